@@ -1,0 +1,5 @@
+"""landscape_nb: interactive neural-network loss landscapes (Li et al., NeurIPS 2018)."""
+from .errors import LandscapeError
+from .surface import Surface
+
+__version__ = "0.1.0"
