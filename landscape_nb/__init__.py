@@ -3,3 +3,7 @@ from .errors import LandscapeError
 from .surface import Surface
 
 __version__ = "0.1.0"
+from .directions import (Directions, interpolation_direction, orthogonalize, plane_directions,
+                         random_directions)
+from .compute import compute_surface
+from .store import load_surface

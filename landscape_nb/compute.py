@@ -1,0 +1,288 @@
+"""Orchestration: SurfaceSpec → tiles → runner (in-process or Dask) → store, listeners, Surface.
+
+The runner only turns tiles into values; everything else (spec, resume, store,
+listeners) happens here in the caller's process, whatever the runner.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .directions import Directions, as_directions
+from .errors import LandscapeError
+from .evaluate import Cancelled, EvalSettings, Evaluator, hash_tensor, loss_name
+from .grid import Grid, Tile, coarse_to_fine
+from .params import ParamLayout
+from .store import SurfaceStore, make_surface
+from .surface import Surface
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to build an Evaluator; shipped once per worker, never per tile."""
+
+    model: nn.Module
+    data: Any
+    vectors: torch.Tensor
+    layout: ParamLayout
+    loss_fn: Callable | None
+    metrics: Any
+    settings: EvalSettings
+    device: str | None = None
+    bn_data: Any = None
+    key: str = ""
+
+    def evaluator(self) -> Evaluator:
+        return Evaluator(self.model, self.data, self.vectors, self.layout, loss_fn=self.loss_fn,
+                         metrics=self.metrics, settings=self.settings, device=self.device, bn_data=self.bn_data)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    metric_names: tuple[str, ...]
+    fingerprint: str
+    n_samples: int
+    device: str
+
+
+def describe(ev: Evaluator) -> DataInfo:
+    """What the spec needs to know about an evaluator's data (built where the data lives)."""
+    return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device))
+
+
+class Runner(Protocol):
+    """Turns tiles into values. ``run`` yields ``(tile, values)`` in completion order."""
+
+    def prepare(self, job: Job) -> DataInfo: ...
+
+    def run(self, job: Job, grid: Grid, tiles: Sequence[Tile], cancel: threading.Event) -> Iterator[tuple[Tile, np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessRunner:
+    """Evaluates tiles one after another in this process, on the model's own weights (restored after)."""
+
+    description = "in-process"
+
+    def __init__(self):
+        self._evaluator: Evaluator | None = None
+
+    def prepare(self, job: Job) -> DataInfo:
+        self._evaluator = job.evaluator()
+        return describe(self._evaluator)
+
+    def run(self, job, grid, tiles, cancel):
+        ev = self._evaluator or job.evaluator()
+        for tile in tiles:
+            if cancel.is_set():
+                return
+            try:
+                values = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+            except Cancelled:
+                return
+            yield tile, values.reshape(*tile.shape, -1)
+
+    def close(self) -> None:
+        self._evaluator = None
+
+
+@dataclass(frozen=True)
+class TileDone:
+    """What listeners receive for each finished tile (values are (rows, cols) arrays)."""
+
+    tile: Tile
+    values: dict[str, np.ndarray]
+    n_done: int
+    n_points: int
+    elapsed: float
+    surface: Callable[[], Surface] = field(repr=False, compare=False)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, t in model.state_dict().items():
+        hash_tensor(h, t, name)
+    return h.hexdigest()[:24]
+
+
+def _callable_fingerprint(fn) -> str | None:
+    if fn is None:
+        return None
+    try:
+        import cloudpickle
+
+        return hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()[:16]
+    except Exception:  # unpicklable callables are identified by name only
+        return loss_name(fn)
+
+
+def spec_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _labels(directions: Directions, ndim: int) -> dict[str, str]:
+    prov = directions.provenance
+    scheme = directions.scheme
+    if scheme.startswith("random"):
+        suffix = f"{prov.get('norm', '')}-normalized" if prov.get("norm") not in (None, "none") else "raw"
+        return {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
+    return {"x_label": str(prov.get("x_label", "α (direction 1)")), "y_label": str(prov.get("y_label", "β (direction 2)"))}
+
+
+def compute_surface(
+    model: nn.Module,
+    data,
+    directions,
+    x=(-1.0, 1.0, 51),
+    y=None,
+    *,
+    loss_fn: Callable | None = None,
+    metrics="auto",
+    client=None,
+    store: str | Path | None = None,
+    tile=None,
+    callbacks: Iterable[Callable[[TileDone], None]] = (),
+    cancel: threading.Event | None = None,
+    max_samples: int | None = None,
+    subset_seed: int = 0,
+    mode: str = "eval",
+    bn_data=None,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    device: str | None = None,
+    name: str | None = None,
+    n_workers: int | None = None,
+) -> Surface:
+    """Loss and metrics of ``model`` on ``data`` over a 1D line (``y=None``) or a 2D plane.
+
+    >>> d = lnb.random_directions(model, n=2)
+    >>> surf = lnb.compute_surface(model, (inputs, targets), d, x=(-1, 1, 51), y=(-1, 1, 51))
+    >>> surf.loss.shape   # (51, 51); surf.loss[j, i] is at (surf.x[i], surf.y[j])
+
+    ``data``: ``(inputs, targets)``, a Dataset, a DataLoader or a zero-argument factory.
+    ``loss_fn``: any ``(outputs, targets) -> scalar mean``; default cross-entropy.
+    ``client``: None (in-process), ``"local"``, ``"cuda"``, a scheduler address or a
+    ``distributed.Client``. ``store``: a directory; a rerun with the same spec resumes
+    and computes only missing tiles, a different spec refuses. ``callbacks`` get a
+    ``TileDone`` per finished tile; ``cancel`` (an Event) stops early and returns the
+    partial surface (NaN where not computed).
+    """
+    grid = Grid.make(x, y)
+    d = as_directions(model, directions)
+    if d.n != grid.ndim:
+        fix = "directions.select([0])" if d.n > grid.ndim else "random_directions(model, n=2)"
+        raise LandscapeError(
+            f"{d.n} direction(s) for a {grid.ndim}D grid; expected {grid.ndim} (one per axis): use {fix}"
+            + (" or pass y=(start, stop, num)" if d.n == 2 else "")
+        )
+    settings = EvalSettings(
+        loss_name=loss_name(loss_fn), mode="bn-recompute" if mode in ("bn-recompute", "bn") else mode, max_samples=max_samples,
+        subset_seed=subset_seed, batch_size=batch_size, precision=precision, channels_last=channels_last,
+        compile=compile,
+    )
+    job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data)
+    runner, owned = make_runner(client, n_workers=n_workers)
+    cancel = cancel or threading.Event()
+    try:
+        info = runner.prepare(job)
+        spec = {
+            "version": 1,
+            "model": {"class": type(model).__qualname__, "layout": d.layout.fingerprint(),
+                      "weights": model_fingerprint(model)},
+            "data": {"fingerprint": info.fingerprint, "n_samples": info.n_samples},
+            "directions": {"fingerprint": d.fingerprint(), "n": d.n, "scheme": d.scheme},
+            "grid": grid.to_json(),
+            "eval": {**settings.to_json(), "metrics": list(info.metric_names),
+                     "loss_fingerprint": _callable_fingerprint(loss_fn),
+                     "bn_data": None if bn_data is None or settings.mode == "eval" else "given"},
+        }
+        key = spec_key(spec)
+        job.key = key
+        provenance = {
+            "name": name or type(model).__name__, "scheme": d.scheme,
+            "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
+            **_labels(d, grid.ndim), "landscape_nb": __version__, "torch": torch.__version__,
+            "device": info.device, "runner": getattr(runner, "description", type(runner).__name__),
+            "precision": precision,
+        }
+        tile_shape = grid.check_tile(tile)
+        st = None
+        if store is not None:
+            if tile is None and Path(store, "zarr.json").exists():
+                try:
+                    tile_shape = SurfaceStore.open(store).tile
+                except LandscapeError:
+                    pass
+            st = SurfaceStore.open_or_create(store, spec, key, tile_shape, list(info.metric_names), provenance)
+            loss, metrics_arr, done = st.read()
+        else:
+            shape = grid.shape2d
+            loss = np.full(shape, np.nan)
+            metrics_arr = {m: np.full(shape, np.nan) for m in info.metric_names}
+            done = np.zeros(shape, dtype=bool)
+        tiles = {t.index: t for t in grid.tiles(tile_shape)}
+        n_rows = max(i for i, _ in tiles) + 1
+        n_cols = max(j for _, j in tiles) + 1
+        todo = [tiles[ij] for ij in coarse_to_fine((n_rows, n_cols))
+                if not done[tiles[ij].y0:tiles[ij].y1, tiles[ij].x0:tiles[ij].x1].all()]
+        n_points = grid.n_points
+        log.info("%d of %d tiles to compute (%s)", len(todo), len(tiles), provenance["runner"])
+
+        def snapshot() -> Surface:
+            return make_surface(spec, loss.copy(), {k: v.copy() for k, v in metrics_arr.items()}, done.copy(),
+                                {**provenance, "key": key})
+
+        callbacks = list(callbacks)
+        t0 = time.perf_counter()
+        n_computed = 0
+        for t, values in runner.run(job, grid, todo, cancel):
+            sl = (slice(t.y0, t.y1), slice(t.x0, t.x1))
+            if st is not None:
+                st.write(t, values)
+            loss[sl] = values[..., 0]
+            for k, m in enumerate(info.metric_names, start=1):
+                metrics_arr[m][sl] = values[..., k]
+            done[sl] = True
+            n_computed += t.n_points
+            event = TileDone(t, {"loss": values[..., 0], **{m: values[..., k] for k, m in enumerate(
+                info.metric_names, start=1)}}, int(done.sum()), n_points, time.perf_counter() - t0, snapshot)
+            for cb in callbacks:
+                cb(event)
+        elapsed = time.perf_counter() - t0
+        extra = {"seconds": elapsed, "points_computed": n_computed,
+                 "seconds_per_point": elapsed / n_computed if n_computed else None,
+                 "cancelled": bool(cancel.is_set() and not done.all())}
+        if st is not None:
+            st.update_provenance(extra)
+        provenance.update(extra)
+        return make_surface(spec, loss, metrics_arr, done, {**provenance, "key": key})
+    finally:
+        runner.close()
+        if owned is not None:
+            owned.close()
+
+
+def make_runner(client, n_workers: int | None = None):
+    """(runner, thing to close) for a ``client`` argument; see ``compute_surface``."""
+    if client is None or client == "inprocess":
+        return InProcessRunner(), None
+    from .cluster import DaskRunner, get_client
+
+    cl, owned = get_client(client, n_workers=n_workers)
+    return DaskRunner(cl), owned

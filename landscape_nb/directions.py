@@ -1,0 +1,300 @@
+"""Directions in weight space: random (filter-normalized), between models, user-supplied.
+
+Filter normalization is from Li et al., "Visualizing the Loss Landscape of Neural
+Nets" (NeurIPS 2018): each filter of a random Gaussian direction is rescaled to
+the norm of the matching filter of the weights, which removes the scale
+invariance that makes raw random directions misleading.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+from .params import ParamLayout, flatten
+
+NORMS = ("filter", "layer", "weight", "none")
+IGNORES = ("biasbn", None)
+_EPS = 1e-10
+
+
+@dataclass(frozen=True, eq=False)
+class Directions:
+    """``n`` directions over a model's flattened tensors, with where they came from.
+
+    ``vectors`` is a float32 CPU tensor of shape (n, n_params); ``layout`` says
+    which model tensors the columns belong to; ``provenance`` records the scheme,
+    seed, normalization and diagnostics (norms, cosines).
+    """
+
+    vectors: torch.Tensor
+    layout: ParamLayout
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        v = self.vectors
+        if v.ndim != 2 or v.shape[1] != self.layout.n_params:
+            raise LandscapeError(
+                f"direction vectors of shape {tuple(v.shape)} do not fit a layout of "
+                f"{self.layout.n_params} values; expected (n, {self.layout.n_params})"
+            )
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def scheme(self) -> str:
+        return str(self.provenance.get("scheme", "user"))
+
+    def fingerprint(self) -> str:
+        """Hash of the exact values and layout: the part of a surface's spec they define."""
+        h = hashlib.sha256(self.layout.fingerprint().encode())
+        h.update(np.ascontiguousarray(self.vectors.numpy()).tobytes())
+        return h.hexdigest()[:24]
+
+    def cosines(self) -> np.ndarray:
+        return _cosines(self.vectors)
+
+    def as_state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """Each direction as ``{tensor name: tensor}``, shaped like the model's tensors."""
+        return [
+            {e.name: t.clone() for e, t in zip(self.layout.entries, self.layout.split(v))}
+            for v in self.vectors
+        ]
+
+    def select(self, idx: Sequence[int]) -> "Directions":
+        return Directions(self.vectors[list(idx)].clone(), self.layout, dict(self.provenance))
+
+    def save(self, path: str | Path) -> Path:
+        """Write an ``.npz`` of arrays plus a JSON string; loading it runs no code."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"layout": self.layout.to_json(), "provenance": _jsonable(self.provenance)}
+        with open(path, "wb") as fh:
+            np.savez(fh, vectors=self.vectors.numpy(), meta=np.array(json.dumps(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Directions":
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                vectors = torch.from_numpy(z["vectors"].astype(np.float32))
+                meta = json.loads(str(z["meta"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise LandscapeError(
+                f"cannot read directions from {str(path)!r} ({exc}); expected a file written by "
+                "Directions.save"
+            ) from None
+        return cls(vectors, ParamLayout.from_json(meta["layout"]), meta["provenance"])
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _cosines(vectors: torch.Tensor) -> np.ndarray:
+    v = vectors.double()
+    norms = v.norm(dim=1).clamp_min(_EPS)
+    return ((v @ v.T) / norms[:, None] / norms[None, :]).numpy()
+
+
+def _max_offdiag(c: np.ndarray) -> float:
+    if len(c) < 2:
+        return 0.0
+    return float(np.abs(c[~np.eye(len(c), dtype=bool)]).max())
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        import difflib
+
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        raise LandscapeError(
+            f"unknown {name} {value!r}; expected one of {list(choices)}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+
+
+def normalize_like(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | None) -> torch.Tensor:
+    """Scale direction tensor ``d`` relative to weight tensor ``w`` (one model tensor).
+
+    ``filter``: each slice along dim 0 gets the norm of the matching slice of ``w``;
+    ``layer``: the whole tensor gets ``‖w‖``; ``weight``: ``d * w`` elementwise;
+    ``none``: unchanged. 1-D tensors (biases, norm-layer weights) become zero with
+    ``ignore="biasbn"``; otherwise ``filter`` and ``layer`` scale them as one group.
+    """
+    if d.ndim <= 1 and ignore == "biasbn":
+        return torch.zeros_like(d)
+    if norm == "none":
+        return d
+    if norm == "weight":
+        return d * w
+    if norm == "filter" and d.ndim > 1:
+        dn = d.reshape(d.shape[0], -1).norm(dim=1)
+        wn = w.reshape(w.shape[0], -1).norm(dim=1)
+        scale = wn / dn.clamp_min(_EPS)
+        return d * scale.view(-1, *([1] * (d.ndim - 1)))
+    return d * (w.norm() / d.norm().clamp_min(_EPS))
+
+
+def random_directions(
+    model: nn.Module,
+    n: int = 2,
+    *,
+    norm: str = "filter",
+    ignore: str | None = "biasbn",
+    seed: int = 0,
+    orthogonalize: bool = False,
+) -> Directions:
+    """``n`` seeded Gaussian directions, normalized per ``norm`` (default: filter).
+
+    >>> d = random_directions(model, n=2, norm="filter", ignore="biasbn", seed=0)
+
+    With ``orthogonalize=True`` the set is orthogonalized by QR and each vector is
+    rescaled to its original global norm; per-filter norms then hold only
+    approximately (random high-dimensional directions are already nearly
+    orthogonal; the cosines before/after are in ``provenance``).
+    """
+    _check_choice("norm", norm, NORMS)
+    _check_choice("ignore", ignore, IGNORES)
+    if not isinstance(n, (int, np.integer)) or n < 1 or n > 64:
+        raise LandscapeError(f"n={n!r} directions requested; expected an integer from 1 to 64 (2 for a plane)")
+    if not isinstance(seed, (int, np.integer)):
+        raise LandscapeError(f"seed={seed!r}; expected an integer")
+    layout = ParamLayout.of(model)
+    weights = [t.detach().float().cpu() for t in layout.tensors(model)]
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = []
+    for _ in range(n):
+        parts = [normalize_like(torch.randn(w.shape, generator=gen), w, norm, ignore) for w in weights]
+        rows.append(torch.cat([p.reshape(-1) for p in parts]))
+    vectors = torch.stack(rows)
+    prov: dict[str, Any] = {"scheme": "random", "norm": norm, "ignore": ignore, "seed": int(seed)}
+    prov["cosine_max_before"] = _max_offdiag(_cosines(vectors))
+    if orthogonalize:
+        vectors = _orthogonalize(vectors)
+        prov["scheme"] = "random-orthogonal"
+    prov["orthogonalized"] = bool(orthogonalize)
+    prov["cosine_max"] = _max_offdiag(_cosines(vectors))
+    prov["norms"] = vectors.double().norm(dim=1).tolist()
+    return Directions(vectors, layout, prov)
+
+
+def _orthogonalize(vectors: torch.Tensor) -> torch.Tensor:
+    """QR of the (n_params × n) matrix in float64; columns keep their original norms."""
+    v = vectors.double()
+    q, r = torch.linalg.qr(v.T, mode="reduced")
+    if (r.diagonal().abs() < 1e-12 * v.norm(dim=1).max()).any():
+        raise LandscapeError(
+            "the directions are linearly dependent and cannot be orthogonalized; "
+            "use different seeds or fewer directions"
+        )
+    q = q * torch.sign(r.diagonal())[None, :]
+    return (q.T * v.norm(dim=1)[:, None]).float()
+
+
+def orthogonalize(directions: Directions) -> Directions:
+    """The same directions orthogonalized by QR (norms kept); cosines before/after recorded."""
+    prov = dict(directions.provenance)
+    prov["cosine_max_before"] = _max_offdiag(directions.cosines())
+    vectors = _orthogonalize(directions.vectors)
+    prov["cosine_max"] = _max_offdiag(_cosines(vectors))
+    prov["orthogonalized"] = True
+    return Directions(vectors, directions.layout, prov)
+
+
+def _paired_layout(models: Sequence[nn.Module], include_buffers: bool) -> ParamLayout:
+    layout = ParamLayout.of(models[0], include_buffers=include_buffers)
+    for i, m in enumerate(models[1:], start=2):
+        layout.check_model(m, what=f"model 1's weights (compared with model {i})")
+    return layout
+
+
+def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = False) -> Directions:
+    """The direction ``θ_b − θ_a``: the surface at ``x = 0`` is model ``a`` and at ``x = 1`` model ``b``.
+
+    With ``include_buffers=True`` floating-point buffers (BatchNorm running mean and
+    variance) are interpolated too; otherwise the evaluated models keep ``a``'s
+    buffers, which makes the path through BN networks look worse than it is.
+    """
+    layout = _paired_layout([a, b], include_buffers)
+    vec = (flatten(b, layout).float().cpu() - flatten(a, layout).float().cpu())[None, :]
+    prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
+            "x_label": "interpolation a → b", "norms": [float(vec.double().norm())]}
+    return Directions(vec, layout, prov)
+
+
+def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffers: bool = False) -> Directions:
+    """Two directions ``θ_b − θ_a`` and ``θ_c − θ_a``: the plane through three models.
+
+    Model ``a`` is at (0, 0), ``b`` at (1, 0) and ``c`` at (0, 1); pass ``a`` as the
+    model to ``compute_surface``.
+    """
+    layout = _paired_layout([a, b, c], include_buffers)
+    wa = flatten(a, layout).float().cpu()
+    vecs = torch.stack([flatten(b, layout).float().cpu() - wa, flatten(c, layout).float().cpu() - wa])
+    prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
+            "x_label": "a → b", "y_label": "a → c", "cosine_max": _max_offdiag(_cosines(vecs)),
+            "norms": vecs.double().norm(dim=1).tolist()}
+    return Directions(vecs, layout, prov)
+
+
+def as_directions(model: nn.Module, directions) -> Directions:
+    """Accept ``Directions``, a list of state-dict-like dicts, a list of flat vectors,
+    or a (n, n_params) tensor/array, and check they fit ``model``."""
+    if isinstance(directions, Directions):
+        directions.layout.check_model(model)
+        return directions
+    layout = ParamLayout.of(model)
+    if isinstance(directions, (torch.Tensor, np.ndarray)):
+        items = list(torch.as_tensor(directions).reshape(-1, directions.shape[-1])) if directions.ndim == 2 else [directions]
+    elif isinstance(directions, Sequence) and not isinstance(directions, (str, bytes)):
+        items = list(directions)
+    else:
+        raise LandscapeError(
+            f"directions of type {type(directions).__name__}; expected Directions (from random_directions), "
+            "a list of state-dict-like dicts, or a list of flat tensors with one value per trainable parameter"
+        )
+    if not items:
+        raise LandscapeError("an empty list of directions; expected 1 (a line) or 2 (a plane)")
+    rows = []
+    for k, item in enumerate(items):
+        if isinstance(item, Mapping):
+            missing = [e.name for e in layout.entries if e.name not in item]
+            if missing:
+                raise LandscapeError(
+                    f"direction {k} has no tensor for {missing[:3]}; expected a tensor for every trainable "
+                    f"parameter of the model (e.g. from model.named_parameters())"
+                )
+            parts = []
+            for e in layout.entries:
+                t = torch.as_tensor(item[e.name]).detach().float().cpu()
+                if tuple(t.shape) != e.shape:
+                    raise LandscapeError(
+                        f"direction {k}, tensor {e.name!r} has shape {tuple(t.shape)}; expected {e.shape} "
+                        "(the model's parameter shape)"
+                    )
+                parts.append(t.reshape(-1))
+            rows.append(torch.cat(parts))
+        else:
+            t = torch.as_tensor(item).detach().float().cpu().reshape(-1)
+            if t.numel() != layout.n_params:
+                raise LandscapeError(
+                    f"direction {k} has {t.numel()} values; expected {layout.n_params} (one per trainable "
+                    "parameter of the model, in named_parameters() order)"
+                )
+            rows.append(t)
+    vectors = torch.stack(rows)
+    return Directions(vectors, layout, {"scheme": "user", "cosine_max": _max_offdiag(_cosines(vectors)),
+                                        "norms": vectors.double().norm(dim=1).tolist()})

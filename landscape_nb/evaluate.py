@@ -1,0 +1,350 @@
+"""Evaluate a model's loss and metrics at points ``w0 + Σ c_k d_k`` of weight space.
+
+The evaluation data is put on the model's device once; each point writes the
+perturbed weights in place, runs the batches and accumulates sums on the device,
+so there is one host sync per tile, not per batch. No Dask, Plotly or widgets here.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+from .params import ParamLayout, Perturber, restoring
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything about *how* points are evaluated that changes the values."""
+
+    loss_name: str = "cross_entropy"
+    mode: str = "eval"  # "eval": BN running stats; "bn-recompute": BN stats re-estimated per point
+    max_samples: int | None = None
+    subset_seed: int = 0
+    batch_size: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- data ----
+
+def as_tensors(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept ``(inputs, targets)``, a ``Dataset``, a ``DataLoader`` or a zero-argument
+    callable returning one of those; return two tensors with a leading sample axis."""
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+    if callable(data) and not isinstance(data, (Dataset, DataLoader, nn.Module)):
+        try:
+            n_required = sum(
+                p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                for p in inspect.signature(data).parameters.values()
+            )
+        except (TypeError, ValueError):
+            n_required = 0
+        if n_required:
+            raise LandscapeError(
+                f"{what} is a callable taking {n_required} required argument(s); expected a zero-argument "
+                "factory returning (inputs, targets), a Dataset or a DataLoader"
+            )
+        data = data()
+    if isinstance(data, DataLoader):
+        batches = [tuple(b) for b in data]
+        if not batches or len(batches[0]) < 2:
+            raise LandscapeError(f"{what}: the DataLoader yields no (inputs, targets) batches")
+        return _check_pair(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]), what)
+    if isinstance(data, TensorDataset):
+        return _check_pair(data.tensors[0], data.tensors[1], what)
+    if isinstance(data, Dataset):
+        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+        if not items:
+            raise LandscapeError(f"{what}: the Dataset is empty")
+        xs = torch.stack([torch.as_tensor(it[0]) for it in items])
+        ys = torch.stack([torch.as_tensor(it[1]) for it in items])
+        return _check_pair(xs, ys, what)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return _check_pair(torch.as_tensor(data[0]), torch.as_tensor(data[1]), what)
+    raise LandscapeError(
+        f"{what} of type {type(data).__name__}; expected (inputs, targets) tensors, a Dataset, a DataLoader "
+        "or a zero-argument callable returning one of those"
+    )
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
+        raise LandscapeError(
+            f"{what}: inputs of shape {tuple(x.shape)} and targets of shape {tuple(y.shape)}; expected the same "
+            "non-zero number of samples along the first axis"
+        )
+    return x, y
+
+
+def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
+    """Feed a tensor's name, dtype, shape and exact bytes into hashlib object ``h``."""
+    t = t.detach().cpu().contiguous().reshape(-1)
+    h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes())
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    hash_tensor(h, x)
+    hash_tensor(h, y)
+    return h.hexdigest()[:24]
+
+
+def subset(x: torch.Tensor, y: torch.Tensor, max_samples: int | None, seed: int):
+    if max_samples is None or max_samples >= len(x):
+        return x, y
+    if int(max_samples) < 1:
+        raise LandscapeError(f"max_samples={max_samples}; expected a positive number of samples or None for all")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))[: int(max_samples)]
+    idx = idx.sort().values
+    return x[idx], y[idx]
+
+
+# ------------------------------------------------------------- metrics ----
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of argmax predictions equal to integer targets (or to argmax of one-hot targets)."""
+    if targets.ndim == outputs.ndim:
+        targets = targets.argmax(dim=-1)
+    return (outputs.argmax(dim=-1) == targets).float().mean()
+
+
+BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
+
+
+def loss_name(loss_fn) -> str:
+    if loss_fn is None:
+        return "cross_entropy"
+    name = getattr(loss_fn, "__qualname__", None) or type(loss_fn).__qualname__
+    return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
+
+
+def resolve_metrics(metrics, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Callable]:
+    """``"auto"`` means accuracy for classification outputs (N, C>1) with integer targets."""
+    if metrics == "auto":
+        classify = outputs.ndim == 2 and outputs.shape[1] > 1 and not targets.is_floating_point()
+        return {"accuracy": accuracy} if classify else {}
+    if metrics is None:
+        return {}
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    out: dict[str, Callable] = {}
+    items = metrics.items() if isinstance(metrics, Mapping) else [(m, m) for m in metrics]
+    for name, fn in items:
+        if isinstance(fn, str):
+            if fn not in BUILTIN_METRICS:
+                raise LandscapeError(
+                    f"unknown metric {fn!r}; expected one of {sorted(BUILTIN_METRICS)} or a mapping "
+                    "name -> callable(outputs, targets) returning a scalar mean"
+                )
+            fn = BUILTIN_METRICS[fn]
+        if not callable(fn):
+            raise LandscapeError(f"metric {name!r} is {fn!r}; expected a callable(outputs, targets) -> scalar")
+        out[str(name)] = fn
+    return out
+
+
+# ----------------------------------------------------------- evaluator ----
+
+def _default_batch(n: int, device: torch.device) -> int:
+    return n if (device.type != "cpu" or n <= 4096) else 1024
+
+
+class Evaluator:
+    """Loss and metrics of ``model`` on ``data`` at grid points along ``directions``.
+
+    The evaluator perturbs ``model`` in place while a tile is evaluated and
+    restores it bit-identically afterwards, also after an exception. When a
+    ``device`` other than the model's is given, a private copy is moved there.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data,
+        directions: torch.Tensor,
+        layout: ParamLayout,
+        *,
+        loss_fn: Callable | None = None,
+        metrics="auto",
+        settings: EvalSettings | None = None,
+        device: str | torch.device | None = None,
+        bn_data=None,
+    ):
+        settings = settings or EvalSettings()
+        if settings.precision not in PRECISIONS:
+            raise LandscapeError(f"precision={settings.precision!r}; expected one of {PRECISIONS}")
+        model_device = _model_device(model)
+        self.device = torch.device(device) if device is not None else model_device
+        if self.device != model_device:
+            model = copy.deepcopy(model).to(self.device)
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.settings = settings
+        self.layout = layout
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        x, y = as_tensors(data)
+        x, y = subset(x, y, settings.max_samples, settings.subset_seed)
+        self.n_samples = len(x)
+        self.data_fingerprint = data_fingerprint(x, y)
+        bs = settings.batch_size or _default_batch(len(x), self.device)
+        x = x.to(self.device)
+        if settings.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device)
+        self.batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+        self.bn_batches = None
+        if settings.mode == "bn-recompute":
+            bx, by = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
+            bx = bx.to(self.device)
+            self.bn_batches = [bx[i:i + bs] for i in range(0, len(bx), bs)]
+        elif settings.mode != "eval":
+            raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
+        self.forward = self.model
+        if settings.compile:
+            self.forward = torch.compile(self.model)
+        self.metric_fns = self._validate(metrics)
+        self.perturber = Perturber(self.model, layout, directions)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.metric_fns)
+
+    def _autocast(self):
+        if self.settings.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _precision(self):
+        if self.settings.precision != "tf32" or self.device.type != "cuda":
+            yield
+            return
+        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+    def _validate(self, metrics) -> dict[str, Callable]:
+        """Run one small batch unperturbed: the model must accept the data, the loss be a scalar."""
+        xb, yb = self.batches[0][0][:8], self.batches[0][1][:8]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                try:
+                    out = self.model(xb)
+                except Exception as exc:  # the user's model decides what it rejects
+                    raise LandscapeError(
+                        f"the model rejected inputs of shape {tuple(self.batches[0][0].shape[1:])} per sample "
+                        f"({type(exc).__name__}: {exc}); pass data shaped the way the model expects"
+                    ) from exc
+                try:
+                    loss = self.loss_fn(out, yb)
+                except Exception as exc:
+                    raise LandscapeError(
+                        f"loss_fn failed on outputs {tuple(out.shape)} and targets {tuple(yb.shape)} "
+                        f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss"
+                    ) from exc
+        finally:
+            self.model.train(was_training)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise LandscapeError(
+                f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
+                "e.g. use reduction='mean'"
+            )
+        fns = resolve_metrics(metrics, out, yb)
+        for name, fn in fns.items():
+            value = fn(out, yb)
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
+        return fns
+
+    def _recompute_bn(self) -> None:
+        """Re-estimate BatchNorm running statistics at the current weights (cumulative average)."""
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        self.model.train()
+        for xb in self.bn_batches:
+            with self._autocast():
+                self.forward(xb)
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+
+    @torch.no_grad()
+    def _point(self) -> torch.Tensor:
+        if self.bn_batches is not None:
+            self._recompute_bn()
+        self.model.eval()
+        sums = torch.zeros(1 + len(self.metric_fns), dtype=torch.float64, device=self.device)
+        for xb, yb in self.batches:
+            with self._autocast():
+                out = self.forward(xb)
+            out = out.float()
+            n = len(xb)
+            sums[0] += self.loss_fn(out, yb).double() * n
+            for k, fn in enumerate(self.metric_fns.values(), start=1):
+                sums[k] += fn(out, yb).double() * n
+        return sums / self.n_samples
+
+    def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """Values at each row of ``coords`` (n_points, n_dirs): array (n_points, 1 + n_metrics).
+
+        Column 0 is the loss, then the metrics in ``metric_names`` order. The
+        model is restored on return. ``should_stop`` is polled between points;
+        when it returns True the evaluation ends early and raises ``Cancelled``.
+        """
+        coords = np.asarray(coords, dtype=np.float64)
+        rows = []
+        with restoring(self.model), self._precision():
+            for c in coords:
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                self.perturber.set(c)
+                rows.append(self._point())
+            values = torch.stack(rows).cpu().numpy()
+        return values
+
+
+class Cancelled(Exception):
+    """Raised inside a running evaluation when the user cancelled the computation."""
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def set_threads(n: int) -> None:
+    """Torch intra-op threads (used by worker plugins; the in-process path leaves them alone)."""
+    torch.set_num_threads(max(1, int(n)))
+
+
+__all__ = [
+    "EvalSettings", "Evaluator", "Cancelled", "as_tensors", "accuracy", "data_fingerprint", "subset",
+    "loss_name", "resolve_metrics",
+]

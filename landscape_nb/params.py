@@ -1,0 +1,165 @@
+"""A model's weights as one flat vector: layout, flatten, perturb in place, restore.
+
+The layout lists the tensors a direction covers (trainable parameters, and
+optionally floating-point buffers such as BatchNorm running statistics) in
+``named_parameters()`` / ``named_buffers()`` order.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    shape: tuple[int, ...]
+    kind: str  # "param" or "buffer"
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names, shapes and kinds of the tensors that make up the flat vector."""
+
+    entries: tuple[Entry, ...]
+
+    @classmethod
+    def of(cls, model: nn.Module, include_buffers: bool = False) -> "ParamLayout":
+        if not isinstance(model, nn.Module):
+            raise LandscapeError(
+                f"expected a torch.nn.Module, got {type(model).__name__}; pass the model object itself"
+            )
+        entries = [
+            Entry(name, tuple(p.shape), "param")
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        ]
+        if include_buffers:
+            entries += [
+                Entry(name, tuple(b.shape), "buffer")
+                for name, b in model.named_buffers()
+                if b.is_floating_point()
+            ]
+        if not entries:
+            raise LandscapeError(
+                f"{type(model).__name__} has no trainable parameters; a loss landscape needs "
+                "weights to perturb (check requires_grad)"
+            )
+        return cls(tuple(entries))
+
+    @property
+    def n_params(self) -> int:
+        return sum(e.numel for e in self.entries)
+
+    @property
+    def include_buffers(self) -> bool:
+        return any(e.kind == "buffer" for e in self.entries)
+
+    def offsets(self) -> list[tuple[int, int]]:
+        out, start = [], 0
+        for e in self.entries:
+            out.append((start, start + e.numel))
+            start += e.numel
+        return out
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of ``flat`` (last dim = n_params) shaped like each entry."""
+        lead = tuple(flat.shape[:-1])
+        return [flat[..., a:b].view(*lead, *e.shape) for e, (a, b) in zip(self.entries, self.offsets())]
+
+    def tensors(self, model: nn.Module) -> list[torch.Tensor]:
+        """The model's live tensors in layout order."""
+        named = dict(model.named_parameters())
+        named.update(dict(model.named_buffers()))
+        try:
+            return [named[e.name] for e in self.entries]
+        except KeyError as exc:
+            raise LandscapeError(
+                f"model {type(model).__name__} has no tensor {exc.args[0]!r} that the directions "
+                "cover; the directions were made for another architecture: make them from this model"
+            ) from None
+
+    def check_model(self, model: nn.Module, what: str = "directions") -> None:
+        """Refuse a model whose tensors differ from this layout, naming the first mismatch."""
+        other = ParamLayout.of(model, include_buffers=self.include_buffers)
+        if other == self:
+            return
+        mine = {e.name: e.shape for e in self.entries}
+        theirs = {e.name: e.shape for e in other.entries}
+        missing = [n for n in mine if n not in theirs]
+        extra = [n for n in theirs if n not in mine]
+        shape = [(n, mine[n], theirs[n]) for n in mine if n in theirs and mine[n] != theirs[n]]
+        detail = (
+            f"missing in the model: {missing[:3]}" if missing
+            else f"not in the {what}: {extra[:3]}" if extra
+            else f"shape of {shape[0][0]!r}: {what} {shape[0][1]}, model {shape[0][2]}" if shape
+            else "tensor order differs"
+        )
+        raise LandscapeError(
+            f"the {what} were made for another architecture ({self.n_params} values) than the "
+            f"model ({other.n_params} values); {detail}. Make the {what} from this model."
+        )
+
+    def fingerprint(self) -> str:
+        text = ";".join(f"{e.name}:{e.kind}:{'x'.join(map(str, e.shape))}" for e in self.entries)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> list:
+        return [[e.name, list(e.shape), e.kind] for e in self.entries]
+
+    @classmethod
+    def from_json(cls, rows: Sequence) -> "ParamLayout":
+        return cls(tuple(Entry(str(n), tuple(int(s) for s in shape), str(k)) for n, shape, k in rows))
+
+
+def flatten(model: nn.Module, layout: ParamLayout | None = None) -> torch.Tensor:
+    """The model's weights (per ``layout``) as one detached 1-D tensor on their device."""
+    layout = layout or ParamLayout.of(model)
+    return torch.cat([t.detach().reshape(-1) for t in layout.tensors(model)])
+
+
+@contextlib.contextmanager
+def restoring(model: nn.Module) -> Iterator[None]:
+    """Snapshot every parameter and buffer, and put them back bit-identically on exit."""
+    saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+    training = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, t in model.state_dict(keep_vars=True).items():
+                t.data.copy_(saved[name])
+        for m, mode in training.items():
+            m.train(mode)
+
+
+class Perturber:
+    """Writes ``w0 + coeffs @ D`` into the model's tensors in place (no allocation per point)."""
+
+    def __init__(self, model: nn.Module, layout: ParamLayout, directions: torch.Tensor):
+        self.layout = layout
+        self.targets = layout.tensors(model)
+        self.base = flatten(model, layout).clone()
+        self.directions = directions.to(device=self.base.device, dtype=self.base.dtype)
+        self.flat = torch.empty_like(self.base)
+        self.views = layout.split(self.flat)
+
+    @torch.no_grad()
+    def set(self, coeffs: Sequence[float]) -> None:
+        c = torch.as_tensor(list(coeffs), dtype=self.base.dtype, device=self.base.device)
+        torch.addmv(self.base, self.directions.T, c, out=self.flat)
+        torch._foreach_copy_(self.targets, self.views)

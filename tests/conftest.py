@@ -1,0 +1,92 @@
+import pytest
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv + BN + linear: has 4-D, 2-D and 1-D tensors and BN buffers."""
+
+    def __init__(self, n_classes: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, n_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        h = nn.functional.max_pool2d(h, 2)
+        return self.fc(h.flatten(1))
+
+
+def make_mlp(seed: int = 0, n_in: int = 6, n_classes: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n_in, 16), nn.Tanh(), nn.Linear(16, n_classes))
+
+
+@pytest.fixture
+def mlp():
+    return make_mlp()
+
+
+@pytest.fixture
+def mlp_data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(97, 6, generator=g)
+    y = torch.randint(0, 3, (97,), generator=g)
+    return x, y
+
+
+@pytest.fixture
+def cnn():
+    torch.manual_seed(0)
+    m = TinyCNN()
+    with torch.no_grad():  # non-trivial BN running stats
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+@pytest.fixture
+def cnn_data():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+
+
+def naive_loss(model, data, dirs, coeffs, loss_fn=None, metric=None):
+    """Copy w + Σ c_k d_k (dirs: list of {name: tensor}) into a copy of the model, loop over
+    the samples in batches of 7, return the mean loss (and mean metric)."""
+    import copy
+
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            new = p.clone()
+            for c, d in zip(coeffs, dirs):
+                new = new + float(c) * d[name]
+            p.copy_(new)
+        x, y = data
+        total, total_m = 0.0, 0.0
+        for i in range(0, len(x), 7):
+            out = m(x[i:i + 7])
+            total += float(loss_fn(out, y[i:i + 7])) * len(out)
+            if metric:
+                total_m += float((out.argmax(1) == y[i:i + 7]).float().sum())
+    return total / len(x), total_m / len(x)
+
+
+def random_dict_dirs(model, n, seed=0, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    return [{name: scale * torch.randn(p.shape, generator=g) for name, p in model.named_parameters()}
+            for _ in range(n)]
+
+
+def state_copy(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_bit_identical(model, saved):
+    now = model.state_dict()
+    assert now.keys() == saved.keys()
+    for k in saved:
+        assert torch.equal(now[k], saved[k]), k

@@ -1,0 +1,262 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.store import SurfaceStore
+
+from conftest import TinyCNN, assert_bit_identical, make_mlp, naive_loss, random_dict_dirs, state_copy
+
+
+def _check_against_naive(model, data, dirs, surf, loss_fn=None, metric=True, rtol=1e-5):
+    if surf.y is None:
+        for i, a in enumerate(surf.x):
+            loss, acc = naive_loss(model, data, dirs, [a], loss_fn, metric)
+            np.testing.assert_allclose(surf.loss[i], loss, rtol=rtol)
+            if metric:
+                np.testing.assert_allclose(surf.metrics["accuracy"][i], acc, rtol=1e-6)
+        return
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            loss, acc = naive_loss(model, data, dirs, [a, b], loss_fn, metric)
+            np.testing.assert_allclose(surf.loss[j, i], loss, rtol=rtol, err_msg=f"at x[{i}], y[{j}]")
+            if metric:
+                np.testing.assert_allclose(surf.metrics["accuracy"][j, i], acc, rtol=1e-6)
+
+
+@pytest.mark.parametrize("x, y, tile", [
+    ((-1, 1, 9), None, 2),             # 1D, odd tiles
+    ((-1, 1, 5), (-1, 1, 5), None),    # square
+    ((-0.5, 1.5, 7), (-2, 0.3, 4), (3, 2)),  # non-square, ranges not centred, odd tiles
+    ((-1, 1, 3), (-1, 1, 6), (4, 5)),  # tile larger than an axis
+])
+def test_surface_equals_naive_loop(mlp, mlp_data, x, y, tile):
+    dirs = random_dict_dirs(mlp, 1 if y is None else 2)
+    surf = lnb.compute_surface(mlp, mlp_data, dirs, x=x, y=y, tile=tile)
+    assert surf.loss.shape == ((x[2],) if y is None else (y[2], x[2]))
+    np.testing.assert_allclose(surf.x, np.linspace(*x))
+    _check_against_naive(mlp, mlp_data, dirs, surf)
+
+
+def test_loss_index_is_y_row_x_column(mlp, mlp_data):
+    """Directions with very different effects: loss[j, i] must be at (x[i], y[j])."""
+    dirs = random_dict_dirs(mlp, 2)
+    dirs[1] = {k: 0 * v for k, v in dirs[1].items()}  # y does nothing
+    surf = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 5), y=(-1, 1, 3))
+    assert np.allclose(surf.loss[0], surf.loss[2])            # rows equal: y has no effect
+    assert not np.allclose(surf.loss[:, 0], surf.loss[:, 4])  # columns differ along x
+
+
+def test_cnn_with_bn_in_eval_mode_and_random_filter_directions(cnn, cnn_data):
+    d = lnb.random_directions(cnn, n=2, seed=1)
+    surf = lnb.compute_surface(cnn, cnn_data, d, x=(-1, 1, 4), y=(-1, 1, 3), tile=(2, 3))
+    _check_against_naive(cnn, cnn_data, d.as_state_dicts(), surf)
+    assert not cnn.training
+
+
+def test_custom_loss_and_data_forms(mlp, mlp_data):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dirs = random_dict_dirs(mlp, 1)
+    mse = lambda out, t: ((out.softmax(1) - nn.functional.one_hot(t, 3).float()) ** 2).sum(1).mean()  # noqa: E731
+    ref = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 4), loss_fn=mse)
+    _check_against_naive(mlp, mlp_data, dirs, ref, loss_fn=mse)
+    ds = TensorDataset(*mlp_data)
+    for data in (ds, DataLoader(ds, batch_size=10), lambda: mlp_data, list(zip(*mlp_data)) and ds):
+        s = lnb.compute_surface(mlp, data, dirs, x=(-1, 1, 4), loss_fn=mse)
+        np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
+
+
+def test_max_samples_is_a_fixed_seed_subset(mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 1)
+    s = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), max_samples=30, subset_seed=4)
+    idx = torch.randperm(97, generator=torch.Generator().manual_seed(4))[:30].sort().values
+    _check_against_naive(mlp, (mlp_data[0][idx], mlp_data[1][idx]), dirs, s)
+
+
+def test_bn_recompute_matches_naive_train_mode_statistics(cnn, cnn_data):
+    dirs = random_dict_dirs(cnn, 1, scale=0.2)
+    s = lnb.compute_surface(cnn, cnn_data, dirs, x=(-1, 1, 3), mode="bn-recompute", batch_size=40)
+    import copy
+    for i, a in enumerate(s.x):
+        m = copy.deepcopy(cnn)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(a * dirs[0][name])
+            # BN stats over the whole set = batch statistics of one full batch (biased var aside)
+            m.bn.reset_running_stats(); m.bn.momentum = None; m.train(); m(cnn_data[0]); m.eval()
+            ref = float(nn.functional.cross_entropy(m(cnn_data[0]), cnn_data[1]))
+        np.testing.assert_allclose(s.loss[i], ref, rtol=1e-5)
+    assert cnn.bn.momentum == 0.1
+
+
+def test_nan_and_inf_losses_are_stored_not_raised(mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 1)
+    x, y = mlp_data
+    x = x.clone(); x[0, 0] = float("nan")
+    s = lnb.compute_surface(mlp, (x, y), dirs, x=(-1, 1, 3))
+    assert np.isnan(s.loss).all() and s.is_complete
+
+
+def test_weights_bit_identical_after_compute(cnn, cnn_data):
+    saved = state_copy(cnn)
+    lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn), x=(-1, 1, 3), y=(-1, 1, 3),
+                        mode="bn-recompute")
+    assert_bit_identical(cnn, saved)
+
+
+def test_weights_bit_identical_when_loss_raises_mid_run(cnn, cnn_data):
+    saved = state_copy(cnn)
+    calls = {"n": 0}
+
+    def flaky(out, t):
+        calls["n"] += 1
+        if calls["n"] > 6:  # past validation, in the middle of the grid
+            raise RuntimeError("boom")
+        return nn.functional.cross_entropy(out, t)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn), x=(-1, 1, 3), y=(-1, 1, 3),
+                            loss_fn=flaky)
+    assert_bit_identical(cnn, saved)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_only_missing_tiles(tmp_path, mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 2)
+    store = tmp_path / "s.zarr"
+    grid = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))  # 3 x 3 = 9 tiles
+
+    def crash_after(k):
+        def cb(ev):
+            if ev.n_done and cb.count == k - 1:
+                raise Crash()
+            cb.count += 1
+        cb.count = 0
+        return cb
+
+    with pytest.raises(Crash):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[crash_after(4)])
+    partial = lnb.load_surface(store)
+    n_before = partial.n_done
+    assert 0 < n_before < 35 and np.isnan(partial.loss[~partial.done_mask]).all()
+    seen = []
+    s = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[seen.append])
+    assert len(seen) == 9 - 4 and sum(e.tile.n_points for e in seen) == 35 - n_before
+    clean = lnb.compute_surface(mlp, mlp_data, dirs, **grid)
+    np.testing.assert_array_equal(s.loss, clean.loss)
+    np.testing.assert_array_equal(lnb.load_surface(store).loss, clean.loss)
+    again = []
+    lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[again.append])
+    assert again == []  # complete store: nothing recomputed
+
+
+@pytest.mark.parametrize("change, word", [
+    (dict(x=(-1, 1, 8)), "grid.x"),
+    (dict(max_samples=50), "max_samples"),
+    (dict(seed=1), "directions.fingerprint"),
+    (dict(model_seed=3), "model.weights"),
+])
+def test_store_with_different_spec_refuses_naming_difference(tmp_path, mlp_data, change, word):
+    store = tmp_path / "s.zarr"
+    base = dict(x=(-1, 1, 7), y=(-1, 1, 5))
+    m = make_mlp()
+    lnb.compute_surface(m, mlp_data, lnb.random_directions(m, seed=0), **base, store=store)
+    kw = {**base, **{k: v for k, v in change.items() if k not in ("seed", "model_seed")}}
+    m2 = make_mlp(change.get("model_seed", 0))
+    d2 = lnb.random_directions(m2, seed=change.get("seed", 0))
+    with pytest.raises(LandscapeError, match=word):
+        lnb.compute_surface(m2, mlp_data, d2, **kw, store=store)
+
+
+def test_store_manifest_is_json_and_surface_roundtrips(tmp_path, mlp, mlp_data):
+    import json
+    store = tmp_path / "s.zarr"
+    s = lnb.compute_surface(mlp, mlp_data, lnb.random_directions(mlp), x=(-1, 1, 4), y=(0, 1, 3), store=store)
+    meta = json.loads((store / "zarr.json").read_text())
+    assert meta["attributes"]["landscape_nb"]["spec"]["grid"] == {"x": [-1.0, 1.0, 4], "y": [0.0, 1.0, 3]}
+    r = lnb.load_surface(store)
+    np.testing.assert_array_equal(r.loss, s.loss)
+    np.testing.assert_array_equal(r.metrics["accuracy"], s.metrics["accuracy"])
+    np.testing.assert_array_equal(r.y, s.y)
+    ds = r.to_xarray()
+    assert float(ds["loss"].sel(x=r.x[2], y=r.y[1])) == s.loss[1, 2]
+
+
+def test_cancel_returns_partial_surface(mlp, mlp_data):
+    import threading
+    ev = threading.Event()
+
+    def cb(e):
+        if e.n_done >= 6:
+            ev.set()
+    s = lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, 2), x=(-1, 1, 6), y=(-1, 1, 6), tile=(2, 2),
+                            callbacks=[cb], cancel=ev)
+    assert 0 < s.n_done < 36 and s.provenance["cancelled"]
+
+
+# --------------------------------------------------------------- bad input ----
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(x=(1, -1, 5)), "empty or reversed"),
+    (dict(x=(0, 0, 5)), "empty or reversed"),
+    (dict(x=(-1, 1, 1)), "integer ≥ 2"),
+    (dict(x=(-1, 1, 100000)), "larger than 4096"),
+    (dict(x=(-1, 1, 4000), y=(-1, 1, 4000)), "larger than the limit"),
+    (dict(x=(-1, 1)), "expected \\(start, stop, num\\)"),
+    (dict(x=(-1, 1, 5), y=(-1, 1, 5), n_dirs=1), "1 direction\\(s\\) for a 2D grid"),
+    (dict(x=(-1, 1, 5), n_dirs=2), "use directions.select"),
+    (dict(x=(-1, 1, 3), tile=(0, 2)), "positive sizes"),
+])
+def test_bad_grid_and_direction_count(mlp, mlp_data, kw, match):
+    n_dirs = kw.pop("n_dirs", 2 if "y" in kw else 1)
+    with pytest.raises(LandscapeError, match=match):
+        lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, n_dirs), **kw)
+
+
+def test_directions_from_other_architecture_refused(mlp_data):
+    other = lnb.random_directions(TinyCNN(), n=1)
+    with pytest.raises(LandscapeError, match="another architecture"):
+        lnb.compute_surface(make_mlp(), mlp_data, other, x=(-1, 1, 3))
+
+
+def test_data_the_model_rejects(mlp):
+    with pytest.raises(LandscapeError, match=r"rejected inputs of shape \(5,\)"):
+        lnb.compute_surface(mlp, (torch.randn(10, 5), torch.zeros(10, dtype=torch.long)),
+                            random_dict_dirs(mlp, 1), x=(-1, 1, 3))
+
+
+def test_non_scalar_loss(mlp, mlp_data):
+    with pytest.raises(LandscapeError, match="expected a scalar"):
+        lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, 1), x=(-1, 1, 3),
+                            loss_fn=nn.CrossEntropyLoss(reduction="none"))
+
+
+@pytest.mark.parametrize("data, match", [
+    ("digits", "expected \\(inputs, targets\\)"),
+    ((torch.randn(4, 6), torch.zeros(5)), "same non-zero number"),
+    (lambda n: None, "required argument"),
+])
+def test_bad_data(mlp, data, match):
+    with pytest.raises(LandscapeError, match=match):
+        lnb.compute_surface(mlp, data, random_dict_dirs(mlp, 1), x=(-1, 1, 3))
+
+
+def test_unreadable_store(tmp_path):
+    bad = tmp_path / "bad.zarr"
+    bad.mkdir()
+    (bad / "zarr.json").write_text("{not json")
+    with pytest.raises(LandscapeError, match="cannot read the landscape store"):
+        lnb.load_surface(bad)
+    with pytest.raises(LandscapeError, match="no landscape store"):
+        lnb.load_surface(tmp_path / "missing")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "file.txt").write_text("x")
+    with pytest.raises(LandscapeError, match="not an empty landscape store"):
+        SurfaceStore.create(other, {"grid": {"x": [0, 1, 2], "y": None}}, "k", (1, 1), [], {})

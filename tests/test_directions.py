@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+import torch
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.directions import Directions, as_directions
+
+from conftest import TinyCNN, make_mlp
+
+
+def _per_param(d: Directions):
+    return d.as_state_dicts()
+
+
+def test_filter_norm_matches_weight_norm_per_filter(cnn):
+    d = lnb.random_directions(cnn, n=2, norm="filter", ignore="biasbn", seed=3)
+    for dd in _per_param(d):
+        for name, w in cnn.named_parameters():
+            if w.ndim > 1:
+                for i in range(w.shape[0]):
+                    np.testing.assert_allclose(float(dd[name][i].norm()), float(w[i].norm()), rtol=1e-5)
+
+
+def test_biasbn_directions_are_exactly_zero_for_1d_tensors(cnn):
+    for norm in ("filter", "layer", "weight", "none"):
+        d = lnb.random_directions(cnn, n=2, norm=norm, ignore="biasbn", seed=0)
+        for dd in _per_param(d):
+            for name, w in cnn.named_parameters():
+                if w.ndim == 1:
+                    assert torch.count_nonzero(dd[name]) == 0, (norm, name)
+                else:
+                    assert torch.count_nonzero(dd[name]) > 0
+
+
+def test_layer_norm_matches_weight_norm_per_tensor(cnn):
+    d = lnb.random_directions(cnn, n=1, norm="layer", ignore=None, seed=1)
+    dd = _per_param(d)[0]
+    for name, w in cnn.named_parameters():
+        np.testing.assert_allclose(float(dd[name].norm()), float(w.norm()), rtol=1e-5)
+
+
+def test_weight_norm_and_none_follow_the_seeded_gaussian(cnn):
+    """Regenerate the Gaussian independently: weight norm is g * w, none is g."""
+    for norm in ("weight", "none"):
+        d = lnb.random_directions(cnn, n=1, norm=norm, ignore=None, seed=5)
+        gen = torch.Generator().manual_seed(5)
+        dd = _per_param(d)[0]
+        for name, w in cnn.named_parameters():
+            g = torch.randn(w.shape, generator=gen)
+            expect = g * w.detach() if norm == "weight" else g
+            torch.testing.assert_close(dd[name], expect, rtol=1e-6, atol=1e-7)
+
+
+def test_directions_reproducible_by_seed_and_differ_across_seeds(cnn):
+    a = lnb.random_directions(cnn, seed=7).vectors
+    b = lnb.random_directions(cnn, seed=7).vectors
+    c = lnb.random_directions(cnn, seed=8).vectors
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_orthogonalize_gives_cosine_below_1e6_and_reports_before_after():
+    model = make_mlp()
+    d = lnb.random_directions(model, n=3, norm="filter", seed=0, orthogonalize=True)
+    v = d.vectors.double()
+    cos = (v @ v.T) / v.norm(dim=1)[:, None] / v.norm(dim=1)[None, :]
+    off = cos[~torch.eye(3, dtype=bool)]
+    assert off.abs().max() < 1e-6
+    assert d.provenance["cosine_max"] < 1e-6
+    assert d.provenance["cosine_max_before"] > 1e-4  # a small model: random directions overlap visibly
+    raw = lnb.random_directions(model, n=3, norm="filter", seed=0)
+    np.testing.assert_allclose(v.norm(dim=1).numpy(), raw.vectors.double().norm(dim=1).numpy(), rtol=1e-5)
+    # ignored 1-D tensors stay exactly zero after QR
+    for dd in d.as_state_dicts():
+        for name, w in model.named_parameters():
+            if w.ndim == 1:
+                assert torch.count_nonzero(dd[name]) == 0
+
+
+def test_orthogonalize_function_on_user_directions():
+    model = make_mlp()
+    d = lnb.orthogonalize(as_directions(model, [torch.ones(sum(p.numel() for p in model.parameters())),
+                                                torch.arange(sum(p.numel() for p in model.parameters())).float()]))
+    v = d.vectors.double()
+    assert abs(float(v[0] @ v[1])) / float(v[0].norm() * v[1].norm()) < 1e-6
+
+
+def test_orthogonalize_refuses_dependent_directions():
+    model = make_mlp()
+    n = sum(p.numel() for p in model.parameters())
+    with pytest.raises(LandscapeError, match="linearly dependent"):
+        lnb.orthogonalize(as_directions(model, [torch.ones(n), 2 * torch.ones(n)]))
+
+
+def test_interpolation_direction_is_difference_of_weights_and_buffers(cnn):
+    b = TinyCNN()
+    with torch.no_grad():
+        b.bn.running_mean.fill_(0.3)
+    d = lnb.interpolation_direction(cnn, b)
+    dd = d.as_state_dicts()[0]
+    assert set(dd) == {n for n, _ in cnn.named_parameters()}
+    for name, p in cnn.named_parameters():
+        torch.testing.assert_close(dd[name], dict(b.named_parameters())[name].detach() - p.detach())
+    db = lnb.interpolation_direction(cnn, b, include_buffers=True).as_state_dicts()[0]
+    torch.testing.assert_close(db["bn.running_mean"], b.bn.running_mean - cnn.bn.running_mean)
+    assert "bn.num_batches_tracked" not in db
+
+
+def test_plane_through_three_models():
+    a, b, c = make_mlp(0), make_mlp(1), make_mlp(2)
+    d = lnb.plane_directions(a, b, c)
+    v = d.as_state_dicts()
+    for name, p in a.named_parameters():
+        torch.testing.assert_close(v[0][name], dict(b.named_parameters())[name].detach() - p.detach())
+        torch.testing.assert_close(v[1][name], dict(c.named_parameters())[name].detach() - p.detach())
+
+
+def test_directions_save_load_roundtrip_without_pickle(tmp_path, cnn):
+    d = lnb.random_directions(cnn, n=2, seed=4)
+    path = d.save(tmp_path / "d.npz")
+    with np.load(path, allow_pickle=False) as z:  # readable with pickle disabled
+        assert set(z.files) == {"vectors", "meta"}
+    e = Directions.load(path)
+    assert torch.equal(e.vectors, d.vectors)
+    assert e.layout == d.layout
+    assert e.provenance["seed"] == 4 and e.provenance["norm"] == "filter"
+
+
+def test_load_refuses_garbage(tmp_path):
+    p = tmp_path / "bad.npz"
+    p.write_bytes(b"not a zip")
+    with pytest.raises(LandscapeError, match="cannot read directions"):
+        Directions.load(p)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"norm": "filtre"}, "did you mean 'filter'"),
+    ({"ignore": "bias"}, "unknown ignore"),
+    ({"n": 0}, "expected an integer from 1"),
+])
+def test_random_directions_bad_options(cnn, kwargs, match):
+    with pytest.raises(LandscapeError, match=match):
+        lnb.random_directions(cnn, **kwargs)
+
+
+def test_directions_from_another_architecture_refused():
+    d = lnb.random_directions(make_mlp(), n=2)
+    with pytest.raises(LandscapeError, match="another architecture"):
+        as_directions(TinyCNN(), d)
+    with pytest.raises(LandscapeError, match="another architecture"):
+        lnb.interpolation_direction(make_mlp(), TinyCNN())
+
+
+def test_user_directions_wrong_shape_refused(mlp):
+    n = sum(p.numel() for p in mlp.parameters())
+    with pytest.raises(LandscapeError, match=f"expected {n}"):
+        as_directions(mlp, [torch.ones(n + 1)])
+    bad = {name: torch.zeros(p.shape) for name, p in mlp.named_parameters()}
+    bad["0.weight"] = torch.zeros(3, 3)
+    with pytest.raises(LandscapeError, match="has shape"):
+        as_directions(mlp, [bad])
+    with pytest.raises(LandscapeError, match="empty list"):
+        as_directions(mlp, [])
