@@ -1,0 +1,270 @@
+"""Dask execution: make or connect a client, ship a job to workers once, stream tiles back.
+
+``get_client`` is shared by the API, the CLI and the notebook. ``dask_cuda`` is
+imported only when ``client="cuda"`` is asked for.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Iterator, Sequence
+
+import cloudpickle
+import numpy as np
+from distributed import Client, Event, WorkerPlugin, as_completed, get_worker
+
+from .compute import DataInfo, Job, describe
+from .errors import LandscapeError
+from .evaluate import Cancelled, Evaluator, set_threads
+from .grid import Grid, Tile
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = "5s"
+
+
+class TorchThreads(WorkerPlugin):
+    """Sets torch's intra-op threads on each worker, so workers don't oversubscribe the cores."""
+
+    name = "landscape_nb-torch-threads"
+
+    def __init__(self, n_threads: int):
+        self.n_threads = int(n_threads)
+
+    def setup(self, worker) -> None:
+        set_threads(self.n_threads)
+
+
+class OwnedCluster:
+    """A client and the cluster landscape_nb made for it; closing closes both."""
+
+    def __init__(self, client: Client, cluster):
+        self.client, self.cluster = client, cluster
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None):
+    """An embedded ``LocalCluster`` of worker processes bound to 127.0.0.1."""
+    from distributed import LocalCluster
+
+    n_cpu = _cpu_count()
+    n_workers = int(n_workers or min(n_cpu, 8))
+    if n_workers < 1:
+        raise LandscapeError(f"n_workers={n_workers}; expected at least 1")
+    torch_threads = threads_per_worker or max(1, n_cpu // n_workers)
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    client = Client(cluster)
+    client.register_plugin(TorchThreads(torch_threads))
+    return OwnedCluster(client, cluster)
+
+
+def cuda_cluster(n_workers: int | None = None):
+    """``dask_cuda.LocalCUDACluster``: one worker per visible GPU."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise LandscapeError(
+            "client='cuda' needs dask-cuda, which is not installed; install it with "
+            "`pip install landscape_nb[cuda]`, or use client='local' for CPU workers"
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LandscapeError(
+            "client='cuda' was asked for but torch sees no CUDA GPU on this machine; use client='local', "
+            "or install a CUDA build of torch on a machine with a GPU"
+        )
+    kwargs = {} if n_workers is None else {"CUDA_VISIBLE_DEVICES": list(range(int(n_workers)))}
+    cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                               silence_logs=logging.ERROR, **kwargs)
+    return OwnedCluster(Client(cluster), cluster)
+
+
+def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[Client, OwnedCluster | None]:
+    """A ``distributed.Client`` for ``client`` and what to close afterwards (None if the caller owns it).
+
+    ``"local"``: embedded LocalCluster; ``"cuda"``: LocalCUDACluster; ``"tcp://host:port"``
+    (or any scheduler address): connect, failing within a few seconds when unreachable;
+    a ``Client``: used as is and never closed here.
+    """
+    if isinstance(client, Client):
+        return client, None
+    if client == "local":
+        owned = local_cluster(n_workers)
+        return owned.client, owned
+    if client == "cuda":
+        owned = cuda_cluster(n_workers)
+        return owned.client, owned
+    if isinstance(client, str) and "://" in client or (isinstance(client, str) and ":" in client):
+        try:
+            c = Client(client, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise LandscapeError(
+                f"cannot reach a Dask scheduler at {client!r} within {CONNECT_TIMEOUT} ({type(exc).__name__}); "
+                "check the address (tcp://host:port) and that the scheduler is running, or use client='local'"
+            ) from None
+        return c, None
+    raise LandscapeError(
+        f"client={client!r}; expected None (in-process), 'local', 'cuda', a scheduler address like "
+        "'tcp://127.0.0.1:8786', or a distributed.Client"
+    )
+
+
+# ------------------------------------------------------------- shipping ----
+
+def _module_names(job: Job) -> set[str]:
+    """Modules whose code the job's objects need: model classes, loss, metrics, data factory."""
+    names = {type(m).__module__ for m in job.model.modules()}
+    for obj in (job.loss_fn, job.data, job.bn_data):
+        if callable(obj) and not isinstance(obj, (tuple, list)):
+            names.add(getattr(obj, "__module__", None) or type(obj).__module__)
+    if isinstance(job.metrics, dict):
+        names.update(getattr(f, "__module__", "") for f in job.metrics.values() if callable(f))
+    return {n for n in names if n and n != "__main__" and n in sys.modules}
+
+
+def _importable(names: Sequence[str]) -> dict[str, bool]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.util.find_spec(n) is not None
+        except (ImportError, ValueError):
+            out[n] = False
+    return out
+
+
+def pack_job(client: Client, job: Job) -> bytes:
+    """cloudpickle the job; modules the workers cannot import (a notebook's or a test's) go by value."""
+    names = sorted(_module_names(job))
+    on_worker = client.submit(_importable, names, pure=False).result() if names else {}
+    by_value = [sys.modules[n] for n in names if not on_worker.get(n, True)]
+    for mod in by_value:
+        cloudpickle.register_pickle_by_value(mod)
+    try:
+        return cloudpickle.dumps(job)
+    finally:
+        for mod in by_value:
+            cloudpickle.unregister_pickle_by_value(mod)
+
+
+_CACHE_SIZE = 2
+
+
+def _worker_evaluator(token: str, payload: bytes) -> Evaluator:
+    """Build this worker's evaluator for a job once; later tiles of the job reuse it."""
+    try:
+        holder = get_worker()
+    except ValueError:  # not on a worker (e.g. client.run_on_scheduler); use a module cache
+        holder = sys.modules[__name__]
+    cache = getattr(holder, "_landscape_nb_evaluators", None)
+    if cache is None:
+        cache = OrderedDict()
+        setattr(holder, "_landscape_nb_evaluators", cache)
+    if token not in cache:
+        try:
+            job = cloudpickle.loads(payload)
+        except ModuleNotFoundError as exc:
+            raise LandscapeError(
+                f"a Dask worker cannot import module {exc.name!r}, which the model, loss or data needs "
+                f"({exc}); install it in the workers' environment or put it on their PYTHONPATH"
+            ) from None
+        cache[token] = job.evaluator()
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    return cache[token]
+
+
+def _probe(token: str, payload: bytes) -> DataInfo:
+    return describe(_worker_evaluator(token, payload))
+
+
+def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str) -> np.ndarray | None:
+    ev = _worker_evaluator(token, payload)
+    stop = Event(event_name)
+    last = [0.0, False]
+
+    def should_stop() -> bool:  # ask the scheduler at most every 0.2 s
+        now = time.monotonic()
+        if now - last[0] > 0.2:
+            last[0], last[1] = now, stop.is_set()
+        return last[1]
+
+    try:
+        return ev.evaluate(coords, should_stop=should_stop)
+    except Cancelled:
+        return None
+
+
+class DaskRunner:
+    """Runs tiles as Dask tasks: the job travels once per worker, tiles carry only coordinates."""
+
+    def __init__(self, client: Client, retries: int = 2):
+        self.client = client
+        self.retries = retries
+        self.token = uuid.uuid4().hex
+        self.payload = None
+        self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
+        self.dashboard_link = client.dashboard_link
+
+    def prepare(self, job: Job) -> DataInfo:
+        packed = pack_job(self.client, job)
+        self.payload = self.client.scatter(packed, broadcast=True, hash=False)
+        fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
+        return fut.result()
+
+    def run(self, job: Job, grid: Grid, tiles: Sequence[Tile], cancel: threading.Event) -> Iterator[tuple[Tile, np.ndarray]]:
+        if not tiles:
+            return
+        event_name = f"landscape_nb-cancel-{self.token}"
+        futures = {}
+        for rank, t in enumerate(tiles):
+            fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name,
+                                     key=f"landscape_nb-tile-{self.token}-{t.index[0]}-{t.index[1]}",
+                                     priority=len(tiles) - rank, retries=self.retries, pure=False)
+            futures[fut.key] = (fut, t)
+        finished = threading.Event()
+
+        def watch() -> None:
+            while not finished.wait(0.05):
+                if cancel.is_set():
+                    Event(event_name, client=self.client).set()
+                    self.client.cancel([f for f, _ in futures.values()])
+                    return
+
+        watcher = threading.Thread(target=watch, name="landscape_nb-cancel-watch", daemon=True)
+        watcher.start()
+        try:
+            for fut in as_completed([f for f, _ in futures.values()]):
+                if cancel.is_set():
+                    return
+                if fut.cancelled():
+                    continue
+                values = fut.result()
+                if values is None:
+                    continue
+                t = futures[fut.key][1]
+                yield t, values.reshape(*t.shape, -1)
+        finally:
+            finished.set()
+            self.client.cancel([f for f, _ in futures.values()])
+
+    def close(self) -> None:
+        if self.payload is not None:
+            self.client.cancel([self.payload])
+            self.payload = None
