@@ -3,3 +3,21 @@ from .errors import LandscapeError
 from .surface import Surface
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "plot": ("landscape_nb.plot", None),
+    "export_html": ("landscape_nb.export", "export_html"),
+    "export_image": ("landscape_nb.export", "export_image"),
+    "export_vtk": ("landscape_nb.export", "export_vtk"),
+}
+
+
+def __getattr__(name):
+    # Plotting and export load plotly on first use, so `import landscape_nb` stays light.
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        return module if attr is None else getattr(module, attr)
+    raise AttributeError(f"module 'landscape_nb' has no attribute {name!r}")
