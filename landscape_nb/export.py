@@ -1,0 +1,223 @@
+"""Write figures and surfaces to files: standalone HTML, PNG/SVG/PDF images, ParaView VTK.
+
+    lnb.export_html(lnb.plot.surface(surf), "r20.html")      # opens offline, anywhere
+    lnb.export_image(fig, "r20.png")                           # kaleido + a Chromium browser
+    lnb.export_vtk(surf, "r20.vtk", log=True)                  # File > Open in ParaView
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LandscapeError
+from .surface import Surface
+
+__all__ = ["export_html", "export_image", "export_vtk", "IMAGE_FORMATS"]
+
+IMAGE_FORMATS = ("png", "svg", "pdf", "jpeg", "jpg", "webp")
+
+
+def _check_figure(fig: Any, where: str):
+    from plotly.basedatatypes import BaseFigure  # Figure and FigureWidget
+
+    if isinstance(fig, BaseFigure):
+        return fig
+    raise LandscapeError(
+        f"{where}: got a {type(fig).__name__}; expected a plotly Figure, e.g. one returned by "
+        "landscape_nb.plot.contour(surf)."
+    )
+
+
+def _prepare_path(path: str | os.PathLike) -> Path:
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def export_html(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as one self-contained HTML file and return its path.
+
+    plotly.js is embedded (about 4.6 MB), so the file renders offline with no CDN;
+    parent directories are created.
+    """
+    fig = _check_figure(fig, "export_html")
+    path = _prepare_path(path)
+    fig.write_html(
+        path,
+        include_plotlyjs=True,
+        include_mathjax=False,
+        full_html=True,
+        config={"displaylogo": False},
+    )
+    return path
+
+
+def export_image(
+    fig,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    scale: float | None = None,
+) -> Path:
+    """Write ``fig`` as a static image (PNG, SVG, PDF, JPEG or WebP) and return its path.
+
+    The format comes from ``format`` or the file suffix. Rendering uses kaleido >= 1, which
+    drives a Chrome/Chromium installed on the machine (set ``BROWSER_PATH`` to choose one).
+    """
+    fig = _check_figure(fig, "export_image")
+    path = Path(path).expanduser()
+    fmt = (format or path.suffix.lstrip(".") or "png").lower()
+    if fmt not in IMAGE_FORMATS:
+        raise LandscapeError(
+            f"export_image: format {fmt!r} (from {'format=' if format else 'the suffix of '}"
+            f"{format or str(path)!r}); expected one of {IMAGE_FORMATS}; e.g. use a '.png' or "
+            "'.svg' path, or pass format='png'."
+        )
+    _check_kaleido()
+    import plotly.io as pio
+
+    try:
+        data = pio.to_image(fig, format=fmt, width=width, height=height, scale=scale)
+    except LandscapeError:
+        raise
+    except Exception as exc:  # kaleido/choreographer raise RuntimeError subclasses
+        if not _is_browser_error(exc):
+            raise
+        browser = os.environ.get("BROWSER_PATH", "a Chrome/Chromium found on PATH")
+        raise LandscapeError(
+            f"export_image: kaleido could not render with {browser} "
+            f"({type(exc).__name__}: {exc}); expected a working Chrome or Chromium. Fix: install "
+            "one (e.g. `apt-get install chromium`, or `plotly_get_chrome` with internet) and, if "
+            "it is not on PATH, set BROWSER_PATH=/path/to/chromium. export_html needs no browser."
+        ) from exc
+    path = _prepare_path(path)
+    path.write_bytes(data)
+    return path
+
+
+def _check_kaleido() -> None:
+    if importlib.util.find_spec("kaleido") is None:
+        raise LandscapeError(
+            "export_image: the 'kaleido' package is not installed; expected kaleido >= 1 to "
+            "render images. Fix: `pip install 'kaleido>=1'` (and have Chrome/Chromium "
+            "installed), or use export_html."
+        )
+    from importlib.metadata import version
+
+    major = version("kaleido").split(".")[0]
+    if not major.isdigit() or int(major) < 1:
+        raise LandscapeError(
+            f"export_image: kaleido {version('kaleido')} is installed; expected kaleido >= 1 "
+            "(the version plotly >= 6 uses). Fix: `pip install -U 'kaleido>=1'`."
+        )
+    browser = os.environ.get("BROWSER_PATH")
+    if browser and not (Path(browser).is_file() and os.access(browser, os.X_OK)):
+        raise LandscapeError(
+            f"export_image: BROWSER_PATH={browser!r} is not an executable file; expected the "
+            "path of a Chrome/Chromium binary. Fix: set BROWSER_PATH=/usr/bin/chromium (or "
+            "wherever it is installed), or unset it to search PATH."
+        )
+
+
+def _is_browser_error(exc: Exception) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"ChromeNotFoundError", "BrowserFailedError", "BrowserClosedError", "KaleidoError"}:
+        return True
+    return isinstance(exc, RuntimeError) and "chrome" in str(exc).lower()
+
+
+# ---------------------------------------------------------------------------------------
+# VTK
+# ---------------------------------------------------------------------------------------
+
+
+def _vtk_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name) or "values"
+
+
+def _fill(values: np.ndarray, fill: float | None) -> np.ndarray:
+    """Non-finite entries replaced by ``fill``, or by the finite maximum (0 if none)."""
+    values = np.array(values, dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        if fill is None:
+            finite = values[~bad]
+            fill = float(finite.max()) if finite.size else 0.0
+        values[bad] = fill
+    return values
+
+
+def export_vtk(
+    surface: Surface,
+    path: str | os.PathLike,
+    quantity: str = "loss",
+    log: bool = False,
+    *,
+    fill: float | None = None,
+) -> Path:
+    """Write a surface as a legacy ASCII VTK file for ParaView and return its path.
+
+    A ``STRUCTURED_GRID`` of ``len(x) × len(y) × 1`` points ``(x[i], y[j], height)``, x
+    varying fastest; a 1D surface is a grid of height 1 with points ``(x[i], 0, height)``.
+    ``height`` is ``quantity`` ("loss" or a metric), log10 of it when ``log=True``.
+    ``POINT_DATA`` holds scalars ``loss``, every metric, ``height`` and ``valid``.
+
+    Missing values: VTK's legacy ASCII reader parses numbers with C++ streams, which reject
+    ``nan``/``inf``, so non-finite values (points not computed yet, diverged losses, log of
+    non-positive losses) are written as ``fill`` (default: the finite maximum of that array,
+    so the geometry and colour range stay sensible), and ``valid`` is 0 there and 1
+    elsewhere: apply ParaView's Threshold filter on ``valid`` to drop them.
+    """
+    from .plot import _check_surface, _transform
+
+    _check_surface(surface, ndim=None, where="export_vtk")
+    if fill is not None and not np.isfinite(fill):
+        raise LandscapeError(
+            f"export_vtk: fill={fill!r}; expected a finite number or None, because the VTK "
+            "legacy ASCII reader cannot parse nan/inf."
+        )
+    raw = np.asarray(surface.values(quantity), dtype=float)  # raises for unknown quantity
+    height = _transform(raw, log=log, clip=False)
+    valid = np.isfinite(height) & np.asarray(surface.done_mask, dtype=bool)
+
+    x = np.asarray(surface.x, dtype=float)
+    if surface.ndim == 1:
+        y = np.zeros(1)
+        dims = (x.size, 1, 1)
+    else:
+        y = np.asarray(surface.y, dtype=float)
+        dims = (x.size, y.size, 1)
+    xx, yy = np.meshgrid(x, y)  # shape (ny, nx): C order ravel puts x fastest, as VTK wants
+    points = np.column_stack([xx.ravel(), yy.ravel(), _fill(height, fill).ravel()])
+    n = points.shape[0]
+
+    scalars = {"height": points[:, 2], "valid": valid.ravel().astype(float)}
+    for name, values in {"loss": surface.loss, **dict(surface.metrics)}.items():
+        name = _vtk_name(name)
+        while name in scalars:  # "valid", "height" or two names sanitised alike
+            name += "_"
+        scalars[name] = _fill(values, fill).ravel()
+
+    title = str(surface.provenance.get("title", "landscape_nb surface"))
+    title = re.sub(r"\s+", " ", f"landscape_nb {quantity}{' log10' if log else ''}: {title}")[:250]
+    path = _prepare_path(path)
+    with open(path, "w", encoding="ascii", errors="replace", newline="\n") as f:
+        f.write("# vtk DataFile Version 3.0\n")
+        f.write(title + "\n")
+        f.write("ASCII\n")
+        f.write("DATASET STRUCTURED_GRID\n")
+        f.write("DIMENSIONS {} {} {}\n".format(*dims))
+        f.write(f"POINTS {n} double\n")
+        np.savetxt(f, points, fmt="%.17g")
+        f.write(f"POINT_DATA {n}\n")
+        for name, values in scalars.items():
+            f.write(f"SCALARS {name} double 1\nLOOKUP_TABLE default\n")
+            np.savetxt(f, values.reshape(-1, 1), fmt="%.17g")
+    return path

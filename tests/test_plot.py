@@ -1,0 +1,469 @@
+"""Figures are checked by structure (traces, axes, data), not pixels."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from landscape_nb import LandscapeError, Surface
+from landscape_nb import plot
+from landscape_nb.export import export_html, export_image, export_vtk
+
+X = np.linspace(-1.0, 1.0, 7)
+Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
+
+
+def bowl_value(x, y):
+    return x**2 + 2 * y**2
+
+
+def make_bowl(**provenance) -> Surface:
+    loss = np.empty((Y.size, X.size))
+    for j, y in enumerate(Y):
+        for i, x in enumerate(X):
+            loss[j, i] = bowl_value(x, y)
+    return Surface(x=X, y=Y, loss=loss, metrics={"accuracy": 1 - loss / 10}, provenance=provenance)
+
+
+def make_line(label="A→B", n=11, accuracy=True) -> Surface:
+    x = np.linspace(-0.5, 1.5, n)
+    loss = (x * (x - 1)) ** 2 + 0.1
+    metrics = {"accuracy": 1 - loss} if accuracy else {}
+    return Surface(x=x, y=None, loss=loss, metrics=metrics, provenance={"label": label})
+
+
+def with_loss(surf: Surface, loss: np.ndarray) -> Surface:
+    return Surface(
+        x=surf.x, y=surf.y, loss=loss, metrics=dict(surf.metrics), provenance=dict(surf.provenance)
+    )
+
+
+@pytest.fixture
+def bowl():
+    return make_bowl()
+
+
+# --- shared helpers ---------------------------------------------------------------------
+
+
+def test_to_plotly_z_replaces_non_finite_by_none():
+    a = np.array([[1.0, np.nan, 3.0], [np.inf, -np.inf, 2.5]], dtype=np.float32)
+    z = plot.to_plotly_z(a)
+    assert z == [[1.0, None, 3.0], [None, None, 2.5]]
+    assert all(type(v) is float for row in z for v in row if v is not None)
+    json.dumps(z, allow_nan=False)  # valid JSON
+    assert plot.to_plotly_z([1.0, float("nan")]) == [1.0, None]
+
+
+def test_clip_limit_is_min_plus_five_median_gaps_and_ignores_non_finite():
+    values = np.array([1.0, 2.0, 3.0, 1e6, np.nan, np.inf])
+    lo, med = 1.0, np.median([1.0, 2.0, 3.0, 1e6])
+    assert plot.clip_limit(values) == pytest.approx(lo + 5 * (med - lo))
+    assert plot.clip_limit(np.array([1.0, 2.0, 3.0])) == 3.0  # nothing to cap: the max
+    assert plot.clip_limit(np.array([0.0, 0.0, 0.0, 5.0])) == 5.0  # flat majority: no cap
+    assert plot.clip_limit(np.array([np.nan, np.inf])) is None
+
+
+# --- 2D builders ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "builder, trace_type",
+    [(plot.contour, go.Contour), (plot.heatmap, go.Heatmap), (plot.surface, go.Surface)],
+)
+def test_grid_builders_put_loss_j_i_at_x_i_y_j(bowl, builder, trace_type):
+    fig = builder(bowl, clip=False)
+    assert isinstance(fig, go.Figure)
+    assert len(fig.data) == 1 and isinstance(fig.data[0], trace_type)
+    tr = fig.data[0]
+    z = np.asarray(tr.z)
+    assert z.shape == (Y.size, X.size)
+    np.testing.assert_array_equal(z, bowl.loss)
+    for j in range(Y.size):
+        for i in range(X.size):
+            assert z[j][i] == bowl_value(tr.x[i], tr.y[j])
+
+
+def test_builders_return_a_new_figure_and_leave_the_surface_alone(bowl):
+    before = bowl.loss.copy()
+    a, b = plot.contour(bowl, log=True), plot.contour(bowl, log=True)
+    assert a is not b and a.data[0] is not b.data[0]
+    np.testing.assert_array_equal(bowl.loss, before)
+
+
+def test_axis_titles_come_from_surface_labels():
+    surf = make_bowl(x_label="PC1 (62%)", y_label="PC2 (21%)", title="bowl")
+    for fig in (plot.contour(surf), plot.heatmap(surf)):
+        assert fig.layout.xaxis.title.text == "PC1 (62%)"
+        assert fig.layout.yaxis.title.text == "PC2 (21%)"
+        assert fig.layout.title.text == "bowl"
+    scene = plot.surface(surf).layout.scene
+    assert (scene.xaxis.title.text, scene.yaxis.title.text) == ("PC1 (62%)", "PC2 (21%)")
+    assert scene.zaxis.title.text == "loss"
+    assert plot.surface(surf, log=True, title="other").layout.title.text == "other"
+
+
+def test_log_shows_log10_of_loss_and_gaps_for_non_positive(bowl):
+    fig = plot.heatmap(bowl, log=True, clip=False)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    positive = bowl.loss > 0
+    assert (~positive).sum() == 1  # the bowl's minimum at (0, 0)
+    np.testing.assert_allclose(z[positive], np.log10(bowl.loss[positive]))
+    assert np.isnan(z[~positive]).all()
+    assert "log10" in fig.data[0].colorbar.title.text
+
+
+def test_auto_clip_caps_a_diverged_corner_and_hover_keeps_true_values(bowl):
+    loss = bowl.loss.copy()
+    loss[0, 0] = 1e8
+    surf = with_loss(bowl, loss)
+    fig = plot.contour(surf)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    cap = plot.clip_limit(loss)
+    assert cap < 1e3
+    assert z.max() == pytest.approx(cap)
+    np.testing.assert_array_equal(z, np.minimum(loss, cap))
+    assert np.asarray(fig.data[0].customdata)[0, 0, 0] == 1e8
+    assert "capped" in fig.data[0].colorbar.title.text
+
+
+def test_explicit_clip_caps_in_loss_units_and_false_disables(bowl):
+    z = np.asarray(plot.heatmap(bowl, clip=2.0).data[0].z, dtype=float)
+    assert z.max() == 2.0
+    np.testing.assert_array_equal(z, np.minimum(bowl.loss, 2.0))
+    z_log = np.asarray(plot.heatmap(bowl, clip=2.0, log=True).data[0].z, dtype=float)
+    assert np.nanmax(z_log) == pytest.approx(np.log10(2.0))
+    z = np.asarray(plot.heatmap(bowl, clip=False).data[0].z, dtype=float)
+    assert z.max() == bowl.loss.max()
+
+
+def test_nan_and_inf_are_gaps_not_zeros(bowl):
+    loss = bowl.loss.copy()
+    loss[1, 2], loss[3, 4] = np.nan, np.inf
+    fig = plot.surface(with_loss(bowl, loss))
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.isnan(z[1, 2]) and np.isnan(z[3, 4])
+    zz = plot.to_plotly_z(z)
+    assert zz[1][2] is None and zz[3][4] is None and zz[0][0] is not None
+
+
+def test_contour_draws_the_requested_number_of_levels(bowl):
+    tr = plot.contour(bowl, levels=12, clip=False).data[0]
+    assert tr.autocontour is False
+    n_lines = round((tr.contours.end - tr.contours.start) / tr.contours.size) + 1
+    assert n_lines == 12
+    assert bowl.loss.min() < tr.contours.start < tr.contours.end < bowl.loss.max()
+
+
+def test_hover_shows_x_y_loss_and_accuracy(bowl):
+    for fig in (plot.contour(bowl), plot.heatmap(bowl), plot.surface(bowl)):
+        tr = fig.data[0]
+        custom = np.asarray(tr.customdata)
+        assert custom.shape == (Y.size, X.size, 2)
+        np.testing.assert_array_equal(custom[..., 0], bowl.loss)
+        np.testing.assert_array_equal(custom[..., 1], bowl.metrics["accuracy"])
+        for part in ("%{x", "%{y", "loss: %{customdata[0]", "accuracy: %{customdata[1]"):
+            assert part in tr.hovertemplate
+
+
+def test_surface_projects_contours_on_the_floor(bowl):
+    tr = plot.surface(bowl).data[0]
+    assert tr.contours.z.show and tr.contours.z.project.z and tr.contours.z.usecolormap
+    assert not plot.surface(bowl, contours=False).data[0].contours.z.show
+
+
+def test_trajectory_overlay_colours_and_sizes_markers_by_distance(bowl):
+    distance = np.array([0.0, 0.1, 0.4, 0.2])
+    traj = {"x": [0.9, 0.5, 0.2, 0.0], "y": [1.2, 0.8, 0.3, 0.0], "distance": distance,
+            "labels": ["epoch 0", "epoch 1", "epoch 2", "epoch 3"]}
+    fig = plot.contour(bowl, trajectory=traj)
+    assert len(fig.data) == 2
+    path = fig.data[1]
+    assert isinstance(path, go.Scatter) and path.mode == "lines+markers"
+    np.testing.assert_array_equal(path.x, traj["x"])
+    np.testing.assert_array_equal(path.marker.color, distance)
+    sizes = np.asarray(path.marker.size)
+    assert sizes.argmax() == 2 and sizes.argmin() == 0
+    assert list(path.text) == traj["labels"]
+    assert path.marker.showscale
+
+    class Projected:  # any object with x and y attributes works
+        x, y = np.zeros(3), np.ones(3)
+
+    assert plot.contour(bowl, trajectory=Projected()).data[1].marker.color == "red"
+    with pytest.raises(LandscapeError, match="one length"):
+        plot.contour(bowl, trajectory={"x": [0, 1], "y": [0, 1], "distance": [0.0]})
+    with pytest.raises(LandscapeError, match="'x' and 'y'"):
+        plot.contour(bowl, trajectory={"x": [0, 1]})
+
+
+# --- compare ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_compare_uses_one_shared_colour_scale(bowl, kind):
+    steep = with_loss(bowl, 3 * bowl.loss + 1)
+    fig = plot.compare([bowl, steep], kind=kind, titles=["skip", "no skip"], clip=False)
+    assert len(fig.data) == 2
+    assert {tr.coloraxis for tr in fig.data} == {"coloraxis"}
+    ca = fig.layout.coloraxis
+    assert ca.cmin == bowl.loss.min() and ca.cmax == steep.loss.max()
+    n_coloraxes = sum(1 for key in fig.layout.to_plotly_json() if key.startswith("coloraxis"))
+    assert n_coloraxes == 1  # so exactly one colorbar
+    assert not any(tr.showscale for tr in fig.data)  # no per-trace colorbars
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["skip", "no skip"]
+    np.testing.assert_array_equal(np.asarray(fig.data[1].z), steep.loss)
+    if kind == "contour":
+        assert fig.data[0].contours.to_plotly_json() == fig.data[1].contours.to_plotly_json()
+    if kind == "surface":
+        assert fig.layout.scene.zaxis.range == fig.layout.scene2.zaxis.range
+
+
+def test_compare_auto_clip_is_pooled_over_all_surfaces(bowl):
+    loss = bowl.loss.copy()
+    loss[0, 0] = 1e8
+    fig = plot.compare([bowl, with_loss(bowl, loss)])
+    cap = plot.clip_limit(np.concatenate([bowl.loss.ravel(), loss.ravel()]))
+    assert fig.layout.coloraxis.cmax == pytest.approx(cap)
+
+
+# --- line -------------------------------------------------------------------------------
+
+
+def test_line_puts_accuracy_on_a_secondary_y_axis():
+    surf = make_line()
+    fig = plot.line(surf)
+    assert [tr.name for tr in fig.data] == ["loss", "accuracy"]
+    loss_tr, acc_tr = fig.data
+    assert loss_tr.yaxis == "y" and acc_tr.yaxis == "y2"
+    assert fig.layout.yaxis2.overlaying == "y" and fig.layout.yaxis2.side == "right"
+    assert fig.layout.yaxis.title.text == "loss" and fig.layout.yaxis2.title.text == "accuracy"
+    np.testing.assert_array_equal(loss_tr.y, surf.loss)
+    np.testing.assert_array_equal(acc_tr.x, surf.x)
+    np.testing.assert_array_equal(acc_tr.y, surf.metrics["accuracy"])
+    assert fig.layout.yaxis.type == "linear"
+    assert plot.line(surf, log=True).layout.yaxis.type == "log"
+
+
+def test_line_overlays_several_surfaces_named_by_label():
+    fig = plot.line([make_line("A→B"), make_line("A→C", n=21)])
+    names = ["A→B: loss", "A→B: accuracy", "A→C: loss", "A→C: accuracy"]
+    assert [tr.name for tr in fig.data] == names
+    assert [tr.yaxis for tr in fig.data] == ["y", "y2", "y", "y2"]
+    assert len(fig.data[2].x) == 21
+
+
+def test_line_skips_missing_default_metric_but_rejects_unknown_metric():
+    fig = plot.line(make_line(accuracy=False))
+    assert len(fig.data) == 1
+    assert len(plot.line(make_line(), metric=None).data) == 1
+    with pytest.raises(LandscapeError, match="'top5'.*metrics"):
+        plot.line(make_line(), metric="top5")
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("builder", [plot.contour, plot.heatmap, plot.surface])
+def test_2d_builders_reject_1d_surfaces(builder):
+    with pytest.raises(LandscapeError, match=r"1D surface.*expected a 2D.*plot\.line"):
+        builder(make_line())
+
+
+def test_bad_input_errors_say_what_was_expected(bowl):
+    with pytest.raises(LandscapeError, match=r"2D surface.*expected a 1D"):
+        plot.line(bowl)
+    with pytest.raises(LandscapeError, match="empty list"):
+        plot.compare([])
+    with pytest.raises(LandscapeError, match="empty list"):
+        plot.line([])
+    with pytest.raises(LandscapeError, match="kind='pie'"):
+        plot.compare([bowl], kind="pie")
+    with pytest.raises(LandscapeError, match="2 titles for 1"):
+        plot.compare([bowl], titles=["a", "b"])
+    with pytest.raises(LandscapeError, match="1D surface"):
+        plot.compare([bowl, make_line()])
+    with pytest.raises(LandscapeError, match="expected a landscape_nb.Surface"):
+        plot.contour(bowl.loss)
+    with pytest.raises(LandscapeError, match="clip="):
+        plot.contour(bowl, clip="high")
+    with pytest.raises(LandscapeError, match="positive"):
+        plot.contour(bowl, clip=-1.0, log=True)
+    with pytest.raises(LandscapeError, match="levels="):
+        plot.contour(bowl, levels=0)
+
+
+def test_transposed_loss_is_rejected_with_a_hint(bowl):
+    transposed = Surface(x=X, y=Y, loss=bowl.loss.T)
+    with pytest.raises(LandscapeError, match=r"looks transposed.*\(5, 7\)"):
+        plot.contour(transposed)
+
+
+# --- exports ----------------------------------------------------------------------------
+
+
+def _decode(value):
+    """A Plotly JSON array: a list or {"dtype", "bdata", "shape"} (base64 typed array)."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(value, dtype=float)
+
+
+def test_export_html_is_standalone_and_holds_the_data(tmp_path, bowl):
+    fig = plot.contour(bowl, clip=False, title="standalone bowl")
+    out = export_html(fig, tmp_path / "nested" / "dir" / "bowl.html")
+    assert isinstance(out, Path) and out.exists()
+    html = out.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html>") and "</html>" in html
+    assert "plotly.js v" in html and len(html) > 1_000_000  # the bundle is embedded
+    assert not re.search(r"<script[^>]*\ssrc\s*=\s*[\"']?(https?:)?//", html, re.I)
+    assert "cdn.plot.ly/plotly" not in html.split("Plotly.newPlot")[1]
+    assert "standalone bowl" in html
+    call = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot(") :]
+    call = call[call.index(",") + 1 :].lstrip()  # skip the div id
+    traces, _ = json.JSONDecoder().raw_decode(call)
+    np.testing.assert_array_equal(_decode(traces[0]["z"]), bowl.loss)
+    np.testing.assert_array_equal(_decode(traces[0]["x"]), X)
+
+
+def _browser_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("kaleido") is None:
+        return False
+    if os.environ.get("BROWSER_PATH"):
+        return True
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+    return any(shutil.which(n) for n in names)
+
+
+needs_browser = pytest.mark.skipif(
+    not _browser_available(),
+    reason="kaleido or Chrome/Chromium missing: pip install 'kaleido>=1', install chromium, "
+    "or set BROWSER_PATH",
+)
+
+
+@needs_browser
+def test_export_image_writes_png_and_svg(tmp_path, bowl):
+    fig = plot.contour(bowl)
+    png = export_image(fig, tmp_path / "out" / "bowl.png", width=300, height=200)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = export_image(fig, tmp_path / "bowl.img", format="svg")
+    assert b"<svg" in svg.read_bytes()[:200]
+
+
+def test_export_image_explains_bad_format_and_missing_browser(tmp_path, bowl, monkeypatch):
+    fig = plot.heatmap(bowl)
+    with pytest.raises(LandscapeError, match="format 'bmp'.*expected one of"):
+        export_image(fig, tmp_path / "bowl.bmp")
+    pytest.importorskip("kaleido")
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chromium"))
+    with pytest.raises(LandscapeError, match="BROWSER_PATH=.*not an executable.*chromium"):
+        export_image(fig, tmp_path / "bowl.png")
+    assert not (tmp_path / "bowl.png").exists()
+
+
+@pytest.mark.skipif(not Path("/bin/false").exists(), reason="needs /bin/false as a broken browser")
+def test_export_image_wraps_a_browser_that_fails_to_start(tmp_path, bowl, monkeypatch):
+    pytest.importorskip("kaleido")
+    monkeypatch.setenv("BROWSER_PATH", "/bin/false")
+    with pytest.raises(LandscapeError, match="install.*BROWSER_PATH"):
+        export_image(plot.heatmap(bowl), tmp_path / "bowl.png")
+
+
+def read_legacy_vtk(path):
+    """A naive reader: DIMENSIONS, POINTS and every SCALARS array of an ASCII VTK file."""
+    tokens = Path(path).read_text(encoding="ascii").split("\n")
+    assert tokens[0] == "# vtk DataFile Version 3.0"
+    assert tokens[2] == "ASCII" and tokens[3] == "DATASET STRUCTURED_GRID"
+    words = " ".join(tokens[4:]).split()
+    out, k = {"scalars": {}}, 0
+    while k < len(words):
+        w = words[k]
+        if w == "DIMENSIONS":
+            out["dims"] = tuple(int(v) for v in words[k + 1 : k + 4])
+            k += 4
+        elif w == "POINTS":
+            n = int(words[k + 1])
+            out["points"] = np.array(words[k + 3 : k + 3 + 3 * n], dtype=float).reshape(n, 3)
+            k += 3 + 3 * n
+        elif w == "POINT_DATA":
+            out["n"] = int(words[k + 1])
+            k += 2
+        elif w == "SCALARS":
+            name = words[k + 1]
+            assert words[k + 4 : k + 6] == ["LOOKUP_TABLE", "default"]
+            start = k + 6
+            out["scalars"][name] = np.array(words[start : start + out["n"]], dtype=float)
+            k = start + out["n"]
+        else:
+            raise AssertionError(f"unexpected token {w!r}")
+    return out
+
+
+def test_export_vtk_round_trips_points_and_scalars(tmp_path, bowl):
+    path = export_vtk(bowl, tmp_path / "vtk" / "bowl.vtk")
+    vtk = read_legacy_vtk(path)
+    assert vtk["dims"] == (X.size, Y.size, 1)
+    pts = vtk["points"]
+    assert pts.shape == (X.size * Y.size, 3)
+    for j in range(Y.size):
+        for i in range(X.size):
+            px, py, pz = pts[j * X.size + i]  # x varies fastest
+            assert (px, py) == (X[i], Y[j])
+            assert pz == bowl_value(X[i], Y[j])
+    np.testing.assert_array_equal(vtk["scalars"]["loss"], bowl.loss.ravel())
+    np.testing.assert_array_equal(vtk["scalars"]["accuracy"], bowl.metrics["accuracy"].ravel())
+    assert (vtk["scalars"]["valid"] == 1).all()
+
+
+def test_export_vtk_log_metric_and_missing_values(tmp_path, bowl):
+    loss = bowl.loss.copy()
+    loss[2, 3] = np.nan
+    loss[4, 6] = np.inf
+    vtk = read_legacy_vtk(export_vtk(with_loss(bowl, loss), tmp_path / "b.vtk", log=True))
+    text = (tmp_path / "b.vtk").read_text()
+    assert "nan" not in text and "inf" not in text
+    valid = vtk["scalars"]["valid"].reshape(loss.shape).astype(bool)
+    expected_bad = ~np.isfinite(loss) | (loss <= 0)
+    np.testing.assert_array_equal(~valid, expected_bad)
+    height = vtk["points"][:, 2].reshape(loss.shape)
+    np.testing.assert_allclose(height[valid], np.log10(loss[valid]))
+    assert (height[~valid] == height[valid].max()).all()  # filled with the finite maximum
+    np.testing.assert_array_equal(vtk["scalars"]["height"], vtk["points"][:, 2])
+
+    vtk = read_legacy_vtk(export_vtk(bowl, tmp_path / "acc.vtk", quantity="accuracy", fill=-1.0))
+    np.testing.assert_array_equal(vtk["points"][:, 2], bowl.metrics["accuracy"].ravel())
+    with pytest.raises(LandscapeError, match="no quantity 'top5'"):
+        export_vtk(bowl, tmp_path / "x.vtk", quantity="top5")
+
+
+def test_export_vtk_writes_1d_surfaces_as_a_grid_of_height_one(tmp_path):
+    surf = make_line(n=9)
+    vtk = read_legacy_vtk(export_vtk(surf, tmp_path / "line.vtk"))
+    assert vtk["dims"] == (9, 1, 1)
+    np.testing.assert_array_equal(vtk["points"][:, 0], surf.x)
+    np.testing.assert_array_equal(vtk["points"][:, 1], 0.0)
+    np.testing.assert_array_equal(vtk["points"][:, 2], surf.loss)
+
+
+def test_plot_module_imports_no_torch_dask_or_ipywidgets():
+    code = (
+        "import sys, landscape_nb, landscape_nb.plot, landscape_nb.export; "
+        "print([m for m in ('torch', 'dask', 'distributed', 'ipywidgets') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
