@@ -1,13 +1,17 @@
-"""landscape_nb: interactive neural-network loss landscapes (Li et al., NeurIPS 2018)."""
+"""landscape_nb: interactive neural-network loss landscapes (Li et al., NeurIPS 2018).
+
+>>> import landscape_nb as lnb
+>>> ex = lnb.zoo.load("resnet20-digits")
+>>> d = lnb.random_directions(ex.model, n=2, norm="filter", ignore="biasbn", seed=0)
+>>> surf = lnb.compute_surface(ex.model, ex.test, d, x=(-1, 1, 51), y=(-1, 1, 51))
+>>> lnb.export_html(lnb.plot.surface(surf), "r20.html")
+
+Names load on first use, so plotting a saved surface never imports torch or Dask.
+"""
 from .errors import LandscapeError
 from .surface import Surface
 
 __version__ = "0.1.0"
-
-from .directions import (Directions, as_directions, interpolation_direction, orthogonalize,  # noqa: E402
-                         plane_directions, random_directions)
-from .compute import compute_surface  # noqa: E402
-from .store import load_surface  # noqa: E402
 
 _LAZY = {
     "plot": ("landscape_nb.plot", None),
@@ -16,11 +20,20 @@ _LAZY = {
     "export_html": ("landscape_nb.export", "export_html"),
     "export_image": ("landscape_nb.export", "export_image"),
     "export_vtk": ("landscape_nb.export", "export_vtk"),
+    "load_surface": ("landscape_nb.store", "load_surface"),
+    "compute_surface": ("landscape_nb.compute", "compute_surface"),
+    "Directions": ("landscape_nb.directions", "Directions"),
+    "as_directions": ("landscape_nb.directions", "as_directions"),
+    "random_directions": ("landscape_nb.directions", "random_directions"),
+    "interpolation_direction": ("landscape_nb.directions", "interpolation_direction"),
+    "plane_directions": ("landscape_nb.directions", "plane_directions"),
+    "orthogonalize": ("landscape_nb.directions", "orthogonalize"),
 }
+
+__all__ = ["LandscapeError", "Surface", *_LAZY]
 
 
 def __getattr__(name):
-    # Plotting, the zoo and Dask load on first use, so `import landscape_nb` stays light.
     if name in _LAZY:
         import importlib
 
@@ -28,3 +41,7 @@ def __getattr__(name):
         module = importlib.import_module(module_name)
         return module if attr is None else getattr(module, attr)
     raise AttributeError(f"module 'landscape_nb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

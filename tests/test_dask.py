@@ -1,0 +1,263 @@
+"""Dask execution on a real LocalCluster with worker processes."""
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.cluster import get_client
+from landscape_nb.grid import coarse_to_fine
+
+from conftest import make_mlp, random_dict_dirs
+
+TESTS_DIR = str(Path(__file__).parent)
+
+
+class OnlyHere(nn.Module):
+    """Defined in this test module only: workers cannot import it."""
+
+    def __init__(self, delay: float = 0.0):
+        super().__init__()
+        self.a = nn.Linear(6, 16)
+        self.b = nn.Linear(16, 3)
+        self.delay = delay
+
+    def forward(self, x):
+        if self.delay:
+            time.sleep(self.delay)
+        return self.b(torch.relu(self.a(x)))
+
+
+def _without_tests_on_path(fn):
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != TESTS_DIR]
+    try:
+        return fn()
+    finally:
+        sys.path[:] = saved
+
+
+@pytest.fixture(scope="module")
+def client():
+    c, owned = _without_tests_on_path(lambda: get_client("local", n_workers=2))
+    yield c
+    owned.close()
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
+
+
+def _model(delay=0.0):
+    torch.manual_seed(0)
+    return OnlyHere(delay)
+
+
+def test_workers_really_cannot_import_the_test_module(client):
+    assert not any(client.run(lambda: importlib.util.find_spec("test_dask") is not None).values())
+
+
+@pytest.mark.parametrize("x, y, tile", [
+    ((-1, 1, 9), None, 2), ((-1, 1, 9), None, 4),
+    ((-1, 1, 7), (-1, 1, 5), (2, 3)), ((-1, 1, 5), (-0.5, 2, 6), (5, 1)),
+])
+def test_dask_equals_in_process(client, data, x, y, tile):
+    m = _model()  # class from this module, shipped by value
+    d = lnb.random_directions(m, n=1 if y is None else 2, seed=2)
+    ref = lnb.compute_surface(m, data, d, x=x, y=y)
+    s = lnb.compute_surface(m, data, d, x=x, y=y, client=client, tile=tile)
+    np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
+    np.testing.assert_allclose(s.metrics["accuracy"], ref.metrics["accuracy"], rtol=1e-6)
+    assert s.provenance["runner"].startswith("dask")
+
+
+def test_data_factory_runs_on_worker(client, data):
+    m = make_mlp()
+    d = random_dict_dirs(m, 1)
+    calls = []
+
+    def factory():
+        calls.append(os.getpid())  # runs in the worker: this list stays empty here
+        return data
+
+    s = lnb.compute_surface(m, factory, d, x=(-1, 1, 5), client=client)
+    ref = lnb.compute_surface(m, data, d, x=(-1, 1, 5))
+    np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
+    assert calls == []
+    assert s.spec["data"]["fingerprint"] == ref.spec["data"]["fingerprint"]
+
+
+def test_sigkill_worker_mid_run_still_completes(data):
+    c, owned = _without_tests_on_path(lambda: get_client("local", n_workers=2))
+    try:
+        m = _model(delay=0.01)
+        d = lnb.random_directions(m, n=2, seed=0)
+        grid = dict(x=(-1, 1, 8), y=(-1, 1, 8), tile=(2, 2))
+        pids = list(c.run(os.getpid).values())
+        killed = []
+
+        def kill_one(ev):
+            if not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+        s = lnb.compute_surface(m, data, d, **grid, client=c, callbacks=[kill_one])
+        assert killed and s.is_complete
+        ref = lnb.compute_surface(_model(), data, d, **grid)
+        np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
+    finally:
+        owned.close()
+
+
+CLIENT_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    from torch import nn
+    import landscape_nb as lnb
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__(); self.a = nn.Linear(6, 16); self.b = nn.Linear(16, 3)
+        def forward(self, x):
+            time.sleep(0.02)
+            return self.b(torch.relu(self.a(x)))
+
+    if __name__ == "__main__":
+        mode, store = sys.argv[1], sys.argv[2]
+        torch.manual_seed(0)
+        m = Slow()
+        g = torch.Generator().manual_seed(1)
+        data = torch.randn(50, 6, generator=g), torch.randint(0, 3, (50,), generator=g)
+        d = lnb.random_directions(m, n=2, seed=0)
+        kw = dict(x=(-1, 1, 6), y=(-1, 1, 6), tile=(2, 2))
+        if mode == "clean":
+            import numpy as np
+            np.save(store, lnb.compute_surface(m, data, d, **kw).loss)
+        else:
+            cb = lambda ev: print("TILE", ev.tile.index, flush=True)
+            lnb.compute_surface(m, data, d, **kw, store=store, client="local" if mode == "dask" else None,
+                                n_workers=1, callbacks=[cb])
+            print("DONE", flush=True)
+""")
+
+
+def test_kill_client_process_mid_run_then_resume(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(CLIENT_SCRIPT)
+    store = tmp_path / "s.zarr"
+    proc = subprocess.Popen([sys.executable, str(script), "dask", str(store)], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    n_seen = 0
+    for line in proc.stdout:
+        n_seen += line.startswith("TILE")
+        if n_seen == 3:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert n_seen == 3
+    partial = lnb.load_surface(store)
+    assert 12 <= partial.n_done < 36
+    rerun = subprocess.run([sys.executable, str(script), "dask", str(store)], capture_output=True, text=True,
+                           timeout=300, check=True)
+    n_rerun = rerun.stdout.count("TILE")
+    assert n_rerun == 9 - partial.n_done // 4
+    subprocess.run([sys.executable, str(script), "clean", str(tmp_path / "clean.npy")], check=True, timeout=300)
+    np.testing.assert_allclose(lnb.load_surface(store).loss, np.load(tmp_path / "clean.npy"), rtol=1e-6)
+
+
+def test_cancel_mid_run_is_prompt_and_keeps_finished_tiles(client, data, tmp_path):
+    m = _model(delay=0.05)  # ~0.05 s per point, 16 points per tile
+    d = lnb.random_directions(m, n=2, seed=0)
+    store = tmp_path / "s.zarr"
+    grid = dict(x=(-1, 1, 16), y=(-1, 1, 16), tile=(4, 4))
+    cancel = threading.Event()
+    stamp = {}
+
+    def cb(ev):
+        if ev.n_done >= 16 and not cancel.is_set():
+            stamp["t"] = time.perf_counter()
+            cancel.set()
+
+    s = lnb.compute_surface(m, data, d, **grid, client=client, store=store, callbacks=[cb], cancel=cancel)
+    latency = time.perf_counter() - stamp["t"]
+    assert latency < 5.0, latency  # measured ~0.1 s; a full tile here takes ~0.8 s per worker
+    assert s.provenance["cancelled"] and 0 < s.n_done < 256
+    assert lnb.load_surface(store).n_done == s.n_done
+    # the workers are free again quickly: the cancelled tasks stopped between points
+    t0 = time.perf_counter()
+    client.submit(lambda: 1, pure=False).result(timeout=30)
+    assert time.perf_counter() - t0 < 5.0
+    full = lnb.compute_surface(_model(), data, d, **grid, client=client, store=store)
+    ref = lnb.compute_surface(_model(), data, d, x=grid["x"], y=grid["y"])
+    assert full.is_complete
+    np.testing.assert_allclose(full.loss, ref.loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 5), (8, 8), (3, 11), (16, 16)])
+def test_coarse_to_fine_order_covers_grid_evenly(shape):
+    order = coarse_to_fine(shape)
+    assert sorted(order) == [(i, j) for i in range(shape[0]) for j in range(shape[1])]
+    n = shape[0] * shape[1]
+    for frac in (0.1, 0.25, 0.5):
+        k = max(1, int(frac * n))
+        first = np.array(order[:k])
+        # every tile of the grid is within a distance ~ sqrt(n / k) of one of the first k tiles
+        cells = np.array([(i, j) for i in range(shape[0]) for j in range(shape[1])])
+        dist = np.abs(cells[:, None, :] - first[None, :, :]).max(axis=2).min(axis=1)
+        assert dist.max() <= 2 * np.sqrt(n / k) + 1, (frac, dist.max())
+        # and the covered set is spread over both halves of each axis
+        if k >= 4 and min(shape) > 1:
+            for ax in (0, 1):
+                assert (first[:, ax] < shape[ax] / 2).any() and (first[:, ax] >= shape[ax] / 2).any()
+
+
+def test_unreachable_address_fails_fast():
+    t0 = time.perf_counter()
+    with pytest.raises(LandscapeError, match="cannot reach a Dask scheduler"):
+        lnb.compute_surface(make_mlp(), (torch.randn(4, 6), torch.zeros(4, dtype=torch.long)),
+                            random_dict_dirs(make_mlp(), 1), x=(-1, 1, 3), client="tcp://127.0.0.1:9")
+    assert time.perf_counter() - t0 < 30
+
+
+def test_cuda_without_gpu_or_dask_cuda_is_clear():
+    if torch.cuda.is_available() and importlib.util.find_spec("dask_cuda"):
+        pytest.skip("this machine has a GPU and dask-cuda")
+    with pytest.raises(LandscapeError, match=r"landscape_nb\[cuda\]|no CUDA GPU"):
+        get_client("cuda")
+
+
+def test_bad_client_value():
+    with pytest.raises(LandscapeError, match="expected None"):
+        get_client(42)
+
+
+def test_worker_missing_module_names_it(client, data, tmp_path, monkeypatch):
+    mod_dir = tmp_path / "clientonly"
+    mod_dir.mkdir()
+    (mod_dir / "lnb_clientonly_act.py").write_text("import torch\ndef act(x):\n    return torch.tanh(x)\n")
+    monkeypatch.syspath_prepend(str(mod_dir))
+    import lnb_clientonly_act
+
+    class UsesClientModule(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return lnb_clientonly_act.act(self.a(x))
+
+    m = UsesClientModule()
+    with pytest.raises(LandscapeError, match="cannot import module 'lnb_clientonly_act'"):
+        lnb.compute_surface(m, data, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
