@@ -165,6 +165,7 @@ def compute_surface(
     precision: str = "fp32",
     channels_last: bool = False,
     compile: bool = False,
+    points_per_pass: int | None = None,
     device: str | None = None,
     name: str | None = None,
     n_workers: int | None = None,
@@ -182,6 +183,13 @@ def compute_surface(
     and computes only missing tiles, a different spec refuses. ``callbacks`` get a
     ``TileDone`` per finished tile; ``cancel`` (an Event) stops early and returns the
     partial surface (NaN where not computed).
+
+    Evaluation: eval mode (BN running statistics) by default, ``mode="bn-recompute"``
+    re-estimates BN statistics at every point (on ``bn_data``, default the evaluation
+    data); ``max_samples`` takes a fixed-seed subset. Opt-in speed: ``precision``
+    ("tf32", "bf16" autocast), ``channels_last``, ``compile``; all recorded in the
+    spec. ``points_per_pass`` stacks several points into one vmapped pass (default:
+    1 on CPU, measured on a GPU); it changes values only by float rounding.
     """
     grid = Grid.make(x, y)
     d = as_directions(model, directions)
@@ -194,7 +202,7 @@ def compute_surface(
     settings = EvalSettings(
         loss_name=loss_name(loss_fn), mode="bn-recompute" if mode in ("bn-recompute", "bn") else mode, max_samples=max_samples,
         subset_seed=subset_seed, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        compile=compile,
+        compile=compile, points_per_pass=points_per_pass,
     )
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data)
     runner, owned = make_runner(client, n_workers=n_workers)
@@ -208,7 +216,8 @@ def compute_surface(
             "data": {"fingerprint": info.fingerprint, "n_samples": info.n_samples},
             "directions": {"fingerprint": d.fingerprint(), "n": d.n, "scheme": d.scheme},
             "grid": grid.to_json(),
-            "eval": {**settings.to_json(), "metrics": list(info.metric_names),
+            "eval": {**{k: v for k, v in settings.to_json().items() if k != "points_per_pass"},
+                     "metrics": list(info.metric_names),
                      "loss_fingerprint": _callable_fingerprint(loss_fn),
                      "bn_data": None if bn_data is None or settings.mode == "eval" else "given"},
         }

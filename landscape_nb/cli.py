@@ -1,0 +1,277 @@
+"""Command line: ``landscape-nb models | compute | plot | demo``.
+
+Bad input exits with status 2 and a one-line reason on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import LandscapeError
+
+log = logging.getLogger("landscape_nb")
+
+SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
+KINDS = ("surface", "contour", "heatmap", "line")
+
+
+def parse_grid(text: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise LandscapeError(f"--grid {text!r}; expected NX for a line or NXxNY for a plane, e.g. 51x51") from None
+    if len(parts) not in (1, 2):
+        raise LandscapeError(f"--grid {text!r}; expected NX or NXxNY, e.g. 51 or 51x31")
+    return parts
+
+
+def parse_range(text: str, name: str) -> tuple[float, float]:
+    try:
+        a, b = (float(p) for p in text.split(":"))
+    except ValueError:
+        raise LandscapeError(f"{name} {text!r}; expected START:STOP, e.g. -1:1") from None
+    return a, b
+
+
+def parse_tile(text: str | None):
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise LandscapeError(f"--tile {text!r}; expected N or ROWSxCOLS, e.g. 8x8") from None
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def parse_client(text: str | None):
+    if text in (None, "none", "inprocess", "in-process"):
+        return None
+    return text
+
+
+def load_model_spec(name: str, split: str = "test"):
+    """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn)."""
+    if ":" in name and not name.startswith(("tcp:", "tls:")):
+        mod_name, fn_name = name.split(":", 1)
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as exc:
+            raise LandscapeError(
+                f"cannot load {name!r} ({exc}); expected module:function, a function returning "
+                "(model, data) or (model, data, loss_fn), importable from the current directory"
+            ) from None
+        out = fn()
+        if not isinstance(out, tuple) or len(out) not in (2, 3):
+            raise LandscapeError(f"{name} returned {type(out).__name__}; expected (model, data[, loss_fn])")
+        model, data, loss_fn = (*out, None)[:3]
+        return name, model, data, loss_fn, None
+    from . import zoo
+
+    ex = zoo.load(name)
+    if split not in ("train", "test"):
+        raise LandscapeError(f"--split {split!r}; expected 'train' or 'test'")
+    return name, ex.model, getattr(ex, split), ex.loss_fn, ex
+
+
+def make_directions(scheme: str, model, ex, *, ndim: int, norm: str, ignore, seed: int):
+    from . import directions as dirs
+
+    if scheme == "random":
+        return dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed)
+    if scheme == "random-orthogonal":
+        return dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed, orthogonalize=True)
+    if scheme == "interpolate":
+        if ndim != 1:
+            raise LandscapeError("--directions interpolate is a 1D scan; use --grid N (e.g. --grid 51)")
+        if ex is None:
+            raise LandscapeError("--directions interpolate needs a zoo model (it interpolates between the "
+                                 "zoo's minimizer pair); use the Python API for your own pair of models")
+        a, b = _pair(ex)
+        return dirs.interpolation_direction(a, b, include_buffers=True)
+    if scheme == "plane3":
+        if ndim != 2 or ex is None or len(ex.trajectory) < 3:
+            raise LandscapeError("--directions plane3 needs a 2D grid and a zoo model with a trajectory")
+        from .zoo import model_from_state
+
+        t = ex.trajectory
+        return dirs.plane_directions(model, model_from_state(ex.name, t[0]), model_from_state(ex.name, t[len(t) // 2]))
+    if scheme in ("pca", "hessian"):
+        raise LandscapeError(f"--directions {scheme} is not available in this version; use random or interpolate")
+    raise LandscapeError(f"--directions {scheme!r}; expected one of {SCHEMES}")
+
+
+def _pair(ex):
+    """The two models an interpolation runs between: the minimizer pair, else init → final."""
+    if ex.minimizers and len(ex.minimizers) >= 2:
+        a, b = list(ex.minimizers.values())[:2]
+        return a, b
+    from .zoo import model_from_state
+
+    return model_from_state(ex.name, ex.trajectory[0]), ex.model
+
+
+class TqdmProgress:
+    """A ``compute_surface`` callback drawing a tqdm bar over grid points."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, ev) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=ev.n_points, initial=ev.n_done - ev.tile.n_points, desc=self.desc,
+                            unit="pt", leave=True, file=sys.stderr)
+        self.bar.update(ev.tile.n_points)
+        if ev.n_done >= ev.n_points:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
+    from . import plot
+
+    kind = kind or ("line" if surface.ndim == 1 else "surface")
+    if kind not in KINDS:
+        raise LandscapeError(f"--kind {kind!r}; expected one of {KINDS}")
+    if kind == "line":
+        return plot.line(surface, log=log_scale, title=title)
+    return getattr(plot, kind)(surface, log=log_scale, title=title)
+
+
+# ------------------------------------------------------------ commands ----
+
+def cmd_models(args) -> int:
+    from . import zoo
+
+    for entry in zoo.list():
+        print(f"{entry.name:<24} {entry.description}")
+    return 0
+
+
+def cmd_compute(args) -> int:
+    from .compute import compute_surface
+    from .export import export_html
+
+    grid = parse_grid(args.grid)
+    name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
+    default_range = "-0.5:1.5" if args.directions == "interpolate" else "-1:1"
+    xr = parse_range(args.range or default_range, "--range")
+    yr = parse_range(args.yrange or args.range or default_range, "--yrange")
+    ignore = None if args.ignore == "none" else args.ignore
+    d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore, seed=args.seed)
+    progress = TqdmProgress(name)
+    try:
+        surf = compute_surface(
+            model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]), loss_fn=loss_fn,
+            client=parse_client(args.client), n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
+            max_samples=args.max_samples, precision=args.precision, name=name, callbacks=[progress],
+        )
+    finally:
+        progress.close()
+    sp = surf.provenance.get("seconds_per_point")
+    print(f"{name}: {surf.n_done}/{surf.loss.size} points, min loss {float(_nanmin(surf.loss)):.4g}"
+          + (f", {sp * 1e3:.2f} ms/point" if sp else "") + (f", store {args.store}" if args.store else ""))
+    if args.html:
+        path = export_html(figure_for(surf, args.kind, log_scale=args.log, title=name), args.html)
+        print(f"wrote {path}")
+    return 0
+
+
+def _nanmin(a):
+    import numpy as np
+
+    finite = a[np.isfinite(a)]
+    return finite.min() if finite.size else float("nan")
+
+
+def cmd_plot(args) -> int:
+    from .export import export_html
+    from .store import load_surface
+
+    surf = load_surface(args.store)
+    path = export_html(figure_for(surf, args.kind, log_scale=args.log,
+                                  title=str(surf.provenance.get("name", ""))), args.html)
+    print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), client=parse_client(args.client), n_workers=args.workers, resolution=args.resolution)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("models", help="list the bundled zoo").set_defaults(func=cmd_models)
+
+    c = sub.add_parser("compute", help="compute a 1D/2D surface for a zoo model or module:function")
+    c.add_argument("model", help="zoo name (see `landscape-nb models`) or module:function returning (model, data)")
+    c.add_argument("--grid", default="51x51", help="NX (a line) or NXxNY (a plane); default 51x51")
+    c.add_argument("--range", help="x range START:STOP (default -1:1; -0.5:1.5 for interpolate)")
+    c.add_argument("--yrange", help="y range START:STOP (default: --range)")
+    c.add_argument("--directions", default="random", choices=SCHEMES)
+    c.add_argument("--norm", default="filter", choices=("filter", "layer", "weight", "none"))
+    c.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"))
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--split", default="test", choices=("train", "test"))
+    c.add_argument("--max-samples", type=int)
+    c.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
+    c.add_argument("--workers", type=int, help="workers for --client local/cuda")
+    c.add_argument("--tile", help="tile size N or ROWSxCOLS")
+    c.add_argument("--store", help="directory to save (and resume) the surface")
+    c.add_argument("--html", help="write a standalone HTML figure here")
+    c.add_argument("--kind", choices=KINDS, help="figure kind (default: surface for 2D, line for 1D)")
+    c.add_argument("--log", action="store_true", help="log-scale loss")
+    c.set_defaults(func=cmd_compute)
+
+    pl = sub.add_parser("plot", help="plot a saved surface store to HTML")
+    pl.add_argument("store")
+    pl.add_argument("--kind", choices=KINDS)
+    pl.add_argument("--html", required=True)
+    pl.add_argument("--log", action="store_true")
+    pl.set_defaults(func=cmd_plot)
+
+    d = sub.add_parser("demo", help="compute surfaces for bundled models and write HTML figures")
+    d.add_argument("--out", default="landscape_demo", help="output directory (default ./landscape_demo)")
+    d.add_argument("--client", default="local", help="local (default), none, cuda or a scheduler address")
+    d.add_argument("--workers", type=int)
+    d.add_argument("--resolution", type=int, default=31, help="points per axis of the 2D surfaces (default 31)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    t0 = time.perf_counter()
+    try:
+        code = args.func(args)
+    except LandscapeError as exc:
+        print(f"landscape-nb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("landscape-nb: interrupted; finished tiles are kept in the store (rerun to resume)", file=sys.stderr)
+        return 130
+    log.info("done in %.1f s", time.perf_counter() - t0)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

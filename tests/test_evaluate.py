@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape_nb import LandscapeError
+from landscape_nb.directions import as_directions
+from landscape_nb.evaluate import EvalSettings, Evaluator, accuracy, as_tensors
+
+from conftest import assert_bit_identical, naive_loss, random_dict_dirs, state_copy
+
+
+def test_evaluate_module_stays_light():
+    code = ("import sys, landscape_nb.evaluate, landscape_nb.compute; "
+            "print([m for m in ('dask', 'distributed', 'plotly', 'ipywidgets', 'zarr') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_evaluator_batches_equal_naive_and_restore_weights(cnn, cnn_data):
+    dirs = random_dict_dirs(cnn, 2, scale=0.3)
+    d = as_directions(cnn, dirs)
+    saved = state_copy(cnn)
+    ev = Evaluator(cnn, cnn_data, d.vectors, d.layout, settings=EvalSettings(batch_size=9))
+    coords = np.array([[0.0, 0.0], [0.5, -1.0], [-0.25, 0.75]])
+    values = ev.evaluate(coords)
+    assert values.shape == (3, 2) and ev.metric_names == ["accuracy"]
+    for row, c in zip(values, coords):
+        loss, acc = naive_loss(cnn, cnn_data, dirs, c, metric=True)
+        np.testing.assert_allclose(row, [loss, acc], rtol=1e-5)
+    assert_bit_identical(cnn, saved)
+
+
+def test_accuracy_against_manual_count():
+    out = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    assert float(accuracy(out, torch.tensor([1, 0, 0, 0]))) == 0.75
+    assert float(accuracy(out, torch.tensor([[0, 1], [1, 0], [1, 0], [1, 0]]))) == 0.75
+
+
+def test_metrics_auto_skips_accuracy_for_regression():
+    torch.manual_seed(0)
+    m = nn.Linear(3, 1)
+    x, y = torch.randn(20, 3), torch.randn(20, 1)
+    d = as_directions(m, random_dict_dirs(m, 1))
+    ev = Evaluator(m, (x, y), d.vectors, d.layout, loss_fn=nn.MSELoss())
+    assert ev.metric_names == []
+    np.testing.assert_allclose(ev.evaluate(np.zeros((1, 1)))[0, 0], float(nn.functional.mse_loss(m(x), y)), rtol=1e-6)
+
+
+def test_unknown_metric_and_bad_mode(mlp, mlp_data):
+    d = as_directions(mlp, random_dict_dirs(mlp, 1))
+    with pytest.raises(LandscapeError, match="unknown metric 'f1'"):
+        Evaluator(mlp, mlp_data, d.vectors, d.layout, metrics=["f1"])
+    with pytest.raises(LandscapeError, match="mode='train'"):
+        Evaluator(mlp, mlp_data, d.vectors, d.layout, settings=EvalSettings(mode="train"))
+    with pytest.raises(LandscapeError, match="precision='fp8'"):
+        Evaluator(mlp, mlp_data, d.vectors, d.layout, settings=EvalSettings(precision="fp8"))
+
+
+def test_as_tensors_accepts_loader_dataset_tuple_callable(mlp_data):
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+    class Plain(Dataset):
+        def __len__(self):
+            return len(mlp_data[0])
+
+        def __getitem__(self, i):
+            return mlp_data[0][i], mlp_data[1][i]
+
+    for data in (mlp_data, TensorDataset(*mlp_data), DataLoader(TensorDataset(*mlp_data), batch_size=8),
+                 Plain(), lambda: mlp_data):
+        x, y = as_tensors(data)
+        assert torch.equal(x, mlp_data[0]) and torch.equal(y, mlp_data[1])
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_stacked_points_equal_naive(cnn, cnn_data, k):
+    """vmap over stacked weights (the GPU strategy), forced on CPU, matches the naive loop."""
+    dirs = random_dict_dirs(cnn, 2, scale=0.3)
+    d = as_directions(cnn, dirs)
+    saved = state_copy(cnn)
+    ev = Evaluator(cnn, cnn_data, d.vectors, d.layout, settings=EvalSettings(batch_size=16, points_per_pass=k))
+    coords = np.array([[0.0, 0.0], [0.5, -1.0], [-0.25, 0.75], [1.0, 1.0], [0.1, 0.2], [-1, -1], [0.3, 0.0]])
+    values = ev.evaluate(coords)
+    for row, c in zip(values, coords):
+        loss, acc = naive_loss(cnn, cnn_data, dirs, c, metric=True)
+        np.testing.assert_allclose(row, [loss, acc], rtol=1e-5)
+    assert_bit_identical(cnn, saved)
