@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from .errors import LandscapeError
+from .schemes import SCHEMES, make_directions
 
 log = logging.getLogger("landscape_nb")
 
-SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
 KINDS = ("surface", "contour", "heatmap", "line")
 
 
@@ -78,43 +78,6 @@ def load_model_spec(name: str, split: str = "test"):
     return name, ex.model, getattr(ex, split), ex.loss_fn, ex
 
 
-def make_directions(scheme: str, model, ex, *, ndim: int, norm: str, ignore, seed: int):
-    from . import directions as dirs
-
-    if scheme == "random":
-        return dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed)
-    if scheme == "random-orthogonal":
-        return dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed, orthogonalize=True)
-    if scheme == "interpolate":
-        if ndim != 1:
-            raise LandscapeError("--directions interpolate is a 1D scan; use --grid N (e.g. --grid 51)")
-        if ex is None:
-            raise LandscapeError("--directions interpolate needs a zoo model (it interpolates between the "
-                                 "zoo's minimizer pair); use the Python API for your own pair of models")
-        a, b = _pair(ex)
-        return dirs.interpolation_direction(a, b, include_buffers=True)
-    if scheme == "plane3":
-        if ndim != 2 or ex is None or len(ex.trajectory) < 3:
-            raise LandscapeError("--directions plane3 needs a 2D grid and a zoo model with a trajectory")
-        from .zoo import model_from_state
-
-        t = ex.trajectory
-        return dirs.plane_directions(model, model_from_state(ex.name, t[0]), model_from_state(ex.name, t[len(t) // 2]))
-    if scheme in ("pca", "hessian"):
-        raise LandscapeError(f"--directions {scheme} is not available in this version; use random or interpolate")
-    raise LandscapeError(f"--directions {scheme!r}; expected one of {SCHEMES}")
-
-
-def _pair(ex):
-    """The two models an interpolation runs between: the minimizer pair, else init → final."""
-    if ex.minimizers and len(ex.minimizers) >= 2:
-        a, b = list(ex.minimizers.values())[:2]
-        return a, b
-    from .zoo import model_from_state
-
-    return model_from_state(ex.name, ex.trajectory[0]), ex.model
-
-
 class TqdmProgress:
     """A ``compute_surface`` callback drawing a tqdm bar over grid points."""
 
@@ -169,7 +132,8 @@ def cmd_compute(args) -> int:
     xr = parse_range(args.range or default_range, "--range")
     yr = parse_range(args.yrange or args.range or default_range, "--yrange")
     ignore = None if args.ignore == "none" else args.ignore
-    d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore, seed=args.seed)
+    model, d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore,
+                               seed=args.seed)
     progress = TqdmProgress(name)
     try:
         surf = compute_surface(

@@ -1,0 +1,202 @@
+"""Seconds per grid point: the reference algorithm vs landscape_nb, measured in one run.
+
+    python benchmarks/bench_surface.py                 # CPU: zoo models, Dask scaling
+    python benchmarks/bench_surface.py --gpu           # + CIFAR-shaped ResNet-56 and client="cuda"
+
+Efficiency (DESIGN.md) = points × (best time of one unperturbed forward pass over the
+evaluation set) / wall time of the whole surface. The reference algorithm is
+tomgoldstein/loss-landscape's: per point, copy the weights in, stream the data from
+host memory through a DataLoader in batches of 128, fp32, one host sync per batch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import landscape_nb as lnb
+from landscape_nb.directions import random_directions
+from landscape_nb.evaluate import EvalSettings, Evaluator
+
+
+def best_forward_seconds(model, data, device, repeats=7, **settings) -> float:
+    """Best time of one unperturbed pass over the evaluation set with the evaluator's settings."""
+    d = random_directions(model, n=2)
+    ev = Evaluator(model, data, d.vectors, d.layout, device=device, settings=EvalSettings(**settings))
+    ev.model.eval()
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            ev._point().cpu()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_algorithm(model, data, directions, points, device) -> tuple[float, np.ndarray]:
+    """Seconds per point and losses of the reference implementation's loop."""
+    model = model.to(device).eval()
+    params = [p for p in model.parameters()]
+    w0 = [p.detach().clone() for p in params]
+    dirs = [[t.to(device) for t in sd.values()] for sd in directions.as_state_dicts()]
+    x, y = (t.cpu() for t in data)
+    crit = nn.CrossEntropyLoss()
+    losses = []
+    t0 = time.perf_counter()
+    for c in points:
+        for i, p in enumerate(params):  # the reference's set_weights
+            p.data = w0[i] + sum(float(ck) * dirs[k][i] for k, ck in enumerate(c))
+        loader = DataLoader(TensorDataset(x, y), batch_size=128, shuffle=False)
+        total, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for xb, yb in loader:
+                xb, yb = xb.to(device), yb.to(device)
+                out = model(xb)
+                total += crit(out, yb).item() * len(xb)
+                correct += (out.argmax(1) == yb).sum().item()
+                n += len(xb)
+        losses.append(total / n)
+    elapsed = (time.perf_counter() - t0) / len(points)
+    for p, w in zip(params, w0):
+        p.data = w
+    return elapsed, np.array(losses)
+
+
+def all_digits(ex):
+    return torch.cat([ex.train[0], ex.test[0]]), torch.cat([ex.train[1], ex.test[1]])
+
+
+def bench_model(label, model, data, device, n_grid, n_ref, rows, **settings):
+    d = random_directions(model, n=2, seed=0)
+    fwd = best_forward_seconds(model, data, device, **settings)
+    pts = [(a, b) for b in np.linspace(-1, 1, n_grid) for a in np.linspace(-1, 1, n_grid)]
+    ref_s, ref_loss = reference_algorithm(model, data, d, pts[:n_ref], device)
+    t0 = time.perf_counter()
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, n_grid), y=(-1, 1, n_grid), device=device, **settings)
+    wall = time.perf_counter() - t0
+    ours = wall / surf.loss.size
+    got = surf.loss.reshape(-1)[:n_ref]
+    rel = float(np.max(np.abs(got - ref_loss) / np.abs(ref_loss)))
+    rows.append((label, str(device), f"{n_grid}x{n_grid}", fwd * 1e3, ref_s * 1e3, ours * 1e3,
+                 surf.loss.size * fwd / wall, ref_s / ours, rel))
+    return surf
+
+
+def print_table(title, header, rows, fmt):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(f.format(v) for f, v in zip(fmt, r)) + " |")
+
+
+def bench_dask(ex, n_grid):
+    """In-process (1 torch thread) vs Dask with 1 and 2 single-thread workers, same surface."""
+    from landscape_nb.cluster import local_cluster
+
+    data = all_digits(ex)
+    d = random_directions(ex.model, n=2, seed=0)
+    kw = dict(x=(-1, 1, n_grid), y=(-1, 1, n_grid))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    ref = lnb.compute_surface(ex.model, data, d, **kw)
+    t_in = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+    rows = [("in-process, 1 thread", t_in, 1.0, 0.0, 0.0)]
+    t_one = None
+    for n in (1, 2):
+        owned = local_cluster(n_workers=n, threads_per_worker=1)
+        try:
+            lnb.compute_surface(ex.model, data, d, x=(-1, 1, 3), y=(-1, 1, 3), client=owned.client)  # warm workers
+            t0 = time.perf_counter()
+            s = lnb.compute_surface(ex.model, data, d, **kw, client=owned.client)
+            t = time.perf_counter() - t0
+        finally:
+            owned.close()
+        t_one = t_one or t
+        diff = float(np.max(np.abs(s.loss - ref.loss) / np.abs(ref.loss)))
+        rows.append((f"dask, {n} worker(s) x 1 thread", t, t_one / t, (t - t_in) / t_in * 100 if n == 1 else
+                     float("nan"), diff))
+    print_table(f"Dask vs in-process: {ex.name}, {n_grid}x{n_grid} grid, {len(data[0])} samples",
+                ["runner", "wall s", "speed-up vs 1 worker", "overhead vs in-process %", "max rel diff"], rows,
+                ["{}", "{:.2f}", "{:.2f}", "{:.1f}", "{:.1e}"])
+
+
+def cifar_resnet56():
+    from landscape_nb.zoo.models import ResNetCifar
+
+    return ResNetCifar(depth=56, in_channels=3, n_classes=10)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--grid", type=int, default=11)
+    ap.add_argument("--ref-points", type=int, default=6)
+    ap.add_argument("--dask-grid", type=int, default=31)
+    ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name()}")
+    rows = []
+    for name in ("mlp-digits", "resnet20-digits", "resnet20-noskip-digits", "vit-digits"):
+        ex = lnb.zoo.load(name)
+        bench_model(name, ex.model, all_digits(ex), "cpu", args.grid, args.ref_points, rows)
+    header = ["model", "device", "grid", "forward ms", "reference ms/pt", "landscape_nb ms/pt", "efficiency",
+              "speed-up vs reference", "max rel diff"]
+    fmt = ["{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.1e}"]
+    print_table("CPU, in-process (digits: all 1797 samples)", header, rows, fmt)
+    if not args.no_dask:
+        bench_dask(lnb.zoo.load("resnet20-digits"), args.dask_grid)
+    if args.gpu and torch.cuda.is_available():
+        bench_gpu(args)
+
+
+def bench_gpu(args):
+    rows = []
+    ex = lnb.zoo.load("mlp-digits")
+    data = all_digits(ex)
+    bench_model("mlp-digits fp32, 1 pt/pass", ex.model, data, "cuda", 51, 20, rows, points_per_pass=1)
+    bench_model("mlp-digits fp32, auto stacked", ex.model, data, "cuda", 51, 20, rows)
+    torch.manual_seed(0)
+    model = cifar_resnet56()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10000, 3, 32, 32, generator=g), torch.randint(0, 10, (10000,), generator=g)
+    for label, st in [("fp32", {}), ("channels_last", dict(channels_last=True)),
+                      ("bf16 + channels_last", dict(channels_last=True, precision="bf16")),
+                      ("tf32 + channels_last", dict(channels_last=True, precision="tf32"))]:
+        bench_model(f"resnet56-cifar {label}", model, (x, y), "cuda", 3, 3, rows, points_per_pass=1, batch_size=2000,
+                    **st)
+    header = ["model", "device", "grid", "forward ms", "reference ms/pt", "landscape_nb ms/pt", "efficiency",
+              "speed-up vs reference", "max rel diff vs fp32 reference"]
+    fmt = ["{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.1e}"]
+    print_table(f"GPU: {torch.cuda.get_device_name()}", header, rows, fmt)
+    try:
+        from landscape_nb.cluster import cuda_cluster
+
+        owned = cuda_cluster()
+        d = random_directions(ex.model, n=2, seed=0)
+        t0 = time.perf_counter()
+        s = lnb.compute_surface(ex.model, data, d, x=(-1, 1, 51), y=(-1, 1, 51), client=owned.client)
+        print(f"\nclient='cuda' ({len(owned.client.scheduler_info()['workers'])} workers): mlp-digits 51x51 in "
+              f"{time.perf_counter() - t0:.2f} s, complete={s.is_complete}")
+        owned.close()
+    except lnb.LandscapeError as exc:
+        print(f"\nclient='cuda' skipped: {exc}")
+
+
+if __name__ == "__main__":
+    main()
