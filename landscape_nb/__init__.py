@@ -5,6 +5,7 @@
 >>> d = lnb.random_directions(ex.model, n=2, norm="filter", ignore="biasbn", seed=0)
 >>> surf = lnb.compute_surface(ex.model, ex.test, d, x=(-1, 1, 51), y=(-1, 1, 51))
 >>> lnb.export_html(lnb.plot.surface(surf), "r20.html")
+>>> lnb.Explorer()          # the widget panel (in a notebook)
 
 Names load on first use, so plotting a saved surface never imports torch or Dask.
 """
@@ -28,6 +29,7 @@ _LAZY = {
     "interpolation_direction": ("landscape_nb.directions", "interpolation_direction"),
     "plane_directions": ("landscape_nb.directions", "plane_directions"),
     "orthogonalize": ("landscape_nb.directions", "orthogonalize"),
+    "Explorer": ("landscape_nb.widgets", "Explorer"),
 }
 
 __all__ = ["LandscapeError", "Surface", *_LAZY]

@@ -1,0 +1,331 @@
+"""The Explorer without a browser: controls -> spec, live figure filling in, cancel, errors, export."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import plot
+from landscape_nb.schemes import SCHEMES
+from landscape_nb.widgets import Explorer, ExplorerSpec, ExplorerState
+from standalone_html import assert_standalone_html
+
+from conftest import assert_bit_identical, state_copy
+
+
+def make_task(seed: int = 0, n: int = 120):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 12), nn.Tanh(), nn.Linear(12, 3)).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(n, 4, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return model, (x, y)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def explorer():
+    model, data = make_task()
+    e = Explorer(models={"tiny": (model, data)})
+    yield e
+    e.close()
+
+
+def non_null(z) -> int:
+    return sum(v is not None for row in z for v in row)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- controls -> spec ---------------------------------------------------------------------
+
+
+def test_controls_build_the_spec(explorer):
+    c = explorer.controls
+    c["scheme"].value = "random-orthogonal"
+    c["norm"].value = "layer"
+    c["ignore_biasbn"].value = False
+    c["seed"].value = 7
+    c["x_min"].value, c["x_max"].value, c["x_points"].value = -0.5, 2.0, 31
+    c["y_min"].value, c["y_max"].value, c["y_points"].value = -0.25, 0.75, 11
+    c["metric"].value = "none"
+    c["log_scale"].value = True
+    c["max_samples"].value = 50
+    c["cluster"].value = "address"
+    c["address"].value = " tcp://10.0.0.5:8786 "
+    c["time_budget"].value = 42.0
+    assert explorer.spec() == ExplorerSpec(
+        model="tiny", scheme="random-orthogonal", norm="layer", ignore=None, seed=7, x=(-0.5, 2.0, 31),
+        y=(-0.25, 0.75, 11), split="test", metric=None, log=True, client="tcp://10.0.0.5:8786",
+        max_samples=50, time_budget=42.0,
+    )
+    c["ndim"].value = 1
+    c["cluster"].value = "local"
+    c["max_samples"].value = 0
+    spec = explorer.spec()
+    assert spec.y is None and spec.ndim == 1 and spec.n_points == 31
+    assert spec.client == "local" and spec.max_samples is None
+    assert explorer._y_row.layout.display == "none"  # the y controls hide for a line
+    c["cluster"].value = "in-process"
+    assert explorer.spec().client is None
+
+
+def test_interpolation_scheme_switches_to_a_1d_scan_from_minus_half_to_one_and_a_half(explorer):
+    explorer.controls["scheme"].value = "interpolate"
+    spec = explorer.spec()
+    assert (spec.scheme, spec.ndim, spec.x[:2]) == ("interpolate", 1, (-0.5, 1.5))
+    explorer.controls["scheme"].value = "random"
+    assert explorer.spec().ndim == 2 and explorer.spec().x[:2] == (-1.0, 1.0)
+
+
+def test_scheme_menu_offers_every_scheme_of_make_directions(explorer):
+    assert [v for _, v in explorer.controls["scheme"].options] == list(SCHEMES)
+
+
+def test_state_works_without_widgets_and_rejects_unknown_controls():
+    model, data = make_task()
+    state = ExplorerState(models={"tiny": (model, data)}, x_points=9, y_points=5)
+    assert state.spec().x[2] == 9 and state.spec().y[2] == 5
+    with pytest.raises(lnb.LandscapeError, match="no control named 'x_pts'"):
+        state.set(x_pts=3)
+    with pytest.raises(lnb.LandscapeError, match="expected .*\\(model, data\\)"):
+        ExplorerState(models={"bad": "not a model"})
+
+
+# --- computing ----------------------------------------------------------------------------
+
+
+def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(explorer):
+    model, data = explorer.state._entries["tiny"].model, explorer.state._entries["tiny"].test
+    saved = state_copy(model)
+    counts = []
+    explorer.state.observe(lambda _: counts.append((non_null(explorer.figure.data[0].z),
+                                                    non_null(explorer.figure.data[1].z))), "surface")
+    assert explorer.compute(wait=True)
+    assert explorer.state.status == "done", explorer.state.message
+    surface_counts = [a for a, _ in counts]
+    assert [a for a, b in counts] == [b for a, b in counts]  # 3D surface and contour move together
+    assert surface_counts[0] == 0  # the empty figure, before any tile
+    n_tiles = 7 * 7  # a 21x21 grid in 3x3 tiles
+    assert len(surface_counts) == 1 + n_tiles + 1  # empty, each tile, final surface
+    assert all(b > a for a, b in zip(surface_counts[:n_tiles], surface_counts[1:n_tiles + 1]))
+    assert surface_counts[-1] == 21 * 21
+    assert explorer.progress.value == explorer.progress.max == 441
+    assert "441 / 441 points" in explorer.status_line.value and "points/s" in explorer.status_line.value
+    assert "in-process" in explorer.status_line.value
+
+    # The figure shows what compute_surface computes for the same directions (hover holds true values).
+    d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=0)
+    direct = lnb.compute_surface(model, data, d, x=(-1, 1, 21), y=(-1, 1, 21))
+    shown = np.array(explorer.figure.data[0].customdata, dtype=float)[..., 0]
+    np.testing.assert_allclose(shown, direct.loss, rtol=1e-6)
+    np.testing.assert_allclose(np.array(explorer.figure.data[1].z, dtype=float),
+                               plot.display_values(direct), rtol=1e-6)
+    assert_bit_identical(model, saved)  # the Explorer evaluates a private copy
+
+
+def test_updates_are_applied_on_the_event_loop_thread_which_stays_responsive(explorer):
+    explorer.controls["x_points"].value = 31
+    explorer.controls["y_points"].value = 31
+    seen = []  # (thread, non-null points) per applied update
+    explorer.state.observe(lambda _: seen.append((threading.get_ident(),
+                                                  non_null(explorer.figure.data[0].z))), "surface")
+    gaps = []
+
+    async def session():
+        assert explorer.compute()
+        last = time.perf_counter()
+        while explorer.state.running or explorer.state._pending:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+        for _ in range(3):  # let the final posted update run
+            await asyncio.sleep(0.01)
+
+    asyncio.run(session())
+    assert explorer.state.status == "done", explorer.state.message
+    assert {tid for tid, _ in seen} == {threading.get_ident()}
+    counts = [n for _, n in seen]
+    assert counts[-1] == 31 * 31 and counts == sorted(counts) and len(set(counts)) > 3
+    assert max(gaps) < 2.0, f"event loop blocked for {max(gaps):.2f} s"
+
+
+def test_second_compute_while_running_is_refused(explorer):
+    explorer.controls["x_points"].value = 151
+    explorer.controls["y_points"].value = 151
+    assert explorer.compute()
+    try:
+        assert not explorer.compute()
+        assert "already running" in explorer.state.message and explorer.state.status in ("starting", "running")
+        assert explorer.compute_button.disabled and not explorer.cancel_button.disabled
+    finally:
+        explorer.cancel()
+        explorer.wait(30)
+
+
+def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
+    explorer.controls["x_points"].value = 201
+    explorer.controls["y_points"].value = 201
+    first_tile = threading.Event()
+    explorer.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
+    assert explorer.compute()
+    assert first_tile.wait(60), explorer.state.message
+    explorer.cancel_button.click()
+    t0 = time.perf_counter()
+    explorer.wait(30)
+    assert not explorer.state.running
+    assert explorer.state.status == "cancelled", explorer.state.message
+    assert 0 < explorer.surface.n_done < 201 * 201
+    assert explorer.state.cancel_latency is not None and explorer.state.cancel_latency < 2.0
+    assert time.perf_counter() - t0 < 5.0
+    assert non_null(explorer.figure.data[0].z) == explorer.surface.n_done
+    assert "Cancelled" in explorer.message_box.value
+    assert not explorer.compute_button.disabled and explorer.cancel_button.disabled
+
+
+# --- readable errors ----------------------------------------------------------------------
+
+
+def readable_error(explorer, *needles: str) -> str:
+    text = explorer.message_box.value
+    assert explorer.state.status == "error", (explorer.state.status, explorer.state.message)
+    assert "Error:" in text and "Traceback" not in text and 'File "' not in text
+    for needle in needles:
+        assert needle in explorer.state.message, explorer.state.message
+    return explorer.state.message
+
+
+def test_resolution_too_large_for_the_time_budget_is_refused_with_a_suggestion(explorer):
+    explorer.controls["x_points"].value = 201
+    explorer.controls["y_points"].value = 201
+    explorer.controls["time_budget"].value = 0.05
+    explorer.compute(wait=True)
+    readable_error(explorer, "201×201 = 40401 points", "over the time budget of", "lower the resolution")
+    assert explorer.surface.n_done == 0
+
+
+def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
+    explorer.controls["cluster"].value = "address"
+    explorer.controls["address"].value = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.perf_counter()
+    assert explorer.compute()
+    explorer.wait(60)
+    readable_error(explorer, "cannot reach a Dask scheduler")
+    assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.parametrize("controls, needle", [
+    ({"x_min": 1.0, "x_max": 1.0}, "empty or reversed"),
+    ({"cluster": "address", "address": "  "}, "empty address"),
+    ({"scheme": "interpolate"}, "interpolate"),  # a bare user model has no minimizer pair
+    ({"split": "train"}, "no 'train' split"),
+])
+def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, needle):
+    for name, value in controls.items():
+        explorer.controls[name].value = value
+    explorer.compute_button.click()
+    explorer.wait(30)
+    readable_error(explorer, needle)
+
+
+def test_unavailable_scheme_shows_the_message_of_make_directions(explorer):
+    from landscape_nb.schemes import make_directions
+
+    entry = explorer.state._entries["tiny"]
+    for scheme in SCHEMES:
+        try:
+            make_directions(scheme, entry.model, None, ndim=2)
+        except lnb.LandscapeError as exc:
+            expected = str(exc)
+            break
+    else:
+        pytest.skip("every scheme works for a bare user model")
+    explorer.controls["scheme"].value = scheme
+    explorer.controls["ndim"].value = 2
+    explorer.compute(wait=True)
+    assert readable_error(explorer) == expected
+
+
+# --- views of the result ------------------------------------------------------------------
+
+
+def test_log_scale_toggle_redraws_the_computed_surface_in_log10(explorer):
+    explorer.controls["x_points"].value = 5
+    explorer.controls["y_points"].value = 5
+    explorer.compute(wait=True)
+    linear = np.array(explorer.figure.data[1].z, dtype=float)
+    explorer.controls["log_scale"].value = True
+    logged = np.array(explorer.figure.data[1].z, dtype=float)
+    np.testing.assert_allclose(logged, plot.display_values(explorer.surface, log=True))
+    assert not np.allclose(linear, logged)
+    assert explorer.figure.layout.scene.zaxis.title.text == "log10(loss)"
+
+
+def test_a_1d_scan_shows_loss_and_accuracy_on_twin_axes(explorer):
+    explorer.controls["ndim"].value = 1
+    explorer.controls["x_points"].value = 15
+    explorer.compute(wait=True)
+    loss, acc = explorer.figure.data
+    assert loss.yaxis == "y" and acc.yaxis == "y2"
+    assert sum(v is not None for v in loss.y) == 15
+    np.testing.assert_allclose(np.array(acc.y, dtype=float), explorer.surface.metrics["accuracy"])
+
+
+def test_export_buttons_write_standalone_html_and_png(explorer, tmp_path):
+    explorer.controls["x_points"].value = 7
+    explorer.controls["y_points"].value = 5
+    explorer.compute(wait=True)
+    explorer.controls["export_path"].value = str(tmp_path / "out" / "tiny.html")
+    explorer.export_button.click()
+    assert "Wrote" in explorer.state.message and explorer.state.message_kind == "info"
+    fig = assert_standalone_html(tmp_path / "out" / "tiny.html", min_points=2 * 35)
+    np.testing.assert_allclose(np.array(fig["data"][1]["z"], dtype=float), plot.display_values(explorer.surface))
+    explorer.export_png_button.click()
+    png = tmp_path / "out" / "tiny.png"
+    assert explorer.state.message_kind == "info", explorer.state.message
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_before_compute_says_what_to_do(explorer):
+    explorer.export_button.click()
+    assert explorer.state.message_kind == "error" and "press Compute first" in explorer.state.message
+
+
+def test_local_dask_cluster_shows_workers_and_dashboard_link(explorer):
+    explorer.controls["cluster"].value = "local"
+    explorer.controls["x_points"].value = 9
+    explorer.controls["y_points"].value = 9
+    explorer.compute(wait=True)
+    assert explorer.state.status == "done", explorer.state.message
+    assert explorer.surface.n_done == 81
+    assert "worker" in explorer.state.workers and "Dask dashboard" in explorer.status_line.value
+    assert explorer.state.dashboard_link.startswith("http://127.0.0.1:")
+    client, owned = explorer.state._clients["local"]
+    explorer.compute(wait=True)  # the next Compute reuses the running cluster
+    assert explorer.state._clients["local"][0] is client
+    explorer.close()
+    assert client.status in ("closed", "closing")
+
+
+def test_explorer_is_a_lazy_top_level_name():
+    assert lnb.Explorer is Explorer
