@@ -44,6 +44,7 @@ __all__ = [
     "build_model",
     "list",
     "load",
+    "model_from_state",
     "names",
     "registry",
 ]
@@ -89,6 +90,13 @@ def build_model(name: str) -> nn.Module:
     load any trajectory entry into it with ``load_state_dict``.
     """
     return initial_model(registry.recipe(name))
+
+
+def model_from_state(name: str, state: StateDict) -> nn.Module:
+    """The example's architecture holding ``state`` (e.g. a trajectory entry), eval mode."""
+    model = build_model(name)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def load(name: str, cache_dir: str | os.PathLike | None = None) -> Example:
