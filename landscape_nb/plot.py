@@ -731,6 +731,8 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
         trace.z = z_json
         trace.customdata = custom
         trace.hovertemplate = template
+    # plotly.js's WebGL surface fails on a z with no number at all: hide it until one arrives
+    surface_trace.visible = zmin is not None
     contour_trace.update(_contour_spec(zmin, zmax, LIVE_LEVELS))
     spec = _contour_spec(zmin, zmax, SURFACE_LEVELS).get("contours")
     if spec:

@@ -467,3 +467,66 @@ def test_plot_module_imports_no_torch_dask_or_ipywidgets():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- live figures (refreshed in place as tiles stream in) --------------------------------
+
+
+def partial(surf: Surface, n_rows: int) -> Surface:
+    loss = np.array(surf.loss, dtype=float)
+    acc = np.array(surf.metrics["accuracy"], dtype=float)
+    loss[n_rows:] = np.nan
+    acc[n_rows:] = np.nan
+    return Surface(x=surf.x, y=surf.y, loss=loss, metrics={"accuracy": acc}, provenance=dict(surf.provenance))
+
+
+def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(bowl):
+    fig = plot.live(partial(bowl, 2), title="live")
+    surf_trace, contour_trace = fig.data
+    assert (surf_trace.type, contour_trace.type) == ("surface", "contour")
+    assert surf_trace.scene == "scene" and contour_trace.xaxis == "x"
+    assert surf_trace.coloraxis == contour_trace.coloraxis == "coloraxis"
+    assert surf_trace.contours.z.show and surf_trace.contours.z.project.z
+    assert fig.layout.scene.xaxis.title.text == fig.layout.xaxis.title.text == "α (direction 1)"
+    z = surf_trace.z
+    assert [v is None for v in z[2]] == [True] * X.size and None not in z[0]
+    assert json.loads(fig.to_json())["data"][0]["z"][4][0] is None  # null in JSON, never NaN
+    expected = plot.display_values(partial(bowl, 2))
+    np.testing.assert_allclose(np.array(contour_trace.z, dtype=float), expected)
+    assert fig.layout.coloraxis.cmin == np.nanmin(expected) and fig.layout.coloraxis.cmax == np.nanmax(expected)
+
+
+def test_update_fills_in_a_live_figure_and_tracks_the_colour_range(bowl):
+    empty = partial(bowl, 0)
+    fig = go.FigureWidget(plot.live(empty))
+    assert fig.data[0].visible is False  # plotly.js's WebGL surface cannot draw a z with no number
+    counts = []
+    for rows in range(1, Y.size + 1):
+        plot.update(fig, partial(bowl, rows))
+        counts.append(sum(v is not None for row in fig.data[1].z for v in row))
+    assert counts == [X.size * r for r in range(1, Y.size + 1)]
+    assert fig.data[0].visible is True
+    np.testing.assert_allclose(np.array(fig.data[0].customdata, dtype=float)[..., 0], bowl.loss)
+    plot.update(fig, bowl, log=True)
+    np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), plot.display_values(bowl, log=True))
+    assert fig.layout.scene.zaxis.title.text == "log10(loss)"
+    plot.update(fig, bowl)  # log=None keeps the figure's scale
+    assert fig.layout.scene.zaxis.title.text == "log10(loss)"
+
+
+def test_live_1d_has_loss_and_accuracy_on_twin_axes_with_gaps():
+    line = make_line(n=9)
+    loss = np.array(line.loss)
+    loss[5:] = np.nan
+    fig = plot.live(Surface(x=line.x, y=None, loss=loss, metrics=dict(line.metrics)))
+    assert [t.yaxis for t in fig.data] == ["y", "y2"]
+    assert list(fig.data[0].y[5:]) == [None] * 4
+    plot.update(fig, line)
+    np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float), line.loss)
+
+
+def test_update_refuses_a_figure_not_made_by_live_and_a_surface_of_another_shape(bowl):
+    with pytest.raises(LandscapeError, match="not made by plot.live"):
+        plot.update(plot.contour(bowl), bowl)
+    with pytest.raises(LandscapeError, match="expected a 2D surface"):
+        plot.update(plot.live(bowl), make_line())
