@@ -143,11 +143,12 @@ def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(exp
     assert_bit_identical(model, saved)  # the Explorer evaluates a private copy
 
 
-def test_updates_are_applied_on_the_event_loop_thread_which_stays_responsive(explorer):
-    explorer.controls["x_points"].value = 31
-    explorer.controls["y_points"].value = 31
-    seen = []  # (thread, non-null points) per applied update
-    explorer.state.observe(lambda _: seen.append((threading.get_ident(),
+def test_updates_are_applied_on_the_event_loop_thread_throttled_and_the_loop_stays_responsive(explorer):
+    explorer.controls["x_points"].value = 41
+    explorer.controls["y_points"].value = 41
+    explorer.state.update_interval = 0.1
+    seen = []  # (thread, time, non-null points) per applied update
+    explorer.state.observe(lambda _: seen.append((threading.get_ident(), time.monotonic(),
                                                   non_null(explorer.figure.data[0].z))), "surface")
     gaps = []
 
@@ -164,15 +165,21 @@ def test_updates_are_applied_on_the_event_loop_thread_which_stays_responsive(exp
 
     asyncio.run(session())
     assert explorer.state.status == "done", explorer.state.message
-    assert {tid for tid, _ in seen} == {threading.get_ident()}
-    counts = [n for _, n in seen]
-    assert counts[-1] == 31 * 31 and counts == sorted(counts) and len(set(counts)) > 3
+    assert {tid for tid, _, _ in seen} == {threading.get_ident()}
+    counts = [n for _, _, n in seen]
+    assert counts[0] == 0 and counts[-1] == 41 * 41 and counts == sorted(counts)
+    partial = [(t, n) for _, t, n in seen if 0 < n < 41 * 41]
+    assert len(partial) >= 2, counts  # the picture fills in progressively
+    assert len(seen) < 2 + 7 * 7, "tile updates were not coalesced"
+    spacing = [b[0] - a[0] for a, b in zip(partial, partial[1:])]
+    assert min(spacing) >= 0.08, spacing  # at most one figure update per update_interval
     assert max(gaps) < 2.0, f"event loop blocked for {max(gaps):.2f} s"
 
 
 def test_second_compute_while_running_is_refused(explorer):
     explorer.controls["x_points"].value = 151
     explorer.controls["y_points"].value = 151
+    explorer.controls["time_budget"].value = 1e6
     assert explorer.compute()
     try:
         assert not explorer.compute()
@@ -186,10 +193,12 @@ def test_second_compute_while_running_is_refused(explorer):
 def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
     explorer.controls["x_points"].value = 201
     explorer.controls["y_points"].value = 201
+    explorer.controls["time_budget"].value = 1e6
     first_tile = threading.Event()
     explorer.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
+    explorer.state.observe(lambda ch: ch["new"] == "error" and first_tile.set(), "status")
     assert explorer.compute()
-    assert first_tile.wait(60), explorer.state.message
+    assert first_tile.wait(60) and explorer.state.status == "running", explorer.state.message
     explorer.cancel_button.click()
     t0 = time.perf_counter()
     explorer.wait(30)
