@@ -338,3 +338,32 @@ def test_local_dask_cluster_shows_workers_and_dashboard_link(explorer):
 
 def test_explorer_is_a_lazy_top_level_name():
     assert lnb.Explorer is Explorer
+
+
+def test_zoo_models_are_offered_and_trained_on_first_compute(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_NB_CACHE", str(tmp_path / "zoo"))
+    explorer = Explorer(x_points=9, y_points=9)
+    try:
+        assert explorer.controls["model_name"].options == tuple(lnb.zoo.names())
+        explorer.controls["model_name"].value = "mlp-moons"
+        explorer.controls["scheme"].value = "plane3"  # needs the zoo example's training trajectory
+        explorer.compute(wait=True)
+        assert explorer.state.status == "done", explorer.state.message
+        assert explorer.surface.n_done == 81 and explorer.surface.provenance["name"] == "mlp-moons"
+        assert explorer.surface.provenance["scheme"] == "plane3"
+    finally:
+        explorer.close()
+
+
+def test_a_given_dask_client_is_used_and_left_open():
+    from distributed import Client
+
+    model, data = make_task()
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        explorer = Explorer(models={"tiny": (model, data)}, client=client, x_points=5, y_points=5)
+        assert explorer.controls["cluster"].value == "given" and explorer.spec().client == "given"
+        explorer.compute(wait=True)
+        assert explorer.state.status == "done", explorer.state.message
+        assert explorer.state.workers == "1 worker" and explorer.surface.n_done == 25
+        explorer.close()
+        assert client.status == "running"
