@@ -90,3 +90,12 @@ def assert_bit_identical(model, saved):
     assert now.keys() == saved.keys()
     for k in saved:
         assert torch.equal(now[k], saved[k]), k
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one torch thread, above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,6 +11,8 @@ import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.trajectory import project_trajectory
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 from conftest import TinyCNN, make_mlp
 
 
