@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -92,10 +94,18 @@ def assert_bit_identical(model, saved):
         assert torch.equal(now[k], saved[k]), k
 
 
-@pytest.fixture
-def one_thread():
+@contextlib.contextmanager
+def single_thread():
     """Tiny models run far faster on one torch thread, above all on a busy 2-core machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with single_thread():
+        yield

@@ -13,7 +13,7 @@ from landscape_nb.trajectory import project_trajectory
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-from conftest import TinyCNN, make_mlp
+from conftest import TinyCNN, make_mlp, single_thread
 
 
 def _train_trajectory(model, data, n_ckpt=6, steps=4, lr=0.3, seed=0):
@@ -48,13 +48,15 @@ def cnn_data():
 
 @pytest.fixture(scope="module")
 def mlp_traj(mlp_data):
-    return _train_trajectory(make_mlp(0), mlp_data)
+    with single_thread():
+        return _train_trajectory(make_mlp(0), mlp_data)
 
 
 @pytest.fixture(scope="module")
 def cnn_traj(cnn_data):
     torch.manual_seed(0)
-    return _train_trajectory(TinyCNN(), cnn_data, lr=0.1)
+    with single_thread():
+        return _train_trajectory(TinyCNN(), cnn_data, lr=0.1)
 
 
 def _matrix(model, states, ignore):
