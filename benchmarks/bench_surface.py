@@ -135,9 +135,9 @@ def bench_dask(ex, n_grid):
 
 
 def cifar_resnet56():
-    from landscape_nb.zoo.models import ResNetCifar
+    from landscape_nb.zoo.models import ResNet
 
-    return ResNetCifar(depth=56, in_channels=3, n_classes=10)
+    return ResNet(n_classes=10, n_blocks=9, n_in_channels=3).eval()  # 6·9 + 2 = 56 layers
 
 
 def main():
@@ -147,10 +147,18 @@ def main():
     ap.add_argument("--dask-grid", type=int, default=31)
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU sections")
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name()}")
+    if not args.no_cpu:
+        bench_cpu(args)
+    if args.gpu and torch.cuda.is_available():
+        bench_gpu(args)
+
+
+def bench_cpu(args):
     rows = []
     for name in ("mlp-digits", "resnet20-digits", "resnet20-noskip-digits", "vit-digits"):
         ex = lnb.zoo.load(name)
@@ -161,8 +169,6 @@ def main():
     print_table("CPU, in-process (digits: all 1797 samples)", header, rows, fmt)
     if not args.no_dask:
         bench_dask(lnb.zoo.load("resnet20-digits"), args.dask_grid)
-    if args.gpu and torch.cuda.is_available():
-        bench_gpu(args)
 
 
 def bench_gpu(args):

@@ -224,7 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--range -1:1`` → ``--range=-1:1`` (argparse takes ``-1:1`` for an option otherwise)."""
+    out: list[str] = []
+    for tok in argv:
+        if out and out[-1] in ("--range", "--yrange") and tok.startswith("-"):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     t0 = time.perf_counter()

@@ -1,0 +1,147 @@
+"""Bundled, offline examples: a trained model, its data, trajectory and minimizers.
+
+    from landscape_nb import zoo
+    zoo.names()                         # ['mlp-digits', 'cnn-digits', ...]
+    ex = zoo.load("resnet20-digits")    # trains on first use (seconds), then cached
+    ex.model, ex.test, ex.loss_fn, ex.trajectory
+
+Data are sklearn's bundled digits and synthetic moons, so nothing is downloaded.
+Weights are cached under ``$LANDSCAPE_NB_CACHE`` or the user cache directory, in a
+file named by a hash of the training recipe and code, so a changed recipe retrains.
+"""
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import _cache
+from ._registry import Registry, ZooEntry
+from .data import Split
+from .entries import registry
+from .training import (
+    Recipe,
+    StateDict,
+    TrainedWeights,
+    Training,
+    fingerprint,
+    initial_model,
+    train,
+)
+
+__all__ = [
+    "Example",
+    "Recipe",
+    "Registry",
+    "Training",
+    "ZooEntry",
+    "build_model",
+    "list",
+    "load",
+    "model_from_state",
+    "names",
+    "registry",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """A trained zoo model with everything needed to draw its loss landscape.
+
+    ``model`` is the final model (CPU, float32, eval mode); ``trajectory`` its state
+    dicts from initialization (first) through each epoch to the final weights (last);
+    ``minimizers`` other models trained from the same initialization (for
+    ``mlp-digits``: ``"small-batch"`` and ``"large-batch"``), else empty.
+    """
+
+    name: str
+    description: str
+    test_accuracy: float
+    model: nn.Module = field(repr=False)
+    train: Split = field(repr=False)
+    test: Split = field(repr=False)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(repr=False)
+    trajectory: builtins.list[StateDict] = field(repr=False)
+    minimizers: dict[str, nn.Module] = field(repr=False)
+
+
+def list() -> builtins.list[ZooEntry]:  # noqa: A001 - the public name is zoo.list()
+    """Every example's name and one-line description, in registration order."""
+    return registry.entries()
+
+
+def names() -> builtins.list[str]:
+    """Every example's name, in registration order."""
+    return registry.names()
+
+
+def build_model(name: str) -> nn.Module:
+    """A fresh, untrained model of the example's architecture (eval mode, CPU, float32).
+
+    Its weights are the seeded initialization, equal to ``load(name).trajectory[0]``;
+    load any trajectory entry into it with ``load_state_dict``.
+    """
+    return initial_model(registry.recipe(name))
+
+
+def model_from_state(name: str, state: StateDict) -> nn.Module:
+    """The example's architecture holding ``state`` (e.g. a trajectory entry), eval mode."""
+    model = build_model(name)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load(name: str, cache_dir: str | os.PathLike | None = None) -> Example:
+    """The trained example ``name``; trains it on first use and caches the weights.
+
+    ``cache_dir`` overrides ``$LANDSCAPE_NB_CACHE`` and the user cache directory.
+    Raises ``LandscapeError`` for an unknown name, suggesting close matches.
+    """
+    name = registry.canonical_name(name)
+    recipe = registry.recipe(name)
+    train_split, test_split = recipe.data()
+    reference = initial_model(recipe)
+    path = _cache.cache_path(_cache.cache_dir(cache_dir), name, fingerprint(recipe))
+    weights = _cache.read(path, reference.state_dict())
+    if weights is None:
+        logger.info("Training zoo example %r (first use; cached at %s).", name, path)
+        start = time.perf_counter()
+        weights = train(recipe, train_split, test_split)
+        seconds, accuracy = time.perf_counter() - start, weights.test_accuracy
+        logger.info("Trained %r in %.1f s, test accuracy %.4f.", name, seconds, accuracy)
+        _cache.write(path, weights)
+    return _example(name, recipe, weights, reference, train_split, test_split)
+
+
+def _example(
+    name: str,
+    recipe: Recipe,
+    weights: TrainedWeights,
+    model: nn.Module,
+    train_split: Split,
+    test_split: Split,
+) -> Example:
+    model.load_state_dict(weights.final)
+    minimizers = {}
+    for key, state in weights.minimizers.items():
+        minimizers[key] = initial_model(recipe)
+        minimizers[key].load_state_dict(state)
+    return Example(
+        name=name,
+        description=registry.entry(name).description,
+        test_accuracy=weights.test_accuracy,
+        model=model.eval(),
+        train=train_split,
+        test=test_split,
+        loss_fn=nn.CrossEntropyLoss(),
+        trajectory=weights.trajectory,
+        minimizers=minimizers,
+    )

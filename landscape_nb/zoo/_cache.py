@@ -1,0 +1,108 @@
+"""On-disk cache of trained zoo weights: one ``torch.save`` file per example and recipe.
+
+Files hold only tensors, dicts, lists, strings and floats and are read with
+``torch.load(weights_only=True)``, so opening one runs no code. Writes are atomic
+(temporary file + ``os.replace``); a file that cannot be read is reported and ignored.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .training import StateDict, TrainedWeights
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "LANDSCAPE_NB_CACHE"
+FORMAT_VERSION = 1
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """``override``, else ``$LANDSCAPE_NB_CACHE``, else the platform's user cache dir."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:
+        return Path.home() / ".cache" / "landscape_nb"
+    return Path(user_cache_dir("landscape_nb"))
+
+
+def cache_path(directory: Path, name: str, fingerprint: str) -> Path:
+    return directory / f"{name}-{fingerprint}.pt"
+
+
+def read(path: Path, reference: StateDict) -> TrainedWeights | None:
+    """The weights stored at ``path``, or None when missing or unreadable.
+
+    Every state dict must match ``reference`` (an untrained model's) in keys, shapes
+    and dtypes, so a stale or damaged file is never loaded into a model.
+    """
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        weights = _weights_from(payload, reference)
+    except Exception as error:  # any damage means "retrain", never a crash
+        logger.warning("Ignoring unreadable zoo cache file %s (%s); retraining.", path, error)
+        return None
+    return weights
+
+
+def write(path: Path, weights: TrainedWeights) -> None:
+    """Store ``weights`` at ``path`` atomically; a failure is logged, not raised."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "trajectory": weights.trajectory,
+        "minimizers": weights.minimizers,
+        "test_accuracy": float(weights.test_accuracy),
+    }
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as tmp:
+            tmp_name = tmp.name
+            torch.save(payload, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except OSError as error:
+        logger.warning(
+            "Could not cache zoo weights at %s (%s); they will be retrained next time. "
+            "Set %s to a writable directory to fix this.", path, error, CACHE_ENV
+        )
+    finally:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _weights_from(payload: object, reference: StateDict) -> TrainedWeights:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise ValueError(f"not a format-{FORMAT_VERSION} zoo cache file")
+    trajectory = payload["trajectory"]
+    minimizers = payload["minimizers"]
+    if not isinstance(trajectory, list) or not trajectory or not isinstance(minimizers, dict):
+        raise ValueError("malformed trajectory or minimizers")
+    for state in [*trajectory, *minimizers.values()]:
+        _check_state(state, reference)
+    return TrainedWeights(trajectory, minimizers, float(payload["test_accuracy"]))
+
+
+def _check_state(state: object, reference: StateDict) -> None:
+    if not isinstance(state, dict) or state.keys() != reference.keys():
+        raise ValueError("state dict keys differ from the architecture's")
+    for key, expected in reference.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or (value.shape, value.dtype) != (
+            expected.shape,
+            expected.dtype,
+        ):
+            raise ValueError(f"tensor {key!r} differs from the architecture's")

@@ -1,0 +1,81 @@
+"""The CLI end to end, on a user's own model (module:function) and on saved stores."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import landscape_nb as lnb
+from landscape_nb.cli import main
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    return model, (x, (x[:, 0] > 0).long())
+'''
+
+
+@pytest.fixture
+def user_model(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_models:make"
+
+
+def test_compute_store_and_html_then_plot(user_model, tmp_path, capsys):
+    store, html = tmp_path / "s.zarr", tmp_path / "s.html"
+    assert main(["compute", user_model, "--grid", "5x4", "--range", "-1:1", "--yrange", "-0.5:0.5",
+                 "--store", str(store), "--html", str(html), "--tile", "2x3"]) == 0
+    surf = lnb.load_surface(store)
+    assert surf.loss.shape == (4, 5) and surf.is_complete
+    np.testing.assert_allclose(surf.y, np.linspace(-0.5, 0.5, 4))
+    text = html.read_text()
+    assert "plotly" in text and '"type":"surface"' in text.replace(" ", "")
+    out = tmp_path / "c.html"
+    assert main(["plot", str(store), "--kind", "contour", "--html", str(out)]) == 0
+    assert '"type":"contour"' in out.read_text().replace(" ", "")
+    # rerun resumes: nothing left to compute, same values
+    assert main(["compute", user_model, "--grid", "5x4", "--range", "-1:1", "--yrange", "-0.5:0.5",
+                 "--store", str(store), "--tile", "2x3"]) == 0
+    np.testing.assert_array_equal(lnb.load_surface(store).loss, surf.loss)
+
+
+def test_compute_1d_line(user_model, tmp_path):
+    store = tmp_path / "line.zarr"
+    assert main(["compute", user_model, "--grid", "7", "--store", str(store), "--norm", "layer"]) == 0
+    s = lnb.load_surface(store)
+    assert s.ndim == 1 and s.loss.shape == (7,)
+    assert s.provenance["directions"]["norm"] == "layer"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compute", "my_models:make", "--grid", "5x"], "--grid '5x'"),
+    (["compute", "my_models:make", "--range", "1:-1"], "empty or reversed"),
+    (["compute", "my_models:make", "--grid", "1"], "≥ 2"),
+    (["compute", "nosuch_module:make"], "cannot load 'nosuch_module:make'"),
+    (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
+])
+def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("landscape-nb: error:") and words in err and "\n" not in err
+
+
+def test_spec_mismatch_on_store_refused(user_model, tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(store)]) == 0
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(store), "--seed", "1"]) == 2
+    assert "directions.fingerprint" in capsys.readouterr().err
+
+
+def test_console_script_installed():
+    out = subprocess.run([sys.executable, "-m", "landscape_nb.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "models" in out.stdout and "demo" in out.stdout

@@ -1,0 +1,248 @@
+"""Tests of the bundled zoo, parametrized over the registry: a new entry is tested too.
+
+Each example trains once per session into a temporary cache; the whole file takes
+well under two minutes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import pytest
+import torch
+
+from landscape_nb import LandscapeError, zoo
+from landscape_nb.zoo import Registry, Training, training
+
+MIN_TEST_ACCURACY = {"mlp-moons": 0.95}
+DEFAULT_MIN_TEST_ACCURACY = 0.9  # digits; measured accuracies are in zoo/entries.py
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(tmp_path_factory):
+    """A private cache dir for the session, so each example trains exactly once."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("zoo-cache")
+        mp.setenv("LANDSCAPE_NB_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def examples(zoo_cache):
+    """``examples(name)``: the first load of ``name`` this session (trains it)."""
+    loaded: dict[str, zoo.Example] = {}
+
+    def get(name: str) -> zoo.Example:
+        if name not in loaded:
+            loaded[name] = zoo.load(name)
+        return loaded[name]
+
+    return get
+
+
+def _naive_accuracy(model: torch.nn.Module, split) -> float:
+    inputs, targets = split
+    n_correct = 0
+    with torch.no_grad():
+        for x, y in zip(inputs.split(100), targets.split(100)):
+            n_correct += int((model(x).argmax(dim=1) == y).sum())
+    return n_correct / len(targets)
+
+
+def _assert_states_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_entry_loads_a_trained_eval_mode_float32_cpu_model(name, examples):
+    ex = examples(name)
+    assert ex.name == name
+    assert ex.description and "\n" not in ex.description
+    assert not any(m.training for m in ex.model.modules())
+    for param in ex.model.parameters():
+        assert param.dtype == torch.float32 and param.device.type == "cpu"
+    for inputs, targets in (ex.train, ex.test):
+        assert inputs.dtype == torch.float32 and targets.dtype == torch.int64
+        assert len(inputs) == len(targets) > 0
+    loss = ex.loss_fn(ex.model(ex.test[0]), ex.test[1])
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_test_accuracy_is_recomputable_and_above_threshold(name, examples):
+    ex = examples(name)
+    accuracy = _naive_accuracy(ex.model, ex.test)
+    assert accuracy == ex.test_accuracy
+    assert accuracy >= MIN_TEST_ACCURACY.get(name, DEFAULT_MIN_TEST_ACCURACY)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_trajectory_runs_from_initial_to_final_weights(name, examples):
+    ex = examples(name)
+    assert len(ex.trajectory) >= 3
+    final = ex.model.state_dict()
+    for state in ex.trajectory:
+        assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in final.items()}
+    _assert_states_equal(ex.trajectory[-1], final)
+    _assert_states_equal(ex.trajectory[0], zoo.build_model(name).state_dict())
+    first_key = next(iter(final))
+    assert not torch.equal(ex.trajectory[0][first_key], ex.trajectory[-1][first_key])
+    # the model owns its weights: perturbing it must not rewrite the trajectory
+    assert all(ex.trajectory[-1][k].data_ptr() != v.data_ptr() for k, v in final.items())
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_second_load_reads_cache_fast_and_bit_identical(name, examples, zoo_cache):
+    first = examples(name)
+    start = time.perf_counter()
+    second = zoo.load(name)
+    assert time.perf_counter() - start < 1.0
+    assert len(list(zoo_cache.glob(f"{name}-*.pt"))) == 1
+    _assert_states_equal(first.model.state_dict(), second.model.state_dict())
+    assert len(first.trajectory) == len(second.trajectory)
+    for a, b in zip(first.trajectory, second.trajectory):
+        _assert_states_equal(a, b)
+    assert first.minimizers.keys() == second.minimizers.keys()
+    for key in first.minimizers:
+        _assert_states_equal(
+            first.minimizers[key].state_dict(), second.minimizers[key].state_dict()
+        )
+    assert second.test_accuracy == first.test_accuracy
+    assert torch.equal(first.test[0], second.test[0]) and torch.equal(first.test[1], second.test[1])
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_minimizers_only_for_mlp_digits(name, examples):
+    ex = examples(name)
+    if name != "mlp-digits":
+        assert ex.minimizers == {}
+        return
+    assert set(ex.minimizers) == {"small-batch", "large-batch"}
+    small = ex.minimizers["small-batch"].state_dict()
+    large = ex.minimizers["large-batch"].state_dict()
+    assert any(not torch.equal(small[k], large[k]) for k in small)
+    for minimizer in ex.minimizers.values():
+        assert not minimizer.training
+        assert _naive_accuracy(minimizer, ex.train) >= 0.99
+
+
+def _top_hessian_eigenvalue(model, split, n_iterations=30) -> float:
+    """Power iteration with Hessian-vector products of the mean training loss."""
+    params = [p for p in model.parameters()]
+    inputs, targets = split
+    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    generator = torch.Generator().manual_seed(0)
+    v = [torch.randn(p.shape, generator=generator) for p in params]
+    eigenvalue = 0.0
+    for _ in range(n_iterations):
+        norm = torch.sqrt(sum((x * x).sum() for x in v))
+        v = [x / norm for x in v]
+        hv = torch.autograd.grad(grads, params, v, retain_graph=True)
+        eigenvalue = float(sum((a * b).sum() for a, b in zip(hv, v)))
+        v = [h.detach() for h in hv]
+    return eigenvalue
+
+
+def test_mlp_digits_large_batch_minimizer_is_sharper(examples):
+    ex = examples("mlp-digits")
+    small = _top_hessian_eigenvalue(ex.minimizers["small-batch"], ex.train)
+    large = _top_hessian_eigenvalue(ex.minimizers["large-batch"], ex.train)
+    assert large > 3 * small
+
+
+def test_unknown_name_raises_with_suggestion_and_names():
+    with pytest.raises(LandscapeError) as info:
+        zoo.load("resnet20-digit")
+    message = str(info.value)
+    assert "Did you mean 'resnet20-digits'" in message
+    assert all(name in message for name in zoo.names())
+    with pytest.raises(LandscapeError, match="Did you mean"):
+        zoo.build_model("vit")
+    with pytest.raises(LandscapeError, match="expected a string"):
+        zoo.load(3)
+
+
+def test_list_names_and_descriptions_agree():
+    entries = zoo.list()
+    assert [e.name for e in entries] == zoo.names()
+    assert {"mlp-digits", "cnn-digits", "resnet20-digits", "resnet20-noskip-digits",
+            "vit-digits", "mlp-moons"} <= set(zoo.names())
+    assert all(e.description and "\n" not in e.description for e in entries)
+
+
+def test_name_lookup_forgives_case_and_underscores(examples):
+    assert zoo.load("MLP_Moons").name == "mlp-moons"
+
+
+def test_data_shapes_and_ranges(examples):
+    mlp, cnn, moons = examples("mlp-digits"), examples("cnn-digits"), examples("mlp-moons")
+    assert mlp.train[0].shape == (1437, 64) and mlp.test[0].shape == (360, 64)
+    assert cnn.train[0].shape == (1437, 1, 8, 8)
+    assert torch.equal(cnn.train[0].reshape(-1, 64), mlp.train[0])
+    assert 0.0 <= float(mlp.train[0].min()) and float(mlp.train[0].max()) <= 1.0
+    assert set(mlp.train[1].tolist()) == set(range(10))
+    assert moons.train[0].shape == (800, 2) and set(moons.test[1].tolist()) == {0, 1}
+
+
+def test_corrupt_cache_file_warns_and_retrains(tmp_path, caplog):
+    first = zoo.load("mlp-moons", cache_dir=tmp_path)
+    (path,) = tmp_path.glob("mlp-moons-*.pt")
+    for damage in (b"not a torch file", path.read_bytes()[:100]):
+        path.write_bytes(damage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="landscape_nb.zoo"):
+            again = zoo.load("mlp-moons", cache_dir=tmp_path)
+        assert "retraining" in caplog.text
+        _assert_states_equal(first.model.state_dict(), again.model.state_dict())
+        assert zoo.load("mlp-moons", cache_dir=tmp_path).test_accuracy == first.test_accuracy
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp files left
+
+
+def test_cache_file_from_another_architecture_is_not_loaded(tmp_path, caplog):
+    zoo.load("mlp-moons", cache_dir=tmp_path)
+    (moons_path,) = tmp_path.glob("mlp-moons-*.pt")
+    zoo.load("cnn-digits", cache_dir=tmp_path / "cnn")
+    (cnn_path,) = (tmp_path / "cnn").glob("cnn-digits-*.pt")
+    moons_path.write_bytes(cnn_path.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="landscape_nb.zoo"):
+        ex = zoo.load("mlp-moons", cache_dir=tmp_path)
+    assert "retraining" in caplog.text
+    assert ex.test_accuracy >= MIN_TEST_ACCURACY["mlp-moons"]
+
+
+def test_training_and_loading_leave_global_rng_untouched(tmp_path):
+    before = torch.random.get_rng_state()
+    zoo.load("mlp-moons", cache_dir=tmp_path)  # trains
+    zoo.load("mlp-moons", cache_dir=tmp_path)  # reads the cache
+    zoo.build_model("resnet20-digits")
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_changed_recipe_changes_cache_key():
+    recipe = zoo.registry.recipe("mlp-moons")
+    key = training.fingerprint(recipe)
+    assert training.fingerprint(zoo.registry.recipe("mlp-moons")) == key
+    assert training.fingerprint(dataclasses.replace(recipe, seed=1)) != key
+    longer = dataclasses.replace(recipe.training, n_epochs=recipe.training.n_epochs + 1)
+    assert training.fingerprint(dataclasses.replace(recipe, training=longer)) != key
+
+
+def test_registry_registers_by_function_name_and_rejects_duplicates():
+    registry = Registry()
+
+    @registry.register
+    def tiny_example():
+        """A one-line description.
+
+        More detail that is not part of it.
+        """
+        return zoo.registry.recipe("mlp-moons")
+
+    assert registry.names() == ["tiny-example"]
+    assert registry.entry("tiny_example").description == "A one-line description."
+    with pytest.raises(LandscapeError, match="unique"):
+        registry.register(tiny_example)
