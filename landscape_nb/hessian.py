@@ -15,13 +15,15 @@ largest and most negative eigenvalues; ``hessian_directions`` gives those.
 The non-convexity map of Li et al. 2018 (Fig. 6), ``eigen_map``, evaluates
 ``|λ_min / λ_max|`` at every grid point through the same tiles and runners as a loss
 surface (``compute_surface(..., quantity="hessian")``, in-process or Dask).
-**Cost per point**: one loss pass plus two Lanczos runs, each of ``n_iter``
-Hessian-vector products over the evaluation set; one product costs about as much
-as 2 forward + 2 backward passes (≈ 4–6 forward passes), so a point costs roughly
-``1 + 5 × (n_iter_max + n_iter_min)`` forward passes, typically 100–400 forward
-passes (20–40 Lanczos iterations each at ``tol=1e-3``); the iteration counts are
-returned per point (metric ``n_hvp``). Measured on the 2-core CPU for the zoo's
-mlp-digits (360 test samples): see ``EIGEN_MAP_COST`` below.
+**Cost per point**: one loss pass plus two Lanczos runs (λ_max, then λ_min on the
+shifted operator), each of 20–40 Hessian-vector products over the evaluation set at
+``tol=1e-3``; the count is returned per point (metric ``n_hvp``). One product is a
+forward pass, a backward pass with graph, and a backward through that graph. Measured
+on the 2-core CPU, one torch thread (``EIGEN_MAP_COST``): mlp-digits (17,226
+parameters, 360 test samples) forward 0.25 ms, product 2.2 ms (≈ 9 forwards), a point
+52–82 products, 0.37 s with ARPACK's overhead (≈ 1,500 forwards: a 21×21 map ≈ 3 min);
+resnet20-digits (272,186 parameters) forward 30 ms, product 0.41 s (≈ 14 forwards),
+so ≈ 26 s per point. Use coarse grids, ``max_samples`` and a Dask cluster.
 """
 from __future__ import annotations
 
@@ -37,10 +39,10 @@ from .directions import Directions
 from .errors import LandscapeError
 from .params import ParamLayout, flatten, restoring
 
-EIGEN_MAP_COST = (
-    "mlp-digits (17,226 parameters, 360 samples), 2-core CPU: one HVP ≈ 4.7 forward passes; "
-    "a point ≈ 45 HVPs ≈ 0.06 s (≈ 220 forward passes)"
-)
+EIGEN_MAP_COST = {  # seconds, measured on the 2-core CPU with one torch thread (see the module docstring)
+    "mlp-digits": {"forward": 0.00025, "hvp": 0.0022, "hvp_per_point": 64, "point": 0.37},
+    "resnet20-digits": {"forward": 0.030, "hvp": 0.41, "point_estimate": 26.0},
+}
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
 
@@ -379,8 +381,8 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     curvature comparable to the positive. Runs through ``compute_surface`` with
     ``quantity="hessian"``, so it takes the same ``client``, ``store``, ``tile``,
     ``callbacks``, ``cancel``, ``max_samples`` arguments and resumes the same way.
-    Cost per point: see this module's docstring (about 50–100 Hessian-vector
-    products, each ≈ 5 forward passes); use a coarse grid and ``max_samples``.
+    Cost per point: see this module's docstring (50–80 Hessian-vector products,
+    each ≈ 9–14 forward passes); use a coarse grid and ``max_samples``.
     """
     from .compute import compute_surface
 

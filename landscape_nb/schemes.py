@@ -79,21 +79,14 @@ def _with_range(d, **ranges):
     return Directions(d.vectors, d.layout, prov)
 
 
-def model_from_state(ex, state):
-    """A fresh model of the example's architecture with ``state`` (a state dict) loaded."""
-    from . import zoo
-
-    m = zoo.build_model(ex.name)
-    m.load_state_dict(state)
-    return m.eval()
-
-
 def _pair(ex):
     """The two models an interpolation runs between: the minimizer pair, else init → final."""
     if ex.minimizers and len(ex.minimizers) >= 2:
         a, b = list(ex.minimizers.values())[:2]
         return a, b
-    return model_from_state(ex, ex.trajectory[0]), ex.model
+    from .zoo import model_from_state
+
+    return model_from_state(ex.name, ex.trajectory[0]), ex.model
 
 
 def _three(ex):
@@ -108,4 +101,6 @@ def _three(ex):
     if len(t) < 3:
         raise LandscapeError(f"--directions plane3: {ex.name} has {len(t)} checkpoints and no minimizer pair; "
                              "expected at least 3 checkpoints")
-    return ex.model, model_from_state(ex, t[0]), model_from_state(ex, t[len(t) // 2])
+    from .zoo import model_from_state
+
+    return ex.model, model_from_state(ex.name, t[0]), model_from_state(ex.name, t[len(t) // 2])

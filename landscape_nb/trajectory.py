@@ -8,14 +8,17 @@ true loss is, so a path drawn on a contour plot is honest: a checkpoint far from
 plane is not at the point where it is drawn.
 
 Memory: the checkpoints are never stacked into an n_checkpoints × n_params float64
-matrix. The centred Gram matrix (k × k) is accumulated over slices of the parameter
-vector, and the components are formed slice by slice from its eigenvectors, so the
-working memory is the float32 output (n × n_params) plus one k × ``CHUNK`` float64
-slice. Measured with ``tracemalloc`` for the zoo's ResNet-20 (272,474 trainable
-values, 16 checkpoints, n=2): peak 6.3 MiB above the checkpoints themselves
-(2.1 MiB output + 4.2 MiB for the Gram slices and the projection), against
-33 MiB that a float64 checkpoint matrix alone would take (see
-``tests/test_trajectory.py::test_pca_peak_memory_stays_below_the_dense_matrix``).
+matrix. The Gram matrix of their differences from ``final`` (k × k) is accumulated
+over slices of the parameter vector, centred exactly (H G H), and the components are
+formed slice by slice from its eigenvectors, so the working memory is the float32
+output (n × n_params) plus a few k × slice float64 blocks (``CHUNK_BYTES`` each).
+Measured for the zoo's ResNet-20 (resnet20-digits: 272,186 trainable values, 16
+checkpoints, n=2) with ``tracemalloc`` (numpy's arrays; the torch profiler shows no
+torch allocations, the checkpoints are only viewed): peak 6.9 MiB above the
+checkpoints themselves (2.1 MiB of it the output), where a float64 checkpoint
+matrix alone would take 33.2 MiB (the float32 checkpoints are 16.6 MiB); 0.2 s.
+``tests/test_trajectory.py::test_pca_peak_memory_stays_below_the_dense_float64_matrix``
+checks the bound on a model of that size.
 """
 from __future__ import annotations
 
