@@ -161,7 +161,8 @@ def _zoo():
 def test_bezier_max_loss_is_not_above_the_straight_line_on_the_zoo_pair():
     ex = _zoo().load("mlp-digits")
     a, b = ex.minimizers["small-batch"], ex.minimizers["large-batch"]
-    curve = lnb.bezier_curve(a, b, ex.train, loss_fn=ex.loss_fn, n_steps=200, seed=0, n_points=11)
+    curve = lnb.bezier_curve(a, b, ex.train, loss_fn=ex.loss_fn, seed=0, n_points=11)
     assert curve.profile.loss.max() <= curve.line_profile.loss.max()
+    assert curve.barrier < curve.line_barrier
     assert curve.profile.loss[0] == pytest.approx(curve.line_profile.loss[0], rel=1e-5)
     assert curve.profile.loss[-1] == pytest.approx(curve.line_profile.loss[-1], rel=1e-5)
