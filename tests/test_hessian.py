@@ -199,3 +199,14 @@ def test_bad_hessian_requests_are_clear_errors(data64):
         HessianOperator(model, data64).matvec(torch.zeros(3))
     with pytest.raises(LandscapeError, match="at most 10 parameters"):
         HessianOperator(model, data64).dense(max_params=10)
+
+
+def test_a_model_smaller_than_the_krylov_space_gets_its_spectrum_densely():
+    torch.manual_seed(2)
+    model = nn.Linear(1, 2).double()  # 4 parameters: ARPACK needs k < n, so k = 4 is solved densely
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(30, 1, generator=g, dtype=torch.float64), torch.randint(0, 2, (30,), generator=g))
+    evals = np.linalg.eigvalsh(_dense_hessian(model, data))
+    got = lnb.hessian_eigenvalues(model, data, k=4)
+    np.testing.assert_allclose(got["max"], evals[::-1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["min"], evals, rtol=1e-9, atol=1e-12)
