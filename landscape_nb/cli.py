@@ -165,7 +165,7 @@ def cmd_plot(args) -> int:
 
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
-                                  title=str(surf.provenance.get("name", ""))), args.html)
+                                  title=str(surf.provenance.get("label", ""))), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
     return 0
 
