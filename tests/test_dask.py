@@ -82,6 +82,9 @@ def test_dask_equals_in_process(client, data, x, y, tile):
     np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
     np.testing.assert_allclose(s.metrics["accuracy"], ref.metrics["accuracy"], rtol=1e-6)
     assert s.provenance["runner"].startswith("dask")
+    # each worker built the job's evaluator once and dropped it when the surface was done
+    cached = client.run(lambda dask_worker: len(getattr(dask_worker, "_landscape_nb_evaluators", {})))
+    assert set(cached.values()) == {0}
 
 
 def test_data_factory_runs_on_worker(client, data):
