@@ -167,7 +167,7 @@ def cmd_plot(args) -> int:
 
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
-                                  title=str(surf.provenance.get("name", ""))), args.html)
+                                  title=str(surf.provenance.get("label", ""))), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
     return 0
 
@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    for noisy in ("distributed", "tornado"):  # cluster start/stop chatter, unless asked for
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
     t0 = time.perf_counter()
     try:
         code = args.func(args)

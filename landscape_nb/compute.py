@@ -205,6 +205,7 @@ def compute_surface(
     ("tf32", "bf16" autocast), ``channels_last``, ``compile``; all recorded in the
     spec. ``points_per_pass`` stacks several points into one vmapped pass (default:
     1 on CPU, measured on a GPU); it changes values only by float rounding.
+    ``name`` labels the surface in figures (``provenance["label"]``).
 
     ``quantity``: what each point holds, ``"loss"`` (default) or ``"hessian"``
     (loss plus extreme Hessian eigenvalues; use ``hessian.eigen_map``), with its
@@ -249,7 +250,7 @@ def compute_surface(
         key = spec_key(spec)
         job.key = key
         provenance = {
-            "name": name or type(model).__name__, "scheme": d.scheme,
+            "label": name or type(model).__name__, "scheme": d.scheme,
             "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
             **_labels(d, grid.ndim), "landscape_nb": __version__, "torch": torch.__version__,
             "device": info.device, "runner": getattr(runner, "description", type(runner).__name__),

@@ -98,7 +98,7 @@ def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
     """Feed a tensor's name, dtype, shape and exact bytes into hashlib object ``h``."""
     t = t.detach().cpu().contiguous().reshape(-1)
     h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes())
+    h.update(t.view(torch.uint8).numpy())  # the buffer itself: no copy of large data
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -349,7 +349,7 @@ class Evaluator:
                     torch.cuda.synchronize(self.device)
                     t0 = time.perf_counter()
                     if k == 1:
-                        self.perturber.set(c[0].tolist())
+                        self.perturber.set(c[0])
                         self._point().cpu()
                     else:
                         self._points_stacked(c).cpu()
@@ -369,6 +369,8 @@ class Evaluator:
         when it returns True the evaluation ends early and raises ``Cancelled``.
         """
         coords = np.asarray(coords, dtype=np.float64)
+        # coefficients go to the device once per tile: no host sync between points
+        all_c = torch.as_tensor(coords, dtype=self.perturber.base.dtype, device=self.device)
         rows = []
         with restoring(self.model), self._precision(), torch.no_grad():
             k = self._choose_points_per_pass(coords.shape[1])
@@ -376,11 +378,10 @@ class Evaluator:
                 if should_stop is not None and should_stop():
                     raise Cancelled()
                 if k == 1:
-                    self.perturber.set(coords[i])
+                    self.perturber.set(all_c[i])
                     rows.append(self._point()[None, :])
                 else:
-                    c = torch.as_tensor(coords[i:i + k], dtype=self.perturber.base.dtype, device=self.device)
-                    rows.append(self._points_stacked(c))
+                    rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
         return values
 

@@ -1,8 +1,21 @@
 import contextlib
+import os
 
 import pytest
 import torch
 from torch import nn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_zoo_cache(tmp_path_factory):
+    """One zoo cache for the whole session (subprocesses and Dask workers inherit it)."""
+    if os.environ.get("LANDSCAPE_NB_CACHE"):
+        yield os.environ["LANDSCAPE_NB_CACHE"]
+        return
+    path = str(tmp_path_factory.mktemp("zoo-cache"))
+    os.environ["LANDSCAPE_NB_CACHE"] = path
+    yield path
+    os.environ.pop("LANDSCAPE_NB_CACHE", None)
 
 
 class TinyCNN(nn.Module):
