@@ -28,6 +28,8 @@ def best_forward_seconds(model, data, device, repeats=7, **settings) -> float:
     """Best time of one unperturbed pass over the evaluation set with the evaluator's settings."""
     d = random_directions(model, n=2)
     ev = Evaluator(model, data, d.vectors, d.layout, device=device, settings=EvalSettings(**settings))
+    with torch.no_grad():
+        ev._autotune(n_dirs=2)  # the same batch size the surface will use
     ev.model.eval()
     best = float("inf")
     with torch.no_grad():
