@@ -28,6 +28,8 @@ def best_forward_seconds(model, data, device, repeats=7, **settings) -> float:
     """Best time of one unperturbed pass over the evaluation set with the evaluator's settings."""
     d = random_directions(model, n=2)
     ev = Evaluator(model, data, d.vectors, d.layout, device=device, settings=EvalSettings(**settings))
+    with torch.no_grad():
+        ev._autotune(n_dirs=2)  # the same batch size the surface will use
     ev.model.eval()
     best = float("inf")
     with torch.no_grad():
@@ -102,21 +104,26 @@ def print_table(title, header, rows, fmt):
         print("| " + " | ".join(f.format(v) for f, v in zip(fmt, r)) + " |")
 
 
-def bench_dask(ex, n_grid):
-    """In-process (1 torch thread) vs Dask with 1 and 2 single-thread workers, same surface."""
+def bench_dask(ex, n_grid, n_ref):
+    """Reference vs in-process (2 threads, 1 thread) vs Dask with 1 and 2 single-thread workers."""
     from landscape_nb.cluster import local_cluster
 
     data = all_digits(ex)
     d = random_directions(ex.model, n=2, seed=0)
     kw = dict(x=(-1, 1, n_grid), y=(-1, 1, n_grid))
+    n_pts = n_grid * n_grid
+    ref_s, _ = reference_algorithm(ex.model, data, d, [(0.1, 0.1)] * n_ref, "cpu")
+    rows, base = [("reference algorithm (2 threads)", ref_s * n_pts, ref_s * 1e3, 1.0, float("nan"), float("nan"),
+                   float("nan"))], None
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    ref = lnb.compute_surface(ex.model, data, d, **kw)
-    t_in = time.perf_counter() - t0
+    for label, n_threads in (("in-process, 2 threads", threads), ("in-process, 1 thread", 1)):
+        torch.set_num_threads(n_threads)
+        t0 = time.perf_counter()
+        ref = lnb.compute_surface(ex.model, data, d, **kw)
+        t = time.perf_counter() - t0
+        rows.append((label, t, t / n_pts * 1e3, ref_s * n_pts / t, float("nan"), float("nan"), 0.0))
     torch.set_num_threads(threads)
-    rows = [("in-process, 1 thread", t_in, 1.0, 0.0, 0.0)]
-    t_one = None
+    t_in_1 = rows[-1][1]
     for n in (1, 2):
         owned = local_cluster(n_workers=n, threads_per_worker=1)
         try:
@@ -126,13 +133,15 @@ def bench_dask(ex, n_grid):
             t = time.perf_counter() - t0
         finally:
             owned.close()
-        t_one = t_one or t
+        base = base or t
         diff = float(np.max(np.abs(s.loss - ref.loss) / np.abs(ref.loss)))
-        rows.append((f"dask, {n} worker(s) x 1 thread", t, t_one / t, (t - t_in) / t_in * 100 if n == 1 else
-                     float("nan"), diff))
-    print_table(f"Dask vs in-process: {ex.name}, {n_grid}x{n_grid} grid, {len(data[0])} samples",
-                ["runner", "wall s", "speed-up vs 1 worker", "overhead vs in-process %", "max rel diff"], rows,
-                ["{}", "{:.2f}", "{:.2f}", "{:.1f}", "{:.1e}"])
+        rows.append((f"dask, {n} worker(s) x 1 thread", t, t / n_pts * 1e3, ref_s * n_pts / t, base / t,
+                     (t - t_in_1) / t_in_1 * 100 if n == 1 else float("nan"), diff))
+    print_table(f"Runners: {ex.name}, {n_grid}x{n_grid} grid, {len(data[0])} samples (reference time extrapolated "
+                f"from {n_ref} points)",
+                ["runner", "wall s", "ms/pt", "speed-up vs reference", "speed-up vs 1 worker",
+                 "Dask overhead vs in-process 1 thread %", "max rel diff"], rows,
+                ["{}", "{:.1f}", "{:.1f}", "{:.2f}x", "{:.2f}", "{:.1f}", "{:.1e}"])
 
 
 def cifar_resnet56():
@@ -169,7 +178,7 @@ def bench_cpu(args):
     fmt = ["{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.1e}", "{:.2f}"]
     print_table("CPU, in-process (digits: all 1797 samples)", header, rows, fmt)
     if not args.no_dask:
-        bench_dask(lnb.zoo.load("resnet20-digits"), args.dask_grid)
+        bench_dask(lnb.zoo.load("resnet20-digits"), args.dask_grid, args.ref_points)
 
 
 def bench_gpu(args):
