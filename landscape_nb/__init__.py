@@ -30,6 +30,19 @@ _LAZY = {
     "plane_directions": ("landscape_nb.directions", "plane_directions"),
     "orthogonalize": ("landscape_nb.directions", "orthogonalize"),
     "Explorer": ("landscape_nb.widgets", "Explorer"),
+    "pca_directions": ("landscape_nb.trajectory", "pca_directions"),
+    "project_trajectory": ("landscape_nb.trajectory", "project_trajectory"),
+    "HessianOperator": ("landscape_nb.hessian", "HessianOperator"),
+    "hessian_eigenvalues": ("landscape_nb.hessian", "hessian_eigenvalues"),
+    "hessian_directions": ("landscape_nb.hessian", "hessian_directions"),
+    "hessian_trace": ("landscape_nb.hessian", "hessian_trace"),
+    "eigen_map": ("landscape_nb.hessian", "eigen_map"),
+    "interpolation_surface": ("landscape_nb.paths", "interpolation_surface"),
+    "loss_barrier": ("landscape_nb.sharpness", "loss_barrier"),
+    "bezier_curve": ("landscape_nb.paths", "bezier_curve"),
+    "reparametrize": ("landscape_nb.reparam", "reparametrize"),
+    "rescalable_layers": ("landscape_nb.reparam", "rescalable_layers"),
+    "sharpness": ("landscape_nb.sharpness", "sharpness"),
 }
 
 __all__ = ["LandscapeError", "Surface", *_LAZY]

@@ -128,12 +128,14 @@ def cmd_compute(args) -> int:
 
     grid = parse_grid(args.grid)
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
-    default_range = "-0.5:1.5" if args.directions == "interpolate" else "-1:1"
-    xr = parse_range(args.range or default_range, "--range")
-    yr = parse_range(args.yrange or args.range or default_range, "--yrange")
     ignore = None if args.ignore == "none" else args.ignore
     model, d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore,
-                               seed=args.seed)
+                               seed=args.seed, data=None if ex is not None else data, loss_fn=loss_fn)
+    # schemes whose coordinates are not ±1-sized (pca, interpolate, plane3) suggest a range
+    x_default = ":".join(str(v) for v in d.provenance.get("x_range", (-1, 1)))
+    y_default = ":".join(str(v) for v in d.provenance.get("y_range", (-1, 1)))
+    xr = parse_range(args.range or x_default, "--range")
+    yr = parse_range(args.yrange or args.range or y_default, "--yrange")
     progress = TqdmProgress(name)
     try:
         surf = compute_surface(
@@ -165,7 +167,7 @@ def cmd_plot(args) -> int:
 
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
-                                  title=str(surf.provenance.get("name", ""))), args.html)
+                                  title=str(surf.provenance.get("label", ""))), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
     return 0
 
@@ -187,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compute", help="compute a 1D/2D surface for a zoo model or module:function")
     c.add_argument("model", help="zoo name (see `landscape-nb models`) or module:function returning (model, data)")
     c.add_argument("--grid", default="51x51", help="NX (a line) or NXxNY (a plane); default 51x51")
-    c.add_argument("--range", help="x range START:STOP (default -1:1; -0.5:1.5 for interpolate)")
+    c.add_argument("--range", help="x range START:STOP (default -1:1; the scheme's own for interpolate, "
+                                   "plane3 and pca)")
     c.add_argument("--yrange", help="y range START:STOP (default: --range)")
     c.add_argument("--directions", default="random", choices=SCHEMES)
     c.add_argument("--norm", default="filter", choices=("filter", "layer", "weight", "none"))
@@ -236,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    for noisy in ("distributed", "tornado"):  # cluster start/stop chatter, unless asked for
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
     t0 = time.perf_counter()
     try:
         code = args.func(args)

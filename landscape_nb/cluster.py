@@ -190,6 +190,13 @@ def _worker_evaluator(token: str, payload: bytes) -> Evaluator:
     return cache[token]
 
 
+def _forget(token: str, dask_worker=None) -> None:
+    """Drop a finished job's evaluator (its model copy and data) from a worker."""
+    cache = getattr(dask_worker, "_landscape_nb_evaluators", None)
+    if cache is not None:
+        cache.pop(token, None)
+
+
 def _probe(token: str, payload: bytes) -> DataInfo:
     return describe(_worker_evaluator(token, payload))
 
@@ -268,3 +275,7 @@ class DaskRunner:
         if self.payload is not None:
             self.client.cancel([self.payload])
             self.payload = None
+            try:
+                self.client.run(_forget, self.token)
+            except Exception as exc:  # a worker that died meanwhile has nothing left to free
+                log.debug("could not clear worker caches: %s", exc)

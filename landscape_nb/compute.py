@@ -44,10 +44,23 @@ class Job:
     device: str | None = None
     bn_data: Any = None
     key: str = ""
+    quantity: str = "loss"
+    quantity_options: dict = field(default_factory=dict)
 
     def evaluator(self) -> Evaluator:
-        return Evaluator(self.model, self.data, self.vectors, self.layout, loss_fn=self.loss_fn,
-                         metrics=self.metrics, settings=self.settings, device=self.device, bn_data=self.bn_data)
+        """The per-point evaluator: loss and metrics, or another ``QUANTITIES`` entry wrapping it."""
+        ev = Evaluator(self.model, self.data, self.vectors, self.layout, loss_fn=self.loss_fn,
+                       metrics=self.metrics, settings=self.settings, device=self.device, bn_data=self.bn_data)
+        if self.quantity == "loss":
+            return ev
+        if self.quantity == "hessian":
+            from .hessian import HessianEvaluator
+
+            return HessianEvaluator(ev, **self.quantity_options)
+        raise LandscapeError(f"quantity={self.quantity!r}; expected one of {QUANTITIES}")
+
+
+QUANTITIES = ("loss", "hessian")  # "hessian": loss, λ_max, λ_min, |λ_min/λ_max| per point (see hessian.eigen_map)
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,8 @@ def compute_surface(
     device: str | None = None,
     name: str | None = None,
     n_workers: int | None = None,
+    quantity: str = "loss",
+    quantity_options: dict | None = None,
 ) -> Surface:
     """Loss and metrics of ``model`` on ``data`` over a 1D line (``y=None``) or a 2D plane.
 
@@ -190,6 +205,11 @@ def compute_surface(
     ("tf32", "bf16" autocast), ``channels_last``, ``compile``; all recorded in the
     spec. ``points_per_pass`` stacks several points into one vmapped pass (default:
     1 on CPU, measured on a GPU); it changes values only by float rounding.
+    ``name`` labels the surface in figures (``provenance["label"]``).
+
+    ``quantity``: what each point holds, ``"loss"`` (default) or ``"hessian"``
+    (loss plus extreme Hessian eigenvalues; use ``hessian.eigen_map``), with its
+    ``quantity_options``; both are part of the spec.
     """
     grid = Grid.make(x, y)
     d = as_directions(model, directions)
@@ -204,7 +224,11 @@ def compute_surface(
         subset_seed=subset_seed, batch_size=batch_size, precision=precision, channels_last=channels_last,
         compile=compile, points_per_pass=points_per_pass,
     )
-    job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data)
+    if quantity not in QUANTITIES:
+        raise LandscapeError(f"quantity={quantity!r}; expected one of {QUANTITIES}")
+    options = dict(quantity_options or {})
+    job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
+              quantity=quantity, quantity_options=options)
     runner, owned = make_runner(client, n_workers=n_workers)
     cancel = cancel or threading.Event()
     try:
@@ -221,10 +245,12 @@ def compute_surface(
                      "loss_fingerprint": _callable_fingerprint(loss_fn),
                      "bn_data": None if bn_data is None or settings.mode == "eval" else "given"},
         }
+        if quantity != "loss":
+            spec["quantity"] = {"name": quantity, **options}
         key = spec_key(spec)
         job.key = key
         provenance = {
-            "name": name or type(model).__name__, "scheme": d.scheme,
+            "label": name or type(model).__name__, "scheme": d.scheme,
             "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
             **_labels(d, grid.ndim), "landscape_nb": __version__, "torch": torch.__version__,
             "device": info.device, "runner": getattr(runner, "description", type(runner).__name__),

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import inspect
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping
 
@@ -98,7 +99,7 @@ def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
     """Feed a tensor's name, dtype, shape and exact bytes into hashlib object ``h``."""
     t = t.detach().cpu().contiguous().reshape(-1)
     h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes())
+    h.update(t.view(torch.uint8).numpy())  # the buffer itself: no copy of large data
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -164,8 +165,7 @@ def resolve_metrics(metrics, outputs: torch.Tensor, targets: torch.Tensor) -> di
 
 # ----------------------------------------------------------- evaluator ----
 
-def _default_batch(n: int, device: torch.device) -> int:
-    return n if (device.type != "cpu" or n <= 4096) else 1024
+BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
 
 
 class Evaluator:
@@ -206,12 +206,13 @@ class Evaluator:
         x, y = subset(x, y, settings.max_samples, settings.subset_seed)
         self.n_samples = len(x)
         self.data_fingerprint = data_fingerprint(x, y)
-        bs = settings.batch_size or _default_batch(len(x), self.device)
+        bs = settings.batch_size or min(len(x), BATCH_CANDIDATES[0])
         x = x.to(self.device)
         if settings.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(self.device)
-        self.batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+        self._xy = (x, y.to(self.device))
+        self.batches = self._split(bs)
+        self._tuned = False
         self.bn_batches = None
         if settings.mode == "bn-recompute":
             bx, by = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
@@ -228,6 +229,42 @@ class Evaluator:
     @property
     def metric_names(self) -> list[str]:
         return list(self.metric_fns)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.batches[0][0])
+
+    def _split(self, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self._xy
+        return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+
+    def _seconds(self, fn, reps: int = 2) -> float:
+        """Wall time of ``fn()``'s last repetition (the first ones warm up)."""
+        for _ in range(reps):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+            fn()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            dt = time.perf_counter() - t0
+        return dt
+
+    def _autotune(self, n_dirs: int) -> int:
+        """Measure once, at the first tile: the batch size (when not given; eval mode only, where it
+        changes values only by rounding) and the points per pass. Returns the points per pass."""
+        if not self._tuned and self.settings.batch_size is None and self.bn_batches is None:
+            n = len(self._xy[0])
+            best = (float("inf"), self.batch_size)
+            for bs in [n] + [b for b in BATCH_CANDIDATES if b < n]:
+                self.batches = self._split(bs)
+                try:
+                    best = min(best, (self._seconds(self._point), bs))
+                except torch.cuda.OutOfMemoryError:
+                    continue
+            self.batches = self._split(best[1])
+        self._tuned = True
+        return self._choose_points_per_pass(n_dirs)
 
     def _autocast(self):
         if self.settings.precision == "bf16":
@@ -339,21 +376,15 @@ class Evaluator:
             return int(self.settings.points_per_pass)
         if self.device.type == "cpu" or self.bn_batches is not None:
             return 1
-        import time
-
         best, best_k = float("inf"), 1
         for k in (1, 8, 32, 128):
             c = torch.zeros(k, n_dirs, dtype=self.perturber.base.dtype, device=self.device)
             try:
-                for rep in range(2):  # the first call warms up
-                    torch.cuda.synchronize(self.device)
-                    t0 = time.perf_counter()
-                    if k == 1:
-                        self.perturber.set(c[0].tolist())
-                        self._point().cpu()
-                    else:
-                        self._points_stacked(c).cpu()
-                    dt = (time.perf_counter() - t0) / k
+                if k == 1:
+                    self.perturber.set(c[0])
+                    dt = self._seconds(self._point)
+                else:
+                    dt = self._seconds(lambda: self._points_stacked(c)) / k
             except (RuntimeError, torch.cuda.OutOfMemoryError):  # model or memory does not allow stacking
                 break
             if dt < best:
@@ -369,18 +400,19 @@ class Evaluator:
         when it returns True the evaluation ends early and raises ``Cancelled``.
         """
         coords = np.asarray(coords, dtype=np.float64)
+        # coefficients go to the device once per tile: no host sync between points
+        all_c = torch.as_tensor(coords, dtype=self.perturber.base.dtype, device=self.device)
         rows = []
         with restoring(self.model), self._precision(), torch.no_grad():
-            k = self._choose_points_per_pass(coords.shape[1])
+            k = self._autotune(coords.shape[1])
             for i in range(0, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
                 if k == 1:
-                    self.perturber.set(coords[i])
+                    self.perturber.set(all_c[i])
                     rows.append(self._point()[None, :])
                 else:
-                    c = torch.as_tensor(coords[i:i + k], dtype=self.perturber.base.dtype, device=self.device)
-                    rows.append(self._points_stacked(c))
+                    rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
         return values
 

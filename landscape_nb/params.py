@@ -159,7 +159,8 @@ class Perturber:
         self.views = layout.split(self.flat)
 
     @torch.no_grad()
-    def set(self, coeffs: Sequence[float]) -> None:
-        c = torch.as_tensor(list(coeffs), dtype=self.base.dtype, device=self.base.device)
+    def set(self, coeffs: torch.Tensor | Sequence[float]) -> None:
+        """``coeffs``: one coefficient per direction (a tensor already on the device avoids a sync)."""
+        c = torch.as_tensor(coeffs, dtype=self.base.dtype, device=self.base.device)
         torch.addmv(self.base, self.directions.T, c, out=self.flat)
         torch._foreach_copy_(self.targets, self.views)

@@ -9,13 +9,23 @@ from __future__ import annotations
 from .errors import LandscapeError
 
 SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
+HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the caller does not choose
 
 
-def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", ignore="biasbn", seed: int = 0):
+def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", ignore="biasbn", seed: int = 0,
+                    data=None, loss_fn=None):
     """``(base model, Directions)``: the surface is centred on the base model (``model``
-    itself for random schemes; the first model of a pair or plane otherwise)."""
+    itself for random, pca and hessian schemes; the first model of a pair or plane otherwise).
+
+    ``pca`` uses the example's trajectory; ``hessian`` the eigenvectors of the largest
+    (and, for a plane, most negative) eigenvalue on ``data`` (default: the example's
+    training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset). Schemes whose
+    coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.
+    """
     from . import directions as dirs
 
+    if ndim not in (1, 2):
+        raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line) or 2 (a plane)")
     if scheme == "random":
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed)
     if scheme == "random-orthogonal":
@@ -27,18 +37,46 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
             raise LandscapeError("--directions interpolate needs a zoo model (it interpolates between the "
                                  "zoo's minimizer pair); use the Python API for your own pair of models")
         a, b = _pair(ex)
-        return a, dirs.interpolation_direction(a, b, include_buffers=True)
+        d = dirs.interpolation_direction(a, b, include_buffers=True)
+        return a, _with_range(d, x=[-0.5, 1.5])
     if scheme == "plane3":
-        if ndim != 2 or ex is None or len(ex.trajectory) < 3:
-            raise LandscapeError("--directions plane3 needs a 2D grid and a zoo model with a trajectory")
-        from .zoo import model_from_state
+        if ndim != 2:
+            raise LandscapeError("--directions plane3 is a plane through three models; use --grid NXxNY (e.g. 31x31)")
+        a, b, c = _three(ex)
+        return a, _with_range(dirs.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
+    if scheme == "pca":
+        if ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1:
+            raise LandscapeError(f"--directions pca needs a zoo model with a training trajectory of at least "
+                                 f"{ndim + 1} checkpoints; use lnb.pca_directions(checkpoints, final=model) for yours")
+        from .trajectory import pca_directions
 
-        t = ex.trajectory
-        a, b, c = model, model_from_state(ex.name, t[0]), model_from_state(ex.name, t[len(t) // 2])
-        return a, dirs.plane_directions(a, b, c)
-    if scheme in ("pca", "hessian"):
-        raise LandscapeError(f"--directions {scheme} is not available in this version; use random or interpolate")
-    raise LandscapeError(f"--directions {scheme!r}; expected one of {SCHEMES}")
+        return model, pca_directions(ex.trajectory, final=model, n=ndim, ignore=ignore)
+    if scheme == "hessian":
+        from .hessian import hessian_directions
+
+        max_samples = None
+        if data is None:
+            if ex is None:
+                raise LandscapeError("--directions hessian needs data to compute the Hessian on; pass data=")
+            data, max_samples = ex.train, HESSIAN_MAX_SAMPLES
+        loss_fn = loss_fn if loss_fn is not None else getattr(ex, "loss_fn", None)
+        which = ("max", "min") if ndim == 2 else ("max",)
+        return model, hessian_directions(model, data, which=which, loss_fn=loss_fn, seed=seed,
+                                         max_samples=max_samples)
+    import difflib
+
+    hint = difflib.get_close_matches(str(scheme), SCHEMES, n=1)
+    raise LandscapeError(f"--directions {scheme!r}; expected one of {SCHEMES}"
+                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+
+def _with_range(d, **ranges):
+    from .directions import Directions
+
+    prov = dict(d.provenance)
+    for axis, r in ranges.items():
+        prov.setdefault(f"{axis}_range", r)
+    return Directions(d.vectors, d.layout, prov)
 
 
 def _pair(ex):
@@ -49,3 +87,20 @@ def _pair(ex):
     from .zoo import model_from_state
 
     return model_from_state(ex.name, ex.trajectory[0]), ex.model
+
+
+def _three(ex):
+    """Three models for a plane: final and the minimizer pair, else final, init and mid-training."""
+    if ex is None:
+        raise LandscapeError("--directions plane3 needs a zoo model (final model and its minimizers or its "
+                             "trajectory); use lnb.plane_directions(a, b, c) for your own models")
+    if ex.minimizers and len(ex.minimizers) >= 2:
+        b, c = list(ex.minimizers.values())[:2]
+        return ex.model, b, c
+    t = ex.trajectory
+    if len(t) < 3:
+        raise LandscapeError(f"--directions plane3: {ex.name} has {len(t)} checkpoints and no minimizer pair; "
+                             "expected at least 3 checkpoints")
+    from .zoo import model_from_state
+
+    return ex.model, model_from_state(ex.name, t[0]), model_from_state(ex.name, t[len(t) // 2])

@@ -74,6 +74,13 @@ class Surface:
             )
         return self.metrics[name]
 
+    def sharpness(self, radius: float | None = None) -> dict:
+        """Loss increase at ``radius`` and curvature at the centre along each axis
+        (``{"x": AxisSharpness, "y": ...}``; see ``landscape_nb.sharpness``)."""
+        from .sharpness import sharpness
+
+        return sharpness(self, radius)
+
     def to_xarray(self):
         """An ``xarray.Dataset`` with ``loss`` and every metric on (y, x) or (x,) coords."""
         import xarray as xr

@@ -1,6 +1,21 @@
+import contextlib
+import os
+
 import pytest
 import torch
 from torch import nn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_zoo_cache(tmp_path_factory):
+    """One zoo cache for the whole session (subprocesses and Dask workers inherit it)."""
+    if os.environ.get("LANDSCAPE_NB_CACHE"):
+        yield os.environ["LANDSCAPE_NB_CACHE"]
+        return
+    path = str(tmp_path_factory.mktemp("zoo-cache"))
+    os.environ["LANDSCAPE_NB_CACHE"] = path
+    yield path
+    os.environ.pop("LANDSCAPE_NB_CACHE", None)
 
 
 class TinyCNN(nn.Module):
@@ -90,3 +105,20 @@ def assert_bit_identical(model, saved):
     assert now.keys() == saved.keys()
     for k in saved:
         assert torch.equal(now[k], saved[k]), k
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Tiny models run far faster on one torch thread, above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with single_thread():
+        yield

@@ -82,21 +82,27 @@ def test_dask_equals_in_process(client, data, x, y, tile):
     np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
     np.testing.assert_allclose(s.metrics["accuracy"], ref.metrics["accuracy"], rtol=1e-6)
     assert s.provenance["runner"].startswith("dask")
+    # each worker built the job's evaluator once and dropped it when the surface was done
+    cached = client.run(lambda dask_worker: len(getattr(dask_worker, "_landscape_nb_evaluators", {})))
+    assert set(cached.values()) == {0}
 
 
-def test_data_factory_runs_on_worker(client, data):
+def test_data_factory_runs_on_worker_once_per_worker_not_per_tile(client, data, tmp_path):
     m = make_mlp()
     d = random_dict_dirs(m, 1)
-    calls = []
+    log = tmp_path / "calls.txt"
 
     def factory():
-        calls.append(os.getpid())  # runs in the worker: this list stays empty here
+        with open(log, "a") as fh:  # runs in a worker process, once per worker that takes tiles
+            fh.write(f"{os.getpid()}\n")
         return data
 
-    s = lnb.compute_surface(m, factory, d, x=(-1, 1, 5), client=client)
-    ref = lnb.compute_surface(m, data, d, x=(-1, 1, 5))
+    s = lnb.compute_surface(m, factory, d, x=(-1, 1, 24), client=client, tile=2)  # 12 tiles
+    ref = lnb.compute_surface(m, data, d, x=(-1, 1, 24))
     np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
-    assert calls == []
+    pids = log.read_text().split()
+    assert str(os.getpid()) not in pids
+    assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)
     assert s.spec["data"]["fingerprint"] == ref.spec["data"]["fingerprint"]
 
 

@@ -1,0 +1,395 @@
+"""Curvature of the loss: Hessian-vector products, extreme eigenpairs, trace, eigen-maps.
+
+The Hessian is that of the mean loss over the evaluation set, with respect to the
+model's trainable parameters, the model in eval mode (BatchNorm running statistics
+fixed). Products ``H v`` use double backpropagation batch by batch, so nothing of
+size n_params² is ever formed; extreme eigenpairs come from Lanczos (ARPACK's
+``scipy.sparse.linalg.eigsh`` on a ``LinearOperator``), the trace from Hutchinson's
+estimator.
+
+Which directions to slice along: Böttcher & Wheeler ("Visualizing high-dimensional
+loss landscapes with Hessian directions", 2022) show that random planes see almost
+only positive curvature even at saddle points, and recommend the eigenvectors of the
+largest and most negative eigenvalues; ``hessian_directions`` gives those.
+
+The non-convexity map of Li et al. 2018 (Fig. 6), ``eigen_map``, evaluates
+``|λ_min / λ_max|`` at every grid point through the same tiles and runners as a loss
+surface (``compute_surface(..., quantity="hessian")``, in-process or Dask).
+**Cost per point**: one loss pass plus two Lanczos runs (λ_max, then λ_min on the
+shifted operator), each of 20–40 Hessian-vector products over the evaluation set at
+``tol=1e-3``; the count is returned per point (metric ``n_hvp``). One product is a
+forward pass, a backward pass with graph, and a backward through that graph. Measured
+on the 2-core CPU, one torch thread (``EIGEN_MAP_COST``): mlp-digits (17,226
+parameters, 360 test samples) forward 0.25 ms, product 2.2 ms (≈ 9 forwards), a point
+52–82 products, 0.37 s with ARPACK's overhead (≈ 1,500 forwards: a 21×21 map ≈ 3 min);
+resnet20-digits (272,186 parameters) forward 30 ms, product 0.41 s (≈ 14 forwards),
+so ≈ 26 s per point. Use coarse grids, ``max_samples`` and a Dask cluster.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .directions import Directions
+from .errors import LandscapeError
+from .params import ParamLayout, flatten, restoring
+
+EIGEN_MAP_COST = {  # seconds, measured on the 2-core CPU with one torch thread (see the module docstring)
+    "mlp-digits": {"forward": 0.00025, "hvp": 0.0022, "hvp_per_point": 64, "point": 0.37},
+    "resnet20-digits": {"forward": 0.030, "hvp": 0.41, "point_estimate": 26.0},
+}
+EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
+
+
+class HessianOperator:
+    """``H v`` for the mean loss of ``model`` on ``data`` at the model's current weights.
+
+    >>> op = HessianOperator(model, (x, y))
+    >>> hv = op.matvec(v)              # v: flat float tensor with op.n_params values
+    >>> lin = op.as_linear_operator()  # for scipy.sparse.linalg.eigsh
+
+    ``matvec`` reads the weights at call time, so evaluating the curvature at a
+    perturbed point only needs the weights written in place (as the eigen-map does).
+    """
+
+    def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
+                 batch_size: int | None = None, max_samples: int | None = None, subset_seed: int = 0,
+                 batches=None, layout: ParamLayout | None = None):
+        from .evaluate import as_tensors, subset
+
+        if not isinstance(model, nn.Module):
+            raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        self.model = model
+        self.layout = layout or ParamLayout.of(model)
+        self.params = self.layout.tensors(model)
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        if batches is None:
+            if data is None:
+                raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
+            x, y = as_tensors(data)
+            x, y = subset(x, y, max_samples, subset_seed)
+            device = self.params[0].device
+            x, y = x.to(device), y.to(device)
+            bs = int(batch_size or len(x))
+            batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+        self.batches = list(batches)
+        self.n_samples = sum(len(b[0]) for b in self.batches)
+        self.n_params = self.layout.n_params
+        self.n_products = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.params[0].dtype
+
+    def _loss(self, xb, yb) -> torch.Tensor:
+        return self.loss_fn(self.model(xb), yb)
+
+    def gradient(self) -> torch.Tensor:
+        """The gradient of the mean loss, flat."""
+        total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
+        with _eval(self.model), torch.enable_grad():
+            for xb, yb in self.batches:
+                g = torch.autograd.grad(self._loss(xb, yb), self.params, allow_unused=True)
+                total += _flat(g, self.params).double() * (len(xb) / self.n_samples)
+        return total
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` (flat, float64) by double backpropagation, summed over the batches."""
+        v = torch.as_tensor(v)
+        if v.numel() != self.n_params:
+            raise LandscapeError(f"a vector of {v.numel()} values; expected {self.n_params} (one per trainable value)")
+        parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
+        total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
+        with _eval(self.model), torch.enable_grad():
+            for xb, yb in self.batches:
+                grads = torch.autograd.grad(self._loss(xb, yb), self.params, create_graph=True, allow_unused=True)
+                dot = sum((g * p).sum() for g, p in zip(grads, parts) if g is not None)
+                if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
+                    continue  # the loss is linear in every parameter on this batch
+                hv = torch.autograd.grad(dot, self.params, allow_unused=True)
+                total += _flat(hv, self.params).double() * (len(xb) / self.n_samples)
+        self.n_products += 1
+        return total
+
+    def as_linear_operator(self, shift: float = 0.0, sign: float = 1.0):
+        """``sign · (H − shift·I)`` as a float64 scipy ``LinearOperator`` on numpy vectors."""
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x):
+            x = np.asarray(x, dtype=np.float64).reshape(-1)
+            hx = self.matvec(torch.from_numpy(x)).cpu().numpy()
+            return sign * (hx - shift * x)
+
+        return LinearOperator((self.n_params, self.n_params), matvec=mv, dtype=np.float64)
+
+    def dense(self, max_params: int = 4096) -> np.ndarray:
+        """The full Hessian (n_params²), one product per column; only for small models."""
+        if self.n_params > max_params:
+            raise LandscapeError(f"a dense Hessian of {self.n_params}² values was asked; expected at most "
+                                 f"{max_params} parameters: use hessian_eigenvalues / hessian_trace instead")
+        eye = torch.eye(self.n_params, dtype=torch.float64)
+        return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
+
+
+def _flat(grads, params) -> torch.Tensor:
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+class _eval:
+    """Eval mode for the duration (BN running stats, no dropout), the previous modes restored after."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.train(mode)
+
+
+# --------------------------------------------------------- eigenpairs ----
+
+@dataclass(frozen=True)
+class Eigenpairs:
+    """Eigenvalues (descending) and unit eigenvectors (rows, float32), with the work done."""
+
+    values: np.ndarray
+    vectors: torch.Tensor
+    n_products: int
+    converged: bool
+
+
+def _lanczos(op: HessianOperator, k: int, which: str, tol: float, max_iter: int | None, seed: int,
+             shift: float = 0.0, sign: float = 1.0):
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    n = op.n_params
+    if k >= n:  # ARPACK needs k < n: a tiny model gets its whole spectrum densely
+        h = op.dense(max_params=n)
+        vals, vecs = np.linalg.eigh(sign * (h - shift * np.eye(n)))
+        idx = np.argsort(vals)[::-1][:k] if which == "LA" else np.argsort(vals)[:k]
+        return vals[idx], vecs[:, idx], True
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    ncv = min(n, max(2 * k + 1, 20))
+    try:
+        vals, vecs = eigsh(op.as_linear_operator(shift, sign), k=k, which=which, tol=tol, v0=v0, ncv=ncv,
+                           maxiter=max_iter or max(100, 10 * ncv))
+        return vals, vecs, True
+    except ArpackNoConvergence as exc:
+        if len(exc.eigenvalues) == 0:
+            return np.full(k, np.nan), np.full((n, k), np.nan), False
+        vals, vecs = exc.eigenvalues, exc.eigenvectors
+        pad = k - len(vals)
+        return (np.concatenate([vals, np.full(pad, np.nan)]),
+                np.concatenate([vecs, np.full((n, pad), np.nan)], axis=1), False)
+
+
+def extreme_eigenpairs(op: HessianOperator, *, n_max: int = 1, n_min: int = 0, tol: float = 1e-3,
+                       max_iter: int | None = None, seed: int = 0) -> tuple[Eigenpairs, Eigenpairs | None]:
+    """The ``n_max`` largest and ``n_min`` smallest (most negative) eigenpairs of ``op``.
+
+    The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
+    (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an
+    extreme eigenvalue instead of an interior one.
+    """
+    start = op.n_products
+    vals, vecs, ok = _lanczos(op, max(n_max, 1), "LA", tol, max_iter, seed)
+    order = np.argsort(vals)[::-1]
+    top = Eigenpairs(vals[order][:n_max], torch.from_numpy(vecs[:, order][:, :n_max].T.copy()).float(),
+                     op.n_products - start, ok)
+    if n_min <= 0:
+        return top, None
+    start = op.n_products
+    lmax = float(np.nanmax(vals))
+    s_vals, s_vecs, ok2 = _lanczos(op, n_min, "LA", tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
+    mins = lmax - s_vals  # -(H - lmax I) has eigenvalues lmax - λ
+    order = np.argsort(mins)
+    bottom = Eigenpairs(mins[order], torch.from_numpy(s_vecs[:, order].T.copy()).float(), op.n_products - start, ok2)
+    return top, bottom
+
+
+def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "both", loss_fn=None,
+                        tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
+                        max_samples: int | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """The ``k`` largest (``which="max"``), most negative (``"min"``) or both eigenvalues.
+
+    >>> lnb.hessian_eigenvalues(model, (x, y), k=3)   # {"max": array([...]), "min": array([...])}
+    """
+    if which not in ("max", "min", "both"):
+        raise LandscapeError(f"which={which!r}; expected 'max', 'min' or 'both'")
+    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
+    top, bottom = extreme_eigenpairs(op, n_max=k if which != "min" else 1, n_min=k if which != "max" else 0,
+                                     tol=tol, max_iter=max_iter, seed=seed)
+    out = {}
+    if which != "min":
+        out["max"] = top.values
+    if bottom is not None:
+        out["min"] = bottom.values
+    return out
+
+
+def _parse_which(which) -> list[tuple[str, int]]:
+    if isinstance(which, str):
+        which = (which,)
+    out = []
+    for w in which:
+        kind, rank = str(w)[:3], str(w)[3:] or "1"
+        if kind not in ("max", "min") or not rank.isdigit() or int(rank) < 1:
+            raise LandscapeError(f"which entry {w!r}; expected 'max', 'min', or e.g. 'max2' for the second largest")
+        out.append((kind, int(rank)))
+    if not 1 <= len(out) <= 2 or len(set(out)) != len(out):
+        raise LandscapeError(f"which={which!r}; expected one or two different entries, e.g. ('max', 'min')")
+    return out
+
+
+def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=None, tol: float = 1e-3,
+                       max_iter: int | None = None, seed: int = 0, max_samples: int | None = None,
+                       batch_size: int | None = None) -> Directions:
+    """Unit Hessian eigenvectors at ``model``'s weights, to use as the axes of a line or plane.
+
+    >>> d = lnb.hessian_directions(model, (x, y), which=("max", "min"))
+    >>> surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 41), y=(-1, 1, 41))
+
+    ``which``: one or two of ``"max"`` (largest eigenvalue), ``"min"`` (most
+    negative), ``"max2"``, ``"min2"``... (k-th). The eigenvalues are in
+    ``provenance["eigenvalues"]``; the axes are labelled with them. Eigenvectors
+    are only defined up to sign; the sign is fixed so the largest-magnitude entry
+    is positive. Coordinates are in weight-space units (the vectors have norm 1).
+    """
+    spec = _parse_which(which)
+    n_max = max([r for k, r in spec if k == "max"], default=0)
+    n_min = max([r for k, r in spec if k == "min"], default=0)
+    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
+    top, bottom = extreme_eigenpairs(op, n_max=max(n_max, 1), n_min=n_min, tol=tol, max_iter=max_iter, seed=seed)
+    rows, values, labels = [], [], []
+    for kind, rank in spec:
+        pairs = top if kind == "max" else bottom
+        v = pairs.vectors[rank - 1]
+        v = v * torch.sign(v[v.abs().argmax()])
+        rows.append(v / v.norm())
+        values.append(float(pairs.values[rank - 1]))
+        name = "λ_max" if (kind, rank) == ("max", 1) else "λ_min" if (kind, rank) == ("min", 1) else f"λ_{kind}{rank}"
+        labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g}")
+    prov = {"scheme": "hessian", "which": [f"{k}{r}" for k, r in spec], "eigenvalues": values,
+            "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),
+            "converged": bool(top.converged and (bottom is None or bottom.converged)),
+            "n_hvp": op.n_products, "norms": [1.0] * len(rows)}
+    return Directions(torch.stack(rows).float(), op.layout, prov)
+
+
+# -------------------------------------------------------------- trace ----
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """Hutchinson's estimate of tr(H) with its standard error.
+
+    ``tolerance`` = 3 standard errors: the estimate is within it of the true trace
+    with ≈ 99.7% probability (normal approximation of the sample mean).
+    """
+
+    value: float
+    stderr: float
+    n_samples: int
+
+    @property
+    def tolerance(self) -> float:
+        return 3.0 * self.stderr
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, seed: int = 0,
+                  max_samples: int | None = None, batch_size: int | None = None) -> TraceEstimate:
+    """Hutchinson: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ`` with Rademacher ``zᵢ`` (one HVP each)."""
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
+        raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
+    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
+    gen = torch.Generator().manual_seed(int(seed))
+    samples = []
+    for _ in range(int(n_samples)):
+        z = torch.randint(0, 2, (op.n_params,), generator=gen).double() * 2 - 1
+        samples.append(float(z @ op.matvec(z).cpu()))
+    s = np.asarray(samples)
+    return TraceEstimate(float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s))), len(s))
+
+
+# ------------------------------------------------------------ eigen-map ----
+
+class HessianEvaluator:
+    """Per-point evaluator for ``quantity="hessian"``: loss, λ_max, λ_min, |λ_min/λ_max|, HVPs.
+
+    It wraps the loss ``Evaluator`` (data handling, device, perturbation, restore) and
+    only replaces what is computed at each point, so tiles run through the same
+    runners (in-process and Dask) as a loss surface.
+    """
+
+    def __init__(self, base, *, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0):
+        self.base = base
+        self.tol, self.max_iter, self.seed = float(tol), max_iter, int(seed)
+        self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches, layout=base.layout)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(EIGEN_METRICS)
+
+    data_fingerprint = property(lambda self: self.base.data_fingerprint)
+    n_samples = property(lambda self: self.base.n_samples)
+    device = property(lambda self: self.base.device)
+
+    def point(self) -> list[float]:
+        loss = float(self.base._point()[0])
+        start = self.op.n_products
+        top, bottom = extreme_eigenpairs(self.op, n_max=1, n_min=1, tol=self.tol, max_iter=self.max_iter,
+                                         seed=self.seed)
+        lmax, lmin = float(top.values[0]), float(bottom.values[0])
+        ratio = abs(lmin / lmax) if lmax != 0 and math.isfinite(lmax) else math.nan
+        return [loss, lmax, lmin, ratio, float(self.op.n_products - start)]
+
+    def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        from .evaluate import Cancelled
+
+        coords = np.asarray(coords, dtype=np.float64)
+        rows = []
+        with restoring(self.base.model):
+            for c in coords:
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                self.base.perturber.set(c)
+                rows.append(self.point())
+        return np.asarray(rows, dtype=np.float64)
+
+
+def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.0, 11), *, tol: float = 1e-3,
+              max_iter: int | None = None, seed: int = 0, **compute_kwargs):
+    """The non-convexity map of Li et al. 2018 (Fig. 6): ``|λ_min / λ_max|`` over a grid.
+
+    >>> d = lnb.random_directions(model, n=2, seed=0)
+    >>> m = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 11), y=(-1, 1, 11), client="local")
+    >>> m.metrics["eig_ratio"]      # also "lambda_max", "lambda_min", "n_hvp"; m.loss is the loss
+    >>> lnb.plot.eigen_map(m)
+
+    Blue (near 0) regions are locally near-convex; yellow ones have negative
+    curvature comparable to the positive. Runs through ``compute_surface`` with
+    ``quantity="hessian"``, so it takes the same ``client``, ``store``, ``tile``,
+    ``callbacks``, ``cancel``, ``max_samples`` arguments and resumes the same way.
+    Cost per point: see this module's docstring (50–80 Hessian-vector products,
+    each ≈ 9–14 forward passes); use a coarse grid and ``max_samples``.
+    """
+    from .compute import compute_surface
+
+    options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed)}
+    return compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
+                           metrics=None, **compute_kwargs)
+
+
+__all__ = ["HessianOperator", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
+           "TraceEstimate", "hessian_trace", "HessianEvaluator", "eigen_map", "EIGEN_METRICS"]

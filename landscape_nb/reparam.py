@@ -1,0 +1,128 @@
+"""Reparametrizations that keep the function: Dinh et al. 2017, "Sharp Minima Can Generalize".
+
+A ReLU network is unchanged when one layer's weights and bias are multiplied by
+``a > 0`` and the next layer's weights divided by ``a`` (ReLU is positively
+homogeneous: ``relu(a·z) = a·relu(z)``). The minimum is the same function, with the
+same test error, but along raw (unnormalized) directions it looks ``a²`` times
+sharper in the scaled layer, so raw-direction sharpness says nothing about
+generalization. Filter normalization (Li et al. 2018) scales each direction filter
+with its weights, so the filter-normalized surface of the rescaled network equals
+the original's: ``notebooks/sharp_minima.ipynb`` shows both.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+
+SCALABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Leaves that may sit between two rescaled layers: f(a·z) = a·f(z) for a > 0.
+HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+               nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+               nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+
+
+def rescalable_layers(model: nn.Module) -> dict[str, str]:
+    """``{layer: next layer}`` for each Linear/Conv layer whose output reaches the next one
+    through positively homogeneous modules only (ReLU, pooling, Flatten...), in module order."""
+    leaves = _leaves(model)
+    out = {}
+    for i, (name, mod) in enumerate(leaves):
+        if not isinstance(mod, SCALABLE):
+            continue
+        for other, m in leaves[i + 1:]:
+            if isinstance(m, SCALABLE):
+                out[name] = other
+                break
+            if not isinstance(m, HOMOGENEOUS):
+                break
+    return out
+
+
+def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1e-5) -> nn.Module:
+    """A copy of ``model`` with layer ``L`` scaled by ``a`` and the layer after it by ``1/a``.
+
+    >>> sharp = lnb.reparametrize(mlp, {"layers.0": 10.0}, check=x)   # same outputs on x
+    >>> sharp = lnb.reparametrize(mlp, [10.0, 0.1], check=x)          # one scale per rescalable layer
+
+    ``layer_scales``: ``{layer name: a}`` or a list with one ``a`` per entry of
+    ``rescalable_layers(model)`` (in that order); every ``a`` must be positive and
+    finite. Several scales compose (layer L's weights get ``a_L / a_{L-1}``).
+    Module order is taken as execution order; pass example inputs as ``check`` to
+    verify the outputs agree (relative ``rtol``), which also catches models whose
+    ``forward`` routes around that order (e.g. skip connections).
+    """
+    if not isinstance(model, nn.Module):
+        raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    pairs = rescalable_layers(model)
+    if isinstance(layer_scales, Mapping):
+        scales = dict(layer_scales)
+    elif isinstance(layer_scales, Sequence) and not isinstance(layer_scales, str):
+        if len(layer_scales) != len(pairs):
+            raise LandscapeError(
+                f"{len(layer_scales)} scales for {len(pairs)} rescalable layers {list(pairs)}; expected one scale "
+                "per layer, or a dict {layer name: scale}"
+            )
+        scales = dict(zip(pairs, layer_scales))
+    else:
+        raise LandscapeError(f"layer_scales of type {type(layer_scales).__name__}; expected a dict "
+                             "{layer name: scale} or a list of scales, e.g. {'layers.0': 10.0}")
+    for name, a in scales.items():
+        if name not in pairs:
+            raise LandscapeError(
+                f"layer {name!r} cannot be rescaled; expected one of {list(pairs)} (Linear/Conv layers followed, "
+                "through ReLU/pooling only, by another Linear/Conv layer; BatchNorm or other nonlinearities in "
+                "between break the invariance)"
+            )
+        if not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a <= 0:
+            raise LandscapeError(f"scale {a!r} for {name!r}; expected a positive finite number (ReLU is only "
+                                 "homogeneous for positive factors)")
+    new = copy.deepcopy(model)
+    mods = dict(new.named_modules())
+    out_scale: dict[str, float] = {}  # each layer's output is multiplied by this
+    in_scale: dict[str, float] = {}  # each layer's input is multiplied by this
+    for name, a in scales.items():
+        out_scale[name] = float(a)
+        in_scale[pairs[name]] = float(a)
+    with torch.no_grad():
+        for name in set(out_scale) | set(in_scale):
+            layer = mods[name]
+            a_out, a_in = out_scale.get(name, 1.0), in_scale.get(name, 1.0)
+            layer.weight.mul_(a_out / a_in)
+            if layer.bias is not None:
+                layer.bias.mul_(a_out)
+    if check is not None:
+        _check_same(model, new, check, rtol)
+    return new
+
+
+def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float) -> None:
+    with torch.no_grad():
+        was = (model.training, new.training)
+        model.eval()
+        new.eval()
+        try:
+            ref, out = model(inputs), new(inputs)
+        finally:
+            model.train(was[0])
+            new.train(was[1])
+    scale = ref.abs().max().clamp_min(1e-12)
+    err = float((out - ref).abs().max() / scale)
+    if err > rtol:
+        raise LandscapeError(
+            f"the rescaled model's outputs differ from the original's by {err:.3g} (relative), more than "
+            f"rtol={rtol}; the rescaled layers are not consecutive in forward() (skip connections or reused "
+            "modules?): choose layers of a plain ReLU chain"
+        )
+
+
+__all__ = ["reparametrize", "rescalable_layers"]

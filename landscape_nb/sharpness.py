@@ -1,0 +1,140 @@
+"""Numbers read off a computed surface (numpy only): sharpness at the centre, loss barriers.
+
+Along each axis, the 1D slice through the origin gives
+* ``increase``: the larger of ``L(−r) − L(0)`` and ``L(+r) − L(0)`` (linear
+  interpolation between grid points), a Keskar-style sharpness at radius ``r``;
+* ``curvature``: the second derivative ``L''(0)`` of a quadratic least-squares fit
+  to the slice within ``|t| ≤ r`` (for Hessian eigen-directions of unit norm it
+  estimates the eigenvalue).
+
+Both are in the units of the axis: raw directions and filter-normalized ones give
+different numbers for the same minimum (Dinh et al. 2017); compare like with like.
+
+``loss_barrier`` reads the barrier of a 1D path profile (see ``landscape_nb.paths``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .errors import LandscapeError
+
+
+@dataclass(frozen=True)
+class AxisSharpness:
+    axis: str
+    label: str
+    radius: float
+    centre_loss: float
+    increase: float
+    curvature: float
+
+
+def _slice(surface, axis: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(surface.x, float)
+    if surface.ndim == 1:
+        return x, np.asarray(surface.loss, float)
+    y = np.asarray(surface.y, float)
+    loss = np.asarray(surface.loss, float)
+    if axis == "x":
+        j = _origin_index(y, "y")
+        return x, loss[j, :]
+    i = _origin_index(x, "x")
+    return y, loss[:, i]
+
+
+def _origin_index(t: np.ndarray, name: str) -> int:
+    k = int(np.argmin(np.abs(t)))
+    if abs(t[k]) > 1e-9 * (t.max() - t.min()):
+        raise LandscapeError(
+            f"the {name} axis runs {t.min():.3g}..{t.max():.3g} and has no point at 0; sharpness is taken at the "
+            "centre of the surface: use a range symmetric around 0 with an odd number of points, e.g. (-1, 1, 51)"
+        )
+    return k
+
+
+def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> AxisSharpness:
+    """Sharpness along one axis (``"x"`` or ``"y"``) through the surface's centre."""
+    t, loss = _slice(surface, axis)
+    k0 = _origin_index(t, axis)
+    r = float(radius) if radius is not None else 0.5 * min(abs(t.min()), abs(t.max()))
+    if not r > 0:
+        raise LandscapeError(f"radius={radius!r}; expected a positive distance from the centre within the grid")
+    l0 = float(loss[k0])
+    ok = np.isfinite(loss)
+    inc = []
+    for side in (-r, r):
+        if t.min() - 1e-12 <= side <= t.max() + 1e-12 and ok.any():
+            inc.append(float(np.interp(side, t[ok], loss[ok])) - l0)
+    near = (np.abs(t) <= r + 1e-12) & ok
+    if near.sum() < 3:
+        near = np.zeros_like(ok)
+        near[np.argsort(np.abs(t))[:3]] = True
+        near &= ok
+    curv = float(2 * np.polyfit(t[near], loss[near], 2)[0]) if near.sum() >= 3 else float("nan")
+    label = surface.x_label if axis == "x" else surface.y_label
+    return AxisSharpness(axis, label, r, l0, max(inc) if inc else float("nan"), curv)
+
+
+def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
+    """``{"x": AxisSharpness, "y": ...}`` for a 1D or 2D surface centred on a grid point at 0.
+
+    ``radius`` defaults to half the shorter side of each axis' range.
+    """
+    axes = ["x"] if surface.ndim == 1 else ["x", "y"]
+    return {a: axis_sharpness(surface, a, radius) for a in axes}
+
+
+def sharpness_text(surface, radius: float | None = None, sep: str = "<br>") -> str:
+    """One line per axis, e.g. ``x: ΔL(r=0.5) = 0.31, L''(0) = 2.4`` (for figure annotations)."""
+    parts = []
+    for a, s in sharpness(surface, radius).items():
+        parts.append(f"{a}: ΔL(r={s.radius:.3g}) = {s.increase:.4g}, L''(0) = {s.curvature:.4g}")
+    return sep.join(parts)
+
+
+def as_dict(result: Mapping[str, AxisSharpness]) -> dict:
+    return {a: {"radius": s.radius, "centre_loss": s.centre_loss, "increase": s.increase, "curvature": s.curvature}
+            for a, s in result.items()}
+
+
+def _profile(values) -> tuple[np.ndarray, np.ndarray]:
+    from .surface import Surface
+
+    if isinstance(values, Surface):
+        if values.ndim != 1:
+            raise LandscapeError(f"a {values.ndim}D surface; expected a 1D path profile (e.g. from "
+                                 "interpolation_surface or bezier_curve(...).profile)")
+        return np.asarray(values.x, float), np.asarray(values.loss, float)
+    if isinstance(getattr(values, "profile", None), Surface):
+        return _profile(values.profile)
+    raise LandscapeError(f"a {type(values).__name__}; expected a 1D Surface over t (a path profile) or a BezierCurve")
+
+
+def loss_barrier(path) -> float:
+    """``max_t [L(t) − ((1 − t)·L(0) + t·L(1))]`` over the points with 0 ≤ t ≤ 1 (Frankle et al. 2020).
+
+    ``path``: a 1D ``Surface`` over t whose grid contains t = 0 and t = 1 (e.g.
+    ``interpolation_surface(a, b, data)`` or ``bezier_curve(...).profile``), or a
+    ``BezierCurve``. Positive: the path rises above the chord between its ends by
+    that much; 0: it never does (the maximum includes the ends, where the excess is 0).
+    """
+    t, loss = _profile(path)
+    ends = [np.flatnonzero(np.isclose(t, v, rtol=0.0, atol=1e-9)) for v in (0.0, 1.0)]
+    if not len(ends[0]) or not len(ends[1]):
+        raise LandscapeError(
+            f"the path's t grid runs {t.min():.3g}..{t.max():.3g} with {len(t)} points and does not contain both "
+            "t = 0 and t = 1; expected a grid through both ends, e.g. x=(0, 1, 25) or x=(-0.5, 1.5, 41)"
+        )
+    inside = (t >= -1e-9) & (t <= 1 + 1e-9)
+    if not np.isfinite(loss[inside]).all():
+        raise LandscapeError("the path profile has non-finite or missing losses between t = 0 and 1; "
+                             "finish (or recompute) the surface before taking its barrier")
+    l0, l1 = loss[ends[0][0]], loss[ends[1][0]]
+    excess = loss[inside] - ((1 - t[inside]) * l0 + t[inside] * l1)
+    return float(max(excess.max(), 0.0))
+
+
+__all__ = ["AxisSharpness", "axis_sharpness", "sharpness", "sharpness_text", "loss_barrier"]

@@ -1,0 +1,212 @@
+"""Hessian-vector products, Lanczos eigenpairs, Hutchinson trace and the eigen-map,
+checked against finite differences and dense Hessians from torch.autograd.functional."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.hessian import HessianOperator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+from conftest import TinyCNN, assert_bit_identical, state_copy
+
+
+def _small_mlp(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 7), nn.Tanh(), nn.Linear(7, 3)).to(dtype)
+
+
+@pytest.fixture(scope="module")
+def data64():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(60, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (60,), generator=g)
+
+
+def _dense_hessian(model, data, loss_fn=nn.functional.cross_entropy):
+    """Independent dense Hessian: torch.autograd.functional.hessian of the loss of the flat weights."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(flat):
+        params, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n] = flat[i:i + k].reshape(s)
+            i += k
+        return loss_fn(functional_call(model, params, (data[0],)), data[1])
+
+    return torch.autograd.functional.hessian(f, flat0).numpy()
+
+
+def _grad(model, data):
+    model.zero_grad()
+    nn.functional.cross_entropy(model(data[0]), data[1]).backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn-bn"])
+def test_hvp_matches_central_differences_of_gradients(kind, data64):
+    if kind == "mlp":
+        model, data = _small_mlp(), data64
+    else:
+        torch.manual_seed(0)
+        model = TinyCNN().double().eval()
+        g = torch.Generator().manual_seed(2)
+        data = (torch.randn(24, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (24,), generator=g))
+    op = HessianOperator(model, data, batch_size=16)  # several batches: the sum is weighted by batch size
+    n = op.n_params
+    v = torch.randn(n, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    hv = op.matvec(v)
+    eps = 1e-5
+    w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    grads = []
+    for sign in (1, -1):
+        m = copy.deepcopy(model)
+        torch.nn.utils.vector_to_parameters(w0 + sign * eps * v, m.parameters())
+        grads.append(_grad(m, data))
+    fd = (grads[0] - grads[1]) / (2 * eps)
+    torch.testing.assert_close(hv, fd, rtol=1e-6, atol=1e-8 * fd.abs().max().item())
+    assert op.gradient().shape == (n,)
+    torch.testing.assert_close(op.gradient(), _grad(model, data), rtol=1e-10, atol=1e-12)
+
+
+def test_dense_from_products_is_the_autograd_hessian(data64):
+    model = _small_mlp()
+    dense = _dense_hessian(model, data64)
+    np.testing.assert_allclose(HessianOperator(model, data64).dense(), dense, rtol=1e-8, atol=1e-12)
+
+
+def test_extreme_eigenvalues_match_dense_eigh(data64):
+    model = _small_mlp()
+    evals = np.linalg.eigvalsh(_dense_hessian(model, data64))
+    assert evals[0] < 0 < evals[-1]  # a saddle-ish random init: both signs present
+    got = lnb.hessian_eigenvalues(model, data64, k=3, tol=1e-8)
+    np.testing.assert_allclose(got["max"], evals[::-1][:3], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got["min"], evals[:3], rtol=1e-6, atol=1e-9)
+
+
+def test_hessian_directions_are_unit_eigenvectors(data64):
+    model = _small_mlp()
+    h = _dense_hessian(model, data64)
+    evals, evecs = np.linalg.eigh(h)
+    d = lnb.hessian_directions(model, data64, which=("max", "min"), tol=1e-8)
+    assert d.provenance["eigenvalues"] == pytest.approx([evals[-1], evals[0]], rel=1e-6)
+    assert "λ_max" in d.provenance["x_label"] and "λ_min" in d.provenance["y_label"]
+    for v, ref in zip(d.vectors.double().numpy(), (evecs[:, -1], evecs[:, 0])):
+        assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-6)
+        assert abs(v @ ref) == pytest.approx(1.0, abs=1e-5)
+    second = lnb.hessian_directions(model, data64, which="max2", tol=1e-8)
+    assert second.provenance["eigenvalues"] == pytest.approx([evals[-2]], rel=1e-6)
+
+
+def test_float32_model_eigenvalues_match_dense_within_float_precision():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 4))
+    g = torch.Generator().manual_seed(4)
+    data = (torch.randn(80, 5, generator=g), torch.randint(0, 4, (80,), generator=g))
+    evals = np.linalg.eigvalsh(_dense_hessian(copy.deepcopy(model).double(), (data[0].double(), data[1])))
+    got = lnb.hessian_eigenvalues(model, data, k=1, tol=1e-6)
+    assert got["max"][0] == pytest.approx(evals[-1], rel=1e-4)
+    assert got["min"][0] == pytest.approx(evals[0], rel=1e-3, abs=1e-5)
+
+
+def test_hutchinson_trace_is_within_its_stated_tolerance(data64):
+    model = _small_mlp()
+    exact = float(np.trace(_dense_hessian(model, data64)))
+    est = lnb.hessian_trace(model, data64, n_samples=100, seed=0)
+    assert est.n_samples == 100 and est.tolerance == pytest.approx(3 * est.stderr)
+    assert abs(est.value - exact) <= est.tolerance
+    assert est.tolerance < 0.5 * abs(exact)  # informative, not a vacuous bound
+    more = lnb.hessian_trace(model, data64, n_samples=400, seed=1)
+    assert more.stderr < est.stderr and abs(more.value - exact) <= more.tolerance
+
+
+def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
+    model = _small_mlp()
+    saved = state_copy(model)
+    d = lnb.random_directions(model, n=2, seed=1)
+    surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 3), y=(-0.5, 0.5, 2), tol=1e-8, tile=(1, 2))
+    assert_bit_identical(model, saved)
+    assert set(surf.metrics) == {"lambda_max", "lambda_min", "eig_ratio", "n_hvp"}
+    dirs = d.as_state_dicts()
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            m = copy.deepcopy(model)
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    p.add_(a * dirs[0][name].double() + b * dirs[1][name].double())
+            evals = np.linalg.eigvalsh(_dense_hessian(m, data64))
+            with torch.no_grad():
+                loss = float(nn.functional.cross_entropy(m(data64[0]), data64[1]))
+            assert surf.loss[j, i] == pytest.approx(loss, rel=1e-6)
+            assert surf.metrics["lambda_max"][j, i] == pytest.approx(evals[-1], rel=1e-5)
+            assert surf.metrics["lambda_min"][j, i] == pytest.approx(evals[0], rel=1e-5, abs=1e-8)
+            assert surf.metrics["eig_ratio"][j, i] == pytest.approx(abs(evals[0] / evals[-1]), rel=1e-4)
+            assert surf.metrics["n_hvp"][j, i] >= 2
+
+
+def test_eigen_map_is_part_of_the_store_spec(tmp_path, data64):
+    model = _small_mlp()
+    d = lnb.random_directions(model, n=2, seed=1)
+    store = tmp_path / "s.zarr"
+    lnb.compute_surface(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 3), store=store)
+    with pytest.raises(LandscapeError, match="quantity"):
+        lnb.eigen_map(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 3), store=store)
+    first = lnb.eigen_map(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 3), store=tmp_path / "e.zarr")
+    again = lnb.eigen_map(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 3), store=tmp_path / "e.zarr")
+    assert again.provenance["points_computed"] == 0  # resumed: nothing left to compute
+    np.testing.assert_array_equal(again.metrics["eig_ratio"], first.metrics["eig_ratio"])
+    with pytest.raises(LandscapeError, match="quantity='bogus'"):
+        lnb.compute_surface(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 3), quantity="bogus")
+
+
+def test_eigen_map_on_dask_equals_in_process(data64):
+    from landscape_nb.cluster import local_cluster
+
+    model = _small_mlp()
+    d = lnb.random_directions(model, n=2, seed=1)
+    ref = lnb.eigen_map(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 2), tol=1e-8)
+    owned = local_cluster(n_workers=1, threads_per_worker=1)
+    try:
+        got = lnb.eigen_map(model, data64, d, x=(-1, 1, 3), y=(-1, 1, 2), tol=1e-8, client=owned.client,
+                            tile=(1, 2))
+    finally:
+        owned.close()
+    assert got.provenance["runner"].startswith("dask")
+    np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-12)
+    for name in ("lambda_max", "lambda_min", "eig_ratio"):
+        np.testing.assert_allclose(got.metrics[name], ref.metrics[name], rtol=1e-6, atol=1e-10)
+
+
+def test_bad_hessian_requests_are_clear_errors(data64):
+    model = _small_mlp()
+    with pytest.raises(LandscapeError, match="which entry 'middle'"):
+        lnb.hessian_directions(model, data64, which=("max", "middle"))
+    with pytest.raises(LandscapeError, match="one or two different entries"):
+        lnb.hessian_directions(model, data64, which=("max", "max"))
+    with pytest.raises(LandscapeError, match="expected 'max', 'min' or 'both'"):
+        lnb.hessian_eigenvalues(model, data64, which="top")
+    with pytest.raises(LandscapeError, match="n_samples"):
+        lnb.hessian_trace(model, data64, n_samples=1)
+    with pytest.raises(LandscapeError, match="expected 59"):
+        HessianOperator(model, data64).matvec(torch.zeros(3))
+    with pytest.raises(LandscapeError, match="at most 10 parameters"):
+        HessianOperator(model, data64).dense(max_params=10)
+
+
+def test_a_model_smaller_than_the_krylov_space_gets_its_spectrum_densely():
+    torch.manual_seed(2)
+    model = nn.Linear(1, 2).double()  # 4 parameters: ARPACK needs k < n, so k = 4 is solved densely
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(30, 1, generator=g, dtype=torch.float64), torch.randint(0, 2, (30,), generator=g))
+    evals = np.linalg.eigvalsh(_dense_hessian(model, data))
+    got = lnb.hessian_eigenvalues(model, data, k=4)
+    np.testing.assert_allclose(got["max"], evals[::-1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["min"], evals, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,168 @@
+"""Interpolation between models, loss barriers, planes through three models, Bézier curves."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError, Surface
+
+from conftest import TinyCNN, assert_bit_identical, single_thread, state_copy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _blobs(n=240, seed=0):
+    """Four Gaussian blobs in 2D, classes in XOR layout: nonlinear, learnable by a small MLP."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+    k = torch.randint(0, 4, (n,), generator=g)
+    x = centres[k] + 0.35 * torch.randn(n, 2, generator=g)
+    return x, (k >= 2).long()
+
+
+def _trained_mlp(seed, data, steps=300):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.Adam(m.parameters(), lr=0.03)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(data[0]), data[1]).backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    data = _blobs()
+    with single_thread():
+        return _trained_mlp(1, data), _trained_mlp(2, data), data
+
+
+def _loss(model, data):
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model.eval()(data[0]), data[1]))
+
+
+def _mix(a, b, t, buffers=True):
+    m = copy.deepcopy(a)
+    sa, sb = a.state_dict(), b.state_dict()
+    names = {n for n, _ in a.named_parameters()}
+    m.load_state_dict({k: (1 - t) * v + t * sb[k] if (k in names or (buffers and v.is_floating_point())) else v
+                       for k, v in sa.items()})
+    return m
+
+
+def test_barrier_between_two_copies_of_one_model_is_zero(pair):
+    a, _, data = pair
+    surf = lnb.interpolation_surface(a, copy.deepcopy(a), data, x=(0, 1, 11))
+    np.testing.assert_allclose(surf.loss, _loss(a, data), rtol=1e-6)
+    assert lnb.loss_barrier(surf) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_barrier_matches_a_naive_loop_over_t(pair):
+    a, b, data = pair
+    saved = state_copy(a)
+    surf = lnb.interpolation_surface(a, b, data, x=(-0.25, 1.25, 13))
+    assert_bit_identical(a, saved)
+    ts = np.linspace(-0.25, 1.25, 13)
+    naive = np.array([_loss(_mix(a, b, t), data) for t in ts])
+    np.testing.assert_allclose(surf.loss, naive, rtol=1e-5)
+    inside = (ts >= 0) & (ts <= 1)
+    l0, l1 = _loss(a, data), _loss(b, data)
+    expected = max(0.0, float(np.max(naive[inside] - ((1 - ts[inside]) * l0 + ts[inside] * l1))))
+    barrier = lnb.loss_barrier(surf)
+    assert barrier == pytest.approx(expected, rel=1e-4)
+    assert barrier > 0.05  # two independently trained ReLU nets: a real bump between them
+
+
+def test_barrier_needs_both_ends_on_the_grid(pair):
+    a, b, data = pair
+    surf = lnb.interpolation_surface(a, b, data, x=(0.1, 1, 4))
+    with pytest.raises(LandscapeError, match="does not contain both t = 0 and t = 1"):
+        lnb.loss_barrier(surf)
+    with pytest.raises(LandscapeError, match="expected a 1D path profile"):
+        lnb.loss_barrier(Surface(np.arange(3.0), np.arange(2.0), np.zeros((2, 3))))
+
+
+def test_bn_buffers_decide_whether_the_path_ends_at_the_second_model():
+    torch.manual_seed(0)
+    a, b = TinyCNN().eval(), TinyCNN().eval()
+    with torch.no_grad():
+        a.bn.running_mean.uniform_(-1, 1)
+        b.bn.running_var.uniform_(0.2, 3)
+    g = torch.Generator().manual_seed(2)
+    data = torch.randn(30, 1, 8, 8, generator=g), torch.randint(0, 3, (30,), generator=g)
+    with_buf = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), include_buffers=True)
+    without = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), include_buffers=False)
+    assert with_buf.loss[-1] == pytest.approx(_loss(b, data), rel=1e-5)  # weights and statistics of b
+    assert without.loss[-1] == pytest.approx(_loss(_mix(a, b, 1.0, buffers=False), data), rel=1e-5)
+    assert abs(without.loss[-1] - _loss(b, data)) > 1e-3  # b's weights with a's statistics is not b
+    assert with_buf.loss[1] == pytest.approx(_loss(_mix(a, b, 0.5), data), rel=1e-5)
+    assert "BN buffers interpolated" in with_buf.provenance["label"]
+
+
+def test_models_of_different_architectures_cannot_be_interpolated(pair):
+    a, _, data = pair
+    other = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
+    with pytest.raises(LandscapeError, match=r"another architecture.*shape of '0.weight'"):
+        lnb.interpolation_surface(a, other, data)
+    with pytest.raises(LandscapeError, match="another architecture"):
+        lnb.bezier_curve(a, other, data, n_steps=1)
+    with pytest.raises(LandscapeError, match="another architecture"):
+        lnb.plane_directions(a, copy.deepcopy(a), TinyCNN())
+
+
+def test_plane_through_three_models_passes_through_each(pair):
+    a, b, data = pair
+    c = _mix(a, b, 0.5)
+    with torch.no_grad():
+        c[0].weight.mul_(1.3)
+    d = lnb.plane_directions(a, b, c)
+    surf = lnb.compute_surface(a, data, d, x=(0, 1, 2), y=(0, 1, 2))
+    assert surf.loss[0, 0] == pytest.approx(_loss(a, data), rel=1e-5)
+    assert surf.loss[0, 1] == pytest.approx(_loss(b, data), rel=1e-5)
+    assert surf.loss[1, 0] == pytest.approx(_loss(c, data), rel=1e-5)
+
+
+def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
+    a, b, data = pair
+    saved = state_copy(a)
+    curve = lnb.bezier_curve(a, b, data, n_steps=250, lr=0.02, batch_size=64, seed=0, n_points=11)
+    assert_bit_identical(a, saved)
+    assert torch.equal(curve.point(0.0), curve.start) and torch.allclose(curve.point(1.0), curve.end)
+    ts = curve.profile.x
+    for k in (0, 3, 5, 10):  # the profile is the loss of the model at φ(t), evaluated naively
+        assert curve.profile.loss[k] == pytest.approx(_loss(curve.model_at(a, ts[k]), data), rel=1e-5)
+    line = np.array([_loss(_mix(a, b, t), data) for t in ts])
+    np.testing.assert_allclose(curve.line_profile.loss, line, rtol=1e-5)
+    assert curve.profile.loss.max() <= curve.line_profile.loss.max()
+    assert curve.barrier < 0.5 * curve.line_barrier
+    assert "accuracy" in curve.profile.metrics and len(curve.history) == 250
+
+
+def test_bezier_with_no_training_is_the_straight_line(pair):
+    a, b, data = pair
+    curve = lnb.bezier_curve(a, b, data, n_steps=0, n_points=5)
+    np.testing.assert_allclose(curve.profile.loss, curve.line_profile.loss, rtol=1e-5)
+    with pytest.raises(LandscapeError, match="odd number"):
+        lnb.bezier_curve(a, b, data, n_steps=0, n_points=4)
+
+
+def _zoo():
+    zoo = pytest.importorskip("landscape_nb.zoo")
+    if not hasattr(zoo, "load"):
+        pytest.skip("the zoo has not landed in this branch yet")
+    return zoo
+
+
+def test_bezier_max_loss_is_not_above_the_straight_line_on_the_zoo_pair():
+    ex = _zoo().load("mlp-digits")
+    a, b = ex.minimizers["small-batch"], ex.minimizers["large-batch"]
+    curve = lnb.bezier_curve(a, b, ex.train, loss_fn=ex.loss_fn, seed=0, n_points=11)
+    assert curve.profile.loss.max() <= curve.line_profile.loss.max()
+    assert curve.barrier < curve.line_barrier
+    assert curve.profile.loss[0] == pytest.approx(curve.line_profile.loss[0], rel=1e-5)
+    assert curve.profile.loss[-1] == pytest.approx(curve.line_profile.loss[-1], rel=1e-5)

@@ -1,0 +1,70 @@
+"""Figures for PCA planes, eigen-maps, paths and sharpness: checked by their structure."""
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from landscape_nb import LandscapeError, Surface, plot
+
+
+def _plane(metrics=None, labels=("PC1 (80.0% of variance)", "PC2 (15.0% of variance)")):
+    x, y = np.linspace(-1, 1, 7), np.linspace(-0.5, 0.5, 5)
+    loss = 1 + x[None, :] ** 2 + 2 * y[:, None] ** 2
+    return Surface(x, y, loss, metrics or {}, provenance={"x_label": labels[0], "y_label": labels[1]})
+
+
+def test_pca_contour_shows_the_path_with_distances_true_losses_and_variance_axes():
+    surf = _plane()
+    path = {"x": [-0.9, -0.4, 0.0], "y": [-0.3, 0.1, 0.0], "distance": [0.5, 0.2, 0.0],
+            "norm": [1.0, 0.5, 0.0], "loss": [2.5, 1.4, 1.0], "labels": ["init", "epoch 1", "final"]}
+    fig = plot.pca_contour(surf, path)
+    assert isinstance(fig, go.Figure) and [t.type for t in fig.data] == ["contour", "scatter"]
+    assert fig.layout.xaxis.title.text == "PC1 (80.0% of variance)" and "PC2" in fig.layout.yaxis.title.text
+    tr = fig.data[1]
+    assert "true loss" in tr.hovertemplate and "distance from plane" in tr.hovertemplate
+    custom = np.asarray(tr.customdata, float)
+    np.testing.assert_allclose(custom[:, 2], path["loss"])
+    drawn = custom[:, 3]  # loss of the nearest grid point under each checkpoint
+    assert drawn[2] == pytest.approx(surf.loss[2, 3])
+    assert list(tr.text) == path["labels"]
+    assert any("50%" in a.text for a in fig.layout.annotations)  # the farthest point is 50% off
+
+
+def test_eigen_map_figure_is_a_ratio_heatmap_with_loss_contours():
+    ratio = np.abs(np.linspace(-1, 1, 35)).reshape(5, 7)
+    surf = _plane({"eig_ratio": ratio, "lambda_max": np.ones((5, 7)), "lambda_min": -ratio})
+    fig = plot.eigen_map(surf)
+    assert [t.type for t in fig.data] == ["heatmap", "contour"]
+    heat = fig.data[0]
+    np.testing.assert_allclose(np.asarray(heat.z, float), ratio)
+    assert heat.zmin == 0 and "λ" in heat.colorbar.title.text and "λmin" in heat.hovertemplate
+    assert len(plot.eigen_map(surf, loss_levels=0).data) == 1
+    with pytest.raises(LandscapeError, match="landscape_nb.eigen_map"):
+        plot.eigen_map(_plane())
+
+
+def test_paths_names_each_profile_with_its_barrier():
+    t = np.linspace(0, 1, 11)
+    line = Surface(t, None, 1 + 0.5 * np.sin(np.pi * t), provenance={"label": "straight line"})
+    curve = Surface(t, None, 1 + 0.05 * np.sin(np.pi * t), provenance={"label": "Bézier curve"})
+    fig = plot.paths([line, curve])
+    names = [tr.name for tr in fig.data]
+    assert names == ["straight line, barrier 0.5: loss", "Bézier curve, barrier 0.05: loss"]
+
+    class Curve:  # a BezierCurve-like object: its two profiles
+        profile, line_profile = curve, line
+
+    assert [tr.name for tr in plot.paths(Curve()).data] == names
+
+
+def test_line_panels_put_sharpness_in_the_legend_and_with_sharpness_annotates():
+    x = np.linspace(-1, 1, 21)
+    flat = Surface(x, None, x ** 2, provenance={"label": "original"})
+    sharp = Surface(x, None, 10 * x ** 2, provenance={"label": "rescaled"})
+    fig = plot.line_panels([[flat, sharp], [flat, flat]], titles=["raw", "filter-normalized"], radius=0.5)
+    assert len(fig.data) == 4 and [a.text for a in fig.layout.annotations][:2] == ["raw", "filter-normalized"]
+    assert "L''(0)=2" in fig.data[0].name and "L''(0)=20" in fig.data[1].name
+    assert fig.data[2].xaxis == "x2"
+    ann = plot.with_sharpness(plot.contour(_plane()), _plane(), radius=0.5)
+    assert "L''(0) = 2" in ann.layout.annotations[-1].text and "L''(0) = 4" in ann.layout.annotations[-1].text
+    with pytest.raises(LandscapeError, match="one each"):
+        plot.line_panels([[flat]], titles=["a", "b"])

@@ -1,0 +1,119 @@
+"""Dinh et al. rescaling: same function, different raw sharpness, equal filter-normalized surface."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.reparam import rescalable_layers
+
+from conftest import state_copy, assert_bit_identical
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Chain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class ConvChain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.act(self.conv(x)))))
+
+
+class Skip(nn.Module):
+    """fc1's output also bypasses fc2: rescaling fc1 then changes the function."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 6)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(6, 6)
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h) + h
+
+
+@pytest.fixture
+def chain():
+    torch.manual_seed(0)
+    return Chain().eval()
+
+
+def test_rescaling_keeps_outputs_and_leaves_the_original_alone(chain, mlp_data):
+    saved = state_copy(chain)
+    new = lnb.reparametrize(chain, {"layers.0": 8.0, "layers.2": 0.25}, check=mlp_data[0])
+    assert_bit_identical(chain, saved)
+    with torch.no_grad():
+        ref, out = chain(mlp_data[0]), new(mlp_data[0])
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
+    assert torch.allclose(new.layers[0].weight, 8 * chain.layers[0].weight)
+    assert torch.allclose(new.layers[0].bias, 8 * chain.layers[0].bias)
+    assert torch.allclose(new.layers[2].weight, chain.layers[2].weight * 0.25 / 8)
+    assert torch.allclose(new.layers[4].weight, chain.layers[4].weight / 0.25)
+    assert torch.equal(new.layers[4].bias, chain.layers[4].bias)
+    seq = lnb.reparametrize(chain, [8.0, 0.25])
+    for p, q in zip(seq.parameters(), new.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_conv_then_pool_then_linear_is_rescalable():
+    torch.manual_seed(0)
+    m = ConvChain().eval()
+    assert rescalable_layers(m) == {"conv": "fc"}
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    new = lnb.reparametrize(m, {"conv": 5.0}, check=x)
+    assert torch.allclose(new(x), m(x), rtol=1e-5, atol=1e-6)
+
+
+def _line(model, data, norm, seed=0):
+    d = lnb.random_directions(model, n=1, norm=norm, seed=seed)
+    return lnb.compute_surface(model, data, d, x=(-0.1, 0.1, 21))
+
+
+def test_raw_sharpness_changes_but_filter_normalized_surfaces_coincide(chain, mlp_data):
+    scaled = lnb.reparametrize(chain, {"layers.0": 10.0}, check=mlp_data[0])
+    raw_a, raw_b = _line(chain, mlp_data, "none"), _line(scaled, mlp_data, "none")
+    assert raw_a.loss[10] == pytest.approx(raw_b.loss[10], rel=1e-5)  # the same minimum...
+    sharp_a, sharp_b = raw_a.sharpness()["x"], raw_b.sharpness()["x"]
+    assert sharp_b.curvature > 10 * sharp_a.curvature  # ...looks far sharper along raw directions
+    assert sharp_b.increase > 3 * sharp_a.increase
+    filt_a = lnb.compute_surface(chain, mlp_data, lnb.random_directions(chain, n=2, seed=1),
+                                 x=(-1, 1, 7), y=(-1, 1, 5))
+    filt_b = lnb.compute_surface(scaled, mlp_data, lnb.random_directions(scaled, n=2, seed=1),
+                                 x=(-1, 1, 7), y=(-1, 1, 5))
+    np.testing.assert_allclose(filt_b.loss, filt_a.loss, rtol=1e-4)
+    assert np.ptp(filt_a.loss) > 0.05  # a surface with structure, not a flat constant
+
+
+def test_layers_that_cannot_be_rescaled_are_refused(chain, mlp_data):
+    tanh = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    assert rescalable_layers(tanh) == {}
+    with pytest.raises(LandscapeError, match=r"layer '0' cannot be rescaled; expected one of \[\]"):
+        lnb.reparametrize(tanh, {"0": 2.0})
+    with pytest.raises(LandscapeError, match="cannot be rescaled"):
+        lnb.reparametrize(chain, {"layers.4": 2.0})  # the output layer has no next layer
+    for bad in (0.0, -2.0, float("inf"), True):
+        with pytest.raises(LandscapeError, match="positive finite"):
+            lnb.reparametrize(chain, {"layers.0": bad})
+    with pytest.raises(LandscapeError, match="3 scales for 2 rescalable layers"):
+        lnb.reparametrize(chain, [1.0, 2.0, 3.0])
+    with pytest.raises(LandscapeError, match="differ from the original's"):
+        lnb.reparametrize(Skip(), {"fc1": 3.0}, check=mlp_data[0])

@@ -1,0 +1,108 @@
+"""Direction schemes by name (shared by the CLI and the Explorer), and the CLI on zoo models."""
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.schemes import make_directions
+
+from conftest import single_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def example():
+    """A stand-in for a zoo Example: model, trajectory, minimizer pair, train split, loss."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(80, 5, generator=g)
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    trajectory = [copy.deepcopy(model.state_dict())]
+    with single_thread():
+        for _ in range(5):
+            for _ in range(5):
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+            trajectory.append(copy.deepcopy(model.state_dict()))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return SimpleNamespace(name="toy", model=model.eval(), trajectory=trajectory, train=(x, y), test=(x, y),
+                           loss_fn=nn.CrossEntropyLoss(), minimizers={"small-batch": model, "large-batch": other})
+
+
+def test_pca_scheme_is_pca_directions_of_the_trajectory(example):
+    base, d = make_directions("pca", example.model, example, ndim=2)
+    ref = lnb.pca_directions(example.trajectory, final=example.model, n=2)
+    assert base is example.model and torch.equal(d.vectors, ref.vectors)
+    assert d.provenance["x_range"][0] < min(d.provenance["path_x"])
+
+
+def test_hessian_scheme_uses_max_and_min_eigenvectors(example):
+    base, d = make_directions("hessian", example.model, example, ndim=2)
+    evs = lnb.hessian_eigenvalues(example.model, example.train, k=1)
+    assert d.provenance["which"] == ["max1", "min1"]
+    assert d.provenance["eigenvalues"] == pytest.approx([evs["max"][0], evs["min"][0]], rel=1e-3, abs=1e-6)
+    _, line = make_directions("hessian", example.model, None, ndim=1, data=example.train)
+    assert line.n == 1 and line.provenance["which"] == ["max1"]
+
+
+def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
+    a, d = make_directions("interpolate", example.model, example, ndim=1)
+    small, large = example.minimizers.values()
+    assert a is small and d.provenance["x_range"] == [-0.5, 1.5]
+    ref = lnb.interpolation_direction(small, large, include_buffers=True)
+    assert torch.equal(d.vectors, ref.vectors)
+    a, p = make_directions("plane3", example.model, example, ndim=2)
+    assert a is example.model and p.n == 2 and p.provenance["y_range"] == [-0.5, 1.5]
+
+
+def test_schemes_refuse_what_they_cannot_do(example):
+    with pytest.raises(LandscapeError, match="pca needs a zoo model with a training trajectory of at least 3"):
+        make_directions("pca", example.model, None, ndim=2)
+    short = SimpleNamespace(**{**vars(example), "trajectory": example.trajectory[:2]})
+    with pytest.raises(LandscapeError, match="at least 3"):
+        make_directions("pca", example.model, short, ndim=2)
+    with pytest.raises(LandscapeError, match="needs data"):
+        make_directions("hessian", example.model, None, ndim=2)
+    with pytest.raises(LandscapeError, match="1D scan"):
+        make_directions("interpolate", example.model, example, ndim=2)
+    with pytest.raises(LandscapeError, match="did you mean 'hessian'"):
+        make_directions("hesian", example.model, example, ndim=2)
+
+
+def _zoo():
+    zoo = pytest.importorskip("landscape_nb.zoo")
+    if not hasattr(zoo, "load"):
+        pytest.skip("the zoo has not landed in this branch yet")
+    return zoo
+
+
+@pytest.mark.parametrize("scheme, grid", [("pca", "5x4"), ("hessian", "4x3"), ("interpolate", "7"),
+                                          ("plane3", "4x4")])
+def test_cli_computes_each_scheme_on_a_zoo_model(scheme, grid, tmp_path, capsys):
+    _zoo().load("mlp-digits")
+    from landscape_nb.cli import main
+
+    store = tmp_path / f"{scheme}.zarr"
+    assert main(["compute", "mlp-digits", "--directions", scheme, "--grid", grid, "--max-samples", "60",
+                 "--store", str(store)]) == 0
+    surf = lnb.load_surface(store)
+    assert surf.is_complete and np.isfinite(surf.loss).all()
+    assert surf.provenance["scheme"] == scheme
+    if scheme == "pca":
+        assert "of variance" in surf.x_label and surf.x[0] < 0 < surf.x[-1]
+    if scheme == "hessian":
+        assert "λ_max" in surf.x_label and "λ_min" in surf.y_label
+    if scheme == "interpolate":
+        assert surf.x[0] == -0.5 and surf.x[-1] == 1.5

@@ -1,0 +1,53 @@
+"""Sharpness numbers and barriers read off surfaces, on surfaces with known answers."""
+import numpy as np
+import pytest
+
+from landscape_nb import LandscapeError, Surface
+from landscape_nb.sharpness import loss_barrier, sharpness_text
+
+
+def _quadratic(cx=3.0, cy=0.5, n=(21, 11)):
+    x, y = np.linspace(-1, 1, n[0]), np.linspace(-2, 2, n[1])
+    loss = 1.0 + cx * x[None, :] ** 2 + cy * y[:, None] ** 2 + 0.1 * x[None, :] * y[:, None]
+    return Surface(x, y, loss, provenance={"x_label": "α", "y_label": "β"})
+
+
+def test_sharpness_of_a_quadratic_bowl_is_its_curvature_and_rise():
+    s = _quadratic().sharpness(radius=0.5)
+    assert s["x"].curvature == pytest.approx(6.0, rel=1e-9)
+    assert s["y"].curvature == pytest.approx(1.0, rel=1e-9)
+    assert s["x"].centre_loss == pytest.approx(1.0)
+    assert s["x"].increase == pytest.approx(3.0 * 0.25, rel=1e-9)  # 0.5 is a grid point of x
+    y = np.linspace(-2, 2, 11)  # ±0.5 lies between grid points: linear interpolation of the slice
+    assert s["y"].increase == pytest.approx(np.interp(0.5, y, 0.5 * y ** 2), rel=1e-12)
+    default = _quadratic().sharpness()  # radius: half the shorter side of each axis
+    assert default["x"].radius == pytest.approx(0.5) and default["y"].radius == pytest.approx(1.0)
+    assert "L''(0) = 6" in sharpness_text(_quadratic(), radius=0.5)
+
+
+def test_sharpness_of_a_line_and_of_an_asymmetric_slice():
+    x = np.linspace(-1, 1, 41)
+    loss = np.where(x > 0, 4 * x ** 2, x ** 2)
+    s = Surface(x, None, loss).sharpness(radius=0.5)["x"]
+    assert s.increase == pytest.approx(1.0)  # the steeper side decides
+    assert 2.0 < s.curvature < 8.0
+
+
+def test_sharpness_needs_the_origin_on_the_grid():
+    x = np.linspace(-1, 1, 20)  # even number of points: no point at 0
+    with pytest.raises(LandscapeError, match="no point at 0"):
+        Surface(x, None, x ** 2).sharpness()
+    with pytest.raises(LandscapeError, match="radius"):
+        Surface(np.linspace(-1, 1, 5), None, np.zeros(5)).sharpness(radius=-1)
+
+
+def test_barrier_of_a_bump_above_the_chord():
+    t = np.linspace(0, 1, 11)
+    loss = 1.0 + t + 0.3 * np.sin(np.pi * t)  # chord from 1 to 2; the bump peaks at t = 0.5
+    assert loss_barrier(Surface(t, None, loss)) == pytest.approx(0.3)
+    assert loss_barrier(Surface(t, None, 1.0 + t)) == pytest.approx(0.0, abs=1e-12)  # the chord itself
+    assert loss_barrier(Surface(t, None, 1.0 + t - 0.2 * np.sin(np.pi * t))) == 0.0  # below the chord
+    wide = np.linspace(-0.5, 1.5, 21)  # points outside [0, 1] do not count
+    assert loss_barrier(Surface(wide, None, 5.0 * (wide - 0.5) ** 2)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(LandscapeError, match="non-finite"):
+        loss_barrier(Surface(t, None, np.where(t == 0.5, np.nan, loss)))

@@ -1,0 +1,243 @@
+"""Trajectory PCA and projection, checked against dense numpy computations."""
+import copy
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.trajectory import project_trajectory
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+from conftest import TinyCNN, make_mlp, single_thread
+
+
+def _train_trajectory(model, data, n_ckpt=6, steps=4, lr=0.3, seed=0):
+    """SGD in train mode (BN statistics move too); a state dict before and after each chunk of steps."""
+    torch.manual_seed(seed)
+    x, y = data
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    states = [copy.deepcopy(model.state_dict())]
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n_ckpt - 1):
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (32,), generator=g)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        states.append(copy.deepcopy(model.state_dict()))
+    return model.eval(), states
+
+
+@pytest.fixture(scope="module")
+def mlp_data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def cnn_data():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def mlp_traj(mlp_data):
+    with single_thread():
+        return _train_trajectory(make_mlp(0), mlp_data)
+
+
+@pytest.fixture(scope="module")
+def cnn_traj(cnn_data):
+    torch.manual_seed(0)
+    with single_thread():
+        return _train_trajectory(TinyCNN(), cnn_data, lr=0.1)
+
+
+def _matrix(model, states, ignore):
+    """Dense float64 checkpoint matrix over trainable params (1-D columns zeroed for biasbn)."""
+    rows = []
+    for sd in states:
+        parts = []
+        for name, p in model.named_parameters():
+            t = sd[name].double().reshape(-1)
+            parts.append(torch.zeros_like(t) if (ignore == "biasbn" and p.ndim <= 1) else t)
+        rows.append(torch.cat(parts))
+    return torch.stack(rows).numpy()
+
+
+def _flat_all(model, sd):
+    return torch.cat([sd[n].double().reshape(-1) for n, _ in model.named_parameters()]).numpy()
+
+
+@pytest.mark.parametrize("ignore", ["biasbn", None])
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_pca_directions_match_numpy_svd_of_centred_checkpoints(which, ignore, mlp_traj, cnn_traj):
+    model, states = mlp_traj if which == "mlp" else cnn_traj
+    d = lnb.pca_directions(states, final=model, n=2, ignore=ignore)
+    m = _matrix(model, states, ignore)
+    centred = m - m.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        sign = np.sign(v @ vt[i])
+        np.testing.assert_allclose(v, sign * vt[i], atol=2e-6)
+    ratios = np.asarray(d.provenance["explained_variance_ratio"])
+    np.testing.assert_allclose(ratios, (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    assert ratios.sum() <= 1.0 + 1e-12 and ratios[0] >= ratios[1] > 0
+    assert f"{100 * ratios[0]:.1f}% of variance" in d.provenance["x_label"]
+    if ignore == "biasbn":  # 1-D tensors get an exactly zero direction
+        for e, t in zip(d.layout.entries, d.layout.split(d.vectors)):
+            if len(e.shape) <= 1:
+                assert torch.count_nonzero(t) == 0
+
+
+def test_explained_variance_of_all_components_sums_to_one_and_each_prefix_below(mlp_traj):
+    model, states = mlp_traj
+    full = lnb.pca_directions(states, final=model, n=len(states) - 1)
+    ratios = np.asarray(full.provenance["explained_variance_ratio"])
+    assert ratios.sum() == pytest.approx(1.0, abs=1e-9)  # k points span k-1 dims: all variance
+    assert np.all(np.cumsum(ratios)[:-1] < 1.0) and np.all(np.diff(ratios) <= 1e-15)
+
+
+@pytest.mark.parametrize("kind", ["pca", "random"])
+def test_projected_coordinates_and_off_plane_distances_match_lstsq(kind, mlp_traj):
+    model, states = mlp_traj
+    if kind == "pca":
+        d = lnb.pca_directions(states, final=model, n=2)
+        path_x, path_y = d.provenance["path_x"], d.provenance["path_y"]
+    else:
+        d = lnb.random_directions(model, n=2, seed=3)
+    path = project_trajectory(states, d, final=model)
+    dmat = d.vectors.double().numpy()
+    w = _flat_all(model, model.state_dict())
+    for i, sd in enumerate(states):
+        delta = _flat_all(model, sd) - w
+        c, *_ = np.linalg.lstsq(dmat.T, delta, rcond=None)
+        np.testing.assert_allclose(path.coords[i], c, rtol=1e-7, atol=1e-9)
+        dist = np.linalg.norm(delta - dmat.T @ c)
+        assert path.distance[i] == pytest.approx(dist, rel=1e-7, abs=1e-9)
+        assert path.norm[i] == pytest.approx(np.linalg.norm(delta), rel=1e-9, abs=1e-12)
+        if kind == "pca":
+            assert (path_x[i], path_y[i]) == pytest.approx(tuple(c), rel=1e-7, abs=1e-9)
+    assert path.distance[-1] == 0 and path.coords[-1].tolist() == [0.0, 0.0]  # the final model is the origin
+    if kind == "pca":  # signs: the path starts at negative coordinates
+        assert path.x[0] < 0 and path.y[0] < 0
+    else:  # random planes miss the path: points are far off the plane
+        assert np.all(path.relative_distance[:-1] > 0.9)
+
+
+def test_three_checkpoints_lie_exactly_in_their_pca_plane(mlp_traj):
+    model, states = mlp_traj
+    picked = [states[0], states[2], states[-1]]
+    d = lnb.pca_directions(picked, final=model, n=2, ignore=None)
+    assert sum(d.provenance["explained_variance_ratio"]) == pytest.approx(1.0, abs=1e-9)
+    assert max(d.provenance["path_distance"]) < 1e-5 * max(d.provenance["path_norm"])
+
+
+def test_checkpoint_losses_are_the_true_losses_with_their_bn_buffers(cnn_traj, cnn_data):
+    model, states = cnn_traj
+    assert not torch.equal(states[0]["bn.running_mean"], states[-1]["bn.running_mean"])
+    d = lnb.pca_directions(states, final=model, n=2, data=cnn_data)
+    before = copy.deepcopy(model.state_dict())
+    for i, sd in enumerate(states):
+        m = copy.deepcopy(model)
+        m.load_state_dict(sd)
+        m.eval()
+        with torch.no_grad():
+            naive = float(nn.functional.cross_entropy(m(cnn_data[0]), cnn_data[1]))
+        assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_checkpoints_from_files_and_models_give_the_same_directions(tmp_path, mlp_traj):
+    model, states = mlp_traj
+    paths = []
+    for i, sd in enumerate(states):
+        paths.append(tmp_path / f"ckpt{i}.pt")
+        torch.save(sd, paths[-1])
+    from_files = lnb.pca_directions([str(p) for p in paths], final=model)
+    from_dicts = lnb.pca_directions(states, final=model)
+    assert torch.equal(from_files.vectors, from_dicts.vectors)
+    models = []
+    for sd in states:
+        m = make_mlp(0)
+        m.load_state_dict(sd)
+        models.append(m)
+    from_models = lnb.pca_directions(models)  # final defaults to the last model
+    assert torch.allclose(from_models.vectors, from_dicts.vectors)
+
+
+class Payload:  # unpickling this would import and build an arbitrary object: weights_only refuses it
+    pass
+
+
+def test_a_file_that_is_not_a_weights_only_state_dict_is_refused(tmp_path, mlp_traj):
+    model, states = mlp_traj
+    bad = tmp_path / "bad.pt"
+    torch.save({"obj": Payload()}, bad)
+    with pytest.raises(LandscapeError, match="weights-only state dict"):
+        lnb.pca_directions([states[0], states[1], str(bad)], final=model)
+    with pytest.raises(LandscapeError, match="no file"):
+        lnb.pca_directions([states[0], states[1], str(tmp_path / "missing.pt")], final=model)
+
+
+def test_checkpoints_of_another_architecture_are_refused(mlp_traj):
+    model, states = mlp_traj
+    other = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 3)).state_dict()
+    with pytest.raises(LandscapeError, match=r"checkpoint 2: tensor '0.weight' has shape \(32, 6\).*another architecture"):
+        lnb.pca_directions([states[0], states[1], other, states[-1]], final=model)
+    renamed = {f"net.{k}": v for k, v in states[1].items()}
+    with pytest.raises(LandscapeError, match="checkpoint 1 has no tensor '0.weight'"):
+        lnb.pca_directions([states[0], renamed, states[-1]], final=model)
+
+
+def test_a_plane_needs_three_checkpoints(mlp_traj):
+    model, states = mlp_traj
+    with pytest.raises(LandscapeError, match=r"2 checkpoint\(s\) for n=2.*at least 3"):
+        lnb.pca_directions(states[:2], final=model, n=2)
+    assert lnb.pca_directions(states[:2], final=model, n=1).n == 1  # a line needs two
+    with pytest.raises(LandscapeError, match="expected checkpoints that differ"):
+        lnb.pca_directions([states[0]] * 4, final=model, n=2)
+    with pytest.raises(LandscapeError, match="final=model"):
+        lnb.pca_directions(states, n=2)
+    with pytest.raises(LandscapeError, match="expected a list of checkpoints"):
+        lnb.pca_directions(states[0], final=model)
+
+
+def test_pca_surface_on_its_suggested_range_contains_the_path(mlp_traj, mlp_data):
+    model, states = mlp_traj
+    d = lnb.pca_directions(states, final=model, n=2, data=mlp_data)
+    (x0, x1), (y0, y1) = d.provenance["x_range"], d.provenance["y_range"]
+    assert x0 < min(d.provenance["path_x"]) and x1 > max(d.provenance["path_x"]) and x0 < 0 < x1
+    assert y0 < min(d.provenance["path_y"]) and y1 > max(d.provenance["path_y"])
+    surf = lnb.compute_surface(model, mlp_data, d, x=(x0, x1, 5), y=(y0, y1, 4))
+    assert surf.x_label == d.provenance["x_label"] and "PC2" in surf.y_label
+
+
+def test_pca_peak_memory_stays_below_the_dense_float64_matrix():
+    """16 checkpoints of a 262k-parameter model: tracemalloc sees numpy's working arrays."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 512))
+    g = torch.Generator().manual_seed(0)
+    states, sd = [], {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(16):
+        sd = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in sd.items()}
+        states.append(sd)
+    n_params = sum(p.numel() for p in model.parameters())
+    tracemalloc.start()
+    try:
+        d = lnb.pca_directions(states, final=model, n=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    dense = 16 * n_params * 8
+    output = 2 * n_params * 4
+    assert d.vectors.shape == (2, n_params)
+    assert output <= peak < 0.5 * dense, (peak, dense)
