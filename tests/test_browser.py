@@ -54,13 +54,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, shared_zoo_cache):
     """A JupyterLab on 127.0.0.1 with a random token, serving a copy of explore.ipynb."""
     home = tmp_path_factory.mktemp("lab")
     root = home / "root"
     root.mkdir()
-    cache = tmp_path_factory.getbasetemp() / "lnb-zoo-cache"
-    cache.mkdir(exist_ok=True)
+    cache = Path(shared_zoo_cache)  # the session's zoo cache (conftest)
     env = {**os.environ, **kernel_env(cache)}
     kernels = write_kernelspec(home / "share", kernel_env(cache))
     nb = json.loads((ROOT / "notebooks" / "explore.ipynb").read_text())

@@ -16,6 +16,10 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "landscape-nb-test"
+try:  # notebooks another test module already executes are not run twice
+    from test_notebooks_analysis import NOTEBOOKS as RUN_ELSEWHERE
+except ImportError:
+    RUN_ELSEWHERE = []
 
 
 def kernel_env(cache: Path) -> dict[str, str]:
@@ -38,10 +42,9 @@ def write_kernelspec(where: Path, env: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def zoo_cache(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "lnb-zoo-cache"
-    path.mkdir(exist_ok=True)
-    return path
+def zoo_cache(shared_zoo_cache) -> Path:
+    """The session's zoo cache (conftest), so notebooks reuse models other tests trained."""
+    return Path(shared_zoo_cache)
 
 
 def test_the_three_notebooks_are_there_with_outputs_cleared():
@@ -57,6 +60,8 @@ def test_the_three_notebooks_are_there_with_outputs_cleared():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_cache):
+    if path in RUN_ELSEWHERE:
+        pytest.skip(f"{path.name} runs in tests/test_notebooks_analysis.py")
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
