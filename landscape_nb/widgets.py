@@ -24,7 +24,7 @@ import html
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -73,6 +73,7 @@ class ExplorerSpec:
     client: str | None  # None: in-process; "local", "cuda", a scheduler address, or "given"
     max_samples: int | None
     time_budget: float
+    auto_range: bool = True
 
     @property
     def ndim(self) -> int:
@@ -141,6 +142,7 @@ class ExplorerState(t.HasTraits):
     y_min = t.Float(-1.0)
     y_max = t.Float(1.0)
     x_points = t.Int(21)
+    auto_range = t.Bool(True)  # use the range a scheme suggests (interpolate, plane3, pca)
     y_points = t.Int(21)
     split = t.Enum(("test", "train"), default_value="test")
     metric = t.Enum(("accuracy", "none"), default_value="accuracy")
@@ -233,11 +235,14 @@ class ExplorerState(t.HasTraits):
 
     @t.observe("scheme")
     def _scheme_defaults(self, change):
-        """An interpolation is a 1D scan from one minimizer (0) to the other (1)."""
+        """An interpolation is a 1D scan; with ``auto_range`` a new scheme starts from ±1
+        (schemes that suggest their own range, like pca, set it when they run)."""
         if change["new"] == "interpolate":
-            self.set(ndim=1, x_min=-0.5, x_max=1.5)
+            self.ndim = 1
         elif change["old"] == "interpolate":
-            self.set(ndim=2, x_min=-1.0, x_max=1.0)
+            self.ndim = 2
+        if self.auto_range:
+            self.set(x_min=-1.0, x_max=1.0, y_min=-1.0, y_max=1.0)
 
     def spec(self) -> ExplorerSpec:
         """The validated request the controls describe (raises LandscapeError if it is not valid)."""
@@ -269,6 +274,7 @@ class ExplorerState(t.HasTraits):
             ignore="biasbn" if self.ignore_biasbn else None, seed=int(self.seed), x=x, y=y,
             split=self.split, metric=None if self.metric == "none" else self.metric, log=bool(self.log_scale),
             client=client, max_samples=self.max_samples or None, time_budget=float(self.time_budget),
+            auto_range=bool(self.auto_range),
         )
 
     # ------------------------------------------------------------- running ----
@@ -351,8 +357,10 @@ class ExplorerState(t.HasTraits):
         try:
             entry = self._entry(spec.model, run_id)
             data = self._split(entry, spec)
-            base, directions = make_directions(spec.scheme, entry.model, entry.example, ndim=spec.ndim,
-                                               norm=spec.norm, ignore=spec.ignore, seed=spec.seed)
+            base, directions = make_directions(
+                spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
+                seed=spec.seed, data=None if entry.example is not None else data, loss_fn=entry.loss_fn)
+            spec = self._suggested_range(spec, directions, run_id)
             client, workers, link = self._client(spec.client, run_id)
             private = copy.deepcopy(base)  # probed and (in-process) evaluated; the user's model stays untouched
             per_point = _seconds_per_point(private, data, spec.max_samples)
@@ -388,6 +396,21 @@ class ExplorerState(t.HasTraits):
             if not isinstance(exc, LandscapeError):
                 log.error("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda: self._failed_run(exc))
+
+    def _suggested_range(self, spec: ExplorerSpec, directions, run_id: int) -> ExplorerSpec:
+        """With ``auto_range``, the range the scheme suggests (e.g. covering a PCA path); shown in the controls."""
+        prov = directions.provenance
+        x = prov.get("x_range") if spec.auto_range else None
+        y = prov.get("y_range") if spec.auto_range and spec.y is not None else None
+        if x is None and y is None:
+            return spec
+        new_x = (float(x[0]), float(x[1]), spec.x[2]) if x is not None else spec.x
+        new_y = (float(y[0]), float(y[1]), spec.y[2]) if y is not None else spec.y
+        shown = {"x_min": new_x[0], "x_max": new_x[1]}
+        if new_y is not None:
+            shown.update(y_min=new_y[0], y_max=new_y[1])
+        self._post(run_id, "status", lambda: self.set(**shown))
+        return replace(spec, x=new_x, y=new_y)
 
     def _entry(self, name: str, run_id: int) -> _Entry:
         if name not in self._entries:
@@ -499,7 +522,7 @@ class ExplorerState(t.HasTraits):
             self.status = "done"
             finite = surf.loss[np.isfinite(surf.loss)]
             low = f", lowest loss {finite.min():.4g}" if finite.size else ""
-            took = f" in {seconds:.1f} s" if isinstance(seconds, float) else ""
+            took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
             self._say(f"Done: {surf.n_done} points{took}{low}.")
 
     def _failed_run(self, exc: BaseException) -> None:
@@ -564,7 +587,7 @@ def _empty_surface(spec: ExplorerSpec) -> Surface:
     shape = (x.size,) if y is None else (y.size, x.size)
     metrics = {spec.metric: np.full(shape, np.nan)} if spec.metric else {}
     return Surface(x=x, y=y, loss=np.full(shape, np.nan), metrics=metrics, done=np.zeros(shape, bool),
-                   provenance={"scheme": spec.scheme, "name": spec.model})
+                   provenance={"scheme": spec.scheme, "label": spec.model})
 
 
 def _seconds_per_point(model, data, max_samples: int | None) -> float:
@@ -634,6 +657,8 @@ class Explorer(w.VBox):
             "x_min": w.FloatText(description="x from", style=wide, layout=w.Layout(width="130px")),
             "x_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
             "x_points": w.IntSlider(min=3, max=201, step=2, description="x points", style=wide),
+            "auto_range": w.Checkbox(description="range from scheme (pca, interpolate, plane3)", indent=False,
+                                     layout=w.Layout(width="320px")),
             "y_min": w.FloatText(description="y from", style=wide, layout=w.Layout(width="130px")),
             "y_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
             "y_points": w.IntSlider(min=3, max=201, step=2, description="y points", style=wide),
@@ -679,7 +704,7 @@ class Explorer(w.VBox):
         rows = [
             w.HBox([c["model_name"], c["scheme"], c["ndim"]]),
             w.HBox([c["norm"], c["ignore_biasbn"], c["seed"]]),
-            w.HBox([c["x_min"], c["x_max"], c["x_points"]]),
+            w.HBox([c["x_min"], c["x_max"], c["x_points"], c["auto_range"]]),
             self._y_row,
             w.HBox([c["split"], c["metric"], c["log_scale"], c["max_samples"]]),
             w.HBox([c["cluster"], c["address"], c["time_budget"]]),
@@ -714,7 +739,7 @@ class Explorer(w.VBox):
             return
         if self.figure is None or self._figure_run != self.state.run_id:
             scheme = str(surf.provenance.get("scheme", ""))
-            title = f"{surf.provenance.get('name', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
+            title = f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
             fig = plot.live(surf, log=self.state.log_scale, title=title)
             if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
                 fig.update_layout(width=FIGURE_WIDTH)

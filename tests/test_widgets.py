@@ -73,10 +73,11 @@ def test_controls_build_the_spec(explorer):
     c["cluster"].value = "address"
     c["address"].value = " tcp://10.0.0.5:8786 "
     c["time_budget"].value = 42.0
+    c["auto_range"].value = False
     assert explorer.spec() == ExplorerSpec(
         model="tiny", scheme="random-orthogonal", norm="layer", ignore=None, seed=7, x=(-0.5, 2.0, 31),
         y=(-0.25, 0.75, 11), split="test", metric=None, log=True, client="tcp://10.0.0.5:8786",
-        max_samples=50, time_budget=42.0,
+        max_samples=50, time_budget=42.0, auto_range=False,
     )
     c["ndim"].value = 1
     c["cluster"].value = "local"
@@ -89,12 +90,12 @@ def test_controls_build_the_spec(explorer):
     assert explorer.spec().client is None
 
 
-def test_interpolation_scheme_switches_to_a_1d_scan_from_minus_half_to_one_and_a_half(explorer):
+def test_interpolation_scheme_switches_to_a_1d_scan_and_back(explorer):
     explorer.controls["scheme"].value = "interpolate"
-    spec = explorer.spec()
-    assert (spec.scheme, spec.ndim, spec.x[:2]) == ("interpolate", 1, (-0.5, 1.5))
+    assert (explorer.spec().scheme, explorer.spec().ndim) == ("interpolate", 1)
+    explorer.controls["x_min"].value = -0.3
     explorer.controls["scheme"].value = "random"
-    assert explorer.spec().ndim == 2 and explorer.spec().x[:2] == (-1.0, 1.0)
+    assert explorer.spec().ndim == 2 and explorer.spec().x[:2] == (-1.0, 1.0)  # auto range: back to ±1
 
 
 def test_scheme_menu_offers_every_scheme_of_make_directions(explorer):
@@ -349,8 +350,15 @@ def test_zoo_models_are_offered_and_trained_on_first_compute(tmp_path, monkeypat
         explorer.controls["scheme"].value = "plane3"  # needs the zoo example's training trajectory
         explorer.compute(wait=True)
         assert explorer.state.status == "done", explorer.state.message
-        assert explorer.surface.n_done == 81 and explorer.surface.provenance["name"] == "mlp-moons"
+        assert explorer.surface.n_done == 81 and explorer.surface.provenance["label"] == "mlp-moons"
         assert explorer.surface.provenance["scheme"] == "plane3"
+        # the plane's suggested range (models at 0 and 1 on each axis) replaced ±1, also in the controls
+        assert (explorer.surface.x[0], explorer.surface.x[-1]) == (-0.5, 1.5)
+        assert (explorer.controls["y_min"].value, explorer.controls["y_max"].value) == (-0.5, 1.5)
+        explorer.controls["auto_range"].value = False
+        explorer.controls["x_min"].value, explorer.controls["x_max"].value = -1.0, 1.0
+        explorer.compute(wait=True)
+        assert (explorer.surface.x[0], explorer.surface.x[-1]) == (-1.0, 1.0)
     finally:
         explorer.close()
 
