@@ -14,7 +14,9 @@ status line and buttons.
 Threads: the computation runs in a worker thread. Its tile callback never touches the
 state directly; it posts the update to the kernel's event loop (captured when Compute is
 pressed), so traits and the figure change only on the kernel's main thread and the kernel
-stays responsive. Without an event loop (a plain script) updates apply at once.
+stays responsive. Figure updates are coalesced to at most one per ``update_interval`` (each
+one makes the browser redraw a WebGL surface); the final surface is always shown. Without
+an event loop (a plain script) every update applies at once, on the worker thread.
 """
 from __future__ import annotations
 
@@ -392,9 +394,8 @@ class ExplorerState(t.HasTraits):
             )
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned))
-        except Exception as exc:  # shown in the panel as one readable line, never as a traceback
-            if not isinstance(exc, LandscapeError):
-                log.error("Explorer computation failed", exc_info=exc)
+        except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
+            log.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda: self._failed_run(exc))
 
     def _suggested_range(self, spec: ExplorerSpec, directions, run_id: int) -> ExplorerSpec:
@@ -532,7 +533,10 @@ class ExplorerState(t.HasTraits):
     def _fail(self, exc: BaseException) -> None:
         """Show ``exc`` as one readable line (the exception itself is kept in ``last_error``)."""
         self.last_error = exc
-        text = str(exc) if isinstance(exc, (LandscapeError, t.TraitError)) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (LandscapeError, t.TraitError)):
+            text = str(exc)
+        else:  # e.g. the user's model failing on its data
+            text = f"{type(exc).__name__}: {exc} (the traceback is in explorer.state.last_error)"
         self._say(text, "error")
 
     def _say(self, text: str, kind: str = "info") -> None:
@@ -797,8 +801,8 @@ class Explorer(w.VBox):
                 self.state.export_image(figure=self.figure)
         except LandscapeError as exc:
             self.state._fail(exc)
-        except Exception as exc:  # a readable line in the panel, the details in the log
-            log.error("export failed", exc_info=exc)
+        except Exception as exc:  # a readable line in the panel, the traceback in last_error
+            log.debug("export failed", exc_info=exc)
             self.state._fail(exc)
 
     # the state's verbs, for convenience

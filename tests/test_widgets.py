@@ -258,6 +258,17 @@ def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, 
     readable_error(explorer, needle)
 
 
+def test_a_model_that_fails_on_its_data_shows_one_line_and_keeps_the_traceback(capfd):
+    model, (x, y) = make_task()
+    explorer = Explorer(models={"wrong-input": (model, (x[:, :3], y))})  # 3 features for a 4-input layer
+    explorer.compute_button.click()
+    explorer.wait(30)
+    message = readable_error(explorer, "RuntimeError", "last_error")
+    assert "\n" not in message
+    assert explorer.state.last_error.__traceback__ is not None
+    assert "Traceback" not in capfd.readouterr().err  # nothing dumped into the notebook's output
+
+
 def test_unavailable_scheme_shows_the_message_of_make_directions(explorer):
     from landscape_nb.schemes import make_directions
 
