@@ -58,6 +58,15 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _worker_environ():
+    """Dask's nannies give workers ``MALLOC_TRIM_THRESHOLD_=65536``; setting it at all turns off
+    glibc's adaptive mmap threshold, so every activation tensor is a fresh mmap and page faults:
+    torch CPU evaluation ran 3x slower (resnet20-digits: 324 vs 108 ms/point). Unset it."""
+    import dask
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+
+
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None):
     """An embedded ``LocalCluster`` of worker processes bound to 127.0.0.1."""
     from distributed import LocalCluster
@@ -67,8 +76,9 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
     if n_workers < 1:
         raise LandscapeError(f"n_workers={n_workers}; expected at least 1")
     torch_threads = threads_per_worker or max(1, n_cpu // n_workers)
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    with _worker_environ():
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     client = Client(cluster)
     client.register_plugin(TorchThreads(torch_threads))
     return OwnedCluster(client, cluster)
@@ -91,8 +101,9 @@ def cuda_cluster(n_workers: int | None = None):
             "or install a CUDA build of torch on a machine with a GPU"
         )
     kwargs = {} if n_workers is None else {"CUDA_VISIBLE_DEVICES": list(range(int(n_workers)))}
-    cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                               silence_logs=logging.ERROR, **kwargs)
+    with _worker_environ():
+        cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.ERROR, **kwargs)
     return OwnedCluster(Client(cluster), cluster)
 
 
