@@ -19,7 +19,7 @@ def test_filter_norm_matches_weight_norm_per_filter(cnn):
         for name, w in cnn.named_parameters():
             if w.ndim > 1:
                 for i in range(w.shape[0]):
-                    np.testing.assert_allclose(float(dd[name][i].norm()), float(w[i].norm()), rtol=1e-5)
+                    np.testing.assert_allclose(float(dd[name][i].norm()), float(w[i].detach().norm()), rtol=1e-5)
 
 
 def test_biasbn_directions_are_exactly_zero_for_1d_tensors(cnn):
