@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -239,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    for noisy in ("distributed", "tornado"):  # cluster start/stop chatter, unless asked for
-        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+    if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     t0 = time.perf_counter()
     try:
         code = args.func(args)
