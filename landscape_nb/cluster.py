@@ -122,7 +122,7 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
     if client == "cuda":
         owned = cuda_cluster(n_workers)
         return owned.client, owned
-    if isinstance(client, str) and "://" in client or (isinstance(client, str) and ":" in client):
+    if isinstance(client, str) and ":" in client:  # tcp://host:port, host:port, ...
         try:
             c = Client(client, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:

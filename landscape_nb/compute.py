@@ -259,12 +259,9 @@ def compute_surface(
         tile_shape = grid.check_tile(tile)
         st = None
         if store is not None:
-            if tile is None and Path(store, "zarr.json").exists():
-                try:
-                    tile_shape = SurfaceStore.open(store).tile
-                except LandscapeError:
-                    pass
-            st = SurfaceStore.open_or_create(store, spec, key, tile_shape, list(info.metric_names), provenance)
+            st = SurfaceStore.open_or_create(store, spec, key, None if tile is None else tile_shape,
+                                             tile_shape, list(info.metric_names), provenance)
+            tile_shape = st.tile
             loss, metrics_arr, done = st.read()
         else:
             shape = grid.shape2d

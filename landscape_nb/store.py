@@ -95,11 +95,14 @@ class SurfaceStore:
         return cls(path, group, manifest)
 
     @classmethod
-    def open_or_create(cls, path, spec: dict, key: str, tile, metric_names, provenance) -> "SurfaceStore":
-        """Resume a store whose spec key matches; refuse one that holds a different surface."""
+    def open_or_create(cls, path, spec: dict, key: str, tile, default_tile, metric_names,
+                       provenance) -> "SurfaceStore":
+        """Resume a store whose spec key matches; refuse one that holds a different surface.
+
+        ``tile=None`` resumes with the stored tiling, or creates with ``default_tile``."""
         path = Path(path)
         if not (path / "zarr.json").exists():
-            return cls.create(path, spec, key, tile, metric_names, provenance)
+            return cls.create(path, spec, key, tile or default_tile, metric_names, provenance)
         store = cls.open(path, mode="a")
         if store.manifest["key"] != key:
             diffs = spec_differences(store.manifest["spec"], spec)
@@ -108,7 +111,7 @@ class SurfaceStore:
                 + "; ".join(diffs[:6])
                 + ". Use another store path, or delete this one to recompute."
             )
-        if tuple(store.manifest["tile"]) != tuple(tile):
+        if tile is not None and tuple(store.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
                 f"the store {str(path)!r} was tiled {tuple(store.manifest['tile'])}, now {tuple(tile)} was asked; "
                 "pass tile=None (or the stored tile) to resume it"
