@@ -69,11 +69,13 @@ class DataInfo:
     fingerprint: str
     n_samples: int
     device: str
+    bn_fold: str = "off"
 
 
 def describe(ev: Evaluator) -> DataInfo:
     """What the spec needs to know about an evaluator's data (built where the data lives)."""
-    return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device))
+    return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device),
+                    ev.bn_fold)
 
 
 class Runner(Protocol):
@@ -179,6 +181,7 @@ def compute_surface(
     channels_last: bool = False,
     compile: bool = False,
     points_per_pass: int | None = None,
+    fold_bn: bool = True,
     device: str | None = None,
     name: str | None = None,
     n_workers: int | None = None,
@@ -204,7 +207,9 @@ def compute_surface(
     data); ``max_samples`` takes a fixed-seed subset. Opt-in speed: ``precision``
     ("tf32", "bf16" autocast), ``channels_last``, ``compile``; all recorded in the
     spec. ``points_per_pass`` stacks several points into one vmapped pass (default:
-    1 on CPU, measured on a GPU); it changes values only by float rounding.
+    1 on CPU, measured on a GPU); it changes values only by float rounding, as does
+    ``fold_bn`` (eval mode: each conv→BatchNorm pair runs as one convolution, see
+    ``landscape_nb.fold``; recorded in ``provenance["bn_fold"]``).
     ``name`` labels the surface in figures (``provenance["label"]``).
 
     ``quantity``: what each point holds, ``"loss"`` (default) or ``"hessian"``
@@ -222,7 +227,7 @@ def compute_surface(
     settings = EvalSettings(
         loss_name=loss_name(loss_fn), mode="bn-recompute" if mode in ("bn-recompute", "bn") else mode, max_samples=max_samples,
         subset_seed=subset_seed, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        compile=compile, points_per_pass=points_per_pass,
+        compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
     )
     if quantity not in QUANTITIES:
         raise LandscapeError(f"quantity={quantity!r}; expected one of {QUANTITIES}")
@@ -240,7 +245,7 @@ def compute_surface(
             "data": {"fingerprint": info.fingerprint, "n_samples": info.n_samples},
             "directions": {"fingerprint": d.fingerprint(), "n": d.n, "scheme": d.scheme},
             "grid": grid.to_json(),
-            "eval": {**{k: v for k, v in settings.to_json().items() if k != "points_per_pass"},
+            "eval": {**{k: v for k, v in settings.to_json().items() if k not in ("points_per_pass", "fold_bn")},
                      "metrics": list(info.metric_names),
                      "loss_fingerprint": _callable_fingerprint(loss_fn),
                      "bn_data": None if bn_data is None or settings.mode == "eval" else "given"},
@@ -254,7 +259,7 @@ def compute_surface(
             "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
             **_labels(d, grid.ndim), "landscape_nb": __version__, "torch": torch.__version__,
             "device": info.device, "runner": getattr(runner, "description", type(runner).__name__),
-            "precision": precision,
+            "precision": precision, "bn_fold": info.bn_fold,
         }
         tile_shape = grid.check_tile(tile)
         st = None

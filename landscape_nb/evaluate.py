@@ -38,6 +38,7 @@ class EvalSettings:
     channels_last: bool = False
     compile: bool = False
     points_per_pass: int | None = None  # None: 1 on CPU, measured on a GPU (see Evaluator)
+    fold_bn: bool = True  # eval mode: conv→BN pairs run as one conv (rounding-level change; see fold.py)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -220,10 +221,12 @@ class Evaluator:
             self.bn_batches = [bx[i:i + bs] for i in range(0, len(bx), bs)]
         elif settings.mode != "eval":
             raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
-        self.forward = self.model
-        if settings.compile:
-            self.forward = torch.compile(self.model)
         self.metric_fns = self._validate(metrics)
+        self.forward, self.bn_fold = self.model, "off"
+        if settings.fold_bn and self.bn_batches is None:
+            self.forward, self.bn_fold = self._folded()
+        if settings.compile:
+            self.forward = torch.compile(self.forward)
         self.perturber = Perturber(self.model, layout, directions)
 
     @property
@@ -318,6 +321,28 @@ class Evaluator:
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
         return fns
+
+    def _folded(self) -> tuple[nn.Module, str]:
+        """The model with eval-mode BN folded into its convs, checked against the model itself on
+        the first batch; the model unchanged (and why) when folding does not apply or disagrees."""
+        from .fold import fold_batchnorm
+
+        was_training = self.model.training
+        self.model.eval()  # trace the eval branch of models that test self.training
+        try:
+            folded, note = fold_batchnorm(self.model)
+            if folded is self.model:
+                return folded, note
+            xb = self.batches[0][0][:64]
+            with torch.no_grad():
+                want, got = self.model(xb).float(), folded(xb).float()
+        except Exception as exc:  # anything fx-traced that fails to run: keep the model as it is
+            return self.model, f"not folded: the traced model failed ({type(exc).__name__})"
+        finally:
+            self.model.train(was_training)
+        if want.shape != got.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())):
+            return self.model, "not folded: the folded model disagreed with the model"
+        return folded, note
 
     def _recompute_bn(self) -> None:
         """Re-estimate BatchNorm running statistics at the current weights (cumulative average)."""

@@ -344,6 +344,7 @@ class HessianEvaluator:
     data_fingerprint = property(lambda self: self.base.data_fingerprint)
     n_samples = property(lambda self: self.base.n_samples)
     device = property(lambda self: self.base.device)
+    bn_fold = property(lambda self: self.base.bn_fold)
 
     def point(self) -> list[float]:
         loss = float(self.base._point()[0])

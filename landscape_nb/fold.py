@@ -1,0 +1,109 @@
+"""Fold eval-mode BatchNorm into the convolution before it, live.
+
+In eval mode ``bn(conv(x))`` is ``conv(x)`` scaled and shifted per channel, so it equals one
+convolution with weight ``w·s`` and bias ``(b − μ)·s + β``, ``s = γ / √(σ² + ε)``. The folded
+module keeps references to the original ``conv`` and ``bn`` and derives the folded weight at
+every call, so perturbing the model's parameters in place (as the evaluator does) is seen at
+once and restoring them needs nothing extra. It saves one pass over every BN activation;
+values change only by float rounding (about 1e-7 relative).
+
+Only call sites where a ``Conv{1,2,3}d`` output goes solely into a BatchNorm with running
+statistics of matching width are folded. A model that ``torch.fx`` cannot trace is used
+unchanged; :func:`fold_batchnorm` says why.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class FoldedConvBN(nn.Module):
+    """``bn(conv(x))`` for an eval-mode ``bn`` as one convolution; shares ``conv`` and ``bn``.
+
+    The folded weight is recomputed only when a source tensor changed in place (its version
+    counter moved), so a point's batches share one fold.
+    """
+
+    def __init__(self, conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+        self._key: tuple | None = None
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._held: tuple = ()  # keeps the sources alive so their ids in the key stay theirs
+
+    def _sources(self) -> tuple:
+        c, b = self.conv, self.bn
+        return (c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        sources = self._sources()
+        key = tuple(None if t is None else (id(t), t._version, t.dtype, t.device) for t in sources)
+        if key != self._key or self._folded is None:
+            conv, bn = self.conv, self.bn
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            shift = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
+            bias = shift * scale
+            if bn.bias is not None:
+                bias = bias + bn.bias
+            weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.ndim - 1)))
+            if torch.is_grad_enabled():  # autograd through the fold: never cache a graph
+                return weight, bias
+            self._key, self._folded, self._held = key, (weight, bias), sources
+        return self._folded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.folded()
+        return self.conv._conv_forward(x, weight, bias)
+
+
+def _foldable(conv, bn) -> bool:
+    return (
+        isinstance(conv, _CONVS)
+        and isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        and bn.running_mean is not None
+        and bn.num_features == conv.out_channels
+        and not isinstance(conv, nn.modules.conv._ConvTransposeNd)
+    )
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, str]:
+    """An eval-only view of ``model`` with conv→BN pairs folded, and a one-line account.
+
+    The result shares every parameter and buffer with ``model``; use it for forward
+    passes in eval mode only (it ignores ``bn.training``). When nothing can be folded
+    or the model cannot be traced, ``model`` itself is returned.
+    """
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model, "no BatchNorm"
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # data-dependent control flow, custom tracers: run the model as it is
+        return model, f"not folded: torch.fx could not trace the model ({type(exc).__name__})"
+    modules = dict(gm.named_modules())
+    n_folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        prev = node.args[0]
+        if not isinstance(prev, torch.fx.Node) or prev.op != "call_module" or len(prev.users) != 1:
+            continue
+        conv, bn = modules.get(prev.target), modules.get(node.target)
+        if not _foldable(conv, bn):
+            continue
+        name = f"_folded_{n_folded}"
+        gm.add_submodule(name, FoldedConvBN(conv, bn))
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(name, prev.args, prev.kwargs)
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(prev)
+        n_folded += 1
+    if not n_folded:
+        return model, "not folded: no conv→BatchNorm pair"
+    gm.graph.lint()
+    gm.recompile()
+    return gm, f"folded {n_folded} conv→BatchNorm pairs"
