@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    from .evaluate import keep_heap_top
+
+    keep_heap_top()  # this process is ours: keep freed activations mapped (see its docstring)
     t0 = time.perf_counter()
     try:
         code = args.func(args)

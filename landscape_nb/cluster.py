@@ -59,12 +59,19 @@ def _cpu_count() -> int:
 
 
 def _worker_environ():
-    """Dask's nannies give workers ``MALLOC_TRIM_THRESHOLD_=65536``; setting it at all turns off
-    glibc's adaptive mmap threshold, so every activation tensor is a fresh mmap and page faults:
-    torch CPU evaluation ran 3x slower (resnet20-digits: 324 vs 108 ms/point). Unset it."""
+    """Malloc settings for the worker processes we spawn.
+
+    Dask's nannies give workers ``MALLOC_TRIM_THRESHOLD_=65536``: setting it at all turns off
+    glibc's adaptive mmap threshold, so every activation tensor was a fresh mmap and page
+    faults (resnet20-digits: 324 vs 108 ms/point). We unset it and keep 256 MiB of heap top
+    instead (see ``evaluate.keep_heap_top``).
+    """
     import dask
 
-    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    from .evaluate import HEAP_TOP_PAD
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                            "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": str(HEAP_TOP_PAD)})
 
 
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None):

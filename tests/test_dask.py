@@ -69,6 +69,7 @@ def _model(delay=0.0):
 def test_workers_keep_glibc_adaptive_malloc(client):
     """Dask's default MALLOC_TRIM_THRESHOLD_ made torch CPU evaluation 3x slower on workers."""
     assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
+    assert set(client.run(lambda: os.environ.get("MALLOC_TOP_PAD_")).values()) == {str(256 << 20)}
 
 
 def test_workers_really_cannot_import_the_test_module(client):

@@ -20,6 +20,36 @@ def test_evaluate_module_stays_light():
     assert out.stdout.strip() == "[]"
 
 
+_HEAP_PROBE = """
+import ctypes, sys
+from landscape_nb.evaluate import keep_heap_top
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = Info, ctypes.c_void_p, [ctypes.c_void_p]
+applied = keep_heap_top(64 << 20) if sys.argv[1] == "keep" else None
+blocks = [libc.malloc(64 << 10) for _ in range(800)]  # 50 MiB of heap blocks
+peak = libc.mallinfo2().arena
+for b in reversed(blocks):
+    libc.free(b)
+print(applied, peak >> 20, libc.mallinfo2().arena >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_keep_heap_top_stops_glibc_returning_freed_heap():
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True)
+        applied, peak, after = out.stdout.split()
+        return applied, int(peak), int(after)
+
+    applied, peak, after = run("keep")
+    assert applied == "True" and peak >= 50 and after >= peak
+    _, peak, after = run("default")
+    assert after < peak - 32  # without it glibc trims the freed top (the page faults keep_heap_top avoids)
+
+
 def test_evaluator_batches_equal_naive_and_restore_weights(cnn, cnn_data):
     dirs = random_dict_dirs(cnn, 2, scale=0.3)
     d = as_directions(cnn, dirs)
