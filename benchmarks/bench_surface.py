@@ -3,8 +3,11 @@
     python benchmarks/bench_surface.py                 # CPU: zoo models, Dask scaling
     python benchmarks/bench_surface.py --gpu           # + CIFAR-shaped ResNet-56 and client="cuda"
 
-Efficiency (DESIGN.md) = points × (best time of one unperturbed forward pass over the
-evaluation set) / wall time of the whole surface. The reference algorithm is
+Efficiency (DESIGN.md) = points × (best time of one unperturbed forward pass of the model
+as written over the evaluation set) / wall time of the whole surface; landscape_nb folds
+eval-mode BatchNorm into the convs, so it can exceed 1. The roofline table counts the
+useful FLOPs per pass and divides by the measured fp32 GEMM peak: the time no fp32
+direct-convolution implementation can beat on this CPU. The reference algorithm is
 tomgoldstein/loss-landscape's: per point, copy the weights in, stream the data from
 host memory through a DataLoader in batches of 128, fp32, one host sync per batch.
 """
@@ -21,15 +24,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import landscape_nb as lnb
 from landscape_nb.directions import random_directions
-from landscape_nb.evaluate import EvalSettings, Evaluator
+from landscape_nb.evaluate import EvalSettings, Evaluator, keep_heap_top
 
 
 def best_forward_seconds(model, data, device, repeats=7, **settings) -> float:
-    """Best time of one unperturbed pass over the evaluation set with the evaluator's settings."""
+    """Best time of one unperturbed pass of the model as written (BN not folded) over the
+    evaluation set, at the batch size the evaluator measures best, with its other settings."""
     d = random_directions(model, n=2)
+    settings = {**settings, "fold_bn": False}
     ev = Evaluator(model, data, d.vectors, d.layout, device=device, settings=EvalSettings(**settings))
-    with torch.no_grad():
-        ev._autotune(n_dirs=2)  # the same batch size the surface will use
+    ev.evaluate(np.zeros((max(1, len(ev._bs_plan)), 2)))  # the batch size the surface will measure best
     ev.model.eval()
     best = float("inf")
     with torch.no_grad():
@@ -96,6 +100,71 @@ def bench_model(label, model, data, device, n_grid, n_ref, rows, **settings):
     return surf
 
 
+def useful_flops_per_sample(model, x) -> float:
+    """FLOPs (2 per multiply-add) of the convolutions and linear layers for one sample,
+    counting only kernel taps that land inside the input (zero padding costs nothing)."""
+    import torch.nn.functional as F
+
+    total = [0.0]
+
+    def conv_hook(m, inputs, out):
+        xin = inputs[0]
+        spatial = xin.shape[2:]
+        if m.padding_mode != "zeros":
+            taps = out[0, 0].numel() * float(np.prod(m.kernel_size))
+        else:
+            conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(spatial)]
+            ones = conv(torch.ones(1, 1, *spatial), torch.ones(1, 1, *m.kernel_size), stride=m.stride,
+                        padding=m.padding, dilation=m.dilation)
+            taps = float(ones.sum())
+        total[0] += 2 * taps * (m.in_channels // m.groups) * m.out_channels
+
+    def linear_hook(m, inputs, out):
+        total[0] += 2 * out[0].numel() * m.in_features
+
+    handles = [m.register_forward_hook(conv_hook if isinstance(m, nn.modules.conv._ConvNd) else linear_hook)
+               for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def peak_gemm_flops(n=2048, repeats=7) -> float:
+    """FLOP/s of a large fp32 matrix product: what this CPU's BLAS reaches at best."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def bench_roofline(rows):
+    """How far from the arithmetic floor each conv model is, and the best speed-up any fp32
+    direct-convolution implementation could have over the reference on this CPU."""
+    peak = peak_gemm_flops()
+    out = []
+    for label, _, _, fwd_ms, ref_ms, ours_ms, *_ in rows:
+        if "resnet" not in label and "cnn" not in label:
+            continue
+        ex = lnb.zoo.load(label)
+        x = all_digits(ex)[0]
+        flops = useful_flops_per_sample(ex.model, x) * len(x)
+        floor_ms = flops / peak * 1e3
+        out.append((label, flops / 1e9, peak / 1e9, floor_ms, ref_ms, ref_ms / floor_ms, ours_ms,
+                    flops / (ours_ms / 1e3) / peak * 100, ref_ms / ours_ms))
+    print_table("CPU roofline: useful FLOPs at the measured fp32 GEMM peak",
+                ["model", "GFLOP per pass", "peak GFLOP/s (2048² matmul)", "floor ms/pt", "reference ms/pt",
+                 "speed-up ceiling vs reference", "landscape_nb ms/pt", "landscape_nb % of peak",
+                 "landscape_nb speed-up"], out,
+                ["{}", "{:.2f}", "{:.0f}", "{:.1f}", "{:.1f}", "{:.2f}x", "{:.1f}", "{:.0f}", "{:.2f}x"])
+
+
 def print_table(title, header, rows, fmt):
     print(f"\n## {title}\n")
     print("| " + " | ".join(header) + " |")
@@ -158,10 +227,14 @@ def main():
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU sections")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's heap trimming as it is (the CLI and our workers keep 256 MiB)")
     args = ap.parse_args()
     torch.manual_seed(0)
+    kept = False if args.default_malloc else keep_heap_top()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name()}")
+          f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name()}, "
+          f"heap top kept (all runs below, reference too): {kept}")
     if not args.no_cpu:
         bench_cpu(args)
     if args.gpu and torch.cuda.is_available():
@@ -176,7 +249,9 @@ def bench_cpu(args):
     header = ["model", "device", "grid", "forward ms", "reference ms/pt", "landscape_nb ms/pt", "efficiency",
               "speed-up vs reference", "max rel diff", "setup s"]
     fmt = ["{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.1e}", "{:.2f}"]
-    print_table("CPU, in-process (digits: all 1797 samples)", header, rows, fmt)
+    print_table("CPU, in-process (digits: all 1797 samples; forward = the model as written, best batch size)",
+                header, rows, fmt)
+    bench_roofline(rows)
     if not args.no_dask:
         bench_dask(lnb.zoo.load("resnet20-digits"), args.dask_grid, args.ref_points)
 

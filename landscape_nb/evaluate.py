@@ -213,7 +213,12 @@ class Evaluator:
             x = x.contiguous(memory_format=torch.channels_last)
         self._xy = (x, y.to(self.device))
         self.batches = self._split(bs)
-        self._tuned = False
+        self._bs_plan: list[tuple[int, bool]] = []  # (batch size, timed?) for the next points; see _tune_on
+        self._bs_times: dict[int, float] = {}
+        if settings.batch_size is None and settings.mode == "eval":
+            candidates = [len(x)] + [b for b in BATCH_CANDIDATES if b < len(x)]
+            if len(candidates) > 1:  # one warm-up point, then each candidate timed on two points
+                self._bs_plan = [(candidates[0], False)] + [(b, True) for b in candidates * 2]
         self.bn_batches = None
         if settings.mode == "bn-recompute":
             bx, by = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
@@ -253,21 +258,34 @@ class Evaluator:
             dt = time.perf_counter() - t0
         return dt
 
-    def _autotune(self, n_dirs: int) -> int:
-        """Measure once, at the first tile: the batch size (when not given; eval mode only, where it
-        changes values only by rounding) and the points per pass. Returns the points per pass."""
-        if not self._tuned and self.settings.batch_size is None and self.bn_batches is None:
-            n = len(self._xy[0])
-            best = (float("inf"), self.batch_size)
-            for bs in [n] + [b for b in BATCH_CANDIDATES if b < n]:
+    def _tune_on(self, coords: torch.Tensor, rows: list, should_stop) -> int:
+        """Evaluate the first points with each candidate batch size in turn and keep the fastest.
+
+        Eval mode only, where the batch size changes values only by rounding. Every timed
+        pass is a real grid point, so tuning costs nothing extra; a plan longer than the
+        tile goes on in the next one. Returns how many of ``coords`` were evaluated.
+        """
+        i = 0
+        while self._bs_plan and i < len(coords):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            bs, timed = self._bs_plan[0]
+            if self.batch_size != bs:
                 self.batches = self._split(bs)
-                try:
-                    best = min(best, (self._seconds(self._point), bs))
-                except torch.cuda.OutOfMemoryError:
-                    continue
-            self.batches = self._split(best[1])
-        self._tuned = True
-        return self._choose_points_per_pass(n_dirs)
+            self.perturber.set(coords[i])
+            try:
+                dt = self._seconds(lambda: rows.append(self._point()[None, :]), reps=1)
+            except torch.cuda.OutOfMemoryError:  # too large for this device: never try it again
+                self._bs_plan = [(b, t) for b, t in self._bs_plan if b != bs]
+                continue
+            self._bs_plan.pop(0)
+            if timed:
+                self._bs_times[bs] = min(self._bs_times.get(bs, float("inf")), dt)
+            i += 1
+        if not self._bs_plan and self._bs_times:
+            self.batches = self._split(min(self._bs_times, key=self._bs_times.__getitem__))
+            self._bs_times = {}
+        return i
 
     def _autocast(self):
         if self.settings.precision == "bf16":
@@ -427,10 +445,11 @@ class Evaluator:
         coords = np.asarray(coords, dtype=np.float64)
         # coefficients go to the device once per tile: no host sync between points
         all_c = torch.as_tensor(coords, dtype=self.perturber.base.dtype, device=self.device)
-        rows = []
+        rows: list[torch.Tensor] = []
         with restoring(self.model), self._precision(), torch.no_grad():
-            k = self._autotune(coords.shape[1])
-            for i in range(0, len(coords), k):
+            start = self._tune_on(all_c, rows, should_stop)
+            k = 1 if self._bs_plan else self._choose_points_per_pass(coords.shape[1])
+            for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
                 if k == 1:
