@@ -21,7 +21,7 @@ from distributed import Client, Event, WorkerPlugin, as_completed, get_worker
 
 from .compute import DataInfo, Job, describe
 from .errors import LandscapeError
-from .evaluate import Cancelled, Evaluator, set_threads
+from .evaluate import Cancelled, Evaluator, keep_heap_top, set_threads
 from .grid import Grid, Tile
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ CONNECT_TIMEOUT = "5s"
 
 
 class TorchThreads(WorkerPlugin):
-    """Sets torch's intra-op threads on each worker, so workers don't oversubscribe the cores."""
+    """Sets torch's intra-op threads on each worker, so workers don't oversubscribe the cores,
+    and keeps freed heap top mapped in the worker process (``evaluate.keep_heap_top``)."""
 
     name = "landscape_nb-torch-threads"
 
@@ -38,6 +39,7 @@ class TorchThreads(WorkerPlugin):
 
     def setup(self, worker) -> None:
         set_threads(self.n_threads)
+        keep_heap_top()
 
 
 class OwnedCluster:
@@ -59,19 +61,13 @@ def _cpu_count() -> int:
 
 
 def _worker_environ():
-    """Malloc settings for the worker processes we spawn.
-
-    Dask's nannies give workers ``MALLOC_TRIM_THRESHOLD_=65536``: setting it at all turns off
+    """Dask's nannies give workers ``MALLOC_TRIM_THRESHOLD_=65536``; setting it at all turns off
     glibc's adaptive mmap threshold, so every activation tensor was a fresh mmap and page
-    faults (resnet20-digits: 324 vs 108 ms/point). We unset it and keep 256 MiB of heap top
-    instead (see ``evaluate.keep_heap_top``).
-    """
+    faults (resnet20-digits: 324 vs 108 ms/point). Unset it. (Nannies also copy these into
+    the parent's ``os.environ``; our own malloc setting goes through ``TorchThreads`` instead.)"""
     import dask
 
-    from .evaluate import HEAP_TOP_PAD
-
-    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                            "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_": str(HEAP_TOP_PAD)})
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 
 
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None):

@@ -228,7 +228,9 @@ class Evaluator:
             raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
         self.metric_fns = self._validate(metrics)
         self.forward, self.bn_fold = self.model, "off"
-        if settings.fold_bn and self.bn_batches is None:
+        if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs
+            self.bn_fold = "off (compile)"
+        elif settings.fold_bn and self.bn_batches is None:
             self.forward, self.bn_fold = self._folded()
         if settings.compile:
             self.forward = torch.compile(self.forward)
@@ -481,7 +483,7 @@ def keep_heap_top(n_bytes: int = HEAP_TOP_PAD) -> bool:
     when glibc trims them away each time, the next batch page-faults them back in
     (resnet20-digits on 2 cores: 51 vs 54–64 ms per point, and batches of 1797 ran up to
     1.7× slower). This changes the whole process, so only entry points that own their
-    process call it: the CLI and landscape_nb's Dask workers (``MALLOC_TOP_PAD_``). Returns
+    process call it: the CLI and the Dask workers landscape_nb starts (their plugin). Returns
     False where the C library is not glibc.
     """
     import ctypes

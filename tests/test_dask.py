@@ -69,7 +69,24 @@ def _model(delay=0.0):
 def test_workers_keep_glibc_adaptive_malloc(client):
     """Dask's default MALLOC_TRIM_THRESHOLD_ made torch CPU evaluation 3x slower on workers."""
     assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
-    assert set(client.run(lambda: os.environ.get("MALLOC_TOP_PAD_")).values()) == {str(256 << 20)}
+
+    def freed_heap_kept():
+        import ctypes
+
+        class Info(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in
+                        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = Info, ctypes.c_void_p, [ctypes.c_void_p]
+        blocks = [libc.malloc(64 << 10) for _ in range(800)]
+        peak = libc.mallinfo2().arena
+        for b in reversed(blocks):
+            libc.free(b)
+        return libc.mallinfo2().arena >= peak
+
+    assert set(client.run(freed_heap_kept).values()) == {True}  # evaluate.keep_heap_top ran on each worker
+    assert "MALLOC_TOP_PAD_" not in os.environ  # nothing leaks into this process's environment
 
 
 def test_workers_really_cannot_import_the_test_module(client):
