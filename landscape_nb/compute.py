@@ -89,29 +89,42 @@ class Runner(Protocol):
 
 
 class InProcessRunner:
-    """Evaluates tiles one after another in this process, on the model's own weights (restored after)."""
+    """Evaluates tiles one after another in this process, on the model's own weights.
+
+    One evaluator session spans all tiles: the model is snapshotted once, stays perturbed
+    between tiles, and is restored bit-identically when the run ends or ``close`` is called.
+    """
 
     description = "in-process"
 
     def __init__(self):
         self._evaluator: Evaluator | None = None
+        self._running: Iterator | None = None
 
     def prepare(self, job: Job) -> DataInfo:
         self._evaluator = job.evaluator()
         return describe(self._evaluator)
 
     def run(self, job, grid, tiles, cancel):
-        ev = self._evaluator or job.evaluator()
-        for tile in tiles:
-            if cancel.is_set():
-                return
-            try:
-                values = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
-            except Cancelled:
-                return
-            yield tile, values.reshape(*tile.shape, -1)
+        self._running = self._tiles(self._evaluator or job.evaluator(), grid, tiles, cancel)
+        return self._running
+
+    @staticmethod
+    def _tiles(ev, grid, tiles, cancel):
+        with ev.session():
+            for tile in tiles:
+                if cancel.is_set():
+                    return
+                try:
+                    values = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+                except Cancelled:
+                    return
+                yield tile, values.reshape(*tile.shape, -1)
 
     def close(self) -> None:
+        if self._running is not None:  # a run left mid-way: end its session, restoring the model
+            self._running.close()
+            self._running = None
         self._evaluator = None
 
 

@@ -27,6 +27,7 @@ so ≈ 26 s per point. Use coarse grids, ``max_samples`` and a Dask cluster.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -37,7 +38,7 @@ from torch import nn
 
 from .directions import Directions
 from .errors import LandscapeError
-from .params import ParamLayout, flatten, restoring
+from .params import ParamLayout, eval_mode, flatten, restoring
 
 EIGEN_MAP_COST = {  # seconds, measured on the 2-core CPU with one torch thread (see the module docstring)
     "mlp-digits": {"forward": 0.00025, "hvp": 0.0022, "hvp_per_point": 64, "point": 0.37},
@@ -92,7 +93,7 @@ class HessianOperator:
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss, flat."""
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        with _eval(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad():
             for xb, yb in self.batches:
                 g = torch.autograd.grad(self._loss(xb, yb), self.params, allow_unused=True)
                 total += _flat(g, self.params).double() * (len(xb) / self.n_samples)
@@ -105,7 +106,7 @@ class HessianOperator:
             raise LandscapeError(f"a vector of {v.numel()} values; expected {self.n_params} (one per trainable value)")
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        with _eval(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad():
             for xb, yb in self.batches:
                 grads = torch.autograd.grad(self._loss(xb, yb), self.params, create_graph=True, allow_unused=True)
                 dot = sum((g * p).sum() for g, p in zip(grads, parts) if g is not None)
@@ -138,21 +139,6 @@ class HessianOperator:
 
 def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-
-
-class _eval:
-    """Eval mode for the duration (BN running stats, no dropout), the previous modes restored after."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes:
-            m.train(mode)
 
 
 # --------------------------------------------------------- eigenpairs ----
@@ -346,6 +332,9 @@ class HessianEvaluator:
     device = property(lambda self: self.base.device)
     bn_fold = property(lambda self: self.base.bn_fold)
 
+    def session(self):
+        return contextlib.nullcontext()  # each evaluate() restores the model itself
+
     def point(self) -> list[float]:
         loss = float(self.base._point()[0])
         start = self.op.n_products
@@ -361,6 +350,7 @@ class HessianEvaluator:
         coords = np.asarray(coords, dtype=np.float64)
         rows = []
         with restoring(self.base.model):
+            self.base.model.eval()
             for c in coords:
                 if should_stop is not None and should_stop():
                     raise Cancelled()

@@ -134,17 +134,33 @@ def flatten(model: nn.Module, layout: ParamLayout | None = None) -> torch.Tensor
 
 @contextlib.contextmanager
 def restoring(model: nn.Module) -> Iterator[None]:
-    """Snapshot every parameter and buffer, and put them back bit-identically on exit."""
-    saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
-    training = {m: m.training for m in model.modules()}
+    """Snapshot every parameter and buffer and each module's training flag; put them back
+    bit-identically on exit, also after an exception. Cheap enough to wrap every tile."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not None]
+    saved = [t.detach().clone() for t in tensors]
+    modes = [(m, m.training) for m in model.modules()]
     try:
         yield
     finally:
         with torch.no_grad():
-            for name, t in model.state_dict(keep_vars=True).items():
-                t.data.copy_(saved[name])
-        for m, mode in training.items():
-            m.train(mode)
+            torch._foreach_copy_([t.detach() for t in tensors], saved)
+        for m, mode in modes:
+            if m.training != mode:  # the flag itself: train() would recurse once per module
+                m.training = mode
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration; every module's own flag put back after (``train(mode)`` on
+    the root would overwrite a mixed state, e.g. a frozen BatchNorm in a training model)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            if m.training != mode:
+                m.training = mode
 
 
 class Perturber:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError
+from .params import eval_mode
 
 SCALABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Leaves that may sit between two rescaled layers: f(a·z) = a·f(z) for a > 0.
@@ -106,15 +107,8 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
 
 
 def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float) -> None:
-    with torch.no_grad():
-        was = (model.training, new.training)
-        model.eval()
-        new.eval()
-        try:
-            ref, out = model(inputs), new(inputs)
-        finally:
-            model.train(was[0])
-            new.train(was[1])
+    with torch.no_grad(), eval_mode(model), eval_mode(new):
+        ref, out = model(inputs), new(inputs)
     scale = ref.abs().max().clamp_min(1e-12)
     err = float((out - ref).abs().max() / scale)
     if err > rtol:

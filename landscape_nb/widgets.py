@@ -599,12 +599,11 @@ def _seconds_per_point(model, data, max_samples: int | None) -> float:
     import torch
 
     from .evaluate import as_tensors, subset
+    from .params import eval_mode
 
     x, y = as_tensors(data)
     x, _ = subset(x, y, max_samples, 0)
-    was_training = model.training
-    model.eval()  # never update BN statistics here
-    try:
+    with eval_mode(model):  # never update BN statistics here
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         batches = [x[i:i + 1024].to(device) for i in range(0, len(x), 1024)]
         best, spent = float("inf"), 0.0
@@ -619,8 +618,6 @@ def _seconds_per_point(model, data, max_samples: int | None) -> float:
                 if spent > 1.0:
                     break
         return max(best, 1e-6)
-    finally:
-        model.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------

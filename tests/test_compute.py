@@ -123,6 +123,25 @@ def test_weights_bit_identical_when_loss_raises_mid_run(cnn, cnn_data):
     assert_bit_identical(cnn, saved)
 
 
+def test_weights_and_modes_restored_when_a_listener_raises_between_tiles(cnn, cnn_data):
+    """In-process, one session spans the tiles; a run abandoned between them still restores."""
+    cnn.train()
+    cnn.bn.eval()  # a mixed state the user chose
+    saved = state_copy(cnn)
+    modes = [m.training for m in cnn.modules()]
+
+    def listener(event):
+        assert not cnn.training  # evaluated in eval mode, left perturbed between tiles
+        if event.n_done >= 2:
+            raise Crash("listener failed")
+
+    with pytest.raises(Crash):
+        lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn, n=2), x=(-1, 1, 4), y=(-1, 1, 4), tile=1,
+                            callbacks=[listener])
+    assert_bit_identical(cnn, saved)
+    assert [m.training for m in cnn.modules()] == modes
+
+
 class Crash(Exception):
     pass
 
