@@ -284,6 +284,8 @@ class Evaluator:
             self._bs_plan.pop(0)
             if timed:
                 self._bs_times[bs] = min(self._bs_times.get(bs, float("inf")), dt)
+                if self._bs_times[bs] > 1.3 * min(self._bs_times.values()):  # clearly slower: no more tries
+                    self._bs_plan = [(b, t) for b, t in self._bs_plan if b != bs]
             i += 1
         if not self._bs_plan and self._bs_times:
             best = max(self._bs_times)  # larger batches win ties: a smaller one must be 5 % faster
