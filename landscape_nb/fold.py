@@ -8,8 +8,9 @@ once and restoring them needs nothing extra. It saves one pass over every BN act
 values change only by float rounding (about 1e-7 relative).
 
 Only call sites where a ``Conv{1,2,3}d`` output goes solely into a BatchNorm with running
-statistics of matching width are folded. A model that ``torch.fx`` cannot trace is used
-unchanged; :func:`fold_batchnorm` says why.
+statistics of matching width are folded. A model that ``torch.fx`` cannot trace, or one with
+forward hooks (pruning masks, weight norm, activation recorders), is used unchanged;
+:func:`fold_batchnorm` says why.
 """
 from __future__ import annotations
 
@@ -70,6 +71,16 @@ def _foldable(conv, bn) -> bool:
     )
 
 
+def _has_forward_hooks(model: nn.Module) -> bool:
+    """Hooks run by ``module(x)``: folding calls neither the conv nor the BN, and tracing inlines
+    containers, so any of them could be skipped."""
+    from torch.nn.modules import module as _module
+
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, str]:
     """An eval-only view of ``model`` with conv→BN pairs folded, and a one-line account.
 
@@ -79,6 +90,8 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, str]:
     """
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model, "no BatchNorm"
+    if _has_forward_hooks(model):  # e.g. torch.nn.utils.prune recomputes conv.weight in a pre-hook
+        return model, "not folded: the model has forward hooks"
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # data-dependent control flow, custom tracers: run the model as it is

@@ -121,6 +121,20 @@ def test_untraceable_and_bn_free_models_are_returned_as_they_are(mixed_x):
     assert fold_batchnorm(plain) == (plain, "no BatchNorm")
 
 
+def test_models_with_forward_hooks_are_not_folded(cnn, cnn_data):
+    """torch.nn.utils.prune rebuilds conv.weight from weight_orig in a pre-hook: a folded view
+    would read a stale weight once weight_orig is perturbed."""
+    from torch.nn.utils import prune
+
+    prune.l1_unstructured(cnn.conv, "weight", amount=0.5)
+    assert fold_batchnorm(cnn)[1] == "not folded: the model has forward hooks"
+    dirs = random_dict_dirs(cnn, 1, seed=2)
+    surf = lnb.compute_surface(cnn, cnn_data, lnb.as_directions(cnn, dirs), x=(-1, 1, 3))
+    assert surf.provenance["bn_fold"] == "not folded: the model has forward hooks"
+    for i, a in enumerate(surf.x):
+        np.testing.assert_allclose(surf.loss[i], naive_loss(cnn, cnn_data, dirs, [a])[0], rtol=1e-5)
+
+
 def test_model_branching_on_training_is_traced_in_eval_mode(cnn_data):
     class TrainBranch(nn.Module):
         def __init__(self):
