@@ -32,21 +32,23 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed, orthogonalize=True)
     if scheme == "interpolate":
         if ndim != 1:
-            raise LandscapeError("--directions interpolate is a 1D scan; use --grid N (e.g. --grid 51)")
+            raise LandscapeError(f"directions 'interpolate' is a 1D scan between two models; asked for ndim={ndim}: "
+                                 "use a 1D grid (CLI --grid 51, Explorer '1D line')")
         if ex is None:
-            raise LandscapeError("--directions interpolate needs a zoo model (it interpolates between the "
-                                 "zoo's minimizer pair); use the Python API for your own pair of models")
+            raise LandscapeError("directions 'interpolate' needs a zoo model (it interpolates between the zoo's "
+                                 "minimizer pair); for your own pair use lnb.interpolation_direction(a, b)")
         a, b = _pair(ex)
         d = dirs.interpolation_direction(a, b, include_buffers=True)
         return a, _with_range(d, x=[-0.5, 1.5])
     if scheme == "plane3":
         if ndim != 2:
-            raise LandscapeError("--directions plane3 is a plane through three models; use --grid NXxNY (e.g. 31x31)")
+            raise LandscapeError(f"directions 'plane3' is a plane through three models; asked for ndim={ndim}: "
+                                 "use a 2D grid (CLI --grid 31x31, Explorer '2D plane')")
         a, b, c = _three(ex)
         return a, _with_range(dirs.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
     if scheme == "pca":
         if ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1:
-            raise LandscapeError(f"--directions pca needs a zoo model with a training trajectory of at least "
+            raise LandscapeError(f"directions 'pca' needs a zoo model with a training trajectory of at least "
                                  f"{ndim + 1} checkpoints; use lnb.pca_directions(checkpoints, final=model) for yours")
         from .trajectory import pca_directions
 
@@ -57,7 +59,8 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
         max_samples = None
         if data is None:
             if ex is None:
-                raise LandscapeError("--directions hessian needs data to compute the Hessian on; pass data=")
+                raise LandscapeError("directions 'hessian' need data to compute the Hessian on; got none and no zoo "
+                                    "example: pass data=(inputs, targets)")
             data, max_samples = ex.train, HESSIAN_MAX_SAMPLES
         loss_fn = loss_fn if loss_fn is not None else getattr(ex, "loss_fn", None)
         which = ("max", "min") if ndim == 2 else ("max",)
@@ -66,7 +69,7 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     import difflib
 
     hint = difflib.get_close_matches(str(scheme), SCHEMES, n=1)
-    raise LandscapeError(f"--directions {scheme!r}; expected one of {SCHEMES}"
+    raise LandscapeError(f"directions {scheme!r}; expected one of {SCHEMES}"
                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
 
 
@@ -92,14 +95,14 @@ def _pair(ex):
 def _three(ex):
     """Three models for a plane: final and the minimizer pair, else final, init and mid-training."""
     if ex is None:
-        raise LandscapeError("--directions plane3 needs a zoo model (final model and its minimizers or its "
+        raise LandscapeError("directions 'plane3' needs a zoo model (final model and its minimizers or its "
                              "trajectory); use lnb.plane_directions(a, b, c) for your own models")
     if ex.minimizers and len(ex.minimizers) >= 2:
         b, c = list(ex.minimizers.values())[:2]
         return ex.model, b, c
     t = ex.trajectory
     if len(t) < 3:
-        raise LandscapeError(f"--directions plane3: {ex.name} has {len(t)} checkpoints and no minimizer pair; "
+        raise LandscapeError(f"directions 'plane3': {ex.name} has {len(t)} checkpoints and no minimizer pair; "
                              "expected at least 3 checkpoints")
     from .zoo import model_from_state
 

@@ -68,15 +68,17 @@ def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
 
 
 def test_schemes_refuse_what_they_cannot_do(example):
-    with pytest.raises(LandscapeError, match="pca needs a zoo model with a training trajectory of at least 3"):
+    with pytest.raises(LandscapeError, match="'pca' needs a zoo model with a training trajectory of at least 3"):
         make_directions("pca", example.model, None, ndim=2)
     short = SimpleNamespace(**{**vars(example), "trajectory": example.trajectory[:2]})
     with pytest.raises(LandscapeError, match="at least 3"):
         make_directions("pca", example.model, short, ndim=2)
-    with pytest.raises(LandscapeError, match="needs data"):
+    with pytest.raises(LandscapeError, match="need data .* pass data="):
         make_directions("hessian", example.model, None, ndim=2)
-    with pytest.raises(LandscapeError, match="1D scan"):
+    with pytest.raises(LandscapeError, match="1D scan .* asked for ndim=2: use a 1D grid"):
         make_directions("interpolate", example.model, example, ndim=2)
+    with pytest.raises(LandscapeError, match="plane through three models; asked for ndim=1: use a 2D grid"):
+        make_directions("plane3", example.model, example, ndim=1)
     with pytest.raises(LandscapeError, match="did you mean 'hessian'"):
         make_directions("hesian", example.model, example, ndim=2)
 
