@@ -444,8 +444,8 @@ class Evaluator:
         if self._in_session:
             yield
             return
-        with restoring(self.model), self._precision(), torch.no_grad():
-            if any(m.training for m in self.model.modules()):
+        with restoring(self.model):  # only this: grad mode and TF32 flags are per evaluate() call,
+            if any(m.training for m in self.model.modules()):  # so code run between tiles never sees them
                 self.model.eval()
             self._in_session = True
             try:
@@ -464,7 +464,7 @@ class Evaluator:
         # coefficients go to the device once per tile: no host sync between points
         all_c = torch.as_tensor(coords, dtype=self.perturber.base.dtype, device=self.device)
         rows: list[torch.Tensor] = []
-        with self.session():
+        with self.session(), self._precision(), torch.no_grad():
             start = self._tune_on(all_c, rows, should_stop)
             k = 1 if self._bs_plan else self._choose_points_per_pass(coords.shape[1])
             for i in range(start, len(coords), k):

@@ -132,6 +132,7 @@ def test_weights_and_modes_restored_when_a_listener_raises_between_tiles(cnn, cn
 
     def listener(event):
         assert not cnn.training  # evaluated in eval mode, left perturbed between tiles
+        assert torch.is_grad_enabled()  # but listeners run with the caller's grad mode
         if event.n_done >= 2:
             raise Crash("listener failed")
 
