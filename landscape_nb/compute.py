@@ -213,7 +213,9 @@ def compute_surface(
     ``distributed.Client``. ``store``: a directory; a rerun with the same spec resumes
     and computes only missing tiles, a different spec refuses. ``callbacks`` get a
     ``TileDone`` per finished tile; ``cancel`` (an Event) stops early and returns the
-    partial surface (NaN where not computed).
+    partial surface (NaN where not computed). In-process, ``model`` is perturbed in place
+    and in eval mode for the whole run, between tiles too (callbacks see it so); it is
+    restored bit-identically when the call returns or raises.
 
     Evaluation: eval mode (BN running statistics) by default, ``mode="bn-recompute"``
     re-estimates BN statistics at every point (on ``bn_data``, default the evaluation

@@ -11,13 +11,24 @@ Only call sites where a ``Conv{1,2,3}d`` output goes solely into a BatchNorm wit
 statistics of matching width are folded. A model that ``torch.fx`` cannot trace, or one with
 forward hooks (pruning masks, weight norm, activation recorders), is used unchanged;
 :func:`fold_batchnorm` says why.
+
+Tracing patches ``nn.Module.__call__`` for the whole process for a few milliseconds, once per
+evaluator; another thread running a module in that window (e.g. your own cell while the
+Explorer starts a computation) can fail. Pass ``fold_bn=False`` to ``compute_surface`` where
+that matters.
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 from torch import nn
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# torch.fx patches nn.Module.__call__ process-wide while it traces (a few ms per model); the
+# lock keeps our own evaluators (threads of one Dask worker) from tracing at the same time.
+# Other threads calling modules during those milliseconds can still fail: see the docstring.
+_TRACING = threading.Lock()
 
 
 class FoldedConvBN(nn.Module):
@@ -33,6 +44,10 @@ class FoldedConvBN(nn.Module):
         self._key: tuple | None = None
         self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
         self._held: tuple = ()  # keeps the sources alive so their ids in the key stay theirs
+
+    def clear_cache(self) -> None:
+        """Forget the fold: for weights changed without a version bump (through ``.data``)."""
+        self._key, self._folded, self._held = None, None, ()
 
     def _sources(self) -> tuple:
         c, b = self.conv, self.bn
@@ -93,7 +108,8 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, str]:
     if _has_forward_hooks(model):  # e.g. torch.nn.utils.prune recomputes conv.weight in a pre-hook
         return model, "not folded: the model has forward hooks"
     try:
-        gm = torch.fx.symbolic_trace(model)
+        with _TRACING:
+            gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # data-dependent control flow, custom tracers: run the model as it is
         return model, f"not folded: torch.fx could not trace the model ({type(exc).__name__})"
     modules = dict(gm.named_modules())

@@ -132,6 +132,15 @@ def flatten(model: nn.Module, layout: ParamLayout | None = None) -> torch.Tensor
     return torch.cat([t.detach().reshape(-1) for t in layout.tensors(model)])
 
 
+def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Put back each module's training flag through its own ``train()`` (which some modules
+    override, e.g. to merge adapter weights), parents first: a parent's call sets its
+    children, and the children that differ are set after it."""
+    for m, mode in modes:  # model.modules() order: pre-order
+        if m.training != mode:
+            m.train(mode)
+
+
 @contextlib.contextmanager
 def restoring(model: nn.Module) -> Iterator[None]:
     """Snapshot every parameter and buffer and each module's training flag; put them back
@@ -142,11 +151,9 @@ def restoring(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
+        _set_modes(modes)  # first: a train() override may touch weights, which are restored next
         with torch.no_grad():
             torch._foreach_copy_([t.detach() for t in tensors], saved)
-        for m, mode in modes:
-            if m.training != mode:  # the flag itself: train() would recurse once per module
-                m.training = mode
 
 
 @contextlib.contextmanager
@@ -158,9 +165,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, mode in modes:
-            if m.training != mode:
-                m.training = mode
+        _set_modes(modes)
 
 
 class Perturber:

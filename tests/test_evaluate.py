@@ -33,7 +33,16 @@ blocks = [libc.malloc(64 << 10) for _ in range(800)]  # 50 MiB of heap blocks
 peak = libc.mallinfo2().arena
 for b in reversed(blocks):
     libc.free(b)
-print(applied, peak >> 20, libc.mallinfo2().arena >> 20)
+mapped = []
+def in_a_thread():  # Dask runs tasks in threads, on arenas of their own
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(8 << 20)  # an activation-sized block
+    mapped.append(libc.mallinfo2().hblks - before)
+    libc.free(block)
+import threading
+t = threading.Thread(target=in_a_thread)
+t.start(); t.join()
+print(applied, peak >> 20, libc.mallinfo2().arena >> 20, mapped[0])
 """
 
 
@@ -41,13 +50,14 @@ print(applied, peak >> 20, libc.mallinfo2().arena >> 20)
 def test_keep_heap_top_stops_glibc_returning_freed_heap():
     def run(mode):
         out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True)
-        applied, peak, after = out.stdout.split()
-        return applied, int(peak), int(after)
+        applied, peak, after, mapped = out.stdout.split()
+        return applied, int(peak), int(after), int(mapped)
 
-    applied, peak, after = run("keep")
-    assert applied == "True" and peak >= 50 and after >= peak
-    _, peak, after = run("default")
+    applied, peak, after, mapped = run("keep")
+    assert applied == "True" and peak >= 50 and after >= peak and mapped == 0
+    _, peak, after, mapped = run("default")
     assert after < peak - 32  # without it glibc trims the freed top (the page faults keep_heap_top avoids)
+    assert mapped == 1  # and maps each 8 MiB block afresh
 
 
 def test_evaluator_batches_equal_naive_and_restore_weights(cnn, cnn_data):
@@ -139,3 +149,79 @@ def test_batch_size_is_tuned_on_real_points_across_tiles_with_no_extra_passes():
     assert sum(calls) == 13 * 600 and set(calls) <= {600, 512, 88, 256}
     want = [naive_loss(model, data, dirs, c, metric=True) for c in coords]
     np.testing.assert_allclose(values, np.array(want), rtol=1e-5)
+
+
+def _mlp_600(norm=None):
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 32)] + ([norm] if norm is not None else []) + [nn.Tanh(), nn.Linear(32, 3)]
+    g = torch.Generator().manual_seed(5)
+    return nn.Sequential(*layers).eval(), (torch.randn(600, 6, generator=g), torch.randint(0, 3, (600,), generator=g))
+
+
+def test_batch_size_is_not_tuned_when_outputs_depend_on_the_batch():
+    """BatchNorm without running statistics normalizes by the batch even in eval mode."""
+    model, data = _mlp_600(nn.BatchNorm1d(32, track_running_stats=False))
+    d = as_directions(model, random_dict_dirs(model, 2, seed=1))
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    assert not ev._bs_plan and ev.batch_size == 600
+    values = ev.evaluate(np.tile([[0.3, -0.2]], (16, 1)))[:, 0]
+    assert len(set(values.tolist())) == 1  # the same point, the same value, every time
+
+
+def test_batch_size_that_runs_out_of_memory_is_dropped(monkeypatch):
+    model, data = _mlp_600()
+    dirs = random_dict_dirs(model, 2, seed=1)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    real_point = Evaluator._point
+
+    def point(self):
+        if self.batch_size == 512:
+            raise torch.cuda.OutOfMemoryError("too large")
+        return real_point(self)
+
+    monkeypatch.setattr(Evaluator, "_point", point)
+    coords = np.random.default_rng(0).uniform(-1, 1, (12, 2))
+    values = ev.evaluate(coords)
+    assert not ev._bs_plan and ev.batch_size in (600, 256)
+    np.testing.assert_allclose(values, [naive_loss(model, data, dirs, c, metric=True) for c in coords], rtol=1e-5)
+
+
+def test_weights_changed_through_data_are_seen_by_the_next_evaluation(cnn, cnn_data):
+    """``.data`` writes do not move version counters; a new evaluation forgets the BN fold.
+    (Perturbed weights come from the evaluator's own copy of the centre; a frozen conv's BN
+    statistics do not, and nothing else would refresh that pair's fold.)"""
+    for p in (*cnn.conv.parameters(), *cnn.bn.parameters()):
+        p.requires_grad_(False)  # frozen: not among the perturbed weights
+    d = as_directions(cnn, [{n: t for n, t in dd.items() if n.startswith("fc.")}
+                            for dd in random_dict_dirs(cnn, 1, seed=0)])
+    ev = Evaluator(cnn, cnn_data, d.vectors, d.layout)
+    assert ev.bn_fold.startswith("folded")  # the check at construction filled the fold cache
+    cnn.bn.running_var.data.mul_(3.0)
+    got = ev.evaluate(np.zeros((1, 1)))[0, 0]
+    np.testing.assert_allclose(got, naive_loss(cnn, cnn_data, [], [])[0], rtol=1e-5)
+
+
+def test_train_overrides_run_when_modes_are_restored(cnn_data):
+    """A module that merges weights in ``train(False)`` (adapter style) is put back unmerged."""
+
+    class Merging(nn.Linear):
+        merged = False
+
+        def train(self, mode=True):
+            with torch.no_grad():
+                if not mode and not self.merged:  # exactly reversible in binary floating point
+                    self.weight.mul_(2.0)
+                elif mode and self.merged:
+                    self.weight.div_(2.0)
+            self.merged = not mode
+            return super().train(mode)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), Merging(64, 3)).train()
+    saved = state_copy(model)
+    d = as_directions(model, random_dict_dirs(model, 1, seed=0))
+    ev = Evaluator(model, cnn_data, d.vectors, d.layout)
+    ev.evaluate(np.array([[0.0], [0.5]]))
+    assert_bit_identical(model, saved)
+    assert model.training and model[1].training and not model[1].merged
