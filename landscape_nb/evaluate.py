@@ -217,7 +217,6 @@ class Evaluator:
         self._bs_plan: list[tuple[int, bool]] = []  # (batch size, timed?) for the next points; see _tune_on
         self._bs_times: dict[int, float] = {}
         self._bs_tries: dict[int, int] = {}
-        self._tune_batches = settings.batch_size is None and settings.mode == "eval"
         self.bn_batches = None
         if settings.mode == "bn-recompute":
             bx, by = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
@@ -226,8 +225,9 @@ class Evaluator:
         elif settings.mode != "eval":
             raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
         self.metric_fns = self._validate(metrics)
-        candidates = [len(x)] + [b for b in BATCH_CANDIDATES if b < len(x)]
-        if self._tune_batches and len(candidates) > 1 and self._batch_independent():
+        candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]  # bs: all samples, at most 4096
+        tune = settings.batch_size is None and self.bn_batches is None and len(candidates) > 1
+        if tune and self._batch_independent():
             # one warm-up point, then each candidate timed on up to three points
             self._bs_plan = [(candidates[0], False)] + [(b, True) for b in candidates * 3]
         self.forward, self.bn_fold = self.model, "off"
@@ -534,7 +534,7 @@ def keep_heap_top(n_bytes: int = HEAP_TOP_PAD) -> bool:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     # M_TOP_PAD turns off glibc's adaptive mmap threshold; left at 128 KiB, every activation of
     # a thread's arena (Dask runs tasks in threads) became a fresh mmap: 3.5x slower there
-    return bool(libc.mallopt(-2, int(n_bytes))) and bool(libc.mallopt(-3, MMAP_THRESHOLD))  # M_TOP_PAD, M_MMAP_THRESHOLD
+    return bool(libc.mallopt(-2, int(n_bytes))) and bool(libc.mallopt(-3, MMAP_THRESHOLD))  # TOP_PAD, MMAP_THRESHOLD
 
 
 def set_threads(n: int) -> None:
