@@ -42,17 +42,23 @@ def best_forward_seconds(model, data, device, repeats=15, **settings) -> float:
 
     def median_pass(bs, reps):
         ev.batches = ev._split(bs)
-        times = []
         with torch.no_grad():
-            for _ in range(reps + 1):  # the first one warms up
-                _sync(device)
-                t0 = time.perf_counter()
-                ev._point().cpu()
-                times.append(time.perf_counter() - t0)
-        return float(np.median(times[1:]))
+            return median_seconds(lambda: ev._point().cpu(), reps, device)
 
     best_bs = min(sizes, key=lambda bs: median_pass(bs, 5))
     return median_pass(best_bs, repeats)
+
+
+def median_seconds(fn, reps, device="cpu") -> float:
+    """Median wall time of ``reps`` calls of ``fn`` after one warm-up call."""
+    times = []
+    for _ in range(reps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
 
 
 def _sync(device):
@@ -169,13 +175,9 @@ def conv_floor_seconds(model, x, repeats=3) -> float:
                 inp = torch.randn(n, *shape).contiguous(memory_format=fmt)
                 w = conv.weight.contiguous(memory_format=fmt)
                 for bs in sizes:
-                    times = []
-                    for _ in range(repeats + 1):
-                        t0 = time.perf_counter()
-                        for i in range(0, n, bs):
-                            conv._conv_forward(inp[i:i + bs], w, conv.bias)
-                        times.append(time.perf_counter() - t0)
-                    best = min(best, float(np.median(times[1:])))
+                    run = lambda: [conv._conv_forward(inp[i:i + bs], w, conv.bias)  # noqa: E731
+                                   for i in range(0, n, bs)]
+                    best = min(best, median_seconds(run, repeats))
             total += best
     return total
 

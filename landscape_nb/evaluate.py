@@ -360,7 +360,7 @@ class Evaluator:
         with eval_mode(self.model), torch.no_grad():
             whole = self.model(xb).float()
             halves = torch.cat([self.model(xb[:len(xb) // 2]), self.model(xb[len(xb) // 2:])]).float()
-        return bool(torch.allclose(whole, halves, rtol=1e-4, atol=1e-5 * float(whole.abs().max())))
+        return _same_outputs(whole, halves)
 
     def _folded(self) -> tuple[nn.Module, str]:
         """The model with eval-mode BN folded into its convs, checked against the model itself on
@@ -376,7 +376,7 @@ class Evaluator:
                 want, got = self.model(xb).float(), folded(xb).float()
             except Exception as exc:  # anything fx-traced that fails to run: keep the model as it is
                 return self.model, f"not folded: the traced model failed ({type(exc).__name__})"
-        if want.shape != got.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())):
+        if not _same_outputs(want, got):
             return self.model, "not folded: the folded model disagreed with the model"
         return folded, note
 
@@ -502,6 +502,12 @@ class Evaluator:
 
 class Cancelled(Exception):
     """Raised inside a running evaluation when the user cancelled the computation."""
+
+
+def _same_outputs(want: torch.Tensor, got: torch.Tensor) -> bool:
+    """Two forward passes agree up to float rounding (relative to the outputs' scale)."""
+    return want.shape == got.shape and bool(
+        torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())))
 
 
 def _model_device(model: nn.Module) -> torch.device:

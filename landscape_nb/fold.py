@@ -56,7 +56,7 @@ class FoldedConvBN(nn.Module):
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         sources = self._sources()
         key = tuple(None if t is None else (id(t), t._version, t.dtype, t.device) for t in sources)
-        if key != self._key or self._folded is None:
+        if key != self._key:  # None after construction or clear_cache: never equal to a key
             conv, bn = self.conv, self.bn
             scale = torch.rsqrt(bn.running_var + bn.eps)
             if bn.weight is not None:
@@ -82,7 +82,6 @@ def _foldable(conv, bn) -> bool:
         and isinstance(bn, nn.modules.batchnorm._BatchNorm)
         and bn.running_mean is not None
         and bn.num_features == conv.out_channels
-        and not isinstance(conv, nn.modules.conv._ConvTransposeNd)
     )
 
 
