@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, check_choice
 from .params import ParamLayout, flatten
 
 NORMS = ("filter", "layer", "weight", "none")
@@ -73,6 +74,24 @@ class Directions:
             for v in self.vectors
         ]
 
+    def with_provenance(self, **entries: Any) -> "Directions":
+        """The same vectors and layout with ``entries`` added to (or replacing keys of) ``provenance``.
+
+        >>> d = d.with_provenance(x_label="a → b", x_range=[-0.5, 1.5])
+
+        Parameters
+        ----------
+        **entries
+            Provenance keys and their values (JSON-friendly: labels, ranges, notes).
+
+        Returns
+        -------
+        Directions
+            A new object; ``vectors`` and ``layout`` are shared, not copied, and this
+            one is unchanged.
+        """
+        return dataclasses.replace(self, provenance={**self.provenance, **entries})
+
     def select(self, idx: Sequence[int]) -> "Directions":
         return Directions(self.vectors[list(idx)].clone(), self.layout, dict(self.provenance))
 
@@ -115,17 +134,6 @@ def _max_offdiag(c: np.ndarray) -> float:
     return float(np.abs(c[~np.eye(len(c), dtype=bool)]).max())
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        import difflib
-
-        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        raise LandscapeError(
-            f"unknown {name} {value!r}; expected one of {list(choices)}"
-            + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        )
-
-
 def normalize_like(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | None) -> torch.Tensor:
     """Scale direction tensor ``d`` relative to weight tensor ``w`` (one model tensor).
 
@@ -161,13 +169,56 @@ def random_directions(
 
     >>> d = random_directions(model, n=2, norm="filter", ignore="biasbn", seed=0)
 
+    Each direction is drawn from N(0, 1) per value, then rescaled tensor by tensor
+    against the model's weights (``normalize_like``): with ``norm="filter"`` every
+    filter (slice along dim 0) gets the norm of the matching weight filter, which
+    removes the scale invariance that makes raw random directions misleading.
     With ``orthogonalize=True`` the set is orthogonalized by QR and each vector is
     rescaled to its original global norm; per-filter norms then hold only
     approximately (random high-dimensional directions are already nearly
     orthogonal; the cosines before/after are in ``provenance``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model whose trainable parameters (``named_parameters()`` order) the
+        directions perturb; its weights set the filter norms.
+    n : int, optional
+        Number of directions, 1 to 64: 1 for a line, 2 for a plane.
+    norm : {"filter", "layer", "weight", "none"}, optional
+        ``"filter"``: per filter (Li et al. 2018); ``"layer"``: per tensor, to
+        ``‖w‖``; ``"weight"``: ``d * w`` elementwise; ``"none"``: raw Gaussian.
+    ignore : {"biasbn", None}, optional
+        ``"biasbn"``: 1-D tensors (biases, norm-layer weights) get a zero
+        direction; None: they are normalized as one group.
+    seed : int, optional
+        Seed of the ``torch.Generator`` the values are drawn from; the same seed
+        and model give the same directions.
+    orthogonalize : bool, optional
+        Orthogonalize the set by QR (see above).
+
+    Returns
+    -------
+    Directions
+        ``vectors`` of shape (n, n_params), float32 on the CPU, in the units of the
+        weights; ``provenance`` holds the scheme, norm, ignore, seed, the largest
+        absolute cosine between directions before and after (``cosine_max_before``,
+        ``cosine_max``) and each vector's norm (``norms``).
+
+    Raises
+    ------
+    LandscapeError
+        An unknown ``norm`` or ``ignore`` (with a did-you-mean), ``n`` outside
+        1..64, a non-integer ``seed``, or (with ``orthogonalize``) linearly
+        dependent directions.
+
+    References
+    ----------
+    H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+    Landscape of Neural Nets", NeurIPS 2018, §4 (filter normalization).
     """
-    _check_choice("norm", norm, NORMS)
-    _check_choice("ignore", ignore, IGNORES)
+    check_choice("norm", norm, NORMS)
+    check_choice("ignore", ignore, IGNORES)
     if not isinstance(n, (int, np.integer)) or n < 1 or n > 64:
         raise LandscapeError(f"n={n!r} directions requested; expected an integer from 1 to 64 (2 for a plane)")
     if not isinstance(seed, (int, np.integer)):
@@ -205,7 +256,27 @@ def _orthogonalize(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def orthogonalize(directions: Directions) -> Directions:
-    """The same directions orthogonalized by QR (norms kept); cosines before/after recorded."""
+    """The same directions orthogonalized by QR (norms kept); cosines before/after recorded.
+
+    Parameters
+    ----------
+    directions : Directions
+        ``n`` linearly independent directions, vectors of shape (n, n_params).
+
+    Returns
+    -------
+    Directions
+        Orthogonal vectors of shape (n, n_params) spanning the same space, each
+        with its original Euclidean norm; vector i is the component of input i
+        orthogonal to inputs 0..i−1, so filter norms hold only approximately.
+        ``provenance`` adds ``cosine_max_before``, ``cosine_max`` and
+        ``orthogonalized=True``.
+
+    Raises
+    ------
+    LandscapeError
+        If the directions are linearly dependent.
+    """
     prov = dict(directions.provenance)
     prov["cosine_max_before"] = _max_offdiag(directions.cosines())
     vectors = _orthogonalize(directions.vectors)
@@ -214,7 +285,26 @@ def orthogonalize(directions: Directions) -> Directions:
     return Directions(vectors, directions.layout, prov)
 
 
-def _paired_layout(models: Sequence[nn.Module], include_buffers: bool) -> ParamLayout:
+def paired_layout(models: Sequence[nn.Module], include_buffers: bool) -> ParamLayout:
+    """The layout of ``models[0]``, after checking every other model has the same tensors.
+
+    Parameters
+    ----------
+    models : sequence of torch.nn.Module
+        Two or more models of one architecture (e.g. two minimizers).
+    include_buffers : bool
+        Whether floating-point buffers (BatchNorm statistics) are in the layout.
+
+    Returns
+    -------
+    ParamLayout
+        The tensors a direction between the models covers.
+
+    Raises
+    ------
+    LandscapeError
+        If a model's tensor names or shapes differ from the first model's.
+    """
     layout = ParamLayout.of(models[0], include_buffers=include_buffers)
     for i, m in enumerate(models[1:], start=2):
         layout.check_model(m, what=f"model 1's weights (compared with model {i})")
@@ -224,11 +314,39 @@ def _paired_layout(models: Sequence[nn.Module], include_buffers: bool) -> ParamL
 def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = False) -> Directions:
     """The direction ``θ_b − θ_a``: the surface at ``x = 0`` is model ``a`` and at ``x = 1`` model ``b``.
 
+    >>> d = interpolation_direction(small_batch, large_batch, include_buffers=True)
+    >>> surf = compute_surface(small_batch, data, d, x=(-0.5, 1.5, 41))
+
     With ``include_buffers=True`` floating-point buffers (BatchNorm running mean and
     variance) are interpolated too; otherwise the evaluated models keep ``a``'s
     buffers, which makes the path through BN networks look worse than it is.
+
+    Parameters
+    ----------
+    a, b : torch.nn.Module
+        Two models of the same architecture; pass ``a`` to ``compute_surface``.
+    include_buffers : bool, optional
+        Also interpolate floating-point buffers.
+
+    Returns
+    -------
+    Directions
+        One unnormalized vector, shape (1, n_values) where n_values counts the
+        trainable values (plus buffer values with ``include_buffers``), in the
+        units of the weights; ``provenance["scheme"] == "interpolate"``.
+
+    Raises
+    ------
+    LandscapeError
+        If the models' tensors differ in name or shape (another architecture).
+
+    References
+    ----------
+    I. Goodfellow, O. Vinyals and A. Saxe, "Qualitatively characterizing neural
+    network optimization problems", ICLR 2015 (the 1D interpolation plot);
+    H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018, §3.
     """
-    layout = _paired_layout([a, b], include_buffers)
+    layout = paired_layout([a, b], include_buffers)
     vec = (flatten(b, layout).float().cpu() - flatten(a, layout).float().cpu())[None, :]
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             "x_label": "interpolation a → b", "norms": [float(vec.double().norm())]}
@@ -240,8 +358,33 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
 
     Model ``a`` is at (0, 0), ``b`` at (1, 0) and ``c`` at (0, 1); pass ``a`` as the
     model to ``compute_surface``.
+
+    Parameters
+    ----------
+    a, b, c : torch.nn.Module
+        Three models of the same architecture.
+    include_buffers : bool, optional
+        Also span floating-point buffers (BatchNorm statistics); see
+        ``interpolation_direction``.
+
+    Returns
+    -------
+    Directions
+        Two unnormalized vectors, shape (2, n_values), in the units of the weights;
+        ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
+
+    Raises
+    ------
+    LandscapeError
+        If the models' tensors differ in name or shape (another architecture).
+
+    References
+    ----------
+    T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss
+    Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018 (planes
+    through three networks).
     """
-    layout = _paired_layout([a, b, c], include_buffers)
+    layout = paired_layout([a, b, c], include_buffers)
     wa = flatten(a, layout).float().cpu()
     vecs = torch.stack([flatten(b, layout).float().cpu() - wa, flatten(c, layout).float().cpu() - wa])
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
@@ -252,7 +395,35 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
 
 def as_directions(model: nn.Module, directions) -> Directions:
     """Accept ``Directions``, a list of state-dict-like dicts, a list of flat vectors,
-    or a (n, n_params) tensor/array, and check they fit ``model``."""
+    or a (n, n_params) tensor/array, and check they fit ``model``.
+
+    >>> d = as_directions(model, [{name: torch.randn_like(p) for name, p in model.named_parameters()}])
+
+    User-supplied directions are used as given (not normalized): normalize them
+    first (e.g. with ``normalize_like``) if filter-normalized axes are wanted.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model the directions perturb.
+    directions : Directions, sequence or array
+        ``Directions`` (checked against ``model`` and returned as is); a sequence of
+        mappings ``{parameter name: tensor of the parameter's shape}``; a sequence
+        of flat vectors of n_params values each (``named_parameters()`` order); or
+        a tensor/array of shape (n, n_params) or (n_params,).
+
+    Returns
+    -------
+    Directions
+        Vectors of shape (n, n_params), float32 on the CPU, with
+        ``provenance["scheme"] == "user"``, ``cosine_max`` and ``norms``.
+
+    Raises
+    ------
+    LandscapeError
+        Directions of another architecture, a missing tensor, a tensor of the wrong
+        shape, a vector of the wrong length, an empty list or an unsupported type.
+    """
     if isinstance(directions, Directions):
         directions.layout.check_model(model)
         return directions

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .directions import Directions, _paired_layout, interpolation_direction
+from .directions import Directions, interpolation_direction, paired_layout
 from .errors import LandscapeError
 from .params import ParamLayout, flatten
 from .sharpness import loss_barrier
@@ -43,16 +43,51 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     ``x`` is the range of t; extend it (e.g. ``(-0.5, 1.5, 41)``) to see beyond the
     ends. Other keywords go to ``compute_surface`` (``loss_fn``, ``client``,
     ``mode="bn-recompute"``, ...). Models of different architectures are refused.
+
+    >>> line = lnb.interpolation_surface(small_batch, large_batch, ex.test, x=(-0.5, 1.5, 41))
+    >>> lnb.loss_barrier(line)
+
+    Parameters
+    ----------
+    a, b : torch.nn.Module
+        Two models of the same architecture, at t = 0 and t = 1.
+    data : tuple of tensors, Dataset or DataLoader
+        What the loss is evaluated on, as for ``compute_surface``: ``(inputs,
+        targets)`` with a leading sample axis, or a zero-argument factory.
+    x : tuple (start, stop, num), optional
+        The range of t and the number of points; t is a fraction of ``θ_b − θ_a``
+        (unnormalized: t = 1 is model ``b``).
+    include_buffers : bool, optional
+        Interpolate BatchNorm running statistics too (see the module docstring).
+    label : str, optional
+        The curve's name in plots (``provenance["label"]``).
+    **compute_kwargs
+        Passed to ``compute_surface`` (``loss_fn``, ``client``, ``store``, ``mode``...).
+
+    Returns
+    -------
+    Surface
+        A 1D surface over t: ``loss`` (and metrics) of shape (num,), in the units
+        of the loss; ``provenance`` holds ``label`` and ``x_label``.
+
+    Raises
+    ------
+    LandscapeError
+        Models of different architectures, a bad range, or any error of
+        ``compute_surface``.
+
+    References
+    ----------
+    I. Goodfellow, O. Vinyals and A. Saxe, "Qualitatively characterizing neural
+    network optimization problems", ICLR 2015. J. Frankle et al., "Linear Mode
+    Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
     """
     from .compute import compute_surface
 
     d = interpolation_direction(a, b, include_buffers=include_buffers)
     surf = compute_surface(a, data, d, x=x, y=None, **compute_kwargs)
-    prov = dict(surf.provenance)
-    prov["label"] = label or ("straight line" + (" (BN buffers interpolated)" if include_buffers and
-                                                  d.layout.include_buffers else ""))
-    prov["x_label"] = "t (a → b)"
-    return Surface(surf.x, None, surf.loss, surf.metrics, surf.done, surf.spec, prov)
+    default = "straight line" + (" (BN buffers interpolated)" if include_buffers and d.layout.include_buffers else "")
+    return surf.with_provenance(label=label or default, x_label="t (a → b)")
 
 
 # ------------------------------------------------------------- Bézier ----
@@ -121,11 +156,54 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     loss the curve was trained on; a test split shows how the curve generalizes).
     On the zoo's mlp-digits pair the defaults (500 Adam steps, lr 1e-3, ≈ 2 s on
     one CPU thread) bring the training-loss barrier from 0.053 to below 0.001.
+
+    Parameters
+    ----------
+    a, b : torch.nn.Module
+        The curve's ends (two minimizers of the same architecture).
+    data : tuple of tensors, Dataset or DataLoader
+        Training data for the control point: ``(inputs, targets)`` with a leading
+        sample axis (read into memory once).
+    loss_fn : callable, optional
+        The loss, ``loss_fn(outputs, targets)`` (default: cross-entropy).
+    n_steps : int, optional
+        Training steps (0 keeps the midpoint: the straight line).
+    lr : float, optional
+        Learning rate of the optimizer.
+    batch_size : int, optional
+        Samples per step (drawn with replacement, seeded).
+    seed : int, optional
+        Seed of the t and minibatch draws.
+    n_points : int, optional
+        Odd number ≥ 3 of values of t in [0, 1] for the profiles.
+    eval_data : tuple of tensors, Dataset or DataLoader, optional
+        What the profiles are evaluated on (default: ``data``).
+    optimizer : {"adam", "sgd"}, optional
+        Adam, or SGD with momentum 0.9.
+
+    Returns
+    -------
+    BezierCurve
+        The start, trained control point and end (flat float32 vectors of
+        n_params values), the curve's and the straight line's profiles (1D
+        surfaces over t, shape (n_points,), loss units), the training loss per
+        step (``history``, shape (n_steps,)) and the settings.
+
+    Raises
+    ------
+    LandscapeError
+        Models of different architectures, a negative ``n_steps``, an unknown
+        ``optimizer`` or an even or too small ``n_points``.
+
+    References
+    ----------
+    T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss
+    Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     from .compute import compute_surface
     from .evaluate import Evaluator, as_tensors
 
-    layout = _paired_layout([a, b], include_buffers=False)
+    layout = paired_layout([a, b], include_buffers=False)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
         raise LandscapeError(f"n_steps={n_steps!r}; expected a non-negative number of training steps")
     if optimizer not in ("adam", "sgd"):
@@ -171,8 +249,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     profile = Surface(t, None, values[:, 0], metrics, np.ones(len(t), bool), {}, prov)
     line = compute_surface(a, eval_data, Directions((w2 - w0)[None, :], layout, {"scheme": "interpolate"}),
                            x=(0.0, 1.0, n_points), loss_fn=loss_fn, mode=mode, bn_data=data if has_bn else None)
-    line = Surface(line.x, None, line.loss, line.metrics, line.done, line.spec,
-                   {**line.provenance, "label": "straight line", "x_label": "t (a → b)"})
+    line = line.with_provenance(label="straight line", x_label="t (a → b)")
     settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
                                 "optimizer": optimizer, "bn": mode}
     return BezierCurve(w0, control, w2, layout, profile, line, np.asarray(history), settings)

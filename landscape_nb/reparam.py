@@ -61,6 +61,38 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
     Module order is taken as execution order; pass example inputs as ``check`` to
     verify the outputs agree (relative ``rtol``), which also catches models whose
     ``forward`` routes around that order (e.g. skip connections).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; it is copied, never changed.
+    layer_scales : mapping of str to float, or sequence of float
+        ``{layer name: a}`` for layers in ``rescalable_layers(model)``, or one
+        ``a`` per rescalable layer in that order; each ``a`` is a dimensionless
+        factor, positive and finite.
+    check : torch.Tensor, optional
+        Example inputs, shape (batch, ...) as ``model`` takes them; with them the
+        outputs of the copy are compared with the original's (eval mode).
+    rtol : float, optional
+        The largest accepted ``max|f_new − f| / max|f|`` on ``check``.
+
+    Returns
+    -------
+    torch.nn.Module
+        A deep copy computing the same function, whose rescaled layers' weights
+        (and biases) are multiplied by ``a_L / a_{L-1}`` (biases by ``a_L``).
+
+    Raises
+    ------
+    LandscapeError
+        ``model`` not a module, a layer that cannot be rescaled, a wrong number of
+        scales, a scale that is not positive and finite, or (with ``check``)
+        outputs that differ by more than ``rtol``.
+
+    References
+    ----------
+    L. Dinh, R. Pascanu, S. Bengio and Y. Bengio, "Sharp Minima Can Generalize For
+    Deep Nets", ICML 2017 (the α-scale transformation of rectified networks).
     """
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}")

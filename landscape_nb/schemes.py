@@ -6,7 +6,7 @@ user's model), needed by schemes that use a trajectory or a pair of minimizers.
 """
 from __future__ import annotations
 
-from .errors import LandscapeError
+from .errors import LandscapeError, check_choice
 
 SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
 HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the caller does not choose
@@ -26,6 +26,7 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
 
     if ndim not in (1, 2):
         raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line) or 2 (a plane)")
+    check_choice("direction scheme", scheme, SCHEMES)
     if scheme == "random":
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed)
     if scheme == "random-orthogonal":
@@ -66,20 +67,13 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
         which = ("max", "min") if ndim == 2 else ("max",)
         return model, hessian_directions(model, data, which=which, loss_fn=loss_fn, seed=seed,
                                          max_samples=max_samples)
-    import difflib
-
-    hint = difflib.get_close_matches(str(scheme), SCHEMES, n=1)
-    raise LandscapeError(f"directions {scheme!r}; expected one of {SCHEMES}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    raise AssertionError(f"scheme {scheme!r} is in SCHEMES but has no branch")  # unreachable
 
 
 def _with_range(d, **ranges):
-    from .directions import Directions
-
-    prov = dict(d.provenance)
-    for axis, r in ranges.items():
-        prov.setdefault(f"{axis}_range", r)
-    return Directions(d.vectors, d.layout, prov)
+    """``d`` with a suggested ``{axis}_range`` for each axis that has none yet."""
+    return d.with_provenance(**{f"{axis}_range": r for axis, r in ranges.items()
+                                if f"{axis}_range" not in d.provenance})
 
 
 def _pair(ex):

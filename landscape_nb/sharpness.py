@@ -15,8 +15,6 @@ different numbers for the same minimum (Dinh et al. 2017); compare like with lik
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
-
 import numpy as np
 
 from .errors import LandscapeError
@@ -81,7 +79,49 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
 def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     """``{"x": AxisSharpness, "y": ...}`` for a 1D or 2D surface centred on a grid point at 0.
 
-    ``radius`` defaults to half the shorter side of each axis' range.
+    >>> s = lnb.sharpness(surf, radius=0.5)       # or surf.sharpness(0.5)
+    >>> s["x"].increase, s["x"].curvature
+
+    Along each axis, the slice through the origin gives ``increase``, the larger of
+    ``L(−r) − L(0)`` and ``L(+r) − L(0)`` (linear interpolation between grid
+    points; a Keskar-style sharpness: the largest rise within r along the axis, not
+    divided by 1 + L(0) as Keskar et al. do), and
+    ``curvature``, ``L''(0)`` of a quadratic least-squares fit within ``|t| ≤ r``
+    (for a unit Hessian eigen-direction it estimates the eigenvalue).
+
+    Parameters
+    ----------
+    surface : Surface
+        A 1D or 2D surface (anything with ``ndim``, ``x``, ``loss`` and, for 2D,
+        ``y``) whose axes have a grid point at 0, e.g. ``x=(-1, 1, 51)``.
+    radius : float, optional
+        Distance r from the centre, in the axis' units (direction coefficients).
+        Defaults to half the shorter side of each axis' range.
+
+    Returns
+    -------
+    dict of str to AxisSharpness
+        ``{"x": ...}`` for a line, ``{"x": ..., "y": ...}`` for a plane; each holds
+        the radius, ``centre_loss`` L(0), ``increase`` (loss units) and
+        ``curvature`` (loss units per axis unit squared).
+
+    Raises
+    ------
+    LandscapeError
+        An axis with no grid point at 0, or a radius that is not positive.
+
+    Notes
+    -----
+    Both numbers are in the units of the axes: raw and filter-normalized
+    directions give different numbers for the same minimum (Dinh et al. 2017), so
+    compare surfaces computed with the same kind of directions.
+
+    References
+    ----------
+    N. S. Keskar, D. Mudigere, J. Nocedal, M. Smelyanskiy and P. T. P. Tang, "On
+    Large-Batch Training for Deep Learning: Generalization Gap and Sharp Minima",
+    ICLR 2017. L. Dinh, R. Pascanu, S. Bengio and Y. Bengio, "Sharp Minima Can
+    Generalize For Deep Nets", ICML 2017.
     """
     axes = ["x"] if surface.ndim == 1 else ["x", "y"]
     return {a: axis_sharpness(surface, a, radius) for a in axes}
@@ -95,20 +135,18 @@ def sharpness_text(surface, radius: float | None = None, sep: str = "<br>") -> s
     return sep.join(parts)
 
 
-def as_dict(result: Mapping[str, AxisSharpness]) -> dict:
-    return {a: {"radius": s.radius, "centre_loss": s.centre_loss, "increase": s.increase, "curvature": s.curvature}
-            for a, s in result.items()}
+def _is_surface(values) -> bool:
+    """Duck-typed: anything with a dimension, ``x`` and ``loss`` (a ``Surface``; no import of it here)."""
+    return getattr(values, "ndim", None) in (1, 2) and hasattr(values, "x") and hasattr(values, "loss")
 
 
 def _profile(values) -> tuple[np.ndarray, np.ndarray]:
-    from .surface import Surface
-
-    if isinstance(values, Surface):
+    if _is_surface(values):
         if values.ndim != 1:
             raise LandscapeError(f"a {values.ndim}D surface; expected a 1D path profile (e.g. from "
                                  "interpolation_surface or bezier_curve(...).profile)")
         return np.asarray(values.x, float), np.asarray(values.loss, float)
-    if isinstance(getattr(values, "profile", None), Surface):
+    if _is_surface(getattr(values, "profile", None)):
         return _profile(values.profile)
     raise LandscapeError(f"a {type(values).__name__}; expected a 1D Surface over t (a path profile) or a BezierCurve")
 
@@ -120,6 +158,31 @@ def loss_barrier(path) -> float:
     ``interpolation_surface(a, b, data)`` or ``bezier_curve(...).profile``), or a
     ``BezierCurve``. Positive: the path rises above the chord between its ends by
     that much; 0: it never does (the maximum includes the ends, where the excess is 0).
+
+    >>> lnb.loss_barrier(lnb.interpolation_surface(a, b, data, x=(0, 1, 25)))
+
+    Parameters
+    ----------
+    path : Surface or BezierCurve
+        A 1D surface over t, shape (n_t,), whose grid contains t = 0 and t = 1, or
+        an object with such a ``.profile`` (a ``BezierCurve``).
+
+    Returns
+    -------
+    float
+        The barrier, ≥ 0, in the units of the loss.
+
+    Raises
+    ------
+    LandscapeError
+        A 2D surface or another type, a t grid without both 0 and 1, or missing
+        or non-finite losses between t = 0 and 1.
+
+    References
+    ----------
+    J. Frankle, G. K. Dziugaite, D. Roy and M. Carbin, "Linear Mode Connectivity and
+    the Lottery Ticket Hypothesis", ICML 2020. T. Garipov et al., "Loss Surfaces,
+    Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     t, loss = _profile(path)
     ends = [np.flatnonzero(np.isclose(t, v, rtol=0.0, atol=1e-9)) for v in (0.0, 1.0)]

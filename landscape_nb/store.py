@@ -20,7 +20,7 @@ from .errors import LandscapeError
 from .grid import Grid, Tile
 from .surface import Surface
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 FORMAT = "landscape_nb.surface/1"
 
 
@@ -126,9 +126,6 @@ class SurfaceStore:
     def metric_names(self) -> list[str]:
         return list(self.manifest["metrics"])
 
-    def is_done(self, tile: Tile) -> bool:
-        return bool(self.group["done"][tile.y0:tile.y1, tile.x0:tile.x1].all())
-
     def done_mask(self) -> np.ndarray:
         return self.group["done"][:].astype(bool)
 
@@ -176,5 +173,36 @@ def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarr
 
 
 def load_surface(path: str | Path) -> Surface:
-    """The (possibly partial) surface saved at ``path`` by ``compute_surface(..., store=path)``."""
+    """The (possibly partial) surface saved at ``path`` by ``compute_surface(..., store=path)``.
+
+    >>> surf = lnb.load_surface("runs/resnet20.zarr")
+    >>> surf.is_complete, surf.n_done
+
+    Reading runs no code (zarr arrays and JSON metadata, no pickle), so a store
+    from elsewhere is safe to open. A store of a run that was stopped holds every
+    finished tile; the missing points are NaN with ``done`` False, and running the
+    same ``compute_surface(..., store=path)`` again resumes it.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The store's directory (it holds ``zarr.json``).
+
+    Returns
+    -------
+    Surface
+        ``x`` (n_x,), ``y`` (n_y,) or None, ``loss`` and metrics of shape
+        (n_y, n_x) or (n_x,) in the units of the loss and metrics, ``done`` of the
+        same shape, and the stored ``spec`` and ``provenance``.
+
+    Raises
+    ------
+    LandscapeError
+        No store at ``path``, a damaged store, or a store of another format.
+
+    References
+    ----------
+    H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+    Landscape of Neural Nets", NeurIPS 2018.
+    """
     return SurfaceStore.open(path).surface()

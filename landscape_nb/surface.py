@@ -5,10 +5,14 @@ torch, Dask or Plotly, so plots and stores can use it anywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from . import sharpness as _sharpness
+from .errors import LandscapeError
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,6 +26,40 @@ class Surface:
     ``spec`` is the JSON description of everything that defines the values (model,
     data, directions, grid, evaluation settings); ``provenance`` holds descriptive
     extras (direction scheme and labels, versions, timings).
+
+    >>> surf = lnb.compute_surface(model, data, lnb.random_directions(model), x=(-1, 1, 51), y=(-1, 1, 51))
+    >>> surf.loss.shape, surf.x_label, surf.sharpness()["x"].curvature
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Coordinates along direction 1, shape (n_x,), in direction units (the
+        coefficient α of ``θ + α·d₁``).
+    y : numpy.ndarray or None
+        Coordinates along direction 2, shape (n_y,); None for a 1D surface.
+    loss : numpy.ndarray
+        Mean loss per point, shape (n_y, n_x) for a plane or (n_x,) for a line,
+        in the units of the loss function.
+    metrics : mapping of str to numpy.ndarray, optional
+        Other quantities per point (e.g. ``"accuracy"``), each shaped like ``loss``.
+    done : numpy.ndarray of bool, optional
+        Which points were computed, shaped like ``loss``; None means all of them.
+    spec : mapping, optional
+        What defines the values (JSON-friendly); its hash keys the store.
+    provenance : mapping, optional
+        Descriptive extras: ``scheme``, ``label``, ``x_label``/``y_label``, timings.
+
+    Raises
+    ------
+    LandscapeError
+        From ``values`` (an unknown quantity) and ``check`` (arrays that do not fit
+        the grid); the constructor itself does not validate, so that a partial
+        surface can be built cheaply while tiles stream in.
+
+    References
+    ----------
+    H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+    Landscape of Neural Nets", NeurIPS 2018.
     """
 
     x: np.ndarray
@@ -31,6 +69,102 @@ class Surface:
     done: np.ndarray | None = None
     spec: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, grid: Any, metric_names: Iterable[str] = ()) -> "Surface":
+        """A surface with every point missing (NaN, not done): what a live figure shows before the first tile.
+
+        >>> Surface.empty(Grid.make((-1, 1, 51), (-1, 1, 51)), ["accuracy"]).with_provenance(label="mlp")
+
+        Parameters
+        ----------
+        grid : Grid
+            A ``landscape_nb.grid.Grid`` (its ``x`` and ``y`` axes' ``values()``;
+            ``y`` None for a line). Taken by duck typing: surface and grid are
+            sibling modules and do not import each other.
+        metric_names : iterable of str, optional
+            Metrics to hold, each a NaN array shaped like ``loss``.
+
+        Returns
+        -------
+        Surface
+            ``loss`` and metrics of shape (n_y, n_x) or (n_x,), all NaN, and ``done``
+            all False; empty ``spec`` and ``provenance``.
+        """
+        x = np.asarray(grid.x.values(), float)
+        y = None if grid.y is None else np.asarray(grid.y.values(), float)
+        shape = (x.size,) if y is None else (y.size, x.size)
+        metrics = {str(m): np.full(shape, np.nan) for m in metric_names}
+        return cls(x=x, y=y, loss=np.full(shape, np.nan), metrics=metrics, done=np.zeros(shape, bool))
+
+    def with_provenance(self, **entries: Any) -> "Surface":
+        """The same arrays with ``entries`` added to (or replacing keys of) ``provenance``.
+
+        >>> surf = surf.with_provenance(label="straight line", x_label="t (a → b)")
+
+        Parameters
+        ----------
+        **entries
+            Provenance keys and their values (labels, scheme, notes).
+
+        Returns
+        -------
+        Surface
+            A new surface; the arrays are shared, not copied, and this one is unchanged.
+        """
+        return dataclasses.replace(self, provenance={**self.provenance, **entries})
+
+    def check(self, ndim: int | None = None, *, where: str = "Surface") -> "Surface":
+        """Check the arrays fit the grid (and, with ``ndim``, the dimension); return ``self``.
+
+        >>> surf.check(ndim=2, where="plot.contour")
+
+        Parameters
+        ----------
+        ndim : {1, 2, None}, optional
+            The dimension the caller needs; None accepts both.
+        where : str, optional
+            The caller, named at the start of every message (``"plot.contour"``).
+
+        Returns
+        -------
+        Surface
+            ``self``, so that a check can be chained.
+
+        Raises
+        ------
+        LandscapeError
+            A surface of the other dimension (the message names the plot that fits
+            it), or ``loss`` or a metric whose shape is not (len(y), len(x)) for a
+            plane or (len(x),) for a line (a transposed array is named as such).
+        """
+        if ndim is not None and self.ndim != ndim:
+            fix = (
+                "use plot.line() for 1D surfaces"
+                if self.ndim == 1
+                else "use plot.contour(), plot.heatmap() or plot.surface() for 2D surfaces"
+            )
+            raise LandscapeError(
+                f"{where}: got a {self.ndim}D surface (loss shape {self.shape}); expected a {ndim}D "
+                f"surface; {fix}."
+            )
+        x = np.asarray(self.x)
+        if self.ndim == 1:
+            expected, dims = (x.size,), "(len(x),)"
+            order = "loss[i] must be at x[i]"
+        else:
+            expected, dims = (np.asarray(self.y).size, x.size), "(len(y), len(x))"
+            order = "loss[j, i] must be at (x[i], y[j])"
+        arrays = {"loss": self.loss, **dict(self.metrics)}
+        for name, arr in arrays.items():
+            shape = np.shape(arr)
+            if shape != expected:
+                hint = " (it looks transposed)" if shape == expected[::-1] else ""
+                raise LandscapeError(
+                    f"{where}: {name!r} has shape {shape}{hint}; expected {expected} = {dims} "
+                    f"for this grid; {order}."
+                )
+        return self
 
     @property
     def ndim(self) -> int:
@@ -67,8 +201,6 @@ class Surface:
         if name == "loss":
             return self.loss
         if name not in self.metrics:
-            from .errors import LandscapeError
-
             raise LandscapeError(
                 f"surface has no quantity {name!r}; expected 'loss' or one of {sorted(self.metrics)}"
             )
@@ -76,10 +208,8 @@ class Surface:
 
     def sharpness(self, radius: float | None = None) -> dict:
         """Loss increase at ``radius`` and curvature at the centre along each axis
-        (``{"x": AxisSharpness, "y": ...}``; see ``landscape_nb.sharpness``)."""
-        from .sharpness import sharpness
-
-        return sharpness(self, radius)
+        (``{"x": AxisSharpness, "y": ...}``; see ``landscape_nb.sharpness.sharpness``)."""
+        return _sharpness.sharpness(self, radius)
 
     def to_xarray(self):
         """An ``xarray.Dataset`` with ``loss`` and every metric on (y, x) or (x,) coords."""

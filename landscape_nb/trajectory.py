@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .directions import IGNORES, Directions, _check_choice
-from .errors import LandscapeError
+from .directions import IGNORES, Directions
+from .errors import LandscapeError, check_choice
 from .params import ParamLayout
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
@@ -159,8 +159,45 @@ def pca_directions(
     (``path_x``, ``path_y``, ``path_distance``), axis labels with the variance and
     ``x_range``/``y_range`` covering the path with a margin. With ``data`` the
     checkpoints' true losses are in ``path_loss``.
+
+    Parameters
+    ----------
+    trajectory : sequence or zoo Example
+        k checkpoints in training order: state dicts, paths to ``.pt`` state dicts
+        (read with ``weights_only=True``) or models; or an object with a
+        ``.trajectory`` (and ``.model``, used as ``final`` when it is not given).
+    final : torch.nn.Module, optional
+        The model the checkpoints belong to and the centre of the plane (the
+        trained model). Defaults to the example's ``.model`` or to the last
+        checkpoint when that is a model.
+    n : int, optional
+        Number of principal directions, at most k − 1: 1 for a line, 2 for a plane.
+    ignore : {"biasbn", None}, optional
+        ``"biasbn"``: 1-D tensors are left out of the PCA (zero direction).
+    data : tuple of tensors, optional
+        ``(inputs, targets)`` to evaluate each checkpoint's true loss on.
+    loss_fn : callable, optional
+        The loss for ``data`` (default: cross-entropy).
+
+    Returns
+    -------
+    Directions
+        Orthonormal vectors of shape (n, n_params), float32 (unit Euclidean norm,
+        so coordinates are distances in weight space), with the provenance above.
+
+    Raises
+    ------
+    LandscapeError
+        An unknown ``ignore``, a bad ``n``, no ``final``, fewer than n + 1
+        checkpoints, checkpoints of another architecture or that do not differ,
+        or an unreadable checkpoint file.
+
+    References
+    ----------
+    H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+    Landscape of Neural Nets", NeurIPS 2018, §7 (trajectories by PCA directions).
     """
-    _check_choice("ignore", ignore, IGNORES)
+    check_choice("ignore", ignore, IGNORES)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise LandscapeError(f"n={n!r}; expected 1 (a line) or 2 (a plane) principal directions")
     if final is None and hasattr(trajectory, "model") and isinstance(trajectory.model, nn.Module):
@@ -287,6 +324,38 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     norm of the residual. With ``data`` each checkpoint's true loss (its parameters
     and buffers loaded, eval mode) is evaluated, so a plot can show both the loss
     drawn at the projection and the loss the optimizer actually had.
+
+    Parameters
+    ----------
+    trajectory : sequence or zoo Example
+        k checkpoints (state dicts, ``.pt`` paths or models), as for ``pca_directions``.
+    directions : Directions
+        ``n`` linearly independent directions over ``final``'s trainable tensors.
+    final : torch.nn.Module
+        The model at the origin of the directions.
+    data : tuple of tensors, optional
+        ``(inputs, targets)``; with it each checkpoint's true loss is evaluated.
+    loss_fn : callable, optional
+        The loss for ``data`` (default: cross-entropy).
+    labels : sequence of str, optional
+        One label per checkpoint (default: "init", "checkpoint i", "final").
+
+    Returns
+    -------
+    ProjectedPath
+        ``coords`` (k, n) in direction units, ``distance`` and ``norm`` (k,) in
+        weight-space units (Euclidean), ``loss`` (k,) with ``data``, and ``labels``.
+
+    Raises
+    ------
+    LandscapeError
+        ``directions`` not a ``Directions`` or of another architecture, checkpoints
+        of another architecture, linearly dependent directions, or a wrong number
+        of labels.
+
+    References
+    ----------
+    H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018, §7.
     """
     if not isinstance(directions, Directions):
         raise LandscapeError(f"directions of type {type(directions).__name__}; expected Directions "

@@ -51,3 +51,35 @@ def test_barrier_of_a_bump_above_the_chord():
     assert loss_barrier(Surface(wide, None, 5.0 * (wide - 0.5) ** 2)) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(LandscapeError, match="non-finite"):
         loss_barrier(Surface(t, None, np.where(t == 0.5, np.nan, loss)))
+
+
+def test_barrier_and_sharpness_take_any_surface_like_object():
+    from types import SimpleNamespace
+
+    t = np.linspace(0, 1, 11)
+    loss = 1.0 + t + 0.3 * np.sin(np.pi * t)
+    duck = SimpleNamespace(ndim=1, x=t, loss=loss)
+    assert loss_barrier(duck) == pytest.approx(0.3)
+    assert loss_barrier(SimpleNamespace(profile=duck)) == pytest.approx(0.3)  # a BezierCurve's shape
+    assert loss_barrier(SimpleNamespace(profile=Surface(t, None, loss))) == pytest.approx(0.3)
+    with pytest.raises(LandscapeError, match="a 2D surface; expected a 1D path profile"):
+        loss_barrier(_quadratic())
+    with pytest.raises(LandscapeError, match="a 2D surface"):
+        loss_barrier(SimpleNamespace(profile=_quadratic()))
+    with pytest.raises(LandscapeError, match="a ndarray; expected a 1D Surface"):
+        loss_barrier(loss)  # has ndim == 1 but no x
+    with pytest.raises(LandscapeError, match="a SimpleNamespace; expected"):
+        loss_barrier(SimpleNamespace(profile=loss))
+
+
+def test_sharpness_module_does_not_import_surface():
+    import ast
+    import inspect
+
+    import landscape_nb.sharpness as mod
+
+    tree = ast.parse(inspect.getsource(mod))
+    imported = {f"{n.module or ''}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                for a in n.names}  # `from .surface import X` and `from . import surface` alike
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("surface" in name for name in imported), imported

@@ -158,9 +158,9 @@ def test_unknown_name_raises_with_suggestion_and_names():
     with pytest.raises(LandscapeError) as info:
         zoo.load("resnet20-digit")
     message = str(info.value)
-    assert "Did you mean 'resnet20-digits'" in message
+    assert "did you mean 'resnet20-digits'" in message
     assert all(name in message for name in zoo.names())
-    with pytest.raises(LandscapeError, match="Did you mean"):
+    with pytest.raises(LandscapeError, match="did you mean"):
         zoo.build_model("vit")
     with pytest.raises(LandscapeError, match="expected a string"):
         zoo.load(3)

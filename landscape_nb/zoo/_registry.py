@@ -1,12 +1,11 @@
 """A name -> recipe registry, filled with a plain decorator (timm style)."""
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, check_choice
 from .training import Recipe
 
 
@@ -30,8 +29,8 @@ class Registry:
         name = fn.__name__.replace("_", "-")
         if name in self._recipes:
             raise LandscapeError(
-                f"Got a second zoo entry named {name!r}; expected unique names. "
-                "Rename one of the registered functions."
+                f"a second zoo entry named {name!r}; expected unique names: "
+                "rename one of the registered functions"
             )
         description = (inspect.getdoc(fn) or name).splitlines()[0]
         self._recipes[name] = fn
@@ -54,15 +53,9 @@ class Registry:
         """``name`` as registered; case and ``_``/``-`` are forgiven, typos are not."""
         if not isinstance(name, str):
             raise LandscapeError(
-                f"Got a zoo name of type {type(name).__name__}; expected a string, "
-                f"one of {self.names()}."
+                f"a zoo name of type {type(name).__name__}; expected a string, "
+                f"one of {self.names()}"
             )
         key = name.strip().lower().replace("_", "-")
-        if key in self._recipes:
-            return key
-        close = difflib.get_close_matches(key, self.names(), n=3, cutoff=0.4)
-        hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise LandscapeError(
-            f"Got unknown zoo example {name!r}; expected one of {self.names()}. "
-            f"{hint}See landscape_nb.zoo.list() for descriptions."
-        )
+        return check_choice("zoo example", key, self.names(), n=3, cutoff=0.4,
+                            fix="see landscape_nb.zoo.list() for descriptions")
