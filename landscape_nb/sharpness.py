@@ -15,6 +15,7 @@ different numbers for the same minimum (Dinh et al. 2017); compare like with lik
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import LandscapeError
