@@ -76,6 +76,11 @@ def test_barrier_matches_a_naive_loop_over_t(pair):
     barrier = lnb.loss_barrier(surf)
     assert barrier == pytest.approx(expected, rel=1e-4)
     assert barrier > 0.05  # two independently trained ReLU nets: a real bump between them
+    assert surf.y is None and surf.x_label == "t (a → b)" and surf.provenance["label"] == "straight line"
+    assert surf.provenance["scheme"] == "interpolate" and len(surf.provenance["key"]) > 8  # compute_surface's kept
+    assert surf.spec["grid"]["x"] == [-0.25, 1.25, 13]
+    named = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), label="a to b")
+    assert named.provenance["label"] == "a to b" and named.x_label == "t (a → b)"
 
 
 def test_barrier_needs_both_ends_on_the_grid(pair):
@@ -138,6 +143,8 @@ def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
         assert curve.profile.loss[k] == pytest.approx(_loss(curve.model_at(a, ts[k]), data), rel=1e-5)
     line = np.array([_loss(_mix(a, b, t), data) for t in ts])
     np.testing.assert_allclose(curve.line_profile.loss, line, rtol=1e-5)
+    assert curve.line_profile.provenance["label"] == "straight line" and curve.line_profile.x_label == "t (a → b)"
+    assert curve.line_profile.provenance["scheme"] == "interpolate" and curve.line_profile.spec["grid"]["x"][2] == 11
     assert curve.profile.loss.max() <= curve.line_profile.loss.max()
     assert curve.barrier < 0.5 * curve.line_barrier
     assert "accuracy" in curve.profile.metrics and len(curve.history) == 250
