@@ -67,9 +67,9 @@ _PARAMS = {
     "raises": """Raises
     ------
     LandscapeError
-        If a surface is not a ``landscape_nb.Surface`` of the expected dimension, its
-        arrays do not match its grid (e.g. a transposed ``loss``), or ``clip``/``levels``
-        is not one of the accepted values.""",
+        If a surface is not a ``landscape_nb.Surface`` of the expected dimension or its
+        arrays do not match its grid (e.g. a transposed ``loss``).""",
+    "bad_clip": """``clip`` is not None, False or a finite number (positive when ``log=True``)""",
     "li2018": """.. [1] H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
        Landscape of Neural Nets", NeurIPS 2018, arXiv:1712.09913.""",
 }

@@ -103,7 +103,8 @@ def pca_contour(
     %(returns)s
 
     %(raises)s
-        Also if ``path`` lacks ``x``/``y`` or its arrays differ in length.
+        Also if %(bad_clip)s, ``levels`` is not a positive integer, or ``path`` lacks
+        ``x``/``y`` or its arrays differ in length.
 
     References
     ----------
@@ -170,7 +171,8 @@ def eigen_map(
     %(returns)s
 
     %(raises)s
-        Also if the surface lacks one of the three eigenvalue metrics.
+        Also if the surface lacks one of the three eigenvalue metrics or ``loss_levels`` is
+        negative.
 
     References
     ----------

@@ -227,7 +227,8 @@ def contour(
     %(returns)s
 
     %(raises)s
-        Also if ``trajectory`` lacks ``x``/``y`` or its arrays differ in length.
+        Also if %(bad_clip)s, ``levels`` is not a positive integer, or ``trajectory``
+        lacks ``x``/``y`` or its arrays differ in length.
 
     References
     ----------
@@ -262,6 +263,7 @@ def heatmap(
     %(returns)s
 
     %(raises)s
+        Also if %(bad_clip)s.
     """
     return _single_grid_figure("heatmap", surface, log=log, clip=clip, title=title)
 
@@ -290,6 +292,7 @@ def surface(
     %(returns)s
 
     %(raises)s
+        Also if %(bad_clip)s.
 
     References
     ----------
@@ -330,7 +333,8 @@ def compare(
     %(returns)s
 
     %(raises)s
-        Also if the list is empty, ``kind`` is unknown or ``titles`` has another length.
+        Also if the list is empty, ``kind`` is unknown, ``titles`` has another length,
+        %(bad_clip)s, or ``levels`` is not a positive integer.
 
     References
     ----------

@@ -67,6 +67,7 @@ def live(
     %(returns)s
 
     %(raises)s
+        Also if %(bad_clip)s.
     """
     _check_surface(surface, ndim=None, where="plot.live")
     _check_clip(clip, log)
@@ -119,7 +120,8 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         ``fig`` itself.
 
     %(raises)s
-        Also if ``fig`` was not made by `live`, or ``surface`` has another dimension.
+        Also if ``fig`` was not made by `live`, ``surface`` has another dimension than
+        the one ``fig`` was built for, or %(bad_clip)s.
     """
     meta = fig.layout.meta if isinstance(fig.layout.meta, Mapping) else {}
     info = meta.get(_LIVE_KEY)
