@@ -1,14 +1,10 @@
 """Figures are checked by structure (traces, axes, data), not pixels."""
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -16,7 +12,6 @@ import pytest
 
 from landscape_nb import LandscapeError, Surface
 from landscape_nb import plot
-from landscape_nb.export import export_html, export_image, export_vtk
 
 X = np.linspace(-1.0, 1.0, 7)
 Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
@@ -71,6 +66,40 @@ def test_clip_limit_is_min_plus_five_median_gaps_and_ignores_non_finite():
     assert plot.clip_limit(np.array([1.0, 2.0, 3.0])) == 3.0  # nothing to cap: the max
     assert plot.clip_limit(np.array([0.0, 0.0, 0.0, 5.0])) == 5.0  # flat majority: no cap
     assert plot.clip_limit(np.array([np.nan, np.inf])) is None
+
+
+def test_display_values_shows_a_named_metric_and_keeps_quantity_as_a_deprecated_alias(bowl):
+    acc = bowl.metrics["accuracy"]
+    naive = np.log10(np.minimum(acc, 0.9))  # explicit cap first, then log10
+    np.testing.assert_allclose(plot.display_values(bowl, name="accuracy", log=True, clip=0.9), naive)
+    with pytest.warns(DeprecationWarning, match="quantity= is deprecated; use name='accuracy'"):
+        old = plot.display_values(bowl, quantity="accuracy", log=True, clip=0.9)
+    np.testing.assert_array_equal(old, naive)
+    with pytest.warns(DeprecationWarning), pytest.raises(LandscapeError, match="pass only name="):
+        plot.display_values(bowl, name="top5", quantity="accuracy")
+    with pytest.raises(LandscapeError, match="no quantity 'top5'"):
+        plot.display_values(bowl, name="top5")
+
+
+def test_public_names_resolve_and_their_docstrings_are_filled_numpydoc():
+    import inspect
+
+    builders = {"line", "contour", "heatmap", "surface", "compare", "with_sharpness", "pca_contour",
+                "eigen_map", "paths", "line_panels", "live", "update", "display_values",
+                "export_html", "export_image", "export_vtk"}
+    assert builders <= set(plot.__all__)
+    assert len(plot.__all__) == len(set(plot.__all__))
+    for name in plot.__all__:
+        obj = getattr(plot, name)
+        assert callable(obj), name
+        doc = inspect.getdoc(obj)
+        assert doc and "%(" not in doc, name  # every shared piece was substituted
+        if name in builders:
+            assert "Parameters\n----------" in doc and "Returns\n-------" in doc, name
+            assert "Raises\n------\nLandscapeError" in doc, name
+            params = [p for p in inspect.signature(obj).parameters]
+            for param in params:  # every argument is documented
+                assert re.search(rf"^{param}\b.*:", doc, re.M) or f", {param} :" in doc, (name, param)
 
 
 # --- 2D builders ------------------------------------------------------------------------
@@ -309,160 +338,9 @@ def test_transposed_loss_is_rejected_with_a_hint(bowl):
         plot.contour(transposed)
 
 
-# --- exports ----------------------------------------------------------------------------
-
-
-def _decode(value):
-    """A Plotly JSON array: a list or {"dtype", "bdata", "shape"} (base64 typed array)."""
-    if isinstance(value, dict) and "bdata" in value:
-        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
-        return arr.reshape(shape)
-    return np.asarray(value, dtype=float)
-
-
-def test_export_html_is_standalone_and_holds_the_data(tmp_path, bowl):
-    fig = plot.contour(bowl, clip=False, title="standalone bowl")
-    out = export_html(fig, tmp_path / "nested" / "dir" / "bowl.html")
-    assert isinstance(out, Path) and out.exists()
-    html = out.read_text(encoding="utf-8")
-    assert html.lstrip().lower().startswith("<!doctype html>") and "</html>" in html
-    assert "plotly.js v" in html and len(html) > 1_000_000  # the bundle is embedded
-    assert not re.search(r"<script[^>]*\ssrc\s*=\s*[\"']?(https?:)?//", html, re.I)
-    assert "cdn.plot.ly/plotly" not in html.split("Plotly.newPlot")[1]
-    assert "standalone bowl" in html
-    call = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot(") :]
-    call = call[call.index(",") + 1 :].lstrip()  # skip the div id
-    traces, _ = json.JSONDecoder().raw_decode(call)
-    np.testing.assert_array_equal(_decode(traces[0]["z"]), bowl.loss)
-    np.testing.assert_array_equal(_decode(traces[0]["x"]), X)
-
-
-def _browser_available() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("kaleido") is None:
-        return False
-    if os.environ.get("BROWSER_PATH"):
-        return True
-    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-    return any(shutil.which(n) for n in names)
-
-
-needs_browser = pytest.mark.skipif(
-    not _browser_available(),
-    reason="kaleido or Chrome/Chromium missing: pip install 'kaleido>=1', install chromium, "
-    "or set BROWSER_PATH",
-)
-
-
-@needs_browser
-def test_export_image_writes_png_and_svg(tmp_path, bowl):
-    fig = plot.contour(bowl)
-    png = export_image(fig, tmp_path / "out" / "bowl.png", width=300, height=200)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    svg = export_image(fig, tmp_path / "bowl.img", format="svg")
-    assert b"<svg" in svg.read_bytes()[:200]
-
-
-def test_export_image_explains_bad_format_and_missing_browser(tmp_path, bowl, monkeypatch):
-    fig = plot.heatmap(bowl)
-    with pytest.raises(LandscapeError, match="format 'bmp'.*expected one of"):
-        export_image(fig, tmp_path / "bowl.bmp")
-    pytest.importorskip("kaleido")
-    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chromium"))
-    with pytest.raises(LandscapeError, match="BROWSER_PATH=.*not an executable.*chromium"):
-        export_image(fig, tmp_path / "bowl.png")
-    assert not (tmp_path / "bowl.png").exists()
-
-
-@pytest.mark.skipif(not Path("/bin/false").exists(), reason="needs /bin/false as a broken browser")
-def test_export_image_wraps_a_browser_that_fails_to_start(tmp_path, bowl, monkeypatch):
-    pytest.importorskip("kaleido")
-    monkeypatch.setenv("BROWSER_PATH", "/bin/false")
-    with pytest.raises(LandscapeError, match="install.*BROWSER_PATH"):
-        export_image(plot.heatmap(bowl), tmp_path / "bowl.png")
-
-
-def read_legacy_vtk(path):
-    """A naive reader: DIMENSIONS, POINTS and every SCALARS array of an ASCII VTK file."""
-    tokens = Path(path).read_text(encoding="ascii").split("\n")
-    assert tokens[0] == "# vtk DataFile Version 3.0"
-    assert tokens[2] == "ASCII" and tokens[3] == "DATASET STRUCTURED_GRID"
-    words = " ".join(tokens[4:]).split()
-    out, k = {"scalars": {}}, 0
-    while k < len(words):
-        w = words[k]
-        if w == "DIMENSIONS":
-            out["dims"] = tuple(int(v) for v in words[k + 1 : k + 4])
-            k += 4
-        elif w == "POINTS":
-            n = int(words[k + 1])
-            out["points"] = np.array(words[k + 3 : k + 3 + 3 * n], dtype=float).reshape(n, 3)
-            k += 3 + 3 * n
-        elif w == "POINT_DATA":
-            out["n"] = int(words[k + 1])
-            k += 2
-        elif w == "SCALARS":
-            name = words[k + 1]
-            assert words[k + 4 : k + 6] == ["LOOKUP_TABLE", "default"]
-            start = k + 6
-            out["scalars"][name] = np.array(words[start : start + out["n"]], dtype=float)
-            k = start + out["n"]
-        else:
-            raise AssertionError(f"unexpected token {w!r}")
-    return out
-
-
-def test_export_vtk_round_trips_points_and_scalars(tmp_path, bowl):
-    path = export_vtk(bowl, tmp_path / "vtk" / "bowl.vtk")
-    vtk = read_legacy_vtk(path)
-    assert vtk["dims"] == (X.size, Y.size, 1)
-    pts = vtk["points"]
-    assert pts.shape == (X.size * Y.size, 3)
-    for j in range(Y.size):
-        for i in range(X.size):
-            px, py, pz = pts[j * X.size + i]  # x varies fastest
-            assert (px, py) == (X[i], Y[j])
-            assert pz == bowl_value(X[i], Y[j])
-    np.testing.assert_array_equal(vtk["scalars"]["loss"], bowl.loss.ravel())
-    np.testing.assert_array_equal(vtk["scalars"]["accuracy"], bowl.metrics["accuracy"].ravel())
-    assert (vtk["scalars"]["valid"] == 1).all()
-
-
-def test_export_vtk_log_metric_and_missing_values(tmp_path, bowl):
-    loss = bowl.loss.copy()
-    loss[2, 3] = np.nan
-    loss[4, 6] = np.inf
-    vtk = read_legacy_vtk(export_vtk(with_loss(bowl, loss), tmp_path / "b.vtk", log=True))
-    text = (tmp_path / "b.vtk").read_text()
-    assert "nan" not in text and "inf" not in text
-    valid = vtk["scalars"]["valid"].reshape(loss.shape).astype(bool)
-    expected_bad = ~np.isfinite(loss) | (loss <= 0)
-    np.testing.assert_array_equal(~valid, expected_bad)
-    height = vtk["points"][:, 2].reshape(loss.shape)
-    np.testing.assert_allclose(height[valid], np.log10(loss[valid]))
-    assert (height[~valid] == height[valid].max()).all()  # filled with the finite maximum
-    np.testing.assert_array_equal(vtk["scalars"]["height"], vtk["points"][:, 2])
-
-    vtk = read_legacy_vtk(export_vtk(bowl, tmp_path / "acc.vtk", quantity="accuracy", fill=-1.0))
-    np.testing.assert_array_equal(vtk["points"][:, 2], bowl.metrics["accuracy"].ravel())
-    with pytest.raises(LandscapeError, match="no quantity 'top5'"):
-        export_vtk(bowl, tmp_path / "x.vtk", quantity="top5")
-
-
-def test_export_vtk_writes_1d_surfaces_as_a_grid_of_height_one(tmp_path):
-    surf = make_line(n=9)
-    vtk = read_legacy_vtk(export_vtk(surf, tmp_path / "line.vtk"))
-    assert vtk["dims"] == (9, 1, 1)
-    np.testing.assert_array_equal(vtk["points"][:, 0], surf.x)
-    np.testing.assert_array_equal(vtk["points"][:, 1], 0.0)
-    np.testing.assert_array_equal(vtk["points"][:, 2], surf.loss)
-
-
 def test_plot_module_imports_no_torch_dask_or_ipywidgets():
     code = (
-        "import sys, landscape_nb, landscape_nb.plot, landscape_nb.export; "
+        "import sys, landscape_nb, landscape_nb.plot, landscape_nb.plot.export; "
         "print([m for m in ('torch', 'dask', 'distributed', 'ipywidgets') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

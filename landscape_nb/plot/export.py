@@ -3,6 +3,9 @@
     lnb.export_html(lnb.plot.surface(surf), "r20.html")      # opens offline, anywhere
     lnb.export_image(fig, "r20.png")                           # kaleido + a Chromium browser
     lnb.export_vtk(surf, "r20.vtk", log=True)                  # File > Open in ParaView
+
+Also reachable as ``landscape_nb.plot.export_html`` and so on. Imports neither torch, Dask
+nor ipywidgets; plotly is imported by the functions that need it.
 """
 from __future__ import annotations
 
@@ -14,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LandscapeError
-from .surface import Surface
-
-__all__ = ["export_html", "export_image", "export_vtk", "IMAGE_FORMATS"]
+from ..errors import LandscapeError
+from ..surface import Surface
+from ._common import _check_surface, _doc, _renamed_keyword, display_values
 
 IMAGE_FORMATS = ("png", "svg", "pdf", "jpeg", "jpg", "webp")
 
@@ -39,11 +41,26 @@ def _prepare_path(path: str | os.PathLike) -> Path:
     return path
 
 
+@_doc
 def export_html(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` as one self-contained HTML file and return its path.
 
-    plotly.js is embedded (about 4.6 MB), so the file renders offline with no CDN;
-    parent directories are created.
+    plotly.js is embedded (about 4.6 MB), so the file renders offline with no CDN.
+
+    Parameters
+    ----------
+    %(fig)s
+    %(path)s
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    LandscapeError
+        If ``fig`` is not a plotly figure.
     """
     fig = _check_figure(fig, "export_html")
     path = _prepare_path(path)
@@ -57,6 +74,7 @@ def export_html(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+@_doc
 def export_image(
     fig,
     path: str | os.PathLike,
@@ -68,8 +86,31 @@ def export_image(
 ) -> Path:
     """Write ``fig`` as a static image (PNG, SVG, PDF, JPEG or WebP) and return its path.
 
-    The format comes from ``format`` or the file suffix. Rendering uses kaleido >= 1, which
-    drives a Chrome/Chromium installed on the machine (set ``BROWSER_PATH`` to choose one).
+    Rendering uses kaleido >= 1, which drives a Chrome/Chromium installed on the machine
+    (set the environment variable ``BROWSER_PATH`` to choose one).
+
+    Parameters
+    ----------
+    %(fig)s
+    %(path)s
+    format : {"png", "svg", "pdf", "jpeg", "jpg", "webp"}, optional
+        Image format; default: the file suffix, or "png" when there is none.
+    width, height : int, optional
+        Image size in CSS pixels; default: the figure's layout size, else plotly's default.
+    scale : float, optional
+        Multiplies the resolution of raster formats (e.g. 2 for a sharper PNG).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (nothing is written when rendering fails).
+
+    Raises
+    ------
+    LandscapeError
+        If ``fig`` is not a plotly figure, the format is not one of `IMAGE_FORMATS`,
+        kaleido >= 1 is missing, ``BROWSER_PATH`` is not an executable, or the browser
+        fails to render.
     """
     fig = _check_figure(fig, "export_image")
     path = Path(path).expanduser()
@@ -154,37 +195,60 @@ def _fill(values: np.ndarray, fill: float | None) -> np.ndarray:
     return values
 
 
+@_doc
 def export_vtk(
     surface: Surface,
     path: str | os.PathLike,
-    quantity: str = "loss",
+    name: str = "loss",
     log: bool = False,
     *,
     fill: float | None = None,
+    quantity: str | None = None,
 ) -> Path:
     """Write a surface as a legacy ASCII VTK file for ParaView and return its path.
 
     A ``STRUCTURED_GRID`` of ``len(x) × len(y) × 1`` points ``(x[i], y[j], height)``, x
     varying fastest; a 1D surface is a grid of height 1 with points ``(x[i], 0, height)``.
-    ``height`` is ``quantity`` ("loss" or a metric), log10 of it when ``log=True``.
+    ``height`` is the ``name`` array, log10 of it when ``log=True`` (never clipped).
     ``POINT_DATA`` holds scalars ``loss``, every metric, ``height`` and ``valid``.
 
     Missing values: VTK's legacy ASCII reader parses numbers with C++ streams, which reject
     ``nan``/``inf``, so non-finite values (points not computed yet, diverged losses, log of
-    non-positive losses) are written as ``fill`` (default: the finite maximum of that array,
-    so the geometry and colour range stay sensible), and ``valid`` is 0 there and 1
+    non-positive losses) are written as ``fill``, and ``valid`` is 0 there and 1
     elsewhere: apply ParaView's Threshold filter on ``valid`` to drop them.
-    """
-    from .plot import _check_surface, _transform
 
+    Parameters
+    ----------
+    %(surface_any)s
+    %(path)s
+    %(name)s
+    log : bool, default False
+        Height is log10 of the values; non-positive values become missing.
+    fill : float, optional
+        Value written for missing entries; default: the finite maximum of each array (0
+        when none is finite), so the geometry and colour range stay sensible.
+    %(quantity)s
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    LandscapeError
+        If ``surface`` is not a ``Surface`` whose arrays match its grid, ``name`` is not
+        ``"loss"`` or one of its metrics, ``fill`` is not finite, or ``name`` and
+        ``quantity`` are both given and differ.
+    """
+    name = _renamed_keyword(name, quantity, where="export_vtk")
     _check_surface(surface, ndim=None, where="export_vtk")
     if fill is not None and not np.isfinite(fill):
         raise LandscapeError(
             f"export_vtk: fill={fill!r}; expected a finite number or None, because the VTK "
             "legacy ASCII reader cannot parse nan/inf."
         )
-    raw = np.asarray(surface.values(quantity), dtype=float)  # raises for unknown quantity
-    height = _transform(raw, log=log, clip=False)
+    height = display_values(surface, name=name, log=log, clip=False)  # raises for unknown name
     valid = np.isfinite(height) & np.asarray(surface.done_mask, dtype=bool)
 
     x = np.asarray(surface.x, dtype=float)
@@ -199,14 +263,14 @@ def export_vtk(
     n = points.shape[0]
 
     scalars = {"height": points[:, 2], "valid": valid.ravel().astype(float)}
-    for name, values in {"loss": surface.loss, **dict(surface.metrics)}.items():
-        name = _vtk_name(name)
-        while name in scalars:  # "valid", "height" or two names sanitised alike
-            name += "_"
-        scalars[name] = _fill(values, fill).ravel()
+    for array_name, values in {"loss": surface.loss, **dict(surface.metrics)}.items():
+        vtk_name = _vtk_name(array_name)
+        while vtk_name in scalars:  # "valid", "height" or two names sanitised alike
+            vtk_name += "_"
+        scalars[vtk_name] = _fill(values, fill).ravel()
 
     title = str(surface.provenance.get("title", "landscape_nb surface"))
-    title = re.sub(r"\s+", " ", f"landscape_nb {quantity}{' log10' if log else ''}: {title}")[:250]
+    title = re.sub(r"\s+", " ", f"landscape_nb {name}{' log10' if log else ''}: {title}")[:250]
     path = _prepare_path(path)
     with open(path, "w", encoding="ascii", errors="replace", newline="\n") as f:
         f.write("# vtk DataFile Version 3.0\n")
@@ -217,7 +281,7 @@ def export_vtk(
         f.write(f"POINTS {n} double\n")
         np.savetxt(f, points, fmt="%.17g")
         f.write(f"POINT_DATA {n}\n")
-        for name, values in scalars.items():
-            f.write(f"SCALARS {name} double 1\nLOOKUP_TABLE default\n")
+        for vtk_name, values in scalars.items():
+            f.write(f"SCALARS {vtk_name} double 1\nLOOKUP_TABLE default\n")
             np.savetxt(f, values.reshape(-1, 1), fmt="%.17g")
     return path

@@ -1,0 +1,388 @@
+"""What every figure shares: input checks, the display transform (non-finite → gap, log10,
+clip), hover text, JSON-safe arrays, colour and contour-level helpers, and the parameter
+docs substituted into each builder's docstring.
+
+Imports neither torch, Dask nor ipywidgets.
+"""
+from __future__ import annotations
+
+import warnings
+from numbers import Real
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..errors import LandscapeError
+from ..surface import Surface
+
+COLORSCALE = "Viridis"
+TRAJECTORY_COLORSCALE = "Reds"
+CLIP_FACTOR = 5.0
+SURFACE_LEVELS = 20  # contour lines drawn on (and projected under) 3D surfaces
+
+# ---------------------------------------------------------------------------------------
+# Shared docstring pieces, substituted with `_doc` (the plotly.express habit): a parameter
+# documented twice is documented here once. Each piece is written for a docstring indented
+# by four spaces, as every function body is.
+# ---------------------------------------------------------------------------------------
+
+_PARAMS = {
+    "surface": """surface : Surface
+        A 2D landscape, computed or partial: ``loss`` and every metric have shape
+        ``(len(y), len(x))`` and ``loss[j, i]`` is at ``(x[i], y[j])``. ``x`` and ``y`` are
+        step sizes along the two directions (multiples of each direction vector); the loss
+        is in the loss function's units. NaN marks points not computed yet.""",
+    "surface_any": """surface : Surface
+        A 1D landscape (``loss`` of shape ``(len(x),)``, ``loss[i]`` at ``x[i]``) or a 2D one
+        (shape ``(len(y), len(x))``, ``loss[j, i]`` at ``(x[i], y[j])``), possibly partial
+        (NaN where not computed yet).""",
+    "surfaces_1d": """surface : Surface or sequence of Surface
+        1D landscapes: ``loss`` of shape ``(len(x),)`` with ``loss[i]`` at ``x[i]``; grids may
+        differ. Each curve is named by its ``provenance["label"]``.""",
+    "log": """log : bool, default False
+        Show log10(loss) instead of the loss. Non-positive losses have no logarithm and
+        become gaps.""",
+    "clip": """clip : None, False or float, default None
+        Cap on the displayed loss, in loss units. None: automatic, the displayed values are
+        capped at ``min + 5 * (median - min)`` of the finite values (no cap when most points
+        sit at the minimum). False: no cap. Hover text always shows the true values.""",
+    "title": """title : str, optional
+        Figure title; defaults to ``surface.provenance["title"]`` when present.""",
+    "levels": """levels : int, default 30
+        Number of contour lines, evenly spaced over the displayed range.""",
+    "name": """name : str, default "loss"
+        Which array to show: ``"loss"`` or the name of one of ``surface.metrics``.""",
+    "quantity": """quantity : str, optional
+        Deprecated alias of ``name`` (emits a DeprecationWarning); ``quantity`` now only
+        means what a point computes, as in ``compute_surface``.""",
+    "fig": """fig : plotly.graph_objects.Figure or FigureWidget
+        A figure, e.g. one returned by ``landscape_nb.plot.contour(surf)``.""",
+    "path": """path : str or os.PathLike
+        Output file; ``~`` is expanded and missing parent directories are created.""",
+    "returns": """Returns
+    -------
+    plotly.graph_objects.Figure
+        A new figure; call ``.show()`` or ``landscape_nb.export_html`` yourself.""",
+    "raises": """Raises
+    ------
+    LandscapeError
+        If a surface is not a ``landscape_nb.Surface`` of the expected dimension or its
+        arrays do not match its grid (e.g. a transposed ``loss``).""",
+    "bad_clip": """``clip`` is not None, False or a finite number (positive when ``log=True``)""",
+    "li2018": """.. [1] H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+       Landscape of Neural Nets", NeurIPS 2018, arXiv:1712.09913.""",
+}
+
+
+def _doc(func):
+    """Fill ``%(name)s`` placeholders in ``func``'s docstring from `_PARAMS`."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__ % _PARAMS
+    return func
+
+
+def _renamed_keyword(name: str, quantity: str | None, *, where: str) -> str:
+    """Resolve the deprecated ``quantity=`` alias of the display keyword ``name=``."""
+    if quantity is None:
+        return name
+    warnings.warn(
+        f"{where}: the keyword quantity= is deprecated; use name={quantity!r} instead "
+        "(quantity now only means what a point computes, as in compute_surface).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if name != "loss" and name != quantity:
+        raise LandscapeError(
+            f"{where}: got name={name!r} and quantity={quantity!r}; expected one of them. "
+            f"Fix: pass only name= (quantity= is its deprecated alias)."
+        )
+    return quantity
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+
+def _check_surface(surf: Any, *, ndim: int | None, where: str) -> Surface:
+    if not isinstance(surf, Surface):
+        raise LandscapeError(
+            f"{where}: got a {type(surf).__name__}; expected a landscape_nb.Surface. "
+            "Build one with landscape_nb.compute_surface(...) or Surface(x=..., y=..., loss=...)."
+        )
+    if ndim is not None and surf.ndim != ndim:
+        fix = (
+            "use plot.line() for 1D surfaces"
+            if surf.ndim == 1
+            else "use plot.contour(), plot.heatmap() or plot.surface() for 2D surfaces"
+        )
+        raise LandscapeError(
+            f"{where}: got a {surf.ndim}D surface (loss shape {surf.shape}); expected a {ndim}D "
+            f"surface; {fix}."
+        )
+    x = np.asarray(surf.x)
+    if surf.ndim == 1:
+        expected, dims = (x.size,), "(len(x),)"
+        order = "loss[i] must be at x[i]"
+    else:
+        expected, dims = (np.asarray(surf.y).size, x.size), "(len(y), len(x))"
+        order = "loss[j, i] must be at (x[i], y[j])"
+    arrays = {"loss": surf.loss, **dict(surf.metrics)}
+    for name, arr in arrays.items():
+        shape = np.shape(arr)
+        if shape != expected:
+            hint = " (it looks transposed)" if shape == expected[::-1] else ""
+            raise LandscapeError(
+                f"{where}: {name!r} has shape {shape}{hint}; expected {expected} = {dims} "
+                f"for this grid; {order}."
+            )
+    return surf
+
+
+def _check_clip(clip: Any, log: bool) -> None:
+    if clip is None or clip is False or clip is True:
+        return
+    if not isinstance(clip, Real) or not np.isfinite(clip) or (log and clip <= 0):
+        raise LandscapeError(
+            f"clip={clip!r}; expected None (automatic), False (no cap) or a finite number in "
+            "loss units (positive when log=True); e.g. clip=10."
+        )
+
+
+def _check_levels(levels: Any) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise LandscapeError(f"levels={levels!r}; expected a positive integer, e.g. levels=30.")
+    return int(levels)
+
+
+# ---------------------------------------------------------------------------------------
+# The display transform: non-finite → NaN, explicit cap, log10, automatic cap
+# ---------------------------------------------------------------------------------------
+
+
+def clip_limit(values: np.ndarray) -> float | None:
+    """The automatic cap for displayed values.
+
+    ``min + 5 * (median - min)`` of the finite values, or their maximum when that rule
+    would cap nothing sensible (more than half the points at the minimum). The median
+    tracks the typical loss across the plane, so a few diverged points (e.g. at the edges
+    of a plane around a network without skip connections) do not set the scale.
+
+    Parameters
+    ----------
+    values : array_like of float, any shape
+        Displayed values (loss units, or log10 of them); NaN and inf are ignored.
+
+    Returns
+    -------
+    float or None
+        The cap, in the units of ``values``; None when no value is finite.
+    """
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
+    cap = lo + CLIP_FACTOR * (float(np.median(finite)) - lo)
+    return hi if not cap > lo else min(cap, hi)
+
+
+def _transform(values: np.ndarray, *, log: bool, clip: Any) -> np.ndarray:
+    """The log/explicit-clip part of the display transform (no automatic cap)."""
+    z = np.array(values, dtype=float)
+    z[~np.isfinite(z)] = np.nan
+    if clip is not None and clip is not False and clip is not True:
+        z = np.minimum(z, float(clip))  # NaN stays NaN
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(z > 0, np.log10(np.where(z > 0, z, 1.0)), np.nan)
+    return z
+
+
+@_doc
+def display_values(
+    values: Surface | np.ndarray,
+    *,
+    log: bool = False,
+    clip: Any = None,
+    name: str = "loss",
+    quantity: str | None = None,
+) -> np.ndarray:
+    """The float array a figure shows: non-finite → NaN, optional log10, then the cap.
+
+    Every builder, the live figure widget and the VTK export use this one transform.
+
+    Parameters
+    ----------
+    values : Surface or array_like of float
+        A surface (its ``name`` array is used) or the raw values themselves, any shape.
+    %(log)s
+    %(clip)s
+    %(name)s
+        Ignored when ``values`` is an array.
+    %(quantity)s
+
+    Returns
+    -------
+    numpy.ndarray of float, same shape as the values
+        Loss units (log10 of them when ``log=True``); NaN for gaps.
+
+    Raises
+    ------
+    LandscapeError
+        If ``clip`` is not None, False or a finite number (positive when ``log=True``),
+        if ``name`` is not ``"loss"`` or a metric of the surface, or if both ``name`` and
+        the deprecated ``quantity`` are given and differ.
+    """
+    name = _renamed_keyword(name, quantity, where="display_values")
+    _check_clip(clip, log)
+    arr = values.values(name) if isinstance(values, Surface) else values
+    z = _transform(arr, log=log, clip=clip)
+    if clip is None or clip is True:
+        cap = clip_limit(z)
+        if cap is not None:
+            z = np.minimum(z, cap)
+    return z
+
+
+def to_plotly_z(array: Any) -> list:
+    """Nested lists of Python floats with None for NaN/inf: JSON-safe z for Plotly.
+
+    NaN is not valid JSON; Plotly renders ``null`` as a gap. Use this when sending data
+    as JSON yourself (e.g. patching a live ``FigureWidget``).
+
+    Parameters
+    ----------
+    array : array_like of float, any shape
+
+    Returns
+    -------
+    list
+        Nested lists of the same shape; None where the value was not finite.
+
+    >>> to_plotly_z([[1.0, float("nan")], [float("inf"), 2.0]])
+    [[1.0, None], [None, 2.0]]
+    """
+    a = np.asarray(array, dtype=float)
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# Hover, titles, colour range and contour levels
+# ---------------------------------------------------------------------------------------
+
+
+def _axis_label(log: bool, name: str = "loss") -> str:
+    return f"log10({name})" if log else name
+
+
+def _quantity_names(surf: Surface) -> list[str]:
+    return ["loss", *surf.metrics]
+
+
+def hover_customdata(surf: Surface) -> np.ndarray:
+    """Per point ``[loss, metric...]`` (true values, unclipped), last axis stacked.
+
+    Parameters
+    ----------
+    surf : Surface
+        A 1D or 2D landscape.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape ``surf.shape + (1 + len(surf.metrics),)``
+        Loss first, then the metrics in ``surf.metrics`` order.
+    """
+    return np.stack([np.asarray(surf.values(n), dtype=float) for n in _quantity_names(surf)], -1)
+
+
+def hover_template(surf: Surface) -> str:
+    """Hover text for a grid trace using `hover_customdata`: x, y, loss and every metric.
+
+    Parameters
+    ----------
+    surf : Surface
+        A 2D landscape; its axis labels name x and y.
+
+    Returns
+    -------
+    str
+        A Plotly ``hovertemplate``.
+    """
+    lines = [f"{surf.x_label}: %{{x:.4g}}", f"{surf.y_label}: %{{y:.4g}}"]
+    lines += [f"{n}: %{{customdata[{k}]:.4g}}" for k, n in enumerate(_quantity_names(surf))]
+    return "<br>".join(lines) + "<extra></extra>"
+
+
+def _title(title: str | None, surf: Surface | None) -> str | None:
+    if title is not None:
+        return title
+    return None if surf is None else surf.provenance.get("title")
+
+
+def _range(zs: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
+    finite = [z[np.isfinite(z)] for z in zs]
+    finite = [f for f in finite if f.size]
+    if not finite:
+        return None, None
+    lo = float(min(f.min() for f in finite))
+    hi = float(max(f.max() for f in finite))
+    return lo, hi
+
+
+def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
+    """Colorbar title; says so when the display is capped below the true maximum."""
+    label = _axis_label(log)
+    raw_disp = _transform(raw, log=log, clip=False)
+    if zmax is not None and np.nanmax(raw_disp, initial=-np.inf) > zmax:
+        label += f"<br>(capped at {zmax:.3g})"
+    return label
+
+
+def _contour_spec(zmin: float | None, zmax: float | None, levels: int) -> dict:
+    """Exactly ``levels`` lines, centred in ``levels`` equal bands of [zmin, zmax]."""
+    if zmin is None:
+        return dict(autocontour=True, ncontours=levels)
+    if not zmax > zmin:
+        return dict(autocontour=False, ncontours=1, contours=dict(start=zmin, end=zmin, size=1.0))
+    size = (zmax - zmin) / levels
+    return dict(
+        autocontour=False,
+        ncontours=levels,
+        contours=dict(start=zmin + size / 2, end=zmax - size / 2, size=size),
+    )
+
+
+def _grid_trace(
+    kind: str, surf: Surface, z: np.ndarray, zmin, zmax, *, levels: int, contours: bool
+):
+    """One contour, heatmap or 3D-surface trace of ``z`` with the surface's hover text."""
+    common = dict(
+        z=z,
+        customdata=hover_customdata(surf),
+        hovertemplate=hover_template(surf),
+        colorscale=COLORSCALE,
+    )
+    x, y = np.asarray(surf.x, dtype=float), np.asarray(surf.y, dtype=float)
+    if kind == "contour":
+        return go.Contour(
+            x=x, y=y, zmin=zmin, zmax=zmax, connectgaps=False,
+            contours_coloring="lines", line_width=1.5,
+            **_contour_spec(zmin, zmax, levels), **common,
+        )
+    if kind == "heatmap":
+        return go.Heatmap(x=x, y=y, zmin=zmin, zmax=zmax, connectgaps=False, **common)
+    if kind == "surface":
+        trace = go.Surface(x=x, y=y, cmin=zmin, cmax=zmax, **common)
+        if contours:
+            spec = _contour_spec(zmin, zmax, levels).get("contours", {})
+            trace.contours.z = dict(
+                show=True, project_z=True, usecolormap=True, highlightcolor="white", **spec
+            )
+        return trace
+    raise LandscapeError(
+        f"kind={kind!r}; expected one of 'contour', 'heatmap', 'surface'; e.g. kind='contour'."
+    )

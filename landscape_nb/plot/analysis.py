@@ -1,0 +1,334 @@
+"""Figures beyond random planes: sharpness annotations, trajectory-PCA contours, the
+Hessian eigenvalue-ratio map, loss along paths between two minimizers and side-by-side
+1D slices with their sharpness (Li et al., "Visualizing the Loss Landscape of Neural
+Nets", NeurIPS 2018; Garipov et al. 2018; Dinh et al. 2017).
+
+Imports neither torch, Dask nor ipywidgets.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from ..errors import LandscapeError
+from ..sharpness import axis_sharpness, loss_barrier, sharpness_text
+from ..surface import Surface
+from ._common import (
+    COLORSCALE,
+    _check_levels,
+    _check_surface,
+    _contour_spec,
+    _doc,
+    _range,
+    _title,
+    _transform,
+    display_values,
+)
+from .figures import _trajectory_field, contour, line
+
+
+@_doc
+def with_sharpness(fig: go.Figure, surface: Surface, *, radius: float | None = None) -> go.Figure:
+    """A copy of ``fig`` with ``surface``'s sharpness numbers as an annotation in the
+    top-left corner: the loss increase at ``radius`` and the curvature L''(0) along each
+    axis through the centre (see ``Surface.sharpness``).
+
+    Parameters
+    ----------
+    %(fig)s
+    surface : Surface
+        The 1D or 2D landscape drawn in ``fig``, centred at the model (0 on each axis).
+    radius : float, optional
+        Distance from the centre, in step-size units, at which the loss increase is read;
+        default: half the shorter side of the grid's range.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        A new figure; ``fig`` is left unchanged.
+
+    Raises
+    ------
+    LandscapeError
+        If the grid does not contain the centre or ``radius`` is not a positive distance
+        within it.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    out = go.Figure(fig)
+    out.add_annotation(
+        text="sharpness at the centre<br>" + sharpness_text(surface, radius), xref="paper", yref="paper",
+        x=0.0, y=1.0, xanchor="left", yanchor="top", showarrow=False, align="left",
+        bgcolor="rgba(255,255,255,0.8)", font=dict(size=11), name="sharpness",
+    )
+    return out
+
+
+@_doc
+def pca_contour(
+    surface: Surface,
+    path: Any,
+    *,
+    levels: int = 30,
+    log: bool = False,
+    clip: float | bool | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Contour of a trajectory-PCA plane with the projected optimizer path (Li et al. 2018,
+    Fig. 9 [1]_).
+
+    Axes are labelled with each direction's explained variance (from the surface's
+    labels). Each checkpoint's marker shows its distance from the plane (colour and
+    size) and its hover text the true loss next to the loss drawn under it, so a
+    checkpoint far off the plane is not mistaken for a point on it.
+
+    Parameters
+    ----------
+    %(surface)s
+    path : ProjectedPath or dict
+        From ``project_trajectory``: ``x``, ``y`` (step-size units) and ``distance``
+        (weight-space distance from the plane), optional ``loss`` (true loss), ``norm``
+        (distance from the final model) and ``labels``; each of shape ``(n_checkpoints,)``.
+    %(levels)s
+    %(log)s
+    %(clip)s
+    %(title)s
+
+    %(returns)s
+
+    %(raises)s
+        Also if %(bad_clip)s, ``levels`` is not a positive integer, or ``path`` lacks
+        ``x``/``y`` or its arrays differ in length.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    fig = contour(surface, levels=levels, log=log, clip=clip, title=title, trajectory=path)
+    trace = fig.data[-1]
+    n = len(trace.x)
+    true_loss = _trajectory_field(path, "loss")
+    distance = _trajectory_field(path, "distance")
+    norm = _trajectory_field(path, "norm")
+    cols = [np.asarray(distance if distance is not None else np.full(n, np.nan), float).ravel(),
+            np.asarray(norm if norm is not None else np.full(n, np.nan), float).ravel(),
+            np.asarray(true_loss if true_loss is not None else np.full(n, np.nan), float).ravel(),
+            _surface_at(surface, np.asarray(trace.x, float), np.asarray(trace.y, float))]
+    trace.customdata = np.stack(cols, axis=-1)
+    trace.hovertemplate = (
+        "%{text}<br>x: %{x:.4g}<br>y: %{y:.4g}<br>distance from plane: %{customdata[0]:.4g}"
+        " (from final: %{customdata[1]:.4g})<br>true loss: %{customdata[2]:.4g}"
+        "<br>loss drawn here: %{customdata[3]:.4g}<extra>trajectory</extra>"
+    )
+    if distance is not None and norm is not None:
+        rel = np.asarray(distance, float) / np.where(np.asarray(norm, float) > 0, np.asarray(norm, float), np.inf)
+        fig.add_annotation(
+            text=f"largest distance from the plane: {100 * float(np.nanmax(rel)):.0f}% of the checkpoint's "
+                 "distance from the final model",
+            xref="paper", yref="paper", x=0.0, y=-0.12, xanchor="left", yanchor="top", showarrow=False,
+            font=dict(size=11),
+        )
+    return fig
+
+
+def _surface_at(surface: Surface, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """The surface's loss at the grid point nearest to each (px, py) (NaN outside the grid)."""
+    x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
+    out = np.full(len(px), np.nan)
+    for k, (a, b) in enumerate(zip(px, py)):
+        if x.min() <= a <= x.max() and y.min() <= b <= y.max():
+            out[k] = surface.loss[int(np.argmin(np.abs(y - b))), int(np.argmin(np.abs(x - a)))]
+    return out
+
+
+@_doc
+def eigen_map(
+    surface: Surface,
+    *,
+    loss_levels: int = 15,
+    title: str | None = None,
+) -> go.Figure:
+    """The non-convexity map of Li et al. 2018 (Fig. 6 [1]_): ``|λ_min / λ_max|`` per grid
+    point, with the loss contours on top.
+
+    Parameters
+    ----------
+    surface : Surface
+        A 2D surface from ``landscape_nb.eigen_map`` (metrics ``eig_ratio``,
+        ``lambda_max`` and ``lambda_min``, each of shape ``(len(y), len(x))``; the
+        eigenvalues in loss units per squared step). Near 0 (dark): locally near-convex;
+        large (bright): negative curvature comparable to the positive.
+    loss_levels : int, default 15
+        Contour lines of the loss drawn on top (0: none).
+    %(title)s
+
+    %(returns)s
+
+    %(raises)s
+        Also if the surface lacks one of the three eigenvalue metrics or ``loss_levels`` is
+        negative.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    _check_surface(surface, ndim=2, where="plot.eigen_map")
+    missing = [m for m in ("eig_ratio", "lambda_max", "lambda_min") if m not in surface.metrics]
+    if missing:
+        raise LandscapeError(
+            f"plot.eigen_map: the surface has no {missing}; expected a surface from landscape_nb.eigen_map "
+            "(compute_surface(..., quantity='hessian'))."
+        )
+    ratio = _transform(surface.metrics["eig_ratio"], log=False, clip=False)
+    finite = ratio[np.isfinite(ratio)]
+    zmax = float(finite.max()) if finite.size else 1.0
+    custom = np.stack([np.asarray(surface.values(n), float)
+                       for n in ("eig_ratio", "lambda_max", "lambda_min", "loss")], -1)
+    fig = go.Figure(go.Heatmap(
+        x=np.asarray(surface.x, float), y=np.asarray(surface.y, float), z=ratio, zmin=0.0,
+        zmax=zmax if zmax > 0 else 1.0, colorscale=COLORSCALE, connectgaps=False, customdata=custom,
+        colorbar=dict(title=dict(text="|λ<sub>min</sub>/λ<sub>max</sub>|")),
+        hovertemplate=(f"{surface.x_label}: %{{x:.4g}}<br>{surface.y_label}: %{{y:.4g}}"
+                       "<br>|λmin/λmax|: %{customdata[0]:.4g}<br>λmax: %{customdata[1]:.4g}"
+                       "<br>λmin: %{customdata[2]:.4g}<br>loss: %{customdata[3]:.4g}<extra></extra>"),
+        name="eigenvalue ratio",
+    ))
+    if loss_levels:
+        z = display_values(surface)
+        zmin, zmax_l = _range([z])
+        fig.add_trace(go.Contour(
+            x=np.asarray(surface.x, float), y=np.asarray(surface.y, float), z=z, showscale=False,
+            contours_coloring="none", line=dict(color="white", width=1), hoverinfo="skip", name="loss",
+            **_contour_spec(zmin, zmax_l, _check_levels(loss_levels)),
+        ))
+    fig.update_xaxes(title_text=surface.x_label)
+    fig.update_yaxes(title_text=surface.y_label)
+    fig.update_layout(title=_title(title, surface) or "non-convexity map |λmin/λmax|")
+    return fig
+
+
+@_doc
+def paths(
+    profiles: Any,
+    *,
+    metric: str | None = None,
+    log: bool = False,
+    title: str | None = None,
+) -> go.Figure:
+    """Loss profiles of paths between two models on one axis, each named with its barrier
+    (how far the loss along the path rises above the chord between its end losses; see
+    ``landscape_nb.loss_barrier``).
+
+    Parameters
+    ----------
+    profiles : BezierCurve, Surface or sequence of Surface
+        A ``bezier_curve`` result (its straight-line and curve profiles, Garipov et al.
+        2018 [2]_), or 1D surfaces over t, ``loss`` of shape ``(len(t),)``, with t = 0 and
+        t = 1 on the grid (e.g. interpolations with and without BN buffers). Names come
+        from ``provenance["label"]``.
+    metric : str, optional
+        A metric to draw on a right axis (e.g. "accuracy").
+    log : bool, default False
+        Logarithmic loss axis.
+    title : str, optional
+        Figure title; default "loss along paths between two models".
+
+    %(returns)s
+
+    %(raises)s
+        Also if a profile does not contain t = 0 and t = 1 or has non-finite losses
+        between them.
+
+    References
+    ----------
+    %(li2018)s
+    .. [2] T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss
+       Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
+    """
+
+    if isinstance(getattr(profiles, "profile", None), Surface):
+        profiles = [profiles.line_profile, profiles.profile]
+    surfaces = [profiles] if isinstance(profiles, Surface) else list(profiles)
+    labelled = []
+    for k, s in enumerate(surfaces):
+        _check_surface(s, ndim=1, where=f"plot.paths (profile {k})")
+        label = str(s.provenance.get("label", f"path {k}"))
+        prov = {**s.provenance, "label": f"{label}, barrier {loss_barrier(s):.4g}"}
+        labelled.append(Surface(s.x, None, s.loss, s.metrics, s.done, s.spec, prov))
+    fig = line(labelled, metric=metric, log=log, title=title or "loss along paths between two models")
+    fig.update_xaxes(title_text="t (0: first model, 1: second model)")
+    return fig
+
+
+@_doc
+def line_panels(
+    groups: Sequence[Sequence[Surface]],
+    *,
+    titles: Sequence[str] | None = None,
+    log: bool = False,
+    radius: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Side-by-side panels of overlaid 1D slices, each legend entry with its sharpness
+    (loss increase at ``radius`` and curvature at 0), e.g. raw vs filter-normalized
+    directions through an original and a rescaled network (Dinh et al. 2017 [2]_): filter
+    normalization (Li et al. 2018 [1]_) keeps the two alike where raw directions do not.
+
+    Parameters
+    ----------
+    groups : sequence of sequences of Surface
+        One list of 1D surfaces per panel, each ``loss`` of shape ``(len(x),)`` and
+        centred at the model (x = 0 on the grid); names from ``provenance["label"]``.
+    titles : sequence of str, optional
+        One per panel; default "panel 1", "panel 2", ...
+    log : bool, default False
+        Logarithmic loss axes.
+    radius : float, optional
+        Radius for the sharpness numbers, in step-size units (default: half the shorter
+        side of the range).
+    title : str, optional
+        Figure title.
+
+    %(returns)s
+
+    %(raises)s
+        Also if a panel is empty, ``titles`` has another length, or a slice does not
+        contain x = 0.
+
+    References
+    ----------
+    %(li2018)s
+    .. [2] L. Dinh, R. Pascanu, S. Bengio and Y. Bengio, "Sharp Minima Can Generalize for
+       Deep Nets", ICML 2017.
+    """
+
+    groups = [list(g) for g in groups]
+    if not groups or not all(groups):
+        raise LandscapeError("plot.line_panels: expected a non-empty list of non-empty lists of 1D Surfaces.")
+    titles = list(titles) if titles is not None else [f"panel {k + 1}" for k in range(len(groups))]
+    if len(titles) != len(groups):
+        raise LandscapeError(f"plot.line_panels: {len(titles)} titles for {len(groups)} panels; expected one each.")
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=titles)
+    palette = qualitative.Plotly
+    for col, group in enumerate(groups, start=1):
+        for k, s in enumerate(group):
+            _check_surface(s, ndim=1, where=f"plot.line_panels (panel {col}, surface {k})")
+            sh = axis_sharpness(s, "x", radius)
+            label = str(s.provenance.get("label", f"surface {k}"))
+            fig.add_trace(go.Scatter(
+                x=np.asarray(s.x, float), y=_transform(s.loss, log=False, clip=False), mode="lines",
+                line=dict(color=palette[k % len(palette)], dash="solid" if k == 0 else "dash"),
+                name=f"{label}: ΔL(r={sh.radius:.2g})={sh.increase:.3g}, L''(0)={sh.curvature:.3g}",
+                legendgroup=str(col),
+                hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
+            ), row=1, col=col)
+        fig.update_xaxes(title_text=group[0].x_label, row=1, col=col)
+        fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col)
+    fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=480)
+    return fig

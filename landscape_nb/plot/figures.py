@@ -1,0 +1,402 @@
+"""The basic figures of a loss landscape (Li et al., "Visualizing the Loss Landscape of
+Neural Nets", NeurIPS 2018): 1D curves, contours, heatmaps, rotatable 3D surfaces, an
+optimizer trajectory drawn over a contour, and side-by-side comparisons on one colour scale.
+
+Imports neither torch, Dask nor ipywidgets.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from ..errors import LandscapeError
+from ..surface import Surface
+from ._common import (
+    COLORSCALE,
+    SURFACE_LEVELS,
+    TRAJECTORY_COLORSCALE,
+    _axis_label,
+    _check_clip,
+    _check_levels,
+    _check_surface,
+    _colorbar_title,
+    _doc,
+    _grid_trace,
+    _range,
+    _title,
+    _transform,
+    clip_limit,
+    display_values,
+)
+
+
+def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=True) -> go.Figure:
+    """One trace on its own colorbar; axis titles from the surface's labels."""
+    _check_surface(surf, ndim=2, where=f"plot.{kind}")
+    levels = _check_levels(levels)
+    z = display_values(surf, log=log, clip=clip)
+    zmin, zmax = _range([z])
+    trace = _grid_trace(kind, surf, z, zmin, zmax, levels=levels, contours=contours)
+    trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
+    fig = go.Figure(trace)
+    fig.update_layout(title=_title(title, surf))
+    if kind == "surface":
+        fig.update_layout(
+            scene=dict(
+                xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=_axis_label(log)
+            )
+        )
+    else:
+        fig.update_xaxes(title_text=surf.x_label)
+        fig.update_yaxes(title_text=surf.y_label)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------------------
+
+
+@_doc
+def line(
+    surface: Surface | Sequence[Surface],
+    *,
+    metric: str | None = "accuracy",
+    log: bool = False,
+    title: str | None = None,
+) -> go.Figure:
+    """1D loss curve(s): loss on the left axis, a metric on a right twin axis.
+
+    Pass a list of 1D surfaces (e.g. several interpolations between minimizers, Li et al.
+    2018 Fig. 2 [1]_) to overlay them.
+
+    Parameters
+    ----------
+    %(surfaces_1d)s
+    metric : str or None, default "accuracy"
+        Metric for the right axis. The default is skipped for surfaces without accuracy
+        (e.g. regression); any other name must exist. None: loss only.
+    log : bool, default False
+        Logarithmic loss axis (the values themselves are not transformed).
+    %(title)s
+
+    %(returns)s
+
+    %(raises)s
+        Also if the list is empty or ``metric`` is missing from a surface.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    surfaces = [surface] if isinstance(surface, Surface) else list(surface)
+    if not surfaces:
+        raise LandscapeError(
+            "plot.line: got an empty list; expected a 1D Surface or a non-empty list of them."
+        )
+    for k, s in enumerate(surfaces):
+        _check_surface(s, ndim=1, where=f"plot.line (surface {k})")
+        if metric not in (None, "accuracy") and metric not in s.metrics:
+            raise LandscapeError(
+                f"plot.line: metric={metric!r} but surface {k} has metrics {sorted(s.metrics)}; "
+                "expected one of those; pass one of them, or metric=None for loss only."
+            )
+    single = len(surfaces) == 1
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    palette = qualitative.Plotly
+    for k, s in enumerate(surfaces):
+        label = str(s.provenance.get("label", f"surface {k}"))
+        color = palette[k % len(palette)]
+        x = np.asarray(s.x, dtype=float)
+        loss = _transform(s.loss, log=False, clip=False)
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=loss, mode="lines", name="loss" if single else f"{label}: loss",
+                legendgroup=label, line=dict(color=color),
+                hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
+            ),
+            secondary_y=False,
+        )
+        if metric is not None and metric in s.metrics:
+            values = _transform(s.metrics[metric], log=False, clip=False)
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=values, mode="lines", name=metric if single else f"{label}: {metric}",
+                    legendgroup=label, line=dict(color=color, dash="dash"),
+                    hovertemplate=(
+                        f"{s.x_label}: %{{x:.4g}}<br>{metric}: %{{y:.4g}}<extra>{label}</extra>"
+                    ),
+                ),
+                secondary_y=True,
+            )
+    fig.update_xaxes(title_text=surfaces[0].x_label)
+    fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False)
+    if any(t.yaxis == "y2" for t in fig.data):
+        fig.update_yaxes(title_text=metric, secondary_y=True, showgrid=False, tickmode="auto")
+    fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
+    return fig
+
+
+def _trajectory_field(trajectory: Any, name: str):
+    if isinstance(trajectory, Mapping):
+        return trajectory.get(name)
+    return getattr(trajectory, name, None)
+
+
+def _trajectory_trace(trajectory: Any) -> go.Scatter:
+    x = _trajectory_field(trajectory, "x")
+    y = _trajectory_field(trajectory, "y")
+    if x is None or y is None:
+        raise LandscapeError(
+            f"trajectory: got a {type(trajectory).__name__} without 'x' and 'y'; expected a dict "
+            "or object with x and y arrays (optional distance, labels), e.g. "
+            "trajectory={'x': xs, 'y': ys, 'distance': ds}."
+        )
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    n = x.size
+    distance = _trajectory_field(trajectory, "distance")
+    labels = _trajectory_field(trajectory, "labels")
+    lengths = {"x": n, "y": y.size}
+    if distance is not None:
+        distance = np.asarray(distance, dtype=float).ravel()
+        lengths["distance"] = distance.size
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        lengths["labels"] = len(labels)
+    if len(set(lengths.values())) != 1:
+        raise LandscapeError(
+            f"trajectory: lengths {lengths}; expected x, y, distance and labels of one length "
+            "(one entry per checkpoint)."
+        )
+    text = labels if labels is not None else [f"step {k}" for k in range(n)]
+    hover = "%{text}<br>x: %{x:.4g}<br>y: %{y:.4g}"
+    marker: dict[str, Any] = dict(size=8, color="red", line=dict(width=1, color="black"))
+    if distance is not None:
+        dmax = float(np.nanmax(np.abs(distance))) if np.isfinite(distance).any() else 0.0
+        scaled = np.abs(distance) / dmax if dmax > 0 else np.zeros(n)
+        marker.update(
+            size=np.nan_to_num(6 + 12 * scaled, nan=6.0),
+            color=distance,
+            colorscale=TRAJECTORY_COLORSCALE,
+            cmin=0.0 if np.nanmin(distance, initial=0.0) >= 0 else None,
+            showscale=True,
+            colorbar=dict(
+                title=dict(text="distance<br>from plane"), len=0.45, y=0.0, yanchor="bottom"
+            ),
+        )
+        hover += "<br>distance from plane: %{marker.color:.4g}"
+    return go.Scatter(
+        x=x, y=y, mode="lines+markers", name="trajectory", text=text, marker=marker,
+        line=dict(color="black", width=1.5), hovertemplate=hover + "<extra>trajectory</extra>",
+        showlegend=False,
+    )
+
+
+@_doc
+def contour(
+    surface: Surface,
+    *,
+    levels: int = 30,
+    log: bool = False,
+    clip: float | bool | None = None,
+    title: str | None = None,
+    trajectory: Any = None,
+) -> go.Figure:
+    """2D contour lines of the loss, optionally with an optimizer trajectory on top.
+
+    The contour view of a filter-normalized random plane is the figure of Li et al. 2018
+    (Figs. 1, 5 [1]_); a trajectory on a PCA plane is Fig. 9 (see `pca_contour`).
+
+    Parameters
+    ----------
+    %(surface)s
+    %(levels)s
+    %(log)s
+    %(clip)s
+    %(title)s
+    trajectory : dict or object, optional
+        ``x`` and ``y`` arrays (the path projected onto the plane), optional ``distance``
+        (each point's distance from the plane, shown by marker colour and size, so points
+        far off the plane are not mistaken for points on it) and ``labels``; all of
+        shape ``(n_checkpoints,)``, in the plane's step-size units.
+
+    %(returns)s
+
+    %(raises)s
+        Also if %(bad_clip)s, ``levels`` is not a positive integer, or ``trajectory``
+        lacks ``x``/``y`` or its arrays differ in length.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    fig = _single_grid_figure("contour", surface, log=log, clip=clip, title=title, levels=levels)
+    if trajectory is not None:
+        path = _trajectory_trace(trajectory)
+        fig.add_trace(path)
+        if path.marker.showscale:  # stack the two colorbars instead of overlapping them
+            fig.data[0].colorbar.update(len=0.5, y=1.0, yanchor="top")
+    return fig
+
+
+@_doc
+def heatmap(
+    surface: Surface,
+    *,
+    log: bool = False,
+    clip: float | bool | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Filled 2D map of the loss, one cell per grid point.
+
+    Parameters
+    ----------
+    %(surface)s
+    %(log)s
+    %(clip)s
+    %(title)s
+
+    %(returns)s
+
+    %(raises)s
+        Also if %(bad_clip)s.
+    """
+    return _single_grid_figure("heatmap", surface, log=log, clip=clip, title=title)
+
+
+@_doc
+def surface(
+    surface: Surface,
+    *,
+    log: bool = False,
+    clip: float | bool | None = None,
+    title: str | None = None,
+    contours: bool = True,
+) -> go.Figure:
+    """Rotatable 3D loss surface with its contour lines projected on the floor
+    (the 3D views of Li et al. 2018, Fig. 5 [1]_).
+
+    Parameters
+    ----------
+    %(surface)s
+    %(log)s
+    %(clip)s
+    %(title)s
+    contours : bool, default True
+        Draw contour lines on the surface and project them onto the floor.
+
+    %(returns)s
+
+    %(raises)s
+        Also if %(bad_clip)s.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    return _single_grid_figure(
+        "surface", surface, log=log, clip=clip, title=title,
+        levels=SURFACE_LEVELS, contours=contours,
+    )
+
+
+@_doc
+def compare(
+    surfaces: Sequence[Surface],
+    *,
+    kind: str = "contour",
+    titles: Sequence[str] | None = None,
+    log: bool = False,
+    clip: float | bool | None = None,
+    levels: int = 30,
+) -> go.Figure:
+    """Side-by-side landscapes on one shared colour scale (one colorbar), e.g. ResNet with
+    and without skip connections (Li et al. 2018, Fig. 5 [1]_).
+
+    Parameters
+    ----------
+    surfaces : Surface or sequence of Surface
+        2D landscapes, each with ``loss`` of shape ``(len(y), len(x))``; grids may differ.
+    kind : {"contour", "heatmap", "surface"}, default "contour"
+        The figure drawn for each surface.
+    titles : sequence of str, optional
+        One per surface; defaults to each ``provenance["title"]`` or ``["label"]``.
+    %(log)s
+    %(clip)s
+        The automatic cap is computed over all surfaces together.
+    %(levels)s
+
+    %(returns)s
+
+    %(raises)s
+        Also if the list is empty, ``kind`` is unknown, ``titles`` has another length,
+        %(bad_clip)s, or ``levels`` is not a positive integer.
+
+    References
+    ----------
+    %(li2018)s
+    """
+    surfaces = [surfaces] if isinstance(surfaces, Surface) else list(surfaces)
+    if not surfaces:
+        raise LandscapeError(
+            "plot.compare: got an empty list; expected one or more 2D Surfaces, e.g. "
+            "compare([surf_skip, surf_noskip])."
+        )
+    if kind not in ("contour", "heatmap", "surface"):
+        raise LandscapeError(
+            f"plot.compare: kind={kind!r}; expected 'contour', 'heatmap' or 'surface'."
+        )
+    for k, s in enumerate(surfaces):
+        _check_surface(s, ndim=2, where=f"plot.compare (surface {k})")
+    levels = _check_levels(levels)
+    _check_clip(clip, log)
+    n = len(surfaces)
+    if titles is None:
+        titles = [
+            str(s.provenance.get("title", s.provenance.get("label", f"surface {k}")))
+            for k, s in enumerate(surfaces)
+        ]
+    titles = list(titles)
+    if len(titles) != n:
+        raise LandscapeError(
+            f"plot.compare: got {len(titles)} titles for {n} surfaces; expected one title per "
+            "surface, or titles=None."
+        )
+
+    zs = [_transform(s.loss, log=log, clip=clip) for s in surfaces]
+    if clip is None or clip is True:
+        cap = clip_limit(np.concatenate([z.ravel() for z in zs]))
+        if cap is not None:
+            zs = [np.minimum(z, cap) for z in zs]
+    zmin, zmax = _range(zs)
+
+    spec = {"type": "scene"} if kind == "surface" else {}
+    fig = make_subplots(rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles)
+    for k, (s, z) in enumerate(zip(surfaces, zs)):
+        n_levels = SURFACE_LEVELS if kind == "surface" else levels
+        trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
+        trace.coloraxis = "coloraxis"
+        fig.add_trace(trace, row=1, col=k + 1)
+        if kind == "surface":
+            scene = "scene" if k == 0 else f"scene{k + 1}"
+            fig.layout[scene].update(
+                xaxis_title=s.x_label, yaxis_title=s.y_label, zaxis_title=_axis_label(log),
+                zaxis_range=None if zmin is None else [zmin, zmax],
+            )
+        else:
+            fig.update_xaxes(title_text=s.x_label, row=1, col=k + 1)
+            fig.update_yaxes(title_text=s.y_label, row=1, col=k + 1)
+    raw = np.concatenate([np.asarray(s.loss, dtype=float).ravel() for s in surfaces])
+    fig.update_layout(
+        coloraxis=dict(
+            colorscale=COLORSCALE, cmin=zmin, cmax=zmax,
+            colorbar=dict(title=dict(text=_colorbar_title(log, zmax, raw))),
+        ),
+        height=450,
+    )
+    return fig
+

@@ -1,0 +1,182 @@
+"""Live figures: built once for a grid, then refreshed in place as tiles stream in.
+
+Imports neither torch, Dask nor ipywidgets (a ``go.FigureWidget`` is the caller's choice).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..errors import LandscapeError
+from ..surface import Surface
+from ._common import (
+    COLORSCALE,
+    SURFACE_LEVELS,
+    _axis_label,
+    _check_clip,
+    _check_surface,
+    _colorbar_title,
+    _contour_spec,
+    _doc,
+    _grid_trace,
+    _range,
+    _title,
+    _transform,
+    display_values,
+    hover_customdata,
+    hover_template,
+    to_plotly_z,
+)
+from .figures import line
+
+_LIVE_KEY = "landscape_nb_live"
+LIVE_LEVELS = 30
+
+
+@_doc
+def live(
+    surface: Surface,
+    *,
+    log: bool = False,
+    clip: float | bool | None = None,
+    metric: str | None = "accuracy",
+    title: str | None = None,
+) -> go.Figure:
+    """A figure meant to be refreshed by `update` while a surface fills in tile by tile.
+
+    2D: a rotatable 3D surface (contours projected on the floor) and a 2D contour plot
+    side by side on one colour scale. 1D: loss and ``metric`` on twin axes. Points not
+    computed yet are sent as null (NaN is not valid JSON), so they show as gaps.
+    Wrap it in ``go.FigureWidget`` to watch it update in a notebook::
+
+        fig = go.FigureWidget(lnb.plot.live(partial_surface))
+        lnb.plot.update(fig, newer_surface)    # one batched message per call
+
+    Parameters
+    ----------
+    %(surface_any)s
+    %(log)s
+    %(clip)s
+    metric : str or None, default "accuracy"
+        1D only: the metric on the right twin axis (skipped when the surface lacks it).
+    %(title)s
+
+    %(returns)s
+
+    %(raises)s
+        Also if %(bad_clip)s.
+    """
+    _check_surface(surface, ndim=None, where="plot.live")
+    _check_clip(clip, log)
+    if surface.ndim == 1:
+        fig = line(surface, metric=metric if metric in surface.metrics else None, log=log, title=title)
+        fig.update_layout(height=420)
+    else:
+        fig = make_subplots(
+            rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
+            column_widths=[0.55, 0.45], horizontal_spacing=0.08,
+            subplot_titles=["3D surface", "contours"],
+        )
+        empty = np.full(surface.loss.shape, np.nan)
+        for col, (kind, levels) in enumerate((("surface", SURFACE_LEVELS), ("contour", LIVE_LEVELS)), 1):
+            trace = _grid_trace(kind, surface, empty, None, None, levels=levels, contours=True)
+            trace.coloraxis = "coloraxis"
+            trace.name = f"loss {kind}"
+            fig.add_trace(trace, row=1, col=col)
+        fig.update_layout(
+            title=_title(title, surface), height=520, margin=dict(l=10, r=10, t=70, b=40),
+            coloraxis=dict(colorscale=COLORSCALE),
+        )
+    fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
+                                        "metric": metric if surface.ndim == 1 else None}})
+    return update(fig, surface, log=log, clip=clip)
+
+
+@_doc
+def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: Any = None) -> go.Figure:
+    """Write ``surface``'s current values into a figure made by `live`, in one batch.
+
+    On a ``go.FigureWidget`` the changes travel to the browser as a single update
+    message (``batch_update``); missing points are sent as null. The colour range,
+    contour levels and the automatic clipping follow the points computed so far.
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure or FigureWidget
+        A figure returned by `live` (or a ``go.FigureWidget`` of it); changed in place.
+    surface : Surface
+        Newer values on the same kind of grid as the one ``fig`` was built for (1D or
+        2D, ``loss`` of shape ``(len(x),)`` or ``(len(y), len(x))``), possibly partial.
+    log : bool or None, default None
+        Show log10(loss); None keeps the figure's current scale.
+    %(clip)s
+
+    Returns
+    -------
+    plotly.graph_objects.Figure or FigureWidget
+        ``fig`` itself.
+
+    %(raises)s
+        Also if ``fig`` was not made by `live`, ``surface`` has another dimension than
+        the one ``fig`` was built for, or %(bad_clip)s.
+    """
+    meta = fig.layout.meta if isinstance(fig.layout.meta, Mapping) else {}
+    info = meta.get(_LIVE_KEY)
+    if not isinstance(info, Mapping):
+        raise LandscapeError(
+            f"plot.update: got a {type(fig).__name__} not made by plot.live; expected the figure "
+            "returned by landscape_nb.plot.live(surface) (or a go.FigureWidget of it)."
+        )
+    _check_surface(surface, ndim=int(info["ndim"]), where="plot.update")
+    log = bool(info.get("log")) if log is None else bool(log)
+    _check_clip(clip, log)
+    new_meta = {_LIVE_KEY: {**info, "log": log}}
+    with fig.batch_update():
+        if surface.ndim == 1:
+            _update_line(fig, surface, log=log, metric=info.get("metric"))
+        else:
+            _update_grid(fig, surface, log=log, clip=clip)
+        fig.layout.meta = new_meta
+    return fig
+
+
+def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
+    fig.data[0].x = to_plotly_z(surf.x)
+    fig.data[0].y = to_plotly_z(_transform(surf.loss, log=False, clip=False))
+    if len(fig.data) > 1 and metric in surf.metrics:
+        fig.data[1].x = to_plotly_z(surf.x)
+        fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
+    fig.layout.xaxis.title.text = surf.x_label
+    fig.layout.yaxis.type = "log" if log else "linear"
+
+
+def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
+    z = display_values(surf, log=log, clip=clip)
+    zmin, zmax = _range([z])
+    z_json = to_plotly_z(z)
+    custom = to_plotly_z(hover_customdata(surf))
+    template = hover_template(surf)
+    surface_trace, contour_trace = fig.data[0], fig.data[1]
+    for trace in (surface_trace, contour_trace):
+        trace.x = to_plotly_z(surf.x)
+        trace.y = to_plotly_z(surf.y)
+        trace.z = z_json
+        trace.customdata = custom
+        trace.hovertemplate = template
+    # plotly.js's WebGL surface fails on a z with no number at all: hide it until one arrives
+    surface_trace.visible = zmin is not None
+    contour_trace.update(_contour_spec(zmin, zmax, LIVE_LEVELS))
+    spec = _contour_spec(zmin, zmax, SURFACE_LEVELS).get("contours")
+    if spec:
+        surface_trace.contours.z.update(spec)
+    fig.layout.coloraxis.update(
+        cmin=zmin, cmax=zmax,
+        colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss) if zmax is not None
+                                 else _axis_label(log))),
+    )
+    fig.layout.scene.update(xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=_axis_label(log))
+    fig.layout.xaxis.title.text = surf.x_label
+    fig.layout.yaxis.title.text = surf.y_label

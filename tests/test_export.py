@@ -1,0 +1,215 @@
+"""Exports: standalone HTML, static images (kaleido + a browser) and legacy VTK files,
+checked by reading the files back with naive readers written here."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError, Surface, plot
+from landscape_nb.plot.export import export_html, export_image, export_vtk
+
+X = np.linspace(-1.0, 1.0, 7)
+Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
+
+
+def bowl_value(x, y):
+    return x**2 + 2 * y**2
+
+
+@pytest.fixture
+def bowl() -> Surface:
+    loss = np.array([[bowl_value(x, y) for x in X] for y in Y])
+    return Surface(x=X, y=Y, loss=loss, metrics={"accuracy": 1 - loss / 10})
+
+
+def make_line(n=11) -> Surface:
+    x = np.linspace(-0.5, 1.5, n)
+    loss = (x * (x - 1)) ** 2 + 0.1
+    return Surface(x=x, y=None, loss=loss, metrics={"accuracy": 1 - loss}, provenance={"label": "A→B"})
+
+
+def with_loss(surf: Surface, loss: np.ndarray) -> Surface:
+    return Surface(
+        x=surf.x, y=surf.y, loss=loss, metrics=dict(surf.metrics), provenance=dict(surf.provenance)
+    )
+
+
+def _decode(value):
+    """A Plotly JSON array: a list or {"dtype", "bdata", "shape"} (base64 typed array)."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(s) for s in str(value.get("shape", arr.size)).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(value, dtype=float)
+
+
+def test_export_html_is_standalone_and_holds_the_data(tmp_path, bowl):
+    fig = plot.contour(bowl, clip=False, title="standalone bowl")
+    out = export_html(fig, tmp_path / "nested" / "dir" / "bowl.html")
+    assert isinstance(out, Path) and out.exists()
+    html = out.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html>") and "</html>" in html
+    assert "plotly.js v" in html and len(html) > 1_000_000  # the bundle is embedded
+    assert not re.search(r"<script[^>]*\ssrc\s*=\s*[\"']?(https?:)?//", html, re.I)
+    assert "cdn.plot.ly/plotly" not in html.split("Plotly.newPlot")[1]
+    assert "standalone bowl" in html
+    call = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot(") :]
+    call = call[call.index(",") + 1 :].lstrip()  # skip the div id
+    traces, _ = json.JSONDecoder().raw_decode(call)
+    np.testing.assert_array_equal(_decode(traces[0]["z"]), bowl.loss)
+    np.testing.assert_array_equal(_decode(traces[0]["x"]), X)
+
+
+def _browser_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("kaleido") is None:
+        return False
+    if os.environ.get("BROWSER_PATH"):
+        return True
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+    return any(shutil.which(n) for n in names)
+
+
+needs_browser = pytest.mark.skipif(
+    not _browser_available(),
+    reason="kaleido or Chrome/Chromium missing: pip install 'kaleido>=1', install chromium, "
+    "or set BROWSER_PATH",
+)
+
+
+@needs_browser
+def test_export_image_writes_png_and_svg(tmp_path, bowl):
+    fig = plot.contour(bowl)
+    png = export_image(fig, tmp_path / "out" / "bowl.png", width=300, height=200)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = export_image(fig, tmp_path / "bowl.img", format="svg")
+    assert b"<svg" in svg.read_bytes()[:200]
+
+
+def test_export_image_explains_bad_format_and_missing_browser(tmp_path, bowl, monkeypatch):
+    fig = plot.heatmap(bowl)
+    with pytest.raises(LandscapeError, match="format 'bmp'.*expected one of"):
+        export_image(fig, tmp_path / "bowl.bmp")
+    pytest.importorskip("kaleido")
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chromium"))
+    with pytest.raises(LandscapeError, match="BROWSER_PATH=.*not an executable.*chromium"):
+        export_image(fig, tmp_path / "bowl.png")
+    assert not (tmp_path / "bowl.png").exists()
+
+
+@pytest.mark.skipif(not Path("/bin/false").exists(), reason="needs /bin/false as a broken browser")
+def test_export_image_wraps_a_browser_that_fails_to_start(tmp_path, bowl, monkeypatch):
+    pytest.importorskip("kaleido")
+    monkeypatch.setenv("BROWSER_PATH", "/bin/false")
+    with pytest.raises(LandscapeError, match="install.*BROWSER_PATH"):
+        export_image(plot.heatmap(bowl), tmp_path / "bowl.png")
+
+
+def read_legacy_vtk(path):
+    """A naive reader: DIMENSIONS, POINTS and every SCALARS array of an ASCII VTK file."""
+    tokens = Path(path).read_text(encoding="ascii").split("\n")
+    assert tokens[0] == "# vtk DataFile Version 3.0"
+    assert tokens[2] == "ASCII" and tokens[3] == "DATASET STRUCTURED_GRID"
+    words = " ".join(tokens[4:]).split()
+    out, k = {"scalars": {}}, 0
+    while k < len(words):
+        w = words[k]
+        if w == "DIMENSIONS":
+            out["dims"] = tuple(int(v) for v in words[k + 1 : k + 4])
+            k += 4
+        elif w == "POINTS":
+            n = int(words[k + 1])
+            out["points"] = np.array(words[k + 3 : k + 3 + 3 * n], dtype=float).reshape(n, 3)
+            k += 3 + 3 * n
+        elif w == "POINT_DATA":
+            out["n"] = int(words[k + 1])
+            k += 2
+        elif w == "SCALARS":
+            name = words[k + 1]
+            assert words[k + 4 : k + 6] == ["LOOKUP_TABLE", "default"]
+            start = k + 6
+            out["scalars"][name] = np.array(words[start : start + out["n"]], dtype=float)
+            k = start + out["n"]
+        else:
+            raise AssertionError(f"unexpected token {w!r}")
+    return out
+
+
+def test_export_vtk_round_trips_points_and_scalars(tmp_path, bowl):
+    path = export_vtk(bowl, tmp_path / "vtk" / "bowl.vtk")
+    vtk = read_legacy_vtk(path)
+    assert vtk["dims"] == (X.size, Y.size, 1)
+    pts = vtk["points"]
+    assert pts.shape == (X.size * Y.size, 3)
+    for j in range(Y.size):
+        for i in range(X.size):
+            px, py, pz = pts[j * X.size + i]  # x varies fastest
+            assert (px, py) == (X[i], Y[j])
+            assert pz == bowl_value(X[i], Y[j])
+    np.testing.assert_array_equal(vtk["scalars"]["loss"], bowl.loss.ravel())
+    np.testing.assert_array_equal(vtk["scalars"]["accuracy"], bowl.metrics["accuracy"].ravel())
+    assert (vtk["scalars"]["valid"] == 1).all()
+
+
+def test_export_vtk_log_metric_and_missing_values(tmp_path, bowl):
+    loss = bowl.loss.copy()
+    loss[2, 3] = np.nan
+    loss[4, 6] = np.inf
+    vtk = read_legacy_vtk(export_vtk(with_loss(bowl, loss), tmp_path / "b.vtk", log=True))
+    text = (tmp_path / "b.vtk").read_text()
+    assert "nan" not in text and "inf" not in text
+    valid = vtk["scalars"]["valid"].reshape(loss.shape).astype(bool)
+    expected_bad = ~np.isfinite(loss) | (loss <= 0)
+    np.testing.assert_array_equal(~valid, expected_bad)
+    height = vtk["points"][:, 2].reshape(loss.shape)
+    np.testing.assert_allclose(height[valid], np.log10(loss[valid]))
+    assert (height[~valid] == height[valid].max()).all()  # filled with the finite maximum
+    np.testing.assert_array_equal(vtk["scalars"]["height"], vtk["points"][:, 2])
+
+    vtk = read_legacy_vtk(export_vtk(bowl, tmp_path / "acc.vtk", name="accuracy", fill=-1.0))
+    np.testing.assert_array_equal(vtk["points"][:, 2], bowl.metrics["accuracy"].ravel())
+    with pytest.raises(LandscapeError, match="no quantity 'top5'"):
+        export_vtk(bowl, tmp_path / "x.vtk", name="top5")
+
+
+def test_export_vtk_writes_1d_surfaces_as_a_grid_of_height_one(tmp_path):
+    surf = make_line(n=9)
+    vtk = read_legacy_vtk(export_vtk(surf, tmp_path / "line.vtk"))
+    assert vtk["dims"] == (9, 1, 1)
+    np.testing.assert_array_equal(vtk["points"][:, 0], surf.x)
+    np.testing.assert_array_equal(vtk["points"][:, 1], 0.0)
+    np.testing.assert_array_equal(vtk["points"][:, 2], surf.loss)
+
+
+def test_export_vtk_quantity_keyword_is_a_deprecated_alias_of_name(tmp_path, bowl):
+    new = export_vtk(bowl, tmp_path / "new.vtk", name="accuracy", log=True)
+    with pytest.warns(DeprecationWarning, match="quantity= is deprecated; use name='accuracy'"):
+        old = export_vtk(bowl, tmp_path / "old.vtk", quantity="accuracy", log=True)
+    assert old.read_text() == new.read_text()
+    positional = export_vtk(bowl, tmp_path / "pos.vtk", "accuracy", True)  # old positional order
+    assert positional.read_text() == new.read_text()
+    np.testing.assert_allclose(
+        read_legacy_vtk(new)["points"][:, 2], np.log10(bowl.metrics["accuracy"]).ravel()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(LandscapeError, match="name='top5' and quantity='accuracy'.*pass only name="):
+            export_vtk(bowl, tmp_path / "x.vtk", name="top5", quantity="accuracy")
+    assert not (tmp_path / "x.vtk").exists()
+
+
+def test_exports_are_one_set_of_functions_under_plot_and_the_top_level():
+    for name in ("export_html", "export_image", "export_vtk"):
+        function = getattr(plot, name)
+        assert function is getattr(lnb, name) is getattr(lnb.plot.export, name)
+        assert name in plot.__all__
