@@ -111,33 +111,7 @@ def _check_surface(surf: Any, *, ndim: int | None, where: str) -> Surface:
             f"{where}: got a {type(surf).__name__}; expected a landscape_nb.Surface. "
             "Build one with landscape_nb.compute_surface(...) or Surface(x=..., y=..., loss=...)."
         )
-    if ndim is not None and surf.ndim != ndim:
-        fix = (
-            "use plot.line() for 1D surfaces"
-            if surf.ndim == 1
-            else "use plot.contour(), plot.heatmap() or plot.surface() for 2D surfaces"
-        )
-        raise LandscapeError(
-            f"{where}: got a {surf.ndim}D surface (loss shape {surf.shape}); expected a {ndim}D "
-            f"surface; {fix}."
-        )
-    x = np.asarray(surf.x)
-    if surf.ndim == 1:
-        expected, dims = (x.size,), "(len(x),)"
-        order = "loss[i] must be at x[i]"
-    else:
-        expected, dims = (np.asarray(surf.y).size, x.size), "(len(y), len(x))"
-        order = "loss[j, i] must be at (x[i], y[j])"
-    arrays = {"loss": surf.loss, **dict(surf.metrics)}
-    for name, arr in arrays.items():
-        shape = np.shape(arr)
-        if shape != expected:
-            hint = " (it looks transposed)" if shape == expected[::-1] else ""
-            raise LandscapeError(
-                f"{where}: {name!r} has shape {shape}{hint}; expected {expected} = {dims} "
-                f"for this grid; {order}."
-            )
-    return surf
+    return surf.check(ndim=ndim, where=where)
 
 
 def _check_clip(clip: Any, log: bool) -> None:
