@@ -156,7 +156,7 @@ def test_updates_are_applied_on_the_event_loop_thread_throttled_and_the_loop_sta
     async def session():
         assert explorer.compute()
         last = time.perf_counter()
-        while explorer.state.running or explorer.state._pending:
+        while explorer.state.running or explorer.state._ui.pending:
             await asyncio.sleep(0.01)
             now = time.perf_counter()
             gaps.append(now - last)
