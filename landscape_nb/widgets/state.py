@@ -35,7 +35,12 @@ STATUSES = ("idle", "starting", "running", "cancelling", "done", "cancelled", "e
 
 @dataclass(frozen=True)
 class ExplorerSpec:
-    """What one press of Compute computes: everything the controls say, validated."""
+    """What one press of Compute computes: everything the controls say, validated.
+
+    ``x`` and ``y`` are ``(start, stop, points)`` (``y`` None for a line); ``grid`` is the
+    `landscape_nb.grid.Grid` they describe, made (and checked: a `LandscapeError` says what
+    is wrong with a range or resolution) when the spec is.
+    """
 
     model: str
     scheme: str
