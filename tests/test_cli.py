@@ -56,6 +56,16 @@ def test_compute_1d_line(user_model, tmp_path):
     assert s.provenance["directions"]["norm"] == "layer"
 
 
+def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_once(tmp_path, monkeypatch):
+    (tmp_path / "cwd_models.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for _ in range(2):
+        assert main(["compute", "cwd_models:make", "--grid", "3", "--store", str(tmp_path / "s.zarr")]) == 0
+    assert sys.path.count(str(tmp_path)) == 1
+    assert lnb.load_surface(tmp_path / "s.zarr").is_complete
+
+
 @pytest.mark.parametrize("argv, words", [
     (["compute", "my_models:make", "--grid", "5x"], "--grid '5x'"),
     (["compute", "my_models:make", "--range", "1:-1"], "empty or reversed"),

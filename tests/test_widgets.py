@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,6 +17,8 @@ import landscape_nb as lnb
 from landscape_nb import plot
 from landscape_nb.schemes import SCHEMES
 from landscape_nb.widgets import Explorer, ExplorerSpec, ExplorerState
+from landscape_nb.widgets._ui_thread import UiQueue
+from landscape_nb.widgets.budget import check_time_budget
 from standalone_html import assert_standalone_html
 
 from conftest import assert_bit_identical, state_copy
@@ -112,6 +116,88 @@ def test_state_works_without_widgets_and_rejects_unknown_controls():
         ExplorerState(models={"bad": "not a model"})
 
 
+def test_state_module_imports_no_ipywidgets():
+    code = "import sys, landscape_nb.widgets.state; print('ipywidgets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- the parts: the worker -> UI queue and the time budget --------------------------------
+
+
+def test_ui_queue_without_an_event_loop_applies_every_update_at_once_on_the_posting_thread():
+    queue = UiQueue(throttle=10.0)
+    assert queue.capture_loop() is None
+    applied = []
+    for label in ("status", "tile", "tile", "end"):
+        queue.post(label, lambda label=label: applied.append((label, threading.get_ident())))
+    assert applied == [(k, threading.get_ident()) for k in ("status", "tile", "tile", "end")]
+    assert not queue.pending
+
+
+def test_ui_queue_runs_posts_on_the_loop_thread_keeps_the_newest_tile_and_throttles_tiles():
+    queue = UiQueue(throttle=0.3)
+    applied = []  # (label, thread, time)
+
+    def record(label):
+        return lambda: applied.append((label, threading.get_ident(), time.monotonic()))
+
+    def from_worker(*posts):
+        thread = threading.Thread(target=lambda: [queue.post(kind, record(label)) for kind, label in posts])
+        thread.start()
+        thread.join()
+
+    async def session():
+        queue.capture_loop()
+        from_worker(("status", "s1"), *(("tile", f"t{i}") for i in range(5)))
+        assert applied == []  # posted, not yet applied: the loop has not had a turn
+        await asyncio.sleep(0.05)
+        assert [a[0] for a in applied] == ["s1", "t4"]  # in order; only the newest of five tiles
+        from_worker(("tile", "t5"), ("tile", "t6"))
+        await asyncio.sleep(0.05)
+        assert [a[0] for a in applied] == ["s1", "t4"] and queue.pending  # held back: too soon after t4
+        await asyncio.sleep(0.6)
+        assert [a[0] for a in applied] == ["s1", "t4", "t6"] and not queue.pending
+        from_worker(("tile", "t7"), ("end", "e"))
+        await asyncio.sleep(0.05)
+        assert [a[0] for a in applied] == ["s1", "t4", "t6", "e"]  # the end never waits; t7 dropped
+
+    asyncio.run(session())
+    assert {tid for _, tid, _ in applied} == {threading.get_ident()}
+    times = dict((label, at) for label, _, at in applied)
+    assert times["t6"] - times["t4"] >= 0.3
+    queue.post("tile", record("after"))  # the loop is closed: applied at once
+    assert applied[-1][0] == "after"
+
+
+def naive_points_per_axis(ndim, seconds_per_point, n_workers, budget):
+    return max(2, max(k for k in range(1, 100_000) if k ** ndim * seconds_per_point / n_workers <= budget))
+
+
+@pytest.mark.parametrize("ndim, per_axis", [(1, 10001), (2, 201)])
+def test_check_time_budget_refuses_an_estimate_over_budget_and_suggests_what_fits(ndim, per_axis):
+    n_points = per_axis ** ndim
+    over = check_time_budget(n_points, 0.0031, 3, 7.0)
+    assert over.seconds == pytest.approx(n_points * 0.0031 / 3) and over.seconds > 7.0
+    assert over.n_workers == 3 and over.budget == 7.0 and over.n_points == n_points
+    fits = naive_points_per_axis(ndim, 0.0031, 3, 7.0)
+    assert over.points_per_axis(ndim) == fits
+    message = over.message("×".join([str(per_axis)] * ndim), ndim)
+    assert message.startswith(f"{'×'.join([str(per_axis)] * ndim)} = {n_points} points at about 3.1 ms per point")
+    assert f"about {fits} points per axis" in message
+    assert "over the time budget of 7 s" in message and "3 worker(s)" in message
+
+
+def test_check_time_budget_accepts_what_fits_and_counts_at_least_one_worker():
+    assert check_time_budget(100, 0.01, 1, 1.0) is None  # exactly the budget
+    assert check_time_budget(100, 0.01, 4, 0.3) is None
+    over = check_time_budget(100, 0.01, 0, 0.5)
+    assert over.n_workers == 1 and over.seconds == pytest.approx(1.0)
+    assert [over.points_per_axis(n) for n in (1, 2)] == [naive_points_per_axis(n, 0.01, 1, 0.5) for n in (1, 2)]
+    with pytest.raises(lnb.LandscapeError, match="expected positive"):
+        check_time_budget(100, 0.0, 1, 1.0)
+
+
 # --- computing ----------------------------------------------------------------------------
 
 
@@ -156,7 +242,7 @@ def test_updates_are_applied_on_the_event_loop_thread_throttled_and_the_loop_sta
     async def session():
         assert explorer.compute()
         last = time.perf_counter()
-        while explorer.state.running or explorer.state._pending:
+        while explorer.state.running or explorer.state._ui.pending:
             await asyncio.sleep(0.01)
             now = time.perf_counter()
             gaps.append(now - last)

@@ -1,6 +1,7 @@
 """Command line: ``landscape-nb models | compute | plot | demo``.
 
-Bad input exits with status 2 and a one-line reason on stderr.
+Bad input exits with status 2 and a one-line reason on stderr. ``demo.py`` holds the
+demo's job and ``progress.py`` the tqdm progress bar; neither imports this module.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import LandscapeError
-from .schemes import SCHEMES, make_directions
+from ..errors import LandscapeError
+from ..schemes import SCHEMES, make_directions
+from .progress import TqdmProgress
 
 log = logging.getLogger("landscape_nb")
 
@@ -55,10 +57,12 @@ def parse_client(text: str | None):
 
 
 def load_model_spec(name: str, split: str = "test"):
-    """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn)."""
+    """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn).
+
+    The module is imported from ``sys.path``; ``main`` puts the current directory on it.
+    """
     if ":" in name and not name.startswith(("tcp:", "tls:")):
         mod_name, fn_name = name.split(":", 1)
-        sys.path.insert(0, str(Path.cwd()))
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as exc:
@@ -71,7 +75,7 @@ def load_model_spec(name: str, split: str = "test"):
             raise LandscapeError(f"{name} returned {type(out).__name__}; expected (model, data[, loss_fn])")
         model, data, loss_fn = (*out, None)[:3]
         return name, model, data, loss_fn, None
-    from . import zoo
+    from .. import zoo
 
     ex = zoo.load(name)
     if split not in ("train", "test"):
@@ -79,31 +83,8 @@ def load_model_spec(name: str, split: str = "test"):
     return name, ex.model, getattr(ex, split), ex.loss_fn, ex
 
 
-class TqdmProgress:
-    """A ``compute_surface`` callback drawing a tqdm bar over grid points."""
-
-    def __init__(self, desc: str):
-        self.desc = desc
-        self.bar = None
-
-    def __call__(self, ev) -> None:
-        from tqdm.auto import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=ev.n_points, initial=ev.n_done - ev.tile.n_points, desc=self.desc,
-                            unit="pt", leave=True, file=sys.stderr)
-        self.bar.update(ev.tile.n_points)
-        if ev.n_done >= ev.n_points:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
-    from . import plot
+    from .. import plot
 
     kind = kind or ("line" if surface.ndim == 1 else "surface")
     if kind not in KINDS:
@@ -116,7 +97,7 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
 # ------------------------------------------------------------ commands ----
 
 def cmd_models(args) -> int:
-    from . import zoo
+    from .. import zoo
 
     for entry in zoo.list():
         print(f"{entry.name:<24} {entry.description}")
@@ -124,8 +105,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_compute(args) -> int:
-    from .compute import compute_surface
-    from .export import export_html
+    from ..compute import compute_surface
+    from ..export import export_html
 
     grid = parse_grid(args.grid)
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
@@ -163,8 +144,8 @@ def _nanmin(a):
 
 
 def cmd_plot(args) -> int:
-    from .export import export_html
-    from .store import load_surface
+    from ..export import export_html
+    from ..store import load_surface
 
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
@@ -181,6 +162,9 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..directions import NORMS
+    from ..evaluate import PRECISIONS
+
     p = argparse.ArgumentParser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "plane3 and pca)")
     c.add_argument("--yrange", help="y range START:STOP (default: --range)")
     c.add_argument("--directions", default="random", choices=SCHEMES)
-    c.add_argument("--norm", default="filter", choices=("filter", "layer", "weight", "none"))
+    c.add_argument("--norm", default="filter", choices=NORMS)
     c.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"))
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--split", default="test", choices=("train", "test"))
     c.add_argument("--max-samples", type=int)
-    c.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    c.add_argument("--precision", default="fp32", choices=PRECISIONS)
     c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
     c.add_argument("--workers", type=int, help="workers for --client local/cuda")
     c.add_argument("--tile", help="tile size N or ROWSxCOLS")
@@ -242,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    from .evaluate import keep_heap_top
+    from ..evaluate import keep_heap_top
 
     keep_heap_top()  # this process is ours: keep freed activations mapped (see its docstring)
+    cwd = str(Path.cwd())
+    if sys.path[:1] != [cwd]:  # `compute module:function` imports the user's module from here
+        sys.path.insert(0, cwd)
     t0 = time.perf_counter()
     try:
         code = args.func(args)
@@ -256,7 +243,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     log.info("done in %.1f s", time.perf_counter() - t0)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

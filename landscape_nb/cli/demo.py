@@ -12,18 +12,66 @@ import logging
 import time
 from pathlib import Path
 
-from . import plot, zoo
-from .compute import compute_surface
-from .directions import interpolation_direction, random_directions
-from .export import export_html
+from .. import plot, zoo
+from ..compute import compute_surface
+from ..directions import interpolation_direction, random_directions
+from ..export import export_html
+from .progress import TqdmProgress
 
 log = logging.getLogger(__name__)
 
 
 def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolution: int = 31) -> list[Path]:
-    """Compute the demo surfaces (resumable stores in ``out/stores``) and write HTML figures to ``out``."""
-    from .cli import TqdmProgress
-    from .cluster import get_client
+    """Compute the demo surfaces and write them as standalone HTML figures.
+
+    Six figures, on the bundled zoo (models trained on first use, then cached):
+
+    - ``resnet20-digits-surface.html`` and ``resnet20-noskip-digits-surface.html``: 3D
+      filter-normalized random planes of ResNet-20 with and without skip connections, and
+      ``resnet20-skip-vs-noskip.html``: their contours side by side on one colour scale
+      (Li et al. 2018, the paper's headline figure).
+    - ``mlp-digits-small-vs-large-batch.html``: the 1D interpolation from the small-batch to
+      the large-batch minimizer of the digits MLP (Keskar et al. 2017), and
+      ``mlp-digits-flat-vs-sharp.html``: a filter-normalized 1D slice through each.
+    - ``mlp-moons-contour.html``: the contour of a filter-normalized plane of the moons MLP.
+
+    Each surface is saved as a store under ``out/stores``, so a rerun resumes (or, when
+    complete, only redraws). Progress bars go to stderr, the files written and the Dask
+    dashboard link to stdout.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The output directory; created if missing.
+    client : None, str or distributed.Client, optional
+        Where to evaluate: ``"local"`` (default, an embedded local Dask cluster, closed at
+        the end), None (in this process), ``"cuda"`` (dask-cuda GPU workers), a scheduler
+        address such as ``"tcp://host:8786"``, or a running client (left open).
+    n_workers : int, optional
+        Workers of the cluster started for ``"local"`` or ``"cuda"`` (default: Dask's choice).
+    resolution : int, optional
+        Points per axis of the 2D surfaces (default 31); the 1D interpolation has
+        ``4 * resolution`` points and each 1D slice ``2 * resolution``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The HTML files written, in the order above.
+
+    Raises
+    ------
+    LandscapeError
+        ``client`` is not one of the above, the scheduler cannot be reached, ``resolution``
+        is below 2, or a store in ``out/stores`` was written for a different surface.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+       Landscape of Neural Nets", NeurIPS 2018.
+    .. [2] N. S. Keskar, D. Mudigere, J. Nocedal, M. Smelyanskiy and P. T. P. Tang, "On
+       Large-Batch Training for Deep Learning: Generalization Gap and Sharp Minima", ICLR 2017.
+    """
+    from ..cluster import get_client
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

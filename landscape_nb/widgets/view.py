@@ -1,0 +1,297 @@
+"""The Explorer's view: ipywidgets controls linked to an `ExplorerState`, and a live figure.
+
+All the computing, validation and threading lives in the state (`.state`); this module
+only lays out widgets, links them to the state's traits and redraws on its changes.
+"""
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import ipywidgets as w
+import traitlets as t
+
+from ..directions import NORMS
+from ..errors import LandscapeError
+from ..surface import Surface
+from .state import CLUSTERS, ExplorerSpec, ExplorerState
+
+log = logging.getLogger(__name__)
+
+SCHEME_LABELS = {
+    "random": "random (normalized)",
+    "random-orthogonal": "random, orthogonalized",
+    "interpolate": "interpolation between minimizers (1D)",
+    "plane3": "plane through three checkpoints",
+    "pca": "PCA of the training trajectory",
+    "hessian": "Hessian eigenvectors",
+}
+CLUSTER_LABELS = {"in-process": "in-process (this kernel)", "local": "local Dask cluster",
+                  "cuda": "GPU workers (dask-cuda)", "address": "scheduler address", "given": "given client"}
+FIGURE_WIDTH = 940  # px, the live 2D figure (3D surface + contours side by side)
+
+
+class Explorer(w.VBox):
+    """An ipywidgets panel for loss landscapes (Li et al. 2018): pick, compute, watch, export.
+
+    The panel shows, top to bottom: the model, the direction scheme and a 1D/2D toggle;
+    the normalization (filter, layer, weight or none), whether biases and BatchNorm get a
+    zero direction, and the seed; the x range and points (and the y row for a plane), with
+    "range from scheme"; the data split, the metric, log scale and max samples; the
+    cluster (in-process, a local Dask cluster, GPU workers or a scheduler address) and the
+    time budget; Compute, Cancel, Export HTML/PNG and the export path; a progress bar and
+    status line (points done, points per second, workers, a link to the Dask dashboard); a
+    message line; and the live Plotly figure, which fills in tile by tile (a 3D surface and
+    its contour for a plane, loss and metric on twin axes for a line).
+
+    Parameters
+    ----------
+    models : mapping of str to (model, data) or (model, data, loss_fn), optional
+        The models to offer, by name. ``model`` is a ``torch.nn.Module``; ``data`` is
+        ``(inputs, targets)`` with a leading sample axis (or a Dataset, a DataLoader or a
+        callable returning one); ``loss_fn`` defaults to cross-entropy. A value may also be
+        an object with ``.model`` and ``.test`` (and optionally ``.train``, ``.loss_fn``),
+        such as a zoo ``Example``. None (default): the bundled zoo, each model trained on
+        first use and then cached.
+    client : None, str or distributed.Client, optional
+        Where to evaluate: None (default, in this kernel), ``"local"`` (a local Dask
+        cluster, started on the first Compute and reused), ``"cuda"`` (dask-cuda GPU
+        workers), a scheduler address such as ``"tcp://host:8786"``, or a running
+        ``distributed.Client`` (used and left open).
+    **controls
+        Initial values of the controls, by the names of `ExplorerState`'s traits, e.g.
+        ``x_points=31, y_points=31, scheme="pca", time_budget=600`` (seconds).
+
+    Attributes
+    ----------
+    state : ExplorerState
+        The typed state and the computation; usable without a browser.
+    figure : plotly.graph_objects.FigureWidget or None
+        The live figure, created on the first Compute.
+    controls : dict of str to ipywidgets.Widget
+        The control widgets, keyed by trait name.
+
+    Raises
+    ------
+    LandscapeError
+        ``models`` is empty or not a mapping, one of its values is not a model with data,
+        ``client`` is none of the above, or a keyword names no control.
+    traitlets.TraitError
+        A control's value is not allowed (e.g. ``ndim=3`` or an unknown ``norm``).
+
+    Notes
+    -----
+    A Compute whose estimated time (grid points times the measured seconds per point,
+    divided by the workers) is over the time budget is refused, with a resolution that
+    fits. Errors during a computation appear as one line in the panel; the exception is
+    kept in ``explorer.state.last_error``.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
+       Landscape of Neural Nets", NeurIPS 2018.
+
+    Examples
+    --------
+    >>> import landscape_nb as lnb
+    >>> explorer = lnb.Explorer(models={"mine": (net, (x, y))}, x_points=31)
+    >>> explorer                      # doctest: +SKIP  (shows the panel; press Compute)
+    >>> explorer.compute(wait=True)   # or from code
+    """
+
+    def __init__(self, models: Mapping[str, Any] | None = None, client=None, **controls):
+        state = ExplorerState(models=models, client=client, **controls)
+        self.state = state
+        self.figure = None
+        self._figure_run = None
+        wide = {"description_width": "initial"}
+        clusters = CLUSTERS + (("given",) if state.cluster == "given" else ())
+
+        def dd(options, description, width):
+            return w.Dropdown(options=options, description=description, style=wide, layout=w.Layout(width=width))
+
+        self.controls: dict[str, w.Widget] = {
+            "model_name": dd(state.model_names, "model", "250px"),
+            "scheme": dd([(SCHEME_LABELS.get(s, s), s) for s in state.schemes], "directions", "330px"),
+            "ndim": w.ToggleButtons(options=[("1D line", 1), ("2D plane", 2)], style={"button_width": "80px"}),
+            "norm": dd([(f"{n} norm" if n != "none" else "no norm", n) for n in NORMS], "normalize", "200px"),
+            "ignore_biasbn": w.Checkbox(description="zero direction for biases / BN (biasbn)", indent=False,
+                                        layout=w.Layout(width="280px")),
+            "seed": w.BoundedIntText(min=0, max=2**31 - 1, description="seed", style=wide, layout=w.Layout(width="140px")),
+            "x_min": w.FloatText(description="x from", style=wide, layout=w.Layout(width="130px")),
+            "x_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
+            "x_points": w.IntSlider(min=3, max=201, step=2, description="x points", style=wide),
+            "auto_range": w.Checkbox(description="range from scheme (pca, interpolate, plane3)", indent=False,
+                                     layout=w.Layout(width="320px")),
+            "y_min": w.FloatText(description="y from", style=wide, layout=w.Layout(width="130px")),
+            "y_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
+            "y_points": w.IntSlider(min=3, max=201, step=2, description="y points", style=wide),
+            "split": w.ToggleButtons(options=["test", "train"], style={"button_width": "60px"}),
+            "metric": dd([("loss + accuracy", "accuracy"), ("loss only", "none")], "metric", "220px"),
+            "log_scale": w.Checkbox(description="log scale", indent=False, layout=w.Layout(width="110px")),
+            "max_samples": w.BoundedIntText(min=0, max=10**9, description="max samples (0: all)", style=wide,
+                                            layout=w.Layout(width="210px")),
+            "cluster": dd([(CLUSTER_LABELS[c], c) for c in clusters], "cluster", "280px"),
+            "address": w.Text(placeholder="tcp://host:8786", description="address", style=wide,
+                              layout=w.Layout(width="260px")),
+            "time_budget": w.BoundedFloatText(min=0, max=1e7, description="time budget (s)", style=wide,
+                                              layout=w.Layout(width="190px")),
+            "export_path": w.Text(description="export to", style=wide, layout=w.Layout(width="300px")),
+        }
+        for name, widget in self.controls.items():
+            widget.add_class(f"lnb-{name.replace('_', '-')}")
+            t.link((state, name), (widget, "value"))
+        t.dlink((state, "model_names"), (self.controls["model_name"], "options"))
+
+        self.compute_button = w.Button(description="Compute", button_style="primary", icon="play")
+        self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
+        self.export_button = w.Button(description="Export HTML", icon="download")
+        self.export_png_button = w.Button(description="Export PNG", icon="image")
+        for b, cls in ((self.compute_button, "compute"), (self.cancel_button, "cancel"),
+                       (self.export_button, "export-html"), (self.export_png_button, "export-png")):
+            b.add_class(f"lnb-{cls}")
+        self.compute_button.on_click(lambda _: self.compute())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.export_button.on_click(lambda _: self._export("html"))
+        self.export_png_button.on_click(lambda _: self._export("png"))
+
+        self.progress = w.IntProgress(min=0, max=1, value=0, layout=w.Layout(width="320px"))
+        self.status_line = w.HTML()
+        self.message_box = w.HTML()
+        self.figure_box = w.Box(layout=w.Layout(width="100%", min_height="40px", display="block"))
+        for widget, cls in ((self.status_line, "status"), (self.message_box, "message"),
+                            (self.figure_box, "figure"), (self.progress, "progress")):
+            widget.add_class(f"lnb-{cls}")
+
+        c = self.controls
+        self._y_row = w.HBox([c["y_min"], c["y_max"], c["y_points"]])
+        rows = [
+            w.HBox([c["model_name"], c["scheme"], c["ndim"]]),
+            w.HBox([c["norm"], c["ignore_biasbn"], c["seed"]]),
+            w.HBox([c["x_min"], c["x_max"], c["x_points"], c["auto_range"]]),
+            self._y_row,
+            w.HBox([c["split"], c["metric"], c["log_scale"], c["max_samples"]]),
+            w.HBox([c["cluster"], c["address"], c["time_budget"]]),
+            w.HBox([self.compute_button, self.cancel_button, self.export_button, self.export_png_button,
+                    c["export_path"]]),
+            w.HBox([self.progress, self.status_line]),
+            self.message_box,
+            self.figure_box,
+        ]
+        super().__init__(rows, layout=w.Layout(width="100%"))
+        self.add_class("lnb-explorer")
+
+        state.observe(self._on_surface, "surface")
+        state.observe(self._on_log, "log_scale")
+        state.observe(self._on_progress, ["status", "n_done", "n_points", "points_per_s", "workers",
+                                          "dashboard_link"])
+        state.observe(self._on_message, ["message", "message_kind"])
+        state.observe(self._on_layout, ["ndim", "cluster"])
+        self._on_layout()
+        self._on_progress()
+        self._on_message()
+
+    # state -> view
+
+    def _on_surface(self, change=None) -> None:
+        import plotly.graph_objects as go
+
+        from .. import plot
+
+        surf = self.state.surface
+        if surf is None:
+            return
+        if self.figure is None or self._figure_run != self.state.run_id:
+            scheme = str(surf.provenance.get("scheme", ""))
+            title = f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
+            fig = plot.live(surf, log=self.state.log_scale, title=title)
+            if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
+                fig.update_layout(width=FIGURE_WIDTH)
+            self.figure = go.FigureWidget(fig)
+            self._figure_run = self.state.run_id
+            self.figure_box.children = [self.figure]
+        else:
+            plot.update(self.figure, surf, log=self.state.log_scale)
+
+    def _on_log(self, change) -> None:
+        from .. import plot
+
+        if self.figure is not None and self.state.surface is not None:
+            plot.update(self.figure, self.state.surface, log=change["new"])
+
+    def _on_progress(self, change=None) -> None:
+        s = self.state
+        running = s.status in ("starting", "running", "cancelling")
+        self.compute_button.disabled = running
+        self.cancel_button.disabled = not running or s.status == "cancelling"
+        self.progress.max = max(1, s.n_points)
+        self.progress.value = min(s.n_done, self.progress.max)
+        self.progress.bar_style = {"done": "success", "cancelled": "warning", "error": "danger"}.get(s.status, "info")
+        parts = [f"<b>{s.status}</b>"]
+        if s.n_points:
+            parts.append(f"{s.n_done:,} / {s.n_points:,} points")
+        if s.points_per_s:
+            parts.append(f"{s.points_per_s:,.1f} points/s")
+        if s.workers:
+            parts.append(html.escape(s.workers))
+        if s.dashboard_link:
+            link = html.escape(s.dashboard_link, quote=True)
+            parts.append(f'<a href="{link}" target="_blank">Dask dashboard</a>')
+        self.status_line.value = " · ".join(parts)
+
+    def _on_message(self, change=None) -> None:
+        s = self.state
+        if not s.message:
+            self.message_box.value = ""
+            return
+        color = "#a40000" if s.message_kind == "error" else "#333"
+        prefix = "<b>Error:</b> " if s.message_kind == "error" else ""
+        self.message_box.value = (f'<div class="lnb-{s.message_kind}" style="color:{color};white-space:pre-wrap">'
+                                  f"{prefix}{html.escape(s.message)}</div>")
+
+    def _on_layout(self, change=None) -> None:
+        self._y_row.layout.display = "" if self.state.ndim == 2 else "none"
+        self.controls["address"].layout.display = "" if self.state.cluster == "address" else "none"
+
+    def _export(self, kind: str) -> None:
+        try:
+            if kind == "html":
+                self.state.export_html(figure=self.figure)
+            else:
+                self.state.export_image(figure=self.figure)
+        except LandscapeError as exc:
+            self.state._fail(exc)
+        except Exception as exc:  # a readable line in the panel, the traceback in last_error
+            log.debug("export failed", exc_info=exc)
+            self.state._fail(exc)
+
+    # the state's verbs, for convenience
+
+    def compute(self, wait: bool = False) -> bool:
+        """Press Compute (``wait=True`` blocks until done)."""
+        return self.state.compute(wait=wait)
+
+    def cancel(self) -> bool:
+        return self.state.cancel()
+
+    def wait(self, timeout: float | None = None) -> Surface | None:
+        return self.state.wait(timeout)
+
+    def spec(self) -> ExplorerSpec:
+        return self.state.spec()
+
+    @property
+    def surface(self) -> Surface | None:
+        return self.state.surface
+
+    def export_html(self, path: str | None = None) -> Path:
+        return self.state.export_html(path, figure=self.figure)
+
+    def export_image(self, path: str | None = None) -> Path:
+        return self.state.export_image(path, figure=self.figure)
+
+    def close(self) -> None:
+        self.state.close()
+        super().close()
