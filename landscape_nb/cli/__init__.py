@@ -106,7 +106,7 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface
-    from ..export import export_html
+    from ..plot.export import export_html
 
     grid = parse_grid(args.grid)
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
@@ -144,7 +144,7 @@ def _nanmin(a):
 
 
 def cmd_plot(args) -> int:
-    from ..export import export_html
+    from ..plot.export import export_html
     from ..store import load_surface
 
     surf = load_surface(args.store)

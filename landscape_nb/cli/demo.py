@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import plot, zoo
 from ..compute import compute_surface
 from ..directions import interpolation_direction, random_directions
-from ..export import export_html
+from ..plot.export import export_html
 from .progress import TqdmProgress
 
 log = logging.getLogger(__name__)

@@ -492,7 +492,7 @@ class ExplorerState(t.HasTraits):
 
     def export_html(self, path: str | None = None, figure=None) -> Path:
         """Write the figure (default: the current surface's) as one standalone offline HTML file."""
-        from ..export import export_html
+        from ..plot.export import export_html
 
         fig = figure if figure is not None else self.figure()
         out = export_html(fig, path or self.export_path)
@@ -501,7 +501,7 @@ class ExplorerState(t.HasTraits):
 
     def export_image(self, path: str | None = None, figure=None) -> Path:
         """Write the figure as a PNG (or the suffix's format) through kaleido and Chromium."""
-        from ..export import export_image
+        from ..plot.export import export_image
 
         fig = figure if figure is not None else self.figure()
         target = Path(path or self.export_path)
