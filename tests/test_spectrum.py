@@ -107,3 +107,20 @@ def test_dask_probes_on_a_local_cluster_equal_in_process(problem):
     assert np.allclose(there.ritz_values, here.ritz_values, rtol=1e-9, atol=1e-12)
     assert np.allclose(there.density, here.density, rtol=1e-9, atol=1e-12)
     assert there.n_products == here.n_products == 45
+
+
+def test_spectrum_figure_draws_the_density_and_every_ritz_value(problem):
+    from landscape_nb.plot_beyond import spectrum
+
+    model, data, _ = problem
+    spec = hessian_spectrum(model, data, n_probes=2, n_steps=10, seed=0)
+    fig = spectrum(spec)
+    curve, nodes = fig.data
+    np.testing.assert_allclose(curve.x, spec.grid)
+    floor = 1e-8 * spec.density.max()
+    np.testing.assert_allclose(curve.y, np.maximum(spec.density, floor))
+    assert sorted(nodes.x) == sorted(spec.ritz_values[np.isfinite(spec.ritz_values)])
+    assert fig.layout.yaxis.type == "log"
+    assert spectrum(spec, log=False, ritz=False).data[0].y.tolist() == spec.density.tolist()
+    with pytest.raises(LandscapeError, match="Spectrum"):
+        spectrum({"grid": [0, 1]})

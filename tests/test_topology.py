@@ -6,7 +6,7 @@ import pytest
 
 from landscape_nb.errors import LandscapeError
 from landscape_nb.surface import Surface
-from landscape_nb.topology import topology
+from landscape_nb.persistence import topology
 
 pytest.importorskip("gudhi")
 
@@ -134,3 +134,23 @@ def test_diverged_points_join_last():
     a, b = topology(z2, threshold=0.0), topology(capped, threshold=0.0)
     assert [x.birth for x in a.basins] == [x.birth for x in b.basins]
     assert [x.death for x in a.basins] == [x.death for x in b.basins]
+
+
+def test_persistence_figures_show_every_pair():
+    from landscape_nb.plot_beyond import persistence
+
+    arr = np.random.default_rng(6).random((8, 8))
+    topo = topology(arr, threshold=0.05)
+    fig = persistence(topo)
+    h0, h1 = fig.data[0], fig.data[1]
+    assert len(h0.x) == len(topo.diagrams[0]) and len(h1.x) == len(topo.diagrams[1])
+    np.testing.assert_allclose(sorted(h0.x), sorted(topo.diagrams[0][:, 0]))
+    finite = np.isfinite(topo.diagrams[0][:, 1])
+    np.testing.assert_allclose(sorted(np.asarray(h0.y)[finite]), sorted(topo.diagrams[0][finite, 1]))
+    assert np.asarray(h0.y)[~finite].min() > topo.diagrams[0][finite, 1].max()  # ∞ drawn above all
+    bars = persistence(topo, kind="barcode", dims=[0])
+    assert len(bars.data) == 1 and sum(v is None for v in bars.data[0].x) == len(topo.diagrams[0])
+    with pytest.raises(LandscapeError, match="kind"):
+        persistence(topo, kind="landscape")
+    with pytest.raises(LandscapeError, match="dims"):
+        persistence(topo, dims=[2])

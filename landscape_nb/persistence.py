@@ -14,7 +14,9 @@ merges into which, at what loss) follows from those pairs by labelling the suble
 below each saddle with ``scipy.ndimage.label``. The SMAD score is after Landscaper
 (Chen et al. 2026), defined precisely in :attr:`Topology.smad`.
 
-Needs the ``topology`` extra (``pip install landscape_nb[topology]``: gudhi).
+Needs the ``topology`` extra (``pip install landscape_nb[topology]``: gudhi). The module is
+not called ``topology``: importing a submodule of that name would replace the package's
+public function ``landscape_nb.topology`` with the module.
 """
 from __future__ import annotations
 
