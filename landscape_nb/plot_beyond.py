@@ -60,19 +60,21 @@ def spectrum(spec: Any, *, log: bool = True, ritz: bool = True, title: str | Non
             marker=dict(symbol="line-ns-open", size=12, color="black"), customdata=tau[keep],
             hovertemplate="Ritz value %{x:.4g}<br>weight %{customdata:.3g}<extra></extra>"))
     n_probes, n_steps = np.asarray(spec.ritz_values).shape
-    default = (f"Hessian eigenvalue density (SLQ: {n_probes} probes × {n_steps} Lanczos steps, "
-               f"{getattr(spec, 'n_products', n_probes * n_steps)} Hessian-vector products)")
+    default = (f"Hessian eigenvalue density<br><sup>SLQ: {n_probes} probes × {n_steps} Lanczos steps, "
+               f"{getattr(spec, 'n_products', n_probes * n_steps)} Hessian-vector products</sup>")
     fig.update_layout(title=title or default, showlegend=ritz)
     fig.update_xaxes(title_text="eigenvalue λ")
     fig.update_yaxes(title_text="density", type="log" if log else "linear")
     return fig
 
 
-def _essential_level(diagrams: Sequence[np.ndarray]) -> float:
-    """Where classes that never die are drawn: above every finite value."""
+def _extent(diagrams: Sequence[np.ndarray], threshold: float) -> tuple[float, float]:
+    """The lowest finite value, and the level where classes that never die are drawn: above
+    every finite value and above the threshold line's start."""
     finite = np.concatenate([d[np.isfinite(d)] for d in diagrams if d.size] or [np.zeros(1)])
     lo, hi = float(finite.min()), float(finite.max())
-    return hi + 0.1 * (hi - lo or 1.0)
+    span = max(hi - lo, threshold) or 1.0
+    return lo, max(hi, lo + threshold) + 0.1 * span
 
 
 def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | None = None,
@@ -108,7 +110,8 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
     if bad:
         raise LandscapeError(f"dims={dims}; expected dimensions in 0..{len(diagrams) - 1} for this "
                              f"{len(diagrams)}D grid")
-    top = _essential_level(diagrams)
+    threshold = float(getattr(topology, "threshold", 0.0))
+    lo, top = _extent(diagrams, threshold)
     fig = go.Figure()
     colors = qualitative.Plotly
     row = 0
@@ -135,14 +138,12 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
                                      hovertemplate="%{x:.4g}<extra>" + name + "</extra>"))
             row += len(order) + 1
     if kind == "diagram":
-        finite = np.concatenate([d[np.isfinite(d)] for d in diagrams if d.size] or [np.zeros(1)])
-        lo = float(finite.min())
         fig.add_trace(go.Scatter(x=[lo, top], y=[lo, top], mode="lines", name="diagonal",
                                  line=dict(color="gray", width=1), hoverinfo="skip"))
-        t = float(getattr(topology, "threshold", 0.0))
-        if t > 0:
-            fig.add_trace(go.Scatter(x=[lo, top - t], y=[lo + t, top], mode="lines", name=f"threshold {t:.3g}",
-                                     line=dict(color="gray", width=1, dash="dash"), hoverinfo="skip"))
+        if threshold > 0:
+            fig.add_trace(go.Scatter(x=[lo, top - threshold], y=[lo + threshold, top], mode="lines",
+                                     name=f"threshold {threshold:.3g}", hoverinfo="skip",
+                                     line=dict(color="gray", width=1, dash="dash")))
         fig.add_hline(y=top, line=dict(color="lightgray", width=1), annotation_text="∞",
                       annotation_position="right")
         fig.update_xaxes(title_text="birth (loss)")
@@ -228,16 +229,16 @@ def animate(surface: Any, path: Any, *, levels: int = 30, log: bool = False, cli
     fig.frames = [go.Frame(data=traces(k), traces=[base, base + 1], name=str(k)) for k in range(n)]
     step_args = {"mode": "immediate", "frame": {"duration": duration, "redraw": False}, "transition": {"duration": 0}}
     fig.update_layout(
-        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.12, xanchor="left", yanchor="top",
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.2, xanchor="left", yanchor="top",
                           showactive=False, buttons=[
                               dict(label="▶ play", method="animate",
                                    args=[None, {**step_args, "fromcurrent": True}]),
                               dict(label="❚❚ pause", method="animate",
                                    args=[[None], {**step_args, "frame": {"duration": 0, "redraw": False}}])])],
-        sliders=[dict(active=0, x=0.15, y=-0.12, len=0.85, xanchor="left", yanchor="top",
-                      currentvalue=dict(prefix="", visible=True),
+        sliders=[dict(active=0, x=0.3, y=-0.18, len=0.7, xanchor="left", yanchor="top",
+                      currentvalue=dict(visible=False), pad=dict(t=0),
                       steps=[dict(label=labels[k], method="animate", args=[[str(k)], step_args])
                              for k in range(n)])],
-        margin=dict(b=120),
+        margin=dict(b=140),
     )
     return fig

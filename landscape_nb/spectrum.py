@@ -20,8 +20,9 @@ second moment of the smooth curve, not to :meth:`Spectrum.moment`).
 **Cost**: ``n_probes × n_steps`` Hessian-vector products (fewer when Lanczos finds an invariant
 subspace early), each a forward pass, a backward pass with graph and a backward through that
 graph over the evaluation set (≈ 9–14 forward passes on the zoo's models; see
-``landscape_nb.hessian``): the defaults, 4 probes × 64 steps, are 256 products, about 0.6 s
-for mlp-digits and 105 s for resnet20-digits on one CPU core. Memory: one probe's Lanczos
+``landscape_nb.hessian``): the defaults, 4 probes × 64 steps, are 256 products: 1.3 s for
+mlp-digits measured on the shared 2-core CPU (one torch thread), and ≈ 105 s estimated for
+resnet20-digits from its measured 0.41 s per product. Memory: one probe's Lanczos
 basis, ``n_steps × n_params`` float64 (64 steps of a 272k-parameter ResNet-20: 140 MB).
 Probes are independent: with ``client=`` each runs as one Dask task.
 """
