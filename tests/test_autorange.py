@@ -1,7 +1,6 @@
 """auto_range on a quadratic bowl against the analytic crossing (roots of a quadratic)."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -1,5 +1,4 @@
 """Sublevel-set persistence of grids against a brute-force union-find written here."""
-import itertools
 
 import numpy as np
 import pytest
