@@ -1,11 +1,10 @@
 """Sublevel-set persistence of grids against a brute-force union-find written here."""
-
 import numpy as np
 import pytest
 
 from landscape_nb.errors import LandscapeError
-from landscape_nb.surface import Surface
 from landscape_nb.persistence import topology
+from landscape_nb.surface import Surface
 
 pytest.importorskip("gudhi")
 
