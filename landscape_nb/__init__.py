@@ -43,6 +43,10 @@ _LAZY = {
     "reparametrize": ("landscape_nb.reparam", "reparametrize"),
     "rescalable_layers": ("landscape_nb.reparam", "rescalable_layers"),
     "sharpness": ("landscape_nb.sharpness", "sharpness"),
+    "hessian_spectrum": ("landscape_nb.spectrum", "hessian_spectrum"),
+    "auto_range": ("landscape_nb.autorange", "auto_range"),
+    "TrajectoryRecorder": ("landscape_nb.recorder", "TrajectoryRecorder"),
+    "topology": ("landscape_nb.persistence", "topology"),
 }
 
 __all__ = ["LandscapeError", "Surface", *_LAZY]

@@ -1,0 +1,244 @@
+"""Topology of a computed loss surface: sublevel-set persistence, basins, merge tree, SMAD.
+
+The loss sampled on a 2D (or 3D) grid is read as a function on the grid's vertices;
+its sublevel sets ``{loss ≤ t}`` grow as ``t`` rises (grid points joined along the axes,
+4-neighbours in 2D, 6 in 3D). Each local minimum starts a connected component (a basin)
+at its loss; when two basins meet at a saddle, the younger one (the higher minimum) dies
+there (the elder rule). Its *persistence* ``saddle − minimum`` is the depth of the basin
+below the lowest pass out of it; shallow basins from noise have small persistence.
+
+Persistence is computed by ``gudhi``'s cubical complexes (``CubicalComplex(vertices=...)``,
+sublevel filtration; all homology dimensions are kept in ``diagrams``); the vertices
+gudhi reports for each pair locate the minimum and the saddle. The merge tree (which basin
+merges into which, at what loss) follows from those pairs by labelling the sublevel set just
+below each saddle with ``scipy.ndimage.label``. The SMAD score is after Landscaper
+(Chen et al. 2026), defined precisely in :attr:`Topology.smad`.
+
+Needs the ``topology`` extra (``pip install landscape_nb[topology]``: gudhi). The module is
+not called ``topology``: importing a submodule of that name would replace the package's
+public function ``landscape_nb.topology`` with the module.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import LandscapeError
+
+
+@dataclass(frozen=True)
+class Basin:
+    """One basin of the sublevel filtration: a local minimum and where it merges away.
+
+    ``index`` is the minimum's grid index (array axes order: ``loss[index]``), ``location``
+    its coordinates in ``(x, y[, z])`` order; ``birth`` the loss there. ``death`` is the loss
+    at the saddle where the basin merges into the older basin ``parent`` (an index into
+    ``Topology.basins``); the deepest basin never dies (``death`` = inf, no saddle, no parent).
+    """
+
+    index: tuple[int, ...]
+    location: tuple[float, ...]
+    birth: float
+    death: float
+    saddle_index: tuple[int, ...] | None
+    saddle_location: tuple[float, ...] | None
+    parent: int | None
+
+    @property
+    def persistence(self) -> float:
+        return self.death - self.birth
+
+    @property
+    def saddle_distance(self) -> float:
+        """Euclidean distance from the minimum to its saddle, in coordinate units (NaN: none)."""
+        if self.saddle_location is None:
+            return math.nan
+        return float(np.linalg.norm(np.subtract(self.location, self.saddle_location)))
+
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    """Sublevel-set persistence of a loss grid and the basins above a persistence threshold.
+
+    ``diagrams[d]`` is the (n, 2) array of (birth, death) losses of the d-dimensional classes
+    (d = 0: basins; 1: loops; 2: voids in 3D), zero-length pairs left out, an infinite death for
+    classes that never die. ``basins`` are the basins whose persistence exceeds ``threshold``,
+    deepest first (increasing ``birth``).
+    """
+
+    diagrams: tuple[np.ndarray, ...]
+    basins: tuple[Basin, ...]
+    threshold: float
+    shape: tuple[int, ...]
+    axes: tuple[np.ndarray, ...]  # coordinates along each array axis
+
+    @property
+    def n_basins(self) -> int:
+        """Basins deeper than ``threshold`` (the global one always counts)."""
+        return len(self.basins)
+
+    @property
+    def merge_tree(self) -> tuple[tuple[int, int, float], ...]:
+        """``(child, parent, level)``: basin ``child`` merges into the older ``parent`` at loss
+        ``level`` (indices into ``basins``), in increasing ``level``."""
+        edges = [(i, b.parent, b.death) for i, b in enumerate(self.basins) if b.parent is not None]
+        return tuple(sorted(edges, key=lambda e: e[2]))
+
+    @property
+    def smad(self) -> float:
+        """Saddle–minimum average distance (after Landscaper's SMAD, Chen et al. 2026).
+
+        Here: the mean, over the basins that merge away (every basin in ``basins`` but the
+        deepest, i.e. the finite 0-dimensional persistence pairs with persistence above
+        ``threshold``), of the Euclidean distance in the surface's coordinates (direction
+        coefficients, ``(x, y[, z])``) between the basin's minimum and the saddle vertex where
+        it merges into an older basin. Small: shallow basins hugging their saddles (a rugged
+        surface); large: wide basins. NaN when the surface has a single basin.
+        """
+        d = [b.saddle_distance for b in self.basins if b.saddle_location is not None]
+        return float(np.mean(d)) if d else math.nan
+
+    @property
+    def mean_persistence(self) -> float:
+        """Mean ``saddle − minimum`` loss over the basins that merge away (NaN: a single basin)."""
+        p = [b.persistence for b in self.basins if b.parent is not None]
+        return float(np.mean(p)) if p else math.nan
+
+
+def _grid(surface_or_array) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The loss array and the coordinates along each of its axes."""
+    if isinstance(surface_or_array, np.ndarray) or isinstance(surface_or_array, (list, tuple)):
+        arr = np.asarray(surface_or_array, dtype=np.float64)
+        axes = tuple(np.arange(n, dtype=np.float64) for n in arr.shape)
+    elif hasattr(surface_or_array, "loss") and hasattr(surface_or_array, "x"):
+        surf = surface_or_array
+        if not surf.is_complete:
+            raise LandscapeError(f"the surface has {surf.n_done} of {surf.loss.size} points computed; expected a "
+                                 "complete surface: wait for the computation (or resume it from its store) first")
+        arr = np.asarray(surf.loss, dtype=np.float64)
+        names = [a for a in ("z", "y", "x") if getattr(surf, a, None) is not None]
+        axes = tuple(np.asarray(getattr(surf, a), dtype=np.float64) for a in names)
+    else:
+        raise LandscapeError(f"topology of a {type(surface_or_array).__name__}; expected a Surface or a 2D/3D "
+                             "numpy array of loss values")
+    if arr.ndim not in (2, 3) or min(arr.shape) < 2:
+        raise LandscapeError(f"a loss grid of shape {arr.shape}; expected a 2D or 3D grid with at least 2 points "
+                             "per axis (compute a plane or a volume)")
+    if tuple(len(a) for a in axes) != arr.shape:
+        raise LandscapeError(f"coordinates of lengths {[len(a) for a in axes]} for a grid of shape {arr.shape}")
+    finite = np.isfinite(arr)
+    if not finite.any():
+        raise LandscapeError("every loss value is NaN or infinite; expected a surface with finite values")
+    if not finite.all():  # diverged points join the sublevel sets after every finite one
+        lo, hi = float(arr[finite].min()), float(arr[finite].max())
+        arr = np.where(finite, arr, hi + (hi - lo) + 1.0)
+    return arr, axes
+
+
+def _location(axes: Sequence[np.ndarray], index: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(float(axes[k][index[k]]) for k in reversed(range(len(axes))))  # (x, y[, z])
+
+
+def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
+    """Sublevel-set persistence, basins, merge tree and SMAD of a 2D or 3D loss grid.
+
+    >>> topo = lnb.topology(surf)              # or surf.topology()
+    >>> topo.n_basins, topo.smad, topo.merge_tree
+    >>> lnb.plot.persistence(topo)
+
+    Parameters
+    ----------
+    surface_or_array : Surface or numpy.ndarray
+        A complete 2D (or 3D) surface, or a loss array; for an array the last axis is x and
+        the coordinates are the indices. ``loss[j, i]`` is at ``(x[i], y[j])`` as in ``Surface``.
+        Non-finite values (diverged points) are treated as higher than every finite one.
+    threshold : float, optional
+        Basins with persistence (saddle − minimum, loss units) at most this are noise and left
+        out of ``basins``, the merge tree and SMAD (they stay in ``diagrams``). Default: 1 % of
+        the range of the finite loss values.
+
+    Returns
+    -------
+    Topology
+
+    Raises
+    ------
+    LandscapeError
+        For a partial surface, a grid that is not 2D/3D, a negative threshold, or when gudhi
+        is not installed.
+
+    References
+    ----------
+    Edelsbrunner & Harer, "Computational Topology", AMS 2010 (persistence, elder rule).
+    Chen et al., "Landscaper: Understanding loss landscapes through multi-dimensional
+    topological analysis", 2026 (SMAD). Li et al., NeurIPS 2018 (the surfaces).
+    """
+    try:
+        import gudhi
+    except ImportError:
+        raise LandscapeError("topology needs gudhi, which is not installed; install it with "
+                             "`pip install landscape_nb[topology]`") from None
+    arr, axes = _grid(surface_or_array)
+    if threshold is None:
+        threshold = 0.01 * float(arr.max() - arr.min())
+    elif not (isinstance(threshold, (int, float, np.floating)) and math.isfinite(threshold) and threshold >= 0):
+        raise LandscapeError(f"threshold={threshold!r}; expected a persistence ≥ 0 in loss units, or None "
+                             "for 1 % of the loss range")
+    cc = gudhi.CubicalComplex(vertices=arr)
+    cc.compute_persistence(homology_coeff_field=2, min_persistence=0.0)
+    diagrams = tuple(np.asarray(cc.persistence_intervals_in_dimension(d), dtype=np.float64).reshape(-1, 2)
+                     for d in range(arr.ndim))
+    regular, essential = cc.vertices_of_persistence_pairs()
+    flat = arr.ravel(order="F")  # gudhi numbers vertices in Fortran order
+
+    def unravel(i) -> tuple[int, ...]:
+        return tuple(int(k) for k in np.unravel_index(int(i), arr.shape, order="F"))
+
+    pairs = []  # (birth, death, min vertex, saddle vertex)
+    for b, d in (regular[0] if regular else np.zeros((0, 2), dtype=int)):
+        if flat[d] - flat[b] > threshold:
+            pairs.append((float(flat[b]), float(flat[d]), unravel(b), unravel(d)))
+    roots = [(float(flat[v]), math.inf, unravel(v), None) for v in (essential[0] if essential else [])]
+    rows = sorted(roots + pairs, key=lambda p: (p[0], p[2]))
+    parents = _merge_parents(arr, rows)
+    basins = tuple(Basin(r[2], _location(axes, r[2]), r[0], r[1], r[3],
+                         None if r[3] is None else _location(axes, r[3]), parents[i]) for i, r in enumerate(rows))
+    return Topology(diagrams, basins, float(threshold), arr.shape, axes)
+
+
+def _merge_parents(arr: np.ndarray, rows: Sequence[tuple]) -> list[int | None]:
+    """For each dying basin, the oldest basin among the other components touching its saddle
+    in the sublevel set ``{loss ≤ death}`` without the saddle vertex (elder rule)."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(arr.ndim, 1)
+    order = {r[2]: i for i, r in enumerate(rows)}  # rows are sorted oldest first
+    out: list[int | None] = []
+    for i, (birth, death, minimum, saddle) in enumerate(rows):
+        if saddle is None:
+            out.append(None)
+            continue
+        mask = arr <= death
+        mask[saddle] = False
+        labels, _ = ndimage.label(mask, structure=structure)
+        own = labels[minimum]
+        touching = set()
+        for axis in range(arr.ndim):
+            for step in (-1, 1):
+                nb = list(saddle)
+                nb[axis] += step
+                if 0 <= nb[axis] < arr.shape[axis] and labels[tuple(nb)] not in (0, own):
+                    touching.add(labels[tuple(nb)])
+        if not touching:  # ties at the saddle level: fall back to the whole component
+            mask[saddle] = True
+            labels, _ = ndimage.label(mask, structure=structure)
+            touching = {labels[saddle]}
+        candidates = [order[r[2]] for r in rows if labels[r[2]] in touching and r[2] != minimum and r[0] <= birth]
+        out.append(min(candidates) if candidates else None)
+    return out
+
+
+__all__ = ["Topology", "Basin", "topology"]

@@ -1,0 +1,224 @@
+"""Record an optimizer's path from the user's own training loop, for trajectory PCA.
+
+>>> rec = lnb.TrajectoryRecorder(model, every=10, path="runs/path.zarr")
+>>> with rec:                         # records the initial weights (step 0)
+...     for xb, yb in loader:
+...         loss_fn(model(xb), yb).backward(); opt.step(); opt.zero_grad()
+...         rec.step()                # every 10th call records a checkpoint
+>>> # leaving the block records the final weights if the last step was not recorded
+>>> d = rec.pca_directions(n=2)       # Li et al. 2018, §7, centred at the final weights
+>>> path = rec.project(d, data=(x, y))
+>>> lnb.plot.animate(lnb.compute_surface(model, (x, y), d, x=d.provenance["x_range"],
+...                                      y=d.provenance["y_range"]), path)
+
+Checkpoints are whole state dicts (parameters and buffers). With ``path`` they go to a zarr
+store of plain arrays, one array per tensor with a leading checkpoint axis (no pickle:
+reading a store back runs no code), so a long run costs no memory and can be analysed
+later with :meth:`TrajectoryRecorder.load`; without ``path`` they are kept in memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+
+STORE_FORMAT = "landscape_nb.trajectory/1"
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds every bf16 value exactly
+        t = t.float()
+    return t.numpy()
+
+
+class TrajectoryRecorder:
+    """Checkpoints of ``model`` every ``every`` calls of :meth:`step`, in memory or a zarr store.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model being trained (read, never changed).
+    every : int
+        Record after every ``every``-th call of :meth:`step` (one call per optimizer step).
+    path : str or Path, optional
+        A zarr store to write (a directory); ``None`` keeps the checkpoints in memory.
+    overwrite : bool
+        Replace an existing store at ``path`` (otherwise refused, so no run is lost).
+
+    Attributes
+    ----------
+    n_steps : int
+        Calls of :meth:`step` so far.
+    steps : numpy.ndarray
+        The step number of each checkpoint (0: before training).
+    """
+
+    def __init__(self, model: nn.Module, every: int = 1, path: str | Path | None = None, *,
+                 overwrite: bool = False):
+        if not isinstance(model, nn.Module):
+            raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise LandscapeError(f"every={every!r}; expected an integer ≥ 1 (record every that many steps)")
+        self.model, self.every, self.n_steps = model, int(every), 0
+        self._steps: list[int] = []
+        self._memory: list[dict[str, torch.Tensor]] = []
+        self._names = list(model.state_dict())
+        self._dtypes = [str(t.dtype).removeprefix("torch.") for t in model.state_dict().values()]
+        self.path = None if path is None else Path(path)
+        self._group = None
+        if self.path is not None:
+            import zarr
+
+            if self.path.exists() and not overwrite:
+                raise LandscapeError(f"{str(self.path)!r} already exists; expected a new path for the store: pass "
+                                     "overwrite=True to replace it, or TrajectoryRecorder.load(path, model) to read it")
+            self._group = zarr.open_group(str(self.path), mode="w")
+            self._group.attrs.update({"format": STORE_FORMAT, "names": self._names, "dtypes": self._dtypes,
+                                      "every": self.every})
+            self._group.create_array("steps", shape=(0,), chunks=(1024,), dtype="int64")
+            for i, t in enumerate(model.state_dict().values()):
+                arr = _numpy(t)
+                self._group.create_array(f"t{i}", shape=(0, *arr.shape), chunks=(1, *arr.shape), dtype=arr.dtype)
+
+    # ------------------------------------------------------------ recording ----
+
+    def __enter__(self) -> "TrajectoryRecorder":
+        if not self._steps:
+            self.record()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and (not self._steps or self._steps[-1] != self.n_steps):
+            self.record()
+
+    def step(self) -> None:
+        """Count one optimizer step; record a checkpoint when the count is a multiple of ``every``."""
+        self.n_steps += 1
+        if self.n_steps % self.every == 0:
+            self.record()
+
+    def record(self) -> None:
+        """Record the model's current state now, labelled with the current step count."""
+        state = self.model.state_dict()
+        if list(state) != self._names:
+            raise LandscapeError("the model's tensors changed since recording began (names "
+                                 f"{list(state)[:3]}... vs {self._names[:3]}...); expected the same architecture "
+                                 "throughout: start a new recorder for a new model")
+        if self._group is None:
+            self._memory.append({k: v.detach().cpu().clone() for k, v in state.items()})
+        else:
+            for i, t in enumerate(state.values()):
+                self._group[f"t{i}"].append(_numpy(t)[None])
+            self._group["steps"].append(np.array([self.n_steps], dtype=np.int64))
+        self._steps.append(self.n_steps)
+
+    def lightning_callback(self):
+        """A PyTorch Lightning ``Callback`` driving this recorder: records at the start of
+        training, calls :meth:`step` after each training batch, records the end state.
+
+        >>> trainer = lightning.Trainer(callbacks=[rec.lightning_callback()])
+
+        Raises ``LandscapeError`` when neither ``lightning`` nor ``pytorch_lightning`` is installed.
+        """
+        try:
+            from lightning.pytorch.callbacks import Callback
+        except ImportError:
+            try:
+                from pytorch_lightning.callbacks import Callback
+            except ImportError:
+                raise LandscapeError("lightning_callback needs PyTorch Lightning, which is not installed; install "
+                                     "`lightning`, or call rec.step() in your own loop") from None
+        recorder = self
+
+        class RecorderCallback(Callback):
+            def on_train_start(self, trainer, pl_module):
+                recorder.__enter__()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                recorder.step()
+
+            def on_train_end(self, trainer, pl_module):
+                recorder.__exit__(None, None, None)
+
+        return RecorderCallback()
+
+    # -------------------------------------------------------------- reading ----
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module) -> "TrajectoryRecorder":
+        """A recorder reading the checkpoints of an existing store (``model``: the architecture
+        they belong to, e.g. the trained model; it is the default ``final``)."""
+        import zarr
+
+        path = Path(path)
+        try:
+            group = zarr.open_group(str(path), mode="r+")
+            attrs = dict(group.attrs)
+        except Exception as exc:  # zarr raises many kinds for a missing or damaged store
+            raise LandscapeError(f"cannot open {str(path)!r} as a trajectory store ({type(exc).__name__}); expected "
+                                 "a directory written by TrajectoryRecorder(path=...)") from None
+        if attrs.get("format") != STORE_FORMAT:
+            raise LandscapeError(f"{str(path)!r} is not a trajectory store (format {attrs.get('format')!r}); "
+                                 f"expected {STORE_FORMAT!r}, written by TrajectoryRecorder(path=...)")
+        rec = cls.__new__(cls)
+        rec.model, rec.every, rec.path, rec._group, rec._memory = model, int(attrs["every"]), path, group, []
+        rec._names, rec._dtypes = list(attrs["names"]), list(attrs["dtypes"])
+        rec._steps = [int(s) for s in group["steps"][:]]
+        rec.n_steps = rec._steps[-1] if rec._steps else 0
+        if rec._names != list(model.state_dict()):
+            raise LandscapeError(f"the store at {str(path)!r} holds tensors {rec._names[:3]}..., the model has "
+                                 f"{list(model.state_dict())[:3]}...; expected the model the path was recorded from")
+        return rec
+
+    @property
+    def steps(self) -> np.ndarray:
+        return np.asarray(self._steps, dtype=np.int64)
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self._steps)
+
+    def checkpoint(self, i: int) -> dict[str, torch.Tensor]:
+        """Checkpoint ``i`` (0-based, negative from the end) as a state dict on the CPU."""
+        if not -self.n_checkpoints <= i < self.n_checkpoints:
+            raise LandscapeError(f"checkpoint {i} of {self.n_checkpoints}; expected an index in "
+                                 f"[{-self.n_checkpoints}, {self.n_checkpoints})")
+        if self._group is None:
+            return dict(self._memory[i])
+        i %= self.n_checkpoints
+        return {name: torch.from_numpy(np.asarray(self._group[f"t{k}"][i])).to(getattr(torch, dt))
+                for k, (name, dt) in enumerate(zip(self._names, self._dtypes))}
+
+    @property
+    def checkpoints(self) -> list[dict[str, torch.Tensor]]:
+        return [self.checkpoint(i) for i in range(self.n_checkpoints)]
+
+    @property
+    def labels(self) -> list[str]:
+        return [f"step {s}" for s in self._steps]
+
+    def pca_directions(self, n: int = 2, *, final: nn.Module | None = None, ignore: str | None = "biasbn",
+                       data=None, loss_fn: Callable | None = None):
+        """``trajectory.pca_directions`` of the recorded checkpoints, centred at ``final``
+        (default: the recorder's model, at its current weights: the end of training)."""
+        from .trajectory import pca_directions
+
+        return pca_directions(self.checkpoints, final=final or self.model, n=n, ignore=ignore, data=data,
+                              loss_fn=loss_fn)
+
+    def project(self, directions, *, final: nn.Module | None = None, data=None,
+                loss_fn: Callable | None = None):
+        """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step."""
+        from .trajectory import project_trajectory
+
+        return project_trajectory(self.checkpoints, directions, final=final or self.model, data=data,
+                                  loss_fn=loss_fn, labels=self.labels)
+
+
+__all__ = ["TrajectoryRecorder", "STORE_FORMAT"]

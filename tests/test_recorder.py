@@ -1,0 +1,108 @@
+"""TrajectoryRecorder against copies of the weights taken by hand during training; the animation."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape_nb.errors import LandscapeError
+from landscape_nb.recorder import TrajectoryRecorder
+from landscape_nb.trajectory import pca_directions, project_trajectory
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.Tanh(), nn.Linear(10, 3))
+
+
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(64, 6, generator=g), torch.randint(0, 3, (64,), generator=g)
+
+
+def train(model, n_steps, recorder=None):
+    """SGD on minibatches; returns {step: deep copy of the state dict after that many steps}."""
+    x, y = data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    copies = {0: {k: v.clone() for k, v in model.state_dict().items()}}
+    for s in range(1, n_steps + 1):
+        idx = torch.arange(s * 16, s * 16 + 16) % 64
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+        if recorder is not None:
+            recorder.step()
+        copies[s] = {k: v.clone() for k, v in model.state_dict().items()}
+    return copies
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_checkpoints_equal_the_weights_at_those_steps(tmp_path, store):
+    model = make_model()
+    rec = TrajectoryRecorder(model, every=3, path=tmp_path / "run.zarr" if store else None)
+    with rec:
+        copies = train(model, 10, rec)
+    assert rec.steps.tolist() == [0, 3, 6, 9, 10]  # initial, every 3rd, and the final weights
+    for i, s in enumerate(rec.steps):
+        got = rec.checkpoint(i)
+        assert list(got) == list(copies[s])
+        for k in got:
+            assert got[k].dtype == copies[s][k].dtype and torch.equal(got[k], copies[s][k]), (s, k)
+    if store:
+        again = TrajectoryRecorder.load(tmp_path / "run.zarr", model)
+        assert again.steps.tolist() == rec.steps.tolist()
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(again.checkpoints, rec.checkpoints) for k in a)
+        assert not any(p.suffix == ".pkl" for p in (tmp_path / "run.zarr").rglob("*"))
+
+
+def test_pca_and_projection_are_those_of_the_recorded_checkpoints():
+    model = make_model()
+    with TrajectoryRecorder(model, every=2) as rec:
+        copies = train(model, 12, rec)
+    naive = [copies[s] for s in rec.steps]
+    d = rec.pca_directions(n=2)
+    want = pca_directions(naive, final=model, n=2)
+    assert torch.allclose(d.vectors, want.vectors)
+    path = rec.project(d)
+    ref = project_trajectory(naive, want, final=model)
+    np.testing.assert_allclose(path.coords, ref.coords, rtol=1e-6, atol=1e-7)
+    assert path.labels == [f"step {s}" for s in rec.steps]
+
+
+def test_refuses_bad_arguments(tmp_path):
+    model = make_model()
+    with pytest.raises(LandscapeError, match="every"):
+        TrajectoryRecorder(model, every=0)
+    TrajectoryRecorder(model, path=tmp_path / "a.zarr")
+    with pytest.raises(LandscapeError, match="already exists"):
+        TrajectoryRecorder(model, path=tmp_path / "a.zarr")
+    with pytest.raises(LandscapeError, match="trajectory store"):
+        TrajectoryRecorder.load(tmp_path / "nothing", model)
+    try:
+        import lightning  # noqa: F401
+    except ImportError:
+        with pytest.raises(LandscapeError, match="Lightning"):
+            TrajectoryRecorder(model).lightning_callback()
+
+
+def test_animation_has_one_frame_per_checkpoint(tmp_path):
+    from landscape_nb.compute import compute_surface
+    from landscape_nb.export import export_html
+    from landscape_nb.plot_beyond import animate
+
+    model = make_model()
+    with TrajectoryRecorder(model, every=2) as rec:
+        train(model, 9, rec)
+    d = rec.pca_directions(n=2)
+    path = rec.project(d)
+    surf = compute_surface(model, data(), d, x=(*d.provenance["x_range"], 7), y=(*d.provenance["y_range"], 6))
+    fig = animate(surf, path)
+    assert len(fig.frames) == rec.n_checkpoints == len(path.x)
+    for k, frame in enumerate(fig.frames):  # frame k: the path up to checkpoint k, k marked
+        np.testing.assert_allclose(frame.data[0].x, path.x[:k + 1])
+        np.testing.assert_allclose(frame.data[0].y, path.y[:k + 1])
+        assert (frame.data[1].x[0], frame.data[1].y[0]) == pytest.approx((path.x[k], path.y[k]))
+    assert len(fig.layout.sliders[0].steps) == rec.n_checkpoints
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["▶ play", "❚❚ pause"]
+    out = export_html(fig, tmp_path / "anim.html")
+    text = out.read_text()
+    assert "addFrames" in text and text.count('"name":"') >= rec.n_checkpoints

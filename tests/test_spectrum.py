@@ -1,0 +1,126 @@
+"""SLQ spectral density against the dense Hessian's eigenvalues (numpy.linalg.eigvalsh)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape_nb.errors import LandscapeError
+from landscape_nb.spectrum import hessian_spectrum
+
+
+def _naive_dense_hessian(model, x, y):
+    """Column by column with torch.autograd.functional.hessian on the flat parameters."""
+    from torch.func import functional_call
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+
+    def loss(flat):
+        parts = torch.split(flat, sizes)
+        params = {n: t.reshape(s).float() for n, t, s in zip(names, parts, shapes)}
+        return nn.functional.cross_entropy(functional_call(model, params, (x,)), y).double()
+
+    h = torch.autograd.functional.hessian(loss, flat0).numpy()
+    return (h + h.T) / 2
+
+
+@pytest.fixture(scope="module")
+def problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 6, generator=g)
+    y = torch.randint(0, 3, (80,), generator=g)
+    eig = np.linalg.eigvalsh(_naive_dense_hessian(model, x, y))
+    return model, (x, y), eig
+
+
+def test_density_integrates_to_one(problem):
+    model, data, _ = problem
+    spec = hessian_spectrum(model, data, n_probes=3, n_steps=20, seed=0)
+    assert spec.density.shape == spec.grid.shape == (1000,)
+    assert np.trapezoid(spec.density, spec.grid) == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(spec.ritz_weights.sum(axis=1), 1.0, atol=1e-10)
+    assert spec.n_products == 3 * 20
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_moments_match_the_dense_eigenvalues_within_the_stated_tolerance(problem, probe):
+    model, data, eig = problem
+    spec = hessian_spectrum(model, data, n_probes=24, n_steps=12, probe=probe, seed=3)
+    for power in (1, 2):
+        truth = float(np.mean(eig ** power))
+        assert abs(spec.moment(power) - truth) <= spec.moment_tolerance(power), (power, spec.moment(power), truth)
+        # the broadened curve has the same mean and σ² more second moment
+        curve = np.trapezoid(spec.density * spec.grid ** power, spec.grid) - (spec.sigma ** 2 if power == 2 else 0)
+        assert curve == pytest.approx(spec.moment(power), rel=1e-6, abs=1e-9)
+    assert spec.trace == pytest.approx(len(eig) * spec.moment(1))
+
+
+def test_ritz_values_bracket_and_reach_the_dense_extremes(problem):
+    model, data, eig = problem
+    spec = hessian_spectrum(model, data, n_probes=2, n_steps=40, seed=0)
+    lo, hi = spec.extremes
+    span = eig[-1] - eig[0]
+    slack = 1e-6 * span  # the products run in float32: rounding, not a failure of interlacing
+    assert eig[0] - slack <= lo and hi <= eig[-1] + slack  # interlacing: never outside
+    assert lo == pytest.approx(eig[0], abs=1e-4 * span) and hi == pytest.approx(eig[-1], abs=1e-4 * span)
+
+
+def test_full_lanczos_is_the_exact_spectrum():
+    """A model with fewer parameters than steps: n steps of Lanczos give every eigenvalue."""
+    torch.manual_seed(2)
+    model = nn.Linear(4, 3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 4, generator=g), torch.randint(0, 3, (50,), generator=g)
+    eig = np.linalg.eigvalsh(_naive_dense_hessian(model, x, y))
+    spec = hessian_spectrum(model, (x, y), n_probes=1, n_steps=100, probe="gaussian", seed=1)
+    theta = np.sort(spec.ritz_values[0][np.isfinite(spec.ritz_values[0])])
+    # the Hessian of softmax cross-entropy has repeated (zero) eigenvalues: Lanczos sees each once
+    distinct = np.unique(np.round(eig / (eig[-1] - eig[0]), 6))
+    assert len(theta) <= len(eig) and spec.n_products == len(theta)
+    assert np.allclose(np.unique(np.round(theta / (eig[-1] - eig[0]), 6)), distinct, atol=2e-6)
+
+
+def test_refuses_bad_arguments(problem):
+    model, data, _ = problem
+    with pytest.raises(LandscapeError, match="n_probes"):
+        hessian_spectrum(model, data, n_probes=0)
+    with pytest.raises(LandscapeError, match="probe="):
+        hessian_spectrum(model, data, probe="sobol")
+    with pytest.raises(LandscapeError, match="sigma"):
+        hessian_spectrum(model, data, sigma=-1.0)
+    with pytest.raises(LandscapeError, match="grid"):
+        hessian_spectrum(model, data, n_probes=1, n_steps=2, grid=np.array([1.0, 0.0]))
+
+
+def test_dask_probes_on_a_local_cluster_equal_in_process(problem):
+    from distributed import Client, LocalCluster
+
+    model, data, _ = problem
+    here = hessian_spectrum(model, data, n_probes=3, n_steps=15, seed=5)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        there = hessian_spectrum(model, data, n_probes=3, n_steps=15, seed=5, client=client)
+    assert np.allclose(there.ritz_values, here.ritz_values, rtol=1e-9, atol=1e-12)
+    assert np.allclose(there.density, here.density, rtol=1e-9, atol=1e-12)
+    assert there.n_products == here.n_products == 45
+
+
+def test_spectrum_figure_draws_the_density_and_every_ritz_value(problem):
+    from landscape_nb.plot_beyond import spectrum
+
+    model, data, _ = problem
+    spec = hessian_spectrum(model, data, n_probes=2, n_steps=10, seed=0)
+    fig = spectrum(spec)
+    curve, nodes = fig.data
+    np.testing.assert_allclose(curve.x, spec.grid)
+    floor = 1e-8 * spec.density.max()
+    np.testing.assert_allclose(curve.y, np.maximum(spec.density, floor))
+    assert sorted(nodes.x) == sorted(spec.ritz_values[np.isfinite(spec.ritz_values)])
+    assert fig.layout.yaxis.type == "log"
+    assert spectrum(spec, log=False, ritz=False).data[0].y.tolist() == spec.density.tolist()
+    with pytest.raises(LandscapeError, match="Spectrum"):
+        spectrum({"grid": [0, 1]})

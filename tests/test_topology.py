@@ -1,0 +1,154 @@
+"""Sublevel-set persistence of grids against a brute-force union-find written here."""
+import numpy as np
+import pytest
+
+from landscape_nb.errors import LandscapeError
+from landscape_nb.persistence import topology
+from landscape_nb.surface import Surface
+
+pytest.importorskip("gudhi")
+
+
+def brute_force_h0(arr):
+    """Vertices added in increasing value; a vertex joining components keeps the one with the
+    lowest minimum (elder rule) and kills the others there. Returns
+    [(birth, death, min index, saddle index, index of the min it merges into)], essential last."""
+    order = sorted(np.ndindex(arr.shape), key=lambda i: (arr[i], i))
+    parent, root_min, pairs = {}, {}, []
+
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for v in order:
+        parent[v] = v
+        root_min[v] = v
+        roots = set()
+        for axis in range(arr.ndim):
+            for step in (-1, 1):
+                nb = list(v)
+                nb[axis] += step
+                nb = tuple(nb)
+                if 0 <= nb[axis] < arr.shape[axis] and nb in parent:
+                    roots.add(find(nb))
+        if not roots:
+            continue
+        roots = sorted(roots, key=lambda r: (arr[root_min[r]], root_min[r]))
+        elder = roots[0]
+        for r in roots[1:]:
+            if arr[v] > arr[root_min[r]]:
+                pairs.append((arr[root_min[r]], arr[v], root_min[r], v, root_min[elder]))
+            parent[r] = elder
+        parent[v] = elder
+    g = root_min[find(order[0])]
+    return pairs + [(arr[g], np.inf, g, None, None)]
+
+
+@pytest.mark.parametrize("shape,seed", [((7, 9), 0), ((12, 12), 1), ((5, 6, 4), 2), ((8, 3), 3)])
+def test_zero_dimensional_persistence_equals_a_brute_force_union_find(shape, seed):
+    arr = np.random.default_rng(seed).random(shape)
+    topo = topology(arr, threshold=0.0)
+    want = brute_force_h0(arr)
+    got = sorted(map(tuple, topo.diagrams[0].tolist()))
+    np.testing.assert_allclose(got, sorted((b, d) for b, d, *_ in want), rtol=0, atol=1e-12)
+    # the same basins, saddles and merges, and the SMAD from them
+    by_min = {w[2]: w for w in want}
+    assert len(topo.basins) == len(want)
+    for b in topo.basins:
+        birth, death, minimum, saddle, into = by_min[b.index]
+        assert (b.birth, b.death, b.saddle_index) == (birth, death, saddle)
+        assert (topo.basins[b.parent].index if b.parent is not None else None) == into
+    dist = [np.linalg.norm(np.subtract(m, s)) for _, _, m, s, _ in want if s is not None]
+    assert topo.smad == pytest.approx(np.mean(dist))
+
+
+def test_threshold_keeps_only_persistent_basins():
+    arr = np.random.default_rng(4).random((10, 10))
+    want = brute_force_h0(arr)
+    for t in (0.0, 0.1, 0.3):
+        assert topology(arr, threshold=t).n_basins == sum(d - b > t for b, d, *_ in want)
+
+
+def wells(k, n=61, seed=0):
+    """Sum of k Gaussian wells of depth 1–2, centres at least 0.5 apart in [-2, 2]², width 0.15."""
+    rng = np.random.default_rng(seed)
+    centres = []
+    while len(centres) < k:
+        c = rng.uniform(-1.7, 1.7, 2)
+        if all(np.linalg.norm(c - o) > 0.5 for o in centres):
+            centres.append(c)
+    xs = np.linspace(-2, 2, n)
+    X, Y = np.meshgrid(xs, xs)
+    z = sum(-rng.uniform(1, 2) * np.exp(-((X - c[0]) ** 2 + (Y - c[1]) ** 2) / (2 * 0.15 ** 2)) for c in centres)
+    return xs, z, centres
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_basin_count_of_k_separated_gaussian_wells_is_k(k):
+    xs, z, centres = wells(k, seed=k)
+    surf = Surface(x=xs, y=xs, loss=z)
+    topo = topology(surf)
+    assert topo.n_basins == k
+    found = sorted(b.location for b in topo.basins)
+    for c in centres:  # each minimum within a grid step of a well centre, in (x, y) order
+        assert min(np.hypot(f[0] - c[0], f[1] - c[1]) for f in found) <= xs[1] - xs[0]
+    assert len(topo.merge_tree) == k - 1
+    if k > 1:
+        deepest = topo.basins[0]
+        assert all(b.birth >= deepest.birth for b in topo.basins)
+        assert np.isinf(deepest.death) and deepest.parent is None
+
+
+def test_three_dimensional_wells():
+    xs = np.linspace(-1, 1, 21)
+    X, Y, Z = np.meshgrid(xs, xs, xs, indexing="ij")
+    f = -np.exp(-((X - 0.5) ** 2 + Y ** 2 + Z ** 2) / 0.05) - 0.5 * np.exp(-((X + 0.5) ** 2 + Y ** 2 + Z ** 2) / 0.05)
+    topo = topology(f)
+    assert topo.n_basins == 2 and len(topo.diagrams) == 3
+    child, parent, level = topo.merge_tree[0]
+    assert topo.basins[parent].birth < topo.basins[child].birth < level
+
+
+def test_refuses_partial_surfaces_and_bad_input():
+    z = np.random.default_rng(0).random((5, 5))
+    done = np.ones((5, 5), bool)
+    done[0, 0] = False
+    with pytest.raises(LandscapeError, match="computed"):
+        topology(Surface(x=np.arange(5.0), y=np.arange(5.0), loss=z, done=done))
+    with pytest.raises(LandscapeError, match="2D or 3D"):
+        topology(np.arange(5.0))
+    with pytest.raises(LandscapeError, match="threshold"):
+        topology(z, threshold=-1)
+
+
+def test_diverged_points_join_last():
+    z = np.random.default_rng(5).random((6, 6))
+    z2 = z.copy()
+    z2[2, 3] = np.inf
+    capped = z.copy()
+    capped[2, 3] = 10.0
+    a, b = topology(z2, threshold=0.0), topology(capped, threshold=0.0)
+    assert [x.birth for x in a.basins] == [x.birth for x in b.basins]
+    assert [x.death for x in a.basins] == [x.death for x in b.basins]
+
+
+def test_persistence_figures_show_every_pair():
+    from landscape_nb.plot_beyond import persistence
+
+    arr = np.random.default_rng(6).random((8, 8))
+    topo = topology(arr, threshold=0.05)
+    fig = persistence(topo)
+    h0, h1 = fig.data[0], fig.data[1]
+    assert len(h0.x) == len(topo.diagrams[0]) and len(h1.x) == len(topo.diagrams[1])
+    np.testing.assert_allclose(sorted(h0.x), sorted(topo.diagrams[0][:, 0]))
+    finite = np.isfinite(topo.diagrams[0][:, 1])
+    np.testing.assert_allclose(sorted(np.asarray(h0.y)[finite]), sorted(topo.diagrams[0][finite, 1]))
+    assert np.asarray(h0.y)[~finite].min() > topo.diagrams[0][finite, 1].max()  # ∞ drawn above all
+    bars = persistence(topo, kind="barcode", dims=[0])
+    assert len(bars.data) == 1 and sum(v is None for v in bars.data[0].x) == len(topo.diagrams[0])
+    with pytest.raises(LandscapeError, match="kind"):
+        persistence(topo, kind="landscape")
+    with pytest.raises(LandscapeError, match="dims"):
+        persistence(topo, dims=[2])
