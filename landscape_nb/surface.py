@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from . import persistence as _persistence
 from . import sharpness as _sharpness
 from .errors import LandscapeError
 
@@ -210,6 +211,11 @@ class Surface:
         """Loss increase at ``radius`` and curvature at the centre along each axis
         (``{"x": AxisSharpness, "y": ...}``; see ``landscape_nb.sharpness.sharpness``)."""
         return _sharpness.sharpness(self, radius)
+
+    def topology(self, threshold: float | None = None):
+        """Sublevel-set persistence, basins above ``threshold``, merge tree and SMAD of this
+        surface (``landscape_nb.persistence.topology``; needs the ``topology`` extra, gudhi)."""
+        return _persistence.topology(self, threshold)
 
     def to_xarray(self):
         """An ``xarray.Dataset`` with ``loss`` and every metric on (y, x) or (x,) coords."""

@@ -86,8 +86,8 @@ def test_refuses_bad_arguments(tmp_path):
 
 def test_animation_has_one_frame_per_checkpoint(tmp_path):
     from landscape_nb.compute import compute_surface
-    from landscape_nb.export import export_html
-    from landscape_nb.plot_beyond import animate
+    from landscape_nb.plot.export import export_html
+    from landscape_nb.plot import animate
 
     model = make_model()
     with TrajectoryRecorder(model, every=2) as rec:

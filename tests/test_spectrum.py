@@ -110,7 +110,7 @@ def test_dask_probes_on_a_local_cluster_equal_in_process(problem):
 
 
 def test_spectrum_figure_draws_the_density_and_every_ritz_value(problem):
-    from landscape_nb.plot_beyond import spectrum
+    from landscape_nb.plot import spectrum
 
     model, data, _ = problem
     spec = hessian_spectrum(model, data, n_probes=2, n_steps=10, seed=0)

@@ -135,7 +135,7 @@ def test_diverged_points_join_last():
 
 
 def test_persistence_figures_show_every_pair():
-    from landscape_nb.plot_beyond import persistence
+    from landscape_nb.plot import persistence
 
     arr = np.random.default_rng(6).random((8, 8))
     topo = topology(arr, threshold=0.05)

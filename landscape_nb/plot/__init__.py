@@ -20,7 +20,8 @@ Display rules shared by all builders:
 
 The modules: ``_common`` (checks, the display transform, hover, colour and contour
 helpers), ``figures`` (line, contour, heatmap, surface, compare), ``analysis`` (PCA planes,
-eigen-maps, paths, sharpness), ``live`` (live, update) and ``export`` (HTML, images, VTK).
+eigen-maps, paths, sharpness), ``spectrum`` (Hessian spectral density), ``persistence``
+(persistence diagrams), ``animation`` (a path over the contours), ``live`` (live, update) and ``export`` (HTML, images, VTK).
 This package imports neither torch, Dask nor ipywidgets.
 """
 from ._common import (
@@ -36,9 +37,12 @@ from ._common import (
 )
 from ._common import _check_surface, _transform  # reached from outside before the split
 from .analysis import eigen_map, line_panels, paths, pca_contour, with_sharpness
+from .animation import animate
 from .export import IMAGE_FORMATS, export_html, export_image, export_vtk
 from .figures import compare, contour, heatmap, line, surface
 from .live import LIVE_LEVELS, live, update
+from .persistence import persistence
+from .spectrum import spectrum
 
 __all__ = [
     # figures
@@ -53,6 +57,9 @@ __all__ = [
     "eigen_map",
     "paths",
     "line_panels",
+    "spectrum",
+    "persistence",
+    "animate",
     # live
     "live",
     "update",
