@@ -43,6 +43,10 @@ _LAZY = {
     "reparametrize": ("landscape_nb.reparam", "reparametrize"),
     "rescalable_layers": ("landscape_nb.reparam", "rescalable_layers"),
     "sharpness": ("landscape_nb.sharpness", "sharpness"),
+    "load_reference_directions": ("landscape_nb.reference", "load_reference_directions"),
+    "save_reference_directions": ("landscape_nb.reference", "save_reference_directions"),
+    "load_reference_surface": ("landscape_nb.reference", "load_reference_surface"),
+    "save_reference_surface": ("landscape_nb.reference", "save_reference_surface"),
 }
 
 __all__ = ["LandscapeError", "Surface", *_LAZY]
