@@ -24,6 +24,8 @@ import landscape_nb as lnb
 jobqueue = pytest.importorskip("dask_jobqueue")
 from distributed import Client  # noqa: E402
 
+from landscape_nb.cluster import TorchThreads  # noqa: E402
+
 REPO = Path(lnb.__file__).resolve().parent.parent
 WAIT_S = 90
 
@@ -113,7 +115,7 @@ def free_port():
 def slurm_cluster(**kw):
     return jobqueue.SLURMCluster(
         cores=1, processes=1, memory="4GB", walltime="00:20:00", queue="cpu", account="proj-123",
-        job_script_prologue=["export OMP_NUM_THREADS=1"],
+        job_script_prologue=["export OMP_NUM_THREADS=3"],  # TorchThreads(1) must win over it
         scheduler_options={"host": "127.0.0.1", "dashboard_address": None}, **kw)
 
 
@@ -127,7 +129,7 @@ def test_slurm_job_script_builds_without_a_batch_system():
                       "#SBATCH --gres=gpu:1"):
         assert directive in lines, directive
     assert any(line.startswith("#SBATCH --mem=") for line in lines)
-    assert "export OMP_NUM_THREADS=1" in lines
+    assert "export OMP_NUM_THREADS=3" in lines
     worker = [line for line in lines if "dask_worker" in line or "dask worker" in line]
     assert len(worker) == 1
     assert worker[0].split()[0] == sys.executable  # the workers run this environment's Python
@@ -159,6 +161,8 @@ def test_compute_surface_on_a_slurm_cluster_whose_job_runs_here(tmp_path):
             surf = lnb.compute_surface(model, data, d, x=(-1, 1, 4), y=(-0.5, 0.5, 3), client=cluster)
             check_surface(surf, model, data, d)
             with Client(cluster) as client:  # a Client of it works the same, and stays open after
+                client.register_plugin(TorchThreads(1))  # as the README advises for your own workers
+                assert set(client.run(torch.get_num_threads).values()) == {1}
                 again = lnb.compute_surface(model, data, d, x=(-1, 1, 4), y=(-0.5, 0.5, 3), client=client)
                 assert client.status == "running"
             np.testing.assert_array_equal(again.loss, surf.loss)
