@@ -57,7 +57,7 @@ def _open(path, mode: str):
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return h5py.File(path, mode)
-    except (OSError, FileNotFoundError) as exc:
+    except OSError as exc:
         raise LandscapeError(
             f"cannot open {str(path)!r} as HDF5 ({exc}); expected a .h5 file written by the reference "
             "implementation (plot_surface.py) or by landscape_nb.reference"
@@ -157,6 +157,7 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
 
     if dir_type is not None and dir_type not in DIR_TYPES:
         raise LandscapeError(f"dir_type={dir_type!r}; expected 'weights', 'states' or None (infer from the file)")
+    ParamLayout.of(model)  # refuses what is not an nn.Module, or has nothing to move
     with _open(path, "r") as f:
         axes = [a for a in _AXES if a in f]
         if "xdirection" not in axes:
@@ -208,7 +209,7 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                 parts[k] = torch.zeros(e.shape)
         rows.append(torch.cat([p.reshape(-1) for p in parts]))
     vectors = torch.stack(rows)
-    prov = {key: value for key, value in stored.items()}
+    prov = dict(stored)
     prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
                  "dropped": dropped, "cosine_max": _max_offdiag(_cosines(vectors)),
                  "norms": vectors.double().norm(dim=1).tolist()})

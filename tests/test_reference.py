@@ -311,3 +311,32 @@ def test_surface_writer_refuses_negative_losses_and_colliding_names(tmp_path):
     with pytest.raises(LandscapeError, match="split='train' or 'test'"):
         lnb.load_reference_surface(lnb.save_reference_surface(plain, tmp_path / "t.h5", split="test"),
                                    split="train")
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.Linear(4, 4)
+        self.dec = nn.Linear(4, 4)
+        self.dec.weight = self.enc.weight  # one tensor under two state_dict names
+
+
+def test_tied_weights_in_a_states_file_the_last_alias_wins_as_in_load_state_dict(tmp_path):
+    model = Tied()
+    keys = list(model.state_dict())
+    assert keys == ["enc.weight", "enc.bias", "dec.weight", "dec.bias"]
+    d = lnb.random_directions(model, n=1, seed=2)
+    path = lnb.save_reference_directions(model, d, tmp_path / "d.h5", dir_type="states")
+    with h5py.File(path) as f:  # the alias carries the shared tensor's values
+        np.testing.assert_array_equal(f["xdirection"]["2"][()], f["xdirection"]["0"][()])
+    assert torch.equal(lnb.load_reference_directions(model, path, dir_type="states").vectors, d.vectors)
+
+    arrays = seeded_like([tuple(v.shape) for v in model.state_dict().values()], 6)
+    write_reference_directions(tmp_path / "ref.h5", [arrays])
+    back = lnb.load_reference_directions(model, tmp_path / "ref.h5", dir_type="states")
+    m = copy.deepcopy(model)  # the reference: add each entry to a copy of the state, load_state_dict
+    state = {k: v + torch.from_numpy(a) for (k, v), a in zip(model.state_dict().items(), arrays)}
+    m.load_state_dict(state)
+    moved = torch.cat([(pm - p0).detach().reshape(-1) for pm, p0 in zip(m.parameters(), model.parameters())])
+    torch.testing.assert_close(back.vectors[0], moved, rtol=0, atol=1e-6)
