@@ -47,6 +47,10 @@ _LAZY = {
     "auto_range": ("landscape_nb.autorange", "auto_range"),
     "TrajectoryRecorder": ("landscape_nb.recorder", "TrajectoryRecorder"),
     "topology": ("landscape_nb.persistence", "topology"),
+    "load_reference_directions": ("landscape_nb.reference", "load_reference_directions"),
+    "save_reference_directions": ("landscape_nb.reference", "save_reference_directions"),
+    "load_reference_surface": ("landscape_nb.reference", "load_reference_surface"),
+    "save_reference_surface": ("landscape_nb.reference", "save_reference_surface"),
 }
 
 __all__ = ["LandscapeError", "Surface", *_LAZY]

@@ -50,7 +50,8 @@ class OwnedCluster:
 
     def close(self) -> None:
         self.client.close()
-        self.cluster.close()
+        if self.cluster is not None:  # None: the caller's cluster object, only our client to close
+            self.cluster.close()
 
 
 def _cpu_count() -> int:
@@ -115,10 +116,14 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
 
     ``"local"``: embedded LocalCluster; ``"cuda"``: LocalCUDACluster; ``"tcp://host:port"``
     (or any scheduler address): connect, failing within a few seconds when unreachable;
-    a ``Client``: used as is and never closed here.
+    a ``Client``: used as is and never closed here; a cluster object (``LocalCluster``,
+    ``dask_jobqueue.SLURMCluster``, ...): a client of it, closed afterwards, the cluster not.
     """
     if isinstance(client, Client):
         return client, None
+    if not isinstance(client, str) and hasattr(client, "scheduler_address"):  # a cluster object (SLURMCluster, ...)
+        c = Client(client)
+        return c, OwnedCluster(c, None)
     if client == "local":
         owned = local_cluster(n_workers)
         return owned.client, owned
@@ -133,7 +138,7 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
                 f"cannot reach a Dask scheduler at {client!r} within {CONNECT_TIMEOUT} ({type(exc).__name__}); "
                 "check the address (tcp://host:port) and that the scheduler is running, or use client='local'"
             ) from None
-        return c, None
+        return c, OwnedCluster(c, None)  # our client of their scheduler: close it, leave the scheduler
     raise LandscapeError(
         f"client={client!r}; expected None (in-process), 'local', 'cuda', a scheduler address like "
         "'tcp://127.0.0.1:8786', or a distributed.Client"

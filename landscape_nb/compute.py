@@ -209,8 +209,8 @@ def compute_surface(
 
     ``data``: ``(inputs, targets)``, a Dataset, a DataLoader or a zero-argument factory.
     ``loss_fn``: any ``(outputs, targets) -> scalar mean``; default cross-entropy.
-    ``client``: None (in-process), ``"local"``, ``"cuda"``, a scheduler address or a
-    ``distributed.Client``. ``store``: a directory; a rerun with the same spec resumes
+    ``client``: None (in-process), ``"local"``, ``"cuda"``, a scheduler address, a
+    ``distributed.Client`` or a cluster object (e.g. ``dask_jobqueue.SLURMCluster``). ``store``: a directory; a rerun with the same spec resumes
     and computes only missing tiles, a different spec refuses. ``callbacks`` get a
     ``TileDone`` per finished tile; ``cancel`` (an Event) stops early and returns the
     partial surface (NaN where not computed). In-process, ``model`` is perturbed in place

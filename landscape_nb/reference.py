@@ -1,0 +1,468 @@
+"""Read and write the HDF5 files of the reference implementation (tomgoldstein/loss-landscape).
+
+Its *direction files* hold a group ``xdirection`` (and ``ydirection`` for a plane) with one
+dataset per tensor, named ``"0"``, ``"1"``, ...: the tensors of ``model.parameters()``
+(``--dir_type weights``) or of ``model.state_dict()`` (``--dir_type states``, BatchNorm
+running statistics included), in that order. Its *surface files* hold ``xcoordinates``
+(``ycoordinates``), and ``train_loss``/``train_acc`` (``test_loss``/``test_acc``) arrays
+whose shape says ``(nx, ny)`` while their values are filled in ``np.meshgrid(x, y)`` order
+(the flat index ``j * nx + i`` is the point ``(x[i], y[j])``), with ``-1`` where a point is
+not computed yet and accuracy in percent.
+
+>>> d = load_reference_directions(model, "model_300.t7_weights_xignore=biasbn_xnorm=filter.h5")
+>>> surf = load_reference_surface("model_300.t7_..._[-1.0,1.0,51]x[-1.0,1.0,51].h5")
+>>> save_reference_surface(surf, "ours.h5")      # plot_2D.py / h52vtp.py read it
+
+h5py is imported on first use (``pip install landscape_nb[h5]``).
+
+References
+----------
+Li, Xu, Taylor, Studer, Goldstein, "Visualizing the Loss Landscape of Neural Nets",
+NeurIPS 2018; code: https://github.com/tomgoldstein/loss-landscape
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import LandscapeError
+from .surface import Surface
+
+DIR_TYPES = ("weights", "states")
+SPLITS = ("train", "test")
+_AXES = ("xdirection", "ydirection")
+_ATTR_PROVENANCE = "landscape_nb_provenance"
+_ATTR_SPEC = "landscape_nb_spec"
+_NOT_COMPUTED = -1.0
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise LandscapeError(
+            "reading or writing the reference's .h5 files needs h5py, which is not installed; "
+            "install it with `pip install landscape_nb[h5]`"
+        ) from None
+    return h5py
+
+
+def _open(path, mode: str):
+    h5py = _h5py()
+    path = Path(path)
+    if mode == "w":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        raise LandscapeError(
+            f"cannot open {str(path)!r} as HDF5 ({exc}); expected a .h5 file written by the reference "
+            "implementation (plot_surface.py) or by landscape_nb.reference"
+        ) from None
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+def _attr_json(obj, name: str) -> dict:
+    raw = obj.attrs.get(name)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# ------------------------------------------------------------ directions ----
+
+def _reference_entries(model, dir_type: str) -> list[tuple[str, Any]]:
+    """(name, tensor) in the order the reference lists a direction's tensors."""
+    if dir_type == "weights":
+        return list(model.named_parameters())  # what net.parameters() yields
+    return list(model.state_dict(keep_vars=True).items())
+
+
+def _read_axis(f, axis: str, entries: list[tuple[str, Any]]) -> list[np.ndarray]:
+    """The tensors of one direction; a flat 1-D dataset is split into the entries' shapes."""
+    obj = f[axis]
+    if isinstance(obj, _h5py().Group):
+        names = set(obj.keys())
+        if names != {str(i) for i in range(len(names))}:
+            raise LandscapeError(
+                f"{axis!r} holds datasets {sorted(names)[:5]}; expected datasets named '0', '1', ... (one per "
+                "model tensor), as the reference's h5_util.write_list writes them"
+            )
+        return [np.asarray(obj[str(i)][()]) for i in range(len(names))]
+    flat = np.asarray(obj[()]).reshape(-1)  # one flat vector: the tensors concatenated in order
+    sizes = [int(np.prod(t.shape)) for _, t in entries]
+    if flat.size != sum(sizes):
+        return [flat]
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return [p.reshape(tuple(t.shape)) for p, (_, t) in zip(parts, entries)]
+
+
+def _fits(arrays: list[np.ndarray], entries: list[tuple[str, Any]]) -> str | None:
+    """None if the arrays match the entries one to one in shape, else what differs."""
+    if len(arrays) != len(entries):
+        return f"{len(arrays)} tensors in the file, {len(entries)} in the model"
+    for k, (a, (name, t)) in enumerate(zip(arrays, entries)):
+        if tuple(a.shape) != tuple(t.shape):
+            return f"tensor {k} ({name!r}) has shape {tuple(a.shape)} in the file, {tuple(t.shape)} in the model"
+    return None
+
+
+def load_reference_directions(model, path, *, dir_type: str | None = None):
+    """Directions from a direction file of the reference implementation, for ``model``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model the directions were made for (same architecture, same tensor order).
+    path : str or os.PathLike
+        An ``.h5`` file with an ``xdirection`` (and, for a plane, ``ydirection``) group of
+        datasets ``"0"``, ``"1"``, ..., one per tensor, as ``net_plotter.setup_direction``
+        writes it; a flat 1-D dataset of all tensors concatenated is accepted too.
+    dir_type : {"weights", "states"} or None
+        ``"weights"``: one tensor per ``model.parameters()``; ``"states"``: one per
+        ``model.state_dict()`` entry (BatchNorm running statistics move too). ``None``
+        (default) infers it from the number and shapes of the tensors.
+
+    Returns
+    -------
+    Directions
+        ``n = 1`` (``xdirection`` only) or ``2``, over the trainable parameters (and the
+        floating-point buffers for ``"states"``). ``provenance`` has ``scheme="reference"``,
+        ``dir_type``, ``path`` and ``dropped``, the reference tensors left out: integer
+        buffers such as ``num_batches_tracked`` (they change nothing in eval mode) and
+        frozen parameters whose direction is zero. A tied alias in a ``state_dict`` sets
+        the shared tensor; the last one wins, as in ``load_state_dict``.
+
+    Raises
+    ------
+    LandscapeError
+        No ``xdirection``; tensors that do not match the model in number or shape (both
+        shapes named); a non-zero direction on a frozen parameter (``requires_grad=False``),
+        which landscape_nb directions never move.
+    """
+    import torch
+
+    from .directions import Directions, _cosines, _max_offdiag
+    from .params import ParamLayout
+
+    if dir_type is not None and dir_type not in DIR_TYPES:
+        raise LandscapeError(f"dir_type={dir_type!r}; expected 'weights', 'states' or None (infer from the file)")
+    ParamLayout.of(model)  # refuses what is not an nn.Module, or has nothing to move
+    with _open(path, "r") as f:
+        axes = [a for a in _AXES if a in f]
+        if "xdirection" not in axes:
+            raise LandscapeError(
+                f"{str(path)!r} has no 'xdirection' (it holds {sorted(f.keys())}); expected a direction file "
+                "of the reference implementation (net_plotter.setup_direction), not a surface file"
+            )
+        candidates = [dir_type] if dir_type else list(DIR_TYPES)
+        problems, chosen = {}, None
+        for kind in candidates:
+            entries = _reference_entries(model, kind)
+            arrays = [_read_axis(f, a, entries) for a in axes]
+            problem = next((p for p in (_fits(arr, entries) for arr in arrays) if p), None)
+            if problem is None:
+                chosen = kind
+                break
+            problems[kind] = problem
+        if chosen is None:
+            detail = "; ".join(f"as {k!r}: {p}" for k, p in problems.items())
+            raise LandscapeError(
+                f"the directions in {str(path)!r} do not fit {type(model).__name__} ({detail}); expected one "
+                "tensor per model.parameters() ('weights') or per model.state_dict() entry ('states'), same "
+                "shapes, same order. Load them with the model (architecture and definition) they were made for."
+            )
+        stored = _attr_json(f, _ATTR_PROVENANCE)
+
+    layout = ParamLayout.of(model, include_buffers=chosen == "states")
+    position = {e.name: k for k, e in enumerate(layout.entries)}
+    by_id = {id(t): e.name for e, t in zip(layout.entries, layout.tensors(model))}
+    rows, dropped = [], []
+    for axis, arr in zip(axes, arrays):
+        parts: list[torch.Tensor | None] = [None] * len(layout.entries)
+        for (name, tensor), values in zip(entries, arr):
+            target = name if name in position else by_id.get(id(tensor))  # a tied alias: the last one wins
+            if target is not None:                                         # in load_state_dict, here too
+                parts[position[target]] = torch.from_numpy(np.asarray(values, dtype=np.float32).copy())
+                continue
+            if name not in dropped:
+                dropped.append(name)
+            frozen = isinstance(tensor, torch.nn.Parameter) and not tensor.requires_grad
+            if frozen and np.any(np.asarray(values) != 0):
+                raise LandscapeError(
+                    f"the {axis} in {str(path)!r} moves {name!r}, which is frozen (requires_grad=False) in the "
+                    "model; landscape_nb directions cover trainable parameters only. Set "
+                    f"model.get_parameter({name!r}).requires_grad_(True) before loading to include it."
+                )
+        for k, e in enumerate(layout.entries):  # non-persistent buffers: not in a state_dict
+            if parts[k] is None:
+                parts[k] = torch.zeros(e.shape)
+        rows.append(torch.cat([p.reshape(-1) for p in parts]))
+    vectors = torch.stack(rows)
+    prov = dict(stored)
+    prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
+                 "dropped": dropped, "cosine_max": _max_offdiag(_cosines(vectors)),
+                 "norms": vectors.double().norm(dim=1).tolist()})
+    return Directions(vectors, layout, prov)
+
+
+def save_reference_directions(model, directions, path, *, dir_type: str | None = None) -> Path:
+    """Write ``directions`` as a direction file of the reference implementation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model the directions belong to; it gives the reference's tensor list.
+    directions : Directions or anything ``as_directions`` accepts
+        One or two directions.
+    path : str or os.PathLike
+        The ``.h5`` file to write (replaced if it exists).
+    dir_type : {"weights", "states"} or None
+        Default: ``"states"`` when the directions move buffers, else ``"weights"``.
+        Tensors the directions leave out (frozen parameters, integer buffers) are written
+        as zeros; a tied alias gets the values of the tensor it shares.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``; pass it to ``plot_surface.py --dir_file`` with the same ``--dir_type``.
+
+    Raises
+    ------
+    LandscapeError
+        More than two directions; ``dir_type="weights"`` for directions that move buffers.
+    """
+    from .directions import _jsonable, as_directions
+
+    directions = as_directions(model, directions)
+    if directions.n > 2:
+        raise LandscapeError(
+            f"{directions.n} directions; the reference's files hold one (xdirection) or two (xdirection, "
+            "ydirection): pass directions.select([0, 1])"
+        )
+    layout = directions.layout
+    if dir_type is None:
+        dir_type = "states" if layout.include_buffers else "weights"
+    if dir_type not in DIR_TYPES:
+        raise LandscapeError(f"dir_type={dir_type!r}; expected 'weights', 'states' or None")
+    named = directions.as_state_dicts()
+    if dir_type == "weights":
+        moved = [e.name for e in layout.entries if e.kind == "buffer" and any(bool(d[e.name].any()) for d in named)]
+        if moved:
+            raise LandscapeError(
+                f"the directions move buffers {moved[:3]}, which a 'weights' direction file cannot hold; "
+                "write them with dir_type='states'"
+            )
+    by_id = {id(t): e.name for e, t in zip(layout.entries, layout.tensors(model))}
+    entries = _reference_entries(model, dir_type)
+    with _open(path, "w") as f:
+        for axis, d in zip(_AXES, named):
+            group = f.create_group(axis)
+            for k, (name, tensor) in enumerate(entries):
+                source = name if name in d else by_id.get(id(tensor))
+                values = d[source].numpy() if source else np.zeros(tuple(tensor.shape), dtype=np.float32)
+                group.create_dataset(str(k), data=values)
+        f.attrs["dir_type"] = dir_type
+        f.attrs[_ATTR_PROVENANCE] = _dumps(_jsonable(directions.provenance))
+    return Path(path)
+
+
+# -------------------------------------------------------------- surfaces ----
+
+def _grid_array(f, key: str, nx: int, ny: int | None, path) -> np.ndarray:
+    """A reference array as ours: (ny, nx) with ``a[j, i]`` at ``(x[i], y[j])``, or (nx,)."""
+    arr = np.asarray(f[key][()], dtype=float)
+    if ny is None:
+        if arr.shape != (nx,):
+            raise LandscapeError(
+                f"{key!r} in {str(path)!r} has shape {arr.shape}, but there are {nx} xcoordinates and no "
+                f"ycoordinates, so the expected shape is ({nx},); the file is inconsistent: recompute it, "
+                "or fix xcoordinates to the values the array was computed at"
+            )
+        return arr
+    if arr.shape not in ((nx, ny), (ny, nx)):
+        raise LandscapeError(
+            f"{key!r} in {str(path)!r} has shape {arr.shape}, but {nx} xcoordinates and {ny} ycoordinates "
+            f"give the reference's shape ({nx}, {ny}); the file is inconsistent: recompute it, or fix "
+            "xcoordinates/ycoordinates to the values the array was computed at"
+        )
+    return arr.reshape(-1).reshape(ny, nx)  # meshgrid order whatever the stated shape
+
+
+def load_reference_surface(path, *, split: str | None = None) -> Surface:
+    """A ``Surface`` from a surface file of the reference implementation.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.h5`` file with ``xcoordinates`` (shape (nx,)), optionally ``ycoordinates``
+        ((ny,)), and ``{split}_loss`` / ``{split}_acc`` arrays of shape (nx, ny) (or (nx,))
+        filled in ``np.meshgrid(x, y)`` order, as ``plot_surface.py`` writes them.
+    split : {"train", "test"} or None
+        Which loss becomes ``Surface.loss``. Default: ``"train"`` if the file has
+        ``train_loss``, else ``"test"``.
+
+    Returns
+    -------
+    Surface
+        ``loss[j, i]`` at ``(x[i], y[j])``, shape (ny, nx) (or (nx,)); ``metrics["accuracy"]``
+        from ``{split}_acc`` as a fraction (the file holds percent); the other split as
+        ``metrics["test_loss"]``/``["test_accuracy"]`` (or ``train_``); any other array of the
+        grid's size (e.g. ``max_eig``) as a metric of that name. Points the file marks as
+        not computed (negative, ``-1``) are NaN with ``done`` False.
+
+    Raises
+    ------
+    LandscapeError
+        No ``xcoordinates`` or loss; an array whose shape does not fit the coordinates (both
+        shapes named).
+    """
+    if split is not None and split not in SPLITS:
+        raise LandscapeError(f"split={split!r}; expected 'train', 'test' or None (the file's first)")
+    with _open(path, "r") as f:
+        keys = set(f.keys())
+        if "xcoordinates" not in keys:
+            raise LandscapeError(
+                f"{str(path)!r} has no 'xcoordinates' (it holds {sorted(keys)}); expected a surface file of the "
+                "reference implementation (plot_surface.py), not a direction file"
+            )
+        if split is None:
+            split = next((s for s in SPLITS if f"{s}_loss" in keys), None)
+        if split is None or f"{split}_loss" not in keys:
+            raise LandscapeError(
+                f"{str(path)!r} has no {(split or 'train') + '_loss'!r} (it holds {sorted(keys)}); expected "
+                "'train_loss' or 'test_loss': pass split='train' or 'test' for the one it has"
+            )
+        x = np.asarray(f["xcoordinates"][()], dtype=float).reshape(-1)
+        y = np.asarray(f["ycoordinates"][()], dtype=float).reshape(-1) if "ycoordinates" in keys else None
+        ny = None if y is None else y.size
+        loss = _grid_array(f, f"{split}_loss", x.size, ny, path)
+        done = ~(loss < 0)  # the reference fills -1 where not computed; NaN is a diverged point
+        metrics: dict[str, np.ndarray] = {}
+        other = "test" if split == "train" else "train"
+        names = {f"{split}_acc": "accuracy", f"{other}_loss": f"{other}_loss", f"{other}_acc": f"{other}_accuracy"}
+        h5py = _h5py()
+        for key in sorted(keys - {"xcoordinates", "ycoordinates", f"{split}_loss"}):
+            obj = f[key]
+            is_grid = isinstance(obj, h5py.Dataset) and obj.dtype.kind in "fiu" and obj.size == loss.size
+            if not (is_grid and obj.shape in (((x.size,),) if ny is None else ((x.size, ny), (ny, x.size)))):
+                if key in names:  # a known key with the wrong shape: say so
+                    _grid_array(f, key, x.size, ny, path)
+                continue
+            values = _grid_array(f, key, x.size, ny, path)
+            if key in (f"{split}_acc", f"{other}_acc"):
+                values = values / 100.0
+            metrics[names.get(key, key)] = np.where(done, values, np.nan)
+        dir_file = f["dir_file"][()] if "dir_file" in keys else None
+        stored_prov = _attr_json(f, _ATTR_PROVENANCE)
+        spec = _attr_json(f, _ATTR_SPEC)
+    if isinstance(dir_file, bytes):
+        dir_file = dir_file.decode()
+    prov = dict(stored_prov)
+    prov.update({"source": "reference-h5", "path": str(path), "split": split})
+    if dir_file is not None:
+        prov["dir_file"] = str(dir_file)
+    return Surface(x=x, y=y, loss=np.where(done, loss, np.nan), metrics=metrics, done=done, spec=spec,
+                   provenance=prov)
+
+
+def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_file: str | None = None) -> Path:
+    """Write ``surface`` in the reference's surface-file layout.
+
+    Parameters
+    ----------
+    surface : Surface
+        1D or 2D; its ``loss`` goes to ``{split}_loss``, ``metrics["accuracy"]`` to
+        ``{split}_acc`` in percent, ``metrics["test_loss"]``/``["test_accuracy"]`` (for
+        ``split="train"``) to ``test_loss``/``test_acc``, and any other metric under its
+        own name. ``spec`` and ``provenance`` travel as JSON attributes, which the reference
+        ignores.
+    path : str or os.PathLike
+        The ``.h5`` file to write (replaced if it exists).
+    split : {"train", "test"}
+        Which of the reference's names the loss gets.
+    dir_file : str, optional
+        Stored as ``dir_file`` (the reference records its direction file there); default
+        ``surface.provenance["dir_file"]`` if set.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``. Arrays have the reference's shape (nx, ny) and are filled in
+        ``np.meshgrid(x, y)`` order, with ``-1`` at points not computed, so
+        ``plot_surface.py --surf_file`` resumes it and ``plot_2D.py``/``h52vtp.py`` read it
+        (those two plot square grids only, for the reference's own files as for ours).
+
+    Raises
+    ------
+    LandscapeError
+        An unknown split; a metric named like a coordinate or a reserved key; a computed
+        loss below 0, which the layout would read as "not computed".
+    """
+    from .directions import _jsonable
+
+    if split not in SPLITS:
+        raise LandscapeError(f"split={split!r}; expected 'train' or 'test'")
+    if not isinstance(surface, Surface):
+        raise LandscapeError(f"expected a Surface, got {type(surface).__name__}; pass the result of compute_surface")
+    other = "test" if split == "train" else "train"
+    x = np.asarray(surface.x, dtype=float)
+    y = None if surface.y is None else np.asarray(surface.y, dtype=float)
+    expected = (x.size,) if y is None else (y.size, x.size)
+    done = np.asarray(surface.done_mask, dtype=bool)
+    if "loss" in surface.metrics:
+        raise LandscapeError("the surface has a metric named 'loss' beside its loss; rename the metric")
+    arrays = {"loss": surface.loss, **dict(surface.metrics)}
+    for name, arr in arrays.items():
+        if np.shape(arr) != expected:
+            raise LandscapeError(
+                f"surface {name!r} has shape {np.shape(arr)}; expected {expected} for {x.size} x values"
+                + ("" if y is None else f" and {y.size} y values (rows = y)") + "; build the Surface with matching arrays"
+            )
+    loss = np.asarray(surface.loss, dtype=float)
+    if np.any(done & (loss < 0)):
+        raise LandscapeError(
+            f"the surface has computed losses below 0 (min {np.nanmin(loss[done]):.4g}); the reference layout "
+            "marks points not computed with -1 and reads every negative value so: shift the loss to be "
+            "non-negative, or keep it in landscape_nb's own store"
+        )
+    names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
+             f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc"}
+    reserved = {"xcoordinates", "ycoordinates", "dir_file", *(f"{s}_{q}" for s in SPLITS for q in ("loss", "acc"))}
+    out: dict[str, np.ndarray] = {}
+    for name, arr in arrays.items():
+        key = names.get(name, name)
+        if key in out or (name not in names and key in reserved):
+            raise LandscapeError(
+                f"surface metric {name!r} would be written as the reference's key {key!r}, which "
+                f"{'the loss or another metric' if key in out else 'the layout reserves'} takes; rename the metric"
+            )
+        values = np.asarray(arr, dtype=float) * (100.0 if name in names and key.endswith("_acc") else 1.0)
+        values = np.where(done, values, _NOT_COMPUTED)
+        out[key] = values if y is None else values.reshape(-1).reshape(x.size, y.size)  # shape (nx, ny), meshgrid order
+    dir_file = dir_file if dir_file is not None else surface.provenance.get("dir_file")
+    with _open(path, "w") as f:
+        if dir_file is not None:
+            f["dir_file"] = str(dir_file)
+        f["xcoordinates"] = x
+        if y is not None:
+            f["ycoordinates"] = y
+        for key, values in out.items():
+            f[key] = values
+        f.attrs[_ATTR_PROVENANCE] = _dumps(_jsonable(surface.provenance))
+        f.attrs[_ATTR_SPEC] = _dumps(_jsonable(surface.spec))
+    return Path(path)
+
+
+__all__ = ["load_reference_directions", "save_reference_directions", "load_reference_surface",
+           "save_reference_surface", "DIR_TYPES"]

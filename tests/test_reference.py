@@ -1,0 +1,342 @@
+"""Interop with the reference implementation's .h5 files (tomgoldstein/loss-landscape).
+
+The reference's files are written here by hand with plain h5py, following its layout
+(groups of datasets "0", "1", ... per direction; surface arrays of shape (nx, ny) filled in
+meshgrid order, -1 where not computed, accuracy in percent), and its way of moving a model
+(``set_weights``: w + a·dx + b·dy per tensor of ``parameters()``; ``set_states``: the same
+over ``state_dict()`` then ``load_state_dict``) is the naive reference for the values.
+"""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+h5py = pytest.importorskip("h5py")
+
+import landscape_nb as lnb
+from landscape_nb.errors import LandscapeError
+from landscape_nb.surface import Surface
+from tests.conftest import make_mlp
+
+
+def write_reference_directions(path, tensors_per_axis):
+    """What the reference's h5_util.write_list does: one group per axis, one dataset per tensor."""
+    with h5py.File(path, "w") as f:
+        for axis, tensors in zip(("xdirection", "ydirection"), tensors_per_axis):
+            grp = f.create_group(axis)
+            for i, t in enumerate(tensors):
+                grp.create_dataset(str(i), data=np.asarray(t))
+
+
+def seeded_like(shapes, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32) * 0.3 for s in shapes]
+
+
+def evaluate(model, data):
+    x, y = data
+    with torch.no_grad():
+        out = model.eval()(x)
+        return float(nn.functional.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+
+
+def check_against(surf, naive):
+    xs = np.asarray(surf.x)
+    ys = np.asarray(surf.y)
+    for j, b in enumerate(ys):
+        for i, a in enumerate(xs):
+            loss, acc = naive(float(a), float(b))
+            np.testing.assert_allclose(surf.loss[j, i], loss, rtol=1e-5)
+            np.testing.assert_allclose(surf.metrics["accuracy"][j, i], acc, atol=1e-6)
+
+
+# ------------------------------------------------------------------ directions ----
+
+def test_weights_file_moves_the_model_like_the_reference_set_weights(tmp_path, cnn, cnn_data, one_thread):
+    shapes = [tuple(p.shape) for p in cnn.parameters()]
+    dx, dy = seeded_like(shapes, 1), seeded_like(shapes, 2)
+    write_reference_directions(tmp_path / "dir.h5", [dx, dy])
+
+    d = lnb.load_reference_directions(cnn, tmp_path / "dir.h5")
+    assert d.provenance["dir_type"] == "weights" and d.n == 2
+
+    def naive(a, b):  # set_weights: p = w + a*dx + b*dy, tensor by tensor of net.parameters()
+        m = copy.deepcopy(cnn)
+        with torch.no_grad():
+            for p, ex, ey in zip(m.parameters(), dx, dy):
+                p.copy_(p + a * torch.from_numpy(ex) + b * torch.from_numpy(ey))
+        return evaluate(m, cnn_data)
+
+    surf = lnb.compute_surface(cnn, cnn_data, d, x=(-1, 1, 3), y=(-0.5, 0.5, 2))
+    check_against(surf, naive)
+
+
+def test_states_file_moves_batchnorm_statistics_like_the_reference_set_states(tmp_path, cnn, cnn_data, one_thread):
+    states = cnn.state_dict()
+    shapes = [tuple(v.shape) for v in states.values()]
+    dx, dy = seeded_like(shapes, 3), seeded_like(shapes, 4)
+    keys = list(states)
+    for d in (dx, dy):  # running_var must stay positive over the grid
+        d[keys.index("bn.running_var")] = np.abs(d[keys.index("bn.running_var")]) * 0.5
+        d[keys.index("bn.num_batches_tracked")] = np.float32(7.0)  # int buffer: no effect in eval mode
+    write_reference_directions(tmp_path / "dir.h5", [dx, dy])
+
+    d = lnb.load_reference_directions(cnn, tmp_path / "dir.h5")
+    assert d.provenance["dir_type"] == "states"
+    assert d.provenance["dropped"] == ["bn.num_batches_tracked"]
+    assert d.layout.include_buffers
+
+    def naive(a, b):  # set_states: state + a*dx + b*dy per state_dict entry, then load_state_dict
+        m = copy.deepcopy(cnn)
+        new = {k: v.clone() for k, v in states.items()}
+        for (k, v), ex, ey in zip(new.items(), dx, dy):
+            if v.is_floating_point():
+                v.add_(a * torch.from_numpy(np.asarray(ex)) + b * torch.from_numpy(np.asarray(ey)))
+        m.load_state_dict(new)
+        return evaluate(m, cnn_data)
+
+    surf = lnb.compute_surface(cnn, cnn_data, d, x=(0, 1, 2), y=(0, 1, 3))
+    check_against(surf, naive)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_random_directions_round_trip_through_a_weights_file(tmp_path, cnn, n):
+    d = lnb.random_directions(cnn, n=n, seed=5)
+    path = lnb.save_reference_directions(cnn, d, tmp_path / "d.h5")
+    with h5py.File(path) as f:  # the reference's own layout
+        assert sorted(f) == ["xdirection", "ydirection"][:n]
+        assert [f["xdirection"][str(i)].shape for i in range(len(f["xdirection"]))] == [
+            tuple(p.shape) for p in cnn.parameters()]
+    back = lnb.load_reference_directions(cnn, path)
+    assert back.layout == d.layout
+    assert torch.equal(back.vectors, d.vectors)
+
+
+def test_interpolation_with_buffers_round_trips_through_a_states_file(tmp_path, cnn):
+    other = copy.deepcopy(cnn)
+    with torch.no_grad():
+        for t in (*other.parameters(), other.bn.running_mean, other.bn.running_var):
+            t.mul_(1.5)
+    d = lnb.interpolation_direction(cnn, other, include_buffers=True)
+    path = lnb.save_reference_directions(cnn, d, tmp_path / "d.h5")
+    with h5py.File(path) as f:
+        grp = f["xdirection"]
+        assert len(grp) == len(cnn.state_dict())
+        rm = list(cnn.state_dict()).index("bn.running_mean")
+        np.testing.assert_array_equal(grp[str(rm)][()], (other.bn.running_mean - cnn.bn.running_mean).numpy())
+    back = lnb.load_reference_directions(cnn, path)
+    assert back.layout == d.layout
+    assert torch.equal(back.vectors, d.vectors)
+
+
+def test_weights_file_refuses_directions_that_move_buffers(tmp_path, cnn):
+    other = copy.deepcopy(cnn)
+    with torch.no_grad():
+        other.bn.running_mean.add_(1.0)
+    d = lnb.interpolation_direction(cnn, other, include_buffers=True)
+    with pytest.raises(LandscapeError, match="dir_type='states'"):
+        lnb.save_reference_directions(cnn, d, tmp_path / "d.h5", dir_type="weights")
+
+
+def test_frozen_parameters_are_zeros_in_the_file_and_refused_when_moved(tmp_path):
+    model = make_mlp(seed=3)
+    model[0].weight.requires_grad_(False)
+    d = lnb.random_directions(model, n=2, seed=1)
+    path = lnb.save_reference_directions(model, d, tmp_path / "d.h5")
+    with h5py.File(path) as f:
+        assert len(f["xdirection"]) == len(list(model.parameters()))
+        assert not np.any(f["xdirection"]["0"][()])
+    back = lnb.load_reference_directions(model, path)
+    assert torch.equal(back.vectors, d.vectors) and back.provenance["dropped"] == ["0.weight"]
+
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    write_reference_directions(tmp_path / "moved.h5", [seeded_like(shapes, 0)])
+    with pytest.raises(LandscapeError, match=r"frozen.*'0\.weight'|'0\.weight'.*frozen"):
+        lnb.load_reference_directions(model, tmp_path / "moved.h5")
+
+
+def test_directions_of_another_architecture_are_refused_naming_both_shapes(tmp_path):
+    small = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    write_reference_directions(tmp_path / "d.h5", [seeded_like([tuple(p.shape) for p in small.parameters()], 0)])
+    with pytest.raises(LandscapeError) as err:
+        lnb.load_reference_directions(make_mlp(), tmp_path / "d.h5", dir_type="weights")
+    msg = str(err.value)
+    assert "(8, 6)" in msg and "(16, 6)" in msg and "made for" in msg
+
+
+def test_a_surface_file_is_refused_as_directions(tmp_path, cnn):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["xcoordinates"] = np.linspace(-1, 1, 3)
+    with pytest.raises(LandscapeError, match="no 'xdirection'"):
+        lnb.load_reference_directions(cnn, tmp_path / "s.h5")
+
+
+# -------------------------------------------------------------------- surfaces ----
+
+def write_reference_surface(path, x, y, loss_at, acc_at, missing=()):
+    """What plot_surface.py's crunch leaves: arrays of shape (nx, ny) filled at
+    ``vals.ravel()[ind]`` with ``ind`` enumerating ``np.meshgrid(x, y)``; -1 where not done."""
+    losses = -np.ones((len(x), len(y)))
+    accs = -np.ones((len(x), len(y)))
+    xm, ym = np.meshgrid(x, y)
+    for ind, (a, b) in enumerate(zip(xm.ravel(), ym.ravel())):
+        if ind in missing:
+            continue
+        losses.ravel()[ind] = loss_at(a, b)
+        accs.ravel()[ind] = acc_at(a, b)
+    with h5py.File(path, "w") as f:
+        f["dir_file"] = "model_300.t7_weights_xignore=biasbn_xnorm=filter.h5"
+        f["xcoordinates"] = x
+        f["ycoordinates"] = y
+        f["train_loss"] = losses
+        f["train_acc"] = accs
+
+
+@pytest.mark.parametrize("nx,ny", [(4, 4), (5, 3), (3, 6)])
+def test_reference_surface_file_reads_in_meshgrid_order(tmp_path, nx, ny):
+    x, y = np.linspace(-1, 1, nx), np.linspace(-0.5, 2.0, ny)
+
+    def loss_at(a, b):
+        return 4.0 + 3 * a + 0.5 * b * b
+
+    def acc_at(a, b):
+        return 50.0 + 10 * a - 7 * b  # percent
+
+    write_reference_surface(tmp_path / "s.h5", x, y, loss_at, acc_at, missing={1})
+    surf = lnb.load_reference_surface(tmp_path / "s.h5")
+    assert surf.shape == (ny, nx)
+    np.testing.assert_array_equal(surf.x, x)
+    np.testing.assert_array_equal(surf.y, y)
+    for j in range(ny):
+        for i in range(nx):
+            if j * nx + i == 1:
+                assert not surf.done[j, i] and np.isnan(surf.loss[j, i])
+                continue
+            assert surf.done[j, i]
+            assert surf.loss[j, i] == pytest.approx(loss_at(x[i], y[j]), rel=1e-15)
+            assert surf.metrics["accuracy"][j, i] == pytest.approx(acc_at(x[i], y[j]) / 100, rel=1e-12)
+    assert surf.provenance["dir_file"].startswith("model_300.t7")
+
+
+def make_surface(nx, ny, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-1, 1, nx)
+    y = None if ny is None else np.linspace(-0.5, 1.5, ny)
+    shape = (nx,) if ny is None else (ny, nx)
+    done = rng.random(shape) > 0.2
+    loss = rng.random(shape) * 3
+    loss.flat[np.flatnonzero(done)[0]] = np.nan  # a diverged point is computed, yet NaN
+    acc = rng.integers(0, 40, shape) / 40
+    metrics = {"accuracy": acc, "test_loss": rng.random(shape), "test_accuracy": rng.integers(0, 8, shape) / 8,
+               "max_eig": rng.standard_normal(shape)}
+    metrics = {k: np.where(done, v, np.nan) for k, v in metrics.items()}
+    return Surface(x=x, y=y, loss=np.where(done, loss, np.nan), metrics=metrics, done=done,
+                   spec={"grid": {"x": [-1, 1, nx]}, "seed": seed}, provenance={"label": "synthetic"})
+
+
+@pytest.mark.parametrize("nx,ny", [(6, 6), (7, 4), (3, 8), (9, None)])
+def test_surfaces_round_trip_through_the_reference_layout(tmp_path, nx, ny):
+    surf = make_surface(nx, ny, seed=nx)
+    back = lnb.load_reference_surface(lnb.save_reference_surface(surf, tmp_path / "s.h5"))
+    np.testing.assert_array_equal(back.x, surf.x)
+    assert (back.y is None) == (surf.y is None)
+    if surf.y is not None:
+        np.testing.assert_array_equal(back.y, surf.y)
+    np.testing.assert_array_equal(back.done, surf.done)
+    np.testing.assert_array_equal(back.loss, surf.loss)
+    assert set(back.metrics) == set(surf.metrics)
+    for name in ("test_loss", "max_eig"):
+        np.testing.assert_array_equal(back.metrics[name], surf.metrics[name])
+    for name in ("accuracy", "test_accuracy"):  # stored in percent: *100 then /100
+        np.testing.assert_allclose(back.metrics[name], surf.metrics[name], rtol=1e-15, atol=0)
+    assert back.spec == surf.spec
+    assert back.provenance["label"] == "synthetic"
+
+
+@pytest.mark.parametrize("nx,ny", [(5, 5), (6, 3)])
+def test_written_surface_reads_with_plain_h5py_in_the_reference_orientation(tmp_path, nx, ny):
+    surf = make_surface(nx, ny, seed=11)
+    path = lnb.save_reference_surface(surf, tmp_path / "s.h5", dir_file="dirs.h5")
+    with h5py.File(path) as f:
+        x, y = f["xcoordinates"][:], f["ycoordinates"][:]
+        z, acc = f["train_loss"][:], f["train_acc"][:]
+        assert f["dir_file"][()].decode() == "dirs.h5"
+        assert z.shape == (nx, ny) and acc.shape == (nx, ny) and f["test_acc"].shape == (nx, ny)
+        xm, ym = np.meshgrid(x, y)  # how plot_2D.py / h52vtp.py pair the values with points
+    for ind, (a, b) in enumerate(zip(xm.ravel(), ym.ravel())):
+        i, j = int(np.argmin(np.abs(surf.x - a))), int(np.argmin(np.abs(surf.y - b)))
+        if surf.done[j, i]:
+            np.testing.assert_array_equal(z.ravel()[ind], surf.loss[j, i])
+            assert acc.ravel()[ind] == pytest.approx(100 * surf.metrics["accuracy"][j, i], rel=1e-15)
+        else:  # the reference's "not computed yet": plot_surface.py would fill it in on resume
+            assert z.ravel()[ind] == -1 and acc.ravel()[ind] == -1
+    if nx == ny:  # plot_2D.py's contour(X, Y, Z) pairs Z[j, i] with (X[j, i], Y[j, i])
+        np.testing.assert_array_equal(np.where(surf.done, z, -1), np.where(surf.done, surf.loss, -1))
+
+
+def test_computed_surface_round_trips_with_its_spec(tmp_path, mlp, mlp_data, one_thread):
+    d = lnb.random_directions(mlp, n=2, seed=0)
+    surf = lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 4), y=(-1, 1, 3))
+    back = lnb.load_reference_surface(lnb.save_reference_surface(surf, tmp_path / "s.h5", split="test"),
+                                      split="test")
+    np.testing.assert_array_equal(back.loss, surf.loss)
+    np.testing.assert_allclose(back.metrics["accuracy"], surf.metrics["accuracy"], rtol=1e-15)
+    assert back.spec == surf.spec
+
+
+def test_surface_with_mismatched_shape_is_refused_naming_both_shapes(tmp_path):
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["xcoordinates"] = np.linspace(-1, 1, 5)
+        f["ycoordinates"] = np.linspace(-1, 1, 4)
+        f["train_loss"] = np.ones((5, 3))
+    with pytest.raises(LandscapeError) as err:
+        lnb.load_reference_surface(tmp_path / "bad.h5")
+    msg = str(err.value)
+    assert "(5, 3)" in msg and "(5, 4)" in msg and "fix" in msg
+
+
+def test_surface_writer_refuses_negative_losses_and_colliding_names(tmp_path):
+    surf = make_surface(4, 3)
+    neg = Surface(x=surf.x, y=surf.y, loss=surf.loss - 10, metrics={}, done=surf.done)
+    with pytest.raises(LandscapeError, match="below 0"):
+        lnb.save_reference_surface(neg, tmp_path / "s.h5")
+    clash = Surface(x=surf.x, y=surf.y, loss=surf.loss, metrics={"train_acc": surf.loss}, done=surf.done)
+    with pytest.raises(LandscapeError, match="'train_acc'"):
+        lnb.save_reference_surface(clash, tmp_path / "s.h5")
+    with pytest.raises(LandscapeError, match="'test_loss'"):  # the test split's loss is taken
+        lnb.save_reference_surface(surf, tmp_path / "s.h5", split="test")
+    plain = Surface(x=surf.x, y=surf.y, loss=surf.loss, metrics={}, done=surf.done)
+    with pytest.raises(LandscapeError, match="split='train' or 'test'"):
+        lnb.load_reference_surface(lnb.save_reference_surface(plain, tmp_path / "t.h5", split="test"),
+                                   split="train")
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.Linear(4, 4)
+        self.dec = nn.Linear(4, 4)
+        self.dec.weight = self.enc.weight  # one tensor under two state_dict names
+
+
+def test_tied_weights_in_a_states_file_the_last_alias_wins_as_in_load_state_dict(tmp_path):
+    model = Tied()
+    keys = list(model.state_dict())
+    assert keys == ["enc.weight", "enc.bias", "dec.weight", "dec.bias"]
+    d = lnb.random_directions(model, n=1, seed=2)
+    path = lnb.save_reference_directions(model, d, tmp_path / "d.h5", dir_type="states")
+    with h5py.File(path) as f:  # the alias carries the shared tensor's values
+        np.testing.assert_array_equal(f["xdirection"]["2"][()], f["xdirection"]["0"][()])
+    assert torch.equal(lnb.load_reference_directions(model, path, dir_type="states").vectors, d.vectors)
+
+    arrays = seeded_like([tuple(v.shape) for v in model.state_dict().values()], 6)
+    write_reference_directions(tmp_path / "ref.h5", [arrays])
+    back = lnb.load_reference_directions(model, tmp_path / "ref.h5", dir_type="states")
+    m = copy.deepcopy(model)  # the reference: add each entry to a copy of the state, load_state_dict
+    state = {k: v + torch.from_numpy(a) for (k, v), a in zip(model.state_dict().items(), arrays)}
+    m.load_state_dict(state)
+    moved = torch.cat([(pm - p0).detach().reshape(-1) for pm, p0 in zip(m.parameters(), model.parameters())])
+    torch.testing.assert_close(back.vectors[0], moved, rtol=0, atol=1e-6)
