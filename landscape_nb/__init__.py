@@ -36,7 +36,7 @@ _LAZY = {
     "hessian_eigenvalues": ("landscape_nb.hessian", "hessian_eigenvalues"),
     "hessian_directions": ("landscape_nb.hessian", "hessian_directions"),
     "hessian_trace": ("landscape_nb.hessian", "hessian_trace"),
-    "eigen_map": ("landscape_nb.hessian", "eigen_map"),
+    "eigen_map": ("landscape_nb.eigen_maps", "eigen_map"),
     "interpolation_surface": ("landscape_nb.paths", "interpolation_surface"),
     "loss_barrier": ("landscape_nb.sharpness", "loss_barrier"),
     "bezier_curve": ("landscape_nb.paths", "bezier_curve"),
