@@ -8,9 +8,9 @@ from torch import nn
 
 from landscape_nb import LandscapeError
 from landscape_nb.directions import as_directions
-from landscape_nb.data import as_tensors
+from landscape_nb.data import as_tensors, batches
 from landscape_nb.evaluate import EvalSettings, Evaluator
-from landscape_nb.metrics import accuracy
+from landscape_nb.metrics import accuracy, split_values
 
 from conftest import assert_bit_identical, naive_loss, random_dict_dirs, state_copy
 
@@ -227,3 +227,21 @@ def test_train_overrides_run_when_modes_are_restored(cnn_data):
     ev.evaluate(np.array([[0.0], [0.5]]))
     assert_bit_identical(model, saved)
     assert model.training and model[1].training and not model[1].merged
+
+
+def test_batches_cover_the_samples_in_order_with_a_remainder():
+    x, y = torch.arange(10).reshape(10, 1), torch.arange(10) * 2
+    pairs = batches(x, y, size=4)
+    assert [len(b[0]) for b in pairs] == [4, 4, 2]
+    assert torch.equal(torch.cat([b[0] for b in pairs]), x) and torch.equal(torch.cat([b[1] for b in pairs]), y)
+    assert [len(b) for b in batches(x, size=3)] == [3, 3, 3, 1]
+    with pytest.raises(LandscapeError, match="positive number"):
+        batches(x, y, size=0)
+
+
+def test_split_values_names_the_loss_and_each_metric_column():
+    values = np.arange(24.0).reshape(2, 3, 4)
+    out = split_values(values, ["accuracy", "f1", "n"])
+    assert list(out) == ["loss", "accuracy", "f1", "n"]
+    for k, name in enumerate(out):
+        np.testing.assert_array_equal(out[name], values[:, :, k])
