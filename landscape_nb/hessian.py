@@ -203,6 +203,48 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     """The ``k`` largest (``which="max"``), most negative (``"min"``) or both eigenvalues.
 
     >>> lnb.hessian_eigenvalues(model, (x, y), k=3)   # {"max": array([...]), "min": array([...])}
+
+    Lanczos (ARPACK) on Hessian-vector products; the most negative ones come from the shifted
+    operator ``λ_max·I − H``, so they converge like extreme eigenvalues.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; the Hessian is that of the mean loss over ``data`` with respect to its
+        trainable parameters, in eval mode, at its current weights.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, samples along the first axis.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    k : int
+        How many eigenvalues of each end.
+    which : {"max", "min", "both"}
+    tol : float
+        ARPACK's relative tolerance.
+    max_iter : int, optional
+        ARPACK's iteration limit.
+    seed : int
+        Seed of the Lanczos start vector.
+    max_samples : int, optional
+        Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
+    batch_size : int, optional
+        Samples per forward/backward pass (default: all at once); changes memory, not values.
+
+    Returns
+    -------
+    dict
+        ``"max"``: array (k,), descending; ``"min"``: array (k,), ascending (most negative first).
+        Units: loss per weight² (the weights' own units). NaN where ARPACK did not converge.
+
+    Raises
+    ------
+    LandscapeError
+        For an unknown ``which``, a model that is not an ``nn.Module``, or data not accepted.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018 (section 7: Hessian eigenvalues and the non-convexity map).
     """
     if which not in ("max", "min", "both"):
         raise LandscapeError(f"which={which!r}; expected 'max', 'min' or 'both'")
@@ -239,11 +281,46 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     >>> d = lnb.hessian_directions(model, (x, y), which=("max", "min"))
     >>> surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 41), y=(-1, 1, 41))
 
-    ``which``: one or two of ``"max"`` (largest eigenvalue), ``"min"`` (most
-    negative), ``"max2"``, ``"min2"``... (k-th). The eigenvalues are in
-    ``provenance["eigenvalues"]``; the axes are labelled with them. Eigenvectors
-    are only defined up to sign; the sign is fixed so the largest-magnitude entry
-    is positive. Coordinates are in weight-space units (the vectors have norm 1).
+    Random planes see almost only positive curvature even at saddle points; the eigenvectors
+    of the largest and most negative eigenvalues show the extremes [2]_.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; the Hessian is that of the mean loss over ``data`` with respect to its
+        trainable parameters, in eval mode, at its current weights.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, samples along the first axis.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    which : str or sequence of one or two str
+        ``"max"`` (largest eigenvalue), ``"min"`` (most negative), ``"max2"``, ``"min2"``...
+        (k-th); one entry gives a line, two a plane.
+    tol, max_iter, seed
+        As in ``hessian_eigenvalues``.
+    max_samples : int, optional
+        Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
+    batch_size : int, optional
+        Samples per forward/backward pass (default: all at once); changes memory, not values.
+
+    Returns
+    -------
+    Directions
+        Vectors of shape (len(which), n_params), norm 1 (coordinates are in weight units), the
+        sign fixed so the largest-magnitude entry is positive; ``provenance["eigenvalues"]``
+        holds the eigenvalues and the axis labels name them.
+
+    Raises
+    ------
+    LandscapeError
+        For a malformed or repeated ``which`` entry, or data not accepted.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018 (section 7: Hessian eigenvalues and the non-convexity map).
+    .. [2] L. Böttcher, G. Wheeler, "Visualizing high-dimensional loss landscapes with Hessian
+       directions", 2022 (arXiv:2208.13219).
     """
     spec = _parse_which(which)
     n_max = max([r for k, r in spec if k == "max"], default=0)
@@ -290,7 +367,45 @@ class TraceEstimate:
 
 def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, seed: int = 0,
                   max_samples: int | None = None, batch_size: int | None = None) -> TraceEstimate:
-    """Hutchinson: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ`` with Rademacher ``zᵢ`` (one HVP each)."""
+    """Hutchinson's estimate of the Hessian trace: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ``, Rademacher ``zᵢ``.
+
+    >>> est = lnb.hessian_trace(model, (x, y), n_samples=64)
+    >>> est.value, est.tolerance     # the trace within ± tolerance with ≈ 99.7 % probability
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; the Hessian is that of the mean loss over ``data`` with respect to its
+        trainable parameters, in eval mode, at its current weights.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, samples along the first axis.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    n_samples : int
+        Probe vectors (one Hessian-vector product each), at least 2.
+    seed : int
+        Seed of the probe vectors.
+    max_samples : int, optional
+        Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
+    batch_size : int, optional
+        Samples per forward/backward pass (default: all at once); changes memory, not values.
+
+    Returns
+    -------
+    TraceEstimate
+        ``value`` (loss per weight²), ``stderr`` (standard error of the mean of the probes) and
+        ``tolerance`` = 3 standard errors.
+
+    Raises
+    ------
+    LandscapeError
+        For ``n_samples`` < 2 or data not accepted.
+
+    References
+    ----------
+    .. [1] M. F. Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+       Laplacian smoothing splines", Communications in Statistics 18(3), 1989.
+    """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
