@@ -17,6 +17,7 @@ from torch import nn
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.cluster import ClientChoice, get_client, parse_client
+from landscape_nb.store import SurfaceStore
 
 from conftest import make_mlp, random_dict_dirs
 
@@ -58,6 +59,20 @@ def client():
 def data():
     g = torch.Generator().manual_seed(1)
     return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
+
+
+class FarOutFails(OnlyHere):
+    """Raises once its weights move more than ``limit`` from where they started."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.limit = limit
+        self.register_buffer("start", self.a.weight.detach().clone(), persistent=False)
+
+    def forward(self, x):
+        if float((self.a.weight - self.start).abs().max()) > self.limit:
+            raise FloatingPointError("weights too far out")
+        return super().forward(x)
 
 
 def _model(delay=0.0):
@@ -107,6 +122,19 @@ def test_dask_equals_in_process(client, data, x, y, tile):
     # each worker built the job's evaluator once and dropped it when the surface was done
     cached = client.run(lambda dask_worker: len(getattr(dask_worker, "_landscape_nb_evaluators", {})))
     assert set(cached.values()) == {0}
+
+
+def test_a_worker_error_names_the_tile_and_the_surface(client, data, tmp_path):
+    torch.manual_seed(0)
+    m = FarOutFails(limit=0.3)
+    d = lnb.random_directions(m, n=1, seed=2)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(FloatingPointError, match="too far out") as info:
+        lnb.compute_surface(m, data, d, x=(-2, 2, 5), client=client, tile=1, store=store)
+    key = SurfaceStore.open(store).manifest["key"]
+    notes = getattr(info.value, "__notes__", [])
+    assert any(n.startswith("while evaluating tile (0, ") and f"(1 points) of surface {key};" in n
+               for n in notes), notes
 
 
 def test_data_factory_runs_on_worker_once_per_worker_not_per_tile(client, data, tmp_path):
