@@ -48,10 +48,9 @@ def _callable_fingerprint(fn) -> str | None:
         import cloudpickle
 
         return hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()[:16]
-    except Exception:  # unpicklable callables are identified by name only
-        from .metrics import loss_name
-
-        return loss_name(fn)
+    except Exception:  # unpicklable callables are identified by name only (as metrics.loss_name names them;
+        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__  # not imported: a sibling module)
+        return f"{getattr(fn, '__module__', '') or type(fn).__module__}.{name}"
 
 
 def spec_key(spec: Mapping) -> str:
