@@ -215,29 +215,41 @@ def compute_surface(
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         log.info("%d tiles to compute (%s)", len(todo), runner.description)
-        callbacks, t0, n_computed = list(callbacks), time.perf_counter(), 0
-        for t, values in runner.run(job, grid, todo, cancel):
-            if st is not None:
-                st.write(t, values)
-            buffer.write(t, values)
-            n_computed += t.n_points
-            event = buffer.event(t, values, time.perf_counter() - t0)
-            for cb in callbacks:
-                cb(event)
-        elapsed = time.perf_counter() - t0
-        final = runner.settled() or info
-        extra = {"seconds": elapsed, "points_computed": n_computed,
-                 "seconds_per_point": elapsed / n_computed if n_computed else None,
-                 "cancelled": bool(cancel.is_set() and not buffer.done.all()),
-                 "batch_size": final.batch_size, "points_per_pass": final.points_per_pass}
-        if st is not None:
-            st.update_provenance(extra)
-        buffer.provenance.update(extra)
-        return buffer.surface()
+        elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, list(callbacks))
+        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed)
     finally:
         runner.close()
         if owned is not None:
             owned.close()
+
+
+def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: threading.Event,
+               st: SurfaceStore | None, buffer: _SurfaceBuffer, callbacks: list) -> tuple[float, int]:
+    """Store, buffer and announce each tile as it arrives; (seconds, points computed)."""
+    t0, n_computed = time.perf_counter(), 0
+    for t, values in runner.run(job, grid, todo, cancel):
+        if st is not None:
+            st.write(t, values)  # before the listeners: a tile they see is already safe
+        buffer.write(t, values)
+        n_computed += t.n_points
+        event = buffer.event(t, values, time.perf_counter() - t0)
+        for cb in callbacks:
+            cb(event)
+    return time.perf_counter() - t0, n_computed
+
+
+def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
+            cancel: threading.Event, elapsed: float, n_computed: int) -> Surface:
+    """Record timing and the speed choices the evaluator settled on; the final Surface."""
+    final = runner.settled() or info
+    extra = {"seconds": elapsed, "points_computed": n_computed,
+             "seconds_per_point": elapsed / n_computed if n_computed else None,
+             "cancelled": bool(cancel.is_set() and not buffer.done.all()),
+             "batch_size": final.batch_size, "points_per_pass": final.points_per_pass}
+    if st is not None:
+        st.update_provenance(extra)
+    buffer.provenance.update(extra)
+    return buffer.surface()
 
 
 def _grid_and_directions(model, directions, x, y) -> tuple[Grid, Directions]:
