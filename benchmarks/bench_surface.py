@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import landscape_nb as lnb
 from landscape_nb.directions import random_directions
-from landscape_nb.evaluate import EvalSettings, Evaluator, keep_heap_top
+from landscape_nb.evaluate import EvalSettings, Evaluator
+from landscape_nb.process import keep_heap_top
 
 
 def best_forward_seconds(model, data, device, repeats=15, **settings) -> float:
@@ -41,9 +42,9 @@ def best_forward_seconds(model, data, device, repeats=15, **settings) -> float:
     ev.model.eval()
 
     def median_pass(bs, reps):
-        ev.batches = ev._split(bs)
+        ev.use_batch_size(bs)
         with torch.no_grad():
-            return median_seconds(lambda: ev._point().cpu(), reps, device)
+            return median_seconds(lambda: ev.point_values().cpu(), reps, device)
 
     best_bs = min(sizes, key=lambda bs: median_pass(bs, 5))
     return median_pass(best_bs, repeats)

@@ -11,6 +11,7 @@ Names load on first use, so plotting a saved surface never imports torch or Dask
 """
 from .errors import LandscapeError
 from .surface import Surface
+from .sharpness import sharpness  # numpy only; bound after surface's import of the module, which set the name
 
 __version__ = "0.1.0"
 
@@ -36,13 +37,12 @@ _LAZY = {
     "hessian_eigenvalues": ("landscape_nb.hessian", "hessian_eigenvalues"),
     "hessian_directions": ("landscape_nb.hessian", "hessian_directions"),
     "hessian_trace": ("landscape_nb.hessian", "hessian_trace"),
-    "eigen_map": ("landscape_nb.hessian", "eigen_map"),
+    "eigen_map": ("landscape_nb.eigen_maps", "eigen_map"),
     "interpolation_surface": ("landscape_nb.paths", "interpolation_surface"),
     "loss_barrier": ("landscape_nb.sharpness", "loss_barrier"),
     "bezier_curve": ("landscape_nb.paths", "bezier_curve"),
     "reparametrize": ("landscape_nb.reparam", "reparametrize"),
     "rescalable_layers": ("landscape_nb.reparam", "rescalable_layers"),
-    "sharpness": ("landscape_nb.sharpness", "sharpness"),
     "hessian_spectrum": ("landscape_nb.spectrum", "hessian_spectrum"),
     "auto_range": ("landscape_nb.autorange", "auto_range"),
     "TrajectoryRecorder": ("landscape_nb.recorder", "TrajectoryRecorder"),
@@ -53,7 +53,7 @@ _LAZY = {
     "save_reference_surface": ("landscape_nb.reference", "save_reference_surface"),
 }
 
-__all__ = ["LandscapeError", "Surface", *_LAZY]
+__all__ = ["LandscapeError", "Surface", "sharpness", *_LAZY]
 
 
 def __getattr__(name):

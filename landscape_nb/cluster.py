@@ -1,7 +1,8 @@
 """Dask execution: make or connect a client, ship a job to workers once, stream tiles back.
 
-``get_client`` is shared by the API, the CLI and the notebook. ``dask_cuda`` is
-imported only when ``client="cuda"`` is asked for.
+``parse_client`` is the one place that reads a ``client`` argument, and ``get_client`` is
+shared by the API, the CLI and the notebook. ``dask_cuda`` is imported only when
+``client="cuda"`` is asked for.
 """
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import cloudpickle
 import numpy as np
 from distributed import Client, Event, WorkerPlugin, as_completed, get_worker
 
-from .compute import DataInfo, Job, describe
 from .errors import LandscapeError
-from .evaluate import Cancelled, Evaluator, keep_heap_top, set_threads
+from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
+from .process import keep_heap_top, set_threads
+from .runners import DataInfo, Job, describe, tile_note
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = "5s"
@@ -30,7 +33,7 @@ CONNECT_TIMEOUT = "5s"
 
 class TorchThreads(WorkerPlugin):
     """Sets torch's intra-op threads on each worker, so workers don't oversubscribe the cores,
-    and keeps freed heap top mapped in the worker process (``evaluate.keep_heap_top``)."""
+    and keeps freed heap top mapped in the worker process (``process.keep_heap_top``)."""
 
     name = "landscape_nb-torch-threads"
 
@@ -111,6 +114,61 @@ def cuda_cluster(n_workers: int | None = None):
     return OwnedCluster(Client(cluster), cluster)
 
 
+IN_PROCESS = (None, "in-process", "inprocess", "none")
+CLIENT_SPELLINGS = (
+    "None or 'in-process' (also 'inprocess', 'none'): no Dask, tiles run in this process; "
+    "'local': a LocalCluster of worker processes made here; 'cuda': a LocalCUDACluster, one worker per GPU; "
+    "a scheduler address such as 'tcp://127.0.0.1:8786' or 'host:8786'; a distributed.Client; "
+    "or a cluster object (LocalCluster, dask_jobqueue.SLURMCluster, ...)"
+)
+
+
+@dataclass(frozen=True)
+class ClientChoice:
+    """A parsed ``client`` argument.
+
+    ``kind``: "in-process", "local", "cuda", "address" (``address`` holds it), "given"
+    (``client`` holds the caller's ``distributed.Client``, which landscape_nb never closes) or
+    "cluster" (``client`` holds the caller's cluster object; a client of it is made and closed here).
+    """
+
+    kind: str
+    address: str = ""
+    client: Any = None
+
+
+def parse_client(value) -> ClientChoice:
+    """Read a ``client`` argument; every accepted spelling is listed in ``CLIENT_SPELLINGS``.
+
+    Parameters
+    ----------
+    value : None, str, ClientChoice or distributed.Client
+        What the user passed as ``client`` (API), ``--client`` (CLI) or ``client=`` (Explorer).
+
+    Returns
+    -------
+    ClientChoice
+
+    Raises
+    ------
+    LandscapeError
+        For anything else, naming every accepted spelling.
+    """
+    if isinstance(value, ClientChoice):
+        return value
+    if isinstance(value, Client):
+        return ClientChoice("given", client=value)
+    if not isinstance(value, str) and hasattr(value, "scheduler_address"):  # LocalCluster, SLURMCluster, ...
+        return ClientChoice("cluster", client=value)
+    if value in IN_PROCESS:
+        return ClientChoice("in-process")
+    if value in ("local", "cuda"):
+        return ClientChoice(value)
+    if isinstance(value, str) and ":" in value:  # tcp://host:port, host:port, tls://..., ucx://...
+        return ClientChoice("address", address=value)
+    raise LandscapeError(f"client={value!r}; expected {CLIENT_SPELLINGS}")
+
+
 def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[Client, OwnedCluster | None]:
     """A ``distributed.Client`` for ``client`` and what to close afterwards (None if the caller owns it).
 
@@ -118,30 +176,33 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
     (or any scheduler address): connect, failing within a few seconds when unreachable;
     a ``Client``: used as is and never closed here; a cluster object (``LocalCluster``,
     ``dask_jobqueue.SLURMCluster``, ...): a client of it, closed afterwards, the cluster not.
+    Spellings: ``parse_client``.
     """
-    if isinstance(client, Client):
-        return client, None
-    if not isinstance(client, str) and hasattr(client, "scheduler_address"):  # a cluster object (SLURMCluster, ...)
-        c = Client(client)
+    choice = parse_client(client)
+    if choice.kind == "given":
+        return choice.client, None
+    if choice.kind == "cluster":
+        c = Client(choice.client)
         return c, OwnedCluster(c, None)
-    if client == "local":
+    if choice.kind == "local":
         owned = local_cluster(n_workers)
         return owned.client, owned
-    if client == "cuda":
+    if choice.kind == "cuda":
         owned = cuda_cluster(n_workers)
         return owned.client, owned
-    if isinstance(client, str) and ":" in client:  # tcp://host:port, host:port, ...
+    if choice.kind == "address":
         try:
-            c = Client(client, timeout=CONNECT_TIMEOUT)
+            c = Client(choice.address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise LandscapeError(
-                f"cannot reach a Dask scheduler at {client!r} within {CONNECT_TIMEOUT} ({type(exc).__name__}); "
-                "check the address (tcp://host:port) and that the scheduler is running, or use client='local'"
+                f"cannot reach a Dask scheduler at {choice.address!r} within {CONNECT_TIMEOUT} "
+                f"({type(exc).__name__}); check the address (tcp://host:port) and that the scheduler is running, "
+                "or use client='local'"
             ) from None
         return c, OwnedCluster(c, None)  # our client of their scheduler: close it, leave the scheduler
     raise LandscapeError(
-        f"client={client!r}; expected None (in-process), 'local', 'cuda', a scheduler address like "
-        "'tcp://127.0.0.1:8786', or a distributed.Client"
+        f"client={client!r} runs in-process and needs no Dask client; expected 'local', 'cuda', "
+        "a scheduler address like 'tcp://127.0.0.1:8786', or a distributed.Client"
     )
 
 
@@ -185,7 +246,7 @@ def pack_job(client: Client, job: Job) -> bytes:
 _CACHE_SIZE = 2
 
 
-def _worker_evaluator(token: str, payload: bytes) -> Evaluator:
+def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
     """Build this worker's evaluator for a job once; later tiles of the job reuse it."""
     try:
         holder = get_worker()
@@ -281,7 +342,11 @@ class DaskRunner:
                     return
                 if fut.cancelled():
                     continue
-                values = fut.result()
+                try:
+                    values = fut.result()
+                except Exception as exc:
+                    exc.add_note(tile_note(futures[fut.key][1], job.key))
+                    raise
                 if values is None:
                     continue
                 t = futures[fut.key][1]
@@ -289,6 +354,9 @@ class DaskRunner:
         finally:
             finished.set()
             self.client.cancel([f for f, _ in futures.values()])
+
+    def settled(self) -> DataInfo | None:
+        return None  # each worker tunes its own evaluator: prepare's DataInfo is what is known here
 
     def close(self) -> None:
         if self.payload is not None:

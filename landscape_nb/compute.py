@@ -5,127 +5,43 @@ listeners) happens here in the caller's process, whatever the runner.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
+import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from .directions import Directions, as_directions
 from .errors import LandscapeError
-from .evaluate import Cancelled, EvalSettings, Evaluator, hash_tensor, loss_name
+from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
-from .params import ParamLayout
+from .hessian import HessianEvaluator
+from .metrics import loss_name, split_values
+from .runners import DataInfo, InProcessRunner, Job, Runner
+from .spec import SurfaceSpec, _callable_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Job:
-    """Everything a worker needs to build an Evaluator; shipped once per worker, never per tile."""
-
-    model: nn.Module
-    data: Any
-    vectors: torch.Tensor
-    layout: ParamLayout
-    loss_fn: Callable | None
-    metrics: Any
-    settings: EvalSettings
-    device: str | None = None
-    bn_data: Any = None
-    key: str = ""
-    quantity: str = "loss"
-    quantity_options: dict = field(default_factory=dict)
-
-    def evaluator(self) -> Evaluator:
-        """The per-point evaluator: loss and metrics, or another ``QUANTITIES`` entry wrapping it."""
-        ev = Evaluator(self.model, self.data, self.vectors, self.layout, loss_fn=self.loss_fn,
-                       metrics=self.metrics, settings=self.settings, device=self.device, bn_data=self.bn_data)
-        if self.quantity == "loss":
-            return ev
-        if self.quantity == "hessian":
-            from .hessian import HessianEvaluator
-
-            return HessianEvaluator(ev, **self.quantity_options)
-        raise LandscapeError(f"quantity={self.quantity!r}; expected one of {QUANTITIES}")
+# what a grid point holds: None is loss and metrics; otherwise a class wrapping the loss Evaluator
+QUANTITIES: dict[str, Callable | None] = {"loss": None, "hessian": HessianEvaluator}
 
 
-QUANTITIES = ("loss", "hessian")  # "hessian": loss, λ_max, λ_min, |λ_min/λ_max| per point (see hessian.eigen_map)
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "<from settings>"
 
 
-@dataclass(frozen=True)
-class DataInfo:
-    metric_names: tuple[str, ...]
-    fingerprint: str
-    n_samples: int
-    device: str
-    bn_fold: str = "off"
-
-
-def describe(ev: Evaluator) -> DataInfo:
-    """What the spec needs to know about an evaluator's data (built where the data lives)."""
-    return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device),
-                    ev.bn_fold)
-
-
-class Runner(Protocol):
-    """Turns tiles into values. ``run`` yields ``(tile, values)`` in completion order."""
-
-    def prepare(self, job: Job) -> DataInfo: ...
-
-    def run(self, job: Job, grid: Grid, tiles: Sequence[Tile], cancel: threading.Event) -> Iterator[tuple[Tile, np.ndarray]]: ...
-
-    def close(self) -> None: ...
-
-
-class InProcessRunner:
-    """Evaluates tiles one after another in this process, on the model's own weights.
-
-    One evaluator session spans all tiles: the model is snapshotted once, stays perturbed
-    between tiles, and is restored bit-identically when the run ends or ``close`` is called.
-    """
-
-    description = "in-process"
-
-    def __init__(self):
-        self._evaluator: Evaluator | None = None
-        self._running: Iterator | None = None
-
-    def prepare(self, job: Job) -> DataInfo:
-        self._evaluator = job.evaluator()
-        return describe(self._evaluator)
-
-    def run(self, job, grid, tiles, cancel):
-        self._running = self._tiles(self._evaluator or job.evaluator(), grid, tiles, cancel)
-        return self._running
-
-    @staticmethod
-    def _tiles(ev, grid, tiles, cancel):
-        with ev.session():
-            for tile in tiles:
-                if cancel.is_set():
-                    return
-                try:
-                    values = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
-                except Cancelled:
-                    return
-                yield tile, values.reshape(*tile.shape, -1)
-
-    def close(self) -> None:
-        if self._running is not None:  # a run left mid-way: end its session, restoring the model
-            self._running.close()
-            self._running = None
-        self._evaluator = None
+FROM_SETTINGS: Any = _FromSettings()  # default of the evaluation keywords: keep the ``settings`` field
 
 
 @dataclass(frozen=True)
@@ -140,35 +56,43 @@ class TileDone:
     surface: Callable[[], Surface] = field(repr=False, compare=False)
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        hash_tensor(h, t, name)
-    return h.hexdigest()[:24]
+class _SurfaceBuffer:
+    """The surface being filled: (rows, cols) loss, metric and done arrays, written tile by tile."""
+
+    def __init__(self, spec: SurfaceSpec, provenance: dict, loss, metrics: dict, done):
+        self.spec, self.provenance = spec.to_json(), {**provenance, "key": spec.key}
+        self.metric_names = list(spec.metric_names)
+        self.loss, self.metrics, self.done = loss, metrics, done
+
+    @classmethod
+    def empty(cls, spec: SurfaceSpec, provenance: dict, shape: tuple[int, int]) -> "_SurfaceBuffer":
+        return cls(spec, provenance, np.full(shape, np.nan), {m: np.full(shape, np.nan) for m in spec.metric_names},
+                   np.zeros(shape, dtype=bool))
+
+    def write(self, tile: Tile, values: np.ndarray) -> None:
+        sl = (slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))
+        for name, v in split_values(values, self.metric_names).items():
+            (self.loss if name == "loss" else self.metrics[name])[sl] = v
+        self.done[sl] = True
+
+    def surface(self) -> Surface:
+        return make_surface(self.spec, self.loss, self.metrics, self.done, self.provenance)
+
+    def snapshot(self) -> Surface:
+        return make_surface(self.spec, self.loss.copy(), {k: v.copy() for k, v in self.metrics.items()},
+                            self.done.copy(), dict(self.provenance))
+
+    def event(self, tile: Tile, values: np.ndarray, elapsed: float) -> TileDone:
+        return TileDone(tile, split_values(values, self.metric_names), int(self.done.sum()), self.done.size,
+                        elapsed, self.snapshot)
 
 
-def _callable_fingerprint(fn) -> str | None:
-    if fn is None:
-        return None
-    try:
-        import cloudpickle
-
-        return hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()[:16]
-    except Exception:  # unpicklable callables are identified by name only
-        return loss_name(fn)
-
-
-def spec_key(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _labels(directions: Directions, ndim: int) -> dict[str, str]:
-    prov = directions.provenance
-    scheme = directions.scheme
-    if scheme.startswith("random"):
-        suffix = f"{prov.get('norm', '')}-normalized" if prov.get("norm") not in (None, "none") else "raw"
-        return {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
-    return {"x_label": str(prov.get("x_label", "α (direction 1)")), "y_label": str(prov.get("y_label", "β (direction 2)"))}
+def _todo_tiles(grid: Grid, tile_shape: tuple[int, int], done: np.ndarray) -> list[Tile]:
+    """The tiles not yet done, in coarse-to-fine order (the first ones spread over the whole grid)."""
+    tiles = {t.index: t for t in grid.tiles(tile_shape)}
+    n_rows, n_cols = max(i for i, _ in tiles) + 1, max(j for _, j in tiles) + 1
+    order = (tiles[ij] for ij in coarse_to_fine((n_rows, n_cols)))
+    return [t for t in order if not done[t.y0:t.y1, t.x0:t.x1].all()]
 
 
 def compute_surface(
@@ -185,16 +109,17 @@ def compute_surface(
     tile=None,
     callbacks: Iterable[Callable[[TileDone], None]] = (),
     cancel: threading.Event | None = None,
-    max_samples: int | None = None,
-    subset_seed: int = 0,
-    mode: str = "eval",
+    settings: EvalSettings | None = None,
+    max_samples: int | None = FROM_SETTINGS,
+    subset_seed: int = FROM_SETTINGS,
+    mode: str = FROM_SETTINGS,
     bn_data=None,
-    batch_size: int | None = None,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
-    points_per_pass: int | None = None,
-    fold_bn: bool = True,
+    batch_size: int | None = FROM_SETTINGS,
+    precision: str = FROM_SETTINGS,
+    channels_last: bool = FROM_SETTINGS,
+    compile: bool = FROM_SETTINGS,
+    points_per_pass: int | None = FROM_SETTINGS,
+    fold_bn: bool = FROM_SETTINGS,
     device: str | None = None,
     name: str | None = None,
     n_workers: int | None = None,
@@ -207,30 +132,128 @@ def compute_surface(
     >>> surf = lnb.compute_surface(model, (inputs, targets), d, x=(-1, 1, 51), y=(-1, 1, 51))
     >>> surf.loss.shape   # (51, 51); surf.loss[j, i] is at (surf.x[i], surf.y[j])
 
-    ``data``: ``(inputs, targets)``, a Dataset, a DataLoader or a zero-argument factory.
-    ``loss_fn``: any ``(outputs, targets) -> scalar mean``; default cross-entropy.
-    ``client``: None (in-process), ``"local"``, ``"cuda"``, a scheduler address, a
-    ``distributed.Client`` or a cluster object (e.g. ``dask_jobqueue.SLURMCluster``). ``store``: a directory; a rerun with the same spec resumes
-    and computes only missing tiles, a different spec refuses. ``callbacks`` get a
-    ``TileDone`` per finished tile; ``cancel`` (an Event) stops early and returns the
-    partial surface (NaN where not computed). In-process, ``model`` is perturbed in place
-    and in eval mode for the whole run, between tiles too (callbacks see it so); it is
-    restored bit-identically when the call returns or raises.
+    The value at grid point (α, β) is the mean loss at weights ``w0 + α d1 + β d2`` [1]_.
+    In-process, ``model`` is perturbed in place and in eval mode for the whole run, between
+    tiles too (callbacks see it so); it is restored bit-identically when the call returns or
+    raises.
 
-    Evaluation: eval mode (BN running statistics) by default, ``mode="bn-recompute"``
-    re-estimates BN statistics at every point (on ``bn_data``, default the evaluation
-    data); ``max_samples`` takes a fixed-seed subset. Opt-in speed: ``precision``
-    ("tf32", "bf16" autocast), ``channels_last``, ``compile``; all recorded in the
-    spec. ``points_per_pass`` stacks several points into one vmapped pass (default:
-    1 on CPU, measured on a GPU); it changes values only by float rounding, as does
-    ``fold_bn`` (eval mode: each conv→BatchNorm pair runs as one convolution, see
-    ``landscape_nb.fold``; recorded in ``provenance["bn_fold"]``).
-    ``name`` labels the surface in figures (``provenance["label"]``).
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network at the centre ``w0`` of the plot.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, ``n_samples`` along the first axis.
+    directions : Directions, or list of 1 (line) or 2 (plane) state-dict-like mappings
+        The axes, in weight units (e.g. ``random_directions(model, n=2)``).
+    x, y : (start, stop, num)
+        Coefficients along each direction (dimensionless); ``y=None`` for a line.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    metrics : "auto", None, str, list or dict name -> callable
+        Evaluated next to the loss; ``"auto"``: accuracy for classifiers.
+    client : None, "in-process", "local", "cuda", scheduler address, distributed.Client or cluster
+        A cluster object (``LocalCluster``, ``dask_jobqueue.SLURMCluster``) gets a client made here.
+        Where tiles run (see ``cluster.parse_client``); ``n_workers`` sizes a cluster made here.
+    store : path, optional
+        A directory; a rerun with the same spec resumes and computes only missing tiles.
+    tile : int or (rows, cols), optional
+        Points per task; default from the grid (or the store's own tiling when resuming).
+    callbacks : iterable of callable(TileDone)
+        Called in this process after each finished tile.
+    cancel : threading.Event, optional
+        Set it to stop early; the partial surface is returned (NaN where not computed).
+    settings : EvalSettings, optional
+        How points are evaluated. The keywords ``max_samples``, ``subset_seed``, ``mode``,
+        ``batch_size``, ``precision``, ``channels_last``, ``compile``, ``points_per_pass`` and
+        ``fold_bn`` override its fields; left out, the field of ``settings`` (or its default) holds.
+        ``mode``: ``"eval"`` (BN running statistics) or ``"bn-recompute"`` (BN statistics
+        re-estimated at every point on ``bn_data``, default the evaluation data; ``"bn"`` is
+        an accepted short alias, stored as ``"bn-recompute"``). ``max_samples`` takes a
+        fixed-seed subset. ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
+        ``compile`` are opt-in speed modes recorded in the spec; ``points_per_pass`` (several
+        points per vmapped pass) and ``fold_bn`` (conv→BatchNorm pairs as one conv, see
+        ``landscape_nb.fold``) change values only by float rounding and are provenance.
+    device : str, optional
+        Evaluate there (default: the model's device).
+    name : str, optional
+        Label of the surface in figures (``provenance["label"]``).
+    quantity : {"loss", "hessian"}
+        What each point holds: loss and metrics, or the loss plus extreme Hessian eigenvalues
+        (use ``lnb.eigen_map``); ``quantity_options`` go to ``hessian.HessianEvaluator``. Both are
+        part of the spec.
 
-    ``quantity``: what each point holds, ``"loss"`` (default) or ``"hessian"``
-    (loss plus extreme Hessian eigenvalues; use ``hessian.eigen_map``), with its
-    ``quantity_options``; both are part of the spec.
+    Returns
+    -------
+    Surface
+        ``loss`` and ``metrics`` of shape (num_y, num_x) for a plane, (num_x,) for a line;
+        ``provenance`` holds the spec key, timing, device, runner, batch size and points per pass.
+
+    Raises
+    ------
+    LandscapeError
+        For a grid, direction count, data, loss, metric, setting or client that is not valid,
+        or a store that holds a different surface. An exception from the model or a worker
+        during the run propagates with a note naming the tile and the spec key.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018.
     """
+    grid, d = _grid_and_directions(model, directions, x, y)
+    settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
+                              batch_size=batch_size, precision=precision, channels_last=channels_last,
+                              compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn)
+    options = dict(quantity_options or {})
+    job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
+              wrap=_wrap(quantity, options))
+    runner, owned = make_runner(client, n_workers=n_workers)
+    cancel = cancel or threading.Event()
+    try:
+        info = runner.prepare(job)
+        spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options)
+        job.key = spec.key
+        st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
+        todo = _todo_tiles(grid, tile_shape, buffer.done)
+        log.info("%d tiles to compute (%s)", len(todo), runner.description)
+        elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, list(callbacks))
+        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed)
+    finally:
+        runner.close()
+        if owned is not None:
+            owned.close()
+
+
+def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: threading.Event,
+               st: SurfaceStore | None, buffer: _SurfaceBuffer, callbacks: list) -> tuple[float, int]:
+    """Store, buffer and announce each tile as it arrives; (seconds, points computed)."""
+    t0, n_computed = time.perf_counter(), 0
+    for t, values in runner.run(job, grid, todo, cancel):
+        if st is not None:
+            st.write(t, values)  # before the listeners: a tile they see is already safe
+        buffer.write(t, values)
+        n_computed += t.n_points
+        event = buffer.event(t, values, time.perf_counter() - t0)
+        for cb in callbacks:
+            cb(event)
+    return time.perf_counter() - t0, n_computed
+
+
+def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
+            cancel: threading.Event, elapsed: float, n_computed: int) -> Surface:
+    """Record timing and the speed choices the evaluator settled on; the final Surface."""
+    final = runner.settled() or info
+    extra = {"seconds": elapsed, "points_computed": n_computed,
+             "seconds_per_point": elapsed / n_computed if n_computed else None,
+             "cancelled": bool(cancel.is_set() and not buffer.done.all()),
+             "batch_size": final.batch_size, "points_per_pass": final.points_per_pass}
+    if st is not None:
+        st.update_provenance(extra)
+    buffer.provenance.update(extra)
+    return buffer.surface()
+
+
+def _grid_and_directions(model, directions, x, y) -> tuple[Grid, Directions]:
     grid = Grid.make(x, y)
     d = as_directions(model, directions)
     if d.n != grid.ndim:
@@ -239,102 +262,86 @@ def compute_surface(
             f"{d.n} direction(s) for a {grid.ndim}D grid; expected {grid.ndim} (one per axis): use {fix}"
             + (" or pass y=(start, stop, num)" if d.n == 2 else "")
         )
-    settings = EvalSettings(
-        loss_name=loss_name(loss_fn), mode="bn-recompute" if mode in ("bn-recompute", "bn") else mode, max_samples=max_samples,
-        subset_seed=subset_seed, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
-    )
+    return grid, d
+
+
+def _eval_settings(settings: EvalSettings | None, loss_fn, **keywords) -> EvalSettings:
+    """``settings`` with the keywords given overriding its fields; ``loss_name`` from ``loss_fn``."""
+    if settings is not None and not isinstance(settings, EvalSettings):
+        raise LandscapeError(f"settings={settings!r}; expected an EvalSettings or None (the defaults)")
+    out = (settings or EvalSettings()).with_overrides(**{k: v for k, v in keywords.items() if v is not FROM_SETTINGS})
+    return dataclasses.replace(out, loss_name=loss_name(loss_fn),
+                               mode="bn-recompute" if out.mode == "bn" else out.mode)  # "bn": the short alias
+
+
+def _wrap(quantity: str, options: dict):
     if quantity not in QUANTITIES:
-        raise LandscapeError(f"quantity={quantity!r}; expected one of {QUANTITIES}")
-    options = dict(quantity_options or {})
-    job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
-              quantity=quantity, quantity_options=options)
-    runner, owned = make_runner(client, n_workers=n_workers)
-    cancel = cancel or threading.Event()
+        raise LandscapeError(f"quantity={quantity!r}; expected one of {tuple(QUANTITIES)}")
+    make = QUANTITIES[quantity]
+    return None if make is None else functools.partial(make, **options)
+
+
+def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info: DataInfo, loss_fn, bn_data,
+                  quantity: str, options: dict) -> SurfaceSpec:
+    return SurfaceSpec(
+        model_class=type(model).__qualname__, layout=d.layout.fingerprint(), weights=model_fingerprint(model),
+        data_fingerprint=info.fingerprint, n_samples=info.n_samples,
+        directions_fingerprint=d.fingerprint(), n_directions=d.n, scheme=d.scheme, grid=grid.to_json(),
+        settings={k: v for k, v in settings.to_json().items() if k not in ("points_per_pass", "fold_bn")},
+        metric_names=tuple(info.metric_names), loss_fingerprint=_callable_fingerprint(loss_fn),
+        bn_data_given=bn_data is not None and settings.mode != "eval",
+        quantity=None if quantity == "loss" else {"name": quantity, **options},
+    )
+
+
+def _open(store, spec: SurfaceSpec, grid: Grid, tile, provenance: dict):
+    """(store or None, buffer holding what is already done, tile shape): a store resumes with its tiling."""
+    tile_shape = grid.check_tile(tile)
+    if store is None:
+        return None, _SurfaceBuffer.empty(spec, provenance, grid.shape2d), tile_shape
+    st = SurfaceStore.open_or_create(store, spec=spec.to_json(), key=spec.key,
+                                     tile=None if tile is None else tile_shape, default_tile=tile_shape,
+                                     metric_names=list(spec.metric_names), provenance=provenance)
+    return st, _SurfaceBuffer(spec, provenance, *st.read()), st.tile
+
+
+def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings) -> dict:
+    """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes."""
+    return {
+        "label": name or type(model).__name__, "scheme": d.scheme,
+        "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        **_labels(d), "landscape_nb": _version(), "torch": torch.__version__,
+        "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
+    }
+
+
+def _labels(directions: Directions) -> dict[str, str]:
+    prov = directions.provenance
+    if directions.scheme.startswith("random"):
+        suffix = f"{prov.get('norm', '')}-normalized" if prov.get("norm") not in (None, "none") else "raw"
+        return {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
+    return {"x_label": str(prov.get("x_label", "α (direction 1)")), "y_label": str(prov.get("y_label", "β (direction 2)"))}
+
+
+@functools.cache
+def _version() -> str:
     try:
-        info = runner.prepare(job)
-        spec = {
-            "version": 1,
-            "model": {"class": type(model).__qualname__, "layout": d.layout.fingerprint(),
-                      "weights": model_fingerprint(model)},
-            "data": {"fingerprint": info.fingerprint, "n_samples": info.n_samples},
-            "directions": {"fingerprint": d.fingerprint(), "n": d.n, "scheme": d.scheme},
-            "grid": grid.to_json(),
-            "eval": {**{k: v for k, v in settings.to_json().items() if k not in ("points_per_pass", "fold_bn")},
-                     "metrics": list(info.metric_names),
-                     "loss_fingerprint": _callable_fingerprint(loss_fn),
-                     "bn_data": None if bn_data is None or settings.mode == "eval" else "given"},
-        }
-        if quantity != "loss":
-            spec["quantity"] = {"name": quantity, **options}
-        key = spec_key(spec)
-        job.key = key
-        provenance = {
-            "label": name or type(model).__name__, "scheme": d.scheme,
-            "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
-            **_labels(d, grid.ndim), "landscape_nb": __version__, "torch": torch.__version__,
-            "device": info.device, "runner": getattr(runner, "description", type(runner).__name__),
-            "precision": precision, "bn_fold": info.bn_fold,
-        }
-        tile_shape = grid.check_tile(tile)
-        st = None
-        if store is not None:
-            st = SurfaceStore.open_or_create(store, spec, key, None if tile is None else tile_shape,
-                                             tile_shape, list(info.metric_names), provenance)
-            tile_shape = st.tile
-            loss, metrics_arr, done = st.read()
-        else:
-            shape = grid.shape2d
-            loss = np.full(shape, np.nan)
-            metrics_arr = {m: np.full(shape, np.nan) for m in info.metric_names}
-            done = np.zeros(shape, dtype=bool)
-        tiles = {t.index: t for t in grid.tiles(tile_shape)}
-        n_rows = max(i for i, _ in tiles) + 1
-        n_cols = max(j for _, j in tiles) + 1
-        todo = [tiles[ij] for ij in coarse_to_fine((n_rows, n_cols))
-                if not done[tiles[ij].y0:tiles[ij].y1, tiles[ij].x0:tiles[ij].x1].all()]
-        n_points = grid.n_points
-        log.info("%d of %d tiles to compute (%s)", len(todo), len(tiles), provenance["runner"])
-
-        def snapshot() -> Surface:
-            return make_surface(spec, loss.copy(), {k: v.copy() for k, v in metrics_arr.items()}, done.copy(),
-                                {**provenance, "key": key})
-
-        callbacks = list(callbacks)
-        t0 = time.perf_counter()
-        n_computed = 0
-        for t, values in runner.run(job, grid, todo, cancel):
-            sl = (slice(t.y0, t.y1), slice(t.x0, t.x1))
-            if st is not None:
-                st.write(t, values)
-            loss[sl] = values[..., 0]
-            for k, m in enumerate(info.metric_names, start=1):
-                metrics_arr[m][sl] = values[..., k]
-            done[sl] = True
-            n_computed += t.n_points
-            event = TileDone(t, {"loss": values[..., 0], **{m: values[..., k] for k, m in enumerate(
-                info.metric_names, start=1)}}, int(done.sum()), n_points, time.perf_counter() - t0, snapshot)
-            for cb in callbacks:
-                cb(event)
-        elapsed = time.perf_counter() - t0
-        extra = {"seconds": elapsed, "points_computed": n_computed,
-                 "seconds_per_point": elapsed / n_computed if n_computed else None,
-                 "cancelled": bool(cancel.is_set() and not done.all())}
-        if st is not None:
-            st.update_provenance(extra)
-        provenance.update(extra)
-        return make_surface(spec, loss, metrics_arr, done, {**provenance, "key": key})
-    finally:
-        runner.close()
-        if owned is not None:
-            owned.close()
+        return version("landscape_nb")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
-def make_runner(client, n_workers: int | None = None):
-    """(runner, thing to close) for a ``client`` argument; see ``compute_surface``."""
-    if client is None or client == "inprocess":
+def make_runner(client, n_workers: int | None = None) -> tuple[Runner, Any]:
+    """(runner, thing to close or None) for a ``client`` argument (spellings: ``cluster.parse_client``)."""
+    if client is None:  # the default needs no Dask import to know it runs here
         return InProcessRunner(), None
-    from .cluster import DaskRunner, get_client
+    from .cluster import DaskRunner, get_client, parse_client
 
-    cl, owned = get_client(client, n_workers=n_workers)
+    choice = parse_client(client)
+    if choice.kind == "in-process":
+        return InProcessRunner(), None
+    cl, owned = get_client(choice, n_workers=n_workers)
     return DaskRunner(cl), owned
+
+
+__all__ = ["compute_surface", "TileDone", "make_runner", "QUANTITIES"]

@@ -9,18 +9,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
-import inspect
+import difflib
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
+from typing import Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .data import as_tensors, batches, subset
 from .errors import LandscapeError
-from .params import ParamLayout, Perturber, eval_mode, restoring
+from .metrics import resolve_metrics
+from .params import ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring
+from .spec import data_fingerprint
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -43,125 +45,33 @@ class EvalSettings:
     def to_json(self) -> dict:
         return asdict(self)
 
-
-# ---------------------------------------------------------------- data ----
-
-def as_tensors(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
-    """Accept ``(inputs, targets)``, a ``Dataset``, a ``DataLoader`` or a zero-argument
-    callable returning one of those; return two tensors with a leading sample axis."""
-    from torch.utils.data import DataLoader, Dataset, TensorDataset
-
-    if callable(data) and not isinstance(data, (Dataset, DataLoader, nn.Module)):
-        try:
-            n_required = sum(
-                p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                for p in inspect.signature(data).parameters.values()
-            )
-        except (TypeError, ValueError):
-            n_required = 0
-        if n_required:
-            raise LandscapeError(
-                f"{what} is a callable taking {n_required} required argument(s); expected a zero-argument "
-                "factory returning (inputs, targets), a Dataset or a DataLoader"
-            )
-        data = data()
-    if isinstance(data, DataLoader):
-        batches = [tuple(b) for b in data]
-        if not batches or len(batches[0]) < 2:
-            raise LandscapeError(f"{what}: the DataLoader yields no (inputs, targets) batches")
-        return _check_pair(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]), what)
-    if isinstance(data, TensorDataset):
-        return _check_pair(data.tensors[0], data.tensors[1], what)
-    if isinstance(data, Dataset):
-        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
-        if not items:
-            raise LandscapeError(f"{what}: the Dataset is empty")
-        xs = torch.stack([torch.as_tensor(it[0]) for it in items])
-        ys = torch.stack([torch.as_tensor(it[1]) for it in items])
-        return _check_pair(xs, ys, what)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return _check_pair(torch.as_tensor(data[0]), torch.as_tensor(data[1]), what)
-    raise LandscapeError(
-        f"{what} of type {type(data).__name__}; expected (inputs, targets) tensors, a Dataset, a DataLoader "
-        "or a zero-argument callable returning one of those"
-    )
+    def with_overrides(self, **overrides) -> "EvalSettings":
+        """A copy with the named fields replaced; an unknown name raises ``LandscapeError``
+        with the closest field names (``loss_name`` comes from ``loss_fn``, not from here)."""
+        names = [f.name for f in dataclasses.fields(self) if f.name != "loss_name"]
+        for name in overrides:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=2)
+                hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+                raise LandscapeError(f"evaluation setting {name!r} does not exist; {hint}expected one of {names}")
+        return dataclasses.replace(self, **overrides)
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
-        raise LandscapeError(
-            f"{what}: inputs of shape {tuple(x.shape)} and targets of shape {tuple(y.shape)}; expected the same "
-            "non-zero number of samples along the first axis"
-        )
-    return x, y
+class PointEvaluator(Protocol):
+    """What runners need from a per-point evaluator: ``Evaluator`` (loss and metrics) or a
+    wrapper around it such as ``hessian.HessianEvaluator`` (``compute.QUANTITIES``)."""
 
+    metric_names: list[str]  # columns after the loss, in order
+    data_fingerprint: str
+    n_samples: int
+    device: torch.device
+    bn_fold: str  # how BatchNorm ran, for the provenance
+    batch_size: int | None  # samples per forward pass; None while still being tuned
+    points_per_pass: int | None  # grid points per vmapped pass; None until chosen
 
-def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
-    """Feed a tensor's name, dtype, shape and exact bytes into hashlib object ``h``."""
-    t = t.detach().cpu().contiguous().reshape(-1)
-    h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy())  # the buffer itself: no copy of large data
+    def session(self) -> ContextManager: ...
 
-
-def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    hash_tensor(h, x)
-    hash_tensor(h, y)
-    return h.hexdigest()[:24]
-
-
-def subset(x: torch.Tensor, y: torch.Tensor, max_samples: int | None, seed: int):
-    if max_samples is None or max_samples >= len(x):
-        return x, y
-    if int(max_samples) < 1:
-        raise LandscapeError(f"max_samples={max_samples}; expected a positive number of samples or None for all")
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))[: int(max_samples)]
-    idx = idx.sort().values
-    return x[idx], y[idx]
-
-
-# ------------------------------------------------------------- metrics ----
-
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Fraction of argmax predictions equal to integer targets (or to argmax of one-hot targets)."""
-    if targets.ndim == outputs.ndim:
-        targets = targets.argmax(dim=-1)
-    return (outputs.argmax(dim=-1) == targets).float().mean()
-
-
-BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
-
-
-def loss_name(loss_fn) -> str:
-    if loss_fn is None:
-        return "cross_entropy"
-    name = getattr(loss_fn, "__qualname__", None) or type(loss_fn).__qualname__
-    return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
-
-
-def resolve_metrics(metrics, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Callable]:
-    """``"auto"`` means accuracy for classification outputs (N, C>1) with integer targets."""
-    if metrics == "auto":
-        classify = outputs.ndim == 2 and outputs.shape[1] > 1 and not targets.is_floating_point()
-        return {"accuracy": accuracy} if classify else {}
-    if metrics is None:
-        return {}
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    out: dict[str, Callable] = {}
-    items = metrics.items() if isinstance(metrics, Mapping) else [(m, m) for m in metrics]
-    for name, fn in items:
-        if isinstance(fn, str):
-            if fn not in BUILTIN_METRICS:
-                raise LandscapeError(
-                    f"unknown metric {fn!r}; expected one of {sorted(BUILTIN_METRICS)} or a mapping "
-                    "name -> callable(outputs, targets) returning a scalar mean"
-                )
-            fn = BUILTIN_METRICS[fn]
-        if not callable(fn):
-            raise LandscapeError(f"metric {name!r} is {fn!r}; expected a callable(outputs, targets) -> scalar")
-        out[str(name)] = fn
-    return out
+    def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray: ...
 
 
 # ----------------------------------------------------------- evaluator ----
@@ -169,12 +79,94 @@ def resolve_metrics(metrics, outputs: torch.Tensor, targets: torch.Tensor) -> di
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
 
 
-class Evaluator:
-    """Loss and metrics of ``model`` on ``data`` at grid points along ``directions``.
+class _BatchSizeTuner:
+    """Which batch size the next grid point runs with while tuning, and the fastest at the end.
 
-    The evaluator perturbs ``model`` in place while a tile is evaluated and
-    restores it bit-identically afterwards, also after an exception. When a
-    ``device`` other than the model's is given, a private copy is moved there.
+    ``plan`` holds (batch size, timed?) per coming point: one warm-up point, then each
+    candidate timed on up to three points. A size still 30 % slower than the best on its
+    second (warm) pass is not tried again; one that runs out of memory is dropped.
+    """
+
+    def __init__(self, candidates: Sequence[int]):
+        self.plan: list[tuple[int, bool]] = [(candidates[0], False)] + [(b, True) for b in list(candidates) * 3]
+        self.times: dict[int, float] = {}
+        self.tries: dict[int, int] = {}
+
+    @property
+    def done(self) -> bool:
+        return not self.plan
+
+    def next(self) -> tuple[int, bool]:
+        return self.plan[0]
+
+    def drop(self, bs: int) -> None:
+        """Never try ``bs`` again (too large for the device)."""
+        self.plan = [(b, t) for b, t in self.plan if b != bs]
+        self.times.pop(bs, None)
+        self.tries.pop(bs, None)
+
+    def record(self, bs: int, timed: bool, seconds: float) -> None:
+        self.plan.pop(0)
+        if not timed:
+            return
+        self.times[bs] = min(self.times.get(bs, float("inf")), seconds)
+        self.tries[bs] = self.tries.get(bs, 0) + 1
+        if self.tries[bs] >= 2 and self.times[bs] > 1.3 * min(self.times.values()):
+            self.plan = [(b, t) for b, t in self.plan if b != bs]
+
+    def best(self) -> int | None:
+        """The fastest size once the plan is done (larger wins unless a smaller is 5 % faster)."""
+        if self.plan or not self.times:
+            return None
+        best = max(self.times)
+        for bs in sorted(self.times, reverse=True):
+            if self.times[bs] < 0.95 * self.times[best]:
+                best = bs
+        return best
+
+
+class Evaluator:
+    """Loss and metrics of ``model`` on ``data`` at points ``w0 + Σ c_k d_k`` of weight space.
+
+    The evaluator perturbs ``model`` in place while a tile is evaluated and restores it
+    bit-identically afterwards, also after an exception. When a ``device`` other than the
+    model's is given, a private copy is moved there. Values are those of Li et al. 2018,
+    "Visualizing the Loss Landscape of Neural Nets" (NeurIPS), eq. (1): the mean loss over
+    the evaluation set at each point.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; evaluated in eval mode (or with BatchNorm statistics re-estimated per
+        point when ``settings.mode == "bn-recompute"``).
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, ``n_samples`` along the first axis (see ``data.as_tensors``).
+    directions : torch.Tensor, shape (n_dirs, n_params)
+        Direction vectors in the flat weight space of ``layout``, in weight units.
+    layout : ParamLayout
+        Which tensors of ``model`` the flat vectors cover.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default ``nn.CrossEntropyLoss()``.
+    metrics : "auto", None, str, list of str or dict name -> callable
+        Evaluated next to the loss; ``"auto"`` is accuracy for classification outputs.
+    settings : EvalSettings, optional
+        How points are evaluated (mode, subset, batch size, precision, ...).
+    device : str or torch.device, optional
+        Where to evaluate; default the model's device.
+    bn_data : data, optional
+        Data to re-estimate BatchNorm statistics on in ``"bn-recompute"`` mode (default ``data``).
+
+    Raises
+    ------
+    LandscapeError
+        For an unknown precision or mode, data in a form not accepted, data the model rejects,
+        a loss that is not a scalar or a metric that is not a scalar.
+
+    Notes
+    -----
+    The batch size (when not given) is tuned on the first real grid points, and on a GPU the
+    number of points stacked into one ``vmap`` pass is measured once; both change values only
+    by float rounding and are reported as ``batch_size`` and ``points_per_pass``.
     """
 
     def __init__(
@@ -193,16 +185,32 @@ class Evaluator:
         settings = settings or EvalSettings()
         if settings.precision not in PRECISIONS:
             raise LandscapeError(f"precision={settings.precision!r}; expected one of {PRECISIONS}")
-        model_device = _model_device(model)
-        self.device = torch.device(device) if device is not None else model_device
-        if self.device != model_device:
+        self.settings = settings
+        self.layout = layout
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.device = torch.device(device) if device is not None else model_device(model)
+        if self.device != model_device(model):
             model = copy.deepcopy(model).to(self.device)
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.settings = settings
-        self.layout = layout
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self._prepare_data(data, bn_data)
+        self.metric_fns = self._validate(metrics)
+        self._tuner = self._batch_size_tuner()
+        self.points_per_pass: int | None = settings.points_per_pass
+        self.forward, self.bn_fold = self.model, "off"
+        if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs
+            self.bn_fold = "off (compile)"
+        elif settings.fold_bn and self.bn_batches is None:
+            self.forward, self.bn_fold = self._folded()
+        if settings.compile:
+            self.forward = torch.compile(self.forward)
+        self.perturber = Perturber(self.model, layout, directions)
+        self._in_session = False
+
+    def _prepare_data(self, data, bn_data) -> None:
+        """Sub-sample, fingerprint and move the data to the device once; split it into batches."""
+        settings = self.settings
         x, y = as_tensors(data)
         x, y = subset(x, y, settings.max_samples, settings.subset_seed)
         self.n_samples = len(x)
@@ -212,32 +220,22 @@ class Evaluator:
         if settings.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self._xy = (x, y.to(self.device))
-        self.batches = self._split(bs)
-        self._in_session = False
-        self._bs_plan: list[tuple[int, bool]] = []  # (batch size, timed?) for the next points; see _tune_on
-        self._bs_times: dict[int, float] = {}
-        self._bs_tries: dict[int, int] = {}
+        self.batches = batches(*self._xy, size=bs)
         self.bn_batches = None
         if settings.mode == "bn-recompute":
-            bx, by = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
-            bx = bx.to(self.device)
-            self.bn_batches = [bx[i:i + bs] for i in range(0, len(bx), bs)]
+            bx, _ = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
+            self.bn_batches = batches(bx.to(self.device), size=bs)
         elif settings.mode != "eval":
             raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
-        self.metric_fns = self._validate(metrics)
-        candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]  # bs: all samples, at most 4096
-        tune = settings.batch_size is None and self.bn_batches is None and len(candidates) > 1
-        if tune and self._batch_independent():
-            # one warm-up point, then each candidate timed on up to three points
-            self._bs_plan = [(candidates[0], False)] + [(b, True) for b in candidates * 3]
-        self.forward, self.bn_fold = self.model, "off"
-        if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs
-            self.bn_fold = "off (compile)"
-        elif settings.fold_bn and self.bn_batches is None:
-            self.forward, self.bn_fold = self._folded()
-        if settings.compile:
-            self.forward = torch.compile(self.forward)
-        self.perturber = Perturber(self.model, layout, directions)
+
+    def _batch_size_tuner(self) -> _BatchSizeTuner | None:
+        """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch."""
+        bs = self.batch_size  # all samples, at most 4096
+        candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]
+        if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
+            if self._batch_independent():
+                return _BatchSizeTuner(candidates)
+        return None
 
     @property
     def metric_names(self) -> list[str]:
@@ -247,9 +245,15 @@ class Evaluator:
     def batch_size(self) -> int:
         return len(self.batches[0][0])
 
-    def _split(self, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self._xy
-        return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+    @property
+    def tuning(self) -> bool:
+        """Whether the batch size is still being tuned on the coming points."""
+        return self._tuner is not None and not self._tuner.done
+
+    def use_batch_size(self, bs: int) -> None:
+        """Run the following points with batches of ``bs`` samples."""
+        if self.batch_size != bs:
+            self.batches = batches(*self._xy, size=bs)
 
     def _seconds(self, fn, reps: int = 2) -> float:
         """Wall time of ``fn()``'s last repetition (the first ones warm up)."""
@@ -270,36 +274,25 @@ class Evaluator:
         pass is a real grid point, so tuning costs nothing extra; a plan longer than the
         tile goes on in the next one. Returns how many of ``coords`` were evaluated.
         """
+        tuner = self._tuner
+        if tuner is None or tuner.done:
+            return 0
         i = 0
-        while self._bs_plan and i < len(coords):
+        while not tuner.done and i < len(coords):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            bs, timed = self._bs_plan[0]
-            if self.batch_size != bs:
-                self.batches = self._split(bs)
+            bs, timed = tuner.next()
+            self.use_batch_size(bs)
             self.perturber.set(coords[i])
             try:
-                dt = self._seconds(lambda: rows.append(self._point()[None, :]), reps=1)
+                dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
             except torch.cuda.OutOfMemoryError:  # too large for this device: never try it again
-                self._bs_plan = [(b, t) for b, t in self._bs_plan if b != bs]
-                self._bs_times.pop(bs, None)
-                self._bs_tries.pop(bs, None)
+                tuner.drop(bs)
                 continue
-            self._bs_plan.pop(0)
-            if timed:
-                self._bs_times[bs] = min(self._bs_times.get(bs, float("inf")), dt)
-                self._bs_tries[bs] = self._bs_tries.get(bs, 0) + 1
-                # still 30 % slower on its second (warm) pass: no more tries for this size
-                if self._bs_tries[bs] >= 2 and self._bs_times[bs] > 1.3 * min(self._bs_times.values()):
-                    self._bs_plan = [(b, t) for b, t in self._bs_plan if b != bs]
+            tuner.record(bs, timed, dt)
             i += 1
-        if not self._bs_plan and self._bs_times:
-            best = max(self._bs_times)  # larger batches win ties: a smaller one must be 5 % faster
-            for bs in sorted(self._bs_times, reverse=True):
-                if self._bs_times[bs] < 0.95 * self._bs_times[best]:
-                    best = bs
-            self.batches = self._split(best)
-            self._bs_times, self._bs_tries = {}, {}
+        if tuner.done and tuner.best() is not None:
+            self.use_batch_size(tuner.best())
         return i
 
     def _autocast(self):
@@ -382,7 +375,7 @@ class Evaluator:
 
     def _recompute_bn(self) -> None:
         """Re-estimate BatchNorm running statistics at the current weights (cumulative average)."""
-        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        bns = batchnorm_modules(self.model)
         momenta = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()
@@ -395,7 +388,9 @@ class Evaluator:
             m.momentum = mom
 
     @torch.no_grad()
-    def _point(self) -> torch.Tensor:
+    def point_values(self) -> torch.Tensor:
+        """Loss and metrics at the weights the model holds now: a float64 tensor (1 + n_metrics,)
+        on the device, the mean over the evaluation set (no host sync)."""
         if self.bn_batches is not None:
             self._recompute_bn()
             self.model.eval()  # evaluate() sets eval mode once per tile otherwise: it costs ~0.1 ms
@@ -433,9 +428,10 @@ class Evaluator:
 
     def _choose_points_per_pass(self, n_dirs: int) -> int:
         """1 on CPU (stacking was slower on 2 cores); on a GPU the fastest of 1, 8, 32, 128 measured once."""
-        if self.settings.points_per_pass:
-            return int(self.settings.points_per_pass)
+        if self.points_per_pass:
+            return int(self.points_per_pass)
         if self.device.type == "cpu" or self.bn_batches is not None:
+            self.points_per_pass = 1
             return 1
         best, best_k = float("inf"), 1
         for k in (1, 8, 32, 128):
@@ -443,14 +439,14 @@ class Evaluator:
             try:
                 if k == 1:
                     self.perturber.set(c[0])
-                    dt = self._seconds(self._point)
+                    dt = self._seconds(self.point_values)
                 else:
                     dt = self._seconds(lambda: self._points_stacked(c)) / k
             except (RuntimeError, torch.cuda.OutOfMemoryError):  # model or memory does not allow stacking
                 break
             if dt < best:
                 best, best_k = dt, k
-        self.settings = dataclasses.replace(self.settings, points_per_pass=best_k)
+        self.points_per_pass = best_k
         return best_k
 
     @contextlib.contextmanager
@@ -487,13 +483,13 @@ class Evaluator:
         rows: list[torch.Tensor] = []
         with self.session(), self._precision(), torch.no_grad():
             start = self._tune_on(all_c, rows, should_stop)
-            k = 1 if self._bs_plan else self._choose_points_per_pass(coords.shape[1])
+            k = 1 if self.tuning else self._choose_points_per_pass(coords.shape[1])
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
                 if k == 1:
                     self.perturber.set(all_c[i])
-                    rows.append(self._point()[None, :])
+                    rows.append(self.point_values()[None, :])
                 else:
                     rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
@@ -510,45 +506,4 @@ def _same_outputs(want: torch.Tensor, got: torch.Tensor) -> bool:
         torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
-
-
-HEAP_TOP_PAD = 256 << 20
-MMAP_THRESHOLD = 32 << 20  # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
-
-
-def keep_heap_top(n_bytes: int = HEAP_TOP_PAD) -> bool:
-    """Ask glibc to keep ``n_bytes`` of freed heap top instead of returning it to the OS, and
-    to serve blocks up to 32 MiB from its heaps rather than fresh mmaps.
-
-    CPU evaluation allocates and frees the same multi-megabyte activations for every batch;
-    when glibc trims them away each time, the next batch page-faults them back in
-    (resnet20-digits on 2 cores: 51 vs 54–64 ms per point, and batches of 1797 ran up to
-    1.7× slower). This changes the whole process, so only entry points that own their
-    process call it: the CLI and the Dask workers landscape_nb starts (their plugin). Returns
-    False where the C library is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    # M_TOP_PAD turns off glibc's adaptive mmap threshold; left at 128 KiB, every activation of
-    # a thread's arena (Dask runs tasks in threads) became a fresh mmap: 3.5x slower there
-    return bool(libc.mallopt(-2, int(n_bytes))) and bool(libc.mallopt(-3, MMAP_THRESHOLD))  # TOP_PAD, MMAP_THRESHOLD
-
-
-def set_threads(n: int) -> None:
-    """Torch intra-op threads (used by worker plugins; the in-process path leaves them alone)."""
-    torch.set_num_threads(max(1, int(n)))
-
-
-__all__ = [
-    "EvalSettings", "Evaluator", "Cancelled", "as_tensors", "accuracy", "data_fingerprint", "subset",
-    "loss_name", "resolve_metrics",
-]
+__all__ = ["EvalSettings", "Evaluator", "PointEvaluator", "Cancelled", "PRECISIONS"]

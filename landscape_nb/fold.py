@@ -24,6 +24,8 @@ import threading
 import torch
 from torch import nn
 
+from .params import batchnorm_modules
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # torch.fx patches nn.Module.__call__ process-wide while it traces (a few ms per model); the
 # lock keeps our own evaluators (threads of one Dask worker) from tracing at the same time.
@@ -102,7 +104,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, str]:
     passes in eval mode only (it ignores ``bn.training``). When nothing can be folded
     or the model cannot be traced, ``model`` itself is returned.
     """
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if not batchnorm_modules(model):
         return model, "no BatchNorm"
     if _has_forward_hooks(model):  # e.g. torch.nn.utils.prune recomputes conv.weight in a pre-hook
         return model, "not folded: the model has forward hooks"

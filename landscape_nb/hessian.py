@@ -12,14 +12,15 @@ loss landscapes with Hessian directions", 2022) show that random planes see almo
 only positive curvature even at saddle points, and recommend the eigenvectors of the
 largest and most negative eigenvalues; ``hessian_directions`` gives those.
 
-The non-convexity map of Li et al. 2018 (Fig. 6), ``eigen_map``, evaluates
+The non-convexity map of Li et al. 2018 (Fig. 6), ``eigen_maps.eigen_map``, evaluates
 ``|λ_min / λ_max|`` at every grid point through the same tiles and runners as a loss
-surface (``compute_surface(..., quantity="hessian")``, in-process or Dask).
+surface (``compute_surface(..., quantity="hessian")``, in-process or Dask); the per-point
+work is ``HessianEvaluator`` here.
 **Cost per point**: one loss pass plus two Lanczos runs (λ_max, then λ_min on the
 shifted operator), each of 20–40 Hessian-vector products over the evaluation set at
 ``tol=1e-3``; the count is returned per point (metric ``n_hvp``). One product is a
 forward pass, a backward pass with graph, and a backward through that graph. Measured
-on the 2-core CPU, one torch thread (``EIGEN_MAP_COST``): mlp-digits (17,226
+on the 2-core CPU, one torch thread: mlp-digits (17,226
 parameters, 360 test samples) forward 0.25 ms, product 2.2 ms (≈ 9 forwards), a point
 52–82 products, 0.37 s with ARPACK's overhead (≈ 1,500 forwards: a 21×21 map ≈ 3 min);
 resnet20-digits (272,186 parameters) forward 30 ms, product 0.41 s (≈ 14 forwards),
@@ -36,14 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import as_tensors, batches as split_batches, subset
 from .directions import Directions
 from .errors import LandscapeError
-from .params import ParamLayout, eval_mode, flatten, restoring
+from .evaluate import Cancelled
+from .params import ParamLayout, eval_mode, flatten, model_device, restoring
 
-EIGEN_MAP_COST = {  # seconds, measured on the 2-core CPU with one torch thread (see the module docstring)
-    "mlp-digits": {"forward": 0.00025, "hvp": 0.0022, "hvp_per_point": 64, "point": 0.37},
-    "resnet20-digits": {"forward": 0.030, "hvp": 0.41, "point_estimate": 26.0},
-}
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
 
@@ -61,8 +60,6 @@ class HessianOperator:
     def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
                  batch_size: int | None = None, max_samples: int | None = None, subset_seed: int = 0,
                  batches=None, layout: ParamLayout | None = None):
-        from .evaluate import as_tensors, subset
-
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
         self.model = model
@@ -74,10 +71,8 @@ class HessianOperator:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
             x, y = as_tensors(data)
             x, y = subset(x, y, max_samples, subset_seed)
-            device = self.params[0].device
-            x, y = x.to(device), y.to(device)
-            bs = int(batch_size or len(x))
-            batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+            device = model_device(model)
+            batches = split_batches(x.to(device), y.to(device), size=batch_size or len(x))
         self.batches = list(batches)
         self.n_samples = sum(len(b[0]) for b in self.batches)
         self.n_params = self.layout.n_params
@@ -208,6 +203,48 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     """The ``k`` largest (``which="max"``), most negative (``"min"``) or both eigenvalues.
 
     >>> lnb.hessian_eigenvalues(model, (x, y), k=3)   # {"max": array([...]), "min": array([...])}
+
+    Lanczos (ARPACK) on Hessian-vector products; the most negative ones come from the shifted
+    operator ``λ_max·I − H``, so they converge like extreme eigenvalues.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; the Hessian is that of the mean loss over ``data`` with respect to its
+        trainable parameters, in eval mode, at its current weights.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, samples along the first axis.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    k : int
+        How many eigenvalues of each end.
+    which : {"max", "min", "both"}
+    tol : float
+        ARPACK's relative tolerance.
+    max_iter : int, optional
+        ARPACK's iteration limit.
+    seed : int
+        Seed of the Lanczos start vector.
+    max_samples : int, optional
+        Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
+    batch_size : int, optional
+        Samples per forward/backward pass (default: all at once); changes memory, not values.
+
+    Returns
+    -------
+    dict
+        ``"max"``: array (k,), descending; ``"min"``: array (k,), ascending (most negative first).
+        Units: loss per weight² (the weights' own units). NaN where ARPACK did not converge.
+
+    Raises
+    ------
+    LandscapeError
+        For an unknown ``which``, a model that is not an ``nn.Module``, or data not accepted.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018 (section 7: Hessian eigenvalues and the non-convexity map).
     """
     if which not in ("max", "min", "both"):
         raise LandscapeError(f"which={which!r}; expected 'max', 'min' or 'both'")
@@ -244,11 +281,46 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     >>> d = lnb.hessian_directions(model, (x, y), which=("max", "min"))
     >>> surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 41), y=(-1, 1, 41))
 
-    ``which``: one or two of ``"max"`` (largest eigenvalue), ``"min"`` (most
-    negative), ``"max2"``, ``"min2"``... (k-th). The eigenvalues are in
-    ``provenance["eigenvalues"]``; the axes are labelled with them. Eigenvectors
-    are only defined up to sign; the sign is fixed so the largest-magnitude entry
-    is positive. Coordinates are in weight-space units (the vectors have norm 1).
+    Random planes see almost only positive curvature even at saddle points; the eigenvectors
+    of the largest and most negative eigenvalues show the extremes [2]_.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; the Hessian is that of the mean loss over ``data`` with respect to its
+        trainable parameters, in eval mode, at its current weights.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, samples along the first axis.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    which : str or sequence of one or two str
+        ``"max"`` (largest eigenvalue), ``"min"`` (most negative), ``"max2"``, ``"min2"``...
+        (k-th); one entry gives a line, two a plane.
+    tol, max_iter, seed
+        As in ``hessian_eigenvalues``.
+    max_samples : int, optional
+        Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
+    batch_size : int, optional
+        Samples per forward/backward pass (default: all at once); changes memory, not values.
+
+    Returns
+    -------
+    Directions
+        Vectors of shape (len(which), n_params), norm 1 (coordinates are in weight units), the
+        sign fixed so the largest-magnitude entry is positive; ``provenance["eigenvalues"]``
+        holds the eigenvalues and the axis labels name them.
+
+    Raises
+    ------
+    LandscapeError
+        For a malformed or repeated ``which`` entry, or data not accepted.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018 (section 7: Hessian eigenvalues and the non-convexity map).
+    .. [2] L. Böttcher, G. Wheeler, "Visualizing high-dimensional loss landscapes with Hessian
+       directions", 2022 (arXiv:2208.13219).
     """
     spec = _parse_which(which)
     n_max = max([r for k, r in spec if k == "max"], default=0)
@@ -295,7 +367,45 @@ class TraceEstimate:
 
 def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, seed: int = 0,
                   max_samples: int | None = None, batch_size: int | None = None) -> TraceEstimate:
-    """Hutchinson: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ`` with Rademacher ``zᵢ`` (one HVP each)."""
+    """Hutchinson's estimate of the Hessian trace: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ``, Rademacher ``zᵢ``.
+
+    >>> est = lnb.hessian_trace(model, (x, y), n_samples=64)
+    >>> est.value, est.tolerance     # the trace within ± tolerance with ≈ 99.7 % probability
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; the Hessian is that of the mean loss over ``data`` with respect to its
+        trainable parameters, in eval mode, at its current weights.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data, samples along the first axis.
+    loss_fn : callable (outputs, targets) -> scalar mean, optional
+        Default cross-entropy.
+    n_samples : int
+        Probe vectors (one Hessian-vector product each), at least 2.
+    seed : int
+        Seed of the probe vectors.
+    max_samples : int, optional
+        Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
+    batch_size : int, optional
+        Samples per forward/backward pass (default: all at once); changes memory, not values.
+
+    Returns
+    -------
+    TraceEstimate
+        ``value`` (loss per weight²), ``stderr`` (standard error of the mean of the probes) and
+        ``tolerance`` = 3 standard errors.
+
+    Raises
+    ------
+    LandscapeError
+        For ``n_samples`` < 2 or data not accepted.
+
+    References
+    ----------
+    .. [1] M. F. Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+       Laplacian smoothing splines", Communications in Statistics 18(3), 1989.
+    """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
@@ -308,7 +418,7 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     return TraceEstimate(float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s))), len(s))
 
 
-# ------------------------------------------------------------ eigen-map ----
+# ------------------------------------------------------ eigen-map points ----
 
 class HessianEvaluator:
     """Per-point evaluator for ``quantity="hessian"``: loss, λ_max, λ_min, |λ_min/λ_max|, HVPs.
@@ -331,12 +441,14 @@ class HessianEvaluator:
     n_samples = property(lambda self: self.base.n_samples)
     device = property(lambda self: self.base.device)
     bn_fold = property(lambda self: self.base.bn_fold)
+    batch_size = property(lambda self: self.base.batch_size)  # the Hessian products use the base's batches
+    points_per_pass = 1
 
     def session(self):
         return contextlib.nullcontext()  # each evaluate() restores the model itself
 
     def point(self) -> list[float]:
-        loss = float(self.base._point()[0])
+        loss = float(self.base.point_values()[0])
         start = self.op.n_products
         top, bottom = extreme_eigenpairs(self.op, n_max=1, n_min=1, tol=self.tol, max_iter=self.max_iter,
                                          seed=self.seed)
@@ -345,8 +457,6 @@ class HessianEvaluator:
         return [loss, lmax, lmin, ratio, float(self.op.n_products - start)]
 
     def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-        from .evaluate import Cancelled
-
         coords = np.asarray(coords, dtype=np.float64)
         rows = []
         with restoring(self.base.model):
@@ -359,28 +469,5 @@ class HessianEvaluator:
         return np.asarray(rows, dtype=np.float64)
 
 
-def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.0, 11), *, tol: float = 1e-3,
-              max_iter: int | None = None, seed: int = 0, **compute_kwargs):
-    """The non-convexity map of Li et al. 2018 (Fig. 6): ``|λ_min / λ_max|`` over a grid.
-
-    >>> d = lnb.random_directions(model, n=2, seed=0)
-    >>> m = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 11), y=(-1, 1, 11), client="local")
-    >>> m.metrics["eig_ratio"]      # also "lambda_max", "lambda_min", "n_hvp"; m.loss is the loss
-    >>> lnb.plot.eigen_map(m)
-
-    Blue (near 0) regions are locally near-convex; yellow ones have negative
-    curvature comparable to the positive. Runs through ``compute_surface`` with
-    ``quantity="hessian"``, so it takes the same ``client``, ``store``, ``tile``,
-    ``callbacks``, ``cancel``, ``max_samples`` arguments and resumes the same way.
-    Cost per point: see this module's docstring (50–80 Hessian-vector products,
-    each ≈ 9–14 forward passes); use a coarse grid and ``max_samples``.
-    """
-    from .compute import compute_surface
-
-    options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed)}
-    return compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
-                           metrics=None, **compute_kwargs)
-
-
 __all__ = ["HessianOperator", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
-           "TraceEstimate", "hessian_trace", "HessianEvaluator", "eigen_map", "EIGEN_METRICS"]
+           "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]

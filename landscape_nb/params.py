@@ -185,3 +185,15 @@ class Perturber:
         c = torch.as_tensor(coeffs, dtype=self.base.dtype, device=self.base.device)
         torch.addmv(self.base, self.directions.T, c, out=self.flat)
         torch._foreach_copy_(self.targets, self.views)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` (1d, 2d, 3d, SyncBatchNorm, lazy ones), in ``modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -31,7 +31,7 @@ from torch import nn
 
 from .directions import Directions, interpolation_direction, paired_layout
 from .errors import LandscapeError
-from .params import ParamLayout, flatten
+from .params import ParamLayout, batchnorm_modules, flatten
 from .sharpness import loss_barrier
 from .surface import Surface
 
@@ -201,7 +201,8 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     from .compute import compute_surface
-    from .evaluate import Evaluator, as_tensors
+    from .data import as_tensors
+    from .evaluate import Evaluator
 
     layout = paired_layout([a, b], include_buffers=False)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
@@ -210,7 +211,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         raise LandscapeError(f"optimizer={optimizer!r}; expected 'adam' or 'sgd'")
     if n_points < 3 or (n_points - 1) % 2:
         raise LandscapeError(f"n_points={n_points}; expected an odd number ≥ 3 (so t = 0, 0.5, 1 are on the grid)")
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in a.modules())
+    has_bn = bool(batchnorm_modules(a))
     w0 = flatten(a, layout).detach().float().cpu()
     w2 = flatten(b, layout).detach().float().cpu()
     x, y = as_tensors(data)
@@ -256,7 +257,8 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
 
 
 def _settings(mode: str, loss_fn):
-    from .evaluate import EvalSettings, loss_name
+    from .evaluate import EvalSettings
+    from .metrics import loss_name
 
     return EvalSettings(loss_name=loss_name(loss_fn), mode=mode)
 

@@ -1,3 +1,7 @@
+import hashlib
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +9,7 @@ from torch import nn
 
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
+from landscape_nb.evaluate import EvalSettings
 from landscape_nb.store import SurfaceStore
 
 from conftest import TinyCNN, assert_bit_identical, make_mlp, naive_loss, random_dict_dirs, state_copy
@@ -123,6 +128,10 @@ def test_weights_bit_identical_when_loss_raises_mid_run(cnn, cnn_data):
     assert_bit_identical(cnn, saved)
 
 
+class Crash(Exception):
+    pass
+
+
 def test_weights_and_modes_restored_when_a_listener_raises_between_tiles(cnn, cnn_data):
     """In-process, one session spans the tiles; a run abandoned between them still restores."""
     cnn.train()
@@ -141,71 +150,6 @@ def test_weights_and_modes_restored_when_a_listener_raises_between_tiles(cnn, cn
                             callbacks=[listener])
     assert_bit_identical(cnn, saved)
     assert [m.training for m in cnn.modules()] == modes
-
-
-class Crash(Exception):
-    pass
-
-
-def test_interrupted_run_resumes_only_missing_tiles(tmp_path, mlp, mlp_data):
-    dirs = random_dict_dirs(mlp, 2)
-    store = tmp_path / "s.zarr"
-    grid = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))  # 3 x 3 = 9 tiles
-
-    def crash_after(k):
-        def cb(ev):
-            if ev.n_done and cb.count == k - 1:
-                raise Crash()
-            cb.count += 1
-        cb.count = 0
-        return cb
-
-    with pytest.raises(Crash):
-        lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[crash_after(4)])
-    partial = lnb.load_surface(store)
-    n_before = partial.n_done
-    assert 0 < n_before < 35 and np.isnan(partial.loss[~partial.done_mask]).all()
-    seen = []
-    s = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[seen.append])
-    assert len(seen) == 9 - 4 and sum(e.tile.n_points for e in seen) == 35 - n_before
-    clean = lnb.compute_surface(mlp, mlp_data, dirs, **grid)
-    np.testing.assert_array_equal(s.loss, clean.loss)
-    np.testing.assert_array_equal(lnb.load_surface(store).loss, clean.loss)
-    again = []
-    lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[again.append])
-    assert again == []  # complete store: nothing recomputed
-
-
-@pytest.mark.parametrize("change, word", [
-    (dict(x=(-1, 1, 8)), "grid.x"),
-    (dict(max_samples=50), "max_samples"),
-    (dict(seed=1), "directions.fingerprint"),
-    (dict(model_seed=3), "model.weights"),
-])
-def test_store_with_different_spec_refuses_naming_difference(tmp_path, mlp_data, change, word):
-    store = tmp_path / "s.zarr"
-    base = dict(x=(-1, 1, 7), y=(-1, 1, 5))
-    m = make_mlp()
-    lnb.compute_surface(m, mlp_data, lnb.random_directions(m, seed=0), **base, store=store)
-    kw = {**base, **{k: v for k, v in change.items() if k not in ("seed", "model_seed")}}
-    m2 = make_mlp(change.get("model_seed", 0))
-    d2 = lnb.random_directions(m2, seed=change.get("seed", 0))
-    with pytest.raises(LandscapeError, match=word):
-        lnb.compute_surface(m2, mlp_data, d2, **kw, store=store)
-
-
-def test_store_manifest_is_json_and_surface_roundtrips(tmp_path, mlp, mlp_data):
-    import json
-    store = tmp_path / "s.zarr"
-    s = lnb.compute_surface(mlp, mlp_data, lnb.random_directions(mlp), x=(-1, 1, 4), y=(0, 1, 3), store=store)
-    meta = json.loads((store / "zarr.json").read_text())
-    assert meta["attributes"]["landscape_nb"]["spec"]["grid"] == {"x": [-1.0, 1.0, 4], "y": [0.0, 1.0, 3]}
-    r = lnb.load_surface(store)
-    np.testing.assert_array_equal(r.loss, s.loss)
-    np.testing.assert_array_equal(r.metrics["accuracy"], s.metrics["accuracy"])
-    np.testing.assert_array_equal(r.y, s.y)
-    ds = r.to_xarray()
-    assert float(ds["loss"].sel(x=r.x[2], y=r.y[1])) == s.loss[1, 2]
 
 
 def test_cancel_returns_partial_surface(mlp, mlp_data):
@@ -267,16 +211,73 @@ def test_bad_data(mlp, data, match):
         lnb.compute_surface(mlp, data, random_dict_dirs(mlp, 1), x=(-1, 1, 3))
 
 
-def test_unreadable_store(tmp_path):
-    bad = tmp_path / "bad.zarr"
-    bad.mkdir()
-    (bad / "zarr.json").write_text("{not json")
-    with pytest.raises(LandscapeError, match="cannot read the landscape store"):
-        lnb.load_surface(bad)
-    with pytest.raises(LandscapeError, match="no landscape store"):
-        lnb.load_surface(tmp_path / "missing")
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "file.txt").write_text("x")
-    with pytest.raises(LandscapeError, match="not an empty landscape store"):
-        SurfaceStore.create(other, {"grid": {"x": [0, 1, 2], "y": None}}, "k", (1, 1), [], {})
+# ------------------------------------------------------ settings, spec, errors ----
+
+def test_settings_object_and_keywords_give_the_same_surface_and_keywords_override(mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 1)
+    by_kw = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 5), max_samples=50, batch_size=16)
+    by_settings = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 5),
+                                      settings=EvalSettings(max_samples=50, batch_size=16))
+    assert by_kw.provenance["key"] == by_settings.provenance["key"]
+    np.testing.assert_array_equal(by_kw.loss, by_settings.loss)
+    # a keyword given explicitly wins over the settings object, even when it is the default value
+    full = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 5), settings=EvalSettings(max_samples=50),
+                               max_samples=None)
+    assert full.spec["data"]["n_samples"] == 97 and full.spec["eval"]["max_samples"] is None
+    _check_against_naive(mlp, mlp_data, dirs, full)
+
+
+def test_unknown_setting_names_the_closest_fields():
+    with pytest.raises(LandscapeError, match="did you mean 'max_samples'"):
+        EvalSettings().with_overrides(max_sample=10)
+    with pytest.raises(LandscapeError, match="expected an EvalSettings"):
+        lnb.compute_surface(make_mlp(), (torch.randn(4, 6), torch.zeros(4, dtype=torch.long)),
+                            random_dict_dirs(make_mlp(), 1), x=(-1, 1, 3), settings={"max_samples": 2})
+
+
+def test_mode_bn_is_an_alias_of_bn_recompute(cnn, cnn_data):
+    d = lnb.random_directions(cnn, n=1, seed=0)
+    short = lnb.compute_surface(cnn, cnn_data, d, x=(-1, 1, 3), mode="bn")
+    long = lnb.compute_surface(cnn, cnn_data, d, x=(-1, 1, 3), mode="bn-recompute")
+    assert short.spec["eval"]["mode"] == "bn-recompute"
+    assert short.provenance["key"] == long.provenance["key"]
+    np.testing.assert_array_equal(short.loss, long.loss)
+
+
+def test_key_is_the_hash_of_the_stored_spec(tmp_path, mlp, mlp_data):
+    s = lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, 2), x=(-1, 1, 3), y=(-1, 1, 3),
+                            store=tmp_path / "s.zarr")
+    manifest = SurfaceStore.open(tmp_path / "s.zarr").manifest
+    want = hashlib.sha256(json.dumps(manifest["spec"], sort_keys=True).encode()).hexdigest()[:24]
+    assert s.provenance["key"] == manifest["key"] == want
+    assert s.spec == manifest["spec"]
+
+
+def test_provenance_records_the_batch_size_and_points_per_pass_used(mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 1)
+    auto = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3))
+    assert auto.provenance["batch_size"] == 97 and auto.provenance["points_per_pass"] == 1  # all samples, CPU
+    fixed = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), batch_size=16, points_per_pass=2)
+    assert fixed.provenance["batch_size"] == 16 and fixed.provenance["points_per_pass"] == 2
+    _check_against_naive(mlp, mlp_data, dirs, fixed)
+
+
+def test_an_error_mid_run_names_the_tile_and_the_surface(tmp_path, cnn, cnn_data):
+    calls = {"n": 0}
+
+    def flaky(out, t):
+        calls["n"] += 1
+        if calls["n"] > 6:  # past validation, in the middle of the grid
+            raise RuntimeError("boom")
+        return nn.functional.cross_entropy(out, t)
+
+    store = tmp_path / "s.zarr"
+    with pytest.raises(RuntimeError, match="boom") as info:
+        lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn), x=(-1, 1, 3), y=(-1, 1, 3),
+                            loss_fn=flaky, tile=1, store=store)
+    key = SurfaceStore.open(store).manifest["key"]
+    notes = getattr(info.value, "__notes__", [])
+    assert any(re.fullmatch(rf"while evaluating tile \(\d, \d\) \(1 points\) of surface {key}; .*store.*", n)
+               for n in notes), notes
+    assert 0 < lnb.load_surface(store).n_done < 9  # the tiles finished before it are kept
+

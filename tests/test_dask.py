@@ -16,8 +16,8 @@ from torch import nn
 
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
-from landscape_nb.cluster import get_client
-from landscape_nb.grid import coarse_to_fine
+from landscape_nb.cluster import ClientChoice, get_client, parse_client
+from landscape_nb.store import SurfaceStore
 
 from conftest import make_mlp, random_dict_dirs
 
@@ -61,6 +61,20 @@ def data():
     return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
 
 
+class FarOutFails(OnlyHere):
+    """Raises once its weights move more than ``limit`` from where they started."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.limit = limit
+        self.register_buffer("start", self.a.weight.detach().clone(), persistent=False)
+
+    def forward(self, x):
+        if float((self.a.weight - self.start).abs().max()) > self.limit:
+            raise FloatingPointError("weights too far out")
+        return super().forward(x)
+
+
 def _model(delay=0.0):
     torch.manual_seed(0)
     return OnlyHere(delay)
@@ -85,7 +99,7 @@ def test_workers_keep_glibc_adaptive_malloc(client):
             libc.free(b)
         return libc.mallinfo2().arena >= peak
 
-    assert set(client.run(freed_heap_kept).values()) == {True}  # evaluate.keep_heap_top ran on each worker
+    assert set(client.run(freed_heap_kept).values()) == {True}  # process.keep_heap_top ran on each worker
     assert "MALLOC_TOP_PAD_" not in os.environ  # nothing leaks into this process's environment
 
 
@@ -108,6 +122,19 @@ def test_dask_equals_in_process(client, data, x, y, tile):
     # each worker built the job's evaluator once and dropped it when the surface was done
     cached = client.run(lambda dask_worker: len(getattr(dask_worker, "_landscape_nb_evaluators", {})))
     assert set(cached.values()) == {0}
+
+
+def test_a_worker_error_names_the_tile_and_the_surface(client, data, tmp_path):
+    torch.manual_seed(0)
+    m = FarOutFails(limit=0.3)
+    d = lnb.random_directions(m, n=1, seed=2)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(FloatingPointError, match="too far out") as info:
+        lnb.compute_surface(m, data, d, x=(-2, 2, 5), client=client, tile=1, store=store)
+    key = SurfaceStore.open(store).manifest["key"]
+    notes = getattr(info.value, "__notes__", [])
+    assert any(n.startswith("while evaluating tile (0, ") and f"(1 points) of surface {key};" in n
+               for n in notes), notes
 
 
 def test_data_factory_runs_on_worker_once_per_worker_not_per_tile(client, data, tmp_path):
@@ -234,24 +261,6 @@ def test_cancel_mid_run_is_prompt_and_keeps_finished_tiles(client, data, tmp_pat
     np.testing.assert_allclose(full.loss, ref.loss, rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 5), (8, 8), (3, 11), (16, 16)])
-def test_coarse_to_fine_order_covers_grid_evenly(shape):
-    order = coarse_to_fine(shape)
-    assert sorted(order) == [(i, j) for i in range(shape[0]) for j in range(shape[1])]
-    n = shape[0] * shape[1]
-    for frac in (0.1, 0.25, 0.5):
-        k = max(1, int(frac * n))
-        first = np.array(order[:k])
-        # every tile of the grid is within a distance ~ sqrt(n / k) of one of the first k tiles
-        cells = np.array([(i, j) for i in range(shape[0]) for j in range(shape[1])])
-        dist = np.abs(cells[:, None, :] - first[None, :, :]).max(axis=2).min(axis=1)
-        assert dist.max() <= 2 * np.sqrt(n / k) + 1, (frac, dist.max())
-        # and the covered set is spread over both halves of each axis
-        if k >= 4 and min(shape) > 1:
-            for ax in (0, 1):
-                assert (first[:, ax] < shape[ax] / 2).any() and (first[:, ax] >= shape[ax] / 2).any()
-
-
 def test_unreachable_address_fails_fast():
     t0 = time.perf_counter()
     with pytest.raises(LandscapeError, match="cannot reach a Dask scheduler"):
@@ -270,6 +279,26 @@ def test_cuda_without_gpu_or_dask_cuda_is_clear():
 def test_bad_client_value():
     with pytest.raises(LandscapeError, match="expected None"):
         get_client(42)
+    for bad in ("given", "localhost", "", 8786):
+        with pytest.raises(LandscapeError, match=r"'local'.*'cuda'.*tcp://.*distributed\.Client"):
+            parse_client(bad)
+    with pytest.raises(LandscapeError, match="needs no Dask client"):
+        get_client(None)
+
+
+@pytest.mark.parametrize("value, kind, address", [
+    (None, "in-process", ""), ("in-process", "in-process", ""), ("inprocess", "in-process", ""),
+    ("none", "in-process", ""), ("local", "local", ""), ("cuda", "cuda", ""),
+    ("tcp://10.0.0.1:8786", "address", "tcp://10.0.0.1:8786"), ("host:8786", "address", "host:8786"),
+])
+def test_parse_client_reads_every_spelling(value, kind, address):
+    assert parse_client(value) == ClientChoice(kind, address)
+
+
+def test_parse_client_keeps_a_given_client(client):
+    choice = parse_client(client)
+    assert choice.kind == "given" and choice.client is client
+    assert get_client(client) == (client, None)  # never closed here
 
 
 def test_worker_missing_module_names_it(client, data, tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ from torch import nn
 
 from landscape_nb import LandscapeError
 from landscape_nb.directions import as_directions
-from landscape_nb.evaluate import EvalSettings, Evaluator, accuracy, as_tensors
+from landscape_nb.data import as_tensors, batches
+from landscape_nb.evaluate import EvalSettings, Evaluator
+from landscape_nb.metrics import accuracy, split_values
 
 from conftest import assert_bit_identical, naive_loss, random_dict_dirs, state_copy
 
@@ -22,7 +24,7 @@ def test_evaluate_module_stays_light():
 
 _HEAP_PROBE = """
 import ctypes, sys
-from landscape_nb.evaluate import keep_heap_top
+from landscape_nb.process import keep_heap_top
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
@@ -144,7 +146,7 @@ def test_batch_size_is_tuned_on_real_points_across_tiles_with_no_extra_passes():
     model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     coords = np.random.default_rng(0).uniform(-1, 1, (13, 2))
     values = np.concatenate([ev.evaluate(coords[i:i + 3]) for i in range(0, 13, 3)])  # the plan spans tiles
-    assert ev.batch_size in (600, 512, 256) and not ev._bs_plan
+    assert ev.batch_size in (600, 512, 256) and not ev.tuning
     # every forward call is a batch of a real grid point: they add up to exactly 13 passes over the data
     assert sum(calls) == 13 * 600 and set(calls) <= {600, 512, 88, 256}
     want = [naive_loss(model, data, dirs, c, metric=True) for c in coords]
@@ -163,7 +165,7 @@ def test_batch_size_is_not_tuned_when_outputs_depend_on_the_batch():
     model, data = _mlp_600(nn.BatchNorm1d(32, track_running_stats=False))
     d = as_directions(model, random_dict_dirs(model, 2, seed=1))
     ev = Evaluator(model, data, d.vectors, d.layout)
-    assert not ev._bs_plan and ev.batch_size == 600
+    assert not ev.tuning and ev.batch_size == 600
     values = ev.evaluate(np.tile([[0.3, -0.2]], (16, 1)))[:, 0]
     assert len(set(values.tolist())) == 1  # the same point, the same value, every time
 
@@ -173,17 +175,17 @@ def test_batch_size_that_runs_out_of_memory_is_dropped(monkeypatch):
     dirs = random_dict_dirs(model, 2, seed=1)
     d = as_directions(model, dirs)
     ev = Evaluator(model, data, d.vectors, d.layout)
-    real_point = Evaluator._point
+    real_point = Evaluator.point_values
 
     def point(self):
         if self.batch_size == 512:
             raise torch.cuda.OutOfMemoryError("too large")
         return real_point(self)
 
-    monkeypatch.setattr(Evaluator, "_point", point)
+    monkeypatch.setattr(Evaluator, "point_values", point)
     coords = np.random.default_rng(0).uniform(-1, 1, (12, 2))
     values = ev.evaluate(coords)
-    assert not ev._bs_plan and ev.batch_size in (600, 256)
+    assert not ev.tuning and ev.batch_size in (600, 256)
     np.testing.assert_allclose(values, [naive_loss(model, data, dirs, c, metric=True) for c in coords], rtol=1e-5)
 
 
@@ -225,3 +227,21 @@ def test_train_overrides_run_when_modes_are_restored(cnn_data):
     ev.evaluate(np.array([[0.0], [0.5]]))
     assert_bit_identical(model, saved)
     assert model.training and model[1].training and not model[1].merged
+
+
+def test_batches_cover_the_samples_in_order_with_a_remainder():
+    x, y = torch.arange(10).reshape(10, 1), torch.arange(10) * 2
+    pairs = batches(x, y, size=4)
+    assert [len(b[0]) for b in pairs] == [4, 4, 2]
+    assert torch.equal(torch.cat([b[0] for b in pairs]), x) and torch.equal(torch.cat([b[1] for b in pairs]), y)
+    assert [len(b) for b in batches(x, size=3)] == [3, 3, 3, 1]
+    with pytest.raises(LandscapeError, match="positive number"):
+        batches(x, y, size=0)
+
+
+def test_split_values_names_the_loss_and_each_metric_column():
+    values = np.arange(24.0).reshape(2, 3, 4)
+    out = split_values(values, ["accuracy", "f1", "n"])
+    assert list(out) == ["loss", "accuracy", "f1", "n"]
+    for k, name in enumerate(out):
+        np.testing.assert_array_equal(out[name], values[:, :, k])

@@ -210,3 +210,13 @@ def test_a_model_smaller_than_the_krylov_space_gets_its_spectrum_densely():
     got = lnb.hessian_eigenvalues(model, data, k=4)
     np.testing.assert_allclose(got["max"], evals[::-1], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got["min"], evals, rtol=1e-9, atol=1e-12)
+
+
+def test_hessian_does_not_import_the_orchestrator_and_eigen_map_stays_a_function():
+    import subprocess
+    import sys
+
+    code = ("import sys, landscape_nb as lnb, landscape_nb.hessian; print('landscape_nb.compute' in sys.modules); "
+            "import landscape_nb.eigen_maps; print(callable(lnb.eigen_map), callable(lnb.eigen_map))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]

@@ -51,9 +51,14 @@ def parse_tile(text: str | None):
 
 
 def parse_client(text: str | None):
-    if text in (None, "none", "inprocess", "in-process"):
+    """``--client`` as ``compute_surface``'s ``client``: None in-process, else the spelling given
+    (checked by ``cluster.parse_client``, the one reader of client spellings)."""
+    if text is None:
         return None
-    return text
+    from ..cluster import parse_client as read_client
+
+    choice = read_client(text)
+    return None if choice.kind == "in-process" else (choice.address or choice.kind)
 
 
 def load_model_spec(name: str, split: str = "test"):
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    from ..evaluate import keep_heap_top
+    from ..process import keep_heap_top
 
     keep_heap_top()  # this process is ours: keep freed activations mapped (see its docstring)
     cwd = str(Path.cwd())

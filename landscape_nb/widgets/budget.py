@@ -108,7 +108,7 @@ def estimate_seconds_per_point(model, data, max_samples: int | None = None) -> f
     """
     import torch
 
-    from ..evaluate import as_tensors, subset
+    from ..data import as_tensors, subset
     from ..params import eval_mode
 
     x, y = as_tensors(data)

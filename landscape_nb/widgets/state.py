@@ -165,13 +165,14 @@ class ExplorerState(t.HasTraits):
             names = list(self._entries)
         else:
             names = _zoo_names()
-        self._given_client = None
-        if client is not None and not isinstance(client, str):
-            self._given_client = client
-            client = "given"
+        from ..cluster import parse_client
+
+        choice = parse_client(client)
+        given = choice.kind in ("given", "cluster")  # the caller's Client or cluster object
+        self._given_client = choice.client if given else None
         self.model_names = names
         self.model_name = names[0] if names else ""
-        self.cluster, self.address = self._cluster_choice(client)
+        self.cluster, self.address = ("given" if given else choice.kind), choice.address
         self._clients: dict[str, tuple[Any, Any]] = {}
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -193,15 +194,6 @@ class ExplorerState(t.HasTraits):
                 raise LandscapeError(f"no control named {name!r}; expected one of {sorted(_CONTROL_TRAITS)}")
             setattr(self, name, value)
         return self
-
-    def _cluster_choice(self, client) -> tuple[str, str]:
-        if client is None or client in ("in-process", "inprocess", "none"):
-            return "in-process", ""
-        if client in ("local", "cuda", "given"):
-            return client, ""
-        if isinstance(client, str):
-            return "address", client
-        raise LandscapeError(f"client={client!r}; expected None, 'local', 'cuda', an address or a distributed.Client")
 
     @t.validate("ndim")
     def _check_ndim(self, proposal):

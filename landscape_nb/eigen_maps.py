@@ -1,0 +1,77 @@
+"""The non-convexity map of Li et al. 2018 (Fig. 6): Hessian eigenvalues over a grid.
+
+An analysis built on ``compute_surface`` (``quantity="hessian"``): the per-point work is
+``hessian.HessianEvaluator``, the tiles, runners and store are those of a loss surface.
+
+(The module is not called ``eigen_map``: the package's lazy ``lnb.eigen_map`` names the
+function, and importing a submodule of the same name would replace it by the module.)
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .compute import compute_surface
+from .surface import Surface
+
+
+def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.0, 11), *, tol: float = 1e-3,
+              max_iter: int | None = None, seed: int = 0, **compute_kwargs) -> Surface:
+    """The non-convexity map: ``|λ_min / λ_max|`` of the loss Hessian at every grid point.
+
+    >>> d = lnb.random_directions(model, n=2, seed=0)
+    >>> m = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 11), y=(-1, 1, 11), client="local")
+    >>> m.metrics["eig_ratio"]      # also "lambda_max", "lambda_min", "n_hvp"; m.loss is the loss
+    >>> lnb.plot.eigen_map(m)
+
+    Blue (near 0) regions are locally near-convex; yellow ones have negative curvature
+    comparable to the positive.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network; its Hessian is taken in eval mode with respect to its trainable parameters.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
+        Evaluation data; the Hessian is that of the mean loss over it.
+    directions : Directions or list of two state-dict-like mappings
+        The plane's two axes, in weight units.
+    x, y : (start, stop, num)
+        Grid coefficients along each direction (dimensionless multiples of the directions).
+    tol : float
+        ARPACK's relative tolerance for each eigenvalue.
+    max_iter : int, optional
+        ARPACK's iteration limit (default ``max(100, 10 * ncv)``).
+    seed : int
+        Seed of the Lanczos start vectors.
+    **compute_kwargs
+        Passed to ``compute_surface``: ``client``, ``store``, ``tile``, ``callbacks``, ``cancel``,
+        ``max_samples``, ``loss_fn``, ...; a store resumes the same way as for a loss surface.
+
+    Returns
+    -------
+    Surface
+        ``loss`` (rows, cols) and metrics ``lambda_max``, ``lambda_min`` (1/weight² units of the
+        loss), ``eig_ratio`` = ``|λ_min/λ_max|`` (dimensionless) and ``n_hvp`` (Hessian-vector
+        products used per point).
+
+    Raises
+    ------
+    LandscapeError
+        For the same invalid inputs as ``compute_surface``, e.g. not two directions for a plane.
+
+    Notes
+    -----
+    Cost per point: one loss pass plus two Lanczos runs of 20–40 Hessian-vector products each
+    (≈ 9–14 forward passes per product); see ``landscape_nb.hessian``. Use a coarse grid,
+    ``max_samples`` and a Dask cluster.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018, section 7 and Fig. 6.
+    """
+    options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed)}
+    return compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
+                           metrics=None, **compute_kwargs)
+
+
+__all__ = ["eigen_map"]

@@ -1,0 +1,131 @@
+"""What identifies a surface: fingerprints of model, data, directions and loss, and the spec.
+
+A store resumes only a surface whose spec key matches, so the JSON ``SurfaceSpec.to_json``
+returns, and hence every key, must stay byte-for-byte what earlier versions wrote
+(``tests/test_spec.py`` holds keys from before the redesign).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+SPEC_VERSION = 1
+
+
+def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
+    """Feed a tensor's name, dtype, shape and exact bytes into hashlib object ``h``."""
+    t = t.detach().cpu().contiguous().reshape(-1)
+    h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy())  # the buffer itself: no copy of large data
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """24 hex digits of SHA-256 over the inputs' and targets' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    hash_tensor(h, x)
+    hash_tensor(h, y)
+    return h.hexdigest()[:24]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """24 hex digits of SHA-256 over the model's class name and its whole ``state_dict``."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, t in model.state_dict().items():
+        hash_tensor(h, t, name)
+    return h.hexdigest()[:24]
+
+
+def _callable_fingerprint(fn) -> str | None:
+    """A loss function's identity: its cloudpickle bytes hashed, or its name when unpicklable."""
+    if fn is None:
+        return None
+    try:
+        import cloudpickle
+
+        return hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()[:16]
+    except Exception:  # unpicklable callables are identified by name only (as metrics.loss_name names them;
+        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__  # not imported: a sibling module)
+        return f"{getattr(fn, '__module__', '') or type(fn).__module__}.{name}"
+
+
+def spec_key(spec: Mapping) -> str:
+    """24 hex digits of SHA-256 over the spec's JSON with sorted keys."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class SurfaceSpec:
+    """Everything that decides a surface's values; a store resumes only the same spec.
+
+    Speed-only choices (``points_per_pass``, ``fold_bn``, the runner, the device) change
+    values at most by float rounding and are provenance, not spec.
+
+    Attributes
+    ----------
+    model_class, layout, weights : str
+        The model's class name, its ``ParamLayout`` fingerprint and a hash of its ``state_dict``.
+    data_fingerprint : str
+        Hash of the evaluation inputs and targets (after ``max_samples`` sub-sampling).
+    n_samples : int
+        Number of evaluation samples.
+    directions_fingerprint, n_directions, scheme : str, int, str
+        The directions' hash, count and scheme name.
+    grid : dict
+        ``Grid.to_json()``: ``{"x": [start, stop, num], "y": [start, stop, num] or None}``.
+    settings : dict
+        ``EvalSettings.to_json()`` without the speed-only fields.
+    metric_names : tuple of str
+        Metrics evaluated next to the loss, in column order.
+    loss_fingerprint : str or None
+        Hash of the pickled loss function; None for the default cross-entropy.
+    bn_data_given : bool
+        Whether separate data re-estimates BatchNorm statistics (``mode="bn-recompute"``).
+    quantity : dict or None
+        ``{"name": "hessian", **options}`` for a quantity other than the loss, else None.
+    """
+
+    model_class: str
+    layout: str
+    weights: str
+    data_fingerprint: str
+    n_samples: int
+    directions_fingerprint: str
+    n_directions: int
+    scheme: str
+    grid: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    metric_names: tuple[str, ...]
+    loss_fingerprint: str | None = None
+    bn_data_given: bool = False
+    quantity: Mapping[str, Any] | None = None
+    version: int = field(default=SPEC_VERSION)
+
+    def to_json(self) -> dict:
+        """The spec as stored in a store's manifest and hashed into ``key``."""
+        spec = {
+            "version": self.version,
+            "model": {"class": self.model_class, "layout": self.layout, "weights": self.weights},
+            "data": {"fingerprint": self.data_fingerprint, "n_samples": self.n_samples},
+            "directions": {"fingerprint": self.directions_fingerprint, "n": self.n_directions,
+                           "scheme": self.scheme},
+            "grid": dict(self.grid),
+            "eval": {**self.settings, "metrics": list(self.metric_names),
+                     "loss_fingerprint": self.loss_fingerprint,
+                     "bn_data": "given" if self.bn_data_given else None},
+        }
+        if self.quantity is not None:
+            spec["quantity"] = dict(self.quantity)
+        return spec
+
+    @property
+    def key(self) -> str:
+        """The hash a store resumes by (``spec_key`` of ``to_json()``)."""
+        return spec_key(self.to_json())
+
+
+__all__ = ["hash_tensor", "data_fingerprint", "model_fingerprint", "spec_key", "SurfaceSpec"]
