@@ -85,7 +85,7 @@ def test_vtk_reader_sees_the_plane_points_quads_and_values(tmp_path, nx, ny):
 
 def test_vtk_reader_sees_a_line_as_a_row_of_segments(tmp_path):
     surf = make_surface(9, None, seed=3)
-    grid, arrays = read(lnb.export_vtk(surf, tmp_path / "line.vtk", quantity="accuracy"))
+    grid, arrays = read(lnb.export_vtk(surf, tmp_path / "line.vtk", name="accuracy"))
     assert dims(grid) == (9, 1, 1)
     pts = vtk_to_numpy(grid.GetPoints().GetData())
     np.testing.assert_array_equal(pts, np.column_stack([surf.x, np.zeros(9), surf.metrics["accuracy"]]))
