@@ -42,19 +42,17 @@ def write_store(path: Path, n: int, timed: int, fill_direct: bool) -> float:
     t0 = time.perf_counter()
     for k, t in enumerate(order[:timed]):
         st.write(t, values[k])
-    if timed == len(order) or not fill_direct:
-        for k, t in enumerate(order[timed:], start=timed):
-            if k == timed:
-                elapsed_writes = time.perf_counter() - t0
-            st.write(t, values[k])
-    if timed < len(order) and fill_direct:
-        elapsed_writes = time.perf_counter() - t0
+    elapsed_writes = time.perf_counter() - t0
+    if fill_direct and timed < len(order):
         full = np.empty((n, n, 2))
         for k, t in enumerate(order):
             full[t.y0, t.x0] = values[k, 0, 0]
         st.group["loss"][:] = full[..., 0]
         st.group["metric.accuracy"][:] = full[..., 1]
         st.group["done"][:] = np.ones((n, n), dtype="uint8")
+    else:
+        for k, t in enumerate(order[timed:], start=timed):
+            st.write(t, values[k])
     t1 = time.perf_counter()
     st.update_provenance({"seconds": 0.0})
     if hasattr(st, "close"):

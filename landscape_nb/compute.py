@@ -251,6 +251,7 @@ def compute_surface(
               quantity=quantity, quantity_options=options)
     runner, owned = make_runner(client, n_workers=n_workers)
     cancel = cancel or threading.Event()
+    st = None
     try:
         info = runner.prepare(job)
         spec = {
@@ -277,7 +278,6 @@ def compute_surface(
             "precision": precision, "bn_fold": info.bn_fold,
         }
         tile_shape = grid.check_tile(tile)
-        st = None
         if store is not None:
             st = SurfaceStore.open_or_create(store, spec, key, None if tile is None else tile_shape,
                                              tile_shape, list(info.metric_names), provenance)
@@ -328,6 +328,8 @@ def compute_surface(
         runner.close()
         if owned is not None:
             owned.close()
+        if st is not None:
+            st.close()  # flush buffered tiles, release the writer lock
 
 
 def make_runner(client, n_workers: int | None = None):
