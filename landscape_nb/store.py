@@ -148,8 +148,8 @@ class WriterLock:
             ) from None
         except OSError as exc:
             raise LandscapeError(
-                f"cannot lock the store {str(self.store_path)!r} for writing: creating {str(self.path)!r} failed "
-                f"({exc.strerror or exc}); the location must be writable to compute missing points. "
+                f"cannot lock the store {str(self.store_path)!r} for writing: opening {str(self.path)!r} failed "
+                f"({_os_detail(exc)}); the location must be writable to compute missing points. "
                 "load_surface(path) still reads it; copy it to a writable place to resume it"
             ) from exc
         self._lock = lock
@@ -196,6 +196,14 @@ def _chunk_shape(tile: tuple[int, int], shape: tuple[int, int]) -> tuple[int, in
     cx = min(nx, tx * min(math.ceil(nx / tx), max(1, CHUNK_POINTS // (ty * tx))))
     cy = min(ny, ty * min(math.ceil(ny / ty), max(1, CHUNK_POINTS // (ty * cx))))
     return cy, cx
+
+
+def _os_detail(exc: BaseException) -> str:
+    """``[Errno 28] No space left on device (the file)`` for an OSError, else the exception's type and text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        code = f"[Errno {exc.errno}] " if exc.errno else ""
+        return f"{code}{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _check_path(path: Path) -> None:
@@ -421,8 +429,8 @@ class SurfaceStore:
             except OSError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise LandscapeError(
-                    f"cannot create the store {str(path)!r}: {exc.strerror or exc} ({exc.filename or tmp}); "
-                    "nothing was written there: free space or choose a writable path"
+                    f"cannot create the store {str(path)!r}: {_os_detail(exc)}; nothing was left there: "
+                    "free space or choose a writable path"
                 ) from exc
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -457,12 +465,15 @@ class SurfaceStore:
             except OSError as exc:
                 raise LandscapeError(
                     f"cannot create the folder {str(path.parent)!r} for the store {str(path)!r}: "
-                    f"{exc.strerror or exc}; choose a writable path") from exc
+                    f"{_os_detail(exc)}; choose a writable path") from exc
         lock = WriterLock(path).acquire(wait)
         try:
             if (path / "zarr.json").exists():  # re-read under the lock: another writer may have added tiles
                 store = cls._read(path)
                 store._check_resumable(spec, key, tile)
+                if store.is_complete:  # finished by the writer we waited for: nothing to write
+                    lock.release()
+                    return store
                 store._become_writer(lock)
                 if store.damage:
                     logger.warning("recomputing %d damaged tile(s) of %s", len(store.damaged_tiles()), path)
@@ -615,11 +626,8 @@ class SurfaceStore:
         self._last_flush = now
 
     def _write_error(self, exc: BaseException) -> LandscapeError:
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
-        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
-        code = f"[Errno {exc.errno}] " if isinstance(exc, OSError) and exc.errno else ""
         return LandscapeError(
-            f"cannot write to the store {str(self.path)!r}: {code}{detail}{where}; the {self._pending} tile(s) "
+            f"cannot write to the store {str(self.path)!r}: {_os_detail(exc)}; the {self._pending} tile(s) "
             "finished since its last flush are not stored. What is stored stays valid: free space (or fix the "
             "location) and rerun with the same arguments to resume"
         )
