@@ -28,13 +28,16 @@ built under a temporary sibling name and renamed into place, so no one ever sees
 store. Opening a finished store (nothing to compute) takes no lock and writes nothing, so
 finished stores load and "resume" on read-only locations.
 
-Tiles are buffered in memory and flushed together: every ``FLUSH_SECONDS`` (0.5 s, or ten
-times the last flush's duration when flushes are slow, so that they cost at most ~10 % of
-a run), when the last point is written, before the provenance is updated, and on
-``close``. A flush writes each touched chunk of the value arrays, then of ``done``; zarr
-replaces every chunk file atomically (temporary file, then rename), so at any moment the
-store on disk is consistent. A ``kill -9`` loses at most the tiles finished since the
-last flush, which a rerun recomputes; an interrupted run resumes with every flushed tile.
+Tiles are buffered in memory and flushed together: when ``FLUSH_SECONDS`` (0.5 s) have
+passed since the last flush (or ten times the last flush's duration, when flushes are slow:
+very large grids), also while no tile arrives (a background thread); at once for a tile
+that took longer than ten flushes to compute (so a flush costs under a tenth of its time and
+a slow tile is on disk before listeners hear of it); when the last point is written; before
+the provenance is updated; and on ``close``. A flush writes each touched chunk of the value
+arrays, then of ``done``; zarr replaces every chunk file atomically (temporary file, then
+rename), so at any moment the store on disk is consistent. A ``kill -9`` loses at most the
+tiles finished since the last flush (at most the last flush interval, 0.5 s on a typical
+store), which a rerun recomputes; an interrupted run resumes with every flushed tile.
 A failed write (a full disk, ``OSError`` errno 28, or any other) raises a ``LandscapeError``
 naming the path; what was flushed before stays valid and a rerun resumes from it.
 """
@@ -50,6 +53,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -237,7 +241,8 @@ class SurfaceStore:
         self._pending = 0  # tiles written since the last flush
         self._mutex = threading.RLock()
         self._interval = FLUSH_SECONDS
-        self._last_flush = time.monotonic()
+        self._flush_cost = 0.0  # seconds the last flush took
+        self._last_flush = self._last_write = time.monotonic()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -504,7 +509,7 @@ class SurfaceStore:
         self.group = group
         self._arrays = {n: group[n].with_config({"write_empty_chunks": True}) for n in ["done"] + self._value_names}
         self._lock = lock
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_write = time.monotonic()
 
     # --------------------------------------------------------------- properties ----
 
@@ -590,12 +595,16 @@ class SurfaceStore:
             self._dirty.update((i, j) for i in range(tile.y0 // cy, (tile.y1 - 1) // cy + 1)
                                for j in range(tile.x0 // cx, (tile.x1 - 1) // cx + 1))
             self._pending += 1
-            due = time.monotonic() - self._last_flush >= self._interval
+            now = time.monotonic()
+            # due after the flush interval, or at once for a slow tile (a flush costs under 1/10 of its time)
+            due = (now - self._last_flush >= self._interval
+                   or now - self._last_write >= FLUSH_COST_FACTOR * max(self._flush_cost, 1e-3))
+            self._last_write = now
         if due or self._n_todo == 0:
             self.flush()
         elif self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_loop, name=f"store-flush {self.path.name}",
-                                             daemon=True)
+            self._flusher = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._stop),
+                                             name=f"store-flush {self.path.name}", daemon=True)
             self._flusher.start()
 
     def flush(self) -> None:
@@ -622,7 +631,8 @@ class SurfaceStore:
         self._dirty.clear()
         self._pending = 0
         now = time.monotonic()
-        self._interval = max(FLUSH_SECONDS, FLUSH_COST_FACTOR * (now - t0))
+        self._flush_cost = now - t0
+        self._interval = max(FLUSH_SECONDS, FLUSH_COST_FACTOR * self._flush_cost)
         self._last_flush = now
 
     def _write_error(self, exc: BaseException) -> LandscapeError:
@@ -631,16 +641,6 @@ class SurfaceStore:
             "finished since its last flush are not stored. What is stored stays valid: free space (or fix the "
             "location) and rerun with the same arguments to resume"
         )
-
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(min(self._interval, 1.0) / 2):
-            with self._mutex:
-                if self._dirty and time.monotonic() - self._last_flush >= self._interval:
-                    try:
-                        self._flush_locked()
-                    except BaseException as exc:  # handed to the writer's thread at its next call
-                        self._error = exc
-                        return
 
     def _raise_background_error(self) -> None:
         if self._error is not None:
@@ -668,15 +668,17 @@ class SurfaceStore:
         outer = sys.exc_info()[1]  # an exception propagating through the caller's finally
         self._stop.set()
         if self._flusher is not None:
-            self._flusher.join()
+            if self._flusher is not threading.current_thread():  # __del__ may run on the flusher itself
+                self._flusher.join()
             self._flusher = None
         try:
             self.flush()
         except BaseException as exc:
             if outer is None:
                 raise
-            logger.error("%s", exc)
-            outer.add_note(str(exc))
+            if str(exc) != str(outer):  # not the same failed flush again
+                logger.error("%s", exc)
+                outer.add_note(str(exc))
         finally:
             lock, self._lock = self._lock, None
             lock.release()
@@ -693,6 +695,27 @@ class SurfaceStore:
                 self.close()
         except Exception:
             pass
+
+
+def _flush_loop(ref: "weakref.ref[SurfaceStore]", stop: threading.Event) -> None:
+    """Flush a writer's buffered tiles once they are ``_interval`` old, also while no tile arrives.
+
+    Holds the store only weakly, so a writer dropped without ``close`` is still collected
+    (``__del__`` flushes and frees the lock)."""
+    interval = FLUSH_SECONDS
+    while not stop.wait(min(interval, 1.0) / 2):
+        store = ref()
+        if store is None:
+            return
+        with store._mutex:
+            interval = store._interval
+            if store._dirty and time.monotonic() - store._last_flush >= interval:
+                try:
+                    store._flush_locked()
+                except BaseException as exc:  # handed to the writer's thread at its next call
+                    store._error = exc
+                    return
+        del store
 
 
 def grid_from_spec(spec: Mapping) -> Grid:

@@ -500,3 +500,24 @@ def test_small_tiles_are_written_in_batches_and_loaded_in_few_reads(tmp_path, di
         loss, acc = naive_loss(model, data(), dirs, [r.x[i], r.y[j]], metric=True)
         np.testing.assert_allclose(r.loss[j, i], loss, rtol=1e-5)
         np.testing.assert_allclose(r.metrics["accuracy"][j, i], acc, rtol=1e-6)
+
+
+def test_a_writer_dropped_without_close_keeps_its_tiles_and_frees_the_lock(tmp_path):
+    import gc
+
+    from landscape_nb.store import SurfaceStore
+
+    store = tmp_path / "s.zarr"
+    grid = Grid.make(GRID["x"], GRID["y"])
+    spec = {"version": 1, "grid": grid.to_json()}
+    st = SurfaceStore.open_or_create(store, spec, "k", (2, 3), (2, 3), ["accuracy"], {})
+    tile = grid.tiles((2, 3))[4]
+    values = np.random.default_rng(0).random((*tile.shape, 2))
+    st.write(tile, values)  # buffered: the flush interval has not passed
+    del st
+    gc.collect()
+    WriterLock(store).acquire(0).release()  # free at once
+    surf = lnb.load_surface(store)
+    assert surf.n_done == tile.n_points
+    np.testing.assert_array_equal(surf.loss[tile.y0:tile.y1, tile.x0:tile.x1], values[..., 0])
+    np.testing.assert_array_equal(surf.metrics["accuracy"][tile.y0:tile.y1, tile.x0:tile.x1], values[..., 1])
