@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--fill-direct", action="store_true", help="write untimed tiles straight into zarr")
     p.add_argument("--repeats", type=int, default=3, help="load_surface repeats (median)")
     p.add_argument("--e2e", type=int, default=30, help="grid side of the end-to-end run (0: skip)")
+    p.add_argument("--e2e-repeats", type=int, default=3, help="end-to-end runs of each kind (median)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
@@ -114,7 +115,7 @@ def main() -> None:
         assert surf.n_done == n_tiles, (surf.n_done, n_tiles)
         print(f"load_surface of {n_tiles} tiles: {np.median(times):.3f} s (median of {args.repeats})")
         if args.e2e:
-            plain, stored = end_to_end(tmp, args.e2e)
+            plain, stored = end_to_end(tmp, args.e2e, args.e2e_repeats)
             print(f"compute_surface tile=(1,1) {args.e2e}x{args.e2e}: {plain * 1e3:.3f} ms/tile without a store, "
                   f"{stored * 1e3:.3f} ms/tile with one (overhead {(stored - plain) * 1e3:.3f} ms/tile)")
     finally:
