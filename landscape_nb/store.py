@@ -137,6 +137,24 @@ class WriterLock:
         except (OSError, ValueError, KeyError, TypeError):
             return f"another process (its owner record {str(self.owner_path)!r} is not written yet or unreadable)"
 
+    def live_owner(self) -> str | None:
+        """The holder's description when its owner record names a live writer (or one on another host), else None.
+
+        Reads the record only (no locking, nothing written), so it works on read-only locations."""
+        try:
+            o = json.loads(self.owner_path.read_text())
+            pid, host = int(o["pid"]), str(o["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None  # a writer killed with -9 left its record; its flock died with it
+            except OSError:
+                pass
+        return self.owner()
+
     def acquire(self, wait: float | None = None) -> "WriterLock":
         from filelock import FileLock, Timeout
 
@@ -491,10 +509,12 @@ class SurfaceStore:
     def _check_resumable(self, spec: Mapping, key: str, tile) -> None:
         if self.manifest["key"] != key:
             diffs = spec_differences(self.manifest["spec"], spec)
+            owner = WriterLock(self.path).live_owner()
+            fix = (f"it is being written by {owner}: use another store path" if owner
+                   else "Use another store path, or delete this one to recompute")
             raise LandscapeError(
                 f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; differences: "
-                + "; ".join(diffs[:6])
-                + ". Use another store path, or delete this one to recompute."
+                + "; ".join(diffs[:6]) + f". {fix}."
             )
         if tile is not None and tuple(self.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
@@ -652,9 +672,10 @@ class SurfaceStore:
         self.manifest["provenance"] = {**self.manifest["provenance"], **extra}
         if self._lock is None:
             return
+        manifest = json.loads(json.dumps(self.manifest))
         self.flush()
         try:
-            self.group.attrs["landscape_nb"] = json.loads(json.dumps(self.manifest))
+            self.group.attrs["landscape_nb"] = manifest
         except Exception as exc:
             raise self._write_error(exc) from exc
 

@@ -145,7 +145,9 @@ def test_racing_writers_of_different_surfaces_never_mix(tmp_path):
     winners = [r for r in results if "error" not in r]
     losers = [r for r in results if "error" in r]
     assert len(winners) == 1 and len(losers) == 1, results
-    assert "holds a different surface" in losers[0]["error"] and "directions.fingerprint" in losers[0]["error"]
+    msg = losers[0]["error"]
+    assert "holds a different surface" in msg and "directions.fingerprint" in msg
+    assert ("being written by process" in msg) == ("delete" not in msg)  # "delete" only once no one writes it
     surf = lnb.load_surface(store)
     winner_seed = 0 if results[0] is winners[0] else 1
     check_naive(surf, seed=winner_seed)
@@ -166,6 +168,16 @@ def test_a_held_store_refuses_a_second_writer_in_process(tmp_path, monkeypatch):
     finally:
         holder.release()
     check_naive(compute(other))
+    holder = WriterLock(other).acquire(0)  # another surface asked of a store being written: no "delete"
+    try:
+        with pytest.raises(LandscapeError, match=f"holds a different surface.*directions.fingerprint.*it is being "
+                                                 f"written by process {os.getpid()} on host") as info:
+            compute(other, seed=1)
+        assert "delete" not in str(info.value)
+    finally:
+        holder.release()
+    with pytest.raises(LandscapeError, match="holds a different surface.*or delete this one to recompute"):
+        compute(other, seed=1)
     monkeypatch.setenv(store_mod.WAIT_ENV, "soon")
     with pytest.raises(LandscapeError, match="LANDSCAPE_NB_STORE_WAIT='soon'; expected a number of seconds"):
         compute(tmp_path / "p.zarr")
