@@ -271,6 +271,8 @@ class SurfaceStore:
     def open(cls, path: str | Path, mode: str = "r", *, wait: float | None = None) -> "SurfaceStore":
         """The store at ``path``, read and verified; ``mode="a"`` also takes the writer lock."""
         path = Path(path)
+        if mode not in ("r", "a"):
+            raise LandscapeError(f"mode={mode!r}; expected 'r' (read) or 'a' (resume, taking the writer lock)")
         if mode == "r":
             return cls._read(path)
         lock = WriterLock(path).acquire(wait)
@@ -322,6 +324,14 @@ class SurfaceStore:
                 f"keys {', '.join(MANIFEST_KEYS)} (and spec.grid). Recompute into another path (or delete this "
                 "one and rerun)"
             )
+        try:
+            grid_from_spec(manifest["spec"])
+        except (KeyError, TypeError, ValueError) as exc:  # LandscapeError is a ValueError
+            raise LandscapeError(
+                f"the landscape store {str(path)!r} is damaged: its manifest ({where}) has spec.grid="
+                f"{manifest['spec'].get('grid')!r} ({type(exc).__name__}: {exc}); expected "
+                "{'x': [start, stop, num], 'y': [start, stop, num] or None}. Recompute into another path"
+            ) from None
         store = cls(path, group, dict(manifest))
         store._load()
         return store
@@ -345,8 +355,13 @@ class SurfaceStore:
                     f"the landscape store {str(self.path)!r} is damaged: array {name!r} has shape {tuple(arr.shape)}, "
                     f"expected {tuple(shape)} for its grid. Recompute into another path (or delete this one and rerun)"
                 )
+            if name != "done" and tuple(arr.chunks) != tuple(arrays["done"].chunks):
+                raise LandscapeError(
+                    f"the landscape store {str(self.path)!r} is damaged: array {name!r} has chunks {arr.chunks}, "
+                    f"'done' has {arrays['done'].chunks}; expected the same. Recompute into another path"
+                )
             arrays[name] = arr
-        self._chunks = tuple(int(c) for c in arrays["loss"].chunks)  # type: ignore[assignment]
+        self._chunks = tuple(int(c) for c in arrays["done"].chunks)  # type: ignore[assignment]
         bad: list[tuple[str, tuple[int, int], str]] = []
         done_raw, bad_done = self._read_checked("done", arrays["done"], 0)
         bad += [("done", idx, problem) for idx, problem in bad_done]
@@ -471,17 +486,44 @@ class SurfaceStore:
                        provenance, *, wait: float | None = None) -> "SurfaceStore":
         """Resume a store whose spec key matches; refuse one that holds a different surface.
 
-        ``tile=None`` resumes with the stored tiling, or creates with ``default_tile``. A
-        finished, undamaged store is opened read-only: no lock, nothing written. Otherwise
-        the writer lock is taken (waiting up to ``wait`` seconds, see ``wait_seconds``) and
-        the store re-read under it, or created."""
+        A finished, undamaged store is opened read-only: no lock, nothing written (so it
+        "resumes" on a read-only location). Otherwise the writer lock is taken and the store
+        is re-read under it (another writer may have added tiles meanwhile), or created.
+
+        Parameters
+        ----------
+        path : str or Path
+            The store directory; its parent holds ``<name>.lock`` and ``<name>.lock.owner.json``.
+        spec, key : dict, str
+            The surface's JSON spec and its hash; a stored key that differs is refused.
+        tile, default_tile : (rows, cols) or None, (rows, cols)
+            ``tile=None`` resumes with the stored tiling, or creates with ``default_tile``.
+        metric_names : list of str
+            One ``metric.<name>`` array each, after ``loss``.
+        provenance : dict
+            JSON-able descriptive extras, stored in the manifest.
+        wait : float, optional
+            Seconds to wait for another writer; default ``$LANDSCAPE_NB_STORE_WAIT`` or 10.
+
+        Returns
+        -------
+        SurfaceStore
+            Verified (damaged chunks logged, their points not done); ``writable`` unless finished.
+
+        Raises
+        ------
+        LandscapeError
+            A different surface or tiling is stored; another process writes it (after ``wait``);
+            the location is not writable but points are missing; a missing array or manifest key.
+        """
         path = Path(path)
         _check_path(path)
+        found = None
         if (path / "zarr.json").exists():
-            store = cls._read(path)
-            store._check_resumable(spec, key, tile)
-            if store.is_complete:
-                return store
+            found = cls._read(path)
+            found._check_resumable(spec, key, tile)
+            if found.is_complete:
+                return found
         if not path.parent.is_dir():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -489,7 +531,13 @@ class SurfaceStore:
                 raise LandscapeError(
                     f"cannot create the folder {str(path.parent)!r} for the store {str(path)!r}: "
                     f"{_os_detail(exc)}; choose a writable path") from exc
-        lock = WriterLock(path).acquire(wait)
+        try:
+            lock = WriterLock(path).acquire(wait)
+        except LandscapeError as exc:
+            if found is None:
+                raise
+            raise LandscapeError(f"{exc} (it holds {found._done.size - found._n_todo} of {found._done.size} "
+                                 "points)") from exc.__cause__
         try:
             if (path / "zarr.json").exists():  # re-read under the lock: another writer may have added tiles
                 store = cls._read(path)
@@ -763,13 +811,34 @@ def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarr
 def load_surface(path: str | Path) -> Surface:
     """The (possibly partial) surface saved at ``path`` by ``compute_surface(..., store=path)``.
 
-    Every chunk is verified: damaged ones are logged, their points are NaN with ``done``
-    False, and ``provenance["damaged_tiles"]`` / ``["damaged_chunks"]`` list them (a rerun
-    of the computation recomputes them). Reads only; works on read-only locations.
+    Reads only (no lock, nothing written), so it works on read-only locations and while a
+    run is writing the store (it then sees every tile flushed so far). Each array is read
+    whole, so a load takes a few reads whatever the number of tiles (10,000 tiles: ~5 ms).
+
+    Parameters
+    ----------
+    path : str or Path
+        The store directory.
+
+    Returns
+    -------
+    Surface
+        ``loss`` and ``metrics`` of shape (ny, nx), or (nx,) for a line; NaN with ``done``
+        False where not computed. Every chunk is verified (present, decodable, its CRC-32C
+        matching): damaged ones are logged as a warning, their points count as not done,
+        and ``provenance["damaged_tiles"]`` (``[row, col]`` tile indices) and
+        ``provenance["damaged_chunks"]`` (file path, problem, rows and columns) list them;
+        rerunning the computation recomputes them.
 
     Raises
     ------
     LandscapeError
-        No store at ``path``, unreadable metadata, or a missing array or manifest key.
+        No store at ``path``, ``path`` is a file, unreadable metadata, or a missing array or
+        manifest key (named, with its path).
+
+    References
+    ----------
+    Li, Xu, Taylor, Studer & Goldstein, "Visualizing the Loss Landscape of Neural Nets",
+    NeurIPS 2018.
     """
     return SurfaceStore.open(path).surface()

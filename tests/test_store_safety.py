@@ -481,7 +481,9 @@ def test_disk_full_names_the_path_and_a_rerun_resumes(tmp_path, per_tile_chunks,
     assert not (tmp_path / "new.zarr").exists() and not list(tmp_path.glob(".new.zarr.creating-*"))
 
 
-def test_disk_full_during_an_exception_adds_a_note_and_keeps_the_original(tmp_path, disk):
+def test_disk_full_during_an_exception_adds_a_note_and_keeps_the_original(tmp_path, disk, monkeypatch):
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 1e9)  # tiles stay buffered until close
+    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1e9)
     store = tmp_path / "s.zarr"
 
     def boom(ev):
@@ -496,8 +498,9 @@ def test_disk_full_during_an_exception_adds_a_note_and_keeps_the_original(tmp_pa
 
 # ------------------------------------------------------------------- speed ----
 
-def test_small_tiles_are_written_in_batches_and_loaded_in_few_reads(tmp_path, disk):
+def test_small_tiles_are_written_in_batches_and_loaded_in_few_reads(tmp_path, disk, monkeypatch):
     """tile=(1, 1): far fewer file writes than tiles, and one chunk file per array."""
+    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1000)  # a stall of this busy VM is no "slow tile"
     m = make_mlp()
     store = tmp_path / "s.zarr"
     s = lnb.compute_surface(m, data(), random_dict_dirs(m, 2), x=(-1, 1, 12), y=(-1, 1, 10), tile=(1, 1),
