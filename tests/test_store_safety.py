@@ -317,10 +317,17 @@ def test_missing_array_or_manifest_key_names_what_is_missing(tmp_path):
         meta = json.loads((broken / "zarr.json").read_text())
         del meta["attributes"]["landscape_nb"][key]
         (broken / "zarr.json").write_text(json.dumps(meta))
-        for call in (lambda: lnb.load_surface(broken), lambda: compute(broken)):
+        for call in (lnb.load_surface, compute):
             with pytest.raises(LandscapeError, match=f"{key}.zarr/zarr.json', attribute 'landscape_nb'\\) lacks "
                                                      f"'{key}'"):
-                call()
+                call(broken)
+    odd = tmp_path / "grid.zarr"
+    shutil.copytree(store, odd)
+    meta = json.loads((odd / "zarr.json").read_text())
+    meta["attributes"]["landscape_nb"]["spec"]["grid"] = {"x": [1]}
+    (odd / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(LandscapeError, match=r"is damaged: its manifest .* has spec.grid=\{'x': \[1\]\}"):
+        lnb.load_surface(odd)
     (tmp_path / "file.zarr").write_text("x")
     with pytest.raises(LandscapeError, match="is a file; expected a directory"):
         compute(tmp_path / "file.zarr")
