@@ -9,7 +9,7 @@
 2. ``load_surface`` of the finished 10,000-tile store (median of ``--repeats`` loads).
 3. End to end: ``compute_surface`` of a tiny model, tile (1, 1), with and without a store;
    the difference per tile is the overhead a user sees (medians of runs taken in turn; this
-   shared VM drifts, so read it next to line 1).
+   shared VM drifts), and the time spent inside the store's methods during such a run.
 
 ``--fill-direct`` writes the untimed remaining tiles straight into the zarr arrays (the
 original per-tile store needs ~14 ms a tile, 140 s for 10,000); it needs the arrays to exist
@@ -78,7 +78,8 @@ def end_to_end(tmp: Path, n: int, repeats: int = 3) -> tuple[float, float]:
     data = (torch.randn(16, 4), torch.randint(0, 3, (16,)))
     d = lnb.random_directions(model, n=2, seed=0)
     kw = dict(x=(-1, 1, n), y=(-1, 1, n), tile=(1, 1))
-    plain = lnb.compute_surface(model, data, d, **kw)  # warm-up
+    plain = lnb.compute_surface(model, data, d, **kw)  # warm-up, both ways (imports, first zarr calls)
+    lnb.compute_surface(model, data, d, **kw, store=tmp / "warm.zarr")
     t_plain, t_store = [], []
     for k in range(repeats):
         t0 = time.perf_counter()
@@ -89,6 +90,46 @@ def end_to_end(tmp: Path, n: int, repeats: int = 3) -> tuple[float, float]:
         t_store.append(time.perf_counter() - t0)
         np.testing.assert_array_equal(plain.loss, stored.loss)
     return float(np.median(t_plain)) / n**2, float(np.median(t_store)) / n**2
+
+
+def store_seconds_in_run(tmp: Path, n: int) -> float:
+    """Seconds per tile spent inside the store's methods during one ``compute_surface`` run with a
+    store (tile (1, 1)): robust to this VM's drift, unlike the wall-time difference above.
+    Background flushes (another thread) are counted too."""
+    import threading
+
+    spent = [0.0]
+    depth = threading.local()
+    names = ["open_or_create", "read", "write", "update_provenance", "close", "_flush_locked"]
+    saved = {}
+    for name in names:
+        raw = SurfaceStore.__dict__.get(name)
+        if raw is None:
+            continue
+        saved[name] = raw
+        func = raw.__func__ if isinstance(raw, classmethod) else raw
+
+        def timed(*a, _f=func, **k):
+            outer = getattr(depth, "n", 0) == 0
+            depth.n = getattr(depth, "n", 0) + 1
+            t0 = time.perf_counter()
+            try:
+                return _f(*a, **k)
+            finally:
+                depth.n -= 1
+                if outer:
+                    spent[0] += time.perf_counter() - t0
+        setattr(SurfaceStore, name, classmethod(timed) if isinstance(raw, classmethod) else timed)
+    try:
+        torch.manual_seed(0)
+        model = Tiny()
+        data = (torch.randn(16, 4), torch.randint(0, 3, (16,)))
+        d = lnb.random_directions(model, n=2, seed=0)
+        lnb.compute_surface(model, data, d, x=(-1, 1, n), y=(-1, 1, n), tile=(1, 1), store=tmp / "timed.zarr")
+    finally:
+        for name, raw in saved.items():
+            setattr(SurfaceStore, name, raw)
+    return spent[0] / n**2
 
 
 def main() -> None:
@@ -118,6 +159,9 @@ def main() -> None:
             plain, stored = end_to_end(tmp, args.e2e, args.e2e_repeats)
             print(f"compute_surface tile=(1,1) {args.e2e}x{args.e2e}: {plain * 1e3:.3f} ms/tile without a store, "
                   f"{stored * 1e3:.3f} ms/tile with one (overhead {(stored - plain) * 1e3:.3f} ms/tile)")
+            inside = store_seconds_in_run(tmp, args.e2e)
+            print(f"time inside the store's methods during that run: {inside * 1e3:.3f} ms/tile "
+                  "(creation, writes, flushes, provenance, close)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
