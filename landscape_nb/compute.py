@@ -209,6 +209,7 @@ def compute_surface(
               wrap=_wrap(quantity, options))
     runner, owned = make_runner(client, n_workers=n_workers)
     cancel = cancel or threading.Event()
+    st = None
     try:
         info = runner.prepare(job)
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options)
@@ -222,6 +223,8 @@ def compute_surface(
         runner.close()
         if owned is not None:
             owned.close()
+        if st is not None:
+            st.close()  # flush buffered tiles, release the writer lock
 
 
 def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: threading.Event,
@@ -230,7 +233,7 @@ def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: t
     t0, n_computed = time.perf_counter(), 0
     for t, values in runner.run(job, grid, todo, cancel):
         if st is not None:
-            st.write(t, values)  # before the listeners: a tile they see is already safe
+            st.write(t, values)  # buffered; flushed within store.FLUSH_SECONDS, on the last tile and on close
         buffer.write(t, values)
         n_computed += t.n_points
         event = buffer.event(t, values, time.perf_counter() - t0)

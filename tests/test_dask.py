@@ -224,7 +224,7 @@ def test_kill_client_process_mid_run_then_resume(tmp_path):
     proc.wait(timeout=60)
     assert n_seen == 3
     partial = lnb.load_surface(store)
-    assert 12 <= partial.n_done < 36
+    assert 4 <= partial.n_done < 36  # the first tile is flushed at once; later ones may be buffered (<= 0.5 s)
     rerun = subprocess.run([sys.executable, str(script), "dask", str(store)], capture_output=True, text=True,
                            timeout=300, check=True)
     n_rerun = rerun.stdout.count("TILE")

@@ -1,0 +1,547 @@
+"""Store safety: one writer, verified chunks, read-only locations, full disks, batched writes.
+
+Values are always checked against ``conftest.naive_loss`` (copy w + Σ c·d into a copy of the
+model, loop over the data)."""
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb import store as store_mod
+from landscape_nb.grid import Grid, coarse_to_fine
+from landscape_nb.store import WriterLock
+
+from conftest import make_mlp, naive_loss, random_dict_dirs
+
+TESTS = Path(__file__).parent
+GRID = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))  # 3 x 3 = 9 tiles, 35 points
+
+
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
+
+
+def check_naive(surf, seed=0, model_seed=0):
+    """Every point of ``surf`` equals the naive loop; ``surf`` is complete."""
+    model = make_mlp(model_seed)
+    dirs = random_dict_dirs(model, 2, seed=seed)
+    assert surf.is_complete
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            loss, acc = naive_loss(model, data(), dirs, [a, b], metric=True)
+            np.testing.assert_allclose(surf.loss[j, i], loss, rtol=1e-5, err_msg=f"at x[{i}], y[{j}]")
+            np.testing.assert_allclose(surf.metrics["accuracy"][j, i], acc, rtol=1e-6)
+
+
+def compute(store, seed=0, callbacks=(), **kw):
+    m = make_mlp()
+    return lnb.compute_surface(m, data(), random_dict_dirs(m, 2, seed=seed), **{**GRID, **kw}, store=store,
+                               callbacks=list(callbacks))
+
+
+@pytest.fixture
+def per_tile_chunks(monkeypatch):
+    """Chunks of one tile each (the default packs this small grid into one chunk), so damage is local."""
+    monkeypatch.setattr(store_mod, "CHUNK_POINTS", 1)
+
+
+# ------------------------------------------------------------- one writer ----
+
+CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    import torch
+    import landscape_nb as lnb
+    from conftest import make_mlp, random_dict_dirs
+    store, ready, go, seed, sleep = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
+    m = make_mlp()
+    d = random_dict_dirs(m, 2, seed=seed)
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    try:
+        s = lnb.compute_surface(m, data, d, x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3), store=store,
+                                callbacks=[lambda e: time.sleep(sleep)])
+        print(json.dumps({"pid": os.getpid(), "computed": s.provenance["points_computed"], "n_done": s.n_done}))
+    except lnb.LandscapeError as e:
+        print(json.dumps({"pid": os.getpid(), "error": str(e)}))
+""")
+
+
+def race(tmp_path, store, seeds, wait, sleep=0.0):
+    """Start one process per seed on ``store`` and release them within a millisecond of each other."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
+           store_mod.WAIT_ENV: str(wait), "OMP_NUM_THREADS": "1"}
+    go = tmp_path / "go"
+    procs, readies = [], []
+    for k, seed in enumerate(seeds):
+        ready = tmp_path / f"ready{k}"
+        readies.append(ready)
+        procs.append(subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(ready), str(go), str(seed),
+                                       str(sleep)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in readies):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+            [p.communicate() for p in procs if p.poll() is not None]
+        time.sleep(0.01)
+    go.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def test_racing_writers_of_one_spec_wait_and_share_one_store(tmp_path):
+    store = tmp_path / "s.zarr"
+    results = race(tmp_path, store, seeds=[0, 0, 0], wait=120)
+    assert all("error" not in r for r in results), results
+    assert sorted(r["computed"] for r in results) == [0, 0, 35]  # one computed, the others found it finished
+    assert all(r["n_done"] == 35 for r in results)
+    check_naive(lnb.load_surface(store))
+    assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]
+
+
+def test_racing_writers_refuse_naming_the_owner_and_never_delete(tmp_path):
+    store = tmp_path / "s.zarr"
+    results = race(tmp_path, store, seeds=[0, 0, 0], wait=0, sleep=0.3)
+    winners = [r for r in results if "error" not in r]
+    losers = [r for r in results if "error" in r]
+    assert len(winners) == 1 and winners[0]["computed"] == 35 and len(losers) == 2, results
+    host = socket.gethostname()
+    for r in losers:
+        msg = r["error"]
+        assert f"being written by process {winners[0]['pid']} on host {host} since " in msg, msg
+        assert "delete" not in msg and "rerun" in msg
+    surf = lnb.load_surface(store)
+    assert "damaged_tiles" not in surf.provenance
+    check_naive(surf)
+
+
+def test_racing_writers_of_different_surfaces_never_mix(tmp_path):
+    """Both create the same new path: one wins, the other finds a different surface and refuses."""
+    store = tmp_path / "s.zarr"
+    results = race(tmp_path, store, seeds=[0, 1], wait=120)
+    winners = [r for r in results if "error" not in r]
+    losers = [r for r in results if "error" in r]
+    assert len(winners) == 1 and len(losers) == 1, results
+    msg = losers[0]["error"]
+    assert "holds a different surface" in msg and "directions.fingerprint" in msg
+    assert ("being written by process" in msg) == ("delete" not in msg)  # "delete" only once no one writes it
+    surf = lnb.load_surface(store)
+    winner_seed = 0 if results[0] is winners[0] else 1
+    check_naive(surf, seed=winner_seed)
+
+
+def test_a_held_store_refuses_a_second_writer_in_process(tmp_path, monkeypatch):
+    store = tmp_path / "s.zarr"
+    compute(store, x=(-1, 1, 7))  # a finished store: opened read-only, no lock needed
+    monkeypatch.setenv(store_mod.WAIT_ENV, "0")
+    compute(store, x=(-1, 1, 7))
+    other = tmp_path / "o.zarr"
+    holder = WriterLock(other).acquire(0)
+    try:
+        with pytest.raises(LandscapeError, match=f"being written by process {os.getpid()} on host "
+                                                 f"{socket.gethostname()} since .* waited 0 s") as info:
+            compute(other)
+        assert "delete" not in str(info.value)
+    finally:
+        holder.release()
+    check_naive(compute(other))
+    holder = WriterLock(other).acquire(0)  # another surface asked of a store being written: no "delete"
+    try:
+        with pytest.raises(LandscapeError, match=f"holds a different surface.*directions.fingerprint.*it is being "
+                                                 f"written by process {os.getpid()} on host") as info:
+            compute(other, seed=1)
+        assert "delete" not in str(info.value)
+    finally:
+        holder.release()
+    with pytest.raises(LandscapeError, match="holds a different surface.*or delete this one to recompute"):
+        compute(other, seed=1)
+    monkeypatch.setenv(store_mod.WAIT_ENV, "soon")
+    with pytest.raises(LandscapeError, match="LANDSCAPE_NB_STORE_WAIT='soon'; expected a number of seconds"):
+        compute(tmp_path / "p.zarr")
+
+
+def test_kill_9_keeps_every_flushed_tile_and_frees_the_lock(tmp_path):
+    store = tmp_path / "s.zarr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "OMP_NUM_THREADS": "1"}
+    go = tmp_path / "go"
+    go.touch()
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(tmp_path / "ready"), str(go), "0", "0.4"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # read the store while it is written: flushed tiles appear, never a damaged chunk
+            assert time.monotonic() < deadline and p.poll() is None
+            if (store / "zarr.json").exists():
+                seen = lnb.load_surface(store)
+                assert "damaged_tiles" not in seen.provenance
+                if seen.n_done >= 12:
+                    break
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    partial = lnb.load_surface(store)
+    assert 12 <= partial.n_done < 35 and "damaged_tiles" not in partial.provenance
+    assert np.isnan(partial.loss[~partial.done_mask]).all()
+    tiles = []
+    s = compute(store, callbacks=[tiles.append])  # the dead writer's flock is gone: no wait
+    assert sum(e.tile.n_points for e in tiles) == 35 - partial.n_done
+    np.testing.assert_array_equal(s.loss[partial.done_mask], partial.loss[partial.done_mask])
+    check_naive(lnb.load_surface(store))
+
+
+# ------------------------------------------------------------- integrity ----
+
+def _chunk_file(store: Path, array: str) -> Path:
+    files = sorted(p for p in (store / array / "c").rglob("*") if p.is_file())
+    return files[len(files) // 2]  # a tile in the middle of the grid
+
+
+@pytest.mark.parametrize("array, how", [
+    ("loss", "delete"), ("loss", "truncate"), ("loss", "flip"),
+    ("metric.accuracy", "delete"), ("metric.accuracy", "truncate"),
+    ("done", "truncate"),
+])
+def test_damaged_chunk_is_reported_and_recomputed(tmp_path, per_tile_chunks, caplog, array, how):
+    store = tmp_path / "s.zarr"
+    compute(store)
+    victim = _chunk_file(store, array)
+    i, j = (int(k) for k in victim.relative_to(store / array / "c").parts)
+    raw = victim.read_bytes()
+    if how == "delete":
+        victim.unlink()
+    elif how == "truncate":
+        victim.write_bytes(raw[: len(raw) // 2])
+    else:  # one bit in the middle: zstd may still decode it, the chunk's CRC-32C does not match
+        k = len(raw) // 2
+        victim.write_bytes(raw[:k] + bytes([raw[k] ^ 0x01]) + raw[k + 1:])
+    with caplog.at_level(logging.WARNING, logger="landscape_nb.store"):
+        surf = lnb.load_surface(store)
+    assert surf.provenance["damaged_tiles"] == [[i, j]]
+    assert str(victim) in surf.provenance["damaged_chunks"][0]
+    assert ("missing" if how == "delete" else "unreadable") in surf.provenance["damaged_chunks"][0]
+    assert how != "flip" or "checksum" in surf.provenance["damaged_chunks"][0]
+    assert str(victim) in caplog.text
+    rows, cols = slice(2 * i, 2 * i + 2), slice(3 * j, 3 * j + 3)
+    assert not surf.done_mask[rows, cols].any() and surf.n_done == 35 - surf.done_mask[rows, cols].size
+    assert np.isnan(surf.loss[rows, cols]).all() and np.isnan(surf.metrics["accuracy"][rows, cols]).all()
+    tiles = []
+    resumed = compute(store, callbacks=[tiles.append])
+    assert [e.tile.index for e in tiles] == [(i, j)]
+    check_naive(resumed)
+    again = lnb.load_surface(store)
+    assert "damaged_tiles" not in again.provenance
+    check_naive(again)
+
+
+def test_damaged_chunk_of_a_one_chunk_store_recomputes_everything(tmp_path):
+    store = tmp_path / "s.zarr"
+    compute(store)
+    files = [p for p in (store / "loss" / "c").rglob("*") if p.is_file()]
+    assert len(files) == 1  # 9 tiles, one chunk
+    files[0].write_bytes(files[0].read_bytes()[:10])
+    surf = lnb.load_surface(store)
+    assert surf.n_done == 0 and len(surf.provenance["damaged_tiles"]) == 9
+    tiles = []
+    check_naive(compute(store, callbacks=[tiles.append]))
+    assert len(tiles) == 9
+
+
+def _write_v1_store(path: Path, surf, tile):
+    """A store as the first format wrote it: one chunk per tile, no checksum, format /1."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    for name, values in [("loss", surf.loss), ("metric.accuracy", surf.metrics["accuracy"])]:
+        group.create_array(name, shape=values.shape, chunks=tile, dtype="float64", fill_value=np.nan)[:] = values
+    group.create_array("done", shape=surf.loss.shape, chunks=tile, dtype="uint8", fill_value=0)[:] = 1
+    manifest = {"format": "landscape_nb.surface/1", "key": surf.provenance["key"], "spec": surf.spec,
+                "tile": list(tile), "metrics": ["accuracy"], "provenance": {"label": "old"}}
+    group.attrs["landscape_nb"] = json.loads(json.dumps(manifest))
+
+
+def test_first_format_stores_load_and_resume(tmp_path):
+    fresh = compute(None)
+    old = tmp_path / "old.zarr"
+    _write_v1_store(old, fresh, (2, 3))
+    surf = lnb.load_surface(old)
+    assert surf.provenance["label"] == "old"
+    check_naive(surf)
+    (old / "metric.accuracy" / "c" / "1" / "1").unlink()
+    damaged = lnb.load_surface(old)
+    assert damaged.provenance["damaged_tiles"] == [[1, 1]] and damaged.n_done == 35 - 6
+    tiles = []
+    check_naive(compute(old, callbacks=[tiles.append]))
+    assert [e.tile.index for e in tiles] == [(1, 1)]
+    check_naive(lnb.load_surface(old))
+
+
+def test_missing_array_or_manifest_key_names_what_is_missing(tmp_path):
+    store = tmp_path / "s.zarr"
+    compute(store)
+    no_array = tmp_path / "a.zarr"
+    shutil.copytree(store, no_array)
+    shutil.rmtree(no_array / "metric.accuracy")
+    for call in (lambda: lnb.load_surface(no_array), lambda: compute(no_array)):
+        with pytest.raises(LandscapeError, match=r"is damaged: array 'metric.accuracy' \(.*a.zarr/metric.accuracy/"
+                                                 r"zarr.json'\) is missing"):
+            call()
+    for key in ("tile", "spec", "metrics", "key"):
+        broken = tmp_path / f"{key}.zarr"
+        shutil.copytree(store, broken)
+        meta = json.loads((broken / "zarr.json").read_text())
+        del meta["attributes"]["landscape_nb"][key]
+        (broken / "zarr.json").write_text(json.dumps(meta))
+        for call in (lnb.load_surface, compute):
+            with pytest.raises(LandscapeError, match=f"{key}.zarr/zarr.json', attribute 'landscape_nb'\\) lacks "
+                                                     f"'{key}'"):
+                call(broken)
+    odd = tmp_path / "grid.zarr"
+    shutil.copytree(store, odd)
+    meta = json.loads((odd / "zarr.json").read_text())
+    meta["attributes"]["landscape_nb"]["spec"]["grid"] = {"x": [1]}
+    (odd / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(LandscapeError, match=r"is damaged: its manifest .* has spec.grid=\{'x': \[1\]\}"):
+        lnb.load_surface(odd)
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(LandscapeError, match="is a file; expected a directory"):
+        compute(tmp_path / "file.zarr")
+
+
+# ----------------------------------------------------- read-only and full disks ----
+
+_BLOCKED: list[str] = []
+
+
+def _audit(event, args):  # the fallback "read-only" location: refuse any write below _BLOCKED
+    if not _BLOCKED:
+        return
+    if event == "open":
+        path, mode, flags = args
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            mode is None and isinstance(flags, int)
+            and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+        paths = [path] if writing else []
+    elif event in ("os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.link", "os.symlink",
+                   "shutil.rmtree", "os.chmod", "os.utime"):
+        paths = [a for a in args[:2]]
+    else:
+        return
+    for p in paths:
+        if isinstance(p, (str, bytes, os.PathLike)):
+            p = os.path.abspath(os.fsdecode(p))
+            if any(p == b or p.startswith(b + os.sep) for b in _BLOCKED):
+                raise OSError(errno.EROFS, "Read-only file system (simulated)", p)
+
+
+_hooked = []
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """``directory`` seen read-only: a read-only bind mount when this process may mount (root with
+    CAP_SYS_ADMIN: root ignores chmod), else an audit hook refusing every write below it."""
+    def run(*cmd) -> bool:
+        try:
+            return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+    view = directory.with_name(directory.name + "-ro")
+    view.mkdir()
+    mounted = os.environ.get("LNB_TEST_NO_MOUNT") is None and run("mount", "--bind", str(directory), str(view))
+    if mounted and not run("mount", "-o", "remount,ro,bind", str(view)):
+        run("umount", str(view))
+        mounted = False
+    try:
+        if mounted:
+            with pytest.raises(OSError):
+                (view / "probe").touch()
+            yield view
+        else:
+            view.rmdir()
+            if not _hooked:
+                sys.addaudithook(_audit)
+                _hooked.append(True)
+            _BLOCKED.append(str(directory.resolve()))
+            try:
+                yield directory
+            finally:
+                _BLOCKED.clear()
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(view)], check=True)
+
+
+def test_finished_store_on_a_read_only_location_loads_and_resumes_without_writing(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    compute(folder / "s.zarr")
+    with pytest.raises(_Crash):
+        compute(folder / "part.zarr", callbacks=[_crash_at(4)])
+    before = _snapshot(folder)
+    with read_only(folder) as ro:
+        surf = lnb.load_surface(ro / "s.zarr")
+        check_naive(surf)
+        tiles = []
+        again = compute(ro / "s.zarr", callbacks=[tiles.append])
+        assert tiles == [] and again.provenance["points_computed"] == 0
+        check_naive(again)
+        partial = lnb.load_surface(ro / "part.zarr")
+        assert 0 < partial.n_done < 35
+        with pytest.raises(LandscapeError, match=r"cannot lock the store '.*part.zarr' for writing: .*"
+                                                 r"Read-only file system.*must be writable.*load_surface"):
+            compute(ro / "part.zarr")
+    assert _snapshot(folder) == before  # nothing written, not even a lock file
+    check_naive(compute(folder / "part.zarr"))  # writable again: resumes
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at(k):
+    def cb(ev):
+        cb.n += 1
+        if cb.n == k:
+            raise _Crash()
+    cb.n = 0
+    return cb
+
+
+@pytest.fixture
+def disk(monkeypatch):
+    """Make zarr's file writes fail with ENOSPC once ``disk.full`` is set (a real full disk is not at hand)."""
+    import zarr.storage._local as local
+
+    real = local._put
+
+    class Disk:
+        full = False
+        puts = 0
+
+    def put(path, value, exclusive=False):
+        Disk.puts += 1
+        if Disk.full:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+    return Disk
+
+
+def test_disk_full_names_the_path_and_a_rerun_resumes(tmp_path, per_tile_chunks, monkeypatch, disk):
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 0.0)  # flush at every tile: what is stored is exact
+    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 0.0)
+
+    def fill_after(k):
+        def cb(ev):
+            cb.n += 1
+            if cb.n == k:
+                disk.full = True
+        cb.n = 0
+        return cb
+    store = tmp_path / "s.zarr"
+    with pytest.raises(LandscapeError, match=r"cannot write to the store '.*s.zarr': \[Errno 28\] No space left on "
+                                             r"device \(.*s.zarr/.*\).*rerun with the same arguments to resume"):
+        compute(store, callbacks=[fill_after(3)])
+    disk.full = False
+    partial = lnb.load_surface(store)
+    tiles = {t.index: t for t in Grid.make(GRID["x"], GRID["y"]).tiles(GRID["tile"])}
+    stored = sum(tiles[ij].n_points for ij in coarse_to_fine((3, 3))[:3])  # flushed before the disk filled
+    assert partial.n_done == stored and "damaged_tiles" not in partial.provenance
+    tiles = []
+    check_naive(compute(store, callbacks=[tiles.append]))
+    assert sum(e.tile.n_points for e in tiles) == 35 - stored
+    disk.full = True
+    with pytest.raises(LandscapeError, match=r"cannot create the store '.*new.zarr': \[Errno 28\] No space left"):
+        compute(tmp_path / "new.zarr")
+    assert not (tmp_path / "new.zarr").exists() and not list(tmp_path.glob(".new.zarr.creating-*"))
+
+
+def test_disk_full_during_an_exception_adds_a_note_and_keeps_the_original(tmp_path, disk, monkeypatch):
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 1e9)  # tiles stay buffered until close
+    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1e9)
+    store = tmp_path / "s.zarr"
+
+    def boom(ev):
+        disk.full = True
+        raise _Crash()
+    with pytest.raises(_Crash) as info:
+        compute(store, callbacks=[boom])
+    assert any("[Errno 28] No space left on device" in n for n in getattr(info.value, "__notes__", []))
+    disk.full = False
+    check_naive(compute(store))
+
+
+# ------------------------------------------------------------------- speed ----
+
+def test_small_tiles_are_written_in_batches_and_loaded_in_few_reads(tmp_path, disk, monkeypatch):
+    """tile=(1, 1): far fewer file writes than tiles, and one chunk file per array."""
+    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1000)  # a stall of this busy VM is no "slow tile"
+    m = make_mlp()
+    store = tmp_path / "s.zarr"
+    s = lnb.compute_surface(m, data(), random_dict_dirs(m, 2), x=(-1, 1, 12), y=(-1, 1, 10), tile=(1, 1),
+                            store=store)
+    assert disk.puts < 120 / 2  # the first format wrote 3 chunks per tile: 360
+    for name in ("loss", "metric.accuracy", "done"):
+        assert len([p for p in (store / name / "c").rglob("*") if p.is_file()]) == 1
+    r = lnb.load_surface(store)
+    np.testing.assert_array_equal(r.loss, s.loss)
+    np.testing.assert_array_equal(r.metrics["accuracy"], s.metrics["accuracy"])
+    model = make_mlp()
+    dirs = random_dict_dirs(model, 2)
+    for j, i in [(0, 0), (4, 7), (9, 11)]:
+        loss, acc = naive_loss(model, data(), dirs, [r.x[i], r.y[j]], metric=True)
+        np.testing.assert_allclose(r.loss[j, i], loss, rtol=1e-5)
+        np.testing.assert_allclose(r.metrics["accuracy"][j, i], acc, rtol=1e-6)
+
+
+def test_a_writer_dropped_without_close_keeps_its_tiles_and_frees_the_lock(tmp_path):
+    import gc
+
+    from landscape_nb.store import SurfaceStore
+
+    store = tmp_path / "s.zarr"
+    grid = Grid.make(GRID["x"], GRID["y"])
+    spec = {"version": 1, "grid": grid.to_json()}
+    st = SurfaceStore.open_or_create(store, spec, "k", (2, 3), (2, 3), ["accuracy"], {})
+    tile = grid.tiles((2, 3))[4]
+    values = np.random.default_rng(0).random((*tile.shape, 2))
+    st.write(tile, values)  # buffered: the flush interval has not passed
+    del st
+    gc.collect()
+    WriterLock(store).acquire(0).release()  # free at once
+    surf = lnb.load_surface(store)
+    assert surf.n_done == tile.n_points
+    np.testing.assert_array_equal(surf.loss[tile.y0:tile.y1, tile.x0:tile.x1], values[..., 0])
+    np.testing.assert_array_equal(surf.metrics["accuracy"][tile.y0:tile.y1, tile.x0:tile.x1], values[..., 1])
