@@ -322,7 +322,7 @@ class DaskRunner:
         futures = {}
         for rank, t in enumerate(tiles):
             fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name,
-                                     key=f"landscape_nb-tile-{self.token}-{t.index[0]}-{t.index[1]}",
+                                     key=f"landscape_nb-tile-{self.token}-" + "-".join(map(str, t.index)),
                                      priority=len(tiles) - rank, retries=self.retries, pure=False)
             futures[fut.key] = (fut, t)
         finished = threading.Event()

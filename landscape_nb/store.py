@@ -83,8 +83,8 @@ class SurfaceStore:
                 f"{str(path)!r} exists and is not an empty landscape store; choose a new path or delete it"
             )
         grid = grid_from_spec(spec)
-        shape = grid.shape2d
-        chunks = (min(tile[0], shape[0]), min(tile[1], shape[1]))
+        shape = grid.store_shape  # (rows, cols), or (nz, ny, nx) for a volume
+        chunks = tuple(min(t, n) for t, n in zip(tile, shape))
         group = zarr.open_group(str(path), mode="w")
         for name in ["loss"] + [f"metric.{m}" for m in metric_names]:
             group.create_array(name, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan)
@@ -130,8 +130,8 @@ class SurfaceStore:
         return self.group["done"][:].astype(bool)
 
     def write(self, tile: Tile, values: np.ndarray) -> None:
-        """``values``: (tile rows, tile cols, 1 + n_metrics), loss first."""
-        sl = (slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))
+        """``values``: (*tile.shape, 1 + n_metrics), loss first."""
+        sl = tile.region
         self.group["loss"][sl] = values[..., 0]
         for k, m in enumerate(self.metric_names, start=1):
             self.group[f"metric.{m}"][sl] = values[..., k]
@@ -153,12 +153,13 @@ class SurfaceStore:
 
 def grid_from_spec(spec: Mapping) -> Grid:
     g = spec["grid"]
-    return Grid.make(tuple(g["x"]), None if g["y"] is None else tuple(g["y"]))
+    return Grid.make(tuple(g["x"]), None if g["y"] is None else tuple(g["y"]),
+                     None if g.get("z") is None else tuple(g["z"]))
 
 
 def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarray], done: np.ndarray,
                  provenance: Mapping) -> Surface:
-    """Build a Surface from 2D (rows, cols) arrays; 1D grids are squeezed to (cols,)."""
+    """Build a Surface from stored (rows, cols) or (nz, ny, nx) arrays; 1D grids are squeezed to (cols,)."""
     grid = grid_from_spec(spec)
     shape = grid.shape
     return Surface(
@@ -169,6 +170,7 @@ def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarr
         done=done.reshape(shape).astype(bool),
         spec=dict(spec),
         provenance=dict(provenance),
+        z=None if grid.z is None else grid.z.values(),
     )
 
 

@@ -43,6 +43,7 @@ from .figures import compare, contour, heatmap, line, surface
 from .live import LIVE_LEVELS, live, update
 from .persistence import persistence
 from .spectrum import spectrum
+from .volume import volume, volume_slices
 
 __all__ = [
     # figures
@@ -60,6 +61,8 @@ __all__ = [
     "spectrum",
     "persistence",
     "animate",
+    "volume",
+    "volume_slices",
     # live
     "live",
     "update",
