@@ -145,8 +145,12 @@ def compute_surface(
     ----------
     model : torch.nn.Module
         The network at the centre ``w0`` of the plot.
-    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
-        Evaluation data, ``n_samples`` along the first axis.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable, or a mapping of them
+        Evaluation data, ``n_samples`` along the first axis. A mapping of named splits, e.g.
+        ``{"train": ..., "test": ...}``, evaluates every split at each point in this one computation
+        (``splits.SplitEvaluator``): ``loss`` is the first split's, and ``metrics`` holds
+        ``"<split>_loss"`` and ``"<split>_<metric>"`` for each (``"train_loss"``, ``"test_accuracy"``);
+        ``lnb.plot.line_splits`` draws a line of them as in Li et al. (2018), Figure 1.
     directions : Directions, or list of 1 (line), 2 (plane) or 3 (volume) state-dict-like mappings
         The axes, in weight units (e.g. ``random_directions(model, n=2)``; for a volume
         ``random_directions(model, n=3)``, ``hessian_directions(model, data, which=("max", "max2", "max3"))``,

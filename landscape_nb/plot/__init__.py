@@ -43,6 +43,7 @@ from .figures import compare, contour, heatmap, line, surface
 from .live import LIVE_LEVELS, live, update
 from .persistence import persistence
 from .spectrum import spectrum
+from .splits import line_splits
 from .volume import volume, volume_slices
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "animate",
     "volume",
     "volume_slices",
+    "line_splits",
     # live
     "live",
     "update",
