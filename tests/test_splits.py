@@ -113,14 +113,37 @@ def test_bad_split_data_is_a_clear_error(mlp):
         lnb.plot.line_splits(one)
 
 
+def _train_factory():
+    return _splits(n_train=60, n_test=30)["train"]
+
+
+def _test_factory():
+    return _splits(n_train=60, n_test=30)["test"]
+
+
 def test_splits_on_a_dask_local_cluster():
+    """Split data as zero-argument factories defined here, where the workers cannot import them from:
+    they travel by value like a single data factory."""
+    import os
+    import sys
+    from pathlib import Path
+
     from landscape_nb.cluster import get_client
 
-    model, data = make_mlp(), _splits(n_train=60, n_test=30)
+    model = make_mlp()
+    data = {"train": _train_factory, "test": _test_factory}
     d = lnb.random_directions(model, n=1, seed=2)
     ref = lnb.compute_surface(model, data, d, x=(-1, 1, 9))
-    client, owned = get_client("local", n_workers=2)
+    here = str(Path(__file__).parent)
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     try:
+        client, owned = get_client("local", n_workers=2)
+    finally:
+        sys.path[:] = saved
+    try:
+        assert not any(client.run(lambda: __import__("importlib.util").util.find_spec("test_splits") is not None)
+                       .values())
         got = lnb.compute_surface(model, data, d, x=(-1, 1, 9), client=client, tile=2)
     finally:
         owned.close()
