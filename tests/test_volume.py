@@ -200,3 +200,16 @@ def test_volume_figures(mlp, mlp_data):
         lnb.plot.volume(vol.slice("z", index=0))
     with pytest.raises(LandscapeError, match="kind"):
         lnb.plot.volume(vol, kind="cloud")
+
+
+def test_volume_to_xarray_and_empty(mlp, mlp_data):
+    pytest.importorskip("xarray")
+    vol = lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, 3), x=(-1, 1, 4), y=(-1, 1, 3), z=(-1, 1, 2))
+    ds = vol.to_xarray()
+    assert ds["loss"].dims == ("z", "y", "x")
+    assert float(ds["loss"].sel(x=vol.x[3], y=vol.y[1], z=vol.z[0])) == vol.loss[0, 1, 3]
+    empty = lnb.Surface.empty(Grid.make((-1, 1, 4), (-1, 1, 3), (-1, 1, 2)), ["accuracy"])
+    assert empty.ndim == 3 and empty.loss.shape == (2, 3, 4) and not empty.done.any()
+    empty.check(ndim=3)
+    with pytest.raises(LandscapeError, match="looks transposed"):
+        lnb.Surface(x=vol.x, y=vol.y, z=vol.z, loss=vol.loss.T).check()
