@@ -211,7 +211,8 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
 def _module_names(job: Job) -> set[str]:
     """Modules whose code the job's objects need: model classes, loss, metrics, data factory."""
     names = {type(m).__module__ for m in job.model.modules()}
-    for obj in (job.loss_fn, job.data, job.bn_data):
+    splits = tuple(job.data.values()) if isinstance(job.data, dict) else ()  # data={"train": factory, ...}
+    for obj in (job.loss_fn, job.data, job.bn_data, *splits):
         if callable(obj) and not isinstance(obj, (tuple, list)):
             names.add(getattr(obj, "__module__", None) or type(obj).__module__)
     if isinstance(job.metrics, dict):
@@ -322,7 +323,7 @@ class DaskRunner:
         futures = {}
         for rank, t in enumerate(tiles):
             fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name,
-                                     key=f"landscape_nb-tile-{self.token}-{t.index[0]}-{t.index[1]}",
+                                     key=f"landscape_nb-tile-{self.token}-" + "-".join(map(str, t.index)),
                                      priority=len(tiles) - rank, retries=self.retries, pure=False)
             futures[fut.key] = (fut, t)
         finished = threading.Event()

@@ -46,7 +46,8 @@ FROM_SETTINGS: Any = _FromSettings()  # default of the evaluation keywords: keep
 
 @dataclass(frozen=True)
 class TileDone:
-    """What listeners receive for each finished tile (values are (rows, cols) arrays)."""
+    """What listeners receive for each finished tile (values are ``tile.shape`` arrays: (rows, cols) or
+    (depth, rows, cols))."""
 
     tile: Tile
     values: dict[str, np.ndarray]
@@ -57,7 +58,7 @@ class TileDone:
 
 
 class _SurfaceBuffer:
-    """The surface being filled: (rows, cols) loss, metric and done arrays, written tile by tile."""
+    """The surface being filled: loss, metric and done arrays of ``Grid.store_shape``, written tile by tile."""
 
     def __init__(self, spec: SurfaceSpec, provenance: dict, loss, metrics: dict, done):
         self.spec, self.provenance = spec.to_json(), {**provenance, "key": spec.key}
@@ -65,12 +66,12 @@ class _SurfaceBuffer:
         self.loss, self.metrics, self.done = loss, metrics, done
 
     @classmethod
-    def empty(cls, spec: SurfaceSpec, provenance: dict, shape: tuple[int, int]) -> "_SurfaceBuffer":
+    def empty(cls, spec: SurfaceSpec, provenance: dict, shape: tuple[int, ...]) -> "_SurfaceBuffer":
         return cls(spec, provenance, np.full(shape, np.nan), {m: np.full(shape, np.nan) for m in spec.metric_names},
                    np.zeros(shape, dtype=bool))
 
     def write(self, tile: Tile, values: np.ndarray) -> None:
-        sl = (slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))
+        sl = tile.region
         for name, v in split_values(values, self.metric_names).items():
             (self.loss if name == "loss" else self.metrics[name])[sl] = v
         self.done[sl] = True
@@ -87,12 +88,12 @@ class _SurfaceBuffer:
                         elapsed, self.snapshot)
 
 
-def _todo_tiles(grid: Grid, tile_shape: tuple[int, int], done: np.ndarray) -> list[Tile]:
+def _todo_tiles(grid: Grid, tile_shape: tuple[int, ...], done: np.ndarray) -> list[Tile]:
     """The tiles not yet done, in coarse-to-fine order (the first ones spread over the whole grid)."""
     tiles = {t.index: t for t in grid.tiles(tile_shape)}
-    n_rows, n_cols = max(i for i, _ in tiles) + 1, max(j for _, j in tiles) + 1
-    order = (tiles[ij] for ij in coarse_to_fine((n_rows, n_cols)))
-    return [t for t in order if not done[t.y0:t.y1, t.x0:t.x1].all()]
+    index_shape = tuple(int(n) + 1 for n in np.max(list(tiles), axis=0))
+    order = (tiles[ij] for ij in coarse_to_fine(index_shape))
+    return [t for t in order if not done[t.region].all()]
 
 
 def compute_surface(
@@ -101,6 +102,7 @@ def compute_surface(
     directions,
     x=(-1.0, 1.0, 51),
     y=None,
+    z=None,
     *,
     loss_fn: Callable | None = None,
     metrics="auto",
@@ -126,13 +128,15 @@ def compute_surface(
     quantity: str = "loss",
     quantity_options: dict | None = None,
 ) -> Surface:
-    """Loss and metrics of ``model`` on ``data`` over a 1D line (``y=None``) or a 2D plane.
+    """Loss and metrics of ``model`` on ``data`` over a 1D line (``y=None``), a 2D plane or a 3D volume.
 
     >>> d = lnb.random_directions(model, n=2)
     >>> surf = lnb.compute_surface(model, (inputs, targets), d, x=(-1, 1, 51), y=(-1, 1, 51))
     >>> surf.loss.shape   # (51, 51); surf.loss[j, i] is at (surf.x[i], surf.y[j])
 
-    The value at grid point (α, β) is the mean loss at weights ``w0 + α d1 + β d2`` [1]_.
+    The value at grid point (α, β) is the mean loss at weights ``w0 + α d1 + β d2`` [1]_; with
+    three directions and ``z`` it is the volume of points (α, β, γ) at ``w0 + α d1 + β d2 + γ d3``,
+    ``surf.loss[k, j, i]`` at ``(surf.x[i], surf.y[j], surf.z[k])`` (``surf.slice`` cuts planes).
     In-process, ``model`` is perturbed in place and in eval mode for the whole run, between
     tiles too (callbacks see it so); it is restored bit-identically when the call returns or
     raises.
@@ -141,12 +145,19 @@ def compute_surface(
     ----------
     model : torch.nn.Module
         The network at the centre ``w0`` of the plot.
-    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
-        Evaluation data, ``n_samples`` along the first axis.
-    directions : Directions, or list of 1 (line) or 2 (plane) state-dict-like mappings
-        The axes, in weight units (e.g. ``random_directions(model, n=2)``).
-    x, y : (start, stop, num)
-        Coefficients along each direction (dimensionless); ``y=None`` for a line.
+    data : (inputs, targets), Dataset, DataLoader or zero-argument callable, or a mapping of them
+        Evaluation data, ``n_samples`` along the first axis. A mapping of named splits, e.g.
+        ``{"train": ..., "test": ...}``, evaluates every split at each point in this one computation
+        (``splits.SplitEvaluator``): ``loss`` is the first split's, and ``metrics`` holds
+        ``"<split>_loss"`` and ``"<split>_<metric>"`` for each (``"train_loss"``, ``"test_accuracy"``);
+        ``lnb.plot.line_splits`` draws a line of them as in Li et al. (2018), Figure 1.
+    directions : Directions, or list of 1 (line), 2 (plane) or 3 (volume) state-dict-like mappings
+        The axes, in weight units (e.g. ``random_directions(model, n=2)``; for a volume
+        ``random_directions(model, n=3)``, ``hessian_directions(model, data, which=("max", "max2", "max3"))``,
+        ``pca_directions(checkpoints, final=model, n=3)`` or three of your own).
+    x, y, z : (start, stop, num)
+        Coefficients along each direction (dimensionless); ``y=None`` for a line, ``z=None`` (the
+        default) for a plane.
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
     metrics : "auto", None, str, list or dict name -> callable
@@ -156,8 +167,9 @@ def compute_surface(
         Where tiles run (see ``cluster.parse_client``); ``n_workers`` sizes a cluster made here.
     store : path, optional
         A directory; a rerun with the same spec resumes and computes only missing tiles.
-    tile : int or (rows, cols), optional
-        Points per task; default from the grid (or the store's own tiling when resuming).
+    tile : int, (rows, cols) or, for a volume, (depth, rows, cols), optional
+        Points per task; default from the grid (or the store's own tiling when resuming). A volume's
+        default tiles are one z slice deep (``Grid.check_tile``).
     callbacks : iterable of callable(TileDone)
         Called in this process after each finished tile.
     cancel : threading.Event, optional
@@ -185,7 +197,8 @@ def compute_surface(
     Returns
     -------
     Surface
-        ``loss`` and ``metrics`` of shape (num_y, num_x) for a plane, (num_x,) for a line;
+        ``loss`` and ``metrics`` of shape (num_y, num_x) for a plane, (num_x,) for a line,
+        (num_z, num_y, num_x) for a volume;
         ``provenance`` holds the spec key, timing, device, runner, batch size and points per pass.
 
     Raises
@@ -200,7 +213,7 @@ def compute_surface(
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018.
     """
-    grid, d = _grid_and_directions(model, directions, x, y)
+    grid, d = _grid_and_directions(model, directions, x, y, z)
     settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn)
@@ -256,14 +269,15 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     return buffer.surface()
 
 
-def _grid_and_directions(model, directions, x, y) -> tuple[Grid, Directions]:
-    grid = Grid.make(x, y)
+def _grid_and_directions(model, directions, x, y, z=None) -> tuple[Grid, Directions]:
+    grid = Grid.make(x, y, z)
     d = as_directions(model, directions)
     if d.n != grid.ndim:
-        fix = "directions.select([0])" if d.n > grid.ndim else "random_directions(model, n=2)"
+        fix = (f"directions.select({list(range(grid.ndim))})" if d.n > grid.ndim
+               else f"random_directions(model, n={grid.ndim})")
+        missing = {2: " or pass y=(start, stop, num)", 3: " or pass z=(start, stop, num)"}.get(d.n, "")
         raise LandscapeError(
-            f"{d.n} direction(s) for a {grid.ndim}D grid; expected {grid.ndim} (one per axis): use {fix}"
-            + (" or pass y=(start, stop, num)" if d.n == 2 else "")
+            f"{d.n} direction(s) for a {grid.ndim}D grid; expected {grid.ndim} (one per axis): use {fix}" + missing
         )
     return grid, d
 
@@ -301,7 +315,7 @@ def _open(store, spec: SurfaceSpec, grid: Grid, tile, provenance: dict):
     """(store or None, buffer holding what is already done, tile shape): a store resumes with its tiling."""
     tile_shape = grid.check_tile(tile)
     if store is None:
-        return None, _SurfaceBuffer.empty(spec, provenance, grid.shape2d), tile_shape
+        return None, _SurfaceBuffer.empty(spec, provenance, grid.store_shape), tile_shape
     st = SurfaceStore.open_or_create(store, spec=spec.to_json(), key=spec.key,
                                      tile=None if tile is None else tile_shape, default_tile=tile_shape,
                                      metric_names=list(spec.metric_names), provenance=provenance)
@@ -313,17 +327,22 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
         "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
-        **_labels(d), "landscape_nb": _version(), "torch": torch.__version__,
+        **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
         "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
     }
 
 
-def _labels(directions: Directions) -> dict[str, str]:
+def _labels(directions: Directions, ndim: int = 2) -> dict[str, str]:
     prov = directions.provenance
     if directions.scheme.startswith("random"):
         suffix = f"{prov.get('norm', '')}-normalized" if prov.get("norm") not in (None, "none") else "raw"
-        return {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
-    return {"x_label": str(prov.get("x_label", "α (direction 1)")), "y_label": str(prov.get("y_label", "β (direction 2)"))}
+        out = {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
+        z = f"γ (random direction 3, {suffix})"
+    else:
+        out = {"x_label": str(prov.get("x_label", "α (direction 1)")),
+               "y_label": str(prov.get("y_label", "β (direction 2)"))}
+        z = str(prov.get("z_label", "γ (direction 3)"))
+    return {**out, "z_label": z} if ndim == 3 else out
 
 
 @functools.cache

@@ -1,11 +1,14 @@
-"""1D and 2D grids of direction coefficients, split into rectangular tiles.
+"""1D, 2D and 3D grids of direction coefficients, split into rectangular tiles.
 
 A tile is a contiguous block of grid points; tiles are the unit of work, of
 storage and of streaming. ``coarse_to_fine`` orders them so that the first tiles
-spread evenly over the grid and the picture sharpens as the rest arrive.
+spread evenly over the grid and the picture sharpens as the rest arrive. A 3D grid
+(a volume, three directions) is stored (z, y, x) and tiled (depth, rows, cols); the
+default tile is one z slice deep, and coarse-to-fine runs over all three tile axes.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -63,33 +66,49 @@ class Axis:
 
 @dataclass(frozen=True)
 class Tile:
-    """A block of grid points: rows ``y0:y1`` and columns ``x0:x1`` (1D: y0=0, y1=1)."""
+    """A block of grid points: rows ``y0:y1`` and columns ``x0:x1`` (1D: y0=0, y1=1), and for a
+    3D grid slices ``z0:z1`` (``z0`` None on 1D and 2D grids; ``index`` then has three entries)."""
 
-    index: tuple[int, int]
+    index: tuple[int, ...]
     y0: int
     y1: int
     x0: int
     x1: int
+    z0: int | None = None
+    z1: int | None = None
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.y1 - self.y0, self.x1 - self.x0)
+    def shape(self) -> tuple[int, ...]:
+        """(rows, cols), or (depth, rows, cols) on a 3D grid: the shape of ``region``."""
+        rc = (self.y1 - self.y0, self.x1 - self.x0)
+        return rc if self.z0 is None else (self.z1 - self.z0, *rc)
+
+    @property
+    def region(self) -> tuple[slice, ...]:
+        """Where the tile sits in the grid's stored arrays (shape ``Grid.store_shape``)."""
+        rc = (slice(self.y0, self.y1), slice(self.x0, self.x1))
+        return rc if self.z0 is None else (slice(self.z0, self.z1), *rc)
 
     @property
     def n_points(self) -> int:
-        return (self.y1 - self.y0) * (self.x1 - self.x0)
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
 class Grid:
-    """Coefficient grid: ``x`` always, ``y`` for a plane. Points are (α, β) or (α,)."""
+    """Coefficient grid: ``x`` always, ``y`` for a plane, ``y`` and ``z`` for a volume.
+    Points are (α,), (α, β) or (α, β, γ)."""
 
     x: Axis
     y: Axis | None = None
+    z: Axis | None = None
 
     @classmethod
-    def make(cls, x, y=None) -> "Grid":
-        grid = cls(Axis.parse(x, "x"), None if y is None else Axis.parse(y, "y"))
+    def make(cls, x, y=None, z=None) -> "Grid":
+        if z is not None and y is None:
+            raise LandscapeError(f"z={z!r} without y; a volume needs x, y and z, e.g. y=(-1, 1, 21), z=(-1, 1, 21)")
+        grid = cls(Axis.parse(x, "x"), None if y is None else Axis.parse(y, "y"),
+                   None if z is None else Axis.parse(z, "z"))
         if grid.n_points > MAX_POINTS:
             raise LandscapeError(
                 f"a grid of {grid.n_points} points is larger than the limit of {MAX_POINTS}; "
@@ -99,83 +118,119 @@ class Grid:
 
     @property
     def ndim(self) -> int:
-        return 1 if self.y is None else 2
+        return 1 if self.y is None else 2 if self.z is None else 3
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.x.num,) if self.y is None else (self.y.num, self.x.num)
+        """(nx,), (ny, nx) or (nz, ny, nx): the shape of a Surface's ``loss``."""
+        if self.y is None:
+            return (self.x.num,)
+        return (self.y.num, self.x.num) if self.z is None else (self.z.num, self.y.num, self.x.num)
 
     @property
     def shape2d(self) -> tuple[int, int]:
+        """(1, nx) or (ny, nx): rows and columns of a line or a plane (one z slice of a volume)."""
         return (1, self.x.num) if self.y is None else (self.y.num, self.x.num)
 
     @property
-    def n_points(self) -> int:
-        return self.x.num * (1 if self.y is None else self.y.num)
+    def store_shape(self) -> tuple[int, ...]:
+        """Shape of the stored arrays: ``shape2d`` for a line or a plane, (nz, ny, nx) for a volume."""
+        return self.shape2d if self.z is None else (self.z.num, *self.shape2d)
 
-    def default_tile(self) -> tuple[int, int]:
-        """About 64 tiles for a plane (16 for a line): fine-grained enough to stream and balance."""
+    @property
+    def n_points(self) -> int:
+        return math.prod(self.shape)
+
+    def default_tile(self) -> tuple[int, ...]:
+        """About 64 tiles for a plane (16 for a line, 16 per z slice of a volume): fine-grained
+        enough to stream and balance."""
         ny, nx = self.shape2d
         if self.y is None:
             return (1, max(1, math.ceil(nx / 16)))
+        if self.z is not None:
+            return (1, max(1, math.ceil(ny / 4)), max(1, math.ceil(nx / 4)))
         return (max(1, math.ceil(ny / 8)), max(1, math.ceil(nx / 8)))
 
-    def check_tile(self, tile) -> tuple[int, int]:
+    def check_tile(self, tile) -> tuple[int, ...]:
+        """The tile shape for ``tile``: (rows, cols), or (depth, rows, cols) on a 3D grid.
+
+        An int ``t`` is (1, t) on a line, (t, t) on a plane and (1, t, t) (one slice deep) on a
+        volume; a volume also takes (rows, cols) as one slice deep."""
         if tile is None:
             return self.default_tile()
         if isinstance(tile, (int, np.integer)):
             tile = (1, int(tile)) if self.y is None else (int(tile), int(tile))
         try:
-            ty, tx = (int(t) for t in tile)
+            sizes = tuple(int(t) for t in tile)
         except (TypeError, ValueError):
-            raise LandscapeError(f"tile={tile!r}; expected an int or (rows, cols), e.g. tile=(8, 8)") from None
-        if ty < 1 or tx < 1 or (self.y is None and ty != 1):
-            raise LandscapeError(f"tile={tile!r}; expected positive sizes (and 1 row for a 1D grid)")
-        return ty, tx
+            raise LandscapeError(f"tile={tile!r}; expected an int or (rows, cols), e.g. tile=(8, 8)"
+                                 + (" or (depth, rows, cols) for a volume" if self.z is not None else "")) from None
+        if self.z is not None and len(sizes) == 2:
+            sizes = (1, *sizes)
+        n = 3 if self.z is not None else 2
+        if len(sizes) != n or min(sizes) < 1 or (self.y is None and sizes[0] != 1):
+            want = "(depth, rows, cols) or (rows, cols)" if n == 3 else "(rows, cols)"
+            raise LandscapeError(f"tile={tile!r}; expected an int or {want} of positive sizes "
+                                 "(and 1 row for a 1D grid)")
+        return sizes
 
     def tiles(self, tile=None) -> list[Tile]:
-        ty, tx = self.check_tile(tile)
-        ny, nx = self.shape2d
-        return [
-            Tile((i, j), i * ty, min(ny, (i + 1) * ty), j * tx, min(nx, (j + 1) * tx))
-            for i in range(math.ceil(ny / ty))
-            for j in range(math.ceil(nx / tx))
-        ]
+        sizes = self.check_tile(tile)
+        shape = self.store_shape
+        counts = [range(math.ceil(n / t)) for n, t in zip(shape, sizes)]
+        out = []
+        for index in itertools.product(*counts):
+            lo = [i * t for i, t in zip(index, sizes)]
+            hi = [min(n, (i + 1) * t) for i, t, n in zip(index, sizes, shape)]
+            if len(index) == 2:
+                out.append(Tile(index, lo[0], hi[0], lo[1], hi[1]))
+            else:
+                out.append(Tile(index, lo[1], hi[1], lo[2], hi[2], lo[0], hi[0]))
+        return out
 
     def coords(self, tile: Tile) -> np.ndarray:
-        """(n_points, ndim) coefficients of a tile's points, row-major (y outer, x inner)."""
+        """(n_points, ndim) coefficients of a tile's points, row-major (z outer, then y, x inner)."""
         xs = self.x.values()[tile.x0:tile.x1]
         if self.y is None:
             return xs[:, None]
         ys = self.y.values()[tile.y0:tile.y1]
-        yy, xx = np.meshgrid(ys, xs, indexing="ij")
-        return np.stack([xx.ravel(), yy.ravel()], axis=1)
+        if self.z is None:
+            yy, xx = np.meshgrid(ys, xs, indexing="ij")
+            return np.stack([xx.ravel(), yy.ravel()], axis=1)
+        zs = self.z.values()[tile.z0:tile.z1]
+        zz, yy, xx = np.meshgrid(zs, ys, xs, indexing="ij")
+        return np.stack([xx.ravel(), yy.ravel(), zz.ravel()], axis=1)
 
     def to_json(self) -> dict:
+        """``{"x": [start, stop, num], "y": [...] or None}``, plus ``"z"`` for a volume only (so the
+        spec keys of lines and planes are what they always were)."""
         axis = lambda a: None if a is None else [a.start, a.stop, a.num]  # noqa: E731
-        return {"x": axis(self.x), "y": axis(self.y)}
+        out = {"x": axis(self.x), "y": axis(self.y)}
+        if self.z is not None:
+            out["z"] = axis(self.z)
+        return out
 
 
-def coarse_to_fine(index_shape: tuple[int, int]) -> list[tuple[int, int]]:
+def coarse_to_fine(index_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Tile indices ordered by halving strides: the first ones cover the tile grid evenly.
 
     Stride ``s`` (a power of two, from the largest that fits down to 1) adds every
-    tile whose row and column are multiples of ``s`` not added before, so after
-    each level the covered tiles form a regular lattice over the whole grid.
+    tile whose indices (row and column; depth, row and column on a volume) are
+    multiples of ``s`` not added before, so after each level the covered tiles form
+    a regular lattice over the whole grid.
     """
-    n_rows, n_cols = index_shape
-    stride = 1 << max(0, math.ceil(math.log2(max(n_rows, n_cols, 1))))
-    seen: set[tuple[int, int]] = set()
-    order: list[tuple[int, int]] = []
+    index_shape = tuple(index_shape)
+    stride = 1 << max(0, math.ceil(math.log2(max(*index_shape, 1))))
+    seen: set[tuple[int, ...]] = set()
+    order: list[tuple[int, ...]] = []
     while stride >= 1:
         level = [
-            (i, j)
-            for i in range(0, n_rows, stride)
-            for j in range(0, n_cols, stride)
-            if (i, j) not in seen
+            idx
+            for idx in itertools.product(*(range(0, n, stride) for n in index_shape))
+            if idx not in seen
         ]
         # spread each level: within a level visit far-apart tiles first (bit-reversed order)
-        level.sort(key=lambda ij: (_bitrev(ij[0] // stride), _bitrev(ij[1] // stride)))
+        level.sort(key=lambda idx: tuple(_bitrev(i // stride) for i in idx))
         seen.update(level)
         order.extend(level)
         stride //= 2

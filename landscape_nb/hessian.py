@@ -268,8 +268,9 @@ def _parse_which(which) -> list[tuple[str, int]]:
         if kind not in ("max", "min") or not rank.isdigit() or int(rank) < 1:
             raise LandscapeError(f"which entry {w!r}; expected 'max', 'min', or e.g. 'max2' for the second largest")
         out.append((kind, int(rank)))
-    if not 1 <= len(out) <= 2 or len(set(out)) != len(out):
-        raise LandscapeError(f"which={which!r}; expected one or two different entries, e.g. ('max', 'min')")
+    if not 1 <= len(out) <= 3 or len(set(out)) != len(out):
+        raise LandscapeError(f"which={which!r}; expected one or two different entries (three for a volume), "
+                             "e.g. ('max', 'min') or ('max', 'max2', 'max3')")
     return out
 
 
@@ -293,9 +294,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Evaluation data, samples along the first axis.
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
-    which : str or sequence of one or two str
+    which : str or sequence of one to three str
         ``"max"`` (largest eigenvalue), ``"min"`` (most negative), ``"max2"``, ``"min2"``...
-        (k-th); one entry gives a line, two a plane.
+        (k-th); one entry gives a line, two a plane, three a volume (e.g. the top 3).
     tol, max_iter, seed
         As in ``hessian_eigenvalues``.
     max_samples : int, optional
@@ -338,6 +339,7 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g}")
     prov = {"scheme": "hessian", "which": [f"{k}{r}" for k, r in spec], "eigenvalues": values,
             "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),
+            **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
             "n_hvp": op.n_products, "norms": [1.0] * len(rows)}
     return Directions(torch.stack(rows).float(), op.layout, prov)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 from torch import nn
 
 from .evaluate import Cancelled, EvalSettings, Evaluator, PointEvaluator
 from .grid import Grid, Tile
+from .errors import LandscapeError
 from .params import ParamLayout
+from .splits import SplitEvaluator
 
 
 @dataclass
@@ -39,6 +41,13 @@ class Job:
     key: str = ""
 
     def evaluator(self) -> PointEvaluator:
+        if isinstance(self.data, Mapping):  # named splits, e.g. {"train": ..., "test": ...}
+            if self.wrap is not None:
+                raise LandscapeError("data given as named splits with a quantity other than 'loss'; expected "
+                                     "one data set for quantity='hessian' (compute one surface per split)")
+            return SplitEvaluator(self.model, self.data, self.vectors, self.layout, loss_fn=self.loss_fn,
+                                  metrics=self.metrics, settings=self.settings, device=self.device,
+                                  bn_data=self.bn_data)
         ev = Evaluator(self.model, self.data, self.vectors, self.layout, loss_fn=self.loss_fn,
                        metrics=self.metrics, settings=self.settings, device=self.device, bn_data=self.bn_data)
         return ev if self.wrap is None else self.wrap(ev)

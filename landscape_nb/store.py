@@ -1,7 +1,8 @@
 """A persistent, resumable surface store: a zarr group plus a JSON manifest, one writer at a time.
 
 Layout of ``path/`` (zarr v3, plain JSON metadata and binary chunks, no pickle):
-``loss`` and ``metric.<name>`` float64 arrays (rows, cols) and a ``done`` uint8 array,
+``loss`` and ``metric.<name>`` float64 arrays (rows, cols) — (nz * ny, nx) for a volume, slice k
+in rows k * ny to (k + 1) * ny — and a ``done`` uint8 array,
 all with the same chunks, and the manifest in the group attributes (``zarr.json``): the
 format, the spec, its hash key, the tile shape, the metric names and the provenance.
 
@@ -338,7 +339,7 @@ class SurfaceStore:
 
     def _load(self) -> None:
         """Read ``done`` then the values, verify every chunk holding finished points, drop damaged ones."""
-        shape = self._shape = grid_from_spec(self.spec).shape2d
+        shape = self._shape = _flat_shape(grid_from_spec(self.spec))
         names = ["done"] + self._value_names
         arrays = {}
         for name in names:
@@ -451,8 +452,8 @@ class SurfaceStore:
             for stale in os.listdir(path.parent):  # orphans: creation only happens under the lock
                 if stale.startswith(f".{path.name}.creating-"):
                     shutil.rmtree(path.parent / stale, ignore_errors=True)
-            shape = grid_from_spec(spec).shape2d
-            chunks = _chunk_shape(tuple(tile), shape)  # type: ignore[arg-type]
+            shape = _flat_shape(grid_from_spec(spec))
+            chunks = _chunk_shape(tuple(tile)[-2:], shape)  # type: ignore[arg-type]
             tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             manifest = {"format": FORMAT, "key": key, "spec": spec, "tile": list(tile),
                         "metrics": list(metric_names), "provenance": provenance}
@@ -606,27 +607,36 @@ class SurfaceStore:
         return self._n_todo == 0
 
     def damaged_tiles(self) -> list[list[int]]:
-        """Indices ``[row, col]`` of the tiles that overlap a damaged chunk."""
-        ty, tx = self.tile
+        """Indices ``[row, col]`` (``[slab, row, col]`` for a volume) of the tiles that overlap a
+        damaged chunk."""
+        ty, tx = self.tile[-2:]
+        tz, ny = (self.tile[0], self._store_shape[1]) if len(self.tile) == 3 else (1, None)
         out = set()
         for d in self.damage:
-            for i in range(d.rows[0] // ty, (d.rows[1] - 1) // ty + 1):
+            for r in range(d.rows[0], d.rows[1]):
+                k, row = (r // ny, r % ny) if ny else (None, r)
                 for j in range(d.cols[0] // tx, (d.cols[1] - 1) // tx + 1):
-                    out.add((i, j))
+                    out.add((row // ty, j) if k is None else (k // tz, row // ty, j))
         return [list(ij) for ij in sorted(out)]
+
+    @property
+    def _store_shape(self) -> tuple[int, ...]:
+        return grid_from_spec(self.spec).store_shape
 
     # ------------------------------------------------------------------ reading ----
 
     def done_mask(self) -> np.ndarray:
         with self._mutex:
-            return self._done.copy()
+            return self._done.reshape(self._store_shape).copy()
 
     def read(self) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-        """Copies of (loss, {metric: values}, done), (rows, cols) each; NaN where not done."""
+        """Copies of (loss, {metric: values}, done), each of ``Grid.store_shape`` ((rows, cols), or
+        (nz, ny, nx) for a volume); NaN where not done."""
+        shape = self._store_shape
         with self._mutex:
-            loss = self._values["loss"].copy()
-            metrics = {m: self._values[f"metric.{m}"].copy() for m in self.metric_names}
-            return loss, metrics, self._done.copy()
+            loss = self._values["loss"].reshape(shape).copy()
+            metrics = {m: self._values[f"metric.{m}"].reshape(shape).copy() for m in self.metric_names}
+            return loss, metrics, self._done.reshape(shape).copy()
 
     def surface(self) -> Surface:
         loss, metrics, done = self.read()
@@ -639,7 +649,9 @@ class SurfaceStore:
     # ------------------------------------------------------------------ writing ----
 
     def write(self, tile: Tile, values: np.ndarray) -> None:
-        """Buffer one tile's ``values`` (tile rows, tile cols, 1 + n_metrics), loss first; see the module doc."""
+        """Buffer one tile's ``values`` (``*tile.shape``, 1 + n_metrics), loss first; see the module doc.
+
+        A volume's arrays are stored flat, (nz * ny, nx): slice k of a tile is rows k * ny + (y0:y1)."""
         if self._lock is None:
             raise LandscapeError(
                 f"the store {str(self.path)!r} is open read-only (it was finished, or opened with mode='r'); "
@@ -653,15 +665,21 @@ class SurfaceStore:
                 f"values of shape {values.shape} for tile {tile.index}; expected {(*tile.shape, len(names))} "
                 f"(rows, cols, loss + {len(names) - 1} metric(s))"
             )
-        sl = (slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))
+        if tile.z0 is None:
+            blocks = [(tile.y0, tile.y1, values)]
+        else:
+            ny = self._store_shape[1]
+            blocks = [(k * ny + tile.y0, k * ny + tile.y1, values[k - tile.z0]) for k in range(tile.z0, tile.z1)]
         cy, cx = self._chunks
         with self._mutex:
-            for k, name in enumerate(names):
-                self._values[name][sl] = values[..., k]
-            self._n_todo -= tile.n_points - int(np.count_nonzero(self._done[sl]))
-            self._done[sl] = True
-            self._dirty.update((i, j) for i in range(tile.y0 // cy, (tile.y1 - 1) // cy + 1)
-                               for j in range(tile.x0 // cx, (tile.x1 - 1) // cx + 1))
+            for y0, y1, block in blocks:
+                sl = (slice(y0, y1), slice(tile.x0, tile.x1))
+                for k, name in enumerate(names):
+                    self._values[name][sl] = block[..., k]
+                self._n_todo -= block[..., 0].size - int(np.count_nonzero(self._done[sl]))
+                self._done[sl] = True
+                self._dirty.update((i, j) for i in range(y0 // cy, (y1 - 1) // cy + 1)
+                                   for j in range(tile.x0 // cx, (tile.x1 - 1) // cx + 1))
             self._pending += 1
             now = time.monotonic()
             # due after the flush interval, or at once for a slow tile (a flush costs under 1/10 of its time)
@@ -789,12 +807,19 @@ def _flush_loop(ref: "weakref.ref[SurfaceStore]", stop: threading.Event) -> None
 
 def grid_from_spec(spec: Mapping) -> Grid:
     g = spec["grid"]
-    return Grid.make(tuple(g["x"]), None if g["y"] is None else tuple(g["y"]))
+    return Grid.make(tuple(g["x"]), None if g["y"] is None else tuple(g["y"]),
+                     None if g.get("z") is None else tuple(g["z"]))
+
+
+def _flat_shape(grid: Grid) -> tuple[int, int]:
+    """The 2D shape the arrays are stored in: (rows, cols), or (nz * ny, nx) for a volume."""
+    shape = grid.store_shape
+    return shape if len(shape) == 2 else (shape[0] * shape[1], shape[2])
 
 
 def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarray], done: np.ndarray,
                  provenance: Mapping) -> Surface:
-    """Build a Surface from 2D (rows, cols) arrays; 1D grids are squeezed to (cols,)."""
+    """Build a Surface from stored (rows, cols) or (nz, ny, nx) arrays; 1D grids are squeezed to (cols,)."""
     grid = grid_from_spec(spec)
     shape = grid.shape
     return Surface(
@@ -805,6 +830,7 @@ def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarr
         done=done.reshape(shape).astype(bool),
         spec=dict(spec),
         provenance=dict(provenance),
+        z=None if grid.z is None else grid.z.values(),
     )
 
 

@@ -18,9 +18,10 @@ from .errors import LandscapeError
 
 @dataclass(frozen=True, eq=False)
 class Surface:
-    """Loss (and metrics) over a 1D line or a 2D plane.
+    """Loss (and metrics) over a 1D line, a 2D plane or a 3D volume.
 
-    ``loss[j, i]`` is the value at ``(x[i], y[j])`` (2D) and ``loss[i]`` at ``x[i]`` (1D).
+    ``loss[j, i]`` is the value at ``(x[i], y[j])`` (2D), ``loss[i]`` at ``x[i]`` (1D) and
+    ``loss[k, j, i]`` at ``(x[i], y[j], z[k])`` (3D, three directions; ``slice`` cuts a plane).
     Points not computed yet (a partial surface, while tiles stream in) are NaN and
     ``done`` is False there; a computed point may still be NaN/inf when the loss diverged.
 
@@ -39,8 +40,8 @@ class Surface:
     y : numpy.ndarray or None
         Coordinates along direction 2, shape (n_y,); None for a 1D surface.
     loss : numpy.ndarray
-        Mean loss per point, shape (n_y, n_x) for a plane or (n_x,) for a line,
-        in the units of the loss function.
+        Mean loss per point, shape (n_y, n_x) for a plane, (n_x,) for a line or
+        (n_z, n_y, n_x) for a volume, in the units of the loss function.
     metrics : mapping of str to numpy.ndarray, optional
         Other quantities per point (e.g. ``"accuracy"``), each shaped like ``loss``.
     done : numpy.ndarray of bool, optional
@@ -48,7 +49,10 @@ class Surface:
     spec : mapping, optional
         What defines the values (JSON-friendly); its hash keys the store.
     provenance : mapping, optional
-        Descriptive extras: ``scheme``, ``label``, ``x_label``/``y_label``, timings.
+        Descriptive extras: ``scheme``, ``label``, ``x_label``/``y_label``/``z_label``, timings.
+    z : numpy.ndarray or None, optional
+        Coordinates along direction 3, shape (n_z,), for a volume; None otherwise
+        (keyword-only in practice: it comes last so older positional calls still fit).
 
     Raises
     ------
@@ -70,6 +74,7 @@ class Surface:
     done: np.ndarray | None = None
     spec: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    z: np.ndarray | None = None
 
     @classmethod
     def empty(cls, grid: Any, metric_names: Iterable[str] = ()) -> "Surface":
@@ -80,23 +85,25 @@ class Surface:
         Parameters
         ----------
         grid : Grid
-            A ``landscape_nb.grid.Grid`` (its ``x`` and ``y`` axes' ``values()``;
-            ``y`` None for a line). Taken by duck typing: surface and grid are
-            sibling modules and do not import each other.
+            A ``landscape_nb.grid.Grid`` (its ``x``, ``y`` and ``z`` axes' ``values()``;
+            ``y`` None for a line, ``z`` None but for a volume). Taken by duck typing:
+            surface and grid are sibling modules and do not import each other.
         metric_names : iterable of str, optional
             Metrics to hold, each a NaN array shaped like ``loss``.
 
         Returns
         -------
         Surface
-            ``loss`` and metrics of shape (n_y, n_x) or (n_x,), all NaN, and ``done``
-            all False; empty ``spec`` and ``provenance``.
+            ``loss`` and metrics of shape (n_y, n_x), (n_x,) or (n_z, n_y, n_x), all NaN,
+            and ``done`` all False; empty ``spec`` and ``provenance``.
         """
         x = np.asarray(grid.x.values(), float)
         y = None if grid.y is None else np.asarray(grid.y.values(), float)
-        shape = (x.size,) if y is None else (y.size, x.size)
+        z_axis = getattr(grid, "z", None)
+        z = None if z_axis is None else np.asarray(z_axis.values(), float)
+        shape = (x.size,) if y is None else (y.size, x.size) if z is None else (z.size, y.size, x.size)
         metrics = {str(m): np.full(shape, np.nan) for m in metric_names}
-        return cls(x=x, y=y, loss=np.full(shape, np.nan), metrics=metrics, done=np.zeros(shape, bool))
+        return cls(x=x, y=y, loss=np.full(shape, np.nan), metrics=metrics, done=np.zeros(shape, bool), z=z)
 
     def with_provenance(self, **entries: Any) -> "Surface":
         """The same arrays with ``entries`` added to (or replacing keys of) ``provenance``.
@@ -122,8 +129,8 @@ class Surface:
 
         Parameters
         ----------
-        ndim : {1, 2, None}, optional
-            The dimension the caller needs; None accepts both.
+        ndim : {1, 2, 3, None}, optional
+            The dimension the caller needs; None accepts any.
         where : str, optional
             The caller, named at the start of every message (``"plot.contour"``).
 
@@ -135,16 +142,17 @@ class Surface:
         Raises
         ------
         LandscapeError
-            A surface of the other dimension (the message names the plot that fits
+            A surface of another dimension (the message names the plot that fits
             it), or ``loss`` or a metric whose shape is not (len(y), len(x)) for a
-            plane or (len(x),) for a line (a transposed array is named as such).
+            plane, (len(x),) for a line or (len(z), len(y), len(x)) for a volume (a
+            transposed array is named as such).
         """
         if ndim is not None and self.ndim != ndim:
-            fix = (
-                "use plot.line() for 1D surfaces"
-                if self.ndim == 1
-                else "use plot.contour(), plot.heatmap() or plot.surface() for 2D surfaces"
-            )
+            fix = {
+                1: "use plot.line() for 1D surfaces",
+                2: "use plot.contour(), plot.heatmap() or plot.surface() for 2D surfaces",
+                3: "use plot.volume() for 3D surfaces, or surface.slice(axis='z', index=k) for a plane through one",
+            }[self.ndim]
             raise LandscapeError(
                 f"{where}: got a {self.ndim}D surface (loss shape {self.shape}); expected a {ndim}D "
                 f"surface; {fix}."
@@ -153,6 +161,9 @@ class Surface:
         if self.ndim == 1:
             expected, dims = (x.size,), "(len(x),)"
             order = "loss[i] must be at x[i]"
+        elif self.ndim == 3:
+            expected, dims = (np.asarray(self.z).size, np.asarray(self.y).size, x.size), "(len(z), len(y), len(x))"
+            order = "loss[k, j, i] must be at (x[i], y[j], z[k])"
         else:
             expected, dims = (np.asarray(self.y).size, x.size), "(len(y), len(x))"
             order = "loss[j, i] must be at (x[i], y[j])"
@@ -169,7 +180,7 @@ class Surface:
 
     @property
     def ndim(self) -> int:
-        return 1 if self.y is None else 2
+        return 1 if self.y is None else 2 if self.z is None else 3
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -197,6 +208,68 @@ class Surface:
     def y_label(self) -> str:
         return str(self.provenance.get("y_label", "β (direction 2)"))
 
+    @property
+    def z_label(self) -> str:
+        return str(self.provenance.get("z_label", "γ (direction 3)"))
+
+    def slice(self, axis: str = "z", *, index: int | None = None, value: float | None = None) -> "Surface":
+        """The plane through a volume at one grid index (or the grid value nearest ``value``).
+
+        >>> plane = vol.slice(axis="z", value=0.0)     # the (x, y) plane at γ ≈ 0
+        >>> lnb.plot.contour(plane)
+
+        Parameters
+        ----------
+        axis : {"x", "y", "z"}
+            The axis held fixed. The remaining two become the plane's ``x`` and ``y`` in
+            their order (x, y, z): fixing ``"x"`` gives a plane over (y, z), fixing ``"y"``
+            one over (x, z).
+        index : int, optional
+            Grid index along ``axis`` (negative counts from the end).
+        value : float, optional
+            A coordinate along ``axis`` (direction units); the nearest grid value is used.
+            Give exactly one of ``index`` and ``value``.
+
+        Returns
+        -------
+        Surface
+            A 2D surface: ``loss`` and metrics of shape (n_b, n_a) for the two remaining
+            axes a, b; ``done``, ``spec`` and ``provenance`` carried over, the axis labels
+            moved with their axes, and ``provenance["slice"] = {"axis", "index", "value"}``.
+
+        Raises
+        ------
+        LandscapeError
+            Not a 3D surface, an unknown axis, both or neither of ``index`` and
+            ``value``, or an index outside the grid.
+        """
+        if self.ndim != 3:
+            raise LandscapeError(f"slice() of a {self.ndim}D surface; expected a 3D surface (three directions, "
+                                 "compute_surface(..., x=, y=, z=))")
+        axes = {"x": (2, self.x), "y": (1, self.y), "z": (0, self.z)}
+        if axis not in axes:
+            raise LandscapeError(f"axis={axis!r}; expected one of 'x', 'y', 'z'")
+        if (index is None) == (value is None):
+            raise LandscapeError(f"slice(axis={axis!r}, index={index!r}, value={value!r}); give exactly one of "
+                                 "index= (a grid index) or value= (a coordinate)")
+        dim, coords = axes[axis]
+        coords = np.asarray(coords, float)
+        if value is not None:
+            index = int(np.argmin(np.abs(coords - float(value))))
+        if not -coords.size <= int(index) < coords.size:
+            raise LandscapeError(f"index={index} along {axis} with {coords.size} grid values; expected "
+                                 f"{-coords.size} ≤ index < {coords.size}")
+        index = int(index) % coords.size
+        take = lambda a: np.take(np.asarray(a), index, axis=dim)  # noqa: E731
+        kept = [a for a in ("x", "y", "z") if a != axis]
+        labels = {"x": self.x_label, "y": self.y_label, "z": self.z_label}
+        prov = {**self.provenance, "x_label": labels[kept[0]], "y_label": labels[kept[1]],
+                "slice": {"axis": axis, "index": index, "value": float(coords[index])}}
+        prov.pop("z_label", None)
+        return Surface(x=np.asarray(getattr(self, kept[0])), y=np.asarray(getattr(self, kept[1])),
+                       loss=take(self.loss), metrics={k: take(v) for k, v in self.metrics.items()},
+                       done=None if self.done is None else take(self.done), spec=dict(self.spec), provenance=prov)
+
     def values(self, name: str = "loss") -> np.ndarray:
         """The array for ``"loss"`` or a metric name."""
         if name == "loss":
@@ -210,6 +283,9 @@ class Surface:
     def sharpness(self, radius: float | None = None) -> dict:
         """Loss increase at ``radius`` and curvature at the centre along each axis
         (``{"x": AxisSharpness, "y": ...}``; see ``landscape_nb.sharpness.sharpness``)."""
+        if self.ndim == 3:
+            raise LandscapeError("sharpness() of a 3D surface; take a plane first, e.g. "
+                                 "surf.slice(axis='z', value=0).sharpness()")
         return _sharpness.sharpness(self, radius)
 
     def topology(self, threshold: float | None = None):
@@ -218,11 +294,11 @@ class Surface:
         return _persistence.topology(self, threshold)
 
     def to_xarray(self):
-        """An ``xarray.Dataset`` with ``loss`` and every metric on (y, x) or (x,) coords."""
+        """An ``xarray.Dataset`` with ``loss`` and every metric on (y, x), (x,) or (z, y, x) coords."""
         import xarray as xr
 
-        dims = ("x",) if self.y is None else ("y", "x")
-        coords = {"x": self.x} if self.y is None else {"x": self.x, "y": self.y}
+        dims = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}[self.ndim]
+        coords = {a: getattr(self, a) for a in dims}
         data = {"loss": (dims, self.loss)}
         data.update({name: (dims, arr) for name, arr in self.metrics.items()})
         data["done"] = (dims, self.done_mask)

@@ -18,7 +18,7 @@ schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | referenc
 compute
 cluster | store
 runners
-hessian | trajectory | reparam
+hessian | trajectory | reparam | splits
 evaluate
 directions | fold
 params | data | metrics | spec | process | zoo

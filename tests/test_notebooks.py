@@ -48,7 +48,8 @@ def zoo_cache(shared_zoo_cache) -> Path:
 
 
 def test_the_three_notebooks_are_there_with_outputs_cleared():
-    assert {p.name for p in NOTEBOOKS} >= {"explore.ipynb", "skip_connections.ipynb", "flat_vs_sharp.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"explore.ipynb", "skip_connections.ipynb", "flat_vs_sharp.ipynb",
+                                            "beyond_peers.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)

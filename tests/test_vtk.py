@@ -104,3 +104,25 @@ def test_vtk_reader_sees_log_height_and_keeps_raw_loss(tmp_path):
     np.testing.assert_allclose(pts[:, 2], np.log10(surf.loss).ravel(), rtol=1e-15)
     np.testing.assert_array_equal(arrays["loss"], surf.loss.ravel())
     np.testing.assert_array_equal(arrays["height"], pts[:, 2])
+
+
+def test_vtk_reader_sees_a_volume_as_a_3d_grid(tmp_path):
+    """A three-direction surface: points (x[i], y[j], z[k]), x fastest, values as scalars."""
+    rng = np.random.default_rng(5)
+    x, y, z = np.sort(rng.uniform(-1, 1, 4)), np.sort(rng.uniform(-2, 0, 3)), np.sort(rng.uniform(0, 1, 5))
+    loss = rng.uniform(0.1, 3.0, (5, 3, 4))
+    done = np.ones(loss.shape, bool)
+    done[2, 1, 3], loss[2, 1, 3] = False, np.nan
+    surf = Surface(x=x, y=y, z=z, loss=loss, metrics={"accuracy": rng.uniform(0, 1, loss.shape)}, done=done)
+    grid, arrays = read(lnb.export_vtk(surf, tmp_path / "v.vtk"))
+    assert dims(grid) == (4, 3, 5) and grid.GetNumberOfPoints() == loss.size
+    fill = np.nanmax(loss)
+    for k in range(5):
+        for j in range(3):
+            for i in range(4):
+                pid = vtk.vtkStructuredData.ComputePointId((4, 3, 5), (i, j, k))
+                np.testing.assert_array_equal(grid.GetPoint(pid), (x[i], y[j], z[k]))
+                want = loss[k, j, i] if done[k, j, i] else fill
+                assert arrays["loss"][pid] == want and arrays["height"][pid] == want
+                assert arrays["valid"][pid] == float(done[k, j, i])
+                assert arrays["accuracy"][pid] == surf.metrics["accuracy"][k, j, i]

@@ -43,6 +43,8 @@ from .figures import compare, contour, heatmap, line, surface
 from .live import LIVE_LEVELS, live, update
 from .persistence import persistence
 from .spectrum import spectrum
+from .splits import line_splits
+from .volume import volume, volume_slices
 
 __all__ = [
     # figures
@@ -60,6 +62,9 @@ __all__ = [
     "spectrum",
     "persistence",
     "animate",
+    "volume",
+    "volume_slices",
+    "line_splits",
     # live
     "live",
     "update",

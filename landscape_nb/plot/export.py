@@ -210,7 +210,9 @@ def export_vtk(
     A ``STRUCTURED_GRID`` of ``len(x) × len(y) × 1`` points ``(x[i], y[j], height)``, x
     varying fastest; a 1D surface is a grid of height 1 with points ``(x[i], 0, height)``.
     ``height`` is the ``name`` array, log10 of it when ``log=True`` (never clipped).
-    ``POINT_DATA`` holds scalars ``loss``, every metric, ``height`` and ``valid``.
+    ``POINT_DATA`` holds scalars ``loss``, every metric, ``height`` and ``valid``. A 3D
+    surface (a volume) is a ``len(x) × len(y) × len(z)`` grid of points ``(x[i], y[j], z[k])``
+    whose ``height`` scalar holds the ``name`` values (volume rendering, contour filters).
 
     Missing values: VTK's legacy ASCII reader parses numbers with C++ streams, which reject
     ``nan``/``inf``, so non-finite values (points not computed yet, diverged losses, log of
@@ -252,17 +254,24 @@ def export_vtk(
     valid = np.isfinite(height) & np.asarray(surface.done_mask, dtype=bool)
 
     x = np.asarray(surface.x, dtype=float)
-    if surface.ndim == 1:
+    if surface.ndim == 3:  # a volume: the points are the grid itself, the values only scalars
+        zz, yy, xx = np.meshgrid(np.asarray(surface.z, float), np.asarray(surface.y, float), x, indexing="ij")
+        points = np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()])
+        dims = tuple(reversed(zz.shape))
+        height = _fill(height, fill).ravel()
+    elif surface.ndim == 1:
         y = np.zeros(1)
         dims = (x.size, 1, 1)
     else:
         y = np.asarray(surface.y, dtype=float)
         dims = (x.size, y.size, 1)
-    xx, yy = np.meshgrid(x, y)  # shape (ny, nx): C order ravel puts x fastest, as VTK wants
-    points = np.column_stack([xx.ravel(), yy.ravel(), _fill(height, fill).ravel()])
+    if surface.ndim != 3:
+        xx, yy = np.meshgrid(x, y)  # shape (ny, nx): C order ravel puts x fastest, as VTK wants
+        points = np.column_stack([xx.ravel(), yy.ravel(), _fill(height, fill).ravel()])
+        height = points[:, 2]
     n = points.shape[0]
 
-    scalars = {"height": points[:, 2], "valid": valid.ravel().astype(float)}
+    scalars = {"height": height, "valid": valid.ravel().astype(float)}
     for array_name, values in {"loss": surface.loss, **dict(surface.metrics)}.items():
         vtk_name = _vtk_name(array_name)
         while vtk_name in scalars:  # "valid", "height" or two names sanitised alike

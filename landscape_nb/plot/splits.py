@@ -1,0 +1,155 @@
+"""Train and test curves of one line in one figure (Li et al. 2018, Figure 1): loss on the left
+axis, accuracy (or another metric) on the right, one colour per quantity and one dash per split.
+
+Imports neither torch, Dask nor ipywidgets.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..errors import LandscapeError
+from ..surface import Surface
+from ._common import _check_surface, _title, _transform
+
+__all__ = ["line_splits", "split_curves"]
+
+LOSS_COLOR, METRIC_COLOR = "#1f77b4", "#d62728"  # the paper's Figure 1: blue loss, red accuracy
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+
+
+def _splits_of(surf: Surface) -> list[str]:
+    return [m[: -len("_loss")] for m in surf.metrics if m.endswith("_loss")]
+
+
+def split_curves(surface, *, metric: str | None = "accuracy",
+                 splits: Sequence[str] | None = None) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """The x values and ``{split: {"loss": ..., metric: ...}}`` curves a ``line_splits`` figure draws.
+
+    Parameters
+    ----------
+    surface : Surface or mapping of str to Surface
+        A 1D surface computed with ``data={"train": ..., "test": ...}`` (metrics ``"<split>_loss"``,
+        ``"<split>_<metric>"``), or separate 1D surfaces by split name on one grid (their ``loss``
+        and ``metrics[metric]``).
+    metric : str or None, default "accuracy"
+        The metric for the right axis; None: loss only. Splits without it draw loss only.
+    splits : sequence of str, optional
+        Which splits, in order; default all (those with a ``"<split>_loss"`` metric).
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        ``x`` of shape (n_x,) and per split a dict of arrays of shape (n_x,).
+
+    Raises
+    ------
+    LandscapeError
+        Not 1D, no splits, an unknown split, or separate surfaces on different grids.
+    """
+    if isinstance(surface, Mapping):
+        if not surface:
+            raise LandscapeError("plot.line_splits: an empty mapping; expected {'train': surf, 'test': surf, ...}")
+        items = {str(k): _check_surface(s, ndim=1, where=f"plot.line_splits (split {k!r})") for k, s in surface.items()}
+        first = next(iter(items.values()))
+        for k, s in items.items():
+            if not np.array_equal(np.asarray(s.x), np.asarray(first.x)):
+                raise LandscapeError(f"plot.line_splits: split {k!r} is on another x grid; expected one grid")
+        curves = {k: {"loss": np.asarray(s.loss, float),
+                      **({metric: np.asarray(s.metrics[metric], float)} if metric in s.metrics else {})}
+                  for k, s in items.items()}
+        if splits is not None:
+            curves = {k: curves[k] for k in _checked(splits, list(curves))}
+        return np.asarray(first.x, float), curves
+    surf = _check_surface(surface, ndim=1, where="plot.line_splits")
+    names = _splits_of(surf)
+    if not names:
+        raise LandscapeError(f"plot.line_splits: the surface has metrics {sorted(surf.metrics)} but no "
+                             "'<split>_loss'; expected one computed with data={'train': ..., 'test': ...}, or pass "
+                             "{'train': surf_train, 'test': surf_test}")
+    names = _checked(splits, names) if splits is not None else names
+    curves = {k: {"loss": np.asarray(surf.metrics[f"{k}_loss"], float),
+                  **({metric: np.asarray(surf.metrics[f"{k}_{metric}"], float)}
+                     if metric is not None and f"{k}_{metric}" in surf.metrics else {})}
+              for k in names}
+    return np.asarray(surf.x, float), curves
+
+
+def _checked(splits: Sequence[str], known: list[str]) -> list[str]:
+    splits = list(splits)
+    unknown = [s for s in splits if s not in known]
+    if unknown or not splits:
+        raise LandscapeError(f"plot.line_splits: splits={splits!r}; expected a non-empty list among {known}")
+    return splits
+
+
+def line_splits(
+    surface,
+    *,
+    metric: str | None = "accuracy",
+    splits: Sequence[str] | None = None,
+    log: bool = False,
+    title: str | None = None,
+) -> go.Figure:
+    """Loss and accuracy on several data splits along one line, in one figure (Li et al. 2018,
+    Figure 1 [1]_): loss on the left axis in blue, the metric on the right in red, the first split
+    solid and the next ones dashed, dotted, ...
+
+    >>> surf = lnb.compute_surface(model, {"train": ex.train, "test": ex.test}, d, x=(-1, 1, 51))
+    >>> lnb.plot.line_splits(surf)
+
+    Parameters
+    ----------
+    surface : Surface or mapping of str to Surface
+        A 1D surface computed with ``data={"train": ..., "test": ...}`` (it has metrics
+        ``"<split>_loss"`` and ``"<split>_<metric>"``), or separate 1D surfaces by split name
+        on one x grid.
+    metric : str or None, default "accuracy"
+        The metric on the right axis; None draws the losses only.
+    splits : sequence of str, optional
+        Which splits, in order (default all).
+    log : bool, default False
+        Logarithmic loss axis (the values are not transformed).
+    title : str, optional
+        Default: the surface's label.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One ``Scatter`` per split and quantity, named ``"<split> loss"`` / ``"<split> <metric>"``;
+        gaps where a point is not computed or diverged.
+
+    Raises
+    ------
+    LandscapeError
+        As ``split_curves``.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018.
+    """
+    x, curves = split_curves(surface, metric=metric, splits=splits)
+    first = surface if isinstance(surface, Surface) else next(iter(surface.values()))
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for k, (split, values) in enumerate(curves.items()):
+        dash = DASHES[k % len(DASHES)]
+        for q, arr in values.items():
+            is_loss = q == "loss"
+            fig.add_trace(
+                go.Scatter(x=x, y=_transform(arr, log=False, clip=False), mode="lines", name=f"{split} {q}",
+                           line=dict(color=LOSS_COLOR if is_loss else METRIC_COLOR, dash=dash),
+                           hovertemplate=f"{split} {q}: %{{y:.4g}}<extra></extra>"),
+                secondary_y=not is_loss,
+            )
+    fig.update_xaxes(title_text=first.x_label)
+    fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False,
+                     title_font_color=LOSS_COLOR, tickfont_color=LOSS_COLOR)
+    if any(t.yaxis == "y2" for t in fig.data):
+        fig.update_yaxes(title_text=metric, secondary_y=True, showgrid=False,
+                         title_font_color=METRIC_COLOR, tickfont_color=METRIC_COLOR)
+    fig.update_layout(title=_title(title, first), hovermode="x unified")
+    return fig

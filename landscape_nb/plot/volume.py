@@ -1,0 +1,215 @@
+"""Figures of a 3D loss volume (three directions, ``compute_surface(..., x=, y=, z=)``): rotatable
+isosurfaces or a translucent volume with slice planes, and 2D contour slices through it drawn by
+the plane builders on one colour scale.
+
+Imports neither torch, Dask nor ipywidgets.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..errors import LandscapeError
+from ..surface import Surface
+from ._common import COLORSCALE, _axis_label, _check_surface, _title, display_values
+from .figures import compare
+
+__all__ = ["volume", "volume_slices"]
+
+KINDS = ("isosurface", "volume")
+AXES = ("x", "y", "z")
+
+
+def _points(surf: Surface) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat x, y, z coordinates in the order of ``loss.ravel()`` ((z, y, x), x fastest)."""
+    zz, yy, xx = np.meshgrid(np.asarray(surf.z, float), np.asarray(surf.y, float), np.asarray(surf.x, float),
+                             indexing="ij")
+    return xx.ravel(), yy.ravel(), zz.ravel()
+
+
+def _slice_locations(surf: Surface, slices) -> dict:
+    """Plotly ``slices`` for each axis: ``"centre"`` (the grid value nearest 0, or the middle),
+    None (no slices) or a mapping axis -> list of coordinates."""
+    if slices is None:
+        return {}
+    if isinstance(slices, str):
+        if slices not in ("centre", "center"):
+            raise LandscapeError(f"plot.volume: slices={slices!r}; expected 'centre', None or a mapping "
+                                 "axis -> coordinates, e.g. {'z': [0.0]}")
+        out = {}
+        for a in AXES:
+            c = np.asarray(getattr(surf, a), float)
+            out[a] = [float(c[np.argmin(np.abs(c))]) if c.min() <= 0 <= c.max() else float(c[c.size // 2])]
+        return out
+    if not isinstance(slices, dict) or not set(slices) <= set(AXES):
+        raise LandscapeError(f"plot.volume: slices={slices!r}; expected 'centre', None or a mapping with keys "
+                             "among 'x', 'y', 'z' to lists of coordinates")
+    return {a: [float(v) for v in np.atleast_1d(vals)] for a, vals in slices.items()}
+
+
+def volume(
+    surface: Surface,
+    *,
+    kind: str = "isosurface",
+    name: str = "loss",
+    log: bool = False,
+    clip: float | bool | None = None,
+    levels: int = 5,
+    upper: float = 0.5,
+    slices="centre",
+    opacity: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """A rotatable 3D view of a loss volume: nested isosurfaces (or a translucent volume) of
+    the loss around the centre, with slice planes through it.
+
+    >>> vol = lnb.compute_surface(model, data, lnb.random_directions(model, n=3), x=(-1, 1, 21),
+    ...                           y=(-1, 1, 21), z=(-1, 1, 21))
+    >>> lnb.plot.volume(vol, slices={"z": [0.0]})
+
+    Landscaper and the Hessian-direction views (Böttcher & Wheeler 2022) look at more than two
+    directions; this is the three-direction analogue of ``plot.surface`` [1]_.
+
+    Parameters
+    ----------
+    surface : Surface
+        A 3D surface: ``loss`` of shape (len(z), len(y), len(x)), ``loss[k, j, i]`` at
+        (x[i], y[j], z[k]).
+    kind : {"isosurface", "volume"}, default "isosurface"
+        ``go.Isosurface`` (opaque nested shells, clearer) or ``go.Volume`` (translucent).
+    name : str, default "loss"
+        ``"loss"`` or a metric of the surface.
+    log : bool, default False
+        Show log10 of the values (non-positive values become gaps).
+    clip : float, bool or None
+        As in ``plot.contour``: None caps huge values automatically, False never, a number there.
+    levels : int, default 5
+        Number of isosurfaces between the lowest value and the ``upper`` quantile.
+    upper : float in (0, 1], default 0.5
+        The quantile of the finite values where the outermost isosurface sits (0.5: the shell
+        enclosing the lower half of the volume's values).
+    slices : "centre", None or mapping axis -> list of float
+        Slice planes coloured by the value: "centre" draws one through the grid value nearest 0
+        on each axis; None draws none.
+    opacity : float, optional
+        Default 0.35 for isosurfaces and 0.1 for a volume.
+    title : str, optional
+        Default: the surface's label.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One trace (``Isosurface`` or ``Volume``) with flat x, y, z, value arrays in the order of
+        ``loss.ravel()``; points not computed and diverged points take a value above every finite
+        one, so they sit outside every shell.
+
+    Raises
+    ------
+    LandscapeError
+        Not a 3D surface, an unknown ``kind``, ``levels`` not a positive integer, ``upper`` outside
+        (0, 1], no finite value at all, or malformed ``slices``.
+
+    References
+    ----------
+    .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
+       Neural Nets", NeurIPS 2018.
+    """
+    surf = _check_surface(surface, ndim=3, where="plot.volume")
+    if kind not in KINDS:
+        raise LandscapeError(f"plot.volume: kind={kind!r}; expected one of {KINDS}")
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise LandscapeError(f"plot.volume: levels={levels!r}; expected a positive integer, e.g. levels=5")
+    if not 0 < float(upper) <= 1:
+        raise LandscapeError(f"plot.volume: upper={upper!r}; expected a quantile in (0, 1], e.g. 0.5")
+    values = display_values(surf, log=log, clip=clip, name=name)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise LandscapeError("plot.volume: no finite value to draw (nothing computed yet, or every point diverged)")
+    lo, hi = float(finite.min()), float(finite.max())
+    top = float(np.quantile(finite, float(upper)))
+    if top <= lo:
+        top = hi if hi > lo else lo + 1.0
+    flat = np.where(np.isfinite(values), values, hi + (hi - lo) + 1.0).ravel()
+    x, y, z = _points(surf)
+    label = _axis_label(log, name)
+    common = dict(
+        x=x, y=y, z=z, value=flat, isomin=lo + 0.02 * (top - lo), isomax=top, surface_count=int(levels),
+        colorscale=COLORSCALE, cmin=lo, cmax=top, colorbar=dict(title=dict(text=label)),
+        caps=dict(x_show=False, y_show=False, z_show=False),
+        slices={a: dict(show=True, locations=locs) for a, locs in _slice_locations(surf, slices).items()},
+        hovertemplate=(f"{surf.x_label}: %{{x:.4g}}<br>{surf.y_label}: %{{y:.4g}}<br>{surf.z_label}: %{{z:.4g}}"
+                       f"<br>{label}: %{{value:.4g}}<extra></extra>"),
+    )
+    if kind == "isosurface":
+        trace = go.Isosurface(opacity=0.35 if opacity is None else opacity, **common)
+    else:
+        trace = go.Volume(opacity=0.1 if opacity is None else opacity, **common)
+    fig = go.Figure(trace)
+    fig.update_layout(
+        title=_title(title, surf),
+        scene=dict(xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=surf.z_label,
+                   aspectmode="cube"),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def volume_slices(
+    surface: Surface,
+    axis: str = "z",
+    *,
+    indices: Sequence[int] | None = None,
+    values: Sequence[float] | None = None,
+    kind: str = "contour",
+    log: bool = False,
+    clip: float | bool | None = None,
+    levels: int = 30,
+) -> go.Figure:
+    """2D slices through a volume side by side on one colour scale (``plot.compare`` of
+    ``surface.slice(axis, ...)``): contour, heatmap or surface panels.
+
+    >>> lnb.plot.volume_slices(vol, "z", values=[-0.5, 0.0, 0.5])
+
+    Parameters
+    ----------
+    surface : Surface
+        A 3D surface (``loss`` of shape (len(z), len(y), len(x))).
+    axis : {"x", "y", "z"}, default "z"
+        The axis held fixed in each panel.
+    indices : sequence of int, optional
+        Grid indices along ``axis``.
+    values : sequence of float, optional
+        Coordinates along ``axis`` (nearest grid value). Give at most one of ``indices`` and
+        ``values``; neither: three slices, at the first, middle and last grid value.
+    kind : {"contour", "heatmap", "surface"}, default "contour"
+        The panel drawn for each slice.
+    log, clip, levels
+        As in ``plot.contour``; the automatic cap is computed over all slices together.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One panel per slice, titled with the fixed coordinate.
+
+    Raises
+    ------
+    LandscapeError
+        Not a 3D surface, an unknown axis or kind, both ``indices`` and ``values``, or an index
+        outside the grid.
+    """
+    surf = _check_surface(surface, ndim=3, where="plot.volume_slices")
+    if indices is not None and values is not None:
+        raise LandscapeError("plot.volume_slices: both indices= and values= given; expected at most one")
+    if axis not in AXES:
+        raise LandscapeError(f"plot.volume_slices: axis={axis!r}; expected one of {AXES}")
+    if values is not None:
+        planes = [surf.slice(axis, value=v) for v in values]
+    else:
+        n = np.asarray(getattr(surf, axis)).size
+        indices = [0, n // 2, n - 1] if indices is None else list(indices)
+        planes = [surf.slice(axis, index=i) for i in indices]
+    name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
+    titles = [f"{name} = {p.provenance['slice']['value']:.3g}" for p in planes]
+    return compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)

@@ -1,0 +1,152 @@
+"""Named data splits evaluated per point in one computation (Li et al. 2018, Figure 1): values
+and the figure equal separate computations per split, and a naive loop."""
+import numpy as np
+import pytest
+import torch
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.params import Perturber
+
+from conftest import TinyCNN, make_mlp, naive_loss, random_dict_dirs
+
+
+def _splits(n_train=300, n_test=70, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    train = torch.randn(n_train, 6, generator=g), torch.randint(0, 3, (n_train,), generator=g)
+    test = torch.randn(n_test, 6, generator=g), torch.randint(0, 3, (n_test,), generator=g)
+    return {"train": train, "test": test}
+
+
+@pytest.mark.parametrize("tile", [None, 3, 50])
+def test_train_and_test_in_one_computation_equal_two_computations_and_a_naive_loop(tile):
+    model, data = make_mlp(), _splits()  # 300 samples: the batch size is tuned on the first points
+    dirs = random_dict_dirs(model, 1)
+    x = (-1, 1, 31)
+    surf = lnb.compute_surface(model, data, dirs, x=x, tile=tile)
+    assert list(surf.metrics) == ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+    np.testing.assert_array_equal(surf.loss, surf.metrics["train_loss"])  # the first split is the primary
+    for split, d in data.items():
+        alone = lnb.compute_surface(model, d, dirs, x=x)
+        np.testing.assert_allclose(surf.metrics[f"{split}_loss"], alone.loss, rtol=1e-6)
+        np.testing.assert_allclose(surf.metrics[f"{split}_accuracy"], alone.metrics["accuracy"], rtol=1e-6)  # batch sizes may differ: float32 batch means
+        for i in (0, 7, 30):
+            loss, acc = naive_loss(model, d, dirs, [surf.x[i]], metric=True)
+            np.testing.assert_allclose(surf.metrics[f"{split}_loss"][i], loss, rtol=1e-5)
+            np.testing.assert_allclose(surf.metrics[f"{split}_accuracy"][i], acc, rtol=1e-6)
+
+
+def test_the_figure_equals_two_separate_line_computations():
+    model, data = make_mlp(), _splits()
+    d = lnb.random_directions(model, n=1, seed=1)
+    both = lnb.compute_surface(model, data, d, x=(-1, 1, 21))
+    apart = {s: lnb.compute_surface(model, v, d, x=(-1, 1, 21)) for s, v in data.items()}
+    fig, ref = lnb.plot.line_splits(both), lnb.plot.line_splits(apart)
+    names = [t.name for t in fig.data]
+    assert names == ["train loss", "train accuracy", "test loss", "test accuracy"] == [t.name for t in ref.data]
+    for t, r in zip(fig.data, ref.data):
+        np.testing.assert_allclose(np.asarray(t.y, float), np.asarray(r.y, float), rtol=1e-6)
+        np.testing.assert_array_equal(t.x, r.x)
+        assert (t.yaxis == "y2") == ("accuracy" in t.name)
+    by = {t.name: t for t in fig.data}
+    np.testing.assert_allclose(by["test accuracy"].y, apart["test"].metrics["accuracy"], rtol=1e-6)
+    assert by["train loss"].line.dash == "solid" and by["test loss"].line.dash == "dash"
+    assert by["train loss"].line.color == by["test loss"].line.color != by["test accuracy"].line.color
+    only_test = lnb.plot.line_splits(both, splits=["test"], metric=None)
+    assert [t.name for t in only_test.data] == ["test loss"]
+
+
+def test_weights_are_set_once_per_point_for_all_splits(monkeypatch):
+    calls = []
+    original = Perturber.set
+
+    def spy(self, coeffs):
+        calls.append(id(self))
+        return original(self, coeffs)
+
+    monkeypatch.setattr(Perturber, "set", spy)
+    model, data = make_mlp(), _splits(n_train=40, n_test=30)  # no batch-size tuning: shared from the start
+    surf = lnb.compute_surface(model, data, random_dict_dirs(model, 2), x=(-1, 1, 5), y=(-1, 1, 4))
+    # the first tile (one point here) runs each split's own evaluator while the points per pass are
+    # chosen; from then on the primary split's perturber writes each point once for every split
+    primary = max(set(calls), key=calls.count)
+    assert surf.is_complete and calls.count(primary) == surf.loss.size
+    assert len(calls) - calls.count(primary) == 1
+
+
+def test_splits_with_bn_in_a_plane_resume_from_a_store(tmp_path):
+    torch.manual_seed(0)
+    cnn = TinyCNN().eval()
+    g = torch.Generator().manual_seed(2)
+    data = {"train": (torch.randn(30, 1, 8, 8, generator=g), torch.randint(0, 3, (30,), generator=g)),
+            "val-1": (torch.randn(20, 1, 8, 8, generator=g), torch.randint(0, 3, (20,), generator=g))}
+    d = lnb.random_directions(cnn, n=2, seed=0)
+    grid = dict(x=(-1, 1, 4), y=(-1, 1, 3), tile=(1, 2))
+    import threading
+
+    cancel = threading.Event()
+    part = lnb.compute_surface(cnn, data, d, **grid, store=tmp_path / "s", cancel=cancel,
+                               callbacks=[lambda ev: cancel.set()])
+    assert 0 < part.n_done < part.loss.size
+    full = lnb.compute_surface(cnn, data, d, **grid, store=tmp_path / "s")
+    for split, v in data.items():
+        alone = lnb.compute_surface(cnn, v, d, x=grid["x"], y=grid["y"])
+        np.testing.assert_allclose(full.metrics[f"{split}_loss"], alone.loss, rtol=1e-6)
+    # another split order is another surface: the store refuses it
+    with pytest.raises(LandscapeError, match="different surface"):
+        lnb.compute_surface(cnn, {"val-1": data["val-1"], "train": data["train"]}, d, **grid, store=tmp_path / "s")
+
+
+def test_bad_split_data_is_a_clear_error(mlp):
+    d = random_dict_dirs(mlp, 1)
+    with pytest.raises(LandscapeError, match="empty mapping"):
+        lnb.compute_surface(mlp, {}, d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="split name 'train_set'"):
+        lnb.compute_surface(mlp, {"train_set": _splits()["train"]}, d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="data split 'test'"):
+        lnb.compute_surface(mlp, {"train": _splits()["train"], "test": (torch.randn(5, 6), torch.zeros(4))}, d,
+                            x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="quantity"):
+        lnb.compute_surface(mlp, _splits(), d, x=(-1, 1, 3), quantity="hessian")
+    one = lnb.compute_surface(mlp, _splits()["test"], d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="<split>_loss"):
+        lnb.plot.line_splits(one)
+
+
+def _train_factory():
+    return _splits(n_train=60, n_test=30)["train"]
+
+
+def _test_factory():
+    return _splits(n_train=60, n_test=30)["test"]
+
+
+def test_splits_on_a_dask_local_cluster():
+    """Split data as zero-argument factories defined here, where the workers cannot import them from:
+    they travel by value like a single data factory."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from landscape_nb.cluster import get_client
+
+    model = make_mlp()
+    data = {"train": _train_factory, "test": _test_factory}
+    d = lnb.random_directions(model, n=1, seed=2)
+    ref = lnb.compute_surface(model, data, d, x=(-1, 1, 9))
+    here = str(Path(__file__).parent)
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        client, owned = get_client("local", n_workers=2)
+    finally:
+        sys.path[:] = saved
+    try:
+        assert not any(client.run(lambda: __import__("importlib.util").util.find_spec("test_splits") is not None)
+                       .values())
+        got = lnb.compute_surface(model, data, d, x=(-1, 1, 9), client=client, tile=2)
+    finally:
+        owned.close()
+    assert got.provenance["runner"].startswith("dask") and got.spec == ref.spec
+    for name in ref.metrics:
+        np.testing.assert_allclose(got.metrics[name], ref.metrics[name], rtol=1e-6)

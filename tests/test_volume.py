@@ -1,0 +1,216 @@
+"""Three-direction landscapes (volumes): values against a naive loop, any tile shape, fresh and
+resumed from a store, in-process and on a Dask LocalCluster; slices; the volume figures."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.grid import Grid, coarse_to_fine
+from landscape_nb.store import SurfaceStore
+
+from conftest import make_mlp, naive_loss, random_dict_dirs
+
+
+def _check_volume_against_naive(model, data, dirs, surf, rtol=1e-5):
+    assert surf.loss.shape == (len(surf.z), len(surf.y), len(surf.x))
+    for k, c in enumerate(surf.z):
+        for j, b in enumerate(surf.y):
+            for i, a in enumerate(surf.x):
+                loss, acc = naive_loss(model, data, dirs, [a, b, c], metric=True)
+                np.testing.assert_allclose(surf.loss[k, j, i], loss, rtol=rtol, err_msg=f"at x[{i}], y[{j}], z[{k}]")
+                np.testing.assert_allclose(surf.metrics["accuracy"][k, j, i], acc, rtol=1e-6)
+
+
+GRIDS = [  # (x, y, z, tile)
+    ((-1, 1, 4), (-0.5, 1.5, 3), (-1, 0.3, 3), None),       # default tiles: one slice deep
+    ((-1, 1, 5), (-1, 1, 3), (-1, 1, 4), (2, 2, 3)),         # tiles across slices, ragged on every axis
+    ((-1, 1, 3), (-1, 1, 4), (-2, 1, 2), (1, 5, 7)),         # a tile larger than the rows and columns
+    ((-1, 1, 3), (-1, 1, 3), (-1, 1, 3), 2),                 # an int: (1, 2, 2)
+    ((-1, 1, 3), (-1, 1, 2), (-1, 1, 5), (3, 1)),            # (rows, cols): one slice deep
+]
+
+
+@pytest.mark.parametrize("x, y, z, tile", GRIDS)
+def test_volume_equals_naive_loop(mlp, mlp_data, x, y, z, tile):
+    dirs = random_dict_dirs(mlp, 3)
+    surf = lnb.compute_surface(mlp, mlp_data, dirs, x=x, y=y, z=z, tile=tile)
+    assert surf.ndim == 3 and surf.is_complete
+    np.testing.assert_allclose(surf.z, np.linspace(*z))
+    _check_volume_against_naive(mlp, mlp_data, dirs, surf)
+
+
+def test_loss_index_is_z_y_x(mlp, mlp_data):
+    """Only the third direction acts: the loss varies along axis 0 and nowhere else."""
+    dirs = random_dict_dirs(mlp, 3)
+    for k in (0, 1):
+        dirs[k] = {n: 0 * v for n, v in dirs[k].items()}
+    surf = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 4), z=(-1, 1, 5))
+    assert np.allclose(surf.loss, surf.loss[:, :1, :1])
+    assert not np.allclose(surf.loss[0], surf.loss[-1])
+
+
+@pytest.mark.parametrize("tile", [None, (2, 3, 2)])
+def test_volume_resumes_from_a_store(mlp, mlp_data, tmp_path, tile):
+    dirs = random_dict_dirs(mlp, 3, seed=4)
+    grid = dict(x=(-1, 1, 5), y=(-1, 1, 4), z=(-1, 1, 3))
+    cancel, seen = threading.Event(), []
+
+    def stop_after_two(ev):
+        seen.append(ev.tile)
+        assert ev.values["loss"].shape == ev.tile.shape
+        if len(seen) == 2:
+            cancel.set()
+
+    part = lnb.compute_surface(mlp, mlp_data, dirs, **grid, tile=tile, store=tmp_path / "v",
+                               callbacks=[stop_after_two], cancel=cancel)
+    n_first = sum(t.n_points for t in seen)
+    assert part.n_done == n_first < part.loss.size
+    assert np.isnan(part.loss[~part.done_mask]).all()
+    st = SurfaceStore.open(tmp_path / "v")
+    assert st.group["loss"].shape == (3 * 4, 5)  # a volume is stored flat, (nz * ny, nx)
+    assert st.done_mask().shape == (3, 4, 5) and st.done_mask().sum() == n_first
+    loaded = lnb.load_surface(tmp_path / "v")
+    assert loaded.ndim == 3 and loaded.n_done == n_first
+    full = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=tmp_path / "v")
+    assert full.provenance["points_computed"] == full.loss.size - n_first
+    _check_volume_against_naive(mlp, mlp_data, dirs, full)
+    np.testing.assert_array_equal(lnb.load_surface(tmp_path / "v").loss, full.loss)
+
+
+def test_volume_on_a_dask_local_cluster(mlp_data, tmp_path):
+    from landscape_nb.cluster import get_client
+
+    model = make_mlp()
+    dirs = random_dict_dirs(model, 3, seed=5)
+    grid = dict(x=(-1, 1, 4), y=(-1, 1, 3), z=(-1, 1, 3))
+    client, owned = get_client("local", n_workers=2)
+    try:
+        s = lnb.compute_surface(model, mlp_data, dirs, **grid, client=client, tile=(2, 2, 3), store=tmp_path / "d")
+        assert s.provenance["runner"].startswith("dask")
+        _check_volume_against_naive(model, mlp_data, dirs, s)
+        # the same store resumes on the cluster with nothing left to compute
+        again = lnb.compute_surface(model, mlp_data, dirs, **grid, client=client, store=tmp_path / "d")
+        assert again.provenance["points_computed"] == 0
+        np.testing.assert_array_equal(again.loss, s.loss)
+    finally:
+        owned.close()
+
+
+def test_hessian_top3_and_pca3_directions_make_volumes(mlp, mlp_data):
+    d = lnb.hessian_directions(mlp, mlp_data, which=("max", "max2", "max3"))
+    ev = d.provenance["eigenvalues"]
+    assert d.n == 3 and ev[0] >= ev[1] >= ev[2]
+    surf = lnb.compute_surface(mlp, mlp_data, d, x=(-0.5, 0.5, 3), y=(-0.5, 0.5, 3), z=(-0.5, 0.5, 3))
+    assert surf.z_label.startswith("Hessian eigenvector λ_max3")
+    _check_volume_against_naive(mlp, mlp_data, d.as_state_dicts(), surf)
+    g = torch.Generator().manual_seed(3)
+    states = [{k: v + 0.3 * t * torch.randn(v.shape, generator=g) for k, v in mlp.state_dict().items()}
+              for t in range(6)]
+    p = lnb.pca_directions(states, final=mlp, n=3, ignore=None)
+    surf = lnb.compute_surface(mlp, mlp_data, p, x=(-1, 1, 3), y=(-1, 1, 2), z=(-1, 1, 2))
+    _check_volume_against_naive(mlp, mlp_data, p.as_state_dicts(), surf)
+
+
+def test_slices_are_planes_of_the_volume(mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 3)
+    vol = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 5), y=(-1, 1, 4), z=(-1, 1, 3))
+    zs = vol.slice("z", value=0.1)           # nearest grid value: z = 0
+    assert zs.ndim == 2 and zs.provenance["slice"] == {"axis": "z", "index": 1, "value": 0.0}
+    np.testing.assert_array_equal(zs.loss, vol.loss[1])
+    # the plane itself computed as a plane: w + a d1 + b d2 (+ 0 d3)
+    plane = lnb.compute_surface(mlp, mlp_data, dirs[:2], x=(-1, 1, 5), y=(-1, 1, 4))
+    np.testing.assert_allclose(zs.loss, plane.loss, rtol=1e-6)
+    ys = vol.slice("y", index=-1)
+    assert (ys.x is vol.x or np.array_equal(ys.x, vol.x)) and np.array_equal(ys.y, vol.z)
+    np.testing.assert_array_equal(ys.loss, vol.loss[:, 3, :])
+    np.testing.assert_array_equal(ys.metrics["accuracy"], vol.metrics["accuracy"][:, 3, :])
+    assert ys.y_label == vol.z_label
+    xs = vol.slice("x", index=2)
+    np.testing.assert_array_equal(xs.loss, vol.loss[:, :, 2])
+    assert np.array_equal(xs.x, vol.y) and np.array_equal(xs.y, vol.z)
+    with pytest.raises(LandscapeError, match="exactly one"):
+        vol.slice("z")
+    with pytest.raises(LandscapeError, match="index=7"):
+        vol.slice("z", index=7)
+    with pytest.raises(LandscapeError, match="3D surface"):
+        zs.slice("z", index=0)
+    with pytest.raises(LandscapeError, match="slice"):
+        vol.sharpness()
+
+
+def test_volume_errors(mlp, mlp_data):
+    dirs = random_dict_dirs(mlp, 3)
+    with pytest.raises(LandscapeError, match="pass z="):
+        lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="without y"):
+        lnb.compute_surface(mlp, mlp_data, dirs[:1], x=(-1, 1, 3), z=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="2 direction"):
+        lnb.compute_surface(mlp, mlp_data, dirs[:2], x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match="depth, rows, cols"):
+        lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 3), tile=(1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 5), (4, 4, 4), (3, 1, 6)])
+def test_coarse_to_fine_in_3d_visits_every_tile_once_spread_out(shape):
+    order = coarse_to_fine(shape)
+    assert sorted(order) == sorted(np.ndindex(*shape))
+    first = np.array(order[: max(1, len(order) // 4)])
+    for ax, n in enumerate(shape):
+        if n > 1 and len(first) >= 8:
+            assert (first[:, ax] < n / 2).any() and (first[:, ax] >= n / 2).any()
+
+
+def test_grid_tiles_cover_the_volume_once():
+    grid = Grid.make((-1, 1, 5), (-1, 1, 4), (-1, 1, 3))
+    for tile in [None, (2, 3, 2), (1, 1, 1), (5, 9, 9)]:
+        hits = np.zeros(grid.store_shape, int)
+        for t in grid.tiles(tile):
+            hits[t.region] += 1
+            c = grid.coords(t).reshape(*t.shape, 3)
+            np.testing.assert_array_equal(c[..., 0], np.broadcast_to(grid.x.values()[t.x0:t.x1], t.shape))
+            np.testing.assert_array_equal(c[..., 2].transpose(1, 2, 0),
+                                          np.broadcast_to(grid.z.values()[t.z0:t.z1], t.shape[1:] + t.shape[:1]))
+        assert (hits == 1).all()
+    assert grid.to_json()["z"] == [-1.0, 1.0, 3]
+    assert "z" not in Grid.make((-1, 1, 5), (-1, 1, 4)).to_json()
+
+
+def test_volume_figures(mlp, mlp_data):
+    pytest.importorskip("plotly")
+    dirs = random_dict_dirs(mlp, 3)
+    vol = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 4), y=(-1, 1, 3), z=(-1, 1, 3))
+    fig = lnb.plot.volume(vol)
+    tr = fig.data[0]
+    assert tr.type == "isosurface"
+    k, j, i = 2, 1, 3
+    flat = k * 12 + j * 4 + i
+    assert (tr.x[flat], tr.y[flat], tr.z[flat]) == (vol.x[i], vol.y[j], vol.z[k])
+    np.testing.assert_allclose(tr.value[flat], vol.loss[k, j, i])
+    assert tr.isomax <= np.nanmax(vol.loss) and tr.slices.z.show
+    assert fig.layout.scene.zaxis.title.text == vol.z_label
+    assert lnb.plot.volume(vol, kind="volume", slices=None).data[0].type == "volume"
+    sl = lnb.plot.volume_slices(vol, "z")
+    contours = [t for t in sl.data if t.type == "contour"]
+    assert len(contours) == 3
+    for t, k in zip(contours, (0, 1, 2)):
+        np.testing.assert_allclose(np.asarray(t.z, float), vol.loss[k], rtol=1e-12)
+    with pytest.raises(LandscapeError, match="3D"):
+        lnb.plot.volume(vol.slice("z", index=0))
+    with pytest.raises(LandscapeError, match="kind"):
+        lnb.plot.volume(vol, kind="cloud")
+
+
+def test_volume_to_xarray_and_empty(mlp, mlp_data):
+    pytest.importorskip("xarray")
+    vol = lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, 3), x=(-1, 1, 4), y=(-1, 1, 3), z=(-1, 1, 2))
+    ds = vol.to_xarray()
+    assert ds["loss"].dims == ("z", "y", "x")
+    assert float(ds["loss"].sel(x=vol.x[3], y=vol.y[1], z=vol.z[0])) == vol.loss[0, 1, 3]
+    empty = lnb.Surface.empty(Grid.make((-1, 1, 4), (-1, 1, 3), (-1, 1, 2)), ["accuracy"])
+    assert empty.ndim == 3 and empty.loss.shape == (2, 3, 4) and not empty.done.any()
+    empty.check(ndim=3)
+    with pytest.raises(LandscapeError, match="looks transposed"):
+        lnb.Surface(x=vol.x, y=vol.y, z=vol.z, loss=vol.loss.T).check()
