@@ -392,9 +392,11 @@ class Evaluator:
                 try:
                     out = call_model(self.model, xb)
                 except Exception as exc:  # the user's model decides what it rejects
-                    shapes = ", ".join(f"{p or 'inputs'} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6])
+                    form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
+                            f"of the form {tree_structure(xb)} with per-sample shapes "
+                            + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
                     raise LandscapeError(
-                        f"the model rejected inputs of the form {tree_structure(xb)} with per-sample shapes {shapes} "
+                        f"the model rejected inputs {form} "
                         f"({type(exc).__name__}: {exc}); pass data shaped the way the model expects "
                         "(a tuple is passed as model(*inputs), a dict as model(**inputs))"
                     ) from exc

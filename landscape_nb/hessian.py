@@ -533,6 +533,7 @@ class HessianEvaluator:
     device = property(lambda self: self.base.device)
     bn_fold = property(lambda self: self.base.bn_fold)
     batch_size = property(lambda self: self.base.batch_size)  # the Hessian products use the base's batches
+    notes = property(lambda self: self.base.notes)
     points_per_pass = 1
 
     def session(self):

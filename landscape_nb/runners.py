@@ -55,12 +55,13 @@ class DataInfo:
     bn_fold: str = "off"
     batch_size: int | None = None  # None: still being tuned (or tuned on each Dask worker)
     points_per_pass: int | None = None  # None: not chosen yet
+    notes: tuple = ()  # (name, text) pairs: how targets, loss and accuracy were chosen (evaluator.notes)
 
 
 def describe(ev: PointEvaluator) -> DataInfo:
     tuning = getattr(ev, "tuning", False)
     return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device), ev.bn_fold,
-                    None if tuning else ev.batch_size, ev.points_per_pass)
+                    None if tuning else ev.batch_size, ev.points_per_pass, tuple(getattr(ev, "notes", {}).items()))
 
 
 class Runner(Protocol):
