@@ -21,6 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 N = 48
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (many times faster on a busy 2-core machine)."""
+    yield
+
+
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
