@@ -151,8 +151,10 @@ class HessianOperator:
 def math_attention():
     """``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``: ``scaled_dot_product_attention`` by its
     reference formula, which has a double backward (the fused kernels have none)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: the older switch (CPU attention there has no fused kernel)
+        return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
     return sdpa_kernel(SDPBackend.MATH)
 
 
