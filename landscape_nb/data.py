@@ -97,12 +97,16 @@ def _tensorize(tree, what: str, path: str = ""):
 
 def batch_len(tree) -> int:
     """Number of samples of a tree (length of its first tensor leaf along dim 0)."""
+    if isinstance(tree, torch.Tensor):  # the common case, on the per-batch path
+        return int(tree.shape[0])
     leaves = tree_leaves(tree)
     return int(leaves[0][1].shape[0]) if leaves else 0
 
 
 def call_model(model: Callable, inputs):
     """``model(x)`` for a tensor, ``model(*x)`` for a tuple/list, ``model(**x)`` for a dict."""
+    if isinstance(inputs, torch.Tensor):  # the common case first: no ABC check per batch
+        return model(inputs)
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
