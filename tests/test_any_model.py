@@ -264,18 +264,21 @@ def row(name):
     if name == "compiled":
         m, x = MLP(), torch.randn(N, 6, generator=g)
         return torch.compile(m), (x, y), None, lambda mm: _ce(mm(x), y)
+    if name == "data-parallel":
+        m, x = MLP(), torch.randn(N, 6, generator=g)
+        return nn.DataParallel(m), (x, y), None, lambda mm: _ce(mm(x), y)
     raise KeyError(name)
 
 
 ROWS = ["mlp", "cnn-bn", "resnet", "vit", "lstm", "gru", "bert-loader-own-loss", "bert-dict-pair",
         "bert-ids-loss-fn", "two-input-pair", "two-input-dataset", "tuple-out", "dict-out", "regression",
-        "segmentation", "groupnorm", "layernorm", "frozen-tied", "compiled"]
+        "segmentation", "groupnorm", "layernorm", "frozen-tied", "compiled", "data-parallel"]
 
 
 @pytest.mark.parametrize("name", ROWS)
 def test_wide_range_of_networks_equal_naive(name):
     model, data, loss_fn, naive = row(name)
-    plain = getattr(model, "_orig_mod", model)
+    plain = getattr(model, "_orig_mod", getattr(model, "module", model))
     d = lnb.random_directions(model, n=1, seed=3, ignore=None)
     xs = (-0.5, 0.5, 3)
     surf = lnb.compute_surface(model, data, d, x=xs, loss_fn=loss_fn)
@@ -545,3 +548,50 @@ def test_target_key_and_dict_without_labels():
     assert surf.provenance["data"]["rule"] == "key"
     with pytest.raises(LandscapeError, match="the data carry no targets"):
         lnb.compute_surface(m, {"feats": x}, d, x=(-1, 1, 3))
+
+
+def test_item6_wrapped_models_compare_equal_to_plain_ones():
+    """A compiled and a DataParallel model: the same layout (no `_orig_mod.`/`module.` names) as the
+    plain one, so a path between them is the zero vector and its loss the plain model's."""
+    model, (x, y), _, _ = row("mlp")
+    other = copy.deepcopy(model)
+    d = lnb.interpolation_direction(model, torch.compile(other))
+    assert d.layout == lnb.random_directions(model, n=1).layout and float(d.vectors.abs().max()) == 0.0
+    line = lnb.interpolation_surface(nn.DataParallel(model), torch.compile(other), (x, y), x=(0.0, 1.0, 3))
+    with torch.no_grad():
+        np.testing.assert_allclose(line.loss, [float(_ce(model(x), y))] * 3, rtol=1e-6)
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y, self.yielded = x, y, 0
+
+    def __iter__(self):
+        for i in range(len(self.x)):
+            self.yielded += 1
+            yield self.x[i], self.y[i]
+
+
+def test_iterable_dataset_stops_after_max_samples():
+    model, _, _, _ = row("mlp")
+    g = gen(11)
+    x, y = torch.randn(5000, 6, generator=g), torch.randint(0, 3, (5000,), generator=g)
+    ds = Stream(x, y)
+    surf = lnb.compute_surface(model, ds, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
+    assert ds.yielded == 300  # the first 300 items, then reading stops
+    with torch.no_grad():
+        np.testing.assert_allclose(surf.loss[1], float(_ce(model(x[:300]), y[:300])), rtol=1e-6)
+    loader = DataLoader(Stream(x, y), batch_size=64)
+    surf2 = lnb.compute_surface(model, loader, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
+    assert loader.dataset.yielded <= 320 and "first 300" in surf2.provenance["data"]["order"]
+    np.testing.assert_allclose(surf2.loss, surf.loss, rtol=1e-7)
+
+
+def test_progress_bars_in_the_python_api(capsys):
+    model, data, _, _ = row("mlp")
+    lnb.compute_surface(model, data, lnb.random_directions(model, n=1), x=(-1, 1, 3), progress=True)
+    lnb.hessian_eigenvalues(model, data, k=1, which="max", progress=True)
+    lnb.hessian_trace(model, data, n_samples=3, progress=True)
+    err = capsys.readouterr().err
+    assert "compute_surface" in err and "3/3" in err
+    assert "Hessian eigenvalues" in err and "Hessian trace" in err and "3HVP" in err.replace(" ", "")
