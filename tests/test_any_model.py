@@ -226,6 +226,9 @@ def row(name):
             items = [{"input_ids": ids[i], "attention_mask": mask[i], "labels": lab[i]} for i in range(N)]
             return m, DataLoader(ListDataset(items), batch_size=8, shuffle=True), None, \
                 lambda mm: mm(input_ids=ids, attention_mask=mask, labels=lab).loss
+        if name == "bert-dataset-own-loss":  # (b) a map-style Dataset of dicts
+            items = [{"input_ids": ids[i], "attention_mask": mask[i], "labels": lab[i]} for i in range(N)]
+            return m, ListDataset(items), None, lambda mm: mm(input_ids=ids, attention_mask=mask, labels=lab).loss
         if name == "bert-dict-pair":  # (c) ({"input_ids", "attention_mask"}, labels): cross-entropy on .logits
             return m, ({"input_ids": ids, "attention_mask": mask}, lab), None, \
                 lambda mm: _ce(mm(input_ids=ids, attention_mask=mask).logits, lab)
@@ -270,7 +273,8 @@ def row(name):
     raise KeyError(name)
 
 
-ROWS = ["mlp", "cnn-bn", "resnet", "vit", "lstm", "gru", "bert-loader-own-loss", "bert-dict-pair",
+ROWS = ["mlp", "cnn-bn", "resnet", "vit", "lstm", "gru", "bert-loader-own-loss", "bert-dataset-own-loss",
+        "bert-dict-pair",
         "bert-ids-loss-fn", "two-input-pair", "two-input-dataset", "tuple-out", "dict-out", "regression",
         "segmentation", "groupnorm", "layernorm", "frozen-tied", "compiled", "data-parallel"]
 
