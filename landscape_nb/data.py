@@ -278,7 +278,10 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     elif isinstance(data, IterableDataset):
         tree, notes = _read_iterable(data, lambda items: _collate(items), what, max_samples), {"source": "IterableDataset"}
         max_samples = None
-    elif isinstance(data, Dataset):
+    elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(
+            data, (tuple, list, Mapping, torch.Tensor, str, bytes)) and not hasattr(data, "__array__")):
+        # map-style: a torch Dataset, or anything indexable with a length (e.g. a Hugging Face
+        # ``datasets.Dataset`` with ``set_format("torch")``)
         tree, notes = _read_map(data, None, _collate, what, max_samples, subset_seed)
         max_samples = None
     elif isinstance(data, (tuple, list, Mapping, torch.Tensor)) or hasattr(data, "__array__"):

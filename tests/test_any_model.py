@@ -599,3 +599,22 @@ def test_progress_bars_in_the_python_api(capsys):
     err = capsys.readouterr().err
     assert "compute_surface" in err and "3/3" in err
     assert "Hessian eigenvalues" in err and "Hessian trace" in err and "3HVP" in err.replace(" ", "")
+
+
+def test_any_indexable_with_a_length_is_a_map_style_dataset():
+    """Not a torch Dataset (as a Hugging Face ``datasets.Dataset``): items read by index, dicts collated."""
+    model, _, _, _ = row("frozen-tied")
+    g = gen(12)
+    ids, t = torch.randint(0, 10, (40, 4), generator=g), torch.randint(0, 10, (40,), generator=g)
+
+    class Rows:
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return {"ids": ids[i], "labels": t[i]}
+
+    surf = lnb.compute_surface(model, Rows(), lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=25)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:25].sort().values
+    with torch.no_grad():
+        np.testing.assert_allclose(surf.loss[1], float(_ce(model(ids[idx]), t[idx])), rtol=1e-6)
