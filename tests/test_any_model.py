@@ -618,3 +618,17 @@ def test_any_indexable_with_a_length_is_a_map_style_dataset():
     idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:25].sort().values
     with torch.no_grad():
         np.testing.assert_allclose(surf.loss[1], float(_ce(model(ids[idx]), t[idx])), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bert-loader-own-loss", "two-input-pair", "dict-out"])
+def test_stacked_points_with_pytree_inputs_and_outputs_equal_naive(name):
+    """Several points per vmapped pass (the GPU strategy, forced here) with dict/tuple inputs and
+    ModelOutput/dict outputs equal the naive loop."""
+    model, data, loss_fn, naive = row(name)
+    d = lnb.random_directions(model, n=1, seed=3, ignore=None)
+    xs = (-0.5, 0.5, 5)
+    surf = lnb.compute_surface(model, data, d, x=xs, loss_fn=loss_fn, points_per_pass=4)
+    with torch.no_grad():
+        want = [float(naive(perturbed(model, d, float(a)))) for a in np.linspace(*xs)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    assert surf.provenance["points_per_pass"] == 4
