@@ -26,6 +26,7 @@ from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .process import keep_heap_top, set_threads
 from .runners import DataInfo, Job, describe, tile_note
+from .splits import is_splits
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = "5s"
@@ -74,9 +75,57 @@ def _worker_environ():
     return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 
 
+def unguarded_main_line() -> int | None:
+    """The line of the running script (``__main__`` with a file) whose top-level code is starting
+    worker processes outside an ``if __name__ == "__main__":`` block, or None when guarded (or
+    not a script: a notebook, ``python -c``). Worker processes are spawned and re-import
+    ``__main__``, so unguarded code would run again in every worker."""
+    import ast
+    import multiprocessing
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        return 0  # already inside a worker re-running the script
+    if not path or not str(path).endswith(".py"):
+        return None
+    frame, line = sys._getframe(1), None
+    while frame is not None:  # the outermost frame of the script's own top-level code
+        if frame.f_globals.get("__name__") == "__main__" and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test):
+            if node.body[0].lineno <= line <= max(getattr(n, "end_lineno", n.lineno) for n in node.body):
+                return None
+    return line
+
+
+def _check_main_guard() -> None:
+    line = unguarded_main_line()
+    if line is not None:
+        where = f"{getattr(sys.modules['__main__'], '__file__', 'the script')}, line {line}" if line else "the script"
+        raise LandscapeError(
+            f"client='local' starts worker processes that re-run the script ({where}) because its code is not "
+            "under a main guard; put it under `if __name__ == \"__main__\":` (or use client=None in-process)"
+        )
+
+
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None):
-    """An embedded ``LocalCluster`` of worker processes bound to 127.0.0.1."""
+    """An embedded ``LocalCluster`` of worker processes bound to 127.0.0.1.
+
+    Raises ``LandscapeError`` when called from a script's top-level code outside an
+    ``if __name__ == "__main__":`` guard (``unguarded_main_line``)."""
     from distributed import LocalCluster
+
+    _check_main_guard()
 
     n_cpu = _cpu_count()
     n_workers = int(n_workers or min(n_cpu, 8))
@@ -211,7 +260,7 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
 def _module_names(job: Job) -> set[str]:
     """Modules whose code the job's objects need: model classes, loss, metrics, data factory."""
     names = {type(m).__module__ for m in job.model.modules()}
-    splits = tuple(job.data.values()) if isinstance(job.data, dict) else ()  # data={"train": factory, ...}
+    splits = tuple(job.data.values()) if is_splits(job.data) else ()  # data={"train": factory, ...}
     for obj in (job.loss_fn, job.data, job.bn_data, *splits):
         if callable(obj) and not isinstance(obj, (tuple, list)):
             names.add(getattr(obj, "__module__", None) or type(obj).__module__)

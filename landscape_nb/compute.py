@@ -26,6 +26,7 @@ from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
 from .metrics import loss_name, split_values
 from .runners import DataInfo, InProcessRunner, Job, Runner
+from .params import unwrap_model
 from .spec import SurfaceSpec, _callable_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
@@ -127,6 +128,8 @@ def compute_surface(
     n_workers: int | None = None,
     quantity: str = "loss",
     quantity_options: dict | None = None,
+    target_key: str | int | None = FROM_SETTINGS,
+    progress: bool = False,
 ) -> Surface:
     """Loss and metrics of ``model`` on ``data`` over a 1D line (``y=None``), a 2D plane or a 3D volume.
 
@@ -193,6 +196,12 @@ def compute_surface(
         What each point holds: loss and metrics, or the loss plus extreme Hessian eigenvalues
         (use ``lnb.eigen_map``); ``quantity_options`` go to ``hessian.HessianEvaluator``. Both are
         part of the spec.
+    target_key : str or int, optional
+        Where the targets are in dict batches (default ``"labels"``) or tuples of more than two
+        tensors (default the last); see ``data.read_data``. The rule used is in
+        ``provenance["data"]``.
+    progress : bool
+        Show a tqdm.auto bar of the points computed.
 
     Returns
     -------
@@ -213,16 +222,18 @@ def compute_surface(
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018.
     """
+    model = unwrap_model(model)
     grid, d = _grid_and_directions(model, directions, x, y, z)
     settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
-                              compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn)
+                              compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
+                              target_key=target_key)
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
               wrap=_wrap(quantity, options))
     runner, owned = make_runner(client, n_workers=n_workers)
     cancel = cancel or threading.Event()
-    st = None
+    st = bar = None
     try:
         info = runner.prepare(job)
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options)
@@ -230,9 +241,18 @@ def compute_surface(
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         log.info("%d tiles to compute (%s)", len(todo), runner.description)
-        elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, list(callbacks))
+        callbacks = list(callbacks)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(buffer.done.size), initial=int(buffer.done.sum()), desc="compute_surface",
+                       unit="point")
+            callbacks.append(lambda event: bar.update(event.n_done - bar.n))
+        elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
         return _finish(runner, info, st, buffer, cancel, elapsed, n_computed)
     finally:
+        if bar is not None:
+            bar.close()
         runner.close()
         if owned is not None:
             owned.close()
@@ -326,7 +346,9 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes."""
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
-        "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))
+                       or (isinstance(v, list) and all(isinstance(s, str) for s in v))},
+        "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
         "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
     }

@@ -1,24 +1,318 @@
-"""Evaluation data: any accepted form to two tensors, a fixed-seed subset, consecutive batches.
+"""Evaluation data: any accepted form to one pytree of tensors, a fixed-seed subset, batches.
 
-One adapter, ``as_tensors``, serves every module that takes ``data`` (the evaluator, the
-Hessian, paths, the Explorer), so they all accept the same forms.
+One reader, ``read_data``, serves every module that takes ``data`` (the evaluator, the
+Hessian, paths, the Explorer), so they all accept the same forms. A batch is a *pytree*:
+a tensor, a tuple/list or a dict of tensors (nested), every tensor leaf holding the samples
+along dim 0. How inputs and targets are taken from it is one of four stated rules
+(``EvalData.rule``), recorded in the provenance, never guessed silently:
+
+``"pair"``
+    ``(inputs, targets)``: a tuple or list of two; ``inputs`` a tensor (``model(x)``), a
+    tuple/list (``model(*x)``) or a dict (``model(**x)``).
+``"last"``
+    A tuple of more than two tensors (``TensorDataset(a, b, y)``): the last is the
+    targets, the others the positional inputs (``model(a, b)``).
+``"key"``
+    A dict holding ``target_key`` (default ``"labels"``): that entry is the targets, the
+    rest the keyword inputs; with no ``loss_fn`` and a model returning its own ``.loss``
+    when given the whole dict (Hugging Face), that loss is used.
+``"inputs"``
+    Anything else (a tensor, a dict without ``target_key``): inputs only, no targets; the
+    model must return its own ``.loss``.
 """
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from .errors import LandscapeError
 
+RULES = ("pair", "last", "key", "inputs")
 
-def as_tensors(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
-    """Accept ``(inputs, targets)``, a ``Dataset``, a ``DataLoader`` or a zero-argument
-    callable returning one of those; return two tensors with a leading sample axis."""
-    from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-    if callable(data) and not isinstance(data, (Dataset, DataLoader, nn.Module)):
+# ---------------------------------------------------------------- pytrees ----
+
+def tree_map(fn: Callable[[torch.Tensor], Any], tree):
+    """``fn`` applied to every tensor leaf of a tensor / tuple / list / dict tree (dicts become plain
+    dicts, namedtuples keep their type)."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, Mapping):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(tree_map(fn, v) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    return tree
+
+
+def tree_leaves(tree, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
+    """``[(path, tensor), ...]`` in a fixed order (dict insertion order, then position)."""
+    if isinstance(tree, torch.Tensor):
+        return [(prefix, tree)]
+    if isinstance(tree, Mapping):
+        return [leaf for k, v in tree.items() for leaf in tree_leaves(v, f"{prefix}[{k!r}]")]
+    if isinstance(tree, (tuple, list)):
+        return [leaf for i, v in enumerate(tree) for leaf in tree_leaves(v, f"{prefix}[{i}]")]
+    return []
+
+
+def tree_structure(tree) -> str:
+    """The shape of a tree without its values, e.g. ``"({'input_ids': T, 'labels': T})"``."""
+    if isinstance(tree, torch.Tensor):
+        return "T"
+    if isinstance(tree, Mapping):
+        return "{" + ", ".join(f"{k!r}: {tree_structure(v)}" for k, v in tree.items()) + "}"
+    if isinstance(tree, (tuple, list)):
+        inner = ", ".join(tree_structure(v) for v in tree)
+        return f"({inner})" if isinstance(tree, tuple) else f"[{inner}]"
+    return type(tree).__name__
+
+
+def _tensorize(tree, what: str, path: str = ""):
+    """Every leaf as a tensor (numbers, numpy arrays); refuse leaves that cannot be one (strings)."""
+    if isinstance(tree, torch.Tensor):
+        return tree
+    if isinstance(tree, Mapping):
+        return {k: _tensorize(v, what, f"{path}[{k!r}]") for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_tensorize(v, what, f"{path}[{i}]") for i, v in enumerate(tree)))
+    if isinstance(tree, (tuple, list)):
+        if tree and all(isinstance(v, (int, float, bool)) for v in tree):
+            return torch.as_tensor(tree)
+        return type(tree)(_tensorize(v, what, f"{path}[{i}]") for i, v in enumerate(tree))
+    try:
+        return torch.as_tensor(tree)
+    except (TypeError, ValueError, RuntimeError):
+        raise LandscapeError(
+            f"{what}: the entry {path or 'data'} is a {type(tree).__name__}, which is not a tensor; expected "
+            "tensors (or numbers/arrays) in every entry: drop or encode it (e.g. tokenize text, "
+            "remove_columns), or set the dataset's format to torch"
+        ) from None
+
+
+def batch_len(tree) -> int:
+    """Number of samples of a tree (length of its first tensor leaf along dim 0)."""
+    if isinstance(tree, torch.Tensor):  # the common case, on the per-batch path
+        return int(tree.shape[0])
+    leaves = tree_leaves(tree)
+    return int(leaves[0][1].shape[0]) if leaves else 0
+
+
+def call_model(model: Callable, inputs):
+    """``model(x)`` for a tensor, ``model(*x)`` for a tuple/list, ``model(**x)`` for a dict."""
+    if isinstance(inputs, torch.Tensor):  # the common case first: no ABC check per batch
+        return model(inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def args_kwargs(inputs) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` of ``call_model(model, inputs)`` (for ``torch.func.functional_call``)."""
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+# ------------------------------------------------------------ evaluation data ----
+
+@dataclass
+class EvalData:
+    """The evaluation samples as one pytree of tensors (samples along dim 0 of every leaf).
+
+    Attributes
+    ----------
+    tree : tensor, tuple, list or dict
+        All samples; every tensor leaf has ``n`` rows.
+    rule : {"pair", "last", "key", "inputs"}
+        How inputs and targets are taken from the tree (see the module docstring).
+    target_key : str or None
+        The dict key of the targets for ``rule == "key"``.
+    notes : dict
+        What was read and how (for the provenance): source, rule, subset.
+    """
+
+    tree: Any
+    rule: str
+    target_key: Any = None
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        leaves = tree_leaves(self.tree)
+        if not leaves:
+            raise LandscapeError("the data hold no tensors; expected (inputs, targets) tensors, a Dataset or a DataLoader")
+        ns = {tuple(t.shape[:1]) for _, t in leaves}
+        if any(t.ndim == 0 for _, t in leaves) or len(ns) != 1 or leaves[0][1].shape[0] == 0:
+            shapes = ", ".join(f"{p or 'data'}: {tuple(t.shape)}" for p, t in leaves[:6])
+            raise LandscapeError(
+                f"the data hold tensors of shapes {shapes}; expected the same non-zero number of samples "
+                "along the first axis of every tensor"
+            )
+
+    @property
+    def n(self) -> int:
+        return batch_len(self.tree)
+
+    def split(self, tree=None) -> tuple[Any, torch.Tensor | None]:
+        """``(inputs, targets)`` of ``tree`` (default all samples); targets None for rule ``"inputs"``."""
+        tree = self.tree if tree is None else tree
+        if self.rule == "pair":
+            return tree[0], tree[1]
+        if self.rule == "last":
+            return tuple(tree[:-1]), tree[-1]
+        if self.rule == "key":
+            return {k: v for k, v in tree.items() if k != self.target_key}, tree[self.target_key]
+        return tree, None
+
+    @property
+    def inputs(self):
+        return self.split()[0]
+
+    @property
+    def targets(self) -> torch.Tensor | None:
+        return self.split()[1]
+
+    def take(self, idx: torch.Tensor) -> "EvalData":
+        """The samples at ``idx`` (a 1-D index tensor), same rule."""
+        return EvalData(tree_map(lambda t: t[idx], self.tree), self.rule, self.target_key, dict(self.notes))
+
+    def to(self, device) -> "EvalData":
+        return EvalData(tree_map(lambda t: t.to(device), self.tree), self.rule, self.target_key, dict(self.notes))
+
+    def slices(self, size: int) -> list:
+        """Consecutive sub-trees of ``size`` samples (the last holds the remainder)."""
+        size = int(size)
+        if size < 1:
+            raise LandscapeError(f"batch size {size}; expected a positive number of samples per batch")
+        return [tree_map(lambda t, i=i: t[i:i + size], self.tree) for i in range(0, self.n, size)]
+
+
+def _rule_of(tree, target_key) -> tuple[str, Any]:
+    """Which rule a read tree follows (see the module docstring)."""
+    if isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields"):
+        if len(tree) == 2:
+            return "pair", None
+        if len(tree) > 2 and all(isinstance(t, torch.Tensor) for t in tree):
+            return "last", None
+    if isinstance(tree, Mapping) and target_key is not None and target_key in tree:
+        return "key", target_key
+    return "inputs", None
+
+
+_RULE_TEXT = {
+    "pair": "targets: the second element of (inputs, targets)",
+    "last": "targets: the last of {k} tensors; inputs: the {m} before it, as model(*inputs)",
+    "key": "targets: the dict entry {key!r}; inputs: the other entries, as model(**inputs)",
+    "inputs": "no targets: the model's own outputs.loss",
+}
+
+
+def subset_indices(n: int, max_samples: int | None, seed: int) -> torch.Tensor | None:
+    """Sorted indices of a fixed-seed subset of ``max_samples`` of ``n`` samples (None: all)."""
+    if max_samples is None or max_samples >= n:
+        return None
+    if int(max_samples) < 1:
+        raise LandscapeError(f"max_samples={max_samples}; expected a positive number of samples or None for all")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[: int(max_samples)]
+    return idx.sort().values
+
+
+def read_data(data, what: str = "data", *, max_samples: int | None = None, subset_seed: int = 0,
+              target_key: str | int | None = "labels") -> EvalData:
+    """Read evaluation data into one ``EvalData`` (a pytree of tensors in memory).
+
+    Parameters
+    ----------
+    data : tensors, tuple/list/dict of tensors, Dataset, DataLoader or zero-argument callable
+        ``(inputs, targets)``, ``(a, b, ..., targets)``, a dict with ``target_key``, a map-style or
+        iterable ``Dataset``, a ``DataLoader`` over one, or a factory returning one of those.
+    what : str
+        The argument's name in error messages.
+    max_samples : int, optional
+        A fixed-seed subset of this many samples: indices ``sorted(randperm(n, seed)[:max_samples])``.
+    subset_seed : int
+        The subset's seed.
+    target_key : str or int or None
+        The targets' dict key (default ``"labels"``), or for tuples of more than two tensors the
+        index of the targets (default: the last); None: a dict has no targets.
+
+    Returns
+    -------
+    EvalData
+        All (or the subset's) samples as tensors on the CPU (or where they were), with the rule
+        and a note of what was read in ``notes``.
+
+    Raises
+    ------
+    LandscapeError
+        Data of no accepted form, entries that are not tensors, leaves of different sample counts,
+        an empty dataset.
+
+    Notes
+    -----
+    Memory: the result holds the selected samples once (``max_samples`` of them, or all).
+    A map-style ``Dataset`` (also inside a ``DataLoader``) is read in index order whatever the
+    loader's sampler, so a shuffled loader gives the same samples on every call; with
+    ``max_samples`` the indices are chosen before any item is read and only those items are
+    read (peak: the items as Python objects plus the collated tensors, about twice the subset).
+    A sampler other than ``SequentialSampler``/``RandomSampler`` (e.g. ``SubsetRandomSampler``)
+    selects which indices, read in sorted order. An iterable dataset is read in the order it
+    yields and reading stops after ``max_samples`` samples (the first ones, not a random subset).
+    """
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    data = _call_factory(data, what)
+    notes: dict[str, Any] = {}
+    if isinstance(data, DataLoader):
+        tree, notes = _read_loader(data, what, max_samples, subset_seed)
+        max_samples = None  # already applied
+    elif isinstance(data, IterableDataset):
+        tree, notes = _read_iterable(data, lambda items: _collate(items), what, max_samples), {"source": "IterableDataset"}
+        max_samples = None
+    elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(
+            data, (tuple, list, Mapping, torch.Tensor, str, bytes)) and not hasattr(data, "__array__")):
+        # map-style: a torch Dataset, or anything indexable with a length (e.g. a Hugging Face
+        # ``datasets.Dataset`` with ``set_format("torch")``)
+        tree, notes = _read_map(data, None, _collate, what, max_samples, subset_seed)
+        max_samples = None
+    elif isinstance(data, (tuple, list, Mapping, torch.Tensor)) or hasattr(data, "__array__"):
+        tree = _tensorize(data, what)
+        notes = {"source": type(data).__name__}
+    else:
+        raise LandscapeError(
+            f"{what} of type {type(data).__name__}; expected (inputs, targets) tensors, a dict of tensors, "
+            "a Dataset, a DataLoader or a zero-argument callable returning one of those"
+        )
+    if isinstance(target_key, int) and isinstance(tree, tuple) and len(tree) > 2:
+        k = target_key % len(tree)  # move the targets last: rule "last"
+        tree = (*tree[:k], *tree[k + 1:], tree[k])
+    rule, key = _rule_of(tree, target_key if not isinstance(target_key, int) else None)
+    ev = EvalData(tree, rule, key)
+    idx = subset_indices(ev.n, max_samples, subset_seed)
+    if idx is not None:
+        notes["subset"] = f"{idx.numel()} of {ev.n} samples, seed {subset_seed}"
+        ev = ev.take(idx)
+    leaves = tree_leaves(tree)
+    text = _RULE_TEXT[rule].format(k=len(tree) if isinstance(tree, tuple) else 0,
+                                   m=len(tree) - 1 if isinstance(tree, tuple) else 0, key=key)
+    ev.notes = {**notes, "rule": rule, "targets": text, "structure": tree_structure(tree),
+                "n_leaves": len(leaves)}
+    return ev
+
+
+def _call_factory(data, what: str):
+    from torch.utils.data import DataLoader, Dataset
+
+    if callable(data) and not isinstance(data, (Dataset, DataLoader, nn.Module, torch.Tensor)):
         try:
             n_required = sum(
                 p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
@@ -32,45 +326,137 @@ def as_tensors(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
                 "factory returning (inputs, targets), a Dataset or a DataLoader"
             )
         data = data()
-    if isinstance(data, DataLoader):
-        batches = [tuple(b) for b in data]
-        if not batches or len(batches[0]) < 2:
-            raise LandscapeError(f"{what}: the DataLoader yields no (inputs, targets) batches")
-        return _check_pair(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]), what)
-    if isinstance(data, TensorDataset):
-        return _check_pair(data.tensors[0], data.tensors[1], what)
-    if isinstance(data, Dataset):
-        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
-        if not items:
-            raise LandscapeError(f"{what}: the Dataset is empty")
-        xs = torch.stack([torch.as_tensor(it[0]) for it in items])
-        ys = torch.stack([torch.as_tensor(it[1]) for it in items])
-        return _check_pair(xs, ys, what)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return _check_pair(torch.as_tensor(data[0]), torch.as_tensor(data[1]), what)
-    raise LandscapeError(
-        f"{what} of type {type(data).__name__}; expected (inputs, targets) tensors, a Dataset, a DataLoader "
-        "or a zero-argument callable returning one of those"
-    )
+    return data
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
+def _collate(items: list):
+    from torch.utils.data import default_collate
+
+    return default_collate(items)
+
+
+def _cat(trees: list, what: str):
+    """Concatenate trees of one structure along dim 0."""
+    first = trees[0]
+    if isinstance(first, torch.Tensor):
+        try:
+            return torch.cat(trees)
+        except RuntimeError as exc:
+            raise LandscapeError(
+                f"{what}: batches of shapes {[tuple(t.shape) for t in trees[:3]]} cannot be joined ({exc}); "
+                "expected every batch to have the same shape after the sample axis (pad to a fixed length, "
+                "e.g. padding='max_length')"
+            ) from None
+    if isinstance(first, Mapping):
+        return {k: _cat([t[k] for t in trees], what) for k in first}
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(_cat([t[i] for t in trees], what) for i in range(len(first))))
+    if isinstance(first, (tuple, list)):
+        return type(first)(_cat([t[i] for t in trees], what) for i in range(len(first)))
+    return first
+
+
+def _indices_of(loader, n: int) -> tuple[list[int] | None, str]:
+    """The dataset indices a loader over a map-style dataset reads, in index order."""
+    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+    sampler = loader.sampler
+    bs = loader.batch_sampler
+    if bs is not None and not isinstance(bs, BatchSampler):  # a custom batch sampler selects indices
+        idx = sorted({int(i) for b in bs for i in b})
+        return idx, f"indices of the batch sampler {type(bs).__name__}, in index order"
+    if isinstance(sampler, (SequentialSampler, RandomSampler)) and not getattr(sampler, "replacement", False) \
+            and getattr(sampler, "num_samples", n) == n:
+        return None, f"all samples in index order (the loader's {type(sampler).__name__} is not used)"
+    idx = sorted({int(i) for i in sampler})
+    return idx, f"the {len(idx)} indices of the loader's {type(sampler).__name__}, in index order"
+
+
+def _read_loader(loader, what: str, max_samples, seed):
+    from torch.utils.data import IterableDataset
+
+    ds = loader.dataset
+    collate = loader.collate_fn
+    if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+        tree = _read_iterable(loader, None, what, max_samples)
+        return tree, {"source": "DataLoader over an iterable dataset",
+                      "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
+    idx, order = _indices_of(loader, len(ds))
+    tree, notes = _read_map(ds, idx, collate, what, max_samples, seed)
+    return tree, {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
+
+
+def _read_map(ds, idx, collate, what: str, max_samples, seed):
+    """Items of a map-style dataset at ``idx`` (default all), subset chosen before reading."""
+    from torch.utils.data import TensorDataset
+
+    n = len(ds)
+    pos = list(range(n)) if idx is None else idx
+    sub = subset_indices(len(pos), max_samples, seed)
+    if sub is not None:
+        pos = [pos[int(i)] for i in sub]
+    if not pos:
+        raise LandscapeError(f"{what}: the Dataset is empty; expected at least one sample")
+    notes = {"source": type(ds).__name__}
+    if sub is not None:
+        notes["subset"] = f"{len(pos)} of {n} samples, seed {seed}, chosen before reading"
+    if isinstance(ds, TensorDataset) and (collate is _collate or _is_default_collate(collate)):
+        ix = torch.as_tensor(pos)
+        return tuple(t[ix] for t in ds.tensors), notes
+    items = [ds[i] for i in pos]
+    return _tensorize((collate or _collate)(items), what), notes
+
+
+def _is_default_collate(fn) -> bool:
+    from torch.utils.data import _utils
+
+    return fn is getattr(_utils.collate, "default_collate", None)
+
+
+def _read_iterable(it, collate, what: str, max_samples):
+    """Batches (a loader) or items (collated in groups of 256) until ``max_samples`` samples."""
+    trees, n, group = [], 0, []
+    for obj in it:
+        if collate is not None:
+            group.append(obj)
+            n += 1
+            if len(group) == 256:
+                trees.append(collate(group))
+                group = []
+        else:
+            tree = _tensorize(obj, what)
+            trees.append(tree)
+            n += batch_len(tree)
+        if max_samples is not None and n >= max_samples:
+            break
+    if group:
+        trees.append(collate(group))
+    if not trees:
+        raise LandscapeError(f"{what}: the data yielded no samples")
+    tree = _tensorize(_cat(trees, what), what)
+    if max_samples is not None and batch_len(tree) > max_samples:
+        tree = tree_map(lambda t: t[:max_samples], tree)
+    return tree
+
+
+# ------------------------------------------------------ plain-tensor helpers ----
+
+def as_tensors(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, targets)`` as two tensors, for data of the plain form (one input tensor and its
+    targets); other forms raise ``LandscapeError`` (use ``read_data``)."""
+    ev = read_data(data, what)
+    x, y = ev.split()
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise LandscapeError(
-            f"{what}: inputs of shape {tuple(x.shape)} and targets of shape {tuple(y.shape)}; expected the same "
-            "non-zero number of samples along the first axis"
+            f"{what} has the form {ev.notes['structure']}; expected (inputs, targets) with one input tensor here"
         )
     return x, y
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, max_samples: int | None, seed: int):
-    if max_samples is None or max_samples >= len(x):
-        return x, y
-    if int(max_samples) < 1:
-        raise LandscapeError(f"max_samples={max_samples}; expected a positive number of samples or None for all")
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))[: int(max_samples)]
-    idx = idx.sort().values
-    return x[idx], y[idx]
+    """A fixed-seed subset of ``max_samples`` samples of two tensors (see ``subset_indices``)."""
+    idx = subset_indices(len(x), max_samples, seed)
+    return (x, y) if idx is None else (x[idx], y[idx])
 
 
 def batches(x: torch.Tensor, y: torch.Tensor | None = None, *, size: int) -> list:
@@ -85,4 +471,5 @@ def batches(x: torch.Tensor, y: torch.Tensor | None = None, *, size: int) -> lis
     return [(x[i:i + size], y[i:i + size]) for i in starts]
 
 
-__all__ = ["as_tensors", "subset", "batches"]
+__all__ = ["EvalData", "read_data", "subset_indices", "tree_map", "tree_leaves", "tree_structure", "batch_len",
+           "call_model", "args_kwargs", "as_tensors", "subset", "batches", "RULES"]

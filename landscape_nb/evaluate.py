@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import as_tensors, batches, subset
+from .data import EvalData, args_kwargs, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
 from .errors import LandscapeError
-from .metrics import resolve_metrics
-from .params import ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring
-from .spec import data_fingerprint
+from .metrics import DefaultLoss, OwnLoss, auto_metrics, describe, find_logits, loss_name, own_loss, resolve_metrics
+from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model,
+                     variance_buffers)
+from .spec import data_fingerprint, tree_fingerprint
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -41,9 +42,13 @@ class EvalSettings:
     compile: bool = False
     points_per_pass: int | None = None  # None: 1 on CPU, measured on a GPU (see Evaluator)
     fold_bn: bool = True  # eval mode: conv→BN pairs run as one conv (rounding-level change; see fold.py)
+    target_key: str | int | None = "labels"  # dict key (or tuple index) of the targets: see data.read_data
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["target_key"] == "labels":  # the default is left out: spec keys of earlier versions stay valid
+            del out["target_key"]
+        return out
 
     def with_overrides(self, **overrides) -> "EvalSettings":
         """A copy with the named fields replaced; an unknown name raises ``LandscapeError``
@@ -77,6 +82,47 @@ class PointEvaluator(Protocol):
 # ----------------------------------------------------------- evaluator ----
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
+BN_BATCH = 1024  # samples per pass when BatchNorm statistics are re-estimated: fixed, so the statistics
+# do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics)
+
+
+def data_key(ev: EvalData) -> str:
+    """The fingerprint of evaluation data: ``spec.data_fingerprint(x, y)`` for plain ``(inputs, targets)``
+    tensors (the keys stored before pytree data), ``spec.tree_fingerprint`` for every other form."""
+    if ev.rule == "pair" and all(isinstance(t, torch.Tensor) for t in ev.tree):
+        return data_fingerprint(ev.tree[0], ev.tree[1])
+    return tree_fingerprint(tree_structure(ev.tree), tree_leaves(ev.tree))
+
+
+def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tuple[Callable, Callable, str]:
+    """(loss, ``split(tree) -> (inputs, targets)``, a note saying which loss) for ``ev``.
+
+    With no ``loss_fn`` and a dict batch (or inputs only), the model is called on a few samples
+    with the whole dict, labels included; if its outputs hold a scalar ``.loss`` (Hugging Face
+    models), that loss is used and the labels stay in the inputs. Otherwise ``loss_fn``, or the
+    default cross-entropy on the logits (``metrics.DefaultLoss``).
+    """
+    if loss_fn is None and ev.rule in ("key", "inputs"):
+        head = tree_map(lambda t: t[:2], ev.tree)
+        try:
+            with eval_mode(model), torch.no_grad():
+                out = call_model(model, head)
+        except Exception:  # e.g. the model takes no `labels` keyword: then not the model's own loss
+            out = None
+        if out is not None and own_loss(out) is not None:
+            def split(tree):
+                return tree, ev.split(tree)[1]
+            return OwnLoss(), split, "the model's own outputs.loss (labels passed to the model with the inputs)"
+    if loss_fn is None:
+        return DefaultLoss(), ev.split, "cross-entropy on the logits (default)"
+    return loss_fn, ev.split, loss_name(loss_fn)
+
+
+def _floats(out):
+    """Outputs of a low-precision pass as float32 where they are plain tensors; anything else untouched."""
+    if isinstance(out, torch.Tensor) and out.dtype in (torch.bfloat16, torch.float16):
+        return out.float()
+    return out
 
 
 class _BatchSizeTuner:
@@ -139,16 +185,22 @@ class Evaluator:
     model : torch.nn.Module
         The network; evaluated in eval mode (or with BatchNorm statistics re-estimated per
         point when ``settings.mode == "bn-recompute"``).
-    data : (inputs, targets), Dataset, DataLoader or zero-argument callable
-        Evaluation data, ``n_samples`` along the first axis (see ``data.as_tensors``).
+    data : (inputs, targets), tuple or dict of tensors, Dataset, DataLoader or zero-argument callable
+        Evaluation data, ``n_samples`` along the first axis of every tensor; inputs may be a
+        tensor (``model(x)``), a tuple (``model(*x)``) or a dict (``model(**x)``); how targets
+        are found is stated in ``data.read_data`` and recorded in ``notes``.
     directions : torch.Tensor, shape (n_dirs, n_params)
         Direction vectors in the flat weight space of ``layout``, in weight units.
     layout : ParamLayout
         Which tensors of ``model`` the flat vectors cover.
     loss_fn : callable (outputs, targets) -> scalar mean, optional
-        Default ``nn.CrossEntropyLoss()``.
+        Gets the model's outputs untouched (a tensor, tuple, dict or ``ModelOutput``). Default:
+        the model's own ``outputs.loss`` for dict batches carrying labels when the model returns
+        one, else cross-entropy on the logits (refused, naming the fix, for float targets, one
+        output column or class indices out of range).
     metrics : "auto", None, str, list of str or dict name -> callable
-        Evaluated next to the loss; ``"auto"`` is accuracy for classification outputs.
+        Evaluated next to the loss; ``"auto"`` is accuracy when the outputs hold logits
+        (a tensor, ``.logits`` or the first element), else none (the reason in ``notes``).
     settings : EvalSettings, optional
         How points are evaluated (mode, subset, batch size, precision, ...).
     device : str or torch.device, optional
@@ -161,6 +213,15 @@ class Evaluator:
     LandscapeError
         For an unknown precision or mode, data in a form not accepted, data the model rejects,
         a loss that is not a scalar or a metric that is not a scalar.
+
+    Notes
+    -----
+    Memory: the evaluation samples (after ``max_samples``) are held once on the device, and
+    ``bn_data`` too in ``"bn-recompute"`` mode. Each batch's loss is weighted by its number of
+    samples; a loss averaging over a varying number of elements per batch (``ignore_index``,
+    padding) equals the loss over the whole set when one batch holds it (the default up to
+    4096 samples; pass ``batch_size``). ``notes`` (``dict``) says how targets, loss and
+    accuracy were chosen; it goes into the surface's provenance.
 
     Notes
     -----
@@ -187,7 +248,8 @@ class Evaluator:
             raise LandscapeError(f"precision={settings.precision!r}; expected one of {PRECISIONS}")
         self.settings = settings
         self.layout = layout
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        model = unwrap_model(model)
+        self.user_loss_fn = loss_fn
         self.device = torch.device(device) if device is not None else model_device(model)
         if self.device != model_device(model):
             model = copy.deepcopy(model).to(self.device)
@@ -209,24 +271,33 @@ class Evaluator:
         self._in_session = False
 
     def _prepare_data(self, data, bn_data) -> None:
-        """Sub-sample, fingerprint and move the data to the device once; split it into batches."""
+        """Read, sub-sample, fingerprint and move the data to the device once; split it into batches."""
         settings = self.settings
-        x, y = as_tensors(data)
-        x, y = subset(x, y, settings.max_samples, settings.subset_seed)
-        self.n_samples = len(x)
-        self.data_fingerprint = data_fingerprint(x, y)
-        bs = settings.batch_size or min(len(x), BATCH_CANDIDATES[0])
-        x = x.to(self.device)
-        if settings.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        self._xy = (x, y.to(self.device))
-        self.batches = batches(*self._xy, size=bs)
+        if settings.mode not in ("eval", "bn-recompute"):
+            raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
+        ev = read_data(data, max_samples=settings.max_samples, subset_seed=settings.subset_seed,
+                       target_key=settings.target_key)
+        self.n_samples = ev.n
+        self.data_fingerprint = data_key(ev)
+        ev = ev.to(self.device)
+        if settings.channels_last:
+            ev.tree = tree_map(lambda t: t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t,
+                               ev.tree)
+        self._data = ev
+        self.loss_fn, self._split, loss_note = choose_loss(self.model, ev, self.user_loss_fn)
+        self.notes = {**ev.notes, "loss": loss_note}
+        self.batches = self._batches(settings.batch_size or min(ev.n, BATCH_CANDIDATES[0]))
         self.bn_batches = None
         if settings.mode == "bn-recompute":
-            bx, _ = as_tensors(bn_data if bn_data is not None else (x, y), "bn_data")
-            self.bn_batches = batches(bx.to(self.device), size=bs)
-        elif settings.mode != "eval":
-            raise LandscapeError(f"mode={settings.mode!r}; expected 'eval' or 'bn-recompute'")
+            bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key).to(self.device)
+            self.bn_batches = [self._split(t)[0] if bn is ev or bn.rule == ev.rule else bn.split(t)[0]
+                               for t in bn.slices(BN_BATCH)]
+            self.notes["bn_recompute"] = (f"BatchNorm statistics re-estimated at every point over {bn.n} samples in "
+                                          f"passes of {BN_BATCH} (cumulative average), only norm layers in train mode")
+
+    def _batches(self, size: int) -> list:
+        """``[(inputs, targets), ...]`` of ``size`` samples each, on the device."""
+        return [self._split(t) for t in self._data.slices(size)]
 
     def _batch_size_tuner(self) -> _BatchSizeTuner | None:
         """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch."""
@@ -243,7 +314,7 @@ class Evaluator:
 
     @property
     def batch_size(self) -> int:
-        return len(self.batches[0][0])
+        return batch_len(self.batches[0][0])
 
     @property
     def tuning(self) -> bool:
@@ -253,7 +324,7 @@ class Evaluator:
     def use_batch_size(self, bs: int) -> None:
         """Run the following points with batches of ``bs`` samples."""
         if self.batch_size != bs:
-            self.batches = batches(*self._xy, size=bs)
+            self.batches = self._batches(bs)
 
     def _seconds(self, fn, reps: int = 2) -> float:
         """Wall time of ``fn()``'s last repetition (the first ones warm up)."""
@@ -313,23 +384,32 @@ class Evaluator:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
     def _validate(self, metrics) -> dict[str, Callable]:
-        """Run one small batch unperturbed: the model must accept the data, the loss be a scalar."""
-        xb, yb = self.batches[0][0][:8], self.batches[0][1][:8]
+        """Run one small batch unperturbed: the model must accept the data, the loss be a scalar
+        (and the default loss mean something for all the targets)."""
+        xb, yb = tree_map(lambda t: t[:8], self.batches[0])
         with eval_mode(self.model):
             with torch.no_grad():
                 try:
-                    out = self.model(xb)
+                    out = call_model(self.model, xb)
                 except Exception as exc:  # the user's model decides what it rejects
+                    form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
+                            f"of the form {tree_structure(xb)} with per-sample shapes "
+                            + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
                     raise LandscapeError(
-                        f"the model rejected inputs of shape {tuple(self.batches[0][0].shape[1:])} per sample "
-                        f"({type(exc).__name__}: {exc}); pass data shaped the way the model expects"
+                        f"the model rejected inputs {form} "
+                        f"({type(exc).__name__}: {exc}); pass data shaped the way the model expects "
+                        "(a tuple is passed as model(*inputs), a dict as model(**inputs))"
                     ) from exc
+                if isinstance(self.loss_fn, DefaultLoss):
+                    self.loss_fn.check(out, self._data.split()[1])
                 try:
                     loss = self.loss_fn(out, yb)
                 except Exception as exc:
+                    yshape = tuple(yb.shape) if isinstance(yb, torch.Tensor) else None
                     raise LandscapeError(
-                        f"loss_fn failed on outputs {tuple(out.shape)} and targets {tuple(yb.shape)} "
-                        f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss"
+                        f"loss_fn failed on outputs ({describe(out)}) and targets of shape {yshape} "
+                        f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss "
+                        "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
                     ) from exc
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
@@ -337,7 +417,10 @@ class Evaluator:
                 f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
                 "e.g. use reduction='mean'"
             )
-        fns = resolve_metrics(metrics, out, yb)
+        if metrics == "auto":
+            fns, self.notes["accuracy"] = auto_metrics(out, yb)
+        else:
+            fns = resolve_metrics(metrics, out, yb)
         for name, fn in fns.items():
             value = fn(out, yb)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
@@ -347,13 +430,17 @@ class Evaluator:
     def _batch_independent(self) -> bool:
         """Whether a sample's output is independent of the rest of its batch (up to rounding), so the
         batch size may be tuned; not so with e.g. BatchNorm without running statistics."""
-        xb = self.batches[0][0][:16]
-        if len(xb) < 2:
+        xb = tree_map(lambda t: t[:16], self.batches[0][0])
+        n = batch_len(xb)
+        if n < 2:
             return True
         with eval_mode(self.model), torch.no_grad():
-            whole = self.model(xb).float()
-            halves = torch.cat([self.model(xb[:len(xb) // 2]), self.model(xb[len(xb) // 2:])]).float()
-        return _same_outputs(whole, halves)
+            whole = find_logits(call_model(self.model, xb))
+            parts = [find_logits(call_model(self.model, tree_map(lambda t: t[a:b], xb)))
+                     for a, b in ((0, n // 2), (n // 2, n))]
+        if whole is None or any(p is None for p in parts) or whole.ndim == 0 or len(whole) != n:
+            return False  # nothing per sample to compare: keep the batch size
+        return _same_outputs(whole.float(), torch.cat(parts).float())
 
     def _folded(self) -> tuple[nn.Module, str]:
         """The model with eval-mode BN folded into its convs, checked against the model itself on
@@ -365,8 +452,11 @@ class Evaluator:
                 folded, note = fold_batchnorm(self.model)
                 if folded is self.model:
                     return folded, note
-                xb = self.batches[0][0][:64]
-                want, got = self.model(xb).float(), folded(xb).float()
+                xb = tree_map(lambda t: t[:64], self.batches[0][0])
+                want, got = find_logits(call_model(self.model, xb)), find_logits(call_model(folded, xb))
+                if want is None or got is None:
+                    return self.model, "not folded: no tensor outputs to check the folded model against"
+                want, got = want.float(), got.float()
             except Exception as exc:  # anything fx-traced that fails to run: keep the model as it is
                 return self.model, f"not folded: the traced model failed ({type(exc).__name__})"
         if not _same_outputs(want, got):
@@ -374,16 +464,20 @@ class Evaluator:
         return folded, note
 
     def _recompute_bn(self) -> None:
-        """Re-estimate BatchNorm running statistics at the current weights (cumulative average)."""
+        """Re-estimate BatchNorm running statistics at the current weights: cumulative average over
+        ``bn_data`` in passes of ``BN_BATCH`` samples, only the BatchNorm layers in train mode (Dropout
+        and the rest stay in eval mode)."""
         bns = batchnorm_modules(self.model)
         momenta = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()
             m.momentum = None
-        self.model.train()
+        self.model.eval()
+        for m in bns:
+            m.train()
         for xb in self.bn_batches:
             with self._autocast():
-                self.forward(xb)
+                call_model(self.forward, xb)
         for m, mom in zip(bns, momenta):
             m.momentum = mom
 
@@ -397,9 +491,9 @@ class Evaluator:
         sums = torch.zeros(1 + len(self.metric_fns), dtype=torch.float64, device=self.device)
         for xb, yb in self.batches:
             with self._autocast():
-                out = self.forward(xb)
-            out = out.float()
-            n = len(xb)
+                out = call_model(self.forward, xb)
+            out = _floats(out)
+            n = batch_len(xb)
             sums[0] += self.loss_fn(out, yb).double() * n
             for k, fn in enumerate(self.metric_fns.values(), start=1):
                 sums[k] += fn(out, yb).double() * n
@@ -410,20 +504,23 @@ class Evaluator:
         from torch.func import functional_call, vmap
 
         flat = torch.addmm(self.perturber.base[None, :], coords, self.perturber.directions)
-        params = {e.name: t for e, t in zip(self.layout.entries, self.layout.split(flat))}
+        parts = self.layout.split(flat)
+        for i in variance_buffers(self.layout):  # as Perturber.set: a variance cannot be negative
+            parts[i] = parts[i].clamp_min(0.0)
+        params = {e.name: t for e, t in zip(self.layout.entries, parts)}
         fns = list(self.metric_fns.values())
 
         def one(p, xb, yb):
             with self._autocast():
-                out = functional_call(self.model, p, (xb,))
-            out = out.float()
+                out = functional_call(self.model, p, *args_kwargs(xb))
+            out = _floats(out)
             return torch.stack([self.loss_fn(out, yb).float(), *(fn(out, yb).float() for fn in fns)])
 
         batched = vmap(one, in_dims=(0, None, None))
         sums = torch.zeros(len(coords), 1 + len(fns), dtype=torch.float64, device=self.device)
         self.model.eval()
         for xb, yb in self.batches:
-            sums += batched(params, xb, yb).double() * len(xb)
+            sums += batched(params, xb, yb).double() * batch_len(xb)
         return sums / self.n_samples
 
     def _choose_points_per_pass(self, n_dirs: int) -> int:

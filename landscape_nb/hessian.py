@@ -30,18 +30,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import as_tensors, batches as split_batches, subset
+from .data import batch_len, call_model, read_data
 from .directions import Directions
 from .errors import LandscapeError
-from .evaluate import Cancelled
-from .params import ParamLayout, eval_mode, flatten, model_device, restoring
+from .evaluate import Cancelled, choose_loss
+from .metrics import DefaultLoss
+from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -55,26 +57,38 @@ class HessianOperator:
 
     ``matvec`` reads the weights at call time, so evaluating the curvature at a
     perturbed point only needs the weights written in place (as the eigen-map does).
+
+    Data take every form ``compute_surface`` takes (pytrees, dict batches, the model's own
+    ``outputs.loss``; see ``data.read_data`` and ``evaluate.choose_loss``). Products run with
+    the math kernel of ``scaled_dot_product_attention`` (the fused CPU/flash kernels have no
+    double backward; the math kernel computes the same function), on the model inside a
+    ``torch.compile``/``DataParallel`` wrapper (``params.unwrap_model``). ``progress`` is a
+    callable ``(n_products)`` called after each product (the public functions pass a tqdm bar).
     """
 
     def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
                  batch_size: int | None = None, max_samples: int | None = None, subset_seed: int = 0,
-                 batches=None, layout: ParamLayout | None = None):
+                 batches=None, layout: ParamLayout | None = None, target_key: str | int | None = "labels"):
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        model = unwrap_model(model)
         self.model = model
         self.layout = layout or ParamLayout.of(model)
         self.params = self.layout.tensors(model)
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.progress: Callable[[int], None] | None = None
         if batches is None:
             if data is None:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
-            x, y = as_tensors(data)
-            x, y = subset(x, y, max_samples, subset_seed)
-            device = model_device(model)
-            batches = split_batches(x.to(device), y.to(device), size=batch_size or len(x))
+            ev = read_data(data, max_samples=max_samples, subset_seed=subset_seed, target_key=target_key)
+            ev = ev.to(model_device(model))
+            loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
+            if isinstance(loss_fn, DefaultLoss):
+                with eval_mode(model), torch.no_grad():
+                    loss_fn.check(call_model(model, split(ev.slices(8)[0])[0]), ev.split()[1])
+            batches = [split(t) for t in ev.slices(batch_size or ev.n)]
+        self.loss_fn = loss_fn or DefaultLoss()
         self.batches = list(batches)
-        self.n_samples = sum(len(b[0]) for b in self.batches)
+        self.n_samples = sum(batch_len(b[0]) for b in self.batches)
         self.n_params = self.layout.n_params
         self.n_products = 0
 
@@ -83,15 +97,15 @@ class HessianOperator:
         return self.params[0].dtype
 
     def _loss(self, xb, yb) -> torch.Tensor:
-        return self.loss_fn(self.model(xb), yb)
+        return self.loss_fn(call_model(self.model, xb), yb)
 
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss, flat."""
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        with eval_mode(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad(), math_attention():
             for xb, yb in self.batches:
                 g = torch.autograd.grad(self._loss(xb, yb), self.params, allow_unused=True)
-                total += _flat(g, self.params).double() * (len(xb) / self.n_samples)
+                total += _flat(g, self.params).double() * (batch_len(xb) / self.n_samples)
         return total
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -101,15 +115,17 @@ class HessianOperator:
             raise LandscapeError(f"a vector of {v.numel()} values; expected {self.n_params} (one per trainable value)")
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        with eval_mode(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad(), math_attention():
             for xb, yb in self.batches:
                 grads = torch.autograd.grad(self._loss(xb, yb), self.params, create_graph=True, allow_unused=True)
                 dot = sum((g * p).sum() for g, p in zip(grads, parts) if g is not None)
                 if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
                     continue  # the loss is linear in every parameter on this batch
                 hv = torch.autograd.grad(dot, self.params, allow_unused=True)
-                total += _flat(hv, self.params).double() * (len(xb) / self.n_samples)
+                total += _flat(hv, self.params).double() * (batch_len(xb) / self.n_samples)
         self.n_products += 1
+        if self.progress is not None:
+            self.progress(self.n_products)
         return total
 
     def as_linear_operator(self, shift: float = 0.0, sign: float = 1.0):
@@ -132,6 +148,43 @@ class HessianOperator:
         return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
 
 
+def math_attention():
+    """``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``: ``scaled_dot_product_attention`` by its
+    reference formula, which has a double backward (the fused kernels have none)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: the older switch (CPU attention there has no fused kernel)
+        return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+@contextlib.contextmanager
+def _progress(op: HessianOperator, show: bool, desc: str):
+    """A tqdm.auto bar counting Hessian-vector products while ``show``."""
+    if not show:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="HVP")
+    start = op.n_products
+    op.progress = lambda n: bar.update(n - start - bar.n)
+    try:
+        yield
+    finally:
+        op.progress = None
+        bar.close()
+
+
+class EigenvalueResult(dict):
+    """``{"max": array, "min": array}`` with the work done: ``n_products`` (Hessian-vector
+    products), ``converged`` (ARPACK reached ``tol`` for every value asked) and ``seconds``."""
+
+    n_products: int = 0
+    converged: bool = True
+    seconds: float = 0.0
+
+
 def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
@@ -148,8 +201,18 @@ class Eigenpairs:
     converged: bool
 
 
+DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is float32 on the model's device
+DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
+
+
 def _lanczos(op: HessianOperator, k: int, which: str, tol: float, max_iter: int | None, seed: int,
              shift: float = 0.0, sign: float = 1.0):
+    """The ``k`` largest eigenpairs of ``sign·(H − shift·I)``: (values, vectors (n, k), converged).
+
+    Tiny models (k ≥ n) get the dense spectrum; models of ``DEVICE_LANCZOS_MIN_PARAMS`` or more
+    a thick-restart Lanczos whose basis is float32 on the model's device (``_device_lanczos``);
+    the rest ARPACK (float64 basis on the CPU).
+    """
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
     n = op.n_params
@@ -158,6 +221,8 @@ def _lanczos(op: HessianOperator, k: int, which: str, tol: float, max_iter: int 
         vals, vecs = np.linalg.eigh(sign * (h - shift * np.eye(n)))
         idx = np.argsort(vals)[::-1][:k] if which == "LA" else np.argsort(vals)[:k]
         return vals[idx], vecs[:, idx], True
+    if n >= DEVICE_LANCZOS_MIN_PARAMS and which == "LA":
+        return _device_lanczos(op, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, shift, sign)
     v0 = np.random.default_rng(seed).standard_normal(n)
     ncv = min(n, max(2 * k + 1, 20))
     try:
@@ -171,6 +236,68 @@ def _lanczos(op: HessianOperator, k: int, which: str, tol: float, max_iter: int 
         pad = k - len(vals)
         return (np.concatenate([vals, np.full(pad, np.nan)]),
                 np.concatenate([vecs, np.full((n, pad), np.nan)], axis=1), False)
+
+
+def _device_lanczos(op: HessianOperator, k: int, tol: float, max_iter: int | None, seed: int,
+                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20):
+    """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``.
+
+    The basis of ``m + 1 = max(2k + 1, 20) + 1`` vectors is float32 on the model's device, with
+    full reorthogonalization (two passes); the tridiagonal (arrowhead after a restart) matrix is
+    float64 on the CPU. A restart keeps ``max(k, m // 2)`` Ritz vectors, written over the basis
+    in column chunks. Memory: ``4·(m + 1)`` bytes per parameter for the basis (84 for k ≤ 9),
+    plus the product's float64 vectors (about 24), against ARPACK's ``8·(m + 3)`` (184) on the
+    CPU with a host copy per product. Converged when every wanted Ritz pair's residual
+    ``|β s_m|`` is at most ``tol·|θ|``.
+    """
+    n, device = op.n_params, op.params[0].device
+    m = min(n - 1, max(2 * k + 1, 20))
+    keep = min(m - 1, max(k, m // 2))
+    basis = torch.empty(m + 1, n, dtype=torch.float32, device=device)
+    v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device)
+    basis[0] = (v0 / v0.norm()).float()
+    t = np.zeros((m, m))
+    start, beta = 0, 0.0
+    max_restarts = max_iter or max(100, 10 * m)
+    theta = s = None
+    for _ in range(max_restarts):
+        for j in range(start, m):
+            v = basis[j].double()
+            w = sign * (op.matvec(v).to(device) - shift * v)
+            t[j, j] = float(v @ w)
+            for _ in range(2):  # full reorthogonalization against the float32 basis
+                h = basis[:j + 1] @ w.float()
+                w -= (h @ basis[:j + 1]).double()
+            beta = float(w.norm())
+            if j + 1 < m:
+                t[j, j + 1] = t[j + 1, j] = beta
+            if beta == 0.0:  # an invariant subspace: the Ritz values are exact
+                break
+            basis[j + 1] = (w / beta).float()
+        theta, s = np.linalg.eigh(t)
+        order = np.argsort(theta)[::-1]
+        theta, s = theta[order], s[:, order]
+        resid = np.abs(beta * s[m - 1, :k])
+        if np.all(resid <= tol * np.maximum(np.abs(theta[:k]), 1e-30)) or beta == 0.0:
+            return theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk), True
+        # restart: the `keep` best Ritz vectors, then the residual direction, arrowhead coupling
+        sk = torch.from_numpy(s[:, :keep].T.copy()).float().to(device)
+        for c in range(0, n, chunk):
+            basis[:keep, c:c + chunk] = sk @ basis[:m, c:c + chunk]
+        basis[keep] = basis[m]
+        t = np.zeros((m, m))
+        t[np.arange(keep), np.arange(keep)] = theta[:keep]
+        t[keep, :keep] = t[:keep, keep] = beta * s[m - 1, :keep]
+        start = keep
+    return theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk), False
+
+
+def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.ndarray:
+    """``V_m^T s`` as a float64 numpy array (n, k), computed in column chunks."""
+    sk = torch.from_numpy(s.T.copy()).float().to(basis.device)
+    out = torch.cat([sk @ basis[:m, c:c + chunk] for c in range(0, basis.shape[1], chunk)], dim=1)
+    out = out.double()
+    return (out / out.norm(dim=1, keepdim=True)).T.cpu().numpy()
 
 
 def extreme_eigenpairs(op: HessianOperator, *, n_max: int = 1, n_min: int = 0, tol: float = 1e-3,
@@ -199,7 +326,8 @@ def extreme_eigenpairs(op: HessianOperator, *, n_max: int = 1, n_min: int = 0, t
 
 def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "both", loss_fn=None,
                         tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
-                        max_samples: int | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
+                        max_samples: int | None = None, batch_size: int | None = None,
+                        target_key: str | int | None = "labels", progress: bool = False) -> EigenvalueResult:
     """The ``k`` largest (``which="max"``), most negative (``"min"``) or both eigenvalues.
 
     >>> lnb.hessian_eigenvalues(model, (x, y), k=3)   # {"max": array([...]), "min": array([...])}
@@ -229,12 +357,26 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values.
+    target_key : str or int, optional
+        Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
+    progress : bool
+        Show a tqdm.auto bar counting Hessian-vector products.
 
     Returns
     -------
-    dict
-        ``"max"``: array (k,), descending; ``"min"``: array (k,), ascending (most negative first).
-        Units: loss per weight² (the weights' own units). NaN where ARPACK did not converge.
+    EigenvalueResult
+        A dict: ``"max"``: array (k,), descending; ``"min"``: array (k,), ascending (most negative
+        first). Units: loss per weight² (the weights' own units). NaN where ARPACK did not
+        converge. Attributes ``n_products``, ``converged`` and ``seconds`` report the work.
+
+    Notes
+    -----
+    Memory (besides the model's double-backward graph for one batch on its device): from
+    ``DEVICE_LANCZOS_MIN_PARAMS`` (100,000) parameters on, a thick-restart Lanczos keeps its
+    ``m + 1`` basis vectors (``m = max(2k + 1, 20)``) in float32 on the model's device:
+    ``4·(m + 1)`` bytes per parameter (84 for k ≤ 9) plus about 24 for the product's float64
+    vectors, with ``tol`` at least 1e-6; smaller models use ARPACK, ``8·(m + 3)`` bytes per
+    parameter (184) in float64 on the CPU.
 
     Raises
     ------
@@ -248,14 +390,20 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     """
     if which not in ("max", "min", "both"):
         raise LandscapeError(f"which={which!r}; expected 'max', 'min' or 'both'")
-    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
-    top, bottom = extreme_eigenpairs(op, n_max=k if which != "min" else 1, n_min=k if which != "max" else 0,
-                                     tol=tol, max_iter=max_iter, seed=seed)
-    out = {}
+    t0 = time.perf_counter()
+    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
+                         target_key=target_key)
+    with _progress(op, progress, "Hessian eigenvalues"):
+        top, bottom = extreme_eigenpairs(op, n_max=k if which != "min" else 1, n_min=k if which != "max" else 0,
+                                         tol=tol, max_iter=max_iter, seed=seed)
+    out = EigenvalueResult()
     if which != "min":
         out["max"] = top.values
     if bottom is not None:
         out["min"] = bottom.values
+    out.n_products = op.n_products
+    out.converged = bool(top.converged and (bottom is None or bottom.converged))
+    out.seconds = time.perf_counter() - t0
     return out
 
 
@@ -276,7 +424,8 @@ def _parse_which(which) -> list[tuple[str, int]]:
 
 def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=None, tol: float = 1e-3,
                        max_iter: int | None = None, seed: int = 0, max_samples: int | None = None,
-                       batch_size: int | None = None) -> Directions:
+                       batch_size: int | None = None, target_key: str | int | None = "labels",
+                       progress: bool = False) -> Directions:
     """Unit Hessian eigenvectors at ``model``'s weights, to use as the axes of a line or plane.
 
     >>> d = lnb.hessian_directions(model, (x, y), which=("max", "min"))
@@ -303,13 +452,18 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values.
+    target_key : str or int, optional
+        Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
+    progress : bool
+        Show a tqdm.auto bar counting Hessian-vector products.
 
     Returns
     -------
     Directions
         Vectors of shape (len(which), n_params), norm 1 (coordinates are in weight units), the
         sign fixed so the largest-magnitude entry is positive; ``provenance["eigenvalues"]``
-        holds the eigenvalues and the axis labels name them.
+        holds the eigenvalues and the axis labels name them, ``n_hvp``, ``converged`` and
+        ``seconds`` the work done.
 
     Raises
     ------
@@ -326,8 +480,12 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     spec = _parse_which(which)
     n_max = max([r for k, r in spec if k == "max"], default=0)
     n_min = max([r for k, r in spec if k == "min"], default=0)
-    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
-    top, bottom = extreme_eigenpairs(op, n_max=max(n_max, 1), n_min=n_min, tol=tol, max_iter=max_iter, seed=seed)
+    t0 = time.perf_counter()
+    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
+                         target_key=target_key)
+    with _progress(op, progress, "Hessian directions"):
+        top, bottom = extreme_eigenpairs(op, n_max=max(n_max, 1), n_min=n_min, tol=tol, max_iter=max_iter,
+                                         seed=seed)
     rows, values, labels = [], [], []
     for kind, rank in spec:
         pairs = top if kind == "max" else bottom
@@ -341,7 +499,7 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
-            "n_hvp": op.n_products, "norms": [1.0] * len(rows)}
+            "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows)}
     return Directions(torch.stack(rows).float(), op.layout, prov)
 
 
@@ -358,6 +516,8 @@ class TraceEstimate:
     value: float
     stderr: float
     n_samples: int
+    n_products: int = 0
+    seconds: float = 0.0
 
     @property
     def tolerance(self) -> float:
@@ -368,7 +528,8 @@ class TraceEstimate:
 
 
 def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, seed: int = 0,
-                  max_samples: int | None = None, batch_size: int | None = None) -> TraceEstimate:
+                  max_samples: int | None = None, batch_size: int | None = None,
+                  target_key: str | int | None = "labels", progress: bool = False) -> TraceEstimate:
     """Hutchinson's estimate of the Hessian trace: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ``, Rademacher ``zᵢ``.
 
     >>> est = lnb.hessian_trace(model, (x, y), n_samples=64)
@@ -391,12 +552,17 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values.
+    target_key : str or int, optional
+        Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
+    progress : bool
+        Show a tqdm.auto bar counting Hessian-vector products.
 
     Returns
     -------
     TraceEstimate
-        ``value`` (loss per weight²), ``stderr`` (standard error of the mean of the probes) and
-        ``tolerance`` = 3 standard errors.
+        ``value`` (loss per weight²), ``stderr`` (standard error of the mean of the probes),
+        ``tolerance`` = 3 standard errors, ``n_products`` and ``seconds``. Memory: one probe and
+        one product (float64, 16 bytes per parameter) besides the model's graph.
 
     Raises
     ------
@@ -410,14 +576,18 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
-    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
+    t0 = time.perf_counter()
+    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
+                         target_key=target_key)
     gen = torch.Generator().manual_seed(int(seed))
     samples = []
-    for _ in range(int(n_samples)):
-        z = torch.randint(0, 2, (op.n_params,), generator=gen).double() * 2 - 1
-        samples.append(float(z @ op.matvec(z).cpu()))
+    with _progress(op, progress, "Hessian trace"):
+        for _ in range(int(n_samples)):
+            z = torch.randint(0, 2, (op.n_params,), generator=gen).double() * 2 - 1
+            samples.append(float(z @ op.matvec(z).cpu()))
     s = np.asarray(samples)
-    return TraceEstimate(float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s))), len(s))
+    return TraceEstimate(float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s))), len(s), op.n_products,
+                         time.perf_counter() - t0)
 
 
 # ------------------------------------------------------ eigen-map points ----
@@ -444,6 +614,7 @@ class HessianEvaluator:
     device = property(lambda self: self.base.device)
     bn_fold = property(lambda self: self.base.bn_fold)
     batch_size = property(lambda self: self.base.batch_size)  # the Hessian products use the base's batches
+    notes = property(lambda self: self.base.notes)
     points_per_pass = 1
 
     def session(self):
@@ -471,5 +642,5 @@ class HessianEvaluator:
         return np.asarray(rows, dtype=np.float64)
 
 
-__all__ = ["HessianOperator", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
+__all__ = ["HessianOperator", "EigenvalueResult", "math_attention", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
            "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]

@@ -9,11 +9,106 @@ import torch
 from .errors import LandscapeError
 
 
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Fraction of argmax predictions equal to integer targets (or to argmax of one-hot targets)."""
-    if targets.ndim == outputs.ndim:
-        targets = targets.argmax(dim=-1)
-    return (outputs.argmax(dim=-1) == targets).float().mean()
+def find_logits(outputs) -> torch.Tensor | None:
+    """The class scores in a model's outputs: the tensor itself, its ``.logits`` (Hugging Face
+    ``ModelOutput``), a ``"logits"`` dict entry, or the first element of a tuple/list; None if none."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    logits = getattr(outputs, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(outputs, Mapping) and isinstance(outputs.get("logits"), torch.Tensor):
+        return outputs["logits"]
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+        return outputs[0]
+    return None
+
+
+def own_loss(outputs) -> torch.Tensor | None:
+    """The model's own scalar loss in its outputs (``outputs.loss`` or ``outputs["loss"]``), or None."""
+    loss = getattr(outputs, "loss", None)
+    if loss is None and isinstance(outputs, Mapping):
+        loss = outputs.get("loss")
+    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+
+
+def describe(outputs) -> str:
+    """A short description of model outputs for error messages (shape, or type and fields)."""
+    if isinstance(outputs, torch.Tensor):
+        return f"a tensor of shape {tuple(outputs.shape)}"
+    if isinstance(outputs, Mapping):
+        inner = ", ".join(f"{k}: {describe(v) if isinstance(v, torch.Tensor) else type(v).__name__}"
+                          for k, v in list(outputs.items())[:6])
+        return f"{type(outputs).__name__}({inner})"
+    if isinstance(outputs, (tuple, list)):
+        return f"a {type(outputs).__name__} of {len(outputs)} ({', '.join(describe(v) for v in outputs[:4])})"
+    return type(outputs).__name__
+
+
+def accuracy(outputs, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of argmax predictions equal to integer targets (or to argmax of one-hot targets).
+
+    ``outputs``: logits (N, C) or (N, C, ...) with targets (N,) or (N, ...), or any outputs holding
+    them (``find_logits``); targets equal to -100 (the cross-entropy ``ignore_index``) are not counted.
+    """
+    logits = find_logits(outputs)
+    if logits is None:
+        raise LandscapeError(f"accuracy found no logits in the outputs ({describe(outputs)})")
+    if targets.ndim == logits.ndim:
+        targets = targets.argmax(dim=1 if logits.ndim > 2 else -1)
+    pred = logits.argmax(dim=1 if logits.ndim > 2 else -1)
+    keep = targets != -100
+    return ((pred == targets) & keep).sum().float() / keep.sum().clamp_min(1).float()
+
+
+class DefaultLoss:
+    """Cross-entropy on the logits of any outputs (``find_logits``): the loss when none is given.
+
+    ``check`` refuses what it cannot mean, with the fix: float targets (regression), a single
+    output column, class indices outside ``[0, C)`` (other than -100, ignored).
+    """
+
+    def __call__(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(find_logits(outputs), targets)
+
+    def check(self, outputs, targets: torch.Tensor | None) -> None:
+        """Raise ``LandscapeError`` unless cross-entropy of ``outputs`` against all ``targets`` means something."""
+        fix = "pass loss_fn= (e.g. loss_fn=nn.MSELoss() for regression)"
+        logits = find_logits(outputs)
+        if targets is None:
+            raise LandscapeError(
+                f"the data carry no targets and the model's outputs ({describe(outputs)}) hold no .loss; "
+                "pass (inputs, targets), a dict with a 'labels' entry (target_key=), or a model returning its loss"
+            )
+        if logits is None:
+            raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
+        if targets.is_floating_point():
+            raise LandscapeError(
+                f"targets are floating point ({targets.dtype}, shape {tuple(targets.shape)}): the default loss is "
+                f"cross-entropy over class indices, which does not mean anything for these; {fix}"
+            )
+        n_classes = logits.shape[1] if logits.ndim > 1 else 1
+        if logits.ndim < 2 or n_classes < 2:
+            raise LandscapeError(
+                f"the model has {n_classes} output column(s) (logits {tuple(logits.shape)}): cross-entropy over one "
+                f"class is 0 everywhere; {fix}, or nn.BCEWithLogitsLoss() for a binary classifier"
+            )
+        valid = targets[targets != -100]
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
+            raise LandscapeError(
+                f"targets range over [{int(valid.min())}, {int(valid.max())}] but the model has {n_classes} output "
+                f"classes: expected class indices in [0, {n_classes - 1}]; check the targets or {fix}"
+            )
+
+
+class OwnLoss:
+    """The model's own ``outputs.loss`` (Hugging Face models given their labels); targets unused."""
+
+    def __call__(self, outputs, targets=None) -> torch.Tensor:
+        loss = own_loss(outputs)
+        if loss is None:
+            raise LandscapeError(f"the model's outputs ({describe(outputs)}) hold no scalar .loss")
+        return loss
 
 
 BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
@@ -26,11 +121,29 @@ def loss_name(loss_fn) -> str:
     return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
 
 
-def resolve_metrics(metrics, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Callable]:
-    """``"auto"`` means accuracy for classification outputs (N, C>1) with integer targets."""
+def auto_metrics(outputs, targets: torch.Tensor | None) -> tuple[dict[str, Callable], str]:
+    """``metrics="auto"``: accuracy when the outputs hold logits (N, C>1, ...) (``find_logits``) and the
+    targets are integer class indices of matching shape; else none. Returns (metrics, a note saying why)."""
+    logits = find_logits(outputs)
+    if targets is None:
+        return {}, "accuracy skipped: the data carry no targets"
+    if logits is None:
+        return {}, f"accuracy skipped: no logits found in the outputs ({describe(outputs)})"
+    if targets.is_floating_point():
+        return {}, "accuracy skipped: the targets are floating point (not class indices)"
+    if logits.ndim < 2 or logits.shape[1] < 2:
+        return {}, f"accuracy skipped: logits of shape {tuple(logits.shape)} have fewer than 2 classes"
+    if logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0] or \
+            tuple(logits.shape[2:]) != tuple(targets.shape[1:]):
+        return {}, (f"accuracy skipped: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} are not "
+                    "(N, C, ...) and (N, ...)")
+    return {"accuracy": accuracy}, "accuracy: argmax of the logits against the targets"
+
+
+def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:
+    """``"auto"``: see ``auto_metrics``; None: none; names of built-ins or name -> callable."""
     if metrics == "auto":
-        classify = outputs.ndim == 2 and outputs.shape[1] > 1 and not targets.is_floating_point()
-        return {"accuracy": accuracy} if classify else {}
+        return auto_metrics(outputs, targets)[0]
     if metrics is None:
         return {}
     if isinstance(metrics, str):
@@ -57,4 +170,4 @@ def split_values(values: np.ndarray, metric_names: Sequence[str]) -> dict[str, n
     return {"loss": values[..., 0], **{m: values[..., k] for k, m in enumerate(metric_names, start=1)}}
 
 
-__all__ = ["accuracy", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]
+__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]

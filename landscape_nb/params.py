@@ -38,15 +38,20 @@ class ParamLayout:
     entries: tuple[Entry, ...]
 
     @classmethod
-    def of(cls, model: nn.Module, include_buffers: bool = False) -> "ParamLayout":
+    def of(cls, model: nn.Module, include_buffers: bool = False, frozen: Sequence[str] = ()) -> "ParamLayout":
+        """The trainable parameters of ``model`` (``named_parameters()`` order), plus the frozen
+        (``requires_grad=False``) parameters named in ``frozen`` (kind ``"frozen"``, in their
+        place), plus floating-point buffers with ``include_buffers`` (kind ``"buffer"``, last)."""
         if not isinstance(model, nn.Module):
             raise LandscapeError(
                 f"expected a torch.nn.Module, got {type(model).__name__}; pass the model object itself"
             )
+        model = unwrap_model(model)
+        frozen = set(frozen)
         entries = [
-            Entry(name, tuple(p.shape), "param")
+            Entry(name, tuple(p.shape), "param" if p.requires_grad else "frozen")
             for name, p in model.named_parameters()
-            if p.requires_grad
+            if p.requires_grad or name in frozen
         ]
         if include_buffers:
             entries += [
@@ -66,6 +71,11 @@ class ParamLayout:
         return sum(e.numel for e in self.entries)
 
     @property
+    def frozen_names(self) -> tuple[str, ...]:
+        """Frozen (``requires_grad=False``) parameters the layout covers (paths between models)."""
+        return tuple(e.name for e in self.entries if e.kind == "frozen")
+
+    @property
     def include_buffers(self) -> bool:
         return any(e.kind == "buffer" for e in self.entries)
 
@@ -83,6 +93,7 @@ class ParamLayout:
 
     def tensors(self, model: nn.Module) -> list[torch.Tensor]:
         """The model's live tensors in layout order."""
+        model = unwrap_model(model)
         named = dict(model.named_parameters())
         named.update(dict(model.named_buffers()))
         try:
@@ -95,7 +106,7 @@ class ParamLayout:
 
     def check_model(self, model: nn.Module, what: str = "directions") -> None:
         """Refuse a model whose tensors differ from this layout, naming the first mismatch."""
-        other = ParamLayout.of(model, include_buffers=self.include_buffers)
+        other = ParamLayout.of(model, include_buffers=self.include_buffers, frozen=self.frozen_names)
         if other == self:
             return
         mine = {e.name: e.shape for e in self.entries}
@@ -168,8 +179,18 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         _set_modes(modes)
 
 
+def variance_buffers(layout: ParamLayout) -> list[int]:
+    """Positions in ``layout`` of BatchNorm ``running_var`` buffers: a point beyond the ends of a
+    path can extrapolate them below 0 (NaN outputs), so ``Perturber`` clamps them at 0."""
+    return [i for i, e in enumerate(layout.entries) if e.kind == "buffer" and e.name.endswith("running_var")]
+
+
 class Perturber:
-    """Writes ``w0 + coeffs @ D`` into the model's tensors in place (no allocation per point)."""
+    """Writes ``w0 + coeffs @ D`` into the model's tensors in place (no allocation per point).
+
+    BatchNorm ``running_var`` buffers in the layout are clamped at 0 after each write (a
+    variance cannot be negative; see ``variance_buffers``).
+    """
 
     def __init__(self, model: nn.Module, layout: ParamLayout, directions: torch.Tensor):
         self.layout = layout
@@ -178,6 +199,7 @@ class Perturber:
         self.directions = directions.to(device=self.base.device, dtype=self.base.dtype)
         self.flat = torch.empty_like(self.base)
         self.views = layout.split(self.flat)
+        self.variances = [self.targets[i] for i in variance_buffers(layout)]
 
     @torch.no_grad()
     def set(self, coeffs: torch.Tensor | Sequence[float]) -> None:
@@ -185,6 +207,24 @@ class Perturber:
         c = torch.as_tensor(coeffs, dtype=self.base.dtype, device=self.base.device)
         torch.addmv(self.base, self.directions.T, c, out=self.flat)
         torch._foreach_copy_(self.targets, self.views)
+        if self.variances:
+            torch._foreach_clamp_min_(self.variances, 0.0)
+
+
+def unwrap_model(model):
+    """The module inside ``torch.compile`` (``_orig_mod``), ``DataParallel`` and
+    ``DistributedDataParallel`` (``module``) wrappers, nested ones too; anything else as is.
+
+    Every public function that takes a model unwraps it first, so tensor names carry no
+    ``_orig_mod.``/``module.`` prefix and a compiled and a plain model compare equal.
+    """
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -31,13 +31,13 @@ from torch import nn
 
 from .directions import Directions, interpolation_direction, paired_layout
 from .errors import LandscapeError
-from .params import ParamLayout, batchnorm_modules, flatten
+from .params import ParamLayout, batchnorm_modules, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
 
 
 def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25), include_buffers: bool = True,
-                          label: str | None = None, **compute_kwargs) -> Surface:
+                          label: str | None = None, frozen: str = "include", **compute_kwargs) -> Surface:
     """The loss (and metrics) along the straight line from ``a`` (t=0) to ``b`` (t=1).
 
     ``x`` is the range of t; extend it (e.g. ``(-0.5, 1.5, 41)``) to see beyond the
@@ -61,6 +61,9 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
         Interpolate BatchNorm running statistics too (see the module docstring).
     label : str, optional
         The curve's name in plots (``provenance["label"]``).
+    frozen : {"include", "refuse"}, optional
+        Frozen parameters that differ between ``a`` and ``b``: on the path (t = 1 is
+        then ``b`` itself), or refused with their names (``directions.paired_layout``).
     **compute_kwargs
         Passed to ``compute_surface`` (``loss_fn``, ``client``, ``store``, ``mode``...).
 
@@ -84,7 +87,8 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     """
     from .compute import compute_surface
 
-    d = interpolation_direction(a, b, include_buffers=include_buffers)
+    a, b = unwrap_model(a), unwrap_model(b)
+    d = interpolation_direction(a, b, include_buffers=include_buffers, frozen=frozen)
     surf = compute_surface(a, data, d, x=x, y=None, **compute_kwargs)
     default = "straight line" + (" (BN buffers interpolated)" if include_buffers and d.layout.include_buffers else "")
     return surf.with_provenance(label=label or default, x_label="t (a → b)")
@@ -140,7 +144,8 @@ class BezierCurve:
 
 def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None = None, n_steps: int = 500,
                  lr: float = 1e-3, batch_size: int = 64, seed: int = 0, n_points: int = 21,
-                 eval_data=None, optimizer: str = "adam") -> BezierCurve:
+                 eval_data=None, optimizer: str = "adam", target_key: str | int | None = "labels",
+                 progress: bool = False) -> BezierCurve:
     """Train the control point of a quadratic Bézier curve from ``a`` to ``b`` (Garipov et al. 2018).
 
     >>> curve = lnb.bezier_curve(small_batch, large_batch, ex.train, n_steps=500)
@@ -180,6 +185,10 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         What the profiles are evaluated on (default: ``data``).
     optimizer : {"adam", "sgd"}, optional
         Adam, or SGD with momentum 0.9.
+    target_key : str or int, optional
+        Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
+    progress : bool, optional
+        Show a tqdm.auto bar over the training steps.
 
     Returns
     -------
@@ -201,9 +210,10 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     from .compute import compute_surface
-    from .data import as_tensors
-    from .evaluate import Evaluator
+    from .data import args_kwargs, read_data, tree_map
+    from .evaluate import Evaluator, choose_loss
 
+    a, b = unwrap_model(a), unwrap_model(b)
     layout = paired_layout([a, b], include_buffers=False)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
         raise LandscapeError(f"n_steps={n_steps!r}; expected a non-negative number of training steps")
@@ -214,25 +224,31 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     has_bn = bool(batchnorm_modules(a))
     w0 = flatten(a, layout).detach().float().cpu()
     w2 = flatten(b, layout).detach().float().cpu()
-    x, y = as_tensors(data)
+    ev = read_data(data, target_key=target_key).to("cpu")
     work = copy.deepcopy(a).cpu().float()
+    loss_fn_, split, _ = choose_loss(work, ev, loss_fn)
     work.train(has_bn)
     ctrl = torch.nn.Parameter(((w0 + w2) / 2).clone())
     opt = (torch.optim.Adam([ctrl], lr=lr) if optimizer == "adam"
            else torch.optim.SGD([ctrl], lr=lr, momentum=0.9))
-    loss_fn_ = loss_fn or nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(int(seed))
     buffers = {k: v for k, v in work.named_buffers()}
     history = []
     from torch.func import functional_call
 
-    for _ in range(int(n_steps)):
+    steps = range(int(n_steps))
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="Bézier control point", unit="step")
+    for _ in steps:
         t = float(torch.rand((), generator=gen))
-        idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=gen)
+        idx = torch.randint(0, ev.n, (min(batch_size, ev.n),), generator=gen)
         flat = (1 - t) ** 2 * w0 + 2 * t * (1 - t) * ctrl + t ** 2 * w2
         params = {e.name: p for e, p in zip(layout.entries, layout.split(flat))}
-        out = functional_call(work, {**params, **buffers}, (x[idx],))
-        loss = loss_fn_(out, y[idx])
+        inputs, targets = split(tree_map(lambda v: v[idx], ev.tree))
+        out = functional_call(work, {**params, **buffers}, *args_kwargs(inputs))
+        loss = loss_fn_(out, targets)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -243,24 +259,25 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     t = np.linspace(0.0, 1.0, n_points)
     vectors = torch.stack([control - w0, w2 - w0])
     ev = Evaluator(a, eval_data, vectors, layout, loss_fn=loss_fn,
-                   settings=_settings(mode, loss_fn), bn_data=data if has_bn else None)
+                   settings=_settings(mode, loss_fn, target_key), bn_data=data if has_bn else None)
     values = ev.evaluate(np.stack([2 * t * (1 - t), t ** 2], axis=1))
     metrics = {m: values[:, k] for k, m in enumerate(ev.metric_names, start=1)}
     prov = {"label": "Bézier curve (trained)", "x_label": "t (a → b)", "scheme": "bezier", "n_steps": int(n_steps)}
     profile = Surface(t, None, values[:, 0], metrics, np.ones(len(t), bool), {}, prov)
     line = compute_surface(a, eval_data, Directions((w2 - w0)[None, :], layout, {"scheme": "interpolate"}),
-                           x=(0.0, 1.0, n_points), loss_fn=loss_fn, mode=mode, bn_data=data if has_bn else None)
+                           x=(0.0, 1.0, n_points), loss_fn=loss_fn, bn_data=data if has_bn else None,
+                           settings=_settings(mode, loss_fn, target_key))
     line = line.with_provenance(label="straight line", x_label="t (a → b)")
     settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
                                 "optimizer": optimizer, "bn": mode}
     return BezierCurve(w0, control, w2, layout, profile, line, np.asarray(history), settings)
 
 
-def _settings(mode: str, loss_fn):
+def _settings(mode: str, loss_fn, target_key="labels"):
     from .evaluate import EvalSettings
     from .metrics import loss_name
 
-    return EvalSettings(loss_name=loss_name(loss_fn), mode=mode)
+    return EvalSettings(loss_name=loss_name(loss_fn), mode=mode, target_key=target_key)
 
 
 __all__ = ["interpolation_surface", "loss_barrier", "BezierCurve", "bezier_curve"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 from torch import nn
@@ -16,7 +16,7 @@ from .evaluate import Cancelled, EvalSettings, Evaluator, PointEvaluator
 from .grid import Grid, Tile
 from .errors import LandscapeError
 from .params import ParamLayout
-from .splits import SplitEvaluator
+from .splits import SplitEvaluator, is_splits
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Job:
     key: str = ""
 
     def evaluator(self) -> PointEvaluator:
-        if isinstance(self.data, Mapping):  # named splits, e.g. {"train": ..., "test": ...}
+        if is_splits(self.data):  # named splits, e.g. {"train": ..., "test": ...}
             if self.wrap is not None:
                 raise LandscapeError("data given as named splits with a quantity other than 'loss'; expected "
                                      "one data set for quantity='hessian' (compute one surface per split)")
@@ -64,12 +64,13 @@ class DataInfo:
     bn_fold: str = "off"
     batch_size: int | None = None  # None: still being tuned (or tuned on each Dask worker)
     points_per_pass: int | None = None  # None: not chosen yet
+    notes: tuple = ()  # (name, text) pairs: how targets, loss and accuracy were chosen (evaluator.notes)
 
 
 def describe(ev: PointEvaluator) -> DataInfo:
     tuning = getattr(ev, "tuning", False)
     return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device), ev.bn_fold,
-                    None if tuning else ev.batch_size, ev.points_per_pass)
+                    None if tuning else ev.batch_size, ev.points_per_pass, tuple(getattr(ev, "notes", {}).items()))
 
 
 class Runner(Protocol):

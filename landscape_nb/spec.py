@@ -32,8 +32,28 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()[:24]
 
 
+def tree_fingerprint(structure: str, leaves) -> str:
+    """24 hex digits of SHA-256 over a pytree's structure (e.g. ``"{'input_ids': T, 'labels': T}"``)
+    and each ``(path, tensor)`` leaf's path, dtype, shape and bytes.
+
+    Plain ``(inputs, targets)`` tensors keep ``data_fingerprint(x, y)``, so surfaces stored before
+    pytree data keep their keys; every other form of data is hashed here."""
+    h = hashlib.sha256(f"pytree:{structure}".encode())
+    for path, t in leaves:
+        hash_tensor(h, t, path)
+    return h.hexdigest()[:24]
+
+
 def model_fingerprint(model: nn.Module) -> str:
-    """24 hex digits of SHA-256 over the model's class name and its whole ``state_dict``."""
+    """24 hex digits of SHA-256 over the model's class name and its whole ``state_dict``
+    (of the model inside a ``torch.compile``, ``DataParallel`` or DDP wrapper)."""
+    while True:  # the rule of params.unwrap_model (a sibling module, not imported)
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            break
     h = hashlib.sha256(type(model).__qualname__.encode())
     for name, t in model.state_dict().items():
         hash_tensor(h, t, name)
@@ -128,4 +148,4 @@ class SurfaceSpec:
         return spec_key(self.to_json())
 
 
-__all__ = ["hash_tensor", "data_fingerprint", "model_fingerprint", "spec_key", "SurfaceSpec"]
+__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "spec_key", "SurfaceSpec"]

@@ -22,6 +22,13 @@ from .evaluate import Cancelled, Evaluator
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 
 
+def is_splits(data) -> bool:
+    """Whether ``data`` is named splits (``{"train": ..., "test": ...}``, each value a data set)
+    rather than one batch given as a dict of tensors (``{"input_ids": ..., "labels": ...}``)."""
+    return isinstance(data, Mapping) and not any(
+        isinstance(v, torch.Tensor) for v in data.values())
+
+
 def split_names(data: Mapping) -> list[str]:
     """The split names of a ``data`` mapping, checked: at least one, each a letter followed by
     letters, digits or hyphens (no underscore: ``<split>_<quantity>`` must split back apart)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -64,7 +65,9 @@ def parse_client(text: str | None):
 def load_model_spec(name: str, split: str = "test"):
     """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn).
 
-    The module is imported from ``sys.path``; ``main`` puts the current directory on it.
+    The module is imported from ``sys.path``; ``main`` puts the current directory on it. A
+    function with a ``split`` parameter is called with ``split=``; ``--split train`` for one
+    without is refused (it could not honour it).
     """
     if ":" in name and not name.startswith(("tcp:", "tls:")):
         mod_name, fn_name = name.split(":", 1)
@@ -75,7 +78,13 @@ def load_model_spec(name: str, split: str = "test"):
                 f"cannot load {name!r} ({exc}); expected module:function, a function returning "
                 "(model, data) or (model, data, loss_fn), importable from the current directory"
             ) from None
-        out = fn()
+        takes_split = "split" in inspect.signature(fn).parameters if callable(fn) else False
+        if split != "test" and not takes_split:  # --split is honoured by functions taking `split`, else refused
+            raise LandscapeError(
+                f"--split {split} was given but {name} takes no `split` argument, so it cannot choose the split; "
+                f"define it as def {fn_name}(split='test') returning that split's data, or drop --split"
+            )
+        out = fn(split=split) if takes_split else fn()
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             raise LandscapeError(f"{name} returned {type(out).__name__}; expected (model, data[, loss_fn])")
         model, data, loss_fn = (*out, None)[:3]

@@ -108,21 +108,20 @@ def estimate_seconds_per_point(model, data, max_samples: int | None = None) -> f
     """
     import torch
 
-    from ..data import as_tensors, subset
+    from ..data import call_model, read_data, tree_map
     from ..params import eval_mode
 
-    x, y = as_tensors(data)
-    x, _ = subset(x, y, max_samples, 0)
+    ev = read_data(data, max_samples=max_samples)  # any form compute_surface takes (pytrees, dict batches)
     with eval_mode(model):  # never update BN statistics here
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        batches = [x[i:i + 1024].to(device) for i in range(0, len(x), 1024)]
+        batches = [tree_map(lambda t: t.to(device), ev.split(t)[0]) for t in ev.slices(1024)]
         best, spent = float("inf"), 0.0
         with torch.no_grad():
-            model(batches[0][:8])  # warm-up
+            call_model(model, tree_map(lambda t: t[:8], batches[0]))  # warm-up
             for _ in range(5):  # the minimum ignores a pass slowed down by other processes
                 t0 = time.perf_counter()
                 for xb in batches:
-                    model(xb)
+                    call_model(model, xb)
                 dt = time.perf_counter() - t0
                 best, spent = min(best, dt), spent + dt
                 if spent > 1.0:

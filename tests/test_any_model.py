@@ -1,0 +1,634 @@
+"""Any model, any data (issue 10): a matrix of networks and data forms, each checked against a
+naive loop written here (copy w + a·d into the model, run the user's own loss over the data)."""
+import copy
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import landscape_nb as lnb
+from landscape_nb.errors import LandscapeError
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 48
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (many times faster on a busy 2-core machine)."""
+    yield
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def perturbed(model, d, a):
+    """A copy of ``model`` with ``a`` times direction ``d`` (one Directions row) added by name."""
+    m = copy.deepcopy(model)
+    named = {**dict(m.named_parameters()), **dict(m.named_buffers())}
+    with torch.no_grad():
+        for name, t in d.as_state_dicts()[0].items():
+            named[name].add_(a * t.to(named[name].dtype))
+            if name.endswith("running_var"):
+                named[name].clamp_(min=0)
+    return m.eval()
+
+
+# ------------------------------------------------------------------ models ----
+
+class MLP(nn.Module):
+    def __init__(self, n_in=6, n_out=3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, 16), nn.Tanh(), nn.Linear(16, n_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNNBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4 * 16, 3)
+
+    def forward(self, x):
+        return self.fc(F.max_pool2d(torch.relu(self.bn(self.conv(x))), 2).flatten(1))
+
+
+class ResNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.c1, self.b1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.c2, self.b2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = torch.relu(h + self.b2(self.c2(torch.relu(self.b1(self.c1(h))))))
+        return self.fc(h.mean((2, 3)))
+
+
+class TinyViT(nn.Module):
+    """Patches → one pre-norm attention block (F.scaled_dot_product_attention) → class token head."""
+
+    def __init__(self, dim=8, heads=2, n_classes=3):
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Conv2d(1, dim, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 5, dim) * 0.1)
+        self.ln1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ln2, self.mlp = nn.LayerNorm(dim), nn.Sequential(nn.Linear(dim, 16), nn.GELU(), nn.Linear(16, dim))
+        self.head = nn.Linear(dim, n_classes)
+
+    def forward(self, x):
+        h = self.patch(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.cls.expand(len(h), -1, -1), h], 1) + self.pos
+        b, t, c = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        h = h + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, c))
+        h = h + self.mlp(self.ln2(h))
+        return self.head(h[:, 0])
+
+
+class RNN(nn.Module):
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(6, 8), nn.Linear(2, 8), nn.Linear(8, 3)
+
+    def forward(self, a, b):
+        return self.fc(torch.tanh(self.a(a) + self.b(b)))
+
+
+class TupleOut(MLP):
+    def forward(self, x):
+        return self.net(x), self.net[0](x)
+
+
+class DictOut(MLP):
+    def forward(self, x):
+        return {"logits": self.net(x), "hidden": self.net[0](x)}
+
+
+class Seg(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.c1(x)))
+
+
+class NormNet(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4) if kind == "group" else nn.LayerNorm([4, 8, 8])
+        self.fc = nn.Linear(4 * 64, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+class Tied(nn.Module):
+    """Embedding tied to the output layer; a frozen first projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.frozen = nn.Linear(8, 8)
+        self.frozen.requires_grad_(False)
+        self.out = nn.Linear(8, 10, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(torch.tanh(self.frozen(self.emb(ids).mean(1))))
+
+
+class ListDataset(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def tiny_bert(hidden=32, layers=2, vocab=50, seed=0):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                  num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=16,
+                                  num_labels=3, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+def bert_batch(n=N, vocab=50, seed=0):
+    g = gen(seed)
+    ids = torch.randint(0, vocab, (n, 10), generator=g)
+    mask = torch.ones(n, 10, dtype=torch.long)
+    mask[: n // 2, 7:] = 0
+    return ids, mask, torch.randint(0, 3, (n,), generator=g)
+
+
+# ---------------------------------------------------------------- the matrix ----
+
+def _ce(out, y):
+    return F.cross_entropy(out, y)
+
+
+def row(name):
+    """(model, data given to the package, loss_fn given (or None), naive_loss(model) over all samples)."""
+    torch.manual_seed(0)
+    g = gen(1)
+    y = torch.randint(0, 3, (N,), generator=g)
+    if name == "mlp":
+        m, x = MLP(), torch.randn(N, 6, generator=g)
+        return m, (x, y), None, lambda mm: _ce(mm(x), y)
+    if name in ("cnn-bn", "resnet"):
+        m, x = (CNNBN() if name == "cnn-bn" else ResNetish()), torch.randn(N, 1, 8, 8, generator=g)
+        for bn in (mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.3, 0.3), bn.running_var.uniform_(0.5, 2.0)
+        data = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True) if name == "cnn-bn" else \
+            ListDataset([(x[i], y[i]) for i in range(N)])
+        return m, data, None, lambda mm: _ce(mm(x), y)
+    if name == "vit":
+        m, x = TinyViT(), torch.randn(N, 1, 8, 8, generator=g)
+        return m, (x, y), None, lambda mm: _ce(mm(x), y)
+    if name in ("lstm", "gru"):
+        m, x = RNN(nn.LSTM if name == "lstm" else nn.GRU), torch.randn(N, 5, 4, generator=g)
+        return m, TensorDataset(x, y), None, lambda mm: _ce(mm(x), y)
+    if name.startswith("bert"):
+        m = tiny_bert()
+        ids, mask, lab = bert_batch()
+        if name == "bert-loader-own-loss":  # (a) DataLoader of dict batches with labels: the model's own loss
+            items = [{"input_ids": ids[i], "attention_mask": mask[i], "labels": lab[i]} for i in range(N)]
+            return m, DataLoader(ListDataset(items), batch_size=8, shuffle=True), None, \
+                lambda mm: mm(input_ids=ids, attention_mask=mask, labels=lab).loss
+        if name == "bert-dataset-own-loss":  # (b) a map-style Dataset of dicts
+            items = [{"input_ids": ids[i], "attention_mask": mask[i], "labels": lab[i]} for i in range(N)]
+            return m, ListDataset(items), None, lambda mm: mm(input_ids=ids, attention_mask=mask, labels=lab).loss
+        if name == "bert-dict-pair":  # (c) ({"input_ids", "attention_mask"}, labels): cross-entropy on .logits
+            return m, ({"input_ids": ids, "attention_mask": mask}, lab), None, \
+                lambda mm: _ce(mm(input_ids=ids, attention_mask=mask).logits, lab)
+        if name == "bert-ids-loss-fn":  # (input_ids, labels) with a loss_fn on out.logits
+            fn = lambda out, t: F.cross_entropy(out.logits, t)  # noqa: E731
+            return m, (ids, lab), fn, lambda mm: fn(mm(ids), lab)
+    if name in ("two-input-pair", "two-input-dataset"):
+        m, a, b = TwoInputs(), torch.randn(N, 6, generator=g), torch.randn(N, 2, generator=g)
+        data = ((a, b), y) if name == "two-input-pair" else TensorDataset(a, b, y)
+        return m, data, None, lambda mm: _ce(mm(a, b), y)
+    if name == "tuple-out":
+        m, x = TupleOut(), torch.randn(N, 6, generator=g)
+        fn = lambda out, t: F.cross_entropy(out[0], t)  # noqa: E731
+        return m, (x, y), fn, lambda mm: fn(mm(x), y)
+    if name == "dict-out":
+        m, x = DictOut(), torch.randn(N, 6, generator=g)
+        fn = lambda out, t: F.cross_entropy(out["logits"], t)  # noqa: E731
+        return m, (x, y), fn, lambda mm: fn(mm(x), y)
+    if name == "regression":
+        m, x = MLP(6, 1), torch.randn(N, 6, generator=g)
+        t = torch.randn(N, 1, generator=g)
+        return m, (x, t), nn.MSELoss(), lambda mm: F.mse_loss(mm(x), t)
+    if name == "segmentation":
+        m, x = Seg(), torch.randn(N, 1, 8, 8, generator=g)
+        t = torch.randint(0, 4, (N, 8, 8), generator=g)
+        t[torch.rand(N, 8, 8, generator=g) < 0.3] = 255
+        fn = nn.CrossEntropyLoss(ignore_index=255)
+        return m, (x, t), fn, lambda mm: fn(mm(x), t)
+    if name in ("groupnorm", "layernorm"):
+        m, x = NormNet("group" if name == "groupnorm" else "layer"), torch.randn(N, 1, 8, 8, generator=g)
+        return m, (x, y), None, lambda mm: _ce(mm(x), y)
+    if name == "frozen-tied":
+        m = Tied()
+        ids, t = torch.randint(0, 10, (N, 4), generator=g), torch.randint(0, 10, (N,), generator=g)
+        return m, {"ids": ids, "labels": t}, None, lambda mm: _ce(mm(ids), t)
+    if name == "compiled":
+        m, x = MLP(), torch.randn(N, 6, generator=g)
+        return torch.compile(m), (x, y), None, lambda mm: _ce(mm(x), y)
+    if name == "data-parallel":
+        m, x = MLP(), torch.randn(N, 6, generator=g)
+        return nn.DataParallel(m), (x, y), None, lambda mm: _ce(mm(x), y)
+    raise KeyError(name)
+
+
+ROWS = ["mlp", "cnn-bn", "resnet", "vit", "lstm", "gru", "bert-loader-own-loss", "bert-dataset-own-loss",
+        "bert-dict-pair",
+        "bert-ids-loss-fn", "two-input-pair", "two-input-dataset", "tuple-out", "dict-out", "regression",
+        "segmentation", "groupnorm", "layernorm", "frozen-tied", "compiled", "data-parallel"]
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_wide_range_of_networks_equal_naive(name):
+    model, data, loss_fn, naive = row(name)
+    plain = getattr(model, "_orig_mod", getattr(model, "module", model))
+    d = lnb.random_directions(model, n=1, seed=3, ignore=None)
+    xs = (-0.5, 0.5, 3)
+    surf = lnb.compute_surface(model, data, d, x=xs, loss_fn=loss_fn)
+    want = []
+    with torch.no_grad():
+        for a in np.linspace(*xs):
+            want.append(float(naive(perturbed(plain, d, float(a)))))
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5, atol=1e-7)
+    assert all(math.isfinite(v) for v in want)
+    prov = surf.provenance
+    assert prov["data"]["rule"] in ("pair", "last", "key", "inputs") and prov["data"]["targets"]
+    if name == "bert-loader-own-loss":
+        assert "own outputs.loss" in prov["data"]["loss"]
+        assert "index order" in prov["data"]["order"]
+    if name == "two-input-dataset":
+        assert prov["data"]["rule"] == "last" and "last of 3" in prov["data"]["targets"]
+    if name == "frozen-tied":
+        assert prov["directions"]["excluded"] == ["frozen.weight (frozen)", "frozen.bias (frozen)"]
+        assert d.layout.n_params == 10 * 8  # the tied weight once, no frozen tensor
+    if name == "regression":
+        assert "accuracy" not in surf.metrics and "floating point" in prov["data"]["accuracy"]
+
+
+def test_auto_accuracy_finds_logits_in_model_outputs():
+    """Accuracy from .logits of a ModelOutput, equal to a naive argmax count."""
+    model, data, _, _ = row("bert-dict-pair")
+    d = lnb.random_directions(model, n=1, seed=1)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3))
+    inputs, lab = data
+    with torch.no_grad():
+        acc = float((model(**inputs).logits.argmax(-1) == lab).float().mean())
+    np.testing.assert_allclose(surf.metrics["accuracy"][1], acc, rtol=1e-6)
+    assert "argmax of the logits" in surf.provenance["data"]["accuracy"]
+
+
+# ------------------------------------------------------------- Hessians ----
+
+def naive_dense_hessian(model, loss_of_model):
+    """Every column by double backpropagation under the math attention kernel, written out here."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = sum(p.numel() for p in params)
+    cols = []
+    with sdpa_kernel(SDPBackend.MATH):
+        grads = torch.autograd.grad(loss_of_model(model), params, create_graph=True)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        for i in range(n):
+            col = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
+            cols.append(torch.cat([(c if c is not None else torch.zeros_like(p)).reshape(-1)
+                                   for c, p in zip(col, params)]))
+    h = torch.stack(cols).double()
+    return np.linalg.eigvalsh(((h + h.T) / 2).numpy())
+
+
+@pytest.mark.parametrize("name", ["vit", "bert"])
+def test_hessian_eigenvalues_of_attention_models_equal_dense_math_kernel(name):
+    g = gen(4)
+    if name == "vit":
+        torch.manual_seed(0)
+        model = TinyViT(dim=4, heads=1).double().eval()
+        x, y = torch.randn(12, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (12,), generator=g)
+        data, loss_of = (x, y), (lambda m: F.cross_entropy(m(x), y))
+    else:
+        model = tiny_bert(hidden=4, layers=1, vocab=6).double().eval()
+        ids, mask, lab = bert_batch(12, vocab=6, seed=4)
+        data = {"input_ids": ids, "attention_mask": mask, "labels": lab}
+        loss_of = lambda m: m(**data).loss  # noqa: E731
+    want = naive_dense_hessian(model, loss_of)
+    got = lnb.hessian_eigenvalues(model, data, k=1, tol=1e-10)
+    np.testing.assert_allclose(got["max"][0], want[-1], rtol=1e-5)
+    np.testing.assert_allclose(got["min"][0], want[0], rtol=1e-5, atol=1e-8 * abs(want[-1]))
+    assert got.n_products > 0 and got.converged and got.seconds > 0
+
+
+def test_hessian_of_compiled_model_equals_plain():
+    model, (x, y), _, _ = row("mlp")
+    plain = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", tol=1e-8)
+    compiled = lnb.hessian_eigenvalues(torch.compile(model), (x, y), k=1, which="max", tol=1e-8)
+    np.testing.assert_allclose(compiled["max"], plain["max"], rtol=1e-10)
+
+
+# -------------------------------------------------------- stated errors ----
+
+def test_item4_default_loss_refuses_regression_and_impossible_targets():
+    model, (x, t), _, _ = row("regression")
+    d = lnb.random_directions(model, n=1)
+    with pytest.raises(LandscapeError, match=r"floating point.*loss_fn=nn.MSELoss\(\)"):
+        lnb.compute_surface(model, (x, t), d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match=r"1 output column.*loss_fn=nn.MSELoss\(\)"):
+        lnb.compute_surface(model, (x, torch.zeros(N, dtype=torch.long)), d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match=r"floating point.*loss_fn=nn.MSELoss\(\)"):
+        lnb.hessian_eigenvalues(model, (x, t))
+    clf = MLP()
+    with pytest.raises(LandscapeError, match=r"range over \[0, 7\] but the model has 3 output classes"):
+        lnb.compute_surface(clf, (x, torch.arange(N) % 8), lnb.random_directions(clf, n=1), x=(-1, 1, 3))
+
+
+def test_item12_local_client_without_main_guard_is_one_line_error(tmp_path):
+    script = tmp_path / "no_guard.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        import landscape_nb as lnb
+        from torch import nn
+        m = nn.Linear(3, 2)
+        x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
+        lnb.compute_surface(m, (x, y), lnb.random_directions(m, n=1), x=(-1, 1, 3), client="local", n_workers=1)
+    """))
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("landscape_nb.errors.LandscapeError") and 'if __name__ == "__main__":' in last
+    assert "line 7" in last and "Nanny" not in res.stderr
+
+
+# ------------------------------------------------------ items 7 to 11: values ----
+
+def test_item7_bn_buffers_beyond_the_ends_clamped_not_nan():
+    """b's running variances are 3·a's + 1, so at t = −1 the line gives 2·a − b < 0: clamped at 0."""
+    a = row("cnn-bn")[0]
+    g = gen(2)
+    x, y = torch.randn(N, 1, 8, 8, generator=g), torch.randint(0, 3, (N,), generator=g)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        b.bn.running_var.mul_(3).add_(1)
+        for p in b.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    d = lnb.interpolation_direction(a, b, include_buffers=True)
+    surf = lnb.compute_surface(a, (x, y), d, x=(-1.0, 2.0, 4))
+    assert np.isfinite(surf.loss).all()
+    want = [float(_ce(perturbed(a, d, t)(x), y)) for t in (-1.0, 0.0, 1.0, 2.0)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    np.testing.assert_allclose(surf.loss[2], float(_ce(b.eval()(x), y)), rtol=1e-5)  # t = 1 is b
+    assert "clamped at 0" in d.provenance["running_var"]
+
+
+class DropBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn, self.drop, self.fc2 = nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.bn(self.fc1(x)))))
+
+
+def test_item8_bn_recompute_dropout_off_and_independent_of_eval_size():
+    torch.manual_seed(0)
+    model = DropBN()
+    g = gen(3)
+    bx, by = torch.randn(300, 6, generator=g) * 2 + 1, torch.randint(0, 3, (300,), generator=g)
+    x, y = torch.randn(200, 6, generator=g), torch.randint(0, 3, (200,), generator=g)
+    d = lnb.random_directions(model, n=1, seed=0)
+    kw = dict(x=(-0.5, 0.5, 3), mode="bn-recompute", bn_data=(bx, by))
+    one = lnb.compute_surface(model, (x, y), d, **kw)
+    two = lnb.compute_surface(model, (x, y), d, **kw)
+    np.testing.assert_array_equal(one.loss, two.loss)  # (a) Dropout stays off: the same twice
+    small = lnb.compute_surface(model, (x, y), d, batch_size=50, **kw)
+    np.testing.assert_allclose(small.loss, one.loss, rtol=1e-6)  # (b) not the evaluation batch size
+    want = []
+    for a in (-0.5, 0.0, 0.5):
+        m = perturbed(model, d, a)
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.bn.train()  # statistics over the whole bn_data in one pass, Dropout in eval mode
+        with torch.no_grad():
+            m(bx)
+        m.eval()
+        with torch.no_grad():
+            want.append(float(_ce(m(x), y)))
+    np.testing.assert_allclose(one.loss, want, rtol=1e-5)
+
+
+def test_item9_path_between_models_with_different_frozen_layers_ends_at_b():
+    torch.manual_seed(0)
+    a, b = MLP(), MLP()
+    for m in (a, b):
+        m.net[0].requires_grad_(False)
+    x, y = torch.randn(N, 6, generator=gen(5)), torch.randint(0, 3, (N,), generator=gen(6))
+    line = lnb.interpolation_surface(a, b, (x, y), x=(0.0, 1.0, 3))
+    with torch.no_grad():
+        np.testing.assert_allclose(line.loss[[0, 2]], [float(_ce(a(x), y)), float(_ce(b(x), y))], rtol=1e-5)
+    d = lnb.interpolation_direction(a, b)
+    assert d.provenance["frozen_included"] == ["net.0.weight", "net.0.bias"]
+    with pytest.raises(LandscapeError, match=r"frozen .* differ between the models: \['net.0.weight'"):
+        lnb.interpolation_direction(a, b, frozen="refuse")
+
+
+def test_item10_shuffled_loader_with_max_samples_same_subset_every_call():
+    model, _, _, _ = row("mlp")
+    g = gen(7)
+    x, y = torch.randn(500, 6, generator=g), torch.randint(0, 3, (500,), generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    d = lnb.random_directions(model, n=1)
+    one = lnb.compute_surface(model, loader, d, x=(-1, 1, 3), max_samples=100)
+    two = lnb.compute_surface(model, loader, d, x=(-1, 1, 3), max_samples=100)
+    np.testing.assert_array_equal(one.loss, two.loss)
+    assert one.provenance["key"] == two.provenance["key"]
+    idx = torch.randperm(500, generator=torch.Generator().manual_seed(0))[:100].sort().values
+    with torch.no_grad():
+        want = [float(_ce(perturbed(model, d, a)(x[idx]), y[idx])) for a in (-1.0, 0.0, 1.0)]
+    np.testing.assert_allclose(one.loss, want, rtol=1e-5)
+
+
+class Counting(Dataset):
+    def __init__(self, x, y):
+        self.x, self.y, self.reads = x, y, 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.x[i], self.y[i]
+
+
+def test_item11_max_samples_reads_only_the_chosen_items():
+    model, _, _, _ = row("mlp")
+    g = gen(8)
+    x, y = torch.randn(20_000, 6, generator=g), torch.randint(0, 3, (20_000,), generator=g)
+    ds = Counting(x, y)
+    d = lnb.random_directions(model, n=1)
+    surf = lnb.compute_surface(model, ds, d, x=(-1, 1, 3), max_samples=256)
+    assert ds.reads == 256  # once each, whatever the number of points
+    idx = torch.randperm(20_000, generator=torch.Generator().manual_seed(0))[:256].sort().values
+    with torch.no_grad():
+        np.testing.assert_allclose(surf.loss[1], float(_ce(model(x[idx]), y[idx])), rtol=1e-5)
+
+
+def test_item13_cli_split_honoured_or_refused(tmp_path, monkeypatch):
+    from landscape_nb.cli import load_model_spec
+
+    (tmp_path / "mymod.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        def plain():
+            return nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+        def with_split(split="test"):
+            n = 6 if split == "train" else 4
+            return nn.Linear(2, 2), (torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LandscapeError, match="--split train was given but mymod:plain takes no `split`"):
+        load_model_spec("mymod:plain", "train")
+    assert len(load_model_spec("mymod:with_split", "train")[2][0]) == 6
+    assert len(load_model_spec("mymod:with_split", "test")[2][0]) == 4
+
+
+def test_target_key_and_dict_without_labels():
+    model, _, _, _ = row("mlp")
+    g = gen(9)
+    x, t = torch.randn(N, 6, generator=g), torch.randint(0, 3, (N,), generator=g)
+
+    class KW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, feats):
+            return self.inner(feats)
+
+    m = KW()
+    d = lnb.random_directions(m, n=1)
+    surf = lnb.compute_surface(m, {"feats": x, "target": t}, d, x=(-1, 1, 3), target_key="target")
+    with torch.no_grad():
+        np.testing.assert_allclose(surf.loss[1], float(_ce(model(x), t)), rtol=1e-6)
+    assert surf.provenance["data"]["rule"] == "key"
+    with pytest.raises(LandscapeError, match="the data carry no targets"):
+        lnb.compute_surface(m, {"feats": x}, d, x=(-1, 1, 3))
+
+
+def test_item6_wrapped_models_compare_equal_to_plain_ones():
+    """A compiled and a DataParallel model: the same layout (no `_orig_mod.`/`module.` names) as the
+    plain one, so a path between them is the zero vector and its loss the plain model's."""
+    model, (x, y), _, _ = row("mlp")
+    other = copy.deepcopy(model)
+    d = lnb.interpolation_direction(model, torch.compile(other))
+    assert d.layout == lnb.random_directions(model, n=1).layout and float(d.vectors.abs().max()) == 0.0
+    line = lnb.interpolation_surface(nn.DataParallel(model), torch.compile(other), (x, y), x=(0.0, 1.0, 3))
+    with torch.no_grad():
+        np.testing.assert_allclose(line.loss, [float(_ce(model(x), y))] * 3, rtol=1e-6)
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y, self.yielded = x, y, 0
+
+    def __iter__(self):
+        for i in range(len(self.x)):
+            self.yielded += 1
+            yield self.x[i], self.y[i]
+
+
+def test_iterable_dataset_stops_after_max_samples():
+    model, _, _, _ = row("mlp")
+    g = gen(11)
+    x, y = torch.randn(5000, 6, generator=g), torch.randint(0, 3, (5000,), generator=g)
+    ds = Stream(x, y)
+    surf = lnb.compute_surface(model, ds, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
+    assert ds.yielded == 300  # the first 300 items, then reading stops
+    with torch.no_grad():
+        np.testing.assert_allclose(surf.loss[1], float(_ce(model(x[:300]), y[:300])), rtol=1e-6)
+    loader = DataLoader(Stream(x, y), batch_size=64)
+    surf2 = lnb.compute_surface(model, loader, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
+    assert loader.dataset.yielded <= 320 and "first 300" in surf2.provenance["data"]["order"]
+    np.testing.assert_allclose(surf2.loss, surf.loss, rtol=1e-7)
+
+
+def test_progress_bars_in_the_python_api(capsys):
+    model, data, _, _ = row("mlp")
+    lnb.compute_surface(model, data, lnb.random_directions(model, n=1), x=(-1, 1, 3), progress=True)
+    lnb.hessian_eigenvalues(model, data, k=1, which="max", progress=True)
+    lnb.hessian_trace(model, data, n_samples=3, progress=True)
+    err = capsys.readouterr().err
+    assert "compute_surface" in err and "3/3" in err
+    assert "Hessian eigenvalues" in err and "Hessian trace" in err and "3HVP" in err.replace(" ", "")
+
+
+def test_any_indexable_with_a_length_is_a_map_style_dataset():
+    """Not a torch Dataset (as a Hugging Face ``datasets.Dataset``): items read by index, dicts collated."""
+    model, _, _, _ = row("frozen-tied")
+    g = gen(12)
+    ids, t = torch.randint(0, 10, (40, 4), generator=g), torch.randint(0, 10, (40,), generator=g)
+
+    class Rows:
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return {"ids": ids[i], "labels": t[i]}
+
+    surf = lnb.compute_surface(model, Rows(), lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=25)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:25].sort().values
+    with torch.no_grad():
+        np.testing.assert_allclose(surf.loss[1], float(_ce(model(ids[idx]), t[idx])), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bert-loader-own-loss", "two-input-pair", "dict-out"])
+def test_stacked_points_with_pytree_inputs_and_outputs_equal_naive(name):
+    """Several points per vmapped pass (the GPU strategy, forced here) with dict/tuple inputs and
+    ModelOutput/dict outputs equal the naive loop."""
+    model, data, loss_fn, naive = row(name)
+    d = lnb.random_directions(model, n=1, seed=3, ignore=None)
+    xs = (-0.5, 0.5, 5)
+    surf = lnb.compute_surface(model, data, d, x=xs, loss_fn=loss_fn, points_per_pass=4)
+    with torch.no_grad():
+        want = [float(naive(perturbed(model, d, float(a)))) for a in np.linspace(*xs)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    assert surf.provenance["points_per_pass"] == 4
