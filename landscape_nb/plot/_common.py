@@ -21,6 +21,16 @@ TRAJECTORY_COLORSCALE = "Reds"
 CLIP_FACTOR = 5.0
 SURFACE_LEVELS = 20  # contour lines drawn on (and projected under) 3D surfaces
 
+# Layout arithmetic: figures are laid out for plotly.js's size of a figure without one
+# (700 x 450 px, margins 80/80/100/80), the smallest they are shown at; wider places (the
+# Explorer, a notebook cell) only give the text more room.
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 700, 450
+DEFAULT_MARGIN = dict(l=80, r=80, t=100, b=80)
+TITLE_FONT = 14  # px, plotly.js's axis-title size for its 12 px default font
+CHAR_WIDTH = 0.5  # an upper bound of the average glyph width of plotly.js's font, in font sizes
+SCENE_EYE = dict(x=1.55, y=1.55, z=1.0)  # 3D camera: the whole box, tick labels included, in view
+SCENE_TITLE_FRACTION = 0.4  # a 3D axis title may span this share of its scene's width
+
 # ---------------------------------------------------------------------------------------
 # Shared docstring pieces, substituted with `_doc` (the plotly.express habit): a parameter
 # documented twice is documented here once. Each piece is written for a docstring indented
@@ -247,6 +257,92 @@ def to_plotly_z(array: Any) -> list:
 # ---------------------------------------------------------------------------------------
 # Hover, titles, colour range and contour levels
 # ---------------------------------------------------------------------------------------
+
+
+def text_width(text: str, size: float = TITLE_FONT) -> float:
+    """An upper estimate of the width in px of ``text`` (its longest ``<br>`` line, tags
+    dropped) in plotly.js's default font at ``size`` px."""
+    import re
+
+    lines = re.split(r"<br\s*/?>", str(text))
+    return max(len(re.sub(r"<[^>]+>", "", line)) for line in lines) * size * CHAR_WIDTH
+
+
+def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
+    """``text`` broken into ``<br>``-separated lines of at most ``width_px`` px where it
+    can be: after ", " and before " (" (e.g. "α (random direction 1, filter-normalized)"
+    becomes "α (random direction 1,<br>filter-normalized)" in a narrow panel)."""
+    import re
+
+    if text_width(text, size) <= width_px:
+        return text
+    pieces = [p for p in re.split(r"(?<=, )|(?= \()", str(text)) if p]
+    lines: list[str] = []
+    for piece in pieces:
+        if lines and text_width(lines[-1] + piece, size) <= width_px:
+            lines[-1] += piece
+        else:
+            lines.append(piece)
+    return "<br>".join(line.strip() for line in lines)
+
+
+def scene_title(label: str, width_px: float, size: float = TITLE_FONT) -> tuple[str, str | None]:
+    """A 3D axis title that fits its scene, and the caption that says the rest.
+
+    Axis titles inside a 3D scene are drawn along the axis and clipped at the scene's edge,
+    so a long label ("β (random direction 2, filter-normalized)") is cut off. When ``label``
+    is wider than `SCENE_TITLE_FRACTION` of the scene's ``width_px``, its symbol (the part
+    before " (") or a shortened form becomes the title and the caption gives the full
+    label ("β: random direction 2, filter-normalized").
+    """
+    room = SCENE_TITLE_FRACTION * width_px
+    if text_width(label, size) <= room:
+        return label, None
+    head, sep, rest = str(label).partition(" (")
+    if sep and rest.endswith(")") and text_width(head, size) <= room:
+        return head, f"{head}: {rest[:-1]}"
+    n = max(1, int(room // (size * CHAR_WIDTH)) - 1)
+    short = label[:n].rstrip() + "…"
+    return short, f"{short}: {label}"
+
+
+def plot_area(*, colorbar: bool = True, width: float = DEFAULT_WIDTH, height: float = DEFAULT_HEIGHT,
+              margin: dict | None = None) -> tuple[float, float]:
+    """Width and height in px of the plotting area of a figure of the given size: the
+    margins (plotly.js's defaults unless given) and a colour bar's room taken off."""
+    m = {**DEFAULT_MARGIN, **(margin or {})}
+    return width - m["l"] - m["r"] - (40 if colorbar else 0), height - m["t"] - m["b"]
+
+
+def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float) -> tuple[dict, str | None]:
+    """``layout.scene`` settings for a 3D plot ``width_px`` wide: axis titles that fit
+    (`scene_title`), a camera that keeps the whole box in view, and the caption for the
+    labels that had to be shortened (None when none was)."""
+    titles, notes = [], []
+    for label in (x_label, y_label, z_label):
+        title, note = scene_title(label, width_px)
+        titles.append(title)
+        if note:
+            notes.append(note)
+    settings = dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2],
+                    camera=dict(eye=SCENE_EYE))
+    return settings, "<br>".join(notes) or None
+
+
+CAPTION = "axis caption"  # the name of the annotation that spells out shortened 3D axis titles
+
+
+def set_caption(fig, text: str | None, *, x: float = 0.5, key: str = "") -> None:
+    """Add, replace or (``text=None``) remove the caption under a 3D scene centred at
+    paper ``x``; ``key`` tells the captions of several scenes apart."""
+    name = f"{CAPTION}{key}"
+    kept = [a for a in (fig.layout.annotations or ()) if a.name != name]
+    if text:
+        kept.append(go.layout.Annotation(
+            text=text, name=name, xref="paper", yref="paper", x=x, y=0.0, xanchor="center",
+            yanchor="top", showarrow=False, font=dict(size=12), align="center",
+        ))
+    fig.layout.annotations = kept
 
 
 def _axis_label(log: bool, name: str = "loss") -> str:

@@ -31,6 +31,10 @@ from ._common import (
     _transform,
     clip_limit,
     display_values,
+    fit_title,
+    plot_area,
+    scene_axes,
+    set_caption,
 )
 
 
@@ -44,15 +48,14 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
     fig = go.Figure(trace)
     fig.update_layout(title=_title(title, surf))
+    width, height = plot_area()
     if kind == "surface":
-        fig.update_layout(
-            scene=dict(
-                xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=_axis_label(log)
-            )
-        )
+        scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width)
+        fig.update_layout(scene=scene)
+        set_caption(fig, caption)
     else:
-        fig.update_xaxes(title_text=surf.x_label)
-        fig.update_yaxes(title_text=surf.y_label)
+        fig.update_xaxes(title_text=fit_title(surf.x_label, width))
+        fig.update_yaxes(title_text=fit_title(surf.y_label, height))
     return fig
 
 
@@ -108,6 +111,9 @@ def line(
     single = len(surfaces) == 1
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     palette = qualitative.Plotly
+    # One surface: a colour per quantity, matched by its axis. Several: a colour per
+    # surface and a dash per quantity (loss solid, metric dashed), named on the axes.
+    loss_color, metric_color = palette[0], palette[1]
     for k, s in enumerate(surfaces):
         label = str(s.provenance.get("label", f"surface {k}"))
         color = palette[k % len(palette)]
@@ -116,7 +122,7 @@ def line(
         fig.add_trace(
             go.Scatter(
                 x=x, y=loss, mode="lines", name="loss" if single else f"{label}: loss",
-                legendgroup=label, line=dict(color=color),
+                legendgroup=label, line=dict(color=loss_color if single else color),
                 hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
             ),
             secondary_y=False,
@@ -126,17 +132,25 @@ def line(
             fig.add_trace(
                 go.Scatter(
                     x=x, y=values, mode="lines", name=metric if single else f"{label}: {metric}",
-                    legendgroup=label, line=dict(color=color, dash="dash"),
+                    legendgroup=label,
+                    line=dict(color=metric_color, dash="dash") if single else dict(color=color, dash="dash"),
                     hovertemplate=(
                         f"{s.x_label}: %{{x:.4g}}<br>{metric}: %{{y:.4g}}<extra>{label}</extra>"
                     ),
                 ),
                 secondary_y=True,
             )
-    fig.update_xaxes(title_text=surfaces[0].x_label)
-    fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False)
-    if any(t.yaxis == "y2" for t in fig.data):
-        fig.update_yaxes(title_text=metric, secondary_y=True, showgrid=False, tickmode="auto")
+    twin = any(t.yaxis == "y2" for t in fig.data)
+    width, _ = plot_area(colorbar=False, margin=dict(r=160))  # the legend's room on the right
+    fig.update_xaxes(title_text=fit_title(surfaces[0].x_label, width))
+    fig.update_yaxes(title_text="loss" if single or not twin else "loss (solid)",
+                     type="log" if log else "linear", secondary_y=False)
+    if twin:
+        fig.update_yaxes(title_text=metric if single else f"{metric} (dashed)", secondary_y=True,
+                         showgrid=False, tickmode="auto")
+        if single:  # each axis in its curve's colour
+            fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
+            fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
     fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
     return fig
 
@@ -375,21 +389,30 @@ def compare(
     zmin, zmax = _range(zs)
 
     spec = {"type": "scene"} if kind == "surface" else {}
-    fig = make_subplots(rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles)
+    # the y axes of panels 2..n need room for their tick labels, and for their title unless
+    # all panels share one y label (then only the first panel carries it)
+    shared_y = len({s.y_label for s in surfaces}) == 1
+    area_w, area_h = plot_area(height=450)
+    gap = 30 if kind == "surface" else (60 if shared_y else 100)
+    spacing = min(0.3, gap / area_w) if n > 1 else 0.0
+    panel_w = area_w * (1 - spacing * (n - 1)) / n
+    fig = make_subplots(rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles,
+                        horizontal_spacing=spacing)
     for k, (s, z) in enumerate(zip(surfaces, zs)):
         n_levels = SURFACE_LEVELS if kind == "surface" else levels
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
         trace.coloraxis = "coloraxis"
         fig.add_trace(trace, row=1, col=k + 1)
         if kind == "surface":
-            scene = "scene" if k == 0 else f"scene{k + 1}"
-            fig.layout[scene].update(
-                xaxis_title=s.x_label, yaxis_title=s.y_label, zaxis_title=_axis_label(log),
-                zaxis_range=None if zmin is None else [zmin, zmax],
-            )
+            name = "scene" if k == 0 else f"scene{k + 1}"
+            scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w)
+            fig.layout[name].update(scene, zaxis_range=None if zmin is None else [zmin, zmax])
+            domain = fig.layout[name].domain.x
+            set_caption(fig, caption, x=(domain[0] + domain[1]) / 2, key=str(k))
         else:
-            fig.update_xaxes(title_text=s.x_label, row=1, col=k + 1)
-            fig.update_yaxes(title_text=s.y_label, row=1, col=k + 1)
+            fig.update_xaxes(title_text=fit_title(s.x_label, panel_w), row=1, col=k + 1)
+            if k == 0 or not shared_y:
+                fig.update_yaxes(title_text=fit_title(s.y_label, area_h), row=1, col=k + 1)
     raw = np.concatenate([np.asarray(s.loss, dtype=float).ravel() for s in surfaces])
     fig.update_layout(
         coloraxis=dict(

@@ -13,7 +13,9 @@ from plotly.subplots import make_subplots
 from ..errors import LandscapeError
 from ..surface import Surface
 from ._common import (
+    CAPTION,
     COLORSCALE,
+    SCENE_EYE,
     SURFACE_LEVELS,
     _axis_label,
     _check_clip,
@@ -26,14 +28,21 @@ from ._common import (
     _title,
     _transform,
     display_values,
+    fit_title,
     hover_customdata,
     hover_template,
+    plot_area,
+    scene_axes,
+    set_caption,
     to_plotly_z,
 )
 from .figures import line
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
+_HEIGHT, _MARGIN = 520, dict(l=10, r=10, t=70, b=90)
+_SCENE_SHARE = 0.55 * (1 - 0.08)  # the 3D column's share of the plotting area's width
+_CONTOUR_SHARE = 0.45 * (1 - 0.08)
 
 
 @_doc
@@ -83,12 +92,18 @@ def live(
         empty = np.full(surface.loss.shape, np.nan)
         for col, (kind, levels) in enumerate((("surface", SURFACE_LEVELS), ("contour", LIVE_LEVELS)), 1):
             trace = _grid_trace(kind, surface, empty, None, None, levels=levels, contours=True)
-            trace.coloraxis = "coloraxis"
             trace.name = f"loss {kind}"
+            if kind == "surface":
+                trace.coloraxis = "coloraxis"  # the one colour bar
+            else:
+                # plotly.js drops a colour axis shared by a line-coloured contour and a
+                # surface, and then draws a colour bar for each on the same spot: the contour
+                # keeps its own scale, set to the same range by `update`, without a bar
+                trace.showscale = False
             fig.add_trace(trace, row=1, col=col)
         fig.update_layout(
-            title=_title(title, surface), height=520, margin=dict(l=10, r=10, t=70, b=40),
-            coloraxis=dict(colorscale=COLORSCALE),
+            title=_title(title, surface), height=_HEIGHT, margin=_MARGIN,
+            coloraxis=dict(colorscale=COLORSCALE), scene_camera=dict(eye=SCENE_EYE),
         )
     fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
                                         "metric": metric if surface.ndim == 1 else None}})
@@ -149,7 +164,7 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     if len(fig.data) > 1 and metric in surf.metrics:
         fig.data[1].x = to_plotly_z(surf.x)
         fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
-    fig.layout.xaxis.title.text = surf.x_label
+    fig.layout.xaxis.title.text = fit_title(surf.x_label, plot_area(colorbar=False, margin=dict(r=160))[0])
     fig.layout.yaxis.type = "log" if log else "linear"
 
 
@@ -172,11 +187,18 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
     spec = _contour_spec(zmin, zmax, SURFACE_LEVELS).get("contours")
     if spec:
         surface_trace.contours.z.update(spec)
+    contour_trace.update(zmin=zmin, zmax=zmax)
     fig.layout.coloraxis.update(
         cmin=zmin, cmax=zmax,
         colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss) if zmax is not None
                                  else _axis_label(log))),
     )
-    fig.layout.scene.update(xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=_axis_label(log))
-    fig.layout.xaxis.title.text = surf.x_label
-    fig.layout.yaxis.title.text = surf.y_label
+    width, height = plot_area(height=_HEIGHT, margin=_MARGIN)
+    scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width)
+    scene.pop("camera")  # set once by `live`: an update must not undo the reader's rotation
+    fig.layout.scene.update(scene)
+    if caption != next((a.text for a in fig.layout.annotations or () if a.name == CAPTION), None):
+        domain = fig.layout.scene.domain.x
+        set_caption(fig, caption, x=(domain[0] + domain[1]) / 2)
+    fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
+    fig.layout.yaxis.title.text = fit_title(surf.y_label, height)
