@@ -276,13 +276,15 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
 
     if text_width(text, size) <= width_px:
         return text
-    pieces = [p for p in re.split(r"(?<=, )|(?= \()", str(text)) if p]
-    lines: list[str] = []
-    for piece in pieces:
-        if lines and text_width(lines[-1] + piece, size) <= width_px:
-            lines[-1] += piece
-        else:
-            lines.append(piece)
+    for pattern in (r"(?<=, )|(?= \()", r"(?<= )"):  # at ", " and " (" first; then at any space
+        lines: list[str] = []
+        for piece in (p for p in re.split(pattern, str(text)) if p):
+            if lines and text_width(lines[-1] + piece, size) <= width_px:
+                lines[-1] += piece
+            else:
+                lines.append(piece)
+        if all(text_width(line, size) <= width_px for line in lines):
+            break
     return "<br>".join(line.strip() for line in lines)
 
 

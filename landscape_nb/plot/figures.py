@@ -54,8 +54,9 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
         fig.update_layout(scene=scene)
         set_caption(fig, caption)
     else:
-        fig.update_xaxes(title_text=fit_title(surf.x_label, width))
-        fig.update_yaxes(title_text=fit_title(surf.y_label, height))
+        # outside ticks keep the first labels of the two axes off each other in the corner
+        fig.update_xaxes(title_text=fit_title(surf.x_label, width), ticks="outside")
+        fig.update_yaxes(title_text=fit_title(surf.y_label, height), ticks="outside")
     return fig
 
 
@@ -199,7 +200,8 @@ def _trajectory_trace(trajectory: Any) -> go.Scatter:
             cmin=0.0 if np.nanmin(distance, initial=0.0) >= 0 else None,
             showscale=True,
             colorbar=dict(
-                title=dict(text="distance<br>from plane"), len=0.45, y=0.0, yanchor="bottom"
+                title=dict(text="distance<br>from plane"), len=0.4, y=0.0, yanchor="bottom",
+                nticks=4,  # a short bar: plotly.js's automatic ticks would crowd it
             ),
         )
         hover += "<br>distance from plane: %{marker.color:.4g}"
@@ -253,7 +255,7 @@ def contour(
         path = _trajectory_trace(trajectory)
         fig.add_trace(path)
         if path.marker.showscale:  # stack the two colorbars instead of overlapping them
-            fig.data[0].colorbar.update(len=0.5, y=1.0, yanchor="top")
+            fig.data[0].colorbar.update(len=0.5, y=1.0, yanchor="top")  # the path's: 0..0.4
     return fig
 
 
@@ -389,15 +391,22 @@ def compare(
     zmin, zmax = _range(zs)
 
     spec = {"type": "scene"} if kind == "surface" else {}
-    # the y axes of panels 2..n need room for their tick labels, and for their title unless
-    # all panels share one y label (then only the first panel carries it)
-    shared_y = len({s.y_label for s in surfaces}) == 1
+    # Panels that share a label share one axis title, centred under (or beside) them all, so
+    # it need not squeeze into one panel; the y axes of panels 2..n then need room only for
+    # their tick labels, else for their own title too.
     area_w, area_h = plot_area(height=450)
+    flat = kind != "surface" and n > 1
+    shared_x = flat and len({s.x_label for s in surfaces}) == 1
+    shared_y = flat and len({s.y_label for s in surfaces}) == 1
     gap = 30 if kind == "surface" else (60 if shared_y else 100)
     spacing = min(0.3, gap / area_w) if n > 1 else 0.0
     panel_w = area_w * (1 - spacing * (n - 1)) / n
-    fig = make_subplots(rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles,
-                        horizontal_spacing=spacing)
+    fig = make_subplots(
+        rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles, horizontal_spacing=spacing,
+        x_title=fit_title(surfaces[0].x_label, area_w) if shared_x else None,
+        y_title=fit_title(surfaces[0].y_label, area_h) if shared_y else None,
+    )
+    x_lines = 1
     for k, (s, z) in enumerate(zip(surfaces, zs)):
         n_levels = SURFACE_LEVELS if kind == "surface" else levels
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
@@ -410,9 +419,17 @@ def compare(
             domain = fig.layout[name].domain.x
             set_caption(fig, caption, x=(domain[0] + domain[1]) / 2, key=str(k))
         else:
-            fig.update_xaxes(title_text=fit_title(s.x_label, panel_w), row=1, col=k + 1)
-            if k == 0 or not shared_y:
+            if not shared_x:
+                x_title = fit_title(s.x_label, panel_w)
+                x_lines = max(x_lines, x_title.count("<br>") + 1)
+                fig.update_xaxes(title_text=x_title, row=1, col=k + 1)
+            if not shared_y:
                 fig.update_yaxes(title_text=fit_title(s.y_label, area_h), row=1, col=k + 1)
+    if x_lines > 2:
+        fig.update_layout(margin=dict(b=44 + 18 * x_lines))
+    if kind != "surface":
+        fig.update_xaxes(ticks="outside")
+        fig.update_yaxes(ticks="outside")
     raw = np.concatenate([np.asarray(s.loss, dtype=float).ravel() for s in surfaces])
     fig.update_layout(
         coloraxis=dict(

@@ -41,8 +41,8 @@ from .figures import line
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
 _HEIGHT, _MARGIN = 520, dict(l=10, r=10, t=70, b=90)
-_SCENE_SHARE = 0.55 * (1 - 0.08)  # the 3D column's share of the plotting area's width
-_CONTOUR_SHARE = 0.45 * (1 - 0.08)
+_SCENE_SHARE = 0.55 * (1 - 0.1)  # the 3D column's share of the plotting area's width
+_CONTOUR_SHARE = 0.45 * (1 - 0.1)
 
 
 @_doc
@@ -86,7 +86,7 @@ def live(
     else:
         fig = make_subplots(
             rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
-            column_widths=[0.55, 0.45], horizontal_spacing=0.08,
+            column_widths=[0.55, 0.45], horizontal_spacing=0.1,
             subplot_titles=["3D surface", "contours"],
         )
         empty = np.full(surface.loss.shape, np.nan)
@@ -105,6 +105,8 @@ def live(
             title=_title(title, surface), height=_HEIGHT, margin=_MARGIN,
             coloraxis=dict(colorscale=COLORSCALE), scene_camera=dict(eye=SCENE_EYE),
         )
+        fig.update_xaxes(ticks="outside")
+        fig.update_yaxes(ticks="outside")
     fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
                                         "metric": metric if surface.ndim == 1 else None}})
     return update(fig, surface, log=log, clip=clip)
