@@ -28,8 +28,10 @@ DEFAULT_WIDTH, DEFAULT_HEIGHT = 700, 450
 DEFAULT_MARGIN = dict(l=80, r=80, t=100, b=80)
 TITLE_FONT = 14  # px, plotly.js's axis-title size for its 12 px default font
 CHAR_WIDTH = 0.5  # an upper bound of the average glyph width of plotly.js's font, in font sizes
-SCENE_EYE = dict(x=1.55, y=1.55, z=1.0)  # 3D camera: the whole box, tick labels included, in view
+SCENE_EYE = dict(x=1.35, y=1.35, z=0.95)  # 3D camera for a wide scene; narrower ones step back
+SCENE_ASPECT = dict(x=1.0, y=1.0, z=0.8)  # a box a little flatter than a cube
 SCENE_TITLE_FRACTION = 0.4  # a 3D axis title may span this share of its scene's width
+SCENE_Z_TITLE_PX = 420  # narrower scenes clip the z title (drawn left of the box): the caption names z
 
 # ---------------------------------------------------------------------------------------
 # Shared docstring pieces, substituted with `_doc` (the plotly.express habit): a parameter
@@ -316,18 +318,35 @@ def plot_area(*, colorbar: bool = True, width: float = DEFAULT_WIDTH, height: fl
     return width - m["l"] - m["r"] - (40 if colorbar else 0), height - m["t"] - m["b"]
 
 
-def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float) -> tuple[dict, str | None]:
-    """``layout.scene`` settings for a 3D plot ``width_px`` wide: axis titles that fit
-    (`scene_title`), a camera that keeps the whole box in view, and the caption for the
-    labels that had to be shortened (None when none was)."""
+def scene_eye(width_px: float, height_px: float) -> dict:
+    """The 3D camera position that keeps the whole box, tick labels and titles included,
+    inside a scene of the given size: plotly.js's perspective has a fixed vertical field
+    of view, so a scene taller than it is wide crops the box at its sides unless the
+    camera steps back."""
+    k = max(1.0, 1.45 * height_px / width_px)
+    return {a: round(v * k, 3) for a, v in SCENE_EYE.items()}
+
+
+def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
+               height_px: float = DEFAULT_HEIGHT - DEFAULT_MARGIN["t"] - DEFAULT_MARGIN["b"]
+               ) -> tuple[dict, str | None]:
+    """``layout.scene`` settings for a 3D plot of ``width_px`` x ``height_px``: axis titles
+    that fit (`scene_title`), a camera that keeps the whole box in view (`scene_eye`), and
+    the caption for the labels that had to be shortened (None when none was)."""
     titles, notes = [], []
-    for label in (x_label, y_label, z_label):
+    for label in (x_label, y_label):
         title, note = scene_title(label, width_px)
         titles.append(title)
         if note:
             notes.append(note)
+    if width_px >= SCENE_Z_TITLE_PX:
+        titles.append(z_label)
+    else:
+        titles.append("")
+        notes.append(f"height: {z_label}")
     settings = dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2],
-                    camera=dict(eye=SCENE_EYE))
+                    camera=dict(eye=scene_eye(width_px, height_px)), aspectmode="manual",
+                    aspectratio=SCENE_ASPECT)
     return settings, "<br>".join(notes) or None
 
 

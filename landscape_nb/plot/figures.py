@@ -50,7 +50,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     fig.update_layout(title=_title(title, surf))
     width, height = plot_area()
     if kind == "surface":
-        scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width)
+        scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height)
         fig.update_layout(scene=scene)
         set_caption(fig, caption)
     else:
@@ -414,7 +414,7 @@ def compare(
         fig.add_trace(trace, row=1, col=k + 1)
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
-            scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w)
+            scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h)
             fig.layout[name].update(scene, zaxis_range=None if zmin is None else [zmin, zmax])
             domain = fig.layout[name].domain.x
             set_caption(fig, caption, x=(domain[0] + domain[1]) / 2, key=str(k))

@@ -15,7 +15,7 @@ from ..surface import Surface
 from ._common import (
     CAPTION,
     COLORSCALE,
-    SCENE_EYE,
+    SCENE_ASPECT,
     SURFACE_LEVELS,
     _axis_label,
     _check_clip,
@@ -33,6 +33,7 @@ from ._common import (
     hover_template,
     plot_area,
     scene_axes,
+    scene_eye,
     set_caption,
     to_plotly_z,
 )
@@ -103,8 +104,11 @@ def live(
             fig.add_trace(trace, row=1, col=col)
         fig.update_layout(
             title=_title(title, surface), height=_HEIGHT, margin=_MARGIN,
-            coloraxis=dict(colorscale=COLORSCALE), scene_camera=dict(eye=SCENE_EYE),
+            coloraxis=dict(colorscale=COLORSCALE),
         )
+        width, height = plot_area(height=_HEIGHT, margin=_MARGIN)
+        fig.layout.scene.update(camera_eye=scene_eye(_SCENE_SHARE * width, height), aspectmode="manual",
+                                aspectratio=SCENE_ASPECT)
         fig.update_xaxes(ticks="outside")
         fig.update_yaxes(ticks="outside")
     fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
@@ -197,7 +201,8 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
     )
     width, height = plot_area(height=_HEIGHT, margin=_MARGIN)
     scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width)
-    scene.pop("camera")  # set once by `live`: an update must not undo the reader's rotation
+    for key in ("camera", "aspectmode", "aspectratio"):  # set once by `live`: an update must not
+        scene.pop(key)  # undo the reader's rotation or zoom
     fig.layout.scene.update(scene)
     if caption != next((a.text for a in fig.layout.annotations or () if a.name == CAPTION), None):
         domain = fig.layout.scene.domain.x
