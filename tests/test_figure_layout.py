@@ -387,7 +387,14 @@ TEXT_BOXES_JS = """async ([fig, width, height]) => {
     if (hidden) continue;
     const group = t.closest('g[class]');
     out.push({text, x: r.x - origin.x, y: r.y - origin.y, w: r.width, h: r.height,
-              group: group ? group.getAttribute('class') : ''});
+              group: group ? group.getAttribute('class') : '',
+              control: !!t.closest('.slider-container, .updatemenu-container')});
+  }
+  for (const c of gd.querySelectorAll('rect.slider-rail-rect, rect.updatemenu-item-rect')) {  // animation controls
+    const r = c.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0)
+      out.push({text: '', x: r.x - origin.x, y: r.y - origin.y, w: r.width, h: r.height,
+                group: 'control ' + c.getAttribute('class'), control: true});
   }
   for (const bar of gd.querySelectorAll('g.colorbar')) {  // a colour bar's whole box, ticks and title in
     const r = bar.getBoundingClientRect();
@@ -426,7 +433,16 @@ def text_boxes(page, fig) -> tuple[list[dict], float, float]:
 
 def check_rendered_text(boxes, width, height) -> None:
     bars = [b for b in boxes if b["group"].startswith("colorbar ")]
-    boxes = [b for b in boxes if not b["group"].startswith("colorbar ")]
+    controls = [b for b in boxes if b["group"].startswith("control ")]
+    boxes = [b for b in boxes if not b["group"].startswith(("colorbar ", "control "))]
+    for c in controls:  # a slider's rail or a button over text that is not its own
+        for b in boxes:
+            if b.get("control"):
+                continue
+            dx = min(c["x"] + c["w"], b["x"] + b["w"]) - max(c["x"], b["x"])
+            dy = min(c["y"] + c["h"], b["y"] + b["h"]) - max(c["y"], b["y"])
+            assert dx <= OVERLAP_PX or dy <= OVERLAP_PX, (
+                f"{c['group']} is drawn over {b['text']!r} ({b['group']}) by {dx:.0f}x{dy:.0f} px")
     for i, a in enumerate(bars):
         for b in bars[i + 1:]:
             dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
@@ -460,10 +476,21 @@ def test_rendered_text_does_not_overlap_and_fits_the_figure(page, builder, case)
     check_rendered_text(boxes, width, height)
 
 
-def test_the_rendered_check_catches_overlapping_colour_bars(page):
+def test_the_rendered_checks_catch_the_faults_they_look_for(page):
     s = plane()
     fig = go.Figure([go.Surface(z=s.loss, coloraxis="coloraxis"),
                      go.Contour(z=s.loss, coloraxis="coloraxis", contours_coloring="lines")])
     boxes, width, height = text_boxes(page, fig)
     with pytest.raises(AssertionError, match="two colour bars drawn on one spot"):
+        check_rendered_text(boxes, width, height)
+    fig = plot.animate(plane(), path_dict())
+    fig.layout.sliders[0].y = -0.1  # on the x axis's title
+    boxes, width, height = text_boxes(page, fig)
+    with pytest.raises(AssertionError, match="slider-rail-rect is drawn over 'α"):
+        check_rendered_text(boxes, width, height)
+    fig = plot.contour(plane())
+    fig.update_xaxes(ticks="")  # the first tick labels of the two axes meet in the corner
+    fig.update_yaxes(ticks="")
+    boxes, width, height = text_boxes(page, fig)
+    with pytest.raises(AssertionError, match=r"'−1' \(xtick\) and '−1' \(ytick\) overlap"):
         check_rendered_text(boxes, width, height)

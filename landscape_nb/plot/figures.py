@@ -142,7 +142,14 @@ def line(
                 secondary_y=True,
             )
     twin = any(t.yaxis == "y2" for t in fig.data)
-    width, _ = plot_area(colorbar=False, margin=dict(r=160))  # the legend's room on the right
+    right = 160  # plotly.js's room for the legend
+    if twin:
+        # plotly.js sets the legend just right of the plot, over the right axis's tick labels
+        # and title: pin it to the figure's right edge and keep the room for both
+        legend_px = max(len(t.name) for t in fig.data) * 12 * 0.5 + 45
+        right = int(75 + legend_px)
+        fig.update_layout(legend=dict(xref="container", x=1.0, xanchor="right"), margin=dict(r=right))
+    width, _ = plot_area(colorbar=False, margin=dict(r=right))
     fig.update_xaxes(title_text=fit_title(surfaces[0].x_label, width))
     fig.update_yaxes(title_text="loss" if single or not twin else "loss (solid)",
                      type="log" if log else "linear", secondary_y=False)

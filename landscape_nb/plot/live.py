@@ -170,7 +170,8 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     if len(fig.data) > 1 and metric in surf.metrics:
         fig.data[1].x = to_plotly_z(surf.x)
         fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
-    fig.layout.xaxis.title.text = fit_title(surf.x_label, plot_area(colorbar=False, margin=dict(r=160))[0])
+    fig.layout.xaxis.title.text = fit_title(
+        surf.x_label, plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0])
     fig.layout.yaxis.type = "log" if log else "linear"
 
 
