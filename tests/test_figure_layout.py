@@ -33,6 +33,7 @@ MARGIN = dict(l=80, r=80, t=100, b=80)
 TITLE_PX = 14  # axis-title font size for plotly.js's 12 px default font
 GLYPH = 0.5  # an upper bound of the average glyph width in Open Sans, in font sizes
 COLORBAR_ROOM = 40  # px a colour bar takes off the plotting area beyond the right margin
+MIN_SCENE_PX = 220  # narrower 3D scenes clip their tick labels and axis titles
 SCENE_SHARE = 0.45  # a 3D axis title is centred on its axis: it may span this share of the scene
 TICK_ROOM = 35  # px the tick labels of a y axis need left of its panel
 LINE_PX = 18  # px per line of an axis title
@@ -103,6 +104,14 @@ def _explorer_live():
     return fig
 
 
+def _partial_live():
+    full = plane()
+    loss = np.array(full.loss)
+    loss[5:] = np.nan  # the first tiles are in
+    fig = plot.live(Surface(full.x, full.y, loss * np.nan, provenance=dict(full.provenance)))
+    return plot.update(fig, Surface(full.x, full.y, loss, provenance=dict(full.provenance)))
+
+
 CASES = {  # builder -> {case: figure factory}
     "line": {"one": lambda: plot.line(line_1d()),
              "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)])},
@@ -112,7 +121,11 @@ CASES = {  # builder -> {case: figure factory}
     "surface": {"long labels": lambda: plot.surface(plane())},
     "compare": {"contour": lambda: plot.compare([plane(label="skip"), plane(label="no skip", scale=3)]),
                 "heatmap 3": lambda: plot.compare([plane(label=f"w{k}") for k in (1, 2, 3)], kind="heatmap"),
-                "surface": lambda: plot.compare([plane(label="skip"), plane(label="no skip")], kind="surface")},
+                "surface": lambda: plot.compare([plane(label="skip"), plane(label="no skip")], kind="surface"),
+                "surface 3 planes": lambda: plot.compare(
+                    [plane(label="random"), pca_plane(), plane(label="raw", labels={
+                        "x_label": "α (random direction 1, raw)", "y_label": "β (random direction 2, raw)"})],
+                    kind="surface")},
     "with_sharpness": {"contour": lambda: plot.with_sharpness(plot.contour(plane()), plane(), radius=0.5)},
     "pca_contour": {"path": lambda: plot.pca_contour(pca_plane(), path_dict())},
     "eigen_map": {"ratio": lambda: plot.eigen_map(eigen_plane())},
@@ -125,7 +138,7 @@ CASES = {  # builder -> {case: figure factory}
     "line_panels": {"two": lambda: plot.line_panels(
         [[line_1d("original"), line_1d("rescaled", shift=0.1)], [line_1d("original"), line_1d("rescaled")]],
         titles=["raw directions", "filter-normalized"], radius=0.5)},
-    "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live,
+    "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live, "2d partial": _partial_live,
              "1d": lambda: plot.live(line_1d())},
     "spectrum": {"slq": lambda: plot.spectrum(spectrum_obj())},
     "persistence": {"diagram": lambda: plot.persistence(plane().topology()),
@@ -297,6 +310,7 @@ def check_titles(fig) -> None:
     for key, scene in scenes(fig):
         dx = scene.domain.x or (0, 1)
         width = (dx[1] - dx[0]) * pw
+        assert width >= MIN_SCENE_PX, f"{key} is {width:.0f} px wide: too narrow for its tick labels and titles"
         for a in "xyz":
             text = scene[f"{a}axis"].title.text
             assert text_px(text) <= SCENE_SHARE * width, (

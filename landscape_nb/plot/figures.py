@@ -17,6 +17,7 @@ from ..errors import LandscapeError
 from ..surface import Surface
 from ._common import (
     COLORSCALE,
+    DEFAULT_WIDTH,
     SURFACE_LEVELS,
     TRAJECTORY_COLORSCALE,
     _axis_label,
@@ -401,7 +402,10 @@ def compare(
     # Panels that share a label share one axis title, centred under (or beside) them all, so
     # it need not squeeze into one panel; the y axes of panels 2..n then need room only for
     # their tick labels, else for their own title too.
-    area_w, area_h = plot_area(height=450)
+    # 3D scenes under ~230 px wide clip their own tick labels and titles: more than two of
+    # them get a figure wide enough (a fixed width: they no longer fit a default one)
+    width = max(DEFAULT_WIDTH, 250 * n + 200) if kind == "surface" else None
+    area_w, area_h = plot_area(height=450, width=width or DEFAULT_WIDTH)
     flat = kind != "surface" and n > 1
     shared_x = flat and len({s.x_label for s in surfaces}) == 1
     shared_y = flat and len({s.y_label for s in surfaces}) == 1
@@ -414,6 +418,7 @@ def compare(
         y_title=fit_title(surfaces[0].y_label, area_h) if shared_y else None,
     )
     x_lines = 1
+    captions: list[str | None] = []
     for k, (s, z) in enumerate(zip(surfaces, zs)):
         n_levels = SURFACE_LEVELS if kind == "surface" else levels
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
@@ -423,8 +428,7 @@ def compare(
             name = "scene" if k == 0 else f"scene{k + 1}"
             scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h)
             fig.layout[name].update(scene, zaxis_range=None if zmin is None else [zmin, zmax])
-            domain = fig.layout[name].domain.x
-            set_caption(fig, caption, x=(domain[0] + domain[1]) / 2, key=str(k))
+            captions.append(caption)
         else:
             if not shared_x:
                 x_title = fit_title(s.x_label, panel_w)
@@ -432,6 +436,14 @@ def compare(
                 fig.update_xaxes(title_text=x_title, row=1, col=k + 1)
             if not shared_y:
                 fig.update_yaxes(title_text=fit_title(s.y_label, area_h), row=1, col=k + 1)
+    if len(set(captions)) == 1:  # one caption says it for every scene
+        set_caption(fig, captions[0])
+    else:
+        for k, caption in enumerate(captions):
+            domain = fig.layout["scene" if k == 0 else f"scene{k + 1}"].domain.x
+            lines = caption.split("<br>") if caption else []
+            set_caption(fig, "<br>".join(fit_title(line, panel_w, size=12) for line in lines) or None,
+                        x=(domain[0] + domain[1]) / 2, key=str(k))
     if x_lines > 2:
         fig.update_layout(margin=dict(b=44 + 18 * x_lines))
     if kind != "surface":
@@ -443,7 +455,7 @@ def compare(
             colorscale=COLORSCALE, cmin=zmin, cmax=zmax,
             colorbar=dict(title=dict(text=_colorbar_title(log, zmax, raw))),
         ),
-        height=450,
+        height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
     return fig
 
