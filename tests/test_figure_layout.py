@@ -98,10 +98,10 @@ def explorer_width() -> int:
     return FIGURE_WIDTH
 
 
-def _explorer_live():
+def _explorer_live():  # what the Explorer does: build, set its width, update as tiles arrive
     fig = plot.live(plane(), title="resnet-56: filter-normalized random directions")
-    fig.update_layout(width=explorer_width())  # what the Explorer does
-    return fig
+    fig.update_layout(width=explorer_width())
+    return plot.update(fig, plane())
 
 
 def _partial_live():

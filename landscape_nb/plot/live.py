@@ -15,6 +15,7 @@ from ..surface import Surface
 from ._common import (
     CAPTION,
     COLORSCALE,
+    DEFAULT_WIDTH,
     SCENE_ASPECT,
     SURFACE_LEVELS,
     _axis_label,
@@ -200,7 +201,9 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
         colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss) if zmax is not None
                                  else _axis_label(log))),
     )
-    width, height = plot_area(height=_HEIGHT, margin=_MARGIN)
+    # laid out for the figure's width when it has one (the Explorer sets it), else the default
+    width, height = plot_area(width=fig.layout.width or DEFAULT_WIDTH, height=fig.layout.height or _HEIGHT,
+                              margin=_MARGIN)
     scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width)
     for key in ("camera", "aspectmode", "aspectratio"):  # set once by `live`: an update must not
         scene.pop(key)  # undo the reader's rotation or zoom
