@@ -77,7 +77,9 @@ def line(
     """1D loss curve(s): loss on the left axis, a metric on a right twin axis.
 
     Pass a list of 1D surfaces (e.g. several interpolations between minimizers, Li et al.
-    2018 Fig. 2 [1]_) to overlay them.
+    2018 Fig. 2 [1]_) to overlay them. One surface: loss and metric in two colours, each
+    axis in its curve's colour. Several: a colour per surface, the loss solid and the
+    metric dashed (the axis titles say so).
 
     Parameters
     ----------
@@ -340,6 +342,9 @@ def compare(
 ) -> go.Figure:
     """Side-by-side landscapes on one shared colour scale (one colorbar), e.g. ResNet with
     and without skip connections (Li et al. 2018, Fig. 5 [1]_).
+
+    Panels with the same axis label share one axis title. Three or more 3D panels get a
+    fixed width (250 px a panel, plus 200) so that each scene keeps its labels.
 
     Parameters
     ----------
