@@ -228,7 +228,7 @@ def bar_extent(bar, plot_h) -> tuple[float, float]:
 
 
 def check_colour_bars(fig) -> None:
-    w, h, m = size(fig)
+    _, h, m = size(fig)
     plot_h = h - m["t"] - m["b"]
     bars = colour_bars(fig)
     spots: dict[tuple, list] = {}
@@ -236,7 +236,7 @@ def check_colour_bars(fig) -> None:
         spots.setdefault((round(bar.x if bar.x is not None else 1.02, 3), bar.xanchor or "left"), []).append(bar)
     for spot, here in spots.items():
         extents = sorted(bar_extent(b, plot_h) for b in here)
-        for (lo1, hi1), (lo2, hi2) in zip(extents, extents[1:]):
+        for (_, hi1), (lo2, _) in zip(extents, extents[1:]):
             assert (lo2 - hi1) * plot_h >= BAR_GAP_PX - 1e-6, (
                 f"{len(here)} colour bars at x={spot} overlap or touch: {extents} of a {plot_h} px plot; their "
                 f"tick labels are drawn on top of each other (one bar per colour scale, or stack them "
