@@ -21,6 +21,18 @@ TRAJECTORY_COLORSCALE = "Reds"
 CLIP_FACTOR = 5.0
 SURFACE_LEVELS = 20  # contour lines drawn on (and projected under) 3D surfaces
 
+# Layout arithmetic: figures are laid out for plotly.js's size of a figure without one
+# (700 x 450 px, margins 80/80/100/80), the smallest they are shown at; wider places (the
+# Explorer, a notebook cell) only give the text more room.
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 700, 450
+DEFAULT_MARGIN = dict(l=80, r=80, t=100, b=80)
+TITLE_FONT = 14  # px, plotly.js's axis-title size for its 12 px default font
+CHAR_WIDTH = 0.5  # an upper bound of the average glyph width of plotly.js's font, in font sizes
+SCENE_EYE = dict(x=1.35, y=1.35, z=0.95)  # 3D camera for a wide scene; narrower ones step back
+SCENE_ASPECT = dict(x=1.0, y=1.0, z=0.8)  # a box a little flatter than a cube
+SCENE_TITLE_FRACTION = 0.4  # a 3D axis title may span this share of its scene's width
+SCENE_Z_TITLE_PX = 420  # narrower scenes clip the z title (drawn left of the box): the caption names z
+
 # ---------------------------------------------------------------------------------------
 # Shared docstring pieces, substituted with `_doc` (the plotly.express habit): a parameter
 # documented twice is documented here once. Each piece is written for a docstring indented
@@ -247,6 +259,111 @@ def to_plotly_z(array: Any) -> list:
 # ---------------------------------------------------------------------------------------
 # Hover, titles, colour range and contour levels
 # ---------------------------------------------------------------------------------------
+
+
+def text_width(text: str, size: float = TITLE_FONT) -> float:
+    """An upper estimate of the width in px of ``text`` (its longest ``<br>`` line, tags
+    dropped) in plotly.js's default font at ``size`` px."""
+    import re
+
+    lines = re.split(r"<br\s*/?>", str(text))
+    return max(len(re.sub(r"<[^>]+>", "", line)) for line in lines) * size * CHAR_WIDTH
+
+
+def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
+    """``text`` broken into ``<br>``-separated lines of at most ``width_px`` px where it
+    can be: after ", " and before " (" (e.g. "α (random direction 1, filter-normalized)"
+    becomes "α (random direction 1,<br>filter-normalized)" in a narrow panel)."""
+    import re
+
+    if text_width(text, size) <= width_px:
+        return text
+    for pattern in (r"(?<=, )|(?= \()", r"(?<= )"):  # at ", " and " (" first; then at any space
+        lines: list[str] = []
+        for piece in (p for p in re.split(pattern, str(text)) if p):
+            if lines and text_width(lines[-1] + piece, size) <= width_px:
+                lines[-1] += piece
+            else:
+                lines.append(piece)
+        if all(text_width(line, size) <= width_px for line in lines):
+            break
+    return "<br>".join(line.strip() for line in lines)
+
+
+def scene_title(label: str, width_px: float, size: float = TITLE_FONT) -> tuple[str, str | None]:
+    """A 3D axis title that fits its scene, and the caption that says the rest.
+
+    Axis titles inside a 3D scene are drawn along the axis and clipped at the scene's edge,
+    so a long label ("β (random direction 2, filter-normalized)") is cut off. When ``label``
+    is wider than `SCENE_TITLE_FRACTION` of the scene's ``width_px``, its symbol (the part
+    before " (") or a shortened form becomes the title and the caption gives the full
+    label ("β: random direction 2, filter-normalized").
+    """
+    room = SCENE_TITLE_FRACTION * width_px
+    if text_width(label, size) <= room:
+        return label, None
+    head, sep, rest = str(label).partition(" (")
+    if sep and rest.endswith(")") and text_width(head, size) <= room:
+        return head, f"{head}: {rest[:-1]}"
+    n = max(1, int(room // (size * CHAR_WIDTH)) - 1)
+    short = label[:n].rstrip() + "…"
+    return short, f"{short}: {label}"
+
+
+def plot_area(*, colorbar: bool = True, width: float = DEFAULT_WIDTH, height: float = DEFAULT_HEIGHT,
+              margin: dict | None = None) -> tuple[float, float]:
+    """Width and height in px of the plotting area of a figure of the given size: the
+    margins (plotly.js's defaults unless given) and a colour bar's room taken off."""
+    m = {**DEFAULT_MARGIN, **(margin or {})}
+    return width - m["l"] - m["r"] - (40 if colorbar else 0), height - m["t"] - m["b"]
+
+
+def scene_eye(width_px: float, height_px: float) -> dict:
+    """The 3D camera position that keeps the whole box, tick labels and titles included,
+    inside a scene of the given size: plotly.js's perspective has a fixed vertical field
+    of view, so a scene taller than it is wide crops the box at its sides unless the
+    camera steps back."""
+    k = max(1.0, 1.45 * height_px / width_px)
+    return {a: round(v * k, 3) for a, v in SCENE_EYE.items()}
+
+
+def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
+               height_px: float = DEFAULT_HEIGHT - DEFAULT_MARGIN["t"] - DEFAULT_MARGIN["b"]
+               ) -> tuple[dict, str | None]:
+    """``layout.scene`` settings for a 3D plot of ``width_px`` x ``height_px``: axis titles
+    that fit (`scene_title`), a camera that keeps the whole box in view (`scene_eye`), and
+    the caption for the labels that had to be shortened (None when none was)."""
+    titles, notes = [], []
+    for label in (x_label, y_label):
+        title, note = scene_title(label, width_px)
+        titles.append(title)
+        if note:
+            notes.append(note)
+    if width_px >= SCENE_Z_TITLE_PX:
+        titles.append(z_label)
+    else:
+        titles.append("")
+        notes.append(f"height: {z_label}")
+    settings = dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2],
+                    camera=dict(eye=scene_eye(width_px, height_px)), aspectmode="manual",
+                    aspectratio=SCENE_ASPECT)
+    return settings, "<br>".join(notes) or None
+
+
+CAPTION = "axis caption"  # the name of the annotation that spells out shortened 3D axis titles
+
+
+def set_caption(fig, text: str | None, *, x: float = 0.5, key: str = "") -> None:
+    """Add, replace or (``text=None``) remove the caption under a 3D scene centred at
+    paper ``x``; ``key`` tells the captions of several scenes apart."""
+    name = f"{CAPTION}{key}"
+    kept = [a for a in (fig.layout.annotations or ()) if a.name != name]
+    if text:
+        kept.append(go.layout.Annotation(
+            text=text, name=name, xref="paper", yref="paper", x=x, y=0.0, xanchor="center",
+            yanchor="top", showarrow=False, font=dict(size=12), align="center",
+        ))
+    fig.layout.annotations = kept
 
 
 def _axis_label(log: bool, name: str = "loss") -> str:

@@ -27,6 +27,8 @@ from ._common import (
     _title,
     _transform,
     display_values,
+    fit_title,
+    plot_area,
 )
 from .figures import _trajectory_field, contour, line
 
@@ -131,8 +133,9 @@ def pca_contour(
         fig.add_annotation(
             text=f"largest distance from the plane: {100 * float(np.nanmax(rel)):.0f}% of the checkpoint's "
                  "distance from the final model",
-            xref="paper", yref="paper", x=0.0, y=-0.12, xanchor="left", yanchor="top", showarrow=False,
-            font=dict(size=11),
+            # above the plot: below it sits the axis title
+            xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
+            showarrow=False, font=dict(size=11),
         )
     return fig
 
@@ -207,8 +210,9 @@ def eigen_map(
             contours_coloring="none", line=dict(color="white", width=1), hoverinfo="skip", name="loss",
             **_contour_spec(zmin, zmax_l, _check_levels(loss_levels)),
         ))
-    fig.update_xaxes(title_text=surface.x_label)
-    fig.update_yaxes(title_text=surface.y_label)
+    width, height = plot_area()
+    fig.update_xaxes(title_text=fit_title(surface.x_label, width), ticks="outside")
+    fig.update_yaxes(title_text=fit_title(surface.y_label, height), ticks="outside")
     fig.update_layout(title=_title(title, surface) or "non-convexity map |λmin/λmax|")
     return fig
 
@@ -315,6 +319,8 @@ def line_panels(
     if len(titles) != len(groups):
         raise LandscapeError(f"plot.line_panels: {len(titles)} titles for {len(groups)} panels; expected one each.")
     fig = make_subplots(rows=1, cols=len(groups), subplot_titles=titles)
+    n = len(groups)
+    panel_w = plot_area(colorbar=False)[0] * (1 - (n - 1) * 0.2 / n) / n  # make_subplots' gaps: 0.2 / cols
     palette = qualitative.Plotly
     for col, group in enumerate(groups, start=1):
         for k, s in enumerate(group):
@@ -328,7 +334,7 @@ def line_panels(
                 legendgroup=str(col),
                 hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
             ), row=1, col=col)
-        fig.update_xaxes(title_text=group[0].x_label, row=1, col=col)
+        fig.update_xaxes(title_text=fit_title(group[0].x_label, panel_w), row=1, col=col)
         fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col)
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=480)
     return fig

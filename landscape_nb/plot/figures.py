@@ -17,6 +17,7 @@ from ..errors import LandscapeError
 from ..surface import Surface
 from ._common import (
     COLORSCALE,
+    DEFAULT_WIDTH,
     SURFACE_LEVELS,
     TRAJECTORY_COLORSCALE,
     _axis_label,
@@ -31,6 +32,10 @@ from ._common import (
     _transform,
     clip_limit,
     display_values,
+    fit_title,
+    plot_area,
+    scene_axes,
+    set_caption,
 )
 
 
@@ -44,15 +49,15 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
     fig = go.Figure(trace)
     fig.update_layout(title=_title(title, surf))
+    width, height = plot_area()
     if kind == "surface":
-        fig.update_layout(
-            scene=dict(
-                xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=_axis_label(log)
-            )
-        )
+        scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height)
+        fig.update_layout(scene=scene)
+        set_caption(fig, caption)
     else:
-        fig.update_xaxes(title_text=surf.x_label)
-        fig.update_yaxes(title_text=surf.y_label)
+        # outside ticks keep the first labels of the two axes off each other in the corner
+        fig.update_xaxes(title_text=fit_title(surf.x_label, width), ticks="outside")
+        fig.update_yaxes(title_text=fit_title(surf.y_label, height), ticks="outside")
     return fig
 
 
@@ -72,7 +77,9 @@ def line(
     """1D loss curve(s): loss on the left axis, a metric on a right twin axis.
 
     Pass a list of 1D surfaces (e.g. several interpolations between minimizers, Li et al.
-    2018 Fig. 2 [1]_) to overlay them.
+    2018 Fig. 2 [1]_) to overlay them. One surface: loss and metric in two colours, each
+    axis in its curve's colour. Several: a colour per surface, the loss solid and the
+    metric dashed (the axis titles say so).
 
     Parameters
     ----------
@@ -108,6 +115,9 @@ def line(
     single = len(surfaces) == 1
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     palette = qualitative.Plotly
+    # One surface: a colour per quantity, matched by its axis. Several: a colour per
+    # surface and a dash per quantity (loss solid, metric dashed), named on the axes.
+    loss_color, metric_color = palette[0], palette[1]
     for k, s in enumerate(surfaces):
         label = str(s.provenance.get("label", f"surface {k}"))
         color = palette[k % len(palette)]
@@ -116,7 +126,7 @@ def line(
         fig.add_trace(
             go.Scatter(
                 x=x, y=loss, mode="lines", name="loss" if single else f"{label}: loss",
-                legendgroup=label, line=dict(color=color),
+                legendgroup=label, line=dict(color=loss_color if single else color),
                 hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
             ),
             secondary_y=False,
@@ -126,17 +136,32 @@ def line(
             fig.add_trace(
                 go.Scatter(
                     x=x, y=values, mode="lines", name=metric if single else f"{label}: {metric}",
-                    legendgroup=label, line=dict(color=color, dash="dash"),
+                    legendgroup=label,
+                    line=dict(color=metric_color, dash="dash") if single else dict(color=color, dash="dash"),
                     hovertemplate=(
                         f"{s.x_label}: %{{x:.4g}}<br>{metric}: %{{y:.4g}}<extra>{label}</extra>"
                     ),
                 ),
                 secondary_y=True,
             )
-    fig.update_xaxes(title_text=surfaces[0].x_label)
-    fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False)
-    if any(t.yaxis == "y2" for t in fig.data):
-        fig.update_yaxes(title_text=metric, secondary_y=True, showgrid=False, tickmode="auto")
+    twin = any(t.yaxis == "y2" for t in fig.data)
+    right = 160  # plotly.js's room for the legend
+    if twin:
+        # plotly.js sets the legend just right of the plot, over the right axis's tick labels
+        # and title: pin it to the figure's right edge and keep the room for both
+        legend_px = max(len(t.name) for t in fig.data) * 12 * 0.5 + 45
+        right = int(75 + legend_px)
+        fig.update_layout(legend=dict(xref="container", x=1.0, xanchor="right"), margin=dict(r=right))
+    width, _ = plot_area(colorbar=False, margin=dict(r=right))
+    fig.update_xaxes(title_text=fit_title(surfaces[0].x_label, width))
+    fig.update_yaxes(title_text="loss" if single or not twin else "loss (solid)",
+                     type="log" if log else "linear", secondary_y=False)
+    if twin:
+        fig.update_yaxes(title_text=metric if single else f"{metric} (dashed)", secondary_y=True,
+                         showgrid=False, tickmode="auto")
+        if single:  # each axis in its curve's colour
+            fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
+            fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
     fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
     return fig
 
@@ -185,7 +210,8 @@ def _trajectory_trace(trajectory: Any) -> go.Scatter:
             cmin=0.0 if np.nanmin(distance, initial=0.0) >= 0 else None,
             showscale=True,
             colorbar=dict(
-                title=dict(text="distance<br>from plane"), len=0.45, y=0.0, yanchor="bottom"
+                title=dict(text="distance<br>from plane"), len=0.4, y=0.0, yanchor="bottom",
+                nticks=4,  # a short bar: plotly.js's automatic ticks would crowd it
             ),
         )
         hover += "<br>distance from plane: %{marker.color:.4g}"
@@ -239,7 +265,7 @@ def contour(
         path = _trajectory_trace(trajectory)
         fig.add_trace(path)
         if path.marker.showscale:  # stack the two colorbars instead of overlapping them
-            fig.data[0].colorbar.update(len=0.5, y=1.0, yanchor="top")
+            fig.data[0].colorbar.update(len=0.5, y=1.0, yanchor="top")  # the path's: 0..0.4
     return fig
 
 
@@ -317,6 +343,9 @@ def compare(
     """Side-by-side landscapes on one shared colour scale (one colorbar), e.g. ResNet with
     and without skip connections (Li et al. 2018, Fig. 5 [1]_).
 
+    Panels with the same axis label share one axis title. Three or more 3D panels get a
+    fixed width (250 px a panel, plus 200) so that each scene keeps its labels.
+
     Parameters
     ----------
     surfaces : Surface or sequence of Surface
@@ -375,28 +404,63 @@ def compare(
     zmin, zmax = _range(zs)
 
     spec = {"type": "scene"} if kind == "surface" else {}
-    fig = make_subplots(rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles)
+    # Panels that share a label share one axis title, centred under (or beside) them all, so
+    # it need not squeeze into one panel; the y axes of panels 2..n then need room only for
+    # their tick labels, else for their own title too.
+    # 3D scenes under ~230 px wide clip their own tick labels and titles: more than two of
+    # them get a figure wide enough (a fixed width: they no longer fit a default one)
+    width = max(DEFAULT_WIDTH, 250 * n + 200) if kind == "surface" else None
+    area_w, area_h = plot_area(height=450, width=width or DEFAULT_WIDTH)
+    flat = kind != "surface" and n > 1
+    shared_x = flat and len({s.x_label for s in surfaces}) == 1
+    shared_y = flat and len({s.y_label for s in surfaces}) == 1
+    gap = 30 if kind == "surface" else (60 if shared_y else 100)
+    spacing = min(0.3, gap / area_w) if n > 1 else 0.0
+    panel_w = area_w * (1 - spacing * (n - 1)) / n
+    fig = make_subplots(
+        rows=1, cols=n, specs=[[spec] * n], subplot_titles=titles, horizontal_spacing=spacing,
+        x_title=fit_title(surfaces[0].x_label, area_w) if shared_x else None,
+        y_title=fit_title(surfaces[0].y_label, area_h) if shared_y else None,
+    )
+    x_lines = 1
+    captions: list[str | None] = []
     for k, (s, z) in enumerate(zip(surfaces, zs)):
         n_levels = SURFACE_LEVELS if kind == "surface" else levels
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
         trace.coloraxis = "coloraxis"
         fig.add_trace(trace, row=1, col=k + 1)
         if kind == "surface":
-            scene = "scene" if k == 0 else f"scene{k + 1}"
-            fig.layout[scene].update(
-                xaxis_title=s.x_label, yaxis_title=s.y_label, zaxis_title=_axis_label(log),
-                zaxis_range=None if zmin is None else [zmin, zmax],
-            )
+            name = "scene" if k == 0 else f"scene{k + 1}"
+            scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h)
+            fig.layout[name].update(scene, zaxis_range=None if zmin is None else [zmin, zmax])
+            captions.append(caption)
         else:
-            fig.update_xaxes(title_text=s.x_label, row=1, col=k + 1)
-            fig.update_yaxes(title_text=s.y_label, row=1, col=k + 1)
+            if not shared_x:
+                x_title = fit_title(s.x_label, panel_w)
+                x_lines = max(x_lines, x_title.count("<br>") + 1)
+                fig.update_xaxes(title_text=x_title, row=1, col=k + 1)
+            if not shared_y:
+                fig.update_yaxes(title_text=fit_title(s.y_label, area_h), row=1, col=k + 1)
+    if len(set(captions)) == 1:  # one caption says it for every scene
+        set_caption(fig, captions[0])
+    else:
+        for k, caption in enumerate(captions):
+            domain = fig.layout["scene" if k == 0 else f"scene{k + 1}"].domain.x
+            lines = caption.split("<br>") if caption else []
+            set_caption(fig, "<br>".join(fit_title(line, panel_w, size=12) for line in lines) or None,
+                        x=(domain[0] + domain[1]) / 2, key=str(k))
+    if x_lines > 2:
+        fig.update_layout(margin=dict(b=44 + 18 * x_lines))
+    if kind != "surface":
+        fig.update_xaxes(ticks="outside")
+        fig.update_yaxes(ticks="outside")
     raw = np.concatenate([np.asarray(s.loss, dtype=float).ravel() for s in surfaces])
     fig.update_layout(
         coloraxis=dict(
             colorscale=COLORSCALE, cmin=zmin, cmax=zmax,
             colorbar=dict(title=dict(text=_colorbar_title(log, zmax, raw))),
         ),
-        height=450,
+        height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
     return fig
 

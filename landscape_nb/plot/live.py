@@ -13,7 +13,10 @@ from plotly.subplots import make_subplots
 from ..errors import LandscapeError
 from ..surface import Surface
 from ._common import (
+    CAPTION,
     COLORSCALE,
+    DEFAULT_WIDTH,
+    SCENE_ASPECT,
     SURFACE_LEVELS,
     _axis_label,
     _check_clip,
@@ -26,14 +29,22 @@ from ._common import (
     _title,
     _transform,
     display_values,
+    fit_title,
     hover_customdata,
     hover_template,
+    plot_area,
+    scene_axes,
+    scene_eye,
+    set_caption,
     to_plotly_z,
 )
 from .figures import line
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
+_HEIGHT, _MARGIN = 520, dict(l=10, r=10, t=70, b=90)
+_SCENE_SHARE = 0.55 * (1 - 0.1)  # the 3D column's share of the plotting area's width
+_CONTOUR_SHARE = 0.45 * (1 - 0.1)
 
 
 @_doc
@@ -77,19 +88,30 @@ def live(
     else:
         fig = make_subplots(
             rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
-            column_widths=[0.55, 0.45], horizontal_spacing=0.08,
+            column_widths=[0.55, 0.45], horizontal_spacing=0.1,
             subplot_titles=["3D surface", "contours"],
         )
         empty = np.full(surface.loss.shape, np.nan)
         for col, (kind, levels) in enumerate((("surface", SURFACE_LEVELS), ("contour", LIVE_LEVELS)), 1):
             trace = _grid_trace(kind, surface, empty, None, None, levels=levels, contours=True)
-            trace.coloraxis = "coloraxis"
             trace.name = f"loss {kind}"
+            if kind == "surface":
+                trace.coloraxis = "coloraxis"  # the one colour bar
+            else:
+                # plotly.js drops a colour axis shared by a line-coloured contour and a
+                # surface, and then draws a colour bar for each on the same spot: the contour
+                # keeps its own scale, set to the same range by `update`, without a bar
+                trace.showscale = False
             fig.add_trace(trace, row=1, col=col)
         fig.update_layout(
-            title=_title(title, surface), height=520, margin=dict(l=10, r=10, t=70, b=40),
+            title=_title(title, surface), height=_HEIGHT, margin=_MARGIN,
             coloraxis=dict(colorscale=COLORSCALE),
         )
+        width, height = plot_area(height=_HEIGHT, margin=_MARGIN)
+        fig.layout.scene.update(camera_eye=scene_eye(_SCENE_SHARE * width, height), aspectmode="manual",
+                                aspectratio=SCENE_ASPECT)
+        fig.update_xaxes(ticks="outside")
+        fig.update_yaxes(ticks="outside")
     fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
                                         "metric": metric if surface.ndim == 1 else None}})
     return update(fig, surface, log=log, clip=clip)
@@ -149,7 +171,8 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     if len(fig.data) > 1 and metric in surf.metrics:
         fig.data[1].x = to_plotly_z(surf.x)
         fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
-    fig.layout.xaxis.title.text = surf.x_label
+    fig.layout.xaxis.title.text = fit_title(
+        surf.x_label, plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0])
     fig.layout.yaxis.type = "log" if log else "linear"
 
 
@@ -172,11 +195,21 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
     spec = _contour_spec(zmin, zmax, SURFACE_LEVELS).get("contours")
     if spec:
         surface_trace.contours.z.update(spec)
+    contour_trace.update(zmin=zmin, zmax=zmax)
     fig.layout.coloraxis.update(
         cmin=zmin, cmax=zmax,
         colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss) if zmax is not None
                                  else _axis_label(log))),
     )
-    fig.layout.scene.update(xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=_axis_label(log))
-    fig.layout.xaxis.title.text = surf.x_label
-    fig.layout.yaxis.title.text = surf.y_label
+    # laid out for the figure's width when it has one (the Explorer sets it), else the default
+    width, height = plot_area(width=fig.layout.width or DEFAULT_WIDTH, height=fig.layout.height or _HEIGHT,
+                              margin=_MARGIN)
+    scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width)
+    for key in ("camera", "aspectmode", "aspectratio"):  # set once by `live`: an update must not
+        scene.pop(key)  # undo the reader's rotation or zoom
+    fig.layout.scene.update(scene)
+    if caption != next((a.text for a in fig.layout.annotations or () if a.name == CAPTION), None):
+        domain = fig.layout.scene.domain.x
+        set_caption(fig, caption, x=(domain[0] + domain[1]) / 2)
+    fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
+    fig.layout.yaxis.title.text = fit_title(surf.y_label, height)

@@ -1,0 +1,510 @@
+"""Every figure builder's output is clean at its default size and in the Explorer.
+
+Two kinds of check, over one case (or more) per public builder in ``landscape_nb.plot``:
+
+* from the layout alone (no browser): colour bars as plotly.js draws them do not overlap
+  (at most one per colour scale), explicit tick values are unique, monotone and spaced,
+  axis titles fit their axis (2D) or scene (3D), panels leave room for their neighbour's
+  tick labels and titles, and quantities on twin y axes are told apart by colour;
+* from the page Chromium renders (Playwright driving Debian's /usr/bin/chromium, the
+  figure drawn by plotly.js): no two text boxes overlap, all text lies inside the figure,
+  and each axis or colour bar labels every tick value once.
+
+Text drawn inside WebGL (3D axis titles) is not in the page, so 3D titles are checked
+from the layout. The surfaces are small synthetic ones with the long labels
+``compute_surface`` writes for random directions.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from landscape_nb import Surface, plot
+from landscape_nb.spectrum import Spectrum
+
+# plotly.js's defaults for a figure that sets no size (what a notebook or export shows at least)
+WIDTH, HEIGHT = 700, 450
+MARGIN = dict(l=80, r=80, t=100, b=80)
+TITLE_PX = 14  # axis-title font size for plotly.js's 12 px default font
+GLYPH = 0.5  # an upper bound of the average glyph width in Open Sans, in font sizes
+COLORBAR_ROOM = 40  # px a colour bar takes off the plotting area beyond the right margin
+MIN_SCENE_PX = 220  # narrower 3D scenes clip their tick labels and axis titles
+SCENE_SHARE = 0.45  # a 3D axis title is centred on its axis: it may span this share of the scene
+TICK_ROOM = 35  # px the tick labels of a y axis need left of its panel
+LINE_PX = 18  # px per line of an axis title
+MIN_TICK_PX = 16  # explicit ticks at least this far apart on screen
+BAR_GAP_PX = 14  # stacked colour bars: the end tick labels stick out half a line each
+OVERLAP_PX = 3.0  # text boxes may meet by this much: a box spans the font's full ascent and
+# descent, a few px beyond the glyphs (plotly.js puts a colour bar's top tick label that close
+# to the bar's title)
+
+RANDOM_LABELS = {"x_label": "α (random direction 1, filter-normalized)",
+                 "y_label": "β (random direction 2, filter-normalized)"}
+
+
+# --- synthetic inputs ----------------------------------------------------------------------
+
+
+def plane(n=15, label="resnet-56", labels=RANDOM_LABELS, metrics=True, scale=1.0) -> Surface:
+    x = np.linspace(-1.0, 1.0, n)
+    y = np.linspace(-1.0, 1.0, n - 2)  # non-square, 0 on both axes (sharpness is read there)
+    loss = scale * (0.4 + x[None, :] ** 2 + 2 * y[:, None] ** 2 + 0.3 * np.sin(3 * x[None, :]))
+    loss[0, 0] = 40.0  # a diverged corner: the colour bar says it is capped
+    m = {"accuracy": np.clip(1 - loss / 5, 0, 1)} if metrics else {}
+    return Surface(x=x, y=y, loss=loss, metrics=m, provenance={"label": label, **labels})
+
+
+def line_1d(label="resnet-56", n=41, shift=0.0) -> Surface:
+    x = np.linspace(-1.0, 1.0, n)
+    loss = 0.4 + (x - shift) ** 2
+    return Surface(x=x, y=None, loss=loss, metrics={"accuracy": 0.9 - 0.2 * (x - shift) ** 2},
+                   provenance={"label": label, "x_label": RANDOM_LABELS["x_label"]})
+
+
+def path_dict():
+    return {"x": [0.8, 0.5, 0.2, 0.0], "y": [0.9, 0.4, 0.1, 0.0], "distance": [0.4, 0.2, 0.05, 0.0],
+            "norm": [1.2, 0.7, 0.2, 0.0], "loss": [2.4, 1.2, 0.6, 0.4],
+            "labels": ["init", "epoch 1", "epoch 2", "final"]}
+
+
+def pca_plane() -> Surface:
+    return plane(labels={"x_label": "PC1 (81.3% of variance)", "y_label": "PC2 (12.9% of variance)"})
+
+
+def eigen_plane() -> Surface:
+    s = plane(metrics=False)
+    ratio = np.abs(np.sin(3 * s.loss))
+    return Surface(s.x, s.y, s.loss, {"eig_ratio": ratio, "lambda_max": 1 + s.loss, "lambda_min": -ratio},
+                   provenance=dict(s.provenance))
+
+
+def spectrum_obj() -> Spectrum:
+    grid = np.linspace(-2.0, 60.0, 400)
+    density = np.exp(-0.5 * (grid / 0.3) ** 2) / 0.75 + 0.01 * np.exp(-0.5 * ((grid - 50) / 1.5) ** 2)
+    rng = np.random.default_rng(0)
+    ritz = np.sort(np.concatenate([rng.normal(0, 0.3, (3, 9)), rng.normal(50, 1, (3, 1))], axis=1), axis=1)
+    return Spectrum(grid=grid, density=density, ritz_values=ritz, ritz_weights=np.full(ritz.shape, 0.1),
+                    sigma=0.1, n_params=1000, n_products=30, seconds=1.0)
+
+
+def explorer_width() -> int:
+    from landscape_nb.widgets.view import FIGURE_WIDTH
+
+    return FIGURE_WIDTH
+
+
+def _explorer_live():  # what the Explorer does: build, set its width, update as tiles arrive
+    fig = plot.live(plane(), title="resnet-56: filter-normalized random directions")
+    fig.update_layout(width=explorer_width())
+    return plot.update(fig, plane())
+
+
+def _partial_live():
+    full = plane()
+    loss = np.array(full.loss)
+    loss[5:] = np.nan  # the first tiles are in
+    fig = plot.live(Surface(full.x, full.y, loss * np.nan, provenance=dict(full.provenance)))
+    return plot.update(fig, Surface(full.x, full.y, loss, provenance=dict(full.provenance)))
+
+
+CASES = {  # builder -> {case: figure factory}
+    "line": {"one": lambda: plot.line(line_1d()),
+             "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)])},
+    "contour": {"long labels": lambda: plot.contour(plane()),
+                "trajectory": lambda: plot.contour(plane(), trajectory=path_dict())},
+    "heatmap": {"log": lambda: plot.heatmap(plane(), log=True)},
+    "surface": {"long labels": lambda: plot.surface(plane())},
+    "compare": {"contour": lambda: plot.compare([plane(label="skip"), plane(label="no skip", scale=3)]),
+                "heatmap 3": lambda: plot.compare([plane(label=f"w{k}") for k in (1, 2, 3)], kind="heatmap"),
+                "surface": lambda: plot.compare([plane(label="skip"), plane(label="no skip")], kind="surface"),
+                "surface 3 planes": lambda: plot.compare(
+                    [plane(label="random"), pca_plane(), plane(label="raw", labels={
+                        "x_label": "α (random direction 1, raw)", "y_label": "β (random direction 2, raw)"})],
+                    kind="surface")},
+    "with_sharpness": {"contour": lambda: plot.with_sharpness(plot.contour(plane()), plane(), radius=0.5)},
+    "pca_contour": {"path": lambda: plot.pca_contour(pca_plane(), path_dict())},
+    "eigen_map": {"ratio": lambda: plot.eigen_map(eigen_plane())},
+    "paths": {"accuracy": lambda: plot.paths(
+        [Surface(np.linspace(0, 1, 21), None, 1 + 0.5 * np.sin(np.pi * np.linspace(0, 1, 21)),
+                 {"accuracy": 0.9 - 0.3 * np.sin(np.pi * np.linspace(0, 1, 21))}, provenance={"label": "line"}),
+         Surface(np.linspace(0, 1, 21), None, 1 + 0.05 * np.sin(np.pi * np.linspace(0, 1, 21)),
+                 {"accuracy": 0.9 - 0.03 * np.sin(np.pi * np.linspace(0, 1, 21))}, provenance={"label": "curve"})],
+        metric="accuracy")},
+    "line_panels": {"two": lambda: plot.line_panels(
+        [[line_1d("original"), line_1d("rescaled", shift=0.1)], [line_1d("original"), line_1d("rescaled")]],
+        titles=["raw directions", "filter-normalized"], radius=0.5)},
+    "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live, "2d partial": _partial_live,
+             "1d": lambda: plot.live(line_1d())},
+    "spectrum": {"slq": lambda: plot.spectrum(spectrum_obj())},
+    "persistence": {"diagram": lambda: plot.persistence(plane().topology()),
+                    "barcode": lambda: plot.persistence(plane().topology(), kind="barcode")},
+    "animate": {"path": lambda: plot.animate(plane(), path_dict())},
+}
+NOT_BUILDERS = {"update", "display_values", "clip_limit", "to_plotly_z", "hover_template", "hover_customdata",
+                "export_html", "export_image", "export_vtk"}
+PARAMS = [pytest.param(builder, case, id=f"{builder}-{case}") for builder, cases in CASES.items() for case in cases]
+
+
+def build(builder: str, case: str) -> go.Figure:
+    fig = CASES[builder][case]()
+    assert isinstance(fig, go.Figure)
+    return fig
+
+
+def test_every_public_figure_builder_has_a_case():
+    builders = set(plot.__all__) - NOT_BUILDERS
+    assert builders - set(CASES) == set(), "add a case for each new builder to CASES"
+    assert set(CASES) <= builders
+
+
+# --- the layout, as plotly.js reads it ---------------------------------------------------------
+
+
+def size(fig) -> tuple[float, float, dict]:
+    m = {k: (getattr(fig.layout.margin, k) if getattr(fig.layout.margin, k) is not None else v)
+         for k, v in MARGIN.items()}
+    return fig.layout.width or WIDTH, fig.layout.height or HEIGHT, m
+
+
+def text_px(text, font=TITLE_PX) -> float:
+    lines = re.split(r"<br\s*/?>", str(text or ""))
+    return max(len(re.sub(r"<[^>]+>", "", s)) for s in lines) * font * GLYPH
+
+
+def n_lines(text) -> int:
+    return len(re.split(r"<br\s*/?>", str(text))) if text else 0
+
+
+BAR_TYPES = {"contour", "heatmap", "surface", "histogram2d", "histogram2dcontour", "mesh3d", "volume",
+             "isosurface", "cone", "streamtube", "choropleth"}
+
+
+def colour_bars(fig) -> list[dict]:
+    """The colour bars plotly.js draws: one per colour axis its traces share compatibly, one
+    per trace with its own scale. A colour axis shared by traces whose bars look different (a
+    contour coloured by lines or fill vs a heatmap-like trace) is dropped by plotly.js
+    ("Ignoring coloraxis ... linked to incompatible colorscales"), and then every one of them
+    draws its own bar."""
+    axes: dict[str, list] = {}
+    bars = []
+    for tr in fig.data:
+        if tr.visible is False:
+            continue
+        if tr.type in BAR_TYPES:
+            container, default_show = tr, True
+        elif getattr(tr, "marker", None) is not None and "colorbar" in tr.marker:
+            container, default_show = tr.marker, False
+        else:
+            continue
+        look = (tr.contours.coloring or "fill") if tr.type == "contour" else "heatmap"
+        ax = getattr(container, "coloraxis", None)
+        if ax:
+            axes.setdefault(ax, []).append((look, container, default_show))
+        elif container.showscale if container.showscale is not None else default_show:
+            bars.append(container.colorbar)
+    for name, members in axes.items():
+        if len({look for look, *_ in members}) == 1:
+            cax = fig.layout[name]
+            if cax.showscale is not False:
+                bars.append(cax.colorbar)
+        else:
+            bars += [c.colorbar for _, c, d in members if (c.showscale if c.showscale is not None else True)]
+    return bars
+
+
+def bar_extent(bar, plot_h) -> tuple[float, float]:
+    length = bar.len if bar.len is not None else 1.0
+    if bar.lenmode == "pixels":
+        length /= plot_h
+    y = bar.y if bar.y is not None else 0.5
+    anchor = bar.yanchor or "middle"
+    lo = {"bottom": y, "middle": y - length / 2, "top": y - length}[anchor]
+    return lo, lo + length
+
+
+def check_colour_bars(fig) -> None:
+    _, h, m = size(fig)
+    plot_h = h - m["t"] - m["b"]
+    bars = colour_bars(fig)
+    spots: dict[tuple, list] = {}
+    for bar in bars:
+        spots.setdefault((round(bar.x if bar.x is not None else 1.02, 3), bar.xanchor or "left"), []).append(bar)
+    for spot, here in spots.items():
+        extents = sorted(bar_extent(b, plot_h) for b in here)
+        for (_, hi1), (lo2, _) in zip(extents, extents[1:]):
+            assert (lo2 - hi1) * plot_h >= BAR_GAP_PX - 1e-6, (
+                f"{len(here)} colour bars at x={spot} overlap or touch: {extents} of a {plot_h} px plot; their "
+                f"tick labels are drawn on top of each other (one bar per colour scale, or stack them "
+                f"{BAR_GAP_PX} px apart)")
+
+
+def axes_2d(fig):
+    for key in fig.layout:
+        if re.fullmatch(r"[xy]axis\d*", key) and fig.layout[key] is not None:
+            yield key, fig.layout[key]
+
+
+def scenes(fig):
+    for key in fig.layout:
+        if re.fullmatch(r"scene\d*", key) and fig.layout[key] is not None:
+            yield key, fig.layout[key]
+
+
+def plot_size(fig) -> tuple[float, float]:
+    w, h, m = size(fig)
+    bar = COLORBAR_ROOM if colour_bars(fig) else 0
+    return w - m["l"] - m["r"] - bar, h - m["t"] - m["b"]
+
+
+def check_ticks(fig) -> None:
+    pw, ph = plot_size(fig)
+    found = []
+    for key, ax in axes_2d(fig):
+        found.append((key, ax, ax.range, pw if key.startswith("x") else ph, ax.domain or (0, 1)))
+    for key, scene in scenes(fig):
+        for a in "xyz":
+            found.append((f"{key}.{a}axis", scene[f"{a}axis"], scene[f"{a}axis"].range, 0.5 * pw, (0, 1)))
+    for bar in colour_bars(fig):
+        found.append(("colorbar", bar, None, ph * (bar.len if bar.len is not None else 1.0), (0, 1)))
+    for name, ax, rng, length, domain in found:
+        if ax.tickvals is None:
+            continue
+        vals = np.asarray(ax.tickvals, dtype=float)
+        assert len(set(vals.tolist())) == vals.size, f"{name}: tick values repeat: {vals}"
+        steps = np.diff(vals)
+        assert (steps > 0).all() or (steps < 0).all(), f"{name}: tick values not monotone: {vals}"
+        span = abs(rng[1] - rng[0]) if rng is not None else np.ptp(vals)
+        px = np.abs(steps) / span * length * (domain[1] - domain[0])
+        assert px.min() >= MIN_TICK_PX, f"{name}: ticks {vals} only {px.min():.0f} px apart"
+
+
+def check_titles(fig) -> None:
+    pw, ph = plot_size(fig)
+    xs = {k: ax for k, ax in axes_2d(fig) if k.startswith("x")}
+    for key, ax in axes_2d(fig):
+        text = ax.title.text
+        if not text:
+            continue
+        domain = ax.domain or (0, 1)
+        length = (domain[1] - domain[0]) * (pw if key.startswith("x") else ph)
+        assert text_px(text) <= length, f"{key} title {text!r} (~{text_px(text):.0f} px) longer than its {length:.0f} px axis"
+    # a y axis of a panel to the right of another needs room for its ticks and title
+    ys = sorted(((ax.domain or (0, 1))[0], k) for k, ax in axes_2d(fig)
+                if k.startswith("y") and fig.layout[k].overlaying is None and fig.layout[k].side != "right")
+    for _, key in ys:
+        ax = fig.layout[key]
+        anchor = fig.layout[ax.anchor.replace("x", "xaxis")] if ax.anchor and ax.anchor != "free" else None
+        start = (anchor.domain or (0, 1))[0] if anchor is not None else 0.0
+        ends = [(x.domain or (0, 1))[1] for x in xs.values()] + [(sc.domain.x or (0, 1))[1] for _, sc in scenes(fig)]
+        left = [end for end in ends if end <= start + 1e-9]
+        if not left:
+            continue
+        gap = (start - max(left)) * pw
+        need = (TICK_ROOM if ax.showticklabels is not False else 0) + LINE_PX * n_lines(ax.title.text)
+        assert gap >= need, f"{key}: {gap:.0f} px to the panel on its left; its tick labels and title need {need}"
+    for key, scene in scenes(fig):
+        dx = scene.domain.x or (0, 1)
+        width = (dx[1] - dx[0]) * pw
+        assert width >= MIN_SCENE_PX, f"{key} is {width:.0f} px wide: too narrow for its tick labels and titles"
+        for a in "xyz":
+            text = scene[f"{a}axis"].title.text
+            assert text_px(text) <= SCENE_SHARE * width, (
+                f"{key}.{a}axis title {text!r} (~{text_px(text):.0f} px) is cut off by its {width:.0f} px scene")
+
+
+def check_twin_axes(fig) -> None:
+    for key, ax in axes_2d(fig):
+        if not key.startswith("y") or ax.overlaying is None:
+            continue
+        twin_ref = "y" + key[len("yaxis"):]
+        base_ref = "y" + ax.overlaying[1:]
+        base = [t for t in fig.data if (t.yaxis or "y") == base_ref and t.type == "scatter"]
+        twin = [t for t in fig.data if t.yaxis == twin_ref and t.type == "scatter"]
+        if not base or not twin:
+            continue
+        if len(base) == 1 and len(twin) == 1:  # one quantity per axis: told apart by colour
+            assert base[0].line.color and base[0].line.color != twin[0].line.color, (
+                f"{base[0].name!r} and {twin[0].name!r} share the colour {base[0].line.color} on twin axes")
+        else:  # a colour per curve, a dash per quantity: each axis one dash, different ones
+            dashes = [{t.line.dash or "solid" for t in base}, {t.line.dash or "solid" for t in twin}]
+            assert all(len(d) == 1 for d in dashes) and dashes[0] != dashes[1], (
+                f"curves on the twin axes are not told apart by dash: {dashes}")
+            for group in (base, twin):
+                colours = [t.line.color for t in group]
+                assert len(set(colours)) == len(colours), f"curves on one axis share a colour: {colours}"
+
+
+@pytest.mark.parametrize("builder, case", PARAMS)
+def test_layout_colour_bars_ticks_titles_and_twin_axes(builder, case):
+    fig = build(builder, case)
+    check_colour_bars(fig)
+    check_ticks(fig)
+    check_titles(fig)
+    check_twin_axes(fig)
+
+
+def test_the_layout_checks_catch_the_faults_they_look_for():
+    s = plane()
+    shared = go.Figure([go.Surface(z=s.loss, coloraxis="coloraxis"),
+                        go.Contour(z=s.loss, coloraxis="coloraxis", contours_coloring="lines")])
+    with pytest.raises(AssertionError, match="colour bars .* overlap"):
+        check_colour_bars(shared)
+    check_colour_bars(go.Figure([go.Contour(z=s.loss, coloraxis="coloraxis"),
+                                 go.Contour(z=s.loss, coloraxis="coloraxis")]))  # one compatible axis
+    ticks = go.Figure(go.Heatmap(z=s.loss, zmin=0, zmax=2, colorbar=dict(tickvals=[0.4, 0.4, 1.6])))
+    with pytest.raises(AssertionError, match="repeat"):
+        check_ticks(ticks)
+    ticks.data[0].colorbar.tickvals = [0.4, 0.41, 1.6]
+    with pytest.raises(AssertionError, match="px apart"):
+        check_ticks(ticks)
+    ticks.data[0].colorbar.tickvals = [1.6, 0.4, 1.0]
+    with pytest.raises(AssertionError, match="monotone"):
+        check_ticks(ticks)
+    long3d = go.Figure(go.Surface(z=s.loss))
+    long3d.update_layout(scene_yaxis_title=RANDOM_LABELS["y_label"])
+    with pytest.raises(AssertionError, match="cut off"):
+        check_titles(long3d)
+    twin = go.Figure([go.Scatter(y=[1, 2], line_color="blue"), go.Scatter(y=[2, 1], yaxis="y2", line_color="blue")])
+    twin.update_layout(yaxis2=dict(overlaying="y", side="right"))
+    with pytest.raises(AssertionError, match="share the colour"):
+        check_twin_axes(twin)
+
+
+# --- the page Chromium renders -----------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--enable-unsafe-swiftshader"]
+
+TEXT_BOXES_JS = """async ([fig, width, height]) => {
+  const gd = document.getElementById('graph');
+  gd.style.width = width + 'px'; gd.style.height = height + 'px';
+  Plotly.purge(gd);
+  await Plotly.newPlot(gd, fig.data, {...fig.layout, width, height}, {staticPlot: true});
+  const origin = gd.getBoundingClientRect();
+  const out = [];
+  for (const t of gd.querySelectorAll('svg.main-svg text')) {
+    const text = t.textContent.trim();
+    const style = getComputedStyle(t);
+    const r = t.getBoundingClientRect();
+    if (!text || style.display === 'none' || style.visibility === 'hidden' || r.width === 0 || r.height === 0) continue;
+    let hidden = false;
+    for (let e = t; e && e !== gd; e = e.parentElement) {
+      const s = getComputedStyle(e);
+      if (s.display === 'none' || s.visibility === 'hidden' || s.opacity === '0') { hidden = true; break; }
+    }
+    if (hidden) continue;
+    const group = t.closest('g[class]');
+    out.push({text, x: r.x - origin.x, y: r.y - origin.y, w: r.width, h: r.height,
+              group: group ? group.getAttribute('class') : '',
+              control: !!t.closest('.slider-container, .updatemenu-container')});
+  }
+  for (const c of gd.querySelectorAll('rect.slider-rail-rect, rect.updatemenu-item-rect')) {  // animation controls
+    const r = c.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0)
+      out.push({text: '', x: r.x - origin.x, y: r.y - origin.y, w: r.width, h: r.height,
+                group: 'control ' + c.getAttribute('class'), control: true});
+  }
+  for (const bar of gd.querySelectorAll('g.colorbar')) {  // a colour bar's whole box, ticks and title in
+    const r = bar.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0)
+      out.push({text: '', x: r.x - origin.x, y: r.y - origin.y, w: r.width, h: r.height,
+                group: 'colorbar ' + bar.getAttribute('class')});
+  }
+  return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def page():
+    pytest.importorskip("playwright")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    import plotly.offline
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            pg = browser.new_page(viewport={"width": 1200, "height": 900})
+            pg.set_content("<html><body style='margin:0'><div id='graph'></div><script>"
+                           + plotly.offline.get_plotlyjs() + "</script></body></html>")
+            yield pg
+        finally:
+            browser.close()
+
+
+def text_boxes(page, fig) -> tuple[list[dict], float, float]:
+    w, h, _ = size(fig)
+    boxes = page.evaluate(TEXT_BOXES_JS, [json.loads(fig.to_json()), w, h])
+    return boxes, w, h
+
+
+def check_rendered_text(boxes, width, height) -> None:
+    bars = [b for b in boxes if b["group"].startswith("colorbar ")]
+    controls = [b for b in boxes if b["group"].startswith("control ")]
+    boxes = [b for b in boxes if not b["group"].startswith(("colorbar ", "control "))]
+    for c in controls:  # a slider's rail or a button over text that is not its own
+        for b in boxes:
+            if b.get("control"):
+                continue
+            dx = min(c["x"] + c["w"], b["x"] + b["w"]) - max(c["x"], b["x"])
+            dy = min(c["y"] + c["h"], b["y"] + b["h"]) - max(c["y"], b["y"])
+            assert dx <= OVERLAP_PX or dy <= OVERLAP_PX, (
+                f"{c['group']} is drawn over {b['text']!r} ({b['group']}) by {dx:.0f}x{dy:.0f} px")
+    for i, a in enumerate(bars):
+        for b in bars[i + 1:]:
+            dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+            dy = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+            assert dx <= OVERLAP_PX or dy <= OVERLAP_PX, (
+                f"two colour bars drawn on one spot ({a['group']}, {b['group']}): their tick labels interleave")
+    for b in boxes:
+        assert (b["x"] >= -OVERLAP_PX and b["y"] >= -OVERLAP_PX and b["x"] + b["w"] <= width + OVERLAP_PX
+                and b["y"] + b["h"] <= height + OVERLAP_PX), (
+            f"{b['text']!r} ({b['group']}) at x={b['x']:.0f}..{b['x'] + b['w']:.0f}, "
+            f"y={b['y']:.0f}..{b['y'] + b['h']:.0f} is cut off by the {width}x{height} figure")
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+            dy = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+            assert dx <= OVERLAP_PX or dy <= OVERLAP_PX, (
+                f"{a['text']!r} ({a['group']}) and {b['text']!r} ({b['group']}) overlap by {dx:.0f}x{dy:.0f} px")
+    ticks: dict[str, list[str]] = {}
+    for b in boxes:
+        if b["group"].endswith("tick"):
+            ticks.setdefault(b["group"], []).append(b["text"])
+    for group, labels in ticks.items():
+        assert len(set(labels)) == len(labels), f"{group}: a tick value is labelled twice: {labels}"
+
+
+@pytest.mark.parametrize("builder, case", PARAMS)
+def test_rendered_text_does_not_overlap_and_fits_the_figure(page, builder, case):
+    fig = build(builder, case)
+    boxes, width, height = text_boxes(page, fig)
+    assert any(b["group"].endswith("tick") for b in boxes) or builder == "surface"  # it drew
+    check_rendered_text(boxes, width, height)
+
+
+def test_the_rendered_checks_catch_the_faults_they_look_for(page):
+    s = plane()
+    fig = go.Figure([go.Surface(z=s.loss, coloraxis="coloraxis"),
+                     go.Contour(z=s.loss, coloraxis="coloraxis", contours_coloring="lines")])
+    boxes, width, height = text_boxes(page, fig)
+    with pytest.raises(AssertionError, match="two colour bars drawn on one spot"):
+        check_rendered_text(boxes, width, height)
+    fig = plot.animate(plane(), path_dict())
+    fig.layout.sliders[0].y = -0.1  # on the x axis's title
+    boxes, width, height = text_boxes(page, fig)
+    with pytest.raises(AssertionError, match="slider-rail-rect is drawn over 'α"):
+        check_rendered_text(boxes, width, height)
+    fig = plot.contour(plane())
+    fig.update_xaxes(ticks="")  # the first tick labels of the two axes meet in the corner
+    fig.update_yaxes(ticks="")
+    boxes, width, height = text_boxes(page, fig)
+    with pytest.raises(AssertionError, match=r"'−1' \(xtick\) and '−1' \(ytick\) overlap"):
+        check_rendered_text(boxes, width, height)
