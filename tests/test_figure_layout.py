@@ -92,6 +92,13 @@ def spectrum_obj() -> Spectrum:
                     sigma=0.1, n_params=1000, n_products=30, seconds=1.0)
 
 
+def volume_3d() -> Surface:
+    x, y, z = np.linspace(-1, 1, 9), np.linspace(-1, 1, 7), np.linspace(-1, 1, 5)
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    return Surface(x=x, y=y, loss=0.3 + xx ** 2 + 2 * yy ** 2 + 0.5 * zz ** 2, z=z,
+                   provenance={"label": "resnet-56", **RANDOM_LABELS, "z_label": "γ (random direction 3)"})
+
+
 def explorer_width() -> int:
     from landscape_nb.widgets.view import FIGURE_WIDTH
 
@@ -144,6 +151,9 @@ CASES = {  # builder -> {case: figure factory}
     "persistence": {"diagram": lambda: plot.persistence(plane().topology()),
                     "barcode": lambda: plot.persistence(plane().topology(), kind="barcode")},
     "animate": {"path": lambda: plot.animate(plane(), path_dict())},
+    "volume": {"isosurface": lambda: plot.volume(volume_3d())},
+    "volume_slices": {"z": lambda: plot.volume_slices(volume_3d())},
+    "line_splits": {"train-test": lambda: plot.line_splits({"train": line_1d("train"), "test": line_1d("test", shift=0.2)})},
 }
 NOT_BUILDERS = {"update", "display_values", "clip_limit", "to_plotly_z", "hover_template", "hover_customdata",
                 "export_html", "export_image", "export_vtk"}
@@ -330,13 +340,16 @@ def check_twin_axes(fig) -> None:
         if len(base) == 1 and len(twin) == 1:  # one quantity per axis: told apart by colour
             assert base[0].line.color and base[0].line.color != twin[0].line.color, (
                 f"{base[0].name!r} and {twin[0].name!r} share the colour {base[0].line.color} on twin axes")
-        else:  # a colour per curve, a dash per quantity: each axis one dash, different ones
+        else:  # several curves: a colour per quantity (dash per curve), or a dash per quantity (colour per curve)
+            colours = [{t.line.color for t in base}, {t.line.color for t in twin}]
             dashes = [{t.line.dash or "solid" for t in base}, {t.line.dash or "solid" for t in twin}]
-            assert all(len(d) == 1 for d in dashes) and dashes[0] != dashes[1], (
-                f"curves on the twin axes are not told apart by dash: {dashes}")
+            by_colour = all(len(c) == 1 for c in colours) and colours[0] != colours[1]
+            by_dash = all(len(d) == 1 for d in dashes) and dashes[0] != dashes[1]
+            assert by_colour or by_dash, (
+                f"quantities on the twin axes are told apart neither by colour {colours} nor by dash {dashes}")
             for group in (base, twin):
-                colours = [t.line.color for t in group]
-                assert len(set(colours)) == len(colours), f"curves on one axis share a colour: {colours}"
+                styles = [(t.line.color, t.line.dash or "solid") for t in group]
+                assert len(set(styles)) == len(styles), f"curves on one axis look the same: {styles}"
 
 
 @pytest.mark.parametrize("builder, case", PARAMS)
