@@ -25,7 +25,8 @@ from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
 from .metrics import loss_name, split_values
-from .runners import DataInfo, InProcessRunner, Job, Runner
+from . import validate
+from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import SurfaceSpec, _callable_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
@@ -200,7 +201,13 @@ def compute_surface(
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018.
     """
+    validate.check_arguments(model=model, data=data, loss_fn=loss_fn, metrics=metrics, store=store, tile=tile,
+                             callbacks=callbacks, cancel=cancel, device=device, name=name, n_workers=n_workers,
+                             bn_data=bn_data, quantity=quantity, quantity_options=quantity_options,
+                             quantities=QUANTITIES)
+    callbacks = validate.check_callbacks(callbacks)
     grid, d = _grid_and_directions(model, directions, x, y)
+    validate.check_numbers(model, d, grid)  # a NaN weight or direction, or an overflowing range: refused here
     settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn)
@@ -216,7 +223,13 @@ def compute_surface(
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         log.info("%d tiles to compute (%s)", len(todo), runner.description)
-        elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, list(callbacks))
+        try:
+            elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
+        except ClusterLost as exc:
+            raise ClusterLost(f"{exc}; {_kept(st, buffer)}") from None
+        if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
+            raise ClusterLost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
+                              f"not computed; {_kept(st, buffer)}")
         return _finish(runner, info, st, buffer, cancel, elapsed, n_computed)
     finally:
         runner.close()
@@ -237,6 +250,16 @@ def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: t
         for cb in callbacks:
             cb(event)
     return time.perf_counter() - t0, n_computed
+
+
+def _kept(st: SurfaceStore | None, buffer: _SurfaceBuffer) -> str:
+    """What a failed run leaves behind, and how to go on."""
+    n_done, n = int(buffer.done.sum()), buffer.done.size
+    if st is not None:
+        where = str(getattr(st, "path", "the store"))
+        return (f"{n_done} of {n} points are stored in {where!r}; rerunning the same compute_surface "
+                "call (or command) resumes from there")
+    return f"{n_done} of {n} points were computed but not kept (no store); pass store=PATH so that a rerun resumes"
 
 
 def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
@@ -270,6 +293,7 @@ def _eval_settings(settings: EvalSettings | None, loss_fn, **keywords) -> EvalSe
     if settings is not None and not isinstance(settings, EvalSettings):
         raise LandscapeError(f"settings={settings!r}; expected an EvalSettings or None (the defaults)")
     out = (settings or EvalSettings()).with_overrides(**{k: v for k, v in keywords.items() if v is not FROM_SETTINGS})
+    validate.check_settings(out)
     return dataclasses.replace(out, loss_name=loss_name(loss_fn),
                                mode="bn-recompute" if out.mode == "bn" else out.mode)  # "bn": the short alias
 
