@@ -335,14 +335,17 @@ class DaskRunner:
 
     def prepare(self, job: Job) -> DataInfo:
         self._wait_for_workers()
-        self.packed = pack_job(self.client, job)
-        self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
-        fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
+        fut = None
         try:
+            self.packed = pack_job(self.client, job)
+            self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
+            fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
             return fut.result()
         except Exception as exc:  # the model, loss or a metric failing on the worker's first batch
-            if _lost(fut, exc):
-                raise ClusterLost(self._why_lost()) from None
+            if (fut is not None and _lost(fut, exc)) or not self._connected():
+                raise ClusterLost(self._why_lost(waited=False) + f" before the run started ({type(exc).__name__})") from None
+            if fut is None:  # packing or shipping the job failed, not the user's code on a worker
+                raise
             err = from_user_code(exc, job)
             if err is exc:
                 raise
@@ -359,13 +362,16 @@ class DaskRunner:
     def _connected(self) -> bool:
         return self.client.status == "running"
 
-    def _why_lost(self) -> str:
+    def _why_lost(self, waited: bool = True) -> str:
+        within = f" within {self.worker_wait:g} s" if waited else ""
         if self.client.status in ("closing", "closed"):
             return f"lost the connection to the Dask scheduler at {self.address} and could not reconnect"
         if not self._connected():
-            return f"lost the connection to the Dask scheduler at {self.address}"
+            return f"lost the connection to the Dask scheduler at {self.address}" + (
+                f" and it did not come back{within}" if waited else "")
         if self._n_workers() == 0:
-            return f"the Dask cluster at {self.address} lost all its workers and got none back within {self.worker_wait:g} s"
+            return f"the Dask cluster at {self.address} lost all its workers" + (
+                f" and got none back{within}" if waited else "")
         return f"tasks of the run were lost by the Dask cluster at {self.address} (a worker died with the job's data)"
 
     def _wait_for_workers(self) -> None:
@@ -403,7 +409,8 @@ class DaskRunner:
             if not remaining:
                 return
             if attempt:
-                log.warning("resubmitting %d lost tiles (%s)", len(remaining), self._why_lost())
+                log.info("%s; resubmitting the %d tiles left once a worker is there (waiting at most %g s)",
+                            self._why_lost(waited=False), len(remaining), self.worker_wait)
                 self._recover()
             lost = yield from self._round(job, grid, remaining, cancel, event_name, attempt)
             if cancel.is_set():
