@@ -162,7 +162,9 @@ def compute_surface(
     callbacks : iterable of callable(TileDone)
         Called in this process after each finished tile.
     cancel : threading.Event, optional
-        Set it to stop early; the partial surface is returned (NaN where not computed).
+        Set it to stop early; the partial surface is returned (NaN where not computed,
+        ``surface.complete`` False, ``provenance["cancelled"]`` True). Only a cancelled run
+        returns a partial surface.
     settings : EvalSettings, optional
         How points are evaluated. The keywords ``max_samples``, ``subset_seed``, ``mode``,
         ``batch_size``, ``precision``, ``channels_last``, ``compile``, ``points_per_pass`` and
@@ -192,9 +194,16 @@ def compute_surface(
     Raises
     ------
     LandscapeError
-        For a grid, direction count, data, loss, metric, setting or client that is not valid,
-        or a store that holds a different surface. An exception from the model or a worker
-        during the run propagates with a note naming the tile and the spec key.
+        Before any point is computed (``landscape_nb.validate``): an argument of the wrong
+        type or value, a non-finite weight or direction, a range whose weights overflow, a
+        model on the meta device, an unknown device, a store path that is a file or a store
+        holding a different surface. An exception raised by the model, loss or a metric
+        becomes one line naming the function and, during the run, the tile and spec key
+        (the original is ``__cause__``).
+    landscape_nb.runners.ClusterLost
+        A ``LandscapeError``: the Dask scheduler or workers were lost and did not come back
+        within the budget (``cluster.DaskRunner``); the message says how many points are
+        stored and that rerunning resumes.
 
     References
     ----------
