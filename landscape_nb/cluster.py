@@ -303,10 +303,16 @@ def _budget(name: str, default: str) -> float:
     import dask
     from dask.utils import parse_timedelta
 
-    return float(parse_timedelta(dask.config.get(f"landscape-nb.{name}", default), default="s"))
+    value = dask.config.get(f"landscape-nb.{name}", default)
+    try:
+        return float(parse_timedelta(value, default="s"))
+    except (KeyError, ValueError, TypeError):
+        raise LandscapeError(f"dask config landscape-nb.{name}={value!r}; expected a duration such as '30s', "
+                             "'2 minutes' or a number of seconds") from None
 
 
 WORKER_WAIT = "30s"  # how long a run waits for a worker when the cluster has none (config: landscape-nb.worker-wait)
+START_WAIT = "10 minutes"  # how long a run waits for its first worker (config: landscape-nb.start-wait)
 MAX_RECOVERIES = 3  # resubmissions of the remaining tiles after lost inputs or a reconnect, per run
 
 
@@ -326,6 +332,7 @@ class DaskRunner:
         self.client = client
         self.retries = retries
         self.worker_wait = _budget("worker-wait", WORKER_WAIT) if worker_wait is None else float(worker_wait)
+        self.start_wait = max(self.worker_wait, _budget("start-wait", START_WAIT))
         self.token = uuid.uuid4().hex
         self.payload = None
         self.packed: bytes | None = None
@@ -334,7 +341,7 @@ class DaskRunner:
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
 
     def prepare(self, job: Job) -> DataInfo:
-        self._wait_for_workers()
+        self._wait_for_workers(self.start_wait)  # batch-queued workers (dask-jobqueue) may take a while
         fut = None
         try:
             self.packed = pack_job(self.client, job)
@@ -354,8 +361,10 @@ class DaskRunner:
     # ---------------------------------------------------------- health ----
 
     def _n_workers(self) -> int:
+        """Workers the scheduler knows now (one small identity call, without the per-worker details)."""
         try:
-            return len(self.client.scheduler_info().get("workers", {}))
+            info = self.client.scheduler_info(n_workers=0)
+            return int(info.get("n_workers", len(info.get("workers", {}))))
         except Exception:  # a client between connections
             return 0
 
@@ -374,13 +383,18 @@ class DaskRunner:
                 f" and got none back{within}" if waited else "")
         return f"tasks of the run were lost by the Dask cluster at {self.address} (a worker died with the job's data)"
 
-    def _wait_for_workers(self) -> None:
-        """Until the client is connected and the cluster has a worker, at most ``worker_wait`` seconds."""
-        deadline = time.monotonic() + self.worker_wait
+    def _wait_for_workers(self, seconds: float | None = None) -> None:
+        """Until the client is connected and the cluster has a worker, at most ``seconds`` (``worker_wait``)."""
+        seconds = self.worker_wait if seconds is None else seconds
+        deadline = time.monotonic() + seconds
         while not (self._connected() and self._n_workers() > 0):
             if self.client.status in ("closing", "closed") or time.monotonic() > deadline:
+                if seconds != self.worker_wait:
+                    raise ClusterLost(f"the Dask cluster at {self.address} had no worker within {seconds:g} s "
+                                      "of the start (landscape-nb.start-wait); start workers, or scale the "
+                                      "cluster, and rerun")
                 raise ClusterLost(self._why_lost())
-            time.sleep(0.1)
+            time.sleep(0.25)
 
     def _recover(self) -> None:
         """Get a connected client and a worker back (within the budget), then ship the job again."""
@@ -427,8 +441,9 @@ class DaskRunner:
         starved = threading.Event()
 
         def watch() -> None:  # the user's cancel, and a cluster left without workers past the budget
-            no_workers_since = None
+            no_workers_since, tick = None, 0
             while not finished.wait(0.1):
+                tick += 1
                 if cancel.is_set():
                     try:
                         Event(event_name, client=self.client).set()
@@ -436,6 +451,8 @@ class DaskRunner:
                         log.debug("could not signal the workers to stop: %s", exc)
                     self._cancel(futures)
                     return
+                if tick % 10:  # the cluster's health once a second
+                    continue
                 if self._connected() and self._n_workers() == 0:
                     no_workers_since = no_workers_since or time.monotonic()
                     if time.monotonic() - no_workers_since > self.worker_wait:

@@ -7,6 +7,7 @@ direction or range is refused up front. Nothing here changes the model.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from typing import Any, Mapping
@@ -71,9 +72,10 @@ def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, ca
     if name is not None and not isinstance(name, str):
         raise LandscapeError(f"name={_short(name)}; expected a str (the surface's label in figures) or None")
     positive_int("n_workers", n_workers, none="one worker per core, up to 8")
-    if not isinstance(quantity, str):
-        raise LandscapeError(f"quantity={_short(quantity)}; expected one of {list(quantities)}")
-    check_choice("quantity", quantity, tuple(quantities))
+    if not isinstance(quantity, str) or quantity not in quantities:
+        close = difflib.get_close_matches(str(quantity), list(quantities), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise LandscapeError(f"quantity={_short(quantity)}; expected one of {list(quantities)}{hint}")
     if quantity_options is not None and not (isinstance(quantity_options, Mapping)
                                              and all(isinstance(k, str) for k in quantity_options)):
         raise LandscapeError(f"quantity_options={_short(quantity_options)}; expected a dict of keyword "

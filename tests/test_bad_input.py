@@ -132,7 +132,7 @@ CASES = [
     ("data-one-tensor", dict(data=lambda m, t: (_data()[0],)), "of length 1"),
     ("data-str-targets", dict(data=lambda m, t: (_data()[0], "labels")), "targets of type str"),
     ("bn-data-int", dict(bn_data=7, mode="bn-recompute"), "bn_data=7"),
-    ("quantity-typo", dict(quantity="hessain"), "quantity 'hessain'"),
+    ("quantity-typo", dict(quantity="hessain"), "quantity='hessain'; expected one of ['loss', 'hessian'] (did you mean 'hessian'?)"),
     ("quantity-options-list", dict(quantity_options=[1]), "quantity_options=[1]"),
     ("callbacks-not-iterable", dict(callbacks=5), "callbacks=5"),
     ("callbacks-not-callable", dict(callbacks=[1]), "callbacks[0]=1"),
