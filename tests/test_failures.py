@@ -1,6 +1,9 @@
 """Cluster failures never give a silent partial: real `dask scheduler` / `dask worker` processes,
 killed with SIGKILL mid-run; the run raises ``ClusterLost`` naming what is stored, and a rerun
-resumes to the values of a naive loop."""
+resumes to the values of a naive loop.
+
+Every process is killed at the end of its test; should the test process itself die, workers exit
+after 30 s without a scheduler (``--death-timeout``) and schedulers after 300 s idle."""
 import os
 import re
 import signal
@@ -80,7 +83,7 @@ class Procs:
 
     def scheduler(self):
         return self._start(["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                            "--dashboard-address", "127.0.0.1:0", "--no-show"], "scheduler")
+                            "--dashboard-address", "127.0.0.1:0", "--no-show", "--idle-timeout", "300s"], "scheduler")
 
     def worker(self):
         p = self._start(["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
@@ -257,7 +260,7 @@ def test_cli_exits_3_with_one_line_then_resumes(procs, tmp_path):
     env = {**_env(), "LNB_TEST_DIE_AFTER": "40", "DASK_LANDSCAPE_NB__WORKER_WAIT": "3s"}
     log = open(tmp_path / "dying-worker.log", "w")
     p = subprocess.Popen([DASK, "worker", procs.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
-                          "--no-dashboard"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                          "--no-dashboard", "--death-timeout", "30"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     procs.procs.append(p)
     procs.wait_for_workers(1)
     store = tmp_path / "s"
