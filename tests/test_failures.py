@@ -193,6 +193,37 @@ def test_killing_the_scheduler_raises_then_a_rerun_on_a_new_one_resumes(procs, t
     _check_naive(model, d, surf)
 
 
+def test_all_workers_dying_raises(procs, tmp_path, short_wait):
+    procs.scheduler()
+    workers = [procs.worker(), procs.worker()]
+    procs.wait_for_workers(2)
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=7), tmp_path / "s"
+    seen = {"n": 0}
+
+    def cb(ev):
+        seen["n"] += 1
+        if seen["n"] == 3:
+            for w in workers:
+                os.kill(w.pid, signal.SIGKILL)
+
+    with pytest.raises(ClusterLost, match="lost all its workers") as info:
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    assert _stored_from_message(info.value, store) == load_surface(store).n_done < N_POINTS
+
+
+def test_one_of_two_workers_killed_the_other_finishes_the_run(procs, tmp_path, short_wait):
+    procs.scheduler()
+    first = procs.worker()
+    procs.worker()
+    procs.wait_for_workers(2)
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=8), tmp_path / "s"
+    cb, seen = _kill_after(3, first)
+    surf = lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    assert seen["killed"] == first.pid and first.wait(timeout=WAIT) == -signal.SIGKILL
+    assert surf.provenance["points_computed"] == N_POINTS and not surf.provenance["cancelled"]
+    _check_naive(model, d, surf)
+
+
 def test_a_lost_run_without_store_says_nothing_was_kept(procs, short_wait):
     procs.scheduler()
     worker = procs.worker()
