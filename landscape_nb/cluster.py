@@ -25,7 +25,7 @@ from .errors import LandscapeError
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .process import keep_heap_top, set_threads
-from .runners import ClusterLost, DataInfo, Job, describe, from_user_code
+from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = "5s"
@@ -353,10 +353,7 @@ class DaskRunner:
                 raise ClusterLost(self._why_lost(waited=False) + f" before the run started ({type(exc).__name__})") from None
             if fut is None:  # packing or shipping the job failed, not the user's code on a worker
                 raise
-            err = from_user_code(exc, job)
-            if err is exc:
-                raise
-            raise err from exc
+            raise_from_user_code(exc, job)
 
     # ---------------------------------------------------------- health ----
 
@@ -480,7 +477,7 @@ class DaskRunner:
                         raise ClusterLost(f"tile {t.index} was running on Dask workers that died each time it "
                                           f"was tried ({' '.join(str(exc).split())[:200]}); out of memory, or a "
                                           "crash in native code?") from exc
-                    raise from_user_code(exc, job, t) from exc
+                    raise_from_user_code(exc, job, t)
                 if values is None:  # cancelled, by Dask or by the user's cancel (checked above)
                     lost = True
                     continue

@@ -82,12 +82,6 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def tile_note(tile: Tile, key: str) -> str:
-    """The context added to an exception raised while a tile was evaluated."""
-    return (f"while evaluating tile {tile.index} ({tile.n_points} points) of surface {key or '(no key yet)'}; "
-            "finished tiles are in the store, when compute_surface was given one")
-
-
 class ClusterLost(LandscapeError):
     """The run lost its Dask scheduler or workers and could not get them back within the budget.
 
@@ -160,6 +154,14 @@ def user_code_error(exc: BaseException, job: "Job", tile: Tile | None = None) ->
                           "is chained as __cause__; finished tiles are kept when compute_surface has a store")
 
 
+def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | None = None):
+    """Raise ``exc`` as one clear line (``from_user_code``), chained to it unless it is a ``LandscapeError``."""
+    err = from_user_code(exc, job, tile)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
 def from_user_code(exc: BaseException, job: "Job", tile: Tile | None = None) -> LandscapeError:
     """``exc`` as one clear line: a ``LandscapeError`` already (its user cause's traceback trimmed) or wrapped."""
     if isinstance(exc, LandscapeError):
@@ -188,10 +190,7 @@ class InProcessRunner:
         try:
             self._evaluator = job.evaluator()
         except Exception as exc:  # the user's model, loss or metric failing on a first batch
-            err = from_user_code(exc, job)
-            if err is exc:
-                raise
-            raise err from exc
+            raise_from_user_code(exc, job)
         return describe(self._evaluator)
 
     def run(self, job, grid, tiles, cancel):
@@ -211,7 +210,7 @@ class InProcessRunner:
                 except Cancelled:
                     return
                 except Exception as exc:
-                    raise user_code_error(exc, job, tile) from exc
+                    raise_from_user_code(exc, job, tile)
                 yield tile, values.reshape(*tile.shape, -1)
 
     def settled(self) -> DataInfo | None:
@@ -225,4 +224,4 @@ class InProcessRunner:
 
 
 __all__ = ["Job", "DataInfo", "describe", "Runner", "InProcessRunner", "ClusterLost", "user_code_error",
-           "from_user_code"]
+           "from_user_code", "raise_from_user_code"]
