@@ -24,6 +24,7 @@ _LAZY = {
     "export_vtk": ("landscape_nb.plot.export", "export_vtk"),
     "load_surface": ("landscape_nb.store", "load_surface"),
     "compute_surface": ("landscape_nb.compute", "compute_surface"),
+    "ClusterLost": ("landscape_nb.runners", "ClusterLost"),
     "Directions": ("landscape_nb.directions", "Directions"),
     "as_directions": ("landscape_nb.directions", "as_directions"),
     "random_directions": ("landscape_nb.directions", "random_directions"),

@@ -25,8 +25,9 @@ from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
 from .metrics import loss_name, split_values
-from .runners import DataInfo, InProcessRunner, Job, Runner
+from . import validate
 from .params import unwrap_model
+from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import SurfaceSpec, _callable_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
@@ -176,7 +177,9 @@ def compute_surface(
     callbacks : iterable of callable(TileDone)
         Called in this process after each finished tile.
     cancel : threading.Event, optional
-        Set it to stop early; the partial surface is returned (NaN where not computed).
+        Set it to stop early; the partial surface is returned (NaN where not computed,
+        ``surface.complete`` False, ``provenance["cancelled"]`` True). Only a cancelled run
+        returns a partial surface.
     settings : EvalSettings, optional
         How points are evaluated. The keywords ``max_samples``, ``subset_seed``, ``mode``,
         ``batch_size``, ``precision``, ``channels_last``, ``compile``, ``points_per_pass`` and
@@ -213,17 +216,31 @@ def compute_surface(
     Raises
     ------
     LandscapeError
-        For a grid, direction count, data, loss, metric, setting or client that is not valid,
-        or a store that holds a different surface. An exception from the model or a worker
-        during the run propagates with a note naming the tile and the spec key.
+        Before any point is computed (``landscape_nb.validate``): an argument of the wrong
+        type or value, a non-finite weight or direction, a range whose weights overflow, a
+        model on the meta device, an unknown device, a store path that is a file or a store
+        holding a different surface. An exception raised by the model, loss or a metric
+        becomes one line naming the function and, during the run, the tile and spec key
+        (the original is ``__cause__``).
+    landscape_nb.runners.ClusterLost
+        A ``LandscapeError``: the Dask scheduler or workers were lost and did not come back
+        within the budget (``cluster.DaskRunner``); the message says how many points are
+        stored and that rerunning resumes.
 
     References
     ----------
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018.
     """
+    validate.check_arguments(model=model, data=data, loss_fn=loss_fn, metrics=metrics, store=store, tile=tile,
+                             callbacks=callbacks, cancel=cancel, device=device, name=name, n_workers=n_workers,
+                             bn_data=bn_data, quantity=quantity, quantity_options=quantity_options,
+                             quantities=QUANTITIES)
+    callbacks = validate.check_callbacks(callbacks)
     model = unwrap_model(model)
     grid, d = _grid_and_directions(model, directions, x, y, z)
+    validate.check_numbers(model, d, grid)  # a NaN weight or direction, or an overflowing range: refused here
+    grid.check_tile(tile)  # a tile form that does not fit the grid: refused before the model runs
     settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
@@ -248,7 +265,13 @@ def compute_surface(
             bar = tqdm(total=int(buffer.done.size), initial=int(buffer.done.sum()), desc="compute_surface",
                        unit="point")
             callbacks.append(lambda event: bar.update(event.n_done - bar.n))
-        elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
+        try:
+            elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
+        except ClusterLost as exc:
+            raise ClusterLost(f"{exc}; {_kept(st, buffer)}") from None
+        if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
+            raise ClusterLost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
+                              f"not computed; {_kept(st, buffer)}")
         return _finish(runner, info, st, buffer, cancel, elapsed, n_computed)
     finally:
         if bar is not None:
@@ -273,6 +296,16 @@ def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: t
         for cb in callbacks:
             cb(event)
     return time.perf_counter() - t0, n_computed
+
+
+def _kept(st: SurfaceStore | None, buffer: _SurfaceBuffer) -> str:
+    """What a failed run leaves behind, and how to go on."""
+    n_done, n = int(buffer.done.sum()), buffer.done.size
+    if st is not None:
+        where = str(getattr(st, "path", "the store"))
+        return (f"{n_done} of {n} points are stored in {where!r}; rerunning the same compute_surface "
+                "call (or command) resumes from there")
+    return f"{n_done} of {n} points were computed but not kept (no store); pass store=PATH so that a rerun resumes"
 
 
 def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
@@ -307,6 +340,7 @@ def _eval_settings(settings: EvalSettings | None, loss_fn, **keywords) -> EvalSe
     if settings is not None and not isinstance(settings, EvalSettings):
         raise LandscapeError(f"settings={settings!r}; expected an EvalSettings or None (the defaults)")
     out = (settings or EvalSettings()).with_overrides(**{k: v for k, v in keywords.items() if v is not FROM_SETTINGS})
+    validate.check_settings(out)
     return dataclasses.replace(out, loss_name=loss_name(loss_fn),
                                mode="bn-recompute" if out.mode == "bn" else out.mode)  # "bn": the short alias
 

@@ -5,13 +5,16 @@
 """
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 from torch import nn
 
+from .errors import LandscapeError
 from .evaluate import Cancelled, EvalSettings, Evaluator, PointEvaluator
 from .grid import Grid, Tile
 from .errors import LandscapeError
@@ -89,10 +92,95 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def tile_note(tile: Tile, key: str) -> str:
-    """The context added to an exception raised while a tile was evaluated."""
-    return (f"while evaluating tile {tile.index} ({tile.n_points} points) of surface {key or '(no key yet)'}; "
-            "finished tiles are in the store, when compute_surface was given one")
+class ClusterLost(LandscapeError):
+    """The run lost its Dask scheduler or workers and could not get them back within the budget.
+
+    ``compute.compute_surface`` re-raises it with how many points are stored and that a rerun resumes.
+    """
+
+
+# ------------------------------------------------------- user-code errors ----
+
+def _code_key(fn) -> tuple | None:
+    """(file, first line, name) of a callable's code: comparable across processes (Dask workers)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        method = getattr(type(fn), "forward", None) if isinstance(fn, nn.Module) else getattr(type(fn), "__call__", None)
+        code = getattr(method, "__code__", None)
+    return None if code is None else (code.co_filename, code.co_firstlineno, code.co_name)
+
+
+def _user_functions(job: "Job") -> dict[tuple, str]:
+    """Code keys of the user's functions a point runs, each with how a message names it."""
+    names: dict[tuple, str] = {}
+    for m in job.model.modules():
+        key = _code_key(getattr(type(m), "forward", None))
+        if key is not None and key not in names:
+            names[key] = f"the model ({type(job.model).__name__}; in {type(m).__name__}.forward)"
+    loss = job.loss_fn if job.loss_fn is not None else nn.CrossEntropyLoss()
+    key = _code_key(loss)
+    if key is not None:
+        names[key] = f"loss_fn {getattr(loss, '__qualname__', type(loss).__name__)!r}"
+    metrics = job.metrics.items() if isinstance(job.metrics, dict) else (
+        [(getattr(f, "__name__", repr(f)), f) for f in job.metrics] if isinstance(job.metrics, (list, tuple)) else [])
+    for name, fn in metrics:
+        key = _code_key(fn) if callable(fn) else None
+        if key is not None:
+            names[key] = f"metric {name!r}"
+    return names
+
+
+def _culprit(exc: BaseException, job: "Job") -> tuple[str, TracebackType | None]:
+    """Which user function raised ``exc`` (outermost matching frame) and the traceback from there on."""
+    names = _user_functions(job)
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        label = names.get((code.co_filename, code.co_firstlineno, code.co_name))
+        if label is not None:
+            return label, tb
+        tb = tb.tb_next
+    return "the model, loss_fn or a metric", None
+
+
+def user_code_error(exc: BaseException, job: "Job", tile: Tile | None = None) -> LandscapeError:
+    """One clear line for an exception raised by the user's model, loss or metric.
+
+    The message names the user function, the exception's type and first line, and where it happened;
+    the original exception is meant to be chained as ``__cause__`` (``raise ... from exc``), its
+    traceback cut to start at the user's function, so the chained report shows the user's own frames,
+    not ours.
+    """
+    label, tb = _culprit(exc, job)
+    if tb is not None:
+        exc.with_traceback(tb)
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    where = f"while evaluating tile {tile.index} ({tile.n_points} points) of surface {job.key or '(no key yet)'}" \
+        if tile is not None else "while checking the model, loss and metrics on a first batch"
+    return LandscapeError(f"{label} raised {type(exc).__name__}: {text} ({where}); the original exception "
+                          "is chained as __cause__; finished tiles are kept when compute_surface has a store")
+
+
+def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | None = None):
+    """Raise ``exc`` as one clear line (``from_user_code``), chained to it unless it is a ``LandscapeError``."""
+    err = from_user_code(exc, job, tile)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
+def from_user_code(exc: BaseException, job: "Job", tile: Tile | None = None) -> LandscapeError:
+    """``exc`` as one clear line: a ``LandscapeError`` already (its user cause's traceback trimmed) or wrapped."""
+    if isinstance(exc, LandscapeError):
+        if exc.__cause__ is not None:
+            _, tb = _culprit(exc.__cause__, job)
+            if tb is not None:
+                exc.__cause__.with_traceback(tb)
+        return exc
+    return user_code_error(exc, job, tile)
 
 
 class InProcessRunner:
@@ -109,17 +197,20 @@ class InProcessRunner:
         self._running: Iterator | None = None
 
     def prepare(self, job: Job) -> DataInfo:
-        self._evaluator = job.evaluator()
+        try:
+            self._evaluator = job.evaluator()
+        except Exception as exc:  # the user's model, loss or metric failing on a first batch
+            raise_from_user_code(exc, job)
         return describe(self._evaluator)
 
     def run(self, job, grid, tiles, cancel):
         if self._evaluator is None:
             self._evaluator = job.evaluator()
-        self._running = self._tiles(self._evaluator, job.key, grid, tiles, cancel)
+        self._running = self._tiles(self._evaluator, job, grid, tiles, cancel)
         return self._running
 
     @staticmethod
-    def _tiles(ev, key, grid, tiles, cancel):
+    def _tiles(ev, job, grid, tiles, cancel):
         with ev.session():
             for tile in tiles:
                 if cancel.is_set():
@@ -129,8 +220,7 @@ class InProcessRunner:
                 except Cancelled:
                     return
                 except Exception as exc:
-                    exc.add_note(tile_note(tile, key))
-                    raise
+                    raise_from_user_code(exc, job, tile)
                 yield tile, values.reshape(*tile.shape, -1)
 
     def settled(self) -> DataInfo | None:
@@ -143,4 +233,5 @@ class InProcessRunner:
         self._evaluator = None
 
 
-__all__ = ["Job", "DataInfo", "describe", "Runner", "InProcessRunner"]
+__all__ = ["Job", "DataInfo", "describe", "Runner", "InProcessRunner", "ClusterLost", "user_code_error",
+           "from_user_code", "raise_from_user_code"]

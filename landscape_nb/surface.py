@@ -201,6 +201,20 @@ class Surface:
         return bool(self.done_mask.all())
 
     @property
+    def complete(self) -> bool:
+        """Whether every grid point was computed; False for a cancelled run or one loaded mid-way.
+
+        ``compute_surface`` returns an incomplete surface only when the user cancelled it
+        (``provenance["cancelled"]``); a run that loses its cluster raises instead.
+        """
+        return self.is_complete
+
+    @property
+    def n_missing(self) -> int:
+        """How many grid points were not computed (NaN in ``loss`` with ``done`` False)."""
+        return int(self.done_mask.size - self.n_done)
+
+    @property
     def x_label(self) -> str:
         return str(self.provenance.get("x_label", "α (direction 1)"))
 

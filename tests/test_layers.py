@@ -17,7 +17,7 @@ depth
 schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | reference
 compute
 cluster | store
-runners
+runners | validate
 hessian | trajectory | reparam | splits
 evaluate
 directions | fold

@@ -329,7 +329,7 @@ def test_missing_array_or_manifest_key_names_what_is_missing(tmp_path):
     with pytest.raises(LandscapeError, match=r"is damaged: its manifest .* has spec.grid=\{'x': \[1\]\}"):
         lnb.load_surface(odd)
     (tmp_path / "file.zarr").write_text("x")
-    with pytest.raises(LandscapeError, match="is a file; expected a directory"):
+    with pytest.raises(LandscapeError, match="is a regular file, not a directory"):
         compute(tmp_path / "file.zarr")
 
 

@@ -1,6 +1,9 @@
 """Command line: ``landscape-nb models | compute | plot | demo``.
 
-Bad input exits with status 2 and a one-line reason on stderr. ``demo.py`` holds the
+Exit status: 0 when every point was computed; 2 with a one-line reason on stderr for bad input
+(or an error raised by the user's model, loss or metric); 3 with one line when the run lost its
+Dask scheduler or workers (finished tiles stay in ``--store``; rerunning resumes); 130 when
+interrupted. ``demo.py`` holds the
 demo's job and ``progress.py`` the tqdm progress bar; neither imports this module.
 """
 from __future__ import annotations
@@ -84,7 +87,11 @@ def load_model_spec(name: str, split: str = "test"):
                 f"--split {split} was given but {name} takes no `split` argument, so it cannot choose the split; "
                 f"define it as def {fn_name}(split='test') returning that split's data, or drop --split"
             )
-        out = fn(split=split) if takes_split else fn()
+        try:
+            out = fn(split=split) if takes_split else fn()
+        except Exception as exc:  # the user's own function: one line, the original chained
+            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_one_line(exc)[:300]}; expected it to "
+                                 "return (model, data[, loss_fn])") from exc
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             raise LandscapeError(f"{name} returned {type(out).__name__}; expected (model, data[, loss_fn])")
         model, data, loss_fn = (*out, None)[:3]
@@ -223,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BAD_INPUT, EXIT_LOST = 2, 3
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
     """``--range -1:1`` → ``--range=-1:1`` (argparse takes ``-1:1`` for an option otherwise)."""
     out: list[str] = []
@@ -247,11 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     if sys.path[:1] != [cwd]:  # `compute module:function` imports the user's module from here
         sys.path.insert(0, cwd)
     t0 = time.perf_counter()
+    from ..runners import ClusterLost
+
     try:
         code = args.func(args)
+    except ClusterLost as exc:
+        print(f"landscape-nb: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_LOST
     except LandscapeError as exc:
-        print(f"landscape-nb: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"landscape-nb: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("landscape-nb: interrupted; finished tiles are kept in the store (rerun to resume)", file=sys.stderr)
         return 130

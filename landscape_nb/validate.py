@@ -1,0 +1,283 @@
+"""The one validation layer of ``compute_surface`` (and of every entry point built on it).
+
+Everything here runs before a runner is made and before the model sees a single input, so bad
+input ends in a one-line ``LandscapeError`` that says what was given, never in a raw exception
+from deep inside torch or Dask, and never in a silent all-NaN surface: a non-finite weight,
+direction or range is refused up front. Nothing here changes the model.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .directions import Directions
+from .errors import LandscapeError, check_choice
+from .evaluate import PRECISIONS, EvalSettings
+from .grid import Axis, Grid
+from .metrics import BUILTIN_METRICS
+
+MODES = ("eval", "bn-recompute", "bn")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def positive_int(name: str, value: Any, *, none: str | None = None) -> None:
+    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means."""
+    if value is None and none is not None:
+        return
+    if not _is_int(value) or value < 1:
+        alt = f" or None ({none})" if none is not None else ""
+        raise LandscapeError(f"{name}={_short(value)}; expected a positive integer{alt}")
+
+
+def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, cancel, device, name,
+                    n_workers, bn_data, quantity, quantity_options, quantities) -> None:
+    """Types and values of ``compute_surface``'s plain arguments (no forward pass, no Dask).
+
+    Raises
+    ------
+    LandscapeError
+        One line naming the argument, the value given and what is expected.
+    """
+    check_model(model)
+    check_data("data", data)
+    if bn_data is not None:
+        check_data("bn_data", bn_data)
+    if loss_fn is not None and not callable(loss_fn):
+        raise LandscapeError(f"loss_fn={_short(loss_fn)}; expected a callable (outputs, targets) -> scalar mean "
+                             "loss, or None for cross-entropy")
+    check_metrics(metrics)
+    check_store(store)
+    check_tile(tile)
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise LandscapeError(f"callbacks={_short(callbacks)}; expected an iterable of callables (TileDone) -> None, "
+                             "e.g. callbacks=[print]")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise LandscapeError(f"cancel={_short(cancel)}; expected a threading.Event (set it to stop early) or None")
+    check_device(device)
+    if name is not None and not isinstance(name, str):
+        raise LandscapeError(f"name={_short(name)}; expected a str (the surface's label in figures) or None")
+    positive_int("n_workers", n_workers, none="one worker per core, up to 8")
+    if not isinstance(quantity, str) or quantity not in quantities:
+        close = difflib.get_close_matches(str(quantity), list(quantities), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise LandscapeError(f"quantity={_short(quantity)}; expected one of {list(quantities)}{hint}")
+    if quantity_options is not None and not (isinstance(quantity_options, Mapping)
+                                             and all(isinstance(k, str) for k in quantity_options)):
+        raise LandscapeError(f"quantity_options={_short(quantity_options)}; expected a dict of keyword "
+                             "arguments (str keys) or None")
+
+
+def check_callbacks(callbacks) -> list:
+    """The callbacks as a list, each callable."""
+    out = list(callbacks)
+    for k, cb in enumerate(out):
+        if not callable(cb):
+            raise LandscapeError(f"callbacks[{k}]={_short(cb)}; expected a callable (TileDone) -> None")
+    return out
+
+
+def check_model(model) -> None:
+    """A module whose tensors hold values (not on the meta device)."""
+    if not isinstance(model, nn.Module):
+        raise LandscapeError(f"model={_short(model)} of type {type(model).__name__}; expected a torch.nn.Module")
+    for what, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for pname, t in named:
+            if t.is_meta:
+                raise LandscapeError(
+                    f"the model's {what} {pname!r} is on the meta device (shape only, no values); "
+                    "expected real weights: materialize them, e.g. model.to_empty(device='cpu') then "
+                    "model.load_state_dict(...)"
+                )
+
+
+def check_data(what: str, data) -> None:
+    """A form ``data.as_batches`` accepts: (inputs, targets) or longer tuples of tensors, tuples or dicts
+    (pytrees), a dict batch, named splits ``{"train": ..., "test": ...}``, a Dataset, a DataLoader or a
+    zero-argument factory. The contents are checked where the data are read (``landscape_nb.data``)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from .splits import is_splits
+
+    if isinstance(data, (Dataset, DataLoader)):
+        return
+    if callable(data) and not isinstance(data, (nn.Module, type)):
+        return
+    plain = (str, bytes, tuple, list, Mapping, torch.Tensor, np.ndarray)
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, plain):
+        return  # any indexable with a length reads as a map-style dataset (e.g. a Hugging Face Dataset)
+    if is_splits(data):
+        for name, split in data.items():
+            check_data(f"{what} split {name!r}", split)
+        return
+    leaf = (torch.Tensor, np.ndarray, list, tuple, Mapping)
+    if isinstance(data, Mapping) or (isinstance(data, (tuple, list)) and len(data) >= 1):
+        items = data.items() if isinstance(data, Mapping) else enumerate(data)
+        for part, item in items:
+            if not isinstance(item, leaf) or isinstance(item, (str, bytes)):
+                raise LandscapeError(f"{what}: element {part!r} of type {type(item).__name__} ({_short(item, 40)}); "
+                                     "expected tensors or arrays with the samples along the first axis (or "
+                                     "tuples/dicts of them)")
+        return
+    raise LandscapeError(
+        f"{what}={_short(data, 60)} of type {type(data).__name__}; expected (inputs, targets) tensors, "
+        "a dict batch, named splits, a Dataset, a DataLoader or a zero-argument callable returning one of those"
+    )
+
+
+def check_metrics(metrics) -> None:
+    """``"auto"``, None, a metric name, a list of names/callables or a dict name -> name/callable."""
+    if metrics is None or (isinstance(metrics, str) and metrics == "auto"):
+        return
+    if isinstance(metrics, str):
+        items = [(metrics, metrics)]
+    elif isinstance(metrics, Mapping):
+        items = list(metrics.items())
+    elif isinstance(metrics, (list, tuple)):
+        items = [(m if isinstance(m, str) else getattr(m, "__name__", repr(m)), m) for m in metrics]
+    else:
+        raise LandscapeError(f"metrics={_short(metrics)} of type {type(metrics).__name__}; expected 'auto', None, "
+                             "a metric name, a list of names or a dict name -> callable(outputs, targets)")
+    for key, fn in items:
+        if not isinstance(key, str):
+            raise LandscapeError(f"metrics has a name {_short(key)}; expected str names")
+        if isinstance(fn, str):
+            check_choice("metric", fn, tuple(BUILTIN_METRICS),
+                         fix="or pass a dict name -> callable(outputs, targets) returning a scalar mean")
+        elif not callable(fn):
+            raise LandscapeError(f"metric {key!r} is {_short(fn)}; expected a callable (outputs, targets) -> scalar "
+                                 f"or one of {sorted(BUILTIN_METRICS)}")
+
+
+def check_store(store) -> None:
+    """None, or a path that is a directory or does not exist yet."""
+    if store is None:
+        return
+    if not isinstance(store, (str, os.PathLike)):
+        raise LandscapeError(f"store={_short(store)} of type {type(store).__name__}; expected a directory path "
+                             "(str or pathlib.Path) or None")
+    path = os.fspath(store)
+    if path == "":
+        raise LandscapeError("store=''; expected a directory path or None")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise LandscapeError(f"store={path!r} is a regular file, not a directory; expected a new path or a "
+                             "store directory made by compute_surface: choose another path")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        raise LandscapeError(f"store={path!r} lies under {parent!r}, which is a file; expected a directory path")
+
+
+def check_tile(tile) -> None:
+    """None, a positive int, (rows, cols) or, for a volume, (depth, rows, cols) of positive ints
+    (whether the form fits the grid is ``Grid.check_tile``'s to say)."""
+    if tile is None:
+        return
+    parts = [tile] if not isinstance(tile, (tuple, list)) else list(tile)
+    if len(parts) not in (1, 2, 3) or not all(_is_int(p) and p >= 1 for p in parts):
+        raise LandscapeError(f"tile={_short(tile)}; expected a positive int, (rows, cols) or (depth, rows, cols) of "
+                             "positive ints, e.g. tile=(8, 8), or None for the default")
+
+
+def check_device(device) -> None:
+    """None, or a torch device that exists here and can hold values."""
+    if device is None:
+        return
+    if not isinstance(device, (str, torch.device)):
+        raise LandscapeError(f"device={_short(device)} of type {type(device).__name__}; expected a str such as "
+                             "'cpu' or 'cuda:0', a torch.device, or None (the model's device)")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LandscapeError(f"device={device!r} is not a torch device; expected e.g. 'cpu', 'cuda' or 'cuda:1', "
+                             "or None (the model's device)") from None
+    if dev.type == "meta":
+        raise LandscapeError(f"device={device!r} holds no values; expected 'cpu', 'cuda', ... or None")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise LandscapeError(f"device={device!r}, but torch sees {n} CUDA GPU(s) here; use device='cpu' or "
+                                 "None (the model's device)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise LandscapeError(f"device={device!r}, but MPS is not available here; use device='cpu' or None")
+
+
+def check_settings(settings: EvalSettings) -> EvalSettings:
+    """Every field of the merged settings (keywords over ``settings=``), with did-you-means."""
+    s = settings
+    positive_int("batch_size", s.batch_size, none="tuned on the first points")
+    positive_int("max_samples", s.max_samples, none="all samples")
+    positive_int("points_per_pass", s.points_per_pass, none="chosen by measurement")
+    if not _is_int(s.subset_seed):
+        raise LandscapeError(f"subset_seed={_short(s.subset_seed)}; expected an integer")
+    if not isinstance(s.precision, str):
+        raise LandscapeError(f"precision={_short(s.precision)}; expected one of {list(PRECISIONS)}")
+    check_choice("precision", s.precision, PRECISIONS)
+    if not isinstance(s.mode, str):
+        raise LandscapeError(f"mode={_short(s.mode)}; expected one of {list(MODES)}")
+    check_choice("mode", s.mode, MODES)
+    for flag in ("channels_last", "compile", "fold_bn"):
+        if not isinstance(getattr(s, flag), (bool, np.bool_)):
+            raise LandscapeError(f"{flag}={_short(getattr(s, flag))}; expected True or False")
+    return s
+
+
+def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
+    """Refuse a non-finite weight, direction or coordinate, and perturbations beyond the weights' dtype.
+
+    Any of them would give a surface of NaN/inf everywhere that looks computed; this is caught here,
+    before the first point.
+    """
+    axes = [a for a in (grid.x, grid.y, getattr(grid, "z", None)) if isinstance(a, Axis)]
+    names = ["x", "y", "z"]
+    coeff_max = []
+    for name, axis in zip(names, axes):
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = axis.values()
+        if not (math.isfinite(axis.stop - axis.start) and np.isfinite(values).all()):
+            raise LandscapeError(f"{name}=({axis.start:g}, {axis.stop:g}, {axis.num}): the coordinates overflow "
+                                 "(stop - start is not a finite float); expected a range of moderate size, e.g. "
+                                 f"{name}=(-1, 1, {axis.num})")
+        coeff_max.append(float(np.abs(values).max()))
+    tensors = directions.layout.tensors(model)
+    w_max, dtype = 0.0, torch.float32
+    for entry, t in zip(directions.layout.entries, tensors):
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        finite = torch.isfinite(t.detach())
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise LandscapeError(f"the model's {entry.kind} {entry.name!r} holds {bad} non-finite value(s) (NaN or "
+                                 "inf); expected finite weights: every point of the surface would be NaN (reload "
+                                 "the checkpoint, or check the training run that produced it)")
+        w_max = max(w_max, float(t.detach().abs().max()))
+        dtype = t.dtype
+    vectors = directions.vectors
+    finite = torch.isfinite(vectors)
+    if not bool(finite.all()):
+        k = int((~finite).any(dim=1).nonzero()[0, 0])
+        raise LandscapeError(f"direction {k} holds {int((~finite[k]).sum())} non-finite value(s) (NaN or inf); "
+                             "expected finite directions (e.g. from random_directions; a zero-norm layer "
+                             "normalized by hand gives NaN)")
+    d_max = vectors.abs().amax(dim=1).double().tolist() if vectors.numel() else [0.0] * len(coeff_max)
+    reach = w_max + sum(c * d for c, d in zip(coeff_max, d_max))
+    limit = float(torch.finfo(dtype).max)
+    if not reach < limit / 16:  # headroom: forward passes sum many such products
+        given = ", ".join(f"{n}=({a.start:g}, {a.stop:g}, {a.num})" for n, a in zip(names, axes))
+        raise LandscapeError(f"{given}: the weights would reach {reach:.3g}, beyond what {dtype} holds "
+                             f"({limit:.3g}); expected a smaller range, e.g. x=(-1, 1, 51)")

@@ -1,0 +1,241 @@
+"""Bad input to compute_surface: one-line LandscapeErrors saying what was given, raised before the
+model sees a single input, with the weights untouched; errors from the user's own code as one
+clear line with the original exception chained."""
+import math
+import traceback
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb import LandscapeError
+from landscape_nb.evaluate import EvalSettings
+
+from conftest import assert_bit_identical, state_copy
+
+CALLS = {"forward": 0}
+
+
+class Counting(nn.Module):
+    """An MLP that counts its forward calls (every point costs at least one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        CALLS["forward"] += 1
+        return self.b(torch.tanh(self.a(x)))
+
+
+def _model():
+    torch.manual_seed(0)
+    return Counting()
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
+
+
+def _nan_weight(m):
+    bad = _model()
+    with torch.no_grad():
+        bad.a.weight[2, 3] = math.nan
+    return bad
+
+
+def _inf_bias(m):
+    bad = _model()
+    with torch.no_grad():
+        bad.b.bias[0] = math.inf
+    return bad
+
+
+def _bad_dirs(value):
+    def make(m):
+        d = lnb.random_directions(m, n=2, seed=0)
+        d.vectors[1, 5] = value
+        return d
+    return make
+
+
+def _file(tmp_path):
+    p = tmp_path / "a-file"
+    p.write_text("not a store")
+    return p
+
+
+# (id, changes: dict of keyword -> value, or a callable (model, tmp_path) -> value, what the message names)
+CASES = [
+    ("store-is-a-file", dict(store=lambda m, t: _file(t)), "is a regular file"),
+    ("store-under-a-file", dict(store=lambda m, t: _file(t) / "s"), "which is a file"),
+    ("store-int", dict(store=5), "store=5"),
+    ("batch-negative", dict(batch_size=-1), "batch_size=-1"),
+    ("batch-zero", dict(batch_size=0), "batch_size=0"),
+    ("batch-float", dict(batch_size=1.5), "batch_size=1.5"),
+    ("batch-bool", dict(batch_size=True), "batch_size=True"),
+    ("device-nonsense", dict(device="nonsense"), "device='nonsense'"),
+    ("device-absent-gpu", dict(device="cuda:7"), "device='cuda:7'"),
+    ("device-meta", dict(device="meta"), "device='meta'"),
+    ("device-float", dict(device=3.5), "device=3.5"),
+    ("cancel-true", dict(cancel=True), "cancel=True"),
+    ("cancel-str", dict(cancel="stop"), "cancel='stop'"),
+    ("model-on-meta", dict(model=lambda m, t: _model().to("meta")), "'a.weight' is on the meta device"),
+    ("model-not-a-module", dict(model=lambda m, t: (lambda x: x)), "expected a torch.nn.Module"),
+    ("nan-weight", dict(model=lambda m, t: _nan_weight(m)), "'a.weight' holds 1 non-finite"),
+    ("inf-bias", dict(model=lambda m, t: _inf_bias(m)), "'b.bias' holds 1 non-finite"),
+    ("nan-direction", dict(directions=lambda m, t: _bad_dirs(math.nan)(m)), "direction 1 holds 1 non-finite"),
+    ("inf-direction", dict(directions=lambda m, t: _bad_dirs(-math.inf)(m)), "direction 1 holds 1 non-finite"),
+    ("directions-int", dict(directions=5), "directions of type int"),
+    ("one-direction-for-a-plane", dict(directions=lambda m, t: lnb.random_directions(m, n=1)), "1 direction(s) for a 2D"),
+    ("x-overflows-float64", dict(x=(-1e308, 1e308, 5)), "x=(-1e+308, 1e+308, 5)"),
+    ("y-overflows-float64", dict(y=(-1e308, 1e308, 5)), "y=(-1e+308, 1e+308, 5)"),
+    ("x-overflows-float32", dict(x=(-1e38, 1e38, 5)), "beyond what torch.float32 holds"),
+    ("x-nan", dict(x=(0, math.nan, 5)), "x range 0.0..nan is not finite"),
+    ("x-num-1", dict(x=(-1, 1, 1)), "x resolution 1"),
+    ("x-num-0", dict(x=(-1, 1, 0)), "x resolution 0"),
+    ("x-num-fraction", dict(x=(-1, 1, 2.5)), "x resolution 2.5"),
+    ("x-start-equals-stop", dict(x=(1, 1, 5)), "x range 1.0..1.0 is empty"),
+    ("y-reversed", dict(y=(1, -1, 5)), "y range 1.0..-1.0 is empty or reversed"),
+    ("x-two-values", dict(x=(-1, 1)), "x=(-1, 1); expected (start, stop, num)"),
+    ("tile-zero", dict(tile=0), "tile=0"),
+    ("tile-negative-cols", dict(tile=(2, -1)), "tile=(2, -1)"),
+    ("tile-float", dict(tile=1.5), "tile=1.5"),
+    ("tile-bool", dict(tile=True), "tile=True"),
+    ("tile-three", dict(tile=(1, 2, 3)), "tile=(1, 2, 3)"),
+    ("n-workers-zero", dict(client="local", n_workers=0), "n_workers=0"),
+    ("n-workers-negative", dict(client="local", n_workers=-2), "n_workers=-2"),
+    ("n-workers-float", dict(client="local", n_workers=1.5), "n_workers=1.5"),
+    ("client-int", dict(client=5), "client=5"),
+    ("client-nonsense", dict(client="nonsense"), "client='nonsense'"),
+    ("precision-unknown", dict(precision="fp8"), "precision 'fp8'"),
+    ("precision-int", dict(precision=16), "precision=16"),
+    ("mode-unknown", dict(mode="training"), "mode 'training'"),
+    ("max-samples-zero", dict(max_samples=0), "max_samples=0"),
+    ("max-samples-float", dict(max_samples=2.5), "max_samples=2.5"),
+    ("points-per-pass-zero", dict(points_per_pass=0), "points_per_pass=0"),
+    ("subset-seed-str", dict(subset_seed="a"), "subset_seed='a'"),
+    ("compile-str", dict(compile="yes"), "compile='yes'"),
+    ("settings-str", dict(settings="fast"), "settings='fast'"),
+    ("settings-bad-field", dict(settings=EvalSettings(batch_size=-4)), "batch_size=-4"),
+    ("metrics-int", dict(metrics=3), "metrics=3"),
+    ("metrics-dict-value", dict(metrics={"acc": 5}), "metric 'acc' is 5"),
+    ("metrics-unknown-name", dict(metrics="accuracyy"), "metric 'accuracyy'"),
+    ("metrics-list-none", dict(metrics=[None]), "metric 'None' is None"),
+    ("loss-fn-str", dict(loss_fn="mse"), "loss_fn='mse'"),
+    ("loss-fn-int", dict(loss_fn=5), "loss_fn=5"),
+    ("data-str", dict(data="abc"), "data='abc' of type str"),
+    ("data-int", dict(data=5), "data=5 of type int"),
+    ("data-none-targets", dict(data=lambda m, t: (_data()[0], None)), "element 1 of type NoneType"),
+    ("data-str-targets", dict(data=lambda m, t: (_data()[0], "labels")), "element 1 of type str"),
+    ("bn-data-int", dict(bn_data=7, mode="bn-recompute"), "bn_data=7"),
+    ("quantity-typo", dict(quantity="hessain"), "quantity='hessain'; expected one of ['loss', 'hessian'] (did you mean 'hessian'?)"),
+    ("quantity-options-list", dict(quantity_options=[1]), "quantity_options=[1]"),
+    ("callbacks-not-iterable", dict(callbacks=5), "callbacks=5"),
+    ("callbacks-not-callable", dict(callbacks=[1]), "callbacks[0]=1"),
+    ("name-int", dict(name=5), "name=5"),
+]
+
+
+@pytest.mark.parametrize("changes, names", [pytest.param(c, n, id=i) for i, c, n in CASES])
+def test_bad_input_is_refused_before_any_point(changes, names, tmp_path):
+    model = _model()
+    saved = state_copy(model)
+    kwargs = dict(model=model, data=_data(), directions=lnb.random_directions(model, n=2, seed=0),
+                  x=(-1, 1, 3), y=(-1, 1, 3))
+    for key, value in changes.items():
+        kwargs[key] = value(model, tmp_path) if callable(value) and key not in ("loss_fn", "callbacks") else value
+    CALLS["forward"] = 0
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(**kwargs)
+    message = str(info.value)
+    assert names in message, message
+    assert "\n" not in message and type(info.value).__module__.startswith("landscape_nb")
+    assert CALLS["forward"] == 0  # refused before the model saw a single input
+    assert_bit_identical(model, saved)
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_table_is_at_least_30_distinct_inputs():
+    assert len({i for i, _, _ in CASES}) == len(CASES) >= 30
+
+
+class Deep(nn.Module):
+    def __init__(self, fail_after: int):
+        super().__init__()
+        self.a = nn.Linear(6, 3)
+        self.fail_after, self.n = fail_after, 0
+
+    def forward(self, x):
+        self.n += 1
+        return self.inner(x)
+
+    def inner(self, x):
+        if self.n > self.fail_after:
+            raise FloatingPointError("the activations blew up")
+        return self.a(x)
+
+
+def _chained_report(exc) -> list[str]:
+    return "".join(traceback.format_exception(exc)).splitlines()
+
+
+def test_a_model_error_mid_run_is_one_clear_line_with_the_original_chained():
+    torch.manual_seed(0)
+    model = Deep(fail_after=6)
+    saved = state_copy(model)
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1), x=(-1, 1, 9), tile=1)
+    msg = str(info.value)
+    assert msg.startswith("the model (Deep; in Deep.forward) raised FloatingPointError: the activations blew up "
+                          "(while evaluating tile (0, ")
+    assert "\n" not in msg
+    cause = info.value.__cause__
+    assert isinstance(cause, FloatingPointError) and str(cause) == "the activations blew up"
+    # the chained traceback starts at the user's forward: no frames of landscape_nb or torch before it
+    frames = traceback.extract_tb(cause.__traceback__)
+    assert frames[0].name == "forward" and frames[0].filename == __file__
+    assert [f.name for f in frames] == ["forward", "inner"]
+    report = _chained_report(info.value)
+    assert report[-1].startswith("landscape_nb.errors.LandscapeError: the model (Deep")
+    assert len(report) < 30, "\n".join(report)
+    assert_bit_identical(model, saved)
+
+
+def test_a_metric_error_names_the_metric():
+    def flaky_metric(out, y):
+        return 1 / 0
+
+    model = _model()
+    with pytest.raises(LandscapeError, match=r"^metric 'flaky' raised ZeroDivisionError: division by zero") as info:
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1), x=(-1, 1, 3),
+                            metrics={"flaky": flaky_metric})
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert traceback.extract_tb(info.value.__cause__.__traceback__)[0].name == "flaky_metric"
+
+
+def test_a_loss_error_at_validation_is_one_line_with_the_cause_trimmed():
+    def bad_loss(out, y):
+        return out.sum() / torch.tensor([], dtype=out.dtype).sum().item().__rtruediv__(0)
+
+    model = _model()
+    with pytest.raises(LandscapeError, match=r"^loss_fn failed on outputs \(a tensor of shape \(8, 3\)\) and targets of shape \(8,\) "
+                                             r"\(ZeroDivisionError") as info:
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1), x=(-1, 1, 3), loss_fn=bad_loss)
+    frames = traceback.extract_tb(info.value.__cause__.__traceback__)
+    assert frames[0].name == "bad_loss"
+
+
+def test_partial_surface_of_a_cancelled_run_says_so():
+    import threading
+
+    model = _model()
+    cancel = threading.Event()
+    surf = lnb.compute_surface(model, _data(), lnb.random_directions(model, n=2), x=(-1, 1, 8), y=(-1, 1, 8),
+                               tile=2, cancel=cancel, callbacks=[lambda ev: ev.n_done >= 8 and cancel.set()])
+    assert surf.provenance["cancelled"] and not surf.complete
+    assert surf.n_missing == 64 - surf.n_done and 8 <= surf.n_done < 64
+    assert np.isnan(surf.loss[~surf.done_mask]).all()

@@ -1,0 +1,328 @@
+"""Cluster failures never give a silent partial: real `dask scheduler` / `dask worker` processes,
+killed with SIGKILL mid-run; the run raises ``ClusterLost`` naming what is stored, and a rerun
+resumes to the values of a naive loop.
+
+Every process is killed at the end of its test; should the test process itself die, workers exit
+after 30 s without a scheduler (``--death-timeout``) and schedulers after 300 s idle."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb.runners import ClusterLost
+from landscape_nb.store import load_surface
+
+from conftest import naive_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+DASK = str(Path(sys.executable).parent / "dask")
+GRID = dict(x=(-1, 1, 8), y=(-1, 1, 8), tile=2)  # 16 tiles of 4 points
+N_POINTS = 64
+WAIT = 60  # seconds any process may take to come up
+
+
+class SlowMLP(nn.Module):
+    """A few ms per forward, so a run is still going when a process is killed."""
+
+    def __init__(self, delay: float = 0.01):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+        self.delay = delay
+
+    def forward(self, x):
+        time.sleep(self.delay)
+        return self.b(torch.tanh(self.a(x)))
+
+
+def _model():
+    torch.manual_seed(0)
+    return SlowMLP()
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+class Procs:
+    """`dask scheduler` / `dask worker` processes of one test; all killed at the end."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path, self.procs = tmp_path, []
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+
+    def _start(self, args, name):
+        log = open(self.tmp_path / f"{name}-{len(self.procs)}.log", "w")
+        p = subprocess.Popen([DASK, *args], env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def scheduler(self):
+        return self._start(["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                            "--dashboard-address", "127.0.0.1:0", "--no-show", "--idle-timeout", "300s"], "scheduler")
+
+    def worker(self):
+        p = self._start(["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
+                         "--no-dashboard", "--death-timeout", "30"], "worker")
+        self.wait_for_workers(1)
+        return p
+
+    def wait_for_workers(self, n):
+        from distributed import Client
+
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with Client(self.address, timeout="5s") as c:
+                    c.wait_for_workers(n, timeout=max(1, deadline - time.monotonic()))
+                    return
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+
+    def kill_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    pr = Procs(tmp_path)
+    try:
+        yield pr
+    finally:
+        pr.kill_all()
+
+
+@pytest.fixture
+def short_wait():
+    with dask.config.set({"landscape-nb.worker-wait": "3s"}):
+        yield
+
+
+def _kill_after(n_tiles: int, proc_or_pid):
+    """A callback that SIGKILLs a process once ``n_tiles`` tiles arrived (the rest are in flight)."""
+    seen = {"n": 0, "killed": None}
+
+    def cb(ev):
+        seen["n"] += 1
+        if seen["n"] == n_tiles:
+            pid = proc_or_pid() if callable(proc_or_pid) else proc_or_pid.pid
+            os.kill(pid, signal.SIGKILL)
+            seen["killed"] = pid
+
+    return cb, seen
+
+
+def _check_naive(model, d, surf):
+    dirs = d.as_state_dicts()
+    assert surf.complete and surf.n_missing == 0
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            want, _ = naive_loss(model, _data(), dirs, (a, b))
+            assert surf.loss[j, i] == pytest.approx(want, rel=1e-5, abs=1e-6), (i, j)
+
+
+def _stored_from_message(exc, store) -> int:
+    m = re.search(rf"(\d+) of {N_POINTS} points are stored in '{re.escape(str(store))}'; rerunning .* resumes",
+                  str(exc))
+    assert m, str(exc)
+    return int(m.group(1))
+
+
+def test_killing_the_only_worker_raises_then_a_rerun_resumes(procs, tmp_path, short_wait):
+    procs.scheduler()
+    worker = procs.worker()
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=3), tmp_path / "s"
+    cb, seen = _kill_after(3, worker)
+    t0 = time.monotonic()
+    with pytest.raises(ClusterLost, match="lost all its workers and got none back within 3 s") as info:
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    assert seen["killed"] == worker.pid and time.monotonic() - t0 < WAIT
+    n_stored = _stored_from_message(info.value, store)
+    assert n_stored == load_surface(store).n_done and 3 * 4 <= n_stored < N_POINTS
+
+    procs.worker()  # a new worker: the same call resumes
+    surf = lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store)
+    assert surf.provenance["points_computed"] == N_POINTS - n_stored
+    _check_naive(model, d, surf)
+
+
+def test_killing_the_scheduler_raises_then_a_rerun_on_a_new_one_resumes(procs, tmp_path, short_wait):
+    scheduler = procs.scheduler()
+    procs.worker()
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=4), tmp_path / "s"
+    cb, seen = _kill_after(3, scheduler)
+    with pytest.raises(ClusterLost, match="scheduler at tcp://127.0.0.1") as info:
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    n_stored = _stored_from_message(info.value, store)
+    assert n_stored == load_surface(store).n_done and 3 * 4 <= n_stored < N_POINTS
+
+    procs.kill_all()  # the orphaned worker too
+    procs.procs.clear()
+    procs.scheduler()
+    procs.worker()
+    surf = lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store)
+    assert surf.provenance["points_computed"] == N_POINTS - n_stored
+    _check_naive(model, d, surf)
+
+
+def test_all_workers_dying_raises(procs, tmp_path, short_wait):
+    procs.scheduler()
+    workers = [procs.worker(), procs.worker()]
+    procs.wait_for_workers(2)
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=7), tmp_path / "s"
+    seen = {"n": 0}
+
+    def cb(ev):
+        seen["n"] += 1
+        if seen["n"] == 3:
+            for w in workers:
+                os.kill(w.pid, signal.SIGKILL)
+
+    with pytest.raises(ClusterLost, match="lost all its workers") as info:
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    assert _stored_from_message(info.value, store) == load_surface(store).n_done < N_POINTS
+
+
+def test_one_of_two_workers_killed_the_other_finishes_the_run(procs, tmp_path, short_wait):
+    procs.scheduler()
+    first = procs.worker()
+    procs.worker()
+    procs.wait_for_workers(2)
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=8), tmp_path / "s"
+    cb, seen = _kill_after(3, first)
+    surf = lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    assert seen["killed"] == first.pid and first.wait(timeout=WAIT) == -signal.SIGKILL
+    assert surf.provenance["points_computed"] == N_POINTS and not surf.provenance["cancelled"]
+    _check_naive(model, d, surf)
+
+
+def test_a_lost_run_without_store_says_nothing_was_kept(procs, short_wait):
+    procs.scheduler()
+    worker = procs.worker()
+    model, d = _model(), lnb.random_directions(_model(), n=2, seed=5)
+    cb, _ = _kill_after(2, worker)
+    with pytest.raises(ClusterLost, match=rf"\d+ of {N_POINTS} points were computed but not kept \(no store\)"):
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, callbacks=[cb])
+
+
+def test_local_cluster_worker_killed_is_restarted_and_the_run_completes(tmp_path, caplog):
+    """client='local', n_workers=1: the nanny restarts the killed worker; the tiles lost with it
+    (and the job shipped to it) are resubmitted, and the surface is complete and right."""
+    from distributed import default_client
+
+    model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=6), tmp_path / "s"
+    pids = []
+
+    def worker_pid():
+        pids.extend(default_client().run(os.getpid).values())
+        return pids[0]
+
+    cb, seen = _kill_after(3, worker_pid)
+    caplog.set_level("INFO", logger="landscape_nb.cluster")
+    surf = lnb.compute_surface(model, _data(), d, **GRID, client="local", n_workers=1, store=store, callbacks=[cb])
+    assert len(pids) == 1 and seen["killed"] == pids[0]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)  # it really died
+    assert any("resubmitting" in r.getMessage() for r in caplog.records)
+    assert not surf.provenance["cancelled"]
+    _check_naive(model, d, surf)
+    assert load_surface(store).complete
+
+
+CLI_MODULE = textwrap.dedent("""
+    import os, signal, time
+    import torch
+    from torch import nn
+
+    class DiesAfter(nn.Module):
+        '''Kills its own (worker) process on the N-th forward: a worker lost mid-run.'''
+
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            limit = int(os.environ.get("LNB_TEST_DIE_AFTER", "0"))
+            if limit and self.calls >= limit:
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.005)
+            return self.b(torch.tanh(self.a(x)))
+
+    def make():
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        return DiesAfter(), (torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g))
+""")
+
+
+def test_cli_exits_3_with_one_line_then_resumes(procs, tmp_path):
+    (tmp_path / "dies.py").write_text(CLI_MODULE)
+    procs.scheduler()
+    env = {**_env(), "LNB_TEST_DIE_AFTER": "40", "DASK_LANDSCAPE_NB__WORKER_WAIT": "3s"}
+    log = open(tmp_path / "dying-worker.log", "w")
+    p = subprocess.Popen([DASK, "worker", procs.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
+                          "--no-dashboard", "--death-timeout", "30"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    procs.procs.append(p)
+    procs.wait_for_workers(1)
+    store = tmp_path / "s"
+    argv = [sys.executable, "-m", "landscape_nb.cli", "compute", "dies:make", "--grid", "8x8", "--tile", "2",
+            "--client", procs.address, "--store", str(store)]
+    out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("landscape-nb: error:")]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(rf"lost all its workers.*\d+ of {N_POINTS} points are stored in .*resumes", errors[0])
+
+    env.pop("LNB_TEST_DIE_AFTER")
+    procs.worker()
+    out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"{N_POINTS}/{N_POINTS} points" in out.stdout
+    surf = load_surface(store)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import dies
+        from landscape_nb.schemes import make_directions
+
+        model, data = dies.make()
+        _, d = make_directions("random", model, None, ndim=2, norm="filter", ignore="biasbn", seed=0, data=data,
+                               loss_fn=None)
+    finally:
+        sys.path.remove(str(tmp_path))
+    dirs = d.as_state_dicts()
+    assert surf.complete
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            want, _ = naive_loss(model, data, dirs, (a, b))
+            assert surf.loss[j, i] == pytest.approx(want, rel=1e-5, abs=1e-6)
