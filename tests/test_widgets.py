@@ -218,6 +218,9 @@ def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(exp
     assert [a for a, b in counts] == [b for a, b in counts]  # 3D surface and contour move together
     assert surface_counts[0] == 0  # the empty figure, before any tile
     assert explorer.figure is figure_before  # the panel's figure widget is reused: plotly.js is not sent again
+    # its synced state holds the final values too: a page whose figure model was not ready for the
+    # update messages (Voilà restoring widgets) still draws the finished surface
+    assert non_null(explorer.figure._widget_data[0]["z"]) == 21 * 21
     n_tiles = 7 * 7  # a 21x21 grid in 3x3 tiles
     assert len(surface_counts) == 1 + n_tiles + 1  # empty, each tile, final surface
     assert all(b > a for a, b in zip(surface_counts[:n_tiles], surface_counts[1:n_tiles + 1]))

@@ -1,14 +1,14 @@
 """The models an Explorer offers: the user's own (model, data) pairs or the zoo, loaded ahead of Compute.
 
 A zoo model loads in a fraction of a second once cached, but its first load in a kernel
-also imports the libraries that make its data (seconds); `ModelShelf` starts that load in
-a background thread as soon as the model is picked, so Compute finds it ready.
+also imports the libraries that make its data (seconds); `ModelShelf.prefetch` loads a
+cached model as soon as it is picked (with the panel, or in the model menu), so Compute
+finds it ready.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -80,7 +80,7 @@ def zoo_is_cached(name: str) -> bool:
 
 
 class ModelShelf:
-    """The Explorer's models by name: the user's, or zoo models loaded once (in the background on request).
+    """The Explorer's models by name: the user's, or zoo models loaded once.
 
     Parameters
     ----------
@@ -90,7 +90,6 @@ class ModelShelf:
 
     def __init__(self, models: Mapping[str, Any] | None):
         self._entries: dict[str, Entry] = {}
-        self._loading: dict[str, Future] = {}
         self._lock = threading.Lock()
         self.zoo = models is None
         if models is not None:
@@ -110,37 +109,28 @@ class ModelShelf:
         return name in self._entries
 
     def prefetch(self, name: str) -> None:
-        """Start loading zoo model ``name`` in a background thread if it is cached (never trains)."""
-        if self.zoo and name in self.names and not self.ready(name) and name not in self._loading \
-                and zoo_is_cached(name):
-            self._future(name)
+        """Load zoo model ``name`` now, in this thread, if it is cached (never trains; errors wait for Compute).
+
+        Deliberately not in a background thread: its first load imports the data's libraries,
+        and two threads importing at once can deadlock on Python's import locks (the notebook's
+        main thread imports too). Loading when the model is picked, not when Compute is pressed,
+        keeps that time out of Compute.
+        """
+        if self.zoo and name in self.names and not self.ready(name) and zoo_is_cached(name):
+            try:
+                self.get(name)
+            except Exception as exc:  # noqa: BLE001 - Compute loads again and reports it in the panel
+                log.debug("prefetching %r failed (%s)", name, exc)
 
     def get(self, name: str, announce: Callable[[], None] | None = None) -> Entry:
         """Model ``name``, loading (and on first use training) a zoo model; ``announce`` is called
         first when that takes a load."""
-        if name not in self._entries:
-            if announce is not None and name not in self._loading:
-                announce()
-            return self._future(name).result()
-        return self._entries[name]
-
-    def _future(self, name: str) -> Future:
         with self._lock:
-            future = self._loading.get(name)
-            if future is None:
-                future = self._loading[name] = Future()
-                threading.Thread(target=self._load, args=(name, future), name=f"landscape_nb-load-{name}",
-                                 daemon=True).start()
-        return future
+            if name not in self._entries:
+                from .. import zoo
 
-    def _load(self, name: str, future: Future) -> None:
-        from .. import zoo
-
-        try:
-            ex = zoo.load(name)
-            self._entries[name] = Entry(ex.model, ex.test, ex.train, ex.loss_fn, ex)
-            future.set_result(self._entries[name])
-        except BaseException as exc:  # handed to whoever waits; a later request tries again
-            with self._lock:
-                self._loading.pop(name, None)
-            future.set_exception(exc)
+                if announce is not None:
+                    announce()
+                ex = zoo.load(name)
+                self._entries[name] = Entry(ex.model, ex.test, ex.train, ex.loss_fn, ex)
+            return self._entries[name]

@@ -108,7 +108,7 @@ class ExplorerState(t.HasTraits):
         self._cancel_t0: float | None = None
         self.set(**kwargs)
         self.observe(lambda change: self.shelf.prefetch(change["new"]), "model_name")
-        self.shelf.prefetch(self.model_name)  # a cached zoo model loads while the visitor looks at the panel
+        self.shelf.prefetch(self.model_name)  # a cached zoo model loads with the panel, not on Compute
         if not names:
             self._say("No models: the zoo is not available. Pass your own, e.g. "
                       "Explorer(models={'mine': (net, (x, y))}).", "error")
@@ -211,6 +211,8 @@ class ExplorerState(t.HasTraits):
             self.status = "error"
             self._fail(exc)
             return False
+        from .. import autorange, compute, schemes  # noqa: F401 - imported here, not in two threads at once
+
         self._ui.capture_loop()
         self._cancel = threading.Event()
         self._cancel_t0 = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -212,6 +213,7 @@ class Explorer(w.VBox):
         state.observe(self._on_progress, ["status", "n_done", "n_points", "points_per_s", "workers",
                                           "dashboard_link"])
         state.observe(self._on_message, ["message", "message_kind"])
+        state.observe(self._on_status, "status")
         state.observe(self._on_layout, ["ndim", "cluster"])
         self._on_layout()
         self._on_progress()
@@ -248,14 +250,17 @@ class Explorer(w.VBox):
         if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
             fig.update_layout(width=FIGURE_WIDTH)
         if self.figure is not None and _shape(self.figure) == _shape(fig):
-            with self.figure.batch_update():
-                for old, new in zip(self.figure.data, fig.data):
-                    old.update({k: v for k, v in new.to_plotly_json().items() if k not in ("type", "uid")},
-                               overwrite=True)
-                self.figure.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+            with self.figure.batch_update():  # one message, one redraw in the browser
+                plot.update(self.figure, surf, log=self.state.log_scale)  # the values, ranges and axis titles
+                self.figure.layout.title.text = fig.layout.title.text
+            _sync_widget_state(self.figure)
             return
         self.figure = go.FigureWidget(fig)
         self.figure_box.children = [self.figure]
+
+    def _on_status(self, change) -> None:
+        if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
+            _sync_widget_state(self.figure)
 
     def _on_log(self, change) -> None:
         from .. import plot
@@ -347,3 +352,17 @@ def _shape(fig) -> tuple:
     """What a figure's traces are and where they are drawn: two live figures of one shape differ only in values."""
     return tuple((tr.type, getattr(tr, "scene", None), getattr(tr, "xaxis", None), getattr(tr, "yaxis", None))
                  for tr in fig.data)
+
+
+def _sync_widget_state(fig) -> None:
+    """Make the figure widget's synced state hold its current data and layout.
+
+    A ``FigureWidget`` sends changes as messages applied by its browser-side model; its
+    synced ``_widget_data``/``_widget_layout`` keep the values it was made with. A page whose
+    model was not ready for those messages (Voilà restores widget models after running the
+    notebook and loads plotly.js, ~5 MB, per figure) would draw those stale values; plotly
+    refreshes them the same way when a figure is displayed (``_repr_mimebundle_``). The
+    browser-side handlers of these two properties do nothing, so a drawn figure is unaffected.
+    """
+    fig._widget_layout = deepcopy(fig._layout_obj._props)
+    fig._widget_data = deepcopy(fig._data)
