@@ -512,6 +512,21 @@ def test_a_model_that_fails_on_its_data_shows_one_line_and_keeps_the_traceback(c
     assert "Traceback" not in capfd.readouterr().err  # nothing dumped into the notebook's output
 
 
+def test_an_error_reaches_the_panel_when_updates_go_through_the_event_loop():
+    """In a kernel the failure is applied later, on the loop: it must still carry its exception."""
+    model, (x, y) = make_task()
+    state = ExplorerState(models={"wrong-input": (model, (x[:, :3], y))})
+
+    async def session():
+        assert state.compute()
+        while state.running or state._ui.pending:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(session())
+    assert state.status == "error" and "RuntimeError" in state.message, state.message
+    assert isinstance(state.last_error, RuntimeError)
+
+
 def test_unavailable_scheme_shows_the_message_of_make_directions(explorer):
     from landscape_nb.schemes import make_directions
 
@@ -615,6 +630,11 @@ def test_zoo_models_are_offered_and_trained_on_first_compute(tmp_path, monkeypat
         assert (explorer.surface.x[0], explorer.surface.x[-1]) == (-1.0, 1.0)
     finally:
         explorer.close()
+    # a cached model is loaded with the panel (Compute finds it ready); an uncached one is never trained then
+    again = ExplorerState(model_name="mlp-moons")
+    assert again.shelf.ready("mlp-moons")
+    again.model_name = "cnn-digits"
+    assert not again.shelf.ready("cnn-digits") and not any((tmp_path / "zoo").glob("cnn-digits*"))
 
 
 def test_a_given_dask_client_is_used_and_left_open():

@@ -116,21 +116,30 @@ class ModelShelf:
         main thread imports too). Loading when the model is picked, not when Compute is pressed,
         keeps that time out of Compute.
         """
-        if self.zoo and name in self.names and not self.ready(name) and zoo_is_cached(name):
-            try:
-                self.get(name)
-            except Exception as exc:  # noqa: BLE001 - Compute loads again and reports it in the panel
-                log.debug("prefetching %r failed (%s)", name, exc)
+        if not (self.zoo and name in self.names and not self.ready(name) and zoo_is_cached(name)):
+            return
+        if not self._lock.acquire(blocking=False):  # a Compute is loading (or training) a model: never wait for it
+            return
+        try:
+            self._load(name)
+        except Exception as exc:  # noqa: BLE001 - Compute loads again and reports it in the panel
+            log.debug("prefetching %r failed (%s)", name, exc)
+        finally:
+            self._lock.release()
 
     def get(self, name: str, announce: Callable[[], None] | None = None) -> Entry:
         """Model ``name``, loading (and on first use training) a zoo model; ``announce`` is called
         first when that takes a load."""
         with self._lock:
             if name not in self._entries:
-                from .. import zoo
-
                 if announce is not None:
                     announce()
-                ex = zoo.load(name)
-                self._entries[name] = Entry(ex.model, ex.test, ex.train, ex.loss_fn, ex)
+                self._load(name)
             return self._entries[name]
+
+    def _load(self, name: str) -> None:
+        from .. import zoo
+
+        if name not in self._entries:
+            ex = zoo.load(name)
+            self._entries[name] = Entry(ex.model, ex.test, ex.train, ex.loss_fn, ex)

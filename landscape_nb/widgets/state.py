@@ -293,7 +293,7 @@ class ExplorerState(t.HasTraits):
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             log.debug("Explorer computation failed", exc_info=exc)
-            self._post(run_id, "end", lambda: self._failed_run(exc))
+            self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
 
     def _show_range(self, spec: ExplorerSpec, run_id: int) -> None:
         """Show the range a run computes in the controls (it may come from ``auto_range``)."""
