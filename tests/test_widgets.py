@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from traitlets import TraitError
 
 import landscape_nb as lnb
 from landscape_nb import plot
@@ -21,7 +22,7 @@ from landscape_nb.widgets._ui_thread import UiQueue
 from landscape_nb.widgets.budget import check_time_budget
 from standalone_html import assert_standalone_html
 
-from conftest import assert_bit_identical, state_copy
+from conftest import assert_bit_identical, naive_loss, state_copy
 
 
 def make_task(seed: int = 0, n: int = 120):
@@ -43,9 +44,10 @@ def one_torch_thread():
 
 
 @pytest.fixture
-def explorer():
+def explorer(tmp_path):
+    """A notebook author's Explorer: scheduler addresses allowed, exports confined to tmp_path."""
     model, data = make_task()
-    e = Explorer(models={"tiny": (model, data)})
+    e = Explorer(models={"tiny": (model, data)}, allow_addresses=True, export_dir=tmp_path)
     yield e
     e.close()
 
@@ -202,8 +204,11 @@ def test_check_time_budget_accepts_what_fits_and_counts_at_least_one_worker():
 
 
 def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(explorer):
-    model, data = explorer.state._entries["tiny"].model, explorer.state._entries["tiny"].test
+    explorer.controls["auto_range"].value = False  # the typed range, ±1
+    model, data = explorer.state.shelf["tiny"].model, explorer.state.shelf["tiny"].test
     saved = state_copy(model)
+    figure_before = explorer.figure
+    assert figure_before is not None and non_null(figure_before.data[0].z) == 0  # made with the panel, empty
     counts = []
     explorer.state.observe(lambda _: counts.append((non_null(explorer.figure.data[0].z),
                                                     non_null(explorer.figure.data[1].z))), "surface")
@@ -212,6 +217,10 @@ def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(exp
     surface_counts = [a for a, _ in counts]
     assert [a for a, b in counts] == [b for a, b in counts]  # 3D surface and contour move together
     assert surface_counts[0] == 0  # the empty figure, before any tile
+    assert explorer.figure is figure_before  # the panel's figure widget is reused: plotly.js is not sent again
+    # its synced state holds the final values too: a page whose figure model was not ready for the
+    # update messages (Voilà restoring widgets) still draws the finished surface
+    assert non_null(explorer.figure._widget_data[0]["z"]) == 21 * 21
     n_tiles = 7 * 7  # a 21x21 grid in 3x3 tiles
     assert len(surface_counts) == 1 + n_tiles + 1  # empty, each tile, final surface
     assert all(b > a for a, b in zip(surface_counts[:n_tiles], surface_counts[1:n_tiles + 1]))
@@ -299,6 +308,154 @@ def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
     assert not explorer.compute_button.disabled and explorer.cancel_button.disabled
 
 
+def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):
+    """Random directions suggest no range: "auto" asks lnb.auto_range, shows the range and computes on it."""
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 7, 5
+    explorer.controls["rise"].value = 3.0
+    explorer.compute(wait=True)
+    assert explorer.state.status == "done", explorer.state.message
+    entry = explorer.state.shelf["tiny"]
+    d = lnb.random_directions(entry.model, n=2, norm="filter", ignore="biasbn", seed=0)
+    expected = lnb.auto_range(entry.model, entry.test, d, rise=3.0, tol=0.05)
+    (x0, x1), (y0, y1) = expected.ranges
+    assert (explorer.surface.x[0], explorer.surface.x[-1]) == pytest.approx((x0, x1))
+    assert (explorer.surface.y[0], explorer.surface.y[-1]) == pytest.approx((y0, y1))
+    shown = [explorer.controls[k].value for k in ("x_min", "x_max", "y_min", "y_max")]
+    assert shown == pytest.approx([x0, x1, y0, y1])
+    # independently: at each edge the naive loss is 3x the centre's (auto_range's tolerance, 5 % of the distance)
+    dirs = d.as_state_dicts()
+    centre, _ = naive_loss(entry.model, entry.test, dirs, [0.0, 0.0])
+    for coeffs in ([x0, 0.0], [x1, 0.0], [0.0, y0], [0.0, y1]):
+        if max(abs(c) for c in coeffs) < 10:  # 10: auto_range's farthest distance, where the loss may stay low
+            edge, _ = naive_loss(entry.model, entry.test, dirs, coeffs)
+            assert edge == pytest.approx(3.0 * centre, rel=0.15), (coeffs, edge, centre)
+    # and the surface on that range is compute_surface's
+    direct = lnb.compute_surface(entry.model, entry.test, d, x=(x0, x1, 7), y=(y0, y1, 5))
+    np.testing.assert_allclose(explorer.surface.loss, direct.loss, rtol=1e-6)
+    explorer.controls["auto_range"].value = False  # the typed range again
+    explorer.controls["x_min"].value, explorer.controls["x_max"].value = -1.0, 1.0
+    explorer.compute(wait=True)
+    assert (explorer.surface.x[0], explorer.surface.x[-1]) == (-1.0, 1.0)
+
+
+# --- app mode: what a visitor of a served page can reach ----------------------------------
+
+
+def tree(root):
+    """Every file and link under root, with its size and modification time: 'nothing was written' is this unchanged."""
+    return {str(p): (p.is_symlink(), p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_a_visitor_cannot_export_outside_the_export_directory(tmp_path):
+    exports, outside = tmp_path / "exports", tmp_path / "outside"
+    (exports / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "target.html").write_text("precious")
+    (exports / "link").symlink_to(outside, target_is_directory=True)  # a directory link pointing out
+    (exports / "evil.html").symlink_to(outside / "target.html")  # a file link pointing out
+    (exports / "explore.ipynb").write_text("{}")
+    model, data = make_task()
+    explorer = Explorer(models={"tiny": (model, data)}, export_dir=exports, x_points=3, y_points=3)
+    try:
+        explorer.compute(wait=True)
+        assert explorer.state.status == "done", explorer.state.message
+        before = tree(tmp_path)
+        bad = {
+            "../../etc/x.html": "outside the export directory",
+            "../outside/x.html": "outside the export directory",
+            str(outside / "x.html"): "outside the export directory",
+            "/tmp/lnb-visitor-x.html": "outside the export directory",
+            "link/x.html": "outside the export directory",
+            "evil.html": "outside the export directory",
+            "sub/../../outside/target.html": "outside the export directory",
+            "explore.ipynb": "expected one of .html",
+            "  ": "expected a file name",
+            ".": "outside the export directory",
+        }
+        for path, needle in bad.items():
+            explorer.controls["export_path"].value = path  # typed into the box, then the button
+            explorer.export_button.click()
+            assert explorer.state.message_kind == "error" and needle in explorer.state.message, (path, explorer.state.message)
+            assert "Error:" in explorer.message_box.value
+            with pytest.raises(lnb.LandscapeError, match="export"):
+                explorer.state.export_html(path)  # the same check from code
+            if path.strip() not in ("", ".", "explore.ipynb", "evil.html"):  # (evil.png is no link: allowed)
+                with pytest.raises(lnb.LandscapeError, match="outside the export directory"):
+                    explorer.state.export_image(path.replace(".html", ".png"))
+        assert tree(tmp_path) == before  # nothing written, nothing replaced
+        assert (outside / "target.html").read_text() == "precious"
+        assert not __import__("os").path.exists("/tmp/lnb-visitor-x.html")
+
+        explorer.controls["export_path"].value = "sub/ok.html"  # inside: written
+        explorer.export_button.click()
+        assert explorer.state.message_kind == "info", explorer.state.message
+        assert_standalone_html(exports / "sub" / "ok.html", min_points=2 * 9)
+    finally:
+        explorer.close()
+
+
+def test_scheduler_addresses_are_off_unless_the_notebook_allows_them():
+    model, data = make_task()
+    with socket.socket() as listener:  # a "scheduler" a visitor would like the kernel to reach
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(0.5)
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+        def connected() -> bool:
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                return False
+            conn.close()
+            return True
+
+        explorer = Explorer(models={"tiny": (model, data)}, x_points=3, y_points=3)  # the default: off
+        try:
+            assert "address" not in [v for _, v in explorer.controls["cluster"].options]
+            assert explorer.controls["address"].layout.display == "none"
+            explorer.controls["address"].value = address  # a visitor can still type into a hidden box...
+            with pytest.raises(TraitError, match="refused"):
+                explorer.state.cluster = "address"  # ...but not pick the address cluster
+            with pytest.raises(TraitError, match="refused"):
+                ExplorerState(models={"tiny": (model, data)}, cluster="address", address=address)
+            assert explorer.state.cluster == "in-process"
+            explorer.compute(wait=True)
+            assert explorer.state.status == "done" and explorer.state.workers == "in-process"
+        finally:
+            explorer.close()
+
+        # allowed: a list; any other address is refused before connecting
+        state = ExplorerState(models={"tiny": (model, data)}, allow_addresses=["tcp://10.1.2.3:8786"],
+                              cluster="address", address=address, x_points=3, y_points=3)
+        assert not state.compute()
+        assert state.status == "error" and "refused" in state.message and "tcp://10.1.2.3:8786" in state.message
+        with pytest.raises(lnb.LandscapeError, match="refused"):
+            state._client(address, run_id=0)  # the last check, right before connecting
+        assert state.surface is None or state.surface.n_done == 0
+        state.close()
+
+        # an address the notebook's code gave as client= is allowed, and only that one
+        given = ExplorerState(models={"tiny": (model, data)}, client="tcp://10.9.9.9:8786")
+        assert given.cluster == "address" and given.spec().client == "tcp://10.9.9.9:8786"
+        given.address = address
+        with pytest.raises(lnb.LandscapeError, match="refused"):
+            given.spec()
+        assert not connected()  # nobody connected to the visitor's "scheduler"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"allow_addresses": 5}, "allow_addresses=5"),
+    ({"allow_addresses": [1, 2]}, "allow_addresses"),
+    ({"export_dir": "/nonexistent/lnb-exports"}, "not an existing directory"),
+    ({"export_dir": 3}, "export_dir=3"),
+])
+def test_app_mode_arguments_are_checked(kwargs, needle):
+    model, data = make_task()
+    with pytest.raises(lnb.LandscapeError, match=needle):
+        ExplorerState(models={"tiny": (model, data)}, **kwargs)
+
+
 # --- readable errors ----------------------------------------------------------------------
 
 
@@ -355,10 +512,25 @@ def test_a_model_that_fails_on_its_data_shows_one_line_and_keeps_the_traceback(c
     assert "Traceback" not in capfd.readouterr().err  # nothing dumped into the notebook's output
 
 
+def test_an_error_reaches_the_panel_when_updates_go_through_the_event_loop():
+    """In a kernel the failure is applied later, on the loop: it must still carry its exception."""
+    model, (x, y) = make_task()
+    state = ExplorerState(models={"wrong-input": (model, (x[:, :3], y))})
+
+    async def session():
+        assert state.compute()
+        while state.running or state._ui.pending:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(session())
+    assert state.status == "error" and "RuntimeError" in state.message, state.message
+    assert isinstance(state.last_error, RuntimeError)
+
+
 def test_unavailable_scheme_shows_the_message_of_make_directions(explorer):
     from landscape_nb.schemes import make_directions
 
-    entry = explorer.state._entries["tiny"]
+    entry = explorer.state.shelf["tiny"]
     for scheme in SCHEMES:
         try:
             make_directions(scheme, entry.model, None, ndim=2)
@@ -458,6 +630,11 @@ def test_zoo_models_are_offered_and_trained_on_first_compute(tmp_path, monkeypat
         assert (explorer.surface.x[0], explorer.surface.x[-1]) == (-1.0, 1.0)
     finally:
         explorer.close()
+    # a cached model is loaded with the panel (Compute finds it ready); an uncached one is never trained then
+    again = ExplorerState(model_name="mlp-moons")
+    assert again.shelf.ready("mlp-moons")
+    again.model_name = "cnn-digits"
+    assert not again.shelf.ready("cnn-digits") and not any((tmp_path / "zoo").glob("cnn-digits*"))
 
 
 def test_a_given_dask_client_is_used_and_left_open():

@@ -42,7 +42,12 @@ class UiQueue:
         self._lock = threading.Lock()
 
     def capture_loop(self) -> asyncio.AbstractEventLoop | None:
-        """Deliver to the event loop running in this thread from now on (None if there is none)."""
+        """Deliver to the event loop running in this thread from now on (None if there is none).
+
+        Called when a run starts: its first tile is shown at once, however recent the last
+        run's last tile (the throttle spaces updates within a run).
+        """
+        self._last_tile = 0.0
         try:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:

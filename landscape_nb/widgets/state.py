@@ -12,9 +12,8 @@ import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import traitlets as t
@@ -25,7 +24,10 @@ from ..grid import Grid
 from ..schemes import SCHEMES
 from ..surface import Surface
 from ._ui_thread import UiQueue
-from .budget import check_time_budget, estimate_seconds_per_point
+from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
+from .budget import estimate_seconds_per_point
+from .models import ModelShelf, split_of
+from .request import ExplorerSpec, check_budget, empty_surface, pick_range
 
 log = logging.getLogger(__name__)
 
@@ -33,85 +35,14 @@ CLUSTERS = ("in-process", "local", "cuda", "address")
 STATUSES = ("idle", "starting", "running", "cancelling", "done", "cancelled", "error")
 
 
-@dataclass(frozen=True)
-class ExplorerSpec:
-    """What one press of Compute computes: everything the controls say, validated.
-
-    ``x`` and ``y`` are ``(start, stop, points)`` (``y`` None for a line); ``grid`` is the
-    `landscape_nb.grid.Grid` they describe, made (and checked: a `LandscapeError` says what
-    is wrong with a range or resolution) when the spec is.
-    """
-
-    model: str
-    scheme: str
-    norm: str
-    ignore: str | None
-    seed: int
-    x: tuple[float, float, int]
-    y: tuple[float, float, int] | None
-    split: str
-    metric: str | None
-    log: bool
-    client: str | None  # None: in-process; "local", "cuda", a scheduler address, or "given"
-    max_samples: int | None
-    time_budget: float
-    auto_range: bool = True
-    grid: Grid = field(init=False, repr=False, compare=False)  # from x and y; validates them
-
-    def __post_init__(self):
-        object.__setattr__(self, "grid", Grid.make(self.x, self.y))
-
-    @property
-    def ndim(self) -> int:
-        return self.grid.ndim
-
-    @property
-    def n_points(self) -> int:
-        return self.grid.n_points
-
-
-@dataclass
-class _Entry:
-    """A model the Explorer can evaluate: the network, its data splits, loss and the
-    object handed to ``make_directions`` (a zoo Example; None for a bare user model)."""
-
-    model: Any
-    test: Any
-    train: Any = None
-    loss_fn: Callable | None = None
-    example: Any = None
-
-
-def _user_entry(name: str, value) -> _Entry:
-    from torch import nn
-
-    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], nn.Module):
-        model, data, loss_fn = (*value, None)[:3]
-        return _Entry(model, data, None, loss_fn, None)
-    if isinstance(getattr(value, "model", None), nn.Module) and hasattr(value, "test"):
-        return _Entry(value.model, value.test, getattr(value, "train", None), getattr(value, "loss_fn", None), value)
-    raise LandscapeError(
-        f"models[{name!r}] is a {type(value).__name__}; expected (model, data), (model, data, loss_fn) with a "
-        "torch.nn.Module and (inputs, targets) data, or an object with .model and .test (like a zoo Example); "
-        "e.g. Explorer(models={'mine': (net, (x, y))})"
-    )
-
-
-def _zoo_names() -> list[str]:
-    try:
-        from .. import zoo
-
-        return list(zoo.names())
-    except (ImportError, AttributeError) as exc:  # the zoo is optional for a user's own models
-        log.warning("the zoo is not available (%s)", exc)
-        return []
-
-
 class ExplorerState(t.HasTraits):
     """The Explorer's state and its computation; no widgets (usable from scripts and tests).
 
     Set the control traits, then ``compute()``; ``surface`` holds the latest (partial)
     result, ``status``/``message`` say what happened, ``wait()`` blocks until done.
+
+    ``allow_addresses`` and ``export_dir`` bound what a visitor of a served page can reach
+    (see `landscape_nb.widgets.app_mode` and `Explorer`); the other arguments are `Explorer`'s.
     """
 
     # controls
@@ -128,7 +59,8 @@ class ExplorerState(t.HasTraits):
     y_min = t.Float(-1.0)
     y_max = t.Float(1.0)
     x_points = t.Int(21)
-    auto_range = t.Bool(True)  # use the range a scheme suggests (interpolate, plane3, pca)
+    auto_range = t.Bool(True)  # the scheme's range (interpolate, plane3, pca), else where the loss rises
+    rise = t.Float(5.0)  # auto range: the edge is where the loss reaches rise x the centre's
     y_points = t.Int(21)
     split = t.Enum(("test", "train"), default_value="test")
     metric = t.Enum(("accuracy", "none"), default_value="accuracy")
@@ -152,24 +84,18 @@ class ExplorerState(t.HasTraits):
     surface = t.Instance(Surface, allow_none=True)
     run_id = t.Int(0)
 
-    def __init__(self, models: Mapping[str, Any] | None = None, client=None, **kwargs):
+    def __init__(self, models: Mapping[str, Any] | None = None, client=None, *,
+                 allow_addresses: bool | Iterable[str] = False, export_dir=None, **kwargs):
         super().__init__()
-        self._entries: dict[str, _Entry] = {}
-        if models is not None:
-            if not isinstance(models, Mapping) or not models:
-                raise LandscapeError(
-                    f"models={models!r}; expected None (the zoo) or a non-empty dict name -> (model, data), "
-                    "e.g. Explorer(models={'mine': (net, (x, y))})"
-                )
-            self._entries = {str(k): _user_entry(str(k), v) for k, v in models.items()}
-            names = list(self._entries)
-        else:
-            names = _zoo_names()
+        self.shelf = ModelShelf(models)
+        names = self.shelf.names
         from ..cluster import parse_client
 
         choice = parse_client(client)
         given = choice.kind in ("given", "cluster")  # the caller's Client or cluster object
         self._given_client = choice.client if given else None
+        self.addresses = AddressPolicy(allow_addresses, given=choice.address if choice.kind == "address" else None)
+        self.exports = ExportDir.make(export_dir)
         self.model_names = names
         self.model_name = names[0] if names else ""
         self.cluster, self.address = ("given" if given else choice.kind), choice.address
@@ -181,6 +107,8 @@ class ExplorerState(t.HasTraits):
         self.cancel_latency: float | None = None
         self._cancel_t0: float | None = None
         self.set(**kwargs)
+        self.observe(lambda change: self.shelf.prefetch(change["new"]), "model_name")
+        self.shelf.prefetch(self.model_name)  # a cached zoo model loads with the panel, not on Compute
         if not names:
             self._say("No models: the zoo is not available. Pass your own, e.g. "
                       "Explorer(models={'mine': (net, (x, y))}).", "error")
@@ -203,10 +131,18 @@ class ExplorerState(t.HasTraits):
 
     @t.validate("cluster")
     def _check_cluster(self, proposal):
-        allowed = CLUSTERS + (("given",) if getattr(self, "_given_client", None) is not None else ())
-        if proposal["value"] not in allowed:
-            raise t.TraitError(f"cluster={proposal['value']!r}; expected one of {allowed}")
+        if proposal["value"] not in self.clusters():
+            if proposal["value"] == "address":
+                raise t.TraitError("cluster='address' refused: this Explorer does not connect to scheduler addresses "
+                                   "(the notebook's code can allow some with Explorer(allow_addresses=[...]))")
+            raise t.TraitError(f"cluster={proposal['value']!r}; expected one of {self.clusters()}")
         return proposal["value"]
+
+    def clusters(self) -> tuple[str, ...]:
+        """The cluster choices offered: "address" only where allowed, "given" only with a given client."""
+        policy = getattr(self, "addresses", None)
+        return (tuple(c for c in CLUSTERS if c != "address" or (policy is not None and policy.enabled))
+                + (("given",) if getattr(self, "_given_client", None) is not None else ()))
 
     @t.observe("scheme")
     def _scheme_defaults(self, change):
@@ -235,15 +171,16 @@ class ExplorerState(t.HasTraits):
         y = (float(self.y_min), float(self.y_max), int(self.y_points)) if self.ndim == 2 else None
         Grid.make(x, y)  # its LandscapeError says what is wrong with a range or resolution
         if self.cluster == "address":
-            address = self.address.strip()
-            if not address:
+            if not self.address.strip():
                 raise LandscapeError("cluster 'scheduler address' with an empty address; expected e.g. "
                                      "tcp://127.0.0.1:8786 in the address box, or pick another cluster")
-            client = address
+            client = self.addresses.check(self.address)
         else:
             client = {"in-process": None}.get(self.cluster, self.cluster)
         if self.max_samples < 0:
             raise LandscapeError(f"max samples {self.max_samples}; expected 0 (all) or a positive number")
+        if self.auto_range and not self.rise > 1:
+            raise LandscapeError(f"auto range rise ×{self.rise}; expected a factor > 1 over the centre's loss, e.g. 5")
         if not self.time_budget > 0:
             raise LandscapeError(f"time budget {self.time_budget} s; expected a positive number of seconds")
         return ExplorerSpec(
@@ -251,7 +188,7 @@ class ExplorerState(t.HasTraits):
             ignore="biasbn" if self.ignore_biasbn else None, seed=int(self.seed), x=x, y=y,
             split=self.split, metric=None if self.metric == "none" else self.metric, log=bool(self.log_scale),
             client=client, max_samples=self.max_samples or None, time_budget=float(self.time_budget),
-            auto_range=bool(self.auto_range),
+            auto_range=bool(self.auto_range), rise=float(self.rise),
         )
 
     # ------------------------------------------------------------- running ----
@@ -274,13 +211,15 @@ class ExplorerState(t.HasTraits):
             self.status = "error"
             self._fail(exc)
             return False
+        from .. import autorange, compute, schemes  # noqa: F401 - imported here, not in two threads at once
+
         self._ui.capture_loop()
         self._cancel = threading.Event()
         self._cancel_t0 = None
         self.cancel_latency = None
         self.last_error = None
         self.run_id += 1
-        self.surface = _empty_surface(spec)
+        self.surface = empty_surface(spec)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
@@ -329,15 +268,21 @@ class ExplorerState(t.HasTraits):
         from ..schemes import make_directions
 
         try:
-            entry = self._entry(spec.model, run_id)
-            data = self._split(entry, spec)
+            entry = self.shelf.get(spec.model, announce=lambda: self._post(run_id, "status", lambda: self._say(
+                f"Loading {spec.model} (trained on first use, then cached)…")))
+            data = split_of(entry, spec.model, spec.split)
             base, directions = make_directions(
                 spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
                 seed=spec.seed, data=None if entry.example is not None else data, loss_fn=entry.loss_fn)
-            spec = self._suggested_range(spec, directions, run_id)
-            client, workers, link = self._client(spec.client, run_id)
             private = copy.deepcopy(base)  # probed and (in-process) evaluated; the user's model stays untouched
-            _check_budget(spec, estimate_seconds_per_point(private, data, spec.max_samples), workers)
+            if spec.auto_range:
+                self._post(run_id, "status", lambda: self._say("Finding the range (auto)…"))
+            spec, seconds_per_point, note = pick_range(spec, private, data, directions, entry.loss_fn)
+            self._show_range(spec, run_id)
+            client, workers, link = self._client(spec.client, run_id)
+            if seconds_per_point is None:
+                seconds_per_point = estimate_seconds_per_point(private, data, spec.max_samples)
+            check_budget(spec, seconds_per_point, workers)
             self._post(run_id, "status", lambda: self._started(workers, link))
             surf = compute_surface(
                 private if client is None else base, data, directions, x=spec.x, y=spec.y, loss_fn=entry.loss_fn,
@@ -345,44 +290,18 @@ class ExplorerState(t.HasTraits):
                 cancel=cancel, max_samples=spec.max_samples, name=spec.model,
             )
             returned = time.perf_counter()
-            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned))
+            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             log.debug("Explorer computation failed", exc_info=exc)
-            self._post(run_id, "end", lambda: self._failed_run(exc))
+            self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
 
-    def _suggested_range(self, spec: ExplorerSpec, directions, run_id: int) -> ExplorerSpec:
-        """With ``auto_range``, the range the scheme suggests (e.g. covering a PCA path); shown in the controls."""
-        prov = directions.provenance
-        x = prov.get("x_range") if spec.auto_range else None
-        y = prov.get("y_range") if spec.auto_range and spec.y is not None else None
-        if x is None and y is None:
-            return spec
-        new_x = (float(x[0]), float(x[1]), spec.x[2]) if x is not None else spec.x
-        new_y = (float(y[0]), float(y[1]), spec.y[2]) if y is not None else spec.y
-        shown = {"x_min": new_x[0], "x_max": new_x[1]}
-        if new_y is not None:
-            shown.update(y_min=new_y[0], y_max=new_y[1])
-        self._post(run_id, "status", lambda: self.set(**shown))
-        return replace(spec, x=new_x, y=new_y)
-
-    def _entry(self, name: str, run_id: int) -> _Entry:
-        if name not in self._entries:
-            from .. import zoo
-
-            self._post(run_id, "status", lambda: self._say(f"Loading {name} (trained on first use, then cached)…"))
-            ex = zoo.load(name)
-            self._entries[name] = _Entry(ex.model, ex.test, ex.train, ex.loss_fn, ex)
-        return self._entries[name]
-
-    @staticmethod
-    def _split(entry: _Entry, spec: ExplorerSpec):
-        data = entry.test if spec.split == "test" else entry.train
-        if data is None:
-            raise LandscapeError(
-                f"model {spec.model!r} has no {spec.split!r} split (it was given as (model, data)); expected "
-                "split 'test', or pass an object with .model, .train and .test"
-            )
-        return data
+    def _show_range(self, spec: ExplorerSpec, run_id: int) -> None:
+        """Show the range a run computes in the controls (it may come from ``auto_range``)."""
+        if spec.auto_range:
+            shown = {"x_min": spec.x[0], "x_max": spec.x[1]}
+            if spec.y is not None:
+                shown.update(y_min=spec.y[0], y_max=spec.y[1])
+            self._post(run_id, "status", lambda: self.set(**shown))
 
     def _client(self, key: str | None, run_id: int) -> tuple[Any, int, str]:
         """(client or None, number of workers, dashboard link); clusters are kept for the next Compute."""
@@ -391,6 +310,8 @@ class ExplorerState(t.HasTraits):
         if key == "given":
             client = self._given_client
         else:
+            if key not in ("local", "cuda"):  # an address: checked again right before connecting
+                key = self.addresses.check(key)
             client, _ = self._clients.get(key, (None, None))
             if client is None or getattr(client, "status", "running") != "running":
                 from ..cluster import get_client
@@ -439,7 +360,7 @@ class ExplorerState(t.HasTraits):
         self.n_done = n_done
         self.points_per_s = rate
 
-    def _finished(self, surf: Surface, cancelled: bool, returned: float) -> None:
+    def _finished(self, surf: Surface, cancelled: bool, returned: float, note: str = "") -> None:
         self.surface = surf
         self.n_done = surf.n_done
         if self._cancel_t0 is not None:
@@ -453,7 +374,7 @@ class ExplorerState(t.HasTraits):
             finite = surf.loss[np.isfinite(surf.loss)]
             low = f", lowest loss {finite.min():.4g}" if finite.size else ""
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
-            self._say(f"Done: {surf.n_done} points{took}{low}.")
+            self._say(f"Done: {surf.n_done} points{took}{low}.{note}")
 
     def _failed_run(self, exc: BaseException) -> None:
         self.status = "error"
@@ -483,45 +404,41 @@ class ExplorerState(t.HasTraits):
         return plot.live(self.surface, log=self.log_scale)
 
     def export_html(self, path: str | None = None, figure=None) -> Path:
-        """Write the figure (default: the current surface's) as one standalone offline HTML file."""
+        """Write the figure (default: the current surface's) as one standalone offline HTML file.
+
+        ``path`` (default: the "export to" box) must end in .html and lie inside ``export_dir``
+        (a relative path is taken from there); otherwise a `LandscapeError` and nothing is written.
+        """
         from ..plot.export import export_html
 
+        target = self.exports.target(self.export_path if path is None else path, HTML_SUFFIXES)
         fig = figure if figure is not None else self.figure()
-        out = export_html(fig, path or self.export_path)
+        out = export_html(fig, target)
         self._say(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB, standalone, opens offline).")
         return out
 
     def export_image(self, path: str | None = None, figure=None) -> Path:
-        """Write the figure as a PNG (or the suffix's format) through kaleido and Chromium."""
+        """Write the figure as a PNG (or the suffix's format) through kaleido and Chromium.
+
+        ``path`` defaults to the "export to" box with the suffix .png; it is confined to
+        ``export_dir`` as in `export_html`.
+        """
         from ..plot.export import export_image
 
+        target = self.exports.target(_with_suffix(self.export_path, ".png") if path is None else path, IMAGE_SUFFIXES)
         fig = figure if figure is not None else self.figure()
-        target = Path(path or self.export_path)
-        if path is None:
-            target = target.with_suffix(".png")
         out = export_image(fig, target, width=1100, height=520)
         self._say(f"Wrote {out}.")
         return out
 
 
+def _with_suffix(text: str, suffix: str) -> str:
+    try:
+        return str(Path(text.strip()).with_suffix(suffix))
+    except ValueError:  # no file name to put a suffix on: the export directory says what is wrong
+        return text
+
+
 _RESULT_TRAITS = {"status", "message", "message_kind", "n_done", "n_points", "points_per_s", "workers",
                   "dashboard_link", "surface", "run_id", "model_names", "schemes"}
 _CONTROL_TRAITS = set(ExplorerState.class_trait_names()) - _RESULT_TRAITS
-
-
-def _grid_text(spec: ExplorerSpec) -> str:
-    return "×".join(str(n) for n in reversed(spec.grid.shape))  # x first: "201×101"
-
-
-def _empty_surface(spec: ExplorerSpec) -> Surface:
-    """All points missing: what the live figure shows before the first tile."""
-    grid, shape = spec.grid, spec.grid.shape
-    metrics = {spec.metric: np.full(shape, np.nan)} if spec.metric else {}
-    return Surface(x=grid.x.values(), y=None if grid.y is None else grid.y.values(), loss=np.full(shape, np.nan),
-                   metrics=metrics, done=np.zeros(shape, bool), provenance={"scheme": spec.scheme, "label": spec.model})
-
-
-def _check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int) -> None:
-    over = check_time_budget(spec.n_points, seconds_per_point, workers, spec.time_budget)
-    if over is not None:
-        raise LandscapeError(over.message(_grid_text(spec), spec.ndim))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,7 +17,8 @@ import traitlets as t
 from ..directions import NORMS
 from ..errors import LandscapeError
 from ..surface import Surface
-from .state import CLUSTERS, ExplorerSpec, ExplorerState
+from .request import empty_surface
+from .state import ExplorerSpec, ExplorerState
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,19 @@ class Explorer(w.VBox):
     The panel shows, top to bottom: the model, the direction scheme and a 1D/2D toggle;
     the normalization (filter, layer, weight or none), whether biases and BatchNorm get a
     zero direction, and the seed; the x range and points (and the y row for a plane), with
-    "range from scheme"; the data split, the metric, log scale and max samples; the
-    cluster (in-process, a local Dask cluster, GPU workers or a scheduler address) and the
+    "auto range" and its rise factor; the data split, the metric, log scale and max samples; the
+    cluster (in-process, a local Dask cluster, GPU workers or, where allowed, a scheduler address) and the
     time budget; Compute, Cancel, Export HTML/PNG and the export path; a progress bar and
     status line (points done, points per second, workers, a link to the Dask dashboard); a
     message line; and the live Plotly figure, which fills in tile by tile (a 3D surface and
-    its contour for a plane, loss and metric on twin axes for a line).
+    its contour for a plane, loss and metric on twin axes for a line). The figure widget is
+    made with the panel and reused by every Compute of the same shape, so a Compute sends
+    values, not plotly.js again.
+
+    "auto range": a scheme's own range where it has one (the interpolation's minimizers at 0
+    and 1, the plane's three models, the PCA path), otherwise, per direction and sign, the
+    distance at which the loss reaches ``rise`` × the centre's loss
+    (`landscape_nb.autorange.auto_range`); the range found is shown in the controls.
 
     Parameters
     ----------
@@ -59,7 +68,19 @@ class Explorer(w.VBox):
         Where to evaluate: None (default, in this kernel), ``"local"`` (a local Dask
         cluster, started on the first Compute and reused), ``"cuda"`` (dask-cuda GPU
         workers), a scheduler address such as ``"tcp://host:8786"``, or a running
-        ``distributed.Client`` (used and left open).
+        ``distributed.Client`` (used and left open). An address given here is allowed even
+        when ``allow_addresses`` is False.
+    allow_addresses : bool or list of str, default False
+        Whether the panel offers "scheduler address": False (default) never; True any
+        address typed in; a list only those addresses. Off by default because whoever can
+        type an address can point the kernel at a scheduler they run, whose (pickled)
+        replies execute code in the kernel: keep it off on a served page (Voilà).
+    export_dir : str or path, optional
+        The directory exports are confined to (default: the working directory when the
+        Explorer is made, the notebook's directory in JupyterLab and Voilà). A relative
+        "export to" path is taken from it; a path that resolves outside it (``..``, an
+        absolute path, a symbolic link pointing out) or has another suffix than the
+        export's (.html; .png, .svg, .pdf, .jpeg, .webp) is refused and nothing is written.
     **controls
         Initial values of the controls, by the names of `ExplorerState`'s traits, e.g.
         ``x_points=31, y_points=31, scheme="pca", time_budget=600`` (seconds).
@@ -77,7 +98,8 @@ class Explorer(w.VBox):
     ------
     LandscapeError
         ``models`` is empty or not a mapping, one of its values is not a model with data,
-        ``client`` is none of the above, or a keyword names no control.
+        ``client`` is none of the above, ``allow_addresses`` is not a bool or list of
+        strings, ``export_dir`` is not an existing directory, or a keyword names no control.
     traitlets.TraitError
         A control's value is not allowed (e.g. ``ndim=3`` or an unknown ``norm``).
 
@@ -101,13 +123,14 @@ class Explorer(w.VBox):
     >>> explorer.compute(wait=True)   # or from code
     """
 
-    def __init__(self, models: Mapping[str, Any] | None = None, client=None, **controls):
-        state = ExplorerState(models=models, client=client, **controls)
+    def __init__(self, models: Mapping[str, Any] | None = None, client=None, *, allow_addresses=False,
+                 export_dir=None, **controls):
+        state = ExplorerState(models=models, client=client, allow_addresses=allow_addresses, export_dir=export_dir,
+                              **controls)
         self.state = state
         self.figure = None
         self._figure_run = None
         wide = {"description_width": "initial"}
-        clusters = CLUSTERS + (("given",) if state.cluster == "given" else ())
 
         def dd(options, description, width):
             return w.Dropdown(options=options, description=description, style=wide, layout=w.Layout(width=width))
@@ -123,8 +146,10 @@ class Explorer(w.VBox):
             "x_min": w.FloatText(description="x from", style=wide, layout=w.Layout(width="130px")),
             "x_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
             "x_points": w.IntSlider(min=3, max=201, step=2, description="x points", style=wide),
-            "auto_range": w.Checkbox(description="range from scheme (pca, interpolate, plane3)", indent=False,
-                                     layout=w.Layout(width="320px")),
+            "auto_range": w.Checkbox(description="auto range: the scheme's, else where the loss rises", indent=False,
+                                     layout=w.Layout(width="330px")),
+            "rise": w.BoundedFloatText(min=1.01, max=1e6, step=0.5, description="×", style=wide,
+                                       layout=w.Layout(width="90px")),
             "y_min": w.FloatText(description="y from", style=wide, layout=w.Layout(width="130px")),
             "y_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
             "y_points": w.IntSlider(min=3, max=201, step=2, description="y points", style=wide),
@@ -133,7 +158,7 @@ class Explorer(w.VBox):
             "log_scale": w.Checkbox(description="log scale", indent=False, layout=w.Layout(width="110px")),
             "max_samples": w.BoundedIntText(min=0, max=10**9, description="max samples (0: all)", style=wide,
                                             layout=w.Layout(width="210px")),
-            "cluster": dd([(CLUSTER_LABELS[c], c) for c in clusters], "cluster", "280px"),
+            "cluster": dd([(CLUSTER_LABELS[c], c) for c in state.clusters()], "cluster", "280px"),
             "address": w.Text(placeholder="tcp://host:8786", description="address", style=wide,
                               layout=w.Layout(width="260px")),
             "time_budget": w.BoundedFloatText(min=0, max=1e7, description="time budget (s)", style=wide,
@@ -170,7 +195,7 @@ class Explorer(w.VBox):
         rows = [
             w.HBox([c["model_name"], c["scheme"], c["ndim"]]),
             w.HBox([c["norm"], c["ignore_biasbn"], c["seed"]]),
-            w.HBox([c["x_min"], c["x_max"], c["x_points"], c["auto_range"]]),
+            w.HBox([c["x_min"], c["x_max"], c["x_points"], c["auto_range"], c["rise"]]),
             self._y_row,
             w.HBox([c["split"], c["metric"], c["log_scale"], c["max_samples"]]),
             w.HBox([c["cluster"], c["address"], c["time_budget"]]),
@@ -188,32 +213,54 @@ class Explorer(w.VBox):
         state.observe(self._on_progress, ["status", "n_done", "n_points", "points_per_s", "workers",
                                           "dashboard_link"])
         state.observe(self._on_message, ["message", "message_kind"])
+        state.observe(self._on_status, "status")
         state.observe(self._on_layout, ["ndim", "cluster"])
         self._on_layout()
         self._on_progress()
         self._on_message()
+        try:  # plotly.js travels with the first figure widget: send it with the panel, not after Compute
+            self._show(empty_surface(state.spec()))
+        except LandscapeError:
+            pass  # nothing valid to draw yet; the first Compute makes the figure
 
     # state -> view
 
     def _on_surface(self, change=None) -> None:
-        import plotly.graph_objects as go
-
         from .. import plot
 
         surf = self.state.surface
         if surf is None:
             return
         if self.figure is None or self._figure_run != self.state.run_id:
-            scheme = str(surf.provenance.get("scheme", ""))
-            title = f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
-            fig = plot.live(surf, log=self.state.log_scale, title=title)
-            if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
-                fig.update_layout(width=FIGURE_WIDTH)
-            self.figure = go.FigureWidget(fig)
+            self._show(surf)
             self._figure_run = self.state.run_id
-            self.figure_box.children = [self.figure]
         else:
             plot.update(self.figure, surf, log=self.state.log_scale)
+
+    def _show(self, surf: Surface) -> None:
+        """Draw ``surf`` as a new live figure: in the figure widget already shown when its traces
+        fit (one message with the new values), else in a new widget."""
+        import plotly.graph_objects as go
+
+        from .. import plot
+
+        scheme = str(surf.provenance.get("scheme", ""))
+        title = f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
+        fig = plot.live(surf, log=self.state.log_scale, title=title)
+        if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
+            fig.update_layout(width=FIGURE_WIDTH)
+        if self.figure is not None and _shape(self.figure) == _shape(fig):
+            with self.figure.batch_update():  # one message, one redraw in the browser
+                plot.update(self.figure, surf, log=self.state.log_scale)  # the values, ranges and axis titles
+                self.figure.layout.title.text = fig.layout.title.text
+            _sync_widget_state(self.figure)
+            return
+        self.figure = go.FigureWidget(fig)
+        self.figure_box.children = [self.figure]
+
+    def _on_status(self, change) -> None:
+        if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
+            _sync_widget_state(self.figure)
 
     def _on_log(self, change) -> None:
         from .. import plot
@@ -258,14 +305,18 @@ class Explorer(w.VBox):
     def _export(self, kind: str) -> None:
         try:
             if kind == "html":
-                self.state.export_html(figure=self.figure)
+                self.state.export_html(figure=self._computed_figure())
             else:
-                self.state.export_image(figure=self.figure)
+                self.state.export_image(figure=self._computed_figure())
         except LandscapeError as exc:
             self.state._fail(exc)
         except Exception as exc:  # a readable line in the panel, the traceback in last_error
             log.debug("export failed", exc_info=exc)
             self.state._fail(exc)
+
+    def _computed_figure(self):
+        """The live figure once it shows a computation (None before: exporting then says to press Compute)."""
+        return self.figure if self.state.surface is not None else None
 
     # the state's verbs, for convenience
 
@@ -287,11 +338,31 @@ class Explorer(w.VBox):
         return self.state.surface
 
     def export_html(self, path: str | None = None) -> Path:
-        return self.state.export_html(path, figure=self.figure)
+        return self.state.export_html(path, figure=self._computed_figure())
 
     def export_image(self, path: str | None = None) -> Path:
-        return self.state.export_image(path, figure=self.figure)
+        return self.state.export_image(path, figure=self._computed_figure())
 
     def close(self) -> None:
         self.state.close()
         super().close()
+
+
+def _shape(fig) -> tuple:
+    """What a figure's traces are and where they are drawn: two live figures of one shape differ only in values."""
+    return tuple((tr.type, getattr(tr, "scene", None), getattr(tr, "xaxis", None), getattr(tr, "yaxis", None))
+                 for tr in fig.data)
+
+
+def _sync_widget_state(fig) -> None:
+    """Make the figure widget's synced state hold its current data and layout.
+
+    A ``FigureWidget`` sends changes as messages applied by its browser-side model; its
+    synced ``_widget_data``/``_widget_layout`` keep the values it was made with. A page whose
+    model was not ready for those messages (Voilà restores widget models after running the
+    notebook and loads plotly.js, ~5 MB, per figure) would draw those stale values; plotly
+    refreshes them the same way when a figure is displayed (``_repr_mimebundle_``). The
+    browser-side handlers of these two properties do nothing, so a drawn figure is unaffected.
+    """
+    fig._widget_layout = deepcopy(fig._layout_obj._props)
+    fig._widget_data = deepcopy(fig._data)

@@ -1,0 +1,145 @@
+"""The models an Explorer offers: the user's own (model, data) pairs or the zoo, loaded ahead of Compute.
+
+A zoo model loads in a fraction of a second once cached, but its first load in a kernel
+also imports the libraries that make its data (seconds); `ModelShelf.prefetch` loads a
+cached model as soon as it is picked (with the panel, or in the model menu), so Compute
+finds it ready.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..errors import LandscapeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    """A model the Explorer can evaluate: the network, its data splits, loss and the
+    object handed to ``make_directions`` (a zoo Example; None for a bare user model)."""
+
+    model: Any
+    test: Any
+    train: Any = None
+    loss_fn: Callable | None = None
+    example: Any = None
+
+
+def user_entry(name: str, value) -> Entry:
+    """``models[name]`` as given to the Explorer: (model, data[, loss_fn]) or an Example-like object."""
+    from torch import nn
+
+    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], nn.Module):
+        model, data, loss_fn = (*value, None)[:3]
+        return Entry(model, data, None, loss_fn, None)
+    if isinstance(getattr(value, "model", None), nn.Module) and hasattr(value, "test"):
+        return Entry(value.model, value.test, getattr(value, "train", None), getattr(value, "loss_fn", None), value)
+    raise LandscapeError(
+        f"models[{name!r}] is a {type(value).__name__}; expected (model, data), (model, data, loss_fn) with a "
+        "torch.nn.Module and (inputs, targets) data, or an object with .model and .test (like a zoo Example); "
+        "e.g. Explorer(models={'mine': (net, (x, y))})"
+    )
+
+
+def split_of(entry: Entry, name: str, split: str):
+    """The ``split`` ("test" or "train") data of model ``name``, or a LandscapeError saying it has none."""
+    data = entry.test if split == "test" else entry.train
+    if data is None:
+        raise LandscapeError(
+            f"model {name!r} has no {split!r} split (it was given as (model, data)); expected "
+            "split 'test', or pass an object with .model, .train and .test"
+        )
+    return data
+
+
+def zoo_names() -> list[str]:
+    try:
+        from .. import zoo
+
+        return list(zoo.names())
+    except (ImportError, AttributeError) as exc:  # the zoo is optional for a user's own models
+        log.warning("the zoo is not available (%s)", exc)
+        return []
+
+
+def zoo_is_cached(name: str) -> bool:
+    """Whether zoo model ``name`` is trained and cached (loading it then takes no training)."""
+    try:
+        from ..zoo import _cache, registry
+        from ..zoo.training import fingerprint
+
+        recipe = registry.recipe(registry.canonical_name(name))
+        return _cache.cache_path(_cache.cache_dir(None), registry.canonical_name(name), fingerprint(recipe)).exists()
+    except Exception as exc:  # noqa: BLE001 - a guess for prefetching only; load() reports real problems
+        log.debug("cannot tell whether %r is cached (%s)", name, exc)
+        return False
+
+
+class ModelShelf:
+    """The Explorer's models by name: the user's, or zoo models loaded once.
+
+    Parameters
+    ----------
+    models : mapping or None
+        As ``Explorer(models=...)``; None offers the zoo.
+    """
+
+    def __init__(self, models: Mapping[str, Any] | None):
+        self._entries: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+        self.zoo = models is None
+        if models is not None:
+            if not isinstance(models, Mapping) or not models:
+                raise LandscapeError(
+                    f"models={models!r}; expected None (the zoo) or a non-empty dict name -> (model, data), "
+                    "e.g. Explorer(models={'mine': (net, (x, y))})"
+                )
+            self._entries = {str(k): user_entry(str(k), v) for k, v in models.items()}
+        self.names = list(self._entries) if models is not None else zoo_names()
+
+    def __getitem__(self, name: str) -> Entry:
+        return self._entries[name]
+
+    def ready(self, name: str) -> bool:
+        """Whether ``name`` is loaded."""
+        return name in self._entries
+
+    def prefetch(self, name: str) -> None:
+        """Load zoo model ``name`` now, in this thread, if it is cached (never trains; errors wait for Compute).
+
+        Deliberately not in a background thread: its first load imports the data's libraries,
+        and two threads importing at once can deadlock on Python's import locks (the notebook's
+        main thread imports too). Loading when the model is picked, not when Compute is pressed,
+        keeps that time out of Compute.
+        """
+        if not (self.zoo and name in self.names and not self.ready(name) and zoo_is_cached(name)):
+            return
+        if not self._lock.acquire(blocking=False):  # a Compute is loading (or training) a model: never wait for it
+            return
+        try:
+            self._load(name)
+        except Exception as exc:  # noqa: BLE001 - Compute loads again and reports it in the panel
+            log.debug("prefetching %r failed (%s)", name, exc)
+        finally:
+            self._lock.release()
+
+    def get(self, name: str, announce: Callable[[], None] | None = None) -> Entry:
+        """Model ``name``, loading (and on first use training) a zoo model; ``announce`` is called
+        first when that takes a load."""
+        with self._lock:
+            if name not in self._entries:
+                if announce is not None:
+                    announce()
+                self._load(name)
+            return self._entries[name]
+
+    def _load(self, name: str) -> None:
+        from .. import zoo
+
+        if name not in self._entries:
+            ex = zoo.load(name)
+            self._entries[name] = Entry(ex.model, ex.test, ex.train, ex.loss_fn, ex)

@@ -1,0 +1,113 @@
+"""What one press of Compute asks for (`ExplorerSpec`), and the pure steps around it.
+
+The empty surface the live figure starts from, the time-budget check and the range the
+"auto" option picks (the scheme's own range, else `landscape_nb.autorange.auto_range`)
+depend only on the spec, the model and the directions, not on widgets or threads.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import LandscapeError
+from ..grid import Grid
+from ..surface import Surface
+from .budget import check_time_budget
+
+AUTO_RANGE_TOL = 0.05  # relative accuracy of the auto range's edges: a plot range, not a measurement
+
+
+@dataclass(frozen=True)
+class ExplorerSpec:
+    """What one press of Compute computes: everything the controls say, validated.
+
+    ``x`` and ``y`` are ``(start, stop, points)`` (``y`` None for a line); ``grid`` is the
+    `landscape_nb.grid.Grid` they describe, made (and checked: a `LandscapeError` says what
+    is wrong with a range or resolution) when the spec is. With ``auto_range``, the range
+    is replaced when the run starts (see `pick_range`); ``rise`` is the factor over the
+    centre's loss that marks the edge of an automatic range.
+    """
+
+    model: str
+    scheme: str
+    norm: str
+    ignore: str | None
+    seed: int
+    x: tuple[float, float, int]
+    y: tuple[float, float, int] | None
+    split: str
+    metric: str | None
+    log: bool
+    client: str | None  # None: in-process; "local", "cuda", a scheduler address, or "given"
+    max_samples: int | None
+    time_budget: float
+    auto_range: bool = True
+    rise: float = 5.0
+    grid: Grid = field(init=False, repr=False, compare=False)  # from x and y; validates them
+
+    def __post_init__(self):
+        object.__setattr__(self, "grid", Grid.make(self.x, self.y))
+
+    @property
+    def ndim(self) -> int:
+        return self.grid.ndim
+
+    @property
+    def n_points(self) -> int:
+        return self.grid.n_points
+
+
+def grid_text(spec: ExplorerSpec) -> str:
+    return "×".join(str(n) for n in reversed(spec.grid.shape))  # x first: "201×101"
+
+
+def empty_surface(spec: ExplorerSpec) -> Surface:
+    """All points missing: what the live figure shows before the first tile."""
+    grid, shape = spec.grid, spec.grid.shape
+    metrics = {spec.metric: np.full(shape, np.nan)} if spec.metric else {}
+    return Surface(x=grid.x.values(), y=None if grid.y is None else grid.y.values(), loss=np.full(shape, np.nan),
+                   metrics=metrics, done=np.zeros(shape, bool), provenance={"scheme": spec.scheme, "label": spec.model})
+
+
+def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int) -> None:
+    over = check_time_budget(spec.n_points, seconds_per_point, workers, spec.time_budget)
+    if over is not None:
+        raise LandscapeError(over.message(grid_text(spec), spec.ndim))
+
+
+def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> tuple[ExplorerSpec, float | None, str]:
+    """The spec with the range ``auto_range`` chooses; also seconds per point when it was measured, and a note.
+
+    The range a scheme suggests (``directions.provenance["x_range"]``: the interpolation's
+    minimizers, the plane's three models, the PCA path) wins; otherwise, per direction and
+    sign, the distance at which the loss reaches ``spec.rise`` × the centre's loss
+    (`landscape_nb.autorange.auto_range`, on the same samples as the surface). Its points
+    are timed, so the time-budget check needs no separate estimate. Where the loss at the
+    centre is not positive (no factor over it means anything), the typed range stays and the
+    note says so. Without ``auto_range`` the spec is returned as it is.
+    """
+    if not spec.auto_range:
+        return spec, None, ""
+    prov = directions.provenance
+    x, y = prov.get("x_range"), prov.get("y_range") if spec.y is not None else None
+    seconds_per_point, note = None, ""
+    if x is None and y is None:
+        from ..autorange import auto_range
+
+        t0 = time.perf_counter()
+        try:
+            found = auto_range(model, data, directions, rise=spec.rise, loss_fn=loss_fn, tol=AUTO_RANGE_TOL,
+                               max_samples=spec.max_samples)
+        except LandscapeError as exc:
+            return spec, None, f" (auto range not used: {exc})"
+        seconds_per_point = (time.perf_counter() - t0) / found.n_points
+        x = found.ranges[0]
+        y = found.ranges[1] if spec.y is not None else None
+        if not all(all(sides) for sides in found.reached[: spec.ndim]):
+            note = (f" (on some side the loss stays below {spec.rise:g}× the centre's loss as far as auto_range "
+                    "looks, so the range stops there)")
+    new_x = (float(x[0]), float(x[1]), spec.x[2]) if x is not None else spec.x
+    new_y = (float(y[0]), float(y[1]), spec.y[2]) if y is not None else spec.y
+    return replace(spec, x=new_x, y=new_y), seconds_per_point, note
