@@ -69,6 +69,43 @@ def resnet20_noskip_digits() -> Recipe:
 
 
 @registry.register
+def resnet56_digits() -> Recipe:
+    """ResNet-56 (9 blocks per stage, 16/32/64 channels, BN) with skip connections on 8×8 digits.
+
+    Same family and training as ``resnet20-digits``, deeper: Li et al.'s middle depth.
+    Test accuracy TBD; trains in TBD.
+    """
+    return _resnet_digits(n_blocks=9, skip=True)
+
+
+@registry.register
+def resnet56_noskip_digits() -> Recipe:
+    """ResNet-56 without skip connections on 8×8 digits (Li et al.'s contrast at depth 56).
+
+    Test accuracy TBD; trains in TBD.
+    """
+    return _resnet_digits(n_blocks=9, skip=False)
+
+
+@registry.register
+def resnet110_digits() -> Recipe:
+    """ResNet-110 (18 blocks per stage, 16/32/64 channels, BN) with skip connections on 8×8 digits.
+
+    Test accuracy TBD; trains in TBD.
+    """
+    return _resnet_digits(n_blocks=18, skip=True)
+
+
+@registry.register
+def resnet110_noskip_digits() -> Recipe:
+    """ResNet-110 without skip connections on 8×8 digits (Li et al.'s chaotic extreme).
+
+    Test accuracy TBD; trains in TBD.
+    """
+    return _resnet_digits(n_blocks=18, skip=False)
+
+
+@registry.register
 def vit_digits() -> Recipe:
     """Tiny vision transformer (2×2 patches, dim 48, 2 layers) on 8×8 digits.
 
@@ -95,7 +132,12 @@ def mlp_moons() -> Recipe:
 
 
 def _resnet20_digits(skip: bool) -> Recipe:
-    model = partial(models.ResNet, n_blocks=3, widths=(16, 32, 64), skip=skip)
+    return _resnet_digits(n_blocks=3, skip=skip)
+
+
+def _resnet_digits(n_blocks: int, skip: bool) -> Recipe:
+    """CIFAR-style ResNet-(6·n_blocks + 2) on digits; one recipe for every depth (Li et al. §6)."""
+    model = partial(models.ResNet, n_blocks=n_blocks, widths=(16, 32, 64), skip=skip)
     return _digits_recipe(model, _CONV_TRAINING)
 
 
