@@ -16,10 +16,14 @@ all) and three numbers read off it:
     the global minimum always counts. Non-finite losses count as +inf.
 ``basin_radius``
     The distance from the centre (the trained weights, α = β = 0) to the nearest grid
-    point whose loss is at least ``basin_factor`` × the centre loss (default 2, as in
-    ``notebooks/skip_connections.ipynb`` before this comparison), in the units of the
-    filter-normalized axes. When no grid point reaches the level it is the largest
-    distance on the grid (a lower bound; ``basin_capped`` says so).
+    point whose loss is at least the centre loss + ``basin_rise`` (default 1 nat), in
+    the units of the filter-normalized axes: the largest radius within which the loss
+    stays below that level. When no grid point reaches the level it is the largest
+    distance on the grid (a lower bound; ``basin_capped`` says so). The notebook used
+    "twice the centre loss" before; that level scales with the centre loss (0.02 for a
+    well-trained skip net, 1.7 for ResNet-56 without skips), so it compared a rise of
+    0.02 nats with one of 1.7, and gave 0.2 for both; one absolute rise compares like
+    with like.
 ``nonconvex_fraction``
     The fraction of the points of a coarse eigen-map (``hessian.eigen_map``, Li et al.
     Fig. 6) where ``|λ_min / λ_max|`` of the Hessian exceeds ``ratio_threshold``
@@ -141,8 +145,8 @@ def count_minima(loss: np.ndarray, prominence: float = 0.02) -> int:
     return int(np.sum(minima_persistence(loss) >= prominence))
 
 
-def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, factor: float = 2.0) -> tuple[float, bool]:
-    """Distance from the centre to the nearest grid point with loss ≥ ``factor`` × centre loss.
+def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, rise: float = 1.0) -> tuple[float, bool]:
+    """Distance from the centre to the nearest grid point with loss ≥ centre loss + ``rise``.
 
     Parameters
     ----------
@@ -151,8 +155,8 @@ def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, factor: float =
         Grid coordinates; both must contain 0 (the centre, the trained weights).
     loss : ndarray, shape (n_y, n_x)
         ``loss[j, i]`` at ``(x[i], y[j])``; non-finite values count as above the level.
-    factor : float, default 2.0
-        The level is ``factor * loss_at_centre``; must be > 1.
+    rise : float, default 1.0
+        The level is ``loss_at_centre + rise`` (loss units, nats for cross-entropy); > 0.
 
     Returns
     -------
@@ -165,7 +169,7 @@ def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, factor: float =
     Raises
     ------
     LandscapeError
-        If an axis has no point at 0, the shapes disagree, or ``factor`` ≤ 1.
+        If an axis has no point at 0, the shapes disagree, or ``rise`` ≤ 0.
     """
     values = _grid(loss, "basin_radius")
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -174,12 +178,12 @@ def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, factor: float =
             f"basin_radius: got loss of shape {values.shape} for {y.size} y and {x.size} x values; expected "
             "loss[j, i] at (x[i], y[j]), shape (len(y), len(x))."
         )
-    factor = float(factor)
-    if not factor > 1:
-        raise LandscapeError(f"basin_radius: got factor={factor}; expected a number > 1, e.g. 2.0.")
+    rise = float(rise)
+    if not rise > 0:
+        raise LandscapeError(f"basin_radius: got rise={rise}; expected a loss increase > 0, e.g. 1.0.")
     centre = values[_origin(y, "y"), _origin(x, "x")]
     distance = np.hypot(*np.meshgrid(x, y))
-    above = distance[values >= factor * centre]
+    above = distance[values >= centre + rise]
     if above.size == 0:
         return float(distance.max()), True
     return float(above.min()), False
@@ -227,7 +231,7 @@ class DepthSettings:
     eigen_max_samples: int | None = 32
     eigen_tol: float = 1e-2
     prominence: float = 0.02
-    basin_factor: float = 2.0
+    basin_rise: float = 1.0
     ratio_threshold: float = 0.1
 
 
@@ -280,7 +284,7 @@ class DepthComparison:
         lines = [
             f"filter-normalized plane [-{s.span:g}, {s.span:g}]², {s.resolution}² points, seed {s.seed}, "
             f"{s.max_samples or 'all'} test samples; minima with persistence ≥ {s.prominence:g}; basin: "
-            f"loss < {s.basin_factor:g}× centre; non-convex: |λmin/λmax| > {s.ratio_threshold:g} on a "
+            f"loss < centre + {s.basin_rise:g}; non-convex: |λmin/λmax| > {s.ratio_threshold:g} on a "
             f"{s.eigen_resolution}² eigen-map ({s.eigen_max_samples or 'all'} samples)",
             "",
             "| network | test acc. | centre loss | minima | basin radius | non-convex fraction |",
@@ -315,7 +319,7 @@ def summarize(name: str, depth: int, skip: bool, test_accuracy: float, surface, 
             f"summarize: got a {getattr(surface, 'ndim', '?')}-D surface for {name!r}; expected a 2D Surface."
         )
     loss = np.asarray(surface.loss, np.float64)
-    radius, capped = basin_radius(surface.x, surface.y, loss, settings.basin_factor)
+    radius, capped = basin_radius(surface.x, surface.y, loss, settings.basin_rise)
     centre = float(loss[_origin(np.asarray(surface.y), "y"), _origin(np.asarray(surface.x), "x")])
     fraction = math.nan
     if eigen is not None:

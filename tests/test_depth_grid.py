@@ -38,12 +38,12 @@ def naive_minima_persistence(loss: np.ndarray) -> list[float]:
     return sorted(out, reverse=True)
 
 
-def naive_basin_radius(x, y, loss, factor):
+def naive_basin_radius(x, y, loss, rise):
     centre = loss[list(y).index(0.0), list(x).index(0.0)]
     best, capped = -1.0, True
     for j, yy in enumerate(y):
         for i, xx in enumerate(x):
-            if not loss[j, i] < factor * centre:
+            if not loss[j, i] < centre + rise:
                 r = math.sqrt(xx * xx + yy * yy)
                 if capped or r < best:
                     best, capped = r, False
@@ -93,8 +93,8 @@ def test_plateau_counts_once():
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("factor", [1.5, 2.0, 4.0])
-def test_basin_radius_matches_a_loop(seed, factor):
+@pytest.mark.parametrize("rise", [0.3, 1.0, 4.0])
+def test_basin_radius_matches_a_loop(seed, rise):
     rng = np.random.default_rng(seed)
     x = np.linspace(-1, 1, 11)
     y = np.linspace(-0.6, 0.6, 7)
@@ -103,17 +103,17 @@ def test_basin_radius_matches_a_loop(seed, factor):
     loss[3, 5] = 0.2 + 0.05 * rng.random()
     if seed == 0:
         loss[0, 0] = np.nan  # non-finite counts as above the level
-    got = basin_radius(x, y, loss, factor)
-    expected = naive_basin_radius(x, y, loss, factor)
+    got = basin_radius(x, y, loss, rise)
+    expected = naive_basin_radius(x, y, loss, rise)
     assert got[1] == expected[1] and got[0] == pytest.approx(expected[0])
 
 
 def test_basin_radius_capped_when_no_point_reaches_the_level():
     x = np.linspace(-1, 1, 5)
     loss = np.ones((5, 5))
-    assert basin_radius(x, x, loss, 2.0) == (pytest.approx(math.sqrt(2)), True)
+    assert basin_radius(x, x, loss, 1.0) == (pytest.approx(math.sqrt(2)), True)
     loss[4, 2] = 2.0  # (0, 1): distance 1
-    assert basin_radius(x, x, loss, 2.0) == (pytest.approx(1.0), False)
+    assert basin_radius(x, x, loss, 1.0) == (pytest.approx(1.0), False)
 
 
 def test_nonconvex_fraction_leaves_nan_out():
@@ -125,8 +125,8 @@ def test_nonconvex_fraction_leaves_nan_out():
 def test_bad_input_raises_with_a_fix():
     with pytest.raises(LandscapeError, match="no point at 0"):
         basin_radius(np.linspace(-1, 1, 4), np.linspace(-1, 1, 5), np.ones((5, 4)))
-    with pytest.raises(LandscapeError, match="factor"):
-        basin_radius(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), np.ones((5, 5)), factor=1.0)
+    with pytest.raises(LandscapeError, match="rise"):
+        basin_radius(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), np.ones((5, 5)), rise=0.0)
     with pytest.raises(LandscapeError, match="2D grid"):
         minima_persistence(np.ones(5))
     with pytest.raises(LandscapeError, match="prominence"):

@@ -18,6 +18,10 @@ from .training import Recipe, Training
 registry = Registry()
 
 _CONV_TRAINING = Training("sgd", lr=0.05, batch_size=64, n_epochs=15, weight_decay=5e-4)
+# ResNet-56/110: the same recipe at a lower learning rate. At 0.05 ResNet-110 *with* skips
+# reached only 0.81 in 15 epochs (still climbing); at 0.02 it reaches 0.96 (He et al. 2016
+# also start ResNet-110 at a lower rate). Both twins of a depth share the recipe.
+_DEEP_TRAINING = Training("sgd", lr=0.02, batch_size=64, n_epochs=15, weight_decay=5e-4)
 
 
 @registry.register
@@ -132,13 +136,13 @@ def mlp_moons() -> Recipe:
 
 
 def _resnet20_digits(skip: bool) -> Recipe:
-    return _resnet_digits(n_blocks=3, skip=skip)
+    return _resnet_digits(n_blocks=3, skip=skip, training=_CONV_TRAINING)
 
 
-def _resnet_digits(n_blocks: int, skip: bool) -> Recipe:
-    """CIFAR-style ResNet-(6·n_blocks + 2) on digits; one recipe for every depth (Li et al. §6)."""
+def _resnet_digits(n_blocks: int, skip: bool, training: Training = _DEEP_TRAINING) -> Recipe:
+    """CIFAR-style ResNet-(6·n_blocks + 2), 16/32/64 channels, on digits (Li et al. §6)."""
     model = partial(models.ResNet, n_blocks=n_blocks, widths=(16, 32, 64), skip=skip)
-    return _digits_recipe(model, _CONV_TRAINING)
+    return _digits_recipe(model, training)
 
 
 def _digits_recipe(

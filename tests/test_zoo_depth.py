@@ -1,0 +1,119 @@
+"""ResNet-20/56/110 with and without skips (Li et al. 2018, Fig. 5): the zoo entries and the comparison.
+
+The entries train on first use (the session's zoo cache, shared with tests/test_zoo.py). The
+comparison is recomputed on a coarse grid and its numbers are checked against naive
+computations on its own surfaces, then the trend it reports is checked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from landscape_nb import zoo
+from landscape_nb.depth import DEPTHS, DepthSettings, depth_comparison, zoo_name
+from landscape_nb.zoo.training import accuracy_of, train
+
+from test_depth_grid import naive_basin_radius, naive_minima_persistence
+
+NEW = ["resnet56-digits", "resnet56-noskip-digits", "resnet110-digits", "resnet110-noskip-digits"]
+
+# Stated in each entry's description (zoo/entries.py), measured on a 2-core CPU with torch 2.13.
+# Bands are wide where training is unstable (deep nets without skips): the band is the claim.
+ACCURACY_BAND = {
+    "resnet56-digits": (0.9, 1.0),
+    "resnet110-digits": (0.9, 1.0),
+    "resnet56-noskip-digits": (0.3, 0.9),
+    "resnet110-noskip-digits": (0.05, 0.5),
+}
+
+COARSE = DepthSettings(resolution=11, max_samples=64, eigen_resolution=3, eigen_max_samples=16)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return {name: zoo.load(name) for name in [zoo_name(d, s) for d in DEPTHS for s in (True, False)]}
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_entry_is_registered_with_its_accuracy_in_the_description(name):
+    assert name in zoo.names()
+    doc = zoo.registry.entry(name).description
+    assert "ResNet" in doc
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_entry_loads_and_reaches_its_stated_band(name, examples):
+    ex = examples[name]
+    n_blocks = 9 if "56" in name else 18
+    assert len(ex.model.blocks) == 3 * n_blocks
+    has_skip = any(b.shortcut is not None for b in ex.model.blocks)
+    assert has_skip == ("noskip" not in name)
+    inputs, targets = ex.test
+    with torch.no_grad():
+        naive = float((ex.model(inputs).argmax(1) == targets).float().mean())
+    assert naive == pytest.approx(ex.test_accuracy)
+    low, high = ACCURACY_BAND[name]
+    assert low <= ex.test_accuracy <= high
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_training_is_deterministic(name):
+    """The full recipe's code path on a shortened run (256 samples, one epoch), twice: bit-identical.
+
+    A different seed gives different weights, so the comparison can fail."""
+    recipe = zoo.registry.recipe(name)
+    short = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, n_epochs=1))
+    (x, y), test = recipe.data()
+    split = (x[:256], y[:256])
+    first, second = train(short, split, test), train(short, split, test)
+    other = train(dataclasses.replace(short, seed=1), split, test)
+    assert first.final.keys() == second.final.keys()
+    for key in first.final:
+        assert torch.equal(first.final[key], second.final[key]), key
+    assert not all(torch.equal(first.final[k], first.trajectory[0][k]) for k in first.final)
+    assert any(not torch.equal(first.final[k], other.final[k]) for k in first.final)
+    assert first.test_accuracy == second.test_accuracy
+
+
+@pytest.fixture(scope="module")
+def comparison(examples):
+    return depth_comparison(DEPTHS, COARSE, load=examples.__getitem__)
+
+
+def test_comparison_numbers_are_computed_from_its_surfaces(comparison, examples):
+    s = COARSE
+    assert [(r.depth, r.skip) for r in comparison.rows] == [(d, k) for d in DEPTHS for k in (True, False)]
+    for row in comparison.rows:
+        surf, eig = comparison.surfaces[row.name], comparison.eigen_maps[row.name]
+        assert surf.loss.shape == (s.resolution, s.resolution) and surf.is_complete
+        assert eig.metrics["eig_ratio"].shape == (s.eigen_resolution, s.eigen_resolution)
+        loss = np.asarray(surf.loss, float)
+        assert row.test_accuracy == examples[row.name].test_accuracy
+        assert row.centre_loss == loss[s.resolution // 2, s.resolution // 2]
+        persistence = naive_minima_persistence(np.where(np.isfinite(loss), loss, np.inf))
+        assert row.n_minima == sum(p >= s.prominence for p in persistence) >= 1
+        radius, capped = naive_basin_radius(list(surf.x), list(surf.y), loss, s.basin_rise)
+        assert (row.basin_radius, row.basin_capped) == (pytest.approx(radius), capped)
+        ratio = np.asarray(eig.metrics["eig_ratio"], float)
+        lmin, lmax = eig.metrics["lambda_min"], eig.metrics["lambda_max"]
+        np.testing.assert_allclose(ratio, np.abs(lmin / lmax))
+        finite = ratio[~np.isnan(ratio)]
+        assert row.nonconvex_fraction == pytest.approx(np.mean(finite > s.ratio_threshold))
+
+
+def test_same_directions_seed_range_and_samples_for_every_network(comparison):
+    specs = [comparison.surfaces[r.name].spec for r in comparison.rows]
+    grids = {(tuple(comparison.surfaces[r.name].x), tuple(comparison.surfaces[r.name].y)) for r in comparison.rows}
+    assert len(grids) == 1
+    assert all(math.isclose(comparison.surfaces[r.name].x[-1], COARSE.span) for r in comparison.rows)
+    assert len({str(sp.get("data")) for sp in specs}) == 1  # one evaluation subset
+
+
+def test_table_lists_every_network(comparison):
+    table = comparison.table()
+    for row in comparison.rows:
+        assert f"| {row.name} |" in table
