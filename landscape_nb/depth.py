@@ -278,6 +278,35 @@ class DepthComparison:
         rows = sorted((r for r in self.rows if r.skip == skip), key=lambda r: r.depth)
         return [getattr(r, field_name) for r in rows]
 
+    def trend(self) -> dict[str, dict[str, bool]]:
+        """Whether each number reads "more chaotic with depth" (Li et al.'s claim), per skip setting.
+
+        For ``n_minima`` and ``nonconvex_fraction`` worse is larger, for ``basin_radius``
+        smaller. ``{"basin_radius": {"skip": ..., "noskip": ..., "noskip_worse_at_deepest": ...}, ...}``:
+        ``skip``/``noskip`` say whether the series gets monotonically worse with depth
+        (non-strictly; ``False`` when any value is NaN), ``noskip_worse_at_deepest`` whether
+        at the largest depth the no-skip network is strictly worse than its twin.
+        """
+        worse = {"n_minima": lambda a, b: b >= a, "basin_radius": lambda a, b: b <= a,
+                 "nonconvex_fraction": lambda a, b: b >= a}
+        strictly = {"n_minima": lambda s, n: n > s, "basin_radius": lambda s, n: n < s,
+                    "nonconvex_fraction": lambda s, n: n > s}
+        out = {}
+        for name, step in worse.items():
+            entry = {}
+            for label, skip in (("skip", True), ("noskip", False)):
+                values = self.series(name, skip)
+                entry[label] = all(step(a, b) for a, b in zip(values, values[1:])) and not any(
+                    isinstance(v, float) and math.isnan(v) for v in values)
+            deepest = max(r.depth for r in self.rows)
+            pair = [r for r in self.rows if r.depth == deepest]
+            if len(pair) == 2:
+                s_val = getattr(next(r for r in pair if r.skip), name)
+                n_val = getattr(next(r for r in pair if not r.skip), name)
+                entry["noskip_worse_at_deepest"] = bool(strictly[name](s_val, n_val))
+            out[name] = entry
+        return out
+
     def table(self) -> str:
         """The rows as a Markdown table (settings in the caption line)."""
         s = self.settings

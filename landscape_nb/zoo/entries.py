@@ -1,8 +1,11 @@
 """The bundled examples. Each entry is a few lines delegating to one private builder.
 
 A docstring's first line is the entry's description in ``zoo.list()``. Accuracies
-and times were measured on a 2-core CPU with torch 2.13; tests check each digits
-model reaches at least 0.9 test accuracy and the moons model 0.95.
+and times were measured on a 2-core CPU with torch 2.13 (times on a lightly
+loaded CPU, load average 1-2; shared with ~7 busy processes, ResNet-56/110 took 3-7 min); tests check each
+digits model reaches at least 0.9 test accuracy and the moons model 0.95, except the
+deep networks without skips, which are tested against their own bands
+(tests/test_zoo_depth.py).
 """
 from __future__ import annotations
 
@@ -76,8 +79,8 @@ def resnet20_noskip_digits() -> Recipe:
 def resnet56_digits() -> Recipe:
     """ResNet-56 (9 blocks per stage, 16/32/64 channels, BN) with skip connections on 8×8 digits.
 
-    Same family and training as ``resnet20-digits``, deeper: Li et al.'s middle depth.
-    Test accuracy TBD; trains in TBD.
+    Same family as ``resnet20-digits``, deeper, at learning rate 0.02: Li et al.'s middle
+    depth. Test accuracy 0.986; trains in ~17 s (855k parameters).
     """
     return _resnet_digits(n_blocks=9, skip=True)
 
@@ -86,7 +89,8 @@ def resnet56_digits() -> Recipe:
 def resnet56_noskip_digits() -> Recipe:
     """ResNet-56 without skip connections on 8×8 digits (Li et al.'s contrast at depth 56).
 
-    Test accuracy TBD; trains in TBD.
+    Trains badly, and that is the result: test accuracy 0.408 with the recipe that gives
+    its twin 0.986 (Li et al.'s ResNet-56-noshort also trains worse); trains in ~16 s.
     """
     return _resnet_digits(n_blocks=9, skip=False)
 
@@ -95,7 +99,7 @@ def resnet56_noskip_digits() -> Recipe:
 def resnet110_digits() -> Recipe:
     """ResNet-110 (18 blocks per stage, 16/32/64 channels, BN) with skip connections on 8×8 digits.
 
-    Test accuracy TBD; trains in TBD.
+    Test accuracy 0.961; trains in ~33 s (1.73M parameters).
     """
     return _resnet_digits(n_blocks=18, skip=True)
 
