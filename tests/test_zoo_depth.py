@@ -149,3 +149,28 @@ def test_cache_writes_stacked_trajectories_and_still_reads_format_1(tmp_path):
         for a, b in zip(back.trajectory, trajectory):
             assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in b)
         assert all(torch.equal(back.minimizers["m"][k], trajectory[1][k]) for k in trajectory[1])
+
+
+def test_trend_it_reports(comparison):
+    """Li et al.'s claim, read off the recomputed numbers: what holds on digits is asserted.
+
+    Holds: without skips the minimizer sits higher (training fails) and the basin shrinks
+    with depth, below its skip twin's at depth 110. Does not hold on this data (reported,
+    not asserted): more persistence-filtered minima with depth (the planes stay one
+    basin at this resolution), and a non-convex fraction separating skip from no skip
+    (it grows with depth for both). ``trend()`` must agree with the series it summarizes.
+    """
+    trend = comparison.trend()
+    noskip_centre = comparison.series("centre_loss", False)
+    assert noskip_centre == sorted(noskip_centre)
+    for depth in DEPTHS[1:]:
+        assert comparison.row(depth, False).centre_loss > comparison.row(depth, True).centre_loss
+    radius = comparison.series("basin_radius", False)
+    assert all(b <= a for a, b in zip(radius, radius[1:])) and radius[-1] < radius[0]
+    assert trend["basin_radius"]["noskip"] and trend["basin_radius"]["noskip_worse_at_deepest"]
+    for name, entry in trend.items():
+        for label, skip in (("skip", True), ("noskip", False)):
+            values = comparison.series(name, skip)
+            better = (lambda a, b: b > a) if name == "basin_radius" else (lambda a, b: b < a)
+            assert entry[label] == (not any(better(a, b) for a, b in zip(values, values[1:]))
+                                    and not any(v != v for v in values))
