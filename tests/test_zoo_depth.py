@@ -159,7 +159,7 @@ def test_trend_it_reports(comparison):
     depth grows (training fails) and the basin shrinks with depth, never wider than its
     skip twin's and narrower at some depth. Does not hold on this data (reported, not
     asserted): more persistence-filtered minima with depth (every plane is one basin on
-    this grid: the loss explodes, to 1e17 at the corners of ResNet-110-noskip's plane,
+    this grid: the loss explodes, to 5e17 at the corners of ResNet-110-noskip's plane,
     rather than turning bumpy), and a non-convex fraction separating skip from no skip
     (it grows with depth for both). ``trend()`` must agree with the series it summarizes.
     """

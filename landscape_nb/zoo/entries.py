@@ -110,7 +110,7 @@ def resnet110_noskip_digits() -> Recipe:
 
     Does not learn, and that is the result: test accuracy 0.106 (chance is 0.1; it
     predicts nearly one class) with the recipe that gives its twin 0.961; trains in
-    ~43 s. Its loss explodes away from the minimizer (1e17 at the plane's corners).
+    ~43 s. Its loss explodes away from the minimizer (5e17 at the plane's corners).
     """
     return _resnet_digits(n_blocks=18, skip=False)
 
