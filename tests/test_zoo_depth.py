@@ -160,8 +160,9 @@ def test_trend_it_reports(comparison):
     skip twin's and narrower at some depth. Does not hold on this data (reported, not
     asserted): more persistence-filtered minima with depth (every plane is one basin on
     this grid: the loss explodes, to 5e17 at the corners of ResNet-110-noskip's plane,
-    rather than turning bumpy), and a non-convex fraction separating skip from no skip
-    (it grows with depth for both). ``trend()`` must agree with the series it summarizes.
+    rather than turning bumpy), and a non-convex fraction clearly separating skip from no
+    skip (it grows with depth for both: 0.56 / 0.89 / 0.89 with, 0.56 / 0.89 / 1.00
+    without; one eigen-map point of nine apart). ``trend()`` must agree with the series it summarizes.
     """
     trend = comparison.trend()
     noskip_centre = comparison.series("centre_loss", False)
