@@ -9,13 +9,13 @@ def test_demo_writes_standalone_html_figures(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--resolution", "5", "--workers", "2"]) == 0
     pages = sorted(p.name for p in out.glob("*.html"))
     assert pages == sorted([
-        "resnet20-digits-surface.html", "resnet20-noskip-digits-surface.html", "resnet20-skip-vs-noskip.html",
+        "resnet20-digits-surface.html", "resnet20-noskip-digits-surface.html", "resnet20-skip-vs-noskip.html", "depth-skip-vs-noskip.html",
         "mlp-digits-small-vs-large-batch.html", "mlp-digits-flat-vs-sharp.html", "mlp-moons-contour.html"])
     for page in out.glob("*.html"):
         text = page.read_text()
         assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js embedded
         assert not re.search(r"<script[^>]+src=[\"']https?://", text)
     stdout = capsys.readouterr().out
-    assert "Dask dashboard: http://127.0.0.1:" in stdout and "6 figures" in stdout
+    assert "Dask dashboard: http://127.0.0.1:" in stdout and "7 figures" in stdout
     # the stores are complete and a rerun resumes them without recomputation
     assert main(["demo", "--out", str(out), "--resolution", "5", "--workers", "2"]) == 0

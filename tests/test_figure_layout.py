@@ -119,6 +119,12 @@ def _partial_live():
     return plot.update(fig, Surface(full.x, full.y, loss, provenance=dict(full.provenance)))
 
 
+def _depth_figure():
+    from test_plot_depth import synthetic_comparison
+
+    return plot.depth_figure(synthetic_comparison())
+
+
 CASES = {  # builder -> {case: figure factory}
     "line": {"one": lambda: plot.line(line_1d()),
              "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)])},
@@ -153,6 +159,7 @@ CASES = {  # builder -> {case: figure factory}
     "animate": {"path": lambda: plot.animate(plane(), path_dict())},
     "volume": {"isosurface": lambda: plot.volume(volume_3d())},
     "volume_slices": {"z": lambda: plot.volume_slices(volume_3d())},
+    "depth_figure": {"contour": lambda: _depth_figure()},
     "line_splits": {"train-test": lambda: plot.line_splits({"train": line_1d("train"), "test": line_1d("test", shift=0.2)})},
 }
 NOT_BUILDERS = {"update", "display_values", "clip_limit", "to_plotly_z", "hover_template", "hover_customdata",

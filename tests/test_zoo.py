@@ -15,7 +15,8 @@ import torch
 from landscape_nb import LandscapeError, zoo
 from landscape_nb.zoo import Registry, Training, training
 
-MIN_TEST_ACCURACY = {"mlp-moons": 0.95}
+MIN_TEST_ACCURACY = {"mlp-moons": 0.95,  # deep nets without skips train badly: see tests/test_zoo_depth.py
+                     "resnet56-noskip-digits": 0.3, "resnet110-noskip-digits": 0.05}
 DEFAULT_MIN_TEST_ACCURACY = 0.9  # digits; measured accuracies are in zoo/entries.py
 
 

