@@ -32,7 +32,7 @@ from .spec import SurfaceSpec, _callable_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # what a grid point holds: None is loss and metrics; otherwise a class wrapping the loss Evaluator
 QUANTITIES: dict[str, Callable | None] = {"loss": None, "hessian": HessianEvaluator}
@@ -257,7 +257,7 @@ def compute_surface(
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
-        log.info("%d tiles to compute (%s)", len(todo), runner.description)
+        logger.info("%d tiles to compute (%s)", len(todo), runner.description)
         callbacks = list(callbacks)
         if progress:
             from tqdm.auto import tqdm

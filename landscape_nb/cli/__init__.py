@@ -21,7 +21,7 @@ from ..errors import LandscapeError
 from ..schemes import SCHEMES, make_directions
 from .progress import TqdmProgress
 
-log = logging.getLogger("landscape_nb")
+logger = logging.getLogger(__name__)
 
 KINDS = ("surface", "contour", "heatmap", "line")
 
@@ -274,5 +274,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("landscape-nb: interrupted; finished tiles are kept in the store (rerun to resume)", file=sys.stderr)
         return 130
-    log.info("done in %.1f s", time.perf_counter() - t0)
+    logger.info("done in %.1f s", time.perf_counter() - t0)
     return code

@@ -21,7 +21,7 @@ from ..directions import interpolation_direction, random_directions
 from ..plot.export import export_html
 from .progress import TqdmProgress
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolution: int = 31) -> list[Path]:

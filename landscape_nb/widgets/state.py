@@ -29,7 +29,7 @@ from .budget import estimate_seconds_per_point
 from .models import ModelShelf, split_of
 from .request import ExplorerSpec, check_budget, empty_surface, pick_range
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CLUSTERS = ("in-process", "local", "cuda", "address")
 STATUSES = ("idle", "starting", "running", "cancelling", "done", "cancelled", "error")
@@ -292,7 +292,7 @@ class ExplorerState(t.HasTraits):
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
-            log.debug("Explorer computation failed", exc_info=exc)
+            logger.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
 
     def _show_range(self, spec: ExplorerSpec, run_id: int) -> None:

@@ -20,7 +20,7 @@ from ..surface import Surface
 from .request import empty_surface
 from .state import ExplorerSpec, ExplorerState
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SCHEME_LABELS = {
     "random": "random (normalized)",
@@ -311,7 +311,7 @@ class Explorer(w.VBox):
         except LandscapeError as exc:
             self.state._fail(exc)
         except Exception as exc:  # a readable line in the panel, the traceback in last_error
-            log.debug("export failed", exc_info=exc)
+            logger.debug("export failed", exc_info=exc)
             self.state._fail(exc)
 
     def _computed_figure(self):
