@@ -206,7 +206,28 @@ class Evaluator:
         if settings.compile:
             self.forward = torch.compile(self.forward)
         self.perturber = Perturber(self.model, layout, directions)
+        self._metric_list = list(self.metric_fns.values())
+        self.shared_layer = None if settings.compile or self.bn_batches is not None else self._shared_first_layer()
         self._in_session = False
+
+    def _shared_first_layer(self):
+        """The first layer evaluated once per direction (``multipoint.SharedFirstLayer``) when the
+        model has one that is worth it and it gives the model's own outputs at a test point; else None."""
+        from .multipoint import SharedFirstLayer
+
+        xb = self.batches[0][0]
+        with eval_mode(self.model), torch.no_grad():
+            shared = SharedFirstLayer.find(self.forward, self.perturber, xb, self.n_samples)
+            if shared is None:
+                return None
+            with restoring(self.model):
+                gen = torch.Generator().manual_seed(0)
+                self.perturber.set(torch.rand(self.perturber.coeffs.shape, generator=gen).to(self.device) - 0.5)
+                want = self.forward(xb).float()
+                with shared.active(self.forward, xb):
+                    got = self.forward(xb).float()
+        shared.clear()
+        return shared if _same_outputs(want, got) else None
 
     def _prepare_data(self, data, bn_data) -> None:
         """Sub-sample, fingerprint and move the data to the device once; split it into batches."""
@@ -390,20 +411,30 @@ class Evaluator:
     @torch.no_grad()
     def point_values(self) -> torch.Tensor:
         """Loss and metrics at the weights the model holds now: a float64 tensor (1 + n_metrics,)
-        on the device, the mean over the evaluation set (no host sync)."""
+        on the device, the mean over the evaluation set (no host sync).
+
+        Loss and metrics of a batch are stacked into one tensor and added to the sums in one op;
+        with a single batch (the tuned batch size is usually the whole set) that stack is the
+        result. When the model's first layer is shared (``multipoint``), it is not run: its output
+        is combined from terms computed once per direction, at ``perturber.coeffs``.
+        """
         if self.bn_batches is not None:
             self._recompute_bn()
             self.model.eval()  # evaluate() sets eval mode once per tile otherwise: it costs ~0.1 ms
-        sums = torch.zeros(1 + len(self.metric_fns), dtype=torch.float64, device=self.device)
+        fns = self._metric_list
+        shared = self.shared_layer
+        sums = None
         for xb, yb in self.batches:
-            with self._autocast():
+            with self._autocast(), (shared.active(self.forward, xb) if shared is not None else _NULL):
                 out = self.forward(xb)
             out = out.float()
-            n = len(xb)
-            sums[0] += self.loss_fn(out, yb).double() * n
-            for k, fn in enumerate(self.metric_fns.values(), start=1):
-                sums[k] += fn(out, yb).double() * n
-        return sums / self.n_samples
+            vals = torch.stack([_scalar(self.loss_fn(out, yb)), *(_scalar(fn(out, yb)) for fn in fns)])
+            if len(xb) == self.n_samples:
+                return vals.double()
+            if sums is None:
+                sums = torch.zeros(1 + len(fns), dtype=torch.float64, device=self.device)
+            sums.add_(vals, alpha=len(xb) / self.n_samples)
+        return sums
 
     def _points_stacked(self, coords: torch.Tensor) -> torch.Tensor:
         """Several points in one pass: weights stacked on a leading axis, ``torch.func.vmap`` over it."""
@@ -494,6 +525,14 @@ class Evaluator:
                     rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
         return values
+
+
+_NULL = contextlib.nullcontext()
+
+
+def _scalar(value: torch.Tensor) -> torch.Tensor:
+    """A one-element tensor (validated) as a 0-d one, so loss and metrics stack."""
+    return value if value.dim() == 0 else value.reshape(())
 
 
 class Cancelled(Exception):
