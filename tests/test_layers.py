@@ -20,7 +20,7 @@ cluster | store
 runners
 hessian | trajectory | reparam
 evaluate
-directions | fold
+directions | fold | multipoint
 params | data | metrics | spec | process | zoo
 grid | surface
 sharpness | persistence
