@@ -21,6 +21,7 @@ from torch import nn
 from .data import as_tensors, batches, subset
 from .errors import LandscapeError
 from .metrics import resolve_metrics
+from .multipoint import SharedFirstLayer, fused_values
 from .params import ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring
 from .spec import data_fingerprint
 
@@ -207,14 +208,19 @@ class Evaluator:
             self.forward = torch.compile(self.forward)
         self.perturber = Perturber(self.model, layout, directions)
         self._metric_list = list(self.metric_fns.values())
+        self._bf16 = settings.precision == "bf16"
+        self._values = fused_values(self.loss_fn, self.metric_fns, self._xy[1], self._stacked_values)
         self.shared_layer = None if settings.compile or self.bn_batches is not None else self._shared_first_layer()
+        # shared or not is measured on the first real points after the batch size is tuned (it is
+        # memory-bound where the layer it replaces is compute-bound: it wins on some machines only)
+        self._shared_plan = [True, False] * 3 if self.shared_layer is not None else []
+        self._shared_times: dict[bool, float] = {}
+        self._shared_candidate = self.shared_layer
         self._in_session = False
 
     def _shared_first_layer(self):
         """The first layer evaluated once per direction (``multipoint.SharedFirstLayer``) when the
         model has one that is worth it and it gives the model's own outputs at a test point; else None."""
-        from .multipoint import SharedFirstLayer
-
         xb = self.batches[0][0]
         with eval_mode(self.model), torch.no_grad():
             shared = SharedFirstLayer.find(self.forward, self.perturber, xb, self.n_samples)
@@ -224,7 +230,7 @@ class Evaluator:
                 gen = torch.Generator().manual_seed(0)
                 self.perturber.set(torch.rand(self.perturber.coeffs.shape, generator=gen).to(self.device) - 0.5)
                 want = self.forward(xb).float()
-                with shared.active(self.forward, xb):
+                with shared.active():
                     got = self.forward(xb).float()
         shared.clear()
         return shared if _same_outputs(want, got) else None
@@ -314,6 +320,24 @@ class Evaluator:
             i += 1
         if tuner.done and tuner.best() is not None:
             self.use_batch_size(tuner.best())
+        return i
+
+    def _choose_shared(self, coords: torch.Tensor, rows: list, should_stop) -> int:
+        """Time real points with and without the shared first layer, alternately, three each; keep the
+        layer only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
+        i = 0
+        while self._shared_plan and i < len(coords):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            use = self._shared_plan.pop(0)
+            self.shared_layer = self._shared_candidate if use else None
+            self.perturber.set(coords[i])
+            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
+            self._shared_times[use] = min(self._shared_times.get(use, float("inf")), dt)
+            i += 1
+        t = self._shared_times
+        if not self._shared_plan and len(t) == 2:
+            self.shared_layer = self._shared_candidate if t[True] < 0.95 * t[False] else None
         return i
 
     def _autocast(self):
@@ -421,20 +445,31 @@ class Evaluator:
         if self.bn_batches is not None:
             self._recompute_bn()
             self.model.eval()  # evaluate() sets eval mode once per tile otherwise: it costs ~0.1 ms
-        fns = self._metric_list
         shared = self.shared_layer
-        sums = None
-        for xb, yb in self.batches:
-            with self._autocast(), (shared.active(self.forward, xb) if shared is not None else _NULL):
-                out = self.forward(xb)
-            out = out.float()
-            vals = torch.stack([_scalar(self.loss_fn(out, yb)), *(_scalar(fn(out, yb)) for fn in fns)])
-            if len(xb) == self.n_samples:
-                return vals.double()
-            if sums is None:
-                sums = torch.zeros(1 + len(fns), dtype=torch.float64, device=self.device)
-            sums.add_(vals, alpha=len(xb) / self.n_samples)
-        return sums
+        if shared is not None:
+            shared.install()
+        try:
+            sums = None
+            for xb, yb in self.batches:
+                if self._bf16:
+                    with self._autocast():
+                        out = self.forward(xb)
+                else:
+                    out = self.forward(xb)
+                vals = self._values(out if out.dtype == torch.float32 else out.float(), yb)
+                if len(xb) == self.n_samples:
+                    return vals.double()
+                if sums is None:
+                    sums = torch.zeros(len(vals), dtype=torch.float64, device=self.device)
+                sums.add_(vals, alpha=len(xb) / self.n_samples)
+            return sums
+        finally:
+            if shared is not None:
+                shared.uninstall()
+
+    def _stacked_values(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""
+        return torch.stack([_scalar(self.loss_fn(out, yb)), *(_scalar(fn(out, yb)) for fn in self._metric_list)])
 
     def _points_stacked(self, coords: torch.Tensor) -> torch.Tensor:
         """Several points in one pass: weights stacked on a leading axis, ``torch.func.vmap`` over it."""
@@ -514,6 +549,8 @@ class Evaluator:
         rows: list[torch.Tensor] = []
         with self.session(), self._precision(), torch.no_grad():
             start = self._tune_on(all_c, rows, should_stop)
+            if not self.tuning:
+                start += self._choose_shared(all_c[start:], rows, should_stop)
             k = 1 if self.tuning else self._choose_points_per_pass(coords.shape[1])
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
@@ -525,9 +562,6 @@ class Evaluator:
                     rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
         return values
-
-
-_NULL = contextlib.nullcontext()
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,7 @@ def test_shared_first_layer_matches_the_naive_loop(name, make, shape, n_dirs):
     d = as_directions(model, dirs)
     ev = Evaluator(model, data, d.vectors, d.layout)
     assert ev.shared_layer is not None
+    ev._shared_plan = []  # keep the layer shared on every point (not only where it measured faster)
     coords = np.random.default_rng(n_dirs).uniform(-1.5, 1.5, (17, n_dirs))
     got = ev.evaluate(coords)
     want = np.array([naive(model, data, dirs, c) for c in coords])
@@ -105,6 +106,7 @@ def test_several_batches_and_tuned_batch_sizes(batch_size):
     d = as_directions(model, dirs)
     ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(batch_size=batch_size))
     assert ev.shared_layer is not None
+    ev._shared_plan = []  # shared on every point
     coords = np.random.default_rng(1).uniform(-1, 1, (30, 2))
     got = np.concatenate([ev.evaluate(coords[:7]), ev.evaluate(coords[7:])])  # two tiles
     want = np.array([naive(model, data, dirs, c) for c in coords])
@@ -148,6 +150,21 @@ def test_not_shared_for_a_small_fan_in_or_a_frozen_first_layer():
         assert Evaluator(model, _data(shape, n=20), d.vectors, d.layout).shared_layer is None
 
 
+def test_shared_or_not_is_measured_on_real_points(monkeypatch):
+    """Three points each way after the batch size is tuned; the values stay the naive loop's."""
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=60)
+    dirs = dirs_for(model, 2, seed=6)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    layer = ev.shared_layer
+    coords = np.random.default_rng(6).uniform(-1, 1, (12, 2))
+    got = np.concatenate([ev.evaluate(coords[:4]), ev.evaluate(coords[4:])])  # the plan spans two tiles
+    assert not ev._shared_plan and set(ev._shared_times) == {True, False}
+    assert ev.shared_layer in (layer, None)
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
 def test_model_restored_bit_identically():
     model = FlatMLP().eval()
     saved = {k: v.clone() for k, v in model.state_dict().items()}
@@ -157,3 +174,32 @@ def test_model_restored_bit_identically():
     for k, v in model.state_dict().items():
         assert torch.equal(v, saved[k]), k
     assert "forward" not in model.fc1.__dict__
+
+
+@pytest.mark.parametrize("loss_fn,metrics", [
+    (None, "auto"), (nn.CrossEntropyLoss(), None), (nn.CrossEntropyLoss(label_smoothing=0.1), "auto"),
+    (nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0])), "auto"),
+])
+def test_fused_loss_and_accuracy_match_the_loss_function(loss_fn, metrics):
+    """The default cross-entropy + accuracy run fused (log_softmax over the transposed logits);
+    any other loss runs as given. Both against the loss function called on the naive model."""
+    from landscape_nb.multipoint import fused_values
+
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=45)
+    dirs = dirs_for(model, 2, seed=7)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, loss_fn=loss_fn, metrics=metrics)
+    fused = fused_values(ev.loss_fn, ev.metric_fns, data[1], ev._stacked_values) != ev._stacked_values
+    assert fused == (loss_fn is None or (loss_fn.weight is None and loss_fn.label_smoothing == 0))
+    coords = np.random.default_rng(7).uniform(-2, 2, (5, 2))
+    got = ev.evaluate(coords)
+    fn = loss_fn or nn.CrossEntropyLoss()
+    for c, row in zip(coords, got):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(sum(float(ck) * dd[name] for ck, dd in zip(c, dirs)))
+            out = m(data[0])
+            want = [float(fn(out, data[1]))] + ([float((out.argmax(1) == data[1]).float().mean())] if metrics else [])
+        np.testing.assert_allclose(row, want, rtol=1e-5, atol=1e-6)
