@@ -47,17 +47,25 @@ PEERS = ("loss-landscapes", "landscaper", "loss-landscape-3d")
 MODELS = ("mlp-digits", "cnn-digits", "resnet20-digits")
 
 
-def bare_forward_seconds(model, x, y, reps=30) -> float:
+def bare_forward_seconds(model, x, y, reps=30, clock=None) -> float:
+    """Median time of one forward + cross-entropy over the whole split (``clock``: CPU time, as a
+    mean over ``reps`` calls)."""
     crit = nn.CrossEntropyLoss()
     model.eval()
     with torch.no_grad():
-        return median_seconds(lambda: crit(model(x), y), reps)
+        if clock is None:
+            return median_seconds(lambda: crit(model(x), y), reps)
+        crit(model(x), y)
+        t0 = clock()
+        for _ in range(reps):
+            crit(model(x), y)
+        return (clock() - t0) / reps
 
 
-def ours(model, data, d, n) -> tuple[float, np.ndarray, dict]:
-    t0 = time.perf_counter()
+def ours(model, data, d, n) -> tuple[float, float, np.ndarray, dict]:
+    t0, c0 = time.perf_counter(), time.process_time()
     surf = lnb.compute_surface(model, data, d, x=(-1, 1, n), y=(-1, 1, n))
-    return time.perf_counter() - t0, surf.loss, surf.provenance
+    return time.perf_counter() - t0, time.process_time() - c0, surf.loss, surf.provenance
 
 
 def write_job(path, name, model, x, y, d, n) -> None:
@@ -97,7 +105,7 @@ def main():
     load = os.getloadavg()
     print(f"# bench_peers: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
-    rows, checks = [], []
+    rows, rows_cpu, checks = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             ex = lnb.zoo.load(name)
@@ -108,24 +116,33 @@ def main():
                 write_job(job, name, model, x, y, d, n)
                 pts = n * n
                 fwd = bare_forward_seconds(model, x, y)
-                w1, loss, prov = ours(model, (x, y), d, n)
-                peer_ms, peer_err = {}, {}
+                w1, c1, loss, prov = ours(model, (x, y), d, n)
+                peer_ms, peer_cpu, peer_err = {}, {}, {}
                 for peer in args.peers:
                     out = run_peer(args.peers_python, job, peer, args.threads)
                     if "error" in out:
                         print(f"  {peer} failed on {name} {n}x{n}: {out['error']}", file=sys.stderr)
                         continue
                     peer_ms[peer] = out["seconds"] / out["points"] * 1e3
+                    peer_cpu[peer] = out["cpu_seconds"] / out["points"] * 1e3
                     if peer == "loss-landscape-3d":  # same directions and coordinates: the same values
                         theirs = np.asarray(out["loss"])
                         peer_err[peer] = float(np.max(np.abs(theirs - loss) / np.abs(loss)))
                 coords = [(a, b) for b in np.linspace(-1, 1, n) for a in np.linspace(-1, 1, n)]
                 sel = np.linspace(0, pts - 1, min(args.ref_points, pts)).astype(int)
+                c0 = time.process_time()
                 ref_s, ref_loss = reference_algorithm(model, (x, y), d, [coords[i] for i in sel], "cpu")
-                w2, _, _ = ours(model, (x, y), d, n)
+                ref_cpu = (time.process_time() - c0) / len(sel)
+                w2, c2, _, _ = ours(model, (x, y), d, n)
                 fwd = (fwd + bare_forward_seconds(model, x, y)) / 2
+                fwd_cpu = bare_forward_seconds(model, x, y, clock=time.process_time)
                 wall = (w1 + w2) / 2
                 ours_ms = wall / pts * 1e3
+                ours_cpu = (c1 + c2) / 2 / pts * 1e3
+                fastest_cpu = min(peer_cpu.values()) if peer_cpu else float("nan")
+                rows_cpu.append((name, f"{n}×{n}", fwd_cpu * 1e3, ours_cpu, pts * fwd_cpu * 1e3 / (ours_cpu * pts),
+                                 *[peer_cpu.get(p, float("nan")) for p in args.peers], ref_cpu * 1e3,
+                                 fastest_cpu / ours_cpu, ref_cpu * 1e3 / ours_cpu))
                 ref_err = float(np.max(np.abs(loss.reshape(-1)[sel] - ref_loss) / np.abs(ref_loss)))
                 fastest = min(peer_ms.values()) if peer_ms else float("nan")
                 rows.append((name, f"{n}×{n}", fwd * 1e3, ours_ms, pts * fwd / wall,
@@ -140,6 +157,8 @@ def main():
     load = os.getloadavg()
     print_table(f"ms per grid point (load average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})",
                 header, rows, fmt)
+    print_table("the same in CPU time of the process (robust to other load on the machine; with 2 torch threads "
+                "it counts the threads' spinning too)", header, rows_cpu, fmt)
     print_table("checks", ["model", "grid", "max rel. diff vs reference", "max rel. diff vs loss-landscape-3d",
                            "batch size", "BatchNorm"], checks, ["{}", "{}", "{:.1e}", "{:.1e}", "{}", "{}"])
 

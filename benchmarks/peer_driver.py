@@ -6,7 +6,7 @@ JOB.pt (written by bench_peers.py) holds the zoo architecture (path of landscape
 class name, arguments), the trained state dict, the test split and the two directions (by
 parameter name). The model file is loaded on its own, so this venv needs torch and the peer,
 not landscape_nb. Prints one JSON line: seconds (the landscape call only: imports, model and
-data loading excluded), points, and the loss grid.
+data loading excluded), cpu_seconds (this process's CPU time meanwhile), points, and the loss grid.
 
 Each peer gets its most favourable documented usage: the whole split as one batch, eval
 mode, in-process, no progress bars; only the loss (landscape_nb also computes accuracy).
@@ -24,6 +24,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # landscaper's progress bar
 import numpy as np
 import torch
 from torch import nn
+
+
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(t0) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) since ``t0 = clocks()``."""
+    t1 = clocks()
+    return t1[0] - t0[0], t1[1] - t0[1]
 
 
 def load_job(path):
@@ -45,10 +55,10 @@ def run_loss_landscapes(model, job):
     n = job["n"]
     metric = Loss(nn.CrossEntropyLoss(), job["x"], job["y"])
     with torch.no_grad():
-        t0 = time.perf_counter()
+        t0 = clocks()
         loss = loss_landscapes.random_plane(model, metric, distance=1, steps=n, normalization="filter",
                                             deepcopy_model=False)
-        return time.perf_counter() - t0, np.asarray(loss)
+        return since(t0), np.asarray(loss)
 
 
 def run_landscaper(model, job):
@@ -64,10 +74,10 @@ def run_landscaper(model, job):
     def scalar_fn(m, data):
         return float(crit(m(data[0]), data[1]))
 
-    t0 = time.perf_counter()
+    t0 = clocks()
     loss, _ = compute_loss_landscape(model, (job["x"], job["y"]), dirs, scalar_fn, steps=job["n"],
                                      distance=1.0, dim=2, device="cpu")
-    return time.perf_counter() - t0, np.asarray(loss)
+    return since(t0), np.asarray(loss)
 
 
 def run_loss_landscape_3d(model, job):
@@ -79,9 +89,9 @@ def run_loss_landscape_3d(model, job):
     calc = LossLandscapeCalculator(model, [(job["x"], job["y"])], nn.CrossEntropyLoss(), device="cpu")
     xs = ys = np.linspace(-1, 1, job["n"])
     center = {k: v.clone() for k, v in model.state_dict().items()}
-    t0 = time.perf_counter()
+    t0 = clocks()
     loss = calc.calculate(xs, ys, job["dirs"][0], job["dirs"][1], center)
-    return time.perf_counter() - t0, np.asarray(loss).T  # theirs is [x, y]; ours [y, x]
+    return since(t0), np.asarray(loss).T  # theirs is [x, y]; ours [y, x]
 
 
 PEERS = {"loss-landscapes": run_loss_landscapes, "landscaper": run_landscaper,
@@ -98,7 +108,7 @@ def main():
         torch.set_num_threads(args.threads)
     model, job = load_job(args.job)
     seconds, loss = PEERS[args.peer](model, job)
-    print(json.dumps({"peer": args.peer, "seconds": seconds, "points": int(loss.size),
+    print(json.dumps({"peer": args.peer, "seconds": seconds[0], "cpu_seconds": seconds[1], "points": int(loss.size),
                       "loss": loss.tolist()}))
 
 

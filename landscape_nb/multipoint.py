@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .params import Perturber
 
@@ -133,22 +134,12 @@ class SharedFirstLayer:
         entry = self._terms.get(key)
         if entry is not None:
             return entry
-        from torch.func import functional_call
-
         p = self.perturber
         centre, dirs = p.layout.split(p.base), p.layout.split(p.directions)
-        names = list(self.slots)
-
-        def out(tensors):
-            return functional_call(self.module, dict(zip(names, tensors)), (x,))
-
-        installed = self.module.__dict__.pop("forward", None)  # the layer itself, not the combination
-        try:
-            h0 = out([centre[self.slots[n]] for n in names])
-            hd = torch.stack([out([dirs[self.slots[n]][k] for n in names]) for k in range(p.directions.shape[0])])
-        finally:
-            if installed is not None:
-                self.module.__dict__["forward"] = installed
+        w, b = self.slots["weight"], self.slots.get("bias")
+        run = self.module._conv_forward if isinstance(self.module, nn.modules.conv._ConvNd) else F.linear
+        h0 = run(x, centre[w], None if b is None else centre[b])
+        hd = torch.stack([run(x, dirs[w][k], None if b is None else dirs[b][k]) for k in range(len(p.directions))])
         entry = (h0.reshape(-1).contiguous(), hd.reshape(len(hd), -1).contiguous(), torch.empty_like(h0))
         held = sum(h.numel() + d.numel() for h, d, _ in self._terms.values())
         if held + entry[0].numel() + entry[1].numel() > MAX_BASIS_ELEMENTS:
