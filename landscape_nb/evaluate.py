@@ -219,6 +219,19 @@ class Evaluator:
         self._shared_plan = [True, False] * 3 if self.shared_layer is not None else []
         self._shared_times: dict[bool, float] = {}
         self._shared_candidate = self.shared_layer
+        # channels_last or not is measured the same way for image models (oneDNN on a 2-core AVX2
+        # CPU: a 16->32 channel 3x3 conv on 8x8 digits ran 2-3x faster on channels_last inputs)
+        self._formats: dict[bool, torch.Tensor] = {}
+        self._format_plan: list[bool] = []
+        self._format_times: dict[bool, float] = {}
+        x = self._xy[0]
+        if (not settings.channels_last and not settings.compile and isinstance(x, torch.Tensor) and x.ndim == 4
+                and any(isinstance(m, nn.Conv2d) for m in self.model.modules())):
+            self._formats = {False: x, True: x.contiguous(memory_format=torch.channels_last)}
+            self._format_plan = [True, False] * 3
+            if self.shared_layer is not None:
+                self.shared_layer.storages.add(self._formats[True].untyped_storage().data_ptr())
+        self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
         self._in_session = False
 
     def _shared_first_layer(self):
@@ -324,6 +337,31 @@ class Evaluator:
             i += 1
         if tuner.done and tuner.best() is not None:
             self.use_batch_size(tuner.best())
+        return i
+
+    def _use_format(self, channels_last: bool) -> None:
+        if self.channels_last != channels_last:
+            self._xy = (self._formats[channels_last], self._xy[1])
+            self.batches = batches(*self._xy, size=self.batch_size)
+            self.channels_last = channels_last
+
+    def _choose_format(self, coords: torch.Tensor, rows: list, should_stop) -> int:
+        """Time real points with channels_last and contiguous inputs, alternately, three each; keep
+        channels_last only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
+        i = 0
+        while self._format_plan and i < len(coords):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            use = self._format_plan.pop(0)
+            self._use_format(use)
+            self.perturber.set(coords[i])
+            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
+            self._format_times[use] = min(self._format_times.get(use, float("inf")), dt)
+            i += 1
+        t = self._format_times
+        if not self._format_plan and len(t) == 2:
+            self._use_format(t[True] < 0.95 * t[False])
+            t.clear()
         return i
 
     def _choose_shared(self, coords: torch.Tensor, rows: list, should_stop) -> int:
@@ -554,6 +592,8 @@ class Evaluator:
         with self.session(), self._precision(), torch.no_grad():
             start = self._tune_on(all_c, rows, should_stop)
             if not self.tuning:
+                start += self._choose_format(all_c[start:], rows, should_stop)
+            if not self.tuning and not self._format_plan:
                 start += self._choose_shared(all_c[start:], rows, should_stop)
             k = 1 if self.tuning else self._choose_points_per_pass(coords.shape[1])
             for i in range(start, len(coords), k):

@@ -203,3 +203,33 @@ def test_fused_loss_and_accuracy_match_the_loss_function(loss_fn, metrics):
             out = m(data[0])
             want = [float(fn(out, data[1]))] + ([float((out.argmax(1) == data[1]).float().mean())] if metrics else [])
         np.testing.assert_allclose(row, want, rtol=1e-5, atol=1e-6)
+
+
+def test_memory_format_is_measured_on_real_points_and_values_match():
+    """Image models run their first points alternately on channels_last and contiguous inputs and
+    keep the faster; every point equals the naive loop's (contiguous, batches of 5)."""
+    class ConvBN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn = nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x)))))
+            return self.fc(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    data = _data((2, 6, 6), n=40, seed=8)
+    dirs = dirs_for(model, 2, seed=8)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    assert ev._format_plan and not ev.channels_last
+    coords = np.random.default_rng(8).uniform(-1, 1, (10, 2))
+    got = np.concatenate([ev.evaluate(coords[:3]), ev.evaluate(coords[3:])])
+    assert not ev._format_plan and ev.channels_last in (True, False)
+    assert ev.batches[0][0].is_contiguous(memory_format=torch.channels_last) == ev.channels_last
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
