@@ -140,7 +140,8 @@ class SharedFirstLayer:
         run = self.module._conv_forward if isinstance(self.module, nn.modules.conv._ConvNd) else F.linear
         h0 = run(x, centre[w], None if b is None else centre[b])
         hd = torch.stack([run(x, dirs[w][k], None if b is None else dirs[b][k]) for k in range(len(p.directions))])
-        entry = (h0.reshape(-1).contiguous(), hd.reshape(len(hd), -1).contiguous(), torch.empty_like(h0))
+        h0, hd = h0.contiguous(), hd.contiguous()  # channels_last outputs: combined in the standard layout
+        entry = (h0.view(-1), hd.view(len(hd), -1), torch.empty_like(h0))
         held = sum(h.numel() + d.numel() for h, d, _ in self._terms.values())
         if held + entry[0].numel() + entry[1].numel() > MAX_BASIS_ELEMENTS:
             self._terms.clear()  # the batches of another batch size took the room: keep this size's
