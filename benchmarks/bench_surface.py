@@ -37,6 +37,7 @@ def best_forward_seconds(model, data, device, repeats=15, **settings) -> float:
     d = random_directions(model, n=2)
     settings = {**settings, "fold_bn": False}
     ev = Evaluator(model, data, d.vectors, d.layout, device=device, settings=EvalSettings(**settings))
+    ev.shared_layer = None  # the model as written: its first layer runs too
     n = ev.n_samples
     sizes = [settings["batch_size"]] if settings.get("batch_size") else [n] + [b for b in BATCH_CANDIDATES if b < n]
     ev.model.eval()

@@ -21,6 +21,7 @@ from torch import nn
 from .data import EvalData, args_kwargs, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
 from .errors import LandscapeError
 from .metrics import DefaultLoss, OwnLoss, auto_metrics, describe, find_logits, loss_name, own_loss, resolve_metrics
+from .multipoint import SharedFirstLayer, fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model,
                      variance_buffers)
 from .spec import data_fingerprint, tree_fingerprint
@@ -82,6 +83,9 @@ class PointEvaluator(Protocol):
 # ----------------------------------------------------------- evaluator ----
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
+#: evaluation sets up to this size run as one batch, untuned: splitting them into a ragged pair
+#: never paid for the up to 7 tuning points it cost (mlp-digits, 360 samples, 2-core CPU)
+SMALL_SET = 512
 BN_BATCH = 1024  # samples per pass when BatchNorm statistics are re-estimated: fixed, so the statistics
 # do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics)
 
@@ -268,7 +272,51 @@ class Evaluator:
         if settings.compile:
             self.forward = torch.compile(self.forward)
         self.perturber = Perturber(self.model, layout, directions)
+        self._metric_list = list(self.metric_fns.values())
+        self._bf16 = settings.precision == "bf16"
+        targets = [yb for _, yb in self.batches]
+        all_targets = torch.cat(targets) if all(isinstance(t, torch.Tensor) for t in targets) else None
+        self._values = fused_values(self.loss_fn, self.metric_fns, all_targets, self._stacked_values)
+        plain = isinstance(self.batches[0][0], torch.Tensor)  # the shared layer and format trial take one tensor
+        self.shared_layer = (None if settings.compile or self.bn_batches is not None or not plain
+                             else self._shared_first_layer())
+        # shared or not is measured on the first real points after the batch size is tuned (it is
+        # memory-bound where the layer it replaces is compute-bound: it wins on some machines only)
+        self._shared_plan = [True, False] * 3 if self.shared_layer is not None else []
+        self._shared_times: dict[bool, float] = {}
+        self._shared_candidate = self.shared_layer
+        # channels_last or not is measured the same way for image models (oneDNN on a 2-core AVX2
+        # CPU: a 16->32 channel 3x3 conv on 8x8 digits ran 2-3x faster on channels_last inputs)
+        self._formats: dict[bool, object] = {}
+        self._format_plan: list[bool] = []
+        self._format_times: dict[bool, float] = {}
+        tree = self._data.tree
+        x = tree[0] if self._data.rule == "pair" and isinstance(tree, (tuple, list)) else None
+        if (plain and not settings.channels_last and not settings.compile and isinstance(x, torch.Tensor)
+                and x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in self.model.modules())):
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            self._formats = {False: tree, True: type(tree)([x_cl, *tree[1:]])}
+            self._format_plan = [True, False] * 3
+            if self.shared_layer is not None:
+                self.shared_layer.storages.add(x_cl.untyped_storage().data_ptr())
+        self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
         self._in_session = False
+
+    def _shared_first_layer(self):
+        """The first layer evaluated once per direction (``multipoint.SharedFirstLayer``) when the
+        model has one that is worth it and it gives the model's own outputs at a test point; else None."""
+        xb = self.batches[0][0]
+        with eval_mode(self.model), torch.no_grad():
+            shared = SharedFirstLayer.find(self.forward, self.perturber, xb, self.n_samples)
+            if shared is None:
+                return None
+            with restoring(self.model):
+                gen = torch.Generator().manual_seed(0)
+                self.perturber.set(torch.rand(self.perturber.coeffs.shape, generator=gen).to(self.device) - 0.5)
+                want = self.forward(xb).float()
+                with shared.active():
+                    got = self.forward(xb).float()
+        return shared if _same_outputs(want, got) else None
 
     def _prepare_data(self, data, bn_data) -> None:
         """Read, sub-sample, fingerprint and move the data to the device once; split it into batches."""
@@ -303,6 +351,8 @@ class Evaluator:
         """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch."""
         bs = self.batch_size  # all samples, at most 4096
         candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]
+        if self.n_samples <= SMALL_SET:  # one batch; tuning would cost more points than it saves
+            return None
         if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
             if self._batch_independent():
                 return _BatchSizeTuner(candidates)
@@ -364,6 +414,49 @@ class Evaluator:
             i += 1
         if tuner.done and tuner.best() is not None:
             self.use_batch_size(tuner.best())
+        return i
+
+    def _use_format(self, channels_last: bool) -> None:
+        if self.channels_last != channels_last:
+            self._data.tree = self._formats[channels_last]
+            self.batches = self._batches(self.batch_size)
+            self.channels_last = channels_last
+
+    def _choose_format(self, coords: torch.Tensor, rows: list, should_stop) -> int:
+        """Time real points with channels_last and contiguous inputs, alternately, three each; keep
+        channels_last only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
+        i = 0
+        while self._format_plan and i < len(coords):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            use = self._format_plan.pop(0)
+            self._use_format(use)
+            self.perturber.set(coords[i])
+            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
+            self._format_times[use] = min(self._format_times.get(use, float("inf")), dt)
+            i += 1
+        t = self._format_times
+        if not self._format_plan and len(t) == 2:
+            self._use_format(t[True] < 0.95 * t[False])
+            t.clear()
+        return i
+
+    def _choose_shared(self, coords: torch.Tensor, rows: list, should_stop) -> int:
+        """Time real points with and without the shared first layer, alternately, three each; keep the
+        layer only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
+        i = 0
+        while self._shared_plan and i < len(coords):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            use = self._shared_plan.pop(0)
+            self.shared_layer = self._shared_candidate if use else None
+            self.perturber.set(coords[i])
+            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
+            self._shared_times[use] = min(self._shared_times.get(use, float("inf")), dt)
+            i += 1
+        t = self._shared_times
+        if not self._shared_plan and len(t) == 2:
+            self.shared_layer = self._shared_candidate if t[True] < 0.95 * t[False] else None
         return i
 
     def _autocast(self):
@@ -488,16 +581,32 @@ class Evaluator:
         if self.bn_batches is not None:
             self._recompute_bn()
             self.model.eval()  # evaluate() sets eval mode once per tile otherwise: it costs ~0.1 ms
-        sums = torch.zeros(1 + len(self.metric_fns), dtype=torch.float64, device=self.device)
-        for xb, yb in self.batches:
-            with self._autocast():
-                out = call_model(self.forward, xb)
-            out = _floats(out)
-            n = batch_len(xb)
-            sums[0] += self.loss_fn(out, yb).double() * n
-            for k, fn in enumerate(self.metric_fns.values(), start=1):
-                sums[k] += fn(out, yb).double() * n
-        return sums / self.n_samples
+        shared = self.shared_layer
+        if shared is not None:
+            shared.install()
+        try:
+            sums = None
+            for xb, yb in self.batches:
+                if self._bf16:
+                    with self._autocast():
+                        out = call_model(self.forward, xb)
+                else:
+                    out = call_model(self.forward, xb)
+                vals = self._values(_floats(out), yb)
+                n = batch_len(xb)
+                if n == self.n_samples:
+                    return vals.double()
+                if sums is None:
+                    sums = torch.zeros(len(vals), dtype=torch.float64, device=self.device)
+                sums.add_(vals, alpha=n / self.n_samples)
+            return sums
+        finally:
+            if shared is not None:
+                shared.uninstall()
+
+    def _stacked_values(self, out, yb) -> torch.Tensor:
+        """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""
+        return torch.stack([_scalar(self.loss_fn(out, yb)), *(_scalar(fn(out, yb)) for fn in self._metric_list)])
 
     def _points_stacked(self, coords: torch.Tensor) -> torch.Tensor:
         """Several points in one pass: weights stacked on a leading axis, ``torch.func.vmap`` over it."""
@@ -580,6 +689,10 @@ class Evaluator:
         rows: list[torch.Tensor] = []
         with self.session(), self._precision(), torch.no_grad():
             start = self._tune_on(all_c, rows, should_stop)
+            if not self.tuning:
+                start += self._choose_format(all_c[start:], rows, should_stop)
+            if not self.tuning and not self._format_plan:
+                start += self._choose_shared(all_c[start:], rows, should_stop)
             k = 1 if self.tuning else self._choose_points_per_pass(coords.shape[1])
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
@@ -591,6 +704,11 @@ class Evaluator:
                     rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
         return values
+
+
+def _scalar(value: torch.Tensor) -> torch.Tensor:
+    """A one-element tensor (validated) as a 0-d one, so loss and metrics stack."""
+    return value if value.dim() == 0 else value.reshape(())
 
 
 class Cancelled(Exception):

@@ -200,11 +200,14 @@ class Perturber:
         self.flat = torch.empty_like(self.base)
         self.views = layout.split(self.flat)
         self.variances = [self.targets[i] for i in variance_buffers(layout)]
+        self.coeffs = torch.zeros(len(self.directions), dtype=self.base.dtype, device=self.base.device)
 
     @torch.no_grad()
     def set(self, coeffs: torch.Tensor | Sequence[float]) -> None:
-        """``coeffs``: one coefficient per direction (a tensor already on the device avoids a sync)."""
+        """``coeffs``: one coefficient per direction (a tensor already on the device avoids a sync).
+        They are kept in ``self.coeffs`` for layers that combine precomputed terms (multipoint)."""
         c = torch.as_tensor(coeffs, dtype=self.base.dtype, device=self.base.device)
+        self.coeffs.copy_(c)
         torch.addmv(self.base, self.directions.T, c, out=self.flat)
         torch._foreach_copy_(self.targets, self.views)
         if self.variances:

@@ -20,7 +20,7 @@ cluster | store
 runners | validate
 hessian | trajectory | reparam | splits
 evaluate
-directions | fold
+directions | fold | multipoint
 params | data | metrics | spec | process | zoo
 grid | surface
 sharpness | persistence

@@ -1,0 +1,235 @@
+"""The shared first layer (multipoint.SharedFirstLayer) against a naive loop written here:
+copy w + Σ c_k d_k into a copy of the model, loop over the data in small batches."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape_nb as lnb
+from landscape_nb.directions import as_directions
+from landscape_nb.evaluate import EvalSettings, Evaluator
+
+
+def naive(model, data, dirs, coeffs):
+    """Mean cross-entropy and accuracy at w + Σ c_k d_k, batches of 5."""
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(p + sum(float(c) * d[name] for c, d in zip(coeffs, dirs)))
+        x, y = data
+        loss, correct = 0.0, 0.0
+        for i in range(0, len(x), 5):
+            out = m(x[i:i + 5])
+            loss += float(nn.functional.cross_entropy(out, y[i:i + 5], reduction="sum"))
+            correct += float((out.argmax(1) == y[i:i + 5]).sum())
+    return loss / len(x), correct / len(x)
+
+
+def dirs_for(model, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [{k: 0.3 * torch.randn(p.shape, generator=g) for k, p in model.named_parameters()} for _ in range(n)]
+
+
+class FlatMLP(nn.Module):
+    """Flattens inside forward: the first layer sees a view of the inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(48, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class ScaledInput(nn.Module):
+    """The first layer's input is computed (x * a weight): not shareable."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(48))
+        self.fc1, self.fc2 = nn.Linear(48, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1) * self.scale)))
+
+
+class WideConv(nn.Module):
+    """A first conv with fan-in 8·3·3 = 72: worth sharing; BatchNorm-free so nothing is folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def _data(shape, n=83, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+CASES = [
+    ("mlp", lambda: nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4)), (48,)),
+    ("flat", FlatMLP, (3, 16)),
+    ("conv", WideConv, (8, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("name,make,shape", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("n_dirs", [1, 2, 3])
+def test_shared_first_layer_matches_the_naive_loop(name, make, shape, n_dirs):
+    torch.manual_seed(n_dirs)
+    model = make().eval()
+    data = _data(shape, seed=n_dirs)
+    dirs = dirs_for(model, n_dirs, seed=n_dirs)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    assert ev.shared_layer is not None
+    ev._shared_plan = []  # keep the layer shared on every point (not only where it measured faster)
+    coords = np.random.default_rng(n_dirs).uniform(-1.5, 1.5, (17, n_dirs))
+    got = ev.evaluate(coords)
+    want = np.array([naive(model, data, dirs, c) for c in coords])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert "forward" not in ev.shared_layer.module.__dict__  # the layer's own forward is back
+
+
+@pytest.mark.parametrize("batch_size", [None, 16, 83, 200])
+def test_several_batches_and_tuned_batch_sizes(batch_size):
+    """Terms are per batch: a given batch size, and a tuned one (the first points run several sizes)."""
+    model = CASES[0][1]().eval()
+    data = _data((48,), n=700 if batch_size is None else 83)
+    dirs = dirs_for(model, 2, seed=4)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(batch_size=batch_size))
+    assert ev.shared_layer is not None
+    ev._shared_plan = []  # shared on every point
+    coords = np.random.default_rng(1).uniform(-1, 1, (30, 2))
+    got = np.concatenate([ev.evaluate(coords[:7]), ev.evaluate(coords[7:])])  # two tiles
+    want = np.array([naive(model, data, dirs, c) for c in coords])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nx,ny,tile", [(5, 4, (2, 3)), (7, 7, (7, 7)), (6, 1, (1, 4))])
+def test_compute_surface_grid_and_tile_shapes(nx, ny, tile):
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=50)
+    n_dirs = 1 if ny == 1 else 2
+    dirs = dirs_for(model, n_dirs, seed=2)
+    y = None if ny == 1 else (-0.7, 0.9, ny)
+    surf = lnb.compute_surface(model, data, dirs, x=(-1, 1.2, nx), y=y, tile=tile)
+    xs = np.linspace(-1, 1.2, nx)
+    if ny == 1:
+        want = np.array([naive(model, data, dirs, [a])[0] for a in xs])
+    else:
+        ys = np.linspace(-0.7, 0.9, ny)
+        want = np.array([[naive(model, data, dirs, [a, b])[0] for a in xs] for b in ys])
+    np.testing.assert_allclose(surf.loss.reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+
+
+def test_not_shared_when_the_input_holds_weights_and_values_still_match():
+    model = ScaledInput().eval()
+    data = _data((3, 16), n=40)
+    dirs = dirs_for(model, 2, seed=3)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    assert ev.shared_layer is None
+    coords = np.random.default_rng(3).uniform(-1, 1, (6, 2))
+    np.testing.assert_allclose(ev.evaluate(coords), [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
+def test_not_shared_for_a_small_fan_in_or_a_frozen_first_layer():
+    thin = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 4)).eval()  # fan-in 3 < 4 · 3 terms
+    frozen = CASES[0][1]().eval()
+    frozen[0].requires_grad_(False)  # not among the perturbed weights
+    for model, shape in ((thin, (3,)), (frozen, (48,))):
+        d = as_directions(model, dirs_for(model, 2, seed=0))
+        assert Evaluator(model, _data(shape, n=20), d.vectors, d.layout).shared_layer is None
+
+
+def test_shared_or_not_is_measured_on_real_points(monkeypatch):
+    """Three points each way after the batch size is tuned; the values stay the naive loop's."""
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=60)
+    dirs = dirs_for(model, 2, seed=6)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    layer = ev.shared_layer
+    coords = np.random.default_rng(6).uniform(-1, 1, (12, 2))
+    got = np.concatenate([ev.evaluate(coords[:4]), ev.evaluate(coords[4:])])  # the plan spans two tiles
+    assert not ev._shared_plan and set(ev._shared_times) == {True, False}
+    assert ev.shared_layer in (layer, None)
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
+def test_model_restored_bit_identically():
+    model = FlatMLP().eval()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    d = as_directions(model, dirs_for(model, 2, seed=5))
+    ev = Evaluator(model, _data((3, 16), n=30), d.vectors, d.layout)
+    ev.evaluate(np.random.default_rng(0).uniform(-1, 1, (5, 2)))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert "forward" not in model.fc1.__dict__
+
+
+@pytest.mark.parametrize("loss_fn,metrics", [
+    (None, "auto"), (nn.CrossEntropyLoss(), None), (nn.CrossEntropyLoss(label_smoothing=0.1), "auto"),
+    (nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0])), "auto"),
+])
+def test_fused_loss_and_accuracy_match_the_loss_function(loss_fn, metrics):
+    """The default cross-entropy + accuracy run fused (log_softmax over the transposed logits);
+    any other loss runs as given. Both against the loss function called on the naive model."""
+    from landscape_nb.multipoint import fused_values
+
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=45)
+    dirs = dirs_for(model, 2, seed=7)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, loss_fn=loss_fn, metrics=metrics)
+    fused = fused_values(ev.loss_fn, ev.metric_fns, data[1], ev._stacked_values) != ev._stacked_values
+    assert fused == (loss_fn is None or (loss_fn.weight is None and loss_fn.label_smoothing == 0))
+    coords = np.random.default_rng(7).uniform(-2, 2, (5, 2))
+    got = ev.evaluate(coords)
+    fn = loss_fn or nn.CrossEntropyLoss()
+    for c, row in zip(coords, got):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(sum(float(ck) * dd[name] for ck, dd in zip(c, dirs)))
+            out = m(data[0])
+            want = [float(fn(out, data[1]))] + ([float((out.argmax(1) == data[1]).float().mean())] if metrics else [])
+        np.testing.assert_allclose(row, want, rtol=1e-5, atol=1e-6)
+
+
+def test_memory_format_is_measured_on_real_points_and_values_match():
+    """Image models run their first points alternately on channels_last and contiguous inputs and
+    keep the faster; every point equals the naive loop's (contiguous, batches of 5)."""
+    class ConvBN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn = nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x)))))
+            return self.fc(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    data = _data((2, 6, 6), n=40, seed=8)
+    dirs = dirs_for(model, 2, seed=8)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    assert ev._format_plan and not ev.channels_last
+    coords = np.random.default_rng(8).uniform(-1, 1, (10, 2))
+    got = np.concatenate([ev.evaluate(coords[:3]), ev.evaluate(coords[3:])])
+    assert not ev._format_plan and ev.channels_last in (True, False)
+    assert ev.batches[0][0].is_contiguous(memory_format=torch.channels_last) == ev.channels_last
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
