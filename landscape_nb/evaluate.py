@@ -326,6 +326,12 @@ class Evaluator:
         ev = read_data(data, max_samples=settings.max_samples, subset_seed=settings.subset_seed,
                        target_key=settings.target_key)
         self.n_samples = ev.n
+        for path, leaf in tree_leaves(ev.tree):
+            if leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
+                raise LandscapeError(
+                    f"the data{path} hold {int((~torch.isfinite(leaf)).sum())} non-finite value(s) "
+                    "(NaN or inf); expected finite data: the loss would be NaN at every point (clean or drop those "
+                    "samples)")
         self.data_fingerprint = data_key(ev)
         ev = ev.to(self.device)
         if settings.channels_last:
@@ -489,9 +495,9 @@ class Evaluator:
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
                     raise LandscapeError(
-                        f"the model rejected inputs {form} "
-                        f"({type(exc).__name__}: {exc}); pass data shaped the way the model expects "
-                        "(a tuple is passed as model(*inputs), a dict as model(**inputs))"
+                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc} on inputs {form}; "
+                        "if the data are shaped wrong, pass them the way the model expects (a tuple is passed as "
+                        "model(*inputs), a dict as model(**inputs)); else the error is in the model itself"
                     ) from exc
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
@@ -510,6 +516,7 @@ class Evaluator:
                 f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
                 "e.g. use reduction='mean'"
             )
+        self._check_mean(out, yb, loss)
         if metrics == "auto":
             fns, self.notes["accuracy"] = auto_metrics(out, yb)
         else:
@@ -519,6 +526,22 @@ class Evaluator:
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
         return fns
+
+    def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
+        """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which
+        is tuned. Checked on tensor outputs: the loss of a batch against the mean of its halves' losses."""
+        n = len(yb) if isinstance(yb, torch.Tensor) else 0
+        if not isinstance(out, torch.Tensor) or n < 2 or len(out) != n:
+            return
+        h = n // 2
+        with torch.no_grad():
+            halves = (self.loss_fn(out[:h], yb[:h]) * h + self.loss_fn(out[h:], yb[h:]) * (n - h)) / n
+        whole, halves = float(loss), float(halves)
+        if abs(whole - halves) > 1e-4 * abs(halves) and abs(whole - 2 * halves) <= 1e-3 * abs(whole):
+            raise LandscapeError(
+                f"loss_fn gives {whole:.6g} on {n} samples but {halves:.6g} as the mean over two halves of them: it "
+                "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
+                "the mean over the batch: use reduction='mean'")
 
     def _batch_independent(self) -> bool:
         """Whether a sample's output is independent of the rest of its batch (up to rounding), so the

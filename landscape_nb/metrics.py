@@ -11,7 +11,9 @@ from .errors import LandscapeError
 
 def find_logits(outputs) -> torch.Tensor | None:
     """The class scores in a model's outputs: the tensor itself, its ``.logits`` (Hugging Face
-    ``ModelOutput``), a ``"logits"`` dict entry, or the first element of a tuple/list; None if none."""
+    ``ModelOutput``), a ``"logits"`` dict entry, or the only score-shaped element of a tuple/list
+    (a floating tensor with a class axis); None if none, or if several elements could be the scores
+    (``(features, logits)`` is not guessed: the caller names them with ``loss_fn``)."""
     if isinstance(outputs, torch.Tensor):
         return outputs
     logits = getattr(outputs, "logits", None)
@@ -19,9 +21,17 @@ def find_logits(outputs) -> torch.Tensor | None:
         return logits
     if isinstance(outputs, Mapping) and isinstance(outputs.get("logits"), torch.Tensor):
         return outputs["logits"]
-    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
-        return outputs[0]
+    if isinstance(outputs, (tuple, list)):
+        scores = [t for t in outputs if isinstance(t, torch.Tensor) and t.is_floating_point() and t.ndim >= 2]
+        if len(scores) == 1:
+            return scores[0]
     return None
+
+
+def ambiguous_logits(outputs) -> bool:
+    """Whether ``outputs`` is a tuple/list with several tensors that could each be the class scores."""
+    return isinstance(outputs, (tuple, list)) and sum(
+        isinstance(t, torch.Tensor) and t.is_floating_point() and t.ndim >= 2 for t in outputs) > 1
 
 
 def own_loss(outputs) -> torch.Tensor | None:
@@ -80,6 +90,11 @@ class DefaultLoss:
                 f"the data carry no targets and the model's outputs ({describe(outputs)}) hold no .loss; "
                 "pass (inputs, targets), a dict with a 'labels' entry (target_key=), or a model returning its loss"
             )
+        if logits is None and ambiguous_logits(outputs):
+            raise LandscapeError(
+                f"the outputs are a {type(outputs).__name__} of several tensors ({describe(outputs)}) and the default "
+                "cross-entropy does not guess which holds the logits; pass loss_fn= naming them, e.g. "
+                "loss_fn=lambda out, y: F.cross_entropy(out[1], y), and metrics= likewise")
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
         if targets.is_floating_point():
@@ -128,7 +143,8 @@ def auto_metrics(outputs, targets: torch.Tensor | None) -> tuple[dict[str, Calla
     if targets is None:
         return {}, "accuracy skipped: the data carry no targets"
     if logits is None:
-        return {}, f"accuracy skipped: no logits found in the outputs ({describe(outputs)})"
+        why = "several tensors could be the logits" if ambiguous_logits(outputs) else "no logits found"
+        return {}, f"accuracy skipped: {why} in the outputs ({describe(outputs)}); pass metrics= to name them"
     if targets.is_floating_point():
         return {}, "accuracy skipped: the targets are floating point (not class indices)"
     if logits.ndim < 2 or logits.shape[1] < 2:

@@ -60,10 +60,13 @@ def _load_path(path: Path, index: int) -> Mapping[str, torch.Tensor]:
 
 
 def as_checkpoints(trajectory) -> list[Mapping[str, torch.Tensor]]:
-    """State dicts from a zoo example (its ``.trajectory``), or a sequence of state dicts,
-    ``.pt`` paths (read with ``weights_only=True``) or models."""
+    """State dicts from a zoo example (its ``.trajectory``), a ``TrajectoryRecorder`` (its
+    ``.checkpoints``), or a sequence of state dicts, ``.pt`` paths (read with ``weights_only=True``)
+    or models."""
     if hasattr(trajectory, "trajectory") and not isinstance(trajectory, (Sequence, Mapping)):
         trajectory = trajectory.trajectory
+    elif hasattr(trajectory, "checkpoints") and not isinstance(trajectory, (Sequence, Mapping)):
+        trajectory = trajectory.checkpoints
     if isinstance(trajectory, (str, Path, Mapping, nn.Module)) or not isinstance(trajectory, Sequence):
         raise LandscapeError(
             f"trajectory of type {type(trajectory).__name__}; expected a list of checkpoints (state dicts, "

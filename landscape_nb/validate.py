@@ -267,6 +267,12 @@ def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
                                  "the checkpoint, or check the training run that produced it)")
         w_max = max(w_max, float(t.detach().abs().max()))
         dtype = t.dtype
+    for bname, buf in model.named_buffers():  # BatchNorm running statistics, whether or not directions move them
+        if buf.is_floating_point() and buf.numel() and not bool(torch.isfinite(buf).all()):
+            raise LandscapeError(f"the model's buffer {bname!r} holds {int((~torch.isfinite(buf)).sum())} non-finite "
+                                 "value(s) (NaN or inf); expected finite running statistics: every point of the "
+                                 "surface would be NaN (reload the checkpoint, or re-estimate them with "
+                                 "mode='bn-recompute')")
     vectors = directions.vectors
     finite = torch.isfinite(vectors)
     if not bool(finite.all()):

@@ -239,3 +239,61 @@ def test_partial_surface_of_a_cancelled_run_says_so():
     assert surf.provenance["cancelled"] and not surf.complete
     assert surf.n_missing == 64 - surf.n_done and 8 <= surf.n_done < 64
     assert np.isnan(surf.loss[~surf.done_mask]).all()
+
+
+class FeaturesThenLogits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.h = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        feats = torch.relu(self.f(x))
+        return feats, self.h(feats)
+
+
+def test_a_tuple_of_several_score_shaped_tensors_is_not_guessed():
+    """(features, logits): the default loss would score the features as logits; it refuses instead,
+    and with a loss_fn naming the logits the values equal a naive loop on out[1]."""
+    model, (x, y) = FeaturesThenLogits(), _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.raises(LandscapeError, match="does not guess which holds the logits"):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3),
+                               loss_fn=lambda out, t: nn.functional.cross_entropy(out[1], t))
+    assert "accuracy" not in surf.metrics and "several tensors" in surf.provenance["data"]["accuracy"]
+    with torch.no_grad():
+        assert surf.loss[1] == pytest.approx(float(nn.functional.cross_entropy(model(x)[1], y)), rel=1e-5)
+
+
+@pytest.mark.parametrize("what, change, message", [
+    ("summed loss", dict(loss_fn=nn.CrossEntropyLoss(reduction="sum")), "sums over the batch"),
+    ("NaN running_var", dict(model="nan_bn"), "buffer '1.running_var'"),
+    ("NaN input", dict(data="nan_x"), "non-finite value"),
+])
+def test_silent_wrong_values_are_refused(what, change, message):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x, y = _data()
+    if change.get("model") == "nan_bn":
+        model[1].running_var[2] = float("nan")
+    if change.get("data") == "nan_x":
+        x = x.clone()
+        x[3, 1] = float("nan")
+    kwargs = {k: v for k, v in change.items() if k == "loss_fn"}
+    with pytest.raises(LandscapeError, match=message):
+        lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), **kwargs)
+
+
+def test_an_error_inside_the_model_is_named_as_such():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 3)
+
+        def forward(self, x):
+            raise ValueError("forward broke")
+
+    model = Broken()
+    with pytest.raises(LandscapeError, match=r"the model \(Broken\) raised ValueError: forward broke"):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))

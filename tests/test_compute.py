@@ -191,7 +191,7 @@ def test_directions_from_other_architecture_refused(mlp_data):
 
 
 def test_data_the_model_rejects(mlp):
-    with pytest.raises(LandscapeError, match=r"rejected inputs of shape \(5,\)"):
+    with pytest.raises(LandscapeError, match=r"on inputs of shape \(5,\)"):
         lnb.compute_surface(mlp, (torch.randn(10, 5), torch.zeros(10, dtype=torch.long)),
                             random_dict_dirs(mlp, 1), x=(-1, 1, 3))
 

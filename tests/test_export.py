@@ -213,3 +213,15 @@ def test_exports_are_one_set_of_functions_under_plot_and_the_top_level():
         function = getattr(plot, name)
         assert function is getattr(lnb, name) is getattr(lnb.plot.export, name)
         assert name in plot.__all__
+
+
+def test_export_vtk_refuses_a_suffix_paraview_reads_as_xml(tmp_path):
+    import numpy as np
+
+    from landscape_nb import LandscapeError, Surface
+    from landscape_nb.plot.export import export_vtk
+
+    surf = Surface(x=np.linspace(-1, 1, 3), y=np.linspace(-1, 1, 2), loss=np.ones((2, 3)))
+    with pytest.raises(LandscapeError, match="expected '.vtk'"):
+        export_vtk(surf, tmp_path / "s.vtp")
+    assert not (tmp_path / "s.vtp").exists()

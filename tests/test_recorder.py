@@ -106,3 +106,22 @@ def test_animation_has_one_frame_per_checkpoint(tmp_path):
     out = export_html(fig, tmp_path / "anim.html")
     text = out.read_text()
     assert "addFrames" in text and text.count('"name":"') >= rec.n_checkpoints
+
+
+def test_the_trajectory_functions_take_a_recorder_as_they_take_its_checkpoints():
+    import landscape_nb as lnb
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    with lnb.TrajectoryRecorder(model, every=2) as rec:
+        for _ in range(8):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            rec.step()
+    by_recorder = lnb.pca_directions(rec, final=model, n=2)
+    by_list = lnb.pca_directions(list(rec.checkpoints), final=model, n=2)
+    assert torch.equal(by_recorder.vectors, by_list.vectors)

@@ -280,6 +280,10 @@ def export_vtk(
 
     title = str(surface.provenance.get("title", "landscape_nb surface"))
     title = re.sub(r"\s+", " ", f"landscape_nb {name}{' log10' if log else ''}: {title}")[:250]
+    if Path(path).suffix.lower() != ".vtk":  # ParaView picks its reader by suffix; .vtp/.vti/.vts mean XML
+        raise LandscapeError(
+            f"export_vtk path {str(path)!r} ends in {Path(path).suffix or 'no suffix'!r}; expected '.vtk' (this "
+            "writes the legacy ASCII format, which ParaView reads only under that suffix): e.g. 'surface.vtk'")
     path = _prepare_path(path)
     with open(path, "w", encoding="ascii", errors="replace", newline="\n") as f:
         f.write("# vtk DataFile Version 3.0\n")
