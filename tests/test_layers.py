@@ -17,6 +17,8 @@ depth
 schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | reference
 compute
 cluster | store
+store_chunks | store_writes
+store_lock
 runners | validate
 hessian | trajectory | reparam | splits
 evaluate
