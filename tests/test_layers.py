@@ -21,6 +21,7 @@ store_chunks | store_writes
 store_lock
 runners | validate
 hessian | trajectory | reparam | splits
+lanczos
 evaluate
 directions | fold
 params | data | metrics | spec | process | zoo
