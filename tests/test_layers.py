@@ -16,7 +16,7 @@ cli | widgets
 depth
 schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | reference
 compute
-cluster | store
+cluster | store | dask_runner
 store_chunks | store_writes
 store_lock
 runners | validate
