@@ -23,6 +23,7 @@ runners | validate
 hessian | trajectory | reparam | splits
 lanczos
 evaluate
+model_paths
 directions | fold
 params | data | metrics | spec | process | zoo
 grid | surface
