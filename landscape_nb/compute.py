@@ -413,7 +413,8 @@ def make_runner(client, n_workers: int | None = None) -> tuple[Runner, Any]:
     """(runner, thing to close or None) for a ``client`` argument (spellings: ``cluster.parse_client``)."""
     if client is None:  # the default needs no Dask import to know it runs here
         return InProcessRunner(), None
-    from .cluster import DaskRunner, get_client, parse_client
+    from .cluster import get_client, parse_client
+    from .dask_runner import DaskRunner
 
     choice = parse_client(client)
     if choice.kind == "in-process":

@@ -1,4 +1,4 @@
-"""Directions in weight space: random (filter-normalized), between models, user-supplied.
+"""Directions in weight space: random (filter-normalized), user-supplied (between models: ``model_paths``).
 
 Filter normalization is from Li et al., "Visualizing the Loss Landscape of Neural
 Nets" (NeurIPS 2018): each filter of a random Gaussian direction is rescaled to
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, flatten, unwrap_model, variance_buffers
+from .params import ParamLayout, unwrap_model
 
 NORMS = ("filter", "layer", "weight", "none")
 IGNORES = ("biasbn", None)
@@ -290,169 +290,6 @@ def orthogonalize(directions: Directions) -> Directions:
     prov["cosine_max"] = _max_offdiag(_cosines(vectors))
     prov["orthogonalized"] = True
     return Directions(vectors, directions.layout, prov)
-
-
-def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include") -> ParamLayout:
-    """The layout of ``models[0]``, after checking every other model has the same tensors.
-
-    Frozen (``requires_grad=False``) parameters that differ between the models are part of
-    the path between them: with ``frozen="include"`` they join the layout (kind
-    ``"frozen"``), so the end point is the other model and not a hybrid of one model's
-    frozen layers with the other's trainable ones; ``frozen="refuse"`` raises instead,
-    naming them. Frozen parameters equal in all models stay out.
-
-    Parameters
-    ----------
-    models : sequence of torch.nn.Module
-        Two or more models of one architecture (e.g. two minimizers).
-    include_buffers : bool
-        Whether floating-point buffers (BatchNorm statistics) are in the layout.
-    frozen : {"include", "refuse"}
-        What to do with frozen parameters that differ between the models.
-
-    Returns
-    -------
-    ParamLayout
-        The tensors a direction between the models covers.
-
-    Raises
-    ------
-    LandscapeError
-        If a model's tensor names or shapes differ from the first model's, or frozen
-        parameters differ with ``frozen="refuse"``.
-    """
-    check_choice("frozen", frozen, ("include", "refuse"))
-    models = [unwrap_model(m) for m in models]
-    ParamLayout.of(models[0], include_buffers=include_buffers)  # refuses a non-module before it is read
-    differ = _differing_frozen(models)
-    if differ and frozen == "refuse":
-        raise LandscapeError(
-            f"frozen (requires_grad=False) parameters differ between the models: {differ[:5]}; a path that keeps "
-            "model 1's values of them does not end at the other model. Pass frozen='include' to interpolate them "
-            "too, or make them equal"
-        )
-    layout = ParamLayout.of(models[0], include_buffers=include_buffers, frozen=differ)
-    for i, m in enumerate(models[1:], start=2):
-        layout.check_model(m, what=f"model 1's weights (compared with model {i})")
-    return layout
-
-
-def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
-    """Names of frozen parameters of ``models[0]`` whose values differ in another model."""
-    first = dict(models[0].named_parameters())
-    out = []
-    for name, p in first.items():
-        if p.requires_grad:
-            continue
-        for m in models[1:]:
-            q = dict(m.named_parameters()).get(name)
-            if q is not None and q.shape == p.shape and not torch.equal(q.detach().cpu(), p.detach().cpu()):
-                out.append(name)
-                break
-    return out
-
-
-def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
-    """What a path's provenance says about frozen parameters and BatchNorm variances."""
-    prov: dict[str, Any] = {"frozen_included": list(layout.frozen_names)}
-    if variance_buffers(layout):
-        prov["running_var"] = ("BatchNorm running_var interpolated and clamped at 0 where a point beyond "
-                               "the models makes it negative")
-    return prov
-
-
-def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = False,
-                            frozen: str = "include") -> Directions:
-    """The direction ``θ_b − θ_a``: the surface at ``x = 0`` is model ``a`` and at ``x = 1`` model ``b``.
-
-    >>> d = interpolation_direction(small_batch, large_batch, include_buffers=True)
-    >>> surf = compute_surface(small_batch, data, d, x=(-0.5, 1.5, 41))
-
-    With ``include_buffers=True`` floating-point buffers (BatchNorm running mean and
-    variance) are interpolated too; otherwise the evaluated models keep ``a``'s
-    buffers, which makes the path through BN networks look worse than it is. Beyond
-    [0, 1] an extrapolated ``running_var`` can go negative: it is clamped at 0 at
-    every point (``params.Perturber``), so no NaN, and the provenance says so.
-    Frozen parameters that differ between the models are interpolated too (or
-    refused, ``frozen="refuse"``; see ``paired_layout``).
-
-    Parameters
-    ----------
-    a, b : torch.nn.Module
-        Two models of the same architecture; pass ``a`` to ``compute_surface``.
-    include_buffers : bool, optional
-        Also interpolate floating-point buffers.
-    frozen : {"include", "refuse"}, optional
-        Frozen parameters that differ between the models: interpolate them, or refuse.
-
-    Returns
-    -------
-    Directions
-        One unnormalized vector, shape (1, n_values) where n_values counts the
-        trainable values (plus buffer values with ``include_buffers``), in the
-        units of the weights; ``provenance["scheme"] == "interpolate"``,
-        ``provenance["frozen_included"]`` names the frozen parameters on the path.
-
-    Raises
-    ------
-    LandscapeError
-        If the models' tensors differ in name or shape (another architecture).
-
-    References
-    ----------
-    I. Goodfellow, O. Vinyals and A. Saxe, "Qualitatively characterizing neural
-    network optimization problems", ICLR 2015 (the 1D interpolation plot);
-    H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018, §3.
-    """
-    layout = paired_layout([a, b], include_buffers, frozen)
-    vec = (flatten(b, layout).float().cpu() - flatten(a, layout).float().cpu())[None, :]
-    prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
-            "x_label": "interpolation a → b", "norms": [float(vec.double().norm())],
-            **_path_provenance(layout, include_buffers)}
-    return Directions(vec, layout, prov)
-
-
-def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffers: bool = False,
-                     frozen: str = "include") -> Directions:
-    """Two directions ``θ_b − θ_a`` and ``θ_c − θ_a``: the plane through three models.
-
-    Model ``a`` is at (0, 0), ``b`` at (1, 0) and ``c`` at (0, 1); pass ``a`` as the
-    model to ``compute_surface``.
-
-    Parameters
-    ----------
-    a, b, c : torch.nn.Module
-        Three models of the same architecture.
-    include_buffers : bool, optional
-        Also span floating-point buffers (BatchNorm statistics); see
-        ``interpolation_direction``.
-    frozen : {"include", "refuse"}, optional
-        Frozen parameters that differ between the models: span them, or refuse.
-
-    Returns
-    -------
-    Directions
-        Two unnormalized vectors, shape (2, n_values), in the units of the weights;
-        ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
-
-    Raises
-    ------
-    LandscapeError
-        If the models' tensors differ in name or shape (another architecture).
-
-    References
-    ----------
-    T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss
-    Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018 (planes
-    through three networks).
-    """
-    layout = paired_layout([a, b, c], include_buffers, frozen)
-    wa = flatten(a, layout).float().cpu()
-    vecs = torch.stack([flatten(b, layout).float().cpu() - wa, flatten(c, layout).float().cpu() - wa])
-    prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
-            "x_label": "a → b", "y_label": "a → c", "cosine_max": _max_offdiag(_cosines(vecs)),
-            "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
-    return Directions(vecs, layout, prov)
 
 
 def as_directions(model: nn.Module, directions) -> Directions:

@@ -42,6 +42,7 @@ from .data import batch_len, call_model, read_data
 from .directions import Directions
 from .errors import LandscapeError
 from .evaluate import Cancelled, choose_loss
+from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .metrics import DefaultLoss
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
 
@@ -187,141 +188,6 @@ class EigenvalueResult(dict):
 
 def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-
-
-# --------------------------------------------------------- eigenpairs ----
-
-@dataclass(frozen=True)
-class Eigenpairs:
-    """Eigenvalues (descending) and unit eigenvectors (rows, float32), with the work done."""
-
-    values: np.ndarray
-    vectors: torch.Tensor
-    n_products: int
-    converged: bool
-
-
-DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is float32 on the model's device
-DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
-
-
-def _lanczos(op: HessianOperator, k: int, which: str, tol: float, max_iter: int | None, seed: int,
-             shift: float = 0.0, sign: float = 1.0):
-    """The ``k`` largest eigenpairs of ``sign·(H − shift·I)``: (values, vectors (n, k), converged).
-
-    Tiny models (k ≥ n) get the dense spectrum; models of ``DEVICE_LANCZOS_MIN_PARAMS`` or more
-    a thick-restart Lanczos whose basis is float32 on the model's device (``_device_lanczos``);
-    the rest ARPACK (float64 basis on the CPU).
-    """
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
-
-    n = op.n_params
-    if k >= n:  # ARPACK needs k < n: a tiny model gets its whole spectrum densely
-        h = op.dense(max_params=n)
-        vals, vecs = np.linalg.eigh(sign * (h - shift * np.eye(n)))
-        idx = np.argsort(vals)[::-1][:k] if which == "LA" else np.argsort(vals)[:k]
-        return vals[idx], vecs[:, idx], True
-    if n >= DEVICE_LANCZOS_MIN_PARAMS and which == "LA":
-        return _device_lanczos(op, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, shift, sign)
-    v0 = np.random.default_rng(seed).standard_normal(n)
-    ncv = min(n, max(2 * k + 1, 20))
-    try:
-        vals, vecs = eigsh(op.as_linear_operator(shift, sign), k=k, which=which, tol=tol, v0=v0, ncv=ncv,
-                           maxiter=max_iter or max(100, 10 * ncv))
-        return vals, vecs, True
-    except ArpackNoConvergence as exc:
-        if len(exc.eigenvalues) == 0:
-            return np.full(k, np.nan), np.full((n, k), np.nan), False
-        vals, vecs = exc.eigenvalues, exc.eigenvectors
-        pad = k - len(vals)
-        return (np.concatenate([vals, np.full(pad, np.nan)]),
-                np.concatenate([vecs, np.full((n, pad), np.nan)], axis=1), False)
-
-
-def _device_lanczos(op: HessianOperator, k: int, tol: float, max_iter: int | None, seed: int,
-                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20):
-    """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``.
-
-    The basis of ``m + 1 = max(2k + 1, 20) + 1`` vectors is float32 on the model's device, with
-    full reorthogonalization (two passes); the tridiagonal (arrowhead after a restart) matrix is
-    float64 on the CPU. A restart keeps ``max(k, m // 2)`` Ritz vectors, written over the basis
-    in column chunks. Memory: ``4·(m + 1)`` bytes per parameter for the basis (84 for k ≤ 9),
-    plus the product's float64 vectors (about 24), against ARPACK's ``8·(m + 3)`` (184) on the
-    CPU with a host copy per product. Converged when every wanted Ritz pair's residual
-    ``|β s_m|`` is at most ``tol·|θ|``.
-    """
-    n, device = op.n_params, op.params[0].device
-    m = min(n - 1, max(2 * k + 1, 20))
-    keep = min(m - 1, max(k, m // 2))
-    basis = torch.empty(m + 1, n, dtype=torch.float32, device=device)
-    v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device)
-    basis[0] = (v0 / v0.norm()).float()
-    t = np.zeros((m, m))
-    start, beta = 0, 0.0
-    max_restarts = max_iter or max(100, 10 * m)
-    theta = s = None
-    for _ in range(max_restarts):
-        for j in range(start, m):
-            v = basis[j].double()
-            w = sign * (op.matvec(v).to(device) - shift * v)
-            t[j, j] = float(v @ w)
-            for _ in range(2):  # full reorthogonalization against the float32 basis
-                h = basis[:j + 1] @ w.float()
-                w -= (h @ basis[:j + 1]).double()
-            beta = float(w.norm())
-            if j + 1 < m:
-                t[j, j + 1] = t[j + 1, j] = beta
-            if beta == 0.0:  # an invariant subspace: the Ritz values are exact
-                break
-            basis[j + 1] = (w / beta).float()
-        theta, s = np.linalg.eigh(t)
-        order = np.argsort(theta)[::-1]
-        theta, s = theta[order], s[:, order]
-        resid = np.abs(beta * s[m - 1, :k])
-        if np.all(resid <= tol * np.maximum(np.abs(theta[:k]), 1e-30)) or beta == 0.0:
-            return theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk), True
-        # restart: the `keep` best Ritz vectors, then the residual direction, arrowhead coupling
-        sk = torch.from_numpy(s[:, :keep].T.copy()).float().to(device)
-        for c in range(0, n, chunk):
-            basis[:keep, c:c + chunk] = sk @ basis[:m, c:c + chunk]
-        basis[keep] = basis[m]
-        t = np.zeros((m, m))
-        t[np.arange(keep), np.arange(keep)] = theta[:keep]
-        t[keep, :keep] = t[:keep, keep] = beta * s[m - 1, :keep]
-        start = keep
-    return theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk), False
-
-
-def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.ndarray:
-    """``V_m^T s`` as a float64 numpy array (n, k), computed in column chunks."""
-    sk = torch.from_numpy(s.T.copy()).float().to(basis.device)
-    out = torch.cat([sk @ basis[:m, c:c + chunk] for c in range(0, basis.shape[1], chunk)], dim=1)
-    out = out.double()
-    return (out / out.norm(dim=1, keepdim=True)).T.cpu().numpy()
-
-
-def extreme_eigenpairs(op: HessianOperator, *, n_max: int = 1, n_min: int = 0, tol: float = 1e-3,
-                       max_iter: int | None = None, seed: int = 0) -> tuple[Eigenpairs, Eigenpairs | None]:
-    """The ``n_max`` largest and ``n_min`` smallest (most negative) eigenpairs of ``op``.
-
-    The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
-    (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an
-    extreme eigenvalue instead of an interior one.
-    """
-    start = op.n_products
-    vals, vecs, ok = _lanczos(op, max(n_max, 1), "LA", tol, max_iter, seed)
-    order = np.argsort(vals)[::-1]
-    top = Eigenpairs(vals[order][:n_max], torch.from_numpy(vecs[:, order][:, :n_max].T.copy()).float(),
-                     op.n_products - start, ok)
-    if n_min <= 0:
-        return top, None
-    start = op.n_products
-    lmax = float(np.nanmax(vals))
-    s_vals, s_vecs, ok2 = _lanczos(op, n_min, "LA", tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
-    mins = lmax - s_vals  # -(H - lmax I) has eigenvalues lmax - λ
-    order = np.argsort(mins)
-    bottom = Eigenpairs(mins[order], torch.from_numpy(s_vecs[:, order].T.copy()).float(), op.n_products - start, ok2)
-    return top, bottom
 
 
 def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "both", loss_fn=None,

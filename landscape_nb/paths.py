@@ -17,7 +17,7 @@
   line's. Since ``φ(t) − θ_a = 2t(1−t)(θ_c − θ_a) + t²(θ_b − θ_a)``, the curve
   lies in the plane through the three models and is evaluated by the same
   evaluator as a surface, at coordinates ``(2t(1−t), t²)``.
-* A plane through three models is ``directions.plane_directions(a, b, c)``.
+* A plane through three models is ``model_paths.plane_directions(a, b, c)``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .directions import Directions, interpolation_direction, paired_layout
+from .directions import Directions
+from .model_paths import interpolation_direction, paired_layout
 from .errors import LandscapeError
 from .params import ParamLayout, batchnorm_modules, flatten, unwrap_model
 from .sharpness import loss_barrier
@@ -63,7 +64,7 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
         The curve's name in plots (``provenance["label"]``).
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between ``a`` and ``b``: on the path (t = 1 is
-        then ``b`` itself), or refused with their names (``directions.paired_layout``).
+        then ``b`` itself), or refused with their names (``model_paths.paired_layout``).
     **compute_kwargs
         Passed to ``compute_surface`` (``loss_fn``, ``client``, ``store``, ``mode``...).
 

@@ -17,7 +17,6 @@ from torch import nn
 from .errors import LandscapeError
 from .evaluate import Cancelled, EvalSettings, Evaluator, PointEvaluator
 from .grid import Grid, Tile
-from .errors import LandscapeError
 from .params import ParamLayout
 from .splits import SplitEvaluator, is_splits
 

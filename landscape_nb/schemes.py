@@ -23,6 +23,7 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.
     """
     from . import directions as dirs
+    from . import model_paths
 
     if ndim not in (1, 2):
         raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line) or 2 (a plane)")
@@ -39,14 +40,14 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
             raise LandscapeError("directions 'interpolate' needs a zoo model (it interpolates between the zoo's "
                                  "minimizer pair); for your own pair use lnb.interpolation_direction(a, b)")
         a, b = _pair(ex)
-        d = dirs.interpolation_direction(a, b, include_buffers=True)
+        d = model_paths.interpolation_direction(a, b, include_buffers=True)
         return a, _with_range(d, x=[-0.5, 1.5])
     if scheme == "plane3":
         if ndim != 2:
             raise LandscapeError(f"directions 'plane3' is a plane through three models; asked for ndim={ndim}: "
                                  "use a 2D grid (CLI --grid 31x31, Explorer '2D plane')")
         a, b, c = _three(ex)
-        return a, _with_range(dirs.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
+        return a, _with_range(model_paths.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
     if scheme == "pca":
         if ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1:
             raise LandscapeError(f"directions 'pca' needs a zoo model with a training trajectory of at least "

@@ -16,10 +16,14 @@ cli | widgets
 depth
 schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | reference
 compute
-cluster | store
+cluster | store | dask_runner
+store_chunks | store_writes
+store_lock
 runners | validate
 hessian | trajectory | reparam | splits
+lanczos
 evaluate
+model_paths
 directions | fold | multipoint
 params | data | metrics | spec | process | zoo
 grid | surface

@@ -23,6 +23,7 @@ import torch
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb import store as store_mod
+from landscape_nb import store_writes
 from landscape_nb.grid import Grid, coarse_to_fine
 from landscape_nb.store import WriterLock
 
@@ -460,8 +461,10 @@ def disk(monkeypatch):
 
 
 def test_disk_full_names_the_path_and_a_rerun_resumes(tmp_path, per_tile_chunks, monkeypatch, disk):
-    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 0.0)  # flush at every tile: what is stored is exact
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(store_writes, "FLUSH_SECONDS", 0.0)  # flush at every tile: what is stored is exact
     monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 0.0)
+    monkeypatch.setattr(store_writes, "FLUSH_COST_FACTOR", 0.0)
 
     def fill_after(k):
         def cb(ev):
@@ -489,8 +492,10 @@ def test_disk_full_names_the_path_and_a_rerun_resumes(tmp_path, per_tile_chunks,
 
 
 def test_disk_full_during_an_exception_adds_a_note_and_keeps_the_original(tmp_path, disk, monkeypatch):
-    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 1e9)  # tiles stay buffered until close
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 1e9)
+    monkeypatch.setattr(store_writes, "FLUSH_SECONDS", 1e9)  # tiles stay buffered until close
     monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1e9)
+    monkeypatch.setattr(store_writes, "FLUSH_COST_FACTOR", 1e9)
     store = tmp_path / "s.zarr"
 
     def boom(ev):
@@ -507,7 +512,8 @@ def test_disk_full_during_an_exception_adds_a_note_and_keeps_the_original(tmp_pa
 
 def test_small_tiles_are_written_in_batches_and_loaded_in_few_reads(tmp_path, disk, monkeypatch):
     """tile=(1, 1): far fewer file writes than tiles, and one chunk file per array."""
-    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1000)  # a stall of this busy VM is no "slow tile"
+    monkeypatch.setattr(store_mod, "FLUSH_COST_FACTOR", 1000)
+    monkeypatch.setattr(store_writes, "FLUSH_COST_FACTOR", 1000)  # a stall of this busy VM is no "slow tile"
     m = make_mlp()
     store = tmp_path / "s.zarr"
     s = lnb.compute_surface(m, data(), random_dict_dirs(m, 2), x=(-1, 1, 12), y=(-1, 1, 10), tile=(1, 1),

@@ -17,7 +17,8 @@ from pathlib import Path
 from .. import plot, zoo
 from ..compute import compute_surface
 from ..depth import DepthSettings, depth_comparison
-from ..directions import interpolation_direction, random_directions
+from ..directions import random_directions
+from ..model_paths import interpolation_direction
 from ..plot.export import export_html
 from .progress import TqdmProgress
 

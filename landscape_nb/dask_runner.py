@@ -1,0 +1,338 @@
+"""Dask execution of a job: ship it to the workers once, stream tiles back (``DaskRunner``).
+
+Clients (``parse_client``, ``get_client``, local and CUDA clusters) are in ``landscape_nb.cluster``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Iterator, Sequence
+
+import cloudpickle
+import numpy as np
+from distributed import Client, Event, as_completed, get_worker
+
+from .errors import LandscapeError
+from .evaluate import Cancelled, PointEvaluator
+from .grid import Grid, Tile
+from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
+from .splits import is_splits
+
+logger = logging.getLogger("landscape_nb.cluster")  # the runner's messages keep the cluster's logger name
+
+
+# ------------------------------------------------------------- shipping ----
+
+def _module_names(job: Job) -> set[str]:
+    """Modules whose code the job's objects need: model classes, loss, metrics, data factory."""
+    names = {type(m).__module__ for m in job.model.modules()}
+    splits = tuple(job.data.values()) if is_splits(job.data) else ()  # data={"train": factory, ...}
+    for obj in (job.loss_fn, job.data, job.bn_data, *splits):
+        if callable(obj) and not isinstance(obj, (tuple, list)):
+            names.add(getattr(obj, "__module__", None) or type(obj).__module__)
+    if isinstance(job.metrics, dict):
+        names.update(getattr(f, "__module__", "") for f in job.metrics.values() if callable(f))
+    return {n for n in names if n and n != "__main__" and n in sys.modules}
+
+
+def _importable(names: Sequence[str]) -> dict[str, bool]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.util.find_spec(n) is not None
+        except (ImportError, ValueError):
+            out[n] = False
+    return out
+
+
+def pack_job(client: Client, job: Job) -> bytes:
+    """cloudpickle the job; modules the workers cannot import (a notebook's or a test's) go by value."""
+    names = sorted(_module_names(job))
+    on_worker = client.submit(_importable, names, pure=False).result() if names else {}
+    by_value = [sys.modules[n] for n in names if not on_worker.get(n, True)]
+    for mod in by_value:
+        cloudpickle.register_pickle_by_value(mod)
+    try:
+        return cloudpickle.dumps(job)
+    finally:
+        for mod in by_value:
+            cloudpickle.unregister_pickle_by_value(mod)
+
+
+_CACHE_SIZE = 2
+
+
+def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
+    """Build this worker's evaluator for a job once; later tiles of the job reuse it."""
+    try:
+        holder = get_worker()
+    except ValueError:  # not on a worker (e.g. client.run_on_scheduler); use a module cache
+        holder = sys.modules[__name__]
+    cache = getattr(holder, "_landscape_nb_evaluators", None)
+    if cache is None:
+        cache = OrderedDict()
+        setattr(holder, "_landscape_nb_evaluators", cache)
+    if token not in cache:
+        try:
+            job = cloudpickle.loads(payload)
+        except ModuleNotFoundError as exc:
+            raise LandscapeError(
+                f"a Dask worker cannot import module {exc.name!r}, which the model, loss or data needs "
+                f"({exc}); install it in the workers' environment or put it on their PYTHONPATH"
+            ) from None
+        cache[token] = job.evaluator()
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    return cache[token]
+
+
+def _forget(token: str, dask_worker=None) -> None:
+    """Drop a finished job's evaluator (its model copy and data) from a worker."""
+    cache = getattr(dask_worker, "_landscape_nb_evaluators", None)
+    if cache is not None:
+        cache.pop(token, None)
+
+
+def _probe(token: str, payload: bytes) -> DataInfo:
+    return describe(_worker_evaluator(token, payload))
+
+
+def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str) -> np.ndarray | None:
+    ev = _worker_evaluator(token, payload)
+    stop = Event(event_name)
+    last = [0.0, False]
+
+    def should_stop() -> bool:  # ask the scheduler at most every 0.2 s
+        now = time.monotonic()
+        if now - last[0] > 0.2:
+            last[0], last[1] = now, stop.is_set()
+        return last[1]
+
+    try:
+        return ev.evaluate(coords, should_stop=should_stop)
+    except Cancelled:
+        return None
+
+
+def _budget(name: str, default: str) -> float:
+    """Seconds from dask config ``landscape-nb.<name>`` (env ``DASK_LANDSCAPE_NB__<NAME>``), else ``default``."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get(f"landscape-nb.{name}", default)
+    try:
+        return float(parse_timedelta(value, default="s"))
+    except (KeyError, ValueError, TypeError):
+        raise LandscapeError(f"dask config landscape-nb.{name}={value!r}; expected a duration such as '30s', "
+                             "'2 minutes' or a number of seconds") from None
+
+
+WORKER_WAIT = "30s"  # how long a run waits for a worker when the cluster has none (config: landscape-nb.worker-wait)
+START_WAIT = "10 minutes"  # how long a run waits for its first worker (config: landscape-nb.start-wait)
+MAX_RECOVERIES = 3  # resubmissions of the remaining tiles after lost inputs or a reconnect, per run
+
+
+class DaskRunner:
+    """Runs tiles as Dask tasks: the job travels once per worker, tiles carry only coordinates.
+
+    Failure semantics: a task that raises is retried ``retries`` times (then the user-code error is
+    raised as one line); a task whose worker dies is rerun by Dask on another worker (Dask's
+    ``distributed.scheduler.allowed-failures``); when tasks or the scattered job are lost (the only
+    worker died, or the client reconnected to the scheduler), the remaining tiles are resubmitted, up
+    to ``MAX_RECOVERIES`` times, once a worker is present again within ``worker_wait`` seconds. Past
+    that budget, or when the client loses the scheduler for good, ``runners.ClusterLost`` is raised.
+    ``run`` never ends early unless the user cancelled.
+    """
+
+    def __init__(self, client: Client, retries: int = 2, worker_wait: float | None = None):
+        self.client = client
+        self.retries = retries
+        self.worker_wait = _budget("worker-wait", WORKER_WAIT) if worker_wait is None else float(worker_wait)
+        self.start_wait = max(self.worker_wait, _budget("start-wait", START_WAIT))
+        self.token = uuid.uuid4().hex
+        self.payload = None
+        self.packed: bytes | None = None
+        self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
+        self.dashboard_link = client.dashboard_link
+        self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
+
+    def prepare(self, job: Job) -> DataInfo:
+        self._wait_for_workers(self.start_wait)  # batch-queued workers (dask-jobqueue) may take a while
+        fut = None
+        try:
+            self.packed = pack_job(self.client, job)
+            self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
+            fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
+            return fut.result()
+        except Exception as exc:  # the model, loss or a metric failing on the worker's first batch
+            if (fut is not None and _lost(fut, exc)) or not self._connected():
+                raise ClusterLost(self._why_lost(waited=False) + f" before the run started ({type(exc).__name__})") from None
+            if fut is None:  # packing or shipping the job failed, not the user's code on a worker
+                raise
+            raise_from_user_code(exc, job)
+
+    # ---------------------------------------------------------- health ----
+
+    def _n_workers(self) -> int:
+        """Workers the scheduler knows now (one small identity call, without the per-worker details)."""
+        try:
+            info = self.client.scheduler_info(n_workers=0)
+            return int(info.get("n_workers", len(info.get("workers", {}))))
+        except Exception:  # a client between connections
+            return 0
+
+    def _connected(self) -> bool:
+        return self.client.status == "running"
+
+    def _why_lost(self, waited: bool = True) -> str:
+        within = f" within {self.worker_wait:g} s" if waited else ""
+        if self.client.status in ("closing", "closed"):
+            return f"lost the connection to the Dask scheduler at {self.address} and could not reconnect"
+        if not self._connected():
+            return f"lost the connection to the Dask scheduler at {self.address}" + (
+                f" and it did not come back{within}" if waited else "")
+        if self._n_workers() == 0:
+            return f"the Dask cluster at {self.address} lost all its workers" + (
+                f" and got none back{within}" if waited else "")
+        return f"tasks of the run were lost by the Dask cluster at {self.address} (a worker died with the job's data)"
+
+    def _wait_for_workers(self, seconds: float | None = None) -> None:
+        """Until the client is connected and the cluster has a worker, at most ``seconds`` (``worker_wait``)."""
+        seconds = self.worker_wait if seconds is None else seconds
+        deadline = time.monotonic() + seconds
+        while not (self._connected() and self._n_workers() > 0):
+            if self.client.status in ("closing", "closed") or time.monotonic() > deadline:
+                if seconds != self.worker_wait:
+                    raise ClusterLost(f"the Dask cluster at {self.address} had no worker within {seconds:g} s "
+                                      "of the start (landscape-nb.start-wait); start workers, or scale the "
+                                      "cluster, and rerun")
+                raise ClusterLost(self._why_lost())
+            time.sleep(0.25)
+
+    def _recover(self) -> None:
+        """Get a connected client and a worker back (within the budget), then ship the job again."""
+        self._wait_for_workers()
+        try:
+            self.client.cancel([self.payload])
+        except Exception as exc:
+            logger.debug("could not release the old job payload: %s", exc)
+        self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
+
+    # ------------------------------------------------------------- run ----
+
+    def _submit(self, grid: Grid, tiles: Sequence[Tile], event_name: str, attempt: int) -> dict:
+        futures = {}
+        for rank, t in enumerate(tiles):
+            fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name,
+                                     key=f"landscape_nb-tile-{self.token}-{attempt}-" + "-".join(map(str, t.index)),
+                                     priority=len(tiles) - rank, retries=self.retries, pure=False)
+            futures[fut.key] = (fut, t)
+        return futures
+
+    def run(self, job: Job, grid: Grid, tiles: Sequence[Tile], cancel: threading.Event) -> Iterator[tuple[Tile, np.ndarray]]:
+        remaining = {t.index: t for t in tiles}  # in priority order
+        event_name = f"landscape_nb-cancel-{self.token}"
+        for attempt in range(MAX_RECOVERIES + 1):
+            if not remaining:
+                return
+            if attempt:
+                logger.info("%s; resubmitting the %d tiles left once a worker is there (waiting at most %g s)",
+                            self._why_lost(waited=False), len(remaining), self.worker_wait)
+                self._recover()
+            lost = yield from self._round(job, grid, remaining, cancel, event_name, attempt)
+            if cancel.is_set():
+                return
+            if not lost and remaining:  # cannot happen: every future ends done or lost
+                raise ClusterLost(f"{len(remaining)} tiles ended neither computed nor lost")
+        if remaining:
+            raise ClusterLost(self._why_lost() + f"; gave up after {MAX_RECOVERIES} resubmissions")
+
+    def _round(self, job, grid, remaining: dict, cancel: threading.Event, event_name: str, attempt: int):
+        """Submit the remaining tiles once; yield those that finish. Returns whether any were lost."""
+        futures = self._submit(grid, list(remaining.values()), event_name, attempt)
+        finished = threading.Event()
+        starved = threading.Event()
+
+        def watch() -> None:  # the user's cancel, and a cluster left without workers past the budget
+            no_workers_since, tick = None, 0
+            while not finished.wait(0.1):
+                tick += 1
+                if cancel.is_set():
+                    try:
+                        Event(event_name, client=self.client).set()
+                    except Exception as exc:
+                        logger.debug("could not signal the workers to stop: %s", exc)
+                    self._cancel(futures)
+                    return
+                if tick % 10:  # the cluster's health once a second
+                    continue
+                if self._connected() and self._n_workers() == 0:
+                    no_workers_since = no_workers_since or time.monotonic()
+                    if time.monotonic() - no_workers_since > self.worker_wait:
+                        starved.set()
+                        self._cancel(futures)
+                        return
+                else:
+                    no_workers_since = None
+
+        watcher = threading.Thread(target=watch, name="landscape_nb-watch", daemon=True)
+        watcher.start()
+        lost = False
+        try:
+            for fut in as_completed([f for f, _ in futures.values()]):
+                if cancel.is_set():
+                    return lost
+                t = futures[fut.key][1]
+                try:
+                    values = None if fut.cancelled() else fut.result()
+                except Exception as exc:
+                    if _lost(fut, exc):
+                        lost = True
+                        continue
+                    if type(exc).__name__ == "KilledWorker":  # Dask gave up after allowed-failures deaths
+                        raise ClusterLost(f"tile {t.index} was running on Dask workers that died each time it "
+                                          f"was tried ({' '.join(str(exc).split())[:200]}); out of memory, or a "
+                                          "crash in native code?") from exc
+                    raise_from_user_code(exc, job, t)
+                if values is None:  # cancelled, by Dask or by the user's cancel (checked above)
+                    lost = True
+                    continue
+                del remaining[t.index]
+                yield t, values.reshape(*t.shape, -1)
+            if starved.is_set():
+                raise ClusterLost(self._why_lost())
+            return lost
+        finally:
+            finished.set()
+            self._cancel(futures)
+
+    def _cancel(self, futures: dict) -> None:
+        try:
+            self.client.cancel([f for f, _ in futures.values()])
+        except Exception as exc:  # a client that lost its scheduler
+            logger.debug("could not cancel futures: %s", exc)
+
+    def settled(self) -> DataInfo | None:
+        return None  # each worker tunes its own evaluator: prepare's DataInfo is what is known here
+
+    def close(self) -> None:
+        if self.payload is not None:
+            try:
+                self.client.cancel([self.payload])
+                self.client.run(_forget, self.token)
+            except Exception as exc:  # a worker or scheduler that died meanwhile has nothing left to free
+                logger.debug("could not clear worker caches: %s", exc)
+            self.payload = None
+
+
+def _lost(fut, exc: BaseException) -> bool:
+    """Whether a future failed because the cluster lost it (not because the task raised)."""
+    if type(exc).__name__ == "KilledWorker":
+        return False  # a task that killed its worker again and again: report it, do not resubmit
+    return fut.cancelled() or type(exc).__name__ in ("CancelledError", "FutureCancelledError") or \
+        getattr(fut, "status", "") in ("cancelled", "lost")

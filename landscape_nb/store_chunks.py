@@ -1,0 +1,163 @@
+"""The store's chunk layout and verified reads: which chunks hold which points, and damage records.
+
+A store's arrays are stored flat, (rows, cols) or (nz * ny, nx) for a volume; opening a store
+reads ``done`` first, then the values, and checks every chunk that holds finished points is
+present and decodes (see ``landscape_nb.store``). ``SurfaceStore`` gets these reads from
+``_ChunkReads``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import LandscapeError
+from .grid import Grid
+
+logger = logging.getLogger("landscape_nb.store")  # the store's messages keep one logger name
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A chunk whose finished points cannot be trusted: ``problem`` is "missing" or "unreadable (...)"."""
+
+    path: str
+    array: str
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    problem: str
+
+    def describe(self) -> str:
+        return f"{self.path}: {self.problem} (rows {self.rows[0]}:{self.rows[1]}, cols {self.cols[0]}:{self.cols[1]})"
+
+
+def grid_from_spec(spec: Mapping) -> Grid:
+    g = spec["grid"]
+    return Grid.make(tuple(g["x"]), None if g["y"] is None else tuple(g["y"]),
+                     None if g.get("z") is None else tuple(g["z"]))
+
+
+def _flat_shape(grid: Grid) -> tuple[int, int]:
+    """The 2D shape the arrays are stored in: (rows, cols), or (nz * ny, nx) for a volume."""
+    shape = grid.store_shape
+    return shape if len(shape) == 2 else (shape[0] * shape[1], shape[2])
+
+
+class _ChunkReads:
+    """Reading and verifying a ``SurfaceStore``'s chunks (a base of ``SurfaceStore``; uses its attributes)."""
+
+    damage: list[Damage]
+    _shape: tuple[int, int]
+    _chunks: tuple[int, int]
+    _arrays: dict[str, Any]
+    _values: dict[str, np.ndarray]
+    _done: np.ndarray
+    _n_todo: int
+
+    def _load(self) -> None:
+        """Read ``done`` then the values, verify every chunk holding finished points, drop damaged ones."""
+        shape = self._shape = _flat_shape(grid_from_spec(self.spec))
+        names = ["done"] + self._value_names
+        arrays = {}
+        for name in names:
+            try:
+                arr = self.group[name]
+            except Exception:
+                raise LandscapeError(
+                    f"the landscape store {str(self.path)!r} is damaged: array {name!r} "
+                    f"({str(self.path / name / 'zarr.json')!r}) is missing or unreadable; expected the arrays "
+                    f"{', '.join(repr(n) for n in names)}. Recompute into another path (or delete this one and rerun)"
+                ) from None
+            if tuple(arr.shape) != tuple(shape):
+                raise LandscapeError(
+                    f"the landscape store {str(self.path)!r} is damaged: array {name!r} has shape {tuple(arr.shape)}, "
+                    f"expected {tuple(shape)} for its grid. Recompute into another path (or delete this one and rerun)"
+                )
+            if name != "done" and tuple(arr.chunks) != tuple(arrays["done"].chunks):
+                raise LandscapeError(
+                    f"the landscape store {str(self.path)!r} is damaged: array {name!r} has chunks {arr.chunks}, "
+                    f"'done' has {arrays['done'].chunks}; expected the same. Recompute into another path"
+                )
+            arrays[name] = arr
+        self._chunks = tuple(int(c) for c in arrays["done"].chunks)  # type: ignore[assignment]
+        bad: list[tuple[str, tuple[int, int], str]] = []
+        done_raw, bad_done = self._read_checked("done", arrays["done"], 0)
+        bad += [("done", idx, problem) for idx, problem in bad_done]
+        done = done_raw.astype(bool)
+        values = {}
+        for name in self._value_names:
+            data, bad_values = self._read_checked(name, arrays[name], np.nan)
+            bad += [(name, idx, problem) for idx, problem in bad_values]
+            bad += [(name, idx, "missing") for idx in self._missing_chunks(name, arrays[name], done)]
+            values[name] = data
+        damage = []
+        for name, idx, problem in sorted(set(bad)):
+            region = self._region(idx)
+            done[region] = False
+            key = arrays[name].metadata.encode_chunk_key(idx)
+            damage.append(Damage(str(self.path / name / key), name, (region[0].start, region[0].stop),
+                                 (region[1].start, region[1].stop), problem))
+        for data in values.values():
+            data[~done] = np.nan  # not done (never computed, unflushed or damaged): NaN
+        self._arrays, self._values, self._done, self.damage = arrays, values, done, damage
+        self._n_todo = int(done.size - np.count_nonzero(done))
+        if damage:
+            logger.warning(
+                "the landscape store %s has %d damaged chunk(s) (%d tile(s)); their points count as not computed "
+                "and are recomputed when the run is resumed: %s", self.path, len(damage), len(self.damaged_tiles()),
+                "; ".join(d.describe() for d in damage[:8]) + (f"; and {len(damage) - 8} more" if len(damage) > 8 else ""))
+
+    def _chunk_indices(self) -> list[tuple[int, int]]:
+        ny, nx = self._shape
+        cy, cx = self._chunks
+        return [(i, j) for i in range(math.ceil(ny / cy)) for j in range(math.ceil(nx / cx))]
+
+    def _region(self, idx: tuple[int, int]) -> tuple[slice, slice]:
+        cy, cx = self._chunks
+        ny, nx = self._shape
+        return (slice(idx[0] * cy, min(ny, (idx[0] + 1) * cy)), slice(idx[1] * cx, min(nx, (idx[1] + 1) * cx)))
+
+    def _read_checked(self, name: str, arr, fill) -> tuple[np.ndarray, list[tuple[tuple[int, int], str]]]:
+        """The whole array in one read; chunk by chunk only when that fails, to find the bad ones."""
+        try:
+            return np.asarray(arr[...]), []
+        except Exception:  # a chunk does not decode (truncated, checksum mismatch, ...)
+            pass
+        data = np.full(arr.shape, fill, dtype=arr.dtype)
+        bad = []
+        for idx in self._chunk_indices():
+            region = self._region(idx)
+            try:
+                data[region] = arr[region]
+            except Exception as exc:
+                bad.append((idx, f"unreadable ({type(exc).__name__}: {exc})"))
+        return data, bad
+
+    def _missing_chunks(self, name: str, arr, done: np.ndarray) -> list[tuple[int, int]]:
+        """Chunks that hold finished points but whose file is gone (zarr would read them as NaN)."""
+        root = self.path / name
+        out = []
+        for idx in self._chunk_indices():
+            if done[self._region(idx)].any() and not (root / arr.metadata.encode_chunk_key(idx)).is_file():
+                out.append(idx)
+        return out
+
+    def damaged_tiles(self) -> list[list[int]]:
+        """Indices ``[row, col]`` (``[slab, row, col]`` for a volume) of the tiles that overlap a
+        damaged chunk."""
+        ty, tx = self.tile[-2:]
+        tz, ny = (self.tile[0], self._store_shape[1]) if len(self.tile) == 3 else (1, None)
+        out = set()
+        for d in self.damage:
+            for r in range(d.rows[0], d.rows[1]):
+                k, row = (r // ny, r % ny) if ny else (None, r)
+                for j in range(d.cols[0] // tx, (d.cols[1] - 1) // tx + 1):
+                    out.add((row // ty, j) if k is None else (k // tz, row // ty, j))
+        return [list(ij) for ij in sorted(out)]
+
+    @property
+    def _store_shape(self) -> tuple[int, ...]:
+        return grid_from_spec(self.spec).store_shape
