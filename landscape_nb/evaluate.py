@@ -10,21 +10,20 @@ import contextlib
 import copy
 import dataclasses
 import difflib
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable, ContextManager, Protocol, Sequence
+from typing import Callable, ContextManager, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import EvalData, args_kwargs, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
+from .data import EvalData, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
 from .errors import LandscapeError
 from .metrics import DefaultLoss, OwnLoss, auto_metrics, describe, find_logits, loss_name, own_loss, resolve_metrics
-from .multipoint import SharedFirstLayer, fused_values
-from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model,
-                     variance_buffers)
+from .multipoint import fused_values
+from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
+from .tuning import BATCH_CANDIDATES, Cancelled, SpeedChoices, _floats, _same_outputs
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -82,10 +81,6 @@ class PointEvaluator(Protocol):
 
 # ----------------------------------------------------------- evaluator ----
 
-BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
-#: evaluation sets up to this size run as one batch, untuned: splitting them into a ragged pair
-#: never paid for the up to 7 tuning points it cost (mlp-digits, 360 samples, 2-core CPU)
-SMALL_SET = 512
 BN_BATCH = 1024  # samples per pass when BatchNorm statistics are re-estimated: fixed, so the statistics
 # do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics)
 
@@ -122,60 +117,7 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     return loss_fn, ev.split, loss_name(loss_fn)
 
 
-def _floats(out):
-    """Outputs of a low-precision pass as float32 where they are plain tensors; anything else untouched."""
-    if isinstance(out, torch.Tensor) and out.dtype in (torch.bfloat16, torch.float16):
-        return out.float()
-    return out
-
-
-class _BatchSizeTuner:
-    """Which batch size the next grid point runs with while tuning, and the fastest at the end.
-
-    ``plan`` holds (batch size, timed?) per coming point: one warm-up point, then each
-    candidate timed on up to three points. A size still 30 % slower than the best on its
-    second (warm) pass is not tried again; one that runs out of memory is dropped.
-    """
-
-    def __init__(self, candidates: Sequence[int]):
-        self.plan: list[tuple[int, bool]] = [(candidates[0], False)] + [(b, True) for b in list(candidates) * 3]
-        self.times: dict[int, float] = {}
-        self.tries: dict[int, int] = {}
-
-    @property
-    def done(self) -> bool:
-        return not self.plan
-
-    def next(self) -> tuple[int, bool]:
-        return self.plan[0]
-
-    def drop(self, bs: int) -> None:
-        """Never try ``bs`` again (too large for the device)."""
-        self.plan = [(b, t) for b, t in self.plan if b != bs]
-        self.times.pop(bs, None)
-        self.tries.pop(bs, None)
-
-    def record(self, bs: int, timed: bool, seconds: float) -> None:
-        self.plan.pop(0)
-        if not timed:
-            return
-        self.times[bs] = min(self.times.get(bs, float("inf")), seconds)
-        self.tries[bs] = self.tries.get(bs, 0) + 1
-        if self.tries[bs] >= 2 and self.times[bs] > 1.3 * min(self.times.values()):
-            self.plan = [(b, t) for b, t in self.plan if b != bs]
-
-    def best(self) -> int | None:
-        """The fastest size once the plan is done (larger wins unless a smaller is 5 % faster)."""
-        if self.plan or not self.times:
-            return None
-        best = max(self.times)
-        for bs in sorted(self.times, reverse=True):
-            if self.times[bs] < 0.95 * self.times[best]:
-                best = bs
-        return best
-
-
-class Evaluator:
+class Evaluator(SpeedChoices):
     """Loss and metrics of ``model`` on ``data`` at points ``w0 + Σ c_k d_k`` of weight space.
 
     The evaluator perturbs ``model`` in place while a tile is evaluated and restores it
@@ -302,21 +244,6 @@ class Evaluator:
         self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
         self._in_session = False
 
-    def _shared_first_layer(self):
-        """The first layer evaluated once per direction (``multipoint.SharedFirstLayer``) when the
-        model has one that is worth it and it gives the model's own outputs at a test point; else None."""
-        xb = self.batches[0][0]
-        with eval_mode(self.model), torch.no_grad():
-            shared = SharedFirstLayer.find(self.forward, self.perturber, xb, self.n_samples)
-            if shared is None:
-                return None
-            with restoring(self.model):
-                gen = torch.Generator().manual_seed(0)
-                self.perturber.set(torch.rand(self.perturber.coeffs.shape, generator=gen).to(self.device) - 0.5)
-                want = self.forward(xb).float()
-                with shared.active():
-                    got = self.forward(xb).float()
-        return shared if _same_outputs(want, got) else None
 
     def _prepare_data(self, data, bn_data) -> None:
         """Read, sub-sample, fingerprint and move the data to the device once; split it into batches."""
@@ -353,16 +280,6 @@ class Evaluator:
         """``[(inputs, targets), ...]`` of ``size`` samples each, on the device."""
         return [self._split(t) for t in self._data.slices(size)]
 
-    def _batch_size_tuner(self) -> _BatchSizeTuner | None:
-        """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch."""
-        bs = self.batch_size  # all samples, at most 4096
-        candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]
-        if self.n_samples <= SMALL_SET:  # one batch; tuning would cost more points than it saves
-            return None
-        if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
-            if self._batch_independent():
-                return _BatchSizeTuner(candidates)
-        return None
 
     @property
     def metric_names(self) -> list[str]:
@@ -382,88 +299,6 @@ class Evaluator:
         if self.batch_size != bs:
             self.batches = self._batches(bs)
 
-    def _seconds(self, fn, reps: int = 2) -> float:
-        """Wall time of ``fn()``'s last repetition (the first ones warm up)."""
-        for _ in range(reps):
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            t0 = time.perf_counter()
-            fn()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            dt = time.perf_counter() - t0
-        return dt
-
-    def _tune_on(self, coords: torch.Tensor, rows: list, should_stop) -> int:
-        """Evaluate the first points with each candidate batch size in turn and keep the fastest.
-
-        Eval mode only, where the batch size changes values only by rounding. Every timed
-        pass is a real grid point, so tuning costs nothing extra; a plan longer than the
-        tile goes on in the next one. Returns how many of ``coords`` were evaluated.
-        """
-        tuner = self._tuner
-        if tuner is None or tuner.done:
-            return 0
-        i = 0
-        while not tuner.done and i < len(coords):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            bs, timed = tuner.next()
-            self.use_batch_size(bs)
-            self.perturber.set(coords[i])
-            try:
-                dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
-            except torch.cuda.OutOfMemoryError:  # too large for this device: never try it again
-                tuner.drop(bs)
-                continue
-            tuner.record(bs, timed, dt)
-            i += 1
-        if tuner.done and tuner.best() is not None:
-            self.use_batch_size(tuner.best())
-        return i
-
-    def _use_format(self, channels_last: bool) -> None:
-        if self.channels_last != channels_last:
-            self._data.tree = self._formats[channels_last]
-            self.batches = self._batches(self.batch_size)
-            self.channels_last = channels_last
-
-    def _choose_format(self, coords: torch.Tensor, rows: list, should_stop) -> int:
-        """Time real points with channels_last and contiguous inputs, alternately, three each; keep
-        channels_last only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
-        i = 0
-        while self._format_plan and i < len(coords):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            use = self._format_plan.pop(0)
-            self._use_format(use)
-            self.perturber.set(coords[i])
-            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
-            self._format_times[use] = min(self._format_times.get(use, float("inf")), dt)
-            i += 1
-        t = self._format_times
-        if not self._format_plan and len(t) == 2:
-            self._use_format(t[True] < 0.95 * t[False])
-            t.clear()
-        return i
-
-    def _choose_shared(self, coords: torch.Tensor, rows: list, should_stop) -> int:
-        """Time real points with and without the shared first layer, alternately, three each; keep the
-        layer only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
-        i = 0
-        while self._shared_plan and i < len(coords):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            use = self._shared_plan.pop(0)
-            self.shared_layer = self._shared_candidate if use else None
-            self.perturber.set(coords[i])
-            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
-            self._shared_times[use] = min(self._shared_times.get(use, float("inf")), dt)
-            i += 1
-        t = self._shared_times
-        if not self._shared_plan and len(t) == 2:
-            self.shared_layer = self._shared_candidate if t[True] < 0.95 * t[False] else None
-        return i
 
     def _autocast(self):
         if self.settings.precision == "bf16":
@@ -543,20 +378,6 @@ class Evaluator:
                 "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
                 "the mean over the batch: use reduction='mean'")
 
-    def _batch_independent(self) -> bool:
-        """Whether a sample's output is independent of the rest of its batch (up to rounding), so the
-        batch size may be tuned; not so with e.g. BatchNorm without running statistics."""
-        xb = tree_map(lambda t: t[:16], self.batches[0][0])
-        n = batch_len(xb)
-        if n < 2:
-            return True
-        with eval_mode(self.model), torch.no_grad():
-            whole = find_logits(call_model(self.model, xb))
-            parts = [find_logits(call_model(self.model, tree_map(lambda t: t[a:b], xb)))
-                     for a, b in ((0, n // 2), (n // 2, n))]
-        if whole is None or any(p is None for p in parts) or whole.ndim == 0 or len(whole) != n:
-            return False  # nothing per sample to compare: keep the batch size
-        return _same_outputs(whole.float(), torch.cat(parts).float())
 
     def _folded(self) -> tuple[nn.Module, str]:
         """The model with eval-mode BN folded into its convs, checked against the model itself on
@@ -631,52 +452,6 @@ class Evaluator:
         """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""
         return torch.stack([_scalar(self.loss_fn(out, yb)), *(_scalar(fn(out, yb)) for fn in self._metric_list)])
 
-    def _points_stacked(self, coords: torch.Tensor) -> torch.Tensor:
-        """Several points in one pass: weights stacked on a leading axis, ``torch.func.vmap`` over it."""
-        from torch.func import functional_call, vmap
-
-        flat = torch.addmm(self.perturber.base[None, :], coords, self.perturber.directions)
-        parts = self.layout.split(flat)
-        for i in variance_buffers(self.layout):  # as Perturber.set: a variance cannot be negative
-            parts[i] = parts[i].clamp_min(0.0)
-        params = {e.name: t for e, t in zip(self.layout.entries, parts)}
-        fns = list(self.metric_fns.values())
-
-        def one(p, xb, yb):
-            with self._autocast():
-                out = functional_call(self.model, p, *args_kwargs(xb))
-            out = _floats(out)
-            return torch.stack([self.loss_fn(out, yb).float(), *(fn(out, yb).float() for fn in fns)])
-
-        batched = vmap(one, in_dims=(0, None, None))
-        sums = torch.zeros(len(coords), 1 + len(fns), dtype=torch.float64, device=self.device)
-        self.model.eval()
-        for xb, yb in self.batches:
-            sums += batched(params, xb, yb).double() * batch_len(xb)
-        return sums / self.n_samples
-
-    def _choose_points_per_pass(self, n_dirs: int) -> int:
-        """1 on CPU (stacking was slower on 2 cores); on a GPU the fastest of 1, 8, 32, 128 measured once."""
-        if self.points_per_pass:
-            return int(self.points_per_pass)
-        if self.device.type == "cpu" or self.bn_batches is not None:
-            self.points_per_pass = 1
-            return 1
-        best, best_k = float("inf"), 1
-        for k in (1, 8, 32, 128):
-            c = torch.zeros(k, n_dirs, dtype=self.perturber.base.dtype, device=self.device)
-            try:
-                if k == 1:
-                    self.perturber.set(c[0])
-                    dt = self._seconds(self.point_values)
-                else:
-                    dt = self._seconds(lambda: self._points_stacked(c)) / k
-            except (RuntimeError, torch.cuda.OutOfMemoryError):  # model or memory does not allow stacking
-                break
-            if dt < best:
-                best, best_k = dt, k
-        self.points_per_pass = best_k
-        return best_k
 
     @contextlib.contextmanager
     def session(self):
@@ -732,16 +507,6 @@ class Evaluator:
 def _scalar(value: torch.Tensor) -> torch.Tensor:
     """A one-element tensor (validated) as a 0-d one, so loss and metrics stack."""
     return value if value.dim() == 0 else value.reshape(())
-
-
-class Cancelled(Exception):
-    """Raised inside a running evaluation when the user cancelled the computation."""
-
-
-def _same_outputs(want: torch.Tensor, got: torch.Tensor) -> bool:
-    """Two forward passes agree up to float rounding (relative to the outputs' scale)."""
-    return want.shape == got.shape and bool(
-        torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())))
 
 
 __all__ = ["EvalSettings", "Evaluator", "PointEvaluator", "Cancelled", "PRECISIONS"]

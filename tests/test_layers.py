@@ -23,6 +23,7 @@ runners | validate
 hessian | trajectory | reparam | splits
 lanczos
 evaluate
+tuning
 model_paths
 directions | fold | multipoint
 params | data | metrics | spec | process | zoo
