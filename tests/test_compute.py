@@ -98,11 +98,14 @@ def test_bn_recompute_matches_naive_train_mode_statistics(cnn, cnn_data):
 
 
 def test_nan_and_inf_losses_are_stored_not_raised(mlp, mlp_data):
+    """A loss that diverges is a value, stored as such (NaN data are refused up front instead:
+    tests/test_bad_input.py)."""
     dirs = random_dict_dirs(mlp, 1)
-    x, y = mlp_data
-    x = x.clone(); x[0, 0] = float("nan")
-    s = lnb.compute_surface(mlp, (x, y), dirs, x=(-1, 1, 3))
+    nan_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) * float("nan")  # noqa: E731
+    s = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), loss_fn=nan_loss)
     assert np.isnan(s.loss).all() and s.is_complete
+    inf_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) / 0.0  # noqa: E731
+    assert np.isinf(lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), loss_fn=inf_loss).loss).all()
 
 
 def test_weights_bit_identical_after_compute(cnn, cnn_data):
