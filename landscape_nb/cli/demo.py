@@ -35,7 +35,8 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
       ``resnet20-skip-vs-noskip.html``: their contours side by side on one colour scale
       (Li et al. 2018, the paper's headline figure), and ``depth-skip-vs-noskip.html``:
       ResNet-20/56/110 with and without skips on one colour scale, each panel titled with its
-      minima count, basin radius and |λ_min/λ_max| fraction (3×3 eigen-map on 8 samples).
+      minima count and basin radius (the |λ_min/λ_max| fraction, which needs Hessian products,
+      is left to ``notebooks/skip_connections.ipynb``).
     - ``mlp-digits-small-vs-large-batch.html``: the 1D interpolation from the small-batch to
       the large-batch minimizer of the digits MLP (Keskar et al. 2017), and
       ``mlp-digits-flat-vs-sharp.html``: a filter-normalized 1D slice through each.
@@ -111,8 +112,9 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
             write(plot.surface(s, title=f"{name}: filter-normalized random plane"), f"{name}-surface.html")
         write(plot.compare(pair, kind="contour", titles=["with skip connections", "without skip connections"]),
               "resnet20-skip-vs-noskip.html")
-        depth = depth_comparison(settings=DepthSettings(resolution=n | 1, max_samples=128, eigen_resolution=3,
-                                                        eigen_max_samples=8),
+        # no eigen-map here (Hessian products on six deep nets take minutes on a laptop CPU): the
+        # non-convex fraction is in notebooks/skip_connections.ipynb and lnb.depth.depth_comparison
+        depth = depth_comparison(settings=DepthSettings(resolution=n | 1, max_samples=128, eigen_resolution=0),
                                  client=cl, store_dir=out / "stores" / "depth")
         write(plot.depth_figure(depth), "depth-skip-vs-noskip.html")
 
