@@ -30,7 +30,7 @@ ACCURACY_BAND = {
     "resnet110-noskip-digits": (0.05, 0.2),  # chance is 0.1: it does not learn
 }
 
-COARSE = DepthSettings(resolution=11, max_samples=64, eigen_resolution=3, eigen_max_samples=16)
+COARSE = DepthSettings(resolution=11, max_samples=64, eigen_resolution=3, eigen_max_samples=8, eigen_tol=0.1)
 
 
 @pytest.fixture(scope="module")
