@@ -1,9 +1,12 @@
 """The main job, end to end on the embedded cluster (small resolution)."""
 import re
 
+import pytest
+
 from landscape_nb.cli import main
 
 
+@pytest.mark.timeout(1500)  # the whole main job, training every model it shows on first use (~3 min on 2 cores)
 def test_demo_writes_standalone_html_figures(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--resolution", "5", "--workers", "2"]) == 0
