@@ -161,40 +161,31 @@ class SpeedChoices:
             self.channels_last = channels_last
 
     def _choose_format(self, coords: torch.Tensor, rows: list, should_stop) -> int:
-        """Time real points with channels_last and contiguous inputs, alternately, three each; keep
-        channels_last only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
-        i = 0
-        while self._format_plan and i < len(coords):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            use = self._format_plan.pop(0)
-            self._use_format(use)
-            self.perturber.set(coords[i])
-            dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
-            self._format_times[use] = min(self._format_times.get(use, float("inf")), dt)
-            i += 1
-        t = self._format_times
-        if not self._format_plan and len(t) == 2:
-            self._use_format(t[True] < 0.95 * t[False])
-            t.clear()
-        return i
+        """channels_last or contiguous inputs, by ``_ab_trial``."""
+        return self._ab_trial(self._format_plan, self._format_times, self._use_format, coords, rows, should_stop)
 
     def _choose_shared(self, coords: torch.Tensor, rows: list, should_stop) -> int:
-        """Time real points with and without the shared first layer, alternately, three each; keep the
-        layer only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
+        """The shared first layer or the model's own, by ``_ab_trial``."""
+        def use(shared: bool) -> None:
+            self.shared_layer = self._shared_candidate if shared else None
+
+        return self._ab_trial(self._shared_plan, self._shared_times, use, coords, rows, should_stop)
+
+    def _ab_trial(self, plan: list, times: dict, apply, coords: torch.Tensor, rows: list, should_stop) -> int:
+        """Time real points with ``apply(True)`` and ``apply(False)`` alternately as ``plan`` says (three
+        each); keep True only if it was at least 5 % faster. Returns how many of ``coords`` were evaluated."""
         i = 0
-        while self._shared_plan and i < len(coords):
+        while plan and i < len(coords):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            use = self._shared_plan.pop(0)
-            self.shared_layer = self._shared_candidate if use else None
+            use = plan.pop(0)
+            apply(use)
             self.perturber.set(coords[i])
             dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
-            self._shared_times[use] = min(self._shared_times.get(use, float("inf")), dt)
+            times[use] = min(times.get(use, float("inf")), dt)
             i += 1
-        t = self._shared_times
-        if not self._shared_plan and len(t) == 2:
-            self.shared_layer = self._shared_candidate if t[True] < 0.95 * t[False] else None
+        if not plan and len(times) == 2:
+            apply(times[True] < 0.95 * times[False])  # idempotent: later calls apply the same choice
         return i
 
     def _batch_independent(self) -> bool:
