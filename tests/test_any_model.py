@@ -471,6 +471,70 @@ def test_item9_path_between_models_with_different_frozen_layers_ends_at_b():
         lnb.interpolation_direction(a, b, frozen="refuse")
 
 
+def _held_fixed_model():
+    """Frozen first layer (weight and bias), then biases, BatchNorm and LayerNorm: 9 tensors held fixed."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8),
+                      nn.LayerNorm(8), nn.Linear(8, 3))
+    m[0].requires_grad_(False)
+    return m.eval()
+
+
+def test_item10_figure_hover_names_the_parameters_random_directions_hold_fixed(tmp_path):
+    from landscape_nb.plot._common import HELD_FIXED_NAMES
+
+    model = _held_fixed_model()
+    x, y = torch.randn(N, 6, generator=gen(7)), torch.randint(0, 3, (N,), generator=gen(8))
+    # naive: frozen tensors are left out; ignore="biasbn" (the default) zeroes every trainable 1-D tensor
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    zeroed = [n for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    assert len(frozen) == 2 and len(zeroed) == 7
+    plane = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0),
+                                x=(-1, 1, 3), y=(-1, 1, 3), name="held")
+    curve = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), name="held")
+    shown = frozen + zeroed[:HELD_FIXED_NAMES - len(frozen)]
+    more = len(frozen) + len(zeroed) - len(shown)
+    figs = {"contour": lnb.plot.contour(plane), "heatmap": lnb.plot.heatmap(plane),
+            "surface": lnb.plot.surface(plane), "compare": lnb.plot.compare([plane, plane], kind="surface"),
+            "live": lnb.plot.live(plane), "line": lnb.plot.line(curve), "live-1d": lnb.plot.live(curve)}
+    for kind, fig in figs.items():
+        template = fig.data[0].hovertemplate
+        assert template.count("held fixed: ") == 1, kind
+        assert f"{len(frozen)} frozen ({', '.join(frozen)})" in template, kind
+        assert f"{len(zeroed)} biases/norm weights ({', '.join(zeroed[:len(shown) - len(frozen)])}, +{more} more)" \
+            in template, kind
+        for name in zeroed[len(shown) - len(frozen):]:
+            assert name + "," not in template and name + ")" not in template, (kind, name)
+        notes = fig.layout.meta["held_fixed"]  # the full lists
+        assert {"surface": "held", "frozen": frozen, "biases/norm weights": zeroed} in notes, kind
+    assert "held fixed" not in figs["line"].data[1].hovertemplate  # the accuracy curve shares the hover box
+    lnb.plot.update(figs["live"], plane)
+    assert figs["live"].layout.meta["held_fixed"] and "held fixed: " in figs["live"].data[1].hovertemplate
+    for fig, surf in ((figs["live"], plane), (figs["live-1d"], curve)):  # refilled with a hand-made surface
+        lnb.plot.update(fig, lnb.Surface(x=surf.x, y=surf.y, loss=surf.loss, metrics=dict(surf.metrics)))
+        assert all("held fixed" not in t.hovertemplate for t in fig.data) and "held_fixed" not in fig.layout.meta
+    html = lnb.export_html(figs["contour"], tmp_path / "c.html").read_text()
+    assert f"{len(frozen)} frozen ({', '.join(frozen)})" in html
+    loaded = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3),
+                                 y=(-1, 1, 3), store=tmp_path / "s.zarr")
+    assert "held fixed: " in lnb.plot.contour(lnb.load_surface(tmp_path / "s.zarr")).data[0].hovertemplate
+    assert loaded.provenance["directions"]["zeroed"] == zeroed
+
+
+def test_item10_nothing_held_fixed_shows_no_such_text():
+    model = MLP()
+    x, y = torch.randn(N, 6, generator=gen(7)), torch.randint(0, 3, (N,), generator=gen(8))
+    assert all(p.requires_grad for p in model.parameters())
+    plane = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None),
+                                x=(-1, 1, 3), y=(-1, 1, 3))
+    curve = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0, ignore=None), x=(-1, 1, 3))
+    assert plane.provenance["directions"]["excluded"] == [] and plane.provenance["directions"]["zeroed"] == []
+    for fig in (lnb.plot.contour(plane), lnb.plot.surface(plane), lnb.plot.compare([plane]), lnb.plot.line(curve),
+                lnb.plot.live(plane), lnb.plot.live(curve)):
+        assert all("held fixed" not in (t.hovertemplate or "") for t in fig.data)
+        assert "held_fixed" not in (fig.layout.meta or {})
+
+
 def test_item10_shuffled_loader_with_max_samples_same_subset_every_call():
     model, _, _, _ = row("mlp")
     g = gen(7)

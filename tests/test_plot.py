@@ -204,6 +204,27 @@ def test_hover_shows_x_y_loss_and_accuracy(bowl):
             assert part in tr.hovertemplate
 
 
+@pytest.mark.parametrize("directions", [None, "not a mapping", {}, {"scheme": "pca"},
+                                        {"excluded": "w (frozen)", "zeroed": 3}, {"excluded": None}])
+def test_hover_of_surfaces_without_held_fixed_provenance_adds_nothing(directions):
+    """Hand-made surfaces, older stores and malformed provenance: no held-fixed text, no error."""
+    surf = make_bowl() if directions is None else make_bowl(directions=directions)
+    line = make_line()
+    for fig in (plot.contour(surf), plot.surface(surf), plot.compare([surf]), plot.line(line), plot.live(surf)):
+        assert all("held fixed" not in (t.hovertemplate or "") for t in fig.data)
+        assert "held_fixed" not in (fig.layout.meta or {})
+
+
+def test_held_fixed_hover_groups_excluded_by_reason_and_breaks_long_lines():
+    frozen = [f"encoder.layer.{k}.attention.output.dense.weight" for k in range(3)]
+    surf = make_bowl(label="bert", directions={"excluded": [f"{n} (frozen)" for n in frozen] + ["odd"],
+                                               "zeroed": ["a.bias"], "ignore": "biasbn"})
+    template = plot.contour(surf).data[0].hovertemplate
+    fixed = template[template.index("held fixed: "):template.index("<extra>")]
+    assert fixed == (f"held fixed: 3 frozen ({', '.join(frozen)});<br>1 excluded (odd);<br>"
+                     "1 biases/norm weights (a.bias)")
+
+
 def test_surface_projects_contours_on_the_floor(bowl):
     tr = plot.surface(bowl).data[0]
     assert tr.contours.z.show and tr.contours.z.project.z and tr.contours.z.usecolormap

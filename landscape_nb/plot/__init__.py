@@ -17,6 +17,9 @@ Display rules shared by all builders:
 * ``log=True`` shows log10(loss); non-positive losses have no logarithm and are gaps.
 * Clipping caps huge losses so one diverged corner does not flatten the picture; the hover
   text always shows the true values.
+* The hover text names the parameters the directions held fixed (frozen tensors; biases and
+  norm weights under ``ignore="biasbn"``), at most six, then "+N more"; the full lists are in
+  ``fig.layout.meta["held_fixed"]``. Nothing is shown when the provenance records none.
 
 The modules: ``_common`` (checks, the display transform, hover, colour and contour
 helpers), ``figures`` (line, contour, heatmap, surface, compare), ``analysis`` (PCA planes,

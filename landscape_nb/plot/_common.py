@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Real
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -32,6 +32,8 @@ SCENE_EYE = dict(x=1.35, y=1.35, z=0.95)  # 3D camera for a wide scene; narrower
 SCENE_ASPECT = dict(x=1.0, y=1.0, z=0.8)  # a box a little flatter than a cube
 SCENE_TITLE_FRACTION = 0.4  # a 3D axis title may span this share of its scene's width
 SCENE_Z_TITLE_PX = 420  # narrower scenes clip the z title (drawn left of the box): the caption names z
+HELD_FIXED_NAMES = 6  # hover text names at most this many held-fixed tensors, then "+N more"
+HELD_FIXED_LINE = 90  # characters of hover text on one line before the groups go on lines of their own
 
 # ---------------------------------------------------------------------------------------
 # Shared docstring pieces, substituted with `_doc` (the plotly.express habit): a parameter
@@ -391,7 +393,8 @@ def hover_customdata(surf: Surface) -> np.ndarray:
 
 
 def hover_template(surf: Surface) -> str:
-    """Hover text for a grid trace using `hover_customdata`: x, y, loss and every metric.
+    """Hover text for a grid trace using `hover_customdata`: x, y, loss and every metric,
+    then the parameters the directions held fixed (`held_fixed_text`), when there are any.
 
     Parameters
     ----------
@@ -405,7 +408,93 @@ def hover_template(surf: Surface) -> str:
     """
     lines = [f"{surf.x_label}: %{{x:.4g}}", f"{surf.y_label}: %{{y:.4g}}"]
     lines += [f"{n}: %{{customdata[{k}]:.4g}}" for k, n in enumerate(_quantity_names(surf))]
+    fixed = held_fixed_text(surf)
+    if fixed:
+        lines.append(fixed)
     return "<br>".join(lines) + "<extra></extra>"
+
+
+_BIASBN = "biases/norm weights"  # the 1-D tensors ``ignore="biasbn"`` gives a zero direction
+
+
+def held_fixed(surf: Surface) -> dict[str, list[str]]:
+    """The parameters that the surface's directions did not perturb, grouped by why.
+
+    Read from ``surf.provenance["directions"]`` as `landscape_nb.random_directions`
+    records it: ``excluded`` (``"name (frozen)"``: parameters left out of the layout) and
+    ``zeroed`` (1-D tensors given a zero direction by ``ignore="biasbn"``).
+
+    Parameters
+    ----------
+    surf : Surface
+        Any landscape; one without that provenance (hand-made, from an older version or a
+        store written before it was recorded) has nothing held fixed.
+
+    Returns
+    -------
+    dict of str to list of str
+        Reason (``"frozen"``, ``"biases/norm weights"``, ...) to parameter names in
+        ``named_parameters()`` order; empty when nothing was held fixed or nothing is known.
+    """
+    prov = surf.provenance.get("directions") if isinstance(surf.provenance, Mapping) else None
+    if not isinstance(prov, Mapping):
+        return {}
+    groups: dict[str, list[str]] = {}
+    excluded, zeroed = prov.get("excluded"), prov.get("zeroed")
+    for entry in excluded if isinstance(excluded, (list, tuple)) else ():
+        name, sep, reason = str(entry).rpartition(" (")
+        if not (sep and reason.endswith(")")):
+            name, reason = str(entry), "excluded)"
+        groups.setdefault(reason[:-1], []).append(name)
+    names = [str(n) for n in zeroed] if isinstance(zeroed, (list, tuple)) else []
+    if names:
+        groups.setdefault(_BIASBN if prov.get("ignore") == "biasbn" else "zero direction", []).extend(names)
+    return groups
+
+
+def held_fixed_text(surf: Surface) -> str | None:
+    """One short hover line naming the parameters held fixed (see `held_fixed`), or None.
+
+    At most `HELD_FIXED_NAMES` names in all, then "+N more" per group, e.g.
+    ``"held fixed: 1 frozen (embed.weight); 4 biases/norm weights (fc.bias, bn.weight,
+    bn.bias, +1 more)"``; the groups go on lines of their own when that would be long.
+    The full lists are in the figure's ``layout.meta["held_fixed"]``.
+    """
+    import html
+
+    groups = held_fixed(surf)
+    if not groups:
+        return None
+    budget, parts = HELD_FIXED_NAMES, []
+    for reason, names in groups.items():
+        shown = names[:max(1, budget)]
+        budget -= len(shown)
+        listed = ", ".join(html.escape(n, quote=False) for n in shown)
+        if len(names) > len(shown):
+            listed += f", +{len(names) - len(shown)} more"
+        parts.append(f"{len(names)} {html.escape(reason, quote=False)} ({listed})")
+    text = "held fixed: " + "; ".join(parts)
+    return text if len(text) <= HELD_FIXED_LINE else "held fixed: " + ";<br>".join(parts)
+
+
+def held_fixed_notes(surfaces: Sequence[Surface]) -> list[dict]:
+    """The full lists of held-fixed parameters (`held_fixed`): one ``{"surface": label,
+    reason: names, ...}`` per surface that held any fixed."""
+    notes = []
+    for k, s in enumerate(surfaces):
+        groups = held_fixed(s)
+        if groups:
+            notes.append({"surface": str(s.provenance.get("label", f"surface {k}")), **groups})
+    return notes
+
+
+def note_held_fixed(fig, surfaces: Sequence[Surface]) -> None:
+    """Record `held_fixed_notes` in ``fig.layout.meta`` under ``"held_fixed"``; other
+    ``meta`` keys are kept, and nothing is written when no surface held anything fixed."""
+    notes = held_fixed_notes(surfaces)
+    if notes:
+        meta = fig.layout.meta if isinstance(fig.layout.meta, Mapping) else {}
+        fig.layout.meta = {**meta, "held_fixed": notes}
 
 
 def _title(title: str | None, surf: Surface | None) -> str | None:

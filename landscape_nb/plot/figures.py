@@ -33,6 +33,8 @@ from ._common import (
     clip_limit,
     display_values,
     fit_title,
+    held_fixed_text,
+    note_held_fixed,
     plot_area,
     scene_axes,
     set_caption,
@@ -49,6 +51,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
     fig = go.Figure(trace)
     fig.update_layout(title=_title(title, surf))
+    note_held_fixed(fig, [surf])
     width, height = plot_area()
     if kind == "surface":
         scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height)
@@ -127,7 +130,7 @@ def line(
             go.Scatter(
                 x=x, y=loss, mode="lines", name="loss" if single else f"{label}: loss",
                 legendgroup=label, line=dict(color=loss_color if single else color),
-                hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
+                hovertemplate=_line_hover(s, label),
             ),
             secondary_y=False,
         )
@@ -163,7 +166,16 @@ def line(
             fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
             fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
     fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
+    note_held_fixed(fig, surfaces)
     return fig
+
+
+def _line_hover(s: Surface, label: str) -> str:
+    """Hover text of a loss curve, with the parameters held fixed (not on its metric curve,
+    which shares the hover box under ``hovermode="x unified"``)."""
+    fixed = held_fixed_text(s)
+    return (f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}" + (f"<br>{fixed}" if fixed else "")
+            + f"<extra>{label}</extra>")
 
 
 def _trajectory_field(trajectory: Any, name: str):
@@ -462,5 +474,6 @@ def compare(
         ),
         height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
+    note_held_fixed(fig, surfaces)
     return fig
 

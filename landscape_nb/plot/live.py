@@ -30,6 +30,7 @@ from ._common import (
     _transform,
     display_values,
     fit_title,
+    held_fixed_notes,
     hover_customdata,
     hover_template,
     plot_area,
@@ -38,7 +39,7 @@ from ._common import (
     set_caption,
     to_plotly_z,
 )
-from .figures import line
+from .figures import _line_hover, line
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
@@ -155,7 +156,10 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
     _check_surface(surface, ndim=int(info["ndim"]), where="plot.update")
     log = bool(info.get("log")) if log is None else bool(log)
     _check_clip(clip, log)
-    new_meta = {_LIVE_KEY: {**info, "log": log}}
+    new_meta = {**{k: v for k, v in meta.items() if k != "held_fixed"}, _LIVE_KEY: {**info, "log": log}}
+    notes = held_fixed_notes([surface])  # the surface's own, as in the hover text
+    if notes:
+        new_meta["held_fixed"] = notes
     with fig.batch_update():
         if surface.ndim == 1:
             _update_line(fig, surface, log=log, metric=info.get("metric"))
@@ -168,6 +172,7 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
 def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     fig.data[0].x = to_plotly_z(surf.x)
     fig.data[0].y = to_plotly_z(_transform(surf.loss, log=False, clip=False))
+    fig.data[0].hovertemplate = _line_hover(surf, str(surf.provenance.get("label", "surface 0")))
     if len(fig.data) > 1 and metric in surf.metrics:
         fig.data[1].x = to_plotly_z(surf.x)
         fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
