@@ -40,7 +40,7 @@ class EvalSettings:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
-    points_per_pass: int | None = None  # None: 1 on CPU, measured on a GPU (see Evaluator)
+    points_per_pass: int | None = None  # None: measured on the first real points (see Evaluator)
     fold_bn: bool = True  # eval mode: conv→BN pairs run as one conv (rounding-level change; see fold.py)
     target_key: str | int | None = "labels"  # dict key (or tuple index) of the targets: see data.read_data
 
@@ -242,6 +242,9 @@ class Evaluator(SpeedChoices):
             if self.shared_layer is not None:
                 self.shared_layer.storages.add(x_cl.untyped_storage().data_ptr())
         self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
+        self._stack_plan: list[int] | None = None  # points per pass still to time (None: not planned yet)
+        self._stack_times: dict[int, float] = {}
+        self._stack_map: list[tuple[str, int]] | None = None
         self._in_session = False
 
 
@@ -491,7 +494,11 @@ class Evaluator(SpeedChoices):
                 start += self._choose_format(all_c[start:], rows, should_stop)
             if not self.tuning and not self._format_plan:
                 start += self._choose_shared(all_c[start:], rows, should_stop)
-            k = 1 if self.tuning else self._choose_points_per_pass(coords.shape[1])
+            if not self.tuning and not self._format_plan and not self._shared_plan:
+                start += self._choose_stacking(all_c[start:], rows, should_stop, len(coords))
+            k = 1 if self.tuning else self._points_per_pass_now()
+            if k > 1:  # passes of nearly equal size, none larger than k (18 points: 9 + 9, not 16 + 2)
+                k = -(-(len(coords) - start) // -(-(len(coords) - start) // k)) if len(coords) > start else k
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()

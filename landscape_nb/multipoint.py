@@ -77,6 +77,8 @@ class SharedFirstLayer:
         self.storages = storages
         self._terms: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._own = None
+        #: inside a ``vmap`` over points (``SpeedChoices._points_stacked``): each point's coefficients
+        self.batched_coeffs: torch.Tensor | None = None
 
     # ------------------------------------------------------------ finding ----
     @classmethod
@@ -153,6 +155,8 @@ class SharedFirstLayer:
         if args or kwargs or torch.is_grad_enabled() or x.untyped_storage().data_ptr() not in self.storages:
             return type(self.module).forward(self.module, x, *args, **kwargs)
         h0, hd, buf = self.terms(x)
+        if self.batched_coeffs is not None:  # one output per vmapped point
+            return (self.batched_coeffs @ hd + h0).view(buf.shape)
         torch.addmv(h0, hd.T, self.perturber.coeffs, out=buf.view(-1))
         return buf
 

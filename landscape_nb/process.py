@@ -1,8 +1,13 @@
-"""Process-wide tuning for entry points that own their process (the CLI, Dask workers).
+"""Process-wide tuning: glibc's heap (``keep_heap_top``) and torch's threads (``set_threads``).
 
-Nothing here runs on import; library calls never change the process behind the user's back.
+Nothing here runs on import. The CLI and the Dask workers landscape_nb starts call ``keep_heap_top``
+at start; an in-process ``compute_surface`` calls it once (``heap_policy``: documented there, recorded
+in the provenance, and skipped with ``LANDSCAPE_NB_MALLOC=default``). Threads are set by worker
+plugins only.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -33,9 +38,25 @@ def keep_heap_top(n_bytes: int = HEAP_TOP_PAD) -> bool:
     return bool(libc.mallopt(-2, int(n_bytes))) and bool(libc.mallopt(-3, MMAP_THRESHOLD))  # TOP_PAD, MMAP_THRESHOLD
 
 
+def heap_policy() -> str:
+    """Apply ``keep_heap_top`` once for in-process evaluation unless ``LANDSCAPE_NB_MALLOC=default``;
+    returns what holds now, for the provenance: "kept" (glibc told to keep freed heap top),
+    "default" (opted out) or "unchanged" (not glibc)."""
+    global _HEAP
+    if _HEAP is None:
+        if os.environ.get("LANDSCAPE_NB_MALLOC", "").strip().lower() == "default":
+            _HEAP = "default"
+        else:
+            _HEAP = "kept" if keep_heap_top() else "unchanged"
+    return _HEAP
+
+
+_HEAP: str | None = None
+
+
 def set_threads(n: int) -> None:
     """Torch intra-op threads (used by worker plugins; the in-process path leaves them alone)."""
     torch.set_num_threads(max(1, int(n)))
 
 
-__all__ = ["keep_heap_top", "set_threads", "HEAP_TOP_PAD", "MMAP_THRESHOLD"]
+__all__ = ["keep_heap_top", "heap_policy", "set_threads", "HEAP_TOP_PAD", "MMAP_THRESHOLD"]

@@ -18,6 +18,7 @@ from .errors import LandscapeError
 from .evaluate import Cancelled, EvalSettings, Evaluator, PointEvaluator
 from .grid import Grid, Tile
 from .params import ParamLayout
+from .process import heap_policy
 from .splits import SplitEvaluator, is_splits
 
 
@@ -144,7 +145,7 @@ def _culprit(exc: BaseException, job: "Job") -> tuple[str, TracebackType | None]
     return "the model, loss_fn or a metric", None
 
 
-def user_code_error(exc: BaseException, job: "Job", tile: Tile | None = None) -> LandscapeError:
+def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None) -> LandscapeError:
     """One clear line for an exception raised by the user's model, loss or metric.
 
     The message names the user function, the exception's type and first line, and where it happened;
@@ -157,13 +158,16 @@ def user_code_error(exc: BaseException, job: "Job", tile: Tile | None = None) ->
         exc.with_traceback(tb)
     text = " ".join(str(exc).split())
     text = text if len(text) <= 300 else text[:297] + "..."
-    where = f"while evaluating tile {tile.index} ({tile.n_points} points) of surface {job.key or '(no key yet)'}" \
-        if tile is not None else "while checking the model, loss and metrics on a first batch"
+    tiles = tile if isinstance(tile, list) else [] if tile is None else [tile]
+    which = (f"tile {tiles[0].index}" if len(tiles) == 1 else
+             f"tiles {', '.join(str(t.index) for t in tiles)} (evaluated together)")
+    where = (f"while evaluating {which} ({sum(t.n_points for t in tiles)} points) of surface "
+             f"{job.key or '(no key yet)'}" if tiles else "while checking the model, loss and metrics on a first batch")
     return LandscapeError(f"{label} raised {type(exc).__name__}: {text} ({where}); the original exception "
                           "is chained as __cause__; finished tiles are kept when compute_surface has a store")
 
 
-def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | None = None):
+def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None):
     """Raise ``exc`` as one clear line (``from_user_code``), chained to it unless it is a ``LandscapeError``."""
     err = from_user_code(exc, job, tile)
     if err is exc:
@@ -171,7 +175,7 @@ def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | None = Non
     raise err from exc
 
 
-def from_user_code(exc: BaseException, job: "Job", tile: Tile | None = None) -> LandscapeError:
+def from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None) -> LandscapeError:
     """``exc`` as one clear line: a ``LandscapeError`` already (its user cause's traceback trimmed) or wrapped."""
     if isinstance(exc, LandscapeError):
         if exc.__cause__ is not None:
@@ -190,6 +194,7 @@ class InProcessRunner:
     """
 
     description = "in-process"
+    malloc: str | None = None  # process.heap_policy() once a CPU evaluator is prepared
 
     def __init__(self):
         self._evaluator: PointEvaluator | None = None
@@ -200,6 +205,8 @@ class InProcessRunner:
             self._evaluator = job.evaluator()
         except Exception as exc:  # the user's model, loss or metric failing on a first batch
             raise_from_user_code(exc, job)
+        if self._evaluator.device.type == "cpu":  # freed activations kept mapped (process.heap_policy)
+            self.malloc = heap_policy()
         return describe(self._evaluator)
 
     def run(self, job, grid, tiles, cancel):
@@ -210,17 +217,27 @@ class InProcessRunner:
 
     @staticmethod
     def _tiles(ev, job, grid, tiles, cancel):
+        """Tiles in order; consecutive small tiles go to the evaluator together when it asks for more
+        points per call than one holds (``points_wanted``: several points per vmapped pass)."""
+        pending = list(tiles)
         with ev.session():
-            for tile in tiles:
+            while pending:
                 if cancel.is_set():
                     return
+                want = ev.points_wanted() if hasattr(ev, "points_wanted") else 1
+                group = [pending.pop(0)]
+                while pending and sum(t.n_points for t in group) < want:
+                    group.append(pending.pop(0))
                 try:
-                    values = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+                    values = ev.evaluate(np.concatenate([grid.coords(t) for t in group]), should_stop=cancel.is_set)
                 except Cancelled:
                     return
                 except Exception as exc:
-                    raise_from_user_code(exc, job, tile)
-                yield tile, values.reshape(*tile.shape, -1)
+                    raise_from_user_code(exc, job, group)
+                start = 0
+                for tile in group:
+                    yield tile, values[start:start + tile.n_points].reshape(*tile.shape, -1)
+                    start += tile.n_points
 
     def settled(self) -> DataInfo | None:
         return None if self._evaluator is None else describe(self._evaluator)

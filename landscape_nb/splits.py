@@ -111,6 +111,10 @@ class SplitEvaluator:
     def points_per_pass(self) -> int | None:
         return self.primary.points_per_pass
 
+    def points_wanted(self) -> int:
+        """The most points any split's evaluator asks for per call (``Evaluator.points_wanted``)."""
+        return max(ev.points_wanted() for ev in self.splits.values())
+
     @contextlib.contextmanager
     def session(self):
         """Every split's session at once: the shared model is snapshotted before any point and

@@ -9,12 +9,15 @@ from typing import Sequence
 
 import torch
 
-from .data import args_kwargs, batch_len, call_model, tree_map
+from .data import batch_len, call_model, tree_map
 from .metrics import find_logits
 from .multipoint import SharedFirstLayer
 from .params import eval_mode, restoring, variance_buffers
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
+#: CPU: stack only as many points as keep their activations under this many bytes (they stay in cache
+#: on small models, where stacking wins; it never paid on a conv net's larger activations)
+STACK_BYTES = 256 * 2**20
 #: evaluation sets up to this size run as one batch, untuned: splitting them into a ragged pair
 #: never paid for the up to 7 tuning points it cost (mlp-digits, 360 samples, 2-core CPU)
 SMALL_SET = 512
@@ -203,49 +206,188 @@ class SpeedChoices:
             return False  # nothing per sample to compare: keep the batch size
         return _same_outputs(whole.float(), torch.cat(parts).float())
 
+    def _stack_slots(self) -> list[tuple[dict, str, int]]:
+        """(``module._parameters`` or ``_buffers``, key, layout index) of every tensor of ``self.forward``
+        the perturber writes, found by identity: the folded model (other module names), tied weights
+        (two slots, one index) and a module reachable by two paths (one slot) all map alike."""
+        if self._stack_map is None:
+            index = {id(t): i for i, t in enumerate(self.perturber.targets)}
+            self._stack_map = [(table, key, index[id(t)]) for m in self.forward.modules()
+                               for table in (m._parameters, m._buffers) for key, t in table.items()
+                               if t is not None and id(t) in index]
+        return self._stack_map
+
     def _points_stacked(self, coords: torch.Tensor) -> torch.Tensor:
-        """Several points in one pass: weights stacked on a leading axis, ``torch.func.vmap`` over it."""
-        from torch.func import functional_call, vmap
+        """Several points in one pass: ``(len(coords), 1 + n_metrics)`` float64 on the device.
+
+        The weights of all points are stacked on a leading axis and ``torch.func.vmap`` runs the model
+        (folded where BN folds) over it, each point's tensors swapped into the modules for the pass
+        and put back after; a shared first layer (``multipoint``) combines its terms with every
+        point's coefficients at once; loss and metrics are the fused ones of ``point_values``."""
+        from torch.func import vmap
 
         flat = torch.addmm(self.perturber.base[None, :], coords, self.perturber.directions)
         parts = self.layout.split(flat)
         for i in variance_buffers(self.layout):  # as Perturber.set: a variance cannot be negative
             parts[i] = parts[i].clamp_min(0.0)
-        params = {e.name: t for e, t in zip(self.layout.entries, parts)}
-        fns = list(self.metric_fns.values())
+        slots = self._stack_slots()
+        used = sorted({i for _, _, i in slots})
+        # the shared first layer whenever the model has one: stacked, its terms replace a matmul with
+        # per-point weights by one small GEMM (mlp-digits: 0.09 vs 0.2 ms a point at 32 points a pass)
+        shared = self._shared_candidate
 
-        def one(p, xb, yb):
-            with self._autocast():
-                out = functional_call(self.model, p, *args_kwargs(xb))
-            out = _floats(out)
-            return torch.stack([self.loss_fn(out, yb).float(), *(fn(out, yb).float() for fn in fns)])
+        def one(p, c, xb, yb):
+            tensors = dict(zip(used, p))
+            saved = [table[key] for table, key, _ in slots]
+            try:
+                for table, key, i in slots:
+                    table[key] = tensors[i]
+                if shared is not None:
+                    shared.batched_coeffs = c
+                with self._autocast():
+                    out = call_model(self.forward, xb)
+                return self._values(_floats(out), yb).float()
+            finally:
+                for (table, key, _), t in zip(slots, saved):
+                    table[key] = t
 
-        batched = vmap(one, in_dims=(0, None, None))
-        sums = torch.zeros(len(coords), 1 + len(fns), dtype=torch.float64, device=self.device)
-        self.model.eval()
-        for xb, yb in self.batches:
-            sums += batched(params, xb, yb).double() * batch_len(xb)
-        return sums / self.n_samples
+        batched = vmap(one, in_dims=(0, 0, None, None))
+        stacked = [parts[i] for i in used]
+        sums = None
+        if shared is not None:
+            shared.install()
+        try:
+            for xb, yb in self.batches:
+                vals = batched(stacked, coords, xb, yb).double()
+                n = batch_len(xb)
+                sums = vals * (n / self.n_samples) if sums is None else sums.add_(vals, alpha=n / self.n_samples)
+        finally:
+            if shared is not None:
+                shared.uninstall()
+                shared.batched_coeffs = None
+            for m in self.forward.modules():  # folds cached from the stacked tensors: not kept
+                if hasattr(m, "clear_cache"):
+                    m.clear_cache()
+        return sums
 
-    def _choose_points_per_pass(self, n_dirs: int) -> int:
-        """1 on CPU (stacking was slower on 2 cores); on a GPU the fastest of 1, 8, 32, 128 measured once."""
+    def _stack_candidates(self) -> list[int]:
+        """Points per pass to try, largest last: those whose activations fit ``STACK_BYTES`` (CPU) or
+        an eighth of the free GPU memory, estimated from the largest module output of one sample."""
+        if self.points_per_pass or self.bn_batches is not None or self.settings.compile:
+            return []
+        per_sample = self._activation_bytes()
+        if per_sample is None:
+            return []
+        if self.device.type == "cuda":
+            budget, ks = torch.cuda.mem_get_info(self.device)[0] / 8, (8, 32, 128, 512)
+        else:
+            budget, ks = STACK_BYTES, (16, 32, 64)  # a vmapped pass costs ~0.7 ms more than a plain one
+        return [k for k in ks if k * self.batch_size * per_sample <= budget]
+
+    def _activation_bytes(self) -> int | None:
+        """Three times the largest module output of one sample, in bytes (what a no-grad pass holds
+        at once, roughly); None if the model's outputs cannot be measured."""
+        sizes: list[int] = []
+
+        def hook(m, args, out):
+            if isinstance(out, torch.Tensor):
+                sizes.append(out.numel() * out.element_size())
+
+        xb = tree_map(lambda t: t[:1], self.batches[0][0])
+        handles = [m.register_forward_hook(hook) for m in self.forward.modules()]
+        try:
+            with torch.no_grad():
+                call_model(self.forward, xb)
+        except Exception:
+            return None
+        finally:
+            for h in handles:
+                h.remove()
+        return 3 * max(sizes) if sizes else None
+
+    def _planned_stacking(self) -> list[tuple[int, str]]:
+        """The points-per-pass trial still to run, built on first use: (points, role) passes, role "time"
+        (timed), "check" (compared with one point alone) or "warm" (first pass of a size: untimed)."""
+        if self._stack_plan is None:
+            ks = self._stack_candidates()
+            self._stack_plan = ([(1, "time"), (1, "time"), (4, "check")]
+                                + [(k, role) for k in ks for role in ("warm", "time")]) if ks else []
+            if not ks and not self.points_per_pass:
+                self.points_per_pass = 1
+        return self._stack_plan
+
+    def points_wanted(self) -> int:
+        """How many points the next ``evaluate`` call should get to run at full speed: 1 while the batch
+        size, format or shared layer are timed point by point, the next stacked pass of the trial, then
+        four passes of the points per pass chosen. A runner that can group small tiles (``InProcessRunner``)
+        does."""
+        if self.tuning or self._format_plan or self._shared_plan:
+            return 1
+        plan = self._planned_stacking()
+        if plan:
+            return plan[0][0]
+        k = self._points_per_pass_now()
+        return 1 if k == 1 else 4 * k  # several passes a call: the last, shorter one costs little
+
+    def _points_per_pass_now(self) -> int:
+        """The points per pass chosen, or the fastest timed so far while the trial goes on."""
         if self.points_per_pass:
             return int(self.points_per_pass)
-        if self.device.type == "cpu" or self.bn_batches is not None:
-            self.points_per_pass = 1
-            return 1
-        best, best_k = float("inf"), 1
-        for k in (1, 8, 32, 128):
-            c = torch.zeros(k, n_dirs, dtype=self.perturber.base.dtype, device=self.device)
-            try:
-                if k == 1:
-                    self.perturber.set(c[0])
-                    dt = self._seconds(self.point_values)
-                else:
-                    dt = self._seconds(lambda: self._points_stacked(c)) / k
-            except (RuntimeError, torch.cuda.OutOfMemoryError):  # model or memory does not allow stacking
-                break
-            if dt < best:
-                best, best_k = dt, k
-        self.points_per_pass = best_k
-        return best_k
+        return min(self._stack_times, key=self._stack_times.get) if self._stack_times else 1
+
+    def _choose_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
+        """Points per pass by timing real points: one point at a time (twice), then each candidate of
+        ``_stack_candidates`` in turn until one is not 5 % faster per point than the best so far.
+
+        The first stacked pass is checked against one point evaluated alone; a model, loss or metric
+        that ``vmap`` cannot run, or a disagreement beyond rounding, keeps one point per pass, the
+        reason in ``notes["points_per_pass"]``. Each size runs once untimed first (new shapes warm up
+        the kernels). A plan longer than the call goes on in the next one. Returns how many of
+        ``coords`` were evaluated.
+        """
+        plan, times = self._planned_stacking(), self._stack_times
+        if plan and plan[0][0] > tile_points:  # a caller that cannot group tiles (a Dask task): what fits
+            plan[:] = [step for step in plan if step[0] <= tile_points]
+            while plan and plan[-1][1] != "time":
+                plan.pop()
+        i = 0
+        while plan and i + plan[0][0] <= len(coords):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            k, role = plan.pop(0)
+            chunk = coords[i:i + k]
+            i += k
+            if k == 1:
+                self.perturber.set(chunk[0])
+                dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
+            else:
+                try:
+                    dt = self._seconds(lambda: rows.append(self._points_stacked(chunk)), reps=1) / k
+                    if role == "check":
+                        self._check_stacked(chunk[0], rows[-1][0])
+                except Exception as exc:  # noqa: BLE001 - anything vmap or the user's code refuses
+                    if rows and len(rows[-1]) == k:  # values of a pass that then failed its check
+                        rows.pop()
+                    i -= k
+                    self.notes["points_per_pass"] = (f"one point per pass: stacking {k} points failed "
+                                                     f"({type(exc).__name__}: {str(exc)[:160]})")
+                    plan.clear()
+                    times.clear()
+                    times[1] = 0.0
+                    break
+            if role != "time":
+                continue
+            best = min(times.values()) if times else float("inf")
+            times[k] = min(times.get(k, float("inf")), dt)
+            if k > 1 and dt >= 0.95 * best:
+                plan.clear()  # larger stacks only get slower from here
+        if not plan and not self.points_per_pass:
+            self.points_per_pass = min(times, key=times.get) if times else 1
+        return i
+
+    def _check_stacked(self, c: torch.Tensor, stacked: torch.Tensor) -> None:
+        """Raise if the stacked values at ``c`` differ from one pass at ``c`` by more than rounding."""
+        self.perturber.set(c)
+        alone = self.point_values()
+        if not torch.allclose(stacked, alone, rtol=1e-4, atol=1e-6):
+            raise ValueError(f"stacked values {stacked.tolist()} differ from one point's {alone.tolist()}")

@@ -233,3 +233,80 @@ def test_memory_format_is_measured_on_real_points_and_values_match():
     assert not ev._format_plan and ev.channels_last in (True, False)
     assert ev.batches[0][0].is_contiguous(memory_format=torch.channels_last) == ev.channels_last
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
+class TiedConvBN(nn.Module):
+    """Conv→BN (folded in eval mode) and a head tied to an embedding-like weight used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.fc1 = nn.Linear(6, 6)
+        self.fc2 = nn.Linear(6, 6)
+        self.fc2.weight = self.fc1.weight  # tied: one tensor, two names
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x))).mean((2, 3))
+        return self.head(torch.tanh(self.fc2(torch.relu(self.fc1(h)))))
+
+
+STACK_CASES = CASES + [("conv-bn-tied", TiedConvBN, (2, 5, 5))]
+
+
+@pytest.mark.parametrize("name,make,shape", STACK_CASES, ids=[c[0] for c in STACK_CASES])
+@pytest.mark.parametrize("k", [3, 8])
+def test_stacked_passes_match_the_naive_loop(name, make, shape, k):
+    """``points_per_pass=k``: k points share one vmapped pass (and the shared first layer, where the
+    model has one); every point equals the naive loop, including a last pass of fewer points."""
+    torch.manual_seed(k)
+    model = make().eval()
+    if name == "conv-bn-tied":
+        with torch.no_grad():
+            model.bn.running_mean.uniform_(-0.5, 0.5)
+            model.bn.running_var.uniform_(0.5, 2.0)
+    data = _data(shape, n=50, seed=k)
+    dirs = dirs_for(model, 2, seed=k)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=k))
+    ev._shared_plan = []  # keep a shared first layer on every point
+    coords = np.random.default_rng(k).uniform(-1.5, 1.5, (19, 2))
+    got = ev.evaluate(coords)
+    assert ev.points_per_pass == k
+    want = np.array([naive(model, data, dirs, c) for c in coords])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_points_per_pass_is_measured_on_real_points_across_tiles():
+    """No ``points_per_pass``: two single points, one checked stacked pass, then the candidates timed on
+    real points (the plan runs on in the next tile); the values stay the naive loop's."""
+    model = CASES[0][1]().eval()
+    data = _data((48,), n=40, seed=3)
+    dirs = dirs_for(model, 2, seed=3)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    coords = np.random.default_rng(3).uniform(-1, 1, (260, 2))  # the whole plan: 2 + 4 + 2·(16 + 32 + 64) points
+    got = np.concatenate([ev.evaluate(coords[:30]), ev.evaluate(coords[30:])])
+    times = ev._stack_times
+    assert not ev._stack_plan and 1 in times and 16 in times and ev.points_per_pass == min(times, key=times.get)
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why():
+    """A loss calling ``.item()`` cannot run under vmap: one point per pass, the reason in the notes
+    (and so in the provenance), every value the naive loop's."""
+    def item_loss(out, y):
+        scale = 1.0 + 0.0 * out.abs().max().item()  # data-dependent Python float: vmap refuses it
+        return nn.functional.cross_entropy(out, y) * scale
+
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=30, seed=4)
+    dirs = dirs_for(model, 2, seed=4)
+    d = as_directions(model, dirs)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 9), y=(-1, 1, 9), loss_fn=item_loss, metrics=None)
+    assert surf.provenance["points_per_pass"] == 1
+    note = surf.provenance["data"]["points_per_pass"]
+    assert note.startswith("one point per pass: stacking 4 points failed") and "item" in note, note
+    xs = np.linspace(-1, 1, 9)
+    want = np.array([[naive(model, data, dirs, (a, b))[0] for a in xs] for b in xs])
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5, atol=1e-6)

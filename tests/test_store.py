@@ -35,8 +35,9 @@ def test_interrupted_run_resumes_only_missing_tiles(tmp_path, mlp, mlp_data):
     s = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[seen.append])
     assert len(seen) == 9 - 4 and sum(e.tile.n_points for e in seen) == 35 - n_before
     clean = lnb.compute_surface(mlp, mlp_data, dirs, **grid)
-    np.testing.assert_array_equal(s.loss, clean.loss)
-    np.testing.assert_array_equal(lnb.load_surface(store).loss, clean.loss)
+    # equal up to rounding: points per pass are chosen by timing, so two runs may stack points differently
+    np.testing.assert_allclose(s.loss, clean.loss, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(lnb.load_surface(store).loss, s.loss)
     again = []
     lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[again.append])
     assert again == []  # complete store: nothing recomputed
