@@ -37,29 +37,37 @@ class FoldedConvBN(nn.Module):
     """``bn(conv(x))`` for an eval-mode ``bn`` as one convolution; shares ``conv`` and ``bn``.
 
     The folded weight is recomputed only when a source tensor changed in place (its version
-    counter moved), so a point's batches share one fold.
+    counter moved), so a point's batches share one fold; the BN part only when a BN tensor (or the
+    conv's bias) changed.
     """
 
     def __init__(self, conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm):
         super().__init__()
         self.conv, self.bn = conv, bn
-        self._key: tuple | None = None
-        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._held: tuple = ()  # keeps the sources alive so their ids in the key stay theirs
+        self.clear_cache()
 
     def clear_cache(self) -> None:
         """Forget the fold: for weights changed without a version bump (through ``.data``)."""
-        self._key, self._folded, self._held = None, None, ()
+        self._key = self._bn_key = None  # None: never equal to a key
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._scale: tuple[torch.Tensor, torch.Tensor] | None = None  # (per-channel scale as a view, bias)
+        self._held: tuple = ()  # keeps the sources alive so their ids in the keys stay theirs
 
     def _sources(self) -> tuple:
         c, b = self.conv, self.bn
         return (c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var)
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the one convolution. The BN part (scale and bias) and the weight are cached
+        apart: where a point moves only the conv weights (random directions leave BN parameters and
+        statistics alone by default), a refold is one multiply."""
         sources = self._sources()
         key = tuple(None if t is None else (id(t), t._version, t.dtype, t.device) for t in sources)
-        if key != self._key:  # None after construction or clear_cache: never equal to a key
-            conv, bn = self.conv, self.bn
+        if key == self._key:
+            return self._folded
+        conv, bn = self.conv, self.bn
+        grad = torch.is_grad_enabled()  # autograd through the fold: never cache a graph
+        if grad or key[1:] != self._bn_key:
             scale = torch.rsqrt(bn.running_var + bn.eps)
             if bn.weight is not None:
                 scale = scale * bn.weight
@@ -67,10 +75,12 @@ class FoldedConvBN(nn.Module):
             bias = shift * scale
             if bn.bias is not None:
                 bias = bias + bn.bias
-            weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.ndim - 1)))
-            if torch.is_grad_enabled():  # autograd through the fold: never cache a graph
-                return weight, bias
-            self._key, self._folded, self._held = key, (weight, bias), sources
+            scale_and_bias = (scale.reshape(-1, *([1] * (conv.weight.ndim - 1))), bias)
+            if grad:
+                return conv.weight * scale_and_bias[0], bias
+            self._bn_key, self._scale = key[1:], scale_and_bias
+        scale, bias = self._scale
+        self._key, self._folded, self._held = key, (conv.weight * scale, bias), sources
         return self._folded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -198,8 +198,13 @@ class Perturber:
         self.base = flatten(model, layout).clone()
         self.directions = directions.to(device=self.base.device, dtype=self.base.dtype)
         self.flat = torch.empty_like(self.base)
-        self.views = layout.split(self.flat)
-        self.variances = [self.targets[i] for i in variance_buffers(layout)]
+        views = layout.split(self.flat)
+        # tensors every direction leaves at zero (e.g. biases and BN under ignore="biasbn") keep their
+        # values: not written, so their version counters stay and BN folds stay cached (fold.py)
+        moving = [bool(d.any()) for d in layout.split(self.directions.ne(0).any(0))] if len(self.directions) else []
+        self.written = [t for t, m in zip(self.targets, moving) if m]
+        self.views = [v for v, m in zip(views, moving) if m]
+        self.variances = [self.targets[i] for i in variance_buffers(layout) if moving[i]]
         self.coeffs = torch.zeros(len(self.directions), dtype=self.base.dtype, device=self.base.device)
 
     @torch.no_grad()
@@ -209,7 +214,8 @@ class Perturber:
         c = torch.as_tensor(coeffs, dtype=self.base.dtype, device=self.base.device)
         self.coeffs.copy_(c)
         torch.addmv(self.base, self.directions.T, c, out=self.flat)
-        torch._foreach_copy_(self.targets, self.views)
+        if self.written:
+            torch._foreach_copy_(self.written, self.views)
         if self.variances:
             torch._foreach_clamp_min_(self.variances, 0.0)
 

@@ -193,3 +193,47 @@ def test_bn_recompute_mode_never_folds(cnn, cnn_data):
     d = lnb.random_directions(cnn, n=1, seed=0)
     ev = Evaluator(cnn, cnn_data, d.vectors, d.layout, settings=EvalSettings(mode="bn-recompute"))
     assert ev.bn_fold == "off" and ev.forward is cnn
+
+
+def test_fold_follows_weight_only_then_bn_only_changes(mixed, mixed_x):
+    """The BN part of a fold is cached apart from the weight: a change of the conv weights alone, then
+    of one BN tensor alone, is each seen at once (against a copy of the model in eval mode)."""
+    folded, _ = fold_batchnorm(mixed)
+    reference = copy.deepcopy(mixed)
+    convs = [(n, m) for n, m in mixed.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        folded(mixed_x)
+        for step in ("weights", "bn"):
+            if step == "weights":
+                for name, conv in convs:
+                    delta = 0.3 * torch.randn_like(conv.weight)
+                    conv.weight.add_(delta)
+                    reference.get_submodule(name).weight.add_(delta)
+            else:
+                mixed.b2.weight.mul_(1.7)
+                reference.b2.weight.mul_(1.7)
+            want = reference(mixed_x).numpy()
+            np.testing.assert_allclose(folded(mixed_x).numpy(), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_tensors_no_direction_moves_are_never_written():
+    """Biases and BN parameters that ``ignore="biasbn"`` zeroes keep their version counters (so folds
+    stay cached) and their values, while the surface still equals the naive loop."""
+    from landscape_nb.params import Perturber
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).eval()
+    d = lnb.random_directions(model, n=2, seed=1)  # ignore="biasbn": 1-D tensors zeroed
+    copy_ = copy.deepcopy(model)
+    p = Perturber(copy_, d.layout, d.vectors)
+    versions = {n: t._version for n, t in copy_.named_parameters()}
+    p.set(torch.tensor([0.5, -0.25]))
+    moved = {n for n, t in copy_.named_parameters() if t._version != versions[n]}
+    assert moved == {n for n, t in copy_.named_parameters() if t.ndim > 1}
+    x, y = torch.randn(20, 1, 5, 5), torch.randint(0, 3, (20,))
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3))
+    dirs = d.as_state_dicts()
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            np.testing.assert_allclose(surf.loss[j, i], naive_loss(model, (x, y), dirs, [a, b])[0], rtol=1e-5)
