@@ -245,6 +245,9 @@ class Evaluator(SpeedChoices):
         self._stack_plan: list[int] | None = None  # points per pass still to time (None: not planned yet)
         self._stack_times: dict[int, float] = {}
         self._stack_map: list[tuple[str, int]] | None = None
+        #: set by a runner whose calls hold at least ``points_wanted()`` points, tiles permitting
+        #: (``InProcessRunner``); otherwise stack sizes larger than a call are dropped from the trial
+        self.grouped_calls = False
         self._in_session = False
 
 

@@ -61,7 +61,13 @@ class Axis:
         return cls(start, stop, num)
 
     def values(self) -> np.ndarray:
-        return np.linspace(self.start, self.stop, self.num)
+        """The ``num`` coefficients, read-only (computed once: every tile slices them)."""
+        v = self.__dict__.get("_values")
+        if v is None:
+            v = np.linspace(self.start, self.stop, self.num)
+            v.flags.writeable = False
+            object.__setattr__(self, "_values", v)  # a cache, not a field: equality and the spec ignore it
+        return v
 
 
 @dataclass(frozen=True)

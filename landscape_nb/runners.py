@@ -220,11 +220,14 @@ class InProcessRunner:
         """Tiles in order; consecutive small tiles go to the evaluator together when it asks for more
         points per call than one holds (``points_wanted``: several points per vmapped pass)."""
         pending = list(tiles)
+        grouping = hasattr(ev, "points_wanted")
+        if grouping:
+            ev.grouped_calls = True
         with ev.session():
             while pending:
                 if cancel.is_set():
                     return
-                want = ev.points_wanted() if hasattr(ev, "points_wanted") else 1
+                want = ev.points_wanted() if grouping else 1
                 group = [pending.pop(0)]
                 while pending and sum(t.n_points for t in group) < want:
                     group.append(pending.pop(0))
@@ -240,7 +243,11 @@ class InProcessRunner:
                     start += tile.n_points
 
     def settled(self) -> DataInfo | None:
-        return None if self._evaluator is None else describe(self._evaluator)
+        if self._evaluator is None:
+            return None
+        if hasattr(self._evaluator, "settle"):
+            self._evaluator.settle()
+        return describe(self._evaluator)
 
     def close(self) -> None:
         if self._running is not None:  # a run left mid-way: end its session, restoring the model

@@ -111,6 +111,19 @@ class SplitEvaluator:
     def points_per_pass(self) -> int | None:
         return self.primary.points_per_pass
 
+    @property
+    def grouped_calls(self) -> bool:
+        return self.primary.grouped_calls
+
+    @grouped_calls.setter
+    def grouped_calls(self, value: bool) -> None:
+        for ev in self.splits.values():
+            ev.grouped_calls = value
+
+    def settle(self) -> None:
+        for ev in self.splits.values():
+            ev.settle()
+
     def points_wanted(self) -> int:
         """The most points any split's evaluator asks for per call (``Evaluator.points_wanted``)."""
         return max(ev.points_wanted() for ev in self.splits.values())

@@ -310,8 +310,11 @@ class SpeedChoices:
         (timed), "check" (compared with one point alone) or "warm" (first pass of a size: untimed)."""
         if self._stack_plan is None:
             ks = self._stack_candidates()
-            self._stack_plan = ([(1, "time"), (1, "time"), (4, "check")]
-                                + [(k, role) for k in ks for role in ("warm", "time")]) if ks else []
+            single = [t for times in (self._shared_times, self._format_times) for t in times.values()]
+            if single:  # one point a pass was timed already (the shared-layer or format trial)
+                self._stack_times[1] = min(single)
+            self._stack_plan = ([] if single else [(1, "time"), (1, "time")]) + [(4, "check")] + [
+                (k, role) for k in ks for role in ("warm", "time")] if ks else []
             if not ks and not self.points_per_pass:
                 self.points_per_pass = 1
         return self._stack_plan
@@ -324,20 +327,33 @@ class SpeedChoices:
         if self.tuning or self._format_plan or self._shared_plan:
             return 1
         plan = self._planned_stacking()
-        if plan:
-            return plan[0][0]
+        if plan:  # up to the next timed pass, so no point of the call waits outside a stack
+            upto = next((i for i, (k, role) in enumerate(plan) if role == "time" and k > 1), len(plan) - 1)
+            return sum(k for k, _ in plan[:upto + 1])
         k = self._points_per_pass_now()
         return 1 if k == 1 else 4 * k  # several passes a call: the last, shorter one costs little
+
+    def settle(self) -> None:
+        """The run ended with the points-per-pass trial unfinished (a small grid): keep the best so far."""
+        if not self.points_per_pass and self._stack_plan is not None:
+            self.points_per_pass = self._points_per_pass_now()
 
     def _points_per_pass_now(self) -> int:
         """The points per pass chosen, or the fastest timed so far while the trial goes on."""
         if self.points_per_pass:
             return int(self.points_per_pass)
-        return min(self._stack_times, key=self._stack_times.get) if self._stack_times else 1
+        times = self._stack_times
+        if not times:
+            return 1
+        # the largest stack within 5 % of the fastest: one timed pass each is noisy, and within that
+        # margin a larger stack has fewer passes to pay Python for
+        return max(k for k, t in times.items() if t <= 1.05 * min(times.values()))
 
     def _choose_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
-        """Points per pass by timing real points: one point at a time (twice), then each candidate of
-        ``_stack_candidates`` in turn until one is not 5 % faster per point than the best so far.
+        """Points per pass by timing real points: one point at a time (twice, unless the shared-layer or
+        format trial timed single points already), then each candidate of ``_stack_candidates`` in turn
+        until one is more than 5 % slower per point than the best so far on two passes; the largest
+        within 5 % of the fastest is kept.
 
         The first stacked pass is checked against one point evaluated alone; a model, loss or metric
         that ``vmap`` cannot run, or a disagreement beyond rounding, keeps one point per pass, the
@@ -346,7 +362,7 @@ class SpeedChoices:
         ``coords`` were evaluated.
         """
         plan, times = self._planned_stacking(), self._stack_times
-        if plan and plan[0][0] > tile_points:  # a caller that cannot group tiles (a Dask task): what fits
+        if plan and plan[0][0] > tile_points and not self.grouped_calls:  # tiles of a Dask task: what fits
             plan[:] = [step for step in plan if step[0] <= tile_points]
             while plan and plan[-1][1] != "time":
                 plan.pop()
@@ -378,11 +394,15 @@ class SpeedChoices:
             if role != "time":
                 continue
             best = min(times.values()) if times else float("inf")
+            retry = k > 1 and k not in times  # a size's first timing: one more pass before it is given up
             times[k] = min(times.get(k, float("inf")), dt)
-            if k > 1 and dt >= 0.95 * best:
-                plan.clear()  # larger stacks only get slower from here
+            if k > 1 and dt > 1.05 * best:
+                if retry:
+                    plan.insert(0, (k, "time"))
+                else:
+                    plan.clear()  # larger stacks only get slower from here
         if not plan and not self.points_per_pass:
-            self.points_per_pass = min(times, key=times.get) if times else 1
+            self.points_per_pass = self._points_per_pass_now()
         return i
 
     def _check_stacked(self, c: torch.Tensor, stacked: torch.Tensor) -> None:

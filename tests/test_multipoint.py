@@ -278,8 +278,9 @@ def test_stacked_passes_match_the_naive_loop(name, make, shape, k):
 
 
 def test_points_per_pass_is_measured_on_real_points_across_tiles():
-    """No ``points_per_pass``: two single points, one checked stacked pass, then the candidates timed on
-    real points (the plan runs on in the next tile); the values stay the naive loop's."""
+    """No ``points_per_pass``: single points (the shared-layer trial's), one checked stacked pass, then
+    each candidate warmed and timed on real points (the plan runs on in the next call); the values stay
+    the naive loop's."""
     model = CASES[0][1]().eval()
     data = _data((48,), n=40, seed=3)
     dirs = dirs_for(model, 2, seed=3)
@@ -288,7 +289,9 @@ def test_points_per_pass_is_measured_on_real_points_across_tiles():
     coords = np.random.default_rng(3).uniform(-1, 1, (260, 2))  # the whole plan: 2 + 4 + 2·(16 + 32 + 64) points
     got = np.concatenate([ev.evaluate(coords[:30]), ev.evaluate(coords[30:])])
     times = ev._stack_times
-    assert not ev._stack_plan and 1 in times and 16 in times and ev.points_per_pass == min(times, key=times.get)
+    fastest = min(times.values())
+    assert not ev._stack_plan and 1 in times and 16 in times
+    assert ev.points_per_pass == max(k for k, t in times.items() if t <= 1.05 * fastest)
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
 
 
