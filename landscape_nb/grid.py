@@ -61,13 +61,12 @@ class Axis:
         return cls(start, stop, num)
 
     def values(self) -> np.ndarray:
-        """The ``num`` coefficients, read-only (computed once: every tile slices them)."""
+        """The ``num`` coefficients (a copy of an array computed once: every tile slices them)."""
         v = self.__dict__.get("_values")
         if v is None:
             v = np.linspace(self.start, self.stop, self.num)
-            v.flags.writeable = False
             object.__setattr__(self, "_values", v)  # a cache, not a field: equality and the spec ignore it
-        return v
+        return v.copy()
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,10 @@ class SplitEvaluator:
     """Loss and metrics on several named data splits at each point ``w0 + Σ c_k d_k``.
 
     One ``Evaluator`` per split, all on one model (the first one's: a private device copy is
-    made once, not per split). Each point's weights are written once and every split is
-    evaluated on them, once the batch sizes are tuned and (on a GPU) the points per pass are
-    chosen; until then (the first few points) each split's evaluator runs its own tile.
+    made once, not per split). Where every split settles on one point per pass, each point's
+    weights are written once and every split is evaluated on them; until the batch sizes and
+    points per pass are chosen (the first points), or where a split stacks points
+    (``points_per_pass`` > 1), each split's evaluator runs the call on its own.
 
     Parameters
     ----------
