@@ -377,13 +377,13 @@ class SpeedChoices:
                 self.perturber.set(chunk[0])
                 dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
             else:
+                n_rows = len(rows)
                 try:
                     dt = self._seconds(lambda: rows.append(self._points_stacked(chunk)), reps=1) / k
                     if role == "check":
                         self._check_stacked(chunk[0], rows[-1][0])
                 except Exception as exc:  # noqa: BLE001 - anything vmap or the user's code refuses
-                    if rows and len(rows[-1]) == k:  # values of a pass that then failed its check
-                        rows.pop()
+                    del rows[n_rows:]  # values of a pass that then failed its check
                     i -= k
                     self.notes["points_per_pass"] = (f"one point per pass: stacking {k} points failed "
                                                      f"({type(exc).__name__}: {str(exc)[:160]})")

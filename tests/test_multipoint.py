@@ -313,3 +313,29 @@ def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why():
     xs = np.linspace(-1, 1, 9)
     want = np.array([[naive(model, data, dirs, (a, b))[0] for a in xs] for b in xs])
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_stacked_pass_failing_after_the_check_loses_no_point(monkeypatch):
+    """A later stacked pass that raises (e.g. out of memory at a larger size) falls back to one point
+    per pass from that point on; every value still sits at its own coordinates (naive loop)."""
+    from landscape_nb import tuning
+
+    real = tuning.SpeedChoices._points_stacked
+    calls = []
+
+    def flaky(self, coords):
+        calls.append(len(coords))
+        if len(calls) == 4:  # after the checked pass of 4 and two passes of 16
+            raise RuntimeError("out of memory (simulated)")
+        return real(self, coords)
+
+    monkeypatch.setattr(tuning.SpeedChoices, "_points_stacked", flaky)
+    model = CASES[0][1]().eval()
+    data = _data((48,), n=40, seed=9)
+    dirs = dirs_for(model, 2, seed=9)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    coords = np.random.default_rng(9).uniform(-1, 1, (120, 2))
+    got = np.concatenate([ev.evaluate(coords[:50]), ev.evaluate(coords[50:])])
+    assert len(calls) >= 4 and ev.points_per_pass == 1 and "simulated" in ev.notes["points_per_pass"]
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
