@@ -167,6 +167,8 @@ class SplitEvaluator:
                     raise Cancelled()
                 perturber.set(c)  # once per point: every split reads these weights
                 for k, ev in enumerate(self.splits.values()):
+                    if ev.perturber is not perturber:  # a shared first layer reads its own perturber's
+                        ev.perturber.coeffs.copy_(perturber.coeffs)  # coefficients, not the weights
                     rows[k].append(ev.point_values()[None, :])
         return [torch.cat(r).cpu().numpy() for r in rows]
 

@@ -150,3 +150,31 @@ def test_splits_on_a_dask_local_cluster():
     assert got.provenance["runner"].startswith("dask") and got.spec == ref.spec
     for name in ref.metrics:
         np.testing.assert_allclose(got.metrics[name], ref.metrics[name], rtol=1e-6)
+
+
+def test_shared_pass_with_a_shared_first_layer_in_every_split():
+    """One point per pass, the weights written once for all splits, and each split's shared first
+    layer (terms × coefficients) in use: every split equals the naive loop (the later splits' layers
+    read stale coefficients before)."""
+    from torch import nn
+
+    from landscape_nb.evaluate import EvalSettings
+    from landscape_nb.splits import SplitEvaluator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    g = torch.Generator().manual_seed(1)
+    data = {"train": (torch.randn(60, 32, generator=g), torch.randint(0, 3, (60,), generator=g)),
+            "test": (torch.randn(40, 32, generator=g), torch.randint(0, 3, (40,), generator=g))}
+    dirs = random_dict_dirs(model, 2, seed=2)
+    d = lnb.as_directions(model, dirs)
+    ev = SplitEvaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=1))
+    for sub in ev.splits.values():
+        assert sub.shared_layer is not None
+        sub._shared_plan = []  # keep the shared layer on every point
+    assert ev._shared_pass()
+    coords = np.random.default_rng(4).uniform(-1, 1, (7, 2))
+    got = ev.evaluate(coords)
+    for row, c in zip(got, coords):
+        want = [naive_loss(model, data[s], dirs, c)[0] for s in ("train", "test")]
+        np.testing.assert_allclose(row[[1, 3]], want, rtol=1e-5)
