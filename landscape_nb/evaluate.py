@@ -202,10 +202,19 @@ class Evaluator(SpeedChoices):
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        with restoring(model):  # the probe passes below leave no trace in the model
+            self._setup(data, bn_data, metrics, directions, layout)
+
+    def _setup(self, data, bn_data, metrics, directions: torch.Tensor, layout: ParamLayout) -> None:
+        """Data, loss, metrics and the speed choices known before any point (``__init__``'s body)."""
+        settings = self.settings
         self._prepare_data(data, bn_data)
         self.metric_fns = self._validate(metrics)
         self._tuner = self._batch_size_tuner()
         self.points_per_pass: int | None = settings.points_per_pass
+        if self.bn_batches is not None and (self.points_per_pass or 1) > 1:  # compute_surface refuses it first
+            raise LandscapeError(f"points_per_pass={self.points_per_pass} with mode='bn-recompute'; BatchNorm "
+                                 "statistics are re-estimated at every point, one point per pass: use None or 1")
         self.forward, self.bn_fold = self.model, "off"
         if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs
             self.bn_fold = "off (compile)"
@@ -327,6 +336,7 @@ class Evaluator(SpeedChoices):
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar
         (and the default loss mean something for all the targets)."""
         xb, yb = tree_map(lambda t: t[:8], self.batches[0])
+        buffers = [(name, b, b.clone()) for name, b in self.model.named_buffers() if b is not None]
         with eval_mode(self.model):
             with torch.no_grad():
                 try:
@@ -340,6 +350,14 @@ class Evaluator(SpeedChoices):
                         "if the data are shaped wrong, pass them the way the model expects (a tuple is passed as "
                         "model(*inputs), a dict as model(**inputs)); else the error is in the model itself"
                     ) from exc
+                changed = [name for name, b, before in buffers if not _same_values(b, before)]
+                if changed:
+                    raise LandscapeError(
+                        f"the model ({type(self.model).__name__}) changed its buffer(s) {changed[:6]} when it ran in "
+                        "eval mode (e.g. a counter or a running statistic updated in forward); every grid point "
+                        "would then see other values, so the surface would not be a function of the weights; "
+                        "expected an eval-mode forward that leaves buffers alone (update them in training mode "
+                        "only)")
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
                 try:
@@ -505,13 +523,24 @@ class Evaluator(SpeedChoices):
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
-                if k == 1:
-                    self.perturber.set(all_c[i])
+                if k > 1:
+                    try:
+                        rows.append(self._points_stacked(all_c[i:i + k]))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. out of memory later on: one point a pass
+                        self._stacking_failed(exc, k)  # a real error of the model raises again just below
+                for c in all_c[i:i + k]:
+                    self.perturber.set(c)
                     rows.append(self.point_values()[None, :])
-                else:
-                    rows.append(self._points_stacked(all_c[i:i + k]))
             values = torch.cat(rows).cpu().numpy()
         return values
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal element by element, NaN equal to NaN."""
+    if torch.equal(a, b):
+        return True
+    return a.is_floating_point() and a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:

@@ -385,11 +385,7 @@ class SpeedChoices:
                 except Exception as exc:  # noqa: BLE001 - anything vmap or the user's code refuses
                     del rows[n_rows:]  # values of a pass that then failed its check
                     i -= k
-                    self.notes["points_per_pass"] = (f"one point per pass: stacking {k} points failed "
-                                                     f"({type(exc).__name__}: {str(exc)[:160]})")
-                    plan.clear()
-                    times.clear()
-                    times[1] = 0.0
+                    self._stacking_failed(exc, k)
                     break
             if role != "time":
                 continue
@@ -404,6 +400,16 @@ class SpeedChoices:
         if not plan and not self.points_per_pass:
             self.points_per_pass = self._points_per_pass_now()
         return i
+
+    def _stacking_failed(self, exc: Exception, k: int) -> None:
+        """One point per pass from now on, and why (``notes``, so the provenance)."""
+        self.notes["points_per_pass"] = (f"one point per pass: stacking {k} points failed "
+                                         f"({type(exc).__name__}: {str(exc)[:160]})")
+        if self._stack_plan:
+            self._stack_plan.clear()
+        self._stack_times.clear()
+        self._stack_times[1] = 0.0
+        self.points_per_pass = 1
 
     def _check_stacked(self, c: torch.Tensor, stacked: torch.Tensor) -> None:
         """Raise if the stacked values at ``c`` differ from one pass at ``c`` by more than rounding."""

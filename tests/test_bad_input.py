@@ -118,6 +118,8 @@ CASES = [
     ("max-samples-zero", dict(max_samples=0), "max_samples=0"),
     ("max-samples-float", dict(max_samples=2.5), "max_samples=2.5"),
     ("points-per-pass-zero", dict(points_per_pass=0), "points_per_pass=0"),
+    ("points-per-pass-bn-recompute", dict(points_per_pass=2, mode="bn-recompute"),
+     "points_per_pass=2 with mode='bn-recompute'; BatchNorm statistics are re-estimated"),
     ("subset-seed-str", dict(subset_seed="a"), "subset_seed='a'"),
     ("compile-str", dict(compile="yes"), "compile='yes'"),
     ("settings-str", dict(settings="fast"), "settings='fast'"),

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.directions import as_directions
 from landscape_nb.data import as_tensors, batches
@@ -246,3 +248,48 @@ def test_split_values_names_the_loss_and_each_metric_column():
     assert list(out) == ["loss", "accuracy", "f1", "n"]
     for k, name in enumerate(out):
         np.testing.assert_array_equal(out[name], values[:, :, k])
+
+
+def test_a_model_that_changes_its_buffers_in_eval_mode_is_refused_and_left_as_it_was():
+    """A counter buffer bumped in forward would make every point see other values: refused, naming the
+    buffer, and the model's tensors are as they were before the call (the probes leave no trace)."""
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.register_buffer("n", torch.zeros(()))
+
+        def forward(self, x):
+            self.n += 1
+            return self.fc(x) * (1 + 0 * self.n)
+
+    model = Counting().eval()
+    saved = state_copy(model)
+    data = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    with pytest.raises(LandscapeError, match=r"changed its buffer\(s\) \['n'\] when it ran in eval mode"):
+        lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+    assert_bit_identical(model, saved)
+
+
+def test_forced_points_per_pass_on_a_model_vmap_cannot_run_falls_back_and_says_why():
+    """points_per_pass=8 on an LSTM (vmap has no batching rule for it here): one point per pass, the
+    reason in the provenance, every value the naive loop's."""
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(3, 8, batch_first=True), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    model = Seq().eval()
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(30, 5, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
+    dirs = random_dict_dirs(model, 1, seed=2)
+    surf = lnb.compute_surface(model, data, as_directions(model, dirs), x=(-1, 1, 12), points_per_pass=8)
+    assert surf.provenance["points_per_pass"] == 1
+    assert re.match(r"one point per pass: stacking \d+ points failed \(RuntimeError: .*lstm",
+                    surf.provenance["data"]["points_per_pass"])
+    for a, loss in zip(surf.x, surf.loss):
+        np.testing.assert_allclose(loss, naive_loss(model, data, dirs, [a])[0], rtol=1e-5)
