@@ -340,8 +340,15 @@ def as_directions(model: nn.Module, directions) -> Directions:
     if not items:
         raise LandscapeError("an empty list of directions; expected 1 (a line) or 2 (a plane)")
     rows = []
+    frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
     for k, item in enumerate(items):
         if isinstance(item, Mapping):
+            moved = [name for name in frozen if name in item and bool(torch.as_tensor(item[name]).ne(0).any())]
+            if moved:
+                raise LandscapeError(
+                    f"direction {k} moves {moved[:3]}{' and more' if len(moved) > 3 else ''}, frozen in the model "
+                    "(requires_grad=False), which directions leave out; expected zero there, or call "
+                    "requires_grad_(True) on those parameters to move them in the plot")
             missing = [e.name for e in layout.entries if e.name not in item]
             if missing:
                 raise LandscapeError(
@@ -367,5 +374,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
                 )
             rows.append(t)
     vectors = torch.stack(rows)
-    return Directions(vectors, layout, {"scheme": "user", "cosine_max": _max_offdiag(_cosines(vectors)),
-                                        "norms": vectors.double().norm(dim=1).tolist()})
+    prov = {"scheme": "user", "cosine_max": _max_offdiag(_cosines(vectors)), "norms": vectors.double().norm(dim=1).tolist()}
+    if frozen:  # held fixed: named in the provenance and so in the figures' hover
+        prov["excluded"] = [f"{name} (frozen)" for name in frozen]
+    return Directions(vectors, layout, prov)

@@ -162,3 +162,21 @@ def test_user_directions_wrong_shape_refused(mlp):
         as_directions(mlp, [bad])
     with pytest.raises(LandscapeError, match="empty list"):
         as_directions(mlp, [])
+
+
+def test_user_directions_that_move_a_frozen_parameter_are_refused_and_frozen_ones_are_named():
+    """A frozen tensor is outside the layout: a direction moving it would be dropped silently, so it is
+    refused; with zeros there it is accepted and the frozen tensor is listed as held fixed."""
+    import landscape_nb as lnb
+    from landscape_nb import LandscapeError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    model[0].weight.requires_grad_(False)
+    sd = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    with pytest.raises(LandscapeError, match=r"direction 0 moves \['0.weight'\], frozen in the model"):
+        lnb.as_directions(model, [sd])
+    sd["0.weight"] = torch.zeros_like(sd["0.weight"])
+    d = lnb.as_directions(model, [sd])
+    assert d.provenance["excluded"] == ["0.weight (frozen)"]
+    assert "0.weight" not in {e.name for e in d.layout.entries}
