@@ -18,6 +18,10 @@ BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
 #: CPU: stack only as many points as keep their activations under this many bytes (they stay in cache
 #: on small models, where stacking wins; it never paid on a conv net's larger activations)
 STACK_BYTES = 256 * 2**20
+#: CPU: no stacking trial when one point already takes this long; a vmapped pass saves per-pass Python
+#: overhead (~0.1-0.7 ms), under 10 % of such a point, and the trial's slower passes cost more than that
+#: (cnn-digits, 5 ms a point: 4-15 % slower with the trial, never stacked)
+STACK_CPU_MAX_SECONDS = 0.004
 #: evaluation sets up to this size run as one batch, untuned: splitting them into a ragged pair
 #: never paid for the up to 7 tuning points it cost (mlp-digits, 360 samples, 2-core CPU)
 SMALL_SET = 512
@@ -370,6 +374,9 @@ class SpeedChoices:
         while plan and i + plan[0][0] <= len(coords):
             if should_stop is not None and should_stop():
                 raise Cancelled()
+            if plan[0][1] == "check" and self.device.type == "cpu" and times.get(1, 0.0) > STACK_CPU_MAX_SECONDS:
+                plan.clear()  # one point is slow enough that a pass's overhead does not matter
+                break
             k, role = plan.pop(0)
             chunk = coords[i:i + k]
             i += k
