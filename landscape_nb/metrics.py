@@ -94,7 +94,8 @@ class DefaultLoss:
             raise LandscapeError(
                 f"the outputs are a {type(outputs).__name__} of several tensors ({describe(outputs)}) and the default "
                 "cross-entropy does not guess which holds the logits; pass loss_fn= naming them, e.g. "
-                "loss_fn=lambda out, y: F.cross_entropy(out[1], y), and metrics= likewise")
+                "loss_fn=lambda out, y: F.cross_entropy(out[i], y) with i where your model puts the logits (a key "
+                "for a dict), and metrics= likewise")
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
         if targets.is_floating_point():

@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from .errors import LandscapeError
+
 HEAP_TOP_PAD = 256 << 20
 MMAP_THRESHOLD = 32 << 20  # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
 
@@ -44,10 +46,11 @@ def heap_policy() -> str:
     "default" (opted out) or "unchanged" (not glibc)."""
     global _HEAP
     if _HEAP is None:
-        if os.environ.get("LANDSCAPE_NB_MALLOC", "").strip().lower() == "default":
-            _HEAP = "default"
-        else:
-            _HEAP = "kept" if keep_heap_top() else "unchanged"
+        value = os.environ.get("LANDSCAPE_NB_MALLOC", "").strip().lower()
+        if value not in ("", "default", "kept"):
+            raise LandscapeError(f"LANDSCAPE_NB_MALLOC={value!r}; expected 'default' (leave malloc alone) or "
+                                 "unset / 'kept' (keep freed heap top mapped)")
+        _HEAP = "default" if value == "default" else "kept" if keep_heap_top() else "unchanged"
     return _HEAP
 
 

@@ -293,3 +293,19 @@ def test_forced_points_per_pass_on_a_model_vmap_cannot_run_falls_back_and_says_w
                     surf.provenance["data"]["points_per_pass"])
     for a, loss in zip(surf.x, surf.loss):
         np.testing.assert_allclose(loss, naive_loss(model, data, dirs, [a])[0], rtol=1e-5)
+
+
+def test_malloc_policy_env_is_checked_and_recorded(monkeypatch):
+    """LANDSCAPE_NB_MALLOC: a bad value is refused naming the choices; the policy in force is recorded."""
+    from landscape_nb import process
+
+    monkeypatch.setattr(process, "_HEAP", None)
+    monkeypatch.setenv("LANDSCAPE_NB_MALLOC", "bogus")
+    with pytest.raises(LandscapeError, match="LANDSCAPE_NB_MALLOC='bogus'; expected 'default'"):
+        process.heap_policy()
+    monkeypatch.setenv("LANDSCAPE_NB_MALLOC", "default")
+    assert process.heap_policy() == "default"
+    model = nn.Linear(3, 2)
+    surf = lnb.compute_surface(model, (torch.randn(8, 3), torch.randint(0, 2, (8,))),
+                               lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+    assert surf.provenance["malloc"] == "default"

@@ -146,7 +146,9 @@ def test_not_shared_for_a_small_fan_in_or_a_frozen_first_layer():
     frozen = CASES[0][1]().eval()
     frozen[0].requires_grad_(False)  # not among the perturbed weights
     for model, shape in ((thin, (3,)), (frozen, (48,))):
-        d = as_directions(model, dirs_for(model, 2, seed=0))
+        dirs = [{k: v if model.get_parameter(k).requires_grad else torch.zeros_like(v) for k, v in dd.items()}
+                for dd in dirs_for(model, 2, seed=0)]  # a direction may not move a frozen tensor
+        d = as_directions(model, dirs)
         assert Evaluator(model, _data(shape, n=20), d.vectors, d.layout).shared_layer is None
 
 
