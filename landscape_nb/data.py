@@ -275,6 +275,11 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     if isinstance(data, DataLoader):
         tree, notes = _read_loader(data, what, max_samples, subset_seed)
         max_samples = None  # already applied
+        if data.batch_size is not None:
+            notes = {**notes, "loader_batch_size": (
+                f"the DataLoader's batch_size={data.batch_size} is not used: its samples are evaluated in "
+                "batches of the evaluation's batch_size (tuned unless given; a model mixing samples across a "
+                "batch depends on it)")}
     elif isinstance(data, IterableDataset):
         tree, notes = _read_iterable(data, lambda items: _collate(items), what, max_samples), {"source": "IterableDataset"}
         max_samples = None

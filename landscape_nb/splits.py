@@ -121,6 +121,12 @@ class SplitEvaluator:
         for ev in self.splits.values():
             ev.grouped_calls = value
 
+    @property
+    def notes(self) -> dict:
+        """Each split's notes (how targets, loss and accuracy were chosen; why points were not stacked),
+        keyed "<split>: <note>"."""
+        return {f"{name}: {k}": v for name, ev in self.splits.items() for k, v in ev.notes.items()}
+
     def settle(self) -> None:
         for ev in self.splits.values():
             ev.settle()

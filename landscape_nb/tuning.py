@@ -338,7 +338,13 @@ class SpeedChoices:
         return 1 if k == 1 else 4 * k  # several passes a call: the last, shorter one costs little
 
     def settle(self) -> None:
-        """The run ended with the points-per-pass trial unfinished (a small grid): keep the best so far."""
+        """The run ended with a trial unfinished (a small grid): keep the best batch size and points per
+        pass timed so far, so the provenance names them."""
+        tuner = self._tuner
+        if tuner is not None and not tuner.done:
+            tuner.plan.clear()
+            if tuner.best() is not None:
+                self.use_batch_size(tuner.best())
         if not self.points_per_pass and self._stack_plan is not None:
             self.points_per_pass = self._points_per_pass_now()
 

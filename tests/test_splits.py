@@ -178,3 +178,10 @@ def test_shared_pass_with_a_shared_first_layer_in_every_split():
     for row, c in zip(got, coords):
         want = [naive_loss(model, data[s], dirs, c)[0] for s in ("train", "test")]
         np.testing.assert_allclose(row[[1, 3]], want, rtol=1e-5)
+
+
+def test_split_runs_record_each_splits_notes():
+    model, data = make_mlp(), _splits(n_train=40, n_test=30)
+    surf = lnb.compute_surface(model, data, random_dict_dirs(model, 1), x=(-1, 1, 3))
+    notes = surf.provenance["data"]
+    assert {"train: loss", "test: loss", "train: targets", "test: targets"} <= set(notes), notes
