@@ -343,7 +343,8 @@ def _grid_and_directions(model, directions, x, y, z=None) -> tuple[Grid, Directi
     if d.n != grid.ndim:
         fix = (f"directions.select({list(range(grid.ndim))})" if d.n > grid.ndim
                else f"random_directions(model, n={grid.ndim})")
-        missing = {2: " or pass y=(start, stop, num)", 3: " or pass z=(start, stop, num)"}.get(d.n, "")
+        missing = {2: " or pass y=(start, stop, num)", 3: " or pass z=(start, stop, num)"}.get(d.n, "") \
+            if d.n > grid.ndim else ""
         raise LandscapeError(
             f"{d.n} direction(s) for a {grid.ndim}D grid; expected {grid.ndim} (one per axis): use {fix}" + missing
         )

@@ -345,10 +345,14 @@ class Evaluator(SpeedChoices):
                     form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
+                    keys = ""
+                    if isinstance(xb, dict) and self._data.rule == "inputs":
+                        keys = (f"; the dict has no targets entry (target_key={self.settings.target_key!r}), so all of "
+                                f"{list(xb)} went to the model as keywords: name the targets with target_key=")
                     raise LandscapeError(
-                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc} on inputs {form}; "
-                        "if the data are shaped wrong, pass them the way the model expects (a tuple is passed as "
-                        "model(*inputs), a dict as model(**inputs)); else the error is in the model itself"
+                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc} on inputs {form}"
+                        f"{keys}; if the data are shaped wrong, pass them the way the model expects (a tuple is "
+                        "passed as model(*inputs), a dict as model(**inputs)); else the error is in the model itself"
                     ) from exc
                 changed = [name for name, b, before in buffers if not _same_values(b, before)]
                 if changed:
