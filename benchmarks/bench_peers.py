@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 import landscape_nb as lnb  # noqa: E402
 from landscape_nb.directions import random_directions  # noqa: E402
 from landscape_nb.zoo.entries import registry  # noqa: E402
-from bench_surface import median_seconds, reference_algorithm  # noqa: E402
+from bench_surface import median_seconds, print_table, reference_algorithm  # noqa: E402
 
 PEERS = ("loss-landscapes", "landscaper", "loss-landscape-3d")
 MODELS = ("mlp-digits", "cnn-digits", "resnet20-digits")
@@ -165,14 +165,6 @@ def main():
                 "it counts the threads' spinning too)", header, rows_cpu, fmt)
     print_table("checks", ["model", "grid", "max rel. diff vs reference", "max rel. diff vs loss-landscape-3d",
                            "batch size", "BatchNorm"], checks, ["{}", "{}", "{:.1e}", "{:.1e}", "{}", "{}"])
-
-
-def print_table(title, header, rows, fmt):
-    print(f"\n## {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(f.format(v) for f, v in zip(fmt, r)) + " |")
 
 
 if __name__ == "__main__":
