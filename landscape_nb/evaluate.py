@@ -10,6 +10,7 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
 
@@ -49,6 +50,14 @@ class EvalSettings:
         if out["target_key"] == "labels":  # the default is left out: spec keys of earlier versions stay valid
             del out["target_key"]
         return out
+
+    def check_one_point_modes(self) -> None:
+        """Raise ``LandscapeError`` for several points per pass in a mode that evaluates one point at a
+        time: BatchNorm statistics re-estimated at every point (``"bn"`` is that mode's alias)."""
+        if self.mode in ("bn-recompute", "bn") and self.points_per_pass not in (None, 1):
+            raise LandscapeError(
+                f"points_per_pass={self.points_per_pass} with mode={self.mode!r}; BatchNorm statistics are "
+                "re-estimated at every point, one point per pass: use points_per_pass=None or 1")
 
     def with_overrides(self, **overrides) -> "EvalSettings":
         """A copy with the named fields replaced; an unknown name raises ``LandscapeError``
@@ -192,6 +201,7 @@ class Evaluator(SpeedChoices):
         settings = settings or EvalSettings()
         if settings.precision not in PRECISIONS:
             raise LandscapeError(f"precision={settings.precision!r}; expected one of {PRECISIONS}")
+        settings.check_one_point_modes()  # compute_surface refuses it first (validate)
         self.settings = settings
         self.layout = layout
         model = unwrap_model(model)
@@ -212,9 +222,6 @@ class Evaluator(SpeedChoices):
         self.metric_fns = self._validate(metrics)
         self._tuner = self._batch_size_tuner()
         self.points_per_pass: int | None = settings.points_per_pass
-        if self.bn_batches is not None and (self.points_per_pass or 1) > 1:  # compute_surface refuses it first
-            raise LandscapeError(f"points_per_pass={self.points_per_pass} with mode='bn-recompute'; BatchNorm "
-                                 "statistics are re-estimated at every point, one point per pass: use None or 1")
         self.forward, self.bn_fold = self.model, "off"
         if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs
             self.bn_fold = "off (compile)"
@@ -251,9 +258,9 @@ class Evaluator(SpeedChoices):
             if self.shared_layer is not None:
                 self.shared_layer.storages.add(x_cl.untyped_storage().data_ptr())
         self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
-        self._stack_plan: list[int] | None = None  # points per pass still to time (None: not planned yet)
-        self._stack_times: dict[int, float] = {}
-        self._stack_map: list[tuple[str, int]] | None = None
+        self._stack_plan: list[tuple[int, str]] | None = None  # passes of the trial still to run (None: not planned)
+        self._stack_times: dict[int, float] = {}  # points per pass -> seconds a point
+        self._stack_map: list[tuple[dict, str, int]] | None = None  # see _stack_slots
         #: set by a runner whose calls hold at least ``points_wanted()`` points, tiles permitting
         #: (``InProcessRunner``); otherwise stack sizes larger than a call are dropped from the trial
         self.grouped_calls = False
@@ -522,8 +529,9 @@ class Evaluator(SpeedChoices):
             if not self.tuning and not self._format_plan and not self._shared_plan:
                 start += self._choose_stacking(all_c[start:], rows, should_stop, len(coords))
             k = 1 if self.tuning else self._points_per_pass_now()
-            if k > 1:  # passes of nearly equal size, none larger than k (18 points: 9 + 9, not 16 + 2)
-                k = -(-(len(coords) - start) // -(-(len(coords) - start) // k)) if len(coords) > start else k
+            left = len(coords) - start
+            if k > 1 and left > 0:  # passes of nearly equal size, none larger than k (18 points: 9 + 9, not 16 + 2)
+                k = math.ceil(left / math.ceil(left / k))
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()

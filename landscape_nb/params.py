@@ -201,7 +201,7 @@ class Perturber:
         views = layout.split(self.flat)
         # tensors every direction leaves at zero (e.g. biases and BN under ignore="biasbn") keep their
         # values: not written, so their version counters stay and BN folds stay cached (fold.py)
-        moving = [bool(d.any()) for d in layout.split(self.directions.ne(0).any(0))] if len(self.directions) else []
+        moving = [bool(d.any()) for d in layout.split(self.directions.ne(0).any(0))]
         self.written = [t for t, m in zip(self.targets, moving) if m]
         self.views = [v for v, m in zip(views, moving) if m]
         self.variances = [self.targets[i] for i in variance_buffers(layout) if moving[i]]

@@ -229,8 +229,10 @@ class InProcessRunner:
                     return
                 want = ev.points_wanted() if grouping else 1
                 group = [pending.pop(0)]
-                while pending and sum(t.n_points for t in group) < want:
+                n = group[0].n_points
+                while pending and n < want:
                     group.append(pending.pop(0))
+                    n += group[-1].n_points
                 try:
                     values = ev.evaluate(np.concatenate([grid.coords(t) for t in group]), should_stop=cancel.is_set)
                 except Cancelled:

@@ -231,10 +231,7 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
     if not isinstance(s.mode, str):
         raise LandscapeError(f"mode={_short(s.mode)}; expected one of {list(MODES)}")
     check_choice("mode", s.mode, MODES)
-    if s.mode in ("bn-recompute", "bn") and s.points_per_pass not in (None, 1):
-        raise LandscapeError(
-            f"points_per_pass={s.points_per_pass} with mode={s.mode!r}; BatchNorm statistics are re-estimated "
-            "at every point, one point per pass: use points_per_pass=None or 1")
+    s.check_one_point_modes()
     for flag in ("channels_last", "compile", "fold_bn"):
         if not isinstance(getattr(s, flag), (bool, np.bool_)):
             raise LandscapeError(f"{flag}={_short(getattr(s, flag))}; expected True or False")
