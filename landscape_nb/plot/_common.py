@@ -536,6 +536,18 @@ def _contour_spec(zmin: float | None, zmax: float | None, levels: int) -> dict:
     )
 
 
+def surface_contours_drawn(z: np.ndarray) -> bool:
+    """Whether a 3D surface draws its contour lines: only when ``z`` has no gap (NaN).
+
+    plotly.js's WebGL contour lines next to a gap cost seconds a frame without a GPU
+    (Chromium's software WebGL, measured: a 21×21 surface with one missing point 2.1 s a
+    frame, with 44 missing 28 s, complete 0.26 s), and a frame is drawn at every update
+    and rotation. A partial surface shows its contours once it is complete; the 2D contour
+    plot draws them around gaps at no such cost.
+    """
+    return bool(np.isfinite(np.asarray(z, dtype=float)).all())
+
+
 def _grid_trace(
     kind: str, surf: Surface, z: np.ndarray, zmin, zmax, *, levels: int, contours: bool
 ):
@@ -560,7 +572,7 @@ def _grid_trace(
         if contours:
             spec = _contour_spec(zmin, zmax, levels).get("contours", {})
             trace.contours.z = dict(
-                show=True, project_z=True, usecolormap=True, highlightcolor="white", **spec
+                show=surface_contours_drawn(z), project_z=True, usecolormap=True, highlightcolor="white", **spec
             )
         return trace
     raise LandscapeError(

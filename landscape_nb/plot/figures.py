@@ -325,7 +325,10 @@ def surface(
     %(clip)s
     %(title)s
     contours : bool, default True
-        Draw contour lines on the surface and project them onto the floor.
+        Draw contour lines on the surface and project them onto the floor, if the surface
+        has no gaps (missing or non-finite points): next to a gap plotly.js's WebGL contour
+        lines take seconds a frame without a GPU, so a surface with gaps is drawn without
+        them (`plot.contour` draws them at no such cost).
 
     %(returns)s
 

@@ -35,6 +35,7 @@ from ._common import (
     hover_template,
     plot_area,
     scene_axes,
+    surface_contours_drawn,
     scene_eye,
     set_caption,
     to_plotly_z,
@@ -59,9 +60,10 @@ def live(
 ) -> go.Figure:
     """A figure meant to be refreshed by `update` while a surface fills in tile by tile.
 
-    2D: a rotatable 3D surface (contours projected on the floor) and a 2D contour plot
-    side by side on one colour scale. 1D: loss and ``metric`` on twin axes. Points not
-    computed yet are sent as null (NaN is not valid JSON), so they show as gaps.
+    2D: a rotatable 3D surface (contours projected on the floor once it has no gaps: see
+    `landscape_nb.plot.surface`) and a 2D contour plot side by side on one colour scale.
+    1D: loss and ``metric`` on twin axes. Points not computed yet are sent as null (NaN
+    is not valid JSON), so they show as gaps.
     Wrap it in ``go.FigureWidget`` to watch it update in a notebook::
 
         fig = go.FigureWidget(lnb.plot.live(partial_surface))
@@ -200,6 +202,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
     spec = _contour_spec(zmin, zmax, SURFACE_LEVELS).get("contours")
     if spec:
         surface_trace.contours.z.update(spec)
+    surface_trace.contours.z.show = surface_contours_drawn(z)
     contour_trace.update(zmin=zmin, zmax=zmax)
     fig.layout.coloraxis.update(
         cmin=zmin, cmax=zmax,
