@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -62,6 +63,79 @@ def test_keep_heap_top_stops_glibc_returning_freed_heap():
     _, peak, after, mapped = run("default")
     assert after < peak - 32  # without it glibc trims the freed top (the page faults keep_heap_top avoids)
     assert mapped == 1  # and maps each 8 MiB block afresh
+
+
+_OPENMP_PROBE = """
+import os, resource, threading
+import torch
+from landscape_nb.process import release_openmp_threads
+n = len(os.sched_getaffinity(0))
+torch.set_num_threads(n)
+x = torch.randn(1 << 20)
+def tasks():
+    return len(os.listdir("/proc/self/task"))
+def switches_in_a_thread():  # how often a worker thread's torch ops sleep, waiting for their team
+    out = []
+    def work():
+        for _ in range(20):
+            x.exp()
+        r0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        for _ in range(1000):
+            x.exp()  # one parallel region each
+        out.append(resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - r0)
+    t = threading.Thread(target=work)
+    t.start(); t.join()
+    return out[0]
+x.exp()  # the main thread's team: the kernel ran torch before the Explorer's worker thread
+with_team, before = tasks(), switches_in_a_thread()
+released = release_openmp_threads()
+without_team, after = tasks(), switches_in_a_thread()
+x.exp()  # the main thread computes again: a new team
+print(released, n, with_team - without_team, before, after, tasks() - without_team)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="libgomp (Linux torch) with 2+ CPUs")
+def test_release_openmp_threads_lets_a_worker_thread_spin_instead_of_sleeping():
+    out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], capture_output=True, text=True, check=True)
+    released, n, exited, before, after, recreated = out.stdout.split()
+    n = int(n)
+    assert released == "True"
+    assert int(exited) == n - 1 == int(recreated)  # the main thread's idle team left, and comes back on demand
+    # with both teams libgomp manages more threads than CPUs and sleeps at every op (~1 a op here);
+    # without the main thread's, the worker thread's ops never wait on a futex
+    assert int(before) >= 150 and int(after) <= min(50, int(before) // 4), (before, after)
+
+
+def test_explorer_releases_the_openmp_teams_of_the_compute_and_the_main_thread(monkeypatch):
+    import asyncio
+    import threading
+
+    from landscape_nb import process
+    from landscape_nb.widgets.state import ExplorerState
+
+    calls = []
+    monkeypatch.setattr(process, "release_openmp_threads", lambda: calls.append(threading.current_thread()) or True)
+    data = (torch.randn(8, 2), torch.randint(0, 2, (8,)))
+
+    async def notebook():
+        state = ExplorerState(models={"tiny": (nn.Linear(2, 2), data)})  # made in a cell: the main thread's loop
+        state.set(model_name="tiny", x_points=3, y_points=3, auto_range=False)
+        subshell = threading.Thread(target=state.compute)  # ipykernel 7 runs widget messages in a subshell thread
+        subshell.start()
+        subshell.join()
+        while state.running:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the main loop runs what was posted to it
+        return state, subshell
+
+    state, subshell = asyncio.run(notebook())
+    assert state.wait(30) is not None and state.status == "done", state.message
+    assert calls == [subshell, threading.main_thread()]
+    calls.clear()
+    ExplorerState(models={"tiny": (nn.Linear(2, 2), data)}).set(model_name="tiny", auto_range=False).compute(wait=True)
+    assert calls == [threading.main_thread()]  # no loop (a script): the calling thread's own team only
 
 
 def test_evaluator_batches_equal_naive_and_restore_weights(cnn, cnn_data):

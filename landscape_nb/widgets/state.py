@@ -8,6 +8,7 @@ on the kernel's main thread. Nothing here imports ipywidgets; the view is ``view
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import threading
@@ -33,6 +34,16 @@ logger = logging.getLogger(__name__)
 
 CLUSTERS = ("in-process", "local", "cuda", "address")
 STATUSES = ("idle", "starting", "running", "cancelling", "done", "cancelled", "error")
+
+
+def _main_thread_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on the main thread, when called there (a notebook cell); else None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class ExplorerState(t.HasTraits):
@@ -103,6 +114,7 @@ class ExplorerState(t.HasTraits):
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._ui = UiQueue(throttle=self.update_interval)
+        self._main_loop = _main_thread_loop()
         self.last_error: BaseException | None = None
         self.cancel_latency: float | None = None
         self._cancel_t0: float | None = None
@@ -212,6 +224,15 @@ class ExplorerState(t.HasTraits):
             self._fail(exc)
             return False
         from .. import autorange, compute, schemes  # noqa: F401 - imported here, not in two threads at once
+        from ..process import release_openmp_threads
+
+        # idle OpenMP teams of other threads make libgomp sleep at every op of the worker (~1.8x
+        # slower): this thread's, and the main thread's (ipykernel 7 handles widget messages in a
+        # subshell thread; the notebook's cells ran torch on the main one), released when it idles
+        release_openmp_threads()
+        main = self._main_loop
+        if threading.current_thread() is not threading.main_thread() and main is not None and not main.is_closed():
+            main.call_soon_threadsafe(release_openmp_threads)
 
         self._ui.capture_loop()
         self._cancel = threading.Event()
