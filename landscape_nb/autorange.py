@@ -1,15 +1,24 @@
 """How far to look: per direction, the distance at which the loss has risen by a factor.
 
 A plot range chosen by hand is either all basin or all wall. ``auto_range`` walks out from
-the centre along each direction and each sign, doubling the step until the loss reaches
-``rise × loss(centre)`` (bracketing), then bisects the last step until the crossing is
-known to ``tol`` (relative). All directions and signs advance together, so each round is
-one call of the surface evaluator on at most ``2 × n_directions`` points.
+the centre along each direction and each sign until the loss reaches ``rise × loss(centre)``,
+then narrows the crossing down to ``tol`` (relative). All directions and signs advance
+together, so each round is one call of the surface evaluator on at most ``2 × n_directions``
+points.
 
-**Cost**: one point for the centre, then per (direction, sign) about
-``log2(max_distance / first_step)`` bracketing points and ``log2(1 / tol)`` bisection
-points: with the defaults (``max_distance=10``, first step 10/256, ``tol=0.01``) at most
-9 + 7 = 16 points per direction and sign, 65 for a plane: the price of a 8 × 8 grid.
+**Search** (`Crossing`): steps start at ``max_distance / 64`` and double; once two steps
+have raised the loss, the next one goes where the log-loss line through them reaches the
+target (5 % beyond, at most 8× the step): away from a minimum, cross-entropy grows roughly
+exponentially along a direction. Inside the bracket each point is the log-linear estimate of the
+crossing, pushed by ``0.45 × tol`` towards the side that has not moved last, so that the next
+point usually lands across the crossing and closes the bracket; two rounds in a row that shrink
+it by less than half fall back to bisection, so the search always ends.
+
+**Cost** (measured on the zoo's mlp, cnn, resnet20, resnet20-noskip and vit digits models,
+three seeds each, the loss at 120 distances per side replayed offline): with ``rise=5``,
+``tol=0.05`` 4.9 points per direction and sign (plain doubling and bisection: 9.0), at most 8
+rounds (11); with ``tol=0.01`` 5.4 (11.4). A plane costs about 21 points: the price of a
+5 × 5 grid.
 """
 from __future__ import annotations
 
@@ -59,6 +68,81 @@ class AutoRange:
         return self.axis(1)
 
 
+class Crossing:
+    """The search along one direction and sign for the first distance where the loss reaches ``target``.
+
+    ``propose()`` gives the next distance to evaluate (None when done), ``observe(t, loss)``
+    takes its loss; ``crossing()`` is the answer: linear in log-loss inside the final bracket
+    ``[lo, hi]`` (``hi − lo ≤ tol × hi``, loss(lo) < target ≤ loss(hi); NaN or inf counts as
+    reached), or ``max_distance`` when the loss stays below the target that far (``reached``
+    False). See the module's docstring for the method and what it costs.
+    """
+
+    FIRST = 1 / 64  # the first step, as a fraction of max_distance
+    MAX_JUMP = 8.0  # a step grows at most this factor
+    OVERSHOOT = 1.05  # a bracketing jump aims this far beyond the predicted crossing
+    PUSH = 0.45  # × tol: how far past the estimate a refining point goes
+
+    def __init__(self, centre: float, target: float, max_distance: float, tol: float):
+        self.target, self.max_distance, self.tol = target, max_distance, tol
+        self.lo, self.f_lo = 0.0, centre  # the farthest point known below the target
+        self.prev: tuple[float, float] | None = None  # the point below before lo (bracketing)
+        self.hi: float | None = None  # the nearest point known at or above it, once bracketed
+        self.f_hi = math.nan
+        self.moved = 0  # refining: +1 lo moved last, −1 hi did
+        self.slow = 0  # refining rounds in a row that shrank the bracket by less than half
+
+    @property
+    def reached(self) -> bool:
+        return self.hi is not None
+
+    def propose(self) -> float | None:
+        if self.hi is None:
+            if self.lo >= self.max_distance:
+                return None
+            if self.lo == 0:
+                return self.max_distance * self.FIRST
+            step = 2 * self.lo
+            if self.prev is not None and self.f_lo > self.prev[1] > 0:  # log-loss rising: aim at the target
+                slope = (math.log(self.f_lo) - math.log(self.prev[1])) / (self.lo - self.prev[0])
+                aim = self.OVERSHOOT * (self.lo + (math.log(self.target) - math.log(self.f_lo)) / slope)
+                step = min(max(aim, 1.25 * self.lo), self.MAX_JUMP * self.lo)
+            return min(step, self.max_distance)
+        lo, hi = self.lo, self.hi
+        if hi - lo <= self.tol * hi:
+            return None
+        est = self._interpolate() if self.slow < 2 else None
+        if est is None:  # no usable estimate, or too little progress: bisect
+            return (lo + hi) / 2
+        est += self.moved * self.PUSH * self.tol * est  # across the crossing from the side that moved last
+        return min(max(est, lo + 0.01 * (hi - lo)), hi - 0.01 * (hi - lo))
+
+    def observe(self, t: float, loss: float) -> None:
+        width = None if self.hi is None else self.hi - self.lo
+        if loss < self.target:  # NaN and inf (diverged) count as reached
+            if self.hi is None:
+                self.prev = (self.lo, self.f_lo) if self.lo > 0 else None
+            self.lo, self.f_lo, self.moved = t, loss, 1
+        else:
+            self.hi, self.f_hi, self.moved = t, loss, -1 if self.hi is not None else 0  # bracketed: no side yet
+        if width is not None:
+            self.slow = self.slow + 1 if self.hi - self.lo > width / 2 else 0
+
+    def _interpolate(self) -> float | None:
+        """Where the line through (lo, log loss(lo)) and (hi, log loss(hi)) reaches log target."""
+        f_lo, f_hi = self.f_lo, self.f_hi
+        if not (f_lo > 0 and math.isfinite(f_hi) and f_hi > f_lo):
+            return None
+        frac = (math.log(self.target) - math.log(f_lo)) / (math.log(f_hi) - math.log(f_lo))
+        return self.lo + min(max(frac, 0.0), 1.0) * (self.hi - self.lo)
+
+    def crossing(self) -> float:
+        if self.hi is None:
+            return self.max_distance
+        est = self._interpolate()
+        return self.hi if est is None else est
+
+
 def _positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not math.isfinite(value) or value <= 0:
@@ -91,8 +175,9 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     max_distance : float
         The farthest coefficient tried on each side (the range where the loss never rises enough).
     tol : float
-        Relative accuracy of each crossing: bisection stops when the bracket is narrower than
-        ``tol × distance``; the crossing is then the linear interpolation inside it.
+        Relative accuracy of each crossing: the search stops when the bracket around it is
+        narrower than ``tol × distance``; the crossing is then the log-linear interpolation
+        inside it.
     num : int
         Points per axis in the ``(start, stop, num)`` tuples ``x``/``y``/``axis()`` return.
     max_samples, batch_size : int, optional
@@ -147,38 +232,17 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
             raise LandscapeError(f"the loss at the centre is {centre!r}; expected a positive finite loss for a "
                                  "factor over it to define a range: use another loss_fn or set x=/y= by hand")
         target = rise * centre
-        lo, f_lo = np.zeros(2 * n), np.full(2 * n, centre)  # last distance below the target, and its loss
-        hi, f_hi = np.full(2 * n, np.nan), np.full(2 * n, np.nan)
-        step = max_distance / 256
-        while True:  # bracketing: double until the target is passed, all pairs at once
-            open_ = np.isnan(hi) & (lo < max_distance)
+        searches = [Crossing(centre, target, max_distance, tol) for _ in range(2 * n)]
+        while True:  # one round: every pair still searching proposes one distance
+            dist = np.array([math.nan if t is None else t for t in (c.propose() for c in searches)])  # NaN: done
+            open_ = ~np.isnan(dist)
             if not open_.any():
                 break
-            t = np.minimum(np.where(lo > 0, 2 * lo, step), max_distance)
-            f = np.full(2 * n, np.nan)
-            f[open_] = losses(open_, t)
-            up = open_ & ~(f < target)  # NaN / inf (diverged) counts as passed
-            hi[up], f_hi[up] = t[up], f[up]
-            below = open_ & (f < target)
-            lo[below], f_lo[below] = t[below], f[below]
-        while True:  # bisection of the brackets still wider than tol
-            open_ = ~np.isnan(hi) & (hi - lo > tol * hi)
-            if not open_.any():
-                break
-            mid = (lo + hi) / 2
-            f = np.full(2 * n, np.nan)
-            f[open_] = losses(open_, mid)
-            up = open_ & ~(f < target)
-            hi[up], f_hi[up] = mid[up], f[up]
-            down = open_ & (f < target)
-            lo[down], f_lo[down] = mid[down], f[down]
-    reached = ~np.isnan(hi)
-    finite = reached & np.isfinite(f_hi) & (f_hi > f_lo)
-    frac = np.where(finite, (target - f_lo) / np.where(finite, f_hi - f_lo, 1.0), 0.0)
-    cross = np.where(finite, lo + np.clip(frac, 0, 1) * (hi - lo), np.where(reached, hi, max_distance))
-    ranges = tuple((-float(cross[2 * k]), float(cross[2 * k + 1])) for k in range(n))
-    flags = tuple((bool(reached[2 * k]), bool(reached[2 * k + 1])) for k in range(n))
+            for j, f in zip(np.flatnonzero(open_), losses(open_, dist)):
+                searches[j].observe(float(dist[j]), float(f))
+    ranges = tuple((-searches[2 * k].crossing(), searches[2 * k + 1].crossing()) for k in range(n))
+    flags = tuple((searches[2 * k].reached, searches[2 * k + 1].reached) for k in range(n))
     return AutoRange(ranges, flags, centre, target, rise, int(num), n_points)
 
 
-__all__ = ["AutoRange", "auto_range"]
+__all__ = ["AutoRange", "Crossing", "auto_range"]

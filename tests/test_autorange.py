@@ -1,6 +1,8 @@
 """auto_range on a quadratic bowl against the analytic crossing (roots of a quadratic)."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -69,3 +71,54 @@ def test_refuses_bad_arguments(bowl):
         auto_range(model, data, dirs, loss_fn=lambda out, y: (out * 0).sum())
     with pytest.raises(LandscapeError, match="one direction"):
         auto_range(model, data, dirs[:1], loss_fn=nn.MSELoss()).y
+
+
+def drive(loss, target, tol, max_distance=10.0):
+    """Run a Crossing search on a Python function of the distance; (crossing, reached, distances tried)."""
+    from landscape_nb.autorange import Crossing
+
+    search, tried = Crossing(loss(0.0), target, max_distance, tol), []
+    while (t := search.propose()) is not None:
+        assert 0 < t <= max_distance and len(tried) < 200
+        tried.append(t)
+        search.observe(t, loss(t))
+    return search.crossing(), search.reached, tried
+
+
+def first_crossing(loss, target, max_distance=10.0):
+    """Naive: the first of 200,000 geometrically spaced distances where the loss reaches the target."""
+    for t in np.geomspace(1e-6, max_distance, 200_000):
+        v = loss(t)
+        if not v < target:
+            return t
+    return max_distance
+
+
+SHAPES = {  # centre loss 0.1 at distance 0; the target is 5x that
+    "quadratic": lambda t: 0.1 + 0.4 * t ** 2,
+    "exponential": lambda t: 0.1 * math.exp(4 * t),
+    "steep wall": lambda t: 0.1 + 0.01 * t + (50.0 if t > 0.37 else 0.0),
+    "crossing below the first step": lambda t: 0.1 * (1 + 1e6 * t ** 2),
+    "dips before rising": lambda t: 0.1 - 0.08 * math.sin(min(t, 1.0) * math.pi) + 0.05 * t ** 3,
+    "diverges to NaN": lambda t: 0.1 + 0.1 * t if t < 0.9 else math.nan,  # NaN counts as reached
+    "goes negative (not a log)": lambda t: 0.1 - t + 2 * t ** 2,
+    "saturates like cross-entropy": lambda t: min(0.1 * math.exp(3 * t), 2.3) + 0.05 * t,
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("tol", [0.05, 0.01])
+def test_crossing_search_against_a_dense_scan(shape, tol):
+    loss = SHAPES[shape]
+    target = 5 * loss(0.0)
+    found, reached, tried = drive(loss, target, tol)
+    expected = first_crossing(loss, target)
+    assert reached
+    assert found == pytest.approx(expected, rel=tol), (found, expected, tried)
+    # never more points than doubling from 10/64 and then bisecting would take
+    assert len(tried) <= math.ceil(math.log2(640 / expected)) + math.ceil(math.log2(1 / tol)) + 2, tried
+
+
+def test_crossing_search_never_reached_stops_at_max_distance():
+    found, reached, tried = drive(lambda t: 0.1 + 0.001 * t, 0.5, 0.01, max_distance=10.0)
+    assert (found, reached) == (10.0, False) and tried[-1] == 10.0 and len(tried) <= 7
