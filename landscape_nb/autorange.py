@@ -8,16 +8,17 @@ points.
 
 **Search** (`Crossing`): steps start at ``max_distance / 64`` and double; once two steps
 have raised the loss, the next one goes where the log-loss line through them reaches the
-target (5 % beyond, at most 8× the step): away from a minimum, cross-entropy grows roughly
+target (5 % beyond, at most 8× the last distance): away from a minimum, cross-entropy grows roughly
 exponentially along a direction. Inside the bracket each point is the log-linear estimate of the
 crossing, pushed by ``0.45 × tol`` towards the side that has not moved last, so that the next
-point usually lands across the crossing and closes the bracket; two rounds in a row that shrink
-it by less than half fall back to bisection, so the search always ends.
+point usually lands across the crossing and closes the bracket; after two rounds in a row that
+shrink it by less than half the search bisects to the end, so it never takes many more points
+than doubling and bisection would.
 
 **Cost** (measured on the zoo's mlp, cnn, resnet20, resnet20-noskip and vit digits models,
 three seeds each, the loss at 120 distances per side replayed offline): with ``rise=5``,
-``tol=0.05`` 4.9 points per direction and sign (plain doubling and bisection: 9.0), at most 8
-rounds (11); with ``tol=0.01`` 5.4 (11.4). A plane costs about 21 points: the price of a
+``tol=0.05`` 4.9 points per direction and sign (plain doubling and bisection: 9.0), at most 7
+rounds (11); with ``tol=0.01`` 5.5 (11.4). A plane costs about 21 points: the price of a
 5 × 5 grid.
 """
 from __future__ import annotations
@@ -75,11 +76,14 @@ class Crossing:
     takes its loss; ``crossing()`` is the answer: linear in log-loss inside the final bracket
     ``[lo, hi]`` (``hi − lo ≤ tol × hi``, loss(lo) < target ≤ loss(hi); NaN or inf counts as
     reached), or ``max_distance`` when the loss stays below the target that far (``reached``
-    False). See the module's docstring for the method and what it costs.
+    False). "First" is up to the steps: a bump that rises past the target between two
+    bracketing steps and falls back is stepped over (steps start at ``max_distance / 64`` and
+    may jump 8×). See the module's docstring for the method and what it costs.
     """
 
     FIRST = 1 / 64  # the first step, as a fraction of max_distance
-    MAX_JUMP = 8.0  # a step grows at most this factor
+    MAX_JUMP = 8.0  # a bracketing step goes at most this factor beyond the last distance
+    MAX_POINTS = 200  # a search ends here whatever its bracket (only a tol near float precision gets there)
     OVERSHOOT = 1.05  # a bracketing jump aims this far beyond the predicted crossing
     PUSH = 0.45  # × tol: how far past the estimate a refining point goes
 
@@ -90,26 +94,33 @@ class Crossing:
         self.hi: float | None = None  # the nearest point known at or above it, once bracketed
         self.f_hi = math.nan
         self.moved = 0  # refining: +1 lo moved last, −1 hi did
-        self.slow = 0  # refining rounds in a row that shrank the bracket by less than half
+        self.slow = 0  # refining rounds in a row that shrank the bracket by less than half; 2: bisect from now on
+        self.n_proposed = 0
 
     @property
     def reached(self) -> bool:
         return self.hi is not None
 
     def propose(self) -> float | None:
+        t = self._next()
+        self.n_proposed += t is not None
+        return t
+
+    def _next(self) -> float | None:
         if self.hi is None:
-            if self.lo >= self.max_distance:
+            if self.lo >= self.max_distance or self.n_proposed >= self.MAX_POINTS:
                 return None
             if self.lo == 0:
                 return self.max_distance * self.FIRST
             step = 2 * self.lo
             if self.prev is not None and self.f_lo > self.prev[1] > 0:  # log-loss rising: aim at the target
                 slope = (math.log(self.f_lo) - math.log(self.prev[1])) / (self.lo - self.prev[0])
-                aim = self.OVERSHOOT * (self.lo + (math.log(self.target) - math.log(self.f_lo)) / slope)
-                step = min(max(aim, 1.25 * self.lo), self.MAX_JUMP * self.lo)
+                if slope > 0 and math.isfinite(slope):  # 0 when two nearby floats share a log
+                    aim = self.OVERSHOOT * (self.lo + (math.log(self.target) - math.log(self.f_lo)) / slope)
+                    step = min(max(aim, 1.25 * self.lo), self.MAX_JUMP * self.lo)
             return min(step, self.max_distance)
         lo, hi = self.lo, self.hi
-        if hi - lo <= self.tol * hi:
+        if hi - lo <= self.tol * hi or self.n_proposed >= self.MAX_POINTS:
             return None
         est = self._interpolate() if self.slow < 2 else None
         if est is None:  # no usable estimate, or too little progress: bisect
@@ -125,7 +136,7 @@ class Crossing:
             self.lo, self.f_lo, self.moved = t, loss, 1
         else:
             self.hi, self.f_hi, self.moved = t, loss, -1 if self.hi is not None else 0  # bracketed: no side yet
-        if width is not None:
+        if width is not None and self.slow < 2:
             self.slow = self.slow + 1 if self.hi - self.lo > width / 2 else 0
 
     def _interpolate(self) -> float | None:
@@ -176,7 +187,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         The farthest coefficient tried on each side (the range where the loss never rises enough).
     tol : float
         Relative accuracy of each crossing: the search stops when the bracket around it is
-        narrower than ``tol × distance``; the crossing is then the log-linear interpolation
+        narrower than ``tol ×`` its far end; the crossing is then the log-linear interpolation
         inside it.
     num : int
         Points per axis in the ``(start, stop, num)`` tuples ``x``/``y``/``axis()`` return.

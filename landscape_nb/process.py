@@ -65,7 +65,8 @@ def set_threads(n: int) -> None:
 
 def release_openmp_threads() -> bool:
     """Let the idle OpenMP threads of the calling thread exit, so that torch work in another
-    thread runs at full speed; True if a libgomp released them.
+    thread runs at full speed; True if a libgomp took the request (also when the calling thread
+    had no threads to release), False where there is no libgomp.
 
     Each thread that runs a parallel torch op gets its own OpenMP team. Once libgomp manages
     more threads than there are CPUs (the kernel's main thread ran any torch op, and now a

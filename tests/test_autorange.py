@@ -122,3 +122,21 @@ def test_crossing_search_against_a_dense_scan(shape, tol):
 def test_crossing_search_never_reached_stops_at_max_distance():
     found, reached, tried = drive(lambda t: 0.1 + 0.001 * t, 0.5, 0.01, max_distance=10.0)
     assert (found, reached) == (10.0, False) and tried[-1] == 10.0 and len(tried) <= 7
+
+
+def test_crossing_search_edge_cases_end():
+    from landscape_nb.autorange import Crossing
+
+    # two losses above e a float apart share a log: no slope to aim with, so it doubles on
+    c = Crossing(2.9, 14.5, 10.0, 0.01)
+    for f in (3.0, math.nextafter(3.0, 4.0)):
+        c.observe(c.propose(), f)
+    assert c.propose() == pytest.approx(2 * 10.0 / 32)
+    # a wall: interpolation makes little progress, so bisection takes over for good
+    wall = lambda t: 1.0 + (4.11 if t > 7.89 else 0.0)  # noqa: E731
+    found, reached, tried = drive(wall, 5.0, 1e-3)
+    assert reached and found == pytest.approx(7.89, rel=1e-3)
+    assert len(tried) <= math.ceil(math.log2(640 / 7.89)) + math.ceil(math.log2(1e3)) + 2, tried
+    # a tolerance below float precision cannot be met: the search still ends
+    found, reached, tried = drive(lambda t: 0.1 + t, 0.5, 1e-17)
+    assert reached and found == pytest.approx(0.4) and len(tried) == Crossing.MAX_POINTS

@@ -66,14 +66,21 @@ def test_keep_heap_top_stops_glibc_returning_freed_heap():
 
 
 _OPENMP_PROBE = """
-import os, resource, threading
+import os, resource, threading, time
 import torch
 from landscape_nb.process import release_openmp_threads
 n = len(os.sched_getaffinity(0))
 torch.set_num_threads(n)
 x = torch.randn(1 << 20)
-def tasks():
-    return len(os.listdir("/proc/self/task"))
+def tasks():  # threads of this process, once libgomp's exiting ones are gone (they leave asynchronously)
+    last, since = len(os.listdir("/proc/self/task")), time.monotonic()
+    deadline = since + 5
+    while time.monotonic() < deadline and time.monotonic() - since < 0.3:
+        time.sleep(0.02)
+        now = len(os.listdir("/proc/self/task"))
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
 def switches_in_a_thread():  # how often a worker thread's torch ops sleep, waiting for their team
     out = []
     def work():

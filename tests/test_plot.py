@@ -235,7 +235,8 @@ def test_surface_projects_contours_on_the_floor(bowl):
         loss[1, 2] = gap
         holed = Surface(x=bowl.x, y=bowl.y, loss=loss, provenance=dict(bowl.provenance))
         assert not plot.surface(holed).data[0].contours.z.show
-        assert plot.contour(holed).data[0].contours.coloring is not None  # the 2D contours still draw
+        levels = plot.contour(holed).data[0].contours  # the 2D contours still draw, at levels over the points
+        assert levels.start is not None and levels.end > levels.start and levels.size > 0
 
 
 def test_trajectory_overlay_colours_and_sizes_markers_by_distance(bowl):

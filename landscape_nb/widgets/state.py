@@ -231,8 +231,11 @@ class ExplorerState(t.HasTraits):
         # subshell thread; the notebook's cells ran torch on the main one), released when it idles
         release_openmp_threads()
         main = self._main_loop
-        if threading.current_thread() is not threading.main_thread() and main is not None and not main.is_closed():
-            main.call_soon_threadsafe(release_openmp_threads)
+        if threading.current_thread() is not threading.main_thread() and main is not None:
+            try:
+                main.call_soon_threadsafe(release_openmp_threads)
+            except RuntimeError:  # that loop has closed: nobody computes there any more
+                pass
 
         self._ui.capture_loop()
         self._cancel = threading.Event()
