@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-
 import pytest
 import torch
 from torch import nn
@@ -133,7 +132,9 @@ def test_crossing_search_edge_cases_end():
         c.observe(c.propose(), f)
     assert c.propose() == pytest.approx(2 * 10.0 / 32)
     # a wall: interpolation makes little progress, so bisection takes over for good
-    wall = lambda t: 1.0 + (4.11 if t > 7.89 else 0.0)  # noqa: E731
+    def wall(t):
+        return 1.0 + (4.11 if t > 7.89 else 0.0)
+
     found, reached, tried = drive(wall, 5.0, 1e-3)
     assert reached and found == pytest.approx(7.89, rel=1e-3)
     assert len(tried) <= math.ceil(math.log2(640 / 7.89)) + math.ceil(math.log2(1e3)) + 2, tried
