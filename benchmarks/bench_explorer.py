@@ -5,9 +5,9 @@
 Per zoo model, on the Explorer's defaults (random filter-normalized plane, 21×21, test split,
 in-process, auto range with rise 5 and tol 0.05):
 
-- auto range: points and seconds of ``lnb.auto_range`` against the plain search it replaced
-  (double from max_distance/256 until the loss reaches the target, then bisect; kept here as
-  the baseline), on the same evaluator, model and directions;
+- auto range: points and seconds of ``lnb.auto_range`` with its search (``autorange.Crossing``)
+  and with the plain one it replaced (double from max_distance/256 until the loss reaches the
+  target, then bisect; ``PlainSearch`` here), on the same model, data and directions;
 - Compute → first tile and → last tile, with the kernel's OpenMP team released before the
   worker thread starts (what ``ExplorerState.compute`` does) and without (the release
   patched out; the main thread runs a parallel torch op before each Compute, as a notebook's
@@ -22,52 +22,46 @@ import argparse
 import math
 import time
 
-import numpy as np
 import torch
 
 import landscape_nb as lnb
-from landscape_nb import process, zoo
-from landscape_nb.directions import as_directions
-from landscape_nb.evaluate import EvalSettings, Evaluator
+from landscape_nb import autorange, process, zoo
+from landscape_nb.autorange import Crossing
 from landscape_nb.widgets.state import ExplorerState
 
 RISE, TOL = 5.0, 0.05  # the Explorer's
 
 
-def plain_search(model, data, directions, rise=RISE, tol=TOL, max_distance=10.0) -> tuple[list, int]:
-    """The baseline: all (direction, sign) pairs double from max_distance/256, then bisect; one
-    evaluator call per round. Returns the crossings (linear in loss inside the bracket) and the points."""
-    d = as_directions(model, directions)
-    ev = Evaluator(model, data, d.vectors, d.layout, metrics=None, settings=EvalSettings())
-    n, signs = d.n, np.tile([-1.0, 1.0], d.n)
-    with ev.session():
-        centre = float(ev.evaluate(np.zeros((1, n)))[0, 0])
-        points, target = 1, rise * centre
+class PlainSearch(Crossing):
+    """The baseline: double from max_distance/256 until the loss reaches the target, then bisect;
+    the crossing linear in the loss inside the bracket. Run by ``auto_range``'s own loop (all pairs
+    per evaluator call), so only the search differs."""
 
-        def losses(which, dist):
-            nonlocal points
-            pairs = np.flatnonzero(which)
-            coords = np.zeros((len(pairs), n))
-            coords[np.arange(len(pairs)), pairs // 2] = signs[pairs] * dist[pairs]
-            points += len(pairs)
-            return ev.evaluate(coords)[:, 0]
+    FIRST = 1 / 256
 
-        lo, f_lo = np.zeros(2 * n), np.full(2 * n, centre)
-        hi, f_hi = np.full(2 * n, np.nan), np.full(2 * n, np.nan)
-        while (open_ := np.isnan(hi) & (lo < max_distance)).any():
-            t = np.minimum(np.where(lo > 0, 2 * lo, max_distance / 256), max_distance)
-            f = np.full(2 * n, np.nan)
-            f[open_] = losses(open_, t)
-            up, down = open_ & ~(f < target), open_ & (f < target)
-            hi[up], f_hi[up], lo[down], f_lo[down] = t[up], f[up], t[down], f[down]
-        while (open_ := ~np.isnan(hi) & (hi - lo > tol * hi)).any():
-            mid = (lo + hi) / 2
-            f = np.full(2 * n, np.nan)
-            f[open_] = losses(open_, mid)
-            up, down = open_ & ~(f < target), open_ & (f < target)
-            hi[up], f_hi[up], lo[down], f_lo[down] = mid[up], f[up], mid[down], f[down]
-    frac = np.clip((target - f_lo) / np.where(f_hi > f_lo, f_hi - f_lo, 1.0), 0, 1)
-    return list(np.where(np.isnan(hi), max_distance, lo + frac * (hi - lo))), points
+    def _next(self) -> float | None:
+        if self.hi is None:
+            if self.lo >= self.max_distance:
+                return None
+            return min(2 * self.lo if self.lo > 0 else self.max_distance * self.FIRST, self.max_distance)
+        return None if self.hi - self.lo <= self.tol * self.hi else (self.lo + self.hi) / 2
+
+    def _interpolate(self) -> float | None:
+        if not (math.isfinite(self.f_hi) and self.f_hi > self.f_lo):
+            return None
+        frac = min(max((self.target - self.f_lo) / (self.f_hi - self.f_lo), 0.0), 1.0)
+        return self.lo + frac * (self.hi - self.lo)
+
+
+def timed_range(model, data, directions, search: type[Crossing]) -> tuple[float, int, list[float]]:
+    """Seconds, points and edges (−x, +x, −y, +y) of ``lnb.auto_range`` searching with ``search``."""
+    saved, autorange.Crossing = autorange.Crossing, search
+    try:
+        t0 = time.perf_counter()
+        r = lnb.auto_range(model, data, directions, rise=RISE, tol=TOL)
+        return time.perf_counter() - t0, r.n_points, [c for pair in r.ranges for c in pair]
+    finally:
+        autorange.Crossing = saved
 
 
 def explorer_run(state: ExplorerState, seed: int) -> tuple[float, float]:
@@ -101,16 +95,11 @@ def main() -> None:
     for name in args.models.split(","):
         ex = zoo.load(name)
         d = lnb.random_directions(ex.model, n=2, seed=0)
-        best = {"new": (math.inf, 0, None), "plain": (math.inf, 0, None)}
+        best = {Crossing: (math.inf, 0, None), PlainSearch: (math.inf, 0, None)}
         for _ in range(args.reps):
-            t0 = time.perf_counter()
-            r = lnb.auto_range(ex.model, ex.test, d, rise=RISE, tol=TOL)
-            best["new"] = min(best["new"], (time.perf_counter() - t0, r.n_points, [c for pair in r.ranges for c in pair]))
-            t0 = time.perf_counter()
-            crossings, pts = plain_search(ex.model, ex.test, d)
-            edges = [-c if k % 2 == 0 else c for k, c in enumerate(crossings)]
-            best["plain"] = min(best["plain"], (time.perf_counter() - t0, pts, edges))
-        (t_new, p_new, e_new), (t_old, p_old, e_old) = best["new"], best["plain"]
+            for search, so_far in list(best.items()):
+                best[search] = min(so_far, timed_range(ex.model, ex.test, d, search))
+        (t_new, p_new, e_new), (t_old, p_old, e_old) = best[Crossing], best[PlainSearch]
         worst = max(abs(a - b) / abs(b) for a, b in zip(e_new, e_old))
         ranges.append((name, p_old, p_new, t_old, t_new, t_old / t_new, worst))
 

@@ -102,13 +102,13 @@ class Crossing:
         return self.hi is not None
 
     def propose(self) -> float | None:
-        t = self._next()
+        t = None if self.n_proposed >= self.MAX_POINTS else self._next()
         self.n_proposed += t is not None
         return t
 
     def _next(self) -> float | None:
         if self.hi is None:
-            if self.lo >= self.max_distance or self.n_proposed >= self.MAX_POINTS:
+            if self.lo >= self.max_distance:
                 return None
             if self.lo == 0:
                 return self.max_distance * self.FIRST
@@ -120,7 +120,7 @@ class Crossing:
                     step = min(max(aim, 1.25 * self.lo), self.MAX_JUMP * self.lo)
             return min(step, self.max_distance)
         lo, hi = self.lo, self.hi
-        if hi - lo <= self.tol * hi or self.n_proposed >= self.MAX_POINTS:
+        if hi - lo <= self.tol * hi:
             return None
         est = self._interpolate() if self.slow < 2 else None
         if est is None:  # no usable estimate, or too little progress: bisect

@@ -85,8 +85,8 @@ def release_openmp_threads() -> bool:
         return False
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split(None, 5)[5].strip() for line in maps
-                     if len(line.split(None, 5)) == 6 and "libgomp" in line.rsplit("/", 1)[-1]}
+            fields = (line.split(None, 5) for line in maps)  # address perms offset dev inode path
+            paths = {f[5].strip() for f in fields if len(f) == 6 and "libgomp" in f[5].rsplit("/", 1)[-1]}
     except OSError:
         return False
     released = False

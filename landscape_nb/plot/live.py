@@ -120,6 +120,14 @@ def live(
     return update(fig, surface, log=log, clip=clip)
 
 
+def live_info(fig) -> Mapping | None:
+    """What `live` recorded in a figure it made (``ndim``, ``log``, ``metric``); None for any other
+    figure, or None."""
+    meta = getattr(getattr(fig, "layout", None), "meta", None)
+    info = meta.get(_LIVE_KEY) if isinstance(meta, Mapping) else None
+    return info if isinstance(info, Mapping) else None
+
+
 @_doc
 def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: Any = None) -> go.Figure:
     """Write ``surface``'s current values into a figure made by `live`, in one batch.
@@ -149,8 +157,8 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         the one ``fig`` was built for, or %(bad_clip)s.
     """
     meta = fig.layout.meta if isinstance(fig.layout.meta, Mapping) else {}
-    info = meta.get(_LIVE_KEY)
-    if not isinstance(info, Mapping):
+    info = live_info(fig)
+    if info is None:
         raise LandscapeError(
             f"plot.update: got a {type(fig).__name__} not made by plot.live; expected the figure "
             "returned by landscape_nb.plot.live(surface) (or a go.FigureWidget of it)."

@@ -243,16 +243,20 @@ class Explorer(w.VBox):
         import plotly.graph_objects as go
 
         from .. import plot
+        from ..plot.live import live_info
 
         scheme = str(surf.provenance.get("scheme", ""))
         title = f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
         # a 2D live figure always has the same two traces: refill it without building another (~40 ms
         # on the kernel's thread at each Compute); a 1D one's traces depend on the metric
-        fig = None if surf.ndim == 2 and _live_ndim(self.figure) == 2 else plot.live(
-            surf, log=self.state.log_scale, title=title)
-        if fig is not None and surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
-            fig.update_layout(width=FIGURE_WIDTH)
-        if fig is None or (self.figure is not None and _shape(self.figure) == _shape(fig)):
+        info = live_info(self.figure)
+        refill = surf.ndim == 2 and info is not None and info["ndim"] == 2
+        if not refill:
+            fig = plot.live(surf, log=self.state.log_scale, title=title)
+            if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
+                fig.update_layout(width=FIGURE_WIDTH)
+            refill = self.figure is not None and _shape(self.figure) == _shape(fig)
+        if refill:
             with self.figure.batch_update():  # one message, one redraw in the browser
                 plot.update(self.figure, surf, log=self.state.log_scale)  # the values, ranges and axis titles
                 self.figure.layout.title.text = title
@@ -349,13 +353,6 @@ class Explorer(w.VBox):
     def close(self) -> None:
         self.state.close()
         super().close()
-
-
-def _live_ndim(fig) -> int | None:
-    """The dimension a figure made by ``plot.live`` was built for; None for no figure."""
-    meta = getattr(getattr(fig, "layout", None), "meta", None)
-    info = meta.get("landscape_nb_live") if isinstance(meta, Mapping) else None
-    return int(info["ndim"]) if isinstance(info, dict) and "ndim" in info else None
 
 
 def _shape(fig) -> tuple:
