@@ -11,7 +11,10 @@ in-process, auto range with rise 5 and tol 0.05):
 - Compute → first tile and → last tile, with the kernel's OpenMP team released before the
   worker thread starts (what ``ExplorerState.compute`` does) and without (the release
   patched out; the main thread runs a parallel torch op before each Compute, as a notebook's
-  cells do). The ratio is without / with.
+  cells do). The ratio is without / with. The range is searched after Compute in both.
+- Compute → first tile with the range searched after Compute and with it found ahead (the
+  Explorer's prefetch when a zoo model is picked or a control changes; here the seed changes,
+  then the search is given time to end before Compute, as while a user reads the panel).
 
 The browser's side (Plotly's WebGL in Chromium) is measured by ``bench_live_figure.py`` and
 printed by ``tests/test_browser.py``.
@@ -64,16 +67,23 @@ def timed_range(model, data, directions, search: type[Crossing]) -> tuple[float,
         autorange.Crossing = saved
 
 
-def explorer_run(state: ExplorerState, seed: int) -> tuple[float, float]:
-    """Seconds from Compute to the first tile and to the end."""
+def explorer_run(state: ExplorerState, seed: int, ahead: bool = False) -> tuple[float, float]:
+    """Seconds from Compute to the first tile and to the end; ``ahead``: the range is found before Compute."""
     first: list[float] = []
 
     def on_surface(change):
         if not first and change["new"] is not None and change["new"].done.any():
             first.append(time.perf_counter() - t0)
 
-    state.observe(on_surface, "surface")
+    if state._prefetcher is not None:  # one the panel started (its model or controls changed)
+        state._prefetcher.join()
+    state._prepared.clear()
+    state.prefetch = lambda: False  # not when the seed changes: below, or never
     state.seed = seed
+    if ahead:
+        ExplorerState.prefetch(state)
+        state._prefetcher.join()
+    state.observe(on_surface, "surface")
     t0 = time.perf_counter()
     state.compute(wait=True)
     total = time.perf_counter() - t0
@@ -89,7 +99,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {args.reps} runs")
-    ranges, runs = [], []
+    ranges, runs, prefetched = [], [], []
     release = process.release_openmp_threads
     warm = torch.randn(1 << 20)
     for name in args.models.split(","):
@@ -117,6 +127,15 @@ def main() -> None:
         (f_off, t_off), (f_on, t_on) = timing[False], timing[True]
         runs.append((name, f_off, f_on, t_off, t_on, t_off / t_on))
 
+        state = ExplorerState()
+        state.set(model_name=name)
+        firsts = {False: math.inf, True: math.inf}
+        for rep in range(args.reps):
+            for ahead in (False, True):
+                firsts[ahead] = min(firsts[ahead], explorer_run(state, seed=100 + 2 * rep + ahead, ahead=ahead)[0])
+        state.close()
+        prefetched.append((name, firsts[False], firsts[True], firsts[False] / firsts[True]))
+
     from bench_surface import print_table
 
     print_table("auto range (rise 5, tol 0.05): plain doubling + bisection vs lnb.auto_range",
@@ -127,6 +146,9 @@ def main() -> None:
                 ["model", "first tile, kept", "first tile, released", "surface, kept", "surface, released",
                  "speed-up"], runs,
                 ["{}", "{:.2f} s", "{:.2f} s", "{:.2f} s", "{:.2f} s", "{:.2f}×"])
+    print_table("Explorer, in-process, 21×21: Compute → first tile, auto range searched after Compute vs ahead",
+                ["model", "after Compute", "ahead", "speed-up"], prefetched,
+                ["{}", "{:.3f} s", "{:.3f} s", "{:.2f}×"])
 
 
 if __name__ == "__main__":

@@ -340,6 +340,109 @@ def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):
     assert (explorer.surface.x[0], explorer.surface.x[-1]) == (-1.0, 1.0)
 
 
+def count_auto_range_calls(monkeypatch) -> list:
+    """The Explorer's threads that run lnb.auto_range from now on (it looks the function up at each call)."""
+    import landscape_nb.autorange as autorange_module
+
+    calls, real = [], autorange_module.auto_range
+
+    def counted(*args, **kwargs):
+        if threading.current_thread().name.startswith("landscape_nb"):  # not the test's own expectations
+            calls.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autorange_module, "auto_range", counted)
+    return calls
+
+
+def expected_auto_surface(entry, seed, rise=5.0, points=(9, 9)):
+    """What "auto" should give, from the public functions: auto_range's range, compute_surface on it."""
+    d = lnb.random_directions(entry.model, n=2, norm="filter", ignore="biasbn", seed=seed)
+    (x0, x1), (y0, y1) = lnb.auto_range(entry.model, entry.test, d, rise=rise, loss_fn=entry.loss_fn, tol=0.05).ranges
+    return lnb.compute_surface(entry.model, entry.test, d, x=(x0, x1, points[0]), y=(y0, y1, points[1]),
+                               loss_fn=entry.loss_fn)
+
+
+def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
+    """A loaded zoo model's auto range is searched when it is picked or a control changes, not after Compute."""
+    lnb.zoo.load("mlp-moons")  # cached: the panel loads it at once
+    calls = count_auto_range_calls(monkeypatch)
+    state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
+    try:
+        state._prefetcher.join(60)
+        assert calls == ["landscape_nb-explorer-prefetch"]
+        state.compute(wait=True)
+        assert state.status == "done", state.message
+        assert len(calls) == 1  # Compute found the range ready
+        expected = expected_auto_surface(state.shelf["mlp-moons"], seed=0)
+        np.testing.assert_allclose(state.surface.x, expected.x, rtol=1e-12)
+        np.testing.assert_allclose(state.surface.y, expected.y, rtol=1e-12)
+        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)
+        assert [state.x_min, state.x_max] == pytest.approx([expected.x[0], expected.x[-1]])
+
+        state.seed = 3  # new directions: searched again, ahead of Compute
+        state._prefetcher.join(60)
+        assert calls[1:] == ["landscape_nb-explorer-prefetch"]
+        state.compute(wait=True)
+        assert len(calls) == 2
+        np.testing.assert_allclose(state.surface.loss, expected_auto_surface(state.shelf["mlp-moons"], 3).loss,
+                                   rtol=1e-6)
+
+        state.seed = 0  # kept from before: nothing to search
+        assert state._prefetch_spec() is None and len(calls) == 2
+        state.compute(wait=True)
+        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)
+        assert len(calls) == 2
+    finally:
+        state.close()
+
+
+def test_compute_waits_for_a_search_under_way_and_uses_it(monkeypatch):
+    lnb.zoo.load("mlp-moons")
+    calls = count_auto_range_calls(monkeypatch)
+    state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
+    try:
+        state._prefetcher.join(60)
+        import landscape_nb.autorange as autorange_module
+
+        counted = autorange_module.auto_range
+
+        def slow(*args, **kwargs):
+            time.sleep(0.5)  # Compute is pressed while this search runs
+            return counted(*args, **kwargs)
+
+        monkeypatch.setattr(autorange_module, "auto_range", slow)
+        state.rise = 3.0
+        assert state._prefetcher.is_alive()
+        state.compute(wait=True)
+        assert state.status == "done", state.message
+        assert calls == ["landscape_nb-explorer-prefetch"] * 2  # the panel's search and the rise 3 one, no third
+        expected = expected_auto_surface(state.shelf["mlp-moons"], seed=0, rise=3.0)
+        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)
+    finally:
+        state.close()
+
+
+def test_a_users_model_is_never_evaluated_unasked_and_its_range_follows_its_weights(monkeypatch):
+    """The user may train between two Computes: each Compute searches their model's range anew."""
+    model, data = make_task()
+    calls = count_auto_range_calls(monkeypatch)
+    state = ExplorerState(models={"tiny": (model, data)}, x_points=5, y_points=5, rise=3.0)
+    state.seed = 1
+    assert state._prefetcher is None and calls == []
+    state.compute(wait=True)
+    first = (state.x_min, state.x_max)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # "trained" further: a sharper minimum
+    state.compute(wait=True)
+    assert state.status == "done", state.message
+    assert calls == ["landscape_nb-explorer"] * 2
+    d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=1)
+    (x0, x1), _ = lnb.auto_range(model, data, d, rise=3.0, tol=0.05).ranges
+    assert (state.x_min, state.x_max) == pytest.approx((x0, x1)) and (x0, x1) != pytest.approx(first)
+
+
 # --- app mode: what a visitor of a served page can reach ----------------------------------
 
 

@@ -77,8 +77,29 @@ def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int) -> 
         raise LandscapeError(over.message(grid_text(spec), spec.ndim))
 
 
-def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> tuple[ExplorerSpec, float | None, str]:
-    """The spec with the range ``auto_range`` chooses; also seconds per point when it was measured, and a note.
+@dataclass(frozen=True)
+class RangeChoice:
+    """The range ``auto_range`` chose for one spec's model and directions (see `pick_range`).
+
+    ``x``/``y`` are ``(start, stop)``, or None where the typed range stays; ``seconds_per_point``
+    is the measured cost of a point when the search timed some, and ``note`` a sentence for the
+    message line ("" when there is nothing to say).
+    """
+
+    x: tuple[float, float] | None = None
+    y: tuple[float, float] | None = None
+    seconds_per_point: float | None = None
+    note: str = ""
+
+    def apply(self, spec: ExplorerSpec) -> ExplorerSpec:
+        """``spec`` with this range and ``spec``'s own resolution."""
+        new_x = (*self.x, spec.x[2]) if self.x is not None else spec.x
+        new_y = (*self.y, spec.y[2]) if self.y is not None and spec.y is not None else spec.y
+        return replace(spec, x=new_x, y=new_y)
+
+
+def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> RangeChoice:
+    """The range ``auto_range`` chooses for ``spec`` (`RangeChoice.apply` puts it in the spec).
 
     The range a scheme suggests (``directions.provenance["x_range"]``: the interpolation's
     minimizers, the plane's three models, the PCA path) wins; otherwise, per direction and
@@ -86,10 +107,10 @@ def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> tup
     (`landscape_nb.autorange.auto_range`, on the same samples as the surface). Its points
     are timed, so the time-budget check needs no separate estimate. Where the loss at the
     centre is not positive (no factor over it means anything), the typed range stays and the
-    note says so. Without ``auto_range`` the spec is returned as it is.
+    note says so. Without ``auto_range`` the typed range stays.
     """
     if not spec.auto_range:
-        return spec, None, ""
+        return RangeChoice()
     prov = directions.provenance
     x, y = prov.get("x_range"), prov.get("y_range") if spec.y is not None else None
     seconds_per_point, note = None, ""
@@ -101,13 +122,13 @@ def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> tup
             found = auto_range(model, data, directions, rise=spec.rise, loss_fn=loss_fn, tol=AUTO_RANGE_TOL,
                                max_samples=spec.max_samples)
         except LandscapeError as exc:
-            return spec, None, f" (auto range not used: {exc})"
+            return RangeChoice(note=f" (auto range not used: {exc})")
         seconds_per_point = (time.perf_counter() - t0) / found.n_points
         x = found.ranges[0]
         y = found.ranges[1] if spec.y is not None else None
         if not all(all(sides) for sides in found.reached[: spec.ndim]):
             note = (f" (on some side the loss stays below {spec.rise:g}× the centre's loss as far as auto_range "
                     "looks, so the range stops there)")
-    new_x = (float(x[0]), float(x[1]), spec.x[2]) if x is not None else spec.x
-    new_y = (float(y[0]), float(y[1]), spec.y[2]) if y is not None else spec.y
-    return replace(spec, x=new_x, y=new_y), seconds_per_point, note
+    return RangeChoice(x=None if x is None else (float(x[0]), float(x[1])),
+                       y=None if y is None else (float(y[0]), float(y[1])),
+                       seconds_per_point=seconds_per_point, note=note)
