@@ -292,6 +292,38 @@ def orthogonalize(directions: Directions) -> Directions:
     return Directions(vectors, directions.layout, prov)
 
 
+DEPENDENT_TOL = 1e-3  # smallest singular value of the unit-norm directions: |cosine| > 1 - 5e-7 for two
+
+
+def _check_spanning(vectors: torch.Tensor) -> None:
+    """Refuse user directions that cannot span a line, plane or volume: non-finite, zero or dependent.
+
+    Each would draw a plausible but wrong picture: a zero direction a flat axis that is not the
+    model's, two parallel ones a surface varying along one line only, repeated across the plane.
+    """
+    for k, v in enumerate(vectors):
+        if not bool(torch.isfinite(v).all()):
+            raise LandscapeError(f"direction {k} has NaN or inf values; expected finite numbers")
+        if not bool(v.ne(0).any()):
+            raise LandscapeError(
+                f"direction {k} is all zeros: it moves no weight, so its axis would show a flat loss that is "
+                "not the model's; expected a non-zero direction (e.g. from lnb.random_directions)")
+    if len(vectors) < 2:
+        return
+    v = vectors.double()
+    unit = v / v.norm(dim=1, keepdim=True)
+    if float(torch.linalg.svdvals(unit).min()) < DEPENDENT_TOL:
+        c = np.abs(_cosines(vectors))
+        np.fill_diagonal(c, 0.0)
+        i, j = sorted(np.unravel_index(int(c.argmax()), c.shape))
+        which = (f"directions {i} and {j} are parallel (|cosine| {c[i, j]:.7f})" if c[i, j] > 1 - DEPENDENT_TOL ** 2
+                 else f"the {len(vectors)} directions are linearly dependent (one is a combination of the others)")
+        raise LandscapeError(
+            f"{which}: the surface would vary along fewer axes than it shows; expected {len(vectors)} linearly "
+            "independent directions, e.g. another seed of lnb.random_directions, or lnb.orthogonalize of "
+            "independent ones")
+
+
 def as_directions(model: nn.Module, directions) -> Directions:
     """Accept ``Directions``, a list of state-dict-like dicts, a list of flat vectors,
     or a (n, n_params) tensor/array, and check they fit ``model``.
@@ -321,7 +353,10 @@ def as_directions(model: nn.Module, directions) -> Directions:
     ------
     LandscapeError
         Directions of another architecture, a missing tensor, a tensor of the wrong
-        shape, a vector of the wrong length, an empty list or an unsupported type.
+        shape, a vector of the wrong length, an empty list or an unsupported type; a
+        direction with NaN/inf values or all zeros; directions that are linearly
+        dependent (the smallest singular value of the unit-norm vectors under
+        ``DEPENDENT_TOL``, e.g. two parallel ones), which would span fewer axes than drawn.
     """
     model = unwrap_model(model)
     if isinstance(directions, Directions):
@@ -374,6 +409,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
                 )
             rows.append(t)
     vectors = torch.stack(rows)
+    _check_spanning(vectors)
     prov = {"scheme": "user", "cosine_max": _max_offdiag(_cosines(vectors)), "norms": vectors.double().norm(dim=1).tolist()}
     if frozen:  # held fixed: named in the provenance and so in the figures' hover
         prov["excluded"] = [f"{name} (frozen)" for name in frozen]

@@ -89,8 +89,11 @@ def test_orthogonalize_function_on_user_directions():
 def test_orthogonalize_refuses_dependent_directions():
     model = make_mlp()
     n = sum(p.numel() for p in model.parameters())
-    with pytest.raises(LandscapeError, match="linearly dependent"):
-        lnb.orthogonalize(as_directions(model, [torch.ones(n), 2 * torch.ones(n)]))
+    from landscape_nb.directions import Directions
+    from landscape_nb.params import ParamLayout
+
+    with pytest.raises(LandscapeError, match="linearly dependent"):  # as_directions refuses these already
+        lnb.orthogonalize(Directions(torch.stack([torch.ones(n), 2 * torch.ones(n)]), ParamLayout.of(model), {}))
 
 
 def test_interpolation_direction_is_difference_of_weights_and_buffers(cnn):
@@ -180,3 +183,25 @@ def test_user_directions_that_move_a_frozen_parameter_are_refused_and_frozen_one
     d = lnb.as_directions(model, [sd])
     assert d.provenance["excluded"] == ["0.weight (frozen)"]
     assert "0.weight" not in {e.name for e in d.layout.entries}
+
+
+def test_user_directions_that_span_fewer_axes_than_drawn_are_refused(mlp):
+    """A zero, non-finite or dependent direction would draw a plausible surface that is not the model's."""
+    n = sum(p.numel() for p in mlp.parameters())
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(n, generator=g) for _ in range(3))
+    data = (torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g))
+    for dirs, match in [([a, a.clone()], "directions 0 and 1 are parallel"),
+                        ([a, -2.5 * a], "directions 0 and 1 are parallel"),
+                        ([a, b, a + b], "3 directions are linearly dependent"),
+                        ([a, torch.zeros(n)], "direction 1 is all zeros"),
+                        ([torch.full((n,), float("nan"))], "direction 0 has NaN or inf")]:
+        with pytest.raises(LandscapeError, match=match):
+            as_directions(mlp, dirs)
+        with pytest.raises(LandscapeError, match=match):  # before any point is evaluated
+            lnb.compute_surface(mlp, data, dirs, x=(-1, 1, 3), y=(-1, 1, 3) if len(dirs) > 1 else None)
+    # independent, however close: accepted (|cosine| 0.999), the cosine recorded
+    near = a + 0.045 * b * (a.norm() / b.norm())
+    d = as_directions(mlp, [a, near])
+    assert 0.998 < d.provenance["cosine_max"] < 0.9995
+    assert as_directions(mlp, [a, b, c]).n == 3
