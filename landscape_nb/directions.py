@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .choices import NORMS
 from .errors import LandscapeError, check_choice
 from .params import ParamLayout, unwrap_model
 
-NORMS = ("filter", "layer", "weight", "none")
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .choices import PRECISIONS
 from .data import EvalData, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
 from .errors import LandscapeError
 from .metrics import DefaultLoss, OwnLoss, auto_metrics, describe, find_logits, loss_name, own_loss, resolve_metrics
@@ -26,7 +27,6 @@ from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model
 from .spec import data_fingerprint, tree_fingerprint
 from .tuning import BATCH_CANDIDATES, Cancelled, SpeedChoices, _floats, _same_outputs
 
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,16 @@ def test_spec_mismatch_on_store_refused(user_model, tmp_path, capsys):
 def test_console_script_installed():
     out = subprocess.run([sys.executable, "-m", "landscape_nb.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "models" in out.stdout and "demo" in out.stdout
+
+
+def test_help_lists_the_choices_without_importing_torch():
+    """--help answers in a fraction of a second: the option vocabularies are torch-free."""
+    code = ("import sys; from landscape_nb.cli import build_parser; "
+            "h = build_parser()._subparsers._group_actions[0].choices['compute'].format_help(); "
+            "print('torch' in sys.modules); print(h)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "False"
+    from landscape_nb.directions import NORMS
+    from landscape_nb.evaluate import PRECISIONS
+
+    assert "{" + ",".join(NORMS) + "}" in out and "{" + ",".join(PRECISIONS) + "}" in out

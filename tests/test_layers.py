@@ -29,7 +29,7 @@ directions | fold | multipoint
 params | data | metrics | spec | process | zoo
 grid | surface
 sharpness | persistence
-errors | _version
+errors | choices | _version
 """
 RANK = {name.strip(): rank for rank, line in enumerate(reversed(LAYERS.strip().splitlines()))
         for name in line.split("|")}

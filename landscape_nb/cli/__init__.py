@@ -183,8 +183,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..directions import NORMS
-    from ..evaluate import PRECISIONS
+    from ..choices import NORMS, PRECISIONS
 
     p = argparse.ArgumentParser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")

@@ -1,0 +1,11 @@
+"""The option vocabularies that menus and parsers list, importable without torch.
+
+``landscape-nb --help`` and the Explorer's menus list them before any model is loaded; the
+modules that act on them (`landscape_nb.directions`, `landscape_nb.evaluate`) import them from here.
+"""
+from __future__ import annotations
+
+NORMS = ("filter", "layer", "weight", "none")  # direction normalizations (Li et al. 2018, §4: "filter")
+PRECISIONS = ("fp32", "tf32", "bf16")  # evaluation precisions
+
+__all__ = ["NORMS", "PRECISIONS"]
