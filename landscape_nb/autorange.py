@@ -24,6 +24,7 @@ rounds (11); with ``tol=0.01`` 5.5 (11.4). A plane costs about 21 points: the pr
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -163,7 +164,7 @@ def _positive(name: str, value) -> float:
 
 def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: Callable | None = None, *,
                max_distance: float = 10.0, tol: float = 0.01, num: int = 51, max_samples: int | None = None,
-               batch_size: int | None = None) -> AutoRange:
+               batch_size: int | None = None, cancel: threading.Event | None = None) -> AutoRange:
     """Per direction and sign, the distance at which the loss first reaches ``rise × loss(centre)``.
 
     >>> d = lnb.random_directions(model, n=2, seed=0)
@@ -193,6 +194,8 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         Points per axis in the ``(start, stop, num)`` tuples ``x``/``y``/``axis()`` return.
     max_samples, batch_size : int, optional
         As for ``compute_surface``: a seeded subset of the data (cheaper), and the batch size.
+    cancel : threading.Event, optional
+        Set from another thread to stop the search before its next round of points.
 
     Returns
     -------
@@ -203,13 +206,15 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     LandscapeError
         For ``rise ≤ 1``, a non-positive distance or tolerance, or a centre loss that is not
         positive and finite.
+    Cancelled
+        When ``cancel`` was set (``landscape_nb.evaluate.Cancelled``; the model is restored).
 
     References
     ----------
     Li et al., NeurIPS 2018 (the plots whose range this chooses).
     """
     from .directions import as_directions
-    from .evaluate import EvalSettings, Evaluator
+    from .evaluate import Cancelled, EvalSettings, Evaluator
 
     rise = _positive("rise", rise)
     if rise <= 1:
@@ -245,6 +250,8 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         target = rise * centre
         searches = [Crossing(centre, target, max_distance, tol) for _ in range(2 * n)]
         while True:  # one round: every pair still searching proposes one distance
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
             dist = np.array([math.nan if t is None else t for t in (c.propose() for c in searches)])  # NaN: done
             open_ = ~np.isnan(dist)
             if not open_.any():

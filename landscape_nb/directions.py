@@ -7,9 +7,10 @@ invariance that makes raw random directions misleading.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -123,9 +124,9 @@ def _jsonable(obj):
 
 
 def _cosines(vectors: torch.Tensor) -> np.ndarray:
-    v = vectors.double()
-    norms = v.norm(dim=1).clamp_min(_EPS)
-    return ((v @ v.T) / norms[:, None] / norms[None, :]).numpy()
+    g = _gram(vectors)
+    norms = g.diagonal().sqrt().clamp_min(_EPS ** 2)  # a zero vector: cosines 0, not NaN
+    return (g / norms[:, None] / norms[None, :]).numpy()
 
 
 def _max_offdiag(c: np.ndarray) -> float:
@@ -234,6 +235,12 @@ def random_directions(
         parts = [normalize_like(torch.randn(w.shape, generator=gen), w, norm, ignore) for w in weights]
         rows.append(torch.cat([p.reshape(-1) for p in parts]))
     vectors = torch.stack(rows)
+    if not bool(vectors.ne(0).any()):
+        raise LandscapeError(
+            f"random directions with norm={norm!r}, ignore={ignore!r} are all zeros: every trainable parameter is "
+            "left out (ignore='biasbn' leaves out biases and BatchNorm weights) or has zero weights (a normalized "
+            "direction takes its weight's norm); expected a model with weights to move: pass ignore=None, or "
+            "norm='none'")
     prov: dict[str, Any] = {"scheme": "random", "norm": norm, "ignore": ignore, "seed": int(seed),
                             "excluded": [f"{name} (frozen)" for name, p in model.named_parameters()
                                          if not p.requires_grad],
@@ -284,6 +291,7 @@ def orthogonalize(directions: Directions) -> Directions:
     LandscapeError
         If the directions are linearly dependent.
     """
+    _check_spanning(directions.vectors)  # float32 rounding of dependent ones would become a direction
     prov = dict(directions.provenance)
     prov["cosine_max_before"] = _max_offdiag(directions.cosines())
     vectors = _orthogonalize(directions.vectors)
@@ -293,35 +301,47 @@ def orthogonalize(directions: Directions) -> Directions:
 
 
 DEPENDENT_TOL = 1e-3  # smallest singular value of the unit-norm directions: |cosine| > 1 - 5e-7 for two
+_GRAM_CHUNK = 1 << 20  # parameters per float64 block of the Gram matrix (8 MB per direction)
+
+
+def _gram(vectors: torch.Tensor) -> torch.Tensor:
+    """``vectors @ vectors.T`` in float64, (n, n), a block of parameters at a time (no float64 copy of all)."""
+    g = torch.zeros(len(vectors), len(vectors), dtype=torch.float64)
+    for i in range(0, vectors.shape[1], _GRAM_CHUNK):
+        block = vectors[:, i:i + _GRAM_CHUNK].double()
+        g += block @ block.T
+    return g
 
 
 def _check_spanning(vectors: torch.Tensor) -> None:
-    """Refuse user directions that cannot span a line, plane or volume: non-finite, zero or dependent.
+    """Refuse directions that cannot span a line, plane or volume: non-finite, zero or dependent.
 
     Each would draw a plausible but wrong picture: a zero direction a flat axis that is not the
     model's, two parallel ones a surface varying along one line only, repeated across the plane.
     """
-    for k, v in enumerate(vectors):
-        if not bool(torch.isfinite(v).all()):
-            raise LandscapeError(f"direction {k} has NaN or inf values; expected finite numbers")
-        if not bool(v.ne(0).any()):
+    g = _gram(vectors)  # its diagonal (squared norms, in float64) is finite and positive for a usable direction
+    for k, sq in enumerate(g.diagonal().tolist()):
+        if not math.isfinite(sq):
+            raise LandscapeError(f"direction {k} has NaN or inf values (directions are held in float32, which "
+                                 "overflows beyond 3.4e38); expected finite numbers")
+        if sq == 0:
             raise LandscapeError(
-                f"direction {k} is all zeros: it moves no weight, so its axis would show a flat loss that is "
-                "not the model's; expected a non-zero direction (e.g. from lnb.random_directions)")
+                f"direction {k} is all zeros (in float32, which holds magnitudes down to 1.4e-45): it moves no "
+                "weight, so its axis would show a flat loss that is not the model's; expected a non-zero "
+                "direction (e.g. from lnb.random_directions)")
     if len(vectors) < 2:
         return
-    v = vectors.double()
-    unit = v / v.norm(dim=1, keepdim=True)
-    if float(torch.linalg.svdvals(unit).min()) < DEPENDENT_TOL:
-        c = np.abs(_cosines(vectors))
-        np.fill_diagonal(c, 0.0)
+    norms = g.diagonal().sqrt()
+    cos = g / norms[:, None] / norms[None, :]
+    if float(torch.linalg.eigvalsh(cos).clamp_min(0).min().sqrt()) < DEPENDENT_TOL:  # singular values of unit rows
+        c = cos.abs().fill_diagonal_(0).numpy()
         i, j = sorted(np.unravel_index(int(c.argmax()), c.shape))
-        which = (f"directions {i} and {j} are parallel (|cosine| {c[i, j]:.7f})" if c[i, j] > 1 - DEPENDENT_TOL ** 2
+        which = (f"directions {i} and {j} are parallel, so linearly dependent (|cosine| {c[i, j]:.7f})"
+                 if c[i, j] > 1 - DEPENDENT_TOL ** 2
                  else f"the {len(vectors)} directions are linearly dependent (one is a combination of the others)")
         raise LandscapeError(
             f"{which}: the surface would vary along fewer axes than it shows; expected {len(vectors)} linearly "
-            "independent directions, e.g. another seed of lnb.random_directions, or lnb.orthogonalize of "
-            "independent ones")
+            "independent directions, e.g. another seed of lnb.random_directions")
 
 
 def as_directions(model: nn.Module, directions) -> Directions:
@@ -357,10 +377,12 @@ def as_directions(model: nn.Module, directions) -> Directions:
         direction with NaN/inf values or all zeros; directions that are linearly
         dependent (the smallest singular value of the unit-norm vectors under
         ``DEPENDENT_TOL``, e.g. two parallel ones), which would span fewer axes than drawn.
+        ``Directions`` objects are checked the same way.
     """
     model = unwrap_model(model)
     if isinstance(directions, Directions):
         directions.layout.check_model(model)
+        _check_spanning(directions.vectors)  # also from files and schemes: e.g. a reference --same_dir plane
         return directions
     layout = ParamLayout.of(model)
     if isinstance(directions, (torch.Tensor, np.ndarray)):

@@ -141,3 +141,23 @@ def test_crossing_search_edge_cases_end():
     # a tolerance below float precision cannot be met: the search still ends
     found, reached, tried = drive(lambda t: 0.1 + t, 0.5, 1e-17)
     assert reached and found == pytest.approx(0.4) and len(tried) == Crossing.MAX_POINTS
+
+
+def test_a_cancelled_search_raises_cancelled_and_restores_the_model():
+    import threading
+
+    from conftest import assert_bit_identical, state_copy
+
+    from landscape_nb.evaluate import Cancelled
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    data = (torch.randn(64, 4), torch.randint(0, 3, (64,)))
+    saved = state_copy(model)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        auto_range(model, data, [torch.randn(67), torch.randn(67)], cancel=cancel)
+    assert_bit_identical(model, saved)
+    cancel.clear()
+    assert auto_range(model, data, [torch.randn(67), torch.randn(67)], cancel=cancel).n_points > 1

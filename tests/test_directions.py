@@ -205,3 +205,22 @@ def test_user_directions_that_span_fewer_axes_than_drawn_are_refused(mlp):
     d = as_directions(mlp, [a, near])
     assert 0.998 < d.provenance["cosine_max"] < 0.9995
     assert as_directions(mlp, [a, b, c]).n == 3
+
+
+def test_directions_objects_are_checked_too_and_orthogonalize_refuses_float32_noise(mlp, tmp_path):
+    """A plane from a file (the reference's --same_dir) or from random_directions of a model with nothing to
+    move is refused like user tensors; orthogonalize never turns the rounding of parallel vectors into a direction."""
+    from landscape_nb.directions import Directions
+    from landscape_nb.params import ParamLayout
+
+    n = sum(p.numel() for p in mlp.parameters())
+    v = torch.randn(n, generator=torch.Generator().manual_seed(1))
+    same = Directions(torch.stack([v, v]), ParamLayout.of(mlp), {"scheme": "reference"})
+    with pytest.raises(LandscapeError, match="parallel"):
+        as_directions(mlp, same)
+    with pytest.raises(LandscapeError, match="parallel"):
+        lnb.orthogonalize(Directions(torch.stack([v, 3 * v]), ParamLayout.of(mlp), {}))  # 3v - 3v: float32 noise
+    bn_only = torch.nn.Sequential(torch.nn.BatchNorm1d(6))
+    with pytest.raises(LandscapeError, match="all zeros.*ignore=None"):
+        lnb.random_directions(bn_only, n=2, ignore="biasbn")
+    assert lnb.random_directions(bn_only, n=2, ignore=None).n == 2

@@ -443,6 +443,81 @@ def test_a_users_model_is_never_evaluated_unasked_and_its_range_follows_its_weig
     assert (state.x_min, state.x_max) == pytest.approx((x0, x1)) and (x0, x1) != pytest.approx(first)
 
 
+@pytest.fixture
+def slow_search(monkeypatch):
+    """Each auto_range point takes 50 ms more: a search of ~25 points lasts over a second."""
+    from landscape_nb.autorange import Crossing
+
+    real = Crossing.observe
+
+    def observe(self, distance, loss):
+        time.sleep(0.05)
+        return real(self, distance, loss)
+
+    monkeypatch.setattr(Crossing, "observe", observe)
+
+
+def test_compute_stops_a_search_for_other_controls_instead_of_waiting_for_it(slow_search, monkeypatch):
+    lnb.zoo.load("mlp-moons")
+    state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
+    try:
+        state._prefetcher.join(60)
+        state.seed = 5  # a slow search starts...
+        assert state._prefetcher is not None and state._prefetcher.is_alive()
+        state.seed = 0  # ...but Compute wants the range already kept
+        calls = count_auto_range_calls(monkeypatch)
+        state.compute(wait=True)
+        assert state.status == "done", state.message
+        assert calls == []  # no search after Compute
+        assert not any(key[4] == 5 for key in state._prepared)  # the seed-5 search was stopped, not finished
+        np.testing.assert_allclose(state.surface.loss, expected_auto_surface(state.shelf["mlp-moons"], 0).loss,
+                                   rtol=1e-6)
+    finally:
+        state.close()
+
+
+def test_cancel_stops_the_range_search_of_a_compute_and_one_it_waits_for(slow_search):
+    model, data = make_task()
+    saved = state_copy(model)
+    state = ExplorerState(models={"tiny": (model, data)}, x_points=5, y_points=5)
+    state.compute()
+    time.sleep(0.3)  # in auto_range, after Compute
+    state.cancel()
+    state.wait(30)
+    assert state.status == "cancelled" and "while finding the range" in state.message
+    assert state.surface.n_done == 0 and state.cancel_latency is not None
+    assert_bit_identical(model, saved)
+
+    lnb.zoo.load("mlp-moons")
+    zoo_state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
+    try:
+        zoo_state._prefetcher.join(60)
+        zoo_state.seed = 7  # a slow search for these very controls: Compute waits for it...
+        zoo_state.compute()
+        time.sleep(0.3)
+        zoo_state.cancel()  # ...until Cancel
+        zoo_state.wait(30)
+        assert zoo_state.status == "cancelled", zoo_state.message
+        assert zoo_state._prefetcher is None or not zoo_state._prefetcher.is_alive()
+    finally:
+        zoo_state.close()
+
+
+def test_controls_changed_during_a_compute_are_prepared_after_it_and_close_stops_preparing():
+    lnb.zoo.load("mlp-moons")
+    state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
+    state._prefetcher.join(60)
+    state.compute()
+    state.seed = 11  # while computing: nothing is searched now...
+    state.wait(60)
+    assert state.status == "done", state.message
+    state._prefetcher.join(60)  # ...but once the run has ended
+    assert any(key[4] == 11 for key in state._prepared)
+    state.close()
+    state.seed = 12
+    assert state._prefetcher is None and not any(key[4] == 12 for key in state._prepared)
+
+
 # --- app mode: what a visitor of a served page can reach ----------------------------------
 
 

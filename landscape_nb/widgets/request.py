@@ -98,7 +98,7 @@ class RangeChoice:
         return replace(spec, x=new_x, y=new_y)
 
 
-def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> RangeChoice:
+def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None, cancel=None) -> RangeChoice:
     """The range ``auto_range`` chooses for ``spec`` (`RangeChoice.apply` puts it in the spec).
 
     The range a scheme suggests (``directions.provenance["x_range"]``: the interpolation's
@@ -107,7 +107,8 @@ def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> Ran
     (`landscape_nb.autorange.auto_range`, on the same samples as the surface). Its points
     are timed, so the time-budget check needs no separate estimate. Where the loss at the
     centre is not positive (no factor over it means anything), the typed range stays and the
-    note says so. Without ``auto_range`` the typed range stays.
+    note says so. Without ``auto_range`` the typed range stays. ``cancel`` (a
+    ``threading.Event``) stops the search: ``landscape_nb.evaluate.Cancelled`` is raised.
     """
     if not spec.auto_range:
         return RangeChoice()
@@ -120,7 +121,7 @@ def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None) -> Ran
         t0 = time.perf_counter()
         try:
             found = auto_range(model, data, directions, rise=spec.rise, loss_fn=loss_fn, tol=AUTO_RANGE_TOL,
-                               max_samples=spec.max_samples)
+                               max_samples=spec.max_samples, cancel=cancel)
         except LandscapeError as exc:
             return RangeChoice(note=f" (auto range not used: {exc})")
         seconds_per_point = (time.perf_counter() - t0) / found.n_points

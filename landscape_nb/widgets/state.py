@@ -143,7 +143,12 @@ class ExplorerState(t.HasTraits):
         self.set(**kwargs)
         self.observe(lambda change: self.shelf.prefetch(change["new"]), "model_name")
         self._prepared: dict[tuple, Prepared] = {}
-        self._prefetcher: threading.Thread | None = None
+        self._prefetcher: threading.Thread | None = None  # set and cleared under _prefetch_lock
+        self._prefetching: tuple | None = None  # the key it prepares
+        self._prefetch_stop = threading.Event()
+        self._prefetch_lock = threading.Lock()
+        self._computing = False  # from Compute until its end is applied (UI thread)
+        self._closed = False
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
         self.shelf.prefetch(self.model_name)  # a cached zoo model loads with the panel, not on Compute
@@ -270,6 +275,7 @@ class ExplorerState(t.HasTraits):
         self.cancel_latency = None
         self.last_error = None
         self.run_id += 1
+        self._computing = True
         self.surface = empty_surface(spec)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.status = "starting"
@@ -307,8 +313,11 @@ class ExplorerState(t.HasTraits):
         if self.running:
             self._cancel.set()
             self._thread.join(30)
-        if self._prefetcher is not None:
-            self._prefetcher.join(30)
+        self._closed = True
+        self._prefetch_stop.set()
+        prefetcher = self._prefetcher
+        if prefetcher is not None:
+            prefetcher.join(30)
         for client, owned in self._clients.values():
             if owned is not None:
                 owned.close()
@@ -318,15 +327,14 @@ class ExplorerState(t.HasTraits):
 
     def _run(self, spec: ExplorerSpec, cancel: threading.Event, run_id: int) -> None:
         from ..compute import compute_surface
+        from ..evaluate import Cancelled
 
         try:
-            prefetcher = self._prefetcher
-            if prefetcher is not None:  # never two preparations at once; this one's may be the one needed
-                prefetcher.join()
+            self._await_prefetch(_prepare_key(spec), cancel)
             entry = self.shelf.get(spec.model, announce=lambda: self._post(run_id, "status", lambda: self._say(
                 f"Loading {spec.model} (trained on first use, then cached)…")))
             data = split_of(entry, spec.model, spec.split)
-            prepared, probed = self._prepare(spec, entry, data, searching=lambda: self._post(
+            prepared, probed = self._prepare(spec, entry, data, cancel=cancel, searching=lambda: self._post(
                 run_id, "status", lambda: self._say("Finding the range (auto)…")))
             spec = prepared.range.apply(spec)
             self._show_range(spec, run_id)
@@ -346,18 +354,22 @@ class ExplorerState(t.HasTraits):
             returned = time.perf_counter()
             note = prepared.range.note
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
+        except Cancelled:  # before the first point: while finding the range
+            returned = time.perf_counter()
+            self._post(run_id, "end", lambda: self._cancelled_early(returned))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             logger.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
 
-    def _prepare(self, spec: ExplorerSpec, entry, data,
-                 searching: Callable[[], None] | None = None) -> tuple[Prepared, Any]:
+    def _prepare(self, spec: ExplorerSpec, entry, data, searching: Callable[[], None] | None = None,
+                 cancel: threading.Event | None = None) -> tuple[Prepared, Any]:
         """(the directions and range ``spec`` asks for, the copy of the centre model probed for
         the range or None when they were kept); a zoo model's are kept for the next Computes.
 
         A zoo model never changes once loaded, so the same controls give the same directions
         and range; a user's model may be trained between two Computes, so its are made anew.
-        ``searching`` is called before an ``auto_range`` search starts.
+        ``searching`` is called before an ``auto_range`` search starts; ``cancel`` stops it
+        (`landscape_nb.evaluate.Cancelled`).
         """
         from ..schemes import make_directions
 
@@ -370,7 +382,7 @@ class ExplorerState(t.HasTraits):
         if spec.auto_range and searching is not None:
             searching()
         probed = copy.deepcopy(base)  # auto_range moves its weights (and puts them back)
-        prepared = Prepared(base, directions, pick_range(spec, probed, data, directions, entry.loss_fn))
+        prepared = Prepared(base, directions, pick_range(spec, probed, data, directions, entry.loss_fn, cancel))
         if self.shelf.zoo:
             while len(self._prepared) >= PREPARED_KEPT:
                 self._prepared.pop(next(iter(self._prepared)))
@@ -382,26 +394,38 @@ class ExplorerState(t.HasTraits):
 
         With ``auto_range`` on and cheap directions (`PREFETCH_SCHEMES`), the range search
         (most of the wait for a first tile: 0.3 s of 0.5 s for resnet20-digits on 2 cores)
-        runs while the panel is read rather than after Compute. It runs when a model is picked
-        and when a control the range depends on changes, and evaluates only the zoo's models,
-        never a user's unasked. Compute waits for a preparation under way, then uses it if
-        its controls are unchanged.
+        runs while the panel is read rather than after Compute. It runs when a model is picked,
+        when a control the range depends on changes and after a computation (not a cancelled
+        one), and evaluates
+        only the zoo's models, never a user's unasked. Compute waits for the search of its own
+        controls and stops one for other controls; ``close`` stops it too.
         """
-        if (self._prefetcher is not None and self._prefetcher.is_alive()) or self._prefetch_spec() is None:
-            return False  # one under way looks at the controls again when it ends
-        from .. import autorange, directions, model_paths, schemes  # noqa: F401 - not in two threads at once
-        from ..process import release_openmp_threads
+        with self._prefetch_lock:
+            if self._closed or self._prefetcher is not None or self._prefetch_spec() is None:
+                return False  # one under way looks at the controls again before it ends
+            # imported here, not in two threads at once
+            from .. import (  # noqa: F401
+                autorange,
+                compute,
+                directions,
+                evaluate,
+                model_paths,
+                schemes,
+            )
+            from ..process import release_openmp_threads
 
-        release_openmp_threads()  # as in compute(): this thread's idle team would slow the other's ops
-        self._prefetcher = threading.Thread(target=self._prefetch_run, name="landscape_nb-explorer-prefetch",
-                                            daemon=True)
-        self._prefetcher.start()
+            release_openmp_threads()  # as in compute(): this thread's idle team would slow the other's ops
+            self._prefetch_stop = stop = threading.Event()
+            self._prefetcher = threading.Thread(target=self._prefetch_run, args=(stop,),
+                                                name="landscape_nb-explorer-prefetch", daemon=True)
+            self._prefetcher.start()
         return True
 
     def _prefetch_spec(self) -> ExplorerSpec | None:
-        """The spec to prepare ahead now, or None (not a loaded zoo model, nothing to search, already prepared)."""
+        """The spec to prepare ahead now, or None (not a loaded zoo model, nothing to search, already
+        prepared, or a computation under way)."""
         if not (self.shelf.zoo and self.auto_range and self.scheme in PREFETCH_SCHEMES
-                and self.shelf.ready(self.model_name)) or self.running:
+                and self.shelf.ready(self.model_name)) or self._computing or self._closed:
             return None
         try:
             spec = self.spec()
@@ -409,15 +433,40 @@ class ExplorerState(t.HasTraits):
             return None
         return None if _prepare_key(spec) in self._prepared else spec
 
-    def _prefetch_run(self) -> None:
+    def _prefetch_run(self, stop: threading.Event) -> None:
+        from ..evaluate import Cancelled
+
         tried = set()
-        while (spec := self._prefetch_spec()) is not None and _prepare_key(spec) not in tried:
-            tried.add(_prepare_key(spec))
+        while True:
+            with self._prefetch_lock:  # deciding to end and ending are one step for prefetch()
+                spec = None if stop.is_set() else self._prefetch_spec()
+                if spec is None or _prepare_key(spec) in tried:
+                    self._prefetcher, self._prefetching = None, None
+                    return
+                self._prefetching = _prepare_key(spec)
+            tried.add(self._prefetching)
             try:
                 entry = self.shelf[spec.model]
-                self._prepare(spec, entry, split_of(entry, spec.model, spec.split))
+                self._prepare(spec, entry, split_of(entry, spec.model, spec.split), cancel=stop)
+            except Cancelled:
+                pass
             except Exception as exc:  # noqa: BLE001 - Compute prepares again and reports it in the panel
                 logger.debug("preparing %s ahead of Compute failed (%s)", spec.model, exc)
+
+    def _await_prefetch(self, key: tuple, cancel: threading.Event) -> None:
+        """(worker thread) Let a search for ``key`` end and stop one for other controls; Cancel stops both."""
+        from ..evaluate import Cancelled
+
+        with self._prefetch_lock:
+            prefetcher = self._prefetcher
+            if prefetcher is not None and (self._prefetching != key or key in self._prepared):
+                self._prefetch_stop.set()  # it prepares other controls: stopped before its next round of points
+        while prefetcher is not None and prefetcher.is_alive():
+            if cancel.is_set():
+                self._prefetch_stop.set()
+            prefetcher.join(0.05)
+        if cancel.is_set():
+            raise Cancelled()
 
     def _show_range(self, spec: ExplorerSpec, run_id: int) -> None:
         """Show the range a run computes in the controls (it may come from ``auto_range``)."""
@@ -499,10 +548,26 @@ class ExplorerState(t.HasTraits):
             low = f", lowest loss {finite.min():.4g}" if finite.size else ""
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
             self._say(f"Done: {surf.n_done} points{took}{low}.{note}")
+        self._ended(prepare=not cancelled)
+
+    def _cancelled_early(self, returned: float) -> None:
+        if self._cancel_t0 is not None:
+            self.cancel_latency = max(0.0, returned - self._cancel_t0)
+        self.status = "cancelled"
+        self._say("Cancelled while finding the range: no points computed.")
+        self._ended(prepare=False)
 
     def _failed_run(self, exc: BaseException) -> None:
         self.status = "error"
         self._fail(exc)
+        self._ended()
+
+    def _ended(self, prepare: bool = True) -> None:
+        """A run's end is applied: controls changed meanwhile are prepared for the next Compute
+        (not after Cancel: that stops the work)."""
+        self._computing = False
+        if prepare:
+            self.prefetch()
 
     def _fail(self, exc: BaseException) -> None:
         """Show ``exc`` as one readable line (the exception itself is kept in ``last_error``)."""
