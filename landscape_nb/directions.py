@@ -314,23 +314,29 @@ def _gram(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def _check_spanning(vectors: torch.Tensor) -> None:
-    """Refuse directions that cannot span a line, plane or volume: non-finite, zero or dependent.
+    """Refuse directions with NaN/inf values, and planes or volumes with a zero or dependent direction.
 
-    Each would draw a plausible but wrong picture: a zero direction a flat axis that is not the
-    model's, two parallel ones a surface varying along one line only, repeated across the plane.
+    NaN/inf would make every point NaN. In a plane, a zero direction draws a flat axis and two
+    parallel ones a surface varying along one line only, repeated across the plane: plausible
+    pictures of nothing. A single zero direction is a line that stays at the centre (e.g. the
+    path between two identical models), which its flat plot shows as it is.
     """
-    g = _gram(vectors)  # its diagonal (squared norms, in float64) is finite and positive for a usable direction
+    g = _gram(vectors)  # its diagonal (squared norms, in float64) is finite iff the direction is
     for k, sq in enumerate(g.diagonal().tolist()):
         if not math.isfinite(sq):
-            raise LandscapeError(f"direction {k} has NaN or inf values (directions are held in float32, which "
-                                 "overflows beyond 3.4e38); expected finite numbers")
-        if sq == 0:
+            bad = int((~torch.isfinite(vectors[k])).sum())
             raise LandscapeError(
-                f"direction {k} is all zeros (in float32, which holds magnitudes down to 1.4e-45): it moves no "
-                "weight, so its axis would show a flat loss that is not the model's; expected a non-zero "
-                "direction (e.g. from lnb.random_directions)")
+                f"direction {k} holds {bad} non-finite value(s) (NaN or inf; directions are held in float32, "
+                "which overflows beyond 3.4e38); expected finite directions (e.g. from random_directions; a "
+                "zero-norm layer normalized by hand gives NaN)")
     if len(vectors) < 2:
         return
+    for k, sq in enumerate(g.diagonal().tolist()):
+        if sq == 0:
+            raise LandscapeError(
+                f"direction {k} of {len(vectors)} is all zeros (in float32, which holds magnitudes down to "
+                "1.4e-45): it moves no weight, so its axis would show a flat loss that is not the model's; "
+                "expected non-zero directions (e.g. from lnb.random_directions)")
     norms = g.diagonal().sqrt()
     cos = g / norms[:, None] / norms[None, :]
     if float(torch.linalg.eigvalsh(cos).clamp_min(0).min().sqrt()) < DEPENDENT_TOL:  # singular values of unit rows
@@ -374,8 +380,8 @@ def as_directions(model: nn.Module, directions) -> Directions:
     LandscapeError
         Directions of another architecture, a missing tensor, a tensor of the wrong
         shape, a vector of the wrong length, an empty list or an unsupported type; a
-        direction with NaN/inf values or all zeros; directions that are linearly
-        dependent (the smallest singular value of the unit-norm vectors under
+        direction with NaN/inf values; for 2 or 3 directions, one that is all zeros or
+        directions that are linearly dependent (the smallest singular value of the unit-norm vectors under
         ``DEPENDENT_TOL``, e.g. two parallel ones), which would span fewer axes than drawn.
         ``Directions`` objects are checked the same way.
     """

@@ -274,13 +274,7 @@ def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
                                  "value(s) (NaN or inf); expected finite running statistics: every point of the "
                                  "surface would be NaN (reload the checkpoint, or re-estimate them with "
                                  "mode='bn-recompute')")
-    vectors = directions.vectors
-    finite = torch.isfinite(vectors)
-    if not bool(finite.all()):
-        k = int((~finite).any(dim=1).nonzero()[0, 0])
-        raise LandscapeError(f"direction {k} holds {int((~finite[k]).sum())} non-finite value(s) (NaN or inf); "
-                             "expected finite directions (e.g. from random_directions; a zero-norm layer "
-                             "normalized by hand gives NaN)")
+    vectors = directions.vectors  # finite: as_directions checked them
     d_max = vectors.abs().amax(dim=1).double().tolist() if vectors.numel() else [0.0] * len(coeff_max)
     reach = w_max + sum(c * d for c, d in zip(coeff_max, d_max))
     limit = float(torch.finfo(dtype).max)
