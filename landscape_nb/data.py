@@ -155,7 +155,7 @@ class EvalData:
             shapes = ", ".join(f"{p or 'data'}: {tuple(t.shape)}" for p, t in leaves[:6])
             raise LandscapeError(
                 f"the data hold tensors of shapes {shapes}; expected the same non-zero number of samples "
-                "along the first axis of every tensor"
+                f"along the first axis of every tensor{records_hint(self.tree)}"
             )
 
     @property
@@ -194,6 +194,17 @@ class EvalData:
         if size < 1:
             raise LandscapeError(f"batch size {size}; expected a positive number of samples per batch")
         return [tree_map(lambda t, i=i: t[i:i + size], self.tree) for i in range(0, self.n, size)]
+
+
+def records_hint(tree) -> str:
+    """A hint when ``tree`` looks like a list of (input, target) samples or batches (it reads as one
+    structure whose elements are those records), else ""."""
+    if (isinstance(tree, (tuple, list)) and len(tree) >= 2 and isinstance(tree[0], (tuple, list))
+            and len(tree[0]) >= 2 and all(isinstance(e, (tuple, list)) and len(e) == len(tree[0]) for e in tree)):
+        return (f" (a list of {len(tree)} (inputs, targets) samples or batches? it reads as one structure with "
+                f"{len(tree)} elements: stack the samples, e.g. (torch.stack(xs), torch.stack(ys)), torch.cat the "
+                "batches, or pass a Dataset or DataLoader)")
+    return ""
 
 
 def _rule_of(tree, target_key) -> tuple[str, Any]:

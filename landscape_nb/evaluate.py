@@ -349,6 +349,8 @@ class Evaluator(SpeedChoices):
                 try:
                     out = call_model(self.model, xb)
                 except Exception as exc:  # the user's model decides what it rejects
+                    from .data import records_hint
+
                     form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
@@ -359,7 +361,8 @@ class Evaluator(SpeedChoices):
                     raise LandscapeError(
                         f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc} on inputs {form}"
                         f"{keys}; if the data are shaped wrong, pass them the way the model expects (a tuple is "
-                        "passed as model(*inputs), a dict as model(**inputs)); else the error is in the model itself"
+                        "passed as model(*inputs), a dict as model(**inputs))"
+                        f"{records_hint(self._data.tree)}; else the error is in the model itself"
                     ) from exc
                 changed = [name for name, b, before in buffers if not _same_values(b, before)]
                 if changed:

@@ -301,3 +301,21 @@ def test_an_error_inside_the_model_is_named_as_such():
     model = Broken()
     with pytest.raises(LandscapeError, match=r"the model \(Broken\) raised ValueError: forward broke"):
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+
+
+@pytest.mark.parametrize("form", ["samples", "two batches", "three batches"])
+def test_a_list_of_samples_or_batches_is_refused_with_how_to_pass_it(form):
+    """A list of (x, y) records reads as one structure of len(list) elements: the error says how to pass it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    xs, ys = torch.randn(12, 4), torch.randint(0, 3, (12,))
+    data = {"samples": [(xs[i], ys[i]) for i in range(12)],
+            "two batches": [(xs[:6], ys[:6]), (xs[6:], ys[6:])],
+            "three batches": [(xs[:4], ys[:4]), (xs[4:8], ys[4:8]), (xs[8:], ys[8:])]}[form]
+    saved = state_copy(model)
+    with pytest.raises(LandscapeError, match=r"samples or batches\? .*torch\.stack.*torch\.cat the batches"):
+        lnb.compute_surface(model, data, lnb.random_directions(model, n=1), x=(-1, 1, 3))
+    assert_bit_identical(model, saved)
+    stacked = (torch.stack([x for x, _ in data]), torch.stack([y for _, y in data])) if form == "samples" else \
+        (torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))
+    assert lnb.compute_surface(model, stacked, lnb.random_directions(model, n=1), x=(-1, 1, 3)).is_complete
