@@ -371,10 +371,15 @@ def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
     try:
         state._prefetcher.join(60)
         assert calls == ["landscape_nb-explorer-prefetch"]
+        shown = []
+        state.observe(lambda change: shown.append(change["new"]), "surface")
         state.compute(wait=True)
         assert state.status == "done", state.message
         assert len(calls) == 1  # Compute found the range ready
         expected = expected_auto_surface(state.shelf["mlp-moons"], seed=0)
+        # the empty figure Compute shows first already spans that range (the first tile changes only values)
+        assert shown[0].n_done == 0
+        assert (shown[0].x[0], shown[0].y[-1]) == pytest.approx((expected.x[0], expected.y[-1]))
         np.testing.assert_allclose(state.surface.x, expected.x, rtol=1e-12)
         np.testing.assert_allclose(state.surface.y, expected.y, rtol=1e-12)
         np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)

@@ -276,7 +276,9 @@ class ExplorerState(t.HasTraits):
         self.last_error = None
         self.run_id += 1
         self._computing = True
-        self.surface = empty_surface(spec)
+        kept = self._prepared.get(_prepare_key(spec)) if self.shelf.zoo else None
+        # the empty figure already spans a range found ahead: the first tile then changes only the values
+        self.surface = empty_surface(kept.range.apply(spec) if kept is not None else spec)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
