@@ -124,9 +124,13 @@ def _jsonable(obj):
 
 
 def _cosines(vectors: torch.Tensor) -> np.ndarray:
-    g = _gram(vectors)
+    return _cosines_of(_gram(vectors)).numpy()
+
+
+def _cosines_of(g: torch.Tensor) -> torch.Tensor:
+    """The (n, n) cosines of the vectors whose Gram matrix is ``g``."""
     norms = g.diagonal().sqrt().clamp_min(_EPS ** 2)  # a zero vector: cosines 0, not NaN
-    return (g / norms[:, None] / norms[None, :]).numpy()
+    return g / norms[:, None] / norms[None, :]
 
 
 def _max_offdiag(c: np.ndarray) -> float:
@@ -291,9 +295,9 @@ def orthogonalize(directions: Directions) -> Directions:
     LandscapeError
         If the directions are linearly dependent.
     """
-    _check_spanning(directions.vectors)  # float32 rounding of dependent ones would become a direction
+    g = _check_spanning(directions.vectors)  # float32 rounding of dependent ones would become a direction
     prov = dict(directions.provenance)
-    prov["cosine_max_before"] = _max_offdiag(directions.cosines())
+    prov["cosine_max_before"] = _max_offdiag(_cosines_of(g).numpy())
     vectors = _orthogonalize(directions.vectors)
     prov["cosine_max"] = _max_offdiag(_cosines(vectors))
     prov["orthogonalized"] = True
@@ -313,8 +317,9 @@ def _gram(vectors: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def _check_spanning(vectors: torch.Tensor) -> None:
-    """Refuse directions with NaN/inf values, and planes or volumes with a zero or dependent direction.
+def _check_spanning(vectors: torch.Tensor) -> torch.Tensor:
+    """Refuse directions with NaN/inf values, and planes or volumes with a zero or dependent direction;
+    the (n, n) float64 Gram matrix of ``vectors`` (for their cosines).
 
     NaN/inf would make every point NaN. In a plane, a zero direction draws a flat axis and two
     parallel ones a surface varying along one line only, repeated across the plane: plausible
@@ -330,15 +335,14 @@ def _check_spanning(vectors: torch.Tensor) -> None:
                 "which overflows beyond 3.4e38); expected finite directions (e.g. from random_directions; a "
                 "zero-norm layer normalized by hand gives NaN)")
     if len(vectors) < 2:
-        return
+        return g
     for k, sq in enumerate(g.diagonal().tolist()):
         if sq == 0:
             raise LandscapeError(
                 f"direction {k} of {len(vectors)} is all zeros (in float32, which holds magnitudes down to "
                 "1.4e-45): it moves no weight, so its axis would show a flat loss that is not the model's; "
                 "expected non-zero directions (e.g. from lnb.random_directions)")
-    norms = g.diagonal().sqrt()
-    cos = g / norms[:, None] / norms[None, :]
+    cos = _cosines_of(g)
     if float(torch.linalg.eigvalsh(cos).clamp_min(0).min().sqrt()) < DEPENDENT_TOL:  # singular values of unit rows
         c = cos.abs().fill_diagonal_(0).numpy()
         i, j = sorted(np.unravel_index(int(c.argmax()), c.shape))
@@ -348,6 +352,7 @@ def _check_spanning(vectors: torch.Tensor) -> None:
         raise LandscapeError(
             f"{which}: the surface would vary along fewer axes than it shows; expected {len(vectors)} linearly "
             "independent directions, e.g. another seed of lnb.random_directions")
+    return g
 
 
 def as_directions(model: nn.Module, directions) -> Directions:
@@ -437,8 +442,8 @@ def as_directions(model: nn.Module, directions) -> Directions:
                 )
             rows.append(t)
     vectors = torch.stack(rows)
-    _check_spanning(vectors)
-    prov = {"scheme": "user", "cosine_max": _max_offdiag(_cosines(vectors)), "norms": vectors.double().norm(dim=1).tolist()}
+    cosines = _cosines_of(_check_spanning(vectors)).numpy()
+    prov = {"scheme": "user", "cosine_max": _max_offdiag(cosines), "norms": vectors.double().norm(dim=1).tolist()}
     if frozen:  # held fixed: named in the provenance and so in the figures' hover
         prov["excluded"] = [f"{name} (frozen)" for name in frozen]
     return Directions(vectors, layout, prov)

@@ -276,7 +276,7 @@ class ExplorerState(t.HasTraits):
         self.last_error = None
         self.run_id += 1
         self._computing = True
-        kept = self._prepared.get(_prepare_key(spec)) if self.shelf.zoo else None
+        kept = self._prepared.get(_prepare_key(spec))  # only a zoo model's are kept
         # the empty figure already spans a range found ahead: the first tile then changes only the values
         self.surface = empty_surface(kept.range.apply(spec) if kept is not None else spec)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
@@ -376,7 +376,7 @@ class ExplorerState(t.HasTraits):
         from ..schemes import make_directions
 
         key = _prepare_key(spec)
-        if self.shelf.zoo and key in self._prepared:
+        if key in self._prepared:  # only a zoo model's are kept
             return self._prepared[key], None
         base, directions = make_directions(
             spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
@@ -398,9 +398,8 @@ class ExplorerState(t.HasTraits):
         (most of the wait for a first tile: 0.3 s of 0.5 s for resnet20-digits on 2 cores)
         runs while the panel is read rather than after Compute. It runs when a model is picked,
         when a control the range depends on changes and after a computation (not a cancelled
-        one), and evaluates
-        only the zoo's models, never a user's unasked. Compute waits for the search of its own
-        controls and stops one for other controls; ``close`` stops it too.
+        one), and evaluates only the zoo's models, never a user's unasked. Compute waits for the
+        search of its own controls and stops one for other controls; ``close`` stops it too.
         """
         with self._prefetch_lock:
             if self._closed or self._prefetcher is not None or self._prefetch_spec() is None:
