@@ -28,10 +28,11 @@ from landscape_nb.evaluate import EvalSettings, Evaluator
 from landscape_nb.process import keep_heap_top
 
 
-def best_forward_seconds(model, data, device, repeats=15, **settings) -> float:
+def best_forward_seconds(model, data, device, repeats=15, sizes_out=None, **settings) -> float:
     """Time of one unperturbed pass of the model as written (BN not folded) over the evaluation
     set at its best batch size: the median of ``repeats`` passes (a surface's time per point is
-    a mean over many passes, so a minimum here would flatter the baseline by the noise)."""
+    a mean over many passes, so a minimum here would flatter the baseline by the noise).
+    ``sizes_out``, a dict, receives each batch size tried -> its median seconds over 5 passes."""
     from landscape_nb.evaluate import BATCH_CANDIDATES
 
     d = random_directions(model, n=2)
@@ -44,10 +45,13 @@ def best_forward_seconds(model, data, device, repeats=15, **settings) -> float:
 
     def median_pass(bs, reps):
         ev.use_batch_size(bs)
-        with torch.no_grad():
+        with torch.no_grad(), ev._precision():
             return median_seconds(lambda: ev.point_values().cpu(), reps, device)
 
-    best_bs = min(sizes, key=lambda bs: median_pass(bs, 5))
+    timed = {bs: median_pass(bs, 5) for bs in sizes}
+    if sizes_out is not None:
+        sizes_out.update(timed)
+    best_bs = min(sizes, key=timed.get)
     return median_pass(best_bs, repeats)
 
 
@@ -104,15 +108,16 @@ def all_digits(ex):
 def bench_model(label, model, data, device, n_grid, n_ref, rows, **settings):
     d = random_directions(model, n=2, seed=0)
     pts = [(a, b) for b in np.linspace(-1, 1, n_grid) for a in np.linspace(-1, 1, n_grid)]
-    # the baseline and the reference are measured before and after the surface and averaged,
-    # so a machine whose speed drifts (this VM's does, by ~15 %) biases no column
+    # on the CPU the baseline and the reference are measured before and after the surface and
+    # averaged, so a machine whose speed drifts (this VM's does, by ~15 %) biases no column
     fwd = best_forward_seconds(model, data, device, **settings)
     ref_s, ref_loss = reference_algorithm(model, data, d, pts[:n_ref], device)
     t0 = time.perf_counter()
     surf = lnb.compute_surface(model, data, d, x=(-1, 1, n_grid), y=(-1, 1, n_grid), device=device, **settings)
     wall = time.perf_counter() - t0
-    ref_s = (ref_s + reference_algorithm(model, data, d, pts[:n_ref], device)[0]) / 2
-    fwd = (fwd + best_forward_seconds(model, data, device, **settings)) / 2
+    if torch.device(device).type == "cpu":
+        ref_s = (ref_s + reference_algorithm(model, data, d, pts[:n_ref], device)[0]) / 2
+        fwd = (fwd + best_forward_seconds(model, data, device, **settings)) / 2
     ours = wall / surf.loss.size
     got = surf.loss.reshape(-1)[:n_ref]
     rel = float(np.max(np.abs(got - ref_loss) / np.abs(ref_loss)))
@@ -281,6 +286,9 @@ def main():
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU sections")
+    ap.add_argument("--resnet-grid", type=int, default=11, help="GPU: the ResNet-56 surfaces' grid (n x n)")
+    ap.add_argument("--digits-gpu", action="store_true", help="GPU: also cnn-digits and resnet20-digits, 21x21")
+    ap.add_argument("--profile", action="store_true", help="GPU: the kernels of three ResNet-56 bf16 points")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's heap trimming as it is (the CLI and our workers keep 256 MiB)")
     args = ap.parse_args()
@@ -311,29 +319,63 @@ def bench_cpu(args):
         bench_dask(lnb.zoo.load("resnet20-digits"), args.dask_grid, args.ref_points)
 
 
+#: the GPU section's device and CIFAR-shaped evaluation set (a CPU smoke run of this script shrinks them)
+GPU, CIFAR_SAMPLES = "cuda", 10000
+
+
 def bench_gpu(args):
     rows = []
     ex = lnb.zoo.load("mlp-digits")
     data = all_digits(ex)
-    bench_model("mlp-digits fp32, 1 pt/pass", ex.model, data, "cuda", 51, 20, rows, points_per_pass=1)
-    bench_model("mlp-digits fp32, auto stacked", ex.model, data, "cuda", 51, 20, rows)
+    bench_model("mlp-digits fp32, 1 pt/pass", ex.model, data, GPU, 51, 20, rows, points_per_pass=1)
+    bench_model("mlp-digits fp32, auto stacked", ex.model, data, GPU, 51, 20, rows)
+    for k in (512, 2601):  # what the trial costs: the same grid with the points per pass fixed, no trial
+        bench_model(f"mlp-digits fp32, {k} pts/pass fixed", ex.model, data, GPU, 51, 20, rows, points_per_pass=k)
+    bench_model("mlp-digits test split (360), auto", ex.model, ex.test, GPU, 51, 20, rows)
+    for name in ("cnn-digits", "resnet20-digits"):
+        if args.digits_gpu:
+            m = lnb.zoo.load(name)
+            bench_model(f"{name} fp32, auto", m.model, all_digits(m), GPU, 21, 6, rows)
     torch.manual_seed(0)
     model = cifar_resnet56()
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(10000, 3, 32, 32, generator=g), torch.randint(0, 10, (10000,), generator=g)
-    for label, st in [("fp32", {}), ("channels_last", dict(channels_last=True)),
-                      ("tf32 + channels_last", dict(channels_last=True, precision="tf32")),
-                      ("bf16 + channels_last", dict(channels_last=True, precision="bf16")),
-                      ("bf16 + channels_last + compile", dict(channels_last=True, precision="bf16", compile=True))]:
+    x, y = torch.randn(CIFAR_SAMPLES, 3, 32, 32, generator=g), torch.randint(0, 10, (CIFAR_SAMPLES,), generator=g)
+    modes = [("fp32", {}), ("tf32 + channels_last", dict(channels_last=True, precision="tf32")),
+             ("bf16 + channels_last", dict(channels_last=True, precision="bf16")),
+             ("bf16 + channels_last + compile", dict(channels_last=True, precision="bf16", compile=True))]
+    sweep = []
+    for label, st in modes:  # one forward pass over the 10,000 samples at each batch size
         try:
-            bench_model(f"resnet56-cifar {label}", model, (x, y), "cuda", 6, 3, rows, points_per_pass=1,
-                        batch_size=2000, **st)
-        except Exception as exc:  # report and go on: one failing mode must not hide the others
-            print(f"resnet56-cifar {label}: failed: {type(exc).__name__}: {exc}")
+            sizes: dict[int, float] = {}
+            t0 = time.perf_counter()
+            best_forward_seconds(model, (x, y), GPU, repeats=1, sizes_out=sizes, **st)
+            sweep.append((label, sizes, time.perf_counter() - t0))
+            print(f"resnet56-cifar {label} forward by batch size: "
+                  + ", ".join(f"{bs}: {t * 1e3:.1f} ms" for bs, t in sizes.items()), flush=True)
+        except Exception as exc:  # noqa: BLE001 - report and go on: one failing mode must not hide the others
+            print(f"resnet56-cifar {label} sweep: failed: {type(exc).__name__}: {exc}", flush=True)
+    if sweep:
+        all_bs = list(sweep[0][1])
+        print_table(f"GPU: ResNet-56 (CIFAR-shaped), one forward pass over {CIFAR_SAMPLES:,} samples, ms by batch size "
+                    "(median of 5; BN not folded)", ["mode", *map(str, all_bs), "sweep s (compile included)"],
+                    [(label, *(sizes.get(bs, float("nan")) * 1e3 for bs in all_bs), t) for label, sizes, t in sweep],
+                    ["{}", *["{:.1f}"] * len(all_bs), "{:.1f}"])
+    best = {label: min(sizes, key=sizes.get) for label, sizes, _ in sweep}
+    for label, st in modes:
+        try:
+            bs = best.get(label, 2000)
+            bench_model(f"resnet56-cifar {label}, batch {bs}", model, (x, y), GPU, args.resnet_grid, 3, rows,
+                        points_per_pass=1, batch_size=bs, **st)
+        except Exception as exc:  # noqa: BLE001 - as above
+            print(f"resnet56-cifar {label}: failed: {type(exc).__name__}: {exc}", flush=True)
     header = ["model", "device", "grid", "forward ms", "reference ms/pt", "landscape_nb ms/pt", "efficiency",
               "speed-up vs reference", "max rel diff vs fp32 reference", "setup s"]
     fmt = ["{}", "{}", "{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.1f}x", "{:.1e}", "{:.2f}"]
-    print_table(f"GPU: {torch.cuda.get_device_name()}", header, rows, fmt)
+    print_table(f"GPU: {torch.cuda.get_device_name() if GPU == 'cuda' else GPU} (ms/pt = the whole surface's wall time, setup and any "
+                "compile included, over its points)", header, rows, fmt)
+    if args.profile:
+        profile_point(model, (x, y), best.get("bf16 + channels_last + compile", 2000),
+                      dict(channels_last=True, precision="bf16", compile=True))
     try:
         from landscape_nb.cluster import cuda_cluster
 
@@ -346,6 +388,22 @@ def bench_gpu(args):
         owned.close()
     except lnb.LandscapeError as exc:
         print(f"\nclient='cuda' skipped: {exc}")
+
+
+def profile_point(model, data, batch_size, settings):
+    """The CUDA kernels of three grid points, by total time: where a point's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    d = random_directions(model, n=2, seed=0)
+    ev = Evaluator(model, data, d.vectors, d.layout, device=GPU,
+                   settings=EvalSettings(batch_size=batch_size, points_per_pass=1, **settings))
+    pts = np.array([[0.1, 0.2], [0.3, -0.1], [-0.2, 0.4], [0.0, 0.1]])
+    ev.evaluate(pts[:1])  # warm-up (compile)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        ev.evaluate(pts[1:])
+        _sync(GPU)
+    print(f"\n## Profile: ResNet-56, {settings}, batch {batch_size}, 3 points\n")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
 
 
 if __name__ == "__main__":
