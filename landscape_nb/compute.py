@@ -188,7 +188,9 @@ def compute_surface(
         re-estimated at every point on ``bn_data``, default the evaluation data; ``"bn"`` is
         an accepted short alias, stored as ``"bn-recompute"``). ``max_samples`` takes a
         fixed-seed subset. ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
-        ``compile`` are opt-in speed modes recorded in the spec; ``points_per_pass`` (several
+        ``compile`` are opt-in speed modes recorded in the spec (on a GPU the default ``"fp32"``
+        is fp32 throughout: PyTorch's own default runs fp32 convolutions in TF32, here that takes
+        ``"tf32"``); ``points_per_pass`` (several
         points per vmapped pass) and ``fold_bn`` (conv→BatchNorm pairs as one conv, see
         ``landscape_nb.fold``) change values only by float rounding and are provenance.
     device : str, optional

@@ -180,9 +180,12 @@ class Evaluator(SpeedChoices):
 
     Notes
     -----
-    The batch size (when not given) is tuned on the first real grid points, and on a GPU the
-    number of points stacked into one ``vmap`` pass is measured once; both change values only
-    by float rounding and are reported as ``batch_size`` and ``points_per_pass``.
+    The batch size (when not given) is tuned on the first real grid points (on a GPU a set whose
+    activations fit a quarter of the free memory runs as one batch, untuned), and the number of
+    points stacked into one ``vmap`` pass is measured once; both change values only by float
+    rounding and are reported as ``batch_size`` and ``points_per_pass``. On a GPU each
+    ``evaluate`` call runs with cuDNN's algorithm search on and TF32 only for ``precision="tf32"``
+    (the global flags are put back after).
     """
 
     def __init__(
@@ -212,7 +215,9 @@ class Evaluator(SpeedChoices):
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        with restoring(model):  # the probe passes below leave no trace in the model
+        # the probe passes below leave no trace in the model; their checks (BN folding, the shared first
+        # layer) compare two forms of the model in fp32, where TF32's ~1e-3 output error would refuse them
+        with restoring(model), self._precision(tf32=False):
             self._setup(data, bn_data, metrics, directions, layout)
 
     def _setup(self, data, bn_data, metrics, directions: torch.Tensor, layout: ParamLayout) -> None:
@@ -328,16 +333,26 @@ class Evaluator(SpeedChoices):
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def _precision(self):
-        if self.settings.precision != "tf32" or self.device.type != "cuda":
+    def _precision(self, tf32: bool | None = None):
+        """On a GPU, for one ``evaluate`` call: TF32 matmuls and convolutions exactly when the precision
+        is ``"tf32"`` (PyTorch's default runs fp32 convolutions in TF32, ~1e-4 relative error on a loss;
+        ``"fp32"`` here means fp32), and cuDNN's algorithm search (``cudnn.benchmark``), which times the
+        candidate algorithms once per input shape and keeps the fastest; the global flags are put back
+        after. ``tf32=False``: fp32 whatever the precision (the set-up checks compare in fp32)."""
+        if self.device.type != "cuda":
             yield
             return
-        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"), \
+            (torch.backends.cudnn, "benchmark")
+        old = [getattr(obj, name) for obj, name in flags]
+        tf32 = self.settings.precision == "tf32" if tf32 is None else tf32
+        for (obj, name), value in zip(flags, (tf32, tf32, True)):
+            setattr(obj, name, value)
         try:
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+            for (obj, name), value in zip(flags, old):
+                setattr(obj, name, value)
 
     def _validate(self, metrics) -> dict[str, Callable]:
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar
@@ -528,9 +543,7 @@ class Evaluator(SpeedChoices):
             if not self.tuning:
                 start += self._choose_format(all_c[start:], rows, should_stop)
             if not self.tuning and not self._format_plan:
-                start += self._choose_shared(all_c[start:], rows, should_stop)
-            if not self.tuning and not self._format_plan and not self._shared_plan:
-                start += self._choose_stacking(all_c[start:], rows, should_stop, len(coords))
+                start += self._choose_shared_and_stacking(all_c[start:], rows, should_stop, len(coords))
             k = 1 if self.tuning else self._points_per_pass_now()
             left = len(coords) - start
             if k > 1 and left > 0:  # passes of nearly equal size, none larger than k (18 points: 9 + 9, not 16 + 2)

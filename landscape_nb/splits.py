@@ -167,7 +167,7 @@ class SplitEvaluator:
         perturber = self.primary.perturber
         all_c = torch.as_tensor(coords, dtype=perturber.base.dtype, device=self.device)
         rows: list[list[torch.Tensor]] = [[] for _ in self.splits]
-        with torch.no_grad():
+        with torch.no_grad(), self.primary._precision():  # on a GPU: fp32 convolutions, cuDNN's algorithm search
             for c in all_c:
                 if should_stop is not None and should_stop():
                     raise Cancelled()

@@ -25,6 +25,18 @@ STACK_CPU_MAX_SECONDS = 0.004
 #: evaluation sets up to this size run as one batch, untuned: splitting them into a ragged pair
 #: never paid for the up to 7 tuning points it cost (mlp-digits, 360 samples, 2-core CPU)
 SMALL_SET = 512
+#: GPU: the whole evaluation set in one batch, untuned, when its activations take at most this share of
+#: the free memory (H200: ResNet-56 on 10,000 CIFAR-shaped samples ran fastest in one batch in fp32, tf32,
+#: bf16 and compiled, 42-114 ms a pass vs 46-118 ms in batches of 4096 and 79-317 ms in batches of 1024 and
+#: smaller; mlp-digits' 1797 samples spent ~20 ms of a 70 ms 51x51 surface on batch-size trial points)
+GPU_ONE_BATCH_SHARE = 0.25
+#: GPU: points per pass tried, smallest first (each within an eighth of the free memory). H200, 51x51
+#: mlp-digits surface (1797 samples): 8-32-128-512 43-45 ms, 32-512 32 ms, 64-1024 25-29 ms, 512 alone
+#: 23 ms; cnn-digits and resnet20-digits kept 32 or 128 and ran 21x21 alike (111 and 438-441 ms) with both
+STACK_GPU_SIZES = (64, 1024)
+#: GPU: the points-per-pass trial runs before the shared-first-layer trial, whose six single points only
+#: matter when one point a pass is kept (a stacked pass always uses the shared layer)
+STACK_FIRST_ON_GPU = True
 
 
 def _floats(out):
@@ -111,7 +123,15 @@ class SpeedChoices:
         return shared if _same_outputs(want, got) else None
 
     def _batch_size_tuner(self) -> _BatchSizeTuner | None:
-        """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch."""
+        """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch.
+        On a GPU a set whose activations fit ``GPU_ONE_BATCH_SHARE`` of the free memory runs as one batch."""
+        if self.device.type == "cuda" and self.settings.batch_size is None and self.bn_batches is None:
+            with eval_mode(self.model):
+                per_sample = self._activation_bytes(self.model)
+            free = torch.cuda.mem_get_info(self.device)[0]
+            if per_sample is not None and self.n_samples * per_sample <= GPU_ONE_BATCH_SHARE * free:
+                self.use_batch_size(self.n_samples)
+                return None
         bs = self.batch_size  # all samples, at most 4096
         candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]
         if self.n_samples <= SMALL_SET:  # one batch; tuning would cost more points than it saves
@@ -283,14 +303,15 @@ class SpeedChoices:
         if per_sample is None:
             return []
         if self.device.type == "cuda":
-            budget, ks = torch.cuda.mem_get_info(self.device)[0] / 8, (8, 32, 128, 512)
+            budget, ks = torch.cuda.mem_get_info(self.device)[0] / 8, STACK_GPU_SIZES
         else:
             budget, ks = STACK_BYTES, (16, 32, 64)  # a vmapped pass costs ~0.7 ms more than a plain one
         return [k for k in ks if k * self.batch_size * per_sample <= budget]
 
-    def _activation_bytes(self) -> int | None:
-        """Three times the largest module output of one sample, in bytes (what a no-grad pass holds
-        at once, roughly); None if the model's outputs cannot be measured."""
+    def _activation_bytes(self, module=None) -> int | None:
+        """Three times the largest module output of one sample of ``module`` (default ``self.forward``),
+        in bytes (what a no-grad pass holds at once, roughly); None if the outputs cannot be measured."""
+        module = self.forward if module is None else module
         sizes: list[int] = []
 
         def hook(m, args, out):
@@ -298,10 +319,10 @@ class SpeedChoices:
                 sizes.append(out.numel() * out.element_size())
 
         xb = tree_map(lambda t: t[:1], self.batches[0][0])
-        handles = [m.register_forward_hook(hook) for m in self.forward.modules()]
+        handles = [m.register_forward_hook(hook) for m in module.modules()]
         try:
             with torch.no_grad():
-                call_model(self.forward, xb)
+                call_model(module, xb)
         except Exception:  # noqa: BLE001 - no sizes known: nothing is stacked
             return None
         finally:
@@ -328,7 +349,7 @@ class SpeedChoices:
         size, format or shared layer are timed point by point, the next stacked pass of the trial, then
         four passes of the points per pass chosen. A runner that can group small tiles (``InProcessRunner``)
         does."""
-        if self.tuning or self._format_plan or self._shared_plan:
+        if self.tuning or self._format_plan or (self._shared_plan and not self._stacking_undecided_first()):
             return 1
         plan = self._planned_stacking()
         if plan:  # up to the next timed pass, so no point of the call waits outside a stack
@@ -358,6 +379,27 @@ class SpeedChoices:
         # the largest stack within 5 % of the fastest: one timed pass each is noisy, and within that
         # margin a larger stack has fewer passes to pay Python for
         return max(k for k, t in times.items() if t <= 1.05 * min(times.values()))
+
+    def _stacking_undecided_first(self) -> bool:
+        """Whether the points-per-pass trial runs now, ahead of the shared-layer trial (GPU)."""
+        return STACK_FIRST_ON_GPU and self.device.type == "cuda" and self.points_per_pass is None
+
+    def _choose_shared_and_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
+        """The shared-first-layer and points-per-pass trials, in the order that spends fewest slow points:
+        on a GPU stacking first, and the shared-layer trial only if one point a pass is kept (a stacked pass
+        always combines the shared layer's terms); on the CPU, where a conv net never stacks, the shared
+        layer first. Returns how many of ``coords`` were evaluated."""
+        i = 0
+        if self._stacking_undecided_first():
+            i += self._choose_stacking(coords, rows, should_stop, tile_points)
+            if self.points_per_pass is None:  # the trial goes on in the next call
+                return i
+        if self.points_per_pass is not None and self.points_per_pass > 1:
+            self._shared_plan.clear()
+        i += self._choose_shared(coords[i:], rows, should_stop)
+        if not self._shared_plan:
+            i += self._choose_stacking(coords[i:], rows, should_stop, tile_points)
+        return i
 
     def _choose_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
         """Points per pass by timing real points: one point at a time (twice, unless the shared-layer or
