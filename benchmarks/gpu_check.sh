@@ -9,5 +9,4 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 timeout ${TESTS_S:-150} python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
-timeout ${BENCH_S:-380} python3 benchmarks/bench_surface.py --gpu --no-cpu --digits-gpu --profile \
-    --resnet-grid ${RESNET_GRID:-8} 2>&1 | tee "$OUT/bench_gpu.txt"
+timeout ${BENCH_S:-380} python3 benchmarks/bench_surface.py --gpu --no-cpu --digits-gpu --profile 2>&1 | tee "$OUT/bench_gpu.txt"
