@@ -62,12 +62,22 @@ class _BatchSizeTuner:
     ``plan`` holds (batch size, timed?) per coming point: one warm-up point, then each
     candidate timed on up to three points. A size still 30 % slower than the best on its
     second (warm) pass is not tried again; one that runs out of memory is dropped.
+    ``whole_only`` (a GPU, the whole set estimated to fit): one pass at ``candidates[0]``, and
+    the trial above over the other sizes only if that pass runs out of memory.
     """
 
-    def __init__(self, candidates: Sequence[int]):
-        self.plan: list[tuple[int, bool]] = [(candidates[0], False)] + [(b, True) for b in list(candidates) * 3]
+    def __init__(self, candidates: Sequence[int], whole_only: bool = False):
+        self.candidates = list(candidates)
+        self.whole_only = whole_only
+        self.plan: list[tuple[int, bool]] = self._trial(self.candidates[:1] if whole_only else self.candidates)
         self.times: dict[int, float] = {}
         self.tries: dict[int, int] = {}
+
+    @staticmethod
+    def _trial(sizes: list[int]) -> list[tuple[int, bool]]:
+        if len(sizes) == 1:
+            return [(sizes[0], False)]
+        return [(sizes[0], False)] + [(b, True) for b in sizes * 3]
 
     @property
     def done(self) -> bool:
@@ -78,6 +88,11 @@ class _BatchSizeTuner:
 
     def drop(self, bs: int) -> None:
         """Never try ``bs`` again (too large for the device)."""
+        if self.whole_only:  # the whole set did not fit after all: the trial over the smaller sizes
+            self.whole_only = False
+            rest = [b for b in self.candidates if b != bs]
+            self.plan = self._trial(rest) if rest else []
+            return
         self.plan = [(b, t) for b, t in self.plan if b != bs]
         self.times.pop(bs, None)
         self.tries.pop(bs, None)
@@ -125,21 +140,26 @@ class SpeedChoices:
     def _batch_size_tuner(self) -> _BatchSizeTuner | None:
         """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch.
         On a GPU a set whose activations fit ``GPU_ONE_BATCH_SHARE`` of the free memory runs as one batch."""
-        if self.device.type == "cuda" and self.settings.batch_size is None and self.bn_batches is None:
-            with eval_mode(self.model):
-                per_sample = self._activation_bytes(self.model)
-            free = torch.cuda.mem_get_info(self.device)[0]
-            if per_sample is not None and self.n_samples * per_sample <= GPU_ONE_BATCH_SHARE * free:
-                self.use_batch_size(self.n_samples)
-                return None
         bs = self.batch_size  # all samples, at most 4096
         candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]
         if self.n_samples <= SMALL_SET:  # one batch; tuning would cost more points than it saves
             return None
         if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
             if self._batch_independent():
+                if self.device.type == "cuda" and self._whole_set_fits():
+                    self.use_batch_size(self.n_samples)
+                    return _BatchSizeTuner([self.n_samples] + [b for b in BATCH_CANDIDATES if b < self.n_samples],
+                                           whole_only=True)
                 return _BatchSizeTuner(candidates)
         return None
+
+    def _whole_set_fits(self) -> bool:
+        """Whether the whole evaluation set's activations (``_activation_bytes``) fit ``GPU_ONE_BATCH_SHARE``
+        of the free GPU memory (an estimate: a pass that runs out of memory falls back to the trial)."""
+        with eval_mode(self.model):
+            per_sample = self._activation_bytes(self.model)
+        free = torch.cuda.mem_get_info(self.device)[0]
+        return per_sample is not None and self.n_samples * per_sample <= GPU_ONE_BATCH_SHARE * free
 
     def _seconds(self, fn, reps: int = 2) -> float:
         """Wall time of ``fn()``'s last repetition (the first ones warm up)."""

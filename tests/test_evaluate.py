@@ -390,3 +390,40 @@ def test_malloc_policy_env_is_checked_and_recorded(monkeypatch):
     surf = lnb.compute_surface(model, (torch.randn(8, 3), torch.randint(0, 2, (8,))),
                                lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
     assert surf.provenance["malloc"] == "default"
+
+
+class _MemoryLimited(nn.Module):
+    """An MLP that raises CUDA's out-of-memory error for batches above ``limit`` samples (once set)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+        self.limit = None
+
+    def forward(self, x):
+        if self.limit is not None and len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"simulated: a batch of {len(x)} samples")
+        return self.net(x)
+
+
+def test_a_whole_set_that_runs_out_of_memory_falls_back_to_the_batch_size_trial():
+    """The GPU's one-batch choice is an estimate: if the whole set runs out of memory, the trial over
+    the smaller sizes runs (sizes that also run out are dropped) and the values are the naive loop's."""
+    from landscape_nb.tuning import _BatchSizeTuner
+
+    assert _BatchSizeTuner([5000, 4096, 2048], whole_only=True).plan == [(5000, False)]
+    m = _MemoryLimited().eval()
+    g = torch.Generator().manual_seed(5)
+    data = torch.randn(3000, 6, generator=g), torch.randint(0, 3, (3000,), generator=g)
+    dirs = random_dict_dirs(m, 2, seed=5)
+    d = as_directions(m, dirs)
+    ev = Evaluator(m, data, d.vectors, d.layout)
+    ev._tuner = _BatchSizeTuner([3000, 2048, 1024, 512, 256], whole_only=True)  # as on a GPU
+    ev.use_batch_size(3000)
+    m.limit = 1024
+    coords = np.random.default_rng(5).uniform(-1, 1, (24, 2))
+    got = ev.evaluate(coords)
+    assert not ev.tuning and ev.batch_size <= 1024
+    assert set(ev._tuner.times) <= {1024, 512, 256}
+    np.testing.assert_allclose(got[:, 0], [naive_loss(m, data, dirs, c)[0] for c in coords], rtol=1e-5)
