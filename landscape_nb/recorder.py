@@ -1,7 +1,7 @@
 """Record an optimizer's path from the user's own training loop, for trajectory PCA.
 
->>> rec = lnb.TrajectoryRecorder(model, every=10, path="runs/path.zarr")
->>> with rec:                         # records the initial weights (step 0)
+>>> rec = lnb.TrajectoryRecorder(model, every=10, path="runs/path.zarr")  # records step 0
+>>> with rec:                         # records step 0 again if the weights changed since
 ...     for xb, yb in loader:
 ...         loss_fn(model(xb), yb).backward(); opt.step(); opt.zero_grad()
 ...         rec.step()                # every 10th call records a checkpoint
@@ -57,6 +57,13 @@ class TrajectoryRecorder:
         Calls of :meth:`step` so far.
     steps : numpy.ndarray
         The step number of each checkpoint (0: before training).
+
+    Notes
+    -----
+    The initial weights (step 0) are recorded when the recorder is made, and again on entering a
+    ``with`` block (or Lightning's training start) before any step, so weights loaded or moved in
+    between count. Leaving the block records the final weights; without one, call :meth:`record`
+    after the last step when it is not a multiple of ``every``.
     """
 
     def __init__(self, model: nn.Module, every: int = 1, path: str | Path | None = None, *,
@@ -85,11 +92,14 @@ class TrajectoryRecorder:
             for i, t in enumerate(model.state_dict().values()):
                 arr = _numpy(t)
                 self._group.create_array(f"t{i}", shape=(0, *arr.shape), chunks=(1, *arr.shape), dtype=arr.dtype)
+        self.record()  # step 0: the weights before training, also when no ``with`` block is used
 
     # ------------------------------------------------------------ recording ----
 
     def __enter__(self) -> "TrajectoryRecorder":
-        if not self._steps:
+        if self._steps == [0] and self.n_steps == 0:  # no step yet: step 0 is the weights now
+            self._write(0, self._state())
+        elif not self._steps:
             self.record()
         return self
 
@@ -105,11 +115,7 @@ class TrajectoryRecorder:
 
     def record(self) -> None:
         """Record the model's current state now, labelled with the current step count."""
-        state = self.model.state_dict()
-        if list(state) != self._names:
-            raise LandscapeError("the model's tensors changed since recording began (names "
-                                 f"{list(state)[:3]}... vs {self._names[:3]}...); expected the same architecture "
-                                 "throughout: start a new recorder for a new model")
+        state = self._state()
         if self._group is None:
             self._memory.append({k: v.detach().cpu().clone() for k, v in state.items()})
         else:
@@ -117,6 +123,22 @@ class TrajectoryRecorder:
                 self._group[f"t{i}"].append(_numpy(t)[None])
             self._group["steps"].append(np.array([self.n_steps], dtype=np.int64))
         self._steps.append(self.n_steps)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        state = self.model.state_dict()
+        if list(state) != self._names:
+            raise LandscapeError("the model's tensors changed since recording began (names "
+                                 f"{list(state)[:3]}... vs {self._names[:3]}...); expected the same architecture "
+                                 "throughout: start a new recorder for a new model")
+        return state
+
+    def _write(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        """Replace checkpoint ``i`` by ``state`` (its step label stays)."""
+        if self._group is None:
+            self._memory[i] = {k: v.detach().cpu().clone() for k, v in state.items()}
+        else:
+            for k, t in enumerate(state.values()):
+                self._group[f"t{k}"][i] = _numpy(t)
 
     def lightning_callback(self):
         """A PyTorch Lightning ``Callback`` driving this recorder: records at the start of

@@ -125,3 +125,29 @@ def test_the_trajectory_functions_take_a_recorder_as_they_take_its_checkpoints()
     by_recorder = lnb.pca_directions(rec, final=model, n=2)
     by_list = lnb.pca_directions(list(rec.checkpoints), final=model, n=2)
     assert torch.equal(by_recorder.vectors, by_list.vectors)
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_step_zero_without_a_with_block_and_refreshed_on_entering_one(tmp_path, store):
+    """A recorder driven by step() alone still has the initial weights; one entered after the weights
+    changed (a checkpoint loaded, say) holds the weights at entering as step 0, once."""
+    model = make_model()
+    rec = TrajectoryRecorder(model, every=3, path=tmp_path / "a.zarr" if store else None)
+    copies = train(model, 7, rec)
+    assert rec.steps.tolist() == [0, 3, 6]
+    for i, s in enumerate(rec.steps):
+        assert all(torch.equal(rec.checkpoint(i)[k], copies[s][k]) for k in copies[s]), s
+
+    model = make_model()
+    rec = TrajectoryRecorder(model, every=3, path=tmp_path / "b.zarr" if store else None)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)  # changed after the recorder was made, before training
+    with rec:
+        copies = train(model, 4, rec)
+    assert rec.steps.tolist() == [0, 3, 4]
+    assert all(torch.equal(rec.checkpoint(0)[k], copies[0][k]) for k in copies[0])
+    if store:
+        again = TrajectoryRecorder.load(tmp_path / "b.zarr", model)
+        assert again.steps.tolist() == [0, 3, 4]
+        assert all(torch.equal(again.checkpoint(0)[k], copies[0][k]) for k in copies[0])
