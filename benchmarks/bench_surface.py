@@ -14,7 +14,6 @@ host memory through a DataLoader in batches of 128, fp32, one host sync per batc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import time
 
@@ -25,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import landscape_nb as lnb
 from landscape_nb.directions import random_directions
-from landscape_nb.evaluate import EvalSettings, Evaluator
+from landscape_nb.evaluate import EvalSettings, Evaluator, gpu_flags
 from landscape_nb.process import keep_heap_top
 
 
@@ -382,7 +381,7 @@ def bench_gpu_targets(ex, args):
     model, data = cifar_resnet56(), cifar_data()
     d = random_directions(model, n=2, seed=0)
     grid4 = [(a, b) for b in np.linspace(-1, 1, 4) for a in np.linspace(-1, 1, 4)][:3]
-    with strict_fp32():
+    with gpu_flags(tf32=False, benchmark=False):  # PyTorch's default runs fp32 convolutions in TF32
         _, ref = reference_algorithm(model, data, d, grid4, GPU)
     modes = [("fp32", {}), ("tf32", {"precision": "tf32"}), ("tf32 + channels_last", dict(channels_last=True, precision="tf32")),
              ("bf16 + channels_last", dict(channels_last=True, precision="bf16")),
@@ -408,17 +407,6 @@ def bench_gpu_targets(ex, args):
                 "<= 0.03 s; ResNet-56 51x51 <= 60 s in bf16 + compile, <= 180 s in fp32)",
                 ["surface", "how", "seconds", "ms a point", "max rel diff vs strict fp32", "batch / points per pass"],
                 out, ["{}", "{}", "{:.3f}", "{:.1f}", "{:.1e}", "{}"])
-
-
-@contextlib.contextmanager
-def strict_fp32():
-    """No TF32 in cuDNN convolutions or matmuls (PyTorch's default runs fp32 convolutions in TF32)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def profile_point(model, data, batch_size, settings):

@@ -342,17 +342,9 @@ class Evaluator(SpeedChoices):
         if self.device.type != "cuda":
             yield
             return
-        flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"), \
-            (torch.backends.cudnn, "benchmark")
-        old = [getattr(obj, name) for obj, name in flags]
         tf32 = self.settings.precision == "tf32" if tf32 is None else tf32
-        for (obj, name), value in zip(flags, (tf32, tf32, True)):
-            setattr(obj, name, value)
-        try:
+        with gpu_flags(tf32=tf32, benchmark=True):
             yield
-        finally:
-            for (obj, name), value in zip(flags, old):
-                setattr(obj, name, value)
 
     def _validate(self, metrics) -> dict[str, Callable]:
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar
@@ -562,6 +554,34 @@ class Evaluator(SpeedChoices):
                     rows.append(self.point_values()[None, :])
             values = torch.cat(rows).cpu().numpy()
         return values
+
+
+def _tf32_switches() -> list[tuple[object, str, object, object]]:
+    """(object, attribute, value for TF32, value for fp32) of PyTorch's TF32 switches: the
+    ``fp32_precision`` settings where this torch has them (reading the legacy ``allow_tf32`` after
+    a user set those raises), else the legacy ``allow_tf32`` flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [(torch.backends.cuda.matmul, "fp32_precision", "tf32", "ieee"),
+                (conv, "fp32_precision", "tf32", "ieee"),
+                (torch.backends.cudnn.rnn, "fp32_precision", "tf32", "ieee")]
+    return [(torch.backends.cuda.matmul, "allow_tf32", True, False), (torch.backends.cudnn, "allow_tf32", True, False)]
+
+
+@contextlib.contextmanager
+def gpu_flags(*, tf32: bool, benchmark: bool):
+    """TF32 in matmuls and cuDNN (``tf32``) and cuDNN's algorithm search (``benchmark``) for the
+    duration; every switch is put back as it was after, also on error."""
+    switches = [(obj, name, on if tf32 else off) for obj, name, on, off in _tf32_switches()]
+    switches.append((torch.backends.cudnn, "benchmark", benchmark))
+    old = [getattr(obj, name) for obj, name, _ in switches]
+    try:
+        for obj, name, value in switches:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for (obj, name, _), value in zip(switches, old):
+            setattr(obj, name, value)
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -498,7 +498,7 @@ class HessianEvaluator:
     def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         coords = np.asarray(coords, dtype=np.float64)
         rows = []
-        with restoring(self.base.model):
+        with restoring(self.base.model), self.base._precision():  # a GPU's "fp32" is fp32 here too
             self.base.model.eval()
             for c in coords:
                 if should_stop is not None and should_stop():

@@ -146,9 +146,10 @@ class SplitEvaluator:
 
     def _shared_pass(self) -> bool:
         """Whether a point can be set once for all splits: batch sizes settled, one point per pass
-        chosen everywhere, and no TF32 context (which ``Evaluator.evaluate`` itself opens)."""
+        chosen and the shared-layer trial done everywhere (on a GPU it runs after the stacking trial),
+        and no TF32 (the shared pass opens the primary's fp32 flags)."""
         evs = self.splits.values()
-        return (not self.tuning and all(ev.points_per_pass == 1 for ev in evs)
+        return (not self.tuning and all(ev.points_per_pass == 1 and not ev._shared_plan for ev in evs)
                 and all(ev.settings.precision != "tf32" for ev in evs))
 
     def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:

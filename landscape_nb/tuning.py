@@ -146,8 +146,7 @@ class SpeedChoices:
             return None
         if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
             if self._batch_independent():
-                if self.device.type == "cuda" and self._whole_set_fits():
-                    self.use_batch_size(self.n_samples)
+                if self.device.type == "cuda" and self._whole_set_fits():  # its first step takes the whole set
                     return _BatchSizeTuner([self.n_samples] + [b for b in BATCH_CANDIDATES if b < self.n_samples],
                                            whole_only=True)
                 return _BatchSizeTuner(candidates)

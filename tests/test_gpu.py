@@ -73,7 +73,9 @@ def test_fp32_is_fp32_on_gpu_and_the_global_flags_come_back():
     d = lnb.random_directions(m, n=2, seed=0)
 
     def flags():
-        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark
+        from landscape_nb.evaluate import _tf32_switches
+
+        return [getattr(obj, name) for obj, name, _, _ in _tf32_switches()] + [torch.backends.cudnn.benchmark]
 
     before = flags()
     s32 = lnb.compute_surface(m, data, d, x=(-1, 1, 3), y=(-1, 1, 2), device="cuda", metrics=None)
@@ -123,3 +125,21 @@ def test_gpu_decides_stacking_before_timing_the_shared_layer(monkeypatch):
     dirs = d.as_state_dicts()
     for i in (0, 1, 5, 300, 1199):
         np.testing.assert_allclose(got[i, 0], naive_loss(m, data, dirs, coords[i])[0], rtol=1e-5)
+
+
+def test_hessian_points_on_gpu_are_fp32_and_flags_come_back():
+    """quantity="hessian" evaluates its loss column under the same fp32 flags as a loss surface."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.Tanh(), torch.nn.Flatten(),
+                            torch.nn.Linear(64 * 8 * 8, 10)).eval()
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(256, 32, 8, 8, generator=g) * 3, torch.randint(0, 10, (256,), generator=g)
+    d = lnb.random_directions(m, n=2, seed=0)
+    from landscape_nb.evaluate import _tf32_switches
+
+    before = [getattr(obj, name) for obj, name, _, _ in _tf32_switches()]
+    s = lnb.compute_surface(m, data, d, x=(-1, 1, 2), y=(-1, 1, 2), device="cuda", quantity="hessian",
+                            metrics=None)
+    assert [getattr(obj, name) for obj, name, _, _ in _tf32_switches()] == before
+    ref = _float64_losses(m, data, d, [(a, b) for b in s.y for a in s.x]).reshape(s.loss.shape)
+    np.testing.assert_allclose(s.loss, ref, rtol=1e-5)
