@@ -363,13 +363,21 @@ def expected_auto_surface(entry, seed, rise=5.0, points=(9, 9)):
                                loss_fn=entry.loss_fn)
 
 
+def settle_prefetch(state, timeout=60):
+    """Wait for the Explorer's background range search if one is still running (a fast one may have
+    ended, and cleared ``_prefetcher``, before this line: the tests check what it prepared)."""
+    prefetcher = state._prefetcher
+    if prefetcher is not None:
+        prefetcher.join(timeout)
+
+
 def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
     """A loaded zoo model's auto range is searched when it is picked or a control changes, not after Compute."""
     lnb.zoo.load("mlp-moons")  # cached: the panel loads it at once
     calls = count_auto_range_calls(monkeypatch)
     state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
     try:
-        state._prefetcher.join(60)
+        settle_prefetch(state)
         assert calls == ["landscape_nb-explorer-prefetch"]
         shown = []
         state.observe(lambda change: shown.append(change["new"]), "surface")
@@ -386,7 +394,7 @@ def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
         assert [state.x_min, state.x_max] == pytest.approx([expected.x[0], expected.x[-1]])
 
         state.seed = 3  # new directions: searched again, ahead of Compute
-        state._prefetcher.join(60)
+        settle_prefetch(state)
         assert calls[1:] == ["landscape_nb-explorer-prefetch"]
         state.compute(wait=True)
         assert len(calls) == 2
@@ -407,7 +415,7 @@ def test_compute_waits_for_a_search_under_way_and_uses_it(monkeypatch):
     calls = count_auto_range_calls(monkeypatch)
     state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
     try:
-        state._prefetcher.join(60)
+        settle_prefetch(state)
         import landscape_nb.autorange as autorange_module
 
         counted = autorange_module.auto_range
@@ -466,7 +474,7 @@ def test_compute_stops_a_search_for_other_controls_instead_of_waiting_for_it(slo
     lnb.zoo.load("mlp-moons")
     state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
     try:
-        state._prefetcher.join(60)
+        settle_prefetch(state)
         state.seed = 5  # a slow search starts...
         assert state._prefetcher is not None and state._prefetcher.is_alive()
         state.seed = 0  # ...but Compute wants the range already kept
@@ -496,7 +504,7 @@ def test_cancel_stops_the_range_search_of_a_compute_and_one_it_waits_for(slow_se
     lnb.zoo.load("mlp-moons")
     zoo_state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
     try:
-        zoo_state._prefetcher.join(60)
+        settle_prefetch(zoo_state)
         zoo_state.seed = 7  # a slow search for these very controls: Compute waits for it...
         zoo_state.compute()
         time.sleep(0.3)
@@ -511,12 +519,12 @@ def test_cancel_stops_the_range_search_of_a_compute_and_one_it_waits_for(slow_se
 def test_controls_changed_during_a_compute_are_prepared_after_it_and_close_stops_preparing():
     lnb.zoo.load("mlp-moons")
     state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
-    state._prefetcher.join(60)
+    settle_prefetch(state)
     state.compute()
     state.seed = 11  # while computing: nothing is searched now...
     state.wait(60)
     assert state.status == "done", state.message
-    state._prefetcher.join(60)  # ...but once the run has ended
+    settle_prefetch(state)  # ...but once the run has ended
     assert any(key[4] == 11 for key in state._prepared)
     state.close()
     state.seed = 12
