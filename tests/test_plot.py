@@ -151,6 +151,27 @@ def test_log_shows_log10_of_loss_and_gaps_for_non_positive(bowl):
     assert "log10" in fig.data[0].colorbar.title.text
 
 
+def test_log_figures_say_how_many_points_they_leave_blank(bowl):
+    """Non-positive losses have no logarithm: the colorbar (grids) or the loss axis (lines) counts them,
+    NaN (not computed) does not count; linear figures say nothing."""
+    loss = bowl.loss - np.sort(bowl.loss, axis=None)[3]  # the four lowest points go to zero or below
+    loss[-1, -1] = np.nan
+    surf = with_loss(bowl, loss)
+    n_bad = int(np.count_nonzero(loss <= 0))
+    assert n_bad > 1
+    for build in (plot.contour, plot.heatmap, plot.surface):
+        assert f"({n_bad} points ≤ 0 not shown)" in build(surf, log=True).data[0].colorbar.title.text
+        assert "not shown" not in build(surf).data[0].colorbar.title.text
+    pooled = n_bad + int(np.count_nonzero(bowl.loss <= 0))  # one colour scale: its note counts both panels
+    assert f"({pooled} points ≤ 0 not shown)" in plot.compare([surf, bowl], log=True).layout.coloraxis.colorbar.title.text
+    line = make_line()
+    line = Surface(x=line.x, y=None, loss=line.loss - np.sort(line.loss)[1], metrics={}, provenance={"label": "A→B"})
+    n_line = int(np.count_nonzero(line.loss <= 0))
+    assert n_line > 0
+    assert f"{n_line} point" in plot.line(line, log=True).layout.yaxis.title.text
+    assert "not shown" not in plot.line(line).layout.yaxis.title.text
+
+
 def test_auto_clip_caps_a_diverged_corner_and_hover_keeps_true_values(bowl):
     loss = bowl.loss.copy()
     loss[0, 0] = 1e8
@@ -432,9 +453,10 @@ def test_update_fills_in_a_live_figure_and_tracks_the_colour_range(bowl):
         caption = [a.text for a in fig.layout.annotations if a.name == "axis caption"]
         return fig.layout.scene.zaxis.title.text, caption, fig.layout.coloraxis.colorbar.title.text
 
-    assert z_names() == ("", ["height: log10(loss)"], "log10(loss)")
+    log_title = "log10(loss)<br>(1 point ≤ 0 not shown)"  # the bowl's minimum is 0
+    assert z_names() == ("", ["height: log10(loss)"], log_title)
     plot.update(fig, bowl)  # log=None keeps the figure's scale
-    assert z_names() == ("", ["height: log10(loss)"], "log10(loss)")
+    assert z_names() == ("", ["height: log10(loss)"], log_title)
 
 
 def test_live_1d_has_loss_and_accuracy_on_twin_axes_with_gaps():

@@ -514,12 +514,21 @@ def _range(zs: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
 
 
 def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
-    """Colorbar title; says so when the display is capped below the true maximum."""
+    """Colorbar title; says so when the display is capped below the true maximum, and how many
+    points a log scale leaves blank."""
     label = _axis_label(log)
     raw_disp = _transform(raw, log=log, clip=False)
     if zmax is not None and np.nanmax(raw_disp, initial=-np.inf) > zmax:
         label += f"<br>(capped at {zmax:.3g})"
-    return label
+    return label + non_positive_note(log, [raw])
+
+
+def non_positive_note(log: bool, values: Sequence[np.ndarray]) -> str:
+    """``"<br>(N points ≤ 0 not shown)"`` when ``log`` and some finite values have no logarithm, else ""."""
+    if not log:
+        return ""
+    n = sum(int(np.count_nonzero(np.isfinite(v) & (v <= 0))) for v in (np.asarray(v, dtype=float) for v in values))
+    return f"<br>({n} point{'s' if n != 1 else ''} ≤ 0 not shown)" if n else ""
 
 
 def _contour_spec(zmin: float | None, zmax: float | None, levels: int) -> dict:

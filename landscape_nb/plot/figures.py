@@ -34,6 +34,7 @@ from ._common import (
     display_values,
     fit_title,
     held_fixed_text,
+    non_positive_note,
     note_held_fixed,
     plot_area,
     scene_axes,
@@ -157,7 +158,8 @@ def line(
         fig.update_layout(legend=dict(xref="container", x=1.0, xanchor="right"), margin=dict(r=right))
     width, _ = plot_area(colorbar=False, margin=dict(r=right))
     fig.update_xaxes(title_text=fit_title(surfaces[0].x_label, width))
-    fig.update_yaxes(title_text="loss" if single or not twin else "loss (solid)",
+    fig.update_yaxes(title_text=("loss" if single or not twin else "loss (solid)")
+                     + non_positive_note(log, [s.loss for s in surfaces]).replace("<br>", " "),
                      type="log" if log else "linear", secondary_y=False)
     if twin:
         fig.update_yaxes(title_text=metric if single else f"{metric} (dashed)", secondary_y=True,
