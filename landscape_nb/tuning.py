@@ -34,9 +34,6 @@ GPU_ONE_BATCH_SHARE = 0.25
 #: mlp-digits surface (1797 samples): 8-32-128-512 43-45 ms, 32-512 32 ms, 64-1024 25-29 ms, 512 alone
 #: 23 ms; cnn-digits and resnet20-digits kept 32 or 128 and ran 21x21 alike (111 and 438-441 ms) with both
 STACK_GPU_SIZES = (64, 1024)
-#: GPU: the points-per-pass trial runs before the shared-first-layer trial, whose six single points only
-#: matter when one point a pass is kept (a stacked pass always uses the shared layer)
-STACK_FIRST_ON_GPU = True
 
 
 def _floats(out):
@@ -140,15 +137,16 @@ class SpeedChoices:
     def _batch_size_tuner(self) -> _BatchSizeTuner | None:
         """A tuner when the batch size is free: not given, eval mode, and outputs independent of the batch.
         On a GPU a set whose activations fit ``GPU_ONE_BATCH_SHARE`` of the free memory runs as one batch."""
-        bs = self.batch_size  # all samples, at most 4096
-        candidates = [bs] + [b for b in BATCH_CANDIDATES if b < bs]
+        def sizes_from(top: int) -> list[int]:
+            return [top] + [b for b in BATCH_CANDIDATES if b < top]
+
+        candidates = sizes_from(self.batch_size)  # all samples, at most 4096
         if self.n_samples <= SMALL_SET:  # one batch; tuning would cost more points than it saves
             return None
         if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
             if self._batch_independent():
                 if self.device.type == "cuda" and self._whole_set_fits():  # its first step takes the whole set
-                    return _BatchSizeTuner([self.n_samples] + [b for b in BATCH_CANDIDATES if b < self.n_samples],
-                                           whole_only=True)
+                    return _BatchSizeTuner(sizes_from(self.n_samples), whole_only=True)
                 return _BatchSizeTuner(candidates)
         return None
 
@@ -400,8 +398,9 @@ class SpeedChoices:
         return max(k for k, t in times.items() if t <= 1.05 * min(times.values()))
 
     def _stacking_undecided_first(self) -> bool:
-        """Whether the points-per-pass trial runs now, ahead of the shared-layer trial (GPU)."""
-        return STACK_FIRST_ON_GPU and self.device.type == "cuda" and self.points_per_pass is None
+        """Whether the points-per-pass trial runs now, ahead of the shared-layer trial: on a GPU, whose
+        six single points only matter when one point a pass is kept (a stacked pass uses the shared layer)."""
+        return self.device.type == "cuda" and self.points_per_pass is None
 
     def _choose_shared_and_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
         """The shared-first-layer and points-per-pass trials, in the order that spends fewest slow points:
