@@ -37,11 +37,12 @@ pytestmark = [
                        "(apt-get install chromium; .ci/run does this)"),
 ]
 
-# Non-null z values of the first Explorer's live 3D surface (gd.data is plotly.js's own copy).
+# Non-null z values of the first Explorer's live 3D surface (gd.data is plotly.js's own copy); -1
+# while it shows plot.live's transparent placeholder.
 FILLED_JS = """() => {
   const panel = document.querySelector('.lnb-explorer');
   const gd = panel && panel.querySelector('.js-plotly-plot');
-  if (!gd || !gd.data || !gd.data.length || !gd.data[0].z) return -1;
+  if (!gd || !gd.data || !gd.data.length || !gd.data[0].z || gd.data[0].opacity === 0) return -1;
   return gd.data[0].z.flat().filter(v => v !== null && v !== undefined && !Number.isNaN(v)).length;
 }"""
 

@@ -435,16 +435,57 @@ def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(b
     assert not fig.data[0].contours.z.show
 
 
+def assert_placeholder(fig):
+    """plot.live's surface before its first values: drawn (WebGL set up) but transparent, at height 0,
+    with no hover, spike or highlight lines, and no colour bar."""
+    surf_trace = fig.data[0]
+    assert surf_trace.visible is not False and surf_trace.opacity == 0
+    assert np.array(surf_trace.z, dtype=float).shape == (Y.size, X.size) and not np.any(surf_trace.z)
+    assert surf_trace.hoverinfo == "skip" and surf_trace.hovertemplate is None  # a template would still hover
+    assert fig.layout.coloraxis.showscale is False
+    assert [fig.layout.scene[f"{a}axis"].showspikes for a in "xyz"] == [False] * 3
+    assert [surf_trace.contours[a].highlight for a in "xyz"] == [False] * 3
+
+
+def assert_shown(fig):
+    surf_trace = fig.data[0]
+    assert surf_trace.visible is not False and surf_trace.opacity in (None, 1)
+    assert surf_trace.hoverinfo is None and surf_trace.hovertemplate
+    assert fig.layout.coloraxis.showscale is not False
+    assert [fig.layout.scene[f"{a}axis"].showspikes for a in "xyz"] == [None] * 3
+    assert [surf_trace.contours[a].highlight for a in "xyz"] == [None] * 3
+
+
+def test_a_live_figure_draws_a_transparent_placeholder_until_its_first_values_then_hides_between_runs(bowl):
+    fig = go.FigureWidget(plot.live(partial(bowl, 0)))
+    assert_placeholder(fig)
+    sent = []
+    fig.observe(lambda change: sent.append(change["new"]) if change["new"] else None, "_py2js_update")
+    plot.update(fig, partial(bowl, 0))  # the same empty grid again: nothing to send
+    assert sent == []
+    plot.update(fig, partial(bowl, 1))
+    assert_shown(fig)
+    z = np.array(fig.data[0].z, dtype=float)
+    np.testing.assert_allclose(z[0], bowl.loss[0])
+    assert np.isnan(z[1:]).all()
+    plot.update(fig, partial(bowl, 0))  # a new run over values already shown: hidden, not redrawn flat
+    assert fig.data[0].visible is False and all(v is None for row in fig.data[0].z for v in row)
+    plot.update(fig, bowl)
+    assert_shown(fig)
+    # a figure made from values never shows the placeholder
+    assert_shown(plot.live(bowl))
+
+
 def test_update_fills_in_a_live_figure_and_tracks_the_colour_range(bowl):
     empty = partial(bowl, 0)
     fig = go.FigureWidget(plot.live(empty))
-    assert fig.data[0].visible is False  # plotly.js's WebGL surface cannot draw a z with no number
+    assert_placeholder(fig)
     counts = []
     for rows in range(1, Y.size + 1):
         plot.update(fig, partial(bowl, rows))
         counts.append(sum(v is not None for row in fig.data[1].z for v in row))
     assert counts == [X.size * r for r in range(1, Y.size + 1)]
-    assert fig.data[0].visible is True
+    assert_shown(fig)
     np.testing.assert_allclose(np.array(fig.data[0].customdata, dtype=float)[..., 0], bowl.loss)
     plot.update(fig, bowl, log=True)
     np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), plot.display_values(bowl, log=True))

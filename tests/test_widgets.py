@@ -56,6 +56,11 @@ def non_null(z) -> int:
     return sum(v is not None for row in z for v in row)
 
 
+def painted(trace) -> int:
+    """Values a live figure's trace shows: none while the 3D surface is plot.live's transparent placeholder."""
+    return 0 if trace.opacity == 0 else non_null(trace.z)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,9 +213,9 @@ def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(exp
     model, data = explorer.state.shelf["tiny"].model, explorer.state.shelf["tiny"].test
     saved = state_copy(model)
     figure_before = explorer.figure
-    assert figure_before is not None and non_null(figure_before.data[0].z) == 0  # made with the panel, empty
+    assert figure_before is not None and painted(figure_before.data[0]) == 0  # made with the panel, empty
     counts = []
-    explorer.state.observe(lambda _: counts.append((non_null(explorer.figure.data[0].z),
+    explorer.state.observe(lambda _: counts.append((painted(explorer.figure.data[0]),
                                                     non_null(explorer.figure.data[1].z))), "surface")
     assert explorer.compute(wait=True)
     assert explorer.state.status == "done", explorer.state.message
@@ -247,7 +252,7 @@ def test_updates_are_applied_on_the_event_loop_thread_throttled_and_the_loop_sta
     explorer.state.update_interval = 0.05
     seen = []  # (thread, time, non-null points) per applied update
     explorer.state.observe(lambda _: seen.append((threading.get_ident(), time.monotonic(),
-                                                  non_null(explorer.figure.data[0].z))), "surface")
+                                                  painted(explorer.figure.data[0]))), "surface")
     gaps = []
 
     async def session():
@@ -305,7 +310,7 @@ def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
     assert 0 < explorer.surface.n_done < 201 * 201
     assert explorer.state.cancel_latency is not None and explorer.state.cancel_latency < 2.0
     assert time.perf_counter() - t0 < 5.0
-    assert non_null(explorer.figure.data[0].z) == explorer.surface.n_done
+    assert painted(explorer.figure.data[0]) == explorer.surface.n_done
     assert "Cancelled" in explorer.message_box.value
     assert not explorer.compute_button.disabled and explorer.cancel_button.disabled
 
@@ -408,6 +413,44 @@ def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
         assert len(calls) == 2
     finally:
         state.close()
+
+
+def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_only():
+    """In a kernel (an event loop on the main thread) the range searched ahead redraws the empty
+    figure's axes before Compute; once values are shown, a search for other controls leaves them."""
+    lnb.zoo.load("mlp-moons")
+    expected = expected_auto_surface(lnb.zoo.load("mlp-moons"), seed=0)
+
+    async def until(condition, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+
+    async def session():
+        explorer = Explorer(model_name="mlp-moons", x_points=9, y_points=9)
+        state = explorer.state
+        try:
+            await until(lambda: state.preview is not None)
+            fig = explorer.figure
+            surf_trace = fig.data[0]
+            assert (surf_trace.x[0], surf_trace.x[-1], surf_trace.y[0], surf_trace.y[-1]) == pytest.approx(
+                (expected.x[0], expected.x[-1], expected.y[0], expected.y[-1]))
+            assert surf_trace.opacity == 0 and state.surface is None  # nothing computed is shown
+            assert "mlp-moons" in fig.layout.title.text
+            assert state.compute()
+            await until(lambda: not state.running and not state._ui.pending)
+            assert state.status == "done", state.message
+            shown = plot.display_values(expected)  # the figure clips as plot.live does
+            np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=1e-6)
+            state.seed = 3  # searched ahead again: the computed values stay on screen
+            await until(lambda: state._prefetcher is None)
+            await asyncio.sleep(0.1)  # a preview posted by that search has had its turn
+            np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=1e-6)
+        finally:
+            explorer.close()
+
+    asyncio.run(session())
 
 
 def test_compute_waits_for_a_search_under_way_and_uses_it(monkeypatch):

@@ -100,6 +100,7 @@ def live(
             trace.name = f"loss {kind}"
             if kind == "surface":
                 trace.coloraxis = "coloraxis"  # the one colour bar
+                trace.opacity = 0  # `update` draws a placeholder until the first values (`_placeholder`)
             else:
                 # plotly.js drops a colour axis shared by a line-coloured contour and a
                 # surface, and then draws a colour bar for each on the same spot: the contour
@@ -201,11 +202,17 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
     for trace in (surface_trace, contour_trace):
         trace.x = to_plotly_z(surf.x)
         trace.y = to_plotly_z(surf.y)
-        trace.z = z_json
         trace.customdata = custom
-        trace.hovertemplate = template
-    # plotly.js's WebGL surface fails on a z with no number at all: hide it until one arrives
-    surface_trace.visible = zmin is not None
+    contour_trace.z, contour_trace.hovertemplate = z_json, template
+    # each property is set once: a FigureWidget sends only what differs from the drawn figure
+    if zmin is None and surface_trace.visible is not False and surface_trace.opacity == 0:
+        _placeholder(surface_trace, fig.layout, z.shape)  # a figure that has not shown values yet
+    elif zmin is None:
+        # plotly.js's WebGL surface fails on a z with no number at all: hidden until one arrives
+        surface_trace.z, surface_trace.visible = z_json, False
+    else:
+        surface_trace.z, surface_trace.hovertemplate, surface_trace.visible = z_json, template, None
+        _placeholder(surface_trace, fig.layout, None)
     contour_trace.update(_contour_spec(zmin, zmax, LIVE_LEVELS))
     spec = _contour_spec(zmin, zmax, SURFACE_LEVELS).get("contours")
     if spec:
@@ -229,3 +236,27 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any) -> None:
         set_caption(fig, caption, x=(domain[0] + domain[1]) / 2)
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
     fig.layout.yaxis.title.text = fit_title(surf.y_label, height)
+
+
+def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:
+    """Until a live figure first shows values (``shape`` given, the grid's): a flat, fully transparent
+    surface at height 0, without hover, spike or highlight lines, or colour bar; ``shape=None``
+    undoes it.
+
+    plotly.js's WebGL surface fails on a z with no number at all, and it links the surface's
+    WebGL programs the first time one is drawn: in software WebGL (Chromium's SwiftShader, a
+    2-core box) a first tile took 0.54 s from update to drawn on a hidden surface vs 0.40 s on
+    this placeholder (``benchmarks/bench_live_figure.py``, medians of 5 fresh pages). Drawing it when the figure is
+    shown moves that cost before Compute. Nothing of it can be seen or hovered. A figure that
+    has shown values hides its surface until the next ones instead: redrawing the placeholder
+    over them cost ~0.1 s more than hiding them.
+    """
+    show = shape is not None
+    if show:  # plotly.js hovers a trace with a hovertemplate even when told to skip it
+        surface_trace.z, surface_trace.hovertemplate = np.zeros(shape).tolist(), None
+    surface_trace.opacity = 0 if show else None
+    surface_trace.hoverinfo = "skip" if show else None
+    layout.coloraxis.showscale = False if show else None
+    for axis in "xyz":  # spike and highlight lines are drawn where the cursor meets a surface, seen or not
+        layout.scene[f"{axis}axis"].showspikes = False if show else None
+        surface_trace.contours[axis].highlight = False if show else None

@@ -115,6 +115,9 @@ class ExplorerState(t.HasTraits):
     workers = t.Unicode("")
     dashboard_link = t.Unicode("")
     surface = t.Instance(Surface, allow_none=True)
+    # before the first Compute: an empty surface over the range found ahead for the current
+    # controls (the view draws its axes then, not when the first values arrive)
+    preview = t.Instance(Surface, allow_none=True)
     run_id = t.Int(0)
 
     def __init__(self, models: Mapping[str, Any] | None = None, client=None, *,
@@ -448,11 +451,38 @@ class ExplorerState(t.HasTraits):
             tried.add(self._prefetching)
             try:
                 entry = self.shelf[spec.model]
-                self._prepare(spec, entry, split_of(entry, spec.model, spec.split), cancel=stop)
+                prepared, _ = self._prepare(spec, entry, split_of(entry, spec.model, spec.split), cancel=stop)
+                self._post_preview(spec, prepared)
             except Cancelled:
                 pass
             except Exception as exc:  # noqa: BLE001 - Compute prepares again and reports it in the panel
                 logger.debug("preparing %s ahead of Compute failed (%s)", spec.model, exc)
+
+    def _post_preview(self, spec: ExplorerSpec, prepared: Prepared) -> None:
+        """(prefetch thread) Before the first Compute, have the kernel's loop set `preview` to an
+        empty surface over the range just found, if the controls still ask for it.
+
+        The figure then draws the axes' tick labels of that range while the panel is read: in
+        software WebGL plotly.js turns each new 3D tick label into triangles (~10 ms a label).
+        """
+        loop, key = self._main_loop, _prepare_key(spec)
+        if loop is None:  # a script: nothing draws
+            return
+
+        def show() -> None:
+            if self.surface is not None or self._computing or self._closed:
+                return
+            try:
+                now = self.spec()
+            except LandscapeError:  # controls being typed
+                return
+            if _prepare_key(now) == key:
+                self.preview = empty_surface(prepared.range.apply(now))
+
+        try:
+            loop.call_soon_threadsafe(show)
+        except RuntimeError:  # that loop has closed
+            pass
 
     def _await_prefetch(self, key: tuple, cancel: threading.Event) -> None:
         """(worker thread) Let a search for ``key`` end and stop one for other controls; Cancel stops both."""

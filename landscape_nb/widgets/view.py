@@ -209,6 +209,7 @@ class Explorer(w.VBox):
         self.add_class("lnb-explorer")
 
         state.observe(self._on_surface, "surface")
+        state.observe(self._on_preview, "preview")
         state.observe(self._on_log, "log_scale")
         state.observe(self._on_progress, ["status", "n_done", "n_points", "points_per_s", "workers",
                                           "dashboard_link"])
@@ -236,6 +237,13 @@ class Explorer(w.VBox):
             self._figure_run = self.state.run_id
         else:
             plot.update(self.figure, surf, log=self.state.log_scale)
+
+    def _on_preview(self, change) -> None:
+        if change["new"] is not None and self.state.surface is None:  # nothing computed shown yet
+            try:
+                self._show(change["new"])
+            except LandscapeError:
+                pass
 
     def _show(self, surf: Surface) -> None:
         """Draw ``surf`` as a new live figure: in the figure widget already shown when its traces
