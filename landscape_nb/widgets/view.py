@@ -239,9 +239,11 @@ class Explorer(w.VBox):
             plot.update(self.figure, surf, log=self.state.log_scale)
 
     def _on_preview(self, change) -> None:
-        if change["new"] is not None and self.state.surface is None:  # nothing computed shown yet
+        # nothing computed shown yet; a 1D figure has no WebGL surface or 3D labels to set up
+        preview = change["new"]
+        if preview is not None and preview.ndim == 2 and self.state.surface is None:
             try:
-                self._show(change["new"])
+                self._show(preview)
             except LandscapeError:
                 pass
 
