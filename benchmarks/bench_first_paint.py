@@ -14,43 +14,23 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import pytest
-
 import test_browser
-from test_browser import CHROMIUM, CHROMIUM_ARGS, FILLED_JS, GRID, lab  # noqa: F401 - lab is a fixture
+from test_browser import CHROMIUM, CHROMIUM_ARGS, lab, run_all, timed_compute  # noqa: F401 - lab is a fixture
 
 _kernel_env = test_browser.kernel_env
 # the kernel as a user gets it: torch's default threads (the browser test pins 1)
 test_browser.kernel_env = lambda cache: {k: v for k, v in _kernel_env(cache).items() if k != "OMP_NUM_THREADS"}
 
 
-def run_all(page, lab, timeout_ms: int) -> None:
-    page.goto(lab["url"], timeout=timeout_ms)
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout_ms)
-    page.wait_for_function("() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-                           " return s && s.getAttribute('data-status') === 'idle'; }", timeout=timeout_ms)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.locator(".lm-Menu-item[data-command='runmenu:run-all'], "
-                 ".lm-Menu-item[data-command='notebook:run-all-cells']").first.click()
-    page.locator(".jp-OutputArea-output").get_by_text("xor-mlp-landscape.html").first.wait_for(timeout=timeout_ms)
-
-
 def compute(page, panel, timeout_ms: int) -> tuple[float, float]:
     """Seconds from the click to the first painted values and to all of them."""
     # plotly.js's copy of the last run's values (the same directions give the same values): forgotten,
-    # so the count below sees only what this Compute sends
+    # so the count sees only what this Compute sends
     page.evaluate("() => { const gd = document.querySelector('.lnb-explorer .js-plotly-plot');"
                   " if (gd && gd.data && gd.data[0]) gd.data[0].z = null; }")
-    t0 = time.perf_counter()
-    panel.locator(".lnb-compute").click()
-    page.wait_for_function(f"() => ({FILLED_JS})() > 0", timeout=timeout_ms, polling="raf")
-    first = time.perf_counter() - t0
-    page.wait_for_function(f"() => ({FILLED_JS})() === {GRID * GRID}", timeout=timeout_ms, polling=250)
-    filled = time.perf_counter() - t0
-    panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
-    return first, filled
+    return timed_compute(page, panel, timeout_ms)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")

@@ -110,9 +110,8 @@ def lab(tmp_path_factory, shared_zoo_cache):
         server_log.close()
 
 
-def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
-    """Open the notebook, run all, Compute, wait for z to fill, Export; returns seconds to the first
-    painted values and to a full surface (printed, never asserted: see benchmarks/)."""
+def run_all(page, lab, timeout_ms: int) -> None:
+    """Open the notebook in ``page`` and run all its cells; returns once the last one has run."""
     page.goto(lab["url"], timeout=timeout_ms)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout_ms)
     dialog = page.locator(".jp-Dialog").get_by_role("button", name="Select")
@@ -128,13 +127,10 @@ def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
                  ".lm-Menu-item[data-command='notebook:run-all-cells']").first.click()
     # the last cell exports the user-model example; then every cell has run
     page.locator(".jp-OutputArea-output").get_by_text("xor-mlp-landscape.html").first.wait_for(timeout=timeout_ms)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
-    assert not tracebacks, tracebacks
-    panel = page.locator(".lnb-explorer").first
-    panel.wait_for(timeout=timeout_ms)
-    assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet (its figure is drawn empty)
 
+
+def timed_compute(page, panel, timeout_ms: int) -> tuple[float, float]:
+    """Press the panel's Compute; seconds to the first painted values and to a full surface."""
     t0 = time.perf_counter()
     panel.locator(".lnb-compute").click()
     page.wait_for_function(f"() => ({FILLED_JS})() > 0", timeout=timeout_ms, polling="raf")
@@ -142,6 +138,20 @@ def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
     page.wait_for_function(f"() => ({FILLED_JS})() === {GRID * GRID}", timeout=timeout_ms, polling=250)
     filled = time.perf_counter() - t0
     panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
+    return first, filled
+
+
+def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
+    """Open the notebook, run all, Compute, wait for z to fill, Export; returns seconds to the first
+    painted values and to a full surface (printed, never asserted: see benchmarks/)."""
+    run_all(page, lab, timeout_ms)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, tracebacks
+    panel = page.locator(".lnb-explorer").first
+    panel.wait_for(timeout=timeout_ms)
+    assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet (its figure is drawn empty)
+    first, filled = timed_compute(page, panel, timeout_ms)
     panel.scroll_into_view_if_needed()
     page.wait_for_timeout(500)  # let WebGL paint the last tile
     ARTIFACTS.mkdir(exist_ok=True)
