@@ -474,6 +474,11 @@ def test_a_live_figure_draws_a_transparent_placeholder_until_its_first_values_th
     assert_shown(fig)
     # a figure made from values never shows the placeholder
     assert_shown(plot.live(bowl))
+    # a reader's own styling of the shown surface survives later updates
+    fig.data[0].opacity = 0.7
+    fig.layout.coloraxis.showscale = False
+    plot.update(fig, partial(bowl, 2))
+    assert fig.data[0].opacity == 0.7 and fig.layout.coloraxis.showscale is False
 
 
 def test_update_fills_in_a_live_figure_and_tracks_the_colour_range(bowl):

@@ -453,6 +453,46 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
     asyncio.run(session())
 
 
+def test_a_preview_for_controls_changed_meanwhile_or_a_closed_panel_is_dropped():
+    """The range search posts its preview to the kernel's loop; by the time it runs, the controls
+    may ask for something else, or the panel may be closed: then nothing is drawn."""
+    lnb.zoo.load("mlp-moons")
+
+    async def session():
+        state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)
+        try:
+            settle_prefetch(state)
+            await asyncio.sleep(0.05)
+            spec = state.spec()
+            prepared = state._prepared[next(k for k in state._prepared if k[0] == "mlp-moons" and k[4] == 0)]
+            state.preview = None
+            state._post_preview(spec, prepared)
+            seed0_x = prepared.range.apply(spec).grid.x.values()
+            drawn = []
+            state.observe(lambda change: drawn.append(change["new"]), "preview")
+            state.seed = 5  # the controls change before the loop runs the posted preview
+            await asyncio.sleep(0.05)
+            settle_prefetch(state)
+            await asyncio.sleep(0.05)
+            # seed 5's own search may post its preview: never one over seed 0's range
+            assert not any(p is not None and np.allclose(p.x, seed0_x) for p in drawn)
+            state.seed = 0
+            state.preview = None
+            state._post_preview(spec, prepared)
+            await asyncio.sleep(0.05)
+            assert state.preview is not None
+            np.testing.assert_allclose(state.preview.x, seed0_x)
+            state.preview = None
+            state._post_preview(spec, prepared)
+            state.close()
+            await asyncio.sleep(0.05)
+            assert state.preview is None
+        finally:
+            state.close()
+
+    asyncio.run(session())
+
+
 def test_compute_waits_for_a_search_under_way_and_uses_it(monkeypatch):
     lnb.zoo.load("mlp-moons")
     calls = count_auto_range_calls(monkeypatch)

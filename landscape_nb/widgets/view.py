@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Mapping
@@ -130,6 +131,7 @@ class Explorer(w.VBox):
         self.state = state
         self.figure = None
         self._figure_run = None
+        self._figure_lock = threading.RLock()  # see _on_preview
         wide = {"description_width": "initial"}
 
         def dd(options, description, width):
@@ -232,20 +234,24 @@ class Explorer(w.VBox):
         surf = self.state.surface
         if surf is None:
             return
-        if self.figure is None or self._figure_run != self.state.run_id:
-            self._show(surf)
-            self._figure_run = self.state.run_id
-        else:
-            plot.update(self.figure, surf, log=self.state.log_scale)
+        with self._figure_lock:
+            if self.figure is None or self._figure_run != self.state.run_id:
+                self._show(surf)
+                self._figure_run = self.state.run_id
+            else:
+                plot.update(self.figure, surf, log=self.state.log_scale)
 
     def _on_preview(self, change) -> None:
         # nothing computed shown yet; a 1D figure has no WebGL surface or 3D labels to set up
         preview = change["new"]
-        if preview is not None and preview.ndim == 2 and self.state.surface is None:
-            try:
-                self._show(preview)
-            except LandscapeError:
-                pass
+        # set on the kernel's main thread; a Compute's updates may run on the thread handling widget
+        # messages: one of them draws at a time, and a preview never over a computation
+        with self._figure_lock:
+            if preview is not None and preview.ndim == 2 and self.state.surface is None:
+                try:
+                    self._show(preview)
+                except LandscapeError:
+                    pass
 
     def _show(self, surf: Surface) -> None:
         """Draw ``surf`` as a new live figure: in the figure widget already shown when its traces
@@ -282,8 +288,9 @@ class Explorer(w.VBox):
     def _on_log(self, change) -> None:
         from .. import plot
 
-        if self.figure is not None and self.state.surface is not None:
-            plot.update(self.figure, self.state.surface, log=change["new"])
+        with self._figure_lock:
+            if self.figure is not None and self.state.surface is not None:
+                plot.update(self.figure, self.state.surface, log=change["new"])
 
     def _on_progress(self, change=None) -> None:
         s = self.state
