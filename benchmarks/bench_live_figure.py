@@ -59,10 +59,9 @@ FIRST_JS = """async ([empty, tile]) => {
 def hidden(fig: dict) -> dict:
     """An empty live figure as landscape_nb drew it before the placeholder: its 3D surface hidden."""
     surface = fig["data"][0]
-    for key in ("opacity", "hoverinfo", "z"):
+    for key in ("opacity", "hoverinfo"):
         surface.pop(key, None)
-    surface["visible"] = False
-    surface["z"] = fig["data"][1]["z"]
+    surface["visible"], surface["z"] = False, fig["data"][1]["z"]  # the contour's z: all null
     surface["contours"] = {a: {k: v for k, v in c.items() if k != "highlight"} for a, c in surface["contours"].items()}
     fig["layout"]["coloraxis"].pop("showscale", None)
     for a in "xyz":

@@ -20,6 +20,7 @@ from landscape_nb.schemes import SCHEMES
 from landscape_nb.widgets import Explorer, ExplorerSpec, ExplorerState
 from landscape_nb.widgets._ui_thread import UiQueue
 from landscape_nb.widgets.budget import check_time_budget
+from landscape_nb.widgets.state import _prepare_key
 from standalone_html import assert_standalone_html
 
 from conftest import assert_bit_identical, naive_loss, state_copy
@@ -464,7 +465,7 @@ def test_a_preview_for_controls_changed_meanwhile_or_a_closed_panel_is_dropped()
             settle_prefetch(state)
             await asyncio.sleep(0.05)
             spec = state.spec()
-            prepared = state._prepared[next(k for k in state._prepared if k[0] == "mlp-moons" and k[4] == 0)]
+            prepared = state._prepared[_prepare_key(spec)]
             state.preview = None
             state._post_preview(spec, prepared)
             seed0_x = prepared.range.apply(spec).grid.x.values()

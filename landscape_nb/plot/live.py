@@ -255,10 +255,11 @@ def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:
     WebGL programs the first time one is drawn: in software WebGL (Chromium's SwiftShader, a
     2-core box) a first tile took 0.54 s from update to drawn on a hidden surface vs 0.40 s on
     this placeholder (``benchmarks/bench_live_figure.py``, medians of 5 fresh pages). Drawing
-    it when the figure is shown moves that cost before Compute. Nothing of it can be seen or hovered. A figure that
-    has shown values hides its surface until the next ones instead: redrawing the placeholder
-    over them took 0.20 s vs 0.09 s for hiding them (the widget's messages replayed in the same
-    Chromium), and the Explorer's second Compute painted in 0.90 vs 0.75 s.
+    it when the figure is shown moves that cost before Compute. Nothing of it can be seen or
+    hovered. A figure that has shown values hides its surface until the next ones instead:
+    redrawing the placeholder over them took 0.20 s vs 0.09 s for hiding them (the widget's
+    messages replayed in the same Chromium), and the Explorer's second Compute painted in
+    0.90 vs 0.75 s.
     """
     show = shape is not None
     if show:  # plotly.js hovers a trace with a hovertemplate even when told to skip it
