@@ -36,6 +36,15 @@ GPU_ONE_BATCH_SHARE = 0.25
 STACK_GPU_SIZES = (64, 1024)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory: PyTorch's ``OutOfMemoryError``, or an
+    allocation failure some backends raise as a plain ``RuntimeError`` (cuBLAS's and cuDNN's
+    ``*_STATUS_ALLOC_FAILED``, "MPS backend out of memory")."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("out of memory", "ALLOC_FAILED"))
+
+
 def _floats(out):
     """Outputs of a low-precision pass as float32 where they are plain tensors; anything else untouched."""
     if isinstance(out, torch.Tensor) and out.dtype in (torch.bfloat16, torch.float16):
@@ -189,8 +198,10 @@ class SpeedChoices:
             self.perturber.set(coords[i])
             try:
                 dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
-            except torch.cuda.OutOfMemoryError:  # too large for this device: never try it again
-                tuner.drop(bs)
+            except RuntimeError as exc:
+                if not out_of_memory(exc):
+                    raise
+                tuner.drop(bs)  # too large for this device: never try it again
                 continue
             tuner.record(bs, timed, dt)
             i += 1

@@ -393,27 +393,35 @@ def test_malloc_policy_env_is_checked_and_recorded(monkeypatch):
 
 
 class _MemoryLimited(nn.Module):
-    """An MLP that raises CUDA's out-of-memory error for batches above ``limit`` samples (once set)."""
+    """An MLP that raises ``error(message)`` (CUDA's out-of-memory error by default) for batches above
+    ``limit`` samples (once set)."""
 
-    def __init__(self):
+    def __init__(self, error=torch.cuda.OutOfMemoryError):
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
-        self.limit = None
+        self.limit, self.error = None, error
 
     def forward(self, x):
         if self.limit is not None and len(x) > self.limit:
-            raise torch.cuda.OutOfMemoryError(f"simulated: a batch of {len(x)} samples")
+            raise self.error(f"simulated: a batch of {len(x)} samples")
         return self.net(x)
 
 
-def test_a_whole_set_that_runs_out_of_memory_falls_back_to_the_batch_size_trial():
+# how backends report running out of memory: PyTorch's own error, cuDNN's and MPS's RuntimeErrors
+OOM_ERRORS = [torch.cuda.OutOfMemoryError,
+              lambda msg: RuntimeError(f"cuDNN error: CUDNN_STATUS_ALLOC_FAILED ({msg})"),
+              lambda msg: RuntimeError(f"MPS backend out of memory ({msg})")]
+
+
+@pytest.mark.parametrize("error", OOM_ERRORS, ids=["OutOfMemoryError", "cudnn", "mps"])
+def test_a_whole_set_that_runs_out_of_memory_falls_back_to_the_batch_size_trial(error):
     """The GPU's one-batch choice is an estimate: if the whole set runs out of memory, the trial over
     the smaller sizes runs (sizes that also run out are dropped) and the values are the naive loop's."""
     from landscape_nb.tuning import _BatchSizeTuner
 
     assert _BatchSizeTuner([5000, 4096, 2048], whole_only=True).plan == [(5000, False)]
-    m = _MemoryLimited().eval()
+    m = _MemoryLimited(error).eval()
     g = torch.Generator().manual_seed(5)
     data = torch.randn(3000, 6, generator=g), torch.randint(0, 3, (3000,), generator=g)
     dirs = random_dict_dirs(m, 2, seed=5)
@@ -427,3 +435,19 @@ def test_a_whole_set_that_runs_out_of_memory_falls_back_to_the_batch_size_trial(
     assert not ev.tuning and ev.batch_size <= 1024
     assert set(ev._tuner.times) <= {1024, 512, 256}
     np.testing.assert_allclose(got[:, 0], [naive_loss(m, data, dirs, c)[0] for c in coords], rtol=1e-5)
+
+
+def test_an_error_of_the_model_during_the_batch_size_trial_is_not_taken_for_out_of_memory():
+    """Only out-of-memory errors drop a batch size; any other error of a large batch reaches the user."""
+    from landscape_nb.tuning import _BatchSizeTuner
+
+    m = _MemoryLimited(lambda msg: RuntimeError(f"shape mismatch: {msg}")).eval()
+    g = torch.Generator().manual_seed(5)
+    data = torch.randn(3000, 6, generator=g), torch.randint(0, 3, (3000,), generator=g)
+    d = as_directions(m, random_dict_dirs(m, 2, seed=5))
+    ev = Evaluator(m, data, d.vectors, d.layout)
+    ev._tuner = _BatchSizeTuner([3000, 2048, 1024, 512, 256], whole_only=True)
+    ev.use_batch_size(3000)
+    m.limit = 1024
+    with pytest.raises(RuntimeError, match="shape mismatch: simulated: a batch of 3000"):
+        ev.evaluate(np.zeros((4, 2)))
