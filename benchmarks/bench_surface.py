@@ -385,7 +385,11 @@ def bench_gpu_targets(ex, args):
         _, ref = reference_algorithm(model, data, d, grid4, GPU)
     modes = [("fp32", {}), ("tf32", {"precision": "tf32"}), ("tf32 + channels_last", dict(channels_last=True, precision="tf32")),
              ("bf16 + channels_last", dict(channels_last=True, precision="bf16")),
-             ("bf16 + channels_last + compile", dict(channels_last=True, precision="bf16", compile=True))]
+             ("bf16 + channels_last + compile", dict(channels_last=True, precision="bf16", compile=True)),
+             ("tf32 + channels_last + compile", dict(channels_last=True, precision="tf32", compile=True)),
+             # last: Triton's autotuning of each convolution shape may take minutes
+             ("bf16 + channels_last + compile max-autotune",
+              dict(channels_last=True, precision="bf16", compile="max-autotune-no-cudagraphs"))]
     for label, st in modes:
         try:
             walls, surfs = {}, {}
@@ -400,7 +404,8 @@ def bench_gpu_targets(ex, args):
             out.append((f"resnet56-cifar 10k, {label}", "51x51 estimated", walls[4] - 16 * point + 2601 * point,
                         point * 1e3, err, surfs[8].provenance["batch_size"]))
             print(f"resnet56-cifar {label}: 3x3 {walls[3]:.2f} s (compile, algorithm search), 4x4 {walls[4]:.2f} s, "
-                  f"8x8 {walls[8]:.2f} s; BN: {surfs[8].provenance.get('bn_fold')}", flush=True)
+                  f"8x8 {walls[8]:.2f} s; BN: {surfs[8].provenance.get('bn_fold')}; 51x51 ~{out[-1][2]:.0f} s, "
+                  f"{point * 1e3:.1f} ms a point, max rel diff {err:.1e}", flush=True)  # kept if a later mode times out
         except Exception as exc:  # noqa: BLE001 - report and go on: one failing mode must not hide the others
             print(f"resnet56-cifar {label}: failed: {type(exc).__name__}: {exc}", flush=True)
     print_table(f"GPU targets: {torch.cuda.get_device_name() if GPU == 'cuda' else GPU} (issue 12: mlp-digits 51x51 "

@@ -121,7 +121,7 @@ def compute_surface(
     batch_size: int | None = FROM_SETTINGS,
     precision: str = FROM_SETTINGS,
     channels_last: bool = FROM_SETTINGS,
-    compile: bool = FROM_SETTINGS,
+    compile: bool | str = FROM_SETTINGS,
     points_per_pass: int | None = FROM_SETTINGS,
     fold_bn: bool = FROM_SETTINGS,
     device: str | None = None,
@@ -188,10 +188,10 @@ def compute_surface(
         re-estimated at every point on ``bn_data``, default the evaluation data; ``"bn"`` is
         an accepted short alias, stored as ``"bn-recompute"``). ``max_samples`` takes a
         fixed-seed subset. ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
-        ``compile`` are opt-in speed modes recorded in the spec (on a GPU the default ``"fp32"``
-        is fp32 throughout: PyTorch's own default runs fp32 convolutions in TF32, here that takes
-        ``"tf32"``); ``points_per_pass`` (several
-        points per vmapped pass) and ``fold_bn`` (conv→BatchNorm pairs as one conv, see
+        ``compile`` (True, or a ``torch.compile`` mode from ``choices.COMPILE_MODES``) are
+        opt-in speed modes recorded in the spec (on a GPU the default ``"fp32"`` is fp32
+        throughout: PyTorch's own default runs fp32 convolutions in TF32, here that takes
+        ``"tf32"``); ``points_per_pass`` (several points per vmapped pass) and ``fold_bn`` (conv→BatchNorm pairs as one conv, see
         ``landscape_nb.fold``) change values only by float rounding and are provenance.
     device : str, optional
         Evaluate there (default: the model's device).

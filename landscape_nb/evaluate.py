@@ -40,7 +40,7 @@ class EvalSettings:
     batch_size: int | None = None
     precision: str = "fp32"
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # True, or a torch.compile mode ("max-autotune", ...): see COMPILE_MODES
     points_per_pass: int | None = None  # None: measured on the first real points (see Evaluator)
     fold_bn: bool = True  # eval mode: conv→BN pairs run as one conv (rounding-level change; see fold.py)
     target_key: str | int | None = "labels"  # dict key (or tuple index) of the targets: see data.read_data
@@ -233,7 +233,7 @@ class Evaluator(SpeedChoices):
         elif settings.fold_bn and self.bn_batches is None:
             self.forward, self.bn_fold = self._folded()
         if settings.compile:
-            self.forward = torch.compile(self.forward)
+            self.forward = torch.compile(self.forward, mode=None if settings.compile is True else settings.compile)
         self.perturber = Perturber(self.model, layout, directions)
         self._metric_list = list(self.metric_fns.values())
         self._bf16 = settings.precision == "bf16"

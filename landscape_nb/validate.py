@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .choices import COMPILE_MODES
 from .directions import Directions
 from .errors import LandscapeError, check_choice
 from .evaluate import PRECISIONS, EvalSettings
@@ -232,7 +233,10 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
         raise LandscapeError(f"mode={_short(s.mode)}; expected one of {list(MODES)}")
     check_choice("mode", s.mode, MODES)
     s.check_one_point_modes()
-    for flag in ("channels_last", "compile", "fold_bn"):
+    if not (isinstance(s.compile, (bool, np.bool_)) or (isinstance(s.compile, str) and s.compile in COMPILE_MODES)):
+        raise LandscapeError(f"compile={_short(s.compile)}; expected True, False or a torch.compile mode, one of "
+                             f"{list(COMPILE_MODES)}")
+    for flag in ("channels_last", "fold_bn"):
         if not isinstance(getattr(s, flag), (bool, np.bool_)):
             raise LandscapeError(f"{flag}={_short(getattr(s, flag))}; expected True or False")
     return s
