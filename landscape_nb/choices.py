@@ -7,8 +7,8 @@ from __future__ import annotations
 
 NORMS = ("filter", "layer", "weight", "none")  # direction normalizations (Li et al. 2018, §4: "filter")
 PRECISIONS = ("fp32", "tf32", "bf16")  # evaluation precisions
-#: ``torch.compile`` modes ``compile=`` takes besides True/False ("reduce-overhead" and "max-autotune"
-#: also capture CUDA graphs on a GPU)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: ``torch.compile`` modes ``compile=`` takes besides True (the default mode) and False; "reduce-overhead"
+#: and "max-autotune" also capture CUDA graphs on a GPU
+COMPILE_MODES = ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 __all__ = ["COMPILE_MODES", "NORMS", "PRECISIONS"]

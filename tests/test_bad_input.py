@@ -122,7 +122,7 @@ CASES = [
      "points_per_pass=2 with mode='bn-recompute'; BatchNorm statistics are re-estimated"),
     ("subset-seed-str", dict(subset_seed="a"), "subset_seed='a'"),
     ("compile-str", dict(compile="yes"), "compile='yes'; expected True, False or a torch.compile mode"),
-    ("compile-mode-typo", dict(compile="max_autotune"), "one of ['default', 'reduce-overhead', 'max-autotune'"),
+    ("compile-mode-typo", dict(compile="max_autotune"), "one of ['reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs']"),
     ("settings-str", dict(settings="fast"), "settings='fast'"),
     ("settings-bad-field", dict(settings=EvalSettings(batch_size=-4)), "batch_size=-4"),
     ("metrics-int", dict(metrics=3), "metrics=3"),

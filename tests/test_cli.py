@@ -56,6 +56,24 @@ def test_compute_1d_line(user_model, tmp_path):
     assert s.provenance["directions"]["norm"] == "layer"
 
 
+def test_compile_and_channels_last_reach_the_spec_and_change_values_only_by_rounding(user_model, tmp_path, capsys):
+    plain, fast = tmp_path / "plain.zarr", tmp_path / "fast.zarr"
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(plain)]) == 0
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(fast), "--compile", "--channels-last"]) == 0
+    a, b = lnb.load_surface(plain), lnb.load_surface(fast)
+    assert (b.spec["eval"]["compile"], b.spec["eval"]["channels_last"]) == (True, True)
+    assert (a.spec["eval"]["compile"], a.spec["eval"]["channels_last"]) == (False, False)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-5)
+    from landscape_nb.cli import build_parser
+
+    args = build_parser().parse_args(["compute", user_model, "--compile", "max-autotune-no-cudagraphs"])
+    assert args.compile == "max-autotune-no-cudagraphs"
+    with pytest.raises(SystemExit) as info:  # argparse's own refusal, with the modes it takes
+        main(["compute", user_model, "--compile", "max_autotune"])
+    assert info.value.code == 2
+    assert "invalid choice: 'max_autotune'" in capsys.readouterr().err
+
+
 def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_once(tmp_path, monkeypatch):
     (tmp_path / "cwd_models.py").write_text(USER_MODULE)
     monkeypatch.chdir(tmp_path)
