@@ -25,7 +25,7 @@ from .metrics import DefaultLoss, OwnLoss, auto_metrics, describe, find_logits, 
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
-from .tuning import BATCH_CANDIDATES, Cancelled, SpeedChoices, _floats, _same_outputs
+from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 
 
@@ -90,6 +90,8 @@ class PointEvaluator(Protocol):
 
 # ----------------------------------------------------------- evaluator ----
 
+#: samples, spread over the evaluation set, on which the loss and metrics are checked to be means over samples
+SPREAD_SAMPLES = 256
 BN_BATCH = 1024  # samples per pass when BatchNorm statistics are re-estimated: fixed, so the statistics
 # do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics)
 
@@ -173,10 +175,11 @@ class Evaluator(SpeedChoices):
     -----
     Memory: the evaluation samples (after ``max_samples``) are held once on the device, and
     ``bn_data`` too in ``"bn-recompute"`` mode. Each batch's loss is weighted by its number of
-    samples; a loss averaging over a varying number of elements per batch (``ignore_index``,
-    padding) equals the loss over the whole set when one batch holds it (the default up to
-    4096 samples; pass ``batch_size``). ``notes`` (``dict``) says how targets, loss and
-    accuracy were chosen; it goes into the surface's provenance.
+    samples. A loss or metric that is not a mean over samples (a mean over non-ignored tokens,
+    a normalisation by the batch's statistics) is found on 256 samples spread over the set, and
+    the whole set then runs as one batch (``notes["batches"]`` says so; a smaller ``batch_size``
+    given raises ``LandscapeError``). ``notes`` (``dict``) says how targets, loss and accuracy
+    were chosen; it goes into the surface's provenance.
 
     Notes
     -----
@@ -225,6 +228,8 @@ class Evaluator(SpeedChoices):
         settings = self.settings
         self._prepare_data(data, bn_data)
         self.metric_fns = self._validate(metrics)
+        self._whole_set_only = False
+        self._one_batch_only()
         self._tuner = self._batch_size_tuner()
         self.points_per_pass: int | None = settings.points_per_pass
         self.forward, self.bn_fold = self.model, "off"
@@ -423,6 +428,62 @@ class Evaluator(SpeedChoices):
                 "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
                 "the mean over the batch: use reduction='mean'")
 
+
+    def _one_batch_only(self) -> None:
+        """Run the whole set as one batch, untuned, when the loss or a metric is not a mean over samples.
+
+        Batch values are combined weighted by their number of samples, which equals the value over the
+        whole set only for a per-sample mean. A mean over non-ignored tokens, or a loss normalised by the
+        batch's own statistics, would give a patchwork surface across the batch-size trial's points (and NaN
+        for a batch with nothing to average). Checked on ``SPREAD_SAMPLES`` samples spread over the set: their
+        values against the sample-weighted mean of their two halves' values.
+
+        Raises ``LandscapeError`` when ``batch_size`` was given smaller than the set."""
+        n, given = self.n_samples, self.settings.batch_size
+        split = given < n if given is not None else n > SMALL_SET
+        if n < 4 or not split:
+            return
+        idx = torch.linspace(0, n - 1, min(n, SPREAD_SAMPLES), device=self.device).round().long()
+        m, h = len(idx), len(idx) // 2
+        xb, yb = self._split(self._data.take(idx).tree)
+        with eval_mode(self.model), torch.no_grad():
+            out = call_model(self.model, xb)
+        leaves = [t for _, t in tree_leaves(out)] if not isinstance(out, torch.Tensor) else [out]
+        if not isinstance(yb, torch.Tensor) or len(yb) != m or not leaves or any(t.ndim == 0 or len(t) != m
+                                                                                   for t in leaves):
+            return  # no per-sample outputs and targets to split (e.g. sequence-first outputs): left as it is
+
+        def as64(t: torch.Tensor) -> torch.Tensor:
+            return t.double() if t.is_floating_point() else t
+
+        def spread(fn, o, y) -> tuple[float, float]:
+            """``fn`` on all ``m`` samples, and the sample-weighted mean of ``fn`` on the two halves."""
+            halves = [(tree_map(lambda t: t[a:b], o), y[a:b]) for a, b in ((0, h), (h, m))]
+            return float(fn(o, y)), sum(float(fn(*part)) * len(part[1]) for part in halves) / m
+
+        with torch.no_grad():
+            for name, fn in {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}.items():
+                try:  # float64 where the function keeps it; float32 parts of it (e.g. accuracy's .float()) round ~1e-7
+                    (whole, mean), tol = spread(fn, tree_map(as64, out), as64(yb)), 1e-5
+                except Exception:  # noqa: BLE001
+                    try:
+                        (whole, mean), tol = spread(fn, out, yb), 1e-4
+                    except Exception:  # noqa: BLE001 - an output tree_map does not rebuild: left as it is
+                        return
+                if math.isclose(whole, mean, rel_tol=tol, abs_tol=1e-12) or (math.isnan(whole) and math.isnan(mean)):
+                    continue
+                why = (f"{name} is not a mean over samples: {whole:.7g} on {m} samples spread over the set "
+                       f"but {mean:.7g} as the sample-weighted mean of its two halves (e.g. a mean over non-ignored "
+                       "tokens, or a normalisation by the batch's own statistics)")
+                if given is not None:
+                    raise LandscapeError(
+                        f"batch_size={given} for {n} samples, but {why}, so batches would give another value than "
+                        "the whole set; expected batch_size=None (the whole set in one batch), or a loss and metrics "
+                        "that average per sample (max_samples=... takes a smaller set)")
+                self.notes["batches"] = f"{why}: the whole set of {n} runs as one batch"
+                self.batches = self._batches(n)
+                self._whole_set_only = True
+                return
 
     def _folded(self) -> tuple[nn.Module, str]:
         """The model with eval-mode BN folded into its convs, checked against the model itself on

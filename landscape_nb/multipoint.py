@@ -201,7 +201,7 @@ def fused_values(loss_fn, metric_fns: dict, targets, fallback: Callable) -> Call
 
     plain_ce = type(loss_fn) is DefaultLoss or (
         type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None and loss_fn.reduction == "mean"
-        and loss_fn.label_smoothing == 0.0)
+        and loss_fn.label_smoothing == 0.0 and loss_fn.ignore_index == -100)
     metrics = list(metric_fns.values())
     if not plain_ce or metrics not in ([], [accuracy]) or not isinstance(targets, torch.Tensor):
         return fallback

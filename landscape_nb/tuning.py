@@ -150,8 +150,8 @@ class SpeedChoices:
             return [top] + [b for b in BATCH_CANDIDATES if b < top]
 
         candidates = sizes_from(self.batch_size)  # all samples, at most 4096
-        if self.n_samples <= SMALL_SET:  # one batch; tuning would cost more points than it saves
-            return None
+        if self.n_samples <= SMALL_SET or self._whole_set_only:  # one batch (tuning would cost more than it saves
+            return None  # on a small set; a loss that is not a per-sample mean must see the whole set at once)
         if self.settings.batch_size is None and self.bn_batches is None and len(candidates) > 1:
             if self._batch_independent():
                 if self.device.type == "cuda" and self._whole_set_fits():  # its first step takes the whole set

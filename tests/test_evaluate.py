@@ -464,3 +464,85 @@ def test_compiled_evaluation_equals_the_naive_loop(cnn, cnn_data, mode):
     np.testing.assert_allclose(s.loss, want, rtol=1e-5)
     assert s.spec["eval"]["compile"] == mode and s.provenance["bn_fold"] == "off (compile)"
     assert_bit_identical(cnn, saved)
+
+
+def _whole_set_surface(model, x, y, loss_fn, d, xs, ys):
+    """The naive surface: weights copied to w + a d1 + b d2, the whole set in one forward, ``loss_fn`` once."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    base = {k: p.detach().clone() for k, p in m.named_parameters()}
+    dirs = d.as_state_dicts()
+    out = np.zeros((len(ys), len(xs)))
+    with torch.no_grad():
+        for j, b in enumerate(ys):
+            for i, a in enumerate(xs):
+                for k, p in m.named_parameters():
+                    p.copy_(base[k] + float(a) * dirs[0][k] + float(b) * dirs[1][k])
+                out[j, i] = float(loss_fn(m(x), y))
+    return out
+
+
+def test_a_cross_entropy_that_ignores_a_class_is_not_taken_for_the_plain_one():
+    """``nn.CrossEntropyLoss(ignore_index=0)``: the fast fused cross-entropy must not replace it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 20, generator=g), torch.randint(0, 5, (300,), generator=g)
+    loss = nn.CrossEntropyLoss(ignore_index=0)
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=loss)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, loss, d, s.x, s.y), rtol=1e-5)
+
+
+class _Tagger(nn.Module):
+    """Tokens -> per-token class scores (N, T, V)."""
+
+    def __init__(self, vocab=20):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.hidden, self.out = nn.Embedding(vocab, 16), nn.Linear(16, 32), nn.Linear(32, vocab)
+
+    def forward(self, tokens):
+        return self.out(torch.tanh(self.hidden(self.emb(tokens))))
+
+
+def _padded_tokens(n, length=8, vocab=20):
+    """Later samples carry more padding (-100 targets), as in a length-sorted corpus; the last 100 are all
+    padding, so a batch made of them alone has no token to average over."""
+    g = torch.Generator().manual_seed(0)
+    tokens, targets = torch.randint(0, vocab, (n, length), generator=g), torch.randint(0, vocab, (n, length), generator=g)
+    kept = torch.linspace(length, 1, n).round().long()
+    kept[-100:] = 0
+    targets[torch.arange(length)[None, :] >= kept[:, None]] = -100
+    return tokens, targets
+
+
+def _token_ce(out, y):  # the mean over the non-padding tokens, as language-model code writes it
+    return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def test_a_loss_that_is_not_a_mean_over_samples_runs_the_whole_set_as_one_batch():
+    """A token-level loss averages over a varying number of tokens per sample: batch values weighted by
+    samples are not the whole set's. It runs as one batch, said in the provenance, and every point equals
+    the naive whole-set loss; a given smaller batch size is refused; a per-sample mean keeps its tuning."""
+    model = _Tagger()
+    x, y = _padded_tokens(1100)
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), loss_fn=_token_ce)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, _token_ce, d, s.x, s.y), rtol=1e-5)
+    assert s.provenance["batch_size"] == 1100
+    assert "loss_fn is not a mean over samples" in s.provenance["data"]["batches"]
+    with pytest.raises(LandscapeError, match=r"^batch_size=256 for 1100 samples, but loss_fn is not a mean over "
+                                             r"samples: .* expected batch_size=None"):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=256, loss_fn=_token_ce)
+
+    def token_accuracy(out, y):  # a metric averaging over tokens: the same holds for it
+        kept = y != -100
+        return (out.argmax(-1)[kept] == y[kept]).float().mean()
+
+    per_sample = lambda out, t: nn.functional.cross_entropy(out.flatten(0, 1), t.clamp_min(0).flatten())  # noqa: E731
+    ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics={"acc": token_accuracy})
+    assert ev._whole_set_only and "metric 'acc' is not a mean over samples" in ev.notes["batches"]
+    ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics=None)
+    assert not ev._whole_set_only and ev.tuning and "batches" not in ev.notes
