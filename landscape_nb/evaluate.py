@@ -264,7 +264,7 @@ class Evaluator(SpeedChoices):
                 and x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in self.model.modules())):
             x_cl = x.contiguous(memory_format=torch.channels_last)
             self._formats = {False: tree, True: type(tree)([x_cl, *tree[1:]])}
-            self._format_plan = [True, False] * 3
+            self._format_plan = [True, False] * 3 if self._runs_channels_last(x, x_cl) else []
             if self.shared_layer is not None:
                 self.shared_layer.storages.add(x_cl.untyped_storage().data_ptr())
         self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
@@ -428,6 +428,18 @@ class Evaluator(SpeedChoices):
                 "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
                 "the mean over the batch: use reduction='mean'")
 
+
+    def _runs_channels_last(self, x: torch.Tensor, x_cl: torch.Tensor) -> bool:
+        """Whether the model, as evaluated, runs on channels_last inputs with the same outputs: a forward
+        that flattens with ``.view`` raises on the channels_last activations its convolutions then give."""
+        k = min(4, len(x))
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                want = find_logits(call_model(self.forward, x[:k]))
+                got = find_logits(call_model(self.forward, x_cl[:k]))
+        except Exception:  # noqa: BLE001 - the model's own inputs stay as they are
+            return False
+        return want is not None and got is not None and _same_outputs(want.float(), got.float())
 
     def _one_batch_only(self) -> None:
         """Run the whole set as one batch, untuned, when the loss or a metric is not a mean over samples.

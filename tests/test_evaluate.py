@@ -546,3 +546,33 @@ def test_a_loss_that_is_not_a_mean_over_samples_runs_the_whole_set_as_one_batch(
     assert ev._whole_set_only and "metric 'acc' is not a mean over samples" in ev.notes["batches"]
     ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics=None)
     assert not ev._whole_set_only and ev.tuning and "batches" not in ev.notes
+
+
+class _ViewFlattenCNN(nn.Module):
+    """Tutorial-style CNN: normalises its input and flattens with ``.view``, which raises on the
+    channels_last activations its convolutions give for channels_last inputs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.c1((x - 0.5) / 0.25)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.c2(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_that_cannot_run_channels_last_is_not_given_channels_last_inputs(cnn, cnn_data):
+    """The memory-format trial only runs for models that accept channels_last inputs unchanged."""
+    model = _ViewFlattenCNN().eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(200, 3, 16, 16, generator=g), torch.randint(0, 10, (200,), generator=g)
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5))
+    ce = nn.functional.cross_entropy
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
+    assert Evaluator(model, (x, y), d.vectors, d.layout)._format_plan == []
+    dc = lnb.as_directions(cnn, random_dict_dirs(cnn, 2))
+    assert Evaluator(cnn, cnn_data, dc.vectors, dc.layout)._format_plan != []  # a model that can keeps its trial
