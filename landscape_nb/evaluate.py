@@ -268,6 +268,7 @@ class Evaluator(SpeedChoices):
             if self.shared_layer is not None:
                 self.shared_layer.storages.add(x_cl.untyped_storage().data_ptr())
         self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
+        self._stacking_checked = False  # a stacked pass was compared with one point alone (_check_stacked)
         self._stack_plan: list[tuple[int, str]] | None = None  # passes of the trial still to run (None: not planned)
         self._stack_times: dict[int, float] = {}  # points per pass -> seconds a point
         self._stack_map: list[tuple[dict, str, int]] | None = None  # see _stack_slots
@@ -618,7 +619,10 @@ class Evaluator(SpeedChoices):
                     raise Cancelled()
                 if k > 1:
                     try:
-                        rows.append(self._points_stacked(all_c[i:i + k]))
+                        stacked = self._points_stacked(all_c[i:i + k])
+                        if not self._stacking_checked:  # a points_per_pass given: its first pass, as the trial's
+                            self._check_stacked(all_c[i], stacked[0])
+                        rows.append(stacked)
                         continue
                     except Exception as exc:  # noqa: BLE001 - e.g. out of memory later on: one point a pass
                         self._stacking_failed(exc, k)  # a real error of the model raises again just below

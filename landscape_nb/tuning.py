@@ -501,3 +501,4 @@ class SpeedChoices:
         alone = self.point_values()
         if not torch.allclose(stacked, alone, rtol=1e-4, atol=1e-6):
             raise ValueError(f"stacked values {stacked.tolist()} differ from one point's {alone.tolist()}")
+        self._stacking_checked = True

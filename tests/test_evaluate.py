@@ -576,3 +576,30 @@ def test_a_model_that_cannot_run_channels_last_is_not_given_channels_last_inputs
     assert Evaluator(model, (x, y), d.vectors, d.layout)._format_plan == []
     dc = lnb.as_directions(cnn, random_dict_dirs(cnn, 2))
     assert Evaluator(cnn, cnn_data, dc.vectors, dc.layout)._format_plan != []  # a model that can keeps its trial
+
+
+class _HiddenReference(nn.Module):
+    """Reads a weight through a plain Python list, which ``vmap``'s swapped-in tensors never reach."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.l2 = nn.Linear(40, 40), nn.Linear(40, 40)
+        self._decoder = [self.l1.weight]
+
+    def forward(self, x):
+        return nn.functional.linear(torch.tanh(self.l2(torch.tanh(self.l1(x)))), self._decoder[0])[:, :5]
+
+
+def test_a_given_points_per_pass_is_checked_against_one_point_alone_like_the_chosen_one():
+    """``points_per_pass=8`` on a model stacking gets wrong: the first stacked pass disagrees with one point
+    alone, so every point runs alone, the provenance says why, and the values are the naive loop's."""
+    model = _HiddenReference().eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 40, generator=g), torch.randint(0, 5, (400,), generator=g)
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), points_per_pass=8)
+    ce = nn.functional.cross_entropy
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
+    assert s.provenance["points_per_pass"] == 1
+    assert "stacked values" in s.provenance["data"]["points_per_pass"]
