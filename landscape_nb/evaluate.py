@@ -246,8 +246,9 @@ class Evaluator(SpeedChoices):
         all_targets = torch.cat(targets) if all(isinstance(t, torch.Tensor) for t in targets) else None
         self._values = fused_values(self.loss_fn, self.metric_fns, all_targets, self._stacked_values)
         plain = isinstance(self.batches[0][0], torch.Tensor)  # the shared layer and format trial take one tensor
+        # not under bf16 autocast: the layer's own matmul runs in bf16 there, the shared terms would not
         self.shared_layer = (None if settings.compile or self.bn_batches is not None or not plain
-                             else self._shared_first_layer())
+                             or settings.precision == "bf16" else self._shared_first_layer())
         # shared or not is measured on the first real points after the batch size is tuned (it is
         # memory-bound where the layer it replaces is compute-bound: it wins on some machines only)
         self._shared_plan = [True, False] * 3 if self.shared_layer is not None else []

@@ -603,3 +603,35 @@ def test_a_given_points_per_pass_is_checked_against_one_point_alone_like_the_cho
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
     assert s.provenance["points_per_pass"] == 1
     assert "stacked values" in s.provenance["data"]["points_per_pass"]
+
+
+class _DictOut(nn.Module):
+    """A wide first layer (worth sharing) and outputs in a dict."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.l2 = nn.Linear(40, 64), nn.Linear(64, 5)
+
+    def forward(self, x):
+        return {"logits": self.l2(torch.relu(self.l1(x)))}
+
+
+def test_dict_outputs_with_a_wide_first_layer_and_bf16_on_an_mlp_run():
+    """Two set-ups the shared-first-layer check broke: a model returning a dict (with the user's loss) and
+    an MLP in bf16; the first equals the naive loop, the second is within bf16 rounding of fp32."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(100, 40, generator=g), torch.randint(0, 5, (100,), generator=g)
+    model = _DictOut().eval()
+    d = lnb.random_directions(model, n=2, seed=0)
+    loss = lambda out, t: nn.functional.cross_entropy(out["logits"], t)  # noqa: E731
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=loss, metrics=None)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, loss, d, s.x, s.y), rtol=1e-5)
+
+    torch.manual_seed(2)
+    mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    x, y = torch.randn(700, 64, generator=g), torch.randint(0, 10, (700,), generator=g)
+    d = lnb.random_directions(mlp, n=2, seed=0)
+    s = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="bf16")
+    ce = nn.functional.cross_entropy
+    np.testing.assert_allclose(s.loss, _whole_set_surface(mlp, x, y, ce, d, s.x, s.y), rtol=3e-2)
