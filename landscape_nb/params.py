@@ -155,16 +155,28 @@ def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 @contextlib.contextmanager
 def restoring(model: nn.Module) -> Iterator[None]:
     """Snapshot every parameter and buffer and each module's training flag; put them back
-    bit-identically on exit, also after an exception. Cheap enough to wrap every tile."""
+    bit-identically on exit, also after an exception. Cheap enough to wrap every tile.
+
+    Tensors that forward hooks keep as plain module attributes (``spectral_norm``'s and ``prune``'s
+    ``weight``) are put back too: a ``vmap`` pass leaves its batched tensors there, which can then be
+    neither copied nor saved."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not None]
     saved = [t.detach().clone() for t in tensors]
     modes = [(m, m.training) for m in model.modules()]
+    attrs = [(m, {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)}) for m in model.modules()]
     try:
         yield
     finally:
         _set_modes(modes)  # first: a train() override may touch weights, which are restored next
         with torch.no_grad():
             torch._foreach_copy_([t.detach() for t in tensors], saved)
+        for m, before in attrs:
+            d = vars(m)
+            for k in [k for k, v in d.items() if isinstance(v, torch.Tensor) and d[k] is not before.get(k)]:
+                if k in before:
+                    d[k] = before[k]
+                elif torch._C._functorch.is_batchedtensor(d[k]):  # made by a vmap pass: nothing to put back
+                    del d[k]
 
 
 @contextlib.contextmanager

@@ -635,3 +635,31 @@ def test_dict_outputs_with_a_wide_first_layer_and_bf16_on_an_mlp_run():
     s = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="bf16")
     ce = nn.functional.cross_entropy
     np.testing.assert_allclose(s.loss, _whole_set_surface(mlp, x, y, ce, d, s.x, s.y), rtol=3e-2)
+
+
+def test_weights_that_hooks_keep_as_attributes_are_put_back_after_stacked_passes():
+    """``spectral_norm`` and ``prune`` keep the weight a forward computes as a plain attribute; a vmapped
+    pass left its batched tensor there, and the model could then be neither copied nor saved."""
+    import copy
+    import io
+
+    from torch.nn.utils import prune, spectral_norm
+
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(400, 48, generator=g), torch.randint(0, 5, (400,), generator=g)
+    normed = nn.Sequential(spectral_norm(nn.Linear(48, 32)), nn.ReLU(), nn.Linear(32, 5)).eval()
+    pruned = nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+    prune.random_unstructured(pruned[0], "weight", amount=0.5)
+    for model in (normed, pruned):
+        with torch.no_grad():
+            model(x)  # the hooks' attribute, as a user's model has it after any forward
+        before = model[0].weight
+        d = lnb.random_directions(model, n=2, seed=0)
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), points_per_pass=8)
+        assert s.provenance["points_per_pass"] == 8
+        assert model[0].weight is before
+        copy.deepcopy(model)
+        torch.save(model, io.BytesIO())
+        ce = nn.functional.cross_entropy
+        np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
