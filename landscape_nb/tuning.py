@@ -300,7 +300,8 @@ class SpeedChoices:
                     shared.batched_coeffs = c
                 with self._autocast():
                     out = call_model(self.forward, xb)
-                return self._values(_floats(out), yb).float()
+                vals = self._values(_floats(out), yb)
+                return vals if vals.dtype == torch.float64 else vals.float()  # a float64 model's values stay so
             finally:
                 for (table, key, _), t in zip(slots, saved):
                     table[key] = t

@@ -663,3 +663,15 @@ def test_weights_that_hooks_keep_as_attributes_are_put_back_after_stacked_passes
         torch.save(model, io.BytesIO())
         ce = nn.functional.cross_entropy
         np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
+
+
+def test_a_float64_model_gets_float64_values_also_from_stacked_passes():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(48, 32), nn.Tanh(), nn.Linear(32, 5)).double().eval()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(400, 48, generator=g, dtype=torch.float64), torch.randint(0, 5, (400,), generator=g)
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), points_per_pass=8)
+    assert s.provenance["points_per_pass"] == 8
+    ce = nn.functional.cross_entropy
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-12)
