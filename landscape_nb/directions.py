@@ -8,6 +8,7 @@ invariance that makes raw random directions misleading.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -370,7 +371,9 @@ def as_directions(model: nn.Module, directions) -> Directions:
         The model the directions perturb.
     directions : Directions, sequence or array
         ``Directions`` (checked against ``model`` and returned as is); a sequence of
-        mappings ``{parameter name: tensor of the parameter's shape}``; a sequence
+        mappings ``{parameter name: tensor of the parameter's shape}`` (floating-point
+        buffers too, e.g. BatchNorm running statistics as in a ``state_dict``: moved
+        where non-zero, named in ``provenance["buffers"]``); a sequence
         of flat vectors of n_params values each (``named_parameters()`` order); or
         a tensor/array of shape (n, n_params) or (n_params,).
 
@@ -409,15 +412,29 @@ def as_directions(model: nn.Module, directions) -> Directions:
         raise LandscapeError("an empty list of directions; expected 1 (a line) or 2 (a plane)")
     rows = []
     frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
+    buffers = {name for name, b in model.named_buffers() if b.is_floating_point()}
+    moved_buffers = sorted({name for item in items if isinstance(item, Mapping) for name in buffers
+                            if name in item and bool(torch.as_tensor(item[name]).ne(0).any())})
+    if moved_buffers:  # e.g. BatchNorm running statistics, as the reference's dir_type="states" moves them
+        layout = ParamLayout.of(model, include_buffers=True)
+    known = {e.name for e in layout.entries} | set(frozen) | {name for name, _ in model.named_buffers()}
     for k, item in enumerate(items):
         if isinstance(item, Mapping):
+            unknown = [name for name in item if name not in known]
+            if unknown:
+                close = {u: difflib.get_close_matches(str(u), sorted(known), n=1) for u in unknown[:3]}
+                hint = "; ".join(f"did you mean {c[0]!r} for {u!r}?" for u, c in close.items() if c)
+                raise LandscapeError(
+                    f"direction {k} has tensors for {unknown[:3]}{' and more' if len(unknown) > 3 else ''}, which "
+                    f"{type(model).__name__} does not have; expected names from model.named_parameters() (and "
+                    f"floating-point buffers){' (' + hint + ')' if hint else ''}")
             moved = [name for name in frozen if name in item and bool(torch.as_tensor(item[name]).ne(0).any())]
             if moved:
                 raise LandscapeError(
                     f"direction {k} moves {moved[:3]}{' and more' if len(moved) > 3 else ''}, frozen in the model "
                     "(requires_grad=False), which directions leave out; expected zero there, or call "
                     "requires_grad_(True) on those parameters to move them in the plot")
-            missing = [e.name for e in layout.entries if e.name not in item]
+            missing = [e.name for e in layout.entries if e.name not in item and e.kind != "buffer"]
             if missing:
                 raise LandscapeError(
                     f"direction {k} has no tensor for {missing[:3]}; expected a tensor for every trainable "
@@ -425,6 +442,9 @@ def as_directions(model: nn.Module, directions) -> Directions:
                 )
             parts = []
             for e in layout.entries:
+                if e.name not in item:  # a buffer this direction does not move
+                    parts.append(torch.zeros(math.prod(e.shape)))
+                    continue
                 t = torch.as_tensor(item[e.name]).detach().float().cpu()
                 if tuple(t.shape) != e.shape:
                     raise LandscapeError(
@@ -446,4 +466,6 @@ def as_directions(model: nn.Module, directions) -> Directions:
     prov = {"scheme": "user", "cosine_max": _max_offdiag(cosines), "norms": vectors.double().norm(dim=1).tolist()}
     if frozen:  # held fixed: named in the provenance and so in the figures' hover
         prov["excluded"] = [f"{name} (frozen)" for name in frozen]
+    if moved_buffers:  # moved as given; a running_var is clamped at 0 where a point would make it negative
+        prov["buffers"] = moved_buffers
     return Directions(vectors, layout, prov)

@@ -167,6 +167,41 @@ def test_user_directions_wrong_shape_refused(mlp):
         as_directions(mlp, [])
 
 
+def test_user_directions_with_a_misspelt_name_are_refused_naming_it(mlp):
+    d = {name: torch.ones(p.shape) for name, p in mlp.named_parameters()}
+    d["0.wieght"] = d.pop("0.weight")
+    with pytest.raises(LandscapeError, match=r"^direction 0 has tensors for \['0.wieght'\], which Sequential does not "
+                                             r"have; .*did you mean '0.weight' for '0.wieght'\?"):
+        as_directions(mlp, [d])
+
+
+def test_user_directions_that_move_batchnorm_statistics_move_them(cnn, cnn_data):
+    """Dicts made from a ``state_dict`` (as the reference's ``dir_type="states"``) move the running statistics
+    too: every point equals a naive copy of the model with buffers moved (a variance clamped at 0), and the
+    provenance names them. Without them in the dicts, the statistics stay."""
+    import copy
+
+    g = torch.Generator().manual_seed(4)
+    dirs = [{k: 0.3 * torch.randn(v.shape, generator=g) for k, v in cnn.state_dict().items() if v.is_floating_point()}
+            for _ in range(2)]
+    d = as_directions(cnn, dirs)
+    assert d.provenance["buffers"] == ["bn.running_mean", "bn.running_var"]
+    s = lnb.compute_surface(cnn, cnn_data, d, x=(-2, 2, 3), y=(-2, 2, 3))
+    x, y = cnn_data
+    for j, b in enumerate(s.y):
+        for i, a in enumerate(s.x):
+            m = copy.deepcopy(cnn)
+            state = {k: v + float(a) * dirs[0][k] + float(b) * dirs[1][k] if k in dirs[0] else v
+                     for k, v in cnn.state_dict().items()}
+            state["bn.running_var"] = state["bn.running_var"].clamp_min(0)
+            m.load_state_dict(state)
+            with torch.no_grad():
+                want = float(torch.nn.functional.cross_entropy(m.eval()(x), y))
+            np.testing.assert_allclose(s.loss[j, i], want, rtol=1e-5)
+    params_only = as_directions(cnn, [{k: t for k, t in dd.items() if "running" not in k} for dd in dirs])
+    assert "buffers" not in params_only.provenance and params_only.layout.n_params < d.layout.n_params
+
+
 def test_user_directions_that_move_a_frozen_parameter_are_refused_and_frozen_ones_are_named():
     """A frozen tensor is outside the layout: a direction moving it would be dropped silently, so it is
     refused; with zeros there it is accepted and the frozen tensor is listed as held fixed."""
