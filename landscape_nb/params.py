@@ -114,12 +114,19 @@ class ParamLayout:
         missing = [n for n in mine if n not in theirs]
         extra = [n for n in theirs if n not in mine]
         shape = [(n, mine[n], theirs[n]) for n in mine if n in theirs and mine[n] != theirs[n]]
+        kind = {e.name: e.kind for e in other.entries}
+        frozen = [e.name for e in self.entries if e.name in kind and (e.kind == "frozen") != (kind[e.name] == "frozen")]
         detail = (
             f"missing in the model: {missing[:3]}" if missing
             else f"not in the {what}: {extra[:3]}" if extra
             else f"shape of {shape[0][0]!r}: {what} {shape[0][1]}, model {shape[0][2]}" if shape
+            else f"{frozen[:3]} trainable in one and frozen (requires_grad=False) in the other" if frozen
             else "tensor order differs"
         )
+        if frozen and not (missing or extra or shape):
+            raise LandscapeError(
+                f"the {what} and the model have the same tensors but {detail}; expected the same tensors frozen in "
+                "both: call requires_grad_() alike on both, or make the directions from this model")
         raise LandscapeError(
             f"the {what} were made for another architecture ({self.n_params} values) than the "
             f"model ({other.n_params} values); {detail}. Make the {what} from this model."

@@ -284,5 +284,6 @@ def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
     limit = float(torch.finfo(dtype).max)
     if not reach < limit / 16:  # headroom: forward passes sum many such products
         given = ", ".join(f"{n}=({a.start:g}, {a.stop:g}, {a.num})" for n, a in zip(names, axes))
-        raise LandscapeError(f"{given}: the weights would reach {reach:.3g}, beyond what {dtype} holds "
-                             f"({limit:.3g}); expected a smaller range, e.g. x=(-1, 1, 51)")
+        raise LandscapeError(f"{given}: the weights would reach {reach:.3g}, beyond 1/16 of what {dtype} holds "
+                             f"({limit:.3g}; the rest is headroom for the sums of a forward pass); expected a "
+                             "smaller range, e.g. x=(-1, 1, 51)")

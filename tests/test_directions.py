@@ -155,6 +155,13 @@ def test_directions_from_another_architecture_refused():
         lnb.interpolation_direction(make_mlp(), TinyCNN())
 
 
+def test_models_that_differ_only_in_what_is_frozen_are_told_so():
+    a, b = make_mlp(0), make_mlp(1)
+    a[0].weight.requires_grad_(False)
+    with pytest.raises(LandscapeError, match=r"the same tensors but \['0.weight'\] trainable in one and frozen"):
+        lnb.interpolation_direction(a, b)
+
+
 def test_user_directions_wrong_shape_refused(mlp):
     n = sum(p.numel() for p in mlp.parameters())
     with pytest.raises(LandscapeError, match=f"expected {n}"):
