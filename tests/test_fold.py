@@ -127,6 +127,8 @@ def test_models_with_forward_hooks_are_not_folded(cnn, cnn_data):
     from torch.nn.utils import prune
 
     prune.l1_unstructured(cnn.conv, "weight", amount=0.5)
+    with torch.no_grad():  # conv.weight as after any no-grad forward (prune's own is a non-leaf, not deep-copyable)
+        cnn(cnn_data[0])
     assert fold_batchnorm(cnn)[1] == "not folded: the model has forward hooks"
     dirs = random_dict_dirs(cnn, 1, seed=2)
     surf = lnb.compute_surface(cnn, cnn_data, lnb.as_directions(cnn, dirs), x=(-1, 1, 3))
