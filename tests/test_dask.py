@@ -103,6 +103,18 @@ def test_workers_keep_glibc_adaptive_malloc(client):
     assert "MALLOC_TOP_PAD_" not in os.environ  # nothing leaks into this process's environment
 
 
+def test_workers_keep_adaptive_malloc_after_another_dask_cluster_in_this_process(monkeypatch):
+    """A plain Dask cluster made earlier in this process leaves MALLOC_TRIM_THRESHOLD_ in os.environ, which
+    spawned workers inherit: the workers made here still start without it, and the variable is put back."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    c, owned = _without_tests_on_path(lambda: get_client("local", n_workers=1))
+    try:
+        assert set(c.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
+    finally:
+        owned.close()
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+
+
 def test_workers_really_cannot_import_the_test_module(client):
     assert not any(client.run(lambda: importlib.util.find_spec("test_dask") is not None).values())
 
