@@ -386,8 +386,8 @@ def as_directions(model: nn.Module, directions) -> Directions:
     Raises
     ------
     LandscapeError
-        Directions of another architecture, a missing tensor, a tensor of the wrong
-        shape, a vector of the wrong length, an empty list or an unsupported type; a
+        Directions of another architecture, a missing tensor, a name the model does not
+        have, a tensor of the wrong shape, a vector of the wrong length, an empty list or an unsupported type; a
         direction with NaN/inf values; for 2 or 3 directions, one that is all zeros or
         directions that are linearly dependent (the smallest singular value of the unit-norm vectors under
         ``DEPENDENT_TOL``, e.g. two parallel ones), which would span fewer axes than drawn.
@@ -417,7 +417,9 @@ def as_directions(model: nn.Module, directions) -> Directions:
                             if name in item and bool(torch.as_tensor(item[name]).ne(0).any())})
     if moved_buffers:  # e.g. BatchNorm running statistics, as the reference's dir_type="states" moves them
         layout = ParamLayout.of(model, include_buffers=True)
-    known = {e.name for e in layout.entries} | set(frozen) | {name for name, _ in model.named_buffers()}
+    known = ({e.name for e in layout.entries} | set(frozen)  # tied aliases too, as a state_dict has them
+             | {name for name, _ in model.named_parameters(remove_duplicate=False)}
+             | {name for name, _ in model.named_buffers(remove_duplicate=False)})
     for k, item in enumerate(items):
         if isinstance(item, Mapping):
             unknown = [name for name in item if name not in known]

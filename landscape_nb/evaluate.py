@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
 
@@ -21,7 +22,8 @@ from torch import nn
 from .choices import PRECISIONS
 from .data import EvalData, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
 from .errors import LandscapeError
-from .metrics import DefaultLoss, OwnLoss, auto_metrics, describe, find_logits, loss_name, own_loss, resolve_metrics
+from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, describe, find_logits, loss_name, own_loss,
+                      resolve_metrics)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
@@ -175,11 +177,14 @@ class Evaluator(SpeedChoices):
     -----
     Memory: the evaluation samples (after ``max_samples``) are held once on the device, and
     ``bn_data`` too in ``"bn-recompute"`` mode. Each batch's loss is weighted by its number of
-    samples. A loss or metric that is not a mean over samples (a mean over non-ignored tokens,
-    a normalisation by the batch's statistics) is found on 256 samples spread over the set, and
-    the whole set then runs as one batch (``notes["batches"]`` says so; a smaller ``batch_size``
-    given raises ``LandscapeError``). ``notes`` (``dict``) says how targets, loss and accuracy
-    were chosen; it goes into the surface's provenance.
+    samples, or by what it averages over for the default loss, ``accuracy`` and
+    ``nn.CrossEntropyLoss`` (the targets not ignored, e.g. tokens that are not padding), so batches
+    never change their values. Another loss or metric that is not a mean over samples (the
+    user's own mean over non-ignored tokens, a normalisation by the batch's statistics) is found
+    on up to 256 samples spread over the set; every point then runs with one batching, untuned:
+    the whole set as one batch up to 4096 samples (exact), else fixed batches whose
+    sample-weighted mean ``notes["batches"]`` reports (and a warning). ``notes`` (``dict``) says how targets, loss and accuracy were
+    chosen; it goes into the surface's provenance.
 
     Notes
     -----
@@ -228,8 +233,9 @@ class Evaluator(SpeedChoices):
         settings = self.settings
         self._prepare_data(data, bn_data)
         self.metric_fns = self._validate(metrics)
-        self._whole_set_only = False
-        self._one_batch_only()
+        self._fixed_batching = False
+        self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
+        self._fix_batching_for_batch_means()
         self._tuner = self._batch_size_tuner()
         self.points_per_pass: int | None = settings.points_per_pass
         self.forward, self.bn_fold = self.model, "off"
@@ -443,61 +449,61 @@ class Evaluator(SpeedChoices):
             return False
         return want is not None and got is not None and _same_outputs(want.float(), got.float())
 
-    def _one_batch_only(self) -> None:
-        """Run the whole set as one batch, untuned, when the loss or a metric is not a mean over samples.
+    def _fix_batching_for_batch_means(self) -> None:
+        """Keep one batching for every point when the loss or a metric is not a mean over samples.
 
-        Batch values are combined weighted by their number of samples, which equals the value over the
-        whole set only for a per-sample mean. A mean over non-ignored tokens, or a loss normalised by the
-        batch's own statistics, would give a patchwork surface across the batch-size trial's points (and NaN
-        for a batch with nothing to average). Checked on ``SPREAD_SAMPLES`` samples spread over the set: their
-        values against the sample-weighted mean of their two halves' values.
+        Batch values are combined weighted by their number of samples (or by what they average over, for
+        the functions ``metrics.batch_denominator`` knows, which are left out here), which equals the value
+        over the whole set only for a per-sample mean. For a mean over non-ignored tokens, or a loss
+        normalised by the batch, the batch-size trial's points would each see another batching: a patchwork
+        surface, and NaN for a batch with nothing to average. Checked on up to ``SPREAD_SAMPLES`` samples spread
+        over the set (never more than the given ``batch_size`` at once): their value against the
+        sample-weighted mean of their two halves' values, each half run through the model on its own.
 
-        Raises ``LandscapeError`` when ``batch_size`` was given smaller than the set."""
+        Then the batch size is not tuned: the whole set runs as one batch up to 4096 samples (exact), a
+        larger set or a given ``batch_size`` in fixed batches, and ``notes["batches"]`` says the values are
+        sample-weighted means over those batches (a warning too)."""
         n, given = self.n_samples, self.settings.batch_size
         split = given < n if given is not None else n > SMALL_SET
-        if n < 4 or not split:
+        m = min(n, SPREAD_SAMPLES, given or SPREAD_SAMPLES)
+        if not split or m < 4:
             return
-        idx = torch.linspace(0, n - 1, min(n, SPREAD_SAMPLES), device=self.device).round().long()
-        m, h = len(idx), len(idx) // 2
-        xb, yb = self._split(self._data.take(idx).tree)
-        with eval_mode(self.model), torch.no_grad():
-            out = call_model(self.model, xb)
-        leaves = [t for _, t in tree_leaves(out)] if not isinstance(out, torch.Tensor) else [out]
-        if not isinstance(yb, torch.Tensor) or len(yb) != m or not leaves or any(t.ndim == 0 or len(t) != m
-                                                                                   for t in leaves):
-            return  # no per-sample outputs and targets to split (e.g. sequence-first outputs): left as it is
-
-        def as64(t: torch.Tensor) -> torch.Tensor:
-            return t.double() if t.is_floating_point() else t
-
-        def spread(fn, o, y) -> tuple[float, float]:
-            """``fn`` on all ``m`` samples, and the sample-weighted mean of ``fn`` on the two halves."""
-            halves = [(tree_map(lambda t: t[a:b], o), y[a:b]) for a, b in ((0, h), (h, m))]
-            return float(fn(o, y)), sum(float(fn(*part)) * len(part[1]) for part in halves) / m
-
-        with torch.no_grad():
-            for name, fn in {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}.items():
-                try:  # float64 where the function keeps it; float32 parts of it (e.g. accuracy's .float()) round ~1e-7
-                    (whole, mean), tol = spread(fn, tree_map(as64, out), as64(yb)), 1e-5
-                except Exception:  # noqa: BLE001
-                    try:
-                        (whole, mean), tol = spread(fn, out, yb), 1e-4
-                    except Exception:  # noqa: BLE001 - an output tree_map does not rebuild: left as it is
-                        return
-                if math.isclose(whole, mean, rel_tol=tol, abs_tol=1e-12) or (math.isnan(whole) and math.isnan(mean)):
-                    continue
-                why = (f"{name} is not a mean over samples: {whole:.7g} on {m} samples spread over the set "
-                       f"but {mean:.7g} as the sample-weighted mean of its two halves (e.g. a mean over non-ignored "
-                       "tokens, or a normalisation by the batch's own statistics)")
-                if given is not None:
-                    raise LandscapeError(
-                        f"batch_size={given} for {n} samples, but {why}, so batches would give another value than "
-                        "the whole set; expected batch_size=None (the whole set in one batch), or a loss and metrics "
-                        "that average per sample (max_samples=... takes a smaller set)")
-                self.notes["batches"] = f"{why}: the whole set of {n} runs as one batch"
-                self.batches = self._batches(n)
-                self._whole_set_only = True
-                return
+        idx = torch.linspace(0, n - 1, m, device=self.device).round().long()
+        parts = [self._split(self._data.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
+        fns = {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}
+        fns = {name: fn for name, fn in fns.items() if batch_denominator(fn, parts[0][1]) is None}  # exact: weighted
+        if not fns:
+            return
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                outs = [call_model(self.model, xb) for xb, _ in parts]
+                values = {name: [float(fn(o, yb)) for o, (_, yb) in zip(outs, parts)] + [float(fn(outs[0], parts[0][1]))]
+                          for name, fn in fns.items()}
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
+            self.notes["batches"] = f"not checked for losses that are not a mean over samples ({type(exc).__name__})"
+            return
+        for name, (whole, first, second, again) in values.items():
+            if not (whole == again or (math.isnan(whole) and math.isnan(again))):
+                self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
+                continue
+            mean = (first * (m // 2) + second * (m - m // 2)) / m
+            scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
+            if abs(whole - mean) <= 5e-5 * scale or (math.isnan(whole) and math.isnan(mean)):
+                continue
+            size = given or min(n, BATCH_CANDIDATES[0])
+            how = (f"the whole set of {n} in one batch" if size >= n else
+                   f"values are sample-weighted means over batches of {size}, not the value over the whole set "
+                   f"(batch_size={n} for that)")
+            self.notes["batches"] = (
+                f"{name} on a batch is not the sample-weighted mean of its parts': {whole:.7g} on {m} samples spread "
+                f"over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored tokens, a "
+                f"normalisation by the batch, or outputs that depend on the batch); one batching for every point: "
+                f"{how}")
+            if size < n:
+                warnings.warn(f"landscape_nb: {self.notes['batches']}", stacklevel=4)
+            self.batches = self._batches(size)
+            self._fixed_batching = True
+            return
 
     def _folded(self) -> tuple[nn.Module, str]:
         """The model with eval-mode BN folded into its convs, checked against the model itself on
@@ -550,23 +556,44 @@ class Evaluator(SpeedChoices):
             shared.install()
         try:
             sums = None
-            for xb, yb in self.batches:
+            for (xb, yb), w in zip(self.batches, self.batch_weights()):
                 if self._bf16:
                     with self._autocast():
                         out = call_model(self.forward, xb)
                 else:
                     out = call_model(self.forward, xb)
                 vals = self._values(_floats(out), yb)
-                n = batch_len(xb)
-                if n == self.n_samples:
+                if w is None:  # one batch
                     return vals.double()
-                if sums is None:
-                    sums = torch.zeros(len(vals), dtype=torch.float64, device=self.device)
-                sums.add_(vals, alpha=n / self.n_samples)
+                part = torch.where(w > 0, vals.double() * w, 0.0)  # a batch with nothing to average: 0/0 there
+                sums = part if sums is None else sums.add_(part)
             return sums
         finally:
             if shared is not None:
                 shared.uninstall()
+
+    def batch_weights(self) -> list[torch.Tensor | None]:
+        """Per batch of ``self.batches``, the weight of each value column (loss, metrics) in the set's
+        value: float64 (1 + n_metrics,) on the device; ``[None]`` for one batch. A column's weights are its
+        batches' shares of what it averages over (``metrics.batch_denominator``: e.g. the tokens not
+        ignored, for a cross-entropy over padded sequences), else of the samples."""
+        if self._weights_of is self.batches:
+            return self._weights
+        batches = self.batches
+        if len(batches) == 1:
+            weights: list = [None]
+        else:
+            cols = []
+            for fn in [self.loss_fn, *self.metric_fns.values()]:
+                dens = [batch_denominator(fn, yb) for _, yb in batches]
+                if any(d is None for d in dens) or float(sum(dens)) == 0.0:
+                    dens = [torch.tensor(float(batch_len(xb))) for xb, _ in batches]
+                dens = torch.stack([d.double().cpu() for d in dens])
+                cols.append(dens / dens.sum())
+            table = torch.stack(cols, dim=1).to(self.device)
+            weights = list(table)
+        self._weights_of, self._weights = batches, weights
+        return weights
 
     def _stacked_values(self, out, yb) -> torch.Tensor:
         """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""
@@ -618,7 +645,7 @@ class Evaluator(SpeedChoices):
             for i in range(start, len(coords), k):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
-                if k > 1:
+                if k > 1 and self.points_per_pass != 1:  # 1: stacking failed on an earlier chunk
                     try:
                         stacked = self._points_stacked(all_c[i:i + k])
                         if not self._stacking_checked:  # a points_per_pass given: its first pass, as the trial's

@@ -43,7 +43,7 @@ from .directions import Directions
 from .errors import LandscapeError
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
-from .metrics import DefaultLoss
+from .metrics import DefaultLoss, batch_denominator
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
@@ -90,6 +90,11 @@ class HessianOperator:
         self.loss_fn = loss_fn or DefaultLoss()
         self.batches = list(batches)
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
+        # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator)
+        dens = [batch_denominator(self.loss_fn, yb) for _, yb in self.batches]
+        if any(d is None for d in dens) or float(sum(dens)) == 0.0:
+            dens = [batch_len(xb) for xb, _ in self.batches]
+        self._shares = [float(d) / float(sum(dens)) for d in dens]
         self.n_params = self.layout.n_params
         self.n_products = 0
 
@@ -104,9 +109,9 @@ class HessianOperator:
         """The gradient of the mean loss, flat."""
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
         with eval_mode(self.model), torch.enable_grad(), math_attention():
-            for xb, yb in self.batches:
+            for (xb, yb), share in zip(self.batches, self._shares):
                 g = torch.autograd.grad(self._loss(xb, yb), self.params, allow_unused=True)
-                total += _flat(g, self.params).double() * (batch_len(xb) / self.n_samples)
+                total += _flat(g, self.params).double() * share
         return total
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -117,13 +122,13 @@ class HessianOperator:
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
         with eval_mode(self.model), torch.enable_grad(), math_attention():
-            for xb, yb in self.batches:
+            for (xb, yb), share in zip(self.batches, self._shares):
                 grads = torch.autograd.grad(self._loss(xb, yb), self.params, create_graph=True, allow_unused=True)
                 dot = sum((g * p).sum() for g, p in zip(grads, parts) if g is not None)
                 if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
                     continue  # the loss is linear in every parameter on this batch
                 hv = torch.autograd.grad(dot, self.params, allow_unused=True)
-                total += _flat(hv, self.params).double() * (batch_len(xb) / self.n_samples)
+                total += _flat(hv, self.params).double() * share
         self.n_products += 1
         if self.progress is not None:
             self.progress(self.n_products)

@@ -127,6 +127,25 @@ class OwnLoss:
         return loss
 
 
+def batch_denominator(fn, targets) -> torch.Tensor | None:
+    """What ``fn`` divides a batch's sum by, from the targets alone, for the losses and metrics that
+    average over target elements rather than samples: the number of class-index targets not ignored
+    (the default loss, ``accuracy``, ``nn.CrossEntropyLoss``; -100 or its ``ignore_index``), or the sum
+    of their class weights (``nn.CrossEntropyLoss(weight=...)``). A 0-d tensor; None for any other
+    function or float targets (taken to be a mean over samples)."""
+    if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex():
+        return None
+    if fn is accuracy or isinstance(fn, DefaultLoss):
+        return (targets != -100).sum()
+    if type(fn) is torch.nn.CrossEntropyLoss and fn.reduction == "mean":
+        kept = targets != fn.ignore_index
+        if fn.weight is None:
+            return kept.sum()
+        if fn.label_smoothing == 0.0:
+            return fn.weight.to(targets.device)[targets[kept]].sum()
+    return None
+
+
 BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
 
 
@@ -187,4 +206,4 @@ def split_values(values: np.ndarray, metric_names: Sequence[str]) -> dict[str, n
     return {"loss": values[..., 0], **{m: values[..., k] for k, m in enumerate(metric_names, start=1)}}
 
 
-__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]
+__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "batch_denominator", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]

@@ -123,6 +123,12 @@ class ParamLayout:
             else f"{frozen[:3]} trainable in one and frozen (requires_grad=False) in the other" if frozen
             else "tensor order differs"
         )
+        now_frozen = {n for n, p in unwrap_model(model).named_parameters() if not p.requires_grad}
+        if missing and set(missing) <= now_frozen and not (extra or shape):
+            raise LandscapeError(
+                f"the {what} move {missing[:3]}, frozen in the model (requires_grad=False); expected the same "
+                "tensors trainable as when they were made: call requires_grad_(True) on them, or make the "
+                f"{what} from the model as it is now")
         if frozen and not (missing or extra or shape):
             raise LandscapeError(
                 f"the {what} and the model have the same tensors but {detail}; expected the same tensors frozen in "
@@ -165,8 +171,8 @@ def restoring(model: nn.Module) -> Iterator[None]:
     bit-identically on exit, also after an exception. Cheap enough to wrap every tile.
 
     Tensors that forward hooks keep as plain module attributes (``spectral_norm``'s and ``prune``'s
-    ``weight``) are put back too: a ``vmap`` pass leaves its batched tensors there, which can then be
-    neither copied nor saved."""
+    ``weight``) are put back too, as the very objects they were: a ``vmap`` pass leaves its batched
+    tensors there, which can then be neither copied nor saved, and a plain pass its perturbed weight."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not None]
     saved = [t.detach().clone() for t in tensors]
     modes = [(m, m.training) for m in model.modules()]

@@ -66,10 +66,11 @@ def test_compile_and_channels_last_reach_the_spec_and_change_values_only_by_roun
     np.testing.assert_allclose(b.loss, a.loss, rtol=1e-5)
     from landscape_nb.cli import build_parser
 
-    args = build_parser().parse_args(["compute", user_model, "--compile", "max-autotune-no-cudagraphs"])
-    assert args.compile == "max-autotune-no-cudagraphs"
+    args = build_parser().parse_args(["compute", "--compile-mode", "max-autotune-no-cudagraphs", user_model])
+    assert args.compile_mode == "max-autotune-no-cudagraphs" and args.model == user_model
+    assert build_parser().parse_args(["compute", "--compile", user_model]).model == user_model  # a plain flag
     with pytest.raises(SystemExit) as info:  # argparse's own refusal, with the modes it takes
-        main(["compute", user_model, "--compile", "max_autotune"])
+        main(["compute", user_model, "--compile-mode", "max_autotune"])
     assert info.value.code == 2
     assert "invalid choice: 'max_autotune'" in capsys.readouterr().err
 

@@ -267,3 +267,10 @@ def test_directions_objects_are_checked_too_and_orthogonalize_refuses_float32_no
     with pytest.raises(LandscapeError, match="all zeros.*ignore=None"):
         lnb.random_directions(bn_only, n=2, ignore="biasbn")
     assert lnb.random_directions(bn_only, n=2, ignore=None).n == 2
+
+
+def test_directions_made_before_a_parameter_was_frozen_are_told_so(mlp):
+    d = lnb.random_directions(mlp, n=1, seed=0)
+    mlp[0].weight.requires_grad_(False)
+    with pytest.raises(LandscapeError, match=r"^the directions move \['0.weight'\], frozen in the model"):
+        as_directions(mlp, d)

@@ -479,7 +479,7 @@ def _whole_set_surface(model, x, y, loss_fn, d, xs, ys):
             for i, a in enumerate(xs):
                 for k, p in m.named_parameters():
                     p.copy_(base[k] + float(a) * dirs[0][k] + float(b) * dirs[1][k])
-                out[j, i] = float(loss_fn(m(x), y))
+                out[j, i] = float(loss_fn(m(**x) if isinstance(x, dict) else m(x), y))
     return out
 
 
@@ -522,20 +522,31 @@ def _token_ce(out, y):  # the mean over the non-padding tokens, as language-mode
     return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
 
-def test_a_loss_that_is_not_a_mean_over_samples_runs_the_whole_set_as_one_batch():
+def _batch_weighted_surface(model, x, y, loss_fn, d, xs, ys, size):
+    """The naive surface of a loss taken per batch of ``size`` and weighted by each batch's samples."""
+    parts = [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+    per_part = [_whole_set_surface(model, xb, yb, loss_fn, d, xs, ys) * len(xb) for xb, yb in parts]
+    return sum(per_part) / len(x)
+
+
+def test_a_loss_that_is_not_a_mean_over_samples_keeps_one_batching_for_every_point():
     """A token-level loss averages over a varying number of tokens per sample: batch values weighted by
-    samples are not the whole set's. It runs as one batch, said in the provenance, and every point equals
-    the naive whole-set loss; a given smaller batch size is refused; a per-sample mean keeps its tuning."""
+    samples are not the whole set's, and the batch-size trial gave a patchwork surface. Now the set runs as
+    one batch (every point equals the naive whole-set loss) or, with a given batch size, in those batches
+    for every point (the naive batch-weighted loss), said in the provenance with a warning; a per-sample
+    mean keeps its tuning."""
     model = _Tagger()
     x, y = _padded_tokens(1100)
     d = lnb.random_directions(model, n=2, seed=0)
     s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), loss_fn=_token_ce)
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, _token_ce, d, s.x, s.y), rtol=1e-5)
     assert s.provenance["batch_size"] == 1100
-    assert "loss_fn is not a mean over samples" in s.provenance["data"]["batches"]
-    with pytest.raises(LandscapeError, match=r"^batch_size=256 for 1100 samples, but loss_fn is not a mean over "
-                                             r"samples: .* expected batch_size=None"):
-        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=256, loss_fn=_token_ce)
+    assert "loss_fn on a batch is not the sample-weighted mean" in s.provenance["data"]["batches"]
+    with pytest.warns(UserWarning, match="sample-weighted means over batches of 550"):
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=550, loss_fn=_token_ce)
+    want = _batch_weighted_surface(model, x, y, _token_ce, d, s.x, s.y, 550)
+    np.testing.assert_allclose(s.loss, want, rtol=1e-5)
+    assert s.provenance["batch_size"] == 550 and "batch_size=1100 for that" in s.provenance["data"]["batches"]
 
     def token_accuracy(out, y):  # a metric averaging over tokens: the same holds for it
         kept = y != -100
@@ -543,9 +554,46 @@ def test_a_loss_that_is_not_a_mean_over_samples_runs_the_whole_set_as_one_batch(
 
     per_sample = lambda out, t: nn.functional.cross_entropy(out.flatten(0, 1), t.clamp_min(0).flatten())  # noqa: E731
     ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics={"acc": token_accuracy})
-    assert ev._whole_set_only and "metric 'acc' is not a mean over samples" in ev.notes["batches"]
+    assert ev._fixed_batching and ev.notes["batches"].startswith("metric 'acc' on a batch is not")
     ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics=None)
-    assert not ev._whole_set_only and ev.tuning and "batches" not in ev.notes
+    assert not ev._fixed_batching and ev.tuning and "batches" not in ev.notes
+
+
+def test_per_sample_means_near_zero_or_random_losses_are_not_taken_for_batch_means():
+    """A signed mean error near 0 computed in float32 rounds far above its own size, and a random loss
+    differs at each call: neither fixes the batching."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1)).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 6, generator=g)
+    with torch.no_grad():
+        y = model(x) + 1e-3 * torch.randn(1000, 1, generator=g)  # errors of both signs, mean near 0
+    d = lnb.random_directions(model, n=2, seed=0)
+    mse = nn.functional.mse_loss
+    signed = lambda out, t: (out.float() - t.float()).mean()  # noqa: E731
+    noisy = lambda out, t: mse(out, t) * (1 + 0.1 * torch.rand(()))  # noqa: E731
+    ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=mse, metrics={"signed error": signed})
+    assert not ev._fixed_batching and ev.tuning
+    ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=noisy, metrics=None)
+    assert not ev._fixed_batching and "loss_fn is random" in ev.notes["batches"]
+
+
+def test_a_language_model_s_own_masked_loss_keeps_one_batching():
+    """A Hugging Face causal LM's own ``outputs.loss`` over padded (-100) labels: a mean over tokens,
+    found through the model's own output object; every point equals the naive whole-set loss."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=30, n_positions=8, n_embd=16, n_layer=1, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids, labels = _padded_tokens(600, vocab=30)
+    labels[:, 0] = ids[:, 0]  # every sample keeps a token, as a real corpus does
+    data = {"input_ids": ids, "labels": labels}
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3))
+    assert s.provenance["batch_size"] == 600 and "batches" in s.provenance["data"]
+    own = lambda out, _: out.loss  # noqa: E731
+    want = _whole_set_surface(model, data, None, own, d, s.x, s.y)
+    np.testing.assert_allclose(s.loss, want, rtol=1e-5)
 
 
 class _ViewFlattenCNN(nn.Module):
@@ -675,3 +723,53 @@ def test_a_float64_model_gets_float64_values_also_from_stacked_passes():
     assert s.provenance["points_per_pass"] == 8
     ce = nn.functional.cross_entropy
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-12)
+
+
+class _TaggerClassFirst(_Tagger):
+    """Per-token scores as (N, C, T), the layout cross-entropy takes."""
+
+    def forward(self, tokens):
+        return super().forward(tokens).transpose(1, 2)
+
+
+def test_cross_entropy_and_accuracy_over_padded_tokens_are_exact_in_any_batches():
+    """The default loss, ``accuracy`` and ``nn.CrossEntropyLoss`` (class weights, ``ignore_index``) average
+    over the targets they keep: batches are weighted by those, so the tuned batch size or a given one never
+    changes the values, which equal the naive whole-set ones."""
+    model = _TaggerClassFirst()
+    x, y = _padded_tokens(1100)
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 4), y=(-1, 1, 4))
+    ce = nn.functional.cross_entropy
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
+
+    def token_accuracy(out, t):
+        kept = t != -100
+        return (out.argmax(1)[kept] == t[kept]).double().mean()
+
+    np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(model, x, y, token_accuracy, d, s.x, s.y),
+                               rtol=1e-6)
+    assert "batches" not in s.provenance["data"]
+    weighted = nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2, 20), ignore_index=3)
+    y3 = y.clamp_min(0)  # class 3 is the one ignored now
+    s = lnb.compute_surface(model, (x, y3), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=weighted, batch_size=300)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y3, weighted, d, s.x, s.y), rtol=1e-5)
+    assert s.provenance["batch_size"] == 300
+
+
+def test_hessian_products_over_padded_tokens_in_batches_equal_the_whole_set_ones():
+    """The Hessian operator weights batches like the surface: by the targets the loss keeps."""
+    from landscape_nb.hessian import HessianOperator
+
+    model = _TaggerClassFirst()
+    x, y = _padded_tokens(700)
+    op = HessianOperator(model, (x, y), batch_size=256)
+    params = [p for p in model.parameters()]
+    loss = nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    flat_g = torch.cat([g.reshape(-1) for g in grads])
+    hv = torch.autograd.grad((flat_g * v.float()).sum(), params)
+    np.testing.assert_allclose(op.gradient().numpy(), flat_g.detach().double().numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(op.matvec(v).numpy(), torch.cat([h.reshape(-1) for h in hv]).double().numpy(),
+                               rtol=1e-4, atol=1e-6)

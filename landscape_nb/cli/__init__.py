@@ -144,7 +144,7 @@ def cmd_compute(args) -> int:
         surf = compute_surface(
             model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]), loss_fn=loss_fn,
             client=parse_client(args.client), n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
-            max_samples=args.max_samples, precision=args.precision, compile=args.compile,
+            max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
             channels_last=args.channels_last, name=name, callbacks=[progress],
         )
     finally:
@@ -205,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="test", choices=("train", "test"))
     c.add_argument("--max-samples", type=int)
     c.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    c.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES,
-                   help="torch.compile the model (optionally in one of these modes); compiling takes seconds to "
-                        "minutes, which a large grid on a GPU can win back")
+    c.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: compiling takes seconds to minutes, which a large grid on a GPU "
+                        "can win back")
+    c.add_argument("--compile-mode", choices=COMPILE_MODES, help="torch.compile in this mode (implies --compile)")
     c.add_argument("--channels-last", action="store_true", help="image inputs in channels_last memory format")
     c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
     c.add_argument("--workers", type=int, help="workers for --client local/cuda")
