@@ -269,6 +269,16 @@ def test_directions_objects_are_checked_too_and_orthogonalize_refuses_float32_no
     assert lnb.random_directions(bn_only, n=2, ignore=None).n == 2
 
 
+def test_state_dict_directions_of_a_model_with_tied_weights_are_accepted():
+    """A state_dict names a tied tensor under both its names; the alias is the same tensor, not an unknown one."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    model[1].weight = model[0].weight
+    dirs = [{k: torch.randn_like(v) for k, v in model.state_dict().items()} for _ in range(2)]
+    d = as_directions(model, dirs)
+    assert d.layout.n_params == 40 and "buffers" not in d.provenance
+
+
 def test_directions_made_before_a_parameter_was_frozen_are_told_so(mlp):
     d = lnb.random_directions(mlp, n=1, seed=0)
     mlp[0].weight.requires_grad_(False)

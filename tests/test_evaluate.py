@@ -651,6 +651,12 @@ def test_a_given_points_per_pass_is_checked_against_one_point_alone_like_the_cho
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-5)
     assert s.provenance["points_per_pass"] == 1
     assert "stacked values" in s.provenance["data"]["points_per_pass"]
+    ev = Evaluator(model, (x, y), d.vectors, d.layout, settings=EvalSettings(points_per_pass=8))
+    passes = []
+    real = Evaluator._points_stacked
+    ev._points_stacked = lambda coords: passes.append(len(coords)) or real(ev, coords)
+    ev.evaluate(np.random.default_rng(0).uniform(-1, 1, (64, 2)))
+    assert passes == [8]  # the failed check ends stacking for the rest of the call too
 
 
 class _DictOut(nn.Module):
