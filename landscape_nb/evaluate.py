@@ -263,6 +263,7 @@ class Evaluator(SpeedChoices):
         # channels_last or not is measured the same way for image models (oneDNN on a 2-core AVX2
         # CPU: a 16->32 channel 3x3 conv on 8x8 digits ran 2-3x faster on channels_last inputs)
         self._formats: dict[bool, object] = {}
+        self._format_weights = [m.weight for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         self._format_plan: list[bool] = []
         self._format_times: dict[bool, float] = {}
         tree = self._data.tree
@@ -438,15 +439,19 @@ class Evaluator(SpeedChoices):
 
 
     def _runs_channels_last(self, x: torch.Tensor, x_cl: torch.Tensor) -> bool:
-        """Whether the model, as evaluated, runs on channels_last inputs with the same outputs: a forward
-        that flattens with ``.view`` raises on the channels_last activations its convolutions then give."""
+        """Whether the model, as evaluated, runs on channels_last inputs and convolution weights with the
+        same outputs: a forward that flattens with ``.view`` raises on the channels_last activations its
+        convolutions then give."""
         k = min(4, len(x))
         try:
             with eval_mode(self.model), torch.no_grad():
                 want = find_logits(call_model(self.forward, x[:k]))
+                self.conv_weights_format(True)
                 got = find_logits(call_model(self.forward, x_cl[:k]))
         except Exception:  # noqa: BLE001 - the model's own inputs stay as they are
             return False
+        finally:
+            self.conv_weights_format(False)
         return want is not None and got is not None and _same_outputs(want.float(), got.float())
 
     def _fix_batching_for_batch_means(self) -> None:
@@ -615,6 +620,8 @@ class Evaluator(SpeedChoices):
                 for m in self.forward.modules():
                     if hasattr(m, "clear_cache"):
                         m.clear_cache()
+            if self.channels_last and not self.settings.channels_last:  # the format the trial kept
+                self.conv_weights_format(True)
             self._in_session = True
             try:
                 yield

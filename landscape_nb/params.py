@@ -175,12 +175,16 @@ def restoring(model: nn.Module) -> Iterator[None]:
     tensors there, which can then be neither copied nor saved, and a plain pass its perturbed weight."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not None]
     saved = [t.detach().clone() for t in tensors]
+    storages = [t.data for t in tensors]  # a tensor given other storage (``.data =``, a memory format) gets it back
     modes = [(m, m.training) for m in model.modules()]
     attrs = [(m, {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)}) for m in model.modules()]
     try:
         yield
     finally:
         _set_modes(modes)  # first: a train() override may touch weights, which are restored next
+        for t, own in zip(tensors, storages):
+            if t.data_ptr() != own.data_ptr():
+                t.data = own
         with torch.no_grad():
             torch._foreach_copy_([t.detach() for t in tensors], saved)
         for m, before in attrs:

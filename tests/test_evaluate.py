@@ -779,3 +779,26 @@ def test_hessian_products_over_padded_tokens_in_batches_equal_the_whole_set_ones
     np.testing.assert_allclose(op.gradient().numpy(), flat_g.detach().double().numpy(), rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(op.matvec(v).numpy(), torch.cat([h.reshape(-1) for h in hv]).double().numpy(),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_convolution_weights_give_the_same_values_and_the_user_s_tensors_come_back(cnn_data):
+    """The format trial's channels_last arm also stores the convolution weights channels_last (one-channel
+    inputs alone leave the activations contiguous); values stay the naive loop's, and after the session the
+    model holds its own tensors again, same storage and strides."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 4 * 4, 3)).eval()
+    dirs = random_dict_dirs(model, 2, seed=1, scale=0.2)
+    d = lnb.as_directions(model, dirs)
+    own = {k: (p.data_ptr(), p.stride()) for k, p in model.named_parameters()}
+    saved = state_copy(model)
+    ev = Evaluator(model, cnn_data, d.vectors, d.layout)
+    ev._format_plan = []  # no timing: the arm chosen by hand
+    coords = np.random.default_rng(1).uniform(-1, 1, (6, 2))
+    with ev.session():
+        ev._use_format(True)
+        got = ev.evaluate(coords)
+        assert model[3].weight.is_contiguous(memory_format=torch.channels_last) and not model[3].weight.is_contiguous()
+    np.testing.assert_allclose(got, [naive_loss(model, cnn_data, dirs, c, metric=True) for c in coords], rtol=1e-5)
+    assert {k: (p.data_ptr(), p.stride()) for k, p in model.named_parameters()} == own
+    assert_bit_identical(model, saved)
