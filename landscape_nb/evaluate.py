@@ -379,6 +379,9 @@ class Evaluator(SpeedChoices):
                     if isinstance(xb, dict) and self._data.rule == "inputs":
                         keys = (f"; the dict has no targets entry (target_key={self.settings.target_key!r}), so all of "
                                 f"{list(xb)} went to the model as keywords: name the targets with target_key=")
+                    if self.settings.channels_last:
+                        keys += ("; with channels_last=True the model's activations are channels_last, which "
+                                 ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")
                     raise LandscapeError(
                         f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc} on inputs {form}"
                         f"{keys}; if the data are shaped wrong, pass them the way the model expects (a tuple is "
@@ -412,7 +415,8 @@ class Evaluator(SpeedChoices):
             )
         self._check_mean(out, yb, loss)
         if metrics == "auto":
-            fns, self.notes["accuracy"] = auto_metrics(out, yb)
+            ignore = self.loss_fn.ignore_index if type(self.loss_fn) is nn.CrossEntropyLoss else -100
+            fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore)
         else:
             fns = resolve_metrics(metrics, out, yb)
         for name, fn in fns.items():
@@ -496,12 +500,13 @@ class Evaluator(SpeedChoices):
             if abs(whole - mean) <= 5e-5 * scale or (math.isnan(whole) and math.isnan(mean)):
                 continue
             size = given or min(n, BATCH_CANDIDATES[0])
+            size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
             how = (f"the whole set of {n} in one batch" if size >= n else
                    f"values are sample-weighted means over batches of {size}, not the value over the whole set "
                    f"(batch_size={n} for that)")
             self.notes["batches"] = (
-                f"{name} on a batch is not the sample-weighted mean of its parts': {whole:.7g} on {m} samples spread "
-                f"over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored tokens, a "
+                f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} samples "
+                f"spread over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored tokens, a "
                 f"normalisation by the batch, or outputs that depend on the batch); one batching for every point: "
                 f"{how}")
             if size < n:

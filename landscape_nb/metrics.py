@@ -1,6 +1,7 @@
 """Metrics evaluated next to the loss: built-ins, name resolution, and unpacking value rows."""
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -55,11 +56,12 @@ def describe(outputs) -> str:
     return type(outputs).__name__
 
 
-def accuracy(outputs, targets: torch.Tensor) -> torch.Tensor:
+def accuracy(outputs, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Fraction of argmax predictions equal to integer targets (or to argmax of one-hot targets).
 
     ``outputs``: logits (N, C) or (N, C, ...) with targets (N,) or (N, ...), or any outputs holding
-    them (``find_logits``); targets equal to -100 (the cross-entropy ``ignore_index``) are not counted.
+    them (``find_logits``); targets equal to ``ignore_index`` (the cross-entropy's, -100 by default)
+    are not counted.
     """
     logits = find_logits(outputs)
     if logits is None:
@@ -67,7 +69,7 @@ def accuracy(outputs, targets: torch.Tensor) -> torch.Tensor:
     if targets.ndim == logits.ndim:
         targets = targets.argmax(dim=1 if logits.ndim > 2 else -1)
     pred = logits.argmax(dim=1 if logits.ndim > 2 else -1)
-    keep = targets != -100
+    keep = targets != ignore_index
     return ((pred == targets) & keep).sum().float() / keep.sum().clamp_min(1).float()
 
 
@@ -137,12 +139,13 @@ def batch_denominator(fn, targets) -> torch.Tensor | None:
         return None
     if fn is accuracy or isinstance(fn, DefaultLoss):
         return (targets != -100).sum()
+    if isinstance(fn, functools.partial) and fn.func is accuracy and not fn.args:
+        return (targets != fn.keywords.get("ignore_index", -100)).sum()
     if type(fn) is torch.nn.CrossEntropyLoss and fn.reduction == "mean":
         kept = targets != fn.ignore_index
         if fn.weight is None:
             return kept.sum()
-        if fn.label_smoothing == 0.0:
-            return fn.weight.to(targets.device)[targets[kept]].sum()
+        return fn.weight.to(targets.device)[targets[kept]].sum()  # label smoothing divides by the same sum
     return None
 
 
@@ -156,9 +159,10 @@ def loss_name(loss_fn) -> str:
     return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
 
 
-def auto_metrics(outputs, targets: torch.Tensor | None) -> tuple[dict[str, Callable], str]:
+def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100) -> tuple[dict[str, Callable], str]:
     """``metrics="auto"``: accuracy when the outputs hold logits (N, C>1, ...) (``find_logits``) and the
-    targets are integer class indices of matching shape; else none. Returns (metrics, a note saying why)."""
+    targets are integer class indices of matching shape; else none. Targets equal to ``ignore_index``
+    (the loss's, e.g. a padding class) are not counted. Returns (metrics, a note saying why)."""
     logits = find_logits(outputs)
     if targets is None:
         return {}, "accuracy skipped: the data carry no targets"
@@ -173,6 +177,10 @@ def auto_metrics(outputs, targets: torch.Tensor | None) -> tuple[dict[str, Calla
             tuple(logits.shape[2:]) != tuple(targets.shape[1:]):
         return {}, (f"accuracy skipped: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} are not "
                     "(N, C, ...) and (N, ...)")
+    if ignore_index != -100:
+        return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
+                f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} (the loss's "
+                "ignore_index) not counted")
     return {"accuracy": accuracy}, "accuracy: argmax of the logits against the targets"
 
 

@@ -542,8 +542,10 @@ def test_a_loss_that_is_not_a_mean_over_samples_keeps_one_batching_for_every_poi
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, _token_ce, d, s.x, s.y), rtol=1e-5)
     assert s.provenance["batch_size"] == 1100
     assert "loss_fn on a batch is not the sample-weighted mean" in s.provenance["data"]["batches"]
+    # batch_size=1000 runs as 550 + 550: batches of 1000 + 100 would leave the 100 all-padding samples alone,
+    # a batch with no token to average, and NaN at every point
     with pytest.warns(UserWarning, match="sample-weighted means over batches of 550"):
-        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=550, loss_fn=_token_ce)
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1000, loss_fn=_token_ce)
     want = _batch_weighted_surface(model, x, y, _token_ce, d, s.x, s.y, 550)
     np.testing.assert_allclose(s.loss, want, rtol=1e-5)
     assert s.provenance["batch_size"] == 550 and "batch_size=1100 for that" in s.provenance["data"]["batches"]
@@ -624,6 +626,8 @@ def test_a_model_that_cannot_run_channels_last_is_not_given_channels_last_inputs
     assert Evaluator(model, (x, y), d.vectors, d.layout)._format_plan == []
     dc = lnb.as_directions(cnn, random_dict_dirs(cnn, 2))
     assert Evaluator(cnn, cnn_data, dc.vectors, dc.layout)._format_plan != []  # a model that can keeps its trial
+    with pytest.raises(LandscapeError, match=r"with channels_last=True .* \.view\(\) cannot flatten"):  # asked for
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), channels_last=True)
 
 
 class _HiddenReference(nn.Module):
@@ -756,11 +760,18 @@ def test_cross_entropy_and_accuracy_over_padded_tokens_are_exact_in_any_batches(
     np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(model, x, y, token_accuracy, d, s.x, s.y),
                                rtol=1e-6)
     assert "batches" not in s.provenance["data"]
-    weighted = nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2, 20), ignore_index=3)
-    y3 = y.clamp_min(0)  # class 3 is the one ignored now
+    weighted = nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2, 20), ignore_index=3, label_smoothing=0.2)
+    y3 = torch.where(y < 0, 3, y)  # class 3 pads now
     s = lnb.compute_surface(model, (x, y3), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=weighted, batch_size=300)
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y3, weighted, d, s.x, s.y), rtol=1e-5)
     assert s.provenance["batch_size"] == 300
+
+    def accuracy_without_3(out, t):  # the automatic accuracy leaves out what the loss ignores
+        kept = t != 3
+        return (out.argmax(1)[kept] == t[kept]).double().mean()
+
+    np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(model, x, y3, accuracy_without_3, d, s.x, s.y),
+                               rtol=1e-6)
 
 
 def test_hessian_products_over_padded_tokens_in_batches_equal_the_whole_set_ones():
