@@ -309,9 +309,10 @@ def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: t
             st.write(t, values)  # buffered; flushed within store.FLUSH_SECONDS, on the last tile and on close
         buffer.write(t, values)
         n_computed += t.n_points
-        event = buffer.event(t, values, time.perf_counter() - t0)
-        for cb in callbacks:
-            cb(event)
+        if callbacks:
+            event = buffer.event(t, values, time.perf_counter() - t0)
+            for cb in callbacks:
+                cb(event)
     return time.perf_counter() - t0, n_computed
 
 

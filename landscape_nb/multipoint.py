@@ -214,7 +214,9 @@ def fused_values(loss_fn, metric_fns: dict, targets, fallback: Callable) -> Call
             return fallback(out, y)
         loss = torch.log_softmax(out.T, 0).gather(0, y[None]).mean().neg()
         if with_accuracy:
-            return torch.stack([loss, (out.argmax(1) == y).float().mean()])
+            # max's indices are argmax's (the first of tied maxima, NaN counted as the maximum) in 3/4 of
+            # its time on (points, samples, 10) logits
+            return torch.stack([loss, (out.max(1).indices == y).float().mean()])
         return loss[None]
 
     return values

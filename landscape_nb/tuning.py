@@ -19,9 +19,10 @@ BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
 #: on small models, where stacking wins; it never paid on a conv net's larger activations)
 STACK_BYTES = 256 * 2**20
 #: CPU: no stacking trial when one point already takes this long; a vmapped pass saves per-pass Python
-#: overhead (~0.1-0.7 ms), under 10 % of such a point, and the trial's slower passes cost more than that
-#: (cnn-digits, 5 ms a point: 4-15 % slower with the trial, never stacked)
-STACK_CPU_MAX_SECONDS = 0.004
+#: overhead (~0.1-0.3 ms), a small share of such a point, and the trial's slower passes cost more than that
+#: (cnn-digits, 2.8 ms a point with channels_last weights: 5.7 ms a point in passes of 4, 5.4 in passes
+#: of 16, the trial's 52 such points 9 % of a 21x21 plane; mlp-digits, 0.2 ms a point: 0.09 in passes of 64)
+STACK_CPU_MAX_SECONDS = 0.001
 #: evaluation sets up to this size run as one batch, untuned: splitting them into a ragged pair
 #: never paid for the up to 7 tuning points it cost (mlp-digits, 360 samples, 2-core CPU)
 SMALL_SET = 512
@@ -382,28 +383,35 @@ class SpeedChoices:
 
     def _planned_stacking(self) -> list[tuple[int, str]]:
         """The points-per-pass trial still to run, built on first use: (points, role) passes, role "time"
-        (timed), "check" (compared with one point alone) or "warm" (first pass of a size: untimed)."""
+        (timed) or "check" (compared with one point alone, untimed: its pass is the first of ``vmap``)."""
         if self._stack_plan is None:
             ks = self._stack_candidates()
-            single = [t for times in (self._shared_times, self._format_times) for t in times.values()]
-            if single:  # one point a pass was timed already (the shared-layer or format trial)
+            single = list(self._format_times.values())
+            if single:  # one point a pass was timed already (the format trial)
                 self._stack_times[1] = min(single)
             self._stack_plan = ([] if single else [(1, "time"), (1, "time")]) + [(4, "check")] + [
-                (k, role) for k in ks for role in ("warm", "time")] if ks else []
+                (k, "time") for k in ks] if ks else []
             if not ks and not self.points_per_pass:
                 self.points_per_pass = 1
         return self._stack_plan
 
+    def _stacking_too_slow(self) -> bool:
+        """Whether one point on the CPU takes long enough that the trial's stacked passes are not run."""
+        return self.device.type == "cpu" and self._stack_times.get(1, 0.0) > STACK_CPU_MAX_SECONDS
+
     def points_wanted(self) -> int:
         """How many points the next ``evaluate`` call should get to run at full speed: 1 while the batch
-        size, format or shared layer are timed point by point, the next stacked pass of the trial, then
-        four passes of the points per pass chosen. A runner that can group small tiles (``InProcessRunner``)
-        does."""
-        if self.tuning or self._format_plan or (self._shared_plan and not self._stacking_undecided_first()):
+        size, format or shared layer are timed point by point, the single points or the next stacked pass
+        of the points-per-pass trial (``_choose_stacking`` gives a pass the few points of the call's last
+        tile beyond it), then four passes of the points per pass chosen. A runner that can group small
+        tiles (``InProcessRunner``) does; calls stay short, so that a cancelled run loses little."""
+        if self.tuning or self._format_plan or (self._shared_plan and self.points_per_pass is not None):
             return 1
         plan = self._planned_stacking()
-        if plan:  # up to the next timed pass, so no point of the call waits outside a stack
-            upto = next((i for i, (k, role) in enumerate(plan) if role == "time" and k > 1), len(plan) - 1)
+        if plan:
+            if plan[0][0] == 1 or self._stacking_too_slow():  # single points next
+                return sum(1 for k, _ in plan if k == 1) or 1
+            upto = next((i for i, (k, role) in enumerate(plan) if role == "time"), len(plan) - 1)
             return sum(k for k, _ in plan[:upto + 1])
         k = self._points_per_pass_now()
         return 1 if k == 1 else 4 * k  # several passes a call: the last, shorter one costs little
@@ -430,39 +438,31 @@ class SpeedChoices:
         # margin a larger stack has fewer passes to pay Python for
         return max(k for k, t in times.items() if t <= 1.05 * min(times.values()))
 
-    def _stacking_undecided_first(self) -> bool:
-        """Whether the points-per-pass trial runs now, ahead of the shared-layer trial: on a GPU, whose
-        six single points only matter when one point a pass is kept (a stacked pass uses the shared layer)."""
-        return self.device.type == "cuda" and self.points_per_pass is None
-
     def _choose_shared_and_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
-        """The shared-first-layer and points-per-pass trials, in the order that spends fewest slow points:
-        on a GPU stacking first, and the shared-layer trial only if one point a pass is kept (a stacked pass
-        always combines the shared layer's terms); on the CPU, where a conv net never stacks, the shared
-        layer first. Returns how many of ``coords`` were evaluated."""
+        """The points-per-pass trial, then the shared-first-layer trial only if one point a pass is kept
+        (a stacked pass always combines the shared layer's terms; its two single points run shared).
+        Returns how many of ``coords`` were evaluated."""
         i = 0
-        if self._stacking_undecided_first():
+        if self.points_per_pass is None:
             i += self._choose_stacking(coords, rows, should_stop, tile_points)
             if self.points_per_pass is None:  # the trial goes on in the next call
                 return i
-        if self.points_per_pass is not None and self.points_per_pass > 1:
+        if self.points_per_pass > 1:
             self._shared_plan.clear()
-        i += self._choose_shared(coords[i:], rows, should_stop)
-        if not self._shared_plan:
-            i += self._choose_stacking(coords[i:], rows, should_stop, tile_points)
-        return i
+        return i + self._choose_shared(coords[i:], rows, should_stop)
 
     def _choose_stacking(self, coords: torch.Tensor, rows: list, should_stop, tile_points: int) -> int:
-        """Points per pass by timing real points: one point at a time (twice, unless the shared-layer or
-        format trial timed single points already), then each candidate of ``_stack_candidates`` in turn
-        until one is more than 5 % slower per point than the best so far on two passes; the largest
-        within 5 % of the fastest is kept.
+        """Points per pass by timing real points: one point at a time (twice, unless the format trial
+        timed single points already), then each candidate of ``_stack_candidates`` in turn until one is
+        more than 5 % slower per point than the best so far on two passes (a size's first pass may be
+        slow from new shapes and fresh memory: it runs again before it is given up); the largest within
+        5 % of the fastest is kept. On the CPU a point slower than ``STACK_CPU_MAX_SECONDS`` keeps one
+        point a pass at once.
 
         The first stacked pass is checked against one point evaluated alone; a model, loss or metric
         that ``vmap`` cannot run, or a disagreement beyond rounding, keeps one point per pass, the
-        reason in ``notes["points_per_pass"]``. Each size runs once untimed first (new shapes warm up
-        the kernels). A plan longer than the call goes on in the next one. Returns how many of
-        ``coords`` were evaluated.
+        reason in ``notes["points_per_pass"]``. A plan longer than the call goes on in the next one.
+        Returns how many of ``coords`` were evaluated.
         """
         plan, times = self._planned_stacking(), self._stack_times
         if plan and plan[0][0] > tile_points and not self.grouped_calls:  # tiles of a Dask task: what fits
@@ -473,25 +473,26 @@ class SpeedChoices:
         while plan and i + plan[0][0] <= len(coords):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            if plan[0][1] == "check" and self.device.type == "cpu" and times.get(1, 0.0) > STACK_CPU_MAX_SECONDS:
+            if plan[0][0] > 1 and self._stacking_too_slow():
                 plan.clear()  # one point is slow enough that a pass's overhead does not matter
                 break
             k, role = plan.pop(0)
-            chunk = coords[i:i + k]
-            i += k
-            if k == 1:
+            n = k + self._leftover(k, role, len(coords) - i - k, plan[0][0] if plan else 0)  # points it runs
+            chunk = coords[i:i + n]
+            i += n
+            if n == 1:
                 self.perturber.set(chunk[0])
                 dt = self._seconds(lambda: rows.append(self.point_values()[None, :]), reps=1)
             else:
                 n_rows = len(rows)
                 try:
-                    dt = self._seconds(lambda: rows.append(self._points_stacked(chunk)), reps=1) / k
+                    dt = self._seconds(lambda: rows.append(self._points_stacked(chunk)), reps=1) / n
                     if role == "check":
                         self._check_stacked(chunk[0], rows[-1][0])
                 except Exception as exc:  # noqa: BLE001 - anything vmap or the user's code refuses
                     del rows[n_rows:]  # values of a pass that then failed its check
-                    i -= k
-                    self._stacking_failed(exc, k)
+                    i -= n
+                    self._stacking_failed(exc, n)
                     break
             if role != "time":
                 continue
@@ -506,6 +507,18 @@ class SpeedChoices:
         if not plan and not self.points_per_pass:
             self.points_per_pass = self._points_per_pass_now()
         return i
+
+    @staticmethod
+    def _leftover(k: int, role: str, rest: int, next_k: int) -> int:
+        """How many of the ``rest`` points of the call after a trial pass of ``k`` the pass takes too,
+        rather than leave them to a small pass of their own: those the next step (``next_k`` points, 0 if
+        none) cannot take, all of them for the untimed check, at most ``k // 2`` for a timed pass (its time
+        per point then stands for ``k``)."""
+        if rest <= 0 or (next_k and rest >= next_k):
+            return 0
+        if role == "check":
+            return rest
+        return rest if rest <= k // 2 else 0
 
     def _stacking_failed(self, exc: Exception, k: int) -> None:
         """One point per pass from now on, and why (``notes``, so the provenance)."""

@@ -67,6 +67,15 @@ class WideConv(nn.Module):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
+@pytest.fixture
+def stacking_tried(monkeypatch):
+    """The points-per-pass trial runs whatever one point takes (a loaded CI machine may pass
+    ``tuning.STACK_CPU_MAX_SECONDS`` on these tiny models)."""
+    from landscape_nb import tuning
+
+    monkeypatch.setattr(tuning, "STACK_CPU_MAX_SECONDS", float("inf"))
+
+
 def _data(shape, n=83, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=g), torch.randint(0, 4, (n,), generator=g)
@@ -153,12 +162,13 @@ def test_not_shared_for_a_small_fan_in_or_a_frozen_first_layer():
 
 
 def test_shared_or_not_is_measured_on_real_points(monkeypatch):
-    """Three points each way after the batch size is tuned; the values stay the naive loop's."""
+    """With one point a pass (given here; else where the points-per-pass trial keeps one), three points
+    each way; the values stay the naive loop's."""
     model = FlatMLP().eval()
     data = _data((3, 16), n=60)
     dirs = dirs_for(model, 2, seed=6)
     d = as_directions(model, dirs)
-    ev = Evaluator(model, data, d.vectors, d.layout)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=1))
     layer = ev.shared_layer
     coords = np.random.default_rng(6).uniform(-1, 1, (12, 2))
     got = np.concatenate([ev.evaluate(coords[:4]), ev.evaluate(coords[4:])])  # the plan spans two tiles
@@ -279,16 +289,16 @@ def test_stacked_passes_match_the_naive_loop(name, make, shape, k):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_points_per_pass_is_measured_on_real_points_across_tiles():
-    """No ``points_per_pass``: single points (the shared-layer trial's), one checked stacked pass, then
-    each candidate warmed and timed on real points (the plan runs on in the next call); the values stay
-    the naive loop's."""
+def test_points_per_pass_is_measured_on_real_points_across_tiles(stacking_tried):
+    """No ``points_per_pass``: two single points, one checked stacked pass, then each candidate timed on
+    real points (a size's first timing that loses runs again; the plan runs on in the next call); the
+    shared-layer trial only where one point a pass is kept; the values stay the naive loop's."""
     model = CASES[0][1]().eval()
     data = _data((48,), n=40, seed=3)
     dirs = dirs_for(model, 2, seed=3)
     d = as_directions(model, dirs)
     ev = Evaluator(model, data, d.vectors, d.layout)
-    # the plan takes 2 + 4 + 2·(16 + 32 + 64) points, more when a losing size is timed again (noise on a busy box)
+    # the plan takes 2 + 4 + 16 + 32 + 64 points, more when a losing size is timed again
     coords = np.random.default_rng(3).uniform(-1, 1, (690, 2))
     parts, n = [ev.evaluate(coords[:30])], 30
     while ev._stack_plan and n < len(coords):
@@ -299,10 +309,34 @@ def test_points_per_pass_is_measured_on_real_points_across_tiles():
     fastest = min(times.values())
     assert not ev._stack_plan and 1 in times and 16 in times
     assert ev.points_per_pass == max(k for k, t in times.items() if t <= 1.05 * fastest)
+    if ev.points_per_pass > 1:  # stacked passes always combine the shared layer's terms: no A/B trial
+        assert not ev._shared_times and not ev._shared_plan
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
 
 
-def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why():
+def test_a_slow_point_runs_no_stacked_pass_and_then_times_the_shared_layer(monkeypatch):
+    """A point slower than ``STACK_CPU_MAX_SECONDS`` (0 here): two single points decide one point a pass,
+    no stacked pass runs, and the shared-or-not trial follows on real points; values the naive loop's."""
+    from landscape_nb import tuning
+
+    monkeypatch.setattr(tuning, "STACK_CPU_MAX_SECONDS", 0.0)
+    stacked = []
+    real = tuning.SpeedChoices._points_stacked
+    monkeypatch.setattr(tuning.SpeedChoices, "_points_stacked", lambda self, c: stacked.append(len(c)) or real(self, c))
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=60, seed=8)
+    dirs = dirs_for(model, 2, seed=8)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    assert ev.shared_layer is not None
+    coords = np.random.default_rng(8).uniform(-1, 1, (40, 2))
+    got = np.concatenate([ev.evaluate(coords[:5]), ev.evaluate(coords[5:])])
+    assert stacked == [] and ev.points_per_pass == 1 and set(ev._stack_times) == {1}
+    assert not ev._shared_plan and set(ev._shared_times) == {True, False}
+    np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why(stacking_tried):
     """A loss calling ``.item()`` cannot run under vmap: one point per pass, the reason in the notes
     (and so in the provenance), every value the naive loop's."""
     def item_loss(out, y):
@@ -322,7 +356,7 @@ def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why():
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5, atol=1e-6)
 
 
-def test_a_stacked_pass_failing_after_the_check_loses_no_point(monkeypatch):
+def test_a_stacked_pass_failing_after_the_check_loses_no_point(monkeypatch, stacking_tried):
     """A later stacked pass that raises (e.g. out of memory at a larger size) falls back to one point
     per pass from that point on; every value still sits at its own coordinates (naive loop)."""
     from landscape_nb import tuning
@@ -332,7 +366,7 @@ def test_a_stacked_pass_failing_after_the_check_loses_no_point(monkeypatch):
 
     def flaky(self, coords):
         calls.append(len(coords))
-        if len(calls) == 4:  # after the checked pass of 4 and two passes of 16
+        if len(calls) == 4:  # after the checked pass and two timed passes
             raise RuntimeError("out of memory (simulated)")
         return real(self, coords)
 
