@@ -1,6 +1,7 @@
 """Speed choices an ``Evaluator`` makes by measurement on real grid points, so they cost no extra
-passes: the batch size, the inputs' memory format, the shared first layer (``multipoint``) and, on a
-GPU, how many points run stacked in one ``vmap`` pass. Each changes values only by float rounding.
+passes: the batch size, the inputs' memory format, how many points run stacked in one ``vmap`` pass
+and, where one point a pass is kept, the shared first layer (``multipoint``). Each changes values
+only by float rounding.
 """
 from __future__ import annotations
 
@@ -470,12 +471,14 @@ class SpeedChoices:
             while plan and plan[-1][1] != "time":
                 plan.pop()
         i = 0
-        while plan and i + plan[0][0] <= len(coords):
+        while plan:
+            if plan[0][0] > 1 and self._stacking_too_slow():
+                plan.clear()  # one point is slow enough that a pass's overhead does not matter (also in a
+                break  # call too short for the next stacked pass: small tiles then keep coming one by one)
+            if i + plan[0][0] > len(coords):
+                break
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            if plan[0][0] > 1 and self._stacking_too_slow():
-                plan.clear()  # one point is slow enough that a pass's overhead does not matter
-                break
             k, role = plan.pop(0)
             n = k + self._leftover(k, role, len(coords) - i - k, plan[0][0] if plan else 0)  # points it runs
             chunk = coords[i:i + n]

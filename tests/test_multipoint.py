@@ -316,7 +316,8 @@ def test_points_per_pass_is_measured_on_real_points_across_tiles(stacking_tried)
 
 def test_a_slow_point_runs_no_stacked_pass_and_then_times_the_shared_layer(monkeypatch):
     """A point slower than ``STACK_CPU_MAX_SECONDS`` (0 here): two single points decide one point a pass,
-    no stacked pass runs, and the shared-or-not trial follows on real points; values the naive loop's."""
+    no stacked pass runs, and the shared-or-not trial follows on real points, also in calls too short for
+    a stacked pass (tiles of 3 points, as a 41-point line has); values the naive loop's."""
     from landscape_nb import tuning
 
     monkeypatch.setattr(tuning, "STACK_CPU_MAX_SECONDS", 0.0)
@@ -330,7 +331,7 @@ def test_a_slow_point_runs_no_stacked_pass_and_then_times_the_shared_layer(monke
     ev = Evaluator(model, data, d.vectors, d.layout)
     assert ev.shared_layer is not None
     coords = np.random.default_rng(8).uniform(-1, 1, (40, 2))
-    got = np.concatenate([ev.evaluate(coords[:5]), ev.evaluate(coords[5:])])
+    got = np.concatenate([ev.evaluate(coords[i:i + 3]) for i in range(0, len(coords), 3)])
     assert stacked == [] and ev.points_per_pass == 1 and set(ev._stack_times) == {1}
     assert not ev._shared_plan and set(ev._shared_times) == {True, False}
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
