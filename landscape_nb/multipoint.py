@@ -28,6 +28,7 @@ MAX_BASIS_ELEMENTS = 64 * 2**20
 MIN_FAN_IN_RATIO = 4
 
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_OWN_FORWARDS = {cls.forward for cls in _AFFINE}
 
 
 def tensor_leaves(tree) -> list[torch.Tensor]:
@@ -110,6 +111,8 @@ class SharedFirstLayer:
         module, inp = calls[0]
         if sum(m is module for m, _ in calls) != 1 or not isinstance(inp, torch.Tensor):
             return None
+        if type(module).forward not in _OWN_FORWARDS:  # a subclass's forward (a weight constraint, "same"
+            return None  # padding): not the affine map of its weights the terms stand for
         if inp.untyped_storage().data_ptr() not in storages:  # computed from the data: may hold weights
             return None
         slots = {"weight": targets.get(id(module.weight), -1)}

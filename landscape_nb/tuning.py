@@ -59,9 +59,13 @@ class Cancelled(Exception):
 
 
 def _same_outputs(want: torch.Tensor, got: torch.Tensor) -> bool:
-    """Two forward passes agree up to float rounding (relative to the outputs' scale)."""
-    return want.shape == got.shape and bool(
-        torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())))
+    """Two forward passes agree up to float rounding (relative to the finite outputs' scale; NaN and
+    infinities must sit at the same places)."""
+    if want.shape != got.shape:
+        return False
+    finite = want[want.isfinite()]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
 
 
 class _BatchSizeTuner:
@@ -425,7 +429,7 @@ class SpeedChoices:
             tuner.plan.clear()
             if tuner.best() is not None:
                 self.use_batch_size(tuner.best())
-        if not self.points_per_pass and self._stack_plan is not None:
+        if not self.points_per_pass:  # 1 where the grid ended before any stacked pass
             self.points_per_pass = self._points_per_pass_now()
 
     def _points_per_pass_now(self) -> int:
@@ -491,7 +495,7 @@ class SpeedChoices:
                 try:
                     dt = self._seconds(lambda: rows.append(self._points_stacked(chunk)), reps=1) / n
                     if role == "check":
-                        self._check_stacked(chunk[0], rows[-1][0])
+                        self._check_stacked(chunk, rows[-1])
                 except Exception as exc:  # noqa: BLE001 - anything vmap or the user's code refuses
                     del rows[n_rows:]  # values of a pass that then failed its check
                     i -= n
@@ -533,12 +537,18 @@ class SpeedChoices:
         self._stack_times[1] = 0.0
         self.points_per_pass = 1
 
-    def _check_stacked(self, c: torch.Tensor, stacked: torch.Tensor) -> None:
-        """Raise if the stacked values at ``c`` differ from one pass at ``c`` by more than rounding."""
-        self.perturber.set(c)
+    def _check_stacked(self, coords: torch.Tensor, stacked: torch.Tensor) -> None:
+        """Raise if a stacked pass's values differ from one pass at the same point by more than rounding.
+
+        The point compared is the one of ``coords`` farthest from the weights the model holds now: a model
+        that reads its weights past the swapped module tensors (e.g. through a dict of them built in
+        ``__init__``) computes every stacked point at those weights, which the point nearest them hides."""
+        j = int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
+        self.perturber.set(coords[j])
         alone = self.point_values()
         # batched kernels round otherwise: within fp32 rounding, or TF32's/bf16's (~1e-3/~1e-2 on a loss)
         rtol = {"tf32": 5e-3, "bf16": 3e-2}.get(self.settings.precision, 1e-4)
-        if not torch.allclose(stacked, alone, rtol=rtol, atol=1e-6):
-            raise ValueError(f"stacked values {stacked.tolist()} differ from one point's {alone.tolist()}")
+        if not torch.allclose(stacked[j], alone, rtol=rtol, atol=1e-6, equal_nan=True):
+            raise ValueError(f"stacked values {stacked[j].tolist()} differ from one point's {alone.tolist()} "
+                             f"at {coords[j].tolist()}")
         self._stacking_checked = True

@@ -1,3 +1,4 @@
+import copy
 import os
 import re
 import subprocess
@@ -661,6 +662,99 @@ def test_a_given_points_per_pass_is_checked_against_one_point_alone_like_the_cho
     ev._points_stacked = lambda coords: passes.append(len(coords)) or real(ev, coords)
     ev.evaluate(np.random.default_rng(0).uniform(-1, 1, (64, 2)))
     assert passes == [8]  # the failed check ends stacking for the rest of the call too
+    # a model reading every weight past the swapped tensors computes each stacked point at the weights it
+    # holds; on a line from the centre the first point is those weights, so the check takes the pass's
+    # point farthest from them
+    model = _AllWeightsByDict().eval()
+    d = lnb.random_directions(model, n=1, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(0, 1, 11), points_per_pass=4)
+    assert s.provenance["points_per_pass"] == 1 and "stacked values" in s.provenance["data"]["points_per_pass"]
+    want = []
+    for t in s.x:
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for k, p in m.named_parameters():
+                p.add_(float(t) * d.as_state_dicts()[0][k])
+            want.append(float(ce(m(x), y)))
+    np.testing.assert_allclose(s.loss, want, rtol=1e-5)
+
+
+class _AllWeightsByDict(nn.Module):
+    """Reads every parameter through a dict made in ``__init__`` (functional style)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.l1, self.l2 = nn.Linear(40, 32), nn.Linear(32, 5)
+        self.p = dict(self.named_parameters())
+
+    def forward(self, x):
+        p = self.p
+        return nn.functional.linear(torch.relu(nn.functional.linear(x, p["l1.weight"], p["l1.bias"])),
+                                    p["l2.weight"], p["l2.bias"])
+
+
+class _NaNLogits(nn.Module):
+    """NaN logits for the samples whose first hidden unit is negative, also at the centre."""
+
+    def __init__(self, conv: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = conv
+        self.c, self.bn = (nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)) if conv else (None, None)
+        self.l1, self.l2 = nn.Linear(16 if conv else 40, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        if self.conv:
+            x = torch.relu(self.bn(self.c(x))).mean((2, 3))
+        h = self.l1(x)
+        return self.l2(torch.relu(h)) + torch.sqrt(h[:, :1]) * 0
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_nan_logits_at_the_centre_give_nan_values_not_a_failed_set_up_check(conv):
+    """The set-up checks (shared first layer, BN folding, batch-size independence on > 512 samples) compare
+    outputs that hold NaN: NaN at the same places agrees, so the run goes on and stores NaN where the naive
+    loop has NaN; a small grid on a tuned batch size still names its points per pass."""
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    x = torch.randn(n, 1, 6, 6, generator=g) if conv else torch.randn(n, 40, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    model = _NaNLogits(conv).eval()
+    with torch.no_grad():
+        assert torch.isnan(model(x)).any()
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3))
+    assert s.is_complete and np.isnan(s.loss).all()
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, nn.functional.cross_entropy, d, s.x, s.y))
+    assert s.provenance["points_per_pass"] == 1
+
+
+class _ConvBNView(nn.Module):
+    """Conv→BN (folded, so run as a torch.fx module) that flattens with ``.view``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.bn, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Linear(8 * 6 * 6, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.bn(self.c(x))), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_the_channels_last_probe_of_a_folded_view_model_prints_nothing(capfd):
+    """torch.fx prints a failing folded model's code to stderr; the probe's expected failure stays quiet."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 12, 12, generator=g), torch.randint(0, 10, (64,), generator=g)
+    model = _ConvBNView().eval()
+    d = lnb.random_directions(model, n=2, seed=0)
+    capfd.readouterr()
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3))
+    assert "view" not in capfd.readouterr().err
+    assert s.provenance["bn_fold"].startswith("folded")
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, nn.functional.cross_entropy, d, s.x, s.y),
+                               rtol=1e-5)
 
 
 class _DictOut(nn.Module):

@@ -161,6 +161,29 @@ def test_not_shared_for_a_small_fan_in_or_a_frozen_first_layer():
         assert Evaluator(model, _data(shape, n=20), d.vectors, d.layout).shared_layer is None
 
 
+class _MaxNormLinear(nn.Linear):
+    """A max-norm constraint in its own forward: not affine in its weight, so never shared."""
+
+    def forward(self, x):
+        return nn.functional.linear(x, torch.renorm(self.weight, 2, 0, 1.3), self.bias)
+
+
+def test_not_shared_when_the_first_layer_is_a_subclass_with_its_own_forward():
+    """The terms stand for ``F.linear``/``_conv_forward`` of the weights; a subclass's forward (here a
+    max-norm constraint that one check near the centre does not see) keeps its own layer; values match
+    the naive loop out to ±2."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_MaxNormLinear(48, 64), nn.ReLU(), nn.Linear(64, 5)).eval()
+    data = _data((48,), n=60, seed=5)
+    dirs = dirs_for(model, 2, seed=5)
+    d = as_directions(model, dirs)
+    assert Evaluator(model, data, d.vectors, d.layout).shared_layer is None
+    surf = lnb.compute_surface(model, data, dirs, x=(-2, 2, 5), y=(-2, 2, 5))
+    xs = np.linspace(-2, 2, 5)
+    want = np.array([[naive(model, data, dirs, [a, b])[0] for a in xs] for b in xs])
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5, atol=1e-6)
+
+
 def test_shared_or_not_is_measured_on_real_points(monkeypatch):
     """With one point a pass (given here; else where the points-per-pass trial keeps one), three points
     each way; the values stay the naive loop's."""
