@@ -391,10 +391,9 @@ class SpeedChoices:
         (timed) or "check" (compared with one point alone, untimed: its pass is the first of ``vmap``)."""
         if self._stack_plan is None:
             ks = self._stack_candidates()
-            single = list(self._format_times.values())
-            if single:  # one point a pass was timed already (the format trial)
-                self._stack_times[1] = min(single)
-            self._stack_plan = ([] if single else [(1, "time"), (1, "time")]) + [(4, "check")] + [
+            if self._format_times:  # one point a pass was timed already (the format trial)
+                self._stack_times[1] = min(self._format_times.values())
+            self._stack_plan = ([] if self._format_times else [(1, "time"), (1, "time")]) + [(4, "check")] + [
                 (k, "time") for k in ks] if ks else []
             if not ks and not self.points_per_pass:
                 self.points_per_pass = 1
