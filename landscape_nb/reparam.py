@@ -58,9 +58,11 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
     ``layer_scales``: ``{layer name: a}`` or a list with one ``a`` per entry of
     ``rescalable_layers(model)`` (in that order); every ``a`` must be positive and
     finite. Several scales compose (layer L's weights get ``a_L / a_{L-1}``).
-    Module order is taken as execution order; pass example inputs as ``check`` to
-    verify the outputs agree (relative ``rtol``), which also catches models whose
-    ``forward`` routes around that order (e.g. skip connections).
+    Module order is taken as execution order, and a nonlinearity written in ``forward``
+    (``torch.tanh(...)``) is not a module, so the copy's outputs are always compared with
+    the original's (relative ``rtol``): on ``check`` when given, else on 16 standard-normal
+    inputs where the model's first module is a Linear layer (its input size is known).
+    This catches skip connections and functional nonlinearities between the rescaled layers.
 
     Parameters
     ----------
@@ -71,8 +73,9 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
         ``a`` per rescalable layer in that order; each ``a`` is a dimensionless
         factor, positive and finite.
     check : torch.Tensor, optional
-        Example inputs, shape (batch, ...) as ``model`` takes them; with them the
-        outputs of the copy are compared with the original's (eval mode).
+        Example inputs, shape (batch, ...) as ``model`` takes them; the outputs of the
+        copy are compared with the original's on them (eval mode). Required unless the
+        model's first module is an ``nn.Linear`` (then random inputs are used).
     rtol : float, optional
         The largest accepted ``max|f_new − f| / max|f|`` on ``check``.
 
@@ -86,8 +89,8 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
     ------
     LandscapeError
         ``model`` not a module, a layer that cannot be rescaled, a wrong number of
-        scales, a scale that is not positive and finite, or (with ``check``)
-        outputs that differ by more than ``rtol``.
+        scales, a scale that is not positive and finite, no ``check`` for a model
+        whose input size is unknown, or outputs that differ by more than ``rtol``.
 
     References
     ----------
@@ -133,21 +136,40 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
             layer.weight.mul_(a_out / a_in)
             if layer.bias is not None:
                 layer.bias.mul_(a_out)
-    if check is not None:
-        _check_same(model, new, check, rtol)
+    _check_same(model, new, _probe_inputs(model) if check is None else check, rtol)
     return new
 
 
+def _probe_inputs(model: nn.Module) -> torch.Tensor:
+    """16 standard-normal inputs for a model whose first module is an ``nn.Linear``; else raise."""
+    leaves = _leaves(model)
+    first = leaves[0][1] if leaves else None
+    if not isinstance(first, nn.Linear):
+        raise LandscapeError(
+            f"reparametrize needs example inputs to check that the copy computes the same function (the first "
+            f"module is {type(first).__name__}, so the input shape is unknown); pass check=x, a batch of inputs "
+            "as the model takes them, e.g. check=x_test[:16]")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, first.in_features, generator=gen)
+    return x.to(device=first.weight.device, dtype=first.weight.dtype)
+
+
 def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float) -> None:
-    with torch.no_grad(), eval_mode(model), eval_mode(new):
-        ref, out = model(inputs), new(inputs)
+    try:
+        with torch.no_grad(), eval_mode(model), eval_mode(new):
+            ref, out = model(inputs), new(inputs)
+    except Exception as exc:  # the probe or the given inputs do not fit the model
+        raise LandscapeError(f"reparametrize could not run the model on the check inputs of shape "
+                             f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "pass check=x, a batch of inputs as the model takes them") from exc
     scale = ref.abs().max().clamp_min(1e-12)
     err = float((out - ref).abs().max() / scale)
     if err > rtol:
         raise LandscapeError(
             f"the rescaled model's outputs differ from the original's by {err:.3g} (relative), more than "
-            f"rtol={rtol}; the rescaled layers are not consecutive in forward() (skip connections or reused "
-            "modules?): choose layers of a plain ReLU chain"
+            f"rtol={rtol}: forward() does not pass the rescaled layer's output to the next one through "
+            "ReLU/pooling only (a nonlinearity written in forward() such as torch.tanh, a skip connection or "
+            "a reused module?): choose layers of a plain ReLU chain"
         )
 
 

@@ -117,3 +117,40 @@ def test_layers_that_cannot_be_rescaled_are_refused(chain, mlp_data):
         lnb.reparametrize(chain, [1.0, 2.0, 3.0])
     with pytest.raises(LandscapeError, match="differ from the original's"):
         lnb.reparametrize(Skip(), {"fc1": 3.0}, check=mlp_data[0])
+
+
+class FunctionalTanh(nn.Module):
+    """tanh written in forward(): rescalable_layers sees fc1 -> fc2, but tanh(a·z) != a·tanh(z)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def test_a_nonlinearity_written_in_forward_is_refused_with_or_without_check():
+    torch.manual_seed(0)
+    m = FunctionalTanh().eval()
+    assert rescalable_layers(m) == {"fc1": "fc2"}  # the module order alone cannot see the tanh
+    x = torch.randn(64, 8)
+    with torch.no_grad():  # the copy would compute another function: up to ~80 % of max|f| off
+        naive = copy.deepcopy(m)
+        naive.fc1.weight.mul_(10.0), naive.fc1.bias.mul_(10.0), naive.fc2.weight.div_(10.0)
+        assert (naive(x) - m(x)).abs().max() > 0.1 * m(x).abs().max()
+    for check in (None, x):  # no check given: random inputs of the first Linear's size are compared
+        with pytest.raises(LandscapeError, match="nonlinearity written in forward"):
+            lnb.reparametrize(m, {"fc1": 10.0}, check=check)
+
+
+def test_without_check_a_model_whose_input_size_is_unknown_is_refused_and_a_relu_chain_is_checked():
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    with pytest.raises(LandscapeError, match="pass check=x"):
+        lnb.reparametrize(conv, {"0": 2.0})
+    x = torch.randn(5, 1, 8, 8)
+    new = lnb.reparametrize(conv, {"0": 2.0}, check=x)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), conv(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(LandscapeError, match=r"could not run the model on the check inputs of shape \(5, 3\)"):
+        lnb.reparametrize(conv, {"0": 2.0}, check=torch.randn(5, 3))
