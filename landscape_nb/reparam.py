@@ -122,6 +122,7 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
         if not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a <= 0:
             raise LandscapeError(f"scale {a!r} for {name!r}; expected a positive finite number (ReLU is only "
                                  "homogeneous for positive factors)")
+    inputs = _probe_inputs(model) if check is None else check  # refused before any copy is made
     new = copy.deepcopy(model)
     mods = dict(new.named_modules())
     out_scale: dict[str, float] = {}  # each layer's output is multiplied by this
@@ -136,7 +137,7 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
             layer.weight.mul_(a_out / a_in)
             if layer.bias is not None:
                 layer.bias.mul_(a_out)
-    _check_same(model, new, _probe_inputs(model) if check is None else check, rtol)
+    _check_same(model, new, inputs, rtol)
     return new
 
 
