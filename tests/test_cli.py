@@ -121,3 +121,82 @@ def test_help_lists_the_choices_without_importing_torch():
     from landscape_nb.evaluate import PRECISIONS
 
     assert "{" + ",".join(NORMS) + "}" in out and "{" + ",".join(PRECISIONS) + "}" in out
+
+
+SLOW_MODULE = '''
+import time
+import torch
+from torch import nn
+
+class Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    def forward(self, x):
+        time.sleep(0.15)
+        return self.net(x)
+
+def make():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    return Slow(), (x, (x[:, 0] > 0).long())
+'''
+
+
+def _stored_points(store) -> int:
+    try:
+        return lnb.load_surface(store).n_done
+    except Exception:  # not created yet, or mid-write: look again
+        return 0
+
+
+@pytest.mark.parametrize("sig, code, words, client", [
+    ("SIGINT", 130, "interrupted;", "none"),
+    ("SIGTERM", 143, "terminated (SIGTERM);", "none"),
+    ("SIGTERM", 143, "terminated (SIGTERM);", "local"),
+])
+def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterrupted_values(
+        tmp_path, monkeypatch, sig, code, words, client):
+    import signal
+    import time
+
+    import psutil
+
+    (tmp_path / "slow_models.py").write_text(SLOW_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = tmp_path / "s.zarr"
+    argv = ["compute", "slow_models:make", "--grid", "8x8", "--tile", "2x2", "--store", str(store)]
+    proc = subprocess.Popen([sys.executable, "-m", "landscape_nb.cli", *argv, "--client", client, "--workers", "1",
+                             "--html", str(tmp_path / "s.html")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _stored_points(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "finished before it could be signalled: slow the model down"
+        children = psutil.Process(proc.pid).children(recursive=True)  # the local cluster's processes
+        assert (client == "local") == bool(children)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {alive}"
+    assert f"landscape-nb: {words} finished tiles are kept in the store (rerun to resume)" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "s.html").exists()
+    kept = lnb.load_surface(store)
+    assert 0 < kept.n_done < 64 and not kept.is_complete
+    done = np.isfinite(kept.loss)
+    assert done.sum() == kept.n_done
+    # the rerun resumes (in-process) and ends where an uninterrupted run does
+    assert main([*argv, "--client", "none"]) == 0
+    assert main(["compute", "slow_models:make", "--grid", "8x8", "--store", str(tmp_path / "ref.zarr")]) == 0
+    resumed, ref = lnb.load_surface(store), lnb.load_surface(tmp_path / "ref.zarr")
+    assert resumed.is_complete
+    np.testing.assert_allclose(resumed.loss, ref.loss, rtol=1e-6)
+    np.testing.assert_array_equal(resumed.loss[done], kept.loss[done])  # kept points untouched

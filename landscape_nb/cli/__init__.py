@@ -3,7 +3,8 @@
 Exit status: 0 when every point was computed; 2 with a one-line reason on stderr for bad input
 (or an error raised by the user's model, loss or metric); 3 with one line when the run lost its
 Dask scheduler or workers (finished tiles stay in ``--store``; rerunning resumes); 130 when
-interrupted. ``demo.py`` holds the
+interrupted (SIGINT, Ctrl-C) and 143 when terminated (SIGTERM, e.g. a batch scheduler's
+``scancel`` or ``kill``), both keeping finished tiles. ``demo.py`` holds the
 demo's job and ``progress.py`` the tqdm progress bar; neither imports this module.
 """
 from __future__ import annotations
@@ -13,7 +14,9 @@ import importlib
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 EXIT_BAD_INPUT, EXIT_LOST = 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs (clusters close)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
 
 
 def _one_line(exc: BaseException) -> str:
@@ -268,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from ..runners import ClusterLost
 
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         code = args.func(args)
     except ClusterLost as exc:
@@ -276,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     except LandscapeError as exc:
         print(f"landscape-nb: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("landscape-nb: interrupted; finished tiles are kept in the store (rerun to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"landscape-nb: {how}; finished tiles are kept in the store (rerun to resume)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     logger.info("done in %.1f s", time.perf_counter() - t0)
     return code

@@ -3,4 +3,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # client="local" spawns workers that import this module again
+    sys.exit(main())
