@@ -26,7 +26,8 @@ NEW = ["resnet56-digits", "resnet56-noskip-digits", "resnet110-digits", "resnet1
 ACCURACY_BAND = {
     "resnet56-digits": (0.9, 1.0),
     "resnet110-digits": (0.9, 1.0),
-    "resnet56-noskip-digits": (0.3, 0.9),
+    # 0.206-0.597 over seeds 0-7 (AMD EPYC, 1 thread), 0.22-0.44 before the warm-up: unstable
+    "resnet56-noskip-digits": (0.15, 0.8),
     "resnet110-noskip-digits": (0.05, 0.2),  # chance is 0.1: it does not learn
 }
 
@@ -62,11 +63,11 @@ def test_new_entry_loads_and_reaches_its_stated_band(name, examples):
 
 @pytest.mark.parametrize("name", NEW)
 def test_training_is_deterministic(name):
-    """The full recipe's code path on a shortened run (256 samples, one epoch), twice: bit-identical.
-
-    A different seed gives different weights, so the comparison can fail."""
+    """The full recipe's code path on a shortened run (256 samples, one epoch past the warm-up),
+    twice: bit-identical. A different seed gives different weights, so the comparison can fail."""
     recipe = zoo.registry.recipe(name)
-    short = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, n_epochs=1))
+    n_epochs = recipe.training.warmup_epochs + 1
+    short = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, n_epochs=n_epochs))
     (x, y), test = recipe.data()
     split = (x[:256], y[:256])
     first, second = train(short, split, test), train(short, split, test)

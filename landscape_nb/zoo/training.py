@@ -25,9 +25,12 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Training:
-    """How to optimize: optimizer, learning rate (cosine-decayed to 0 over all steps),
-    batch size and number of epochs. Each epoch is one shuffled pass over the training
-    set in ``n_train // batch_size`` full batches (the remainder is dropped)."""
+    """How to optimize: optimizer, learning rate, batch size and number of epochs.
+
+    The learning rate rises linearly from ``lr / 10`` over the first ``warmup_epochs``
+    (Goyal et al. 2017, "gradual warmup"; none by default), then is cosine-decayed to 0
+    over the remaining steps. Each epoch is one shuffled pass over the training set in
+    ``n_train // batch_size`` full batches (the remainder is dropped)."""
 
     optimizer: str  # "sgd" (with momentum) or "adam"
     lr: float
@@ -35,6 +38,14 @@ class Training:
     n_epochs: int
     momentum: float = 0.9
     weight_decay: float = 0.0
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_epochs < self.n_epochs:
+            raise LandscapeError(
+                f"Got warmup_epochs={self.warmup_epochs} with n_epochs={self.n_epochs}; expected "
+                "0 <= warmup_epochs < n_epochs. Fix the zoo entry's Training(warmup_epochs=...)."
+            )
 
 
 @dataclass(frozen=True)
@@ -114,8 +125,7 @@ def _fit(
     batch_size = min(training.batch_size, n_samples)
     n_batches = n_samples // batch_size
     optimizer = _optimizer(model, training)
-    n_steps = n_batches * training.n_epochs
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
+    scheduler = _schedule(optimizer, n_batches * training.n_epochs, n_batches * training.warmup_epochs)
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(training.n_epochs):
@@ -130,6 +140,14 @@ def _fit(
             scheduler.step()
         model.eval()
         on_epoch(model)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, n_steps: int, n_warmup: int) -> torch.optim.lr_scheduler.LRScheduler:
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps - n_warmup)
+    if n_warmup == 0:
+        return cosine
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=n_warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[n_warmup])
 
 
 def _optimizer(model: nn.Module, training: Training) -> torch.optim.Optimizer:
