@@ -9,6 +9,7 @@ from __future__ import annotations
 from .errors import LandscapeError, check_choice
 
 SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
+VOLUME_SCHEMES = ("random", "random-orthogonal")  # the schemes that give three directions
 HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the caller does not choose
 
 
@@ -25,9 +26,12 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     from . import directions as dirs
     from . import model_paths
 
-    if ndim not in (1, 2):
-        raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line) or 2 (a plane)")
+    if ndim not in (1, 2, 3):
+        raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line), 2 (a plane) or 3 (a volume)")
     check_choice("direction scheme", scheme, SCHEMES)
+    if ndim == 3 and scheme not in VOLUME_SCHEMES:
+        raise LandscapeError(f"directions {scheme!r} give a line or a plane; a volume (ndim=3) needs three "
+                             f"directions: use one of {VOLUME_SCHEMES}")
     if scheme == "random":
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed)
     if scheme == "random-orthogonal":

@@ -200,3 +200,51 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     assert resumed.is_complete
     np.testing.assert_allclose(resumed.loss, ref.loss, rtol=1e-6)
     np.testing.assert_array_equal(resumed.loss[done], kept.loss[done])  # kept points untouched
+
+
+def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(user_model, tmp_path, capsys):
+    """``--grid NXxNYxNZ`` on random directions, each point against the model perturbed by hand."""
+    import torch
+    import torch.nn.functional as F
+    from my_models import make
+
+    from landscape_nb.directions import random_directions
+
+    store, html = tmp_path / "v.zarr", tmp_path / "v.html"
+    assert main(["compute", user_model, "--grid", "4x3x5", "--range", "-1:1", "--yrange", "-0.5:0.5",
+                 "--zrange", "-2:0", "--store", str(store), "--html", str(html)]) == 0
+    vol = lnb.load_surface(store)
+    assert vol.ndim == 3 and vol.loss.shape == (5, 3, 4) and vol.is_complete
+    np.testing.assert_allclose(vol.z, np.linspace(-2, 0, 5))
+    model, (x, y) = make()
+    d = random_directions(model, n=3, seed=0)  # the CLI's defaults: filter norm, biases and BN held
+    vectors = d.vectors
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    for k, j, i in [(0, 0, 0), (4, 2, 3), (2, 1, 1), (1, 2, 0)]:
+        w = flat + vol.x[i] * vectors[0] + vol.y[j] * vectors[1] + vol.z[k] * vectors[2]
+        params, start = {}, 0
+        for name, p in model.named_parameters():
+            params[name] = w[start:start + p.numel()].reshape(p.shape).float()
+            start += p.numel()
+        naive = F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+        assert vol.loss[k, j, i] == pytest.approx(float(naive), rel=1e-5)
+    assert '"type":"isosurface"' in html.read_text().replace(" ", "")
+    out = tmp_path / "s.html"
+    assert main(["plot", str(store), "--kind", "slices", "--html", str(out)]) == 0
+    from landscape_nb.cli import figure_for
+
+    fig = figure_for(vol, "slices")
+    assert [t.type for t in fig.data] == ["contour"] * 3
+    titles = [a.text for a in fig.layout.annotations if " = " in (a.text or "")]
+    assert [t.split(" = ")[1] for t in titles] == ["-2", "-1", "0"]
+    assert all(json.dumps(t)[1:-1] in out.read_text() for t in titles)  # as the HTML escapes them
+    capsys.readouterr()
+    assert main(["plot", str(store), "--kind", "contour", "--html", str(out)]) == 2
+    assert "--kind contour does not draw a 3D volume; expected one of volume, slices" in capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3x3", "--directions", "hessian"]) == 2
+    assert "a volume (ndim=3) needs three directions: use one of ('random', 'random-orthogonal')" in \
+        capsys.readouterr().err
+    line = tmp_path / "l.zarr"
+    assert main(["compute", user_model, "--grid", "5", "--store", str(line)]) == 0
+    assert main(["plot", str(line), "--kind", "volume", "--html", str(out)]) == 2
+    assert "--kind volume does not draw a 1D line; expected one of line" in capsys.readouterr().err

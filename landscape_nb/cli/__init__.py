@@ -26,16 +26,18 @@ from .progress import TqdmProgress
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("surface", "contour", "heatmap", "line")
+KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices")
+_KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volume", "slices")}
 
 
 def parse_grid(text: str) -> tuple[int, ...]:
     try:
         parts = tuple(int(p) for p in text.lower().split("x"))
     except ValueError:
-        raise LandscapeError(f"--grid {text!r}; expected NX for a line or NXxNY for a plane, e.g. 51x51") from None
-    if len(parts) not in (1, 2):
-        raise LandscapeError(f"--grid {text!r}; expected NX or NXxNY, e.g. 51 or 51x31")
+        raise LandscapeError(f"--grid {text!r}; expected NX for a line, NXxNY for a plane or NXxNYxNZ for a "
+                             "volume, e.g. 51x51") from None
+    if len(parts) not in (1, 2, 3):
+        raise LandscapeError(f"--grid {text!r}; expected NX, NXxNY or NXxNYxNZ, e.g. 51, 51x31 or 21x21x21")
     return parts
 
 
@@ -110,11 +112,15 @@ def load_model_spec(name: str, split: str = "test"):
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
     from .. import plot
 
-    kind = kind or ("line" if surface.ndim == 1 else "surface")
-    if kind not in KINDS:
-        raise LandscapeError(f"--kind {kind!r}; expected one of {KINDS}")
-    if kind == "line":
-        return plot.line(surface, log=log_scale, title=title)
+    fits = _KINDS_BY_NDIM[surface.ndim]
+    kind = kind or fits[0]
+    if kind not in fits:
+        shape = {1: "line", 2: "plane", 3: "volume"}[surface.ndim]
+        raise LandscapeError(f"--kind {kind} does not draw a {surface.ndim}D {shape}; expected one of "
+                             f"{', '.join(fits)} (or leave --kind out for {fits[0]})")
+    if kind == "slices":  # contours at the first, middle and last z
+        fig = plot.volume_slices(surface, "z", log=log_scale)
+        return fig.update_layout(title=title) if title else fig
     return getattr(plot, kind)(surface, log=log_scale, title=title)
 
 
@@ -142,10 +148,12 @@ def cmd_compute(args) -> int:
     y_default = ":".join(str(v) for v in d.provenance.get("y_range", (-1, 1)))
     xr = parse_range(args.range or x_default, "--range")
     yr = parse_range(args.yrange or args.range or y_default, "--yrange")
+    zr = parse_range(args.zrange or args.range or "-1:1", "--zrange")
     progress = TqdmProgress(name)
     try:
         surf = compute_surface(
-            model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]), loss_fn=loss_fn,
+            model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]),
+            z=None if len(grid) < 3 else (*zr, grid[2]), loss_fn=loss_fn,
             client=parse_client(args.client), n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
             max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
             channels_last=args.channels_last, name=name, callbacks=[progress],
@@ -195,12 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the bundled zoo").set_defaults(func=cmd_models)
 
-    c = sub.add_parser("compute", help="compute a 1D/2D surface for a zoo model or module:function")
+    c = sub.add_parser("compute", help="compute a 1D/2D surface (or a 3D volume) for a zoo model or module:function")
     c.add_argument("model", help="zoo name (see `landscape-nb models`) or module:function returning (model, data)")
-    c.add_argument("--grid", default="51x51", help="NX (a line) or NXxNY (a plane); default 51x51")
+    c.add_argument("--grid", default="51x51",
+                   help="NX (a line), NXxNY (a plane) or NXxNYxNZ (a volume: random directions only); default 51x51")
     c.add_argument("--range", help="x range START:STOP (default -1:1; the scheme's own for interpolate, "
                                    "plane3 and pca)")
     c.add_argument("--yrange", help="y range START:STOP (default: --range)")
+    c.add_argument("--zrange", help="z range START:STOP of a volume (default: --range)")
     c.add_argument("--directions", default="random", choices=SCHEMES)
     c.add_argument("--norm", default="filter", choices=NORMS)
     c.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"))
@@ -218,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tile", help="tile size N or ROWSxCOLS")
     c.add_argument("--store", help="directory to save (and resume) the surface")
     c.add_argument("--html", help="write a standalone HTML figure here")
-    c.add_argument("--kind", choices=KINDS, help="figure kind (default: surface for 2D, line for 1D)")
+    c.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, volume for 3D; "
+                                                 "slices: contours at three z values)")
     c.add_argument("--log", action="store_true", help="log-scale loss")
     c.set_defaults(func=cmd_compute)
 
@@ -258,7 +269,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     """``--range -1:1`` → ``--range=-1:1`` (argparse takes ``-1:1`` for an option otherwise)."""
     out: list[str] = []
     for tok in argv:
-        if out and out[-1] in ("--range", "--yrange") and tok.startswith("-"):
+        if out and out[-1] in ("--range", "--yrange", "--zrange") and tok.startswith("-"):
             out[-1] = f"{out[-1]}={tok}"
         else:
             out.append(tok)
