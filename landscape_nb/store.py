@@ -339,7 +339,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         if tile is not None and tuple(self.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
                 f"the store {str(self.path)!r} was tiled {tuple(self.manifest['tile'])}, now {tuple(tile)} was asked; "
-                "pass tile=None (or the stored tile) to resume it"
+                "pass tile=None or the stored tile to resume it (CLI: leave out --tile)"
             )
 
     def _become_writer(self, lock: WriterLock) -> None:

@@ -42,6 +42,11 @@ def test_compute_store_and_html_then_plot(user_model, tmp_path, capsys):
     out = tmp_path / "c.html"
     assert main(["plot", str(store), "--kind", "contour", "--html", str(out)]) == 0
     assert '"type":"contour"' in out.read_text().replace(" ", "")
+    # another tiling is refused in the CLI's words
+    assert main(["compute", user_model, "--grid", "5x4", "--range", "-1:1", "--yrange", "-0.5:0.5",
+                 "--store", str(store), "--tile", "2x2"]) == 2
+    assert "was tiled (2, 3), now (2, 2) was asked; pass tile=None or the stored tile to resume it (CLI: leave " \
+        "out --tile)" in capsys.readouterr().err
     # rerun resumes: nothing left to compute, same values
     assert main(["compute", user_model, "--grid", "5x4", "--range", "-1:1", "--yrange", "-0.5:0.5",
                  "--store", str(store), "--tile", "2x3"]) == 0
