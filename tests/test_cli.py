@@ -191,7 +191,7 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     assert proc.returncode == code, err
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {alive}"
-    assert f"landscape-nb: {words} finished tiles are kept in the store (rerun to resume)" in err
+    assert f"landscape-nb: {words} finished tiles are kept in the store (rerun to resume)" in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "s.html").exists()
     kept = lnb.load_surface(store)
@@ -253,3 +253,15 @@ def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(use
     assert main(["compute", user_model, "--grid", "5", "--store", str(line)]) == 0
     assert main(["plot", str(line), "--kind", "volume", "--html", str(out)]) == 2
     assert "--kind volume does not draw a 1D line; expected one of line" in capsys.readouterr().err
+
+
+def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypatch, capsys):
+    import landscape_nb.compute
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(landscape_nb.compute, "compute_surface", interrupted)
+    assert main(["compute", user_model, "--grid", "3x3"]) == 130
+    assert "landscape-nb: interrupted; nothing was kept (pass --store DIR to keep finished tiles and resume)" in \
+        capsys.readouterr().err

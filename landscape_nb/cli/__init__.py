@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
-        print(f"landscape-nb: {how}; finished tiles are kept in the store (rerun to resume)", file=sys.stderr)
+        kept = ("finished tiles are kept in the store (rerun to resume)"
+                if getattr(args, "store", None) or args.func is cmd_demo
+                else "nothing was kept (pass --store DIR to keep finished tiles and resume)")
+        print(f"landscape-nb: {how}; {kept}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     finally:
         if on_main_thread:
