@@ -216,6 +216,9 @@ def compute_surface(
         ``loss`` and ``metrics`` of shape (num_y, num_x) for a plane, (num_x,) for a line,
         (num_z, num_y, num_x) for a volume;
         ``provenance`` holds the spec key, timing, device, runner, batch size and points per pass.
+        On Dask each worker tunes its own: ``batch_size``/``points_per_pass`` are the values all
+        workers chose (None where they differ) and ``provenance["workers"]`` maps each worker's
+        address to its ``{"batch_size", "points_per_pass"}``.
 
     Raises
     ------
@@ -336,6 +339,8 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
              "batch_size": final.batch_size, "points_per_pass": final.points_per_pass}
     if final.notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = dict(final.notes)
+    if final.per_worker:  # Dask: each worker tuned its own evaluator
+        extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:
         st.update_provenance(extra)
     buffer.provenance.update(extra)

@@ -4,6 +4,7 @@ Clients (``parse_client``, ``get_client``, local and CUDA clusters) are in ``lan
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -100,6 +101,12 @@ def _forget(token: str, dask_worker=None) -> None:
 
 def _probe(token: str, payload: bytes) -> DataInfo:
     return describe(_worker_evaluator(token, payload))
+
+
+def _settled(token: str, dask_worker=None) -> DataInfo | None:
+    """What this worker's evaluator for the job settled on; None where it ran no tile of it."""
+    ev = getattr(dask_worker, "_landscape_nb_evaluators", {}).get(token)
+    return None if ev is None else describe(ev)
 
 
 def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str) -> np.ndarray | None:
@@ -318,7 +325,21 @@ class DaskRunner:
             logger.debug("could not cancel futures: %s", exc)
 
     def settled(self) -> DataInfo | None:
-        return None  # each worker tunes its own evaluator: prepare's DataInfo is what is known here
+        """Each worker tunes its own evaluator: the batch size and points per pass they all chose (None
+        where they differ), each worker's in ``per_worker``. None when no worker can be asked."""
+        try:
+            infos = {addr: info for addr, info in self.client.run(_settled, self.token).items() if info is not None}
+        except Exception as exc:  # a worker or scheduler that died meanwhile: the choices stay unknown
+            logger.debug("could not ask the workers what they settled on: %s", exc)
+            return None
+        if not infos:
+            return None
+        first = next(iter(infos.values()))
+        common = {name: values.pop() if len(values := {getattr(i, name) for i in infos.values()}) == 1 else None
+                  for name in ("batch_size", "points_per_pass")}
+        notes = dict(kv for i in infos.values() for kv in i.notes)  # each worker's reasons (most agree)
+        per_worker = tuple((addr, i.batch_size, i.points_per_pass) for addr, i in sorted(infos.items()))
+        return dataclasses.replace(first, **common, notes=tuple(notes.items()), per_worker=per_worker)
 
     def close(self) -> None:
         if self.payload is not None:

@@ -68,6 +68,7 @@ class DataInfo:
     batch_size: int | None = None  # None: still being tuned (or tuned on each Dask worker)
     points_per_pass: int | None = None  # None: not chosen yet
     notes: tuple = ()  # (name, text) pairs: how targets, loss and accuracy were chosen (evaluator.notes)
+    per_worker: tuple = ()  # (worker address, batch_size, points_per_pass) of each Dask worker that ran tiles
 
 
 def describe(ev: PointEvaluator) -> DataInfo:

@@ -136,6 +136,25 @@ def test_dask_equals_in_process(client, data, x, y, tile):
     assert set(cached.values()) == {0}
 
 
+def test_provenance_records_what_each_worker_settled_on(client, data):
+    m = _model()
+    d = lnb.random_directions(m, n=2, seed=2)
+    addresses = set(client.scheduler_info()["workers"])
+    fixed = lnb.compute_surface(m, data, d, x=(-1, 1, 6), y=(-1, 1, 6), client=client, tile=3,
+                                batch_size=16, points_per_pass=2)
+    workers = fixed.provenance["workers"]
+    assert workers and set(workers) <= addresses
+    assert all(w == {"batch_size": 16, "points_per_pass": 2} for w in workers.values())
+    assert (fixed.provenance["batch_size"], fixed.provenance["points_per_pass"]) == (16, 2)
+    tuned = lnb.compute_surface(m, data, d, x=(-1, 1, 6), y=(-1, 1, 6), client=client, tile=3)
+    workers = tuned.provenance["workers"]
+    assert workers and set(workers) <= addresses
+    for name in ("batch_size", "points_per_pass"):  # the common value, or None where workers differ
+        chosen = {w[name] for w in workers.values()}
+        assert tuned.provenance[name] == (chosen.pop() if len(chosen) == 1 else None)
+    assert tuned.provenance["batch_size"] == 97  # a small set runs as one batch on every worker
+
+
 def test_a_worker_error_names_the_tile_and_the_surface(client, data, tmp_path):
     torch.manual_seed(0)
     m = FarOutFails(limit=0.3)
