@@ -387,6 +387,7 @@ def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info
         settings={k: v for k, v in settings.to_json().items() if k not in ("points_per_pass", "fold_bn")},
         metric_names=tuple(info.metric_names), loss_fingerprint=_callable_fingerprint(loss_fn),
         bn_data_given=bn_data is not None and settings.mode != "eval",
+        bn_data_fingerprint=info.bn_fingerprint, bn_pass_size=info.bn_pass_size,
         quantity=None if quantity == "loss" else {"name": quantity, **options},
     )
 

@@ -95,8 +95,9 @@ class PointEvaluator(Protocol):
 
 #: samples, spread over the evaluation set, on which the loss and metrics are checked to be means over samples
 SPREAD_SAMPLES = 256
-BN_BATCH = 1024  # samples per pass when BatchNorm statistics are re-estimated: fixed, so the statistics
-# do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics)
+BN_BATCH = 1024  # most samples a pass when BatchNorm statistics are re-estimated: fixed, so the statistics
+# do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics;
+# more: passes of near-equal size, e.g. 750 + 750 for 1500)
 
 
 def data_key(ev: EvalData) -> str:
@@ -311,12 +312,20 @@ class Evaluator(SpeedChoices):
         self.notes = {**ev.notes, "loss": loss_note}
         self.batches = self._batches(settings.batch_size or min(ev.n, BATCH_CANDIDATES[0]))
         self.bn_batches = None
+        self.bn_fingerprint = self.bn_pass_size = None  # separate bn_data's hash; the pass size when several
         if settings.mode == "bn-recompute":
             bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key).to(self.device)
+            # passes of near-equal size: the cumulative average weighs each pass equally, so a short last
+            # pass (1024 + 476 of 1500) would weigh its samples twice as much as the others
+            n_passes = -(-bn.n // BN_BATCH)
+            size = -(-bn.n // n_passes)
             self.bn_batches = [self._split(t)[0] if bn is ev or bn.rule == ev.rule else bn.split(t)[0]
-                               for t in bn.slices(BN_BATCH)]
+                               for t in bn.slices(size)]
+            self.bn_fingerprint = None if bn is ev else data_key(bn)
+            self.bn_pass_size = size if n_passes > 1 else None
             self.notes["bn_recompute"] = (f"BatchNorm statistics re-estimated at every point over {bn.n} samples in "
-                                          f"passes of {BN_BATCH} (cumulative average), only norm layers in train mode")
+                                          f"{n_passes} pass(es) of {size} or fewer (cumulative average), only norm "
+                                          "layers in train mode")
 
     def _batches(self, size: int) -> list:
         """``[(inputs, targets), ...]`` of ``size`` samples each, on the device."""
@@ -539,7 +548,8 @@ class Evaluator(SpeedChoices):
 
     def _recompute_bn(self) -> None:
         """Re-estimate BatchNorm running statistics at the current weights: cumulative average over
-        ``bn_data`` in passes of ``BN_BATCH`` samples, only the BatchNorm layers in train mode (Dropout
+        ``bn_data`` in passes of at most ``BN_BATCH`` samples and of near-equal size (the average weighs
+        passes equally, so that weighs samples equally), only the BatchNorm layers in train mode (Dropout
         and the rest stay in eval mode)."""
         bns = batchnorm_modules(self.model)
         momenta = [m.momentum for m in bns]

@@ -69,12 +69,15 @@ class DataInfo:
     points_per_pass: int | None = None  # None: not chosen yet
     notes: tuple = ()  # (name, text) pairs: how targets, loss and accuracy were chosen (evaluator.notes)
     per_worker: tuple = ()  # (worker address, batch_size, points_per_pass) of each Dask worker that ran tiles
+    bn_fingerprint: str | None = None  # mode="bn-recompute" with separate bn_data: its hash
+    bn_pass_size: int | None = None  # mode="bn-recompute" over more than one pass: samples a pass
 
 
 def describe(ev: PointEvaluator) -> DataInfo:
     tuning = getattr(ev, "tuning", False)
     return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device), ev.bn_fold,
-                    None if tuning else ev.batch_size, ev.points_per_pass, tuple(getattr(ev, "notes", {}).items()))
+                    None if tuning else ev.batch_size, ev.points_per_pass, tuple(getattr(ev, "notes", {}).items()),
+                    bn_fingerprint=getattr(ev, "bn_fingerprint", None), bn_pass_size=getattr(ev, "bn_pass_size", None))
 
 
 class Runner(Protocol):

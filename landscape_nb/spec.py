@@ -105,6 +105,11 @@ class SurfaceSpec:
         Hash of the pickled loss function; None for the default cross-entropy.
     bn_data_given : bool
         Whether separate data re-estimates BatchNorm statistics (``mode="bn-recompute"``).
+    bn_data_fingerprint : str or None
+        That data's hash (``evaluate.data_key``), so a store never resumes with other BatchNorm data.
+    bn_pass_size : int or None
+        Samples per pass of the BatchNorm re-estimate when it takes more than one pass (the passes
+        are averaged, so their split is part of the values); None for one pass.
     quantity : dict or None
         ``{"name": "hessian", **options}`` for a quantity other than the loss, else None.
     """
@@ -122,6 +127,8 @@ class SurfaceSpec:
     metric_names: tuple[str, ...]
     loss_fingerprint: str | None = None
     bn_data_given: bool = False
+    bn_data_fingerprint: str | None = None
+    bn_pass_size: int | None = None
     quantity: Mapping[str, Any] | None = None
     version: int = field(default=SPEC_VERSION)
 
@@ -138,6 +145,11 @@ class SurfaceSpec:
                      "loss_fingerprint": self.loss_fingerprint,
                      "bn_data": "given" if self.bn_data_given else None},
         }
+        # added after version 1's keys were in use: present only where they apply, so older keys stay valid
+        if self.bn_data_given and self.bn_data_fingerprint is not None:
+            spec["eval"]["bn_data"] = {"fingerprint": self.bn_data_fingerprint}
+        if self.bn_pass_size is not None:
+            spec["eval"]["bn_pass_size"] = self.bn_pass_size
         if self.quantity is not None:
             spec["quantity"] = dict(self.quantity)
         return spec

@@ -285,3 +285,49 @@ def test_an_error_mid_run_names_the_tile_and_the_surface(tmp_path, cnn, cnn_data
     assert isinstance(info.value.__cause__, RuntimeError) and str(info.value.__cause__) == "boom"
     assert 0 < lnb.load_surface(store).n_done < 9  # the tiles finished before it are kept
 
+
+
+def test_bn_recompute_over_more_than_one_pass_weighs_every_sample_equally():
+    """1500 bn_data samples (two passes): the statistics are the data's, not a short last pass's.
+
+    The data are one block of 750 samples twice, its first feature rising along the block, so passes
+    of 1024 + 476 would have averaged a mean of the first 1024 with one of the last 476 (off by ~0.2
+    here); the naive model carries the block's own mean and unbiased variance."""
+    import copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    g = torch.Generator().manual_seed(3)
+    block = torch.randn(750, 3, generator=g)
+    block[:, 0] += torch.linspace(-2, 2, 750)
+    bn_x = torch.cat([block, block])
+    bn_data = (bn_x, torch.zeros(1500, dtype=torch.long))
+    x, y = torch.randn(50, 3, generator=g), torch.randint(0, 2, (50,), generator=g)
+    dirs = random_dict_dirs(model, 1, scale=0.3)
+    s = lnb.compute_surface(model, (x, y), dirs, x=(-1, 1, 3), mode="bn-recompute", bn_data=bn_data)
+    assert "2 pass(es) of 750" in s.provenance["data"]["bn_recompute"]
+    assert s.spec["eval"]["bn_pass_size"] == 750  # the split is part of the values, so of the surface
+    for i, a in enumerate(s.x):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(a * dirs[0][name])
+            m[0].running_mean.copy_(block.mean(0))
+            m[0].running_var.copy_(block.var(0, unbiased=True))
+            ref = float(nn.functional.cross_entropy(m(x), y))
+        np.testing.assert_allclose(s.loss[i], ref, rtol=1e-5)
+    short_last = torch.cat([bn_x[:1024].mean(0, keepdim=True), bn_x[1024:].mean(0, keepdim=True)]).mean(0)
+    assert float((short_last - block.mean(0)).abs().max()) > 0.1  # what the old split would have been off by
+
+
+def test_a_store_never_resumes_with_other_batchnorm_data(cnn, cnn_data, tmp_path):
+    """Separate bn_data are part of the surface: other data are refused, not resumed as the same surface."""
+    dirs = random_dict_dirs(cnn, 1, scale=0.2)
+    x, y = cnn_data
+    store = tmp_path / "bn.zarr"
+    kw = dict(x=(-1, 1, 3), mode="bn-recompute", store=store)
+    first = lnb.compute_surface(cnn, cnn_data, dirs, bn_data=(x[:20], y[:20]), **kw)
+    again = lnb.compute_surface(cnn, cnn_data, dirs, bn_data=(x[:20].clone(), y[:20]), **kw)  # same values
+    np.testing.assert_array_equal(again.loss, first.loss)
+    with pytest.raises(LandscapeError, match="holds a different surface.*bn_data"):
+        lnb.compute_surface(cnn, cnn_data, dirs, bn_data=(x[20:], y[20:]), **kw)
