@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -273,7 +273,7 @@ def compute_surface(
     st = bar = None
     try:
         info = runner.prepare(job)
-        spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options)
+        spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
@@ -379,7 +379,7 @@ def _wrap(quantity: str, options: dict):
 
 
 def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info: DataInfo, loss_fn, bn_data,
-                  quantity: str, options: dict) -> SurfaceSpec:
+                  quantity: str, options: dict, metrics=None) -> SurfaceSpec:
     return SurfaceSpec(
         model_class=type(model).__qualname__, layout=d.layout.fingerprint(), weights=model_fingerprint(model),
         data_fingerprint=info.fingerprint, n_samples=info.n_samples,
@@ -388,6 +388,8 @@ def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info
         metric_names=tuple(info.metric_names), loss_fingerprint=_callable_fingerprint(loss_fn),
         bn_data_given=bn_data is not None and settings.mode != "eval",
         bn_data_fingerprint=info.bn_fingerprint, bn_pass_size=info.bn_pass_size,
+        metric_fingerprints={str(name): fn if isinstance(fn, str) else _callable_fingerprint(fn)
+                             for name, fn in metrics.items()} if isinstance(metrics, Mapping) else None,
         quantity=None if quantity == "loss" else {"name": quantity, **options},
     )
 

@@ -107,6 +107,9 @@ class SurfaceSpec:
         Whether separate data re-estimates BatchNorm statistics (``mode="bn-recompute"``).
     bn_data_fingerprint : str or None
         That data's hash (``evaluate.data_key``), so a store never resumes with other BatchNorm data.
+    metric_fingerprints : dict or None
+        For metrics given as ``{name: callable}``, each callable's hash (as the loss's), so a store
+        never resumes with another function under the same name; None for built-in metrics.
     bn_pass_size : int or None
         Samples per pass of the BatchNorm re-estimate when it takes more than one pass (the passes
         are averaged, so their split is part of the values); None for one pass.
@@ -129,6 +132,7 @@ class SurfaceSpec:
     bn_data_given: bool = False
     bn_data_fingerprint: str | None = None
     bn_pass_size: int | None = None
+    metric_fingerprints: Mapping[str, str | None] | None = None
     quantity: Mapping[str, Any] | None = None
     version: int = field(default=SPEC_VERSION)
 
@@ -150,6 +154,8 @@ class SurfaceSpec:
             spec["eval"]["bn_data"] = {"fingerprint": self.bn_data_fingerprint}
         if self.bn_pass_size is not None:
             spec["eval"]["bn_pass_size"] = self.bn_pass_size
+        if self.metric_fingerprints:
+            spec["eval"]["metric_fingerprints"] = dict(self.metric_fingerprints)
         if self.quantity is not None:
             spec["quantity"] = dict(self.quantity)
         return spec

@@ -331,3 +331,33 @@ def test_a_store_never_resumes_with_other_batchnorm_data(cnn, cnn_data, tmp_path
     np.testing.assert_array_equal(again.loss, first.loss)
     with pytest.raises(LandscapeError, match="holds a different surface.*bn_data"):
         lnb.compute_surface(cnn, cnn_data, dirs, bn_data=(x[20:], y[20:]), **kw)
+
+
+def test_a_store_never_resumes_with_another_metric_under_the_same_name(mlp, mlp_data, tmp_path):
+    dirs = random_dict_dirs(mlp, 1)
+    store = tmp_path / "m.zarr"
+
+    def top_logit(out, t):
+        return out.max(dim=1).values.mean()
+
+    def low_logit(out, t):
+        return out.min(dim=1).values.mean()
+
+    first = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), metrics={"logit": top_logit}, store=store)
+    want = [float(top_logit(naive_outputs, None)) for naive_outputs in
+            (perturbed_outputs(mlp, mlp_data[0], dirs, a) for a in first.x)]
+    np.testing.assert_allclose(first.metrics["logit"], want, rtol=1e-5)
+    with pytest.raises(LandscapeError, match="holds a different surface.*metric_fingerprints"):
+        lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), metrics={"logit": low_logit}, store=store)
+    builtin = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), metrics=["accuracy"], store=tmp_path / "b.zarr")
+    assert "metric_fingerprints" not in builtin.spec["eval"]  # built-ins keep the keys stored before
+
+
+def perturbed_outputs(model, inputs, dirs, a):
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.add_(a * dirs[0][name])
+        return m(inputs)
