@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +66,17 @@ def _worker_environ():
     import dask
 
     left = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    # Ctrl-C at a terminal (or a Jupyter kernel interrupt) signals the whole process group: workers
+    # spawned while SIGINT is ignored keep ignoring it (Python installs no KeyboardInterrupt handler
+    # then), so they no longer print tracebacks; this process closes them on its own interrupt
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if on_main_thread else None
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             yield
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGINT, sigint)
         if left is not None:
             os.environ["MALLOC_TRIM_THRESHOLD_"] = left
 
