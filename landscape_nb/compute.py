@@ -28,7 +28,7 @@ from .metrics import loss_name, split_values
 from . import validate
 from .params import unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
-from .spec import SurfaceSpec, _callable_fingerprint, model_fingerprint
+from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
 
@@ -413,6 +413,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
                        or (isinstance(v, list) and all(isinstance(s, str) for s in v))},
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
+        "model_code": code_fingerprint(model),
         "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
         **({"malloc": runner.malloc} if getattr(runner, "malloc", None) else {}),
     }

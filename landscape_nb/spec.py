@@ -60,6 +60,27 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
+def code_fingerprint(model: nn.Module) -> dict:
+    """The source code of the model's own module classes (torch's are left out), hashed:
+    ``{"fingerprint": 16 hex digits, "classes": [qualified names]}``. A class whose source cannot
+    be read (defined in a notebook cell or ``python -c``) counts by name only.
+
+    Not part of the spec key (keys written before it stay valid); a store compares it on resume
+    (``store.SurfaceStore``), so editing ``forward`` between two runs is refused, not mixed in."""
+    import inspect
+
+    classes = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
+    names = sorted(f"{c.__module__}.{c.__qualname__}" for c in classes)
+    h = hashlib.sha256()
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            source = ""
+        h.update(f"{cls.__module__}.{cls.__qualname__}\n{source}".encode())
+    return {"fingerprint": h.hexdigest()[:16], "classes": names}
+
+
 def _callable_fingerprint(fn) -> str | None:
     """A loss function's identity: its cloudpickle bytes hashed, or its name when unpicklable."""
     if fn is None:
@@ -166,4 +187,5 @@ class SurfaceSpec:
         return spec_key(self.to_json())
 
 
-__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "spec_key", "SurfaceSpec"]
+__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "code_fingerprint", "spec_key",
+           "SurfaceSpec"]

@@ -293,7 +293,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         found = None
         if (path / "zarr.json").exists():
             found = cls._read(path)
-            found._check_resumable(spec, key, tile)
+            found._check_resumable(spec, key, tile, provenance)
             if found.is_complete:
                 return found
         if not path.parent.is_dir():
@@ -313,7 +313,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         try:
             if (path / "zarr.json").exists():  # re-read under the lock: another writer may have added tiles
                 store = cls._read(path)
-                store._check_resumable(spec, key, tile)
+                store._check_resumable(spec, key, tile, provenance)
                 if store.is_complete:  # finished by the writer we waited for: nothing to write
                     lock.release()
                     return store
@@ -326,7 +326,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             lock.release()
             raise
 
-    def _check_resumable(self, spec: Mapping, key: str, tile) -> None:
+    def _check_resumable(self, spec: Mapping, key: str, tile, provenance: Mapping | None = None) -> None:
         if self.manifest["key"] != key:
             diffs = spec_differences(self.manifest["spec"], spec)
             owner = WriterLock(self.path).live_owner()
@@ -336,6 +336,14 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; differences: "
                 + "; ".join(diffs[:6]) + f". {fix}."
             )
+        stored_code = self.manifest["provenance"].get("model_code")
+        code = (provenance or {}).get("model_code")
+        if stored_code and code and stored_code.get("fingerprint") != code.get("fingerprint"):
+            raise LandscapeError(
+                f"the store {str(self.path)!r} was computed with other source code for the model's classes "
+                f"(then {', '.join(stored_code.get('classes', [])) or 'none'}; now {', '.join(code['classes']) or 'none'}"
+                "), with the same weights: resuming would mix two functions' values. Use another store path, or "
+                "delete this one to recompute.")
         if tile is not None and tuple(self.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
                 f"the store {str(self.path)!r} was tiled {tuple(self.manifest['tile'])}, now {tuple(tile)} was asked; "

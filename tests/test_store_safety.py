@@ -551,3 +551,49 @@ def test_a_writer_dropped_without_close_keeps_its_tiles_and_frees_the_lock(tmp_p
     assert surf.n_done == tile.n_points
     np.testing.assert_array_equal(surf.loss[tile.y0:tile.y1, tile.x0:tile.x1], values[..., 0])
     np.testing.assert_array_equal(surf.metrics["accuracy"][tile.y0:tile.y1, tile.x0:tile.x1], values[..., 1])
+
+
+NET_SOURCE = '''
+import torch
+from torch import nn
+
+class EditedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(torch.{act}(self.a(x)))
+'''
+
+
+def test_a_store_refuses_to_resume_after_the_models_forward_was_edited(tmp_path, monkeypatch):
+    """Same class name and weights, another forward: the spec key cannot see it, the stored code can."""
+    import importlib
+    import sys
+
+    import landscape_nb as lnb
+    from landscape_nb import LandscapeError
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+
+    def load(act):
+        (tmp_path / "edited_net.py").write_text(NET_SOURCE.replace("{act}", act))
+        sys.modules.pop("edited_net", None)
+        importlib.invalidate_caches()
+        torch.manual_seed(0)
+        return importlib.import_module("edited_net").EditedNet()
+
+    store = tmp_path / "s.zarr"
+    model = load("tanh")
+    d = lnb.random_directions(model, n=1, seed=1)
+    first = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store)
+    np.testing.assert_array_equal(lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store).loss, first.loss)
+    edited = load("relu")
+    assert all(torch.equal(p, q) for p, q in zip(edited.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(LandscapeError, match="other source code for the model's classes .*edited_net.EditedNet"):
+        lnb.compute_surface(edited, data, d, x=(-1, 1, 5), store=store)
+    fresh = lnb.compute_surface(edited, data, d, x=(-1, 1, 5), store=tmp_path / "new.zarr")
+    assert not np.allclose(fresh.loss, first.loss)  # what resuming would have handed back as this model's
