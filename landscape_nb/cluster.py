@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,22 @@ class TorchThreads(WorkerPlugin):
     def setup(self, worker) -> None:
         set_threads(self.n_threads)
         keep_heap_top()
+
+
+class IgnoreInterrupts(WorkerPlugin):
+    """Worker processes of a cluster made here ignore SIGINT. Ctrl-C at a terminal (or a Jupyter
+    kernel interrupt) signals the whole process group: each worker printed a KeyboardInterrupt
+    traceback, while the process that made the cluster closes them anyway. Not for workers you
+    start yourself (``dask worker``), whose Ctrl-C is theirs. A worker takes it when it joins,
+    about a second after it is spawned."""
+
+    name = "landscape_nb-ignore-interrupts"
+
+    def setup(self, worker) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # a nanny's worker runs its loop there
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class OwnedCluster:
@@ -66,17 +81,10 @@ def _worker_environ():
     import dask
 
     left = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    # Ctrl-C at a terminal (or a Jupyter kernel interrupt) signals the whole process group: workers
-    # spawned while SIGINT is ignored keep ignoring it (Python installs no KeyboardInterrupt handler
-    # then), so they no longer print tracebacks; this process closes them on its own interrupt
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if on_main_thread else None
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             yield
     finally:
-        if on_main_thread:
-            signal.signal(signal.SIGINT, sigint)
         if left is not None:
             os.environ["MALLOC_TRIM_THRESHOLD_"] = left
 
@@ -143,6 +151,7 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
                                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     client = Client(cluster)
     client.register_plugin(TorchThreads(torch_threads))
+    client.register_plugin(IgnoreInterrupts())
     return OwnedCluster(client, cluster)
 
 
@@ -166,7 +175,9 @@ def cuda_cluster(n_workers: int | None = None):
     with _worker_environ():
         cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                    silence_logs=logging.ERROR, **kwargs)
-    return OwnedCluster(Client(cluster), cluster)
+    client = Client(cluster)
+    client.register_plugin(IgnoreInterrupts())
+    return OwnedCluster(client, cluster)
 
 
 IN_PROCESS = (None, "in-process", "inprocess", "none")

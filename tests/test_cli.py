@@ -271,3 +271,32 @@ def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypa
     assert main(["compute", user_model, "--grid", "3x3"]) == 130
     assert "landscape-nb: interrupted; nothing was kept (pass --store DIR to keep finished tiles and resume)" in \
         capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):
+    """A Ctrl-C as the first worker is spawned ends the command (it must not be swallowed while the
+    cluster starts, leaving the run to finish), and leaves no process behind."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    (tmp_path / "slow_models.py").write_text(SLOW_MODULE)
+    proc = subprocess.Popen([sys.executable, "-m", "landscape_nb.cli", "compute", "slow_models:make", "--grid", "8x8",
+                             "--store", str(tmp_path / "s.zarr"), "--client", "local", "--workers", "1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not psutil.Process(proc.pid).children() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "no worker was spawned"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "landscape-nb: interrupted;" in err
+    assert not psutil.wait_procs(children, timeout=30)[1]
