@@ -214,3 +214,30 @@ def test_volume_to_xarray_and_empty(mlp, mlp_data):
     empty.check(ndim=3)
     with pytest.raises(LandscapeError, match="looks transposed"):
         lnb.Surface(x=vol.x, y=vol.y, z=vol.z, loss=vol.loss.T).check()
+
+
+def test_volume_hover_shows_the_stored_values_not_the_capped_or_stand_in_ones(mlp, mlp_data):
+    import dataclasses
+
+    dirs = random_dict_dirs(mlp, 3)
+    vol = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 4), y=(-1, 1, 3), z=(-1, 1, 3))
+    loss, done = vol.loss.copy(), np.ones(vol.loss.shape, bool)
+    loss[0, 0, 0] = 1e6  # far above the cap
+    loss[1, 1, 1] = np.nan  # computed, diverged
+    loss[2, 2, 2], done[2, 2, 2] = np.nan, False  # not computed
+    vol = dataclasses.replace(vol, loss=loss, done=done)
+    tr = lnb.plot.volume(vol).data[0]
+    assert tr.value[0] < 1e6  # the drawn value is capped ...
+    assert "%{text}" in tr.hovertemplate and "%{value" not in tr.hovertemplate
+    acc = vol.metrics["accuracy"].ravel()
+    for flat, (k, j, i) in enumerate(np.ndindex(vol.loss.shape)):
+        text = tr.text[flat]
+        if (k, j, i) == (2, 2, 2):
+            assert text == "loss: not computed"
+        elif (k, j, i) == (1, 1, 1):
+            assert text.startswith("loss: nan")
+        else:  # ... the hover shows what is stored
+            assert text == f"loss: {loss[k, j, i]:.4g}<br>accuracy: {acc[flat]:.4g}"
+    assert tr.text[0].startswith("loss: 1e+06")
+    two = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 2))
+    assert len([t for t in lnb.plot.volume_slices(two, "z").data if t.type == "contour"]) == 2  # not z=1 twice

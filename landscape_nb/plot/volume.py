@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from ..errors import LandscapeError
 from ..surface import Surface
+from . import _common
 from ._common import COLORSCALE, _axis_label, _check_surface, _title, display_values
 from .figures import compare
 
@@ -47,6 +48,15 @@ def _slice_locations(surf: Surface, slices) -> dict:
         raise LandscapeError(f"plot.volume: slices={slices!r}; expected 'centre', None or a mapping with keys "
                              "among 'x', 'y', 'z' to lists of coordinates")
     return {a: [float(v) for v in np.atleast_1d(vals)] for a, vals in slices.items()}
+
+
+def _hover_values(surf: Surface) -> list[str]:
+    """Per point, in ``loss.ravel()`` order: the true loss and metrics, or why there is none."""
+    rows = _common.hover_customdata(surf).reshape(-1, 1 + len(surf.metrics))
+    done = np.asarray(surf.done_mask, dtype=bool).ravel()
+    names = ["loss", *surf.metrics]
+    return ["loss: not computed" if not computed else "<br>".join(f"{n}: {v:.4g}" for n, v in zip(names, row))
+            for row, computed in zip(rows, done)]
 
 
 def volume(
@@ -103,7 +113,8 @@ def volume(
     plotly.graph_objects.Figure
         One trace (``Isosurface`` or ``Volume``) with flat x, y, z, value arrays in the order of
         ``loss.ravel()``; points not computed and diverged points take a value above every finite
-        one, so they sit outside every shell.
+        one, so they sit outside every shell. ``value`` is capped (``clip``); the hover text shows
+        the stored loss and metrics (``text``), or says that a point holds none.
 
     Raises
     ------
@@ -139,8 +150,9 @@ def volume(
         colorscale=COLORSCALE, cmin=lo, cmax=top, colorbar=dict(title=dict(text=label)),
         caps=dict(x_show=False, y_show=False, z_show=False),
         slices={a: dict(show=True, locations=locs) for a, locs in _slice_locations(surf, slices).items()},
+        text=_hover_values(surf),  # the stored values: ``value`` is capped, and gaps get a stand-in
         hovertemplate=(f"{surf.x_label}: %{{x:.4g}}<br>{surf.y_label}: %{{y:.4g}}<br>{surf.z_label}: %{{z:.4g}}"
-                       f"<br>{label}: %{{value:.4g}}<extra></extra>"),
+                       "<br>%{text}<extra></extra>"),
     )
     if kind == "isosurface":
         trace = go.Isosurface(opacity=0.35 if opacity is None else opacity, **common)
@@ -182,7 +194,7 @@ def volume_slices(
         Grid indices along ``axis``.
     values : sequence of float, optional
         Coordinates along ``axis`` (nearest grid value). Give at most one of ``indices`` and
-        ``values``; neither: three slices, at the first, middle and last grid value.
+        ``values``; neither: the first, middle and last grid value (two slices for two values).
     kind : {"contour", "heatmap", "surface"}, default "contour"
         The panel drawn for each slice.
     log, clip, levels
@@ -208,7 +220,7 @@ def volume_slices(
         planes = [surf.slice(axis, value=v) for v in values]
     else:
         n = np.asarray(getattr(surf, axis)).size
-        indices = [0, n // 2, n - 1] if indices is None else list(indices)
+        indices = sorted({0, n // 2, n - 1}) if indices is None else list(indices)
         planes = [surf.slice(axis, index=i) for i in indices]
     name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
     titles = [f"{name} = {p.provenance['slice']['value']:.3g}" for p in planes]
