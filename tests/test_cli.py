@@ -271,6 +271,8 @@ def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypa
     assert main(["compute", user_model, "--grid", "3x3"]) == 130
     assert "landscape-nb: interrupted; nothing was kept (pass --store DIR to keep finished tiles and resume)" in \
         capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3", "--store", "not-yet.zarr"]) == 130
+    assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
 
 
 def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):
@@ -300,3 +302,30 @@ def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "landscape-nb: interrupted;" in err
     assert not psutil.wait_procs(children, timeout=30)[1]
+
+
+def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, capsys):
+    store = tmp_path / "never.zarr"
+    base = ["compute", user_model, "--store", str(store)]
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("")
+    for argv, words in [
+        (["--grid", "3x3", "--kind", "slices", "--html", str(tmp_path / "x.html")],
+         "--kind slices does not draw a 2D plane; expected one of surface, contour, heatmap"),
+        (["--grid", "3x3x3", "--kind", "contour"], "--kind contour does not draw a 3D volume"),
+        (["--grid", "3x3", "--html", str(tmp_path / "adir")], "is a directory; expected a file path to write"),
+        (["--grid", "3x3", "--html", str(tmp_path / "afile" / "x.html")], "is a file; expected a path under a"),
+    ]:
+        assert main([*base, *argv]) == 2, argv
+        assert words in capsys.readouterr().err, argv
+        assert not store.exists(), f"{argv} computed before refusing"
+    assert main(["demo", "--out", str(tmp_path / "afile"), "--client", "none"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_a_run_whose_loss_diverges_says_how_many_points(user_model, tmp_path, capsys):
+    assert main(["compute", user_model, "--grid", "5x5", "--range", "-1e25:1e25", "--store", str(tmp_path / "d.zarr")]) == 0
+    surf = lnb.load_surface(tmp_path / "d.zarr")
+    n_bad = int((~np.isfinite(surf.loss)).sum())
+    assert 0 < n_bad < 25 and surf.is_complete
+    assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in capsys.readouterr().err

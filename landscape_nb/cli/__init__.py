@@ -109,15 +109,22 @@ def load_model_spec(name: str, split: str = "test"):
     return name, ex.model, getattr(ex, split), ex.loss_fn, ex
 
 
+def check_kind(kind: str | None, ndim: int) -> str:
+    """The figure kind for a surface of ``ndim`` dimensions (``kind`` or the default); refuse one
+    that cannot draw it."""
+    fits = _KINDS_BY_NDIM[ndim]
+    kind = kind or fits[0]
+    if kind not in fits:
+        shape = {1: "line", 2: "plane", 3: "volume"}[ndim]
+        raise LandscapeError(f"--kind {kind} does not draw a {ndim}D {shape}; expected one of "
+                             f"{', '.join(fits)} (or leave --kind out for {fits[0]})")
+    return kind
+
+
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
     from .. import plot
 
-    fits = _KINDS_BY_NDIM[surface.ndim]
-    kind = kind or fits[0]
-    if kind not in fits:
-        shape = {1: "line", 2: "plane", 3: "volume"}[surface.ndim]
-        raise LandscapeError(f"--kind {kind} does not draw a {surface.ndim}D {shape}; expected one of "
-                             f"{', '.join(fits)} (or leave --kind out for {fits[0]})")
+    kind = check_kind(kind, surface.ndim)
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale)
         return fig.update_layout(title=title) if title else fig
@@ -136,9 +143,12 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface
-    from ..plot.export import export_html
+    from ..plot.export import export_html, prepare_path
 
     grid = parse_grid(args.grid)
+    check_kind(args.kind, len(grid))  # before the run: a refusal afterwards would cost it
+    if args.html:
+        prepare_path(args.html)
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
     ignore = None if args.ignore == "none" else args.ignore
     model, d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore,
@@ -161,8 +171,14 @@ def cmd_compute(args) -> int:
     finally:
         progress.close()
     sp = surf.provenance.get("seconds_per_point")
+    import numpy as np
+
+    n_diverged = int((~np.isfinite(surf.loss) & surf.done_mask).sum())
     print(f"{name}: {surf.n_done}/{surf.loss.size} points, min loss {float(_nanmin(surf.loss)):.4g}"
           + (f", {sp * 1e3:.2f} ms/point" if sp else "") + (f", store {args.store}" if args.store else ""))
+    if n_diverged:
+        print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
+              "they are gaps in the figure (a narrower --range shows the basin)", file=sys.stderr)
     if args.html:
         path = export_html(figure_for(surf, args.kind, log_scale=args.log, title=name), args.html)
         print(f"wrote {path}")
@@ -177,9 +193,10 @@ def _nanmin(a):
 
 
 def cmd_plot(args) -> int:
-    from ..plot.export import export_html
+    from ..plot.export import export_html, prepare_path
     from ..store import load_surface
 
+    prepare_path(args.html)
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
                                   title=str(surf.provenance.get("label", ""))), args.html)
@@ -190,6 +207,9 @@ def cmd_plot(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise LandscapeError(f"--out {args.out!r} is a file; expected a directory for the figures (it is created "
+                             "if missing)")
     run_demo(Path(args.out), client=parse_client(args.client), n_workers=args.workers, resolution=args.resolution)
     return 0
 
@@ -303,9 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
-        kept = ("finished tiles are kept in the store (rerun to resume)"
-                if getattr(args, "store", None) or args.func is cmd_demo
-                else "nothing was kept (pass --store DIR to keep finished tiles and resume)")
+        store = getattr(args, "store", None)
+        if store and not Path(store).exists():
+            kept = "no tile had finished, so no store was written"
+        elif store or args.func is cmd_demo:
+            kept = "finished tiles are kept in the store (rerun to resume)"
+        else:
+            kept = "nothing was kept (pass --store DIR to keep finished tiles and resume)"
         print(f"landscape-nb: {how}; {kept}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     finally:

@@ -35,9 +35,21 @@ def _check_figure(fig: Any, where: str):
     )
 
 
-def _prepare_path(path: str | os.PathLike) -> Path:
+def prepare_path(path: str | os.PathLike) -> Path:
+    """``path`` as a file to write, its folder created; ``LandscapeError`` when it cannot be one (a
+    directory, or under a file). The CLI calls it before computing, so a bad path costs no run."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise LandscapeError(f"{str(path)!r} is a directory; expected a file path to write, e.g. "
+                             f"{str(path / 'landscape.html')!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LandscapeError(f"cannot write {str(path)!r}: a part of its folder {str(path.parent)!r} is a file; "
+                             "expected a path under a directory") from None
+    except OSError as exc:
+        raise LandscapeError(f"cannot create the folder of {str(path)!r} ({exc.strerror}); choose a writable "
+                             "path") from None
     return path
 
 
@@ -63,7 +75,7 @@ def export_html(fig, path: str | os.PathLike) -> Path:
         If ``fig`` is not a plotly figure.
     """
     fig = _check_figure(fig, "export_html")
-    path = _prepare_path(path)
+    path = prepare_path(path)
     fig.write_html(
         path,
         include_plotlyjs=True,
@@ -138,7 +150,7 @@ def export_image(
             "one (e.g. `apt-get install chromium`, or `plotly_get_chrome` with internet) and, if "
             "it is not on PATH, set BROWSER_PATH=/path/to/chromium. export_html needs no browser."
         ) from exc
-    path = _prepare_path(path)
+    path = prepare_path(path)
     path.write_bytes(data)
     return path
 
@@ -284,7 +296,7 @@ def export_vtk(
         raise LandscapeError(
             f"export_vtk path {str(path)!r} ends in {Path(path).suffix or 'no suffix'!r}; expected '.vtk' (this "
             "writes the legacy ASCII format, which ParaView reads only under that suffix): e.g. 'surface.vtk'")
-    path = _prepare_path(path)
+    path = prepare_path(path)
     with open(path, "w", encoding="ascii", errors="replace", newline="\n") as f:
         f.write("# vtk DataFile Version 3.0\n")
         f.write(title + "\n")
