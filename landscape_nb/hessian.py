@@ -365,8 +365,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         rows.append(v / v.norm())
         values.append(float(pairs.values[rank - 1]))
         name = "λ_max" if (kind, rank) == ("max", 1) else "λ_min" if (kind, rank) == ("min", 1) else f"λ_{kind}{rank}"
-        labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g}")
+        labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g} (on {op.n_samples} samples)")
     prov = {"scheme": "hessian", "which": [f"{k}{r}" for k, r in spec], "eigenvalues": values,
+            "hessian_samples": op.n_samples,  # the eigenvalues are of the loss on these, not the surface's data
             "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),

@@ -55,6 +55,12 @@ def test_hessian_scheme_uses_max_and_min_eigenvectors(example):
     assert d.provenance["eigenvalues"] == pytest.approx([evs["max"][0], evs["min"][0]], rel=1e-3, abs=1e-6)
     _, line = make_directions("hessian", example.model, None, ndim=1, data=example.train)
     assert line.n == 1 and line.provenance["which"] == ["max1"]
+    # the labels say on which data the eigenvalues are: not the surface's (test split) data
+    n_train = len(example.train[1])
+    assert line.provenance["x_label"].endswith(f"(on {n_train} samples)") and "hessian_data" not in line.provenance
+    n_sub = min(n_train, 512)
+    assert d.provenance["x_label"].endswith(f"(on {n_sub} training samples)")
+    assert d.provenance["hessian_data"] == "training split, fixed-seed subset of 512"
 
 
 def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
