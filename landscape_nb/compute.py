@@ -336,7 +336,8 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     extra = {"seconds": elapsed, "points_computed": n_computed,
              "seconds_per_point": elapsed / n_computed if n_computed else None,
              "cancelled": bool(cancel.is_set() and not buffer.done.all()),
-             "batch_size": final.batch_size, "points_per_pass": final.points_per_pass}
+             "batch_size": final.batch_size, "points_per_pass": final.points_per_pass,
+             "runner": runner.description}  # this run's: a resumed store may have started on another
     if final.notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = dict(final.notes)
     if final.per_worker:  # Dask: each worker tuned its own evaluator

@@ -155,6 +155,19 @@ def test_provenance_records_what_each_worker_settled_on(client, data):
     assert tuned.provenance["batch_size"] == 97  # a small set runs as one batch on every worker
 
 
+def test_a_store_resumed_on_another_runner_records_the_last_runs_runner(client, data, tmp_path):
+    m = _model()
+    d = lnb.random_directions(m, n=1, seed=2)
+    store = tmp_path / "r.zarr"
+    stop = threading.Event()
+    first = lnb.compute_surface(m, data, d, x=(-1, 1, 6), store=store, tile=1, cancel=stop,
+                                callbacks=[lambda event: stop.set()])  # in-process, cancelled after a tile
+    assert first.provenance["runner"] == "in-process" and not first.is_complete
+    resumed = lnb.compute_surface(m, data, d, x=(-1, 1, 6), store=store, client=client)
+    assert lnb.load_surface(store).provenance["runner"] == resumed.provenance["runner"]
+    assert resumed.provenance["runner"].startswith("dask")
+
+
 def test_a_worker_error_names_the_tile_and_the_surface(client, data, tmp_path):
     torch.manual_seed(0)
     m = FarOutFails(limit=0.3)
