@@ -313,6 +313,8 @@ def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, cap
         (["--grid", "3x3", "--kind", "slices", "--html", str(tmp_path / "x.html")],
          "--kind slices does not draw a 2D plane; expected one of surface, contour, heatmap"),
         (["--grid", "3x3x3", "--kind", "contour"], "--kind contour does not draw a 3D volume"),
+        (["--grid", "3x3", "--zrange", "0:1"], "--zrange 0:1 was given for a 2D --grid 3x3; it needs a grid of 3"),
+        (["--grid", "3", "--yrange", "0:1"], "--yrange 0:1 was given for a 1D --grid 3; it needs a grid of 2"),
         (["--grid", "3x3", "--html", str(tmp_path / "adir")], "is a directory; expected a file path to write"),
         (["--grid", "3x3", "--html", str(tmp_path / "afile" / "x.html")], "is a file; expected a path under a"),
     ]:

@@ -55,7 +55,7 @@ def parse_tile(text: str | None):
     try:
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
-        raise LandscapeError(f"--tile {text!r}; expected N or ROWSxCOLS, e.g. 8x8") from None
+        raise LandscapeError(f"--tile {text!r}; expected N, ROWSxCOLS or DEPTHxROWSxCOLS, e.g. 8x8") from None
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
@@ -147,6 +147,10 @@ def cmd_compute(args) -> int:
 
     grid = parse_grid(args.grid)
     check_kind(args.kind, len(grid))  # before the run: a refusal afterwards would cost it
+    for flag, value, needs in (("--yrange", args.yrange, 2), ("--zrange", args.zrange, 3)):
+        if value is not None and len(grid) < needs:
+            raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
+                                 f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
     if args.html:
         prepare_path(args.html)
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
@@ -245,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channels-last", action="store_true", help="image inputs in channels_last memory format")
     c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
     c.add_argument("--workers", type=int, help="workers for --client local/cuda")
-    c.add_argument("--tile", help="tile size N or ROWSxCOLS")
+    c.add_argument("--tile", help="points per task: N, ROWSxCOLS, or DEPTHxROWSxCOLS for a volume")
     c.add_argument("--store", help="directory to save (and resume) the surface")
     c.add_argument("--html", help="write a standalone HTML figure here")
     c.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, volume for 3D; "
