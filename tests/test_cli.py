@@ -176,7 +176,8 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     monkeypatch.syspath_prepend(str(tmp_path))
     store = tmp_path / "s.zarr"
     argv = ["compute", "slow_models:make", "--grid", "8x8", "--tile", "2x2", "--store", str(store)]
-    proc = subprocess.Popen([sys.executable, "-m", "landscape_nb.cli", *argv, "--client", client, "--workers", "1",
+    workers = ["--workers", "1"] if client == "local" else []
+    proc = subprocess.Popen([sys.executable, "-m", "landscape_nb.cli", *argv, "--client", client, *workers,
                              "--html", str(tmp_path / "s.html")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -313,6 +314,9 @@ def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, cap
         (["--grid", "3x3", "--kind", "slices", "--html", str(tmp_path / "x.html")],
          "--kind slices does not draw a 2D plane; expected one of surface, contour, heatmap"),
         (["--grid", "3x3x3", "--kind", "contour"], "--kind contour does not draw a 3D volume"),
+        (["--grid", "3x3", "--kind", "contour"], "--kind contour was given without --html, so no figure would be"),
+        (["--grid", "3x3", "--log"], "--log was given without --html"),
+        (["--grid", "3x3", "--workers", "2"], "--workers 2 was given with --client none, where tiles run in this"),
         (["--grid", "3x3", "--zrange", "0:1"], "--zrange 0:1 was given for a 2D --grid 3x3; it needs a grid of 3"),
         (["--grid", "3", "--yrange", "0:1"], "--yrange 0:1 was given for a 1D --grid 3; it needs a grid of 2"),
         (["--grid", "3x3", "--html", str(tmp_path / "adir")], "is a directory; expected a file path to write"),

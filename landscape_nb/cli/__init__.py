@@ -147,6 +147,13 @@ def cmd_compute(args) -> int:
 
     grid = parse_grid(args.grid)
     check_kind(args.kind, len(grid))  # before the run: a refusal afterwards would cost it
+    if (args.kind or args.log) and not args.html:
+        flag = f"--kind {args.kind}" if args.kind else "--log"
+        raise LandscapeError(f"{flag} was given without --html, so no figure would be drawn; add --html FILE "
+                             f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
+    if args.workers is not None and parse_client(args.client) is None:
+        raise LandscapeError(f"--workers {args.workers} was given with --client {args.client}, where tiles run in "
+                             "this process; add --client local for worker processes (or drop --workers)")
     for flag, value, needs in (("--yrange", args.yrange, 2), ("--zrange", args.zrange, 3)):
         if value is not None and len(grid) < needs:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
