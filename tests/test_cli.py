@@ -129,6 +129,7 @@ def test_help_lists_the_choices_without_importing_torch():
 
 
 SLOW_MODULE = '''
+import os
 import time
 import torch
 from torch import nn
@@ -139,7 +140,7 @@ class Slow(nn.Module):
         self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
     def forward(self, x):
-        time.sleep(0.15)
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "0.15")))  # slow enough to be signalled mid-run
         return self.net(x)
 
 def make():
@@ -205,7 +206,8 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     assert 0 < kept.n_done < 64 and not kept.is_complete
     done = np.isfinite(kept.loss)
     assert done.sum() == kept.n_done
-    # the rerun resumes (in-process) and ends where an uninterrupted run does
+    # the rerun resumes (in-process, at full speed: same code) and ends where an uninterrupted run does
+    monkeypatch.setenv("SLOW_SECONDS", "0")
     assert main([*argv, "--client", "none"]) == 0
     assert main(["compute", "slow_models:make", "--grid", "8x8", "--store", str(tmp_path / "ref.zarr")]) == 0
     resumed, ref = lnb.load_surface(store), lnb.load_surface(tmp_path / "ref.zarr")
