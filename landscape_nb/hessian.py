@@ -296,7 +296,7 @@ def _parse_which(which) -> list[tuple[str, int]]:
 def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=None, tol: float = 1e-3,
                        max_iter: int | None = None, seed: int = 0, max_samples: int | None = None,
                        batch_size: int | None = None, target_key: str | int | None = "labels",
-                       progress: bool = False) -> Directions:
+                       progress: bool = False, data_name: str | None = None) -> Directions:
     """Unit Hessian eigenvectors at ``model``'s weights, to use as the axes of a line or plane.
 
     >>> d = lnb.hessian_directions(model, (x, y), which=("max", "min"))
@@ -327,6 +327,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
         Show a tqdm.auto bar counting Hessian-vector products.
+    data_name : str, optional
+        What ``data`` is (e.g. ``"training"``), named in the axis labels: "(on 512 training samples)".
+        The surface is often another split's loss, whose curvature these eigenvalues are not.
 
     Returns
     -------
@@ -365,7 +368,8 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         rows.append(v / v.norm())
         values.append(float(pairs.values[rank - 1]))
         name = "λ_max" if (kind, rank) == ("max", 1) else "λ_min" if (kind, rank) == ("min", 1) else f"λ_{kind}{rank}"
-        labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g} (on {op.n_samples} samples)")
+        samples = f"{op.n_samples} {data_name} samples" if data_name else f"{op.n_samples} samples"
+        labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g} (on {samples})")
     prov = {"scheme": "hessian", "which": [f"{k}{r}" for k, r in spec], "eigenvalues": values,
             "hessian_samples": op.n_samples,  # the eigenvalues are of the loss on these, not the surface's data
             "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),

@@ -70,13 +70,11 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
             data, max_samples = ex.train, HESSIAN_MAX_SAMPLES
         loss_fn = loss_fn if loss_fn is not None else getattr(ex, "loss_fn", None)
         which = ("max", "min") if ndim == 2 else ("max",)
-        d = hessian_directions(model, data, which=which, loss_fn=loss_fn, seed=seed, max_samples=max_samples)
-        if max_samples is not None:  # the zoo's training split, not the data the surface is computed on
-            where = f"on {d.provenance['hessian_samples']} samples)"
-            d = d.with_provenance(hessian_data=f"training split, fixed-seed subset of {max_samples}",
-                                  **{k: str(d.provenance[k]).replace(where, f"on {d.provenance['hessian_samples']} "
-                                                                     "training samples)")
-                                     for k in ("x_label", "y_label") if k in d.provenance})
+        zoo_default = max_samples is not None  # the zoo's training split, not the data the surface is computed on
+        d = hessian_directions(model, data, which=which, loss_fn=loss_fn, seed=seed, max_samples=max_samples,
+                               data_name="training" if zoo_default else None)
+        if zoo_default:
+            d = d.with_provenance(hessian_data=f"training split, fixed-seed subset of {max_samples}")
         return model, d
     raise AssertionError(f"scheme {scheme!r} is in SCHEMES but has no branch")  # unreachable
 

@@ -69,16 +69,16 @@ def code_fingerprint(model: nn.Module) -> dict:
     (``store.SurfaceStore``), so editing ``forward`` between two runs is refused, not mixed in."""
     import inspect
 
-    classes = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
-    names = sorted(f"{c.__module__}.{c.__qualname__}" for c in classes)
+    classes = {f"{c.__module__}.{c.__qualname__}": c for c in map(type, model.modules())
+               if not c.__module__.startswith("torch.")}
     h = hashlib.sha256()
-    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+    for name in sorted(classes):
         try:
-            source = inspect.getsource(cls)
+            source = inspect.getsource(classes[name])
         except (OSError, TypeError):
             source = ""
-        h.update(f"{cls.__module__}.{cls.__qualname__}\n{source}".encode())
-    return {"fingerprint": h.hexdigest()[:16], "classes": names}
+        h.update(f"{name}\n{source}".encode())
+    return {"fingerprint": h.hexdigest()[:16], "classes": sorted(classes)}
 
 
 def _callable_fingerprint(fn) -> str | None:

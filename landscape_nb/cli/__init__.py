@@ -151,7 +151,8 @@ def cmd_compute(args) -> int:
         flag = f"--kind {args.kind}" if args.kind else "--log"
         raise LandscapeError(f"{flag} was given without --html, so no figure would be drawn; add --html FILE "
                              f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
-    if args.workers is not None and parse_client(args.client) is None:
+    client = parse_client(args.client)
+    if args.workers is not None and client is None:
         raise LandscapeError(f"--workers {args.workers} was given with --client {args.client}, where tiles run in "
                              "this process; add --client local for worker processes (or drop --workers)")
     for flag, value, needs in (("--yrange", args.yrange, 2), ("--zrange", args.zrange, 3)):
@@ -175,7 +176,7 @@ def cmd_compute(args) -> int:
         surf = compute_surface(
             model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]),
             z=None if len(grid) < 3 else (*zr, grid[2]), loss_fn=loss_fn,
-            client=parse_client(args.client), n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
+            client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
             max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
             channels_last=args.channels_last, name=name, callbacks=[progress],
         )
@@ -204,10 +205,9 @@ def _nanmin(a):
 
 
 def cmd_plot(args) -> int:
-    from ..plot.export import export_html, prepare_path
+    from ..plot.export import export_html
     from ..store import load_surface
 
-    prepare_path(args.html)
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
                                   title=str(surf.provenance.get("label", ""))), args.html)
