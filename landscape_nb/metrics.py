@@ -85,7 +85,8 @@ class DefaultLoss:
 
     def check(self, outputs, targets: torch.Tensor | None) -> None:
         """Raise ``LandscapeError`` unless cross-entropy of ``outputs`` against all ``targets`` means something."""
-        fix = "pass loss_fn= (e.g. loss_fn=nn.MSELoss() for regression)"
+        fix = ("pass loss_fn= (e.g. loss_fn=nn.MSELoss() for regression; from the CLI, have your module:function "
+               "return (model, data, loss_fn))")
         logits = find_logits(outputs)
         if targets is None:
             raise LandscapeError(
@@ -97,7 +98,8 @@ class DefaultLoss:
                 f"the outputs are a {type(outputs).__name__} of several tensors ({describe(outputs)}) and the default "
                 "cross-entropy does not guess which holds the logits; pass loss_fn= naming them, e.g. "
                 "loss_fn=lambda out, y: F.cross_entropy(out[i], y) with i where your model puts the logits (a key "
-                "for a dict), and metrics= likewise")
+                "for a dict), and metrics= likewise (from the CLI, return (model, data, loss_fn) from your "
+                "module:function)")
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
         if targets.is_floating_point():

@@ -283,7 +283,9 @@ def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
     reach = w_max + sum(c * d for c, d in zip(coeff_max, d_max))
     limit = float(torch.finfo(dtype).max)
     if not reach < limit / 16:  # headroom: forward passes sum many such products
-        given = ", ".join(f"{n}=({a.start:g}, {a.stop:g}, {a.num})" for n, a in zip(names, axes))
-        raise LandscapeError(f"{given}: the weights would reach {reach:.3g}, beyond 1/16 of what {dtype} holds "
-                             f"({limit:.3g}; the rest is headroom for the sums of a forward pass); expected a "
-                             "smaller range, e.g. x=(-1, 1, 51)")
+        # blame the axis that moves the weights furthest (a wide z must not read as a fault of x and y)
+        i = max(range(len(axes)), key=lambda k: coeff_max[k] * d_max[k])
+        axis = axes[i]
+        raise LandscapeError(f"the {names[i]} range {axis.start:g}..{axis.stop:g} takes the weights to {reach:.3g}, "
+                             f"beyond 1/16 of what {dtype} holds ({limit:.3g}; the rest is headroom for the sums "
+                             f"of a forward pass); expected a smaller {names[i]} range, e.g. -1..1")

@@ -95,6 +95,8 @@ CASES = [
     ("x-overflows-float64", dict(x=(-1e308, 1e308, 5)), "x=(-1e+308, 1e+308, 5)"),
     ("y-overflows-float64", dict(y=(-1e308, 1e308, 5)), "y=(-1e+308, 1e+308, 5)"),
     ("x-overflows-float32", dict(x=(-1e38, 1e38, 5)), "beyond 1/16 of what torch.float32 holds (3.4e+38; the rest is headroom"),
+    # the axis that moves the weights furthest is named, not every axis
+    ("y-overflows-float32", dict(y=(-1e38, 1e38, 5)), "the y range -1e+38..1e+38 takes the weights to"),
     ("x-nan", dict(x=(0, math.nan, 5)), "x range 0.0..nan is not finite"),
     ("x-num-1", dict(x=(-1, 1, 1)), "x resolution 1"),
     ("x-num-0", dict(x=(-1, 1, 0)), "x resolution 0"),

@@ -93,7 +93,16 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
 @pytest.mark.parametrize("argv, words", [
     (["compute", "my_models:make", "--grid", "5x"], "--grid '5x'"),
     (["compute", "my_models:make", "--range", "1:-1"], "empty or reversed"),
-    (["compute", "my_models:make", "--grid", "1"], "≥ 2"),
+    (["compute", "my_models:make", "--grid", "1"], "--grid '1' has an axis of 1 point(s); expected at least 2"),
+    (["compute", "my_models:make", "--grid", "5x1"], "--grid '5x1' has an axis of 1 point(s)"),
+    (["compute", "my_models:make", "--range", "nan:1"], "--range 'nan:1' is not finite"),
+    (["compute", "my_models:make", "--grid", "3x3x3", "--zrange", "-1e39:1e39"],
+     "the z range -1e+39..1e+39 takes the weights to"),  # the axis at fault, in words that fit the flags
+    (["compute", "my_models", "--grid", "3"], ("'my_models' is an importable module, not a zoo name; expected "
+                                               "module:function")),
+    (["compute", "my_models:make", "--client", "local", "--workers", "0"], "--workers 0; expected a positive"),
+    (["compute", "my_models:make", "--client", "tcp://127.0.0.1:9", "--workers", "2"],
+     "a running scheduler whose cluster already has its workers"),
     (["compute", "nosuch_module:make"], "cannot load 'nosuch_module:make'"),
     (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
 ])

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import logging
+import math
 import os
 import signal
 import sys
@@ -38,6 +40,9 @@ def parse_grid(text: str) -> tuple[int, ...]:
                              "volume, e.g. 51x51") from None
     if len(parts) not in (1, 2, 3):
         raise LandscapeError(f"--grid {text!r}; expected NX, NXxNY or NXxNYxNZ, e.g. 51, 51x31 or 21x21x21")
+    if min(parts) < 2:
+        raise LandscapeError(f"--grid {text!r} has an axis of {min(parts)} point(s); expected at least 2 points "
+                             "per axis (the range's two ends), e.g. 51 or 51x51")
     return parts
 
 
@@ -46,6 +51,11 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
         a, b = (float(p) for p in text.split(":"))
     except ValueError:
         raise LandscapeError(f"{name} {text!r}; expected START:STOP, e.g. -1:1") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise LandscapeError(f"{name} {text!r} is not finite; expected two finite numbers START:STOP, e.g. -1:1")
+    if not a < b:
+        example = f"{b:g}:{a:g}" if a != b else "-1:1"
+        raise LandscapeError(f"{name} {text!r} is empty or reversed; expected START < STOP, e.g. {example}")
     return a, b
 
 
@@ -68,6 +78,24 @@ def parse_client(text: str | None):
 
     choice = read_client(text)
     return None if choice.kind == "in-process" else (choice.address or choice.kind)
+
+
+def check_workers(args):
+    """``--client`` as `parse_client` reads it, refusing a ``--workers`` it would ignore or could not start."""
+    client = parse_client(args.client)
+    if args.workers is None:
+        return client
+    if client is None:
+        raise LandscapeError(f"--workers {args.workers} was given with --client {args.client}, where tiles run in "
+                             "this process; add --client local for worker processes (or drop --workers)")
+    if client not in ("local", "cuda"):
+        raise LandscapeError(f"--workers {args.workers} was given with --client {args.client}, a running scheduler "
+                             "whose cluster already has its workers; start more workers there (dask worker "
+                             f"{args.client}), or drop --workers")
+    if args.workers < 1:
+        raise LandscapeError(f"--workers {args.workers}; expected a positive number of worker processes, e.g. "
+                             "--workers 2 (or leave it out: one per core, up to 8)")
+    return client
 
 
 def load_model_spec(name: str, split: str = "test"):
@@ -103,10 +131,20 @@ def load_model_spec(name: str, split: str = "test"):
         return name, model, data, loss_fn, None
     from .. import zoo
 
+    if name not in zoo.names() and _is_module(name):
+        raise LandscapeError(f"{name!r} is an importable module, not a zoo name; expected module:function, the "
+                             f"function returning (model, data) or (model, data, loss_fn), e.g. {name}:build")
     ex = zoo.load(name)
     if split not in ("train", "test"):
         raise LandscapeError(f"--split {split!r}; expected 'train' or 'test'")
     return name, ex.model, getattr(ex, split), ex.loss_fn, ex
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_kind(kind: str | None, ndim: int) -> str:
@@ -151,10 +189,10 @@ def cmd_compute(args) -> int:
         flag = f"--kind {args.kind}" if args.kind else "--log"
         raise LandscapeError(f"{flag} was given without --html, so no figure would be drawn; add --html FILE "
                              f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
-    client = parse_client(args.client)
-    if args.workers is not None and client is None:
-        raise LandscapeError(f"--workers {args.workers} was given with --client {args.client}, where tiles run in "
-                             "this process; add --client local for worker processes (or drop --workers)")
+    client = check_workers(args)
+    for flag, value in (("--range", args.range), ("--yrange", args.yrange), ("--zrange", args.zrange)):
+        if value is not None:  # a malformed range is refused before the model loads
+            parse_range(value, flag)
     for flag, value, needs in (("--yrange", args.yrange, 2), ("--zrange", args.zrange, 3)):
         if value is not None and len(grid) < needs:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
@@ -221,7 +259,7 @@ def cmd_demo(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise LandscapeError(f"--out {args.out!r} is a file; expected a directory for the figures (it is created "
                              "if missing)")
-    run_demo(Path(args.out), client=parse_client(args.client), n_workers=args.workers, resolution=args.resolution)
+    run_demo(Path(args.out), client=check_workers(args), n_workers=args.workers, resolution=args.resolution)
     return 0
 
 
