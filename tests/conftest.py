@@ -18,6 +18,23 @@ def shared_zoo_cache(tmp_path_factory):
     os.environ.pop("LANDSCAPE_NB_CACHE", None)
 
 
+@pytest.fixture(scope="session")
+def quick_depth_comparison(tmp_path_factory):
+    """``depth_comparison`` at ``depth.QUICK`` on an embedded Dask cluster, with its stores:
+    (comparison, store directory). Computed once (eigen-map points dominate, ~4 min on 2 cores):
+    tests/test_zoo_depth.py checks its numbers, and the skip_connections notebook, whose settings
+    these are, resumes from a copy of the stores instead of computing it all again."""
+    from landscape_nb.cluster import get_client
+    from landscape_nb.depth import DEPTHS, QUICK, depth_comparison
+
+    store_dir = tmp_path_factory.mktemp("depth-stores")
+    client, owned = get_client("local")
+    try:
+        return depth_comparison(DEPTHS, QUICK, client=client, store_dir=store_dir), store_dir
+    finally:
+        owned.close()
+
+
 class TinyCNN(nn.Module):
     """Conv + BN + linear: has 4-D, 2-D and 1-D tensors and BN buffers."""
 

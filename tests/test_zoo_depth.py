@@ -1,7 +1,8 @@
 """ResNet-20/56/110 with and without skips (Li et al. 2018, Fig. 5): the zoo entries and the comparison.
 
 The entries train on first use (the session's zoo cache, shared with tests/test_zoo.py). The
-comparison is recomputed on a coarse grid and its numbers are checked against naive
+comparison is recomputed at ``depth.QUICK`` (the notebook's settings; conftest's session
+fixture, which the notebook test resumes from) and its numbers are checked against naive
 computations on its own surfaces, then the trend it reports is checked.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from landscape_nb import zoo
-from landscape_nb.depth import DEPTHS, DepthSettings, depth_comparison, zoo_name
+from landscape_nb.depth import DEPTHS, QUICK, zoo_name
 from landscape_nb.zoo.training import accuracy_of, train
 
 from test_depth_grid import naive_basin_radius, naive_minima_persistence
@@ -31,7 +32,6 @@ ACCURACY_BAND = {
     "resnet110-noskip-digits": (0.05, 0.2),  # chance is 0.1: it does not learn
 }
 
-COARSE = DepthSettings(resolution=11, max_samples=64, eigen_resolution=3, eigen_max_samples=8, eigen_tol=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -81,19 +81,13 @@ def test_training_is_deterministic(name):
 
 
 @pytest.fixture(scope="module")
-def comparison(examples):
-    """The comparison on a coarse grid, on an embedded Dask cluster (eigen-map points dominate)."""
-    from landscape_nb.cluster import get_client
-
-    client, owned = get_client("local")
-    try:
-        return depth_comparison(DEPTHS, COARSE, load=examples.__getitem__, client=client)
-    finally:
-        owned.close()
+def comparison(quick_depth_comparison):
+    """The comparison at QUICK on an embedded Dask cluster (conftest; eigen-map points dominate)."""
+    return quick_depth_comparison[0]
 
 
 def test_comparison_numbers_are_computed_from_its_surfaces(comparison, examples):
-    s = COARSE
+    s = QUICK
     assert [(r.depth, r.skip) for r in comparison.rows] == [(d, k) for d in DEPTHS for k in (True, False)]
     for row in comparison.rows:
         surf, eig = comparison.surfaces[row.name], comparison.eigen_maps[row.name]
@@ -117,7 +111,7 @@ def test_same_directions_seed_range_and_samples_for_every_network(comparison):
     specs = [comparison.surfaces[r.name].spec for r in comparison.rows]
     grids = {(tuple(comparison.surfaces[r.name].x), tuple(comparison.surfaces[r.name].y)) for r in comparison.rows}
     assert len(grids) == 1
-    assert all(math.isclose(comparison.surfaces[r.name].x[-1], COARSE.span) for r in comparison.rows)
+    assert all(math.isclose(comparison.surfaces[r.name].x[-1], QUICK.span) for r in comparison.rows)
     assert len({str(sp.get("data")) for sp in specs}) == 1  # one evaluation subset
 
 
@@ -155,15 +149,15 @@ def test_cache_writes_stacked_trajectories_and_still_reads_format_1(tmp_path):
 def test_trend_it_reports(comparison):
     """Li et al.'s claim, read off the recomputed numbers: what holds on digits is asserted.
 
-    Holds (measured: centre loss without skips 0.20 / 1.65 / 2.29, basin radius 0.6 / 0.2 /
-    0.2 against 0.6 / 0.4 / 0.2 with skips): without skips the minimizer sits higher as
-    depth grows (training fails) and the basin shrinks with depth, never wider than its
-    skip twin's and narrower at some depth. Does not hold on this data (reported, not
-    asserted): more persistence-filtered minima with depth (every plane is one basin on
-    this grid: the loss explodes, to 5e17 at the corners of ResNet-110-noskip's plane,
-    rather than turning bumpy), and a non-convex fraction clearly separating skip from no
-    skip (it grows with depth for both: 0.56 / 0.89 / 0.89 with, 0.56 / 0.89 / 1.00
-    without; one eigen-map point of nine apart). ``trend()`` must agree with the series it summarizes.
+    Holds (measured at QUICK, 2-core AMD EPYC: centre loss without skips 0.075 / 1.19 / 2.29,
+    basin radius 0.375 / 0.125 / 0.125 against 0.5 / 0.375 / 0.354 with skips): without skips
+    the minimizer sits higher as depth grows (training fails) and the basin shrinks with depth,
+    never wider than its skip twin's and narrower at some depth. Does not hold on this data
+    (reported, not asserted): more persistence-filtered minima with depth (1 / 1 / 1 with
+    skips, 2 / 2 / 1 without: ResNet-110-noskip's loss explodes, to 5e17 at the corners of its
+    plane, rather than turning bumpy), and a non-convex fraction clearly separating skip from no
+    skip (it grows with depth for both: 0.78 / 0.78 / 0.89 with, 0.89 / 0.89 / 1.00 without;
+    one eigen-map point of nine apart at each depth). ``trend()`` must agree with the series it summarizes.
     """
     trend = comparison.trend()
     noskip_centre = comparison.series("centre_loss", False)
