@@ -154,7 +154,7 @@ def test_trend_it_reports(comparison):
     the minimizer sits higher as depth grows (training fails) and the basin shrinks with depth,
     never wider than its skip twin's and narrower at some depth. Does not hold on this data
     (reported, not asserted): more persistence-filtered minima with depth (1 / 1 / 1 with
-    skips, 2 / 2 / 1 without: ResNet-110-noskip's loss explodes, to 5e17 at the corners of its
+    skips, 2 / 2 / 1 without: ResNet-110-noskip's loss explodes, to 8e17 at the corners of its
     plane, rather than turning bumpy), and a non-convex fraction clearly separating skip from no
     skip (it grows with depth for both: 0.78 / 0.78 / 0.89 with, 0.89 / 0.89 / 1.00 without;
     one eigen-map point of nine apart at each depth). ``trend()`` must agree with the series it summarizes.
