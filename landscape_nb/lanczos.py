@@ -84,20 +84,32 @@ def _lanczos(op: HessianLike, k: int, which: str, tol: float, max_iter: int | No
 
 
 def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int,
-                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20):
-    """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``.
+                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20, k_bottom: int = 0):
+    """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``,
+    and with ``k_bottom`` > 0 also its ``k_bottom`` smallest, from the same Krylov space.
 
-    The basis of ``m + 1 = max(2k + 1, 20) + 1`` vectors is float32 on the model's device, with
-    full reorthogonalization (two passes); the tridiagonal (arrowhead after a restart) matrix is
-    float64 on the CPU. A restart keeps ``max(k, m // 2)`` Ritz vectors, written over the basis
-    in column chunks. Memory: ``4·(m + 1)`` bytes per parameter for the basis (84 for k ≤ 9),
-    plus the product's float64 vectors (about 24), against ARPACK's ``8·(m + 3)`` (184) on the
-    CPU with a host copy per product. Converged when every wanted Ritz pair's residual
-    ``|β s_m|`` is at most ``tol·|θ|``.
+    Returns (values, vectors (n, k), converged), or with ``k_bottom`` ((top values, top vectors),
+    (bottom values ascending, bottom vectors (n, k_bottom)), converged).
+
+    The basis of ``m + 1 = max(2(k + k_bottom) + 1, 20) + 1`` vectors is float32 on the model's
+    device, with full reorthogonalization (two passes); the tridiagonal (arrowhead after a
+    restart) matrix is float64 on the CPU. A restart keeps ``max(k, m // 2)`` Ritz vectors
+    (both ends: ``max(k, m // 4)`` from the top and ``max(k_bottom, m // 4)`` from the bottom),
+    written over the basis in column chunks. Memory: ``4·(m + 1)`` bytes per parameter for the
+    basis (84 for k ≤ 9), plus the product's float64 vectors (about 24), against ARPACK's
+    ``8·(m + 3)`` (184) on the CPU with a host copy per product. A top Ritz pair has converged
+    when its residual ``|β s_m|`` is at most ``tol·|θ|``; a bottom one when it is at most
+    ``tol·(θ_max − θ)``, the criterion a separate Lanczos run on ``θ_max·I − H`` applies to it
+    (a Krylov space is the same for ``H`` and ``c·I − H``, so one run serves both ends at half
+    the products).
     """
     n, device = op.n_params, op.params[0].device
-    m = min(n - 1, max(2 * k + 1, 20))
-    keep = min(m - 1, max(k, m // 2))
+    m = min(n - 1, max(2 * (k + k_bottom) + 1, 20))
+    if k_bottom:
+        keep_top, keep_bottom = max(k, m // 4), max(k_bottom, m // 4)
+    else:
+        keep_top, keep_bottom = min(m - 1, max(k, m // 2)), 0
+    keep = keep_top + keep_bottom
     basis = torch.empty(m + 1, n, dtype=torch.float32, device=device)
     v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device)
     basis[0] = (v0 / v0.norm()).float()
@@ -105,6 +117,7 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     start, beta = 0, 0.0
     max_restarts = max_iter or max(100, 10 * m)
     theta = s = None
+    converged = False
     for _ in range(max_restarts):
         for j in range(start, m):
             v = basis[j].double()
@@ -121,20 +134,30 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
             basis[j + 1] = (w / beta).float()
         theta, s = np.linalg.eigh(t)
         order = np.argsort(theta)[::-1]
-        theta, s = theta[order], s[:, order]
-        resid = np.abs(beta * s[m - 1, :k])
-        if np.all(resid <= tol * np.maximum(np.abs(theta[:k]), 1e-30)) or beta == 0.0:
-            return theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk), True
-        # restart: the `keep` best Ritz vectors, then the residual direction, arrowhead coupling
-        sk = torch.from_numpy(s[:, :keep].T.copy()).float().to(device)
+        theta, s = theta[order], s[:, order]  # descending: the top first, the bottom last
+        resid = np.abs(beta * s[m - 1])
+        ok = np.all(resid[:k] <= tol * np.maximum(np.abs(theta[:k]), 1e-30))
+        if k_bottom:
+            spread = np.maximum(theta[0] - theta[m - k_bottom:], 1e-30)
+            ok = ok and np.all(resid[m - k_bottom:] <= tol * spread)
+        if ok or beta == 0.0:
+            converged = True
+            break
+        # restart: the kept Ritz vectors, then the residual direction, arrowhead coupling
+        kept = np.r_[np.arange(keep_top), np.arange(m - keep_bottom, m)]
+        sk = torch.from_numpy(s[:, kept].T.copy()).float().to(device)
         for c in range(0, n, chunk):
             basis[:keep, c:c + chunk] = sk @ basis[:m, c:c + chunk]
         basis[keep] = basis[m]
         t = np.zeros((m, m))
-        t[np.arange(keep), np.arange(keep)] = theta[:keep]
-        t[keep, :keep] = t[:keep, keep] = beta * s[m - 1, :keep]
+        t[np.arange(keep), np.arange(keep)] = theta[kept]
+        t[keep, :keep] = t[:keep, keep] = beta * s[m - 1, kept]
         start = keep
-    return theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk), False
+    top = (theta[:k], _ritz_vectors(basis, s[:, :k], m, chunk))
+    if not k_bottom:
+        return (*top, converged)
+    low = np.arange(m - 1, m - 1 - k_bottom, -1)  # ascending: the most negative first
+    return top, (theta[low], _ritz_vectors(basis, s[:, low], m, chunk)), converged
 
 
 def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.ndarray:
@@ -151,9 +174,18 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
 
     The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
     (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an
-    extreme eigenvalue instead of an interior one.
+    extreme eigenvalue instead of an interior one. From ``DEVICE_LANCZOS_MIN_PARAMS`` on,
+    one thick-restart run yields both ends with that same criterion for the smallest (the
+    Krylov space of H is that of ``c·I − H``): about half the Hessian-vector products;
+    the products are then counted on the largest's ``Eigenpairs`` (the smallest's says 0).
     """
     start = op.n_products
+    if n_min > 0 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS and max(n_max, 1) + n_min < op.n_params:
+        # both ends from one Krylov space (see _device_lanczos): half the products of two runs
+        (vals, vecs), (mins, min_vecs), ok = _device_lanczos(op, max(n_max, 1), max(tol, DEVICE_LANCZOS_TOL),
+                                                             max_iter, seed, k_bottom=n_min)
+        top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
+        return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok)
     vals, vecs, ok = _lanczos(op, max(n_max, 1), "LA", tol, max_iter, seed)
     order = np.argsort(vals)[::-1]
     top = Eigenpairs(vals[order][:n_max], torch.from_numpy(vecs[:, order][:, :n_max].T.copy()).float(),

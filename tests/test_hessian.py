@@ -243,3 +243,43 @@ def test_device_lanczos_float32_basis_equals_dense(monkeypatch):
     d = lnb.hessian_directions(model, (x, y), which=("max", "min"), tol=1e-6)
     assert abs(float(d.vectors[0].double() @ torch.from_numpy(vecs[:, -1]))) > 1 - 1e-4
     assert abs(float(d.vectors[1].double() @ torch.from_numpy(vecs[:, 0]))) > 1 - 1e-4
+
+
+def test_one_device_lanczos_run_gives_both_ends_for_the_products_of_one(monkeypatch):
+    """From DEVICE_LANCZOS_MIN_PARAMS on, the largest and the most negative eigenvalue come from one
+    thick-restart run: each within the tolerance the two separate runs promise (the smallest to
+    tol·(λ_max − λ_min), as Lanczos on λ_max·I − H gives it) of the dense Hessian's, for no more
+    products than the two runs; at a loose tolerance exactly half."""
+    import landscape_nb.hessian as hmod
+    import landscape_nb.lanczos as lanczos_mod
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 4))
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(100, 10, generator=g), torch.randint(0, 4, (100,), generator=g)
+    op = hmod.HessianOperator(model, (x, y))
+    dense = np.linalg.eigvalsh(op.dense())
+    lmax, lmin = dense[-1], dense[0]
+    assert lmin < -1e-3 * lmax  # indefinite: the smallest is a real negative curvature
+    monkeypatch.setattr(lanczos_mod, "DEVICE_LANCZOS_MIN_PARAMS", 0)
+    for tol in (1e-1, 1e-3, 1e-6):
+        start = op.n_products
+        top, bottom = hmod.extreme_eigenpairs(op, n_max=1, n_min=1, tol=tol, seed=0)
+        joint = op.n_products - start
+        assert top.converged and bottom.converged and top.n_products == joint
+        slack = 1.01 * tol + 1e-5  # the float32 basis
+        assert abs(top.values[0] - lmax) <= slack * abs(lmax)
+        assert abs(bottom.values[0] - lmin) <= slack * (lmax - lmin)
+        for vec, val in ((top.vectors[0], top.values[0]), (bottom.vectors[0], bottom.values[0])):
+            v = vec.double()  # a unit eigenvector of that Ritz value: Rayleigh quotient equal to it
+            assert float(v.norm()) == pytest.approx(1, abs=1e-5)
+            assert float(v @ op.matvec(v)) == pytest.approx(val, abs=slack * (lmax - lmin))
+        # the two-run path (top, then the top of -(H - λ_max I)) from the same start
+        start = op.n_products
+        vals, _, _ = lanczos_mod._device_lanczos(op, 1, max(tol, lanczos_mod.DEVICE_LANCZOS_TOL), None, 0)
+        lanczos_mod._device_lanczos(op, 1, max(tol, lanczos_mod.DEVICE_LANCZOS_TOL), None, 1,
+                                    shift=float(vals[0]), sign=-1.0)
+        separate = op.n_products - start
+        assert joint <= separate
+        if tol == 1e-1:
+            assert 2 * joint == separate == 40
