@@ -237,7 +237,7 @@ class DepthSettings:
 
 QUICK = DepthSettings(resolution=17, max_samples=64, eigen_resolution=3, eigen_max_samples=8, eigen_tol=0.1)
 """A comparison sized for a laptop CPU: 17² planes on 64 test samples and 3² eigen-maps on 8
-(about 5 minutes on 2 cores, the eigen-maps most of it). ``notebooks/skip_connections.ipynb``
+(about 2 minutes on 2 cores, the eigen-maps over half of it). ``notebooks/skip_connections.ipynb``
 uses it; ``DepthSettings()`` is finer (21² planes, 5² eigen-maps on 32 samples)."""
 
 

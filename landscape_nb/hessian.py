@@ -18,13 +18,14 @@ surface (``compute_surface(..., quantity="hessian")``, in-process or Dask); the 
 work is ``HessianEvaluator`` here.
 **Cost per point**: one loss pass plus two Lanczos runs (λ_max, then λ_min on the
 shifted operator), each of 20–40 Hessian-vector products over the evaluation set at
-``tol=1e-3``; the count is returned per point (metric ``n_hvp``). One product is a
+``tol=1e-3``; from ``DEVICE_LANCZOS_MIN_PARAMS`` on, one run of about as many products
+yields both (``lanczos.extreme_eigenpairs``). The count is returned per point (metric ``n_hvp``). One product is a
 forward pass, a backward pass with graph, and a backward through that graph. Measured
 on the 2-core CPU, one torch thread: mlp-digits (17,226
 parameters, 360 test samples) forward 0.25 ms, product 2.2 ms (≈ 9 forwards), a point
 52–82 products, 0.37 s with ARPACK's overhead (≈ 1,500 forwards: a 21×21 map ≈ 3 min);
 resnet20-digits (272,186 parameters) forward 30 ms, product 0.41 s (≈ 14 forwards),
-so ≈ 26 s per point. Use coarse grids, ``max_samples`` and a Dask cluster.
+so ≈ 26 s per point with two runs, about half that with one. Use coarse grids, ``max_samples`` and a Dask cluster.
 """
 from __future__ import annotations
 
