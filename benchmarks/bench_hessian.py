@@ -55,8 +55,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
           f"{args.samples} samples, tol {args.tol:g}, median of {args.repeats}")
-    print(f"| model | parameters | one run: products, s | two runs: products, s | speed-up | "
-          f"λmax, λmin (one) | λmax, λmin (two) |\n|---|---|---|---|---|---|---|")
+    print("| model | parameters | one run: products, s | two runs: products, s | speed-up | "
+          "λmax, λmin (one) | λmax, λmin (two) |\n|---|---|---|---|---|---|---|")
     for name in args.models:
         ex = lnb.zoo.load(name)
         x, y = ex.test

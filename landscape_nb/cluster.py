@@ -36,20 +36,35 @@ class TorchThreads(WorkerPlugin):
         keep_heap_top()
 
 
-class IgnoreInterrupts(WorkerPlugin):
-    """Worker processes of a cluster made here ignore SIGINT. Ctrl-C at a terminal (or a Jupyter
-    kernel interrupt) signals the whole process group: each worker printed a KeyboardInterrupt
-    traceback, while the process that made the cluster closes them anyway. Not for workers you
-    start yourself (``dask worker``), whose Ctrl-C is theirs. A worker takes it when it joins,
-    about a second after it is spawned."""
+class _SchedulerGoneFilter(logging.Filter):
+    """Drops the worker's "Failed to communicate with scheduler during heartbeat" record."""
 
-    name = "landscape_nb-ignore-interrupts"
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "during heartbeat" not in record.getMessage()
+
+
+class OwnedWorkers(WorkerPlugin):
+    """Worker processes of a cluster made here stay quiet about what the process that made it
+    handles: they ignore SIGINT, and do not log a heartbeat that found the scheduler gone.
+
+    Ctrl-C at a terminal (or a Jupyter kernel interrupt) signals the whole process group: each
+    worker printed a KeyboardInterrupt traceback, while the process that made the cluster
+    closes them anyway; and a worker whose heartbeat raced that close printed a 30-line
+    traceback under the CLI's one-line "interrupted". A scheduler lost mid-run is reported by
+    the runner (``ClusterLost``). Not for workers you start yourself (``dask worker``), whose
+    Ctrl-C and logs are theirs. A worker takes it when it joins, about a second after it is
+    spawned."""
+
+    name = "landscape_nb-owned-workers"
 
     def setup(self, worker) -> None:
         import threading
 
         if threading.current_thread() is threading.main_thread():  # a nanny's worker runs its loop there
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        quiet = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _SchedulerGoneFilter) for f in quiet.filters):
+            quiet.addFilter(_SchedulerGoneFilter())
 
 
 class OwnedCluster:
@@ -132,6 +147,24 @@ def _check_main_guard() -> None:
         )
 
 
+@contextlib.contextmanager
+def _closing_if_interrupted():
+    """Close a cluster whose start was interrupted (Ctrl-C, SIGTERM, an error), so that distributed's
+    exit hook does not trip over its half-started workers ("Exception ignored in atexit callback:
+    close_clusters ... AssertionError: Status.init")."""
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        yield
+    except BaseException:
+        for cluster in set(SpecCluster._instances) - before:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=5)
+            cluster.shutdown_on_close = False  # its processes are daemonic: they end with this one
+        raise
+
+
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None):
     """An embedded ``LocalCluster`` of worker processes bound to 127.0.0.1.
 
@@ -146,12 +179,12 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
     if n_workers < 1:
         raise LandscapeError(f"n_workers={n_workers}; expected at least 1")
     torch_threads = threads_per_worker or max(1, n_cpu // n_workers)
-    with _worker_environ():
+    with _worker_environ(), _closing_if_interrupted():
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     client = Client(cluster)
     client.register_plugin(TorchThreads(torch_threads))
-    client.register_plugin(IgnoreInterrupts())
+    client.register_plugin(OwnedWorkers())
     return OwnedCluster(client, cluster)
 
 
@@ -172,11 +205,11 @@ def cuda_cluster(n_workers: int | None = None):
             "or install a CUDA build of torch on a machine with a GPU"
         )
     kwargs = {} if n_workers is None else {"CUDA_VISIBLE_DEVICES": list(range(int(n_workers)))}
-    with _worker_environ():
+    with _worker_environ(), _closing_if_interrupted():
         cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                    silence_logs=logging.ERROR, **kwargs)
     client = Client(cluster)
-    client.register_plugin(IgnoreInterrupts())
+    client.register_plugin(OwnedWorkers())
     return OwnedCluster(client, cluster)
 
 

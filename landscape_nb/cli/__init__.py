@@ -330,6 +330,31 @@ def _raise_terminated(signum, frame):
     raise _Terminated
 
 
+class _Interrupts:
+    """SIGINT handler: the first Ctrl-C raises KeyboardInterrupt (clusters close, finished tiles
+    stay in the store, one line says so). A second one while that clean-up runs (a second or
+    two) is not let to break it, which left a local cluster's close waiting ~10 s and the
+    process exiting by signal: it says what is happening; a third ends the process at once
+    (exit 130; worker processes end with it, distributed watches their parent, and a store
+    keeps every flushed tile through a hard exit)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        if self.count == 2:  # on a line of its own, below a progress bar
+            sys.stderr.write("\nlandscape-nb: stopping (finished tiles are safe; closing any workers) "
+                             "(Ctrl-C again to exit at once)\n")
+            sys.stderr.flush()
+            return
+        sys.stderr.write("\nlandscape-nb: interrupted again; exiting now\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -346,30 +371,31 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv_given = argv is not None
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    from ..process import keep_heap_top
-
-    keep_heap_top()  # this process is ours: keep freed activations mapped (see its docstring)
-    cwd = str(Path.cwd())
-    if sys.path[:1] != [cwd]:  # `compute module:function` imports the user's module from here
-        sys.path.insert(0, cwd)
-    t0 = time.perf_counter()
-    from ..runners import ClusterLost
-
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
-    try:
+    previous = {}
+    if on_main_thread:
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+                    signal.SIGINT: signal.signal(signal.SIGINT, _Interrupts())}
+    t0 = time.perf_counter()
+    try:  # from here on, Ctrl-C (even while torch imports) ends with one line, not a traceback
+        from ..process import keep_heap_top
+
+        keep_heap_top()  # this process is ours: keep freed activations mapped (see its docstring)
+        cwd = str(Path.cwd())
+        if sys.path[:1] != [cwd]:  # `compute module:function` imports the user's module from here
+            sys.path.insert(0, cwd)
         code = args.func(args)
-    except ClusterLost as exc:
-        print(f"landscape-nb: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_LOST
     except LandscapeError as exc:
+        from ..runners import ClusterLost
+
         print(f"landscape-nb: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_LOST if isinstance(exc, ClusterLost) else EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
         store = getattr(args, "store", None)
@@ -382,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"landscape-nb: {how}; {kept}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        # the console script keeps them to its end: a Ctrl-C during the exit then ends it at once
+        # too; a caller of main([...]) gets its own back
+        for signum, handler in previous.items() if argv_given else ():
+            signal.signal(signum, handler)
     logger.info("done in %.1f s", time.perf_counter() - t0)
     return code
