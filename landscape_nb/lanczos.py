@@ -94,9 +94,9 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     The basis of ``m + 1 = max(2(k + k_bottom) + 1, 20) + 1`` vectors is float32 on the model's
     device, with full reorthogonalization (two passes); the tridiagonal (arrowhead after a
     restart) matrix is float64 on the CPU. A restart keeps ``max(k, m // 2)`` Ritz vectors
-    (both ends: ``max(k, m // 4)`` from the top and ``max(k_bottom, m // 4)`` from the bottom),
-    written over the basis in column chunks. Memory: ``4·(m + 1)`` bytes per parameter for the
-    basis (84 for k ≤ 9), plus the product's float64 vectors (about 24), against ARPACK's
+    (both ends: ``max(k, m // 4)`` from the top and ``max(k_bottom, m // 4)`` from the bottom,
+    fewer than ``m``), written over the basis in column chunks. Memory: ``4·(m + 1)`` bytes per
+    parameter for the basis (84 for k + k_bottom ≤ 9), plus the product's float64 vectors (about 24), against ARPACK's
     ``8·(m + 3)`` (184) on the CPU with a host copy per product. A top Ritz pair has converged
     when its residual ``|β s_m|`` is at most ``tol·|θ|``; a bottom one when it is at most
     ``tol·(θ_max − θ)``, the criterion a separate Lanczos run on ``θ_max·I − H`` applies to it
@@ -106,7 +106,10 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     n, device = op.n_params, op.params[0].device
     m = min(n - 1, max(2 * (k + k_bottom) + 1, 20))
     if k_bottom:
-        keep_top, keep_bottom = max(k, m // 4), max(k_bottom, m // 4)
+        keep_top = min(max(k, m // 4), max(k, (m - 1) // 2))
+        keep_bottom = min(max(k_bottom, m // 4), m - 1 - keep_top)
+        if keep_bottom < k_bottom:  # extreme_eigenpairs asks only where n is far larger
+            raise ValueError(f"{n} parameters leave no room for {k} + {k_bottom} Ritz vectors and a restart")
     else:
         keep_top, keep_bottom = min(m - 1, max(k, m // 2)), 0
     keep = keep_top + keep_bottom
@@ -174,14 +177,17 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
 
     The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
     (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an
-    extreme eigenvalue instead of an interior one. From ``DEVICE_LANCZOS_MIN_PARAMS`` on,
-    one thick-restart run yields both ends with that same criterion for the smallest (the
-    Krylov space of H is that of ``c·I − H``): about half the Hessian-vector products;
-    the products are then counted on the largest's ``Eigenpairs`` (the smallest's says 0).
+    extreme eigenvalue instead of an interior one. For one pair at each end from
+    ``DEVICE_LANCZOS_MIN_PARAMS`` on, one thick-restart run yields both with that same
+    criterion for the smallest (the Krylov space of H is that of ``c·I − H``): about half
+    the Hessian-vector products; the products are then counted on the largest's
+    ``Eigenpairs`` (the smallest's says 0).
     """
     start = op.n_products
-    if n_min > 0 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS and max(n_max, 1) + n_min < op.n_params:
-        # both ends from one Krylov space (see _device_lanczos): half the products of two runs
+    if n_max <= 1 and n_min == 1 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
+        # both ends from one Krylov space (see _device_lanczos): half the products of two runs. Only
+        # for one pair at each end (eigen-maps, max/min directions): with several at tight tolerance
+        # the shared basis keeps no spare Ritz vectors and costs more than two runs
         (vals, vecs), (mins, min_vecs), ok = _device_lanczos(op, max(n_max, 1), max(tol, DEVICE_LANCZOS_TOL),
                                                              max_iter, seed, k_bottom=n_min)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
