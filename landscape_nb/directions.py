@@ -217,8 +217,8 @@ def random_directions(
     ------
     LandscapeError
         An unknown ``norm`` or ``ignore`` (with a did-you-mean), ``n`` outside
-        1..64, a non-integer ``seed``, or (with ``orthogonalize``) linearly
-        dependent directions.
+        1..64, a non-integer ``seed``, a non-finite weight (unless ``norm="none"``),
+        or (with ``orthogonalize``) linearly dependent directions.
 
     References
     ----------
@@ -234,6 +234,13 @@ def random_directions(
     model = unwrap_model(model)
     layout = ParamLayout.of(model)
     weights = [t.detach().float().cpu() for t in layout.tensors(model)]
+    if norm != "none":  # a NaN/inf weight would make its normalized direction NaN: name the weight, not that
+        for entry, w in zip(layout.entries, weights):
+            if not bool(torch.isfinite(w).all()):
+                raise LandscapeError(
+                    f"the model's {entry.kind} {entry.name!r} holds {int((~torch.isfinite(w)).sum())} non-finite "
+                    f"value(s) (NaN or inf), so its {norm}-normalized direction would be too; expected finite "
+                    "weights (reload the checkpoint, or check the training run that produced it)")
     gen = torch.Generator().manual_seed(int(seed))
     rows = []
     for _ in range(n):

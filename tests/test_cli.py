@@ -101,6 +101,10 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models", "--grid", "3"], ("'my_models' is an importable module, not a zoo name; expected "
                                                "module:function")),
     (["compute", "my_models:make", "--client", "local", "--workers", "0"], "--workers 0; expected a positive"),
+    (["compute", ":make"], "model ':make'; expected module:function with both parts"),  # was a traceback
+    (["compute", "my_models:make", "--tile", "0"], "--tile '0'; expected positive sizes"),
+    (["compute", "my_models:make", "--max-samples", "0"], "--max-samples 0; expected a positive number"),
+    (["compute", "my_models:make", "--client", "bogus"], "--client 'bogus'; expected none (this process), local"),
     (["compute", "my_models:make", "--client", "tcp://127.0.0.1:9", "--workers", "2"],
      "a running scheduler whose cluster already has its workers"),
     (["compute", "nosuch_module:make"], "cannot load 'nosuch_module:make'"),

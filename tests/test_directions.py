@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
@@ -284,3 +285,17 @@ def test_directions_made_before_a_parameter_was_frozen_are_told_so(mlp):
     mlp[0].weight.requires_grad_(False)
     with pytest.raises(LandscapeError, match=r"^the directions move \['0.weight'\], frozen in the model"):
         as_directions(mlp, d)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_weight_is_named_not_blamed_on_its_direction(bad):
+    """Filter normalization of a NaN/inf weight gives a NaN direction; the error names the weight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with torch.no_grad():
+        model[2].weight[1, 3] = bad
+    for norm in ("filter", "layer", "weight"):
+        with pytest.raises(LandscapeError, match=r"the model's param '2\.weight' holds 1 non-finite value"):
+            lnb.random_directions(model, n=2, norm=norm)
+    d = lnb.random_directions(model, n=2, norm="none")  # raw Gaussian: nothing of the weights in it
+    assert bool(torch.isfinite(d.vectors).all())

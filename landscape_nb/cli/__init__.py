@@ -66,6 +66,8 @@ def parse_tile(text: str | None):
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
         raise LandscapeError(f"--tile {text!r}; expected N, ROWSxCOLS or DEPTHxROWSxCOLS, e.g. 8x8") from None
+    if min(parts) < 1:
+        raise LandscapeError(f"--tile {text!r}; expected positive sizes, e.g. 8x8 (or leave --tile out for the default)")
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
@@ -76,7 +78,11 @@ def parse_client(text: str | None):
         return None
     from ..cluster import parse_client as read_client
 
-    choice = read_client(text)
+    try:
+        choice = read_client(text)
+    except LandscapeError:
+        raise LandscapeError(f"--client {text!r}; expected none (this process), local (worker processes here), "
+                             "cuda (one worker per GPU) or a scheduler address such as tcp://host:8786") from None
     return None if choice.kind == "in-process" else (choice.address or choice.kind)
 
 
@@ -107,14 +113,20 @@ def load_model_spec(name: str, split: str = "test"):
     """
     if ":" in name and not name.startswith(("tcp:", "tls:")):
         mod_name, fn_name = name.split(":", 1)
+        if not (mod_name and fn_name):
+            raise LandscapeError(f"model {name!r}; expected module:function with both parts, e.g. mymodels:build "
+                                 "for def build() in mymodels.py in the current directory")
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError) as exc:
             raise LandscapeError(
                 f"cannot load {name!r} ({exc}); expected module:function, a function returning "
                 "(model, data) or (model, data, loss_fn), importable from the current directory"
             ) from None
-        takes_split = "split" in inspect.signature(fn).parameters if callable(fn) else False
+        if not callable(fn):
+            raise LandscapeError(f"{name} is of type {type(fn).__name__}, not a function; expected module:function naming "
+                                 "a function that returns (model, data) or (model, data, loss_fn)")
+        takes_split = "split" in inspect.signature(fn).parameters
         if split != "test" and not takes_split:  # --split is honoured by functions taking `split`, else refused
             raise LandscapeError(
                 f"--split {split} was given but {name} takes no `split` argument, so it cannot choose the split; "
@@ -190,6 +202,10 @@ def cmd_compute(args) -> int:
         raise LandscapeError(f"{flag} was given without --html, so no figure would be drawn; add --html FILE "
                              f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
     client = check_workers(args)
+    parse_tile(args.tile)
+    if args.max_samples is not None and args.max_samples < 1:
+        raise LandscapeError(f"--max-samples {args.max_samples}; expected a positive number of samples, e.g. "
+                             "--max-samples 512 (or leave it out for all of them)")
     for flag, value in (("--range", args.range), ("--yrange", args.yrange), ("--zrange", args.zrange)):
         if value is not None:  # a malformed range is refused before the model loads
             parse_range(value, flag)
