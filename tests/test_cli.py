@@ -102,6 +102,7 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
                                                "module:function")),
     (["compute", "my_models:make", "--client", "local", "--workers", "0"], "--workers 0; expected a positive"),
     (["compute", ":make"], "model ':make'; expected module:function with both parts"),  # was a traceback
+    (["compute", "my_models:make", "--client", "local", "--workers", "100000"], "--workers 100000 on a machine"),
     (["compute", "my_models:make", "--tile", "0"], "--tile '0'; expected positive sizes"),
     (["compute", "my_models:make", "--max-samples", "0"], "--max-samples 0; expected a positive number"),
     (["compute", "my_models:make", "--client", "bogus"], "--client 'bogus'; expected none (this process), local"),
@@ -217,12 +218,14 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     assert proc.returncode == code, err
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {alive}"
-    assert f"landscape-nb: {words} finished tiles are kept in the store (rerun to resume)" in err, err
+    assert f"landscape-nb: {words} finished tiles are kept in the store (" in err, err
+    assert "points) (rerun to resume)" in err, err
     assert "Traceback" not in err  # the workers ignore SIGINT: no KeyboardInterrupt tracebacks of theirs
     assert ("landscape-nb: stopping (finished tiles are safe; closing any workers)" in err) == (sig == "SIGINT SIGINT")
     assert not (tmp_path / "s.html").exists()
     kept = lnb.load_surface(store)
     assert 0 < kept.n_done < 64 and not kept.is_complete
+    assert f"kept in the store ({kept.n_done} of 64 points)" in err, err  # the count the store holds
     done = np.isfinite(kept.loss)
     assert done.sum() == kept.n_done
     # the rerun resumes (in-process, at full speed: same code) and ends where an uninterrupted run does

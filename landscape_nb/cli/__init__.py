@@ -101,6 +101,11 @@ def check_workers(args):
     if args.workers < 1:
         raise LandscapeError(f"--workers {args.workers}; expected a positive number of worker processes, e.g. "
                              "--workers 2 (or leave it out: one per core, up to 8)")
+    cores = os.cpu_count() or 1
+    if client == "local" and args.workers > 4 * cores:  # each is a process with its own copy of the model
+        raise LandscapeError(f"--workers {args.workers} on a machine with {cores} CPU core(s); expected at most "
+                             f"{4 * cores} (each worker is a process with its own model and torch threads, so more "
+                             "than the cores gain nothing), e.g. leave --workers out: one per core, up to 8")
     return client
 
 
@@ -371,6 +376,17 @@ class _Interrupts:
         os._exit(EXIT_INTERRUPTED)
 
 
+def _points_kept(store) -> str:
+    """' (N of M points)' for an interrupted run's store, or '' when it cannot be read."""
+    try:
+        from ..store import load_surface
+
+        surf = load_surface(store)
+        return f" ({surf.n_done} of {surf.loss.size} points)"
+    except Exception:  # noqa: BLE001 - the count is a courtesy; the line must still be printed
+        return ""
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -417,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         store = getattr(args, "store", None)
         if store and not Path(store).exists():
             kept = "no tile had finished, so no store was written"
-        elif store or args.func is cmd_demo:
+        elif store:
+            kept = f"finished tiles are kept in the store{_points_kept(store)} (rerun to resume)"
+        elif args.func is cmd_demo:
             kept = "finished tiles are kept in the store (rerun to resume)"
         else:
             kept = "nothing was kept (pass --store DIR to keep finished tiles and resume)"
