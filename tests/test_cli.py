@@ -342,6 +342,7 @@ def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, cap
         (["--grid", "3x3x3", "--kind", "contour"], "--kind contour does not draw a 3D volume"),
         (["--grid", "3x3", "--kind", "contour"], "--kind contour was given without --html, so no figure would be"),
         (["--grid", "3x3", "--log"], "--log was given without --html"),
+        (["--grid", "3x3", "--html", str(tmp_path / "x.png")], "x.png'; expected a file name ending in .html"),
         (["--grid", "3x3", "--workers", "2"], "--workers 2 was given with --client none, where tiles run in this"),
         (["--grid", "3x3", "--zrange", "0:1"], "--zrange 0:1 was given for a 2D --grid 3x3; it needs a grid of 3"),
         (["--grid", "3", "--yrange", "0:1"], "--yrange 0:1 was given for a 1D --grid 3; it needs a grid of 2"),

@@ -164,6 +164,13 @@ def _is_module(name: str) -> bool:
         return False
 
 
+def check_html_name(path: str) -> None:
+    """Refuse an ``--html`` file name that does not end in .html/.htm (``out.png`` got an HTML page)."""
+    if Path(path).suffix.lower() not in (".html", ".htm"):
+        raise LandscapeError(f"--html {path!r}; expected a file name ending in .html (the figure is a standalone "
+                             "HTML page; for a PNG or SVG, use lnb.export_image(figure, 'out.png') from Python)")
+
+
 def check_kind(kind: str | None, ndim: int) -> str:
     """The figure kind for a surface of ``ndim`` dimensions (``kind`` or the default); refuse one
     that cannot draw it."""
@@ -219,7 +226,8 @@ def cmd_compute(args) -> int:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
                                  f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
     if args.html:
-        prepare_path(args.html)
+        prepare_path(args.html)  # a directory is named as such first
+        check_html_name(args.html)
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
     ignore = None if args.ignore == "none" else args.ignore
     model, d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore,
@@ -267,6 +275,7 @@ def cmd_plot(args) -> int:
     from ..plot.export import export_html
     from ..store import load_surface
 
+    check_html_name(args.html)
     surf = load_surface(args.store)
     path = export_html(figure_for(surf, args.kind, log_scale=args.log,
                                   title=str(surf.provenance.get("label", ""))), args.html)
