@@ -316,9 +316,10 @@ def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not psutil.Process(proc.pid).children() and proc.poll() is None and time.monotonic() < deadline:
+        children = []  # read once per look: a short-lived child seen by one call may be gone by the next
+        while not children and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        children = psutil.Process(proc.pid).children(recursive=True)
+            children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "no worker was spawned"
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
