@@ -101,7 +101,9 @@ def check_workers(args):
     if args.workers < 1:
         raise LandscapeError(f"--workers {args.workers}; expected a positive number of worker processes, e.g. "
                              "--workers 2 (or leave it out: one per core, up to 8)")
-    cores = os.cpu_count() or 1
+    from ..cluster import _cpu_count  # the count local_cluster's default "one per core" uses (CPU affinity)
+
+    cores = _cpu_count()
     if client == "local" and args.workers > 4 * cores:  # each is a process with its own copy of the model
         raise LandscapeError(f"--workers {args.workers} on a machine with {cores} CPU core(s); expected at most "
                              f"{4 * cores} (each worker is a process with its own model and torch threads, so more "
