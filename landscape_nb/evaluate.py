@@ -282,6 +282,8 @@ class Evaluator(SpeedChoices):
         self._stack_plan: list[tuple[int, str]] | None = None  # passes of the trial still to run (None: not planned)
         self._stack_times: dict[int, float] = {}  # points per pass -> seconds a point
         self._stack_map: list[tuple[dict, str, int]] | None = None  # see _stack_slots
+        self._batch_axis = None  # see _batch_axis_stack: None (not looked for yet), False or a BatchAxisStack
+        self._stacked_on_batch_axis = False  # how the last stacked pass ran
         #: set by a runner whose calls hold at least ``points_wanted()`` points, tiles permitting
         #: (``InProcessRunner``); otherwise stack sizes larger than a call are dropped from the trial
         self.grouped_calls = False
@@ -672,7 +674,7 @@ class Evaluator(SpeedChoices):
                     try:
                         stacked = self._points_stacked(all_c[i:i + k])
                         if not self._stacking_checked:  # a points_per_pass given: its first pass, as the trial's
-                            self._check_stacked(all_c[i:i + k], stacked)
+                            stacked = self._check_stacked(all_c[i:i + k], stacked)
                         rows.append(stacked)
                         continue
                     except Exception as exc:  # noqa: BLE001 - e.g. out of memory later on: one point a pass

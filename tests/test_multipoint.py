@@ -17,7 +17,8 @@ def naive(model, data, dirs, coeffs):
     m = copy.deepcopy(model).eval()
     with torch.no_grad():
         for name, p in m.named_parameters():
-            p.copy_(p + sum(float(c) * d[name] for c, d in zip(coeffs, dirs)))
+            if name in dirs[0]:  # not a frozen weight
+                p.copy_(p + sum(float(c) * d[name] for c, d in zip(coeffs, dirs)))
         x, y = data
         loss, correct = 0.0, 0.0
         for i in range(0, len(x), 5):
@@ -289,11 +290,28 @@ class TiedConvBN(nn.Module):
 STACK_CASES = CASES + [("conv-bn-tied", TiedConvBN, (2, 5, 5))]
 
 
+@pytest.fixture
+def no_batch_axis(monkeypatch):
+    """Stacked passes under ``vmap`` only (``BatchAxisStack`` takes the linear models otherwise)."""
+    from landscape_nb import multipoint
+
+    monkeypatch.setattr(multipoint.BatchAxisStack, "find", classmethod(lambda cls, *a: None))
+
+
+LINEAR_ONLY = ("mlp", "flat")  # the cases whose perturbed tensors all sit in nn.Linear layers
+
+
 @pytest.mark.parametrize("name,make,shape", STACK_CASES, ids=[c[0] for c in STACK_CASES])
 @pytest.mark.parametrize("k", [3, 8])
-def test_stacked_passes_match_the_naive_loop(name, make, shape, k):
-    """``points_per_pass=k``: k points share one vmapped pass (and the shared first layer, where the
-    model has one); every point equals the naive loop, including a last pass of fewer points."""
+@pytest.mark.parametrize("path", ["batch-axis", "vmap"])
+def test_stacked_passes_match_the_naive_loop(name, make, shape, k, path, request):
+    """``points_per_pass=k``: k points share one pass (and the shared first layer, where the model has
+    one), on the batch axis for linear models and under vmap otherwise or when told so; every point
+    equals the naive loop, including a last pass of fewer points."""
+    if path == "vmap":
+        request.getfixturevalue("no_batch_axis")
+    elif name not in LINEAR_ONLY:
+        pytest.skip("only linear models stack on the batch axis")
     torch.manual_seed(k)
     model = make().eval()
     if name == "conv-bn-tied":
@@ -308,6 +326,7 @@ def test_stacked_passes_match_the_naive_loop(name, make, shape, k):
     coords = np.random.default_rng(k).uniform(-1.5, 1.5, (19, 2))
     got = ev.evaluate(coords)
     assert ev.points_per_pass == k
+    assert ev._stacked_on_batch_axis == (path == "batch-axis") and "stacked_passes" not in ev.notes
     want = np.array([naive(model, data, dirs, c) for c in coords])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -360,7 +379,7 @@ def test_a_slow_point_runs_no_stacked_pass_and_then_times_the_shared_layer(monke
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
 
 
-def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why(stacking_tried):
+def test_a_loss_vmap_cannot_run_keeps_one_point_per_pass_and_says_why(stacking_tried, no_batch_axis):
     """A loss calling ``.item()`` cannot run under vmap: one point per pass, the reason in the notes
     (and so in the provenance), every value the naive loop's."""
     def item_loss(out, y):
@@ -407,3 +426,121 @@ def test_a_stacked_pass_failing_after_the_check_loses_no_point(monkeypatch, stac
     got = np.concatenate([ev.evaluate(coords[:50]), ev.evaluate(coords[50:])])
     assert len(calls) >= 4 and ev.points_per_pass == 1 and "simulated" in ev.notes["points_per_pass"]
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- points on the batch axis ----
+class Tokens(nn.Module):
+    """Linear layers over a (batch, tokens, features) input, a bias-free layer, a frozen layer (not in
+    the directions: the same weight for every point) and a mean over the tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 24)
+        self.mix = nn.Linear(24, 24, bias=False)
+        self.frozen = nn.Linear(24, 24)
+        self.frozen.requires_grad_(False)
+        self.head = nn.Linear(24, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.mix(torch.relu(self.embed(x))))
+        return self.head(torch.relu(self.frozen(h)).mean(1))
+
+
+def trainable_dirs(model, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [{k: 0.3 * torch.randn(p.shape, generator=g) for k, p in model.named_parameters() if p.requires_grad}
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("n_dirs,batch_size,dtype", [(1, None, torch.float32), (2, 16, torch.float32),
+                                                     (3, None, torch.float64)])
+def test_points_on_the_batch_axis_match_the_naive_loop(n_dirs, batch_size, dtype):
+    """Token inputs, a bias-free and a frozen layer, several batches (their values weighted by their
+    share) and float64: each point of a stacked pass equals the naive loop (one point at a time,
+    batches of 5), and the model's modules and weights are its own again afterwards."""
+    torch.manual_seed(n_dirs)
+    model = Tokens().to(dtype).eval()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = _data((7, 6), n=45, seed=n_dirs)
+    data = (x.to(dtype), y)
+    dirs = [{k: v.to(dtype) for k, v in dd.items()} for dd in trainable_dirs(model, n_dirs, seed=n_dirs)]
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=6, batch_size=batch_size))
+    coords = np.random.default_rng(n_dirs).uniform(-1.5, 1.5, (20, n_dirs))
+    got = np.concatenate([ev.evaluate(coords[:13]), ev.evaluate(coords[13:])])
+    assert ev._stacked_on_batch_axis and "stacked_passes" not in ev.notes
+    assert len(ev.batches) == (1 if batch_size is None else 3)
+    want = np.array([naive(model, data, dirs, c) for c in coords])
+    np.testing.assert_allclose(got, want, rtol=1e-9 if dtype == torch.float64 else 1e-5, atol=1e-6)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+def test_a_loss_vmap_cannot_run_stacks_on_the_batch_axis(stacking_tried):
+    """A loss calling ``.item()`` (which vmap refuses) runs per point on the batch axis's outputs: no
+    fall-back to one point a pass, every value the naive loop's."""
+    def item_loss(out, y):
+        return nn.functional.cross_entropy(out, y) * (1.0 + 0.0 * out.abs().max().item())
+
+    model = FlatMLP().eval()
+    data = _data((3, 16), n=30, seed=4)
+    dirs = dirs_for(model, 2, seed=4)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, loss_fn=item_loss, metrics=None,
+                   settings=EvalSettings(points_per_pass=5))
+    coords = np.random.default_rng(4).uniform(-1, 1, (12, 2))
+    got = ev.evaluate(coords)
+    assert ev._stacked_on_batch_axis and ev.points_per_pass == 5 and not ev.notes.get("points_per_pass")
+    np.testing.assert_allclose(got[:, 0], [naive(model, data, dirs, c)[0] for c in coords], rtol=1e-5, atol=1e-6)
+
+
+class BatchStatistics(nn.Module):
+    """Centres the hidden features over the batch: each sample's output depends on the others, so the
+    points' samples must not share a batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(48, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        return self.fc2(h - h.mean(0, keepdim=True))
+
+
+class WeightReadTwice(nn.Module):
+    """Applies ``proj`` as a layer and then its weight directly, outside the layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.proj, self.fc2 = nn.Linear(48, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.proj(torch.relu(self.fc1(x))))
+        return self.fc2(nn.functional.linear(h, self.proj.weight))
+
+
+@pytest.mark.parametrize("make,why", [(BatchStatistics, "differ from one point's"), (WeightReadTwice, "Error")])
+def test_a_model_the_batch_axis_gets_wrong_falls_back_to_vmap_and_says_why(make, why):
+    """A model that mixes samples across the batch (its stacked values differ from one point's: the
+    check catches it), or reads a layer's weight outside the layer (it fails on the stacked weight's
+    shape), stacks under vmap instead, the reason in the notes; every value is the model's own at
+    that point, the whole set in one batch (the naive loop written here)."""
+    torch.manual_seed(5)
+    model = make().eval()
+    data = _data((48,), n=40, seed=5)
+    dirs = dirs_for(model, 2, seed=5)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=4))
+    coords = np.random.default_rng(5).uniform(-1.5, 1.5, (10, 2))
+    got = ev.evaluate(coords)
+    assert not ev._stacked_on_batch_axis and ev.points_per_pass == 4
+    assert ev.notes["stacked_passes"].startswith("vmap: points on the batch axis failed") and why in ev.notes["stacked_passes"]
+    want = []
+    for c in coords:
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(sum(float(ck) * dd[name] for ck, dd in zip(c, dirs)))
+            out = m(data[0])
+        want.append([float(nn.functional.cross_entropy(out, data[1])), float((out.argmax(1) == data[1]).float().mean())])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
