@@ -22,7 +22,7 @@ from torch import nn
 
 from .choices import NORMS
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, unwrap_model
+from .params import ParamLayout, check_finite, unwrap_model
 
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
@@ -235,12 +235,7 @@ def random_directions(
     layout = ParamLayout.of(model)
     weights = [t.detach().float().cpu() for t in layout.tensors(model)]
     if norm != "none":  # a NaN/inf weight would make its normalized direction NaN: name the weight, not that
-        for entry, w in zip(layout.entries, weights):
-            if not bool(torch.isfinite(w).all()):
-                raise LandscapeError(
-                    f"the model's {entry.kind} {entry.name!r} holds {int((~torch.isfinite(w)).sum())} non-finite "
-                    f"value(s) (NaN or inf), so its {norm}-normalized direction would be too; expected finite "
-                    "weights (reload the checkpoint, or check the training run that produced it)")
+        check_finite(layout, weights, f", so its {norm}-normalized direction would be too")
     gen = torch.Generator().manual_seed(int(seed))
     rows = []
     for _ in range(n):

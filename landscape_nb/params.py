@@ -156,6 +156,19 @@ def flatten(model: nn.Module, layout: ParamLayout | None = None) -> torch.Tensor
     return torch.cat([t.detach().reshape(-1) for t in layout.tensors(model)])
 
 
+def check_finite(layout: ParamLayout, tensors: Sequence[torch.Tensor], consequence: str) -> None:
+    """Raise ``LandscapeError`` naming the first floating-point tensor of ``layout`` (``tensors`` in its
+    order) that holds NaN or inf, and how many; ``consequence`` says what that would do to the run."""
+    for entry, t in zip(layout.entries, tensors):
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        finite = torch.isfinite(t.detach())
+        if not bool(finite.all()):
+            raise LandscapeError(f"the model's {entry.kind} {entry.name!r} holds {int((~finite).sum())} non-finite "
+                                 f"value(s) (NaN or inf){consequence}; expected finite weights (reload the "
+                                 "checkpoint, or check the training run that produced it)")
+
+
 def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
     """Put back each module's training flag through its own ``train()`` (which some modules
     override, e.g. to merge adapter weights), parents first: a parent's call sets its

@@ -22,6 +22,7 @@ from .errors import LandscapeError, check_choice
 from .evaluate import PRECISIONS, EvalSettings
 from .grid import Axis, Grid
 from .metrics import BUILTIN_METRICS
+from .params import check_finite
 
 MODES = ("eval", "bn-recompute", "bn")
 
@@ -260,18 +261,11 @@ def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
                                  f"{name}=(-1, 1, {axis.num})")
         coeff_max.append(float(np.abs(values).max()))
     tensors = directions.layout.tensors(model)
+    check_finite(directions.layout, tensors, ", so every point of the surface would be too")
     w_max, dtype = 0.0, torch.float32
-    for entry, t in zip(directions.layout.entries, tensors):
-        if not t.is_floating_point() or t.numel() == 0:
-            continue
-        finite = torch.isfinite(t.detach())
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            raise LandscapeError(f"the model's {entry.kind} {entry.name!r} holds {bad} non-finite value(s) (NaN or "
-                                 "inf); expected finite weights: every point of the surface would be NaN (reload "
-                                 "the checkpoint, or check the training run that produced it)")
-        w_max = max(w_max, float(t.detach().abs().max()))
-        dtype = t.dtype
+    for t in tensors:
+        if t.is_floating_point() and t.numel():
+            w_max, dtype = max(w_max, float(t.detach().abs().max())), t.dtype
     for bname, buf in model.named_buffers():  # BatchNorm running statistics, whether or not directions move them
         if buf.is_floating_point() and buf.numel() and not bool(torch.isfinite(buf).all()):
             raise LandscapeError(f"the model's buffer {bname!r} holds {int((~torch.isfinite(buf)).sum())} non-finite "
