@@ -296,7 +296,7 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
             raise LandscapeError(
                 f"cannot reach a Dask scheduler at {choice.address!r} within {CONNECT_TIMEOUT} "
                 f"({type(exc).__name__}); check the address (tcp://host:port) and that the scheduler is running, "
-                "or use client='local'"
+                "or use client='local' (CLI: --client local)"
             ) from None
         return c, OwnedCluster(c, None)  # our client of their scheduler: close it, leave the scheduler
     raise LandscapeError(

@@ -26,20 +26,12 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     from . import directions as dirs
     from . import model_paths
 
-    if ndim not in (1, 2, 3):
-        raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line), 2 (a plane) or 3 (a volume)")
-    check_choice("direction scheme", scheme, SCHEMES)
-    if ndim == 3 and scheme not in VOLUME_SCHEMES:
-        raise LandscapeError(f"directions {scheme!r} give a line or a plane; a volume (ndim=3) needs three "
-                             f"directions: use one of {VOLUME_SCHEMES}")
+    check_ndim(scheme, ndim)
     if scheme == "random":
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed)
     if scheme == "random-orthogonal":
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed, orthogonalize=True)
     if scheme == "interpolate":
-        if ndim != 1:
-            raise LandscapeError(f"directions 'interpolate' is a 1D scan between two models; asked for ndim={ndim}: "
-                                 "use a 1D grid (CLI --grid 51, Explorer '1D line')")
         if ex is None:
             raise LandscapeError("directions 'interpolate' needs a zoo model (it interpolates between the zoo's "
                                  "minimizer pair); for your own pair use lnb.interpolation_direction(a, b)")
@@ -47,9 +39,6 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
         d = model_paths.interpolation_direction(a, b, include_buffers=True)
         return a, _with_range(d, x=[-0.5, 1.5])
     if scheme == "plane3":
-        if ndim != 2:
-            raise LandscapeError(f"directions 'plane3' is a plane through three models; asked for ndim={ndim}: "
-                                 "use a 2D grid (CLI --grid 31x31, Explorer '2D plane')")
         a, b, c = _three(ex)
         return a, _with_range(model_paths.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
     if scheme == "pca":
@@ -77,6 +66,23 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
             d = d.with_provenance(hessian_data=f"training split, fixed-seed subset of {max_samples}")
         return model, d
     raise AssertionError(f"scheme {scheme!r} is in SCHEMES but has no branch")  # unreachable
+
+
+def check_ndim(scheme: str, ndim: int) -> None:
+    """Raise ``LandscapeError`` unless ``scheme`` (one of ``SCHEMES``) gives ``ndim`` directions (1 a
+    line, 2 a plane, 3 a volume); the message names the API's and the CLI's and Explorer's words."""
+    if ndim not in (1, 2, 3):
+        raise LandscapeError(f"ndim={ndim!r}; expected 1 (a line), 2 (a plane) or 3 (a volume)")
+    check_choice("direction scheme", scheme, SCHEMES)
+    if ndim == 3 and scheme not in VOLUME_SCHEMES:
+        raise LandscapeError(f"directions {scheme!r} give a line or a plane; a volume (ndim=3, CLI --grid 21x21x21) "
+                             f"needs three directions: use {' or '.join(VOLUME_SCHEMES)}, or a 1D or 2D grid")
+    if scheme == "interpolate" and ndim != 1:
+        raise LandscapeError(f"directions 'interpolate' is a 1D scan between two models; asked for ndim={ndim}: "
+                             "use a 1D grid (CLI --grid 51, Explorer '1D line')")
+    if scheme == "plane3" and ndim != 2:
+        raise LandscapeError(f"directions 'plane3' is a plane through three models; asked for ndim={ndim}: "
+                             "use a 2D grid (CLI --grid 31x31, Explorer '2D plane')")
 
 
 def _with_range(d, **ranges):

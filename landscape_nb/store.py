@@ -91,8 +91,8 @@ def _chunk_shape(tile: tuple[int, int], shape: tuple[int, int]) -> tuple[int, in
 def _check_path(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise LandscapeError(
-            f"store={str(path)!r} is a file; expected a directory for the surface store (a new or existing "
-            "landscape store): choose another path"
+            f"the store path {str(path)!r} is a file; expected a directory for the surface store (a new or "
+            "existing landscape store): choose another path"
         )
 
 
@@ -152,7 +152,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         if not (path / "zarr.json").is_file():
             raise LandscapeError(
                 f"no landscape store at {str(path)!r} (no zarr.json there); expected a directory written by "
-                "compute_surface(..., store=PATH)"
+                "compute_surface(..., store=PATH) or `landscape-nb compute ... --store PATH`"
             )
         try:
             group = zarr.open_group(str(path), mode="r")

@@ -589,10 +589,13 @@ def test_item13_cli_split_honoured_or_refused(tmp_path, monkeypatch):
             return nn.Linear(2, 2), (torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(LandscapeError, match="--split train was given but mymod:plain takes no `split`"):
-        load_model_spec("mymod:plain", "train")
+    for split in ("train", "test"):  # given at all: a function without `split` cannot honour it
+        with pytest.raises(LandscapeError, match=f"--split {split} was given but mymod:plain takes no `split`"):
+            load_model_spec("mymod:plain", split)
+    assert len(load_model_spec("mymod:plain")[2][0]) == 4  # not given
     assert len(load_model_spec("mymod:with_split", "train")[2][0]) == 6
     assert len(load_model_spec("mymod:with_split", "test")[2][0]) == 4
+    assert len(load_model_spec("mymod:with_split")[2][0]) == 4  # the default: test
 
 
 def test_target_key_and_dict_without_labels():

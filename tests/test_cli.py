@@ -19,6 +19,10 @@ def make():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
     return model, (x, (x[:, 0] > 0).long())
+
+def state():
+    model, data = make()
+    return model.state_dict(), data
 '''
 
 
@@ -110,6 +114,17 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
      "a running scheduler whose cluster already has its workers"),
     (["compute", "nosuch_module:make"], "cannot load 'nosuch_module:make'"),
     (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
+    (["compute", "my_models:state"], "my_models:state returned OrderedDict as the model (first item); expected (model, data"),
+    # refused before the model loads (the module does not exist): in the flags' words
+    (["compute", "nosuch_module:make", "--grid", "9x9", "--tile", "3x3x3"], "--tile 3x3x3 does not fit the 2D --grid 9x9"),
+    (["compute", "nosuch_module:make", "--grid", "9", "--tile", "3x3"],
+     "--tile 3x3 does not fit the 1D --grid 9; expected N (points per tile) or 1xN"),
+    (["compute", "nosuch_module:make", "--grid", "100000x100000"],
+     "--grid '100000x100000' has 10000000000 points; expected at most 4096 per axis"),
+    (["compute", "nosuch_module:make", "--grid", "3x3x3", "--directions", "pca"],
+     "directions 'pca' give a line or a plane; a volume (ndim=3, CLI --grid 21x21x21) needs three directions"),
+    (["compute", "nosuch_module:make", "--grid", "9x9", "--directions", "interpolate"],
+     "directions 'interpolate' is a 1D scan between two models; asked for ndim=2: use a 1D grid (CLI --grid 51"),
 ])
 def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words):
     assert main(argv) == 2
@@ -278,7 +293,7 @@ def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(use
     assert main(["plot", str(store), "--kind", "contour", "--html", str(out)]) == 2
     assert "--kind contour does not draw a 3D volume; expected one of volume, slices" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3x3", "--directions", "hessian"]) == 2
-    assert "a volume (ndim=3) needs three directions: use one of ('random', 'random-orthogonal')" in \
+    assert "a volume (ndim=3, CLI --grid 21x21x21) needs three directions: use random or random-orthogonal" in \
         capsys.readouterr().err
     line = tmp_path / "l.zarr"
     assert main(["compute", user_model, "--grid", "5", "--store", str(line)]) == 0

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import LandscapeError
-from ..schemes import SCHEMES, make_directions
+from ..schemes import SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ _KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volum
 
 
 def parse_grid(text: str) -> tuple[int, ...]:
+    from ..grid import MAX_PER_AXIS, MAX_POINTS
+
     try:
         parts = tuple(int(p) for p in text.lower().split("x"))
     except ValueError:
@@ -43,7 +45,21 @@ def parse_grid(text: str) -> tuple[int, ...]:
     if min(parts) < 2:
         raise LandscapeError(f"--grid {text!r} has an axis of {min(parts)} point(s); expected at least 2 points "
                              "per axis (the range's two ends), e.g. 51 or 51x51")
+    if max(parts) > MAX_PER_AXIS or math.prod(parts) > MAX_POINTS:
+        raise LandscapeError(f"--grid {text!r} has {math.prod(parts)} points; expected at most {MAX_PER_AXIS} per "
+                             f"axis and {MAX_POINTS} in all: use a coarser grid, or zoom into a smaller --range")
     return parts
+
+
+def check_tile_fits(tile, grid: tuple[int, ...], text: str) -> None:
+    """Refuse a ``--tile`` with more sizes than the grid has axes (ROWSxCOLS on a line needs 1 row)."""
+    if tile is None or isinstance(tile, int):
+        return
+    n = len(grid)
+    if len(tile) > max(n, 2) or (n == 1 and tile[0] != 1):
+        want = {1: "N (points per tile) or 1xN", 2: "N or ROWSxCOLS, e.g. 8x8",
+                3: "N, ROWSxCOLS (one slice deep) or DEPTHxROWSxCOLS, e.g. 4x8x8"}[n]
+        raise LandscapeError(f"--tile {text} does not fit the {n}D --grid {'x'.join(map(str, grid))}; expected {want}")
 
 
 def parse_range(text: str, name: str) -> tuple[float, float]:
@@ -111,12 +127,12 @@ def check_workers(args):
     return client
 
 
-def load_model_spec(name: str, split: str = "test"):
+def load_model_spec(name: str, split: str | None = None):
     """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn).
 
     The module is imported from ``sys.path``; ``main`` puts the current directory on it. A
-    function with a ``split`` parameter is called with ``split=``; ``--split train`` for one
-    without is refused (it could not honour it).
+    function with a ``split`` parameter is called with ``split=`` (default "test"); a ``--split``
+    given for one without is refused (it could not honour it). A zoo model's split defaults to "test".
     """
     if ":" in name and not name.startswith(("tcp:", "tls:")):
         mod_name, fn_name = name.split(":", 1)
@@ -134,19 +150,24 @@ def load_model_spec(name: str, split: str = "test"):
             raise LandscapeError(f"{name} is of type {type(fn).__name__}, not a function; expected module:function naming "
                                  "a function that returns (model, data) or (model, data, loss_fn)")
         takes_split = "split" in inspect.signature(fn).parameters
-        if split != "test" and not takes_split:  # --split is honoured by functions taking `split`, else refused
+        if split is not None and not takes_split:  # --split is honoured by functions taking `split`, else refused
             raise LandscapeError(
                 f"--split {split} was given but {name} takes no `split` argument, so it cannot choose the split; "
                 f"define it as def {fn_name}(split='test') returning that split's data, or drop --split"
             )
         try:
-            out = fn(split=split) if takes_split else fn()
+            out = fn(split=split or "test") if takes_split else fn()
         except Exception as exc:  # the user's own function: one line, the original chained
             raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_one_line(exc)[:300]}; expected it to "
                                  "return (model, data[, loss_fn])") from exc
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             raise LandscapeError(f"{name} returned {type(out).__name__}; expected (model, data[, loss_fn])")
         model, data, loss_fn = (*out, None)[:3]
+        from torch import nn
+
+        if not isinstance(model, nn.Module):
+            raise LandscapeError(f"{name} returned {type(model).__name__} as the model (first item); expected (model, data[, loss_fn]) "
+                                 "with the model a torch.nn.Module")
         return name, model, data, loss_fn, None
     from .. import zoo
 
@@ -154,6 +175,7 @@ def load_model_spec(name: str, split: str = "test"):
         raise LandscapeError(f"{name!r} is an importable module, not a zoo name; expected module:function, the "
                              f"function returning (model, data) or (model, data, loss_fn), e.g. {name}:build")
     ex = zoo.load(name)
+    split = split or "test"
     if split not in ("train", "test"):
         raise LandscapeError(f"--split {split!r}; expected 'train' or 'test'")
     return name, ex.model, getattr(ex, split), ex.loss_fn, ex
@@ -216,7 +238,8 @@ def cmd_compute(args) -> int:
         raise LandscapeError(f"{flag} was given without --html, so no figure would be drawn; add --html FILE "
                              f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
     client = check_workers(args)
-    parse_tile(args.tile)
+    check_tile_fits(parse_tile(args.tile), grid, args.tile)
+    check_ndim(args.directions, len(grid))
     if args.max_samples is not None and args.max_samples < 1:
         raise LandscapeError(f"--max-samples {args.max_samples}; expected a positive number of samples, e.g. "
                              "--max-samples 512 (or leave it out for all of them)")
@@ -316,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--norm", default="filter", choices=NORMS)
     c.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"))
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--split", default="test", choices=("train", "test"))
+    c.add_argument("--split", choices=("train", "test"),
+                   help="the data split (default test): a zoo model's, or passed as split= to a module:function "
+                        "that takes it")
     c.add_argument("--max-samples", type=int)
     c.add_argument("--precision", default="fp32", choices=PRECISIONS)
     c.add_argument("--compile", action="store_true",
