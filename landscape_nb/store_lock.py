@@ -90,7 +90,15 @@ class WriterLock:
         seconds = wait_seconds(wait)
         lock = FileLock(str(self.path), thread_local=False)
         try:
-            lock.acquire(timeout=-1 if math.isinf(seconds) else seconds)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # held: say so before waiting (it resumes from what the other run writes)
+                if seconds <= 0:
+                    raise
+                logger.warning("the store %r is being written by %s; waiting %s for it (%s=<seconds> sets how "
+                               "long), then this run resumes from its tiles", str(self.store_path), self.owner(),
+                               "as long as it takes" if math.isinf(seconds) else f"up to {seconds:g} s", WAIT_ENV)
+                lock.acquire(timeout=-1 if math.isinf(seconds) else seconds)
         except Timeout:
             raise LandscapeError(
                 f"the store {str(self.store_path)!r} is being written by {self.owner()}; waited {seconds:g} s. "

@@ -154,6 +154,24 @@ def test_racing_writers_of_different_surfaces_never_mix(tmp_path):
     check_naive(surf, seed=winner_seed)
 
 
+def test_a_second_writer_says_it_waits_then_computes(tmp_path, monkeypatch, caplog):
+    """A store held by another writer: the second run says whom it waits for and for how long (a log
+    warning, which the CLI prints), then runs once the lock is free; its values are the naive ones."""
+    import logging
+    import threading
+
+    store = tmp_path / "s.zarr"
+    monkeypatch.setenv(store_mod.WAIT_ENV, "30")
+    holder = WriterLock(store).acquire(0)
+    threading.Timer(0.5, holder.release).start()
+    with caplog.at_level(logging.WARNING, logger="landscape_nb.store"):
+        surf = compute(store)
+    said = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(said) == 1 and f"being written by process {os.getpid()} on host" in said[0], said
+    assert "waiting up to 30 s" in said[0] and "resumes from its tiles" in said[0]
+    check_naive(surf)
+
+
 def test_a_held_store_refuses_a_second_writer_in_process(tmp_path, monkeypatch):
     store = tmp_path / "s.zarr"
     compute(store, x=(-1, 1, 7))  # a finished store: opened read-only, no lock needed
