@@ -59,7 +59,9 @@ def test_barrier_between_two_copies_of_one_model_is_zero(pair):
     a, _, data = pair
     surf = lnb.interpolation_surface(a, copy.deepcopy(a), data, x=(0, 1, 11))
     np.testing.assert_allclose(surf.loss, _loss(a, data), rtol=1e-6)
-    assert lnb.loss_barrier(surf) == pytest.approx(0.0, abs=1e-12)
+    # float32 rounding only (single points and stacked passes sum in different orders: 3.3e-10 seen on a
+    # loss of 8.8e-4): no more than two points within the rtol above can make
+    assert lnb.loss_barrier(surf) == pytest.approx(0.0, abs=2e-6 * _loss(a, data))
 
 
 def test_barrier_matches_a_naive_loop_over_t(pair):
