@@ -284,6 +284,8 @@ class Evaluator(SpeedChoices):
         self._stack_map: list[tuple[dict, str, int]] | None = None  # see _stack_slots
         self._batch_axis = None  # see _batch_axis_stack: None (not looked for yet), False or a BatchAxisStack
         self._stacked_on_batch_axis = False  # how the last stacked pass ran
+        self._batch_axis_checked = 0  # the largest batch-axis pass verified (SpeedChoices._verify_batch_axis)
+        self._untimed = 0.0  # seconds of checks run inside timed work (SpeedChoices._seconds leaves them out)
         #: set by a runner whose calls hold at least ``points_wanted()`` points, tiles permitting
         #: (``InProcessRunner``); otherwise stack sizes larger than a call are dropped from the trial
         self.grouped_calls = False

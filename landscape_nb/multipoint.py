@@ -254,6 +254,8 @@ class BatchAxisStack:
         self.shared = shared
         self.linears = [m for m in forward.modules() if _plain_linear(m) and (shared is None or m is not shared.module)]
         self._inputs: dict[tuple, tuple] = {}
+        self._kept_bytes = 0  # of the repeated inputs in _inputs
+        self.rows = 0  # points × samples of the batch a pass runs now
 
     @classmethod
     def find(cls, forward: nn.Module, slots: list[tuple[dict, str, int]],
@@ -268,26 +270,37 @@ class BatchAxisStack:
             return None
         return cls(forward, slots, shared)
 
+    @staticmethod
+    def fits(batches: list, k: int) -> bool:
+        """Whether a pass of ``k`` points keeps its repeated inputs (every batch's, k copies each) within
+        ``REPEATS_KEPT_BYTES``; a larger pass would copy its inputs again each time (a wide input, e.g.
+        3072 features: 16-23x slower a point than under ``vmap``), so it runs under ``vmap``."""
+        return k * sum(t.numel() * t.element_size() for xb, _ in batches for t in tensor_leaves(xb)) <= REPEATS_KEPT_BYTES
+
     def repeat(self, xb, k: int):
         """``xb`` (a tensor, tuple/list or dict of them, each with the batch first) with each leaf
-        repeated ``k`` times along the batch axis, point-major; kept for the next pass of ``k``."""
+        repeated ``k`` times along the batch axis, point-major; kept for the next pass of ``k`` while all
+        kept together stay within ``REPEATS_KEPT_BYTES``."""
         leaves = tensor_leaves(xb)
-        key = (k, *((t.data_ptr(), tuple(t.shape)) for t in leaves))
+        key = (k, *((t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype) for t in leaves))
         hit = self._inputs.get(key)
         if hit is not None:
             return hit[0]
         rep = tree_map(lambda t: t.repeat(k, *[1] * (t.dim() - 1)), xb)
-        if sum(t.numel() * t.element_size() for t in leaves) * k <= REPEATS_KEPT_BYTES:
-            if len(self._inputs) > 8:
-                self._inputs.clear()
+        size = k * sum(t.numel() * t.element_size() for t in leaves)
+        if self._kept_bytes + size > REPEATS_KEPT_BYTES:
+            self._inputs.clear()
+            self._kept_bytes = 0
+        if size <= REPEATS_KEPT_BYTES:
             self._inputs[key] = (rep, xb)  # the source too: its address stays taken while the key is kept
+            self._kept_bytes += size
         return rep
 
     @contextlib.contextmanager
-    def active(self, parts: list[torch.Tensor], coords: torch.Tensor, inputs: list) -> Iterator[None]:
+    def active(self, parts: list[torch.Tensor], coords: torch.Tensor) -> Iterator[None]:
         """For one pass of ``len(coords)`` points: the module tensors of ``slots`` hold the stacked
-        ``parts`` (each (k, *shape)), the linear layers run ``_forward``, the shared layer gives each
-        point's rows for the repeated ``inputs`` (pairs of (repeated, original) batches)."""
+        ``parts`` (each (k, *shape)), the linear layers run ``_forward``; per batch, ``batch`` gives the
+        repeated inputs (the shared layer then gives each point's rows for them)."""
         saved = [table[key] for table, key, _ in self.slots]
         k = len(coords)
         try:
@@ -295,10 +308,9 @@ class BatchAxisStack:
                 table[key] = parts[i]
             for m in self.linears:
                 m.__dict__["forward"] = functools.partial(self._forward, m, k)
+            self.rows = 0  # set per batch by the caller: points × samples
             if self.shared is not None:
                 self.shared.stacked_coeffs = coords
-                self.shared.repeated = {r.untyped_storage().data_ptr(): t for rep, orig in inputs
-                                        for r, t in zip(tensor_leaves(rep), tensor_leaves(orig))}
                 self.shared.install()
             yield
         finally:
@@ -310,14 +322,26 @@ class BatchAxisStack:
             for (table, key, _), t in zip(self.slots, saved):
                 table[key] = t
 
-    @staticmethod
-    def _forward(m: nn.Linear, k: int, x: torch.Tensor) -> torch.Tensor:
-        """``m`` on ``x`` (k * n, ..., in), each point's rows with its own weight and bias."""
+    def batch(self, xb, k: int):
+        """The inputs of one batch for the pass now active: ``repeat(xb, k)``, the rows per layer input
+        set for ``_forward``, and the shared layer told which tensors repeat which."""
+        rep = self.repeat(xb, k)
+        self.rows = k * len(tensor_leaves(xb)[0])
+        if self.shared is not None:
+            self.shared.repeated = {r.untyped_storage().data_ptr(): t
+                                    for r, t in zip(tensor_leaves(rep), tensor_leaves(xb))}
+        return rep
+
+    def _forward(self, m: nn.Linear, k: int, x: torch.Tensor) -> torch.Tensor:
+        """``m`` on ``x`` (k * n, ..., in), each point's rows with its own weight and bias; raises
+        ``ValueError`` for an input whose first axis is not the pass's k × n samples (a model that
+        splits, merges or folds the batch: which rows are whose would be a guess)."""
         w, b = m.weight, m.bias
         if w.dim() == 2 and (b is None or b.dim() == 1):  # not perturbed (frozen)
             return F.linear(x, w, b)
-        if x.dim() < 2 or x.shape[0] % k:
-            raise ValueError(f"a stacked pass of {k} points gave {m} an input of shape {tuple(x.shape)}")
+        if x.dim() < 2 or x.shape[0] != self.rows:
+            raise ValueError(f"a pass of {k} points on the batch axis ({self.rows} rows) gave {m} an input of "
+                             f"shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         x3 = x.reshape(k, -1, x.shape[-1])
         w = w.expand(k, *w.shape) if w.dim() == 2 else w

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .data import batch_len, call_model, tree_map
@@ -58,14 +59,14 @@ class Cancelled(Exception):
     """Raised inside a running evaluation when the user cancelled the computation."""
 
 
-def _same_outputs(want: torch.Tensor, got: torch.Tensor) -> bool:
-    """Two forward passes agree up to float rounding (relative to the finite outputs' scale; NaN and
-    infinities must sit at the same places)."""
+def _same_outputs(want: torch.Tensor, got: torch.Tensor, rtol: float = 1e-4) -> bool:
+    """Two forward passes agree up to float rounding (``rtol``, and a tenth of it relative to the finite
+    outputs' scale; NaN and infinities must sit at the same places)."""
     if want.shape != got.shape:
         return False
     finite = want[want.isfinite()]
     scale = float(finite.abs().max()) if finite.numel() else 0.0
-    return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
+    return bool(torch.allclose(got, want, rtol=rtol, atol=0.1 * rtol * scale, equal_nan=True))
 
 
 class _BatchSizeTuner:
@@ -180,11 +181,11 @@ class SpeedChoices:
         for _ in range(reps):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            t0 = time.perf_counter()
+            t0, untimed = time.perf_counter(), self._untimed
             fn()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0 - (self._untimed - untimed)  # checks run inside fn are not its speed
         return dt
 
     def _tune_on(self, coords: torch.Tensor, rows: list, should_stop) -> int:
@@ -269,20 +270,30 @@ class SpeedChoices:
             apply(times[True] < 0.95 * times[False])  # idempotent: later calls apply the same choice
         return i
 
-    def _batch_independent(self) -> bool:
-        """Whether a sample's output is independent of the rest of its batch (up to rounding), so the
-        batch size may be tuned; not so with e.g. BatchNorm without running statistics."""
+    def _batch_independent(self, repeated: bool = False, rtol: float = 1e-4) -> bool:
+        """Whether a sample's outputs depend on that sample alone (up to ``rtol``), so the batch size may be
+        tuned (not so with e.g. BatchNorm without running statistics): on up to 16 samples at the weights
+        held now, the batch's outputs equal its two halves' and, with ``repeated``, each copy's in the batch
+        repeated twice (as points on the batch axis need; a table indexed by batch position fails that).
+        False for a model without per-sample tensor outputs, or one that fails on these batches."""
         xb = tree_map(lambda t: t[:16], self.batches[0][0])
         n = batch_len(xb)
-        if n < 2:
+        if n < 2 and not repeated:
             return True
-        with eval_mode(self.model), torch.no_grad():
-            whole = find_logits(call_model(self.model, xb))
-            parts = [find_logits(call_model(self.model, tree_map(lambda t: t[a:b], xb)))
-                     for a, b in ((0, n // 2), (n // 2, n))]
-        if whole is None or any(p is None for p in parts) or whole.ndim == 0 or len(whole) != n:
-            return False  # nothing per sample to compare: keep the batch size
-        return _same_outputs(whole.float(), torch.cat(parts).float())
+        runs = [tree_map(lambda t, a=a, b=b: t[a:b], xb) for a, b in ((0, n // 2), (n // 2, n))] if n >= 2 else []
+        if repeated:
+            runs.append(tree_map(lambda t: torch.cat([t, t]), xb))
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                whole, *outs = (find_logits(call_model(self.model, b)) for b in [xb, *runs])
+        except Exception:  # noqa: BLE001 - e.g. a fixed batch size in the model
+            return False
+        if whole is None or any(o is None for o in outs) or whole.ndim == 0 or len(whole) != n:
+            return False  # nothing per sample to compare
+        whole = whole.double()
+        halves = [torch.cat(outs[:2]).double()] if n >= 2 else []
+        copies = list(outs[-1].double().split(n)) if repeated else []
+        return all(_same_outputs(whole, got, rtol=rtol) for got in halves + copies)
 
     def _stack_slots(self) -> list[tuple[dict, str, int]]:
         """(``module._parameters`` or ``_buffers``, key, layout index) of every tensor of ``self.forward``
@@ -311,13 +322,14 @@ class SpeedChoices:
         slots = self._stack_slots()
         self._stacked_on_batch_axis = False
         batch_axis = self._batch_axis_stack()
-        if batch_axis is not None:
+        if batch_axis is not None and batch_axis.fits(self.batches, len(coords)):
             try:
                 sums = self._points_on_batch_axis(batch_axis, parts, coords)
+                self._verify_batch_axis(coords, sums)
                 self._stacked_on_batch_axis = True
                 return sums
             except Exception as exc:  # noqa: BLE001 - e.g. a model that reshapes the batch: vmap below
-                self._no_batch_axis(f"{type(exc).__name__}: {str(exc)[:160]}")
+                self._no_batch_axis(f"{type(exc).__name__}: {str(exc)[:200]}")
         used = sorted({i for _, _, i in slots})
         # the shared first layer whenever the model has one: stacked, its terms replace a matmul with
         # per-point weights by one small GEMM (mlp-digits: 0.09 vs 0.2 ms a point at 32 points a pass)
@@ -365,8 +377,39 @@ class SpeedChoices:
         if self._batch_axis is None:  # every input a batch of samples (nothing shared across them)
             ok = all(tensor_leaves(xb) and all(t.dim() >= 1 and len(t) == batch_len(xb) for t in tensor_leaves(xb))
                      for xb, _ in self.batches)
-            self._batch_axis = (ok and BatchAxisStack.find(self.forward, self._stack_slots(), self._shared_candidate)) or False
+            stack = ok and BatchAxisStack.find(self.forward, self._stack_slots(), self._shared_candidate)
+            if stack and not self._batch_independent(repeated=True, rtol=1e-5):
+                stack = None
+                self.notes["stacked_passes"] = ("vmap: a sample's outputs depend on the rest of its batch (e.g. a "
+                                                "normalisation by the batch), so points cannot share one batch")
+            self._batch_axis = stack or False
         return self._batch_axis or None
+
+    def _verify_batch_axis(self, coords: torch.Tensor, stacked: torch.Tensor) -> None:
+        """Raise ``ValueError`` if a batch-axis pass's values differ from single points' beyond rounding:
+        4 points spread over the first such pass and the one farthest from the weights held now (a
+        weight read outside its layer by a reduction, e.g. ``w.abs().max()``, sees every point's: the
+        points then differ from their own), and that farthest point in each pass larger than any checked
+        before. Its time is left out of the trial's timings (``_untimed``)."""
+        k = len(coords)
+        if k <= self._batch_axis_checked:
+            return
+        t0 = time.perf_counter()
+        farthest = int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
+        which = {farthest}
+        if not self._batch_axis_checked:
+            which |= {int(i) for i in np.linspace(0, k - 1, min(k, 4)).round()}
+        rtol, atol = {"tf32": (5e-3, 1e-6), "bf16": (3e-2, 1e-6)}.get(
+            self.settings.precision, (1e-10, 1e-12) if stacked.dtype == self.perturber.base.dtype == torch.float64
+            else (1e-5, 1e-7))
+        for j in sorted(which):
+            self.perturber.set(coords[j])
+            alone = self.point_values()
+            if not torch.allclose(stacked[j], alone, rtol=rtol, atol=atol, equal_nan=True):
+                raise ValueError(f"stacked values {stacked[j].tolist()} differ from one point's {alone.tolist()} at "
+                                 f"{coords[j].tolist()} (a pass of {k})")
+        self._batch_axis_checked = k
+        self._untimed += time.perf_counter() - t0
 
     def _no_batch_axis(self, why: str) -> None:
         """Stack with ``vmap`` from now on, and say why (``notes``, so the provenance)."""
@@ -377,11 +420,11 @@ class SpeedChoices:
         """``_points_stacked`` by ``BatchAxisStack``: the same (k, 1 + n_metrics) float64 values."""
         k = len(coords)
         per_point = getattr(self._values, "per_point", None)
-        inputs = [(stack.repeat(xb, k), xb) for xb, _ in self.batches]
         sums = None
-        with stack.active(parts, coords, inputs):
-            for (xk, xb), (_, yb), w in zip(inputs, self.batches, self.batch_weights()):
+        with stack.active(parts, coords):
+            for (xb, yb), w in zip(self.batches, self.batch_weights()):
                 n = batch_len(xb)
+                xk = stack.batch(xb, k)
                 with self._autocast():
                     out = _floats(call_model(self.forward, xk))
                 vals = per_point(out, yb, k) if per_point is not None else None
@@ -584,7 +627,7 @@ class SpeedChoices:
 
     def _check_stacked(self, coords: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
         """The values of a stacked pass, checked against one pass at one of its points: raise if they differ
-        by more than rounding; a pass with the points on the batch axis is run again under ``vmap`` then.
+        by more than rounding (a batch-axis pass was checked more closely already: ``_verify_batch_axis``).
 
         The point compared is the one of ``coords`` farthest from the weights the model holds now: a model
         that reads its weights past the swapped module tensors (e.g. through a dict of them built in
@@ -595,10 +638,7 @@ class SpeedChoices:
         # batched kernels round otherwise: within fp32 rounding, or TF32's/bf16's (~1e-3/~1e-2 on a loss)
         rtol = {"tf32": 5e-3, "bf16": 3e-2}.get(self.settings.precision, 1e-4)
         if not torch.allclose(stacked[j], alone, rtol=rtol, atol=1e-6, equal_nan=True):
-            why = f"stacked values {stacked[j].tolist()} differ from one point's {alone.tolist()} at {coords[j].tolist()}"
-            if self._stacked_on_batch_axis:  # e.g. a model that mixes samples across the batch: vmap then
-                self._no_batch_axis(why)
-                return self._check_stacked(coords, self._points_stacked(coords))
-            raise ValueError(why)
+            raise ValueError(f"stacked values {stacked[j].tolist()} differ from one point's {alone.tolist()} "
+                             f"at {coords[j].tolist()}")
         self._stacking_checked = True
         return stacked

@@ -660,9 +660,9 @@ def test_a_given_points_per_pass_is_checked_against_one_point_alone_like_the_cho
     real = Evaluator._points_stacked
     ev._points_stacked = lambda coords: passes.append(len(coords)) or real(ev, coords)
     ev.evaluate(np.random.default_rng(0).uniform(-1, 1, (64, 2)))
-    # the points on the batch axis, then under vmap: both fail the check, which ends stacking for the rest
-    # of the call too
-    assert passes == [8, 8] and not ev._batch_axis and "batch axis failed" in ev.notes["stacked_passes"]
+    # one stacked pass: on the batch axis, which fails its check, then under vmap, which fails the check too;
+    # that ends stacking for the rest of the call
+    assert passes == [8] and not ev._batch_axis and "batch axis failed" in ev.notes["stacked_passes"]
     # a model reading every weight past the swapped tensors computes each stacked point at the weights it
     # holds; on a line from the centre the first point is those weights, so the check takes the pass's
     # point farthest from them

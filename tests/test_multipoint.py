@@ -298,7 +298,8 @@ def no_batch_axis(monkeypatch):
     monkeypatch.setattr(multipoint.BatchAxisStack, "find", classmethod(lambda cls, *a: None))
 
 
-LINEAR_ONLY = ("mlp", "flat")  # the cases whose perturbed tensors all sit in nn.Linear layers
+# the cases whose perturbed tensors all sit in nn.Linear layers or the shared first layer
+BATCH_AXIS_CASES = ("mlp", "flat", "conv")
 
 
 @pytest.mark.parametrize("name,make,shape", STACK_CASES, ids=[c[0] for c in STACK_CASES])
@@ -310,8 +311,8 @@ def test_stacked_passes_match_the_naive_loop(name, make, shape, k, path, request
     equals the naive loop, including a last pass of fewer points."""
     if path == "vmap":
         request.getfixturevalue("no_batch_axis")
-    elif name not in LINEAR_ONLY:
-        pytest.skip("only linear models stack on the batch axis")
+    elif name not in BATCH_AXIS_CASES:
+        pytest.skip("only linear models (and a shared first layer) stack on the batch axis")
     torch.manual_seed(k)
     model = make().eval()
     if name == "conv-bn-tied":
@@ -519,12 +520,70 @@ class WeightReadTwice(nn.Module):
         return self.fc2(nn.functional.linear(h, self.proj.weight))
 
 
-@pytest.mark.parametrize("make,why", [(BatchStatistics, "differ from one point's"), (WeightReadTwice, "Error")])
+class CausalMean(nn.Module):
+    """The batch as a time axis: each sample minus the running mean of those before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(48, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        steps = torch.arange(1, len(h) + 1, dtype=h.dtype)[:, None]
+        return self.fc2(h - h.cumsum(0) / steps)
+
+
+class PositionTable(nn.Module):
+    """Adds a learned-free table row by the sample's position in the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(48, 32), nn.Linear(32, 4)
+        self.register_buffer("pos", torch.linspace(-1, 1, 4096)[:, None].expand(4096, 32).clone())
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)) + self.pos[:len(x)])
+
+
+class WeightScale(nn.Module):
+    """Divides by the largest weight of its head, read outside the layer: a reduction that runs on a
+    stacked weight of any shape (the largest over every point of a pass)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.head = nn.Linear(48, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc1(x))) / self.head.weight.abs().max()
+
+
+class Chunked(nn.Module):
+    """Runs its layers on chunks of 32 samples (memory-saving inference): per sample, yet a layer never
+    sees the whole stacked batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4))
+
+    def forward(self, x):
+        return torch.cat([self.net(c) for c in (x * 2.0).split(32)])
+
+
+@pytest.mark.parametrize("make,why", [
+    (BatchStatistics, "vmap: a sample's outputs depend on the rest of its batch"),
+    (CausalMean, "vmap: a sample's outputs depend on the rest of its batch"),
+    (PositionTable, "vmap: a sample's outputs depend on the rest of its batch"),
+    (WeightReadTwice, "vmap: points on the batch axis failed (RuntimeError"),
+    (WeightScale, "vmap: points on the batch axis failed (ValueError: stacked values"),
+    (Chunked, "vmap: points on the batch axis failed (ValueError: a pass of 4 points on the batch axis (160 rows)"),
+], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_a_model_the_batch_axis_gets_wrong_falls_back_to_vmap_and_says_why(make, why):
-    """A model that mixes samples across the batch (its stacked values differ from one point's: the
-    check catches it), or reads a layer's weight outside the layer (it fails on the stacked weight's
-    shape), stacks under vmap instead, the reason in the notes; every value is the model's own at
-    that point, the whole set in one batch (the naive loop written here)."""
+    """A model whose samples' outputs depend on the rest of the batch (found before any pass: a batch's
+    outputs are not its halves', or not each copy's when repeated), one that reads a layer's weight
+    outside the layer (it fails on the stacked weight's shape, or every point of the first pass is
+    compared with one point alone), or one that splits the batch (a layer sees other rows than the
+    pass's) stacks under vmap instead, the reason in the notes; every value is the model's own at that
+    point, the whole set in one batch (the naive loop written here)."""
     torch.manual_seed(5)
     model = make().eval()
     data = _data((48,), n=40, seed=5)
@@ -534,7 +593,7 @@ def test_a_model_the_batch_axis_gets_wrong_falls_back_to_vmap_and_says_why(make,
     coords = np.random.default_rng(5).uniform(-1.5, 1.5, (10, 2))
     got = ev.evaluate(coords)
     assert not ev._stacked_on_batch_axis and ev.points_per_pass == 4
-    assert ev.notes["stacked_passes"].startswith("vmap: points on the batch axis failed") and why in ev.notes["stacked_passes"]
+    assert ev.notes["stacked_passes"].startswith(why), ev.notes["stacked_passes"]
     want = []
     for c in coords:
         m = copy.deepcopy(model)
@@ -544,3 +603,24 @@ def test_a_model_the_batch_axis_gets_wrong_falls_back_to_vmap_and_says_why(make,
             out = m(data[0])
         want.append([float(nn.functional.cross_entropy(out, data[1])), float((out.argmax(1) == data[1]).float().mean())])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pass_whose_repeated_inputs_would_not_be_kept_runs_under_vmap(monkeypatch):
+    """Repeated inputs are kept for the next pass up to ``REPEATS_KEPT_BYTES`` in all (a smaller budget
+    here): a pass that would copy them anew each time (a wide input) runs under vmap, a smaller one on
+    the batch axis, and the values are the naive loop's either way."""
+    from landscape_nb import multipoint
+
+    monkeypatch.setattr(multipoint, "REPEATS_KEPT_BYTES", 5 * 40 * 48 * 4)  # 5 copies of the 40 x 48 inputs
+    model = CASES[0][1]().eval()
+    data = _data((48,), n=40, seed=6)
+    dirs = dirs_for(model, 2, seed=6)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=8))
+    coords = np.random.default_rng(6).uniform(-1, 1, (16, 2))
+    got = [ev.evaluate(coords[:8])]
+    assert not ev._stacked_on_batch_axis and ev._batch_axis  # 8 copies: vmap, the batch axis still on
+    ev.points_per_pass = 4
+    got.append(ev.evaluate(coords[8:]))
+    assert ev._stacked_on_batch_axis and ev._batch_axis._kept_bytes <= multipoint.REPEATS_KEPT_BYTES
+    np.testing.assert_allclose(np.concatenate(got), [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
