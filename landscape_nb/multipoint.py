@@ -241,11 +241,14 @@ class BatchAxisStack:
     ran 77 and 100 us a point in passes of 16 and 32 points against 113 and 134 under ``vmap``; its
     21x21 surface 108 against 147 us a point.
 
-    A model that mixes samples across the batch axis, or reads a linear layer's weight outside its
-    forward, computes other values: the evaluator compares the first such pass with one point
-    evaluated alone (``SpeedChoices._check_stacked``) and otherwise stacks with ``vmap``. While a
-    pass runs, the module tensors hold the stacked (k, ...) weights, so a weight used elsewhere
-    fails on its shape rather than silently giving the centre's values.
+    A model that mixes samples across the batch axis, splits the batch, or reads a linear layer's
+    weight outside its forward computes other values. The evaluator uses this class only for models
+    whose outputs per sample do not depend on the rest of the batch (``SpeedChoices._batch_independent``
+    with ``repeated=True``); ``_forward`` refuses an input whose first axis is not the pass's k × n
+    rows; the module tensors hold the stacked (k, ...) weights while a pass runs, so a weight used
+    elsewhere fails on its shape, or, reduced over every point, is caught when the evaluator compares
+    points of the first pass with single points (``SpeedChoices._verify_batch_axis``). Any of these
+    sends the stacked passes to ``vmap``.
     """
 
     def __init__(self, forward: nn.Module, slots: list[tuple[dict, str, int]], shared: SharedFirstLayer | None):
