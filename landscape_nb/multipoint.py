@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .data import tree_map
 from .params import Perturber
@@ -86,6 +88,7 @@ class SharedFirstLayer:
         #: each input repeated for it -> the evaluation input it repeats
         self.stacked_coeffs: torch.Tensor | None = None
         self.repeated: dict[int, torch.Tensor] = {}
+        self.guard: PerSampleGuard | None = None  # the pass's, while stacked_coeffs is set
 
     # ------------------------------------------------------------ finding ----
     @classmethod
@@ -162,8 +165,10 @@ class SharedFirstLayer:
     def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """The layer's output at ``perturber.coeffs``: ``terms[0] + Σ c_k terms[k]``, one addmv."""
         if self.stacked_coeffs is not None and not (args or kwargs):
-            rows = self._rows_per_point(x)
+            with self.guard.trusted():
+                rows = self._rows_per_point(x)
             if rows is not None:
+                self.guard.taint(rows)
                 return rows
         if args or kwargs or torch.is_grad_enabled() or x.untyped_storage().data_ptr() not in self.storages:
             return type(self.module).forward(self.module, x, *args, **kwargs)
@@ -259,6 +264,7 @@ class BatchAxisStack:
         self._inputs: dict[tuple, tuple] = {}
         self._kept_bytes = 0  # of the repeated inputs in _inputs
         self.rows = 0  # points × samples of the batch a pass runs now
+        self.guard: PerSampleGuard | None = None  # the pass's (active)
 
     @classmethod
     def find(cls, forward: nn.Module, slots: list[tuple[dict, str, int]],
@@ -300,7 +306,7 @@ class BatchAxisStack:
         return rep
 
     @contextlib.contextmanager
-    def active(self, parts: list[torch.Tensor], coords: torch.Tensor) -> Iterator[None]:
+    def active(self, parts: list[torch.Tensor], coords: torch.Tensor, guard: PerSampleGuard) -> Iterator[None]:
         """For one pass of ``len(coords)`` points: the module tensors of ``slots`` hold the stacked
         ``parts`` (each (k, *shape)), the linear layers run ``_forward``; per batch, ``batch`` gives the
         repeated inputs (the shared layer then gives each point's rows for them)."""
@@ -312,14 +318,16 @@ class BatchAxisStack:
             for m in self.linears:
                 m.__dict__["forward"] = functools.partial(self._forward, m, k)
             self.rows = 0  # set per batch by the caller: points × samples
+            self.guard = guard
             if self.shared is not None:
-                self.shared.stacked_coeffs = coords
+                self.shared.stacked_coeffs, self.shared.guard = coords, guard
                 self.shared.install()
             yield
         finally:
+            self.guard = None
             if self.shared is not None:
                 self.shared.uninstall()
-                self.shared.stacked_coeffs, self.shared.repeated = None, {}
+                self.shared.stacked_coeffs, self.shared.repeated, self.shared.guard = None, {}, None
             for m in self.linears:
                 m.__dict__.pop("forward", None)
             for (table, key, _), t in zip(self.slots, saved):
@@ -327,18 +335,29 @@ class BatchAxisStack:
 
     def batch(self, xb, k: int):
         """The inputs of one batch for the pass now active: ``repeat(xb, k)``, the rows per layer input
-        set for ``_forward``, and the shared layer told which tensors repeat which."""
-        rep = self.repeat(xb, k)
+        set for ``_forward`` and the guard, and the shared layer told which tensors repeat which."""
+        with self.guard.trusted():
+            rep = self.repeat(xb, k)
+            if self.shared is not None:
+                self.shared.repeated = {r.untyped_storage().data_ptr(): t
+                                        for r, t in zip(tensor_leaves(rep), tensor_leaves(xb))}
         self.rows = k * len(tensor_leaves(xb)[0])
-        if self.shared is not None:
-            self.shared.repeated = {r.untyped_storage().data_ptr(): t
-                                    for r, t in zip(tensor_leaves(rep), tensor_leaves(xb))}
+        self.guard.start_batch(rep, self.rows)
         return rep
 
     def _forward(self, m: nn.Linear, k: int, x: torch.Tensor) -> torch.Tensor:
         """``m`` on ``x`` (k * n, ..., in), each point's rows with its own weight and bias; raises
         ``ValueError`` for an input whose first axis is not the pass's k × n samples (a model that
         splits, merges or folds the batch: which rows are whose would be a guess)."""
+        if x not in self.guard.tainted:
+            raise ValueError(f"a pass of {k} points on the batch axis gave {m} an input not derived from the "
+                             "batch")
+        with self.guard.trusted():
+            out = self._rows(m, k, x)
+        self.guard.taint(out)
+        return out
+
+    def _rows(self, m: nn.Linear, k: int, x: torch.Tensor) -> torch.Tensor:
         w, b = m.weight, m.bias
         if w.dim() == 2 and (b is None or b.dim() == 1):  # not perturbed (frozen)
             return F.linear(x, w, b)
@@ -358,6 +377,151 @@ class BatchAxisStack:
             wt = w.transpose(1, 2)
             out = torch.bmm(x3, wt) if b is None else torch.baddbmm(b[:, None, :], x3, wt)
         return out.reshape(*lead, out_features)
+
+
+class NotPerSample(BaseException):
+    """Raised by ``PerSampleGuard`` inside a batch-axis pass (a BaseException, so that a model catching
+    ``Exception`` cannot swallow it; ``guard.violation`` keeps the reason in any case)."""
+
+
+_UNARY = frozenset("""relu relu_ relu6 gelu tanh tanh_ sigmoid sigmoid_ silu mish elu selu celu leaky_relu softplus
+    hardtanh hardswish hardsigmoid logsigmoid softsign tanhshrink abs neg exp log log1p sqrt rsqrt sin cos erf
+    square clamp clamp_min clamp_max clip dropout contiguous float double half bfloat16 to type_as clone detach
+    __neg__ __abs__ __pos__""".split())
+_BINARY = frozenset("""add sub mul div true_divide rsub maximum minimum pow add_ sub_ mul_ div_ __add__ __radd__ __iadd__
+    __sub__ __rsub__ __isub__ __mul__ __rmul__ __imul__ __truediv__ __rtruediv__ __itruediv__ __pow__ __rpow__""".split())
+_REDUCE = frozenset("""sum mean amax amin max min softmax log_softmax logsumexp norm var std prod cumsum cumprod argmax
+    argmin any all normalize""".split())
+_RESHAPE = frozenset("view reshape flatten unflatten squeeze unsqueeze expand".split())
+_META = frozenset("""size dim numel __len__ stride is_contiguous element_size is_floating_point storage_offset
+    data_ptr""".split())
+_PROPERTIES = frozenset("shape dtype device ndim is_cuda requires_grad layout is_sparse grad_fn".split())
+
+
+class PerSampleGuard(TorchFunctionMode):
+    """While a ``BatchAxisStack`` pass runs: every torch call on a tensor derived from the repeated inputs
+    must act on each sample (row) alone, and nothing outside the stacked layers may touch a stacked
+    weight; anything else raises ``NotPerSample``, and the pass runs under ``vmap`` instead.
+
+    Conservative: only elementwise functions (with operands that broadcast without a batch axis of
+    their own), reshapes keeping the batch axis first and whole, reductions, softmaxes and norms over
+    other axes, products with a fixed matrix, concatenation along other axes of such tensors, indexing
+    that keeps every row, and metadata queries count as per sample; a reduction over the batch or over
+    everything (``h.abs().max()``), a Python ``bool`` or ``item`` of such a tensor, a row-sized tensor
+    not derived from the inputs (``self.pos[:len(x)]``), or any other function is refused. The pass's
+    own code (the stacked layers, the shared layer, the loss) runs ``trusted()``.
+    """
+
+    def __init__(self, stacked: list[torch.Tensor]):
+        super().__init__()
+        self.stacked = {id(t) for t in stacked}
+        self._keep = stacked  # their ids stay theirs while the guard lives
+        self.tainted = WeakIdKeyDictionary()
+        self.rows = 0
+        self._trusted = 0
+        self.violation: str | None = None
+
+    def start_batch(self, inputs, rows: int) -> None:
+        self.rows = rows
+        for t in tensor_leaves(inputs):
+            self.tainted[t] = True
+
+    def taint(self, out) -> None:
+        for t in tensor_leaves(out):
+            self.tainted[t] = True
+
+    @contextlib.contextmanager
+    def trusted(self) -> Iterator[None]:
+        """The pass's own code: no torch-function dispatch at all (each call through this mode costs
+        a few µs of Python; the stacked layers, shared layer and fused loss make ~35 a pass)."""
+        self._trusted += 1
+        try:
+            with torch._C.DisableTorchFunction():
+                yield
+        finally:
+            self._trusted -= 1
+
+    def _refuse(self, why: str):
+        self.violation = why
+        raise NotPerSample(why)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self._trusted:
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", str(func))
+        flat = tensor_leaves([list(args), dict(kwargs)])
+        if any(id(t) in self.stacked for t in flat):
+            self._refuse(f"{name}() read a stacked weight outside its layer")
+        tainted = [t for t in flat if t in self.tainted]
+        if not tainted:
+            return func(*args, **kwargs)
+        if name == "__get__":
+            prop = getattr(getattr(func, "__self__", None), "__name__", "?")
+            if prop in _PROPERTIES:
+                return func(*args, **kwargs)
+            self._refuse(f"the .{prop} of a batch tensor")
+        if name in _META:
+            return func(*args, **kwargs)
+        self._check(name, args, kwargs, flat, tainted)
+        out = func(*args, **kwargs)
+        outs = tensor_leaves(list(out) if isinstance(out, tuple) else out)
+        if any(o.dim() == 0 or o.shape[0] != self.rows for o in outs):
+            self._refuse(f"{name}() gave a tensor without the batch's {self.rows} rows first")
+        self.taint(outs)
+        return out
+
+    def _check(self, name, args, kwargs, flat, tainted) -> None:
+        x = tainted[0]
+        nd = max(t.dim() for t in tainted)
+        others = [t for t in flat if t not in self.tainted]
+        if any(t.dim() >= 1 and t.shape[0] == self.rows and t.dim() >= nd for t in others):
+            self._refuse(f"{name}() combined the batch with a row-sized tensor not derived from it")
+        if name in _UNARY:
+            if others or (name == "dropout" and (kwargs.get("training", args[2] if len(args) > 2 else True))):
+                self._refuse(f"{name}() with tensor arguments or in training mode")
+            return
+        if name in _BINARY:
+            if any(t.dim() > nd or (t.dim() == nd and t.shape[0] != 1) for t in others):
+                self._refuse(f"{name}() broadcast another tensor over the batch axis")
+            return
+        if name in _REDUCE:
+            at = 2 if name in ("norm", "normalize") else 1  # norm(x, p, dim), normalize(x, p, dim)
+            dim = kwargs.get("dim", args[at] if len(args) > at and not isinstance(args[at], torch.Tensor) else None)
+            dims = dim if isinstance(dim, (tuple, list)) else [dim]
+            if dim is None or any(not isinstance(d, int) or d % x.dim() == 0 for d in dims) or others:
+                self._refuse(f"{name}() over the batch axis or over everything")
+            return
+        if name in _RESHAPE or name in ("transpose", "swapaxes", "permute", "movedim"):
+            if name in ("transpose", "swapaxes") and any(isinstance(a, int) and a % x.dim() == 0 for a in args[1:3]):
+                self._refuse(f"{name}() moved the batch axis")
+            if name == "permute":
+                order = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+                if not order or order[0] % x.dim() != 0:
+                    self._refuse("permute() moved the batch axis")
+            if name == "movedim":
+                self._refuse("movedim()")
+            return  # the output's first axis is checked to be the batch's rows
+        if name in ("matmul", "__matmul__", "mm", "linear"):
+            if args[0] is not x or any(t.dim() > 2 for t in others):
+                self._refuse(f"{name}() with the batch not as the left operand of a fixed matrix")
+            return
+        if name in ("cat", "concat", "concatenate", "stack"):
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if dim % (x.dim() + (name == "stack")) == 0 or others:
+                self._refuse(f"{name}() along the batch axis, or of tensors not derived from the batch")
+            return
+        if name == "__getitem__":
+            idx = args[1] if isinstance(args[1], tuple) else (args[1],)
+            if not (idx and isinstance(idx[0], slice) and idx[0] == slice(None)) or any(
+                    isinstance(i, (torch.Tensor, list)) for i in idx):
+                self._refuse("indexing that does not keep every row")
+            return
+        if name == "layer_norm":
+            if len(args) < 2 or len(args[1]) >= x.dim():
+                self._refuse("layer_norm() over the batch axis")
+            return
+        self._refuse(f"{name}() on a batch tensor (not known to act on each sample alone)")
 
 
 def fused_values(loss_fn, metric_fns: dict, targets, fallback: Callable) -> Callable:
@@ -405,4 +569,4 @@ def fused_values(loss_fn, metric_fns: dict, targets, fallback: Callable) -> Call
     return values
 
 
-__all__ = ["BatchAxisStack", "SharedFirstLayer", "fused_values", "tensor_leaves", "MAX_BASIS_ELEMENTS"]
+__all__ = ["BatchAxisStack", "NotPerSample", "PerSampleGuard", "SharedFirstLayer", "fused_values", "tensor_leaves", "MAX_BASIS_ELEMENTS"]

@@ -12,7 +12,7 @@ import torch
 
 from .data import batch_len, call_model, tree_map
 from .metrics import find_logits
-from .multipoint import BatchAxisStack, SharedFirstLayer, tensor_leaves
+from .multipoint import BatchAxisStack, NotPerSample, PerSampleGuard, SharedFirstLayer, tensor_leaves
 from .params import eval_mode, restoring, variance_buffers
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
@@ -420,22 +420,33 @@ class SpeedChoices:
         k = len(coords)
         per_point = getattr(self._values, "per_point", None)
         sums = None
-        with stack.active(parts, coords):
-            for (xb, yb), w in zip(self.batches, self.batch_weights()):
-                n = batch_len(xb)
-                xk = stack.batch(xb, k)
-                with self._autocast():
-                    out = _floats(call_model(self.forward, xk))
-                vals = per_point(out, yb, k) if per_point is not None else None
-                if vals is None:
-                    if not isinstance(out, torch.Tensor) or out.dim() == 0 or len(out) != k * n:
-                        raise ValueError(f"outputs of shape {getattr(out, 'shape', type(out).__name__)} for "
-                                         f"{k} points of {n} samples")
-                    vals = torch.stack([self._values(o, yb) for o in out.reshape(k, n, *out.shape[1:])])
-                vals = (vals if vals.dtype == torch.float64 else vals.float()).double()  # as the vmap pass's
-                if w is not None:  # several batches: each column weighted by its share (Evaluator.batch_weights)
-                    vals = torch.where(w > 0, vals * w, 0.0)
-                sums = vals if sums is None else sums.add_(vals)
+        guard = PerSampleGuard([parts[i] for _, _, i in self._stack_slots()])
+        try:
+            with stack.active(parts, coords, guard), guard:
+                for (xb, yb), w in zip(self.batches, self.batch_weights()):
+                    n = batch_len(xb)
+                    xk = stack.batch(xb, k)
+                    with self._autocast():
+                        out = call_model(self.forward, xk)
+                    with guard.trusted():
+                        out = _floats(out)
+                        vals = per_point(out, yb, k) if per_point is not None else None
+                        if vals is None:
+                            if not isinstance(out, torch.Tensor) or out.dim() == 0 or len(out) != k * n:
+                                raise ValueError(f"outputs of shape {getattr(out, 'shape', type(out).__name__)} "
+                                                 f"for {k} points of {n} samples")
+                            per = out.reshape(k, n, *out.shape[1:]).unbind()
+                    if vals is None:  # the user's loss and metrics, point by point, still guarded
+                        vals = torch.stack([self._values(o, yb) for o in per])
+                    with guard.trusted():
+                        vals = (vals if vals.dtype == torch.float64 else vals.float()).double()  # as vmap's
+                        if w is not None:  # several batches: each column weighted by its share (batch_weights)
+                            vals = torch.where(w > 0, vals * w, 0.0)
+                        sums = vals if sums is None else sums.add_(vals)
+        except NotPerSample as exc:  # a BaseException (a model catching Exception cannot hide it): vmap then
+            raise ValueError(str(exc)) from None
+        if guard.violation is not None:  # raised inside the model, and caught there
+            raise ValueError(guard.violation)
         return sums
 
     def _stack_candidates(self) -> list[int]:
