@@ -247,13 +247,13 @@ class BatchAxisStack:
     21x21 surface 108 against 147 us a point.
 
     A model that mixes samples across the batch axis, splits the batch, or reads a linear layer's
-    weight outside its forward computes other values. The evaluator uses this class only for models
-    whose outputs per sample do not depend on the rest of the batch (``SpeedChoices._batch_independent``
-    with ``repeated=True``); ``_forward`` refuses an input whose first axis is not the pass's k × n
-    rows; the module tensors hold the stacked (k, ...) weights while a pass runs, so a weight used
-    elsewhere fails on its shape, or, reduced over every point, is caught when the evaluator compares
-    points of the first pass with single points (``SpeedChoices._verify_batch_axis``). Any of these
-    sends the stacked passes to ``vmap``.
+    weight outside its forward computes other values. Every pass runs under ``PerSampleGuard``, which
+    refuses any torch call on batch tensors not known to act on each row alone and any touch of a
+    stacked weight outside ``_forward``; behind it, the evaluator uses this class only for models whose
+    outputs per sample do not depend on the rest of the batch (``SpeedChoices._batch_independent`` with
+    ``repeated=True``), ``_forward`` refuses an input whose first axis is not the pass's k × n rows, and
+    points of the first pass are compared with single points (``SpeedChoices._verify_batch_axis``).
+    Any of these sends the stacked passes to ``vmap``.
     """
 
     def __init__(self, forward: nn.Module, slots: list[tuple[dict, str, int]], shared: SharedFirstLayer | None):
@@ -384,18 +384,12 @@ class NotPerSample(BaseException):
     ``Exception`` cannot swallow it; ``guard.violation`` keeps the reason in any case)."""
 
 
-_UNARY = frozenset("""relu relu_ relu6 gelu tanh tanh_ sigmoid sigmoid_ silu mish elu selu celu leaky_relu softplus
-    hardtanh hardswish hardsigmoid logsigmoid softsign tanhshrink abs neg exp log log1p sqrt rsqrt sin cos erf
-    square clamp clamp_min clamp_max clip dropout contiguous float double half bfloat16 to type_as clone detach
-    __neg__ __abs__ __pos__""".split())
-_BINARY = frozenset("""add sub mul div true_divide rsub maximum minimum pow add_ sub_ mul_ div_ __add__ __radd__ __iadd__
-    __sub__ __rsub__ __isub__ __mul__ __rmul__ __imul__ __truediv__ __rtruediv__ __itruediv__ __pow__ __rpow__""".split())
-_REDUCE = frozenset("""sum mean amax amin max min softmax log_softmax logsumexp norm var std prod cumsum cumprod argmax
-    argmin any all normalize""".split())
-_RESHAPE = frozenset("view reshape flatten unflatten squeeze unsqueeze expand".split())
-_META = frozenset("""size dim numel __len__ stride is_contiguous element_size is_floating_point storage_offset
-    data_ptr""".split())
-_PROPERTIES = frozenset("shape dtype device ndim is_cuda requires_grad layout is_sparse grad_fn".split())
+_UNARY = frozenset(["relu", "relu_", "relu6", "gelu", "tanh", "tanh_", "sigmoid", "sigmoid_", "silu", "mish", "elu", "selu", "celu", "leaky_relu", "softplus", "hardtanh", "hardswish", "hardsigmoid", "logsigmoid", "softsign", "tanhshrink", "abs", "neg", "exp", "log", "log1p", "sqrt", "rsqrt", "sin", "cos", "erf", "square", "clamp", "clamp_min", "clamp_max", "clip", "dropout", "contiguous", "float", "double", "half", "bfloat16", "to", "type_as", "clone", "detach", "__neg__", "__abs__", "__pos__"])
+_BINARY = frozenset(["add", "sub", "mul", "div", "true_divide", "rsub", "maximum", "minimum", "pow", "add_", "sub_", "mul_", "div_", "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__", "__truediv__", "__rtruediv__", "__itruediv__", "__pow__", "__rpow__"])
+_REDUCE = frozenset(["sum", "mean", "amax", "amin", "max", "min", "softmax", "log_softmax", "logsumexp", "norm", "var", "std", "prod", "cumsum", "cumprod", "argmax", "argmin", "any", "all", "normalize"])
+_RESHAPE = frozenset(["view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "expand"])
+_META = frozenset(["size", "dim", "numel", "__len__", "stride", "is_contiguous", "element_size", "is_floating_point", "storage_offset", "data_ptr"])
+_PROPERTIES = frozenset(["shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout", "is_sparse", "grad_fn"])
 
 
 class PerSampleGuard(TorchFunctionMode):
@@ -482,6 +476,8 @@ class PerSampleGuard(TorchFunctionMode):
                 self._refuse(f"{name}() with tensor arguments or in training mode")
             return
         if name in _BINARY:
+            if any(t.dim() != nd for t in tainted):  # (rows, 1, F) + (rows, F) broadcasts rows against rows
+                self._refuse(f"{name}() of batch tensors with different numbers of axes")
             if any(t.dim() > nd or (t.dim() == nd and t.shape[0] != 1) for t in others):
                 self._refuse(f"{name}() broadcast another tensor over the batch axis")
             return
@@ -503,7 +499,7 @@ class PerSampleGuard(TorchFunctionMode):
                 self._refuse("movedim()")
             return  # the output's first axis is checked to be the batch's rows
         if name in ("matmul", "__matmul__", "mm", "linear"):
-            if args[0] is not x or any(t.dim() > 2 for t in others):
+            if len(tainted) != 1 or args[0] is not x or not others or any(t.dim() > 2 for t in others):
                 self._refuse(f"{name}() with the batch not as the left operand of a fixed matrix")
             return
         if name in ("cat", "concat", "concatenate", "stack"):

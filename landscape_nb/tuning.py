@@ -12,7 +12,13 @@ import torch
 
 from .data import batch_len, call_model, tree_map
 from .metrics import find_logits
-from .multipoint import BatchAxisStack, NotPerSample, PerSampleGuard, SharedFirstLayer, tensor_leaves
+from .multipoint import (
+    BatchAxisStack,
+    NotPerSample,
+    PerSampleGuard,
+    SharedFirstLayer,
+    tensor_leaves,
+)
 from .params import eval_mode, restoring, variance_buffers
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
