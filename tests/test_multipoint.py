@@ -625,13 +625,19 @@ def test_a_model_the_batch_axis_gets_wrong_falls_back_to_vmap_and_says_why(make,
     assert ev.notes["stacked_passes"].startswith(why), ev.notes["stacked_passes"]
     want = []
     for c in coords:
-        m = copy.deepcopy(model)
         with torch.no_grad():
-            for name, p in m.named_parameters():
-                p.add_(sum(float(ck) * dd[name] for ck, dd in zip(c, dirs)))
-            out = m(data[0])
+            out = moved(model, dirs, c)(data[0])
         want.append([float(nn.functional.cross_entropy(out, data[1])), float((out.argmax(1) == data[1]).float().mean())])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def moved(model, dirs, c):
+    """A copy of ``model`` at w + Σ c_k d_k (the naive way: its parameters moved by hand)."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.add_(sum(float(ck) * dd[name] for ck, dd in zip(c, dirs)))
+    return m
 
 
 def test_a_pass_whose_repeated_inputs_would_not_be_kept_runs_under_vmap(monkeypatch):
@@ -675,10 +681,8 @@ def test_a_loss_reading_the_weights_is_not_given_every_points_weights():
     assert "read a stacked weight outside its layer" in ev.notes["stacked_passes"]
     want = []
     for c in coords:
-        m = copy.deepcopy(model)
+        m = moved(model, dirs, c)
         with torch.no_grad():
-            for name, p in m.named_parameters():
-                p.add_(sum(float(ck) * dd[name] for ck, dd in zip(c, dirs)))
             want.append(float(nn.functional.cross_entropy(m(data[0]), data[1])
                               + 0.1 * max(p.abs().max() for p in m.parameters())))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
