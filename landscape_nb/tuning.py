@@ -390,6 +390,10 @@ class SpeedChoices:
             self._batch_axis = stack or False
         return self._batch_axis or None
 
+    def _farthest(self, coords: torch.Tensor) -> int:
+        """The row of ``coords`` farthest from the point the model holds now (the one a check compares)."""
+        return int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
+
     def _verify_batch_axis(self, coords: torch.Tensor, stacked: torch.Tensor) -> None:
         """Raise ``ValueError`` if a batch-axis pass's values differ from single points' beyond rounding:
         the first, middle, last and farthest from the weights held now of the first such pass (a
@@ -400,7 +404,7 @@ class SpeedChoices:
         if k <= self._batch_axis_checked:
             return
         t0 = time.perf_counter()
-        farthest = int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
+        farthest = self._farthest(coords)
         which = {farthest}
         if not self._batch_axis_checked:
             which |= {0, k // 2, k - 1}
@@ -651,7 +655,7 @@ class SpeedChoices:
         if self._stacked_on_batch_axis:  # this pass was checked on more points (_verify_batch_axis)
             self._stacking_checked = True
             return stacked
-        j = int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
+        j = self._farthest(coords)
         self.perturber.set(coords[j])
         alone = self.point_values()
         # batched kernels round otherwise: within fp32 rounding, or TF32's/bf16's (~1e-3/~1e-2 on a loss)
