@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .data import tree_map
+from .data import batch_len, tree_map
 from .params import Perturber
 
 #: the terms of every batch together must fit in this many elements (fp32: 256 MiB)
@@ -341,7 +341,7 @@ class BatchAxisStack:
             if self.shared is not None:
                 self.shared.repeated = {r.untyped_storage().data_ptr(): t
                                         for r, t in zip(tensor_leaves(rep), tensor_leaves(xb))}
-        self.rows = k * len(tensor_leaves(xb)[0])
+        self.rows = k * batch_len(xb)
         self.guard.start_batch(rep, self.rows)
         return rep
 
