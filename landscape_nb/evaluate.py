@@ -386,6 +386,8 @@ class Evaluator(SpeedChoices):
                 except Exception as exc:  # the user's model decides what it rejects
                     from .data import records_hint
 
+                    self._refuse_fixed_batch(exc)
+
                     form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
@@ -437,7 +439,56 @@ class Evaluator(SpeedChoices):
             value = fn(out, yb)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
+        self._check_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}})
         return fns
+
+    def _refuse_fixed_batch(self, exc: Exception) -> None:
+        """After the model raised ``exc`` on the first 8 samples: if it runs on its whole first batch, it
+        depends on how many samples a batch has (an index or table sized for the batch), which landscape_nb
+        changes (batch-size tuning, its checks, the last batch): raise a ``LandscapeError`` saying so."""
+        xb = self.batches[0][0]
+        n = batch_len(xb)
+        if n <= 8:
+            return
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                call_model(self.model, xb)
+        except Exception:  # noqa: BLE001 - it fails on its whole batch too: the general message follows
+            return
+        raise LandscapeError(
+            f"the model ({type(self.model).__name__}) runs on a batch of {n} samples but raised "
+            f"{type(exc).__name__}: {exc} on 8 of them: its forward depends on how many samples a batch has "
+            "(e.g. an index, a table or a shape fixed to the data set's size), so a sample's outputs are not a "
+            "function of its own inputs; landscape_nb evaluates batches of other sizes (batch-size tuning, "
+            "its checks, a last partial batch); expected a forward that works on any number of samples: size "
+            "such tensors from the input (x.shape[0]) or index per sample") from exc
+
+    def _check_stateless(self, out, yb, fns: dict[str, Callable]) -> None:
+        """Refuse a loss or metric that keeps state between calls (a running average, a call counter): each
+        grid point's value would then depend on the points evaluated before it. Each is called on the batch,
+        on its first half, then on the batch again, from the same random-number state both times (a loss that
+        samples, e.g. a VAE's ELBO, is allowed: ``_fixed_batching`` notes it); the two values must agree."""
+        n = len(yb) if isinstance(yb, torch.Tensor) else 0
+        if not isinstance(out, torch.Tensor) or n < 2 or len(out) != n:
+            return
+        h = n // 2
+        with torch.no_grad(), torch.random.fork_rng(devices=[out.device] if out.is_cuda else []):
+            for what, fn in fns.items():
+                try:
+                    torch.manual_seed(0)
+                    first = float(fn(out, yb))
+                    fn(out[:h], yb[:h])
+                    torch.manual_seed(0)
+                    again = float(fn(out, yb))
+                except Exception:  # noqa: BLE001 - e.g. a metric that needs more samples than half the batch
+                    continue
+                if not (first == again or abs(first - again) <= 1e-6 * max(abs(first), abs(again))
+                        or (first != first and again != again)):
+                    raise LandscapeError(
+                        f"{what} returned {first:.6g} on a batch of {n} samples, then {again:.6g} on the same "
+                        f"outputs and targets after one call on {h} others: it keeps state between calls (e.g. a "
+                        "running average or a counter), so each grid point's value would depend on the points "
+                        "evaluated before it; expected a function of (outputs, targets) alone")
 
     def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
         """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which

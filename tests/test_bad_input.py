@@ -306,6 +306,68 @@ def test_an_error_inside_the_model_is_named_as_such():
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
 
 
+class RunningAccuracy:
+    """A metric averaging over the calls it has seen: each point's value would depend on the ones before."""
+
+    def __init__(self):
+        self.mean = None
+
+    def __call__(self, out, t):
+        a = (out.argmax(1) == t).float().mean()
+        self.mean = a if self.mean is None else 0.5 * (self.mean + a)
+        return self.mean
+
+
+class CountingLoss(nn.Module):
+    """A loss that grows with its calls (a schedule kept inside the loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, out, t):
+        self.calls += 1
+        return nn.functional.cross_entropy(out, t) * (1 + 0.01 * self.calls)
+
+
+@pytest.mark.parametrize("what, kwargs", [
+    ("metric 'running'", dict(metrics={"running": RunningAccuracy()})),
+    ("loss_fn", dict(loss_fn=CountingLoss())),
+])
+def test_a_loss_or_metric_keeping_state_between_calls_is_refused(what, kwargs):
+    """Evaluated anyway, its values would depend on the order of the grid points (and under ``vmap`` it
+    failed with functorch's "tensor may have escaped"); a metric with the same values that keeps no state
+    runs."""
+    model = _model()
+    d = lnb.random_directions(model, n=2, seed=0)
+    with pytest.raises(LandscapeError, match=re.escape(what) + r" returned .* keeps state between calls"):
+        lnb.compute_surface(model, _data(), d, x=(-1, 1, 5), y=(-1, 1, 5), **kwargs)
+    surf = lnb.compute_surface(model, _data(), d, x=(-1, 1, 3), y=(-1, 1, 3),
+                               metrics={"acc": lambda out, t: (out.argmax(1) == t).float().mean()})
+    assert np.isfinite(surf.metrics["acc"]).all()
+
+
+def test_a_model_that_runs_only_on_its_whole_batch_is_refused_saying_so():
+    """A forward indexing the batch with a tensor sized for the data set runs on all 20 samples but not on
+    fewer: refused naming the batch size it needs, not as data of the wrong shape."""
+    class FixedIndex(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 3)
+            self.register_buffer("order", torch.arange(20).flip(0))
+
+        def forward(self, x):
+            return self.a(x[self.order])[self.order]
+
+    model = FixedIndex()
+    x, y = _data()
+    with torch.no_grad():
+        model(x)  # the whole set runs
+    with pytest.raises(LandscapeError, match=r"runs on a batch of 20 samples but raised IndexError.*on 8 of them: "
+                                             r"its forward depends on how many samples a batch has"):
+        lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+
+
 @pytest.mark.parametrize("form", ["samples", "two batches", "three batches"])
 def test_a_list_of_samples_or_batches_is_refused_with_how_to_pass_it(form):
     """A list of (x, y) records reads as one structure of len(list) elements: the error says how to pass it."""
