@@ -480,10 +480,10 @@ class Evaluator(SpeedChoices):
                     fn(out[:h], yb[:h])
                     torch.manual_seed(0)
                     again = float(fn(out, yb))
-                except Exception:  # noqa: BLE001 - e.g. a metric that needs more samples than half the batch
+                except Exception:  # noqa: BLE001, S112 - e.g. a metric needing more samples than half the batch
                     continue
                 if not (first == again or abs(first - again) <= 1e-6 * max(abs(first), abs(again))
-                        or (first != first and again != again)):
+                        or (math.isnan(first) and math.isnan(again))):
                     raise LandscapeError(
                         f"{what} returned {first:.6g} on a batch of {n} samples, then {again:.6g} on the same "
                         f"outputs and targets after one call on {h} others: it keeps state between calls (e.g. a "

@@ -331,8 +331,8 @@ class CountingLoss(nn.Module):
 
 
 @pytest.mark.parametrize("what, kwargs", [
-    ("metric 'running'", dict(metrics={"running": RunningAccuracy()})),
-    ("loss_fn", dict(loss_fn=CountingLoss())),
+    ("metric 'running'", {"metrics": {"running": RunningAccuracy()}}),
+    ("loss_fn", {"loss_fn": CountingLoss()}),
 ])
 def test_a_loss_or_metric_keeping_state_between_calls_is_refused(what, kwargs):
     """Evaluated anyway, its values would depend on the order of the grid points (and under ``vmap`` it
