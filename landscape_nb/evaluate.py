@@ -117,7 +117,7 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     default cross-entropy on the logits (``metrics.DefaultLoss``).
     """
     if loss_fn is None and ev.rule in ("key", "inputs"):
-        head = tree_map(lambda t: t[:2], ev.tree)
+        head = tree_map(lambda t: t[:2].clone(), ev.tree)  # a copy: a model writing into its inputs is refused later
         try:
             with eval_mode(model), torch.no_grad():
                 out = call_model(model, head)
@@ -379,6 +379,7 @@ class Evaluator(SpeedChoices):
         (and the default loss mean something for all the targets)."""
         xb, yb = tree_map(lambda t: t[:8], self.batches[0])
         buffers = [(name, b, b.clone()) for name, b in self.model.named_buffers() if b is not None]
+        inputs = [(path, t, t.clone()) for path, t in tree_leaves(xb)]  # views of the data
         with eval_mode(self.model):
             with torch.no_grad():
                 try:
@@ -404,6 +405,7 @@ class Evaluator(SpeedChoices):
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"
                     ) from exc
+                self._refuse_changed_inputs(inputs)
                 changed = [name for name, b, before in buffers if not _same_values(b, before)]
                 if changed:
                     raise LandscapeError(
@@ -441,6 +443,23 @@ class Evaluator(SpeedChoices):
                 raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
         self._check_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}})
         return fns
+
+    def _refuse_changed_inputs(self, inputs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
+        """After one forward on the first samples (``inputs``: (path, the tensor it got, a copy from before)):
+        if the model wrote into its inputs, put their values back and raise a ``LandscapeError``; each
+        pass would otherwise see the data as the passes before it left them."""
+        changed = [f"the inputs{path}" for path, t, before in inputs if not _same_values(t, before)]
+        if not changed:
+            return
+        with torch.no_grad():
+            for _, t, before in inputs:
+                t.copy_(before)
+        raise LandscapeError(
+            f"the model ({type(self.model).__name__}) changed {', '.join(changed[:4])} in place when it ran (e.g. "
+            "x.sub_(...) or x[...] = ... in forward); every grid point would then see the data as the points "
+            "before it left them (and your tensors would change), so the surface would not be a function of the "
+            "weights; expected a forward that leaves its inputs alone: write x = x - ... instead (your data "
+            "are as they were)")
 
     def _refuse_fixed_batch(self, exc: Exception) -> None:
         """After the model raised ``exc`` on the first 8 samples: if it runs on its whole first batch, it

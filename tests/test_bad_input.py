@@ -347,6 +347,31 @@ def test_a_loss_or_metric_keeping_state_between_calls_is_refused(what, kwargs):
     assert np.isfinite(surf.metrics["acc"]).all()
 
 
+@pytest.mark.parametrize("form", ["tensor", "dict"])
+def test_a_model_writing_into_its_inputs_is_refused_and_the_data_kept(form):
+    """``x.sub_(...)`` in forward: every pass would see the data as the passes before left them (1 % off
+    the naive loop on a 5×5 plane, the user's tensor shifted 28 times); refused, the data as given."""
+    class Centring(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 3)
+
+        def forward(self, x=None, **kw):
+            x = kw["x"] if x is None else x
+            x.sub_(0.01)
+            return self.a(x)
+
+    model = Centring()
+    x, y = _data()
+    data = (x, y) if form == "tensor" else {"x": x, "label": y}
+    before = x.clone()
+    name = "the inputs" if form == "tensor" else r"the inputs\['x'\]"
+    with pytest.raises(LandscapeError, match=rf"\(Centring\) changed {name} in place"):
+        lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                            target_key="label")
+    assert torch.equal(x, before)
+
+
 def test_a_model_that_runs_only_on_its_whole_batch_is_refused_saying_so():
     """A forward indexing the batch with a tensor sized for the data set runs on all 20 samples but not on
     fewer: refused naming the batch size it needs, not as data of the wrong shape."""
