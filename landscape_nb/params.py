@@ -89,7 +89,7 @@ class ParamLayout:
     def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views of ``flat`` (last dim = n_params) shaped like each entry."""
         lead = tuple(flat.shape[:-1])
-        return [flat[..., a:b].view(*lead, *e.shape) for e, (a, b) in zip(self.entries, self.offsets())]
+        return [flat[..., a:b].view(lead + tuple(e.shape)) for e, (a, b) in zip(self.entries, self.offsets())]
 
     def tensors(self, model: nn.Module) -> list[torch.Tensor]:
         """The model's live tensors in layout order."""

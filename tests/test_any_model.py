@@ -54,6 +54,18 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class ScaledLogits(nn.Module):
+    """CLIP-style: a learnable temperature held as a 0-d parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+        self.logit_scale = nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, x):
+        return self.net(x) * self.logit_scale.exp()
+
+
 class CNNBN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -264,6 +276,9 @@ def row(name):
         m = Tied()
         ids, t = torch.randint(0, 10, (N, 4), generator=g), torch.randint(0, 10, (N,), generator=g)
         return m, {"ids": ids, "labels": t}, None, lambda mm: _ce(mm(ids), t)
+    if name == "scalar-parameter":
+        m, x = ScaledLogits(), torch.randn(N, 6, generator=g)
+        return m, (x, y), None, lambda mm: _ce(mm(x), y)
     if name == "compiled":
         m, x = MLP(), torch.randn(N, 6, generator=g)
         return torch.compile(m), (x, y), None, lambda mm: _ce(mm(x), y)
@@ -276,7 +291,7 @@ def row(name):
 ROWS = ["mlp", "cnn-bn", "resnet", "vit", "lstm", "gru", "bert-loader-own-loss", "bert-dataset-own-loss",
         "bert-dict-pair",
         "bert-ids-loss-fn", "two-input-pair", "two-input-dataset", "tuple-out", "dict-out", "regression",
-        "segmentation", "groupnorm", "layernorm", "frozen-tied", "compiled", "data-parallel"]
+        "segmentation", "groupnorm", "layernorm", "frozen-tied", "scalar-parameter", "compiled", "data-parallel"]
 
 
 @pytest.mark.parametrize("name", ROWS)
@@ -304,6 +319,27 @@ def test_wide_range_of_networks_equal_naive(name):
         assert d.layout.n_params == 10 * 8  # the tied weight once, no frozen tensor
     if name == "regression":
         assert "accuracy" not in surf.metrics and "floating point" in prov["data"]["accuracy"]
+    if name == "scalar-parameter":
+        assert float(d.as_state_dicts()[0]["logit_scale"]) != 0  # the temperature moves too
+
+
+def test_a_scalar_parameter_moves_on_a_plane_of_stacked_points():
+    """A 0-d parameter (CLIP's logit scale) in the directions: stacked passes carry it as a (k,) tensor;
+    every point of an 11×11 plane equals the naive loop (it raised from ``ParamLayout.split`` before)."""
+    model, data, _, naive = row("scalar-parameter")
+    d = lnb.random_directions(model, n=2, seed=1, ignore=None)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 11), y=(-1, 1, 11))
+    assert surf.provenance["points_per_pass"] > 1
+    a, b = d.as_state_dicts()
+    want = np.empty((11, 11))
+    for i, cy in enumerate(surf.y):
+        for j, cx in enumerate(surf.x):
+            m = copy.deepcopy(model)
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    p.add_(float(cx) * a[name] + float(cy) * b[name])
+                want[i, j] = float(naive(m.eval()))
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
 def test_auto_accuracy_finds_logits_in_model_outputs():
