@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import io
 import math
+import random
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
@@ -491,23 +492,34 @@ class Evaluator(SpeedChoices):
         if not isinstance(out, torch.Tensor) or n < 2 or len(out) != n:
             return
         h = n // 2
-        with torch.no_grad(), torch.random.fork_rng(devices=[out.device] if out.is_cuda else []):
-            for what, fn in fns.items():
-                try:
-                    torch.manual_seed(0)
-                    first = float(fn(out, yb))
-                    fn(out[:h], yb[:h])
-                    torch.manual_seed(0)
-                    again = float(fn(out, yb))
-                except Exception:  # noqa: BLE001, S112 - e.g. a metric needing more samples than half the batch
-                    continue
-                if not (first == again or abs(first - again) <= 1e-6 * max(abs(first), abs(again))
-                        or (math.isnan(first) and math.isnan(again))):
-                    raise LandscapeError(
-                        f"{what} returned {first:.6g} on a batch of {n} samples, then {again:.6g} on the same "
-                        f"outputs and targets after one call on {h} others: it keeps state between calls (e.g. a "
-                        "running average or a counter), so each grid point's value would depend on the points "
-                        "evaluated before it; expected a function of (outputs, targets) alone")
+
+        def seed() -> None:  # torch's, NumPy's and Python's global generators, as a sampling loss may use any
+            torch.manual_seed(0)
+            np.random.seed(0)
+            random.seed(0)
+
+        states = np.random.get_state(), random.getstate()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[out.device] if out.is_cuda else []):
+                for what, fn in fns.items():
+                    try:
+                        seed()
+                        first = float(fn(out, yb))
+                        fn(out[:h], yb[:h])
+                        seed()
+                        again = float(fn(out, yb))
+                    except Exception:  # noqa: BLE001, S112 - e.g. a metric needing more samples than half the batch
+                        continue
+                    if not (first == again or abs(first - again) <= 1e-6 * max(abs(first), abs(again))
+                            or (math.isnan(first) and math.isnan(again))):
+                        raise LandscapeError(
+                            f"{what} returned {first:.6g} on a batch of {n} samples, then {again:.6g} on the same "
+                            f"outputs and targets after one call on {h} others: it keeps state between calls (e.g. "
+                            "a running average or a counter), so each grid point's value would depend on the "
+                            "points evaluated before it; expected a function of (outputs, targets) alone")
+        finally:
+            np.random.set_state(states[0])
+            random.setstate(states[1])
 
     def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
         """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which

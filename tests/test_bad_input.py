@@ -347,6 +347,26 @@ def test_a_loss_or_metric_keeping_state_between_calls_is_refused(what, kwargs):
     assert np.isfinite(surf.metrics["acc"]).all()
 
 
+@pytest.mark.parametrize("rng", ["torch", "numpy"])
+def test_a_loss_that_samples_is_not_taken_for_one_keeping_state(rng):
+    """A loss drawing random numbers (a sampled ELBO, say) differs at each call without keeping state: it
+    runs (with one batching, noted), from torch's or NumPy's global generator alike, and the generators'
+    states are left as they were by the check."""
+    def noisy(out, t):
+        u = float(np.random.rand()) if rng == "numpy" else float(torch.rand(()))
+        return nn.functional.cross_entropy(out, t) * (1 + 0.01 * u)
+
+    model = _model()
+    np.random.seed(5)
+    want = np.random.rand()
+    np.random.seed(5)
+    surf = lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                               loss_fn=noisy)
+    assert np.isfinite(surf.loss).all()
+    if rng == "torch":
+        assert np.random.rand() == want  # NumPy's generator untouched by a loss that does not use it
+
+
 @pytest.mark.parametrize("form", ["tensor", "dict"])
 def test_a_model_writing_into_its_inputs_is_refused_and_the_data_kept(form):
     """``x.sub_(...)`` in forward: every pass would see the data as the passes before left them (1 % off
