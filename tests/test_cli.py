@@ -132,6 +132,20 @@ def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words)
     assert err.startswith("landscape-nb: error:") and words in err and "\n" not in err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["compute", "mlp-digits", "--grid"], "argument --grid: expected one argument (`landscape-nb compute --help`"),
+    (["compute", "mlp-digits", "--norm", "foo"], "argument --norm: invalid choice: 'foo'"),
+    (["bogus"], "invalid choice: 'bogus'"),
+    ([], "the following arguments are required: command (`landscape-nb --help`"),
+])
+def test_argparse_errors_are_one_line_too(capsys, argv, words):
+    """A flag argparse itself refuses ends like every other refusal: exit 2, one line (no usage block)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("landscape-nb: error:") and words in err and "\n" not in err
+
+
 def test_spec_mismatch_on_store_refused(user_model, tmp_path, capsys):
     store = tmp_path / "s.zarr"
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(store)]) == 0

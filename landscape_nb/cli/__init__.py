@@ -318,10 +318,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors in the one line every other refusal takes (not after the usage block)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"landscape-nb: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..choices import COMPILE_MODES, NORMS, PRECISIONS
 
-    p = argparse.ArgumentParser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
+    p = _Parser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
 
