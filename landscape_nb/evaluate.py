@@ -380,11 +380,12 @@ class Evaluator(SpeedChoices):
         (and the default loss mean something for all the targets)."""
         xb, yb = tree_map(lambda t: t[:8], self.batches[0])
         buffers = [(name, b, b.clone()) for name, b in self.model.named_buffers() if b is not None]
-        inputs = [(path, t, t.clone()) for path, t in tree_leaves(xb)]  # views of the data
         with eval_mode(self.model):
             with torch.no_grad():
                 try:
-                    out = call_model(self.model, xb)
+                    out = run_checking_inputs(self.model, xb)
+                except LandscapeError:
+                    raise
                 except Exception as exc:  # the user's model decides what it rejects
                     from .data import records_hint
 
@@ -406,7 +407,6 @@ class Evaluator(SpeedChoices):
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"
                     ) from exc
-                self._refuse_changed_inputs(inputs)
                 changed = [name for name, b, before in buffers if not _same_values(b, before)]
                 if changed:
                     raise LandscapeError(
@@ -445,23 +445,6 @@ class Evaluator(SpeedChoices):
         self._check_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}})
         return fns
 
-    def _refuse_changed_inputs(self, inputs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
-        """After one forward on the first samples (``inputs``: (path, the tensor it got, a copy from before)):
-        if the model wrote into its inputs, put their values back and raise a ``LandscapeError``; each
-        pass would otherwise see the data as the passes before it left them."""
-        changed = [f"the inputs{path}" for path, t, before in inputs if not _same_values(t, before)]
-        if not changed:
-            return
-        with torch.no_grad():
-            for _, t, before in inputs:
-                t.copy_(before)
-        raise LandscapeError(
-            f"the model ({type(self.model).__name__}) changed {', '.join(changed[:4])} in place when it ran (e.g. "
-            "x.sub_(...) or x[...] = ... in forward); every grid point would then see the data as the points "
-            "before it left them (and your tensors would change), so the surface would not be a function of the "
-            "weights; expected a forward that leaves its inputs alone: write x = x - ... instead (your data "
-            "are as they were)")
-
     def _refuse_fixed_batch(self, exc: Exception) -> None:
         """After the model raised ``exc`` on the first 8 samples: if it runs on its whole first batch, it
         depends on how many samples a batch has (an index or table sized for the batch), which landscape_nb
@@ -472,7 +455,7 @@ class Evaluator(SpeedChoices):
             return
         try:
             with eval_mode(self.model), torch.no_grad():
-                call_model(self.model, xb)
+                call_model(self.model, tree_map(torch.clone, xb))  # a copy: the model may write into it
         except Exception:  # noqa: BLE001 - it fails on its whole batch too: the general message follows
             return
         raise LandscapeError(
@@ -481,17 +464,17 @@ class Evaluator(SpeedChoices):
             "(e.g. an index, a table or a shape fixed to the data set's size), so a sample's outputs are not a "
             "function of its own inputs; landscape_nb evaluates batches of other sizes (batch-size tuning, "
             "its checks, a last partial batch); expected a forward that works on any number of samples: size "
-            "such tensors from the input (x.shape[0]) or index per sample") from exc
+            "such tensors from the input (x.shape[0]) or index per sample; a model that needs every sample at "
+            "once (a graph network over all nodes) takes them as one sample: inputs of shape (1, N, ...)") from exc
 
     def _check_stateless(self, out, yb, fns: dict[str, Callable]) -> None:
         """Refuse a loss or metric that keeps state between calls (a running average, a call counter): each
         grid point's value would then depend on the points evaluated before it. Each is called on the batch,
-        on its first half, then on the batch again, from the same random-number state both times (a loss that
-        samples, e.g. a VAE's ELBO, is allowed: ``_fixed_batching`` notes it); the two values must agree."""
-        n = len(yb) if isinstance(yb, torch.Tensor) else 0
-        if not isinstance(out, torch.Tensor) or n < 2 or len(out) != n:
-            return
-        h = n // 2
+        then on other outputs (``_other_outputs``: values it must tell apart, e.g. every sample right and
+        every sample wrong for an accuracy), then on the batch again, from the same random-number state both
+        times (a loss that samples, e.g. a VAE's ELBO, is allowed: ``_fixed_batching`` notes it); the two
+        values on the batch must agree. Outputs of any form (a VAE's (recon, mu, logvar) too)."""
+        others = _other_outputs(out, yb)
 
         def seed() -> None:  # torch's, NumPy's and Python's global generators, as a sampling loss may use any
             torch.manual_seed(0)
@@ -499,24 +482,31 @@ class Evaluator(SpeedChoices):
             random.seed(0)
 
         states = np.random.get_state(), random.getstate()
+        devices = sorted({t.device for _, t in tree_leaves(out) if t.is_cuda}, key=str)
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[out.device] if out.is_cuda else []):
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 for what, fn in fns.items():
                     try:
                         seed()
                         first = float(fn(out, yb))
-                        fn(out[:h], yb[:h])
-                        seed()
-                        again = float(fn(out, yb))
-                    except Exception:  # noqa: BLE001, S112 - e.g. a metric needing more samples than half the batch
+                    except Exception:  # noqa: BLE001, S112 - validated apart (a metric of another form, say)
                         continue
+                    for o, t in others:
+                        try:
+                            fn(o, t)
+                        except Exception:  # noqa: BLE001, S110 - e.g. a loss needing probabilities, given -out
+                            pass
+                    seed()
+                    again = float(fn(out, yb))
                     if not (first == again or abs(first - again) <= 1e-6 * max(abs(first), abs(again))
                             or (math.isnan(first) and math.isnan(again))):
                         raise LandscapeError(
-                            f"{what} returned {first:.6g} on a batch of {n} samples, then {again:.6g} on the same "
-                            f"outputs and targets after one call on {h} others: it keeps state between calls (e.g. "
-                            "a running average or a counter), so each grid point's value would depend on the "
-                            "points evaluated before it; expected a function of (outputs, targets) alone")
+                            f"{what} returned {first:.6g} on a batch, then {again:.6g} on the same outputs and "
+                            "targets after calls on other outputs: it keeps state between calls (e.g. a "
+                            "running average or a counter) or draws from a random generator of its own, so each "
+                            "grid point's value would depend on the points evaluated before it; expected a "
+                            "function of (outputs, targets) alone (a loss that samples may draw from torch's, "
+                            "NumPy's or Python's global generator)")
         finally:
             np.random.set_state(states[0])
             random.setstate(states[1])
@@ -796,6 +786,47 @@ def gpu_flags(*, tf32: bool, benchmark: bool):
     finally:
         for (obj, name, _), value in zip(switches, old):
             setattr(obj, name, value)
+
+
+def _other_outputs(out, yb) -> list[tuple]:
+    """(outputs, targets) pairs unlike the batch's ``(out, yb)``, for ``Evaluator._check_stateless``: the
+    outputs negated (every floating tensor of them), and for (samples, classes) logits against class targets,
+    logits putting every sample right; for tensor outputs also their first half."""
+    def neg(t):
+        return -t if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    others = [(tree_map(neg, out), yb)]
+    if isinstance(out, torch.Tensor) and isinstance(yb, torch.Tensor) and len(out) == len(yb) >= 2:
+        if (out.dim() == 2 and out.is_floating_point() and yb.dim() == 1 and yb.dtype == torch.int64
+                and int(yb.min()) >= 0 and int(yb.max()) < out.shape[1]):
+            others.append((torch.zeros_like(out).scatter_(1, yb[:, None], 1.0), yb))
+        h = len(yb) // 2
+        others.append((out[:h], yb[:h]))
+    return others
+
+
+def run_checking_inputs(model: Callable, xb):
+    """``call_model(model, xb)`` for a batch ``xb`` of the user's data (views of it), refusing a model that
+    writes into its inputs (``x.sub_(...)`` in forward): every pass would see the data as the passes before
+    it left them. Raises ``LandscapeError`` then, with the inputs' values put back, as also when the model
+    writes and then raises (its exception propagates). Run it under the caller's eval mode and no_grad."""
+    inputs = [(path, t, t.clone()) for path, t in tree_leaves(xb)]
+    try:
+        out = call_model(model, xb)
+    finally:
+        changed = [f"the inputs{path}" for path, t, before in inputs if not _same_values(t, before)]
+        if changed:
+            with torch.no_grad():
+                for _, t, before in inputs:
+                    t.copy_(before)
+    if changed:
+        raise LandscapeError(
+            f"the model ({type(model).__name__}) changed {', '.join(changed[:4])} in place when it ran (e.g. "
+            "x.sub_(...) or x[...] = ... in forward); every pass would then see the data as the passes before it "
+            "left them (and your tensors would change), so the values would not be a function of the weights; "
+            "expected a forward that leaves its inputs alone: write x = x - ... instead (your data are as they "
+            "were)")
+    return out
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -42,7 +42,7 @@ from torch import nn
 from .data import batch_len, call_model, read_data
 from .directions import Directions
 from .errors import LandscapeError
-from .evaluate import Cancelled, choose_loss
+from .evaluate import Cancelled, choose_loss, run_checking_inputs
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .metrics import DefaultLoss, batch_denominator
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
@@ -84,9 +84,10 @@ class HessianOperator:
             ev = read_data(data, max_samples=max_samples, subset_seed=subset_seed, target_key=target_key)
             ev = ev.to(model_device(model))
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
+            with eval_mode(model), torch.no_grad():  # a model writing into its inputs is refused here
+                out = run_checking_inputs(model, split(ev.slices(8)[0])[0])
             if isinstance(loss_fn, DefaultLoss):
-                with eval_mode(model), torch.no_grad():
-                    loss_fn.check(call_model(model, split(ev.slices(8)[0])[0]), ev.split()[1])
+                loss_fn.check(out, ev.split()[1])
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
         self.loss_fn = loss_fn or DefaultLoss()
         self.batches = list(batches)

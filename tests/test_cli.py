@@ -137,6 +137,8 @@ def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words)
     (["compute", "mlp-digits", "--norm", "foo"], "argument --norm: invalid choice: 'foo'"),
     (["bogus"], "invalid choice: 'bogus'"),
     ([], "the following arguments are required: command (`landscape-nb --help`"),
+    (["compute", "mlp-digits", "--gird", "5x5"], "unrecognized arguments: --gird 5x5 (`landscape-nb compute --help`"),
+    (["compute", "mlp-digits", "--ran", "-1:1"], "unrecognized arguments: --ran -1:1"),  # no abbreviations
 ])
 def test_argparse_errors_are_one_line_too(capsys, argv, words):
     """A flag argparse itself refuses ends like every other refusal: exit 2, one line (no usage block)."""

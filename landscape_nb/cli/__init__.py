@@ -319,10 +319,21 @@ def cmd_demo(args) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, its errors in the one line every other refusal takes (not after the usage block)."""
+    """argparse's parser, its errors in the one line every other refusal takes (not after the usage block);
+    flags only as written in full (``--ran -1:1`` was taken for ``--range`` without its value)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    #: the command given, if any (set by ``main``): argparse reports a misspelt flag from the top parser
+    command: str | None = None
 
     def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"landscape-nb: error: {message} (`{self.prog} --help` lists the options)\n")
+        prog = self.prog if " " in self.prog or not self.command else f"{self.prog} {self.command}"
+        where = (f"`{prog} --help` lists the options" if " " in prog else
+                 "`landscape-nb --help` lists the commands, `landscape-nb COMMAND --help` their options")
+        self.exit(EXIT_BAD_INPUT, f"landscape-nb: error: {message} ({where})\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,7 +459,9 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv_given = argv is not None
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.command = next((a for a in argv if a in parser._subparsers._group_actions[0].choices), None)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
