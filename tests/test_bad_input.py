@@ -14,7 +14,7 @@ import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.evaluate import EvalSettings
 
-from conftest import assert_bit_identical, state_copy
+from conftest import assert_bit_identical, naive_loss, state_copy
 
 CALLS = {"forward": 0}
 
@@ -380,6 +380,21 @@ def test_a_loss_keeping_state_is_refused_for_outputs_of_any_form():
     with pytest.raises(LandscapeError, match=r"loss_fn returned .* keeps state between calls"):
         lnb.compute_surface(model, (x, x), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 5),
                             loss_fn=AnnealedELBO())
+
+
+def test_a_loss_needing_more_samples_than_half_the_checked_batch_runs():
+    """The summed-loss and stateless checks call the loss on 4 of the 8 samples; a loss that needs 6 (a
+    per-batch statistic, say) was refused as raising there; it runs, every point the naive loss."""
+    def needs_six(out, t):
+        if len(t) < 6:
+            raise ValueError("need >= 6 samples")
+        return nn.functional.cross_entropy(out, t)
+
+    model, data = _model(), _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=needs_six)
+    want = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in surf.x]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("rng", ["torch", "numpy"])
