@@ -14,6 +14,7 @@ import io
 import math
 import random
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
 
@@ -459,30 +460,34 @@ class Evaluator(SpeedChoices):
         except Exception:  # noqa: BLE001 - it fails on its whole batch too: the general message follows
             return
         raise LandscapeError(
-            f"the model ({type(self.model).__name__}) runs on a batch of {n} samples but raised "
-            f"{type(exc).__name__}: {exc} on 8 of them: its forward depends on how many samples a batch has "
-            "(e.g. an index, a table or a shape fixed to the data set's size), so a sample's outputs are not a "
-            "function of its own inputs; landscape_nb evaluates batches of other sizes (batch-size tuning, "
-            "its checks, a last partial batch); expected a forward that works on any number of samples: size "
-            "such tensors from the input (x.shape[0]) or index per sample; a model that needs every sample at "
-            "once (a graph network over all nodes) takes them as one sample: inputs of shape (1, N, ...)") from exc
+            f"the model ({type(self.model).__name__}) runs on its first batch of {n} samples but raised "
+            f"{type(exc).__name__}: {exc} on the first 8 of them. If that is because of how many samples a "
+            "batch has (an index, a table or a shape fixed to the data set's size), a sample's outputs are not "
+            "a function of its own inputs, and landscape_nb evaluates batches of other sizes (batch-size "
+            "tuning, its checks, a last partial batch): expected a forward that works on any number of samples "
+            "(size such tensors from the input, x.shape[0]); a model that needs every sample at once (a graph "
+            "network over all nodes) takes them as one sample, inputs of shape (1, N, ...). Else the error is in "
+            "the model, on what those 8 samples hold") from exc
 
     def _check_stateless(self, out, yb, fns: dict[str, Callable]) -> None:
         """Refuse a loss or metric that keeps state between calls (a running average, a call counter): each
         grid point's value would then depend on the points evaluated before it. Each is called on the batch,
         then on other outputs (``_other_outputs``: values it must tell apart, e.g. every sample right and
         every sample wrong for an accuracy), then on the batch again, from the same random-number state both
-        times (a loss that samples, e.g. a VAE's ELBO, is allowed: ``_fixed_batching`` notes it); the two
-        values on the batch must agree. Outputs of any form (a VAE's (recon, mu, logvar) too)."""
+        times (a loss that samples, e.g. a VAE's ELBO, is allowed); the two values on the batch must agree to
+        1e-5 (a CUDA loss summing with atomics may differ by rounding). Outputs of any form (a VAE's (recon, mu,
+        logvar), a ``ModelOutput``). Every generator it seeds is put back as it was."""
         others = _other_outputs(out, yb)
+        devices = sorted({t.device for _, t in tree_leaves(out) if t.is_cuda}, key=str)
 
-        def seed() -> None:  # torch's, NumPy's and Python's global generators, as a sampling loss may use any
-            torch.manual_seed(0)
+        def seed() -> None:  # torch's (CPU and the outputs' GPUs), NumPy's and Python's global generators
+            torch.default_generator.manual_seed(0)
+            for dev in devices:
+                torch.cuda.default_generators[dev.index if dev.index is not None else 0].manual_seed(0)
             np.random.seed(0)
             random.seed(0)
 
         states = np.random.get_state(), random.getstate()
-        devices = sorted({t.device for _, t in tree_leaves(out) if t.is_cuda}, key=str)
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 for what, fn in fns.items():
@@ -494,11 +499,11 @@ class Evaluator(SpeedChoices):
                     for o, t in others:
                         try:
                             fn(o, t)
-                        except Exception:  # noqa: BLE001, S110 - e.g. a loss needing probabilities, given -out
+                        except Exception:  # noqa: BLE001, S110 - e.g. a metric of one output form only
                             pass
                     seed()
                     again = float(fn(out, yb))
-                    if not (first == again or abs(first - again) <= 1e-6 * max(abs(first), abs(again))
+                    if not (math.isclose(first, again, rel_tol=1e-5, abs_tol=1e-12)
                             or (math.isnan(first) and math.isnan(again))):
                         raise LandscapeError(
                             f"{what} returned {first:.6g} on a batch, then {again:.6g} on the same outputs and "
@@ -791,20 +796,48 @@ def gpu_flags(*, tf32: bool, benchmark: bool):
             setattr(obj, name, value)
 
 
-def _other_outputs(out, yb) -> list[tuple]:
-    """(outputs, targets) pairs unlike the batch's ``(out, yb)``, for ``Evaluator._check_stateless``: the
-    outputs negated (every floating tensor of them), and for (samples, classes) logits against class targets,
-    logits putting every sample right; for tensor outputs also their first half."""
-    def neg(t):
-        return -t if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+def _map_outputs(fn: Callable, out):
+    """``out`` with ``fn`` applied to every floating tensor in it, keeping each container's type (tuples,
+    named tuples, lists, dicts and ``ModelOutput``-like mappings, dataclasses), so that ``out.logits`` and
+    the like still work on the result."""
+    if isinstance(out, torch.Tensor):
+        return fn(out) if out.is_floating_point() else out
+    if isinstance(out, tuple):
+        items = [_map_outputs(fn, v) for v in out]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
+    if isinstance(out, list):
+        return [_map_outputs(fn, v) for v in out]
+    if isinstance(out, Mapping):
+        items = {k: _map_outputs(fn, v) for k, v in out.items()}
+        try:
+            return type(out)(**items)
+        except Exception:  # noqa: BLE001 - a mapping type without keyword construction
+            return items
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return dataclasses.replace(out, **{f.name: _map_outputs(fn, getattr(out, f.name))
+                                           for f in dataclasses.fields(out) if f.init})
+    return out
 
-    others = [(tree_map(neg, out), yb)]
+
+def _other_outputs(out, yb) -> list[tuple]:
+    """(outputs, targets) pairs unlike the batch's ``(out, yb)``, for ``Evaluator._check_stateless``, each with
+    a copy of the targets (a function caching by the targets' identity is caught too) and values in the range
+    of the outputs' own (a CUDA ``binary_cross_entropy`` asserts on values outside [0, 1]): the samples in
+    reverse order, the last axis reversed (classes: another argmax), for (samples, classes) logits against class
+    targets logits putting every sample right, for tensor outputs their first half, and last the batch itself
+    again (a counter moves on any call)."""
+    def targets():
+        return tree_map(torch.clone, yb)
+
+    others = [(_map_outputs(lambda t: t.flip(-1) if t.dim() else t, out), targets())]
     if isinstance(out, torch.Tensor) and isinstance(yb, torch.Tensor) and len(out) == len(yb) >= 2:
+        others.insert(0, (out.flip(0), targets()))
         if (out.dim() == 2 and out.is_floating_point() and yb.dim() == 1 and yb.dtype == torch.int64
                 and int(yb.min()) >= 0 and int(yb.max()) < out.shape[1]):
-            others.append((torch.zeros_like(out).scatter_(1, yb[:, None], 1.0), yb))
+            others.append((torch.zeros_like(out).scatter_(1, yb[:, None], 1.0), targets()))
         h = len(yb) // 2
-        others.append((out[:h], yb[:h]))
+        others.append((out[:h], yb[:h].clone()))
+    others.append((out, targets()))
     return others
 
 

@@ -85,7 +85,13 @@ class HessianOperator:
             ev = ev.to(model_device(model))
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
             with eval_mode(model), torch.no_grad():  # a model writing into its inputs is refused here
-                out = run_checking_inputs(model, split(ev.slices(8)[0])[0])
+                try:
+                    out = run_checking_inputs(model, split(ev.slices(8)[0])[0])
+                except LandscapeError:
+                    raise
+                except Exception as exc:  # the user's model decides what it rejects
+                    raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
+                                         "on the first 8 samples") from exc
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]

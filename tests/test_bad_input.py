@@ -382,6 +382,64 @@ def test_a_loss_keeping_state_is_refused_for_outputs_of_any_form():
                             loss_fn=AnnealedELBO())
 
 
+def test_a_stateful_metric_on_model_output_objects_is_refused():
+    """Outputs as an object with ``.logits`` (a dataclass, as Hugging Face's ``ModelOutput``): the other
+    outputs the check calls the metric on keep that type (as a plain dict, ``out.logits`` raised there and the
+    running mean never moved: a wrong surface, silently)."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Output:
+        logits: torch.Tensor
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _model()
+
+        def forward(self, x):
+            return Output(self.net(x))
+
+    class RunningOnLogits(RunningAccuracy):
+        def __call__(self, out, t):
+            return super().__call__(out.logits, t)
+
+    model = Wrapped()
+    x, _ = _data()
+    with torch.no_grad():
+        y = model(x).logits.argmax(1)  # every checked sample right: halves alone would not move the mean
+    with pytest.raises(LandscapeError, match=r"metric 'running' returned .* keeps state between calls"):
+        lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                            loss_fn=lambda out, t: nn.functional.cross_entropy(out.logits, t),
+                            metrics={"running": RunningOnLogits()})
+
+
+def test_the_checks_leave_every_global_generator_as_it_was():
+    """The stateless check seeds torch's, NumPy's and Python's generators for its calls; a surface of a
+    model and loss that draw nothing leaves all three as they were."""
+    import random
+
+    model = _model()
+    d = lnb.random_directions(model, n=2, seed=0)
+    torch.manual_seed(11)
+    np.random.seed(11)
+    random.seed(11)
+    want = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    torch.manual_seed(11)
+    np.random.seed(11)
+    random.seed(11)
+    lnb.compute_surface(model, _data(), d, x=(-1, 1, 5), y=(-1, 1, 5), metrics={"acc": RunningAccuracyFree()})
+    got = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+
+
+class RunningAccuracyFree:
+    """Accuracy as a callable object that keeps no state."""
+
+    def __call__(self, out, t):
+        return (out.argmax(1) == t).float().mean()
+
+
 def test_a_loss_needing_more_samples_than_half_the_checked_batch_runs():
     """The summed-loss and stateless checks call the loss on 4 of the 8 samples; a loss that needs 6 (a
     per-batch statistic, say) was refused as raising there; it runs, every point the naive loss."""
@@ -400,8 +458,8 @@ def test_a_loss_needing_more_samples_than_half_the_checked_batch_runs():
 @pytest.mark.parametrize("rng", ["torch", "numpy"])
 def test_a_loss_that_samples_is_not_taken_for_one_keeping_state(rng):
     """A loss drawing random numbers (a sampled ELBO, say) differs at each call without keeping state: it
-    runs (with one batching, noted), from torch's or NumPy's global generator alike, and the generators'
-    states are left as they were by the check."""
+    runs, from torch's or NumPy's global generator alike, and the generators' states are left as they were
+    by the check."""
     def noisy(out, t):
         u = float(np.random.rand()) if rng == "numpy" else float(torch.rand(()))
         return nn.functional.cross_entropy(out, t) * (1 + 0.01 * u)
@@ -488,8 +546,8 @@ def test_a_model_that_runs_only_on_its_whole_batch_is_refused_saying_so():
     x, y = _data()
     with torch.no_grad():
         model(x)  # the whole set runs
-    with pytest.raises(LandscapeError, match=r"runs on a batch of 20 samples but raised IndexError.*on 8 of them: "
-                                             r"its forward depends on how many samples a batch has"):
+    with pytest.raises(LandscapeError, match=r"runs on its first batch of 20 samples but raised IndexError.*on the "
+                                             r"first 8 of them. If that is because of how many samples a batch has"):
         lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
 
 

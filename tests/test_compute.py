@@ -268,18 +268,18 @@ def test_provenance_records_the_batch_size_and_points_per_pass_used(mlp, mlp_dat
 
 
 def test_an_error_mid_run_names_the_tile_and_the_surface(tmp_path, cnn, cnn_data):
-    calls = {"n": 0}
+    armed = {"on": False}
 
     def flaky(out, t):
-        calls["n"] += 1
-        if calls["n"] > 9:  # past validation (its checks call the loss 5 times), mid-grid
+        if armed["on"]:  # from the third finished tile on: past validation, mid-grid
             raise RuntimeError("boom")
         return nn.functional.cross_entropy(out, t)
 
     store = tmp_path / "s.zarr"
     with pytest.raises(LandscapeError, match="boom") as info:
         lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn), x=(-1, 1, 3), y=(-1, 1, 3),
-                            loss_fn=flaky, tile=1, store=store)
+                            loss_fn=flaky, tile=1, store=store,
+                            callbacks=[lambda event: armed.update(on=event.n_done >= 3)])
     key = SurfaceStore.open(store).manifest["key"]
     assert re.search(rf"while evaluating tile \(\d, \d\) \(1 points\) of surface {key}\).*store", str(info.value))
     assert isinstance(info.value.__cause__, RuntimeError) and str(info.value.__cause__) == "boom"

@@ -331,7 +331,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         prog = self.prog if " " in self.prog or not self.command else f"{self.prog} {self.command}"
-        where = (f"`{prog} --help` lists the options" if " " in prog else
+        where = (f"`{prog} --help` lists its options, `landscape-nb --help` the commands and global ones"
+                 if " " in prog else
                  "`landscape-nb --help` lists the commands, `landscape-nb COMMAND --help` their options")
         self.exit(EXIT_BAD_INPUT, f"landscape-nb: error: {message} ({where})\n")
 
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
+    p.commands = sub.choices  # the commands' parsers by name (filled in below), for _Parser.error
 
     sub.add_parser("models", help="list the bundled zoo").set_defaults(func=cmd_models)
 
@@ -460,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     argv_given = argv is not None
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    parser.command = next((a for a in argv if a in parser._subparsers._group_actions[0].choices), None)
+    parser.command = next((a for a in argv if a in parser.commands), None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
