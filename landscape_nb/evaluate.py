@@ -447,16 +447,16 @@ class Evaluator(SpeedChoices):
         return fns
 
     def _refuse_fixed_batch(self, exc: Exception) -> None:
-        """After the model raised ``exc`` on the first 8 samples: if it runs on its whole first batch, it
-        depends on how many samples a batch has (an index or table sized for the batch), which landscape_nb
-        changes (batch-size tuning, its checks, the last batch): raise a ``LandscapeError`` saying so."""
+        """After the model raised ``exc`` on the first 8 samples (inside ``_validate``'s eval mode and no_grad):
+        if it runs on its whole first batch, it may depend on how many samples a batch has (an index or table
+        sized for the batch), which landscape_nb changes (batch-size tuning, its checks, the last batch):
+        raise a ``LandscapeError`` saying so."""
         xb = self.batches[0][0]
         n = batch_len(xb)
         if n <= 8:
             return
         try:
-            with eval_mode(self.model), torch.no_grad():
-                call_model(self.model, tree_map(torch.clone, xb))  # a copy: the model may write into it
+            call_model(self.model, tree_map(torch.clone, xb))  # a copy: the model may write into it
         except Exception:  # noqa: BLE001 - it fails on its whole batch too: the general message follows
             return
         raise LandscapeError(

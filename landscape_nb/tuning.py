@@ -390,6 +390,11 @@ class SpeedChoices:
             self._batch_axis = stack or False
         return self._batch_axis or None
 
+    def _stacked_tolerance(self, exact: tuple[float, float]) -> tuple[float, float]:
+        """(rtol, atol) for a stacked pass against one point alone: ``exact`` in full precision, else within
+        what batched kernels round in TF32 or bf16 (~1e-3/~1e-2 on a loss)."""
+        return {"tf32": (5e-3, 1e-6), "bf16": (3e-2, 1e-6)}.get(self.settings.precision, exact)
+
     def _farthest(self, coords: torch.Tensor) -> int:
         """The row of ``coords`` farthest from the point the model holds now (the one a check compares)."""
         return int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
@@ -408,9 +413,8 @@ class SpeedChoices:
         which = {farthest}
         if not self._batch_axis_checked:
             which |= {0, k // 2, k - 1}
-        rtol, atol = {"tf32": (5e-3, 1e-6), "bf16": (3e-2, 1e-6)}.get(
-            self.settings.precision, (1e-10, 1e-12) if stacked.dtype == self.perturber.base.dtype == torch.float64
-            else (1e-5, 1e-7))
+        rtol, atol = self._stacked_tolerance((1e-10, 1e-12) if stacked.dtype == self.perturber.base.dtype
+                                             == torch.float64 else (1e-5, 1e-7))
         for j in sorted(which):
             self.perturber.set(coords[j])
             alone = self.point_values()
@@ -658,9 +662,8 @@ class SpeedChoices:
         j = self._farthest(coords)
         self.perturber.set(coords[j])
         alone = self.point_values()
-        # batched kernels round otherwise: within fp32 rounding, or TF32's/bf16's (~1e-3/~1e-2 on a loss)
-        rtol = {"tf32": 5e-3, "bf16": 3e-2}.get(self.settings.precision, 1e-4)
-        if not torch.allclose(stacked[j], alone, rtol=rtol, atol=1e-6, equal_nan=True):
+        rtol, atol = self._stacked_tolerance((1e-4, 1e-6))
+        if not torch.allclose(stacked[j], alone, rtol=rtol, atol=atol, equal_nan=True):
             raise ValueError(f"stacked values {stacked[j].tolist()} differ from one point's {alone.tolist()} "
                              f"at {coords[j].tolist()}")
         self._stacking_checked = True
