@@ -238,7 +238,7 @@ def compute_surface(
     -----
     Speed choices are made by timing the first real points (no extra passes): the batch size, the
     memory format, a shared first layer and how many points run stacked in one ``vmap`` pass
-    (``points_per_pass``; on a 2-core CPU 32-64 for mlp-digits, one for conv nets). Tiles smaller
+    (``points_per_pass``; on a 2-core CPU 16-32 for mlp-digits, one for conv nets). Tiles smaller
     than a stacked pass are evaluated together and still stored and announced one by one.
     On a CPU in-process run on Linux (glibc), the first call asks the C library to keep up to
     256 MiB of freed heap mapped and to serve blocks up to 32 MiB from its heaps

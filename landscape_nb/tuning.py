@@ -22,9 +22,15 @@ from .multipoint import (
 from .params import eval_mode, restoring, variance_buffers
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
-#: CPU: stack only as many points as keep their activations under this many bytes (they stay in cache
-#: on small models, where stacking wins; it never paid on a conv net's larger activations)
+#: CPU: stack only as many points as keep their activations under this many bytes (it never paid on a
+#: conv net's larger activations)
 STACK_BYTES = 256 * 2**20
+#: CPU: of the points-per-pass candidates, those past the smallest only while a pass's activations stay
+#: under this many bytes, about what a last-level cache holds: beyond it the memory-bound kernels of a
+#: stacked pass slow down per point faster than fewer passes save (mlp-digits, 360 samples, ~0.55 MB of
+#: activations a point, 2-core EPYC with 32 MiB L3: whole 21x21 surfaces in passes of 16-32 points 0.11-0.13
+#: ms a point at best, of 64 0.13-0.16; the trial, timing one pass of each, kept 64 in half of its runs)
+STACK_CPU_CACHE_BYTES = 24 * 2**20
 #: CPU: no stacking trial when one point already takes this long; a vmapped pass saves per-pass Python
 #: overhead (~0.1-0.3 ms), a small share of such a point, and the trial's slower passes cost more than that
 #: (cnn-digits, 2.8 ms a point with channels_last weights: 5.7 ms a point in passes of 4, 5.4 in passes
@@ -464,18 +470,19 @@ class SpeedChoices:
         return sums
 
     def _stack_candidates(self) -> list[int]:
-        """Points per pass to try, largest last: those whose activations fit ``STACK_BYTES`` (CPU) or
-        an eighth of the free GPU memory, estimated from the largest module output of one sample."""
+        """Points per pass to try, largest last: those whose activations fit ``STACK_BYTES`` (CPU; past the
+        smallest, ``STACK_CPU_CACHE_BYTES``) or an eighth of the free GPU memory, estimated from the largest
+        module output of one sample."""
         if self.points_per_pass or self.bn_batches is not None or self.settings.compile:
             return []
         per_sample = self._activation_bytes()
         if per_sample is None:
             return []
+        pass_bytes = self.batch_size * per_sample
         if self.device.type == "cuda":
-            budget, ks = torch.cuda.mem_get_info(self.device)[0] / 8, STACK_GPU_SIZES
-        else:
-            budget, ks = STACK_BYTES, (16, 32, 64)  # a vmapped pass costs ~0.7 ms more than a plain one
-        return [k for k in ks if k * self.batch_size * per_sample <= budget]
+            return [k for k in STACK_GPU_SIZES if k * pass_bytes <= torch.cuda.mem_get_info(self.device)[0] / 8]
+        ks = [k for k in (16, 32, 64) if k * pass_bytes <= STACK_BYTES]  # a vmapped pass costs ~0.7 ms more
+        return ks[:1] + [k for k in ks[1:] if k * pass_bytes <= STACK_CPU_CACHE_BYTES]  # than a plain one
 
     def _activation_bytes(self, module=None) -> int | None:
         """Three times the largest module output of one sample of ``module`` (default ``self.forward``),

@@ -357,6 +357,22 @@ def test_points_per_pass_is_measured_on_real_points_across_tiles(stacking_tried)
     np.testing.assert_allclose(got, [naive(model, data, dirs, c) for c in coords], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("width,n,want", [(8, 40, [16, 32, 64]), (128, 360, [16, 32]), (512, 600, [16])])
+def test_cpu_stacking_candidates_past_the_smallest_keep_a_pass_in_cache(width, n, want):
+    """CPU points-per-pass candidates: 16, then 32 and 64 only while a pass's activations (three times
+    the largest module output, float32, times the batch) stay within ``STACK_CPU_CACHE_BYTES``; the
+    smallest stays however large its pass (mlp-digits' shape is the middle case)."""
+    from landscape_nb import tuning
+
+    model = nn.Sequential(nn.Linear(16, width), nn.ReLU(), nn.Linear(width, 4)).eval()
+    data = _data((16,), n=n, seed=1)
+    d = as_directions(model, dirs_for(model, 2, seed=1))
+    ev = Evaluator(model, data, d.vectors, d.layout)
+    per_point = 3 * width * 4 * n
+    assert ev._stack_candidates() == want
+    assert want == [16] + [k for k in (32, 64) if k * per_point <= tuning.STACK_CPU_CACHE_BYTES]
+
+
 def test_a_slow_point_runs_no_stacked_pass_and_then_times_the_shared_layer(monkeypatch):
     """A point slower than ``STACK_CPU_MAX_SECONDS`` (0 here): two single points decide one point a pass,
     no stacked pass runs, and the shared-or-not trial follows on real points, also in calls too short for
