@@ -235,12 +235,15 @@ class Evaluator(SpeedChoices):
     def _setup(self, data, bn_data, metrics, directions: torch.Tensor, layout: ParamLayout) -> None:
         """Data, loss, metrics and the speed choices known before any point (``__init__``'s body)."""
         settings = self.settings
+        self._attributes = _AttributeSnapshot(self.model)  # before the model's first call (_check_model_stateless)
         self._prepare_data(data, bn_data)
         self.metric_fns = self._validate(metrics)
+        del self._attributes
         self._fixed_batching = False
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
         self._fix_batching_for_batch_means()
         self._tuner = self._batch_size_tuner()
+        self._trial_points: list = []  # (coeffs, batch size, values) of the tuner's points (_recheck_trial)
         self.points_per_pass: int | None = settings.points_per_pass
         self.forward, self.bn_fold = self.model, "off"
         if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs
@@ -416,6 +419,7 @@ class Evaluator(SpeedChoices):
                         "would then see other values, so the surface would not be a function of the weights; "
                         "expected an eval-mode forward that leaves buffers alone (update them in training mode "
                         "only)")
+                self._check_model_stateless(xb, out)
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
                 try:
@@ -478,43 +482,69 @@ class Evaluator(SpeedChoices):
         1e-5 (a CUDA loss summing with atomics may differ by rounding). Outputs of any form (a VAE's (recon, mu,
         logvar), a ``ModelOutput``). Every generator it seeds is put back as it was."""
         others = _other_outputs(out, yb)
-        devices = sorted({t.device for _, t in tree_leaves(out) if t.is_cuda}, key=str)
-
-        def seed() -> None:  # torch's (CPU and the outputs' GPUs), NumPy's and Python's global generators
-            torch.default_generator.manual_seed(0)
-            for dev in devices:
-                torch.cuda.default_generators[dev.index if dev.index is not None else 0].manual_seed(0)
-            np.random.seed(0)
-            random.seed(0)
-
-        states = np.random.get_state(), random.getstate()
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=devices):
-                for what, fn in fns.items():
-                    try:
-                        seed()
-                        first = float(fn(out, yb))
-                    except Exception:  # noqa: BLE001, S112 - validated apart (a metric of another form, say)
-                        continue
-                    for o, t in others:
-                        try:
-                            fn(o, t)
-                        except Exception:  # noqa: BLE001, S110 - e.g. a metric of one output form only
-                            pass
+        with torch.no_grad(), _seeding(out) as seed:
+            for what, fn in fns.items():
+                try:
                     seed()
-                    again = float(fn(out, yb))
-                    if not (math.isclose(first, again, rel_tol=1e-5, abs_tol=1e-12)
-                            or (math.isnan(first) and math.isnan(again))):
-                        raise LandscapeError(
-                            f"{what} returned {first:.6g} on a batch, then {again:.6g} on the same outputs and "
-                            "targets after calls on other outputs: it keeps state between calls (e.g. a "
-                            "running average or a counter) or draws from a random generator of its own, so each "
-                            "grid point's value would depend on the points evaluated before it; expected a "
-                            "function of (outputs, targets) alone (a loss that samples may draw from torch's, "
-                            "NumPy's or Python's global generator)")
+                    first = float(fn(out, yb))
+                except Exception:  # noqa: BLE001, S112 - validated apart (a metric of another form, say)
+                    continue
+                for o, t in others:
+                    try:
+                        fn(o, t)
+                    except Exception:  # noqa: BLE001, S110 - e.g. a metric of one output form only
+                        pass
+                seed()
+                again = float(fn(out, yb))
+                if not (math.isclose(first, again, rel_tol=1e-5, abs_tol=1e-12)
+                        or (math.isnan(first) and math.isnan(again))):
+                    raise LandscapeError(
+                        f"{what} returned {first:.6g} on a batch, then {again:.6g} on the same outputs and "
+                        "targets after calls on other outputs: it keeps state between calls (e.g. a "
+                        "running average or a counter) or draws from a random generator of its own, so each "
+                        "grid point's value would depend on the points evaluated before it; expected a "
+                        "function of (outputs, targets) alone (a loss that samples may draw from torch's, "
+                        "NumPy's or Python's global generator)")
+
+    def _check_model_stateless(self, xb, out) -> None:
+        """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
+        the data cached in an attribute on its first call, its previous outputs, a counter. With its
+        attributes as they were before its first call (``_AttributeSnapshot``), it runs on the batch ``xb``,
+        again as before its first call on other samples (the first half of ``xb``, repeated to its size),
+        then on ``xb`` once more, from the same random state each time (a model that samples from torch's,
+        NumPy's or Python's global generator runs); the two outputs on ``xb`` must agree to 1e-5. Its
+        attributes are put back after, so the model is left as it was given (a cache it builds from its
+        input's shape, e.g. rotary embeddings, passes). ``out`` (the first call's) gives which GPUs to seed."""
+        n = batch_len(xb)
+        if n < 2:
+            return
+        other = tree_map(lambda t: t[torch.arange(n, device=t.device) % (n // 2)], xb)
+        snap = self._attributes
+        changed = snap.changed()
+        try:
+            with _seeding(out) as seed:
+                snap.restore()
+                seed()
+                want = call_model(self.model, xb)
+                snap.restore()
+                seed()
+                call_model(self.model, other)
+                seed()
+                got = call_model(self.model, xb)
+        except Exception:  # noqa: BLE001 - e.g. a model that needs other batch sizes: not checked here
+            return
         finally:
-            np.random.set_state(states[0])
-            random.setstate(states[1])
+            changed += [a for a in snap.changed() if a not in changed]
+            snap.restore()
+        if _same_tree_outputs(want, got):
+            return
+        kept = f" (it set the attribute(s) {', '.join(changed[:4])} when it ran)" if changed else ""
+        raise LandscapeError(
+            f"the model ({type(self.model).__name__}) gave other outputs on the same {n} samples after a call on "
+            f"other samples{kept}: it keeps state between calls (e.g. a statistic of the data cached on its first "
+            "call, or its previous outputs), so each grid point's value would depend on what ran before it; "
+            "expected a forward that depends on its weights and inputs alone (compute such statistics beforehand "
+            "and register them as buffers, which are saved with the model)")
 
     def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
         """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which
@@ -561,7 +591,9 @@ class Evaluator(SpeedChoices):
         normalised by the batch, the batch-size trial's points would each see another batching: a patchwork
         surface, and NaN for a batch with nothing to average. Checked on up to ``SPREAD_SAMPLES`` samples spread
         over the set (never more than the given ``batch_size`` at once): their value against the
-        sample-weighted mean of their two halves' values, each half run through the model on its own.
+        sample-weighted mean of their two halves' values, each half run through the model on its own; and
+        the model's outputs for them against its halves' (``_mixed_outputs``: a model that mixes samples,
+        e.g. BatchNorm without running statistics, gives values that depend on the batching whatever the loss).
 
         Then the batch size is not tuned: the whole set runs as one batch up to 4096 samples (exact), a
         larger set or a given ``batch_size`` in fixed batches, and ``notes["batches"]`` says the values are
@@ -575,39 +607,41 @@ class Evaluator(SpeedChoices):
         parts = [self._split(self._data.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
         fns = {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}
         fns = {name: fn for name, fn in fns.items() if batch_denominator(fn, parts[0][1]) is None}  # exact: weighted
-        if not fns:
-            return
         try:
             with eval_mode(self.model), torch.no_grad():
                 outs = [call_model(self.model, xb) for xb, _ in parts]
                 values = {name: [float(fn(o, yb)) for o, (_, yb) in zip(outs, parts)] + [float(fn(outs[0], parts[0][1]))]
                           for name, fn in fns.items()}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
-            self.notes["batches"] = f"not checked for losses that are not a mean over samples ({type(exc).__name__})"
+            self.notes["batches"] = (f"not checked for losses that are not a mean over samples, nor for outputs that "
+                                     f"depend on the batch ({type(exc).__name__})")
             return
-        for name, (whole, first, second, again) in values.items():
-            if not (whole == again or (math.isnan(whole) and math.isnan(again))):
-                self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
-                continue
-            mean = (first * (m // 2) + second * (m - m // 2)) / m
-            scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
-            if abs(whole - mean) <= 5e-5 * scale or (math.isnan(whole) and math.isnan(mean)):
-                continue
-            size = given or min(n, BATCH_CANDIDATES[0])
-            size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
-            how = (f"the whole set of {n} in one batch" if size >= n else
-                   f"values are sample-weighted means over batches of {size}, not the value over the whole set "
-                   f"(batch_size={n} for that)")
-            self.notes["batches"] = (
-                f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} samples "
-                f"spread over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored tokens, a "
-                f"normalisation by the batch, or outputs that depend on the batch); one batching for every point: "
-                f"{how}")
-            if size < n:
-                warnings.warn(f"landscape_nb: {self.notes['batches']}", stacklevel=4)
-            self.batches = self._batches(size)
-            self._fixed_batching = True
+        size = given or min(n, BATCH_CANDIDATES[0])
+        size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
+        how = (f"the whole set of {n} in one batch" if size >= n else
+               f"values are sample-weighted means over batches of {size}, not the value over the whole set "
+               f"(batch_size={n} for that)")
+        why = _mixed_outputs(outs[0], outs[1:], m)
+        if why is None:
+            for name, (whole, first, second, again) in values.items():
+                if not (whole == again or (math.isnan(whole) and math.isnan(again))):
+                    self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
+                    continue
+                mean = (first * (m // 2) + second * (m - m // 2)) / m
+                scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
+                if abs(whole - mean) <= 5e-5 * scale or (math.isnan(whole) and math.isnan(mean)):
+                    continue
+                why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} "
+                       f"samples spread over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored "
+                       "tokens, a normalisation by the batch, or outputs that depend on the batch)")
+                break
+        if why is None:
             return
+        self.notes["batches"] = f"{why}; one batching for every point: {how}"
+        if size < n:
+            warnings.warn(f"landscape_nb: {self.notes['batches']}", stacklevel=4)
+        self.batches = self._batches(size)
+        self._fixed_batching = True
 
     def _folded(self) -> tuple[nn.Module, str]:
         """The model with eval-mode BN folded into its convs, checked against the model itself on
@@ -863,6 +897,130 @@ def run_checking_inputs(model: Callable, xb):
             "expected a forward that leaves its inputs alone: write x = x - ... instead (your data are as they "
             "were)")
     return out
+
+
+@contextlib.contextmanager
+def _seeding(out):
+    """A ``seed()`` that sets torch's (CPU, and the GPUs ``out``'s tensors are on), NumPy's and Python's
+    global generators to one state, for calls that must see the same random numbers; each generator is
+    put back as it was on exit."""
+    devices = sorted({t.device for _, t in tree_leaves(out) if t.is_cuda}, key=str)
+
+    def seed() -> None:
+        torch.default_generator.manual_seed(0)
+        for dev in devices:
+            torch.cuda.default_generators[dev.index if dev.index is not None else 0].manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
+
+    states = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield seed
+    finally:
+        np.random.set_state(states[0])
+        random.setstate(states[1])
+
+
+def _same_tree_outputs(a, b) -> bool:
+    """Outputs of any form alike: the same floating and integer tensors at the same places, to 1e-5
+    (``tuning._same_outputs``; NaN at the same places); outputs without tensors count as alike."""
+    la, lb = tree_leaves(a), tree_leaves(b)
+    if [p for p, _ in la] != [p for p, _ in lb]:
+        return False
+    for (_, x), (_, y) in zip(la, lb):
+        if x.shape != y.shape:
+            return False
+        if x.is_floating_point() or x.is_complex():
+            if not _same_outputs(x.detach().double(), y.detach().double(), rtol=1e-5):
+                return False
+        elif not torch.equal(x, y):
+            return False
+    return True
+
+
+class _AttributeSnapshot:
+    """The plain attributes of every module of a model (what ``nn.Module`` itself keeps aside: parameters,
+    buffers, submodules, hooks), to see which a call set and to put them back: rebound or deleted names,
+    tensors changed in place (those up to 2**20 elements, copied), lists, dicts and sets changed in place."""
+
+    _OWN = frozenset(nn.Module().__dict__) | {"forward", "_compiled_call_impl"}
+
+    def __init__(self, model: nn.Module):
+        self.modules = [(name, m, {k: (v, self._contents(v)) for k, v in m.__dict__.items() if k not in self._OWN})
+                        for name, m in model.named_modules()]
+
+    @staticmethod
+    def _contents(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach().clone() if v.numel() <= 2**20 else None
+        if isinstance(v, (list, dict, set)):
+            return copy.copy(v)
+        return None
+
+    @staticmethod
+    def _same(v, old, contents) -> bool:
+        if v is not old:
+            return False
+        if isinstance(v, torch.Tensor):
+            return contents is None or (v.shape == contents.shape and _same_values(v.detach(), contents))
+        if isinstance(v, list):
+            return len(v) == len(contents) and all(x is y for x, y in zip(v, contents))
+        if isinstance(v, dict):
+            return v.keys() == contents.keys() and all(v[k] is contents[k] for k in v)
+        if isinstance(v, set):
+            return v == contents
+        return True
+
+    def changed(self) -> list[str]:
+        """Dotted names of the attributes that differ from the snapshot now."""
+        out = []
+        for name, m, attrs in self.modules:
+            now = {k: v for k, v in m.__dict__.items() if k not in self._OWN}
+            for k in list(attrs) + [k for k in now if k not in attrs]:
+                if k not in now or k not in attrs or not self._same(now[k], *attrs[k]):
+                    out.append(f"{name}.{k}" if name else k)
+        return out
+
+    def restore(self) -> None:
+        """Every attribute back as in the snapshot."""
+        for _, m, attrs in self.modules:
+            for k in [k for k in m.__dict__ if k not in self._OWN and k not in attrs]:
+                del m.__dict__[k]
+            for k, (old, contents) in attrs.items():
+                if k in m.__dict__ and self._same(m.__dict__[k], old, contents):
+                    continue
+                m.__dict__[k] = old
+                if isinstance(old, torch.Tensor) and contents is not None and old.shape == contents.shape:
+                    with torch.no_grad():
+                        old.copy_(contents)
+                elif isinstance(old, list):
+                    old[:] = contents
+                elif isinstance(old, (dict, set)):
+                    old.clear()
+                    old.update(contents)
+
+
+def _mixed_outputs(whole, halves: list, n: int) -> str | None:
+    """Why the model's outputs for ``n`` samples run together (``whole``) are not those of their two halves
+    run apart (``halves``), each floating output with the samples first compared (to 1e-4, as
+    ``tuning._same_outputs``); None if they agree or nothing is per sample."""
+    per = [(p, t) for p, t in tree_leaves(whole) if t.is_floating_point() and t.dim() >= 1 and len(t) == n]
+    if not per or not all(len(tree_leaves(h)) == len(tree_leaves(whole)) for h in halves):
+        return None
+    parts = [dict(tree_leaves(h)) for h in halves]
+    for path, t in per:
+        got = [q.get(path) for q in parts]
+        if any(g is None or g.dim() != t.dim() for g in got):
+            return None
+        joined = torch.cat(got)
+        if not _same_outputs(t.double(), joined.double()):
+            diff = float(((t.double() - joined.double()).abs().nan_to_num(0.0)).max())
+            return (f"the model's outputs{path} depend on the rest of the batch (e.g. BatchNorm without running "
+                    f"statistics, or a mean over the batch in forward): {n} samples spread over the set gave outputs up "
+                    f"to {diff:.3g} away from those of their two halves run apart, so each value depends on how "
+                    "the samples are batched")
+    return None
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:

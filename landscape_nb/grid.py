@@ -46,9 +46,10 @@ class Axis:
         if not (math.isfinite(start) and math.isfinite(stop)):
             raise LandscapeError(f"{name} range {start}..{stop} is not finite; give finite numbers, e.g. (-1, 1, 51)")
         if not stop > start:
+            num_ok = value[2] if num_f == int(num_f) and num_f >= 2 else 2  # the example must pass both checks
             raise LandscapeError(
-                f"{name} range {start}..{stop} is empty or reversed; expected start < stop, e.g. ({min(start, stop)}, "
-                f"{max(start, stop) if stop != start else start + 1}, {value[2]})"
+                f"{name} range {start}..{stop} is empty or reversed; expected start < stop and at least 2 points, "
+                f"e.g. ({min(start, stop)}, {max(start, stop) if stop != start else start + 1}, {num_ok})"
             )
         if num_f != int(num_f) or num_f < 2:
             raise LandscapeError(f"{name} resolution {value[2]!r}; expected an integer ≥ 2 points")

@@ -5,12 +5,14 @@ only by float rounding.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
 import torch
 
 from .data import batch_len, call_model, tree_map
+from .errors import LandscapeError
 from .metrics import find_logits
 from .multipoint import (
     BatchAxisStack,
@@ -202,13 +204,15 @@ class SpeedChoices:
     def _tune_on(self, coords: torch.Tensor, rows: list, should_stop) -> int:
         """Evaluate the first points with each candidate batch size in turn and keep the fastest.
 
-        Eval mode only, where the batch size changes values only by rounding. Every timed
-        pass is a real grid point, so tuning costs nothing extra; a plan longer than the
-        tile goes on in the next one. Returns how many of ``coords`` were evaluated.
+        Eval mode only, where the batch size changes values only by rounding (checked: outputs of the
+        unperturbed model against its halves' before, ``_recheck_trial`` on one trial point after). Every
+        timed pass is a real grid point, so tuning costs one point more; a plan longer than the tile goes
+        on in the next one. Returns how many of ``coords`` were evaluated.
         """
         tuner = self._tuner
         if tuner is None or tuner.done:
             return 0
+        trial = self._trial_points
         i = 0
         while not tuner.done and i < len(coords):
             if should_stop is not None and should_stop():
@@ -224,10 +228,41 @@ class SpeedChoices:
                 tuner.drop(bs)  # too large for this device: never try it again
                 continue
             tuner.record(bs, timed, dt)
+            trial.append((coords[i], bs, rows[-1][0]))
             i += 1
         if tuner.done and tuner.best() is not None:
             self.use_batch_size(tuner.best())
+            self._recheck_trial()
         return i
+
+    def _recheck_trial(self) -> None:
+        """Raise ``LandscapeError`` if a trial point that ran with the batch size farthest from the one kept
+        (up to three points) gives other values with the kept one: the model's outputs then depend on the
+        batching at some weights (e.g. a branch on a batch mean that flips away from the trained weights),
+        which the check on the unperturbed model (``_batch_independent``) cannot see, and the trial's points
+        would be a patchwork of batchings."""
+        trial, self._trial_points = self._trial_points, []
+        kept = self.batch_size
+        others = [t for t in trial if t[1] != kept]
+        if not others:
+            return
+        far = max(abs(math.log(bs / kept)) for _, bs, _ in others)
+        rtol, atol = self._stacked_tolerance((1e-4, 1e-7))
+        for coeffs, bs, was in others:
+            if abs(math.log(bs / kept)) < far:
+                continue
+            self.perturber.set(coeffs)
+            now = self.point_values()
+            if not torch.allclose(was, now, rtol=rtol, atol=atol, equal_nan=True):
+                break
+        else:
+            return
+        raise LandscapeError(
+            f"the values at {coeffs.tolist()} are {was.tolist()} with batches of {bs} samples but {now.tolist()} "
+            f"with batches of {kept}, the size the batch-size trial kept: the model's outputs depend on how the samples are "
+            "batched at these weights (e.g. a branch on, or a normalisation by, a statistic of the batch), so the "
+            "surface would mix batchings; pass batch_size= (the number of samples for the whole set at once, or "
+            "the batch size you evaluate with) so that every point runs with one batching")
 
     def _use_format(self, channels_last: bool) -> None:
         if self.channels_last != channels_last:

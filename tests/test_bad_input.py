@@ -103,6 +103,9 @@ CASES = [
     ("x-num-fraction", dict(x=(-1, 1, 2.5)), "x resolution 2.5"),
     ("x-start-equals-stop", dict(x=(1, 1, 5)), "x range 1.0..1.0 is empty"),
     ("y-reversed", dict(y=(1, -1, 5)), "y range 1.0..-1.0 is empty or reversed"),
+    # the example given must pass both checks (it was (0.3, 1.3, 1), refused in turn for its one point)
+    ("y-one-point", dict(y=(0.3, 0.3, 1)), ("y range 0.3..0.3 is empty or reversed; expected start < stop and "
+                                            "at least 2 points, e.g. (0.3, 1.3, 2)")),
     ("x-two-values", dict(x=(-1, 1)), "x=(-1, 1); expected (start, stop, num)"),
     ("tile-zero", dict(tile=0), "tile=0"),
     ("tile-negative-cols", dict(tile=(2, -1)), "tile=(2, -1)"),
@@ -567,3 +570,160 @@ def test_a_list_of_samples_or_batches_is_refused_with_how_to_pass_it(form):
     stacked = (torch.stack([x for x, _ in data]), torch.stack([y for _, y in data])) if form == "samples" else \
         (torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))
     assert lnb.compute_surface(model, stacked, lnb.random_directions(model, n=1), x=(-1, 1, 3)).is_complete
+
+
+class _LazyScale(nn.Module):
+    """Divides by the std of its first call's inputs, kept in an attribute (1.2 % off the whole-set loop,
+    silently, when that first call was landscape_nb's 8-sample check)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.scale = nn.Linear(6, 3), None
+
+    def forward(self, x):
+        if self.scale is None:
+            self.scale = float(x.std())
+        return self.a(x / self.scale)
+
+
+class _PreviousOutputs(nn.Module):
+    """Adds a tenth of its previous call's mean output (values that depend on the order of the points)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.prev = nn.Linear(6, 3), None
+
+    def forward(self, x):
+        out = self.a(x)
+        if self.prev is not None:
+            out = out + 0.1 * self.prev
+        self.prev = out.detach().mean(0)
+        return out
+
+
+class _CallLog(nn.Module):
+    """Logs its calls in a list kept in place, and scales its outputs by the parity of their count."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.log = nn.Linear(6, 3), []
+
+    def forward(self, x):
+        self.log.append(len(x))
+        return self.a(x) * (1.0 + 0.01 * (len(self.log) % 2))
+
+
+@pytest.mark.parametrize("make,attr", [(_LazyScale, "scale"), (_PreviousOutputs, "prev"), (_CallLog, "log")])
+def test_a_model_keeping_state_between_calls_is_refused_and_left_as_given(make, attr):
+    """A model whose outputs depend on its earlier calls through a plain attribute (not a buffer): a statistic
+    cached on its first call, its previous outputs, a list it appends to. Refused naming the attribute, and
+    the model's attributes are as they were before landscape_nb called it (under ``points_per_pass=1`` too,
+    where the previous-outputs model ran silently, its values depending on the tiling)."""
+    torch.manual_seed(0)
+    model = make()
+    before = getattr(model, attr)
+    for ppp in (None, 1):
+        with pytest.raises(LandscapeError, match=rf"\({make.__name__}\) gave other outputs on the same 8 samples "
+                                                 rf"after a call on other samples \(it set the attribute\(s\) {attr} "
+                                                 "when it ran\\): it keeps state between calls"):
+            lnb.compute_surface(model, _data(), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3),
+                                y=(-1, 1, 3), points_per_pass=ppp)
+        assert getattr(model, attr) is before and getattr(model, attr) in (None, [])
+
+
+class _ShapeTable(nn.Module):
+    """Builds a table from its input's shape on first use and keeps it (as rotary embeddings cache their
+    cos/sin tables), and samples noise from torch's global generator: neither is state the values depend on."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.table = nn.Linear(6, 3), None
+
+    def forward(self, x):
+        if self.table is None or len(self.table) != x.shape[1]:
+            self.table = torch.linspace(0.0, 1.0, x.shape[1])
+        return self.a(x + self.table) + 1e-3 * torch.randn(())
+
+
+def test_a_model_caching_what_its_input_shape_decides_runs():
+    """A cache that only the input's shape decides (and noise from torch's generator) passes the check and
+    gives the naive loop's values (its noise to 1e-3); the attribute the check set is put back."""
+    model = _ShapeTable()
+    data = _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 5))
+    torch.manual_seed(0)
+    want = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in surf.x]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-2)
+
+
+def _centred_batches(x, y, size, dirs, coeffs, model):
+    """The naive loss with batches of ``size`` for a model that centres each batch."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.add_(sum(float(c) * d[name] for c, d in zip(coeffs, dirs)))
+        total = sum(float(nn.functional.cross_entropy(m(x[i:i + size]), y[i:i + size])) * len(x[i:i + size])
+                    for i in range(0, len(x), size))
+    return total / len(x)
+
+
+class _BatchCentring(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 24), nn.Linear(24, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h - h.mean(0, keepdim=True))
+
+
+def test_a_model_mixing_samples_on_a_set_split_into_batches_gets_one_batching_said():
+    """6000 samples, more than one batch: a model that centres each batch gives values that depend on the
+    batching (1e-4 off the whole set, silently, before). One batching for every point (two of 3000), a
+    warning and a provenance note that say so and how to get the whole set at once."""
+    torch.manual_seed(0)
+    x = torch.randn(6000, 12)
+    y = (x[:, :2].sum(1) > 0).long() + 2 * (x[:, 2] > 0.5).long()
+    model = _BatchCentring()
+    d = lnb.random_directions(model, n=1, seed=5)
+    with pytest.warns(UserWarning, match="the model's outputs depend on the rest of the batch"):
+        surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+    note = surf.provenance["data"]["batches"]
+    assert surf.provenance["batch_size"] == 3000 and "batches of 3000" in note and "batch_size=6000" in note
+    want = [_centred_batches(x, y, 3000, d.as_state_dicts(), [a], model) for a in surf.x]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+class _BranchOnBatchMean(nn.Module):
+    """ReLU or tanh by the sign of the batch's mean pre-activation: batch-independent at the trained
+    weights here, not at the corner of the plane."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(torch.relu(h) if h.mean() > 0 else torch.tanh(h))
+
+
+def test_a_model_whose_outputs_follow_the_batching_away_from_the_weights_is_refused():
+    """1500 samples, the batch size tuned on the first points: the corner (1, 1) ran in the trial with
+    batches of 256 and gave 1.0205 where the whole set gives 1.0105, kept silently while the provenance said
+    1500. The trial's points of the size farthest from the one kept run again with it: refused, saying
+    ``batch_size=`` fixes it; with it, the naive loop's values."""
+    torch.manual_seed(0)
+    x = torch.randn(1500, 12)
+    y = (x[:, :2].sum(1) > 0).long()
+    torch.manual_seed(1)
+    model = _BranchOnBatchMean()
+    d = lnb.random_directions(model, n=2, seed=9)
+    with pytest.raises(LandscapeError, match=r"the model's outputs depend on how the samples are batched at "
+                                             r"these weights .* pass batch_size="):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 9), y=(-1, 1, 9))
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1500)
+    want = [[_centred_batches(x, y, 1500, d.as_state_dicts(), [a, b], model) for a in surf.x] for b in surf.y]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)

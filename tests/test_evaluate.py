@@ -216,8 +216,9 @@ def test_stacked_points_equal_naive(cnn, cnn_data, k):
     assert_bit_identical(cnn, saved)
 
 
-def test_batch_size_is_tuned_on_real_points_across_tiles_with_no_extra_passes():
-    """600 samples: candidates 600, 512, 256; one warm-up point, then each timed on up to three points."""
+def test_batch_size_is_tuned_on_real_points_across_tiles_rechecking_up_to_three():
+    """600 samples: candidates 600, 512, 256; one warm-up point, then each timed on up to three points; the
+    trial's points of the size farthest from the one kept (up to three) run again with the kept size."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 3))
     g = torch.Generator().manual_seed(5)
@@ -231,8 +232,9 @@ def test_batch_size_is_tuned_on_real_points_across_tiles_with_no_extra_passes():
     values = np.concatenate([ev.evaluate(coords[i:i + 3]) for i in range(0, 13, 3)])  # the plan spans tiles
     assert ev.batch_size in (600, 512, 256) and not ev.tuning
     # every forward call but one sample (the activation-size probe before points are stacked) is a batch
-    # of a real grid point: they add up to exactly 13 passes over the data
-    assert calls.count(1) == 1 and sum(calls) - 1 == 13 * 600 and set(calls) <= {1, 600, 512, 88, 256}
+    # of a real grid point or of a recheck: 13 passes over the data, and one to three more
+    extra = (sum(calls) - 1) / 600 - 13
+    assert calls.count(1) == 1 and extra in (1, 2, 3) and set(calls) <= {1, 600, 512, 88, 256}
     want = [naive_loss(model, data, dirs, c, metric=True) for c in coords]
     np.testing.assert_allclose(values, np.array(want), rtol=1e-5)
 
