@@ -290,7 +290,8 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
             notes = {**notes, "loader_batch_size": (
                 f"the DataLoader's batch_size={data.batch_size} is not used: its samples are evaluated in "
                 "batches of the evaluation's batch_size (tuned unless given; a model mixing samples across a "
-                "batch depends on it)")}
+                "batch depends on it)"
+                + (", and drop_last=True is not either: every sample is evaluated" if data.drop_last else ""))}
     elif isinstance(data, IterableDataset):
         tree, notes = _read_iterable(data, lambda items: _collate(items), what, max_samples), {"source": "IterableDataset"}
         max_samples = None

@@ -587,6 +587,21 @@ def test_item10_shuffled_loader_with_max_samples_same_subset_every_call():
     np.testing.assert_allclose(one.loss, want, rtol=1e-5)
 
 
+def test_a_loader_dropping_its_last_batch_still_gives_every_sample_and_says_so():
+    """``drop_last=True`` (a training setting) leaves no sample out of the evaluation (103 samples, batches
+    of 10: the whole set's loss, not the first 100's), and the provenance says the loader's batching is unused."""
+    model, _, _, _ = row("mlp")
+    g = gen(8)
+    x, y = torch.randn(103, 6, generator=g), torch.randint(0, 3, (103,), generator=g)
+    d = lnb.random_directions(model, n=1)
+    surf = lnb.compute_surface(model, DataLoader(TensorDataset(x, y), batch_size=10, drop_last=True), d,
+                               x=(-1, 1, 3))
+    assert "drop_last=True is not either: every sample is evaluated" in surf.provenance["data"]["loader_batch_size"]
+    with torch.no_grad():
+        want = [float(_ce(perturbed(model, d, a)(x), y)) for a in (-1.0, 0.0, 1.0)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
 class Counting(Dataset):
     def __init__(self, x, y):
         self.x, self.y, self.reads = x, y, 0
