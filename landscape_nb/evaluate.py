@@ -542,9 +542,10 @@ class Evaluator(SpeedChoices):
         raise LandscapeError(
             f"the model ({type(self.model).__name__}) gave other outputs on the same {n} samples after a call on "
             f"other samples{kept}: it keeps state between calls (e.g. a statistic of the data cached on its first "
-            "call, or its previous outputs), so each grid point's value would depend on what ran before it; "
-            "expected a forward that depends on its weights and inputs alone (compute such statistics beforehand "
-            "and register them as buffers, which are saved with the model)")
+            "call, or its previous outputs) or draws from a random generator of its own, so each grid point's value "
+            "would depend on what ran before it; expected a forward that depends on its weights and inputs alone "
+            "(compute such statistics beforehand and register them as buffers, which are saved with the model; a "
+            "model that samples may draw from torch's, NumPy's or Python's global generator)")
 
     def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
         """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which

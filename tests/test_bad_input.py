@@ -727,3 +727,20 @@ def test_a_model_whose_outputs_follow_the_batching_away_from_the_weights_is_refu
     surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1500)
     want = [[_centred_batches(x, y, 1500, d.as_state_dicts(), [a, b], model) for a in surf.x] for b in surf.y]
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+def test_a_model_drawing_from_a_generator_of_its_own_is_refused_saying_so():
+    """Noise from the model's own ``torch.Generator`` differs at every call (its state moves on): refused,
+    the message naming that cause; the same noise from torch's global generator runs (above)."""
+    class OwnNoise(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.gen = nn.Linear(6, 3), torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            return self.a(x) + 1e-3 * torch.randn((), generator=self.gen)
+
+    model = OwnNoise()
+    with pytest.raises(LandscapeError, match=r"\(OwnNoise\) gave other outputs on the same 8 samples after a call "
+                                             r"on other samples: .* or draws from a random generator of its own"):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
