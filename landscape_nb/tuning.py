@@ -530,8 +530,10 @@ class SpeedChoices:
                 sizes.append(out.numel() * out.element_size())
 
         xb = tree_map(lambda t: t[:1], self.batches[0][0])
-        handles = [m.register_forward_hook(hook) for m in module.modules()]
+        handles = []
         try:
+            for m in module.modules():  # a ScriptModule takes no hooks ("not supported on ScriptModules")
+                handles.append(m.register_forward_hook(hook))
             with torch.no_grad():
                 call_model(module, xb)
         except Exception:  # noqa: BLE001 - no sizes known: nothing is stacked
