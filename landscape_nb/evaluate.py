@@ -510,11 +510,14 @@ class Evaluator(SpeedChoices):
         """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
         the data cached in an attribute on its first call, its previous outputs, a counter. With its
         attributes as they were before its first call (``_AttributeSnapshot``), it runs on the batch ``xb``,
-        again as before its first call on other samples (the first half of ``xb``, repeated to its size),
-        then on ``xb`` once more, from the same random state each time (a model that samples from torch's,
-        NumPy's or Python's global generator runs); the two outputs on ``xb`` must agree to 1e-5. Its
-        attributes are put back after, so the model is left as it was given (a cache it builds from its
-        input's shape, e.g. rotary embeddings, passes). ``out`` (the first call's) gives which GPUs to seed."""
+        again as before its first call on other samples (the first half of ``xb``, repeated to its size) at
+        other weights (``_nudge``: ~1 %), then on ``xb`` once more, from the same random state each time (a
+        model that samples from torch's, NumPy's or Python's global generator runs); the two outputs on ``xb``
+        must agree to 1e-5. Last, at other weights again, its outputs on ``xb`` must change (a memo keyed
+        on ``id(x)`` gives the same). Weights and attributes are put back after, so the model is left as it
+        was given (a cache it builds from its input's shape, e.g. rotary embeddings, passes). ``out`` (the
+        first call's) gives which GPUs to seed. Not seen: state in other objects than the modules' own
+        attributes (a helper object's fields, a module-level dict), or a counter that acts after many calls."""
         n = batch_len(xb)
         if n < 2:
             return
@@ -527,22 +530,34 @@ class Evaluator(SpeedChoices):
                 seed()
                 want = call_model(self.model, xb)
                 snap.restore()
-                seed()
-                call_model(self.model, other)
+                with restoring(self.model):  # other samples at other weights: a cache of either shows
+                    _nudge(self.model)
+                    seed()
+                    call_model(self.model, other)
                 seed()
                 got = call_model(self.model, xb)
+                with restoring(self.model):
+                    _nudge(self.model)
+                    seed()
+                    moved = call_model(self.model, xb)
         except Exception:  # noqa: BLE001 - e.g. a model that needs other batch sizes: not checked here
             return
         finally:
             changed += [a for a in snap.changed() if a not in changed]
             snap.restore()
+        if _identical_outputs(got, moved):
+            raise LandscapeError(
+                f"the model ({type(self.model).__name__}) gave the very same outputs on {n} samples after all its "
+                "weights moved by about 1 %: it returns outputs it remembers (e.g. a cache keyed on the input, "
+                "id(x) or x.data_ptr()) instead of computing them from its weights, so every grid point would "
+                "show the first one's values; expected a forward computed from its weights at each call")
         if _same_tree_outputs(want, got):
             return
         kept = f" (it set the attribute(s) {', '.join(changed[:4])} when it ran)" if changed else ""
         raise LandscapeError(
             f"the model ({type(self.model).__name__}) gave other outputs on the same {n} samples after a call on "
-            f"other samples{kept}: it keeps state between calls (e.g. a statistic of the data cached on its first "
-            "call, or its previous outputs) or draws from a random generator of its own, so each grid point's value "
+            f"other samples{kept}: it keeps state between calls (e.g. a statistic of the data or of its weights "
+            "cached on its first call, or its previous outputs) or draws from a random generator of its own, so each grid point's value "
             "would depend on what ran before it; expected a forward that depends on its weights and inputs alone "
             "(compute such statistics beforehand and register them as buffers, which are saved with the model; a "
             "model that samples may draw from torch's, NumPy's or Python's global generator)")
@@ -921,6 +936,25 @@ def _seeding(out):
     finally:
         np.random.set_state(states[0])
         random.setstate(states[1])
+
+
+def _nudge(model: nn.Module) -> None:
+    """Move every floating parameter of ``model`` by about 1 % of its mean magnitude (plus 1e-3, for
+    all-zero biases), from a fixed seed; the caller puts them back (``params.restoring``)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.numel():
+                noise = torch.randn(p.shape, generator=gen).to(device=p.device, dtype=p.dtype)
+                p.add_(noise * (0.01 * float(p.detach().abs().mean()) + 1e-3))
+
+
+def _identical_outputs(a, b) -> bool:
+    """Whether two outputs hold the same floating tensors bit for bit (and at least one)."""
+    la, lb = tree_leaves(a), tree_leaves(b)
+    floats = [(x, y) for (_, x), (_, y) in zip(la, lb) if x.is_floating_point()]
+    return (len(la) == len(lb) and bool(floats)
+            and all(x.shape == y.shape and torch.equal(x, y) for x, y in floats))
 
 
 def _same_tree_outputs(a, b) -> bool:

@@ -613,7 +613,22 @@ class _CallLog(nn.Module):
         return self.a(x) * (1.0 + 0.01 * (len(self.log) % 2))
 
 
-@pytest.mark.parametrize("make,attr", [(_LazyScale, "scale"), (_PreviousOutputs, "prev"), (_CallLog, "log")])
+class _WeightCache(nn.Module):
+    """Caches twice its first layer's weight on its first call: every later point would use the trained weight
+    there (0.17 off a naive loop, and the surface flat along that layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.w = nn.Linear(6, 8), nn.Linear(8, 3), None
+
+    def forward(self, x):
+        if self.w is None:
+            self.w = self.a.weight * 2
+        return self.b(torch.relu(nn.functional.linear(x, self.w, self.a.bias)))
+
+
+@pytest.mark.parametrize("make,attr", [(_LazyScale, "scale"), (_PreviousOutputs, "prev"), (_CallLog, "log"),
+                                       (_WeightCache, "w")])
 def test_a_model_keeping_state_between_calls_is_refused_and_left_as_given(make, attr):
     """A model whose outputs depend on its earlier calls through a plain attribute (not a buffer): a statistic
     cached on its first call, its previous outputs, a list it appends to. Refused naming the attribute, and
@@ -744,3 +759,23 @@ def test_a_model_drawing_from_a_generator_of_its_own_is_refused_saying_so():
     with pytest.raises(LandscapeError, match=r"\(OwnNoise\) gave other outputs on the same 8 samples after a call "
                                              r"on other samples: .* or draws from a random generator of its own"):
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+
+
+def test_a_model_remembering_its_outputs_by_input_is_refused():
+    """Outputs memoised by ``id(x)``: landscape_nb passes the same batch tensors at every point, so each point
+    got the first one's outputs (0.06-0.11 off, a flat surface). Its outputs must change when its weights do."""
+    class Memo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.memo = nn.Linear(6, 3), {}
+
+        def forward(self, x):
+            if id(x) not in self.memo:
+                self.memo[id(x)] = self.a(x)
+            return self.memo[id(x)]
+
+    model = Memo()
+    with pytest.raises(LandscapeError, match=r"\(Memo\) gave the very same outputs on 8 samples after all its "
+                                             r"weights moved by about 1 %: it returns outputs it remembers"):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+    assert model.memo == {}
