@@ -599,21 +599,24 @@ class Evaluator(SpeedChoices):
         return want is not None and got is not None and _same_outputs(want.float(), got.float())
 
     def _fix_batching_for_batch_means(self) -> None:
-        """Keep one batching for every point when the loss or a metric is not a mean over samples.
+        """Keep one batching for every point when a value on a batch is not the mean of its parts' values:
+        a loss or metric that is not a mean over samples, or a model whose outputs depend on the rest of
+        the batch (BatchNorm without running statistics, a mean over the batch in forward).
 
         Batch values are combined weighted by their number of samples (or by what they average over, for
-        the functions ``metrics.batch_denominator`` knows, which are left out here), which equals the value
-        over the whole set only for a per-sample mean. For a mean over non-ignored tokens, or a loss
-        normalised by the batch, the batch-size trial's points would each see another batching: a patchwork
-        surface, and NaN for a batch with nothing to average. Checked on up to ``SPREAD_SAMPLES`` samples spread
-        over the set (never more than the given ``batch_size`` at once): their value against the
-        sample-weighted mean of their two halves' values, each half run through the model on its own; and
-        the model's outputs for them against its halves' (``_mixed_outputs``: a model that mixes samples,
-        e.g. BatchNorm without running statistics, gives values that depend on the batching whatever the loss).
+        the functions ``metrics.batch_denominator`` knows), which equals the value over the whole set only
+        for such a mean. Otherwise the batch-size trial's points would each see another batching: a
+        patchwork surface, and NaN for a batch with nothing to average. Checked on up to ``SPREAD_SAMPLES``
+        samples spread over the set (never more than the given ``batch_size`` at once): the value of each
+        loss and metric on them against the weighted mean of their two halves' values, each half run through
+        the model on its own. A function whose weights are known averages exactly, so a difference there is
+        the model's; outputs that change by the batch in a way the loss does not see (logits minus the
+        batch's maximum, for cross-entropy) pass. Not checked when the model's outputs are random (two calls
+        on the same samples differ: said in ``notes["batches"]``).
 
         Then the batch size is not tuned: the whole set runs as one batch up to 4096 samples (exact), a
         larger set or a given ``batch_size`` in fixed batches, and ``notes["batches"]`` says the values are
-        sample-weighted means over those batches (a warning too)."""
+        weighted means over those batches (a warning too)."""
         n, given = self.n_samples, self.settings.batch_size
         split = given < n if given is not None else n > SMALL_SET
         m = min(n, SPREAD_SAMPLES, given or SPREAD_SAMPLES)
@@ -622,37 +625,49 @@ class Evaluator(SpeedChoices):
         idx = torch.linspace(0, n - 1, m, device=self.device).round().long()
         parts = [self._split(self._data.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
         fns = {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}
-        fns = {name: fn for name, fn in fns.items() if batch_denominator(fn, parts[0][1]) is None}  # exact: weighted
+        not_checked = "not checked for losses that are not a mean over samples, nor for outputs that depend on the batch"
         try:
             with eval_mode(self.model), torch.no_grad():
                 outs = [call_model(self.model, xb) for xb, _ in parts]
+                random_model = not _identical_outputs(outs[0], call_model(self.model, parts[0][0]))
                 values = {name: [float(fn(o, yb)) for o, (_, yb) in zip(outs, parts)] + [float(fn(outs[0], parts[0][1]))]
                           for name, fn in fns.items()}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
-            self.notes["batches"] = (f"not checked for losses that are not a mean over samples, nor for outputs that "
-                                     f"depend on the batch ({type(exc).__name__})")
+            self.notes["batches"] = f"{not_checked} ({type(exc).__name__})"
+            return
+        if random_model:
+            self.notes["batches"] = f"{not_checked}: the model's outputs are random (two calls on the same samples differ)"
+            return
+        why = None
+        for name, (whole, first, second, again) in values.items():
+            if not (whole == again or (math.isnan(whole) and math.isnan(again))):
+                self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
+                continue
+            known = [batch_denominator(fns[name], yb) for _, yb in parts[1:]]
+            w1, w2 = (float(known[0]), float(known[1])) if known[0] is not None else (m // 2, m - m // 2)
+            if w1 + w2 == 0:
+                continue
+            mean = (first * w1 + second * w2) / (w1 + w2) if w1 and w2 else (first if w1 else second)
+            scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
+            if abs(whole - mean) <= 5e-5 * scale or (math.isnan(whole) and math.isnan(mean)):
+                continue
+            if known[0] is not None:  # an exact mean of what it averages over: the outputs moved
+                why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
+                       f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
+                       f"spread over the set, {mean:.7g} from their two halves run apart, so each value depends on "
+                       "how the samples are batched")
+            else:
+                why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} "
+                       f"samples spread over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored "
+                       "tokens, a normalisation by the batch, or outputs that depend on the batch)")
+            break
+        if why is None:
             return
         size = given or min(n, BATCH_CANDIDATES[0])
         size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
         how = (f"the whole set of {n} in one batch" if size >= n else
-               f"values are sample-weighted means over batches of {size}, not the value over the whole set "
+               f"values are weighted means over batches of {size}, not the value over the whole set "
                f"(batch_size={n} for that)")
-        why = _mixed_outputs(outs[0], outs[1:], m)
-        if why is None:
-            for name, (whole, first, second, again) in values.items():
-                if not (whole == again or (math.isnan(whole) and math.isnan(again))):
-                    self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
-                    continue
-                mean = (first * (m // 2) + second * (m - m // 2)) / m
-                scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
-                if abs(whole - mean) <= 5e-5 * scale or (math.isnan(whole) and math.isnan(mean)):
-                    continue
-                why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} "
-                       f"samples spread over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored "
-                       "tokens, a normalisation by the batch, or outputs that depend on the batch)")
-                break
-        if why is None:
-            return
         self.notes["batches"] = f"{why}; one batching for every point: {how}"
         if size < n:
             warnings.warn(f"landscape_nb: {self.notes['batches']}", stacklevel=4)
@@ -1034,28 +1049,6 @@ class _AttributeSnapshot:
                 elif isinstance(old, (dict, set)):
                     old.clear()
                     old.update(contents)
-
-
-def _mixed_outputs(whole, halves: list, n: int) -> str | None:
-    """Why the model's outputs for ``n`` samples run together (``whole``) are not those of their two halves
-    run apart (``halves``), each floating output with the samples first compared (to 1e-4, as
-    ``tuning._same_outputs``); None if they agree or nothing is per sample."""
-    per = [(p, t) for p, t in tree_leaves(whole) if t.is_floating_point() and t.dim() >= 1 and len(t) == n]
-    if not per or not all(len(tree_leaves(h)) == len(tree_leaves(whole)) for h in halves):
-        return None
-    parts = [dict(tree_leaves(h)) for h in halves]
-    for path, t in per:
-        got = [q.get(path) for q in parts]
-        if any(g is None or g.dim() != t.dim() for g in got):
-            return None
-        joined = torch.cat(got)
-        if not _same_outputs(t.double(), joined.double()):
-            diff = float(((t.double() - joined.double()).abs().nan_to_num(0.0)).max())
-            return (f"the model's outputs{path} depend on the rest of the batch (e.g. BatchNorm without running "
-                    f"statistics, or a mean over the batch in forward): {n} samples spread over the set gave outputs up "
-                    f"to {diff:.3g} away from those of their two halves run apart, so each value depends on how "
-                    "the samples are batched")
-    return None
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:

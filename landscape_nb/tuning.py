@@ -205,9 +205,9 @@ class SpeedChoices:
         """Evaluate the first points with each candidate batch size in turn and keep the fastest.
 
         Eval mode only, where the batch size changes values only by rounding (checked: outputs of the
-        unperturbed model against its halves' before, ``_recheck_trial`` on one trial point after). Every
-        timed pass is a real grid point, so tuning costs one point more; a plan longer than the tile goes
-        on in the next one. Returns how many of ``coords`` were evaluated.
+        unperturbed model against its halves' before, ``_recheck_trial`` on the trial's points after). Every
+        timed pass is a real grid point (those run with another size than the one kept are checked again);
+        a plan longer than the tile goes on in the next one. Returns how many of ``coords`` were evaluated.
         """
         tuner = self._tuner
         if tuner is None or tuner.done:
@@ -236,33 +236,31 @@ class SpeedChoices:
         return i
 
     def _recheck_trial(self) -> None:
-        """Raise ``LandscapeError`` if a trial point that ran with the batch size farthest from the one kept
-        (up to three points) gives other values with the kept one: the model's outputs then depend on the
-        batching at some weights (e.g. a branch on a batch mean that flips away from the trained weights),
-        which the check on the unperturbed model (``_batch_independent``) cannot see, and the trial's points
-        would be a patchwork of batchings."""
+        """Raise ``LandscapeError`` if a trial point that ran with another batch size than the one kept gives
+        other values with the kept one: the model's outputs then depend on the batching at some weights (e.g.
+        a branch on a batch statistic that flips away from the trained weights), which the checks on the
+        unperturbed model cannot see, and the surface would be a patchwork of batchings. The points of the size
+        farthest from the one kept (up to three) run again with it; at the others the model's outputs on 16
+        samples must equal its halves' (``_batch_independent``: a few samples' passes), or the point runs again
+        too. Values must agree to 1e-4 (TF32 and bf16 to what they round)."""
         trial, self._trial_points = self._trial_points, []
         kept = self.batch_size
-        others = [t for t in trial if t[1] != kept]
-        if not others:
-            return
-        far = max(abs(math.log(bs / kept)) for _, bs, _ in others)
+        others = sorted((t for t in trial if t[1] != kept), key=lambda t: -abs(math.log(t[1] / kept)))
         rtol, atol = self._stacked_tolerance((1e-4, 1e-7))
         for coeffs, bs, was in others:
-            if abs(math.log(bs / kept)) < far:
-                continue
             self.perturber.set(coeffs)
+            if bs != others[0][1] and self._batch_independent():  # each sample its own here: batching only rounds
+                continue
             now = self.point_values()
-            if not torch.allclose(was, now, rtol=rtol, atol=atol, equal_nan=True):
-                break
-        else:
-            return
-        raise LandscapeError(
-            f"the values at {coeffs.tolist()} are {was.tolist()} with batches of {bs} samples but {now.tolist()} "
-            f"with batches of {kept}, the size the batch-size trial kept: the model's outputs depend on how the samples are "
-            "batched at these weights (e.g. a branch on, or a normalisation by, a statistic of the batch), so the "
-            "surface would mix batchings; pass batch_size= (the number of samples for the whole set at once, or "
-            "the batch size you evaluate with) so that every point runs with one batching")
+            if torch.allclose(was, now, rtol=rtol, atol=atol, equal_nan=True):
+                continue
+            raise LandscapeError(
+                f"the values at {coeffs.tolist()} are {was.tolist()} with batches of {bs} samples but {now.tolist()} "
+                f"with batches of {kept}, the size the batch-size trial kept: the model's outputs depend on how the "
+                "samples are batched at these weights (e.g. a branch on, or a normalisation by, a statistic of the "
+                "batch), or on the calls before them (state kept between calls), so the surface would mix "
+                "batchings; pass batch_size= (the number of samples for the whole set at once, or the batch size "
+                "you evaluate with) so that every point runs with one batching")
 
     def _use_format(self, channels_last: bool) -> None:
         if self.channels_last != channels_last:

@@ -4,6 +4,7 @@ clear line with the original exception chained."""
 import math
 import re
 import traceback
+import warnings
 
 import numpy as np
 import pytest
@@ -779,3 +780,49 @@ def test_a_model_remembering_its_outputs_by_input_is_refused():
                                              r"weights moved by about 1 %: it returns outputs it remembers"):
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
     assert model.memo == {}
+
+
+class _Noisy(nn.Module):
+    """Noise from torch's global generator in eval mode (a sampling model): random, not mixing samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 24), nn.Linear(24, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x))) + 0.05 * torch.randn(len(x), 4)
+
+
+class _MinusBatchMax(nn.Module):
+    """Logits minus the batch's largest logit: the outputs depend on the batch, cross-entropy does not."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 24), nn.Linear(24, 4)
+
+    def forward(self, x):
+        z = self.b(torch.relu(self.a(x)))
+        return z - z.max()
+
+
+def test_a_random_or_loss_invariant_batch_dependence_is_not_taken_for_mixing():
+    """6000 samples. A model sampling noise was said to mix samples (its halves' outputs differ by the noise)
+    and got one fixed batching and a warning; now no warning, the note says the check did not apply. Logits
+    shifted by a batch-wide maximum: no warning (the loss over any batching is the same) and the whole-set
+    values."""
+    torch.manual_seed(0)
+    x = torch.randn(6000, 12)
+    y = (x[:, :2].sum(1) > 0).long() + 2 * (x[:, 2] > 0.5).long()
+    for make in (_Noisy, _MinusBatchMax):
+        model = make()
+        d = lnb.random_directions(model, n=1, seed=5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+        note = surf.provenance["data"].get("batches", "")
+        if make is _Noisy:
+            assert note.endswith("the model's outputs are random (two calls on the same samples differ)"), note
+        else:
+            assert not note
+            want = [_centred_batches(x, y, 6000, d.as_state_dicts(), [a], model) for a in surf.x]
+            np.testing.assert_allclose(surf.loss, want, rtol=1e-5)

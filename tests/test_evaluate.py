@@ -216,9 +216,10 @@ def test_stacked_points_equal_naive(cnn, cnn_data, k):
     assert_bit_identical(cnn, saved)
 
 
-def test_batch_size_is_tuned_on_real_points_across_tiles_rechecking_up_to_three():
-    """600 samples: candidates 600, 512, 256; one warm-up point, then each timed on up to three points; the
-    trial's points of the size farthest from the one kept (up to three) run again with the kept size."""
+def test_batch_size_is_tuned_on_real_points_across_tiles_then_rechecked():
+    """600 samples: candidates 600, 512, 256; one warm-up point, then each timed on up to three points; of the
+    trial's points run with another size than the one kept, those of the farthest size run again with it, the
+    others have the model's outputs on 16 samples compared with its halves' (``_recheck_trial``)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 3))
     g = torch.Generator().manual_seed(5)
@@ -226,15 +227,27 @@ def test_batch_size_is_tuned_on_real_points_across_tiles_rechecking_up_to_three(
     dirs = random_dict_dirs(model, 2, seed=1)
     d = as_directions(model, dirs)
     ev = Evaluator(model, data, d.vectors, d.layout)
-    calls = []
+    calls, rechecked = [], []
     model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    recheck = ev._recheck_trial
+
+    def counting():  # (points run again, points probed on 16 samples)
+        sizes = [bs for _, bs, _ in ev._trial_points if bs != ev.batch_size]
+        far = max(sizes, key=lambda b: abs(np.log(b / ev.batch_size)))
+        rechecked.append((sizes.count(far), len(sizes) - sizes.count(far)))
+        recheck()
+
+    ev._recheck_trial = counting
     coords = np.random.default_rng(0).uniform(-1, 1, (13, 2))
     values = np.concatenate([ev.evaluate(coords[i:i + 3]) for i in range(0, 13, 3)])  # the plan spans tiles
     assert ev.batch_size in (600, 512, 256) and not ev.tuning
     # every forward call but one sample (the activation-size probe before points are stacked) is a batch
-    # of a real grid point or of a recheck: 13 passes over the data, and one to three more
-    extra = (sum(calls) - 1) / 600 - 13
-    assert calls.count(1) == 1 and extra in (1, 2, 3) and set(calls) <= {1, 600, 512, 88, 256}
+    # of a real grid point or of a recheck (13 passes over the data and one for each point of the farthest size),
+    # or a probe of 16 samples and its halves
+    (again, probed), = rechecked
+    assert 1 <= again <= 3 and calls.count(16) == probed and calls.count(8) == 2 * probed
+    passes = [c for c in calls if c not in (1, 8, 16)]
+    assert calls.count(1) == 1 and sum(passes) == (13 + again) * 600 and set(passes) <= {600, 512, 88, 256}
     want = [naive_loss(model, data, dirs, c, metric=True) for c in coords]
     np.testing.assert_allclose(values, np.array(want), rtol=1e-5)
 
@@ -546,7 +559,7 @@ def test_a_loss_that_is_not_a_mean_over_samples_keeps_one_batching_for_every_poi
     assert "loss_fn on a batch is not the sample-weighted mean" in s.provenance["data"]["batches"]
     # batch_size=1000 runs as 550 + 550: batches of 1000 + 100 would leave the 100 all-padding samples alone,
     # a batch with no token to average, and NaN at every point
-    with pytest.warns(UserWarning, match="sample-weighted means over batches of 550"):
+    with pytest.warns(UserWarning, match="weighted means over batches of 550"):
         s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1000, loss_fn=_token_ce)
     want = _batch_weighted_surface(model, x, y, _token_ce, d, s.x, s.y, 550)
     np.testing.assert_allclose(s.loss, want, rtol=1e-5)
