@@ -509,15 +509,16 @@ class Evaluator(SpeedChoices):
     def _check_model_stateless(self, xb, out) -> None:
         """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
         the data cached in an attribute on its first call, its previous outputs, a counter. With its
-        attributes as they were before its first call (``_AttributeSnapshot``), it runs on the batch ``xb``,
-        again as before its first call on other samples (the first half of ``xb``, repeated to its size) at
-        other weights (``_nudge``: ~1 %), then on ``xb`` once more, from the same random state each time (a
-        model that samples from torch's, NumPy's or Python's global generator runs); the two outputs on ``xb``
-        must agree to 1e-5. Last, at other weights again, its outputs on ``xb`` must change (a memo keyed
-        on ``id(x)`` gives the same). Weights and attributes are put back after, so the model is left as it
+        attributes as they were before its first call (``_AttributeSnapshot``), it runs on the batch ``xb``;
+        at other weights (``_nudge``: ~1 %) on ``xb``, where its outputs must change (a memo keyed on ``id(x)``
+        gives the same); there, as before its first call, on other samples (the first half of ``xb``, repeated
+        to its size); then at its weights on ``xb`` once more, from the same random state each time (a model
+        that samples from torch's, NumPy's or Python's global generator runs): the two outputs on ``xb`` at
+        its weights must agree to 1e-5. Weights and attributes are put back after, so the model is left as it
         was given (a cache it builds from its input's shape, e.g. rotary embeddings, passes). ``out`` (the
-        first call's) gives which GPUs to seed. Not seen: state in other objects than the modules' own
-        attributes (a helper object's fields, a module-level dict), or a counter that acts after many calls."""
+        first call's) gives which GPUs to seed. Not seen: state deeper than a helper object's own fields, in a
+        module-level dict, in a tensor over 2**20 elements changed in place, or a counter that acts after many
+        calls."""
         n = batch_len(xb)
         if n < 2:
             return
@@ -527,25 +528,23 @@ class Evaluator(SpeedChoices):
         try:
             with _seeding(out) as seed:
                 snap.restore()
-                seed()
-                want = call_model(self.model, xb)
-                snap.restore()
-                with restoring(self.model):  # other samples at other weights: a cache of either shows
+                with restoring(self.model):  # entered as before any call: what the calls cache stays after it
+                    seed()
+                    want = call_model(self.model, xb)
                     _nudge(self.model)
                     seed()
-                    call_model(self.model, other)
+                    moved = call_model(self.model, xb)  # other weights: other outputs, unless remembered
+                    snap.restore()
+                    seed()
+                    call_model(self.model, other)  # a first call again, on other samples at other weights
                 seed()
                 got = call_model(self.model, xb)
-                with restoring(self.model):
-                    _nudge(self.model)
-                    seed()
-                    moved = call_model(self.model, xb)
         except Exception:  # noqa: BLE001 - e.g. a model that needs other batch sizes: not checked here
             return
         finally:
             changed += [a for a in snap.changed() if a not in changed]
             snap.restore()
-        if _identical_outputs(got, moved):
+        if _identical_outputs(want, moved):
             raise LandscapeError(
                 f"the model ({type(self.model).__name__}) gave the very same outputs on {n} samples after all its "
                 "weights moved by about 1 %: it returns outputs it remembers (e.g. a cache keyed on the input, "
@@ -956,12 +955,12 @@ def _seeding(out):
 def _nudge(model: nn.Module) -> None:
     """Move every floating parameter of ``model`` by about 1 % of its mean magnitude (plus 1e-3, for
     all-zero biases), from a fixed seed; the caller puts them back (``params.restoring``)."""
-    gen = torch.Generator().manual_seed(0)
+    params = [p for p in model.parameters() if p.is_floating_point() and p.numel()]
+    noise = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0)).split(
+        [p.numel() for p in params])
     with torch.no_grad():
-        for p in model.parameters():
-            if p.is_floating_point() and p.numel():
-                noise = torch.randn(p.shape, generator=gen).to(device=p.device, dtype=p.dtype)
-                p.add_(noise * (0.01 * float(p.detach().abs().mean()) + 1e-3))
+        for p, z in zip(params, noise):
+            p.add_(z.view(p.shape).to(device=p.device, dtype=p.dtype) * (0.01 * float(p.detach().abs().mean()) + 1e-3))
 
 
 def _identical_outputs(a, b) -> bool:
@@ -992,7 +991,8 @@ def _same_tree_outputs(a, b) -> bool:
 class _AttributeSnapshot:
     """The plain attributes of every module of a model (what ``nn.Module`` itself keeps aside: parameters,
     buffers, submodules, hooks), to see which a call set and to put them back: rebound or deleted names,
-    tensors changed in place (those up to 2**20 elements, copied), lists, dicts and sets changed in place."""
+    tensors changed in place (those up to 2**20 elements, copied), lists, dicts and sets changed in place,
+    and the fields of a plain helper object (rebound, one level down)."""
 
     _OWN = frozenset(nn.Module().__dict__) | {"forward", "_compiled_call_impl"}
 
@@ -1006,7 +1006,14 @@ class _AttributeSnapshot:
             return v.detach().clone() if v.numel() <= 2**20 else None
         if isinstance(v, (list, dict, set)):
             return copy.copy(v)
+        if _AttributeSnapshot._plain_object(v):  # a helper object's own fields (one level)
+            return dict(vars(v))
         return None
+
+    @staticmethod
+    def _plain_object(v) -> bool:
+        return (hasattr(v, "__dict__") and not isinstance(v, (nn.Module, torch.Tensor, type)) and not callable(v)
+                and isinstance(vars(v), dict))
 
     @staticmethod
     def _same(v, old, contents) -> bool:
@@ -1020,6 +1027,9 @@ class _AttributeSnapshot:
             return v.keys() == contents.keys() and all(v[k] is contents[k] for k in v)
         if isinstance(v, set):
             return v == contents
+        if isinstance(contents, dict) and _AttributeSnapshot._plain_object(v):
+            now = vars(v)
+            return now.keys() == contents.keys() and all(now[k] is contents[k] for k in now)
         return True
 
     def changed(self) -> list[str]:
@@ -1049,6 +1059,9 @@ class _AttributeSnapshot:
                 elif isinstance(old, (dict, set)):
                     old.clear()
                     old.update(contents)
+                elif isinstance(contents, dict) and self._plain_object(old):
+                    vars(old).clear()
+                    vars(old).update(contents)
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:

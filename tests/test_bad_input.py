@@ -628,8 +628,25 @@ class _WeightCache(nn.Module):
         return self.b(torch.relu(nn.functional.linear(x, self.w, self.a.bias)))
 
 
+class _Stats:
+    mean = None
+
+
+class _HelperMean(nn.Module):
+    """Keeps its first call's input mean in a helper object's field (2.7e-2 off, silently)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.stats = nn.Linear(6, 3), _Stats()
+
+    def forward(self, x):
+        if self.stats.mean is None:
+            self.stats.mean = x.mean(0)
+        return self.a(x - self.stats.mean)
+
+
 @pytest.mark.parametrize("make,attr", [(_LazyScale, "scale"), (_PreviousOutputs, "prev"), (_CallLog, "log"),
-                                       (_WeightCache, "w")])
+                                       (_WeightCache, "w"), (_HelperMean, "stats")])
 def test_a_model_keeping_state_between_calls_is_refused_and_left_as_given(make, attr):
     """A model whose outputs depend on its earlier calls through a plain attribute (not a buffer): a statistic
     cached on its first call, its previous outputs, a list it appends to. Refused naming the attribute, and
@@ -644,7 +661,8 @@ def test_a_model_keeping_state_between_calls_is_refused_and_left_as_given(make, 
                                                  "when it ran\\): it keeps state between calls"):
             lnb.compute_surface(model, _data(), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3),
                                 y=(-1, 1, 3), points_per_pass=ppp)
-        assert getattr(model, attr) is before and getattr(model, attr) in (None, [])
+        assert getattr(model, attr) is before
+        assert getattr(model, attr) in (None, []) or getattr(model, attr).mean is None
 
 
 class _ShapeTable(nn.Module):
