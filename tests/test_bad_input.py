@@ -1,6 +1,7 @@
 """Bad input to compute_surface: one-line LandscapeErrors saying what was given, raised before the
 model sees a single input, with the weights untouched; errors from the user's own code as one
 clear line with the original exception chained."""
+import copy
 import math
 import re
 import traceback
@@ -693,8 +694,6 @@ def test_a_model_caching_what_its_input_shape_decides_runs():
 
 def _centred_batches(x, y, size, dirs, coeffs, model):
     """The naive loss with batches of ``size`` for a model that centres each batch."""
-    import copy
-
     m = copy.deepcopy(model).eval()
     with torch.no_grad():
         for name, p in m.named_parameters():
@@ -844,3 +843,34 @@ def test_a_random_or_loss_invariant_batch_dependence_is_not_taken_for_mixing():
             assert not note
             want = [_centred_batches(x, y, 6000, d.as_state_dicts(), [a], model) for a in surf.x]
             np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+def test_a_token_mean_loss_of_the_users_own_gets_one_batching():
+    """A loss of the user's own averaging over non-ignored tokens (``ignore_index`` inside it), 600 samples of
+    2 to 16 tokens: batch values weighted by samples are not its value on the whole set. Its halves differed by
+    ~5e-6 on the spread samples, under the check's old 5e-5 tolerance, and the batch-size trial's points came
+    out 4.2e-5 off; now the check (2e-6 on the CPU) keeps the whole set in one batch: the naive values."""
+    torch.manual_seed(0)
+    n, t, v = 600, 16, 7
+    lens = torch.randint(2, t + 1, (n,))
+    tok = torch.randint(1, 50, (n, t))
+    tok[torch.arange(t)[None] >= lens[:, None]] = 0
+    tags = torch.randint(0, v, (n, t))
+    tags[tok == 0] = -100
+    model = nn.Sequential(nn.Embedding(50, 16, padding_idx=0), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, v))
+
+    def tag_loss(out, y):
+        return nn.functional.cross_entropy(out.reshape(-1, v), y.reshape(-1), ignore_index=-100)
+
+    d = lnb.random_directions(model, n=1, seed=3)
+    surf = lnb.compute_surface(model, (tok, tags), d, x=(-1, 1, 5), loss_fn=tag_loss, metrics=None)
+    assert surf.provenance["batch_size"] == 600
+    assert surf.provenance["data"]["batches"].startswith("loss_fn on a batch is not the sample-weighted mean")
+    whole = []  # the loss on the whole set at each point: what one batch gives
+    for a in surf.x:
+        m = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(float(a) * d.as_state_dicts()[0][name])
+            whole.append(float(tag_loss(m(tok), tags)))
+    np.testing.assert_allclose(surf.loss, whole, rtol=1e-6)
