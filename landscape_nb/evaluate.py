@@ -235,10 +235,9 @@ class Evaluator(SpeedChoices):
     def _setup(self, data, bn_data, metrics, directions: torch.Tensor, layout: ParamLayout) -> None:
         """Data, loss, metrics and the speed choices known before any point (``__init__``'s body)."""
         settings = self.settings
-        self._attributes = _AttributeSnapshot(self.model)  # before the model's first call (_check_model_stateless)
+        attributes = _AttributeSnapshot(self.model)  # before the model's first call (_check_model_stateless)
         self._prepare_data(data, bn_data)
-        self.metric_fns = self._validate(metrics)
-        del self._attributes
+        self.metric_fns = self._validate(metrics, attributes)
         self._fixed_batching = False
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
         self._fix_batching_for_batch_means()
@@ -379,7 +378,7 @@ class Evaluator(SpeedChoices):
         with gpu_flags(tf32=tf32, benchmark=True):
             yield
 
-    def _validate(self, metrics) -> dict[str, Callable]:
+    def _validate(self, metrics, attributes: _AttributeSnapshot) -> dict[str, Callable]:
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar
         (and the default loss mean something for all the targets)."""
         xb, yb = tree_map(lambda t: t[:8], self.batches[0])
@@ -419,7 +418,7 @@ class Evaluator(SpeedChoices):
                         "would then see other values, so the surface would not be a function of the weights; "
                         "expected an eval-mode forward that leaves buffers alone (update them in training mode "
                         "only)")
-                self._check_model_stateless(xb, out)
+                self._check_model_stateless(xb, out, attributes)
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
                 try:
@@ -506,10 +505,10 @@ class Evaluator(SpeedChoices):
                         "function of (outputs, targets) alone (a loss that samples may draw from torch's, "
                         "NumPy's or Python's global generator)")
 
-    def _check_model_stateless(self, xb, out) -> None:
+    def _check_model_stateless(self, xb, out, snap: _AttributeSnapshot) -> None:
         """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
         the data cached in an attribute on its first call, its previous outputs, a counter. With its
-        attributes as they were before its first call (``_AttributeSnapshot``), it runs on the batch ``xb``;
+        attributes as they were before its first call (``snap``), it runs on the batch ``xb``;
         at other weights (``_nudge``: ~1 %) on ``xb``, where its outputs must change (a memo keyed on ``id(x)``
         gives the same); there, as before its first call, on other samples (the first half of ``xb``, repeated
         to its size); then at its weights on ``xb`` once more, from the same random state each time (a model
@@ -523,7 +522,6 @@ class Evaluator(SpeedChoices):
         if n < 2:
             return
         other = tree_map(lambda t: t[torch.arange(n, device=t.device) % (n // 2)], xb)
-        snap = self._attributes
         changed = snap.changed()
         try:
             with _seeding(out) as seed:

@@ -240,7 +240,8 @@ class SpeedChoices:
         other values with the kept one: the model's outputs then depend on the batching at some weights (e.g.
         a branch on a batch statistic that flips away from the trained weights), which the checks on the
         unperturbed model cannot see, and the surface would be a patchwork of batchings. The points of the size
-        farthest from the one kept (up to three) run again with it; at the others the model's outputs on 16
+        farthest from the one kept (up to four: three timed, and the untimed first point when that size is the
+        first candidate) run again with it; at the others the model's outputs on 16
         samples must equal its halves' (``_batch_independent``: a few samples' passes), or the point runs again
         too. Values must agree to 1e-4 (TF32 and bf16 to what they round)."""
         trial, self._trial_points = self._trial_points, []
