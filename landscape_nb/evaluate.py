@@ -12,9 +12,7 @@ import dataclasses
 import difflib
 import io
 import math
-import random
 import warnings
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
 
@@ -30,6 +28,8 @@ from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, des
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
+from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
+                         run_checking_inputs, same_values)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 
@@ -235,9 +235,10 @@ class Evaluator(SpeedChoices):
     def _setup(self, data, bn_data, metrics, directions: torch.Tensor, layout: ParamLayout) -> None:
         """Data, loss, metrics and the speed choices known before any point (``__init__``'s body)."""
         settings = self.settings
-        attributes = _AttributeSnapshot(self.model)  # before the model's first call (_check_model_stateless)
-        self._prepare_data(data, bn_data)
-        self.metric_fns = self._validate(metrics, attributes)
+        attributes = StateSnapshot(self.model)  # before its first call (statecheck: the checks in _validate)
+        self._prepare_data(data, bn_data)  # chooses the loss: not called yet
+        loss_state = StateSnapshot(self.loss_fn)
+        self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
         self._fix_batching_for_batch_means()
@@ -378,7 +379,7 @@ class Evaluator(SpeedChoices):
         with gpu_flags(tf32=tf32, benchmark=True):
             yield
 
-    def _validate(self, metrics, attributes: _AttributeSnapshot) -> dict[str, Callable]:
+    def _validate(self, metrics, attributes: StateSnapshot, loss_state: StateSnapshot) -> dict[str, Callable]:
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar
         (and the default loss mean something for all the targets)."""
         xb, yb = tree_map(lambda t: t[:8], self.batches[0])
@@ -410,7 +411,7 @@ class Evaluator(SpeedChoices):
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"
                     ) from exc
-                changed = [name for name, b, before in buffers if not _same_values(b, before)]
+                changed = [name for name, b, before in buffers if not same_values(b, before)]
                 if changed:
                     raise LandscapeError(
                         f"the model ({type(self.model).__name__}) changed its buffer(s) {changed[:6]} when it ran in "
@@ -418,7 +419,7 @@ class Evaluator(SpeedChoices):
                         "would then see other values, so the surface would not be a function of the weights; "
                         "expected an eval-mode forward that leaves buffers alone (update them in training mode "
                         "only)")
-                self._check_model_stateless(xb, out, attributes)
+                check_model_stateless(self.model, xb, out, attributes)
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
                 try:
@@ -442,11 +443,12 @@ class Evaluator(SpeedChoices):
             fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore)
         else:
             fns = resolve_metrics(metrics, out, yb)
+        states = {"loss_fn": loss_state, **{f"metric {n!r}": StateSnapshot(f) for n, f in fns.items()}}
         for name, fn in fns.items():
             value = fn(out, yb)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
-        self._check_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}})
+        check_fns_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}, states)
         return fns
 
     def _refuse_fixed_batch(self, exc: Exception) -> None:
@@ -471,93 +473,6 @@ class Evaluator(SpeedChoices):
             "(size such tensors from the input, x.shape[0]); a model that needs every sample at once (a graph "
             "network over all nodes) takes them as one sample, inputs of shape (1, N, ...). Else the error is in "
             "the model, on what those 8 samples hold") from exc
-
-    def _check_stateless(self, out, yb, fns: dict[str, Callable]) -> None:
-        """Refuse a loss or metric that keeps state between calls (a running average, a call counter): each
-        grid point's value would then depend on the points evaluated before it. Each is called on the batch,
-        then on other outputs (``_other_outputs``: values it must tell apart, e.g. every sample right and
-        every sample wrong for an accuracy), then on the batch again, from the same random-number state both
-        times (a loss that samples, e.g. a VAE's ELBO, is allowed); the two values on the batch must agree to
-        1e-5 (a CUDA loss summing with atomics may differ by rounding). Outputs of any form (a VAE's (recon, mu,
-        logvar), a ``ModelOutput``). Every generator it seeds is put back as it was."""
-        others = _other_outputs(out, yb)
-        with torch.no_grad(), _seeding(out) as seed:
-            for what, fn in fns.items():
-                try:
-                    seed()
-                    first = float(fn(out, yb))
-                except Exception:  # noqa: BLE001, S112 - validated apart (a metric of another form, say)
-                    continue
-                for o, t in others:
-                    try:
-                        fn(o, t)
-                    except Exception:  # noqa: BLE001, S110 - e.g. a metric of one output form only
-                        pass
-                seed()
-                again = float(fn(out, yb))
-                if not (math.isclose(first, again, rel_tol=1e-5, abs_tol=1e-12)
-                        or (math.isnan(first) and math.isnan(again))):
-                    raise LandscapeError(
-                        f"{what} returned {first:.6g} on a batch, then {again:.6g} on the same outputs and "
-                        "targets after calls on other outputs: it keeps state between calls (e.g. a "
-                        "running average or a counter) or draws from a random generator of its own, so each "
-                        "grid point's value would depend on the points evaluated before it; expected a "
-                        "function of (outputs, targets) alone (a loss that samples may draw from torch's, "
-                        "NumPy's or Python's global generator)")
-
-    def _check_model_stateless(self, xb, out, snap: _AttributeSnapshot) -> None:
-        """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
-        the data cached in an attribute on its first call, its previous outputs, a counter. With its
-        attributes as they were before its first call (``snap``), it runs on the batch ``xb``;
-        at other weights (``_nudge``: ~1 %) on ``xb``, where its outputs must change (a memo keyed on ``id(x)``
-        gives the same); there, as before its first call, on other samples (the first half of ``xb``, repeated
-        to its size); then at its weights on ``xb`` once more, from the same random state each time (a model
-        that samples from torch's, NumPy's or Python's global generator runs): the two outputs on ``xb`` at
-        its weights must agree to 1e-5. Weights and attributes are put back after, so the model is left as it
-        was given (a cache it builds from its input's shape, e.g. rotary embeddings, passes). ``out`` (the
-        first call's) gives which GPUs to seed. Not seen: state deeper than a helper object's own fields, in a
-        module-level dict, in a tensor over 2**20 elements changed in place, or a counter that acts after many
-        calls."""
-        n = batch_len(xb)
-        if n < 2:
-            return
-        other = tree_map(lambda t: t[torch.arange(n, device=t.device) % (n // 2)], xb)
-        changed = snap.changed()
-        try:
-            with _seeding(out) as seed:
-                snap.restore()
-                with restoring(self.model):  # entered as before any call: what the calls cache stays after it
-                    seed()
-                    want = call_model(self.model, xb)
-                    _nudge(self.model)
-                    seed()
-                    moved = call_model(self.model, xb)  # other weights: other outputs, unless remembered
-                    snap.restore()
-                    seed()
-                    call_model(self.model, other)  # a first call again, on other samples at other weights
-                seed()
-                got = call_model(self.model, xb)
-        except Exception:  # noqa: BLE001 - e.g. a model that needs other batch sizes: not checked here
-            return
-        finally:
-            changed += [a for a in snap.changed() if a not in changed]
-            snap.restore()
-        if _identical_outputs(want, moved):
-            raise LandscapeError(
-                f"the model ({type(self.model).__name__}) gave the very same outputs on {n} samples after all its "
-                "weights moved by about 1 %: it returns outputs it remembers (e.g. a cache keyed on the input, "
-                "id(x) or x.data_ptr()) instead of computing them from its weights, so every grid point would "
-                "show the first one's values; expected a forward computed from its weights at each call")
-        if _same_tree_outputs(want, got):
-            return
-        kept = f" (it set the attribute(s) {', '.join(changed[:4])} when it ran)" if changed else ""
-        raise LandscapeError(
-            f"the model ({type(self.model).__name__}) gave other outputs on the same {n} samples after a call on "
-            f"other samples{kept}: it keeps state between calls (e.g. a statistic of the data or of its weights "
-            "cached on its first call, or its previous outputs) or draws from a random generator of its own, so each grid point's value "
-            "would depend on what ran before it; expected a forward that depends on its weights and inputs alone "
-            "(compute such statistics beforehand and register them as buffers, which are saved with the model; a "
-            "model that samples may draw from torch's, NumPy's or Python's global generator)")
 
     def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
         """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which
@@ -626,7 +541,7 @@ class Evaluator(SpeedChoices):
         try:
             with eval_mode(self.model), torch.no_grad():
                 outs = [call_model(self.model, xb) for xb, _ in parts]
-                random_model = not _identical_outputs(outs[0], call_model(self.model, parts[0][0]))
+                random_model = not identical_outputs(outs[0], call_model(self.model, parts[0][0]))
                 values = {name: [float(fn(o, yb)) for o, (_, yb) in zip(outs, parts)] + [float(fn(outs[0], parts[0][1]))]
                           for name, fn in fns.items()}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
@@ -859,217 +774,6 @@ def gpu_flags(*, tf32: bool, benchmark: bool):
     finally:
         for (obj, name, _), value in zip(switches, old):
             setattr(obj, name, value)
-
-
-def _map_outputs(fn: Callable, out):
-    """``out`` with ``fn`` applied to every floating tensor in it, keeping each container's type (tuples,
-    named tuples, lists, dicts and ``ModelOutput``-like mappings, dataclasses), so that ``out.logits`` and
-    the like still work on the result."""
-    if isinstance(out, torch.Tensor):
-        return fn(out) if out.is_floating_point() else out
-    if isinstance(out, tuple):
-        items = [_map_outputs(fn, v) for v in out]
-        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
-    if isinstance(out, list):
-        return [_map_outputs(fn, v) for v in out]
-    if isinstance(out, Mapping):
-        items = {k: _map_outputs(fn, v) for k, v in out.items()}
-        try:
-            return type(out)(**items)
-        except Exception:  # noqa: BLE001 - a mapping type without keyword construction
-            return items
-    if dataclasses.is_dataclass(out) and not isinstance(out, type):
-        return dataclasses.replace(out, **{f.name: _map_outputs(fn, getattr(out, f.name))
-                                           for f in dataclasses.fields(out) if f.init})
-    return out
-
-
-def _other_outputs(out, yb) -> list[tuple]:
-    """(outputs, targets) pairs unlike the batch's ``(out, yb)``, for ``Evaluator._check_stateless``, each with
-    a copy of the targets (a function caching by the targets' identity is caught too) and values in the range
-    of the outputs' own (a CUDA ``binary_cross_entropy`` asserts on values outside [0, 1]): the samples in
-    reverse order, the last axis reversed (classes: another argmax), for (samples, classes) logits against class
-    targets logits putting every sample right, for tensor outputs their first half, and last the batch itself
-    again (a counter moves on any call)."""
-    def targets():
-        return tree_map(torch.clone, yb)
-
-    others = [(_map_outputs(lambda t: t.flip(-1) if t.dim() else t, out), targets())]
-    if isinstance(out, torch.Tensor) and isinstance(yb, torch.Tensor) and len(out) == len(yb) >= 2:
-        others.insert(0, (out.flip(0), targets()))
-        if (out.dim() == 2 and out.is_floating_point() and yb.dim() == 1 and yb.dtype == torch.int64
-                and int(yb.min()) >= 0 and int(yb.max()) < out.shape[1]):
-            others.append((torch.zeros_like(out).scatter_(1, yb[:, None], 1.0), targets()))
-        h = len(yb) // 2
-        others.append((out[:h], yb[:h].clone()))
-    others.append((out, targets()))
-    return others
-
-
-def run_checking_inputs(model: Callable, xb):
-    """``call_model(model, xb)`` for a batch ``xb`` of the user's data (views of it), refusing a model that
-    writes into its inputs (``x.sub_(...)`` in forward): every pass would see the data as the passes before
-    it left them. Raises ``LandscapeError`` then, with the inputs' values put back, as also when the model
-    writes and then raises (its exception propagates). Run it under the caller's eval mode and no_grad."""
-    inputs = [(path, t, t.clone()) for path, t in tree_leaves(xb)]
-    try:
-        out = call_model(model, xb)
-    finally:
-        changed = [f"the inputs{path}" for path, t, before in inputs if not _same_values(t, before)]
-        if changed:
-            with torch.no_grad():
-                for _, t, before in inputs:
-                    t.copy_(before)
-    if changed:
-        raise LandscapeError(
-            f"the model ({type(model).__name__}) changed {', '.join(changed[:4])} in place when it ran (e.g. "
-            "x.sub_(...) or x[...] = ... in forward); every pass would then see the data as the passes before it "
-            "left them (and your tensors would change), so the values would not be a function of the weights; "
-            "expected a forward that leaves its inputs alone: write x = x - ... instead (your data are as they "
-            "were)")
-    return out
-
-
-@contextlib.contextmanager
-def _seeding(out):
-    """A ``seed()`` that sets torch's (CPU, and the GPUs ``out``'s tensors are on), NumPy's and Python's
-    global generators to one state, for calls that must see the same random numbers; each generator is
-    put back as it was on exit."""
-    devices = sorted({t.device for _, t in tree_leaves(out) if t.is_cuda}, key=str)
-
-    def seed() -> None:
-        torch.default_generator.manual_seed(0)
-        for dev in devices:
-            torch.cuda.default_generators[dev.index if dev.index is not None else 0].manual_seed(0)
-        np.random.seed(0)
-        random.seed(0)
-
-    states = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield seed
-    finally:
-        np.random.set_state(states[0])
-        random.setstate(states[1])
-
-
-def _nudge(model: nn.Module) -> None:
-    """Move every floating parameter of ``model`` by about 1 % of its mean magnitude (plus 1e-3, for
-    all-zero biases), from a fixed seed; the caller puts them back (``params.restoring``)."""
-    params = [p for p in model.parameters() if p.is_floating_point() and p.numel()]
-    noise = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0)).split(
-        [p.numel() for p in params])
-    with torch.no_grad():
-        for p, z in zip(params, noise):
-            p.add_(z.view(p.shape).to(device=p.device, dtype=p.dtype) * (0.01 * float(p.detach().abs().mean()) + 1e-3))
-
-
-def _identical_outputs(a, b) -> bool:
-    """Whether two outputs hold the same floating tensors bit for bit (and at least one)."""
-    la, lb = tree_leaves(a), tree_leaves(b)
-    floats = [(x, y) for (_, x), (_, y) in zip(la, lb) if x.is_floating_point()]
-    return (len(la) == len(lb) and bool(floats)
-            and all(x.shape == y.shape and torch.equal(x, y) for x, y in floats))
-
-
-def _same_tree_outputs(a, b) -> bool:
-    """Outputs of any form alike: the same floating and integer tensors at the same places, to 1e-5
-    (``tuning._same_outputs``; NaN at the same places); outputs without tensors count as alike."""
-    la, lb = tree_leaves(a), tree_leaves(b)
-    if [p for p, _ in la] != [p for p, _ in lb]:
-        return False
-    for (_, x), (_, y) in zip(la, lb):
-        if x.shape != y.shape:
-            return False
-        if x.is_floating_point() or x.is_complex():
-            if not _same_outputs(x.detach().double(), y.detach().double(), rtol=1e-5):
-                return False
-        elif not torch.equal(x, y):
-            return False
-    return True
-
-
-class _AttributeSnapshot:
-    """The plain attributes of every module of a model (what ``nn.Module`` itself keeps aside: parameters,
-    buffers, submodules, hooks), to see which a call set and to put them back: rebound or deleted names,
-    tensors changed in place (those up to 2**20 elements, copied), lists, dicts and sets changed in place,
-    and the fields of a plain helper object (rebound, one level down)."""
-
-    _OWN = frozenset(nn.Module().__dict__) | {"forward", "_compiled_call_impl"}
-
-    def __init__(self, model: nn.Module):
-        self.modules = [(name, m, {k: (v, self._contents(v)) for k, v in m.__dict__.items() if k not in self._OWN})
-                        for name, m in model.named_modules()]
-
-    @staticmethod
-    def _contents(v):
-        if isinstance(v, torch.Tensor):
-            return v.detach().clone() if v.numel() <= 2**20 else None
-        if isinstance(v, (list, dict, set)):
-            return copy.copy(v)
-        if _AttributeSnapshot._plain_object(v):  # a helper object's own fields (one level)
-            return dict(vars(v))
-        return None
-
-    @staticmethod
-    def _plain_object(v) -> bool:
-        return (hasattr(v, "__dict__") and not isinstance(v, (nn.Module, torch.Tensor, type)) and not callable(v)
-                and isinstance(vars(v), dict))
-
-    @staticmethod
-    def _same(v, old, contents) -> bool:
-        if v is not old:
-            return False
-        if isinstance(v, torch.Tensor):
-            return contents is None or (v.shape == contents.shape and _same_values(v.detach(), contents))
-        if isinstance(v, list):
-            return len(v) == len(contents) and all(x is y for x, y in zip(v, contents))
-        if isinstance(v, dict):
-            return v.keys() == contents.keys() and all(v[k] is contents[k] for k in v)
-        if isinstance(v, set):
-            return v == contents
-        if isinstance(contents, dict) and _AttributeSnapshot._plain_object(v):
-            now = vars(v)
-            return now.keys() == contents.keys() and all(now[k] is contents[k] for k in now)
-        return True
-
-    def changed(self) -> list[str]:
-        """Dotted names of the attributes that differ from the snapshot now."""
-        out = []
-        for name, m, attrs in self.modules:
-            now = {k: v for k, v in m.__dict__.items() if k not in self._OWN}
-            for k in list(attrs) + [k for k in now if k not in attrs]:
-                if k not in now or k not in attrs or not self._same(now[k], *attrs[k]):
-                    out.append(f"{name}.{k}" if name else k)
-        return out
-
-    def restore(self) -> None:
-        """Every attribute back as in the snapshot."""
-        for _, m, attrs in self.modules:
-            for k in [k for k in m.__dict__ if k not in self._OWN and k not in attrs]:
-                del m.__dict__[k]
-            for k, (old, contents) in attrs.items():
-                if k in m.__dict__ and self._same(m.__dict__[k], old, contents):
-                    continue
-                m.__dict__[k] = old
-                if isinstance(old, torch.Tensor) and contents is not None and old.shape == contents.shape:
-                    with torch.no_grad():
-                        old.copy_(contents)
-                elif isinstance(old, list):
-                    old[:] = contents
-                elif isinstance(old, (dict, set)):
-                    old.clear()
-                    old.update(contents)
-                elif isinstance(contents, dict) and self._plain_object(old):
-                    vars(old).clear()
-                    vars(old).update(contents)
-
-
-def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal element by element, NaN equal to NaN."""
-    if torch.equal(a, b):
-        return True
-    return a.is_floating_point() and a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:

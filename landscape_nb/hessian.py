@@ -42,7 +42,8 @@ from torch import nn
 from .data import batch_len, call_model, read_data
 from .directions import Directions
 from .errors import LandscapeError
-from .evaluate import Cancelled, choose_loss, run_checking_inputs
+from .evaluate import Cancelled, choose_loss
+from .statecheck import run_checking_inputs
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .metrics import DefaultLoss, batch_denominator
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model

@@ -23,6 +23,7 @@ runners | validate
 hessian | trajectory | reparam | splits
 lanczos
 evaluate
+statecheck
 tuning
 model_paths
 directions | fold | multipoint
