@@ -43,10 +43,10 @@ from .data import batch_len, call_model, read_data
 from .directions import Directions
 from .errors import LandscapeError
 from .evaluate import Cancelled, choose_loss
-from .statecheck import run_checking_inputs
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .metrics import DefaultLoss, batch_denominator
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
+from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -84,17 +84,23 @@ class HessianOperator:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
             ev = read_data(data, max_samples=max_samples, subset_seed=subset_seed, target_key=target_key)
             ev = ev.to(model_device(model))
+            model_state = StateSnapshot(model)  # before its first call (choose_loss may call it)
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
-            with eval_mode(model), torch.no_grad():  # a model writing into its inputs is refused here
+            loss_state = StateSnapshot(loss_fn)
+            xb, yb = split(ev.slices(8)[0])
+            # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
+            with eval_mode(model), torch.no_grad():
                 try:
-                    out = run_checking_inputs(model, split(ev.slices(8)[0])[0])
+                    out = run_checking_inputs(model, xb)
                 except LandscapeError:
                     raise
                 except Exception as exc:  # the user's model decides what it rejects
                     raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
                                          "on the first 8 samples") from exc
+                check_model_stateless(model, xb, out, model_state)
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
+            check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
         self.loss_fn = loss_fn or DefaultLoss()
         self.batches = list(batches)

@@ -631,6 +631,20 @@ def test_data_written_by_the_model_are_put_back_on_every_entry(entry):
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("entry", ["hessian_eigenvalues", "hessian_trace", "hessian_directions"])
+@pytest.mark.parametrize("stateful", ["model", "loss"])
+def test_the_hessian_functions_refuse_a_model_or_loss_keeping_state(entry, stateful):
+    """A model scaling by its first call's std gave lambda_max 0.980 instead of 1.005 (its whole data's, 400
+    samples), silently: its first call was the 8-sample input check. The Hessian functions run the surface's
+    state checks now, model and loss, and leave both as given."""
+    x, y = _data()
+    model, loss_fn = (_LazyScale(), None) if stateful == "model" else (_model(), FirstTargetsWeights())
+    what = r"the model \(_LazyScale\) gave other outputs" if stateful == "model" else r"loss_fn returned"
+    with pytest.raises(LandscapeError, match=what + r".* keeps state between calls"):
+        getattr(lnb, entry)(model, (x, y), loss_fn=loss_fn)
+    assert (model.scale if stateful == "model" else loss_fn.w) is None
+
+
 def test_a_model_that_runs_only_on_its_whole_batch_is_refused_saying_so():
     """A forward indexing the batch with a tensor sized for the data set runs on all 20 samples but not on
     fewer: refused naming the batch size it needs, not as data of the wrong shape."""
