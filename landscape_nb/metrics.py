@@ -206,6 +206,11 @@ def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:
             fn = BUILTIN_METRICS[fn]
         if not callable(fn):
             raise LandscapeError(f"metric {name!r} is {fn!r}; expected a callable(outputs, targets) -> scalar")
+        if str(name) == "loss":
+            raise LandscapeError(
+                "a metric is named 'loss', the name of the surface's loss itself (surf.loss, the 'loss' column of "
+                "a store): its values would take the loss's place; name it otherwise (e.g. metrics={'loss2': ...}), "
+                "or pass the function as loss_fn= to make it the loss")
         out[str(name)] = fn
     return out
 

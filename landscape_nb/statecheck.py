@@ -57,9 +57,7 @@ def other_outputs(out, yb) -> list[tuple]:
     of the outputs' own (a CUDA ``binary_cross_entropy`` asserts on values outside [0, 1]): the samples in
     reverse order, the last axis reversed (classes: another argmax), for (samples, classes) logits against class
     targets logits putting every sample right, for tensor outputs their first half, and last the batch itself
-    again (a counter moves on any call). First of all, for tensor targets, the batch's first sample repeated
-    to its size: statistics of the targets (class weights, a mean and spread) unlike the batch's, so one kept
-    from a first call shows."""
+    again (a counter moves on any call)."""
     def targets():
         return tree_map(torch.clone, yb)
 
@@ -71,13 +69,35 @@ def other_outputs(out, yb) -> list[tuple]:
             others.append((torch.zeros_like(out).scatter_(1, yb[:, None], 1.0), targets()))
         h = len(yb) // 2
         others.append((out[:h], yb[:h].clone()))
-    if isinstance(yb, torch.Tensor) and yb.dim() and len(yb) >= 2:
-        n = len(yb)
-        one = torch.zeros(n, dtype=torch.long, device=yb.device)
-        repeated = _map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out)
-        others.insert(0, (repeated, yb[one].clone()))
     others.append((out, targets()))
     return others
+
+
+def first_calls(out, yb) -> list[tuple]:
+    """(outputs, targets) pairs for ``check_fns_stateless``: the batch ``(out, yb)`` first, then pairs whose
+    statistics differ from it, so that what a function keeps from its first call shows: for tensor
+    targets, the batch's first sample repeated to its size (a spread of 0); class indices moved to the
+    next class (other class counts); the outputs scaled by 1/4 (probabilities stay in [0, 1]) against every
+    class in turn (``arange % classes`` in the targets' shape: a batch of one class, as in data sorted by
+    class, leaves a class-weighted mean unchanged) or, for floating targets, against ``1 - yb``."""
+    calls = [(out, yb)]
+    if not isinstance(yb, torch.Tensor) or not yb.dim() or len(yb) < 2:
+        return calls
+    n = len(yb)
+    one = torch.zeros(n, dtype=torch.long, device=yb.device)
+    calls.append((_map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out), yb[one].clone()))
+    scaled = _map_outputs(lambda t: t * 0.25, out)
+    if yb.is_floating_point():
+        calls.append((scaled, 1 - yb))
+    elif yb.dtype == torch.int64 and bool((yb >= 0).any()):
+        kept = yb >= 0  # -100 and other negative ignore indices stay
+        classes = max(int(yb[kept].max()) + 1, 2)
+        if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > int(yb[kept].max()):
+            classes = out.shape[1]
+        calls.append((out, torch.where(kept, (yb + 1) % classes, yb)))
+        every = torch.arange(yb.numel(), device=yb.device).view_as(yb) % classes
+        calls.append((scaled, torch.where(kept, every, yb)))
+    return calls
 
 
 def run_checking_inputs(model: Callable, xb):
@@ -276,22 +296,162 @@ class _Cells(MutableMapping):
         return len(list(iter(self)))
 
 
-def _namespaces(obj, label: str = "", depth: int = 0) -> list[tuple[str, MutableMapping, frozenset]]:
-    """(dotted prefix, namespace, names to leave out) for each place ``obj`` keeps plain state (``StateSnapshot``)."""
-    if depth > 2:
+class _Globals(MutableMapping):
+    """The module-level names a function's code reads (nested functions' too) that hold values, as a mapping
+    name -> value of its globals (modules, functions and classes left out)."""
+
+    def __init__(self, fn: types.FunctionType):
+        self.space = fn.__globals__
+        names, codes = set(), [fn.__code__]
+        while codes:
+            code = codes.pop()
+            names.update(code.co_names)
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        self.names = sorted(n for n in names if n in self.space and _holds_state(self.space[n]))
+        #: the user's own functions it calls by global name (followed: a helper's cache)
+        self.functions = [self.space[n] for n in sorted(names) if n in self.space
+                          and isinstance(self.space[n], types.FunctionType) and _user_code(self.space[n])]
+
+    def __getitem__(self, name):
+        if name not in self.names or name not in self.space:
+            raise KeyError(name)
+        return self.space[name]
+
+    def __setitem__(self, name, value) -> None:
+        self.space[name] = value
+
+    def __delitem__(self, name) -> None:
+        del self.space[name]
+
+    def __iter__(self):
+        return iter([n for n in self.names if n in self.space])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+class _Defaults(MutableMapping):
+    """A function's default argument values (``def f(out, t, cache={})``), by parameter name."""
+
+    def __init__(self, fn: types.FunctionType):
+        self.fn = fn
+        code = fn.__code__
+        positional = code.co_varnames[:code.co_argcount]
+        self.names = list(positional[len(positional) - len(fn.__defaults__ or ()):])
+
+    def __getitem__(self, name):
+        if name in self.names:
+            return self.fn.__defaults__[self.names.index(name)]
+        return (self.fn.__kwdefaults__ or {})[name]
+
+    def __setitem__(self, name, value) -> None:
+        if name in self.names:
+            values = list(self.fn.__defaults__)
+            values[self.names.index(name)] = value
+            self.fn.__defaults__ = tuple(values)
+        else:
+            self.fn.__kwdefaults__[name] = value
+
+    def __delitem__(self, name) -> None:
+        raise KeyError(name)  # defaults are never added or removed by a call
+
+    def __iter__(self):
+        return iter(self.names + list(self.fn.__kwdefaults__ or {}))
+
+    def __len__(self) -> int:
+        return len(self.names) + len(self.fn.__kwdefaults__ or {})
+
+
+class _ClassAttributes(MutableMapping):
+    """The data attributes of a user's class (a cache shared by its instances), by name; methods,
+    properties and dunder names left out."""
+
+    def __init__(self, cls: type):
+        self.cls = cls
+        self.names = [k for k, v in vars(cls).items() if not k.startswith("__") and _holds_state(v)
+                      and not isinstance(v, (staticmethod, classmethod, property))]
+
+    def __getitem__(self, name):
+        if name not in self.names:
+            raise KeyError(name)
+        return vars(self.cls)[name]
+
+    def __setitem__(self, name, value) -> None:
+        setattr(self.cls, name, value)
+
+    def __delitem__(self, name) -> None:
+        raise KeyError(name)
+
+    def __iter__(self):
+        return iter(list(self.names))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _holds_state(v) -> bool:
+    """Whether a global, a class attribute or a closure variable can hold data (not code or a module)."""
+    return not isinstance(v, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
+                              types.MethodType, functools.partial))
+
+
+_LIBRARIES = ("builtins", "torch", "landscape_nb", "functools", "numpy", "scipy", "sklearn", "transformers")
+
+
+def _user_class(cls: type) -> bool:
+    return str(cls.__module__).split(".")[0] not in _LIBRARIES
+
+
+def _user_code(fn) -> bool:
+    return str(getattr(fn, "__module__", None)).split(".")[0] not in _LIBRARIES
+
+
+def _namespaces(obj, label: str = "", depth: int = 0, seen: set | None = None) -> list[tuple[str, MutableMapping, frozenset]]:
+    """(dotted prefix, namespace, names to leave out) for each place ``obj`` keeps plain state
+    (``StateSnapshot``), following what it holds (submodules, a closure's or an attribute's objects,
+    functions, a partial's function) up to three levels down."""
+    seen = set() if seen is None else seen
+    if depth > 3 or id(obj) in seen or obj is None:
         return []
+    seen.add(id(obj))
+    spaces: list = []
     if isinstance(obj, nn.Module):
-        return [(f"{label}.{name}".strip(".") if name else label, m.__dict__, StateSnapshot._OWN)
-                for name, m in obj.named_modules()]
+        for name, m in obj.named_modules():
+            prefix = ".".join(p for p in (label, name) if p)
+            spaces.append((prefix, m.__dict__, StateSnapshot._OWN))
+            if type(m._buffers) is dict:  # a ScriptModule's are torch's own mapping
+                spaces.append((prefix, m._buffers, frozenset()))
+            if _user_class(type(m)) and id(type(m)) not in seen:
+                seen.add(id(type(m)))
+                spaces.append((type(m).__name__, _ClassAttributes(type(m)), frozenset()))
+                forward = vars(type(m)).get("forward")
+                if isinstance(forward, types.FunctionType):  # the globals and defaults its forward reads
+                    spaces += [sp for sp in _namespaces(forward, prefix, depth + 1, seen) if sp[1] is not forward.__dict__]
+        return spaces
     if isinstance(obj, functools.partial):
-        return _namespaces(obj.func, label, depth + 1)
+        return [(label, obj.keywords, frozenset())] + _namespaces(obj.func, label, depth + 1, seen)
     if isinstance(obj, types.MethodType):
-        return _namespaces(obj.__self__, label, depth + 1) + _namespaces(obj.__func__, label, depth + 1)
+        return _namespaces(obj.__self__, label, depth + 1, seen) + _namespaces(obj.__func__, label, depth + 1, seen)
     if isinstance(obj, types.FunctionType):
-        return [(label, _Cells(obj), frozenset()), (label, obj.__dict__, frozenset())]
-    if callable(obj) and isinstance(getattr(obj, "__dict__", None), dict) and not isinstance(obj, type):
-        return [(label, vars(obj), frozenset())]
-    return []
+        if not _user_code(obj):
+            return []
+        cells, names = _Cells(obj), _Globals(obj)
+        spaces = [(label, cells, frozenset()), (label, obj.__dict__, frozenset()), (label, names, frozenset()),
+                  (label, _Defaults(obj), frozenset())]
+        held = list(cells.values()) + list(names.values()) + names.functions
+    elif isinstance(getattr(obj, "__dict__", None), dict) and not isinstance(obj, (type, torch.Tensor)):
+        spaces = [(label, vars(obj), frozenset())]
+        if _user_class(type(obj)) and id(type(obj)) not in seen:
+            seen.add(id(type(obj)))
+            spaces.append((type(obj).__name__, _ClassAttributes(type(obj)), frozenset()))
+        held = list(vars(obj).values())
+    else:
+        return []
+    for v in held:  # what it holds: a module, a function, a helper object
+        if isinstance(v, (nn.Module, types.FunctionType, types.MethodType, functools.partial)) or (
+                isinstance(getattr(v, "__dict__", None), dict) and not isinstance(v, (type, torch.Tensor))):
+            spaces += _namespaces(v, label, depth + 1, seen)
+    return spaces
 
 
 def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -303,16 +463,19 @@ def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, StateSnapshot]) -> None:
     """Refuse a loss or metric that keeps state between calls (a running average, a call counter, class
-    weights taken from the first targets it saw): each grid point's value would then depend on the points
-    evaluated before it. Each ``fns[what]`` is called on the batch ``(out, yb)`` as it was before its first
-    call (``snaps[what]``, taken then); again from there, on other outputs first (``other_outputs``: values
-    it must tell apart, e.g. every sample right and every sample wrong for an accuracy), then on the batch,
-    from the same random-number state both times (a loss that samples, e.g. a VAE's ELBO, is allowed); the
-    two values on the batch must agree to 1e-5 (a CUDA loss summing with atomics may differ by rounding).
-    Outputs of any form (a VAE's (recon, mu, logvar), a ``ModelOutput``). Each function is left as before
-    its first call and every generator seeded put back as it was. Raises ``LandscapeError`` naming the
-    function, both values and the state it set."""
-    others = other_outputs(out, yb)
+    weights taken from the first targets it saw, a value remembered by the targets' identity): each grid
+    point's value would then depend on the points evaluated before it. Each ``fns[what]`` is called on the
+    batch ``(out, yb)`` as it was before its first call (``snaps[what]``, taken then); from there again, on
+    each of ``first_calls`` first, then on the batch; and after calls on ``other_outputs`` (values it must
+    tell apart, e.g. every sample right and every sample wrong for an accuracy), on the batch once more;
+    each call from the same random-number state (a loss that samples, e.g. a VAE's ELBO, or that draws a
+    fixed projection on its first call, is allowed). Every value on the batch must agree with the first to
+    1e-5 (a CUDA loss summing with atomics may differ by rounding), and on other outputs the batch's
+    targets tensor must give what a copy of it gives. Outputs of any form (a VAE's (recon, mu, logvar), a
+    ``ModelOutput``). Each function is left as before its first call and every generator seeded put back as
+    it was. Raises ``LandscapeError`` naming the function, the values and the state it set."""
+    others, firsts = other_outputs(out, yb), first_calls(out, yb)
+    moved = _map_outputs(lambda t: t.flip(-1) if t.dim() else t, out)
     with torch.no_grad(), seeding(out) as seed:
         for what, fn in fns.items():
             snap = snaps.get(what) or StateSnapshot(None)
@@ -320,32 +483,77 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
                 snap.restore()
                 seed()
                 first = float(fn(out, yb))
+                seed()
+                same = float(fn(moved, yb))  # the batch's targets tensor, as at every grid point
+                seed()
+                copied = float(fn(moved, tree_map(torch.clone, yb)))
             except Exception:  # noqa: BLE001 - validated apart (a metric of another form, say)
                 snap.restore()
                 continue
-            snap.restore()  # the other outputs come first now: what it keeps from its first call shows
-            for o, t in others:
-                try:
-                    fn(o, t)
-                except Exception:  # noqa: BLE001, S110 - e.g. a metric of one output form only
-                    pass
-            changed = snap.changed()
-            seed()
+            if not _close(same, copied):
+                snap.restore()
+                raise LandscapeError(
+                    f"{what} returned {same:.6g} on other outputs with the batch's targets tensor but {copied:.6g} "
+                    "with a copy of it: it remembers values by the targets' identity (a cache keyed on id(t) or "
+                    "t.data_ptr()) or keeps state between calls, so every grid point (same targets tensor) "
+                    "would get the first one's value; expected a function of (outputs, targets) alone")
+            # (what ran before, value on a batch, its value as the first call, state it changed)
+            trials = [("calls on other outputs", None, first, [])]
             try:
-                again = float(fn(out, yb))
+                # each pair as the first call, then the batch or the last pair (the one of every class)
+                for ai in (0, len(firsts) - 1) if len(firsts) > 2 else (0,):
+                    snap.restore()
+                    seed()
+                    try:
+                        pristine = first if ai == 0 else float(fn(*firsts[ai]))
+                    except Exception:  # noqa: BLE001, S112 - e.g. a loss of fixed targets
+                        continue
+                    for bi, (o, t) in enumerate(firsts):
+                        if bi == ai:
+                            continue
+                        snap.restore()
+                        seed()
+                        try:
+                            fn(o, t)
+                        except Exception:  # noqa: BLE001, S112 - e.g. a loss needing two classes
+                            continue
+                        changed = snap.changed()
+                        seed()
+                        try:
+                            again = float(fn(*firsts[ai]))
+                        except Exception:  # after another first call: state it kept
+                            if ai == 0:
+                                raise
+                            continue
+                        trials.append(("a first call on other outputs", again, pristine, changed))
+                snap.restore()
+                seed()
+                for o, t in others:
+                    try:
+                        fn(o, t)
+                    except Exception:  # noqa: BLE001, S110 - e.g. a metric of one output form only
+                        pass
+                changed = snap.changed()
+                seed()
+                trials[0] = ("calls on other outputs", float(fn(out, yb)), first, changed)
             finally:
                 snap.restore()
-            if not (math.isclose(first, again, rel_tol=1e-5, abs_tol=1e-12)
-                    or (math.isnan(first) and math.isnan(again))):
+            for how, again, alone, changed in trials:
+                if _close(alone, again):
+                    continue
                 kept = f" (it changed its {', '.join(changed[:4])} when it ran)" if changed else ""
                 raise LandscapeError(
-                    f"{what} returned {first:.6g} on a batch, then {again:.6g} on the same outputs and targets "
-                    f"when other outputs came first{kept}: it keeps state between calls (e.g. a running "
-                    "average, a counter, or something taken from the first outputs or targets it saw, such as "
-                    "class weights) or draws from a random generator of its own, so each grid point's value "
-                    "would depend on the points evaluated before it; expected a function of (outputs, targets) "
-                    "alone (compute class weights from the whole data beforehand and pass them in; a loss that "
-                    "samples may draw from torch's, NumPy's or Python's global generator)")
+                    f"{what} returned {alone:.6g} on a batch, then {again:.6g} on the same outputs and targets "
+                    f"after {how}{kept}: it keeps state between calls (e.g. a running average, a counter, or "
+                    "something taken from the first outputs or targets it saw, such as class weights) or draws "
+                    "from a random generator of its own, so each grid point's value would depend on the points "
+                    "evaluated before it; expected a function of (outputs, targets) alone (compute class "
+                    "weights from the whole data beforehand and pass them in; a loss that samples may draw "
+                    "from torch's, NumPy's or Python's global generator)")
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
 
 
 def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> None:

@@ -2,6 +2,7 @@
 model sees a single input, with the weights untouched; errors from the user's own code as one
 clear line with the original exception chained."""
 import copy
+import functools
 import math
 import re
 import traceback
@@ -488,7 +489,7 @@ def test_a_loss_or_metric_keeping_what_its_first_call_saw_is_refused_and_left_as
     x, y = _data()
     d = lnb.random_directions(model, n=2, seed=0)
     kw = make()
-    with pytest.raises(LandscapeError, match=re.escape(what) + r" returned .* when other outputs came first "
+    with pytest.raises(LandscapeError, match=re.escape(what) + r" returned .* after a first call on other outputs "
                                              r"\(it changed its (w|cache|threshold) when it ran\): it keeps "
                                              "state between calls"):
         lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), **kw)
@@ -513,6 +514,146 @@ def test_a_loss_or_metric_keeping_what_its_first_call_saw_is_refused_and_left_as
                     p.add_(float(a) * dirs[0][name] + float(b) * dirs[1][name])
                 want.append(float(nn.functional.cross_entropy(m(x), y, weight=torch.tensor([1.0, 2.0, 3.0]))))
     np.testing.assert_allclose(surf.loss.ravel(), want, rtol=1e-5)
+
+
+_GLOBAL_WEIGHTS: dict = {}
+
+
+def _global_cache_loss(out, t):
+    if "w" not in _GLOBAL_WEIGHTS:
+        _GLOBAL_WEIGHTS["w"] = _class_weights(t)
+    return nn.functional.cross_entropy(out, t, weight=_GLOBAL_WEIGHTS["w"])
+
+
+def _default_arg_loss(out, t, _cache={}):  # noqa: B006 - the mutable default is the point
+    if "w" not in _cache:
+        _cache["w"] = _class_weights(t)
+    return nn.functional.cross_entropy(out, t, weight=_cache["w"])
+
+
+def _keyword_cache_loss(out, t, cache):
+    if "w" not in cache:
+        cache["w"] = _class_weights(t)
+    return nn.functional.cross_entropy(out, t, weight=cache["w"])
+
+
+class _ClassCache:
+    shared: dict = {}
+
+    def __call__(self, out, t):
+        if "w" not in self.shared:
+            self.shared["w"] = _class_weights(t)
+        return nn.functional.cross_entropy(out, t, weight=self.shared["w"])
+
+
+class _BufferWeights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.zeros(3))
+
+    def forward(self, out, t):
+        if not bool(self.w.any()):
+            self.w.copy_(_class_weights(t))
+        return nn.functional.cross_entropy(out, t, weight=self.w)
+
+
+class _Nested:
+    def __init__(self):
+        self.cfg = type("Cfg", (), {})()
+        self.cfg.stats = type("Stats", (), {})()
+        self.cfg.stats.w = None
+
+    def __call__(self, out, t):
+        if self.cfg.stats.w is None:
+            self.cfg.stats.w = _class_weights(t)
+        return nn.functional.cross_entropy(out, t, weight=self.cfg.stats.w)
+
+
+class _MemoByTargets:
+    def __init__(self):
+        self.memo = {}
+
+    def __call__(self, out, t):
+        if id(t) not in self.memo:
+            self.memo[id(t)] = nn.functional.cross_entropy(out, t)
+        return self.memo[id(t)]
+
+
+class _OutputsThreshold:
+    """A metric saturated on the checked samples: the share of top logits above the first outputs' spread."""
+
+    def __init__(self):
+        self.threshold = None
+
+    def __call__(self, out, t):
+        if self.threshold is None:
+            self.threshold = out.std()
+        return (out.max(1).values > self.threshold).float().mean()
+
+
+@pytest.mark.parametrize("make, sort", [
+    (lambda: {"loss_fn": FirstTargetsWeights()}, True),
+    (lambda: {"loss_fn": _global_cache_loss}, False),
+    (lambda: {"loss_fn": _default_arg_loss}, False),
+    (lambda: {"loss_fn": functools.partial(_keyword_cache_loss, cache={})}, False),
+    (lambda: {"loss_fn": _ClassCache()}, False),
+    (lambda: {"loss_fn": _BufferWeights()}, False),
+    (lambda: {"loss_fn": _Nested()}, False),
+    (lambda: {"loss_fn": _MemoByTargets()}, False),
+    (lambda: {"metrics": {"confident": _OutputsThreshold()}}, False),
+], ids=["sorted-by-class", "global-dict", "default-arg", "partial-keyword", "class-attribute", "buffer",
+        "two-levels-deep", "memo-by-targets-id", "saturated-metric"])
+def test_state_a_loss_or_metric_keeps_anywhere_it_can_be_seen_is_refused(make, sort):
+    """A fresh user's trial found these silent (4.9e-3 to 2.5 off its naive loop): class weights from the
+    first targets on data sorted by class (the checked 8 samples all of one class, where a weighted mean
+    ignores the weights), the same in a module-level dict, a mutable default argument, a partial's keyword,
+    a class attribute, a buffer, a helper object two levels down; a loss remembered by the targets' identity
+    (every point the first one's value); a metric whose threshold saturates on the checked samples. Each is
+    refused now and left as before its first call."""
+    _GLOBAL_WEIGHTS.clear()
+    _ClassCache.shared.clear()
+    _default_arg_loss.__defaults__[0].clear()
+    model = _model()
+    x, y = _data()
+    if sort:
+        order = torch.argsort(y, stable=True)
+        x, y = x[order], y[order]
+    kw = make()
+    with pytest.raises(LandscapeError, match=r"(returned .* keeps state between calls|by the targets' identity)"):
+        lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3), y=(-1, 1, 3),
+                            **kw)
+    assert not _GLOBAL_WEIGHTS and not _ClassCache.shared and not _default_arg_loss.__defaults__[0]
+
+
+def test_a_loss_drawing_a_fixed_projection_on_its_first_call_runs():
+    """A loss drawing a random projection from torch's global generator on its first call, then keeping it,
+    was refused (the calls after the restore drew another); it runs now, every point the naive loop's with
+    the projection it kept."""
+    class Projected:
+        def __init__(self):
+            self.p = None
+
+        def __call__(self, out, t):
+            if self.p is None:
+                self.p = torch.randn(3, 3)
+            return nn.functional.cross_entropy(out @ self.p, t)
+
+    model, (x, y) = _model(), _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    loss = Projected()
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=loss)
+    want = [naive_loss(model, (x, y), d.as_state_dicts(), [a], loss_fn=lambda o, t: nn.functional.cross_entropy(
+        o @ loss.p, t))[0] for a in surf.x]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+def test_a_metric_named_loss_is_refused():
+    """``metrics={"loss": f}`` put f's values in ``surf.loss`` and left ``surf.metrics["loss"]`` all NaN,
+    with no word (3.08 off the loss)."""
+    model = _model()
+    with pytest.raises(LandscapeError, match=r"a metric is named 'loss'.*name it otherwise.*loss_fn="):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                            metrics={"loss": lambda o, t: 2 * nn.functional.cross_entropy(o, t)})
 
 
 def test_the_checks_leave_every_global_generator_as_it_was():
