@@ -28,7 +28,7 @@ from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, des
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
-from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
+from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs, map_outputs,
                          run_checking_inputs, same_values)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
@@ -240,6 +240,7 @@ class Evaluator(SpeedChoices):
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
+        self._random_columns: list[int] = []  # values that differ call to call (_fix_batching_for_batch_means)
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
         self._fix_batching_for_batch_means()
         self._tuner = self._batch_size_tuner()
@@ -542,29 +543,39 @@ class Evaluator(SpeedChoices):
             with eval_mode(self.model), torch.no_grad():
                 outs = [call_model(self.model, xb) for xb, _ in parts]
                 random_model = not identical_outputs(outs[0], call_model(self.model, parts[0][0]))
-                values = {name: [float(fn(o, yb)) for o, (_, yb) in zip(outs, parts)] + [float(fn(outs[0], parts[0][1]))]
-                          for name, fn in fns.items()}
+                # other predictions too: a metric saturated on these samples (every one right: a macro-F1
+                # of 1 on the whole and on each half) shows whether it is a mean on mixed right and wrong ones
+                mixed = map_outputs(lambda t: _rolled_by_sample(t, m), outs[0])
+                moved = [mixed, *(map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
+                                  for s in (slice(None, m // 2), slice(m // 2, None)))]
+                values = {name: [[float(fn(o, yb)) for o, (_, yb) in zip(os, parts)] for os in (outs, moved)]
+                          + [float(fn(outs[0], parts[0][1]))] for name, fn in fns.items()}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
             self.notes["batches"] = f"{not_checked} ({type(exc).__name__})"
             return
         if random_model:
             self.notes["batches"] = f"{not_checked}: the model's outputs are random (two calls on the same samples differ)"
+            self._random_columns = list(range(len(fns)))
             return
         # CPU: fp32 sums in another order differ by ~1e-7, and a token mean weighted by samples was ~5e-6
         # off here (trial points 4.2e-5 off); a GPU's convolutions may pick other algorithms by batch size
         tol = 2e-6 if self.device.type == "cpu" else 5e-5
         why = None
-        for name, (whole, first, second, again) in values.items():
-            if not (whole == again or (math.isnan(whole) and math.isnan(again))):
+        for column, (name, (triple, moved_triple, again)) in enumerate(values.items()):
+            if not (triple[0] == again or (math.isnan(triple[0]) and math.isnan(again))):
                 self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
+                self._random_columns.append(column)
                 continue
             known = [batch_denominator(fns[name], yb) for _, yb in parts[1:]]
             w1, w2 = (float(known[0]), float(known[1])) if known[0] is not None else (m // 2, m - m // 2)
             if w1 + w2 == 0:
                 continue
-            mean = (first * w1 + second * w2) / (w1 + w2) if w1 and w2 else (first if w1 else second)
-            scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
-            if abs(whole - mean) <= tol * scale or (math.isnan(whole) and math.isnan(mean)):
+            for whole, first, second in (triple, moved_triple):
+                mean = (first * w1 + second * w2) / (w1 + w2) if w1 and w2 else (first if w1 else second)
+                scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
+                if not (abs(whole - mean) <= tol * scale or (math.isnan(whole) and math.isnan(mean))):
+                    break
+            else:
                 continue
             if known[0] is not None:  # an exact mean of what it averages over: the outputs moved
                 why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
@@ -774,6 +785,19 @@ def gpu_flags(*, tf32: bool, benchmark: bool):
     finally:
         for (obj, name, _), value in zip(switches, old):
             setattr(obj, name, value)
+
+
+def _rolled_by_sample(t: torch.Tensor, m: int) -> torch.Tensor:
+    """Outputs ``t`` of ``m`` samples (leading axis) with each sample's last axis rolled by a seeded random
+    amount: predictions right and wrong mixed over classes with no pattern the samples' order shares, the
+    same for a sample whether its batch is sliced before or after."""
+    if t.dim() < 2 or len(t) != m or t.shape[-1] < 2:
+        return t
+    c = t.shape[-1]
+    shift = torch.randint(c, (m,), generator=torch.Generator().manual_seed(0)).to(t.device)
+    shift = shift.view(m, *[1] * (t.dim() - 1))
+    index = (torch.arange(c, device=t.device) + shift) % c
+    return t.gather(-1, index.expand(t.shape))
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:

@@ -28,25 +28,25 @@ from .params import restoring
 from .tuning import _same_outputs
 
 
-def _map_outputs(fn: Callable, out):
+def map_outputs(fn: Callable, out):
     """``out`` with ``fn`` applied to every floating tensor in it, keeping each container's type (tuples,
     named tuples, lists, dicts and ``ModelOutput``-like mappings, dataclasses), so that ``out.logits`` and
     the like still work on the result."""
     if isinstance(out, torch.Tensor):
         return fn(out) if out.is_floating_point() else out
     if isinstance(out, tuple):
-        items = [_map_outputs(fn, v) for v in out]
+        items = [map_outputs(fn, v) for v in out]
         return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
     if isinstance(out, list):
-        return [_map_outputs(fn, v) for v in out]
+        return [map_outputs(fn, v) for v in out]
     if isinstance(out, Mapping):
-        items = {k: _map_outputs(fn, v) for k, v in out.items()}
+        items = {k: map_outputs(fn, v) for k, v in out.items()}
         try:
             return type(out)(**items)
         except Exception:  # noqa: BLE001 - a mapping type without keyword construction
             return items
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
-        return dataclasses.replace(out, **{f.name: _map_outputs(fn, getattr(out, f.name))
+        return dataclasses.replace(out, **{f.name: map_outputs(fn, getattr(out, f.name))
                                            for f in dataclasses.fields(out) if f.init})
     return out
 
@@ -61,7 +61,7 @@ def other_outputs(out, yb) -> list[tuple]:
     def targets():
         return tree_map(torch.clone, yb)
 
-    others = [(_map_outputs(lambda t: t.flip(-1) if t.dim() else t, out), targets())]
+    others = [(map_outputs(lambda t: t.flip(-1) if t.dim() else t, out), targets())]
     if isinstance(out, torch.Tensor) and isinstance(yb, torch.Tensor) and len(out) == len(yb) >= 2:
         others.insert(0, (out.flip(0), targets()))
         if (out.dim() == 2 and out.is_floating_point() and yb.dim() == 1 and yb.dtype == torch.int64
@@ -85,8 +85,8 @@ def first_calls(out, yb) -> list[tuple]:
         return calls
     n = len(yb)
     one = torch.zeros(n, dtype=torch.long, device=yb.device)
-    calls.append((_map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out), yb[one].clone()))
-    scaled = _map_outputs(lambda t: t * 0.25, out)
+    calls.append((map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out), yb[one].clone()))
+    scaled = map_outputs(lambda t: t * 0.25, out)
     if yb.is_floating_point():
         calls.append((scaled, 1 - yb))
     elif yb.dtype == torch.int64 and bool((yb >= 0).any()):
@@ -475,7 +475,7 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
     ``ModelOutput``). Each function is left as before its first call and every generator seeded put back as
     it was. Raises ``LandscapeError`` naming the function, the values and the state it set."""
     others, firsts = other_outputs(out, yb), first_calls(out, yb)
-    moved = _map_outputs(lambda t: t.flip(-1) if t.dim() else t, out)
+    moved = map_outputs(lambda t: t.flip(-1) if t.dim() else t, out)
     with torch.no_grad(), seeding(out) as seed:
         for what, fn in fns.items():
             snap = snaps.get(what) or StateSnapshot(None)

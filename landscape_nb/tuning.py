@@ -243,17 +243,21 @@ class SpeedChoices:
         farthest from the one kept (up to four: three timed, and the untimed first point when that size is the
         first candidate) run again with it; at the others the model's outputs on 16
         samples must equal its halves' (``_batch_independent``: a few samples' passes), or the point runs again
-        too. Values must agree to 1e-4 (TF32 and bf16 to what they round)."""
+        too. Values must agree to 1e-4 (TF32 and bf16 to what they round); those that differ call to call (a
+        loss that samples, a random model: ``_random_columns``) are not compared."""
         trial, self._trial_points = self._trial_points, []
         kept = self.batch_size
         others = sorted((t for t in trial if t[1] != kept), key=lambda t: -abs(math.log(t[1] / kept)))
         rtol, atol = self._stacked_tolerance((1e-4, 1e-7))
+        compared = [c for c in range(len(trial[0][2]) if trial else 0) if c not in self._random_columns]
+        if not compared:
+            return
         for coeffs, bs, was in others:
             self.perturber.set(coeffs)
             if bs != others[0][1] and self._batch_independent():  # each sample its own here: batching only rounds
                 continue
             now = self.point_values()
-            if torch.allclose(was, now, rtol=rtol, atol=atol, equal_nan=True):
+            if torch.allclose(was[compared], now[compared], rtol=rtol, atol=atol, equal_nan=True):
                 continue
             raise LandscapeError(
                 f"the values at {coeffs.tolist()} are {was.tolist()} with batches of {bs} samples but {now.tolist()} "

@@ -1096,6 +1096,63 @@ def test_a_random_or_loss_invariant_batch_dependence_is_not_taken_for_mixing():
             np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
+def test_a_loss_that_samples_runs_on_a_set_the_batch_size_trial_splits():
+    """A Monte-Carlo loss (64 draws a sample from torch's global generator), 600 samples: the batch-size
+    trial's recheck compared its random values across batchings and refused it, blaming the model; the README
+    says such a loss runs. It runs, the note says it was not checked, and every point is within the draws'
+    noise of the expectation it estimates."""
+    torch.manual_seed(0)
+    x = torch.randn(600, 6)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def sampled_accuracy(out, t):
+        draws = torch.multinomial(torch.softmax(out, 1), 64, replacement=True)
+        return (draws == t[:, None]).float().mean()
+
+    d = lnb.random_directions(model, n=2, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), loss_fn=sampled_accuracy, metrics=None)
+    assert "loss_fn is random" in surf.provenance["data"]["batches"]
+    want = [naive_loss(model, (x, y), d.as_state_dicts(), [a, b], loss_fn=lambda o, t: torch.softmax(o, 1).gather(
+        1, t[:, None]).mean())[0] for b in surf.y for a in surf.x]
+    np.testing.assert_allclose(surf.loss.ravel(), want, atol=0.01)  # 600 × 64 draws: std ~0.002
+
+
+def test_a_metric_that_is_no_mean_gets_one_batching_where_the_model_is_right_on_every_checked_sample():
+    """Macro-F1 is no mean over samples; at the centre the model gets every one of the 256 checked samples
+    right, so F1 was 1 on them and on each half, the check took it for a mean, and the batch-size trial's
+    recheck refused the surface at (1, 1), blaming the model. The check also compares it on predictions
+    mixing right and wrong (each sample's logits rolled): one batching, the whole set's values."""
+    torch.manual_seed(0)
+    y = torch.arange(800) % 4
+    x = nn.functional.one_hot(y, 4).float() + 0.05 * torch.randn(800, 4)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
+    with torch.no_grad():  # right on every sample at the centre
+        model[0].weight.copy_(torch.cat([3 * torch.eye(4), -3 * torch.eye(4)]))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.cat([torch.eye(4), -torch.eye(4)], 1) * 2)
+        model[2].bias.zero_()
+        assert bool((model(x).argmax(1) == y).all())
+
+    def macro_f1(out, t):
+        p = out.argmax(1)
+        f1 = [2 * ((p == c) & (t == c)).sum() / (((p == c).sum() + (t == c).sum()).clamp_min(1)) for c in range(4)]
+        return torch.stack(f1).float().mean()
+
+    d = lnb.random_directions(model, n=2, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), metrics={"f1": macro_f1})
+    assert "metric 'f1' on a batch is not the sample-weighted mean" in surf.provenance["data"]["batches"]
+    dirs, want = d.as_state_dicts(), []
+    for b in surf.y:
+        for a in surf.x:
+            m = copy.deepcopy(model)
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    p.add_(float(a) * dirs[0][name] + float(b) * dirs[1][name])
+                want.append(float(macro_f1(m(x), y)))
+    np.testing.assert_allclose(surf.metrics["f1"].ravel(), want, rtol=1e-6)
+
+
 def test_a_token_mean_loss_of_the_users_own_gets_one_batching():
     """A loss of the user's own averaging over non-ignored tokens (``ignore_index`` inside it), 600 samples of
     2 to 16 tokens: batch values weighted by samples are not its value on the whole set. Its halves differed by
