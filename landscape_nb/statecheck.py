@@ -185,13 +185,16 @@ def same_tree_outputs(a, b) -> bool:
 
 class StateSnapshot:
     """The plain state of a model, loss or metric as it is now, to see which state a call set and to put
-    it back. Looked at: for a module, every submodule's attributes (what ``nn.Module`` itself keeps
-    aside, parameters, buffers, submodules and hooks, is checked elsewhere); for a callable object, its
-    attributes; for a function, what its closure holds and its own attributes; a bound method's object
-    and function, a ``functools.partial``'s function. Each value is compared by identity (rebound or
-    deleted names, names added) and by contents where it can change in place: tensors up to 2**20
-    elements (copied), lists, dicts and sets, and the fields of a plain helper object (one level down).
-    Not seen: state deeper than that, in a module-level global or in a tensor over 2**20 elements."""
+    it back (``_namespaces`` says where it looks): every submodule's attributes and buffers (parameters,
+    submodules and hooks are left out), a callable object's attributes and its class's data attributes,
+    a function's closure variables, own attributes, default arguments and the module-level names its code
+    reads, a bound method's object and function, a ``functools.partial``'s keywords and function; and
+    the same for the modules, functions and helper objects those hold, three levels down. Each value is
+    compared by identity (rebound or deleted names, names added) and by contents where it can change in
+    place: tensors up to 2**20 elements (copied), lists, dicts and sets, the fields of a plain helper
+    object, and how many results a ``functools.lru_cache``'d helper holds (cleared again if it held none).
+    Not seen: state deeper than that, in globals reached only through another module, in a tensor over
+    2**20 elements, or in a helper of a library (torch, NumPy, scikit-learn, ...)."""
 
     _OWN = frozenset(nn.Module().__dict__) | {"forward", "_compiled_call_impl"}
 
@@ -202,6 +205,8 @@ class StateSnapshot:
 
     @staticmethod
     def _contents(v):
+        if _lru_cache(v):  # a functools.lru_cache'd helper: how many results it holds (put back if none)
+            return v.cache_info().currsize
         if isinstance(v, torch.Tensor):
             return v.detach().clone() if v.numel() <= 2**20 else None
         if isinstance(v, (list, dict, set)):
@@ -219,6 +224,8 @@ class StateSnapshot:
     def _same(v, old, contents) -> bool:
         if v is not old:
             return False
+        if _lru_cache(v):
+            return v.cache_info().currsize == contents
         if isinstance(v, torch.Tensor):
             return contents is None or (v.shape == contents.shape and same_values(v.detach(), contents))
         if isinstance(v, list):
@@ -240,7 +247,7 @@ class StateSnapshot:
             for k in list(attrs) + [k for k in now if k not in attrs]:
                 if k not in now or k not in attrs or not self._same(now[k], *attrs[k]):
                     out.append(f"{label}.{k}" if label else k)
-        return out
+        return list(dict.fromkeys(out))  # a global two functions read is one name
 
     def restore(self) -> None:
         """Every attribute (closure variable) back as in the snapshot."""
@@ -251,7 +258,10 @@ class StateSnapshot:
                 if k in space and self._same(space[k], old, contents):
                     continue
                 space[k] = old
-                if isinstance(old, torch.Tensor) and contents is not None and old.shape == contents.shape:
+                if _lru_cache(old):
+                    if contents == 0:
+                        old.cache_clear()
+                elif isinstance(old, torch.Tensor) and contents is not None and old.shape == contents.shape:
                     with torch.no_grad():
                         old.copy_(contents)
                 elif isinstance(old, list):
@@ -387,6 +397,10 @@ class _ClassAttributes(MutableMapping):
 
     def __len__(self) -> int:
         return len(self.names)
+
+
+def _lru_cache(v) -> bool:
+    return callable(getattr(v, "cache_clear", None)) and callable(getattr(v, "cache_info", None))
 
 
 def _holds_state(v) -> bool:

@@ -579,6 +579,19 @@ class _MemoByTargets:
         return self.memo[id(t)]
 
 
+_SEEN: dict = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _temperature(shape):  # keyed on the outputs' shape, its value from the first outputs it saw
+    return float(_SEEN["outputs"].std())
+
+
+def _lru_cache_loss(out, t):
+    _SEEN["outputs"] = out
+    return nn.functional.cross_entropy(out / _temperature(tuple(out.shape)), t)
+
+
 class _OutputsThreshold:
     """A metric saturated on the checked samples: the share of top logits above the first outputs' spread."""
 
@@ -601,17 +614,19 @@ class _OutputsThreshold:
     (lambda: {"loss_fn": _Nested()}, False),
     (lambda: {"loss_fn": _MemoByTargets()}, False),
     (lambda: {"metrics": {"confident": _OutputsThreshold()}}, False),
+    (lambda: {"loss_fn": _lru_cache_loss}, False),
 ], ids=["sorted-by-class", "global-dict", "default-arg", "partial-keyword", "class-attribute", "buffer",
-        "two-levels-deep", "memo-by-targets-id", "saturated-metric"])
+        "two-levels-deep", "memo-by-targets-id", "saturated-metric", "lru-cache"])
 def test_state_a_loss_or_metric_keeps_anywhere_it_can_be_seen_is_refused(make, sort):
     """A fresh user's trial found these silent (4.9e-3 to 2.5 off its naive loop): class weights from the
     first targets on data sorted by class (the checked 8 samples all of one class, where a weighted mean
     ignores the weights), the same in a module-level dict, a mutable default argument, a partial's keyword,
-    a class attribute, a buffer, a helper object two levels down; a loss remembered by the targets' identity
-    (every point the first one's value); a metric whose threshold saturates on the checked samples. Each is
-    refused now and left as before its first call."""
+    a class attribute, a buffer, a helper object two levels down, an ``lru_cache`` keyed on the shape; a loss
+    remembered by the targets' identity (every point the first one's value); a metric whose threshold
+    saturates on the checked samples. Each is refused now and left as before its first call."""
     _GLOBAL_WEIGHTS.clear()
     _ClassCache.shared.clear()
+    _temperature.cache_clear()
     _default_arg_loss.__defaults__[0].clear()
     model = _model()
     x, y = _data()
@@ -623,6 +638,7 @@ def test_state_a_loss_or_metric_keeps_anywhere_it_can_be_seen_is_refused(make, s
         lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3), y=(-1, 1, 3),
                             **kw)
     assert not _GLOBAL_WEIGHTS and not _ClassCache.shared and not _default_arg_loss.__defaults__[0]
+    assert _temperature.cache_info().currsize == 0
 
 
 def test_a_loss_drawing_a_fixed_projection_on_its_first_call_runs():
