@@ -448,7 +448,9 @@ class Evaluator(SpeedChoices):
         for name, fn in fns.items():
             value = fn(out, yb)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise LandscapeError(f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean)")
+                raise LandscapeError(
+                    f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
+                    "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
         check_fns_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}, states)
         return fns
 

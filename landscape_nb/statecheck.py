@@ -9,6 +9,7 @@ changes on the way (weights, attributes, closure variables, random generators) i
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -16,6 +17,7 @@ import functools
 import math
 import random
 import types
+import warnings
 from collections.abc import Callable, Mapping, MutableMapping
 
 import numpy as np
@@ -74,30 +76,28 @@ def other_outputs(out, yb) -> list[tuple]:
 
 
 def first_calls(out, yb) -> list[tuple]:
-    """(outputs, targets) pairs for ``check_fns_stateless``: the batch ``(out, yb)`` first, then pairs whose
-    statistics differ from it, so that what a function keeps from its first call shows: for tensor
-    targets, the batch's first sample repeated to its size (a spread of 0); class indices moved to the
-    next class (other class counts); the outputs scaled by 1/4 (probabilities stay in [0, 1]) against every
-    class in turn (``arange % classes`` in the targets' shape: a batch of one class, as in data sorted by
-    class, leaves a class-weighted mean unchanged) or, for floating targets, against ``1 - yb``."""
-    calls = [(out, yb)]
+    """(outputs, targets) pairs for ``check_fns_stateless``: the batch ``(out, yb)``, then one whose
+    statistics differ from it, so that what a function keeps from its first call shows: the outputs
+    scaled by 1/4 (another spread; probabilities stay in [0, 1]) against, for class indices, every class
+    in turn (``arange % classes`` in the targets' shape: other class counts, and several classes where the
+    batch holds one, as in data sorted by class, which leaves a class-weighted mean unchanged) or, for
+    floating targets, ``1 - yb`` (another mean); for other tensor targets, the first sample repeated."""
     if not isinstance(yb, torch.Tensor) or not yb.dim() or len(yb) < 2:
-        return calls
-    n = len(yb)
-    one = torch.zeros(n, dtype=torch.long, device=yb.device)
-    calls.append((map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out), yb[one].clone()))
+        return [(out, yb)]
     scaled = map_outputs(lambda t: t * 0.25, out)
     if yb.is_floating_point():
-        calls.append((scaled, 1 - yb))
-    elif yb.dtype == torch.int64 and bool((yb >= 0).any()):
+        return [(out, yb), (scaled, 1 - yb)]
+    if yb.dtype == torch.int64 and bool((yb >= 0).any()):
         kept = yb >= 0  # -100 and other negative ignore indices stay
         classes = max(int(yb[kept].max()) + 1, 2)
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > int(yb[kept].max()):
             classes = out.shape[1]
-        calls.append((out, torch.where(kept, (yb + 1) % classes, yb)))
         every = torch.arange(yb.numel(), device=yb.device).view_as(yb) % classes
-        calls.append((scaled, torch.where(kept, every, yb)))
-    return calls
+        return [(out, yb), (scaled, torch.where(kept, every, yb))]
+    n = len(yb)
+    one = torch.zeros(n, dtype=torch.long, device=yb.device)
+    return [(out, yb), (map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out),
+                        yb[one].clone())]
 
 
 def run_checking_inputs(model: Callable, xb):
@@ -199,9 +199,12 @@ class StateSnapshot:
     _OWN = frozenset(nn.Module().__dict__) | {"forward", "_compiled_call_impl"}
 
     def __init__(self, obj):
-        #: (dotted prefix, namespace, {name: (value, contents)})
-        self.spaces = [(label, space, {k: (v, self._contents(v)) for k, v in space.items() if k not in skip}, skip)
-                       for label, space, skip in _namespaces(obj)]
+        #: (dotted prefix, namespace, {name: (value, contents)}, names left out)
+        try:
+            self.spaces = [(label, space, {k: (v, self._contents(v)) for k, v in space.items() if k not in skip},
+                            skip) for label, space, skip in _namespaces(obj)]
+        except Exception:  # noqa: BLE001 - an object that cannot be looked at: nothing of it is checked
+            self.spaces = []
 
     @staticmethod
     def _contents(v):
@@ -209,26 +212,33 @@ class StateSnapshot:
             return v.cache_info().currsize
         if isinstance(v, torch.Tensor):
             return v.detach().clone() if v.numel() <= 2**20 else None
-        if isinstance(v, (list, dict, set)):
-            return copy.copy(v)
+        if isinstance(v, np.ndarray):
+            return v.copy() if v.size <= 2**20 else None
+        if isinstance(v, (list, dict, set, collections.deque)):
+            return copy.copy(v) if len(v) <= BIG_CONTAINER else _Size(len(v))
         if StateSnapshot._plain_object(v):  # a helper object's own fields (one level)
             return dict(vars(v))
+        if isinstance(v, tuple) and len(v) <= BIG_CONTAINER:  # a (named) tuple's lists, dicts, tensors
+            return _Items(tuple((x, StateSnapshot._contents(x)) for x in v))
         return None
 
     @staticmethod
     def _plain_object(v) -> bool:
-        return (hasattr(v, "__dict__") and not isinstance(v, (nn.Module, torch.Tensor, type)) and not callable(v)
-                and isinstance(vars(v), dict))
+        return (_own_dict(v) is not None and not isinstance(v, (nn.Module, torch.Tensor, type)) and not callable(v))
 
     @staticmethod
     def _same(v, old, contents) -> bool:
         if v is not old:
             return False
+        if isinstance(contents, _Size):
+            return len(v) == contents.n
         if _lru_cache(v):
             return v.cache_info().currsize == contents
         if isinstance(v, torch.Tensor):
             return contents is None or (v.shape == contents.shape and same_values(v.detach(), contents))
-        if isinstance(v, list):
+        if isinstance(v, np.ndarray):
+            return contents is None or (v.shape == contents.shape and _same_array(v, contents))
+        if isinstance(v, (list, collections.deque)):
             return len(v) == len(contents) and all(x is y for x, y in zip(v, contents))
         if isinstance(v, dict):
             return v.keys() == contents.keys() and all(v[k] is contents[k] for k in v)
@@ -237,6 +247,8 @@ class StateSnapshot:
         if isinstance(contents, dict) and StateSnapshot._plain_object(v):
             now = vars(v)
             return now.keys() == contents.keys() and all(now[k] is contents[k] for k in now)
+        if isinstance(contents, _Items):
+            return all(StateSnapshot._same(x, old_x, c) for x, (old_x, c) in zip(v, contents.items))
         return True
 
     def changed(self) -> list[str]:
@@ -258,20 +270,36 @@ class StateSnapshot:
                 if k in space and self._same(space[k], old, contents):
                     continue
                 space[k] = old
-                if _lru_cache(old):
-                    if contents == 0:
-                        old.cache_clear()
-                elif isinstance(old, torch.Tensor) and contents is not None and old.shape == contents.shape:
-                    with torch.no_grad():
-                        old.copy_(contents)
-                elif isinstance(old, list):
-                    old[:] = contents
-                elif isinstance(old, (dict, set)):
-                    old.clear()
-                    old.update(contents)
-                elif isinstance(contents, dict) and self._plain_object(old):
-                    vars(old).clear()
-                    vars(old).update(contents)
+                self._put_back(old, contents)
+
+    @classmethod
+    def _put_back(cls, old, contents) -> None:
+        """``old``'s contents as ``_contents`` recorded them, in place."""
+        if isinstance(contents, _Size):  # too large to copy: rebound names only
+            return
+        if _lru_cache(old):
+            if contents == 0:
+                old.cache_clear()
+        elif isinstance(old, torch.Tensor) and contents is not None and old.shape == contents.shape:
+            with torch.no_grad():
+                old.copy_(contents)
+        elif isinstance(old, np.ndarray) and contents is not None and old.shape == contents.shape:
+            old[...] = contents
+        elif isinstance(old, list):
+            old[:] = contents
+        elif isinstance(old, collections.deque):
+            old.clear()
+            old.extend(contents)
+        elif isinstance(old, (dict, set)):
+            old.clear()
+            old.update(contents)
+        elif isinstance(contents, dict) and cls._plain_object(old):
+            vars(old).clear()
+            vars(old).update(contents)
+        elif isinstance(contents, _Items):  # a tuple's elements, changed in place
+            for x, (old_x, c) in zip(old, contents.items):
+                if x is old_x and not cls._same(x, old_x, c):
+                    cls._put_back(x, c)
 
 
 class _Cells(MutableMapping):
@@ -318,9 +346,11 @@ class _Globals(MutableMapping):
             names.update(code.co_names)
             codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
         self.names = sorted(n for n in names if n in self.space and _holds_state(self.space[n]))
-        #: the user's own functions it calls by global name (followed: a helper's cache)
+        #: the user's own functions it calls by global name (followed: a helper's cache), and classes it reads
         self.functions = [self.space[n] for n in sorted(names) if n in self.space
                           and isinstance(self.space[n], types.FunctionType) and _user_code(self.space[n])]
+        self.classes = [self.space[n] for n in sorted(names) if n in self.space
+                        and isinstance(self.space[n], type) and _user_class(self.space[n])]
 
     def __getitem__(self, name):
         if name not in self.names or name not in self.space:
@@ -399,8 +429,44 @@ class _ClassAttributes(MutableMapping):
         return len(self.names)
 
 
+#: lists, dicts, sets and deques larger than this are compared by their size only (a 1M-entry dict a loss
+#: only reads cost 17 s of entry-by-entry comparisons), and not put back in place
+BIG_CONTAINER = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class _Size:
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Items:
+    """A tuple's elements and their contents (``StateSnapshot._contents``)."""
+    items: tuple
+
+
 def _lru_cache(v) -> bool:
-    return callable(getattr(v, "cache_clear", None)) and callable(getattr(v, "cache_info", None))
+    return isinstance(v, _LRU_TYPES)
+
+
+_LRU_TYPES = tuple(t for t in (getattr(functools, "_lru_cache_wrapper", None),) if isinstance(t, type))
+
+
+def _own_dict(v) -> dict | None:
+    """``vars(v)`` when it is a plain dict; None for objects without one (or whose attribute lookup raises:
+    a dict subclass with ``__getattr__ = dict.__getitem__``)."""
+    try:
+        d = vars(v)
+    except Exception:  # noqa: BLE001 - TypeError, or whatever a __getattr__ of the user's raises
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    try:
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    except Exception:  # noqa: BLE001 - object arrays whose elements do not compare
+        return True
 
 
 def _holds_state(v) -> bool:
@@ -452,20 +518,70 @@ def _namespaces(obj, label: str = "", depth: int = 0, seen: set | None = None) -
         cells, names = _Cells(obj), _Globals(obj)
         spaces = [(label, cells, frozenset()), (label, obj.__dict__, frozenset()), (label, names, frozenset()),
                   (label, _Defaults(obj), frozenset())]
+        for cls in names.classes:  # a class of the user's its code reads by name (Config.scale = ...)
+            if id(cls) not in seen:
+                seen.add(id(cls))
+                spaces.append((cls.__name__, _ClassAttributes(cls), frozenset()))
         held = list(cells.values()) + list(names.values()) + names.functions
-    elif isinstance(getattr(obj, "__dict__", None), dict) and not isinstance(obj, (type, torch.Tensor)):
+    elif _own_dict(obj) is not None and not isinstance(obj, (type, torch.Tensor)):
         spaces = [(label, vars(obj), frozenset())]
         if _user_class(type(obj)) and id(type(obj)) not in seen:
             seen.add(id(type(obj)))
             spaces.append((type(obj).__name__, _ClassAttributes(type(obj)), frozenset()))
         held = list(vars(obj).values())
+    elif _slot_names(obj) and _user_class(type(obj)):
+        slots = _Slots(obj)
+        spaces, held = [(label, slots, frozenset())], list(slots.values())
     else:
         return []
     for v in held:  # what it holds: a module, a function, a helper object
         if isinstance(v, (nn.Module, types.FunctionType, types.MethodType, functools.partial)) or (
-                isinstance(getattr(v, "__dict__", None), dict) and not isinstance(v, (type, torch.Tensor))):
+                not isinstance(v, (type, torch.Tensor)) and (_own_dict(v) is not None or _slot_names(v))):
             spaces += _namespaces(v, label, depth + 1, seen)
     return spaces
+
+
+def _slot_names(obj) -> list[str]:
+    """The ``__slots__`` of ``obj``'s class and its bases (``__dict__`` and ``__weakref__`` left out)."""
+    names = []
+    for cls in type(obj).__mro__:
+        slots = vars(cls).get("__slots__", ())
+        names += [n for n in ([slots] if isinstance(slots, str) else slots) if n not in ("__dict__", "__weakref__")]
+    return names
+
+
+class _Slots(MutableMapping):
+    """An object's ``__slots__`` as a mapping, name -> value (unset slots left out)."""
+
+    def __init__(self, obj):
+        self.obj, self.names = obj, _slot_names(obj)
+
+    def __getitem__(self, name):
+        if name not in self.names:
+            raise KeyError(name)
+        try:
+            return object.__getattribute__(self.obj, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __setitem__(self, name, value) -> None:
+        object.__setattr__(self.obj, name, value)
+
+    def __delitem__(self, name) -> None:
+        object.__delattr__(self.obj, name)
+
+    def __iter__(self):
+        return iter([n for n in self.names if n in self])
+
+    def __contains__(self, name) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
 
 
 def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -488,15 +604,18 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
     targets tensor must give what a copy of it gives. Outputs of any form (a VAE's (recon, mu, logvar), a
     ``ModelOutput``). Each function is left as before its first call and every generator seeded put back as
     it was. Raises ``LandscapeError`` naming the function, the values and the state it set."""
-    others, firsts = other_outputs(out, yb), first_calls(out, yb)
+    others, (_, other) = other_outputs(out, yb), (first_calls(out, yb) + [None])[:2]
     moved = map_outputs(lambda t: t.flip(-1) if t.dim() else t, out)
-    with torch.no_grad(), seeding(out) as seed:
+    # the calls below are the check's own (one class repeated, outputs flipped): their warnings are noise
+    with torch.no_grad(), seeding(out) as seed, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for what, fn in fns.items():
             snap = snaps.get(what) or StateSnapshot(None)
             try:
                 snap.restore()
                 seed()
                 first = float(fn(out, yb))
+                kept_state = bool(snap.changed())
                 seed()
                 same = float(fn(moved, yb))  # the batch's targets tensor, as at every grid point
                 seed()
@@ -504,42 +623,23 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
             except Exception:  # noqa: BLE001 - validated apart (a metric of another form, say)
                 snap.restore()
                 continue
-            if not _close(same, copied):
-                snap.restore()
-                raise LandscapeError(
-                    f"{what} returned {same:.6g} on other outputs with the batch's targets tensor but {copied:.6g} "
-                    "with a copy of it: it remembers values by the targets' identity (a cache keyed on id(t) or "
-                    "t.data_ptr()) or keeps state between calls, so every grid point (same targets tensor) "
-                    "would get the first one's value; expected a function of (outputs, targets) alone")
-            # (what ran before, value on a batch, its value as the first call, state it changed)
-            trials = [("calls on other outputs", None, first, [])]
+            # (what ran before, value on a batch after it, its value as the first call, state it changed);
+            # few restores: a lazily loaded helper (a teacher model) loads again after each
+            trials = []
             try:
-                # each pair as the first call, then the batch or the last pair (the one of every class)
-                for ai in (0, len(firsts) - 1) if len(firsts) > 2 else (0,):
-                    snap.restore()
-                    seed()
+                if kept_state and other is not None:  # each of the two pairs first, then the other one
                     try:
-                        pristine = first if ai == 0 else float(fn(*firsts[ai]))
-                    except Exception:  # noqa: BLE001, S112 - e.g. a loss of fixed targets
-                        continue
-                    for bi, (o, t) in enumerate(firsts):
-                        if bi == ai:
-                            continue
+                        seed()
+                        after_batch = float(fn(*other))
+                        changed = snap.changed()
                         snap.restore()
                         seed()
-                        try:
-                            fn(o, t)
-                        except Exception:  # noqa: BLE001, S112 - e.g. a loss needing two classes
-                            continue
-                        changed = snap.changed()
+                        alone = float(fn(*other))
                         seed()
-                        try:
-                            again = float(fn(*firsts[ai]))
-                        except Exception:  # after another first call: state it kept
-                            if ai == 0:
-                                raise
-                            continue
-                        trials.append(("a first call on other outputs", again, pristine, changed))
+                        trials += [("a first call on other outputs", float(fn(out, yb)), first, snap.changed()),
+                                   ("a first call on other outputs", after_batch, alone, changed)]
+                    except Exception:  # noqa: BLE001, S110 - e.g. a loss needing two classes
+                        pass
                 snap.restore()
                 seed()
                 for o, t in others:
@@ -549,7 +649,7 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
                         pass
                 changed = snap.changed()
                 seed()
-                trials[0] = ("calls on other outputs", float(fn(out, yb)), first, changed)
+                trials.append(("calls on other outputs", float(fn(out, yb)), first, changed))
             finally:
                 snap.restore()
             for how, again, alone, changed in trials:
@@ -564,6 +664,12 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
                     "evaluated before it; expected a function of (outputs, targets) alone (compute class "
                     "weights from the whole data beforehand and pass them in; a loss that samples may draw "
                     "from torch's, NumPy's or Python's global generator)")
+            if not _close(same, copied):
+                raise LandscapeError(
+                    f"{what} returned {same:.6g} on other outputs with the batch's targets tensor but {copied:.6g} "
+                    "with a copy of it: it remembers values by the targets' identity (a cache keyed on id(t) or "
+                    "t.data_ptr()), so every grid point (same targets tensor) would get the first one's value; "
+                    "expected a function of (outputs, targets) alone")
 
 
 def _close(a: float, b: float) -> bool:

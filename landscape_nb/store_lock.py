@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import socket
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,13 +59,19 @@ class WriterLock:
     def held(self) -> bool:
         return self._lock is not None and self._lock.is_locked
 
-    def owner(self) -> str:
-        """"process N on host H since T", or what is known about the holder."""
-        try:
-            o = json.loads(self.owner_path.read_text())
-            return f"process {o['pid']} on host {o['host']} since {o['since']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"another process (its owner record {str(self.owner_path)!r} is not written yet or unreadable)"
+    def owner(self, patience: float = 0.0) -> str:
+        """"process N on host H since T", or what is known about the holder. A holder writes its record just
+        after it takes the lock: a waiter that saw the lock taken waits up to ``patience`` seconds for it
+        (on a loaded machine three racing writers saw the lock before its record)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                o = json.loads(self.owner_path.read_text())
+                return f"process {o['pid']} on host {o['host']} since {o['since']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() >= deadline:
+                    return f"another process (its owner record {str(self.owner_path)!r} is not written yet or unreadable)"
+                time.sleep(0.02)
 
     def live_owner(self) -> str | None:
         """The holder's description when its owner record names a live writer (or one on another host), else None.
@@ -96,12 +103,12 @@ class WriterLock:
                 if seconds <= 0:
                     raise
                 logger.warning("the store %r is being written by %s; waiting %s for it (%s=<seconds> sets how "
-                               "long), then this run resumes from its tiles", str(self.store_path), self.owner(),
+                               "long), then this run resumes from its tiles", str(self.store_path), self.owner(patience=1.0),
                                "as long as it takes" if math.isinf(seconds) else f"up to {seconds:g} s", WAIT_ENV)
                 lock.acquire(timeout=-1 if math.isinf(seconds) else seconds)
         except Timeout:
             raise LandscapeError(
-                f"the store {str(self.store_path)!r} is being written by {self.owner()}; waited {seconds:g} s. "
+                f"the store {str(self.store_path)!r} is being written by {self.owner(patience=1.0)}; waited {seconds:g} s. "
                 "Wait for that run to finish and rerun (it resumes from the store), use another store path, "
                 f"or wait longer with {WAIT_ENV}=<seconds> (inf waits for ever)"
             ) from None

@@ -592,6 +592,44 @@ def _lru_cache_loss(out, t):
     return nn.functional.cross_entropy(out / _temperature(tuple(out.shape)), t)
 
 
+class _SlotsScale:
+    __slots__ = ("scale",)
+
+    def __init__(self):
+        self.scale = None
+
+    def __call__(self, out, t):
+        if self.scale is None:
+            self.scale = out.std()
+        return nn.functional.cross_entropy(out / self.scale, t)
+
+
+_TUPLE_HELD = ([],)
+_GLOBAL_ARRAY = np.zeros(1)
+
+
+class _Settings:
+    scale = None
+
+
+def _tuple_held_loss(out, t):
+    if not _TUPLE_HELD[0]:
+        _TUPLE_HELD[0].append(out.std())
+    return nn.functional.cross_entropy(out / _TUPLE_HELD[0][0], t)
+
+
+def _array_loss(out, t):
+    if not _GLOBAL_ARRAY[0]:
+        _GLOBAL_ARRAY[0] = float(out.std())
+    return nn.functional.cross_entropy(out / float(_GLOBAL_ARRAY[0]), t)
+
+
+def _global_class_loss(out, t):
+    if _Settings.scale is None:
+        _Settings.scale = out.std()
+    return nn.functional.cross_entropy(out / _Settings.scale, t)
+
+
 class _OutputsThreshold:
     """A metric saturated on the checked samples: the share of top logits above the first outputs' spread."""
 
@@ -615,8 +653,13 @@ class _OutputsThreshold:
     (lambda: {"loss_fn": _MemoByTargets()}, False),
     (lambda: {"metrics": {"confident": _OutputsThreshold()}}, False),
     (lambda: {"loss_fn": _lru_cache_loss}, False),
+    (lambda: {"loss_fn": _SlotsScale()}, False),
+    (lambda: {"loss_fn": _tuple_held_loss}, False),
+    (lambda: {"loss_fn": _array_loss}, False),
+    (lambda: {"loss_fn": _global_class_loss}, False),
 ], ids=["sorted-by-class", "global-dict", "default-arg", "partial-keyword", "class-attribute", "buffer",
-        "two-levels-deep", "memo-by-targets-id", "saturated-metric", "lru-cache"])
+        "two-levels-deep", "memo-by-targets-id", "saturated-metric", "lru-cache", "slots", "list-in-a-tuple",
+        "numpy-array", "global-class"])
 def test_state_a_loss_or_metric_keeps_anywhere_it_can_be_seen_is_refused(make, sort):
     """A fresh user's trial found these silent (4.9e-3 to 2.5 off its naive loop): class weights from the
     first targets on data sorted by class (the checked 8 samples all of one class, where a weighted mean
@@ -627,6 +670,9 @@ def test_state_a_loss_or_metric_keeps_anywhere_it_can_be_seen_is_refused(make, s
     _GLOBAL_WEIGHTS.clear()
     _ClassCache.shared.clear()
     _temperature.cache_clear()
+    _TUPLE_HELD[0].clear()
+    _GLOBAL_ARRAY[0] = 0.0
+    _Settings.scale = None
     _default_arg_loss.__defaults__[0].clear()
     model = _model()
     x, y = _data()
@@ -639,6 +685,40 @@ def test_state_a_loss_or_metric_keeps_anywhere_it_can_be_seen_is_refused(make, s
                             **kw)
     assert not _GLOBAL_WEIGHTS and not _ClassCache.shared and not _default_arg_loss.__defaults__[0]
     assert _temperature.cache_info().currsize == 0
+    assert not _TUPLE_HELD[0] and not _GLOBAL_ARRAY[0] and _Settings.scale is None
+
+
+class _AttrDict(dict):
+    """The notebook idiom: keys read as attributes (a missing one raises KeyError, not AttributeError)."""
+    __getattr__ = dict.__getitem__
+
+
+_CONFIG = _AttrDict(smoothing=0.1)
+
+
+class _Proxy:
+    """A logger stub answering every attribute with a no-op function."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+_LOG = _Proxy()
+
+
+def test_a_loss_reading_objects_with_their_own_attribute_lookup_runs():
+    """A loss reading a global ``AttrDict`` config (``__getattr__ = dict.__getitem__``) or calling a logger
+    proxy crashed the state check with KeyError: 'cache_clear' and "'NoneType' object has no attribute
+    'currsize'"; they run now, every point the naive loop's."""
+    def loss(out, t):
+        _LOG.log(loss=1.0)
+        return nn.functional.cross_entropy(out, t, label_smoothing=_CONFIG.smoothing)
+
+    model, (x, y) = _model(), _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=loss)
+    want = [naive_loss(model, (x, y), d.as_state_dicts(), [a], loss_fn=loss)[0] for a in surf.x]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
 def test_a_loss_drawing_a_fixed_projection_on_its_first_call_runs():

@@ -123,6 +123,24 @@ def test_racing_writers_of_one_spec_wait_and_share_one_store(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]
 
 
+def test_a_refused_writer_waits_briefly_for_the_holder_s_owner_record(tmp_path):
+    """The holder writes its owner record just after taking the lock; on a loaded machine a racing writer
+    read it in between and said "not written yet" (a CI run). ``owner(patience=)`` polls for it."""
+    import threading
+
+    from landscape_nb.store_lock import WriterLock
+
+    lock = WriterLock(tmp_path / "s.zarr")
+    record = {"pid": 4242, "host": "h", "since": "2026-12-02 00:00:00 UTC"}
+    timer = threading.Timer(0.3, lambda: lock.owner_path.write_text(json.dumps(record)))
+    timer.start()
+    try:
+        assert "not written yet" in lock.owner()  # no patience: what is there now
+        assert lock.owner(patience=5.0) == "process 4242 on host h since 2026-12-02 00:00:00 UTC"
+    finally:
+        timer.join()
+
+
 def test_racing_writers_refuse_naming_the_owner_and_never_delete(tmp_path):
     store = tmp_path / "s.zarr"
     results = race(tmp_path, store, seeds=[0, 0, 0], wait=0, sleep=0.3)
