@@ -302,11 +302,31 @@ class StateSnapshot:
                     cls._put_back(x, c)
 
 
-class _Cells(MutableMapping):
+class _Names(MutableMapping):
+    """A mapping over ``self.names`` whose ``__getitem__`` raises KeyError for a name that holds nothing now."""
+
+    names: list
+
+    def __iter__(self):
+        return iter([name for name in self.names if name in self])
+
+    def __contains__(self, name) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+class _Cells(_Names):
     """A function's closure as a mapping, free variable name -> what its cell holds (empty cells left out)."""
 
     def __init__(self, fn: types.FunctionType):
         self.cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+        self.names = list(self.cells)
 
     def __getitem__(self, name):
         try:
@@ -320,21 +340,9 @@ class _Cells(MutableMapping):
     def __delitem__(self, name) -> None:
         del self.cells[name].cell_contents
 
-    def __iter__(self):
-        return iter([name for name in self.cells if name in self])
-
-    def __contains__(self, name) -> bool:
-        try:
-            self[name]
-        except KeyError:
-            return False
-        return True
-
-    def __len__(self) -> int:
-        return len(list(iter(self)))
 
 
-class _Globals(MutableMapping):
+class _Globals(_Names):
     """The module-level names a function's code reads (nested functions' too) that hold values, as a mapping
     name -> value of its globals (modules, functions and classes left out)."""
 
@@ -362,12 +370,6 @@ class _Globals(MutableMapping):
 
     def __delitem__(self, name) -> None:
         del self.space[name]
-
-    def __iter__(self):
-        return iter([n for n in self.names if n in self.space])
-
-    def __len__(self) -> int:
-        return len(list(iter(self)))
 
 
 class _Defaults(MutableMapping):
@@ -550,7 +552,7 @@ def _slot_names(obj) -> list[str]:
     return names
 
 
-class _Slots(MutableMapping):
+class _Slots(_Names):
     """An object's ``__slots__`` as a mapping, name -> value (unset slots left out)."""
 
     def __init__(self, obj):
@@ -569,19 +571,6 @@ class _Slots(MutableMapping):
 
     def __delitem__(self, name) -> None:
         object.__delattr__(self.obj, name)
-
-    def __iter__(self):
-        return iter([n for n in self.names if n in self])
-
-    def __contains__(self, name) -> bool:
-        try:
-            self[name]
-        except KeyError:
-            return False
-        return True
-
-    def __len__(self) -> int:
-        return len(list(iter(self)))
 
 
 def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
