@@ -259,9 +259,15 @@ class SpeedChoices:
             now = self.point_values()
             if torch.allclose(was[compared], now[compared], rtol=rtol, atol=atol, equal_nan=True):
                 continue
+            names = ["loss", *self.metric_fns]
+            differ = {n: (float(a), float(b)) for n, a, b in zip(names, was, now)
+                      if not torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)}
             raise LandscapeError(
-                f"the values at {coeffs.tolist()} are {was.tolist()} with batches of {bs} samples but {now.tolist()} "
-                f"with batches of {kept}, the size the batch-size trial kept: the model's outputs depend on how the "
+                f"at {coeffs.tolist()}, with batches of {bs} samples "
+                + ", ".join(f"{n} is {a:.7g}" for n, (a, b) in differ.items())
+                + f", but with batches of {kept} (the size the batch-size trial kept) "
+                + ", ".join(f"{b:.7g}" for a, b in differ.values())
+                + ": the model's outputs depend on how the "
                 "samples are batched at these weights (e.g. a branch on, or a normalisation by, a statistic of the "
                 "batch), or on the calls before them (state kept between calls), so the surface would mix "
                 "batchings; pass batch_size= (the number of samples for the whole set at once, or the batch size "

@@ -1101,7 +1101,9 @@ def test_a_model_whose_outputs_follow_the_batching_away_from_the_weights_is_refu
     torch.manual_seed(1)
     model = _BranchOnBatchMean()
     d = lnb.random_directions(model, n=2, seed=9)
-    with pytest.raises(LandscapeError, match=r"the model's outputs depend on how the samples are batched at "
+    with pytest.raises(LandscapeError, match=r"at \[.*\], with batches of \d+ samples loss is [-0-9.e]+.*, but "
+                                             r"with batches of 1500 \(the size the batch-size trial kept\) [-0-9.e]+"
+                                             r".*: the model's outputs depend on how the samples are batched at "
                                              r"these weights .* pass batch_size="):
         lnb.compute_surface(model, (x, y), d, x=(-1, 1, 9), y=(-1, 1, 9))
     surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1500)
