@@ -3,6 +3,7 @@
 The expected keys below were computed with the code as it was before the redesign (commit
 65e00be); a change here means every store written by earlier versions stops resuming.
 """
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -31,3 +32,57 @@ def test_spec_key_is_unchanged_since_before_the_redesign(n, kwargs, key):
     model = _model()
     d = lnb.random_directions(model, n=n, seed=0)
     assert lnb.compute_surface(model, _data(), d, **kwargs).provenance["key"] == key
+
+
+def _notebook_loss():
+    """A loss as a notebook defines it (module ``__main__``: cloudpickle writes it and its globals by value),
+    reading a large tensor, a large array and a small tensor, and those three."""
+    space = {"__name__": "__main__", "nn": nn, "table": torch.arange(300_000, dtype=torch.float32),
+             "array": np.arange(300_000, dtype=np.float64), "small": torch.arange(10, dtype=torch.float32)}
+    exec("def loss(out, t):\n"  # noqa: S102 - a function of module __main__, as a notebook makes it
+         "    return nn.functional.cross_entropy(out, t) + 0 * (table[:3].sum() + float(array[0]) + small[0])\n",
+         space)
+    return space["loss"], space
+
+
+@pytest.mark.parametrize("change", ["table", "array", "small"])
+def test_a_loss_fingerprint_follows_the_large_tensors_it_reads_without_pickling_them(change):
+    """A notebook loss's fingerprint is its cloudpickle bytes hashed, its globals by value; tensors and
+    arrays go in as their SHA-256 (a 188 MB global cost 1.35 s and 367 MB to pickle, and torch pickles a
+    storage under a key of its own: equal tensors gave other keys). Changing one element of any of them
+    changes the key; equal values give the same."""
+    from landscape_nb.spec import _callable_fingerprint
+
+    loss, space = _notebook_loss()
+    before = _callable_fingerprint(loss)
+    assert before == _callable_fingerprint(_notebook_loss()[0])  # equal globals: the same
+    space[change][7] += 1
+    assert _callable_fingerprint(loss) != before
+    space[change][7] -= 1
+    assert _callable_fingerprint(loss) == before
+
+
+def test_equal_losses_holding_tensors_have_one_fingerprint():
+    """Two ``nn.CrossEntropyLoss(weight=w)`` with equal weights had two fingerprints (torch pickles each
+    storage under a key of its own), so a store's spec did not match the same loss made again in another
+    process, and an interrupted run could not be resumed; another weight gives another."""
+    from landscape_nb.spec import _callable_fingerprint
+
+    def make(w):
+        return nn.CrossEntropyLoss(weight=torch.tensor(w))
+
+    assert _callable_fingerprint(make([1.0, 2.0, 3.0])) == _callable_fingerprint(make([1.0, 2.0, 3.0]))
+    assert _callable_fingerprint(make([1.0, 2.0, 3.0])) != _callable_fingerprint(make([1.0, 2.0, 4.0]))
+
+
+def test_a_store_resumes_with_the_same_weighted_loss_made_again(tmp_path):
+    """The whole path: a surface stored with ``nn.CrossEntropyLoss(weight=w)`` and asked for again with that
+    loss made anew was refused, "holds a different surface ... loss_fingerprint"; it loads now."""
+    model = _model().eval()
+    d = lnb.random_directions(model, n=2, seed=0)
+    store = tmp_path / "s.zarr"
+    kw = {"x": (-1, 1, 3), "y": (-1, 1, 3), "store": store}
+    first = lnb.compute_surface(model, _data(), d, loss_fn=nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0])), **kw)
+    again = lnb.compute_surface(model, _data(), d, loss_fn=nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0])), **kw)
+    assert again.provenance["key"] == first.provenance["key"]
+    np.testing.assert_array_equal(again.loss, first.loss)
