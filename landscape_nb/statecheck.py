@@ -75,29 +75,29 @@ def other_outputs(out, yb) -> list[tuple]:
     return others
 
 
-def first_calls(out, yb) -> list[tuple]:
-    """(outputs, targets) pairs for ``check_fns_stateless``: the batch ``(out, yb)``, then one whose
-    statistics differ from it, so that what a function keeps from its first call shows: the outputs
-    scaled by 1/4 (another spread; probabilities stay in [0, 1]) against, for class indices, every class
-    in turn (``arange % classes`` in the targets' shape: other class counts, and several classes where the
-    batch holds one, as in data sorted by class, which leaves a class-weighted mean unchanged) or, for
-    floating targets, ``1 - yb`` (another mean); for other tensor targets, the first sample repeated."""
+def other_first_call(out, yb) -> tuple | None:
+    """An (outputs, targets) pair for ``check_fns_stateless`` whose statistics differ from the batch
+    ``(out, yb)``'s, so that what a function keeps from its first call shows: the outputs scaled by 1/4
+    (another spread; probabilities stay in [0, 1]) against, for class indices, every class in turn
+    (``arange % classes`` in the targets' shape: other class counts, and several classes where the batch
+    holds one, as in data sorted by class, which leaves a class-weighted mean unchanged) or, for floating
+    targets, ``1 - yb`` (another mean); for other tensor targets, the first sample repeated. None for
+    targets that are no tensor of two samples or more."""
     if not isinstance(yb, torch.Tensor) or not yb.dim() or len(yb) < 2:
-        return [(out, yb)]
+        return None
     scaled = map_outputs(lambda t: t * 0.25, out)
     if yb.is_floating_point():
-        return [(out, yb), (scaled, 1 - yb)]
+        return scaled, 1 - yb
     if yb.dtype == torch.int64 and bool((yb >= 0).any()):
         kept = yb >= 0  # -100 and other negative ignore indices stay
         classes = max(int(yb[kept].max()) + 1, 2)
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > int(yb[kept].max()):
             classes = out.shape[1]
         every = torch.arange(yb.numel(), device=yb.device).view_as(yb) % classes
-        return [(out, yb), (scaled, torch.where(kept, every, yb))]
+        return scaled, torch.where(kept, every, yb)
     n = len(yb)
     one = torch.zeros(n, dtype=torch.long, device=yb.device)
-    return [(out, yb), (map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out),
-                        yb[one].clone())]
+    return map_outputs(lambda t: t[one.to(t.device)] if t.dim() and len(t) == n else t, out), yb[one].clone()
 
 
 def run_checking_inputs(model: Callable, xb):
@@ -404,7 +404,7 @@ class _Defaults(MutableMapping):
         return len(self.names) + len(self.fn.__kwdefaults__ or {})
 
 
-class _ClassAttributes(MutableMapping):
+class _ClassAttributes(_Names):
     """The data attributes of a user's class (a cache shared by its instances), by name; methods,
     properties and dunder names left out."""
 
@@ -423,12 +423,6 @@ class _ClassAttributes(MutableMapping):
 
     def __delitem__(self, name) -> None:
         raise KeyError(name)
-
-    def __iter__(self):
-        return iter(list(self.names))
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 #: lists, dicts, sets and deques larger than this are compared by their size only (a 1M-entry dict a loss
@@ -584,16 +578,17 @@ def check_fns_stateless(out, yb, fns: dict[str, Callable], snaps: dict[str, Stat
     """Refuse a loss or metric that keeps state between calls (a running average, a call counter, class
     weights taken from the first targets it saw, a value remembered by the targets' identity): each grid
     point's value would then depend on the points evaluated before it. Each ``fns[what]`` is called on the
-    batch ``(out, yb)`` as it was before its first call (``snaps[what]``, taken then); from there again, on
-    each of ``first_calls`` first, then on the batch; and after calls on ``other_outputs`` (values it must
-    tell apart, e.g. every sample right and every sample wrong for an accuracy), on the batch once more;
+    batch ``(out, yb)`` as it was before its first call (``snaps[what]``, taken then); if that call set
+    state, the batch and ``other_first_call``'s pair are each called first, from that state, then the
+    other, whose value must be what it gives as a first call; and after calls on ``other_outputs`` (values
+    it must tell apart, e.g. every sample right and every sample wrong for an accuracy), on the batch once more;
     each call from the same random-number state (a loss that samples, e.g. a VAE's ELBO, or that draws a
     fixed projection on its first call, is allowed). Every value on the batch must agree with the first to
     1e-5 (a CUDA loss summing with atomics may differ by rounding), and on other outputs the batch's
     targets tensor must give what a copy of it gives. Outputs of any form (a VAE's (recon, mu, logvar), a
     ``ModelOutput``). Each function is left as before its first call and every generator seeded put back as
     it was. Raises ``LandscapeError`` naming the function, the values and the state it set."""
-    others, (_, other) = other_outputs(out, yb), (first_calls(out, yb) + [None])[:2]
+    others, other = other_outputs(out, yb), other_first_call(out, yb)
     moved = map_outputs(lambda t: t.flip(-1) if t.dim() else t, out)
     # the calls below are the check's own (one class repeated, outputs flipped): their warnings are noise
     with torch.no_grad(), seeding(out) as seed, warnings.catch_warnings():
@@ -675,9 +670,10 @@ def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> Non
     that samples from torch's, NumPy's or Python's global generator runs): the two outputs on ``xb`` at
     its weights must agree to 1e-5. Weights and attributes are put back after, so the model is left as it
     was given (a cache it builds from its input's shape, e.g. rotary embeddings, passes). ``out`` (the
-    first call's) gives which GPUs to seed. Not seen: state deeper than a helper object's own fields, in a
-    module-level dict, in a tensor over 2**20 elements changed in place, or a counter that acts after many
-    calls."""
+    first call's) gives which GPUs to seed. What ``snap`` sees is ``StateSnapshot``'s (for a model: its
+    modules' attributes and buffers, a helper object's own fields, the module-level names its classes'
+    ``forward`` reads); not seen: state deeper than that, in a tensor over 2**20 elements changed in
+    place, or a counter that acts after many calls."""
     n = batch_len(xb)
     if n < 2:
         return

@@ -882,6 +882,32 @@ def test_the_hessian_functions_refuse_a_model_or_loss_keeping_state(entry, state
     assert (model.scale if stateful == "model" else loss_fn.w) is None
 
 
+_FORWARD_STATS: dict = {}
+
+
+class _GlobalStats(nn.Module):
+    """Divides by the std of its first call's inputs, kept in a module-level dict its forward reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 3)
+
+    def forward(self, x):
+        if "std" not in _FORWARD_STATS:
+            _FORWARD_STATS["std"] = float(x.std())
+        return self.a(x / _FORWARD_STATS["std"])
+
+
+def test_a_model_keeping_state_in_a_global_its_forward_reads_is_refused_and_left_as_given():
+    """The model's snapshot follows the module-level names its class's ``forward`` reads: a first-call
+    statistic kept there is refused, naming it, and the dict is left empty as it was."""
+    _FORWARD_STATS.clear()
+    model = _GlobalStats()
+    with pytest.raises(LandscapeError, match=r"the model \(_GlobalStats\) gave other outputs.*_FORWARD_STATS"):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+    assert not _FORWARD_STATS
+
+
 def test_a_model_that_runs_only_on_its_whole_batch_is_refused_saying_so():
     """A forward indexing the batch with a tensor sized for the data set runs on all 20 samples but not on
     fewer: refused naming the batch size it needs, not as data of the wrong shape."""
