@@ -24,7 +24,7 @@ from .errors import LandscapeError
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
-from .metrics import loss_name, split_values
+from .metrics import loss_name, split_values, unwrap_compiled
 from . import validate
 from .params import unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
@@ -258,6 +258,10 @@ def compute_surface(
                              quantities=QUANTITIES)
     callbacks = validate.check_callbacks(callbacks)
     model = unwrap_model(model)
+    # evaluated as what they wrap (metrics.unwrap_compiled): Dask workers get, and the store keys, the originals
+    loss_fn = unwrap_compiled(loss_fn)
+    if isinstance(metrics, Mapping):
+        metrics = {name: unwrap_compiled(fn) for name, fn in metrics.items()}
     grid, d = _grid_and_directions(model, directions, x, y, z)
     validate.check_numbers(model, d, grid)  # a NaN weight or direction, or an overflowing range: refused here
     grid.check_tile(tile)  # a tile form that does not fit the grid: refused before the model runs

@@ -24,7 +24,7 @@ from .choices import PRECISIONS
 from .data import EvalData, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
 from .errors import LandscapeError
 from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, describe, find_logits, loss_name, own_loss,
-                      resolve_metrics)
+                      resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
@@ -116,8 +116,10 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     With no ``loss_fn`` and a dict batch (or inputs only), the model is called on a few samples
     with the whole dict, labels included; if its outputs hold a scalar ``.loss`` (Hugging Face
     models), that loss is used and the labels stay in the inputs. Otherwise ``loss_fn``, or the
-    default cross-entropy on the logits (``metrics.DefaultLoss``).
+    default cross-entropy on the logits (``metrics.DefaultLoss``); a ``torch.compile``d loss as the
+    function it wraps (``metrics.unwrap_compiled``).
     """
+    loss_fn = unwrap_compiled(loss_fn)
     if loss_fn is None and ev.rule in ("key", "inputs"):
         head = tree_map(lambda t: t[:2].clone(), ev.tree)  # a copy: a model writing into its inputs is refused later
         try:

@@ -44,7 +44,7 @@ from .directions import Directions
 from .errors import LandscapeError
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
-from .metrics import DefaultLoss, batch_denominator
+from .metrics import DefaultLoss, batch_denominator, unwrap_compiled
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
 from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
 
@@ -102,7 +102,7 @@ class HessianOperator:
                 loss_fn.check(out, ev.split()[1])
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
-        self.loss_fn = loss_fn or DefaultLoss()
+        self.loss_fn = unwrap_compiled(loss_fn) or DefaultLoss()
         self.batches = list(batches)
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
         # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator)

@@ -10,6 +10,26 @@ import torch
 from .errors import LandscapeError
 
 
+def unwrap_compiled(fn):
+    """The callable inside ``torch.compile`` wrappers (nested ones too): a compiled function's original
+    (``_torchdynamo_orig_callable``), a compiled module's ``_orig_mod`` (the module itself); anything else as is.
+
+    A compiled loss or metric is evaluated as the function it wraps, as a compiled model is
+    (``params.unwrap_model``): the same values up to rounding (a compiled function also the same store
+    key; torch marks a compiled module itself, so its key differs from a never-compiled one's), without the
+    compiler's work on each shape the checks use (a 7x7 plane of a small MLP took 7-23 s with a
+    compiled ``nn.CrossEntropyLoss`` instead of 2 s, and the batch-axis check's function mode made
+    dynamo hit its recompile limit, printing warnings). ``compile=True`` compiles the forward pass.
+    """
+    while True:
+        inner = getattr(fn, "_orig_mod", None)  # first: a compiled module's orig callable is its bound forward
+        if not isinstance(inner, torch.nn.Module):
+            inner = getattr(fn, "_torchdynamo_orig_callable", None)
+        if inner is None or inner is fn:
+            return fn
+        fn = inner
+
+
 def find_logits(outputs) -> torch.Tensor | None:
     """The class scores in a model's outputs: the tensor itself, its ``.logits`` (Hugging Face
     ``ModelOutput``), a ``"logits"`` dict entry, or the only score-shaped element of a tuple/list
@@ -197,6 +217,7 @@ def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:
     out: dict[str, Callable] = {}
     items = metrics.items() if isinstance(metrics, Mapping) else [(m, m) for m in metrics]
     for name, fn in items:
+        fn = unwrap_compiled(fn)
         if isinstance(fn, str):
             if fn not in BUILTIN_METRICS:
                 raise LandscapeError(

@@ -401,6 +401,41 @@ def test_hessian_of_compiled_model_equals_plain():
     np.testing.assert_allclose(compiled["max"], plain["max"], rtol=1e-10)
 
 
+
+def test_a_compiled_loss_and_metric_run_as_the_functions_they_wrap():
+    """A ``torch.compile``d loss and metric are evaluated as what they wrap, as a compiled model is: the
+    naive loop's values with the plain functions, a compiled function's store key that of the plain one, and nothing compiled (the
+    batch-axis check's function mode made dynamo recompile the loss at each call, to its limit, with
+    warnings; a 7x7 plane took 7-23 s instead of 2). Hessian-vector products take the plain loss too."""
+    model, (x, y), _, _ = row("mlp")
+    compiled = []
+
+    def backend(gm, example_inputs):  # records what dynamo compiles
+        compiled.append(gm)
+        return gm.forward
+
+    def mse_to_onehot(out, t):
+        return (out.softmax(1) - F.one_hot(t, 3).float()).pow(2).sum(1).mean()
+
+    loss = torch.compile(nn.CrossEntropyLoss(), backend=backend)
+    metric = torch.compile(mse_to_onehot, backend=backend)
+    d = lnb.random_directions(model, n=1, seed=3)
+    xs = (-0.5, 0.5, 9)
+    surf = lnb.compute_surface(model, (x, y), d, x=xs, loss_fn=loss, metrics={"brier": metric})
+    plain = lnb.compute_surface(model, (x, y), d, x=xs, loss_fn=nn.CrossEntropyLoss(),
+                                metrics={"brier": mse_to_onehot})
+    with torch.no_grad():
+        outs = [perturbed(model, d, float(a))(x) for a in np.linspace(*xs)]
+    np.testing.assert_allclose(surf.loss, [float(F.cross_entropy(o, y)) for o in outs], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(surf.metrics["brier"], [float(mse_to_onehot(o, y)) for o in outs], rtol=1e-5, atol=1e-7)
+    # a compiled function keys a store as the plain one (torch marks a compiled module itself: not so)
+    assert surf.spec["eval"]["metric_fingerprints"] == plain.spec["eval"]["metric_fingerprints"]
+    assert surf.spec["eval"]["loss_name"] == plain.spec["eval"]["loss_name"]
+    want = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", tol=1e-8)
+    got = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", tol=1e-8, loss_fn=loss)
+    np.testing.assert_allclose(got["max"], want["max"], rtol=1e-10)
+    assert compiled == []
+
 # -------------------------------------------------------- stated errors ----
 
 def test_item4_default_loss_refuses_regression_and_impossible_targets():
