@@ -165,7 +165,13 @@ def _positive(name: str, value) -> float:
 def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: Callable | None = None, *,
                max_distance: float = 10.0, tol: float = 0.01, num: int = 51, max_samples: int | None = None,
                batch_size: int | None = None, cancel: threading.Event | None = None) -> AutoRange:
-    """Per direction and sign, the distance at which the loss first reaches ``rise × loss(centre)``.
+    """Per direction and sign, the first distance found at which the loss reaches ``rise × loss(centre)``.
+
+    "First" is among the distances evaluated (``Crossing``): they start at ``max_distance / 64``
+    and grow by up to 8× a step where the log-loss rises slowly, so a wall the loss rises past
+    the target in and falls back from between two of them is stepped over (a bump of width 0.5
+    at distance 1.5, with the steps at 0.31 and 2.5, gave a range of ±8.9). The surface over the
+    range shows such a wall (a line, ``compute_surface`` with ``x=(0, hi, n)``, finds where it starts).
 
     >>> d = lnb.random_directions(model, n=2, seed=0)
     >>> r = lnb.auto_range(model, (x, y), d, rise=5)
