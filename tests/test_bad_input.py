@@ -281,6 +281,10 @@ def test_a_tuple_of_several_score_shaped_tensors_is_not_guessed():
 
 @pytest.mark.parametrize("what, change, message", [
     ("summed loss", dict(loss_fn=nn.CrossEntropyLoss(reduction="sum")), "sums over the batch"),
+    # checked on the first batch's 5 samples, halves of 2 and 3: a sum was taken for a mean there (a sum of the
+    # halves' losses is not twice their weighted mean), and the surface was a quarter of the set's summed loss
+    ("summed loss, batches of 5", {"loss_fn": nn.CrossEntropyLoss(reduction="sum"), "batch_size": 5},
+     "on 5 samples .* sums over the batch"),
     ("NaN running_var", dict(model="nan_bn"), "buffer '1.running_var'"),
     ("NaN input", dict(data="nan_x"), "non-finite value"),
 ])
@@ -293,7 +297,7 @@ def test_silent_wrong_values_are_refused(what, change, message):
     if change.get("data") == "nan_x":
         x = x.clone()
         x[3, 1] = float("nan")
-    kwargs = {k: v for k, v in change.items() if k == "loss_fn"}
+    kwargs = {k: v for k, v in change.items() if k in ("loss_fn", "batch_size")}
     with pytest.raises(LandscapeError, match=message):
         lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), **kwargs)
 
