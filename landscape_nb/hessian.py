@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import batch_len, call_model, read_data
+from .data import batch_len, call_model, check_finite_data, read_data, tree_map
 from .directions import Directions
-from .errors import LandscapeError
+from .errors import LandscapeError, positive_int
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
-from .metrics import DefaultLoss, batch_denominator, unwrap_compiled
+from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
 from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
 
@@ -67,6 +67,18 @@ class HessianOperator:
     double backward; the math kernel computes the same function), on the model inside a
     ``torch.compile``/``DataParallel`` wrapper (``params.unwrap_model``). ``progress`` is a
     callable ``(n_products)`` called after each product (the public functions pass a tqdm bar).
+
+    ``batches=`` (a list of ``(inputs, targets)`` on the model's device, e.g. an ``Evaluator``'s)
+    replaces ``data``: they are used as given, with the data and loss checks below.
+
+    Raises
+    ------
+    LandscapeError
+        For a model that is not an ``nn.Module``; a ``batch_size`` or ``max_samples`` that is not a
+        positive integer; data not accepted or holding NaN/inf (``data`` or ``batches``); a model that
+        fails on the first samples, writes into its inputs or keeps state between calls; a loss that
+        fails, is not a scalar (``reduction='none'``), sums over the batch (``reduction='sum'``: the
+        values would follow ``batch_size``) or keeps state between calls.
     """
 
     def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
@@ -74,6 +86,8 @@ class HessianOperator:
                  batches=None, layout: ParamLayout | None = None, target_key: str | int | None = "labels"):
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        positive_int("batch_size", batch_size, none="all samples in one pass")
+        positive_int("max_samples", max_samples, none="all samples")
         model = unwrap_model(model)
         self.model = model
         self.layout = layout or ParamLayout.of(model)
@@ -83,6 +97,7 @@ class HessianOperator:
             if data is None:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
             ev = read_data(data, max_samples=max_samples, subset_seed=subset_seed, target_key=target_key)
+            check_finite_data(ev.tree, why=_NON_FINITE_WHY)
             ev = ev.to(model_device(model))
             model_state = StateSnapshot(model)  # before its first call (choose_loss may call it)
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
@@ -90,20 +105,25 @@ class HessianOperator:
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
             with eval_mode(model), torch.no_grad():
-                try:
-                    out = run_checking_inputs(model, xb)
-                except LandscapeError:
-                    raise
-                except Exception as exc:  # the user's model decides what it rejects
-                    raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
-                                         "on the first 8 samples") from exc
+                out = _first_outputs(model, xb)
                 check_model_stateless(model, xb, out, model_state)
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
+            check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
-        self.loss_fn = unwrap_compiled(loss_fn) or DefaultLoss()
-        self.batches = list(batches)
+        else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
+            batches = list(batches)
+            if not batches:
+                raise LandscapeError("batches=[]; expected a list of (inputs, targets) batches, or data= instead")
+            check_finite_data(batches, "the batches", why=_NON_FINITE_WHY)
+            loss_fn = unwrap_compiled(loss_fn) or DefaultLoss()
+            xb, yb = tree_map(lambda t: t[:8], batches[0])
+            with eval_mode(model), torch.no_grad():
+                out = _first_outputs(model, xb)
+            check_mean_loss(loss_fn, out, yb)
+        self.loss_fn = loss_fn
+        self.batches = batches
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
         # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator)
         dens = [batch_denominator(self.loss_fn, yb) for _, yb in self.batches]
@@ -167,6 +187,21 @@ class HessianOperator:
                                  f"{max_params} parameters: use hessian_eigenvalues / hessian_trace instead")
         eye = torch.eye(self.n_params, dtype=torch.float64)
         return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
+
+
+_NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
+
+
+def _first_outputs(model: nn.Module, xb):
+    """The model's outputs on its first samples (in the caller's eval mode and no_grad), the data kept as
+    they were; an error of the model as a ``LandscapeError`` saying so."""
+    try:
+        return run_checking_inputs(model, xb)
+    except LandscapeError:
+        raise
+    except Exception as exc:  # the user's model decides what it rejects
+        raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
+                             f"on the first {batch_len(xb)} samples") from exc
 
 
 def math_attention():
@@ -242,7 +277,8 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
-        Samples per forward/backward pass (default: all at once); changes memory, not values.
+        Samples per forward/backward pass (default: all at once); changes memory, not values (a
+        loss summed over the batch, whose values would follow it, is refused).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -267,7 +303,9 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     Raises
     ------
     LandscapeError
-        For an unknown ``which``, a model that is not an ``nn.Module``, or data not accepted.
+        For an unknown ``which``, and for what ``HessianOperator`` refuses: a model that is not an
+        ``nn.Module``, data not accepted or holding NaN/inf, a loss that is not a scalar mean over the
+        batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -337,7 +375,8 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
-        Samples per forward/backward pass (default: all at once); changes memory, not values.
+        Samples per forward/backward pass (default: all at once); changes memory, not values (a
+        loss summed over the batch, whose values would follow it, is refused).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -357,7 +396,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     Raises
     ------
     LandscapeError
-        For a malformed or repeated ``which`` entry, or data not accepted.
+        For a malformed or repeated ``which`` entry, and for what ``HessianOperator`` refuses: data not
+        accepted or holding NaN/inf, a loss that is not a scalar mean over the batch
+        (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -442,7 +483,8 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
-        Samples per forward/backward pass (default: all at once); changes memory, not values.
+        Samples per forward/backward pass (default: all at once); changes memory, not values (a
+        loss summed over the batch, whose values would follow it, is refused).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -458,7 +500,8 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     Raises
     ------
     LandscapeError
-        For ``n_samples`` < 2 or data not accepted.
+        For ``n_samples`` < 2, and for what ``HessianOperator`` refuses: data not accepted or holding
+        NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------

@@ -201,6 +201,46 @@ def test_bad_hessian_requests_are_clear_errors(data64):
         HessianOperator(model, data64).dense(max_params=10)
 
 
+def _regression(n=64):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    return x, torch.randn(n, 3, generator=g, dtype=torch.float64)
+
+
+def test_a_mean_loss_gives_the_dense_eigenvalues_at_every_batch_size_and_a_summed_one_is_refused():
+    """batch_size changes memory, not values: a summed loss gave lambda_max 253 / 127 / 63 for batch_size None /
+    32 / 16 (its products were weighted as a mean's), silently; it is refused as compute_surface refuses it."""
+    model, data = _small_mlp(), _regression()
+    evals = torch.linalg.eigvalsh(torch.from_numpy(_dense_hessian(model, data, nn.functional.mse_loss))).numpy()
+    for batch_size in (None, 16, 7):
+        got = lnb.hessian_eigenvalues(model, data, loss_fn=nn.MSELoss(), which="max", batch_size=batch_size, tol=1e-9)
+        assert got["max"][0] == pytest.approx(evals[-1], rel=1e-7)
+    for batch_size in (None, 16):
+        with pytest.raises(LandscapeError, match=r"loss_fn gives .* on 8 samples .* it sums over the batch "
+                                                 r"\(e\.g\. reduction='sum'\)"):
+            lnb.hessian_eigenvalues(model, data, loss_fn=nn.MSELoss(reduction="sum"), batch_size=batch_size)
+
+
+def test_the_operator_on_given_batches_is_checked_like_data_and_weighs_them_by_size():
+    """``HessianOperator(batches=...)`` (the eigen-map's way in, open to any caller) ran a summed loss, a loss
+    per sample or NaN samples unchecked (a wrong Hessian, an autograd error, NaN products)."""
+    model, (x, y) = _small_mlp(), _regression(30)
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]  # of unequal size: a mean loss is weighted by size
+    op = HessianOperator(model, loss_fn=nn.MSELoss(), batches=batches)
+    np.testing.assert_allclose(op.dense(), _dense_hessian(model, (x, y), nn.functional.mse_loss), rtol=1e-9,
+                               atol=1e-12)
+    nan_x = x.clone()
+    nan_x[20, 2] = float("nan")
+    for loss_fn, given, message in [
+        (nn.MSELoss(reduction="sum"), batches, r"it sums over the batch \(e\.g\. reduction='sum'\)"),
+        (nn.MSELoss(reduction="none"), batches, r"loss_fn returned \(8, 3\); expected a scalar tensor"),
+        (nn.MSELoss(), [batches[0], (nan_x[16:], y[16:])], r"the batches\[1\]\[0\] hold 1 non-finite value"),
+        (nn.MSELoss(), [], r"batches=\[\]; expected a list of \(inputs, targets\) batches"),
+    ]:
+        with pytest.raises(LandscapeError, match=message):
+            HessianOperator(model, loss_fn=loss_fn, batches=given)
+
+
 def test_a_model_smaller_than_the_krylov_space_gets_its_spectrum_densely():
     torch.manual_seed(2)
     model = nn.Linear(1, 2).double()  # 4 parameters: ARPACK needs k < n, so k = 4 is solved densely
