@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -41,7 +42,7 @@ from torch import nn
 
 from .data import batch_len, call_model, check_finite_data, read_data, tree_map
 from .directions import Directions
-from .errors import LandscapeError, positive_int
+from .errors import LandscapeError, is_int, positive_int, short_repr
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
@@ -245,6 +246,26 @@ def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
+def check_lanczos_options(tol, max_iter, seed) -> None:
+    """The Lanczos options every eigenvalue entry takes: ``tol`` a finite number ≥ 0, ``max_iter`` a positive
+    integer or None, ``seed`` an integer ≥ 0 (ARPACK took a negative ``tol`` or ``max_iter=0`` silently, and
+    failed inside its Fortran code on a float ``k`` or ``tol``)."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise LandscapeError(f"tol={short_repr(tol)}; expected a relative tolerance ≥ 0, e.g. tol=1e-3 (smaller is "
+                             "more exact and slower; 0 means machine precision)")
+    positive_int("max_iter", max_iter, none="the solver's default, at least 100")
+    if not is_int(seed) or seed < 0:
+        raise LandscapeError(f"seed={short_repr(seed)}; expected an integer ≥ 0 (the seed of the Lanczos start "
+                             "vector), e.g. seed=0")
+
+
+def _check_rank(op: HessianOperator, rank: int, what: str, example: str) -> None:
+    """Refuse asking for more eigenvalues than the Hessian has (one per trainable parameter)."""
+    if rank > op.n_params:
+        raise LandscapeError(f"{what}, but the model has {op.n_params} trainable parameters, so its Hessian has "
+                             f"{op.n_params} eigenvalues; expected at most {op.n_params}, e.g. {example}")
+
+
 def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "both", loss_fn=None,
                         tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
                         max_samples: int | None = None, batch_size: int | None = None,
@@ -266,14 +287,14 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
     k : int
-        How many eigenvalues of each end.
+        How many eigenvalues of each end: 1 up to the number of trainable parameters (then all).
     which : {"max", "min", "both"}
     tol : float
-        ARPACK's relative tolerance.
+        ARPACK's relative tolerance, ≥ 0 (0: machine precision).
     max_iter : int, optional
-        ARPACK's iteration limit.
+        ARPACK's iteration limit, a positive integer.
     seed : int
-        Seed of the Lanczos start vector.
+        Seed of the Lanczos start vector, an integer ≥ 0.
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
@@ -303,9 +324,11 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     Raises
     ------
     LandscapeError
-        For an unknown ``which``, and for what ``HessianOperator`` refuses: a model that is not an
-        ``nn.Module``, data not accepted or holding NaN/inf, a loss that is not a scalar mean over the
-        batch (``reduction='none'`` or ``'sum'``).
+        For an unknown ``which``; a ``k`` that is not a positive integer or exceeds the model's number of
+        trainable parameters (the Hessian has no more eigenvalues); a negative or non-finite ``tol``; a
+        ``max_iter`` that is not a positive integer; a ``seed`` that is not an integer ≥ 0; and for what
+        ``HessianOperator`` refuses: a model that is not an ``nn.Module``, data not accepted or holding
+        NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -314,9 +337,12 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     """
     if which not in ("max", "min", "both"):
         raise LandscapeError(f"which={which!r}; expected 'max', 'min' or 'both'")
+    positive_int("k", k)
+    check_lanczos_options(tol, max_iter, seed)
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
+    _check_rank(op, k, f"k={k} eigenvalues of each end were asked", f"k={op.n_params} for all of them")
     with _progress(op, progress, "Hessian eigenvalues"):
         top, bottom = extreme_eigenpairs(op, n_max=k if which != "min" else 1, n_min=k if which != "max" else 0,
                                          tol=tol, max_iter=max_iter, seed=seed)
@@ -369,7 +395,8 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Default cross-entropy.
     which : str or sequence of one to three str
         ``"max"`` (largest eigenvalue), ``"min"`` (most negative), ``"max2"``, ``"min2"``...
-        (k-th); one entry gives a line, two a plane, three a volume (e.g. the top 3).
+        (k-th, k up to the number of trainable parameters); one entry gives a line, two a plane,
+        three a volume (e.g. the top 3).
     tol, max_iter, seed
         As in ``hessian_eigenvalues``.
     max_samples : int, optional
@@ -396,9 +423,10 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     Raises
     ------
     LandscapeError
-        For a malformed or repeated ``which`` entry, and for what ``HessianOperator`` refuses: data not
-        accepted or holding NaN/inf, a loss that is not a scalar mean over the batch
-        (``reduction='none'`` or ``'sum'``).
+        For a malformed or repeated ``which`` entry, or one whose rank exceeds the model's number of
+        trainable parameters; ``tol``, ``max_iter`` or ``seed`` refused as in ``hessian_eigenvalues``;
+        and for what ``HessianOperator`` refuses: data not accepted or holding NaN/inf, a loss that is
+        not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -408,11 +436,16 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
        directions", 2022 (arXiv:2208.13219).
     """
     spec = _parse_which(which)
+    check_lanczos_options(tol, max_iter, seed)
     n_max = max([r for k, r in spec if k == "max"], default=0)
     n_min = max([r for k, r in spec if k == "min"], default=0)
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
+    for kind, rank in spec:
+        end = "largest" if kind == "max" else "most negative"
+        _check_rank(op, rank, f"which entry '{kind}{rank}' asks for eigenvalue {rank} counted from the {end}",
+                    f"'{kind}{op.n_params}'")
     with _progress(op, progress, "Hessian directions"):
         top, bottom = extreme_eigenpairs(op, n_max=max(n_max, 1), n_min=n_min, tol=tol, max_iter=max_iter,
                                          seed=seed)
@@ -479,7 +512,7 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     n_samples : int
         Probe vectors (one Hessian-vector product each), at least 2.
     seed : int
-        Seed of the probe vectors.
+        Seed of the probe vectors (an integer).
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
@@ -500,8 +533,9 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     Raises
     ------
     LandscapeError
-        For ``n_samples`` < 2, and for what ``HessianOperator`` refuses: data not accepted or holding
-        NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
+        For ``n_samples`` < 2, a ``seed`` that is not an integer, and for what ``HessianOperator``
+        refuses: data not accepted or holding NaN/inf, a loss that is not a scalar mean over the batch
+        (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -510,6 +544,9 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
+    if not is_int(seed):
+        raise LandscapeError(f"seed={short_repr(seed)}; expected an integer (the seed of the probe vectors), "
+                             "e.g. seed=0")
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
@@ -535,6 +572,7 @@ class HessianEvaluator:
     """
 
     def __init__(self, base, *, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0):
+        check_lanczos_options(tol, max_iter, seed)  # compute_surface's quantity_options come here unchecked
         self.base = base
         self.tol, self.max_iter, self.seed = float(tol), max_iter, int(seed)
         self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches, layout=base.layout)
@@ -577,4 +615,4 @@ class HessianEvaluator:
 
 
 __all__ = ["HessianOperator", "EigenvalueResult", "math_attention", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
-           "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]
+           "check_lanczos_options", "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]

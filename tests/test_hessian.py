@@ -1,6 +1,7 @@
 """Hessian-vector products, Lanczos eigenpairs, Hutchinson trace and the eigen-map,
 checked against finite differences and dense Hessians from torch.autograd.functional."""
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -239,6 +240,45 @@ def test_the_operator_on_given_batches_is_checked_like_data_and_weighs_them_by_s
     ]:
         with pytest.raises(LandscapeError, match=message):
             HessianOperator(model, loss_fn=loss_fn, batches=given)
+
+
+BAD_ARGUMENTS = [
+    ("hessian_eigenvalues", {"k": 2.5}, "k=2.5; expected a positive integer"),  # was a SystemError from ARPACK
+    ("hessian_eigenvalues", {"k": 0}, "k=0; expected a positive integer"),  # was an empty array
+    ("hessian_eigenvalues", {"k": -1}, "k=-1; expected a positive integer"),
+    ("hessian_eigenvalues", {"k": True}, "k=True; expected a positive integer"),
+    ("hessian_eigenvalues", {"k": 60, "which": "max"},  # was 59 values, silently
+     ("k=60 eigenvalues of each end were asked, but the model has 59 trainable parameters, so its Hessian has 59 "
+      "eigenvalues; expected at most 59, e.g. k=59")),
+    ("hessian_eigenvalues", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0, e.g. tol=1e-3"),
+    ("hessian_eigenvalues", {"tol": float("nan")}, "tol=nan; expected a relative tolerance ≥ 0"),
+    ("hessian_eigenvalues", {"max_iter": 0}, "max_iter=0; expected a positive integer or None"),
+    ("hessian_eigenvalues", {"max_iter": 2.5}, "max_iter=2.5; expected a positive integer or None"),
+    ("hessian_eigenvalues", {"seed": -1}, "seed=-1; expected an integer ≥ 0"),
+    ("hessian_eigenvalues", {"batch_size": 0}, "batch_size=0; expected a positive integer or None"),
+    ("hessian_eigenvalues", {"max_samples": 2.5}, "max_samples=2.5; expected a positive integer or None"),
+    ("hessian_directions", {"which": ("max60",)},  # was an IndexError
+     ("which entry 'max60' asks for eigenvalue 60 counted from the largest, but the model has 59 trainable "
+      "parameters, so its Hessian has 59 eigenvalues; expected at most 59, e.g. 'max59'")),
+    ("hessian_directions", {"which": ("max", "min60")},
+     "which entry 'min60' asks for eigenvalue 60 counted from the most negative"),
+    ("hessian_directions", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
+    ("hessian_directions", {"seed": 1.5}, "seed=1.5; expected an integer ≥ 0"),
+    ("hessian_trace", {"seed": 1.5}, "seed=1.5; expected an integer"),
+    ("hessian_spectrum", {"batch_size": 2.5}, "batch_size=2.5; expected a positive integer or None"),
+    ("eigen_map", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
+]
+
+
+@pytest.mark.parametrize("entry, kwargs, message", [
+    pytest.param(*case, id=f"{case[0]}-" + ",".join(f"{k}={v}" for k, v in case[1].items()))
+    for case in BAD_ARGUMENTS])
+def test_bad_hessian_arguments_are_refused_saying_what_was_given(entry, kwargs, message, data64):
+    model = _small_mlp()
+    if entry == "eigen_map":
+        kwargs = dict(directions=lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 2), y=(-1, 1, 2), **kwargs)
+    with pytest.raises(LandscapeError, match=re.escape(message)):
+        getattr(lnb, entry)(model, data64, **kwargs)
 
 
 def test_a_model_smaller_than_the_krylov_space_gets_its_spectrum_densely():
