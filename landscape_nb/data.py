@@ -61,6 +61,22 @@ def tree_leaves(tree, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
     return []
 
 
+def check_finite_data(tree, what: str = "the data", why: str = "the loss would be NaN at every point") -> None:
+    """Refuse NaN or inf in any floating-point leaf of ``tree``: the loss, and everything computed from it,
+    would be NaN (or an eigensolver would fail on it) with no sign of which sample caused it.
+
+    Raises
+    ------
+    LandscapeError
+        Naming the leaf (``what`` and its path), how many values are not finite, and ``why`` it matters.
+    """
+    for path, leaf in tree_leaves(tree):
+        if leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
+            raise LandscapeError(
+                f"{what}{path} hold {int((~torch.isfinite(leaf)).sum())} non-finite value(s) (NaN or inf); "
+                f"expected finite data: {why} (clean or drop those samples)")
+
+
 def tree_structure(tree) -> str:
     """The shape of a tree without its values, e.g. ``"({'input_ids': T, 'labels': T})"``."""
     if isinstance(tree, torch.Tensor):
@@ -489,4 +505,4 @@ def batches(x: torch.Tensor, y: torch.Tensor | None = None, *, size: int) -> lis
 
 
 __all__ = ["EvalData", "read_data", "subset_indices", "tree_map", "tree_leaves", "tree_structure", "batch_len",
-           "call_model", "args_kwargs", "as_tensors", "subset", "batches", "RULES"]
+           "call_model", "args_kwargs", "check_finite_data", "as_tensors", "subset", "batches", "RULES"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .compute import compute_surface
+from .hessian import check_lanczos_options
 from .surface import Surface
 
 
@@ -56,7 +57,9 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     Raises
     ------
     LandscapeError
-        For the same invalid inputs as ``compute_surface``, e.g. not two directions for a plane.
+        For the same invalid inputs as ``compute_surface``, e.g. not two directions for a plane; for a
+        negative or non-finite ``tol``, a ``max_iter`` that is not a positive integer, or a ``seed`` that is
+        not an integer ≥ 0.
 
     Notes
     -----
@@ -70,6 +73,7 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018, section 7 and Fig. 6.
     """
+    check_lanczos_options(tol, max_iter, seed)
     options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed)}
     return compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
                            metrics=None, **compute_kwargs)

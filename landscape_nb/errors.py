@@ -1,8 +1,9 @@
-"""The one exception type users catch, and the one did-you-mean check."""
+"""The one exception type users catch, the one did-you-mean check, and the argument checks every layer uses."""
 from __future__ import annotations
 
 import difflib
-from typing import Collection, TypeVar
+import numbers
+from typing import Any, Collection, TypeVar
 
 T = TypeVar("T")
 
@@ -59,3 +60,29 @@ def check_choice(name: str, value: T, choices: Collection, *, fix: str = "", n: 
     hint = f" (did you mean {' or '.join(repr(by_text[c]) for c in close)}?)" if close else ""
     raise LandscapeError(f"unknown {name} {value!r}; expected one of {list(choices)}{hint}"
                          + (f"; {fix}" if fix else ""))
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (for naming a value in a message)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any, *, none: str | None = None) -> None:
+    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means.
+
+    Raises
+    ------
+    LandscapeError
+        Naming ``name``, the value given and what is expected.
+    """
+    if value is None and none is not None:
+        return
+    if not is_int(value) or value < 1:
+        alt = f" or None ({none})" if none is not None else ""
+        raise LandscapeError(f"{name}={short_repr(value)}; expected a positive integer{alt}")

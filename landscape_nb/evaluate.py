@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from .choices import PRECISIONS
-from .data import EvalData, batch_len, call_model, read_data, tree_leaves, tree_map, tree_structure
+from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
+                   tree_structure)
 from .errors import LandscapeError
-from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, describe, find_logits, loss_name, own_loss,
-                      resolve_metrics, unwrap_compiled)
+from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, find_logits, loss_name,
+                      own_loss, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
@@ -308,12 +309,7 @@ class Evaluator(SpeedChoices):
         ev = read_data(data, max_samples=settings.max_samples, subset_seed=settings.subset_seed,
                        target_key=settings.target_key)
         self.n_samples = ev.n
-        for path, leaf in tree_leaves(ev.tree):
-            if leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
-                raise LandscapeError(
-                    f"the data{path} hold {int((~torch.isfinite(leaf)).sum())} non-finite value(s) "
-                    "(NaN or inf); expected finite data: the loss would be NaN at every point (clean or drop those "
-                    "samples)")
+        check_finite_data(ev.tree)
         self.data_fingerprint = data_key(ev)
         ev = ev.to(self.device)
         if settings.channels_last:
@@ -425,22 +421,7 @@ class Evaluator(SpeedChoices):
                 check_model_stateless(self.model, xb, out, attributes)
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
-                try:
-                    loss = self.loss_fn(out, yb)
-                except Exception as exc:
-                    yshape = tuple(yb.shape) if isinstance(yb, torch.Tensor) else None
-                    raise LandscapeError(
-                        f"loss_fn failed on outputs ({describe(out)}) and targets of shape {yshape} "
-                        f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss "
-                        "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
-                    ) from exc
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise LandscapeError(
-                f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
-                "e.g. use reduction='mean'"
-            )
-        self._check_mean(out, yb, loss)
+                check_mean_loss(self.loss_fn, out, yb)
         if metrics == "auto":
             ignore = self.loss_fn.ignore_index if type(self.loss_fn) is nn.CrossEntropyLoss else -100
             fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore)
@@ -478,26 +459,6 @@ class Evaluator(SpeedChoices):
             "(size such tensors from the input, x.shape[0]); a model that needs every sample at once (a graph "
             "network over all nodes) takes them as one sample, inputs of shape (1, N, ...). Else the error is in "
             "the model, on what those 8 samples hold") from exc
-
-    def _check_mean(self, out, yb, loss: torch.Tensor) -> None:
-        """Refuse a summed loss (``reduction='sum'``): its value would depend on the batch size, which
-        is tuned. Checked on tensor outputs: the loss of a batch against the mean of its halves' losses."""
-        n = len(yb) if isinstance(yb, torch.Tensor) else 0
-        if not isinstance(out, torch.Tensor) or n < 2 or len(out) != n:
-            return
-        h = n // 2
-        try:
-            with torch.no_grad():
-                halves = (self.loss_fn(out[:h], yb[:h]) * h + self.loss_fn(out[h:], yb[h:]) * (n - h)) / n
-        except Exception:  # noqa: BLE001 - a loss needing more samples than half the batch: not checked here
-            return
-        whole, halves = float(loss), float(halves)
-        if abs(whole - halves) > 1e-4 * abs(halves) and abs(whole - 2 * halves) <= 1e-3 * abs(whole):
-            raise LandscapeError(
-                f"loss_fn gives {whole:.6g} on {n} samples but {halves:.6g} as the mean over two halves of them: it "
-                "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
-                "the mean over the batch: use reduction='mean'")
-
 
     def _runs_channels_last(self, x: torch.Tensor, x_cl: torch.Tensor) -> bool:
         """Whether the model, as evaluated, runs on channels_last inputs and convolution weights with the

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -39,12 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import batch_len, call_model, read_data
+from .data import batch_len, call_model, check_finite_data, read_data, tree_map
 from .directions import Directions
-from .errors import LandscapeError
+from .errors import LandscapeError, is_int, positive_int, short_repr
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
-from .metrics import DefaultLoss, batch_denominator, unwrap_compiled
+from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
 from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
 from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
 
@@ -67,6 +68,18 @@ class HessianOperator:
     double backward; the math kernel computes the same function), on the model inside a
     ``torch.compile``/``DataParallel`` wrapper (``params.unwrap_model``). ``progress`` is a
     callable ``(n_products)`` called after each product (the public functions pass a tqdm bar).
+
+    ``batches=`` (a list of ``(inputs, targets)`` on the model's device, e.g. an ``Evaluator``'s)
+    replaces ``data``: they are used as given, with the data and loss checks below.
+
+    Raises
+    ------
+    LandscapeError
+        For a model that is not an ``nn.Module``; a ``batch_size`` or ``max_samples`` that is not a
+        positive integer; data not accepted or holding NaN/inf (``data`` or ``batches``); a model that
+        fails on the first samples, writes into its inputs or keeps state between calls; a loss that
+        fails, is not a scalar (``reduction='none'``), sums over the batch (``reduction='sum'``: the
+        values would follow ``batch_size``) or keeps state between calls.
     """
 
     def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
@@ -74,6 +87,8 @@ class HessianOperator:
                  batches=None, layout: ParamLayout | None = None, target_key: str | int | None = "labels"):
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        positive_int("batch_size", batch_size, none="all samples in one pass")
+        positive_int("max_samples", max_samples, none="all samples")
         model = unwrap_model(model)
         self.model = model
         self.layout = layout or ParamLayout.of(model)
@@ -83,6 +98,7 @@ class HessianOperator:
             if data is None:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
             ev = read_data(data, max_samples=max_samples, subset_seed=subset_seed, target_key=target_key)
+            check_finite_data(ev.tree, why=_NON_FINITE_WHY)
             ev = ev.to(model_device(model))
             model_state = StateSnapshot(model)  # before its first call (choose_loss may call it)
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
@@ -90,20 +106,25 @@ class HessianOperator:
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
             with eval_mode(model), torch.no_grad():
-                try:
-                    out = run_checking_inputs(model, xb)
-                except LandscapeError:
-                    raise
-                except Exception as exc:  # the user's model decides what it rejects
-                    raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
-                                         "on the first 8 samples") from exc
+                out = _first_outputs(model, xb)
                 check_model_stateless(model, xb, out, model_state)
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
+            check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
-        self.loss_fn = unwrap_compiled(loss_fn) or DefaultLoss()
-        self.batches = list(batches)
+        else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
+            batches = list(batches)
+            if not batches:
+                raise LandscapeError("batches=[]; expected a list of (inputs, targets) batches, or data= instead")
+            check_finite_data(batches, "the batches", why=_NON_FINITE_WHY)
+            loss_fn = unwrap_compiled(loss_fn) or DefaultLoss()
+            xb, yb = tree_map(lambda t: t[:8], batches[0])
+            with eval_mode(model), torch.no_grad():
+                out = _first_outputs(model, xb)
+            check_mean_loss(loss_fn, out, yb)
+        self.loss_fn = loss_fn
+        self.batches = batches
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
         # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator)
         dens = [batch_denominator(self.loss_fn, yb) for _, yb in self.batches]
@@ -169,6 +190,21 @@ class HessianOperator:
         return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
 
 
+_NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
+
+
+def _first_outputs(model: nn.Module, xb):
+    """The model's outputs on its first samples (in the caller's eval mode and no_grad), the data kept as
+    they were; an error of the model as a ``LandscapeError`` saying so."""
+    try:
+        return run_checking_inputs(model, xb)
+    except LandscapeError:
+        raise
+    except Exception as exc:  # the user's model decides what it rejects
+        raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
+                             f"on the first {batch_len(xb)} samples") from exc
+
+
 def math_attention():
     """``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``: ``scaled_dot_product_attention`` by its
     reference formula, which has a double backward (the fused kernels have none)."""
@@ -210,6 +246,26 @@ def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
+def check_lanczos_options(tol, max_iter, seed) -> None:
+    """The Lanczos options every eigenvalue entry takes: ``tol`` a finite number ≥ 0, ``max_iter`` a positive
+    integer or None, ``seed`` an integer ≥ 0 (ARPACK took a negative ``tol`` or ``max_iter=0`` silently, and
+    failed inside its Fortran code on a float ``k`` or ``tol``)."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise LandscapeError(f"tol={short_repr(tol)}; expected a relative tolerance ≥ 0, e.g. tol=1e-3 (smaller is "
+                             "more exact and slower; 0 means machine precision)")
+    positive_int("max_iter", max_iter, none="the solver's default, at least 100")
+    if not is_int(seed) or seed < 0:
+        raise LandscapeError(f"seed={short_repr(seed)}; expected an integer ≥ 0 (the seed of the Lanczos start "
+                             "vector), e.g. seed=0")
+
+
+def _check_rank(op: HessianOperator, rank: int, what: str, example: str) -> None:
+    """Refuse asking for more eigenvalues than the Hessian has (one per trainable parameter)."""
+    if rank > op.n_params:
+        raise LandscapeError(f"{what}, but the model has {op.n_params} trainable parameters, so its Hessian has "
+                             f"{op.n_params} eigenvalues; expected at most {op.n_params}, e.g. {example}")
+
+
 def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "both", loss_fn=None,
                         tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
                         max_samples: int | None = None, batch_size: int | None = None,
@@ -231,18 +287,19 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
     k : int
-        How many eigenvalues of each end.
+        How many eigenvalues of each end: 1 up to the number of trainable parameters (then all).
     which : {"max", "min", "both"}
     tol : float
-        ARPACK's relative tolerance.
+        ARPACK's relative tolerance, ≥ 0 (0: machine precision).
     max_iter : int, optional
-        ARPACK's iteration limit.
+        ARPACK's iteration limit, a positive integer.
     seed : int
-        Seed of the Lanczos start vector.
+        Seed of the Lanczos start vector, an integer ≥ 0.
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
-        Samples per forward/backward pass (default: all at once); changes memory, not values.
+        Samples per forward/backward pass (default: all at once); changes memory, not values (a
+        loss summed over the batch, whose values would follow it, is refused).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -267,7 +324,11 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     Raises
     ------
     LandscapeError
-        For an unknown ``which``, a model that is not an ``nn.Module``, or data not accepted.
+        For an unknown ``which``; a ``k`` that is not a positive integer or exceeds the model's number of
+        trainable parameters (the Hessian has no more eigenvalues); a negative or non-finite ``tol``; a
+        ``max_iter`` that is not a positive integer; a ``seed`` that is not an integer ≥ 0; and for what
+        ``HessianOperator`` refuses: a model that is not an ``nn.Module``, data not accepted or holding
+        NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -276,9 +337,12 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     """
     if which not in ("max", "min", "both"):
         raise LandscapeError(f"which={which!r}; expected 'max', 'min' or 'both'")
+    positive_int("k", k)
+    check_lanczos_options(tol, max_iter, seed)
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
+    _check_rank(op, k, f"k={k} eigenvalues of each end were asked", f"k={op.n_params} for all of them")
     with _progress(op, progress, "Hessian eigenvalues"):
         top, bottom = extreme_eigenpairs(op, n_max=k if which != "min" else 1, n_min=k if which != "max" else 0,
                                          tol=tol, max_iter=max_iter, seed=seed)
@@ -331,13 +395,15 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Default cross-entropy.
     which : str or sequence of one to three str
         ``"max"`` (largest eigenvalue), ``"min"`` (most negative), ``"max2"``, ``"min2"``...
-        (k-th); one entry gives a line, two a plane, three a volume (e.g. the top 3).
+        (k-th, k up to the number of trainable parameters); one entry gives a line, two a plane,
+        three a volume (e.g. the top 3).
     tol, max_iter, seed
         As in ``hessian_eigenvalues``.
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
-        Samples per forward/backward pass (default: all at once); changes memory, not values.
+        Samples per forward/backward pass (default: all at once); changes memory, not values (a
+        loss summed over the batch, whose values would follow it, is refused).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -357,7 +423,10 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
     Raises
     ------
     LandscapeError
-        For a malformed or repeated ``which`` entry, or data not accepted.
+        For a malformed or repeated ``which`` entry, or one whose rank exceeds the model's number of
+        trainable parameters; ``tol``, ``max_iter`` or ``seed`` refused as in ``hessian_eigenvalues``;
+        and for what ``HessianOperator`` refuses: data not accepted or holding NaN/inf, a loss that is
+        not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -367,11 +436,16 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
        directions", 2022 (arXiv:2208.13219).
     """
     spec = _parse_which(which)
+    check_lanczos_options(tol, max_iter, seed)
     n_max = max([r for k, r in spec if k == "max"], default=0)
     n_min = max([r for k, r in spec if k == "min"], default=0)
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
+    for kind, rank in spec:
+        end = "largest" if kind == "max" else "most negative"
+        _check_rank(op, rank, f"which entry '{kind}{rank}' asks for eigenvalue {rank} counted from the {end}",
+                    f"'{kind}{op.n_params}'")
     with _progress(op, progress, "Hessian directions"):
         top, bottom = extreme_eigenpairs(op, n_max=max(n_max, 1), n_min=n_min, tol=tol, max_iter=max_iter,
                                          seed=seed)
@@ -438,11 +512,12 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     n_samples : int
         Probe vectors (one Hessian-vector product each), at least 2.
     seed : int
-        Seed of the probe vectors.
+        Seed of the probe vectors (an integer).
     max_samples : int, optional
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
-        Samples per forward/backward pass (default: all at once); changes memory, not values.
+        Samples per forward/backward pass (default: all at once); changes memory, not values (a
+        loss summed over the batch, whose values would follow it, is refused).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -458,7 +533,9 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     Raises
     ------
     LandscapeError
-        For ``n_samples`` < 2 or data not accepted.
+        For ``n_samples`` < 2, a ``seed`` that is not an integer, and for what ``HessianOperator``
+        refuses: data not accepted or holding NaN/inf, a loss that is not a scalar mean over the batch
+        (``reduction='none'`` or ``'sum'``).
 
     References
     ----------
@@ -467,6 +544,9 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
+    if not is_int(seed):
+        raise LandscapeError(f"seed={short_repr(seed)}; expected an integer (the seed of the probe vectors), "
+                             "e.g. seed=0")
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
@@ -492,6 +572,7 @@ class HessianEvaluator:
     """
 
     def __init__(self, base, *, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0):
+        check_lanczos_options(tol, max_iter, seed)  # compute_surface's quantity_options come here unchecked
         self.base = base
         self.tol, self.max_iter, self.seed = float(tol), max_iter, int(seed)
         self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches, layout=base.layout)
@@ -534,4 +615,4 @@ class HessianEvaluator:
 
 
 __all__ = ["HessianOperator", "EigenvalueResult", "math_attention", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
-           "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]
+           "check_lanczos_options", "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]

@@ -171,6 +171,55 @@ def batch_denominator(fn, targets) -> torch.Tensor | None:
     return None
 
 
+def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
+    """``loss_fn(outputs, targets)`` on a first small batch, checked to be what every value computed from it
+    takes it to be: a scalar mean over the batch. Returns it.
+
+    A summed loss (``reduction='sum'``) is refused: its value, and so its curvature, would follow the batch
+    size (tuned for a surface, chosen by the user for a Hessian), and batches are combined as a weighted mean.
+    It is found on tensor outputs of at least 2 samples: the loss of the batch equals the sum of its two
+    halves' losses rather than their weighted mean (a mean over kept targets, e.g. tokens that are not
+    padding, equals neither and passes; a loss needing more samples than half the batch is not checked).
+
+    Raises
+    ------
+    LandscapeError
+        If ``loss_fn`` raises (its error chained), returns no scalar tensor (e.g. ``reduction='none'``), or
+        sums over the batch.
+    """
+    with torch.no_grad():
+        try:
+            loss = loss_fn(outputs, targets)
+        except Exception as exc:
+            yshape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else None
+            raise LandscapeError(
+                f"loss_fn failed on outputs ({describe(outputs)}) and targets of shape {yshape} "
+                f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss "
+                "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
+            ) from exc
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise LandscapeError(
+                f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
+                "e.g. use reduction='mean'"
+            )
+        n = len(targets) if isinstance(targets, torch.Tensor) and targets.dim() else 0
+        if not isinstance(outputs, torch.Tensor) or n < 2 or outputs.dim() == 0 or len(outputs) != n:
+            return loss
+        h = n // 2
+        try:
+            first, second = float(loss_fn(outputs[:h], targets[:h])), float(loss_fn(outputs[h:], targets[h:]))
+        except Exception:  # noqa: BLE001 - a loss needing more samples than half the batch: not checked here
+            return loss
+    whole, mean = float(loss), (first * h + second * (n - h)) / n
+    if abs(whole - mean) > 1e-4 * abs(mean) and abs(whole - (first + second)) <= 1e-3 * abs(whole):
+        raise LandscapeError(
+            f"loss_fn gives {whole:.6g} on {n} samples but {mean:.6g} as the mean over two halves of them: it "
+            "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
+            "the mean over the batch: use reduction='mean'")
+    return loss
+
+
 BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
 
 
@@ -242,4 +291,4 @@ def split_values(values: np.ndarray, metric_names: Sequence[str]) -> dict[str, n
     return {"loss": values[..., 0], **{m: values[..., k] for k, m in enumerate(metric_names, start=1)}}
 
 
-__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "batch_denominator", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]
+__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "batch_denominator", "check_mean_loss", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]

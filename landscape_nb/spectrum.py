@@ -239,7 +239,10 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     Raises
     ------
     LandscapeError
-        For counts below 1, an unknown probe kind, a non-positive ``sigma`` or a bad ``grid``.
+        For counts below 1, an unknown probe kind, a non-positive ``sigma`` or a bad ``grid``, and for
+        what ``hessian.HessianOperator`` refuses: a ``batch_size`` or ``max_samples`` that is not a
+        positive integer, data not accepted or holding NaN/inf, a loss that is not a scalar mean over
+        the batch (``reduction='none'`` or ``'sum'``).
 
     References
     ----------

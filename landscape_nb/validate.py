@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -18,32 +18,15 @@ from torch import nn
 
 from .choices import COMPILE_MODES
 from .directions import Directions
-from .errors import LandscapeError, check_choice
+from .errors import LandscapeError, check_choice, positive_int
+from .errors import is_int as _is_int
+from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings
 from .grid import Axis, Grid
 from .metrics import BUILTIN_METRICS
 from .params import check_finite
 
 MODES = ("eval", "bn-recompute", "bn")
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` on one line, cut to ``limit`` characters."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def positive_int(name: str, value: Any, *, none: str | None = None) -> None:
-    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means."""
-    if value is None and none is not None:
-        return
-    if not _is_int(value) or value < 1:
-        alt = f" or None ({none})" if none is not None else ""
-        raise LandscapeError(f"{name}={_short(value)}; expected a positive integer{alt}")
 
 
 def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, cancel, device, name,

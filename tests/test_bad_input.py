@@ -281,6 +281,10 @@ def test_a_tuple_of_several_score_shaped_tensors_is_not_guessed():
 
 @pytest.mark.parametrize("what, change, message", [
     ("summed loss", dict(loss_fn=nn.CrossEntropyLoss(reduction="sum")), "sums over the batch"),
+    # checked on the first batch's 5 samples, halves of 2 and 3: a sum was taken for a mean there (a sum of the
+    # halves' losses is not twice their weighted mean), and the surface was a quarter of the set's summed loss
+    ("summed loss, batches of 5", {"loss_fn": nn.CrossEntropyLoss(reduction="sum"), "batch_size": 5},
+     "on 5 samples .* sums over the batch"),
     ("NaN running_var", dict(model="nan_bn"), "buffer '1.running_var'"),
     ("NaN input", dict(data="nan_x"), "non-finite value"),
 ])
@@ -293,7 +297,7 @@ def test_silent_wrong_values_are_refused(what, change, message):
     if change.get("data") == "nan_x":
         x = x.clone()
         x[3, 1] = float("nan")
-    kwargs = {k: v for k, v in change.items() if k == "loss_fn"}
+    kwargs = {k: v for k, v in change.items() if k in ("loss_fn", "batch_size")}
     with pytest.raises(LandscapeError, match=message):
         lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), **kwargs)
 
@@ -880,6 +884,53 @@ def test_the_hessian_functions_refuse_a_model_or_loss_keeping_state(entry, state
     with pytest.raises(LandscapeError, match=what + r".* keeps state between calls"):
         getattr(lnb, entry)(model, (x, y), loss_fn=loss_fn)
     assert (model.scale if stateful == "model" else loss_fn.w) is None
+
+
+HESSIAN_ENTRIES = {
+    "hessian_eigenvalues": lambda m, data, loss: lnb.hessian_eigenvalues(m, data, loss_fn=loss),
+    "hessian_trace": lambda m, data, loss: lnb.hessian_trace(m, data, loss_fn=loss, n_samples=2),
+    "hessian_directions": lambda m, data, loss: lnb.hessian_directions(m, data, loss_fn=loss),
+    "hessian_spectrum": lambda m, data, loss: lnb.hessian_spectrum(m, data, loss, n_probes=1, n_steps=3),
+}
+
+
+def _nan_input():
+    x, y = _data()
+    x[3, 1] = math.nan
+    return x, y
+
+
+def _inf_soft_target():
+    x, y = _data()
+    soft = nn.functional.one_hot(y, 3).float()
+    soft[2, 0] = math.inf
+    return x, soft
+
+
+@pytest.mark.parametrize("data, loss_fn, same", [
+    pytest.param(_data, nn.CrossEntropyLoss(reduction="sum"), "all", id="summed loss"),
+    pytest.param(_data, nn.CrossEntropyLoss(reduction="none"), "all", id="loss per sample"),
+    pytest.param(_nan_input, None, "the data[0] hold 1 non-finite value(s) (NaN or inf); expected finite data",
+                 id="NaN input"),
+    pytest.param(_inf_soft_target, nn.CrossEntropyLoss(),
+                 "the data[1] hold 1 non-finite value(s) (NaN or inf); expected finite data", id="inf target"),
+])
+@pytest.mark.parametrize("entry", list(HESSIAN_ENTRIES))
+def test_the_hessian_functions_refuse_the_loss_and_data_compute_surface_refuses(entry, data, loss_fn, same):
+    """A summed loss gave lambda_max 253 / 127 / 63 for batch_size None / 32 / 16, silently; a loss per sample
+    a raw autograd RuntimeError; NaN or inf in the data an ArpackError, a ValueError or a NaN trace. Each is
+    now the one-line refusal compute_surface gives (the same words; for data, its own consequence)."""
+    model = _model()
+    with pytest.raises(LandscapeError) as surface_error:
+        lnb.compute_surface(model, data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), loss_fn=loss_fn)
+    with pytest.raises(LandscapeError) as hessian_error:
+        HESSIAN_ENTRIES[entry](model, data(), loss_fn)
+    got, want = str(hessian_error.value), str(surface_error.value)
+    if same == "all":
+        assert got == want
+    else:
+        assert got.startswith(same) and want.startswith(same)
+        assert "Hessian-vector product would be NaN" in got
 
 
 _FORWARD_STATS: dict = {}

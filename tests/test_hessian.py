@@ -1,6 +1,7 @@
 """Hessian-vector products, Lanczos eigenpairs, Hutchinson trace and the eigen-map,
 checked against finite differences and dense Hessians from torch.autograd.functional."""
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -199,6 +200,85 @@ def test_bad_hessian_requests_are_clear_errors(data64):
         HessianOperator(model, data64).matvec(torch.zeros(3))
     with pytest.raises(LandscapeError, match="at most 10 parameters"):
         HessianOperator(model, data64).dense(max_params=10)
+
+
+def _regression(n=64):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    return x, torch.randn(n, 3, generator=g, dtype=torch.float64)
+
+
+def test_a_mean_loss_gives_the_dense_eigenvalues_at_every_batch_size_and_a_summed_one_is_refused():
+    """batch_size changes memory, not values: a summed loss gave lambda_max 253 / 127 / 63 for batch_size None /
+    32 / 16 (its products were weighted as a mean's), silently; it is refused as compute_surface refuses it."""
+    model, data = _small_mlp(), _regression()
+    evals = torch.linalg.eigvalsh(torch.from_numpy(_dense_hessian(model, data, nn.functional.mse_loss))).numpy()
+    for batch_size in (None, 16, 7):
+        got = lnb.hessian_eigenvalues(model, data, loss_fn=nn.MSELoss(), which="max", batch_size=batch_size, tol=1e-9)
+        assert got["max"][0] == pytest.approx(evals[-1], rel=1e-7)
+    for batch_size in (None, 16):
+        with pytest.raises(LandscapeError, match=r"loss_fn gives .* on 8 samples .* it sums over the batch "
+                                                 r"\(e\.g\. reduction='sum'\)"):
+            lnb.hessian_eigenvalues(model, data, loss_fn=nn.MSELoss(reduction="sum"), batch_size=batch_size)
+
+
+def test_the_operator_on_given_batches_is_checked_like_data_and_weighs_them_by_size():
+    """``HessianOperator(batches=...)`` (the eigen-map's way in, open to any caller) ran a summed loss, a loss
+    per sample or NaN samples unchecked (a wrong Hessian, an autograd error, NaN products)."""
+    model, (x, y) = _small_mlp(), _regression(30)
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]  # of unequal size: a mean loss is weighted by size
+    op = HessianOperator(model, loss_fn=nn.MSELoss(), batches=batches)
+    np.testing.assert_allclose(op.dense(), _dense_hessian(model, (x, y), nn.functional.mse_loss), rtol=1e-9,
+                               atol=1e-12)
+    nan_x = x.clone()
+    nan_x[20, 2] = float("nan")
+    for loss_fn, given, message in [
+        (nn.MSELoss(reduction="sum"), batches, r"it sums over the batch \(e\.g\. reduction='sum'\)"),
+        (nn.MSELoss(reduction="none"), batches, r"loss_fn returned \(8, 3\); expected a scalar tensor"),
+        (nn.MSELoss(), [batches[0], (nan_x[16:], y[16:])], r"the batches\[1\]\[0\] hold 1 non-finite value"),
+        (nn.MSELoss(), [], r"batches=\[\]; expected a list of \(inputs, targets\) batches"),
+    ]:
+        with pytest.raises(LandscapeError, match=message):
+            HessianOperator(model, loss_fn=loss_fn, batches=given)
+
+
+BAD_ARGUMENTS = [
+    ("hessian_eigenvalues", {"k": 2.5}, "k=2.5; expected a positive integer"),  # was a SystemError from ARPACK
+    ("hessian_eigenvalues", {"k": 0}, "k=0; expected a positive integer"),  # was an empty array
+    ("hessian_eigenvalues", {"k": -1}, "k=-1; expected a positive integer"),
+    ("hessian_eigenvalues", {"k": True}, "k=True; expected a positive integer"),
+    ("hessian_eigenvalues", {"k": 60, "which": "max"},  # was 59 values, silently
+     ("k=60 eigenvalues of each end were asked, but the model has 59 trainable parameters, so its Hessian has 59 "
+      "eigenvalues; expected at most 59, e.g. k=59")),
+    ("hessian_eigenvalues", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0, e.g. tol=1e-3"),
+    ("hessian_eigenvalues", {"tol": float("nan")}, "tol=nan; expected a relative tolerance ≥ 0"),
+    ("hessian_eigenvalues", {"max_iter": 0}, "max_iter=0; expected a positive integer or None"),
+    ("hessian_eigenvalues", {"max_iter": 2.5}, "max_iter=2.5; expected a positive integer or None"),
+    ("hessian_eigenvalues", {"seed": -1}, "seed=-1; expected an integer ≥ 0"),
+    ("hessian_eigenvalues", {"batch_size": 0}, "batch_size=0; expected a positive integer or None"),
+    ("hessian_eigenvalues", {"max_samples": 2.5}, "max_samples=2.5; expected a positive integer or None"),
+    ("hessian_directions", {"which": ("max60",)},  # was an IndexError
+     ("which entry 'max60' asks for eigenvalue 60 counted from the largest, but the model has 59 trainable "
+      "parameters, so its Hessian has 59 eigenvalues; expected at most 59, e.g. 'max59'")),
+    ("hessian_directions", {"which": ("max", "min60")},
+     "which entry 'min60' asks for eigenvalue 60 counted from the most negative"),
+    ("hessian_directions", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
+    ("hessian_directions", {"seed": 1.5}, "seed=1.5; expected an integer ≥ 0"),
+    ("hessian_trace", {"seed": 1.5}, "seed=1.5; expected an integer"),
+    ("hessian_spectrum", {"batch_size": 2.5}, "batch_size=2.5; expected a positive integer or None"),
+    ("eigen_map", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
+]
+
+
+@pytest.mark.parametrize("entry, kwargs, message", [
+    pytest.param(*case, id=f"{case[0]}-" + ",".join(f"{k}={v}" for k, v in case[1].items()))
+    for case in BAD_ARGUMENTS])
+def test_bad_hessian_arguments_are_refused_saying_what_was_given(entry, kwargs, message, data64):
+    model = _small_mlp()
+    if entry == "eigen_map":
+        kwargs = dict(directions=lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 2), y=(-1, 1, 2), **kwargs)
+    with pytest.raises(LandscapeError, match=re.escape(message)):
+        getattr(lnb, entry)(model, data64, **kwargs)
 
 
 def test_a_model_smaller_than_the_krylov_space_gets_its_spectrum_densely():
