@@ -46,7 +46,7 @@ from .errors import LandscapeError, is_int, positive_int, short_repr
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
-from .params import ParamLayout, eval_mode, model_device, restoring, unwrap_model
+from .params import ParamLayout, check_finite, eval_mode, model_device, restoring, unwrap_model
 from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
@@ -75,7 +75,7 @@ class HessianOperator:
     Raises
     ------
     LandscapeError
-        For a model that is not an ``nn.Module``; a ``batch_size`` or ``max_samples`` that is not a
+        For a model that is not an ``nn.Module`` or holds NaN/inf weights; a ``batch_size`` or ``max_samples`` that is not a
         positive integer; data not accepted or holding NaN/inf (``data`` or ``batches``); a model that
         fails on the first samples, writes into its inputs or keeps state between calls; a loss that
         fails, is not a scalar (``reduction='none'``), sums over the batch (``reduction='sum'``: the
@@ -93,6 +93,7 @@ class HessianOperator:
         self.model = model
         self.layout = layout or ParamLayout.of(model)
         self.params = self.layout.tensors(model)
+        check_finite(self.layout, self.params, ", so every Hessian-vector product would be too")
         self.progress: Callable[[int], None] | None = None
         if batches is None:
             if data is None:

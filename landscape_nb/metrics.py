@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import functools
+import math
+import re
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -171,6 +174,35 @@ def batch_denominator(fn, targets) -> torch.Tensor | None:
     return None
 
 
+_SIZES = re.compile(r"target size \(torch\.Size\(\[([\d, ]*)\]\)\) that is different to the input size "
+                    r"\(torch\.Size\(\[([\d, ]*)\]\)\)")
+
+
+def _refuse_broadcasting(caught: list) -> None:
+    """Raise ``LandscapeError`` if torch warned, among the warnings ``caught`` from a loss call, that a loss
+    (``mse_loss``, ``l1_loss``, ``smooth_l1_loss``, ``huber_loss``) got targets of another shape than its
+    input and the two broadcast to more elements than either holds: outputs (N, 1) against targets (N,)
+    compare every output with every target, an (N, N) loss that is no per-sample loss. Other warnings are
+    shown again."""
+    for w in caught:
+        m = _SIZES.search(str(w.message))
+        if m is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            continue
+        target, given = ([int(v) for v in g.split(",") if v.strip()] for g in m.groups())
+        try:
+            both = list(torch.broadcast_shapes(target, given))
+        except RuntimeError:
+            continue  # not broadcastable: torch raises on its own
+        if math.prod(both) > max(math.prod(target), math.prod(given)):
+            raise LandscapeError(
+                f"loss_fn got outputs of shape {tuple(given)} and targets of shape {tuple(target)}, which broadcast to "
+                f"{tuple(both)} (torch warned: {w.message}): every output was compared with every target, so the "
+                "value is not a loss per sample; expected targets shaped like the outputs: reshape the targets (e.g. "
+                "y[:, None] for outputs (N, 1)) or the outputs in loss_fn (e.g. lambda out, y: F.mse_loss(out.squeeze(1), "
+                "y))")
+
+
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
     """``loss_fn(outputs, targets)`` on a first small batch, checked to be what every value computed from it
     takes it to be: a scalar mean over the batch. Returns it.
@@ -184,12 +216,16 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
     Raises
     ------
     LandscapeError
-        If ``loss_fn`` raises (its error chained), returns no scalar tensor (e.g. ``reduction='none'``), or
-        sums over the batch.
+        If ``loss_fn`` raises (its error chained), returns no scalar tensor (e.g. ``reduction='none'``),
+        sums over the batch, or broadcasts targets of another shape against the outputs to more elements than
+        either holds (torch's "Using a target size ... that is different to the input size" warning on
+        ``(N, 1)`` outputs and ``(N,)`` targets: ``_refuse_broadcasting``).
     """
     with torch.no_grad():
         try:
-            loss = loss_fn(outputs, targets)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                loss = loss_fn(outputs, targets)
         except Exception as exc:
             yshape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else None
             raise LandscapeError(
@@ -197,6 +233,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                 f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
             ) from exc
+        _refuse_broadcasting(caught)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise LandscapeError(

@@ -302,6 +302,38 @@ def test_silent_wrong_values_are_refused(what, change, message):
         lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), **kwargs)
 
 
+@pytest.mark.parametrize("entry", ["compute_surface", "hessian_eigenvalues"])
+def test_a_loss_broadcasting_targets_against_outputs_is_refused(entry):
+    """MSE on outputs (N, 1) and targets (N,): torch broadcasts them to (N, N) and only warns, so the surface
+    (or Hessian) was of every output against every target, a plausible picture of no per-sample loss. Refused;
+    targets shaped like the outputs run and give the naive MSE."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
+    x = torch.randn(64, 6)
+    y = x[:, 0].clone()
+    d = lnb.random_directions(model, n=1, seed=0)
+    run = {"compute_surface": lambda t: lnb.compute_surface(model, (x, t), d, x=(-1, 1, 3), loss_fn=nn.MSELoss()),
+           "hessian_eigenvalues": lambda t: lnb.hessian_eigenvalues(model, (x, t), k=1, loss_fn=nn.MSELoss())}[entry]
+    with pytest.raises(LandscapeError, match=r"outputs of shape \(8, 1\) and targets of shape \(8,\), which "
+                                             r"broadcast to \(8, 8\).*reshape the targets"):
+        run(y)
+    if entry == "compute_surface":
+        surf = run(y[:, None])
+        with torch.no_grad():
+            want = float(((model(x) - y[:, None]) ** 2).mean())
+        assert surf.loss[1] == pytest.approx(want, rel=1e-5)
+
+
+def test_the_hessian_functions_refuse_non_finite_weights():
+    """A NaN weight gave ArpackError -9999 (eigenvalues) or a NaN trace; refused as compute_surface refuses it."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[2].weight[1, 2] = float("nan")
+    for run in (lambda: lnb.hessian_eigenvalues(model, _data(), k=1), lambda: lnb.hessian_trace(model, _data())):
+        with pytest.raises(LandscapeError, match=r"param '2.weight' holds 1 non-finite value.*Hessian-vector"):
+            run()
+
+
 def test_an_error_inside_the_model_is_named_as_such():
     class Broken(nn.Module):
         def __init__(self):
