@@ -114,12 +114,20 @@ def test_bn_buffers_decide_whether_the_path_ends_at_the_second_model():
 def test_models_of_different_architectures_cannot_be_interpolated(pair):
     a, _, data = pair
     other = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
-    with pytest.raises(LandscapeError, match=r"another architecture.*shape of '0.weight'"):
+    # 2·16 + 16 + 16·16 + 16 + 16·2 + 2 = 354 values in a; 2·32 + 32 + 32·16 + 16 + 16·2 + 2 = 658 in other
+    wider = (r"^model b has another architecture than model a: 354 values in model a, 658 in model b \(first "
+             r"differing tensor '0.weight': shape \(16, 2\) in model a, \(32, 2\) in model b\); expected two models "
+             r"of one architecture \(the same class and parameter shapes\)")
+    with pytest.raises(LandscapeError, match=wider):
         lnb.interpolation_surface(a, other, data)
-    with pytest.raises(LandscapeError, match="another architecture"):
+    with pytest.raises(LandscapeError, match=wider):
         lnb.bezier_curve(a, other, data, n_steps=1)
-    with pytest.raises(LandscapeError, match="another architecture"):
+    with pytest.raises(LandscapeError, match="^model c has another architecture than model a"):
         lnb.plane_directions(a, copy.deepcopy(a), TinyCNN())
+    no_bias = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2, bias=False))
+    with pytest.raises(LandscapeError, match=r"352 in model b \(first differing tensor '4.bias': in model a, not in "
+                                             r"model b\)"):
+        lnb.interpolation_surface(a, no_bias, data)
 
 
 def test_plane_through_three_models_passes_through_each(pair):
@@ -175,3 +183,4 @@ def test_bezier_max_loss_is_not_above_the_straight_line_on_the_zoo_pair():
     assert curve.barrier < curve.line_barrier
     assert curve.profile.loss[0] == pytest.approx(curve.line_profile.loss[0], rel=1e-5)
     assert curve.profile.loss[-1] == pytest.approx(curve.line_profile.loss[-1], rel=1e-5)
+
