@@ -126,6 +126,13 @@ def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
     return out
 
 
+def path_dtype(weights: torch.Tensor) -> torch.dtype:
+    """The dtype of the vectors between models whose flat weights are ``weights``: float64 for
+    float64 models (so t = 1 is the other model to float64 rounding, not float32's ~1e-7), float32
+    otherwise (as every ``Directions``; the evaluation casts them to the model's dtype)."""
+    return torch.float64 if weights.dtype == torch.float64 else torch.float32
+
+
 def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
     """What a path's provenance says about frozen parameters and BatchNorm variances."""
     prov: dict[str, Any] = {"frozen_included": list(layout.frozen_names)}
@@ -164,7 +171,8 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     Directions
         One unnormalized vector, shape (1, n_values) where n_values counts the
         trainable values (plus buffer values with ``include_buffers``), in the
-        units of the weights; ``provenance["scheme"] == "interpolate"``,
+        units of the weights, float32 (float64 when the models are float64, so the
+        point at x = 1 is ``b`` to float64 rounding); ``provenance["scheme"] == "interpolate"``,
         ``provenance["frozen_included"]`` names the frozen parameters on the path.
 
     Raises
@@ -180,7 +188,9 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018, §3.
     """
     layout = paired_layout([a, b], include_buffers, frozen)
-    vec = (flatten(b, layout).float().cpu() - flatten(a, layout).float().cpu())[None, :]
+    wa = flatten(a, layout).cpu()
+    dtype = path_dtype(wa)
+    vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             "x_label": "interpolation a → b", "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
@@ -207,8 +217,8 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     Returns
     -------
     Directions
-        Two unnormalized vectors, shape (2, n_values), in the units of the weights;
-        ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
+        Two unnormalized vectors, shape (2, n_values), in the units of the weights,
+        float32 (float64 when the models are float64); ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
 
     Raises
     ------
@@ -222,8 +232,10 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     through three networks).
     """
     layout = paired_layout([a, b, c], include_buffers, frozen)
-    wa = flatten(a, layout).float().cpu()
-    vecs = torch.stack([flatten(b, layout).float().cpu() - wa, flatten(c, layout).float().cpu() - wa])
+    wa = flatten(a, layout).cpu()
+    dtype = path_dtype(wa)
+    wa = wa.to(dtype)
+    vecs = torch.stack([flatten(b, layout).cpu().to(dtype) - wa, flatten(c, layout).cpu().to(dtype) - wa])
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
             "x_label": "a → b", "y_label": "a → c", "cosine_max": _max_offdiag(_cosines(vecs)),
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
