@@ -177,9 +177,10 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     n_steps : int, optional
         Training steps (0 keeps the midpoint: the straight line).
     lr : float, optional
-        Learning rate of the optimizer.
+        Learning rate of the optimizer, a positive finite number.
     batch_size : int, optional
-        Samples per step (drawn with replacement, seeded).
+        Samples per step (drawn with replacement, seeded), a positive integer
+        (more than the data holds draws as many as it holds).
     seed : int, optional
         Seed of the t and minibatch draws.
     n_points : int, optional
@@ -206,7 +207,8 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     ------
     LandscapeError
         Models of different architectures, a negative ``n_steps``, an unknown
-        ``optimizer`` or an even or too small ``n_points``.
+        ``optimizer``, an even or too small ``n_points``, an ``lr`` that is not a
+        positive finite number or a ``batch_size`` that is not a positive integer.
 
     References
     ----------
@@ -216,6 +218,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     from .compute import compute_surface
     from .data import args_kwargs, read_data, tree_map
     from .evaluate import Evaluator, choose_loss
+    from .validate import positive_int, positive_number
 
     a, b = unwrap_model(a), unwrap_model(b)
     layout = paired_layout([a, b], include_buffers=False)
@@ -225,6 +228,8 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         raise LandscapeError(f"optimizer={optimizer!r}; expected 'adam' or 'sgd'")
     if n_points < 3 or (n_points - 1) % 2:
         raise LandscapeError(f"n_points={n_points}; expected an odd number ≥ 3 (so t = 0, 0.5, 1 are on the grid)")
+    positive_number("lr", lr, fix=f"the {optimizer} step size of the control point, e.g. lr=1e-3 (the default)")
+    positive_int("batch_size", batch_size, fix="the samples drawn per training step, e.g. batch_size=64 (the default)")
     has_bn = bool(batchnorm_modules(a))
     w0 = flatten(a, layout).detach().cpu()
     dtype = path_dtype(w0)  # float64 models train and are evaluated in float64

@@ -37,13 +37,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def positive_int(name: str, value: Any, *, none: str | None = None) -> None:
-    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means."""
+def positive_int(name: str, value: Any, *, none: str | None = None, fix: str = "") -> None:
+    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means;
+    ``fix`` (how to fix it, e.g. what the value means and a typical one) ends the message."""
     if value is None and none is not None:
         return
     if not _is_int(value) or value < 1:
         alt = f" or None ({none})" if none is not None else ""
-        raise LandscapeError(f"{name}={_short(value)}; expected a positive integer{alt}")
+        raise LandscapeError(f"{name}={_short(value)}; expected a positive integer{alt}{': ' + fix if fix else ''}")
+
+
+def positive_number(name: str, value: Any, *, fix: str = "") -> None:
+    """``value`` must be a finite real number > 0 (an int or float, not a bool); ``fix`` ends the message."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not (real and math.isfinite(value) and value > 0):
+        raise LandscapeError(f"{name}={_short(value)}; expected a positive finite number{': ' + fix if fix else ''}")
 
 
 def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, cancel, device, name,
