@@ -77,11 +77,24 @@ def test_refuses_bad_arguments(tmp_path):
         TrajectoryRecorder(model, path=tmp_path / "a.zarr")
     with pytest.raises(LandscapeError, match="trajectory store"):
         TrajectoryRecorder.load(tmp_path / "nothing", model)
+    with pytest.raises(LandscapeError, match="expected a torch.nn.Module, got OrderedDict"):
+        TrajectoryRecorder.load(tmp_path / "a.zarr", model.state_dict())
     try:
         import lightning  # noqa: F401
     except ImportError:
         with pytest.raises(LandscapeError, match="Lightning"):
             TrajectoryRecorder(model).lightning_callback()
+
+
+def test_loading_a_store_with_a_model_of_another_architecture_is_refused(tmp_path):
+    TrajectoryRecorder(make_model(), path=tmp_path / "a.zarr")
+    wider = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Linear(12, 3))  # same tensor names
+    # 0.weight, 0.bias, 1.weight, 1.bias, 1.running_mean, 1.running_var, 3.weight differ; 1.num_batches_tracked, 3.bias not
+    with pytest.raises(LandscapeError, match=r"^the store at '.*a.zarr' was recorded from another architecture than "
+                                             r"Sequential: tensor '0.weight' has shape \(10, 6\) in the store, "
+                                             r"\(12, 6\) in the model \(7 of 9 tensors differ\); expected the model"):
+        TrajectoryRecorder.load(tmp_path / "a.zarr", wider)
+    assert TrajectoryRecorder.load(tmp_path / "a.zarr", make_model()).n_checkpoints == 1
 
 
 def test_animation_has_one_frame_per_checkpoint(tmp_path):
