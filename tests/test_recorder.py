@@ -1,4 +1,6 @@
 """TrajectoryRecorder against copies of the weights taken by hand during training; the animation."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ from torch import nn
 from landscape_nb.errors import LandscapeError
 from landscape_nb.recorder import TrajectoryRecorder
 from landscape_nb.trajectory import pca_directions, project_trajectory
+
+from conftest import docstring_example, single_thread
 
 
 def make_model():
@@ -138,6 +142,41 @@ def test_the_trajectory_functions_take_a_recorder_as_they_take_its_checkpoints()
     by_recorder = lnb.pca_directions(rec, final=model, n=2)
     by_list = lnb.pca_directions(list(rec.checkpoints), final=model, n=2)
     assert torch.equal(by_recorder.vectors, by_list.vectors)
+
+
+def test_the_module_docstring_example_runs_as_written(tmp_path, monkeypatch):
+    import landscape_nb as lnb
+    import landscape_nb.recorder
+
+    code = docstring_example(landscape_nb.recorder)
+    monkeypatch.chdir(tmp_path)  # it writes runs/path.zarr
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))  # small: 441 points to evaluate
+    x, y = (t[:16] for t in data())
+    scope = {"lnb": lnb, "model": model, "x": x, "y": y, "loss_fn": nn.functional.cross_entropy,
+             "opt": torch.optim.SGD(model.parameters(), lr=0.1),
+             "loader": [(x[i:i + 4], y[i:i + 4]) for i in range(0, 16, 4)] * 6}  # 24 steps: checkpoints 0, 10, 20, 24
+    with single_thread():
+        exec(code, scope)
+    assert list(scope["rec"].steps) == [0, 10, 20, 24] and (tmp_path / "runs" / "path.zarr").is_dir()
+    assert len(scope["path"].x) == 4 and 'x=(*d.provenance["x_range"], 21)' in code  # a surface on the range
+
+
+def test_the_readme_projection_of_recorded_checkpoints_runs_as_written():
+    import landscape_nb as lnb
+
+    readme = (Path(lnb.__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if "path = rec.project(d, data=test)" in line)
+    call = line.split("# or ", 1)[1].strip()  # the alternative the README gives in its comment
+    assert call.startswith("lnb.project_trajectory(rec.checkpoints, d")
+    model = make_model()
+    with TrajectoryRecorder(model, every=2) as rec:
+        train(model, 6, rec)
+    d, test = rec.pca_directions(n=2), data()
+    path = eval(call, {"lnb": lnb, "rec": rec, "d": d, "model": model, "test": test})
+    want = rec.project(d, data=test)
+    np.testing.assert_allclose(path.coords, want.coords)
+    np.testing.assert_allclose(path.loss, want.loss)
 
 
 @pytest.mark.parametrize("store", [False, True])
