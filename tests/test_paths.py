@@ -250,15 +250,15 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(lr=-1.0), r"^lr=-1.0; expected a positive finite number: the adam step size"),
-    (dict(lr=0.0), r"^lr=0.0; expected a positive finite number"),
-    (dict(lr=float("nan")), r"^lr=nan; expected a positive finite number"),
-    (dict(lr="0.1"), r"^lr='0.1'; expected a positive finite number"),
-    (dict(batch_size=0), r"^batch_size=0; expected a positive integer: the samples drawn per training step, "
-                         r"e.g. batch_size=64"),
-    (dict(batch_size=-5), r"^batch_size=-5; expected a positive integer"),
-    (dict(batch_size=2.5), r"^batch_size=2.5; expected a positive integer"),
-    (dict(batch_size=True), r"^batch_size=True; expected a positive integer"),
+    ({"lr": -1.0}, r"^lr=-1.0; expected a positive finite number: the adam step size"),
+    ({"lr": 0.0}, r"^lr=0.0; expected a positive finite number"),
+    ({"lr": float("nan")}, r"^lr=nan; expected a positive finite number"),
+    ({"lr": "0.1"}, r"^lr='0.1'; expected a positive finite number"),
+    ({"batch_size": 0}, (r"^batch_size=0; expected a positive integer: the samples drawn per training step, "
+                         r"e.g. batch_size=64")),
+    ({"batch_size": -5}, r"^batch_size=-5; expected a positive integer"),
+    ({"batch_size": 2.5}, r"^batch_size=2.5; expected a positive integer"),
+    ({"batch_size": True}, r"^batch_size=True; expected a positive integer"),
 ])
 def test_bezier_curve_refuses_a_bad_learning_rate_or_batch_size(kwargs, match):
     a, b, (x, y) = _float64_pair()

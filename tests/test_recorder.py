@@ -4,13 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import docstring_example, single_thread
 from torch import nn
 
 from landscape_nb.errors import LandscapeError
 from landscape_nb.recorder import TrajectoryRecorder
 from landscape_nb.trajectory import pca_directions, project_trajectory
-
-from conftest import docstring_example, single_thread
 
 
 def make_model():
@@ -157,7 +156,7 @@ def test_the_module_docstring_example_runs_as_written(tmp_path, monkeypatch):
              "opt": torch.optim.SGD(model.parameters(), lr=0.1),
              "loader": [(x[i:i + 4], y[i:i + 4]) for i in range(0, 16, 4)] * 6}  # 24 steps: checkpoints 0, 10, 20, 24
     with single_thread():
-        exec(code, scope)
+        exec(code, scope)  # noqa: S102 - the docstring's example, as written
     assert list(scope["rec"].steps) == [0, 10, 20, 24] and (tmp_path / "runs" / "path.zarr").is_dir()
     assert len(scope["path"].x) == 4 and 'x=(*d.provenance["x_range"], 21)' in code  # a surface on the range
 

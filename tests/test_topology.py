@@ -163,7 +163,7 @@ def test_persistence_with_non_finite_walls_equals_a_brute_force_union_find(seed)
     by_min = {w[2]: w for w in want}
     assert len(topo.basins) == len(want) and sum(np.isinf(b.death) for b in topo.basins) >= 2
     for b in topo.basins:
-        birth, death, minimum, saddle, into = by_min[b.index]
+        birth, death, _, saddle, into = by_min[b.index]
         assert (b.birth, b.death, b.saddle_index) == (birth, death, saddle)
         assert np.isfinite(arr[b.saddle_index]) if b.saddle_index is not None else np.isinf(b.death)
         assert (topo.basins[b.parent].index if b.parent is not None else None) == into

@@ -228,7 +228,7 @@ def test_the_pca_docstring_example_runs_as_written(mlp_traj, mlp_data):
     example = SimpleNamespace(trajectory=states, model=model, test=mlp_data)
     scope = {"lnb": PackageWith(zoo=SimpleNamespace(load=lambda name: example))}
     with single_thread():
-        exec(code, scope)
+        exec(code, scope)  # noqa: S102 - the docstring's example, as written
     d, surf = scope["d"], scope["surf"]
     assert 'x=(*d.provenance["x_range"], 21)' in code  # the example computes a surface on the suggested range
     np.testing.assert_allclose([surf.x[0], surf.x[-1]], d.provenance["x_range"])
