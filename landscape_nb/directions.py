@@ -32,7 +32,9 @@ _EPS = 1e-10
 class Directions:
     """``n`` directions over a model's flattened tensors, with where they came from.
 
-    ``vectors`` is a float32 CPU tensor of shape (n, n_params); ``layout`` says
+    ``vectors`` is a float32 CPU tensor of shape (n, n_params) (float64 for the paths
+    between float64 models of ``model_paths``: evaluation casts them to the model's dtype,
+    and float32 would round the far end of a path by ~1e-7); ``layout`` says
     which model tensors the columns belong to; ``provenance`` records the scheme,
     seed, normalization and diagnostics (norms, cosines).
     """
@@ -110,7 +112,8 @@ class Directions:
     def load(cls, path: str | Path) -> "Directions":
         try:
             with np.load(Path(path), allow_pickle=False) as z:
-                vectors = torch.from_numpy(z["vectors"].astype(np.float32))
+                stored = z["vectors"]  # float64 stays float64 (paths between float64 models)
+                vectors = torch.from_numpy(stored.astype(np.float64 if stored.dtype == np.float64 else np.float32))
                 meta = json.loads(str(z["meta"]))
         except (OSError, KeyError, ValueError) as exc:
             raise LandscapeError(
@@ -264,7 +267,8 @@ def random_directions(
 
 
 def _orthogonalize(vectors: torch.Tensor) -> torch.Tensor:
-    """QR of the (n_params × n) matrix in float64; columns keep their original norms."""
+    """QR of the (n_params × n) matrix in float64; columns keep their original norms and the
+    input's precision (float64 stays float64, anything else becomes float32)."""
     v = vectors.double()
     q, r = torch.linalg.qr(v.T, mode="reduced")
     if (r.diagonal().abs() < 1e-12 * v.norm(dim=1).max()).any():
@@ -273,7 +277,7 @@ def _orthogonalize(vectors: torch.Tensor) -> torch.Tensor:
             "use different seeds or fewer directions"
         )
     q = q * torch.sign(r.diagonal())[None, :]
-    return (q.T * v.norm(dim=1)[:, None]).float()
+    return (q.T * v.norm(dim=1)[:, None]).to(torch.float64 if vectors.dtype == torch.float64 else torch.float32)
 
 
 def orthogonalize(directions: Directions) -> Directions:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from typing import Any, Collection, TypeVar
 
@@ -73,8 +74,9 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def positive_int(name: str, value: Any, *, none: str | None = None) -> None:
-    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means.
+def positive_int(name: str, value: Any, *, none: str | None = None, fix: str = "") -> None:
+    """``value`` must be an integer ≥ 1 (not a bool, not a float), or None when ``none`` says what None means;
+    ``fix`` (how to fix it, e.g. what the value means and a typical one) ends the message.
 
     Raises
     ------
@@ -85,4 +87,17 @@ def positive_int(name: str, value: Any, *, none: str | None = None) -> None:
         return
     if not is_int(value) or value < 1:
         alt = f" or None ({none})" if none is not None else ""
-        raise LandscapeError(f"{name}={short_repr(value)}; expected a positive integer{alt}")
+        raise LandscapeError(f"{name}={short_repr(value)}; expected a positive integer{alt}{': ' + fix if fix else ''}")
+
+
+def positive_number(name: str, value: Any, *, fix: str = "") -> None:
+    """``value`` must be a finite real number > 0 (an int or float, not a bool); ``fix`` ends the message.
+
+    Raises
+    ------
+    LandscapeError
+        Naming ``name``, the value given and what is expected.
+    """
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and value > 0):
+        raise LandscapeError(f"{name}={short_repr(value)}; expected a positive finite number{': ' + fix if fix else ''}")

@@ -5,6 +5,7 @@ whose end points are the other models; ``paired_layout`` checks the models match
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -15,7 +16,8 @@ from .errors import LandscapeError, check_choice
 from .params import ParamLayout, flatten, unwrap_model, variance_buffers
 
 
-def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include") -> ParamLayout:
+def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
+                  names: Sequence[str] | None = None) -> ParamLayout:
     """The layout of ``models[0]``, after checking every other model has the same tensors.
 
     Frozen (``requires_grad=False``) parameters that differ between the models are part of
@@ -32,6 +34,8 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
         Whether floating-point buffers (BatchNorm statistics) are in the layout.
     frozen : {"include", "refuse"}
         What to do with frozen parameters that differ between the models.
+    names : sequence of str, optional
+        What the messages call each model (default ``"a"``, ``"b"``, ``"c"``, ...: "model b").
 
     Returns
     -------
@@ -41,23 +45,70 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     Raises
     ------
     LandscapeError
-        If a model's tensor names or shapes differ from the first model's, or frozen
-        parameters differ with ``frozen="refuse"``.
+        If a model is not a module, a model's parameter (or, with ``include_buffers``,
+        floating-point buffer) names or shapes differ from the first model's (naming the
+        first differing tensor and both models), the same parameters are frozen in one
+        model and trainable in another, or frozen parameters differ with ``frozen="refuse"``.
     """
     check_choice("frozen", frozen, ("include", "refuse"))
     models = [unwrap_model(m) for m in models]
+    names = [f"model {n}" for n in (names or "abcdefghijklmnopqrstuvwxyz"[:len(models)])]
     ParamLayout.of(models[0], include_buffers=include_buffers)  # refuses a non-module before it is read
+    for m, name in zip(models[1:], names[1:]):
+        if not isinstance(m, nn.Module):
+            raise LandscapeError(f"{name} is a {type(m).__name__}; expected a torch.nn.Module of {names[0]}'s "
+                                 "architecture: pass the model object itself")
+        _check_same_architecture(models[0], m, names[0], name, include_buffers)
     differ = _differing_frozen(models)
     if differ and frozen == "refuse":
         raise LandscapeError(
             f"frozen (requires_grad=False) parameters differ between the models: {differ[:5]}; a path that keeps "
-            "model 1's values of them does not end at the other model. Pass frozen='include' to interpolate them "
-            "too, or make them equal"
+            f"{names[0]}'s values of them does not end at {' or '.join(names[1:])}. Pass frozen='include' to "
+            "interpolate them too, or make them equal"
         )
-    layout = ParamLayout.of(models[0], include_buffers=include_buffers, frozen=differ)
-    for i, m in enumerate(models[1:], start=2):
-        layout.check_model(m, what=f"model 1's weights (compared with model {i})")
-    return layout
+    return ParamLayout.of(models[0], include_buffers=include_buffers, frozen=differ)
+
+
+def _tensor_shapes(model: nn.Module, include_buffers: bool) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter, frozen ones too, then of floating-point buffers with ``include_buffers``."""
+    out = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+    if include_buffers:
+        out += [(n, tuple(b.shape)) for n, b in model.named_buffers() if b.is_floating_point()]
+    return out
+
+
+def _n_values(shapes: list[tuple[str, tuple[int, ...]]]) -> int:
+    return sum(math.prod(shape) for _, shape in shapes)
+
+
+def _check_same_architecture(a: nn.Module, b: nn.Module, name_a: str, name_b: str, include_buffers: bool) -> None:
+    """Refuse ``b`` unless it has ``a``'s tensors (names, shapes, order) and the same ones frozen."""
+    ta, tb = _tensor_shapes(a, include_buffers), _tensor_shapes(b, include_buffers)
+    if ta != tb:
+        sa, sb = dict(ta), dict(tb)
+        k = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+        first = ta[k][0] if k < len(ta) else tb[k][0]
+        if first in sa and first in sb and sa[first] != sb[first]:
+            detail = f"first differing tensor {first!r}: shape {sa[first]} in {name_a}, {sb[first]} in {name_b}"
+        elif first not in sb:
+            detail = f"first differing tensor {first!r}: in {name_a}, not in {name_b}"
+        elif first not in sa:
+            detail = f"first differing tensor {first!r}: in {name_b}, not in {name_a}"
+        else:
+            detail = f"the same tensors in another order, from {first!r} on"
+        raise LandscapeError(
+            f"{name_b} has another architecture than {name_a}: {_n_values(ta)} values in {name_a}, {_n_values(tb)} in "
+            f"{name_b} ({detail}); expected two models of one architecture (the same class and parameter shapes), "
+            f"e.g. two trainings of one network: build {name_b} as {name_a} was built"
+        )
+    grad_b = {n: p.requires_grad for n, p in b.named_parameters()}
+    mixed = [n for n, p in a.named_parameters() if p.requires_grad != grad_b[n]]
+    if mixed:
+        raise LandscapeError(
+            f"{name_a} and {name_b} have the same tensors but {mixed[:3]} trainable in one and frozen "
+            "(requires_grad=False) in the other; expected the same parameters frozen in both: call "
+            "requires_grad_() alike on both models"
+        )
 
 
 def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
@@ -73,6 +124,13 @@ def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
                 out.append(name)
                 break
     return out
+
+
+def path_dtype(weights: torch.Tensor) -> torch.dtype:
+    """The dtype of the vectors between models whose flat weights are ``weights``: float64 for
+    float64 models (so t = 1 is the other model to float64 rounding, not float32's ~1e-7), float32
+    otherwise (as every ``Directions``; the evaluation casts them to the model's dtype)."""
+    return torch.float64 if weights.dtype == torch.float64 else torch.float32
 
 
 def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
@@ -113,13 +171,15 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     Directions
         One unnormalized vector, shape (1, n_values) where n_values counts the
         trainable values (plus buffer values with ``include_buffers``), in the
-        units of the weights; ``provenance["scheme"] == "interpolate"``,
+        units of the weights, float32 (float64 when the models are float64, so the
+        point at x = 1 is ``b`` to float64 rounding); ``provenance["scheme"] == "interpolate"``,
         ``provenance["frozen_included"]`` names the frozen parameters on the path.
 
     Raises
     ------
     LandscapeError
-        If the models' tensors differ in name or shape (another architecture).
+        If the models' tensors differ in name or shape (another architecture), or
+        differ in which are frozen (see ``paired_layout``).
 
     References
     ----------
@@ -128,7 +188,9 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018, §3.
     """
     layout = paired_layout([a, b], include_buffers, frozen)
-    vec = (flatten(b, layout).float().cpu() - flatten(a, layout).float().cpu())[None, :]
+    wa = flatten(a, layout).cpu()
+    dtype = path_dtype(wa)
+    vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             "x_label": "interpolation a → b", "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
@@ -155,8 +217,8 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     Returns
     -------
     Directions
-        Two unnormalized vectors, shape (2, n_values), in the units of the weights;
-        ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
+        Two unnormalized vectors, shape (2, n_values), in the units of the weights,
+        float32 (float64 when the models are float64); ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
 
     Raises
     ------
@@ -170,8 +232,10 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     through three networks).
     """
     layout = paired_layout([a, b, c], include_buffers, frozen)
-    wa = flatten(a, layout).float().cpu()
-    vecs = torch.stack([flatten(b, layout).float().cpu() - wa, flatten(c, layout).float().cpu() - wa])
+    wa = flatten(a, layout).cpu()
+    dtype = path_dtype(wa)
+    wa = wa.to(dtype)
+    vecs = torch.stack([flatten(b, layout).cpu().to(dtype) - wa, flatten(c, layout).cpu().to(dtype) - wa])
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
             "x_label": "a → b", "y_label": "a → c", "cosine_max": _max_offdiag(_cosines(vecs)),
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}

@@ -36,7 +36,8 @@ class Basin:
     ``index`` is the minimum's grid index (array axes order: ``loss[index]``), ``location``
     its coordinates in ``(x, y[, z])`` order; ``birth`` the loss there. ``death`` is the loss
     at the saddle where the basin merges into the older basin ``parent`` (an index into
-    ``Topology.basins``); the deepest basin never dies (``death`` = inf, no saddle, no parent).
+    ``Topology.basins``); the deepest basin never dies (``death`` = inf, no saddle, no parent),
+    nor does one walled off from every older basin by non-finite (NaN/inf) points (``topology``).
     """
 
     index: tuple[int, ...]
@@ -65,7 +66,8 @@ class Topology:
 
     ``diagrams[d]`` is the (n, 2) array of (birth, death) losses of the d-dimensional classes
     (d = 0: basins; 1: loops; 2: voids in 3D), zero-length pairs left out, an infinite death for
-    classes that never die. ``basins`` are the basins whose persistence exceeds ``threshold``,
+    classes that never die at a finite loss (the deepest basin; basins, loops and voids walled
+    off by non-finite points, see ``topology``). ``basins`` are the basins whose persistence exceeds ``threshold``,
     deepest first (increasing ``birth``).
     """
 
@@ -108,8 +110,9 @@ class Topology:
         return float(np.mean(p)) if p else math.nan
 
 
-def _grid(surface_or_array) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The loss array and the coordinates along each of its axes."""
+def _grid(surface_or_array) -> tuple[np.ndarray, tuple[np.ndarray, ...], float]:
+    """The loss array, the coordinates along each of its axes, and the level standing in for
+    non-finite values in the array (above every finite one; inf when there are none)."""
     if isinstance(surface_or_array, np.ndarray) or isinstance(surface_or_array, (list, tuple)):
         arr = np.asarray(surface_or_array, dtype=np.float64)
         axes = tuple(np.arange(n, dtype=np.float64) for n in arr.shape)
@@ -132,10 +135,12 @@ def _grid(surface_or_array) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     finite = np.isfinite(arr)
     if not finite.any():
         raise LandscapeError("every loss value is NaN or infinite; expected a surface with finite values")
-    if not finite.all():  # diverged points join the sublevel sets after every finite one
+    wall = math.inf
+    if not finite.all():  # gudhi needs numbers: diverged points join after every finite level (see topology)
         lo, hi = float(arr[finite].min()), float(arr[finite].max())
-        arr = np.where(finite, arr, hi + (hi - lo) + 1.0)
-    return arr, axes
+        wall = hi + (hi - lo) + 1.0
+        arr = np.where(finite, arr, wall)
+    return arr, axes, wall
 
 
 def _location(axes: Sequence[np.ndarray], index: tuple[int, ...]) -> tuple[float, ...]:
@@ -154,7 +159,12 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
     surface_or_array : Surface or numpy.ndarray
         A complete 2D (or 3D) surface, or a loss array; for an array the last axis is x and
         the coordinates are the indices. ``loss[j, i]`` is at ``(x[i], y[j])`` as in ``Surface``.
-        Non-finite values (diverged points) are treated as higher than every finite one.
+        Non-finite values (NaN/inf: diverged points) are in no sublevel set ``{loss ≤ t}`` of
+        finite ``t``, so they are not part of the filtration: a basin that could merge with an
+        older one only through them never merges and persists to infinity like the deepest
+        basin (``death`` = inf, no saddle, no parent; it counts in ``n_basins`` but not in the
+        merge tree or SMAD), and loops (2D) or voids (3D) around them never die. No class dies,
+        and no saddle is reported, at a non-finite point.
     threshold : float, optional
         Basins with persistence (saddle − minimum, loss units) at most this are noise and left
         out of ``basins``, the merge tree and SMAD (they stay in ``diagrams``). Default: 1 % of
@@ -181,15 +191,17 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
     except ImportError:
         raise LandscapeError("topology needs gudhi, which is not installed; install it with "
                              "`pip install landscape_nb[topology]`") from None
-    arr, axes = _grid(surface_or_array)
+    arr, axes, wall = _grid(surface_or_array)
     if threshold is None:
-        threshold = 0.01 * float(arr.max() - arr.min())
+        finite = arr[arr < wall]
+        threshold = 0.01 * float(finite.max() - finite.min())
     elif not (isinstance(threshold, (int, float, np.floating)) and math.isfinite(threshold) and threshold >= 0):
         raise LandscapeError(f"threshold={threshold!r}; expected a persistence ≥ 0 in loss units, or None "
                              "for 1 % of the loss range")
     cc = gudhi.CubicalComplex(vertices=arr)
     cc.compute_persistence(homology_coeff_field=2, min_persistence=0.0)
-    diagrams = tuple(np.asarray(cc.persistence_intervals_in_dimension(d), dtype=np.float64).reshape(-1, 2)
+    diagrams = tuple(_finite_filtration(np.asarray(cc.persistence_intervals_in_dimension(d),
+                                                   dtype=np.float64).reshape(-1, 2), wall)
                      for d in range(arr.ndim))
     regular, essential = cc.vertices_of_persistence_pairs()
     flat = arr.ravel(order="F")  # gudhi numbers vertices in Fortran order
@@ -199,7 +211,11 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
 
     pairs = []  # (birth, death, min vertex, saddle vertex)
     for b, d in (regular[0] if regular else np.zeros((0, 2), dtype=int)):
-        if flat[d] - flat[b] > threshold:
+        if flat[b] >= wall:  # born among non-finite points: not in the filtration
+            continue
+        if flat[d] >= wall:  # it merges only through non-finite points: never, at a finite level
+            pairs.append((float(flat[b]), math.inf, unravel(b), None))
+        elif flat[d] - flat[b] > threshold:
             pairs.append((float(flat[b]), float(flat[d]), unravel(b), unravel(d)))
     roots = [(float(flat[v]), math.inf, unravel(v), None) for v in (essential[0] if essential else [])]
     rows = sorted(roots + pairs, key=lambda p: (p[0], p[2]))
@@ -207,6 +223,13 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
     basins = tuple(Basin(r[2], _location(axes, r[2]), r[0], r[1], r[3],
                          None if r[3] is None else _location(axes, r[3]), parents[i]) for i, r in enumerate(rows))
     return Topology(diagrams, basins, float(threshold), arr.shape, axes)
+
+
+def _finite_filtration(pairs: np.ndarray, wall: float) -> np.ndarray:
+    """(birth, death) pairs with the non-finite points' stand-in level ``wall`` taken out: a class
+    dying there never dies at a finite level (death inf), one born there is not in the filtration."""
+    pairs = pairs[pairs[:, 0] < wall]
+    return np.column_stack([pairs[:, 0], np.where(pairs[:, 1] >= wall, math.inf, pairs[:, 1])])
 
 
 def _merge_parents(arr: np.ndarray, rows: Sequence[tuple]) -> list[int | None]:

@@ -8,8 +8,8 @@
 >>> # leaving the block records the final weights if the last step was not recorded
 >>> d = rec.pca_directions(n=2)       # Li et al. 2018, §7, centred at the final weights
 >>> path = rec.project(d, data=(x, y))
->>> lnb.plot.animate(lnb.compute_surface(model, (x, y), d, x=d.provenance["x_range"],
-...                                      y=d.provenance["y_range"]), path)
+>>> lnb.plot.animate(lnb.compute_surface(model, (x, y), d, x=(*d.provenance["x_range"], 21),
+...                                      y=(*d.provenance["y_range"], 21)), path)
 
 Checkpoints are whole state dicts (parameters and buffers). With ``path`` they go to a zarr
 store of plain arrays, one array per tensor with a leading checkpoint axis (no pickle:
@@ -175,9 +175,16 @@ class TrajectoryRecorder:
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> "TrajectoryRecorder":
         """A recorder reading the checkpoints of an existing store (``model``: the architecture
-        they belong to, e.g. the trained model; it is the default ``final``)."""
+        they belong to, e.g. the trained model; it is the default ``final``).
+
+        Raises ``LandscapeError`` when ``path`` is not a trajectory store, or when ``model`` is not
+        a module whose state dict has the store's tensor names and shapes (another architecture:
+        the message names the first tensor that differs)."""
         import zarr
 
+        if not isinstance(model, nn.Module):
+            raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model the path "
+                                 "was recorded from")
         path = Path(path)
         try:
             group = zarr.open_group(str(path), mode="r+")
@@ -193,9 +200,20 @@ class TrajectoryRecorder:
         rec._names, rec._dtypes = list(attrs["names"]), list(attrs["dtypes"])
         rec._steps = [int(s) for s in group["steps"][:]]
         rec.n_steps = rec._steps[-1] if rec._steps else 0
-        if rec._names != list(model.state_dict()):
+        state = model.state_dict()
+        if rec._names != list(state):
             raise LandscapeError(f"the store at {str(path)!r} holds tensors {rec._names[:3]}..., the model has "
-                                 f"{list(model.state_dict())[:3]}...; expected the model the path was recorded from")
+                                 f"{list(state)[:3]}...; expected the model the path was recorded from")
+        shapes = [(name, tuple(group[f"t{i}"].shape[1:]), tuple(t.shape))
+                  for i, (name, t) in enumerate(state.items())]
+        differ = [(name, stored, own) for name, stored, own in shapes if stored != own]
+        if differ:
+            name, stored, own = differ[0]
+            raise LandscapeError(
+                f"the store at {str(path)!r} was recorded from another architecture than {type(model).__name__}: "
+                f"tensor {name!r} has shape {stored} in the store, {own} in the model ({len(differ)} of "
+                f"{len(shapes)} tensors differ); expected the model the path was recorded from (the same class and "
+                "tensor shapes): build it as it was built for the recording")
         return rec
 
     @property

@@ -14,6 +14,7 @@ different numbers for the same minimum (Dinh et al. 2017); compare like with lik
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,9 +59,17 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
     """Sharpness along one axis (``"x"`` or ``"y"``) through the surface's centre."""
     t, loss = _slice(surface, axis)
     k0 = _origin_index(t, axis)
-    r = float(radius) if radius is not None else 0.5 * min(abs(t.min()), abs(t.max()))
+    try:
+        r = float(radius) if radius is not None else 0.5 * min(abs(t.min()), abs(t.max()))
+    except (TypeError, ValueError):
+        r = math.nan
     if not r > 0:
         raise LandscapeError(f"radius={radius!r}; expected a positive distance from the centre within the grid")
+    reach = max(-float(t.min()), float(t.max()))
+    if not r <= reach + 1e-12:  # neither −r nor +r on the grid: the rise would be NaN
+        raise LandscapeError(
+            f"radius={radius!r}; expected a positive distance from the centre within the grid: the {axis} axis runs "
+            f"{t.min():.3g}..{t.max():.3g}, so at most {reach:.3g} (pass a smaller radius, or compute a wider range)")
     l0 = float(loss[k0])
     ok = np.isfinite(loss)
     inc = []
@@ -86,7 +95,8 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     Along each axis, the slice through the origin gives ``increase``, the larger of
     ``L(−r) − L(0)`` and ``L(+r) − L(0)`` (linear interpolation between grid
     points; a Keskar-style sharpness: the largest rise within r along the axis, not
-    divided by 1 + L(0) as Keskar et al. do), and
+    divided by 1 + L(0) as Keskar et al. do; on an asymmetric range that reaches r
+    on one side only, that side's rise), and
     ``curvature``, ``L''(0)`` of a quadratic least-squares fit within ``|t| ≤ r``
     (for a unit Hessian eigen-direction it estimates the eigenvalue).
 
@@ -96,8 +106,9 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
         A 1D or 2D surface (anything with ``ndim``, ``x``, ``loss`` and, for 2D,
         ``y``) whose axes have a grid point at 0, e.g. ``x=(-1, 1, 51)``.
     radius : float, optional
-        Distance r from the centre, in the axis' units (direction coefficients).
-        Defaults to half the shorter side of each axis' range.
+        Distance r from the centre, in the axis' units (direction coefficients),
+        positive and on the grid on at least one side of each axis. Defaults to
+        half the shorter side of each axis' range.
 
     Returns
     -------
@@ -109,7 +120,8 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     Raises
     ------
     LandscapeError
-        An axis with no grid point at 0, or a radius that is not positive.
+        An axis with no grid point at 0, or a radius that is not positive or lies
+        beyond both ends of an axis (the message gives the largest that fits).
 
     Notes
     -----

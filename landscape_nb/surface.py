@@ -6,6 +6,7 @@ torch, Dask or Plotly, so plots and stores can use it anywhere.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -241,8 +242,9 @@ class Surface:
         index : int, optional
             Grid index along ``axis`` (negative counts from the end).
         value : float, optional
-            A coordinate along ``axis`` (direction units); the nearest grid value is used.
-            Give exactly one of ``index`` and ``value``.
+            A coordinate along ``axis`` (direction units) within the grid's range (at most
+            half a grid step beyond its ends); the nearest grid value is used. Give exactly
+            one of ``index`` and ``value``.
 
         Returns
         -------
@@ -255,7 +257,8 @@ class Surface:
         ------
         LandscapeError
             Not a 3D surface, an unknown axis, both or neither of ``index`` and
-            ``value``, or an index outside the grid.
+            ``value``, an index outside the grid, or a value outside the axis' range
+            (more than half a grid step beyond its ends) or not a number.
         """
         if self.ndim != 3:
             raise LandscapeError(f"slice() of a {self.ndim}D surface; expected a 3D surface (three directions, "
@@ -269,7 +272,18 @@ class Surface:
         dim, coords = axes[axis]
         coords = np.asarray(coords, float)
         if value is not None:
-            index = int(np.argmin(np.abs(coords - float(value))))
+            lo, hi = float(coords.min()), float(coords.max())
+            half = 0.5 * (hi - lo) / max(coords.size - 1, 1)
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                v = math.nan
+            if not lo - half <= v <= hi + half:  # far outside: the edge plane would pass for the one asked for
+                raise LandscapeError(
+                    f"value={value!r} along {axis}, whose grid runs {lo:g}..{hi:g} ({coords.size} values); expected a "
+                    f"coordinate within the grid (at most half a step, {half:g}, beyond its ends): pass a value in "
+                    f"{lo:g}..{hi:g}, or index= (e.g. index=-1 for the last plane)")
+            index = int(np.argmin(np.abs(coords - v)))
         if not -coords.size <= int(index) < coords.size:
             raise LandscapeError(f"index={index} along {axis} with {coords.size} grid values; expected "
                                  f"{-coords.size} ≤ index < {coords.size}")

@@ -145,7 +145,8 @@ def pca_directions(
     >>> ex = lnb.zoo.load("mlp-digits")
     >>> d = lnb.pca_directions(ex.trajectory, final=ex.model, n=2)
     >>> d.provenance["explained_variance_ratio"]     # e.g. [0.83, 0.09]
-    >>> surf = lnb.compute_surface(ex.model, ex.test, d, x=d.provenance["x_range"], y=d.provenance["y_range"])
+    >>> surf = lnb.compute_surface(ex.model, ex.test, d, x=(*d.provenance["x_range"], 21),
+    ...                            y=(*d.provenance["y_range"], 21))   # [start, stop] + points
     >>> lnb.plot.pca_contour(surf, lnb.project_trajectory(ex.trajectory, d, final=ex.model, data=ex.test))
 
     The checkpoints (all of them, as given: the zoo's include the initial and the
@@ -160,7 +161,8 @@ def pca_directions(
     ``provenance`` holds ``explained_variance_ratio`` (fractions of the total
     variance of the centred checkpoints; they sum to ≤ 1), the projected path
     (``path_x``, ``path_y``, ``path_distance``), axis labels with the variance and
-    ``x_range``/``y_range`` covering the path with a margin. With ``data`` the
+    ``x_range``/``y_range`` (``[start, stop]``: add a number of points for
+    ``compute_surface``, as above) covering the path with a margin. With ``data`` the
     checkpoints' true losses are in ``path_loss``.
 
     Parameters

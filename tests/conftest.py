@@ -1,4 +1,5 @@
 import contextlib
+import inspect
 import os
 
 import pytest
@@ -33,6 +34,26 @@ def quick_depth_comparison(tmp_path_factory):
         return depth_comparison(DEPTHS, QUICK, client=client, store_dir=store_dir), store_dir
     finally:
         owned.close()
+
+
+def docstring_example(obj) -> str:
+    """The ``>>>`` and ``...`` lines of ``obj``'s docstring as one program (doctest prompts removed, the
+    indentation inside them kept), to run an example as written against small stand-ins."""
+    lines = inspect.cleandoc(obj.__doc__).splitlines()
+    return "\n".join(line[4:] for line in lines if line.startswith((">>> ", "... ")))
+
+
+class PackageWith:
+    """``landscape_nb`` with some attributes replaced (e.g. ``zoo``, to run a docstring example that loads
+    a zoo model against a small stand-in); every other attribute is the package's own."""
+
+    def __init__(self, **replaced):
+        import landscape_nb
+
+        self._package, self._replaced = landscape_nb, replaced
+
+    def __getattr__(self, name):
+        return self._replaced[name] if name in self._replaced else getattr(self._package, name)
 
 
 class TinyCNN(nn.Module):

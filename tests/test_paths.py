@@ -114,12 +114,20 @@ def test_bn_buffers_decide_whether_the_path_ends_at_the_second_model():
 def test_models_of_different_architectures_cannot_be_interpolated(pair):
     a, _, data = pair
     other = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
-    with pytest.raises(LandscapeError, match=r"another architecture.*shape of '0.weight'"):
+    # 2·16 + 16 + 16·16 + 16 + 16·2 + 2 = 354 values in a; 2·32 + 32 + 32·16 + 16 + 16·2 + 2 = 658 in other
+    wider = (r"^model b has another architecture than model a: 354 values in model a, 658 in model b \(first "
+             r"differing tensor '0.weight': shape \(16, 2\) in model a, \(32, 2\) in model b\); expected two models "
+             r"of one architecture \(the same class and parameter shapes\)")
+    with pytest.raises(LandscapeError, match=wider):
         lnb.interpolation_surface(a, other, data)
-    with pytest.raises(LandscapeError, match="another architecture"):
+    with pytest.raises(LandscapeError, match=wider):
         lnb.bezier_curve(a, other, data, n_steps=1)
-    with pytest.raises(LandscapeError, match="another architecture"):
+    with pytest.raises(LandscapeError, match="^model c has another architecture than model a"):
         lnb.plane_directions(a, copy.deepcopy(a), TinyCNN())
+    no_bias = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2, bias=False))
+    with pytest.raises(LandscapeError, match=r"352 in model b \(first differing tensor '4.bias': in model a, not in "
+                                             r"model b\)"):
+        lnb.interpolation_surface(a, no_bias, data)
 
 
 def test_plane_through_three_models_passes_through_each(pair):
@@ -175,3 +183,85 @@ def test_bezier_max_loss_is_not_above_the_straight_line_on_the_zoo_pair():
     assert curve.barrier < curve.line_barrier
     assert curve.profile.loss[0] == pytest.approx(curve.line_profile.loss[0], rel=1e-5)
     assert curve.profile.loss[-1] == pytest.approx(curve.line_profile.loss[-1], rel=1e-5)
+
+
+def _float64_pair(seed_a=0, seed_b=1):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 3, generator=g, dtype=torch.float64)
+    data = x, torch.sin(x.sum(1, keepdim=True))
+    torch.manual_seed(seed_a)
+    a = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+    torch.manual_seed(seed_b)
+    b = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+    return a, b, data
+
+
+def _mse_at(model, weights, data):
+    """The MSE of ``model``'s architecture with ``weights`` ({name: tensor}), in the weights' dtype."""
+    m = copy.deepcopy(model)
+    m.load_state_dict(weights)
+    with torch.no_grad():
+        return float(nn.functional.mse_loss(m(data[0]), data[1]))
+
+
+def test_bezier_curve_of_float64_models_is_trained_and_evaluated_in_float64():
+    a, b, data = _float64_pair()
+    curve = lnb.bezier_curve(a, b, data, loss_fn=nn.MSELoss(), n_steps=20, lr=0.01, batch_size=16, n_points=5)
+    assert curve.start.dtype == curve.control.dtype == curve.end.dtype == torch.float64
+    assert np.isfinite(curve.history).all() and len(curve.history) == 20
+    assert not torch.equal(curve.control, (curve.start + curve.end) / 2)  # trained away from the midpoint
+    sa, sb = a.state_dict(), b.state_dict()
+    at = 0
+    sc = {}
+    for name, p in sa.items():  # the control point, tensor by tensor, in named_parameters() order
+        sc[name] = curve.control[at:at + p.numel()].view_as(p)
+        at += p.numel()
+    for k, t in enumerate(curve.profile.x):  # naive quadratic Bézier, tensor by tensor, in float64
+        w = {n: (1 - t) ** 2 * sa[n] + 2 * t * (1 - t) * sc[n] + t ** 2 * sb[n] for n in sa}
+        assert curve.profile.loss[k] == pytest.approx(_mse_at(a, w, data), rel=1e-12)
+        line = {n: (1 - t) * sa[n] + t * sb[n] for n in sa}
+        assert curve.line_profile.loss[k] == pytest.approx(_mse_at(a, line, data), rel=1e-12)
+    assert curve.profile.loss[-1] == pytest.approx(_mse_at(a, sb, data), rel=1e-13)
+
+
+def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 10, generator=g, dtype=torch.float64)
+    w_star = 1000 * torch.randn(1, 10, generator=g, dtype=torch.float64)
+    data = x, x @ w_star.T  # b fits exactly: its loss is 0, and float32 rounding of θb − θa shows as ~1e-9
+    a, b = nn.Linear(10, 1, bias=False).double(), nn.Linear(10, 1, bias=False).double()
+    with torch.no_grad():
+        a.weight.zero_()
+        b.weight.copy_(w_star)
+    line = lnb.interpolation_surface(a, b, data, x=(0, 1, 5), loss_fn=nn.MSELoss())
+    for t, got in zip(line.x, line.loss):
+        assert got == pytest.approx(_mse_at(a, {"weight": (1 - t) * a.weight + t * b.weight}, data), rel=1e-12)
+    assert line.loss[-1] < 1e-20
+    d = lnb.interpolation_direction(a, b)
+    assert d.vectors.dtype == torch.float64 and torch.equal(d.vectors[0], (b.weight - a.weight).detach().reshape(-1))
+    c = copy.deepcopy(b)
+    with torch.no_grad():
+        c.weight[0, 0] += 1000.0
+    plane = lnb.plane_directions(a, b, c)
+    assert plane.vectors.dtype == lnb.orthogonalize(plane).vectors.dtype == torch.float64
+    d.save(tmp_path / "d.npz")
+    assert torch.equal(lnb.Directions.load(tmp_path / "d.npz").vectors, d.vectors)  # float64 kept on disk too
+    assert lnb.interpolation_direction(a.float(), b.float()).vectors.dtype == torch.float32  # float32 stays so
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": -1.0}, r"^lr=-1.0; expected a positive finite number: the adam step size"),
+    ({"lr": 0.0}, r"^lr=0.0; expected a positive finite number"),
+    ({"lr": float("nan")}, r"^lr=nan; expected a positive finite number"),
+    ({"lr": "0.1"}, r"^lr='0.1'; expected a positive finite number"),
+    ({"batch_size": 0}, (r"^batch_size=0; expected a positive integer: the samples drawn per training step, "
+                         r"e.g. batch_size=64")),
+    ({"batch_size": -5}, r"^batch_size=-5; expected a positive integer"),
+    ({"batch_size": 2.5}, r"^batch_size=2.5; expected a positive integer"),
+    ({"batch_size": True}, r"^batch_size=True; expected a positive integer"),
+])
+def test_bezier_curve_refuses_a_bad_learning_rate_or_batch_size(kwargs, match):
+    a, b, (x, y) = _float64_pair()
+    a, b, data = a.float(), b.float(), (x.float(), y.float())
+    with pytest.raises(LandscapeError, match=match):
+        lnb.bezier_curve(a, b, data, loss_fn=nn.MSELoss(), n_steps=2, n_points=3, **kwargs)

@@ -1,7 +1,10 @@
 """TrajectoryRecorder against copies of the weights taken by hand during training; the animation."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import docstring_example, single_thread
 from torch import nn
 
 from landscape_nb.errors import LandscapeError
@@ -77,11 +80,24 @@ def test_refuses_bad_arguments(tmp_path):
         TrajectoryRecorder(model, path=tmp_path / "a.zarr")
     with pytest.raises(LandscapeError, match="trajectory store"):
         TrajectoryRecorder.load(tmp_path / "nothing", model)
+    with pytest.raises(LandscapeError, match="expected a torch.nn.Module, got OrderedDict"):
+        TrajectoryRecorder.load(tmp_path / "a.zarr", model.state_dict())
     try:
         import lightning  # noqa: F401
     except ImportError:
         with pytest.raises(LandscapeError, match="Lightning"):
             TrajectoryRecorder(model).lightning_callback()
+
+
+def test_loading_a_store_with_a_model_of_another_architecture_is_refused(tmp_path):
+    TrajectoryRecorder(make_model(), path=tmp_path / "a.zarr")
+    wider = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Linear(12, 3))  # same tensor names
+    # 0.weight, 0.bias, 1.weight, 1.bias, 1.running_mean, 1.running_var, 3.weight differ; 1.num_batches_tracked, 3.bias not
+    with pytest.raises(LandscapeError, match=r"^the store at '.*a.zarr' was recorded from another architecture than "
+                                             r"Sequential: tensor '0.weight' has shape \(10, 6\) in the store, "
+                                             r"\(12, 6\) in the model \(7 of 9 tensors differ\); expected the model"):
+        TrajectoryRecorder.load(tmp_path / "a.zarr", wider)
+    assert TrajectoryRecorder.load(tmp_path / "a.zarr", make_model()).n_checkpoints == 1
 
 
 def test_animation_has_one_frame_per_checkpoint(tmp_path):
@@ -125,6 +141,41 @@ def test_the_trajectory_functions_take_a_recorder_as_they_take_its_checkpoints()
     by_recorder = lnb.pca_directions(rec, final=model, n=2)
     by_list = lnb.pca_directions(list(rec.checkpoints), final=model, n=2)
     assert torch.equal(by_recorder.vectors, by_list.vectors)
+
+
+def test_the_module_docstring_example_runs_as_written(tmp_path, monkeypatch):
+    import landscape_nb as lnb
+    import landscape_nb.recorder
+
+    code = docstring_example(landscape_nb.recorder)
+    monkeypatch.chdir(tmp_path)  # it writes runs/path.zarr
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))  # small: 441 points to evaluate
+    x, y = (t[:16] for t in data())
+    scope = {"lnb": lnb, "model": model, "x": x, "y": y, "loss_fn": nn.functional.cross_entropy,
+             "opt": torch.optim.SGD(model.parameters(), lr=0.1),
+             "loader": [(x[i:i + 4], y[i:i + 4]) for i in range(0, 16, 4)] * 6}  # 24 steps: checkpoints 0, 10, 20, 24
+    with single_thread():
+        exec(code, scope)  # noqa: S102 - the docstring's example, as written
+    assert list(scope["rec"].steps) == [0, 10, 20, 24] and (tmp_path / "runs" / "path.zarr").is_dir()
+    assert len(scope["path"].x) == 4 and 'x=(*d.provenance["x_range"], 21)' in code  # a surface on the range
+
+
+def test_the_readme_projection_of_recorded_checkpoints_runs_as_written():
+    import landscape_nb as lnb
+
+    readme = (Path(lnb.__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if "path = rec.project(d, data=test)" in line)
+    call = line.split("# or ", 1)[1].strip()  # the alternative the README gives in its comment
+    assert call.startswith("lnb.project_trajectory(rec.checkpoints, d")
+    model = make_model()
+    with TrajectoryRecorder(model, every=2) as rec:
+        train(model, 6, rec)
+    d, test = rec.pca_directions(n=2), data()
+    path = eval(call, {"lnb": lnb, "rec": rec, "d": d, "model": model, "test": test})
+    want = rec.project(d, data=test)
+    np.testing.assert_allclose(path.coords, want.coords)
+    np.testing.assert_allclose(path.loss, want.loss)
 
 
 @pytest.mark.parametrize("store", [False, True])

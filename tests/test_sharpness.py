@@ -41,6 +41,22 @@ def test_sharpness_needs_the_origin_on_the_grid():
         Surface(np.linspace(-1, 1, 5), None, np.zeros(5)).sharpness(radius=-1)
 
 
+def test_a_radius_beyond_the_grid_is_refused_and_one_reaching_one_side_uses_that_side():
+    line = Surface(np.linspace(-1, 1, 5), None, np.linspace(-1, 1, 5) ** 2)
+    for radius in (5, 1.5, float("inf"), float("nan"), "wide"):
+        with pytest.raises(LandscapeError, match=r"expected a positive distance from the centre within the grid"):
+            line.sharpness(radius=radius)
+    with pytest.raises(LandscapeError, match=r"^radius=5; .*the x axis runs -1..1, so at most 1 \(pass a smaller"):
+        line.sharpness(radius=5)
+    assert line.sharpness(radius=1)["x"].increase == pytest.approx(1.0)  # the grid's end is within it
+    x = np.linspace(-0.4, 1, 15)  # asymmetric: +0.8 is on the grid, −0.8 is not
+    s = Surface(x, None, 3 * x ** 2).sharpness(radius=0.8)["x"]
+    assert s.increase == pytest.approx(np.interp(0.8, x, 3 * x ** 2), rel=1e-12)
+    wide_x = Surface(np.linspace(-2, 2, 9), np.linspace(-1, 1, 5), np.zeros((5, 9)))
+    with pytest.raises(LandscapeError, match=r"the y axis runs -1..1, so at most 1"):
+        wide_x.sharpness(radius=1.5)  # within x, beyond both ends of y
+
+
 def test_barrier_of_a_bump_above_the_chord():
     t = np.linspace(0, 1, 11)
     loss = 1.0 + t + 0.3 * np.sin(np.pi * t)  # chord from 1 to 2; the bump peaks at t = 0.5

@@ -11,9 +11,10 @@ pytest.importorskip("gudhi")
 
 def brute_force_h0(arr):
     """Vertices added in increasing value; a vertex joining components keeps the one with the
-    lowest minimum (elder rule) and kills the others there. Returns
-    [(birth, death, min index, saddle index, index of the min it merges into)], essential last."""
-    order = sorted(np.ndindex(arr.shape), key=lambda i: (arr[i], i))
+    lowest minimum (elder rule) and kills the others there. NaN/inf vertices are never added.
+    Returns [(birth, death, min index, saddle index, index of the min it merges into)], then one
+    essential class per component left at the end."""
+    order = sorted((i for i in np.ndindex(arr.shape) if np.isfinite(arr[i])), key=lambda i: (arr[i], i))
     parent, root_min, pairs = {}, {}, []
 
     def find(v):
@@ -42,8 +43,8 @@ def brute_force_h0(arr):
                 pairs.append((arr[root_min[r]], arr[v], root_min[r], v, root_min[elder]))
             parent[r] = elder
         parent[v] = elder
-    g = root_min[find(order[0])]
-    return pairs + [(arr[g], np.inf, g, None, None)]
+    left = sorted({root_min[find(v)] for v in order}, key=lambda m: (arr[m], m))
+    return pairs + [(arr[m], np.inf, m, None, None) for m in left]
 
 
 @pytest.mark.parametrize("shape,seed", [((7, 9), 0), ((12, 12), 1), ((5, 6, 4), 2), ((8, 3), 3)])
@@ -132,6 +133,40 @@ def test_diverged_points_join_last():
     a, b = topology(z2, threshold=0.0), topology(capped, threshold=0.0)
     assert [x.birth for x in a.basins] == [x.birth for x in b.basins]
     assert [x.death for x in a.basins] == [x.death for x in b.basins]
+
+
+def test_a_basin_walled_off_by_non_finite_points_never_dies():
+    z = np.array([[0.0, 0.2, np.nan, 0.5],
+                  [0.1, 0.3, np.inf, 0.6],
+                  [0.2, 0.4, np.nan, 0.7]])
+    topo = topology(z, threshold=0.0)
+    assert sorted(topo.diagrams[0].tolist()) == [[0.0, np.inf], [0.5, np.inf]]  # not [0.5, 2.4]: no such loss
+    walled = next(b for b in topo.basins if b.index == (0, 3))
+    assert (walled.birth, walled.death, walled.saddle_index, walled.parent) == (0.5, np.inf, None, None)
+    assert topo.n_basins == 2 and topo.merge_tree == () and np.isnan(topo.smad)
+    assert topology(z).threshold == pytest.approx(0.01 * 0.7)  # 1 % of the finite losses' range
+    ring = np.zeros((3, 3))
+    ring[1, 1] = np.nan  # a loop around a diverged point: never filled at a finite level
+    assert topology(ring).diagrams[1].tolist() == [[0.0, np.inf]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_persistence_with_non_finite_walls_equals_a_brute_force_union_find(seed):
+    rng = np.random.default_rng(seed)
+    arr = rng.random((7, 9))
+    arr[:, 4] = np.nan  # a wall: the two halves never merge at a finite level
+    arr[rng.integers(0, 7, 3), rng.integers(0, 9, 3)] = np.inf
+    topo = topology(arr, threshold=0.0)
+    want = brute_force_h0(arr)
+    got = sorted(map(tuple, topo.diagrams[0].tolist()))
+    np.testing.assert_allclose(got, sorted((b, d) for b, d, *_ in want), rtol=0, atol=1e-12)
+    by_min = {w[2]: w for w in want}
+    assert len(topo.basins) == len(want) and sum(np.isinf(b.death) for b in topo.basins) >= 2
+    for b in topo.basins:
+        birth, death, _, saddle, into = by_min[b.index]
+        assert (b.birth, b.death, b.saddle_index) == (birth, death, saddle)
+        assert np.isfinite(arr[b.saddle_index]) if b.saddle_index is not None else np.isinf(b.death)
+        assert (topo.basins[b.parent].index if b.parent is not None else None) == into
 
 
 def test_persistence_figures_show_every_pair():

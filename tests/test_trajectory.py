@@ -1,6 +1,7 @@
 """Trajectory PCA and projection, checked against dense numpy computations."""
 import copy
 import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from landscape_nb.trajectory import project_trajectory
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-from conftest import TinyCNN, make_mlp, single_thread
+from conftest import PackageWith, TinyCNN, docstring_example, make_mlp, single_thread
 
 
 def _train_trajectory(model, data, n_ckpt=6, steps=4, lr=0.3, seed=0):
@@ -219,6 +220,20 @@ def test_pca_surface_on_its_suggested_range_contains_the_path(mlp_traj, mlp_data
     assert y0 < min(d.provenance["path_y"]) and y1 > max(d.provenance["path_y"])
     surf = lnb.compute_surface(model, mlp_data, d, x=(x0, x1, 5), y=(y0, y1, 4))
     assert surf.x_label == d.provenance["x_label"] and "PC2" in surf.y_label
+
+
+def test_the_pca_docstring_example_runs_as_written(mlp_traj, mlp_data):
+    model, states = mlp_traj
+    code = docstring_example(lnb.pca_directions)
+    example = SimpleNamespace(trajectory=states, model=model, test=mlp_data)
+    scope = {"lnb": PackageWith(zoo=SimpleNamespace(load=lambda name: example))}
+    with single_thread():
+        exec(code, scope)  # noqa: S102 - the docstring's example, as written
+    d, surf = scope["d"], scope["surf"]
+    assert 'x=(*d.provenance["x_range"], 21)' in code  # the example computes a surface on the suggested range
+    np.testing.assert_allclose([surf.x[0], surf.x[-1]], d.provenance["x_range"])
+    np.testing.assert_allclose([surf.y[0], surf.y[-1]], d.provenance["y_range"])
+    assert surf.loss.shape == (21, 21) and np.isfinite(surf.loss).all()
 
 
 def test_pca_peak_memory_stays_below_the_dense_float64_matrix():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import landscape_nb as lnb
-from landscape_nb import LandscapeError
+from landscape_nb import LandscapeError, Surface
 from landscape_nb.grid import Grid, coarse_to_fine
 from landscape_nb.store import SurfaceStore
 
@@ -139,6 +139,19 @@ def test_slices_are_planes_of_the_volume(mlp, mlp_data):
         zs.slice("z", index=0)
     with pytest.raises(LandscapeError, match="slice"):
         vol.sharpness()
+
+
+def test_a_slice_value_outside_the_axis_is_refused_and_one_inside_snaps_to_the_nearest_plane():
+    x, y, z = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4), np.linspace(-1, 1, 3)  # z step 1
+    vol = Surface(x, y, np.arange(60.0).reshape(3, 4, 5), z=z)
+    for value in (100.0, -1.6, 1.5001, float("nan"), "top"):
+        with pytest.raises(LandscapeError, match=r"along z, whose grid runs -1..1 \(3 values\); expected a coordinate "
+                                                 r"within the grid \(at most half a step, 0.5, beyond its ends\)"):
+            vol.slice("z", value=value)
+    for value, index in ((1.5, 2), (-1.49, 0), (0.4, 1), (0.6, 2)):  # nearest grid value, up to half a step out
+        plane = vol.slice("z", value=value)
+        assert plane.provenance["slice"]["index"] == index
+        np.testing.assert_array_equal(plane.loss, vol.loss[index])
 
 
 def test_volume_errors(mlp, mlp_data):

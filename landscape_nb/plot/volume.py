@@ -208,8 +208,8 @@ def volume_slices(
     Raises
     ------
     LandscapeError
-        Not a 3D surface, an unknown axis or kind, both ``indices`` and ``values``, or an index
-        outside the grid.
+        Not a 3D surface, an unknown axis or kind, both ``indices`` and ``values``, an index
+        outside the grid, or a value outside the axis' range (``Surface.slice``).
     """
     surf = _check_surface(surface, ndim=3, where="plot.volume_slices")
     if indices is not None and values is not None:
