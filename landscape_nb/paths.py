@@ -32,7 +32,7 @@ from torch import nn
 from .directions import Directions
 from .model_paths import interpolation_direction, paired_layout, path_dtype
 from .errors import LandscapeError
-from .params import ParamLayout, batchnorm_modules, flatten, unwrap_model
+from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
 
@@ -216,8 +216,9 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     from .compute import compute_surface
-    from .data import args_kwargs, read_data, tree_map
+    from .data import args_kwargs, call_model, read_data, tree_map
     from .evaluate import Evaluator, choose_loss
+    from .metrics import check_mean_loss
     from .validate import positive_int, positive_number
 
     a, b = unwrap_model(a), unwrap_model(b)
@@ -237,6 +238,9 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     ev = read_data(data, target_key=target_key).to("cpu")
     work = copy.deepcopy(a).cpu().to(dtype)
     loss_fn_, split, _ = choose_loss(work, ev, loss_fn)
+    inputs, targets = split(ev.slices(8)[0])
+    with eval_mode(work), torch.no_grad():  # before training on it: a scalar mean, as the evaluation checks later
+        check_mean_loss(loss_fn_, call_model(work, inputs), targets)
     work.train(has_bn)
     ctrl = torch.nn.Parameter(((w0 + w2) / 2).clone())
     opt = (torch.optim.Adam([ctrl], lr=lr) if optimizer == "adam"

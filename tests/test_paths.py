@@ -259,9 +259,13 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
     ({"batch_size": -5}, r"^batch_size=-5; expected a positive integer"),
     ({"batch_size": 2.5}, r"^batch_size=2.5; expected a positive integer"),
     ({"batch_size": True}, r"^batch_size=True; expected a positive integer"),
+    # the loss is checked before the control point trains on it (a raw "grad can be implicitly created only
+    # for scalar outputs" came from loss.backward())
+    ({"loss_fn": nn.MSELoss(reduction="none")}, r"^loss_fn returned \(8, 1\); expected a scalar tensor"),
+    ({"loss_fn": nn.MSELoss(reduction="sum")}, r"sums over the batch"),
 ])
 def test_bezier_curve_refuses_a_bad_learning_rate_or_batch_size(kwargs, match):
     a, b, (x, y) = _float64_pair()
     a, b, data = a.float(), b.float(), (x.float(), y.float())
     with pytest.raises(LandscapeError, match=match):
-        lnb.bezier_curve(a, b, data, loss_fn=nn.MSELoss(), n_steps=2, n_points=3, **kwargs)
+        lnb.bezier_curve(a, b, data, **{"loss_fn": nn.MSELoss(), "n_steps": 2, "n_points": 3, **kwargs})
