@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, positive_number
 
 
 @dataclass(frozen=True)
@@ -156,9 +156,7 @@ class Crossing:
 
 
 def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value <= 0:
-        raise LandscapeError(f"{name}={value!r}; expected a positive finite number")
+    positive_number(name, value)
     return float(value)
 
 
