@@ -6,6 +6,7 @@ returns, and hence every key, must stay byte-for-byte what earlier versions wrot
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -64,8 +65,8 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def code_fingerprint(model: nn.Module) -> dict:
     """The source code of the model's own module classes (torch's are left out), hashed:
-    ``{"fingerprint": 16 hex digits, "classes": [qualified names]}``. A class whose source cannot
-    be read (defined in a notebook cell or ``python -c``) counts by name only.
+    ``{"fingerprint": 16 hex digits, "classes": [qualified names], "modules": module_settings(model)}``.
+    A class whose source cannot be read (defined in a notebook cell or ``python -c``) counts by name only.
 
     Not part of the spec key (keys written before it stay valid); a store compares it on resume
     (``store.SurfaceStore``), so editing ``forward`` between two runs is refused, not mixed in."""
@@ -74,7 +75,38 @@ def code_fingerprint(model: nn.Module) -> dict:
     h = hashlib.sha256()
     for name in sorted(classes):
         h.update(f"{name}\n{_class_source(classes[name])}".encode())
-    return {"fingerprint": h.hexdigest()[:16], "classes": sorted(classes)}
+    return {"fingerprint": h.hexdigest()[:16], "classes": sorted(classes), "modules": module_settings(model)}
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def module_settings(model: nn.Module) -> dict[str, str]:
+    """Per submodule (by name; ``""`` the model itself), 12 hex digits of SHA-256 over what makes it compute
+    what it does besides its ``state_dict``: its class, its ``extra_repr()`` (torch's modules' settings:
+    ``eps``, ``negative_slope``, ``stride``...), its non-persistent buffers and its own plain attributes
+    (numbers, strings, tuples of them, tensors). A model made of torch's modules only has no source of its
+    own to compare (``code_fingerprint``'s classes), so ReLU swapped for Tanh, another BatchNorm ``eps`` or a
+    temperature attribute changed kept the weights, the key and the store: a resumed surface mixed two
+    models' values. Not seen: module-level globals and attributes of other types."""
+    out = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        h = hashlib.sha256(f"{type(m).__module__}.{type(m).__qualname__}\n".encode())
+        with contextlib.suppress(Exception):  # a user's extra_repr that fails: the class and attributes remain
+            h.update(m.extra_repr().encode())
+        for key in sorted(getattr(m, "_non_persistent_buffers_set", ())):
+            t = m._buffers.get(key)
+            if isinstance(t, torch.Tensor):
+                hash_tensor(h, t, key)
+        for key, value in sorted(vars(m).items()):
+            if key.startswith("_") or key == "training":
+                continue
+            if isinstance(value, torch.Tensor):
+                hash_tensor(h, value.detach(), key)
+            elif isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)):
+                h.update(f"{key}={value!r}\n".encode())
+        out[name] = h.hexdigest()[:12]
+    return out
 
 
 def _class_source(cls: type) -> str:
@@ -240,5 +272,5 @@ class SurfaceSpec:
         return spec_key(self.to_json())
 
 
-__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "code_fingerprint", "spec_key",
+__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "code_fingerprint", "module_settings", "spec_key",
            "SurfaceSpec"]

@@ -344,6 +344,15 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 f"(then {', '.join(stored_code.get('classes', [])) or 'none'}; now {', '.join(code['classes']) or 'none'}"
                 "), with the same weights: resuming would mix two functions' values. Use another store path, or "
                 "delete this one to recompute.")
+        stored_modules, modules = (stored_code or {}).get("modules"), (code or {}).get("modules")
+        if stored_modules is not None and modules is not None and stored_modules != modules:  # older stores: none
+            differ = [n or "(the model itself)" for n in dict.fromkeys([*stored_modules, *modules])
+                      if stored_modules.get(n) != modules.get(n)]
+            raise LandscapeError(
+                f"the store {str(self.path)!r} was computed with the same weights but other module settings: "
+                f"{', '.join(differ[:6])}{' ...' if len(differ) > 6 else ''} differ in their class, settings (e.g. an "
+                "activation, BatchNorm's eps), non-persistent buffers or plain attributes: resuming would mix two "
+                "models' values. Use another store path, or delete this one to recompute.")
         if tile is not None and tuple(self.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
                 f"the store {str(self.path)!r} was tiled {tuple(self.manifest['tile'])}, now {tuple(tile)} was asked; "
