@@ -109,8 +109,16 @@ def _settled(token: str, dask_worker=None) -> DataInfo | None:
     return None if ev is None else describe(ev)
 
 
-def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str) -> np.ndarray | None:
+def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
+               fingerprint: str | None = None) -> np.ndarray | None:
     ev = _worker_evaluator(token, payload)
+    if fingerprint is not None and ev.data_fingerprint != fingerprint:
+        raise LandscapeError(
+            f"the data this Dask worker read hash to {ev.data_fingerprint}, those the run's first worker read to "
+            f"{fingerprint} (the run's data fingerprint): each worker builds the data itself, and a data function "
+            "that draws without a seed (e.g. torch.randn) or reads something that differs per process gives each "
+            "worker other data, so the surface would mix data sets; expected the same data on every worker: seed "
+            "the data function (torch.manual_seed, a torch.Generator) or pass the tensors themselves")
     stop = Event(event_name)
     last = [0.0, False]
 
@@ -164,6 +172,7 @@ class DaskRunner:
         self.token = uuid.uuid4().hex
         self.payload = None
         self.packed: bytes | None = None
+        self.fingerprint: str | None = None  # of the data the probe's worker read (prepare)
         self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
         self.dashboard_link = client.dashboard_link
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
@@ -175,7 +184,9 @@ class DaskRunner:
             self.packed = pack_job(self.client, job)
             self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
             fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
-            return fut.result()
+            info = fut.result()
+            self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
+            return info
         except Exception as exc:  # the model, loss or a metric failing on the worker's first batch
             if (fut is not None and _lost(fut, exc)) or not self._connected():
                 raise ClusterLost(self._why_lost(waited=False) + f" before the run started ({type(exc).__name__})") from None
@@ -235,7 +246,7 @@ class DaskRunner:
     def _submit(self, grid: Grid, tiles: Sequence[Tile], event_name: str, attempt: int) -> dict:
         futures = {}
         for rank, t in enumerate(tiles):
-            fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name,
+            fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name, self.fingerprint,
                                      key=f"landscape_nb-tile-{self.token}-{attempt}-" + "-".join(map(str, t.index)),
                                      priority=len(tiles) - rank, retries=self.retries, pure=False)
             futures[fut.key] = (fut, t)

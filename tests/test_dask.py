@@ -19,7 +19,7 @@ from landscape_nb import LandscapeError
 from landscape_nb.cluster import ClientChoice, get_client, parse_client
 from landscape_nb.store import SurfaceStore
 
-from conftest import make_mlp, random_dict_dirs
+from conftest import make_mlp, naive_loss, random_dict_dirs
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -31,11 +31,11 @@ class OnlyHere(nn.Module):
         super().__init__()
         self.a = nn.Linear(6, 16)
         self.b = nn.Linear(16, 3)
-        self.delay = delay
+        self._delay = delay  # private: not a module setting a store compares (spec.module_settings)
 
     def forward(self, x):
-        if self.delay:
-            time.sleep(self.delay)
+        if self._delay:
+            time.sleep(self._delay)
         return self.b(torch.relu(self.a(x)))
 
 
@@ -197,6 +197,33 @@ def test_data_factory_runs_on_worker_once_per_worker_not_per_tile(client, data, 
     assert str(os.getpid()) not in pids
     assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)
     assert s.spec["data"]["fingerprint"] == ref.spec["data"]["fingerprint"]
+
+
+def _per_process_data(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
+
+
+def test_workers_reading_other_data_never_mix_them_into_one_surface(client, tmp_path):
+    """A data function that draws without a seed gives each worker other data (a fresh user's run had 25
+    points from one worker's data and 56 from the other's, no warning). A worker whose data hash otherwise
+    than the probe's refuses its tiles: the run fails saying why, or (a retried tile run where the data
+    agree) every point is of one data set, checked against the naive loop on each worker's data."""
+    model = _model(delay=0.002)  # tiles spread over both workers
+    d = random_dict_dirs(model, 1)
+
+    def factory():  # the worker's own data, as torch.randn without a seed would give
+        return _per_process_data(os.getpid())
+
+    try:
+        surf = lnb.compute_surface(model, factory, d, x=(-1, 1, 24), client=client, tile=2)
+    except LandscapeError as exc:
+        assert "the data this Dask worker read hash to" in str(exc) and "seed the data function" in str(exc)
+        return
+    pids = client.run(os.getpid).values()
+    naive = [np.array([naive_loss(model, _per_process_data(pid), d, [a])[0] for a in np.linspace(-1, 1, 24)])
+             for pid in pids]
+    assert any(np.allclose(surf.loss, want, rtol=1e-5) for want in naive)
 
 
 def test_sigkill_worker_mid_run_still_completes(data):
