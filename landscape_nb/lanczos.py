@@ -2,7 +2,7 @@
 Lanczos with a float32 basis on the model's device for large models.
 
 The operator is a ``landscape_nb.hessian.HessianOperator`` (anything with ``n_params``,
-``params``, ``n_products``, ``matvec``, ``dense`` and ``as_linear_operator``).
+``params``, ``n_products``, ``matvec`` and ``dense``).
 
 References
 ----------
@@ -14,7 +14,7 @@ SIAM J. Matrix Anal. Appl. 22(2), 2000.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,8 +30,6 @@ class HessianLike(Protocol):
     def matvec(self, v: torch.Tensor) -> torch.Tensor: ...
 
     def dense(self, max_params: int = 4096) -> np.ndarray: ...
-
-    def as_linear_operator(self, shift: float = 0.0, sign: float = 1.0) -> Any: ...
 
 
 # --------------------------------------------------------- eigenpairs ----
@@ -50,37 +48,87 @@ DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is fl
 DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
 
 
-def _lanczos(op: HessianLike, k: int, which: str, tol: float, max_iter: int | None, seed: int,
-             shift: float = 0.0, sign: float = 1.0):
-    """The ``k`` largest eigenpairs of ``sign·(H − shift·I)``: (values, vectors (n, k), converged).
+class _Operator:
+    """``A = sign·(H − shift·I)`` on flat float64 tensors."""
+
+    def __init__(self, op: HessianLike, shift: float = 0.0, sign: float = 1.0):
+        self.op, self.shift, self.sign = op, float(shift), float(sign)
+        self.n_params, self.params = op.n_params, op.params
+        self.device = op.params[0].device
+
+    @property
+    def n_products(self) -> int:
+        return self.op.n_products
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        v = torch.as_tensor(v, dtype=torch.float64).to(self.device)
+        return self.sign * (self.op.matvec(v).to(self.device) - self.shift * v)
+
+    def linear_operator(self):
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x):
+            return self.matvec(torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(-1))).cpu().numpy()
+
+        return LinearOperator((self.n_params, self.n_params), matvec=mv, dtype=np.float64)
+
+    def dense(self) -> np.ndarray:
+        n = self.n_params
+        return self.sign * (self.op.dense(max_params=n) - self.shift * np.eye(n))
+
+
+@dataclass(frozen=True)
+class _Ritz:
+    """The ``k`` largest eigenpairs of an ``_Operator``: values descending, vectors (n, k) float64;
+    ``exact`` where they are known exactly (a dense spectrum, or an operator that is zero)."""
+
+    values: np.ndarray
+    vectors: np.ndarray
+    converged: bool
+    exact: bool = False
+
+
+def _orthonormal(n: int, k: int, seed: int) -> np.ndarray:
+    """``k`` random orthonormal columns: eigenvectors of a zero operator."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, k)))
+    return q
+
+
+def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+    """The ``k`` largest eigenpairs of ``a``, each to a residual of ``tol·|θ|``.
 
     Tiny models (k ≥ n) get the dense spectrum; models of ``DEVICE_LANCZOS_MIN_PARAMS`` or more
     a thick-restart Lanczos whose basis is float32 on the model's device (``_device_lanczos``);
-    the rest ARPACK (float64 basis on the CPU).
+    the rest ARPACK (float64 basis on the CPU). An operator that is exactly zero (a loss linear
+    in the weights) has zero eigenvalues, any orthonormal vectors its eigenvectors.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
-    n = op.n_params
+    n = a.n_params
     if k >= n:  # ARPACK needs k < n: a tiny model gets its whole spectrum densely
-        h = op.dense(max_params=n)
-        vals, vecs = np.linalg.eigh(sign * (h - shift * np.eye(n)))
-        idx = np.argsort(vals)[::-1][:k] if which == "LA" else np.argsort(vals)[:k]
-        return vals[idx], vecs[:, idx], True
-    if n >= DEVICE_LANCZOS_MIN_PARAMS and which == "LA":
-        return _device_lanczos(op, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, shift, sign)
+        vals, vecs = np.linalg.eigh(a.dense())
+        idx = np.argsort(vals)[::-1][:k]
+        return _Ritz(vals[idx], vecs[:, idx], True, exact=True)
+    if n >= DEVICE_LANCZOS_MIN_PARAMS:
+        vals, vecs, ok = _device_lanczos(a, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed)
+        return _Ritz(vals, vecs, ok, exact=not np.any(vals))  # all exactly 0: every product was 0
     v0 = np.random.default_rng(seed).standard_normal(n)
     ncv = min(n, max(2 * k + 1, 20))
     try:
-        vals, vecs = eigsh(op.as_linear_operator(shift, sign), k=k, which=which, tol=tol, v0=v0, ncv=ncv,
+        vals, vecs = eigsh(a.linear_operator(), k=k, which="LA", tol=tol, v0=v0, ncv=ncv,
                            maxiter=max_iter or max(100, 10 * ncv))
-        return vals, vecs, True
+        ok = True
     except ArpackNoConvergence as exc:
-        if len(exc.eigenvalues) == 0:
-            return np.full(k, np.nan), np.full((n, k), np.nan), False
-        vals, vecs = exc.eigenvalues, exc.eigenvectors
+        vals, vecs, ok = exc.eigenvalues, exc.eigenvectors, False
         pad = k - len(vals)
-        return (np.concatenate([vals, np.full(pad, np.nan)]),
-                np.concatenate([vecs, np.full((n, pad), np.nan)], axis=1), False)
+        vals = np.concatenate([vals, np.full(pad, np.nan)])
+        vecs = np.concatenate([vecs.reshape(n, -1), np.full((n, pad), np.nan)], axis=1)
+    except ArpackError:  # "starting vector is zero" where A·v0 is: the operator is zero
+        if torch.any(a.matvec(torch.from_numpy(v0))):
+            raise
+        return _Ritz(np.zeros(k), _orthonormal(n, k, seed), True, exact=True)
+    order = np.argsort(-vals, kind="stable")  # NaN (not converged) last
+    return _Ritz(vals[order], vecs[:, order], ok)
 
 
 def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int,
@@ -101,7 +149,9 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     when its residual ``|β s_m|`` is at most ``tol·|θ|``; a bottom one when it is at most
     ``tol·(θ_max − θ)``, the criterion a separate Lanczos run on ``θ_max·I − H`` applies to it
     (a Krylov space is the same for ``H`` and ``c·I − H``, so one run serves both ends at half
-    the products).
+    the products). Where the Krylov space is invariant (a low-rank or zero Hessian) it goes on
+    from a random vector orthogonal to the basis, as ARPACK does, so an operator that is exactly
+    zero gets zero eigenvalues and orthonormal vectors.
     """
     n, device = op.n_params, op.params[0].device
     m = min(n - 1, max(2 * (k + k_bottom) + 1, 20))
@@ -114,7 +164,8 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
         keep_top, keep_bottom = min(m - 1, max(k, m // 2)), 0
     keep = keep_top + keep_bottom
     basis = torch.empty(m + 1, n, dtype=torch.float32, device=device)
-    v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device)
+    rng = np.random.default_rng(seed)
+    v0 = torch.from_numpy(rng.standard_normal(n)).to(device)
     basis[0] = (v0 / v0.norm()).float()
     t = np.zeros((m, m))
     start, beta = 0, 0.0
@@ -126,15 +177,19 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
             v = basis[j].double()
             w = sign * (op.matvec(v).to(device) - shift * v)
             t[j, j] = float(v @ w)
+            norms = []
             for _ in range(2):  # full reorthogonalization against the float32 basis
                 h = basis[:j + 1] @ w.float()
                 w -= (h @ basis[:j + 1]).double()
-            beta = float(w.norm())
+                norms.append(float(w.norm()))
+            beta = norms[1]
+            if beta == 0.0 or beta < 0.717 * norms[0]:  # A·v in the basis' span (the DGKS test): invariant
+                beta, w = 0.0, _orthogonal_random(basis[:j + 1], rng)
+            else:
+                w = w / beta
             if j + 1 < m:
                 t[j, j + 1] = t[j + 1, j] = beta
-            if beta == 0.0:  # an invariant subspace: the Ritz values are exact
-                break
-            basis[j + 1] = (w / beta).float()
+            basis[j + 1] = w.float()
         theta, s = np.linalg.eigh(t)
         order = np.argsort(theta)[::-1]
         theta, s = theta[order], s[:, order]  # descending: the top first, the bottom last
@@ -143,7 +198,7 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
         if k_bottom:
             spread = np.maximum(theta[0] - theta[m - k_bottom:], 1e-30)
             ok = ok and np.all(resid[m - k_bottom:] <= tol * spread)
-        if ok or beta == 0.0:
+        if ok:
             converged = True
             break
         # restart: the kept Ritz vectors, then the residual direction, arrowhead coupling
@@ -161,6 +216,14 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
         return (*top, converged)
     low = np.arange(m - 1, m - 1 - k_bottom, -1)  # ascending: the most negative first
     return top, (theta[low], _ritz_vectors(basis, s[:, low], m, chunk)), converged
+
+
+def _orthogonal_random(basis: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A random unit vector (float64) orthogonal to the rows of the float32 ``basis`` (two passes)."""
+    r = torch.from_numpy(rng.standard_normal(basis.shape[1])).to(basis.device)
+    for _ in range(2):
+        r -= ((basis @ r.float()) @ basis).double()
+    return r / r.norm()
 
 
 def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.ndarray:
@@ -181,7 +244,8 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     ``DEVICE_LANCZOS_MIN_PARAMS`` on, one thick-restart run yields both with that same
     criterion for the smallest (the Krylov space of H is that of ``c·I − H``): about half
     the Hessian-vector products; the products are then counted on the largest's
-    ``Eigenpairs`` (the smallest's says 0).
+    ``Eigenpairs`` (the smallest's says 0). A Hessian that is exactly zero (a loss linear in
+    the weights) gives zeros and orthonormal vectors.
     """
     start = op.n_products
     if n_max <= 1 and n_min == 1 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
@@ -192,16 +256,15 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
                                                              max_iter, seed, k_bottom=n_min)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
         return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok)
-    vals, vecs, ok = _lanczos(op, max(n_max, 1), "LA", tol, max_iter, seed)
-    order = np.argsort(vals)[::-1]
-    top = Eigenpairs(vals[order][:n_max], torch.from_numpy(vecs[:, order][:, :n_max].T.copy()).float(),
-                     op.n_products - start, ok)
+    high = _lanczos(_Operator(op), max(n_max, 1), tol, max_iter, seed)
+    top = Eigenpairs(high.values[:n_max], torch.from_numpy(high.vectors[:, :n_max].T.copy()).float(),
+                     op.n_products - start, high.converged)
     if n_min <= 0:
         return top, None
     start = op.n_products
-    lmax = float(np.nanmax(vals))
-    s_vals, s_vecs, ok2 = _lanczos(op, n_min, "LA", tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
-    mins = lmax - s_vals  # -(H - lmax I) has eigenvalues lmax - λ
-    order = np.argsort(mins)
-    bottom = Eigenpairs(mins[order], torch.from_numpy(s_vecs[:, order].T.copy()).float(), op.n_products - start, ok2)
+    lmax = float(np.nanmax(high.values))
+    low = _lanczos(_Operator(op, lmax, -1.0), n_min, tol, max_iter, seed + 1)
+    # -(H - λ_max I) has eigenvalues λ_max - λ: its largest first are the most negative first
+    bottom = Eigenpairs(lmax - low.values, torch.from_numpy(low.vectors.T.copy()).float(), op.n_products - start,
+                        low.converged)
     return top, bottom

@@ -283,3 +283,30 @@ def test_one_device_lanczos_run_gives_both_ends_for_the_products_of_one(monkeypa
         assert joint <= separate
         if tol == 1e-1:
             assert 2 * joint == separate == 40
+
+
+@pytest.mark.parametrize("solver", ["arpack", "device"])
+def test_a_zero_hessian_has_zero_eigenvalues_and_orthonormal_directions(solver, monkeypatch):
+    """A linear model under the L1 loss: the Hessian is exactly zero (ARPACK used to raise
+    "starting vector is zero", and the eigen-map blamed the model)."""
+    import landscape_nb.lanczos as lanczos_mod
+
+    if solver == "device":
+        monkeypatch.setattr(lanczos_mod, "DEVICE_LANCZOS_MIN_PARAMS", 0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g, dtype=torch.float64), torch.randn(64, 1, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1).double()
+    assert not np.any(_dense_hessian(model, (x, y), nn.functional.l1_loss))
+    got = lnb.hessian_eigenvalues(model, (x, y), k=2, loss_fn=nn.L1Loss())
+    assert got.converged
+    np.testing.assert_array_equal(got["max"], [0.0, 0.0])
+    np.testing.assert_array_equal(got["min"], [0.0, 0.0])
+    d = lnb.hessian_directions(model, (x, y), which=("max", "max2"), loss_fn=nn.L1Loss())
+    assert d.provenance["eigenvalues"] == [0.0, 0.0]
+    v = d.vectors.double()
+    np.testing.assert_allclose((v @ v.T).numpy(), np.eye(2), atol=1e-6)
+    surf = lnb.eigen_map(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None), x=(-1, 1, 2),
+                         y=(-1, 1, 2), loss_fn=nn.L1Loss())
+    np.testing.assert_array_equal(surf.metrics["lambda_max"], 0.0)
+    np.testing.assert_array_equal(surf.metrics["lambda_min"], 0.0)
