@@ -13,11 +13,14 @@ SIAM J. Matrix Anal. Appl. 22(2), 2000.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class HessianLike(Protocol):
@@ -49,20 +52,32 @@ DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is 
 
 
 class _Operator:
-    """``A = sign·(H − shift·I)`` on flat float64 tensors."""
+    """``A = sign·(H − shift·I)`` on flat float64 tensors; with ``locked`` (orthonormal columns Q,
+    n × j) the deflated ``x ↦ P A P x + locked_value·Q Qᵀ x``, ``P = I − Q Qᵀ``: A on the
+    complement of span(Q), and the value ``locked_value`` on span(Q) (below the values sought,
+    so rounding that leaks into span(Q) is not what Lanczos converges to)."""
 
-    def __init__(self, op: HessianLike, shift: float = 0.0, sign: float = 1.0):
-        self.op, self.shift, self.sign = op, float(shift), float(sign)
+    def __init__(self, op: HessianLike, shift: float = 0.0, sign: float = 1.0,
+                 locked: np.ndarray | None = None, locked_value: float = 0.0):
+        self.op, self.shift, self.sign, self.locked_value = op, float(shift), float(sign), float(locked_value)
         self.n_params, self.params = op.n_params, op.params
         self.device = op.params[0].device
+        self.locked = None if locked is None else torch.from_numpy(np.ascontiguousarray(locked)).to(self.device)
 
     @property
     def n_products(self) -> int:
         return self.op.n_products
 
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        return v if self.locked is None else v - self.locked @ (self.locked.T @ v)
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         v = torch.as_tensor(v, dtype=torch.float64).to(self.device)
-        return self.sign * (self.op.matvec(v).to(self.device) - self.shift * v)
+        x = self.project(v)
+        w = self.project(self.sign * (self.op.matvec(x).to(self.device) - self.shift * x))
+        if self.locked is not None:
+            w = w + self.locked_value * (self.locked @ (self.locked.T @ v))
+        return w
 
     def linear_operator(self):
         from scipy.sparse.linalg import LinearOperator
@@ -74,7 +89,12 @@ class _Operator:
 
     def dense(self) -> np.ndarray:
         n = self.n_params
-        return self.sign * (self.op.dense(max_params=n) - self.shift * np.eye(n))
+        h = self.sign * (self.op.dense(max_params=n) - self.shift * np.eye(n))
+        if self.locked is None:
+            return h
+        q = self.locked.cpu().numpy()
+        p = np.eye(n) - q @ q.T
+        return p @ h @ p + self.locked_value * q @ q.T
 
 
 @dataclass(frozen=True)
@@ -109,10 +129,10 @@ def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int) 
         vals, vecs = np.linalg.eigh(a.dense())
         idx = np.argsort(vals)[::-1][:k]
         return _Ritz(vals[idx], vecs[:, idx], True, exact=True)
+    v0 = a.project(torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(a.device)).cpu().numpy()
     if n >= DEVICE_LANCZOS_MIN_PARAMS:
-        vals, vecs, ok = _device_lanczos(a, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed)
+        vals, vecs, ok = _device_lanczos(a, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, v0=v0)
         return _Ritz(vals, vecs, ok, exact=not np.any(vals))  # all exactly 0: every product was 0
-    v0 = np.random.default_rng(seed).standard_normal(n)
     ncv = min(n, max(2 * k + 1, 20))
     try:
         vals, vecs = eigsh(a.linear_operator(), k=k, which="LA", tol=tol, v0=v0, ncv=ncv,
@@ -132,7 +152,8 @@ def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int) 
 
 
 def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int,
-                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20, k_bottom: int = 0):
+                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20, k_bottom: int = 0,
+                    v0: np.ndarray | None = None):
     """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``,
     and with ``k_bottom`` > 0 also its ``k_bottom`` smallest, from the same Krylov space.
 
@@ -165,7 +186,7 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     keep = keep_top + keep_bottom
     basis = torch.empty(m + 1, n, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)
-    v0 = torch.from_numpy(rng.standard_normal(n)).to(device)
+    v0 = torch.from_numpy(rng.standard_normal(n) if v0 is None else np.asarray(v0, dtype=np.float64)).to(device)
     basis[0] = (v0 / v0.norm()).float()
     t = np.zeros((m, m))
     start, beta = 0, 0.0
@@ -234,6 +255,51 @@ def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.
     return (out / out.norm(dim=1, keepdim=True)).T.cpu().numpy()
 
 
+def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int, shift: float = 0.0,
+             sign: float = 1.0) -> _Ritz:
+    """The ``k`` largest eigenpairs of ``A = sign·(H − shift·I)``, none skipped (``_complete``),
+    each to a residual of ``tol·|θ|``."""
+    a = _Operator(op, shift, sign)
+    ritz = _lanczos(a, k, tol, max_iter, seed)
+    if ritz.exact or not ritz.converged or k < 2:
+        return ritz
+    return _complete(a, ritz, tol, max_iter, seed)
+
+
+def _complete(a: _Operator, ritz: _Ritz, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+    """The ``k`` largest with the copies of repeated eigenvalues a single-vector Lanczos skips.
+
+    In exact arithmetic Lanczos sees one vector of each eigenspace, so a repeated eigenvalue
+    comes once and the k values found go on to smaller ones. Lanczos on A deflated by the
+    vectors found (``_Operator(locked=...)``, the start projected too) gives the largest
+    eigenvalue left; where it exceeds the k-th found θ_k by more than ``tol·|θ_k|`` it is taken
+    in, and the search repeats (at most k times). Where nothing was skipped this costs one more run.
+    """
+    vals, vecs = ritz.values, ritz.vectors
+    k = len(vals)
+    found = [(float(v), vecs[:, i]) for i, v in enumerate(vals)]
+    for i in range(k):
+        kth = float(vals[k - 1])
+        margin = tol * abs(kth)
+        if vals[0] - kth <= margin:  # all found equal: a skipped copy is no larger than them
+            break
+        locked, _ = np.linalg.qr(np.column_stack([f[1] for f in found]))
+        below = kth - max(abs(kth), 1e-2 * abs(vals[0]), 1e-300)
+        before = a.n_products
+        left = _lanczos(_Operator(a.op, a.shift, a.sign, locked, below), 1, tol, max_iter, seed + 100 + i)
+        logger.debug("Lanczos deflated by %d vectors: %.8g against the k-th %.8g (margin %.2g), %d products",
+                     locked.shape[1], left.values[0], kth, margin, a.n_products - before)
+        if not left.converged:
+            return _Ritz(vals, vecs, False)
+        if not left.values[0] > kth + margin:
+            break
+        found.append((float(left.values[0]), left.vectors[:, 0]))
+        found.sort(key=lambda f: -f[0])
+        vals = np.asarray([f[0] for f in found[:k]])
+        vecs = np.column_stack([f[1] for f in found[:k]])
+    return _Ritz(vals, vecs, True)
+
+
 def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: float = 1e-3,
                        max_iter: int | None = None, seed: int = 0) -> tuple[Eigenpairs, Eigenpairs | None]:
     """The ``n_max`` largest and ``n_min`` smallest (most negative) eigenpairs of ``op``.
@@ -244,7 +310,8 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     ``DEVICE_LANCZOS_MIN_PARAMS`` on, one thick-restart run yields both with that same
     criterion for the smallest (the Krylov space of H is that of ``c·I − H``): about half
     the Hessian-vector products; the products are then counted on the largest's
-    ``Eigenpairs`` (the smallest's says 0). A Hessian that is exactly zero (a loss linear in
+    ``Eigenpairs`` (the smallest's says 0). Repeated eigenvalues come with their copies
+    (``_complete``, for two or more at an end). A Hessian that is exactly zero (a loss linear in
     the weights) gives zeros and orthonormal vectors.
     """
     start = op.n_products
@@ -256,14 +323,14 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
                                                              max_iter, seed, k_bottom=n_min)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
         return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok)
-    high = _lanczos(_Operator(op), max(n_max, 1), tol, max_iter, seed)
+    high = _largest(op, max(n_max, 1), tol, max_iter, seed)
     top = Eigenpairs(high.values[:n_max], torch.from_numpy(high.vectors[:, :n_max].T.copy()).float(),
                      op.n_products - start, high.converged)
     if n_min <= 0:
         return top, None
     start = op.n_products
     lmax = float(np.nanmax(high.values))
-    low = _lanczos(_Operator(op, lmax, -1.0), n_min, tol, max_iter, seed + 1)
+    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
     # -(H - λ_max I) has eigenvalues λ_max - λ: its largest first are the most negative first
     bottom = Eigenpairs(lmax - low.values, torch.from_numpy(low.vectors.T.copy()).float(), op.n_products - start,
                         low.converged)
