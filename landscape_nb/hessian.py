@@ -276,7 +276,9 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     >>> lnb.hessian_eigenvalues(model, (x, y), k=3)   # {"max": array([...]), "min": array([...])}
 
     Lanczos (ARPACK) on Hessian-vector products; the most negative ones come from the shifted
-    operator ``λ_max·I − H``, so they converge like extreme eigenvalues.
+    operator ``λ_max·I − H``, so they converge like extreme eigenvalues. A repeated eigenvalue
+    comes with its copies (for k ≥ 2, a search of the operator deflated by the vectors found); a
+    Hessian that is exactly zero (a loss linear in the weights) gives zeros.
 
     Parameters
     ----------

@@ -2,7 +2,7 @@
 Lanczos with a float32 basis on the model's device for large models.
 
 The operator is a ``landscape_nb.hessian.HessianOperator`` (anything with ``n_params``,
-``params``, ``n_products``, ``matvec``, ``dense`` and ``as_linear_operator``).
+``params``, ``n_products``, ``matvec`` and ``dense``).
 
 References
 ----------
@@ -13,11 +13,14 @@ SIAM J. Matrix Anal. Appl. 22(2), 2000.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class HessianLike(Protocol):
@@ -30,8 +33,6 @@ class HessianLike(Protocol):
     def matvec(self, v: torch.Tensor) -> torch.Tensor: ...
 
     def dense(self, max_params: int = 4096) -> np.ndarray: ...
-
-    def as_linear_operator(self, shift: float = 0.0, sign: float = 1.0) -> Any: ...
 
 
 # --------------------------------------------------------- eigenpairs ----
@@ -50,41 +51,109 @@ DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is fl
 DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
 
 
-def _lanczos(op: HessianLike, k: int, which: str, tol: float, max_iter: int | None, seed: int,
-             shift: float = 0.0, sign: float = 1.0):
-    """The ``k`` largest eigenpairs of ``sign·(H − shift·I)``: (values, vectors (n, k), converged).
+class _Operator:
+    """``A = sign·(H − shift·I)`` on flat float64 tensors; with ``locked`` (orthonormal columns Q,
+    n × j) the deflated ``x ↦ P A P x + locked_value·Q Qᵀ x``, ``P = I − Q Qᵀ``: A on the
+    complement of span(Q), and the value ``locked_value`` on span(Q) (below the values sought,
+    so rounding that leaks into span(Q) is not what Lanczos converges to)."""
+
+    def __init__(self, op: HessianLike, shift: float = 0.0, sign: float = 1.0,
+                 locked: np.ndarray | None = None, locked_value: float = 0.0):
+        self.op, self.shift, self.sign, self.locked_value = op, float(shift), float(sign), float(locked_value)
+        self.n_params, self.params = op.n_params, op.params
+        self.device = op.params[0].device
+        self.locked = None if locked is None else torch.from_numpy(np.ascontiguousarray(locked)).to(self.device)
+
+    @property
+    def n_products(self) -> int:
+        return self.op.n_products
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        return v if self.locked is None else v - self.locked @ (self.locked.T @ v)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        v = torch.as_tensor(v, dtype=torch.float64).to(self.device)
+        x = self.project(v)
+        w = self.project(self.sign * (self.op.matvec(x).to(self.device) - self.shift * x))
+        if self.locked is not None:
+            w = w + self.locked_value * (self.locked @ (self.locked.T @ v))
+        return w
+
+    def linear_operator(self):
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x):
+            return self.matvec(torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(-1))).cpu().numpy()
+
+        return LinearOperator((self.n_params, self.n_params), matvec=mv, dtype=np.float64)
+
+    def dense(self) -> np.ndarray:
+        n = self.n_params
+        h = self.sign * (self.op.dense(max_params=n) - self.shift * np.eye(n))
+        if self.locked is None:
+            return h
+        q = self.locked.cpu().numpy()
+        p = np.eye(n) - q @ q.T
+        return p @ h @ p + self.locked_value * q @ q.T
+
+
+@dataclass(frozen=True)
+class _Ritz:
+    """The ``k`` largest eigenpairs of an ``_Operator``: values descending, vectors (n, k) float64;
+    ``exact`` where they are known exactly (a dense spectrum, or an operator that is zero)."""
+
+    values: np.ndarray
+    vectors: np.ndarray
+    converged: bool
+    exact: bool = False
+
+
+def _orthonormal(n: int, k: int, seed: int) -> np.ndarray:
+    """``k`` random orthonormal columns: eigenvectors of a zero operator."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, k)))
+    return q
+
+
+def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+    """The ``k`` largest eigenpairs of ``a``, each to a residual of ``tol·|θ|``.
 
     Tiny models (k ≥ n) get the dense spectrum; models of ``DEVICE_LANCZOS_MIN_PARAMS`` or more
     a thick-restart Lanczos whose basis is float32 on the model's device (``_device_lanczos``);
-    the rest ARPACK (float64 basis on the CPU).
+    the rest ARPACK (float64 basis on the CPU). An operator that is exactly zero (a loss linear
+    in the weights) has zero eigenvalues, any orthonormal vectors its eigenvectors.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
-    n = op.n_params
+    n = a.n_params
     if k >= n:  # ARPACK needs k < n: a tiny model gets its whole spectrum densely
-        h = op.dense(max_params=n)
-        vals, vecs = np.linalg.eigh(sign * (h - shift * np.eye(n)))
-        idx = np.argsort(vals)[::-1][:k] if which == "LA" else np.argsort(vals)[:k]
-        return vals[idx], vecs[:, idx], True
-    if n >= DEVICE_LANCZOS_MIN_PARAMS and which == "LA":
-        return _device_lanczos(op, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, shift, sign)
-    v0 = np.random.default_rng(seed).standard_normal(n)
+        vals, vecs = np.linalg.eigh(a.dense())
+        idx = np.argsort(vals)[::-1][:k]
+        return _Ritz(vals[idx], vecs[:, idx], True, exact=True)
+    v0 = a.project(torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(a.device)).cpu().numpy()
+    if n >= DEVICE_LANCZOS_MIN_PARAMS:
+        vals, vecs, ok = _device_lanczos(a, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, v0=v0)
+        return _Ritz(vals, vecs, ok, exact=not np.any(vals))  # all exactly 0: every product was 0
     ncv = min(n, max(2 * k + 1, 20))
     try:
-        vals, vecs = eigsh(op.as_linear_operator(shift, sign), k=k, which=which, tol=tol, v0=v0, ncv=ncv,
+        vals, vecs = eigsh(a.linear_operator(), k=k, which="LA", tol=tol, v0=v0, ncv=ncv,
                            maxiter=max_iter or max(100, 10 * ncv))
-        return vals, vecs, True
+        ok = True
     except ArpackNoConvergence as exc:
-        if len(exc.eigenvalues) == 0:
-            return np.full(k, np.nan), np.full((n, k), np.nan), False
-        vals, vecs = exc.eigenvalues, exc.eigenvectors
+        vals, vecs, ok = exc.eigenvalues, exc.eigenvectors, False
         pad = k - len(vals)
-        return (np.concatenate([vals, np.full(pad, np.nan)]),
-                np.concatenate([vecs, np.full((n, pad), np.nan)], axis=1), False)
+        vals = np.concatenate([vals, np.full(pad, np.nan)])
+        vecs = np.concatenate([vecs.reshape(n, -1), np.full((n, pad), np.nan)], axis=1)
+    except ArpackError:  # "starting vector is zero" where A·v0 is: the operator is zero
+        if torch.any(a.matvec(torch.from_numpy(v0))):
+            raise
+        return _Ritz(np.zeros(k), _orthonormal(n, k, seed), True, exact=True)
+    order = np.argsort(-vals, kind="stable")  # NaN (not converged) last
+    return _Ritz(vals[order], vecs[:, order], ok)
 
 
 def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int,
-                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20, k_bottom: int = 0):
+                    shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20, k_bottom: int = 0,
+                    v0: np.ndarray | None = None):
     """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``,
     and with ``k_bottom`` > 0 also its ``k_bottom`` smallest, from the same Krylov space.
 
@@ -101,7 +170,9 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     when its residual ``|β s_m|`` is at most ``tol·|θ|``; a bottom one when it is at most
     ``tol·(θ_max − θ)``, the criterion a separate Lanczos run on ``θ_max·I − H`` applies to it
     (a Krylov space is the same for ``H`` and ``c·I − H``, so one run serves both ends at half
-    the products).
+    the products). Where the Krylov space is invariant (a low-rank or zero Hessian) it goes on
+    from a random vector orthogonal to the basis, as ARPACK does, so an operator that is exactly
+    zero gets zero eigenvalues and orthonormal vectors.
     """
     n, device = op.n_params, op.params[0].device
     m = min(n - 1, max(2 * (k + k_bottom) + 1, 20))
@@ -114,7 +185,8 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
         keep_top, keep_bottom = min(m - 1, max(k, m // 2)), 0
     keep = keep_top + keep_bottom
     basis = torch.empty(m + 1, n, dtype=torch.float32, device=device)
-    v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device)
+    rng = np.random.default_rng(seed)
+    v0 = torch.from_numpy(rng.standard_normal(n) if v0 is None else np.asarray(v0, dtype=np.float64)).to(device)
     basis[0] = (v0 / v0.norm()).float()
     t = np.zeros((m, m))
     start, beta = 0, 0.0
@@ -126,15 +198,19 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
             v = basis[j].double()
             w = sign * (op.matvec(v).to(device) - shift * v)
             t[j, j] = float(v @ w)
+            norms = []
             for _ in range(2):  # full reorthogonalization against the float32 basis
                 h = basis[:j + 1] @ w.float()
                 w -= (h @ basis[:j + 1]).double()
-            beta = float(w.norm())
+                norms.append(float(w.norm()))
+            beta = norms[1]
+            if beta == 0.0 or beta < 0.717 * norms[0]:  # A·v in the basis' span (the DGKS test): invariant
+                beta, w = 0.0, _orthogonal_random(basis[:j + 1], rng)
+            else:
+                w = w / beta
             if j + 1 < m:
                 t[j, j + 1] = t[j + 1, j] = beta
-            if beta == 0.0:  # an invariant subspace: the Ritz values are exact
-                break
-            basis[j + 1] = (w / beta).float()
+            basis[j + 1] = w.float()
         theta, s = np.linalg.eigh(t)
         order = np.argsort(theta)[::-1]
         theta, s = theta[order], s[:, order]  # descending: the top first, the bottom last
@@ -143,7 +219,7 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
         if k_bottom:
             spread = np.maximum(theta[0] - theta[m - k_bottom:], 1e-30)
             ok = ok and np.all(resid[m - k_bottom:] <= tol * spread)
-        if ok or beta == 0.0:
+        if ok:
             converged = True
             break
         # restart: the kept Ritz vectors, then the residual direction, arrowhead coupling
@@ -163,12 +239,65 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     return top, (theta[low], _ritz_vectors(basis, s[:, low], m, chunk)), converged
 
 
+def _orthogonal_random(basis: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A random unit vector (float64) orthogonal to the rows of the float32 ``basis`` (two passes)."""
+    r = torch.from_numpy(rng.standard_normal(basis.shape[1])).to(basis.device)
+    for _ in range(2):
+        r -= ((basis @ r.float()) @ basis).double()
+    return r / r.norm()
+
+
 def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.ndarray:
     """``V_m^T s`` as a float64 numpy array (n, k), computed in column chunks."""
     sk = torch.from_numpy(s.T.copy()).float().to(basis.device)
     out = torch.cat([sk @ basis[:m, c:c + chunk] for c in range(0, basis.shape[1], chunk)], dim=1)
     out = out.double()
     return (out / out.norm(dim=1, keepdim=True)).T.cpu().numpy()
+
+
+def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int, shift: float = 0.0,
+             sign: float = 1.0) -> _Ritz:
+    """The ``k`` largest eigenpairs of ``A = sign·(H − shift·I)``, none skipped (``_complete``),
+    each to a residual of ``tol·|θ|``."""
+    a = _Operator(op, shift, sign)
+    ritz = _lanczos(a, k, tol, max_iter, seed)
+    if ritz.exact or not ritz.converged or k < 2:
+        return ritz
+    return _complete(a, ritz, tol, max_iter, seed)
+
+
+def _complete(a: _Operator, ritz: _Ritz, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+    """The ``k`` largest with the copies of repeated eigenvalues a single-vector Lanczos skips.
+
+    In exact arithmetic Lanczos sees one vector of each eigenspace, so a repeated eigenvalue
+    comes once and the k values found go on to smaller ones. Lanczos on A deflated by the
+    vectors found (``_Operator(locked=...)``, the start projected too) gives the largest
+    eigenvalue left; where it exceeds the k-th found θ_k by more than ``tol·|θ_k|`` it is taken
+    in, and the search repeats (at most k times). Where nothing was skipped this costs one more run.
+    """
+    vals, vecs = ritz.values, ritz.vectors
+    k = len(vals)
+    found = [(float(v), vecs[:, i]) for i, v in enumerate(vals)]
+    for i in range(k):
+        kth = float(vals[k - 1])
+        margin = tol * abs(kth)
+        if vals[0] - kth <= margin:  # all found equal: a skipped copy is no larger than them
+            break
+        locked, _ = np.linalg.qr(np.column_stack([f[1] for f in found]))
+        below = kth - max(abs(kth), 1e-2 * abs(vals[0]), 1e-300)
+        before = a.n_products
+        left = _lanczos(_Operator(a.op, a.shift, a.sign, locked, below), 1, tol, max_iter, seed + 100 + i)
+        logger.debug("Lanczos deflated by %d vectors: %.8g against the k-th %.8g (margin %.2g), %d products",
+                     locked.shape[1], left.values[0], kth, margin, a.n_products - before)
+        if not left.converged:
+            return _Ritz(vals, vecs, False)
+        if not left.values[0] > kth + margin:
+            break
+        found.append((float(left.values[0]), left.vectors[:, 0]))
+        found.sort(key=lambda f: -f[0])
+        vals = np.asarray([f[0] for f in found[:k]])
+        vecs = np.column_stack([f[1] for f in found[:k]])
+    return _Ritz(vals, vecs, True)
 
 
 def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: float = 1e-3,
@@ -181,7 +310,9 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     ``DEVICE_LANCZOS_MIN_PARAMS`` on, one thick-restart run yields both with that same
     criterion for the smallest (the Krylov space of H is that of ``c·I − H``): about half
     the Hessian-vector products; the products are then counted on the largest's
-    ``Eigenpairs`` (the smallest's says 0).
+    ``Eigenpairs`` (the smallest's says 0). Repeated eigenvalues come with their copies
+    (``_complete``, for two or more at an end). A Hessian that is exactly zero (a loss linear in
+    the weights) gives zeros and orthonormal vectors.
     """
     start = op.n_products
     if n_max <= 1 and n_min == 1 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
@@ -192,16 +323,15 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
                                                              max_iter, seed, k_bottom=n_min)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
         return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok)
-    vals, vecs, ok = _lanczos(op, max(n_max, 1), "LA", tol, max_iter, seed)
-    order = np.argsort(vals)[::-1]
-    top = Eigenpairs(vals[order][:n_max], torch.from_numpy(vecs[:, order][:, :n_max].T.copy()).float(),
-                     op.n_products - start, ok)
+    high = _largest(op, max(n_max, 1), tol, max_iter, seed)
+    top = Eigenpairs(high.values[:n_max], torch.from_numpy(high.vectors[:, :n_max].T.copy()).float(),
+                     op.n_products - start, high.converged)
     if n_min <= 0:
         return top, None
     start = op.n_products
-    lmax = float(np.nanmax(vals))
-    s_vals, s_vecs, ok2 = _lanczos(op, n_min, "LA", tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
-    mins = lmax - s_vals  # -(H - lmax I) has eigenvalues lmax - λ
-    order = np.argsort(mins)
-    bottom = Eigenpairs(mins[order], torch.from_numpy(s_vecs[:, order].T.copy()).float(), op.n_products - start, ok2)
+    lmax = float(np.nanmax(high.values))
+    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
+    # -(H - λ_max I) has eigenvalues λ_max - λ: its largest first are the most negative first
+    bottom = Eigenpairs(lmax - low.values, torch.from_numpy(low.vectors.T.copy()).float(), op.n_products - start,
+                        low.converged)
     return top, bottom

@@ -363,3 +363,78 @@ def test_one_device_lanczos_run_gives_both_ends_for_the_products_of_one(monkeypa
         assert joint <= separate
         if tol == 1e-1:
             assert 2 * joint == separate == 40
+
+
+def _regression_with_spectrum(eigenvalues, n_samples=200, seed=0):
+    """A bias-free linear model and data whose mean-squared-error Hessian, (2/n)·XᵀX, has these eigenvalues."""
+    g = torch.Generator().manual_seed(seed)
+    d = len(eigenvalues)
+    u, _ = torch.linalg.qr(torch.randn(n_samples, d, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    scale = torch.sqrt(torch.as_tensor(eigenvalues, dtype=torch.float64) * n_samples / 2)
+    x = u @ torch.diag(scale) @ v.T
+    torch.manual_seed(seed)
+    return nn.Linear(d, 1, bias=False).double(), (x, torch.randn(n_samples, 1, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("solver", ["arpack", "device"])
+def test_repeated_smallest_eigenvalues_come_with_their_copies(solver, monkeypatch):
+    """More features than samples: 181 zero eigenvalues. Single-vector Lanczos sees one vector of
+    each eigenspace, so the k smallest used to be one zero and then the next distinct values."""
+    import landscape_nb.lanczos as lanczos_mod
+
+    if solver == "device":
+        monkeypatch.setattr(lanczos_mod, "DEVICE_LANCZOS_MIN_PARAMS", 0)
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 200, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    model = nn.Linear(200, 1).double()
+    evals = np.linalg.eigvalsh(_dense_hessian(model, (x, y), nn.functional.mse_loss))
+    assert np.sum(np.abs(evals) < 1e-9) == 181
+    atol = (1e-9 if solver == "arpack" else 1e-5) * evals[-1]  # the float32 basis resolves ~1e-6·λ_max
+    got = lnb.hessian_eigenvalues(model, (x, y), k=3, which="min", loss_fn=nn.MSELoss())
+    assert got.converged
+    np.testing.assert_allclose(got["min"], evals[:3], atol=atol)
+    d = lnb.hessian_directions(model, (x, y), which=("min", "min2"), loss_fn=nn.MSELoss())
+    np.testing.assert_allclose(d.provenance["eigenvalues"], evals[:2], atol=atol)
+    v = d.vectors.double()
+    np.testing.assert_allclose((v @ v.T).numpy(), np.eye(2), atol=1e-5)  # two vectors of the null space
+
+
+def test_repeated_largest_eigenvalues_come_with_their_copies():
+    """λ = 10 three times above a spectrum in [0.1, 1]: the top 3 used to be 10, 10, 1."""
+    model, data = _regression_with_spectrum(np.r_[10.0, 10.0, 10.0, np.linspace(0.1, 1, 37)])
+    evals = np.linalg.eigvalsh(_dense_hessian(model, data, nn.functional.mse_loss))
+    np.testing.assert_allclose(evals[-3:], 10.0, rtol=1e-12)
+    got = lnb.hessian_eigenvalues(model, data, k=3, which="max", loss_fn=nn.MSELoss())
+    assert got.converged
+    np.testing.assert_allclose(got["max"], evals[::-1][:3], rtol=1e-3)  # the default tol
+    d = lnb.hessian_directions(model, data, which=("max", "max2", "max3"), loss_fn=nn.MSELoss())
+    v = d.vectors.double()
+    np.testing.assert_allclose((v @ v.T).numpy(), np.eye(3), atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["arpack", "device"])
+def test_a_zero_hessian_has_zero_eigenvalues_and_orthonormal_directions(solver, monkeypatch):
+    """A linear model under the L1 loss: the Hessian is exactly zero (ARPACK used to raise
+    "starting vector is zero", and the eigen-map blamed the model)."""
+    import landscape_nb.lanczos as lanczos_mod
+
+    if solver == "device":
+        monkeypatch.setattr(lanczos_mod, "DEVICE_LANCZOS_MIN_PARAMS", 0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g, dtype=torch.float64), torch.randn(64, 1, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1).double()
+    assert not np.any(_dense_hessian(model, (x, y), nn.functional.l1_loss))
+    got = lnb.hessian_eigenvalues(model, (x, y), k=2, loss_fn=nn.L1Loss())
+    assert got.converged
+    np.testing.assert_array_equal(got["max"], [0.0, 0.0])
+    np.testing.assert_array_equal(got["min"], [0.0, 0.0])
+    d = lnb.hessian_directions(model, (x, y), which=("max", "max2"), loss_fn=nn.L1Loss())
+    assert d.provenance["eigenvalues"] == [0.0, 0.0]
+    v = d.vectors.double()
+    np.testing.assert_allclose((v @ v.T).numpy(), np.eye(2), atol=1e-6)
+    surf = lnb.eigen_map(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None), x=(-1, 1, 2),
+                         y=(-1, 1, 2), loss_fn=nn.L1Loss())
+    np.testing.assert_array_equal(surf.metrics["lambda_max"], 0.0)
+    np.testing.assert_array_equal(surf.metrics["lambda_min"], 0.0)
