@@ -113,6 +113,9 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models:make", "--client", "tcp://127.0.0.1:9", "--workers", "2"],
      "a running scheduler whose cluster already has its workers"),
     (["compute", "nosuch_module:make"], "cannot load 'nosuch_module:make'"),
+    # a relative path gave a raw TypeError ("the 'package' argument is required to perform a relative import")
+    (["compute", "./my_models:make"], "cannot load './my_models:make'"),
+    (["compute", "./my_models:make"], "not by its path: e.g. mymodels:build for ./mymodels.py"),
     (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
     (["compute", "my_models:state"], "my_models:state returned OrderedDict as the model (first item); expected (model, data"),
     # refused before the model loads (the module does not exist): in the flags' words

@@ -141,10 +141,13 @@ def load_model_spec(name: str, split: str | None = None):
                                  "for def build() in mymodels.py in the current directory")
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError, ValueError) as exc:
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:  # TypeError: a relative name (./m)
+            path = ("; name the module as Python imports it, not by its path: e.g. mymodels:build for "
+                    "./mymodels.py, run from its folder or with its folder on PYTHONPATH"
+                    if mod_name.startswith(".") or "/" in mod_name or mod_name.endswith(".py") else "")
             raise LandscapeError(
                 f"cannot load {name!r} ({exc}); expected module:function, a function returning "
-                "(model, data) or (model, data, loss_fn), importable from the current directory"
+                f"(model, data) or (model, data, loss_fn), importable from the current directory{path}"
             ) from None
         if not callable(fn):
             raise LandscapeError(f"{name} is of type {type(fn).__name__}, not a function; expected module:function naming "
