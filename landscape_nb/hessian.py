@@ -45,6 +45,7 @@ from .directions import Directions
 from .errors import LandscapeError, is_int, positive_int, short_repr
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
+from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
 from .params import ParamLayout, check_finite, eval_mode, model_device, restoring, unwrap_model
 from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
@@ -172,15 +173,9 @@ class HessianOperator:
         return total
 
     def as_linear_operator(self, shift: float = 0.0, sign: float = 1.0):
-        """``sign · (H − shift·I)`` as a float64 scipy ``LinearOperator`` on numpy vectors."""
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x):
-            x = np.asarray(x, dtype=np.float64).reshape(-1)
-            hx = self.matvec(torch.from_numpy(x)).cpu().numpy()
-            return sign * (hx - shift * x)
-
-        return LinearOperator((self.n_params, self.n_params), matvec=mv, dtype=np.float64)
+        """``sign · (H − shift·I)`` as a float64 scipy ``LinearOperator`` on numpy vectors (the one the
+        Lanczos solvers use, ``lanczos._Operator``)."""
+        return _Operator(self, shift, sign).linear_operator()
 
     def dense(self, max_params: int = 4096) -> np.ndarray:
         """The full Hessian (n_params²), one product per column; only for small models."""

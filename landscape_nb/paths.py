@@ -31,7 +31,7 @@ from torch import nn
 
 from .directions import Directions
 from .model_paths import interpolation_direction, paired_layout, path_dtype
-from .errors import LandscapeError
+from .errors import LandscapeError, positive_int, positive_number
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
@@ -219,7 +219,6 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     from .data import args_kwargs, call_model, read_data, tree_map
     from .evaluate import Evaluator, choose_loss
     from .metrics import check_mean_loss
-    from .validate import positive_int, positive_number
 
     a, b = unwrap_model(a), unwrap_model(b)
     layout = paired_layout([a, b], include_buffers=False)

@@ -18,7 +18,7 @@ from torch import nn
 
 from .choices import COMPILE_MODES
 from .directions import Directions
-from .errors import LandscapeError, check_choice, positive_int, positive_number  # noqa: F401 - paths imports them here
+from .errors import LandscapeError, check_choice, positive_int
 from .errors import is_int as _is_int
 from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings
