@@ -30,7 +30,7 @@ def two_runs(op, tol: float, seed: int):
 
 
 def one_run(op, tol: float, seed: int):
-    top, bottom = hessian.extreme_eigenpairs(op, n_max=1, n_min=1, tol=tol, seed=seed)
+    top, bottom = hessian.extreme_eigenpairs(op, n_max=1, n_min=1, tol=tol, seed=seed, relative_min=False)  # as HessianEvaluator
     return float(top.values[0]), float(bottom.values[0])
 
 

@@ -38,9 +38,11 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     x, y : (start, stop, num)
         Grid coefficients along each direction (dimensionless multiples of the directions).
     tol : float
-        ARPACK's relative tolerance for each eigenvalue.
+        Relative accuracy: λ_max within ``tol·λ_max``, λ_min within ``tol·(λ_max − λ_min)``, so
+        ``eig_ratio`` within about ``tol·(1 + eig_ratio)`` (for λ_min to ``tol`` of itself, at 1.4–5
+        times the products, use ``hessian_eigenvalues`` at the points of interest).
     max_iter : int, optional
-        ARPACK's iteration limit (default ``max(100, 10 * ncv)``).
+        Lanczos restarts allowed to each run (default ``max(100, 10 * ncv)``).
     seed : int
         Seed of the Lanczos start vectors.
     **compute_kwargs

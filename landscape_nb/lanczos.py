@@ -14,6 +14,7 @@ SIAM J. Matrix Anal. Appl. 22(2), 2000.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,7 +40,8 @@ class HessianLike(Protocol):
 
 @dataclass(frozen=True)
 class Eigenpairs:
-    """Eigenvalues (descending) and unit eigenvectors (rows, float32), with the work done."""
+    """Eigenvalues (descending) and unit eigenvectors (rows, float32), with the work done;
+    ``converged``: every value reached the accuracy ``extreme_eigenpairs`` states."""
 
     values: np.ndarray
     vectors: torch.Tensor
@@ -49,6 +51,8 @@ class Eigenpairs:
 
 DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is float32 on the model's device
 DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
+REFINE_FACTOR = 10  # a run that tightens the smallest (or settles a search for copies) takes at most
+# this many times the products of the first run, unless max_iter is given
 
 
 class _Operator:
@@ -99,13 +103,39 @@ class _Operator:
 
 @dataclass(frozen=True)
 class _Ritz:
-    """The ``k`` largest eigenpairs of an ``_Operator``: values descending, vectors (n, k) float64;
-    ``exact`` where they are known exactly (a dense spectrum, or an operator that is zero)."""
+    """The ``k`` largest eigenpairs of an ``_Operator``: values descending, vectors (n, k) float64,
+    ``bound`` the residual ``‖A v − θ v‖`` each is known to be within; ``exact`` where they are
+    known exactly (a dense spectrum, or an operator that is zero)."""
 
     values: np.ndarray
     vectors: np.ndarray
     converged: bool
+    bound: np.ndarray
     exact: bool = False
+
+
+_Accuracy = Callable[[np.ndarray], np.ndarray]  # Ritz values (descending) -> the residual each may keep
+
+
+def resolution(op: HessianLike) -> float:
+    """The finest relative accuracy asked of Lanczos on ``op``: about what its Hessian-vector products
+    resolve, ``10·eps`` of the model's dtype (float32: 1.2e-6), floored at 1e-12 (float64), and at
+    least ``DEVICE_LANCZOS_TOL`` where the basis is float32 (``DEVICE_LANCZOS_MIN_PARAMS`` on)."""
+    dtype = op.params[0].dtype
+    res = max(1e-12, 10.0 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-6
+    return max(res, DEVICE_LANCZOS_TOL) if op.n_params >= DEVICE_LANCZOS_MIN_PARAMS else res
+
+
+def _dense(a: _Operator, k: int) -> _Ritz:
+    """The ``k`` largest eigenpairs of ``a`` from its dense matrix: ``n`` products, exact."""
+    vals, vecs = np.linalg.eigh(a.dense())
+    idx = np.argsort(vals)[::-1][:k]
+    return _Ritz(vals[idx], vecs[:, idx], True, np.zeros(k), exact=True)
+
+
+def _cheaper_dense(products: float, n: int) -> bool:
+    """Whether a dense matrix (``n`` products, an ARPACK-sized model) costs less than ``products``."""
+    return n < DEVICE_LANCZOS_MIN_PARAMS and n <= min(products, 4096)
 
 
 def _orthonormal(n: int, k: int, seed: int) -> np.ndarray:
@@ -114,26 +144,31 @@ def _orthonormal(n: int, k: int, seed: int) -> np.ndarray:
     return q
 
 
-def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int,
+             v0: np.ndarray | None = None, accuracy: _Accuracy | None = None, ncv: int = 20) -> _Ritz:
     """The ``k`` largest eigenpairs of ``a``, each to a residual of ``tol·|θ|``.
 
     Tiny models (k ≥ n) get the dense spectrum; models of ``DEVICE_LANCZOS_MIN_PARAMS`` or more
-    a thick-restart Lanczos whose basis is float32 on the model's device (``_device_lanczos``);
-    the rest ARPACK (float64 basis on the CPU). An operator that is exactly zero (a loss linear
-    in the weights) has zero eigenvalues, any orthonormal vectors its eigenvectors.
+    a thick-restart Lanczos whose basis is float32 on the model's device (``_device_lanczos``),
+    which stops at ``accuracy`` instead where given; the rest ARPACK (float64 basis on the CPU),
+    which knows only ``tol``, with a basis of ``max(2k + 1, ncv)`` vectors. An operator that is
+    exactly zero (a loss linear in the weights) has zero eigenvalues, any orthonormal vectors its
+    eigenvectors.
     """
     from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
     n = a.n_params
     if k >= n:  # ARPACK needs k < n: a tiny model gets its whole spectrum densely
-        vals, vecs = np.linalg.eigh(a.dense())
-        idx = np.argsort(vals)[::-1][:k]
-        return _Ritz(vals[idx], vecs[:, idx], True, exact=True)
-    v0 = a.project(torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(a.device)).cpu().numpy()
+        return _dense(a, k)
+    if v0 is None:
+        v0 = a.project(torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(a.device)).cpu().numpy()
     if n >= DEVICE_LANCZOS_MIN_PARAMS:
-        vals, vecs, ok = _device_lanczos(a, k, max(tol, DEVICE_LANCZOS_TOL), max_iter, seed, v0=v0)
-        return _Ritz(vals, vecs, ok, exact=not np.any(vals))  # all exactly 0: every product was 0
-    ncv = min(n, max(2 * k + 1, 20))
+        tol = max(tol, DEVICE_LANCZOS_TOL)
+        accuracy = accuracy or (lambda th: tol * np.maximum(np.abs(th), 1e-30))
+        vals, vecs, ok = _device_lanczos(a, k, tol, max_iter, seed, v0=v0, accuracy=accuracy)
+        bound = accuracy(vals) if ok else np.full(k, np.inf)
+        return _Ritz(vals, vecs, ok, bound, exact=not np.any(vals))  # all exactly 0: every product was 0
+    ncv = min(n, max(2 * k + 1, ncv))
     try:
         vals, vecs = eigsh(a.linear_operator(), k=k, which="LA", tol=tol, v0=v0, ncv=ncv,
                            maxiter=max_iter or max(100, 10 * ncv))
@@ -146,19 +181,22 @@ def _lanczos(a: _Operator, k: int, tol: float, max_iter: int | None, seed: int) 
     except ArpackError:  # "starting vector is zero" where A·v0 is: the operator is zero
         if torch.any(a.matvec(torch.from_numpy(v0))):
             raise
-        return _Ritz(np.zeros(k), _orthonormal(n, k, seed), True, exact=True)
+        return _Ritz(np.zeros(k), _orthonormal(n, k, seed), True, np.zeros(k), exact=True)
     order = np.argsort(-vals, kind="stable")  # NaN (not converged) last
-    return _Ritz(vals[order], vecs[:, order], ok)
+    vals = vals[order]
+    bound = tol * np.maximum(np.abs(vals), np.finfo(float).eps ** (2 / 3)) if ok else np.full(k, np.inf)
+    return _Ritz(vals, vecs[:, order], ok, bound)  # ARPACK's criterion
 
 
 def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int,
                     shift: float = 0.0, sign: float = 1.0, chunk: int = 1 << 20, k_bottom: int = 0,
-                    v0: np.ndarray | None = None):
+                    v0: np.ndarray | None = None, floor: float = DEVICE_LANCZOS_TOL,
+                    accuracy: _Accuracy | None = None, refine: float | None = REFINE_FACTOR):
     """Thick-restart Lanczos (Wu & Simon 2000) for the ``k`` largest eigenvalues of ``sign·(H − shift·I)``,
     and with ``k_bottom`` > 0 also its ``k_bottom`` smallest, from the same Krylov space.
 
     Returns (values, vectors (n, k), converged), or with ``k_bottom`` ((top values, top vectors),
-    (bottom values ascending, bottom vectors (n, k_bottom)), converged).
+    (bottom values ascending, bottom vectors (n, k_bottom)), (top converged, bottom converged)).
 
     The basis of ``m + 1 = max(2(k + k_bottom) + 1, 20) + 1`` vectors is float32 on the model's
     device, with full reorthogonalization (two passes); the tridiagonal (arrowhead after a
@@ -167,12 +205,16 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     fewer than ``m``), written over the basis in column chunks. Memory: ``4·(m + 1)`` bytes per
     parameter for the basis (84 for k + k_bottom ≤ 9), plus the product's float64 vectors (about 24), against ARPACK's
     ``8·(m + 3)`` (184) on the CPU with a host copy per product. A top Ritz pair has converged
-    when its residual ``|β s_m|`` is at most ``tol·|θ|``; a bottom one when it is at most
-    ``tol·(θ_max − θ)``, the criterion a separate Lanczos run on ``θ_max·I − H`` applies to it
-    (a Krylov space is the same for ``H`` and ``c·I − H``, so one run serves both ends at half
-    the products). Where the Krylov space is invariant (a low-rank or zero Hessian) it goes on
-    from a random vector orthogonal to the basis, as ARPACK does, so an operator that is exactly
-    zero gets zero eigenvalues and orthonormal vectors.
+    when its residual ``|β s_m|`` is at most ``tol·|θ|`` (or what ``accuracy``, given the top k
+    Ritz values, returns); a bottom one when it is at most
+    ``max(tol·|θ|, floor·(θ_max − θ))``: relative to itself, down to what a float32 basis
+    resolves (a Krylov space is the same for ``H`` and ``c·I − H``, so one run serves both ends),
+    for at most ``refine`` times the products it took to reach ``tol·(θ_max − θ)``, what a run on
+    ``θ_max·I − H`` reaches (near 0 in a dense cluster, at a convex point, the tighter criterion
+    may take thousands of products); ``refine=None``: up to ``max_iter`` restarts.
+    Where the Krylov space is invariant (a low-rank or zero Hessian) it goes on from a random
+    vector orthogonal to the basis, as ARPACK does, so an operator that is exactly zero gets
+    zero eigenvalues and orthonormal vectors.
     """
     n, device = op.n_params, op.params[0].device
     m = min(n - 1, max(2 * (k + k_bottom) + 1, 20))
@@ -192,11 +234,12 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     start, beta = 0, 0.0
     max_restarts = max_iter or max(100, 10 * m)
     theta = s = None
-    converged = False
+    converged, top_ok, bottom_ok, products, loose_at = False, False, False, 0, None
     for _ in range(max_restarts):
         for j in range(start, m):
             v = basis[j].double()
             w = sign * (op.matvec(v).to(device) - shift * v)
+            products += 1
             t[j, j] = float(v @ w)
             norms = []
             for _ in range(2):  # full reorthogonalization against the float32 basis
@@ -215,11 +258,16 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
         order = np.argsort(theta)[::-1]
         theta, s = theta[order], s[:, order]  # descending: the top first, the bottom last
         resid = np.abs(beta * s[m - 1])
-        ok = np.all(resid[:k] <= tol * np.maximum(np.abs(theta[:k]), 1e-30))
+        allowed = accuracy(theta[:k]) if accuracy is not None else tol * np.maximum(np.abs(theta[:k]), 1e-30)
+        top_ok = bool(np.all(resid[:k] <= allowed))
         if k_bottom:
-            spread = np.maximum(theta[0] - theta[m - k_bottom:], 1e-30)
-            ok = ok and np.all(resid[m - k_bottom:] <= tol * spread)
-        if ok:
+            low, spread = theta[m - k_bottom:], theta[0] - theta[m - k_bottom:]
+            bottom_ok = bool(np.all(resid[m - k_bottom:] <= np.maximum(tol * np.abs(low), floor * spread)))
+            if refine is not None and top_ok and np.all(resid[m - k_bottom:] <= tol * spread):
+                loose_at = loose_at or products  # as far as a run on θ_max·I − H goes: a bounded amount more
+                if not bottom_ok and products - loose_at >= refine * loose_at:
+                    break
+        if top_ok and (bottom_ok or not k_bottom):
             converged = True
             break
         # restart: the kept Ritz vectors, then the residual direction, arrowhead coupling
@@ -236,7 +284,7 @@ def _device_lanczos(op: HessianLike, k: int, tol: float, max_iter: int | None, s
     if not k_bottom:
         return (*top, converged)
     low = np.arange(m - 1, m - 1 - k_bottom, -1)  # ascending: the most negative first
-    return top, (theta[low], _ritz_vectors(basis, s[:, low], m, chunk)), converged
+    return top, (theta[low], _ritz_vectors(basis, s[:, low], m, chunk)), (top_ok, bottom_ok)
 
 
 def _orthogonal_random(basis: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -256,73 +304,174 @@ def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.
 
 
 def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int, shift: float = 0.0,
-             sign: float = 1.0) -> _Ritz:
-    """The ``k`` largest eigenpairs of ``A = sign·(H − shift·I)``, none skipped (``_complete``),
-    each to a residual of ``tol·|θ|``."""
+             sign: float = 1.0, floor: float | None = None) -> _Ritz:
+    """The ``k`` largest eigenpairs of ``A = sign·(H − shift·I)``, none skipped, each to its accuracy.
+
+    Each Ritz pair is held to a residual of ``tol·|θ|``. With ``floor`` (the smallest end of H,
+    from ``A = λ_max·I − H``: ``λ = shift − θ``) each λ is held to ``max(tol·|λ|, floor·θ_1)``
+    instead, relative to itself: after a first run the residuals are measured (one product
+    each) and where larger, Lanczos runs again from its Ritz vectors to that accuracy, for at
+    most ``REFINE_FACTOR`` times the products of the first (or ``max_iter`` restarts): a λ near 0
+    in a dense cluster (a convex point) may need thousands of products, and is then returned as
+    far as it got, not converged. A model whose dense Hessian costs fewer products gets that
+    instead. Then, for k ≥ 2, ``_complete`` looks for eigenvalues skipped.
+    """
     a = _Operator(op, shift, sign)
+
+    def need(th: np.ndarray, spread: float | None = None) -> np.ndarray:
+        if floor is None:
+            return tol * np.abs(th)
+        spread = max(float(th[0]), 0.0) if spread is None else spread
+        return np.maximum(tol * np.abs(shift + sign * th), floor * spread)
+
+    before = op.n_products
     ritz = _lanczos(a, k, tol, max_iter, seed)
-    if ritz.exact or not ritz.converged or k < 2:
+    allowance = REFINE_FACTOR * (op.n_products - before)  # products a tighter run may take
+    if ritz.exact or not ritz.converged:
         return ritz
-    return _complete(a, ritz, tol, max_iter, seed)
+    vals, vecs, bound, run_tol = ritz.values, ritz.vectors, ritz.bound, tol
+    for _ in range(3):  # a second run is enough unless the first estimate of λ was far off
+        goal = need(vals)
+        if np.all(bound <= goal):
+            break
+        bound = _residuals(a, vals, vecs)
+        tighter = max(float(np.min(goal / np.maximum(np.abs(vals), 1e-300))), floor or 0.0)
+        if np.all(bound <= goal) or tighter >= run_tol:
+            break
+        if _cheaper_dense(allowance, op.n_params):
+            return _dense(a, k)
+        ncv = 40 if tighter < 1e-3 * tol else 20  # far tighter, in a cluster: a larger basis restarts less
+        budget = max_iter or _restarts(allowance, k, op.n_params, ncv)
+        before = op.n_products
+        again = _lanczos(a, k, tighter, budget, seed, v0=vecs.sum(axis=1), accuracy=need, ncv=ncv)
+        logger.debug("Lanczos again at tol %.2g for %d values: %d products", tighter, k, op.n_products - before)
+        if not again.converged:
+            if np.all(np.isfinite(again.values)):  # the thick-restart run's Ritz values: closer than the first
+                vals, vecs = again.values, again.vectors
+            logger.info("the smallest eigenvalues %s were not held to %.2g of themselves within %d restarts; "
+                        "pass a larger max_iter", np.round(shift + sign * vals, 8).tolist(), tol, budget)
+            return _Ritz(vals, vecs, False, np.full(k, np.inf))
+        vals, vecs, bound, run_tol = again.values, again.vectors, again.bound, tighter
+    if k < 2:
+        return _Ritz(vals, vecs, True, bound)
+    spread = float(vals[0])
+    return _complete(a, _Ritz(vals, vecs, True, bound), lambda th: need(th, spread), tol, max_iter, seed)
 
 
-def _complete(a: _Operator, ritz: _Ritz, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+def _restarts(products: float, k: int, n: int, ncv: int = 20) -> int:
+    """The Lanczos restarts that take about ``products`` Hessian-vector products for ``k`` values."""
+    if n >= DEVICE_LANCZOS_MIN_PARAMS:
+        m = min(n - 1, max(2 * k + 1, 20))
+        per = m - min(m - 1, max(k, m // 2))
+    else:
+        per = min(n, max(2 * k + 1, ncv)) - k
+    return max(1, int(np.ceil(products / max(per, 1))))
+
+
+def _residuals(a: _Operator, vals: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    """``‖A v − θ v‖`` of each Ritz pair: one product each."""
+    out = []
+    for th, v in zip(vals, vecs.T):
+        v = torch.from_numpy(np.ascontiguousarray(v)).to(a.device)
+        out.append(float((a.matvec(v) - th * v).norm()))
+    return np.asarray(out)
+
+
+def _complete(a: _Operator, ritz: _Ritz, need: _Accuracy, tol: float, max_iter: int | None, seed: int) -> _Ritz:
     """The ``k`` largest with the copies of repeated eigenvalues a single-vector Lanczos skips.
 
     In exact arithmetic Lanczos sees one vector of each eigenspace, so a repeated eigenvalue
     comes once and the k values found go on to smaller ones. Lanczos on A deflated by the
     vectors found (``_Operator(locked=...)``, the start projected too) gives the largest
-    eigenvalue left; where it exceeds the k-th found θ_k by more than ``tol·|θ_k|`` it is taken
-    in, and the search repeats (at most k times). Where nothing was skipped this costs one more run.
+    eigenvalue left; where it exceeds the k-th found θ_k by more than ``need`` it is taken in,
+    and the search repeats (at most k times). A search stops once it is decided: its value ``μ``
+    above ``θ_k + need`` (a Ritz value is at most the largest eigenvalue) and held to ``need``,
+    or ``μ`` plus its residual below; ARPACK, which knows only a tolerance relative to μ, runs
+    at ``tol`` and again from its Ritz vector, tighter, until one is. Where nothing was skipped
+    this costs one more run, the longer the closer the next eigenvalue is to θ_k.
     """
-    vals, vecs = ritz.values, ritz.vectors
+    vals, vecs, bound = ritz.values, ritz.vectors, ritz.bound
     k = len(vals)
-    found = [(float(v), vecs[:, i]) for i, v in enumerate(vals)]
+    found = [(float(v), vecs[:, i], float(b)) for i, (v, b) in enumerate(zip(vals, bound))]
     for i in range(k):
-        kth = float(vals[k - 1])
-        margin = tol * abs(kth)
+        kth, margin = float(vals[k - 1]), float(need(vals)[k - 1])
         if vals[0] - kth <= margin:  # all found equal: a skipped copy is no larger than them
             break
         locked, _ = np.linalg.qr(np.column_stack([f[1] for f in found]))
         below = kth - max(abs(kth), 1e-2 * abs(vals[0]), 1e-300)
+        deflated = _Operator(a.op, a.shift, a.sign, locked, below)
+        decided = _settling(need, kth + margin)
         before = a.n_products
-        left = _lanczos(_Operator(a.op, a.shift, a.sign, locked, below), 1, tol, max_iter, seed + 100 + i)
+        left = _lanczos(deflated, 1, tol, max_iter, seed + 100 + i)
+        allowance, run_tol = REFINE_FACTOR * (a.n_products - before), tol
+        budget = max_iter or _restarts(allowance, 1, a.n_params)
+        for _ in range(3):  # from its Ritz vector, tighter, until decided
+            if not left.converged or left.exact or left.bound[0] <= decided(left.values)[0]:
+                break
+            if _cheaper_dense(allowance, a.n_params):
+                return _dense(a, k)
+            mu = abs(float(left.values[0]))
+            run_tol = max(min(0.5 * run_tol, float(decided(left.values)[0]) / max(mu, 1e-300)), 1e-16)
+            left = _lanczos(deflated, 1, run_tol, budget, seed, v0=left.vectors[:, 0], accuracy=decided)
         logger.debug("Lanczos deflated by %d vectors: %.8g against the k-th %.8g (margin %.2g), %d products",
                      locked.shape[1], left.values[0], kth, margin, a.n_products - before)
-        if not left.converged:
-            return _Ritz(vals, vecs, False)
+        if not left.converged or left.bound[0] > decided(left.values)[0]:
+            return _Ritz(vals, vecs, False, bound)
         if not left.values[0] > kth + margin:
             break
-        found.append((float(left.values[0]), left.vectors[:, 0]))
+        found.append((float(left.values[0]), left.vectors[:, 0], float(left.bound[0])))
         found.sort(key=lambda f: -f[0])
         vals = np.asarray([f[0] for f in found[:k]])
         vecs = np.column_stack([f[1] for f in found[:k]])
-    return _Ritz(vals, vecs, True)
+        bound = np.asarray([f[2] for f in found[:k]])
+    return _Ritz(vals, vecs, True, bound)
+
+
+def _settling(need: _Accuracy, threshold: float) -> _Accuracy:
+    """The residual that decides whether the largest eigenvalue exceeds ``threshold``: ``need`` above
+    it, and below it the distance to it (the eigenvalue is within the residual of the Ritz value)."""
+    return lambda th: np.where(th > threshold, need(th), np.maximum(need(th), threshold - th))
 
 
 def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: float = 1e-3,
-                       max_iter: int | None = None, seed: int = 0) -> tuple[Eigenpairs, Eigenpairs | None]:
+                       max_iter: int | None = None, seed: int = 0,
+                       relative_min: bool = True) -> tuple[Eigenpairs, Eigenpairs | None]:
     """The ``n_max`` largest and ``n_min`` smallest (most negative) eigenpairs of ``op``.
 
+    Accuracy (``converged`` says it was reached): each largest λ within ``tol·|λ|`` of an
+    eigenvalue (its residual ``‖H v − λ v‖`` is at most that); each smallest within
+    ``max(tol·|λ|, ρ·(λ_max − λ_min))``, ρ = ``resolution(op)`` (1e-12 for float64 models,
+    about 1e-6 for float32 ones and from ``DEVICE_LANCZOS_MIN_PARAMS`` on, where the float32
+    basis makes tol at least ``DEVICE_LANCZOS_TOL`` at both ends): relative to itself, down to
+    what the arithmetic resolves, for at most ``REFINE_FACTOR`` times the products that
+    ``tol·(λ_max − λ_min)`` takes (a λ_min near 0 in a dense cluster, at a convex point, may need
+    thousands: it is then as far as it got, ``converged`` False; ``max_iter`` lifts it; a model
+    whose dense Hessian costs fewer products gets that). With ``relative_min=False`` each
+    smallest is held to ``tol·(λ_max − λ_min)`` only: what ``|λ_min/λ_max|`` needs to within
+    about ``tol`` (an eigen-map), at the cost of a plain run. Repeated eigenvalues come with their
+    copies (``_complete``). A Hessian that is exactly zero gives zeros and orthonormal vectors.
+
     The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
-    (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an
-    extreme eigenvalue instead of an interior one. For one pair at each end from
+    (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an extreme
+    eigenvalue instead of an interior one (``_largest``). For one pair at each end from
     ``DEVICE_LANCZOS_MIN_PARAMS`` on, one thick-restart run yields both with that same
-    criterion for the smallest (the Krylov space of H is that of ``c·I − H``): about half
+    accuracy for the smallest (the Krylov space of H is that of ``c·I − H``): about half
     the Hessian-vector products; the products are then counted on the largest's
-    ``Eigenpairs`` (the smallest's says 0). Repeated eigenvalues come with their copies
-    (``_complete``, for two or more at an end). A Hessian that is exactly zero (a loss linear in
-    the weights) gives zeros and orthonormal vectors.
+    ``Eigenpairs`` (the smallest's says 0).
     """
+    if op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
+        tol = max(tol, DEVICE_LANCZOS_TOL)
+    floor = resolution(op) if relative_min else None
     start = op.n_products
     if n_max <= 1 and n_min == 1 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
         # both ends from one Krylov space (see _device_lanczos): half the products of two runs. Only
         # for one pair at each end (eigen-maps, max/min directions): with several at tight tolerance
         # the shared basis keeps no spare Ritz vectors and costs more than two runs
-        (vals, vecs), (mins, min_vecs), ok = _device_lanczos(op, max(n_max, 1), max(tol, DEVICE_LANCZOS_TOL),
-                                                             max_iter, seed, k_bottom=n_min)
+        (vals, vecs), (mins, min_vecs), (ok, ok_min) = _device_lanczos(
+            op, max(n_max, 1), tol, max_iter, seed, k_bottom=n_min, floor=tol if floor is None else floor,
+            refine=None if max_iter or floor is None else REFINE_FACTOR)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
-        return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok)
+        return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok_min)
     high = _largest(op, max(n_max, 1), tol, max_iter, seed)
     top = Eigenpairs(high.values[:n_max], torch.from_numpy(high.vectors[:, :n_max].T.copy()).float(),
                      op.n_products - start, high.converged)
@@ -330,7 +479,7 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
         return top, None
     start = op.n_products
     lmax = float(np.nanmax(high.values))
-    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0)
+    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0, floor=floor)
     # -(H - λ_max I) has eigenvalues λ_max - λ: its largest first are the most negative first
     bottom = Eigenpairs(lmax - low.values, torch.from_numpy(low.vectors.T.copy()).float(), op.n_products - start,
                         low.converged)
