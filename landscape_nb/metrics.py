@@ -99,8 +99,10 @@ def accuracy(outputs, targets: torch.Tensor, ignore_index: int = -100) -> torch.
 class DefaultLoss:
     """Cross-entropy on the logits of any outputs (``find_logits``): the loss when none is given.
 
-    ``check`` refuses what it cannot mean, with the fix: float targets (regression), a single
-    output column, class indices outside ``[0, C)`` (other than -100, ignored).
+    Targets: class indices (N,) or (N, ...), or class probabilities of the logits' shape (soft labels,
+    e.g. label smoothing or mixup). ``check`` refuses what it cannot mean, with the fix: other float
+    targets (regression), a single output column, class indices outside ``[0, C)`` (other than -100,
+    ignored).
     """
 
     def __call__(self, outputs, targets: torch.Tensor) -> torch.Tensor:
@@ -125,10 +127,12 @@ class DefaultLoss:
                 "module:function)")
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
-        if targets.is_floating_point():
+        if targets.is_floating_point() and not _class_probabilities(logits, targets):
             raise LandscapeError(
-                f"targets are floating point ({targets.dtype}, shape {tuple(targets.shape)}): the default loss is "
-                f"cross-entropy over class indices, which does not mean anything for these; {fix}"
+                f"targets are floating point ({targets.dtype}, shape {tuple(targets.shape)}) but not class "
+                f"probabilities: the default loss is cross-entropy over class indices (integer targets) or over "
+                f"probabilities (targets of the logits' shape (N, {', '.join(map(str, logits.shape[1:]))}), each in "
+                f"[0, 1], summing to 1 over the classes, dim 1), and means nothing for these; {fix}"
             )
         n_classes = logits.shape[1] if logits.ndim > 1 else 1
         if logits.ndim < 2 or n_classes < 2:
@@ -136,12 +140,22 @@ class DefaultLoss:
                 f"the model has {n_classes} output column(s) (logits {tuple(logits.shape)}): cross-entropy over one "
                 f"class is 0 everywhere; {fix}, or nn.BCEWithLogitsLoss() for a binary classifier"
             )
-        valid = targets[targets != -100]
+        valid = targets[targets != -100] if not targets.is_floating_point() else targets[:0]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
             raise LandscapeError(
                 f"targets range over [{int(valid.min())}, {int(valid.max())}] but the model has {n_classes} output "
                 f"classes: expected class indices in [0, {n_classes - 1}]; check the targets or {fix}"
             )
+
+
+def _class_probabilities(logits: torch.Tensor | None, targets: torch.Tensor) -> bool:
+    """Whether float ``targets`` are class probabilities for ``logits`` (what ``F.cross_entropy`` takes as
+    soft labels): the logits' shape, (N, C) or (N, C, ...) (any N: ``logits`` may be of a few samples), every entry in [0, 1], summing to 1 over dim 1
+    (to 1e-3, float16 rounding); a regression target of that shape is not."""
+    if logits is None or logits.ndim < 2 or targets.shape[1:] != logits.shape[1:] or not targets.numel():
+        return False
+    t = targets.detach().double()
+    return bool(torch.all((t >= 0) & (t <= 1)) and torch.allclose(t.sum(1), torch.ones((), dtype=t.dtype), atol=1e-3))
 
 
 class OwnLoss:
@@ -277,6 +291,9 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
     if logits is None:
         why = "several tensors could be the logits" if ambiguous_logits(outputs) else "no logits found"
         return {}, f"accuracy skipped: {why} in the outputs ({describe(outputs)}); pass metrics= to name them"
+    if targets.is_floating_point() and _class_probabilities(logits, targets):
+        return {}, ("accuracy skipped: the targets are class probabilities (soft labels); metrics='accuracy' "
+                    "counts the logits' argmax equal to the targets' argmax")
     if targets.is_floating_point():
         return {}, "accuracy skipped: the targets are floating point (not class indices)"
     if logits.ndim < 2 or logits.shape[1] < 2:

@@ -452,6 +452,30 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
         lnb.compute_surface(clf, (x, torch.arange(N) % 8), lnb.random_directions(clf, n=1), x=(-1, 1, 3))
 
 
+def test_the_default_loss_takes_class_probabilities_and_refuses_other_float_targets():
+    """Soft labels (each row in [0, 1] summing to 1, the logits' shape) are what F.cross_entropy takes as
+    probabilities: the default loss gives -Σ p·log softmax, averaged over samples, at every point (a
+    naive loop); float targets of the logits' shape that are not probabilities (a regression) are
+    still refused, as are 1-D float targets."""
+    torch.manual_seed(0)
+    g = gen(5)
+    clf, x = MLP(), torch.randn(N, 6, generator=g)
+    p = torch.softmax(2 * torch.randn(N, 3, generator=g), 1)
+    d = lnb.random_directions(clf, n=1, seed=0)
+    xs = (-1.0, 1.0, 5)
+    surf = lnb.compute_surface(clf, (x, p), d, x=xs, batch_size=16)
+    with torch.no_grad():
+        want = [float(-(p * torch.log_softmax(perturbed(clf, d, float(a))(x), 1)).sum(1).mean())
+                for a in np.linspace(*xs)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5, atol=1e-7)
+    assert "accuracy" not in surf.metrics and "soft labels" in surf.provenance["data"]["accuracy"]
+    got = lnb.hessian_eigenvalues(clf, (x, p), which="max")
+    assert np.isfinite(got["max"][0]) and got["max"][0] > 0
+    for bad in (3 * p, p - 0.1, torch.rand(N, 3, generator=g), p[:, 0]):
+        with pytest.raises(LandscapeError, match=r"floating point.*not class probabilities.*loss_fn="):
+            lnb.compute_surface(clf, (x, bad), d, x=xs)
+
+
 def test_item12_local_client_without_main_guard_is_one_line_error(tmp_path):
     script = tmp_path / "no_guard.py"
     script.write_text(textwrap.dedent("""
