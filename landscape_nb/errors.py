@@ -90,6 +90,20 @@ def positive_int(name: str, value: Any, *, none: str | None = None, fix: str = "
         raise LandscapeError(f"{name}={short_repr(value)}; expected a positive integer{alt}{': ' + fix if fix else ''}")
 
 
+def seed_int(value: Any, what: str, name: str = "seed") -> None:
+    """``value`` must be an integer ≥ 0 (not a bool, not a float: ``int(1.5)`` would silently seed with 1);
+    ``what`` says what it seeds.
+
+    Raises
+    ------
+    LandscapeError
+        Naming the value given and what is expected.
+    """
+    if not is_int(value) or value < 0:
+        raise LandscapeError(f"{name}={short_repr(value)}; expected an integer ≥ 0 (the seed of {what}), "
+                             f"e.g. {name}=0")
+
+
 def positive_number(name: str, value: Any, *, fix: str = "") -> None:
     """``value`` must be a finite real number > 0 (an int or float, not a bool); ``fix`` ends the message.
 

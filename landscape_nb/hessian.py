@@ -42,7 +42,7 @@ from torch import nn
 
 from .data import batch_len, call_model, check_finite_data, read_data, tree_map
 from .directions import Directions
-from .errors import LandscapeError, is_int, positive_int, short_repr
+from .errors import LandscapeError, positive_int, seed_int, short_repr
 from .evaluate import Cancelled, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import _Operator
@@ -250,9 +250,7 @@ def check_lanczos_options(tol, max_iter, seed) -> None:
         raise LandscapeError(f"tol={short_repr(tol)}; expected a relative tolerance ≥ 0, e.g. tol=1e-3 (smaller is "
                              "more exact and slower; 0 means machine precision)")
     positive_int("max_iter", max_iter, none="the solver's default, at least 100")
-    if not is_int(seed) or seed < 0:
-        raise LandscapeError(f"seed={short_repr(seed)}; expected an integer ≥ 0 (the seed of the Lanczos start "
-                             "vector), e.g. seed=0")
+    seed_int(seed, "the Lanczos start vector")
 
 
 def _check_rank(op: HessianOperator, rank: int, what: str, example: str) -> None:
@@ -553,9 +551,7 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise LandscapeError(f"n_samples={n_samples!r}; expected an integer ≥ 2 (probe vectors)")
-    if not is_int(seed):
-        raise LandscapeError(f"seed={short_repr(seed)}; expected an integer (the seed of the probe vectors), "
-                             "e.g. seed=0")
+    seed_int(seed, "the probe vectors")
     t0 = time.perf_counter()
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)

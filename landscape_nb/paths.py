@@ -31,7 +31,7 @@ from torch import nn
 
 from .directions import Directions
 from .model_paths import interpolation_direction, paired_layout, path_dtype
-from .errors import LandscapeError, positive_int, positive_number
+from .errors import LandscapeError, positive_int, positive_number, seed_int
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
@@ -230,6 +230,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         raise LandscapeError(f"n_points={n_points}; expected an odd number ≥ 3 (so t = 0, 0.5, 1 are on the grid)")
     positive_number("lr", lr, fix=f"the {optimizer} step size of the control point, e.g. lr=1e-3 (the default)")
     positive_int("batch_size", batch_size, fix="the samples drawn per training step, e.g. batch_size=64 (the default)")
+    seed_int(seed, "the batches drawn for training")
     has_bn = bool(batchnorm_modules(a))
     w0 = flatten(a, layout).detach().cpu()
     dtype = path_dtype(w0)  # float64 models train and are evaluated in float64

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, seed_int
 
 PROBES = ("rademacher", "gaussian")
 
@@ -253,6 +253,7 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     """
     n_probes = _check_int("n_probes", n_probes, 1)
     n_steps = _check_int("n_steps", n_steps, 1)
+    seed_int(seed, "the probe vectors")
     if probe not in PROBES:
         raise LandscapeError(f"probe={probe!r}; expected one of {PROBES}")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):

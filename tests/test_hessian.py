@@ -264,7 +264,9 @@ BAD_ARGUMENTS = [
      "which entry 'min60' asks for eigenvalue 60 counted from the most negative"),
     ("hessian_directions", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
     ("hessian_directions", {"seed": 1.5}, "seed=1.5; expected an integer ≥ 0"),
-    ("hessian_trace", {"seed": 1.5}, "seed=1.5; expected an integer"),
+    ("hessian_trace", {"seed": 1.5}, "seed=1.5; expected an integer ≥ 0"),
+    ("hessian_spectrum", {"seed": 1.5}, "seed=1.5; expected an integer ≥ 0"),  # was seed 1, silently
+    ("hessian_spectrum", {"seed": -1}, "seed=-1; expected an integer ≥ 0"),  # was a ValueError from NumPy
     ("hessian_spectrum", {"batch_size": 2.5}, "batch_size=2.5; expected a positive integer or None"),
     ("eigen_map", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
 ]
