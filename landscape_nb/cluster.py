@@ -148,6 +148,24 @@ def _check_main_guard() -> None:
 
 
 @contextlib.contextmanager
+def _main_without_a_missing_file():
+    """While worker processes are spawned: a ``__main__`` whose ``__file__`` is no file (a script read
+    from stdin, ``<stdin>``) without it. multiprocessing's spawn re-runs ``__main__`` from that path in
+    each worker, which failed ("Nanny failed to start" after a FileNotFoundError); functions defined
+    there reach the workers by value (cloudpickle) anyway."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path) or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+@contextlib.contextmanager
 def _closing_if_interrupted():
     """Close a cluster whose start was interrupted (Ctrl-C, SIGTERM, an error), so that distributed's
     exit hook does not trip over its half-started workers ("Exception ignored in atexit callback:
@@ -179,7 +197,7 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
     if n_workers < 1:
         raise LandscapeError(f"n_workers={n_workers}; expected at least 1")
     torch_threads = threads_per_worker or max(1, n_cpu // n_workers)
-    with _worker_environ(), _closing_if_interrupted():
+    with _worker_environ(), _main_without_a_missing_file(), _closing_if_interrupted():
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     client = Client(cluster)

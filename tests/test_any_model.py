@@ -494,6 +494,38 @@ def test_item12_local_client_without_main_guard_is_one_line_error(tmp_path):
     assert "line 7" in last and "Nanny" not in res.stderr
 
 
+def test_a_script_read_from_stdin_runs_on_a_local_cluster():
+    """``python - < script.py`` with client="local": worker processes are spawned while ``__main__`` has
+    no file (it was "Nanny failed to start" after FileNotFoundError '<stdin>'); the model and loss
+    defined in that script reach the workers, and the line equals the script's own naive loop."""
+    script = textwrap.dedent("""
+        import torch
+        import landscape_nb as lnb
+        from torch import nn
+
+        def loss(out, y):
+            return nn.functional.cross_entropy(out, y)
+
+        torch.manual_seed(0)
+        m = nn.Linear(3, 2)
+        x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
+        d = lnb.random_directions(m, n=1, seed=0)
+        s = lnb.compute_surface(m, (x, y), d, x=(-1, 1, 3), loss_fn=loss, client="local", n_workers=1)
+        w0, dw = m.weight.detach().clone(), d.as_state_dicts()[0]
+        b0 = m.bias.detach().clone()
+        naive = []
+        with torch.no_grad():
+            for a in (-1.0, 0.0, 1.0):
+                naive.append(float(loss(x @ (w0 + a * dw["weight"]).T + b0 + a * dw["bias"], y)))
+        print("diff", max(abs(float(u) - v) for u, v in zip(s.loss, naive)), s.provenance["runner"])
+    """)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=180, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    diff = float(res.stdout.split("diff")[1].split()[0])
+    assert diff < 1e-6 and "dask" in res.stdout.lower()
+
+
 # ------------------------------------------------------ items 7 to 11: values ----
 
 def test_item7_bn_buffers_beyond_the_ends_clamped_not_nan():
