@@ -520,7 +520,7 @@ def test_a_script_read_from_stdin_runs_on_a_local_cluster():
         print("diff", max(abs(float(u) - v) for u, v in zip(s.loss, naive)), s.provenance["runner"])
     """)
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=180, env=env)
+    res = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=180, env=env, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     diff = float(res.stdout.split("diff")[1].split()[0])
     assert diff < 1e-6 and "dask" in res.stdout.lower()
