@@ -99,6 +99,11 @@ class Topology:
         coefficients, ``(x, y[, z])``) between the basin's minimum and the saddle vertex where
         it merges into an older basin. Small: shallow basins hugging their saddles (a rugged
         surface); large: wide basins. NaN when the surface has a single basin.
+
+        Where several grid points tie at a basin's minimum or saddle loss (a flat plateau, e.g.
+        a loss saturated at ``log C``) any of them is that vertex; gudhi's order picks one, so
+        SMAD may move by up to the plateau's extent, while every minimum, saddle and
+        persistence keeps its loss. Losses computed in floating point rarely tie exactly.
         """
         d = [b.saddle_distance for b in self.basins if b.saddle_location is not None]
         return float(np.mean(d)) if d else math.nan
