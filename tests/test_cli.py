@@ -155,7 +155,7 @@ def test_spec_mismatch_on_store_refused(user_model, tmp_path, capsys):
     store = tmp_path / "s.zarr"
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(store)]) == 0
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(store), "--seed", "1"]) == 2
-    assert "directions.fingerprint" in capsys.readouterr().err
+    assert "what differs: direction seed (CLI --seed): 0 stored, 1 now." in capsys.readouterr().err
 
 
 def test_console_script_installed():

@@ -1,6 +1,7 @@
 """Stores: resume only the missing tiles, refuse a different spec, plain JSON manifests, clear errors."""
 import numpy as np
 import pytest
+import torch
 
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
@@ -43,22 +44,68 @@ def test_interrupted_run_resumes_only_missing_tiles(tmp_path, mlp, mlp_data):
     assert again == []  # complete store: nothing recomputed
 
 
-@pytest.mark.parametrize("change, word", [
-    (dict(x=(-1, 1, 8)), "grid.x"),
-    (dict(max_samples=50), "max_samples"),
-    (dict(seed=1), "directions.fingerprint"),
-    (dict(model_seed=3), "model.weights"),
-])
-def test_store_with_different_spec_refuses_naming_difference(tmp_path, mlp_data, change, word):
+class Renamed(torch.nn.Sequential):
+    """``make_mlp``'s model under another class name."""
+
+
+def _scaled_ce(outputs, targets):
+    return torch.nn.functional.cross_entropy(outputs, targets)
+
+
+# (what the second run changes, words the refusal must hold: the field named and both values)
+MISMATCHES = [
+    ({"seed": 1}, "direction seed (CLI --seed): 0 stored, 1 now"),
+    ({"norm": "layer"}, "direction norm (CLI --norm): 'filter' stored, 'layer' now"),
+    ({"ignore": None}, "direction ignore (CLI --ignore): 'biasbn' stored, None now"),
+    ({"x": (-1, 1, 8)}, "grid x (CLI --grid and --range/--yrange/--zrange): (-1, 1, 7) stored, (-1, 1, 8) now"),
+    ({"y": (-0.5, 1, 5)}, "grid y (CLI --grid and --range/--yrange/--zrange): (-1, 1, 5) stored, (-0.5, 1, 5) now"),
+    ({"max_samples": 50}, "max_samples (CLI --max-samples): None (all samples) stored, 50 now"),
+    ({"max_samples": 50}, "number of evaluation samples: 97 stored, 50 now"),
+    ({"n_data": 60}, "number of evaluation samples: 97 stored, 60 now"),
+    ({"precision": "bf16"}, "precision (CLI --precision): 'fp32' stored, 'bf16' now"),
+    ({"mode": "bn-recompute"}, "mode: 'eval' stored, 'bn-recompute' now"),
+    ({"metrics": None}, "metrics: ['accuracy'] stored, [] now"),
+    ({"loss_fn": _scaled_ce}, "loss function: 'cross_entropy' stored, 'test_store._scaled_ce' now"),
+    ({"model_class": Renamed}, "model class: 'Sequential' stored, 'Renamed' now"),
+    # nothing readable holds what changed: the fingerprints, named as such
+    ({"model_seed": 3}, ("the model's weights (state_dict; another checkpoint, or weights changed after loading): "
+                         "fingerprint {old[model][weights]} stored, {new[model][weights]} now")),
+    ({"data_shift": 1.0}, ("the evaluation data (97 samples both times, other values): "
+                           "fingerprint {old[data][fingerprint]} stored, {new[data][fingerprint]} now")),
+]
+
+
+@pytest.mark.parametrize("change, words", MISMATCHES, ids=[f"{next(iter(c))}-{i}" for i, (c, _) in
+                                                           enumerate(MISMATCHES)])
+def test_store_with_different_spec_refuses_naming_the_field_and_both_values(tmp_path, mlp_data, change, words):
+    """The refusal says what differs in words, the stored value and the new one, and how to go on;
+    a fingerprint only where no readable value exists (then the two specs' own fingerprints)."""
     store = tmp_path / "s.zarr"
-    base = dict(x=(-1, 1, 7), y=(-1, 1, 5))
+    base = {"x": (-1, 1, 7), "y": (-1, 1, 5)}
     m = make_mlp()
-    lnb.compute_surface(m, mlp_data, lnb.random_directions(m, seed=0), **base, store=store)
-    kw = {**base, **{k: v for k, v in change.items() if k not in ("seed", "model_seed")}}
+    first = lnb.compute_surface(m, mlp_data, lnb.random_directions(m, n=2, seed=0), **base, store=store)
     m2 = make_mlp(change.get("model_seed", 0))
-    d2 = lnb.random_directions(m2, seed=change.get("seed", 0))
-    with pytest.raises(LandscapeError, match=word):
-        lnb.compute_surface(m2, mlp_data, d2, **kw, store=store)
+    if "model_class" in change:
+        m2 = change["model_class"](*m2)
+    x, y = mlp_data
+    data = (x[:change.get("n_data", len(x))] + change.get("data_shift", 0.0), y[:change.get("n_data", len(x))])
+    d2 = lnb.random_directions(m2, n=2, seed=change.get("seed", 0), norm=change.get("norm", "filter"),
+                               ignore=change.get("ignore", "biasbn"))
+    kw = {**base, **{k: v for k, v in change.items() if k in ("x", "y", "max_samples", "precision", "mode",
+                                                              "metrics", "loss_fn")}}
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(m2, data, d2, **kw, store=store)
+    msg = str(info.value)
+    digests = "{" in words
+    if digests:  # the second run's spec, for its fingerprints
+        new = lnb.compute_surface(m2, data, d2, **kw)
+        words = words.format(old=first.spec, new=new.spec)
+    assert msg.startswith(f"the store {str(store)!r} holds a different surface, so it cannot be resumed; what differs: ")
+    assert words in msg, msg
+    assert "To resume it, rerun with the stored values; otherwise use another store path, or delete this one" in msg
+    if not digests:
+        assert "fingerprint" not in msg  # readable values only: no digests
+    np.testing.assert_array_equal(lnb.load_surface(store).loss, first.loss)  # the store is untouched
 
 
 def test_store_manifest_is_json_and_surface_roundtrips(tmp_path, mlp, mlp_data):
