@@ -397,3 +397,50 @@ def test_a_run_whose_loss_diverges_says_how_many_points(user_model, tmp_path, ca
     n_bad = int((~np.isfinite(surf.loss)).sum())
     assert 0 < n_bad < 25 and surf.is_complete
     assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in capsys.readouterr().err
+
+
+def test_a_resumed_compute_says_how_many_points_came_from_the_store(user_model, tmp_path, monkeypatch, capsys):
+    """Interrupted (Ctrl-C after 3 tiles), then rerun: the output line counts the points the store held,
+    read here from its own zarr arrays, and those computed; the values are the naive loop's."""
+    import torch
+    import torch.nn.functional as F
+    import zarr
+    from my_models import make
+
+    from landscape_nb import cli
+    from landscape_nb.directions import random_directions
+
+    class CtrlC(cli.TqdmProgress):
+        def __call__(self, ev):
+            super().__call__(ev)
+            self.n = getattr(self, "n", 0) + 1
+            if self.n == 3:
+                raise KeyboardInterrupt
+
+    store = tmp_path / "s.zarr"
+    argv = ["compute", user_model, "--grid", "5x4", "--tile", "2x2", "--store", str(store)]
+    with monkeypatch.context() as patched:
+        patched.setattr(cli, "TqdmProgress", CtrlC)
+        assert main(argv) == 130
+    done = zarr.open_group(str(store), mode="r")["done"][:].astype(bool)
+    n_stored = int(done.sum())
+    assert n_stored == int(np.isfinite(zarr.open_group(str(store), mode="r")["loss"][:]).sum())
+    assert 0 < n_stored < 20
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{user_model}: 20 points: {n_stored} from the store at {str(store)!r}, "
+                          f"{20 - n_stored} computed, min loss "), out
+    surf = lnb.load_surface(store)
+    model, (x, y) = make()
+    d = random_directions(model, n=2, seed=0)  # the CLI's defaults: filter norm, biases held
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    for j in range(4):
+        for i in range(5):
+            w = flat + surf.x[i] * d.vectors[0] + surf.y[j] * d.vectors[1]
+            params, start = {}, 0
+            for name, p in model.named_parameters():
+                params[name] = w[start:start + p.numel()].reshape(p.shape)
+                start += p.numel()
+            naive = F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+            assert surf.loss[j, i] == pytest.approx(float(naive), rel=1e-5), (i, j)

@@ -1,13 +1,16 @@
 """Stores: resume only the missing tiles, refuse a different spec, plain JSON manifests, clear errors."""
+import logging
+
 import numpy as np
 import pytest
 import torch
 
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
+from landscape_nb.compute import points_summary
 from landscape_nb.store import SurfaceStore
 
-from conftest import make_mlp, random_dict_dirs
+from conftest import make_mlp, naive_loss, random_dict_dirs
 
 
 class Crash(Exception):
@@ -135,3 +138,52 @@ def test_unreadable_store(tmp_path):
     (other / "file.txt").write_text("x")
     with pytest.raises(LandscapeError, match="not an empty landscape store"):
         SurfaceStore.create(other, {"grid": {"x": [0, 1, 2], "y": None}}, "k", (1, 1), [], {})
+
+
+def _filled_in_store(path) -> int:
+    """Points filled, read from the store's own zarr arrays, not through landscape_nb: ``done`` is 1
+    and ``loss`` finite exactly at the filled points (NaN is the fill value)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    done, loss = group["done"][:].astype(bool), group["loss"][:]
+    assert np.array_equal(done, np.isfinite(loss))  # this loss never diverges: filled ⇔ finite
+    return int(done.sum())
+
+
+def test_a_resumed_run_says_how_many_points_came_from_the_store(tmp_path, mlp, mlp_data, caplog):
+    """Interrupted after 4 of 9 tiles, then resumed: the provenance, ``points_summary`` and the log
+    count the points the store held (read from its arrays here) and the ones computed; every value is
+    the naive loop's."""
+    dirs = random_dict_dirs(mlp, 2)
+    store = tmp_path / "s.zarr"
+    grid = {"x": (-1, 1, 7), "y": (-1, 1, 5), "tile": (2, 3)}  # 9 tiles, 35 points
+    seen = []
+
+    def crash_after_4(ev):
+        seen.append(ev)
+        if len(seen) == 4:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[crash_after_4])
+    n_stored = _filled_in_store(store)
+    assert 0 < n_stored < 35
+    with caplog.at_level(logging.INFO, logger="landscape_nb.compute"):
+        s = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store)
+    assert s.provenance["points_from_store"] == n_stored
+    assert s.provenance["points_computed"] == 35 - n_stored
+    said = f"35 points: {n_stored} from the store at {str(store)!r}, {35 - n_stored} computed"
+    assert points_summary(s) == said
+    assert f"compute_surface: {said}" in [r.getMessage() for r in caplog.records]
+    assert points_summary(lnb.load_surface(store)) == said  # the store's provenance keeps the last run's counts
+    assert _filled_in_store(store) == 35
+    for j, b in enumerate(s.y):
+        for i, a in enumerate(s.x):
+            loss, acc = naive_loss(mlp, mlp_data, dirs, [a, b], metric=True)
+            np.testing.assert_allclose(s.loss[j, i], loss, rtol=1e-5, err_msg=f"at x[{i}], y[{j}]")
+            np.testing.assert_allclose(s.metrics["accuracy"][j, i], acc, rtol=1e-6)
+    again = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store)  # complete: all from the store
+    assert points_summary(again) == f"35 points: 35 from the store at {str(store)!r}, 0 computed"
+    fresh = lnb.compute_surface(mlp, mlp_data, dirs, **grid)
+    assert points_summary(fresh) == "35 points computed" and fresh.provenance["points_from_store"] == 0

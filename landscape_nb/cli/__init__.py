@@ -231,7 +231,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_compute(args) -> int:
-    from ..compute import compute_surface
+    from ..compute import compute_surface, points_summary
     from ..plot.export import export_html, prepare_path
 
     grid = parse_grid(args.grid)
@@ -281,8 +281,8 @@ def cmd_compute(args) -> int:
     import numpy as np
 
     n_diverged = int((~np.isfinite(surf.loss) & surf.done_mask).sum())
-    print(f"{name}: {surf.n_done}/{surf.loss.size} points, min loss {float(_nanmin(surf.loss)):.4g}"
-          + (f", {sp * 1e3:.2f} ms/point" if sp else "") + (f", store {args.store}" if args.store else ""))
+    print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
+          + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
     if n_diverged:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
               "they are gaps in the figure (a narrower --range shows the basin)", file=sys.stderr)
