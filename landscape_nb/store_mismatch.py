@@ -18,7 +18,8 @@ _DEFAULTS = {"eval.target_key": "labels", "eval.bn_pass_size": None}
 #: CLI flags of spec and direction fields, named beside them
 _FLAGS = {"seed": "--seed", "norm": "--norm", "ignore": "--ignore", "grid": "--grid and --range/--yrange/--zrange",
           "max_samples": "--max-samples", "precision": "--precision", "channels_last": "--channels-last",
-          "compile": "--compile/--compile-mode", "scheme": "--directions"}
+          "compile": "--compile/--compile-mode", "mode": "--mode", "target_key": "--target-key",
+          "scheme": "--directions"}
 #: direction provenance entries that are measured from the vectors, not chosen: never "what changed"
 _MEASURED = {"zeroed", "cosine_max", "cosine_max_before", "norms", "scheme"}
 _DATA_NOTES = ("source", "structure", "rule")

@@ -66,7 +66,7 @@ MISMATCHES = [
     ({"max_samples": 50}, "number of evaluation samples: 97 stored, 50 now"),
     ({"n_data": 60}, "number of evaluation samples: 97 stored, 60 now"),
     ({"precision": "bf16"}, "precision (CLI --precision): 'fp32' stored, 'bf16' now"),
-    ({"mode": "bn-recompute"}, "mode: 'eval' stored, 'bn-recompute' now"),
+    ({"mode": "bn-recompute"}, "mode (CLI --mode): 'eval' stored, 'bn-recompute' now"),
     ({"metrics": None}, "metrics: ['accuracy'] stored, [] now"),
     ({"loss_fn": _scaled_ce}, "loss function: 'cross_entropy' stored, 'test_store._scaled_ce' now"),
     ({"model_class": Renamed}, "model class: 'Sequential' stored, 'Renamed' now"),
