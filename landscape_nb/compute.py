@@ -215,7 +215,10 @@ def compute_surface(
     Surface
         ``loss`` and ``metrics`` of shape (num_y, num_x) for a plane, (num_x,) for a line,
         (num_z, num_y, num_x) for a volume;
-        ``provenance`` holds the spec key, timing, device, runner, batch size and points per pass.
+        ``provenance`` holds the spec key, timing, device, runner, batch size and points per pass, and
+        where this run's points came from: ``points_from_store`` (read from ``store``, a resumed run),
+        ``points_computed`` (evaluated by this run) and ``store`` (the path, or None); ``points_summary``
+        says it in one line, which is also logged (``logging.INFO``).
         On Dask each worker tunes its own: ``batch_size``/``points_per_pass`` are the values all
         workers chose (None where they differ) and ``provenance["workers"]`` maps each worker's
         address to its ``{"batch_size", "points_per_pass"}``.
@@ -281,7 +284,9 @@ def compute_surface(
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
-        logger.info("%d tiles to compute (%s)", len(todo), runner.description)
+        n_from_store = int(buffer.done.sum())  # read from the store, not computed by this run
+        logger.info("%d tiles to compute (%s)%s", len(todo), runner.description,
+                    f"; {n_from_store} points are already in the store {str(store)!r}" if n_from_store else "")
         callbacks = list(callbacks)
         if progress:
             from tqdm.auto import tqdm
@@ -296,7 +301,7 @@ def compute_surface(
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise ClusterLost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
                               f"not computed; {_kept(st, buffer)}")
-        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed)
+        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store)
     finally:
         if bar is not None:
             bar.close()
@@ -334,10 +339,12 @@ def _kept(st: SurfaceStore | None, buffer: _SurfaceBuffer) -> str:
 
 
 def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
-            cancel: threading.Event, elapsed: float, n_computed: int) -> Surface:
-    """Record timing and the speed choices the evaluator settled on; the final Surface."""
+            cancel: threading.Event, elapsed: float, n_computed: int, n_from_store: int) -> Surface:
+    """Record timing, where the points came from and the speed choices the evaluator settled on; the final
+    Surface (its ``points_summary`` logged)."""
     final = runner.settled() or info
-    extra = {"seconds": elapsed, "points_computed": n_computed,
+    extra = {"seconds": elapsed, "points_computed": n_computed, "points_from_store": n_from_store,
+             "store": None if st is None else str(st.path),
              "seconds_per_point": elapsed / n_computed if n_computed else None,
              "cancelled": bool(cancel.is_set() and not buffer.done.all()),
              "batch_size": final.batch_size, "points_per_pass": final.points_per_pass,
@@ -349,7 +356,33 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     if st is not None:
         st.update_provenance(extra)
     buffer.provenance.update(extra)
-    return buffer.surface()
+    surface = buffer.surface()
+    logger.info("compute_surface: %s", points_summary(surface))
+    return surface
+
+
+def points_summary(surface: Surface) -> str:
+    """How many points ``surface`` holds and where they came from, in one line.
+
+    >>> points_summary(lnb.compute_surface(model, data, d, x=(-1, 1, 21), y=(-1, 1, 21), store="r.zarr"))
+    "441 points: 300 from the store at 'r.zarr', 141 computed"
+
+    Reads ``provenance["points_from_store"]``, ``["points_computed"]`` and ``["store"]``, which
+    ``compute_surface`` records for its run (a resumed run reads the first from the store, the
+    second counts the points it evaluated); a run without a store says ``"441 points computed"``,
+    a cancelled one how many of the grid's points it holds. A surface from elsewhere (``load_surface``
+    of a store written before these counts) gives ``"300 of 441 points"``.
+    """
+    n, n_done = int(np.size(surface.loss)), surface.n_done
+    prov = surface.provenance
+    held = f"{n} points" if n_done == n else f"{n_done} of {n} points"
+    computed, from_store = prov.get("points_computed"), prov.get("points_from_store")
+    if computed is None or from_store is None:
+        return held
+    tail = "" if n_done == n else " (cancelled)" if prov.get("cancelled") else " (not finished)"
+    if prov.get("store") is None:
+        return f"{held} computed{tail}"
+    return f"{held}: {from_store} from the store at {prov['store']!r}, {computed} computed{tail}"
 
 
 def _grid_and_directions(model, directions, x, y, z=None) -> tuple[Grid, Directions]:
@@ -459,4 +492,4 @@ def make_runner(client, n_workers: int | None = None) -> tuple[Runner, Any]:
     return DaskRunner(cl), owned
 
 
-__all__ = ["compute_surface", "TileDone", "make_runner", "QUANTITIES"]
+__all__ = ["compute_surface", "TileDone", "make_runner", "points_summary", "QUANTITIES"]

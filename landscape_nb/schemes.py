@@ -14,13 +14,14 @@ HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the calle
 
 
 def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", ignore="biasbn", seed: int = 0,
-                    data=None, loss_fn=None):
+                    data=None, loss_fn=None, target_key: str | int | None = "labels"):
     """``(base model, Directions)``: the surface is centred on the base model (``model``
     itself for random, pca and hessian schemes; the first model of a pair or plane otherwise).
 
     ``pca`` uses the example's trajectory; ``hessian`` the eigenvectors of the largest
     (and, for a plane, most negative) eigenvalue on ``data`` (default: the example's
-    training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset). Schemes whose
+    training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset), its targets where
+    ``target_key`` says (``data.read_data``). Schemes whose
     coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.
     """
     from . import directions as dirs
@@ -61,7 +62,7 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
         which = ("max", "min") if ndim == 2 else ("max",)
         zoo_default = max_samples is not None  # the zoo's training split, not the data the surface is computed on
         d = hessian_directions(model, data, which=which, loss_fn=loss_fn, seed=seed, max_samples=max_samples,
-                               data_name="training" if zoo_default else None)
+                               data_name="training" if zoo_default else None, target_key=target_key)
         if zoo_default:
             d = d.with_provenance(hessian_data=f"training split, fixed-seed subset of {max_samples}")
         return model, d

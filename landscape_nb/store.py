@@ -50,6 +50,7 @@ import numpy as np
 
 from .errors import LandscapeError
 from .store_chunks import Damage, _ChunkReads, _flat_shape, grid_from_spec
+from .store_mismatch import describe_differences
 from .store_lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, WriterLock, _os_detail, wait_seconds  # noqa: F401
 from .store_writes import FLUSH_COST_FACTOR, FLUSH_SECONDS, _BufferedWrites  # noqa: F401
 from .surface import Surface
@@ -61,22 +62,6 @@ FORMAT_V1 = "landscape_nb.surface/1"
 READABLE_FORMATS = (FORMAT, FORMAT_V1)
 MANIFEST_KEYS = ("format", "key", "spec", "tile", "metrics", "provenance")
 CHUNK_POINTS = 1 << 16  # target points per chunk (512 KiB of float64)
-
-
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def spec_differences(stored: Mapping, wanted: Mapping) -> list[str]:
-    a, b = _flatten(stored), _flatten(wanted)
-    return [f"{k}: stored {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def _chunk_shape(tile: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
@@ -328,13 +313,15 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
 
     def _check_resumable(self, spec: Mapping, key: str, tile, provenance: Mapping | None = None) -> None:
         if self.manifest["key"] != key:
-            diffs = spec_differences(self.manifest["spec"], spec)
+            diffs = describe_differences(self.manifest["spec"], spec, self.manifest["provenance"], provenance)
             owner = WriterLock(self.path).live_owner()
             fix = (f"it is being written by {owner}: use another store path" if owner
-                   else "Use another store path, or delete this one to recompute")
+                   else "To resume it, rerun with the stored values; otherwise use another store path, or delete "
+                        "this one to recompute")
+            more = f"; and {len(diffs) - 8} more" if len(diffs) > 8 else ""
             raise LandscapeError(
-                f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; differences: "
-                + "; ".join(diffs[:6]) + f". {fix}."
+                f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; what differs: "
+                + "; ".join(diffs[:8]) + more + f". {fix}."
             )
         stored_code = self.manifest["provenance"].get("model_code")
         code = (provenance or {}).get("model_code")

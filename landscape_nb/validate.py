@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import COMPILE_MODES
+from .choices import COMPILE_MODES, EVAL_MODES
 from .directions import Directions
 from .errors import LandscapeError, check_choice, positive_int
 from .errors import is_int as _is_int
@@ -26,7 +26,7 @@ from .grid import Axis, Grid
 from .metrics import BUILTIN_METRICS
 from .params import check_finite
 
-MODES = ("eval", "bn-recompute", "bn")
+MODES = (*EVAL_MODES, "bn")  # "bn": the short alias of "bn-recompute"
 
 
 def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, cancel, device, name,

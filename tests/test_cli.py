@@ -128,6 +128,16 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
      "directions 'pca' give a line or a plane; a volume (ndim=3, CLI --grid 21x21x21) needs three directions"),
     (["compute", "nosuch_module:make", "--grid", "9x9", "--directions", "interpolate"],
      "directions 'interpolate' is a 1D scan between two models; asked for ndim=2: use a 1D grid (CLI --grid 51"),
+    # export files that could not be written, and a --target-key that could not be used: before the model loads
+    (["compute", "nosuch_module:make", "--h5", "out.txt"], "--h5 'out.txt'; expected a file name ending in .h5"),
+    (["compute", "nosuch_module:make", "--vtk", "out.vtp"], "--vtk 'out.vtp'; expected a file name ending in .vtk"),
+    (["compute", "nosuch_module:make", "--vtk", "."], "'.' is a directory; expected a file path to write"),
+    (["compute", "nosuch_module:make", "--grid", "3x3x3", "--h5", "v.h5"],
+     "the reference's surface files hold a line or a plane: use --vtk FILE.vtk for a volume"),
+    (["compute", "nosuch_module:make", "--log"], "--log was given without --html or --vtk"),
+    (["compute", "nosuch_module:make", "--target-key", " "], "--target-key ' ' is empty; expected the key of the targets"),
+    (["compute", "mlp-digits", "--target-key", "y"],
+     "--target-key y was given with the zoo model mlp-digits, whose data are (inputs, targets) pairs"),
 ])
 def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words):
     assert main(argv) == 2
@@ -142,6 +152,7 @@ def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words)
     ([], "the following arguments are required: command (`landscape-nb --help`"),
     (["compute", "mlp-digits", "--gird", "5x5"], "unrecognized arguments: --gird 5x5 (`landscape-nb compute --help`"),
     (["compute", "mlp-digits", "--ran", "-1:1"], "unrecognized arguments: --ran -1:1"),  # no abbreviations
+    (["compute", "mlp-digits", "--mode", "train"], "argument --mode: invalid choice: 'train' (choose from "),
 ])
 def test_argparse_errors_are_one_line_too(capsys, argv, words):
     """A flag argparse itself refuses ends like every other refusal: exit 2, one line (no usage block)."""
@@ -155,7 +166,7 @@ def test_spec_mismatch_on_store_refused(user_model, tmp_path, capsys):
     store = tmp_path / "s.zarr"
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(store)]) == 0
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(store), "--seed", "1"]) == 2
-    assert "directions.fingerprint" in capsys.readouterr().err
+    assert "what differs: direction seed (CLI --seed): 0 stored, 1 now." in capsys.readouterr().err
 
 
 def test_console_script_installed():
@@ -397,3 +408,239 @@ def test_a_run_whose_loss_diverges_says_how_many_points(user_model, tmp_path, ca
     n_bad = int((~np.isfinite(surf.loss)).sum())
     assert 0 < n_bad < 25 and surf.is_complete
     assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in capsys.readouterr().err
+
+
+def test_a_resumed_compute_says_how_many_points_came_from_the_store(user_model, tmp_path, monkeypatch, capsys):
+    """Interrupted (Ctrl-C after 3 tiles), then rerun: the output line counts the points the store held,
+    read here from its own zarr arrays, and those computed; the values are the naive loop's."""
+    import zarr
+    from my_models import make
+
+    from landscape_nb import cli
+    from landscape_nb.directions import random_directions
+
+    class CtrlC(cli.TqdmProgress):
+        def __call__(self, ev):
+            super().__call__(ev)
+            self.n = getattr(self, "n", 0) + 1
+            if self.n == 3:
+                raise KeyboardInterrupt
+
+    store = tmp_path / "s.zarr"
+    argv = ["compute", user_model, "--grid", "5x4", "--tile", "2x2", "--store", str(store)]
+    with monkeypatch.context() as patched:
+        patched.setattr(cli, "TqdmProgress", CtrlC)
+        assert main(argv) == 130
+    done = zarr.open_group(str(store), mode="r")["done"][:].astype(bool)
+    n_stored = int(done.sum())
+    assert n_stored == int(np.isfinite(zarr.open_group(str(store), mode="r")["loss"][:]).sum())
+    assert 0 < n_stored < 20
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{user_model}: 20 points: {n_stored} from the store at {str(store)!r}, "
+                          f"{20 - n_stored} computed, min loss "), out
+    surf = lnb.load_surface(store)
+    model, (x, y) = make()
+    d = random_directions(model, n=2, seed=0)  # the CLI's defaults: filter norm, biases held
+    for j in range(4):
+        for i in range(5):
+            naive_loss, _ = _naive_point(model, _flat(model) + surf.x[i] * d.vectors[0] + surf.y[j] * d.vectors[1],
+                                         (x,), y)
+            assert surf.loss[j, i] == pytest.approx(naive_loss, rel=1e-5), (i, j)
+
+
+def _naive_point(model, w_flat, inputs, targets, kwargs=False):
+    """Cross-entropy and accuracy of ``model`` at the flat weights ``w_flat`` (parameters in order), by hand."""
+    import torch
+    import torch.nn.functional as F
+
+    params, start = {}, 0
+    for name, p in model.named_parameters():
+        params[name] = w_flat[start:start + p.numel()].reshape(p.shape)
+        start += p.numel()
+    out = torch.func.functional_call(model, params, args=() if kwargs else inputs,
+                                     kwargs=inputs if kwargs else None)
+    return float(F.cross_entropy(out, targets)), float((out.argmax(1) == targets).float().mean())
+
+
+def _flat(model):
+    import torch
+
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("grid, log", [("5x4", False), ("6", True)])
+def test_h5_and_vtk_exports_equal_the_apis_and_hold_the_naive_values(user_model, tmp_path, capsys, grid, log):
+    """``--h5`` and ``--vtk`` write what ``save_reference_surface`` and ``export_vtk`` write for the same
+    surface (byte for byte for VTK, every dataset for HDF5); the HDF5 values sit where the reference's
+    layout puts them (flat index j * nx + i is (x[i], y[j]), accuracy in percent) and equal a naive loop."""
+    import h5py
+    from my_models import make
+
+    from landscape_nb.directions import random_directions
+
+    store, h5, vtk = tmp_path / "s.zarr", tmp_path / "out" / "s.h5", tmp_path / "s.vtk"
+    argv = ["compute", user_model, "--grid", grid, "--range", "-1:1", "--store", str(store), "--h5", str(h5),
+            "--vtk", str(vtk)] + (["--log"] if log else [])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {h5}\n" in out and f"wrote {vtk}\n" in out
+    surf = lnb.load_surface(store)
+    api_h5, api_vtk = tmp_path / "api.h5", tmp_path / "api.vtk"
+    lnb.save_reference_surface(surf, api_h5, split="test")  # the CLI's split: test by default
+    lnb.export_vtk(surf, api_vtk, log=log)
+    assert vtk.read_text() == api_vtk.read_text()
+    with h5py.File(h5, "r") as cli_f, h5py.File(api_h5, "r") as api_f:
+        assert sorted(cli_f) == sorted(api_f) == sorted(["xcoordinates", "test_loss", "test_acc"]
+                                                        + (["ycoordinates"] if surf.ndim == 2 else []))
+        for key in api_f:
+            np.testing.assert_array_equal(cli_f[key][()], api_f[key][()], err_msg=key)
+        loss, acc = cli_f["test_loss"][()].reshape(-1), cli_f["test_acc"][()].reshape(-1)
+        xs = cli_f["xcoordinates"][()]
+        ys = cli_f["ycoordinates"][()] if surf.ndim == 2 else [0.0]
+    model, (x, y) = make()
+    d = random_directions(model, n=surf.ndim, seed=0)
+    for j, b in enumerate(ys):
+        for i, a in enumerate(xs):
+            w = _flat(model) + a * d.vectors[0] + (b * d.vectors[1] if surf.ndim == 2 else 0)
+            naive_loss, naive_acc = _naive_point(model, w, (x,), y)
+            assert loss[j * len(xs) + i] == pytest.approx(naive_loss, rel=1e-5), (i, j)
+            assert acc[j * len(xs) + i] == pytest.approx(100 * naive_acc, rel=1e-6), (i, j)
+
+
+TARGETS_MODULE = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, features):
+        return self.lin(features)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 2), nn.Linear(3, 2)
+
+    def forward(self, x, z):
+        return self.a(x) + self.b(z)
+
+
+def tensors():
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.randn(48, 4, generator=g), torch.randn(48, 3, generator=g)
+    return x, z, (x[:, 0] + z[:, 0] > 0).long()
+
+
+def make_dict():
+    torch.manual_seed(0)
+    x, z, y = tensors()
+    return Net(), {"features": x, "y": y}
+
+
+def make_tuple():
+    torch.manual_seed(0)
+    x, z, y = tensors()
+    return TwoInputs(), (x, y, z)
+
+
+def make_bn():
+    torch.manual_seed(0)
+    x, z, y = tensors()
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():  # running statistics of other data than the evaluation set
+        model.train()
+        for _ in range(3):
+            model(torch.randn(32, 4) * 2 + 1)
+    return model.eval(), (x, y)
+'''
+
+
+@pytest.fixture
+def targets_module(tmp_path, monkeypatch):
+    (tmp_path / "tk_models.py").write_text(TARGETS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    return importlib.import_module("tk_models")
+
+
+@pytest.mark.parametrize("fn, key", [("make_dict", "y"), ("make_tuple", "1")])
+def test_target_key_reads_the_targets_where_the_api_does(targets_module, tmp_path, capsys, fn, key):
+    """``--target-key y`` (a dict key) and ``--target-key 1`` (a tuple position) give the surface
+    ``compute_surface(..., target_key=...)`` gives, and the naive loop's values; left out, the dict
+    batches have no targets and the run is refused in one line."""
+    from landscape_nb.directions import random_directions
+
+    store = tmp_path / "s.zarr"
+    argv = ["compute", f"tk_models:{fn}", "--grid", "3x3", "--store", str(store)]
+    assert main([*argv, "--target-key", key]) == 0
+    assert "warning" not in capsys.readouterr().err
+    surf = lnb.load_surface(store)
+    model, data = getattr(targets_module, fn)()
+    target_key = int(key) if key.isdigit() else key
+    d = random_directions(model, n=2, seed=0)
+    api = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3), target_key=target_key)
+    np.testing.assert_allclose(surf.loss, api.loss, rtol=1e-6)
+    assert surf.spec == api.spec
+    x, z, y = targets_module.tensors()
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            w = _flat(model) + a * d.vectors[0] + b * d.vectors[1]
+            inputs, kwargs = ({"features": x}, True) if fn == "make_dict" else ((x, z), False)
+            naive_loss, naive_acc = _naive_point(model, w, inputs, y, kwargs=kwargs)
+            assert surf.loss[j, i] == pytest.approx(naive_loss, rel=1e-5), (i, j)
+            assert surf.metrics["accuracy"][j, i] == pytest.approx(naive_acc, rel=1e-6), (i, j)
+    if fn == "make_dict":
+        assert main(["compute", "tk_models:make_dict", "--grid", "3x3"]) == 2  # no "labels" entry: no targets
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("landscape-nb: error:") and "target_key" in err and "\n" not in err
+        assert main(["compute", "tk_models:make_dict", "--grid", "3x3", "--target-key", "label"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("landscape-nb: error:") and "target_key='label'" in err and "\n" not in err
+
+
+def test_target_key_on_pairs_says_it_was_not_used(user_model, tmp_path, capsys):
+    assert main(["compute", user_model, "--grid", "3", "--target-key", "y"]) == 0
+    assert ("landscape-nb: warning: --target-key y was not used: the data are (inputs, targets) pairs, whose "
+            "targets are the second element") in capsys.readouterr().err
+
+
+def test_mode_bn_recompute_reestimates_batchnorm_statistics_at_every_point(targets_module, tmp_path):
+    """``--mode bn-recompute`` is ``compute_surface(mode="bn-recompute")``: at each point the BatchNorm
+    statistics are those of the evaluation set (by hand: reset, one full-batch train-mode pass, eval),
+    not the model's running statistics, which ``--mode eval`` (the default) keeps."""
+    import copy
+
+    import torch
+
+    from landscape_nb.directions import random_directions
+
+    stores = {mode: tmp_path / f"{mode}.zarr" for mode in ("eval", "bn-recompute")}
+    for mode, store in stores.items():
+        assert main(["compute", "tk_models:make_bn", "--grid", "3", "--store", str(store), "--mode", mode]) == 0
+    recomputed, plain = lnb.load_surface(stores["bn-recompute"]), lnb.load_surface(stores["eval"])
+    assert (recomputed.spec["eval"]["mode"], plain.spec["eval"]["mode"]) == ("bn-recompute", "eval")
+    model, (x, y) = targets_module.make_bn()
+    d = random_directions(model, n=1, seed=0)
+    for i, a in enumerate(recomputed.x):
+        for mode, surf in (("bn-recompute", recomputed), ("eval", plain)):
+            m = copy.deepcopy(model)
+            with torch.no_grad():
+                torch.nn.utils.vector_to_parameters(_flat(model) + a * d.vectors[0], m.parameters())
+                if mode == "bn-recompute":
+                    m[1].reset_running_stats()
+                    m[1].momentum = None
+                    m.train()
+                    m(x)
+                m.eval()
+                naive = float(torch.nn.functional.cross_entropy(m(x), y))
+            assert surf.loss[i] == pytest.approx(naive, rel=1e-5), (mode, i)
+    assert not np.allclose(recomputed.loss, plain.loss, rtol=1e-3)  # the statistics differ: so do the values

@@ -17,7 +17,7 @@ depth
 schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | reference
 compute
 cluster | store | dask_runner
-store_chunks | store_writes
+store_chunks | store_writes | store_mismatch
 store_lock
 runners | validate
 hessian | trajectory | reparam | splits

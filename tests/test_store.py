@@ -1,12 +1,16 @@
 """Stores: resume only the missing tiles, refuse a different spec, plain JSON manifests, clear errors."""
+import logging
+
 import numpy as np
 import pytest
+import torch
 
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
+from landscape_nb.compute import points_summary
 from landscape_nb.store import SurfaceStore
 
-from conftest import make_mlp, random_dict_dirs
+from conftest import make_mlp, naive_loss, random_dict_dirs
 
 
 class Crash(Exception):
@@ -43,22 +47,68 @@ def test_interrupted_run_resumes_only_missing_tiles(tmp_path, mlp, mlp_data):
     assert again == []  # complete store: nothing recomputed
 
 
-@pytest.mark.parametrize("change, word", [
-    (dict(x=(-1, 1, 8)), "grid.x"),
-    (dict(max_samples=50), "max_samples"),
-    (dict(seed=1), "directions.fingerprint"),
-    (dict(model_seed=3), "model.weights"),
-])
-def test_store_with_different_spec_refuses_naming_difference(tmp_path, mlp_data, change, word):
+class Renamed(torch.nn.Sequential):
+    """``make_mlp``'s model under another class name."""
+
+
+def _scaled_ce(outputs, targets):
+    return torch.nn.functional.cross_entropy(outputs, targets)
+
+
+# (what the second run changes, words the refusal must hold: the field named and both values)
+MISMATCHES = [
+    ({"seed": 1}, "direction seed (CLI --seed): 0 stored, 1 now"),
+    ({"norm": "layer"}, "direction norm (CLI --norm): 'filter' stored, 'layer' now"),
+    ({"ignore": None}, "direction ignore (CLI --ignore): 'biasbn' stored, None now"),
+    ({"x": (-1, 1, 8)}, "grid x (CLI --grid and --range/--yrange/--zrange): (-1, 1, 7) stored, (-1, 1, 8) now"),
+    ({"y": (-0.5, 1, 5)}, "grid y (CLI --grid and --range/--yrange/--zrange): (-1, 1, 5) stored, (-0.5, 1, 5) now"),
+    ({"max_samples": 50}, "max_samples (CLI --max-samples): None (all samples) stored, 50 now"),
+    ({"max_samples": 50}, "number of evaluation samples: 97 stored, 50 now"),
+    ({"n_data": 60}, "number of evaluation samples: 97 stored, 60 now"),
+    ({"precision": "bf16"}, "precision (CLI --precision): 'fp32' stored, 'bf16' now"),
+    ({"mode": "bn-recompute"}, "mode (CLI --mode): 'eval' stored, 'bn-recompute' now"),
+    ({"metrics": None}, "metrics: ['accuracy'] stored, [] now"),
+    ({"loss_fn": _scaled_ce}, "loss function: 'cross_entropy' stored, 'test_store._scaled_ce' now"),
+    ({"model_class": Renamed}, "model class: 'Sequential' stored, 'Renamed' now"),
+    # nothing readable holds what changed: the fingerprints, named as such
+    ({"model_seed": 3}, ("the model's weights (state_dict; another checkpoint, or weights changed after loading): "
+                         "fingerprint {old[model][weights]} stored, {new[model][weights]} now")),
+    ({"data_shift": 1.0}, ("the evaluation data (97 samples both times, other values): "
+                           "fingerprint {old[data][fingerprint]} stored, {new[data][fingerprint]} now")),
+]
+
+
+@pytest.mark.parametrize("change, words", MISMATCHES, ids=[f"{next(iter(c))}-{i}" for i, (c, _) in
+                                                           enumerate(MISMATCHES)])
+def test_store_with_different_spec_refuses_naming_the_field_and_both_values(tmp_path, mlp_data, change, words):
+    """The refusal says what differs in words, the stored value and the new one, and how to go on;
+    a fingerprint only where no readable value exists (then the two specs' own fingerprints)."""
     store = tmp_path / "s.zarr"
-    base = dict(x=(-1, 1, 7), y=(-1, 1, 5))
+    base = {"x": (-1, 1, 7), "y": (-1, 1, 5)}
     m = make_mlp()
-    lnb.compute_surface(m, mlp_data, lnb.random_directions(m, seed=0), **base, store=store)
-    kw = {**base, **{k: v for k, v in change.items() if k not in ("seed", "model_seed")}}
+    first = lnb.compute_surface(m, mlp_data, lnb.random_directions(m, n=2, seed=0), **base, store=store)
     m2 = make_mlp(change.get("model_seed", 0))
-    d2 = lnb.random_directions(m2, seed=change.get("seed", 0))
-    with pytest.raises(LandscapeError, match=word):
-        lnb.compute_surface(m2, mlp_data, d2, **kw, store=store)
+    if "model_class" in change:
+        m2 = change["model_class"](*m2)
+    x, y = mlp_data
+    data = (x[:change.get("n_data", len(x))] + change.get("data_shift", 0.0), y[:change.get("n_data", len(x))])
+    d2 = lnb.random_directions(m2, n=2, seed=change.get("seed", 0), norm=change.get("norm", "filter"),
+                               ignore=change.get("ignore", "biasbn"))
+    kw = {**base, **{k: v for k, v in change.items() if k in ("x", "y", "max_samples", "precision", "mode",
+                                                              "metrics", "loss_fn")}}
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(m2, data, d2, **kw, store=store)
+    msg = str(info.value)
+    digests = "{" in words
+    if digests:  # the second run's spec, for its fingerprints
+        new = lnb.compute_surface(m2, data, d2, **kw)
+        words = words.format(old=first.spec, new=new.spec)
+    assert msg.startswith(f"the store {str(store)!r} holds a different surface, so it cannot be resumed; what differs: ")
+    assert words in msg, msg
+    assert "To resume it, rerun with the stored values; otherwise use another store path, or delete this one" in msg
+    if not digests:
+        assert "fingerprint" not in msg  # readable values only: no digests
+    np.testing.assert_array_equal(lnb.load_surface(store).loss, first.loss)  # the store is untouched
 
 
 def test_store_manifest_is_json_and_surface_roundtrips(tmp_path, mlp, mlp_data):
@@ -88,3 +138,52 @@ def test_unreadable_store(tmp_path):
     (other / "file.txt").write_text("x")
     with pytest.raises(LandscapeError, match="not an empty landscape store"):
         SurfaceStore.create(other, {"grid": {"x": [0, 1, 2], "y": None}}, "k", (1, 1), [], {})
+
+
+def _filled_in_store(path) -> int:
+    """Points filled, read from the store's own zarr arrays, not through landscape_nb: ``done`` is 1
+    and ``loss`` finite exactly at the filled points (NaN is the fill value)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    done, loss = group["done"][:].astype(bool), group["loss"][:]
+    assert np.array_equal(done, np.isfinite(loss))  # this loss never diverges: filled ⇔ finite
+    return int(done.sum())
+
+
+def test_a_resumed_run_says_how_many_points_came_from_the_store(tmp_path, mlp, mlp_data, caplog):
+    """Interrupted after 4 of 9 tiles, then resumed: the provenance, ``points_summary`` and the log
+    count the points the store held (read from its arrays here) and the ones computed; every value is
+    the naive loop's."""
+    dirs = random_dict_dirs(mlp, 2)
+    store = tmp_path / "s.zarr"
+    grid = {"x": (-1, 1, 7), "y": (-1, 1, 5), "tile": (2, 3)}  # 9 tiles, 35 points
+    seen = []
+
+    def crash_after_4(ev):
+        seen.append(ev)
+        if len(seen) == 4:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store, callbacks=[crash_after_4])
+    n_stored = _filled_in_store(store)
+    assert 0 < n_stored < 35
+    with caplog.at_level(logging.INFO, logger="landscape_nb.compute"):
+        s = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store)
+    assert s.provenance["points_from_store"] == n_stored
+    assert s.provenance["points_computed"] == 35 - n_stored
+    said = f"35 points: {n_stored} from the store at {str(store)!r}, {35 - n_stored} computed"
+    assert points_summary(s) == said
+    assert f"compute_surface: {said}" in [r.getMessage() for r in caplog.records]
+    assert points_summary(lnb.load_surface(store)) == said  # the store's provenance keeps the last run's counts
+    assert _filled_in_store(store) == 35
+    for j, b in enumerate(s.y):
+        for i, a in enumerate(s.x):
+            loss, acc = naive_loss(mlp, mlp_data, dirs, [a, b], metric=True)
+            np.testing.assert_allclose(s.loss[j, i], loss, rtol=1e-5, err_msg=f"at x[{i}], y[{j}]")
+            np.testing.assert_allclose(s.metrics["accuracy"][j, i], acc, rtol=1e-6)
+    again = lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=store)  # complete: all from the store
+    assert points_summary(again) == f"35 points: 35 from the store at {str(store)!r}, 0 computed"
+    fresh = lnb.compute_surface(mlp, mlp_data, dirs, **grid)
+    assert points_summary(fresh) == "35 points computed" and fresh.provenance["points_from_store"] == 0

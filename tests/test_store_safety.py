@@ -165,7 +165,7 @@ def test_racing_writers_of_different_surfaces_never_mix(tmp_path):
     losers = [r for r in results if "error" in r]
     assert len(winners) == 1 and len(losers) == 1, results
     msg = losers[0]["error"]
-    assert "holds a different surface" in msg and "directions.fingerprint" in msg
+    assert "holds a different surface" in msg and "what differs: the direction vectors" in msg
     assert ("being written by process" in msg) == ("delete" not in msg)  # "delete" only once no one writes it
     surf = lnb.load_surface(store)
     winner_seed = 0 if results[0] is winners[0] else 1
@@ -207,7 +207,7 @@ def test_a_held_store_refuses_a_second_writer_in_process(tmp_path, monkeypatch):
     check_naive(compute(other))
     holder = WriterLock(other).acquire(0)  # another surface asked of a store being written: no "delete"
     try:
-        with pytest.raises(LandscapeError, match=f"holds a different surface.*directions.fingerprint.*it is being "
+        with pytest.raises(LandscapeError, match=f"holds a different surface.*the direction vectors.*it is being "
                                                  f"written by process {os.getpid()} on host") as info:
             compute(other, seed=1)
         assert "delete" not in str(info.value)

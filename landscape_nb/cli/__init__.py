@@ -134,7 +134,7 @@ def load_model_spec(name: str, split: str | None = None):
     function with a ``split`` parameter is called with ``split=`` (default "test"); a ``--split``
     given for one without is refused (it could not honour it). A zoo model's split defaults to "test".
     """
-    if ":" in name and not name.startswith(("tcp:", "tls:")):
+    if not is_zoo_name(name):
         mod_name, fn_name = name.split(":", 1)
         if not (mod_name and fn_name):
             raise LandscapeError(f"model {name!r}; expected module:function with both parts, e.g. mymodels:build "
@@ -184,11 +184,79 @@ def load_model_spec(name: str, split: str | None = None):
     return name, ex.model, getattr(ex, split), ex.loss_fn, ex
 
 
+def is_zoo_name(name: str) -> bool:
+    """Whether the model argument names a zoo model rather than a ``module:function``."""
+    return ":" not in name or name.startswith(("tcp:", "tls:"))
+
+
 def _is_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+def parse_target_key(text: str | None):
+    """``--target-key`` as ``compute_surface``'s ``target_key``: an integer is a position in tuple batches
+    (``-1`` the last), anything else the dict key of the targets; None: not given (the API's default,
+    ``"labels"``, or the last of a tuple). See ``data.read_data``."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise LandscapeError(f"--target-key {text!r} is empty; expected the key of the targets in your data's dict "
+                             "batches, e.g. --target-key labels, or their position in tuple batches, e.g. "
+                             "--target-key 1")
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+#: the reference implementation's surface files (tomgoldstein/loss-landscape); ours are read by its plot_2D.py
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def check_exports(args, ndim: int) -> None:
+    """Refuse, before the run, an ``--html``/``--h5``/``--vtk`` file that could not be written: a directory,
+    a folder under a file, a suffix its readers do not take, a volume for the reference's 1D/2D layout, or
+    no h5py."""
+    from ..plot.export import prepare_path
+
+    if args.html:
+        prepare_path(args.html)  # a directory is named as such first
+        check_html_name(args.html)
+    if args.h5:
+        prepare_path(args.h5)
+        if Path(args.h5).suffix.lower() not in H5_SUFFIXES:
+            raise LandscapeError(f"--h5 {args.h5!r}; expected a file name ending in .h5 (the reference "
+                                 "implementation's surface-file layout, HDF5), e.g. --h5 surface.h5")
+        if ndim == 3:
+            raise LandscapeError(f"--h5 {args.h5} was given for a 3D --grid {args.grid}; the reference's surface "
+                                 "files hold a line or a plane: use --vtk FILE.vtk for a volume (or a 1D/2D --grid)")
+        if importlib.util.find_spec("h5py") is None:
+            raise LandscapeError("--h5 needs h5py, which is not installed; install it with "
+                                 "`pip install landscape_nb[h5]` (or drop --h5)")
+    if args.vtk:
+        prepare_path(args.vtk)
+        if Path(args.vtk).suffix.lower() != ".vtk":
+            raise LandscapeError(f"--vtk {args.vtk!r}; expected a file name ending in .vtk (legacy VTK, which "
+                                 "ParaView reads only under that suffix), e.g. --vtk surface.vtk")
+
+
+def write_exports(surf, args, name: str) -> None:
+    """The figure and files asked for by ``--html``, ``--h5`` and ``--vtk``, each announced on stdout.
+
+    ``--h5`` is ``reference.save_reference_surface`` with the loss under ``<split>_loss`` (``--split``,
+    default test); ``--vtk`` is ``export_vtk``, its height log10 of the loss with ``--log``."""
+    from ..plot.export import export_html, export_vtk
+    from ..reference import save_reference_surface
+
+    if args.html:
+        print(f"wrote {export_html(figure_for(surf, args.kind, log_scale=args.log, title=name), args.html)}")
+    if args.h5:
+        print(f"wrote {save_reference_surface(surf, args.h5, split=args.split or 'test')}")
+    if args.vtk:
+        print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
 
 
 def check_html_name(path: str) -> None:
@@ -231,15 +299,16 @@ def cmd_models(args) -> int:
 
 
 def cmd_compute(args) -> int:
-    from ..compute import compute_surface
-    from ..plot.export import export_html, prepare_path
+    from ..compute import compute_surface, points_summary
 
     grid = parse_grid(args.grid)
     check_kind(args.kind, len(grid))  # before the run: a refusal afterwards would cost it
-    if (args.kind or args.log) and not args.html:
-        flag = f"--kind {args.kind}" if args.kind else "--log"
-        raise LandscapeError(f"{flag} was given without --html, so no figure would be drawn; add --html FILE "
+    if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)):
+        flag = f"--kind {args.kind}" if args.kind and not args.html else "--log"
+        where = "--html" if flag != "--log" else "--html or --vtk"
+        raise LandscapeError(f"{flag} was given without {where}, so no figure would be drawn; add --html FILE "
                              f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
+    target_key = parse_target_key(args.target_key)
     client = check_workers(args)
     check_tile_fits(parse_tile(args.tile), grid, args.tile)
     check_ndim(args.directions, len(grid))
@@ -253,13 +322,16 @@ def cmd_compute(args) -> int:
         if value is not None and len(grid) < needs:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
                                  f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
-    if args.html:
-        prepare_path(args.html)  # a directory is named as such first
-        check_html_name(args.html)
+    check_exports(args, len(grid))
+    if target_key is not None and is_zoo_name(args.model):
+        raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
+                             "are (inputs, targets) pairs; it is for your own module:function's data in dict batches "
+                             "(or tuples of more than two tensors): drop --target-key")
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
+    keys = {} if target_key is None else {"target_key": target_key}  # None would mean "no targets"
     ignore = None if args.ignore == "none" else args.ignore
     model, d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore,
-                               seed=args.seed, data=None if ex is not None else data, loss_fn=loss_fn)
+                               seed=args.seed, data=None if ex is not None else data, loss_fn=loss_fn, **keys)
     # schemes whose coordinates are not ±1-sized (pca, interpolate, plane3) suggest a range
     x_default = ":".join(str(v) for v in d.provenance.get("x_range", (-1, 1)))
     y_default = ":".join(str(v) for v in d.provenance.get("y_range", (-1, 1)))
@@ -273,7 +345,7 @@ def cmd_compute(args) -> int:
             z=None if len(grid) < 3 else (*zr, grid[2]), loss_fn=loss_fn,
             client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
             max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
-            channels_last=args.channels_last, name=name, callbacks=[progress],
+            channels_last=args.channels_last, mode=args.mode, name=name, callbacks=[progress], **keys,
         )
     finally:
         progress.close()
@@ -281,14 +353,17 @@ def cmd_compute(args) -> int:
     import numpy as np
 
     n_diverged = int((~np.isfinite(surf.loss) & surf.done_mask).sum())
-    print(f"{name}: {surf.n_done}/{surf.loss.size} points, min loss {float(_nanmin(surf.loss)):.4g}"
-          + (f", {sp * 1e3:.2f} ms/point" if sp else "") + (f", store {args.store}" if args.store else ""))
+    print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
+          + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
     if n_diverged:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
               "they are gaps in the figure (a narrower --range shows the basin)", file=sys.stderr)
-    if args.html:
-        path = export_html(figure_for(surf, args.kind, log_scale=args.log, title=name), args.html)
-        print(f"wrote {path}")
+    rule = (surf.provenance.get("data") or {}).get("rule")
+    if target_key is not None and rule in ("pair", "inputs"):
+        print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "
+              + ("the data are (inputs, targets) pairs, whose targets are the second element" if rule == "pair" else
+                 "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
+    write_exports(surf, args, name)
     return 0
 
 
@@ -341,7 +416,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..choices import COMPILE_MODES, NORMS, PRECISIONS
+    from ..choices import COMPILE_MODES, EVAL_MODES, NORMS, PRECISIONS
 
     p = _Parser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -366,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data split (default test): a zoo model's, or passed as split= to a module:function "
                         "that takes it")
     c.add_argument("--max-samples", type=int)
+    c.add_argument("--target-key", help="where the targets are in your data's batches: a dict key (default "
+                                        "labels) or, for tuples of more than two tensors, a position (default -1, "
+                                        "the last)")
+    c.add_argument("--mode", default="eval", choices=EVAL_MODES,
+                   help="eval: BatchNorm's running statistics (default); bn-recompute: re-estimated on the data "
+                        "at every point")
     c.add_argument("--precision", default="fp32", choices=PRECISIONS)
     c.add_argument("--compile", action="store_true",
                    help="torch.compile the model: compiling takes seconds to minutes, which a large grid on a GPU "
@@ -377,9 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tile", help="points per task: N, ROWSxCOLS, or DEPTHxROWSxCOLS for a volume")
     c.add_argument("--store", help="directory to save (and resume) the surface")
     c.add_argument("--html", help="write a standalone HTML figure here")
+    c.add_argument("--h5", help="write the surface here in the reference implementation's HDF5 layout "
+                                "(tomgoldstein/loss-landscape; the loss as <split>_loss, e.g. test_loss)")
+    c.add_argument("--vtk", help="write the surface here as a legacy VTK file for ParaView (with --log: log10 "
+                                 "height)")
     c.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, volume for 3D; "
                                                  "slices: contours at three z values)")
-    c.add_argument("--log", action="store_true", help="log-scale loss")
+    c.add_argument("--log", action="store_true", help="log-scale loss (of the --html figure and the --vtk height)")
     c.set_defaults(func=cmd_compute)
 
     pl = sub.add_parser("plot", help="plot a saved surface store to HTML")

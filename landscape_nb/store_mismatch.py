@@ -1,0 +1,211 @@
+"""Why a store refuses to resume, in words: each field two surface specs differ in, with both values.
+
+A store resumes only the surface whose spec key it holds (``store.SurfaceStore``). When the keys
+differ, ``describe_differences`` names what changed with its stored and new values where they are
+readable (a direction seed or norm, a grid axis, ``max_samples``, the number of samples, the
+model's class, an evaluation setting) and gives the fingerprints only where nothing readable
+exists (the weights, other data of the same size, another function under the same name). The
+readable values come from the spec and, for the directions and the data, from the provenance
+stored beside it. No torch or zarr: ``landscape-nb plot`` reads stores without them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: values a spec leaves out where they are the default (so that older keys stay valid)
+_DEFAULTS = {"eval.target_key": "labels", "eval.bn_pass_size": None}
+#: CLI flags of spec and direction fields, named beside them
+_FLAGS = {"seed": "--seed", "norm": "--norm", "ignore": "--ignore", "grid": "--grid and --range/--yrange/--zrange",
+          "max_samples": "--max-samples", "precision": "--precision", "channels_last": "--channels-last",
+          "compile": "--compile/--compile-mode", "mode": "--mode", "target_key": "--target-key",
+          "scheme": "--directions"}
+#: direction provenance entries that are measured from the vectors, not chosen: never "what changed"
+_MEASURED = {"zeroed", "cosine_max", "cosine_max_before", "norms", "scheme"}
+_DATA_NOTES = ("source", "structure", "rule")
+_AXIS_NONE = {"y": "none (a line)", "z": "none (a plane or line)"}
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+def _axis(value: Any, axis: str) -> str:
+    if value is None:
+        return _AXIS_NONE.get(axis, "none")
+    start, stop, num = value
+    return f"({float(start):g}, {float(stop):g}, {int(num)})"
+
+
+def _line(label: str, old: Any, new: Any, flag: str | None = None, *, shown: bool = False) -> str:
+    """``'label (CLI --flag): OLD stored, NEW now'``; ``shown``: the values are already text."""
+    old, new = (old, new) if shown else (_show(old), _show(new))
+    return f"{label}{f' (CLI {flag})' if flag else ''}: {old} stored, {new} now"
+
+
+def _digests(old: Any, new: Any) -> str:
+    return f"fingerprint {old or 'none'} stored, {new or 'none'} now"
+
+
+def _group(flat: Mapping[str, Any], prefix: str) -> Any:
+    """The entries of ``flat`` under ``prefix`` as a dict (or the plain value at ``prefix``)."""
+    if flat.get(prefix) is not None:
+        return flat[prefix]
+    inner = {k[len(prefix) + 1:]: v for k, v in flat.items() if k.startswith(prefix + ".") and v is not None}
+    return inner or None
+
+
+def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance: Mapping | None = None,
+                         provenance: Mapping | None = None) -> list[str]:
+    """What differs between a stored surface spec and a new one, one readable phrase per field.
+
+    Parameters
+    ----------
+    stored_spec, spec : mapping
+        ``SurfaceSpec.to_json()`` of the store and of the surface asked for.
+    stored_provenance, provenance : mapping, optional
+        Their provenance: its ``"directions"`` (seed, norm, ignore...) and ``"data"`` (source,
+        structure) entries name what changed where the spec holds only a fingerprint.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["seed (CLI --seed): 0 stored, 1 now", "grid x (CLI --grid ...): (-1, 1, 21) stored,
+        (-1, 1, 31) now"]``; fingerprints appear only for what has no readable value. Empty when the
+        specs are equal.
+    """
+    a, b = _flatten(stored_spec), _flatten(spec)
+    keys = sorted(set(a) | set(b) | set(_DEFAULTS))
+    a = {k: a.get(k, _DEFAULTS.get(k)) for k in keys}
+    b = {k: b.get(k, _DEFAULTS.get(k)) for k in keys}
+    differ = {k for k in keys if a[k] != b[k]}
+    pa, pb = dict(stored_provenance or {}), dict(provenance or {})
+    out: list[str] = []
+    done: set[str] = set()
+
+    def take(*names: str) -> list[str]:
+        found = [n for n in names if n in differ and n not in done]
+        done.update(found)
+        return found
+
+    # the model
+    if take("model.class"):
+        out.append(_line("model class", a["model.class"], b["model.class"]))
+    if take("model.layout"):
+        out.append("the model's parameters (their names and shapes): " + _digests(a["model.layout"], b["model.layout"]))
+    if take("model.weights") and not done & {"model.class", "model.layout"}:  # hashed with them: it follows
+        out.append("the model's weights (state_dict; another checkpoint, or weights changed after loading): "
+                   + _digests(a["model.weights"], b["model.weights"]))
+
+    # the evaluation data: the settings that choose them, their size, their form; digests last
+    data_lines = []
+    for name in take("eval.max_samples", "eval.subset_seed", "eval.target_key"):
+        field = name.split(".", 1)[1]
+        old, new = a[name], b[name]
+        if field == "max_samples":
+            old, new = (_show(v) + (" (all samples)" if v is None else "") for v in (old, new))
+            data_lines.append(_line(field, old, new, _FLAGS.get(field), shown=True))
+        else:
+            data_lines.append(_line(field, old, new, _FLAGS.get(field)))
+    if take("data.n_samples"):
+        data_lines.append(_line("number of evaluation samples", a["data.n_samples"], b["data.n_samples"]))
+    if "data.fingerprint" in differ:
+        notes_a, notes_b = pa.get("data") or {}, pb.get("data") or {}
+        for note in _DATA_NOTES:
+            if isinstance(notes_a, Mapping) and isinstance(notes_b, Mapping) and note in notes_a and note in notes_b \
+                    and notes_a[note] != notes_b[note]:
+                data_lines.append(_line(f"data {note}", notes_a[note], notes_b[note]))
+    if take("data.fingerprint") and not data_lines:
+        data_lines.append(f"the evaluation data ({a['data.n_samples']} samples both times, other values): "
+                          + _digests(a["data.fingerprint"], b["data.fingerprint"]))
+    out += data_lines
+
+    # the directions: count and scheme from the spec, the settings from the provenance; digests last
+    if take("directions.n"):
+        out.append(_line("number of directions", a["directions.n"], b["directions.n"]))
+    if take("directions.scheme"):
+        out.append(_line("direction scheme", a["directions.scheme"], b["directions.scheme"], _FLAGS["scheme"]))
+    if take("directions.fingerprint"):
+        da, db = pa.get("directions") or {}, pb.get("directions") or {}
+        settings = [k for k in da if k in db and k not in _MEASURED
+                    and not isinstance(da.get(k), float) and not isinstance(db.get(k), float)
+                    and da.get(k) != db.get(k)] if isinstance(da, Mapping) and isinstance(db, Mapping) else []
+        for k in settings:
+            label = f"direction {k}" if k in ("seed", "norm", "ignore") else f"directions' {k}"
+            out.append(_line(label, da.get(k), db.get(k), _FLAGS.get(k)))
+        if not settings and not done & {"directions.scheme", "directions.n", "model.layout"}:
+            why = ""
+            if "model.weights" in differ and isinstance(db, Mapping) and db.get("norm") not in (None, "none"):
+                why = f", as {db.get('norm')} normalization scales them to the other weights"
+            elif not isinstance(db, Mapping) or db.get("scheme", "user") == "user":
+                why = " (given as vectors: nothing readable tells them apart)"
+            out.append(f"the direction vectors, with the same stated settings{why}: "
+                       + _digests(a["directions.fingerprint"], b["directions.fingerprint"]))
+
+    # the grid
+    for axis in "xyz":
+        if take(f"grid.{axis}"):
+            out.append(_line(f"grid {axis}", _axis(a[f"grid.{axis}"], axis), _axis(b[f"grid.{axis}"], axis),
+                             _FLAGS["grid"], shown=True))
+
+    # how points are evaluated
+    if take("eval.loss_name"):
+        out.append(_line("loss function", a["eval.loss_name"], b["eval.loss_name"]))
+        take("eval.loss_fingerprint")
+    if take("eval.loss_fingerprint"):
+        out.append(f"the loss function {b['eval.loss_name']!r} (other code or values under the same name): "
+                   + _digests(a["eval.loss_fingerprint"], b["eval.loss_fingerprint"]))
+    bn = [k for k in differ if k == "eval.bn_data" or k.startswith("eval.bn_data.")]
+    if take(*bn):
+        old, new = _group(a, "eval.bn_data"), _group(b, "eval.bn_data")
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out.append("bn_data (the data BatchNorm statistics are re-estimated on): "
+                       + _digests(old.get("fingerprint"), new.get("fingerprint")))
+        else:
+            show = {None: "none", "given": "given"}
+            out.append(_line("bn_data (the data BatchNorm statistics are re-estimated on)",
+                             show.get(old, "given") if not isinstance(old, Mapping) else "given",
+                             show.get(new, "given") if not isinstance(new, Mapping) else "given", shown=True))
+    for name in sorted(k for k in differ if k.startswith("eval.metric_fingerprints")):
+        take(name)
+        metric = name.split(".", 2)[2] if name.count(".") >= 2 else None
+        old, new = a[name], b[name]
+        if metric is None:  # all built-in on one side
+            out.append(_line("metric functions", "built-in" if old is None else _show(old),
+                             "built-in" if new is None else _show(new), shown=True))
+        elif old is None or new is None:
+            out.append(_line(f"metric {metric!r}", "built-in or none" if old is None else f"function {old}",
+                             "built-in or none" if new is None else f"function {new}", shown=True))
+        else:
+            out.append(f"metric {metric!r} (another function under the same name): " + _digests(old, new))
+    quantity = [k for k in differ if k == "quantity" or k.startswith("quantity.")]
+    if take(*quantity):
+        old, new = _group(a, "quantity"), _group(b, "quantity")
+        out.append(_line("quantity", old or "loss", new or "loss"))
+    for name in sorted(k for k in differ - done if k.startswith("eval.")):
+        field = name.split(".", 1)[1]
+        take(name)
+        out.append(_line(field, a[name], b[name], _FLAGS.get(field)))
+    if take("version"):
+        out.append(_line("spec version (another landscape_nb wrote it)", a["version"], b["version"]))
+    for name in sorted(differ - done):  # anything newer than this list: its own name
+        out.append(_line(name, a[name], b[name]))
+    return out
+
+
+__all__ = ["describe_differences"]
