@@ -99,8 +99,20 @@ def _forget(token: str, dask_worker=None) -> None:
         cache.pop(token, None)
 
 
-def _probe(token: str, payload: bytes) -> DataInfo:
-    return describe(_worker_evaluator(token, payload))
+@dataclasses.dataclass(frozen=True)
+class _Refused:
+    """A ``LandscapeError`` a task returns rather than raises: Dask retries a task that raises (on this or
+    another worker), and a retry on an evaluator past the check that refused (the batch-size trial's, run
+    once per worker) or on a worker that has not met it would compute the tile and drop the refusal."""
+
+    error: LandscapeError
+
+
+def _probe(token: str, payload: bytes) -> DataInfo | _Refused:
+    try:
+        return describe(_worker_evaluator(token, payload))
+    except LandscapeError as exc:
+        return _Refused(exc)
 
 
 def _settled(token: str, dask_worker=None) -> DataInfo | None:
@@ -110,8 +122,23 @@ def _settled(token: str, dask_worker=None) -> DataInfo | None:
 
 
 def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
-               fingerprint: str | None = None) -> np.ndarray | None:
-    ev = _worker_evaluator(token, payload)
+               fingerprint: str | None = None) -> np.ndarray | _Refused | None:
+    """The tile's values; None if cancelled; ``_Refused`` for a ``LandscapeError``, which this worker's
+    evaluator then gives every later tile of the job too."""
+    try:
+        ev = _worker_evaluator(token, payload)
+    except LandscapeError as exc:
+        return _Refused(exc)
+    if getattr(ev, "_refused", None) is not None:
+        return _Refused(ev._refused)
+    try:
+        return _evaluate_tile(ev, coords, event_name, fingerprint)
+    except LandscapeError as exc:
+        ev._refused = exc
+        return _Refused(exc)
+
+
+def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fingerprint: str | None) -> np.ndarray | None:
     if fingerprint is not None and ev.data_fingerprint != fingerprint:
         raise LandscapeError(
             f"the data this Dask worker read hash to {ev.data_fingerprint}, those the run's first worker read to "
@@ -185,6 +212,8 @@ class DaskRunner:
             self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
             fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
             info = fut.result()
+            if isinstance(info, _Refused):
+                raise info.error
             self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
             return info
         except Exception as exc:  # the model, loss or a metric failing on the worker's first batch
@@ -308,6 +337,8 @@ class DaskRunner:
                 t = futures[fut.key][1]
                 try:
                     values = None if fut.cancelled() else fut.result()
+                    if isinstance(values, _Refused):
+                        raise values.error
                 except Exception as exc:
                     if _lost(fut, exc):
                         lost = True

@@ -226,6 +226,39 @@ def test_workers_reading_other_data_never_mix_them_into_one_surface(client, tmp_
     assert any(np.allclose(surf.loss, want, rtol=1e-5) for want in naive)
 
 
+def _refuse_once_far_out(marker: str, threshold: float):
+    """A metric that refuses (LandscapeError) the first time it sees logits larger than ``threshold``
+    (a far grid point), and is the mean top logit after: a deterministic refusal of the package is
+    what this stands for (the batch-size trial's), which a retry on an evaluator past it does not repeat."""
+    def top_logit(out, y):
+        if float(out.abs().max()) > threshold and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise LandscapeError("refused at a far point")
+        return out.max(1).values.mean()
+    return top_logit
+
+
+def test_a_refusal_on_a_worker_is_not_retried_into_a_complete_surface(client, data, tmp_path):
+    """Dask retries a task that raises (twice, on any worker): a tile refused by a worker's evaluator ran
+    again and succeeded, and the run returned a complete surface without the refusal (a fresh user's
+    token-mean loss: 55 of 121 points off). A task returns the refusal instead; the run raises it."""
+    model = _model()
+    d = random_dict_dirs(model, 1)
+    xs = np.linspace(-4, 4, 9)
+    tops = []
+    with torch.no_grad():
+        for a in xs:
+            m = __import__("copy").deepcopy(model)
+            for name, p in m.named_parameters():
+                p.add_(float(a) * d[0][name])
+            tops.append(float(m(data[0]).abs().max()))
+    threshold = (tops[4] + max(tops)) / 2  # above the centre's (the probe's point), below the farthest
+    metric = _refuse_once_far_out(str(tmp_path / "refused"), threshold)
+    with pytest.raises(LandscapeError, match="refused at a far point"):
+        lnb.compute_surface(model, data, d, x=(-4, 4, 9), client=client, tile=3, metrics={"top": metric})
+    assert (tmp_path / "refused").exists()
+
+
 def test_sigkill_worker_mid_run_still_completes(data):
     c, owned = _without_tests_on_path(lambda: get_client("local", n_workers=2))
     try:
