@@ -247,7 +247,7 @@ class Evaluator(SpeedChoices):
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
         self._fix_batching_for_batch_means()
         self._tuner = self._batch_size_tuner()
-        self._trial_points: list = []  # (coeffs, batch size, values) of the tuner's points (_recheck_trial)
+        self._trial_points: list = []  # (coeffs, batch size, values, rows, index) of the tuner's points (_recheck_trial)
         self.points_per_pass: int | None = settings.points_per_pass
         self.forward, self.bn_fold = self.model, "off"
         if settings.compile:  # the compiler fuses BN itself; version-keyed fold caches only break its graphs

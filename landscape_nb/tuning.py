@@ -206,7 +206,7 @@ class SpeedChoices:
 
         Eval mode only, where the batch size changes values only by rounding (checked: outputs of the
         unperturbed model against its halves' before, ``_recheck_trial`` on the trial's points after). Every
-        timed pass is a real grid point (those run with another size than the one kept are checked again);
+        timed pass is a real grid point (those run with another size than the one kept run again with it);
         a plan longer than the tile goes on in the next one. Returns how many of ``coords`` were evaluated.
         """
         tuner = self._tuner
@@ -228,7 +228,7 @@ class SpeedChoices:
                 tuner.drop(bs)  # too large for this device: never try it again
                 continue
             tuner.record(bs, timed, dt)
-            trial.append((coords[i], bs, rows[-1][0]))
+            trial.append((coords[i], bs, rows[-1][0], rows, len(rows) - 1))
             i += 1
         if tuner.done and tuner.best() is not None:
             self.use_batch_size(tuner.best())
@@ -236,42 +236,42 @@ class SpeedChoices:
         return i
 
     def _recheck_trial(self) -> None:
-        """Raise ``LandscapeError`` if a trial point that ran with another batch size than the one kept gives
-        other values with the kept one: the model's outputs then depend on the batching at some weights (e.g.
-        a branch on a batch statistic that flips away from the trained weights), which the checks on the
-        unperturbed model cannot see, and the surface would be a patchwork of batchings. The points of the size
-        farthest from the one kept (up to four: three timed, and the untimed first point when that size is the
-        first candidate) run again with it; at the others the model's outputs on 16
-        samples must equal its halves' (``_batch_independent``: a few samples' passes), or the point runs again
-        too. Values must agree to 1e-4 (TF32 and bf16 to what they round); those that differ call to call (a
-        loss that samples, a random model: ``_random_columns``) are not compared."""
+        """Run every trial point that ran with another batch size than the one kept again with the kept one,
+        and return that value: every point of the surface then comes from one batching. Raise
+        ``LandscapeError`` if a value differs by more than rounding (1e-4; TF32 and bf16 to what they round):
+        the model's outputs, or the loss or a metric, then depend on how the samples are batched at these
+        weights (e.g. a branch on a batch statistic that flips away from the trained weights, a mean over
+        tokens rather than samples), which the checks on the unperturbed model cannot see. Values that
+        differ call to call (a loss that samples, a random model: ``_random_columns``) are not compared.
+        Points of a trial spread over several tiles are returned with their tile; those of earlier tiles
+        are compared only. Cost: the trial's points at other sizes once more (up to 12 of a 5-size trial;
+        the set is larger than ``SMALL_SET``, so the trial runs at all)."""
         trial, self._trial_points = self._trial_points, []
         kept = self.batch_size
         others = sorted((t for t in trial if t[1] != kept), key=lambda t: -abs(math.log(t[1] / kept)))
         rtol, atol = self._stacked_tolerance((1e-4, 1e-7))
         compared = [c for c in range(len(trial[0][2]) if trial else 0) if c not in self._random_columns]
-        if not compared:
-            return
-        for coeffs, bs, was in others:
+        for coeffs, bs, was, rows, index in others:
             self.perturber.set(coeffs)
-            if bs != others[0][1] and self._batch_independent():  # each sample its own here: batching only rounds
-                continue
             now = self.point_values()
-            if torch.allclose(was[compared], now[compared], rtol=rtol, atol=atol, equal_nan=True):
+            rows[index] = now[None, :]  # the kept batching's value (a list already returned is not read again)
+            if not compared or torch.allclose(was[compared], now[compared], rtol=rtol, atol=atol, equal_nan=True):
                 continue
             names = ["loss", *self.metric_fns]
-            differ = {n: (float(a), float(b)) for n, a, b in zip(names, was, now)
-                      if not torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)}
+            differ = {n: (float(a), float(b)) for c, (n, a, b) in enumerate(zip(names, was, now))
+                      if c in compared and not torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)}
             raise LandscapeError(
                 f"at {coeffs.tolist()}, with batches of {bs} samples "
                 + ", ".join(f"{n} is {a:.7g}" for n, (a, b) in differ.items())
                 + f", but with batches of {kept} (the size the batch-size trial kept) "
                 + ", ".join(f"{b:.7g}" for a, b in differ.values())
-                + ": the model's outputs depend on how the "
-                "samples are batched at these weights (e.g. a branch on, or a normalisation by, a statistic of the "
-                "batch), or on the calls before them (state kept between calls), so the surface would mix "
-                "batchings; pass batch_size= (the number of samples for the whole set at once, or the batch size "
-                "you evaluate with) so that every point runs with one batching")
+                + ": the values depend on how the samples are batched at these weights, so the surface would mix "
+                "batchings. Either the model's outputs do (e.g. a branch on, or a normalisation by, a statistic of "
+                "the batch, or state kept between calls), or " + " or ".join(differ) + " is not a mean over samples "
+                "(e.g. a mean over the tokens that are not padding: then average per sample first, or use "
+                "nn.CrossEntropyLoss(ignore_index=...), whose token counts are weighed exactly). Pass batch_size= "
+                "(the number of samples for the whole set at once, or the batch size you evaluate with) so that "
+                "every point runs with one batching")
 
     def _use_format(self, channels_last: bool) -> None:
         if self.channels_last != channels_last:
