@@ -291,8 +291,10 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     loader's sampler, so a shuffled loader gives the same samples on every call; with
     ``max_samples`` the indices are chosen before any item is read and only those items are
     read (peak: the items as Python objects plus the collated tensors, about twice the subset).
-    A sampler other than ``SequentialSampler``/``RandomSampler`` (e.g. ``SubsetRandomSampler``)
-    selects which indices, read in sorted order. An iterable dataset is read in the order it
+    A sampler other than ``SequentialSampler``/``RandomSampler`` over the whole dataset (e.g.
+    ``SubsetRandomSampler``) selects which indices, read in sorted order; so does a ``batch_sampler=``
+    (a ``BatchSampler`` through its sampler, another batch sampler by the indices of one pass of its
+    batches). An iterable dataset is read in the order it
     yields and reading stops after ``max_samples`` samples (the first ones, not a random subset).
     """
     from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -302,9 +304,11 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     if isinstance(data, DataLoader):
         tree, notes = _read_loader(data, what, max_samples, subset_seed)
         max_samples = None  # already applied
-        if data.batch_size is not None:
+        batching = (f"batch_size={data.batch_size}" if data.batch_size is not None else
+                    f"batch sampler {type(data.batch_sampler).__name__}" if data.batch_sampler is not None else None)
+        if batching is not None:
             notes = {**notes, "loader_batch_size": (
-                f"the DataLoader's batch_size={data.batch_size} is not used: its samples are evaluated in "
+                f"the DataLoader's {batching} is not used: its samples are evaluated in "
                 "batches of the evaluation's batch_size (tuned unless given; a model mixing samples across a "
                 "batch depends on it)"
                 + (", and drop_last=True is not either: every sample is evaluated" if data.drop_last else ""))}
@@ -390,19 +394,37 @@ def _cat(trees: list, what: str):
 
 
 def _indices_of(loader, n: int) -> tuple[list[int] | None, str]:
-    """The dataset indices a loader over a map-style dataset reads, in index order."""
-    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+    """The dataset indices a loader over a map-style dataset of ``n`` items reads, each once, in index order
+    (None: all ``n``), and a note saying which.
 
-    sampler = loader.sampler
+    The sampler selects them; batching is the evaluation's own. A ``batch_sampler=`` given to the loader
+    selects them in its place: a plain ``BatchSampler`` through its own sampler (read as that sampler given
+    as ``sampler=``), any other batch sampler by the indices of one pass of its batches."""
+    from torch.utils.data import BatchSampler
+
+    sampler, whose = loader.sampler, "the loader's"
     bs = loader.batch_sampler
-    if bs is not None and not isinstance(bs, BatchSampler):  # a custom batch sampler selects indices
-        idx = sorted({int(i) for b in bs for i in b})
-        return idx, f"indices of the batch sampler {type(bs).__name__}, in index order"
-    if isinstance(sampler, (SequentialSampler, RandomSampler)) and not getattr(sampler, "replacement", False) \
-            and getattr(sampler, "num_samples", n) == n:
-        return None, f"all samples in index order (the loader's {type(sampler).__name__} is not used)"
+    if bs is not None and not (type(bs) is BatchSampler and bs.sampler is sampler):  # given as batch_sampler=
+        if type(bs) is not BatchSampler:  # its own selection (a subclass may override __iter__): one pass
+            idx = sorted({int(i) for b in bs for i in b})
+            return idx, f"the {len(idx)} indices of the loader's batch sampler {type(bs).__name__}, in index order"
+        sampler, whose = bs.sampler, "its batch sampler's"
+    return _sampler_indices(sampler, n, whose)
+
+
+def _sampler_indices(sampler, n: int, whose: str) -> tuple[list[int] | None, str]:
+    """``_indices_of`` for one sampler: the indices it can yield, each once, in index order."""
+    from torch.utils.data import RandomSampler, SequentialSampler
+
+    name = type(sampler).__name__
+    m = len(sampler.data_source) if type(sampler) in (SequentialSampler, RandomSampler) else None
+    if m is not None and not getattr(sampler, "replacement", False) and getattr(sampler, "num_samples", m) == m:
+        # m: a sampler may run over another source than the dataset (SequentialSampler(range(50)))
+        if m == n:
+            return None, f"all samples in index order ({whose} {name} selects all; its order is not used)"
+        return list(range(m)), f"the first {m} indices ({whose} {name} over {m} samples), in index order"
     idx = sorted({int(i) for i in sampler})
-    return idx, f"the {len(idx)} indices of the loader's {type(sampler).__name__}, in index order"
+    return idx, f"the {len(idx)} indices of {whose} {name}, in index order"
 
 
 def _read_loader(loader, what: str, max_samples, seed):
