@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import warn_differs_from_loader
 from .directions import Directions, as_directions
 from .errors import LandscapeError
 from .evaluate import EvalSettings
@@ -280,6 +281,8 @@ def compute_surface(
     st = bar = None
     try:
         info = runner.prepare(job)
+        if not isinstance(runner, InProcessRunner):  # read on a Dask worker: its warnings stayed there
+            warn_differs_from_loader(dict(info.notes))
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))

@@ -86,3 +86,56 @@ def test_a_loaders_batch_sampler_selects_the_samples_evaluated(batch_sampler, n_
     np.testing.assert_allclose(surf.loss, _loop_over(loader, model, d), rtol=1e-5)
     assert surf.provenance["data"]["order"].startswith(order)
     assert "batch sampler" in surf.provenance["data"]["loader_batch_size"]
+
+
+WEIGHTS = torch.where(torch.arange(N) % 4 == 0, 0.0, 1.0 + torch.arange(N) / N)  # every 4th sample never drawn
+DRAWABLE = [i for i in range(N) if i % 4]
+
+
+@pytest.mark.parametrize("make, used, differs", [
+    (lambda ds: DataLoader(ds, batch_size=64, drop_last=True), range(N),
+     ["with drop_last=True a pass over the loader leaves out its last 44 of 300 samples", "all 300 are evaluated"]),
+    (lambda ds: DataLoader(ds, batch_size=32, sampler=torch.utils.data.RandomSampler(ds, True, 100)), range(N),
+     ["RandomSampler draws 100 indices with replacement in a pass",
+      "each of the 300 samples it can draw is evaluated once"]),
+    (lambda ds: DataLoader(ds, batch_size=32, sampler=torch.utils.data.WeightedRandomSampler(WEIGHTS, 100)), DRAWABLE,
+     ["WeightedRandomSampler draws 100 indices by weight with replacement",
+      "each of the 225 samples of positive weight is evaluated once, unweighted"]),
+    (lambda ds: DataLoader(ds, batch_sampler=BatchSampler(torch.utils.data.WeightedRandomSampler(WEIGHTS, 100), 16,
+                                                          True)), DRAWABLE,
+     ["its batch sampler's WeightedRandomSampler draws 100", "leaves out its last 4 of 100 samples"]),
+])
+def test_a_loader_a_loop_over_which_sees_other_samples_warns_once_and_each_sample_counts_once(make, used, differs):
+    """drop_last=True, and samplers drawing with replacement or by weight, make a loop over the loader see
+    other samples than the package evaluates (all it can select, each once, unweighted): a warning says so,
+    naming what differs and why, and the values are the mean over the samples the package says it uses (a
+    loader with replacement gave a surface from one random draw, another on the next call)."""
+    model, ds, d = _setup()
+    loader = make(ds)
+    with pytest.warns(UserWarning) as caught:
+        surf = lnb.compute_surface(model, loader, d, x=(-1, 1, 3), metrics=None)
+    texts = [str(w.message) for w in caught if "differ from a loop over this DataLoader" in str(w.message)]
+    assert len(texts) == 1
+    why = (f"landscape_nb takes the {len(used)} distinct samples the loader's sampler can select, each once",
+           "evaluates their mean in batches of its own, so that every grid point sees the same samples")
+    for part in [*differs, *why]:
+        assert part in texts[0]
+    assert texts[0] == "landscape_nb: " + surf.provenance["data"]["differs_from_loader"]
+    idx = torch.as_tensor(list(used))
+    np.testing.assert_allclose(surf.loss, _loop_over([ds[idx]], model, d), rtol=1e-5)
+    with pytest.warns(UserWarning, match="differ from a loop over this DataLoader"):
+        again = lnb.compute_surface(model, loader, d, x=(-1, 1, 3), metrics=None)
+    np.testing.assert_array_equal(again.loss, surf.loss)
+    assert again.provenance["key"] == surf.provenance["key"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda ds: DataLoader(ds, batch_size=64, shuffle=True),
+    lambda ds: DataLoader(ds, batch_size=50, drop_last=True),  # nothing left out: 300 = 6 x 50
+    lambda ds: DataLoader(ds, batch_size=64, sampler=SubsetRandomSampler(list(range(0, N, 3)))),
+])
+def test_a_loader_a_loop_over_which_sees_the_same_samples_gives_no_warning(make, recwarn):
+    model, ds, d = _setup()
+    surf = lnb.compute_surface(model, make(ds), d, x=(-1, 1, 3), metrics=None)
+    assert not [w for w in recwarn if "DataLoader" in str(w.message)]
+    assert "differs_from_loader" not in surf.provenance["data"]
