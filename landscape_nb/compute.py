@@ -166,7 +166,8 @@ def compute_surface(
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
     metrics : "auto", None, str, list or dict name -> callable
-        Evaluated next to the loss; ``"auto"``: accuracy for classifiers.
+        Evaluated next to the loss; ``"auto"``: accuracy for classifiers. A callable
+        ``(outputs, targets) -> scalar`` returns the batch's mean (a sum over the batch is refused).
     client : None, "in-process", "local", "cuda", scheduler address, distributed.Client or cluster
         A cluster object (``LocalCluster``, ``dask_jobqueue.SLURMCluster``) gets a client made here.
         Where tiles run (see ``cluster.parse_client``); ``n_workers`` sizes a cluster made here.

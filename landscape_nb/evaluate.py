@@ -25,7 +25,7 @@ from .data import (EvalData, batch_len, call_model, check_finite_data, read_data
                    tree_structure)
 from .errors import LandscapeError
 from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, find_logits, loss_name,
-                      own_loss, resolve_metrics, unwrap_compiled)
+                      own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
@@ -166,7 +166,9 @@ class Evaluator(SpeedChoices):
         output column or class indices out of range).
     metrics : "auto", None, str, list of str or dict name -> callable
         Evaluated next to the loss; ``"auto"`` is accuracy when the outputs hold logits
-        (a tensor, ``.logits`` or the first element), else none (the reason in ``notes``).
+        (a tensor, ``.logits`` or the first element), else none (the reason in ``notes``). A callable
+        returns the batch's mean as a scalar tensor; one summing over the batch (a count of right
+        predictions) is refused, naming it.
     settings : EvalSettings, optional
         How points are evaluated (mode, subset, batch size, precision, ...).
     device : str or torch.device, optional
@@ -178,7 +180,7 @@ class Evaluator(SpeedChoices):
     ------
     LandscapeError
         For an unknown precision or mode, data in a form not accepted, data the model rejects,
-        a loss that is not a scalar or a metric that is not a scalar.
+        a loss or a metric that is not a scalar or sums over the batch (``metrics.refuse_batch_sum``).
 
     Notes
     -----
@@ -434,6 +436,13 @@ class Evaluator(SpeedChoices):
                 raise LandscapeError(
                     f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
                     "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
+            # a sum over the batch, as for the loss; also on class scores right and wrong in turn: a count of
+            # right predictions is 0 on 8 samples all predicted wrong, as a mean is
+            for o, v in ((out, value), (_right_and_wrong(out, yb), None)):
+                refuse_batch_sum(fn, o, yb, v, what=f"metric {name!r}",
+                                 example="a count of right predictions, (out.argmax(1) == y).sum()",
+                                 fix="divide by the number of samples (or of kept targets), e.g. "
+                                     "(out.argmax(1) == y).float().mean()")
         check_fns_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}, states)
         return fns
 
@@ -763,6 +772,23 @@ def _rolled_by_sample(t: torch.Tensor, m: int) -> torch.Tensor:
     shift = shift.view(m, *[1] * (t.dim() - 1))
     index = (torch.arange(c, device=t.device) + shift) % c
     return t.gather(-1, index.expand(t.shape))
+
+
+def _right_and_wrong(out, targets) -> torch.Tensor | None:
+    """Class scores shaped like ``out`` whose argmax is the target for even samples and another class for odd
+    ones, for outputs (N, C, ...) or (N, ..., C) of integer targets (N, ...) (each half of a batch then holds
+    right and wrong predictions: ``refuse_batch_sum`` sees a count of right ones grow with the batch); None for
+    other outputs or targets."""
+    if not (isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 2
+            and isinstance(targets, torch.Tensor) and not targets.is_floating_point() and len(targets) == len(out)):
+        return None
+    axis = -1 if out.shape[:-1] == targets.shape else 1 if out.shape[2:] == targets.shape[1:] else None
+    if axis is None or out.shape[axis] < 2:
+        return None
+    scores = torch.zeros_like(out).movedim(axis, -1)
+    index = targets.long().clamp(0, scores.shape[-1] - 1)  # ignored targets (-100) too: not counted anyway
+    index[1::2] = (index[1::2] + 1) % scores.shape[-1]
+    return scores.scatter(-1, index.unsqueeze(-1), 1.0).movedim(-1, axis)
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:
