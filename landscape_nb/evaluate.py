@@ -412,6 +412,8 @@ class Evaluator(SpeedChoices):
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"
                     ) from exc
+                if isinstance(out, torch.Tensor) and out.dim() == 0:
+                    self._refuse_scalar_outputs(out, batch_len(xb))
                 changed = [name for name, b, before in buffers if not same_values(b, before)]
                 if changed:
                     raise LandscapeError(
@@ -445,6 +447,21 @@ class Evaluator(SpeedChoices):
                                      "(out.argmax(1) == y).float().mean()")
         check_fns_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}, states)
         return fns
+
+    def _refuse_scalar_outputs(self, out: torch.Tensor, n: int) -> None:
+        """Raise ``LandscapeError`` for a model that returned the 0-d tensor ``out`` on ``n`` samples (its own
+        loss, say): batches are combined and values checked per sample, which needs a batch axis."""
+        value = f"{float(out):.6g}" if not out.is_complex() else "a value"
+        key = self.settings.target_key if isinstance(self.settings.target_key, str) else "labels"
+        raise LandscapeError(
+            f"the model ({type(self.model).__name__}) returned a 0-d tensor (a scalar, {value}) on a batch of {n} "
+            f"samples; expected per-sample outputs with the samples along the first axis (e.g. logits of shape "
+            f"({n}, C)), from which loss_fn and the metrics compute a batch's mean: batches of several sizes are "
+            "combined and checked sample by sample. If the model computes its own loss, return the per-sample "
+            "outputs (the logits) and pass loss_fn computing the loss from them (e.g. "
+            f"loss_fn=torch.nn.functional.cross_entropy); or give the data as dict batches holding the targets "
+            f"under the key {key!r} (target_key= names another) and return an object or dict with .loss and "
+            ".logits (as Hugging Face models do), with no loss_fn: that loss is used and the logits give accuracy")
 
     def _refuse_fixed_batch(self, exc: Exception) -> None:
         """After the model raised ``exc`` on the first 8 samples (inside ``_validate``'s eval mode and no_grad):
