@@ -187,8 +187,10 @@ def compute_surface(
         ``batch_size``, ``precision``, ``channels_last``, ``compile``, ``points_per_pass`` and
         ``fold_bn`` override its fields; left out, the field of ``settings`` (or its default) holds.
         ``mode``: ``"eval"`` (BN running statistics) or ``"bn-recompute"`` (BN statistics
-        re-estimated at every point on ``bn_data``, default the evaluation data; ``"bn"`` is
-        an accepted short alias, stored as ``"bn-recompute"``). ``max_samples`` takes a
+        re-estimated at every point on ``bn_data``, default the evaluation data, with only the
+        BatchNorm layers in train mode: Dropout stays off, unlike ``torch.optim.swa_utils.update_bn``,
+        which runs the whole model in train mode; ``"bn"`` is an accepted short alias, stored as
+        ``"bn-recompute"``). ``max_samples`` takes a
         fixed-seed subset. ``batch_size`` (default: tuned) changes values only by rounding for a
         loss that is a mean over samples; for one that is not (a mean over non-padding tokens)
         every point keeps one batching, see ``evaluate.Evaluator``. ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and

@@ -150,7 +150,8 @@ class Evaluator(SpeedChoices):
     ----------
     model : torch.nn.Module
         The network; evaluated in eval mode (or with BatchNorm statistics re-estimated per
-        point when ``settings.mode == "bn-recompute"``).
+        point when ``settings.mode == "bn-recompute"``, with only the BatchNorm layers in train mode:
+        see ``_recompute_bn``).
     data : (inputs, targets), tuple or dict of tensors, Dataset, DataLoader or zero-argument callable
         Evaluation data, ``n_samples`` along the first axis of every tensor; inputs may be a
         tensor (``model(x)``), a tuple (``model(*x)``) or a dict (``model(**x)``); how targets
@@ -334,8 +335,9 @@ class Evaluator(SpeedChoices):
             self.bn_fingerprint = None if bn is ev else data_key(bn)
             self.bn_pass_size = size if n_passes > 1 else None
             self.notes["bn_recompute"] = (f"BatchNorm statistics re-estimated at every point over {bn.n} samples in "
-                                          f"{n_passes} pass(es) of {size} or fewer (cumulative average), only norm "
-                                          "layers in train mode")
+                                          f"{n_passes} pass(es) of {size} or fewer (cumulative average), only the "
+                                          "BatchNorm layers in train mode (Dropout off, unlike "
+                                          "torch.optim.swa_utils.update_bn)")
 
     def _batches(self, size: int) -> list:
         """``[(inputs, targets), ...]`` of ``size`` samples each, on the device."""
@@ -616,7 +618,11 @@ class Evaluator(SpeedChoices):
         """Re-estimate BatchNorm running statistics at the current weights: cumulative average over
         ``bn_data`` in passes of at most ``BN_BATCH`` samples and of near-equal size (the average weighs
         passes equally, so that weighs samples equally), only the BatchNorm layers in train mode (Dropout
-        and the rest stay in eval mode)."""
+        and the rest stay in eval mode).
+
+        Not ``torch.optim.swa_utils.update_bn``, which runs the whole model in train mode: with Dropout
+        before a BatchNorm layer its statistics are those of dropped-out activations, random and unlike
+        the eval-mode activations each point is then evaluated on; here they are those activations'."""
         bns = batchnorm_modules(self.model)
         momenta = [m.momentum for m in bns]
         for m in bns:

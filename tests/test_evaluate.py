@@ -978,3 +978,44 @@ def test_metrics_that_are_means_pass_the_sum_check_and_equal_a_naive_loop(mlp, m
             pred = _model_at(mlp, d, a)(x).argmax(1)
         np.testing.assert_allclose(surf.metrics["acc"][i], float((pred == y).double().mean()), rtol=1e-6)
         np.testing.assert_allclose(surf.metrics["kept"][i], float((pred == y)[keep].double().mean()), rtol=1e-6)
+
+
+class DropoutBeforeBN(nn.Module):
+    """Dropout feeding a BatchNorm layer: its statistics differ with Dropout on (``update_bn``) or off."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.drop, self.fc2 = nn.Linear(6, 16), nn.Dropout(0.5), nn.Linear(16, 16)
+        self.bn, self.out = nn.BatchNorm1d(16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.fc2(self.drop(torch.relu(self.fc1(x)))))))
+
+
+def test_bn_recompute_reestimates_with_only_batchnorm_in_train_mode_dropout_off():
+    """``mode="bn-recompute"`` equals a naive re-estimate with only the BatchNorm layers in train mode (one
+    pass over the 300 samples, cumulative average), Dropout off; ``torch.optim.swa_utils.update_bn``, which
+    puts the whole model in train mode, gives other values on this model (Dropout before the BatchNorm)."""
+    from torch.optim.swa_utils import update_bn
+
+    model = DropoutBeforeBN().eval()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 6, generator=g), torch.randint(0, 3, (300,), generator=g)
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), mode="bn-recompute", metrics=None)
+    want, swa = [], []
+    for a in (-1.0, 0.0, 1.0):
+        m = _model_at(model, d, a)
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.bn.train()  # the Dropout stays in eval mode
+        with torch.no_grad():
+            m(x)
+            want.append(float(nn.functional.cross_entropy(m.eval()(x), y)))
+        torch.manual_seed(0)
+        update_bn([x], m)  # the whole model in train mode: Dropout on
+        with torch.no_grad():
+            swa.append(float(nn.functional.cross_entropy(m.eval()(x), y)))
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    assert np.abs(np.array(swa) - surf.loss).max() > 1e-3
