@@ -163,13 +163,18 @@ class Evaluator(SpeedChoices):
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Gets the model's outputs untouched (a tensor, tuple, dict or ``ModelOutput``). Default:
         the model's own ``outputs.loss`` for dict batches carrying labels when the model returns
-        one, else cross-entropy on the logits (refused, naming the fix, for float targets, one
-        output column or class indices out of range).
+        one, else cross-entropy on the logits (``metrics.find_logits``: the outputs themselves if a
+        tensor, their ``.logits`` or ``"logits"`` entry, or the only score-shaped tensor, floating
+        with 2 or more dims, of a tuple/list); refused, naming the fix, for outputs holding no
+        logits or several tensors that could be them (``(features, logits)`` is not guessed: pass
+        ``loss_fn``), float targets that are not class probabilities, one output column or class
+        indices out of range.
     metrics : "auto", None, str, list of str or dict name -> callable
-        Evaluated next to the loss; ``"auto"`` is accuracy when the outputs hold logits
-        (a tensor, ``.logits`` or the first element), else none (the reason in ``notes``). A callable
-        returns the batch's mean as a scalar tensor; one summing over the batch (a count of right
-        predictions) is refused, naming it.
+        Evaluated next to the loss; ``"auto"`` is accuracy when the outputs hold logits as found
+        for the default loss and the targets are integer class indices of matching shape, else none,
+        the reason in ``notes["accuracy"]`` (e.g. a tuple with several score-shaped tensors: name
+        the metric with ``metrics=``). A callable returns the batch's mean as a scalar tensor; one
+        summing over the batch (a count of right predictions) is refused, naming it.
     settings : EvalSettings, optional
         How points are evaluated (mode, subset, batch size, precision, ...).
     device : str or torch.device, optional

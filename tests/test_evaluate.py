@@ -1019,3 +1019,31 @@ def test_bn_recompute_reestimates_with_only_batchnorm_in_train_mode_dropout_off(
             swa.append(float(nn.functional.cross_entropy(m.eval()(x), y)))
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
     assert np.abs(np.array(swa) - surf.loss).max() > 1e-3
+
+
+class LogitsAndNorms(nn.Module):
+    """Returns (per-sample feature norms (N,), logits (N, 3)): one score-shaped tensor in a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.h = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        feats = torch.tanh(self.f(x))
+        return feats.norm(dim=1), self.h(feats)
+
+
+def test_the_default_loss_and_accuracy_take_the_only_score_shaped_tensor_of_a_tuple(mlp_data):
+    """As the Evaluator's docstring says (``metrics.find_logits``): not the tuple's first element, but its only
+    floating tensor of 2 or more dims; loss and accuracy equal a naive loop on ``out[1]``."""
+    x, y = mlp_data
+    model = LogitsAndNorms()
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            logits = _model_at(model, d, a)(x)[1]
+        np.testing.assert_allclose(surf.loss[i], float(nn.functional.cross_entropy(logits, y)), rtol=1e-5)
+        np.testing.assert_allclose(surf.metrics["accuracy"][i], float((logits.argmax(1) == y).double().mean()),
+                                   rtol=1e-6)
