@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import warn_differs_from_loader
 from .directions import Directions, as_directions
 from .errors import LandscapeError
 from .evaluate import EvalSettings
@@ -165,7 +166,8 @@ def compute_surface(
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
     metrics : "auto", None, str, list or dict name -> callable
-        Evaluated next to the loss; ``"auto"``: accuracy for classifiers.
+        Evaluated next to the loss; ``"auto"``: accuracy for classifiers. A callable
+        ``(outputs, targets) -> scalar`` returns the batch's mean (a sum over the batch is refused).
     client : None, "in-process", "local", "cuda", scheduler address, distributed.Client or cluster
         A cluster object (``LocalCluster``, ``dask_jobqueue.SLURMCluster``) gets a client made here.
         Where tiles run (see ``cluster.parse_client``); ``n_workers`` sizes a cluster made here.
@@ -185,8 +187,10 @@ def compute_surface(
         ``batch_size``, ``precision``, ``channels_last``, ``compile``, ``points_per_pass`` and
         ``fold_bn`` override its fields; left out, the field of ``settings`` (or its default) holds.
         ``mode``: ``"eval"`` (BN running statistics) or ``"bn-recompute"`` (BN statistics
-        re-estimated at every point on ``bn_data``, default the evaluation data; ``"bn"`` is
-        an accepted short alias, stored as ``"bn-recompute"``). ``max_samples`` takes a
+        re-estimated at every point on ``bn_data``, default the evaluation data, with only the
+        BatchNorm layers in train mode: Dropout stays off, unlike ``torch.optim.swa_utils.update_bn``,
+        which runs the whole model in train mode; ``"bn"`` is an accepted short alias, stored as
+        ``"bn-recompute"``). ``max_samples`` takes a
         fixed-seed subset. ``batch_size`` (default: tuned) changes values only by rounding for a
         loss that is a mean over samples; for one that is not (a mean over non-padding tokens)
         every point keeps one batching, see ``evaluate.Evaluator``. ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
@@ -280,6 +284,8 @@ def compute_surface(
     st = bar = None
     try:
         info = runner.prepare(job)
+        if not isinstance(runner, InProcessRunner):  # read on a Dask worker: its warnings stayed there
+            warn_differs_from_loader(dict(info.notes))
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))

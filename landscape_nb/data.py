@@ -23,6 +23,7 @@ along dim 0. How inputs and targets are taken from it is one of four stated rule
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -291,8 +292,15 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     loader's sampler, so a shuffled loader gives the same samples on every call; with
     ``max_samples`` the indices are chosen before any item is read and only those items are
     read (peak: the items as Python objects plus the collated tensors, about twice the subset).
-    A sampler other than ``SequentialSampler``/``RandomSampler`` (e.g. ``SubsetRandomSampler``)
-    selects which indices, read in sorted order. An iterable dataset is read in the order it
+    A sampler other than ``SequentialSampler``/``RandomSampler`` over the whole dataset (e.g.
+    ``SubsetRandomSampler``) selects which indices, read in sorted order; so does a ``batch_sampler=``
+    (a ``BatchSampler`` through its sampler, another batch sampler by the indices of one pass of its
+    batches). Each sample the sampler can select is evaluated once, so that every grid point (and a
+    rerun) sees the same samples: where a loop over the loader would see others (a sampler drawing with
+    replacement, ``RandomSampler(num_samples=k)`` drawing k of them at random, a
+    ``WeightedRandomSampler``, whose weights are not applied: each sample of positive weight counts once,
+    or ``drop_last=True`` leaving out a last short batch) a ``UserWarning`` says how, and so does
+    ``notes["differs_from_loader"]``. An iterable dataset is read in the order it
     yields and reading stops after ``max_samples`` samples (the first ones, not a random subset).
     """
     from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -302,9 +310,11 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     if isinstance(data, DataLoader):
         tree, notes = _read_loader(data, what, max_samples, subset_seed)
         max_samples = None  # already applied
-        if data.batch_size is not None:
+        batching = (f"batch_size={data.batch_size}" if data.batch_size is not None else
+                    f"batch sampler {type(data.batch_sampler).__name__}" if data.batch_sampler is not None else None)
+        if batching is not None:
             notes = {**notes, "loader_batch_size": (
-                f"the DataLoader's batch_size={data.batch_size} is not used: its samples are evaluated in "
+                f"the DataLoader's {batching} is not used: its samples are evaluated in "
                 "batches of the evaluation's batch_size (tuned unless given; a model mixing samples across a "
                 "batch depends on it)"
                 + (", and drop_last=True is not either: every sample is evaluated" if data.drop_last else ""))}
@@ -334,6 +344,7 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     if idx is not None:
         notes["subset"] = f"{idx.numel()} of {ev.n} samples, seed {subset_seed}"
         ev = ev.take(idx)
+    warn_differs_from_loader(notes)
     leaves = tree_leaves(tree)
     text = _RULE_TEXT[rule].format(k=len(tree) if isinstance(tree, tuple) else 0,
                                    m=len(tree) - 1 if isinstance(tree, tuple) else 0, key=key)
@@ -389,20 +400,98 @@ def _cat(trees: list, what: str):
     return first
 
 
-def _indices_of(loader, n: int) -> tuple[list[int] | None, str]:
-    """The dataset indices a loader over a map-style dataset reads, in index order."""
-    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+def _indices_of(loader, n: int) -> tuple[list[int] | None, str, list[str]]:
+    """The dataset indices a loader over a map-style dataset of ``n`` items can yield, each once, in index
+    order (None: all ``n``); a note saying which; and how a loop over the loader differs (its repeats, its
+    random draws, its dropped last batch), each as a phrase.
 
-    sampler = loader.sampler
+    The sampler selects them; batching is the evaluation's own. A ``batch_sampler=`` given to the loader
+    selects them in its place: a plain ``BatchSampler`` through its own sampler (read as that sampler given
+    as ``sampler=``, its ``drop_last`` as the loader's), any other batch sampler by the indices of one pass of
+    its batches."""
+    from torch.utils.data import BatchSampler
+
+    sampler, whose = loader.sampler, "the loader's"
+    drop_last, size = loader.drop_last, loader.batch_size
     bs = loader.batch_sampler
-    if bs is not None and not isinstance(bs, BatchSampler):  # a custom batch sampler selects indices
-        idx = sorted({int(i) for b in bs for i in b})
-        return idx, f"indices of the batch sampler {type(bs).__name__}, in index order"
-    if isinstance(sampler, (SequentialSampler, RandomSampler)) and not getattr(sampler, "replacement", False) \
-            and getattr(sampler, "num_samples", n) == n:
-        return None, f"all samples in index order (the loader's {type(sampler).__name__} is not used)"
-    idx = sorted({int(i) for i in sampler})
-    return idx, f"the {len(idx)} indices of the loader's {type(sampler).__name__}, in index order"
+    if bs is not None and not (type(bs) is BatchSampler and bs.sampler is sampler):  # given as batch_sampler=
+        if type(bs) is not BatchSampler:  # its own selection (a subclass may override __iter__): one pass
+            drawn = [int(i) for b in bs for i in b]
+            idx = sorted(set(drawn))
+            order = f"the {len(idx)} indices of the loader's batch sampler {type(bs).__name__}, in index order"
+            return idx, order, _repeats(f"its batch sampler {type(bs).__name__}", len(drawn), len(idx))
+        sampler, whose = bs.sampler, "its batch sampler's"
+        drop_last, size = bs.drop_last, bs.batch_size
+    idx, order, differs, per_pass = _sampler_indices(sampler, n, whose)
+    if drop_last and size and per_pass % size:
+        m = n if idx is None else len(idx)
+        differs.append(f"with drop_last=True a pass over the loader leaves out its last {per_pass % size} of "
+                       f"{per_pass} samples (a batch short of {size}; which ones follows the sampler's order): all "
+                       f"{m} are evaluated")
+    return idx, order, differs
+
+
+def _repeats(what: str, n_drawn: int, n_distinct: int) -> list[str]:
+    """How a pass that yields ``n_drawn`` indices, ``n_distinct`` of them distinct, differs (``_indices_of``)."""
+    if n_drawn == n_distinct:
+        return []
+    return [(f"{what} yields {n_drawn} indices in a pass, {n_drawn - n_distinct} of them repeats: each of the "
+             f"{n_distinct} samples is evaluated once")]
+
+
+def _sampler_indices(sampler, n: int, whose: str) -> tuple[list[int] | None, str, list[str], int]:
+    """``_indices_of`` for one sampler: (indices it can yield, each once, in index order, or None for all
+    ``n``; the note; how a pass differs; how many indices a pass yields)."""
+    from torch.utils.data import RandomSampler, SequentialSampler, SubsetRandomSampler
+    from torch.utils.data import WeightedRandomSampler as Weighted
+
+    name = type(sampler).__name__
+    if type(sampler) in (SequentialSampler, RandomSampler):
+        m = len(sampler.data_source)  # a sampler may run over another source than the dataset (range(50))
+        k = getattr(sampler, "num_samples", m)
+        which = (f"all samples in index order ({whose} {name} can yield every one; its order is not used)" if m == n
+                 else f"the first {m} indices ({whose} {name} over {m} samples), in index order")
+        differs = []
+        if getattr(sampler, "replacement", False):
+            differs.append(f"{whose} {name} draws {k} indices with replacement in a pass (some samples repeated, "
+                           f"others left out, other ones every pass): each of the {m} samples it can draw is "
+                           "evaluated once")
+        elif k < m:
+            differs.append(f"{whose} {name} yields a random {k} of its {m} samples in a pass (num_samples={k}): all "
+                           f"{m} are evaluated (max_samples= takes a fixed-seed subset)")
+        elif k > m:
+            differs.append(f"{whose} {name} yields {k} indices in a pass (num_samples={k}), repeating some of its "
+                           f"{m} samples: each is evaluated once")
+        return (None if m == n else list(range(m))), which, differs, k
+    if type(sampler) is Weighted:  # every sample of positive weight can be drawn
+        idx = torch.nonzero(torch.as_tensor(sampler.weights) > 0).flatten().tolist()
+        k = sampler.num_samples
+        how = "with replacement" if sampler.replacement else "without replacement"
+        repeated = ", some repeated" if sampler.replacement else ""
+        differs = [(f"{whose} {name} draws {k} indices by weight {how} in a pass (other ones every pass{repeated}): "
+                    f"each of the {len(idx)} samples of positive weight is evaluated once, unweighted")]
+        return idx, f"the {len(idx)} indices of positive weight of {whose} {name}, in index order", differs, k
+    if type(sampler) is SubsetRandomSampler:
+        drawn = [int(i) for i in sampler.indices]
+    else:  # a sampler of its own: the indices of one pass
+        drawn = [int(i) for i in sampler]
+    idx = sorted(set(drawn))
+    differs = _repeats(f"{whose} {name}", len(drawn), len(idx))
+    return idx, f"the {len(idx)} indices of {whose} {name}, in index order", differs, len(drawn)
+
+
+#: ``EvalData.notes`` key: how the samples evaluated differ from those of a loop over the DataLoader given
+LOADER_NOTE = "differs_from_loader"
+
+
+def warn_differs_from_loader(notes: Mapping) -> None:
+    """Warn (``UserWarning``) for each note saying how the samples evaluated differ from a loop over the
+    DataLoader given: key ``LOADER_NOTE``, or ``"<split>: " + LOADER_NOTE`` for named splits. ``read_data``
+    warns where it reads; ``compute_surface`` warns again for data read on a Dask worker."""
+    for key, text in notes.items():
+        if key == LOADER_NOTE or str(key).endswith(": " + LOADER_NOTE):
+            split = str(key)[:-len(LOADER_NOTE)]
+            warnings.warn(f"landscape_nb: {split}{text}", stacklevel=3)
 
 
 def _read_loader(loader, what: str, max_samples, seed):
@@ -414,9 +503,18 @@ def _read_loader(loader, what: str, max_samples, seed):
         tree = _read_iterable(loader, None, what, max_samples)
         return tree, {"source": "DataLoader over an iterable dataset",
                       "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
-    idx, order = _indices_of(loader, len(ds))
+    idx, order, differs = _indices_of(loader, len(ds))
     tree, notes = _read_map(ds, idx, collate, what, max_samples, seed)
-    return tree, {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
+    notes = {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
+    if differs:
+        m = len(ds) if idx is None else len(idx)
+        notes[LOADER_NOTE] = (
+            f"the samples evaluated differ from a loop over this DataLoader: {'; '.join(differs)}. landscape_nb "
+            f"takes the {m} distinct samples the loader's sampler can select, each once (a max_samples= subset "
+            "of them if given), and evaluates their mean in batches of its own, so that every grid point sees the "
+            "same samples and a rerun resumes; to evaluate other ones, pass them (e.g. "
+            "torch.utils.data.Subset(dataset, indices))")
+    return tree, notes
 
 
 def _read_map(ds, idx, collate, what: str, max_samples, seed):

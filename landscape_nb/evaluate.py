@@ -25,7 +25,7 @@ from .data import (EvalData, batch_len, call_model, check_finite_data, read_data
                    tree_structure)
 from .errors import LandscapeError
 from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, find_logits, loss_name,
-                      own_loss, resolve_metrics, unwrap_compiled)
+                      own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
@@ -150,7 +150,8 @@ class Evaluator(SpeedChoices):
     ----------
     model : torch.nn.Module
         The network; evaluated in eval mode (or with BatchNorm statistics re-estimated per
-        point when ``settings.mode == "bn-recompute"``).
+        point when ``settings.mode == "bn-recompute"``, with only the BatchNorm layers in train mode:
+        see ``_recompute_bn``).
     data : (inputs, targets), tuple or dict of tensors, Dataset, DataLoader or zero-argument callable
         Evaluation data, ``n_samples`` along the first axis of every tensor; inputs may be a
         tensor (``model(x)``), a tuple (``model(*x)``) or a dict (``model(**x)``); how targets
@@ -162,11 +163,18 @@ class Evaluator(SpeedChoices):
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Gets the model's outputs untouched (a tensor, tuple, dict or ``ModelOutput``). Default:
         the model's own ``outputs.loss`` for dict batches carrying labels when the model returns
-        one, else cross-entropy on the logits (refused, naming the fix, for float targets, one
-        output column or class indices out of range).
+        one, else cross-entropy on the logits (``metrics.find_logits``: the outputs themselves if a
+        tensor, their ``.logits`` or ``"logits"`` entry, or the only score-shaped tensor, floating
+        with 2 or more dims, of a tuple/list); refused, naming the fix, for outputs holding no
+        logits or several tensors that could be them (``(features, logits)`` is not guessed: pass
+        ``loss_fn``), float targets that are not class probabilities, one output column or class
+        indices out of range.
     metrics : "auto", None, str, list of str or dict name -> callable
-        Evaluated next to the loss; ``"auto"`` is accuracy when the outputs hold logits
-        (a tensor, ``.logits`` or the first element), else none (the reason in ``notes``).
+        Evaluated next to the loss; ``"auto"`` is accuracy when the outputs hold logits as found
+        for the default loss and the targets are integer class indices of matching shape, else none,
+        the reason in ``notes["accuracy"]`` (e.g. a tuple with several score-shaped tensors: name
+        the metric with ``metrics=``). A callable returns the batch's mean as a scalar tensor; one
+        summing over the batch (a count of right predictions) is refused, naming it.
     settings : EvalSettings, optional
         How points are evaluated (mode, subset, batch size, precision, ...).
     device : str or torch.device, optional
@@ -178,7 +186,7 @@ class Evaluator(SpeedChoices):
     ------
     LandscapeError
         For an unknown precision or mode, data in a form not accepted, data the model rejects,
-        a loss that is not a scalar or a metric that is not a scalar.
+        a loss or a metric that is not a scalar or sums over the batch (``metrics.refuse_batch_sum``).
 
     Notes
     -----
@@ -332,8 +340,9 @@ class Evaluator(SpeedChoices):
             self.bn_fingerprint = None if bn is ev else data_key(bn)
             self.bn_pass_size = size if n_passes > 1 else None
             self.notes["bn_recompute"] = (f"BatchNorm statistics re-estimated at every point over {bn.n} samples in "
-                                          f"{n_passes} pass(es) of {size} or fewer (cumulative average), only norm "
-                                          "layers in train mode")
+                                          f"{n_passes} pass(es) of {size} or fewer (cumulative average), only the "
+                                          "BatchNorm layers in train mode (Dropout off, unlike "
+                                          "torch.optim.swa_utils.update_bn)")
 
     def _batches(self, size: int) -> list:
         """``[(inputs, targets), ...]`` of ``size`` samples each, on the device."""
@@ -410,6 +419,8 @@ class Evaluator(SpeedChoices):
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"
                     ) from exc
+                if isinstance(out, torch.Tensor) and out.dim() == 0:
+                    self._refuse_scalar_outputs(out, batch_len(xb))
                 changed = [name for name, b, before in buffers if not same_values(b, before)]
                 if changed:
                     raise LandscapeError(
@@ -434,8 +445,30 @@ class Evaluator(SpeedChoices):
                 raise LandscapeError(
                     f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
                     "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
+            # a sum over the batch, as for the loss; also on class scores right and wrong in turn: a count of
+            # right predictions is 0 on 8 samples all predicted wrong, as a mean is
+            for o, v in ((out, value), (_right_and_wrong(out, yb), None)):
+                refuse_batch_sum(fn, o, yb, v, what=f"metric {name!r}",
+                                 example="a count of right predictions, (out.argmax(1) == y).sum()",
+                                 fix="divide by the number of samples (or of kept targets), e.g. "
+                                     "(out.argmax(1) == y).float().mean()")
         check_fns_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}, states)
         return fns
+
+    def _refuse_scalar_outputs(self, out: torch.Tensor, n: int) -> None:
+        """Raise ``LandscapeError`` for a model that returned the 0-d tensor ``out`` on ``n`` samples (its own
+        loss, say): batches are combined and values checked per sample, which needs a batch axis."""
+        value = f"{float(out):.6g}" if not out.is_complex() else "a value"
+        key = self.settings.target_key if isinstance(self.settings.target_key, str) else "labels"
+        raise LandscapeError(
+            f"the model ({type(self.model).__name__}) returned a 0-d tensor (a scalar, {value}) on a batch of {n} "
+            f"samples; expected per-sample outputs with the samples along the first axis (e.g. logits of shape "
+            f"({n}, C)), from which loss_fn and the metrics compute a batch's mean: batches of several sizes are "
+            "combined and checked sample by sample. If the model computes its own loss, return the per-sample "
+            "outputs (the logits) and pass loss_fn computing the loss from them (e.g. "
+            f"loss_fn=torch.nn.functional.cross_entropy); or give the data as dict batches holding the targets "
+            f"under the key {key!r} (target_key= names another) and return an object or dict with .loss and "
+            ".logits (as Hugging Face models do), with no loss_fn: that loss is used and the logits give accuracy")
 
     def _refuse_fixed_batch(self, exc: Exception) -> None:
         """After the model raised ``exc`` on the first 8 samples (inside ``_validate``'s eval mode and no_grad):
@@ -590,7 +623,11 @@ class Evaluator(SpeedChoices):
         """Re-estimate BatchNorm running statistics at the current weights: cumulative average over
         ``bn_data`` in passes of at most ``BN_BATCH`` samples and of near-equal size (the average weighs
         passes equally, so that weighs samples equally), only the BatchNorm layers in train mode (Dropout
-        and the rest stay in eval mode)."""
+        and the rest stay in eval mode).
+
+        Not ``torch.optim.swa_utils.update_bn``, which runs the whole model in train mode: with Dropout
+        before a BatchNorm layer its statistics are those of dropped-out activations, random and unlike
+        the eval-mode activations each point is then evaluated on; here they are those activations'."""
         bns = batchnorm_modules(self.model)
         momenta = [m.momentum for m in bns]
         for m in bns:
@@ -763,6 +800,23 @@ def _rolled_by_sample(t: torch.Tensor, m: int) -> torch.Tensor:
     shift = shift.view(m, *[1] * (t.dim() - 1))
     index = (torch.arange(c, device=t.device) + shift) % c
     return t.gather(-1, index.expand(t.shape))
+
+
+def _right_and_wrong(out, targets) -> torch.Tensor | None:
+    """Class scores shaped like ``out`` whose argmax is the target for even samples and another class for odd
+    ones, for outputs (N, C, ...) or (N, ..., C) of integer targets (N, ...) (each half of a batch then holds
+    right and wrong predictions: ``refuse_batch_sum`` sees a count of right ones grow with the batch); None for
+    other outputs or targets."""
+    if not (isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 2
+            and isinstance(targets, torch.Tensor) and not targets.is_floating_point() and len(targets) == len(out)):
+        return None
+    axis = -1 if out.shape[:-1] == targets.shape else 1 if out.shape[2:] == targets.shape[1:] else None
+    if axis is None or out.shape[axis] < 2:
+        return None
+    scores = torch.zeros_like(out).movedim(axis, -1)
+    index = targets.long().clamp(0, scores.shape[-1] - 1)  # ignored targets (-100) too: not counted anyway
+    index[1::2] = (index[1::2] + 1) % scores.shape[-1]
+    return scores.scatter(-1, index.unsqueeze(-1), 1.0).movedim(-1, axis)
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:

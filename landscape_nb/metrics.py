@@ -254,21 +254,40 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                 f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
                 "e.g. use reduction='mean'"
             )
-        n = len(targets) if isinstance(targets, torch.Tensor) and targets.dim() else 0
-        if not isinstance(outputs, torch.Tensor) or n < 2 or outputs.dim() == 0 or len(outputs) != n:
-            return loss
-        h = n // 2
-        try:
-            first, second = float(loss_fn(outputs[:h], targets[:h])), float(loss_fn(outputs[h:], targets[h:]))
-        except Exception:  # noqa: BLE001 - a loss needing more samples than half the batch: not checked here
-            return loss
-    whole, mean = float(loss), (first * h + second * (n - h)) / n
-    if abs(whole - mean) > 1e-4 * abs(mean) and abs(whole - (first + second)) <= 1e-3 * abs(whole):
-        raise LandscapeError(
-            f"loss_fn gives {whole:.6g} on {n} samples but {mean:.6g} as the mean over two halves of them: it "
-            "sums over the batch (e.g. reduction='sum'), so its value would depend on the batch size; expected "
-            "the mean over the batch: use reduction='mean'")
+    refuse_batch_sum(loss_fn, outputs, targets, loss)
     return loss
+
+
+def refuse_batch_sum(fn, outputs, targets, value: torch.Tensor | None, *, what: str = "loss_fn",
+                     example: str = "reduction='sum'", fix: str = "use reduction='mean'") -> None:
+    """Raise ``LandscapeError`` if ``value``, ``fn(outputs, targets)`` on a first small batch (None: computed
+    here), is a sum over the batch rather than a mean: on tensor outputs of at least 2 samples, the value of
+    the batch equals the sum of its two halves' values rather than their weighted mean. Batches are combined
+    as a weighted mean and their size is tuned or chosen, so a sum's value would follow the batch size (a
+    count of right predictions gave 43 with batches of 100 and 194 with 450, the whole set's count being 387).
+
+    A mean over kept targets (tokens that are not padding) equals neither and passes; so does a batch whose
+    two halves do not both give a non-zero value (a half with nothing kept may give 0, as a sum with nothing
+    counted does: not told apart here), and a function needing more samples than half the batch.
+    ``what`` names the function in the message, ``example`` a sum it may be, ``fix`` how to make it a mean.
+    """
+    n = len(targets) if isinstance(targets, torch.Tensor) and targets.dim() else 0
+    if not isinstance(outputs, torch.Tensor) or n < 2 or outputs.dim() == 0 or len(outputs) != n:
+        return
+    h = n // 2
+    try:
+        with torch.no_grad():
+            value = fn(outputs, targets) if value is None else value
+            first, second = float(fn(outputs[:h], targets[:h])), float(fn(outputs[h:], targets[h:]))
+    except Exception:  # noqa: BLE001 - a function needing more samples than half the batch: not checked here
+        return
+    whole, mean = float(value), (first * h + second * (n - h)) / n
+    if first and second and abs(whole - mean) > 1e-4 * abs(mean) and \
+            abs(whole - (first + second)) <= 1e-3 * abs(whole):
+        raise LandscapeError(
+            f"{what} gives {whole:.6g} on {n} samples but {mean:.6g} as the mean over two halves of them: it "
+            f"sums over the batch (e.g. {example}), so its value would depend on the batch size; expected "
+            f"the mean over the batch: {fix}")
 
 
 BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}
@@ -345,4 +364,4 @@ def split_values(values: np.ndarray, metric_names: Sequence[str]) -> dict[str, n
     return {"loss": values[..., 0], **{m: values[..., k] for k, m in enumerate(metric_names, start=1)}}
 
 
-__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "batch_denominator", "check_mean_loss", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]
+__all__ = ["find_logits", "own_loss", "describe", "DefaultLoss", "OwnLoss", "auto_metrics", "accuracy", "batch_denominator", "check_mean_loss", "refuse_batch_sum", "BUILTIN_METRICS", "loss_name", "resolve_metrics", "split_values"]

@@ -279,6 +279,50 @@ def test_a_tuple_of_several_score_shaped_tensors_is_not_guessed():
         assert surf.loss[1] == pytest.approx(float(nn.functional.cross_entropy(model(x)[1], y)), rel=1e-5)
 
 
+class OwnLossModel(nn.Module):
+    """Computes its own loss: a 0-d tensor (``"scalar"``), or a dict with the loss and the logits."""
+
+    def __init__(self, returns: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.returns = nn.Linear(6, 3), returns
+
+    def forward(self, x, labels):
+        logits = self.fc(x)
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss if self.returns == "scalar" else {"loss": loss, "logits": logits}
+
+
+def test_a_model_returning_a_scalar_is_refused_saying_what_to_return():
+    """A model returning its own loss as a 0-d tensor got "the model, loss_fn or a metric raised TypeError:
+    len() of a 0-d tensor", naming no function and no fix. The message says the model returned a scalar
+    where per-sample outputs are expected and both ways out; the second (dict batches, .loss and .logits)
+    gives the naive loss."""
+    x, y = _data()
+    model = OwnLossModel("scalar")
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.raises(LandscapeError) as caught:
+        lnb.compute_surface(model, (x, y, y), d, x=(-1, 1, 3), loss_fn=lambda out, t: out, metrics=None)
+    text = str(caught.value)
+    assert text.startswith("the model (OwnLossModel) returned a 0-d tensor (a scalar, ")
+    parts = (("on a batch of 8 samples; expected per-sample outputs with the samples along the first axis (e.g. "
+              "logits of shape (8, C))"),
+             "return the per-sample outputs (the logits) and pass loss_fn computing the loss from them",
+             ("give the data as dict batches holding the targets under the key 'labels' (target_key= names another) "
+              "and return an object or dict with .loss and .logits"))
+    for part in parts:
+        assert part in text
+    fixed = OwnLossModel("dict")
+    surf = lnb.compute_surface(fixed, {"x": x, "labels": y}, d, x=(-1, 1, 3))
+    assert "the model's own outputs.loss" in surf.provenance["data"]["loss"] and "accuracy" in surf.metrics
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        m = copy.deepcopy(fixed)
+        with torch.no_grad():
+            m.fc.weight.add_(a * d.as_state_dicts()[0]["fc.weight"])
+            want = float(nn.functional.cross_entropy(m.fc(x), y))
+        assert surf.loss[i] == pytest.approx(want, rel=1e-5)
+
+
 @pytest.mark.parametrize("what, change, message", [
     ("summed loss", dict(loss_fn=nn.CrossEntropyLoss(reduction="sum")), "sums over the batch"),
     # checked on the first batch's 5 samples, halves of 2 and 3: a sum was taken for a mean there (a sum of the

@@ -155,6 +155,21 @@ def test_provenance_records_what_each_worker_settled_on(client, data):
     assert tuned.provenance["batch_size"] == 97  # a small set runs as one batch on every worker
 
 
+def test_a_loader_read_on_a_worker_still_warns_in_this_process(client, data):
+    """A DataLoader is read on the worker, where its warning stays: compute_surface warns again here that a
+    loop over the loader sees other samples (drop_last=True leaves out 7 of 97), and the values are the mean
+    over all 97, as in-process."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    m = _model()
+    d = lnb.random_directions(m, n=1, seed=2)
+    loader = DataLoader(TensorDataset(*data), batch_size=10, drop_last=True)
+    with pytest.warns(UserWarning, match="drop_last=True a pass over the loader leaves out its last 7 of 97"):
+        s = lnb.compute_surface(m, loader, d, x=(-1, 1, 3), client=client)
+    want = [naive_loss(m, data, d.as_state_dicts(), [a])[0] for a in (-1.0, 0.0, 1.0)]
+    np.testing.assert_allclose(s.loss, want, rtol=1e-5)
+
+
 def test_a_store_resumed_on_another_runner_records_the_last_runs_runner(client, data, tmp_path):
     m = _model()
     d = lnb.random_directions(m, n=1, seed=2)

@@ -961,3 +961,133 @@ def test_channels_last_convolution_weights_give_the_same_values_and_the_user_s_t
     np.testing.assert_allclose(got, [naive_loss(model, cnn_data, dirs, c, metric=True) for c in coords], rtol=1e-5)
     assert {k: (p.data_ptr(), p.stride()) for k, p in model.named_parameters()} == own
     assert_bit_identical(model, saved)
+
+
+def _model_at(model, d, a):
+    """A copy of ``model`` at ``w + a·d`` (``d``: a one-direction Directions), in eval mode."""
+    import copy
+
+    m = copy.deepcopy(model)
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for name, t in d.as_state_dicts()[0].items():
+            params[name].add_(a * t)
+    return m.eval()
+
+
+def _wrong_first(mlp, mlp_data):
+    """``mlp_data`` with the first 8 targets each one class off the model's prediction (all 8 wrong)."""
+    x, y = mlp_data
+    with torch.no_grad():
+        pred = mlp(x[:8]).argmax(1)
+    return x, torch.cat([(pred + 1) % 3, y[8:]])
+
+
+@pytest.mark.parametrize("wrong_first", [False, True])
+def test_a_metric_summing_over_the_batch_is_refused_naming_it_and_the_fix(mlp, mlp_data, wrong_first):
+    """A count of right predictions (a sum over the batch) was accepted and became a weighted mean of
+    per-batch counts (43 with batches of 100 where the set holds 387): it is refused like a summed loss,
+    naming the metric and how to make it a mean, also when the first samples are all predicted wrong (a
+    count of 0 there, as a mean would be: checked on predictions right and wrong mixed too)."""
+    data = _wrong_first(mlp, mlp_data) if wrong_first else mlp_data
+    d = lnb.random_directions(mlp, n=1, seed=0)
+    with pytest.raises(LandscapeError, match=r"metric 'correct' gives \S+ on 8 samples but \S+ as the mean over two "
+                       r"halves of them: it sums over the batch \(e\.g\. a count of right predictions.*expected the "
+                       r"mean over the batch: divide by the number of samples .*\(out\.argmax\(1\) == y\)\.float\(\)"
+                       r"\.mean\(\)"):
+        lnb.compute_surface(mlp, data, d, x=(-1, 1, 3), batch_size=20,
+                            metrics={"correct": lambda out, y: (out.argmax(1) == y).float().sum()})
+
+
+def test_metrics_that_are_means_pass_the_sum_check_and_equal_a_naive_loop(mlp, mlp_data):
+    """A mean over samples (in batches of 20), and a mean over kept samples (targets of -100 not counted; the
+    first 4 of the checked 8 all ignored, a half that gives 0 as a sum with nothing counted would; one batch,
+    as for every function that is not a mean over samples), pass and equal a loop over the whole set."""
+    x, y = mlp_data
+    y = y.clone()
+    y[:4] = -100
+    y[10:40:3] = -100
+    kept_mean = {
+        "kept": lambda out, t: ((out.argmax(1) == t) & (t != -100)).sum().float() / (t != -100).sum().clamp_min(1),
+    }
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    d = lnb.random_directions(mlp, n=1, seed=0)
+    surf = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), batch_size=20, loss_fn=loss_fn,
+                               metrics={"acc": lambda out, t: (out.argmax(1) == t).float().mean()})
+    surf.metrics["kept"] = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), metrics=kept_mean,
+                                               loss_fn=loss_fn).metrics["kept"]
+    keep = y != -100
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            pred = _model_at(mlp, d, a)(x).argmax(1)
+        np.testing.assert_allclose(surf.metrics["acc"][i], float((pred == y).double().mean()), rtol=1e-6)
+        np.testing.assert_allclose(surf.metrics["kept"][i], float((pred == y)[keep].double().mean()), rtol=1e-6)
+
+
+class DropoutBeforeBN(nn.Module):
+    """Dropout feeding a BatchNorm layer: its statistics differ with Dropout on (``update_bn``) or off."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.drop, self.fc2 = nn.Linear(6, 16), nn.Dropout(0.5), nn.Linear(16, 16)
+        self.bn, self.out = nn.BatchNorm1d(16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.fc2(self.drop(torch.relu(self.fc1(x)))))))
+
+
+def test_bn_recompute_reestimates_with_only_batchnorm_in_train_mode_dropout_off():
+    """``mode="bn-recompute"`` equals a naive re-estimate with only the BatchNorm layers in train mode (one
+    pass over the 300 samples, cumulative average), Dropout off; ``torch.optim.swa_utils.update_bn``, which
+    puts the whole model in train mode, gives other values on this model (Dropout before the BatchNorm)."""
+    from torch.optim.swa_utils import update_bn
+
+    model = DropoutBeforeBN().eval()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 6, generator=g), torch.randint(0, 3, (300,), generator=g)
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), mode="bn-recompute", metrics=None)
+    want, swa = [], []
+    for a in (-1.0, 0.0, 1.0):
+        m = _model_at(model, d, a)
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.bn.train()  # the Dropout stays in eval mode
+        with torch.no_grad():
+            m(x)
+            want.append(float(nn.functional.cross_entropy(m.eval()(x), y)))
+        torch.manual_seed(0)
+        update_bn([x], m)  # the whole model in train mode: Dropout on
+        with torch.no_grad():
+            swa.append(float(nn.functional.cross_entropy(m.eval()(x), y)))
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    assert np.abs(np.array(swa) - surf.loss).max() > 1e-3
+
+
+class LogitsAndNorms(nn.Module):
+    """Returns (per-sample feature norms (N,), logits (N, 3)): one score-shaped tensor in a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.h = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        feats = torch.tanh(self.f(x))
+        return feats.norm(dim=1), self.h(feats)
+
+
+def test_the_default_loss_and_accuracy_take_the_only_score_shaped_tensor_of_a_tuple(mlp_data):
+    """As the Evaluator's docstring says (``metrics.find_logits``): not the tuple's first element, but its only
+    floating tensor of 2 or more dims; loss and accuracy equal a naive loop on ``out[1]``."""
+    x, y = mlp_data
+    model = LogitsAndNorms()
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            logits = _model_at(model, d, a)(x)[1]
+        np.testing.assert_allclose(surf.loss[i], float(nn.functional.cross_entropy(logits, y)), rtol=1e-5)
+        np.testing.assert_allclose(surf.metrics["accuracy"][i], float((logits.argmax(1) == y).double().mean()),
+                                   rtol=1e-6)

@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "the last)")
     c.add_argument("--mode", default="eval", choices=EVAL_MODES,
                    help="eval: BatchNorm's running statistics (default); bn-recompute: re-estimated on the data "
-                        "at every point")
+                        "at every point, only the BatchNorm layers in train mode (Dropout stays off)")
     c.add_argument("--precision", default="fp32", choices=PRECISIONS)
     c.add_argument("--compile", action="store_true",
                    help="torch.compile the model: compiling takes seconds to minutes, which a large grid on a GPU "
