@@ -340,8 +340,8 @@ class DaskRunner:
                     if isinstance(values, _Refused):
                         raise values.error
                 except Exception as exc:
-                    if _lost(fut, exc):
-                        lost = True
+                    if _lost(fut, exc) or _comm_failed(exc) or not self._connected():
+                        lost = True  # the cluster's failure, not the task's: resubmitted, or ClusterLost
                         continue
                     if type(exc).__name__ == "KilledWorker":  # Dask gave up after allowed-failures deaths
                         raise ClusterLost(f"tile {t.index} was running on Dask workers that died each time it "
@@ -391,6 +391,14 @@ class DaskRunner:
             except Exception as exc:  # a worker or scheduler that died meanwhile has nothing left to free
                 logger.debug("could not clear worker caches: %s", exc)
             self.payload = None
+
+
+def _comm_failed(exc: BaseException) -> bool:
+    """Whether fetching a result failed in Dask's communication (a worker or the scheduler gone while the
+    client gathered it: ``CommClosedError``), not in the task."""
+    from distributed.comm.core import CommClosedError
+
+    return isinstance(exc, CommClosedError)
 
 
 def _lost(fut, exc: BaseException) -> bool:
