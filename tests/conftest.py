@@ -128,6 +128,18 @@ def naive_loss(model, data, dirs, coeffs, loss_fn=None, metric=None):
     return total / len(x), total_m / len(x)
 
 
+def model_at(model, d, a):
+    """A copy of ``model`` at ``w + a·d`` (``d``: a one-direction Directions), in eval mode."""
+    import copy
+
+    m = copy.deepcopy(model)
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for name, t in d.as_state_dicts()[0].items():
+            params[name].add_(a * t)
+    return m.eval()
+
+
 def random_dict_dirs(model, n, seed=0, scale=0.5):
     g = torch.Generator().manual_seed(seed)
     return [{name: scale * torch.randn(p.shape, generator=g) for name, p in model.named_parameters()}

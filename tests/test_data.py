@@ -1,10 +1,9 @@
 """Which samples a DataLoader's evaluation uses (``landscape_nb.data``), checked against a plain loop over
 the loader itself: copy ``w + a·d`` into the model, run every batch the loader yields, average by sample."""
-import copy
-
 import numpy as np
 import pytest
 import torch
+from conftest import model_at
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import (
@@ -35,21 +34,11 @@ def _setup():
     return model, TensorDataset(x, y), lnb.random_directions(model, n=1, seed=0)
 
 
-def _at(model, d, a):
-    """A copy of ``model`` at ``w + a·d`` (``d``: a one-direction Directions), in eval mode."""
-    m = copy.deepcopy(model)
-    params = dict(m.named_parameters())
-    with torch.no_grad():
-        for name, t in d.as_state_dicts()[0].items():
-            params[name].add_(a * t)
-    return m.eval()
-
-
 def _loop_over(loader, model, d):
     """The mean cross-entropy over every sample a pass over ``loader`` yields, at each coefficient of XS."""
     out = []
     for a in XS:
-        m, total, n = _at(model, d, a), 0.0, 0
+        m, total, n = model_at(model, d, a), 0.0, 0
         with torch.no_grad():
             for xb, yb in loader:
                 total += float(F.cross_entropy(m(xb), yb, reduction="sum"))

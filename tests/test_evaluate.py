@@ -16,7 +16,7 @@ from landscape_nb.data import as_tensors, batches
 from landscape_nb.evaluate import EvalSettings, Evaluator
 from landscape_nb.metrics import accuracy, split_values
 
-from conftest import assert_bit_identical, naive_loss, random_dict_dirs, state_copy
+from conftest import assert_bit_identical, model_at, naive_loss, random_dict_dirs, state_copy
 
 
 def test_evaluate_module_stays_light():
@@ -963,18 +963,6 @@ def test_channels_last_convolution_weights_give_the_same_values_and_the_user_s_t
     assert_bit_identical(model, saved)
 
 
-def _model_at(model, d, a):
-    """A copy of ``model`` at ``w + a·d`` (``d``: a one-direction Directions), in eval mode."""
-    import copy
-
-    m = copy.deepcopy(model)
-    params = dict(m.named_parameters())
-    with torch.no_grad():
-        for name, t in d.as_state_dicts()[0].items():
-            params[name].add_(a * t)
-    return m.eval()
-
-
 def _wrong_first(mlp, mlp_data):
     """``mlp_data`` with the first 8 targets each one class off the model's prediction (all 8 wrong)."""
     x, y = mlp_data
@@ -1019,7 +1007,7 @@ def test_metrics_that_are_means_pass_the_sum_check_and_equal_a_naive_loop(mlp, m
     keep = y != -100
     for i, a in enumerate((-1.0, 0.0, 1.0)):
         with torch.no_grad():
-            pred = _model_at(mlp, d, a)(x).argmax(1)
+            pred = model_at(mlp, d, a)(x).argmax(1)
         np.testing.assert_allclose(surf.metrics["acc"][i], float((pred == y).double().mean()), rtol=1e-6)
         np.testing.assert_allclose(surf.metrics["kept"][i], float((pred == y)[keep].double().mean()), rtol=1e-6)
 
@@ -1050,7 +1038,7 @@ def test_bn_recompute_reestimates_with_only_batchnorm_in_train_mode_dropout_off(
     surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), mode="bn-recompute", metrics=None)
     want, swa = [], []
     for a in (-1.0, 0.0, 1.0):
-        m = _model_at(model, d, a)
+        m = model_at(model, d, a)
         m.bn.reset_running_stats()
         m.bn.momentum = None
         m.bn.train()  # the Dropout stays in eval mode
@@ -1087,7 +1075,7 @@ def test_the_default_loss_and_accuracy_take_the_only_score_shaped_tensor_of_a_tu
     surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
     for i, a in enumerate((-1.0, 0.0, 1.0)):
         with torch.no_grad():
-            logits = _model_at(model, d, a)(x)[1]
+            logits = model_at(model, d, a)(x)[1]
         np.testing.assert_allclose(surf.loss[i], float(nn.functional.cross_entropy(logits, y)), rtol=1e-5)
         np.testing.assert_allclose(surf.metrics["accuracy"][i], float((logits.argmax(1) == y).double().mean()),
                                    rtol=1e-6)
