@@ -118,11 +118,16 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, str]:
         return model, "no BatchNorm"
     if _has_forward_hooks(model):  # e.g. torch.nn.utils.prune recomputes conv.weight in a pre-hook
         return model, "not folded: the model has forward hooks"
+    own = set(vars(model))
     try:
         with _TRACING:
             gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # data-dependent control flow, custom tracers: run the model as it is
         return model, f"not folded: torch.fx could not trace the model ({type(exc).__name__})"
+    finally:  # the tracer stores each plain tensor attribute forward reads on the model as _tensor_constantN
+        for name in set(vars(model)) - own:  # (the traced module keeps its own reference): not left there
+            if name.startswith("_tensor_constant"):
+                del vars(model)[name]
     modules = dict(gm.named_modules())
     n_folded = 0
     for node in list(gm.graph.nodes):

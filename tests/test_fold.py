@@ -121,6 +121,27 @@ def test_untraceable_and_bn_free_models_are_returned_as_they_are(mixed_x):
     assert fold_batchnorm(plain) == (plain, "no BatchNorm")
 
 
+def test_folding_leaves_no_attribute_on_the_model_for_a_tensor_constant_of_the_trace(cnn, cnn_data):
+    """torch.fx stored a tensor computed from a plain attribute while tracing on the model, as
+    _tensor_constant0 (one more at each computation; a reused set-up then never matched the model)."""
+    class Biased(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.shift = inner, torch.tensor([0.5, -0.5, 0.0, 9.0])  # a plain attribute, no buffer
+
+        def forward(self, x):
+            return self.inner(x) + self.shift[:3]  # sliced while tracing: a tensor constant of the trace
+
+    m = Biased(cnn).eval()
+    before = set(vars(m))
+    folded, note = fold_batchnorm(m)
+    assert note == "folded 1 conv→BatchNorm pairs" and set(vars(m)) == before
+    x = cnn_data[0]
+    torch.testing.assert_close(folded(x), m(x), rtol=1e-5, atol=1e-6)
+    m.shift.mul_(3.0)  # the folded view reads the same tensor
+    torch.testing.assert_close(folded(x), m(x), rtol=1e-5, atol=1e-6)
+
+
 def test_models_with_forward_hooks_are_not_folded(cnn, cnn_data):
     """torch.nn.utils.prune rebuilds conv.weight from weight_orig in a pre-hook: a folded view
     would read a stale weight once weight_orig is perturbed."""
