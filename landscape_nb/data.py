@@ -495,10 +495,12 @@ def warn_differs_from_loader(notes: Mapping) -> None:
 
 
 def _read_loader(loader, what: str, max_samples, seed):
-    from torch.utils.data import IterableDataset
+    from torch.utils.data import IterableDataset, default_collate, default_convert
 
     ds = loader.dataset
     collate = loader.collate_fn
+    if loader.batch_size is None and loader.batch_sampler is None and collate is default_convert:
+        collate = default_collate  # batch_size=None: the loader yields samples one by one, unstacked; stacked here
     if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
         tree = _read_iterable(loader, None, what, max_samples)
         return tree, {"source": "DataLoader over an iterable dataset",

@@ -128,3 +128,18 @@ def test_a_loader_a_loop_over_which_sees_the_same_samples_gives_no_warning(make,
     surf = lnb.compute_surface(model, make(ds), d, x=(-1, 1, 3), metrics=None)
     assert not [w for w in recwarn if "DataLoader" in str(w.message)]
     assert "differs_from_loader" not in surf.provenance["data"]
+
+
+def test_a_loader_with_automatic_batching_off_is_read_sample_by_sample_and_stacked():
+    """``DataLoader(ds, batch_size=None)`` yields each sample unstacked (default_convert, no collation): it
+    was refused as "a list of 300 samples"; its samples are stacked now, and the values are a loop's over
+    them (each sample its own batch of one)."""
+    model, ds, d = _setup()
+    surf = lnb.compute_surface(model, DataLoader(ds, batch_size=None), d, x=(-1.0, 1.0, 3))
+    one_by_one = DataLoader(ds, batch_size=None)
+    want = []
+    for a in XS:
+        m = model_at(model, d, a)
+        with torch.no_grad():
+            want.append(sum(float(F.cross_entropy(m(xs[None]), ys[None])) for xs, ys in one_by_one) / N)
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
