@@ -150,8 +150,9 @@ class DefaultLoss:
 
 def _class_probabilities(logits: torch.Tensor | None, targets: torch.Tensor) -> bool:
     """Whether float ``targets`` are class probabilities for ``logits`` (what ``F.cross_entropy`` takes as
-    soft labels): the logits' shape, (N, C) or (N, C, ...) (any N: ``logits`` may be of a few samples), every entry in [0, 1], summing to 1 over dim 1
-    (to 1e-3, float16 rounding); a regression target of that shape is not."""
+    soft labels): the logits' shape, (N, C) or (N, C, ...) (any N: ``logits`` may be of a few samples),
+    every entry in [0, 1], summing to 1 over dim 1 (to 1e-3, float16 rounding); a regression target of
+    that shape is not."""
     if logits is None or logits.ndim < 2 or targets.shape[1:] != logits.shape[1:] or not targets.numel():
         return False
     t = targets.detach().double()
