@@ -8,6 +8,9 @@ function, and importing a submodule of the same name would replace it by the mod
 """
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 from torch import nn
 
 from .compute import compute_surface
@@ -54,7 +57,10 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     Surface
         ``loss`` (rows, cols) and metrics ``lambda_max``, ``lambda_min`` (1/weight² units of the
         loss), ``eig_ratio`` = ``|λ_min/λ_max|`` (dimensionless) and ``n_hvp`` (Hessian-vector
-        products used per point).
+        products used per point). The three eigen-quantities are NaN at a point where Lanczos did
+        not reach ``tol`` within ``max_iter`` (never the value it stopped at), ``eig_ratio`` also
+        where ``λ_max`` is exactly 0; a ``UserWarning`` says how many, and
+        ``provenance["lanczos_not_converged"]`` and ``["lambda_max_zero"]`` count them.
 
     Raises
     ------
@@ -77,8 +83,30 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     """
     check_lanczos_options(tol, max_iter, seed)
     options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed)}
-    return compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
+    surf = compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
                            metrics=None, **compute_kwargs)
+    _say_where_undefined(surf, tol, max_iter)
+    return surf
+
+
+def _say_where_undefined(surf: Surface, tol: float, max_iter: int | None) -> None:
+    """Count (``provenance``) and warn about the computed points whose eigenvalues or ratio are NaN."""
+    done = np.ones(surf.loss.shape, bool) if surf.done is None else surf.done
+    lmax = surf.metrics["lambda_max"]
+    counted = done & np.isfinite(surf.loss)  # a diverged loss has no Hessian to speak of
+    not_converged = int((counted & np.isnan(lmax)).sum())
+    flat = int((counted & (lmax == 0)).sum())
+    surf.provenance["lanczos_not_converged"], surf.provenance["lambda_max_zero"] = not_converged, flat
+    n = int(counted.sum())
+    if not_converged:
+        limit = f"max_iter={max_iter} restarts" if max_iter else "the default limit of restarts"
+        warnings.warn(f"landscape_nb.eigen_map: Lanczos did not reach tol={tol:g} within {limit} at "
+                      f"{not_converged} of {n} points; their lambda_max, lambda_min and eig_ratio are NaN (not the "
+                      "values it stopped at). Pass a larger max_iter or a looser tol", stacklevel=3)
+    if flat:
+        warnings.warn(f"landscape_nb.eigen_map: λ_max is exactly 0 at {flat} of {n} points (a loss piecewise linear "
+                      "in the weights has a zero Hessian): eig_ratio = |λ_min/λ_max| is undefined there and NaN",
+                      stacklevel=3)
 
 
 __all__ = ["eigen_map"]

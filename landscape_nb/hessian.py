@@ -605,6 +605,8 @@ class HessianEvaluator:
         top, bottom = extreme_eigenpairs(self.op, n_max=1, n_min=1, tol=self.tol, max_iter=self.max_iter,
                                          seed=self.seed, relative_min=False)
         lmax, lmin = float(top.values[0]), float(bottom.values[0])
+        if not (top.converged and bottom.converged):  # as far as Lanczos got: a plausible wrong value, not shown
+            lmax = lmin = math.nan
         ratio = abs(lmin / lmax) if lmax != 0 and math.isfinite(lmax) else math.nan
         return [loss, lmax, lmin, ratio, float(self.op.n_products - start)]
 

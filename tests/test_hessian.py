@@ -151,6 +151,20 @@ def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
             assert surf.metrics["lambda_min"][j, i] == pytest.approx(evals[0], rel=1e-5, abs=1e-8)
             assert surf.metrics["eig_ratio"][j, i] == pytest.approx(abs(evals[0] / evals[-1]), rel=1e-4)
             assert surf.metrics["n_hvp"][j, i] >= 2
+    assert surf.provenance["lanczos_not_converged"] == 0 and surf.provenance["lambda_max_zero"] == 0
+
+
+def test_an_eigen_map_point_where_lanczos_did_not_converge_is_nan_and_counted(data64):
+    model = _small_mlp()
+    d = lnb.random_directions(model, n=2, seed=1)
+    options = {"tol": 1e-12, "max_iter": 1}
+    assert not lnb.hessian_eigenvalues(model, data64, k=1, **options).converged  # at the centre, on its own
+    with pytest.warns(UserWarning, match=r"did not reach tol=1e-12 within max_iter=1 restarts at 4 of 4 points"):
+        surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), **options)
+    assert surf.done.all() and np.isfinite(surf.loss).all() and surf.provenance["lanczos_not_converged"] == 4
+    for name in ("lambda_max", "lambda_min", "eig_ratio"):
+        assert np.isnan(surf.metrics[name]).all(), name
+    assert (surf.metrics["n_hvp"] > 0).all()
 
 
 def test_eigen_map_is_part_of_the_store_spec(tmp_path, data64):
@@ -478,7 +492,10 @@ def test_a_zero_hessian_has_zero_eigenvalues_and_orthonormal_directions(solver, 
     assert d.provenance["eigenvalues"] == [0.0, 0.0]
     v = d.vectors.double()
     np.testing.assert_allclose((v @ v.T).numpy(), np.eye(2), atol=1e-6)
-    surf = lnb.eigen_map(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None), x=(-1, 1, 2),
-                         y=(-1, 1, 2), loss_fn=nn.L1Loss())
+    with pytest.warns(UserWarning, match=r"λ_max is exactly 0 at 4 of 4 points .* undefined there and NaN"):
+        surf = lnb.eigen_map(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None), x=(-1, 1, 2),
+                             y=(-1, 1, 2), loss_fn=nn.L1Loss())
     np.testing.assert_array_equal(surf.metrics["lambda_max"], 0.0)
     np.testing.assert_array_equal(surf.metrics["lambda_min"], 0.0)
+    assert np.isnan(surf.metrics["eig_ratio"]).all() and surf.provenance["lambda_max_zero"] == 4
+    assert surf.provenance["lanczos_not_converged"] == 0
