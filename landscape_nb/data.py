@@ -156,12 +156,18 @@ class EvalData:
         The dict key of the targets for ``rule == "key"``.
     notes : dict
         What was read and how (for the provenance): source, rule, subset.
+    collated_alone : list of (int, tree)
+        For a DataLoader whose ``collate_fn`` pads each batch to its longest sample: up to
+        ``PADDING_SAMPLES`` samples as ``collate_fn([sample])`` gives them (other shapes than
+        their rows of ``tree``, which is collated all at once), with their row in ``tree``;
+        ``evaluate.check_padding`` compares the model's loss on both. Empty otherwise.
     """
 
     tree: Any
     rule: str
     target_key: Any = None
     notes: dict = field(default_factory=dict)
+    collated_alone: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         leaves = tree_leaves(self.tree)
@@ -200,10 +206,14 @@ class EvalData:
 
     def take(self, idx: torch.Tensor) -> "EvalData":
         """The samples at ``idx`` (a 1-D index tensor), same rule."""
-        return EvalData(tree_map(lambda t: t[idx], self.tree), self.rule, self.target_key, dict(self.notes))
+        rows = {int(r): k for k, r in enumerate(idx.tolist())}
+        alone = [(rows[r], t) for r, t in self.collated_alone if r in rows]
+        return EvalData(tree_map(lambda t: t[idx], self.tree), self.rule, self.target_key, dict(self.notes), alone)
 
     def to(self, device) -> "EvalData":
-        return EvalData(tree_map(lambda t: t.to(device), self.tree), self.rule, self.target_key, dict(self.notes))
+        alone = [(r, tree_map(lambda t: t.to(device), a)) for r, a in self.collated_alone]
+        return EvalData(tree_map(lambda t: t.to(device), self.tree), self.rule, self.target_key, dict(self.notes),
+                        alone)
 
     def slices(self, size: int) -> list:
         """Consecutive sub-trees of ``size`` samples (the last holds the remainder)."""
@@ -307,8 +317,9 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
 
     data = _call_factory(data, what)
     notes: dict[str, Any] = {}
+    alone: list = []
     if isinstance(data, DataLoader):
-        tree, notes = _read_loader(data, what, max_samples, subset_seed)
+        tree, notes, alone = _read_loader(data, what, max_samples, subset_seed)
         max_samples = None  # already applied
         batching = (f"batch_size={data.batch_size}" if data.batch_size is not None else
                     f"batch sampler {type(data.batch_sampler).__name__}" if data.batch_sampler is not None else None)
@@ -325,7 +336,7 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
             data, (tuple, list, Mapping, torch.Tensor, str, bytes)) and not hasattr(data, "__array__")):
         # map-style: a torch Dataset, or anything indexable with a length (e.g. a Hugging Face
         # ``datasets.Dataset`` with ``set_format("torch")``)
-        tree, notes = _read_map(data, None, _collate, what, max_samples, subset_seed)
+        tree, notes, _ = _read_map(data, None, _collate, what, max_samples, subset_seed)
         max_samples = None
     elif isinstance(data, (tuple, list, Mapping, torch.Tensor)) or hasattr(data, "__array__"):
         tree = _tensorize(data, what)
@@ -337,9 +348,9 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
         )
     if isinstance(target_key, int) and isinstance(tree, tuple) and len(tree) > 2:
         k = target_key % len(tree)  # move the targets last: rule "last"
-        tree = (*tree[:k], *tree[k + 1:], tree[k])
+        tree, alone = (*tree[:k], *tree[k + 1:], tree[k]), [(r, (*t[:k], *t[k + 1:], t[k])) for r, t in alone]
     rule, key = _rule_of(tree, target_key if not isinstance(target_key, int) else None)
-    ev = EvalData(tree, rule, key)
+    ev = EvalData(tree, rule, key, collated_alone=alone)
     idx = subset_indices(ev.n, max_samples, subset_seed)
     if idx is not None:
         notes["subset"] = f"{idx.numel()} of {ev.n} samples, seed {subset_seed}"
@@ -504,10 +515,15 @@ def _read_loader(loader, what: str, max_samples, seed):
     if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
         tree = _read_iterable(loader, None, what, max_samples)
         return tree, {"source": "DataLoader over an iterable dataset",
-                      "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
+                      "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}, []
     idx, order, differs = _indices_of(loader, len(ds))
-    tree, notes = _read_map(ds, idx, collate, what, max_samples, seed)
+    tree, notes, pos = _read_map(ds, idx, collate, what, max_samples, seed)
     notes = {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
+    alone = [] if collate is _collate or _is_default_collate(collate) else _collated_alone(ds, pos, collate, tree, what)
+    if alone:
+        notes["collate"] = (f"the DataLoader's collate_fn pads each batch to its longest sample: all {batch_len(tree)} "
+                            "samples are collated at once (padded alike, so that every batching gives the same "
+                            f"values); checked on {len(alone)} samples that the loss does not depend on the padding")
     if differs:
         m = len(ds) if idx is None else len(idx)
         notes[LOADER_NOTE] = (
@@ -516,11 +532,36 @@ def _read_loader(loader, what: str, max_samples, seed):
             "of them if given), and evaluates their mean in batches of its own, so that every grid point sees the "
             "same samples and a rerun resumes; to evaluate other ones, pass them (e.g. "
             "torch.utils.data.Subset(dataset, indices))")
-    return tree, notes
+    return tree, notes, alone
+
+
+#: samples ``_collated_alone`` keeps (of the first 64) for ``evaluate.check_padding``
+PADDING_SAMPLES = 8
+
+
+def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
+    """``[(row, collate([ds[pos[row]]])), ...]`` for up to ``PADDING_SAMPLES`` of the first 64 samples whose
+    collation alone has other per-sample shapes than ``whole`` (``collate`` of all of them): a collate_fn
+    padding per batch. Empty where none differs, or where ``collate`` cannot take one sample."""
+    shapes = [tuple(t.shape[1:]) for _, t in tree_leaves(whole)]
+    out = []
+    for row, i in enumerate(pos[:64]):
+        try:
+            tree = _tensorize(collate([ds[i]]), what)
+        except Exception:  # noqa: BLE001 - a collate_fn written for full batches only: nothing to compare
+            return []
+        if tree_structure(tree) != tree_structure(whole):
+            return []
+        if [tuple(t.shape[1:]) for _, t in tree_leaves(tree)] != shapes:
+            out.append((row, tree))
+            if len(out) == PADDING_SAMPLES:
+                break
+    return out
 
 
 def _read_map(ds, idx, collate, what: str, max_samples, seed):
-    """Items of a map-style dataset at ``idx`` (default all), subset chosen before reading."""
+    """Items of a map-style dataset at ``idx`` (default all), subset chosen before reading: (tree, notes,
+    the dataset indices of its rows)."""
     from torch.utils.data import TensorDataset
 
     n = len(ds)
@@ -535,9 +576,9 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
         notes["subset"] = f"{len(pos)} of {n} samples, seed {seed}, chosen before reading"
     if isinstance(ds, TensorDataset) and (collate is _collate or _is_default_collate(collate)):
         ix = torch.as_tensor(pos)
-        return tuple(t[ix] for t in ds.tensors), notes
+        return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
-    return _tensorize((collate or _collate)(items), what), notes
+    return _tensorize((collate or _collate)(items), what), notes, pos
 
 
 def _is_default_collate(fn) -> bool:

@@ -137,6 +137,47 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     return loss_fn, ev.split, loss_name(loss_fn)
 
 
+def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
+    """Refuse a model whose loss depends on how much padding a DataLoader's ``collate_fn`` adds.
+
+    ``data.read_data`` collates all the samples at once, padded alike, so that every batch size
+    gives the same values; a loop over the loader pads each batch to its own longest sample. For
+    the samples of ``ev.collated_alone`` (collated alone: the least padding), the loss of the sample
+    so collated and of its row of ``ev.tree`` (padded like the whole set) are compared, in eval mode
+    without gradients, to ``rtol=1e-4``: a model that masks its padding gives the same value, one
+    that reads padded positions (pools over them, attends to them) does not. A model that raises
+    on a sample alone is not checked.
+
+    Raises
+    ------
+    LandscapeError
+        Naming the sample, both shapes and both losses, and the fixes (mask the padding, or pad to
+        one fixed length in ``collate_fn``).
+    """
+    if not ev.collated_alone:
+        return
+    with eval_mode(model), torch.no_grad():
+        for row, alone in ev.collated_alone:
+            padded = tree_map(lambda t, r=row: t[r:r + 1], ev.tree)
+            try:
+                values = [float(loss_fn(call_model(model, x), y)) for x, y in (split(alone), split(padded))]
+            except Exception:  # noqa: BLE001 - e.g. a model taking batches of several samples only
+                return
+            a, b = values
+            if a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-7):
+                continue
+            shapes = [", ".join(f"{p or 'data'} {tuple(t.shape[1:])}" for p, t in tree_leaves(tree)[:4])
+                      for tree in (alone, padded)]
+            raise LandscapeError(
+                f"the model's loss depends on how much padding the DataLoader's collate_fn adds: sample {row} "
+                f"collated alone (per-sample shapes {shapes[0]}) gives loss {a:.7g}, padded like the whole set "
+                f"({shapes[1]}) {b:.7g}. landscape_nb collates all {ev.n} samples at once, padded alike, so that "
+                "every batching gives the same values; a loop over the loader pads each batch to its own longest "
+                "sample, so its values would differ from these, and from one batch size to another. Mask the padded "
+                "positions in the model (an attention or padding mask; pool over real positions only), or pad to one "
+                "fixed length in collate_fn")
+
+
 class Evaluator(SpeedChoices):
     """Loss and metrics of ``model`` on ``data`` at points ``w0 + Σ c_k d_k`` of weight space.
 
@@ -433,6 +474,7 @@ class Evaluator(SpeedChoices):
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)
+        check_padding(self.model, self._data, self.loss_fn, self._split)
         if metrics == "auto":
             ignore = self.loss_fn.ignore_index if type(self.loss_fn) is nn.CrossEntropyLoss else -100
             fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore)

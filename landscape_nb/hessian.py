@@ -43,7 +43,7 @@ from torch import nn
 from .data import batch_len, call_model, check_finite_data, read_data, tree_map
 from .directions import Directions
 from .errors import LandscapeError, positive_int, seed_int, short_repr
-from .evaluate import Cancelled, choose_loss
+from .evaluate import Cancelled, check_padding, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
@@ -114,6 +114,7 @@ class HessianOperator:
                 loss_fn.check(out, ev.split()[1])
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
+            check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
         else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
             batches = list(batches)

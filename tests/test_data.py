@@ -35,13 +35,14 @@ def _setup():
 
 
 def _loop_over(loader, model, d):
-    """The mean cross-entropy over every sample a pass over ``loader`` yields, at each coefficient of XS."""
+    """The mean cross-entropy over every sample a pass over ``loader`` yields, at each coefficient of XS (tuple
+    inputs passed as ``model(*inputs)``)."""
     out = []
     for a in XS:
         m, total, n = model_at(model, d, a), 0.0, 0
         with torch.no_grad():
             for xb, yb in loader:
-                total += float(F.cross_entropy(m(xb), yb, reduction="sum"))
+                total += float(F.cross_entropy(m(*xb) if isinstance(xb, tuple) else m(xb), yb, reduction="sum"))
                 n += len(yb)
         out.append(total / n)
     return out
@@ -143,3 +144,66 @@ def test_a_loader_with_automatic_batching_off_is_read_sample_by_sample_and_stack
         with torch.no_grad():
             want.append(sum(float(F.cross_entropy(m(xs[None]), ys[None])) for xs, ys in one_by_one) / N)
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+class Sentences(torch.utils.data.Dataset):
+    """Token sequences of 2 to 12 tokens (ids 1..19; 0 is padding), labelled by their first token's parity."""
+
+    def __init__(self, n=90):
+        g = torch.Generator().manual_seed(5)
+        lengths = torch.randint(2, 13, (n,), generator=g)
+        self.items = [torch.randint(1, 20, (int(k),), generator=g) for k in lengths]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i], int(self.items[i][0] % 2)
+
+
+def pad_batch(items):
+    """Pads each batch to its own longest sequence: (tokens (B, L), mask (B, L)), labels (B,)."""
+    tokens = nn.utils.rnn.pad_sequence([t for t, _ in items], batch_first=True)
+    return (tokens, tokens != 0), torch.tensor([y for _, y in items])
+
+
+class MeanOfEmbeddings(nn.Module):
+    """Mean of the token embeddings, over the real tokens (``masked``) or over every position, padding included."""
+
+    def __init__(self, masked):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.out, self.masked = nn.Embedding(20, 8), nn.Linear(8, 2), masked
+
+    def forward(self, tokens, mask):
+        e = self.emb(tokens)
+        if not self.masked:
+            return self.out(e.mean(1))
+        m = mask.unsqueeze(-1).float()
+        return self.out((e * m).sum(1) / m.sum(1))
+
+
+def test_a_collate_fn_padding_per_batch_gives_a_loops_values_for_a_model_masking_its_padding():
+    """All samples are collated at once (padded to the longest); a model that masks its padding gives, at every
+    point, what a loop over the user's loader (each batch padded to its own longest) gives."""
+    model, ds = MeanOfEmbeddings(masked=True), Sentences()
+    loader = DataLoader(ds, batch_size=16, collate_fn=pad_batch)
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3), batch_size=32)
+    np.testing.assert_allclose(surf.loss, _loop_over(loader, model, d), rtol=1e-5)
+    assert "pads each batch to its longest sample" in surf.provenance["data"]["collate"]
+
+
+def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refused():
+    """Evaluated padded alike, a model averaging over padded positions would give values other than a loop
+    over the loader (shown here first), and those of the loop would follow its batch size: refused."""
+    model, ds = MeanOfEmbeddings(masked=False), Sentences()
+    loader = DataLoader(ds, batch_size=16, collate_fn=pad_batch)
+    d = lnb.random_directions(model, n=1, seed=0)
+    whole = DataLoader(ds, batch_size=len(ds), collate_fn=pad_batch)  # padded alike, as evaluated
+    assert abs(_loop_over(whole, model, d)[1] - _loop_over(loader, model, d)[1]) > 1e-4
+    with pytest.raises(lnb.LandscapeError, match=r"loss depends on how much padding the DataLoader's collate_fn "
+                                                 r"adds: sample \d+ collated alone .* Mask the padded positions"):
+        lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3))
+    with pytest.raises(lnb.LandscapeError, match="how much padding"):
+        lnb.hessian_eigenvalues(model, loader, k=1)
