@@ -33,6 +33,7 @@ import contextlib
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import batch_len, call_model, check_finite_data, read_data, tree_map
+from .data import batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map
 from .directions import Directions
 from .errors import LandscapeError, positive_int, seed_int, short_repr
 from .evaluate import Cancelled, check_padding, choose_loss
@@ -116,6 +117,8 @@ class HessianOperator:
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
+            if len(batches) > 1:
+                _warn_if_batching_matters(model, ev, split, loss_fn, batch_len(batches[0][0]))
         else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
             batches = list(batches)
             if not batches:
@@ -188,6 +191,40 @@ class HessianOperator:
 
 
 _NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
+
+
+def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int) -> None:
+    """Warn (``UserWarning``) when the loss on a batch is not the weighted mean of its parts' values, so that
+    the Hessian over batches of ``size`` (their losses weighted by samples, or by the targets they keep for
+    the losses ``metrics.batch_denominator`` knows) is not that of the loss over the whole set: a mean
+    over non-ignored tokens written by the user, a normalisation by the batch, or outputs that depend on
+    the rest of the batch. Checked at the current weights on up to 256 samples spread over the set
+    against their two halves, as ``compute_surface`` checks (``Evaluator._fix_batching_for_batch_means``);
+    not for a model whose outputs are random."""
+    n = ev.n
+    m = min(n, 256, size)
+    if m < 4:
+        return
+    idx = torch.linspace(0, n - 1, m).round().long().to(tree_leaves(ev.tree)[0][1].device)
+    parts = [split(ev.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
+    with eval_mode(model), torch.no_grad():
+        whole, first, second = (float(loss_fn(call_model(model, xb), yb)) for xb, yb in parts)
+        if whole != float(loss_fn(call_model(model, parts[0][0]), parts[0][1])):
+            return  # random outputs: nothing to compare
+    known = [batch_denominator(loss_fn, yb) for _, yb in parts[1:]]
+    w1, w2 = (float(known[0]), float(known[1])) if known[0] is not None else (m // 2, m - m // 2)
+    if not w1 or not w2:
+        return
+    mean = (first * w1 + second * w2) / (w1 + w2)
+    tol = 2e-6 if idx.device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
+    if abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)) or math.isnan(whole):
+        return
+    warnings.warn(
+        f"landscape_nb: the loss on a batch is not the {'target' if known[0] is not None else 'sample'}-weighted "
+        f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from their two "
+        "halves: e.g. a mean over non-ignored tokens, a normalisation by the batch, or outputs that depend on the "
+        f"batch), so with batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' "
+        f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that", stacklevel=4)
 
 
 def _first_outputs(model: nn.Module, xb):
@@ -304,7 +341,9 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values (a
-        loss summed over the batch, whose values would follow it, is refused).
+        loss summed over the batch, whose values would follow it, is refused; one that is not a
+        mean over samples, such as a mean over kept tokens, gets a ``UserWarning``: the batches are
+        then weighted by samples).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -411,7 +450,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values (a
-        loss summed over the batch, whose values would follow it, is refused).
+        loss summed over the batch, whose values would follow it, is refused; one that is not a
+        mean over samples, such as a mean over kept tokens, gets a ``UserWarning``: the batches are
+        then weighted by samples).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -525,7 +566,9 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values (a
-        loss summed over the batch, whose values would follow it, is refused).
+        loss summed over the batch, whose values would follow it, is refused; one that is not a
+        mean over samples, such as a mean over kept tokens, gets a ``UserWarning``: the batches are
+        then weighted by samples).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool

@@ -2,6 +2,7 @@
 checked against finite differences and dense Hessians from torch.autograd.functional."""
 import copy
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -499,3 +500,33 @@ def test_a_zero_hessian_has_zero_eigenvalues_and_orthonormal_directions(solver, 
     np.testing.assert_array_equal(surf.metrics["lambda_min"], 0.0)
     assert np.isnan(surf.metrics["eig_ratio"]).all() and surf.provenance["lambda_max_zero"] == 4
     assert surf.provenance["lanczos_not_converged"] == 0
+
+
+def test_a_hessian_over_batches_of_a_loss_that_is_no_sample_mean_warns_and_is_that_of_the_weighted_batches():
+    """A mean over kept targets the package does not know (a user's own token mean): over batches weighted by
+    samples, the Hessian is that of the weighted mean of the batches' losses, not of the loss over the set."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3 * 3)).double()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40, 3), generator=g)
+    y[:20, 1:] = -1  # the first half keeps one target per sample, the second three
+
+    def token_mean(out, yb):
+        kept = yb.reshape(-1) >= 0
+        return nn.functional.cross_entropy(out.reshape(-1, 3)[kept], yb.reshape(-1)[kept])
+
+    whole = np.linalg.eigvalsh(_dense_hessian(model, (x, y), token_mean))[-1]
+    halves = np.linalg.eigvalsh(0.5 * _dense_hessian(model, (x[:20], y[:20]), token_mean)
+                                + 0.5 * _dense_hessian(model, (x[20:], y[20:]), token_mean))[-1]
+    assert abs(whole - halves) > 1e-3 * abs(whole)
+    with pytest.warns(UserWarning, match=r"not the sample-weighted mean of its parts' values .* batch_size=20 the "
+                                         r"Hessian is that of the weighted mean of 2 batches' losses"):
+        got = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", loss_fn=token_mean, batch_size=20, tol=1e-10)
+    assert got["max"][0] == pytest.approx(halves, rel=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one_pass = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", loss_fn=token_mean, tol=1e-10)
+        model_ce = _small_mlp()  # a sample mean over batches: no warning
+        lnb.hessian_eigenvalues(model_ce, (x, y[:, 0]), k=1, which="max", batch_size=20, tol=1e-6)
+    assert one_pass["max"][0] == pytest.approx(whole, rel=1e-8)
