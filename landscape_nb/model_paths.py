@@ -14,6 +14,7 @@ from torch import nn
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice
 from .params import ParamLayout, flatten, unwrap_model, variance_buffers
+from .spec import module_settings
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -47,8 +48,10 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     LandscapeError
         If a model is not a module, a model's parameter (or, with ``include_buffers``,
         floating-point buffer) names or shapes differ from the first model's (naming the
-        first differing tensor and both models), the same parameters are frozen in one
-        model and trainable in another, or frozen parameters differ with ``frozen="refuse"``.
+        first differing tensor and both models), a submodule differs in class or settings (an
+        activation, a slope, an ``eps``, a plain attribute; Dropout's rate aside: ``_check_same_settings``),
+        the same parameters are frozen in one model and trainable in another, or frozen parameters
+        differ with ``frozen="refuse"``.
     """
     check_choice("frozen", frozen, ("include", "refuse"))
     models = [unwrap_model(m) for m in models]
@@ -101,6 +104,7 @@ def _check_same_architecture(a: nn.Module, b: nn.Module, name_a: str, name_b: st
             f"{name_b} ({detail}); expected two models of one architecture (the same class and parameter shapes), "
             f"e.g. two trainings of one network: build {name_b} as {name_a} was built"
         )
+    _check_same_settings(a, b, name_a, name_b)
     grad_b = {n: p.requires_grad for n, p in b.named_parameters()}
     mixed = [n for n, p in a.named_parameters() if p.requires_grad != grad_b[n]]
     if mixed:
@@ -109,6 +113,38 @@ def _check_same_architecture(a: nn.Module, b: nn.Module, name_a: str, name_b: st
             "(requires_grad=False) in the other; expected the same parameters frozen in both: call "
             "requires_grad_() alike on both models"
         )
+
+
+#: modules that are the identity in eval mode, where every path is evaluated: their settings may differ
+_EVAL_IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _check_same_settings(a: nn.Module, b: nn.Module, name_a: str, name_b: str) -> None:
+    """Refuse ``b`` unless each of its submodules computes as ``a``'s does given the same weights: the same
+    class, ``extra_repr`` (an activation's slope, BatchNorm's ``eps``...), non-persistent buffers and plain
+    attributes (``spec.module_settings``; Dropout's rate aside, the identity in eval mode). Otherwise the
+    path's end (``a``'s network with ``b``'s weights) is not ``b``: a Tanh network with a ReLU network's
+    weights had 1.41 for b's loss of 0.018, and a made-up barrier."""
+    sa, sb = module_settings(a), module_settings(b)
+    mods_a, mods_b = dict(a.named_modules(remove_duplicate=False)), dict(b.named_modules(remove_duplicate=False))
+    for name, digest in sa.items():
+        ma, mb = mods_a[name], mods_b.get(name)
+        if mb is not None and (sb.get(name) == digest or (isinstance(ma, _EVAL_IDENTITY) and type(ma) is type(mb))):
+            continue
+        where = f"submodule {name!r}" if name else "the model itself"
+        if mb is None:
+            what = f"{where} is in {name_a}, not in {name_b}"
+        elif type(ma) is not type(mb):
+            what = f"{where} is a {type(ma).__name__} in {name_a}, a {type(mb).__name__} in {name_b}"
+        elif ma.extra_repr() != mb.extra_repr():
+            what = f"{where} ({type(ma).__name__}) is ({ma.extra_repr()}) in {name_a}, ({mb.extra_repr()}) in {name_b}"
+        else:
+            what = f"{where} ({type(ma).__name__}) has other plain attributes or non-persistent buffers"
+        raise LandscapeError(
+            f"{name_a} and {name_b} have the same tensors but not the same network: {what}; a path between them "
+            f"would end at {name_b}'s weights inside {name_a}'s network, not at {name_b}. Expected two models of "
+            "one architecture (e.g. two trainings of one network); if that setting does not change what the "
+            "model computes, make it equal in both")
 
 
 def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:

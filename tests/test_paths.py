@@ -130,6 +130,36 @@ def test_models_of_different_architectures_cannot_be_interpolated(pair):
         lnb.interpolation_surface(a, no_bias, data)
 
 
+def test_models_with_the_same_tensors_but_another_network_cannot_be_interpolated(pair):
+    """Same tensors, other activation (or slope): t = 1 would be b's weights in a's network, not b (shown first)."""
+    a, b, data = pair
+    tanh = copy.deepcopy(b)
+    tanh[1] = nn.Tanh()
+    hybrid = copy.deepcopy(a)
+    hybrid.load_state_dict(tanh.state_dict())
+    assert abs(_loss(hybrid, data) - _loss(tanh, data)) > 1e-3
+    with pytest.raises(LandscapeError, match=r"^model a and model b have the same tensors but not the same network: "
+                                             r"submodule '1' is a ReLU in model a, a Tanh in model b; a path between "
+                                             r"them would end at model b's weights inside model a's network"):
+        lnb.interpolation_surface(a, tanh, data)
+    with pytest.raises(LandscapeError, match="submodule '1' is a ReLU in model a, a Tanh in model b"):
+        lnb.bezier_curve(a, tanh, data, n_steps=1)
+    leaky = copy.deepcopy(b)
+    leaky[3] = nn.LeakyReLU(0.2)
+    with pytest.raises(LandscapeError, match=r"model c .*submodule '3' is a ReLU in model a, a LeakyReLU in model c"):
+        lnb.plane_directions(a, b, leaky)
+    slope_a, slope_b = copy.deepcopy(leaky), copy.deepcopy(leaky)
+    slope_b[3] = nn.LeakyReLU(0.01)
+    with pytest.raises(LandscapeError, match=r"submodule '3' \(LeakyReLU\) is \(negative_slope=0.2\) in model a, "
+                                             r"\(negative_slope=0.01\) in model b"):
+        lnb.interpolation_direction(slope_a, slope_b)
+    # Dropout's rate is no part of what the network computes in eval mode: accepted
+    drop_a = nn.Sequential(*a[:2], nn.Dropout(0.1), *a[2:])
+    drop_b = nn.Sequential(*b[:2], nn.Dropout(0.5), *b[2:])
+    line = lnb.interpolation_surface(drop_a, drop_b, data, x=(0, 1, 3))
+    assert line.loss[-1] == pytest.approx(_loss(b, data), rel=1e-5)
+
+
 def test_plane_through_three_models_passes_through_each(pair):
     a, b, data = pair
     c = _mix(a, b, 0.5)
