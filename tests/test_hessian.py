@@ -155,11 +155,24 @@ def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
     assert surf.provenance["lanczos_not_converged"] == 0 and surf.provenance["lambda_max_zero"] == 0
 
 
+def test_eigenpairs_short_of_their_accuracy_are_warned_about_and_converged_ones_are_not(data64):
+    model = _small_mlp()
+    with pytest.warns(UserWarning, match=r"hessian_directions: λ_min = .* did not reach tol=1e-12"):
+        d = lnb.hessian_directions(model, data64, which=("max", "min"), tol=1e-12, max_iter=1)
+    assert not d.provenance["converged"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = lnb.hessian_eigenvalues(model, data64, k=1, tol=1e-8)
+    assert got.converged
+
+
 def test_an_eigen_map_point_where_lanczos_did_not_converge_is_nan_and_counted(data64):
     model = _small_mlp()
     d = lnb.random_directions(model, n=2, seed=1)
     options = {"tol": 1e-12, "max_iter": 1}
-    assert not lnb.hessian_eigenvalues(model, data64, k=1, **options).converged  # at the centre, on its own
+    with pytest.warns(UserWarning, match=r"hessian_eigenvalues: λ_min = \[.*\] did not reach tol=1e-12 of itself "
+                                         r"within max_iter=1 restarts .* Pass a larger max_iter"):
+        assert not lnb.hessian_eigenvalues(model, data64, k=1, **options).converged  # at the centre, on its own
     with pytest.warns(UserWarning, match=r"did not reach tol=1e-12 within max_iter=1 restarts at 4 of 4 points"):
         surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), **options)
     assert surf.done.all() and np.isfinite(surf.loss).all() and surf.provenance["lanczos_not_converged"] == 4
