@@ -538,12 +538,24 @@ def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs 
 
 # -------------------------------------------------------------- trace ----
 
+def t_factor(n: int) -> float:
+    """Standard errors of a mean of ``n`` probes in a two-sided 99.73 % interval (the normal's ±3σ):
+    Student's t quantile with ``n − 1`` degrees of freedom; NaN for fewer than 2 probes."""
+    if n < 2:
+        return math.nan
+    from scipy.stats import t
+
+    return float(t.ppf(1 - 0.0027 / 2, n - 1))
+
+
 @dataclass(frozen=True)
 class TraceEstimate:
     """Hutchinson's estimate of tr(H) with its standard error.
 
-    ``tolerance`` = 3 standard errors: the estimate is within it of the true trace
-    with ≈ 99.7% probability (normal approximation of the sample mean).
+    ``tolerance`` = ``t_factor(n_samples)`` standard errors (Student's t quantile of a two-sided
+    99.73 % interval, n − 1 degrees of freedom: 236 for 2 probes, 9.2 for 4, 3.6 for 16, 3.1 for 64):
+    the estimate is within it of the true trace with about 99.7 % probability. Three standard
+    errors, the normal approximation, held only from about 64 probes on (2 probes: 75 of 100 seeds).
     """
 
     value: float
@@ -554,7 +566,7 @@ class TraceEstimate:
 
     @property
     def tolerance(self) -> float:
-        return 3.0 * self.stderr
+        return t_factor(self.n_samples) * self.stderr
 
     def __float__(self) -> float:
         return self.value
@@ -597,8 +609,9 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     -------
     TraceEstimate
         ``value`` (loss per weight²), ``stderr`` (standard error of the mean of the probes),
-        ``tolerance`` = 3 standard errors, ``n_products`` and ``seconds``. Memory: one probe and
-        one product (float64, 16 bytes per parameter) besides the model's graph.
+        ``tolerance`` (``t_factor`` standard errors: a 99.73 % interval), ``n_products`` and
+        ``seconds``. Memory: one probe and one product (float64, 16 bytes per parameter) besides
+        the model's graph.
 
     Raises
     ------
@@ -687,4 +700,4 @@ class HessianEvaluator:
 
 
 __all__ = ["HessianOperator", "EigenvalueResult", "math_attention", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
-           "check_lanczos_options", "TraceEstimate", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]
+           "check_lanczos_options", "TraceEstimate", "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]

@@ -87,9 +87,13 @@ class Spectrum:
         return float(m.std(ddof=1) / math.sqrt(len(m))) if len(m) > 1 else math.nan
 
     def moment_tolerance(self, power: int) -> float:
-        """3 standard errors: :meth:`moment` is within it of the truth with ≈ 99.7 % probability
-        (normal approximation of the mean over probes); the estimator's stated tolerance."""
-        return 3.0 * self.moment_stderr(power)
+        """``hessian.t_factor(n_probes)`` standard errors (Student's t, a two-sided 99.73 % interval: 9.2
+        for 4 probes, 3.6 for 16): :meth:`moment` is within it of the truth with about 99.7 % probability;
+        the estimator's stated tolerance. (Three standard errors held only from about 64 probes on: with 4,
+        moment 2 of a 1.2k-parameter MLP fell outside in 13 of 60 seeds.)"""
+        from .hessian import t_factor
+
+        return t_factor(self.n_probes) * self.moment_stderr(power)
 
     @property
     def trace(self) -> float:
