@@ -14,12 +14,13 @@ import numpy as np
 from torch import nn
 
 from .compute import compute_surface
-from .hessian import check_lanczos_options
+from .errors import check_choice
+from .hessian import RATIOS, check_lanczos_options
 from .surface import Surface
 
 
 def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.0, 11), *, tol: float = 1e-3,
-              max_iter: int | None = None, seed: int = 0, **compute_kwargs) -> Surface:
+              max_iter: int | None = None, seed: int = 0, ratio: str = "negative", **compute_kwargs) -> Surface:
     """The non-convexity map: ``|λ_min / λ_max|`` of the loss Hessian at every grid point.
 
     >>> d = lnb.random_directions(model, n=2, seed=0)
@@ -28,7 +29,7 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     >>> lnb.plot.eigen_map(m)
 
     Blue (near 0) regions are locally near-convex; yellow ones have negative curvature
-    comparable to the positive.
+    comparable to the positive (1 or more: as much negative curvature as positive, or more).
 
     Parameters
     ----------
@@ -48,6 +49,12 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
         Lanczos restarts allowed to each run (default ``max(100, 10 * ncv)``).
     seed : int
         Seed of the Lanczos start vectors.
+    ratio : {"negative", "abs"}
+        ``eig_ratio``'s definition (``hessian.eig_ratio``): ``"negative"`` (default) is
+        ``|λ_min/λ_max|`` where ``λ_min < 0`` and 0 where ``λ_min ≥ 0`` (no negative curvature:
+        locally convex); ``"abs"`` is ``|λ_min/λ_max|`` as written, which where the Hessian is
+        positive definite is the inverse condition number, not negative curvature (a convex
+        least-squares fit shows 0.76 everywhere). Part of the store's spec.
     **compute_kwargs
         Passed to ``compute_surface``: ``client``, ``store``, ``tile``, ``callbacks``, ``cancel``,
         ``max_samples``, ``loss_fn``, ...; a store resumes the same way as for a loss surface.
@@ -56,7 +63,7 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     -------
     Surface
         ``loss`` (rows, cols) and metrics ``lambda_max``, ``lambda_min`` (1/weight² units of the
-        loss), ``eig_ratio`` = ``|λ_min/λ_max|`` (dimensionless) and ``n_hvp`` (Hessian-vector
+        loss), ``eig_ratio`` (dimensionless, see ``ratio``) and ``n_hvp`` (Hessian-vector
         products used per point). The three eigen-quantities are NaN at a point where Lanczos did
         not reach ``tol`` within ``max_iter`` (never the value it stopped at), ``eig_ratio`` also
         where ``λ_max`` is exactly 0; a ``UserWarning`` says how many, and
@@ -66,8 +73,8 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     ------
     LandscapeError
         For the same invalid inputs as ``compute_surface``, e.g. not two directions for a plane; for a
-        negative or non-finite ``tol``, a ``max_iter`` that is not a positive integer, or a ``seed`` that is
-        not an integer ≥ 0.
+        ``tol`` not in [0, 1), a ``max_iter`` that is not a positive integer, a ``seed`` that is not an
+        integer ≥ 0, or a ``ratio`` other than "negative" or "abs".
 
     Notes
     -----
@@ -82,7 +89,8 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
        Neural Nets", NeurIPS 2018, section 7 and Fig. 6.
     """
     check_lanczos_options(tol, max_iter, seed)
-    options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed)}
+    check_choice("ratio", ratio, RATIOS)
+    options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed), "ratio": ratio}
     surf = compute_surface(model, data, directions, x=x, y=y, quantity="hessian", quantity_options=options,
                            metrics=None, **compute_kwargs)
     _say_where_undefined(surf, tol, max_iter)

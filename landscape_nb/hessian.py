@@ -43,7 +43,7 @@ from torch import nn
 
 from .data import batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map
 from .directions import Directions
-from .errors import LandscapeError, positive_int, seed_int, short_repr
+from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr
 from .evaluate import Cancelled, check_padding, choose_loss
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import _Operator
@@ -287,6 +287,9 @@ def check_lanczos_options(tol, max_iter, seed) -> None:
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
         raise LandscapeError(f"tol={short_repr(tol)}; expected a relative tolerance ≥ 0, e.g. tol=1e-3 (smaller is "
                              "more exact and slower; 0 means machine precision)")
+    if tol >= 1:
+        raise LandscapeError(f"tol={short_repr(tol)}; expected a relative tolerance below 1 (1 or more allows any "
+                             "value, 100 % off), e.g. tol=1e-3 (smaller is more exact and slower)")
     positive_int("max_iter", max_iter, none="the solver's default, at least 100")
     seed_int(seed, "the Lanczos start vector")
 
@@ -644,6 +647,25 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
 
 # ------------------------------------------------------ eigen-map points ----
 
+#: definitions of an eigen-map's ``eig_ratio`` (``eig_ratio``)
+RATIOS = ("negative", "abs")
+
+
+def eig_ratio(lmax: float, lmin: float, ratio: str = "negative") -> float:
+    """The non-convexity ratio of Li et al. 2018 (Fig. 6) at one point, dimensionless.
+
+    ``"negative"``: ``|λ_min / λ_max|`` where ``λ_min < 0`` (negative curvature against the largest), 0 where
+    ``λ_min ≥ 0`` (no negative curvature: locally convex, blue in the map); with ``λ_max < 0`` as well (a
+    local maximum) it is at least 1. ``"abs"``: ``|λ_min / λ_max|`` as written, which for a positive definite
+    Hessian is the inverse condition number ``λ_min/λ_max`` (a convex least-squares fit showed 0.76, read as
+    "negative curvature comparable to the positive"). NaN where ``λ_max`` is 0 or either is NaN."""
+    if lmax == 0 or not (math.isfinite(lmax) and math.isfinite(lmin)):
+        return math.nan
+    if ratio == "negative":
+        return max(-lmin, 0.0) / abs(lmax)
+    return abs(lmin / lmax)
+
+
 class HessianEvaluator:
     """Per-point evaluator for ``quantity="hessian"``: loss, λ_max, λ_min, |λ_min/λ_max|, HVPs.
 
@@ -652,10 +674,12 @@ class HessianEvaluator:
     runners (in-process and Dask) as a loss surface.
     """
 
-    def __init__(self, base, *, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0):
+    def __init__(self, base, *, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
+                 ratio: str = "abs"):
         check_lanczos_options(tol, max_iter, seed)  # compute_surface's quantity_options come here unchecked
+        check_choice("ratio", ratio, RATIOS)
         self.base = base
-        self.tol, self.max_iter, self.seed = float(tol), max_iter, int(seed)
+        self.tol, self.max_iter, self.seed, self.ratio = float(tol), max_iter, int(seed), ratio
         self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches, layout=base.layout)
 
     @property
@@ -683,8 +707,7 @@ class HessianEvaluator:
         lmax, lmin = float(top.values[0]), float(bottom.values[0])
         if not (top.converged and bottom.converged):  # as far as Lanczos got: a plausible wrong value, not shown
             lmax = lmin = math.nan
-        ratio = abs(lmin / lmax) if lmax != 0 and math.isfinite(lmax) else math.nan
-        return [loss, lmax, lmin, ratio, float(self.op.n_products - start)]
+        return [loss, lmax, lmin, eig_ratio(lmax, lmin, self.ratio), float(self.op.n_products - start)]
 
     def evaluate(self, coords: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         coords = np.asarray(coords, dtype=np.float64)
@@ -700,4 +723,5 @@ class HessianEvaluator:
 
 
 __all__ = ["HessianOperator", "EigenvalueResult", "math_attention", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
-           "check_lanczos_options", "TraceEstimate", "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS"]
+           "check_lanczos_options", "TraceEstimate", "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS",
+           "RATIOS", "eig_ratio"]

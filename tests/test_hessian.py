@@ -162,7 +162,7 @@ def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
             assert surf.loss[j, i] == pytest.approx(loss, rel=1e-6)
             assert surf.metrics["lambda_max"][j, i] == pytest.approx(evals[-1], rel=1e-5)
             assert surf.metrics["lambda_min"][j, i] == pytest.approx(evals[0], rel=1e-5, abs=1e-8)
-            assert surf.metrics["eig_ratio"][j, i] == pytest.approx(abs(evals[0] / evals[-1]), rel=1e-4)
+            assert surf.metrics["eig_ratio"][j, i] == pytest.approx(max(-evals[0], 0) / abs(evals[-1]), rel=1e-4)
             assert surf.metrics["n_hvp"][j, i] >= 2
     assert surf.provenance["lanczos_not_converged"] == 0 and surf.provenance["lambda_max_zero"] == 0
 
@@ -191,6 +191,28 @@ def test_an_eigen_map_point_where_lanczos_did_not_converge_is_nan_and_counted(da
     for name in ("lambda_max", "lambda_min", "eig_ratio"):
         assert np.isnan(surf.metrics[name]).all(), name
     assert (surf.metrics["n_hvp"] > 0).all()
+
+
+def test_the_eigen_ratio_is_zero_where_convex_and_at_least_one_where_concave():
+    """Least squares on a linear model: a positive definite Hessian, convex everywhere (ratio 0; "abs" gives the
+    inverse condition number λ_min/λ_max); its negative: negative definite (ratio |λ_min/λ_max| ≥ 1)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 1.5, 2.0], dtype=torch.float64)
+    y = torch.randn(50, 1, generator=g, dtype=torch.float64)
+    d = lnb.random_directions(model, n=2, seed=0, ignore=None)
+    for sign, ratio, want in [(1, "negative", lambda e: 0.0), (1, "abs", lambda e: e[0] / e[-1]),
+                              (-1, "negative", lambda e: e[0] / e[-1])]:
+        def loss(out, t, s=sign):
+            return s * nn.functional.mse_loss(out, t)
+
+        evals = np.linalg.eigvalsh(_dense_hessian(model, (x, y), loss))  # the same at every point: quadratic
+        assert (evals > 0).all() if sign == 1 else (evals < 0).all()
+        surf = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 2), y=(-1, 1, 2), loss_fn=loss, ratio=ratio, tol=1e-8)
+        np.testing.assert_allclose(surf.metrics["eig_ratio"], want(evals), rtol=1e-6, atol=1e-12)
+        assert surf.spec["quantity"]["ratio"] == ratio
+    assert want(evals) > 1
 
 
 def test_eigen_map_is_part_of_the_store_spec(tmp_path, data64):
@@ -309,6 +331,9 @@ BAD_ARGUMENTS = [
     ("hessian_spectrum", {"seed": -1}, "seed=-1; expected an integer ≥ 0"),  # was a ValueError from NumPy
     ("hessian_spectrum", {"batch_size": 2.5}, "batch_size=2.5; expected a positive integer or None"),
     ("eigen_map", {"tol": -1}, "tol=-1; expected a relative tolerance ≥ 0"),
+    ("eigen_map", {"tol": 2}, "tol=2; expected a relative tolerance below 1 (1 or more allows any value"),
+    ("hessian_eigenvalues", {"tol": 1.0}, "tol=1.0; expected a relative tolerance below 1"),  # was accepted
+    ("eigen_map", {"ratio": "raw"}, "unknown ratio 'raw'; expected one of ['negative', 'abs']"),
 ]
 
 
