@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -117,8 +118,10 @@ class BezierCurve:
     settings: dict = field(default_factory=dict)
 
     def point(self, t: float) -> torch.Tensor:
-        """θ(t) = (1−t)²θ_a + 2t(1−t)θ_c + t²θ_b, flat."""
+        """θ(t) = (1−t)²θ_a + 2t(1−t)θ_c + t²θ_b, flat; a non-finite ``t`` is refused (``LandscapeError``)."""
         t = float(t)
+        if not math.isfinite(t):
+            raise LandscapeError(f"t={t}; expected a finite number (0 at model a, 1 at model b)")
         return (1 - t) ** 2 * self.start + 2 * t * (1 - t) * self.control + t ** 2 * self.end
 
     def model_at(self, model: nn.Module, t: float) -> nn.Module:

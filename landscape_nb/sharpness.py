@@ -188,8 +188,8 @@ def loss_barrier(path) -> float:
     Raises
     ------
     LandscapeError
-        A 2D surface or another type, a t grid without both 0 and 1, or missing
-        or non-finite losses between t = 0 and 1.
+        A 2D surface or another type, a t grid without both 0 and 1 or without a point
+        between them, or missing or non-finite losses between t = 0 and 1.
 
     References
     ----------
@@ -205,6 +205,11 @@ def loss_barrier(path) -> float:
             "t = 0 and t = 1; expected a grid through both ends, e.g. x=(0, 1, 25) or x=(-0.5, 1.5, 41)"
         )
     inside = (t >= -1e-9) & (t <= 1 + 1e-9)
+    if inside.sum() <= 2:
+        raise LandscapeError(
+            f"the path's t grid ({len(t)} points, {t.min():.3g}..{t.max():.3g}) has no point strictly between t = 0 "
+            "and t = 1, where a barrier would be (it would be 0 whatever the path); expected a grid with points "
+            "inside, e.g. x=(0, 1, 25)")
     if not np.isfinite(loss[inside]).all():
         raise LandscapeError("the path profile has non-finite or missing losses between t = 0 and 1; "
                              "finish (or recompute) the surface before taking its barrier")
