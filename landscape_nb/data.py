@@ -243,6 +243,11 @@ def _rule_of(tree, target_key) -> tuple[str, Any]:
             return "last", None
     if isinstance(tree, Mapping) and target_key is not None and target_key in tree:
         return "key", target_key
+    if isinstance(tree, Mapping) and isinstance(target_key, str) and target_key != "labels":
+        raise LandscapeError(  # a key named on purpose: not a model's own loss, which the default falls back to
+            f"target_key={target_key!r}, but the dict batches hold the keys {list(tree)}; expected the key of the "
+            "targets among them (or leave target_key at its default for a model computing its own loss from "
+            "'labels')")
     return "inputs", None
 
 

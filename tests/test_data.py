@@ -207,3 +207,20 @@ def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refuse
         lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3))
     with pytest.raises(lnb.LandscapeError, match="how much padding"):
         lnb.hessian_eigenvalues(model, loader, k=1)
+
+
+def test_a_target_key_missing_from_dict_batches_is_refused_naming_the_keys():
+    """A target_key named on purpose and absent sent every entry to the model (which then blamed 'labels');
+    the default 'labels', absent, still means the model computes its own loss."""
+    g = torch.Generator().manual_seed(0)
+    data = {"input": torch.randn(20, 6, generator=g), "label": torch.randint(0, 3, (20,), generator=g)}  # model(input=)
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    message = r"target_key='y', but the dict batches hold the keys \['input', 'label'\]; expected the key of the targets"
+    with pytest.raises(lnb.LandscapeError, match=message):
+        lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), target_key="y")
+    with pytest.raises(lnb.LandscapeError, match=message):
+        lnb.hessian_eigenvalues(model, data, k=1, target_key="y")
+    surf = lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), target_key="label")
+    with torch.no_grad():
+        assert surf.loss[1] == pytest.approx(float(F.cross_entropy(model(data["input"]), data["label"])), rel=1e-6)
