@@ -409,7 +409,8 @@ class ExplorerState(t.HasTraits):
         search of its own controls and stops one for other controls; ``close`` stops it too.
         """
         with self._prefetch_lock:
-            if self._closed or self._prefetcher is not None or self._prefetch_spec() is None:
+            spec = None if self._closed or self._prefetcher is not None else self._prefetch_spec()
+            if spec is None:
                 return False  # one under way looks at the controls again before it ends
             # imported here, not in two threads at once
             from .. import (  # noqa: F401
@@ -424,16 +425,19 @@ class ExplorerState(t.HasTraits):
 
             release_openmp_threads()  # as in compute(): this thread's idle team would slow the other's ops
             self._prefetch_stop = stop = threading.Event()
+            # what it prepares is known before it runs: a Compute pressed before its first step waits for it
+            # instead of stopping it as a search for other controls (and searching again itself)
+            self._prefetching = _prepare_key(spec)
             self._prefetcher = threading.Thread(target=self._prefetch_run, args=(stop,),
                                                 name="landscape_nb-explorer-prefetch", daemon=True)
             self._prefetcher.start()
         return True
 
-    def _prefetch_spec(self) -> ExplorerSpec | None:
+    def _prefetch_spec(self, computing_ok: bool = False) -> ExplorerSpec | None:
         """The spec to prepare ahead now, or None (not a loaded zoo model, nothing to search, already
-        prepared, or a computation under way)."""
+        prepared, or a computation under way unless ``computing_ok``)."""
         if not (self.shelf.zoo and self.auto_range and self.scheme in PREFETCH_SCHEMES
-                and self.shelf.ready(self.model_name)) or self._computing or self._closed:
+                and self.shelf.ready(self.model_name)) or (self._computing and not computing_ok) or self._closed:
             return None
         try:
             spec = self.spec()
@@ -447,7 +451,9 @@ class ExplorerState(t.HasTraits):
         tried = set()
         while True:
             with self._prefetch_lock:  # deciding to end and ending are one step for prefetch()
-                spec = None if stop.is_set() else self._prefetch_spec()
+                # a Compute pressed since prefetch() started this thread waits for its first round if that is
+                # for its controls (``_await_prefetch``): that round goes on while it computes
+                spec = None if stop.is_set() else self._prefetch_spec(computing_ok=not tried)
                 if spec is None or _prepare_key(spec) in tried:
                     self._prefetcher, self._prefetching = None, None
                     return
