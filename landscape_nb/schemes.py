@@ -9,7 +9,7 @@ from __future__ import annotations
 from .errors import LandscapeError, check_choice
 
 SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
-VOLUME_SCHEMES = ("random", "random-orthogonal")  # the schemes that give three directions
+VOLUME_SCHEMES = ("random", "random-orthogonal", "hessian")  # the schemes that give three directions
 HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the caller does not choose
 
 
@@ -19,7 +19,7 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     itself for random, pca and hessian schemes; the first model of a pair or plane otherwise).
 
     ``pca`` uses the example's trajectory; ``hessian`` the eigenvectors of the largest
-    (and, for a plane, most negative) eigenvalue on ``data`` (default: the example's
+    (and, for a plane, most negative; for a volume, those two and the second largest) eigenvalue on ``data`` (default: the example's
     training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset), its targets where
     ``target_key`` says (``data.read_data``). Schemes whose
     coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.
@@ -59,7 +59,7 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
                                     "example: pass data=(inputs, targets)")
             data, max_samples = ex.train, HESSIAN_MAX_SAMPLES
         loss_fn = loss_fn if loss_fn is not None else getattr(ex, "loss_fn", None)
-        which = ("max", "min") if ndim == 2 else ("max",)
+        which = {1: ("max",), 2: ("max", "min"), 3: ("max", "min", "max2")}[ndim]  # a volume: the plane's, then λ_2
         zoo_default = max_samples is not None  # the zoo's training split, not the data the surface is computed on
         d = hessian_directions(model, data, which=which, loss_fn=loss_fn, seed=seed, max_samples=max_samples,
                                data_name="training" if zoo_default else None, target_key=target_key)

@@ -322,9 +322,9 @@ def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(use
     capsys.readouterr()
     assert main(["plot", str(store), "--kind", "contour", "--html", str(out)]) == 2
     assert "--kind contour does not draw a 3D volume; expected one of volume, slices" in capsys.readouterr().err
-    assert main(["compute", user_model, "--grid", "3x3x3", "--directions", "hessian"]) == 2
-    assert "a volume (ndim=3, CLI --grid 21x21x21) needs three directions: use random or random-orthogonal" in \
-        capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3x3", "--directions", "pca"]) == 2
+    assert ("a volume (ndim=3, CLI --grid 21x21x21) needs three directions: use random or random-orthogonal or "
+            "hessian") in capsys.readouterr().err
     line = tmp_path / "l.zarr"
     assert main(["compute", user_model, "--grid", "5", "--store", str(line)]) == 0
     assert main(["plot", str(line), "--kind", "volume", "--html", str(out)]) == 2
@@ -644,3 +644,43 @@ def test_mode_bn_recompute_reestimates_batchnorm_statistics_at_every_point(targe
                 naive = float(torch.nn.functional.cross_entropy(m(x), y))
             assert surf.loss[i] == pytest.approx(naive, rel=1e-5), (mode, i)
     assert not np.allclose(recomputed.loss, plain.loss, rtol=1e-3)  # the statistics differ: so do the values
+
+
+def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_path, capsys):
+    """``--quantity hessian``: the eigen-map of ``lnb.eigen_map`` (stored, drawn as the ratio map); λ_max at the
+    centre against a dense Hessian; what does not fit it refused before the run."""
+    import torch
+    from my_models import make
+    from torch.func import functional_call
+
+    store, html = tmp_path / "e.zarr", tmp_path / "e.html"
+    assert main(["compute", user_model, "--quantity", "hessian", "--grid", "3x3", "--tol", "1e-6",
+                 "--store", str(store), "--html", str(html)]) == 0
+    assert "|λmin/λmax| up to" in capsys.readouterr().out
+    got = lnb.load_surface(store)
+    model, data = make()
+    d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=0)
+    api = lnb.eigen_map(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3), tol=1e-6)
+    for name in ("lambda_max", "lambda_min", "eig_ratio"):
+        np.testing.assert_allclose(got.metrics[name], api.metrics[name], rtol=1e-5, atol=1e-9)
+    names, flat = zip(*[(n, p.detach().double()) for n, p in model.named_parameters()])
+    sizes = [p.numel() for p in flat]
+
+    def loss(w):
+        params = {n: t.reshape(p.shape) for n, t, p in zip(names, torch.split(w, sizes), flat)}
+        return torch.nn.functional.cross_entropy(functional_call(model.double(), params, (data[0].double(),)), data[1])
+
+    dense = torch.autograd.functional.hessian(loss, torch.cat([p.reshape(-1) for p in flat]))
+    assert got.metrics["lambda_max"][1, 1] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-4)
+    assert '"type":"heatmap"' in html.read_text().replace(" ", "")  # the ratio map
+    out = tmp_path / "p.html"
+    assert main(["plot", str(store), "--html", str(out)]) == 0  # an eigen-map store draws as one by default
+    assert '"type":"heatmap"' in out.read_text().replace(" ", "")
+    for argv, message in [
+        (["--quantity", "hessian", "--grid", "5"], "--quantity hessian (an eigen-map) takes a 2D --grid; got --grid 5"),
+        (["--grid", "3x3", "--tol", "1e-4"], "--tol 0.0001 is the eigen-map's Lanczos tolerance; add --quantity"),
+        (["--grid", "3x3", "--kind", "eigen_map", "--html", str(out)],
+         "--kind eigen_map does not draw a 2D plane; expected one of surface, contour, heatmap"),
+    ]:
+        assert main(["compute", user_model, *argv]) == 2
+        assert message in capsys.readouterr().err

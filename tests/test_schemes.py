@@ -61,6 +61,11 @@ def test_hessian_scheme_uses_max_and_min_eigenvectors(example):
     n_sub = min(n_train, 512)
     assert d.provenance["x_label"].endswith(f"(on {n_sub} training samples)")
     assert d.provenance["hessian_data"] == "training split, fixed-seed subset of 512"
+    _, vol = make_directions("hessian", example.model, None, ndim=3, data=example.train)  # a volume: λ_2 on z
+    top2 = lnb.hessian_eigenvalues(example.model, example.train, k=2, which="max", tol=1e-6)["max"]
+    assert vol.n == 3 and vol.provenance["which"] == ["max1", "min1", "max2"]
+    assert vol.provenance["eigenvalues"][2] == pytest.approx(top2[1], rel=1e-3)
+    assert vol.provenance["z_label"].startswith("Hessian eigenvector λ_max2 =")
 
 
 def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):

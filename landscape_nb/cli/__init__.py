@@ -28,7 +28,7 @@ from .progress import TqdmProgress
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices")
+KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices", "eigen_map")
 _KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volume", "slices")}
 
 
@@ -266,10 +266,10 @@ def check_html_name(path: str) -> None:
                              "HTML page; for a PNG or SVG, use lnb.export_image(figure, 'out.png') from Python)")
 
 
-def check_kind(kind: str | None, ndim: int) -> str:
-    """The figure kind for a surface of ``ndim`` dimensions (``kind`` or the default); refuse one
-    that cannot draw it."""
-    fits = _KINDS_BY_NDIM[ndim]
+def check_kind(kind: str | None, ndim: int, eigen: bool = False) -> str:
+    """The figure kind for a surface of ``ndim`` dimensions (``kind`` or the default; ``eigen``: an
+    eigen-map, whose default is its ratio map); refuse one that cannot draw it."""
+    fits = ("eigen_map",) + _KINDS_BY_NDIM[ndim] if eigen and ndim == 2 else _KINDS_BY_NDIM[ndim]
     kind = kind or fits[0]
     if kind not in fits:
         shape = {1: "line", 2: "plane", 3: "volume"}[ndim]
@@ -281,7 +281,12 @@ def check_kind(kind: str | None, ndim: int) -> str:
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
     from .. import plot
 
-    kind = check_kind(kind, surface.ndim)
+    kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics)
+    if kind == "eigen_map":
+        if log_scale:
+            raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours); drop "
+                                 "--log, or pick --kind surface/contour/heatmap for the eigen-map's loss")
+        return plot.eigen_map(surface, title=title)
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale)
         return fig.update_layout(title=title) if title else fig
@@ -302,7 +307,14 @@ def cmd_compute(args) -> int:
     from ..compute import compute_surface, points_summary
 
     grid = parse_grid(args.grid)
-    check_kind(args.kind, len(grid))  # before the run: a refusal afterwards would cost it
+    eigen = args.quantity == "hessian"
+    if eigen and len(grid) != 2:
+        raise LandscapeError(f"--quantity hessian (an eigen-map) takes a 2D --grid; got --grid {args.grid}: use e.g. "
+                             "--grid 11x11 (each point costs tens of Hessian-vector products)")
+    if args.tol is not None and not eigen:
+        raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
+                             "--tol)")
+    check_kind(args.kind, len(grid), eigen)  # before the run: a refusal afterwards would cost it
     if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)):
         flag = f"--kind {args.kind}" if args.kind and not args.html else "--log"
         where = "--html" if flag != "--log" else "--html or --vtk"
@@ -339,21 +351,27 @@ def cmd_compute(args) -> int:
     yr = parse_range(args.yrange or args.range or y_default, "--yrange")
     zr = parse_range(args.zrange or args.range or "-1:1", "--zrange")
     progress = TqdmProgress(name)
+    common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
+                  max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
+                  channels_last=args.channels_last, mode=args.mode, name=name, callbacks=[progress], **keys)
     try:
-        surf = compute_surface(
-            model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]),
-            z=None if len(grid) < 3 else (*zr, grid[2]), loss_fn=loss_fn,
-            client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
-            max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
-            channels_last=args.channels_last, mode=args.mode, name=name, callbacks=[progress], **keys,
-        )
+        if eigen:
+            from ..eigen_maps import eigen_map
+
+            surf = eigen_map(model, data, d, x=(*xr, grid[0]), y=(*yr, grid[1]),
+                             tol=1e-3 if args.tol is None else args.tol, **common)
+        else:
+            surf = compute_surface(model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]),
+                                   z=None if len(grid) < 3 else (*zr, grid[2]), **common)
     finally:
         progress.close()
     sp = surf.provenance.get("seconds_per_point")
     import numpy as np
 
     n_diverged = int((~np.isfinite(surf.loss) & surf.done_mask).sum())
+    ratio = surf.metrics.get("eig_ratio") if eigen else None
     print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
+          + (f", |λmin/λmax| up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
     if n_diverged:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
@@ -434,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--yrange", help="y range START:STOP (default: --range)")
     c.add_argument("--zrange", help="z range START:STOP of a volume (default: --range)")
     c.add_argument("--directions", default="random", choices=SCHEMES)
+    c.add_argument("--quantity", default="loss", choices=("loss", "hessian"),
+                   help="loss (default), or hessian: Li et al.'s eigen-map, λ_max, λ_min and |λ_min/λ_max| per point "
+                        "(2D grids; figure --kind eigen_map by default)")
+    c.add_argument("--tol", type=float, help="the eigen-map's Lanczos tolerance (default 1e-3; --quantity hessian)")
     c.add_argument("--norm", default="filter", choices=NORMS)
     c.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"))
     c.add_argument("--seed", type=int, default=0)
@@ -462,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(tomgoldstein/loss-landscape; the loss as <split>_loss, e.g. test_loss)")
     c.add_argument("--vtk", help="write the surface here as a legacy VTK file for ParaView (with --log: log10 "
                                  "height)")
-    c.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, volume for 3D; "
+    c.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D (eigen_map for "
+                                                 "--quantity hessian), volume for 3D; "
                                                  "slices: contours at three z values)")
     c.add_argument("--log", action="store_true", help="log-scale loss (of the --html figure and the --vtk height)")
     c.set_defaults(func=cmd_compute)
