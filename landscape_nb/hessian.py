@@ -519,7 +519,7 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
             "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows)}
-    return Directions(torch.stack(rows).float(), op.layout, prov)
+    return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model
 
 
 def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs | None, tol: float,
