@@ -582,3 +582,14 @@ def test_a_hessian_over_batches_of_a_loss_that_is_no_sample_mean_warns_and_is_th
         model_ce = _small_mlp()  # a sample mean over batches: no warning
         lnb.hessian_eigenvalues(model_ce, (x, y[:, 0]), k=1, which="max", batch_size=20, tol=1e-6)
     assert one_pass["max"][0] == pytest.approx(whole, rel=1e-8)
+
+
+def test_a_low_precision_model_is_warned_about_the_accuracy_its_products_allow(data64):
+    """bf16 weights: products to ~1e-2 relative, whatever tol says (λ_min 2 % off with converged=True)."""
+    model = _small_mlp(dtype=torch.bfloat16)
+    x, y = data64
+    with pytest.warns(UserWarning, match=r"weights are bfloat16, so each Hessian-vector product is computed to "
+                                         r"about 1e-2 relative"):
+        got = lnb.hessian_eigenvalues(model, (x.to(torch.bfloat16), y), k=1, which="max")
+    exact = np.linalg.eigvalsh(_dense_hessian(copy.deepcopy(model).double(), (x, y)))[-1]
+    assert got["max"][0] == pytest.approx(exact, rel=0.1)  # near, to what bf16 resolves
