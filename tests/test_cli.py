@@ -23,6 +23,9 @@ def make():
 def state():
     model, data = make()
     return model.state_dict(), data
+
+def one():
+    return (make()[0],)
 '''
 
 
@@ -118,6 +121,7 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "./my_models:make"], "not by its path: e.g. mymodels:build for ./mymodels.py"),
     (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
     (["compute", "my_models:state"], "my_models:state returned OrderedDict as the model (first item); expected (model, data"),
+    (["compute", "my_models:one"], "my_models:one returned a tuple of 1 item(s); expected (model, data[, loss_fn])"),
     # refused before the model loads (the module does not exist): in the flags' words
     (["compute", "nosuch_module:make", "--grid", "9x9", "--tile", "3x3x3"], "--tile 3x3x3 does not fit the 2D --grid 9x9"),
     (["compute", "nosuch_module:make", "--grid", "9", "--tile", "3x3"],

@@ -122,6 +122,45 @@ def test_state_works_without_widgets_and_rejects_unknown_controls():
         state.set(x_pts=3)
     with pytest.raises(lnb.LandscapeError, match="expected .*\\(model, data\\)"):
         ExplorerState(models={"bad": "not a model"})
+    with pytest.raises(lnb.LandscapeError, match=r"models\['f'\] is a tuple whose first item \(the model\) is a "
+                                                 r"function, not a torch.nn.Module"):
+        ExplorerState(models={"f": (lambda x: x, data)})
+    for n in (2, 300, 10):  # the slider showed 3, 201 and 9 or 11 while 2, 300 and 10 were computed
+        with pytest.raises(TraitError, match=rf"x_points={n}; expected an odd number of points from 3 to 201"):
+            state.x_points = n
+    assert state.spec().x[2] == 9
+
+
+class _Sqrt(nn.Module):
+    """The loss is NaN where the weight ``scale`` (0.5 at the centre) is negative."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.scale = nn.Linear(4, 3), nn.Parameter(torch.full((1, 1), 0.5))
+
+    def forward(self, x):
+        return self.lin(x) * torch.sqrt(self.scale)
+
+
+def test_the_panel_names_diverged_points_and_how_a_loader_was_read():
+    """Not only "Done": the points where the loss is NaN (their accuracy, the argmax of NaN logits, means nothing)
+    and the samples a DataLoader's loop would see otherwise (a Python warning alone is easily missed)."""
+    _, (x, y) = make_task()
+    state = ExplorerState(models={"sqrt": (_Sqrt(), (x, y))}, ndim=1, auto_range=False, x_min=-3.0, x_max=3.0,
+                          x_points=3)
+    state.compute(wait=True)
+    assert state.status == "done", state.message
+    assert int((~np.isfinite(state.surface.loss)).sum()) == 1  # scale 0.5 ± 1.5 at the ends: one negative
+    assert "The loss diverged (NaN or inf) at 1 of 3 points: gaps in the figure" in state.message
+    model, data = make_task()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=50, drop_last=True)
+    state = ExplorerState(models={"tiny": (model, loader)}, ndim=1, x_points=3)
+    with pytest.warns(UserWarning, match="differ from a loop over this DataLoader"):
+        state.compute(wait=True)
+    assert state.status == "done", state.message
+    assert "Note: the samples evaluated differ from a loop over this DataLoader" in state.message
+    assert "diverged" not in state.message
 
 
 def test_state_module_imports_no_ipywidgets():

@@ -164,7 +164,8 @@ def load_model_spec(name: str, split: str | None = None):
             raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_one_line(exc)[:300]}; expected it to "
                                  "return (model, data[, loss_fn])") from exc
         if not isinstance(out, tuple) or len(out) not in (2, 3):
-            raise LandscapeError(f"{name} returned {type(out).__name__}; expected (model, data[, loss_fn])")
+            got = f"a tuple of {len(out)} item(s)" if isinstance(out, tuple) else f"a {type(out).__name__}"
+            raise LandscapeError(f"{name} returned {got}; expected (model, data[, loss_fn])")
         model, data, loss_fn = (*out, None)[:3]
         from torch import nn
 

@@ -38,8 +38,14 @@ def user_entry(name: str, value) -> Entry:
         return Entry(model, data, None, loss_fn, None)
     if isinstance(getattr(value, "model", None), nn.Module) and hasattr(value, "test"):
         return Entry(value.model, value.test, getattr(value, "train", None), getattr(value, "loss_fn", None), value)
+    if isinstance(value, tuple) and len(value) in (2, 3):
+        what = f"a tuple whose first item (the model) is a {type(value[0]).__name__}, not a torch.nn.Module"
+    elif isinstance(value, tuple):
+        what = f"a tuple of {len(value)} item(s)"
+    else:
+        what = f"a {type(value).__name__}"
     raise LandscapeError(
-        f"models[{name!r}] is a {type(value).__name__}; expected (model, data), (model, data, loss_fn) with a "
+        f"models[{name!r}] is {what}; expected (model, data), (model, data, loss_fn) with a "
         "torch.nn.Module and (inputs, targets) data, or an object with .model and .test (like a zoo Example); "
         "e.g. Explorer(models={'mine': (net, (x, y))})"
     )

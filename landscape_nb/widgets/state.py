@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 CLUSTERS = ("in-process", "local", "cuda", "address")
 STATUSES = ("idle", "starting", "running", "cancelling", "done", "cancelled", "error")
+POINTS = (3, 201)  # points per axis the panel's sliders offer (odd ones: step 2)
 PREFETCH_SCHEMES = ("random", "random-orthogonal")  # directions drawn in milliseconds: prepared ahead of Compute
 PREPARED_KEPT = 8  # preparations of zoo models kept for the next Computes
 
@@ -62,6 +63,22 @@ def _main_thread_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _caveats(surf: Surface) -> str:
+    """What the panel says besides "Done": diverged points (the figure's gaps; their metrics, such as the
+    argmax of NaN logits, mean nothing) and how the samples differ from a loop over the DataLoader given
+    (otherwise only a Python warning, easily missed under a notebook cell)."""
+    from ..data import LOADER_NOTE
+
+    out = ""
+    n_bad = int((surf.done_mask & ~np.isfinite(surf.loss)).sum())
+    if n_bad:
+        out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
+                "metrics mean nothing; a narrower range shows the basin.")
+    notes = surf.provenance.get("data") or {}
+    out += "".join(f" Note: {text}." for key, text in notes.items() if str(key).endswith(LOADER_NOTE))
+    return out
 
 
 class ExplorerState(t.HasTraits):
@@ -179,6 +196,18 @@ class ExplorerState(t.HasTraits):
         if proposal["value"] not in (1, 2):
             raise t.TraitError(f"ndim={proposal['value']!r}; expected 1 (a line) or 2 (a plane)")
         return proposal["value"]
+
+    @t.validate("x_points", "y_points")
+    def _check_points(self, proposal):
+        """What the panel's sliders can show (``POINTS``, odd: the centre is a grid point); the slider showed
+        201 for 300 points computed, 3 for 2."""
+        n, name = proposal["value"], proposal["trait"].name
+        low, high = POINTS
+        if not (low <= n <= high and n % 2):
+            raise t.TraitError(f"{name}={n!r}; expected an odd number of points from {low} to {high} (what the "
+                               f"panel's slider shows; odd puts the centre on the grid): for more, use "
+                               "lnb.compute_surface with the same model and directions")
+        return n
 
     @t.validate("cluster")
     def _check_cluster(self, proposal):
@@ -588,7 +617,7 @@ class ExplorerState(t.HasTraits):
             finite = surf.loss[np.isfinite(surf.loss)]
             low = f", lowest loss {finite.min():.4g}" if finite.size else ""
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
-            self._say(f"Done: {surf.n_done} points{took}{low}.{note}")
+            self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}")
         self._ended(prepare=not cancelled)
 
     def _cancelled_early(self, returned: float) -> None:

@@ -19,7 +19,7 @@ from ..directions import NORMS
 from ..errors import LandscapeError
 from ..surface import Surface
 from .request import empty_surface
-from .state import ExplorerSpec, ExplorerState
+from .state import POINTS, ExplorerSpec, ExplorerState
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +147,14 @@ class Explorer(w.VBox):
             "seed": w.BoundedIntText(min=0, max=2**31 - 1, description="seed", style=wide, layout=w.Layout(width="140px")),
             "x_min": w.FloatText(description="x from", style=wide, layout=w.Layout(width="130px")),
             "x_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
-            "x_points": w.IntSlider(min=3, max=201, step=2, description="x points", style=wide),
+            "x_points": w.IntSlider(min=POINTS[0], max=POINTS[1], step=2, description="x points", style=wide),
             "auto_range": w.Checkbox(description="auto range: the scheme's, else where the loss rises", indent=False,
                                      layout=w.Layout(width="330px")),
             "rise": w.BoundedFloatText(min=1.01, max=1e6, step=0.5, description="×", style=wide,
                                        layout=w.Layout(width="90px")),
             "y_min": w.FloatText(description="y from", style=wide, layout=w.Layout(width="130px")),
             "y_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
-            "y_points": w.IntSlider(min=3, max=201, step=2, description="y points", style=wide),
+            "y_points": w.IntSlider(min=POINTS[0], max=POINTS[1], step=2, description="y points", style=wide),
             "split": w.ToggleButtons(options=["test", "train"], style={"button_width": "60px"}),
             "metric": dd([("loss + accuracy", "accuracy"), ("loss only", "none")], "metric", "220px"),
             "log_scale": w.Checkbox(description="log scale", indent=False, layout=w.Layout(width="110px")),
