@@ -205,8 +205,8 @@ def compute_surface(
         Label of the surface in figures (``provenance["label"]``).
     quantity : {"loss", "hessian"}
         What each point holds: loss and metrics, or the loss plus extreme Hessian eigenvalues
-        (use ``lnb.eigen_map``); ``quantity_options`` go to ``hessian.HessianEvaluator``. Both are
-        part of the spec.
+        (use ``lnb.eigen_map``); ``quantity_options`` go to ``hessian.HessianEvaluator`` (whose ``ratio``
+        defaults to ``"abs"``, ``eigen_map``'s to ``"negative"``). Both are part of the spec.
     target_key : str or int, optional
         Where the targets are in dict batches (default ``"labels"``) or tuples of more than two
         tensors (default the last); see ``data.read_data``. The rule used is in

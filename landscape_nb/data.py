@@ -17,8 +17,9 @@ along dim 0. How inputs and targets are taken from it is one of four stated rule
     rest the keyword inputs; with no ``loss_fn`` and a model returning its own ``.loss``
     when given the whole dict (Hugging Face), that loss is used.
 ``"inputs"``
-    Anything else (a tensor, a dict without ``target_key``): inputs only, no targets; the
-    model must return its own ``.loss``.
+    Anything else (a tensor, a dict without the default ``target_key`` ``"labels"``): inputs
+    only, no targets; the model must return its own ``.loss``. A ``target_key`` named on
+    purpose and missing from a dict is refused.
 """
 from __future__ import annotations
 
@@ -298,7 +299,7 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     ------
     LandscapeError
         Data of no accepted form, entries that are not tensors, leaves of different sample counts,
-        an empty dataset.
+        an empty dataset, a ``target_key`` other than ``"labels"`` missing from dict batches.
 
     Notes
     -----
@@ -547,8 +548,12 @@ PADDING_SAMPLES = 8
 def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
     """``[(row, collate([ds[pos[row]]])), ...]`` for up to ``PADDING_SAMPLES`` of the first 64 samples whose
     collation alone has other per-sample shapes than ``whole`` (``collate`` of all of them): a collate_fn
-    padding per batch. Empty where none differs, or where ``collate`` cannot take one sample."""
-    shapes = [tuple(t.shape[1:]) for _, t in tree_leaves(whole)]
+    padding per batch. ``row`` is the row of ``whole`` holding the same values, padding aside (a collate_fn
+    that sorts the batch by length moves rows); a sample with none (one that masks tokens at random changes
+    them: the comparison would then blame the padding) is left out. Empty where none differs, or where
+    ``collate`` cannot take one sample."""
+    leaves = tree_leaves(whole)
+    shapes = [tuple(t.shape[1:]) for _, t in leaves]
     out = []
     for row, i in enumerate(pos[:64]):
         try:
@@ -557,11 +562,33 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
             return []
         if tree_structure(tree) != tree_structure(whole):
             return []
-        if [tuple(t.shape[1:]) for _, t in tree_leaves(tree)] != shapes:
-            out.append((row, tree))
+        alone = [t for _, t in tree_leaves(tree)]
+        if [tuple(t.shape[1:]) for t in alone] == shapes:
+            continue
+        found = _row_padded(alone, [w for _, w in leaves], row)
+        if found is not None:
+            out.append((found, tree))
             if len(out) == PADDING_SAMPLES:
                 break
     return out
+
+
+def _row_padded(alone: list, whole: list, guess: int) -> int | None:
+    """The row of the ``whole`` leaves that equals the one-sample leaves ``alone`` once cut to their shapes
+    (``guess`` if it does), or None."""
+    match = None
+    for a, w in zip(alone, whole):
+        a = a[0]
+        if a.ndim != w.ndim - 1 or any(x > y for x, y in zip(a.shape, w.shape[1:])):
+            return None
+        same = (w[(slice(None), *(slice(0, x) for x in a.shape))] == a).reshape(len(w), -1).all(1)
+        match = same if match is None else match & same
+    if match is None:
+        return None
+    if bool(match[guess]):
+        return guess  # the usual case: rows in the samples' order
+    rows = match.nonzero()
+    return int(rows[0]) if len(rows) else None
 
 
 def _read_map(ds, idx, collate, what: str, max_samples, seed):

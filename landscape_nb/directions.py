@@ -34,7 +34,8 @@ class Directions:
 
     ``vectors`` is a float32 CPU tensor of shape (n, n_params) (float64 for the paths
     between float64 models of ``model_paths``: evaluation casts them to the model's dtype,
-    and float32 would round the far end of a path by ~1e-7); ``layout`` says
+    and float32 would round the far end of a path by ~1e-7; and for ``hessian_directions`` of a
+    float64 model below ``DEVICE_LANCZOS_MIN_PARAMS``); ``layout`` says
     which model tensors the columns belong to; ``provenance`` records the scheme,
     seed, normalization and diagnostics (norms, cosines).
     """

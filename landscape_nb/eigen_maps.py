@@ -21,7 +21,7 @@ from .surface import Surface
 
 def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.0, 11), *, tol: float = 1e-3,
               max_iter: int | None = None, seed: int = 0, ratio: str = "negative", **compute_kwargs) -> Surface:
-    """The non-convexity map: ``|λ_min / λ_max|`` of the loss Hessian at every grid point.
+    """The non-convexity map: ``|λ_min / λ_max|`` (0 where ``λ_min ≥ 0``) of the loss Hessian at every grid point.
 
     >>> d = lnb.random_directions(model, n=2, seed=0)
     >>> m = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 11), y=(-1, 1, 11), client="local")

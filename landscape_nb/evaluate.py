@@ -144,9 +144,9 @@ def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Call
     gives the same values; a loop over the loader pads each batch to its own longest sample. For
     the samples of ``ev.collated_alone`` (collated alone: the least padding), the loss of the sample
     so collated and of its row of ``ev.tree`` (padded like the whole set) are compared, in eval mode
-    without gradients, to ``rtol=1e-4``: a model that masks its padding gives the same value, one
-    that reads padded positions (pools over them, attends to them) does not. A model that raises
-    on a sample alone is not checked.
+    without gradients, to ``rtol=1e-4`` (8 ulp for bf16/fp16 weights): a model that masks its padding
+    gives the same value, one that reads padded positions (pools over them, attends to them) does not.
+    A model that raises on a sample alone is not checked.
 
     Raises
     ------
@@ -156,6 +156,8 @@ def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Call
     """
     if not ev.collated_alone:
         return
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    rtol = max(1e-4, 8 * torch.finfo(dtype).eps)  # a bf16 model's losses round to ~1e-2
     with eval_mode(model), torch.no_grad():
         for row, alone in ev.collated_alone:
             padded = tree_map(lambda t, r=row: t[r:r + 1], ev.tree)
@@ -164,7 +166,7 @@ def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Call
             except Exception:  # noqa: BLE001 - e.g. a model taking batches of several samples only
                 return
             a, b = values
-            if a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-7):
+            if a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7):
                 continue
             shapes = [", ".join(f"{p or 'data'} {tuple(t.shape[1:])}" for p, t in tree_leaves(tree)[:4])
                       for tree in (alone, padded)]

@@ -13,7 +13,7 @@ only positive curvature even at saddle points, and recommend the eigenvectors of
 largest and most negative eigenvalues; ``hessian_directions`` gives those.
 
 The non-convexity map of Li et al. 2018 (Fig. 6), ``eigen_maps.eigen_map``, evaluates
-``|λ_min / λ_max|`` at every grid point through the same tiles and runners as a loss
+``|λ_min / λ_max|`` (0 where λ_min ≥ 0: ``eig_ratio``) at every grid point through the same tiles and runners as a loss
 surface (``compute_surface(..., quantity="hessian")``, in-process or Dask); the per-point
 work is ``HessianEvaluator`` here.
 **Cost per point**: one loss pass plus two Lanczos runs (λ_max, then λ_min on the
@@ -222,6 +222,8 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
         return
     mean = (first * w1 + second * w2) / (w1 + w2)
     tol = 2e-6 if idx.device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    tol = max(tol, 8 * torch.finfo(dtype).eps)  # a bf16 model's losses round to ~1e-2
     if abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)) or math.isnan(whole):
         return
     warnings.warn(
@@ -524,7 +526,7 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
             "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows)}
-    return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model
+    return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
 
 
 def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs | None, tol: float,
@@ -672,7 +674,11 @@ def eig_ratio(lmax: float, lmin: float, ratio: str = "negative") -> float:
 
 
 class HessianEvaluator:
-    """Per-point evaluator for ``quantity="hessian"``: loss, λ_max, λ_min, |λ_min/λ_max|, HVPs.
+    """Per-point evaluator for ``quantity="hessian"``: loss, λ_max, λ_min, ``eig_ratio``, HVPs.
+
+    Its ``ratio`` defaults to ``"abs"`` (``|λ_min/λ_max|`` as written), which ``compute_surface(...,
+    quantity="hessian")`` without ``quantity_options["ratio"]`` gets (the spec stores of a store written
+    before the option); ``eigen_maps.eigen_map`` passes ``"negative"`` (0 where λ_min ≥ 0) by default.
 
     It wraps the loss ``Evaluator`` (data handling, device, perturbation, restore) and
     only replaces what is computed at each point, so tiles run through the same

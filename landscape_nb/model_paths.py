@@ -6,6 +6,7 @@ whose end points are the other models; ``paired_layout`` checks the models match
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 import torch
@@ -14,7 +15,6 @@ from torch import nn
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice
 from .params import ParamLayout, flatten, unwrap_model, variance_buffers
-from .spec import module_settings
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -48,8 +48,8 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     LandscapeError
         If a model is not a module, a model's parameter (or, with ``include_buffers``,
         floating-point buffer) names or shapes differ from the first model's (naming the
-        first differing tensor and both models), a submodule differs in class or settings (an
-        activation, a slope, an ``eps``, a plain attribute; Dropout's rate aside: ``_check_same_settings``),
+        first differing tensor and both models), a submodule differs in class or eval-mode settings (an
+        activation, a slope, an ``eps``; Dropout's rate aside: ``_check_same_settings``),
         the same parameters are frozen in one model and trainable in another, or frozen parameters
         differ with ``frozen="refuse"``.
     """
@@ -117,34 +117,45 @@ def _check_same_architecture(a: nn.Module, b: nn.Module, name_a: str, name_b: st
 
 #: modules that are the identity in eval mode, where every path is evaluated: their settings may differ
 _EVAL_IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_EVAL_IDENTITY_NAMES = ("DropPath", "StochasticDepth")  # timm's and torchvision's, not imported here
+
+
+def _eval_setting(m: nn.Module) -> str | None:
+    """What of ``m``'s settings decides its eval-mode output: its ``extra_repr`` (an activation's slope,
+    BatchNorm's ``eps``), BatchNorm's ``momentum`` aside (eval and bn-recompute do not use it); None for a
+    module that is the identity in eval mode."""
+    if isinstance(m, _EVAL_IDENTITY) or type(m).__name__ in _EVAL_IDENTITY_NAMES:
+        return None
+    try:
+        text = m.extra_repr()
+    except Exception:  # noqa: BLE001 - a user's extra_repr that fails: the class alone is compared
+        return ""
+    return re.sub(r"momentum=[^,]*, ?", "", text) if isinstance(m, nn.modules.batchnorm._NormBase) else text
 
 
 def _check_same_settings(a: nn.Module, b: nn.Module, name_a: str, name_b: str) -> None:
-    """Refuse ``b`` unless each of its submodules computes as ``a``'s does given the same weights: the same
-    class, ``extra_repr`` (an activation's slope, BatchNorm's ``eps``...), non-persistent buffers and plain
-    attributes (``spec.module_settings``; Dropout's rate aside, the identity in eval mode). Otherwise the
-    path's end (``a``'s network with ``b``'s weights) is not ``b``: a Tanh network with a ReLU network's
-    weights had 1.41 for b's loss of 0.018, and a made-up barrier."""
-    sa, sb = module_settings(a), module_settings(b)
+    """Refuse ``b`` unless each of its submodules is of ``a``'s class with the same eval-mode settings
+    (``_eval_setting``). Otherwise the path's end (``a``'s network with ``b``'s weights) is not ``b``: a Tanh
+    network with a ReLU network's weights had 1.41 for b's loss of 0.018, and a made-up barrier. Plain
+    attributes are not compared (a dropout rate or ``gradient_checkpointing`` flag may differ between two
+    trainings of one network): a temperature kept in one is not seen."""
     mods_a, mods_b = dict(a.named_modules(remove_duplicate=False)), dict(b.named_modules(remove_duplicate=False))
-    for name, digest in sa.items():
-        ma, mb = mods_a[name], mods_b.get(name)
-        if mb is not None and (sb.get(name) == digest or (isinstance(ma, _EVAL_IDENTITY) and type(ma) is type(mb))):
+    for name in list(mods_a) + [n for n in mods_b if n not in mods_a]:
+        ma, mb = mods_a.get(name), mods_b.get(name)
+        if ma is not None and mb is not None and type(ma) is type(mb) and _eval_setting(ma) == _eval_setting(mb):
             continue
         where = f"submodule {name!r}" if name else "the model itself"
-        if mb is None:
-            what = f"{where} is in {name_a}, not in {name_b}"
+        if ma is None or mb is None:
+            what = f"{where} is in {name_a if mb is None else name_b}, not in {name_b if mb is None else name_a}"
         elif type(ma) is not type(mb):
             what = f"{where} is a {type(ma).__name__} in {name_a}, a {type(mb).__name__} in {name_b}"
-        elif ma.extra_repr() != mb.extra_repr():
-            what = f"{where} ({type(ma).__name__}) is ({ma.extra_repr()}) in {name_a}, ({mb.extra_repr()}) in {name_b}"
         else:
-            what = f"{where} ({type(ma).__name__}) has other plain attributes or non-persistent buffers"
+            what = f"{where} ({type(ma).__name__}) is ({ma.extra_repr()}) in {name_a}, ({mb.extra_repr()}) in {name_b}"
         raise LandscapeError(
             f"{name_a} and {name_b} have the same tensors but not the same network: {what}; a path between them "
             f"would end at {name_b}'s weights inside {name_a}'s network, not at {name_b}. Expected two models of "
             "one architecture (e.g. two trainings of one network); if that setting does not change what the "
-            "model computes, make it equal in both")
+            "model computes in eval mode, make it equal in both")
 
 
 def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:

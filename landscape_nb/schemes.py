@@ -19,7 +19,8 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     itself for random, pca and hessian schemes; the first model of a pair or plane otherwise).
 
     ``pca`` uses the example's trajectory; ``hessian`` the eigenvectors of the largest
-    (and, for a plane, most negative; for a volume, those two and the second largest) eigenvalue on ``data`` (default: the example's
+    (and, for a plane, most negative; for a volume, those two and the second largest)
+    eigenvalue on ``data`` (default: the example's
     training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset), its targets where
     ``target_key`` says (``data.read_data``). Schemes whose
     coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.

@@ -660,7 +660,7 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
     store, html = tmp_path / "e.zarr", tmp_path / "e.html"
     assert main(["compute", user_model, "--quantity", "hessian", "--grid", "3x3", "--tol", "1e-6",
                  "--store", str(store), "--html", str(html)]) == 0
-    assert "|λmin/λmax| up to" in capsys.readouterr().out
+    assert "|λmin/λmax| (0 where λmin ≥ 0) up to" in capsys.readouterr().out
     got = lnb.load_surface(store)
     model, data = make()
     d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=0)
@@ -674,8 +674,11 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
         params = {n: t.reshape(p.shape) for n, t, p in zip(names, torch.split(w, sizes), flat)}
         return torch.nn.functional.cross_entropy(functional_call(model.double(), params, (data[0].double(),)), data[1])
 
-    dense = torch.autograd.functional.hessian(loss, torch.cat([p.reshape(-1) for p in flat]))
-    assert got.metrics["lambda_max"][1, 1] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-4)
+    evals = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, torch.cat([p.reshape(-1) for p in flat])))
+    lmax, lmin = float(evals[-1]), float(evals[0])
+    assert got.metrics["lambda_max"][1, 1] == pytest.approx(lmax, rel=1e-4)
+    assert got.metrics["lambda_min"][1, 1] == pytest.approx(lmin, abs=1e-4 * (lmax - lmin))
+    assert got.metrics["eig_ratio"][1, 1] == pytest.approx(max(-lmin, 0) / lmax, abs=2e-4)
     assert '"type":"heatmap"' in html.read_text().replace(" ", "")  # the ratio map
     out = tmp_path / "p.html"
     assert main(["plot", str(store), "--html", str(out)]) == 0  # an eigen-map store draws as one by default
@@ -683,6 +686,8 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
     for argv, message in [
         (["--quantity", "hessian", "--grid", "5"], "--quantity hessian (an eigen-map) takes a 2D --grid; got --grid 5"),
         (["--grid", "3x3", "--tol", "1e-4"], "--tol 0.0001 is the eigen-map's Lanczos tolerance; add --quantity"),
+        (["--quantity", "hessian", "--grid", "3x3", "--html", str(out), "--log"],  # was refused after the run
+         "--log does not apply to --kind eigen_map"),
         (["--grid", "3x3", "--kind", "eigen_map", "--html", str(out)],
          "--kind eigen_map does not draw a 2D plane; expected one of surface, contour, heatmap"),
     ]:

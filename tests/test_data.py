@@ -183,24 +183,32 @@ class MeanOfEmbeddings(nn.Module):
         return self.out((e * m).sum(1) / m.sum(1))
 
 
-def test_a_collate_fn_padding_per_batch_gives_a_loops_values_for_a_model_masking_its_padding():
+def pad_sorted(items):
+    """``pad_batch`` of the batch sorted by length, longest first (as ``pack_padded_sequence`` wants): rows move."""
+    return pad_batch(sorted(items, key=lambda item: -len(item[0])))
+
+
+@pytest.mark.parametrize("collate", [pad_batch, pad_sorted])
+def test_a_collate_fn_padding_per_batch_gives_a_loops_values_for_a_model_masking_its_padding(collate):
     """All samples are collated at once (padded to the longest); a model that masks its padding gives, at every
-    point, what a loop over the user's loader (each batch padded to its own longest) gives."""
+    point, what a loop over the user's loader (each batch padded to its own longest) gives; a collate_fn that
+    reorders the batch is no reason to refuse it (rows are matched to their samples)."""
     model, ds = MeanOfEmbeddings(masked=True), Sentences()
-    loader = DataLoader(ds, batch_size=16, collate_fn=pad_batch)
+    loader = DataLoader(ds, batch_size=16, collate_fn=collate)
     d = lnb.random_directions(model, n=1, seed=0)
     surf = lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3), batch_size=32)
     np.testing.assert_allclose(surf.loss, _loop_over(loader, model, d), rtol=1e-5)
     assert "pads each batch to its longest sample" in surf.provenance["data"]["collate"]
 
 
-def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refused():
+@pytest.mark.parametrize("collate", [pad_batch, pad_sorted])
+def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refused(collate):
     """Evaluated padded alike, a model averaging over padded positions would give values other than a loop
     over the loader (shown here first), and those of the loop would follow its batch size: refused."""
     model, ds = MeanOfEmbeddings(masked=False), Sentences()
-    loader = DataLoader(ds, batch_size=16, collate_fn=pad_batch)
+    loader = DataLoader(ds, batch_size=16, collate_fn=collate)
     d = lnb.random_directions(model, n=1, seed=0)
-    whole = DataLoader(ds, batch_size=len(ds), collate_fn=pad_batch)  # padded alike, as evaluated
+    whole = DataLoader(ds, batch_size=len(ds), collate_fn=collate)  # padded alike, as evaluated
     assert abs(_loop_over(whole, model, d)[1] - _loop_over(loader, model, d)[1]) > 1e-4
     with pytest.raises(lnb.LandscapeError, match=r"loss depends on how much padding the DataLoader's collate_fn "
                                                  r"adds: sample \d+ collated alone .* Mask the padded positions"):
@@ -216,7 +224,7 @@ def test_a_target_key_missing_from_dict_batches_is_refused_naming_the_keys():
     data = {"input": torch.randn(20, 6, generator=g), "label": torch.randint(0, 3, (20,), generator=g)}  # model(input=)
     torch.manual_seed(0)
     model = nn.Linear(6, 3)
-    message = r"target_key='y', but the dict batches hold the keys \['input', 'label'\]; expected the key of the targets"
+    message = r"target_key='y', but the dict batches hold the keys \['input', 'label'\]; expected the key of the"
     with pytest.raises(lnb.LandscapeError, match=message):
         lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), target_key="y")
     with pytest.raises(lnb.LandscapeError, match=message):

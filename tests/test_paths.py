@@ -153,7 +153,14 @@ def test_models_with_the_same_tensors_but_another_network_cannot_be_interpolated
     with pytest.raises(LandscapeError, match=r"submodule '3' \(LeakyReLU\) is \(negative_slope=0.2\) in model a, "
                                              r"\(negative_slope=0.01\) in model b"):
         lnb.interpolation_direction(slope_a, slope_b)
-    # Dropout's rate is no part of what the network computes in eval mode: accepted
+    # what eval mode does not use may differ: BatchNorm's momentum, a plain flag, Dropout's rate
+    bn_a = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    bn_b = copy.deepcopy(bn_a)
+    bn_b[1].momentum, bn_b.gradient_checkpointing = 0.01, True
+    assert lnb.interpolation_direction(bn_a, bn_b).n == 1
+    bn_b[1].eps = 1e-3
+    with pytest.raises(LandscapeError, match=r"submodule '1' \(BatchNorm1d\) is \(4, eps=1e-05, momentum=0.1"):
+        lnb.interpolation_direction(bn_a, bn_b)
     drop_a = nn.Sequential(*a[:2], nn.Dropout(0.1), *a[2:])
     drop_b = nn.Sequential(*b[:2], nn.Dropout(0.5), *b[2:])
     line = lnb.interpolation_surface(drop_a, drop_b, data, x=(0, 1, 3))

@@ -315,7 +315,11 @@ def cmd_compute(args) -> int:
     if args.tol is not None and not eigen:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
-    check_kind(args.kind, len(grid), eigen)  # before the run: a refusal afterwards would cost it
+    kind = check_kind(args.kind, len(grid), eigen)  # before the run: a refusal afterwards would cost it
+    if kind == "eigen_map" and args.log and args.html:
+        raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours), the "
+                             "figure of --quantity hessian; drop --log, or add --kind surface/contour/heatmap for "
+                             "the eigen-map's loss")
     if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)):
         flag = f"--kind {args.kind}" if args.kind and not args.html else "--log"
         where = "--html" if flag != "--log" else "--html or --vtk"
@@ -372,7 +376,7 @@ def cmd_compute(args) -> int:
     n_diverged = int((~np.isfinite(surf.loss) & surf.done_mask).sum())
     ratio = surf.metrics.get("eig_ratio") if eigen else None
     print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
-          + (f", |λmin/λmax| up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")
+          + (f", |λmin/λmax| (0 where λmin ≥ 0) up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
     if n_diverged:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
@@ -454,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--zrange", help="z range START:STOP of a volume (default: --range)")
     c.add_argument("--directions", default="random", choices=SCHEMES)
     c.add_argument("--quantity", default="loss", choices=("loss", "hessian"),
-                   help="loss (default), or hessian: Li et al.'s eigen-map, λ_max, λ_min and |λ_min/λ_max| per point "
+                   help="loss (default), or hessian: Li et al.'s eigen-map, λ_max, λ_min and |λ_min/λ_max| (0 where "
+                        "λ_min ≥ 0) per point "
                         "(2D grids; figure --kind eigen_map by default)")
     c.add_argument("--tol", type=float, help="the eigen-map's Lanczos tolerance (default 1e-3; --quantity hessian)")
     c.add_argument("--norm", default="filter", choices=NORMS)

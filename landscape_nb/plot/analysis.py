@@ -157,8 +157,8 @@ def eigen_map(
     loss_levels: int = 15,
     title: str | None = None,
 ) -> go.Figure:
-    """The non-convexity map of Li et al. 2018 (Fig. 6 [1]_): ``|λ_min / λ_max|`` per grid
-    point, with the loss contours on top.
+    """The non-convexity map of Li et al. 2018 (Fig. 6 [1]_): ``eig_ratio`` (``|λ_min / λ_max|``, 0
+    where λ_min ≥ 0 by default) per grid point, with the loss contours on top.
 
     Parameters
     ----------

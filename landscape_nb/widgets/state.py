@@ -483,6 +483,8 @@ class ExplorerState(t.HasTraits):
                 # a Compute pressed since prefetch() started this thread waits for its first round if that is
                 # for its controls (``_await_prefetch``): that round goes on while it computes
                 spec = None if stop.is_set() else self._prefetch_spec(computing_ok=not tried)
+                if spec is not None and self._computing and _prepare_key(spec) != self._prefetching:
+                    spec = None  # the controls changed after that Compute: it does not wait for these
                 if spec is None or _prepare_key(spec) in tried:
                     self._prefetcher, self._prefetching = None, None
                     return
