@@ -235,7 +235,7 @@ def records_hint(tree) -> str:
     return ""
 
 
-def _rule_of(tree, target_key) -> tuple[str, Any]:
+def _rule_of(tree, target_key, targets_needed: bool = True) -> tuple[str, Any]:
     """Which rule a read tree follows (see the module docstring)."""
     if isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields"):
         if len(tree) == 2:
@@ -244,7 +244,7 @@ def _rule_of(tree, target_key) -> tuple[str, Any]:
             return "last", None
     if isinstance(tree, Mapping) and target_key is not None and target_key in tree:
         return "key", target_key
-    if isinstance(tree, Mapping) and isinstance(target_key, str) and target_key != "labels":
+    if isinstance(tree, Mapping) and isinstance(target_key, str) and target_key != "labels" and targets_needed:
         raise LandscapeError(  # a key named on purpose: not a model's own loss, which the default falls back to
             f"target_key={target_key!r}, but the dict batches hold the keys {list(tree)}; expected the key of the "
             "targets among them (or leave target_key at its default for a model computing its own loss from "
@@ -271,7 +271,7 @@ def subset_indices(n: int, max_samples: int | None, seed: int) -> torch.Tensor |
 
 
 def read_data(data, what: str = "data", *, max_samples: int | None = None, subset_seed: int = 0,
-              target_key: str | int | None = "labels") -> EvalData:
+              target_key: str | int | None = "labels", targets_needed: bool = True) -> EvalData:
     """Read evaluation data into one ``EvalData`` (a pytree of tensors in memory).
 
     Parameters
@@ -288,6 +288,9 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     target_key : str or int or None
         The targets' dict key (default ``"labels"``), or for tuples of more than two tensors the
         index of the targets (default: the last); None: a dict has no targets.
+    targets_needed : bool
+        False for data read for its inputs only (``bn_data``): a dict without ``target_key`` is then
+        inputs, not refused.
 
     Returns
     -------
@@ -355,7 +358,7 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     if isinstance(target_key, int) and isinstance(tree, tuple) and len(tree) > 2:
         k = target_key % len(tree)  # move the targets last: rule "last"
         tree, alone = (*tree[:k], *tree[k + 1:], tree[k]), [(r, (*t[:k], *t[k + 1:], t[k])) for r, t in alone]
-    rule, key = _rule_of(tree, target_key if not isinstance(target_key, int) else None)
+    rule, key = _rule_of(tree, target_key if not isinstance(target_key, int) else None, targets_needed)
     ev = EvalData(tree, rule, key, collated_alone=alone)
     idx = subset_indices(ev.n, max_samples, subset_seed)
     if idx is not None:

@@ -373,7 +373,8 @@ class Evaluator(SpeedChoices):
         self.bn_batches = None
         self.bn_fingerprint = self.bn_pass_size = None  # separate bn_data's hash; the pass size when several
         if settings.mode == "bn-recompute":
-            bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key).to(self.device)
+            bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key,
+                                                      targets_needed=False).to(self.device)
             # passes of near-equal size: the cumulative average weighs each pass equally, so a short last
             # pass (1024 + 476 of 1500) would weigh its samples twice as much as the others
             n_passes = -(-bn.n // BN_BATCH)

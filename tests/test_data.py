@@ -232,3 +232,19 @@ def test_a_target_key_missing_from_dict_batches_is_refused_naming_the_keys():
     surf = lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), target_key="label")
     with torch.no_grad():
         assert surf.loss[1] == pytest.approx(float(F.cross_entropy(model(data["input"]), data["label"])), rel=1e-6)
+
+
+def test_bn_data_of_inputs_only_is_read_without_the_named_target_key():
+    """``bn_data`` serves its inputs only: dict batches without the named target_key are inputs there, not refused,
+    and give the BatchNorm statistics that the same inputs with targets give."""
+    g = torch.Generator().manual_seed(0)
+    data = {"input": torch.randn(40, 6, generator=g), "label": torch.randint(0, 3, (40,), generator=g)}
+    bn_inputs = torch.randn(30, 6, generator=g) * 2 + 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).eval()
+    d = lnb.random_directions(model, n=1, seed=0)
+    kwargs = dict(x=(-1, 1, 3), target_key="label", mode="bn-recompute")
+    alone = lnb.compute_surface(model, data, d, bn_data={"input": bn_inputs}, **kwargs)
+    labelled = lnb.compute_surface(model, data, d, bn_data={"input": bn_inputs, "label": torch.zeros(30).long()},
+                                   **kwargs)
+    np.testing.assert_allclose(alone.loss, labelled.loss, rtol=1e-6)
