@@ -243,7 +243,7 @@ def test_bn_data_of_inputs_only_is_read_without_the_named_target_key():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).eval()
     d = lnb.random_directions(model, n=1, seed=0)
-    kwargs = dict(x=(-1, 1, 3), target_key="label", mode="bn-recompute")
+    kwargs = {"x": (-1, 1, 3), "target_key": "label", "mode": "bn-recompute"}
     alone = lnb.compute_surface(model, data, d, bn_data={"input": bn_inputs}, **kwargs)
     labelled = lnb.compute_surface(model, data, d, bn_data={"input": bn_inputs, "label": torch.zeros(30).long()},
                                    **kwargs)
