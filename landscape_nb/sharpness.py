@@ -164,6 +164,10 @@ def _profile(values) -> tuple[np.ndarray, np.ndarray]:
     raise LandscapeError(f"a {type(values).__name__}; expected a 1D Surface over t (a path profile) or a BezierCurve")
 
 
+#: direction schemes whose 1D surfaces are no path between two models (``loss_barrier`` refuses them)
+NOT_PATHS = ("random", "random-orthogonal", "pca", "hessian")
+
+
 def loss_barrier(path) -> float:
     """``max_t [L(t) − ((1 − t)·L(0) + t·L(1))]`` over the points with 0 ≤ t ≤ 1 (Frankle et al. 2020).
 
@@ -188,8 +192,9 @@ def loss_barrier(path) -> float:
     Raises
     ------
     LandscapeError
-        A 2D surface or another type, a t grid without both 0 and 1 or without a point
-        between them, or missing or non-finite losses between t = 0 and 1.
+        A 2D surface or another type, a 1D surface along directions that are no path (``NOT_PATHS``:
+        random, PCA, Hessian), a t grid without both 0 and 1 or without a point between them, or
+        missing or non-finite losses between t = 0 and 1.
 
     References
     ----------
@@ -198,6 +203,12 @@ def loss_barrier(path) -> float:
     Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     t, loss = _profile(path)
+    scheme = (getattr(getattr(path, "profile", path), "provenance", None) or {}).get("scheme")
+    if scheme in NOT_PATHS:
+        raise LandscapeError(
+            f"a 1D surface along {scheme!r} directions: its t = 1 is the model moved by one direction, not a second "
+            "model, so a barrier there means nothing; expected a path between two models "
+            "(lnb.interpolation_surface(a, b, data), lnb.bezier_curve(a, b, data).profile)")
     ends = [np.flatnonzero(np.isclose(t, v, rtol=0.0, atol=1e-9)) for v in (0.0, 1.0)]
     if not len(ends[0]) or not len(ends[1]):
         raise LandscapeError(

@@ -67,6 +67,9 @@ def test_barrier_of_a_bump_above_the_chord():
     assert loss_barrier(Surface(wide, None, 5.0 * (wide - 0.5) ** 2)) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(LandscapeError, match="non-finite"):
         loss_barrier(Surface(t, None, np.where(t == 0.5, np.nan, loss)))
+    with pytest.raises(LandscapeError, match="a 1D surface along 'random' directions: its t = 1 is the model moved"):
+        loss_barrier(Surface(t, None, loss, provenance={"scheme": "random"}))  # was a "barrier" to a random point
+    assert loss_barrier(Surface(t, None, loss, provenance={"scheme": "interpolate"})) == pytest.approx(0.3)
     for ends_only in (np.array([0.0, 1.0]), np.array([-1.0, 0.0, 1.0])):  # was a barrier of 0, whatever the path
         with pytest.raises(LandscapeError, match="has no point strictly between t = 0 and t = 1"):
             loss_barrier(Surface(ends_only, None, np.ones(len(ends_only))))
