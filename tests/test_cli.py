@@ -693,3 +693,27 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
     ]:
         assert main(["compute", user_model, *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_plot_of_an_unfinished_store_marks_the_figure_partial(user_model, tmp_path, capsys):
+    """A store a run left unfinished draws what it holds, and the file says so (only the terminal did)."""
+    import threading
+
+    from my_models import make
+
+    model, data = make()
+    store, stop = tmp_path / "p.zarr", threading.Event()
+    lnb.compute_surface(model, data, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 6), y=(-1, 1, 6),
+                        tile=(2, 2), store=store, cancel=stop, callbacks=[lambda event: stop.set()])
+    kept = lnb.load_surface(store)
+    assert 0 < kept.n_done < 36
+    out = tmp_path / "p.html"
+    assert main(["plot", str(store), "--html", str(out)]) == 0
+    assert f"partial: {kept.n_done} of 36 points" in out.read_text()
+    assert main(["plot", str(tmp_path / "p.zarr"), "--kind", "contour", "--html", str(out)]) == 0
+    assert "partial:" in out.read_text()
+    done = tmp_path / "d.zarr"
+    lnb.compute_surface(model, data, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3), y=(-1, 1, 3),
+                        store=done)
+    assert main(["plot", str(done), "--html", str(out)]) == 0
+    assert "partial:" not in out.read_text()

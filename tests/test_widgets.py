@@ -965,3 +965,21 @@ def test_a_given_dask_client_is_used_and_left_open():
         assert explorer.state.workers == "1 worker" and explorer.surface.n_done == 25
         explorer.close()
         assert client.status == "running"
+
+
+def test_an_export_of_a_cancelled_surface_says_it_is_partial(tmp_path):
+    """A cancelled Compute keeps its points; the exported file says how many of the grid's it holds."""
+    from landscape_nb.grid import Grid
+
+    model, data = make_task()
+    state = ExplorerState(models={"tiny": (model, data)}, export_dir=tmp_path, x_points=5, y_points=5)
+    try:
+        partial = lnb.Surface.empty(Grid.make((-1, 1, 5), (-1, 1, 5)), [])
+        loss, done = partial.loss.copy(), partial.done.copy()
+        loss[0, :3], done[0, :3] = 1.0, True
+        state.surface = lnb.Surface(partial.x, partial.y, loss, {}, done)
+        assert "partial: 3 of 25 points" in state.export_html("cancelled.html").read_text()
+        state.surface = lnb.Surface(partial.x, partial.y, np.ones((5, 5)), {}, np.ones((5, 5), bool))
+        assert "partial:" not in state.export_html("finished.html").read_text()
+    finally:
+        state.close()

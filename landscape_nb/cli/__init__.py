@@ -403,8 +403,10 @@ def cmd_plot(args) -> int:
 
     check_html_name(args.html)
     surf = load_surface(args.store)
-    path = export_html(figure_for(surf, args.kind, log_scale=args.log,
-                                  title=str(surf.provenance.get("label", ""))), args.html)
+    from ..plot.export import mark_partial
+
+    path = export_html(mark_partial(figure_for(surf, args.kind, log_scale=args.log,
+                                               title=str(surf.provenance.get("label", ""))), surf), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
     return 0
 

@@ -41,7 +41,7 @@ from ._common import (
 from ._common import _check_surface, _transform  # reached from outside before the split
 from .analysis import eigen_map, line_panels, paths, pca_contour, with_sharpness
 from .animation import animate
-from .export import IMAGE_FORMATS, export_html, export_image, export_vtk
+from .export import IMAGE_FORMATS, export_html, export_image, export_vtk, mark_partial
 from .figures import compare, contour, heatmap, line, surface
 from .depth import depth_figure
 from .live import LIVE_LEVELS, live, update
@@ -83,4 +83,5 @@ __all__ = [
     "export_html",
     "export_image",
     "export_vtk",
+    "mark_partial",
 ]

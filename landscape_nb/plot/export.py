@@ -86,6 +86,22 @@ def export_html(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+def mark_partial(fig, surface: Surface | None):
+    """``fig``, or for a ``surface`` not complete (cancelled, interrupted, streaming) a copy saying above the
+    plot how many of its points it holds: "partial: 441 of 2601 points". For the files a partial run is
+    exported to, which otherwise looked like a finished surface over a smaller region; a live figure is
+    left as it is."""
+    if surface is None or surface.is_complete:
+        return fig
+    import plotly.graph_objects as go
+
+    out = go.Figure(fig)
+    out.add_annotation(text=f"partial: {surface.n_done} of {int(np.size(surface.loss))} points", xref="paper",
+                       yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", showarrow=False,
+                       font={"color": "firebrick"})
+    return out
+
+
 @_doc
 def export_image(
     fig,

@@ -670,10 +670,10 @@ class ExplorerState(t.HasTraits):
         ``path`` (default: the "export to" box) must end in .html and lie inside ``export_dir``
         (a relative path is taken from there); otherwise a `LandscapeError` and nothing is written.
         """
-        from ..plot.export import export_html
+        from ..plot.export import export_html, mark_partial
 
         target = self.exports.target(self.export_path if path is None else path, HTML_SUFFIXES)
-        fig = figure if figure is not None else self.figure()
+        fig = mark_partial(figure if figure is not None else self.figure(), self.surface)
         out = export_html(fig, target)
         self._say(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB, standalone, opens offline).")
         return out
@@ -684,10 +684,10 @@ class ExplorerState(t.HasTraits):
         ``path`` defaults to the "export to" box with the suffix .png; it is confined to
         ``export_dir`` as in `export_html`.
         """
-        from ..plot.export import export_image
+        from ..plot.export import export_image, mark_partial
 
         target = self.exports.target(_with_suffix(self.export_path, ".png") if path is None else path, IMAGE_SUFFIXES)
-        fig = figure if figure is not None else self.figure()
+        fig = mark_partial(figure if figure is not None else self.figure(), self.surface)
         out = export_image(fig, target, width=1100, height=520)
         self._say(f"Wrote {out}.")
         return out
