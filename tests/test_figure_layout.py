@@ -119,6 +119,15 @@ def _partial_live():
     return plot.update(fig, Surface(full.x, full.y, loss, provenance=dict(full.provenance)))
 
 
+def _partial(builder):  # what an export of a cancelled run draws: the points in, marked partial
+    full = plane()
+    loss, done = np.array(full.loss), np.zeros(full.loss.shape, bool)
+    done[:5] = True
+    loss[~done] = np.nan
+    part = Surface(full.x, full.y, loss, done=done, provenance=dict(full.provenance))
+    return plot.mark_partial(getattr(plot, builder)(part), part)
+
+
 def _depth_figure():
     from test_plot_depth import synthetic_comparison
 
@@ -160,6 +169,7 @@ CASES = {  # builder -> {case: figure factory}
     "volume": {"isosurface": lambda: plot.volume(volume_3d())},
     "volume_slices": {"z": lambda: plot.volume_slices(volume_3d())},
     "depth_figure": {"contour": lambda: _depth_figure()},
+    "mark_partial": {"contour": lambda: _partial("contour"), "surface": lambda: _partial("surface")},
     "line_splits": {"train-test": lambda: plot.line_splits({"train": line_1d("train"), "test": line_1d("test", shift=0.2)})},
 }
 NOT_BUILDERS = {"update", "display_values", "clip_limit", "to_plotly_z", "hover_template", "hover_customdata",
