@@ -27,7 +27,8 @@ from .errors import LandscapeError
 from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, find_logits, loss_name,
                       own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
-from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, restoring, unwrap_model)
+from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
+                     unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs, map_outputs,
                          run_checking_inputs, same_values)
@@ -137,6 +138,23 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     return loss_fn, ev.split, loss_name(loss_fn)
 
 
+def spread_halves(ev: EvalData, split: Callable, m: int, device) -> list:
+    """``[(inputs, targets)]`` of ``m`` samples spread evenly over ``ev``, then of their first and second
+    halves: what the checks that a batch's value is the weighted mean of its parts' values compare
+    (``Evaluator._fix_batching_for_batch_means``, ``hessian._warn_if_batching_matters``)."""
+    idx = torch.linspace(0, ev.n - 1, m, device=device).round().long()
+    return [split(ev.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
+
+
+def half_weights(fn: Callable, parts: list, m: int) -> tuple[float, float, bool]:
+    """What each half of ``spread_halves(..., m)`` weighs in ``fn``'s mean: the targets it keeps where
+    ``metrics.batch_denominator`` knows ``fn`` (and True), else its number of samples (and False)."""
+    known = [batch_denominator(fn, yb) for _, yb in parts[1:]]
+    if known[0] is not None:
+        return float(known[0]), float(known[1]), True
+    return m // 2, m - m // 2, False
+
+
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
     """Refuse a model whose loss depends on how much padding a DataLoader's ``collate_fn`` adds.
 
@@ -156,8 +174,7 @@ def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Call
     """
     if not ev.collated_alone:
         return
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    rtol = max(1e-4, 8 * torch.finfo(dtype).eps)  # a bf16 model's losses round to ~1e-2
+    rtol = max(1e-4, 8 * torch.finfo(model_dtype(model)).eps)  # a bf16 model's losses round to ~1e-2
     with eval_mode(model), torch.no_grad():
         for row, alone in ev.collated_alone:
             padded = tree_map(lambda t, r=row: t[r:r + 1], ev.tree)
@@ -578,8 +595,7 @@ class Evaluator(SpeedChoices):
         m = min(n, SPREAD_SAMPLES, given or SPREAD_SAMPLES)
         if not split or m < 4:
             return
-        idx = torch.linspace(0, n - 1, m, device=self.device).round().long()
-        parts = [self._split(self._data.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
+        parts = spread_halves(self._data, self._split, m, self.device)
         fns = {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}
         not_checked = "not checked for losses that are not a mean over samples, nor for outputs that depend on the batch"
         try:
@@ -609,8 +625,7 @@ class Evaluator(SpeedChoices):
                 self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
                 self._random_columns.append(column)
                 continue
-            known = [batch_denominator(fns[name], yb) for _, yb in parts[1:]]
-            w1, w2 = (float(known[0]), float(known[1])) if known[0] is not None else (m // 2, m - m // 2)
+            w1, w2, known = half_weights(fns[name], parts, m)
             if w1 + w2 == 0:
                 continue
             for whole, first, second in (triple, moved_triple):
@@ -620,7 +635,7 @@ class Evaluator(SpeedChoices):
                     break
             else:
                 continue
-            if known[0] is not None:  # an exact mean of what it averages over: the outputs moved
+            if known:  # an exact mean of what it averages over: the outputs moved
                 why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
                        f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
                        f"spread over the set, {mean:.7g} from their two halves run apart, so each value depends on "

@@ -44,11 +44,11 @@ from torch import nn
 from .data import batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map
 from .directions import Directions
 from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr
-from .evaluate import Cancelled, check_padding, choose_loss
+from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
-from .params import ParamLayout, check_finite, eval_mode, model_device, restoring, unwrap_model
+from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
 from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
@@ -207,27 +207,25 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
     against their two halves, as ``compute_surface`` checks (``Evaluator._fix_batching_for_batch_means``);
     not for a model whose outputs are random."""
     n = ev.n
-    m = min(n, 256, size)
+    m = min(n, SPREAD_SAMPLES, size)
     if m < 4:
         return
-    idx = torch.linspace(0, n - 1, m).round().long().to(tree_leaves(ev.tree)[0][1].device)
-    parts = [split(ev.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
+    device = tree_leaves(ev.tree)[0][1].device
+    parts = spread_halves(ev, split, m, device)
     with eval_mode(model), torch.no_grad():
         whole, first, second = (float(loss_fn(call_model(model, xb), yb)) for xb, yb in parts)
         if whole != float(loss_fn(call_model(model, parts[0][0]), parts[0][1])):
             return  # random outputs: nothing to compare
-    known = [batch_denominator(loss_fn, yb) for _, yb in parts[1:]]
-    w1, w2 = (float(known[0]), float(known[1])) if known[0] is not None else (m // 2, m - m // 2)
+    w1, w2, known = half_weights(loss_fn, parts, m)
     if not w1 or not w2:
         return
     mean = (first * w1 + second * w2) / (w1 + w2)
-    tol = 2e-6 if idx.device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    tol = max(tol, 8 * torch.finfo(dtype).eps)  # a bf16 model's losses round to ~1e-2
+    tol = 2e-6 if device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
+    tol = max(tol, 8 * torch.finfo(model_dtype(model)).eps)  # a bf16 model's losses round to ~1e-2
     if abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)) or math.isnan(whole):
         return
     warnings.warn(
-        f"landscape_nb: the loss on a batch is not the {'target' if known[0] is not None else 'sample'}-weighted "
+        f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
         f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from their two "
         "halves: e.g. a mean over non-ignored tokens, a normalisation by the batch, or outputs that depend on the "
         f"batch), so with batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' "

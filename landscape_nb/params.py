@@ -285,6 +285,11 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s first floating-point parameter (float32 for a model without one)."""
+    return next((t.dtype for t in model.parameters() if t.is_floating_point()), torch.float32)
+
+
 def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """Every BatchNorm layer of ``model`` (1d, 2d, 3d, SyncBatchNorm, lazy ones), in ``modules()`` order."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
