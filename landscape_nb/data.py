@@ -356,8 +356,12 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
             "a Dataset, a DataLoader or a zero-argument callable returning one of those"
         )
     if isinstance(target_key, int) and isinstance(tree, tuple) and len(tree) > 2:
-        k = target_key % len(tree)  # move the targets last: rule "last"
-        tree, alone = (*tree[:k], *tree[k + 1:], tree[k]), [(r, (*t[:k], *t[k + 1:], t[k])) for r, t in alone]
+        k = target_key % len(tree)
+
+        def targets_last(t: tuple) -> tuple:  # rule "last"
+            return (*t[:k], *t[k + 1:], t[k])
+
+        tree, alone = targets_last(tree), [(r, targets_last(t)) for r, t in alone]
     rule, key = _rule_of(tree, target_key if not isinstance(target_key, int) else None, targets_needed)
     ev = EvalData(tree, rule, key, collated_alone=alone)
     idx = subset_indices(ev.n, max_samples, subset_seed)
@@ -504,14 +508,18 @@ def _sampler_indices(sampler, n: int, whose: str) -> tuple[list[int] | None, str
 LOADER_NOTE = "differs_from_loader"
 
 
+def loader_notes(notes: Mapping) -> list[str]:
+    """The notes saying how the samples evaluated differ from a loop over the DataLoader given: key
+    ``LOADER_NOTE``, or ``"<split>: " + LOADER_NOTE`` for named splits (then prefixed ``"<split>: "``)."""
+    return [f"{str(key)[:-len(LOADER_NOTE)]}{text}" for key, text in notes.items()
+            if key == LOADER_NOTE or str(key).endswith(": " + LOADER_NOTE)]
+
+
 def warn_differs_from_loader(notes: Mapping) -> None:
-    """Warn (``UserWarning``) for each note saying how the samples evaluated differ from a loop over the
-    DataLoader given: key ``LOADER_NOTE``, or ``"<split>: " + LOADER_NOTE`` for named splits. ``read_data``
-    warns where it reads; ``compute_surface`` warns again for data read on a Dask worker."""
-    for key, text in notes.items():
-        if key == LOADER_NOTE or str(key).endswith(": " + LOADER_NOTE):
-            split = str(key)[:-len(LOADER_NOTE)]
-            warnings.warn(f"landscape_nb: {split}{text}", stacklevel=3)
+    """Warn (``UserWarning``) for each of ``loader_notes(notes)``. ``read_data`` warns where it reads;
+    ``compute_surface`` warns again for data read on a Dask worker (the Explorer's panel shows them too)."""
+    for text in loader_notes(notes):
+        warnings.warn(f"landscape_nb: {text}", stacklevel=3)
 
 
 def _read_loader(loader, what: str, max_samples, seed):

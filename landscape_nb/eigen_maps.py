@@ -99,9 +99,8 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
 
 def _say_where_undefined(surf: Surface, tol: float, max_iter: int | None) -> None:
     """Count (``provenance``) and warn about the computed points whose eigenvalues or ratio are NaN."""
-    done = np.ones(surf.loss.shape, bool) if surf.done is None else surf.done
     lmax = surf.metrics["lambda_max"]
-    counted = done & np.isfinite(surf.loss)  # a diverged loss has no Hessian to speak of
+    counted = surf.done_mask & np.isfinite(surf.loss)  # a diverged loss has no Hessian to speak of
     not_converged = int((counted & np.isnan(lmax)).sum())
     flat = int((counted & (lmax == 0)).sum())
     surf.provenance["lanczos_not_converged"], surf.provenance["lambda_max_zero"] = not_converged, flat

@@ -267,11 +267,16 @@ def check_html_name(path: str) -> None:
                              "HTML page; for a PNG or SVG, use lnb.export_image(figure, 'out.png') from Python)")
 
 
-def check_kind(kind: str | None, ndim: int, eigen: bool = False) -> str:
+def check_kind(kind: str | None, ndim: int, eigen: bool = False, log: bool = False) -> str:
     """The figure kind for a surface of ``ndim`` dimensions (``kind`` or the default; ``eigen``: an
-    eigen-map, whose default is its ratio map); refuse one that cannot draw it."""
+    eigen-map, whose default is its ratio map); refuse one that cannot draw it, or draw it with a ``log``
+    scale."""
     fits = ("eigen_map",) + _KINDS_BY_NDIM[ndim] if eigen and ndim == 2 else _KINDS_BY_NDIM[ndim]
     kind = kind or fits[0]
+    if kind == "eigen_map" and log:
+        raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours, the figure "
+                             "of --quantity hessian); drop --log, or add --kind surface/contour/heatmap for the "
+                             "eigen-map's loss")
     if kind not in fits:
         shape = {1: "line", 2: "plane", 3: "volume"}[ndim]
         raise LandscapeError(f"--kind {kind} does not draw a {ndim}D {shape}; expected one of "
@@ -282,11 +287,8 @@ def check_kind(kind: str | None, ndim: int, eigen: bool = False) -> str:
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
     from .. import plot
 
-    kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics)
+    kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale)
     if kind == "eigen_map":
-        if log_scale:
-            raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours); drop "
-                                 "--log, or pick --kind surface/contour/heatmap for the eigen-map's loss")
         return plot.eigen_map(surface, title=title)
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale)
@@ -315,11 +317,7 @@ def cmd_compute(args) -> int:
     if args.tol is not None and not eigen:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
-    kind = check_kind(args.kind, len(grid), eigen)  # before the run: a refusal afterwards would cost it
-    if kind == "eigen_map" and args.log and args.html:
-        raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours), the "
-                             "figure of --quantity hessian; drop --log, or add --kind surface/contour/heatmap for "
-                             "the eigen-map's loss")
+    check_kind(args.kind, len(grid), eigen, log=args.log and bool(args.html))  # before the run: not after it
     if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)):
         flag = f"--kind {args.kind}" if args.kind and not args.html else "--log"
         where = "--html" if flag != "--log" else "--html or --vtk"

@@ -69,15 +69,14 @@ def _caveats(surf: Surface) -> str:
     """What the panel says besides "Done": diverged points (the figure's gaps; their metrics, such as the
     argmax of NaN logits, mean nothing) and how the samples differ from a loop over the DataLoader given
     (otherwise only a Python warning, easily missed under a notebook cell)."""
-    from ..data import LOADER_NOTE
+    from ..data import loader_notes
 
     out = ""
     n_bad = int((surf.done_mask & ~np.isfinite(surf.loss)).sum())
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
                 "metrics mean nothing; a narrower range shows the basin.")
-    notes = surf.provenance.get("data") or {}
-    out += "".join(f" Note: {text}." for key, text in notes.items() if str(key).endswith(LOADER_NOTE))
+    out += "".join(f" Note: {text}." for text in loader_notes(surf.provenance.get("data") or {}))
     return out
 
 
