@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import subprocess
 import sys
@@ -129,6 +130,18 @@ def test_state_works_without_widgets_and_rejects_unknown_controls():
         with pytest.raises(TraitError, match=rf"x_points={n}; expected an odd number of points from 3 to 201"):
             state.x_points = n
     assert state.spec().x[2] == 9
+
+
+def test_a_refused_explorer_leaves_no_error_behind_when_collected(monkeypatch):
+    """ipywidgets' ``Widget.__del__`` closes a panel whose ``__init__`` raised; that close printed an
+    AttributeError ("Exception ignored in ...") under the refusal the user had just read."""
+    model, data = make_task()
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(TraitError, match="x_points=4; expected an odd number"):
+        lnb.Explorer(models={"tiny": (model, data)}, x_points=4)
+    gc.collect()
+    assert [str(u.exc_value) for u in unraisable] == []
 
 
 class _Sqrt(nn.Module):

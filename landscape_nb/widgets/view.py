@@ -368,7 +368,9 @@ class Explorer(w.VBox):
         return self.state.export_image(path, figure=self._computed_figure())
 
     def close(self) -> None:
-        self.state.close()
+        state = getattr(self, "state", None)  # None where __init__ refused a control; ipywidgets still closes it
+        if state is not None:
+            state.close()
         super().close()
 
 
