@@ -209,7 +209,9 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     ------
     LandscapeError
         For ``rise ≤ 1``, a non-positive distance or tolerance, or a centre loss that is not
-        positive and finite.
+        positive and finite; for what ``compute_surface`` refuses of the model, data and loss; and
+        for an exception the model or ``loss_fn`` raises at a point, named in one line and chained as
+        ``__cause__`` (the model's weights are restored).
     Cancelled
         When ``cancel`` was set (``landscape_nb.evaluate.Cancelled``; the model is restored).
 
@@ -219,6 +221,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     """
     from .directions import as_directions
     from .evaluate import Cancelled, EvalSettings, Evaluator
+    from .statecheck import culprit, user_error
 
     rise = _positive("rise", rise)
     if rise <= 1:
@@ -243,7 +246,16 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         coords = np.zeros((len(pairs), n))
         coords[np.arange(len(pairs)), pairs // 2] = signs[pairs] * dist[pairs]
         n_points += len(pairs)
-        return ev.evaluate(coords)[:, 0]
+        try:
+            return ev.evaluate(coords)[:, 0]
+        except (LandscapeError, Cancelled):
+            raise
+        except Exception as exc:  # the user's own error, named as compute_surface names it
+            if culprit(exc, model, loss_fn) is None:
+                raise
+            raise user_error(exc, model, loss_fn, None, f"while auto_range evaluated {len(pairs)} points at "
+                             f"distances up to {float(np.max(dist[pairs])):.4g}, after {n_points - len(pairs)} "
+                             "points", "auto_range keeps nothing; the model's weights are restored") from exc
 
     with ev.session():
         centre = float(ev.evaluate(np.zeros((1, n)))[0, 0])

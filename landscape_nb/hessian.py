@@ -49,7 +49,8 @@ from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, 
 from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
 from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
-from .statecheck import StateSnapshot, check_fns_stateless, check_model_stateless, run_checking_inputs
+from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, culprit, run_checking_inputs,
+                         user_error)
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -255,21 +256,39 @@ def math_attention():
 
 
 @contextlib.contextmanager
-def _progress(op: HessianOperator, show: bool, desc: str):
-    """A tqdm.auto bar counting Hessian-vector products while ``show``."""
-    if not show:
-        yield
-        return
-    from tqdm.auto import tqdm
+def _progress(op: HessianOperator, show: bool, desc: str, loss_fn: Callable | None):
+    """While ``desc`` runs its products: a tqdm.auto bar counting them while ``show``; and an error
+    the user's model or ``loss_fn`` raises, as ``user_errors`` says."""
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
 
-    bar = tqdm(desc=desc, unit="HVP")
-    start = op.n_products
-    op.progress = lambda n: bar.update(n - start - bar.n)
+        bar = tqdm(desc=desc, unit="HVP")
+        start = op.n_products
+        op.progress = lambda n: bar.update(n - start - bar.n)
+    try:
+        with user_errors(op, loss_fn, desc):
+            yield
+    finally:
+        if bar is not None:
+            op.progress = None
+            bar.close()
+
+
+@contextlib.contextmanager
+def user_errors(op: HessianOperator, loss_fn: Callable | None, what: str):
+    """Re-raise an exception the user's model or ``loss_fn`` raises during ``op``'s products as a
+    ``LandscapeError`` naming the function and the product (``statecheck.user_error``), chained to it,
+    as ``compute_surface`` does; other exceptions pass unchanged."""
     try:
         yield
-    finally:
-        op.progress = None
-        bar.close()
+    except LandscapeError:
+        raise
+    except Exception as exc:
+        if culprit(exc, op.model, loss_fn) is None:
+            raise
+        raise user_error(exc, op.model, loss_fn, None, f"in Hessian-vector product {op.n_products + 1} of {what}",
+                         "nothing was kept; the model's weights are unchanged") from exc
 
 
 class EigenvalueResult(dict):
@@ -382,7 +401,9 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
         trainable parameters (the Hessian has no more eigenvalues); a negative or non-finite ``tol``; a
         ``max_iter`` that is not a positive integer; a ``seed`` that is not an integer ≥ 0; and for what
         ``HessianOperator`` refuses: a model that is not an ``nn.Module``, data not accepted or holding
-        NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
+        NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``); and
+        an exception the model or ``loss_fn`` raises during the products, named in one line and chained
+        as ``__cause__`` (``user_errors``).
 
     References
     ----------
@@ -397,7 +418,7 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                          target_key=target_key)
     _check_rank(op, k, f"k={k} eigenvalues of each end were asked", f"k={op.n_params} for all of them")
-    with _progress(op, progress, "Hessian eigenvalues"):
+    with _progress(op, progress, "Hessian eigenvalues", loss_fn):
         top, bottom = extreme_eigenpairs(op, n_max=k if which != "min" else 1, n_min=k if which != "max" else 0,
                                          tol=tol, max_iter=max_iter, seed=seed)
     _warn_not_converged("hessian_eigenvalues", top if which != "min" else None, bottom, tol, max_iter, op)
@@ -484,7 +505,8 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         For a malformed or repeated ``which`` entry, or one whose rank exceeds the model's number of
         trainable parameters; ``tol``, ``max_iter`` or ``seed`` refused as in ``hessian_eigenvalues``;
         and for what ``HessianOperator`` refuses: data not accepted or holding NaN/inf, a loss that is
-        not a scalar mean over the batch (``reduction='none'`` or ``'sum'``).
+        not a scalar mean over the batch (``reduction='none'`` or ``'sum'``); and an exception the
+        model or ``loss_fn`` raises during the products, chained (``user_errors``).
 
     References
     ----------
@@ -504,7 +526,7 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         end = "largest" if kind == "max" else "most negative"
         _check_rank(op, rank, f"which entry '{kind}{rank}' asks for eigenvalue {rank} counted from the {end}",
                     f"'{kind}{op.n_params}'")
-    with _progress(op, progress, "Hessian directions"):
+    with _progress(op, progress, "Hessian directions", loss_fn):
         top, bottom = extreme_eigenpairs(op, n_max=max(n_max, 1), n_min=n_min, tol=tol, max_iter=max_iter,
                                          seed=seed)
     _warn_not_converged("hessian_directions", top if n_max else None, bottom, tol, max_iter, op)
@@ -626,7 +648,8 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
     LandscapeError
         For ``n_samples`` < 2, a ``seed`` that is not an integer, and for what ``HessianOperator``
         refuses: data not accepted or holding NaN/inf, a loss that is not a scalar mean over the batch
-        (``reduction='none'`` or ``'sum'``).
+        (``reduction='none'`` or ``'sum'``); and an exception the model or ``loss_fn`` raises during
+        the products, chained (``user_errors``).
 
     References
     ----------
@@ -641,7 +664,7 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
                          target_key=target_key)
     gen = torch.Generator().manual_seed(int(seed))
     samples = []
-    with _progress(op, progress, "Hessian trace"):
+    with _progress(op, progress, "Hessian trace", loss_fn):
         for _ in range(int(n_samples)):
             z = torch.randint(0, 2, (op.n_params,), generator=gen).double() * 2 - 1
             samples.append(float(z @ op.matvec(z).cpu()))

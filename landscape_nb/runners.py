@@ -5,10 +5,8 @@
 """
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -20,6 +18,7 @@ from .grid import Grid, Tile
 from .params import ParamLayout
 from .process import heap_policy
 from .splits import SplitEvaluator, is_splits
+from .statecheck import culprit, user_error
 
 
 @dataclass
@@ -105,70 +104,16 @@ class ClusterLost(LandscapeError):
 
 # ------------------------------------------------------- user-code errors ----
 
-def _code_key(fn) -> tuple | None:
-    """(file, first line, name) of a callable's code: comparable across processes (Dask workers)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        method = getattr(type(fn), "forward", None) if isinstance(fn, nn.Module) else getattr(type(fn), "__call__", None)
-        code = getattr(method, "__code__", None)
-    return None if code is None else (code.co_filename, code.co_firstlineno, code.co_name)
-
-
-def _user_functions(job: "Job") -> dict[tuple, str]:
-    """Code keys of the user's functions a point runs, each with how a message names it."""
-    names: dict[tuple, str] = {}
-    for m in job.model.modules():
-        key = _code_key(getattr(type(m), "forward", None))
-        if key is not None and key not in names:
-            names[key] = f"the model ({type(job.model).__name__}; in {type(m).__name__}.forward)"
-    loss = job.loss_fn if job.loss_fn is not None else nn.CrossEntropyLoss()
-    key = _code_key(loss)
-    if key is not None:
-        names[key] = f"loss_fn {getattr(loss, '__qualname__', type(loss).__name__)!r}"
-    metrics = job.metrics.items() if isinstance(job.metrics, dict) else (
-        [(getattr(f, "__name__", repr(f)), f) for f in job.metrics] if isinstance(job.metrics, (list, tuple)) else [])
-    for name, fn in metrics:
-        key = _code_key(fn) if callable(fn) else None
-        if key is not None:
-            names[key] = f"metric {name!r}"
-    return names
-
-
-def _culprit(exc: BaseException, job: "Job") -> tuple[str, TracebackType | None]:
-    """Which user function raised ``exc`` (outermost matching frame) and the traceback from there on."""
-    names = _user_functions(job)
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        label = names.get((code.co_filename, code.co_firstlineno, code.co_name))
-        if label is not None:
-            return label, tb
-        tb = tb.tb_next
-    return "the model, loss_fn or a metric", None
-
-
 def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None) -> LandscapeError:
-    """One clear line for an exception raised by the user's model, loss or metric.
-
-    The message names the user function, the exception's type and first line, and where it happened;
-    the original exception is meant to be chained as ``__cause__`` (``raise ... from exc``), its
-    traceback cut to start at the user's function, so the chained report shows the user's own frames,
-    not ours.
-    """
-    label, tb = _culprit(exc, job)
-    if tb is not None:
-        exc.with_traceback(tb)
-    text = " ".join(str(exc).split())
-    text = text if len(text) <= 300 else text[:297] + "..."
+    """One clear line for an exception raised by the user's model, loss or metric while evaluating ``tile``
+    (``statecheck.user_error``); the original exception is meant to be chained as ``__cause__``."""
     tiles = tile if isinstance(tile, list) else [] if tile is None else [tile]
     which = (f"tile {tiles[0].index}" if len(tiles) == 1 else
              f"tiles {', '.join(str(t.index) for t in tiles)} (evaluated together)")
     where = (f"while evaluating {which} ({sum(t.n_points for t in tiles)} points) of surface "
              f"{job.key or '(no key yet)'}" if tiles else "while checking the model, loss and metrics on a first batch")
-    return LandscapeError(f"{label} raised {type(exc).__name__}: {text} ({where}); the original exception "
-                          "is chained as __cause__; finished tiles are kept when compute_surface has a store")
+    return user_error(exc, job.model, job.loss_fn, job.metrics, where,
+                      "finished tiles are kept when compute_surface has a store")
 
 
 def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None):
@@ -183,9 +128,7 @@ def from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | Non
     """``exc`` as one clear line: a ``LandscapeError`` already (its user cause's traceback trimmed) or wrapped."""
     if isinstance(exc, LandscapeError):
         if exc.__cause__ is not None:
-            _, tb = _culprit(exc.__cause__, job)
-            if tb is not None:
-                exc.__cause__.with_traceback(tb)
+            culprit(exc.__cause__, job.model, job.loss_fn, job.metrics)  # trims its traceback to the user's frames
         return exc
     return user_code_error(exc, job, tile)
 

@@ -164,12 +164,13 @@ def gauss_quadrature(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, n
 def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed: int, probe: str,
               max_samples: int | None, batch_size: int | None) -> dict:
     """One probe's quadrature; module level so Dask can pickle it (one task per probe)."""
-    from .hessian import HessianOperator
+    from .hessian import HessianOperator, user_errors
 
     op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
     v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)
-    # products are computed in the model's precision: below ~100 ulp, β is rounding noise
-    alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=100 * torch.finfo(op.dtype).eps)
+    with user_errors(op, loss_fn, f"the spectral density's probe {index}"):
+        # products are computed in the model's precision: below ~100 ulp, β is rounding noise
+        alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=100 * torch.finfo(op.dtype).eps)
     theta, tau = gauss_quadrature(alpha, beta)
     return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params}
 
@@ -246,7 +247,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         For counts below 1, an unknown probe kind, a non-positive ``sigma`` or a bad ``grid``, and for
         what ``hessian.HessianOperator`` refuses: a ``batch_size`` or ``max_samples`` that is not a
         positive integer, data not accepted or holding NaN/inf, a loss that is not a scalar mean over
-        the batch (``reduction='none'`` or ``'sum'``).
+        the batch (``reduction='none'`` or ``'sum'``); and an exception the model or ``loss_fn`` raises
+        during the products, chained (``hessian.user_errors``).
 
     References
     ----------

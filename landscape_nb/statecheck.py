@@ -714,3 +714,64 @@ def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> Non
         "would depend on what ran before it; expected a forward that depends on its weights and inputs alone "
         "(compute such statistics beforehand and register them as buffers, which are saved with the model; a "
         "model that samples may draw from torch's, NumPy's or Python's global generator)")
+
+
+# ------------------------------------------------------- user-code errors ----
+
+def _code_key(fn) -> tuple | None:
+    """(file, first line, name) of a callable's code: comparable across processes (Dask workers)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        method = getattr(type(fn), "forward", None) if isinstance(fn, nn.Module) else getattr(type(fn), "__call__", None)
+        code = getattr(method, "__code__", None)
+    return None if code is None else (code.co_filename, code.co_firstlineno, code.co_name)
+
+
+def _user_functions(model: nn.Module, loss_fn, metrics) -> dict[tuple, str]:
+    """Code keys of the user's functions a point runs, each with how a message names it."""
+    names: dict[tuple, str] = {}
+    for m in model.modules():
+        key = _code_key(getattr(type(m), "forward", None))
+        if key is not None and key not in names:
+            names[key] = f"the model ({type(model).__name__}; in {type(m).__name__}.forward)"
+    loss = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    key = _code_key(loss)
+    if key is not None:
+        names[key] = f"loss_fn {getattr(loss, '__qualname__', type(loss).__name__)!r}"
+    named = metrics.items() if isinstance(metrics, dict) else (
+        [(getattr(f, "__name__", repr(f)), f) for f in metrics] if isinstance(metrics, (list, tuple)) else [])
+    for name, fn in named:
+        key = _code_key(fn) if callable(fn) else None
+        if key is not None:
+            names[key] = f"metric {name!r}"
+    return names
+
+
+def culprit(exc: BaseException, model: nn.Module, loss_fn, metrics=None) -> str | None:
+    """Which of the user's functions (the model's forwards, ``loss_fn``, ``metrics``) raised ``exc``, as a
+    message names it, or None where none of them is in its traceback; ``exc``'s traceback is cut to start
+    at that function's frame (the outermost one that matches), so a chained report shows the user's own
+    frames, not ours."""
+    names = _user_functions(model, loss_fn, metrics)
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        label = names.get((code.co_filename, code.co_firstlineno, code.co_name))
+        if label is not None:
+            exc.with_traceback(tb)
+            return label
+        tb = tb.tb_next
+    return None
+
+
+def user_error(exc: BaseException, model: nn.Module, loss_fn, metrics, where: str, kept: str) -> LandscapeError:
+    """One clear line for ``exc``, raised by the user's model, loss or a metric: which function raised it
+    (``culprit``), its type and first 300 characters, ``where`` it happened and what is ``kept``; meant to
+    be raised ``from exc``."""
+    label = culprit(exc, model, loss_fn, metrics) or "the model, loss_fn or a metric"
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return LandscapeError(f"{label} raised {type(exc).__name__}: {text} ({where}); the original exception "
+                          f"is chained as __cause__; {kept}")

@@ -218,6 +218,59 @@ def test_a_model_error_mid_run_is_one_clear_line_with_the_original_chained():
     assert_bit_identical(model, saved)
 
 
+class GradShy(nn.Module):
+    """Runs without gradients (every check before the first product) and fails with them (a product)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 3)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            raise FloatingPointError("no double backward here")
+        return self.a(x)
+
+
+class FarShy(nn.Module):
+    """Fails once a weight is three times as large as it started (far from the centre)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 3)
+        self.limit = 3 * float(self.a.weight.detach().abs().max())
+
+    def forward(self, x):
+        if float(self.a.weight.detach().abs().max()) > self.limit:
+            raise FloatingPointError("the activations blew up")
+        return self.a(x)
+
+
+@pytest.mark.parametrize("entry", ["hessian_eigenvalues", "hessian_directions", "hessian_trace", "hessian_spectrum",
+                                   "auto_range"])
+def test_a_model_error_in_an_analysis_is_one_clear_line_as_in_compute_surface(entry):
+    """The Hessian functions and auto_range re-raised the user's own error bare (compute_surface named it)."""
+    torch.manual_seed(0)
+    model = FarShy() if entry == "auto_range" else GradShy()
+    saved = state_copy(model)
+    run = {"hessian_eigenvalues": lambda: lnb.hessian_eigenvalues(model, _data()),
+           "hessian_directions": lambda: lnb.hessian_directions(model, _data()),
+           "hessian_trace": lambda: lnb.hessian_trace(model, _data(), n_samples=4),
+           "hessian_spectrum": lambda: lnb.hessian_spectrum(model, _data(), n_probes=1, n_steps=4),
+           "auto_range": lambda: lnb.auto_range(model, _data(), lnb.random_directions(model, n=2, ignore=None),
+                                                rise=1e6)}[entry]
+    with pytest.raises(LandscapeError) as info:
+        run()
+    msg = str(info.value)
+    name = type(model).__name__
+    where = r"while auto_range evaluated \d+ points at distances up to [\d.]+, after \d+ points" \
+        if entry == "auto_range" else r"in Hessian-vector product 1 of [\w' ]+"
+    assert re.match(rf"the model \({name}; in {name}\.forward\) raised FloatingPointError: [a-z ]+ \({where}\); "
+                    r"the original exception is chained as __cause__", msg), msg
+    assert "\n" not in msg and isinstance(info.value.__cause__, FloatingPointError)
+    assert traceback.extract_tb(info.value.__cause__.__traceback__)[0].name == "forward"
+    assert_bit_identical(model, saved)
+
+
 def test_a_metric_error_names_the_metric():
     def flaky_metric(out, y):
         return 1 / 0
