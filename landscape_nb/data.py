@@ -225,13 +225,19 @@ class EvalData:
 
 
 def records_hint(tree) -> str:
-    """A hint when ``tree`` looks like a list of (input, target) samples or batches (it reads as one
-    structure whose elements are those records), else ""."""
-    if (isinstance(tree, (tuple, list)) and len(tree) >= 2 and isinstance(tree[0], (tuple, list))
-            and len(tree[0]) >= 2 and all(isinstance(e, (tuple, list)) and len(e) == len(tree[0]) for e in tree)):
+    """A hint when ``tree`` looks like a list of samples or batches, (input, target) tuples or dicts of
+    the same keys (it reads as one structure whose elements are those records), else ""."""
+    if not (isinstance(tree, (tuple, list)) and len(tree) >= 2):
+        return ""
+    if (isinstance(tree[0], (tuple, list)) and len(tree[0]) >= 2
+            and all(isinstance(e, (tuple, list)) and len(e) == len(tree[0]) for e in tree)):
         return (f" (a list of {len(tree)} (inputs, targets) samples or batches? it reads as one structure with "
                 f"{len(tree)} elements: stack the samples, e.g. (torch.stack(xs), torch.stack(ys)), torch.cat the "
                 "batches, or pass a Dataset or DataLoader)")
+    if isinstance(tree[0], Mapping) and all(isinstance(e, Mapping) and e.keys() == tree[0].keys() for e in tree):
+        return (f" (a list of {len(tree)} dict samples or batches? it reads as one structure with {len(tree)} "
+                "elements: stack each key, e.g. {k: torch.stack([s[k] for s in samples]) for k in samples[0]}, "
+                "torch.cat the batches, or pass a Dataset or DataLoader)")
     return ""
 
 

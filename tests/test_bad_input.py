@@ -1109,21 +1109,37 @@ def test_a_model_that_runs_only_on_its_whole_batch_is_refused_saying_so():
         lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
 
 
-@pytest.mark.parametrize("form", ["samples", "two batches", "three batches"])
+class _KeywordIn(nn.Module):
+    """Takes its input by keyword, as a dict batch {"x": ..., "labels": ...} passes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("form", ["samples", "two batches", "three batches", "dict samples", "two dict batches"])
 def test_a_list_of_samples_or_batches_is_refused_with_how_to_pass_it(form):
-    """A list of (x, y) records reads as one structure of len(list) elements: the error says how to pass it."""
+    """A list of (x, y) or {"x", "labels"} records reads as one structure of len(list) elements: the error
+    says how to pass it (the dict forms had no hint)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 3))
+    model = _KeywordIn() if "dict" in form else nn.Sequential(nn.Linear(4, 3))
     xs, ys = torch.randn(12, 4), torch.randint(0, 3, (12,))
     data = {"samples": [(xs[i], ys[i]) for i in range(12)],
             "two batches": [(xs[:6], ys[:6]), (xs[6:], ys[6:])],
-            "three batches": [(xs[:4], ys[:4]), (xs[4:8], ys[4:8]), (xs[8:], ys[8:])]}[form]
+            "three batches": [(xs[:4], ys[:4]), (xs[4:8], ys[4:8]), (xs[8:], ys[8:])],
+            "dict samples": [{"x": xs[i], "labels": ys[i]} for i in range(12)],
+            "two dict batches": [{"x": xs[:6], "labels": ys[:6]}, {"x": xs[6:], "labels": ys[6:]}]}[form]
     saved = state_copy(model)
-    with pytest.raises(LandscapeError, match=r"samples or batches\? .*torch\.stack.*torch\.cat the batches"):
+    how = r"stack each key.*torch\.cat the batches" if "dict" in form else r"torch\.stack.*torch\.cat the batches"
+    with pytest.raises(LandscapeError, match=rf"samples or batches\? .*{how}"):
         lnb.compute_surface(model, data, lnb.random_directions(model, n=1), x=(-1, 1, 3))
     assert_bit_identical(model, saved)
-    stacked = (torch.stack([x for x, _ in data]), torch.stack([y for _, y in data])) if form == "samples" else \
-        (torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))
+    join = torch.stack if "samples" in form else torch.cat
+    stacked = ({k: join([s[k] for s in data]) for k in data[0]} if "dict" in form else
+               (join([x for x, _ in data]), join([y for _, y in data])))
     assert lnb.compute_surface(model, stacked, lnb.random_directions(model, n=1), x=(-1, 1, 3)).is_complete
 
 
