@@ -29,7 +29,7 @@ from .metrics import loss_name, split_values, unwrap_compiled
 from . import validate
 from .params import unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
-from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, model_fingerprint
+from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
 from .surface import Surface
 
@@ -288,7 +288,8 @@ def compute_surface(
             warn_differs_from_loader(dict(info.notes))
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
-        st, buffer, tile_shape = _open(store, spec, grid, tile, _provenance(model, d, name, runner, info, settings))
+        st, buffer, tile_shape = _open(store, spec, grid, tile,
+                                         _provenance(model, d, name, runner, info, settings, loss_fn, metrics))
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         n_from_store = int(buffer.done.sum())  # read from the store, not computed by this run
         logger.info("%d tiles to compute (%s)%s", len(todo), runner.description,
@@ -449,15 +450,17 @@ def _open(store, spec: SurfaceSpec, grid: Grid, tile, provenance: dict):
     return st, _SurfaceBuffer(spec, provenance, *st.read()), st.tile
 
 
-def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings) -> dict:
-    """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes."""
+def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings, loss_fn=None,
+                metrics=None) -> dict:
+    """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes, and
+    what a store compares on resume besides the key (the model's code, the globals the user's code reads)."""
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
         "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))
                        or (isinstance(v, list) and all(isinstance(s, str) for s in v))},
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
-        "model_code": code_fingerprint(model),
+        "model_code": code_fingerprint(model), "code_globals": globals_fingerprint(model, loss_fn, metrics),
         "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
         **({"malloc": runner.malloc} if getattr(runner, "malloc", None) else {}),
     }

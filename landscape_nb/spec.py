@@ -109,6 +109,108 @@ def module_settings(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[str, str]:
+    """What the user's own code reads besides the weights and arguments, hashed per name: 12 hex digits of
+    SHA-256 for each module-level global (a number, string, tuple of them, tensor or array) read by
+    name by the forwards of the model's own classes (and the methods they call), ``loss_fn`` or the
+    metrics, or by functions of the user's they call (two calls deep), e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()`` entries hash
+    such a function's source (or bytecode where unreadable).
+
+    "The user's own" is code outside the standard library, installed packages and landscape_nb. Not part of
+    the spec key (keys written before it stay valid); a store compares it on resume
+    (``store.SurfaceStore``): a loss in an importable module pickles by name, so ``TEMP = 3`` or an edited
+    body between two runs kept the key and the store, and a resumed surface mixed two losses' values.
+    """
+    import sys
+    import types
+
+    import numpy as np
+
+    out: dict[str, str] = {}
+    seen: set[int] = set()
+
+    def own(module_name: str | None) -> bool:
+        root = (module_name or "").partition(".")[0]
+        if not root or root == "landscape_nb" or root in sys.stdlib_module_names or root == "builtins":
+            return False
+        path = getattr(sys.modules.get(root), "__file__", None) or ""
+        return "site-packages" not in path and "dist-packages" not in path
+
+    def record(key: str, value) -> None:
+        h = hashlib.sha256()
+        if _plain(value):  # not dicts or lists: a forward counting its calls in one would refuse every resume
+            h.update(repr(value).encode())
+        elif isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type != "meta":
+            hash_tensor(h, value.detach())
+        elif isinstance(value, np.ndarray) and value.dtype != object:
+            h.update(f"{value.dtype}{value.shape}".encode())
+            h.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1))
+        else:
+            return
+        out[key] = h.hexdigest()[:12]
+
+    def visit(code: types.CodeType, g: dict, depth: int, methods: dict) -> None:
+        for name in code.co_names:
+            if name in methods:  # self.helper(...): a method of the same object, followed at the same depth
+                walk(methods[name], depth, methods)
+            if name not in g:
+                continue
+            value = g[name]
+            record(f"{g.get('__name__', '?')}.{name}", value)
+            if isinstance(value, types.ModuleType) and own(value.__name__):  # lossmod.TEMP read as an attribute
+                for attr in code.co_names:
+                    if attr in vars(value):
+                        record(f"{value.__name__}.{attr}", vars(value)[attr])
+                        if depth < 2:
+                            walk(vars(value)[attr], depth + 1)
+            elif depth < 2:
+                walk(value, depth + 1)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                visit(const, g, depth, methods)
+
+    def walk(fn, depth: int, methods: dict | None = None) -> None:
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        fn = getattr(fn, "__func__", fn)  # a bound method
+        if id(fn) in seen:
+            return
+        seen.add(id(fn))
+        if isinstance(fn, types.FunctionType):
+            if own(fn.__module__):
+                record(f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn))
+                visit(fn.__code__, fn.__globals__, depth, methods or {})
+        elif callable(fn) and not isinstance(fn, type):  # a callable object: from its forward (or __call__) on
+            own_methods = {name: f for cls in reversed(type(fn).__mro__) if own(cls.__module__)
+                           for name, f in vars(cls).items() if isinstance(f, types.FunctionType)}
+            entry = own_methods.get("forward" if isinstance(fn, nn.Module) else "__call__")
+            if entry is not None:
+                walk(entry, depth, own_methods)
+
+    for m in model.modules():
+        walk(m, 0)
+    walk(loss_fn, 0)
+    for fn in (metrics.values() if isinstance(metrics, Mapping) else metrics if isinstance(metrics, (list, tuple))
+               else ()):
+        walk(fn, 0)
+    return dict(sorted(out.items()))
+
+
+def _plain(value) -> bool:
+    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
+
+
+def _function_source(fn) -> str:
+    """A function's source, or its bytecode and constants where the source cannot be read."""
+    import inspect
+
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = fn.__code__
+        return f"{code.co_code.hex()}{code.co_consts!r}{code.co_names}"
+
+
 def _class_source(cls: type) -> str:
     """``inspect.getsource(cls)``, "" where unreadable; kept while the class's file keeps its size
     and modification time (inspect parses the whole file each time: ~2.5 ms of a 50 ms mlp-digits
@@ -272,5 +374,5 @@ class SurfaceSpec:
         return spec_key(self.to_json())
 
 
-__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "code_fingerprint", "module_settings", "spec_key",
-           "SurfaceSpec"]
+__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "code_fingerprint",
+           "globals_fingerprint", "module_settings", "spec_key", "SurfaceSpec"]

@@ -340,6 +340,15 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 f"{', '.join(differ[:6])}{' ...' if len(differ) > 6 else ''} differ in their class, settings (e.g. an "
                 "activation, BatchNorm's eps), non-persistent buffers or plain attributes: resuming would mix two "
                 "models' values. Use another store path, or delete this one to recompute.")
+        stored_globals, read = self.manifest["provenance"].get("code_globals"), (provenance or {}).get("code_globals")
+        if stored_globals is not None and read is not None and stored_globals != read:  # older stores: none
+            differ = [n for n in dict.fromkeys([*stored_globals, *read]) if stored_globals.get(n) != read.get(n)]
+            raise LandscapeError(
+                f"the store {str(self.path)!r} was computed with the same weights and arguments but other values of "
+                f"what the model, loss_fn or metrics read from their modules: {', '.join(differ[:6])}"
+                f"{' ...' if len(differ) > 6 else ''} {'differs' if len(differ) == 1 else 'differ'} (a module-level global, or the source of a function of "
+                "yours; name() entries are functions): resuming would mix two functions' values. Set them back "
+                "to resume, or use another store path, or delete this one to recompute.")
         if tile is not None and tuple(self.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
                 f"the store {str(self.path)!r} was tiled {tuple(self.manifest['tile'])}, now {tuple(tile)} was asked; "

@@ -27,7 +27,7 @@ from landscape_nb import store_writes
 from landscape_nb.grid import Grid, coarse_to_fine
 from landscape_nb.store import WriterLock
 
-from conftest import make_mlp, naive_loss, random_dict_dirs
+from conftest import make_mlp, model_at, naive_loss, random_dict_dirs
 
 TESTS = Path(__file__).parent
 GRID = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))  # 3 x 3 = 9 tiles, 35 points
@@ -683,3 +683,75 @@ def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_
         lnb.compute_surface(changed, data, d, x=(-1, 1, 5), store=store)
     fresh = lnb.compute_surface(changed, data, d, x=(-1, 1, 5), store=tmp_path / "new.zarr")
     assert not np.allclose(fresh.loss, kept.loss, rtol=1e-3)  # what resuming would have handed back as this model's
+
+
+USER_MODULE = '''
+import torch
+import torch.nn.functional as F
+
+TEMP = 1.0
+SCALE = 1.0
+
+
+def soften(o):
+    return o / TEMP
+
+
+def temp_ce(o, t):
+    return F.cross_entropy(soften(o), t)
+
+
+class ScaledNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.lin(x) * SCALE
+'''
+
+
+@pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code"])
+def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_reads_changed(tmp_path, monkeypatch,
+                                                                                            case):
+    """A loss in an importable module pickles by name, and a model's forward may read a module-level global:
+    a fresh user's store resumed after ``TEMP = 3`` (read by the loss, through a helper) or ``SCALE`` (read by
+    the model) and mixed two losses' values (up to 15.0 off); an edited helper body did the same. Now refused
+    naming what changed; set back, the store resumes."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load(source):
+        (tmp_path / "user_code.py").write_text(source)
+        sys.modules.pop("user_code", None)
+        importlib.invalidate_caches()
+        return importlib.import_module("user_code")
+
+    mod = load(USER_MODULE)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    model = mod.ScaledNet()
+    d = lnb.random_directions(model, n=1, seed=1)
+
+    def run(store, module):
+        return lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=module.temp_ce, store=tmp_path / store)
+
+    kept = run("s.zarr", mod)
+    if case == "the loss's code":
+        changed, name = load(USER_MODULE.replace("return o / TEMP", "return 2 * o / TEMP")), r"user_code\.soften\(\)"
+    else:
+        changed, name = mod, "user_code.TEMP" if "loss" in case else "user_code.SCALE"
+        monkeypatch.setattr(mod, name.split(".")[1], 3.0)
+    with pytest.raises(LandscapeError, match=rf"other values of what the model, loss_fn or metrics read from their "
+                                             rf"modules: {name} differs"):
+        run("s.zarr", changed)
+    fresh = run("new.zarr", changed)
+    assert not np.allclose(fresh.loss, kept.loss, rtol=1e-3)  # what resuming would have handed back
+    with torch.no_grad():
+        naive = [float(changed.temp_ce(model_at(model, d, a)(data[0]), data[1])) for a in np.linspace(-1, 1, 5)]
+    np.testing.assert_allclose(fresh.loss, naive, rtol=1e-5)
+    if case != "the loss's code":
+        monkeypatch.setattr(mod, name.split(".")[1], 1.0)
+        np.testing.assert_array_equal(run("s.zarr", mod).loss, kept.loss)  # set back: resumed, nothing recomputed
