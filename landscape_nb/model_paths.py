@@ -189,16 +189,19 @@ def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
     return prov
 
 
-def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = False,
+def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = True,
                             frozen: str = "include") -> Directions:
     """The direction ``θ_b − θ_a``: the surface at ``x = 0`` is model ``a`` and at ``x = 1`` model ``b``.
 
-    >>> d = interpolation_direction(small_batch, large_batch, include_buffers=True)
+    >>> d = interpolation_direction(small_batch, large_batch)
     >>> surf = compute_surface(small_batch, data, d, x=(-0.5, 1.5, 41))
 
-    With ``include_buffers=True`` floating-point buffers (BatchNorm running mean and
-    variance) are interpolated too; otherwise the evaluated models keep ``a``'s
-    buffers, which makes the path through BN networks look worse than it is. Beyond
+    With ``include_buffers=True`` (the default, as in ``interpolation_surface``)
+    floating-point buffers (BatchNorm running mean and variance) are interpolated too,
+    so the point at x = 1 is model ``b``; with False the evaluated models keep ``a``'s
+    buffers, which makes the path through BN networks look worse than it is (x = 1 is
+    ``b``'s weights with ``a``'s statistics: a BN CNN's end came out at 0.337 for ``b``'s
+    0.061, and its barrier 1.32 for 1.12). Beyond
     [0, 1] an extrapolated ``running_var`` can go negative: it is clamped at 0 at
     every point (``params.Perturber``), so no NaN, and the provenance says so.
     Frozen parameters that differ between the models are interpolated too (or
@@ -209,7 +212,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     a, b : torch.nn.Module
         Two models of the same architecture; pass ``a`` to ``compute_surface``.
     include_buffers : bool, optional
-        Also interpolate floating-point buffers.
+        Also interpolate floating-point buffers (default True; it was False before 2026-12-02).
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between the models: interpolate them, or refuse.
 
@@ -244,7 +247,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     return Directions(vec, layout, prov)
 
 
-def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffers: bool = False,
+def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffers: bool = True,
                      frozen: str = "include") -> Directions:
     """Two directions ``θ_b − θ_a`` and ``θ_c − θ_a``: the plane through three models.
 
@@ -256,8 +259,8 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     a, b, c : torch.nn.Module
         Three models of the same architecture.
     include_buffers : bool, optional
-        Also span floating-point buffers (BatchNorm statistics); see
-        ``interpolation_direction``.
+        Also span floating-point buffers (BatchNorm statistics; default True, so each model's
+        point is that model); see ``interpolation_direction``.
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between the models: span them, or refuse.
 

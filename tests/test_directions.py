@@ -101,12 +101,13 @@ def test_interpolation_direction_is_difference_of_weights_and_buffers(cnn):
     b = TinyCNN()
     with torch.no_grad():
         b.bn.running_mean.fill_(0.3)
-    d = lnb.interpolation_direction(cnn, b)
+    d = lnb.interpolation_direction(cnn, b, include_buffers=False)
     dd = d.as_state_dicts()[0]
     assert set(dd) == {n for n, _ in cnn.named_parameters()}
     for name, p in cnn.named_parameters():
         torch.testing.assert_close(dd[name], dict(b.named_parameters())[name].detach() - p.detach())
-    db = lnb.interpolation_direction(cnn, b, include_buffers=True).as_state_dicts()[0]
+    db = lnb.interpolation_direction(cnn, b).as_state_dicts()[0]  # buffers by default, as interpolation_surface
+    assert set(db) == {n for n, _ in cnn.named_parameters()} | {"bn.running_mean", "bn.running_var"}
     torch.testing.assert_close(db["bn.running_mean"], b.bn.running_mean - cnn.bn.running_mean)
     assert "bn.num_batches_tracked" not in db
 
