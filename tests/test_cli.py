@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -335,6 +336,26 @@ def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(use
     assert "--kind volume does not draw a 1D line; expected one of line" in capsys.readouterr().err
 
 
+def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resumes(user_model, tmp_path, capsys):
+    """``compute`` with no --store, --html, --h5 or --vtk computed every point, printed a summary and kept
+    nothing (a fresh user's 225-point run); it now keeps a store under runs/ and says where."""
+    args = ["compute", user_model, "--grid", "5x3", "--range", "-1:1"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    stores = sorted((tmp_path / "runs").glob("my_models_make-5x3-*.zarr"))
+    assert len(stores) == 1 and f"the surface is kept in {Path('runs') / stores[0].name}" in err, err
+    first = lnb.load_surface(stores[0])
+    assert first.is_complete and first.loss.shape == (3, 5)
+    assert main(args) == 0  # the same command: resumed, nothing computed
+    again = lnb.load_surface(stores[0])
+    np.testing.assert_array_equal(again.loss, first.loss)
+    assert "15 points: 15 from the store at" in capsys.readouterr().out
+    assert main([*args[:-2], "--range", "-2:2"]) == 0  # another command: another store
+    assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
+    assert main([*args, "--html", str(tmp_path / "f.html")]) == 0  # an output given: no default store
+    assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
+
+
 def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypatch, capsys):
     import landscape_nb.compute
 
@@ -342,7 +363,7 @@ def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(landscape_nb.compute, "compute_surface", interrupted)
-    assert main(["compute", user_model, "--grid", "3x3"]) == 130
+    assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html"]) == 130
     assert "landscape-nb: interrupted; nothing was kept (pass --store DIR to keep finished tiles and resume)" in \
         capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "not-yet.zarr"]) == 130

@@ -338,6 +338,11 @@ def cmd_compute(args) -> int:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
                                  f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
     check_exports(args, len(grid))
+    if not (args.store or args.html or args.h5 or args.vtk):  # a run that keeps nothing would be thrown away
+        args.store = default_store(args)
+        print(f"landscape-nb: no --store, --html, --h5 or --vtk was given, so the surface is kept in {args.store} "
+              f"(rerunning this command resumes it; draw it with `landscape-nb plot {args.store} --html FILE`)",
+              file=sys.stderr)
     if target_key is not None and is_zoo_name(args.model):
         raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
                              "are (inputs, targets) pairs; it is for your own module:function's data in dict batches "
@@ -386,6 +391,20 @@ def cmd_compute(args) -> int:
                  "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
     write_exports(surf, args, name)
     return 0
+
+
+def default_store(args) -> str:
+    """``runs/<model>-<grid>-<8 hex digits>.zarr``: the digits hash every argument but the outputs, the
+    figure's and where it runs, so the same command resumes its own store and another one gets another."""
+    import hashlib
+    import json
+    import re
+
+    skip = {"store", "html", "h5", "vtk", "kind", "log", "client", "workers", "func"}
+    kept = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not callable(v)}
+    digest = hashlib.sha256(json.dumps(kept, default=str).encode()).hexdigest()[:8]
+    name, grid = (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(v)).strip("_.") for v in (args.model, args.grid))
+    return str(Path("runs") / f"{name or 'model'}-{grid}-{digest}.zarr")
 
 
 def _nanmin(a):
@@ -484,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
     c.add_argument("--workers", type=int, help="workers for --client local/cuda")
     c.add_argument("--tile", help="points per task: N, ROWSxCOLS, or DEPTHxROWSxCOLS for a volume")
-    c.add_argument("--store", help="directory to save (and resume) the surface")
+    c.add_argument("--store", help="directory to save (and resume) the surface (default, when no --html, --h5 or "
+                                   "--vtk is given: runs/MODEL-GRID-HASH.zarr, which the same command resumes)")
     c.add_argument("--html", help="write a standalone HTML figure here")
     c.add_argument("--h5", help="write the surface here in the reference implementation's HDF5 layout "
                                 "(tomgoldstein/loss-landscape; the loss as <split>_loss, e.g. test_loss)")
