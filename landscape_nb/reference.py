@@ -385,8 +385,11 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         1D or 2D; its ``loss`` goes to ``{split}_loss``, ``metrics["accuracy"]`` to
         ``{split}_acc`` in percent, ``metrics["test_loss"]``/``["test_accuracy"]`` (for
         ``split="train"``) to ``test_loss``/``test_acc``, and any other metric under its
-        own name. ``spec`` and ``provenance`` travel as JSON attributes, which the reference
-        ignores.
+        own name. A surface over named splits (``data={"train": ..., "test": ...}``, whose
+        loss is also its first split's ``<split>_loss`` metric) writes each split under its
+        own name (``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``) whatever
+        ``split`` says. ``spec`` and ``provenance`` travel as JSON attributes, which the
+        reference ignores.
     path : str or os.PathLike
         The ``.h5`` file to write (replaced if it exists).
     split : {"train", "test"}
@@ -438,6 +441,13 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         )
     names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
              f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc"}
+    if any(f"{s}_loss" in surface.metrics and np.array_equal(loss, np.asarray(surface.metrics[f"{s}_loss"], float),
+                                                             equal_nan=True) for s in SPLITS):
+        # a surface over named splits (data={"train": ..., "test": ...}): its loss is one split's, whose metric
+        # holds it too; every split goes under its own name whatever ``split`` says
+        del arrays["loss"]
+        names = {f"{s}_{q}": f"{s}_{'acc' if q == 'accuracy' else 'loss'}"
+                 for s in SPLITS for q in ("loss", "accuracy")}
     reserved = {"xcoordinates", "ycoordinates", "dir_file", *(f"{s}_{q}" for s in SPLITS for q in ("loss", "acc"))}
     out: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():

@@ -509,8 +509,10 @@ def test_h5_and_vtk_exports_equal_the_apis_and_hold_the_naive_values(user_model,
     argv = ["compute", user_model, "--grid", grid, "--range", "-1:1", "--store", str(store), "--h5", str(h5),
             "--vtk", str(vtk)] + (["--log"] if log else [])
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert f"wrote {h5}\n" in out and f"wrote {vtk}\n" in out
+    out, err = capsys.readouterr()
+    assert f"wrote {h5} (the loss as test_loss)\n" in out and f"wrote {vtk}\n" in out
+    # the reference's plot_1D.py asserts train_loss: a line written as test_loss says how to get it
+    assert ("plot_1D.py reads train_loss and train_acc" in err and "--split train" in err) == (grid == "6"), err
     surf = lnb.load_surface(store)
     api_h5, api_vtk = tmp_path / "api.h5", tmp_path / "api.vtk"
     lnb.save_reference_surface(surf, api_h5, split="test")  # the CLI's split: test by default

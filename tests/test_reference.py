@@ -286,6 +286,32 @@ def test_computed_surface_round_trips_with_its_spec(tmp_path, mlp, mlp_data, one
     assert back.spec == surf.spec
 
 
+@pytest.mark.parametrize("order", [("train", "test"), ("test", "train")])
+def test_a_surface_over_named_splits_writes_each_split_under_its_own_name(tmp_path, mlp, mlp_data, order, one_thread):
+    """data={"train": ..., "test": ...} gives train_loss/test_loss metrics beside the loss: writing them was
+    refused ("rename the metric", names the package made), whatever ``split``. Each split now goes under its
+    own name, checked against a naive loop on that split."""
+    from tests.conftest import naive_loss
+
+    x, y = mlp_data
+    parts = {"train": (x[:60], y[:60]), "test": (x[60:], y[60:])}
+    d = lnb.random_directions(mlp, n=2, seed=0)
+    surf = lnb.compute_surface(mlp, {k: parts[k] for k in order}, d, x=(-1, 1, 3), y=(-1, 0.5, 2))
+    dirs = d.as_state_dicts()
+    for split in ("train", "test"):
+        path = lnb.save_reference_surface(surf, tmp_path / f"{split}.h5", split=split)
+        with h5py.File(path) as f:
+            assert sorted(f) == ["test_acc", "test_loss", "train_acc", "train_loss", "xcoordinates", "ycoordinates"]
+            xm, ym = np.meshgrid(f["xcoordinates"][:], f["ycoordinates"][:])  # how the reference pairs them
+            for name, (xs, ys) in parts.items():
+                for ind, (a, b) in enumerate(zip(xm.ravel(), ym.ravel())):
+                    loss, acc = naive_loss(mlp, (xs, ys), dirs, (a, b), metric=True)
+                    assert f[f"{name}_loss"][:].ravel()[ind] == pytest.approx(loss, rel=1e-5)
+                    assert f[f"{name}_acc"][:].ravel()[ind] == pytest.approx(100 * acc, rel=1e-5)
+        back = lnb.load_reference_surface(path, split="test")
+        np.testing.assert_array_equal(back.loss, surf.metrics["test_loss"])
+
+
 def test_surface_with_mismatched_shape_is_refused_naming_both_shapes(tmp_path):
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f["xcoordinates"] = np.linspace(-1, 1, 5)

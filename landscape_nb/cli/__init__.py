@@ -255,7 +255,12 @@ def write_exports(surf, args, name: str) -> None:
     if args.html:
         print(f"wrote {export_html(figure_for(surf, args.kind, log_scale=args.log, title=name), args.html)}")
     if args.h5:
-        print(f"wrote {save_reference_surface(surf, args.h5, split=args.split or 'test')}")
+        split = args.split or "test"
+        print(f"wrote {save_reference_surface(surf, args.h5, split=split)} (the loss as {split}_loss)")
+        if surf.y is None and split != "train":  # plot_1D.py asserts 'train_loss' and reads train_acc
+            print(f"landscape-nb: note: the reference's plot_1D.py reads train_loss and train_acc, which {args.h5} "
+                  "does not hold; rerun with --split train for it (the same --store resumes only the same split)",
+                  file=sys.stderr)
     if args.vtk:
         print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
 
