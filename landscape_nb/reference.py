@@ -409,7 +409,7 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
     Raises
     ------
     LandscapeError
-        An unknown split; a metric named like a coordinate or a reserved key; a computed
+        An unknown split; a 3D volume; a metric named like a coordinate or a reserved key; a computed
         loss below 0, which the layout would read as "not computed".
     """
     from .directions import _jsonable
@@ -418,6 +418,10 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         raise LandscapeError(f"split={split!r}; expected 'train' or 'test'")
     if not isinstance(surface, Surface):
         raise LandscapeError(f"expected a Surface, got {type(surface).__name__}; pass the result of compute_surface")
+    if surface.ndim == 3:
+        raise LandscapeError(f"a 3D volume of shape {np.shape(surface.loss)} was given; the reference's surface files "
+                             "hold a line or a plane: save a plane of it (surface.slice('z', value=0.0)), or the "
+                             "volume with lnb.export_vtk")
     other = "test" if split == "train" else "train"
     x = np.asarray(surface.x, dtype=float)
     y = None if surface.y is None else np.asarray(surface.y, dtype=float)

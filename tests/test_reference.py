@@ -333,6 +333,11 @@ def test_surface_writer_refuses_negative_losses_and_colliding_names(tmp_path):
         lnb.save_reference_surface(clash, tmp_path / "s.h5")
     with pytest.raises(LandscapeError, match="'test_loss'"):  # the test split's loss is taken
         lnb.save_reference_surface(surf, tmp_path / "s.h5", split="test")
+    volume = Surface(x=surf.x, y=surf.y, z=np.arange(2.0), loss=np.ones((2, 3, 4)), metrics={},
+                     done=np.ones((2, 3, 4), bool))
+    with pytest.raises(LandscapeError, match=r"a 3D volume of shape \(2, 3, 4\) was given; the reference's surface "
+                                             r"files hold a line or a plane: save a plane of it \(surface\.slice"):
+        lnb.save_reference_surface(volume, tmp_path / "v.h5")
     plain = Surface(x=surf.x, y=surf.y, loss=surf.loss, metrics={}, done=surf.done)
     with pytest.raises(LandscapeError, match="split='train' or 'test'"):
         lnb.load_reference_surface(lnb.save_reference_surface(plain, tmp_path / "t.h5", split="test"),
