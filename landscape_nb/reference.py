@@ -22,6 +22,7 @@ NeurIPS 2018; code: https://github.com/tomgoldstein/loss-landscape
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ DIR_TYPES = ("weights", "states")
 SPLITS = ("train", "test")
 _AXES = ("xdirection", "ydirection")
 _ATTR_PROVENANCE = "landscape_nb_provenance"
+_ATTR_VALUES = "landscape_nb_values_sha256"
 _ATTR_SPEC = "landscape_nb_spec"
 _NOT_COMPUTED = -1.0
 
@@ -137,9 +139,10 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
     -------
     Directions
         ``n = 1`` (``xdirection`` only) or ``2``, over the trainable parameters (and the
-        floating-point buffers for ``"states"``). ``provenance`` has ``scheme="reference"``,
-        ``dir_type``, ``path`` and ``dropped``, the reference tensors left out: integer
-        buffers such as ``num_batches_tracked`` (they change nothing in eval mode) and
+        floating-point buffers for ``"states"``). ``provenance`` has ``scheme="reference"``
+        (or, for a file ``save_reference_directions`` wrote whose values are unchanged, the
+        scheme, seed and norm it stored), ``dir_type``, ``path`` and ``dropped``, the
+        reference tensors left out: integer buffers such as ``num_batches_tracked`` (they change nothing in eval mode) and
         frozen parameters whose direction is zero. A tied alias in a ``state_dict`` sets
         the shared tensor; the last one wins, as in ``load_state_dict``.
 
@@ -183,6 +186,9 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                 "shapes, same order. Load them with the model (architecture and definition) they were made for."
             )
         stored = _attr_json(f, _ATTR_PROVENANCE)
+        written = f.attrs.get(_ATTR_VALUES)  # none in the reference's files and in ours before 2026-12-02
+        if written is not None and written != _values_digest(arrays):
+            stored = {}  # the values were edited since landscape_nb wrote them: its description does not hold
 
     layout = ParamLayout.of(model, include_buffers=chosen == "states")
     position = {e.name: k for k, e in enumerate(layout.entries)}
@@ -274,7 +280,20 @@ def save_reference_directions(model, directions, path, *, dir_type: str | None =
                 group.create_dataset(str(k), data=values)
         f.attrs["dir_type"] = dir_type
         f.attrs[_ATTR_PROVENANCE] = _dumps(_jsonable(directions.provenance))
+        f.attrs[_ATTR_VALUES] = _values_digest([_read_axis(f, a, entries) for a in _AXES[:len(named)]])
     return Path(path)
+
+
+def _values_digest(arrays) -> str:
+    """SHA-256 of a direction file's values as read (axis by axis, tensor by tensor): the stored
+    provenance describes them only while it matches."""
+    h = hashlib.sha256()
+    for arr in arrays:
+        for values in arr:
+            v = np.ascontiguousarray(values)
+            h.update(f"{v.dtype}{v.shape}".encode())
+            h.update(v.view(np.uint8).reshape(-1))
+    return h.hexdigest()
 
 
 # -------------------------------------------------------------- surfaces ----

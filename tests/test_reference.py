@@ -112,6 +112,11 @@ def test_random_directions_round_trip_through_a_weights_file(tmp_path, cnn, n):
     back = lnb.load_reference_directions(cnn, path)
     assert back.layout == d.layout
     assert torch.equal(back.vectors, d.vectors)
+    assert (back.scheme, back.provenance["seed"], back.provenance["norm"]) == ("random", 5, "filter")
+    with h5py.File(path, "r+") as f:  # values edited by hand: the stored description no longer holds
+        f["xdirection"]["0"][...] = np.ones(f["xdirection"]["0"].shape, np.float32)
+    edited = lnb.load_reference_directions(cnn, path)
+    assert edited.scheme == "reference" and "seed" not in edited.provenance and "norm" not in edited.provenance
 
 
 def test_interpolation_with_buffers_round_trips_through_a_states_file(tmp_path, cnn):
