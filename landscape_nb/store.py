@@ -293,8 +293,12 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         except LandscapeError as exc:
             if found is None:
                 raise
+            try:  # counted now: the other run kept writing while this one waited
+                found = cls._read(path)
+            except Exception:  # noqa: BLE001 - the count is a courtesy; the refusal must still be raised
+                pass
             raise LandscapeError(f"{exc} (it holds {found._done.size - found._n_todo} of {found._done.size} "
-                                 "points)") from exc.__cause__
+                                 "points now)") from exc.__cause__
         try:
             if (path / "zarr.json").exists():  # re-read under the lock: another writer may have added tiles
                 store = cls._read(path)

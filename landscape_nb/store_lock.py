@@ -102,8 +102,9 @@ class WriterLock:
             except Timeout:  # held: say so before waiting (it resumes from what the other run writes)
                 if seconds <= 0:
                     raise
-                logger.warning("the store %r is being written by %s; waiting %s for it (%s=<seconds> sets how "
-                               "long), then this run resumes from its tiles", str(self.store_path), self.owner(patience=1.0),
+                logger.warning("the store %r is being written by %s; waiting %s for that run to finish (%s=<seconds> "
+                               "sets how long): this run then resumes from its tiles, or stops if it still writes",
+                               str(self.store_path), self.owner(patience=1.0),
                                "as long as it takes" if math.isinf(seconds) else f"up to {seconds:g} s", WAIT_ENV)
                 lock.acquire(timeout=-1 if math.isinf(seconds) else seconds)
         except Timeout:

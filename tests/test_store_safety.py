@@ -190,6 +190,39 @@ def test_a_second_writer_says_it_waits_then_computes(tmp_path, monkeypatch, capl
     check_naive(surf)
 
 
+def test_a_writer_that_gave_up_waiting_counts_the_points_stored_when_it_gave_up(tmp_path, monkeypatch, caplog):
+    """The refusal after the wait said the store held the points it held when the wait began (20 of 225
+    while the other run had written far more); and the warning before it read as a promise to resume."""
+    import logging
+    import threading
+
+    store, full = tmp_path / "s.zarr", tmp_path / "full.zarr"
+    cancel = threading.Event()
+    m = make_mlp()
+    lnb.compute_surface(m, data(), random_dict_dirs(m, 2, seed=0), **GRID, store=store, cancel=cancel,
+                        callbacks=[lambda tile: cancel.set()])  # one tile, then stop
+    assert 0 < lnb.load_surface(store).n_done < 35
+    compute(full)
+    monkeypatch.setenv(store_mod.WAIT_ENV, "1")
+    holder = WriterLock(store).acquire(0)
+
+    def the_holder_writes_the_rest():
+        shutil.rmtree(store / "loss")
+        shutil.rmtree(store / "done")
+        shutil.copytree(full / "loss", store / "loss")
+        shutil.copytree(full / "done", store / "done")
+
+    threading.Timer(0.2, the_holder_writes_the_rest).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="landscape_nb.store"), \
+                pytest.raises(LandscapeError, match=r"waited 1 s\. .* \(it holds 35 of 35 points now\)"):
+            compute(store)
+    finally:
+        holder.release()
+    said = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert "this run then resumes from its tiles, or stops if it still writes" in said[0], said
+
+
 def test_a_held_store_refuses_a_second_writer_in_process(tmp_path, monkeypatch):
     store = tmp_path / "s.zarr"
     compute(store, x=(-1, 1, 7))  # a finished store: opened read-only, no lock needed
