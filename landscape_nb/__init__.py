@@ -23,6 +23,7 @@ _LAZY = {
     "export_image": ("landscape_nb.plot.export", "export_image"),
     "export_vtk": ("landscape_nb.plot.export", "export_vtk"),
     "load_surface": ("landscape_nb.store", "load_surface"),
+    "load_directions": ("landscape_nb.store", "load_directions"),
     "compute_surface": ("landscape_nb.compute", "compute_surface"),
     "ClusterLost": ("landscape_nb.runners", "ClusterLost"),
     "Directions": ("landscape_nb.directions", "Directions"),

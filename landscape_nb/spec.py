@@ -10,6 +10,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 SPEC_VERSION = 1
+logger = logging.getLogger(__name__)
 
 
 def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
@@ -172,7 +174,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
     def walk(fn, depth: int, methods: dict | None = None) -> None:
         while isinstance(fn, functools.partial):
             fn = fn.func
-        fn = getattr(fn, "__func__", fn)  # a bound method
+        if isinstance(fn, types.MethodType):  # a bound method (getattr could run an object's own __getattr__)
+            fn = fn.__func__
         if id(fn) in seen:
             return
         seen.add(id(fn))
@@ -187,12 +190,12 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
             if entry is not None:
                 walk(entry, depth, own_methods)
 
-    for m in model.modules():
-        walk(m, 0)
-    walk(loss_fn, 0)
-    for fn in (metrics.values() if isinstance(metrics, Mapping) else metrics if isinstance(metrics, (list, tuple))
-               else ()):
-        walk(fn, 0)
+    named = metrics.values() if isinstance(metrics, Mapping) else metrics if isinstance(metrics, (list, tuple)) else ()
+    for fn in [*model.modules(), loss_fn, *named]:
+        try:
+            walk(fn, 0)
+        except Exception:  # noqa: BLE001 - what cannot be read is not compared; the run itself must not fail here
+            logger.debug("globals_fingerprint: could not follow %r", fn, exc_info=True)
     return dict(sorted(out.items()))
 
 

@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "landscape_nb.surface/2"
 FORMAT_V1 = "landscape_nb.surface/1"
 READABLE_FORMATS = (FORMAT, FORMAT_V1)
+MAX_DIRECTION_BYTES = 512 * 2**20  # directions kept in a store up to this size (a 64M-parameter plane in float32)
 MANIFEST_KEYS = ("format", "key", "spec", "tile", "metrics", "provenance")
 CHUNK_POINTS = 1 << 16  # target points per chunk (512 KiB of float64)
 
@@ -431,6 +432,38 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         except Exception as exc:
             raise self._write_error(exc) from exc
 
+    def save_directions(self, directions) -> None:
+        """Keep ``directions`` in the store (array ``directions``, shape (n, n_params), with the layout and
+        provenance as attributes) unless they are there already: ``load_directions`` gives them back.
+        Over ``MAX_DIRECTION_BYTES`` they are left out and the provenance says so."""
+        if self._lock is None:
+            return
+        found = self.group.get("directions")
+        if found is not None and found.attrs.get("complete"):
+            return
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        from .directions import _jsonable
+
+        vectors = directions.vectors.detach().cpu().numpy()
+        if vectors.nbytes > MAX_DIRECTION_BYTES:
+            self.update_provenance({"directions_stored": (
+                f"no: {vectors.nbytes:,} bytes, over the {MAX_DIRECTION_BYTES:,} a store keeps; keep them "
+                "yourself with Directions.save")})
+            return
+        try:
+            if found is not None:  # a write cut short (killed): written again
+                del self.group["directions"]
+            arr = self.group.create_array("directions", shape=vectors.shape, dtype=vectors.dtype,
+                                          chunks=(1, min(vectors.shape[1], 2**22)),
+                                          compressors=[ZstdCodec(level=1), Crc32cCodec()])
+            arr[...] = vectors
+            arr.attrs.update({"layout": directions.layout.to_json(), "provenance": _jsonable(directions.provenance),
+                              "complete": True})  # last: a store killed before this rewrites them
+        except Exception as exc:
+            raise self._write_error(exc) from exc
+        self.update_provenance({"directions_stored": "yes"})
+
     def close(self) -> None:
         """Flush what is buffered and release the writer lock (idempotent).
 
@@ -485,6 +518,59 @@ def make_surface(spec: Mapping, loss: np.ndarray, metrics: Mapping[str, np.ndarr
         provenance=dict(provenance),
         z=None if grid.z is None else grid.z.values(),
     )
+
+
+def load_directions(path: str | Path):
+    """The directions a surface in the store at ``path`` was computed along, as ``compute_surface`` kept them.
+
+    >>> d = lnb.load_directions("runs/r20.zarr")   # e.g. to project a trajectory on the same plane
+    >>> rec.project(d, data=(x, y))
+
+    Parameters
+    ----------
+    path : str or Path
+        The store directory.
+
+    Returns
+    -------
+    Directions
+        Vectors of shape (n, n_params) with their layout and provenance, exactly those of the run
+        (their fingerprint is checked against the store's spec).
+
+    Raises
+    ------
+    LandscapeError
+        No store at ``path``; a store without them (written before landscape_nb kept them, by a run
+        stopped before it wrote them, or over ``MAX_DIRECTION_BYTES``: the provenance says which); or
+        kept directions that do not match the store's spec (damaged).
+    """
+    import torch
+
+    from .directions import Directions
+    from .params import ParamLayout
+
+    store = SurfaceStore._read(Path(path))
+    arr = store.group.get("directions")
+    if arr is None or not arr.attrs.get("complete"):
+        said = str(store.manifest["provenance"].get("directions_stored", ""))
+        why = said if said.startswith("no:") else (
+            "it was written before landscape_nb kept them, or by a run stopped before it wrote them")
+        raise LandscapeError(
+            f"the store {str(path)!r} holds no directions ({why}); rebuild them as its provenance says (e.g. "
+            "random_directions with the same model, norm, ignore and seed; a resumed run keeps them), or load the "
+            "ones you saved (Directions.load)")
+    try:
+        d = Directions(torch.from_numpy(np.asarray(arr[...])), ParamLayout.from_json(arr.attrs["layout"]),
+                       dict(arr.attrs["provenance"]))
+    except Exception as exc:  # zarr and the codecs raise many kinds for damaged chunks
+        raise LandscapeError(f"the directions kept in the store {str(path)!r} cannot be read ({type(exc).__name__}: "
+                             f"{exc}); rebuild them as its provenance says, or load the ones you saved") from None
+    expected = (store.spec.get("directions") or {}).get("fingerprint")
+    if expected is not None and d.fingerprint() != expected:
+        raise LandscapeError(f"the directions kept in the store {str(path)!r} are not the ones its surface was "
+                             "computed along (their fingerprint differs from the spec's: damaged or edited); rebuild "
+                             "them as its provenance says, or load the ones you saved")
+    return d
 
 
 def load_surface(path: str | Path) -> Surface:

@@ -368,6 +368,8 @@ def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypa
         capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "not-yet.zarr"]) == 130
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3"]) == 130  # no output: the default store, not yet made
+    assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
 
 
 def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):

@@ -187,3 +187,56 @@ def test_a_resumed_run_says_how_many_points_came_from_the_store(tmp_path, mlp, m
     assert points_summary(again) == f"35 points: 35 from the store at {str(store)!r}, 0 computed"
     fresh = lnb.compute_surface(mlp, mlp_data, dirs, **grid)
     assert points_summary(fresh) == "35 points computed" and fresh.provenance["points_from_store"] == 0
+
+
+def test_a_store_keeps_its_directions_and_gives_them_back(tmp_path, mlp, mlp_data, monkeypatch):
+    """Only a fingerprint of the directions was stored: a plane of your own tensors (or PCA's) could not be
+    had back from the store to draw a path on it or compute more. The run keeps them, exactly; a store that
+    lacks them (older, or stopped before) gets them on its next resumed run, and their fingerprint is
+    checked against the spec."""
+    import shutil
+
+    from landscape_nb import store as store_mod
+
+    g = torch.Generator().manual_seed(3)
+    own = lnb.as_directions(mlp, [torch.randn(sum(p.numel() for p in mlp.parameters()), generator=g)
+                                  for _ in range(2)])
+    store = tmp_path / "s.zarr"
+    grid = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))
+
+    def stop_after_one_tile(ev):
+        raise Crash()
+
+    with pytest.raises(Crash):
+        lnb.compute_surface(mlp, mlp_data, own, **grid, store=store, callbacks=[stop_after_one_tile])
+    kept = lnb.load_directions(store)
+    assert torch.equal(kept.vectors, own.vectors) and kept.layout == own.layout
+    assert kept.fingerprint() == lnb.load_surface(store).spec["directions"]["fingerprint"]
+    # an older store (no directions kept) refuses, saying how to rebuild them; its resumed run keeps them
+    shutil.rmtree(store / "directions")
+    with pytest.raises(LandscapeError, match=r"holds no directions \(it was written before landscape_nb kept them"):
+        lnb.load_directions(store)
+    seen = []
+    surf = lnb.compute_surface(mlp, mlp_data, own, **grid, store=store, callbacks=[seen.append])
+    assert surf.is_complete and torch.equal(lnb.load_directions(store).vectors, own.vectors)
+    # the kept directions resume their own store: nothing computed
+    again = []
+    lnb.compute_surface(mlp, mlp_data, lnb.load_directions(store), **grid, store=store, callbacks=[again.append])
+    assert again == [] and len(seen) == 8
+    for j, b in enumerate(surf.y):  # and they are the plane the values lie on
+        for i, a in enumerate(surf.x):
+            dirs = kept.as_state_dicts()
+            assert surf.loss[j, i] == pytest.approx(naive_loss(mlp, mlp_data, dirs, [a, b])[0], rel=1e-5)
+    # damaged or edited: refused
+    import zarr
+
+    arr = zarr.open_array(str(store / "directions"), mode="r+")
+    arr[0, 0] = arr[0, 0] + 1.0
+    with pytest.raises(LandscapeError, match="are not the ones its surface was computed along"):
+        lnb.load_directions(store)
+    # over the size a store keeps: left out, and said
+    monkeypatch.setattr(store_mod, "MAX_DIRECTION_BYTES", 100)
+    lnb.compute_surface(mlp, mlp_data, own, x=(-1, 1, 3), y=(-1, 1, 3), store=tmp_path / "big.zarr")
+    with pytest.raises(LandscapeError, match=r"holds no directions \(no: [\d,]+ bytes, over the 100 a store keeps; "
+                                             r"keep them yourself with Directions.save\)"):
+        lnb.load_directions(tmp_path / "big.zarr")

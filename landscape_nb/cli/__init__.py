@@ -344,10 +344,7 @@ def cmd_compute(args) -> int:
                                  f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
     check_exports(args, len(grid))
     if not (args.store or args.html or args.h5 or args.vtk):  # a run that keeps nothing would be thrown away
-        args.store = default_store(args)
-        print(f"landscape-nb: no --store, --html, --h5 or --vtk was given, so the surface is kept in {args.store} "
-              f"(rerunning this command resumes it; draw it with `landscape-nb plot {args.store} --html FILE`)",
-              file=sys.stderr)
+        args.store = args.default_store = default_store(args)
     if target_key is not None and is_zoo_name(args.model):
         raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
                              "are (inputs, targets) pairs; it is for your own module:function's data in dict batches "
@@ -395,6 +392,10 @@ def cmd_compute(args) -> int:
               + ("the data are (inputs, targets) pairs, whose targets are the second element" if rule == "pair" else
                  "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
     write_exports(surf, args, name)
+    if getattr(args, "default_store", None):
+        print(f"landscape-nb: no --store, --html, --h5 or --vtk was given, so the surface is kept in {args.store} "
+              f"(draw it with `landscape-nb plot {args.store} --html FILE`; the same command resumes it)",
+              file=sys.stderr)
     return 0
 
 
@@ -634,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         if store and not Path(store).exists():
             kept = "no tile had finished, so no store was written"
         elif store:
-            kept = f"finished tiles are kept in the store{_points_kept(store)} (rerun to resume)"
+            where = f" {store}" if getattr(args, "default_store", None) else ""  # not named on the command line
+            kept = f"finished tiles are kept in the store{where}{_points_kept(store)} (rerun to resume)"
         elif args.func is cmd_demo:
             kept = "finished tiles are kept in the store (rerun to resume)"
         else:
