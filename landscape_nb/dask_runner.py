@@ -22,6 +22,7 @@ from .errors import LandscapeError
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
+from .spec import globals_fingerprint
 from .splits import is_splits
 
 logger = logging.getLogger("landscape_nb.cluster")  # the runner's messages keep the cluster's logger name
@@ -86,7 +87,10 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
                 f"a Dask worker cannot import module {exc.name!r}, which the model, loss or data needs "
                 f"({exc}); install it in the workers' environment or put it on their PYTHONPATH"
             ) from None
-        cache[token] = job.evaluator()
+        ev = job.evaluator()
+        # what the user's code reads from its modules here, where they were imported from their files
+        ev.code_globals = tuple(globals_fingerprint(job.model, job.loss_fn, job.metrics).items())
+        cache[token] = ev
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     return cache[token]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from typing import Any, Collection, TypeVar
+from typing import Any, Collection, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -115,3 +115,11 @@ def positive_number(name: str, value: Any, *, fix: str = "") -> None:
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not (real and math.isfinite(value) and value > 0):
         raise LandscapeError(f"{name}={short_repr(value)}; expected a positive finite number{': ' + fix if fix else ''}")
+
+
+def differing(stored: Mapping, now: Mapping, empty: str = "") -> str:
+    """``"a, b differ"`` (at most six names; ``empty`` stands for the name ``""``) for the keys whose values
+    differ between two mappings."""
+    names = [n or empty for n in dict.fromkeys([*stored, *now]) if stored.get(n) != now.get(n)]
+    more = " ..." if len(names) > 6 else ""
+    return f"{', '.join(names[:6])}{more} {'differs' if len(names) == 1 else 'differ'}"

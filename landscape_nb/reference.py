@@ -287,12 +287,12 @@ def save_reference_directions(model, directions, path, *, dir_type: str | None =
 def _values_digest(arrays) -> str:
     """SHA-256 of a direction file's values as read (axis by axis, tensor by tensor): the stored
     provenance describes them only while it matches."""
+    from .spec import hash_array
+
     h = hashlib.sha256()
     for arr in arrays:
         for values in arr:
-            v = np.ascontiguousarray(values)
-            h.update(f"{v.dtype}{v.shape}".encode())
-            h.update(v.view(np.uint8).reshape(-1))
+            hash_array(h, values)
     return h.hexdigest()
 
 

@@ -29,6 +29,15 @@ def hash_tensor(h, t: torch.Tensor, name: str = "") -> None:
     h.update(t.view(torch.uint8).numpy())  # the buffer itself: no copy of large data
 
 
+def hash_array(h, a) -> None:
+    """Feed a NumPy array's dtype, shape and exact bytes into hashlib object ``h``."""
+    import numpy as np
+
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.view(np.uint8).reshape(-1))
+
+
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     """24 hex digits of SHA-256 over the inputs' and targets' dtypes, shapes and bytes."""
     h = hashlib.sha256()
@@ -105,7 +114,7 @@ def module_settings(model: nn.Module) -> dict[str, str]:
                 continue
             if isinstance(value, torch.Tensor):
                 hash_tensor(h, value.detach(), key)
-            elif isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)):
+            elif _plain(value):
                 h.update(f"{key}={value!r}\n".encode())
         out[name] = h.hexdigest()[:12]
     return out
@@ -113,10 +122,12 @@ def module_settings(model: nn.Module) -> dict[str, str]:
 
 def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[str, str]:
     """What the user's own code reads besides the weights and arguments, hashed per name: 12 hex digits of
-    SHA-256 for each module-level global (a number, string, tuple of them, tensor or array) read by
-    name by the forwards of the model's own classes (and the methods they call), ``loss_fn`` or the
-    metrics, or by functions of the user's they call (two calls deep), e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()`` entries hash
-    such a function's source (or bytecode where unreadable).
+    SHA-256 for each module-level global (a number, string, tuple of them, tensor or array) read (a
+    global load in the bytecode, or an attribute of a module of the user's) by the forwards of the model's
+    own classes (and the methods they call), ``loss_fn`` or the metrics, or by functions of the user's
+    they call (two calls deep), e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()``
+    entries hash such a function's source (or bytecode where unreadable). A global that code writes (a
+    call counter) is state, not a setting, and is left out.
 
     "The user's own" is code outside the standard library, installed packages and landscape_nb. Not part of
     the spec key (keys written before it stay valid); a store compares it on resume
@@ -130,6 +141,7 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
 
     out: dict[str, str] = {}
     seen: set[int] = set()
+    written: set[str] = set()
 
     def own(module_name: str | None) -> bool:
         root = (module_name or "").partition(".")[0]
@@ -140,36 +152,37 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
 
     def record(key: str, value) -> None:
         h = hashlib.sha256()
-        if _plain(value):  # not dicts or lists: a forward counting its calls in one would refuse every resume
-            h.update(repr(value).encode())
-        elif isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type != "meta":
-            hash_tensor(h, value.detach())
-        elif isinstance(value, np.ndarray) and value.dtype != object:
-            h.update(f"{value.dtype}{value.shape}".encode())
-            h.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1))
-        else:
+        try:
+            if _plain(value):  # not dicts or lists, which a forward may fill as it runs
+                h.update(repr(value).encode())
+            elif isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type != "meta":
+                hash_tensor(h, value.detach())
+            elif isinstance(value, np.ndarray) and value.dtype != object:
+                hash_array(h, value)
+            else:
+                return
+        except Exception:  # noqa: BLE001 - an object that cannot be read (a proxy) is not compared
             return
         out[key] = h.hexdigest()[:12]
 
     def visit(code: types.CodeType, g: dict, depth: int, methods: dict) -> None:
-        for name in code.co_names:
-            if name in methods:  # self.helper(...): a method of the same object, followed at the same depth
-                walk(methods[name], depth, methods)
+        loads, stores, attrs = _reads(code)
+        module = g.get("__name__", "?")
+        written.update(f"{module}.{name}" for name in stores)  # state the code keeps (a call counter), not a setting
+        for name in attrs & methods.keys():  # self.helper(...): a method of the same object, at the same depth
+            walk(methods[name], depth, methods)
+        for name in loads:
             if name not in g:
                 continue
             value = g[name]
-            record(f"{g.get('__name__', '?')}.{name}", value)
+            record(f"{module}.{name}", value)
             if isinstance(value, types.ModuleType) and own(value.__name__):  # lossmod.TEMP read as an attribute
-                for attr in code.co_names:
-                    if attr in vars(value):
-                        record(f"{value.__name__}.{attr}", vars(value)[attr])
-                        if depth < 2:
-                            walk(vars(value)[attr], depth + 1)
+                for attr in attrs & vars(value).keys():
+                    record(f"{value.__name__}.{attr}", vars(value)[attr])
+                    if depth < 2:
+                        walk(vars(value)[attr], depth + 1)
             elif depth < 2:
                 walk(value, depth + 1)
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                visit(const, g, depth, methods)
 
     def walk(fn, depth: int, methods: dict | None = None) -> None:
         while isinstance(fn, functools.partial):
@@ -196,7 +209,7 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
             walk(fn, 0)
         except Exception:  # noqa: BLE001 - what cannot be read is not compared; the run itself must not fail here
             logger.debug("globals_fingerprint: could not follow %r", fn, exc_info=True)
-    return dict(sorted(out.items()))
+    return {k: v for k, v in sorted(out.items()) if k not in written}
 
 
 def _plain(value) -> bool:
@@ -204,14 +217,51 @@ def _plain(value) -> bool:
 
 
 def _function_source(fn) -> str:
-    """A function's source, or its bytecode and constants where the source cannot be read."""
+    """A function's source, or (where it cannot be read: stdin, ``exec``) its bytecode, names and constants,
+    nested code included, with nothing that changes between processes (a code object's repr holds its
+    address, a frozenset's order follows the string hash seed)."""
     import inspect
 
     try:
         return inspect.getsource(fn)
     except (OSError, TypeError):
-        code = fn.__code__
-        return f"{code.co_code.hex()}{code.co_consts!r}{code.co_names}"
+        return _code_text(fn.__code__)
+
+
+def _code_text(code) -> str:
+    import types
+
+    def const(c) -> str:
+        if isinstance(c, types.CodeType):
+            return _code_text(c)
+        return repr(sorted(map(repr, c))) if isinstance(c, frozenset) else repr(c)
+
+    return "|".join([code.co_code.hex(), repr(code.co_names), *map(const, code.co_consts)])
+
+
+def _reads(code) -> tuple[set[str], set[str], set[str]]:
+    """(globals read, globals written, attribute names read) by ``code`` and the code nested in it, from
+    its bytecode: ``co_names`` mixes globals with attribute names (``self.scale`` is not global ``scale``)."""
+    import dis
+    import types
+
+    loads: set[str] = set()
+    stores: set[str] = set()
+    attrs: set[str] = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            loads.add(ins.argval)
+        elif ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            stores.add(ins.argval)
+        elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            attrs.add(ins.argval)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            inner = _reads(c)
+            loads |= inner[0]
+            stores |= inner[1]
+            attrs |= inner[2]
+    return loads, stores, attrs
 
 
 def _class_source(cls: type) -> str:
@@ -276,8 +326,8 @@ def _digesting_pickler() -> type:
                 hash_tensor(h, obj)
                 return _digest, (h.hexdigest(),)
             if isinstance(obj, np.ndarray) and obj.dtype != object:
-                h = hashlib.sha256(f"array{obj.dtype}{obj.shape}".encode())
-                h.update(np.ascontiguousarray(obj).view(np.uint8).reshape(-1))
+                h = hashlib.sha256(b"array")
+                hash_array(h, obj)
                 return _digest, (h.hexdigest(),)
             return super().reducer_override(obj)
 
@@ -377,5 +427,5 @@ class SurfaceSpec:
         return spec_key(self.to_json())
 
 
-__all__ = ["hash_tensor", "data_fingerprint", "tree_fingerprint", "model_fingerprint", "code_fingerprint",
-           "globals_fingerprint", "module_settings", "spec_key", "SurfaceSpec"]
+__all__ = ["hash_tensor", "hash_array", "data_fingerprint", "tree_fingerprint", "model_fingerprint",
+           "code_fingerprint", "globals_fingerprint", "module_settings", "spec_key", "SurfaceSpec"]

@@ -48,7 +48,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import LandscapeError
+from .errors import LandscapeError, differing
 from .store_chunks import Damage, _ChunkReads, _flat_shape, grid_from_spec
 from .store_mismatch import describe_differences
 from .store_lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, WriterLock, _os_detail, wait_seconds  # noqa: F401
@@ -63,6 +63,11 @@ READABLE_FORMATS = (FORMAT, FORMAT_V1)
 MAX_DIRECTION_BYTES = 512 * 2**20  # directions kept in a store up to this size (a 64M-parameter plane in float32)
 MANIFEST_KEYS = ("format", "key", "spec", "tile", "metrics", "provenance")
 CHUNK_POINTS = 1 << 16  # target points per chunk (512 KiB of float64)
+
+
+class StoreMismatch(LandscapeError):
+    """The store holds another surface than the one asked for (another spec, model code or settings, or
+    other values of the globals the user's code reads), so it cannot be resumed."""
 
 
 def _chunk_shape(tile: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
@@ -324,36 +329,33 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                    else "To resume it, rerun with the stored values; otherwise use another store path, or delete "
                         "this one to recompute")
             more = f"; and {len(diffs) - 8} more" if len(diffs) > 8 else ""
-            raise LandscapeError(
+            raise StoreMismatch(
                 f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; what differs: "
                 + "; ".join(diffs[:8]) + more + f". {fix}."
             )
         stored_code = self.manifest["provenance"].get("model_code")
         code = (provenance or {}).get("model_code")
         if stored_code and code and stored_code.get("fingerprint") != code.get("fingerprint"):
-            raise LandscapeError(
+            raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with other source code for the model's classes "
                 f"(then {', '.join(stored_code.get('classes', [])) or 'none'}; now {', '.join(code['classes']) or 'none'}"
                 "), with the same weights: resuming would mix two functions' values. Use another store path, or "
                 "delete this one to recompute.")
         stored_modules, modules = (stored_code or {}).get("modules"), (code or {}).get("modules")
         if stored_modules is not None and modules is not None and stored_modules != modules:  # older stores: none
-            differ = [n or "(the model itself)" for n in dict.fromkeys([*stored_modules, *modules])
-                      if stored_modules.get(n) != modules.get(n)]
-            raise LandscapeError(
+            raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights but other module settings: "
-                f"{', '.join(differ[:6])}{' ...' if len(differ) > 6 else ''} differ in their class, settings (e.g. an "
+                f"{differing(stored_modules, modules, '(the model itself)')} in their class, settings (e.g. an "
                 "activation, BatchNorm's eps), non-persistent buffers or plain attributes: resuming would mix two "
                 "models' values. Use another store path, or delete this one to recompute.")
         stored_globals, read = self.manifest["provenance"].get("code_globals"), (provenance or {}).get("code_globals")
         if stored_globals is not None and read is not None and stored_globals != read:  # older stores: none
-            differ = [n for n in dict.fromkeys([*stored_globals, *read]) if stored_globals.get(n) != read.get(n)]
-            raise LandscapeError(
+            raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights and arguments but other values of "
-                f"what the model, loss_fn or metrics read from their modules: {', '.join(differ[:6])}"
-                f"{' ...' if len(differ) > 6 else ''} {'differs' if len(differ) == 1 else 'differ'} (a module-level global, or the source of a function of "
-                "yours; name() entries are functions): resuming would mix two functions' values. Set them back "
-                "to resume, or use another store path, or delete this one to recompute.")
+                f"what the model, loss_fn or metrics read from their modules: {differing(stored_globals, read)} (a "
+                "module-level global, or the source of a function of yours; name() entries are functions): resuming "
+                "would mix two functions' values. Set them back to resume, or use another store path, or delete this "
+                "one to recompute.")
         if tile is not None and tuple(self.manifest["tile"]) != tuple(tile):
             raise LandscapeError(
                 f"the store {str(self.path)!r} was tiled {tuple(self.manifest['tile'])}, now {tuple(tile)} was asked; "

@@ -437,3 +437,26 @@ def test_worker_missing_module_names_it(client, data, tmp_path, monkeypatch):
     m = UsesClientModule()
     with pytest.raises(LandscapeError, match="cannot import module 'lnb_clientonly_act'"):
         lnb.compute_surface(m, data, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
+
+
+def test_a_global_set_in_this_process_that_the_workers_do_not_read_is_refused(client, data, tmp_path, monkeypatch):
+    """Workers import the user's modules from their files: ``TEMP = 3`` set here after importing never reached
+    them, and the surface was silently of TEMP = 1 (its store even recorded TEMP = 3). Refused before any tile,
+    naming the global; equal values on both sides run, equal to the in-process run."""
+    path = tmp_path / "lnb_worker_globals.py"
+    path.write_text("import torch.nn.functional as F\n\nTEMP = 1.0\n\n\ndef temp_ce(o, t):\n"
+                    "    return F.cross_entropy(o / TEMP, t)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lnb_worker_globals as mod
+
+    client.upload_file(str(path))
+    m = _model()
+    d = random_dict_dirs(m, 1)
+    kw = dict(x=(-1, 1, 3), loss_fn=mod.temp_ce)
+    np.testing.assert_allclose(lnb.compute_surface(m, data, d, client=client, **kw).loss,
+                               lnb.compute_surface(m, data, d, **kw).loss, rtol=1e-6)
+    monkeypatch.setattr(mod, "TEMP", 3.0)
+    with pytest.raises(LandscapeError, match=r"a Dask worker reads other values than this process of what the model, "
+                                             r"loss_fn or metrics read from their modules: lnb_worker_globals\.TEMP "
+                                             r"differs"):
+        lnb.compute_surface(m, data, d, client=client, **kw)

@@ -86,3 +86,50 @@ def test_a_store_resumes_with_the_same_weighted_loss_made_again(tmp_path):
     again = lnb.compute_surface(model, _data(), d, loss_fn=nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0])), **kw)
     assert again.provenance["key"] == first.provenance["key"]
     np.testing.assert_array_equal(again.loss, first.loss)
+
+
+EXEC_SOURCE = '''
+import torch
+
+scale = 0.5
+N_CALLS = 0
+TEMP = 2.0
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.scale = 1.0
+
+    def forward(self, x):
+        global N_CALLS
+        N_CALLS += 1
+        return self.lin(x) * self.scale / TEMP + sum(v for v in (0.0,))
+'''
+
+
+def test_globals_fingerprint_sees_the_globals_a_forward_reads_and_nothing_else():
+    """Only globals the bytecode loads count: ``self.scale`` is not the global ``scale``, and a call counter
+    the forward writes is state, not a setting (both refused a legitimate resume); a forward whose source
+    cannot be read (exec, stdin) hashes its bytecode without the addresses a code object's repr holds."""
+    from landscape_nb.spec import globals_fingerprint
+
+    def build():
+        space = {"__name__": "user_exec_module"}
+        exec(compile(EXEC_SOURCE, "<user code>", "exec"), space)
+        torch.manual_seed(0)
+        return space, space["Net"]()
+
+    space, net = build()
+    first = globals_fingerprint(net)
+    assert set(first) == {"user_exec_module.TEMP", "user_exec_module.Net.forward()"}, first
+    net(torch.zeros(1, 3))  # the counter moves; the unrelated global named like an attribute changes
+    space["scale"] = 0.7
+    assert globals_fingerprint(net) == first
+    other_space, other = build()  # the same code made again: new code objects at other addresses
+    assert globals_fingerprint(other) == first
+    other_space["TEMP"] = 3.0
+    changed = globals_fingerprint(other)
+    assert changed["user_exec_module.TEMP"] != first["user_exec_module.TEMP"]
+    assert changed["user_exec_module.Net.forward()"] == first["user_exec_module.Net.forward()"]
