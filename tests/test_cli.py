@@ -354,6 +354,16 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
     assert main([*args, "--html", str(tmp_path / "f.html")]) == 0  # an output given: no default store
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
+    assert main(["-v", *args]) == 0  # saying more is the same command
+    assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
+    capsys.readouterr()
+    (tmp_path / "my_models.py").write_text(USER_MODULE.replace("    torch.manual_seed(0)", "    torch.manual_seed(5)"))  # retrained
+    sys.modules.pop("my_models", None)
+    assert main(args) == 0  # its old store holds another surface: the next name, not a refusal
+    moved = stores[0].with_name(stores[0].name.replace(".zarr", "-2.zarr"))
+    assert f"kept in {Path('runs') / moved.name}" in capsys.readouterr().err and lnb.load_surface(moved).is_complete
+    assert not np.allclose(lnb.load_surface(moved).loss, first.loss)
+    assert main(args) == 0 and "15 points: 15 from the store at" in capsys.readouterr().out  # and resumes there
 
 
 def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypatch, capsys):

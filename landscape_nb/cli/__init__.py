@@ -364,15 +364,25 @@ def cmd_compute(args) -> int:
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
                   channels_last=args.channels_last, mode=args.mode, name=name, callbacks=[progress], **keys)
-    try:
-        if eigen:
-            from ..eigen_maps import eigen_map
+    from ..store import StoreMismatch
 
-            surf = eigen_map(model, data, d, x=(*xr, grid[0]), y=(*yr, grid[1]),
-                             tol=1e-3 if args.tol is None else args.tol, **common)
-        else:
-            surf = compute_surface(model, data, d, x=(*xr, grid[0]), y=None if len(grid) == 1 else (*yr, grid[1]),
-                                   z=None if len(grid) < 3 else (*zr, grid[2]), **common)
+    try:
+        for attempt in range(2, 100):
+            try:
+                if eigen:
+                    from ..eigen_maps import eigen_map
+
+                    surf = eigen_map(model, data, d, x=(*xr, grid[0]), y=(*yr, grid[1]),
+                                     tol=1e-3 if args.tol is None else args.tol, **common)
+                else:
+                    surf = compute_surface(model, data, d, x=(*xr, grid[0]),
+                                           y=None if len(grid) == 1 else (*yr, grid[1]),
+                                           z=None if len(grid) < 3 else (*zr, grid[2]), **common)
+                break
+            except StoreMismatch:  # a store of this command's from before the model changed: the next name
+                if not getattr(args, "default_store", None) or attempt == 99:
+                    raise
+                args.store = common["store"] = args.default_store.replace(".zarr", f"-{attempt}.zarr")
     finally:
         progress.close()
     sp = surf.provenance.get("seconds_per_point")
@@ -401,12 +411,14 @@ def cmd_compute(args) -> int:
 
 def default_store(args) -> str:
     """``runs/<model>-<grid>-<8 hex digits>.zarr``: the digits hash every argument but the outputs, the
-    figure's and where it runs, so the same command resumes its own store and another one gets another."""
+    figure's, where it runs and how much it says, so the same command resumes its own store and another one
+    gets another. A store there of another surface (the model retrained since) moves the run on to
+    ``...-2.zarr``, ``-3`` and so on, each resumed when it holds this surface."""
     import hashlib
     import json
     import re
 
-    skip = {"store", "html", "h5", "vtk", "kind", "log", "client", "workers", "func"}
+    skip = {"store", "html", "h5", "vtk", "kind", "log", "client", "workers", "func", "command", "verbose"}
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not callable(v)}
     digest = hashlib.sha256(json.dumps(kept, default=str).encode()).hexdigest()[:8]
     name, grid = (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(v)).strip("_.") for v in (args.model, args.grid))
