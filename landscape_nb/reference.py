@@ -143,8 +143,9 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         (or, for a file ``save_reference_directions`` wrote whose values are unchanged, the
         scheme, seed and norm it stored), ``dir_type``, ``path`` and ``dropped``, the
         reference tensors left out: integer buffers such as ``num_batches_tracked`` (they
-        change nothing in eval mode) and frozen parameters whose direction is zero. A tied alias in a ``state_dict`` sets
-        the shared tensor; the last one wins, as in ``load_state_dict``.
+        change nothing in eval mode) and frozen parameters whose direction is zero. A tied
+        alias in a ``state_dict`` sets the shared tensor; the last one wins, as in
+        ``load_state_dict``.
 
     Raises
     ------
@@ -406,8 +407,8 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         ``split="train"``) to ``test_loss``/``test_acc``, and any other metric under its
         own name. A surface over named splits (``data={"train": ..., "test": ...}``, whose
         loss is also its first split's ``<split>_loss`` metric) writes each split under its
-        own name (``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``) whatever
-        ``split`` says. ``spec`` and ``provenance`` travel as JSON attributes, which the
+        own name (``train_loss``, ``train_acc``, ``val_loss``, ...); ``split`` must then be
+        one of them. ``spec`` and ``provenance`` travel as JSON attributes, which the
         reference ignores.
     path : str or os.PathLike
         The ``.h5`` file to write (replaced if it exists).
@@ -428,8 +429,9 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
     Raises
     ------
     LandscapeError
-        An unknown split; a 3D volume; a metric named like a coordinate or a reserved key; a computed
-        loss below 0, which the layout would read as "not computed".
+        An unknown split, or one a surface over named splits lacks; a 3D volume; a metric named
+        like a coordinate or a reserved key; a computed loss below 0, which the layout would
+        read as "not computed".
     """
     from .directions import _jsonable
 
@@ -464,13 +466,20 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         )
     names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
              f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc"}
-    if any(f"{s}_loss" in surface.metrics and np.array_equal(loss, np.asarray(surface.metrics[f"{s}_loss"], float),
-                                                             equal_nan=True) for s in SPLITS):
-        # a surface over named splits (data={"train": ..., "test": ...}): its loss is one split's, whose metric
-        # holds it too; every split goes under its own name whatever ``split`` says
+    first = next(iter(surface.metrics), "")
+    if first.endswith("_loss") and np.array_equal(loss, np.asarray(surface.metrics[first], float), equal_nan=True):
+        # a surface over named splits (data={"train": ..., "test": ...}): its loss is the first split's, whose
+        # metric holds it too; every split goes under its own name, the accuracy as <split>_acc
+        splits = [m[:-len("_loss")] for m in surface.metrics if m.endswith("_loss")]
+        if split not in splits:
+            raise LandscapeError(
+                f"split={split!r}, but the surface is over the named splits {splits}, so the file would hold no "
+                f"{split}_loss (which load_reference_surface and the reference's plot scripts read); expected one "
+                f"of {splits}: pass split={splits[-1]!r} (plot_2D.py --surf_name {splits[-1]}_loss), or name a "
+                "split 'train' in the data")
         del arrays["loss"]
         names = {f"{s}_{q}": f"{s}_{'acc' if q == 'accuracy' else 'loss'}"
-                 for s in SPLITS for q in ("loss", "accuracy")}
+                 for s in splits for q in ("loss", "accuracy")}
     reserved = {"xcoordinates", "ycoordinates", "dir_file", *(f"{s}_{q}" for s in SPLITS for q in ("loss", "acc"))}
     out: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():

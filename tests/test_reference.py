@@ -315,6 +315,15 @@ def test_a_surface_over_named_splits_writes_each_split_under_its_own_name(tmp_pa
                     assert f[f"{name}_acc"][:].ravel()[ind] == pytest.approx(100 * acc, rel=1e-5)
         back = lnb.load_reference_surface(path, split="test")
         np.testing.assert_array_equal(back.loss, surf.metrics["test_loss"])
+    # splits of other names: each under its own, and a split the surface lacks is refused (the validation
+    # loss was written as train_loss)
+    other = lnb.compute_surface(mlp, {"val": parts["train"], "test": parts["test"]}, d, x=(-1, 1, 3), y=(-1, 0.5, 2))
+    with pytest.raises(LandscapeError, match=r"split='train', but the surface is over the named splits \['val', "
+                                             r"'test'\], so the file would hold no train_loss"):
+        lnb.save_reference_surface(other, tmp_path / "o.h5")
+    with h5py.File(lnb.save_reference_surface(other, tmp_path / "o.h5", split="test")) as f:
+        assert sorted(f) == ["test_acc", "test_loss", "val_acc", "val_loss", "xcoordinates", "ycoordinates"]
+        np.testing.assert_array_equal(f["val_loss"][:].ravel(), surf.metrics["train_loss"].ravel())
 
 
 def test_surface_with_mismatched_shape_is_refused_naming_both_shapes(tmp_path):
