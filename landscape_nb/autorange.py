@@ -221,7 +221,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     """
     from .directions import as_directions
     from .evaluate import Cancelled, EvalSettings, Evaluator
-    from .statecheck import culprit, user_error
+    from .statecheck import naming_user_errors
 
     rise = _positive("rise", rise)
     if rise <= 1:
@@ -245,19 +245,16 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         pairs = np.flatnonzero(which)
         coords = np.zeros((len(pairs), n))
         coords[np.arange(len(pairs)), pairs // 2] = signs[pairs] * dist[pairs]
+        at.update(reach=float(np.max(dist[pairs])), before=n_points)
         n_points += len(pairs)
-        try:
-            return ev.evaluate(coords)[:, 0]
-        except (LandscapeError, Cancelled):
-            raise
-        except Exception as exc:  # the user's own error, named as compute_surface names it
-            if culprit(exc, model, loss_fn) is None:
-                raise
-            raise user_error(exc, model, loss_fn, None, f"while auto_range evaluated {len(pairs)} points at "
-                             f"distances up to {float(np.max(dist[pairs])):.4g}, after {n_points - len(pairs)} "
-                             "points", "auto_range keeps nothing; the model's weights are restored") from exc
+        return ev.evaluate(coords)[:, 0]
 
-    with ev.session():
+    at = {"reach": 0.0, "before": 0}  # the points being evaluated, for an error's message
+    where = (lambda: f"while auto_range evaluated points at distances up to {at['reach']:.4g}, after "
+                     f"{at['before']} points" if at["reach"] else "while auto_range evaluated the centre")
+
+    with ev.session(), naming_user_errors(model, loss_fn, where, "auto_range keeps nothing; the model's weights "
+                                                                  "are restored"):
         centre = float(ev.evaluate(np.zeros((1, n)))[0, 0])
         n_points += 1
         if not (math.isfinite(centre) and centre > 0):

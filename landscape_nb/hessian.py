@@ -49,8 +49,8 @@ from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, 
 from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
 from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
-from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, culprit, run_checking_inputs,
-                         user_error)
+from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
+                         run_checking_inputs)
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -275,20 +275,12 @@ def _progress(op: HessianOperator, show: bool, desc: str, loss_fn: Callable | No
             bar.close()
 
 
-@contextlib.contextmanager
 def user_errors(op: HessianOperator, loss_fn: Callable | None, what: str):
     """Re-raise an exception the user's model or ``loss_fn`` raises during ``op``'s products as a
-    ``LandscapeError`` naming the function and the product (``statecheck.user_error``), chained to it,
-    as ``compute_surface`` does; other exceptions pass unchanged."""
-    try:
-        yield
-    except LandscapeError:
-        raise
-    except Exception as exc:
-        if culprit(exc, op.model, loss_fn) is None:
-            raise
-        raise user_error(exc, op.model, loss_fn, None, f"in Hessian-vector product {op.n_products + 1} of {what}",
-                         "nothing was kept; the model's weights are unchanged") from exc
+    ``LandscapeError`` naming the function and the product (``statecheck.naming_user_errors``), chained to
+    it, as ``compute_surface`` does; other exceptions pass unchanged."""
+    return naming_user_errors(op.model, loss_fn, lambda: f"in Hessian-vector product {op.n_products + 1} of {what}",
+                              "nothing was kept; the model's weights are unchanged")
 
 
 class EigenvalueResult(dict):

@@ -775,3 +775,18 @@ def user_error(exc: BaseException, model: nn.Module, loss_fn, metrics, where: st
     text = text if len(text) <= 300 else text[:297] + "..."
     return LandscapeError(f"{label} raised {type(exc).__name__}: {text} ({where}); the original exception "
                           f"is chained as __cause__; {kept}")
+
+
+@contextlib.contextmanager
+def naming_user_errors(model: nn.Module, loss_fn, where: Callable[[], str], kept: str):
+    """Re-raise an exception the user's model or ``loss_fn`` raises inside the block as ``user_error``'s one
+    line, chained to it (``where()`` says where, at the time it is raised); a ``LandscapeError`` and
+    exceptions raised elsewhere than in the user's code (a cancellation) pass unchanged."""
+    try:
+        yield
+    except LandscapeError:
+        raise
+    except Exception as exc:
+        if culprit(exc, model, loss_fn) is None:
+            raise
+        raise user_error(exc, model, loss_fn, None, where(), kept) from exc

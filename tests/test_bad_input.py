@@ -262,13 +262,41 @@ def test_a_model_error_in_an_analysis_is_one_clear_line_as_in_compute_surface(en
         run()
     msg = str(info.value)
     name = type(model).__name__
-    where = r"while auto_range evaluated \d+ points at distances up to [\d.]+, after \d+ points" \
+    where = r"while auto_range evaluated points at distances up to [\d.]+, after \d+ points" \
         if entry == "auto_range" else r"in Hessian-vector product 1 of [\w' ]+"
     assert re.match(rf"the model \({name}; in {name}\.forward\) raised FloatingPointError: [a-z ]+ \({where}\); "
                     r"the original exception is chained as __cause__", msg), msg
     assert "\n" not in msg and isinstance(info.value.__cause__, FloatingPointError)
     assert traceback.extract_tb(info.value.__cause__.__traceback__)[0].name == "forward"
     assert_bit_identical(model, saved)
+
+
+class FailsOnCall(nn.Module):
+    def __init__(self, k: int):
+        super().__init__()
+        self.a = nn.Linear(6, 3)
+        self.k, self.calls = k, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.k:
+            raise FloatingPointError(f"call {self.k}")
+        return self.a(x)
+
+
+def test_auto_range_names_a_model_error_wherever_it_is_raised_the_centre_included():
+    """The centre's evaluation was outside the naming: an error there escaped bare."""
+    outcomes = []
+    for k in range(1, 8):  # the validation's calls, then the centre's, then the search's
+        torch.manual_seed(0)
+        model = FailsOnCall(k)
+        try:
+            lnb.auto_range(model, _data(), lnb.random_directions(model, n=2, seed=0))
+            outcomes.append("ran")
+        except LandscapeError as exc:
+            outcomes.append(str(exc))
+    assert any("(while auto_range evaluated the centre)" in o for o in outcomes), outcomes
+    assert any("(while auto_range evaluated points at distances up to" in o for o in outcomes), outcomes
 
 
 def test_a_metric_error_names_the_metric():
