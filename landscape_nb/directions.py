@@ -22,7 +22,7 @@ from torch import nn
 
 from .choices import NORMS
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, check_finite, unwrap_model
+from .params import ParamLayout, check_finite, float_state_buffers, unwrap_model
 
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
@@ -422,6 +422,11 @@ def as_directions(model: nn.Module, directions) -> Directions:
     buffers = {name for name, b in model.named_buffers() if b.is_floating_point()}
     moved_buffers = sorted({name for item in items if isinstance(item, Mapping) for name in buffers
                             if name in item and bool(torch.as_tensor(item[name]).ne(0).any())})
+    caches = sorted(set(moved_buffers) - {name for name, _ in float_state_buffers(model)})
+    if caches:
+        raise LandscapeError(f"the directions move {caches[:3]}, non-persistent buffers of {type(model).__name__} "
+                             "(a cache, not in its state_dict, which a forward may rebuild); expected directions over "
+                             "parameters and state_dict buffers: give those entries zeros, or leave them out")
     if moved_buffers:  # e.g. BatchNorm running statistics, as the reference's dir_type="states" moves them
         layout = ParamLayout.of(model, include_buffers=True)
     known = ({e.name for e in layout.entries} | set(frozen)  # tied aliases too, as a state_dict has them

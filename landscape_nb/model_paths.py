@@ -14,7 +14,7 @@ from torch import nn
 
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, flatten, unwrap_model, variance_buffers
+from .params import ParamLayout, flatten, float_state_buffers, unwrap_model, variance_buffers
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -73,10 +73,11 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
 
 
 def _tensor_shapes(model: nn.Module, include_buffers: bool) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every parameter, frozen ones too, then of floating-point buffers with ``include_buffers``."""
+    """(name, shape) of every parameter, frozen ones too, then of the state_dict's floating-point buffers with
+    ``include_buffers``."""
     out = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
     if include_buffers:
-        out += [(n, tuple(b.shape)) for n, b in model.named_buffers() if b.is_floating_point()]
+        out += [(n, tuple(b.shape)) for n, b in float_state_buffers(model)]
     return out
 
 

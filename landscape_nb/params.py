@@ -17,6 +17,13 @@ from torch import nn
 from .errors import LandscapeError
 
 
+def float_state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The floating-point buffers of the model's ``state_dict`` (BatchNorm's running mean and variance), in
+    ``named_buffers()`` order; non-persistent ones (a rotary embedding's cos/sin cache) are not model state."""
+    persistent = set(model.state_dict(keep_vars=True))
+    return [(name, b) for name, b in model.named_buffers() if b.is_floating_point() and name in persistent]
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -41,7 +48,8 @@ class ParamLayout:
     def of(cls, model: nn.Module, include_buffers: bool = False, frozen: Sequence[str] = ()) -> "ParamLayout":
         """The trainable parameters of ``model`` (``named_parameters()`` order), plus the frozen
         (``requires_grad=False``) parameters named in ``frozen`` (kind ``"frozen"``, in their
-        place), plus floating-point buffers with ``include_buffers`` (kind ``"buffer"``, last)."""
+        place), plus the floating-point buffers of its ``state_dict`` with ``include_buffers`` (kind ``"buffer"``,
+        last; non-persistent ones, such as a rotary embedding's cos/sin cache, are not model state)."""
         if not isinstance(model, nn.Module):
             raise LandscapeError(
                 f"expected a torch.nn.Module, got {type(model).__name__}; pass the model object itself"
@@ -54,11 +62,7 @@ class ParamLayout:
             if p.requires_grad or name in frozen
         ]
         if include_buffers:
-            entries += [
-                Entry(name, tuple(b.shape), "buffer")
-                for name, b in model.named_buffers()
-                if b.is_floating_point()
-            ]
+            entries += [Entry(name, tuple(b.shape), "buffer") for name, b in float_state_buffers(model)]
         if not entries:
             raise LandscapeError(
                 f"{type(model).__name__} has no trainable parameters; a loss landscape needs "

@@ -119,6 +119,36 @@ def test_bn_buffers_decide_whether_the_path_ends_at_the_second_model():
     assert plane.loss[-1, 0] == pytest.approx(_loss(c, data), rel=1e-5)
 
 
+class _Rotary(nn.Module):
+    """A non-persistent cos cache grown to the longest input seen, as rotary embeddings keep one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("cos_cached", torch.zeros(0, 4), persistent=False)
+
+    def forward(self, x):
+        if self.cos_cached.shape[0] < x.shape[0]:
+            self.cos_cached = torch.cos(torch.arange(x.shape[0])[:, None] * torch.ones(4))
+        return self.lin(x * self.cos_cached[: x.shape[0]])
+
+
+def test_paths_move_state_dict_buffers_only_not_a_non_persistent_cache():
+    """With buffers on by default, two models whose caches had grown to other lengths were refused as
+    another architecture; a cache is not model state (not in the state_dict) and moves with no path."""
+    torch.manual_seed(0)
+    a, b = _Rotary(), _Rotary()
+    a(torch.randn(16, 4))
+    b(torch.randn(8, 4))
+    d = lnb.interpolation_direction(a, b)
+    assert [e.name for e in d.layout.entries] == ["lin.weight", "lin.bias"]
+    bn_a, bn_b = TinyCNN(), TinyCNN()
+    assert {e.name for e in lnb.interpolation_direction(bn_a, bn_b).layout.entries} >= {"bn.running_mean",
+                                                                                        "bn.running_var"}
+    with pytest.raises(LandscapeError, match=r"the directions move \['cos_cached'\], non-persistent buffers"):
+        lnb.as_directions(a, [{"lin.weight": torch.ones(4, 4), "cos_cached": torch.ones(16, 4)}])
+
+
 def test_models_of_different_architectures_cannot_be_interpolated(pair):
     a, _, data = pair
     other = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
