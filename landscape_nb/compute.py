@@ -292,7 +292,10 @@ def compute_surface(
         st, buffer, tile_shape = _open(store, spec, grid, tile,
                                          _provenance(model, d, name, runner, info, settings, loss_fn, metrics))
         if st is not None and not st.is_complete:
-            st.save_directions(d)  # once per store: load_directions gives them back
+            try:
+                st.save_directions(d)  # once per store: load_directions gives them back
+            except LandscapeError as exc:  # the values matter more: the run goes on without them
+                logger.warning("the directions were not kept in the store: %s", exc)
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         n_from_store = int(buffer.done.sum())  # read from the store, not computed by this run
         logger.info("%d tiles to compute (%s)%s", len(todo), runner.description,

@@ -99,7 +99,8 @@ def module_settings(model: nn.Module) -> dict[str, str]:
     (numbers, strings, tuples of them, tensors). A model made of torch's modules only has no source of its
     own to compare (``code_fingerprint``'s classes), so ReLU swapped for Tanh, another BatchNorm ``eps`` or a
     temperature attribute changed kept the weights, the key and the store: a resumed surface mixed two
-    models' values. Not seen: module-level globals and attributes of other types."""
+    models' values. Not seen here: module-level globals (``globals_fingerprint``) and attributes of other
+    types."""
     out = {}
     for name, m in model.named_modules(remove_duplicate=False):
         h = hashlib.sha256(f"{type(m).__module__}.{type(m).__qualname__}\n".encode())

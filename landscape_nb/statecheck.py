@@ -724,7 +724,7 @@ def _code_key(fn) -> tuple | None:
         fn = fn.func
     code = getattr(fn, "__code__", None)
     if code is None:
-        method = getattr(type(fn), "forward", None) if isinstance(fn, nn.Module) else getattr(type(fn), "__call__", None)
+        method = getattr(type(fn), "forward" if isinstance(fn, nn.Module) else "__call__", None)
         code = getattr(method, "__code__", None)
     return None if code is None else (code.co_filename, code.co_firstlineno, code.co_name)
 

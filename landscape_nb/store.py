@@ -65,6 +65,13 @@ MANIFEST_KEYS = ("format", "key", "spec", "tile", "metrics", "provenance")
 CHUNK_POINTS = 1 << 16  # target points per chunk (512 KiB of float64)
 
 
+def _codecs() -> dict:
+    """How every array of a store is compressed and checked: zstd, then a CRC-32C of each chunk."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
+
+
 class StoreMismatch(LandscapeError):
     """The store holds another surface than the one asked for (another spec, model code or settings, or
     other values of the globals the user's code reads), so it cannot be resumed."""
@@ -195,7 +202,6 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
 
         Takes the writer lock unless ``lock`` (held) is given."""
         import zarr
-        from zarr.codecs import Crc32cCodec, ZstdCodec
 
         path = Path(path)
         _check_path(path)
@@ -221,7 +227,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                         "metrics": list(metric_names), "provenance": provenance}
             try:
                 group = zarr.open_group(str(tmp), mode="w-")
-                codecs = dict(compressors=[ZstdCodec(level=1), Crc32cCodec()])
+                codecs = _codecs()
                 for name in ["loss"] + [f"metric.{m}" for m in metric_names]:
                     group.create_array(name, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan, **codecs)
                 group.create_array("done", shape=shape, chunks=chunks, dtype="uint8", fill_value=0, **codecs)
@@ -443,8 +449,6 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         found = self.group.get("directions")
         if found is not None and found.attrs.get("complete"):
             return
-        from zarr.codecs import Crc32cCodec, ZstdCodec
-
         from .directions import _jsonable
 
         vectors = directions.vectors.detach().cpu().numpy()
@@ -457,8 +461,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             if found is not None:  # a write cut short (killed): written again
                 del self.group["directions"]
             arr = self.group.create_array("directions", shape=vectors.shape, dtype=vectors.dtype,
-                                          chunks=(1, min(vectors.shape[1], 2**22)),
-                                          compressors=[ZstdCodec(level=1), Crc32cCodec()])
+                                          chunks=(1, min(vectors.shape[1], 2**22)), **_codecs())
             arr[...] = vectors
             arr.attrs.update({"layout": directions.layout.to_json(), "provenance": _jsonable(directions.provenance),
                               "complete": True})  # last: a store killed before this rewrites them
@@ -559,8 +562,8 @@ def load_directions(path: str | Path):
             "it was written before landscape_nb kept them, or by a run stopped before it wrote them")
         raise LandscapeError(
             f"the store {str(path)!r} holds no directions ({why}); rebuild them as its provenance says (e.g. "
-            "random_directions with the same model, norm, ignore and seed; a resumed run keeps them), or load the "
-            "ones you saved (Directions.load)")
+            "random_directions with the same model, norm, ignore and seed; a run resuming an unfinished store keeps "
+            "them), or load the ones you saved (Directions.load)")
     try:
         d = Directions(torch.from_numpy(np.asarray(arr[...])), ParamLayout.from_json(arr.attrs["layout"]),
                        dict(arr.attrs["provenance"]))

@@ -357,7 +357,8 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     assert main(["-v", *args]) == 0  # saying more is the same command
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
     capsys.readouterr()
-    (tmp_path / "my_models.py").write_text(USER_MODULE.replace("    torch.manual_seed(0)", "    torch.manual_seed(5)"))  # retrained
+    retrained = USER_MODULE.replace("    torch.manual_seed(0)", "    torch.manual_seed(5)")
+    (tmp_path / "my_models.py").write_text(retrained)
     sys.modules.pop("my_models", None)
     assert main(args) == 0  # its old store holds another surface: the next name, not a refusal
     moved = stores[0].with_name(stores[0].name.replace(".zarr", "-2.zarr"))
