@@ -208,7 +208,7 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
     for fn in [*model.modules(), loss_fn, *named]:
         try:
             walk(fn, 0)
-        except Exception:  # noqa: BLE001 - what cannot be read is not compared; the run itself must not fail here
+        except Exception:  # what cannot be read is not compared; the run itself must not fail here
             logger.debug("globals_fingerprint: could not follow %r", fn, exc_info=True)
     return {k: v for k, v in sorted(out.items()) if k not in written}
 

@@ -34,6 +34,7 @@ Buffered writes and flushing: ``landscape_nb.store_writes``; the writer lock:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -305,10 +306,8 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         except LandscapeError as exc:
             if found is None:
                 raise
-            try:  # counted now: the other run kept writing while this one waited
+            with contextlib.suppress(Exception):  # counted now: the other run kept writing while this one waited
                 found = cls._read(path)
-            except Exception:  # noqa: BLE001 - the count is a courtesy; the refusal must still be raised
-                pass
             raise LandscapeError(f"{exc} (it holds {found._done.size - found._n_todo} of {found._done.size} "
                                  "points now)") from exc.__cause__
         try:
@@ -567,7 +566,7 @@ def load_directions(path: str | Path):
     try:
         d = Directions(torch.from_numpy(np.asarray(arr[...])), ParamLayout.from_json(arr.attrs["layout"]),
                        dict(arr.attrs["provenance"]))
-    except Exception as exc:  # zarr and the codecs raise many kinds for damaged chunks
+    except Exception as exc:  # noqa: BLE001 - zarr and the codecs raise many kinds for damaged chunks
         raise LandscapeError(f"the directions kept in the store {str(path)!r} cannot be read ({type(exc).__name__}: "
                              f"{exc}); rebuild them as its provenance says, or load the ones you saved") from None
     expected = (store.spec.get("directions") or {}).get("fingerprint")

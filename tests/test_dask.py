@@ -452,7 +452,7 @@ def test_a_global_set_in_this_process_that_the_workers_do_not_read_is_refused(cl
     client.upload_file(str(path))
     m = _model()
     d = random_dict_dirs(m, 1)
-    kw = dict(x=(-1, 1, 3), loss_fn=mod.temp_ce)
+    kw = {"x": (-1, 1, 3), "loss_fn": mod.temp_ce}
     np.testing.assert_allclose(lnb.compute_surface(m, data, d, client=client, **kw).loss,
                                lnb.compute_surface(m, data, d, **kw).loss, rtol=1e-6)
     monkeypatch.setattr(mod, "TEMP", 3.0)

@@ -117,7 +117,7 @@ def test_globals_fingerprint_sees_the_globals_a_forward_reads_and_nothing_else()
 
     def build():
         space = {"__name__": "user_exec_module"}
-        exec(compile(EXEC_SOURCE, "<user code>", "exec"), space)
+        exec(compile(EXEC_SOURCE, "<user code>", "exec"), space)  # noqa: S102 - code without readable source
         torch.manual_seed(0)
         return space, space["Net"]()
 

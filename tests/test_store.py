@@ -202,7 +202,7 @@ def test_a_store_keeps_its_directions_and_gives_them_back(tmp_path, mlp, mlp_dat
     own = lnb.as_directions(mlp, [torch.randn(sum(p.numel() for p in mlp.parameters()), generator=g)
                                   for _ in range(2)])
     store = tmp_path / "s.zarr"
-    grid = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))
+    grid = {"x": (-1, 1, 7), "y": (-1, 1, 5), "tile": (2, 3)}
 
     def stop_after_one_tile(ev):
         raise Crash()
