@@ -295,9 +295,7 @@ class Evaluator(SpeedChoices):
         self.device = torch.device(device) if device is not None else model_device(model)
         if self.device != model_device(model):
             model = copy.deepcopy(model).to(self.device)
-        if settings.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        self.model = model  # channels_last=True: its 2D convolution weights only inside a session (put back after)
         # the probe passes below leave no trace in the model; their checks (BN folding, the shared first
         # layer) compare two forms of the model in fp32, where TF32's ~1e-3 output error would refuse them
         with restoring(model), self._precision(tf32=False):
@@ -773,7 +771,7 @@ class Evaluator(SpeedChoices):
                 for m in self.forward.modules():
                     if hasattr(m, "clear_cache"):
                         m.clear_cache()
-            if self.channels_last and not self.settings.channels_last:  # the format the trial kept
+            if self.channels_last:  # asked for, or the format the trial kept; restoring puts the user's storage back
                 self.conv_weights_format(True)
             self._in_session = True
             try:

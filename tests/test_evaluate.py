@@ -689,6 +689,41 @@ def test_a_model_that_cannot_run_channels_last_is_not_given_channels_last_inputs
         lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), channels_last=True)
 
 
+class _Conv2and3(nn.Module):
+    """A 2D and a 3D convolution: channels_last applies to the first only."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c2, self.c3 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv3d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(4 * 64 + 2 * 64, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.c2(x)).flatten(1)
+        b = torch.relu(self.c3(x.reshape(-1, 1, 4, 4, 4))).flatten(1)
+        return self.fc(torch.cat([a, b], 1))
+
+
+def test_channels_last_leaves_the_users_weights_in_their_own_memory_format(cnn, cnn_data):
+    """channels_last=True converted the user's model in place: after the run its conv weights were
+    channels_last (``weight.view(-1)`` then raised), and a Conv3d made our own conversion fail with an
+    error blaming the user's code. Now only 2D conv weights move, inside the run, and come back."""
+    model = _Conv2and3().eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(60, 1, 8, 8, generator=g), torch.randint(0, 3, (60,), generator=g)
+    strides = {k: p.stride() for k, p in model.named_parameters()}
+    d = lnb.random_directions(model, n=2, seed=0)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), channels_last=True)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, nn.functional.cross_entropy, d, s.x, s.y),
+                               rtol=1e-5)
+    assert {k: p.stride() for k, p in model.named_parameters()} == strides
+    model.c2.weight.view(-1)  # raised "view size is not compatible" after the run
+    dc = lnb.as_directions(cnn, random_dict_dirs(cnn, 2))
+    before = {k: p.stride() for k, p in cnn.named_parameters()}
+    lnb.compute_surface(cnn, cnn_data, dc, x=(-1, 1, 3), y=(-1, 1, 3), channels_last=True)
+    assert {k: p.stride() for k, p in cnn.named_parameters()} == before
+
+
 class _HiddenReference(nn.Module):
     """Reads a weight through a plain Python list, which ``vmap``'s swapped-in tensors never reach."""
 
