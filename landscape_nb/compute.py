@@ -276,6 +276,7 @@ def compute_surface(
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
                               target_key=target_key)
+    validate.check_precision(model, settings)
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
               wrap=_wrap(quantity, options))

@@ -226,6 +226,27 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
     return s
 
 
+def check_precision(model: nn.Module, settings: EvalSettings) -> None:
+    """``precision="bf16"``: refused for a model whose weights are not float32 (autocast leaves a float64
+    model in float64, so the surface was labelled bf16 and computed in float64), and warned about otherwise:
+    each point is then about 1e-2 relative, not the 1e-5 of fp32 (2.5e-3 to 7.8e-3 against a float64 loop on
+    five small CPU models, 2026-12-02)."""
+    if settings.precision != "bf16":
+        return
+    from .params import model_dtype
+
+    dtype = model_dtype(model)
+    if dtype != torch.float32:
+        raise LandscapeError(f"precision='bf16' for a {str(dtype).removeprefix('torch.')} model; bf16 autocast only "
+                             "lowers float32 operations, so it would run in the model's own precision under a bf16 "
+                             "label; expected a float32 model (model.float()), or precision='fp32'")
+    import warnings
+
+    warnings.warn("landscape_nb: precision='bf16' computes each point to about 1e-2 relative (2.5e-3 to 7.8e-3 "
+                  "against a float64 loop on small models), not the 1e-5 of fp32: fine for a surface's shape, not "
+                  "for differences smaller than that", stacklevel=3)
+
+
 def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:
     """Refuse a non-finite weight, direction or coordinate, and perturbations beyond the weights' dtype.
 

@@ -1,3 +1,4 @@
+import copy
 import itertools
 import os
 import re
@@ -873,9 +874,16 @@ def test_dict_outputs_with_a_wide_first_layer_and_bf16_on_an_mlp_run():
     mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
     x, y = torch.randn(700, 64, generator=g), torch.randint(0, 10, (700,), generator=g)
     d = lnb.random_directions(mlp, n=2, seed=0)
-    s = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="bf16")
+    with pytest.warns(UserWarning, match=r"precision='bf16' computes each point to about 1e-2 relative"):
+        s = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="bf16")
     ce = nn.functional.cross_entropy
     np.testing.assert_allclose(s.loss, _whole_set_surface(mlp, x, y, ce, d, s.x, s.y), rtol=3e-2)
+    # a float64 model ran in float64 under a bf16 label: refused
+    mlp64 = copy.deepcopy(mlp).double()
+    with pytest.raises(LandscapeError, match=r"precision='bf16' for a float64 model; bf16 autocast only lowers "
+                                             r"float32 operations"):
+        lnb.compute_surface(mlp64, (x.double(), y), lnb.random_directions(mlp64, n=2, seed=0), x=(-1, 1, 3),
+                            y=(-1, 1, 3), precision="bf16")
 
 
 def test_weights_that_hooks_keep_as_attributes_are_put_back_after_stacked_passes():
