@@ -753,3 +753,23 @@ def test_plot_of_an_unfinished_store_marks_the_figure_partial(user_model, tmp_pa
                         store=done)
     assert main(["plot", str(done), "--html", str(out)]) == 0
     assert "partial:" not in out.read_text()
+
+
+def test_the_first_ctrl_c_quiets_dask_s_own_failure_logs_until_main_returns():
+    """A cluster stopped while it starts logged each nanny's and task's failure (19-73 lines of tracebacks
+    under the one-line reason); the first Ctrl-C quiets those loggers, and a caller of main gets them back."""
+    import logging
+
+    from landscape_nb.cli import _Interrupts
+
+    before = {n: logging.getLogger(n).level for n in ("distributed", "asyncio", "tornado")}
+    handler = _Interrupts(quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        handler(2, None)
+    assert all(logging.getLogger(n).level == logging.CRITICAL for n in before)
+    handler.restore()
+    assert {n: logging.getLogger(n).level for n in before} == before
+    loud = _Interrupts(quiet=False)  # -v: everything is said
+    with pytest.raises(KeyboardInterrupt):
+        loud(2, None)
+    assert {n: logging.getLogger(n).level for n in before} == before

@@ -570,13 +570,23 @@ class _Interrupts:
     (exit 130; worker processes end with it, distributed watches their parent, and a store
     keeps every flushed tile through a hard exit)."""
 
-    def __init__(self):
+    def __init__(self, quiet: bool = True):
         self.count = 0
+        self.quiet = quiet
+        self.levels: dict[str, int] = {}  # loggers quieted by the first Ctrl-C, with their levels before
 
     def __call__(self, signum, frame):
         self.count += 1
         if self.count == 1:
+            if self.quiet:  # a cluster stopped while it starts logs each nanny's and task's failure: one line is ours
+                for name in ("distributed", "asyncio", "tornado"):
+                    self.levels[name] = logging.getLogger(name).level
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
             raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
         if self.count == 2:  # on a line of its own, below a progress bar
             sys.stderr.write("\nlandscape-nb: stopping (finished tiles are safe; closing any workers) "
                              "(Ctrl-C again to exit at once)\n")
@@ -625,8 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
     if on_main_thread:
+        interrupts = _Interrupts(quiet=not args.verbose)
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
-                    signal.SIGINT: signal.signal(signal.SIGINT, _Interrupts())}
+                    signal.SIGINT: signal.signal(signal.SIGINT, interrupts)}
     t0 = time.perf_counter()
     try:  # from here on, Ctrl-C (even while torch imports) ends with one line, not a traceback
         from ..process import keep_heap_top
@@ -660,5 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         # too; a caller of main([...]) gets its own back
         for signum, handler in previous.items() if argv_given else ():
             signal.signal(signum, handler)
+        if previous and argv_given:
+            interrupts.restore()
     logger.info("done in %.1f s", time.perf_counter() - t0)
     return code
