@@ -583,10 +583,6 @@ class _Interrupts:
                     self.levels[name] = logging.getLogger(name).level
                     logging.getLogger(name).setLevel(logging.CRITICAL)
             raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        for name, level in self.levels.items():
-            logging.getLogger(name).setLevel(level)
         if self.count == 2:  # on a line of its own, below a progress bar
             sys.stderr.write("\nlandscape-nb: stopping (finished tiles are safe; closing any workers) "
                              "(Ctrl-C again to exit at once)\n")
@@ -595,6 +591,11 @@ class _Interrupts:
         sys.stderr.write("\nlandscape-nb: interrupted again; exiting now\n")
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
+
+    def restore(self) -> None:
+        """Put back the loggers the first Ctrl-C quieted."""
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _points_kept(store) -> str:
