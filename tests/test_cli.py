@@ -755,10 +755,12 @@ def test_plot_of_an_unfinished_store_marks_the_figure_partial(user_model, tmp_pa
     assert "partial:" not in out.read_text()
 
 
-def test_the_first_ctrl_c_quiets_dask_s_own_failure_logs_until_main_returns():
+def test_the_first_ctrl_c_quiets_dask_s_own_failure_logs_until_main_returns(capsys, monkeypatch):
     """A cluster stopped while it starts logged each nanny's and task's failure (19-73 lines of tracebacks
-    under the one-line reason); the first Ctrl-C quiets those loggers, and a caller of main gets them back."""
+    under the one-line reason); the first Ctrl-C quiets those loggers, and a caller of main gets them back.
+    The second says it is stopping and lets the clean-up run; the third exits at once."""
     import logging
+    import os
 
     from landscape_nb.cli import _Interrupts
 
@@ -767,6 +769,12 @@ def test_the_first_ctrl_c_quiets_dask_s_own_failure_logs_until_main_returns():
     with pytest.raises(KeyboardInterrupt):
         handler(2, None)
     assert all(logging.getLogger(n).level == logging.CRITICAL for n in before)
+    assert handler(2, None) is None  # the second: no exception into the clean-up
+    assert "landscape-nb: stopping (finished tiles are safe; closing any workers)" in capsys.readouterr().err
+    monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit, match="130"):
+        handler(2, None)
+    assert "interrupted again; exiting now" in capsys.readouterr().err
     handler.restore()
     assert {n: logging.getLogger(n).level for n in before} == before
     loud = _Interrupts(quiet=False)  # -v: everything is said
