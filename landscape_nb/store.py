@@ -327,8 +327,13 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             raise
 
     def _check_resumable(self, spec: Mapping, key: str, tile, provenance: Mapping | None = None) -> None:
+        stored_globals, read = self.manifest["provenance"].get("code_globals"), (provenance or {}).get("code_globals")
+        globals_differ = stored_globals is not None and read is not None and stored_globals != read  # older: none
         if self.manifest["key"] != key:
             diffs = describe_differences(self.manifest["spec"], spec, self.manifest["provenance"], provenance)
+            if globals_differ:  # e.g. why a notebook's loss, fingerprinted with its globals, differs
+                diffs.append(f"of what the model, loss_fn or metrics read from their modules, "
+                             f"{differing(stored_globals, read)}")
             owner = WriterLock(self.path).live_owner()
             fix = (f"it is being written by {owner}: use another store path" if owner
                    else "To resume it, rerun with the stored values; otherwise use another store path, or delete "
@@ -353,8 +358,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 f"{differing(stored_modules, modules, '(the model itself)')} in their class, settings (e.g. an "
                 "activation, BatchNorm's eps), non-persistent buffers or plain attributes: resuming would mix two "
                 "models' values. Use another store path, or delete this one to recompute.")
-        stored_globals, read = self.manifest["provenance"].get("code_globals"), (provenance or {}).get("code_globals")
-        if stored_globals is not None and read is not None and stored_globals != read:  # older stores: none
+        if globals_differ:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights and arguments but other values of "
                 f"what the model, loss_fn or metrics read from their modules: {differing(stored_globals, read)} (a "

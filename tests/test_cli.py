@@ -362,7 +362,9 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     sys.modules.pop("my_models", None)
     assert main(args) == 0  # its old store holds another surface: the next name, not a refusal
     moved = stores[0].with_name(stores[0].name.replace(".zarr", "-2.zarr"))
-    assert f"kept in {Path('runs') / moved.name}" in capsys.readouterr().err and lnb.load_surface(moved).is_complete
+    err = capsys.readouterr().err
+    assert f"kept in {Path('runs') / moved.name}" in err and lnb.load_surface(moved).is_complete
+    assert f"{Path('runs') / stores[0].name} holds another surface of this command's" in err
     assert not np.allclose(lnb.load_surface(moved).loss, first.loss)
     assert main(args) == 0 and "15 points: 15 from the store at" in capsys.readouterr().out  # and resumes there
 

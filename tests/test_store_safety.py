@@ -788,3 +788,20 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
     if case != "the loss's code":
         monkeypatch.setattr(mod, name.split(".")[1], 1.0)
         np.testing.assert_array_equal(run("s.zarr", mod).loss, kept.loss)  # set back: resumed, nothing recomputed
+
+
+def test_a_notebook_loss_whose_global_changed_is_refused_naming_the_global(tmp_path):
+    """A loss defined in a notebook (pickled by value, its globals with it) gets another spec key when a
+    global it reads changes: refused as a different surface, and the message said only "other code or
+    values" with two fingerprints; it now names the global."""
+    space = {"__name__": "lnb_notebook_cell"}
+    exec(compile("import torch.nn.functional as F\nTEMP = 1.0\n\n\ndef loss(o, t):\n"  # noqa: S102 - a cell
+                 "    return F.cross_entropy(o / TEMP, t)\n", "<cell>", "exec"), space)
+    m = make_mlp()
+    d = random_dict_dirs(m, 2, seed=0)
+    lnb.compute_surface(m, data(), d, **GRID, store=tmp_path / "s.zarr", loss_fn=space["loss"])
+    space["TEMP"] = 3.0
+    with pytest.raises(LandscapeError, match=r"holds a different surface.*the loss function.*of what the model, "
+                                             r"loss_fn or metrics read from their modules, lnb_notebook_cell\.TEMP "
+                                             r"differs"):
+        lnb.compute_surface(m, data(), d, **GRID, store=tmp_path / "s.zarr", loss_fn=space["loss"])

@@ -382,6 +382,7 @@ def cmd_compute(args) -> int:
             except StoreMismatch:  # a store of this command's from before the model changed: the next name
                 if not getattr(args, "default_store", None) or attempt == 99:
                     raise
+                args.moved_from = args.store
                 args.store = common["store"] = args.default_store.replace(".zarr", f"-{attempt}.zarr")
     finally:
         progress.close()
@@ -403,8 +404,10 @@ def cmd_compute(args) -> int:
                  "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
     write_exports(surf, args, name)
     if getattr(args, "default_store", None):
+        moved = (f"; {args.moved_from} holds another surface of this command's (its model, data or code "
+                 "changed since)") if getattr(args, "moved_from", None) else ""
         print(f"landscape-nb: no --store, --html, --h5 or --vtk was given, so the surface is kept in {args.store} "
-              f"(draw it with `landscape-nb plot {args.store} --html FILE`; the same command resumes it)",
+              f"(draw it with `landscape-nb plot {args.store} --html FILE`; the same command resumes it{moved})",
               file=sys.stderr)
     return 0
 
