@@ -285,13 +285,14 @@ def compute_surface(
     st = bar = None
     try:
         info = runner.prepare(job)
+        code_globals = globals_fingerprint(model, loss_fn, metrics)  # what the user's code reads: stored, compared
         if not isinstance(runner, InProcessRunner):  # read on a Dask worker: its warnings stayed there
             warn_differs_from_loader(dict(info.notes))
-            _check_worker_globals(info, model, loss_fn, metrics)
+            _check_worker_globals(info, code_globals)
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile,
-                                         _provenance(model, d, name, runner, info, settings, loss_fn, metrics))
+                                         _provenance(model, d, name, runner, info, settings, code_globals))
         if st is not None and not st.is_complete:
             try:
                 st.save_directions(d)  # once per store: load_directions gives them back
@@ -430,13 +431,13 @@ def _wrap(quantity: str, options: dict):
     return None if make is None else functools.partial(make, **options)
 
 
-def _check_worker_globals(info: DataInfo, model, loss_fn, metrics) -> None:
+def _check_worker_globals(info: DataInfo, code_globals: dict) -> None:
     """Refuse a Dask run whose worker reads other values of the user's module-level globals than this process
     (``spec.globals_fingerprint``): a worker imports the modules from their files, so ``lossmod.TEMP = 3`` set
     here never reached it and the surface was silently of ``TEMP = 1``."""
     if info.code_globals is None:
         return
-    here, there = globals_fingerprint(model, loss_fn, metrics), dict(info.code_globals)
+    here, there = code_globals, dict(info.code_globals)
     # values both sides read (a function sent by value reads no file there; its source may not be readable)
     both = [k for k in here if k in there and not k.endswith("()")]
     here, there = {k: here[k] for k in both}, {k: there[k] for k in both}
@@ -476,8 +477,8 @@ def _open(store, spec: SurfaceSpec, grid: Grid, tile, provenance: dict):
     return st, _SurfaceBuffer(spec, provenance, *st.read()), st.tile
 
 
-def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings, loss_fn=None,
-                metrics=None) -> dict:
+def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings,
+                code_globals: dict) -> dict:
     """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes, and
     what a store compares on resume besides the key (the model's code, the globals the user's code reads)."""
     return {
@@ -486,7 +487,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
                        or (isinstance(v, list) and all(isinstance(s, str) for s in v))},
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
-        "model_code": code_fingerprint(model), "code_globals": globals_fingerprint(model, loss_fn, metrics),
+        "model_code": code_fingerprint(model), "code_globals": code_globals,
         "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
         **({"malloc": runner.malloc} if getattr(runner, "malloc", None) else {}),
     }
