@@ -272,16 +272,19 @@ def save_reference_directions(model, directions, path, *, dir_type: str | None =
             )
     by_id = {id(t): e.name for e, t in zip(layout.entries, layout.tensors(model))}
     entries = _reference_entries(model, dir_type)
+    written: list[list[np.ndarray]] = []  # each axis's datasets, as load_reference_directions reads them back
     with _open(path, "w") as f:
         for axis, d in zip(_AXES, named):
             group = f.create_group(axis)
+            written.append([])
             for k, (name, tensor) in enumerate(entries):
                 source = name if name in d else by_id.get(id(tensor))
                 values = d[source].numpy() if source else np.zeros(tuple(tensor.shape), dtype=np.float32)
                 group.create_dataset(str(k), data=values)
+                written[-1].append(values)
         f.attrs["dir_type"] = dir_type
         f.attrs[_ATTR_PROVENANCE] = _dumps(_jsonable(directions.provenance))
-        f.attrs[_ATTR_VALUES] = _values_digest([_read_axis(f, a, entries) for a in _AXES[:len(named)]])
+        f.attrs[_ATTR_VALUES] = _values_digest(written)
     return Path(path)
 
 
