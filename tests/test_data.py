@@ -15,6 +15,7 @@ from torch.utils.data import (
 )
 
 import landscape_nb as lnb
+from landscape_nb.data import read_data
 
 N = 300
 XS = (-1.0, 0.0, 1.0)
@@ -215,6 +216,22 @@ def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refuse
         lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3))
     with pytest.raises(lnb.LandscapeError, match="how much padding"):
         lnb.hessian_eigenvalues(model, loader, k=1)
+
+
+def test_a_subset_of_padded_data_keeps_each_sample_collated_alone_beside_its_own_row():
+    """``EvalData.take`` (the spread samples the batching checks compare) moves each sample collated alone to its
+    row in the subset and drops those it leaves out: checked against the dataset's own items, not the tree."""
+    ds = Sentences()
+    ev = read_data(DataLoader(ds, batch_size=16, collate_fn=pad_batch))
+    rows = [r for r, _ in ev.collated_alone]
+    assert len(rows) == 8
+    idx = torch.tensor([rows[5], 70, rows[0], rows[2], 41])  # three of them, out of order, and two others
+    sub = ev.take(idx)
+    assert sorted(r for r, _ in sub.collated_alone) == [0, 2, 3]
+    for row, ((tokens, _), _) in sub.collated_alone:
+        item = ds[int(idx[row])][0]  # the sample at that row of the subset, from the dataset
+        assert torch.equal(tokens[0], item)
+        assert torch.equal(sub.tree[0][0][row, :len(item)], item)
 
 
 def test_a_target_key_missing_from_dict_batches_is_refused_naming_the_keys():
