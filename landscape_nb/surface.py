@@ -216,6 +216,11 @@ class Surface:
         return int(self.done_mask.size - self.n_done)
 
     @property
+    def n_diverged(self) -> int:
+        """How many computed grid points have a NaN or infinite loss (gaps in a figure)."""
+        return int((self.done_mask & ~np.isfinite(self.loss)).sum())
+
+    @property
     def x_label(self) -> str:
         return str(self.provenance.get("x_label", "α (direction 1)"))
 

@@ -387,9 +387,7 @@ def cmd_compute(args) -> int:
     finally:
         progress.close()
     sp = surf.provenance.get("seconds_per_point")
-    import numpy as np
-
-    n_diverged = int((~np.isfinite(surf.loss) & surf.done_mask).sum())
+    n_diverged = surf.n_diverged
     ratio = surf.metrics.get("eig_ratio") if eigen else None
     print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
           + (f", |λmin/λmax| (0 where λmin ≥ 0) up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")

@@ -72,7 +72,7 @@ def _caveats(surf: Surface) -> str:
     from ..data import loader_notes
 
     out = ""
-    n_bad = int((surf.done_mask & ~np.isfinite(surf.loss)).sum())
+    n_bad = surf.n_diverged
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
                 "metrics mean nothing; a narrower range shows the basin.")
