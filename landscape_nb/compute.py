@@ -221,8 +221,9 @@ def compute_surface(
         (num_z, num_y, num_x) for a volume;
         ``provenance`` holds the spec key, timing, device, runner, batch size and points per pass, and
         where this run's points came from: ``points_from_store`` (read from ``store``, a resumed run),
-        ``points_computed`` (evaluated by this run) and ``store`` (the path, or None); ``points_summary``
-        says it in one line, which is also logged (``logging.INFO``).
+        ``points_computed`` (evaluated by this run) and ``store`` (the path, or None); the function
+        ``landscape_nb.compute.points_summary(surface)`` says it in one line, which is also logged
+        (``logging.INFO``).
         On Dask each worker tunes its own: ``batch_size``/``points_per_pass`` are the values all
         workers chose (None where they differ) and ``provenance["workers"]`` maps each worker's
         address to its ``{"batch_size", "points_per_pass"}``.

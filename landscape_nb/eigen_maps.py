@@ -67,7 +67,11 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
         products used per point). The three eigen-quantities are NaN at a point where Lanczos did
         not reach ``tol`` within ``max_iter`` (never the value it stopped at), ``eig_ratio`` also
         where ``λ_max`` is exactly 0; a ``UserWarning`` says how many, and
-        ``provenance["lanczos_not_converged"]`` and ``["lambda_max_zero"]`` count them.
+        ``provenance["lanczos_not_converged"]`` and ``["lambda_max_zero"]`` count them. The three are NaN
+        where the loss is NaN or infinite too (a diverged point, stored as a loss surface stores it;
+        ``n_hvp`` 0: no products run), and all four where a Hessian-vector product was NaN or infinite
+        at a finite loss (no second derivative there, e.g. sqrt at 0, or an overflow; counted in
+        ``provenance["nonfinite_curvature"]`` and warned about).
 
     Raises
     ------
@@ -101,10 +105,17 @@ def _say_where_undefined(surf: Surface, tol: float, max_iter: int | None) -> Non
     """Count (``provenance``) and warn about the computed points whose eigenvalues or ratio are NaN."""
     lmax = surf.metrics["lambda_max"]
     counted = surf.done_mask & np.isfinite(surf.loss)  # a diverged loss has no Hessian to speak of
-    not_converged = int((counted & np.isnan(lmax)).sum())
+    nonfinite = counted & np.isnan(surf.metrics["n_hvp"])  # a NaN/inf product (HessianEvaluator.point)
+    not_converged = int((counted & ~nonfinite & np.isnan(lmax)).sum())
     flat = int((counted & (lmax == 0)).sum())
     surf.provenance["lanczos_not_converged"], surf.provenance["lambda_max_zero"] = not_converged, flat
+    surf.provenance["nonfinite_curvature"] = int(nonfinite.sum())
     n = int(counted.sum())
+    if nonfinite.any():
+        warnings.warn(f"landscape_nb.eigen_map: a Hessian-vector product was NaN or infinite at a finite loss at "
+                      f"{int(nonfinite.sum())} of {n} points (the loss has no second derivative there, e.g. sqrt or "
+                      "abs at 0, or it overflows); their lambda_max, lambda_min, eig_ratio and n_hvp are NaN. "
+                      "Evaluate in float64 (copy.deepcopy(model).double()) or smooth the loss there", stacklevel=3)
     if not_converged:
         limit = f"max_iter={max_iter} restarts" if max_iter else "the default limit of restarts"
         warnings.warn(f"landscape_nb.eigen_map: Lanczos did not reach tol={tol:g} within {limit} at "

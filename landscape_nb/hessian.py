@@ -55,6 +55,30 @@ from .statecheck import (StateSnapshot, check_fns_stateless, check_model_statele
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
 
+class NonFiniteCurvature(LandscapeError):
+    """A Hessian-vector product of a NaN or infinite loss, or one with NaN/inf values at a finite loss.
+
+    Autograd can give finite products of a loss that is NaN (``log(u)`` where ``u < 0``), so the loss
+    is checked too: eigenvalues, traces and densities of such products would look plausible and mean
+    nothing. ``eigen_maps.eigen_map`` (``HessianEvaluator``) stores NaN at such a point instead.
+    """
+
+    def __init__(self, n_product: int, loss: float):
+        self.n_product, self.loss = n_product, loss
+        if not math.isfinite(loss):
+            text = (f"the loss at these weights is {loss}, so their curvature means nothing (autograd can still give "
+                    "finite Hessian-vector products of a NaN loss, e.g. of log(u) where u < 0); check the model's "
+                    "outputs and loss_fn at these weights: a diverged model, or a log or sqrt of a negative value")
+        else:
+            text = (f"Hessian-vector product {n_product} has NaN or infinite values at a finite loss ({loss:.7g}): "
+                    "the loss has no second derivative at these weights (e.g. sqrt or abs at 0, a log near 0) or it "
+                    "overflows; evaluate in float64 (copy.deepcopy(model).double()) or smooth the loss there")
+        super().__init__(text)
+
+    def __reduce__(self):  # from a Dask worker (hessian_spectrum(client=...)): rebuilt from its figures
+        return type(self), (self.n_product, self.loss)
+
+
 class HessianOperator:
     """``H v`` for the mean loss of ``model`` on ``data`` at the model's current weights.
 
@@ -82,7 +106,8 @@ class HessianOperator:
         positive integer; data not accepted or holding NaN/inf (``data`` or ``batches``); a model that
         fails on the first samples, writes into its inputs or keeps state between calls; a loss that
         fails, is not a scalar (``reduction='none'``), sums over the batch (``reduction='sum'``: the
-        values would follow ``batch_size``) or keeps state between calls.
+        values would follow ``batch_size``) or keeps state between calls. From ``matvec``:
+        ``NonFiniteCurvature`` where the loss at the weights is NaN or infinite, or a product is.
     """
 
     def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
@@ -169,15 +194,20 @@ class HessianOperator:
             raise LandscapeError(f"a vector of {v.numel()} values; expected {self.n_params} (one per trainable value)")
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
+        loss_total = total.new_zeros(())
         with eval_mode(self.model), torch.enable_grad(), math_attention():
             for (xb, yb), share in zip(self.batches, self._shares):
-                grads = torch.autograd.grad(self._loss(xb, yb), self.params, create_graph=True, allow_unused=True)
+                loss = self._loss(xb, yb)
+                loss_total += loss.detach().double() * share
+                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
                 dot = sum((g * p).sum() for g, p in zip(grads, parts) if g is not None)
                 if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
                     continue  # the loss is linear in every parameter on this batch
                 hv = torch.autograd.grad(dot, self.params, allow_unused=True)
                 total += _flat(hv, self.params).double() * share
         self.n_products += 1
+        if not bool(torch.isfinite(loss_total) & torch.isfinite(total).all()):  # one host sync a product
+            raise NonFiniteCurvature(self.n_products, float(loss_total))
         if self.progress is not None:
             self.progress(self.n_products)
         return total
@@ -395,7 +425,8 @@ def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "bot
         ``HessianOperator`` refuses: a model that is not an ``nn.Module``, data not accepted or holding
         NaN/inf, a loss that is not a scalar mean over the batch (``reduction='none'`` or ``'sum'``); and
         an exception the model or ``loss_fn`` raises during the products, named in one line and chained
-        as ``__cause__`` (``user_errors``).
+        as ``__cause__`` (``user_errors``); ``NonFiniteCurvature`` where the loss at the weights is NaN or
+        infinite, or a Hessian-vector product is.
 
     References
     ----------
@@ -498,7 +529,8 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         trainable parameters; ``tol``, ``max_iter`` or ``seed`` refused as in ``hessian_eigenvalues``;
         and for what ``HessianOperator`` refuses: data not accepted or holding NaN/inf, a loss that is
         not a scalar mean over the batch (``reduction='none'`` or ``'sum'``); and an exception the
-        model or ``loss_fn`` raises during the products, chained (``user_errors``).
+        model or ``loss_fn`` raises during the products, chained (``user_errors``); ``NonFiniteCurvature``
+        where the loss at the weights is NaN or infinite, or a Hessian-vector product is.
 
     References
     ----------
@@ -641,7 +673,8 @@ def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, 
         For ``n_samples`` < 2, a ``seed`` that is not an integer, and for what ``HessianOperator``
         refuses: data not accepted or holding NaN/inf, a loss that is not a scalar mean over the batch
         (``reduction='none'`` or ``'sum'``); and an exception the model or ``loss_fn`` raises during
-        the products, chained (``user_errors``).
+        the products, chained (``user_errors``); ``NonFiniteCurvature`` where the loss at the weights is NaN or
+        infinite, or a Hessian-vector product is.
 
     References
     ----------
@@ -724,10 +757,15 @@ class HessianEvaluator:
     def point(self) -> list[float]:
         loss = float(self.base.point_values()[0])
         start = self.op.n_products
+        if not math.isfinite(loss):  # a diverged point: no curvature, as compute_surface stores its NaN loss
+            return [loss, math.nan, math.nan, math.nan, 0.0]
         # the ratio is what the map shows: λ_min to tol·(λ_max − λ_min) gives it to about ±tol, and
         # holding λ_min to tol of itself would cost 1.4-5x the products at a minimum (lanczos._largest)
-        top, bottom = extreme_eigenpairs(self.op, n_max=1, n_min=1, tol=self.tol, max_iter=self.max_iter,
-                                         seed=self.seed, relative_min=False)
+        try:
+            top, bottom = extreme_eigenpairs(self.op, n_max=1, n_min=1, tol=self.tol, max_iter=self.max_iter,
+                                             seed=self.seed, relative_min=False)
+        except NonFiniteCurvature:  # no second derivative here (or an overflow): NaN at this point only, and
+            return [loss, math.nan, math.nan, math.nan, math.nan]  # n_hvp NaN tells it from a Lanczos short of tol
         lmax, lmin = float(top.values[0]), float(bottom.values[0])
         if not (top.converged and bottom.converged):  # as far as Lanczos got: a plausible wrong value, not shown
             lmax = lmin = math.nan
@@ -746,6 +784,6 @@ class HessianEvaluator:
         return np.asarray(rows, dtype=np.float64)
 
 
-__all__ = ["HessianOperator", "EigenvalueResult", "math_attention", "Eigenpairs", "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions",
-           "check_lanczos_options", "TraceEstimate", "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS",
-           "RATIOS", "eig_ratio"]
+__all__ = ["HessianOperator", "NonFiniteCurvature", "EigenvalueResult", "math_attention", "Eigenpairs",
+           "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions", "check_lanczos_options", "TraceEstimate",
+           "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS", "RATIOS", "eig_ratio"]

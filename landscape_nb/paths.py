@@ -211,7 +211,9 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     LandscapeError
         Models of different architectures, a negative ``n_steps``, an unknown
         ``optimizer``, an even or too small ``n_points``, an ``lr`` that is not a
-        positive finite number or a ``batch_size`` that is not a positive integer.
+        positive finite number or a ``batch_size`` that is not a positive integer;
+        a training step whose loss is NaN or infinite, or that makes the control
+        point so (naming the step and t).
 
     References
     ----------
@@ -266,10 +268,21 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         inputs, targets = split(tree_map(lambda v: v[idx], ev.tree))
         out = functional_call(work, {**params, **buffers}, *args_kwargs(inputs))
         loss = loss_fn_(out, targets)
+        history.append(float(loss.detach()))
+        if not math.isfinite(history[-1]):
+            raise LandscapeError(
+                f"bezier_curve: the training loss is {history[-1]} at step {len(history)} of {n_steps} (t = {t:.3f}), "
+                "so its gradient would make the control point NaN and every curve after it meaningless; nothing "
+                f"was returned. Check loss_fn and the data at the ends; if the loss rose step by step ({lr=:g}, "
+                f"history so far {np.round(history[-6:], 4).tolist()}), pass a smaller lr")
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss.detach()))
+        if not bool(torch.isfinite(ctrl).all()):
+            raise LandscapeError(
+                f"bezier_curve: step {len(history)} of {n_steps} made the control point NaN or infinite (its loss "
+                f"was {history[-1]:.7g}, its gradient was not finite: the loss has no derivative there, or lr={lr:g} "
+                "overflows); nothing was returned. Pass a smaller lr, or smooth the loss")
     control = ctrl.detach().clone()
     eval_data = data if eval_data is None else eval_data
     mode = "bn-recompute" if has_bn else "eval"

@@ -155,6 +155,9 @@ def _location(axes: Sequence[np.ndarray], index: tuple[int, ...]) -> tuple[float
 def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
     """Sublevel-set persistence, basins, merge tree and SMAD of a 2D or 3D loss grid.
 
+    Grid points are connected to their face neighbours only (4 in 2D, 6 in 3D, not diagonals):
+    two points touching at a corner are in one basin only through a path along the axes.
+
     >>> topo = lnb.topology(surf)              # or surf.topology()
     >>> topo.n_basins, topo.smad, topo.merge_tree
     >>> lnb.plot.persistence(topo)

@@ -175,6 +175,9 @@ def loss_barrier(path) -> float:
     ``interpolation_surface(a, b, data)`` or ``bezier_curve(...).profile``), or a
     ``BezierCurve``. Positive: the path rises above the chord between its ends by
     that much; 0: it never does (the maximum includes the ends, where the excess is 0).
+    For models with BatchNorm a ``BezierCurve``'s profiles re-estimate the statistics at every t
+    (``mode="bn-recompute"``), its straight line too: compare ``curve.barrier`` with
+    ``curve.line_barrier``, not with the barrier of an eval-mode ``interpolation_surface``.
 
     >>> lnb.loss_barrier(lnb.interpolation_surface(a, b, data, x=(0, 1, 25)))
 
@@ -194,7 +197,7 @@ def loss_barrier(path) -> float:
     LandscapeError
         A 2D surface or another type, a 1D surface along directions that are no path (``NOT_PATHS``:
         random, PCA, Hessian), a t grid without both 0 and 1 or without a point between them, or
-        missing or non-finite losses between t = 0 and 1.
+        missing or non-finite losses between t = 0 and 1 (each said as such).
 
     References
     ----------
@@ -222,8 +225,15 @@ def loss_barrier(path) -> float:
             "and t = 1, where a barrier would be (it would be 0 whatever the path); expected a grid with points "
             "inside, e.g. x=(0, 1, 25)")
     if not np.isfinite(loss[inside]).all():
-        raise LandscapeError("the path profile has non-finite or missing losses between t = 0 and 1; "
-                             "finish (or recompute) the surface before taking its barrier")
+        done = getattr(getattr(path, "profile", path), "done_mask", np.ones(len(t), bool))[inside]
+        if not done.all():
+            raise LandscapeError(f"the path profile is missing {int((~done).sum())} of its points between t = 0 and "
+                                 "1 (a cancelled or unfinished run); finish (or recompute) the surface before taking "
+                                 "its barrier")
+        bad = ", ".join(f"{v:.3g}" for v in t[inside][~np.isfinite(loss[inside])][:6])
+        raise LandscapeError(f"the loss along the path is NaN or infinite at t = {bad} (computed: the model diverges "
+                             "there, or the loss is undefined), so a barrier over it would mean nothing; check the "
+                             "models and loss_fn there, or take the barrier of a path whose losses are finite")
     l0, l1 = loss[ends[0][0]], loss[ends[1][0]]
     excess = loss[inside] - ((1 - t[inside]) * l0 + t[inside] * l1)
     return float(max(excess.max(), 0.0))

@@ -248,7 +248,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         what ``hessian.HessianOperator`` refuses: a ``batch_size`` or ``max_samples`` that is not a
         positive integer, data not accepted or holding NaN/inf, a loss that is not a scalar mean over
         the batch (``reduction='none'`` or ``'sum'``); and an exception the model or ``loss_fn`` raises
-        during the products, chained (``hessian.user_errors``).
+        during the products, chained (``hessian.user_errors``); ``hessian.NonFiniteCurvature`` where the
+        loss at the weights is NaN or infinite, or a Hessian-vector product is.
 
     References
     ----------

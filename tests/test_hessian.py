@@ -1,6 +1,7 @@
 """Hessian-vector products, Lanczos eigenpairs, Hutchinson trace and the eigen-map,
 checked against finite differences and dense Hessians from torch.autograd.functional."""
 import copy
+import pickle
 import re
 import warnings
 
@@ -593,3 +594,82 @@ def test_a_low_precision_model_is_warned_about_the_accuracy_its_products_allow(d
         got = lnb.hessian_eigenvalues(model, (x.to(torch.bfloat16), y), k=1, which="max")
     exact = np.linalg.eigvalsh(_dense_hessian(copy.deepcopy(model).double(), (x, y)))[-1]
     assert got["max"][0] == pytest.approx(exact, rel=0.1)  # near, to what bf16 resolves
+
+
+def _log_of_excess(out, y):
+    """log(CE − 1.5): NaN where the cross-entropy is below 1.5, yet autograd's products of it stay finite."""
+    return torch.log(nn.functional.cross_entropy(out, y) - 1.5)
+
+
+def _root_mean_square(out, y):
+    """CE plus the root mean square of the outputs: finite at zero outputs, where its second derivative is not."""
+    return nn.functional.cross_entropy(out, y) + out.pow(2).mean().sqrt()
+
+
+def test_the_curvature_of_a_nan_loss_is_refused_not_returned_as_plausible_numbers(data64):
+    """At an untrained MLP's weights the cross-entropy is about log 3 < 1.5, so ``log(CE − 1.5)`` is NaN; the dense
+    autograd Hessian of it is finite all the same, so eigenvalues, a trace and a density came out that looked
+    plausible (λ_max 0.04, trace −0.84 in a trial) or failed inside ARPACK or NumPy."""
+    model = _small_mlp()
+    with torch.no_grad():
+        assert np.isnan(float(_log_of_excess(model(data64[0]), data64[1])))
+    assert np.isfinite(_dense_hessian(model, data64, _log_of_excess)).all()
+    saved = state_copy(model)
+    for entry, kwargs in [("hessian_eigenvalues", {"k": 2}), ("hessian_directions", {}),
+                          ("hessian_trace", {"n_samples": 4}), ("hessian_spectrum", {"n_probes": 1})]:
+        with pytest.raises(lnb.hessian.NonFiniteCurvature, match=r"the loss at these weights is nan, so their "
+                                                                 r"curvature means nothing"):
+            getattr(lnb, entry)(model, data64, loss_fn=_log_of_excess, **kwargs)
+    assert_bit_identical(model, saved)
+
+
+def test_a_nan_hessian_vector_product_at_a_finite_loss_is_refused():
+    """Zero outputs: the loss is finite (log 3), its second derivative is not (the root at 0)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
+    data = torch.randn(30, 4, dtype=torch.float64), torch.randint(0, 3, (30,))
+    assert not np.isfinite(_dense_hessian(model, data, _root_mean_square)).all()
+    with pytest.raises(LandscapeError, match=r"Hessian-vector product 1 has NaN or infinite values at a finite loss "
+                                             r"\(1.098612\): the loss has no second derivative at these weights") as got:
+        lnb.hessian_eigenvalues(model, data, loss_fn=_root_mean_square)
+    assert str(pickle.loads(pickle.dumps(got.value))) == str(got.value)  # as from a Dask worker
+
+
+def test_an_eigen_map_is_nan_where_the_loss_or_a_product_is_and_exact_elsewhere(data64):
+    """Points where the loss is NaN or a product is (the centre of a zero model) are NaN in the eigen-quantities,
+    each counted as what it is; the others equal ``eigvalsh`` of the dense autograd Hessian there."""
+    model = _small_mlp()
+    d = lnb.random_directions(model, n=2, seed=1)
+    surf = lnb.eigen_map(model, data64, d, x=(-4, 4, 3), y=(-4, 4, 3), loss_fn=_log_of_excess, tol=1e-8)
+    nan = ~np.isfinite(surf.loss)
+    assert 0 < nan.sum() < nan.size, surf.loss
+    dirs = d.as_state_dicts()
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            m = copy.deepcopy(model)
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    p.add_(a * dirs[0][name].double() + b * dirs[1][name].double())
+                loss = float(_log_of_excess(m(data64[0]), data64[1]))
+            if np.isnan(loss):
+                assert nan[j, i] and surf.metrics["n_hvp"][j, i] == 0
+                assert all(np.isnan(surf.metrics[k][j, i]) for k in ("lambda_max", "lambda_min", "eig_ratio"))
+                continue
+            evals = np.linalg.eigvalsh(_dense_hessian(m, data64, _log_of_excess))
+            assert surf.loss[j, i] == pytest.approx(loss, rel=1e-6)
+            assert surf.metrics["lambda_max"][j, i] == pytest.approx(evals[-1], rel=1e-5)
+            assert surf.metrics["lambda_min"][j, i] == pytest.approx(evals[0], rel=1e-5, abs=1e-8)
+    assert surf.provenance["lanczos_not_converged"] == 0 and surf.provenance["nonfinite_curvature"] == 0
+
+    torch.manual_seed(0)
+    zero = nn.Linear(4, 3).double()
+    nn.init.zeros_(zero.weight), nn.init.zeros_(zero.bias)
+    d = lnb.random_directions(zero, n=2, seed=0, norm="none")
+    with pytest.warns(UserWarning, match=r"a Hessian-vector product was NaN or infinite at a finite loss at 1 of 9 "
+                                         r"points .* lambda_max, lambda_min, eig_ratio and n_hvp are NaN"):
+        surf = lnb.eigen_map(zero, data64, d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=_root_mean_square)
+    assert np.isfinite(surf.loss).all()
+    assert np.isnan(surf.metrics["n_hvp"][1, 1]) and np.isnan(surf.metrics["lambda_max"][1, 1])
+    assert np.isfinite(np.delete(surf.metrics["lambda_max"].ravel(), 4)).all()
+    assert surf.provenance["nonfinite_curvature"] == 1 and surf.provenance["lanczos_not_converged"] == 0

@@ -348,3 +348,35 @@ def test_bezier_curve_refuses_a_bad_learning_rate_or_batch_size(kwargs, match):
     a, b, data = a.float(), b.float(), (x.float(), y.float())
     with pytest.raises(LandscapeError, match=match):
         lnb.bezier_curve(a, b, data, **{"loss_fn": nn.MSELoss(), "n_steps": 2, "n_points": 3, **kwargs})
+
+
+def _nan_loss(out, y):
+    return nn.functional.cross_entropy(out, y) * float("nan")
+
+
+def _root_of_zero(out, y):
+    """The cross-entropy plus sqrt(0): finite, with a NaN gradient (inf · 0)."""
+    return nn.functional.cross_entropy(out, y) + (out - out).pow(2).mean().sqrt()
+
+
+def test_a_nan_training_loss_of_a_bezier_curve_is_refused_and_a_nan_barrier_said_as_such(pair):
+    """A NaN loss trained a NaN control point and returned it, history all NaN, whose barrier then asked to
+    'finish (or recompute) the surface'; now training stops at the step, and a barrier tells a computed NaN from a
+    point never computed."""
+    a, b, data = pair
+    with pytest.raises(LandscapeError, match=r"^bezier_curve: the training loss is nan at step 1 of 5 \(t = 0\.\d+\), "
+                                             r"so its gradient .* nothing was returned"):
+        lnb.bezier_curve(a, b, data, loss_fn=_nan_loss, n_steps=5, n_points=3)
+    with pytest.raises(LandscapeError, match=r"^bezier_curve: step 1 of 5 made the control point NaN or infinite "
+                                             r"\(its loss was \d+\.\d+, its gradient was not finite"):
+        lnb.bezier_curve(a, b, data, loss_fn=_root_of_zero, n_steps=5, n_points=3)
+    line = lnb.interpolation_surface(a, b, data, x=(0, 1, 5), loss_fn=_nan_loss)
+    assert line.complete and np.isnan(line.loss).all()
+    with pytest.raises(LandscapeError, match=r"NaN or infinite at t = 0, 0.25, 0.5, 0.75, 1 \(computed: the model "
+                                             r"diverges there, or the loss is undefined\)"):
+        lnb.loss_barrier(line)
+    good = lnb.interpolation_surface(a, b, data, x=(0, 1, 5))
+    done = np.array([True, True, False, True, True])
+    partial = Surface(good.x, None, np.where(done, good.loss, np.nan), {}, done, good.spec, good.provenance)
+    with pytest.raises(LandscapeError, match=r"missing 1 of its points between t = 0 and 1 .* finish \(or recompute\)"):
+        lnb.loss_barrier(partial)
