@@ -378,5 +378,5 @@ def test_a_nan_training_loss_of_a_bezier_curve_is_refused_and_a_nan_barrier_said
     good = lnb.interpolation_surface(a, b, data, x=(0, 1, 5))
     done = np.array([True, True, False, True, True])
     partial = Surface(good.x, None, np.where(done, good.loss, np.nan), {}, done, good.spec, good.provenance)
-    with pytest.raises(LandscapeError, match=r"missing 1 of its points between t = 0 and 1 .* finish \(or recompute\)"):
+    with pytest.raises(LandscapeError, match=r"missing 1 of its points between t = 0 and 1 .* finish \(or "):
         lnb.loss_barrier(partial)
