@@ -21,7 +21,7 @@ from torch import nn
 
 from .data import warn_differs_from_loader
 from .directions import Directions, as_directions
-from .errors import LandscapeError, differing
+from .errors import LandscapeError
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
@@ -289,7 +289,6 @@ def compute_surface(
         code_globals = globals_fingerprint(model, loss_fn, metrics)  # what the user's code reads: stored, compared
         if not isinstance(runner, InProcessRunner):  # read on a Dask worker: its warnings stayed there
             warn_differs_from_loader(dict(info.notes))
-            _check_worker_globals(info, code_globals)
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile,
@@ -430,25 +429,6 @@ def _wrap(quantity: str, options: dict):
         raise LandscapeError(f"quantity={quantity!r}; expected one of {tuple(QUANTITIES)}")
     make = QUANTITIES[quantity]
     return None if make is None else functools.partial(make, **options)
-
-
-def _check_worker_globals(info: DataInfo, code_globals: dict) -> None:
-    """Refuse a Dask run whose worker reads other values of the user's module-level globals than this process
-    (``spec.globals_fingerprint``): a worker imports the modules from their files, so ``lossmod.TEMP = 3`` set
-    here never reached it and the surface was silently of ``TEMP = 1``."""
-    if info.code_globals is None:
-        return
-    here, there = code_globals, dict(info.code_globals)
-    # values both sides read (a function sent by value reads no file there; its source may not be readable)
-    both = [k for k in here if k in there and not k.endswith("()")]
-    here, there = {k: here[k] for k in both}, {k: there[k] for k in both}
-    if here != there:
-        raise LandscapeError(
-            f"a Dask worker reads other values than this process of what the model, loss_fn or metrics read from "
-            f"their modules: {differing(here, there)} (module-level globals; workers import your modules from their "
-            "files, so a value set in this process after importing them does not reach them); expected the same "
-            "values on both sides: set it in the module's file (and restart the workers), pass it as an argument (a "
-            "functools.partial, or an attribute of the model or loss), or run in this process (client=None)")
 
 
 def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info: DataInfo, loss_fn, bn_data,

@@ -88,8 +88,8 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
                 f"({exc}); install it in the workers' environment or put it on their PYTHONPATH"
             ) from None
         ev = job.evaluator()
-        # what the user's code reads from its modules here, where they were imported from their files
-        ev.code_globals = tuple(globals_fingerprint(job.model, job.loss_fn, job.metrics).items())
+        # what the user's code reads from its modules here, and its code as loaded here (_check_code)
+        ev.code_globals = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
         cache[token] = ev
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
@@ -112,9 +112,45 @@ class _Refused:
     error: LandscapeError
 
 
-def _probe(token: str, payload: bytes) -> DataInfo | _Refused:
+def _check_code(ev: PointEvaluator, expected: tuple) -> None:
+    """Refuse a worker whose user code (as it loaded it) or module-level globals read by the model, loss or
+    metrics differ from the client's (``spec.globals_fingerprint(..., loaded=True)``, both sides' entries).
+
+    Workers import the user's modules from their files: one that imported a module before its file was
+    edited runs the old code until restarted, a value set in the client after importing never reaches them,
+    and a worker started with another environment (``SCALE = float(os.environ[...])``) reads another value;
+    each gave a surface of another model, or one mixing two, with nothing to show it. Every worker checks
+    the job when it builds its evaluator (the probe's and each tile's)."""
+    here, there = dict(expected), ev.code_globals
+    both = [k for k in here if k in there]
+    differ = [k for k in both if here[k] != there[k]]
+    if not differ:
+        return
     try:
-        return describe(_worker_evaluator(token, payload))
+        where = f"the Dask worker at {get_worker().address}"
+    except ValueError:
+        where = "a Dask worker"
+    code, values = [k for k in differ if k.endswith("()")], [k for k in differ if not k.endswith("()")]
+    said = []
+    if code:
+        said.append(f"runs other code than this process for {', '.join(code[:6])} (it imported the module before "
+                    "its file was edited, or this process did: restart the workers, e.g. client.restart(), or "
+                    "importlib.reload the module here, so both run the file as it is now)")
+    if values:
+        said.append(f"reads other values than this process of {', '.join(values[:6])} (module-level globals: a "
+                    "worker imports your modules from its files, so a value set in this process after importing "
+                    "them does not reach it, and one started with other environment variables computes its own: "
+                    "set it in the module's file and restart the workers, pass it as an argument (a "
+                    "functools.partial, or an attribute of the model or loss), or run in this process, client=None)")
+    raise LandscapeError(f"{where} " + "; and it ".join(said) + ": its points would be of another model or loss "
+                         "than the one this process holds, so the run is refused (points already stored are kept)")
+
+
+def _probe(token: str, payload: bytes, expected: tuple = ()) -> DataInfo | _Refused:
+    try:
+        ev = _worker_evaluator(token, payload)
+        _check_code(ev, expected)
+        return describe(ev)
     except LandscapeError as exc:
         return _Refused(exc)
 
@@ -126,7 +162,7 @@ def _settled(token: str, dask_worker=None) -> DataInfo | None:
 
 
 def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
-               fingerprint: str | None = None) -> np.ndarray | _Refused | None:
+               fingerprint: str | None = None, expected: tuple = ()) -> np.ndarray | _Refused | None:
     """The tile's values; None if cancelled; ``_Refused`` for a ``LandscapeError``, which this worker's
     evaluator then gives every later tile of the job too."""
     try:
@@ -136,6 +172,7 @@ def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
     if getattr(ev, "_refused", None) is not None:
         return _Refused(ev._refused)
     try:
+        _check_code(ev, expected)  # a worker that joined after the probe, or another than the probe's
         return _evaluate_tile(ev, coords, event_name, fingerprint)
     except LandscapeError as exc:
         ev._refused = exc
@@ -204,6 +241,7 @@ class DaskRunner:
         self.payload = None
         self.packed: bytes | None = None
         self.fingerprint: str | None = None  # of the data the probe's worker read (prepare)
+        self.expected_code: tuple = ()  # spec.globals_fingerprint(..., loaded=True) here: every worker's must match
         self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
         self.dashboard_link = client.dashboard_link
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
@@ -212,9 +250,11 @@ class DaskRunner:
         self._wait_for_workers(self.start_wait)  # batch-queued workers (dask-jobqueue) may take a while
         fut = None
         try:
+            self.expected_code = tuple(globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True).items())
             self.packed = pack_job(self.client, job)
             self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
-            fut = self.client.submit(_probe, self.token, self.payload, pure=False, retries=self.retries)
+            fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,
+                                     retries=self.retries)
             info = fut.result()
             if isinstance(info, _Refused):
                 raise info.error
@@ -280,7 +320,7 @@ class DaskRunner:
         futures = {}
         for rank, t in enumerate(tiles):
             fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name, self.fingerprint,
-                                     key=f"landscape_nb-tile-{self.token}-{attempt}-" + "-".join(map(str, t.index)),
+                                     self.expected_code, key=f"landscape_nb-tile-{self.token}-{attempt}-" + "-".join(map(str, t.index)),
                                      priority=len(tiles) - rank, retries=self.retries, pure=False)
             futures[fut.key] = (fut, t)
         return futures

@@ -121,13 +121,15 @@ def module_settings(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[str, str]:
+def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded: bool = False) -> dict[str, str]:
     """What the user's own code reads besides the weights and arguments, hashed per name: 12 hex digits of
     SHA-256 for each module-level global (a number, string, tuple of them, tensor or array) read (a
     global load in the bytecode, or an attribute of a module of the user's) by the forwards of the model's
     own classes (and the methods they call), ``loss_fn`` or the metrics, or by functions of the user's
     they call (two calls deep), e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()``
-    entries hash such a function's source (or bytecode where unreadable). A global that code writes (a
+    entries hash such a function's source (or bytecode where unreadable); with ``loaded=True``, its bytecode,
+    names and constants as this process loaded them (``inspect.getsource`` reads the file as it is now,
+    which a Dask worker that imported the module before an edit does not run). A global that code writes (a
     call counter) is state, not a setting, and is left out.
 
     "The user's own" is code outside the standard library, installed packages and landscape_nb. Not part of
@@ -195,7 +197,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None) -> dict[st
         seen.add(id(fn))
         if isinstance(fn, types.FunctionType):
             if own(fn.__module__):
-                record(f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn))
+                code = _code_text(fn.__code__) if loaded else _function_source(fn)
+                record(f"{fn.__module__}.{fn.__qualname__}()", code)
                 visit(fn.__code__, fn.__globals__, depth, methods or {})
         elif callable(fn) and not isinstance(fn, type):  # a callable object: from its forward (or __call__) on
             own_methods = {name: f for cls in reversed(type(fn).__mro__) if own(cls.__module__)

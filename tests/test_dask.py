@@ -1,6 +1,7 @@
 """Dask execution on a real LocalCluster with worker processes."""
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from landscape_nb import LandscapeError
 from landscape_nb.cluster import ClientChoice, get_client, parse_client
 from landscape_nb.store import SurfaceStore
 
-from conftest import make_mlp, naive_loss, random_dict_dirs
+from conftest import make_mlp, model_at, naive_loss, random_dict_dirs
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -456,7 +457,35 @@ def test_a_global_set_in_this_process_that_the_workers_do_not_read_is_refused(cl
     np.testing.assert_allclose(lnb.compute_surface(m, data, d, client=client, **kw).loss,
                                lnb.compute_surface(m, data, d, **kw).loss, rtol=1e-6)
     monkeypatch.setattr(mod, "TEMP", 3.0)
-    with pytest.raises(LandscapeError, match=r"a Dask worker reads other values than this process of what the model, "
-                                             r"loss_fn or metrics read from their modules: lnb_worker_globals\.TEMP "
-                                             r"differs"):
+    with pytest.raises(LandscapeError, match=r"the Dask worker at \S+ reads other values than this process of "
+                                             r"lnb_worker_globals\.TEMP \(module-level globals"):
         lnb.compute_surface(m, data, d, client=client, **kw)
+    monkeypatch.setattr(mod, "TEMP", 1.0)
+
+    # one worker of two reads another value (started with another environment): its tiles were of another loss
+    workers = sorted(client.scheduler_info()["workers"])
+    assert len(workers) == 2
+
+    def set_temp(value):
+        import lnb_worker_globals
+
+        lnb_worker_globals.TEMP = value
+
+    client.run(set_temp, 3.0, workers=workers[1:])
+    with pytest.raises(LandscapeError, match=rf"the Dask worker at {re.escape(workers[1])} reads other values than "
+                                             r"this process of lnb_worker_globals\.TEMP"):
+        lnb.compute_surface(m, data, d, client=client, **{**kw, "x": (-1, 1, 41)}, tile=1)
+    client.run(set_temp, 1.0, workers=workers[1:])
+
+    # the file edited after the workers imported it: this process reloads it, they run the old code
+    path.write_text(path.read_text().replace("o / TEMP", "o * TEMP / 2"))
+    importlib.reload(mod)
+    kw["loss_fn"] = mod.temp_ce
+    with pytest.raises(LandscapeError, match=r"the Dask worker at \S+ runs other code than this process for "
+                                             r"lnb_worker_globals\.temp_ce\(\) \(it imported the module before its "
+                                             r"file was edited"):
+        lnb.compute_surface(m, data, d, client=client, **kw)
+    client.upload_file(str(path))  # the workers import the file as it is now: the run goes on, as in-process
+    with torch.no_grad():
+        naive = [float(mod.temp_ce(model_at(m, lnb.as_directions(m, d), a)(data[0]), data[1])) for a in (-1, 0, 1)]
+    np.testing.assert_allclose(lnb.compute_surface(m, data, d, client=client, **kw).loss, naive, rtol=1e-5)
