@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+import types
 import uuid
 from collections import OrderedDict
 from typing import Iterator, Sequence
@@ -22,7 +23,7 @@ from .errors import LandscapeError
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
-from .spec import globals_fingerprint
+from .spec import globals_fingerprint, users_module
 from .splits import is_splits
 
 logger = logging.getLogger("landscape_nb.cluster")  # the runner's messages keep the cluster's logger name
@@ -31,14 +32,25 @@ logger = logging.getLogger("landscape_nb.cluster")  # the runner's messages keep
 # ------------------------------------------------------------- shipping ----
 
 def _module_names(job: Job) -> set[str]:
-    """Modules whose code the job's objects need: model classes, loss, metrics, data factory."""
+    """Modules whose code the job's objects need: the model's classes, the loss, metrics and data (a
+    Dataset's class, inside a DataLoader too, and its collate_fn), and the user's modules those import
+    (``helpers`` in ``import helpers`` or ``from helpers import act``), transitively."""
     names = {type(m).__module__ for m in job.model.modules()}
     splits = tuple(job.data.values()) if is_splits(job.data) else ()  # data={"train": factory, ...}
     for obj in (job.loss_fn, job.data, job.bn_data, *splits):
-        if callable(obj) and not isinstance(obj, (tuple, list)):
-            names.add(getattr(obj, "__module__", None) or type(obj).__module__)
+        for part in (obj, getattr(obj, "dataset", None), getattr(obj, "collate_fn", None)):
+            if part is not None and not isinstance(part, (tuple, list, dict)):
+                names.add(getattr(part, "__module__", None) or type(part).__module__)
     if isinstance(job.metrics, dict):
         names.update(getattr(f, "__module__", "") for f in job.metrics.values() if callable(f))
+    todo = [n for n in names if n in sys.modules and users_module(n)]
+    while todo:
+        for value in list(vars(sys.modules[todo.pop()]).values()):
+            name = (value.__name__ if isinstance(value, types.ModuleType) else
+                    getattr(value, "__module__", None) if isinstance(value, (type, types.FunctionType)) else None)
+            if isinstance(name, str) and name not in names and name in sys.modules and users_module(name):
+                names.add(name)
+                todo.append(name)
     return {n for n in names if n and n != "__main__" and n in sys.modules}
 
 
@@ -53,10 +65,11 @@ def _importable(names: Sequence[str]) -> dict[str, bool]:
 
 
 def pack_job(client: Client, job: Job) -> bytes:
-    """cloudpickle the job; modules the workers cannot import (a notebook's or a test's) go by value."""
+    """cloudpickle the job; modules that any worker now in the cluster cannot import (a notebook's or a
+    test's) go by value, so that every worker runs the same code whichever is asked."""
     names = sorted(_module_names(job))
-    on_worker = client.submit(_importable, names, pure=False).result() if names else {}
-    by_value = [sys.modules[n] for n in names if not on_worker.get(n, True)]
+    on_workers = client.run(_importable, names) if names else {}
+    by_value = [sys.modules[n] for n in names if not all(can.get(n, True) for can in on_workers.values())]
     for mod in by_value:
         cloudpickle.register_pickle_by_value(mod)
     try:
@@ -84,8 +97,9 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
             job = cloudpickle.loads(payload)
         except ModuleNotFoundError as exc:
             raise LandscapeError(
-                f"a Dask worker cannot import module {exc.name!r}, which the model, loss or data needs "
-                f"({exc}); install it in the workers' environment or put it on their PYTHONPATH"
+                f"{_this_worker()} cannot import module {exc.name!r}, which the model, loss or data needs "
+                f"({exc}); install it in the workers' environment or put it on their PYTHONPATH (a worker that "
+                "joined after the run started gets the job as the first workers could read it)"
             ) from None
         ev = job.evaluator()
         # what the user's code reads from its modules here, and its code as loaded here (_check_code)
@@ -112,6 +126,13 @@ class _Refused:
     error: LandscapeError
 
 
+def _this_worker() -> str:
+    try:
+        return f"the Dask worker at {get_worker().address}"
+    except ValueError:
+        return "a Dask worker"
+
+
 def _check_code(ev: PointEvaluator, expected: tuple) -> None:
     """Refuse a worker whose user code (as it loaded it) or module-level globals read by the model, loss or
     metrics differ from the client's (``spec.globals_fingerprint(..., loaded=True)``, both sides' entries).
@@ -126,10 +147,6 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
     differ = [k for k in both if here[k] != there[k]]
     if not differ:
         return
-    try:
-        where = f"the Dask worker at {get_worker().address}"
-    except ValueError:
-        where = "a Dask worker"
     code, values = [k for k in differ if k.endswith("()")], [k for k in differ if not k.endswith("()")]
     said = []
     if code:
@@ -142,7 +159,7 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
                     "them does not reach it, and one started with other environment variables computes its own: "
                     "set it in the module's file and restart the workers, pass it as an argument (a "
                     "functools.partial, or an attribute of the model or loss), or run in this process, client=None)")
-    raise LandscapeError(f"{where} " + "; and it ".join(said) + ": its points would be of another model or loss "
+    raise LandscapeError(f"{_this_worker()} " + "; and it ".join(said) + ": its points would be of another model or loss "
                          "than the one this process holds, so the run is refused (points already stored are kept)")
 
 

@@ -137,7 +137,6 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     (``store.SurfaceStore``): a loss in an importable module pickles by name, so ``TEMP = 3`` or an edited
     body between two runs kept the key and the store, and a resumed surface mixed two losses' values.
     """
-    import sys
     import types
 
     import numpy as np
@@ -146,13 +145,7 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     seen: set[int] = set()
     written: set[str] = set()
 
-    def own(module_name: str | None) -> bool:
-        root = (module_name or "").partition(".")[0]
-        if not root or root == "landscape_nb" or root in sys.stdlib_module_names or root == "builtins":
-            return False
-        path = getattr(sys.modules.get(root), "__file__", None) or ""
-        return "site-packages" not in path and "dist-packages" not in path
-
+    own = users_module
     def record(key: str, value) -> None:
         h = hashlib.sha256()
         try:
@@ -214,6 +207,18 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
         except Exception:  # what cannot be read is not compared; the run itself must not fail here
             logger.debug("globals_fingerprint: could not follow %r", fn, exc_info=True)
     return {k: v for k, v in sorted(out.items()) if k not in written}
+
+
+def users_module(module_name: str | None) -> bool:
+    """Whether ``module_name`` is the user's own code: not the standard library, an installed package
+    (site-packages, dist-packages) or landscape_nb."""
+    import sys
+
+    root = (module_name or "").partition(".")[0]
+    if not root or root == "landscape_nb" or root in sys.stdlib_module_names or root == "builtins":
+        return False
+    path = getattr(sys.modules.get(root), "__file__", None) or ""
+    return "site-packages" not in path and "dist-packages" not in path
 
 
 def _plain(value) -> bool:

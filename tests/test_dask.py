@@ -420,6 +420,49 @@ def test_parse_client_keeps_a_given_client(client):
     assert get_client(client) == (client, None)  # never closed here
 
 
+def test_a_model_module_its_helper_module_and_dataset_class_the_workers_cannot_import_travel_with_the_job(
+        client, data, tmp_path, monkeypatch):
+    """The model's module travelled with the job where no worker could import it, but a helper module it
+    imports (``import lnb_helper_act``) and a Dataset class of the user's did not: 'cannot import module'."""
+    (tmp_path / "lnb_helper_act.py").write_text("import torch\n\n\ndef act(x):\n    return torch.tanh(x) * 1.5\n")
+    (tmp_path / "lnb_helper_model.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        import lnb_helper_act
+
+
+        class HelperNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 3)
+
+            def forward(self, x):
+                return self.b(lnb_helper_act.act(self.a(x)))
+
+
+        class Pairs(torch.utils.data.Dataset):
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+
+            def __len__(self):
+                return len(self.x)
+
+            def __getitem__(self, i):
+                return self.x[i] * 2.0, self.y[i]
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lnb_helper_model as mod
+
+    m, d = mod.HelperNet(), lnb.random_directions(mod.HelperNet(), n=1, seed=0)
+    loader = torch.utils.data.DataLoader(mod.Pairs(*data), batch_size=10)
+    got = lnb.compute_surface(m, loader, d, x=(-1, 1, 5), client=client).loss
+    with torch.no_grad():
+        naive = [float(nn.functional.cross_entropy(model_at(m, d, a)(2.0 * data[0]), data[1]))
+                 for a in np.linspace(-1, 1, 5)]
+    np.testing.assert_allclose(got, naive, rtol=1e-5)
+
+
 def test_worker_missing_module_names_it(client, data, tmp_path, monkeypatch):
     mod_dir = tmp_path / "clientonly"
     mod_dir.mkdir()
