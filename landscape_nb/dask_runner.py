@@ -312,8 +312,13 @@ class DaskRunner:
     def _wait_for_workers(self, seconds: float | None = None) -> None:
         """Until the client is connected and the cluster has a worker, at most ``seconds`` (``worker_wait``)."""
         seconds = self.worker_wait if seconds is None else seconds
-        deadline = time.monotonic() + seconds
+        start = time.monotonic()
+        deadline, said = start + seconds, False
         while not (self._connected() and self._n_workers() > 0):
+            if not said and time.monotonic() - start > 2.0:  # a silent wait reads as a hang
+                said = True
+                logger.warning("waiting for a Dask worker at %s (at most %g s more; start workers with "
+                               "`dask worker %s`)", self.address, deadline - time.monotonic(), self.address)
             if self.client.status in ("closing", "closed") or time.monotonic() > deadline:
                 if seconds != self.worker_wait:
                     raise ClusterLost(f"the Dask cluster at {self.address} had no worker within {seconds:g} s "

@@ -233,6 +233,19 @@ def test_a_lost_run_without_store_says_nothing_was_kept(procs, short_wait):
         lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, callbacks=[cb])
 
 
+def test_a_run_waiting_for_its_first_worker_says_so_then_gives_up_with_one_line(procs, short_wait, caplog):
+    """A cluster with no worker yet (batch jobs still queued) is waited for, up to landscape-nb.start-wait; the
+    wait was silent, so a CLI run looked hung for as long."""
+    procs.scheduler()
+    model, d = _model(), lnb.random_directions(_model(), n=2, seed=5)
+    with dask.config.set({"landscape-nb.start-wait": "4s"}), caplog.at_level("WARNING", "landscape_nb.cluster"):
+        with pytest.raises(ClusterLost, match=rf"the Dask cluster at {procs.address} had no worker within 4 s of the "
+                                              r"start \(landscape-nb.start-wait\)"):
+            lnb.compute_surface(model, _data(), d, **GRID, client=procs.address)
+    said = [r.getMessage() for r in caplog.records if "waiting for a Dask worker" in r.getMessage()]
+    assert len(said) == 1 and f"start workers with `dask worker {procs.address}`" in said[0]
+
+
 def test_local_cluster_worker_killed_is_restarted_and_the_run_completes(tmp_path, caplog):
     """client='local', n_workers=1: the nanny restarts the killed worker; the tiles lost with it
     (and the job shipped to it) are resubmitted, and the surface is complete and right."""
