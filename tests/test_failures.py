@@ -238,10 +238,10 @@ def test_a_run_waiting_for_its_first_worker_says_so_then_gives_up_with_one_line(
     wait was silent, so a CLI run looked hung for as long."""
     procs.scheduler()
     model, d = _model(), lnb.random_directions(_model(), n=2, seed=5)
-    with dask.config.set({"landscape-nb.start-wait": "4s"}), caplog.at_level("WARNING", "landscape_nb.cluster"):
-        with pytest.raises(ClusterLost, match=rf"the Dask cluster at {procs.address} had no worker within 4 s of the "
-                                              r"start \(landscape-nb.start-wait\)"):
-            lnb.compute_surface(model, _data(), d, **GRID, client=procs.address)
+    message = rf"the Dask cluster at {procs.address} had no worker within 4 s of the start \(landscape-nb.start-wait\)"
+    with (dask.config.set({"landscape-nb.start-wait": "4s"}), caplog.at_level("WARNING", "landscape_nb.cluster"),
+          pytest.raises(ClusterLost, match=message)):
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address)
     said = [r.getMessage() for r in caplog.records if "waiting for a Dask worker" in r.getMessage()]
     assert len(said) == 1 and f"start workers with `dask worker {procs.address}`" in said[0]
 
