@@ -151,8 +151,9 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
     said = []
     if code:
         said.append(f"runs other code than this process for {', '.join(code[:6])} (it imported the module before "
-                    "its file was edited, or this process did: restart the workers, e.g. client.restart(), or "
-                    "importlib.reload the module here, so both run the file as it is now)")
+                    "its file was edited, or this process did, or it runs another Python version: restart the "
+                    "workers, e.g. client.restart(), or importlib.reload the module here, so both run the file as it "
+                    "is now)")
     if values:
         said.append(f"reads other values than this process of {', '.join(values[:6])} (module-level globals: a "
                     "worker imports your modules from its files, so a value set in this process after importing "
