@@ -66,9 +66,11 @@ class NonFiniteCurvature(LandscapeError):
     def __init__(self, n_product: int, loss: float):
         self.n_product, self.loss = n_product, loss
         if not math.isfinite(loss):
-            text = (f"the loss at these weights is {loss}, so their curvature means nothing (autograd can still give "
-                    "finite Hessian-vector products of a NaN loss, e.g. of log(u) where u < 0); check the model's "
-                    "outputs and loss_fn at these weights: a diverged model, or a log or sqrt of a negative value")
+            why = (" (autograd can still give finite Hessian-vector products of a NaN loss, e.g. of log(u) where "
+                   "u < 0)") if math.isnan(loss) else ""
+            text = (f"the loss at these weights is {loss}, so their curvature means nothing{why}; check the model's "
+                    "outputs and loss_fn at these weights: a diverged model, a log of 0, or a log or sqrt of a "
+                    "negative value")
         else:
             text = (f"Hessian-vector product {n_product} has NaN or infinite values at a finite loss ({loss:.7g}): "
                     "the loss has no second derivative at these weights (e.g. sqrt or abs at 0, a log near 0) or it "
