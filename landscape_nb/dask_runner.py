@@ -31,19 +31,22 @@ logger = logging.getLogger("landscape_nb.cluster")  # the runner's messages keep
 
 # ------------------------------------------------------------- shipping ----
 
-def _module_names(job: Job) -> set[str]:
+def _module_names(job: Job, follow: bool = True) -> set[str]:
     """Modules whose code the job's objects need: the model's classes, the loss, metrics and data (a
     Dataset's class, inside a DataLoader too, and its collate_fn), and the user's modules those import
     (``helpers`` in ``import helpers`` or ``from helpers import act``), transitively."""
     names = {type(m).__module__ for m in job.model.modules()}
     splits = tuple(job.data.values()) if is_splits(job.data) else ()  # data={"train": factory, ...}
     for obj in (job.loss_fn, job.data, job.bn_data, *splits):
-        for part in (obj, getattr(obj, "dataset", None), getattr(obj, "collate_fn", None)):
+        parts = [obj, getattr(obj, "collate_fn", None)]
+        while hasattr(parts[-2], "dataset") and len(parts) < 20:  # DataLoader(Subset(ds)), e.g. random_split's
+            parts[-1:-1] = [parts[-2].dataset]
+        for part in parts:
             if part is not None and not isinstance(part, (tuple, list, dict)):
                 names.add(getattr(part, "__module__", None) or type(part).__module__)
     if isinstance(job.metrics, dict):
         names.update(getattr(f, "__module__", "") for f in job.metrics.values() if callable(f))
-    todo = [n for n in names if n in sys.modules and users_module(n)]
+    todo = [n for n in names if n in sys.modules and users_module(n)] if follow else []
     while todo:
         for value in list(vars(sys.modules[todo.pop()]).values()):
             name = (value.__name__ if isinstance(value, types.ModuleType) else
@@ -67,16 +70,34 @@ def _importable(names: Sequence[str]) -> dict[str, bool]:
 def pack_job(client: Client, job: Job) -> bytes:
     """cloudpickle the job; modules that any worker now in the cluster cannot import (a notebook's or a
     test's) go by value, so that every worker runs the same code whichever is asked."""
+    direct = _module_names(job, follow=False)
     names = sorted(_module_names(job))
-    on_workers = client.run(_importable, names) if names else {}
-    by_value = [sys.modules[n] for n in names if not all(can.get(n, True) for can in on_workers.values())]
-    for mod in by_value:
-        cloudpickle.register_pickle_by_value(mod)
+    try:
+        on_workers = client.run(_importable, names, on_error="return") if names else {}
+    except Exception:  # noqa: BLE001 - no answer from the cluster as a whole: ask one worker, as before
+        on_workers = {"one": client.submit(_importable, names, pure=False).result()}
+    # a worker that did not answer (an error) may not import anything: by value, whoever runs the tiles
+    answers = [can if isinstance(can, dict) else {} for can in on_workers.values()]
+    by_value = [n for n in names if not all(can.get(n, False) for can in answers)]
+    try:
+        payload = _dumps(job, by_value)
+    except Exception:  # noqa: BLE001 - a module sent whole holds what cannot be pickled (a lock): as before, the
+        payload = _dumps(job, [n for n in by_value if n in direct])  # worker then names the module it lacks
+    if len(payload) > 64 * 2**20:
+        logger.warning("the job sent to each Dask worker is %.0f MiB (modules sent by value because a worker cannot "
+                       "import them: %s, with all their globals); put them on the workers' PYTHONPATH to send less",
+                       len(payload) / 2**20, ", ".join(by_value) or "none")
+    return payload
+
+
+def _dumps(job: Job, by_value: list[str]) -> bytes:
+    for name in by_value:
+        cloudpickle.register_pickle_by_value(sys.modules[name])
     try:
         return cloudpickle.dumps(job)
     finally:
-        for mod in by_value:
-            cloudpickle.unregister_pickle_by_value(mod)
+        for name in by_value:
+            cloudpickle.unregister_pickle_by_value(sys.modules[name])
 
 
 _CACHE_SIZE = 2
@@ -133,6 +154,9 @@ def _this_worker() -> str:
         return "a Dask worker"
 
 
+OPTIMIZE = "<python -O level>"  # in _check_code's expected items: code entries compare only at the same level
+
+
 def _check_code(ev: PointEvaluator, expected: tuple) -> None:
     """Refuse a worker whose user code (as it loaded it) or module-level globals read by the model, loss or
     metrics differ from the client's (``spec.globals_fingerprint(..., loaded=True)``, both sides' entries).
@@ -143,6 +167,8 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
     each gave a surface of another model, or one mixing two, with nothing to show it. Every worker checks
     the job when it builds its evaluator (the probe's and each tile's)."""
     here, there = dict(expected), ev.code_globals
+    if here.pop(OPTIMIZE, None) != str(sys.flags.optimize):  # -O drops asserts: other bytecode, the same model
+        here = {k: v for k, v in here.items() if not k.endswith("()")}
     both = [k for k in here if k in there]
     differ = [k for k in both if here[k] != there[k]]
     if not differ:
@@ -160,8 +186,9 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
                     "them does not reach it, and one started with other environment variables computes its own: "
                     "set it in the module's file and restart the workers, pass it as an argument (a "
                     "functools.partial, or an attribute of the model or loss), or run in this process, client=None)")
-    raise LandscapeError(f"{_this_worker()} " + "; and it ".join(said) + ": its points would be of another model or loss "
-                         "than the one this process holds, so the run is refused (points already stored are kept)")
+    raise LandscapeError(f"{_this_worker()} " + "; and it ".join(said) + ": its points would be of another model "
+                         "or loss than the one this process holds, so the run is refused (points already stored are "
+                         "kept)")
 
 
 def _probe(token: str, payload: bytes, expected: tuple = ()) -> DataInfo | _Refused:
@@ -268,7 +295,8 @@ class DaskRunner:
         self._wait_for_workers(self.start_wait)  # batch-queued workers (dask-jobqueue) may take a while
         fut = None
         try:
-            self.expected_code = tuple(globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True).items())
+            code = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
+            self.expected_code = (*code.items(), (OPTIMIZE, str(sys.flags.optimize)))
             self.packed = pack_job(self.client, job)
             self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
             fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,

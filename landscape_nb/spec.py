@@ -128,8 +128,10 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     own classes (and the methods they call), ``loss_fn`` or the metrics, or by functions of the user's
     they call (two calls deep), e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()``
     entries hash such a function's source (or bytecode where unreadable); with ``loaded=True``, its bytecode,
-    names and constants as this process loaded them (``inspect.getsource`` reads the file as it is now,
-    which a Dask worker that imported the module before an edit does not run). A global that code writes (a
+    names, constants and default arguments as this process loaded them (``inspect.getsource`` reads the file
+    as it is now, which a Dask worker that imported the module before an edit does not run), not for a
+    function whose asserts pytest rewrote (a worker importing it runs the same code, not rewritten), and also
+    the forwards of the user's base classes and functions kept as module attributes. A global that code writes (a
     call counter) is state, not a setting, and is left out.
 
     "The user's own" is code outside the standard library, installed packages and landscape_nb. Not part of
@@ -142,10 +144,10 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     import numpy as np
 
     out: dict[str, str] = {}
-    seen: set[int] = set()
+    seen: dict[int, int] = {}  # id -> the smallest depth it was walked at (reached nearer: walked again)
     written: set[str] = set()
-
     own = users_module
+
     def record(key: str, value) -> None:
         h = hashlib.sha256()
         try:
@@ -165,15 +167,15 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
         loads, stores, attrs = _reads(code)
         module = g.get("__name__", "?")
         written.update(f"{module}.{name}" for name in stores)  # state the code keeps (a call counter), not a setting
-        for name in attrs & methods.keys():  # self.helper(...): a method of the same object, at the same depth
+        for name in sorted(attrs & methods.keys()):  # self.helper(...): a method of the same object, same depth
             walk(methods[name], depth, methods)
-        for name in loads:
+        for name in sorted(loads):  # sorted: the same entries in every process, whatever its hash seed
             if name not in g:
                 continue
             value = g[name]
             record(f"{module}.{name}", value)
             if isinstance(value, types.ModuleType) and own(value.__name__):  # lossmod.TEMP read as an attribute
-                for attr in attrs & vars(value).keys():
+                for attr in sorted(attrs & vars(value).keys()):
                     record(f"{value.__name__}.{attr}", vars(value)[attr])
                     if depth < 2:
                         walk(vars(value)[attr], depth + 1)
@@ -185,20 +187,30 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
             fn = fn.func
         if isinstance(fn, types.MethodType):  # a bound method (getattr could run an object's own __getattr__)
             fn = fn.__func__
-        if id(fn) in seen:
+        if seen.get(id(fn), depth + 1) <= depth:
             return
-        seen.add(id(fn))
+        seen[id(fn)] = depth
         if isinstance(fn, types.FunctionType):
             if own(fn.__module__):
-                code = _code_text(fn.__code__) if loaded else _function_source(fn)
-                record(f"{fn.__module__}.{fn.__qualname__}()", code)
+                if not loaded:
+                    record(f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn))
+                elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
+                    record(f"{fn.__module__}.{fn.__qualname__}()", _code_text(fn.__code__) + _defaults_text(fn))
                 visit(fn.__code__, fn.__globals__, depth, methods or {})
         elif callable(fn) and not isinstance(fn, type):  # a callable object: from its forward (or __call__) on
             own_methods = {name: f for cls in reversed(type(fn).__mro__) if own(cls.__module__)
                            for name, f in vars(cls).items() if isinstance(f, types.FunctionType)}
-            entry = own_methods.get("forward" if isinstance(fn, nn.Module) else "__call__")
+            name = "forward" if isinstance(fn, nn.Module) else "__call__"
+            entry = own_methods.get(name)
             if entry is not None:
                 walk(entry, depth, own_methods)
+            if loaded:  # also what a worker runs through super().forward() and functions kept as attributes
+                for cls in type(fn).__mro__[1:]:
+                    if own(cls.__module__) and isinstance(vars(cls).get(name), types.FunctionType):
+                        walk(vars(cls)[name], depth, own_methods)
+                for value in list(getattr(fn, "__dict__", {}).values()):
+                    if isinstance(value, types.FunctionType):
+                        walk(value, depth, own_methods)
 
     named = metrics.values() if isinstance(metrics, Mapping) else metrics if isinstance(metrics, (list, tuple)) else ()
     for fn in [*model.modules(), loss_fn, *named]:
@@ -235,6 +247,12 @@ def _function_source(fn) -> str:
         return inspect.getsource(fn)
     except (OSError, TypeError):
         return _code_text(fn.__code__)
+
+
+def _defaults_text(fn) -> str:
+    """A function's default arguments (not in its code object): plain values as written, others by type."""
+    values = [*(fn.__defaults__ or ()), *sorted((fn.__kwdefaults__ or {}).items())]
+    return "|defaults:" + repr([v if _plain(v) else type(v).__qualname__ for v in values])
 
 
 def _code_text(code) -> str:

@@ -425,10 +425,12 @@ def test_a_model_module_its_helper_module_and_dataset_class_the_workers_cannot_i
     """The model's module travelled with the job where no worker could import it, but a helper module it
     imports (``import lnb_helper_act``) and a Dataset class of the user's did not: 'cannot import module'."""
     (tmp_path / "lnb_helper_act.py").write_text("import torch\n\n\ndef act(x):\n    return torch.tanh(x) * 1.5\n")
+    (tmp_path / "lnb_helper_scale.py").write_text("def scale(x):\n    return x * 0.5\n")
     (tmp_path / "lnb_helper_model.py").write_text(textwrap.dedent("""
         import torch
         from torch import nn
         import lnb_helper_act
+        from lnb_helper_scale import scale
 
 
         class HelperNet(nn.Module):
@@ -438,7 +440,7 @@ def test_a_model_module_its_helper_module_and_dataset_class_the_workers_cannot_i
                 self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 3)
 
             def forward(self, x):
-                return self.b(lnb_helper_act.act(self.a(x)))
+                return self.b(lnb_helper_act.act(scale(self.a(x))))
 
 
         class Pairs(torch.utils.data.Dataset):
@@ -461,6 +463,22 @@ def test_a_model_module_its_helper_module_and_dataset_class_the_workers_cannot_i
         naive = [float(nn.functional.cross_entropy(model_at(m, d, a)(2.0 * data[0]), data[1]))
                  for a in np.linspace(-1, 1, 5)]
     np.testing.assert_allclose(got, naive, rtol=1e-5)
+
+    # one worker of two can import them: they still travel, or the other's tiles would fail
+    def on_path(add: bool, where: str) -> list:
+        import sys
+
+        sys.path.insert(0, where) if add else sys.path.remove(where)
+        return sorted(k for k in sys.modules if k.startswith("lnb_helper"))
+
+    first = sorted(client.scheduler_info()["workers"])[:1]
+    client.run(on_path, True, str(tmp_path), workers=first)
+    try:
+        surf = lnb.compute_surface(m, loader, d, x=(-1, 1, 21), tile=1, client=client)
+    finally:
+        assert client.run(on_path, False, str(tmp_path), workers=first) == {first[0]: []}  # none imported
+    assert len(surf.provenance["workers"]) == 2  # both ran tiles
+    np.testing.assert_allclose(surf.loss[::5], naive, rtol=1e-5)
 
 
 def test_worker_missing_module_names_it(client, data, tmp_path, monkeypatch):

@@ -3,6 +3,11 @@
 The expected keys below were computed with the code as it was before the redesign (commit
 65e00be); a change here means every store written by earlier versions stops resuming.
 """
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +138,70 @@ def test_globals_fingerprint_sees_the_globals_a_forward_reads_and_nothing_else()
     changed = globals_fingerprint(other)
     assert changed["user_exec_module.TEMP"] != first["user_exec_module.TEMP"]
     assert changed["user_exec_module.Net.forward()"] == first["user_exec_module.Net.forward()"]
+
+
+CHAIN_SOURCE = '''
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+K = 2.0
+
+
+def k(x):
+    return x * K
+
+
+def h(x):
+    return k(x)
+
+
+def g(x):
+    return h(x) + k(x)
+
+
+def loss(o, t, temp=1.0):
+    return F.cross_entropy(g(o) / temp, t)
+
+
+def act(x):
+    return torch.tanh(x)
+
+
+class Base(nn.Module):
+    def forward(self, x):
+        return self.lin(x) * K
+
+
+class Net(Base):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.act = nn.Linear(3, 2), act
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+'''
+
+
+def test_the_loaded_code_fingerprint_a_worker_compares_is_complete_and_the_same_in_every_process(tmp_path):
+    """What each Dask worker compares (``loaded=True``): the same entries whatever the hash seed (a chain
+    loss → g → h → k reading K lost k() and K in 3 of 6 seeds, as a set's order decided), default arguments (a
+    changed ``temp=3.0`` hashed alike), a base class's forward reached by super() and a function kept as an
+    attribute; each computed in a fresh process, as a worker would."""
+    (tmp_path / "lnb_chain.py").write_text(CHAIN_SOURCE)
+    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import lnb_chain as m\n"
+              "from landscape_nb.spec import globals_fingerprint\n"
+              "print(json.dumps(globals_fingerprint(m.Net(), m.loss, loaded=True)))\n")
+    runs = []
+    for seed in ("0", "1", "2", "3"):
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
+        runs.append(json.loads(out.stdout))
+    assert all(r == runs[0] for r in runs), runs
+    assert {"lnb_chain.k()", "lnb_chain.K", "lnb_chain.Base.forward()", "lnb_chain.act()"} <= set(runs[0]), runs[0]
+    (tmp_path / "lnb_chain.py").write_text(CHAIN_SOURCE.replace("temp=1.0", "temp=3.0"))
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    edited = json.loads(out.stdout)
+    assert edited["lnb_chain.loss()"] != runs[0]["lnb_chain.loss()"]
+    assert {k: v for k, v in edited.items() if k != "lnb_chain.loss()"} == {
+        k: v for k, v in runs[0].items() if k != "lnb_chain.loss()"}
