@@ -48,6 +48,15 @@ def _dense_hessian(model, data, loss_fn=nn.functional.cross_entropy, vectorize=F
     return torch.autograd.functional.hessian(f, flat0, vectorize=vectorize).numpy()
 
 
+def _moved(model, dirs, a, b):
+    """A copy of ``model`` at ``w + a·d1 + b·d2`` (``dirs``: two state-dict-like directions), float64 steps."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.add_(a * dirs[0][name].double() + b * dirs[1][name].double())
+    return m
+
+
 def _grad(model, data):
     model.zero_grad()
     nn.functional.cross_entropy(model(data[0]), data[1]).backward()
@@ -155,10 +164,7 @@ def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
     dirs = d.as_state_dicts()
     for j, b in enumerate(surf.y):
         for i, a in enumerate(surf.x):
-            m = copy.deepcopy(model)
-            with torch.no_grad():
-                for name, p in m.named_parameters():
-                    p.add_(a * dirs[0][name].double() + b * dirs[1][name].double())
+            m = _moved(model, dirs, a, b)
             evals = np.linalg.eigvalsh(_dense_hessian(m, data64))
             with torch.no_grad():
                 loss = float(nn.functional.cross_entropy(m(data64[0]), data64[1]))
@@ -647,10 +653,8 @@ def test_an_eigen_map_is_nan_where_the_loss_or_a_product_is_and_exact_elsewhere(
     dirs = d.as_state_dicts()
     for j, b in enumerate(surf.y):
         for i, a in enumerate(surf.x):
-            m = copy.deepcopy(model)
+            m = _moved(model, dirs, a, b)
             with torch.no_grad():
-                for name, p in m.named_parameters():
-                    p.add_(a * dirs[0][name].double() + b * dirs[1][name].double())
                 loss = float(_log_of_excess(m(data64[0]), data64[1]))
             if np.isnan(loss):
                 assert nan[j, i] and surf.metrics["n_hvp"][j, i] == 0
