@@ -70,7 +70,6 @@ def _importable(names: Sequence[str]) -> dict[str, bool]:
 def pack_job(client: Client, job: Job) -> bytes:
     """cloudpickle the job; modules that any worker now in the cluster cannot import (a notebook's or a
     test's) go by value, so that every worker runs the same code whichever is asked."""
-    direct = _module_names(job, follow=False)
     names = sorted(_module_names(job))
     try:
         on_workers = client.run(_importable, names, on_error="return") if names else {}
@@ -82,7 +81,8 @@ def pack_job(client: Client, job: Job) -> bytes:
     try:
         payload = _dumps(job, by_value)
     except Exception:  # noqa: BLE001 - a module sent whole holds what cannot be pickled (a lock): as before, the
-        payload = _dumps(job, [n for n in by_value if n in direct])  # worker then names the module it lacks
+        direct = _module_names(job, follow=False)  # worker then names the module it lacks
+        payload = _dumps(job, [n for n in by_value if n in direct])
     if len(payload) > 64 * 2**20:
         logger.warning("the job sent to each Dask worker is %.0f MiB (modules sent by value because a worker cannot "
                        "import them: %s, with all their globals); put them on the workers' PYTHONPATH to send less",
@@ -371,7 +371,8 @@ class DaskRunner:
         futures = {}
         for rank, t in enumerate(tiles):
             fut = self.client.submit(_eval_tile, self.token, self.payload, grid.coords(t), event_name, self.fingerprint,
-                                     self.expected_code, key=f"landscape_nb-tile-{self.token}-{attempt}-" + "-".join(map(str, t.index)),
+                                     self.expected_code,
+                                     key=f"landscape_nb-tile-{self.token}-{attempt}-" + "-".join(map(str, t.index)),
                                      priority=len(tiles) - rank, retries=self.retries, pure=False)
             futures[fut.key] = (fut, t)
         return futures

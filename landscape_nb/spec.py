@@ -131,8 +131,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     names, constants and default arguments as this process loaded them (``inspect.getsource`` reads the file
     as it is now, which a Dask worker that imported the module before an edit does not run), not for a
     function whose asserts pytest rewrote (a worker importing it runs the same code, not rewritten), and also
-    the forwards of the user's base classes and functions kept as module attributes. A global that code writes (a
-    call counter) is state, not a setting, and is left out.
+    the forwards of the user's base classes and functions kept as attributes of a module (``self.act = act``).
+    A global that code writes (a call counter) is state, not a setting, and is left out.
 
     "The user's own" is code outside the standard library, installed packages and landscape_nb. Not part of
     the spec key (keys written before it stay valid); a store compares it on resume
