@@ -27,7 +27,7 @@ from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
 from .metrics import loss_name, split_values, unwrap_compiled
 from . import validate
-from .params import unwrap_model
+from .params import model_dtype, unwrap_model, variance_buffers
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
@@ -277,6 +277,10 @@ def compute_surface(
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
                               target_key=target_key)
+    if variance_buffers(d.layout) and not d.provenance.get("clamp_running_var"):
+        # directions from a file or the user: a negative variance gives NaN (n_diverged), as in the reference;
+        # clamped at 0 it gave a finite, made-up loss (1e7 where the reference has NaN)
+        settings = dataclasses.replace(settings, clamp_running_var=False)
     validate.check_precision(model, settings)
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
@@ -469,9 +473,20 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
         "model_code": code_fingerprint(model), "code_globals": code_globals,
-        "device": info.device, "runner": runner.description, "precision": settings.precision, "bn_fold": info.bn_fold,
+        "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
+        "bn_fold": info.bn_fold,
         **({"malloc": runner.malloc} if getattr(runner, "malloc", None) else {}),
     }
+
+
+def _precision_label(model, settings: EvalSettings) -> str:
+    """The precision the points ran in: ``settings.precision``, or the model's own dtype where that is not
+    float32 (fp32 and tf32 leave a float64 or float16 model in its dtype; bf16 refuses one, validate)."""
+    dtype = model_dtype(model)
+    if settings.precision == "bf16" or dtype == torch.float32:
+        return settings.precision
+    return {torch.float64: "fp64", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
+        dtype, str(dtype).removeprefix("torch."))
 
 
 def _labels(directions: Directions, ndim: int = 2) -> dict[str, str]:

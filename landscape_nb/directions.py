@@ -26,6 +26,7 @@ from .params import ParamLayout, check_finite, float_state_buffers, unwrap_model
 
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
+UNCLAMPED_RUNNING_VAR = "BatchNorm running_var moved as given: NaN where a point makes it negative, as in the reference"
 
 
 @dataclass(frozen=True, eq=False)
@@ -380,7 +381,9 @@ def as_directions(model: nn.Module, directions) -> Directions:
         ``Directions`` (checked against ``model`` and returned as is); a sequence of
         mappings ``{parameter name: tensor of the parameter's shape}`` (floating-point
         buffers too, e.g. BatchNorm running statistics as in a ``state_dict``: moved
-        where non-zero, named in ``provenance["buffers"]``); a sequence
+        where non-zero, named in ``provenance["buffers"]``; where a point makes a BatchNorm
+        ``running_var`` negative its values are NaN, as in the reference, and count in
+        ``Surface.n_diverged``); a sequence
         of flat vectors of n_params values each (``named_parameters()`` order); or
         a tensor/array of shape (n, n_params) or (n_params,).
 
@@ -480,6 +483,8 @@ def as_directions(model: nn.Module, directions) -> Directions:
     prov = {"scheme": "user", "cosine_max": _max_offdiag(cosines), "norms": vectors.double().norm(dim=1).tolist()}
     if frozen:  # held fixed: named in the provenance and so in the figures' hover
         prov["excluded"] = [f"{name} (frozen)" for name in frozen]
-    if moved_buffers:  # moved as given; a running_var is clamped at 0 where a point would make it negative
+    if moved_buffers:  # moved as given: a running_var negative at a point gives NaN there, as in the reference
         prov["buffers"] = moved_buffers
+        if any(name.endswith("running_var") for name in moved_buffers):
+            prov["running_var"] = UNCLAMPED_RUNNING_VAR
     return Directions(vectors, layout, prov)

@@ -51,11 +51,15 @@ class EvalSettings:
     points_per_pass: int | None = None  # None: measured on the first real points (see Evaluator)
     fold_bn: bool = True  # eval mode: conv→BN pairs run as one conv (rounding-level change; see fold.py)
     target_key: str | int | None = "labels"  # dict key (or tuple index) of the targets: see data.read_data
+    # BatchNorm running_var clamped at 0 where a point makes it negative (paths between models, whose provenance
+    # says so); False: left negative, NaN outputs there as in the reference (directions from files or the user)
+    clamp_running_var: bool = True
 
     def to_json(self) -> dict:
         out = asdict(self)
-        if out["target_key"] == "labels":  # the default is left out: spec keys of earlier versions stay valid
-            del out["target_key"]
+        for name, default in (("target_key", "labels"), ("clamp_running_var", True)):
+            if out[name] == default:  # defaults left out: spec keys of earlier versions stay valid
+                del out[name]
         return out
 
     def check_one_point_modes(self) -> None:
@@ -322,7 +326,7 @@ class Evaluator(SpeedChoices):
             self.forward, self.bn_fold = self._folded()
         if settings.compile:
             self.forward = torch.compile(self.forward, mode=None if settings.compile is True else settings.compile)
-        self.perturber = Perturber(self.model, layout, directions)
+        self.perturber = Perturber(self.model, layout, directions, clamp_variances=settings.clamp_running_var)
         self._metric_list = list(self.metric_fns.values())
         self._bf16 = settings.precision == "bf16"
         targets = [yb for _, yb in self.batches]

@@ -187,6 +187,7 @@ def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
     if variance_buffers(layout):
         prov["running_var"] = ("BatchNorm running_var interpolated and clamped at 0 where a point beyond "
                                "the models makes it negative")
+        prov["clamp_running_var"] = True  # compute_surface reads it (EvalSettings.clamp_running_var)
     return prov
 
 

@@ -227,18 +227,20 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 def variance_buffers(layout: ParamLayout) -> list[int]:
     """Positions in ``layout`` of BatchNorm ``running_var`` buffers: a point beyond the ends of a
-    path can extrapolate them below 0 (NaN outputs), so ``Perturber`` clamps them at 0."""
+    path can extrapolate them below 0 (NaN outputs), where ``Perturber`` can clamp them at 0."""
     return [i for i, e in enumerate(layout.entries) if e.kind == "buffer" and e.name.endswith("running_var")]
 
 
 class Perturber:
     """Writes ``w0 + coeffs @ D`` into the model's tensors in place (no allocation per point).
 
-    BatchNorm ``running_var`` buffers in the layout are clamped at 0 after each write (a
-    variance cannot be negative; see ``variance_buffers``).
+    With ``clamp_variances`` BatchNorm ``running_var`` buffers in the layout are clamped at 0
+    after each write (paths between models; see ``variance_buffers``); without, a negative
+    variance stays and the point's outputs are NaN, as in the reference implementation.
     """
 
-    def __init__(self, model: nn.Module, layout: ParamLayout, directions: torch.Tensor):
+    def __init__(self, model: nn.Module, layout: ParamLayout, directions: torch.Tensor, *,
+                 clamp_variances: bool = True):
         self.layout = layout
         self.targets = layout.tensors(model)
         self.base = flatten(model, layout).clone()
@@ -250,7 +252,7 @@ class Perturber:
         moving = [bool(d.any()) for d in layout.split(self.directions.ne(0).any(0))]
         self.written = [t for t, m in zip(self.targets, moving) if m]
         self.views = [v for v, m in zip(views, moving) if m]
-        self.variances = [self.targets[i] for i in variance_buffers(layout) if moving[i]]
+        self.variances = [self.targets[i] for i in variance_buffers(layout) if moving[i] and clamp_variances]
         self.coeffs = torch.zeros(len(self.directions), dtype=self.base.dtype, device=self.base.device)
 
     @torch.no_grad()

@@ -221,6 +221,13 @@ class Surface:
         return int((self.done_mask & ~np.isfinite(self.loss)).sum())
 
     @property
+    def divergence_note(self) -> str:
+        """Why computed points may be NaN other than a diverging loss, for warnings: directions from a file or
+        the user that move BatchNorm ``running_var`` leave it negative where a point makes it so; "" if none."""
+        d = self.provenance.get("directions") or {}
+        return str(d["running_var"]) if "running_var" in d and not d.get("clamp_running_var") else ""
+
+    @property
     def x_label(self) -> str:
         return str(self.provenance.get("x_label", "α (direction 1)"))
 

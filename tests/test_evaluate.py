@@ -922,8 +922,11 @@ def test_a_float64_model_gets_float64_values_also_from_stacked_passes():
     d = lnb.random_directions(model, n=2, seed=0)
     s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), points_per_pass=8)
     assert s.provenance["points_per_pass"] == 8
+    assert s.provenance["precision"] == "fp64"  # it said fp32, the default setting, for float64 values
     ce = nn.functional.cross_entropy
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, ce, d, s.x, s.y), rtol=1e-12)
+    single = lnb.compute_surface(model.float(), (x.float(), y), d, x=(-1, 1, 2), y=(-1, 1, 2))
+    assert single.provenance["precision"] == "fp32"
 
 
 class _TaggerClassFirst(_Tagger):

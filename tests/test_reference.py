@@ -101,6 +101,33 @@ def test_states_file_moves_batchnorm_statistics_like_the_reference_set_states(tm
     check_against(surf, naive)
 
 
+def test_states_file_with_the_weights_as_direction_gives_nan_where_the_reference_does(tmp_path, cnn, cnn_data,
+                                                                                       one_thread):
+    """The reference with an empty --xignore uses a 1-D tensor itself as its direction, running_var too: beyond
+    x = -1 the variance is negative and the reference's loss NaN. Clamped at 0 (as before) the points came out
+    finite (1e7), a made-up value with n_diverged = 0; now NaN there as in a naive set_states, and explained."""
+    states = cnn.state_dict()
+    keys = list(states)
+    dx = [v.numpy().astype(np.float32) if v.ndim == 1 and v.is_floating_point() else 0.3 * r
+          for v, r in zip(states.values(), seeded_like([tuple(v.shape) for v in states.values()], 8))]
+    dx[keys.index("bn.num_batches_tracked")] = np.float32(0.0)
+    write_reference_directions(tmp_path / "dir.h5", [dx])
+    d = lnb.load_reference_directions(cnn, tmp_path / "dir.h5")
+    assert "NaN where a point makes it negative" in d.provenance["running_var"]
+
+    def naive(a, b):
+        m = copy.deepcopy(cnn)
+        m.load_state_dict({k: v + a * torch.from_numpy(np.asarray(e)) if v.is_floating_point() else v
+                           for (k, v), e in zip(states.items(), dx)})
+        return evaluate(m, cnn_data)
+
+    surf = lnb.compute_surface(cnn, cnn_data, d, x=(-2, 0, 5))
+    for i, a in enumerate(surf.x):
+        np.testing.assert_allclose(surf.loss[i], naive(float(a), 0.0)[0], rtol=1e-5)
+    assert np.isnan(surf.loss[:2]).all() and np.isfinite(surf.loss[2:]).all()  # x = -2, -1.5 | -1, -0.5, 0
+    assert surf.n_diverged == 2 and "as in the reference" in surf.divergence_note
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_random_directions_round_trip_through_a_weights_file(tmp_path, cnn, n):
     d = lnb.random_directions(cnn, n=n, seed=5)
@@ -134,6 +161,7 @@ def test_interpolation_with_buffers_round_trips_through_a_states_file(tmp_path, 
     back = lnb.load_reference_directions(cnn, path)
     assert back.layout == d.layout
     assert torch.equal(back.vectors, d.vectors)
+    assert back.provenance["clamp_running_var"] is True  # still a path: clamped beyond its ends, not NaN
 
 
 def test_weights_file_refuses_directions_that_move_buffers(tmp_path, cnn):

@@ -394,7 +394,8 @@ def cmd_compute(args) -> int:
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
     if n_diverged:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
-              "they are gaps in the figure (a narrower --range shows the basin)", file=sys.stderr)
+              "they are gaps in the figure (a narrower --range shows the basin)"
+              + (f"; {surf.divergence_note}" if surf.divergence_note else ""), file=sys.stderr)
     rule = (surf.provenance.get("data") or {}).get("rule")
     if target_key is not None and rule in ("pair", "inputs"):
         print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "
