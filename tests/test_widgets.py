@@ -1,6 +1,7 @@
 """The Explorer without a browser: controls -> spec, live figure filling in, cancel, errors, export."""
 from __future__ import annotations
 
+import copy
 import asyncio
 import gc
 import socket
@@ -344,6 +345,56 @@ def test_second_compute_while_running_is_refused(explorer):
     finally:
         explorer.cancel()
         explorer.wait(30)
+
+
+def naive_surface(model, data, seed, xs, ys):
+    """A plain loop: the filter-normalized random plane of ``seed`` (biases and BN at zero), each point's weights
+    written with vector_to_parameters and the whole set's cross-entropy taken."""
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    d = lnb.random_directions(model, n=2, seed=seed).vectors.double()
+    m = copy.deepcopy(model).double()
+    w0, (x, y) = parameters_to_vector(m.parameters()).detach(), data
+    out = np.empty((len(ys), len(xs)))
+    with torch.no_grad():
+        for j, b in enumerate(ys):
+            for i, a in enumerate(xs):
+                vector_to_parameters(w0 + float(a) * d[0] + float(b) * d[1], m.parameters())
+                out[j, i] = float(nn.functional.cross_entropy(m(x.double()), y))
+    return out
+
+
+def test_compute_wait_while_one_runs_waits_for_it_then_computes_the_current_controls(explorer):
+    """A script's compute(wait=True) during a run returned False at once (the refusal only in the panel), leaving
+    the earlier run's partial surface as if it were the new one; now it waits, then computes the controls set."""
+    explorer.controls["x_points"].value = 41
+    explorer.controls["y_points"].value = 41
+    assert explorer.compute()
+    explorer.controls["seed"].value = 7
+    explorer.controls["x_points"].value = 9
+    explorer.controls["y_points"].value = 7
+    assert explorer.compute(wait=True), explorer.state.message
+    surf = explorer.surface
+    assert explorer.state.status == "done" and surf.is_complete and surf.loss.shape == (7, 9)
+    model, data = explorer.state.shelf.get("tiny").model, make_task()[1]
+    np.testing.assert_allclose(surf.loss, naive_surface(model, data, 7, surf.x, surf.y), rtol=1e-5)
+    assert "seed 7, 9×7 points" in explorer.figure.layout.title.text
+
+
+def test_controls_changed_during_a_run_are_named_and_the_figure_says_which_run_it_shows(explorer, tmp_path):
+    """Seed and grid changed mid-run: the panel showed the new ones over the old run's surface, whose title named
+    neither, and the export carried it unnamed. Now the title names the run's seed and grid and the panel says so."""
+    explorer.controls["x_points"].value = 21
+    explorer.controls["y_points"].value = 15
+    assert explorer.compute()
+    explorer.controls["seed"].value = 7
+    explorer.controls["x_points"].value = 9
+    explorer.wait(60)
+    assert explorer.state.status == "done", explorer.state.message
+    assert "controls changed during the run (seed, grid)" in explorer.state.message
+    assert "seed 0, 21×15 points" in explorer.figure.layout.title.text
+    assert "seed 0, 21\\u00d715 points" in explorer.export_html(str(tmp_path / "run.html")).read_text()  # JSON
+    assert "seed 0, 21×15 points" in explorer.state.figure().layout.title.text  # the static figure too
 
 
 def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):

@@ -59,8 +59,30 @@ class ExplorerSpec:
         return self.grid.n_points
 
 
+SCHEME_LABELS = {
+    "random": "random (normalized)",
+    "random-orthogonal": "random, orthogonalized",
+    "interpolate": "interpolation between minimizers (1D)",
+    "plane3": "plane through three checkpoints",
+    "pca": "PCA of the training trajectory",
+    "hessian": "Hessian eigenvectors",
+}
+SEEDED_SCHEMES = ("random", "random-orthogonal")  # the seed picks the directions; it is in their title
+
+
 def grid_text(spec: ExplorerSpec) -> str:
     return "×".join(str(n) for n in reversed(spec.grid.shape))  # x first: "201×101"
+
+
+def figure_title(surf: Surface) -> str:
+    """The live and exported figure's title: model, directions, their seed where it picks them, and the grid,
+    e.g. "mlp-digits: random (normalized) directions, seed 7, 81×61 points", so a figure says which run it shows
+    (controls changed after Compute describe the next run, not this one)."""
+    scheme = str(surf.provenance.get("scheme", ""))
+    seed = (surf.provenance.get("directions") or {}).get("seed")
+    seeded = f", seed {seed}" if scheme in SEEDED_SCHEMES and seed is not None else ""
+    points = "×".join(str(n) for n in reversed(surf.loss.shape))
+    return f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions{seeded}, {points} points"
 
 
 def empty_surface(spec: ExplorerSpec) -> Surface:
@@ -68,7 +90,8 @@ def empty_surface(spec: ExplorerSpec) -> Surface:
     grid, shape = spec.grid, spec.grid.shape
     metrics = {spec.metric: np.full(shape, np.nan)} if spec.metric else {}
     return Surface(x=grid.x.values(), y=None if grid.y is None else grid.y.values(), loss=np.full(shape, np.nan),
-                   metrics=metrics, done=np.zeros(shape, bool), provenance={"scheme": spec.scheme, "label": spec.model})
+                   metrics=metrics, done=np.zeros(shape, bool),
+                   provenance={"scheme": spec.scheme, "label": spec.model, "directions": {"seed": spec.seed}})
 
 
 def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int) -> None:

@@ -29,7 +29,7 @@ from ._ui_thread import UiQueue
 from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
 from .models import ModelShelf, split_of
-from .request import ExplorerSpec, RangeChoice, check_budget, empty_surface, pick_range
+from .request import ExplorerSpec, RangeChoice, check_budget, empty_surface, figure_title, pick_range
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def _caveats(surf: Surface) -> str:
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
                 "metrics mean nothing; a narrower range shows the basin.")
+        out += f" {surf.divergence_note}." if surf.divergence_note else ""
     out += "".join(f" Note: {text}." for text in loader_notes(surf.provenance.get("data") or {}))
     return out
 
@@ -171,6 +172,7 @@ class ExplorerState(t.HasTraits):
         self._prefetch_stop = threading.Event()
         self._prefetch_lock = threading.Lock()
         self._computing = False  # from Compute until its end is applied (UI thread)
+        self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
         self._closed = False
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
@@ -279,8 +281,12 @@ class ExplorerState(t.HasTraits):
     def compute(self, wait: bool = False) -> bool:
         """Start computing the current spec in the background; False (with a message) if refused.
 
-        A second Compute while one runs is refused: press Cancel first.
+        A second Compute while one runs is refused (press Cancel first); with ``wait=True`` (a script
+        or a cell) it waits for that one to end instead, then computes the current controls and waits
+        for them, so ``surface`` is theirs when it returns.
         """
+        if self.running and wait:
+            self.wait()
         if self.running:
             self._say("A computation is already running; press Cancel first (or wait for it to finish).", "error")
             return False
@@ -317,6 +323,7 @@ class ExplorerState(t.HasTraits):
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
+        self._run_spec = spec
         self._thread = threading.Thread(target=self._run, args=(spec, self._cancel, self.run_id),
                                         name="landscape_nb-explorer", daemon=True)
         self._thread.start()
@@ -541,6 +548,7 @@ class ExplorerState(t.HasTraits):
 
     def _show_range(self, spec: ExplorerSpec, run_id: int) -> None:
         """Show the range a run computes in the controls (it may come from ``auto_range``)."""
+        self._run_spec = spec
         if spec.auto_range:
             shown = {"x_min": spec.x[0], "x_max": spec.x[1]}
             if spec.y is not None:
@@ -612,14 +620,33 @@ class ExplorerState(t.HasTraits):
         seconds = surf.provenance.get("seconds")
         if cancelled and not surf.is_complete:
             self.status = "cancelled"
-            self._say(f"Cancelled: {surf.n_done} of {surf.loss.size} points computed.")
+            self._say(f"Cancelled: {surf.n_done} of {surf.loss.size} points computed.{self._changed_note()}")
         else:
             self.status = "done"
             finite = surf.loss[np.isfinite(surf.loss)]
             low = f", lowest loss {finite.min():.4g}" if finite.size else ""
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
-            self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}")
+            self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}")
         self._ended(prepare=not cancelled)
+
+    def _changed_note(self) -> str:
+        """A sentence when the controls now ask for other values than the run that just ended computed
+        (changed during it): the figure is that run's, as its title says, not the panel's."""
+        ran = self._run_spec
+        try:
+            now = self.spec()
+        except LandscapeError:  # the panel says what is wrong with them at the next Compute
+            return ""
+        if ran is None:
+            return ""
+        names = ["model", "scheme", "norm", "ignore", "seed", "split", "metric", "max_samples", "auto_range", "rise"]
+        changed = [n for n in names if getattr(now, n) != getattr(ran, n)]
+        if now.grid.shape != ran.grid.shape or not now.auto_range and (now.x, now.y) != (ran.x, ran.y):
+            changed.append("grid")
+        if not changed:
+            return ""
+        return (f" The controls changed during the run ({', '.join(changed)}): this surface is of the settings "
+                "Compute was pressed with, as the figure's title says; press Compute for the new ones.")
 
     def _cancelled_early(self, returned: float) -> None:
         if self._cancel_t0 is not None:
@@ -661,7 +688,7 @@ class ExplorerState(t.HasTraits):
 
         if self.surface is None:
             raise LandscapeError("nothing to show yet; press Compute first")
-        return plot.live(self.surface, log=self.log_scale)
+        return plot.live(self.surface, log=self.log_scale, title=figure_title(self.surface))
 
     def export_html(self, path: str | None = None, figure=None) -> Path:
         """Write the figure (default: the current surface's) as one standalone offline HTML file.

@@ -18,19 +18,11 @@ import traitlets as t
 from ..directions import NORMS
 from ..errors import LandscapeError
 from ..surface import Surface
-from .request import empty_surface
+from .request import SCHEME_LABELS, empty_surface, figure_title
 from .state import POINTS, ExplorerSpec, ExplorerState
 
 logger = logging.getLogger(__name__)
 
-SCHEME_LABELS = {
-    "random": "random (normalized)",
-    "random-orthogonal": "random, orthogonalized",
-    "interpolate": "interpolation between minimizers (1D)",
-    "plane3": "plane through three checkpoints",
-    "pca": "PCA of the training trajectory",
-    "hessian": "Hessian eigenvectors",
-}
 CLUSTER_LABELS = {"in-process": "in-process (this kernel)", "local": "local Dask cluster",
                   "cuda": "GPU workers (dask-cuda)", "address": "scheduler address", "given": "given client"}
 FIGURE_WIDTH = 940  # px, the live 2D figure (3D surface + contours side by side)
@@ -261,8 +253,7 @@ class Explorer(w.VBox):
         from .. import plot
         from ..plot.live import live_info
 
-        scheme = str(surf.provenance.get("scheme", ""))
-        title = f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions"
+        title = figure_title(surf)
         # a 2D live figure always has the same two traces: refill it without building another (~40 ms
         # on the kernel's thread at each Compute); a 1D one's traces depend on the metric
         info = live_info(self.figure)
