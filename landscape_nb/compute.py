@@ -111,6 +111,7 @@ def compute_surface(
     metrics="auto",
     client=None,
     store: str | Path | None = None,
+    resume: Surface | None = None,
     tile=None,
     callbacks: Iterable[Callable[[TileDone], None]] = (),
     cancel: threading.Event | None = None,
@@ -173,6 +174,12 @@ def compute_surface(
         Where tiles run (see ``cluster.parse_client``); ``n_workers`` sizes a cluster made here.
     store : path, optional
         A directory; a rerun with the same spec resumes and computes only missing tiles.
+    resume : Surface, optional
+        A partial surface of this same call, as a cancelled run returns it or a lost cluster's
+        ``ClusterLost.surface`` holds it: its computed points are kept and only the missing tiles
+        computed (``provenance["points_resumed"]``), without a store. A surface of another spec
+        (model weights, data, directions, grid, settings: its ``provenance["key"]``) is refused, as is
+        ``resume`` with ``store`` (a store resumes by itself).
     tile : int, (rows, cols) or, for a volume, (depth, rows, cols), optional
         Points per task; default from the grid (or the store's own tiling when resuming). A volume's
         default tiles are one z slice deep (``Grid.check_tile``).
@@ -240,7 +247,10 @@ def compute_surface(
     landscape_nb.runners.ClusterLost
         A ``LandscapeError``: the Dask scheduler or workers were lost and did not come back
         within the budget (``cluster.DaskRunner``); the message says how many points are
-        stored and that rerunning resumes.
+        stored and that rerunning resumes; its ``surface`` holds the points computed (pass it
+        as ``resume`` to go on without a store).
+    landscape_nb.compute.ResumeMismatch
+        A ``LandscapeError``: ``resume`` is a surface of another spec.
 
     Notes
     -----
@@ -263,7 +273,7 @@ def compute_surface(
     validate.check_arguments(model=model, data=data, loss_fn=loss_fn, metrics=metrics, store=store, tile=tile,
                              callbacks=callbacks, cancel=cancel, device=device, name=name, n_workers=n_workers,
                              bn_data=bn_data, quantity=quantity, quantity_options=quantity_options,
-                             quantities=QUANTITIES)
+                             quantities=QUANTITIES, resume=resume)
     callbacks = validate.check_callbacks(callbacks)
     model = unwrap_model(model)
     # evaluated as what they wrap (metrics.unwrap_compiled): Dask workers get, and the store keys, the originals
@@ -302,8 +312,9 @@ def compute_surface(
                 st.save_directions(d)  # once per store: load_directions gives them back
             except LandscapeError as exc:  # the values matter more: the run goes on without them
                 logger.warning("the directions were not kept in the store: %s", exc)
-        todo = _todo_tiles(grid, tile_shape, buffer.done)
         n_from_store = int(buffer.done.sum())  # read from the store, not computed by this run
+        n_resumed = 0 if resume is None else _resume_from(buffer, resume, spec)
+        todo = _todo_tiles(grid, tile_shape, buffer.done)
         logger.info("%d tiles to compute (%s)%s", len(todo), runner.description,
                     f"; {n_from_store} points are already in the store {str(store)!r}" if n_from_store else "")
         callbacks = list(callbacks)
@@ -316,11 +327,11 @@ def compute_surface(
         try:
             elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
         except ClusterLost as exc:
-            raise ClusterLost(f"{exc}; {_kept(st, buffer)}") from None
+            raise _lost(f"{exc}; {_kept(st, buffer)}", buffer) from None
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
-            raise ClusterLost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
-                              f"not computed; {_kept(st, buffer)}")
-        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store)
+            raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
+                        f"not computed; {_kept(st, buffer)}", buffer)
+        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store, n_resumed)
     finally:
         if bar is not None:
             bar.close()
@@ -354,15 +365,46 @@ def _kept(st: SurfaceStore | None, buffer: _SurfaceBuffer) -> str:
         where = str(getattr(st, "path", "the store"))
         return (f"{n_done} of {n} points are stored in {where!r}; rerunning the same compute_surface "
                 "call (or command) resumes from there")
-    return f"{n_done} of {n} points were computed but not kept (no store); pass store=PATH so that a rerun resumes"
+    return (f"{n_done} of {n} points were computed, kept in this exception's .surface: rerun the same call with "
+            "resume=exc.surface to compute only the rest (or pass store=PATH, which keeps them on disk)")
+
+
+def _lost(message: str, buffer: _SurfaceBuffer) -> ClusterLost:
+    """A ``ClusterLost`` holding the partial surface (``surface``), for ``compute_surface(resume=...)``."""
+    exc = ClusterLost(message)
+    exc.surface = buffer.surface()
+    return exc
+
+
+class ResumeMismatch(LandscapeError):
+    """``compute_surface(resume=...)`` was given a surface of another spec (its ``provenance["key"]``)."""
+
+
+def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> int:
+    """Copy the computed points of ``resume`` (a partial surface of the same spec) into ``buffer``; how many."""
+    key = resume.provenance.get("key")
+    if key != spec.key:
+        raise ResumeMismatch(
+            f"resume= a surface of spec key {key!r}, but this call's is {spec.key!r}: the model's weights, data, "
+            "directions, grid or settings differ from the run that made it; expected the partial surface this same "
+            "call returned when cancelled (or ClusterLost.surface), or no resume= to compute every point")
+    shape = buffer.done.shape
+    done = np.reshape(resume.done_mask, shape)
+    buffer.loss[done] = np.reshape(resume.loss, shape)[done]
+    for name, values in buffer.metrics.items():
+        values[done] = np.reshape(resume.metrics[name], shape)[done]
+    buffer.done |= done
+    return int(done.sum())
 
 
 def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
-            cancel: threading.Event, elapsed: float, n_computed: int, n_from_store: int) -> Surface:
+            cancel: threading.Event, elapsed: float, n_computed: int, n_from_store: int,
+            n_resumed: int = 0) -> Surface:
     """Record timing, where the points came from and the speed choices the evaluator settled on; the final
     Surface (its ``points_summary`` logged)."""
     final = runner.settled() or info
     extra = {"seconds": elapsed, "points_computed": n_computed, "points_from_store": n_from_store,
+             "points_resumed": n_resumed,
              "store": None if st is None else str(st.path),
              "seconds_per_point": elapsed / n_computed if n_computed else None,
              "cancelled": bool(cancel.is_set() and not buffer.done.all()),
@@ -399,6 +441,8 @@ def points_summary(surface: Surface) -> str:
     if computed is None or from_store is None:
         return held
     tail = "" if n_done == n else " (cancelled)" if prov.get("cancelled") else " (not finished)"
+    if prov.get("points_resumed"):
+        return f"{held}: {prov['points_resumed']} kept from the surface resumed, {computed} computed{tail}"
     if prov.get("store") is None:
         return f"{held} computed{tail}"
     return f"{held}: {from_store} from the store at {prov['store']!r}, {computed} computed{tail}"

@@ -25,12 +25,13 @@ from .evaluate import PRECISIONS, EvalSettings
 from .grid import Axis, Grid
 from .metrics import BUILTIN_METRICS
 from .params import check_finite
+from .surface import Surface
 
 MODES = (*EVAL_MODES, "bn")  # "bn": the short alias of "bn-recompute"
 
 
 def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, cancel, device, name,
-                    n_workers, bn_data, quantity, quantity_options, quantities) -> None:
+                    n_workers, bn_data, quantity, quantity_options, quantities, resume=None) -> None:
     """Types and values of ``compute_surface``'s plain arguments (no forward pass, no Dask).
 
     Raises
@@ -47,6 +48,13 @@ def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, ca
                              "loss, or None for cross-entropy")
     check_metrics(metrics)
     check_store(store)
+    if resume is not None:
+        if not isinstance(resume, Surface):
+            raise LandscapeError(f"resume={_short(resume)}; expected a partial Surface of this same call (as a "
+                                 "cancelled run returns it, or ClusterLost.surface) or None")
+        if store is not None:
+            raise LandscapeError(f"resume= and store={_short(store)} together; a store resumes by itself: give one "
+                                 "of them")
     check_tile(tile)
     if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
         raise LandscapeError(f"callbacks={_short(callbacks)}; expected an iterable of callables (TileDone) -> None, "

@@ -169,6 +169,35 @@ def test_cancel_returns_partial_surface(mlp, mlp_data):
     assert 0 < s.n_done < 256 and s.provenance["cancelled"]
 
 
+def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_data):
+    """resume= keeps a cancelled run's points (a changed one stays changed: read, not recomputed) and computes the
+    rest; the whole equals the naive loop. Another spec's surface, a non-surface and resume with store are refused."""
+    import threading
+
+    ev = threading.Event()
+    dirs = random_dict_dirs(mlp, 2)
+    grid = {"x": (-1, 1, 12), "y": (-1, 1, 10), "tile": (2, 2)}
+    partial = lnb.compute_surface(mlp, mlp_data, dirs, **grid, callbacks=[lambda e: e.n_done >= 8 and ev.set()],
+                                  cancel=ev)
+    n_kept = partial.n_done
+    assert 0 < n_kept < 120
+    full = lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial)
+    assert full.is_complete and not full.provenance["cancelled"]
+    assert (full.provenance["points_resumed"], full.provenance["points_computed"]) == (n_kept, 120 - n_kept)
+    assert f"{n_kept} kept from the surface resumed, {120 - n_kept} computed" in lnb.compute.points_summary(full)
+    _check_against_naive(mlp, mlp_data, dirs, full)
+    j, i = np.argwhere(partial.done_mask)[0]
+    partial.loss[j, i] = 123.0
+    assert lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial).loss[j, i] == 123.0
+    with pytest.raises(LandscapeError, match=r"^resume= a surface of spec key '\w+', but this call's is '\w+': the "
+                                             r"model's weights, data, directions, grid or settings differ"):
+        lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 12), y=(-1, 1.5, 10), resume=partial)
+    with pytest.raises(LandscapeError, match=r"^resume=array\(.*expected a partial Surface of this same call"):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial.loss)
+    with pytest.raises(LandscapeError, match=r"^resume= and store='s.zarr' together; a store resumes by itself"):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial, store="s.zarr")
+
+
 # --------------------------------------------------------------- bad input ----
 
 @pytest.mark.parametrize("kw, match", [

@@ -224,13 +224,23 @@ def test_one_of_two_workers_killed_the_other_finishes_the_run(procs, tmp_path, s
     _check_naive(model, d, surf)
 
 
-def test_a_lost_run_without_store_says_nothing_was_kept(procs, short_wait):
+def test_a_lost_run_without_store_keeps_its_points_in_the_exception_and_resumes_from_them(procs, short_wait):
+    """Without a store the points computed were lost with the cluster ("not kept"); now ClusterLost.surface holds
+    them and resume= computes only the rest (here in-process, as after giving up on the cluster)."""
     procs.scheduler()
     worker = procs.worker()
     model, d = _model(), lnb.random_directions(_model(), n=2, seed=5)
     cb, _ = _kill_after(2, worker)
-    with pytest.raises(ClusterLost, match=rf"\d+ of {N_POINTS} points were computed but not kept \(no store\)"):
+    with pytest.raises(ClusterLost, match=rf"(\d+) of {N_POINTS} points were computed, kept in this exception's "
+                                          r"\.surface: rerun the same call with resume=exc\.surface") as info:
         lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, callbacks=[cb])
+    partial = info.value.surface
+    assert 0 < partial.n_done < N_POINTS and f"{partial.n_done} of {N_POINTS}" in str(info.value)
+    surf = lnb.compute_surface(model, _data(), d, **GRID, resume=partial)
+    assert surf.provenance["points_resumed"] == partial.n_done
+    assert surf.provenance["points_computed"] == N_POINTS - partial.n_done
+    np.testing.assert_array_equal(surf.loss[partial.done_mask], partial.loss[partial.done_mask])
+    _check_naive(model, d, surf)
 
 
 def test_a_run_waiting_for_its_first_worker_says_so_then_gives_up_with_one_line(procs, short_wait, caplog):

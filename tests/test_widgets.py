@@ -1,8 +1,8 @@
 """The Explorer without a browser: controls -> spec, live figure filling in, cancel, errors, export."""
 from __future__ import annotations
 
-import copy
 import asyncio
+import copy
 import gc
 import socket
 import subprocess
@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import assert_bit_identical, naive_loss, state_copy
+from standalone_html import assert_standalone_html
 from torch import nn
 from traitlets import TraitError
 
@@ -23,9 +25,6 @@ from landscape_nb.widgets import Explorer, ExplorerSpec, ExplorerState
 from landscape_nb.widgets._ui_thread import UiQueue
 from landscape_nb.widgets.budget import check_time_budget
 from landscape_nb.widgets.state import _prepare_key
-from standalone_html import assert_standalone_html
-
-from conftest import assert_bit_identical, naive_loss, state_copy
 
 
 def make_task(seed: int = 0, n: int = 120):
@@ -417,6 +416,35 @@ def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
     assert painted(explorer.figure.data[0]) == explorer.surface.n_done
     assert "Cancelled" in explorer.message_box.value
     assert not explorer.compute_button.disabled and explorer.cancel_button.disabled
+
+
+def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_surface(explorer):
+    """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it shows
+    the partial surface at once and computes only the missing points. Changed controls start anew."""
+    explorer.controls["x_points"].value = 61
+    explorer.controls["y_points"].value = 51
+    explorer.controls["time_budget"].value = 1e6
+    first_tile = threading.Event()
+    explorer.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
+    assert explorer.compute()
+    assert first_tile.wait(60), explorer.state.message
+    explorer.cancel()
+    partial = explorer.wait(30)
+    assert explorer.state.status == "cancelled" and 0 < partial.n_done < partial.loss.size
+    assert explorer.compute()
+    assert explorer.surface is partial  # shown as it was left, before any new tile
+    surf = explorer.wait(120)
+    assert explorer.state.status == "done", explorer.state.message
+    assert surf.provenance["points_resumed"] == partial.n_done
+    assert surf.provenance["points_computed"] == surf.loss.size - partial.n_done
+    assert f"({partial.n_done} kept from the cancelled run)" in explorer.state.message
+    model, data = explorer.state.shelf.get("tiny").model, make_task()[1]
+    rows = np.arange(0, 51, 5)  # a naive check of every fifth row
+    np.testing.assert_allclose(surf.loss[rows], naive_surface(model, data, 0, surf.x, surf.y[rows]), rtol=1e-5)
+    explorer.controls["seed"].value = 2
+    explorer.controls["x_points"].value = 9
+    explorer.controls["y_points"].value = 9
+    assert explorer.compute(wait=True) and not explorer.surface.provenance["points_resumed"]
 
 
 def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):

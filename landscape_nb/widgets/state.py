@@ -13,7 +13,7 @@ import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -29,7 +29,14 @@ from ._ui_thread import UiQueue
 from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
 from .models import ModelShelf, split_of
-from .request import ExplorerSpec, RangeChoice, check_budget, empty_surface, figure_title, pick_range
+from .request import (
+    ExplorerSpec,
+    RangeChoice,
+    check_budget,
+    empty_surface,
+    figure_title,
+    pick_range,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +180,7 @@ class ExplorerState(t.HasTraits):
         self._prefetch_lock = threading.Lock()
         self._computing = False  # from Compute until its end is applied (UI thread)
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
+        self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._closed = False
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
@@ -318,8 +326,11 @@ class ExplorerState(t.HasTraits):
         self.run_id += 1
         self._computing = True
         kept = self._prepared.get(_prepare_key(spec))  # only a zoo model's are kept
-        # the empty figure already spans a range found ahead: the first tile then changes only the values
-        self.surface = empty_surface(kept.range.apply(spec) if kept is not None else spec)
+        # the empty figure already spans a range found ahead: the first tile then changes only the values;
+        # a cancelled run of these controls is shown as it was left, and goes on from there (_run)
+        shown = kept.range.apply(spec) if kept is not None else spec
+        partial = self._resumable[1] if self._resumable and _same_values(self._resumable[0], shown) else None
+        self.surface = partial if partial is not None else empty_surface(shown)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
@@ -370,7 +381,7 @@ class ExplorerState(t.HasTraits):
     # Everything below `_run` happens on the worker thread; it reaches the state only via `_post`.
 
     def _run(self, spec: ExplorerSpec, cancel: threading.Event, run_id: int) -> None:
-        from ..compute import compute_surface
+        from ..compute import ResumeMismatch, compute_surface
         from ..evaluate import Cancelled
 
         try:
@@ -390,11 +401,20 @@ class ExplorerState(t.HasTraits):
                 seconds_per_point = estimate_seconds_per_point(private, data, spec.max_samples)
             check_budget(spec, seconds_per_point, workers)
             self._post(run_id, "status", lambda: self._started(workers, link))
-            surf = compute_surface(
-                private if client is None else prepared.base, data, prepared.directions, x=spec.x, y=spec.y,
-                loss_fn=entry.loss_fn, metrics="auto" if spec.metric else None, client=client,
-                callbacks=[self._tile_callback(run_id)], cancel=cancel, max_samples=spec.max_samples, name=spec.model,
-            )
+            kept = self._resumable
+            resume = kept[1] if kept is not None and _same_values(kept[0], spec) else None
+
+            def run(resume):
+                return compute_surface(
+                    private if client is None else prepared.base, data, prepared.directions, x=spec.x, y=spec.y,
+                    loss_fn=entry.loss_fn, metrics="auto" if spec.metric else None, client=client,
+                    callbacks=[self._tile_callback(run_id)], cancel=cancel, max_samples=spec.max_samples,
+                    name=spec.model, resume=resume)
+
+            try:
+                surf = run(resume)  # a cancelled run of the same controls goes on: its points are kept
+            except ResumeMismatch:  # the user's model or data changed since: every point anew
+                surf = run(None)
             returned = time.perf_counter()
             note = prepared.range.note
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
@@ -618,6 +638,7 @@ class ExplorerState(t.HasTraits):
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
         seconds = surf.provenance.get("seconds")
+        self._resumable = (self._run_spec, surf) if cancelled and not surf.is_complete and surf.n_done else None
         if cancelled and not surf.is_complete:
             self.status = "cancelled"
             self._say(f"Cancelled: {surf.n_done} of {surf.loss.size} points computed.{self._changed_note()}")
@@ -626,6 +647,8 @@ class ExplorerState(t.HasTraits):
             finite = surf.loss[np.isfinite(surf.loss)]
             low = f", lowest loss {finite.min():.4g}" if finite.size else ""
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
+            resumed = surf.provenance.get("points_resumed")
+            took += f" ({resumed} kept from the cancelled run)" if resumed else ""
             self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}")
         self._ended(prepare=not cancelled)
 
@@ -717,6 +740,11 @@ class ExplorerState(t.HasTraits):
         out = export_image(fig, target, width=1100, height=520)
         self._say(f"Wrote {out}.")
         return out
+
+
+def _same_values(a: ExplorerSpec, b: ExplorerSpec) -> bool:
+    """Whether two requests ask for the same values (the log scale, time budget and cluster aside)."""
+    return replace(a, log=b.log, time_budget=b.time_budget, client=b.client) == b
 
 
 def _with_suffix(text: str, suffix: str) -> str:
