@@ -27,7 +27,7 @@ from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
 from .metrics import loss_name, split_values, unwrap_compiled
 from . import validate
-from .params import model_dtype, unwrap_model, variance_buffers
+from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
@@ -287,10 +287,7 @@ def compute_surface(
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
                               target_key=target_key)
-    if variance_buffers(d.layout) and not d.provenance.get("clamp_running_var"):
-        # directions from a file or the user: a negative variance gives NaN (n_diverged), as in the reference;
-        # clamped at 0 it gave a finite, made-up loss (1e7 where the reference has NaN)
-        settings = dataclasses.replace(settings, clamp_running_var=False)
+    settings = _running_var_rule(settings, d)
     validate.check_precision(model, settings)
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
@@ -519,8 +516,26 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         "model_code": code_fingerprint(model), "code_globals": code_globals,
         "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
         "bn_fold": info.bn_fold,
+        **({} if settings.clamp_running_var is None else
+           {"running_var": RUNNING_VAR_CLAMPED if settings.clamp_running_var else RUNNING_VAR_NAN}),
         **({"malloc": runner.malloc} if getattr(runner, "malloc", None) else {}),
     }
+
+
+RUNNING_VAR_NAN = "NaN where a point makes a BatchNorm running_var the directions move negative, as in the reference"
+RUNNING_VAR_CLAMPED = "BatchNorm running_var the directions move clamped at 0 where a point makes it negative"
+
+
+def _running_var_rule(settings: EvalSettings, d: Directions) -> EvalSettings:
+    """``settings`` with ``clamp_running_var`` decided: None where no running_var moves or the mode re-estimates
+    BN statistics (no effect, so not in the spec key); else as given, or by default True for paths between models
+    (``provenance["clamp_running_var"]``) and False for directions from files or the user: a negative variance
+    gives NaN there as in the reference (clamped at 0 it gave a finite, made-up loss: 1e7 where it has NaN)."""
+    if settings.mode != "eval" or not moved_variances(d.layout, d.vectors):
+        return dataclasses.replace(settings, clamp_running_var=None)
+    if settings.clamp_running_var is None:
+        return dataclasses.replace(settings, clamp_running_var=bool(d.provenance.get("clamp_running_var")))
+    return settings
 
 
 def _precision_label(model, settings: EvalSettings) -> str:

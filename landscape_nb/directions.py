@@ -26,7 +26,6 @@ from .params import ParamLayout, check_finite, float_state_buffers, unwrap_model
 
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
-UNCLAMPED_RUNNING_VAR = "BatchNorm running_var moved as given: NaN where a point makes it negative, as in the reference"
 
 
 @dataclass(frozen=True, eq=False)
@@ -485,6 +484,4 @@ def as_directions(model: nn.Module, directions) -> Directions:
         prov["excluded"] = [f"{name} (frozen)" for name in frozen]
     if moved_buffers:  # moved as given: a running_var negative at a point gives NaN there, as in the reference
         prov["buffers"] = moved_buffers
-        if any(name.endswith("running_var") for name in moved_buffers):
-            prov["running_var"] = UNCLAMPED_RUNNING_VAR
     return Directions(vectors, layout, prov)

@@ -51,14 +51,15 @@ class EvalSettings:
     points_per_pass: int | None = None  # None: measured on the first real points (see Evaluator)
     fold_bn: bool = True  # eval mode: conv→BN pairs run as one conv (rounding-level change; see fold.py)
     target_key: str | int | None = "labels"  # dict key (or tuple index) of the targets: see data.read_data
-    # BatchNorm running_var clamped at 0 where a point makes it negative (paths between models, whose provenance
-    # says so); False: left negative, NaN outputs there as in the reference (directions from files or the user)
-    clamp_running_var: bool = True
+    # a BatchNorm running_var the directions move, where a point makes it negative: True clamps it at 0, False
+    # leaves it (NaN outputs there, as in the reference); None (the default) decides by the directions: clamped
+    # for paths between models (their provenance says so), left for directions from files or the user
+    clamp_running_var: bool | None = None
 
     def to_json(self) -> dict:
         out = asdict(self)
-        for name, default in (("target_key", "labels"), ("clamp_running_var", True)):
-            if out[name] == default:  # defaults left out: spec keys of earlier versions stay valid
+        for name, defaults in (("target_key", ("labels",)), ("clamp_running_var", (None, True))):
+            if out[name] in defaults:  # defaults left out: spec keys of earlier versions stay valid
                 del out[name]
         return out
 
@@ -326,7 +327,8 @@ class Evaluator(SpeedChoices):
             self.forward, self.bn_fold = self._folded()
         if settings.compile:
             self.forward = torch.compile(self.forward, mode=None if settings.compile is True else settings.compile)
-        self.perturber = Perturber(self.model, layout, directions, clamp_variances=settings.clamp_running_var)
+        self.perturber = Perturber(self.model, layout, directions,
+                                   clamp_variances=settings.clamp_running_var is not False)
         self._metric_list = list(self.metric_fns.values())
         self._bf16 = settings.precision == "bf16"
         targets = [yb for _, yb in self.batches]

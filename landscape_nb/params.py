@@ -231,6 +231,15 @@ def variance_buffers(layout: ParamLayout) -> list[int]:
     return [i for i, e in enumerate(layout.entries) if e.kind == "buffer" and e.name.endswith("running_var")]
 
 
+def moved_variances(layout: ParamLayout, vectors: torch.Tensor) -> list[str]:
+    """Names of the BatchNorm ``running_var`` buffers that ``vectors`` (n, n_params) move (non-zero somewhere)."""
+    positions = variance_buffers(layout)
+    if not positions:
+        return []
+    moving = layout.split(vectors.ne(0).any(0))
+    return [layout.entries[i].name for i in positions if bool(moving[i].any())]
+
+
 class Perturber:
     """Writes ``w0 + coeffs @ D`` into the model's tensors in place (no allocation per point).
 

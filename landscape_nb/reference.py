@@ -156,8 +156,8 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
     """
     import torch
 
-    from .directions import UNCLAMPED_RUNNING_VAR, Directions, _cosines, _max_offdiag
-    from .params import ParamLayout, variance_buffers
+    from .directions import Directions, _cosines, _max_offdiag
+    from .params import ParamLayout
 
     if dir_type is not None and dir_type not in DIR_TYPES:
         raise LandscapeError(f"dir_type={dir_type!r}; expected 'weights', 'states' or None (infer from the file)")
@@ -220,9 +220,6 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
     prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
                  "dropped": dropped, "cosine_max": _max_offdiag(_cosines(vectors)),
                  "norms": vectors.double().norm(dim=1).tolist()})
-    moving = layout.split(vectors.ne(0).any(0))
-    if any(bool(moving[i].any()) for i in variance_buffers(layout)) and not prov.get("clamp_running_var"):  # as the reference: NaN where a point makes one negative
-        prov["running_var"] = UNCLAMPED_RUNNING_VAR
     return Directions(vectors, layout, prov)
 
 

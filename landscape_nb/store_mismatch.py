@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: values a spec leaves out where they are the default (so that older keys stay valid)
-_DEFAULTS = {"eval.target_key": "labels", "eval.bn_pass_size": None}
+_DEFAULTS = {"eval.target_key": "labels", "eval.bn_pass_size": None, "eval.clamp_running_var": True}
 #: CLI flags of spec and direction fields, named beside them
 _FLAGS = {"seed": "--seed", "norm": "--norm", "ignore": "--ignore", "grid": "--grid and --range/--yrange/--zrange",
           "max_samples": "--max-samples", "precision": "--precision", "channels_last": "--channels-last",
@@ -197,6 +197,10 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
     if take(*quantity):
         old, new = _group(a, "quantity"), _group(b, "quantity")
         out.append(_line("quantity", old or "loss", new or "loss"))
+    if take("eval.clamp_running_var"):
+        show = {True: "clamped at 0", False: "left negative (NaN there, as in the reference)"}
+        out.append(_line("a BatchNorm running_var the directions make negative", show.get(a["eval.clamp_running_var"]),
+                         show.get(b["eval.clamp_running_var"]), shown=True))
     for name in sorted(k for k in differ - done if k.startswith("eval.")):
         field = name.split(".", 1)[1]
         take(name)

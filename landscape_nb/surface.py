@@ -224,8 +224,8 @@ class Surface:
     def divergence_note(self) -> str:
         """Why computed points may be NaN other than a diverging loss, for warnings: directions from a file or
         the user that move BatchNorm ``running_var`` leave it negative where a point makes it so; "" if none."""
-        d = self.provenance.get("directions") or {}
-        return str(d["running_var"]) if "running_var" in d and not d.get("clamp_running_var") else ""
+        rule = str(self.provenance.get("running_var", ""))  # compute_surface's rule for this surface
+        return rule if rule.startswith("NaN") else ""
 
     @property
     def x_label(self) -> str:

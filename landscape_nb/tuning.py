@@ -372,7 +372,8 @@ class SpeedChoices:
 
         flat = torch.addmm(self.perturber.base[None, :], coords, self.perturber.directions)
         parts = self.layout.split(flat)
-        for i in variance_buffers(self.layout) if self.settings.clamp_running_var else ():  # as Perturber.set
+        clamped = variance_buffers(self.layout) if self.settings.clamp_running_var is not False else []
+        for i in clamped:  # as Perturber.set
             parts[i] = parts[i].clamp_min(0.0)
         slots = self._stack_slots()
         self._stacked_on_batch_axis = False

@@ -235,19 +235,23 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
 
 
 def check_precision(model: nn.Module, settings: EvalSettings) -> None:
-    """``precision="bf16"``: refused for a model whose weights are not float32 (autocast leaves a float64
-    model in float64, so the surface was labelled bf16 and computed in float64), and warned about otherwise:
-    each point is then about 1e-2 relative, not the 1e-5 of fp32 (2.5e-3 to 7.8e-3 against a float64 loop on
-    five small CPU models, 2026-12-02)."""
-    if settings.precision != "bf16":
+    """``precision="bf16"`` and ``"tf32"``: refused for a model whose weights are not float32 (autocast and
+    TF32 only change float32 operations: a float64 model ran in float64 under a bf16 or tf32 label); bf16 is
+    warned about otherwise: each point is then about 1e-2 relative, not the 1e-5 of fp32 (2.5e-3 to 7.8e-3
+    against a float64 loop on five small CPU models, 2026-12-02)."""
+    if settings.precision not in ("bf16", "tf32"):
         return
     from .params import model_dtype
 
     dtype = model_dtype(model)
     if dtype != torch.float32:
-        raise LandscapeError(f"precision='bf16' for a {str(dtype).removeprefix('torch.')} model; bf16 autocast only "
-                             "lowers float32 operations, so it would run in the model's own precision under a bf16 "
-                             "label; expected a float32 model (model.float()), or precision='fp32'")
+        what = "bf16 autocast" if settings.precision == "bf16" else "TF32"
+        raise LandscapeError(f"precision={settings.precision!r} for a {str(dtype).removeprefix('torch.')} model; "
+                             f"{what} only lowers float32 operations, so it would run in the model's own precision "
+                             f"under a {settings.precision} label; expected a float32 model (model.float()), or "
+                             "precision='fp32' (which runs a model in its own dtype)")
+    if settings.precision != "bf16":
+        return
     import warnings
 
     warnings.warn("landscape_nb: precision='bf16' computes each point to about 1e-2 relative (2.5e-3 to 7.8e-3 "

@@ -544,7 +544,11 @@ def test_item7_bn_buffers_beyond_the_ends_clamped_not_nan():
     want = [float(_ce(perturbed(a, d, t)(x), y)) for t in (-1.0, 0.0, 1.0, 2.0)]
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
     np.testing.assert_allclose(surf.loss[2], float(_ce(b.eval()(x), y)), rtol=1e-5)  # t = 1 is b
-    assert "clamped at 0" in d.provenance["running_var"]
+    assert "clamped at 0" in d.provenance["running_var"] and "clamped at 0" in surf.provenance["running_var"]
+    from landscape_nb.evaluate import EvalSettings
+
+    left = lnb.compute_surface(a, (x, y), d, x=(-1.0, 2.0, 4), settings=EvalSettings(clamp_running_var=False))
+    assert np.isnan(left.loss[0]) and left.n_diverged == 1 and "as in the reference" in left.divergence_note
 
 
 class DropBN(nn.Module):

@@ -6,6 +6,7 @@ from torch import nn
 import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.directions import Directions, as_directions
+from landscape_nb.evaluate import EvalSettings
 
 from conftest import TinyCNN, make_mlp
 
@@ -184,7 +185,7 @@ def test_user_directions_with_a_misspelt_name_are_refused_naming_it(mlp):
         as_directions(mlp, [d])
 
 
-def test_user_directions_that_move_batchnorm_statistics_move_them(cnn, cnn_data):
+def test_user_directions_that_move_batchnorm_statistics_move_them(cnn, cnn_data, tmp_path):
     """Dicts made from a ``state_dict`` (as the reference's ``dir_type="states"``) move the running statistics
     too: every point equals a naive copy of the model with buffers moved, and the provenance names them. A
     variance made negative is left so, NaN there as in the reference (clamped at 0 it gave a finite, made-up loss),
@@ -196,18 +197,34 @@ def test_user_directions_that_move_batchnorm_statistics_move_them(cnn, cnn_data)
             for _ in range(2)]
     d = as_directions(cnn, dirs)
     assert d.provenance["buffers"] == ["bn.running_mean", "bn.running_var"]
-    s = lnb.compute_surface(cnn, cnn_data, d, x=(-2, 2, 3), y=(-2, 2, 3))
     x, y = cnn_data
-    for j, b in enumerate(s.y):
-        for i, a in enumerate(s.x):
-            m = copy.deepcopy(cnn)
-            state = {k: v + float(a) * dirs[0][k] + float(b) * dirs[1][k] if k in dirs[0] else v
-                     for k, v in cnn.state_dict().items()}
-            m.load_state_dict(state)
-            with torch.no_grad():
-                want = float(torch.nn.functional.cross_entropy(m.eval()(x), y))
-            np.testing.assert_allclose(s.loss[j, i], want, rtol=1e-5)  # NaN where the naive one is NaN
-    assert 0 < s.n_diverged < s.loss.size and "NaN where a point makes it negative" in s.divergence_note
+
+    def check(s, clamp):
+        for j, b in enumerate(s.y):
+            for i, a in enumerate(s.x):
+                m = copy.deepcopy(cnn)
+                state = {k: v + float(a) * dirs[0][k] + float(b) * dirs[1][k] if k in dirs[0] else v
+                         for k, v in cnn.state_dict().items()}
+                if clamp:
+                    state["bn.running_var"] = state["bn.running_var"].clamp_min(0)
+                m.load_state_dict(state)
+                with torch.no_grad():
+                    want = float(torch.nn.functional.cross_entropy(m.eval()(x), y))
+                np.testing.assert_allclose(s.loss[j, i], want, rtol=1e-5)  # NaN where the naive one is NaN
+
+    s = lnb.compute_surface(cnn, cnn_data, d, x=(-2, 2, 3), y=(-2, 2, 3), store=tmp_path / "s.zarr")
+    check(s, clamp=False)
+    assert 0 < s.n_diverged < s.loss.size and "as in the reference" in s.divergence_note
+    clamped = lnb.compute_surface(cnn, cnn_data, d, x=(-2, 2, 3), y=(-2, 2, 3),
+                                  settings=EvalSettings(clamp_running_var=True))
+    check(clamped, clamp=True)  # asked for: honoured, not overridden by the directions' kind
+    with pytest.raises(LandscapeError, match=r"a BatchNorm running_var the directions make negative: left negative "
+                                             r"\(NaN there, as in the reference\) stored, clamped at 0 now"):
+        lnb.compute_surface(cnn, cnn_data, d, x=(-2, 2, 3), y=(-2, 2, 3), store=tmp_path / "s.zarr",
+                            settings=EvalSettings(clamp_running_var=True))
+    assert clamped.n_diverged == 0 and not clamped.divergence_note and "clamped" in clamped.provenance["running_var"]
+    recomputed = lnb.compute_surface(cnn, cnn_data, d, x=(-2, 2, 3), y=(-2, 2, 3), mode="bn", bn_data=cnn_data)
+    assert "clamp_running_var" not in recomputed.spec["eval"] and not recomputed.divergence_note  # unused there
     params_only = as_directions(cnn, [{k: t for k, t in dd.items() if "running" not in k} for dd in dirs])
     assert "buffers" not in params_only.provenance and params_only.layout.n_params < d.layout.n_params
 

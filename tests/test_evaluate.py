@@ -884,6 +884,9 @@ def test_dict_outputs_with_a_wide_first_layer_and_bf16_on_an_mlp_run():
                                              r"float32 operations"):
         lnb.compute_surface(mlp64, (x.double(), y), lnb.random_directions(mlp64, n=2, seed=0), x=(-1, 1, 3),
                             y=(-1, 1, 3), precision="bf16")
+    with pytest.raises(LandscapeError, match=r"precision='tf32' for a float16 model; TF32 only lowers float32 "
+                                             r"operations.*precision='fp32' \(which runs a model in its own dtype\)"):
+        lnb.compute_surface(copy.deepcopy(mlp).half(), (x.half(), y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="tf32")
 
 
 def test_weights_that_hooks_keep_as_attributes_are_put_back_after_stacked_passes():

@@ -113,7 +113,6 @@ def test_states_file_with_the_weights_as_direction_gives_nan_where_the_reference
     dx[keys.index("bn.num_batches_tracked")] = np.float32(0.0)
     write_reference_directions(tmp_path / "dir.h5", [dx])
     d = lnb.load_reference_directions(cnn, tmp_path / "dir.h5")
-    assert "NaN where a point makes it negative" in d.provenance["running_var"]
 
     def naive(a, b):
         m = copy.deepcopy(cnn)

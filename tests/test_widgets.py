@@ -880,9 +880,28 @@ def test_resolution_too_large_for_the_time_budget_is_refused_with_a_suggestion(e
     explorer.controls["x_points"].value = 201
     explorer.controls["y_points"].value = 201
     explorer.controls["time_budget"].value = 0.05
-    explorer.compute(wait=True)
+    assert not explorer.compute(wait=True)
     readable_error(explorer, "201×201 = 40401 points", "over the time budget of", "lower the resolution")
-    assert explorer.surface.n_done == 0
+    assert explorer.surface is None  # nothing computed before: nothing shown as a result
+
+
+@pytest.mark.parametrize("controls", [{"x_points": 201, "y_points": 201, "time_budget": 0.05, "seed": 3},
+                                      {"scheme": "pca"}])
+def test_a_run_refused_after_a_good_one_puts_the_good_one_back(explorer, tmp_path, controls):
+    """A Compute refused once started (time budget; a scheme the user's model cannot have) returned True and left
+    an all-NaN surface titled as the refused run, which the export wrote; now the good surface, its figure and
+    title stay, and compute(wait=True) returns False."""
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 9, 7
+    assert explorer.compute(wait=True)
+    good = explorer.surface
+    assert good.is_complete and "seed 0, 9×7 points" in explorer.figure.layout.title.text
+    for name, value in controls.items():
+        explorer.controls[name].value = value
+    assert not explorer.compute(wait=True)
+    assert explorer.state.status == "error" and explorer.surface is good
+    assert "seed 0, 9×7 points" in explorer.figure.layout.title.text
+    np.testing.assert_array_equal(np.array(explorer.figure.data[0].z, dtype=float), plot.display_values(good))
+    assert "seed 0, 9\\u00d77 points" in explorer.export_html(str(tmp_path / "kept.html")).read_text()
 
 
 def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):

@@ -181,6 +181,7 @@ class ExplorerState(t.HasTraits):
         self._computing = False  # from Compute until its end is applied (UI thread)
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
+        self._before: Surface | None = None  # the surface shown when Compute was pressed
         self._closed = False
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
@@ -291,7 +292,9 @@ class ExplorerState(t.HasTraits):
 
         A second Compute while one runs is refused (press Cancel first); with ``wait=True`` (a script
         or a cell) it waits for that one to end instead, then computes the current controls and waits
-        for them, so ``surface`` is theirs when it returns.
+        for them, so ``surface`` is theirs when it returns. A run refused or failed once started (the
+        time budget, a scheme the model lacks, an error in the model) puts back the surface shown
+        before, says why in the panel and, with ``wait=True``, returns False.
         """
         if self.running and wait:
             self.wait()
@@ -329,6 +332,7 @@ class ExplorerState(t.HasTraits):
         # the empty figure already spans a range found ahead: the first tile then changes only the values;
         # a cancelled run of these controls is shown as it was left, and goes on from there (_run)
         shown = kept.range.apply(spec) if kept is not None else spec
+        self._before = self.surface  # put back if this run is refused or fails (_failed_run)
         partial = self._resumable[1] if self._resumable and _same_values(self._resumable[0], shown) else None
         self.surface = partial if partial is not None else empty_surface(shown)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
@@ -340,6 +344,7 @@ class ExplorerState(t.HasTraits):
         self._thread.start()
         if wait:
             self.wait()
+            return self.status != "error"
         return True
 
     def cancel(self) -> bool:
@@ -662,7 +667,8 @@ class ExplorerState(t.HasTraits):
             return ""
         if ran is None:
             return ""
-        names = ["model", "scheme", "norm", "ignore", "seed", "split", "metric", "max_samples", "auto_range", "rise"]
+        names = ["model", "scheme", "norm", "ignore", "seed", "split", "metric", "max_samples", "auto_range"]
+        names += ["rise"] if now.auto_range or ran.auto_range else []  # no effect on a typed range
         changed = [n for n in names if getattr(now, n) != getattr(ran, n)]
         if now.grid.shape != ran.grid.shape or not now.auto_range and (now.x, now.y) != (ran.x, ran.y):
             changed.append("grid")
@@ -679,6 +685,8 @@ class ExplorerState(t.HasTraits):
         self._ended(prepare=False)
 
     def _failed_run(self, exc: BaseException) -> None:
+        self.surface = self._before  # a refused or failed run's empty or partial values are no result
+        self.n_done = 0 if self.surface is None else self.surface.n_done
         self.status = "error"
         self._fail(exc)
         self._ended()

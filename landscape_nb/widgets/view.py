@@ -273,6 +273,9 @@ class Explorer(w.VBox):
         self.figure_box.children = [self.figure]
 
     def _on_status(self, change) -> None:
+        if change["new"] == "error" and self.state.surface is not None:
+            with self._figure_lock:  # the surface shown before the failed run is back: its title too
+                self._show(self.state.surface)
         if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
             _sync_widget_state(self.figure)
 
