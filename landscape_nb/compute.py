@@ -31,6 +31,7 @@ from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_fingerprint, model_fingerprint
 from .store import SurfaceStore, make_surface
+from .store_mismatch import code_differences, describe_differences
 from .surface import Surface
 
 logger = logging.getLogger(__name__)
@@ -177,9 +178,12 @@ def compute_surface(
     resume : Surface, optional
         A partial surface of this same call, as a cancelled run returns it or a lost cluster's
         ``ClusterLost.surface`` holds it: its computed points are kept and only the missing tiles
-        computed (``provenance["points_resumed"]``), without a store. A surface of another spec
-        (model weights, data, directions, grid, settings: its ``provenance["key"]``) is refused, as is
-        ``resume`` with ``store`` (a store resumes by itself).
+        computed (``provenance["points_resumed"]``), without a store, in the partial's tiling. Refused
+        (``ResumeMismatch``): a surface of another computation (model weights, data, directions, grid,
+        settings: its ``provenance["key"]``; or the model's module settings, its classes' source, the
+        globals the code reads, as a store compares them), one edited after it was returned
+        (``provenance["values_sha256"]``), one without a key (loaded from a file: pass ``store=``),
+        another ``tile``, and ``resume`` with ``store`` (a store resumes by itself).
     tile : int, (rows, cols) or, for a volume, (depth, rows, cols), optional
         Points per task; default from the grid (or the store's own tiling when resuming). A volume's
         default tiles are one z slice deep (``Grid.check_tile``).
@@ -282,6 +286,8 @@ def compute_surface(
         metrics = {name: unwrap_compiled(fn) for name, fn in metrics.items()}
     grid, d = _grid_and_directions(model, directions, x, y, z)
     validate.check_numbers(model, d, grid)  # a NaN weight or direction, or an overflowing range: refused here
+    if resume is not None:  # what the surface itself tells, before the model runs; its spec and code once known
+        tile = _check_resume(resume, grid, tile)
     grid.check_tile(tile)  # a tile form that does not fit the grid: refused before the model runs
     settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
@@ -310,6 +316,7 @@ def compute_surface(
             except LandscapeError as exc:  # the values matter more: the run goes on without them
                 logger.warning("the directions were not kept in the store: %s", exc)
         n_from_store = int(buffer.done.sum())  # read from the store, not computed by this run
+        buffer.provenance["tile"] = list(tile_shape)  # a partial resumes with its tiling (_check_resume)
         n_resumed = 0 if resume is None else _resume_from(buffer, resume, spec)
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         logger.info("%d tiles to compute (%s)%s", len(todo), runner.description,
@@ -324,10 +331,10 @@ def compute_surface(
         try:
             elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
         except ClusterLost as exc:
-            raise _lost(f"{exc}; {_kept(st, buffer)}", buffer) from None
+            raise _lost(str(exc), st, buffer) from None
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
-                        f"not computed; {_kept(st, buffer)}", buffer)
+                        "not computed", st, buffer)
         return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store, n_resumed)
     finally:
         if bar is not None:
@@ -366,25 +373,78 @@ def _kept(st: SurfaceStore | None, buffer: _SurfaceBuffer) -> str:
             "resume=exc.surface to compute only the rest (or pass store=PATH, which keeps them on disk)")
 
 
-def _lost(message: str, buffer: _SurfaceBuffer) -> ClusterLost:
-    """A ``ClusterLost`` holding the partial surface (``surface``), for ``compute_surface(resume=...)``."""
-    exc = ClusterLost(message)
-    exc.surface = buffer.surface()
+def _lost(reason: str, st: SurfaceStore | None, buffer: _SurfaceBuffer) -> ClusterLost:
+    """A ``ClusterLost`` saying ``reason`` and what was kept; ``reason`` and the partial surface as attributes
+    (``surface``: for ``compute_surface(resume=...)``)."""
+    exc = ClusterLost(f"{reason}; {_kept(st, buffer)}")
+    exc.reason, exc.surface = reason, _sealed(buffer.surface())
     return exc
 
 
 class ResumeMismatch(LandscapeError):
-    """``compute_surface(resume=...)`` was given a surface of another spec (its ``provenance["key"]``)."""
+    """``compute_surface(resume=...)`` was given a surface it cannot go on from: of another computation (spec,
+    model code, globals read), without a spec key, edited since it was returned, or tiled otherwise."""
+
+
+def _values_digest(surface: Surface) -> str:
+    """SHA-256 of a surface's loss, metrics (by name) and done mask: what ``resume=`` checks is unchanged."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, values in [("loss", surface.loss), *sorted(surface.metrics.items())]:
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(surface.done_mask, dtype=bool).tobytes())
+    return h.hexdigest()
+
+
+def _sealed(surface: Surface) -> Surface:
+    """``surface`` with ``provenance["values_sha256"]``, so that ``resume=`` can tell an edited copy."""
+    surface.provenance["values_sha256"] = _values_digest(surface)
+    return surface
+
+
+_RESUME_FIX = ("expected the partial surface this same call returned when cancelled, or ClusterLost.surface; "
+               "without resume= every point is computed")
+
+
+def _check_resume(resume: Surface, grid: Grid, tile):
+    """Refuse a surface that was not returned by ``compute_surface`` as it is (no key, values edited) or whose
+    tiling differs from ``tile``; the tile to run with (the surface's, where ``tile`` is None)."""
+    prov = resume.provenance
+    if prov.get("key") is None:
+        raise ResumeMismatch("resume= a surface without a spec key (loaded from a file, or not made by "
+                             f"compute_surface); {_RESUME_FIX}. To go on from a store, pass store= its path")
+    if prov.get("values_sha256") != _values_digest(resume):
+        raise ResumeMismatch("resume= a surface whose values or done mask were changed after compute_surface returned "
+                             f"it: the points kept would not be this computation's; {_RESUME_FIX}")
+    kept = None if prov.get("tile") is None else tuple(prov["tile"])
+    if kept is not None and len(kept) != len(grid.default_tile()):  # another kind of grid: its spec is refused
+        kept = None
+    if kept is None or tile is None:
+        return kept if tile is None else tile
+    if grid.check_tile(tile) != kept:
+        raise ResumeMismatch(f"resume= a surface tiled {kept}, but tile={tile!r} was given: its part-done tiles would "
+                             "be recomputed over the points kept; pass tile=None (its tiling)")
+    return tile
 
 
 def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> int:
-    """Copy the computed points of ``resume`` (a partial surface of the same spec) into ``buffer``; how many."""
-    key = resume.provenance.get("key")
-    if key != spec.key:
-        raise ResumeMismatch(
-            f"resume= a surface of spec key {key!r}, but this call's is {spec.key!r}: the model's weights, data, "
-            "directions, grid or settings differ from the run that made it; expected the partial surface this same "
-            "call returned when cancelled (or ClusterLost.surface), or no resume= to compute every point")
+    """Copy the computed points of ``resume`` (a partial surface of the same computation) into ``buffer``;
+    how many. Refused (``ResumeMismatch``) where the spec or the code the values came from differ."""
+    reasons = []
+    if resume.provenance.get("key") != spec.key:
+        reasons = describe_differences(resume.spec, spec.to_json(), resume.provenance, buffer.provenance) or [
+            f"the spec (key {resume.provenance.get('key')!r} then, {spec.key!r} now)"]
+    code = code_differences(resume.provenance, buffer.provenance)
+    reasons += [f"{what}: {code[part]}" for part, what in (
+        ("source", "the source code of the model's classes"),
+        ("modules", ("the model's module settings (class, e.g. an activation or BatchNorm's eps, non-persistent "
+                     "buffers, plain attributes)")),
+        ("globals", "what the model, loss_fn or metrics read from their modules")) if part in code]
+    if reasons:
+        raise ResumeMismatch("resume= a surface of another computation, so its points cannot be kept; what differs: "
+                             + "; ".join(reasons[:8]) + f". {_RESUME_FIX}")
     shape = buffer.done.shape
     done = np.reshape(resume.done_mask, shape)
     buffer.loss[done] = np.reshape(resume.loss, shape)[done]
@@ -414,7 +474,7 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     if st is not None:
         st.update_provenance(extra)
     buffer.provenance.update(extra)
-    surface = buffer.surface()
+    surface = _sealed(buffer.surface())
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
 

@@ -49,9 +49,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import LandscapeError, differing
+from .errors import LandscapeError
 from .store_chunks import Damage, _ChunkReads, _flat_shape, grid_from_spec
-from .store_mismatch import describe_differences
+from .store_mismatch import code_differences, describe_differences
 from .store_lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, WriterLock, _os_detail, wait_seconds  # noqa: F401
 from .store_writes import FLUSH_COST_FACTOR, FLUSH_SECONDS, _BufferedWrites  # noqa: F401
 from .surface import Surface
@@ -327,13 +327,11 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             raise
 
     def _check_resumable(self, spec: Mapping, key: str, tile, provenance: Mapping | None = None) -> None:
-        stored_globals, read = self.manifest["provenance"].get("code_globals"), (provenance or {}).get("code_globals")
-        globals_differ = stored_globals is not None and read is not None and stored_globals != read  # older: none
+        code = code_differences(self.manifest["provenance"], provenance)
         if self.manifest["key"] != key:
             diffs = describe_differences(self.manifest["spec"], spec, self.manifest["provenance"], provenance)
-            if globals_differ:  # e.g. why a notebook's loss, fingerprinted with its globals, differs
-                diffs.append(f"of what the model, loss_fn or metrics read from their modules, "
-                             f"{differing(stored_globals, read)}")
+            if "globals" in code:  # e.g. why a notebook's loss, fingerprinted with its globals, differs
+                diffs.append(f"of what the model, loss_fn or metrics read from their modules, {code['globals']}")
             owner = WriterLock(self.path).live_owner()
             fix = (f"it is being written by {owner}: use another store path" if owner
                    else "To resume it, rerun with the stored values; otherwise use another store path, or delete "
@@ -343,25 +341,21 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; what differs: "
                 + "; ".join(diffs[:8]) + more + f". {fix}."
             )
-        stored_code = self.manifest["provenance"].get("model_code")
-        code = (provenance or {}).get("model_code")
-        if stored_code and code and stored_code.get("fingerprint") != code.get("fingerprint"):
+        if "source" in code:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with other source code for the model's classes "
-                f"(then {', '.join(stored_code.get('classes', [])) or 'none'}; now {', '.join(code['classes']) or 'none'}"
-                "), with the same weights: resuming would mix two functions' values. Use another store path, or "
-                "delete this one to recompute.")
-        stored_modules, modules = (stored_code or {}).get("modules"), (code or {}).get("modules")
-        if stored_modules is not None and modules is not None and stored_modules != modules:  # older stores: none
+                f"({code['source']}), with the same weights: resuming would mix two functions' values. Use another "
+                "store path, or delete this one to recompute.")
+        if "modules" in code:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights but other module settings: "
-                f"{differing(stored_modules, modules, '(the model itself)')} in their class, settings (e.g. an "
+                f"{code['modules']} in their class, settings (e.g. an "
                 "activation, BatchNorm's eps), non-persistent buffers or plain attributes: resuming would mix two "
                 "models' values. Use another store path, or delete this one to recompute.")
-        if globals_differ:
+        if "globals" in code:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights and arguments but other values of "
-                f"what the model, loss_fn or metrics read from their modules: {differing(stored_globals, read)} (a "
+                f"what the model, loss_fn or metrics read from their modules: {code['globals']} (a "
                 "module-level global, or the source of a function of yours; name() entries are functions): resuming "
                 "would mix two functions' values. Set them back to resume, or use another store path, or delete this "
                 "one to recompute.")

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import differing
+
 #: values a spec leaves out where they are the default (so that older keys stay valid)
 _DEFAULTS = {"eval.target_key": "labels", "eval.bn_pass_size": None, "eval.clamp_running_var": True}
 #: CLI flags of spec and direction fields, named beside them
@@ -212,4 +214,24 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
     return out
 
 
-__all__ = ["describe_differences"]
+def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, str]:
+    """What differs, between two surfaces' provenances, in the code their values came from, which the spec key
+    leaves out: ``"source"`` (the model classes' source: "then A, B; now A, C"), ``"modules"`` (the modules'
+    class, settings, non-persistent buffers or plain attributes) and ``"globals"`` (what the model, loss_fn or
+    metrics read from their modules), each as the names that differ; {} where the same or not recorded (older
+    stores)."""
+    stored, now = stored or {}, now or {}
+    out = {}
+    then, code = stored.get("model_code") or {}, now.get("model_code") or {}
+    if then and code and then.get("fingerprint") != code.get("fingerprint"):
+        out["source"] = (f"then {', '.join(then.get('classes', [])) or 'none'}; "
+                         f"now {', '.join(code.get('classes', [])) or 'none'}")
+    if then.get("modules") is not None and code.get("modules") is not None and then["modules"] != code["modules"]:
+        out["modules"] = differing(then["modules"], code["modules"], "(the model itself)")
+    read_then, read = stored.get("code_globals"), now.get("code_globals")
+    if read_then is not None and read is not None and read_then != read:
+        out["globals"] = differing(read_then, read)
+    return out
+
+
+__all__ = ["code_differences", "describe_differences"]

@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import json
 import re
@@ -169,29 +170,42 @@ def test_cancel_returns_partial_surface(mlp, mlp_data):
     assert 0 < s.n_done < 256 and s.provenance["cancelled"]
 
 
-def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_data):
-    """resume= keeps a cancelled run's points (a changed one stays changed: read, not recomputed) and computes the
-    rest; the whole equals the naive loop. Another spec's surface, a non-surface and resume with store are refused."""
+def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_data, tmp_path):
+    """resume= keeps a cancelled run's points and computes the rest, with the partial's tiling; the whole equals the
+    naive loop. Refused: another spec's surface, the same weights under other module code (an activation swapped),
+    a surface edited after it was returned, one loaded from a store, another tiling, a non-surface, with store."""
     import threading
 
     ev = threading.Event()
     dirs = random_dict_dirs(mlp, 2)
-    grid = {"x": (-1, 1, 12), "y": (-1, 1, 10), "tile": (2, 2)}
-    partial = lnb.compute_surface(mlp, mlp_data, dirs, **grid, callbacks=[lambda e: e.n_done >= 8 and ev.set()],
-                                  cancel=ev)
+    grid = {"x": (-1, 1, 12), "y": (-1, 1, 10)}
+    partial = lnb.compute_surface(mlp, mlp_data, dirs, **grid, tile=(2, 3),
+                                  callbacks=[lambda e: e.n_done >= 8 and ev.set()], cancel=ev)
     n_kept = partial.n_done
     assert 0 < n_kept < 120
-    full = lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial)
+    full = lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial)  # tiled (2, 3) again: none recomputed
     assert full.is_complete and not full.provenance["cancelled"]
     assert (full.provenance["points_resumed"], full.provenance["points_computed"]) == (n_kept, 120 - n_kept)
     assert f"{n_kept} kept from the surface resumed, {120 - n_kept} computed" in lnb.compute.points_summary(full)
     _check_against_naive(mlp, mlp_data, dirs, full)
-    j, i = np.argwhere(partial.done_mask)[0]
-    partial.loss[j, i] = 123.0
-    assert lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial).loss[j, i] == 123.0
-    with pytest.raises(LandscapeError, match=r"^resume= a surface of spec key '\w+', but this call's is '\w+': the "
-                                             r"model's weights, data, directions, grid or settings differ"):
+    np.testing.assert_array_equal(full.loss[partial.done_mask], partial.loss[partial.done_mask])
+    other = r"^resume= a surface of another computation, so its points cannot be kept; what differs: "
+    with pytest.raises(LandscapeError, match=other + r"grid y .*\(-1, 1, 10\) stored, \(-1, 1.5, 10\) now"):
         lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 12), y=(-1, 1.5, 10), resume=partial)
+    swapped = copy.deepcopy(mlp)
+    swapped[1] = nn.ReLU()  # same weights, another function: the spec key alone did not tell
+    with pytest.raises(LandscapeError, match=other + r"the model's module settings .*: 1 differs"):
+        lnb.compute_surface(swapped, mlp_data, dirs, **grid, resume=partial)
+    with pytest.raises(LandscapeError, match=r"^resume= a surface tiled \(2, 3\), but tile=\(4, 4\) was given"):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, tile=(4, 4), resume=partial)
+    edited = copy.deepcopy(partial)
+    j, i = np.argwhere(partial.done_mask)[0]
+    edited.loss[j, i] = 123.0
+    with pytest.raises(LandscapeError, match=r"^resume= a surface whose values or done mask were changed"):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=edited)
+    lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=tmp_path / "s.zarr")
+    with pytest.raises(LandscapeError, match=r"^resume= a surface without a spec key .*pass store= its path"):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=lnb.load_surface(tmp_path / "s.zarr"))
     with pytest.raises(LandscapeError, match=r"^resume=array\(.*expected a partial Surface of this same call"):
         lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial.loss)
     with pytest.raises(LandscapeError, match=r"^resume= and store='s.zarr' together; a store resumes by itself"):

@@ -23,7 +23,9 @@ from landscape_nb import plot
 from landscape_nb.schemes import SCHEMES
 from landscape_nb.widgets import Explorer, ExplorerSpec, ExplorerState
 from landscape_nb.widgets._ui_thread import UiQueue
+from landscape_nb.errors import LandscapeError
 from landscape_nb.widgets.budget import check_time_budget
+from landscape_nb.widgets.request import check_budget
 from landscape_nb.widgets.state import _prepare_key
 
 
@@ -419,8 +421,9 @@ def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
 
 
 def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_surface(explorer):
-    """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it shows
-    the partial surface at once and computes only the missing points. Changed controls start anew."""
+    """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it computes
+    only the missing points, within a time budget the rest fits. Changed controls start anew, and so does a user's
+    model changed in between (same weights, another activation: its kept points would be another function's)."""
     explorer.controls["x_points"].value = 61
     explorer.controls["y_points"].value = 51
     explorer.controls["time_budget"].value = 1e6
@@ -432,7 +435,7 @@ def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_su
     partial = explorer.wait(30)
     assert explorer.state.status == "cancelled" and 0 < partial.n_done < partial.loss.size
     assert explorer.compute()
-    assert explorer.surface is partial  # shown as it was left, before any new tile
+    assert explorer.surface is not partial  # a user's model may have changed since: not shown as if current
     surf = explorer.wait(120)
     assert explorer.state.status == "done", explorer.state.message
     assert surf.provenance["points_resumed"] == partial.n_done
@@ -445,6 +448,61 @@ def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_su
     explorer.controls["x_points"].value = 9
     explorer.controls["y_points"].value = 9
     assert explorer.compute(wait=True) and not explorer.surface.provenance["points_resumed"]
+    small = explorer.surface
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 61, 51
+    first_tile.clear()
+    assert explorer.compute()
+    assert first_tile.wait(60), explorer.state.message
+    explorer.cancel()
+    assert 0 < explorer.wait(30).n_done < 61 * 51
+    model[1] = nn.ReLU()  # the user's model changed in place between Cancel and Compute: same weights
+    assert explorer.compute(wait=True), explorer.state.message
+    again = explorer.surface
+    assert again.is_complete and not again.provenance["points_resumed"] and again is not small
+    np.testing.assert_allclose(again.loss, naive_surface(model, data, 2, again.x, again.y), rtol=1e-5)
+
+
+def test_a_lost_cluster_keeps_its_points_and_the_next_compute_goes_on_from_them(explorer, monkeypatch):
+    """The points computed before a Dask cluster was lost were dropped (the earlier surface put back, the next
+    Compute starting over, the panel giving the API's resume= advice); now they are shown, kept and resumed.
+    The loss of the cluster is played by compute_surface raising ClusterLost with a real partial surface."""
+    from landscape_nb import compute
+    from landscape_nb.runners import ClusterLost
+
+    real, resumes = compute.compute_surface, []
+
+    def lost_once(*args, **kw):
+        resumes.append(kw.get("resume"))
+        if len(resumes) > 1:
+            return real(*args, **kw)
+        stop = threading.Event()
+        partial = real(*args, **{**kw, "cancel": stop, "callbacks": [lambda e: e.n_done >= 4 and stop.set()]})
+        exc = ClusterLost("the Dask cluster at tcp://127.0.0.1:1 lost all its workers")
+        exc.reason, exc.surface = str(exc), partial
+        raise exc
+
+    monkeypatch.setattr(compute, "compute_surface", lost_once)
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 21, 15
+    assert not explorer.compute(wait=True)
+    partial = explorer.surface
+    assert explorer.state.status == "error" and 0 < partial.n_done < 21 * 15
+    assert explorer.state.message == (
+        f"the Dask cluster at tcp://127.0.0.1:1 lost all its workers. The {partial.n_done} of {21 * 15} points "
+        "computed are kept: Compute goes on from them (on this cluster once it is back, or another).")
+    assert explorer.compute(wait=True), explorer.state.message
+    surf = explorer.surface
+    assert resumes[1] is partial and surf.provenance["points_resumed"] == partial.n_done and surf.is_complete
+    model, data = explorer.state.shelf.get("tiny").model, make_task()[1]
+    np.testing.assert_allclose(surf.loss, naive_surface(model, data, 0, surf.x, surf.y), rtol=1e-5)
+
+
+def test_the_time_budget_counts_only_the_points_still_to_compute():
+    spec = ExplorerState(models={"tiny": make_task()}, x_points=41, y_points=41, auto_range=False,
+                         time_budget=1.0).spec()
+    check_budget(spec, 1e-3, 1, kept=1000)  # 681 points left at 1 ms: fits
+    with pytest.raises(LandscapeError, match=r"^41×41 less the 100 points kept = 1581 points at about 1 ms per point "
+                                             r"on 1 worker\(s\) would take about 1.58 s, over the time budget of 1 s"):
+        check_budget(spec, 1e-3, 1, kept=100)
 
 
 def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):

@@ -45,8 +45,8 @@ class BudgetSuggestion:
         """The refusal, e.g. for ``grid_text="201×201"``, with what to change."""
         return (
             f"{grid_text} = {self.n_points} points at about {self.seconds_per_point * 1e3:.3g} ms per point on "
-            f"{self.n_workers} worker(s) would take about {self.seconds:.0f} s, over the time budget of "
-            f"{self.budget:.0f} s; lower the resolution to about {self.points_per_axis(ndim)} points per axis, "
+            f"{self.n_workers} worker(s) would take about {self.seconds:.3g} s, over the time budget of "
+            f"{self.budget:.3g} s; lower the resolution to about {self.points_per_axis(ndim)} points per axis, "
             "evaluate fewer samples (max samples), use more workers, or raise the time budget"
         )
 
@@ -86,8 +86,8 @@ def check_time_budget(n_points: int, seconds_per_point: float, n_workers: int,
     return BudgetSuggestion(int(n_points), float(seconds_per_point), n_workers, float(budget), seconds)
 
 
-def estimate_seconds_per_point(model, data, max_samples: int | None = None) -> float:
-    """A grid point's cost: the fastest of a few timed forward passes over the evaluation data.
+def estimate_seconds_per_point(model, data, max_samples: int | None = None, loss_fn=None) -> float:
+    """A grid point's cost: the fastest of a few timed forward passes (and ``loss_fn``) over the evaluation data.
 
     Parameters
     ----------
@@ -98,6 +98,8 @@ def estimate_seconds_per_point(model, data, max_samples: int | None = None) -> f
         The evaluation data, as ``compute_surface`` takes it.
     max_samples : int, optional
         Time only this many samples (the fixed-seed subset ``compute_surface`` evaluates).
+    loss_fn : callable (outputs, targets) -> loss, optional
+        Timed too where given (a user's loss may cost more than the forward pass).
 
     Returns
     -------
@@ -114,14 +116,20 @@ def estimate_seconds_per_point(model, data, max_samples: int | None = None) -> f
     ev = read_data(data, max_samples=max_samples)  # any form compute_surface takes (pytrees, dict batches)
     with eval_mode(model):  # never update BN statistics here
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        batches = [tree_map(lambda t: t.to(device), ev.split(t)[0]) for t in ev.slices(1024)]
+        batches = [[None if part is None else tree_map(lambda t: t.to(device), part) for part in ev.split(t)]
+                   for t in ev.slices(1024)]
+
+        def point(xb, yb):
+            out = call_model(model, xb)
+            return out if loss_fn is None or yb is None else loss_fn(out, yb)
+
         best, spent = float("inf"), 0.0
         with torch.no_grad():
-            call_model(model, tree_map(lambda t: t[:8], batches[0]))  # warm-up
+            point(*[None if part is None else tree_map(lambda t: t[:8], part) for part in batches[0]])  # warm-up
             for _ in range(5):  # the minimum ignores a pass slowed down by other processes
                 t0 = time.perf_counter()
-                for xb in batches:
-                    call_model(model, xb)
+                for xb, yb in batches:
+                    point(xb, yb)
                 dt = time.perf_counter() - t0
                 best, spent = min(best, dt), spent + dt
                 if spent > 1.0:

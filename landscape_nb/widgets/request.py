@@ -94,10 +94,13 @@ def empty_surface(spec: ExplorerSpec) -> Surface:
                    provenance={"scheme": spec.scheme, "label": spec.model, "directions": {"seed": spec.seed}})
 
 
-def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int) -> None:
-    over = check_time_budget(spec.n_points, seconds_per_point, workers, spec.time_budget)
+def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int, kept: int = 0) -> None:
+    """Refuse a run whose points still to compute (all but the ``kept`` ones of a cancelled run) exceed the
+    time budget (`LandscapeError`, with what would fit)."""
+    over = check_time_budget(spec.n_points - kept, seconds_per_point, workers, spec.time_budget)
     if over is not None:
-        raise LandscapeError(over.message(grid_text(spec), spec.ndim))
+        text = grid_text(spec) + (f" less the {kept} points kept" if kept else "")
+        raise LandscapeError(over.message(text, spec.ndim))
 
 
 @dataclass(frozen=True)

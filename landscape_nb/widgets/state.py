@@ -333,7 +333,9 @@ class ExplorerState(t.HasTraits):
         # a cancelled run of these controls is shown as it was left, and goes on from there (_run)
         shown = kept.range.apply(spec) if kept is not None else spec
         self._before = self.surface  # put back if this run is refused or fails (_failed_run)
-        partial = self._resumable[1] if self._resumable and _same_values(self._resumable[0], shown) else None
+        # (a zoo model never changes; a user's may have since: then its partial is not shown, nor kept, _run)
+        partial = (self._resumable[1] if self.shelf.zoo and self._resumable and _same_values(self._resumable[0], shown)
+                   else None)
         self.surface = partial if partial is not None else empty_surface(shown)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.status = "starting"
@@ -388,6 +390,7 @@ class ExplorerState(t.HasTraits):
     def _run(self, spec: ExplorerSpec, cancel: threading.Event, run_id: int) -> None:
         from ..compute import ResumeMismatch, compute_surface
         from ..evaluate import Cancelled
+        from ..runners import ClusterLost
 
         try:
             self._await_prefetch(_prepare_key(spec), cancel)
@@ -403,11 +406,11 @@ class ExplorerState(t.HasTraits):
             client, workers, link = self._client(spec.client, run_id)
             seconds_per_point = prepared.range.seconds_per_point
             if seconds_per_point is None:
-                seconds_per_point = estimate_seconds_per_point(private, data, spec.max_samples)
-            check_budget(spec, seconds_per_point, workers)
-            self._post(run_id, "status", lambda: self._started(workers, link))
+                seconds_per_point = estimate_seconds_per_point(private, data, spec.max_samples, entry.loss_fn)
             kept = self._resumable
             resume = kept[1] if kept is not None and _same_values(kept[0], spec) else None
+            check_budget(spec, seconds_per_point, workers, kept=0 if resume is None else resume.n_done)
+            self._post(run_id, "status", lambda: self._started(workers, link))
 
             def run(resume):
                 return compute_surface(
@@ -419,6 +422,7 @@ class ExplorerState(t.HasTraits):
             try:
                 surf = run(resume)  # a cancelled run of the same controls goes on: its points are kept
             except ResumeMismatch:  # the user's model or data changed since: every point anew
+                check_budget(spec, seconds_per_point, workers)
                 surf = run(None)
             returned = time.perf_counter()
             note = prepared.range.note
@@ -426,6 +430,9 @@ class ExplorerState(t.HasTraits):
         except Cancelled:  # before the first point: while finding the range
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._cancelled_early(returned))
+        except ClusterLost as exc:  # the points computed are kept: the next Compute goes on from them
+            logger.debug("Explorer computation lost its cluster", exc_info=exc)
+            self._post(run_id, "end", lambda exc=exc: self._lost_cluster(exc))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             logger.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
@@ -681,7 +688,23 @@ class ExplorerState(t.HasTraits):
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
         self.status = "cancelled"
-        self._say("Cancelled while finding the range: no points computed.")
+        kept = self._resumable[1].n_done if self._resumable else 0
+        self._say("Cancelled while finding the range: no new points computed"
+                  + (f"; the {kept} of the cancelled run are kept." if kept else "."))
+        self._ended(prepare=False)
+
+    def _lost_cluster(self, exc) -> None:
+        """A lost Dask cluster: its partial surface is shown and kept, as after Cancel."""
+        surf = getattr(exc, "surface", None)
+        if surf is None or not surf.n_done:
+            self._failed_run(exc)
+            return
+        self._resumable = (self._run_spec, surf)
+        self.surface, self.n_done = surf, surf.n_done
+        self.last_error = exc
+        self.status = "error"
+        self._say(f"{getattr(exc, 'reason', exc)}. The {surf.n_done} of {surf.loss.size} points computed are kept: "
+                  "Compute goes on from them (on this cluster once it is back, or another).", "error")
         self._ended(prepare=False)
 
     def _failed_run(self, exc: BaseException) -> None:
