@@ -351,6 +351,8 @@ def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: t
     """Store, buffer and announce each tile as it arrives; (seconds, points computed)."""
     t0, n_computed = time.perf_counter(), 0
     for t, values in runner.run(job, grid, todo, cancel):
+        if job.wrap is None:  # loss and metrics (not another quantity's columns)
+            values = _metrics_undefined_where_loss_is_nan(values)
         if st is not None:
             st.write(t, values)  # buffered; flushed within store.FLUSH_SECONDS, on the last tile and on close
         buffer.write(t, values)
@@ -360,6 +362,18 @@ def _run_tiles(runner: Runner, job: Job, grid: Grid, todo: list[Tile], cancel: t
             for cb in callbacks:
                 cb(event)
     return time.perf_counter() - t0, n_computed
+
+
+def _metrics_undefined_where_loss_is_nan(values: np.ndarray) -> np.ndarray:
+    """``values`` (..., 1 + n_metrics) with the metrics NaN where the loss is NaN: the model's outputs are not
+    numbers there, and a metric of them is no measurement (accuracy's argmax of NaN logits picks class 0: 0.103
+    on digits, a plausible value over a gap of the loss)."""
+    nan = np.isnan(values[..., 0])
+    if values.shape[-1] == 1 or not nan.any():
+        return values
+    values = values.copy()
+    values[nan, 1:] = np.nan
+    return values
 
 
 def _kept(st: SurfaceStore | None, buffer: _SurfaceBuffer) -> str:

@@ -124,6 +124,8 @@ def test_states_file_with_the_weights_as_direction_gives_nan_where_the_reference
     for i, a in enumerate(surf.x):
         np.testing.assert_allclose(surf.loss[i], naive(float(a), 0.0)[0], rtol=1e-5)
     assert np.isnan(surf.loss[:2]).all() and np.isfinite(surf.loss[2:]).all()  # x = -2, -1.5 | -1, -0.5, 0
+    # no accuracy where the outputs are NaN (argmax picked class 0: a plausible 0.1 over the loss's gap)
+    assert np.isnan(surf.metrics["accuracy"][:2]).all() and np.isfinite(surf.metrics["accuracy"][2:]).all()
     assert surf.n_diverged == 2 and "as in the reference" in surf.divergence_note
 
 
