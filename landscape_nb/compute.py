@@ -84,8 +84,9 @@ class _SurfaceBuffer:
         return make_surface(self.spec, self.loss, self.metrics, self.done, self.provenance)
 
     def snapshot(self) -> Surface:
-        return make_surface(self.spec, self.loss.copy(), {k: v.copy() for k, v in self.metrics.items()},
-                            self.done.copy(), dict(self.provenance))
+        """A copy of the surface so far; sealed, so a callback's last one can be given to ``resume=``."""
+        return _sealed(make_surface(self.spec, self.loss.copy(), {k: v.copy() for k, v in self.metrics.items()},
+                                    self.done.copy(), dict(self.provenance)))
 
     def event(self, tile: Tile, values: np.ndarray, elapsed: float) -> TileDone:
         return TileDone(tile, split_values(values, self.metric_names), int(self.done.sum()), self.done.size,
@@ -176,8 +177,9 @@ def compute_surface(
     store : path, optional
         A directory; a rerun with the same spec resumes and computes only missing tiles.
     resume : Surface, optional
-        A partial surface of this same call, as a cancelled run returns it or a lost cluster's
-        ``ClusterLost.surface`` holds it: its computed points are kept and only the missing tiles
+        A partial surface of this same call, as a cancelled run returns it, a lost cluster's
+        ``ClusterLost.surface`` holds it, or a callback got it (``TileDone.surface()``, e.g. the last
+        one before an interrupt): its computed points are kept and only the missing tiles
         computed (``provenance["points_resumed"]``), without a store, in the partial's tiling. Refused
         (``ResumeMismatch``): a surface of another computation (model weights, data, directions, grid,
         settings: its ``provenance["key"]``; or the model's module settings, its classes' source, the

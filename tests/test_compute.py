@@ -203,6 +203,18 @@ def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_
     edited.loss[j, i] = 123.0
     with pytest.raises(LandscapeError, match=r"^resume= a surface whose values or done mask were changed"):
         lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=edited)
+    kept = []
+
+    def interrupted(event):  # e.g. Ctrl-C in a notebook: the run raises, a callback's last snapshot remains
+        kept.append(event.surface())
+        if event.n_done >= 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lnb.compute_surface(mlp, mlp_data, dirs, **grid, callbacks=[interrupted])
+    went_on = lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=kept[-1])
+    assert went_on.provenance["points_resumed"] == kept[-1].n_done >= 8
+    np.testing.assert_allclose(went_on.loss, full.loss, rtol=1e-6)
     lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=tmp_path / "s.zarr")
     with pytest.raises(LandscapeError, match=r"^resume= a surface without a spec key .*pass store= its path"):
         lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=lnb.load_surface(tmp_path / "s.zarr"))
