@@ -346,7 +346,7 @@ class DaskRunner:
         while not (self._connected() and self._n_workers() > 0):
             if not said and time.monotonic() - start > 2.0:  # a silent wait reads as a hang
                 said = True
-                logger.warning("waiting for a Dask worker at %s (at most %g s more; start workers with "
+                logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with "
                                "`dask worker %s`)", self.address, deadline - time.monotonic(), self.address)
             if self.client.status in ("closing", "closed") or time.monotonic() > deadline:
                 if seconds != self.worker_wait:

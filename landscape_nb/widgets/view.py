@@ -222,12 +222,14 @@ class Explorer(w.VBox):
 
     def _on_surface(self, change=None) -> None:
         from .. import plot
+        from ..plot.live import live_info
 
         surf = self.state.surface
         if surf is None:
             return
-        with self._figure_lock:
-            if self.figure is None or self._figure_run != self.state.run_id:
+        info = live_info(self.figure)
+        with self._figure_lock:  # a new run, or the surface shown before a refused 1D/2D run put back: redrawn
+            if self.figure is None or self._figure_run != self.state.run_id or (info or {}).get("ndim") != surf.ndim:
                 self._show(surf)
                 self._figure_run = self.state.run_id
             else:
