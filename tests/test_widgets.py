@@ -29,6 +29,12 @@ from landscape_nb.widgets.request import check_budget
 from landscape_nb.widgets.state import _prepare_key
 
 
+# The Explorer's values against a separate compute_surface of the same spec: each run picks its points per pass
+# and batch size by timing, so their float32 rounding paths can differ (1.03e-6 relative seen under load); both
+# are checked against naive loops elsewhere to 1e-5.
+RERUN_RTOL = 1e-5
+
+
 def make_task(seed: int = 0, n: int = 120):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 12), nn.Tanh(), nn.Linear(12, 3)).eval()
@@ -293,9 +299,9 @@ def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(exp
     d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=0)
     direct = lnb.compute_surface(model, data, d, x=(-1, 1, 21), y=(-1, 1, 21))
     shown = np.array(explorer.figure.data[0].customdata, dtype=float)[..., 0]
-    np.testing.assert_allclose(shown, direct.loss, rtol=1e-6)
+    np.testing.assert_allclose(shown, direct.loss, rtol=RERUN_RTOL)
     np.testing.assert_allclose(np.array(explorer.figure.data[1].z, dtype=float),
-                               plot.display_values(direct), rtol=1e-6)
+                               plot.display_values(direct), rtol=RERUN_RTOL)
     assert_bit_identical(model, saved)  # the Explorer evaluates a private copy
 
 
@@ -528,7 +534,7 @@ def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):
             assert edge == pytest.approx(3.0 * centre, rel=0.15), (coeffs, edge, centre)
     # and the surface on that range is compute_surface's
     direct = lnb.compute_surface(entry.model, entry.test, d, x=(x0, x1, 7), y=(y0, y1, 5))
-    np.testing.assert_allclose(explorer.surface.loss, direct.loss, rtol=1e-6)
+    np.testing.assert_allclose(explorer.surface.loss, direct.loss, rtol=RERUN_RTOL)
     explorer.controls["auto_range"].value = False  # the typed range again
     explorer.controls["x_min"].value, explorer.controls["x_max"].value = -1.0, 1.0
     explorer.compute(wait=True)
@@ -585,7 +591,7 @@ def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
         assert (shown[0].x[0], shown[0].y[-1]) == pytest.approx((expected.x[0], expected.y[-1]))
         np.testing.assert_allclose(state.surface.x, expected.x, rtol=1e-12)
         np.testing.assert_allclose(state.surface.y, expected.y, rtol=1e-12)
-        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)
+        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=RERUN_RTOL)
         assert [state.x_min, state.x_max] == pytest.approx([expected.x[0], expected.x[-1]])
 
         state.seed = 3  # new directions: searched again, ahead of Compute
@@ -594,12 +600,12 @@ def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
         state.compute(wait=True)
         assert len(calls) == 2
         np.testing.assert_allclose(state.surface.loss, expected_auto_surface(state.shelf["mlp-moons"], 3).loss,
-                                   rtol=1e-6)
+                                   rtol=RERUN_RTOL)
 
         state.seed = 0  # kept from before: nothing to search
         assert state._prefetch_spec() is None and len(calls) == 2
         state.compute(wait=True)
-        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)
+        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=RERUN_RTOL)
         assert len(calls) == 2
     finally:
         state.close()
@@ -632,11 +638,11 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
             await until(lambda: not state.running and not state._ui.pending)
             assert state.status == "done", state.message
             shown = plot.display_values(expected)  # the figure clips as plot.live does
-            np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=1e-6)
+            np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=RERUN_RTOL)
             state.seed = 3  # searched ahead again: the computed values stay on screen
             await until(lambda: state._prefetcher is None)
             await asyncio.sleep(0.1)  # a preview posted by that search has had its turn
-            np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=1e-6)
+            np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=RERUN_RTOL)
         finally:
             explorer.close()
 
@@ -704,7 +710,7 @@ def test_compute_waits_for_a_search_under_way_and_uses_it(monkeypatch):
         assert state.status == "done", state.message
         assert calls == ["landscape_nb-explorer-prefetch"] * 2  # the panel's search and the rise 3 one, no third
         expected = expected_auto_surface(state.shelf["mlp-moons"], seed=0, rise=3.0)
-        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=1e-6)
+        np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=RERUN_RTOL)
     finally:
         state.close()
 
@@ -757,7 +763,7 @@ def test_compute_stops_a_search_for_other_controls_instead_of_waiting_for_it(slo
         assert calls == []  # no search after Compute
         assert not any(key[4] == 5 for key in state._prepared)  # the seed-5 search was stopped, not finished
         np.testing.assert_allclose(state.surface.loss, expected_auto_surface(state.shelf["mlp-moons"], 0).loss,
-                                   rtol=1e-6)
+                                   rtol=RERUN_RTOL)
     finally:
         state.close()
 
