@@ -434,11 +434,11 @@ def _check_resume(resume: Surface, grid: Grid, tile):
     if prov.get("values_sha256") != _values_digest(resume):
         raise ResumeMismatch("resume= a surface whose values or done mask were changed after compute_surface returned "
                              f"it: the points kept would not be this computation's; {_RESUME_FIX}")
-    kept = None if prov.get("tile") is None else tuple(prov["tile"])
-    if kept is not None and len(kept) != len(grid.default_tile()):  # another kind of grid: its spec is refused
-        kept = None
-    if kept is None or tile is None:
-        return kept if tile is None else tile
+    kept = tuple(prov.get("tile") or ())
+    if len(kept) != len(grid.default_tile()):  # none kept, or another kind of grid (its spec is refused later)
+        return tile
+    if tile is None:
+        return kept
     if grid.check_tile(tile) != kept:
         raise ResumeMismatch(f"resume= a surface tiled {kept}, but tile={tile!r} was given: its part-done tiles would "
                              "be recomputed over the points kept; pass tile=None (its tiling)")

@@ -261,7 +261,9 @@ class Perturber:
         moving = [bool(d.any()) for d in layout.split(self.directions.ne(0).any(0))]
         self.written = [t for t, m in zip(self.targets, moving) if m]
         self.views = [v for v, m in zip(views, moving) if m]
-        self.variances = [self.targets[i] for i in variance_buffers(layout) if moving[i] and clamp_variances]
+        # positions of the running_var buffers clamped at each write (also read by the stacked passes, tuning.py)
+        self.clamped = [i for i in variance_buffers(layout) if moving[i]] if clamp_variances else []
+        self.variances = [self.targets[i] for i in self.clamped]
         self.coeffs = torch.zeros(len(self.directions), dtype=self.base.dtype, device=self.base.device)
 
     @torch.no_grad()

@@ -21,7 +21,7 @@ from .multipoint import (
     SharedFirstLayer,
     tensor_leaves,
 )
-from .params import eval_mode, restoring, variance_buffers
+from .params import eval_mode, restoring
 
 BATCH_CANDIDATES = (4096, 2048, 1024, 512, 256)
 #: CPU: stack only as many points as keep their activations under this many bytes (it never paid on a
@@ -372,8 +372,7 @@ class SpeedChoices:
 
         flat = torch.addmm(self.perturber.base[None, :], coords, self.perturber.directions)
         parts = self.layout.split(flat)
-        clamped = variance_buffers(self.layout) if self.settings.clamp_running_var is not False else []
-        for i in clamped:  # as Perturber.set
+        for i in self.perturber.clamped:  # as Perturber.set
             parts[i] = parts[i].clamp_min(0.0)
         slots = self._stack_slots()
         self._stacked_on_batch_axis = False

@@ -70,8 +70,12 @@ SCHEME_LABELS = {
 SEEDED_SCHEMES = ("random", "random-orthogonal")  # the seed picks the directions; it is in their title
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "×".join(str(n) for n in reversed(shape))  # x first: "201×101"
+
+
 def grid_text(spec: ExplorerSpec) -> str:
-    return "×".join(str(n) for n in reversed(spec.grid.shape))  # x first: "201×101"
+    return shape_text(spec.grid.shape)
 
 
 def figure_title(surf: Surface) -> str:
@@ -81,8 +85,8 @@ def figure_title(surf: Surface) -> str:
     scheme = str(surf.provenance.get("scheme", ""))
     seed = (surf.provenance.get("directions") or {}).get("seed")
     seeded = f", seed {seed}" if scheme in SEEDED_SCHEMES and seed is not None else ""
-    points = "×".join(str(n) for n in reversed(surf.loss.shape))
-    return f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions{seeded}, {points} points"
+    return (f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions{seeded}, "
+            f"{shape_text(surf.loss.shape)} points")
 
 
 def empty_surface(spec: ExplorerSpec) -> Surface:

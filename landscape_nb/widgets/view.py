@@ -227,8 +227,8 @@ class Explorer(w.VBox):
         surf = self.state.surface
         if surf is None:
             return
-        info = live_info(self.figure)
         with self._figure_lock:  # a new run, or the surface shown before a refused 1D/2D run put back: redrawn
+            info = live_info(self.figure)
             if self.figure is None or self._figure_run != self.state.run_id or (info or {}).get("ndim") != surf.ndim:
                 self._show(surf)
                 self._figure_run = self.state.run_id
