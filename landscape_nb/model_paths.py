@@ -72,6 +72,62 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     return ParamLayout.of(models[0], include_buffers=include_buffers, frozen=differ)
 
 
+def model_from_state_dict(model: nn.Module, state, what: str = "the checkpoint") -> nn.Module:
+    """A copy of ``model`` holding the tensors of ``state`` (a state dict): another point of its architecture.
+
+    >>> b = model_from_state_dict(model, torch.load("epoch90.pt", weights_only=True))
+    >>> d = interpolation_direction(model, b)
+
+    ``model`` is unwrapped (``torch.compile``, ``DataParallel``) and deep-copied, so it is left as
+    it was; the copy has ``model``'s mode, dtype and device. Keys saved from a
+    ``DataParallel`` model (``module.`` prefixed) are read without the prefix.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The architecture (and its settings) the state belongs to.
+    state : Mapping[str, torch.Tensor]
+        The tensors, e.g. ``trajectory.load_state_dict_file(path)``.
+    what : str, optional
+        What messages call the state (e.g. ``"--model-file2 'b.pt'"``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The copy.
+
+    Raises
+    ------
+    LandscapeError
+        Keys missing from or unexpected in ``state`` (the first few named), or a tensor whose
+        shape differs from the model's: a checkpoint of another architecture.
+    """
+    import copy
+
+    base = unwrap_model(model)
+    if not isinstance(base, nn.Module):
+        raise LandscapeError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
+    own = base.state_dict()
+    state = dict(state)
+    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = [f"{len(missing)} tensor(s) of the model missing from it (e.g. {missing[:3]})" if missing else "",
+                 f"{len(unexpected)} tensor(s) the model has not (e.g. {unexpected[:3]})" if unexpected else ""]
+        raise LandscapeError(
+            f"{what} does not fit {type(base).__name__}: {'; '.join(p for p in parts if p)}; expected a state dict "
+            "saved from this architecture (torch.save(model.state_dict(), path))")
+    for name, t in own.items():
+        shape = tuple(torch.as_tensor(state[name]).shape)
+        if shape != tuple(t.shape):
+            raise LandscapeError(f"{what} does not fit {type(base).__name__}: tensor {name!r} has shape {shape} there, "
+                                 f"{tuple(t.shape)} in the model; expected a state dict saved from this architecture")
+    other = copy.deepcopy(base)
+    other.load_state_dict(state)  # copies into the copy's tensors: its dtype and device stay
+    return other
+
+
 def _tensor_shapes(model: nn.Module, include_buffers: bool) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every parameter, frozen ones too, then of the state_dict's floating-point buffers with
     ``include_buffers``."""

@@ -14,11 +14,16 @@ HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the calle
 
 
 def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", ignore="biasbn", seed: int = 0,
-                    data=None, loss_fn=None, target_key: str | int | None = "labels"):
+                    data=None, loss_fn=None, target_key: str | int | None = "labels", others=None, trajectory=None):
     """``(base model, Directions)``: the surface is centred on the base model (``model``
-    itself for random, pca and hessian schemes; the first model of a pair or plane otherwise).
+    itself for random, pca and hessian schemes and for a pair or plane through ``others``; the
+    first model of the example's pair or plane otherwise).
 
-    ``pca`` uses the example's trajectory; ``hessian`` the eigenvectors of the largest
+    ``interpolate`` runs from ``model`` to ``others[0]`` and ``plane3`` spans the plane through
+    ``model`` and ``others[:2]`` when ``others`` (models of ``model``'s architecture, e.g. from
+    the CLI's ``--model-file2``/``--model-file3``) is given, else through the example's
+    minimizers (or checkpoints). ``pca`` uses ``trajectory`` (checkpoints as
+    ``pca_directions`` takes them) or else the example's; ``hessian`` the eigenvectors of the largest
     (and, for a plane, most negative; for a volume, those two and the second largest)
     eigenvalue on ``data`` (default: the example's
     training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset), its targets where
@@ -34,22 +39,25 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     if scheme == "random-orthogonal":
         return model, dirs.random_directions(model, n=ndim, norm=norm, ignore=ignore, seed=seed, orthogonalize=True)
     if scheme == "interpolate":
-        if ex is None:
-            raise LandscapeError("directions 'interpolate' needs a zoo model (it interpolates between the zoo's "
-                                 "minimizer pair); for your own pair use lnb.interpolation_direction(a, b)")
-        a, b = _pair(ex)
+        if ex is None and not others:
+            raise LandscapeError("directions 'interpolate' needs a second model to interpolate to (a zoo model "
+                                 "has its minimizer pair); for your own, give its checkpoint (CLI: --model-file2 "
+                                 "FILE.pt) or use lnb.interpolation_direction(a, b)")
+        a, b = (model, others[0]) if others else _pair(ex)
         d = model_paths.interpolation_direction(a, b, include_buffers=True)
         return a, _with_range(d, x=[-0.5, 1.5])
     if scheme == "plane3":
-        a, b, c = _three(ex)
+        a, b, c = (model, *others[:2]) if others and len(others) >= 2 else _three(ex)
         return a, _with_range(model_paths.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
     if scheme == "pca":
-        if ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1:
-            raise LandscapeError(f"directions 'pca' needs a zoo model with a training trajectory of at least "
-                                 f"{ndim + 1} checkpoints; use lnb.pca_directions(checkpoints, final=model) for yours")
+        if trajectory is None and (ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1):
+            raise LandscapeError(f"directions 'pca' needs a training trajectory of at least {ndim + 1} checkpoints "
+                                 "(a zoo model has its own); for yours, give them (CLI: --checkpoints A.pt B.pt ...) "
+                                 "or use lnb.pca_directions(checkpoints, final=model)")
         from .trajectory import pca_directions
 
-        return model, pca_directions(ex.trajectory, final=model, n=ndim, ignore=ignore)
+        return model, pca_directions(ex.trajectory if trajectory is None else trajectory, final=model, n=ndim,
+                                     ignore=ignore)
     if scheme == "hessian":
         from .hessian import hessian_directions
 
@@ -106,8 +114,9 @@ def _pair(ex):
 def _three(ex):
     """Three models for a plane: final and the minimizer pair, else final, init and mid-training."""
     if ex is None:
-        raise LandscapeError("directions 'plane3' needs a zoo model (final model and its minimizers or its "
-                             "trajectory); use lnb.plane_directions(a, b, c) for your own models")
+        raise LandscapeError("directions 'plane3' needs two more models (a zoo model has its minimizers or its "
+                             "trajectory); for your own, give their checkpoints (CLI: --model-file2 B.pt "
+                             "--model-file3 C.pt) or use lnb.plane_directions(a, b, c)")
     if ex.minimizers and len(ex.minimizers) >= 2:
         b, c = list(ex.minimizers.values())[:2]
         return ex.model, b, c

@@ -22,6 +22,7 @@ checks the bound on a model of that size.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,24 +40,50 @@ CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in 
 
 # ------------------------------------------------------------ checkpoints ----
 
-def _load_path(path: Path, index: int) -> Mapping[str, torch.Tensor]:
+def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.Tensor]:
+    """The state dict saved at ``path`` (``torch.load`` with ``weights_only=True``, so no code runs).
+
+    Accepts ``torch.save(model.state_dict(), path)`` and a dict holding one under ``"state_dict"``
+    (the reference implementation's and many trainers' checkpoints, with ``epoch``, ``acc`` or an
+    optimizer's state beside it). ``what`` names the file in messages (``"checkpoint 3"``,
+    ``"--model-file2"``).
+
+    Raises
+    ------
+    LandscapeError
+        No such file; a file that is not a weights-only pickle (a whole pickled model, a foreign
+        format), or that holds something other than a state dict.
+    """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise LandscapeError(f"checkpoint {index}: no file {str(path)!r}; expected a path to a saved state dict") from None
+        raise LandscapeError(f"{what}: no file {str(path)!r}; expected a path to a saved state dict") from None
+    except IsADirectoryError:
+        raise LandscapeError(f"{what}: {str(path)!r} is a directory; expected a saved state dict file") from None
     except Exception as exc:  # torch raises several kinds for foreign or damaged files
         raise LandscapeError(
-            f"checkpoint {index}: cannot read {str(path)!r} as a weights-only state dict ({type(exc).__name__}: "
-            f"{exc}); save checkpoints with torch.save(model.state_dict(), path)"
+            f"{what}: cannot read {str(path)!r} as a weights-only state dict ({_why_unreadable(exc)}); save "
+            "checkpoints with torch.save(model.state_dict(), path) (a whole pickled model: load it where you trust "
+            "it and save its state_dict())"
         ) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise LandscapeError(
-            f"checkpoint {index}: {str(path)!r} holds a {type(obj).__name__}; expected a state dict "
+            f"{what}: {str(path)!r} holds a {type(obj).__name__}; expected a state dict "
             "(torch.save(model.state_dict(), path))"
         )
     return obj
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """torch's reason in a few words: the class a weights-only load would not unpickle, else its first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it pickles a {found.group(1)}, which a weights-only load does not rebuild"
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def as_checkpoints(trajectory) -> list[Mapping[str, torch.Tensor]]:
@@ -77,7 +104,7 @@ def as_checkpoints(trajectory) -> list[Mapping[str, torch.Tensor]]:
         if isinstance(item, nn.Module):
             out.append(item.state_dict())
         elif isinstance(item, (str, Path)):
-            out.append(_load_path(Path(item), k))
+            out.append(load_state_dict_file(Path(item), f"checkpoint {k}"))
         elif isinstance(item, Mapping):
             out.append(item)
         else:

@@ -79,7 +79,7 @@ def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
 
 
 def test_schemes_refuse_what_they_cannot_do(example):
-    with pytest.raises(LandscapeError, match="'pca' needs a zoo model with a training trajectory of at least 3"):
+    with pytest.raises(LandscapeError, match="'pca' needs a training trajectory of at least 3 checkpoints"):
         make_directions("pca", example.model, None, ndim=2)
     short = SimpleNamespace(**{**vars(example), "trajectory": example.trajectory[:2]})
     with pytest.raises(LandscapeError, match="at least 3"):

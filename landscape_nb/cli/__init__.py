@@ -301,6 +301,118 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     return getattr(plot, kind)(surface, log=log_scale, title=title)
 
 
+#: which of --norm, --ignore and --seed each direction scheme reads (None: directions from --dir-file)
+_SCHEME_READS = {"random": ("norm", "ignore", "seed"), "random-orthogonal": ("norm", "ignore", "seed"),
+                 "pca": ("ignore",), "hessian": ("seed",), "interpolate": (), "plane3": (), None: ()}
+_SCHEME_DEFAULTS = {"norm": "filter", "ignore": "biasbn", "seed": 0}
+
+
+def check_direction_flags(args, ndim: int) -> str | None:
+    """The direction scheme the flags ask for (None: the directions in ``--dir-file``), before the model loads.
+
+    ``--model-file2`` implies ``interpolate`` (with ``--model-file3``, ``plane3``) and ``--checkpoints``
+    ``pca``, as the reference's ``--model_file2``/``--model_file3`` do; flags that could not all be
+    honoured together, or that the scheme would ignore (``--norm`` for an interpolation, ``--dir-type``
+    without a file), are refused. Afterwards ``args.norm``/``ignore``/``seed`` hold their defaults
+    where not given (the default store's name hashes them)."""
+    files = [f for f, v in (("--model-file2", args.model_file2), ("--model-file3", args.model_file3),
+                            ("--checkpoints", args.checkpoints)) if v]
+    if args.dir_type and not args.dir_file:
+        raise LandscapeError(f"--dir-type {args.dir_type} says what a reference direction file lists; it was given "
+                             "without --dir-file: add --dir-file FILE.h5 (or drop --dir-type)")
+    if args.dir_file:
+        if files or args.directions:
+            other = files[0] if files else f"--directions {args.directions}"
+            raise LandscapeError(f"--dir-file {args.dir_file} and {other} were both given; the file holds the "
+                                 f"directions, so {other} could not be used: give one of them")
+        if args.dir_type and Path(args.dir_file).suffix.lower() not in H5_SUFFIXES:
+            raise LandscapeError(f"--dir-type {args.dir_type} was given with --dir-file {args.dir_file}, which is not "
+                                 "a reference .h5 file (only those list 'weights' or 'states'): drop --dir-type")
+        scheme = None
+    elif args.model_file3 and not args.model_file2:
+        raise LandscapeError(f"--model-file3 {args.model_file3} was given without --model-file2; the plane through "
+                             "three models needs both: --model-file2 B.pt --model-file3 C.pt (the model is at (0, 0))")
+    elif args.model_file2:
+        scheme = "plane3" if args.model_file3 else "interpolate"
+        given = ("--model-file2 and --model-file3 give the plane through three models ('plane3')" if args.model_file3
+                 else "--model-file2 gives the line from the model to that checkpoint ('interpolate')")
+        if args.checkpoints or args.directions not in (None, scheme):
+            other = "--checkpoints" if args.checkpoints else f"--directions {args.directions}"
+            raise LandscapeError(f"{other} was given, but {given}: drop {other.split()[0]} or the model files")
+        if ndim != (2 if args.model_file3 else 1):
+            raise LandscapeError(f"{given}, but --grid {args.grid} is {ndim}D: use "
+                                 + ("a 2D --grid, e.g. 31x31" if args.model_file3 else
+                                    "a 1D --grid, e.g. 51 (for a plane through three models add --model-file3)"))
+    elif args.checkpoints:
+        scheme = "pca"
+        if args.directions not in (None, "pca"):
+            raise LandscapeError(f"--checkpoints was given with --directions {args.directions}; the checkpoints are "
+                                 "for --directions pca (the plane of the training trajectory): drop one of them")
+    else:
+        scheme = args.directions or "random"
+    if scheme is not None:
+        check_ndim(scheme, ndim)
+    what = f"--directions {scheme}" if scheme else f"--dir-file {args.dir_file} (its directions are used as saved)"
+    for flag in ("norm", "ignore", "seed"):
+        given = getattr(args, flag)
+        if given is not None and flag not in _SCHEME_READS[scheme]:
+            users = [k for k, v in _SCHEME_READS.items() if k and flag in v]
+            raise LandscapeError(f"--{flag} {given} does not apply to {what}; it is read by --directions "
+                                 f"{', '.join(users[:-1])}{' and ' if len(users) > 1 else ''}{users[-1]} only: "
+                                 f"drop --{flag}")
+        if given is None:
+            setattr(args, flag, _SCHEME_DEFAULTS[flag])
+    args.directions = scheme
+    return scheme
+
+
+def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int, keys: dict):
+    """``(centre model, Directions)`` for the checked flags: a scheme (``schemes.make_directions``, with
+    the models of ``--model-file2``/``--model-file3`` and the ``--checkpoints``), or ``--dir-file``."""
+    from ..model_paths import model_from_state_dict
+    from ..trajectory import load_state_dict_file
+
+    if scheme is None:
+        return model, directions_from_file(args.dir_file, model, args.dir_type, ndim)
+    others = [model_from_state_dict(model, load_state_dict_file(path, f"--{flag} {path}"), f"--{flag} {path}")
+              for flag, path in (("model-file2", args.model_file2), ("model-file3", args.model_file3)) if path]
+    ignore = None if args.ignore == "none" else args.ignore
+    return make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
+                           data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
+                           trajectory=args.checkpoints, **keys)
+
+
+def directions_from_file(path: str, model, dir_type: str | None, ndim: int):
+    """``--dir-file``: a reference direction file (``.h5``, ``reference.load_reference_directions``), a
+    ``Directions.save`` file (``.npz``) or the directions kept in a store (a ``.zarr`` directory,
+    ``store.load_directions``); refused unless it holds ``ndim`` directions for this model."""
+    from ..directions import Directions, as_directions
+    from ..reference import load_reference_directions
+    from ..store import load_directions
+
+    p = Path(path)
+    if not p.exists():
+        raise LandscapeError(f"--dir-file {path}: no such file or directory; expected a reference direction file "
+                             "(.h5), one written by Directions.save (.npz) or a landscape store (.zarr)")
+    if p.is_dir():
+        d = load_directions(p)
+    elif p.suffix.lower() in H5_SUFFIXES:
+        d = load_reference_directions(model, p, dir_type=dir_type)
+    elif p.suffix.lower() == ".npz":
+        d = Directions.load(p)
+    else:
+        raise LandscapeError(f"--dir-file {path!r}; expected a reference direction file (.h5, as plot_surface.py "
+                             "--dir_file takes), one written by Directions.save (.npz) or a landscape store "
+                             "directory (.zarr)")
+    if d.n != ndim:
+        shape = {1: "a line: --grid 51", 2: "a plane: --grid 31x31", 3: "a volume: --grid 21x21x21"}[d.n]
+        raise LandscapeError(f"--dir-file {path} holds {d.n} direction(s), but --grid is {ndim}D; they give {shape}")
+    try:
+        return as_directions(model, d)  # refuses directions made for another architecture, naming the difference
+    except LandscapeError as exc:
+        raise LandscapeError(f"--dir-file {path}: {exc}") from None
+
+
 # ------------------------------------------------------------ commands ----
 
 def cmd_models(args) -> int:
@@ -331,7 +443,7 @@ def cmd_compute(args) -> int:
     target_key = parse_target_key(args.target_key)
     client = check_workers(args)
     check_tile_fits(parse_tile(args.tile), grid, args.tile)
-    check_ndim(args.directions, len(grid))
+    scheme = check_direction_flags(args, len(grid))
     if args.max_samples is not None and args.max_samples < 1:
         raise LandscapeError(f"--max-samples {args.max_samples}; expected a positive number of samples, e.g. "
                              "--max-samples 512 (or leave it out for all of them)")
@@ -351,9 +463,7 @@ def cmd_compute(args) -> int:
                              "(or tuples of more than two tensors): drop --target-key")
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
     keys = {} if target_key is None else {"target_key": target_key}  # None would mean "no targets"
-    ignore = None if args.ignore == "none" else args.ignore
-    model, d = make_directions(args.directions, model, ex, ndim=len(grid), norm=args.norm, ignore=ignore,
-                               seed=args.seed, data=None if ex is not None else data, loss_fn=loss_fn, **keys)
+    model, d = cli_directions(args, scheme, model, ex, data, loss_fn, len(grid), keys)
     # schemes whose coordinates are not ±1-sized (pca, interpolate, plane3) suggest a range
     x_default = ":".join(str(v) for v in d.provenance.get("x_range", (-1, 1)))
     y_default = ":".join(str(v) for v in d.provenance.get("y_range", (-1, 1)))
@@ -421,7 +531,9 @@ def default_store(args) -> str:
     import re
 
     skip = {"store", "html", "h5", "vtk", "kind", "log", "client", "workers", "func", "command", "verbose"}
-    kept = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not callable(v)}
+    later = {"dir_file", "dir_type", "model_file2", "model_file3", "checkpoints"}  # flags added since: hashed
+    kept = {k: v for k, v in sorted(vars(args).items())                         # only when given, so earlier
+            if k not in skip and not callable(v) and not (k in later and v is None)}  # runs keep their names
     digest = hashlib.sha256(json.dumps(kept, default=str).encode()).hexdigest()[:8]
     name, grid = (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(v)).strip("_.") for v in (args.model, args.grid))
     return str(Path("runs") / f"{name or 'model'}-{grid}-{digest}.zarr")
@@ -468,12 +580,16 @@ class _Parser(argparse.ArgumentParser):
 
     #: the command given, if any (set by ``main``): argparse reports a misspelt flag from the top parser
     command: str | None = None
+    #: the arguments being parsed (set by ``main``), for hints that depend on them
+    argv: tuple[str, ...] = ()
 
     def error(self, message: str):
         prog = self.prog if " " in self.prog or not self.command else f"{self.prog} {self.command}"
         where = (f"`{prog} --help` lists its options, `landscape-nb --help` the commands and global ones"
                  if " " in prog else
                  "`landscape-nb --help` lists the commands, `landscape-nb COMMAND --help` their options")
+        if "required: model" in message and "--checkpoints" in self.argv:  # nargs="+" took the model's name too
+            message += "; --checkpoints takes every file name after it: put the model before --checkpoints"
         self.exit(EXIT_BAD_INPUT, f"landscape-nb: error: {message} ({where})\n")
 
 
@@ -495,15 +611,33 @@ def build_parser() -> argparse.ArgumentParser:
                                    "plane3 and pca)")
     c.add_argument("--yrange", help="y range START:STOP (default: --range)")
     c.add_argument("--zrange", help="z range START:STOP of a volume (default: --range)")
-    c.add_argument("--directions", default="random", choices=SCHEMES)
+    c.add_argument("--directions", choices=SCHEMES,
+                   help="random (default), random-orthogonal, hessian; interpolate, plane3 and pca: a zoo model's "
+                        "own minimizers and trajectory, or yours from --model-file2/--model-file3/--checkpoints")
     c.add_argument("--quantity", default="loss", choices=("loss", "hessian"),
                    help="loss (default), or hessian: Li et al.'s eigen-map, λ_max, λ_min and |λ_min/λ_max| (0 where "
                         "λ_min ≥ 0) per point "
                         "(2D grids; figure --kind eigen_map by default)")
     c.add_argument("--tol", type=float, help="the eigen-map's Lanczos tolerance (default 1e-3; --quantity hessian)")
-    c.add_argument("--norm", default="filter", choices=NORMS)
-    c.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"))
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--norm", choices=NORMS, help="random directions' normalization (default filter: Li et al.'s "
+                                                 "filter normalization)")
+    c.add_argument("--ignore", choices=("biasbn", "none"),
+                   help="biasbn (default): biases and BatchNorm weights get no random or PCA direction")
+    c.add_argument("--seed", type=int, help="random and hessian directions' seed (default 0)")
+    c.add_argument("--dir-file", help="directions from a file, used as saved: a direction file of the reference "
+                                      "implementation (.h5, as its plot_surface.py --dir_file takes), one written by "
+                                      "Directions.save (.npz) or the directions kept in a landscape store (.zarr)")
+    c.add_argument("--dir-type", choices=("weights", "states"),
+                   help="what a reference --dir-file lists: one tensor per parameter (weights) or per state_dict "
+                        "entry (states, BatchNorm statistics too); default: inferred from the file")
+    c.add_argument("--model-file2", help="a checkpoint (state dict .pt) of the same model: the line from the model "
+                                         "(x=0) to it (x=1), --directions interpolate, as the reference's "
+                                         "--model_file2")
+    c.add_argument("--model-file3", help="with --model-file2: the plane through the model (0,0), --model-file2 (1,0) "
+                                         "and this checkpoint (0,1), --directions plane3")
+    c.add_argument("--checkpoints", nargs="+", metavar="FILE",
+                   help="the training trajectory's state dicts (.pt), in training order (put them after the model "
+                        "argument): --directions pca, the plane that best fits them (Li et al. 2018, §7)")
     c.add_argument("--split", choices=("train", "test"),
                    help="the data split (default test): a zoo model's, or passed as split= to a module:function "
                         "that takes it")
@@ -631,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     parser.command = next((a for a in argv if a in parser.commands), None)
+    _Parser.argv = tuple(argv)  # the subcommands' parsers report errors too
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported

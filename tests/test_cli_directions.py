@@ -1,0 +1,291 @@
+"""The CLI's directions from the user's own files: ``--model-file2``/``--model-file3`` (a line or plane
+through their checkpoints, as the reference's flags), ``--checkpoints`` (trajectory PCA) and ``--dir-file``
+(a reference direction file, a ``Directions.save`` file or a store), each against a naive float64 loop."""
+import hashlib
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import landscape_nb as lnb
+from landscape_nb.cli import build_parser, check_direction_flags, default_store, main
+
+BN_MODULE = '''
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+def make():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 4, generator=g)
+    return build(), (x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long())
+'''
+
+
+@pytest.fixture
+def bn_module(tmp_path, monkeypatch):
+    (tmp_path / "bn_models.py").write_text(BN_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("bn_models", None)
+    yield "bn_models:make"
+    sys.modules.pop("bn_models", None)
+
+
+def _checkpoints(tmp_path, k: int) -> list:
+    """``k`` state dicts of the BN model along a made-up run: every float tensor moved, running_var grown."""
+    from bn_models import build
+
+    paths = []
+    for i in range(k):
+        m = build()
+        g = torch.Generator().manual_seed(10 + i)
+        with torch.no_grad():
+            for t in [*m.parameters(), m[1].running_mean]:
+                t.add_(0.3 * torch.randn(t.shape, generator=g))
+            m[1].running_var.mul_(1.2 + 0.3 * i)
+        paths.append(tmp_path / f"ckpt{i}.pt")
+        torch.save(m.state_dict(), paths[-1])
+    return paths
+
+
+def _naive_loss(state) -> float:
+    """The cross-entropy of the BN model holding ``state``, in float64, by hand."""
+    from bn_models import build, make
+
+    _, (x, y) = make()
+    m = build().double()
+    m.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
+    with torch.no_grad():
+        return float(F.cross_entropy(m(x.double()), y))
+
+
+def _state(path) -> dict:
+    return {k: v.double() if v.is_floating_point() else v for k, v in torch.load(path, weights_only=True).items()}
+
+
+def _combine(base: dict, steps) -> dict:
+    """``base + Σ c·d`` over the float tensors, ``steps`` being (c, d) pairs of state-dict-like dicts."""
+    out = dict(base)
+    for c, d in steps:
+        for name, t in d.items():
+            if out[name].is_floating_point():
+                out[name] = out[name] + c * t.double()
+    return out
+
+
+def test_model_file2_gives_the_line_to_the_checkpoint(bn_module, tmp_path, capsys):
+    """x = 0 is the model, x = 1 the checkpoint, every float tensor (BN statistics too) on the line; the
+    interpolation's own range (-0.5..1.5); running_var clamped at 0 past the ends, as the API's paths."""
+    from bn_models import build
+
+    (b_path,) = _checkpoints(tmp_path, 1)
+    store = tmp_path / "line.zarr"
+    assert main(["compute", bn_module, "--grid", "9", "--model-file2", str(b_path), "--store", str(store)]) == 0
+    surf = lnb.load_surface(store)
+    assert surf.is_complete and surf.provenance["directions"]["scheme"] == "interpolate"
+    np.testing.assert_allclose(surf.x, np.linspace(-0.5, 1.5, 9))
+    a, b = _state_of(build()), _state(b_path)
+    diff = {k: b[k] - a[k] for k in a if a[k].is_floating_point()}
+    for i, t in enumerate(surf.x):
+        s = _combine(a, [(t, diff)])
+        s["1.running_var"] = s["1.running_var"].clamp_min(0)
+        assert surf.loss[i] == pytest.approx(_naive_loss(s), rel=1e-5), t
+    assert surf.loss[2] == pytest.approx(_naive_loss(a), rel=1e-5)  # x = 0: the model
+    assert surf.loss[6] == pytest.approx(_naive_loss(b), rel=1e-5)  # x = 1: the checkpoint
+
+
+def _state_of(model) -> dict:
+    return {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+
+
+def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoints(bn_module, tmp_path):
+    """The plane a + x(b − a) + y(c − a); ``c`` saved as a trainer's dict with a DataParallel state dict
+    (``{"state_dict": {"module.0.weight": ...}, "epoch": 7}``) reads as the same tensors."""
+    from bn_models import build
+
+    b_path, c_plain = _checkpoints(tmp_path, 2)
+    c_path = tmp_path / "trainer.pt"
+    wrapped = torch.nn.DataParallel(build())
+    wrapped.module.load_state_dict(torch.load(c_plain, weights_only=True))
+    torch.save({"state_dict": wrapped.state_dict(), "epoch": 7, "acc": 91.5}, c_path)
+    store = tmp_path / "plane.zarr"
+    assert main(["compute", bn_module, "--grid", "5x4", "--model-file2", str(b_path), "--model-file3", str(c_path),
+                 "--store", str(store)]) == 0
+    surf = lnb.load_surface(store)
+    assert surf.provenance["directions"]["scheme"] == "plane3" and surf.loss.shape == (4, 5)
+    a, b, c = _state_of(build()), _state(b_path), _state(c_plain)
+    db = {k: b[k] - a[k] for k in a if a[k].is_floating_point()}
+    dc = {k: c[k] - a[k] for k in a if a[k].is_floating_point()}
+    for j, yv in enumerate(surf.y):
+        for i, xv in enumerate(surf.x):
+            s = _combine(a, [(xv, db), (yv, dc)])
+            s["1.running_var"] = s["1.running_var"].clamp_min(0)
+            assert surf.loss[j, i] == pytest.approx(_naive_loss(s), rel=1e-5), (xv, yv)
+
+
+def test_checkpoints_give_the_trajectory_pca_plane_with_the_ignore_asked_for(bn_module, tmp_path):
+    from bn_models import build
+
+    paths = _checkpoints(tmp_path, 4)
+    for ignore in ("biasbn", "none"):
+        store = tmp_path / f"pca-{ignore}.zarr"
+        assert main(["compute", bn_module, "--grid", "4x3", "--ignore", ignore, "--store", str(store),
+                     "--checkpoints", *map(str, paths)]) == 0
+        surf, d = lnb.load_surface(store), lnb.load_directions(store)
+        api = lnb.pca_directions(paths, final=build(), n=2, ignore=None if ignore == "none" else "biasbn")
+        assert d.provenance["scheme"] == "pca" and torch.equal(d.vectors, api.vectors)
+        moves_bias = bool(d.as_state_dicts()[0]["0.bias"].abs().sum() > 0)
+        assert moves_bias == (ignore == "none")
+        np.testing.assert_allclose(surf.x[[0, -1]], api.provenance["x_range"])  # the path's own range
+        a = _state_of(build())
+        d0, d1 = d.as_state_dicts()
+        for j, yv in enumerate(surf.y):
+            for i, xv in enumerate(surf.x):
+                assert surf.loss[j, i] == pytest.approx(_naive_loss(_combine(a, [(xv, d0), (yv, d1)])), rel=1e-5)
+
+
+def test_dir_file_from_the_reference_moves_batchnorm_statistics_as_the_reference_does(bn_module, tmp_path, capsys):
+    """A ``states`` direction file written as the reference's ``h5_util.write_list`` writes it (one dataset
+    per ``state_dict`` entry, ``num_batches_tracked`` included) is used as saved: no normalization, the
+    running statistics moved, NaN (counted, and said on stderr) where the running variance goes negative."""
+    h5py = pytest.importorskip("h5py")
+    from bn_models import build
+
+    state = build().state_dict()
+    g = torch.Generator().manual_seed(3)
+    dirs = []
+    for _ in range(2):
+        d = {k: (0.2 * torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.zeros_like(v))
+             for k, v in state.items()}
+        dirs.append(d)
+    dirs[0]["1.running_var"] = torch.full((8,), 1.5)  # past x = -2/3 the variance is negative
+    dirs[1]["1.running_var"] = torch.zeros(8)
+    path = tmp_path / "ref_dirs.h5"
+    with h5py.File(path, "w") as f:
+        for axis, d in zip(("xdirection", "ydirection"), dirs):
+            grp = f.create_group(axis)
+            for k, name in enumerate(state):
+                grp.create_dataset(str(k), data=d[name].numpy())
+    store = tmp_path / "ref.zarr"
+    assert main(["compute", bn_module, "--grid", "5x3", "--dir-file", str(path), "--store", str(store)]) == 0
+    err = capsys.readouterr().err
+    surf = lnb.load_surface(store)
+    assert surf.provenance["directions"]["dir_type"] == "states"
+    a = _state_of(build())
+    naive = np.array([[_naive_loss(_combine(a, [(xv, dirs[0]), (yv, dirs[1])])) for xv in surf.x] for yv in surf.y])
+    assert np.isnan(naive[:, 0]).all() and not np.isnan(naive[:, 1:]).any()  # x = -1 only
+    np.testing.assert_array_equal(np.isnan(surf.loss), np.isnan(naive))
+    np.testing.assert_allclose(surf.loss[:, 1:], naive[:, 1:], rtol=1e-5)
+    assert surf.n_diverged == 3 and "diverged (NaN or inf) at 3 of 15 points" in err
+    # the file read as 'weights' does not fit: refused, naming the mismatch
+    assert main(["compute", bn_module, "--grid", "5x3", "--dir-file", str(path), "--dir-type", "weights",
+                 "--store", str(tmp_path / "w.zarr")]) == 2
+    assert "do not fit Sequential (as 'weights': " in capsys.readouterr().err
+
+
+def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
+    """An ``.npz`` of ``Directions.save`` gives the naive loop's values; a store's kept directions (``.zarr``)
+    give the first run's values exactly, with its suggested range."""
+    from bn_models import build
+
+    d = lnb.random_directions(build(), n=1, seed=5, norm="layer")
+    d.save(tmp_path / "d.npz")
+    first = tmp_path / "first.zarr"
+    assert main(["compute", bn_module, "--grid", "7", "--range", "-0.5:0.5", "--dir-file", str(tmp_path / "d.npz"),
+                 "--store", str(first)]) == 0
+    surf = lnb.load_surface(first)
+    a = _state_of(build())
+    (d0,) = d.as_state_dicts()
+    for i, xv in enumerate(surf.x):
+        assert surf.loss[i] == pytest.approx(_naive_loss(_combine(a, [(xv, d0)])), rel=1e-5)
+    (b_path,) = _checkpoints(tmp_path, 1)
+    line = tmp_path / "line.zarr"
+    assert main(["compute", bn_module, "--grid", "5", "--model-file2", str(b_path), "--store", str(line)]) == 0
+    again = tmp_path / "again.zarr"
+    assert main(["compute", bn_module, "--grid", "5", "--dir-file", str(line), "--store", str(again)]) == 0
+    np.testing.assert_array_equal(lnb.load_surface(again).loss, lnb.load_surface(line).loss)
+    np.testing.assert_array_equal(lnb.load_surface(again).x, np.linspace(-0.5, 1.5, 5))
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--grid", "7", "--dir-type", "weights"], ("--dir-type weights says what a reference direction file lists; it "
+                                               "was given without --dir-file")),
+    (["--grid", "7", "--dir-file", "d.npz", "--model-file2", "b.pt"], ("--dir-file d.npz and --model-file2 were both "
+                                                                      "given")),
+    (["--grid", "7", "--dir-file", "d.npz", "--directions", "random"], "so --directions random could not be used"),
+    (["--grid", "7", "--dir-file", "d.npz", "--dir-type", "states"], "which is not a reference .h5 file"),
+    (["--grid", "7", "--model-file3", "c.pt"], "--model-file3 c.pt was given without --model-file2"),
+    (["--grid", "5x5", "--model-file2", "b.pt"], ("--model-file2 gives the line from the model to that checkpoint "
+                                                 "('interpolate'), but --grid 5x5 is 2D: use a 1D --grid")),
+    (["--grid", "7", "--model-file2", "b.pt", "--model-file3", "c.pt"], ("give the plane through three models "
+                                                                        "('plane3'), but --grid 7 is 1D")),
+    (["--grid", "7", "--model-file2", "b.pt", "--directions", "random"], ("--directions random was given, but "
+                                                                         "--model-file2 gives the line")),
+    (["--grid", "7", "--model-file2", "b.pt", "--norm", "layer"], ("--norm layer does not apply to --directions "
+                                                                  "interpolate; it is read by --directions random "
+                                                                  "and random-orthogonal only: drop --norm")),
+    (["--grid", "5x5", "--dir-file", "d.npz", "--seed", "3"], "--seed 3 does not apply to --dir-file d.npz"),
+    (["--grid", "5x5", "--directions", "hessian", "--ignore", "none"], ("--ignore none does not apply to --directions "
+                                                                       "hessian")),
+    (["--grid", "5x5", "--directions", "random", "--checkpoints", "a.pt", "b.pt", "c.pt"],
+     "--checkpoints was given with --directions random"),
+    # after the model loads: the files themselves
+    (["--grid", "5x5", "--dir-file", "nothing.h5"], "--dir-file nothing.h5: no such file or directory"),
+    (["--grid", "5x5", "--dir-file", "bn_models.py"], ("--dir-file 'bn_models.py'; expected a reference direction "
+                                                      "file (.h5")),
+    (["--grid", "5x5", "--dir-file", "d.npz"], ("--dir-file d.npz holds 1 direction(s), but --grid is 2D; they give "
+                                               "a line: --grid 51")),
+    (["--grid", "7", "--dir-file", "other.npz"], ("--dir-file other.npz: the directions were made for another "
+                                                  "architecture (10 values) than the model (83 values)")),
+    (["--grid", "7", "--model-file2", "nothing.pt"], "--model-file2 nothing.pt: no file 'nothing.pt'"),
+    (["--grid", "7", "--model-file2", "other.pt"], ("--model-file2 other.pt does not fit Sequential: 7 tensor(s) of "
+                                                   "the model missing from it (e.g. ['1.bias',")),
+    (["--grid", "7", "--model-file2", "whole.pt"], ("(it pickles a torch.nn.modules.linear.Linear, which a "
+                                                   "weights-only load does not rebuild)")),
+    (["--grid", "7", "--directions", "interpolate"], "for your own, give its checkpoint (CLI: --model-file2 FILE.pt)"),
+    (["--grid", "5x5", "--directions", "pca"], "(CLI: --checkpoints A.pt B.pt ...)"),
+])
+def test_bad_direction_flags_exit_2_with_one_line_reason(bn_module, tmp_path, capsys, extra, words):
+    from bn_models import build
+
+    lnb.random_directions(build(), n=1, seed=0).save(tmp_path / "d.npz")
+    lnb.random_directions(torch.nn.Linear(4, 2), n=1, seed=0).save(tmp_path / "other.npz")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)).state_dict(), tmp_path / "other.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pt")
+    assert main(["compute", bn_module, "--store", str(tmp_path / "s.zarr"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("landscape-nb: error:") and words in err and "\n" not in err
+
+
+def test_checkpoints_before_the_model_say_where_the_model_went(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compute", "--checkpoints", "a.pt", "b.pt", "mlp-digits"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "put the model before --checkpoints" in err
+
+
+def test_the_default_store_name_of_a_command_without_the_new_flags_is_unchanged():
+    """Flags added after the first release are hashed only when given, so a run made before them resumes
+    under the same ``runs/...zarr`` name; the name is rebuilt here from the arguments the CLI had then."""
+    args = build_parser().parse_args(["compute", "mlp-digits", "--grid", "31x31", "--seed", "2"])
+    check_direction_flags(args, 2)
+    before = {"model": "mlp-digits", "grid": "31x31", "range": None, "yrange": None, "zrange": None,
+              "directions": "random", "quantity": "loss", "tol": None, "norm": "filter", "ignore": "biasbn", "seed": 2,
+              "split": None, "max_samples": None, "target_key": None, "mode": "eval", "precision": "fp32",
+              "compile": False, "compile_mode": None, "channels_last": False, "tile": None}
+    digest = hashlib.sha256(json.dumps(dict(sorted(before.items())), default=str).encode()).hexdigest()[:8]
+    assert default_store(args).endswith(f"mlp-digits-31x31-{digest}.zarr")
+    with_file = build_parser().parse_args(["compute", "mlp-digits", "--grid", "31", "--model-file2", "b.pt"])
+    check_direction_flags(with_file, 1)
+    plain = build_parser().parse_args(["compute", "mlp-digits", "--grid", "31", "--directions", "interpolate"])
+    check_direction_flags(plain, 1)
+    assert default_store(with_file) != default_store(plain)  # another endpoint, another store
