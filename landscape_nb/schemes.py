@@ -103,12 +103,15 @@ def _with_range(d, **ranges):
 
 def _pair(ex):
     """The two models an interpolation runs between: the minimizer pair, else init → final."""
-    if ex.minimizers and len(ex.minimizers) >= 2:
-        a, b = list(ex.minimizers.values())[:2]
-        return a, b
-    from .zoo import model_from_state
-
-    return model_from_state(ex.name, ex.trajectory[0]), ex.model
+    minimizers = list((getattr(ex, "minimizers", None) or {}).values())
+    if len(minimizers) >= 2:
+        return minimizers[0], minimizers[1]
+    t = list(getattr(ex, "trajectory", None) or [])
+    if not t:
+        raise LandscapeError(f"directions 'interpolate': {_name(ex)} has no minimizer pair (.minimizers) and no "
+                             "trajectory (.trajectory) to take the line's start from; expected one of them (or "
+                             "use lnb.interpolation_direction(a, b))")
+    return _checkpoint_model(ex, t, 0), ex.model
 
 
 def _three(ex):
@@ -117,13 +120,30 @@ def _three(ex):
         raise LandscapeError("directions 'plane3' needs two more models (a zoo model has its minimizers or its "
                              "trajectory); for your own, give their checkpoints (CLI: --model-file2 B.pt "
                              "--model-file3 C.pt) or use lnb.plane_directions(a, b, c)")
-    if ex.minimizers and len(ex.minimizers) >= 2:
-        b, c = list(ex.minimizers.values())[:2]
-        return ex.model, b, c
-    t = ex.trajectory
+    minimizers = list((getattr(ex, "minimizers", None) or {}).values())
+    if len(minimizers) >= 2:
+        return ex.model, minimizers[0], minimizers[1]
+    t = list(getattr(ex, "trajectory", None) or [])
     if len(t) < 3:
-        raise LandscapeError(f"directions 'plane3': {ex.name} has {len(t)} checkpoints and no minimizer pair; "
-                             "expected at least 3 checkpoints")
-    from .zoo import model_from_state
+        raise LandscapeError(f"directions 'plane3': {_name(ex)} has {len(t)} checkpoints and no minimizer pair; "
+                             "expected at least 3 checkpoints (.trajectory) or two minimizers (.minimizers)")
+    return ex.model, _checkpoint_model(ex, t, 0), _checkpoint_model(ex, t, len(t) // 2)
 
-    return ex.model, model_from_state(ex.name, t[0]), model_from_state(ex.name, t[len(t) // 2])
+
+def _name(ex) -> str:
+    return str(getattr(ex, "name", None) or "the model")
+
+
+def _checkpoint_model(ex, trajectory, k: int):
+    """Checkpoint ``k`` of ``trajectory`` (a state dict, a path to one or a model) as a model of ``ex.model``'s
+    architecture."""
+    from torch import nn
+
+    from .model_paths import model_from_state_dict
+    from .trajectory import as_checkpoints
+
+    item = trajectory[k]
+    if isinstance(item, nn.Module):
+        return item
+    (state,) = as_checkpoints([item], first=k)
+    return model_from_state_dict(ex.model, state, f"checkpoint {k} of {_name(ex)}")

@@ -86,10 +86,10 @@ def _why_unreadable(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
-def as_checkpoints(trajectory) -> list[Mapping[str, torch.Tensor]]:
+def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor]]:
     """State dicts from a zoo example (its ``.trajectory``), a ``TrajectoryRecorder`` (its
     ``.checkpoints``), or a sequence of state dicts, ``.pt`` paths (read with ``weights_only=True``)
-    or models."""
+    or models; messages number them from ``first``."""
     if hasattr(trajectory, "trajectory") and not isinstance(trajectory, (Sequence, Mapping)):
         trajectory = trajectory.trajectory
     elif hasattr(trajectory, "checkpoints") and not isinstance(trajectory, (Sequence, Mapping)):
@@ -100,7 +100,7 @@ def as_checkpoints(trajectory) -> list[Mapping[str, torch.Tensor]]:
             "paths to saved state dicts, or models) or a zoo example with a .trajectory"
         )
     out = []
-    for k, item in enumerate(trajectory):
+    for k, item in enumerate(trajectory, start=first):
         if isinstance(item, nn.Module):
             out.append(item.state_dict())
         elif isinstance(item, (str, Path)):

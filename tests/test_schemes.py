@@ -78,6 +78,34 @@ def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
     assert a is example.model and p.n == 2 and p.provenance["y_range"] == [-0.5, 1.5]
 
 
+def test_a_user_object_with_only_a_trajectory_of_files_gets_the_line_and_plane_from_it(example, tmp_path):
+    """An Example-like object of the user's (what the Explorer takes besides (model, data)) with checkpoint
+    files and no minimizers: the line runs from the first checkpoint to the model and the plane goes through
+    the model, the first and the middle checkpoint (naive: the files' tensors subtracted by hand); one with
+    neither is refused in words (it raised AttributeError: no attribute 'minimizers')."""
+    paths = []
+    for k, state in enumerate(example.trajectory):
+        paths.append(tmp_path / f"epoch{k:02d}.pt")
+        torch.save({"state_dict": state, "epoch": k}, paths[-1])
+    mine = SimpleNamespace(model=example.model, test=example.test, trajectory=paths)
+    start, d = make_directions("interpolate", example.model, mine, ndim=1)
+    names = [n for n, _ in example.model.named_parameters()]
+    first, mid = example.trajectory[0], example.trajectory[len(paths) // 2]
+    final = dict(example.model.named_parameters())
+    naive = torch.cat([(final[n].detach() - first[n]).reshape(-1) for n in names])
+    assert torch.equal(d.vectors[0], naive)
+    assert all(torch.equal(p.detach(), first[n]) for n, p in start.named_parameters())
+    base, p = make_directions("plane3", example.model, mine, ndim=2)
+    assert base is example.model
+    for row, other in zip(p.vectors, (first, mid)):
+        assert torch.equal(row, torch.cat([(other[n] - final[n].detach()).reshape(-1) for n in names]))
+    bare = SimpleNamespace(model=example.model, test=example.test)
+    with pytest.raises(LandscapeError, match=r"has no minimizer pair \(.minimizers\) and no trajectory"):
+        make_directions("interpolate", example.model, bare, ndim=1)
+    with pytest.raises(LandscapeError, match="has 0 checkpoints and no minimizer pair; expected at least 3"):
+        make_directions("plane3", example.model, bare, ndim=2)
+
+
 def test_schemes_refuse_what_they_cannot_do(example):
     with pytest.raises(LandscapeError, match="'pca' needs a training trajectory of at least 3 checkpoints"):
         make_directions("pca", example.model, None, ndim=2)
