@@ -58,7 +58,10 @@ def values(v) -> np.ndarray:
 
     if isinstance(v, dict) and "bdata" in v:
         arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).astype(float)
-        return arr.reshape(v["shape"]) if "shape" in v else arr
+        shape = v.get("shape")
+        if isinstance(shape, str):  # plotly writes "3, 5"
+            shape = tuple(int(n) for n in shape.split(","))
+        return arr.reshape(shape) if shape is not None else arr
     return np.array(v if v is not None else [], dtype=float)  # None -> nan
 
 

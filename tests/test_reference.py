@@ -414,3 +414,41 @@ def test_tied_weights_in_a_states_file_the_last_alias_wins_as_in_load_state_dict
     m.load_state_dict(state)
     moved = torch.cat([(pm - p0).detach().reshape(-1) for pm, p0 in zip(m.parameters(), model.parameters())])
     torch.testing.assert_close(back.vectors[0], moved, rtol=0, atol=1e-6)
+
+
+def test_the_cli_plots_a_reference_surface_file_with_its_values_where_they_belong(tmp_path, capsys):
+    """``landscape-nb plot FILE.h5 --html``: the reference's (nx, ny) meshgrid-order arrays drawn as z[j][i] at
+    (x[i], y[j]) (naive: the formula the file was written from), the chosen ``--split``, the points it
+    lacks marked partial; ``--split`` for a store and a file that is neither are refused."""
+    from landscape_nb.cli import main
+    from tests.standalone_html import figure_json, values
+
+    x, y = np.linspace(-1, 1, 5), np.linspace(-0.5, 2.0, 3)
+
+    def loss_at(a, b):
+        return 4.0 + 3 * a + 0.5 * b * b
+
+    path = tmp_path / "old.h5"
+    write_reference_surface(path, x, y, loss_at, lambda a, b: 50.0, missing={4})
+    with h5py.File(path, "a") as f:
+        f["test_loss"] = np.full((len(x), len(y)), 7.5)
+    out = tmp_path / "old.html"
+    assert main(["plot", str(path), "--kind", "heatmap", "--html", str(out)]) == 0
+    assert "(partial: 14/15 points)" in capsys.readouterr().out
+    text = out.read_text()
+    (trace,) = figure_json(text)["data"]
+    z = values(trace["z"]).reshape(len(y), len(x))
+    naive = np.array([[loss_at(a, b) for a in x] for b in y])
+    naive[0, 4] = np.nan  # flat index 4 = (x[4], y[0]): not computed in the file
+    np.testing.assert_allclose(z, naive, rtol=1e-12)
+    np.testing.assert_allclose(values(trace["x"]), x)
+    assert "partial: 14 of 15 points" in text and "old.h5 (train_loss)" in text
+    assert main(["plot", str(path), "--split", "test", "--kind", "heatmap", "--html", str(out)]) == 0
+    (trace,) = figure_json(out.read_text())["data"]
+    assert np.all(values(trace["z"]) == 7.5)
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "s.zarr"), "--split", "test", "--html", str(out)]) == 2
+    assert "--split test chooses the loss of a reference .h5 surface file" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["plot", str(tmp_path / "notes.txt"), "--html", str(out)]) == 2
+    assert "is a file but not a surface file of the reference implementation (.h5)" in capsys.readouterr().err

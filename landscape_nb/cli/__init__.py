@@ -547,15 +547,32 @@ def _nanmin(a):
 
 
 def cmd_plot(args) -> int:
-    from ..plot.export import export_html
+    """``plot SOURCE --html FILE``: a store, or a surface file of the reference implementation (``.h5``, its
+    ``--split`` loss: ``reference.load_reference_surface``), drawn as ``--kind``."""
+    from ..plot.export import export_html, mark_partial
     from ..store import load_surface
 
     check_html_name(args.html)
-    surf = load_surface(args.store)
-    from ..plot.export import mark_partial
+    source = Path(args.store)
+    reference = source.suffix.lower() in H5_SUFFIXES and not source.is_dir()
+    if args.split and not reference:
+        raise LandscapeError(f"--split {args.split} chooses the loss of a reference .h5 surface file (train_loss or "
+                             f"test_loss); {args.store} is not one (a store holds one split's surface): drop --split")
+    if reference:
+        from ..reference import load_reference_surface
 
-    path = export_html(mark_partial(figure_for(surf, args.kind, log_scale=args.log,
-                                               title=str(surf.provenance.get("label", ""))), surf), args.html)
+        if not source.is_file():
+            raise LandscapeError(f"no file {args.store!r}; expected a surface file of the reference implementation "
+                                 "(.h5, as its plot_surface.py writes) or a landscape store directory")
+        surf = load_reference_surface(source, split=args.split)
+        title = f"{source.name} ({surf.provenance['split']}_loss)"
+    else:
+        if source.is_file():
+            raise LandscapeError(f"{args.store!r} is a file but not a surface file of the reference implementation "
+                                 "(.h5); expected a landscape store directory (--store) or a reference .h5 file")
+        surf = load_surface(source)
+        title = str(surf.provenance.get("label", ""))
+    path = export_html(mark_partial(figure_for(surf, args.kind, log_scale=args.log, title=title), surf), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
     return 0
 
@@ -670,11 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--log", action="store_true", help="log-scale loss (of the --html figure and the --vtk height)")
     c.set_defaults(func=cmd_compute)
 
-    pl = sub.add_parser("plot", help="plot a saved surface store to HTML")
-    pl.add_argument("store")
+    pl = sub.add_parser("plot", help="plot a saved surface store, or a reference .h5 surface file, to HTML")
+    pl.add_argument("store", metavar="SOURCE", help="a store directory (--store), or a surface file of the reference "
+                                                    "implementation (.h5, as its plot_surface.py writes)")
     pl.add_argument("--kind", choices=KINDS)
     pl.add_argument("--html", required=True)
     pl.add_argument("--log", action="store_true")
+    pl.add_argument("--split", choices=("train", "test"),
+                    help="a reference .h5 file's loss to draw: train_loss or test_loss (default: train_loss, else "
+                         "test_loss, the one it holds)")
     pl.set_defaults(func=cmd_plot)
 
     d = sub.add_parser("demo", help="compute surfaces for bundled models and write HTML figures")
