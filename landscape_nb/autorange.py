@@ -209,7 +209,8 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     ------
     LandscapeError
         For ``rise ≤ 1``, a non-positive distance or tolerance, or a centre loss that is not
-        positive and finite; for what ``compute_surface`` refuses of the model, data and loss; and
+        positive and finite; a non-finite weight the directions cover, or an all-zero direction; for
+        what ``compute_surface`` refuses of the model, data and loss; and
         for an exception the model or ``loss_fn`` raises at a point, named in one line and chained as
         ``__cause__`` (the model's weights are restored).
     Cancelled
@@ -221,6 +222,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     """
     from .directions import as_directions
     from .evaluate import Cancelled, EvalSettings, Evaluator
+    from .params import check_finite
     from .statecheck import naming_user_errors
 
     rise = _positive("rise", rise)
@@ -232,6 +234,12 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     if tol >= 1:
         raise LandscapeError(f"tol={tol!r}; expected a relative tolerance below 1, e.g. 0.01")
     d = as_directions(model, directions)
+    check_finite(d.layout, d.layout.tensors(model), ", so every point the search evaluates holds it too")
+    zero = [k for k in range(d.n) if not bool(d.vectors[k].any())]
+    if zero:  # the loss never moves along it: "not reached" at ±max_distance would read as a flat basin
+        raise LandscapeError(f"direction {zero[0]} of {d.n} is all zeros, so the loss is the centre's at every "
+                             "distance along it and no range can be found; expected non-zero directions (e.g. "
+                             "lnb.random_directions)")
     settings = EvalSettings(max_samples=max_samples, batch_size=batch_size)
     ev = Evaluator(model, data, d.vectors, d.layout, loss_fn=loss_fn, metrics=None, settings=settings)
     n = d.n

@@ -14,7 +14,7 @@ from torch import nn
 
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, flatten, float_state_buffers, unwrap_model, variance_buffers
+from .params import ParamLayout, check_finite, flatten, float_state_buffers, unwrap_model, variance_buffers
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -50,8 +50,8 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
         floating-point buffer) names or shapes differ from the first model's (naming the
         first differing tensor and both models), a submodule differs in class or eval-mode settings (an
         activation, a slope, an ``eps``; Dropout's rate aside: ``_check_same_settings``),
-        the same parameters are frozen in one model and trainable in another, or frozen parameters
-        differ with ``frozen="refuse"``.
+        the same parameters are frozen in one model and trainable in another, frozen parameters
+        differ with ``frozen="refuse"``, or a model holds NaN or inf in the layout's tensors.
     """
     check_choice("frozen", frozen, ("include", "refuse"))
     models = [unwrap_model(m) for m in models]
@@ -69,7 +69,13 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
             f"{names[0]}'s values of them does not end at {' or '.join(names[1:])}. Pass frozen='include' to "
             "interpolate them too, or make them equal"
         )
-    return ParamLayout.of(models[0], include_buffers=include_buffers, frozen=differ)
+    layout = ParamLayout.of(models[0], include_buffers=include_buffers, frozen=differ)
+    for m, name in zip(models, names):  # a NaN end read as a NaN direction, or a control point made NaN
+        try:
+            check_finite(layout, layout.tensors(m), ", so every point of a path through it would be too")
+        except LandscapeError as exc:
+            raise LandscapeError(f"{name}: {exc}") from None
+    return layout
 
 
 def model_from_state_dict(model: nn.Module, state, what: str = "the checkpoint") -> nn.Module:

@@ -210,10 +210,11 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     ------
     LandscapeError
         Models of different architectures, a negative ``n_steps``, an unknown
-        ``optimizer``, an even or too small ``n_points``, an ``lr`` that is not a
+        ``optimizer``, a non-integer, even or too small ``n_points``, an ``lr`` that is not a
         positive finite number or a ``batch_size`` that is not a positive integer;
-        a training step whose loss is NaN or infinite, or that makes the control
-        point so (naming the step and t).
+        a model with NaN or inf weights (naming it); an exception the model or
+        ``loss_fn`` raises, in one line with the original chained; a training step whose
+        loss is NaN or infinite, or that makes the control point so (naming the step and t).
 
     References
     ----------
@@ -221,9 +222,10 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
     from .compute import compute_surface
-    from .data import args_kwargs, call_model, read_data, tree_map
+    from .data import call_model, read_data
     from .evaluate import Evaluator, choose_loss
     from .metrics import check_mean_loss
+    from .statecheck import naming_user_errors
 
     a, b = unwrap_model(a), unwrap_model(b)
     layout = paired_layout([a, b], include_buffers=False)
@@ -231,8 +233,9 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         raise LandscapeError(f"n_steps={n_steps!r}; expected a non-negative number of training steps")
     if optimizer not in ("adam", "sgd"):
         raise LandscapeError(f"optimizer={optimizer!r}; expected 'adam' or 'sgd'")
-    if n_points < 3 or (n_points - 1) % 2:
-        raise LandscapeError(f"n_points={n_points}; expected an odd number ≥ 3 (so t = 0, 0.5, 1 are on the grid)")
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 3 or (n_points - 1) % 2:
+        raise LandscapeError(f"n_points={n_points!r}; expected an odd integer ≥ 3 (so t = 0, 0.5, 1 are on the "
+                             "grid), e.g. n_points=21 (the default)")
     positive_number("lr", lr, fix=f"the {optimizer} step size of the control point, e.g. lr=1e-3 (the default)")
     positive_int("batch_size", batch_size, fix="the samples drawn per training step, e.g. batch_size=64 (the default)")
     seed_int(seed, "the batches drawn for training")
@@ -244,8 +247,41 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     work = copy.deepcopy(a).cpu().to(dtype)
     loss_fn_, split, _ = choose_loss(work, ev, loss_fn)
     inputs, targets = split(ev.slices(8)[0])
-    with eval_mode(work), torch.no_grad():  # before training on it: a scalar mean, as the evaluation checks later
-        check_mean_loss(loss_fn_, call_model(work, inputs), targets)
+    step = {"at": 0}
+    with naming_user_errors(work, loss_fn, lambda: (f"at training step {step['at']} of {n_steps}" if step["at"] else
+                                                    "on the first 8 samples"), "nothing was returned"):
+        with eval_mode(work), torch.no_grad():  # before training on it: a scalar mean, as the evaluation checks later
+            check_mean_loss(loss_fn_, call_model(work, inputs), targets)
+        ctrl, history = _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps, lr, batch_size, seed,
+                                       optimizer, has_bn, progress, step)
+    control = ctrl.detach().clone()
+    eval_data = data if eval_data is None else eval_data
+    mode = "bn-recompute" if has_bn else "eval"
+    t = np.linspace(0.0, 1.0, n_points)
+    vectors = torch.stack([control - w0, w2 - w0])
+    ev = Evaluator(a, eval_data, vectors, layout, loss_fn=loss_fn,
+                   settings=_settings(mode, loss_fn, target_key), bn_data=data if has_bn else None)
+    values = ev.evaluate(np.stack([2 * t * (1 - t), t ** 2], axis=1))
+    metrics = {m: values[:, k] for k, m in enumerate(ev.metric_names, start=1)}
+    prov = {"label": "Bézier curve (trained)", "x_label": "t (a → b)", "scheme": "bezier", "n_steps": int(n_steps)}
+    profile = Surface(t, None, values[:, 0], metrics, np.ones(len(t), bool), {}, prov)
+    line = compute_surface(a, eval_data, Directions((w2 - w0)[None, :], layout, {"scheme": "interpolate"}),
+                           x=(0.0, 1.0, n_points), loss_fn=loss_fn, bn_data=data if has_bn else None,
+                           settings=_settings(mode, loss_fn, target_key))
+    line = line.with_provenance(label="straight line", x_label="t (a → b)")
+    settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
+                                "optimizer": optimizer, "bn": mode}
+    return BezierCurve(w0, control, w2, layout, profile, line, np.asarray(history), settings)
+
+
+def _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: float, batch_size: int, seed: int,
+                   optimizer: str, has_bn: bool, progress: bool, step: dict):
+    """The trained control point (a Parameter) and the training loss per step; ``step["at"]`` follows the
+    step being taken, for an error's message."""
+    from torch.func import functional_call
+
+    from .data import args_kwargs, tree_map
+
     work.train(has_bn)
     ctrl = torch.nn.Parameter(((w0 + w2) / 2).clone())
     opt = (torch.optim.Adam([ctrl], lr=lr) if optimizer == "adam"
@@ -253,14 +289,13 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     gen = torch.Generator().manual_seed(int(seed))
     buffers = {k: v for k, v in work.named_buffers()}
     history = []
-    from torch.func import functional_call
-
     steps = range(int(n_steps))
     if progress:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="Bézier control point", unit="step")
-    for _ in steps:
+    for k in steps:
+        step["at"] = k + 1
         t = float(torch.rand((), generator=gen))
         idx = torch.randint(0, ev.n, (min(batch_size, ev.n),), generator=gen)
         flat = (1 - t) ** 2 * w0 + 2 * t * (1 - t) * ctrl + t ** 2 * w2
@@ -283,24 +318,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
                 f"bezier_curve: step {len(history)} of {n_steps} made the control point NaN or infinite (its loss "
                 f"was {history[-1]:.7g}, its gradient was not finite: the loss has no derivative there, or lr={lr:g} "
                 "overflows); nothing was returned. Pass a smaller lr, or smooth the loss")
-    control = ctrl.detach().clone()
-    eval_data = data if eval_data is None else eval_data
-    mode = "bn-recompute" if has_bn else "eval"
-    t = np.linspace(0.0, 1.0, n_points)
-    vectors = torch.stack([control - w0, w2 - w0])
-    ev = Evaluator(a, eval_data, vectors, layout, loss_fn=loss_fn,
-                   settings=_settings(mode, loss_fn, target_key), bn_data=data if has_bn else None)
-    values = ev.evaluate(np.stack([2 * t * (1 - t), t ** 2], axis=1))
-    metrics = {m: values[:, k] for k, m in enumerate(ev.metric_names, start=1)}
-    prov = {"label": "Bézier curve (trained)", "x_label": "t (a → b)", "scheme": "bezier", "n_steps": int(n_steps)}
-    profile = Surface(t, None, values[:, 0], metrics, np.ones(len(t), bool), {}, prov)
-    line = compute_surface(a, eval_data, Directions((w2 - w0)[None, :], layout, {"scheme": "interpolate"}),
-                           x=(0.0, 1.0, n_points), loss_fn=loss_fn, bn_data=data if has_bn else None,
-                           settings=_settings(mode, loss_fn, target_key))
-    line = line.with_provenance(label="straight line", x_label="t (a → b)")
-    settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
-                                "optimizer": optimizer, "bn": mode}
-    return BezierCurve(w0, control, w2, layout, profile, line, np.asarray(history), settings)
+    return ctrl, history
 
 
 def _settings(mode: str, loss_fn, target_key="labels"):

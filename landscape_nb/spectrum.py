@@ -40,6 +40,8 @@ from torch import nn
 from .errors import LandscapeError, seed_int
 
 PROBES = ("rademacher", "gaussian")
+#: Ritz values whose spread is under this times max(1, |θ|) coincide (the default σ is then 1e-3 of that scale)
+COINCIDE = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,7 +222,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         ``λ_max`` as it grows (PyHessian uses 90).
     sigma : float, optional
         Width of the Gaussian put on each Ritz value, in eigenvalue units. Default:
-        1 % of the spread of the Ritz values (or 1e-3 when they all coincide).
+        1 % of the spread of the Ritz values, or 1e-3·max(1, |θ|) when they coincide (a spread
+        under ``COINCIDE`` times that scale, e.g. rounding apart for a Hessian c·I).
     grid : int or array_like
         Number of equally spaced eigenvalues covering the Ritz values ± 6σ, or the
         eigenvalues (1-D, increasing) to evaluate the density at.
@@ -280,8 +283,9 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     for i, r in enumerate(results):
         theta[i, :len(r["theta"])], tau[i, :len(r["tau"])] = r["theta"], r["tau"]
     lo, hi = float(np.nanmin(theta)), float(np.nanmax(theta))
-    if sigma is None:
-        sigma = 0.01 * (hi - lo) if hi > lo else 1e-3 * max(1.0, abs(hi))
+    if sigma is None:  # Ritz values equal up to rounding (H = c·I) count as coinciding: 1 % of a ~1e-16 spread
+        scale = max(1.0, abs(lo), abs(hi))  # left a grid float64 could not resolve (its integral came out 19.9)
+        sigma = 0.01 * (hi - lo) if hi - lo > COINCIDE * scale else 1e-3 * scale
     sigma = float(sigma)
     if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
         points = _check_int("grid", grid, 2)

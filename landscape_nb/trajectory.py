@@ -33,7 +33,7 @@ from torch import nn
 
 from .directions import IGNORES, Directions
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout
+from .params import ParamLayout, check_finite
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -114,7 +114,9 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
     return out
 
 
-def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout) -> None:
+def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module) -> None:
+    """Refuse checkpoints of another architecture than ``final`` (``layout``'s), and NaN or inf in them or in it."""
+    check_finite(layout, layout.tensors(final), " (final, the centre of the plane)")
     for k, sd in enumerate(states):
         for e in layout.entries:
             if e.name not in sd:
@@ -128,6 +130,11 @@ def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout) -> None:
                     f"checkpoint {k}: tensor {e.name!r} has shape {shape}, the model's has {e.shape}; the "
                     "checkpoints come from another architecture: pass checkpoints saved from this model"
                 )
+            t = torch.as_tensor(sd[e.name])
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):  # the SVD failed deep in numpy, and a
+                raise LandscapeError(                                          # projection came out NaN silently
+                    f"checkpoint {k}: tensor {e.name!r} holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "
+                    "(NaN or inf); expected finite checkpoints: leave out the ones saved after training diverged")
 
 
 def _pieces(layout: ParamLayout, n_rows: int):
@@ -249,7 +256,7 @@ def pca_directions(
             f"span at most k − 1 directions): save more checkpoints during training, or ask for fewer directions"
         )
     layout = ParamLayout.of(final)
-    _check_checkpoints(states, layout)
+    _check_checkpoints(states, layout, final)
     masked = _masked_layout(layout, ignore)
     k = len(states)
     ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
@@ -396,7 +403,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     layout = ParamLayout.of(final)
     if layout != directions.layout:
         directions.layout.check_model(final)
-    _check_checkpoints(states, layout)
+    _check_checkpoints(states, layout, final)
     k, n = len(states), directions.n
     ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
     dvec = directions.vectors.numpy()  # float32 view; slices are widened to float64 one at a time

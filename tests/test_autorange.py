@@ -70,6 +70,13 @@ def test_refuses_bad_arguments(bowl):
         auto_range(model, data, dirs, loss_fn=lambda out, y: (out * 0).sum())
     with pytest.raises(LandscapeError, match="one direction"):
         auto_range(model, data, dirs[:1], loss_fn=nn.MSELoss()).y
+    # a zero direction (the loss never moves) and a non-finite weight returned ±max_distance, "not reached"
+    with pytest.raises(LandscapeError, match="direction 0 of 1 is all zeros, so the loss is the centre's"):
+        auto_range(model, data, torch.zeros(1, 5), loss_fn=nn.MSELoss())
+    with torch.no_grad():
+        model.weight[0, 2] = float("inf")
+    with pytest.raises(LandscapeError, match="param 'weight' holds 1 non-finite value"):
+        auto_range(model, data, dirs, loss_fn=nn.SmoothL1Loss())
 
 
 def drive(loss, target, tol, max_distance=10.0):

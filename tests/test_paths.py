@@ -242,7 +242,7 @@ def test_bezier_with_no_training_is_the_straight_line(pair):
     a, b, data = pair
     curve = lnb.bezier_curve(a, b, data, n_steps=0, n_points=5)
     np.testing.assert_allclose(curve.profile.loss, curve.line_profile.loss, rtol=1e-5)
-    with pytest.raises(LandscapeError, match="odd number"):
+    with pytest.raises(LandscapeError, match="odd integer"):
         lnb.bezier_curve(a, b, data, n_steps=0, n_points=4)
 
 
@@ -342,6 +342,9 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
     # for scalar outputs" came from loss.backward())
     ({"loss_fn": nn.MSELoss(reduction="none")}, r"^loss_fn returned \(8, 1\); expected a scalar tensor"),
     ({"loss_fn": nn.MSELoss(reduction="sum")}, r"sums over the batch"),
+    # were numpy's and numpy's own TypeErrors
+    ({"n_points": 5.0}, r"^n_points=5.0; expected an odd integer ≥ 3"),
+    ({"n_points": "5"}, r"^n_points='5'; expected an odd integer ≥ 3"),
 ])
 def test_bezier_curve_refuses_a_bad_learning_rate_or_batch_size(kwargs, match):
     a, b, (x, y) = _float64_pair()
@@ -380,3 +383,29 @@ def test_a_nan_training_loss_of_a_bezier_curve_is_refused_and_a_nan_barrier_said
     partial = Surface(good.x, None, np.where(done, good.loss, np.nan), {}, done, good.spec, good.provenance)
     with pytest.raises(LandscapeError, match=r"missing 1 of its points between t = 0 and 1 .* finish \(or "):
         lnb.loss_barrier(partial)
+
+
+def test_a_model_with_a_nan_or_inf_weight_is_refused_as_a_path_end_naming_it(pair):
+    """An inf in b was blamed on "direction 0" (interpolation) or on the learning rate (a Bézier control point
+    made NaN at step 1); a NaN in the plane's third model on the plane's direction."""
+    a, b, data = pair
+    bad = copy.deepcopy(b)
+    with torch.no_grad():
+        next(bad.parameters())[0, 0] = float("inf")
+    for call in (lambda: lnb.interpolation_surface(a, bad, data, x=(0, 1, 3)),
+                 lambda: lnb.bezier_curve(a, bad, data, n_steps=1, n_points=3)):
+        with pytest.raises(LandscapeError, match=r"^model b: the model's param '\S+' holds 1 non-finite value"):
+            call()
+    with torch.no_grad():
+        next(bad.parameters())[0, 0] = float("nan")
+    with pytest.raises(LandscapeError, match=r"^model c: the model's param"):
+        lnb.plane_directions(a, b, bad)
+
+
+def test_an_error_of_the_model_while_a_bezier_curve_trains_is_named_in_one_line(pair):
+    """Inputs of the wrong width raised torch's raw RuntimeError from inside nn.Linear."""
+    a, b, (x, y) = pair
+    with pytest.raises(LandscapeError, match=r"^the model \(\w+; in \w+\.forward\) raised RuntimeError: mat1 and "
+                                             r"mat2 shapes cannot be multiplied .*\(on the first 8 samples\)") as exc:
+        lnb.bezier_curve(a, b, (torch.cat([x, x[:, :1]], dim=1), y), n_steps=1, n_points=3)
+    assert isinstance(exc.value.__cause__, RuntimeError)

@@ -199,6 +199,24 @@ def test_checkpoints_of_another_architecture_are_refused(mlp_traj):
         lnb.pca_directions([states[0], renamed, states[-1]], final=model)
 
 
+def test_a_checkpoint_or_final_model_with_nan_is_refused_naming_it(mlp_traj):
+    """A NaN checkpoint (saved after training diverged) raised numpy's LinAlgError from the PCA and gave NaN
+    coordinates from a projection without a word."""
+    model, states = mlp_traj
+    nan = {k: v * float("nan") for k, v in states[1].items()}
+    with pytest.raises(LandscapeError, match=r"^checkpoint 2: tensor '0.weight' holds \d+ non-finite value"):
+        lnb.pca_directions([states[0], states[1], nan, states[-1]], final=model)
+    d = lnb.random_directions(model, n=2, seed=0)
+    with pytest.raises(LandscapeError, match=r"^checkpoint 1: tensor '0.weight' holds"):
+        lnb.project_trajectory([states[0], nan], d, final=model)
+    broken = make_mlp(0)
+    broken.load_state_dict(states[-1])
+    with torch.no_grad():
+        broken[0].bias[1] = float("inf")
+    with pytest.raises(LandscapeError, match=r"'0.bias' holds 1 non-finite value.*\(final, the centre of the plane\)"):
+        lnb.pca_directions(states, final=broken)
+
+
 def test_a_plane_needs_three_checkpoints(mlp_traj):
     model, states = mlp_traj
     with pytest.raises(LandscapeError, match=r"2 checkpoint\(s\) for n=2.*at least 3"):
