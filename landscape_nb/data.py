@@ -224,6 +224,15 @@ class EvalData:
         return [tree_map(lambda t, i=i: t[i:i + size], self.tree) for i in range(0, self.n, size)]
 
 
+def keywords_hint(xb, rule: str, target_key) -> str:
+    """A hint when the model was called with every key of dict batches that hold no targets entry (``rule``
+    "inputs"): a key the model's forward does not take is likely the targets under another name; else ""."""
+    if not (isinstance(xb, Mapping) and rule == "inputs"):
+        return ""
+    return (f"; the dict has no targets entry (target_key={target_key!r}), so all of {list(xb)} went to the model "
+            "as keywords: name the targets with target_key=")
+
+
 def records_hint(tree) -> str:
     """A hint when ``tree`` looks like a list of samples or batches, (input, target) tuples or dicts of
     the same keys (it reads as one structure whose elements are those records), else ""."""

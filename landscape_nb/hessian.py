@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map
+from .data import batch_len, call_model, check_finite_data, keywords_hint, read_data, tree_leaves, tree_map
 from .directions import Directions
 from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr
 from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
@@ -137,7 +137,7 @@ class HessianOperator:
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
             with eval_mode(model), torch.no_grad():
-                out = _first_outputs(model, xb)
+                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key))
                 check_model_stateless(model, xb, out, model_state)
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
@@ -265,16 +265,16 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
         f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that", stacklevel=4)
 
 
-def _first_outputs(model: nn.Module, xb):
+def _first_outputs(model: nn.Module, xb, hint: str = ""):
     """The model's outputs on its first samples (in the caller's eval mode and no_grad), the data kept as
-    they were; an error of the model as a ``LandscapeError`` saying so."""
+    they were; an error of the model as a ``LandscapeError`` saying so (and ``hint``, e.g. ``keywords_hint``)."""
     try:
         return run_checking_inputs(model, xb)
     except LandscapeError:
         raise
     except Exception as exc:  # the user's model decides what it rejects
         raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
-                             f"on the first {batch_len(xb)} samples") from exc
+                             f"on the first {batch_len(xb)} samples{hint}") from exc
 
 
 def math_attention():

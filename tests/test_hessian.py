@@ -677,3 +677,22 @@ def test_an_eigen_map_is_nan_where_the_loss_or_a_product_is_and_exact_elsewhere(
     assert np.isnan(surf.metrics["n_hvp"][1, 1]) and np.isnan(surf.metrics["lambda_max"][1, 1])
     assert np.isfinite(np.delete(surf.metrics["lambda_max"].ravel(), 4)).all()
     assert surf.provenance["nonfinite_curvature"] == 1 and surf.provenance["lanczos_not_converged"] == 0
+
+
+def test_dict_batches_whose_targets_key_is_not_named_say_target_key():
+    """As compute_surface says it: a key the model's forward does not take is likely the targets."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    g = torch.Generator().manual_seed(0)
+    data = {"x": torch.randn(20, 4, generator=g), "tgt": torch.randint(0, 3, (20,), generator=g)}
+    with pytest.raises(LandscapeError, match=r"unexpected keyword argument 'tgt' on the first 8 samples; the dict has "
+                                             r"no targets entry \(target_key='labels'\), so all of \['x', 'tgt'\] went "
+                                             r"to the model as keywords: name the targets with target_key="):
+        lnb.hessian_eigenvalues(Net(), data, k=1)
+    assert lnb.hessian_eigenvalues(Net(), data, k=1, target_key="tgt")["max"][0] > 0
