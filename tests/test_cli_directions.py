@@ -244,6 +244,7 @@ def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
                                                       "file (.h5")),
     (["--grid", "5x5", "--dir-file", "d.npz"], ("--dir-file d.npz holds 1 direction(s), but --grid is 2D; they give "
                                                "a line: --grid 51")),
+    (["--grid", "5x5", "--dir-file", "d4.npz"], "holds 4 direction(s), but --grid is 2D; a grid has 1 to 3 axes"),
     (["--grid", "7", "--dir-file", "other.npz"], ("--dir-file other.npz: the directions were made for another "
                                                   "architecture (10 values) than the model (83 values)")),
     (["--grid", "7", "--model-file2", "nothing.pt"], "--model-file2 nothing.pt: no file 'nothing.pt'"),
@@ -258,6 +259,7 @@ def test_bad_direction_flags_exit_2_with_one_line_reason(bn_module, tmp_path, ca
     from bn_models import build
 
     lnb.random_directions(build(), n=1, seed=0).save(tmp_path / "d.npz")
+    lnb.random_directions(build(), n=4, seed=0).save(tmp_path / "d4.npz")
     lnb.random_directions(torch.nn.Linear(4, 2), n=1, seed=0).save(tmp_path / "other.npz")
     torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)).state_dict(), tmp_path / "other.pt")
     torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pt")

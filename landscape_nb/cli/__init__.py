@@ -405,8 +405,10 @@ def directions_from_file(path: str, model, dir_type: str | None, ndim: int):
                              "--dir_file takes), one written by Directions.save (.npz) or a landscape store "
                              "directory (.zarr)")
     if d.n != ndim:
-        shape = {1: "a line: --grid 51", 2: "a plane: --grid 31x31", 3: "a volume: --grid 21x21x21"}[d.n]
-        raise LandscapeError(f"--dir-file {path} holds {d.n} direction(s), but --grid is {ndim}D; they give {shape}")
+        shape = {1: "they give a line: --grid 51", 2: "they give a plane: --grid 31x31",
+                 3: "they give a volume: --grid 21x21x21"}.get(d.n, "a grid has 1 to 3 axes: save the ones to draw, "
+                                                                    "Directions.select([0, 1]).save(...)")
+        raise LandscapeError(f"--dir-file {path} holds {d.n} direction(s), but --grid is {ndim}D; {shape}")
     try:
         return as_directions(model, d)  # refuses directions made for another architecture, naming the difference
     except LandscapeError as exc:
