@@ -739,7 +739,10 @@ class HessianEvaluator:
         check_choice("ratio", ratio, RATIOS)
         self.base = base
         self.tol, self.max_iter, self.seed, self.ratio = float(tol), max_iter, int(seed), ratio
-        self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches, layout=base.layout)
+        # the Hessian of the trainable parameters, wherever the directions move the point: directions that
+        # also move buffers (BN statistics) or frozen parameters failed on their lack of requires_grad
+        self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches,
+                                  layout=ParamLayout.of(base.model))
 
     @property
     def metric_names(self) -> list[str]:

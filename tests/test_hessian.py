@@ -696,3 +696,43 @@ def test_dict_batches_whose_targets_key_is_not_named_say_target_key():
                                              r"to the model as keywords: name the targets with target_key="):
         lnb.hessian_eigenvalues(Net(), data, k=1)
     assert lnb.hessian_eigenvalues(Net(), data, k=1, target_key="tgt")["max"][0] > 0
+
+
+def test_an_eigen_map_on_a_plane_that_moves_batchnorm_statistics_and_a_frozen_layer(data64):
+    """The plane through three BN models whose frozen first layers differ moves running statistics and the
+    frozen weights too; the eigen-map's Hessian is the trainable parameters' at each such point (naive: the
+    three models mixed by hand, the dense Hessian of the trainable ones). It raised "One of the
+    differentiated Tensors does not require grad", blamed on the user's model."""
+    def make(seed):
+        torch.manual_seed(seed)
+        m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
+        with torch.no_grad():
+            m[1].running_mean.normal_(0, 0.3)
+            m[1].running_var.uniform_(0.5, 2.0)
+        m[0].requires_grad_(False)
+        return m
+
+    a, b, c = make(0), make(1), make(2)
+    d = lnb.plane_directions(a, b, c)
+    assert d.layout.include_buffers and any(e.kind == "frozen" for e in d.layout.entries)
+    surf = lnb.eigen_map(a, data64, d, x=(0, 1, 2), y=(0, 0.5, 2), tol=1e-8)
+    sa, sb, sc = (m.state_dict() for m in (a, b, c))
+    for j, t in enumerate(surf.y):
+        for i, s in enumerate(surf.x):
+            m = make(0)
+            m.load_state_dict({k: (sa[k] + s * (sb[k] - sa[k]) + t * (sc[k] - sa[k])) if sa[k].is_floating_point()
+                               else sa[k] for k in sa})
+            names = [n for n, p in m.named_parameters() if p.requires_grad]  # the trainable ones only
+            flat0 = torch.cat([m.get_parameter(n).detach().reshape(-1) for n in names])
+            shapes = [m.get_parameter(n).shape for n in names]
+
+            def f(flat, m=m, names=names, shapes=shapes):
+                params, k = {}, 0
+                for n, shape in zip(names, shapes):
+                    params[n] = flat[k:k + shape.numel()].reshape(shape)
+                    k += shape.numel()
+                return nn.functional.cross_entropy(functional_call(m, params, (data64[0],)), data64[1])
+
+            evals = np.linalg.eigvalsh(torch.autograd.functional.hessian(f, flat0).numpy())
+            assert surf.metrics["lambda_max"][j, i] == pytest.approx(evals[-1], rel=1e-6)
+            assert surf.metrics["lambda_min"][j, i] == pytest.approx(evals[0], rel=1e-5, abs=1e-9)
