@@ -14,7 +14,8 @@ from torch import nn
 
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, check_finite, flatten, float_state_buffers, unwrap_model, variance_buffers
+from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
+                     variance_buffers)
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -85,8 +86,11 @@ def model_from_state_dict(model: nn.Module, state, what: str = "the checkpoint")
     >>> d = interpolation_direction(model, b)
 
     ``model`` is unwrapped (``torch.compile``, ``DataParallel``) and deep-copied, so it is left as
-    it was; the copy has ``model``'s mode, dtype and device. Keys saved from a
-    ``DataParallel`` model (``module.`` prefixed) are read without the prefix.
+    it was; the copy has ``model``'s mode, dtype and device. Keys saved from a wrapper
+    (``DataParallel``'s ``module.``, ``torch.compile``'s ``_orig_mod.``, a Lightning module's
+    ``model.``) are read without the prefix (``params.match_state_keys``), and
+    ``load_state_dict``'s own rules apply (an old BatchNorm checkpoint without
+    ``num_batches_tracked`` loads).
 
     Parameters
     ----------
@@ -114,23 +118,23 @@ def model_from_state_dict(model: nn.Module, state, what: str = "the checkpoint")
     if not isinstance(base, nn.Module):
         raise LandscapeError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
     own = base.state_dict()
-    state = dict(state)
-    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
-        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    state = match_state_keys(state, own)  # saved from DataParallel, a compiled model, a Lightning module
+    for name in (n for n in own if n in state):  # the model's order: the first mismatch, every run the same
+        shape = tuple(torch.as_tensor(state[name]).shape)
+        if shape != tuple(own[name].shape):
+            raise LandscapeError(f"{what} does not fit {type(base).__name__}: tensor {name!r} has shape {shape} there, "
+                                 f"{tuple(own[name].shape)} in the model; expected a state dict saved from this "
+                                 "architecture")
+    other = copy.deepcopy(base)
+    # load_state_dict's own rules (an old BatchNorm checkpoint without num_batches_tracked loads), then its verdict
+    result = other.load_state_dict(state, strict=False)  # copies into the copy's tensors: dtype and device stay
+    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
     if missing or unexpected:
         parts = [f"{len(missing)} tensor(s) of the model missing from it (e.g. {missing[:3]})" if missing else "",
                  f"{len(unexpected)} tensor(s) the model has not (e.g. {unexpected[:3]})" if unexpected else ""]
         raise LandscapeError(
             f"{what} does not fit {type(base).__name__}: {'; '.join(p for p in parts if p)}; expected a state dict "
             "saved from this architecture (torch.save(model.state_dict(), path))")
-    for name, t in own.items():
-        shape = tuple(torch.as_tensor(state[name]).shape)
-        if shape != tuple(t.shape):
-            raise LandscapeError(f"{what} does not fit {type(base).__name__}: tensor {name!r} has shape {shape} there, "
-                                 f"{tuple(t.shape)} in the model; expected a state dict saved from this architecture")
-    other = copy.deepcopy(base)
-    other.load_state_dict(state)  # copies into the copy's tensors: its dtype and device stay
     return other
 
 

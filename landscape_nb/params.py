@@ -279,6 +279,35 @@ class Perturber:
             torch._foreach_clamp_min_(self.variances, 0.0)
 
 
+#: name prefixes that wrappers add to a state dict's keys: DataParallel/DDP, torch.compile, Lightning's self.model
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def match_state_keys(state, names):
+    """``state`` (a state dict) with the prefix of a wrapper it was saved from removed, where every one of its
+    keys has it and none of ``names`` (the model's ``state_dict()`` keys) does; else ``state`` itself.
+
+    Saved from ``DataParallel`` (``module.conv1.weight``), a compiled model (``_orig_mod.``) or a Lightning
+    module holding the network as ``self.model``; nested ones too. The ``_metadata`` that ``load_state_dict``
+    reads (e.g. BatchNorm's version, for checkpoints without ``num_batches_tracked``) is renamed with them.
+    """
+    from collections import OrderedDict
+
+    names = list(names)
+    for prefix in WRAPPER_PREFIXES:
+        keys = list(state)
+        if not keys or not all(k.startswith(prefix) for k in keys) or any(n.startswith(prefix) for n in names):
+            continue
+        stripped = OrderedDict((k[len(prefix):], v) for k, v in state.items())
+        meta = getattr(state, "_metadata", None)
+        if meta is not None:  # module names: "module.conv1" -> "conv1", the wrapper itself "module" -> ""
+            stripped._metadata = OrderedDict(
+                (k[len(prefix):] if k.startswith(prefix) else ("" if k == prefix[:-1] else k), v)
+                for k, v in meta.items())
+        state = stripped
+    return state
+
+
 def unwrap_model(model):
     """The module inside ``torch.compile`` (``_orig_mod``), ``DataParallel`` and
     ``DistributedDataParallel`` (``module``) wrappers, nested ones too; anything else as is.

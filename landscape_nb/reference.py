@@ -139,8 +139,8 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
     -------
     Directions
         ``n = 1`` (``xdirection`` only) or ``2``, over the trainable parameters (and the
-        floating-point buffers for ``"states"``). ``provenance`` has ``scheme="reference"``
-        (or, for a file ``save_reference_directions`` wrote whose values are unchanged, the
+        floating-point buffers for ``"states"``), float32 (float64 for a float64 model).
+        ``provenance`` has ``scheme="reference"`` (or, for a file ``save_reference_directions`` wrote whose values are unchanged, the
         scheme, seed and norm it stored), ``dir_type``, ``path`` and ``dropped``, the
         reference tensors left out: integer buffers such as ``num_batches_tracked`` (they
         change nothing in eval mode) and frozen parameters whose direction is zero. A tied
@@ -192,6 +192,10 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
             stored = {}  # the values were edited since landscape_nb wrote them: its description does not hold
 
     layout = ParamLayout.of(model, include_buffers=chosen == "states")
+    # float64 for a float64 model (a float64 file's values kept; float32 rounding showed as 3e-5 near a running_var
+    # reaching 0), else float32, as every Directions of a float32 model
+    wide = any(t.dtype == torch.float64 for t in layout.tensors(model))
+    dtype = np.float64 if wide else np.float32
     position = {e.name: k for k, e in enumerate(layout.entries)}
     by_id = {id(t): e.name for e, t in zip(layout.entries, layout.tensors(model))}
     rows, dropped = [], []
@@ -200,7 +204,7 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         for (name, tensor), values in zip(entries, arr):
             target = name if name in position else by_id.get(id(tensor))  # a tied alias: the last one wins
             if target is not None:                                         # in load_state_dict, here too
-                parts[position[target]] = torch.from_numpy(np.asarray(values, dtype=np.float32).copy())
+                parts[position[target]] = torch.from_numpy(np.asarray(values, dtype=dtype).copy())
                 continue
             if name not in dropped:
                 dropped.append(name)
@@ -213,7 +217,7 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                 )
         for k, e in enumerate(layout.entries):  # non-persistent buffers: not in a state_dict
             if parts[k] is None:
-                parts[k] = torch.zeros(e.shape)
+                parts[k] = torch.zeros(e.shape, dtype=torch.float64 if wide else torch.float32)
         rows.append(torch.cat([p.reshape(-1) for p in parts]))
     vectors = torch.stack(rows)
     prov = dict(stored)

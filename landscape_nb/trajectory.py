@@ -33,7 +33,7 @@ from torch import nn
 
 from .directions import IGNORES, Directions
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, check_finite
+from .params import ParamLayout, check_finite, match_state_keys, unwrap_model
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -43,10 +43,11 @@ CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in 
 def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.Tensor]:
     """The state dict saved at ``path`` (``torch.load`` with ``weights_only=True``, so no code runs).
 
-    Accepts ``torch.save(model.state_dict(), path)`` and a dict holding one under ``"state_dict"``
-    (the reference implementation's and many trainers' checkpoints, with ``epoch``, ``acc`` or an
-    optimizer's state beside it). ``what`` names the file in messages (``"checkpoint 3"``,
-    ``"--model-file2"``).
+    Accepts ``torch.save(model.state_dict(), path)`` and a dict holding one under one of
+    ``NESTED_STATE_KEYS`` (``"state_dict"``: the reference implementation's and many trainers'
+    checkpoints, with ``epoch``, ``acc`` or an optimizer's state beside it; ``"model_state_dict"``:
+    PyTorch's tutorial's). Key prefixes of wrappers are left for ``params.match_state_keys``.
+    ``what`` names the file in messages (``"checkpoint 3"``, ``"--model-file2"``).
 
     Raises
     ------
@@ -66,14 +67,30 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
             "checkpoints with torch.save(model.state_dict(), path) (a whole pickled model: load it where you trust "
             "it and save its state_dict())"
         ) from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise LandscapeError(
             f"{what}: {str(path)!r} holds a {type(obj).__name__}; expected a state dict "
             "(torch.save(model.state_dict(), path))"
         )
-    return obj
+    if _all_tensors(obj):
+        return obj
+    for key in NESTED_STATE_KEYS:  # a trainer's dict: the state dict beside the epoch, optimizer, metrics
+        if isinstance(obj.get(key), Mapping) and _all_tensors(obj[key]):
+            return obj[key]
+    raise LandscapeError(
+        f"{what}: {str(path)!r} holds a dict of {sorted(map(str, obj))[:6]} with no state dict at its top level or "
+        f"under {', '.join(repr(k) for k in NESTED_STATE_KEYS)}; expected torch.save(model.state_dict(), path), or "
+        "a trainer's dict holding one under one of those keys (load yours and save the state dict it holds)"
+    )
+
+
+#: where trainers' checkpoint dicts keep the state dict: the reference's and many scripts', PyTorch's tutorial's,
+#: and others'
+NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state")
+
+
+def _all_tensors(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def _why_unreadable(exc: BaseException) -> str:
@@ -114,9 +131,13 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
     return out
 
 
-def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module) -> None:
-    """Refuse checkpoints of another architecture than ``final`` (``layout``'s), and NaN or inf in them or in it."""
+def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module) -> list[Mapping]:
+    """``states`` with the key prefixes of wrappers they were saved from removed (``params.match_state_keys``),
+    after refusing checkpoints of another architecture than ``final`` (``layout``'s), and NaN or inf in them or
+    in it."""
     check_finite(layout, layout.tensors(final), " (final, the centre of the plane)")
+    names = list(unwrap_model(final).state_dict())
+    states = [match_state_keys(sd, names) for sd in states]
     for k, sd in enumerate(states):
         for e in layout.entries:
             if e.name not in sd:
@@ -135,6 +156,7 @@ def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn
                 raise LandscapeError(                                          # projection came out NaN silently
                     f"checkpoint {k}: tensor {e.name!r} holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "
                     "(NaN or inf); expected finite checkpoints: leave out the ones saved after training diverged")
+    return states
 
 
 def _pieces(layout: ParamLayout, n_rows: int):
@@ -256,7 +278,7 @@ def pca_directions(
             f"span at most k − 1 directions): save more checkpoints during training, or ask for fewer directions"
         )
     layout = ParamLayout.of(final)
-    _check_checkpoints(states, layout, final)
+    states = _check_checkpoints(states, layout, final)
     masked = _masked_layout(layout, ignore)
     k = len(states)
     ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
@@ -403,7 +425,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     layout = ParamLayout.of(final)
     if layout != directions.layout:
         directions.layout.check_model(final)
-    _check_checkpoints(states, layout, final)
+    states = _check_checkpoints(states, layout, final)
     k, n = len(states), directions.n
     ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
     dvec = directions.vectors.numpy()  # float32 view; slices are widened to float64 one at a time
@@ -442,7 +464,8 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None) -> np
     from .evaluate import Evaluator
     from .params import flatten
 
-    states = as_checkpoints(trajectory)
+    names = list(unwrap_model(model).state_dict())
+    states = [match_state_keys(sd, names) for sd in as_checkpoints(trajectory)]
     layout = ParamLayout.of(model, include_buffers=True)
     base = flatten(model, layout).float().cpu()
     rows = []

@@ -248,8 +248,19 @@ def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
     (["--grid", "7", "--dir-file", "other.npz"], ("--dir-file other.npz: the directions were made for another "
                                                   "architecture (10 values) than the model (83 values)")),
     (["--grid", "7", "--model-file2", "nothing.pt"], "--model-file2 nothing.pt: no file 'nothing.pt'"),
-    (["--grid", "7", "--model-file2", "other.pt"], ("--model-file2 other.pt does not fit Sequential: 7 tensor(s) of "
-                                                   "the model missing from it (e.g. ['1.bias',")),
+    (["--grid", "7", "--model-file2", "other.pt"], ("--model-file2 other.pt does not fit Sequential: tensor "
+                                                   "'0.weight' has shape (3, 4) there, (8, 4) in the model")),
+    (["--grid", "7", "--model-file2", "part.pt"], ("--model-file2 part.pt does not fit Sequential: 6 tensor(s) of "
+                                                  "the model missing from it (e.g. ['1.bias',")),
+    (["--grid", "7", "--model-file2", "trainer.pt"], ("--model-file2 trainer.pt: 'trainer.pt' holds a dict of ['acc', "
+                                                     "'epoch', 'weights'] with no state dict at its top level or "
+                                                     "under 'state_dict', 'model_state_dict'")),
+    # an unset shell variable: random directions were computed instead
+    (["--grid", "7", "--model-file2", ""], "--model-file2 '' is empty; expected a file path"),
+    (["--grid", "5x5", "--model-file2", "b.pt", "--model-file3", " "], "--model-file3 ' ' is empty"),
+    (["--grid", "5x5", "--dir-file", ""], "--dir-file '' is empty"),
+    (["--grid", "5x5", "--checkpoints", "a.pt", "", "c.pt"], "--checkpoints '' is empty"),
+    (["--grid", "5x5", "--html", ""], "--html '' is empty"),
     (["--grid", "7", "--model-file2", "whole.pt"], ("(it pickles a torch.nn.modules.linear.Linear, which a "
                                                    "weights-only load does not rebuild)")),
     (["--grid", "7", "--directions", "interpolate"], "for your own, give its checkpoint (CLI: --model-file2 FILE.pt)"),
@@ -262,6 +273,8 @@ def test_bad_direction_flags_exit_2_with_one_line_reason(bn_module, tmp_path, ca
     lnb.random_directions(build(), n=4, seed=0).save(tmp_path / "d4.npz")
     lnb.random_directions(torch.nn.Linear(4, 2), n=1, seed=0).save(tmp_path / "other.npz")
     torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)).state_dict(), tmp_path / "other.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 8)).state_dict(), tmp_path / "part.pt")
+    torch.save({"weights": build().state_dict(), "epoch": 3, "acc": 0.5}, tmp_path / "trainer.pt")
     torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pt")
     assert main(["compute", bn_module, "--store", str(tmp_path / "s.zarr"), *extra]) == 2
     err = capsys.readouterr().err.strip()
@@ -291,3 +304,86 @@ def test_the_default_store_name_of_a_command_without_the_new_flags_is_unchanged(
     plain = build_parser().parse_args(["compute", "mlp-digits", "--grid", "31", "--directions", "interpolate"])
     check_direction_flags(plain, 1)
     assert default_store(with_file) != default_store(plain)  # another endpoint, another store
+
+
+def _wrapped_formats(state):
+    """The same state dict as trainers save it: (file name, object saved)."""
+    from collections import OrderedDict
+
+    def prefixed(prefix):
+        out = OrderedDict((prefix + k, v) for k, v in state.items())
+        out._metadata = OrderedDict((prefix + k if k else prefix[:-1], v) for k, v in state._metadata.items())
+        return out
+
+    old = OrderedDict((k, v) for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    old._metadata = OrderedDict((k, dict(v)) for k, v in state._metadata.items())
+    old._metadata["1"]["version"] = 1  # BatchNorm before num_batches_tracked (the reference's era)
+    return [("tutorial.pt", {"model_state_dict": state, "optimizer_state_dict": {"state": {}}, "epoch": 4}),
+            ("model_key.pt", {"model": state, "epoch": 4}),
+            ("dataparallel.pt", {"state_dict": prefixed("module."), "epoch": 4, "acc": 91.0}),
+            ("compiled.pt", prefixed("_orig_mod.")),
+            ("lightning.pt", {"state_dict": prefixed("model."), "epoch": 4, "global_step": 80}),
+            ("old_batchnorm.pt", {"state_dict": old, "epoch": 300})]
+
+
+def test_trainers_checkpoint_formats_read_as_the_plain_state_dict(bn_module, tmp_path):
+    """``--model-file2`` and ``--checkpoints`` read the formats trainers save (PyTorch's tutorial's
+    ``model_state_dict``, ``{"model": ...}``, DataParallel's ``module.``, torch.compile's ``_orig_mod.``, a
+    Lightning module's ``model.``, an old BatchNorm without ``num_batches_tracked``) as the plain file: the
+    same surface, bit for bit. ``--checkpoints`` refused ``module.`` files as "another architecture"."""
+    paths = _checkpoints(tmp_path, 3)
+    plain = tmp_path / "plain.zarr"
+    assert main(["compute", bn_module, "--grid", "5", "--model-file2", str(paths[0]), "--store", str(plain)]) == 0
+    want = lnb.load_surface(plain).loss
+    state = torch.load(paths[0], weights_only=True)
+    for name, obj in _wrapped_formats(state):
+        torch.save(obj, tmp_path / name)
+        store = tmp_path / f"{name}.zarr"
+        assert main(["compute", bn_module, "--grid", "5", "--model-file2", str(tmp_path / name),
+                     "--store", str(store)]) == 0, name
+        np.testing.assert_array_equal(lnb.load_surface(store).loss, want, err_msg=name)
+    pca = tmp_path / "pca.zarr"
+    assert main(["compute", bn_module, "--grid", "3x3", "--store", str(pca), "--checkpoints", *map(str, paths)]) == 0
+    for name, _ in _wrapped_formats(state)[:4]:  # the first checkpoint in that format, the others plain
+        store = tmp_path / f"pca-{name}.zarr"
+        assert main(["compute", bn_module, "--grid", "3x3", "--store", str(store), "--checkpoints",
+                     str(tmp_path / name), *map(str, paths[1:])]) == 0, name
+        assert torch.equal(lnb.load_directions(store).vectors, lnb.load_directions(pca).vectors), name
+
+
+def test_a_float64_models_reference_file_keeps_float64_and_its_own_checkpoint_warns(tmp_path, monkeypatch, capsys):
+    """A float64 direction file for a float64 model is used in float64 (rounded to float32 it was 3e-5 off
+    near a running_var reaching 0); a --model-file2 of the model's own weights says its line is a point."""
+    h5py = pytest.importorskip("h5py")
+    (tmp_path / "f64_models.py").write_text(BN_MODULE.replace(".eval()", ".double().eval()").replace(
+        "x = torch.randn(96, 4, generator=g)", "x = torch.randn(96, 4, generator=g, dtype=torch.float64)"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from f64_models import build
+
+    state = build().state_dict()
+    g = torch.Generator().manual_seed(4)
+    dx = {k: 0.3 * torch.randn(v.shape, generator=g, dtype=torch.float64) if v.is_floating_point() else v * 0
+          for k, v in state.items()}
+    dx["1.running_var"] = torch.full((8,), 0.9, dtype=torch.float64)  # 0 at x = -1/0.9 · running_var
+    with h5py.File(tmp_path / "d64.h5", "w") as f:
+        grp = f.create_group("xdirection")
+        for k, name in enumerate(state):
+            grp.create_dataset(str(k), data=dx[name].numpy())
+    store = tmp_path / "f64.zarr"
+    assert main(["compute", "f64_models:make", "--grid", "9", "--range", "-1.1:1", "--dir-file",
+                 str(tmp_path / "d64.h5"), "--store", str(store)]) == 0
+    surf = lnb.load_surface(store)
+    from f64_models import make
+
+    _, (x, y) = make()
+    for i, t in enumerate(surf.x):
+        m = build()
+        m.load_state_dict({k: v + t * dx[k] if v.is_floating_point() else v for k, v in state.items()})
+        with torch.no_grad():
+            assert surf.loss[i] == pytest.approx(float(F.cross_entropy(m(x), y)), rel=1e-12), t
+    torch.save(build().state_dict(), tmp_path / "same.pt")
+    capsys.readouterr()
+    assert main(["compute", "f64_models:make", "--grid", "3", "--model-file2", str(tmp_path / "same.pt"),
+                 "--store", str(tmp_path / "same.zarr")]) == 0
+    assert "holds the model's own weights, so the line between them is a single point" in capsys.readouterr().err

@@ -301,6 +301,24 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     return getattr(plot, kind)(surface, log=log_scale, title=title)
 
 
+#: file and directory flags, with an example of each for the message refusing an empty one
+_PATH_FLAGS = {"--store": "runs/r.zarr", "--html": "surface.html", "--h5": "surface.h5", "--vtk": "surface.vtk",
+               "--dir-file": "dirs.h5", "--model-file2": "epoch90.pt", "--model-file3": "epoch45.pt",
+               "--checkpoints": "ckpt/e00.pt ckpt/e10.pt ckpt/e20.pt", "--out": "demo_out", "SOURCE": "runs/r.zarr"}
+
+
+def check_paths_not_empty(args, flags) -> None:
+    """Refuse an empty or blank file name (``--model-file2 "$CKPT"`` with ``CKPT`` unset): read as not given, it
+    computed random directions, or drew no figure, without a word."""
+    for flag in flags:
+        value = getattr(args, "store" if flag == "SOURCE" else flag.lstrip("-").replace("-", "_"), None)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and not v.strip():
+                shown = "the SOURCE argument" if flag == "SOURCE" else flag
+                raise LandscapeError(f"{shown} {v!r} is empty; expected a file path (an unset shell variable?), e.g. "
+                                     f"{'' if flag == 'SOURCE' else flag + ' '}{_PATH_FLAGS[flag]}")
+
+
 #: which of --norm, --ignore and --seed each direction scheme reads (None: directions from --dir-file)
 _SCHEME_READS = {"random": ("norm", "ignore", "seed"), "random-orthogonal": ("norm", "ignore", "seed"),
                  "pca": ("ignore",), "hessian": ("seed",), "interpolate": (), "plane3": (), None: ()}
@@ -377,9 +395,14 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     others = [model_from_state_dict(model, load_state_dict_file(path, f"--{flag} {path}"), f"--{flag} {path}")
               for flag, path in (("model-file2", args.model_file2), ("model-file3", args.model_file3)) if path]
     ignore = None if args.ignore == "none" else args.ignore
-    return make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
-                           data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
-                           trajectory=args.checkpoints, **keys)
+    base, d = make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
+                              data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
+                              trajectory=args.checkpoints, **keys)
+    if others and d.n == 1 and not bool(d.vectors.any()):  # the API draws it as it is: a flat line (a point)
+        print(f"landscape-nb: warning: --model-file2 {args.model_file2} holds the model's own weights, so the line "
+              "between them is a single point and its plot a flat line at the model's loss; give another "
+              "checkpoint to see a path", file=sys.stderr)
+    return base, d
 
 
 def directions_from_file(path: str, model, dir_type: str | None, ndim: int):
@@ -428,6 +451,8 @@ def cmd_models(args) -> int:
 def cmd_compute(args) -> int:
     from ..compute import compute_surface, points_summary
 
+    check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
+                                 "--checkpoints"))
     grid = parse_grid(args.grid)
     eigen = args.quantity == "hessian"
     if eigen and len(grid) != 2:
@@ -554,6 +579,7 @@ def cmd_plot(args) -> int:
     from ..plot.export import export_html, mark_partial
     from ..store import load_surface
 
+    check_paths_not_empty(args, ("SOURCE", "--html"))
     check_html_name(args.html)
     source = Path(args.store)
     reference = source.suffix.lower() in H5_SUFFIXES and not source.is_dir()
@@ -582,6 +608,7 @@ def cmd_plot(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    check_paths_not_empty(args, ("--out",))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise LandscapeError(f"--out {args.out!r} is a file; expected a directory for the figures (it is created "
                              "if missing)")
