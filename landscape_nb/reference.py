@@ -141,8 +141,8 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         ``n = 1`` (``xdirection`` only) or ``2``, over the trainable parameters (and the
         floating-point buffers for ``"states"``), float32 (float64 for a float64 model).
         ``provenance`` has ``scheme="reference"`` (or, for a file ``save_reference_directions``
-        wrote whose values are unchanged, the scheme, seed and norm it stored), ``dir_type``, ``path`` and ``dropped``, the
-        reference tensors left out: integer buffers such as ``num_batches_tracked`` (they
+        wrote whose values are unchanged, the scheme, seed and norm it stored), ``dir_type``,
+        ``path`` and ``dropped``, the reference tensors left out: integer buffers such as ``num_batches_tracked`` (they
         change nothing in eval mode) and frozen parameters whose direction is zero. A tied
         alias in a ``state_dict`` sets the shared tensor; the last one wins, as in
         ``load_state_dict``.
