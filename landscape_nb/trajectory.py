@@ -131,30 +131,34 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
     return out
 
 
-def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module) -> list[Mapping]:
+def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module,
+                       trajectory=None) -> list[Mapping]:
     """``states`` with the key prefixes of wrappers they were saved from removed (``params.match_state_keys``),
     after refusing checkpoints of another architecture than ``final`` (``layout``'s), and NaN or inf in them or
-    in it."""
+    in it; messages name a checkpoint's file where ``trajectory`` (as given) has one."""
     check_finite(layout, layout.tensors(final), " (final, the centre of the plane)")
     names = list(unwrap_model(final).state_dict())
     states = [match_state_keys(sd, names) for sd in states]
+    items = trajectory if isinstance(trajectory, Sequence) and not isinstance(trajectory, (str, Mapping)) else []
     for k, sd in enumerate(states):
+        path = items[k] if k < len(items) and isinstance(items[k], (str, Path)) else None
+        where = f"checkpoint {k}" + (f" ({str(path)!r})" if path is not None else "")
         for e in layout.entries:
             if e.name not in sd:
                 raise LandscapeError(
-                    f"checkpoint {k} has no tensor {e.name!r} that the model has; the checkpoints come from another "
+                    f"{where} has no tensor {e.name!r} that the model has; the checkpoints come from another "
                     "architecture than `final`: pass checkpoints saved from this model"
                 )
             shape = tuple(torch.as_tensor(sd[e.name]).shape)
             if shape != e.shape:
                 raise LandscapeError(
-                    f"checkpoint {k}: tensor {e.name!r} has shape {shape}, the model's has {e.shape}; the "
+                    f"{where}: tensor {e.name!r} has shape {shape}, the model's has {e.shape}; the "
                     "checkpoints come from another architecture: pass checkpoints saved from this model"
                 )
             t = torch.as_tensor(sd[e.name])
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):  # the SVD failed deep in numpy, and a
                 raise LandscapeError(                                          # projection came out NaN silently
-                    f"checkpoint {k}: tensor {e.name!r} holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "
+                    f"{where}: tensor {e.name!r} holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "
                     "(NaN or inf); expected finite checkpoints: leave out the ones saved after training diverged")
     return states
 
@@ -278,7 +282,7 @@ def pca_directions(
             f"span at most k − 1 directions): save more checkpoints during training, or ask for fewer directions"
         )
     layout = ParamLayout.of(final)
-    states = _check_checkpoints(states, layout, final)
+    states = _check_checkpoints(states, layout, final, trajectory)
     masked = _masked_layout(layout, ignore)
     k = len(states)
     ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
@@ -425,7 +429,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     layout = ParamLayout.of(final)
     if layout != directions.layout:
         directions.layout.check_model(final)
-    states = _check_checkpoints(states, layout, final)
+    states = _check_checkpoints(states, layout, final, trajectory)
     k, n = len(states), directions.n
     ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
     dvec = directions.vectors.numpy()  # float32 view; slices are widened to float64 one at a time

@@ -387,3 +387,28 @@ def test_a_float64_models_reference_file_keeps_float64_and_its_own_checkpoint_wa
     assert main(["compute", "f64_models:make", "--grid", "3", "--model-file2", str(tmp_path / "same.pt"),
                  "--store", str(tmp_path / "same.zarr")]) == 0
     assert "holds the model's own weights, so the line between them is a single point" in capsys.readouterr().err
+
+
+def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, capsys):
+    """A bad checkpoint among --checkpoints is named by its file; the models of a path falling between grid
+    points is said, with a grid size that has them (naive: np.linspace's points); ./a.pt and a.pt share a
+    default store."""
+    paths = _checkpoints(tmp_path, 3)
+    nan = {k: v * float("nan") if v.is_floating_point() else v for k, v in torch.load(paths[1]).items()}
+    torch.save(nan, tmp_path / "diverged.pt")
+    assert main(["compute", bn_module, "--grid", "3x3", "--store", str(tmp_path / "p.zarr"), "--checkpoints",
+                 str(paths[0]), str(tmp_path / "diverged.pt"), str(paths[2])]) == 2
+    assert f"checkpoint 1 ('{tmp_path / 'diverged.pt'}'): tensor '0.weight' holds" in capsys.readouterr().err
+    assert main(["compute", bn_module, "--grid", "51", "--model-file2", str(paths[0]),
+                 "--store", str(tmp_path / "l.zarr")]) == 0
+    err = capsys.readouterr().err
+    assert not np.isclose(np.linspace(-0.5, 1.5, 51), 0).any() and np.isclose(np.linspace(-0.5, 1.5, 53), 0).any()
+    assert "the models sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid with 53 points" in err
+    assert main(["compute", bn_module, "--grid", "41", "--model-file2", str(paths[0]),
+                 "--store", str(tmp_path / "l41.zarr")]) == 0
+    assert "the models sit" not in capsys.readouterr().err
+    a = build_parser().parse_args(["compute", bn_module, "--grid", "9", "--model-file2", "./ck/../ckpt0.pt"])
+    b = build_parser().parse_args(["compute", bn_module, "--grid", "9", "--model-file2", "ckpt0.pt"])
+    for args in (a, b):
+        check_direction_flags(args, 1)
+    assert default_store(a) == default_store(b)

@@ -497,6 +497,8 @@ def cmd_compute(args) -> int:
     xr = parse_range(args.range or x_default, "--range")
     yr = parse_range(args.yrange or args.range or y_default, "--yrange")
     zr = parse_range(args.zrange or args.range or "-1:1", "--zrange")
+    if d.provenance.get("scheme") in ("interpolate", "plane3"):
+        note_models_off_grid(grid, xr, yr)
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -540,12 +542,29 @@ def cmd_compute(args) -> int:
                  "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
     write_exports(surf, args, name)
     if getattr(args, "default_store", None):
-        moved = (f"; {args.moved_from} holds another surface of this command's (its model, data or code "
-                 "changed since)") if getattr(args, "moved_from", None) else ""
+        moved = (f"; {args.moved_from} holds another surface of this command's (its model, data, code or the "
+                 "files it reads changed since)") if getattr(args, "moved_from", None) else ""
         print(f"landscape-nb: no --store, --html, --h5 or --vtk was given, so the surface is kept in {args.store} "
               f"(draw it with `landscape-nb plot {args.store} --html FILE`; the same command resumes it{moved})",
               file=sys.stderr)
     return 0
+
+
+def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float]) -> None:
+    """A note on stderr where a path's models (at 0 and 1 on each axis) fall between grid points: the plot then
+    shows neither model's own loss (nor a barrier, which needs both ends), with a grid size that has them."""
+    import numpy as np
+
+    for name, n, (a, b) in zip("xy", grid, ranges):
+        def hits(k, a=a, b=b):
+            values = np.linspace(a, b, k)
+            return all(np.isclose(values, m, rtol=0, atol=1e-9 * (b - a)).any() for m in (0.0, 1.0) if a <= m <= b)
+
+        if not hits(n):
+            better = next((k for k in range(n + 1, 4 * n + 2) if hits(k)), None)
+            print(f"landscape-nb: note: the models sit at {name} = 0 and 1, between the points of {n} on {a:g}:{b:g}"
+                  + (f"; --grid with {better} points per axis puts them on the grid" if better else ""),
+                  file=sys.stderr)
 
 
 def default_store(args) -> str:
@@ -561,6 +580,9 @@ def default_store(args) -> str:
     later = {"dir_file", "dir_type", "model_file2", "model_file3", "checkpoints"}  # flags added since: hashed
     kept = {k: v for k, v in sorted(vars(args).items())                         # only when given, so earlier
             if k not in skip and not callable(v) and not (k in later and v is None)}  # runs keep their names
+    for k in ("dir_file", "model_file2", "model_file3", "checkpoints"):  # ./ck/a.pt and ck/a.pt: one store
+        if kept.get(k) is not None:
+            kept[k] = [os.path.normpath(p) for p in kept[k]] if isinstance(kept[k], list) else os.path.normpath(kept[k])
     digest = hashlib.sha256(json.dumps(kept, default=str).encode()).hexdigest()[:8]
     name, grid = (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(v)).strip("_.") for v in (args.model, args.grid))
     return str(Path("runs") / f"{name or 'model'}-{grid}-{digest}.zarr")
