@@ -259,7 +259,8 @@ def write_exports(surf, args, name: str) -> None:
         print(f"wrote {save_reference_surface(surf, args.h5, split=split)} (the loss as {split}_loss)")
         if surf.y is None and split != "train":  # plot_1D.py asserts 'train_loss' and reads train_acc
             print(f"landscape-nb: note: the reference's plot_1D.py reads train_loss and train_acc, which {args.h5} "
-                  "does not hold; rerun with --split train for it (the same --store resumes only the same split)",
+                  "does not hold; rerun with --split train for it (your module:function then needs a split "
+                  "parameter, def make(split='test'); the same --store resumes only the same split)",
                   file=sys.stderr)
     if args.vtk:
         print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
@@ -817,6 +818,17 @@ def _points_kept(store) -> str:
         return ""
 
 
+#: the API's words in messages the CLI passes on, and the flags that say the same
+_API_TO_FLAGS = (("name the targets with target_key=", "name the targets with --target-key KEY"),)
+
+
+def _cli_words(text: str) -> str:
+    """``text`` with the API arguments it names replaced by the CLI's flags where the message tells what to pass."""
+    for api, flag in _API_TO_FLAGS:
+        text = text.replace(api, flag)
+    return text
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -860,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     except LandscapeError as exc:
         from ..runners import ClusterLost
 
-        print(f"landscape-nb: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"landscape-nb: error: {_cli_words(_one_line(exc))}", file=sys.stderr)
         return EXIT_LOST if isinstance(exc, ClusterLost) else EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
