@@ -143,9 +143,9 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         ``provenance`` has ``scheme="reference"`` (or, for a file ``save_reference_directions``
         wrote whose values are unchanged, the scheme, seed and norm it stored), ``dir_type``,
         ``path`` and ``dropped``, the reference tensors left out: integer buffers such as ``num_batches_tracked`` (they
-        change nothing in eval mode) and frozen parameters whose direction is zero. A tied
-        alias in a ``state_dict`` sets the shared tensor; the last one wins, as in
-        ``load_state_dict``.
+        change nothing in eval mode) and frozen parameters whose direction is zero. The
+        entries of a tied tensor's aliases in a ``state_dict`` add up, as the reference's
+        ``set_states`` adds each entry in place to a deep copy that keeps them one tensor.
 
     Raises
     ------
@@ -202,10 +202,12 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
     for axis, arr in zip(axes, arrays):
         parts: list[torch.Tensor | None] = [None] * len(layout.entries)
         for (name, tensor), values in zip(entries, arr):
-            target = name if name in position else by_id.get(id(tensor))  # a tied alias: the last one wins
-            if target is not None:                                         # in load_state_dict, here too
-                parts[position[target]] = torch.from_numpy(np.asarray(values, dtype=dtype).copy())
-                continue
+            target = name if name in position else by_id.get(id(tensor))
+            if target is not None:
+                step = torch.from_numpy(np.asarray(values, dtype=dtype).copy())
+                k = position[target]  # a tied alias adds to the tensor it shares, as the reference's set_states
+                parts[k] = step if parts[k] is None else parts[k] + step  # adds each entry in place to a deepcopy
+                continue                                                  # that keeps the aliases one tensor
             if name not in dropped:
                 dropped.append(name)
             frozen = isinstance(tensor, torch.nn.Parameter) and not tensor.requires_grad
@@ -241,7 +243,8 @@ def save_reference_directions(model, directions, path, *, dir_type: str | None =
     dir_type : {"weights", "states"} or None
         Default: ``"states"`` when the directions move buffers, else ``"weights"``.
         Tensors the directions leave out (frozen parameters, integer buffers) are written
-        as zeros; a tied alias gets the values of the tensor it shares.
+        as zeros; so are a tied tensor's other names (the reference adds every entry to the one
+        tensor).
 
     Returns
     -------
@@ -274,7 +277,6 @@ def save_reference_directions(model, directions, path, *, dir_type: str | None =
                 f"the directions move buffers {moved[:3]}, which a 'weights' direction file cannot hold; "
                 "write them with dir_type='states'"
             )
-    by_id = {id(t): e.name for e, t in zip(layout.entries, layout.tensors(model))}
     entries = _reference_entries(model, dir_type)
     written: list[list[np.ndarray]] = []  # each axis's datasets, as load_reference_directions reads them back
     with _open(path, "w") as f:
@@ -282,8 +284,8 @@ def save_reference_directions(model, directions, path, *, dir_type: str | None =
             group = f.create_group(axis)
             written.append([])
             for k, (name, tensor) in enumerate(entries):
-                source = name if name in d else by_id.get(id(tensor))
-                values = d[source].numpy() if source else np.zeros(tuple(tensor.shape), dtype=np.float32)
+                # an alias of a tied tensor gets zeros: the reference adds every entry to the one shared tensor
+                values = d[name].numpy() if name in d else np.zeros(tuple(tensor.shape), dtype=np.float32)
                 group.create_dataset(str(k), data=values)
                 written[-1].append(values)
         f.attrs["dir_type"] = dir_type
