@@ -294,7 +294,7 @@ def match_state_keys(state, names):
     from collections import OrderedDict
 
     names = list(names)
-    for prefix in WRAPPER_PREFIXES:
+    for prefix in WRAPPER_PREFIXES * len(WRAPPER_PREFIXES):  # nested wrappers, in any order
         keys = list(state)
         if not keys or not all(k.startswith(prefix) for k in keys) or any(n.startswith(prefix) for n in names):
             continue

@@ -169,6 +169,12 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                 f"{str(path)!r} has no 'xdirection' (it holds {sorted(f.keys())}); expected a direction file "
                 "of the reference implementation (net_plotter.setup_direction), not a surface file"
             )
+        extra = sorted(k for k in f if k.endswith("direction") and k not in _AXES)
+        if extra:  # a third axis would be dropped without a word, or a 3D grid told the file holds two
+            raise LandscapeError(
+                f"{str(path)!r} holds {extra} besides {axes}; the reference's direction files hold xdirection and "
+                "ydirection only, and a third is not read here: save a volume's directions with Directions.save "
+                "(.npz), or remove the extra group for a plane")
         candidates = [dir_type] if dir_type else list(DIR_TYPES)
         problems, chosen = {}, None
         for kind in candidates:

@@ -103,7 +103,7 @@ def _with_range(d, **ranges):
 
 def _pair(ex):
     """The two models an interpolation runs between: the minimizer pair, else init → final."""
-    minimizers = list((getattr(ex, "minimizers", None) or {}).values())
+    minimizers = _minimizers(ex)
     if len(minimizers) >= 2:
         return minimizers[0], minimizers[1]
     t = list(getattr(ex, "trajectory", None) or [])
@@ -120,7 +120,7 @@ def _three(ex):
         raise LandscapeError("directions 'plane3' needs two more models (a zoo model has its minimizers or its "
                              "trajectory); for your own, give their checkpoints (CLI: --model-file2 B.pt "
                              "--model-file3 C.pt) or use lnb.plane_directions(a, b, c)")
-    minimizers = list((getattr(ex, "minimizers", None) or {}).values())
+    minimizers = _minimizers(ex)
     if len(minimizers) >= 2:
         return ex.model, minimizers[0], minimizers[1]
     t = list(getattr(ex, "trajectory", None) or [])
@@ -130,13 +130,23 @@ def _three(ex):
     return ex.model, _checkpoint_model(ex, t, 0), _checkpoint_model(ex, t, len(t) // 2)
 
 
+def _minimizers(ex) -> list:
+    """The first two of ``ex.minimizers`` (a dict or a list of models, state dicts or paths to them) as models
+    of ``ex.model``'s architecture; fewer when it has fewer."""
+    from collections.abc import Mapping
+
+    given = getattr(ex, "minimizers", None) or []
+    items = list(given.values()) if isinstance(given, Mapping) else list(given)
+    return [_checkpoint_model(ex, items, k, "minimizer") for k in range(min(2, len(items)))]
+
+
 def _name(ex) -> str:
     return str(getattr(ex, "name", None) or "the model")
 
 
-def _checkpoint_model(ex, trajectory, k: int):
+def _checkpoint_model(ex, trajectory, k: int, what: str = "checkpoint"):
     """Checkpoint ``k`` of ``trajectory`` (a state dict, a path to one or a model) as a model of ``ex.model``'s
-    architecture."""
+    architecture; ``what`` names it in messages."""
     from torch import nn
 
     from .model_paths import model_from_state_dict
@@ -145,5 +155,8 @@ def _checkpoint_model(ex, trajectory, k: int):
     item = trajectory[k]
     if isinstance(item, nn.Module):
         return item
-    (state,) = as_checkpoints([item], first=k)
-    return model_from_state_dict(ex.model, state, f"checkpoint {k} of {_name(ex)}")
+    try:
+        (state,) = as_checkpoints([item], first=k)
+    except LandscapeError as exc:
+        raise LandscapeError(f"{_name(ex)}'s {what}s: {exc}") from None
+    return model_from_state_dict(ex.model, state, f"{what} {k} of {_name(ex)}")

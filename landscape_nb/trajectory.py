@@ -121,6 +121,8 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
         if isinstance(item, nn.Module):
             out.append(item.state_dict())
         elif isinstance(item, (str, Path)):
+            if not str(item).strip():  # Path("") is "." : read as "a directory"
+                raise LandscapeError(f"checkpoint {k} is an empty path; expected the path to a saved state dict")
             out.append(load_state_dict_file(Path(item), f"checkpoint {k}"))
         elif isinstance(item, Mapping):
             out.append(item)

@@ -323,7 +323,8 @@ def _wrapped_formats(state):
             ("dataparallel.pt", {"state_dict": prefixed("module."), "epoch": 4, "acc": 91.0}),
             ("compiled.pt", prefixed("_orig_mod.")),
             ("lightning.pt", {"state_dict": prefixed("model."), "epoch": 4, "global_step": 80}),
-            ("old_batchnorm.pt", {"state_dict": old, "epoch": 300})]
+            ("old_batchnorm.pt", {"state_dict": old, "epoch": 300}),
+            ("compiled_dataparallel.pt", prefixed("_orig_mod.module."))]
 
 
 def test_trainers_checkpoint_formats_read_as_the_plain_state_dict(bn_module, tmp_path):

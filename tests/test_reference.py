@@ -458,3 +458,15 @@ def test_the_cli_plots_a_reference_surface_file_with_its_values_where_they_belon
     (tmp_path / "notes.txt").write_text("x")
     assert main(["plot", str(tmp_path / "notes.txt"), "--html", str(out)]) == 2
     assert "is a file but not a surface file of the reference implementation (.h5)" in capsys.readouterr().err
+
+
+def test_a_direction_file_with_a_third_axis_is_refused_not_cut_to_a_plane(tmp_path, cnn):
+    """A 'zdirection' group was dropped without a word for a plane, and a volume was told the file held two."""
+    shapes = [tuple(p.shape) for p in cnn.parameters()]
+    write_reference_directions(tmp_path / "xyz.h5", [seeded_like(shapes, 1), seeded_like(shapes, 2)])
+    with h5py.File(tmp_path / "xyz.h5", "a") as f:
+        grp = f.create_group("zdirection")
+        for i, a in enumerate(seeded_like(shapes, 3)):
+            grp.create_dataset(str(i), data=a)
+    with pytest.raises(LandscapeError, match=r"holds \['zdirection'\] besides \['xdirection', 'ydirection'\]"):
+        lnb.load_reference_directions(cnn, tmp_path / "xyz.h5")

@@ -106,6 +106,27 @@ def test_a_user_object_with_only_a_trajectory_of_files_gets_the_line_and_plane_f
         make_directions("plane3", example.model, bare, ndim=2)
 
 
+def test_minimizers_as_a_list_of_files_and_an_empty_checkpoint_path(example, tmp_path):
+    """``.minimizers`` as a list of checkpoint files works as a dict of models does (a list raised
+    AttributeError: no attribute 'values'; paths 'expected a torch.nn.Module'); an empty path in the
+    trajectory is said to be empty (it read as the directory '.')."""
+    small, large = example.minimizers.values()
+    paths = [tmp_path / "small.pt", tmp_path / "large.pt"]
+    for m, p in zip((small, large), paths):
+        torch.save(m.state_dict(), p)
+    mine = SimpleNamespace(model=example.model, test=example.test, minimizers=[str(p) for p in paths])
+    a, d = make_directions("interpolate", example.model, mine, ndim=1)
+    assert torch.equal(d.vectors, lnb.interpolation_direction(small, large).vectors)
+    assert all(torch.equal(pa, ps) for pa, ps in zip(a.parameters(), small.parameters()))
+    _, p = make_directions("plane3", example.model, mine, ndim=2)
+    assert torch.equal(p.vectors, lnb.plane_directions(example.model, small, large).vectors)
+    holed = SimpleNamespace(model=example.model, test=example.test, trajectory=[paths[0], "", paths[1]])
+    with pytest.raises(LandscapeError, match="the model's checkpoints: checkpoint 1 is an empty path"):
+        make_directions("plane3", example.model, holed, ndim=2)
+    with pytest.raises(LandscapeError, match=r"checkpoint 1 is an empty path; expected the path"):
+        lnb.pca_directions(holed.trajectory, final=example.model, n=1)
+
+
 def test_schemes_refuse_what_they_cannot_do(example):
     with pytest.raises(LandscapeError, match="'pca' needs a training trajectory of at least 3 checkpoints"):
         make_directions("pca", example.model, None, ndim=2)
