@@ -100,7 +100,7 @@ def _why_unreadable(exc: BaseException) -> str:
     if found:
         return f"it pickles a {found.group(1)}, which a weights-only load does not rebuild"
     lines = text.strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return f"not a file torch.save wrote, it seems; torch said {type(exc).__name__}: {lines[0][:120] if lines else ''}"
 
 
 def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor]]:
