@@ -151,13 +151,12 @@ def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn
                     f"{where} has no tensor {e.name!r} that the model has; the checkpoints come from another "
                     "architecture than `final`: pass checkpoints saved from this model"
                 )
-            shape = tuple(torch.as_tensor(sd[e.name]).shape)
-            if shape != e.shape:
+            t = torch.as_tensor(sd[e.name])
+            if tuple(t.shape) != e.shape:
                 raise LandscapeError(
-                    f"{where}: tensor {e.name!r} has shape {shape}, the model's has {e.shape}; the "
+                    f"{where}: tensor {e.name!r} has shape {tuple(t.shape)}, the model's has {e.shape}; the "
                     "checkpoints come from another architecture: pass checkpoints saved from this model"
                 )
-            t = torch.as_tensor(sd[e.name])
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):  # the SVD failed deep in numpy, and a
                 raise LandscapeError(                                          # projection came out NaN silently
                     f"{where}: tensor {e.name!r} holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "

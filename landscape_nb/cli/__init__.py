@@ -578,11 +578,11 @@ def default_store(args) -> str:
     import re
 
     skip = {"store", "html", "h5", "vtk", "kind", "log", "client", "workers", "func", "command", "verbose"}
-    later = {"dir_file", "dir_type", "model_file2", "model_file3", "checkpoints"}  # flags added since: hashed
-    kept = {k: v for k, v in sorted(vars(args).items())                         # only when given, so earlier
-            if k not in skip and not callable(v) and not (k in later and v is None)}  # runs keep their names
-    for k in ("dir_file", "model_file2", "model_file3", "checkpoints"):  # ./ck/a.pt and ck/a.pt: one store
-        if kept.get(k) is not None:
+    paths = ("dir_file", "model_file2", "model_file3", "checkpoints")  # flags added since: hashed only when
+    kept = {k: v for k, v in sorted(vars(args).items())                 # given, so earlier runs keep their names
+            if k not in skip and not callable(v) and not (k in (*paths, "dir_type") and v is None)}
+    for k in paths:  # ./ck/a.pt and ck/a.pt: one store
+        if k in kept:
             kept[k] = [os.path.normpath(p) for p in kept[k]] if isinstance(kept[k], list) else os.path.normpath(kept[k])
     digest = hashlib.sha256(json.dumps(kept, default=str).encode()).hexdigest()[:8]
     name, grid = (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(v)).strip("_.") for v in (args.model, args.grid))
