@@ -70,6 +70,12 @@ CHILD = textwrap.dedent("""
     import landscape_nb as lnb
     from conftest import make_mlp, random_dict_dirs
     store, ready, go, seed, sleep = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    hold = int(sys.argv[6]) if len(sys.argv) > 6 else None  # stop in a callback once this many points are done
+
+    def pace(event):
+        time.sleep(sleep)
+        while hold is not None and event.n_done >= hold:  # the store's flusher thread still runs: wait to be killed
+            time.sleep(0.05)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(1)
     data = torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
@@ -80,7 +86,7 @@ CHILD = textwrap.dedent("""
         time.sleep(0.001)
     try:
         s = lnb.compute_surface(m, data, d, x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3), store=store,
-                                callbacks=[lambda e: time.sleep(sleep)])
+                                callbacks=[pace])
         print(json.dumps({"pid": os.getpid(), "computed": s.provenance["points_computed"], "n_done": s.n_done}))
     except lnb.LandscapeError as e:
         print(json.dumps({"pid": os.getpid(), "error": str(e)}))
@@ -258,7 +264,7 @@ def test_kill_9_keeps_every_flushed_tile_and_frees_the_lock(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "OMP_NUM_THREADS": "1"}
     go = tmp_path / "go"
     go.touch()
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(tmp_path / "ready"), str(go), "0", "0.4"],
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(tmp_path / "ready"), str(go), "0", "0", "12"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
