@@ -22,6 +22,10 @@ _FLAGS = {"seed": "--seed", "norm": "--norm", "ignore": "--ignore", "grid": "--g
           "max_samples": "--max-samples", "precision": "--precision", "channels_last": "--channels-last",
           "compile": "--compile/--compile-mode", "mode": "--mode", "target_key": "--target-key",
           "scheme": "--directions"}
+#: direction provenance entries the CLI records: the files it read the directions (or their models) from
+_FILE_FLAGS = {"model_file2": "--model-file2", "model_file3": "--model-file3", "checkpoints": "--checkpoints",
+               "dir_file": "--dir-file"}
+_FLAGS.update(_FILE_FLAGS)
 #: direction provenance entries that are measured from the vectors, not chosen: never "what changed"
 _MEASURED = {"zeroed", "cosine_max", "cosine_max_before", "norms", "scheme"}
 _DATA_NOTES = ("source", "structure", "rule")
@@ -147,9 +151,13 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
         settings = [k for k in da if k in db and k not in _MEASURED
                     and not isinstance(da.get(k), float) and not isinstance(db.get(k), float)
                     and da.get(k) != db.get(k)] if isinstance(da, Mapping) and isinstance(db, Mapping) else []
+        settings.sort(key=lambda k: k not in _FILE_FLAGS)  # the files the CLI read the directions from first
+        from_file = bool(settings) and "dir_file" in da and "dir_file" in db  # the seed, norm, ...: the file's
         for k in settings:
             label = f"direction {k}" if k in ("seed", "norm", "ignore") else f"directions' {k}"
-            out.append(_line(label, da.get(k), db.get(k), _FLAGS.get(k)))
+            flag = _FLAGS.get(k) if k in _FILE_FLAGS or not from_file else None
+            out.append(_line(label + (" (read from the file)" if flag is None and from_file else ""),
+                             da.get(k), db.get(k), flag))
         if not settings and not done & {"directions.scheme", "directions.n", "model.layout"}:
             why = ""
             if "model.weights" in differ and isinstance(db, Mapping) and db.get("norm") not in (None, "none"):

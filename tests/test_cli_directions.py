@@ -281,6 +281,34 @@ def test_bad_direction_flags_exit_2_with_one_line_reason(bn_module, tmp_path, ca
     assert err.startswith("landscape-nb: error:") and words in err and "\n" not in err
 
 
+@pytest.mark.parametrize("first, then, words", [
+    (["--model-file2", "ckpt0.pt", "--model-file3", "ckpt1.pt"], ["--model-file2", "ckpt0.pt", "--model-file3",
+     "ckpt2.pt"], "directions' model_file3 (CLI --model-file3): 'ckpt1.pt' stored, 'ckpt2.pt' now"),
+    (["--checkpoints", "ckpt0.pt", "ckpt1.pt", "ckpt2.pt"], ["--checkpoints", "ckpt0.pt", "ckpt1.pt", "ckpt3.pt"],
+     ("directions' checkpoints (CLI --checkpoints): ['ckpt0.pt', 'ckpt1.pt', 'ckpt2.pt'] stored, "
+      "['ckpt0.pt', 'ckpt1.pt', 'ckpt3.pt'] now")),
+    (["--dir-file", "a.npz"], ["--dir-file", "b.npz"],
+     "directions' dir_file (CLI --dir-file): 'a.npz' stored, 'b.npz' now"),
+])
+def test_a_resume_refused_for_another_direction_file_names_the_flag_and_both_files(bn_module, tmp_path, capsys,
+                                                                                     first, then, words):
+    """The direction vectors differ and the files they were read from are the one readable difference: the
+    refusal names the flag and both file names, not two fingerprints."""
+    from bn_models import build
+
+    _checkpoints(tmp_path, 4)
+    for k, name in enumerate(("a.npz", "b.npz")):
+        lnb.random_directions(build(), n=2, seed=k).save(tmp_path / name)
+    store = str(tmp_path / "s.zarr")
+    assert main(["compute", bn_module, "--grid", "5x5", "--store", store, *first]) == 0
+    capsys.readouterr()
+    assert main(["compute", bn_module, "--grid", "5x5", "--store", store, *then]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "fingerprint" not in err and "\n" not in err, err
+    assert "--seed" not in err  # the seeds differ, but they are the files' (--seed is refused with --dir-file)
+    assert main(["compute", bn_module, "--grid", "5x5", "--store", store, *first]) == 0  # the same files resume
+
+
 def test_checkpoints_before_the_model_say_where_the_model_went(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["compute", "--checkpoints", "a.pt", "b.pt", "mlp-digits"])

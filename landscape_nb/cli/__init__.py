@@ -391,8 +391,9 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     from ..model_paths import model_from_state_dict
     from ..trajectory import load_state_dict_file
 
-    if scheme is None:
-        return model, directions_from_file(args.dir_file, model, args.dir_type, ndim)
+    files = {k: getattr(args, k) for k in ("model_file2", "model_file3", "checkpoints", "dir_file") if getattr(args, k)}
+    if scheme is None:  # the file names go in the provenance: a refused resume names the one that changed
+        return model, directions_from_file(args.dir_file, model, args.dir_type, ndim).with_provenance(**files)
     others = [model_from_state_dict(model, load_state_dict_file(path, f"--{flag} {path}"), f"--{flag} {path}")
               for flag, path in (("model-file2", args.model_file2), ("model-file3", args.model_file3)) if path]
     ignore = None if args.ignore == "none" else args.ignore
@@ -403,7 +404,7 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
         print(f"landscape-nb: warning: --model-file2 {args.model_file2} holds the model's own weights, so the line "
               "between them is a single point and its plot a flat line at the model's loss; give another "
               "checkpoint to see a path", file=sys.stderr)
-    return base, d
+    return base, d.with_provenance(**files)
 
 
 def directions_from_file(path: str, model, dir_type: str | None, ndim: int):
