@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -216,6 +217,13 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
         ``loss_fn`` raises, in one line with the original chained; a training step whose
         loss is NaN or infinite, or that makes the control point so (naming the step and t).
 
+    Warns
+    -----
+    UserWarning
+        When training raised the curve: its profile peaks more than 25 % above the
+        straight line's (an ``lr`` too large for ``optimizer`` overshoots without
+        reaching NaN). The curve returned is the one trained.
+
     References
     ----------
     T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss
@@ -269,9 +277,22 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
                            x=(0.0, 1.0, n_points), loss_fn=loss_fn, bn_data=data if has_bn else None,
                            settings=_settings(mode, loss_fn, target_key))
     line = line.with_provenance(label="straight line", x_label="t (a → b)")
+    _warn_if_training_raised_the_curve(profile, line, n_steps, lr, optimizer)
     settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
                                 "optimizer": optimizer, "bn": mode}
     return BezierCurve(w0, control, w2, layout, profile, line, np.asarray(history), settings)
+
+
+def _warn_if_training_raised_the_curve(profile: Surface, line: Surface, n_steps: int, lr: float,
+                                       optimizer: str) -> None:
+    """Warn when the trained curve peaks more than 25 % above the straight line it started as: training
+    diverged or overshot (an ``lr`` too large for ``optimizer``), and its curve is no connecting path."""
+    curve_max, line_max = np.nanmax(profile.loss, initial=-np.inf), np.nanmax(line.loss, initial=-np.inf)
+    if n_steps and np.isfinite(line_max) and curve_max > line_max + 0.25 * abs(line_max):
+        warnings.warn(
+            f"landscape_nb.bezier_curve: the trained curve peaks at loss {curve_max:.6g}, above the straight line's "
+            f"{line_max:.6g} that it started from: {n_steps} {optimizer} steps at lr={lr:g} made it worse (see "
+            "curve.history). Pass a smaller lr (e.g. lr=1e-3 with Adam) or more steps", stacklevel=3)
 
 
 def _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: float, batch_size: int, seed: int,

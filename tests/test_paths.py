@@ -1,5 +1,6 @@
 """Interpolation between models, loss barriers, planes through three models, Bézier curves."""
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -244,6 +245,25 @@ def test_bezier_with_no_training_is_the_straight_line(pair):
     np.testing.assert_allclose(curve.profile.loss, curve.line_profile.loss, rtol=1e-5)
     with pytest.raises(LandscapeError, match="odd integer"):
         lnb.bezier_curve(a, b, data, n_steps=0, n_points=4)
+
+
+def test_a_bezier_curve_that_training_raised_above_the_straight_line_warns(pair):
+    """SGD at lr=5 overshoots between two nearby nets without reaching NaN: the curve's profile peaks far above
+    the line it started as, and that is said; at lr=0.02 it stays within noise of the line, without a word."""
+    a, _, data = pair
+    b = copy.deepcopy(a)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    with pytest.warns(UserWarning, match=r"the trained curve peaks at loss .*above the straight line's .* "
+                                         r"20 sgd steps at lr=5 made it worse .*Pass a smaller lr") as record:
+        curve = lnb.bezier_curve(a, b, data, n_steps=20, lr=5.0, optimizer="sgd", n_points=5)
+    assert len(record) == 1 and curve.profile.loss.max() > 100 * curve.line_profile.loss.max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calm = lnb.bezier_curve(a, b, data, n_steps=20, lr=0.02, optimizer="sgd", n_points=5)
+    assert calm.profile.loss.max() < 1.25 * calm.line_profile.loss.max()
 
 
 def _zoo():
