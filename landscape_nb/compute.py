@@ -290,6 +290,7 @@ def compute_surface(
     validate.check_numbers(model, d, grid)  # a NaN weight or direction, or an overflowing range: refused here
     if resume is not None:  # what the surface itself tells, before the model runs; its spec and code once known
         tile = _check_resume(resume, grid, tile)
+        _check_resume_geometry(resume, model, d, grid)
     grid.check_tile(tile)  # a tile form that does not fit the grid: refused before the model runs
     settings = _eval_settings(settings, loss_fn, max_samples=max_samples, subset_seed=subset_seed, mode=mode,
                               batch_size=batch_size, precision=precision, channels_last=channels_last,
@@ -443,6 +444,22 @@ def _check_resume(resume: Surface, grid: Grid, tile):
         raise ResumeMismatch(f"resume= a surface tiled {kept}, but tile={tile!r} was given: its part-done tiles would "
                              "be recomputed over the points kept; pass tile=None (its tiling)")
     return tile
+
+
+def _check_resume_geometry(resume: Surface, model, d: Directions, grid: Grid) -> None:
+    """Refuse ``resume=`` a surface of another model, directions or grid before any runner starts (a Dask
+    cluster ships the model and data, and tunes, before the whole spec is known to ``_resume_from``)."""
+    keys = ("model", "directions", "grid")
+    stored = {k: resume.spec[k] for k in keys if isinstance(resume.spec, Mapping) and k in resume.spec}
+    if len(stored) < len(keys):
+        return  # an older spec: compared whole by _resume_from
+    now = {"model": {"class": type(model).__qualname__, "layout": d.layout.fingerprint(),
+                     "weights": model_fingerprint(model)},
+           "directions": {"fingerprint": d.fingerprint(), "n": d.n, "scheme": d.scheme}, "grid": grid.to_json()}
+    reasons = describe_differences(stored, now, resume.provenance, {"directions": dict(d.provenance)})
+    if reasons:
+        raise ResumeMismatch("resume= a surface of another computation, so its points cannot be kept; what differs: "
+                             + "; ".join(reasons[:8]) + f". {_RESUME_FIX}")
 
 
 def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> int:

@@ -224,6 +224,35 @@ def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_
         lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=partial, store="s.zarr")
 
 
+def test_resume_of_another_model_directions_or_grid_is_refused_before_a_runner_starts(mlp, mlp_data, monkeypatch):
+    """What a partial surface's spec tells without the data (model, directions, grid) is compared before
+    make_runner: a Dask cluster would ship the model and data, and tune, only to be refused."""
+    import threading
+
+    ev = threading.Event()
+    dirs = random_dict_dirs(mlp, 2)
+    grid = {"x": (-1, 1, 12), "y": (-1, 1, 10)}
+    partial = lnb.compute_surface(mlp, mlp_data, dirs, **grid, callbacks=[lambda e: ev.set()], cancel=ev)
+    assert 0 < partial.n_done < 120
+
+    def no_runner(*args, **kwargs):
+        raise AssertionError("a runner was started for a resume= that does not fit")
+
+    monkeypatch.setattr(lnb.compute, "make_runner", no_runner)
+    heavier = copy.deepcopy(mlp)
+    with torch.no_grad():
+        heavier[0].weight.mul_(1.5)
+    other = r"^resume= a surface of another computation, so its points cannot be kept; what differs: "
+    for kwargs, words in [
+        ({"y": (-1, 1.5, 10)}, r"grid y .*\(-1, 1, 10\) stored, \(-1, 1.5, 10\) now"),
+        ({"directions": random_dict_dirs(mlp, 2, seed=1)}, r"the direction vectors"),
+        ({"model": heavier}, r"the model's weights"),
+    ]:
+        call = {"model": mlp, "data": mlp_data, "directions": dirs, **grid, **kwargs}
+        with pytest.raises(LandscapeError, match=other + words):
+            lnb.compute_surface(**call, resume=partial)
+
+
 # --------------------------------------------------------------- bad input ----
 
 @pytest.mark.parametrize("kw, match", [
