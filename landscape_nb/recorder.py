@@ -37,6 +37,30 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+def _remove_trajectory_store(path: Path) -> None:
+    """Delete ``path`` for ``overwrite=True``: only a trajectory store (or an empty directory). Anything else is
+    refused with what it holds: ``zarr.open_group(mode="w")`` empties any directory, e.g. ``path="."``."""
+    import shutil
+
+    import zarr
+
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else None
+    if held == []:
+        return
+    try:
+        fmt = dict(zarr.open_group(str(path), mode="r").attrs).get("format") if held else None
+    except Exception:  # noqa: BLE001 (zarr raises many kinds for what is not a group)
+        fmt = None
+    if fmt != STORE_FORMAT:
+        what = "a file" if held is None else f"a directory holding {', '.join(map(repr, held[:4]))}" + (
+            ", ..." if len(held) > 4 else "")
+        raise LandscapeError(
+            f"path={str(path)!r} is {what}, not a trajectory store; overwrite=True replaces only a store a "
+            f"TrajectoryRecorder wrote (format {STORE_FORMAT!r}), so nothing was deleted: choose a new path, "
+            "e.g. path='runs/traj.zarr'")
+    shutil.rmtree(path)
+
+
 class TrajectoryRecorder:
     """Checkpoints of ``model`` every ``every`` calls of :meth:`step`, in memory or a zarr store.
 
@@ -49,7 +73,9 @@ class TrajectoryRecorder:
     path : str or Path, optional
         A zarr store to write (a directory); ``None`` keeps the checkpoints in memory.
     overwrite : bool
-        Replace an existing store at ``path`` (otherwise refused, so no run is lost).
+        Replace an existing trajectory store at ``path`` (otherwise refused, so no run is
+        lost); a path holding anything else (a file, another directory) is refused even so,
+        and nothing is deleted.
 
     Attributes
     ----------
@@ -85,6 +111,8 @@ class TrajectoryRecorder:
             if self.path.exists() and not overwrite:
                 raise LandscapeError(f"{str(self.path)!r} already exists; expected a new path for the store: pass "
                                      "overwrite=True to replace it, or TrajectoryRecorder.load(path, model) to read it")
+            if self.path.exists():
+                _remove_trajectory_store(self.path)
             self._group = zarr.open_group(str(self.path), mode="w")
             self._group.attrs.update({"format": STORE_FORMAT, "names": self._names, "dtypes": self._dtypes,
                                       "every": self.every})

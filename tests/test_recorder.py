@@ -1,4 +1,5 @@
 """TrajectoryRecorder against copies of the weights taken by hand during training; the animation."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,34 @@ def test_refuses_bad_arguments(tmp_path):
     except ImportError:
         with pytest.raises(LandscapeError, match="Lightning"):
             TrajectoryRecorder(model).lightning_callback()
+
+
+def test_overwrite_replaces_only_a_trajectory_store_and_deletes_nothing_else(tmp_path, monkeypatch):
+    """overwrite=True on a directory of the user's files (or ".", or a plain file) is refused and every file is
+    still there; it emptied them before (zarr's mode "w"). A trajectory store and an empty directory are replaced."""
+    model = make_model()
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    (tmp_path / "work" / "thesis.tex").write_text("chapter 1")
+    (tmp_path / "work" / "sub" / "data.csv").write_text("1,2")
+    (tmp_path / "notes.txt").write_text("keep")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for path, kind in [("work", "a directory holding 'sub', 'thesis.tex'"), (".", "a directory holding 'notes.txt', "
+                       "'work'"), ("notes.txt", "a file")]:
+        with pytest.raises(LandscapeError, match=rf"^path='{re.escape(path)}' is {kind}, not a trajectory store; "
+                                                 r".*nothing was deleted: choose a new path"):
+            TrajectoryRecorder(model, path=path, overwrite=True)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "work" / "thesis.tex").read_text() == "chapter 1"
+    old = TrajectoryRecorder(model, every=1, path="traj.zarr")
+    for _ in range(3):
+        old.step()
+    assert list(TrajectoryRecorder.load("traj.zarr", model).steps) == [0, 1, 2, 3]
+    TrajectoryRecorder(model, path="traj.zarr", overwrite=True)
+    assert list(TrajectoryRecorder.load("traj.zarr", model).steps) == [0]
+    (tmp_path / "empty").mkdir()
+    TrajectoryRecorder(model, path="empty", overwrite=True)
+    assert list(TrajectoryRecorder.load("empty", model).steps) == [0]
 
 
 def test_loading_a_store_with_a_model_of_another_architecture_is_refused(tmp_path):
