@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,7 +41,9 @@ class AutoRange:
 
     ``ranges[k] = (lo, hi)``: ``lo < 0 < hi`` are the first crossings found on the negative and
     positive side of direction k (``±max_distance`` where the loss stays below the target:
-    see ``reached``). ``x``/``y`` are ready for ``compute_surface(..., x=r.x, y=r.y)``.
+    see ``reached``; where the loss turns NaN before reaching it, the last finite point found
+    before the NaN: see ``undefined``). ``x``/``y`` are ready for
+    ``compute_surface(..., x=r.x, y=r.y)``.
     """
 
     ranges: tuple[tuple[float, float], ...]
@@ -50,6 +53,9 @@ class AutoRange:
     rise: float
     num: int
     n_points: int
+    #: per direction and side: the loss is NaN just beyond the range there (not a number, so neither
+    #: reached nor below the target: the model is undefined past it), e.g. a sqrt of a negative
+    undefined: tuple[tuple[bool, bool], ...] = ()
 
     def axis(self, k: int, num: int | None = None, *, symmetric: bool = False) -> tuple[float, float, int]:
         """``(start, stop, num)`` for direction ``k``; ``symmetric``: ±the larger of the two sides."""
@@ -75,11 +81,13 @@ class Crossing:
 
     ``propose()`` gives the next distance to evaluate (None when done), ``observe(t, loss)``
     takes its loss; ``crossing()`` is the answer: linear in log-loss inside the final bracket
-    ``[lo, hi]`` (``hi − lo ≤ tol × hi``, loss(lo) < target ≤ loss(hi); NaN or inf counts as
+    ``[lo, hi]`` (``hi − lo ≤ tol × hi``, loss(lo) < target ≤ loss(hi); inf counts as
     reached), or ``max_distance`` when the loss stays below the target that far (``reached``
-    False). "First" is up to the steps: a bump that rises past the target between two
-    bracketing steps and falls back is stepped over (steps start at ``max_distance / 64`` and
-    may jump 8×). See the module's docstring for the method and what it costs.
+    False). A NaN loss bounds the bracket as a loss above the target does, but it is no
+    crossing: the search narrows to where the loss stops being a number and ``crossing()`` is
+    the last finite point before it (``reached`` False, ``undefined`` True). "First" is up to
+    the steps: a bump that rises past the target between two bracketing steps and falls back
+    is stepped over (steps start at ``max_distance / 64`` and may jump 8×). See the module's docstring for the method and what it costs.
     """
 
     FIRST = 1 / 64  # the first step, as a fraction of max_distance
@@ -100,7 +108,12 @@ class Crossing:
 
     @property
     def reached(self) -> bool:
-        return self.hi is not None
+        return self.hi is not None and not math.isnan(self.f_hi)
+
+    @property
+    def undefined(self) -> bool:
+        """The bracket's far end is a NaN loss: the loss stops being a number before reaching the target."""
+        return self.hi is not None and math.isnan(self.f_hi)
 
     def propose(self) -> float | None:
         t = None if self.n_proposed >= self.MAX_POINTS else self._next()
@@ -131,7 +144,7 @@ class Crossing:
 
     def observe(self, t: float, loss: float) -> None:
         width = None if self.hi is None else self.hi - self.lo
-        if loss < self.target:  # NaN and inf (diverged) count as reached
+        if loss < self.target:  # NaN (undefined) and inf (diverged) bound the bracket as a loss above it
             if self.hi is None:
                 self.prev = (self.lo, self.f_lo) if self.lo > 0 else None
             self.lo, self.f_lo, self.moved = t, loss, 1
@@ -151,6 +164,8 @@ class Crossing:
     def crossing(self) -> float:
         if self.hi is None:
             return self.max_distance
+        if self.undefined:  # never a NaN point as an end of the range
+            return self.lo
         est = self._interpolate()
         return self.hi if est is None else est
 
@@ -281,7 +296,20 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
                 searches[j].observe(float(dist[j]), float(f))
     ranges = tuple((-searches[2 * k].crossing(), searches[2 * k + 1].crossing()) for k in range(n))
     flags = tuple((searches[2 * k].reached, searches[2 * k + 1].reached) for k in range(n))
-    return AutoRange(ranges, flags, centre, target, rise, int(num), n_points)
+    nan = tuple((searches[2 * k].undefined, searches[2 * k + 1].undefined) for k in range(n))
+    if any(any(sides) for sides in nan):
+        warnings.warn(
+            f"landscape_nb.auto_range: the loss is NaN beyond {_nan_sides(ranges, nan)} before reaching "
+            f"{rise:g}× the centre's; the range ends at the last finite point found there (undefined=True, "
+            "reached=False). The model is not a number past it: check for a sqrt or log of a negative, or a division "
+            "by zero, in the model or loss_fn", stacklevel=2)
+    return AutoRange(ranges, flags, centre, target, rise, int(num), n_points, nan)
+
+
+def _nan_sides(ranges, nan) -> str:
+    """E.g. ``"direction 0 at +2.31, direction 1 at -0.7"``: the sides where the loss turned NaN."""
+    return ", ".join(f"direction {k} at {ranges[k][side]:+.4g}" for k, sides in enumerate(nan)
+                     for side in (0, 1) if sides[side])
 
 
 __all__ = ["AutoRange", "Crossing", "auto_range"]

@@ -106,7 +106,8 @@ SHAPES = {  # centre loss 0.1 at distance 0; the target is 5x that
     "steep wall": lambda t: 0.1 + 0.01 * t + (50.0 if t > 0.37 else 0.0),
     "crossing below the first step": lambda t: 0.1 * (1 + 1e6 * t ** 2),
     "dips before rising": lambda t: 0.1 - 0.08 * math.sin(min(t, 1.0) * math.pi) + 0.05 * t ** 3,
-    "diverges to NaN": lambda t: 0.1 + 0.1 * t if t < 0.9 else math.nan,  # NaN counts as reached
+    "overflows to inf": lambda t: 0.1 + 0.1 * t if t < 0.9 else math.inf,  # inf counts as reached
+    "reaches it, then NaN": lambda t: 0.1 + 0.4 * t ** 2 if t < 3.0 else math.nan,
     "goes negative (not a log)": lambda t: 0.1 - t + 2 * t ** 2,
     "saturates like cross-entropy": lambda t: min(0.1 * math.exp(3 * t), 2.3) + 0.05 * t,
 }
@@ -128,6 +129,53 @@ def test_crossing_search_against_a_dense_scan(shape, tol):
 def test_crossing_search_never_reached_stops_at_max_distance():
     found, reached, tried = drive(lambda t: 0.1 + 0.001 * t, 0.5, 0.01, max_distance=10.0)
     assert (found, reached) == (10.0, False) and tried[-1] == 10.0 and len(tried) <= 7
+
+
+@pytest.mark.parametrize("edge", [0.9, 2.37, 7.0])
+def test_a_loss_that_turns_nan_below_the_target_ends_the_range_at_its_last_finite_point(edge):
+    """NaN is no crossing (it counted as one, so the range ended at a NaN point with reached=True): the search
+    narrows to where the loss stops being a number; the crossing is the last finite point, within tol of it."""
+    from landscape_nb.autorange import Crossing
+
+    def loss(t):
+        return 0.1 + 0.01 * t if t < edge else math.nan
+
+    search, tried = Crossing(loss(0.0), 0.5, 10.0, 0.01), []
+    while (t := search.propose()) is not None:
+        tried.append(t)
+        search.observe(t, loss(t))
+    found = search.crossing()
+    assert (search.reached, search.undefined) == (False, True)
+    assert math.isfinite(loss(found)) and found == pytest.approx(edge, rel=0.01), (found, tried)
+    assert len(tried) <= math.ceil(math.log2(640 / edge)) + math.ceil(math.log2(100)) + 2, tried
+
+
+def test_auto_range_of_a_model_undefined_past_a_distance_says_so_and_never_ends_on_a_nan(bowl):
+    """sqrt(x·w + 10) is NaN where x·w < −10 for some sample: both ends found are finite points (checked by a
+    naive evaluation), flagged undefined and not reached, with a warning naming the sides."""
+    model, (x, y), dirs = bowl
+
+    class Sqrt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def forward(self, v):
+            return torch.sqrt(self.lin(v) + 10)
+
+    net = Sqrt()
+    with pytest.warns(UserWarning, match=r"the loss is NaN beyond direction 0 at -[0-9.]+, direction 0 at \+[0-9.]+ "
+                                         r"before reaching 50× the centre's.*undefined=True, reached=False"):
+        r = auto_range(net, (x, y), dirs[:1], rise=50, loss_fn=nn.MSELoss())
+    assert r.undefined == ((True, True),) and r.reached == ((False, False),)
+    w0, d = model.weight.detach().clone(), dirs[0].reshape(1, -1)
+    for end in r.ranges[0]:
+        for t, finite in ((end, True), (end * 1.05, False)):  # the edge is within tol (0.01) of the end
+            with torch.no_grad():
+                model.weight.copy_(w0 + t * d)
+                value = float(nn.functional.mse_loss(net(x), y))
+            model.weight.data.copy_(w0)
+            assert math.isfinite(value) == finite and (not finite or value < r.target), (end, t, value)
 
 
 def test_crossing_search_edge_cases_end():

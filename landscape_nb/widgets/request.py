@@ -157,7 +157,10 @@ def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None, cancel
         seconds_per_point = (time.perf_counter() - t0) / found.n_points
         x = found.ranges[0]
         y = found.ranges[1] if spec.y is not None else None
-        if not all(all(sides) for sides in found.reached[: spec.ndim]):
+        if any(any(sides) for sides in found.undefined[: spec.ndim]):
+            note = (f" (on some side the loss turns NaN before reaching {spec.rise:g}× the centre's loss, so the "
+                    "range stops at the last finite point found there)")
+        elif not all(all(sides) for sides in found.reached[: spec.ndim]):
             note = (f" (on some side the loss stays below {spec.rise:g}× the centre's loss as far as auto_range "
                     "looks, so the range stops there)")
     return RangeChoice(x=None if x is None else (float(x[0]), float(x[1])),
