@@ -87,7 +87,8 @@ class Crossing:
     crossing: the search narrows to where the loss stops being a number and ``crossing()`` is
     the last finite point before it (``reached`` False, ``undefined`` True). "First" is up to
     the steps: a bump that rises past the target between two bracketing steps and falls back
-    is stepped over (steps start at ``max_distance / 64`` and may jump 8×). See the module's docstring for the method and what it costs.
+    is stepped over (steps start at ``max_distance / 64`` and may jump 8×). See the module's
+    docstring for the method and what it costs.
     """
 
     FIRST = 1 / 64  # the first step, as a fraction of max_distance
