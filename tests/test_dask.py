@@ -297,6 +297,28 @@ def test_sigkill_worker_mid_run_still_completes(data):
         owned.close()
 
 
+def test_a_worker_with_several_threads_runs_its_tiles_one_at_a_time_on_its_model_copy(data):
+    """A worker process with 4 threads (a user's LocalCluster, ``dask worker --nthreads 4``) ran 4 tiles at once on
+    its one model copy, each moving the weights under the others: a complete surface, many points wrong, no
+    word. Every point against the naive loop."""
+    from distributed import Client, LocalCluster
+
+    cluster = _without_tests_on_path(lambda: LocalCluster(n_workers=1, threads_per_worker=4, processes=True,
+                                                          dashboard_address=None, host="127.0.0.1"))
+    try:
+        with Client(cluster) as c:
+            assert list(c.nthreads().values()) == [4]
+            m = _model(delay=0.002)  # each pass sleeps: the threads interleave on every tile
+            dirs = random_dict_dirs(m, 2)
+            s = lnb.compute_surface(m, data, dirs, x=(-1, 1, 7), y=(-1, 1, 6), tile=(1, 1), client=c)
+    finally:
+        cluster.close()
+    assert s.is_complete
+    for j, b in enumerate(s.y):
+        for i, a in enumerate(s.x):
+            assert s.loss[j, i] == pytest.approx(naive_loss(m, data, dirs, (a, b))[0], rel=1e-5), (a, b)
+
+
 CLIENT_SCRIPT = textwrap.dedent("""
     import sys, time, torch
     from torch import nn
