@@ -106,7 +106,7 @@ _CACHE_SIZE = 2
 #: held by every task that builds or runs an evaluator: a worker with several threads (``nthreads``,
 #: ``processes=False``, ``dask worker --nthreads 4``) ran tiles at once on its one model copy, each moving the
 #: weights under the other, which gave a complete surface with a point in two wrong (0.18 off on a 1.6–1.8
-#: surface). Tiles in a process run one at a time; torch's own threads still parallelize each pass.
+#: surface). Tiles in a process run one at a time: one single-threaded worker per core is the fast layout.
 _ONE_AT_A_TIME = threading.Lock()
 
 
