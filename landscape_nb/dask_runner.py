@@ -82,12 +82,36 @@ def pack_job(client: Client, job: Job) -> bytes:
         payload = _dumps(job, by_value)
     except Exception:  # noqa: BLE001 - a module sent whole holds what cannot be pickled (a lock): as before, the
         direct = _module_names(job, follow=False)  # worker then names the module it lacks
-        payload = _dumps(job, [n for n in by_value if n in direct])
+        try:
+            payload = _dumps(job, [n for n in by_value if n in direct])
+        except Exception as exc:  # pickle raises many kinds (RuntimeError, TypeError, ...)
+            raise LandscapeError(_unpicklable(job, exc)) from exc
     if len(payload) > 64 * 2**20:
         logger.warning("the job sent to each Dask worker is %.0f MiB (modules sent by value because a worker cannot "
                        "import them: %s, with all their globals); put them on the workers' PYTHONPATH to send less",
                        len(payload) / 2**20, ", ".join(by_value) or "none")
     return payload
+
+
+def _unpicklable(job: Job, exc: Exception) -> str:
+    """Why the job cannot travel to the workers, naming parametrized modules (``torch.nn.utils.parametrize``:
+    weight_norm, spectral_norm, orthogonal), which torch refuses to pickle."""
+    from torch.nn.utils import parametrize
+
+    said = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    model = job.model
+    found = [f"{name or 'the model'!r} ({type(m).__name__})" for name, m in model.named_modules()
+             if parametrize.is_parametrized(m)]
+    if found:
+        return (f"the model cannot be sent to the Dask workers: its module{'s' if len(found) > 1 else ''} "
+                f"{', '.join(found[:4])} {'is' if len(found) == 1 else 'are'} parametrized "
+                "(torch.nn.utils.parametrize, e.g. weight_norm or spectral_norm), which torch does not pickle "
+                f"({said}); expected a picklable model: compute in this process (client=None, CLI without --client), "
+                "where parametrized models are evaluated as they are")
+    return (f"the model, data, loss_fn or metrics cannot be pickled to send them to the Dask workers ({said}); "
+            "expected picklable objects: compute in this process (client=None, CLI without --client), or make "
+            "them picklable (define classes and functions at module level, not in a function or a lambda "
+            "closing over a lock, a file or a generator)")
 
 
 def _dumps(job: Job, by_value: list[str]) -> bytes:

@@ -297,6 +297,35 @@ def test_sigkill_worker_mid_run_still_completes(data):
         owned.close()
 
 
+class HoldsALock(OnlyHere):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()  # not picklable
+
+
+def test_a_model_that_cannot_be_pickled_to_the_workers_is_refused_in_words_before_any_store(client, data, tmp_path):
+    """weight_norm (torch.nn.utils.parametrize) raised torch's bare RuntimeError from pickling; now a LandscapeError
+    naming the module and the way out (in-process, where the same model computes), and no store is left."""
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), parametrizations.weight_norm(nn.Linear(8, 3)))
+    d = lnb.random_directions(m, n=1, seed=0)
+    with pytest.raises(LandscapeError, match=r"^the model cannot be sent to the Dask workers: its module '2' "
+                                             r"\(ParametrizedLinear\) is parametrized .*\(RuntimeError: Serialization "
+                                             r"of parametrized modules .*compute in this process \(client=None"):
+        lnb.compute_surface(m, data, d, x=(-1, 1, 5), client=client, store=tmp_path / "w.zarr")
+    assert not (tmp_path / "w.zarr").exists()
+    here = lnb.compute_surface(m, data, d, x=(-1, 1, 5))
+    for a, value in zip(here.x, here.loss):
+        with torch.no_grad():
+            naive = float(nn.functional.cross_entropy(model_at(m, d, a)(data[0]), data[1]))
+        assert value == pytest.approx(naive, rel=1e-5)
+    with pytest.raises(LandscapeError, match=r"^the model, data, loss_fn or metrics cannot be pickled .*\(TypeError: "
+                                             r"cannot pickle '_thread.lock' object\).*client=None"):
+        lnb.compute_surface(HoldsALock(), data, lnb.random_directions(HoldsALock(), n=1), x=(-1, 1, 5), client=client)
+
+
 def test_a_worker_with_several_threads_runs_its_tiles_one_at_a_time_on_its_model_copy(data):
     """A worker process with 4 threads (a user's LocalCluster, ``dask worker --nthreads 4``) ran 4 tiles at once on
     its one model copy, each moving the weights under the others: a complete surface, many points wrong, no
