@@ -129,6 +129,10 @@ def minima_persistence(loss: np.ndarray) -> np.ndarray:
 def count_minima(loss: np.ndarray, prominence: float = 0.02) -> int:
     """Local minima of a 2D grid whose persistence is at least ``prominence``.
 
+    Grid points connect to all 8 neighbours (``minima_persistence``); ``persistence.topology``
+    (``Surface.topology``) connects face neighbours only, so it counts two basins that touch
+    only at a corner as two, where this counts one.
+
     Parameters
     ----------
     loss : ndarray, shape (n_y, n_x)

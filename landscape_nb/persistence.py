@@ -68,7 +68,8 @@ class Topology:
     (d = 0: basins; 1: loops; 2: voids in 3D), zero-length pairs left out, an infinite death for
     classes that never die at a finite loss (the deepest basin; basins, loops and voids walled
     off by non-finite points, see ``topology``). ``basins`` are the basins whose persistence exceeds ``threshold``,
-    deepest first (increasing ``birth``).
+    deepest first (increasing ``birth``; minima of equal loss longest-lived first, so ``basins[0]``
+    never dies and every parent comes before the basins merging into it).
     """
 
     diagrams: tuple[np.ndarray, ...]
@@ -226,7 +227,9 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
         elif flat[d] - flat[b] > threshold:
             pairs.append((float(flat[b]), float(flat[d]), unravel(b), unravel(d)))
     roots = [(float(flat[v]), math.inf, unravel(v), None) for v in (essential[0] if essential else [])]
-    rows = sorted(roots + pairs, key=lambda p: (p[0], p[2]))
+    # deepest first; at a tie (minima of one loss) the longest-lived first, as gudhi's elder rule kept them, so
+    # basins[0] never dies and a basin's parent (the survivor it merges into) comes before it
+    rows = sorted(roots + pairs, key=lambda p: (p[0], -p[1], p[2]))
     parents = _merge_parents(arr, rows)
     basins = tuple(Basin(r[2], _location(axes, r[2]), r[0], r[1], r[3],
                          None if r[3] is None else _location(axes, r[3]), parents[i]) for i, r in enumerate(rows))

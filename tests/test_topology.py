@@ -112,6 +112,25 @@ def test_three_dimensional_wells():
     assert topo.basins[parent].birth < topo.basins[child].birth < level
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_at_a_tie_of_the_deepest_minima_basin_0_is_the_one_that_never_dies(flip):
+    """Two minima of loss 0: gudhi keeps one alive (elder rule at a tie); basins[0] was the first in grid order,
+    so it read "basin 0 merges into basin 1" with basin 1 never dying. Also on an egg-crate of equal wells."""
+    loss = np.ones((5, 9))
+    loss[2, 2] = loss[2, 6] = 0.0
+    loss = loss[:, ::-1] if flip else loss
+    topo = topology(loss, threshold=0.01)
+    assert [b.death for b in topo.basins] == [np.inf, 1.0] and topo.basins[0].parent is None
+    assert topo.merge_tree == ((1, 0, 1.0),)
+    t = np.linspace(0, 4 * np.pi, 21)
+    crate = -np.cos(t)[None, :] * np.cos(t)[:, None]  # 2 × 2 + ... wells of equal depth
+    topo = topology(crate, threshold=0.01)
+    assert topo.basins[0].death == np.inf and topo.basins[0].parent is None
+    for k, b in enumerate(topo.basins[1:], start=1):  # deepest first; each merges into an older basin
+        assert topo.basins[k - 1].birth <= b.birth and b.parent is not None and b.parent < k
+        assert topo.basins[b.parent].death == np.inf or topo.basins[b.parent].death >= b.death
+
+
 def test_refuses_partial_surfaces_and_bad_input():
     z = np.random.default_rng(0).random((5, 5))
     done = np.ones((5, 5), bool)
