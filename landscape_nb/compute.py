@@ -200,7 +200,8 @@ def compute_surface(
         ``batch_size``, ``precision``, ``channels_last``, ``compile``, ``points_per_pass`` and
         ``fold_bn`` override its fields; left out, the field of ``settings`` (or its default) holds.
         ``mode``: ``"eval"`` (BN running statistics) or ``"bn-recompute"`` (BN statistics
-        re-estimated at every point on ``bn_data``, default the evaluation data, with only the
+        re-estimated at every point on ``bn_data``, default the evaluation data (with named
+        splits: the first split's, for every split), with only the
         BatchNorm layers in train mode: Dropout stays off, unlike ``torch.optim.swa_utils.update_bn``,
         which runs the whole model in train mode; ``"bn"`` is an accepted short alias, stored as
         ``"bn-recompute"``). ``max_samples`` takes a
@@ -577,7 +578,7 @@ def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info
         directions_fingerprint=d.fingerprint(), n_directions=d.n, scheme=d.scheme, grid=grid.to_json(),
         settings={k: v for k, v in settings.to_json().items() if k not in ("points_per_pass", "fold_bn")},
         metric_names=tuple(info.metric_names), loss_fingerprint=_callable_fingerprint(loss_fn),
-        bn_data_given=bn_data is not None and settings.mode != "eval",
+        bn_data_given=(bn_data is not None or info.bn_fingerprint is not None) and settings.mode != "eval",
         bn_data_fingerprint=info.bn_fingerprint, bn_pass_size=info.bn_pass_size,
         metric_fingerprints={str(name): fn if isinstance(fn, str) else _callable_fingerprint(fn)
                              for name, fn in metrics.items()} if isinstance(metrics, Mapping) else None,

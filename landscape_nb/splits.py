@@ -67,8 +67,9 @@ class SplitEvaluator:
         ``Evaluator`` accepts. The first is the primary: its loss is column 0.
     directions, layout, loss_fn, metrics, settings, device, bn_data
         As for ``Evaluator``; shared by every split (``max_samples`` sub-samples each split;
-        in ``"bn-recompute"`` mode each split re-estimates BatchNorm on ``bn_data`` if given,
-        else on its own data).
+        in ``"bn-recompute"`` mode every split re-estimates BatchNorm on ``bn_data`` if given,
+        else on the first split's data: the training data's statistics, as the model would
+        keep them, not each split's own, which would fit the statistics to the test set).
 
     Raises
     ------
@@ -80,7 +81,14 @@ class SplitEvaluator:
     def __init__(self, model, data: Mapping[str, Any], directions: torch.Tensor, layout, *, loss_fn=None,
                  metrics="auto", settings=None, device=None, bn_data=None):
         self.splits: dict[str, Evaluator] = {}
-        for name in split_names(data):
+        names = split_names(data)
+        mode = getattr(settings, "mode", "eval")
+        bn_split = None
+        if bn_data is None and mode in ("bn-recompute", "bn") and len(names) > 1:
+            # every split's statistics from the primary one (the training data): the test split's own batch
+            # statistics would fit the model to the test set (a test loss up to 2 nats lower than the model's)
+            bn_data, bn_split = data[names[0]], names[0]
+        for name in names:
             try:
                 ev = Evaluator(model, data[name], directions, layout, loss_fn=loss_fn, metrics=metrics,
                                settings=settings, device=device, bn_data=bn_data)
@@ -88,6 +96,8 @@ class SplitEvaluator:
                 raise LandscapeError(f"data split {name!r}: {exc}") from exc
             if not self.splits:
                 model, device = ev.model, ev.device  # the others share the first one's model
+            if bn_split is not None and "bn_recompute" in ev.notes:
+                ev.notes["bn_recompute"] += f"; the samples of split {bn_split!r}, for every split"
             self.splits[name] = ev
         self.primary = next(iter(self.splits.values()))
         self.metric_names = column_names({s: ev.metric_names for s, ev in self.splits.items()})
@@ -98,6 +108,7 @@ class SplitEvaluator:
         self.n_samples = sum(ev.n_samples for ev in self.splits.values())
         self.device = self.primary.device
         self.bn_fold = self.primary.bn_fold
+        self.bn_fingerprint, self.bn_pass_size = self.primary.bn_fingerprint, self.primary.bn_pass_size
 
     @property
     def tuning(self) -> bool:

@@ -97,6 +97,50 @@ def test_splits_with_bn_in_a_plane_resume_from_a_store(tmp_path):
         lnb.compute_surface(cnn, {"val-1": data["val-1"], "train": data["train"]}, d, **grid, store=tmp_path / "s")
 
 
+def _loss_with_statistics_of(model, d, a, stats_x, x, y) -> float:
+    """Naive float64: the model at w0 + a·d, BatchNorm statistics the plain average over ``stats_x`` (one pass,
+    momentum None), then the mean cross-entropy on (x, y) in eval mode."""
+    import copy
+
+    m = copy.deepcopy(model).double()
+    with torch.no_grad():
+        params = dict(m.named_parameters())
+        for name, t in d.as_state_dicts()[0].items():
+            params[name].add_(a * t.double())
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.train()
+        m(stats_x.double())
+        m.eval()
+        return float(torch.nn.functional.cross_entropy(m(x.double()), y))
+
+
+def test_bn_recompute_over_splits_takes_every_splits_statistics_from_the_first_split():
+    """A test split shifted away from the training data: its own batch statistics fitted BatchNorm to it (up to
+    2 nats off the model's loss); now every split uses the training split's statistics, as the model keeps them.
+    bn_data= given still wins; the spec says the statistics are another data's."""
+    torch.manual_seed(0)
+    cnn = TinyCNN().eval()
+    g = torch.Generator().manual_seed(2)
+    train = torch.randn(30, 1, 8, 8, generator=g), torch.randint(0, 3, (30,), generator=g)
+    test = 3 * torch.randn(20, 1, 8, 8, generator=g) + 1, torch.randint(0, 3, (20,), generator=g)
+    d = lnb.random_directions(cnn, n=1, seed=0)
+    surf = lnb.compute_surface(cnn, {"train": train, "test": test}, d, x=(-1, 1, 5), mode="bn-recompute")
+    for i, a in enumerate(surf.x):
+        for split, (x, y) in (("train", train), ("test", test)):
+            naive = _loss_with_statistics_of(cnn, d, a, train[0], x, y)
+            assert surf.metrics[f"{split}_loss"][i] == pytest.approx(naive, rel=1e-5), (split, a)
+    own = _loss_with_statistics_of(cnn, d, 1.0, test[0], *test)
+    assert abs(surf.metrics["test_loss"][-1] - own) > 0.05  # the statistics matter on this shifted split
+    assert "the samples of split 'train', for every split" in surf.provenance["data"]["test: bn_recompute"]
+    assert surf.spec["eval"]["bn_data"]["fingerprint"]
+    given = lnb.compute_surface(cnn, {"train": train, "test": test}, d, x=(-1, 1, 5), mode="bn-recompute",
+                                bn_data=test)
+    for i, a in enumerate(given.x):
+        assert given.metrics["train_loss"][i] == pytest.approx(
+            _loss_with_statistics_of(cnn, d, a, test[0], *train), rel=1e-5)
+
+
 def test_bad_split_data_is_a_clear_error(mlp):
     d = random_dict_dirs(mlp, 1)
     with pytest.raises(LandscapeError, match="empty mapping"):
