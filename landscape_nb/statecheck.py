@@ -701,9 +701,10 @@ def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> Non
     if identical_outputs(want, moved):
         raise LandscapeError(
             f"the model ({type(model).__name__}) gave the very same outputs on {n} samples after all its "
-            "weights moved by about 1 %: it returns outputs it remembers (e.g. a cache keyed on the input, "
-            "id(x) or x.data_ptr()) instead of computing them from its weights, so every grid point would "
-            "show the first one's values; expected a forward computed from its weights at each call")
+            "weights moved by about 1 %: its outputs do not depend on its weights (a forward that ignores them, "
+            "e.g. returns a constant or its input, or detaches them) or it returns outputs it remembers (a "
+            "cache keyed on the input, id(x) or x.data_ptr()), so every grid point would show the first one's "
+            "values; expected a forward computed from its weights at each call")
     if same_tree_outputs(want, got):
         return
     kept = f" (it set the attribute(s) {', '.join(changed[:4])} when it ran)" if changed else ""

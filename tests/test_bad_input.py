@@ -1431,9 +1431,23 @@ def test_a_model_remembering_its_outputs_by_input_is_refused():
 
     model = Memo()
     with pytest.raises(LandscapeError, match=r"\(Memo\) gave the very same outputs on 8 samples after all its "
-                                             r"weights moved by about 1 %: it returns outputs it remembers"):
+                                             r"weights moved by about 1 %: its outputs do not depend on its "
+                                             r"weights .* or it returns outputs it remembers"):
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
     assert model.memo == {}
+
+    class Ignores(nn.Module):  # a forward that never reads its weights (a bug, e.g. returns the wrong tensor)
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 3), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return x[:, :3] * 2.0
+
+    model = Ignores()
+    with pytest.raises(LandscapeError, match=r"\(Ignores\) gave the very same outputs .*its outputs do not depend on "
+                                             r"its weights \(a forward that ignores them"):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
 
 
 class _Noisy(nn.Module):
