@@ -59,6 +59,11 @@ class AutoRange:
 
     def axis(self, k: int, num: int | None = None, *, symmetric: bool = False) -> tuple[float, float, int]:
         """``(start, stop, num)`` for direction ``k``; ``symmetric``: ±the larger of the two sides."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.ranges):
+            raise LandscapeError(f"k={k!r}; expected a direction index from 0 to {len(self.ranges) - 1} (auto_range "
+                                 f"was run on {len(self.ranges)} direction(s))")
+        if num is not None and (isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2):
+            raise LandscapeError(f"num={num!r}; expected an integer ≥ 2 points per axis, or None for {self.num}")
         lo, hi = self.ranges[k]
         if symmetric:
             r = max(-lo, hi)
@@ -241,7 +246,8 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     from .params import check_finite
     from .statecheck import naming_user_errors
 
-    rise = _positive("rise", rise)
+    positive_number("rise", rise, fix="a factor > 1 over the centre's loss, e.g. rise=5")
+    rise = float(rise)
     if rise <= 1:
         raise LandscapeError(f"rise={rise!r}; expected a factor > 1 over the centre's loss (e.g. 5)")
     max_distance, tol = _positive("max_distance", max_distance), _positive("tol", tol)

@@ -340,6 +340,7 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     data = _call_factory(data, what)
+    _refuse_named_splits(data, what)
     notes: dict[str, Any] = {}
     alone: list = []
     if isinstance(data, DataLoader):
@@ -390,6 +391,18 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     ev.notes = {**notes, "rule": rule, "targets": text, "structure": tree_structure(tree),
                 "n_leaves": len(leaves)}
     return ev
+
+
+def _refuse_named_splits(data, what: str) -> None:
+    """Named splits (``{"train": (x, y), "test": (x, y)}``) read as one data set reach only the functions
+    that take one (``auto_range``, the Hessian functions, ``bezier_curve``, ...): say so, rather than let the
+    split names go to the model as keyword arguments. ``compute_surface`` reads each split on its own."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, Mapping) and data and all(isinstance(v, (tuple, Dataset, DataLoader)) for v in data.values()):
+        raise LandscapeError(
+            f"{what} with named splits {list(data)}; expected one data set here (named splits are for "
+            f"compute_surface and the figures of its splits): pass one of them, e.g. {what}[{next(iter(data))!r}]")
 
 
 def _call_factory(data, what: str):

@@ -418,7 +418,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
             "a list of state-dict-like dicts, or a list of flat tensors with one value per trainable parameter"
         )
     if not items:
-        raise LandscapeError("an empty list of directions; expected 1 (a line) or 2 (a plane)")
+        raise LandscapeError("an empty list of directions; expected 1 (a line), 2 (a plane) or 3 (a volume)")
     rows = []
     frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
     buffers = {name for name, b in model.named_buffers() if b.is_floating_point()}

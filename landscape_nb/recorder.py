@@ -88,8 +88,9 @@ class TrajectoryRecorder:
     -----
     The initial weights (step 0) are recorded when the recorder is made, and again on entering a
     ``with`` block (or Lightning's training start) before any step, so weights loaded or moved in
-    between count. Leaving the block records the final weights; without one, call :meth:`record`
-    after the last step when it is not a multiple of ``every``.
+    between count. Leaving the block records the final weights (not when an exception leaves it:
+    the checkpoints recorded so far stay); without one, call :meth:`record` after the last step
+    when it is not a multiple of ``every``.
     """
 
     def __init__(self, model: nn.Module, every: int = 1, path: str | Path | None = None, *,
@@ -142,8 +143,13 @@ class TrajectoryRecorder:
             self.record()
 
     def record(self) -> None:
-        """Record the model's current state now, labelled with the current step count."""
+        """Record the model's current state now, labelled with the current step count; a step already
+        recorded last is replaced by the state now (one checkpoint per step: a repeated step would be a
+        zero-length segment of the path and a duplicate row for PCA)."""
         state = self._state()
+        if self._steps and self._steps[-1] == self.n_steps:
+            self._write(len(self._steps) - 1, state)
+            return
         if self._group is None:
             self._memory.append({k: v.detach().cpu().clone() for k, v in state.items()})
         else:

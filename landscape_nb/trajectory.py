@@ -265,7 +265,8 @@ def pca_directions(
     """
     check_choice("ignore", ignore, IGNORES)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise LandscapeError(f"n={n!r}; expected 1 (a line) or 2 (a plane) principal directions")
+        raise LandscapeError(f"n={n!r}; expected a positive number of principal directions: 1 (a line), 2 (a "
+                             "plane) or 3 (a volume)")
     if final is None and hasattr(trajectory, "model") and isinstance(trajectory.model, nn.Module):
         final = trajectory.model
     states = as_checkpoints(trajectory)

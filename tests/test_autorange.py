@@ -70,6 +70,16 @@ def test_refuses_bad_arguments(bowl):
         auto_range(model, data, dirs, loss_fn=lambda out, y: (out * 0).sum())
     with pytest.raises(LandscapeError, match="one direction"):
         auto_range(model, data, dirs[:1], loss_fn=nn.MSELoss()).y
+    with pytest.raises(LandscapeError, match=r"^rise=-2; expected a positive finite number: a factor > 1"):
+        auto_range(model, data, dirs, rise=-2, loss_fn=nn.MSELoss())
+    with pytest.raises(LandscapeError, match=r"^data with named splits \['train', 'test'\]; expected one data set "
+                                             r"here .*pass one of them, e.g. data\['train'\]"):
+        auto_range(model, {"train": data, "test": data}, dirs, loss_fn=nn.MSELoss())
+    found = auto_range(model, data, dirs, loss_fn=nn.MSELoss())
+    with pytest.raises(LandscapeError, match=r"^k=2; expected a direction index from 0 to 1"):
+        found.axis(2)
+    with pytest.raises(LandscapeError, match=r"^num=1; expected an integer ≥ 2 points per axis"):
+        found.axis(0, num=1)
     # a zero direction (the loss never moves) and a non-finite weight returned ±max_distance, "not reached"
     with pytest.raises(LandscapeError, match="direction 0 of 1 is all zeros, so the loss is the centre's"):
         auto_range(model, data, torch.zeros(1, 5), loss_fn=nn.MSELoss())

@@ -58,6 +58,23 @@ def test_checkpoints_equal_the_weights_at_those_steps(tmp_path, store):
         assert not any(p.suffix == ".pkl" for p in (tmp_path / "run.zarr").rglob("*"))
 
 
+@pytest.mark.parametrize("store", [False, True])
+def test_recording_a_step_again_replaces_its_checkpoint_with_the_state_now(tmp_path, store):
+    """record() twice at one step gave two checkpoints labelled 6 (a zero-length path segment, a duplicate PCA
+    row); now the later state replaces the earlier, in memory and in the store."""
+    model = make_model()
+    rec = TrajectoryRecorder(model, every=3, path=tmp_path / "run.zarr" if store else None)
+    copies = train(model, 6, rec)
+    assert rec.steps.tolist() == [0, 3, 6]
+    rec.record()  # nothing changed: still one checkpoint at step 6
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # e.g. weights averaged or re-loaded after the last step
+    rec.record()
+    assert rec.steps.tolist() == [0, 3, 6]
+    got = (TrajectoryRecorder.load(tmp_path / "run.zarr", model) if store else rec).checkpoint(2)
+    assert torch.equal(got["0.weight"], 2 * copies[6]["0.weight"]) and torch.equal(got["3.bias"], copies[6]["3.bias"])
+
+
 def test_pca_and_projection_are_those_of_the_recorded_checkpoints():
     model = make_model()
     with TrajectoryRecorder(model, every=2) as rec:
