@@ -224,13 +224,26 @@ class EvalData:
         return [tree_map(lambda t, i=i: t[i:i + size], self.tree) for i in range(0, self.n, size)]
 
 
-def keywords_hint(xb, rule: str, target_key) -> str:
+def keywords_hint(xb, rule: str, target_key, model=None) -> str:
     """A hint when the model was called with every key of dict batches that hold no targets entry (``rule``
-    "inputs"): a key the model's forward does not take is likely the targets under another name; else ""."""
-    if not (isinstance(xb, Mapping) and rule == "inputs"):
+    "inputs"): a key the model's forward does not take is likely the targets under another name; or when
+    the model's forward takes one argument (``forward(self, batch)``), not the dict's keys; else ""."""
+    if not isinstance(xb, Mapping):
         return ""
-    return (f"; the dict has no targets entry (target_key={target_key!r}), so all of {list(xb)} went to the model "
-            "as keywords: name the targets with target_key=")
+    if rule == "inputs":
+        return (f"; the dict has no targets entry (target_key={target_key!r}), so all of {list(xb)} went to the "
+                "model as keywords: name the targets with target_key=")
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if (len(positional) == 1 and positional[0].name not in xb
+            and not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)):
+        return (f"; {type(model).__name__}.forward takes one argument ({positional[0].name}), and a dict of inputs "
+                f"goes to it as keywords ({', '.join(map(str, list(xb)[:4]))}): to pass the dict whole, give the "
+                "data as ((inputs_dict,), targets), e.g. data=(({'x': x},), y)")
+    return ""
 
 
 def records_hint(tree) -> str:

@@ -471,7 +471,7 @@ class Evaluator(SpeedChoices):
                     form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
-                    keys = keywords_hint(xb, self._data.rule, self.settings.target_key)
+                    keys = keywords_hint(xb, self._data.rule, self.settings.target_key, self.model)
                     if self.settings.channels_last:
                         keys += ("; with channels_last=True the model's activations are channels_last, which "
                                  ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")

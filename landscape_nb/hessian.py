@@ -137,7 +137,7 @@ class HessianOperator:
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
             with eval_mode(model), torch.no_grad():
-                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key))
+                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key, model))
                 check_model_stateless(model, xb, out, model_state)
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])

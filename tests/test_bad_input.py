@@ -1416,6 +1416,38 @@ def test_a_model_drawing_from_a_generator_of_its_own_is_refused_saying_so():
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
 
 
+def test_a_forward_taking_the_dict_whole_is_told_how_to_pass_it_and_that_way_computes_the_naive_values():
+    """dict batches go to the model as keywords; a ``forward(self, batch)`` got "unexpected keyword argument 'x'"
+    and a hint about the tuple/dict convention only. Now the hint names the form that passes the dict whole,
+    and that form gives the naive loss."""
+    class TakesBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, batch):
+            return self.lin(batch["x"] * batch["scale"])
+
+    torch.manual_seed(0)
+    model = TakesBatch()
+    x, y = _data()
+    scale = torch.linspace(0.5, 1.5, len(x))[:, None]
+    d = lnb.random_directions(model, n=1, seed=0)
+    hint = (r"TakesBatch.forward takes one argument \(batch\), and a dict of inputs goes to it as keywords "
+            r"\(x, scale\): to pass the dict whole, give the data as \(\(inputs_dict,\), targets\)")
+    with pytest.raises(LandscapeError, match=hint):
+        lnb.compute_surface(model, {"x": x, "scale": scale, "labels": y}, d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match=hint):
+        lnb.hessian_eigenvalues(model, {"x": x, "scale": scale, "labels": y})
+    surf = lnb.compute_surface(model, (({"x": x, "scale": scale},), y), d, x=(-1, 1, 3))
+    for a, value in zip(surf.x, surf.loss):
+        with torch.no_grad():
+            w = model.lin.weight + a * d.as_state_dicts()[0]["lin.weight"]
+            b = model.lin.bias + a * d.as_state_dicts()[0]["lin.bias"]
+            naive = float(nn.functional.cross_entropy((x * scale) @ w.T + b, y))
+        assert value == pytest.approx(naive, rel=1e-5)
+
+
 def test_a_model_remembering_its_outputs_by_input_is_refused():
     """Outputs memoised by ``id(x)``: landscape_nb passes the same batch tensors at every point, so each point
     got the first one's outputs (0.06-0.11 off, a flat surface). Its outputs must change when its weights do."""
