@@ -719,35 +719,50 @@ def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> Non
 
 # ------------------------------------------------------- user-code errors ----
 
-def _code_key(fn) -> tuple | None:
-    """(file, first line, name) of a callable's code: comparable across processes (Dask workers)."""
+def _code_of(fn):
+    """The code object a callable runs (a function, a partial's function, a module's forward, ``__call__``)."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     code = getattr(fn, "__code__", None)
     if code is None:
         method = getattr(type(fn), "forward" if isinstance(fn, nn.Module) else "__call__", None)
         code = getattr(method, "__code__", None)
-    return None if code is None else (code.co_filename, code.co_firstlineno, code.co_name)
+    return code
 
 
-def _user_functions(model: nn.Module, loss_fn, metrics) -> dict[tuple, str]:
-    """Code keys of the user's functions a point runs, each with how a message names it."""
-    names: dict[tuple, str] = {}
+def _user_functions(model: nn.Module, loss_fn, metrics) -> list[tuple]:
+    """``(code, label)`` of the user's functions a point runs, each with how a message names it."""
+    found: dict = {}
     for m in model.modules():
-        key = _code_key(getattr(type(m), "forward", None))
-        if key is not None and key not in names:
-            names[key] = f"the model ({type(model).__name__}; in {type(m).__name__}.forward)"
+        code = _code_of(getattr(type(m), "forward", None))
+        if code is not None and code not in found:
+            found[code] = f"the model ({type(model).__name__}; in {type(m).__name__}.forward)"
     loss = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    key = _code_key(loss)
-    if key is not None:
-        names[key] = f"loss_fn {getattr(loss, '__qualname__', type(loss).__name__)!r}"
+    code = _code_of(loss)
+    if code is not None:
+        found[code] = f"loss_fn {getattr(loss, '__qualname__', type(loss).__name__)!r}"
     named = metrics.items() if isinstance(metrics, dict) else (
         [(getattr(f, "__name__", repr(f)), f) for f in metrics] if isinstance(metrics, (list, tuple)) else [])
     for name, fn in named:
-        key = _code_key(fn) if callable(fn) else None
-        if key is not None:
-            names[key] = f"metric {name!r}"
-    return names
+        code = _code_of(fn) if callable(fn) else None
+        if code is not None:
+            found[code] = f"metric {name!r}"
+    return list(found.items())
+
+
+def _frame_label(tb, functions: list[tuple]) -> str | None:
+    """The label of the user's function running in traceback entry ``tb``. Frames from a Dask worker come
+    rebuilt (tblib) with code objects that start at the raising line, and code cloudpickle sent by value
+    (a notebook's classes) is named ``<dynamic-code>``: such a frame matches the function of that name whose
+    lines hold the raising line, in the same file where the file is known; None where none or several do."""
+    code = tb.tb_frame.f_code
+    for fn, label in functions:
+        if (fn.co_filename, fn.co_firstlineno, fn.co_name) == (code.co_filename, code.co_firstlineno, code.co_name):
+            return label
+    labels = {label for fn, label in functions if fn.co_name == code.co_name
+              and code.co_filename in (fn.co_filename, "<dynamic-code>")
+              and tb.tb_lineno in {line for _, _, line in fn.co_lines() if line is not None}}
+    return labels.pop() if len(labels) == 1 else None
 
 
 def culprit(exc: BaseException, model: nn.Module, loss_fn, metrics=None) -> str | None:
@@ -755,11 +770,10 @@ def culprit(exc: BaseException, model: nn.Module, loss_fn, metrics=None) -> str 
     message names it, or None where none of them is in its traceback; ``exc``'s traceback is cut to start
     at that function's frame (the outermost one that matches), so a chained report shows the user's own
     frames, not ours."""
-    names = _user_functions(model, loss_fn, metrics)
+    functions = _user_functions(model, loss_fn, metrics)
     tb = exc.__traceback__
     while tb is not None:
-        code = tb.tb_frame.f_code
-        label = names.get((code.co_filename, code.co_firstlineno, code.co_name))
+        label = _frame_label(tb, functions)
         if label is not None:
             exc.with_traceback(tb)
             return label

@@ -189,11 +189,57 @@ def test_a_worker_error_names_the_tile_and_the_surface(client, data, tmp_path):
     m = FarOutFails(limit=0.3)
     d = lnb.random_directions(m, n=1, seed=2)
     store = tmp_path / "s.zarr"
-    with pytest.raises(LandscapeError, match="raised FloatingPointError: .*too far out") as info:
+    with pytest.raises(LandscapeError, match=r"raised FloatingPointError: .*too far out") as info:
         lnb.compute_surface(m, data, d, x=(-2, 2, 5), client=client, tile=1, store=store)
     key = SurfaceStore.open(store).manifest["key"]
     assert f"while evaluating tile (0, " in str(info.value) and f"(1 points) of surface {key})" in str(info.value)
     assert isinstance(info.value.__cause__, FloatingPointError)
+
+
+FAR_MODULE = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+
+    def forward(self, x):
+        return torch.relu(self.lin(x))
+
+
+class FarOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block, self.head = Block(), nn.Linear(6, 3)
+        self.register_buffer("start", self.head.weight.detach().clone(), persistent=False)
+
+    def forward(self, x):
+        if float((self.head.weight - self.start).abs().max()) > 0.3:
+            raise FloatingPointError("weights too far out")
+        return self.head(self.block(x))
+'''
+
+
+def test_a_worker_error_names_the_users_function_as_in_process(client, data, tmp_path, monkeypatch):
+    """The worker's traceback comes back with code objects that start at the raising line, so the key
+    (file, first line, name) missed and the message said "the model, loss_fn or a metric"; now it names
+    the forward that raised, as in-process (two forwards in one file: the one above the line)."""
+    (tmp_path / "far_models.py").write_text(FAR_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("far_models", None)
+    from far_models import FarOut
+
+    torch.manual_seed(0)
+    m = FarOut()
+    d = lnb.random_directions(m, n=1, seed=2, ignore=None)
+    for where in (None, client):
+        with pytest.raises(LandscapeError, match=r"^the model \(FarOut; in FarOut.forward\) raised "
+                                                 r"FloatingPointError: weights too far out \(while evaluating tile"):
+            lnb.compute_surface(m, data, d, x=(-2, 2, 5), client=where, tile=1)
+    sys.modules.pop("far_models", None)
 
 
 def test_data_factory_runs_on_worker_once_per_worker_not_per_tile(client, data, tmp_path):
