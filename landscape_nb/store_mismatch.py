@@ -130,14 +130,15 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
             data_lines.append(_line(field, old, new, _FLAGS.get(field)))
     if take("data.n_samples"):
         data_lines.append(_line("number of evaluation samples", a["data.n_samples"], b["data.n_samples"]))
-    if "data.fingerprint" in differ:
-        notes_a, notes_b = pa.get("data") or {}, pb.get("data") or {}
-        for note in _DATA_NOTES:
-            if isinstance(notes_a, Mapping) and isinstance(notes_b, Mapping) and note in notes_a and note in notes_b \
-                    and notes_a[note] != notes_b[note]:
-                data_lines.append(_line(f"data {note}", notes_a[note], notes_b[note]))
-    if take("data.fingerprint") and not data_lines:
-        data_lines.append(f"the evaluation data ({a['data.n_samples']} samples both times, other values): "
+    notes_a, notes_b = pa.get("data") or {}, pb.get("data") or {}
+    notes_a, notes_b = (n if isinstance(n, Mapping) else {} for n in (notes_a, notes_b))
+    changed = [n for n in _DATA_NOTES if n in notes_a and n in notes_b and notes_a[n] != notes_b[n]]
+    if "data.fingerprint" in differ:  # another form read (tuple vs dict, targets' place) explains other values
+        data_lines += [_line(f"data {n}", notes_a[n], notes_b[n]) for n in changed if n != "source"]
+    if take("data.fingerprint") and not data_lines:  # the same values come from a tuple or a Dataset alike:
+        read = (f"; read from {_show(notes_a['source'])} then, {_show(notes_b['source'])} now"  # context only
+                if "source" in changed else "")
+        data_lines.append(f"the evaluation data ({a['data.n_samples']} samples both times, other values{read}): "
                           + _digests(a["data.fingerprint"], b["data.fingerprint"]))
     out += data_lines
 

@@ -111,6 +111,30 @@ def test_store_with_different_spec_refuses_naming_the_field_and_both_values(tmp_
     np.testing.assert_array_equal(lnb.load_surface(store).loss, first.loss)  # the store is untouched
 
 
+def test_the_form_data_were_read_from_is_context_not_a_difference(tmp_path, mlp_data):
+    """The same values as a TensorDataset resume a store made from a tuple; where something else changed the
+    data (max_samples, other values), "data source: 'tuple' stored, 'TensorDataset' now" was listed as if it
+    were a reason; now the reason is named and the source is only context beside the fingerprint."""
+    from torch.utils.data import TensorDataset
+
+    store = tmp_path / "s.zarr"
+    m = make_mlp()
+    d = lnb.random_directions(m, n=2, seed=0)
+    grid = {"x": (-1, 1, 5), "y": (-1, 1, 3)}
+    first = lnb.compute_surface(m, mlp_data, d, **grid, store=store)
+    again = lnb.compute_surface(m, TensorDataset(*mlp_data), d, **grid, store=store)
+    assert again.provenance["points_from_store"] == 15
+    np.testing.assert_array_equal(again.loss, first.loss)
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(m, TensorDataset(*mlp_data), d, **grid, max_samples=50, store=store)
+    assert "max_samples (CLI --max-samples): None (all samples) stored, 50 now" in str(info.value)
+    assert "source" not in str(info.value) and "fingerprint" not in str(info.value)
+    x, y = mlp_data
+    with pytest.raises(LandscapeError, match=r"what differs: the evaluation data \(97 samples both times, other "
+                                             r"values; read from 'tuple' then, 'TensorDataset' now\): fingerprint"):
+        lnb.compute_surface(m, TensorDataset(x + 1.0, y), d, **grid, store=store)
+
+
 def test_store_manifest_is_json_and_surface_roundtrips(tmp_path, mlp, mlp_data):
     import json
     store = tmp_path / "s.zarr"
