@@ -178,6 +178,42 @@ class _Refused:
     error: LandscapeError
 
 
+class _Raised:
+    """An exception of the user's code (model, loss, metric) a task returns rather than raises: Dask would run
+    the tile twice more, failing the same way and logging a worker traceback each time. Its traceback travels
+    with it (tblib), so this process names the function that raised it (``statecheck.culprit``). Memory
+    errors still raise: Dask's retry on another worker may fit (``_returned``)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __reduce__(self):
+        from tblib import Traceback
+
+        tb = self.error.__traceback__  # an exception pickles without it
+        return _raised_again, (self.error, None if tb is None else Traceback(tb).to_dict())
+
+
+def _raised_again(error: BaseException, tb: dict | None) -> _Raised:
+    from tblib import Traceback
+
+    return _Raised(error if tb is None else error.with_traceback(Traceback.from_dict(tb).as_traceback()))
+
+
+def _returned(exc: Exception) -> _Raised:
+    """``exc`` as a task's value; raised again here when it is a memory error or cannot be pickled."""
+    import pickle
+
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        raise exc
+    raised = _Raised(exc)
+    try:
+        pickle.loads(pickle.dumps(raised))
+    except Exception:  # noqa: BLE001 - an exception type pickle cannot rebuild: Dask's own path reports it
+        raise exc from None
+    return raised
+
+
 def _this_worker() -> str:
     try:
         return f"the Dask worker at {get_worker().address}"
@@ -222,7 +258,7 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
                          "kept)")
 
 
-def _probe(token: str, payload: bytes, expected: tuple = ()) -> DataInfo | _Refused:
+def _probe(token: str, payload: bytes, expected: tuple = ()) -> DataInfo | _Refused | _Raised:
     with _ONE_AT_A_TIME:
         try:
             ev = _worker_evaluator(token, payload)
@@ -230,6 +266,8 @@ def _probe(token: str, payload: bytes, expected: tuple = ()) -> DataInfo | _Refu
             return describe(ev)
         except LandscapeError as exc:
             return _Refused(exc)
+        except Exception as exc:  # noqa: BLE001 - the user's model, loss or metric on the first batch
+            return _returned(exc)
 
 
 def _settled(token: str, dask_worker=None) -> DataInfo | None:
@@ -239,14 +277,17 @@ def _settled(token: str, dask_worker=None) -> DataInfo | None:
 
 
 def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
-               fingerprint: str | None = None, expected: tuple = ()) -> np.ndarray | _Refused | None:
+               fingerprint: str | None = None, expected: tuple = ()) -> np.ndarray | _Refused | _Raised | None:
     """The tile's values; None if cancelled; ``_Refused`` for a ``LandscapeError``, which this worker's
-    evaluator then gives every later tile of the job too."""
+    evaluator then gives every later tile of the job too; ``_Raised`` for another exception of the user's
+    code."""
     with _ONE_AT_A_TIME:
         try:
             ev = _worker_evaluator(token, payload)
         except LandscapeError as exc:
             return _Refused(exc)
+        except Exception as exc:  # noqa: BLE001 - the user's code on a first batch (a worker joined late)
+            return _returned(exc)
         if getattr(ev, "_refused", None) is not None:
             return _Refused(ev._refused)
         try:
@@ -255,6 +296,8 @@ def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
         except LandscapeError as exc:
             ev._refused = exc
             return _Refused(exc)
+        except Exception as exc:  # noqa: BLE001 - the user's model, loss or metric: the same on a retry
+            return _returned(exc)
 
 
 def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fingerprint: str | None) -> np.ndarray | None:
@@ -301,8 +344,9 @@ MAX_RECOVERIES = 3  # resubmissions of the remaining tiles after lost inputs or 
 class DaskRunner:
     """Runs tiles as Dask tasks: the job travels once per worker, tiles carry only coordinates.
 
-    Failure semantics: a task that raises is retried ``retries`` times (then the user-code error is
-    raised as one line); a task whose worker dies is rerun by Dask on another worker (Dask's
+    Failure semantics: an exception of the user's code comes back as the task's value (``_Raised``:
+    the same error on a retry) and is raised as one line; a task that raises otherwise (a memory error,
+    an unpicklable exception) is retried ``retries`` times; a task whose worker dies is rerun by Dask on another worker (Dask's
     ``distributed.scheduler.allowed-failures``); when tasks or the scattered job are lost (the only
     worker died, or the client reconnected to the scheduler), the remaining tiles are resubmitted, up
     to ``MAX_RECOVERIES`` times, once a worker is present again within ``worker_wait`` seconds. Past
@@ -335,7 +379,7 @@ class DaskRunner:
             fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,
                                      retries=self.retries)
             info = fut.result()
-            if isinstance(info, _Refused):
+            if isinstance(info, (_Refused, _Raised)):
                 raise info.error
             self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
             return info
@@ -466,7 +510,7 @@ class DaskRunner:
                 t = futures[fut.key][1]
                 try:
                     values = None if fut.cancelled() else fut.result()
-                    if isinstance(values, _Refused):
+                    if isinstance(values, (_Refused, _Raised)):
                         raise values.error
                 except Exception as exc:
                     if _lost(fut, exc) or _comm_failed(exc) or not self._connected():

@@ -218,6 +218,9 @@ class FarOut(nn.Module):
 
     def forward(self, x):
         if float((self.head.weight - self.start).abs().max()) > 0.3:
+            if getattr(self, "log", None):
+                with open(self.log, "a") as f:
+                    f.write("raised\\n")
             raise FloatingPointError("weights too far out")
         return self.head(self.block(x))
 '''
@@ -239,6 +242,29 @@ def test_a_worker_error_names_the_users_function_as_in_process(client, data, tmp
         with pytest.raises(LandscapeError, match=r"^the model \(FarOut; in FarOut.forward\) raised "
                                                  r"FloatingPointError: weights too far out \(while evaluating tile"):
             lnb.compute_surface(m, data, d, x=(-2, 2, 5), client=where, tile=1)
+    sys.modules.pop("far_models", None)
+
+
+def test_a_users_error_on_a_worker_is_not_retried_and_keeps_its_traceback(client, data, tmp_path, monkeypatch):
+    """A deterministic error of the model ran the tile three times (Dask's retries), logging a worker traceback
+    each time; now the task returns it: one raise, its traceback (the user's frame) chained as __cause__."""
+    (tmp_path / "far_models.py").write_text(FAR_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("far_models", None)
+    from far_models import FarOut
+
+    torch.manual_seed(0)
+    m = FarOut()
+    m.log = str(tmp_path / "raised.log")
+    d = lnb.random_directions(m, n=1, seed=2, ignore=None)
+    with pytest.raises(LandscapeError, match=r"^the model \(FarOut; in FarOut.forward\) raised") as info:
+        lnb.compute_surface(m, data, d, x=(2, 2.5, 3), client=client, tile=3)  # one tile, every point far out
+    assert (tmp_path / "raised.log").read_text().splitlines() == ["raised"]
+    cause = info.value.__cause__
+    assert isinstance(cause, FloatingPointError)
+    frames = __import__("traceback").extract_tb(cause.__traceback__)  # cut to the user's own frame (sent by
+    assert frames[0].name == "forward" and frames[0].lineno == FAR_MODULE.splitlines().index(  # value: no file)
+        '            raise FloatingPointError("weights too far out")') + 1
     sys.modules.pop("far_models", None)
 
 
