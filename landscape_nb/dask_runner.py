@@ -347,10 +347,11 @@ class DaskRunner:
     Failure semantics: an exception of the user's code comes back as the task's value (``_Raised``:
     the same error on a retry) and is raised as one line; a task that raises otherwise (a memory error,
     an unpicklable exception) is retried ``retries`` times; a task whose worker dies is rerun by Dask
-    on another worker (Dask's ``distributed.scheduler.allowed-failures``); when tasks or the scattered job are lost (the only
-    worker died, or the client reconnected to the scheduler), the remaining tiles are resubmitted, up
-    to ``MAX_RECOVERIES`` times, once a worker is present again within ``worker_wait`` seconds. Past
-    that budget, or when the client loses the scheduler for good, ``runners.ClusterLost`` is raised.
+    on another worker (Dask's ``distributed.scheduler.allowed-failures``); when tasks or the scattered
+    job are lost (the only worker died, or the client reconnected to the scheduler), the remaining tiles
+    are resubmitted, up to ``MAX_RECOVERIES`` times, once a worker is present again within
+    ``worker_wait`` seconds. Past that budget, or when the client loses the scheduler for good,
+    ``runners.ClusterLost`` is raised.
     ``run`` never ends early unless the user cancelled.
     """
 
