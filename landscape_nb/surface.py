@@ -296,6 +296,9 @@ class Surface:
                     f"coordinate within the grid (at most half a step, {half:g}, beyond its ends): pass a value in "
                     f"{lo:g}..{hi:g}, or index= (e.g. index=-1 for the last plane)")
             index = int(np.argmin(np.abs(coords - v)))
+        elif isinstance(index, bool) or not isinstance(index, (int, np.integer)):  # 1.0 or True read as a plane
+            raise LandscapeError(f"index={index!r} along {axis}; expected an integer grid index (value= takes a "
+                                 "coordinate)")
         if not -coords.size <= int(index) < coords.size:
             raise LandscapeError(f"index={index} along {axis} with {coords.size} grid values; expected "
                                  f"{-coords.size} ≤ index < {coords.size}")

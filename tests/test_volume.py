@@ -152,6 +152,14 @@ def test_a_slice_value_outside_the_axis_is_refused_and_one_inside_snaps_to_the_n
         plane = vol.slice("z", value=value)
         assert plane.provenance["slice"]["index"] == index
         np.testing.assert_array_equal(plane.loss, vol.loss[index])
+    for index in (True, 1.0, "1"):  # read as plane 1: a coordinate meant as value=, or a flag
+        with pytest.raises(LandscapeError, match=r"along z; expected an integer grid index \(value= takes a "):
+            vol.slice("z", index=index)
+    pytest.importorskip("plotly")
+    with pytest.raises(LandscapeError, match=r"slices\['z'\]=\[5.0\]; 5.0 is outside the grid's z range -1..1"):
+        lnb.plot.volume(vol, slices={"z": [5.0]})  # plotly drew no plane, without a word
+    with pytest.raises(LandscapeError, match=r"no slice to draw; expected at least one index or value"):
+        lnb.plot.volume_slices(vol, "z", indices=[])
 
 
 def test_volume_errors(mlp, mlp_data):

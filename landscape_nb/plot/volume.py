@@ -6,6 +6,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -47,7 +48,18 @@ def _slice_locations(surf: Surface, slices) -> dict:
     if not isinstance(slices, dict) or not set(slices) <= set(AXES):
         raise LandscapeError(f"plot.volume: slices={slices!r}; expected 'centre', None or a mapping with keys "
                              "among 'x', 'y', 'z' to lists of coordinates")
-    return {a: [float(v) for v in np.atleast_1d(vals)] for a, vals in slices.items()}
+    out = {}
+    for a, vals in slices.items():
+        c = np.asarray(getattr(surf, a), float)
+        try:
+            out[a] = [float(v) for v in np.atleast_1d(vals)]
+        except (TypeError, ValueError):
+            out[a] = [math.nan]
+        outside = [v for v in out[a] if not c.min() <= v <= c.max()]
+        if outside:  # plotly draws nothing there, without a word
+            raise LandscapeError(f"plot.volume: slices[{a!r}]={vals!r}; {outside[0]!r} is outside the grid's "
+                                 f"{a} range {c.min():g}..{c.max():g}: expected coordinates within it")
+    return out
 
 
 def _hover_values(surf: Surface) -> list[str]:
@@ -222,6 +234,9 @@ def volume_slices(
         n = np.asarray(getattr(surf, axis)).size
         indices = sorted({0, n // 2, n - 1}) if indices is None else list(indices)
         planes = [surf.slice(axis, index=i) for i in indices]
+    if not planes:
+        raise LandscapeError(f"plot.volume_slices: indices={indices!r}, values={values!r}: no slice to draw; "
+                             "expected at least one index or value (or neither: the first, middle and last plane)")
     name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
     titles = [f"{name} = {p.provenance['slice']['value']:.3g}" for p in planes]
     return compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
