@@ -399,7 +399,9 @@ def depth_comparison(
     callbacks : iterable of callables
         Passed to every ``compute_surface`` call (e.g. progress bars).
     load : callable, optional
-        ``name -> zoo.Example``; default ``zoo.load``.
+        ``name -> zoo.Example``; default ``zoo.load``. What it returns needs ``.model``, ``.test``
+        and ``.loss_fn``; ``.test_accuracy`` is optional (without it, the row's accuracy is the
+        surface's at the centre, on the samples it evaluated, or NaN for a loss without accuracy).
 
     Returns
     -------
@@ -435,6 +437,11 @@ def depth_comparison(
     rows, surfaces, eigen_maps = [], {}, {}
     for depth, skip, name in names:
         ex = load(name)
+        lacks = [a for a in ("model", "test", "loss_fn") if not hasattr(ex, a)]
+        if lacks:
+            raise LandscapeError(f"load({name!r}) returned a {type(ex).__name__} without {', '.join(lacks)}; "
+                                 "expected an object like zoo.Example with .model, .test and .loss_fn (and "
+                                 "optionally .test_accuracy)")
         d = random_directions(ex.model, n=2, norm="filter", ignore="biasbn", seed=settings.seed)
 
         def store(kind: str):
@@ -453,7 +460,12 @@ def depth_comparison(
                               max_samples=settings.eigen_max_samples, store=store("eigen"),
                               callbacks=callbacks, name=f"{name} eigen-map")
             eigen_maps[name] = eigen
-        rows.append(summarize(name, depth, skip, ex.test_accuracy, surface, eigen, settings))
+        accuracy = getattr(ex, "test_accuracy", None)
+        if accuracy is None:  # the centre's, on the samples the surface evaluated
+            centre = surface.metrics.get("accuracy")
+            accuracy = math.nan if centre is None else float(
+                centre[int(np.argmin(np.abs(surface.y))), int(np.argmin(np.abs(surface.x)))])
+        rows.append(summarize(name, depth, skip, accuracy, surface, eigen, settings))
     return DepthComparison(tuple(rows), settings, surfaces, eigen_maps)
 
 

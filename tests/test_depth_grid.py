@@ -131,3 +131,36 @@ def test_bad_input_raises_with_a_fix():
         minima_persistence(np.ones(5))
     with pytest.raises(LandscapeError, match="prominence"):
         count_minima(np.ones((3, 3)), -1)
+
+
+def test_depth_comparison_with_a_users_load_needs_no_test_accuracy_and_names_what_is_missing():
+    """``load=`` returning an object without ``.test_accuracy`` raised a bare AttributeError; now the row's
+    accuracy is the surface's at the centre (checked against a plain evaluation), and an object without
+    ``.test`` is refused naming it."""
+    import types
+
+    import torch
+    from torch import nn
+
+    from landscape_nb.depth import DepthSettings, depth_comparison
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    models = {}
+
+    def load(name):
+        torch.manual_seed(len(models))
+        models[name] = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+        return types.SimpleNamespace(model=models[name], test=(x, y), loss_fn=nn.CrossEntropyLoss())
+
+    settings = DepthSettings(resolution=3, max_samples=None, eigen_resolution=0)
+    comp = depth_comparison((20,), settings, load=load)
+    assert len(comp.rows) == 2
+    for row in comp.rows:
+        with torch.no_grad():
+            expected = float((models[row.name](x).argmax(1) == y).float().mean())
+        assert row.test_accuracy == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(LandscapeError, match=r"returned a SimpleNamespace without test; expected an object like "
+                                             r"zoo.Example with .model, .test and .loss_fn"):
+        depth_comparison((20,), settings, load=lambda name: types.SimpleNamespace(model=load(name).model,
+                                                                                  loss_fn=None))
