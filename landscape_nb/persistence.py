@@ -8,10 +8,11 @@ there (the elder rule). Its *persistence* ``saddle − minimum`` is the depth of
 below the lowest pass out of it; shallow basins from noise have small persistence.
 
 Persistence is computed by ``gudhi``'s cubical complexes (``CubicalComplex(vertices=...)``,
-sublevel filtration; all homology dimensions are kept in ``diagrams``); the vertices
-gudhi reports for each pair locate the minimum and the saddle. The merge tree (which basin
-merges into which, at what loss) follows from those pairs by labelling the sublevel set just
-below each saddle with ``scipy.ndimage.label``. The SMAD score is after Landscaper
+sublevel filtration; all homology dimensions are kept in ``diagrams``). The basins, their
+minima and saddles and the merge tree (which basin merges into which, at what loss) come from
+one union-find over the same filtration with one tie-break (loss, then grid index), so they
+stay consistent where losses tie; their (birth, death) values are gudhi's 0-dimensional
+pairs, which do not depend on ties. The SMAD score is after Landscaper
 (Chen et al. 2026), defined precisely in :attr:`Topology.smad`.
 
 Needs the ``topology`` extra (``pip install landscape_nb[topology]``: gudhi). The module is
@@ -212,27 +213,11 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
     diagrams = tuple(_finite_filtration(np.asarray(cc.persistence_intervals_in_dimension(d),
                                                    dtype=np.float64).reshape(-1, 2), wall)
                      for d in range(arr.ndim))
-    regular, essential = cc.vertices_of_persistence_pairs()
-    flat = arr.ravel(order="F")  # gudhi numbers vertices in Fortran order
-
-    def unravel(i) -> tuple[int, ...]:
-        return tuple(int(k) for k in np.unravel_index(int(i), arr.shape, order="F"))
-
-    pairs = []  # (birth, death, min vertex, saddle vertex)
-    for b, d in (regular[0] if regular else np.zeros((0, 2), dtype=int)):
-        if flat[b] >= wall:  # born among non-finite points: not in the filtration
-            continue
-        if flat[d] >= wall:  # it merges only through non-finite points: never, at a finite level
-            pairs.append((float(flat[b]), math.inf, unravel(b), None))
-        elif flat[d] - flat[b] > threshold:
-            pairs.append((float(flat[b]), float(flat[d]), unravel(b), unravel(d)))
-    roots = [(float(flat[v]), math.inf, unravel(v), None) for v in (essential[0] if essential else [])]
-    # deepest first; at a tie (minima of one loss) the longest-lived first, as gudhi's elder rule kept them, so
-    # basins[0] never dies and a basin's parent (the survivor it merges into) comes before it
-    rows = sorted(roots + pairs, key=lambda p: (p[0], -p[1], p[2]))
-    parents = _merge_parents(arr, rows)
+    rows = _basins(arr, wall, float(threshold))
+    row_of = {r[2]: i for i, r in enumerate(rows)}
     basins = tuple(Basin(r[2], _location(axes, r[2]), r[0], r[1], r[3],
-                         None if r[3] is None else _location(axes, r[3]), parents[i]) for i, r in enumerate(rows))
+                         None if r[3] is None else _location(axes, r[3]),
+                         None if r[4] is None else row_of[r[4]]) for r in rows)
     return Topology(diagrams, basins, float(threshold), arr.shape, axes)
 
 
@@ -243,36 +228,54 @@ def _finite_filtration(pairs: np.ndarray, wall: float) -> np.ndarray:
     return np.column_stack([pairs[:, 0], np.where(pairs[:, 1] >= wall, math.inf, pairs[:, 1])])
 
 
-def _merge_parents(arr: np.ndarray, rows: Sequence[tuple]) -> list[int | None]:
-    """For each dying basin, the oldest basin among the other components touching its saddle
-    in the sublevel set ``{loss ≤ death}`` without the saddle vertex (elder rule)."""
-    from scipy import ndimage
+def _basins(arr: np.ndarray, wall: float, threshold: float) -> list[tuple]:
+    """The basins of the sublevel filtration of ``arr`` (0-dimensional persistence by union-find over face
+    neighbours, points taken in order of (loss, C-order index); points at ``wall``, the non-finite ones,
+    never enter): ``(birth, death, minimum index, saddle index or None, parent's minimum index or None)``
+    for those with persistence above ``threshold`` or infinite, deepest first and at a tie the
+    longest-lived first, so ``rows[0]`` never dies and every parent (the elder the basin merges into)
+    comes before its children. The (birth, death) values are those of gudhi's diagram whatever the ties
+    (they are unique); which of tied points is a minimum or a saddle follows this order."""
+    flat = arr.ravel()
+    shape, n = arr.shape, arr.size
+    strides = [int(np.prod(shape[k + 1:])) for k in range(arr.ndim)]
+    coords = np.array(np.unravel_index(np.arange(n), shape)).T
+    order = [int(v) for v in np.lexsort((np.arange(n), flat)) if flat[v] < wall]
+    parent = np.full(n, -1, dtype=np.int64)
+    lowest: dict[int, int] = {}  # root -> the minimum of its component (its basin's vertex)
 
-    structure = ndimage.generate_binary_structure(arr.ndim, 1)
-    order = {r[2]: i for i, r in enumerate(rows)}  # rows are sorted oldest first
-    out: list[int | None] = []
-    for i, (birth, death, minimum, saddle) in enumerate(rows):
-        if saddle is None:
-            out.append(None)
-            continue
-        mask = arr <= death
-        mask[saddle] = False
-        labels, _ = ndimage.label(mask, structure=structure)
-        own = labels[minimum]
-        touching = set()
-        for axis in range(arr.ndim):
+    def find(v: int) -> int:
+        root = v
+        while parent[root] != root:
+            root = parent[root]
+        while parent[v] != root:
+            parent[v], v = root, parent[v]
+        return root
+
+    died = []  # (birth, death, minimum, saddle, elder's minimum)
+    for v in order:
+        parent[v] = v
+        roots = set()
+        for k in range(arr.ndim):
             for step in (-1, 1):
-                nb = list(saddle)
-                nb[axis] += step
-                if 0 <= nb[axis] < arr.shape[axis] and labels[tuple(nb)] not in (0, own):
-                    touching.add(labels[tuple(nb)])
-        if not touching:  # ties at the saddle level: fall back to the whole component
-            mask[saddle] = True
-            labels, _ = ndimage.label(mask, structure=structure)
-            touching = {labels[saddle]}
-        candidates = [order[r[2]] for r in rows if labels[r[2]] in touching and r[2] != minimum and r[0] <= birth]
-        out.append(min(candidates) if candidates else None)
-    return out
+                c = coords[v, k] + step
+                if 0 <= c < shape[k] and parent[u := v + step * strides[k]] >= 0:
+                    roots.add(find(u))
+        if not roots:
+            lowest[v] = v
+            continue
+        elder = min(roots, key=lambda r: (flat[lowest[r]], lowest[r]))
+        for r in roots - {elder}:  # the younger basins die here, at v, merging into the elder's
+            died.append((float(flat[lowest[r]]), float(flat[v]), lowest[r], v, lowest[elder]))
+            parent[r] = elder
+        parent[v] = elder
+    alive = [(float(flat[m]), math.inf, m, None, None) for r, m in lowest.items() if find(r) == r]
+    rows = alive + [d for d in died if d[1] - d[0] > threshold]
+    rows.sort(key=lambda r: (r[0], -r[1], r[2]))
+    def unravel(v: int | None) -> tuple[int, ...] | None:
+        return None if v is None else tuple(int(k) for k in np.unravel_index(v, shape))
+
+    return [(b, d, unravel(m), unravel(s), unravel(e)) for b, d, m, s, e in rows]
 
 
 __all__ = ["Topology", "Basin", "topology"]
