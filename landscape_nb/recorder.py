@@ -38,12 +38,18 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def _remove_trajectory_store(path: Path) -> None:
-    """Delete ``path`` for ``overwrite=True``: only a trajectory store (or an empty directory). Anything else is
-    refused with what it holds: ``zarr.open_group(mode="w")`` empties any directory, e.g. ``path="."``."""
+    """Delete ``path`` for ``overwrite=True``: only a trajectory store holding nothing but its own entries
+    (``zarr.json``, ``steps``, ``t0``, ``t1``, ...), or an empty directory. Anything else is refused with what
+    it holds: ``zarr.open_group(mode="w")`` empties any directory, e.g. ``path="."``, and a store someone put
+    notes or figures into would take them along."""
+    import re
     import shutil
 
     import zarr
 
+    if path.is_symlink():
+        raise LandscapeError(f"path={str(path)!r} is a symbolic link; overwrite=True replaces only a trajectory "
+                             "store itself, so nothing was deleted: pass the directory it points to, or a new path")
     held = sorted(p.name for p in path.iterdir()) if path.is_dir() else None
     if held == []:
         return
@@ -51,13 +57,15 @@ def _remove_trajectory_store(path: Path) -> None:
         fmt = dict(zarr.open_group(str(path), mode="r").attrs).get("format") if held else None
     except Exception:  # noqa: BLE001 (zarr raises many kinds for what is not a group)
         fmt = None
-    if fmt != STORE_FORMAT:
-        what = "a file" if held is None else f"a directory holding {', '.join(map(repr, held[:4]))}" + (
-            ", ..." if len(held) > 4 else "")
+    foreign = [] if held is None else [n for n in held if not re.fullmatch(r"zarr\.json|steps|t\d+", n)]
+    if fmt != STORE_FORMAT or foreign:
+        what = "a file" if held is None else f"a directory holding {', '.join(map(repr, (foreign or held)[:4]))}" + (
+            ", ..." if len(foreign or held) > 4 else "")
+        kind = "a trajectory store with other files in it" if fmt == STORE_FORMAT else "not a trajectory store"
         raise LandscapeError(
-            f"path={str(path)!r} is {what}, not a trajectory store; overwrite=True replaces only a store a "
-            f"TrajectoryRecorder wrote (format {STORE_FORMAT!r}), so nothing was deleted: choose a new path, "
-            "e.g. path='runs/traj.zarr'")
+            f"path={str(path)!r} is {what}, {kind}; overwrite=True replaces only a store a TrajectoryRecorder "
+            f"wrote (format {STORE_FORMAT!r}, nothing else in it), so nothing was deleted: choose a new path, "
+            "e.g. path='runs/traj.zarr', or move the other files out")
     shutil.rmtree(path)
 
 
@@ -74,8 +82,8 @@ class TrajectoryRecorder:
         A zarr store to write (a directory); ``None`` keeps the checkpoints in memory.
     overwrite : bool
         Replace an existing trajectory store at ``path`` (otherwise refused, so no run is
-        lost); a path holding anything else (a file, another directory) is refused even so,
-        and nothing is deleted.
+        lost); a path holding anything else (a file, another directory, a store with other
+        files put into it, a symbolic link) is refused even so, and nothing is deleted.
 
     Attributes
     ----------
@@ -104,6 +112,9 @@ class TrajectoryRecorder:
         self._memory: list[dict[str, torch.Tensor]] = []
         self._names = list(model.state_dict())
         self._dtypes = [str(t.dtype).removeprefix("torch.") for t in model.state_dict().values()]
+        if isinstance(path, str) and not path.strip():
+            raise LandscapeError(f"path={path!r} is empty; expected a directory for the store, e.g. "
+                                 "path='runs/traj.zarr', or path=None to keep the checkpoints in memory")
         self.path = None if path is None else Path(path)
         self._group = None
         if self.path is not None:

@@ -133,6 +133,20 @@ def test_overwrite_replaces_only_a_trajectory_store_and_deletes_nothing_else(tmp
     (tmp_path / "empty").mkdir()
     TrajectoryRecorder(model, path="empty", overwrite=True)
     assert list(TrajectoryRecorder.load("empty", model).steps) == [0]
+    # a store someone put notes and figures into: those would go with it (trial P); a link to a store; ""
+    (tmp_path / "traj.zarr" / "notes.txt").write_text("keep")
+    (tmp_path / "traj.zarr" / "figs").mkdir()
+    with pytest.raises(LandscapeError, match=r"^path='traj.zarr' is a directory holding 'figs', 'notes.txt', a "
+                                             r"trajectory store with other files in it; .*nothing was deleted"):
+        TrajectoryRecorder(model, path="traj.zarr", overwrite=True)
+    assert (tmp_path / "traj.zarr" / "notes.txt").read_text() == "keep"
+    assert list(TrajectoryRecorder.load("traj.zarr", model).steps) == [0]
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(LandscapeError, match=r"^path='link' is a symbolic link; .*nothing was deleted"):
+        TrajectoryRecorder(model, path="link", overwrite=True)
+    assert (tmp_path / "empty" / "zarr.json").exists()
+    with pytest.raises(LandscapeError, match=r"^path='' is empty; expected a directory for the store"):
+        TrajectoryRecorder(model, path="", overwrite=True)
 
 
 def test_loading_a_store_with_a_model_of_another_architecture_is_refused(tmp_path):
