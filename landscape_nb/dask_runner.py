@@ -177,6 +177,22 @@ class _Refused:
 
     error: LandscapeError
 
+    def __reduce__(self):  # with the user's exception it came from (``__cause__``) and that one's traceback
+        import pickle
+
+        cause = None if self.error.__cause__ is None else _Raised(self.error.__cause__)
+        try:
+            pickle.dumps(cause)
+        except Exception:  # noqa: BLE001 - a cause pickle cannot rebuild: the refusal travels without it
+            cause = None
+        return _refused_again, (self.error, cause)
+
+
+def _refused_again(error: LandscapeError, cause: _Raised | None) -> _Refused:
+    if cause is not None:
+        error.__cause__ = cause.error
+    return _Refused(error)
+
 
 class _Raised:
     """An exception of the user's code (model, loss, metric) a task returns rather than raises: Dask would run

@@ -265,6 +265,12 @@ def test_a_users_error_on_a_worker_is_not_retried_and_keeps_its_traceback(client
     frames = __import__("traceback").extract_tb(cause.__traceback__)  # cut to the user's own frame (sent by
     assert frames[0].name == "forward" and frames[0].lineno == FAR_MODULE.splitlines().index(  # value: no file)
         '            raise FloatingPointError("weights too far out")') + 1
+    with torch.no_grad():
+        m.start.add_(1.0)  # now it raises at the centre: the worker's first-batch check refuses, the cause kept
+    with pytest.raises(LandscapeError, match=r"^the model \(FarOut\) raised FloatingPointError") as info:
+        lnb.compute_surface(m, data, d, x=(-1, 1, 3), client=client)
+    assert isinstance(info.value.__cause__, FloatingPointError)  # the refusal travelled without it
+    assert __import__("traceback").extract_tb(info.value.__cause__.__traceback__)[-1].name == "forward"
     sys.modules.pop("far_models", None)
 
 
