@@ -87,7 +87,7 @@ class SplitEvaluator:
         if bn_data is None and mode in ("bn-recompute", "bn") and len(names) > 1:
             # every split's statistics from the primary one (the training data): the test split's own batch
             # statistics would fit the model to the test set (a test loss up to 2 nats lower than the model's)
-            bn_data, bn_split = data[names[0]], names[0]
+            bn_split = names[0]
         for name in names:
             try:
                 ev = Evaluator(model, data[name], directions, layout, loss_fn=loss_fn, metrics=metrics,
@@ -96,6 +96,8 @@ class SplitEvaluator:
                 raise LandscapeError(f"data split {name!r}: {exc}") from exc
             if not self.splits:
                 model, device = ev.model, ev.device  # the others share the first one's model
+                if bn_split is not None:  # the primary's samples as read (its max_samples subset), for the others
+                    bn_data = ev._data.tree
             if bn_split is not None and "bn_recompute" in ev.notes:
                 ev.notes["bn_recompute"] += f"; the samples of split {bn_split!r}, for every split"
             self.splits[name] = ev
@@ -108,7 +110,10 @@ class SplitEvaluator:
         self.n_samples = sum(ev.n_samples for ev in self.splits.values())
         self.device = self.primary.device
         self.bn_fold = self.primary.bn_fold
-        self.bn_fingerprint, self.bn_pass_size = self.primary.bn_fingerprint, self.primary.bn_pass_size
+        # with the first split's statistics for all, the others' fingerprint of them: the spec says so
+        shared = list(self.splits.values())[1].bn_fingerprint if bn_split is not None else None
+        self.bn_fingerprint = shared or self.primary.bn_fingerprint
+        self.bn_pass_size = self.primary.bn_pass_size
 
     @property
     def tuning(self) -> bool:

@@ -134,6 +134,17 @@ def test_bn_recompute_over_splits_takes_every_splits_statistics_from_the_first_s
     assert abs(surf.metrics["test_loss"][-1] - own) > 0.05  # the statistics matter on this shifted split
     assert "the samples of split 'train', for every split" in surf.provenance["data"]["test: bn_recompute"]
     assert surf.spec["eval"]["bn_data"]["fingerprint"]
+    # with max_samples the statistics are those of the train subset the train split evaluates (not all of it:
+    # a 50k-sample train split would re-estimate over 50k samples at every point)
+    from landscape_nb.data import subset_indices
+
+    sub = lnb.compute_surface(cnn, {"train": train, "test": test}, d, x=(-1, 1, 3), mode="bn-recompute",
+                              max_samples=12)
+    kept = subset_indices(30, 12, 0)
+    test_kept = subset_indices(20, 12, 0)
+    for i, a in enumerate(sub.x):
+        naive = _loss_with_statistics_of(cnn, d, a, train[0][kept], test[0][test_kept], test[1][test_kept])
+        assert sub.metrics["test_loss"][i] == pytest.approx(naive, rel=1e-5)
     given = lnb.compute_surface(cnn, {"train": train, "test": test}, d, x=(-1, 1, 5), mode="bn-recompute",
                                 bn_data=test)
     for i, a in enumerate(given.x):
