@@ -464,7 +464,7 @@ def depth_comparison(
         if accuracy is None:  # the centre's, on the samples the surface evaluated
             centre = surface.metrics.get("accuracy")
             accuracy = math.nan if centre is None else float(
-                centre[int(np.argmin(np.abs(surface.y))), int(np.argmin(np.abs(surface.x)))])
+                centre[_origin(np.asarray(surface.y), "y"), _origin(np.asarray(surface.x), "x")])
         rows.append(summarize(name, depth, skip, accuracy, surface, eigen, settings))
     return DepthComparison(tuple(rows), settings, surfaces, eigen_maps)
 

@@ -272,6 +272,7 @@ def _basins(arr: np.ndarray, wall: float, threshold: float) -> list[tuple]:
     alive = [(float(flat[m]), math.inf, m, None, None) for r, m in lowest.items() if find(r) == r]
     rows = alive + [d for d in died if d[1] - d[0] > threshold]
     rows.sort(key=lambda r: (r[0], -r[1], r[2]))
+
     def unravel(v: int | None) -> tuple[int, ...] | None:
         return None if v is None else tuple(int(k) for k in np.unravel_index(v, shape))
 
