@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .data import batch_len, call_model, check_finite_data, keywords_hint, read_data, tree_leaves, tree_map
 from .directions import Directions
@@ -183,7 +184,7 @@ class HessianOperator:
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss, flat."""
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        with eval_mode(self.model), torch.enable_grad(), math_attention():
+        with eval_mode(self.model), torch.enable_grad(), second_order_formulas():
             for (xb, yb), share in zip(self.batches, self._shares):
                 g = torch.autograd.grad(self._loss(xb, yb), self.params, allow_unused=True)
                 total += _flat(g, self.params).double() * share
@@ -197,7 +198,7 @@ class HessianOperator:
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
         loss_total = total.new_zeros(())
-        with eval_mode(self.model), torch.enable_grad(), math_attention():
+        with eval_mode(self.model), torch.enable_grad(), second_order_formulas():
             for (xb, yb), share in zip(self.batches, self._shares):
                 loss = self._loss(xb, yb)
                 loss_total += loss.detach().double() * share
@@ -285,6 +286,31 @@ def math_attention():
     except ImportError:  # torch < 2.3: the older switch (CPU attention there has no fused kernel)
         return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
     return sdpa_kernel(SDPBackend.MATH)
+
+
+class _WeightNormByFormula(TorchFunctionMode):
+    """``torch._weight_norm(v, g, dim)`` (both ``nn.utils.parametrizations.weight_norm`` and the older
+    ``nn.utils.weight_norm`` call it) computed as its definition, ``v · g / ‖v‖`` with the norm over every
+    dimension but ``dim`` (Salimans & Kingma 2016): the fused kernel's double backward is wrong for
+    ``dim`` other than None in torch 2.13 on the CPU (Hessian-vector products off by 23 %, eigenvalues by
+    5 %, against finite differences of the gradient), the formula's is exact. The forward values agree."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch._weight_norm:
+            named = {**dict(zip(("v", "g", "dim"), args)), **kwargs}
+            v, g, dim = named["v"], named["g"], named.get("dim", 0)
+            return v * (g / torch.norm_except_dim(v, 2, dim))
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def second_order_formulas():
+    """While Hessian-vector products run: the operations whose fused kernels have no (or a wrong) double
+    backward, computed by their reference formulas: attention (``math_attention``) and weight norm
+    (``_WeightNormByFormula``)."""
+    with math_attention(), _WeightNormByFormula():
+        yield
 
 
 @contextlib.contextmanager
