@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from torch import nn
 
-from .errors import LandscapeError, positive_number
+from .errors import LandscapeError, positive_number, warn_user
 
 
 @dataclass(frozen=True)
@@ -305,11 +304,11 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     flags = tuple((searches[2 * k].reached, searches[2 * k + 1].reached) for k in range(n))
     nan = tuple((searches[2 * k].undefined, searches[2 * k + 1].undefined) for k in range(n))
     if any(any(sides) for sides in nan):
-        warnings.warn(
+        warn_user(
             f"landscape_nb.auto_range: the loss is NaN beyond {_nan_sides(ranges, nan)} before reaching "
             f"{rise:g}× the centre's; the range ends at the last finite point found there (undefined=True, "
             "reached=False). The model is not a number past it: check for a sqrt or log of a negative, or a division "
-            "by zero, in the model or loss_fn", stacklevel=2)
+            "by zero, in the model or loss_fn")
     return AutoRange(ranges, flags, centre, target, rise, int(num), n_points, nan)
 
 

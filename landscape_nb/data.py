@@ -24,14 +24,13 @@ along dim 0. How inputs and targets are taken from it is one of four stated rule
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 
 RULES = ("pair", "last", "key", "inputs")
 
@@ -560,7 +559,7 @@ def warn_differs_from_loader(notes: Mapping) -> None:
     """Warn (``UserWarning``) for each of ``loader_notes(notes)``. ``read_data`` warns where it reads;
     ``compute_surface`` warns again for data read on a Dask worker (the Explorer's panel shows them too)."""
     for text in loader_notes(notes):
-        warnings.warn(f"landscape_nb: {text}", stacklevel=3)
+        warn_user(f"landscape_nb: {text}")
 
 
 def _read_loader(loader, what: str, max_samples, seed):

@@ -8,13 +8,11 @@ function, and importing a submodule of the same name would replace it by the mod
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from torch import nn
 
 from .compute import compute_surface
-from .errors import check_choice
+from .errors import check_choice, warn_user
 from .hessian import RATIOS, check_lanczos_options
 from .surface import Surface
 
@@ -112,19 +110,18 @@ def _say_where_undefined(surf: Surface, tol: float, max_iter: int | None) -> Non
     surf.provenance["nonfinite_curvature"] = int(nonfinite.sum())
     n = int(counted.sum())
     if nonfinite.any():
-        warnings.warn(f"landscape_nb.eigen_map: a Hessian-vector product was NaN or infinite at a finite loss at "
-                      f"{int(nonfinite.sum())} of {n} points (the loss has no second derivative there, e.g. sqrt or "
-                      "abs at 0, or it overflows); their lambda_max, lambda_min, eig_ratio and n_hvp are NaN. "
-                      "Evaluate in float64 (copy.deepcopy(model).double()) or smooth the loss there", stacklevel=3)
+        warn_user(f"landscape_nb.eigen_map: a Hessian-vector product was NaN or infinite at a finite loss at "
+                  f"{int(nonfinite.sum())} of {n} points (the loss has no second derivative there, e.g. sqrt or "
+                  "abs at 0, or it overflows); their lambda_max, lambda_min, eig_ratio and n_hvp are NaN. "
+                  "Evaluate in float64 (copy.deepcopy(model).double()) or smooth the loss there")
     if not_converged:
         limit = f"max_iter={max_iter} restarts" if max_iter else "the default limit of restarts"
-        warnings.warn(f"landscape_nb.eigen_map: Lanczos did not reach tol={tol:g} within {limit} at "
-                      f"{not_converged} of {n} points; their lambda_max, lambda_min and eig_ratio are NaN (not the "
-                      "values it stopped at). Pass a larger max_iter or a looser tol", stacklevel=3)
+        warn_user(f"landscape_nb.eigen_map: Lanczos did not reach tol={tol:g} within {limit} at "
+                  f"{not_converged} of {n} points; their lambda_max, lambda_min and eig_ratio are NaN (not the "
+                  "values it stopped at). Pass a larger max_iter or a looser tol")
     if flat:
-        warnings.warn(f"landscape_nb.eigen_map: λ_max is exactly 0 at {flat} of {n} points (a loss piecewise linear "
-                      "in the weights has a zero Hessian): eig_ratio = |λ_min/λ_max| is undefined there and NaN",
-                      stacklevel=3)
+        warn_user(f"landscape_nb.eigen_map: λ_max is exactly 0 at {flat} of {n} points (a loss piecewise linear "
+                  "in the weights has a zero Hessian): eig_ratio = |λ_min/λ_max| is undefined there and NaN")
 
 
 __all__ = ["eigen_map"]

@@ -1,9 +1,13 @@
 """The one exception type users catch, the one did-you-mean check, and the argument checks every layer uses."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import numbers
+import os
+import sys
+import warnings
 from typing import Any, Collection, Mapping, TypeVar
 
 T = TypeVar("T")
@@ -14,6 +18,19 @@ class LandscapeError(ValueError):
 
     Every message says what was given, what was expected and how to fix it.
     """
+
+
+_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.abspath(contextlib.__file__))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the user's line: the stack level of the first frame outside
+    landscape_nb (and ``contextlib``, whose frames sit between a ``with`` and its manager), however deep
+    in the package the warning is raised."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_FILES):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def check_choice(name: str, value: T, choices: Collection, *, fix: str = "", n: int = 1,

@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import io
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
 
@@ -23,7 +22,7 @@ from torch import nn
 from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, find_logits, loss_name,
                       own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
@@ -655,7 +654,7 @@ class Evaluator(SpeedChoices):
                f"(batch_size={n} for that)")
         self.notes["batches"] = f"{why}; one batching for every point: {how}"
         if size < n:
-            warnings.warn(f"landscape_nb: {self.notes['batches']}", stacklevel=4)
+            warn_user(f"landscape_nb: {self.notes['batches']}")
         self.batches = self._batches(size)
         self._fixed_batching = True
 

@@ -33,7 +33,6 @@ import contextlib
 import math
 import numbers
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,7 +43,7 @@ from torch.overrides import TorchFunctionMode
 
 from .data import batch_len, call_model, check_finite_data, keywords_hint, read_data, tree_leaves, tree_map
 from .directions import Directions
-from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr
+from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr, warn_user
 from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import _Operator
@@ -168,10 +167,10 @@ class HessianOperator:
         self._shares = [float(d) / float(sum(dens)) for d in dens]
         self.n_params = self.layout.n_params
         if self.dtype in (torch.bfloat16, torch.float16):
-            warnings.warn(f"landscape_nb: the model's weights are {str(self.dtype).removeprefix('torch.')}, so each "
-                          "Hessian-vector product is computed to about 1e-2 relative: eigenvalues, traces and "
-                          "densities are no more accurate than that (a bf16 MLP's λ_min came back 2 % off, converged); "
-                          "for more, evaluate a float32 copy (copy.deepcopy(model).float())", stacklevel=3)
+            warn_user(f"landscape_nb: the model's weights are {str(self.dtype).removeprefix('torch.')}, so each "
+                      "Hessian-vector product is computed to about 1e-2 relative: eigenvalues, traces and "
+                      "densities are no more accurate than that (a bf16 MLP's λ_min came back 2 % off, converged); "
+                      "for more, evaluate a float32 copy (copy.deepcopy(model).float())")
         self.n_products = 0
 
     @property
@@ -258,12 +257,12 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
     tol = max(tol, 8 * torch.finfo(model_dtype(model)).eps)  # a bf16 model's losses round to ~1e-2
     if abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)) or math.isnan(whole):
         return
-    warnings.warn(
+    warn_user(
         f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
         f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from their two "
         "halves: e.g. a mean over non-ignored tokens, a normalisation by the batch, or outputs that depend on the "
         f"batch), so with batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' "
-        f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that", stacklevel=4)
+        f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that")
 
 
 def _first_outputs(model: nn.Module, xb, hint: str = ""):
@@ -611,11 +610,10 @@ def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs 
             continue
         values = ", ".join(f"{v:.6g}" for v in np.asarray(pairs.values)[:4])
         limit = f"max_iter={max_iter} restarts" if max_iter else "the default limit"
-        warnings.warn(
+        warn_user(
             f"landscape_nb.{caller}: {name} = [{values}] did not reach tol={tol:g} of itself within {limit} "
             f"({op.n_products} Hessian-vector products in all): it is as far as Lanczos got and may be off by more "
-            f"(converged=False). Pass a larger max_iter (Lanczos restarts, e.g. max_iter=1000) or a looser tol",
-            stacklevel=3)
+            f"(converged=False). Pass a larger max_iter (Lanczos restarts, e.g. max_iter=1000) or a looser tol")
 
 
 # -------------------------------------------------------------- trace ----

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,7 +32,7 @@ from torch import nn
 
 from .directions import Directions
 from .model_paths import interpolation_direction, paired_layout, path_dtype
-from .errors import LandscapeError, positive_int, positive_number, seed_int
+from .errors import LandscapeError, positive_int, positive_number, seed_int, warn_user
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
@@ -289,10 +288,10 @@ def _warn_if_training_raised_the_curve(profile: Surface, line: Surface, n_steps:
     diverged or overshot (an ``lr`` too large for ``optimizer``), and its curve is no connecting path."""
     curve_max, line_max = np.nanmax(profile.loss, initial=-np.inf), np.nanmax(line.loss, initial=-np.inf)
     if n_steps and np.isfinite(line_max) and curve_max > line_max + 0.25 * abs(line_max):
-        warnings.warn(
+        warn_user(
             f"landscape_nb.bezier_curve: the trained curve peaks at loss {curve_max:.6g}, above the straight line's "
             f"{line_max:.6g} that it started from: {n_steps} {optimizer} steps at lr={lr:g} made it worse (see "
-            "curve.history). Pass a smaller lr (e.g. lr=1e-3 with Adam) or more steps", stacklevel=3)
+            "curve.history). Pass a smaller lr (e.g. lr=1e-3 with Adam) or more steps")
 
 
 def _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: float, batch_size: int, seed: int,

@@ -18,7 +18,7 @@ from torch import nn
 
 from .choices import COMPILE_MODES, EVAL_MODES
 from .directions import Directions
-from .errors import LandscapeError, check_choice, positive_int
+from .errors import LandscapeError, check_choice, positive_int, warn_user
 from .errors import is_int as _is_int
 from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings
@@ -252,11 +252,9 @@ def check_precision(model: nn.Module, settings: EvalSettings) -> None:
                              "precision='fp32' (which runs a model in its own dtype)")
     if settings.precision != "bf16":
         return
-    import warnings
-
-    warnings.warn("landscape_nb: precision='bf16' computes each point to about 1e-2 relative (2.5e-3 to 7.8e-3 "
-                  "against a float64 loop on small models), not the 1e-5 of fp32: fine for a surface's shape, not "
-                  "for differences smaller than that", stacklevel=3)
+    warn_user("landscape_nb: precision='bf16' computes each point to about 1e-2 relative (2.5e-3 to 7.8e-3 "
+              "against a float64 loop on small models), not the 1e-5 of fp32: fine for a surface's shape, not "
+              "for differences smaller than that")
 
 
 def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:

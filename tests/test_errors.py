@@ -35,3 +35,34 @@ def test_several_suggestions_keep_the_choices_own_type():
 def test_unhashable_values_are_refused_not_crashed_on():
     with pytest.raises(LandscapeError, match=r"unknown metric \['a'\]; expected one of \['acc'\]"):
         check_choice("metric", ["a"], {"acc": 1})
+
+
+def test_the_packages_warnings_point_at_the_users_line():
+    """However deep in the package a warning is raised, ``warnings`` shows the line of the user's call."""
+    import warnings
+
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import landscape_nb as lnb
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, drop_last=True)  # warns: its last batch is evaluated
+    d = lnb.random_directions(model, n=2, seed=0)
+    calls = {
+        "compute_surface": lambda: lnb.compute_surface(model, loader, d, x=(-1, 1, 3), y=(-1, 1, 3), progress=False),
+        "hessian_eigenvalues": lambda: lnb.hessian_eigenvalues(model, loader, k=1, which="max", max_iter=1, tol=1e-14),
+        "bf16": lambda: lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="bf16",
+                                            progress=False),
+    }
+    for name, call in calls.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        ours = [w for w in caught if "landscape_nb" in str(w.message)]
+        assert ours, name
+        assert {(w.filename, w.lineno) for w in ours} == {(__file__, call.__code__.co_firstlineno)}, (
+            name, [(w.filename, w.lineno, str(w.message)[:60]) for w in ours])

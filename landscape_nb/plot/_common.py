@@ -6,14 +6,13 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
-import warnings
 from numbers import Real
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, warn_user
 from ..surface import Surface
 
 COLORSCALE = "Viridis"
@@ -100,11 +99,10 @@ def _renamed_keyword(name: str, quantity: str | None, *, where: str) -> str:
     """Resolve the deprecated ``quantity=`` alias of the display keyword ``name=``."""
     if quantity is None:
         return name
-    warnings.warn(
+    warn_user(
         f"{where}: the keyword quantity= is deprecated; use name={quantity!r} instead "
         "(quantity now only means what a point computes, as in compute_surface).",
         DeprecationWarning,
-        stacklevel=3,
     )
     if name != "loss" and name != quantity:
         raise LandscapeError(
