@@ -363,6 +363,28 @@ def _check_spanning(vectors: torch.Tensor) -> torch.Tensor:
     return g
 
 
+def _untied(model: nn.Module, item: Mapping, k: int) -> Mapping:
+    """``item`` with each tied tensor (a parameter or buffer under several names, e.g. tied embedding and
+    decoder weights) under its first name, wherever it was given; refused where its names give different
+    values: it is one tensor, moved once, and which values were meant would be a guess."""
+    names: dict[int, list[str]] = {}
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(t), []).append(name)
+    item = dict(item)
+    for group in names.values():
+        given = [name for name in group if name in item]
+        for other in given[1:]:
+            a, b = torch.as_tensor(item[given[0]]), torch.as_tensor(item[other])
+            if a.shape == b.shape and not torch.equal(a.detach().cpu(), b.detach().cpu()):
+                raise LandscapeError(
+                    f"direction {k} gives {given[0]!r} and {other!r} different values, but they are one tied tensor "
+                    f"of {type(model).__name__}, moved once; expected the same tensor under both names, as "
+                    f"model.state_dict() has, or only {given[0]!r}")
+        if given and group[0] not in item:
+            item[group[0]] = item[given[0]]
+    return item
+
+
 def as_directions(model: nn.Module, directions) -> Directions:
     """Accept ``Directions``, a list of state-dict-like dicts, a list of flat vectors,
     or a (n, n_params) tensor/array, and check they fit ``model``.
@@ -384,7 +406,8 @@ def as_directions(model: nn.Module, directions) -> Directions:
         ``running_var`` negative its values are NaN, as in the reference, and count in
         ``Surface.n_diverged``); a sequence
         of flat vectors of n_params values each (``named_parameters()`` order); or
-        a tensor/array of shape (n, n_params) or (n_params,).
+        a tensor/array of shape (n, n_params) or (n_params,). A tied parameter (one tensor under
+        several names) may be given under any or all of its names, with the same values.
 
     Returns
     -------
@@ -396,8 +419,9 @@ def as_directions(model: nn.Module, directions) -> Directions:
     ------
     LandscapeError
         Directions of another architecture, a missing tensor, a name the model does not
-        have, a tensor of the wrong shape, a vector of the wrong length, an empty list or an unsupported type; a
-        direction with NaN/inf values; for 2 or 3 directions, one that is all zeros or
+        have, a tied tensor given different values under its names, a tensor of the wrong shape, a
+        vector of the wrong length, an empty list or an unsupported type; a direction with NaN/inf
+        values; for 2 or 3 directions, one that is all zeros or
         directions that are linearly dependent (the smallest singular value of the unit-norm vectors under
         ``DEPENDENT_TOL``, e.g. two parallel ones), which would span fewer axes than drawn.
         ``Directions`` objects are checked the same way.
@@ -444,6 +468,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
                     f"direction {k} has tensors for {unknown[:3]}{' and more' if len(unknown) > 3 else ''}, which "
                     f"{type(model).__name__} does not have; expected names from model.named_parameters() (and "
                     f"floating-point buffers){' (' + hint + ')' if hint else ''}")
+            item = _untied(model, item, k)
             moved = [name for name in frozen if name in item and bool(torch.as_tensor(item[name]).ne(0).any())]
             if moved:
                 raise LandscapeError(

@@ -294,9 +294,25 @@ def test_state_dict_directions_of_a_model_with_tied_weights_are_accepted():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
     model[1].weight = model[0].weight
-    dirs = [{k: torch.randn_like(v) for k, v in model.state_dict().items()} for _ in range(2)]
+    dirs = [{"0.weight": t, "1.weight": t} for t in torch.randn(2, 10, 4)]
     d = as_directions(model, dirs)
     assert d.layout.n_params == 40 and "buffers" not in d.provenance
+    torch.testing.assert_close(d.vectors, torch.stack([dd["0.weight"].reshape(-1) for dd in dirs]), rtol=0, atol=0)
+    d = as_directions(model, [{"1.weight": t} for t in torch.randn(2, 10, 4)])  # the alias alone moves it too
+    assert d.layout.n_params == 40
+
+
+def test_a_tied_tensor_given_different_values_under_its_names_is_refused():
+    """One tensor under two names moves once: which values (the first name's? their sum, as the reference's
+    set_states adds them?) would be a guess, so the direction is refused, not silently half-used."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    model[1].weight = model[0].weight
+    dirs = [{k: torch.randn_like(v) for k, v in model.state_dict().items()} for _ in range(2)]
+    with pytest.raises(LandscapeError, match=r"^direction 0 gives '0.weight' and '1.weight' different values, but "
+                                             r"they are one tied tensor of Sequential, moved once; expected the same "
+                                             r"tensor under both names"):
+        as_directions(model, dirs)
 
 
 def test_directions_made_before_a_parameter_was_frozen_are_told_so(mlp):
