@@ -22,7 +22,7 @@ from torch import nn
 
 from .choices import NORMS
 from .errors import LandscapeError, check_choice
-from .params import ParamLayout, check_finite, float_state_buffers, unwrap_model
+from .params import ParamLayout, check_finite, float_state_buffers, model_dtype, unwrap_model
 
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
@@ -32,10 +32,9 @@ _EPS = 1e-10
 class Directions:
     """``n`` directions over a model's flattened tensors, with where they came from.
 
-    ``vectors`` is a float32 CPU tensor of shape (n, n_params) (float64 for the paths
-    between float64 models of ``model_paths``: evaluation casts them to the model's dtype,
-    and float32 would round the far end of a path by ~1e-7; and for ``hessian_directions`` of a
-    float64 model below ``DEVICE_LANCZOS_MIN_PARAMS``); ``layout`` says
+    ``vectors`` is a float32 CPU tensor of shape (n, n_params), float64 for a float64 model
+    (``vector_dtype``: evaluation casts them to the model's dtype, and float32 would round a
+    filter norm or the far end of a path by ~1e-7); ``layout`` says
     which model tensors the columns belong to; ``provenance`` records the scheme,
     seed, normalization and diagnostics (norms, cosines).
     """
@@ -166,6 +165,12 @@ def normalize_like(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | No
     return d * (w.norm() / d.norm().clamp_min(_EPS))
 
 
+def vector_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of direction vectors for ``model``: float64 for a float64 model (a float32 direction
+    would hold its filter norms, and so the surface's coordinates, to ~1e-7 only), else float32."""
+    return torch.float64 if model_dtype(model) == torch.float64 else torch.float32
+
+
 def random_directions(
     model: nn.Module,
     n: int = 2,
@@ -210,8 +215,8 @@ def random_directions(
     Returns
     -------
     Directions
-        ``vectors`` of shape (n, n_params), float32 on the CPU, in the units of the
-        weights; ``provenance`` holds the scheme, norm, ignore, seed, the largest
+        ``vectors`` of shape (n, n_params), float32 on the CPU (float64 for a float64 model,
+        drawn as float32 so a seed gives the same directions), in the units of the weights; ``provenance`` holds the scheme, norm, ignore, seed, the largest
         absolute cosine between directions before and after (``cosine_max_before``,
         ``cosine_max``), each vector's norm (``norms``), the parameters left out
         (``excluded``: frozen ones, not in the layout) and those given a zero
@@ -237,13 +242,14 @@ def random_directions(
         raise LandscapeError(f"seed={seed!r}; expected an integer")
     model = unwrap_model(model)
     layout = ParamLayout.of(model)
-    weights = [t.detach().float().cpu() for t in layout.tensors(model)]
+    dtype = vector_dtype(model)
+    weights = [t.detach().to(dtype).cpu() for t in layout.tensors(model)]
     if norm != "none":  # a NaN/inf weight would make its normalized direction NaN: name the weight, not that
         check_finite(layout, weights, f", so its {norm}-normalized direction would be too")
     gen = torch.Generator().manual_seed(int(seed))
     rows = []
     for _ in range(n):
-        parts = [normalize_like(torch.randn(w.shape, generator=gen), w, norm, ignore) for w in weights]
+        parts = [normalize_like(torch.randn(w.shape, generator=gen).to(dtype), w, norm, ignore) for w in weights]
         rows.append(torch.cat([p.reshape(-1) for p in parts]))
     vectors = torch.stack(rows)
     if not bool(vectors.ne(0).any()):
@@ -412,7 +418,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
     Returns
     -------
     Directions
-        Vectors of shape (n, n_params), float32 on the CPU, with
+        Vectors of shape (n, n_params), float32 on the CPU (float64 for a float64 model), with
         ``provenance["scheme"] == "user"``, ``cosine_max`` and ``norms``.
 
     Raises
@@ -443,7 +449,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
         )
     if not items:
         raise LandscapeError("an empty list of directions; expected 1 (a line), 2 (a plane) or 3 (a volume)")
-    rows = []
+    rows, dtype = [], vector_dtype(model)
     frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
     buffers = {name for name, b in model.named_buffers() if b.is_floating_point()}
     moved_buffers = sorted({name for item in items if isinstance(item, Mapping) for name in buffers
@@ -486,7 +492,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
                 if e.name not in item:  # a buffer this direction does not move
                     parts.append(torch.zeros(math.prod(e.shape)))
                     continue
-                t = torch.as_tensor(item[e.name]).detach().float().cpu()
+                t = torch.as_tensor(item[e.name]).detach().to(dtype).cpu()
                 if tuple(t.shape) != e.shape:
                     raise LandscapeError(
                         f"direction {k}, tensor {e.name!r} has shape {tuple(t.shape)}; expected {e.shape} "
@@ -495,7 +501,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
                 parts.append(t.reshape(-1))
             rows.append(torch.cat(parts))
         else:
-            t = torch.as_tensor(item).detach().float().cpu().reshape(-1)
+            t = torch.as_tensor(item).detach().to(dtype).cpu().reshape(-1)
             if t.numel() != layout.n_params:
                 raise LandscapeError(
                     f"direction {k} has {t.numel()} values; expected {layout.n_params} (one per trainable "

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .directions import IGNORES, Directions
+from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice
 from .params import ParamLayout, check_finite, match_state_keys, unwrap_model
 
@@ -201,7 +201,7 @@ def pca_directions(
     data=None,
     loss_fn=None,
 ) -> Directions:
-    """The ``n`` principal directions of a training trajectory (unit vectors), centred at ``final``.
+    """The ``n`` principal directions of a training trajectory (unit vectors), for a plane centred at ``final``.
 
     >>> ex = lnb.zoo.load("mlp-digits")
     >>> d = lnb.pca_directions(ex.trajectory, final=ex.model, n=2)
@@ -248,8 +248,8 @@ def pca_directions(
     Returns
     -------
     Directions
-        Orthonormal vectors of shape (n, n_params), float32 (unit Euclidean norm,
-        so coordinates are distances in weight space), with the provenance above.
+        Orthonormal vectors of shape (n, n_params), float32 (float64 for a float64 model; unit
+        Euclidean norm, so coordinates are distances in weight space), with the provenance above.
 
     Raises
     ------
@@ -307,9 +307,9 @@ def pca_directions(
             "expected checkpoints that differ from each other: pass checkpoints from different training steps"
         )
     ratios = (evals / total)[:n]
-    # Pass 2: components V = Σ⁻¹ Uᵀ (centred D), slice by slice, into the float32 output.
+    # Pass 2: components V = Σ⁻¹ Uᵀ (centred D), slice by slice, into the float32 (float64) output.
     coef = (evecs[:, :n].T @ centre) / np.sqrt(evals[:n])[:, None]  # (n, k)
-    vectors = np.zeros((n, layout.n_params), dtype=np.float32)
+    vectors = np.zeros((n, layout.n_params), dtype=np.float64 if vector_dtype(final) == torch.float64 else np.float32)
     for piece in _pieces(layout, k):
         if piece[0] not in masked:
             vectors[:, piece[3]:piece[3] + piece[2] - piece[1]] = coef @ _block(states, piece, ref)
@@ -473,13 +473,14 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None) -> np
     names = list(unwrap_model(model).state_dict())
     states = [match_state_keys(sd, names) for sd in as_checkpoints(trajectory)]
     layout = ParamLayout.of(model, include_buffers=True)
-    base = flatten(model, layout).float().cpu()
+    dtype = vector_dtype(model)  # a float64 model's checkpoints to float64 rounding, not float32's ~1e-7
+    base = flatten(model, layout).to(dtype).cpu()
     rows = []
     for k, sd in enumerate(states):
         missing = [e.name for e in layout.entries if e.name not in sd]
         if missing:
             raise LandscapeError(f"checkpoint {k} has no tensor {missing[0]!r}; expected a state dict of this model")
-        rows.append(torch.cat([torch.as_tensor(sd[e.name]).detach().float().cpu().reshape(-1)
+        rows.append(torch.cat([torch.as_tensor(sd[e.name]).detach().to(dtype).cpu().reshape(-1)
                                for e in layout.entries]) - base)
     ev = Evaluator(model, data, torch.stack(rows), layout, loss_fn=loss_fn, metrics=None)
     return ev.evaluate(np.eye(len(states)))[:, 0]

@@ -274,3 +274,25 @@ def test_pca_peak_memory_stays_below_the_dense_float64_matrix():
     output = 2 * n_params * 4
     assert d.vectors.shape == (2, n_params)
     assert output <= peak < 0.5 * dense, (peak, dense)
+
+
+def test_a_float64_models_pca_directions_and_checkpoint_losses_are_float64(mlp_traj, mlp_data):
+    """A float64 model's principal directions and checkpoint losses to float64 rounding (naive SVD, naive loop),
+    not float32's ~1e-7."""
+    model, states = mlp_traj
+    model = copy.deepcopy(model).double()
+    states = [{k: v.double() for k, v in sd.items()} for sd in states]
+    data = (mlp_data[0].double(), mlp_data[1])
+    d = lnb.pca_directions(states, final=model, n=2, ignore=None, data=data)
+    assert d.vectors.dtype == torch.float64
+    m = _matrix(model, states, None)
+    _, _, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=1e-12)
+    for i, sd in enumerate(states):
+        m_i = copy.deepcopy(model)
+        m_i.load_state_dict(sd)
+        with torch.no_grad():
+            naive = float(nn.functional.cross_entropy(m_i(data[0]), data[1]))
+        assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-12, abs=0)
