@@ -219,6 +219,38 @@ class Grid:
         return out
 
 
+def range_through(start: float, stop: float, num: int, *, unit: bool = False) -> tuple[float, float]:
+    """A range of ``num`` evenly spaced points, about ``start..stop``, with 0 on a point (the model at the
+    centre), and with ``unit`` 1 as well (the second model of an interpolation or of a plane's axis).
+
+    A chosen range (``auto_range``'s, a scheme's suggestion) is rarely symmetric, so its points miss the
+    trained model: the picture then never shows the centre's own loss. The points are shared out between
+    the sides in proportion to their lengths, and the step is set so that both ends are covered.
+    With ``unit`` the step is 1/m for a whole m (of the two nearest ``(num - 1) / (stop - start)``, the
+    one whose ends come closer to the range's), so the ends are only near the range's: within 20 % of
+    its length from 11 points on, further on a coarser grid (3 points give -1, 0, 1 or 0, 1, 2). A range
+    without 0 inside it, or of fewer than 3 points, is returned as given.
+
+    >>> range_through(-0.7, 0.9, 21)          # 9 steps left of 0, 11 right, of 0.0818
+    (-0.7363636363636363, 0.9)
+    >>> range_through(-0.5, 1.5, 31, unit=True)   # 15 steps per unit: 0 and 1 are points 8 and 23
+    (-0.5333333333333333, 1.4666666666666668)
+    """
+    start, stop, steps = float(start), float(stop), int(num) - 1
+    if steps < 2 or not start < 0 < stop or unit and not stop >= 1:
+        return start, stop
+    if unit:  # m steps per unit length, a left of 0 and b right of 1: the m with the closer ends
+        def ends(m):
+            a = round((steps - m) * -start / (-start + stop - 1))
+            return -a / m, 1 + (steps - m - a) / m
+
+        fits = {min(max(m, 1), steps) for m in (math.floor(steps / (stop - start)), math.ceil(steps / (stop - start)))}
+        return min((ends(m) for m in fits), key=lambda r: max(abs(r[0] - start), abs(r[1] - stop)))
+    a = min(max(round(steps * -start / (stop - start)), 1), steps - 1)
+    h = max(-start / a, stop / (steps - a))
+    return -a * h, (steps - a) * h
+
+
 def coarse_to_fine(index_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Tile indices ordered by halving strides: the first ones cover the tile grid evenly.
 

@@ -145,7 +145,8 @@ def test_checkpoints_give_the_trajectory_pca_plane_with_the_ignore_asked_for(bn_
         assert d.provenance["scheme"] == "pca" and torch.equal(d.vectors, api.vectors)
         moves_bias = bool(d.as_state_dicts()[0]["0.bias"].abs().sum() > 0)
         assert moves_bias == (ignore == "none")
-        np.testing.assert_allclose(surf.x[[0, -1]], api.provenance["x_range"])  # the path's own range
+        (lo, hi), step = api.provenance["x_range"], surf.x[1] - surf.x[0]  # the path's own range, moved to hold 0
+        assert np.abs(surf.x).min() < 1e-12 and surf.x[0] <= lo + 1e-12 and hi - 1e-12 <= surf.x[-1] < hi + step
         a = _state_of(build())
         d0, d1 = d.as_state_dicts()
         for j, yv in enumerate(surf.y):
@@ -429,7 +430,12 @@ def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, c
                  str(paths[0]), str(tmp_path / "diverged.pt"), str(paths[2])]) == 2
     assert f"checkpoint 1 ('{tmp_path / 'diverged.pt'}'): tensor '0.weight' holds" in capsys.readouterr().err
     assert main(["compute", bn_module, "--grid", "51", "--model-file2", str(paths[0]),
-                 "--store", str(tmp_path / "l.zarr")]) == 0
+                 "--store", str(tmp_path / "l.zarr")]) == 0  # the suggested -0.5:1.5, moved to hold 0 and 1
+    assert "the models sit" not in capsys.readouterr().err
+    x = lnb.load_surface(tmp_path / "l.zarr").x
+    assert np.abs(x).min() < 1e-12 and np.abs(x - 1).min() < 1e-12 and x[0] <= -0.45 and x[-1] >= 1.45, x
+    assert main(["compute", bn_module, "--grid", "51", "--model-file2", str(paths[0]), "--range", "-0.5:1.5",
+                 "--store", str(tmp_path / "l-typed.zarr")]) == 0  # a typed range is the user's: a note
     err = capsys.readouterr().err
     assert not np.isclose(np.linspace(-0.5, 1.5, 51), 0).any() and np.isclose(np.linspace(-0.5, 1.5, 53), 0).any()
     assert "the models sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid with 53 points" in err

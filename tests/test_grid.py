@@ -21,3 +21,27 @@ def test_coarse_to_fine_order_covers_grid_evenly(shape):
         if k >= 4 and min(shape) > 1:
             for ax in (0, 1):
                 assert (first[:, ax] < shape[ax] / 2).any() and (first[:, ax] >= shape[ax] / 2).any()
+
+
+def test_range_through_puts_the_models_on_the_grid_and_covers_the_range():
+    """Naive check with np.linspace: 0 (and with unit=True 1) is a point; the ends reach the range's (within
+    a step where the points must be shared out); a range without 0 inside, or of 2 points, is left alone."""
+    from landscape_nb.grid import range_through
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        unit = bool(rng.integers(2))
+        lo, n = -rng.uniform(0.01, 3), int(rng.integers(3, 80))
+        hi = (1 if unit else 0) + rng.uniform(0.0 if unit else 0.01, 3)
+        a, b = range_through(lo, hi, n, unit=unit)
+        v = np.linspace(a, b, n)
+        assert np.abs(v).min() < 1e-12 * (b - a), (lo, hi, n, unit, a, b)
+        if unit:
+            assert np.abs(v - 1).min() < 1e-12 * (b - a), (lo, hi, n, a, b)
+            # steps of 1/m: a coarse grid cannot always come close (3 points: -1, 0, 1 or 0, 1, 2)
+            off = max(abs(a - lo), abs(b - hi))
+            assert off <= (0.2 if n >= 11 else 1.01) * (hi - lo), (lo, hi, n, a, b)
+        else:
+            assert a <= lo + 1e-12 and b >= hi - 1e-12, (lo, hi, n, a, b)
+    assert range_through(0.2, 1.0, 11) == (0.2, 1.0) and range_through(-1.0, 1.0, 2) == (-1.0, 1.0)
+    assert range_through(-1.0, 1.0, 21) == (-1.0, 1.0)

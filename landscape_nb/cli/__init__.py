@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import LandscapeError
+from ..grid import range_through
 from ..schemes import SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
 
@@ -499,7 +500,12 @@ def cmd_compute(args) -> int:
     xr = parse_range(args.range or x_default, "--range")
     yr = parse_range(args.yrange or args.range or y_default, "--yrange")
     zr = parse_range(args.zrange or args.range or "-1:1", "--zrange")
-    if d.provenance.get("scheme") in ("interpolate", "plane3"):
+    unit = d.provenance.get("scheme") in ("interpolate", "plane3")
+    if not args.range:  # the scheme's suggested range, moved so that its points hold the models at 0 (and 1)
+        xr = range_through(*xr, grid[0], unit=unit)
+        if len(grid) > 1 and not args.yrange:
+            yr = range_through(*yr, grid[1], unit=unit)
+    if unit:
         note_models_off_grid(grid, xr, yr)
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),

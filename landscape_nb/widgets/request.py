@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import LandscapeError
-from ..grid import Grid
+from ..grid import Grid, range_through
 from ..surface import Surface
 from .budget import check_time_budget
 
@@ -68,6 +68,7 @@ SCHEME_LABELS = {
     "hessian": "Hessian eigenvectors",
 }
 SEEDED_SCHEMES = ("random", "random-orthogonal")  # the seed picks the directions; it is in their title
+MODEL_SCHEMES = ("interpolate", "plane3")  # their axes run from the model at 0 to another model at 1
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -122,10 +123,15 @@ class RangeChoice:
     note: str = ""
 
     def apply(self, spec: ExplorerSpec) -> ExplorerSpec:
-        """``spec`` with this range and ``spec``'s own resolution."""
-        new_x = (*self.x, spec.x[2]) if self.x is not None else spec.x
-        new_y = (*self.y, spec.y[2]) if self.y is not None and spec.y is not None else spec.y
-        return replace(spec, x=new_x, y=new_y)
+        """``spec`` with this range and ``spec``'s own resolution, moved (`landscape_nb.grid.range_through`)
+        so that its points include the model at 0, and for the schemes between models (interpolation, plane
+        through three) the other models at 1: an asymmetric range would otherwise miss them."""
+        unit = spec.scheme in MODEL_SCHEMES
+
+        def snapped(chosen, axis):
+            return (*range_through(*chosen, axis[2], unit=unit), axis[2]) if chosen is not None else axis
+
+        return replace(spec, x=snapped(self.x, spec.x), y=None if spec.y is None else snapped(self.y, spec.y))
 
 
 def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None, cancel=None) -> RangeChoice:
@@ -154,7 +160,9 @@ def pick_range(spec: ExplorerSpec, model, data, directions, loss_fn=None, cancel
                                max_samples=spec.max_samples, cancel=cancel)
         except LandscapeError as exc:
             return RangeChoice(note=f" (auto range not used: {exc})")
-        seconds_per_point = (time.perf_counter() - t0) / found.n_points
+        seconds_per_point = found.seconds_per_point  # its setup and tuning, paid once, left out
+        if not seconds_per_point > 0:  # nothing timed after the centre
+            seconds_per_point = (time.perf_counter() - t0) / found.n_points
         x = found.ranges[0]
         y = found.ranges[1] if spec.y is not None else None
         if any(any(sides) for sides in found.undefined[: spec.ndim]):
