@@ -45,6 +45,9 @@ OVERLAP_PX = 3.0  # text boxes may meet by this much: a box spans the font's ful
 
 RANDOM_LABELS = {"x_label": "α (random direction 1, filter-normalized)",
                  "y_label": "β (random direction 2, filter-normalized)"}
+# the Explorer's Hessian scheme: symbols too wide for a 3D title, alike in their first characters
+HESSIAN_LABELS = {"x_label": "Hessian eigenvector λ_max = 1.952 (on 512 training samples)",
+                  "y_label": "Hessian eigenvector λ_min = -0.01318 (on 512 training samples)"}
 
 
 # --- synthetic inputs ----------------------------------------------------------------------
@@ -111,6 +114,12 @@ def _explorer_live():  # what the Explorer does: build, set its width, update as
     return plot.update(fig, plane())
 
 
+def _explorer_live_hessian():  # the Explorer's figure of the Hessian scheme: its 3D titles and caption
+    fig = plot.live(plane(labels=HESSIAN_LABELS), title="mlp-digits: Hessian eigenvectors directions, 31×31 points")
+    fig.update_layout(width=explorer_width())
+    return plot.update(fig, plane(labels=HESSIAN_LABELS))
+
+
 def _partial_live():
     full = plane()
     loss = np.array(full.loss)
@@ -140,7 +149,8 @@ CASES = {  # builder -> {case: figure factory}
     "contour": {"long labels": lambda: plot.contour(plane()),
                 "trajectory": lambda: plot.contour(plane(), trajectory=path_dict())},
     "heatmap": {"log": lambda: plot.heatmap(plane(), log=True)},
-    "surface": {"long labels": lambda: plot.surface(plane())},
+    "surface": {"long labels": lambda: plot.surface(plane()),
+                "hessian labels": lambda: plot.surface(plane(labels=HESSIAN_LABELS))},
     "compare": {"contour": lambda: plot.compare([plane(label="skip"), plane(label="no skip", scale=3)]),
                 "heatmap 3": lambda: plot.compare([plane(label=f"w{k}") for k in (1, 2, 3)], kind="heatmap"),
                 "surface": lambda: plot.compare([plane(label="skip"), plane(label="no skip")], kind="surface"),
@@ -161,6 +171,7 @@ CASES = {  # builder -> {case: figure factory}
         [[line_1d("original"), line_1d("rescaled", shift=0.1)], [line_1d("original"), line_1d("rescaled")]],
         titles=["raw directions", "filter-normalized"], radius=0.5)},
     "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live, "2d partial": _partial_live,
+             "2d explorer hessian": _explorer_live_hessian,
              "1d": lambda: plot.live(line_1d())},
     "spectrum": {"slq": lambda: plot.spectrum(spectrum_obj())},
     "persistence": {"diagram": lambda: plot.persistence(plane().topology()),
@@ -342,6 +353,8 @@ def check_titles(fig) -> None:
             text = scene[f"{a}axis"].title.text
             assert text_px(text) <= SCENE_SHARE * width, (
                 f"{key}.{a}axis title {text!r} (~{text_px(text):.0f} px) is cut off by its {width:.0f} px scene")
+        x_title, y_title = scene.xaxis.title.text, scene.yaxis.title.text
+        assert not x_title or x_title != y_title, f"{key}: the x and y axes are both titled {x_title!r}"
 
 
 def check_twin_axes(fig) -> None:

@@ -26,6 +26,7 @@ SURFACE_LEVELS = 20  # contour lines drawn on (and projected under) 3D surfaces
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 700, 450
 DEFAULT_MARGIN = dict(l=80, r=80, t=100, b=80)
 TITLE_FONT = 14  # px, plotly.js's axis-title size for its 12 px default font
+CAPTION_FONT = 12  # px, the caption under a 3D scene
 CHAR_WIDTH = 0.5  # an upper bound of the average glyph width of plotly.js's font, in font sizes
 SCENE_EYE = dict(x=1.35, y=1.35, z=0.95)  # 3D camera for a wide scene; narrower ones step back
 SCENE_ASPECT = dict(x=1.0, y=1.0, z=0.8)  # a box a little flatter than a cube
@@ -290,14 +291,16 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
     return "<br>".join(line.strip() for line in lines)
 
 
-def scene_title(label: str, width_px: float, size: float = TITLE_FONT) -> tuple[str, str | None]:
+def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: str = "") -> tuple[str, str | None]:
     """A 3D axis title that fits its scene, and the caption that says the rest.
 
     Axis titles inside a 3D scene are drawn along the axis and clipped at the scene's edge,
     so a long label ("β (random direction 2, filter-normalized)") is cut off. When ``label``
     is wider than `SCENE_TITLE_FRACTION` of the scene's ``width_px``, its symbol (the part
-    before " (") or a shortened form becomes the title and the caption gives the full
-    label ("β: random direction 2, filter-normalized").
+    before " (") becomes the title and the caption gives the full label ("β: random direction
+    2, filter-normalized"); where that is too wide as well, ``symbol`` (the axis's coefficient,
+    α or β: two labels cut short could read the same, "Hessian eigenvector λ_m…"), else a
+    shortened form.
     """
     room = SCENE_TITLE_FRACTION * width_px
     if text_width(label, size) <= room:
@@ -305,6 +308,8 @@ def scene_title(label: str, width_px: float, size: float = TITLE_FONT) -> tuple[
     head, sep, rest = str(label).partition(" (")
     if sep and rest.endswith(")") and text_width(head, size) <= room:
         return head, f"{head}: {rest[:-1]}"
+    if symbol:
+        return symbol, f"{symbol}: {label}"
     n = max(1, int(room // (size * CHAR_WIDTH)) - 1)
     short = label[:n].rstrip() + "…"
     return short, f"{short}: {label}"
@@ -334,11 +339,11 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
     that fit (`scene_title`), a camera that keeps the whole box in view (`scene_eye`), and
     the caption for the labels that had to be shortened (None when none was)."""
     titles, notes = [], []
-    for label in (x_label, y_label):
-        title, note = scene_title(label, width_px)
+    for label, symbol in ((x_label, "α"), (y_label, "β")):
+        title, note = scene_title(label, width_px, symbol=symbol if label != symbol else "")
         titles.append(title)
         if note:
-            notes.append(note)
+            notes.append(fit_title(note, width_px, size=CAPTION_FONT))  # centred under the scene: no wider
     if width_px >= SCENE_Z_TITLE_PX:
         titles.append(z_label)
     else:
@@ -361,7 +366,7 @@ def set_caption(fig, text: str | None, *, x: float = 0.5, key: str = "") -> None
     if text:
         kept.append(go.layout.Annotation(
             text=text, name=name, xref="paper", yref="paper", x=x, y=0.0, xanchor="center",
-            yanchor="top", showarrow=False, font=dict(size=12), align="center",
+            yanchor="top", showarrow=False, font=dict(size=CAPTION_FONT), align="center",
         ))
     fig.layout.annotations = kept
 
