@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,6 +56,9 @@ class AutoRange:
     #: per direction and side: the loss is NaN just beyond the range there (not a number, so neither
     #: reached nor below the target: the model is undefined past it), e.g. a sqrt of a negative
     undefined: tuple[tuple[bool, bool], ...] = ()
+    #: wall seconds per point of the search's evaluations after the centre's (the evaluator's setup and
+    #: batch-size tuning, paid once, left out): what a point of a surface on the range costs, about
+    seconds_per_point: float = math.nan
 
     def axis(self, k: int, num: int | None = None, *, symmetric: bool = False) -> tuple[float, float, int]:
         """``(start, stop, num)`` for direction ``k``; ``symmetric``: ±the larger of the two sides."""
@@ -276,7 +280,12 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         coords[np.arange(len(pairs)), pairs // 2] = signs[pairs] * dist[pairs]
         at.update(reach=float(np.max(dist[pairs])), before=n_points)
         n_points += len(pairs)
-        return ev.evaluate(coords)[:, 0]
+        t0 = time.perf_counter()
+        values = ev.evaluate(coords)[:, 0]
+        timed[0], timed[1] = timed[0] + time.perf_counter() - t0, timed[1] + len(pairs)
+        return values
+
+    timed = [0.0, 0]  # seconds and points of the evaluations after the centre's
 
     at = {"reach": 0.0, "before": 0}  # the points being evaluated, for an error's message
     where = (lambda: f"while auto_range evaluated points at distances up to {at['reach']:.4g}, after "
@@ -309,7 +318,8 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
             f"{rise:g}× the centre's; the range ends at the last finite point found there (undefined=True, "
             "reached=False). The model is not a number past it: check for a sqrt or log of a negative, or a division "
             "by zero, in the model or loss_fn")
-    return AutoRange(ranges, flags, centre, target, rise, int(num), n_points, nan)
+    return AutoRange(ranges, flags, centre, target, rise, int(num), n_points, nan,
+                     timed[0] / timed[1] if timed[1] else math.nan)
 
 
 def _nan_sides(ranges, nan) -> str:

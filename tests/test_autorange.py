@@ -1,5 +1,6 @@
 """auto_range on a quadratic bowl against the analytic crossing (roots of a quadratic)."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -37,7 +38,11 @@ def analytic(model, data, direction, rise):
 def test_quadratic_bowl_matches_the_analytic_distance_within_two_percent(bowl, rise):
     model, data, dirs = bowl
     before = model.weight.detach().clone()
+    t0 = time.perf_counter()
     r = auto_range(model, data, dirs, rise=rise, loss_fn=nn.MSELoss())
+    wall = time.perf_counter() - t0
+    # the cost of a point, timed over the points after the centre's: a part of the search's wall time
+    assert 0 < r.seconds_per_point and r.seconds_per_point * (r.n_points - 1) <= wall
     for k in range(2):
         neg, pos, l0 = analytic(model, data, dirs[k], rise)
         lo, hi = r.ranges[k]

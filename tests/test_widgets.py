@@ -25,6 +25,7 @@ from landscape_nb.widgets import Explorer, ExplorerSpec, ExplorerState
 from landscape_nb.widgets._ui_thread import UiQueue
 from landscape_nb.errors import LandscapeError
 from landscape_nb.widgets.budget import check_time_budget
+from landscape_nb.grid import range_through
 from landscape_nb.widgets.request import check_budget
 from landscape_nb.widgets.state import _prepare_key
 
@@ -239,7 +240,7 @@ def test_ui_queue_runs_posts_on_the_loop_thread_keeps_the_newest_tile_and_thrott
 
 
 def naive_points_per_axis(ndim, seconds_per_point, n_workers, budget):
-    return max(2, max(k for k in range(1, 100_000) if k ** ndim * seconds_per_point / n_workers <= budget))
+    return max([3] + [k for k in range(3, 100_000, 2) if k ** ndim * seconds_per_point / n_workers <= budget])
 
 
 @pytest.mark.parametrize("ndim, per_axis", [(1, 10001), (2, 201)])
@@ -426,6 +427,47 @@ def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
     assert not explorer.compute_button.disabled and explorer.cancel_button.disabled
 
 
+def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monkeypatch):
+    """Running the Explorer's cell again left the old panel computing, off screen and beyond any Cancel (and its
+    updates raised errors in the browser); now the new panel of that cell stops it. Another cell's panel, and
+    a panel made outside a notebook cell, keep computing."""
+    from types import SimpleNamespace
+
+    from landscape_nb.widgets import view
+
+    cell = {"id": "cell-a"}
+    kernel = SimpleNamespace(get_parent=lambda channel: {"metadata": {"cellId": cell["id"]}})
+    monkeypatch.setattr("IPython.get_ipython", lambda: SimpleNamespace(kernel=kernel))
+    class Slow(nn.Module):  # a tile takes 0.2 s: every run lasts long enough
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            time.sleep(0.2)
+            return self.inner(x)
+
+    big = {"x_points": 21, "y_points": 21, "time_budget": 1e6, "auto_range": False}
+    model, data = make_task()
+    model = Slow(model)
+    panels = []
+    try:
+        for cell["id"] in ("cell-a", "cell-b", "cell-a"):
+            panels.append(Explorer(models={"tiny": (model, data)}, **big))
+            assert panels[-1].compute()
+        first, other, again = panels
+        first.state._thread.join(30)
+        assert not first.state.running and first.state.status != "done"
+        assert other.state.running and again.state.running  # another cell's panel, and the new one, go on
+        monkeypatch.setattr("IPython.get_ipython", lambda: None)  # a script: no cell, nothing replaced
+        panels.append(Explorer(models={"tiny": (model, data)}, **big))
+        assert other.state.running and again.state.running
+        assert view._cell_id() is None
+    finally:
+        for p in panels:
+            p.state.close()
+
+
 def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_surface(explorer):
     """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it computes
     only the missing points, within a time budget the rest fits. Changed controls start anew, and so does a user's
@@ -521,10 +563,14 @@ def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):
     d = lnb.random_directions(entry.model, n=2, norm="filter", ignore="biasbn", seed=0)
     expected = lnb.auto_range(entry.model, entry.test, d, rise=3.0, tol=0.05)
     (x0, x1), (y0, y1) = expected.ranges
-    assert (explorer.surface.x[0], explorer.surface.x[-1]) == pytest.approx((x0, x1))
-    assert (explorer.surface.y[0], explorer.surface.y[-1]) == pytest.approx((y0, y1))
+    # the grid: that range, moved so that its points hold the model at 0 (7 and 5 points here)
+    (gx0, gx1), (gy0, gy1) = range_through(x0, x1, 7), range_through(y0, y1, 5)
+    assert min(gx0, x0) == gx0 and gx1 >= x1 - 1e-12 and gy0 <= y0 + 1e-12 and gy1 >= y1 - 1e-12
+    assert (explorer.surface.x[0], explorer.surface.x[-1]) == pytest.approx((gx0, gx1))
+    assert (explorer.surface.y[0], explorer.surface.y[-1]) == pytest.approx((gy0, gy1))
+    assert np.abs(explorer.surface.x).min() < 1e-12 and np.abs(explorer.surface.y).min() < 1e-12
     shown = [explorer.controls[k].value for k in ("x_min", "x_max", "y_min", "y_max")]
-    assert shown == pytest.approx([x0, x1, y0, y1])
+    assert shown == pytest.approx([gx0, gx1, gy0, gy1])
     # independently: at each edge the naive loss is 3x the centre's (auto_range's tolerance, 5 % of the distance)
     dirs = d.as_state_dicts()
     centre, _ = naive_loss(entry.model, entry.test, dirs, [0.0, 0.0])
@@ -533,7 +579,7 @@ def test_auto_range_is_where_the_loss_reaches_rise_times_the_centre(explorer):
             edge, _ = naive_loss(entry.model, entry.test, dirs, coeffs)
             assert edge == pytest.approx(3.0 * centre, rel=0.15), (coeffs, edge, centre)
     # and the surface on that range is compute_surface's
-    direct = lnb.compute_surface(entry.model, entry.test, d, x=(x0, x1, 7), y=(y0, y1, 5))
+    direct = lnb.compute_surface(entry.model, entry.test, d, x=(gx0, gx1, 7), y=(gy0, gy1, 5))
     np.testing.assert_allclose(explorer.surface.loss, direct.loss, rtol=RERUN_RTOL)
     explorer.controls["auto_range"].value = False  # the typed range again
     explorer.controls["x_min"].value, explorer.controls["x_max"].value = -1.0, 1.0
@@ -560,6 +606,7 @@ def expected_auto_surface(entry, seed, rise=5.0, points=(9, 9)):
     """What "auto" should give, from the public functions: auto_range's range, compute_surface on it."""
     d = lnb.random_directions(entry.model, n=2, norm="filter", ignore="biasbn", seed=seed)
     (x0, x1), (y0, y1) = lnb.auto_range(entry.model, entry.test, d, rise=rise, loss_fn=entry.loss_fn, tol=0.05).ranges
+    (x0, x1), (y0, y1) = range_through(x0, x1, points[0]), range_through(y0, y1, points[1])  # 0 on the grid
     return lnb.compute_surface(entry.model, entry.test, d, x=(x0, x1, points[0]), y=(y0, y1, points[1]),
                                loss_fn=entry.loss_fn)
 
@@ -607,6 +654,35 @@ def test_a_zoo_models_range_is_found_before_compute_and_used_by_it(monkeypatch):
         state.compute(wait=True)
         np.testing.assert_allclose(state.surface.loss, expected.loss, rtol=RERUN_RTOL)
         assert len(calls) == 2
+    finally:
+        state.close()
+
+
+def _naive_loss(model, data, loss_fn):
+    with torch.no_grad():
+        return float(loss_fn(model.double()(data[0].double()), data[1]))
+
+
+@pytest.mark.parametrize("points", [21, 31])
+def test_the_explorers_automatic_ranges_hold_the_models_on_their_grid(points):
+    """An auto range is rarely symmetric and the interpolation's runs -0.5..1.5: with the sliders' odd counts
+    the points missed the model at 0 (and the second minimizer at 1), so the picture never showed their
+    losses. Each model's loss on the grid equals a naive float64 evaluation of it."""
+    ex = lnb.zoo.load("mlp-digits")
+    state = ExplorerState(model_name="mlp-digits", scheme="interpolate", x_points=points)
+    try:
+        assert state.compute(wait=True), state.message
+        s = state.surface
+        for t, m in zip((0.0, 1.0), ex.minimizers.values()):
+            k = int(np.abs(s.x - t).argmin())
+            assert abs(s.x[k] - t) < 1e-12, (t, s.x)
+            assert s.loss[k] == pytest.approx(_naive_loss(copy.deepcopy(m), ex.test, ex.loss_fn), rel=2e-6)
+        state.set(scheme="random", ndim=2, x_points=points, y_points=points - 10)
+        assert state.compute(wait=True), state.message
+        s = state.surface
+        i, j = int(np.abs(s.x).argmin()), int(np.abs(s.y).argmin())
+        assert abs(s.x[i]) < 1e-12 and abs(s.y[j]) < 1e-12 and s.x[0] != -s.x[-1], (s.x, s.y)  # asymmetric
+        assert s.loss[j, i] == pytest.approx(_naive_loss(copy.deepcopy(ex.model), ex.test, ex.loss_fn), rel=2e-6)
     finally:
         state.close()
 
@@ -732,6 +808,7 @@ def test_a_users_model_is_never_evaluated_unasked_and_its_range_follows_its_weig
     assert calls == ["landscape_nb-explorer"] * 2
     d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=1)
     (x0, x1), _ = lnb.auto_range(model, data, d, rise=3.0, tol=0.05).ranges
+    x0, x1 = range_through(x0, x1, 5)  # moved so that its points hold the model at 0
     assert (state.x_min, state.x_max) == pytest.approx((x0, x1)) and (x0, x1) != pytest.approx(first)
 
 

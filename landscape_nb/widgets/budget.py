@@ -38,8 +38,12 @@ class BudgetSuggestion:
         return self.budget * self.n_workers / self.seconds_per_point
 
     def points_per_axis(self, ndim: int) -> int:
-        """The resolution per axis (at least 2) of a line (``ndim=1``) or square plane that fits."""
-        return max(2, int(self.points_in_budget ** (1 / ndim)))
+        """The resolution per axis of a line (``ndim=1``) or square plane that fits: odd (so that a symmetric
+        range has the model at its centre, and the Explorer's sliders can take it), at least 3."""
+        k = int(self.points_in_budget ** (1 / ndim))
+        while (k + 1) ** ndim <= self.points_in_budget:  # the float root may fall a hair short of a whole number
+            k += 1
+        return max(3, k if k % 2 else k - 1)
 
     def message(self, grid_text: str, ndim: int) -> str:
         """The refusal, e.g. for ``grid_text="201×201"``, with what to change."""

@@ -28,6 +28,38 @@ CLUSTER_LABELS = {"in-process": "in-process (this kernel)", "local": "local Dask
 FIGURE_WIDTH = 940  # px, the live 2D figure (3D surface + contours side by side)
 
 
+_BY_CELL: dict[str, Any] = {}  # the notebook cell that made each panel -> a weak reference to it
+
+
+def _cell_id() -> str | None:
+    """The id of the notebook cell running now (JupyterLab and Notebook 7 send it with each execution), or None
+    outside a kernel or from a front end that does not."""
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+        return kernel.get_parent("shell").get("metadata", {}).get("cellId") if kernel is not None else None
+    except Exception:  # noqa: BLE001 - any other front end: no cell to go by
+        return None
+
+
+def _replace_in_cell(panel: Explorer) -> None:
+    """A cell run again replaces its panel on screen: the old panel's computation, which nothing could cancel
+    any more, is cancelled, and its clusters closed (in the background: the new panel does not wait)."""
+    import weakref
+
+    cell = _cell_id()
+    if cell is None:
+        return
+    old = _BY_CELL.get(cell)
+    old = old() if old is not None else None
+    _BY_CELL[cell] = weakref.ref(panel)
+    if old is not None and old is not panel:
+        if old.state.running:
+            logger.info("the Explorer's cell ran again: cancelling the computation of the panel it replaced")
+        threading.Thread(target=old.state.close, name="landscape_nb-explorer-replaced", daemon=True).start()
+
+
 class Explorer(w.VBox):
     """An ipywidgets panel for loss landscapes (Li et al. 2018): pick, compute, watch, export.
 
@@ -121,6 +153,7 @@ class Explorer(w.VBox):
         state = ExplorerState(models=models, client=client, allow_addresses=allow_addresses, export_dir=export_dir,
                               **controls)
         self.state = state
+        _replace_in_cell(self)
         self.figure = None
         self._figure_run = None
         self._figure_lock = threading.RLock()  # see _on_preview
