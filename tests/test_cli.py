@@ -1,5 +1,6 @@
 """The CLI end to end, on a user's own model (module:function) and on saved stores."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -383,6 +384,41 @@ def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypa
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3"]) == 130  # no output: the default store, not yet made
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
+
+
+def test_an_interrupt_when_every_point_is_stored_says_only_the_outputs_are_missing(user_model, monkeypatch, capsys):
+    """A rerun over a finished store, stopped before it wrote its outputs, said "(9 of 9 points) (rerun to
+    resume)" as if points were missing."""
+    import landscape_nb.compute
+
+    assert main(["compute", user_model, "--grid", "3x3", "--store", "done.zarr"]) == 0
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(landscape_nb.compute, "compute_surface", interrupted)
+    assert main(["compute", user_model, "--grid", "3x3", "--store", "done.zarr", "--html", "f.html"]) == 130
+    err = capsys.readouterr().err
+    assert ("landscape-nb: interrupted; every point is in the store (9 of 9 points): rerun to write the outputs "
+            "from it (nothing is computed again)") in err, err
+
+
+def test_a_signal_after_the_command_finished_keeps_its_exit_code(user_model, tmp_path):
+    """The console script's work done (its figure written), a Ctrl-C while the process exits ended it with 130
+    and no word: a script would throw the outputs away. Now it exits at once with the command's code."""
+    script = ("import os, signal, sys, time\n"
+              "from landscape_nb.cli import main\n"
+              f"sys.argv = ['landscape-nb', 'compute', {user_model!r}, '--grid', '3x3', '--html', 'f.html']\n"
+              "code = main()\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "time.sleep(30)\n"
+              "sys.exit(99)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert "signalled after the command had finished; exiting with its code 0" in done.stderr
+    assert (tmp_path / "f.html").stat().st_size > 0
 
 
 def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):

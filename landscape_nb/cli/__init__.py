@@ -814,15 +814,34 @@ class _Interrupts:
             logging.getLogger(name).setLevel(level)
 
 
-def _points_kept(store) -> str:
-    """' (N of M points)' for an interrupted run's store, or '' when it cannot be read."""
+def _kept_in(store, where: str) -> str:
+    """What an interrupted run's store keeps: its finished tiles (N of M points), or every point (then only
+    the outputs are missing)."""
     try:
         from ..store import load_surface
 
         surf = load_surface(store)
-        return f" ({surf.n_done} of {surf.loss.size} points)"
+        n_done, size = surf.n_done, surf.loss.size
     except Exception:  # noqa: BLE001 - the count is a courtesy; the line must still be printed
-        return ""
+        return f"finished tiles are kept in the store{where} (rerun to resume)"
+    if n_done == size:
+        return (f"every point is in the store{where} ({n_done} of {size} points): rerun to write the outputs "
+                "from it (nothing is computed again)")
+    return f"finished tiles are kept in the store{where} ({n_done} of {size} points) (rerun to resume)"
+
+
+def _exit_at_once_with(code: int) -> None:
+    """After the command's work is done, a Ctrl-C or SIGTERM while the process exits (closing workers,
+    flushing) ends it at once with the command's own exit code: its outputs are written, and 130 would
+    tell a script to throw them away."""
+    def handler(signum, frame):
+        sys.stderr.write(f"\nlandscape-nb: signalled after the command had finished; exiting with its code {code}\n")
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 #: the API's words in messages the CLI passes on, and the flags that say the same
@@ -876,6 +895,8 @@ def main(argv: list[str] | None = None) -> int:
         if sys.path[:1] != [cwd]:  # `compute module:function` imports the user's module from here
             sys.path.insert(0, cwd)
         code = args.func(args)
+        if on_main_thread and not argv_given:  # the console script, its work done
+            _exit_at_once_with(code)
     except LandscapeError as exc:
         from ..runners import ClusterLost
 
@@ -887,8 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         if store and not Path(store).exists():
             kept = "no tile had finished, so no store was written"
         elif store:
-            where = f" {store}" if getattr(args, "default_store", None) else ""  # not named on the command line
-            kept = f"finished tiles are kept in the store{where}{_points_kept(store)} (rerun to resume)"
+            kept = _kept_in(store, f" {store}" if getattr(args, "default_store", None) else "")  # named if not given
         elif args.func is cmd_demo:
             kept = "finished tiles are kept in the store (rerun to resume)"
         else:
