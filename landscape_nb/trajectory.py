@@ -99,8 +99,13 @@ def _why_unreadable(exc: BaseException) -> str:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"it pickles a {found.group(1)}, which a weights-only load does not rebuild"
-    lines = text.strip().splitlines()
-    return f"not a file torch.save wrote, it seems; torch said {type(exc).__name__}: {lines[0][:120] if lines else ''}"
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+    if found and found.group(1).strip():  # the unpickler's own words, not the note about weights_only's default
+        return f"not a file torch.save wrote, it seems; torch's unpickler said: {' '.join(found.group(1).split())}"
+    first = " ".join((text.strip().splitlines() or [""])[0].split())
+    if len(first) > 160:  # at a word, marked as cut
+        first = first[:160].rsplit(" ", 1)[0] + " …"
+    return f"not a file torch.save wrote, it seems; torch said {type(exc).__name__}: {first}"
 
 
 def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor]]:

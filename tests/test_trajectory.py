@@ -187,6 +187,12 @@ def test_a_file_that_is_not_a_weights_only_state_dict_is_refused(tmp_path, mlp_t
         lnb.pca_directions([states[0], states[1], str(bad)], final=model)
     with pytest.raises(LandscapeError, match="no file"):
         lnb.pca_directions([states[0], states[1], str(tmp_path / "missing.pt")], final=model)
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint at all")  # torch's reason sits after a paragraph on weights_only's default
+    with pytest.raises(LandscapeError) as info:
+        lnb.pca_directions([states[0], states[1], str(text)], final=model)
+    assert "torch's unpickler said: Unsupported operand" in str(info.value), str(info.value)
+    assert "fr)" not in str(info.value)  # it was cut at 120 characters, mid-word
 
 
 def test_checkpoints_of_another_architecture_are_refused(mlp_traj):
