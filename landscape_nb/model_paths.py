@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .directions import Directions, _cosines, _max_offdiag
+from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice
 from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
                      variance_buffers)
@@ -341,7 +341,8 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     Raises
     ------
     LandscapeError
-        If the models' tensors differ in name or shape (another architecture).
+        If the models' tensors differ in name or shape (another architecture); if b or c holds a's
+        weights, or b and c lie on one line through a (the same model, say): no plane.
 
     References
     ----------
@@ -354,7 +355,19 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     dtype = path_dtype(wa)
     wa = wa.to(dtype)
     vecs = torch.stack([flatten(b, layout).cpu().to(dtype) - wa, flatten(c, layout).cpu().to(dtype) - wa])
+    for k, name in enumerate("bc"):
+        if not bool(vecs[k].any()):
+            raise LandscapeError(
+                f"model {name} holds the same weights as model a (the centre), so the plane's axis a → {name} has no "
+                f"length; expected three different models (e.g. checkpoints of other runs or training steps)")
+    cosine = _max_offdiag(_cosines(vecs))
+    if torch.equal(vecs[0], vecs[1]) or cosine > 1 - DEPENDENT_TOL ** 2:
+        how = "they are the same model" if torch.equal(vecs[0], vecs[1]) else f"|cosine| {cosine:.7f}"
+        raise LandscapeError(
+            f"models b and c lie on one line through a ({how}), so a → b and a → c span a line, not a plane; "
+            "expected three models not on one line: another checkpoint for c (or interpolation_direction(a, b) "
+            "for the line)")
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
-            "x_label": "a → b", "y_label": "a → c", "cosine_max": _max_offdiag(_cosines(vecs)),
+            "x_label": "a → b", "y_label": "a → c", "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

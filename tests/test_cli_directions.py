@@ -107,6 +107,22 @@ def _state_of(model) -> dict:
     return {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
 
 
+def test_a_plane_of_files_that_give_none_names_the_files(bn_module, tmp_path, capsys):
+    from bn_models import build
+
+    (b_path,) = _checkpoints(tmp_path, 1)
+    torch.save(build().state_dict(), tmp_path / "same.pt")
+    assert main(["compute", bn_module, "--grid", "3x3", "--model-file2", str(tmp_path / "same.pt"),
+                 "--model-file3", str(b_path), "--store", str(tmp_path / "p.zarr")]) == 2
+    assert (f"landscape-nb: error: --model-file2 {tmp_path / 'same.pt'} holds the same weights as the model, so the "
+            "plane's axis to it has no length") in capsys.readouterr().err
+    assert main(["compute", bn_module, "--grid", "3x3", "--model-file2", str(b_path), "--model-file3", str(b_path),
+                 "--store", str(tmp_path / "p.zarr")]) == 2
+    assert (f"landscape-nb: error: --model-file2 {b_path} and --model-file3 {b_path} lie on one line through the "
+            "model (they are the same model), so the two axes span a line, not a plane; expected three models not "
+            "on one line: another checkpoint for --model-file3\n") in capsys.readouterr().err
+
+
 def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoints(bn_module, tmp_path):
     """The plane a + x(b − a) + y(c − a); ``c`` saved as a trainer's dict with a DataParallel state dict
     (``{"state_dict": {"module.0.weight": ...}, "epoch": 7}``) reads as the same tensors."""

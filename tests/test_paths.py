@@ -169,6 +169,27 @@ def test_models_of_different_architectures_cannot_be_interpolated(pair):
         lnb.interpolation_surface(a, no_bias, data)
 
 
+def test_three_models_that_give_no_plane_are_refused_naming_which():
+    """b holding a's weights, or b and c on one line through a (the same model), gave the generic "direction 0
+    of 2 is all zeros ... e.g. from lnb.random_directions" once evaluated; now the plane's maker says which."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    far = copy.deepcopy(a)
+    with torch.no_grad():
+        for pa, pb, pf in zip(a.parameters(), b.parameters(), far.parameters()):
+            pf.copy_(pa + 3 * (pb - pa))  # on the line from a through b
+    with pytest.raises(LandscapeError, match=r"^model b holds the same weights as model a \(the centre\), so the "
+                                             r"plane's axis a → b has no length"):
+        lnb.plane_directions(a, copy.deepcopy(a), b)
+    with pytest.raises(LandscapeError, match=r"^model c holds the same weights as model a"):
+        lnb.plane_directions(a, b, copy.deepcopy(a))
+    with pytest.raises(LandscapeError, match=r"^models b and c lie on one line through a \(they are the same "
+                                             r"model\), so a → b and a → c span a line, not a plane"):
+        lnb.plane_directions(a, b, copy.deepcopy(b))
+    with pytest.raises(LandscapeError, match=r"^models b and c lie on one line through a \(\|cosine\| 1\.0000000\)"):
+        lnb.plane_directions(a, b, far)
+
+
 def test_models_with_the_same_tensors_but_another_network_cannot_be_interpolated(pair):
     """Same tensors, other activation (or slope): t = 1 would be b's weights in a's network, not b (shown first)."""
     a, b, data = pair

@@ -74,8 +74,16 @@ def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
     assert a is small and d.provenance["x_range"] == [-0.5, 1.5]
     ref = lnb.interpolation_direction(small, large, include_buffers=True)
     assert torch.equal(d.vectors, ref.vectors)
-    a, p = make_directions("plane3", example.model, example, ndim=2)
+    with pytest.raises(LandscapeError, match="^model b holds the same weights as model a"):
+        make_directions("plane3", example.model, example, ndim=2)  # here the model is its small-batch minimizer
+    third = copy.deepcopy(large)
+    with torch.no_grad():
+        for p in third.parameters():
+            p.mul_(0.5)
+    mine = SimpleNamespace(model=example.model, test=example.test, minimizers={"b": large, "c": third})
+    a, p = make_directions("plane3", example.model, mine, ndim=2)
     assert a is example.model and p.n == 2 and p.provenance["y_range"] == [-0.5, 1.5]
+    assert torch.equal(p.vectors, lnb.plane_directions(example.model, large, third).vectors)
 
 
 def test_a_user_object_with_only_a_trajectory_of_files_gets_the_line_and_plane_from_it(example, tmp_path):
@@ -118,8 +126,13 @@ def test_minimizers_as_a_list_of_files_and_an_empty_checkpoint_path(example, tmp
     a, d = make_directions("interpolate", example.model, mine, ndim=1)
     assert torch.equal(d.vectors, lnb.interpolation_direction(small, large).vectors)
     assert all(torch.equal(pa, ps) for pa, ps in zip(a.parameters(), small.parameters()))
+    third = tmp_path / "third.pt"  # the model is its small-batch minimizer here: the plane needs another
+    torch.save({k: v * 0.5 for k, v in large.state_dict().items()}, third)
+    mine.minimizers = [str(paths[1]), str(third)]
     _, p = make_directions("plane3", example.model, mine, ndim=2)
-    assert torch.equal(p.vectors, lnb.plane_directions(example.model, small, large).vectors)
+    half = copy.deepcopy(large)
+    half.load_state_dict(torch.load(third, weights_only=True))
+    assert torch.equal(p.vectors, lnb.plane_directions(example.model, large, half).vectors)
     holed = SimpleNamespace(model=example.model, test=example.test, trajectory=[paths[0], "", paths[1]])
     with pytest.raises(LandscapeError, match="the model's checkpoints: checkpoint 1 is an empty path"):
         make_directions("plane3", example.model, holed, ndim=2)
@@ -166,5 +179,5 @@ def test_cli_computes_each_scheme_on_a_zoo_model(scheme, grid, tmp_path, capsys)
         assert "of variance" in surf.x_label and surf.x[0] < 0 < surf.x[-1]
     if scheme == "hessian":
         assert "λ_max" in surf.x_label and "λ_min" in surf.y_label
-    if scheme == "interpolate":
-        assert surf.x[0] == -0.5 and surf.x[-1] == 1.5
+    if scheme == "interpolate":  # about -0.5..1.5, moved so that both minimizers are points: -2/3..4/3 for 7
+        assert surf.x.tolist() == pytest.approx([-2 / 3, -1 / 3, 0, 1 / 3, 2 / 3, 1, 4 / 3], abs=1e-12)

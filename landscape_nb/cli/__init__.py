@@ -398,9 +398,23 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     others = [model_from_state_dict(model, load_state_dict_file(path, f"--{flag} {path}"), f"--{flag} {path}")
               for flag, path in (("model-file2", args.model_file2), ("model-file3", args.model_file3)) if path]
     ignore = None if args.ignore == "none" else args.ignore
-    base, d = make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
-                              data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
-                              trajectory=args.checkpoints, **keys)
+    try:
+        base, d = make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
+                                  data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
+                                  trajectory=args.checkpoints, **keys)
+    except LandscapeError as exc:  # plane_directions' models a, b, c are the command's model and files
+        text = str(exc)
+        if others and text.startswith(("model b ", "model c ", "models b and c ")):
+            for api, flag in (("models b and c", f"--model-file2 {args.model_file2} and --model-file3 "
+                               f"{args.model_file3}"), ("model b", f"--model-file2 {args.model_file2}"),
+                              ("model c", f"--model-file3 {args.model_file3}"), ("model a (the centre)", "the model"),
+                              ("through a", "through the model"), ("a → b and a → c", "the two axes"),
+                              ("a → b", "to it"), ("a → c", "to it"), ("another checkpoint for c",
+                              "another checkpoint for --model-file3"), (" (or interpolation_direction(a, b) for the "
+                              "line)", "")):
+                text = text.replace(api, flag)
+            raise LandscapeError(text) from None
+        raise
     if others and d.n == 1 and not bool(d.vectors.any()):  # the API draws it as it is: a flat line (a point)
         print(f"landscape-nb: warning: --model-file2 {args.model_file2} holds the model's own weights, so the line "
               "between them is a single point and its plot a flat line at the model's loss; give another "
