@@ -405,13 +405,13 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     except LandscapeError as exc:  # plane_directions' models a, b, c are the command's model and files
         text = str(exc)
         if others and text.startswith(("model b ", "model c ", "models b and c ")):
-            for api, flag in (("models b and c", f"--model-file2 {args.model_file2} and --model-file3 "
-                               f"{args.model_file3}"), ("model b", f"--model-file2 {args.model_file2}"),
+            both = f"--model-file2 {args.model_file2} and --model-file3 {args.model_file3}"
+            for api, flag in (("models b and c", both), ("model b", f"--model-file2 {args.model_file2}"),
                               ("model c", f"--model-file3 {args.model_file3}"), ("model a (the centre)", "the model"),
                               ("through a", "through the model"), ("a → b and a → c", "the two axes"),
-                              ("a → b", "to it"), ("a → c", "to it"), ("another checkpoint for c",
-                              "another checkpoint for --model-file3"), (" (or interpolation_direction(a, b) for the "
-                              "line)", "")):
+                              ("a → b", "to it"), ("a → c", "to it"),
+                              ("another checkpoint for c", "another checkpoint for --model-file3"),
+                              (" (or interpolation_direction(a, b) for the line)", "")):
                 text = text.replace(api, flag)
             raise LandscapeError(text) from None
         raise
