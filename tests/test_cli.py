@@ -386,6 +386,30 @@ def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypa
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
 
 
+def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, capsys):
+    """The automatic cap flattens everything above min + 5·(median − min) into a plateau; --clip none draws every
+    value (the store's own), --clip LOSS caps there; a bad value or --clip without --html is refused first."""
+    from standalone_html import figure_json, values
+
+    store = tmp_path / "c.zarr"
+    assert main(["compute", user_model, "--grid", "9x9", "--store", str(store)]) == 0
+    surf = lnb.load_surface(store)
+    cap = f"{float(np.median(surf.loss)):.4f}"
+    shown = {}
+    for clip in ("auto", "none", cap):
+        html = tmp_path / f"{clip}.html"
+        assert main(["plot", str(store), "--html", str(html), "--clip", clip]) == 0
+        shown[clip] = values(figure_json(html.read_text())["data"][0]["z"])
+    np.testing.assert_allclose(shown["none"], surf.loss, rtol=1e-6)  # every value as stored
+    np.testing.assert_allclose(shown[cap], np.minimum(surf.loss, float(cap)), rtol=1e-6)
+    np.testing.assert_allclose(shown["auto"], values(lnb.plot.surface(surf).data[0].z), rtol=1e-6)  # the API's
+    capsys.readouterr()
+    assert main(["compute", user_model, "--grid", "3x3", "--html", "x.html", "--clip", "-1"]) == 2
+    assert "--clip '-1'; expected auto" in capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3", "--store", "y.zarr", "--clip", "none"]) == 2
+    assert "--clip none was given without --html" in capsys.readouterr().err
+
+
 def test_an_interrupt_when_every_point_is_stored_says_only_the_outputs_are_missing(user_model, monkeypatch, capsys):
     """A rerun over a finished store, stopped before it wrote its outputs, said "(9 of 9 points) (rerun to
     resume)" as if points were missing."""

@@ -30,6 +30,8 @@ from .progress import TqdmProgress
 logger = logging.getLogger(__name__)
 
 KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices", "eigen_map")
+CLIP_HELP = ("cap on the figure's displayed loss (hover shows true values): auto (default: min + 5·(median − min), "
+             "so a few diverged points do not flatten the rest), none (no cap) or a loss value")
 _KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volume", "slices")}
 
 
@@ -254,7 +256,8 @@ def write_exports(surf, args, name: str) -> None:
     from ..reference import save_reference_surface
 
     if args.html:
-        print(f"wrote {export_html(figure_for(surf, args.kind, log_scale=args.log, title=name), args.html)}")
+        figure = figure_for(surf, args.kind, log_scale=args.log, title=name, clip=parse_clip(args.clip))
+        print(f"wrote {export_html(figure, args.html)}")
     if args.h5:
         split = args.split or "test"
         print(f"wrote {save_reference_surface(surf, args.h5, split=split)} (the loss as {split}_loss)")
@@ -291,16 +294,34 @@ def check_kind(kind: str | None, ndim: int, eigen: bool = False, log: bool = Fal
     return kind
 
 
-def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None):
+def parse_clip(text: str | None):
+    """``--clip``: None (automatic cap, the figures' default), False (``none``: no cap) or a loss value."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    if text.strip().lower() in ("none", "off", "no"):
+        return False
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise LandscapeError(f"--clip {text!r}; expected auto (cap the displayed loss at min + 5·(median − min)), "
+                             "none (no cap: every value as it is) or a positive loss value to cap at, e.g. --clip 3")
+    return value
+
+
+def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
     from .. import plot
 
     kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale)
     if kind == "eigen_map":
         return plot.eigen_map(surface, title=title)
     if kind == "slices":  # contours at the first, middle and last z
-        fig = plot.volume_slices(surface, "z", log=log_scale)
+        fig = plot.volume_slices(surface, "z", log=log_scale, clip=clip)
         return fig.update_layout(title=title) if title else fig
-    return getattr(plot, kind)(surface, log=log_scale, title=title)
+    if kind == "line":  # a line draws every value
+        return plot.line(surface, log=log_scale, title=title)
+    return getattr(plot, kind)(surface, log=log_scale, title=title, clip=clip)
 
 
 #: file and directory flags, with an example of each for the message refusing an empty one
@@ -479,8 +500,10 @@ def cmd_compute(args) -> int:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
     check_kind(args.kind, len(grid), eigen, log=args.log and bool(args.html))  # before the run: not after it
-    if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)):
-        flag = f"--kind {args.kind}" if args.kind and not args.html else "--log"
+    parse_clip(args.clip)  # a bad value is refused before the run
+    if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)) or (args.clip and not args.html):
+        flag = (f"--kind {args.kind}" if args.kind and not args.html else
+                f"--clip {args.clip}" if args.clip and not args.html else "--log")
         where = "--html" if flag != "--log" else "--html or --vtk"
         raise LandscapeError(f"{flag} was given without {where}, so no figure would be drawn; add --html FILE "
                              f"(or draw a stored run later with `landscape-nb plot STORE {flag} --html FILE`)")
@@ -644,7 +667,8 @@ def cmd_plot(args) -> int:
                                  "(.h5); expected a landscape store directory (--store) or a reference .h5 file")
         surf = load_surface(source)
         title = str(surf.provenance.get("label", ""))
-    path = export_html(mark_partial(figure_for(surf, args.kind, log_scale=args.log, title=title), surf), args.html)
+    figure = figure_for(surf, args.kind, log_scale=args.log, title=title, clip=parse_clip(args.clip))
+    path = export_html(mark_partial(figure, surf), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
     return 0
 
@@ -758,14 +782,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "--quantity hessian), volume for 3D; "
                                                  "slices: contours at three z values)")
     c.add_argument("--log", action="store_true", help="log-scale loss (of the --html figure and the --vtk height)")
+    c.add_argument("--clip", metavar="auto|none|LOSS", help=CLIP_HELP)
     c.set_defaults(func=cmd_compute)
 
     pl = sub.add_parser("plot", help="plot a saved surface store, or a reference .h5 surface file, to HTML")
     pl.add_argument("store", metavar="SOURCE", help="a store directory (--store), or a surface file of the reference "
                                                     "implementation (.h5, as its plot_surface.py writes)")
-    pl.add_argument("--kind", choices=KINDS)
-    pl.add_argument("--html", required=True)
-    pl.add_argument("--log", action="store_true")
+    pl.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, eigen_map for "
+                                                  "an eigen-map, volume for 3D; slices: contours at three z values)")
+    pl.add_argument("--html", required=True, help="write the standalone HTML figure here")
+    pl.add_argument("--log", action="store_true", help="log-scale loss")
+    pl.add_argument("--clip", metavar="auto|none|LOSS", help=CLIP_HELP)
     pl.add_argument("--split", choices=("train", "test"),
                     help="a reference .h5 file's loss to draw: train_loss or test_loss (default: train_loss, else "
                          "test_loss, the one it holds)")
