@@ -260,6 +260,26 @@ def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
     assert "accuracy" in curve.profile.metrics and len(curve.history) == 250
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_bezier_curve_keeps_frozen_parameters_on_the_straight_line(pair, optimizer):
+    """A frozen (requires_grad=False) layer that differs between a and b was trained with the rest (its
+    control point moved 0.43 from the midpoint); now it stays at the midpoint, and the settings name it."""
+    a, b, data = (copy.deepcopy(m) if isinstance(m, nn.Module) else m for m in pair)
+    for m in (a, b):
+        m[0].weight.requires_grad_(False)
+    curve = lnb.bezier_curve(a, b, data, n_steps=60, lr=0.02, seed=0, n_points=5, optimizer=optimizer)
+    for e, s0, c, s2 in zip(curve.layout.entries, *(curve.layout.split(v) for v in (curve.start, curve.control,
+                                                                                   curve.end))):
+        if e.name == "0.weight":
+            assert torch.equal(c, (s0 + s2) / 2) and not torch.equal(s0, s2)
+        elif e.name == "2.weight":
+            assert (c - (s0 + s2) / 2).abs().max() > 1e-3  # the trainable ones were trained
+    assert curve.settings["frozen_on_the_line"] == ["0.weight"]
+    ts = curve.profile.x
+    for k in (1, 3):  # the profile is still the loss at φ(t), naively
+        assert curve.profile.loss[k] == pytest.approx(_loss(curve.model_at(a, ts[k]), data), rel=1e-5)
+
+
 def test_bezier_with_no_training_is_the_straight_line(pair):
     a, b, data = pair
     curve = lnb.bezier_curve(a, b, data, n_steps=0, n_points=5)
