@@ -167,8 +167,9 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     Float64 models are trained and evaluated in float64 (others in float32). Frozen
     (``requires_grad=False``) parameters that differ between ``a`` and ``b`` are not trained:
     their control point stays at the midpoint, so the curve follows the straight line there
-    (``settings["frozen_on_the_line"]`` names them). On the zoo's mlp-digits pair the defaults (500 Adam steps, lr 1e-3, ≈ 2 s on
-    one CPU thread) bring the training-loss barrier from 0.053 to below 0.001.
+    (``settings["frozen_on_the_line"]`` names them). On the zoo's mlp-digits pair the defaults
+    (500 Adam steps, lr 1e-3, ≈ 2 s on one CPU thread) bring the training-loss barrier from 0.053
+    to below 0.001.
 
     Parameters
     ----------
