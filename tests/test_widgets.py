@@ -456,8 +456,11 @@ def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monke
             panels.append(Explorer(models={"tiny": (model, data)}, **big))
             assert panels[-1].compute()
         first, other, again = panels
+        shown = first.status_line.value
         first.state._thread.join(30)
+        first.state.wait(5)  # its end applied: to the state only, not to widgets no longer on the page
         assert not first.state.running and first.state.status != "done"
+        assert first.status_line.value == shown and first.state.status not in shown
         assert other.state.running and again.state.running  # another cell's panel, and the new one, go on
         monkeypatch.setattr("IPython.get_ipython", lambda: None)  # a script: no cell, nothing replaced
         panels.append(Explorer(models={"tiny": (model, data)}, **big))

@@ -45,7 +45,8 @@ def _cell_id() -> str | None:
 
 def _replace_in_cell(panel: Explorer) -> None:
     """A cell run again replaces its panel on screen: the old panel's computation, which nothing could cancel
-    any more, is cancelled, and its clusters closed (in the background: the new panel does not wait)."""
+    any more, is cancelled, and its clusters closed (in the background: the new panel does not wait); its
+    widgets hear nothing more from it."""
     import weakref
 
     cell = _cell_id()
@@ -57,6 +58,7 @@ def _replace_in_cell(panel: Explorer) -> None:
     if old is not None and old is not panel:
         if old.state.running:
             logger.info("the Explorer's cell ran again: cancelling the computation of the panel it replaced")
+        old.state.unobserve_all()  # its last updates would go to widgets no longer on the page (browser errors)
         threading.Thread(target=old.state.close, name="landscape_nb-explorer-replaced", daemon=True).start()
 
 
