@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .choices import NORMS
-from .errors import LandscapeError, check_choice
+from .errors import LandscapeError, check_choice, warn_user
 from .params import ParamLayout, check_finite, float_state_buffers, model_dtype, unwrap_model
 
 IGNORES = ("biasbn", None)
@@ -391,6 +391,15 @@ def _untied(model: nn.Module, item: Mapping, k: int) -> Mapping:
     return item
 
 
+def _warn_if_a_point(vectors: torch.Tensor) -> None:
+    """A line along an all-zero direction (in a plane it is refused) stays at the centre: its flat plot is true,
+    but rarely what was meant (two identical models interpolated, a direction zeroed by hand); say so."""
+    if len(vectors) == 1 and not bool(vectors.any()):
+        warn_user("landscape_nb: direction 0 is all zeros: it moves no weight, so every point of the line is the "
+                  "centre and the plot a flat line at its loss (two identical models interpolated? a direction that "
+                  "leaves out every parameter?)")
+
+
 def as_directions(model: nn.Module, directions) -> Directions:
     """Accept ``Directions``, a list of state-dict-like dicts, a list of flat vectors,
     or a (n, n_params) tensor/array, and check they fit ``model``.
@@ -436,6 +445,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
     if isinstance(directions, Directions):
         directions.layout.check_model(model)
         _check_spanning(directions.vectors)  # also from files and schemes: e.g. a reference --same_dir plane
+        _warn_if_a_point(directions.vectors)
         return directions
     layout = ParamLayout.of(model)
     if isinstance(directions, (torch.Tensor, np.ndarray)):
@@ -510,6 +520,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
             rows.append(t)
     vectors = torch.stack(rows)
     cosines = _cosines_of(_check_spanning(vectors)).numpy()
+    _warn_if_a_point(vectors)
     prov = {"scheme": "user", "cosine_max": _max_offdiag(cosines), "norms": vectors.double().norm(dim=1).tolist()}
     if frozen:  # held fixed: named in the provenance and so in the figures' hover
         prov["excluded"] = [f"{name} (frozen)" for name in frozen]

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -334,3 +336,16 @@ def test_a_non_finite_weight_is_named_not_blamed_on_its_direction(bad):
             lnb.random_directions(model, n=2, norm=norm)
     d = lnb.random_directions(model, n=2, norm="none")  # raw Gaussian: nothing of the weights in it
     assert bool(torch.isfinite(d.vectors).all())
+
+
+def test_a_line_along_an_all_zero_direction_warns_that_it_is_a_point(mlp):
+    """Refused in a plane; on a line the flat plot is true, but rarely meant: said at the user's line."""
+    x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
+    zero = torch.zeros(1, sum(p.numel() for p in mlp.parameters()))
+    with pytest.warns(UserWarning, match=r"^landscape_nb: direction 0 is all zeros: it moves no weight") as caught:
+        surf = lnb.compute_surface(mlp, (x, y), zero, x=(-1, 1, 3), progress=False)
+    assert {w.filename for w in caught} == {__file__}
+    assert np.ptp(surf.loss) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.compute_surface(mlp, (x, y), lnb.random_directions(mlp, n=1), x=(-1, 1, 3), progress=False)

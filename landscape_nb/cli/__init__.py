@@ -16,10 +16,12 @@ import inspect
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import LandscapeError
@@ -436,10 +438,6 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
                 text = text.replace(api, flag)
             raise LandscapeError(text) from None
         raise
-    if others and d.n == 1 and not bool(d.vectors.any()):  # the API draws it as it is: a flat line (a point)
-        print(f"landscape-nb: warning: --model-file2 {args.model_file2} holds the model's own weights, so the line "
-              "between them is a single point and its plot a flat line at the model's loss; give another "
-              "checkpoint to see a path", file=sys.stderr)
     return base, d.with_provenance(**files)
 
 
@@ -621,7 +619,7 @@ def default_store(args) -> str:
     import json
     import re
 
-    skip = {"store", "html", "h5", "vtk", "kind", "log", "client", "workers", "func", "command", "verbose"}
+    skip = {"store", "html", "h5", "vtk", "kind", "log", "clip", "client", "workers", "func", "command", "verbose"}
     paths = ("dir_file", "model_file2", "model_file3", "checkpoints")  # flags added since: hashed only when
     kept = {k: v for k, v in sorted(vars(args).items())                 # given, so earlier runs keep their names
             if k not in skip and not callable(v) and not (k in (*paths, "dir_type") and v is None)}
@@ -871,6 +869,16 @@ def _kept_in(store, where: str) -> str:
     return f"finished tiles are kept in the store{where} ({n_done} of {size} points) (rerun to resume)"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning):
+    """The package's warnings as the CLI's other notes, ``landscape-nb: warning: ...`` (not a Python file, line
+    and source line); other libraries' as Python shows them."""
+    text = str(message)
+    if not text.startswith("landscape_nb"):
+        return _default(message, category, filename, lineno, file, line)
+    text = re.sub(r"^landscape_nb(\.\w+)?: ", "", text)
+    print(f"landscape-nb: warning: {text}", file=sys.stderr if file is None else file)
+
+
 def _exit_at_once_with(code: int) -> None:
     """After the command's work is done, a Ctrl-C or SIGTERM while the process exits (closing workers,
     flushing) ends it at once with the command's own exit code: its outputs are written, and 130 would
@@ -922,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # cluster start/stop chatter; read by dask's config when distributed is imported
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     on_main_thread = threading.current_thread() is threading.main_thread()
+    shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     previous = {}
     if on_main_thread:
         interrupts = _Interrupts(quiet=not args.verbose)
@@ -957,6 +966,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"landscape-nb: {how}; {kept}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     finally:
+        if argv_given:
+            warnings.showwarning = shown_before
         # the console script keeps them to its end: a Ctrl-C during the exit then ends it at once
         # too; a caller of main([...]) gets its own back
         for signum, handler in previous.items() if argv_given else ():
