@@ -471,6 +471,23 @@ def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monke
             p.state.close()
 
 
+def test_compute_pressed_while_a_cancel_takes_effect_starts_once_it_has(explorer):
+    """Compute during "cancelling" was dropped without a word (press it again); now it waits for the cancel
+    (about a second) and starts."""
+    explorer.controls["x_points"].value = explorer.controls["y_points"].value = 201
+    explorer.controls["time_budget"].value = 1e6
+    assert explorer.compute()
+    deadline = time.monotonic() + 60
+    while explorer.state.status != "running" and time.monotonic() < deadline:
+        explorer.state.wait(0.05)
+    assert explorer.state.cancel() and explorer.state.status == "cancelling"
+    explorer.controls["x_points"].value = explorer.controls["y_points"].value = 5
+    assert not explorer.compute_button.disabled  # the button takes the click
+    explorer.compute_button.click()
+    explorer.wait(60)
+    assert explorer.state.status == "done" and explorer.surface.loss.shape == (5, 5), explorer.state.message
+
+
 def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_surface(explorer):
     """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it computes
     only the missing points, within a time budget the rest fits. Changed controls start anew, and so does a user's

@@ -290,14 +290,15 @@ class ExplorerState(t.HasTraits):
     def compute(self, wait: bool = False) -> bool:
         """Start computing the current spec in the background; False (with a message) if refused.
 
-        A second Compute while one runs is refused (press Cancel first); with ``wait=True`` (a script
+        A second Compute while one runs is refused (press Cancel first); pressed while a Cancel takes
+        effect, it waits for that (about a second) and starts; with ``wait=True`` (a script
         or a cell) it waits for that one to end instead, then computes the current controls and waits
         for them, so ``surface`` is theirs when it returns. A run refused or failed once started (the
         time budget, a scheme the model lacks, an error in the model) puts back the surface shown
         before, says why in the panel and, with ``wait=True``, returns False.
         """
-        if self.running and wait:
-            self.wait()
+        if self.running and (wait or self.status == "cancelling"):  # Compute pressed while a Cancel takes effect
+            self.wait(None if wait else 10)  # (a second at most) starts once it has: it was dropped unsaid
         if self.running:
             self._say("A computation is already running; press Cancel first (or wait for it to finish).", "error")
             return False

@@ -326,7 +326,7 @@ class Explorer(w.VBox):
     def _on_progress(self, change=None) -> None:
         s = self.state
         running = s.status in ("starting", "running", "cancelling")
-        self.compute_button.disabled = running
+        self.compute_button.disabled = running and s.status != "cancelling"  # then it starts once the cancel has
         self.cancel_button.disabled = not running or s.status == "cancelling"
         self.progress.max = max(1, s.n_points)
         self.progress.value = min(s.n_done, self.progress.max)
