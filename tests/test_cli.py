@@ -428,6 +428,22 @@ def test_an_interrupt_when_every_point_is_stored_says_only_the_outputs_are_missi
             "from it (nothing is computed again)") in err, err
 
 
+def test_an_interrupt_after_the_outputs_were_written_is_no_failure(user_model, monkeypatch, capsys):
+    """Between "wrote f.html" and the command's end (a note, closing workers) a Ctrl-C gave 130 and "rerun to
+    write the outputs", though they were written (trial T)."""
+    import landscape_nb.cli as cli
+
+    real = cli.write_exports
+
+    def then_interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "write_exports", then_interrupted)
+    assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html"]) == 0
+    assert "landscape-nb: interrupted after the outputs were written; they are complete" in capsys.readouterr().err
+
+
 def test_a_signal_after_the_command_finished_keeps_its_exit_code(user_model, tmp_path):
     """The console script's work done (its figure written), a Ctrl-C while the process exits ended it with 130
     and no word: a script would throw the outputs away. Now it exits at once with the command's code."""
@@ -443,6 +459,18 @@ def test_a_signal_after_the_command_finished_keeps_its_exit_code(user_model, tmp
     assert done.returncode == 0, done.stderr
     assert "signalled after the command had finished; exiting with its code 0" in done.stderr
     assert (tmp_path / "f.html").stat().st_size > 0
+    # late in Python's shutdown (its modules torn down, ~0.5 s with torch) a signal's default action was back
+    late = script.replace("os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\nsys.exit(99)\n", (
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.5)\n"
+        "late = Late()\n"
+        "sys.exit(code)\n"))
+    assert late != script
+    done = subprocess.run([sys.executable, "-c", late], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
 
 
 def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path):

@@ -270,6 +270,7 @@ def write_exports(surf, args, name: str) -> None:
                   file=sys.stderr)
     if args.vtk:
         print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
+    args.done = True  # what is left (a note, closing workers) loses nothing: a signal from here on is no failure
 
 
 def check_html_name(path: str) -> None:
@@ -891,6 +892,11 @@ def _exit_at_once_with(code: int) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
+    # Python's shutdown puts back the default action of a signal with a handler of its own (an exit by the
+    # signal: 130, 143) before it tears down its modules (~0.5 s with torch); an ignored one stays ignored
+    import atexit
+
+    atexit.register(lambda: [signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)])
 
 
 #: the API's words in messages the CLI passes on, and the flags that say the same
@@ -954,6 +960,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LOST if isinstance(exc, ClusterLost) else EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        if getattr(args, "done", False):  # its outputs were written
+            print(f"landscape-nb: {how} after the outputs were written; they are complete", file=sys.stderr)
+            return 0
         store = getattr(args, "store", None)
         if store and not Path(store).exists():
             kept = "no tile had finished, so no store was written"
