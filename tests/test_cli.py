@@ -408,6 +408,17 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     assert "--clip '-1'; expected auto" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "y.zarr", "--clip", "none"]) == 2
     assert "--clip none was given without --html" in capsys.readouterr().err
+    # a cap at or below every value would draw a flat figure; a line or an eigen-map has no cap (trial T)
+    low = f"{float(np.nanmin(surf.loss)) * 0.9:.4f}"
+    assert main(["plot", str(store), "--html", str(tmp_path / "low.html"), "--clip", low]) == 2
+    assert f"clip={float(low)!r} is at or below every value shown" in capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "5", "--html", "line.html", "--clip", "2"]) == 2
+    assert "--clip was given for a line figure, which has no cap: a line draws every loss value" in \
+        capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "5", "--store", "line.zarr"]) == 0
+    capsys.readouterr()
+    assert main(["plot", "line.zarr", "--html", "line.html", "--clip", "2"]) == 2
+    assert "--clip was given for a line figure" in capsys.readouterr().err
 
 
 def test_an_interrupt_when_every_point_is_stored_says_only_the_outputs_are_missing(user_model, monkeypatch, capsys):

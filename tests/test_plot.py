@@ -379,6 +379,10 @@ def test_bad_input_errors_say_what_was_expected(bowl):
         plot.contour(bowl, clip="high")
     with pytest.raises(LandscapeError, match="positive"):
         plot.contour(bowl, clip=-1.0, log=True)
+    lowest = float(np.nanmin(bowl.loss))  # a cap at or below every value: a flat figure, not a flat landscape
+    for builder in (plot.contour, plot.surface, plot.heatmap):
+        with pytest.raises(LandscapeError, match=rf"^clip={lowest!r} is at or below every value shown"):
+            builder(bowl, clip=lowest)
     with pytest.raises(LandscapeError, match="levels="):
         plot.contour(bowl, levels=0)
 

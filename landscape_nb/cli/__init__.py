@@ -313,10 +313,19 @@ def parse_clip(text: str | None):
     return value
 
 
+def check_clip_kind(kind: str, clip) -> None:
+    """Refuse ``--clip`` for a figure that has no cap to set: a line draws every value, an eigen-map its ratio."""
+    if clip is not None and kind in ("line", "eigen_map"):
+        what = "a line draws every loss value" if kind == "line" else "an eigen-map draws |λmin/λmax|, not the loss"
+        raise LandscapeError(f"--clip was given for a {kind.replace('_', '-')} figure, which has no cap: {what}; "
+                             "drop --clip")
+
+
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
     from .. import plot
 
     kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale)
+    check_clip_kind(kind, clip)
     if kind == "eigen_map":
         return plot.eigen_map(surface, title=title)
     if kind == "slices":  # contours at the first, middle and last z
@@ -498,8 +507,10 @@ def cmd_compute(args) -> int:
     if args.tol is not None and not eigen:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
-    check_kind(args.kind, len(grid), eigen, log=args.log and bool(args.html))  # before the run: not after it
-    parse_clip(args.clip)  # a bad value is refused before the run
+    kind = check_kind(args.kind, len(grid), eigen, log=args.log and bool(args.html))  # before the run: not after it
+    if args.html:  # a bad --clip, or one for a figure without a cap, is refused before the run
+        check_clip_kind(kind, parse_clip(args.clip))
+    parse_clip(args.clip)
     if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)) or (args.clip and not args.html):
         flag = (f"--kind {args.kind}" if args.kind and not args.html else
                 f"--clip {args.clip}" if args.clip and not args.html else "--log")

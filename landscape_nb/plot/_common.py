@@ -175,11 +175,22 @@ def clip_limit(values: np.ndarray) -> float | None:
     return hi if not cap > lo else min(cap, hi)
 
 
+def _above(value: float) -> str:
+    """A round number a little above ``value`` (an example cap), e.g. 1.0243 -> '2'."""
+    return f"{float(np.ceil(value * 1.5 if value > 0 else value + 1)):g}"
+
+
 def _transform(values: np.ndarray, *, log: bool, clip: Any) -> np.ndarray:
     """The log/explicit-clip part of the display transform (no automatic cap)."""
     z = np.array(values, dtype=float)
     z[~np.isfinite(z)] = np.nan
     if clip is not None and clip is not False and clip is not True:
+        lowest = np.nanmin(z) if np.isfinite(z).any() else np.nan
+        if lowest >= float(clip):  # every point at the cap: a flat figure that looks like a flat landscape
+            raise LandscapeError(
+                f"clip={clip!r} is at or below every value shown (the lowest is {lowest:.6g}), so the figure would "
+                f"be flat at the cap; expected a cap above the lowest value, e.g. clip={_above(lowest)} (or None: "
+                "automatic, False: no cap)")
         z = np.minimum(z, float(clip))  # NaN stays NaN
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
