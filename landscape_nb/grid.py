@@ -62,10 +62,15 @@ class Axis:
         return cls(start, stop, num)
 
     def values(self) -> np.ndarray:
-        """The ``num`` coefficients (a copy of an array computed once: every tile slices them)."""
+        """The ``num`` coefficients (a copy of an array computed once: every tile slices them); a point
+        within rounding of 0 or 1 is exactly that."""
         v = self.__dict__.get("_values")
         if v is None:
             v = np.linspace(self.start, self.stop, self.num)
+            # the model at 0 (and a path's other model at 1) exactly, not a few 1e-16 off by linspace's rounding
+            tiny = 4 * np.finfo(float).eps * max(abs(self.start), abs(self.stop))
+            v[np.abs(v) <= tiny] = 0.0
+            v[np.abs(v - 1.0) <= tiny] = 1.0
             object.__setattr__(self, "_values", v)  # a cache, not a field: equality and the spec ignore it
         return v.copy()
 

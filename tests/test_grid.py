@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from landscape_nb.grid import coarse_to_fine
+from landscape_nb.grid import Grid, coarse_to_fine
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 5), (8, 8), (3, 11), (16, 16)])
@@ -36,6 +36,8 @@ def test_range_through_puts_the_models_on_the_grid_and_covers_the_range():
         a, b = range_through(lo, hi, n, unit=unit)
         v = np.linspace(a, b, n)
         assert np.abs(v).min() < 1e-12 * (b - a), (lo, hi, n, unit, a, b)
+        values = Grid.make((a, b, n)).x.values()  # the grid's own points: 0 (and 1) exactly
+        assert 0.0 in values and (1.0 in values or not unit), (lo, hi, n, unit, a, b)
         if unit:
             assert np.abs(v - 1).min() < 1e-12 * (b - a), (lo, hi, n, a, b)
             # steps of 1/m: a coarse grid cannot always come close (3 points: -1, 0, 1 or 0, 1, 2)
