@@ -385,7 +385,7 @@ def _untied(model: nn.Module, item: Mapping, k: int) -> Mapping:
                 raise LandscapeError(
                     f"direction {k} gives {given[0]!r} and {other!r} different values, but they are one tied tensor "
                     f"of {type(model).__name__}, moved once; expected the same tensor under both names, as "
-                    f"model.state_dict() has, or only {given[0]!r}")
+                    f"model.state_dict() has, or under one of its names only")
         if given and group[0] not in item:
             item[group[0]] = item[given[0]]
     return item
