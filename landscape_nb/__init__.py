@@ -19,8 +19,8 @@ _LAZY = {
     "plot": ("landscape_nb.plot", None),
     "zoo": ("landscape_nb.zoo", None),
     "cluster": ("landscape_nb.cluster", None),
-    "widgets": ("landscape_nb.widgets", None),
-    "grid": ("landscape_nb.grid", None),  # ExplorerState: the panel's state, without widgets
+    "widgets": ("landscape_nb.widgets", None),  # ExplorerState: the panel's state, without widgets
+    "grid": ("landscape_nb.grid", None),
     "export_html": ("landscape_nb.plot.export", "export_html"),
     "export_image": ("landscape_nb.plot.export", "export_image"),
     "export_vtk": ("landscape_nb.plot.export", "export_vtk"),

@@ -216,8 +216,8 @@ def random_directions(
     -------
     Directions
         ``vectors`` of shape (n, n_params), float32 on the CPU (float64 for a float64 model,
-        drawn as float32 so a seed gives the same directions), in the units of the weights; ``provenance`` holds the scheme, norm, ignore, seed, the largest
-        absolute cosine between directions before and after (``cosine_max_before``,
+        drawn as float32 so a seed gives the same directions), in the units of the weights;
+        ``provenance`` holds the scheme, norm, ignore, seed, the largest absolute cosine between directions before and after (``cosine_max_before``,
         ``cosine_max``), each vector's norm (``norms``), the parameters left out
         (``excluded``: frozen ones, not in the layout) and those given a zero
         direction (``zeroed``: 1-D tensors with ``ignore="biasbn"``).

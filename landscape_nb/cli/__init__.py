@@ -508,9 +508,9 @@ def cmd_compute(args) -> int:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
     kind = check_kind(args.kind, len(grid), eigen, log=args.log and bool(args.html))  # before the run: not after it
-    if args.html:  # a bad --clip, or one for a figure without a cap, is refused before the run
-        check_clip_kind(kind, parse_clip(args.clip))
-    parse_clip(args.clip)
+    clip = parse_clip(args.clip)  # a bad --clip, or one for a figure without a cap, is refused before the run
+    if args.html:
+        check_clip_kind(kind, clip)
     if (args.kind and not args.html) or (args.log and not (args.html or args.vtk)) or (args.clip and not args.html):
         flag = (f"--kind {args.kind}" if args.kind and not args.html else
                 f"--clip {args.clip}" if args.clip and not args.html else "--log")
