@@ -69,8 +69,9 @@ class Axis:
             v = np.linspace(self.start, self.stop, self.num)
             # the model at 0 (and a path's other model at 1) exactly, not a few 1e-16 off by linspace's rounding
             tiny = 4 * np.finfo(float).eps * max(abs(self.start), abs(self.stop))
-            v[np.abs(v) <= tiny] = 0.0
-            v[np.abs(v - 1.0) <= tiny] = 1.0
+            if tiny < 0.5:  # else rounding cannot tell 0 from 1 (a range of ~1e15): the points stay linspace's
+                v[np.abs(v) <= tiny] = 0.0
+                v[np.abs(v - 1.0) <= tiny] = 1.0
             object.__setattr__(self, "_values", v)  # a cache, not a field: equality and the spec ignore it
         return v.copy()
 
@@ -230,14 +231,15 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
 
     A chosen range (``auto_range``'s, a scheme's suggestion) is rarely symmetric, so its points miss the
     trained model: the picture then never shows the centre's own loss. The points are shared out between
-    the sides in proportion to their lengths, and the step is set so that both ends are covered.
+    the sides in proportion to their lengths, and the step is set so that both ends are covered, rounded up
+    to three significant digits (so the ends are short decimals, at most 1 % further out).
     With ``unit`` the step is 1/m for a whole m (of the two nearest ``(num - 1) / (stop - start)``, the
     one whose ends come closer to the range's), so the ends are only near the range's: within 20 % of
     its length from 11 points on, further on a coarser grid (3 points give -1, 0, 1 or 0, 1, 2). A range
     without 0 inside it, or of fewer than 3 points, is returned as given.
 
-    >>> range_through(-0.7, 0.9, 21)          # 9 steps left of 0, 11 right, of 0.0818
-    (-0.7363636363636363, 0.9)
+    >>> range_through(-0.7, 0.9, 21)          # 9 steps left of 0, 11 right, of 0.0819 (0.0818... rounded up)
+    (-0.7371, 0.9009)
     >>> range_through(-0.5, 1.5, 31, unit=True)   # 15 steps per unit: 0 and 1 are points 8 and 23
     (-0.5333333333333333, 1.4666666666666668)
     """
@@ -252,8 +254,39 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
         fits = {min(max(m, 1), steps) for m in (math.floor(steps / (stop - start)), math.ceil(steps / (stop - start)))}
         return min((ends(m) for m in fits), key=lambda r: max(abs(r[0] - start), abs(r[1] - stop)))
     a = min(max(round(steps * -start / (stop - start)), 1), steps - 1)
-    h = max(-start / a, stop / (steps - a))
-    return -a * h, (steps - a) * h
+    h = _ceil_significant(max(-start / a, stop / (steps - a)), 3)  # short ends: the Explorer's boxes show them
+    return float(f"{-a * h:.8g}"), float(f"{(steps - a) * h:.8g}")  # a whole number of 3-digit steps, exactly
+
+
+def _ceil_significant(value: float, digits: int) -> float:
+    """``value`` > 0 rounded up to ``digits`` significant decimal digits (0.08181 -> 0.0819 for 3)."""
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return float(f"{math.ceil(value / scale * (1 - 1e-12)) * scale:.{digits}g}")
+
+
+def models_between_points(start: float, stop: float, num: int, *, unit: bool = False) -> list[float]:
+    """The models' coordinates that ``num`` evenly spaced points on ``start..stop`` miss: 0 (the model at the
+    centre), and with ``unit`` 1 (the other model of an interpolation or a plane's axis), where they lie
+    inside the range but no point is within 1e-9 of its length of them. A figure of such a grid never shows
+    those models' own losses (nor a barrier between them, which needs both ends).
+
+    >>> models_between_points(-1, 1, 20), models_between_points(-0.35, 1.2, 21, unit=True)
+    ([0.0], [0.0, 1.0])
+    """
+    values = Axis(float(start), float(stop), int(num)).values()
+    atol = 1e-9 * abs(float(stop) - float(start))
+    return [m for m in ((0.0, 1.0) if unit else (0.0,))
+            if min(start, stop) <= m <= max(start, stop) and not np.isclose(values, m, rtol=0, atol=atol).any()]
+
+
+def points_through_models(start: float, stop: float, num: int, *, unit: bool = False, step: int = 1,
+                          most: int | None = None) -> int | None:
+    """The fewest points above ``num`` (``num + step``, ``num + 2 step``, ... up to ``most``, default
+    ``4 num + 1``) whose grid on ``start..stop`` holds the models `models_between_points` looks for; None if
+    none does (the range's ends are not whole multiples of a step through 0 and 1)."""
+    most = 4 * int(num) + 1 if most is None else int(most)
+    return next((k for k in range(int(num) + step, most + 1, step)
+                 if not models_between_points(start, stop, k, unit=unit)), None)
 
 
 def coarse_to_fine(index_shape: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -46,6 +46,11 @@ def test_compute_store_and_html_then_plot(user_model, tmp_path, capsys):
     surf = lnb.load_surface(store)
     assert surf.loss.shape == (4, 5) and surf.is_complete
     np.testing.assert_allclose(surf.y, np.linspace(-0.5, 0.5, 4))
+    # 4 points on -0.5:0.5 miss the trained model (naive: np.linspace), 5 hold it; x's 5 on -1:1 hold it
+    assert not np.isclose(np.linspace(-0.5, 0.5, 4), 0).any() and np.isclose(np.linspace(-0.5, 0.5, 5), 0).any()
+    err = capsys.readouterr().err
+    assert "note: the model sits at y = 0, between the points of 4 on -0.5:0.5; --grid 5x5 puts it on the grid" in err
+    assert "sits at x" not in err
     text = html.read_text()
     assert "plotly" in text and '"type":"surface"' in text.replace(" ", "")
     out = tmp_path / "c.html"
@@ -60,6 +65,20 @@ def test_compute_store_and_html_then_plot(user_model, tmp_path, capsys):
     assert main(["compute", user_model, "--grid", "5x4", "--range", "-1:1", "--yrange", "-0.5:0.5",
                  "--store", str(store), "--tile", "2x3"]) == 0
     np.testing.assert_array_equal(lnb.load_surface(store).loss, surf.loss)
+
+
+def test_the_default_range_of_an_even_grid_stays_minus_one_to_one_with_a_note(user_model, tmp_path, capsys):
+    """`--help` says the default is -1:1; an even count was given a moved range instead (4 points:
+    -2..1, twice as long) without a word. Now the grid is np.linspace(-1, 1, n), and a note says the model
+    falls between its points, with a --grid that holds it."""
+    store = tmp_path / "even.zarr"
+    assert main(["compute", user_model, "--grid", "6x4", "--store", str(store)]) == 0
+    surf = lnb.load_surface(store)
+    np.testing.assert_array_equal(surf.x, np.linspace(-1, 1, 6))
+    np.testing.assert_array_equal(surf.y, np.linspace(-1, 1, 4))
+    err = capsys.readouterr().err
+    assert "note: the model sits at x = 0, between the points of 6 on -1:1; --grid 7x4 puts it on the grid" in err
+    assert "note: the model sits at y = 0, between the points of 4 on -1:1; --grid 6x5 puts it on the grid" in err
 
 
 def test_compute_1d_line(user_model, tmp_path):

@@ -456,7 +456,7 @@ def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, c
                  "--store", str(tmp_path / "l-typed.zarr")]) == 0  # a typed range is the user's: a note
     err = capsys.readouterr().err
     assert not np.isclose(np.linspace(-0.5, 1.5, 51), 0).any() and np.isclose(np.linspace(-0.5, 1.5, 53), 0).any()
-    assert "the models sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid with 53 points" in err
+    assert "the models sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid 53 puts them" in err
     assert main(["compute", bn_module, "--grid", "41", "--model-file2", str(paths[0]),
                  "--store", str(tmp_path / "l41.zarr")]) == 0
     assert "the models sit" not in capsys.readouterr().err

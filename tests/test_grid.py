@@ -47,3 +47,13 @@ def test_range_through_puts_the_models_on_the_grid_and_covers_the_range():
             assert a <= lo + 1e-12 and b >= hi - 1e-12, (lo, hi, n, a, b)
     assert range_through(0.2, 1.0, 11) == (0.2, 1.0) and range_through(-1.0, 1.0, 2) == (-1.0, 1.0)
     assert range_through(-1.0, 1.0, 21) == (-1.0, 1.0)
+
+
+def test_a_range_too_wide_to_tell_0_from_1_keeps_linspaces_points():
+    """Points within rounding of 0 or 1 are made exact, but at ±2e15 rounding (4 ulp ≈ 1.8) spans both:
+    the centre was made 0 and then 1, so the surface's middle point was evaluated at x = 1."""
+    for start, stop, num in ((-2e15, 2e15, 5), (-1e17, 3e17, 9), (-1.0, 1.0, 5)):
+        values = Grid.make((start, stop, num)).x.values()
+        np.testing.assert_array_equal(values, np.linspace(start, stop, num))
+        assert values[round((num - 1) * -start / (stop - start))] == 0.0
+

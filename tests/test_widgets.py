@@ -707,6 +707,36 @@ def test_the_explorers_automatic_ranges_hold_the_models_on_their_grid(points):
         state.close()
 
 
+def test_a_typed_range_that_misses_the_models_says_so_and_the_count_it_suggests_holds_them():
+    """A typed range is used as typed (the CLI notes when it misses the models; the panel said nothing): the
+    message now names the models between grid points and an odd count (the sliders') whose points hold
+    them, and that count's losses at 0 and 1 equal a naive float64 evaluation of each minimizer."""
+    ex = lnb.zoo.load("mlp-digits")
+    state = ExplorerState(model_name="mlp-digits", scheme="interpolate", auto_range=False, x_min=-0.5, x_max=1.3,
+                          x_points=21)
+    try:
+        assert state.compute(wait=True), state.message
+        assert not np.isclose(np.linspace(-0.5, 1.3, 21), 0).any()  # naive: neither 0 nor 1 is a point
+        assert not np.isclose(np.linspace(-0.5, 1.3, 21), 1).any()
+        assert ("Note: the models sit at x = 0 and 1, between the 21 points of -0.5 to 1.3, so the figure does not "
+                "show their own loss; 37 x points or auto range put them on the grid.") in state.message
+        state.set(x_points=37)
+        assert state.compute(wait=True), state.message
+        assert "Note: the models sit" not in state.message and "between the" not in state.message
+        s = state.surface
+        for t, m in zip((0.0, 1.0), ex.minimizers.values()):
+            k = int(np.abs(s.x - t).argmin())
+            assert abs(s.x[k] - t) < 1e-12, (t, s.x)
+            assert s.loss[k] == pytest.approx(_naive_loss(copy.deepcopy(m), ex.test, ex.loss_fn), rel=2e-6)
+        state.set(scheme="random", ndim=2, x_min=-1, x_max=1, y_min=-0.3, y_max=1, x_points=21, y_points=21)
+        assert state.compute(wait=True), state.message
+        assert ("Note: the model sits at y = 0, between the 21 points of -0.3 to 1, so the figure does not show "
+                "its own loss; 27 y points or auto range put it on the grid.") in state.message
+        assert "at x = 0" not in state.message
+    finally:
+        state.close()
+
+
 def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_only():
     """In a kernel (an event loop on the main thread) the range searched ahead redraws the empty
     figure's axes before Compute; once values are shown, a search for other controls leaves them."""

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import LandscapeError
-from ..grid import range_through
+from ..grid import models_between_points, points_through_models, range_through
 from ..schemes import SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
 
@@ -548,12 +548,12 @@ def cmd_compute(args) -> int:
     yr = parse_range(args.yrange or args.range or y_default, "--yrange")
     zr = parse_range(args.zrange or args.range or "-1:1", "--zrange")
     unit = d.provenance.get("scheme") in ("interpolate", "plane3")
-    if not args.range:  # the scheme's suggested range, moved so that its points hold the models at 0 (and 1)
+    # the range a scheme suggests, moved so that its points hold the models at 0 (and 1); the default -1:1 stays
+    if not args.range and "x_range" in d.provenance:  # (an even count misses the centre there: a note says so)
         xr = range_through(*xr, grid[0], unit=unit)
-        if len(grid) > 1 and not args.yrange:
-            yr = range_through(*yr, grid[1], unit=unit)
-    if unit:
-        note_models_off_grid(grid, xr, yr)
+    if len(grid) > 1 and not (args.range or args.yrange) and "y_range" in d.provenance:
+        yr = range_through(*yr, grid[1], unit=unit)
+    note_models_off_grid(grid, xr, yr, zr, unit=unit)
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -605,20 +605,19 @@ def cmd_compute(args) -> int:
     return 0
 
 
-def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float]) -> None:
-    """A note on stderr where a path's models (at 0 and 1 on each axis) fall between grid points: the plot then
-    shows neither model's own loss (nor a barrier, which needs both ends), with a grid size that has them."""
-    import numpy as np
-
-    for name, n, (a, b) in zip("xy", grid, ranges):
-        def hits(k, a=a, b=b):
-            values = np.linspace(a, b, k)
-            return all(np.isclose(values, m, rtol=0, atol=1e-9 * (b - a)).any() for m in (0.0, 1.0) if a <= m <= b)
-
-        if not hits(n):
-            better = next((k for k in range(n + 1, 4 * n + 2) if hits(k)), None)
-            print(f"landscape-nb: note: the models sit at {name} = 0 and 1, between the points of {n} on {a:g}:{b:g}"
-                  + (f"; --grid with {better} points per axis puts them on the grid" if better else ""),
+def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool) -> None:
+    """A note on stderr where the model at 0 (and with ``unit``, a path's other model at 1) falls between grid
+    points on an axis: the plot then shows neither model's own loss (nor a barrier, which needs both ends),
+    with a grid size that has them."""
+    for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
+        missed = models_between_points(a, b, n, unit=unit)
+        if missed:
+            better = points_through_models(a, b, n, unit=unit)
+            who = "the models sit at" if len(missed) > 1 else "the model sits at"
+            at = " and ".join(f"{m:g}" for m in missed)
+            fix = "x".join(str(better if i == k else m) for i, m in enumerate(grid)) if better else None
+            print(f"landscape-nb: note: {who} {name} = {at}, between the points of {n} on {a:g}:{b:g}"
+                  + (f"; --grid {fix} puts {'them' if len(missed) > 1 else 'it'} on the grid" if fix else ""),
                   file=sys.stderr)
 
 

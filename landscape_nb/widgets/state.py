@@ -22,7 +22,7 @@ import traitlets as t
 
 from ..directions import NORMS
 from ..errors import LandscapeError
-from ..grid import Grid
+from ..grid import Grid, models_between_points, points_through_models
 from ..schemes import SCHEMES
 from ..surface import Surface
 from ._ui_thread import UiQueue
@@ -30,6 +30,7 @@ from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
 from .models import ModelShelf, split_of
 from .request import (
+    MODEL_SCHEMES,
     ExplorerSpec,
     RangeChoice,
     check_budget,
@@ -85,6 +86,27 @@ def _caveats(surf: Surface) -> str:
                 "metrics mean nothing; a narrower range shows the basin.")
         out += f" {surf.divergence_note}." if surf.divergence_note else ""
     out += "".join(f" Note: {text}." for text in loader_notes(surf.provenance.get("data") or {}))
+    return out
+
+
+def _off_grid_note(spec: ExplorerSpec) -> str:
+    """A note where the range used misses the model at 0 (and for an interpolation or a plane through three
+    models, the others at 1): a typed range, or one kept because auto range could not find one. ``RangeChoice.apply``
+    moves automatic ranges so that they never do."""
+    unit = spec.scheme in MODEL_SCHEMES
+    out = ""
+    for name, axis in zip("xy", (spec.x, spec.y)):
+        missed = [] if axis is None else models_between_points(*axis, unit=unit)
+        if missed:
+            start, stop, n = axis
+            better = points_through_models(start, stop, n, unit=unit, step=2, most=POINTS[1])
+            who = (f"models sit at {name} = 0 and 1" if len(missed) > 1 else
+                   f"{'other model sits' if missed[0] else 'model sits'} at {name} = {missed[0]:g}")
+            fixes = [f"{better} {name} points"] * bool(better) + ["auto range"] * (not spec.auto_range)
+            them = "them" if len(missed) > 1 else "it"
+            out += (f" Note: the {who}, between the {n} points of {start:g} to {stop:g}, so the figure does not show "
+                    f"{'their' if len(missed) > 1 else 'its'} own loss"
+                    + (f"; {' or '.join(fixes)} put{'s' * (len(fixes) == 1)} {them} on the grid." if fixes else "."))
     return out
 
 
@@ -426,7 +448,7 @@ class ExplorerState(t.HasTraits):
                 check_budget(spec, seconds_per_point, workers)
                 surf = run(None)
             returned = time.perf_counter()
-            note = prepared.range.note
+            note = prepared.range.note + _off_grid_note(spec)
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
         except Cancelled:  # before the first point: while finding the range
             returned = time.perf_counter()
