@@ -166,8 +166,9 @@ def normalize_like(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | No
 
 
 def vector_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of direction vectors for ``model``: float64 for a float64 model (a float32 direction
-    would hold its filter norms, and so the surface's coordinates, to ~1e-7 only), else float32."""
+    """The dtype of direction vectors for ``model`` (random, PCA and user's directions, and the vectors between
+    models of `landscape_nb.model_paths`): float64 for a float64 model (a float32 direction would hold its
+    filter norms, and so the surface's coordinates, or t = 1 of a path, to ~1e-7 only), else float32."""
     return torch.float64 if model_dtype(model) == torch.float64 else torch.float32
 
 

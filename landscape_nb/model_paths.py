@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag
+from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag, vector_dtype
 from .errors import LandscapeError, check_choice
 from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
                      variance_buffers)
@@ -240,11 +240,12 @@ def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
     return out
 
 
-def path_dtype(weights: torch.Tensor) -> torch.dtype:
-    """The dtype of the vectors between models whose flat weights are ``weights``: float64 for
-    float64 models (so t = 1 is the other model to float64 rounding, not float32's ~1e-7), float32
-    otherwise (as every ``Directions``; the evaluation casts them to the model's dtype)."""
-    return torch.float64 if weights.dtype == torch.float64 else torch.float32
+def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
+    """``names`` checked: ``n`` non-empty strings, the models' names on the axes and in messages."""
+    if isinstance(names, str) or len(names) != n or not all(isinstance(x, str) and x for x in names):
+        raise LandscapeError(f"names={names!r}; expected {n} non-empty strings, one per model, e.g. "
+                             f"names={tuple('abc'[:n])!r}")
+    return tuple(names)
 
 
 def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
@@ -258,7 +259,7 @@ def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
 
 
 def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = True,
-                            frozen: str = "include") -> Directions:
+                            frozen: str = "include", names: Sequence[str] = ("a", "b")) -> Directions:
     """The direction ``θ_b − θ_a``: the surface at ``x = 0`` is model ``a`` and at ``x = 1`` model ``b``.
 
     >>> d = interpolation_direction(small_batch, large_batch)
@@ -283,6 +284,9 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
         Also interpolate floating-point buffers (default True; it was False before 2026-12-02).
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between the models: interpolate them, or refuse.
+    names : (str, str), optional
+        What to call ``a`` and ``b`` on the axis ("interpolation a → b" by default), e.g.
+        ``("small-batch", "large-batch")``.
 
     Returns
     -------
@@ -307,16 +311,17 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     """
     layout = paired_layout([a, b], include_buffers, frozen)
     wa = flatten(a, layout).cpu()
-    dtype = path_dtype(wa)
+    dtype = vector_dtype(a)  # float64 models: t = 1 is b to float64 rounding, not float32's ~1e-7
     vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
+    na, nb = _names(names, 2)
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
-            "x_label": "interpolation a → b", "norms": [float(vec.double().norm())],
+            "x_label": f"interpolation {na} → {nb}", "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)
 
 
 def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffers: bool = True,
-                     frozen: str = "include") -> Directions:
+                     frozen: str = "include", names: Sequence[str] = ("a", "b", "c")) -> Directions:
     """Two directions ``θ_b − θ_a`` and ``θ_c − θ_a``: the plane through three models.
 
     Model ``a`` is at (0, 0), ``b`` at (1, 0) and ``c`` at (0, 1); pass ``a`` as the
@@ -331,6 +336,9 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
         point is that model); see ``interpolation_direction``.
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between the models: span them, or refuse.
+    names : (str, str, str), optional
+        What to call ``a``, ``b`` and ``c`` on the axes ("a → b", "a → c" by default) and in
+        the messages, e.g. ``("final", "run 2", "run 3")``.
 
     Returns
     -------
@@ -352,22 +360,23 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     """
     layout = paired_layout([a, b, c], include_buffers, frozen)
     wa = flatten(a, layout).cpu()
-    dtype = path_dtype(wa)
+    dtype = vector_dtype(a)
     wa = wa.to(dtype)
     vecs = torch.stack([flatten(b, layout).cpu().to(dtype) - wa, flatten(c, layout).cpu().to(dtype) - wa])
-    for k, name in enumerate("bc"):
+    na, nb, nc = _names(names, 3)
+    for k, name in enumerate((nb, nc)):
         if not bool(vecs[k].any()):
             raise LandscapeError(
-                f"model {name} holds the same weights as model a (the centre), so the plane's axis a → {name} has no "
-                f"length; expected three different models (e.g. checkpoints of other runs or training steps)")
+                f"model {name} holds the same weights as model {na} (the centre), so the plane's axis {na} → {name} "
+                f"has no length; expected three different models (e.g. checkpoints of other runs or training steps)")
     cosine = _max_offdiag(_cosines(vecs))
     if torch.equal(vecs[0], vecs[1]) or cosine > 1 - DEPENDENT_TOL ** 2:
         how = "they are the same model" if torch.equal(vecs[0], vecs[1]) else f"|cosine| {cosine:.7f}"
         raise LandscapeError(
-            f"models b and c lie on one line through a ({how}), so a → b and a → c span a line, not a plane; "
-            "expected three models not on one line: another checkpoint for c (or interpolation_direction(a, b) "
-            "for the line)")
+            f"models {nb} and {nc} lie on one line through {na} ({how}), so {na} → {nb} and {na} → {nc} span a "
+            f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
+            "interpolation_direction(a, b) for the line)")
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers),
-            "x_label": "a → b", "y_label": "a → c", "cosine_max": cosine,
+            "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

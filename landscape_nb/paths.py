@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .directions import Directions
-from .model_paths import interpolation_direction, paired_layout, path_dtype
+from .directions import Directions, vector_dtype
+from .model_paths import interpolation_direction, paired_layout
 from .errors import LandscapeError, positive_int, positive_number, seed_int, warn_user
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
@@ -251,7 +251,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     seed_int(seed, "the batches drawn for training")
     has_bn = bool(batchnorm_modules(a))
     w0 = flatten(a, layout).detach().cpu()
-    dtype = path_dtype(w0)  # float64 models train and are evaluated in float64
+    dtype = vector_dtype(a)  # float64 models train and are evaluated in float64
     w0, w2 = w0.to(dtype), flatten(b, layout).detach().cpu().to(dtype)
     ev = read_data(data, target_key=target_key).to("cpu")
     work = copy.deepcopy(a).cpu().to(dtype)

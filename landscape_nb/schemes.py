@@ -22,12 +22,12 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     ``interpolate`` runs from ``model`` to ``others[0]`` and ``plane3`` spans the plane through
     ``model`` and ``others[:2]`` when ``others`` (models of ``model``'s architecture, e.g. from
     the CLI's ``--model-file2``/``--model-file3``) is given, else through the example's
-    minimizers (or checkpoints). ``pca`` uses ``trajectory`` (checkpoints as
-    ``pca_directions`` takes them) or else the example's; ``hessian`` the eigenvectors of the largest
-    (and, for a plane, most negative; for a volume, those two and the second largest)
-    eigenvalue on ``data`` (default: the example's
-    training split, first ``HESSIAN_MAX_SAMPLES`` of a fixed-seed subset), its targets where
-    ``target_key`` says (``data.read_data``). Schemes whose
+    minimizers (or checkpoints), named on the axes by the keys of a dict of minimizers
+    ("interpolation small-batch → large-batch"; "trained", "checkpoint k" otherwise). ``pca`` uses
+    ``trajectory`` (checkpoints as ``pca_directions`` takes them) or else the example's; ``hessian`` the
+    eigenvectors of the largest (and, for a plane, most negative; for a volume, those two and the second
+    largest) eigenvalue on ``data`` (default: the example's training split, first ``HESSIAN_MAX_SAMPLES``
+    of a fixed-seed subset), its targets where ``target_key`` says (``data.read_data``). Schemes whose
     coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.
     """
     from . import directions as dirs
@@ -43,12 +43,13 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
             raise LandscapeError("directions 'interpolate' needs a second model to interpolate to (a zoo model "
                                  "has its minimizer pair); for your own, give its checkpoint (CLI: --model-file2 "
                                  "FILE.pt) or use lnb.interpolation_direction(a, b)")
-        a, b = (model, others[0]) if others else _pair(ex)
-        d = model_paths.interpolation_direction(a, b, include_buffers=True)
+        (a, b), names = ((model, others[0]), ("a", "b")) if others else _pair(ex)  # the example's names for its models
+        d = model_paths.interpolation_direction(a, b, include_buffers=True, names=names)
         return a, _with_range(d, x=[-0.5, 1.5])
     if scheme == "plane3":
-        a, b, c = (model, *others[:2]) if others and len(others) >= 2 else _three(ex)
-        return a, _with_range(model_paths.plane_directions(a, b, c, include_buffers=True), x=[-0.5, 1.5], y=[-0.5, 1.5])
+        (a, b, c), names = ((model, *others[:2]), ("a", "b", "c")) if others and len(others) >= 2 else _three(ex)
+        d = model_paths.plane_directions(a, b, c, include_buffers=True, names=names)
+        return a, _with_range(d, x=[-0.5, 1.5], y=[-0.5, 1.5])
     if scheme == "pca":
         if trajectory is None and (ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1):
             raise LandscapeError(f"directions 'pca' needs a training trajectory of at least {ndim + 1} checkpoints "
@@ -102,42 +103,47 @@ def _with_range(d, **ranges):
 
 
 def _pair(ex):
-    """The two models an interpolation runs between: the minimizer pair, else init → final."""
-    minimizers = _minimizers(ex)
+    """``((a, b), names)``: the two models an interpolation runs between, the minimizer pair (named by the
+    keys of a dict of them), else the first checkpoint and the trained model."""
+    minimizers, names = _minimizers(ex)
     if len(minimizers) >= 2:
-        return minimizers[0], minimizers[1]
+        return (minimizers[0], minimizers[1]), tuple(names)
     t = list(getattr(ex, "trajectory", None) or [])
     if not t:
         raise LandscapeError(f"directions 'interpolate': {_name(ex)} has no minimizer pair (.minimizers) and no "
                              "trajectory (.trajectory) to take the line's start from; expected one of them (or "
                              "use lnb.interpolation_direction(a, b))")
-    return _checkpoint_model(ex, t, 0), ex.model
+    return (_checkpoint_model(ex, t, 0), ex.model), ("checkpoint 0", "trained")
 
 
 def _three(ex):
-    """Three models for a plane: final and the minimizer pair, else final, init and mid-training."""
+    """``((a, b, c), names)``: three models for a plane: the trained model and the minimizer pair, else the
+    trained model, the first checkpoint and one mid-training."""
     if ex is None:
         raise LandscapeError("directions 'plane3' needs two more models (a zoo model has its minimizers or its "
                              "trajectory); for your own, give their checkpoints (CLI: --model-file2 B.pt "
                              "--model-file3 C.pt) or use lnb.plane_directions(a, b, c)")
-    minimizers = _minimizers(ex)
+    minimizers, names = _minimizers(ex)
     if len(minimizers) >= 2:
-        return ex.model, minimizers[0], minimizers[1]
+        return (ex.model, minimizers[0], minimizers[1]), ("trained", *names)
     t = list(getattr(ex, "trajectory", None) or [])
     if len(t) < 3:
         raise LandscapeError(f"directions 'plane3': {_name(ex)} has {len(t)} checkpoints and no minimizer pair; "
                              "expected at least 3 checkpoints (.trajectory) or two minimizers (.minimizers)")
-    return ex.model, _checkpoint_model(ex, t, 0), _checkpoint_model(ex, t, len(t) // 2)
+    mid = len(t) // 2
+    return (ex.model, _checkpoint_model(ex, t, 0), _checkpoint_model(ex, t, mid)), ("trained", "checkpoint 0",
+                                                                                   f"checkpoint {mid}")
 
 
-def _minimizers(ex) -> list:
+def _minimizers(ex) -> tuple[list, list[str]]:
     """The first two of ``ex.minimizers`` (a dict or a list of models, state dicts or paths to them) as models
-    of ``ex.model``'s architecture; fewer when it has fewer."""
+    of ``ex.model``'s architecture (fewer when it has fewer), and their names (the dict's keys)."""
     from collections.abc import Mapping
 
     given = getattr(ex, "minimizers", None) or []
     items = list(given.values()) if isinstance(given, Mapping) else list(given)
-    return [_checkpoint_model(ex, items, k, "minimizer") for k in range(min(2, len(items)))]
+    names = [str(k) if isinstance(given, Mapping) and str(k) else f"minimizer {i}" for i, k in enumerate(given)]
+    return [_checkpoint_model(ex, items, k, "minimizer") for k in range(min(2, len(items)))], names[:2]
 
 
 def _name(ex) -> str:

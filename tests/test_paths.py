@@ -189,6 +189,18 @@ def test_three_models_that_give_no_plane_are_refused_naming_which():
         lnb.plane_directions(a, b, copy.deepcopy(b))
     with pytest.raises(LandscapeError, match=r"^models b and c lie on one line through a \(\|cosine\| 1\.0000000\)"):
         lnb.plane_directions(a, b, far)
+    with pytest.raises(LandscapeError, match=r"^models run 2 and far lie on one line through final \(\|cosine\| "
+                                             r"1\.0000000\), so final → run 2 and final → far span a line, not a "
+                                             r"plane; expected three models not on one line: another checkpoint for "
+                                             r"far"):
+        lnb.plane_directions(a, b, far, names=("final", "run 2", "far"))
+    d = lnb.plane_directions(a, b, nn.Linear(3, 2), names=("final", "run 2", "run 3"))
+    assert (d.provenance["x_label"], d.provenance["y_label"]) == ("final → run 2", "final → run 3")
+    line = lnb.interpolation_direction(a, b, names=("sgd", "adam"))
+    assert line.provenance["x_label"] == "interpolation sgd → adam"
+    for bad in ("ab", ("a", "b"), ("a", "", "c"), ("a", "b", 3)):
+        with pytest.raises(LandscapeError, match=r"^names=.*; expected 3 non-empty strings, one per model"):
+            lnb.plane_directions(a, b, nn.Linear(3, 2), names=bad)
 
 
 def test_models_with_the_same_tensors_but_another_network_cannot_be_interpolated(pair):

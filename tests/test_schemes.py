@@ -74,7 +74,9 @@ def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
     assert a is small and d.provenance["x_range"] == [-0.5, 1.5]
     ref = lnb.interpolation_direction(small, large, include_buffers=True)
     assert torch.equal(d.vectors, ref.vectors)
-    with pytest.raises(LandscapeError, match="^model b holds the same weights as model a"):
+    assert d.provenance["x_label"] == "interpolation small-batch → large-batch"  # the dict's names, not a → b
+    with pytest.raises(LandscapeError, match="^model small-batch holds the same weights as model trained \\(the "
+                                             "centre\\), so the plane's axis trained → small-batch has no length"):
         make_directions("plane3", example.model, example, ndim=2)  # here the model is its small-batch minimizer
     third = copy.deepcopy(large)
     with torch.no_grad():
@@ -84,6 +86,10 @@ def test_interpolate_and_plane3_schemes_use_the_minimizer_pair(example):
     a, p = make_directions("plane3", example.model, mine, ndim=2)
     assert a is example.model and p.n == 2 and p.provenance["y_range"] == [-0.5, 1.5]
     assert torch.equal(p.vectors, lnb.plane_directions(example.model, large, third).vectors)
+    assert (p.provenance["x_label"], p.provenance["y_label"]) == ("trained → b", "trained → c")
+    mine.minimizers = [large, third]  # a list: numbered
+    _, p = make_directions("plane3", example.model, mine, ndim=2)
+    assert (p.provenance["x_label"], p.provenance["y_label"]) == ("trained → minimizer 0", "trained → minimizer 1")
 
 
 def test_a_user_object_with_only_a_trajectory_of_files_gets_the_line_and_plane_from_it(example, tmp_path):
