@@ -1,8 +1,12 @@
 """The main job, end to end on the embedded cluster (small resolution)."""
+import copy
 import re
 
 import pytest
+import torch
+from torch import nn
 
+import landscape_nb as lnb
 from landscape_nb.cli import main
 
 
@@ -20,5 +24,20 @@ def test_demo_writes_standalone_html_figures(tmp_path, capsys):
         assert not re.search(r"<script[^>]+src=[\"']https?://", text)
     stdout = capsys.readouterr().out
     assert "Dask dashboard: http://127.0.0.1:" in stdout and "7 figures" in stdout
+    # the 1D figures hold their minimizers (4n and 2n points missed them): each one's loss at its own
+    # coordinate is a naive float64 evaluation of it
+    ex = lnb.zoo.load("mlp-digits")
+    x, y = ex.test
+    naive = {}
+    for key, m in ex.minimizers.items():
+        with torch.no_grad():
+            naive[key] = float(nn.functional.cross_entropy(copy.deepcopy(m).double()(x.double()), y))
+    line = lnb.load_surface(out / "stores" / "small-to-large_batch.zarr")
+    assert line.x_label == "interpolation small-batch → large-batch" and len(line.x) == 21
+    for t, key in ((0.0, "small-batch"), (1.0, "large-batch")):
+        assert t in line.x and line.loss[list(line.x).index(t)] == pytest.approx(naive[key], rel=2e-6)
+    for key, loss in naive.items():
+        s = lnb.load_surface(out / "stores" / f"{key}_slice.zarr")
+        assert len(s.x) == 11 and s.loss[list(s.x).index(0.0)] == pytest.approx(loss, rel=2e-6)
     # the stores are complete and a rerun resumes them without recomputation
     assert main(["demo", "--out", str(out), "--resolution", "5", "--workers", "2"]) == 0

@@ -57,8 +57,9 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
     n_workers : int, optional
         Workers of the cluster started for ``"local"`` or ``"cuda"`` (default: Dask's choice).
     resolution : int, optional
-        Points per axis of the 2D surfaces (default 31); the 1D interpolation has
-        ``4 * resolution`` points and each 1D slice ``2 * resolution``.
+        Points per axis of the 2D surfaces (default 31; an even one is made odd, n, so that the trained
+        model is a grid point); the 1D interpolation has ``4 n + 1`` points (the minimizers at 0 and 1
+        among them) and each 1D slice ``2 n + 1``.
 
     Returns
     -------
@@ -102,7 +103,7 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
         print(f"wrote {path}")
 
     try:
-        n = resolution
+        n = resolution | 1  # odd: every figure's grid holds its models (at 0, and 1 on the interpolation)
         pair = []
         for name in ("resnet20-digits", "resnet20-noskip-digits"):
             ex = zoo.load(name)
@@ -114,20 +115,21 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
               "resnet20-skip-vs-noskip.html")
         # no eigen-map here (Hessian products on six deep nets take minutes on a laptop CPU): the
         # non-convex fraction is in notebooks/skip_connections.ipynb and lnb.depth.depth_comparison
-        depth = depth_comparison(settings=DepthSettings(resolution=n | 1, max_samples=128, eigen_resolution=0),
+        depth = depth_comparison(settings=DepthSettings(resolution=n, max_samples=128, eigen_resolution=0),
                                  client=cl, store_dir=out / "stores" / "depth")
         write(plot.depth_figure(depth), "depth-skip-vs-noskip.html")
 
         ex = zoo.load("mlp-digits")
         small, large = ex.minimizers["small-batch"], ex.minimizers["large-batch"]
-        interp = surface("mlp-digits", small, ex.test, interpolation_direction(small, large), x=(-0.5, 1.5, 4 * n),
+        interp = surface("mlp-digits", small, ex.test, interpolation_direction(small, large, names=(
+                         "small-batch", "large-batch")), x=(-0.5, 1.5, 4 * n + 1),
                          loss_fn=ex.loss_fn, label="small-to-large batch")
         write(plot.line(interp, title="mlp-digits: small-batch (0) → large-batch (1) minimizer"),
               "mlp-digits-small-vs-large-batch.html")
         slices = []
         for key, m in (("small-batch", small), ("large-batch", large)):
             d = random_directions(m, n=1, norm="filter", seed=0)
-            s = surface("mlp-digits", m, ex.test, d, x=(-1, 1, 2 * n), loss_fn=ex.loss_fn, label=f"{key} slice")
+            s = surface("mlp-digits", m, ex.test, d, x=(-1, 1, 2 * n + 1), loss_fn=ex.loss_fn, label=f"{key} slice")
             slices.append(s)
         write(plot.line(slices, title="mlp-digits: filter-normalized slices through each minimizer"),
               "mlp-digits-flat-vs-sharp.html")
