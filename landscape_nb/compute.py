@@ -207,7 +207,8 @@ def compute_surface(
         ``"bn-recompute"``). ``max_samples`` takes a
         fixed-seed subset. ``batch_size`` (default: tuned) changes values only by rounding for a
         loss that is a mean over samples; for one that is not (a mean over non-padding tokens)
-        every point keeps one batching, see ``evaluate.Evaluator``. ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
+        every point keeps one batching, see ``evaluate.Evaluator``; so a store resumes only with
+        the ``batch_size`` it was started with (None, tuned, included). ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
         ``compile`` (True, or a ``torch.compile`` mode from ``choices.COMPILE_MODES``) are
         opt-in speed modes recorded in the spec (on a GPU the default ``"fp32"`` is fp32
         throughout: PyTorch's own default runs fp32 convolutions in TF32, here that takes

@@ -60,6 +60,15 @@ TIMER_JS = """(filled) => {
 }""" % (GRID * GRID)
 
 
+# On a failure: what each figure in the page holds (a placeholder surface is all zeros at opacity 0).
+PAGE_FIGURES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const t = (gd.data || []).map(trace => ({visible: trace.visible, opacity: trace.opacity,
+    values: trace.z ? trace.z.flat().filter(v => v !== null).length : null,
+    nonzero: trace.z ? trace.z.flat().filter(v => v).length : null}));
+  return {panel: Array.from(document.querySelectorAll('.lnb-explorer')).findIndex(p => p.contains(gd)),
+          title: gd.layout && gd.layout.title && gd.layout.title.text, traces: t};
+})"""
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_zoo_cache):
     """Voilà on 127.0.0.1 (random port, random token) serving a copy of explore.ipynb; always stopped."""
@@ -168,9 +177,7 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
             try:
                 page.screenshot(path=str(ARTIFACTS / "voila-failure.png"), timeout=15_000)
             finally:
-                print("figure in the page:", page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-                    .map(gd => ({n: gd.data && gd.data.length, visible: gd.data && gd.data.map(t => t.visible),
-                                 z: gd.data && gd.data[0] && gd.data[0].z && gd.data[0].z.flat().filter(v => v !== null).length}))"""))
+                print("figures in the page:", page.evaluate(PAGE_FIGURES_JS))
                 print(f"Voilà log tail:\n{served['log'].read_text()[-3000:]}\nbrowser console:\n" + "\n".join(console[-30:]))
             raise
         finally:
