@@ -245,6 +245,25 @@ def keywords_hint(xb, rule: str, target_key, model=None) -> str:
     return ""
 
 
+def dtype_hint(xb, model, exc: BaseException) -> str:
+    """A hint when the model's error ``exc`` is about dtypes and floating-point inputs are of another dtype
+    than its weights (float32 inputs to a float64 model: torch says "mat1 and mat2 must have the same
+    dtype"), else ""."""
+    text = str(exc)
+    if not any(word in text for word in ("dtype", "scalar type", "Double", "Float", "Half", "BFloat16")):
+        return ""
+    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if weights is None:
+        return ""
+    given = sorted({str(t.dtype).replace("torch.", "") for _, t in tree_leaves(xb)
+                    if t.is_floating_point() and t.dtype != weights})
+    if not given:
+        return ""
+    want = str(weights).replace("torch.", "")
+    return (f"; the inputs are {' and '.join(given)} and the model's weights {want}: give inputs of the "
+            f"model's dtype (e.g. x.to(torch.{want})) or convert the model (e.g. model.to(torch.{given[0]}))")
+
+
 def records_hint(tree) -> str:
     """A hint when ``tree`` looks like a list of samples or batches, (input, target) tuples or dicts of
     the same keys (it reads as one structure whose elements are those records), else ""."""

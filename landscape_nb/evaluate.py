@@ -463,14 +463,15 @@ class Evaluator(SpeedChoices):
                 except LandscapeError:
                     raise
                 except Exception as exc:  # the user's model decides what it rejects
-                    from .data import keywords_hint, records_hint
+                    from .data import dtype_hint, keywords_hint, records_hint
 
                     self._refuse_fixed_batch(exc)
 
                     form = (f"of shape {tuple(xb.shape[1:])} per sample" if isinstance(xb, torch.Tensor) else
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
-                    keys = keywords_hint(xb, self._data.rule, self.settings.target_key, self.model)
+                    keys = dtype_hint(xb, self.model, exc) + keywords_hint(
+                        xb, self._data.rule, self.settings.target_key, self.model)
                     if self.settings.channels_last:
                         keys += ("; with channels_last=True the model's activations are channels_last, which "
                                  ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")

@@ -273,8 +273,10 @@ def _first_outputs(model: nn.Module, xb, hint: str = ""):
     except LandscapeError:
         raise
     except Exception as exc:  # the user's model decides what it rejects
+        from .data import dtype_hint
+
         raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
-                             f"on the first {batch_len(xb)} samples{hint}") from exc
+                             f"on the first {batch_len(xb)} samples{dtype_hint(xb, model, exc)}{hint}") from exc
 
 
 def math_attention():

@@ -1614,3 +1614,22 @@ def test_a_token_mean_loss_of_the_users_own_gets_one_batching():
                 p.add_(float(a) * d.as_state_dicts()[0][name])
             whole.append(float(tag_loss(m(tok), tags)))
     np.testing.assert_allclose(surf.loss, whole, rtol=1e-6)
+
+
+@pytest.mark.parametrize("model_dtype, input_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_inputs_of_another_dtype_than_the_models_weights_say_how_to_match_them(model_dtype, input_dtype):
+    """torch's "mat1 and mat2 must have the same dtype" came with "if the data are shaped wrong ... else the
+    error is in the model itself": now the message names both dtypes and the cast that fixes it, in
+    compute_surface and in the Hessian analyses alike."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)).to(model_dtype)
+    data = (torch.randn(20, 6, dtype=input_dtype), torch.randint(0, 3, (20,)))
+    want, got = str(model_dtype)[6:], str(input_dtype)[6:]
+    hint = (f"the inputs are {got} and the model's weights {want}: give inputs of the model's dtype (e.g. "
+            f"x.to(torch.{want})) or convert the model (e.g. model.to(torch.{got}))")
+    d = lnb.random_directions(model, n=1)
+    for run in (lambda: lnb.compute_surface(model, data, d, x=(-1, 1, 3)),
+                lambda: lnb.hessian_eigenvalues(model, data, k=1)):
+        with pytest.raises(LandscapeError) as info:
+            run()
+        assert "must have the same dtype" in str(info.value) and hint in str(info.value)
