@@ -598,14 +598,23 @@ def _open(store, spec: SurfaceSpec, grid: Grid, tile, provenance: dict):
     return st, _SurfaceBuffer(spec, provenance, *st.read()), st.tile
 
 
+def _plain(value) -> bool:
+    """Whether a directions' provenance entry is kept in the surface's: a string, number, bool or None, or a
+    list of strings or of up to 10,000 numbers (a PCA plane's training path, ``path_x``/``path_y``, which
+    its figure draws; large arrays stay with the directions, ``store.load_directions``)."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    return isinstance(value, list) and (all(isinstance(s, str) for s in value) or (
+        len(value) <= 10_000 and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in value)))
+
+
 def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings,
                 code_globals: dict) -> dict:
     """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes, and
     what a store compares on resume besides the key (the model's code, the globals the user's code reads)."""
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
-        "directions": {k: v for k, v in d.provenance.items() if isinstance(v, (str, int, float, bool, type(None)))
-                       or (isinstance(v, list) and all(isinstance(s, str) for s in v))},
+        "directions": {k: v for k, v in d.provenance.items() if _plain(v)},
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
         "model_code": code_fingerprint(model), "code_globals": code_globals,

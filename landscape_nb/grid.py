@@ -232,7 +232,8 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
     A chosen range (``auto_range``'s, a scheme's suggestion) is rarely symmetric, so its points miss the
     trained model: the picture then never shows the centre's own loss. The points are shared out between
     the sides in proportion to their lengths, and the step is set so that both ends are covered, rounded up
-    to three significant digits (so the ends are short decimals, at most 1 % further out).
+    to three significant digits (so the ends are short decimals, at most 1 % further out; with ``unit`` the
+    step is 1/m, and the ends need not be).
     With ``unit`` the step is 1/m for a whole m (of the two nearest ``(num - 1) / (stop - start)``, the
     one whose ends come closer to the range's), so the ends are only near the range's: within 20 % of
     its length from 11 points on, further on a coarser grid (3 points give -1, 0, 1 or 0, 1, 2). A range

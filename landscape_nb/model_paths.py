@@ -242,7 +242,11 @@ def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
 
 def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
     """``names`` checked: ``n`` non-empty strings, the models' names on the axes and in messages."""
-    if isinstance(names, str) or len(names) != n or not all(isinstance(x, str) and x for x in names):
+    try:
+        names = names if isinstance(names, str) else tuple(names)
+    except TypeError:  # not iterable: refused below
+        pass
+    if not isinstance(names, tuple) or len(names) != n or not all(isinstance(x, str) and x for x in names):
         raise LandscapeError(f"names={names!r}; expected {n} non-empty strings, one per model, e.g. "
                              f"names={tuple('abc'[:n])!r}")
     return tuple(names)

@@ -51,7 +51,8 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
         d = model_paths.plane_directions(a, b, c, include_buffers=True, names=names)
         return a, _with_range(d, x=[-0.5, 1.5], y=[-0.5, 1.5])
     if scheme == "pca":
-        if trajectory is None and (ex is None or len(getattr(ex, "trajectory", []) or []) < ndim + 1):
+        known = checkpoint_count(ex) if ex is not None else 0  # None: not known without reading them
+        if trajectory is None and known is not None and known < ndim + 1:
             raise LandscapeError(f"directions 'pca' needs a training trajectory of at least {ndim + 1} checkpoints "
                                  "(a zoo model has its own); for yours, give them (CLI: --checkpoints A.pt B.pt ...) "
                                  "or use lnb.pca_directions(checkpoints, final=model)")
@@ -64,9 +65,9 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
 
         max_samples = None
         if data is None:
-            if ex is None:
-                raise LandscapeError("directions 'hessian' need data to compute the Hessian on; got none and no zoo "
-                                    "example: pass data=(inputs, targets)")
+            if getattr(ex, "train", None) is None:
+                raise LandscapeError("directions 'hessian' need data to compute the Hessian on; got none and no "
+                                     "example with a training split (.train): pass data=(inputs, targets)")
             data, max_samples = ex.train, HESSIAN_MAX_SAMPLES
         loss_fn = loss_fn if loss_fn is not None else getattr(ex, "loss_fn", None)
         which = {1: ("max",), 2: ("max", "min"), 3: ("max", "min", "max2")}[ndim]  # a volume: the plane's, then λ_2
@@ -108,7 +109,7 @@ def _pair(ex):
     minimizers, names = _minimizers(ex)
     if len(minimizers) >= 2:
         return (minimizers[0], minimizers[1]), tuple(names)
-    t = list(getattr(ex, "trajectory", None) or [])
+    t = _checkpoints(ex)
     if not t:
         raise LandscapeError(f"directions 'interpolate': {_name(ex)} has no minimizer pair (.minimizers) and no "
                              "trajectory (.trajectory) to take the line's start from; expected one of them (or "
@@ -126,7 +127,7 @@ def _three(ex):
     minimizers, names = _minimizers(ex)
     if len(minimizers) >= 2:
         return (ex.model, minimizers[0], minimizers[1]), ("trained", *names)
-    t = list(getattr(ex, "trajectory", None) or [])
+    t = _checkpoints(ex)
     if len(t) < 3:
         raise LandscapeError(f"directions 'plane3': {_name(ex)} has {len(t)} checkpoints and no minimizer pair; "
                              "expected at least 3 checkpoints (.trajectory) or two minimizers (.minimizers)")
@@ -140,10 +141,44 @@ def _minimizers(ex) -> tuple[list, list[str]]:
     of ``ex.model``'s architecture (fewer when it has fewer), and their names (the dict's keys)."""
     from collections.abc import Mapping
 
-    given = getattr(ex, "minimizers", None) or []
-    items = list(given.values()) if isinstance(given, Mapping) else list(given)
-    names = [str(k) if isinstance(given, Mapping) and str(k) else f"minimizer {i}" for i, k in enumerate(given)]
+    given = getattr(ex, "minimizers", None)
+    pairs = [] if given is None else list(given.items()) if isinstance(given, Mapping) else list(enumerate(given))
+    items = [m for _, m in pairs]
+    names = [str(k) if isinstance(given, Mapping) and str(k) else f"minimizer {i}" for i, (k, _) in enumerate(pairs)]
     return [_checkpoint_model(ex, items, k, "minimizer") for k in range(min(2, len(items)))], names[:2]
+
+
+def checkpoint_count(ex) -> int | None:
+    """How many checkpoints ``ex.trajectory`` holds (a list, a ``TrajectoryRecorder``, a stacked tensor), 0
+    without one, None where that is not known without reading them (a generator)."""
+    t = getattr(ex, "trajectory", None)
+    if t is None:
+        return 0
+    if hasattr(t, "n_checkpoints"):  # a TrajectoryRecorder
+        return int(t.n_checkpoints)
+    try:
+        return len(t)
+    except TypeError:
+        return None
+
+
+def minimizer_count(ex) -> int | None:
+    """How many models ``ex.minimizers`` holds (a dict or a list), 0 without any, None where not known."""
+    given = getattr(ex, "minimizers", None)
+    if given is None:
+        return 0
+    try:
+        return len(given)
+    except TypeError:
+        return None
+
+
+def _checkpoints(ex) -> list:
+    """``ex.trajectory`` as a list of checkpoints (a ``TrajectoryRecorder``'s own), [] without one."""
+    t = getattr(ex, "trajectory", None)
+    if t is None:
+        return []
+    return list(t.checkpoints) if hasattr(t, "n_checkpoints") else list(t)
 
 
 def _name(ex) -> str:

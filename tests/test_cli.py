@@ -77,8 +77,14 @@ def test_the_default_range_of_an_even_grid_stays_minus_one_to_one_with_a_note(us
     np.testing.assert_array_equal(surf.x, np.linspace(-1, 1, 6))
     np.testing.assert_array_equal(surf.y, np.linspace(-1, 1, 4))
     err = capsys.readouterr().err
-    assert "note: the model sits at x = 0, between the points of 6 on -1:1; --grid 7x4 puts it on the grid" in err
-    assert "note: the model sits at y = 0, between the points of 4 on -1:1; --grid 6x5 puts it on the grid" in err
+    assert "note: the model sits at x = 0, between the points of 6 on -1:1\n" in err  # one --grid for both axes:
+    assert "note: the model sits at y = 0, between the points of 4 on -1:1; --grid 7x5 puts it on the grid" in err
+    assert "0, between" in err and not np.isclose(np.linspace(-1, 1, 6), 0).any()  # naive: 7 and 5 points hold 0
+    assert np.isclose(np.linspace(-1, 1, 7), 0).any() and np.isclose(np.linspace(-1, 1, 5), 0).any()
+    assert main(["compute", user_model, "--grid", "4096", "--range", "-1:1", "--store", str(tmp_path / "big.zarr"),
+                 "--max-samples", "8", "--tile", "4096"]) == 0  # no --grid beyond the per-axis limit is suggested
+    err = capsys.readouterr().err
+    assert "note: the model sits at x = 0, between the points of 4096 on -1:1\n" in err and "--grid 4" not in err
 
 
 def test_compute_1d_line(user_model, tmp_path):

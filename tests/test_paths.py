@@ -196,9 +196,9 @@ def test_three_models_that_give_no_plane_are_refused_naming_which():
         lnb.plane_directions(a, b, far, names=("final", "run 2", "far"))
     d = lnb.plane_directions(a, b, nn.Linear(3, 2), names=("final", "run 2", "run 3"))
     assert (d.provenance["x_label"], d.provenance["y_label"]) == ("final → run 2", "final → run 3")
-    line = lnb.interpolation_direction(a, b, names=("sgd", "adam"))
+    line = lnb.interpolation_direction(a, b, names=(n for n in ("sgd", "adam")))  # any iterable of two
     assert line.provenance["x_label"] == "interpolation sgd → adam"
-    for bad in ("ab", ("a", "b"), ("a", "", "c"), ("a", "b", 3)):
+    for bad in ("abc", ("a", "b"), ("a", "", "c"), ("a", "b", 3), 3):
         with pytest.raises(LandscapeError, match=r"^names=.*; expected 3 non-empty strings, one per model"):
             lnb.plane_directions(a, b, nn.Linear(3, 2), names=bad)
 

@@ -187,3 +187,48 @@ def test_cli_computes_each_scheme_on_a_zoo_model(scheme, grid, tmp_path, capsys)
         assert "λ_max" in surf.x_label and "λ_min" in surf.y_label
     if scheme == "interpolate":  # about -0.5..1.5, moved so that both minimizers are points: -2/3..4/3 for 7
         assert surf.x.tolist() == pytest.approx([-2 / 3, -1 / 3, 0, 1 / 3, 2 / 3, 1, 4 / 3], abs=1e-12)
+
+
+def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
+    """`--directions pca --html` drew the bare surface: the path the plane was made from was nowhere. Now its
+    default figure is the contour with the path (--kind surface still gives the 3D surface), also from
+    `landscape-nb plot`, at the checkpoints' projections (naive: least squares of each checkpoint's offset
+    from the final model onto the stored directions, numpy)."""
+    ex = _zoo().load("mlp-digits")
+    from landscape_nb.cli import figure_for, main
+
+    store, html = tmp_path / "pca.zarr", tmp_path / "pca.html"
+    assert main(["compute", "mlp-digits", "--directions", "pca", "--grid", "5x5", "--max-samples", "60",
+                 "--store", str(store), "--html", str(html)]) == 0
+    surf, d = lnb.load_surface(store), lnb.load_directions(store)
+    names = [n for n, p in ex.model.named_parameters()]
+    final = dict(ex.model.named_parameters())
+    basis = np.stack([np.concatenate([v[n].detach().double().reshape(-1).numpy() for n in names])
+                      for v in d.as_state_dicts()])
+    naive = np.stack([np.linalg.lstsq(basis.T, np.concatenate([(c[n].double() - final[n].detach().double())
+                                      .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
+    path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
+    np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
+    assert main(["plot", str(store), "--html", str(tmp_path / "again.html")]) == 0
+    for page in (html, tmp_path / "again.html"):
+        text = page.read_text()
+        assert '"name":"trajectory"' in text.replace(" ", "") and '"type":"contour"' in text.replace(" ", "")
+    assert all(t.name != "trajectory" for t in figure_for(surf, "surface").data)
+
+
+def test_minimizers_of_a_generator_and_an_example_without_a_training_split(example):
+    """Minimizers given as a generator were read twice (models, then names): the pair came out nameless and
+    refused in words about a names= the user never passed. An Example-like object without .train made the
+    hessian scheme raise AttributeError; now it says what data it needs."""
+    small, large = example.minimizers.values()
+    mine = SimpleNamespace(model=example.model, test=example.test, minimizers=(m for m in (small, large)))
+    a, d = make_directions("interpolate", example.model, mine, ndim=1)
+    assert a is small and torch.equal(d.vectors, lnb.interpolation_direction(small, large).vectors)
+    assert d.provenance["x_label"] == "interpolation minimizer 0 → minimizer 1"
+    bare = SimpleNamespace(model=example.model, test=example.test)
+    with pytest.raises(LandscapeError, match=r"need data to compute the Hessian on; got none and no example with a "
+                                             r"training split \(.train\): pass data="):
+        make_directions("hessian", example.model, bare, ndim=1)
+    _, h = make_directions("hessian", example.model, bare, ndim=1, data=example.test)
+    assert h.provenance["which"] == ["max1"]
+

@@ -280,12 +280,13 @@ def check_html_name(path: str) -> None:
                              "HTML page; for a PNG or SVG, use lnb.export_image(figure, 'out.png') from Python)")
 
 
-def check_kind(kind: str | None, ndim: int, eigen: bool = False, log: bool = False) -> str:
+def check_kind(kind: str | None, ndim: int, eigen: bool = False, log: bool = False, path: bool = False) -> str:
     """The figure kind for a surface of ``ndim`` dimensions (``kind`` or the default; ``eigen``: an
-    eigen-map, whose default is its ratio map); refuse one that cannot draw it, or draw it with a ``log``
-    scale."""
+    eigen-map, whose default is its ratio map; ``path``: a PCA plane with its training path, whose default
+    is the contour with the path, Li et al.'s Fig. 9); refuse one that cannot draw it, or draw it with a
+    ``log`` scale."""
     fits = ("eigen_map",) + _KINDS_BY_NDIM[ndim] if eigen and ndim == 2 else _KINDS_BY_NDIM[ndim]
-    kind = kind or fits[0]
+    kind = kind or ("contour" if path and "contour" in fits else fits[0])
     if kind == "eigen_map" and log:
         raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours, the figure "
                              "of --quantity hessian); drop --log, or add --kind surface/contour/heatmap for the "
@@ -324,8 +325,13 @@ def check_clip_kind(kind: str, clip) -> None:
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
     from .. import plot
 
-    kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale)
+    prov = surface.provenance.get("directions") or {}
+    path = ({"x": prov["path_x"], "y": prov["path_y"], "distance": prov.get("path_distance"),
+             "norm": prov.get("path_norm")} if surface.ndim == 2 and "path_x" in prov and "path_y" in prov else None)
+    kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale, path=path is not None)
     check_clip_kind(kind, clip)
+    if kind == "contour" and path is not None:  # the PCA plane's training path on it (Li et al. 2018, Fig. 9)
+        return plot.pca_contour(surface, path, log=log_scale, title=title, clip=clip)
     if kind == "eigen_map":
         return plot.eigen_map(surface, title=title)
     if kind == "slices":  # contours at the first, middle and last z
@@ -606,19 +612,24 @@ def cmd_compute(args) -> int:
 
 
 def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool) -> None:
-    """A note on stderr where the model at 0 (and with ``unit``, a path's other model at 1) falls between grid
-    points on an axis: the plot then shows neither model's own loss (nor a barrier, which needs both ends),
-    with a grid size that has them."""
+    """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) falls
+    between grid points: the plot then shows neither model's own loss (nor a barrier, which needs both ends);
+    the last one gives one ``--grid`` that holds them on every axis, where one within the limits does."""
+    from ..grid import MAX_PER_AXIS, MAX_POINTS
+
+    notes, better, both = [], list(grid), False
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
         missed = models_between_points(a, b, n, unit=unit)
         if missed:
-            better = points_through_models(a, b, n, unit=unit)
             who = "the models sit at" if len(missed) > 1 else "the model sits at"
-            at = " and ".join(f"{m:g}" for m in missed)
-            fix = "x".join(str(better if i == k else m) for i, m in enumerate(grid)) if better else None
-            print(f"landscape-nb: note: {who} {name} = {at}, between the points of {n} on {a:g}:{b:g}"
-                  + (f"; --grid {fix} puts {'them' if len(missed) > 1 else 'it'} on the grid" if fix else ""),
-                  file=sys.stderr)
+            notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in missed)}, between the points of {n} on "
+                         f"{a:g}:{b:g}")
+            better[k] = points_through_models(a, b, n, unit=unit, most=MAX_PER_AXIS)
+            both |= len(missed) > 1
+    if notes and None not in better and math.prod(better) <= MAX_POINTS:
+        notes[-1] += f"; --grid {'x'.join(map(str, better))} puts {'them' if both else 'it'} on the grid"
+    for note in notes:
+        print(f"landscape-nb: note: {note}", file=sys.stderr)
 
 
 def default_store(args) -> str:
@@ -788,8 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--vtk", help="write the surface here as a legacy VTK file for ParaView (with --log: log10 "
                                  "height)")
     c.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D (eigen_map for "
-                                                 "--quantity hessian), volume for 3D; "
-                                                 "slices: contours at three z values)")
+                                                 "--quantity hessian, contour with the training path for a PCA "
+                                                 "plane), volume for 3D; slices: contours at three z values)")
     c.add_argument("--log", action="store_true", help="log-scale loss (of the --html figure and the --vtk height)")
     c.add_argument("--clip", metavar="auto|none|LOSS", help=CLIP_HELP)
     c.set_defaults(func=cmd_compute)
@@ -798,7 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("store", metavar="SOURCE", help="a store directory (--store), or a surface file of the reference "
                                                     "implementation (.h5, as its plot_surface.py writes)")
     pl.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, eigen_map for "
-                                                  "an eigen-map, volume for 3D; slices: contours at three z values)")
+                                                  "an eigen-map, contour with the training path for a PCA plane, "
+                                                  "volume for 3D; slices: contours at three z values)")
     pl.add_argument("--html", required=True, help="write the standalone HTML figure here")
     pl.add_argument("--log", action="store_true", help="log-scale loss")
     pl.add_argument("--clip", metavar="auto|none|LOSS", help=CLIP_HELP)
