@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -112,7 +113,24 @@ def test_controls_build_the_spec(explorer):
     assert explorer.spec().client is None
 
 
-def test_interpolation_scheme_switches_to_a_1d_scan_and_back(explorer):
+def with_checkpoints():
+    """A user's Example-like object with three training checkpoints (not on one line): every scheme applies."""
+    model, data = make_task()
+    g = torch.Generator().manual_seed(0)
+    checkpoints = [{k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in model.state_dict().items()}
+                   for _ in range(3)]
+    return SimpleNamespace(model=model, test=data, trajectory=checkpoints)
+
+
+@pytest.fixture
+def checkpoint_explorer():
+    e = Explorer(models={"with checkpoints": with_checkpoints()})
+    yield e
+    e.close()
+
+
+def test_interpolation_scheme_switches_to_a_1d_scan_and_back(checkpoint_explorer):
+    explorer = checkpoint_explorer
     explorer.controls["scheme"].value = "interpolate"
     assert (explorer.spec().scheme, explorer.spec().ndim) == ("interpolate", 1)
     explorer.controls["x_min"].value = -0.3
@@ -120,8 +138,8 @@ def test_interpolation_scheme_switches_to_a_1d_scan_and_back(explorer):
     assert explorer.spec().ndim == 2 and explorer.spec().x[:2] == (-1.0, 1.0)  # auto range: back to ±1
 
 
-def test_scheme_menu_offers_every_scheme_of_make_directions(explorer):
-    assert [v for _, v in explorer.controls["scheme"].options] == list(SCHEMES)
+def test_scheme_menu_offers_every_scheme_of_make_directions(checkpoint_explorer):
+    assert [v for _, v in checkpoint_explorer.controls["scheme"].options] == list(SCHEMES)
 
 
 def test_state_works_without_widgets_and_rejects_unknown_controls():
@@ -1077,10 +1095,10 @@ def test_resolution_too_large_for_the_time_budget_is_refused_with_a_suggestion(e
 
 
 @pytest.mark.parametrize("controls", [{"x_points": 201, "y_points": 201, "time_budget": 0.05, "seed": 3},
-                                      {"scheme": "pca"}, {"scheme": "interpolate"},
                                       {"ndim": 1, "x_points": 20001, "time_budget": 1e-4}])
 def test_a_run_refused_after_a_good_one_puts_the_good_one_back(explorer, tmp_path, controls):
-    """A Compute refused once started (time budget; a scheme the user's model cannot have) returned True and left
+    """A Compute refused once started (time budget; before, a scheme the user's model cannot have, no longer
+    offered: see test_only_the_schemes_a_model_can_give_are_offered) returned True and left
     an all-NaN surface titled as the refused run, which the export wrote; now the good surface, its figure and
     title stay, and compute(wait=True) returns False."""
     explorer.controls["x_points"].value, explorer.controls["y_points"].value = 9, 7
@@ -1096,6 +1114,71 @@ def test_a_run_refused_after_a_good_one_puts_the_good_one_back(explorer, tmp_pat
     assert "seed 0, 9\\u00d77 points" in explorer.export_html(str(tmp_path / "kept.html")).read_text()
 
 
+def test_only_the_schemes_a_model_can_give_are_offered():
+    """A model given as (model, data) was offered pca, the interpolation and the plane through three models,
+    which failed at Compute; now the menu follows the picked model, a scheme both models give stays picked,
+    one the next model cannot give turns to random with a word why, and one asked for by name is refused at
+    once. A trajectory whose length is known only by reading it (a generator) or a TrajectoryRecorder is
+    counted as such (they crashed the panel's construction)."""
+    e = Explorer(models={"tiny": make_task(), "with checkpoints": with_checkpoints()}, x_points=5, y_points=5)
+    try:
+        scheme = e.controls["scheme"]
+        assert [v for _, v in scheme.options] == ["random", "random-orthogonal", "hessian"]
+        for kept in ("hessian", "random-orthogonal"):  # a Dropdown whose options change moves to the first one
+            scheme.value = kept
+            e.controls["model_name"].value = "with checkpoints"
+            assert scheme.value == e.state.scheme == kept
+            e.controls["model_name"].value = "tiny"
+            assert scheme.value == e.state.scheme == kept
+        e.controls["model_name"].value = "with checkpoints"
+        assert [v for _, v in scheme.options] == list(SCHEMES)
+        scheme.value = "plane3"
+        assert e.compute(wait=True), e.state.message
+        assert e.surface.provenance["scheme"] == "plane3"
+        e.controls["model_name"].value = "tiny"
+        assert scheme.value == e.state.scheme == "random" and "Directions 'plane3' do not apply to 'tiny'" in \
+            e.state.message and "given as (model, data)" in e.state.message
+    finally:
+        e.close()
+    with pytest.raises(LandscapeError, match=r"^scheme='pca' for model 'tiny': it was given as \(model, data\), "
+                                             r"with no training checkpoints"):
+        Explorer(models={"tiny": make_task()}, scheme="pca")
+    with pytest.raises(LandscapeError, match=r"direction scheme 'pcaa'.*did you mean 'pca'"):
+        Explorer(models={"tiny": make_task()}, scheme="pcaa")
+    model, data = make_task()
+    rec = lnb.TrajectoryRecorder(model, every=1)  # the initial weights and one step: 2 checkpoints
+    rec.step()
+    assert rec.n_checkpoints == 2
+    no_train = ExplorerState(models={"m": with_checkpoints()}, scheme="hessian", ndim=1, x_points=3)
+    assert no_train.compute(wait=True), no_train.message  # its Hessian on the split shown: it has no .train
+    assert no_train.surface.provenance["directions"]["which"] == ["max1"]
+    no_train.close()
+    for trajectory, schemes in ((rec, ["random", "random-orthogonal", "interpolate", "pca", "hessian"]),
+                                ((c for c in with_checkpoints().trajectory), list(SCHEMES)),
+                                (torch.zeros(2, 3), ["random", "random-orthogonal", "interpolate", "pca", "hessian"])):
+        state = ExplorerState(models={"m": SimpleNamespace(model=model, test=data, trajectory=trajectory)})
+        assert state.schemes == schemes
+        state.close()
+
+
+def test_the_runs_directions_are_on_the_explorer_and_compute_the_same_plane(explorer):
+    """A resolution the sliders do not offer ("for more, use lnb.compute_surface with the same model and
+    directions") needed directions the panel never gave out: now `explorer.directions` are the shown run's,
+    and at each grid point the shown loss is a naive loss along them (w + x d1 + y d2, batches of 7)."""
+    assert explorer.directions is None
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 5, 3
+    explorer.controls["seed"].value = 4
+    assert explorer.compute(wait=True), explorer.state.message
+    d, s = explorer.directions, explorer.surface
+    assert d is not None and d.provenance["seed"] == 4 and d.n == 2
+    model, data = explorer.state.shelf["tiny"].model, explorer.state.shelf["tiny"].test
+    for j, i in ((0, 0), (1, 2), (2, 4)):
+        naive, _ = naive_loss(model, data, d.as_state_dicts(), (s.x[i], s.y[j]))
+        assert s.loss[j, i] == pytest.approx(naive, rel=1e-5)
+    explorer.controls["time_budget"].value = 1e-9  # refused: the shown surface, and its directions, stay
+    assert not explorer.compute(wait=True) and explorer.directions is d
+
+
 def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
     explorer.controls["cluster"].value = "address"
     explorer.controls["address"].value = f"tcp://127.0.0.1:{free_port()}"
@@ -1109,7 +1192,7 @@ def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
 @pytest.mark.parametrize("controls, needle", [
     ({"x_min": 1.0, "x_max": 1.0}, "empty or reversed"),
     ({"cluster": "address", "address": "  "}, "empty address"),
-    ({"scheme": "interpolate"}, "interpolate"),  # a bare user model has no minimizer pair
+    ({"time_budget": 0}, "time budget 0"),  # (a scheme a bare model cannot give is no longer offered)
     ({"split": "train"}, "no 'train' split"),
 ])
 def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, needle):
@@ -1146,22 +1229,21 @@ def test_an_error_reaches_the_panel_when_updates_go_through_the_event_loop():
     assert isinstance(state.last_error, RuntimeError)
 
 
-def test_unavailable_scheme_shows_the_message_of_make_directions(explorer):
+def test_the_schemes_offered_for_a_bare_model_are_those_make_directions_gives_it(explorer):
+    """The menu (`schemes_for`) and what Compute can make (`make_directions`, which a scheme picked anyway
+    failed in, with its message) agree for a model given as (model, data)."""
     from landscape_nb.schemes import make_directions
 
     entry = explorer.state.shelf["tiny"]
+    offered = [v for _, v in explorer.controls["scheme"].options]
     for scheme in SCHEMES:
         try:
-            make_directions(scheme, entry.model, None, ndim=2)
-        except lnb.LandscapeError as exc:
-            expected = str(exc)
-            break
-    else:
-        pytest.skip("every scheme works for a bare user model")
-    explorer.controls["scheme"].value = scheme
-    explorer.controls["ndim"].value = 2
-    explorer.compute(wait=True)
-    assert readable_error(explorer) == expected
+            make_directions(scheme, entry.model, None, ndim=1 if scheme == "interpolate" else 2, data=entry.test)
+            works = True
+        except lnb.LandscapeError:
+            works = False
+        assert works == (scheme in offered), (scheme, offered)
+    assert offered != list(SCHEMES)
 
 
 # --- views of the result ------------------------------------------------------------------

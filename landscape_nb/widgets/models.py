@@ -51,6 +51,36 @@ def user_entry(name: str, value) -> Entry:
     )
 
 
+def schemes_for(entry: Entry) -> tuple[tuple[str, ...], str]:
+    """The direction schemes ``entry`` can give, in ``schemes.SCHEMES`` order, and a sentence on why the
+    others cannot ("" when every one can). A model given as (model, data) has no training trajectory or
+    other models, so only random directions and the Hessian's apply; an Example-like object gives pca from
+    2 checkpoints (``.trajectory``; a line, 3 for a plane), the interpolation from 1 or from two
+    ``.minimizers``, the plane through three models from 3 or from two minimizers. Counts that cannot be
+    known without reading the checkpoints (a generator) offer the scheme, and Compute says what is missing."""
+    from ..schemes import SCHEMES, checkpoint_count, minimizer_count
+
+    ex = entry.example
+    checkpoints, minimizers = (0, 0) if ex is None else (checkpoint_count(ex), minimizer_count(ex))
+
+    def at_least(count, n):
+        return count is None or count >= n
+
+    can = {"random", "random-orthogonal", "hessian"}
+    can |= {"pca"} if at_least(checkpoints, 2) else set()
+    can |= {"interpolate"} if at_least(checkpoints, 1) or at_least(minimizers, 2) else set()
+    can |= {"plane3"} if at_least(checkpoints, 3) or at_least(minimizers, 2) else set()
+    offered = tuple(s for s in SCHEMES if s in can)
+    if len(offered) == len(SCHEMES):
+        return offered, ""
+    given = ("it was given as (model, data), with no training checkpoints or other models" if ex is None else
+             f"it has {checkpoints} checkpoint(s) (.trajectory) and {minimizers} minimizer(s) (.minimizers)")
+    return offered, (f"{given}; pca needs 2 checkpoints for a line and 3 for a plane, the interpolation 1 or two "
+                     "minimizers, the plane through three models 3 or two minimizers: pass an object with .model, "
+                     ".test and .trajectory (a list of state dicts or checkpoint files) or .minimizers (two more "
+                     "models)")
+
+
 def split_of(entry: Entry, name: str, split: str):
     """The ``split`` ("test" or "train") data of model ``name``, or a LandscapeError saying it has none."""
     data = entry.test if split == "test" else entry.train

@@ -21,14 +21,14 @@ import numpy as np
 import traitlets as t
 
 from ..directions import NORMS
-from ..errors import LandscapeError
+from ..errors import LandscapeError, check_choice
 from ..grid import Grid, models_between_points, points_through_models
 from ..schemes import SCHEMES
 from ..surface import Surface
 from ._ui_thread import UiQueue
 from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
-from .models import ModelShelf, split_of
+from .models import ModelShelf, schemes_for, split_of
 from .request import (
     MODEL_SCHEMES,
     ExplorerSpec,
@@ -204,7 +204,12 @@ class ExplorerState(t.HasTraits):
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._before: Surface | None = None  # the surface shown when Compute was pressed
+        #: the `landscape_nb.directions.Directions` of the last run that ended with values (None before one):
+        #: ``lnb.compute_surface(model, data, state.directions, ...)`` computes more of the same plane
+        self.directions = None
         self._closed = False
+        self._offer_schemes(given=kwargs.get("scheme"))
+        self.observe(lambda change: self._offer_schemes(), "model_name")
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
         self.shelf.prefetch(self.model_name)  # a cached zoo model loads with the panel, not on Compute
@@ -238,7 +243,8 @@ class ExplorerState(t.HasTraits):
         if not (low <= n <= high and n % 2):
             raise t.TraitError(f"{name}={n!r}; expected an odd number of points from {low} to {high} (what the "
                                f"panel's slider shows; odd puts the centre on the grid): for more, use "
-                               "lnb.compute_surface with the same model and directions")
+                               "lnb.compute_surface with the same model and the run's directions "
+                               "(explorer.directions)")
         return n
 
     @t.validate("cluster")
@@ -267,6 +273,23 @@ class ExplorerState(t.HasTraits):
         if self.auto_range:
             self.set(x_min=-1.0, x_max=1.0, y_min=-1.0, y_max=1.0)
 
+    def _offer_schemes(self, given: str | None = None) -> None:
+        """Offer the schemes the picked model can give (every one for the zoo's); a scheme picked before that
+        the new model cannot give becomes "random", and the message line says why. ``given``: a scheme the
+        caller asked for by name, refused if this model cannot give it."""
+        if given is not None:
+            check_choice("direction scheme", given, SCHEMES)
+        if self.shelf.zoo or not self.shelf.ready(self.model_name):
+            offered, why = tuple(SCHEMES), ""
+        else:
+            offered, why = schemes_for(self.shelf[self.model_name])
+        if self.scheme not in offered:
+            if given is not None:
+                raise LandscapeError(f"scheme={given!r} for model {self.model_name!r}: {why}")
+            old, self.scheme = self.scheme, "random"
+            self._say(f"Directions {old!r} do not apply to {self.model_name!r} ({why}); now random.")
+        self.schemes = list(offered)
+
     @t.observe("update_interval")
     def _set_throttle(self, change):
         self._ui.throttle = change["new"]
@@ -278,7 +301,9 @@ class ExplorerState(t.HasTraits):
                 f"model {self.model_name!r}; expected one of {self.model_names}; pick one in the model menu"
             )
         if self.scheme not in self.schemes:
-            raise LandscapeError(f"direction scheme {self.scheme!r}; expected one of {self.schemes}")
+            why = (f" (model {self.model_name!r}: {schemes_for(self.shelf[self.model_name])[1]})"
+                   if self.scheme in SCHEMES and not self.shelf.zoo else "")
+            raise LandscapeError(f"direction scheme {self.scheme!r}; expected one of {self.schemes}{why}")
         x = (float(self.x_min), float(self.x_max), int(self.x_points))
         y = (float(self.y_min), float(self.y_max), int(self.y_points)) if self.ndim == 2 else None
         Grid.make(x, y)  # its LandscapeError says what is wrong with a range or resolution
@@ -415,6 +440,7 @@ class ExplorerState(t.HasTraits):
         from ..evaluate import Cancelled
         from ..runners import ClusterLost
 
+        prepared = None
         try:
             self._await_prefetch(_prepare_key(spec), cancel)
             entry = self.shelf.get(spec.model, announce=lambda: self._post(run_id, "status", lambda: self._say(
@@ -449,13 +475,15 @@ class ExplorerState(t.HasTraits):
                 surf = run(None)
             returned = time.perf_counter()
             note = prepared.range.note + _off_grid_note(spec)
-            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note))
+            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note,
+                                                             prepared.directions))
         except Cancelled:  # before the first point: while finding the range
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._cancelled_early(returned))
         except ClusterLost as exc:  # the points computed are kept: the next Compute goes on from them
             logger.debug("Explorer computation lost its cluster", exc_info=exc)
-            self._post(run_id, "end", lambda exc=exc: self._lost_cluster(exc))
+            directions = getattr(prepared, "directions", None)
+            self._post(run_id, "end", lambda exc=exc, d=directions: self._lost_cluster(exc, d))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             logger.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
@@ -477,7 +505,8 @@ class ExplorerState(t.HasTraits):
             return self._prepared[key], None
         base, directions = make_directions(
             spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
-            seed=spec.seed, data=None if entry.example is not None else data, loss_fn=entry.loss_fn)
+            seed=spec.seed, data=None if getattr(entry.example, "train", None) is not None else data,
+            loss_fn=entry.loss_fn)
         if spec.auto_range and searching is not None:
             searching()
         probed = copy.deepcopy(base)  # auto_range moves its weights (and puts them back)
@@ -667,8 +696,8 @@ class ExplorerState(t.HasTraits):
         self.n_done = n_done
         self.points_per_s = rate
 
-    def _finished(self, surf: Surface, cancelled: bool, returned: float, note: str = "") -> None:
-        self.surface = surf
+    def _finished(self, surf: Surface, cancelled: bool, returned: float, note: str = "", directions=None) -> None:
+        self.surface, self.directions = surf, directions
         self.n_done = surf.n_done
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
@@ -716,14 +745,14 @@ class ExplorerState(t.HasTraits):
                   + (f"; the {kept} of the cancelled run are kept." if kept else "."))
         self._ended(prepare=False)
 
-    def _lost_cluster(self, exc) -> None:
+    def _lost_cluster(self, exc, directions=None) -> None:
         """A lost Dask cluster: its partial surface is shown and kept, as after Cancel."""
         surf = getattr(exc, "surface", None)
         if surf is None or not surf.n_done:
             self._failed_run(exc)
             return
         self._resumable = (self._run_spec, surf)
-        self.surface, self.n_done = surf, surf.n_done
+        self.surface, self.n_done, self.directions = surf, surf.n_done, directions
         self.last_error = exc
         self.status = "error"
         self._say(f"{getattr(exc, 'reason', exc)}. The {surf.n_done} of {surf.loss.size} points computed are kept: "

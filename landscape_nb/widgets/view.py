@@ -120,13 +120,16 @@ class Explorer(w.VBox):
         The live figure, created on the first Compute.
     controls : dict of str to ipywidgets.Widget
         The control widgets, keyed by trait name.
+    surface, directions : Surface, Directions or None
+        The shown run's values and the directions it was computed along (None before a run).
 
     Raises
     ------
     LandscapeError
         ``models`` is empty or not a mapping, one of its values is not a model with data,
         ``client`` is none of the above, ``allow_addresses`` is not a bool or list of
-        strings, ``export_dir`` is not an existing directory, or a keyword names no control.
+        strings, ``export_dir`` is not an existing directory, a keyword names no control, or
+        ``scheme`` names one the first model cannot give (see ``widgets.models.schemes_for``).
     traitlets.TraitError
         A control's value is not allowed (e.g. ``ndim=3`` or an unknown ``norm``).
 
@@ -194,10 +197,22 @@ class Explorer(w.VBox):
                                               layout=w.Layout(width="190px")),
             "export_path": w.Text(description="export to", style=wide, layout=w.Layout(width="300px")),
         }
+        links = {}
         for name, widget in self.controls.items():
             widget.add_class(f"lnb-{name.replace('_', '-')}")
-            t.link((state, name), (widget, "value"))
+            links[name] = t.link((state, name), (widget, "value"))
         t.dlink((state, "model_names"), (self.controls["model_name"], "options"))
+
+        def offer_schemes(change) -> None:  # the picked model's (`schemes_for`)
+            # a Dropdown whose options change moves to the first one: unlinked meanwhile, the scheme stays
+            links["scheme"].unlink()
+            try:
+                self.controls["scheme"].options = [(SCHEME_LABELS.get(s, s), s) for s in change["new"]]
+                self.controls["scheme"].value = state.scheme
+            finally:
+                links["scheme"].link()
+
+        state.observe(offer_schemes, "schemes")
 
         self.compute_button = w.Button(description="Compute", button_style="primary", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
@@ -391,6 +406,13 @@ class Explorer(w.VBox):
     @property
     def surface(self) -> Surface | None:
         return self.state.surface
+
+    @property
+    def directions(self):
+        """The `landscape_nb.directions.Directions` of the last run that ended with values (None before one):
+        ``lnb.compute_surface(model, data, explorer.directions, x=(-1, 1, 401), y=...)`` computes the same
+        plane at a resolution or range the panel does not offer."""
+        return self.state.directions
 
     def export_html(self, path: str | None = None) -> Path:
         return self.state.export_html(path, figure=self._computed_figure())
