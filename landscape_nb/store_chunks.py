@@ -18,6 +18,7 @@ from .errors import LandscapeError
 from .grid import Grid
 
 logger = logging.getLogger("landscape_nb.store")  # the store's messages keep one logger name
+_DAMAGE_SAID: set[tuple[str, tuple[str, ...]]] = set()  # (store, its damage) warned about in this process
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,9 @@ class _ChunkReads:
             data[~done] = np.nan  # not done (never computed, unflushed or damaged): NaN
         self._arrays, self._values, self._done, self.damage = arrays, values, done, damage
         self._n_todo = int(done.size - np.count_nonzero(done))
-        if damage:
+        said = (str(self.path), tuple(d.describe() for d in damage))
+        if damage and said not in _DAMAGE_SAID:  # a store is read 2-3 times by one run (before and under its lock)
+            _DAMAGE_SAID.add(said)
             logger.warning(
                 "the landscape store %s has %d damaged chunk(s) (%d tile(s)); their points count as not computed "
                 "and are recomputed when the run is resumed: %s", self.path, len(damage), len(self.damaged_tiles()),

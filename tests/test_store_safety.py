@@ -327,8 +327,12 @@ def test_damaged_chunk_is_reported_and_recomputed(tmp_path, per_tile_chunks, cap
     assert not surf.done_mask[rows, cols].any() and surf.n_done == 35 - surf.done_mask[rows, cols].size
     assert np.isnan(surf.loss[rows, cols]).all() and np.isnan(surf.metrics["accuracy"][rows, cols]).all()
     tiles = []
-    resumed = compute(store, callbacks=[tiles.append])
+    with caplog.at_level(logging.WARNING, logger="landscape_nb.store"):
+        resumed = compute(store, callbacks=[tiles.append])
     assert [e.tile.index for e in tiles] == [(i, j)]
+    # said once, not at each of the 2-3 reads of one load and resume (before and under the store's lock)
+    assert sum("damaged chunk(s)" in r.getMessage() for r in caplog.records) == 1, caplog.text
+    assert sum("recomputing 1 damaged tile(s)" in r.getMessage() for r in caplog.records) == 1, caplog.text
     check_naive(resumed)
     again = lnb.load_surface(store)
     assert "damaged_tiles" not in again.provenance
