@@ -45,11 +45,15 @@ class _Assets(HTMLParser):
 
 
 def figure_json(text: str) -> dict:
-    """The ``data`` array plotly's writer passes to ``Plotly.newPlot(id, data, layout, config)``."""
+    """The ``data`` array and ``layout`` object plotly's writer passes to ``Plotly.newPlot(id, data, layout,
+    config)``."""
     call = text.index("Plotly.newPlot(")
     start = text.index("[", call)
-    data, _ = json.JSONDecoder().raw_decode(text[start:])
-    return {"data": data}
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(text[start:])
+    rest = text[start + end:]
+    layout, _ = decoder.raw_decode(rest[rest.index("{"):])
+    return {"data": data, "layout": layout}
 
 
 def values(v) -> np.ndarray:

@@ -525,3 +525,28 @@ def test_update_refuses_a_figure_not_made_by_live_and_a_surface_of_another_shape
         plot.update(plot.contour(bowl), bowl)
     with pytest.raises(LandscapeError, match="expected a 2D surface"):
         plot.update(plot.live(bowl), make_line())
+
+
+def test_a_line_with_an_extrapolated_end_caps_its_loss_axis_not_its_values():
+    """An interpolation whose extrapolated end reaches 940 (a BatchNorm variance clamped at 0) drew the barrier
+    between the models (0.06 to 0.81) flat at the bottom. The loss axis now stops at the surfaces' automatic cap,
+    min + 5 (median - min) (naive: numpy), with a note; the curve keeps every value; clip=False and log do not cap."""
+    x = np.linspace(-0.5, 1.5, 21)
+    inside = (x >= 0) & (x <= 1)
+    loss = np.where(inside, 0.06 + 0.75 * np.sin(np.pi * np.clip(x, 0, 1)), 0.06 + 10 * np.maximum(-x, x - 1) ** 2)
+    loss[0] = 940.0
+    s = Surface(x, None, loss, {}, provenance={"label": "interpolation"})
+    fig = plot.line(s)
+    cap = loss.min() + 5 * (np.median(loss) - loss.min())
+    assert 0.81 < cap < 940
+    pad = 0.04 * (cap - loss.min())
+    assert fig.layout.yaxis.range == pytest.approx((loss.min() - pad, cap + pad))
+    np.testing.assert_array_equal(np.asarray(fig.data[0].y, float), loss)
+    assert any(f"the curve reaches {940:.4g}" in a.text for a in fig.layout.annotations)
+    for uncapped in (plot.line(s, clip=False), plot.line(s, log=True)):
+        assert uncapped.layout.yaxis.range is None and not uncapped.layout.annotations
+    flat = Surface(x, None, np.where(inside, loss, 2.0), {}, provenance={})  # nothing far above: no cap
+    assert plot.line(flat).layout.yaxis.range is None
+    with pytest.raises(LandscapeError, match=r"clip=0\.01 is at or below every loss shown"):
+        plot.line(s, clip=0.01)
+

@@ -17,7 +17,9 @@ def test_pca_contour_shows_the_path_with_distances_true_losses_and_variance_axes
     path = {"x": [-0.9, -0.4, 0.0], "y": [-0.3, 0.1, 0.0], "distance": [0.5, 0.2, 0.0],
             "norm": [1.0, 0.5, 0.0], "loss": [2.5, 1.4, 1.0], "labels": ["init", "epoch 1", "final"]}
     fig = plot.pca_contour(surf, path)
-    assert isinstance(fig, go.Figure) and [t.type for t in fig.data] == ["contour", "scatter"]
+    assert isinstance(fig, go.Figure) and [t.type for t in fig.data] == ["contour", "scatter", "scatter"]
+    assert (fig.data[2].name, fig.data[2].x, fig.data[2].y) == ("centre", (0.0,), (0.0,))  # the plane's model
+    assert fig.data[2].customdata[0][0] == pytest.approx(surf.loss[2, 3])
     assert fig.layout.xaxis.title.text == "PC1 (80.0% of variance)" and "PC2" in fig.layout.yaxis.title.text
     tr = fig.data[1]
     assert "true loss" in tr.hovertemplate and "distance from plane" in tr.hovertemplate
@@ -27,6 +29,8 @@ def test_pca_contour_shows_the_path_with_distances_true_losses_and_variance_axes
     assert drawn[2] == pytest.approx(surf.loss[2, 3])
     assert list(tr.text) == path["labels"]
     assert any("50%" in a.text for a in fig.layout.annotations)  # the farthest point is 50% off
+    bare = plot.pca_contour(surf, {"x": path["x"], "y": path["y"]})  # no true losses or distances: not NaN
+    assert "true loss" not in bare.data[1].hovertemplate and "distance" not in bare.data[1].hovertemplate
 
 
 def test_eigen_map_figure_is_a_ratio_heatmap_with_loss_contours():

@@ -123,11 +123,20 @@ def pca_contour(
             np.asarray(true_loss if true_loss is not None else np.full(n, np.nan), float).ravel(),
             _surface_at(surface, np.asarray(trace.x, float), np.asarray(trace.y, float))]
     trace.customdata = np.stack(cols, axis=-1)
-    trace.hovertemplate = (
-        "%{text}<br>x: %{x:.4g}<br>y: %{y:.4g}<br>distance from plane: %{customdata[0]:.4g}"
-        " (from final: %{customdata[1]:.4g})<br>true loss: %{customdata[2]:.4g}"
-        "<br>loss drawn here: %{customdata[3]:.4g}<extra>trajectory</extra>"
+    trace.hovertemplate = (  # what the path does not hold is left out, not shown as NaN
+        "%{text}<br>x: %{x:.4g}<br>y: %{y:.4g}"
+        + ("<br>distance from plane: %{customdata[0]:.4g}" if distance is not None else "")
+        + (" (from final: %{customdata[1]:.4g})" if distance is not None and norm is not None else "")
+        + ("<br>true loss: %{customdata[2]:.4g}" if true_loss is not None else "")
+        + "<br>loss drawn here: %{customdata[3]:.4g}<extra>trajectory</extra>"
     )
+    x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
+    if x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max():  # the model the plane is centred on, where the
+        fig.add_trace(go.Scatter(  # path ends when its last checkpoint is that model (Li et al.'s Fig. 9)
+            x=[0.0], y=[0.0], mode="markers", name="centre", showlegend=False,
+            marker=dict(symbol="star", size=14, color="white", line=dict(width=1.5, color="black")),
+            customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0])]],
+            hovertemplate="the model at the centre (0, 0)<br>loss drawn here: %{customdata[0]:.4g}<extra></extra>"))
     if distance is not None and norm is not None:
         rel = np.asarray(distance, float) / np.where(np.asarray(norm, float) > 0, np.asarray(norm, float), np.inf)
         fig.add_annotation(

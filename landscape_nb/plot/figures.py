@@ -20,6 +20,7 @@ from ._common import (
     DEFAULT_WIDTH,
     SURFACE_LEVELS,
     TRAJECTORY_COLORSCALE,
+    _above,
     _axis_label,
     _check_clip,
     _check_levels,
@@ -77,6 +78,7 @@ def line(
     metric: str | None = "accuracy",
     log: bool = False,
     title: str | None = None,
+    clip: Any = None,
 ) -> go.Figure:
     """1D loss curve(s): loss on the left axis, a metric on a right twin axis.
 
@@ -94,6 +96,12 @@ def line(
     log : bool, default False
         Logarithmic loss axis (the values themselves are not transformed).
     %(title)s
+    clip : None, False or float, default None
+        Top of the loss axis, in loss units. None: automatic, ``min + 5 * (median - min)``
+        of the curves' finite losses when some lie above it (an extrapolated end of an
+        interpolation can be 10,000 times the barrier, which then draws flat); False: every
+        value on the axis. The curves keep their values (hover shows them) and a note says
+        how far they go off the axis. Not applied with ``log``, unless a number.
 
     %(returns)s
 
@@ -109,6 +117,7 @@ def line(
         raise LandscapeError(
             "plot.line: got an empty list; expected a 1D Surface or a non-empty list of them."
         )
+    _check_clip(clip, log)
     for k, s in enumerate(surfaces):
         _check_surface(s, ndim=1, where=f"plot.line (surface {k})")
         if metric not in (None, "accuracy") and metric not in s.metrics:
@@ -168,8 +177,32 @@ def line(
             fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
             fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
     fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
+    _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
     note_held_fixed(fig, surfaces)
     return fig
+
+
+def _cap_loss_axis(fig: go.Figure, losses: Sequence[np.ndarray], *, clip: Any, log: bool) -> None:
+    """Set the loss axis's top at ``clip`` (None: `clip_limit` of the finite losses, not with ``log``) where
+    some loss lies above it, with a note saying how high they go; the values themselves stay."""
+    finite = np.concatenate([np.asarray(v, float).ravel() for v in losses])
+    finite = finite[np.isfinite(finite) & ((finite > 0) if log else True)]
+    if clip is False or clip is True or finite.size == 0 or (clip is None and log):
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    top = clip_limit(finite) if clip is None else float(clip)
+    if top is None or not top < hi or (clip is None and top - lo <= 1e-9 * (hi - lo)):  # most at the minimum
+        return
+    if top <= lo:
+        raise LandscapeError(f"clip={clip!r} is at or below every loss shown (the lowest is {lo:.6g}), so the "
+                             f"axis would hold none of the curve; expected a cap above it, e.g. clip={_above(lo)} "
+                             "(or None: automatic, False: every value)")
+    pad = 0.04 * (top - lo)
+    fig.update_yaxes(range=[np.log10(lo), np.log10(top)] if log else [lo - pad, top + pad], secondary_y=False)
+    fig.add_annotation(
+        text=f"loss axis capped at {top:.4g}: the curve reaches {hi:.4g} off it (clip=False shows every value)",
+        xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4, showarrow=False,
+        font=dict(size=11))
 
 
 def _line_hover(s: Surface, label: str) -> str:
