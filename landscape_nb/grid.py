@@ -268,14 +268,15 @@ def _ceil_significant(value: float, digits: int) -> float:
 def models_between_points(start: float, stop: float, num: int, *, unit: bool = False) -> list[float]:
     """The models' coordinates that ``num`` evenly spaced points on ``start..stop`` miss: 0 (the model at the
     centre), and with ``unit`` 1 (the other model of an interpolation or a plane's axis), where they lie
-    inside the range but no point is within 1e-9 of its length of them. A figure of such a grid never shows
+    inside the range but no point is within 1e-6 of its length of them (closer, the loss drawn is the
+    model's to that precision). A figure of such a grid never shows
     those models' own losses (nor a barrier between them, which needs both ends).
 
     >>> models_between_points(-1, 1, 20), models_between_points(-0.35, 1.2, 21, unit=True)
     ([0.0], [0.0, 1.0])
     """
     values = Axis(float(start), float(stop), int(num)).values()
-    atol = 1e-9 * abs(float(stop) - float(start))
+    atol = 1e-6 * abs(float(stop) - float(start))
     return [m for m in ((0.0, 1.0) if unit else (0.0,))
             if min(start, stop) <= m <= max(start, stop) and not np.isclose(values, m, rtol=0, atol=atol).any()]
 

@@ -85,6 +85,11 @@ def test_the_default_range_of_an_even_grid_stays_minus_one_to_one_with_a_note(us
                  "--max-samples", "8", "--tile", "4096"]) == 0  # no --grid beyond the per-axis limit is suggested
     err = capsys.readouterr().err
     assert "note: the model sits at x = 0, between the points of 4096 on -1:1\n" in err and "--grid 4" not in err
+    # within 1e-6 of the range the point is the model's (5e-8 here): no note; the range is said as typed
+    assert main(["compute", user_model, "--grid", "5", "--range", "-0.1:0.1000001", "--store", "near.zarr"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "6", "--range", "-0.1:0.1000001", "--store", "near6.zarr"]) == 0
+    assert "between the points of 6 on -0.1:0.1000001; --grid 7 puts it on the grid" in capsys.readouterr().err
 
 
 def test_compute_1d_line(user_model, tmp_path):
@@ -433,17 +438,22 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     assert "--clip '-1'; expected auto" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "y.zarr", "--clip", "none"]) == 2
     assert "--clip none was given without --html" in capsys.readouterr().err
-    # a cap at or below every value would draw a flat figure; a line or an eigen-map has no cap (trial T)
+    # a cap at or below every value would draw a flat figure (trial T)
     low = f"{float(np.nanmin(surf.loss)) * 0.9:.4f}"
     assert main(["plot", str(store), "--html", str(tmp_path / "low.html"), "--clip", low]) == 2
     assert f"clip={float(low)!r} is at or below every value shown" in capsys.readouterr().err
-    assert main(["compute", user_model, "--grid", "5", "--html", "line.html", "--clip", "2"]) == 2
-    assert "--clip was given for a line figure, which has no cap: a line draws every loss value" in \
-        capsys.readouterr().err
-    assert main(["compute", user_model, "--grid", "5", "--store", "line.zarr"]) == 0
-    capsys.readouterr()
-    assert main(["plot", "line.zarr", "--html", "line.html", "--clip", "2"]) == 2
-    assert "--clip was given for a line figure" in capsys.readouterr().err
+    # a line's cap is the top of its loss axis (its values stay): --clip 2 was refused, auto did nothing
+    assert main(["compute", user_model, "--grid", "5", "--range", "-8:8", "--store", "line.zarr"]) == 0
+    line = lnb.load_surface("line.zarr").loss
+    mid = f"{(line.min() + line.max()) / 2:.4f}"
+    assert main(["plot", "line.zarr", "--html", "line.html", "--clip", mid]) == 0
+    fig = figure_json((tmp_path / "line.html").read_text())
+    top = float(mid) + 0.04 * (float(mid) - line.min())
+    assert fig["layout"]["yaxis"]["range"][1] == pytest.approx(top)
+    np.testing.assert_allclose(values(fig["data"][0]["y"]), line, rtol=1e-6)
+    assert f"loss axis capped at {float(mid):.4g}: the curve reaches {line.max():.4g}" in str(fig["layout"])
+    assert main(["plot", "line.zarr", "--html", "all.html", "--clip", "none"]) == 0
+    assert "range" not in figure_json((tmp_path / "all.html").read_text())["layout"].get("yaxis", {})
 
 
 def test_an_interrupt_when_every_point_is_stored_says_only_the_outputs_are_missing(user_model, monkeypatch, capsys):

@@ -151,6 +151,8 @@ def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoin
 def test_checkpoints_give_the_trajectory_pca_plane_with_the_ignore_asked_for(bn_module, tmp_path):
     from bn_models import build
 
+    from landscape_nb.cli import figure_for
+
     paths = _checkpoints(tmp_path, 4)
     for ignore in ("biasbn", "none"):
         store = tmp_path / f"pca-{ignore}.zarr"
@@ -168,6 +170,9 @@ def test_checkpoints_give_the_trajectory_pca_plane_with_the_ignore_asked_for(bn_
         for j, yv in enumerate(surf.y):
             for i, xv in enumerate(surf.x):
                 assert surf.loss[j, i] == pytest.approx(_naive_loss(_combine(a, [(xv, d0), (yv, d1)])), rel=1e-5)
+    # its figure: the path, each checkpoint named by its file
+    path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
+    assert list(path.text) == list(map(str, paths))
 
 
 def test_dir_file_from_the_reference_moves_batchnorm_statistics_as_the_reference_does(bn_module, tmp_path, capsys):

@@ -209,6 +209,8 @@ def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
                                       .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
     path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
     np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
+    assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]
+    assert "true loss" not in path.hovertemplate  # the CLI does not evaluate the checkpoints: no NaN shown
     assert main(["plot", str(store), "--html", str(tmp_path / "again.html")]) == 0
     for page in (html, tmp_path / "again.html"):
         text = page.read_text()

@@ -1175,8 +1175,35 @@ def test_the_runs_directions_are_on_the_explorer_and_compute_the_same_plane(expl
     for j, i in ((0, 0), (1, 2), (2, 4)):
         naive, _ = naive_loss(model, data, d.as_state_dicts(), (s.x[i], s.y[j]))
         assert s.loss[j, i] == pytest.approx(naive, rel=1e-5)
+    assert explorer.centre is model
     explorer.controls["time_budget"].value = 1e-9  # refused: the shown surface, and its directions, stay
     assert not explorer.compute(wait=True) and explorer.directions is d
+
+
+def test_an_interpolations_centre_is_its_first_minimizer_and_recomputes_the_same_line():
+    """The line between minimizers starts at the first of them, not at the picked model: along
+    `explorer.directions` from the picked model compute_surface gave another line (17.98 where the panel
+    showed 0.346). `explorer.centre` is that minimizer; from it, the line's values are recomputed (naive
+    loss at x = 0 and 1: each minimizer's own loss)."""
+    example = with_checkpoints()
+    model, data = example.model, example.test
+    first, second = (copy.deepcopy(model) for _ in range(2))
+    with torch.no_grad():
+        for m, f in ((first, 0.9), (second, 1.2)):
+            for p in m.parameters():
+                p.mul_(f)
+    example.minimizers = {"small-batch": first, "large-batch": second}
+    e = Explorer(models={"mine": example}, scheme="interpolate", x_points=21)
+    try:
+        assert e.compute(wait=True), e.state.message
+        assert e.centre is first and e.surface.x_label == "interpolation small-batch → large-batch"
+        again = lnb.compute_surface(e.centre, data, e.directions, x=(e.surface.x[0], e.surface.x[-1], 21))
+        np.testing.assert_allclose(again.loss, e.surface.loss, rtol=1e-6)
+        for t, m in ((0.0, first), (1.0, second)):
+            k = list(e.surface.x).index(t)
+            assert e.surface.loss[k] == pytest.approx(naive_loss(m, data, [], ())[0], rel=1e-5)
+    finally:
+        e.close()
 
 
 def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):

@@ -32,8 +32,9 @@ from .progress import TqdmProgress
 logger = logging.getLogger(__name__)
 
 KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices", "eigen_map")
-CLIP_HELP = ("cap on the figure's displayed loss (hover shows true values): auto (default: min + 5·(median − min), "
-             "so a few diverged points do not flatten the rest), none (no cap) or a loss value")
+CLIP_HELP = ("cap on the figure's displayed loss (hover shows true values; a line's loss axis stops there): auto "
+             "(default: min + 5·(median − min), so a few diverged points do not flatten the rest), none (no cap) or "
+             "a loss value")
 _KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volume", "slices")}
 
 
@@ -315,11 +316,10 @@ def parse_clip(text: str | None):
 
 
 def check_clip_kind(kind: str, clip) -> None:
-    """Refuse ``--clip`` for a figure that has no cap to set: a line draws every value, an eigen-map its ratio."""
-    if clip is not None and kind in ("line", "eigen_map"):
-        what = "a line draws every loss value" if kind == "line" else "an eigen-map draws |λmin/λmax|, not the loss"
-        raise LandscapeError(f"--clip was given for a {kind.replace('_', '-')} figure, which has no cap: {what}; "
-                             "drop --clip")
+    """Refuse ``--clip`` for a figure that has no cap to set: an eigen-map draws its ratio."""
+    if clip is not None and kind == "eigen_map":
+        raise LandscapeError("--clip was given for an eigen-map figure, which has no cap: an eigen-map draws "
+                             "|λmin/λmax|, not the loss; drop --clip")
 
 
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
@@ -328,6 +328,10 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     prov = surface.provenance.get("directions") or {}
     path = ({"x": prov["path_x"], "y": prov["path_y"], "distance": prov.get("path_distance"),
              "norm": prov.get("path_norm")} if surface.ndim == 2 and "path_x" in prov and "path_y" in prov else None)
+    if path is not None:  # each checkpoint by its --checkpoints file, else its place in the trajectory
+        files = prov.get("checkpoints")
+        path["labels"] = (files if isinstance(files, list) and len(files) == len(path["x"]) else
+                          [f"checkpoint {k}" for k in range(len(path["x"]))])
     kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale, path=path is not None)
     check_clip_kind(kind, clip)
     if kind == "contour" and path is not None:  # the PCA plane's training path on it (Li et al. 2018, Fig. 9)
@@ -337,8 +341,8 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale, clip=clip)
         return fig.update_layout(title=title) if title else fig
-    if kind == "line":  # a line draws every value
-        return plot.line(surface, log=log_scale, title=title)
+    if kind == "line":  # its loss axis capped, not its values
+        return plot.line(surface, log=log_scale, title=title, clip=clip)
     return getattr(plot, kind)(surface, log=log_scale, title=title, clip=clip)
 
 
@@ -623,8 +627,8 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
         if missed:
             who = "the models sit at" if len(missed) > 1 else "the model sits at"
             notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in missed)}, between the points of {n} on "
-                         f"{a:g}:{b:g}")
-            better[k] = points_through_models(a, b, n, unit=unit, most=MAX_PER_AXIS)
+                         f"{a:.10g}:{b:.10g}")
+            better[k] = points_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
             both |= len(missed) > 1
     if notes and None not in better and math.prod(better) <= MAX_POINTS:
         notes[-1] += f"; --grid {'x'.join(map(str, better))} puts {'them' if both else 'it'} on the grid"

@@ -204,9 +204,10 @@ class ExplorerState(t.HasTraits):
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._before: Surface | None = None  # the surface shown when Compute was pressed
-        #: the `landscape_nb.directions.Directions` of the last run that ended with values (None before one):
-        #: ``lnb.compute_surface(model, data, state.directions, ...)`` computes more of the same plane
-        self.directions = None
+        #: the `landscape_nb.directions.Directions` of the last run that ended with values, and the model at its
+        #: centre (x = y = 0; an interpolation's first minimizer, not the picked model), None before one:
+        #: ``lnb.compute_surface(state.centre, data, state.directions, ...)`` computes more of the same plane
+        self.directions = self.centre = None
         self._closed = False
         self._offer_schemes(given=kwargs.get("scheme"))
         self.observe(lambda change: self._offer_schemes(), "model_name")
@@ -243,8 +244,8 @@ class ExplorerState(t.HasTraits):
         if not (low <= n <= high and n % 2):
             raise t.TraitError(f"{name}={n!r}; expected an odd number of points from {low} to {high} (what the "
                                f"panel's slider shows; odd puts the centre on the grid): for more, use "
-                               "lnb.compute_surface with the same model and the run's directions "
-                               "(explorer.directions)")
+                               "lnb.compute_surface along the run's directions (explorer.centre, data, "
+                               "explorer.directions)")
         return n
 
     @t.validate("cluster")
@@ -475,15 +476,13 @@ class ExplorerState(t.HasTraits):
                 surf = run(None)
             returned = time.perf_counter()
             note = prepared.range.note + _off_grid_note(spec)
-            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note,
-                                                             prepared.directions))
+            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, prepared))
         except Cancelled:  # before the first point: while finding the range
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._cancelled_early(returned))
         except ClusterLost as exc:  # the points computed are kept: the next Compute goes on from them
             logger.debug("Explorer computation lost its cluster", exc_info=exc)
-            directions = getattr(prepared, "directions", None)
-            self._post(run_id, "end", lambda exc=exc, d=directions: self._lost_cluster(exc, d))
+            self._post(run_id, "end", lambda exc=exc, p=prepared: self._lost_cluster(exc, p))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             logger.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except
@@ -696,8 +695,10 @@ class ExplorerState(t.HasTraits):
         self.n_done = n_done
         self.points_per_s = rate
 
-    def _finished(self, surf: Surface, cancelled: bool, returned: float, note: str = "", directions=None) -> None:
-        self.surface, self.directions = surf, directions
+    def _finished(self, surf: Surface, cancelled: bool, returned: float, note: str = "",
+                  prepared: Prepared | None = None) -> None:
+        self.surface = surf
+        self._keep_run(prepared)
         self.n_done = surf.n_done
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
@@ -745,19 +746,25 @@ class ExplorerState(t.HasTraits):
                   + (f"; the {kept} of the cancelled run are kept." if kept else "."))
         self._ended(prepare=False)
 
-    def _lost_cluster(self, exc, directions=None) -> None:
+    def _lost_cluster(self, exc, prepared: Prepared | None = None) -> None:
         """A lost Dask cluster: its partial surface is shown and kept, as after Cancel."""
         surf = getattr(exc, "surface", None)
         if surf is None or not surf.n_done:
             self._failed_run(exc)
             return
         self._resumable = (self._run_spec, surf)
-        self.surface, self.n_done, self.directions = surf, surf.n_done, directions
+        self.surface, self.n_done = surf, surf.n_done
+        self._keep_run(prepared)
         self.last_error = exc
         self.status = "error"
         self._say(f"{getattr(exc, 'reason', exc)}. The {surf.n_done} of {surf.loss.size} points computed are kept: "
                   "Compute goes on from them (on this cluster once it is back, or another).", "error")
         self._ended(prepare=False)
+
+    def _keep_run(self, prepared: Prepared | None) -> None:
+        """The shown run's directions and the model at its centre (see ``directions``)."""
+        if prepared is not None:
+            self.directions, self.centre = prepared.directions, prepared.base
 
     def _failed_run(self, exc: BaseException) -> None:
         self.surface = self._before  # a refused or failed run's empty or partial values are no result

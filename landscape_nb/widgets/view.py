@@ -120,8 +120,9 @@ class Explorer(w.VBox):
         The live figure, created on the first Compute.
     controls : dict of str to ipywidgets.Widget
         The control widgets, keyed by trait name.
-    surface, directions : Surface, Directions or None
-        The shown run's values and the directions it was computed along (None before a run).
+    surface, directions, centre : Surface, Directions, torch.nn.Module or None
+        The shown run's values, the directions it was computed along and the model at its centre (None
+        before a run).
 
     Raises
     ------
@@ -410,9 +411,15 @@ class Explorer(w.VBox):
     @property
     def directions(self):
         """The `landscape_nb.directions.Directions` of the last run that ended with values (None before one):
-        ``lnb.compute_surface(model, data, explorer.directions, x=(-1, 1, 401), y=...)`` computes the same
-        plane at a resolution or range the panel does not offer."""
+        ``lnb.compute_surface(explorer.centre, data, explorer.directions, x=(-1, 1, 401), y=...)`` computes
+        the same plane at a resolution or range the panel does not offer."""
         return self.state.directions
+
+    @property
+    def centre(self):
+        """The model at the centre (x = y = 0) of the last run that ended with values: the picked model, or for
+        an interpolation between minimizers the first of them; None before a run."""
+        return self.state.centre
 
     def export_html(self, path: str | None = None) -> Path:
         return self.state.export_html(path, figure=self._computed_figure())
