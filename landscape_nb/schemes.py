@@ -53,9 +53,11 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     if scheme == "pca":
         known = checkpoint_count(ex) if ex is not None else 0  # None: not known without reading them
         if trajectory is None and known is not None and known < ndim + 1:
+            line = " (or draw a 1D line: 2 checkpoints give one direction)" if known == 2 else ""
             raise LandscapeError(f"directions 'pca' needs a training trajectory of at least {ndim + 1} checkpoints "
-                                 "(a zoo model has its own); for yours, give them (CLI: --checkpoints A.pt B.pt ...) "
-                                 "or use lnb.pca_directions(checkpoints, final=model)")
+                                 f"for {ndim} directions, and {_name(ex) if ex is not None else 'the model'} has "
+                                 f"{known}{line}; for yours, give them (CLI: --checkpoints A.pt B.pt ..., Explorer: an "
+                                 "object with .trajectory) or use lnb.pca_directions(checkpoints, final=model)")
         from .trajectory import pca_directions
 
         return model, pca_directions(ex.trajectory if trajectory is None else trajectory, final=model, n=ndim,

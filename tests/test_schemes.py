@@ -150,8 +150,10 @@ def test_schemes_refuse_what_they_cannot_do(example):
     with pytest.raises(LandscapeError, match="'pca' needs a training trajectory of at least 3 checkpoints"):
         make_directions("pca", example.model, None, ndim=2)
     short = SimpleNamespace(**{**vars(example), "trajectory": example.trajectory[:2]})
-    with pytest.raises(LandscapeError, match="at least 3"):
+    with pytest.raises(LandscapeError, match=r"at least 3 checkpoints for 2 directions, and toy has 2 \(or draw a "
+                                             r"1D line: 2 checkpoints give one direction\)"):
         make_directions("pca", example.model, short, ndim=2)
+    assert make_directions("pca", example.model, short, ndim=1)[1].n == 1
     with pytest.raises(LandscapeError, match="need data .* pass data="):
         make_directions("hessian", example.model, None, ndim=2)
     with pytest.raises(LandscapeError, match="1D scan .* asked for ndim=2: use a 1D grid"):

@@ -136,6 +136,9 @@ def test_interpolation_scheme_switches_to_a_1d_scan_and_back(checkpoint_explorer
     explorer.controls["x_min"].value = -0.3
     explorer.controls["scheme"].value = "random"
     assert explorer.spec().ndim == 2 and explorer.spec().x[:2] == (-1.0, 1.0)  # auto range: back to ±1
+    explorer.controls["ndim"].value = 1
+    explorer.controls["scheme"].value = "plane3"  # a plane through three models is 2D: it was left in 1D
+    assert explorer.spec().ndim == 2
 
 
 def test_scheme_menu_offers_every_scheme_of_make_directions(checkpoint_explorer):
@@ -1109,6 +1112,7 @@ def test_a_run_refused_after_a_good_one_puts_the_good_one_back(explorer, tmp_pat
         explorer.controls[name].value = value
     assert not explorer.compute(wait=True)
     assert explorer.state.status == "error" and explorer.surface is good
+    assert (explorer.state.n_done, explorer.state.n_points) == (63, 63)  # the good run's counts ("341 / 31" before)
     assert "seed 0, 9×7 points" in explorer.figure.layout.title.text
     np.testing.assert_array_equal(np.array(explorer.figure.data[0].z, dtype=float), plot.display_values(good))
     assert "seed 0, 9\\u00d77 points" in explorer.export_html(str(tmp_path / "kept.html")).read_text()

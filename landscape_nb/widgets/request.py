@@ -62,8 +62,8 @@ class ExplorerSpec:
 SCHEME_LABELS = {
     "random": "random (normalized)",
     "random-orthogonal": "random, orthogonalized",
-    "interpolate": "interpolation between minimizers (1D)",
-    "plane3": "plane through three checkpoints",
+    "interpolate": "interpolation between two models (1D)",
+    "plane3": "plane through three models (2D)",
     "pca": "PCA of the training trajectory",
     "hessian": "Hessian eigenvectors",
 }

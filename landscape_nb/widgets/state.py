@@ -204,10 +204,11 @@ class ExplorerState(t.HasTraits):
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._before: Surface | None = None  # the surface shown when Compute was pressed
-        #: the `landscape_nb.directions.Directions` of the last run that ended with values, and the model at its
-        #: centre (x = y = 0; an interpolation's first minimizer, not the picked model), None before one:
+        #: the `landscape_nb.directions.Directions` of the surface shown, and the model at its centre (x = y = 0;
+        #: an interpolation's first minimizer, not the picked model); None before a run's first values:
         #: ``lnb.compute_surface(state.centre, data, state.directions, ...)`` computes more of the same plane
         self.directions = self.centre = None
+        self._before_run = (None, None)
         self._closed = False
         self._offer_schemes(given=kwargs.get("scheme"))
         self.observe(lambda change: self._offer_schemes(), "model_name")
@@ -265,11 +266,11 @@ class ExplorerState(t.HasTraits):
 
     @t.observe("scheme")
     def _scheme_defaults(self, change):
-        """An interpolation is a 1D scan; with ``auto_range`` a new scheme starts from ±1
-        (schemes that suggest their own range, like pca, set it when they run)."""
+        """An interpolation is a 1D scan, a plane through three models 2D; with ``auto_range`` a new scheme
+        starts from ±1 (schemes that suggest their own range, like pca, set it when they run)."""
         if change["new"] == "interpolate":
             self.ndim = 1
-        elif change["old"] == "interpolate":
+        elif change["new"] == "plane3" or change["old"] == "interpolate":
             self.ndim = 2
         if self.auto_range:
             self.set(x_min=-1.0, x_max=1.0, y_min=-1.0, y_max=1.0)
@@ -382,6 +383,8 @@ class ExplorerState(t.HasTraits):
         # a cancelled run of these controls is shown as it was left, and goes on from there (_run)
         shown = kept.range.apply(spec) if kept is not None else spec
         self._before = self.surface  # put back if this run is refused or fails (_failed_run)
+        self._before_run = (self.directions, self.centre)  # with its directions; the new run's come with its values
+        self.directions = self.centre = None
         # (a zoo model never changes; a user's may have since: then its partial is not shown, nor kept, _run)
         partial = (self._resumable[1] if self.shelf.zoo and self._resumable and _same_values(self._resumable[0], shown)
                    else None)
@@ -466,7 +469,7 @@ class ExplorerState(t.HasTraits):
                 return compute_surface(
                     private if client is None else prepared.base, data, prepared.directions, x=spec.x, y=spec.y,
                     loss_fn=entry.loss_fn, metrics="auto" if spec.metric else None, client=client,
-                    callbacks=[self._tile_callback(run_id)], cancel=cancel, max_samples=spec.max_samples,
+                    callbacks=[self._tile_callback(run_id, prepared)], cancel=cancel, max_samples=spec.max_samples,
                     name=spec.model, resume=resume)
 
             try:
@@ -661,7 +664,7 @@ class ExplorerState(t.HasTraits):
             raise LandscapeError(f"the Dask cluster at {key!r} has no workers; start some workers or pick another cluster")
         return client, workers, str(getattr(client, "dashboard_link", "") or "")
 
-    def _tile_callback(self, run_id: int) -> Callable:
+    def _tile_callback(self, run_id: int, prepared: Prepared | None = None) -> Callable:
         """A ``compute_surface`` callback posting each partial surface and this session's points per second."""
         counted = [0]  # points computed in this session (a resumed store's points do not count)
 
@@ -669,7 +672,7 @@ class ExplorerState(t.HasTraits):
             counted[0] += ev.tile.n_points
             snap = ev.surface()
             rate = counted[0] / ev.elapsed if ev.elapsed > 0 else 0.0
-            self._post(run_id, "tile", lambda: self._tile(snap, ev.n_done, rate))
+            self._post(run_id, "tile", lambda: self._tile(snap, ev.n_done, rate, prepared))
 
         return on_tile
 
@@ -690,8 +693,9 @@ class ExplorerState(t.HasTraits):
             self.status = "running"
             self._say("Computing…")
 
-    def _tile(self, surf: Surface, n_done: int, rate: float) -> None:
+    def _tile(self, surf: Surface, n_done: int, rate: float, prepared: Prepared | None = None) -> None:
         self.surface = surf
+        self._keep_run(prepared)
         self.n_done = n_done
         self.points_per_s = rate
 
@@ -768,7 +772,9 @@ class ExplorerState(t.HasTraits):
 
     def _failed_run(self, exc: BaseException) -> None:
         self.surface = self._before  # a refused or failed run's empty or partial values are no result
+        self.directions, self.centre = self._before_run
         self.n_done = 0 if self.surface is None else self.surface.n_done
+        self.n_points = 0 if self.surface is None else self.surface.loss.size  # "341 / 31 points" otherwise
         self.status = "error"
         self._fail(exc)
         self._ended()
