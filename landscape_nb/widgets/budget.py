@@ -13,6 +13,8 @@ from ..errors import LandscapeError
 
 __all__ = ["BudgetSuggestion", "check_time_budget", "estimate_seconds_per_point"]
 
+SUGGESTION_SHARE = 0.8  # of the budget a suggested resolution fills: the per-point estimate varies between runs
+
 
 @dataclass(frozen=True)
 class BudgetSuggestion:
@@ -38,10 +40,13 @@ class BudgetSuggestion:
         return self.budget * self.n_workers / self.seconds_per_point
 
     def points_per_axis(self, ndim: int) -> int:
-        """The resolution per axis of a line (``ndim=1``) or square plane that fits: odd (so that a symmetric
-        range has the model at its centre, and the Explorer's sliders can take it), at least 3."""
-        k = int(self.points_in_budget ** (1 / ndim))
-        while (k + 1) ** ndim <= self.points_in_budget:  # the float root may fall a hair short of a whole number
+        """The resolution per axis of a line (``ndim=1``) or square plane that fits ``SUGGESTION_SHARE`` of the
+        budget (the next Compute times its points anew: a suggestion filling the budget was refused in turn
+        at 10.4 s of 10), odd (so that a symmetric range has the model at its centre, and the Explorer's
+        sliders can take it), at least 3."""
+        room = SUGGESTION_SHARE * self.points_in_budget
+        k = int(room ** (1 / ndim))
+        while (k + 1) ** ndim <= room:  # the float root may fall a hair short of a whole number
             k += 1
         return max(3, k if k % 2 else k - 1)
 
