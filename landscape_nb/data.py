@@ -249,8 +249,8 @@ def dtype_hint(xb, model, exc: BaseException) -> str:
     """A hint when the model's error ``exc`` is about dtypes and floating-point inputs are of another dtype
     than its weights (float32 inputs to a float64 model: torch says "mat1 and mat2 must have the same
     dtype"), else ""."""
-    text = str(exc)
-    if not any(word in text for word in ("dtype", "scalar type", "Double", "Float", "Half", "BFloat16")):
+    text = str(exc).lower()  # "mat1 and mat2 must have the same dtype", "Input type (double) and bias type (float)"
+    if not any(word in text for word in ("dtype", "scalar type", "double", "float", "half", "bfloat16")):
         return ""
     weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if weights is None:

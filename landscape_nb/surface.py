@@ -221,6 +221,17 @@ class Surface:
         return int((self.done_mask & ~np.isfinite(self.loss)).sum())
 
     @property
+    def centre_diverged(self) -> bool:
+        """Whether the grid point at 0 on every axis (the model itself, where the grid holds it) was computed
+        and has a NaN or infinite loss: then the loss function or the data give it, and no range helps."""
+        axes = [self.x] + ([] if self.ndim < 2 else [self.y]) + ([] if self.ndim < 3 else [self.z])
+        hits = [np.flatnonzero(np.asarray(a, float) == 0.0) for a in axes]
+        if any(h.size == 0 for h in hits):
+            return False
+        at = tuple(int(h[0]) for h in reversed(hits))  # loss is indexed (z, y, x)
+        return bool(self.done_mask[at] and not np.isfinite(self.loss[at]))
+
+    @property
     def divergence_note(self) -> str:
         """Why computed points may be NaN other than a diverging loss, for warnings: directions from a file or
         the user that move BatchNorm ``running_var`` leave it negative where a point makes it so; "" if none."""

@@ -1633,3 +1633,8 @@ def test_inputs_of_another_dtype_than_the_models_weights_say_how_to_match_them(m
         with pytest.raises(LandscapeError) as info:
             run()
         assert "must have the same dtype" in str(info.value) and hint in str(info.value)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)).to(model_dtype)  # torch's other words
+    images = (torch.randn(20, 1, 4, 4, dtype=input_dtype), data[1])
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(conv, images, lnb.random_directions(conv, n=1), x=(-1, 1, 3))
+    assert "type" in str(info.value) and hint in str(info.value)

@@ -28,6 +28,10 @@ def state():
 
 def one():
     return (make()[0],)
+
+def nan_loss():
+    model, data = make()
+    return model, data, lambda out, y: nn.functional.cross_entropy(out, y) * float("nan")
 '''
 
 
@@ -151,6 +155,10 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     # a relative path gave a raw TypeError ("the 'package' argument is required to perform a relative import")
     (["compute", "./my_models:make"], "cannot load './my_models:make'"),
     (["compute", "./my_models:make"], "not by its path: e.g. mymodels:build for ./mymodels.py"),
+    # a file path read as a zoo name, lowercased and dashed: "unknown zoo example '/w/s28/w/my-models.py'"
+    (["compute", "/work/My_Models.py"], ("model '/work/My_Models.py' is a file path, not a zoo name or "
+                                          "module:function; name the module as Python imports it and the function "
+                                          "in it, e.g. My_Models:make for def make() in My_Models.py")),
     (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
     (["compute", "my_models:state"], "my_models:state returned OrderedDict as the model (first item); expected (model, data"),
     (["compute", "my_models:one"], "my_models:one returned a tuple of 1 item(s); expected (model, data[, loss_fn])"),
@@ -581,7 +589,13 @@ def test_a_run_whose_loss_diverges_says_how_many_points(user_model, tmp_path, ca
     surf = lnb.load_surface(tmp_path / "d.zarr")
     n_bad = int((~np.isfinite(surf.loss)).sum())
     assert 0 < n_bad < 25 and surf.is_complete
-    assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in err and "a narrower --range shows" in err
+    # NaN at the model itself: the loss or the data, and no range helps (it said "a narrower --range")
+    assert main(["compute", "my_models:nan_loss", "--grid", "3x3", "--store", str(tmp_path / "n.zarr")]) == 0
+    err = capsys.readouterr().err
+    assert "at 9 of 9 points" in err and "the loss is NaN or inf at your model itself" in err
+    assert "narrower" not in err
 
 
 def test_a_resumed_compute_says_how_many_points_came_from_the_store(user_model, tmp_path, monkeypatch, capsys):

@@ -101,6 +101,9 @@ def test_model_file2_gives_the_line_to_the_checkpoint(bn_module, tmp_path, capsy
         assert surf.loss[i] == pytest.approx(_naive_loss(s), rel=1e-5), t
     assert surf.loss[2] == pytest.approx(_naive_loss(a), rel=1e-5)  # x = 0: the model
     assert surf.loss[6] == pytest.approx(_naive_loss(b), rel=1e-5)  # x = 1: the checkpoint
+    assert surf.x_label == f"interpolation model → {b_path.name}"  # the file, not "a → b"
+    assert "beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated and clamped at 0" in \
+        capsys.readouterr().err
 
 
 def _state_of(model) -> dict:
@@ -138,6 +141,7 @@ def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoin
                  "--store", str(store)]) == 0
     surf = lnb.load_surface(store)
     assert surf.provenance["directions"]["scheme"] == "plane3" and surf.loss.shape == (4, 5)
+    assert (surf.x_label, surf.y_label) == (f"model → {b_path.name}", "model → trainer.pt")
     a, b, c = _state_of(build()), _state(b_path), _state(c_plain)
     db = {k: b[k] - a[k] for k in a if a[k].is_floating_point()}
     dc = {k: c[k] - a[k] for k in a if a[k].is_floating_point()}
@@ -286,7 +290,8 @@ def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
     (["--grid", "7", "--model-file2", "whole.pt"], ("(it pickles a torch.nn.modules.linear.Linear, which a "
                                                    "weights-only load does not rebuild)")),
     (["--grid", "7", "--directions", "interpolate"], "for your own, give its checkpoint (CLI: --model-file2 FILE.pt)"),
-    (["--grid", "5x5", "--directions", "pca"], "(CLI: --checkpoints A.pt B.pt ...)"),
+    (["--grid", "5x5", "--directions", "pca"],
+     "the model has 0; for yours, give them (CLI: --checkpoints A.pt B.pt ...,"),
 ])
 def test_bad_direction_flags_exit_2_with_one_line_reason(bn_module, tmp_path, capsys, extra, words):
     from bn_models import build

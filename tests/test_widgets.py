@@ -1211,6 +1211,20 @@ def test_an_interpolations_centre_is_its_first_minimizer_and_recomputes_the_same
         e.close()
 
 
+def test_a_loss_that_is_nan_at_the_model_itself_is_not_blamed_on_the_range():
+    """NaN at the centre (a loss or data giving NaN) was told "a narrower range shows the basin"; NaN only
+    at the edges still is."""
+    from landscape_nb.widgets.state import _caveats
+
+    x = y = np.linspace(-1, 1, 5)
+    edges = 1 + x[None, :] ** 2 + y[:, None] ** 2
+    edges[0, 0] = np.nan
+    assert "a narrower range shows the basin" in _caveats(lnb.Surface(x, y, edges))
+    everywhere = np.full((5, 5), np.nan)
+    text = _caveats(lnb.Surface(x, y, everywhere, done=np.ones((5, 5), bool)))
+    assert "NaN or inf at the model itself" in text and "narrower" not in text
+
+
 def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
     explorer.controls["cluster"].value = "address"
     explorer.controls["address"].value = f"tcp://127.0.0.1:{free_port()}"

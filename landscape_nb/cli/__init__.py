@@ -184,6 +184,11 @@ def load_model_spec(name: str, split: str | None = None):
     if name not in zoo.names() and _is_module(name):
         raise LandscapeError(f"{name!r} is an importable module, not a zoo name; expected module:function, the "
                              f"function returning (model, data) or (model, data, loss_fn), e.g. {name}:build")
+    if name not in zoo.names() and (name.endswith(".py") or "/" in name or os.sep in name):
+        stem = Path(name).stem
+        raise LandscapeError(f"model {name!r} is a file path, not a zoo name or module:function; name the module as "
+                             f"Python imports it and the function in it, e.g. {stem}:make for def make() in "
+                             f"{Path(name).name}, run from its folder (or with the folder on PYTHONPATH)")
     ex = zoo.load(name)
     split = split or "test"
     if split not in ("train", "test"):
@@ -458,6 +463,11 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
                 text = text.replace(api, flag)
             raise LandscapeError(text) from None
         raise
+    ends = [Path(p).name for p in (args.model_file2, args.model_file3) if p]
+    if others and d.scheme == "interpolate":  # the axes name the files (the messages above, their flags)
+        d = d.with_provenance(x_label=f"interpolation model → {ends[0]}")
+    elif others and d.scheme == "plane3":
+        d = d.with_provenance(x_label=f"model → {ends[0]}", y_label=f"model → {ends[1]}")
     return base, d.with_provenance(**files)
 
 
@@ -596,9 +606,19 @@ def cmd_compute(args) -> int:
     print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
           + (f", |λmin/λmax| (0 where λmin ≥ 0) up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
+    import numpy as np
+
+    if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
+            float(np.nanmin(a)) < 0 or float(np.nanmax(a)) > 1 for a in (surf.x, surf.y) if a is not None):
+        print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "
+              "and clamped at 0, where the loss can be very large: the figure's cap (--clip) keeps the rest "
+              "readable, and a range of 0:1 shows only the path between them", file=sys.stderr)
     if n_diverged:
+        why = ("the loss is NaN or inf at your model itself (0 on every axis), so the loss function or the data give "
+               "it, not the range: check them on the model alone" if surf.centre_diverged else
+               "a narrower --range shows the basin")
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
-              "they are gaps in the figure (a narrower --range shows the basin)"
+              f"they are gaps in the figure ({why})"
               + (f"; {surf.divergence_note}" if surf.divergence_note else ""), file=sys.stderr)
     rule = (surf.provenance.get("data") or {}).get("rule")
     if target_key is not None and rule in ("pair", "inputs"):
@@ -779,14 +799,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", choices=("train", "test"),
                    help="the data split (default test): a zoo model's, or passed as split= to a module:function "
                         "that takes it")
-    c.add_argument("--max-samples", type=int)
+    c.add_argument("--max-samples", type=int, help="evaluate a fixed-seed subset of this many samples (all when "
+                                                   "the data hold fewer)")
     c.add_argument("--target-key", help="where the targets are in your data's batches: a dict key (default "
                                         "labels) or, for tuples of more than two tensors, a position (default -1, "
                                         "the last)")
     c.add_argument("--mode", default="eval", choices=EVAL_MODES,
                    help="eval: BatchNorm's running statistics (default); bn-recompute: re-estimated on the data "
                         "at every point, only the BatchNorm layers in train mode (Dropout stays off)")
-    c.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    c.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default, fp32 throughout), tf32 or bf16 (autocast; faster on a GPU, values to its "
+                        "rounding)")
     c.add_argument("--compile", action="store_true",
                    help="torch.compile the model: compiling takes seconds to minutes, which a large grid on a GPU "
                         "can win back")

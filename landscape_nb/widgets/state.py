@@ -83,7 +83,9 @@ def _caveats(surf: Surface) -> str:
     n_bad = surf.n_diverged
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
-                "metrics mean nothing; a narrower range shows the basin.")
+                "metrics mean nothing; " + ("the loss is NaN or inf at the model itself (the centre), so the loss "
+                                           "function or the data give it, not the range." if surf.centre_diverged
+                                           else "a narrower range shows the basin."))
         out += f" {surf.divergence_note}." if surf.divergence_note else ""
     out += "".join(f" Note: {text}." for text in loader_notes(surf.provenance.get("data") or {}))
     return out
