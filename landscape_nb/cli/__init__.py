@@ -606,10 +606,8 @@ def cmd_compute(args) -> int:
     print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
           + (f", |λmin/λmax| (0 where λmin ≥ 0) up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
-    import numpy as np
-
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
-            float(np.nanmin(a)) < 0 or float(np.nanmax(a)) > 1 for a in (surf.x, surf.y) if a is not None):
+            a.min() < 0 or a.max() > 1 for a in (surf.x, surf.y) if a is not None):
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "
               "and clamped at 0, where the loss can be very large: the figure's cap (--clip) keeps the rest "
               "readable, and a range of 0:1 shows only the path between them", file=sys.stderr)

@@ -170,7 +170,7 @@ class Explorer(w.VBox):
 
         self.controls: dict[str, w.Widget] = {
             "model_name": dd(state.model_names, "model", "250px"),
-            "scheme": dd([(SCHEME_LABELS.get(s, s), s) for s in state.schemes], "directions", "330px"),
+            "scheme": dd(_scheme_options(state.schemes), "directions", "330px"),
             "ndim": w.ToggleButtons(options=[("1D line", 1), ("2D plane", 2)], style={"button_width": "80px"}),
             "norm": dd([(f"{n} norm" if n != "none" else "no norm", n) for n in NORMS], "normalize", "200px"),
             "ignore_biasbn": w.Checkbox(description="zero direction for biases / BN (biasbn)", indent=False,
@@ -208,7 +208,7 @@ class Explorer(w.VBox):
             # a Dropdown whose options change moves to the first one: unlinked meanwhile, the scheme stays
             links["scheme"].unlink()
             try:
-                self.controls["scheme"].options = [(SCHEME_LABELS.get(s, s), s) for s in change["new"]]
+                self.controls["scheme"].options = _scheme_options(change["new"])
                 self.controls["scheme"].value = state.scheme
             finally:
                 links["scheme"].link()
@@ -410,15 +410,15 @@ class Explorer(w.VBox):
 
     @property
     def directions(self):
-        """The `landscape_nb.directions.Directions` of the last run that ended with values (None before one):
+        """The `landscape_nb.directions.Directions` of the surface shown (None before a run's first values):
         ``lnb.compute_surface(explorer.centre, data, explorer.directions, x=(-1, 1, 401), y=...)`` computes
         the same plane at a resolution or range the panel does not offer."""
         return self.state.directions
 
     @property
     def centre(self):
-        """The model at the centre (x = y = 0) of the last run that ended with values: the picked model, or for
-        an interpolation between minimizers the first of them; None before a run."""
+        """The model at the centre (x = y = 0) of the surface shown: the picked model, or for an interpolation
+        between minimizers the first of them; None before a run's first values."""
         return self.state.centre
 
     def export_html(self, path: str | None = None) -> Path:
@@ -452,3 +452,9 @@ def _sync_widget_state(fig) -> None:
     """
     fig._widget_layout = deepcopy(fig._layout_obj._props)
     fig._widget_data = deepcopy(fig._data)
+
+
+def _scheme_options(schemes) -> list[tuple[str, str]]:
+    """The directions menu's (label, scheme) options for ``schemes``."""
+    return [(SCHEME_LABELS.get(s, s), s) for s in schemes]
+
