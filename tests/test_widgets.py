@@ -755,6 +755,9 @@ def test_a_typed_range_that_misses_the_models_says_so_and_the_count_it_suggests_
         assert ("Note: the model sits at y = 0, between the 21 points of -0.3 to 1, so the figure does not show "
                 "its own loss; 27 y points or auto range put it on the grid.") in state.message
         assert "at x = 0" not in state.message
+        state.set(y_min=-0.3000001)  # said as typed, not rounded to -0.3 (which 21 points would also miss)
+        assert state.compute(wait=True), state.message
+        assert "between the 21 points of -0.3000001 to 1, so" in state.message
     finally:
         state.close()
 

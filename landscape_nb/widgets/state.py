@@ -106,8 +106,8 @@ def _off_grid_note(spec: ExplorerSpec) -> str:
                    f"{'other model sits' if missed[0] else 'model sits'} at {name} = {missed[0]:g}")
             fixes = [f"{better} {name} points"] * bool(better) + ["auto range"] * (not spec.auto_range)
             them = "them" if len(missed) > 1 else "it"
-            out += (f" Note: the {who}, between the {n} points of {start:g} to {stop:g}, so the figure does not show "
-                    f"{'their' if len(missed) > 1 else 'its'} own loss"
+            out += (f" Note: the {who}, between the {n} points of {start:.10g} to {stop:.10g}, so the figure does not "
+                    f"show {'their' if len(missed) > 1 else 'its'} own loss"
                     + (f"; {' or '.join(fixes)} put{'s' * (len(fixes) == 1)} {them} on the grid." if fixes else "."))
     return out
 
