@@ -88,12 +88,48 @@ def test_the_default_range_of_an_even_grid_stays_minus_one_to_one_with_a_note(us
     assert main(["compute", user_model, "--grid", "4096", "--range", "-1:1", "--store", str(tmp_path / "big.zarr"),
                  "--max-samples", "8", "--tile", "4096"]) == 0  # no --grid beyond the per-axis limit is suggested
     err = capsys.readouterr().err
-    assert "note: the model sits at x = 0, between the points of 4096 on -1:1\n" in err and "--grid 4" not in err
+    # no --grid beyond the per-axis limit: the range of 4096 points nearest -1:1 that holds it (naive linspace)
+    assert "note: the model sits at x = 0, between the points of 4096 on -1:1; --range " in err and "--grid" not in err
+    a, b = map(float, err.split("--range ")[1].split()[0].split(":"))
+    assert abs(a + 1) < 0.01 and abs(b - 1) < 0.01 and np.abs(np.linspace(a, b, 4096)).min() < 1e-6 * (b - a)
     # within 1e-6 of the range the point is the model's (5e-8 here): no note; the range is said as typed
     assert main(["compute", user_model, "--grid", "5", "--range", "-0.1:0.1000001", "--store", "near.zarr"]) == 0
     assert "note:" not in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "6", "--range", "-0.1:0.1000001", "--store", "near6.zarr"]) == 0
     assert "between the points of 6 on -0.1:0.1000001; --grid 7 puts it on the grid" in capsys.readouterr().err
+
+
+def test_a_typed_range_without_the_model_says_so_and_the_range_it_suggests_holds_it(user_model, tmp_path, capsys):
+    """W: a typed --range that leaves the model out altogether gave no note at all, and where no count up to
+    4n+1 holds the model none was suggested. Now both say so, with a range that holds it; rerun with that
+    range, the surface's value at the model is the model's own loss (a naive cross-entropy)."""
+    import torch
+    from my_models import make
+
+    assert main(["compute", user_model, "--grid", "9x9", "--range", "0.5:1", "--store", "out.zarr"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the model at x = 0 lies outside --range 0.5:1, so the figure does not show its loss\n" in err
+    assert "note: the model at y = 0 lies outside --range 0.5:1, so the figure does not show its loss; " \
+        "--range 0:1 puts it on the grid" in err
+    assert main(["compute", user_model, "--grid", "9x9", "--range", "0.5:1", "--yrange", "-0.5:0.5",
+                 "--store", "out2.zarr"]) == 0  # y holds it: only x is moved, and y keeps its own range
+    assert "--range 0:1 puts it on the grid" in capsys.readouterr().err
+    # 21 points on -0.31415:1 miss 0, and so do 22..85 (naive linspace): a range near it is suggested
+    assert all(np.abs(np.linspace(-0.31415, 1, k)).min() > 1e-6 for k in range(21, 86))
+    assert main(["compute", user_model, "--grid", "21", "--range=-0.31415:1", "--store", "miss.zarr"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the model sits at x = 0, between the points of 21 on -0.31415:1; --range " in err
+    suggested = err.split("; --range ")[1].split()[0]
+    a, b = map(float, suggested.split(":"))
+    assert abs(a + 0.31415) < 0.05 and abs(b - 1) < 0.05
+    assert main(["compute", user_model, "--grid", "21", f"--range={suggested}", "--store", "hit.zarr"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    surf = lnb.load_surface("hit.zarr")
+    model, (x, y) = make()
+    with torch.no_grad():
+        own = float(torch.nn.functional.cross_entropy(model(x), y))
+    centre = int(np.argmin(np.abs(surf.x)))
+    assert abs(surf.x[centre]) < 1e-6 * (b - a) and surf.loss[centre] == pytest.approx(own, rel=1e-5)
 
 
 def test_compute_1d_line(user_model, tmp_path):
@@ -140,7 +176,11 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models:make", "--grid", "5x1"], "--grid '5x1' has an axis of 1 point(s)"),
     (["compute", "my_models:make", "--range", "nan:1"], "--range 'nan:1' is not finite"),
     (["compute", "my_models:make", "--grid", "3x3x3", "--zrange", "-1e39:1e39"],
-     "the z range -1e+39..1e+39 takes the weights to"),  # the axis at fault, in words that fit the flags
+     "--zrange -1e+39:1e+39 takes the weights to"),  # the axis at fault, in the flag that set it
+    # both axes from --range: it was "the y range -1e+300..1e+300 ...; expected a smaller y range, e.g. -1..1"
+    (["compute", "my_models:make", "--range=-1e300:1e300"], "--range -1e+300:1e+300 takes the weights to"),
+    (["compute", "my_models:make", "--range=-1e300:1e300"], "expected a smaller --range, e.g. --range -1:1"),
+    (["compute", "my_models:make", "--range=-1e308:1.7e308"], "--range -1e+308:1.7e+308: the coordinates overflow"),
     (["compute", "my_models", "--grid", "3"], ("'my_models' is an importable module, not a zoo name; expected "
                                                "module:function")),
     (["compute", "my_models:make", "--client", "local", "--workers", "0"], "--workers 0; expected a positive"),
@@ -391,8 +431,9 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     assert "15 points: 15 from the store at" in capsys.readouterr().out
     assert main([*args[:-2], "--range", "-2:2"]) == 0  # another command: another store
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
-    assert main([*args, "--html", str(tmp_path / "f.html")]) == 0  # an output given: no default store
+    assert main([*args, "--html", str(tmp_path / "f.html")]) == 0  # an output given: the same store, resumed
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
+    assert "15 points: 15 from the store at" in capsys.readouterr().out
     assert main(["-v", *args]) == 0  # saying more is the same command
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
     capsys.readouterr()
@@ -408,16 +449,15 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     assert main(args) == 0 and "15 points: 15 from the store at" in capsys.readouterr().out  # and resumes there
 
 
-def test_an_interrupt_without_a_store_says_nothing_was_kept(user_model, monkeypatch, capsys):
+def test_an_interrupt_before_any_tile_says_no_store_was_written(user_model, monkeypatch, capsys):
     import landscape_nb.compute
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(landscape_nb.compute, "compute_surface", interrupted)
-    assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html"]) == 130
-    assert "landscape-nb: interrupted; nothing was kept (pass --store DIR to keep finished tiles and resume)" in \
-        capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html"]) == 130  # the default store, not yet
+    assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "not-yet.zarr"]) == 130
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3"]) == 130  # no output: the default store, not yet made
@@ -449,7 +489,16 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     # a cap at or below every value would draw a flat figure (trial T)
     low = f"{float(np.nanmin(surf.loss)) * 0.9:.4f}"
     assert main(["plot", str(store), "--html", str(tmp_path / "low.html"), "--clip", low]) == 2
-    assert f"clip={float(low)!r} is at or below every value shown" in capsys.readouterr().err
+    assert f"--clip {float(low)!r} is at or below every value shown" in capsys.readouterr().err  # the CLI's words
+    # refused after the run: its points are kept (the default store), and a rerun with another --clip draws them
+    assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--clip", low]) == 2
+    err = capsys.readouterr().err
+    assert "e.g. --clip " in err and "(or --clip auto, or --clip none for no cap)" in err and "clip=" not in err
+    assert "every point is kept in runs" in err and not Path("low.html").exists()
+    assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--clip", "none"]) == 0
+    assert "81 points: 81 from the store at" in capsys.readouterr().out
+    np.testing.assert_allclose(values(figure_json(Path("low.html").read_text())["data"][0]["z"]), surf.loss,
+                               rtol=1e-6)  # the stored surface's values, drawn uncapped
     # a line's cap is the top of its loss axis (its values stay): --clip 2 was refused, auto did nothing
     assert main(["compute", user_model, "--grid", "5", "--range", "-8:8", "--store", "line.zarr"]) == 0
     line = lnb.load_surface("line.zarr").loss
@@ -485,7 +534,7 @@ def test_an_interrupt_when_every_point_is_stored_says_only_the_outputs_are_missi
 def test_an_interrupt_after_the_outputs_were_written_is_no_failure(user_model, monkeypatch, capsys):
     """Between "wrote f.html" and the command's end (a note, closing workers) a Ctrl-C gave 130 and "rerun to
     write the outputs", though they were written (trial T)."""
-    import landscape_nb.cli as cli
+    from landscape_nb import cli
 
     real = cli.write_exports
 

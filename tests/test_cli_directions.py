@@ -106,6 +106,19 @@ def test_model_file2_gives_the_line_to_the_checkpoint(bn_module, tmp_path, capsy
         capsys.readouterr().err
 
 
+def test_a_checkpoint_with_nan_weights_is_named_by_its_flag(bn_module, tmp_path, capsys):
+    """W: a NaN in --model-file2 was refused as "model b: ...", the API's name, which the CLI never showed."""
+    b_path, c_path = _checkpoints(tmp_path, 2)
+    state = torch.load(b_path)
+    state["0.weight"][0, 0] = float("nan")
+    torch.save(state, b_path)
+    for extra in (["--grid", "9"], ["--grid", "5x5", "--model-file3", str(c_path)]):
+        assert main(["compute", bn_module, *extra, "--model-file2", str(b_path), "--store", "x.zarr"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --model-file2 {b_path}: the model's param '0.weight' holds 1 non-finite value" in err, err
+        assert "model b" not in err
+
+
 def _state_of(model) -> dict:
     return {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
 

@@ -453,6 +453,11 @@ def test_the_cli_plots_a_reference_surface_file_with_its_values_where_they_belon
     (trace,) = figure_json(out.read_text())["data"]
     assert np.all(values(trace["z"]) == 7.5)
     capsys.readouterr()
+    with h5py.File(path, "a") as f:  # a file with a test loss only: --split train is refused in the CLI's words
+        del f["train_loss"]
+    assert main(["plot", str(path), "--split", "train", "--html", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --split train or --split test for the one it has" in err and "split=" not in err
     assert main(["plot", str(tmp_path / "s.zarr"), "--split", "test", "--html", str(out)]) == 2
     assert "--split test chooses the loss of a reference .h5 surface file" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")

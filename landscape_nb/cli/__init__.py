@@ -452,7 +452,7 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
                                   trajectory=args.checkpoints, **keys)
     except LandscapeError as exc:  # plane_directions' models a, b, c are the command's model and files
         text = str(exc)
-        if others and text.startswith(("model b ", "model c ", "models b and c ")):
+        if others and text.startswith(("model b ", "model c ", "models b and c ", "model b:", "model c:")):
             both = f"--model-file2 {args.model_file2} and --model-file3 {args.model_file3}"
             for api, flag in (("models b and c", both), ("model b", f"--model-file2 {args.model_file2}"),
                               ("model c", f"--model-file3 {args.model_file3}"), ("model a (the centre)", "the model"),
@@ -552,7 +552,7 @@ def cmd_compute(args) -> int:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
                                  f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
     check_exports(args, len(grid))
-    if not (args.store or args.html or args.h5 or args.vtk):  # a run that keeps nothing would be thrown away
+    if not args.store:  # every run keeps its points: a refused figure or an interrupt loses nothing computed
         args.store = args.default_store = default_store(args)
     if target_key is not None and is_zoo_name(args.model):
         raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
@@ -573,7 +573,8 @@ def cmd_compute(args) -> int:
         xr = range_through(*xr, grid[0], unit=unit)
     if len(grid) > 1 and not (args.range or args.yrange) and "y_range" in d.provenance:
         yr = range_through(*yr, grid[1], unit=unit)
-    note_models_off_grid(grid, xr, yr, zr, unit=unit)
+    flags = ("--range", "--yrange" if args.yrange else "--range", "--zrange" if args.zrange else "--range")
+    note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags)
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -598,6 +599,8 @@ def cmd_compute(args) -> int:
                     raise
                 args.moved_from = args.store
                 args.store = common["store"] = args.default_store.replace(".zarr", f"-{attempt}.zarr")
+    except LandscapeError as exc:  # the API's "x range -1..1" or "x=(-1, 1, 21)" as the flag that gave it
+        raise LandscapeError(_range_words(str(exc), flags)) from None
     finally:
         progress.close()
     sp = surf.provenance.get("seconds_per_point")
@@ -623,33 +626,67 @@ def cmd_compute(args) -> int:
         print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "
               + ("the data are (inputs, targets) pairs, whose targets are the second element" if rule == "pair" else
                  "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
-    write_exports(surf, args, name)
+    try:
+        write_exports(surf, args, name)
+    except LandscapeError as exc:  # a figure refused (a --clip below every loss): its points are not lost
+        raise LandscapeError(f"{exc} (every point is kept in {args.store}: rerun with that changed to draw it, "
+                             "nothing is computed again)") from None
     if getattr(args, "default_store", None):
         moved = (f"; {args.moved_from} holds another surface of this command's (its model, data, code or the "
                  "files it reads changed since)") if getattr(args, "moved_from", None) else ""
-        print(f"landscape-nb: no --store, --html, --h5 or --vtk was given, so the surface is kept in {args.store} "
-              f"(draw it with `landscape-nb plot {args.store} --html FILE`; the same command resumes it{moved})",
-              file=sys.stderr)
+        given = "no --store, --html, --h5 or --vtk was given, so" if not (args.html or args.h5 or args.vtk) else \
+            "no --store was given, so"
+        print(f"landscape-nb: {given} the surface is kept in {args.store} (draw it with `landscape-nb plot "
+              f"{args.store} --html FILE`; the same command resumes it{moved})", file=sys.stderr)
     return 0
 
 
-def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool) -> None:
-    """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) falls
-    between grid points: the plot then shows neither model's own loss (nor a barrier, which needs both ends);
-    the last one gives one ``--grid`` that holds them on every axis, where one within the limits does."""
+def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool,
+                         flags: tuple[str, ...] = ("--range", "--range", "--range")) -> None:
+    """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) lies
+    outside the range or falls between grid points: the plot then shows neither model's own loss (nor a
+    barrier, which needs both ends). ``flags`` name the flag each axis's range came from. The last note gives
+    what holds them on every axis: one ``--grid`` within the limits, and for an axis where no count up to
+    ``4n+1`` does (or a model lies outside), the nearest range that does, with its flag (``--range`` for x,
+    ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's as they were)."""
     from ..grid import MAX_PER_AXIS, MAX_POINTS
 
-    notes, better, both = [], list(grid), False
+    notes, better, fixed, named = [], list(grid), {}, set()
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
+        models = (0.0, 1.0) if unit else (0.0,)
+        outside = [m for m in models if not a <= m <= b]
         missed = models_between_points(a, b, n, unit=unit)
+        if outside:
+            who = "the models at" if len(outside) > 1 else "the model at"
+            notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in outside)} "
+                         f"{'lie' if len(outside) > 1 else 'lies'} outside {flags[k]} {a:.10g}:{b:.10g}, so the "
+                         f"figure does not show {'their' if len(outside) > 1 else 'its'} loss")
         if missed:
             who = "the models sit at" if len(missed) > 1 else "the model sits at"
             notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in missed)}, between the points of {n} on "
                          f"{a:.10g}:{b:.10g}")
+        named |= {*outside, *missed}
+        if outside:
+            lo, hi = min(a, *outside), max(b, *outside)
+            fixed[k] = range_through(lo, hi, n, unit=unit) if models_between_points(lo, hi, n, unit=unit) else \
+                (lo, hi)
+        elif missed:
             better[k] = points_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
-            both |= len(missed) > 1
-    if notes and None not in better and math.prod(better) <= MAX_POINTS:
-        notes[-1] += f"; --grid {'x'.join(map(str, better))} puts {'them' if both else 'it'} on the grid"
+            if better[k] is None:  # no count near n: a range of n points about a..b that holds them
+                better[k], fixed[k] = n, range_through(a, b, n, unit=unit)
+    holds = all(r[0] <= 0 and r[1] >= (1 if unit else 0) and not models_between_points(*r, grid[k], unit=unit)
+                for k, r in fixed.items())
+    if notes and holds and None not in better and math.prod(better) <= MAX_POINTS:
+        parts = [f"--grid {'x'.join(map(str, better))}"] if better != list(grid) else []
+        for k, (a, b) in sorted(fixed.items()):
+            if k and flags[k] == "--range" and fixed.get(0) == (a, b):
+                continue  # --range gives it this range too
+            parts.append(f"{('--range', '--yrange', '--zrange')[k]} {a:.10g}:{b:.10g}")
+        if 0 in fixed:  # --range sets every axis not given its own: keep theirs
+            parts += [f"{('--range', '--yrange', '--zrange')[k]} {ranges[k][0]:.10g}:{ranges[k][1]:.10g}"
+                      for k in range(1, len(grid)) if k not in fixed and flags[k] == "--range"]
+        verb, them = "put" if len(parts) > 1 else "puts", "them" if len(named) > 1 else "it"
+        notes[-1] += f"; {' '.join(parts)} {verb} {them} on the grid"
     for note in notes:
         print(f"landscape-nb: note: {note}", file=sys.stderr)
 
@@ -816,8 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
     c.add_argument("--workers", type=int, help="workers for --client local/cuda")
     c.add_argument("--tile", help="points per task: N, ROWSxCOLS, or DEPTHxROWSxCOLS for a volume")
-    c.add_argument("--store", help="directory to save (and resume) the surface (default, when no --html, --h5 or "
-                                   "--vtk is given: runs/MODEL-GRID-HASH.zarr, which the same command resumes)")
+    c.add_argument("--store", help="directory to save (and resume) the surface (default: "
+                                   "runs/MODEL-GRID-HASH.zarr, which the same command resumes)")
     c.add_argument("--html", help="write a standalone HTML figure here")
     c.add_argument("--h5", help="write the surface here in the reference implementation's HDF5 layout "
                                 "(tomgoldstein/loss-landscape; the loss as <split>_loss, e.g. test_loss)")
@@ -951,10 +988,30 @@ _API_TO_FLAGS = (("name the targets with target_key=", "name the targets with --
 
 
 def _cli_words(text: str) -> str:
-    """``text`` with the API arguments it names replaced by the CLI's flags where the message tells what to pass."""
+    """``text`` with the API arguments it names replaced by the CLI's flags where the message tells what to pass
+    (``clip=0.5`` as ``--clip 0.5``, ``clip=False`` as ``--clip none``)."""
+    import re
+
     for api, flag in _API_TO_FLAGS:
         text = text.replace(api, flag)
-    return text
+    text = re.sub(r"\(or None: automatic, False: (no cap|every value)\)", r"(or --clip auto, or --clip none for \1)",
+                  text)
+    text = re.sub(r"\bsplit='(\w+)'(?: or '(\w+)')?", lambda m: f"--split {m[1]}" + (f" or --split {m[2]}" if m[2]
+                                                                                   else ""), text)
+    return re.sub(r"\bclip=([^\s,;)]+)", lambda m: "--clip " + {"False": "none", "None": "auto"}.get(m[1], m[1]),
+                  text)
+
+
+def _range_words(text: str, flags: tuple[str, ...]) -> str:
+    """``text`` with the API's words for an axis's range ("the y range -1..1", "y=(-1, 1, 21)", "a smaller y
+    range, e.g. -1..1") in the flag that set it (``flags[k]`` for x, y, z) and its START:STOP form."""
+    import re
+
+    flag = lambda m: flags["xyz".index(m[1])]
+    text = re.sub(r"a smaller ([xyz]) range, e\.g\. (\S+?)\.\.(\S+?)\b", lambda m: f"a smaller {flag(m)}, e.g. "
+                  f"{flag(m)} {m[2]}:{m[3]}", text)
+    text = re.sub(r"the ([xyz]) range (\S+?)\.\.(\S+)", lambda m: f"{flag(m)} {m[2]}:{m[3]}", text)
+    return re.sub(r"\b([xyz])=\((\S+), (\S+), \d+\)", lambda m: f"{flag(m)} {m[2]}:{m[3]}", text)
 
 
 def _one_line(exc: BaseException) -> str:
