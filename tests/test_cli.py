@@ -316,6 +316,7 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     import time
 
     import psutil
+    from standalone_html import figure_json, values
 
     (tmp_path / "slow_models.py").write_text(SLOW_MODULE)
     monkeypatch.chdir(tmp_path)
@@ -348,12 +349,16 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {alive}"
     assert f"landscape-nb: {words} finished tiles are kept in the store (" in err, err
-    assert "points) (rerun to resume)" in err, err
+    assert f"points) (rerun to resume; `landscape-nb plot {store} --html FILE` draws them now)" in err, err
     assert "Traceback" not in err  # the workers ignore SIGINT: no KeyboardInterrupt tracebacks of theirs
     assert ("landscape-nb: stopping (finished tiles are safe; closing any workers)" in err) == (sig == "SIGINT SIGINT")
     assert not (tmp_path / "s.html").exists()
     kept = lnb.load_surface(store)
     assert 0 < kept.n_done < 64 and not kept.is_complete
+    assert main(["plot", str(store), "--kind", "heatmap", "--html", "partial.html"]) == 0  # the points so far
+    z = values(figure_json(Path("partial.html").read_text())["data"][0]["z"]).reshape(kept.loss.shape)
+    np.testing.assert_array_equal(np.isnan(z), np.isnan(kept.loss))
+    np.testing.assert_allclose(z[~np.isnan(z)], kept.loss[~np.isnan(kept.loss)], rtol=1e-6)
     assert f"kept in the store ({kept.n_done} of 64 points)" in err, err  # the count the store holds
     done = np.isfinite(kept.loss)
     assert done.sum() == kept.n_done

@@ -951,7 +951,8 @@ def _kept_in(store, where: str) -> str:
     if n_done == size:
         return (f"every point is in the store{where} ({n_done} of {size} points): rerun to write the outputs "
                 "from it (nothing is computed again)")
-    return f"finished tiles are kept in the store{where} ({n_done} of {size} points) (rerun to resume)"
+    return (f"finished tiles are kept in the store{where} ({n_done} of {size} points) (rerun to resume; "
+            f"`landscape-nb plot {store} --html FILE` draws them now)")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning):
