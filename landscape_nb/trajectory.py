@@ -410,7 +410,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     loss_fn : callable, optional
         The loss for ``data`` (default: cross-entropy).
     labels : sequence of str, optional
-        One label per checkpoint (default: "init", "checkpoint i", "final").
+        One label per checkpoint, ``k`` in all (default: "init" for the first, "checkpoint i"
+        for the others, and "final" for the last only when its trainable weights are exactly
+        ``final``'s, i.e. it is the model at the centre; otherwise it is "checkpoint k-1").
 
     Returns
     -------
@@ -460,7 +462,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         res += np.einsum("ij,ij->i", block, block)
     loss = None if data is None else checkpoint_losses(states, final, data, loss_fn=loss_fn)
     if labels is None:
-        labels = ["init" if i == 0 else ("final" if i == k - 1 else f"checkpoint {i}") for i in range(k)]
+        last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest
+        labels = ["init" if i == 0 else ("final" if i == k - 1 and last_is_final else f"checkpoint {i}")
+                  for i in range(k)]
     elif len(labels) != k:
         raise LandscapeError(f"{len(labels)} labels for {k} checkpoints; expected one label per checkpoint")
     return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels])

@@ -133,6 +133,23 @@ def test_projected_coordinates_and_off_plane_distances_match_lstsq(kind, mlp_tra
         assert np.all(path.relative_distance[:-1] > 0.9)
 
 
+def test_the_last_checkpoint_is_labelled_final_only_when_it_is_the_centre_model(mlp_traj):
+    model, states = mlp_traj
+    d = lnb.random_directions(model, n=2, seed=3)
+    ends_at_centre = project_trajectory(states, d, final=model).labels
+    assert ends_at_centre == ["init"] + [f"checkpoint {i}" for i in range(1, len(states) - 1)] + ["final"]
+    # centred on a checkpoint in the middle: the last checkpoint is later in training, not the model at the centre
+    centre = copy.deepcopy(model)
+    centre.load_state_dict(states[2])
+    mid = project_trajectory(states, lnb.random_directions(centre, n=2, seed=3), final=centre)
+    assert mid.labels == ["init"] + [f"checkpoint {i}" for i in range(1, len(states))]
+    far = np.linalg.norm(_flat_all(model, states[-1]) - _flat_all(model, states[2]))
+    assert far > 0 and mid.norm[-1] == pytest.approx(far, rel=1e-9)
+    # a checkpoint list that stops before the centre: none of them is the final model either
+    early = project_trajectory(states[:3], d, final=model)
+    assert early.labels == ["init", "checkpoint 1", "checkpoint 2"] and early.norm[-1] > 0
+
+
 def test_three_checkpoints_lie_exactly_in_their_pca_plane(mlp_traj):
     model, states = mlp_traj
     picked = [states[0], states[2], states[-1]]
