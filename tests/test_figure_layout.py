@@ -137,10 +137,10 @@ def _partial(builder):  # what an export of a cancelled run draws: the points in
     return plot.mark_partial(getattr(plot, builder)(part), part)
 
 
-def _depth_figure():
-    from test_plot_depth import synthetic_comparison
+def _depth_figure(labels=False):
+    from test_plot_depth import realistic_comparison, synthetic_comparison
 
-    return plot.depth_figure(synthetic_comparison())
+    return plot.depth_figure(realistic_comparison() if labels else synthetic_comparison())
 
 
 CASES = {  # builder -> {case: figure factory}
@@ -179,7 +179,7 @@ CASES = {  # builder -> {case: figure factory}
     "animate": {"path": lambda: plot.animate(plane(), path_dict())},
     "volume": {"isosurface": lambda: plot.volume(volume_3d())},
     "volume_slices": {"z": lambda: plot.volume_slices(volume_3d())},
-    "depth_figure": {"contour": lambda: _depth_figure()},
+    "depth_figure": {"contour": lambda: _depth_figure(), "random labels": lambda: _depth_figure(labels=True)},
     "mark_partial": {"contour": lambda: _partial("contour"), "surface": lambda: _partial("surface")},
     "line_splits": {"train-test": lambda: plot.line_splits({"train": line_1d("train"), "test": line_1d("test", shift=0.2)})},
 }

@@ -1,11 +1,19 @@
 """depth_figure: the six planes in a 2 × 3 grid on one colour axis, titled with their numbers."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from landscape_nb import LandscapeError, Surface
-from landscape_nb.depth import DepthComparison, DepthSettings, summarize, zoo_name
+from landscape_nb.depth import (
+    DepthComparison,
+    DepthRow,
+    DepthSettings,
+    summarize,
+    zoo_name,
+)
 from landscape_nb.plot import depth_figure
 
 
@@ -54,3 +62,97 @@ def test_skip_on_top_row_depth_left_to_right():
 def test_empty_comparison_raises():
     with pytest.raises(LandscapeError, match="depth_comparison"):
         depth_figure(DepthComparison((), DepthSettings(), {}, {}))
+
+
+# Geometry as Chromium draws plotly.js's default font (measured on this figure): a panel title is a
+# 16 px line and a <sub> line at 70 % of it, 40 px tall together, drawn just above its panel; outside
+# ticks and their labels reach 24 px under a panel and 43 px left of one ("−0.5"); an axis title
+# starts 11 px (x) or 17 px (y) beyond the tick labels, 18 px a line. Glyphs: at most half the font
+# size wide on average.
+TITLE_FONT, SUB_SCALE, GLYPH = 16, 0.7, 0.5
+PANEL_TITLE_PX, X_TICKS_PX, Y_TICKS_PX, TITLE_LINE_PX = 40, 24, 43, 18
+RANDOM = {"x_label": "α (random direction 1, filter-normalized)",
+          "y_label": "β (random direction 2, filter-normalized)"}
+
+
+def realistic_comparison(depths=(20, 56, 110), labels=lambda name: RANDOM):
+    """Planes with the labels compute_surface gives random directions, and titles with wide numbers."""
+    t = np.linspace(-1, 1, 11)
+    xx, yy = np.meshgrid(t, t)
+    rows, surfaces = [], {}
+    for depth in depths:
+        for skip in (True, False):
+            name = zoo_name(depth, skip)
+            surfaces[name] = Surface(t, t, 0.1 + (xx**2 + yy**2) * (1 if skip else depth / 10),
+                                     provenance=dict(labels(name)))
+            rows.append(DepthRow(name, depth, skip, 0.9312, 0.1, 12, 0.85, True, 1.0))
+    return DepthComparison(tuple(rows), DepthSettings(), surfaces, {})
+
+
+def _lines(text):
+    return [line for line in re.split(r"<br\s*/?>", text or "") if line] if text else []
+
+
+def _title_width(text):
+    """Estimated px width of a panel title: its widest line, a <sub> line at 70 % size."""
+    return max(len(re.sub(r"<[^>]+>", "", line)) * TITLE_FONT * (SUB_SCALE if "<sub>" in line else 1) * GLYPH
+               for line in _lines(text))
+
+
+def _axis_title_room(text):
+    """px an x axis title takes under the tick labels."""
+    n = len(_lines(text))
+    return 0 if n == 0 else 11 + TITLE_LINE_PX * n
+
+
+@pytest.mark.parametrize("depths", [(56,), (20, 56), (20, 56, 110)])
+@pytest.mark.parametrize("mixed_labels", [False, True])
+def test_panel_titles_and_axis_labels_do_not_overlap_at_the_figures_size(depths, mixed_labels):
+    raw = {"x_label": "α (random direction 1, raw)", "y_label": "β (random direction 2, raw)"}
+    comp = realistic_comparison(
+        depths, labels=lambda name: raw if mixed_labels and name == "resnet56-digits" else RANDOM)
+    fig = depth_figure(comp)
+    width, height = fig.layout.width, fig.layout.height
+    m = fig.layout.margin
+    pw = width - (m.l if m.l is not None else 80) - (m.r if m.r is not None else 80) - 40  # and the colour bar
+    ph = height - (m.t if m.t is not None else 100) - (m.b if m.b is not None else 80)
+    panels = {}  # (x domain, y domain) of each 2D panel, with its axes
+    for trace in fig.data:
+        xa, ya = fig.layout[trace.xaxis.replace("x", "xaxis")], fig.layout[trace.yaxis.replace("y", "yaxis")]
+        panels[(tuple(xa.domain), tuple(ya.domain))] = (xa, ya)
+    titles = [a for a in fig.layout.annotations if a.text.startswith("ResNet-")]
+    assert len(titles) == 2 * len(depths) == len(panels)
+    top_row = max(y for _, y in panels)
+    # each title sits centred over its panel, no wider than its panel and the gap to the next one
+    xs = sorted({x for x, _ in panels})
+    pitch = (xs[1][0] - xs[0][0]) * pw if len(xs) > 1 else pw
+    for a in titles:
+        (x, y), = [(x, y) for x, y in panels if a.x == pytest.approx((x[0] + x[1]) / 2) and a.y == pytest.approx(y[1])]
+        assert a.yanchor == "bottom" and a.xanchor == "center"
+        assert _title_width(a.text) <= pitch - 8, f"{a.text!r} runs into the next panel's title"
+        assert (x[0] + x[1]) / 2 * pw - _title_width(a.text) / 2 >= -(m.l or 80)  # inside the figure
+    # the bottom row's titles clear the top row's x tick labels and axis titles
+    for (x, y), (xa, _) in panels.items():
+        if y != top_row:
+            continue
+        below = [yy for xx, yy in panels if xx == x and yy != y]
+        if below:
+            gap = (y[0] - below[0][1]) * ph
+            need = X_TICKS_PX + _axis_title_room(xa.title.text) + PANEL_TITLE_PX
+            assert gap >= need, f"{gap:.0f} px between the rows; the top row's labels and the titles need {need}"
+    # a panel's y tick labels and title clear the panel on its left
+    for (x, y), (_, ya) in panels.items():
+        left = [xx for xx, yy in panels if yy == y and xx[1] <= x[0]]
+        if left:
+            gap = (x[0] - max(xx[1] for xx in left)) * pw
+            need = Y_TICKS_PX + (17 + TITLE_LINE_PX * len(_lines(ya.title.text)) if ya.title.text else 0)
+            assert gap >= need, f"{gap:.0f} px between columns; the y tick labels and title need {need}"
+    # axis titles (14 px) fit their axis; every panel's directions are named, on it or once for all
+    for xa, ya in panels.values():
+        for ax, length in ((xa, (xa.domain[1] - xa.domain[0]) * pw), (ya, (ya.domain[1] - ya.domain[0]) * ph)):
+            for line in _lines(ax.title.text):
+                assert len(line) * 14 * GLYPH <= length, f"axis title line {line!r} longer than its {length:.0f} px"
+    named = {" ".join(_lines(t)) for t in [a.text for a in fig.layout.annotations]
+             + [ax.title.text for pair in panels.values() for ax in pair] if t}
+    for s in comp.surfaces.values():
+        assert s.x_label in named and s.y_label in named
