@@ -260,6 +260,34 @@ def test_surface_projects_contours_on_the_floor(bowl):
         assert levels.start is not None and levels.end > levels.start and levels.size > 0
 
 
+@pytest.mark.parametrize("offset, scale, log", [
+    (0.0, 1.0, False),  # bowl: 0 .. 4.5
+    (2.302585, 4e-5, False),  # a loss near ln 10 that moves in its 5th digit (a net at initialization)
+    (0.1, 1.0, True),  # log10: negative heights
+    (1e-7, 1e-8, False),  # tiny losses
+    (120.0, 1e3, False),
+])
+def test_3d_z_ticks_keep_off_the_floor_where_the_y_axis_end_label_is(bowl, offset, scale, log):
+    # plotly.js draws the z tick labels up the box's left edge and the y axis's labels along the
+    # floor from the same corner: a z tick at the floor was printed over the y axis's end label
+    surf = with_loss(bowl, offset + scale * bowl.loss)
+    other = with_loss(bowl, offset + 2 * scale * bowl.loss)
+    for fig, losses in ((plot.surface(surf, log=log, clip=False), [surf.loss]),
+                        (plot.compare([surf, other], kind="surface", log=log, clip=False), [surf.loss, other.loss])):
+        heights = np.concatenate([np.log10(v).ravel() if log else np.ravel(v) for v in losses])
+        lo, hi = heights.min(), heights.max()
+        for key in [k for k in fig.layout if re.fullmatch(r"scene\d*", k) and fig.layout[k] is not None]:
+            zaxis = fig.layout[key].zaxis
+            assert zaxis.range is not None and tuple(zaxis.range) == pytest.approx((lo, hi), rel=1e-12, abs=1e-15)
+            ticks = np.asarray(zaxis.tickvals, dtype=float)
+            assert ticks.size >= 3
+            assert ticks.min() >= lo + 0.25 * (hi - lo) - 1e-12 * abs(hi) and ticks.max() <= hi + 1e-12 * abs(hi)
+            steps = np.diff(ticks)
+            assert np.allclose(steps, steps[0], rtol=1e-6) and steps[0] > 0
+            assert len({f"{t:.6g}" for t in ticks}) == ticks.size  # labels that read differently
+            assert np.allclose(ticks / steps[0], np.round(ticks / steps[0]), atol=1e-6)  # round values
+
+
 def test_trajectory_overlay_colours_and_sizes_markers_by_distance(bowl):
     distance = np.array([0.0, 0.1, 0.4, 0.2])
     traj = {"x": [0.9, 0.5, 0.2, 0.0], "y": [1.2, 0.8, 0.3, 0.0], "distance": distance,

@@ -6,6 +6,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Any, Mapping, Sequence
 
@@ -32,6 +33,7 @@ SCENE_EYE = dict(x=1.35, y=1.35, z=0.95)  # 3D camera for a wide scene; narrower
 SCENE_ASPECT = dict(x=1.0, y=1.0, z=0.8)  # a box a little flatter than a cube
 SCENE_TITLE_FRACTION = 0.4  # a 3D axis title may span this share of its scene's width
 SCENE_Z_TITLE_PX = 420  # narrower scenes clip the z title (drawn left of the box): the caption names z
+SCENE_Z_CLEAR = 0.25  # no z tick in this bottom share of a 3D box: there the y axis's end label is drawn
 HELD_FIXED_NAMES = 6  # hover text names at most this many held-fixed tensors, then "+N more"
 HELD_FIXED_LINE = 90  # characters of hover text on one line before the groups go on lines of their own
 
@@ -364,6 +366,30 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
                     camera=dict(eye=scene_eye(width_px, height_px)), aspectmode="manual",
                     aspectratio=SCENE_ASPECT)
     return settings, "<br>".join(notes) or None
+
+
+def scene_z_ticks(zmin: float | None, zmax: float | None, n_ticks: int = 5) -> dict:
+    """``layout.scene.zaxis`` settings that keep the z tick labels off the y axis's: the range
+    ``[zmin, zmax]`` and about ``n_ticks`` round tick values, none in the bottom `SCENE_Z_CLEAR`
+    of it. plotly.js draws the z tick labels up the box's left edge and the y axis's labels
+    along its floor from the same corner, so a z tick at the floor (e.g. "2.3026" at a loss
+    minimum of 2.302585) was printed over the y axis's end label ("−0.05"). ``{}`` (plotly.js's
+    automatic ticks) where there is no finite range."""
+    if zmin is None or zmax is None or not (np.isfinite(zmin) and np.isfinite(zmax)) or not zmax > zmin:
+        return {}
+    span = zmax - zmin
+    lowest = zmin + SCENE_Z_CLEAR * span
+    raw = span / n_ticks
+    step = 10.0 ** math.floor(math.log10(raw))
+    step *= min((1, 2, 2.5, 5, 10), key=lambda m: abs(math.log(m * step / raw)))  # the round step nearest
+    while True:
+        first = math.ceil(lowest / step - 1e-9) * step
+        vals = np.arange(first, zmax + step * 1e-9, step)
+        if vals.size >= 3 or step <= span * 1e-6:
+            break
+        step /= 2
+    digits = max(0, 1 - math.floor(math.log10(step)))  # k·step, not k·step plus rounding error
+    return {"range": [zmin, zmax], "tickvals": [round(float(v), digits) for v in vals]}
 
 
 CAPTION = "axis caption"  # the name of the annotation that spells out shortened 3D axis titles

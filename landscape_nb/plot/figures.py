@@ -39,6 +39,7 @@ from ._common import (
     note_held_fixed,
     plot_area,
     scene_axes,
+    scene_z_ticks,
     set_caption,
 )
 
@@ -58,6 +59,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     if kind == "surface":
         scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height)
         fig.update_layout(scene=scene)
+        fig.layout.scene.zaxis.update(scene_z_ticks(zmin, zmax))
         set_caption(fig, caption)
     else:
         # outside ticks keep the first labels of the two axes off each other in the corner
@@ -354,6 +356,9 @@ def surface(
     """Rotatable 3D loss surface with its contour lines projected on the floor
     (the 3D views of Li et al. 2018, Fig. 5 [1]_).
 
+    The height axis spans the values shown, with round tick values only above the bottom
+    quarter of the box, whose corner holds the y axis's end label (see `scene_z_ticks`).
+
     Parameters
     ----------
     %(surface)s
@@ -395,7 +400,8 @@ def compare(
     and without skip connections (Li et al. 2018, Fig. 5 [1]_).
 
     Panels with the same axis label share one axis title. Three or more 3D panels get a
-    fixed width (250 px a panel, plus 200) so that each scene keeps its labels.
+    fixed width (250 px a panel, plus 200) so that each scene keeps its labels; their height
+    axes share one range and tick values, as in `surface`.
 
     Parameters
     ----------
@@ -483,7 +489,8 @@ def compare(
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
             scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h)
-            fig.layout[name].update(scene, zaxis_range=None if zmin is None else [zmin, zmax])
+            fig.layout[name].update(scene)
+            fig.layout[name].zaxis.update(scene_z_ticks(zmin, zmax))
             captions.append(caption)
         else:
             if not shared_x:
