@@ -1241,8 +1241,7 @@ def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
 @pytest.mark.parametrize("controls, needle", [
     ({"x_min": 1.0, "x_max": 1.0}, "empty or reversed"),
     ({"cluster": "address", "address": "  "}, "empty address"),
-    ({"time_budget": 0}, "time budget 0"),  # (a scheme a bare model cannot give is no longer offered)
-    ({"split": "train"}, "no 'train' split"),
+    ({"time_budget": 0}, "time budget 0"),  # (a scheme or split a bare model lacks is no longer offered)
 ])
 def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, needle):
     for name, value in controls.items():
@@ -1293,6 +1292,41 @@ def test_the_schemes_offered_for_a_bare_model_are_those_make_directions_gives_it
             works = False
         assert works == (scheme in offered), (scheme, offered)
     assert offered != list(SCHEMES)
+
+
+def test_only_the_splits_a_model_has_are_offered_and_a_kept_one_stays_picked():
+    """"train" was offered for a model given as (model, data), which has no training split, and Compute then
+    failed; now the split buttons follow the picked model as the directions menu does: "train" picked for a
+    model that has one stays picked for the next that has one too (and is the data computed on), turns to
+    "test" with a word why for one that has not, and is refused at once when asked for by name."""
+    model, data = make_task()
+    train = make_task(seed=5)[1]
+    models = {"tiny": (model, data), "both": SimpleNamespace(model=model, test=data, train=train),
+              "also": SimpleNamespace(model=model, test=data, train=train)}
+    e = Explorer(models=models, ndim=1, x_points=3, auto_range=False)
+    try:
+        split = e.controls["split"]
+        assert list(split.options) == ["test"]
+        e.controls["model_name"].value = "both"
+        assert list(split.options) == ["test", "train"]
+        split.value = "train"
+        e.controls["model_name"].value = "also"
+        assert split.value == e.state.split == "train" and list(split.options) == ["test", "train"]
+        assert e.compute(wait=True), e.state.message
+        assert e.surface.loss[list(e.surface.x).index(0.0)] == pytest.approx(naive_loss(model, train, [], ())[0],
+                                                                              rel=1e-5)
+        e.controls["model_name"].value = "tiny"
+        assert list(split.options) == ["test"] and split.value == e.state.split == "test"
+        assert "Split 'train' does not apply to 'tiny'" in e.state.message
+        assert "given as (model, data)" in e.state.message
+    finally:
+        e.close()
+    state = ExplorerState(models={"tiny": make_task()})
+    state.split = "train"  # from code: Compute says why before any work
+    assert not state.compute(wait=True) and "split 'train'; expected one of ['test']" in state.message
+    state.close()
+    with pytest.raises(LandscapeError, match=r"^split='train' for model 'tiny': it was given as \(model, data\)"):
+        Explorer(models={"tiny": make_task()}, split="train")
 
 
 # --- views of the result ------------------------------------------------------------------

@@ -81,6 +81,16 @@ def schemes_for(entry: Entry) -> tuple[tuple[str, ...], str]:
                      "models)")
 
 
+def splits_for(entry: Entry) -> tuple[tuple[str, ...], str]:
+    """The data splits ``entry`` has ("test", and "train" where it has one) and a sentence on why "train" is
+    missing ("" when it is not): a model given as (model, data) has only the data given, used as "test"."""
+    if entry.train is not None:
+        return ("test", "train"), ""
+    given = "it was given as (model, data)" if entry.example is None else "it has no .train"
+    return ("test",), (f"{given}, so its only split is the data given ('test'): pass an object with .model, .test "
+                       "and .train for a training split")
+
+
 def split_of(entry: Entry, name: str, split: str):
     """The ``split`` ("test" or "train") data of model ``name``, or a LandscapeError saying it has none."""
     data = entry.test if split == "test" else entry.train

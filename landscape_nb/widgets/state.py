@@ -28,7 +28,7 @@ from ..surface import Surface
 from ._ui_thread import UiQueue
 from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
-from .models import ModelShelf, schemes_for, split_of
+from .models import ModelShelf, schemes_for, split_of, splits_for
 from .request import (
     MODEL_SCHEMES,
     ExplorerSpec,
@@ -42,6 +42,7 @@ from .request import (
 logger = logging.getLogger(__name__)
 
 CLUSTERS = ("in-process", "local", "cuda", "address")
+SPLITS = ("test", "train")
 STATUSES = ("idle", "starting", "running", "cancelling", "done", "cancelled", "error")
 POINTS = (3, 201)  # points per axis the panel's sliders offer (odd ones: step 2)
 PREFETCH_SCHEMES = ("random", "random-orthogonal")  # directions drawn in milliseconds: prepared ahead of Compute
@@ -143,7 +144,8 @@ class ExplorerState(t.HasTraits):
     auto_range = t.Bool(True)  # the scheme's range (interpolate, plane3, pca), else where the loss rises
     rise = t.Float(5.0)  # auto range: the edge is where the loss reaches rise x the centre's
     y_points = t.Int(21)
-    split = t.Enum(("test", "train"), default_value="test")
+    split = t.Enum(SPLITS, default_value="test")
+    splits = t.List(t.Unicode(), default_value=list(SPLITS))  # those the picked model has (`_offer_splits`)
     metric = t.Enum(("accuracy", "none"), default_value="accuracy")
     log_scale = t.Bool(False)
     cluster = t.Unicode("in-process")
@@ -213,7 +215,9 @@ class ExplorerState(t.HasTraits):
         self._before_run = (None, None)
         self._closed = False
         self._offer_schemes(given=kwargs.get("scheme"))
+        self._offer_splits(given=kwargs.get("split"))
         self.observe(lambda change: self._offer_schemes(), "model_name")
+        self.observe(lambda change: self._offer_splits(), "model_name")
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
         self.shelf.prefetch(self.model_name)  # a cached zoo model loads with the panel, not on Compute
@@ -294,6 +298,21 @@ class ExplorerState(t.HasTraits):
             self._say(f"Directions {old!r} do not apply to {self.model_name!r} ({why}); now random.")
         self.schemes = list(offered)
 
+    def _offer_splits(self, given: str | None = None) -> None:
+        """Offer the data splits the picked model has (`splits_for`; both for the zoo's), as `_offer_schemes`
+        does the schemes: a split picked before that the new model lacks becomes "test", and the message line
+        says why; ``given``, a split the caller asked for by name, is refused if this model lacks it."""
+        if self.shelf.zoo or not self.shelf.ready(self.model_name):
+            offered, why = SPLITS, ""
+        else:
+            offered, why = splits_for(self.shelf[self.model_name])
+        if self.split not in offered:
+            if given is not None:
+                raise LandscapeError(f"split={given!r} for model {self.model_name!r}: {why}")
+            old, self.split = self.split, "test"
+            self._say(f"Split {old!r} does not apply to {self.model_name!r} ({why}); now 'test'.")
+        self.splits = list(offered)
+
     @t.observe("update_interval")
     def _set_throttle(self, change):
         self._ui.throttle = change["new"]
@@ -308,6 +327,9 @@ class ExplorerState(t.HasTraits):
             why = (f" (model {self.model_name!r}: {schemes_for(self.shelf[self.model_name])[1]})"
                    if self.scheme in SCHEMES and not self.shelf.zoo else "")
             raise LandscapeError(f"direction scheme {self.scheme!r}; expected one of {self.schemes}{why}")
+        if self.split not in self.splits:
+            raise LandscapeError(f"split {self.split!r}; expected one of {self.splits} (model {self.model_name!r}: "
+                                 f"{splits_for(self.shelf[self.model_name])[1]})")
         x = (float(self.x_min), float(self.x_max), int(self.x_points))
         y = (float(self.y_min), float(self.y_max), int(self.y_points)) if self.ndim == 2 else None
         Grid.make(x, y)  # its LandscapeError says what is wrong with a range or resolution
@@ -853,5 +875,5 @@ def _with_suffix(text: str, suffix: str) -> str:
 
 
 _RESULT_TRAITS = {"status", "message", "message_kind", "n_done", "n_points", "points_per_s", "workers",
-                  "dashboard_link", "surface", "run_id", "model_names", "schemes"}
+                  "dashboard_link", "surface", "run_id", "model_names", "schemes", "splits"}
 _CONTROL_TRAITS = set(ExplorerState.class_trait_names()) - _RESULT_TRAITS

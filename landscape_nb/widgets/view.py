@@ -68,14 +68,14 @@ class Explorer(w.VBox):
     The panel shows, top to bottom: the model, the direction scheme and a 1D/2D toggle;
     the normalization (filter, layer, weight or none), whether biases and BatchNorm get a
     zero direction, and the seed; the x range and points (and the y row for a plane), with
-    "auto range" and its rise factor; the data split, the metric, log scale and max samples; the
-    cluster (in-process, a local Dask cluster, GPU workers or, where allowed, a scheduler address) and the
-    time budget; Compute, Cancel, Export HTML/PNG and the export path; a progress bar and
-    status line (points done, points per second, workers, a link to the Dask dashboard); a
-    message line; and the live Plotly figure, which fills in tile by tile (a 3D surface and
-    its contour for a plane, loss and metric on twin axes for a line). The figure widget is
-    made with the panel and reused by every Compute of the same shape, so a Compute sends
-    values, not plotly.js again.
+    "auto range" and its rise factor; the data split (those the picked model has: one given as
+    (model, data) has only "test"), the metric, log scale and max samples; the cluster (in-process,
+    a local Dask cluster, GPU workers or, where allowed, a scheduler address) and the time budget;
+    Compute, Cancel, Export HTML/PNG and the export path; a progress bar and status line (points
+    done, points per second, workers, a link to the Dask dashboard); a message line; and the live
+    Plotly figure, which fills in tile by tile (a 3D surface and its contour for a plane, loss and
+    metric on twin axes for a line). The figure widget is made with the panel and reused by every
+    Compute of the same shape, so a Compute sends values, not plotly.js again.
 
     "auto range": a scheme's own range where it has one (the interpolation's minimizers at 0
     and 1, the plane's three models, the PCA path), otherwise, per direction and sign, the
@@ -130,7 +130,8 @@ class Explorer(w.VBox):
         ``models`` is empty or not a mapping, one of its values is not a model with data,
         ``client`` is none of the above, ``allow_addresses`` is not a bool or list of
         strings, ``export_dir`` is not an existing directory, a keyword names no control, or
-        ``scheme`` names one the first model cannot give (see ``widgets.models.schemes_for``).
+        ``scheme`` names one the first model cannot give (see ``widgets.models.schemes_for``) or
+        ``split`` one it lacks (``"train"`` for a model given as (model, data): ``splits_for``).
     traitlets.TraitError
         A control's value is not allowed (e.g. ``ndim=3`` or an unknown ``norm``).
 
@@ -186,7 +187,7 @@ class Explorer(w.VBox):
             "y_min": w.FloatText(description="y from", style=wide, layout=w.Layout(width="130px")),
             "y_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
             "y_points": w.IntSlider(min=POINTS[0], max=POINTS[1], step=2, description="y points", style=wide),
-            "split": w.ToggleButtons(options=["test", "train"], style={"button_width": "60px"}),
+            "split": w.ToggleButtons(options=state.splits, style={"button_width": "60px"}),
             "metric": dd([("loss + accuracy", "accuracy"), ("loss only", "none")], "metric", "220px"),
             "log_scale": w.Checkbox(description="log scale", indent=False, layout=w.Layout(width="110px")),
             "max_samples": w.BoundedIntText(min=0, max=10**9, description="max samples (0: all)", style=wide,
@@ -204,16 +205,20 @@ class Explorer(w.VBox):
             links[name] = t.link((state, name), (widget, "value"))
         t.dlink((state, "model_names"), (self.controls["model_name"], "options"))
 
-        def offer_schemes(change) -> None:  # the picked model's (`schemes_for`)
-            # a Dropdown whose options change moves to the first one: unlinked meanwhile, the scheme stays
-            links["scheme"].unlink()
-            try:
-                self.controls["scheme"].options = _scheme_options(change["new"])
-                self.controls["scheme"].value = state.scheme
-            finally:
-                links["scheme"].link()
+        def offer(name: str, options) -> Any:
+            """Follow the picked model's choices (`schemes_for`, `splits_for`): a menu whose options change moves
+            to the first one, so it is unlinked meanwhile and the state's choice stays."""
+            def on_change(change) -> None:
+                links[name].unlink()
+                try:
+                    self.controls[name].options = options(change["new"])
+                    self.controls[name].value = getattr(state, name)
+                finally:
+                    links[name].link()
+            return on_change
 
-        state.observe(offer_schemes, "schemes")
+        state.observe(offer("scheme", _scheme_options), "schemes")
+        state.observe(offer("split", list), "splits")
 
         self.compute_button = w.Button(description="Compute", button_style="primary", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
