@@ -11,6 +11,10 @@ from .errors import LandscapeError, check_choice
 SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
 VOLUME_SCHEMES = ("random", "random-orthogonal", "hessian")  # the schemes that give three directions
 HESSIAN_MAX_SAMPLES = 512  # samples for the Hessian eigenvectors when the caller does not choose
+#: which of ``make_directions``' options norm, ignore and seed each scheme reads (the Hessian's seed starts its
+#: Lanczos iteration); the CLI refuses a flag its scheme ignores, the Explorer disables the control
+SCHEME_READS = {"random": ("norm", "ignore", "seed"), "random-orthogonal": ("norm", "ignore", "seed"),
+                "interpolate": (), "plane3": (), "pca": ("ignore",), "hessian": ("seed",)}
 
 
 def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", ignore="biasbn", seed: int = 0,

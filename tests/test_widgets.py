@@ -145,6 +145,32 @@ def test_scheme_menu_offers_every_scheme_of_make_directions(checkpoint_explorer)
     assert [v for _, v in checkpoint_explorer.controls["scheme"].options] == list(SCHEMES)
 
 
+def test_normalize_and_seed_are_disabled_for_the_schemes_whose_directions_they_do_not_change(checkpoint_explorer):
+    """Normalize and seed stayed enabled for every scheme. Each is now enabled exactly where changing it changes
+    the directions `make_directions` gives (a filter vs a raw normalization, seed 0 vs 1; the Hessian's seed
+    starts its Lanczos iteration), and a disabled one says why in its tooltip; picking a scheme that reads it
+    enables it again."""
+    from landscape_nb.schemes import make_directions
+
+    e = checkpoint_explorer
+    ex = e.state.shelf["with checkpoints"].example
+    for scheme in [*SCHEMES, "random"]:
+        e.controls["scheme"].value = scheme
+        ndim = 1 if scheme == "interpolate" else 2
+
+        def vectors(scheme=scheme, ndim=ndim, **kw):
+            options = {"norm": "filter", "seed": 0, **kw}
+            return make_directions(scheme, ex.model, ex, ndim=ndim, data=ex.test, **options)[1].vectors
+
+        base = vectors()
+        for name, other in (("norm", {"norm": "none"}), ("seed", {"seed": 1})):
+            changes = not torch.equal(base, vectors(**other))
+            control = e.controls[name]
+            assert control.disabled == (not changes), (scheme, name)
+            assert (control.tooltip or "").startswith("Not used by") == (not changes), (scheme, name, control.tooltip)
+    assert not e.controls["norm"].disabled and not e.controls["seed"].disabled and e.controls["seed"].tooltip is None
+
+
 def test_state_works_without_widgets_and_rejects_unknown_controls():
     model, data = make_task()
     state = ExplorerState(models={"tiny": (model, data)}, x_points=9, y_points=5)

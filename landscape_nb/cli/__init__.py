@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import LandscapeError
 from ..grid import models_between_points, points_through_models, range_through
-from ..schemes import SCHEMES, check_ndim, make_directions
+from ..schemes import SCHEME_READS, SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
 
 logger = logging.getLogger(__name__)
@@ -370,8 +370,7 @@ def check_paths_not_empty(args, flags) -> None:
 
 
 #: which of --norm, --ignore and --seed each direction scheme reads (None: directions from --dir-file)
-_SCHEME_READS = {"random": ("norm", "ignore", "seed"), "random-orthogonal": ("norm", "ignore", "seed"),
-                 "pca": ("ignore",), "hessian": ("seed",), "interpolate": (), "plane3": (), None: ()}
+_SCHEME_READS = {**SCHEME_READS, None: ()}
 _SCHEME_DEFAULTS = {"norm": "filter", "ignore": "biasbn", "seed": 0}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..grid import Grid, range_through
+from ..schemes import SCHEME_READS
 from ..surface import Surface
 from .budget import check_time_budget
 
@@ -69,6 +70,21 @@ SCHEME_LABELS = {
 }
 SEEDED_SCHEMES = ("random", "random-orthogonal")  # the seed picks the directions; it is in their title
 MODEL_SCHEMES = ("interpolate", "plane3")  # their axes run from the model at 0 to another model at 1
+_AXES = {"interpolate": "its axis runs between the two models as they are",
+         "plane3": "its axes run between the three models as they are",
+         "pca": "its axes are the principal components of the training trajectory",
+         "hessian": "its axes are unit Hessian eigenvectors"}
+
+
+def ignored_controls(scheme: str) -> dict[str, str]:
+    """The normalization and seed controls when ``scheme`` does not read them (``schemes.SCHEME_READS``), each
+    with a sentence why: the panel disables them. Only random directions are normalized; the seed draws random
+    directions and starts the Hessian's Lanczos iteration (its eigenvectors agree to its tolerance whatever the
+    seed), while the schemes between models and the PCA of a trajectory draw nothing at random."""
+    reads, label = SCHEME_READS.get(scheme, ("norm", "seed")), SCHEME_LABELS.get(scheme, scheme)
+    why = {"norm": f"Not used by {label}: {_AXES.get(scheme, 'its axes are given')}, not normalized",
+           "seed": f"Not used by {label}: nothing in it is drawn at random"}
+    return {name: text for name, text in why.items() if name not in reads}
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

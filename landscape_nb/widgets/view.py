@@ -18,7 +18,7 @@ import traitlets as t
 from ..directions import NORMS
 from ..errors import LandscapeError
 from ..surface import Surface
-from .request import SCHEME_LABELS, empty_surface, figure_title
+from .request import SCHEME_LABELS, empty_surface, figure_title, ignored_controls
 from .state import POINTS, ExplorerSpec, ExplorerState
 
 logger = logging.getLogger(__name__)
@@ -67,15 +67,18 @@ class Explorer(w.VBox):
 
     The panel shows, top to bottom: the model, the direction scheme and a 1D/2D toggle;
     the normalization (filter, layer, weight or none), whether biases and BatchNorm get a
-    zero direction, and the seed; the x range and points (and the y row for a plane), with
-    "auto range" and its rise factor; the data split (those the picked model has: one given as
-    (model, data) has only "test"), the metric, log scale and max samples; the cluster (in-process,
-    a local Dask cluster, GPU workers or, where allowed, a scheduler address) and the time budget;
-    Compute, Cancel, Export HTML/PNG and the export path; a progress bar and status line (points
-    done, points per second, workers, a link to the Dask dashboard); a message line; and the live
-    Plotly figure, which fills in tile by tile (a 3D surface and its contour for a plane, loss and
-    metric on twin axes for a line). The figure widget is made with the panel and reused by every
-    Compute of the same shape, so a Compute sends values, not plotly.js again.
+    zero direction, and the seed (the normalization is disabled for all but random directions,
+    the seed for the schemes between models and pca, which draw nothing at random; see
+    ``widgets.request.ignored_controls``);
+    the x range and points (and the y row for a plane), with "auto range" and its rise factor; the
+    data split (those the picked model has: one given as (model, data) has only "test"), the metric,
+    log scale and max samples; the cluster (in-process, a local Dask cluster, GPU workers or, where
+    allowed, a scheduler address) and the time budget; Compute, Cancel, Export HTML/PNG and the
+    export path; a progress bar and status line (points done, points per second, workers, a link to
+    the Dask dashboard); a message line; and the live Plotly figure, which fills in tile by tile (a
+    3D surface and its contour for a plane, loss and metric on twin axes for a line). The figure
+    widget is made with the panel and reused by every Compute of the same shape, so a Compute sends
+    values, not plotly.js again.
 
     "auto range": a scheme's own range where it has one (the interpolation's minimizers at 0
     and 1, the plane's three models, the PCA path), otherwise, per direction and sign, the
@@ -266,7 +269,9 @@ class Explorer(w.VBox):
         state.observe(self._on_message, ["message", "message_kind"])
         state.observe(self._on_status, "status")
         state.observe(self._on_layout, ["ndim", "cluster"])
+        state.observe(self._on_scheme, "scheme")
         self._on_layout()
+        self._on_scheme()
         self._on_progress()
         self._on_message()
         try:  # plotly.js travels with the first figure widget: send it with the panel, not after Compute
@@ -377,6 +382,13 @@ class Explorer(w.VBox):
     def _on_layout(self, change=None) -> None:
         self._y_row.layout.display = "" if self.state.ndim == 2 else "none"
         self.controls["address"].layout.display = "" if self.state.cluster == "address" else "none"
+
+    def _on_scheme(self, change=None) -> None:
+        """Disable the normalization and seed where the scheme does not read them, saying why (`ignored_controls`)."""
+        ignored = ignored_controls(self.state.scheme)
+        for name in ("norm", "seed"):
+            self.controls[name].disabled = name in ignored
+            self.controls[name].tooltip = ignored.get(name)
 
     def _export(self, kind: str) -> None:
         try:
