@@ -656,6 +656,7 @@ def _labels(directions: Directions, ndim: int = 2) -> dict[str, str]:
     prov = directions.provenance
     if directions.scheme.startswith("random"):
         suffix = f"{prov.get('norm', '')}-normalized" if prov.get("norm") not in (None, "none") else "raw"
+        suffix += ", then orthogonalized" if prov.get("orthogonalized") else ""
         out = {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
         z = f"γ (random direction 3, {suffix})"
     else:

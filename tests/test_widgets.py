@@ -1214,6 +1214,43 @@ def test_the_runs_directions_are_on_the_explorer_and_compute_the_same_plane(expl
     assert not explorer.compute(wait=True) and explorer.directions is d
 
 
+def filter_norm_gap(model, directions, k: int) -> float:
+    """The largest relative gap between direction ``k``'s filter norms (rows of each weight matrix) and its
+    weight's: 0 for Li et al.'s filter normalization."""
+    d = directions.as_state_dicts()[k]
+    return max(float(((d[n].reshape(len(w), -1).norm(dim=1) - w.detach().reshape(len(w), -1).norm(dim=1)).abs()
+                      / w.detach().reshape(len(w), -1).norm(dim=1)).max())
+               for n, w in model.named_parameters() if w.ndim > 1)
+
+
+def test_the_figure_title_and_axes_name_the_normalization_and_orthogonalization_done(explorer):
+    """Orthogonalized directions were titled and labelled as filter-normalized only, and raw ones (no norm)
+    "random (normalized)": the title and axis titles now say what the directions shown are, checked on them:
+    filter norms equal to the weights' (filter-normalized), a second direction orthogonal to the first and off
+    them (then orthogonalized), or far off them (raw)."""
+    model = explorer.state.shelf["tiny"].model
+    explorer.state.set(x_points=3, y_points=3)
+    for scheme, norm in (("random-orthogonal", "filter"), ("random", "filter"), ("random", "none")):
+        explorer.state.set(scheme=scheme, norm=norm)
+        assert explorer.compute(wait=True), explorer.state.message
+        d, surf = explorer.directions, explorer.surface
+        first, second = d.vectors.double()
+        orthogonal = abs(float(first @ second) / float(first.norm() * second.norm())) < 1e-6
+        normalized = filter_norm_gap(model, d, 0) < 1e-5
+        if normalized and filter_norm_gap(model, d, 1) > 1e-3 and orthogonal:
+            done = "filter-normalized, then orthogonalized"
+        elif normalized and filter_norm_gap(model, d, 1) < 1e-5:
+            done = "filter-normalized"
+        else:
+            assert filter_norm_gap(model, d, 0) > 0.1 and filter_norm_gap(model, d, 1) > 0.1
+            done = "raw"
+        title = explorer.figure.layout.title.text
+        assert title.startswith(f"tiny: random ({done}") and "directions, seed 0, 3×3 points" in title, title
+        assert ("orthogonalized" in title) == ("orthogonalized" in done), title
+        assert surf.x_label == f"α (random direction 1, {done})" and surf.y_label == f"β (random direction 2, {done})"
+        assert explorer.figure.layout.xaxis.title.text.replace("<br>", " ") == surf.x_label  # the contour's axis
+
+
 def test_an_interpolations_centre_is_its_first_minimizer_and_recomputes_the_same_line():
     """The line between minimizers starts at the first of them, not at the picked model: along
     `explorer.directions` from the picked model compute_surface gave another line (17.98 where the panel

@@ -95,14 +95,28 @@ def grid_text(spec: ExplorerSpec) -> str:
     return shape_text(spec.grid.shape)
 
 
+def directions_text(scheme: str, directions: dict) -> str:
+    """What was done to make a surface's directions, from their provenance: random ones name their normalization
+    and whether they were orthogonalized after it, e.g. "random (filter-normalized, then orthogonalized)" or
+    "random (raw, not normalized)"; the other schemes their menu label."""
+    if not scheme.startswith("random"):
+        return SCHEME_LABELS.get(scheme, scheme)
+    norm = directions.get("norm")
+    done = ["raw, not normalized" if norm == "none" else f"{norm}-normalized" if norm else "normalized"]
+    done += ["then orthogonalized"] if directions.get("orthogonalized") or scheme == "random-orthogonal" else []
+    return f"random ({', '.join(done)})"
+
+
 def figure_title(surf: Surface) -> str:
-    """The live and exported figure's title: model, directions, their seed where it picks them, and the grid,
-    e.g. "mlp-digits: random (normalized) directions, seed 7, 81×61 points", so a figure says which run it shows
-    (controls changed after Compute describe the next run, not this one)."""
+    """The live and exported figure's title: model, directions (for random ones, their normalization and whether
+    they were orthogonalized: `directions_text`), their seed where it picks them, and the grid, e.g.
+    "mlp-digits: random (filter-normalized) directions, seed 7, 81×61 points", so a figure says which run it
+    shows (controls changed after Compute describe the next run, not this one)."""
     scheme = str(surf.provenance.get("scheme", ""))
-    seed = (surf.provenance.get("directions") or {}).get("seed")
+    directions = surf.provenance.get("directions") or {}
+    seed = directions.get("seed")
     seeded = f", seed {seed}" if scheme in SEEDED_SCHEMES and seed is not None else ""
-    return (f"{surf.provenance.get('label', '')}: {SCHEME_LABELS.get(scheme, scheme)} directions{seeded}, "
+    return (f"{surf.provenance.get('label', '')}: {directions_text(scheme, directions)} directions{seeded}, "
             f"{shape_text(surf.loss.shape)} points")
 
 
@@ -112,7 +126,8 @@ def empty_surface(spec: ExplorerSpec) -> Surface:
     metrics = {spec.metric: np.full(shape, np.nan)} if spec.metric else {}
     return Surface(x=grid.x.values(), y=None if grid.y is None else grid.y.values(), loss=np.full(shape, np.nan),
                    metrics=metrics, done=np.zeros(shape, bool),
-                   provenance={"scheme": spec.scheme, "label": spec.model, "directions": {"seed": spec.seed}})
+                   provenance={"scheme": spec.scheme, "label": spec.model,
+                               "directions": {"seed": spec.seed, "norm": spec.norm}})
 
 
 def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int, kept: int = 0) -> None:
