@@ -1453,6 +1453,42 @@ def test_local_dask_cluster_shows_workers_and_dashboard_link(explorer):
     assert client.status in ("closed", "closing")
 
 
+def test_the_status_says_a_cluster_is_starting_until_it_is_up_not_the_last_runs_workers(explorer, monkeypatch):
+    """After an in-process run the status line went on reading "in-process" while a local Dask cluster started
+    for the next Compute; it now says the cluster is starting until it is up, then counts its workers, and a
+    cluster that never came up leaves no such word behind."""
+    from landscape_nb import cluster
+
+    state = explorer.state
+    state.set(x_points=3, y_points=3)
+    assert explorer.compute(wait=True) and state.workers == "in-process"
+    seen, shown = [], []
+    state.observe(lambda change: shown.append(change["new"]), "workers")
+
+    class TwoWorkers:  # up, with two workers; compute_surface then refuses it, which ends the run
+        status, dashboard_link = "running", ""
+
+        def scheduler_info(self):
+            return {"workers": {"w1": {}, "w2": {}}}
+
+    def get_client(key, **kwargs):
+        seen.append((state.status, state.workers, explorer.status_line.value))
+        if len(seen) > 1:
+            raise LandscapeError("no cluster here (test)")
+        return TwoWorkers(), None
+
+    monkeypatch.setattr(cluster, "get_client", get_client)
+    explorer.controls["cluster"].value = "local"
+    explorer.compute(wait=True)
+    (status, workers, line), = seen
+    assert status == "starting" and workers == "starting a local Dask cluster…", seen
+    assert "starting a local Dask cluster…" in line and "in-process" not in line
+    assert shown == ["starting a local Dask cluster…", "2 workers"]
+    state._clients.clear()  # so the next Compute starts one again
+    assert not explorer.compute(wait=True) and "no cluster here" in state.message
+    assert seen[1][1] == "starting a local Dask cluster…" and state.workers == "", seen
+
+
 def test_explorer_is_a_lazy_top_level_name():
     assert lnb.Explorer is Explorer
 

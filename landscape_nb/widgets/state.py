@@ -64,6 +64,12 @@ def _prepare_key(spec: ExplorerSpec) -> tuple:
             spec.rise, spec.max_samples)
 
 
+def _starting(key: str) -> str:
+    """What the status line says of a run's workers while its cluster comes up (the message line says it too)."""
+    starting = {"local": "starting a local Dask cluster", "cuda": "starting GPU workers"}
+    return starting.get(key, f"connecting to {key}") + "…"
+
+
 def _main_thread_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running on the main thread, when called there (a notebook cell); else None."""
     if threading.current_thread() is not threading.main_thread():
@@ -414,6 +420,7 @@ class ExplorerState(t.HasTraits):
                    else None)
         self.surface = partial if partial is not None else empty_surface(shown)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
+        self.workers = self._workers_before_start(spec.client)
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
         self._run_spec = spec
@@ -487,7 +494,7 @@ class ExplorerState(t.HasTraits):
             kept = self._resumable
             resume = kept[1] if kept is not None and _same_values(kept[0], spec) else None
             check_budget(spec, seconds_per_point, workers, kept=0 if resume is None else resume.n_done)
-            self._post(run_id, "status", lambda: self._started(workers, link))
+            self._post(run_id, "status", lambda: self._started(workers, link, spec.client))
 
             def run(resume):
                 return compute_surface(
@@ -678,15 +685,30 @@ class ExplorerState(t.HasTraits):
             if client is None or getattr(client, "status", "running") != "running":
                 from ..cluster import get_client
 
-                what = {"local": "Starting a local Dask cluster", "cuda": "Starting GPU workers"}.get(
-                    key, f"Connecting to {key}")
-                self._post(run_id, "status", lambda: self._say(f"{what}…"))
+                what = _starting(key)
+
+                def starting() -> None:
+                    self.workers = what
+                    self._say(what[0].upper() + what[1:])
+
+                self._post(run_id, "status", starting)
                 client, owned = get_client(key)
                 self._clients[key] = (client, owned)
         workers = len(client.scheduler_info().get("workers", {}))
         if workers == 0:
             raise LandscapeError(f"the Dask cluster at {key!r} has no workers; start some workers or pick another cluster")
         return client, workers, str(getattr(client, "dashboard_link", "") or "")
+
+    def _workers_before_start(self, key: str | None) -> str:
+        """What the status line says of the workers from Compute until the run's cluster is up (`_started`):
+        "in-process", "" for a cluster already running, else that it is starting (set again by `_client` when it
+        starts it), never the workers of the run before."""
+        if key is None:
+            return "in-process"
+        client = self._given_client if key == "given" else self._clients.get(key, (None, None))[0]
+        if client is not None and getattr(client, "status", "running") == "running":
+            return ""
+        return _starting(key)
 
     def _tile_callback(self, run_id: int, prepared: Prepared | None = None) -> Callable:
         """A ``compute_surface`` callback posting each partial surface and this session's points per second."""
@@ -710,8 +732,8 @@ class ExplorerState(t.HasTraits):
 
     # These run on the UI thread.
 
-    def _started(self, workers: int, link: str) -> None:
-        self.workers = "in-process" if self.cluster == "in-process" else f"{workers} worker{'s' * (workers != 1)}"
+    def _started(self, workers: int, link: str, key: str | None) -> None:
+        self.workers = "in-process" if key is None else f"{workers} worker{'s' * (workers != 1)}"
         self.dashboard_link = link
         if self.status == "starting":
             self.status = "running"
@@ -805,8 +827,10 @@ class ExplorerState(t.HasTraits):
 
     def _ended(self, prepare: bool = True) -> None:
         """A run's end is applied: controls changed meanwhile are prepared for the next Compute
-        (not after Cancel: that stops the work)."""
+        (not after Cancel: that stops the work); a cluster still said to be starting never came up."""
         self._computing = False
+        if self.workers.endswith("…"):
+            self.workers = ""
         if prepare:
             self.prefetch()
 

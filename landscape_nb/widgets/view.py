@@ -74,8 +74,8 @@ class Explorer(w.VBox):
     data split (those the picked model has: one given as (model, data) has only "test"), the metric,
     log scale and max samples; the cluster (in-process, a local Dask cluster, GPU workers or, where
     allowed, a scheduler address) and the time budget; Compute, Cancel, Export HTML/PNG and the
-    export path; a progress bar and status line (points done, points per second, workers, a link to
-    the Dask dashboard); a message line; and the live Plotly figure, which fills in tile by tile (a
+    export path; a progress bar and status line (points done, points per second, the workers, or
+    that a Dask cluster is starting until it is up, a link to the Dask dashboard); a message line; and the live Plotly figure, which fills in tile by tile (a
     3D surface and its contour for a plane, loss and metric on twin axes for a line). The figure
     widget is made with the panel and reused by every Compute of the same shape, so a Compute sends
     values, not plotly.js again.
