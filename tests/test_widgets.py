@@ -1195,6 +1195,36 @@ def test_only_the_schemes_a_model_can_give_are_offered():
         state.close()
 
 
+def test_a_model_switchs_notes_end_the_message_of_the_next_run_once():
+    """What a model switch changed ("Directions 'plane3' do not apply to 'tiny' (...); now random.", and for the
+    split) was replaced by the next run's "Done" before anyone read it; it now ends that message (and only that
+    one), and a control picked again by hand drops its note."""
+    import html
+
+    rich = with_checkpoints()
+    rich.train = make_task(seed=5)[1]
+    e = Explorer(models={"rich": rich, "tiny": make_task()}, scheme="plane3", split="train", x_points=3, y_points=3)
+    try:
+        e.controls["model_name"].value = "tiny"
+        said = e.state.message
+        directions, split = said.split(" Split ")
+        assert directions.startswith("Directions 'plane3' do not apply to 'tiny'")
+        assert directions.endswith("now random.")
+        assert split.startswith("'train' does not apply to 'tiny'") and split.endswith("now 'test'.")
+        assert e.compute(wait=True), e.state.message
+        assert e.state.message.startswith("Done: 9 points") and e.state.message.endswith(f" {said}")
+        assert html.escape(said) in e.message_box.value
+        assert e.compute(wait=True) and "do not apply" not in e.state.message  # said once
+        e.controls["model_name"].value = "rich"
+        e.controls["scheme"].value, e.controls["split"].value = "plane3", "train"
+        e.controls["model_name"].value = "tiny"
+        e.controls["scheme"].value = "hessian"  # picked by hand: its note is no longer news
+        assert e.compute(wait=True), e.state.message
+        assert "Directions 'plane3'" not in e.state.message and e.state.message.endswith("now 'test'.")
+    finally:
+        e.close()
+
+
 def test_the_runs_directions_are_on_the_explorer_and_compute_the_same_plane(explorer):
     """A resolution the sliders do not offer ("for more, use lnb.compute_surface with the same model and
     directions") needed directions the panel never gave out: now `explorer.directions` are the shown run's,

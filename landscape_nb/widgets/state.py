@@ -123,7 +123,9 @@ class ExplorerState(t.HasTraits):
     """The Explorer's state and its computation; no widgets (usable from scripts and tests).
 
     Set the control traits, then ``compute()``; ``surface`` holds the latest (partial)
-    result, ``status``/``message`` say what happened, ``wait()`` blocks until done.
+    result, ``status``/``message`` say what happened, ``wait()`` blocks until done. Picking a
+    model that lacks the scheme or split picked says so in ``message``, and again at the end of
+    the next run's message (its "Done" would otherwise replace it unread).
 
     For a loaded zoo model the range search runs ahead, in a background thread, when the
     model is picked or a control it depends on changes (`prefetch`); Compute then starts
@@ -220,10 +222,14 @@ class ExplorerState(t.HasTraits):
         self.directions = self.centre = None
         self._before_run = (None, None)
         self._closed = False
+        # what a model switch changed ("scheme", "split"): said at once, and again at the end of the next run,
+        # whose "Done" would otherwise replace it unread; a control set again by hand drops its note
+        self._switch_notes: dict[str, str] = {}
+        self._run_notes: dict[str, str] = {}  # those of the run under way
+        self.observe(lambda change: self._switch_notes.pop(change["name"], None), ["scheme", "split"])
         self._offer_schemes(given=kwargs.get("scheme"))
         self._offer_splits(given=kwargs.get("split"))
-        self.observe(lambda change: self._offer_schemes(), "model_name")
-        self.observe(lambda change: self._offer_splits(), "model_name")
+        self.observe(lambda change: self._offer_choices(), "model_name")
         self.observe(lambda change: self.prefetch(), ["model_name", "scheme", "norm", "ignore_biasbn", "seed", "ndim",
                                                       "split", "auto_range", "rise", "max_samples"])
         self.shelf.prefetch(self.model_name)  # a cached zoo model loads with the panel, not on Compute
@@ -301,7 +307,7 @@ class ExplorerState(t.HasTraits):
             if given is not None:
                 raise LandscapeError(f"scheme={given!r} for model {self.model_name!r}: {why}")
             old, self.scheme = self.scheme, "random"
-            self._say(f"Directions {old!r} do not apply to {self.model_name!r} ({why}); now random.")
+            self._switch_note("scheme", f"Directions {old!r} do not apply to {self.model_name!r} ({why}); now random.")
         self.schemes = list(offered)
 
     def _offer_splits(self, given: str | None = None) -> None:
@@ -316,8 +322,19 @@ class ExplorerState(t.HasTraits):
             if given is not None:
                 raise LandscapeError(f"split={given!r} for model {self.model_name!r}: {why}")
             old, self.split = self.split, "test"
-            self._say(f"Split {old!r} does not apply to {self.model_name!r} ({why}); now 'test'.")
+            self._switch_note("split", f"Split {old!r} does not apply to {self.model_name!r} ({why}); now 'test'.")
         self.splits = list(offered)
+
+    def _offer_choices(self) -> None:
+        """Another model is picked: offer its schemes and splits; only this switch's notes are said."""
+        self._switch_notes.clear()
+        self._offer_schemes()
+        self._offer_splits()
+
+    def _switch_note(self, control: str, text: str) -> None:
+        """Say what a model switch did to ``control``, now and at the end of the next run (`_finished`)."""
+        self._switch_notes[control] = text
+        self._say(" ".join(self._switch_notes.values()))
 
     @t.observe("update_interval")
     def _set_throttle(self, change):
@@ -424,6 +441,7 @@ class ExplorerState(t.HasTraits):
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
         self._run_spec = spec
+        self._run_notes = dict(self._switch_notes)
         self._thread = threading.Thread(target=self._run, args=(spec, self._cancel, self.run_id),
                                         name="landscape_nb-explorer", daemon=True)
         self._thread.start()
@@ -756,7 +774,8 @@ class ExplorerState(t.HasTraits):
         self._resumable = (self._run_spec, surf) if cancelled and not surf.is_complete and surf.n_done else None
         if cancelled and not surf.is_complete:
             self.status = "cancelled"
-            self._say(f"Cancelled: {surf.n_done} of {surf.loss.size} points computed.{self._changed_note()}")
+            self._say(f"Cancelled: {surf.n_done} of {surf.loss.size} points computed.{self._changed_note()}"
+                      f"{self._said_switch_notes()}")
         else:
             self.status = "done"
             finite = surf.loss[np.isfinite(surf.loss)]
@@ -764,8 +783,16 @@ class ExplorerState(t.HasTraits):
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
             resumed = surf.provenance.get("points_resumed")
             took += f" ({resumed} kept from the cancelled run)" if resumed else ""
-            self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}")
+            self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}"
+                      f"{self._said_switch_notes()}")
         self._ended(prepare=not cancelled)
+
+    def _said_switch_notes(self) -> str:
+        """The notes of the model switches before this run, for its end's message; said, they are dropped."""
+        for control, text in self._run_notes.items():
+            if self._switch_notes.get(control) == text:
+                del self._switch_notes[control]
+        return "".join(f" {text}" for text in self._run_notes.values())
 
     def _changed_note(self) -> str:
         """A sentence when the controls now ask for other values than the run that just ended computed
