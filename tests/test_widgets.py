@@ -826,6 +826,29 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
     asyncio.run(session())
 
 
+def test_the_empty_figures_contour_spans_the_typed_grid_and_follows_each_new_grid():
+    """Before the first Compute the contour had no values, and plotly.js drew its default axes (-1..6 × -1..4)
+    whatever the controls said; its axes now span the grid the controls describe, follow the grid of each run,
+    and keep a reader's zoom while the grid stays the same."""
+    e = Explorer(models={"tiny": make_task()}, auto_range=False, x_min=-2.0, x_max=2.0, x_points=5,
+                 y_min=-0.5, y_max=0.5, y_points=3)
+    try:
+        layout = e.figure.layout
+        assert e.surface is None and painted(e.figure.data[0]) == 0
+        assert (tuple(layout.xaxis.range), tuple(layout.yaxis.range)) == ((-2.0, 2.0), (-0.5, 0.5))
+        assert e.compute(wait=True), e.state.message
+        layout.xaxis.range = (-1.0, 1.0)  # a reader zooms in
+        assert e.compute(wait=True), e.state.message
+        assert (tuple(layout.xaxis.range), tuple(layout.yaxis.range)) == ((-1.0, 1.0), (-0.5, 0.5))
+        e.state.set(y_min=-0.25, y_max=1.25)
+        assert e.compute(wait=True), e.state.message
+        ys = np.linspace(-0.25, 1.25, 3)
+        assert tuple(layout.yaxis.range) == pytest.approx((ys[0], ys[-1]))
+        assert tuple(layout.xaxis.range) == pytest.approx((-2.0, 2.0))
+    finally:
+        e.close()
+
+
 def test_a_preview_for_controls_changed_meanwhile_or_a_closed_panel_is_dropped():
     """The range search posts its preview to the kernel's loop; by the time it runs, the controls
     may ask for something else, or the panel may be closed: then nothing is drawn."""

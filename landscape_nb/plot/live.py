@@ -137,7 +137,8 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
     message (``batch_update``); missing points are sent as null, and only what changed is
     sent. The colour range, contour levels and the automatic clipping follow the points
     computed so far. A 2D figure shows a transparent placeholder surface until its first
-    values; after that, an update with no values hides the 3D surface until the next ones.
+    values; after that, an update with no values hides the 3D surface until the next ones. The
+    contour's axes span the grid from the start (updates on the same grid leave a reader's zoom).
     Call it once per ``batch_update`` block: inside a batch plotly does not read back what
     an earlier call set.
 
@@ -181,6 +182,11 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         else:
             new_meta[_LIVE_KEY]["placeholder"] = _update_grid(fig, surface, log=log, clip=clip,
                                                                placeholder=bool(info.get("placeholder")))
+            extent = [float(surface.x.min()), float(surface.x.max()), float(surface.y.min()), float(surface.y.max())]
+            if info.get("extent") != extent:  # a new grid; the same one keeps a reader's zoom
+                # plotly.js autoranges a contour with no values yet to its defaults (-1..6 × -1..4), not its grid
+                fig.layout.xaxis.range, fig.layout.yaxis.range = extent[:2], extent[2:]
+                new_meta[_LIVE_KEY]["extent"] = extent
         fig.layout.meta = new_meta
     return fig
 
