@@ -755,7 +755,7 @@ def test_the_explorers_automatic_ranges_hold_the_models_on_their_grid(points):
         state.close()
 
 
-def test_a_typed_range_that_misses_the_models_says_so_and_the_count_it_suggests_holds_them():
+def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_suggests_holds_them():
     """A typed range is used as typed (the CLI notes when it misses the models; the panel said nothing): the
     message now names the models between grid points and an odd count (the sliders') whose points hold
     them, and that count's losses at 0 and 1 equal a naive float64 evaluation of each minimizer."""
@@ -784,6 +784,16 @@ def test_a_typed_range_that_misses_the_models_says_so_and_the_count_it_suggests_
         state.set(y_min=-0.3000001)  # said as typed, not rounded to -0.3 (which 21 points would also miss)
         assert state.compute(wait=True), state.message
         assert "between the 21 points of -0.3000001 to 1, so" in state.message
+        state.set(x_min=0.5, x_max=1, y_min=-1, y_max=1)  # a typed x range without the model: it said nothing
+        assert state.compute(wait=True), state.message
+        assert ("Note: the model at x = 0 lies outside the range 0.5 to 1, so the figure does not show its loss; "
+                "x from 0 to 1 or auto range take it in.") in state.message
+        state.set(x_min=0)  # that range: the model's own loss at x = y = 0 (naive float64)
+        assert state.compute(wait=True), state.message
+        assert "Note: the model" not in state.message
+        s = state.surface
+        assert s.x[0] == 0 and abs(s.y[10]) < 1e-12
+        assert s.loss[10, 0] == pytest.approx(_naive_loss(copy.deepcopy(ex.model), ex.test, ex.loss_fn), rel=2e-6)
     finally:
         state.close()
 

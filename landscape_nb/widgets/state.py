@@ -105,6 +105,17 @@ def _off_grid_note(spec: ExplorerSpec) -> str:
     unit = spec.scheme in MODEL_SCHEMES
     out = ""
     for name, axis in zip("xy", (spec.x, spec.y)):
+        outside = [] if axis is None else [m for m in ((0.0, 1.0) if unit else (0.0,)) if not axis[0] <= m <= axis[1]]
+        if outside:  # no count holds it: a range that does (or auto range)
+            start, stop, n = axis
+            who = ("models at {0} = 0 and 1 lie" if len(outside) > 1 else
+                   f"{'other model' if outside[0] else 'model'} at {{0}} = {outside[0]:g} lies").format(name)
+            lo, hi = min(start, *outside), max(stop, *outside)
+            out += (f" Note: the {who} outside the range {start:.10g} to {stop:.10g}, so the figure does not show "
+                    f"{'their' if len(outside) > 1 else 'its'} loss; {name} from {lo:.10g} to {hi:.10g}"
+                    + (" or auto range" if not spec.auto_range else "")
+                    + f" {'take' if not spec.auto_range else 'takes'} {'them' if len(outside) > 1 else 'it'} in.")
+            continue
         missed = [] if axis is None else models_between_points(*axis, unit=unit)
         if missed:
             start, stop, n = axis
