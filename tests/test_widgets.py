@@ -145,8 +145,9 @@ def test_scheme_menu_offers_every_scheme_of_make_directions(checkpoint_explorer)
     assert [v for _, v in checkpoint_explorer.controls["scheme"].options] == list(SCHEMES)
 
 
-def test_normalize_and_seed_are_disabled_for_the_schemes_whose_directions_they_do_not_change(checkpoint_explorer):
-    """Normalize and seed stayed enabled for every scheme. Each is now enabled exactly where changing it changes
+def test_normalize_biasbn_and_seed_are_disabled_for_the_schemes_whose_directions_they_do_not_change(
+        checkpoint_explorer):
+    """Normalize, biasbn and seed stayed enabled for every scheme. Each is now enabled exactly where changing it changes
     the directions `make_directions` gives (a filter vs a raw normalization, seed 0 vs 1; the Hessian's seed
     starts its Lanczos iteration), and a disabled one says why in its tooltip; picking a scheme that reads it
     enables it again."""
@@ -159,16 +160,17 @@ def test_normalize_and_seed_are_disabled_for_the_schemes_whose_directions_they_d
         ndim = 1 if scheme == "interpolate" else 2
 
         def vectors(scheme=scheme, ndim=ndim, **kw):
-            options = {"norm": "filter", "seed": 0, **kw}
+            options = {"norm": "filter", "ignore": "biasbn", "seed": 0, **kw}
             return make_directions(scheme, ex.model, ex, ndim=ndim, data=ex.test, **options)[1].vectors
 
         base = vectors()
-        for name, other in (("norm", {"norm": "none"}), ("seed", {"seed": 1})):
+        for name, other in (("norm", {"norm": "none"}), ("ignore_biasbn", {"ignore": None}), ("seed", {"seed": 1})):
             changes = not torch.equal(base, vectors(**other))
             control = e.controls[name]
             assert control.disabled == (not changes), (scheme, name)
             assert (control.tooltip or "").startswith("Not used by") == (not changes), (scheme, name, control.tooltip)
     assert not e.controls["norm"].disabled and not e.controls["seed"].disabled and e.controls["seed"].tooltip is None
+    assert not e.controls["ignore_biasbn"].disabled
 
 
 def test_state_works_without_widgets_and_rejects_unknown_controls():

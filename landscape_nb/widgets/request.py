@@ -77,12 +77,14 @@ _AXES = {"interpolate": "its axis runs between the two models as they are",
 
 
 def ignored_controls(scheme: str) -> dict[str, str]:
-    """The normalization and seed controls when ``scheme`` does not read them (``schemes.SCHEME_READS``), each
-    with a sentence why: the panel disables them. Only random directions are normalized; the seed draws random
+    """The normalization, biasbn and seed controls (``"norm"``, ``"ignore"``, ``"seed"``) when ``scheme`` does not
+    read them (``schemes.SCHEME_READS``), each with a sentence why: the panel disables them. Only random directions
+    are normalized; only they and the PCA of a trajectory zero biases and BatchNorm (``ignore``); the seed draws random
     directions and starts the Hessian's Lanczos iteration (its eigenvectors agree to its tolerance whatever the
     seed), while the schemes between models and the PCA of a trajectory draw nothing at random."""
-    reads, label = SCHEME_READS.get(scheme, ("norm", "seed")), SCHEME_LABELS.get(scheme, scheme)
+    reads, label = SCHEME_READS.get(scheme, ("norm", "ignore", "seed")), SCHEME_LABELS.get(scheme, scheme)
     why = {"norm": f"Not used by {label}: {_AXES.get(scheme, 'its axes are given')}, not normalized",
+           "ignore": f"Not used by {label}: {_AXES.get(scheme, 'its axes are given')}, biases and BatchNorm included",
            "seed": f"Not used by {label}: nothing in it is drawn at random"}
     return {name: text for name, text in why.items() if name not in reads}
 

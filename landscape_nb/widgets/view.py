@@ -384,11 +384,12 @@ class Explorer(w.VBox):
         self.controls["address"].layout.display = "" if self.state.cluster == "address" else "none"
 
     def _on_scheme(self, change=None) -> None:
-        """Disable the normalization and seed where the scheme does not read them, saying why (`ignored_controls`)."""
+        """Disable the normalization, biasbn and seed controls where the scheme does not read them, saying why
+        (`ignored_controls`)."""
         ignored = ignored_controls(self.state.scheme)
-        for name in ("norm", "seed"):
-            self.controls[name].disabled = name in ignored
-            self.controls[name].tooltip = ignored.get(name)
+        for name, control in (("norm", "norm"), ("ignore", "ignore_biasbn"), ("seed", "seed")):
+            self.controls[control].disabled = name in ignored
+            self.controls[control].tooltip = ignored.get(name)
 
     def _export(self, kind: str) -> None:
         try:
