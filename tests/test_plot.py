@@ -443,7 +443,8 @@ def partial(surf: Surface, n_rows: int) -> Surface:
 
 def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(bowl):
     fig = plot.live(partial(bowl, 2), title="live")
-    surf_trace, contour_trace = fig.data
+    surf_trace, contour_trace, path = fig.data
+    assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
     assert (surf_trace.type, contour_trace.type) == ("surface", "contour")
     assert surf_trace.scene == "scene" and contour_trace.xaxis == "x"
     # one colour bar: the surface's colour axis; the contour draws none and follows its range

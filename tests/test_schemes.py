@@ -220,6 +220,29 @@ def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
     assert all(t.name != "trajectory" for t in figure_for(surf, "surface").data)
 
 
+def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
+    """The Explorer's live figure drew no path on a trajectory-PCA plane (the CLI's figure did, Li et al. Fig. 9):
+    it is now on the contour panel, at each checkpoint's naive least-squares projection, and hidden again for
+    a plane of other directions."""
+    ex = _zoo().load("mlp-digits")
+    d = lnb.pca_directions(ex.trajectory, final=ex.model, n=2)
+    surf = lnb.compute_surface(ex.model, ex.test, d, x=(-1, 1, 5), y=(-1, 1, 5), max_samples=30)
+    fig = lnb.plot.live(surf)
+    path = next(t for t in fig.data if t.name == "trajectory")
+    names = [n for n, _ in ex.model.named_parameters()]
+    final = dict(ex.model.named_parameters())
+    basis = np.stack([np.concatenate([v[n].detach().double().reshape(-1).numpy() for n in names])
+                      for v in d.as_state_dicts()])
+    naive = np.stack([np.linalg.lstsq(basis.T, np.concatenate([(c[n].double() - final[n].detach().double())
+                                      .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
+    assert path.visible is True and path.xaxis == "x" and path.yaxis == "y"  # the contour panel's axes
+    np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
+    assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]
+    other = lnb.compute_surface(ex.model, ex.test, lnb.random_directions(ex.model, n=2), x=(-1, 1, 5),
+                                y=(-1, 1, 5), max_samples=30)
+    assert lnb.plot.update(fig, other).data[2].visible is False
+
+
 def test_minimizers_of_a_generator_and_an_example_without_a_training_split(example):
     """Minimizers given as a generator were read twice (models, then names): the pair came out nameless and
     refused in words about a names= the user never passed. An Example-like object without .train made the

@@ -330,13 +330,7 @@ def check_clip_kind(kind: str, clip) -> None:
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
     from .. import plot
 
-    prov = surface.provenance.get("directions") or {}
-    path = ({"x": prov["path_x"], "y": prov["path_y"], "distance": prov.get("path_distance"),
-             "norm": prov.get("path_norm")} if surface.ndim == 2 and "path_x" in prov and "path_y" in prov else None)
-    if path is not None:  # each checkpoint by its --checkpoints file, else its place in the trajectory
-        files = prov.get("checkpoints")
-        path["labels"] = (files if isinstance(files, list) and len(files) == len(path["x"]) else
-                          [f"checkpoint {k}" for k in range(len(path["x"]))])
+    path = plot.figures.provenance_path(surface)  # a PCA plane's training path, each checkpoint by its file
     kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale, path=path is not None)
     check_clip_kind(kind, clip)
     if kind == "contour" and path is not None:  # the PCA plane's training path on it (Li et al. 2018, Fig. 9)

@@ -216,6 +216,22 @@ def _line_hover(s: Surface, label: str) -> str:
             + f"<extra>{label}</extra>")
 
 
+def provenance_path(surface: Surface) -> dict | None:
+    """The training path a trajectory-PCA plane keeps in its directions' provenance (``path_x``, ``path_y``,
+    ``path_distance``, ``path_norm``, ``path_loss`` from `landscape_nb.pca_directions`) as a ``trajectory``
+    for `contour`/`pca_contour`, each checkpoint labelled by its file (the CLI's ``--checkpoints``) or
+    "checkpoint k"; None for a surface without one (not 2D, other directions)."""
+    prov = surface.provenance.get("directions") or {}
+    if surface.ndim != 2 or "path_x" not in prov or "path_y" not in prov:
+        return None
+    path = {"x": prov["path_x"], "y": prov["path_y"], "distance": prov.get("path_distance"),
+            "norm": prov.get("path_norm"), "loss": prov.get("path_loss")}
+    files = prov.get("checkpoints")
+    path["labels"] = (files if isinstance(files, list) and len(files) == len(path["x"]) else
+                      [f"checkpoint {k}" for k in range(len(path["x"]))])
+    return {k: v for k, v in path.items() if v is not None}
+
+
 def _trajectory_field(trajectory: Any, name: str):
     if isinstance(trajectory, Mapping):
         return trajectory.get(name)

@@ -40,7 +40,7 @@ from ._common import (
     set_caption,
     to_plotly_z,
 )
-from .figures import _line_hover, line
+from .figures import _line_hover, _trajectory_trace, line, provenance_path
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
@@ -106,6 +106,8 @@ def live(
                 # keeps its own scale, set to the same range by `update`, without a bar
                 trace.showscale = False
             fig.add_trace(trace, row=1, col=col)
+        # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
+        fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
         fig.update_layout(
             title=_title(title, surface), height=_HEIGHT, margin=_MARGIN,
             coloraxis=dict(colorscale=COLORSCALE),
@@ -216,6 +218,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         trace.y = to_plotly_z(surf.y)
         trace.customdata = custom
     contour_trace.z, contour_trace.hovertemplate = z_json, template
+    _update_path(fig, surf)
     # each property is set once: a FigureWidget sends only what differs from the drawn figure
     if zmin is None and placeholder:
         _placeholder(surface_trace, fig.layout, z.shape)  # a figure that has not shown values yet
@@ -250,6 +253,24 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
     fig.layout.yaxis.title.text = fit_title(surf.y_label, height)
     return placeholder and zmin is None
+
+
+def _update_path(fig, surf: Surface) -> None:
+    """Draw a trajectory-PCA plane's training path (`provenance_path`) on the contours, or hide the path trace
+    for other directions. Its distance from the plane colours and sizes the markers and is in the hover text,
+    without the colour bar `contour` gives it (the live figure's bar is the loss's)."""
+    trace = next((t for t in fig.data[2:] if t.name == "trajectory"), None)
+    if trace is None:  # a live figure made before the path trace existed
+        return
+    path = provenance_path(surf)
+    if path is None:
+        if trace.visible is not False:
+            trace.visible = False
+        return
+    drawn = _trajectory_trace(path)
+    drawn.marker.showscale = False
+    trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker, line=drawn.line,
+                 hovertemplate=drawn.hovertemplate, visible=True)
 
 
 def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:
