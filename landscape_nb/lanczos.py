@@ -52,6 +52,7 @@ class Eigenpairs:
 
 DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is float32 on the model's device
 DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
+DENSE_FALLBACK = 4096  # a model up to this size whose Lanczos run falls short gets its dense Hessian instead
 REFINE_FACTOR = 10  # a run that tightens the smallest (or settles a search for copies) takes at most
 # this many times the products of the first run, unless max_iter is given
 
@@ -137,6 +138,18 @@ def _dense(a: _Operator, k: int) -> _Ritz:
 def _cheaper_dense(products: float, n: int) -> bool:
     """Whether a dense matrix (``n`` products, an ARPACK-sized model) costs less than ``products``."""
     return n < DEVICE_LANCZOS_MIN_PARAMS and n <= min(products, 4096)
+
+
+def _dense_instead(a: _Operator, k: int, max_iter: int | None) -> _Ritz | None:
+    """The dense answer where Lanczos did not reach its accuracy on a model of at most ``DENSE_FALLBACK``
+    parameters (``n`` more products, exact), unless ``max_iter`` set the budget; None otherwise. A λ_min in
+    a cluster of near-equal eigenvalues (160 negative ones within 2e-3 of each other, next to a λ_max of
+    23.5, on a 385-parameter MLP) came back 21 % off, and as far as a run got depended on the rounding of
+    its products, so the same call gave other values in other processes."""
+    if max_iter is not None or a.n_params > DENSE_FALLBACK or a.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
+        return None
+    logger.debug("Lanczos did not reach its accuracy: the dense matrix of %d parameters instead", a.n_params)
+    return _dense(a, k)
 
 
 def _orthonormal(n: int, k: int, seed: int) -> np.ndarray:
@@ -314,8 +327,10 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
     each) and where larger, Lanczos runs again from its Ritz vectors to that accuracy, for at
     most ``REFINE_FACTOR`` times the products of the first (or ``max_iter`` restarts): a λ near 0
     in a dense cluster (a convex point) may need thousands of products, and is then returned as
-    far as it got, not converged. A model whose dense Hessian costs fewer products gets that
-    instead. Then, for k ≥ 2, ``_complete`` looks for eigenvalues skipped.
+    far as it got, not converged, unless the model has at most ``DENSE_FALLBACK`` parameters and no
+    ``max_iter`` was given: then the dense answer (``_dense_instead``). A model whose dense Hessian
+    costs fewer products gets that from the start. Then, for k ≥ 2, ``_complete`` looks for
+    eigenvalues skipped.
     """
     a = _Operator(op, shift, sign)
 
@@ -329,7 +344,7 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
     ritz = _lanczos(a, k, tol, max_iter, seed)
     allowance = REFINE_FACTOR * (op.n_products - before)  # products a tighter run may take
     if ritz.exact or not ritz.converged:
-        return ritz
+        return ritz if ritz.converged else (_dense_instead(a, k, max_iter) or ritz)
     vals, vecs, bound, run_tol = ritz.values, ritz.vectors, ritz.bound, tol
     for _ in range(3):  # a second run is enough unless the first estimate of λ was far off
         goal = need(vals)
@@ -351,7 +366,7 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
                 vals, vecs = again.values, again.vectors
             logger.info("the smallest eigenvalues %s were not held to %.2g of themselves within %d restarts; "
                         "pass a larger max_iter", np.round(shift + sign * vals, 8).tolist(), tol, budget)
-            return _Ritz(vals, vecs, False, np.full(k, np.inf))
+            return _dense_instead(a, k, max_iter) or _Ritz(vals, vecs, False, np.full(k, np.inf))
         vals, vecs, bound, run_tol = again.values, again.vectors, again.bound, tighter
     if k < 2:
         return _Ritz(vals, vecs, True, bound)
@@ -417,7 +432,7 @@ def _complete(a: _Operator, ritz: _Ritz, need: _Accuracy, tol: float, max_iter: 
         logger.debug("Lanczos deflated by %d vectors: %.8g against the k-th %.8g (margin %.2g), %d products",
                      locked.shape[1], left.values[0], kth, margin, a.n_products - before)
         if not left.converged or left.bound[0] > decided(left.values)[0]:
-            return _Ritz(vals, vecs, False, bound)
+            return _dense_instead(a, k, max_iter) or _Ritz(vals, vecs, False, bound)
         if not left.values[0] > kth + margin:
             break
         found.append((float(left.values[0]), left.vectors[:, 0], float(left.bound[0])))
@@ -447,7 +462,8 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     what the arithmetic resolves, for at most ``REFINE_FACTOR`` times the products that
     ``tol·(λ_max − λ_min)`` takes (a λ_min near 0 in a dense cluster, at a convex point, may need
     thousands: it is then as far as it got, ``converged`` False; ``max_iter`` lifts it; a model
-    whose dense Hessian costs fewer products gets that). With ``relative_min=False`` each
+    whose dense Hessian costs fewer products gets that, and one of at most ``DENSE_FALLBACK``
+    parameters gets it where Lanczos falls short, unless ``max_iter`` is given). With ``relative_min=False`` each
     smallest is held to ``tol·(λ_max − λ_min)`` only: what ``|λ_min/λ_max|`` needs to within
     about ``tol`` (an eigen-map), at the cost of a plain run. Repeated eigenvalues come with their
     copies (``_complete``). A Hessian that is exactly zero gives zeros and orthonormal vectors.
