@@ -47,7 +47,7 @@ from .errors import LandscapeError, check_choice, positive_int, seed_int, short_
 from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import _Operator
-from .metrics import DefaultLoss, batch_denominator, check_mean_loss, unwrap_compiled
+from .metrics import DefaultLoss, batch_denominator, check_mean_loss, describe, unwrap_compiled
 from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          run_checking_inputs)
@@ -142,6 +142,7 @@ class HessianOperator:
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
+            _check_differentiable(model, loss_fn, xb, yb)
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all
             batches = [split(t) for t in ev.slices(batch_size or ev.n)]
@@ -157,6 +158,7 @@ class HessianOperator:
             with eval_mode(model), torch.no_grad():
                 out = _first_outputs(model, xb)
             check_mean_loss(loss_fn, out, yb)
+            _check_differentiable(model, loss_fn, xb, yb)
         self.loss_fn = loss_fn
         self.batches = batches
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
@@ -178,7 +180,7 @@ class HessianOperator:
         return self.params[0].dtype
 
     def _loss(self, xb, yb) -> torch.Tensor:
-        return self.loss_fn(call_model(self.model, xb), yb)
+        return self.loss_fn(call_model(self.model, xb), yb).reshape(())  # a one-element (1,) loss as a scalar
 
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss, flat."""
@@ -229,6 +231,22 @@ class HessianOperator:
 
 
 _NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
+
+
+def _check_differentiable(model: nn.Module, loss_fn: Callable, xb, yb) -> None:
+    """Refuse a ``loss_fn`` whose value carries no gradient of the weights (outputs ``.detach()``-ed, a loss
+    computed in numpy, ``.item()`` wrapped in a tensor): every Hessian-vector product needs one. torch said
+    only "element 0 of tensors does not require grad" from its autograd (trial X)."""
+    try:
+        with eval_mode(model), torch.enable_grad(), second_order_formulas():
+            loss = loss_fn(call_model(model, xb), yb)
+    except Exception:  # noqa: BLE001 - the model's own error: the first product names it (user_errors)
+        return
+    if isinstance(loss, torch.Tensor) and not loss.requires_grad:
+        raise LandscapeError(f"loss_fn returned a loss that carries no gradient of the model's weights ("
+                             f"{describe(loss)}, requires_grad=False); expected a differentiable function of "
+                             "the outputs: a Hessian needs its second derivatives. Drop any .detach(), .item() or "
+                             "numpy step in it (torch.no_grad inside it does the same)")
 
 
 def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int) -> None:

@@ -643,7 +643,8 @@ def test_item10_figure_hover_names_the_parameters_random_directions_hold_fixed(t
     assert figs["live"].layout.meta["held_fixed"] and "held fixed: " in figs["live"].data[1].hovertemplate
     for fig, surf in ((figs["live"], plane), (figs["live-1d"], curve)):  # refilled with a hand-made surface
         lnb.plot.update(fig, lnb.Surface(x=surf.x, y=surf.y, loss=surf.loss, metrics=dict(surf.metrics)))
-        assert all("held fixed" not in (t.hovertemplate or "") for t in fig.data) and "held_fixed" not in fig.layout.meta
+        assert all("held fixed" not in (t.hovertemplate or "") for t in fig.data)  # the hidden path: no hover
+        assert "held_fixed" not in fig.layout.meta
     html = lnb.export_html(figs["contour"], tmp_path / "c.html").read_text()
     assert f"{len(frozen)} frozen ({', '.join(frozen)})" in html
     loaded = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3),

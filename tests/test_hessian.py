@@ -357,6 +357,28 @@ def test_the_operator_on_given_batches_is_checked_like_data_and_weighs_them_by_s
             HessianOperator(model, loss_fn=loss_fn, batches=given)
 
 
+def test_a_loss_of_one_element_is_taken_and_one_without_a_gradient_is_refused_by_every_hessian_entry(data64):
+    """Trial X: a loss of shape (1,) (which compute_surface takes) failed every Hessian entry with torch's "output
+    with shape [] doesn't match the broadcast shape [1]", and a detached one with "element 0 of tensors does not
+    require grad", neither naming loss_fn. The first now gives the dense Hessian's λ_max and trace (independent
+    autograd Hessian); the second is refused saying what to drop."""
+    model = _small_mlp()
+    dense = _dense_hessian(model, data64)
+    one = lambda out, y: nn.functional.cross_entropy(out, y).reshape(1)
+    got = lnb.hessian_eigenvalues(model, data64, loss_fn=one, which="max", tol=1e-9)
+    assert got["max"][0] == pytest.approx(np.linalg.eigvalsh(dense)[-1], rel=1e-7)
+    trace = lnb.hessian_trace(model, data64, loss_fn=one, n_samples=400)
+    assert abs(trace.value - np.trace(dense)) <= trace.tolerance
+    detached = lambda out, y: nn.functional.cross_entropy(out.detach(), y)
+    refusal = r"loss_fn returned a loss that carries no gradient of the model's weights .* Drop any \.detach\(\)"
+    for entry in (lambda: lnb.hessian_eigenvalues(model, data64, loss_fn=detached),
+                  lambda: lnb.hessian_trace(model, data64, loss_fn=detached),
+                  lambda: lnb.hessian_spectrum(model, data64, detached, n_probes=1, n_steps=4),
+                  lambda: lnb.hessian_directions(model, data64, loss_fn=detached)):
+        with pytest.raises(LandscapeError, match=refusal):
+            entry()
+
+
 BAD_ARGUMENTS = [
     ("hessian_eigenvalues", {"k": 2.5}, "k=2.5; expected a positive integer"),  # was a SystemError from ARPACK
     ("hessian_eigenvalues", {"k": 0}, "k=0; expected a positive integer"),  # was an empty array
