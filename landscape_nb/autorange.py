@@ -33,6 +33,7 @@ import numpy as np
 from torch import nn
 
 from .errors import LandscapeError, positive_number, warn_user
+from .grid import range_through
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,11 @@ class AutoRange:
     seconds_per_point: float = math.nan
 
     def axis(self, k: int, num: int | None = None, *, symmetric: bool = False) -> tuple[float, float, int]:
-        """``(start, stop, num)`` for direction ``k``; ``symmetric``: ±the larger of the two sides."""
+        """``(start, stop, num)`` for direction ``k``, covering ``ranges[k]`` (``symmetric``: ±the larger of its
+        two sides), moved by `landscape_nb.grid.range_through` so that the model at 0 is one of the ``num``
+        points: a range of crossings is rarely symmetric, and the surface then never showed the centre's own
+        loss (``Surface.sharpness`` refused it). The ends are short decimals, at most about two steps further out
+        (the points are shared between the sides in whole steps)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.ranges):
             raise LandscapeError(f"k={k!r}; expected a direction index from 0 to {len(self.ranges) - 1} (auto_range "
                                  f"was run on {len(self.ranges)} direction(s))")
@@ -71,7 +76,8 @@ class AutoRange:
         if symmetric:
             r = max(-lo, hi)
             lo, hi = -r, r
-        return (lo, hi, int(num or self.num))
+        num = int(num or self.num)
+        return (*range_through(lo, hi, num), num)  # the model at 0 a grid point (trial X: sharpness refused)
 
     @property
     def x(self) -> tuple[float, float, int]:
