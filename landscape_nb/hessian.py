@@ -394,7 +394,7 @@ def _check_rank(op: HessianOperator, rank: int, what: str, example: str) -> None
                              f"{op.n_params} eigenvalues; expected at most {op.n_params}, e.g. {example}")
 
 
-def hessian_eigenvalues(model: nn.Module, data, *, k: int = 1, which: str = "both", loss_fn=None,
+def hessian_eigenvalues(model: nn.Module, data, loss_fn=None, *, k: int = 1, which: str = "both",
                         tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
                         max_samples: int | None = None, batch_size: int | None = None,
                         target_key: str | int | None = "labels", progress: bool = False) -> EigenvalueResult:
@@ -675,7 +675,7 @@ class TraceEstimate:
         return self.value
 
 
-def hessian_trace(model: nn.Module, data, *, n_samples: int = 64, loss_fn=None, seed: int = 0,
+def hessian_trace(model: nn.Module, data, loss_fn=None, *, n_samples: int = 64, seed: int = 0,
                   max_samples: int | None = None, batch_size: int | None = None,
                   target_key: str | int | None = "labels", progress: bool = False) -> TraceEstimate:
     """Hutchinson's estimate of the Hessian trace: ``tr(H) ≈ mean_i zᵢᵀ H zᵢ``, Rademacher ``zᵢ``.

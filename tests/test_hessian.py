@@ -367,7 +367,8 @@ def test_a_loss_of_one_element_is_taken_and_one_without_a_gradient_is_refused_by
     one = lambda out, y: nn.functional.cross_entropy(out, y).reshape(1)
     got = lnb.hessian_eigenvalues(model, data64, loss_fn=one, which="max", tol=1e-9)
     assert got["max"][0] == pytest.approx(np.linalg.eigvalsh(dense)[-1], rel=1e-7)
-    trace = lnb.hessian_trace(model, data64, loss_fn=one, n_samples=400)
+    trace = lnb.hessian_trace(model, data64, one, n_samples=400)  # loss_fn third, as hessian_spectrum takes it
+    assert lnb.hessian_eigenvalues(model, data64, one, which="max", tol=1e-9)["max"][0] == got["max"][0]
     assert abs(trace.value - np.trace(dense)) <= trace.tolerance
     detached = lambda out, y: nn.functional.cross_entropy(out.detach(), y)
     refusal = r"loss_fn returned a loss that carries no gradient of the model's weights .* Drop any \.detach\(\)"
