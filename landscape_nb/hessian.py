@@ -46,6 +46,7 @@ from .directions import Directions
 from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr, warn_user
 from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
+from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, describe, unwrap_compiled
 from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
@@ -125,6 +126,7 @@ class HessianOperator:
         self.params = self.layout.tensors(model)
         check_finite(self.layout, self.params, ", so every Hessian-vector product would be too")
         self.progress: Callable[[int], None] | None = None
+        self.dense_memo: dict | None = None  # set by lanczos.extreme_eigenpairs for one call (its dense fallback)
         if batches is None:
             if data is None:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
@@ -221,7 +223,7 @@ class HessianOperator:
         Lanczos solvers use, ``lanczos._Operator``)."""
         return _Operator(self, shift, sign).linear_operator()
 
-    def dense(self, max_params: int = 4096) -> np.ndarray:
+    def dense(self, max_params: int = DENSE_FALLBACK) -> np.ndarray:
         """The full Hessian (n_params²), one product per column; only for small models."""
         if self.n_params > max_params:
             raise LandscapeError(f"a dense Hessian of {self.n_params}² values was asked; expected at most "
@@ -428,7 +430,9 @@ def hessian_eigenvalues(model: nn.Module, data, loss_fn=None, *, k: int = 1, whi
         least 1e-6). The smallest cost more where |λ_min| ≪ λ_max: near a minimum, for k = 1, 1–42
         more products on the zoo's small models, 260 on a 120k-parameter MLP; near 0 in a dense
         cluster (a convex point) it can take thousands, so the run that tightens them stops at 10
-        times the products of the first (``converged`` False then; ``max_iter`` lifts the limit).
+        times the products of the first (``converged`` False then; ``max_iter`` lifts the limit). A
+        model of at most 4,096 parameters (``lanczos.DENSE_FALLBACK``) then gets its dense Hessian
+        instead, n more products and exact, unless ``max_iter`` is given.
     max_iter : int, optional
         Lanczos restarts allowed to each run, a positive integer (default ``max(100, 10·ncv)``).
     seed : int
@@ -449,8 +453,9 @@ def hessian_eigenvalues(model: nn.Module, data, loss_fn=None, *, k: int = 1, whi
     -------
     EigenvalueResult
         A dict: ``"max"``: array (k,), descending; ``"min"``: array (k,), ascending (most negative
-        first). Units: loss per weight² (the weights' own units). NaN where ARPACK did not
-        converge. Attributes ``n_products``, ``converged`` (True: every value reached the accuracy
+        first). Units: loss per weight² (the weights' own units). NaN where ARPACK found no value at
+        all within ``max_iter``; a value short of its accuracy is as far as it got, with a
+        ``UserWarning``. Attributes ``n_products``, ``converged`` (True: every value reached the accuracy
         ``tol`` promises within ``max_iter``; False: some did not, e.g. NaN, or a smallest known
         only to about ``tol·(λ_max − λ_min)``) and ``seconds`` report the work.
 
@@ -630,11 +635,13 @@ def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs 
             continue
         values = ", ".join(f"{v:.6g}" for v in np.asarray(pairs.values)[:4])
         limit = f"max_iter={max_iter} restarts" if max_iter else "the default limit"
+        fix = (f"Leave out max_iter: a model of {op.n_params} parameters then gets its dense Hessian where Lanczos "
+               "falls short, exact" if max_iter and op.n_params <= DENSE_FALLBACK else
+               "Pass a larger max_iter (Lanczos restarts, e.g. max_iter=1000) or a looser tol")
         warn_user(
             f"landscape_nb.{caller}: {name} = [{values}] did not reach tol={tol:g} of itself within {limit} "
             f"({op.n_products} Hessian-vector products in all): it is as far as Lanczos got and may be off by far "
-            f"more (a λ_min in a cluster of near-equal eigenvalues came back 21 % off; converged=False). Pass a "
-            f"larger max_iter (Lanczos restarts, e.g. max_iter=1000) or a looser tol")
+            f"more (a λ_min in a cluster of near-equal eigenvalues came back 21 % off; converged=False). {fix}")
 
 
 # -------------------------------------------------------------- trace ----

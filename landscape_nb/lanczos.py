@@ -53,6 +53,7 @@ class Eigenpairs:
 DEVICE_LANCZOS_MIN_PARAMS = 100_000  # from this size on the Lanczos basis is float32 on the model's device
 DEVICE_LANCZOS_TOL = 1e-6  # the tightest relative tolerance a float32 basis is asked for
 DENSE_FALLBACK = 4096  # a model up to this size whose Lanczos run falls short gets its dense Hessian instead
+assert DENSE_FALLBACK < DEVICE_LANCZOS_MIN_PARAMS  # dense matrices are float64 on the CPU
 REFINE_FACTOR = 10  # a run that tightens the smallest (or settles a search for copies) takes at most
 # this many times the products of the first run, unless max_iter is given
 
@@ -95,7 +96,10 @@ class _Operator:
 
     def dense(self) -> np.ndarray:
         n = self.n_params
-        h = self.sign * (self.op.dense(max_params=n) - self.shift * np.eye(n))
+        memo = getattr(self.op, "dense_memo", None)  # one call of extreme_eigenpairs: both ends' fallbacks
+        if memo is not None and "h" not in memo:
+            memo["h"] = self.op.dense(max_params=n)
+        h = self.sign * ((memo["h"] if memo is not None else self.op.dense(max_params=n)) - self.shift * np.eye(n))
         if self.locked is None:
             return h
         q = self.locked.cpu().numpy()
@@ -137,18 +141,20 @@ def _dense(a: _Operator, k: int) -> _Ritz:
 
 def _cheaper_dense(products: float, n: int) -> bool:
     """Whether a dense matrix (``n`` products, an ARPACK-sized model) costs less than ``products``."""
-    return n < DEVICE_LANCZOS_MIN_PARAMS and n <= min(products, 4096)
+    return n <= min(products, DENSE_FALLBACK)
 
 
-def _dense_instead(a: _Operator, k: int, max_iter: int | None) -> _Ritz | None:
+def _dense_instead(a: _Operator, k: int, max_iter: int | None, fallback: bool) -> _Ritz | None:
     """The dense answer where Lanczos did not reach its accuracy on a model of at most ``DENSE_FALLBACK``
-    parameters (``n`` more products, exact), unless ``max_iter`` set the budget; None otherwise. A λ_min in
+    parameters (``n`` more products, exact, once per call: both ends share it), with ``fallback`` and unless
+    ``max_iter`` set the budget; None otherwise. A λ_min in
     a cluster of near-equal eigenvalues (160 negative ones within 2e-3 of each other, next to a λ_max of
     23.5, on a 385-parameter MLP) came back 21 % off, and as far as a run got depended on the rounding of
     its products, so the same call gave other values in other processes."""
-    if max_iter is not None or a.n_params > DENSE_FALLBACK or a.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
+    if not fallback or max_iter is not None or a.n_params > DENSE_FALLBACK:
         return None
-    logger.debug("Lanczos did not reach its accuracy: the dense matrix of %d parameters instead", a.n_params)
+    logger.info("Lanczos did not reach its accuracy: the dense Hessian of %d parameters instead (%d products)",
+                a.n_params, a.n_params)
     return _dense(a, k)
 
 
@@ -318,7 +324,7 @@ def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.
 
 
 def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int, shift: float = 0.0,
-             sign: float = 1.0, floor: float | None = None) -> _Ritz:
+             sign: float = 1.0, floor: float | None = None, fallback: bool = True) -> _Ritz:
     """The ``k`` largest eigenpairs of ``A = sign·(H − shift·I)``, none skipped, each to its accuracy.
 
     Each Ritz pair is held to a residual of ``tol·|θ|``. With ``floor`` (the smallest end of H,
@@ -344,7 +350,7 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
     ritz = _lanczos(a, k, tol, max_iter, seed)
     allowance = REFINE_FACTOR * (op.n_products - before)  # products a tighter run may take
     if ritz.exact or not ritz.converged:
-        return ritz if ritz.converged else (_dense_instead(a, k, max_iter) or ritz)
+        return ritz if ritz.converged else (_dense_instead(a, k, max_iter, fallback) or ritz)
     vals, vecs, bound, run_tol = ritz.values, ritz.vectors, ritz.bound, tol
     for _ in range(3):  # a second run is enough unless the first estimate of λ was far off
         goal = need(vals)
@@ -366,12 +372,12 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
                 vals, vecs = again.values, again.vectors
             logger.info("the smallest eigenvalues %s were not held to %.2g of themselves within %d restarts; "
                         "pass a larger max_iter", np.round(shift + sign * vals, 8).tolist(), tol, budget)
-            return _dense_instead(a, k, max_iter) or _Ritz(vals, vecs, False, np.full(k, np.inf))
+            return _dense_instead(a, k, max_iter, fallback) or _Ritz(vals, vecs, False, np.full(k, np.inf))
         vals, vecs, bound, run_tol = again.values, again.vectors, again.bound, tighter
     if k < 2:
         return _Ritz(vals, vecs, True, bound)
     spread = float(vals[0])
-    return _complete(a, _Ritz(vals, vecs, True, bound), lambda th: need(th, spread), tol, max_iter, seed)
+    return _complete(a, _Ritz(vals, vecs, True, bound), lambda th: need(th, spread), tol, max_iter, seed, fallback)
 
 
 def _restarts(products: float, k: int, n: int, ncv: int = 20) -> int:
@@ -393,7 +399,8 @@ def _residuals(a: _Operator, vals: np.ndarray, vecs: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def _complete(a: _Operator, ritz: _Ritz, need: _Accuracy, tol: float, max_iter: int | None, seed: int) -> _Ritz:
+def _complete(a: _Operator, ritz: _Ritz, need: _Accuracy, tol: float, max_iter: int | None, seed: int,
+              fallback: bool = True) -> _Ritz:
     """The ``k`` largest with the copies of repeated eigenvalues a single-vector Lanczos skips.
 
     In exact arithmetic Lanczos sees one vector of each eigenspace, so a repeated eigenvalue
@@ -432,7 +439,7 @@ def _complete(a: _Operator, ritz: _Ritz, need: _Accuracy, tol: float, max_iter: 
         logger.debug("Lanczos deflated by %d vectors: %.8g against the k-th %.8g (margin %.2g), %d products",
                      locked.shape[1], left.values[0], kth, margin, a.n_products - before)
         if not left.converged or left.bound[0] > decided(left.values)[0]:
-            return _dense_instead(a, k, max_iter) or _Ritz(vals, vecs, False, bound)
+            return _dense_instead(a, k, max_iter, fallback) or _Ritz(vals, vecs, False, bound)
         if not left.values[0] > kth + margin:
             break
         found.append((float(left.values[0]), left.vectors[:, 0], float(left.bound[0])))
@@ -463,10 +470,11 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     ``tol·(λ_max − λ_min)`` takes (a λ_min near 0 in a dense cluster, at a convex point, may need
     thousands: it is then as far as it got, ``converged`` False; ``max_iter`` lifts it; a model
     whose dense Hessian costs fewer products gets that, and one of at most ``DENSE_FALLBACK``
-    parameters gets it where Lanczos falls short, unless ``max_iter`` is given). With ``relative_min=False`` each
-    smallest is held to ``tol·(λ_max − λ_min)`` only: what ``|λ_min/λ_max|`` needs to within
-    about ``tol`` (an eigen-map), at the cost of a plain run. Repeated eigenvalues come with their
-    copies (``_complete``). A Hessian that is exactly zero gives zeros and orthonormal vectors.
+    parameters gets it where Lanczos falls short, once for both ends, unless ``max_iter`` is given).
+    With ``relative_min=False`` each smallest is held to ``tol·(λ_max − λ_min)`` only: what
+    ``|λ_min/λ_max|`` needs to within about ``tol`` (an eigen-map), at the cost of a plain run, and
+    without the dense fallback (an eigen-map's point short of it is NaN, not n more products).
+    Repeated eigenvalues come with their copies (``_complete``). A Hessian that is exactly zero gives zeros and orthonormal vectors.
 
     The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
     (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an extreme
@@ -489,7 +497,18 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
             refine=None if max_iter or floor is None else REFINE_FACTOR)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
         return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok_min)
-    high = _largest(op, max(n_max, 1), tol, max_iter, seed)
+    op.dense_memo = {}  # the dense fallback's matrix, shared by both ends of this call only (the weights move)
+    try:
+        return _both_ends(op, n_max, n_min, tol, max_iter, seed, floor)
+    finally:
+        op.dense_memo = None
+
+
+def _both_ends(op: HessianLike, n_max: int, n_min: int, tol: float, max_iter: int | None, seed: int,
+               floor: float | None) -> tuple[Eigenpairs, Eigenpairs | None]:
+    """`extreme_eigenpairs` by two runs of `_largest`: on H, then on ``λ_max·I − H``."""
+    start = op.n_products
+    high = _largest(op, max(n_max, 1), tol, max_iter, seed, fallback=floor is not None)
     rows = torch.float64 if op.params[0].dtype == torch.float64 else torch.float32  # float32: 2.5e-6 residuals
     top = Eigenpairs(high.values[:n_max], torch.from_numpy(high.vectors[:, :n_max].T.copy()).to(rows),
                      op.n_products - start, high.converged)
@@ -497,7 +516,7 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
         return top, None
     start = op.n_products
     lmax = float(np.nanmax(high.values))
-    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0, floor=floor)
+    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0, floor=floor, fallback=floor is not None)
     # -(H - λ_max I) has eigenvalues λ_max - λ: its largest first are the most negative first
     bottom = Eigenpairs(lmax - low.values, torch.from_numpy(low.vectors.T.copy()).to(rows), op.n_products - start,
                         low.converged)

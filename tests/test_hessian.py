@@ -236,8 +236,14 @@ def test_an_eigen_map_point_where_lanczos_did_not_converge_is_nan_and_counted(da
     d = lnb.random_directions(model, n=2, seed=1)
     options = {"tol": 1e-12, "max_iter": 1}
     with pytest.warns(UserWarning, match=r"hessian_eigenvalues: λ_min = \[.*\] did not reach tol=1e-12 of itself "
-                                         r"within max_iter=1 restarts .* Pass a larger max_iter"):
+                                         r"within max_iter=1 restarts .* Leave out max_iter: a model of 59 "
+                                         r"parameters then gets its dense Hessian"):
         assert not lnb.hessian_eigenvalues(model, data64, k=1, **options).converged  # at the centre, on its own
+    dense = np.linalg.eigvalsh(_dense_hessian(model, data64))  # as the warning says (independent autograd Hessian)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = lnb.hessian_eigenvalues(model, data64, k=1, tol=1e-12)
+    assert got.converged and got["min"][0] == pytest.approx(dense[0], rel=1e-9, abs=1e-12)
     with pytest.warns(UserWarning, match=r"did not reach tol=1e-12 within max_iter=1 restarts at 4 of 4 points"):
         surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), **options)
     assert surf.done.all() and np.isfinite(surf.loss).all() and surf.provenance["lanczos_not_converged"] == 4
