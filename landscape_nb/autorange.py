@@ -63,10 +63,12 @@ class AutoRange:
 
     def axis(self, k: int, num: int | None = None, *, symmetric: bool = False) -> tuple[float, float, int]:
         """``(start, stop, num)`` for direction ``k``, covering ``ranges[k]`` (``symmetric``: ±the larger of its
-        two sides), moved by `landscape_nb.grid.range_through` so that the model at 0 is one of the ``num``
-        points: a range of crossings is rarely symmetric, and the surface then never showed the centre's own
-        loss (``Surface.sharpness`` refused it). The ends are short decimals, at most about two steps further out
-        (the points are shared between the sides in whole steps)."""
+        two sides, before the move), moved by `landscape_nb.grid.range_through` so that the model at 0 is one
+        of the ``num`` points (from 3 points on; an even ``num`` then makes a symmetric range lopsided by a
+        step): a range of crossings is rarely symmetric, and the surface then never showed the centre's own
+        loss (``Surface.sharpness`` refused it). The ends are short decimals, at most about two steps further
+        out (the points are shared between the sides in whole steps). Grids before this move (stores of
+        ``r.x``/``r.y`` written before 2026-12) are other grids: resume them with their stored ranges."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.ranges):
             raise LandscapeError(f"k={k!r}; expected a direction index from 0 to {len(self.ranges) - 1} (auto_range "
                                  f"was run on {len(self.ranges)} direction(s))")
