@@ -374,9 +374,11 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         if split is None:
             split = next((s for s in SPLITS if f"{s}_loss" in keys), None)
         if split is None or f"{split}_loss" not in keys:
+            has = [s for s in SPLITS if f"{s}_loss" in keys]
             raise LandscapeError(
                 f"{str(path)!r} has no {(split or 'train') + '_loss'!r} (it holds {sorted(keys)}); expected "
-                "'train_loss' or 'test_loss': pass split='train' or 'test' for the one it has"
+                "'train_loss' or 'test_loss': " + (f"pass split={has[0]!r}, the one it has" if has else
+                                                     "it holds neither, so it is no surface file of the reference")
             )
         x = np.asarray(f["xcoordinates"][()], dtype=float).reshape(-1)
         y = np.asarray(f["ycoordinates"][()], dtype=float).reshape(-1) if "ycoordinates" in keys else None

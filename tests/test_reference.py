@@ -382,7 +382,7 @@ def test_surface_writer_refuses_negative_losses_and_colliding_names(tmp_path):
                                              r"files hold a line or a plane: save a plane of it \(surface\.slice"):
         lnb.save_reference_surface(volume, tmp_path / "v.h5")
     plain = Surface(x=surf.x, y=surf.y, loss=surf.loss, metrics={}, done=surf.done)
-    with pytest.raises(LandscapeError, match="split='train' or 'test'"):
+    with pytest.raises(LandscapeError, match="split='test', the one it has"):
         lnb.load_reference_surface(lnb.save_reference_surface(plain, tmp_path / "t.h5", split="test"),
                                    split="train")
 
@@ -457,7 +457,7 @@ def test_the_cli_plots_a_reference_surface_file_with_its_values_where_they_belon
         del f["train_loss"]
     assert main(["plot", str(path), "--split", "train", "--html", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "pass --split train or --split test for the one it has" in err and "split=" not in err
+    assert "pass --split test, the one it has" in err and "split=" not in err
     assert main(["plot", str(tmp_path / "s.zarr"), "--split", "test", "--html", str(out)]) == 2
     assert "--split test chooses the loss of a reference .h5 surface file" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
