@@ -237,7 +237,8 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
     With ``unit`` the step is 1/m for a whole m (of the two nearest ``(num - 1) / (stop - start)``, the
     one whose ends come closer to the range's), so the ends are only near the range's: within 20 % of
     its length from 11 points on, further on a coarser grid (3 points give -1, 0, 1 or 0, 1, 2). A range
-    without 0 inside it, or of fewer than 3 points, is returned as given.
+    without 0 inside it (with ``unit``: not from at most 0 to at least 1), or of fewer than 3 points, is
+    returned as given.
 
     >>> range_through(-0.7, 0.9, 21)          # 9 steps left of 0, 11 right, of 0.0819 (0.0818... rounded up)
     (-0.7371, 0.9009)
@@ -245,11 +246,11 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
     (-0.5333333333333333, 1.4666666666666668)
     """
     start, stop, steps = float(start), float(stop), int(num) - 1
-    if steps < 2 or not start < 0 < stop or unit and not stop >= 1:
+    if steps < 2 or (not (start <= 0 and stop >= 1) if unit else not start < 0 < stop):
         return start, stop
     if unit:  # m steps per unit length, a left of 0 and b right of 1: the m with the closer ends
         def ends(m):
-            a = round((steps - m) * -start / (-start + stop - 1))
+            a = round((steps - m) * -start / (-start + stop - 1)) if stop - start > 1 else 0
             return -a / m, 1 + (steps - m - a) / m
 
         fits = {min(max(m, 1), steps) for m in (math.floor(steps / (stop - start)), math.ceil(steps / (stop - start)))}
@@ -291,6 +292,35 @@ def points_through_models(start: float, stop: float, num: int, *, unit: bool = F
     most = 4 * int(num) + 1 if most is None else int(most)
     return next((k for k in range(int(num) + step, most + 1, step)
                  if not models_between_points(start, stop, k, unit=unit)), None)
+
+
+def models_outside(start: float, stop: float, *, unit: bool = False) -> list[float]:
+    """The models' coordinates (0, and with ``unit`` 1) that the range ``start..stop`` leaves out."""
+    return [m for m in ((0.0, 1.0) if unit else (0.0,)) if not min(start, stop) <= m <= max(start, stop)]
+
+
+def grid_through_models(start: float, stop: float, num: int, *, unit: bool = False, step: int = 1,
+                        most: int | None = None) -> tuple[int, float, float] | None:
+    """The grid nearest ``num`` points on ``start..stop`` whose points hold the models (0, and with ``unit``
+    1), as ``(num, start, stop)``; None where none is found. A range holding them keeps itself and gets
+    the fewest points that do (`points_through_models`, ``num + step`` up to ``most``), else keeps ``num``
+    and moves a little (`range_through`). A range leaving a model out is widened to it (the model then an
+    end point), moved by `range_through` where the other falls between points, else given more points.
+
+    >>> grid_through_models(-1, 1, 20), grid_through_models(0.5, 1, 9), grid_through_models(0.3, 1.5, 21, unit=True)
+    ((21, -1, 1), (9, 0.0, 1), (22, 0.0, 1.5))
+    """
+    def holds(n, a, b):
+        return not models_outside(a, b, unit=unit) and not models_between_points(a, b, n, unit=unit)
+
+    out = models_outside(start, stop, unit=unit)
+    lo, hi = (min(start, *out), max(stop, *out)) if out else (start, stop)
+    if holds(num, lo, hi):
+        return num, lo, hi
+    more = points_through_models(lo, hi, num, unit=unit, step=step, most=most)
+    moved = range_through(lo, hi, num, unit=unit)
+    tries = [(more, lo, hi), (num, *moved)] if not out else [(num, *moved), (more, lo, hi)]
+    return next(((n, a, b) for n, a, b in tries if n is not None and holds(n, a, b)), None)
 
 
 def coarse_to_fine(index_shape: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -132,6 +132,42 @@ def test_a_typed_range_without_the_model_says_so_and_the_range_it_suggests_holds
     assert abs(surf.x[centre]) < 1e-6 * (b - a) and surf.loss[centre] == pytest.approx(own, rel=1e-5)
 
 
+def test_every_grid_the_off_grid_notes_suggest_holds_the_models(capsys):
+    """Over random typed ranges (some leaving the models out, some with a model at an end, lines and planes,
+    paths between models or not): where a note is printed it ends in a suggestion, and the suggested --grid
+    and ranges, read back from the text, put 0 (and 1) on np.linspace's points (within 1e-6 of the range);
+    where no note is printed the typed grid already does. The review found a range at 0 with no suggestion."""
+    from landscape_nb.cli import note_models_off_grid
+
+    def holds(a, b, n, unit):
+        pts = np.linspace(a, b, n)
+        return all(a <= m <= b and np.abs(pts - m).min() <= 1e-6 * (b - a) for m in ((0, 1) if unit else (0,)))
+
+    rng = np.random.default_rng(0)
+    suggested = 0
+    for trial in range(300):
+        unit, ndim = bool(trial % 2), 1 + trial % 3 // 2
+        grid = tuple(int(v) for v in rng.integers(3, 60, ndim))
+        ranges = [tuple(sorted(np.round(rng.uniform(-1.5, 2.5, 2), int(rng.integers(1, 4))))) for _ in grid]
+        ranges = [(a, b) if a < b else (a, a + 0.5) for a, b in ranges]
+        note_models_off_grid(grid, *ranges, unit=unit, flags=("--range", "--yrange", "--zrange"))
+        err = capsys.readouterr().err
+        if not err:
+            assert all(holds(a, b, n, unit) for (a, b), n in zip(ranges, grid)), (grid, ranges, unit)
+            continue
+        assert " on the grid\n" in err, err
+        words = err.strip().split("; ")[-1].split()
+        new_grid, new_ranges = list(grid), list(ranges)
+        for flag, value in zip(words[::2], words[1::2]):
+            if flag == "--grid":
+                new_grid = [int(v) for v in value.split("x")]
+            elif flag in ("--range", "--yrange"):
+                new_ranges[("--range", "--yrange").index(flag)] = tuple(map(float, value.split(":")))
+        assert all(holds(a, b, n, unit) for (a, b), n in zip(new_ranges, new_grid)), (err, grid, ranges, unit)
+        suggested += 1
+    assert suggested > 150  # most random ranges miss a model
+
+
 def test_compute_1d_line(user_model, tmp_path):
     store = tmp_path / "line.zarr"
     assert main(["compute", user_model, "--grid", "7", "--store", str(store), "--norm", "layer"]) == 0
@@ -439,6 +475,21 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     assert main([*args, "--html", str(tmp_path / "f.html")]) == 0  # an output given: the same store, resumed
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
     assert "15 points: 15 from the store at" in capsys.readouterr().out
+    assert main([*args, "--html", "n.html", "--no-store"]) == 0  # opted out: the figure only, no other store
+    assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2 and "15 points computed" in capsys.readouterr().out
+    assert main([*args, "--no-store"]) == 2
+    assert "--no-store was given without --html, --h5 or --vtk, so the run would keep nothing" in \
+        capsys.readouterr().err
+    assert main([*args, "--no-store", "--store", "s.zarr", "--html", "n.html"]) == 2
+    assert "--no-store was given with --store" in capsys.readouterr().err
+    real_access = os.access  # a folder that cannot be written: the outputs only, said once
+    os.access = lambda path, mode: False if mode == os.W_OK else real_access(path, mode)
+    try:
+        assert main([*args, "--range", "-3:3", "--html", "ro.html"]) == 0
+    finally:
+        os.access = real_access
+    assert "cannot be written here, so the points are kept only in the outputs" in capsys.readouterr().err
+    assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2 and Path("ro.html").exists()
     assert main(["-v", *args]) == 0  # saying more is the same command
     assert len(list((tmp_path / "runs").glob("*.zarr"))) == 2
     capsys.readouterr()

@@ -788,14 +788,29 @@ def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_
         assert "between the 21 points of -0.3000001 to 1, so" in state.message
         state.set(x_min=0.5, x_max=1, y_min=-1, y_max=1)  # a typed x range without the model: it said nothing
         assert state.compute(wait=True), state.message
-        assert ("Note: the model at x = 0 lies outside the range 0.5 to 1, so the figure does not show its loss; "
-                "x from 0 to 1 or auto range take it in.") in state.message
+        assert ("Note: the model at x = 0 lies outside the range 0.5 to 1, so the figure does not show its own "
+                "loss; x from 0 to 1 or auto range put it on the grid.") in state.message
         state.set(x_min=0)  # that range: the model's own loss at x = y = 0 (naive float64)
         assert state.compute(wait=True), state.message
         assert "Note: the model" not in state.message
         s = state.surface
         assert s.x[0] == 0 and abs(s.y[10]) < 1e-12
         assert s.loss[10, 0] == pytest.approx(_naive_loss(copy.deepcopy(ex.model), ex.test, ex.loss_fn), rel=2e-6)
+        # the review: an interpolation's range leaving 1 out, with 0 between points, got "x from -0.3 to 1",
+        # which still misses 0; the range suggested now holds both (each end a minimizer's own loss)
+        state.set(scheme="interpolate", ndim=1, x_min=-0.3, x_max=0.5, x_points=21)
+        assert state.compute(wait=True), state.message
+        assert "Note: the other model at x = 1 lies outside the range -0.3 to 0.5" in state.message
+        assert "the model sits at x = 0, between the 21 points of -0.3 to 0.5" in state.message
+        assert "; x from -0.3333333333 to 1 or auto range put them on the grid." in state.message
+        state.set(x_min=-0.3333333333, x_max=1)
+        assert state.compute(wait=True), state.message
+        assert "Note: the" not in state.message
+        s = state.surface
+        for t, m in zip((0.0, 1.0), ex.minimizers.values()):
+            k = int(np.abs(s.x - t).argmin())
+            assert abs(s.x[k] - t) < 1e-8, (t, s.x)
+            assert s.loss[k] == pytest.approx(_naive_loss(copy.deepcopy(m), ex.test, ex.loss_fn), rel=2e-6)
     finally:
         state.close()
 

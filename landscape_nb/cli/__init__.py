@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import LandscapeError
-from ..grid import models_between_points, points_through_models, range_through
+from ..grid import models_between_points, range_through
 from ..schemes import SCHEME_READS, SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
 
@@ -545,8 +545,18 @@ def cmd_compute(args) -> int:
             raise LandscapeError(f"{flag} {value} was given for a {len(grid)}D --grid {args.grid}; it needs a grid of "
                                  f"{needs} numbers, e.g. --grid {'x'.join(['21'] * needs)} (or drop {flag})")
     check_exports(args, len(grid))
-    if not args.store:  # every run keeps its points: a refused figure or an interrupt loses nothing computed
+    outputs = bool(args.html or args.h5 or args.vtk)
+    if args.no_store and (args.store or not outputs):
+        raise LandscapeError("--no-store was given with --store" if args.store else
+                             "--no-store was given without --html, --h5 or --vtk, so the run would keep nothing; "
+                             "add an output (or drop --no-store: the points are then kept in runs/)")
+    if not args.store and not args.no_store:  # every run keeps its points: a refused figure or a Ctrl-C loses none
         args.store = args.default_store = default_store(args)
+        folder = Path(args.store).parent
+        if outputs and not os.access(folder if folder.is_dir() else Path.cwd(), os.W_OK):
+            print(f"landscape-nb: note: {folder}{os.sep} cannot be written here, so the points are kept only in the "
+                  "outputs (--store DIR keeps them elsewhere)", file=sys.stderr)
+            args.store = args.default_store = None
     if target_key is not None and is_zoo_name(args.model):
         raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
                              "are (inputs, targets) pairs; it is for your own module:function's data in dict batches "
@@ -593,7 +603,9 @@ def cmd_compute(args) -> int:
                 args.moved_from = args.store
                 args.store = common["store"] = args.default_store.replace(".zarr", f"-{attempt}.zarr")
     except LandscapeError as exc:  # the API's "x range -1..1" or "x=(-1, 1, 21)" as the flag that gave it
-        raise LandscapeError(_range_words(str(exc), flags)) from None
+        if exc.__cause__ is None and len(exc.args) == 1:  # not the user's own error's words, chained; its type
+            exc.args = (_range_words(str(exc), flags),)   # (ClusterLost: exit 3) and traceback stay
+        raise
     finally:
         progress.close()
     sp = surf.provenance.get("seconds_per_point")
@@ -639,15 +651,14 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
     """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) lies
     outside the range or falls between grid points: the plot then shows neither model's own loss (nor a
     barrier, which needs both ends). ``flags`` name the flag each axis's range came from. The last note gives
-    what holds them on every axis: one ``--grid`` within the limits, and for an axis where no count up to
-    ``4n+1`` does (or a model lies outside), the nearest range that does, with its flag (``--range`` for x,
-    ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's as they were)."""
-    from ..grid import MAX_PER_AXIS, MAX_POINTS
+    what holds them on every axis (`landscape_nb.grid.grid_through_models`, counts up to ``4n+1`` and the
+    per-axis limit): a ``--grid``, and for an axis whose range must move, that range with its flag
+    (``--range`` for x, ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's)."""
+    from ..grid import MAX_PER_AXIS, MAX_POINTS, grid_through_models, models_outside
 
-    notes, better, fixed, named = [], list(grid), {}, set()
+    notes, better, fixed, named, found = [], list(grid), {}, set(), True
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
-        models = (0.0, 1.0) if unit else (0.0,)
-        outside = [m for m in models if not a <= m <= b]
+        outside = models_outside(a, b, unit=unit)
         missed = models_between_points(a, b, n, unit=unit)
         if outside:
             who = "the models at" if len(outside) > 1 else "the model at"
@@ -659,17 +670,14 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
             notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in missed)}, between the points of {n} on "
                          f"{a:.10g}:{b:.10g}")
         named |= {*outside, *missed}
-        if outside:
-            lo, hi = min(a, *outside), max(b, *outside)
-            fixed[k] = range_through(lo, hi, n, unit=unit) if models_between_points(lo, hi, n, unit=unit) else \
-                (lo, hi)
-        elif missed:
-            better[k] = points_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
-            if better[k] is None:  # no count near n: a range of n points about a..b that holds them
-                better[k], fixed[k] = n, range_through(a, b, n, unit=unit)
-    holds = all(r[0] <= 0 and r[1] >= (1 if unit else 0) and not models_between_points(*r, grid[k], unit=unit)
-                for k, r in fixed.items())
-    if notes and holds and None not in better and math.prod(better) <= MAX_POINTS:
+        if outside or missed:
+            fix = grid_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
+            found &= fix is not None
+            if fix is not None:
+                better[k] = fix[0]
+                if (fix[1], fix[2]) != (a, b):
+                    fixed[k] = (fix[1], fix[2])
+    if notes and found and math.prod(better) <= MAX_POINTS:
         parts = [f"--grid {'x'.join(map(str, better))}"] if better != list(grid) else []
         for k, (a, b) in sorted(fixed.items()):
             if k and flags[k] == "--range" and fixed.get(0) == (a, b):
@@ -693,7 +701,8 @@ def default_store(args) -> str:
     import json
     import re
 
-    skip = {"store", "html", "h5", "vtk", "kind", "log", "clip", "client", "workers", "func", "command", "verbose"}
+    skip = {"store", "html", "h5", "vtk", "kind", "log", "clip", "client", "workers", "func", "command", "verbose",
+            "no_store"}
     paths = ("dir_file", "model_file2", "model_file3", "checkpoints")  # flags added since: hashed only when
     kept = {k: v for k, v in sorted(vars(args).items())                 # given, so earlier runs keep their names
             if k not in skip and not callable(v) and not (k in (*paths, "dir_type") and v is None)}
@@ -848,6 +857,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tile", help="points per task: N, ROWSxCOLS, or DEPTHxROWSxCOLS for a volume")
     c.add_argument("--store", help="directory to save (and resume) the surface (default: "
                                    "runs/MODEL-GRID-HASH.zarr, which the same command resumes)")
+    c.add_argument("--no-store", action="store_true",
+                   help="keep the points only in --html/--h5/--vtk: no store under runs/ (a figure refused after "
+                        "the run, or a Ctrl-C, then loses them)")
     c.add_argument("--html", help="write a standalone HTML figure here")
     c.add_argument("--h5", help="write the surface here in the reference implementation's HDF5 layout "
                                 "(tomgoldstein/loss-landscape; the loss as <split>_loss, e.g. test_loss)")

@@ -22,7 +22,7 @@ import traitlets as t
 
 from ..directions import NORMS
 from ..errors import LandscapeError, check_choice
-from ..grid import Grid, models_between_points, points_through_models
+from ..grid import Grid, grid_through_models, models_between_points, models_outside
 from ..schemes import SCHEMES
 from ..surface import Surface
 from ._ui_thread import UiQueue
@@ -66,7 +66,8 @@ def _prepare_key(spec: ExplorerSpec) -> tuple:
 
 def _starting(key: str) -> str:
     """What the status line says of a run's workers while its cluster comes up (the message line says it too)."""
-    starting = {"local": "starting a local Dask cluster", "cuda": "starting GPU workers"}
+    starting = {"local": "starting a local Dask cluster", "cuda": "starting GPU workers",
+                "given": "waiting for the given cluster"}  # a cluster object passed in: nothing to connect
     return starting.get(key, f"connecting to {key}") + "…"
 
 
@@ -99,34 +100,36 @@ def _caveats(surf: Surface) -> str:
 
 
 def _off_grid_note(spec: ExplorerSpec) -> str:
-    """A note where the range used misses the model at 0 (and for an interpolation or a plane through three
-    models, the others at 1): a typed range, or one kept because auto range could not find one. ``RangeChoice.apply``
-    moves automatic ranges so that they never do."""
+    """A note where the range used leaves out or misses the model at 0 (and for an interpolation or a plane through
+    three models, the others at 1): a typed range, or one kept because auto range could not find one, with the
+    nearest grid the sliders can take that holds them (`landscape_nb.grid.grid_through_models`, odd counts).
+    ``RangeChoice.apply`` moves automatic ranges so that they never do."""
     unit = spec.scheme in MODEL_SCHEMES
     out = ""
     for name, axis in zip("xy", (spec.x, spec.y)):
-        outside = [] if axis is None else [m for m in ((0.0, 1.0) if unit else (0.0,)) if not axis[0] <= m <= axis[1]]
-        if outside:  # no count holds it: a range that does (or auto range)
-            start, stop, n = axis
-            who = ("models at {0} = 0 and 1 lie" if len(outside) > 1 else
-                   f"{'other model' if outside[0] else 'model'} at {{0}} = {outside[0]:g} lies").format(name)
-            lo, hi = min(start, *outside), max(stop, *outside)
-            out += (f" Note: the {who} outside the range {start:.10g} to {stop:.10g}, so the figure does not show "
-                    f"{'their' if len(outside) > 1 else 'its'} loss; {name} from {lo:.10g} to {hi:.10g}"
-                    + (" or auto range" if not spec.auto_range else "")
-                    + f" {'take' if not spec.auto_range else 'takes'} {'them' if len(outside) > 1 else 'it'} in.")
+        if axis is None:
             continue
-        missed = [] if axis is None else models_between_points(*axis, unit=unit)
+        start, stop, n = axis
+        outside, missed = models_outside(start, stop, unit=unit), models_between_points(*axis, unit=unit)
+        them = "them" if len({*outside, *missed}) > 1 else "it"
+        if outside:
+            who = (f"models at {name} = 0 and 1 lie" if len(outside) > 1 else
+                   f"{'other model' if outside[0] else 'model'} at {name} = {outside[0]:g} lies")
+            out += (f" Note: the {who} outside the range {start:.10g} to {stop:.10g}, so the figure does not show "
+                    f"{'their' if len(outside) > 1 else 'its'} own loss")
         if missed:
-            start, stop, n = axis
-            better = points_through_models(start, stop, n, unit=unit, step=2, most=POINTS[1])
             who = (f"models sit at {name} = 0 and 1" if len(missed) > 1 else
                    f"{'other model sits' if missed[0] else 'model sits'} at {name} = {missed[0]:g}")
-            fixes = [f"{better} {name} points"] * bool(better) + ["auto range"] * (not spec.auto_range)
-            them = "them" if len(missed) > 1 else "it"
-            out += (f" Note: the {who}, between the {n} points of {start:.10g} to {stop:.10g}, so the figure does not "
-                    f"show {'their' if len(missed) > 1 else 'its'} own loss"
-                    + (f"; {' or '.join(fixes)} put{'s' * (len(fixes) == 1)} {them} on the grid." if fixes else "."))
+            out += (f"{';' if outside else ' Note:'} the {who}, between the {n} points of {start:.10g} to {stop:.10g}, "
+                    f"so the figure does not show {'their' if len(missed) > 1 else 'its'} own loss")
+        if not (outside or missed):
+            continue
+        fix = grid_through_models(start, stop, n, unit=unit, step=2, most=POINTS[1])
+        fixes = ["auto range"] * (not spec.auto_range)
+        if fix is not None:
+            moved = f"{name} from {fix[1]:.10g} to {fix[2]:.10g}" if (fix[1], fix[2]) != (start, stop) else ""
+            fixes.insert(0, " and ".join(w for w in (f"{fix[0]} {name} points" * (fix[0] != n), moved) if w))
+        out += f"; {' or '.join(fixes)} put{'s' * (len(fixes) == 1)} {them} on the grid." if fixes else "."
     return out
 
 
