@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .data import warn_differs_from_loader
-from .directions import Directions, as_directions
+from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
@@ -655,8 +655,7 @@ def _precision_label(model, settings: EvalSettings) -> str:
 def _labels(directions: Directions, ndim: int = 2) -> dict[str, str]:
     prov = directions.provenance
     if directions.scheme.startswith("random"):
-        suffix = f"{prov.get('norm', '')}-normalized" if prov.get("norm") not in (None, "none") else "raw"
-        suffix += ", then orthogonalized" if prov.get("orthogonalized") else ""
+        suffix = how_made(prov)
         out = {"x_label": f"α (random direction 1, {suffix})", "y_label": f"β (random direction 2, {suffix})"}
         z = f"γ (random direction 3, {suffix})"
     else:

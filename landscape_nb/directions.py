@@ -165,6 +165,15 @@ def normalize_like(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | No
     return d * (w.norm() / d.norm().clamp_min(_EPS))
 
 
+def how_made(provenance: Mapping) -> str:
+    """What was done to random directions, from their provenance, for axis labels and titles:
+    "filter-normalized" (the ``norm`` used), "raw" (``norm="none"`` or none recorded), then
+    ", then orthogonalized" where `orthogonalize` (or ``orthogonalize=True``) ran after it."""
+    norm = provenance.get("norm")
+    done = f"{norm}-normalized" if norm not in (None, "none") else "raw"
+    return done + (", then orthogonalized" if provenance.get("orthogonalized") else "")
+
+
 def vector_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of direction vectors for ``model`` (random, PCA and user's directions, and the vectors between
     models of `landscape_nb.model_paths`): float64 for a float64 model (a float32 direction would hold its

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..directions import how_made
 from ..errors import LandscapeError
 from ..grid import Grid, range_through
 from ..schemes import SCHEME_READS
@@ -99,14 +100,12 @@ def grid_text(spec: ExplorerSpec) -> str:
 
 def directions_text(scheme: str, directions: dict) -> str:
     """What was done to make a surface's directions, from their provenance: random ones name their normalization
-    and whether they were orthogonalized after it, e.g. "random (filter-normalized, then orthogonalized)" or
-    "random (raw, not normalized)"; the other schemes their menu label."""
+    and whether they were orthogonalized after it (`landscape_nb.directions.how_made`), e.g. "random
+    (filter-normalized, then orthogonalized)" or "random (raw)"; the other schemes their menu label."""
     if not scheme.startswith("random"):
         return SCHEME_LABELS.get(scheme, scheme)
-    norm = directions.get("norm")
-    done = ["raw, not normalized" if norm == "none" else f"{norm}-normalized" if norm else "normalized"]
-    done += ["then orthogonalized"] if directions.get("orthogonalized") or scheme == "random-orthogonal" else []
-    return f"random ({', '.join(done)})"
+    ortho = directions.get("orthogonalized") or scheme == "random-orthogonal"  # the panel's provenance lacks it
+    return f"random ({how_made({**directions, 'orthogonalized': ortho})})"  # the axis labels' words
 
 
 def figure_title(surf: Surface) -> str:
