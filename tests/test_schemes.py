@@ -203,12 +203,7 @@ def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
     assert main(["compute", "mlp-digits", "--directions", "pca", "--grid", "5x5", "--max-samples", "60",
                  "--store", str(store), "--html", str(html)]) == 0
     surf, d = lnb.load_surface(store), lnb.load_directions(store)
-    names = [n for n, p in ex.model.named_parameters()]
-    final = dict(ex.model.named_parameters())
-    basis = np.stack([np.concatenate([v[n].detach().double().reshape(-1).numpy() for n in names])
-                      for v in d.as_state_dicts()])
-    naive = np.stack([np.linalg.lstsq(basis.T, np.concatenate([(c[n].double() - final[n].detach().double())
-                                      .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
+    naive = _naive_projection(ex, d)
     path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
     np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
     assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]
@@ -220,6 +215,16 @@ def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
     assert all(t.name != "trajectory" for t in figure_for(surf, "surface").data)
 
 
+def _naive_projection(ex, d) -> np.ndarray:
+    """Each checkpoint's offset from the final model, least-squares projected on ``d`` (numpy): (k, 2)."""
+    names = [n for n, _ in ex.model.named_parameters()]
+    final = dict(ex.model.named_parameters())
+    basis = np.stack([np.concatenate([v[n].detach().double().reshape(-1).numpy() for n in names])
+                      for v in d.as_state_dicts()])
+    return np.stack([np.linalg.lstsq(basis.T, np.concatenate([(c[n].double() - final[n].detach().double())
+                                     .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
+
+
 def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
     """The Explorer's live figure drew no path on a trajectory-PCA plane (the CLI's figure did, Li et al. Fig. 9):
     it is now on the contour panel, at each checkpoint's naive least-squares projection, and hidden again for
@@ -229,12 +234,7 @@ def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
     surf = lnb.compute_surface(ex.model, ex.test, d, x=(-1, 1, 5), y=(-1, 1, 5), max_samples=30)
     fig = lnb.plot.live(surf)
     path = next(t for t in fig.data if t.name == "trajectory")
-    names = [n for n, _ in ex.model.named_parameters()]
-    final = dict(ex.model.named_parameters())
-    basis = np.stack([np.concatenate([v[n].detach().double().reshape(-1).numpy() for n in names])
-                      for v in d.as_state_dicts()])
-    naive = np.stack([np.linalg.lstsq(basis.T, np.concatenate([(c[n].double() - final[n].detach().double())
-                                      .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
+    naive = _naive_projection(ex, d)
     assert path.visible is True and path.xaxis == "x" and path.yaxis == "y"  # the contour panel's axes
     np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
     assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]

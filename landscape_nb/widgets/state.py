@@ -313,31 +313,34 @@ class ExplorerState(t.HasTraits):
         caller asked for by name, refused if this model cannot give it."""
         if given is not None:
             check_choice("direction scheme", given, SCHEMES)
-        if self.shelf.zoo or not self.shelf.ready(self.model_name):
-            offered, why = tuple(SCHEMES), ""
-        else:
-            offered, why = schemes_for(self.shelf[self.model_name])
-        if self.scheme not in offered:
-            if given is not None:
-                raise LandscapeError(f"scheme={given!r} for model {self.model_name!r}: {why}")
-            old, self.scheme = self.scheme, "random"
-            self._switch_note("scheme", f"Directions {old!r} do not apply to {self.model_name!r} ({why}); now random.")
-        self.schemes = list(offered)
+        self.schemes = self._offer("scheme", given, tuple(SCHEMES), schemes_for, "random",
+                                   lambda old, why: f"Directions {old!r} do not apply to {self.model_name!r} ({why}); "
+                                                    "now random.")
 
     def _offer_splits(self, given: str | None = None) -> None:
         """Offer the data splits the picked model has (`splits_for`; both for the zoo's), as `_offer_schemes`
         does the schemes: a split picked before that the new model lacks becomes "test", and the message line
         says why; ``given``, a split the caller asked for by name, is refused if this model lacks it."""
+        self.splits = self._offer("split", given, SPLITS, splits_for, "test",
+                                  lambda old, why: f"Split {old!r} does not apply to {self.model_name!r} ({why}); "
+                                                   "now 'test'.")
+
+    def _offer(self, trait: str, given: str | None, every, of_model: Callable, fallback: str,
+               note: Callable[[str, str], str]) -> list[str]:
+        """The choices of ``trait`` the picked model has (``of_model(entry)``: (choices, why not the others);
+        ``every`` for the zoo's or a model not loaded yet); a choice it lacks is refused if ``given`` by name,
+        else becomes ``fallback`` with ``note`` said at the next run's end (`_switch_note`)."""
         if self.shelf.zoo or not self.shelf.ready(self.model_name):
-            offered, why = SPLITS, ""
+            offered, why = every, ""
         else:
-            offered, why = splits_for(self.shelf[self.model_name])
-        if self.split not in offered:
+            offered, why = of_model(self.shelf[self.model_name])
+        old = getattr(self, trait)
+        if old not in offered:
             if given is not None:
-                raise LandscapeError(f"split={given!r} for model {self.model_name!r}: {why}")
-            old, self.split = self.split, "test"
-            self._switch_note("split", f"Split {old!r} does not apply to {self.model_name!r} ({why}); now 'test'.")
-        self.splits = list(offered)
+                raise LandscapeError(f"{trait}={given!r} for model {self.model_name!r}: {why}")
+            setattr(self, trait, fallback)
+            self._switch_note(trait, note(old, why))
+        return list(offered)
 
     def _offer_choices(self) -> None:
         """Another model is picked: offer its schemes and splits; only this switch's notes are said."""
