@@ -33,6 +33,28 @@ def test_pca_contour_shows_the_path_with_distances_true_losses_and_variance_axes
     assert "true loss" not in bare.data[1].hovertemplate and "distance" not in bare.data[1].hovertemplate
 
 
+def test_the_path_is_coloured_by_the_share_of_each_offset_off_the_plane_on_a_fixed_scale():
+    """Trial Y: the colour scale got cmin=0 without cmax, which plotly.js ignores, so it ran from the nearest
+    checkpoint to the farthest: a checkpoint 99 % off the plane was drawn white, as if on it, and another run's
+    checkpoints (all far off) looked like a path. The markers now show distance / norm (naive) on 0..1, the note
+    names the checkpoint farthest off, and says when every one is mostly off the plane."""
+    surf = _plane()
+    path = {"x": [-0.9, -0.4, 0.1], "y": [-0.3, 0.1, 0.05], "distance": [1.2, 3.0, 0.99],
+            "norm": [2.0, 3.1, 1.0], "labels": ["epoch 0", "epoch 4", "epoch 8"]}
+    fig = plot.pca_contour(surf, path)
+    marker = fig.data[1].marker
+    np.testing.assert_allclose(marker.color, np.array(path["distance"]) / np.array(path["norm"]))
+    assert (marker.cmin, marker.cmax) == (0.0, 1.0)  # both given: plotly.js honours them
+    notes = " ".join(a.text for a in fig.layout.annotations)
+    assert "largest distance from the plane: epoch 8, 99% of its offset from the centre model" in notes
+    assert "every checkpoint is at least 60% off this plane" in notes
+    near = dict(path, distance=[0.2, 0.3, 0.0], norm=[2.0, 3.1, 0.0])  # the last one is the centre model
+    notes = " ".join(a.text for a in plot.pca_contour(surf, near).layout.annotations)
+    assert "epoch 0, 10%" in notes and "every checkpoint" not in notes  # 0.2 / 2.0 > 0.3 / 3.1
+    bare = plot.contour(surf, trajectory={"x": path["x"], "y": path["y"], "distance": path["distance"]})
+    assert (bare.data[1].marker.cmin, bare.data[1].marker.cmax) == (0.0, 3.0)  # no norm: the distance, from 0
+
+
 def test_eigen_map_figure_is_a_ratio_heatmap_with_loss_contours():
     ratio = np.abs(np.linspace(-1, 1, 35)).reshape(5, 7)
     surf = _plane({"eig_ratio": ratio, "lambda_max": np.ones((5, 7)), "lambda_min": -ratio})

@@ -138,10 +138,16 @@ def pca_contour(
             customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0])]],
             hovertemplate="the model at the centre (0, 0)<br>loss drawn here: %{customdata[0]:.4g}<extra></extra>"))
     if distance is not None and norm is not None:
-        rel = np.asarray(distance, float) / np.where(np.asarray(norm, float) > 0, np.asarray(norm, float), np.inf)
+        far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
+        rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
+        worst = int(np.nanargmax(rel))
+        text = (f"largest distance from the plane: {trace.text[worst]}, {100 * float(rel[worst]):.0f}% of its "
+                "offset from the centre model")
+        if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
+            text += (f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: is "
+                     "this the run that ends at the centre model?")
         fig.add_annotation(
-            text=f"largest distance from the plane: {100 * float(np.nanmax(rel)):.0f}% of the checkpoint's "
-                 "distance from the final model",
+            text=text,
             # above the plot: below it sits the axis title
             xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
             showarrow=False, font=dict(size=11),

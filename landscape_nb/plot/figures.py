@@ -266,21 +266,30 @@ def _trajectory_trace(trajectory: Any) -> go.Scatter:
     text = labels if labels is not None else [f"step {k}" for k in range(n)]
     hover = "%{text}<br>x: %{x:.4g}<br>y: %{y:.4g}"
     marker: dict[str, Any] = dict(size=8, color="red", line=dict(width=1, color="black"))
+    norm = _trajectory_field(trajectory, "norm")
     if distance is not None:
-        dmax = float(np.nanmax(np.abs(distance))) if np.isfinite(distance).any() else 0.0
-        scaled = np.abs(distance) / dmax if dmax > 0 else np.zeros(n)
+        # with each checkpoint's distance from the centre model (norm): the share of it off the plane, on a fixed
+        # 0..1 scale, so a checkpoint mostly off the plane is dark whatever the others do; else the distance,
+        # from 0. plotly.js ignores a cmin given without cmax: the scale then ran from the nearest checkpoint,
+        # drawn white as if on the plane though 99 % of its offset was off it (trial Y)
+        share = None
+        if norm is not None and np.asarray(norm, dtype=float).size == n:
+            scale = np.asarray(norm, dtype=float).ravel()
+            share = np.clip(np.abs(distance) / np.where(scale > 0, scale, np.inf), 0.0, 1.0)
+        shown = share if share is not None else np.abs(distance)
+        top = 1.0 if share is not None else (float(np.nanmax(shown)) if np.isfinite(shown).any() else 0.0)
         marker.update(
-            size=np.nan_to_num(6 + 12 * scaled, nan=6.0),
-            color=distance,
-            colorscale=TRAJECTORY_COLORSCALE,
-            cmin=0.0 if np.nanmin(distance, initial=0.0) >= 0 else None,
+            size=np.nan_to_num(6 + 12 * (shown / top if top > 0 else np.zeros(n)), nan=6.0),
+            color=shown, colorscale=TRAJECTORY_COLORSCALE, cmin=0.0, cmax=top if top > 0 else 1.0,
             showscale=True,
             colorbar=dict(
-                title=dict(text="distance<br>from plane"), len=0.4, y=0.0, yanchor="bottom",
+                title=dict(text="share of its<br>offset off<br>the plane" if share is not None else
+                           "distance<br>from plane"), len=0.4, y=0.0, yanchor="bottom",
                 nticks=4,  # a short bar: plotly.js's automatic ticks would crowd it
             ),
         )
-        hover += "<br>distance from plane: %{marker.color:.4g}"
+        hover += ("<br>off the plane: %{marker.color:.0%} of its offset" if share is not None else
+                  "<br>distance from plane: %{marker.color:.4g}")
     return go.Scatter(
         x=x, y=y, mode="lines+markers", name="trajectory", text=text, marker=marker,
         line=dict(color="black", width=1.5), hovertemplate=hover + "<extra>trajectory</extra>",
