@@ -217,6 +217,8 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models:make", "--range=-1e300:1e300"], "--range -1e+300:1e+300 takes the weights to"),
     (["compute", "my_models:make", "--range=-1e300:1e300"], "expected a smaller --range, e.g. --range -1:1"),
     (["compute", "my_models:make", "--range=-1e308:1.7e308"], "--range -1e+308:1.7e+308: the coordinates overflow"),
+    # code in a message stays code (trial Y: "def make(--split test)")
+    (["compute", "my_models:make", "--split", "train"], "define it as def make(split='test') returning that split's"),
     (["compute", "my_models", "--grid", "3"], ("'my_models' is an importable module, not a zoo name; expected "
                                                "module:function")),
     (["compute", "my_models:make", "--client", "local", "--workers", "0"], "--workers 0; expected a positive"),
@@ -551,6 +553,12 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     err = capsys.readouterr().err
     assert "e.g. --clip " in err and "(or --clip auto, or --clip none for no cap)" in err and "clip=" not in err
     assert "every point is kept in runs" in err and not Path("low.html").exists()
+    # with --no-store: nothing is said to be kept where nothing is (it said "kept in None"), and --h5 is written
+    assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--h5", "low.h5", "--clip", low,
+                 "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert "(with --no-store the points are only in the files written before it)" in err and "None" not in err
+    np.testing.assert_allclose(lnb.load_reference_surface("low.h5").loss, surf.loss, rtol=1e-6)
     assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--clip", "none"]) == 0
     assert "81 points: 81 from the store at" in capsys.readouterr().out
     np.testing.assert_allclose(values(figure_json(Path("low.html").read_text())["data"][0]["z"]), surf.loss,

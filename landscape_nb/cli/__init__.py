@@ -263,9 +263,6 @@ def write_exports(surf, args, name: str) -> None:
     from ..plot.export import export_html, export_vtk
     from ..reference import save_reference_surface
 
-    if args.html:
-        figure = figure_for(surf, args.kind, log_scale=args.log, title=name, clip=parse_clip(args.clip))
-        print(f"wrote {export_html(figure, args.html)}")
     if args.h5:
         split = args.split or "test"
         print(f"wrote {save_reference_surface(surf, args.h5, split=split)} (the loss as {split}_loss)")
@@ -276,6 +273,9 @@ def write_exports(surf, args, name: str) -> None:
                   file=sys.stderr)
     if args.vtk:
         print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
+    if args.html:  # last: a figure refused (a --clip below every loss) leaves the files above written
+        figure = figure_for(surf, args.kind, log_scale=args.log, title=name, clip=parse_clip(args.clip))
+        print(f"wrote {export_html(figure, args.html)}")
     args.done = True  # what is left (a note, closing workers) loses nothing: a signal from here on is no failure
 
 
@@ -634,8 +634,9 @@ def cmd_compute(args) -> int:
     try:
         write_exports(surf, args, name)
     except LandscapeError as exc:  # a figure refused (a --clip below every loss): its points are not lost
-        raise LandscapeError(f"{exc} (every point is kept in {args.store}: rerun with that changed to draw it, "
-                             "nothing is computed again)") from None
+        kept = (f"every point is kept in {args.store}: rerun with that changed to draw it, nothing is computed "
+                "again" if args.store else "with --no-store the points are only in the files written before it")
+        raise LandscapeError(f"{exc} ({kept})") from None
     if getattr(args, "default_store", None):
         moved = (f"; {args.moved_from} holds another surface of this command's (its model, data, code or the "
                  "files it reads changed since)") if getattr(args, "moved_from", None) else ""
@@ -1002,10 +1003,11 @@ def _cli_words(text: str) -> str:
         text = text.replace(api, flag)
     text = re.sub(r"\(or None: automatic, False: (no cap|every value)\)", r"(or --clip auto, or --clip none for \1)",
                   text)
-    text = re.sub(r"\bsplit='(\w+)'(?: or '(\w+)')?", lambda m: f"--split {m[1]}" + (f" or --split {m[2]}" if m[2]
-                                                                                   else ""), text)
-    return re.sub(r"\bclip=([^\s,;)]+)", lambda m: "--clip " + {"False": "none", "None": "auto"}.get(m[1], m[1]),
-                  text)
+    # not inside code a message shows, e.g. "def make(split='test')" or "f(x, clip=2)"
+    text = re.sub(r"(?<![(\w])(?<!, )split='(\w+)'(?: or '(\w+)')?",
+                  lambda m: f"--split {m[1]}" + (f" or --split {m[2]}" if m[2] else ""), text)
+    return re.sub(r"(?<![(\w])(?<!, )clip=([^\s,;)]+)",
+                  lambda m: "--clip " + {"False": "none", "None": "auto"}.get(m[1], m[1]), text)
 
 
 def _range_words(text: str, flags: tuple[str, ...]) -> str:
