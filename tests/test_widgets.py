@@ -1229,6 +1229,22 @@ def test_only_the_schemes_a_model_can_give_are_offered():
         Explorer(models={"tiny": make_task()}, scheme="pca")
     with pytest.raises(LandscapeError, match=r"direction scheme 'pcaa'.*did you mean 'pca'"):
         Explorer(models={"tiny": make_task()}, scheme="pcaa")
+    # trial Y: set(scheme="nope") raised ipywidgets' bare "Invalid selection" and kept 'nope' in the state (a bare
+    # ExplorerState took it silently); an unknown name and one the model lacks are refused, the state unchanged
+    e = Explorer(models={"tiny": make_task()})
+    try:
+        for bad, words in (("nope", "direction scheme 'nope'"), ("pca", "scheme='pca' is not offered for 'tiny'")):
+            with pytest.raises(LandscapeError, match=words):
+                e.state.set(scheme=bad)
+            assert e.state.scheme == e.controls["scheme"].value == "random"
+        with pytest.raises(LandscapeError, match="split='train' is not offered for 'tiny'; expected one of"):
+            e.state.set(split="train")
+    finally:
+        e.close()
+    bare = ExplorerState(models={"tiny": make_task()})
+    with pytest.raises(LandscapeError, match="direction scheme 'nope'"):
+        bare.scheme = "nope"
+    bare.close()
     model, data = make_task()
     rec = lnb.TrajectoryRecorder(model, every=1)  # the initial weights and one step: 2 checkpoints
     rec.step()

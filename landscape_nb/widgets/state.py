@@ -259,8 +259,20 @@ class ExplorerState(t.HasTraits):
         for name, value in values.items():
             if not self.has_trait(name) or name in _RESULT_TRAITS:
                 raise LandscapeError(f"no control named {name!r}; expected one of {sorted(_CONTROL_TRAITS)}")
+            if name == "scheme":
+                check_choice("direction scheme", value, SCHEMES)  # a misspelling: "did you mean"
+            offered = {"scheme": self.schemes, "split": self.splits}.get(name)
+            if offered is not None and value not in offered:  # the menus' choices for this model
+                raise LandscapeError(f"{name}={value!r} is not offered for {self.model_name!r}; expected one of "
+                                     f"{list(offered)}")
             setattr(self, name, value)
         return self
+
+    @t.validate("scheme")
+    def _check_scheme(self, proposal):
+        """A scheme name the Explorer knows (``set`` and the menu also keep to the ones the model can give)."""
+        check_choice("direction scheme", proposal["value"], SCHEMES)
+        return proposal["value"]
 
     @t.validate("ndim")
     def _check_ndim(self, proposal):
