@@ -217,6 +217,10 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models:make", "--range=-1e300:1e300"], "--range -1e+300:1e+300 takes the weights to"),
     (["compute", "my_models:make", "--range=-1e300:1e300"], "expected a smaller --range, e.g. --range -1:1"),
     (["compute", "my_models:make", "--range=-1e308:1.7e308"], "--range -1e+308:1.7e+308: the coordinates overflow"),
+    # trial Y: plane3 with one model file was told to "drop --directions or the model files"
+    (["compute", "nosuch_module:make", "--grid", "9x9", "--directions", "plane3", "--model-file2", "b.pt"],
+     "--directions plane3 is the plane through three models, and only --model-file2 b.pt was given: add "
+     "--model-file3 C.pt"),
     # code in a message stays code (trial Y: "def make(--split test)")
     (["compute", "my_models:make", "--split", "train"], "define it as def make(split='test') returning that split's"),
     (["compute", "my_models", "--grid", "3"], ("'my_models' is an importable module, not a zoo name; expected "

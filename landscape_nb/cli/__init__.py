@@ -397,6 +397,10 @@ def check_direction_flags(args, ndim: int) -> str | None:
         scheme = "plane3" if args.model_file3 else "interpolate"
         given = ("--model-file2 and --model-file3 give the plane through three models ('plane3')" if args.model_file3
                  else "--model-file2 gives the line from the model to that checkpoint ('interpolate')")
+        if args.directions == "plane3" and not args.model_file3 and not args.checkpoints:
+            raise LandscapeError(f"--directions plane3 is the plane through three models, and only --model-file2 "
+                                 f"{args.model_file2} was given: add --model-file3 C.pt (and a 2D --grid, e.g. "
+                                 "31x31), or drop --directions for the line to that model")
         if args.checkpoints or args.directions not in (None, scheme):
             other = "--checkpoints" if args.checkpoints else f"--directions {args.directions}"
             raise LandscapeError(f"{other} was given, but {given}: drop {other.split()[0]} or the model files")
