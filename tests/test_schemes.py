@@ -225,6 +225,29 @@ def _naive_projection(ex, d) -> np.ndarray:
                                      .reshape(-1).numpy() for n in names]), rcond=None)[0] for c in ex.trajectory])
 
 
+def test_checkpoints_outside_a_typed_range_are_counted_by_the_cli_and_the_explorer(tmp_path, capsys):
+    """Trial Y: with a typed range the PCA plane's checkpoints fell outside the figure without a word. The CLI
+    and the Explorer now say how many lie outside (counted here from a naive least-squares projection)."""
+    from landscape_nb.cli import main
+    from landscape_nb.widgets.state import ExplorerState
+
+    ex = _zoo().load("mlp-digits")
+    store = tmp_path / "narrow.zarr"
+    assert main(["compute", "mlp-digits", "--directions", "pca", "--grid", "5x5", "--range=-0.5:0.5",
+                 "--max-samples", "60", "--store", str(store)]) == 0
+    naive = _naive_projection(ex, lnb.load_directions(store))
+    outside = int((np.abs(naive) > 0.5).any(axis=1).sum())
+    assert 0 < outside < len(naive)
+    assert f"note: {outside} of the {len(naive)} checkpoints lie outside the range drawn" in capsys.readouterr().err
+    state = ExplorerState(model_name="mlp-digits", scheme="pca", auto_range=False, x_min=-0.5, x_max=0.5,
+                          y_min=-0.5, y_max=0.5, x_points=5, y_points=5, max_samples=60)
+    try:
+        assert state.compute(wait=True), state.message
+        assert f"{outside} of the {len(naive)} checkpoints lie outside the range drawn" in state.message
+    finally:
+        state.close()
+
+
 def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
     """The Explorer's live figure drew no path on a trajectory-PCA plane (the CLI's figure did, Li et al. Fig. 9):
     it is now on the contour panel, at each checkpoint's naive least-squares projection, and hidden again for

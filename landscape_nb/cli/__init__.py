@@ -513,6 +513,7 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface, points_summary
+    from ..plot.figures import path_outside
 
     check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
                                  "--checkpoints"))
@@ -618,6 +619,11 @@ def cmd_compute(args) -> int:
     print(f"{name}: {points_summary(surf)}, min loss {float(_nanmin(surf.loss)):.4g}"
           + (f", |λmin/λmax| (0 where λmin ≥ 0) up to {float(-_nanmin(-ratio)):.3g}" if ratio is not None else "")
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
+    outside, checkpoints = path_outside(surf)
+    if outside:  # a typed range narrower than the training path (the scheme's own range holds it)
+        print(f"landscape-nb: note: {outside} of the {checkpoints} checkpoints lie outside the range drawn, so the "
+              "figure does not show that part of the training path; drop --range (and --yrange) for the range of "
+              "--directions pca, which holds them", file=sys.stderr)
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
             a.min() < 0 or a.max() > 1 for a in (surf.x, surf.y) if a is not None):
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "

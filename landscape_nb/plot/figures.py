@@ -232,6 +232,17 @@ def provenance_path(surface: Surface) -> dict | None:
     return {k: v for k, v in path.items() if v is not None}
 
 
+def path_outside(surface: Surface) -> tuple[int, int]:
+    """``(k, n)``: how many of the ``n`` checkpoints of a PCA plane's training path (`provenance_path`) lie
+    outside the surface's grid, where a figure cannot draw them; ``(0, 0)`` without a path."""
+    path = provenance_path(surface)
+    if path is None:
+        return 0, 0
+    x, y = np.asarray(path["x"], float), np.asarray(path["y"], float)
+    inside = ((x >= surface.x.min()) & (x <= surface.x.max()) & (y >= surface.y.min()) & (y <= surface.y.max()))
+    return int((~inside).sum()), int(x.size)
+
+
 def _trajectory_field(trajectory: Any, name: str):
     if isinstance(trajectory, Mapping):
         return trajectory.get(name)
