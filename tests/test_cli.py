@@ -511,13 +511,16 @@ def test_a_run_with_no_output_keeps_its_surface_in_a_store_the_same_command_resu
     assert main(args) == 0 and "15 points: 15 from the store at" in capsys.readouterr().out  # and resumes there
 
 
-def test_an_interrupt_before_any_tile_says_no_store_was_written(user_model, monkeypatch, capsys):
+def test_an_interrupt_before_any_tile_says_what_was_kept(user_model, monkeypatch, capsys):
     import landscape_nb.compute
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(landscape_nb.compute, "compute_surface", interrupted)
+    assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html", "--no-store"]) == 130
+    assert "interrupted; nothing was kept (--no-store: drop it, or pass --store DIR, to keep finished tiles" in \
+        capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html"]) == 130  # the default store, not yet
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "not-yet.zarr"]) == 130

@@ -1093,7 +1093,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.func is cmd_demo:
             kept = "finished tiles are kept in the store (rerun to resume)"
         else:
-            kept = "nothing was kept (pass --store DIR to keep finished tiles and resume)"
+            kept = ("nothing was kept (--no-store: drop it, or pass --store DIR, to keep finished tiles and resume)"
+                    if getattr(args, "no_store", False) else
+                    "nothing was kept (pass --store DIR to keep finished tiles and resume)")
         print(f"landscape-nb: {how}; {kept}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     finally:
