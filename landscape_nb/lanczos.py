@@ -474,7 +474,8 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     With ``relative_min=False`` each smallest is held to ``tol·(λ_max − λ_min)`` only: what
     ``|λ_min/λ_max|`` needs to within about ``tol`` (an eigen-map), at the cost of a plain run, and
     without the dense fallback (an eigen-map's point short of it is NaN, not n more products).
-    Repeated eigenvalues come with their copies (``_complete``). A Hessian that is exactly zero gives zeros and orthonormal vectors.
+    Repeated eigenvalues come with their copies (``_complete``). A Hessian that is exactly zero gives
+    zeros and orthonormal vectors.
 
     The largest come from Lanczos on H; the smallest from Lanczos on ``λ_max·I − H``
     (whose largest eigenvalues are ``λ_max − λ_min``), which converges like an extreme

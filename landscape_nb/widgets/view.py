@@ -67,16 +67,17 @@ class Explorer(w.VBox):
 
     The panel shows, top to bottom: the model, the direction scheme and a 1D/2D toggle;
     the normalization (filter, layer, weight or none), whether biases and BatchNorm get a
-    zero direction, and the seed (the normalization is disabled for all but random directions,
-    the seed for the schemes between models and pca, which draw nothing at random; see
-    ``widgets.request.ignored_controls``);
+    zero direction, and the seed (the normalization is disabled for all but random directions, the
+    biasbn box for the schemes between models and the Hessian's, the seed for the schemes between
+    models and pca, which draw nothing at random; see ``widgets.request.ignored_controls``);
     the x range and points (and the y row for a plane), with "auto range" and its rise factor; the
     data split (those the picked model has: one given as (model, data) has only "test"), the metric,
     log scale and max samples; the cluster (in-process, a local Dask cluster, GPU workers or, where
     allowed, a scheduler address) and the time budget; Compute, Cancel, Export HTML/PNG and the
     export path; a progress bar and status line (points done, points per second, the workers, or
-    that a Dask cluster is starting until it is up, a link to the Dask dashboard); a message line; and the live Plotly figure, which fills in tile by tile (a
-    3D surface and its contour for a plane, loss and metric on twin axes for a line). The figure
+    that a Dask cluster is starting until it is up, a link to the Dask dashboard); a message line;
+    and the live Plotly figure, which fills in tile by tile (a 3D surface and its contour, with a
+    PCA plane's training path, for a plane; loss and metric on twin axes for a line). The figure
     widget is made with the panel and reused by every Compute of the same shape, so a Compute sends
     values, not plotly.js again.
 
