@@ -650,8 +650,7 @@ def cmd_compute(args) -> int:
     if getattr(args, "default_store", None):
         moved = (f"; {args.moved_from} holds another surface of this command's (its model, data, code or the "
                  "files it reads changed since)") if getattr(args, "moved_from", None) else ""
-        given = "no --store, --html, --h5 or --vtk was given, so" if not (args.html or args.h5 or args.vtk) else \
-            "no --store was given, so"
+        given = "no --store was given, so" if outputs else "no --store, --html, --h5 or --vtk was given, so"
         print(f"landscape-nb: {given} the surface is kept in {args.store} (draw it with `landscape-nb plot "
               f"{args.store} --html FILE`; the same command resumes it{moved})", file=sys.stderr)
     return 0
