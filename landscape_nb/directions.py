@@ -401,10 +401,21 @@ def _untied(model: nn.Module, item: Mapping, k: int) -> Mapping:
     return item
 
 
-def _warn_if_a_point(vectors: torch.Tensor) -> None:
+def _warn_if_a_point(vectors: torch.Tensor, provenance: dict | None = None) -> None:
     """A line along an all-zero direction (in a plane it is refused) stays at the centre: its flat plot is true,
-    but rarely what was meant (two identical models interpolated, a direction zeroed by hand); say so."""
-    if len(vectors) == 1 and not bool(vectors.any()):
+    but rarely what was meant (two identical models interpolated, a direction zeroed by hand); say so, naming
+    the two models where the line is an interpolation (its axis label names them)."""
+    if len(vectors) != 1 or bool(vectors.any()):
+        return
+    prov = provenance or {}
+    if prov.get("scheme") == "interpolate":
+        label = str(prov.get("x_label", "interpolation"))
+        ends = label.removeprefix("interpolation ").split(" → ")
+        both = f"{ends[0]} and {ends[1]}" if len(ends) == 2 else "the two models"
+        warn_user(f"landscape_nb: the line {label} has no length: {both} hold the same weights, so every point of "
+                  "the line is the same model and the plot a flat line at its loss; expected two different models "
+                  "(e.g. the final model and an earlier checkpoint)")
+    else:
         warn_user("landscape_nb: direction 0 is all zeros: it moves no weight, so every point of the line is the "
                   "centre and the plot a flat line at its loss (two identical models interpolated? a direction that "
                   "leaves out every parameter?)")
@@ -455,7 +466,7 @@ def as_directions(model: nn.Module, directions) -> Directions:
     if isinstance(directions, Directions):
         directions.layout.check_model(model)
         _check_spanning(directions.vectors)  # also from files and schemes: e.g. a reference --same_dir plane
-        _warn_if_a_point(directions.vectors)
+        _warn_if_a_point(directions.vectors, directions.provenance)
         return directions
     layout = ParamLayout.of(model)
     if isinstance(directions, (torch.Tensor, np.ndarray)):

@@ -456,8 +456,9 @@ def test_a_float64_models_reference_file_keeps_float64_and_its_own_checkpoint_wa
     assert main(["compute", "f64_models:make", "--grid", "3", "--model-file2", str(tmp_path / "same.pt"),
                  "--store", str(tmp_path / "same.zarr")]) == 0
     err = capsys.readouterr().err  # the package's warning, in the CLI's words (not a Python file and line)
-    assert "landscape-nb: warning: direction 0 is all zeros: it moves no weight, so every point of the line" in err
-    assert "UserWarning" not in err and err.count("direction 0 is all zeros") == 1
+    assert ("landscape-nb: warning: the line interpolation model → same.pt has no length: model and same.pt hold the "
+            "same weights") in err  # the file by name, not "direction 0" of the API
+    assert "UserWarning" not in err and err.count("has no length") == 1
 
 
 def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, capsys):
