@@ -468,6 +468,20 @@ def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(b
     assert not fig.data[0].contours.z.show
 
 
+def test_a_partial_surface_is_drawn_in_the_whole_grids_box(bowl):
+    """plotly.js fits a 3D box to the points with values: a store stopped after 2 of its rows was drawn with a
+    y axis spanning those rows, read as the grid's range. Every 3D figure spans the grid."""
+    half = partial(bowl, 2)
+    figs = {"surface": plot.surface(half), "live": plot.live(half),
+            "compare": plot.compare([half, bowl], kind="surface")}
+    plot.update(figs["live"], partial(bowl, 3))
+    for name, fig in figs.items():
+        for key in ("scene", "scene2") if name == "compare" else ("scene",):
+            scene = fig.layout[key]
+            assert tuple(scene.xaxis.range) == (X.min(), X.max()), (name, key)
+            assert tuple(scene.yaxis.range) == (Y.min(), Y.max()), (name, key)
+
+
 def assert_placeholder(fig):
     """plot.live's surface before its first values: drawn (WebGL set up) but transparent, at height 0,
     with no hover, spike or highlight lines, and no colour bar."""

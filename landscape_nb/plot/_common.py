@@ -346,11 +346,14 @@ def scene_eye(width_px: float, height_px: float) -> dict:
 
 
 def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
-               height_px: float = DEFAULT_HEIGHT - DEFAULT_MARGIN["t"] - DEFAULT_MARGIN["b"]
-               ) -> tuple[dict, str | None]:
+               height_px: float = DEFAULT_HEIGHT - DEFAULT_MARGIN["t"] - DEFAULT_MARGIN["b"], *,
+               grid: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[dict, str | None]:
     """``layout.scene`` settings for a 3D plot of ``width_px`` x ``height_px``: axis titles
     that fit (`scene_title`), a camera that keeps the whole box in view (`scene_eye`), and
-    the caption for the labels that had to be shortened (None when none was)."""
+    the caption for the labels that had to be shortened (None when none was). With ``grid``,
+    the surface's ``(x, y)``, the floor spans the whole grid: plotly.js fits the box to the
+    points that have values, so a partial surface (a stopped run, a store being filled) was
+    drawn in a box shrunk to its computed rows, its range read as the grid's."""
     titles, notes = [], []
     for label, symbol in ((x_label, "α"), (y_label, "β")):
         title, note = scene_title(label, width_px, symbol=symbol if label != symbol else "")
@@ -365,6 +368,11 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
     settings = dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2],
                     camera=dict(eye=scene_eye(width_px, height_px)), aspectmode="manual",
                     aspectratio=SCENE_ASPECT)
+    if grid is not None:
+        for axis, values in zip("xy", grid):
+            lo, hi = float(np.min(values)), float(np.max(values))
+            if hi > lo:  # one value: plotly.js's own range around it
+                settings[f"{axis}axis_range"] = [lo, hi]
     return settings, "<br>".join(notes) or None
 
 

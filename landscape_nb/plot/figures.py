@@ -57,7 +57,8 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     note_held_fixed(fig, [surf])
     width, height = plot_area()
     if kind == "surface":
-        scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height)
+        scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height,
+                                     grid=(surf.x, surf.y))
         fig.update_layout(scene=scene)
         fig.layout.scene.zaxis.update(scene_z_ticks(zmin, zmax))
         set_caption(fig, caption)
@@ -524,7 +525,8 @@ def compare(
         fig.add_trace(trace, row=1, col=k + 1)
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
-            scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h)
+            scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h,
+                                         grid=(s.x, s.y))
             fig.layout[name].update(scene)
             fig.layout[name].zaxis.update(scene_z_ticks(zmin, zmax))
             captions.append(caption)

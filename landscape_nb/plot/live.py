@@ -243,7 +243,8 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     # laid out for the figure's width when it has one (the Explorer sets it), else the default
     width, height = plot_area(width=fig.layout.width or DEFAULT_WIDTH, height=fig.layout.height or _HEIGHT,
                               margin=_MARGIN)
-    scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width)
+    scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width,
+                                 grid=(surf.x, surf.y))
     for key in ("camera", "aspectmode", "aspectratio"):  # set once by `live`: an update must not
         scene.pop(key)  # undo the reader's rotation or zoom
     fig.layout.scene.update(scene)
