@@ -286,7 +286,13 @@ def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
     (["--grid", "5x5", "--dir-file", "d4.npz"], "holds 4 direction(s), but --grid is 2D; a grid has 1 to 3 axes"),
     (["--grid", "7", "--dir-file", "other.npz"], ("--dir-file other.npz: the directions were made for another "
                                                   "architecture (10 values) than the model (83 values)")),
-    (["--grid", "7", "--model-file2", "nothing.pt"], "--model-file2 nothing.pt: no file 'nothing.pt'"),
+    (["--grid", "7", "--model-file2", "nothing.pt"], "--model-file2 nothing.pt: no such file; expected a path"),
+    # the API's 0-based "checkpoint 1" is the file named; its "n=2 principal directions" the --grid
+    (["--grid", "5x5", "--checkpoints", "other.pt", "nothing.pt"], "--checkpoints nothing.pt: no such file"),
+    (["--grid", "5x5", "--checkpoints", "part.pt"], ("1 checkpoint(s) for 2 principal directions (a 2D --grid); "
+                                                    "expected at least 3")),
+    (["--grid", "5x5", "--checkpoints", "other.pt", "part.pt", "other.pt"],
+     "--checkpoints other.pt: tensor '0.weight' has shape (3, 4)"),
     (["--grid", "7", "--model-file2", "other.pt"], ("--model-file2 other.pt does not fit Sequential: tensor "
                                                    "'0.weight' has shape (3, 4) there, (8, 4) in the model")),
     (["--grid", "7", "--model-file2", "part.pt"], ("--model-file2 part.pt does not fit Sequential: 6 tensor(s) of "
@@ -470,7 +476,7 @@ def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, c
     torch.save(nan, tmp_path / "diverged.pt")
     assert main(["compute", bn_module, "--grid", "3x3", "--store", str(tmp_path / "p.zarr"), "--checkpoints",
                  str(paths[0]), str(tmp_path / "diverged.pt"), str(paths[2])]) == 2
-    assert f"checkpoint 1 ('{tmp_path / 'diverged.pt'}'): tensor '0.weight' holds" in capsys.readouterr().err
+    assert f"--checkpoints {tmp_path / 'diverged.pt'}: tensor '0.weight' holds" in capsys.readouterr().err
     assert main(["compute", bn_module, "--grid", "51", "--model-file2", str(paths[0]),
                  "--store", str(tmp_path / "l.zarr")]) == 0  # the suggested -0.5:1.5, moved to hold 0 and 1
     assert "the models sit" not in capsys.readouterr().err

@@ -976,7 +976,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, *, 
     text = str(message)
     if not text.startswith("landscape_nb"):
         return _default(message, category, filename, lineno, file, line)
-    text = re.sub(r"^landscape_nb(\.\w+)?: ", "", text)
+    text = _cli_words(re.sub(r"^landscape_nb(\.\w+)?: ", "", text))
     print(f"landscape-nb: warning: {text}", file=sys.stderr if file is None else file)
 
 
@@ -1003,13 +1003,23 @@ def _exit_at_once_with(code: int) -> None:
 _API_TO_FLAGS = (("name the targets with target_key=", "name the targets with --target-key KEY"),)
 
 
-def _cli_words(text: str) -> str:
+def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     """``text`` with the API arguments it names replaced by the CLI's flags where the message tells what to pass
-    (``clip=0.5`` as ``--clip 0.5``, ``clip=False`` as ``--clip none``)."""
+    (``clip=0.5`` as ``--clip 0.5``, ``clip=False`` as ``--clip none``, ``precision='bf16'`` as ``--precision
+    bf16``, ``n=2 principal directions`` as a 2D ``--grid``), and the API's 0-based "checkpoint k" as the
+    ``checkpoints`` file it is (``--checkpoints e10.pt``)."""
     import re
 
     for api, flag in _API_TO_FLAGS:
         text = text.replace(api, flag)
+    if checkpoints:
+        name = lambda m: (f"--checkpoints {checkpoints[int(m[1])]}" if int(m[1]) < len(checkpoints) else m[0])
+        text = re.sub(r"\bcheckpoint (\d+)(?: \('[^']*'\))?", name, text)
+    text = re.sub(r"(--(?:checkpoints|model-file[23]) (\S+)): no file '\2'", r"\1: no such file", text)
+    text = re.sub(r"\bn=(\d) principal directions",
+                  lambda m: f"{m[1]} principal directions (a {m[1]}D --grid)", text)
+    text = text.replace("or ask for fewer directions", "or draw fewer directions (a 1D --grid, e.g. --grid 21)")
+    text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
     text = re.sub(r"\(or None: automatic, False: (no cap|every value)\)", r"(or --clip auto, or --clip none for \1)",
                   text)
     # not inside code a message shows, e.g. "def make(split='test')" or "f(x, clip=2)"
@@ -1077,7 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
     except LandscapeError as exc:
         from ..runners import ClusterLost
 
-        print(f"landscape-nb: error: {_cli_words(_one_line(exc))}", file=sys.stderr)
+        print(f"landscape-nb: error: {_cli_words(_one_line(exc), getattr(args, 'checkpoints', None))}",
+              file=sys.stderr)
         return EXIT_LOST if isinstance(exc, ClusterLost) else EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
