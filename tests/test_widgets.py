@@ -1398,7 +1398,10 @@ def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
 
 
 @pytest.mark.parametrize("controls, needle", [
-    ({"x_min": 1.0, "x_max": 1.0}, "empty or reversed"),
+    ({"x_min": 1.0, "x_max": 1.0}, "x from 1.0 to 1.0 is empty or reversed; expected a finite 'from' below 'to' "
+                                   "(e.g. from -1 to 1)"),
+    ({"y_min": 0.5, "y_max": -2.0}, "y from 0.5 to -2.0 is empty or reversed; expected a finite 'from' below 'to' "
+                                    "(e.g. from -2.0 to 0.5)"),
     ({"cluster": "address", "address": "  "}, "empty address"),
     ({"time_budget": 0}, "time budget 0"),  # (a scheme or split a bare model lacks is no longer offered)
 ])

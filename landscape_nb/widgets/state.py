@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -390,7 +391,14 @@ class ExplorerState(t.HasTraits):
                                  f"{splits_for(self.shelf[self.model_name])[1]})")
         x = (float(self.x_min), float(self.x_max), int(self.x_points))
         y = (float(self.y_min), float(self.y_max), int(self.y_points)) if self.ndim == 2 else None
-        Grid.make(x, y)  # its LandscapeError says what is wrong with a range or resolution
+        for axis, (lo, hi, _) in (("x", x), ("y", y)) if y is not None else (("x", x),):
+            if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):  # in the controls' words, not (lo, hi, n)
+                how = "is not finite" if not (math.isfinite(lo) and math.isfinite(hi)) else "is empty or reversed"
+                fix = f"e.g. from {min(lo, hi)} to {max(lo, hi)}" if math.isfinite(lo + hi) and lo != hi else \
+                    "e.g. from -1 to 1"
+                raise LandscapeError(f"{axis} from {lo} to {hi} {how}; expected a finite 'from' below 'to' ({fix})"
+                                     + ("" if self.auto_range else ", or tick auto range"))
+        Grid.make(x, y)  # its LandscapeError says what else is wrong with a range or resolution
         if self.cluster == "address":
             if not self.address.strip():
                 raise LandscapeError("cluster 'scheduler address' with an empty address; expected e.g. "
