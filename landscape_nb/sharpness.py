@@ -1,8 +1,8 @@
 """Numbers read off a computed surface (numpy only): sharpness at the centre, loss barriers.
 
 Along each axis, the 1D slice through the origin gives
-* ``increase``: the larger of ``L(−r) − L(0)`` and ``L(+r) − L(0)`` (linear
-  interpolation between grid points), a Keskar-style sharpness at radius ``r``;
+* ``increase``: the largest rise ``L(t) − L(0)`` over ``|t| ≤ r`` (the grid points within r and
+  ``L(±r)`` interpolated linearly between grid points), a Keskar-style sharpness at radius ``r``;
 * ``curvature``: the second derivative ``L''(0)`` of a quadratic least-squares fit
   to the slice within ``|t| ≤ r`` (for Hessian eigen-directions of unit norm it
   estimates the eigenvalue).
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,62 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
             f"radius={radius!r}; expected a positive distance from the centre within the grid: the {axis} axis runs "
             f"{t.min():.3g}..{t.max():.3g}, so at most {reach:.3g} (pass a smaller radius, or compute a wider range)")
     l0 = float(loss[k0])
-    ok = np.isfinite(loss)
-    inc = []
-    for side in (-r, r):
-        if t.min() - 1e-12 <= side <= t.max() + 1e-12 and ok.any():
-            inc.append(float(np.interp(side, t[ok], loss[ok])) - l0)
-    near = (np.abs(t) <= r + 1e-12) & ok
+    tol = 1e-12 * max(1.0, reach)
+    within = np.abs(t) <= r + tol
+    used = within.copy()  # and the first point beyond ±r where ±r falls between two: interpolated from it
+    sides = [side for side in (-r, r) if t.min() - tol <= side <= t.max() + tol]
+    for side in sides:
+        beyond = np.flatnonzero(np.sign(side) * t > r + tol)
+        if beyond.size and not np.any(np.abs(t - side) <= tol):
+            used[beyond[np.argmin(np.abs(t[beyond]))]] = True
+    if not np.isfinite(loss[used]).all():
+        return _not_finite(surface, axis, t, loss, used, r, l0)
+    order = np.argsort(t)
+    at_r = [float(np.interp(side, t[order], loss[order])) for side in sides]
+    increase = max([*loss[within].tolist(), *at_r]) - l0  # the largest rise within r, a peak inside it included
+    near = within.copy()
     if near.sum() < 3:
-        near = np.zeros_like(ok)
+        near = np.zeros_like(within)
         near[np.argsort(np.abs(t))[:3]] = True
-        near &= ok
+        near &= np.isfinite(loss)
     curv = float(2 * np.polyfit(t[near], loss[near], 2)[0]) if near.sum() >= 3 else float("nan")
+    _check_curvature(surface, axis, t, loss, k0, r, curv)
     label = surface.x_label if axis == "x" else surface.y_label
-    return AxisSharpness(axis, label, r, l0, max(inc) if inc else float("nan"), curv)
+    return AxisSharpness(axis, label, r, l0, float(increase), curv)
+
+
+def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisSharpness:
+    """A slice whose loss is NaN or inf within r (the model diverged there): the rise is inf where the loss is
+    +inf and nothing is NaN, else NaN, the curvature NaN; said in a warning, as read off finite points only the
+    numbers looked ordinary (a NaN at −r gave the +r side's rise)."""
+    bad = used & ~np.isfinite(loss)
+    nan = bool(np.isnan(loss[bad]).any() or np.isneginf(loss[bad]).any())
+    increase = float("nan") if nan or not math.isfinite(l0) else float("inf")
+    shown = ", ".join(f"{v:.3g}" for v in t[bad][:4]) + (" ..." if bad.sum() > 4 else "")
+    what = "NaN" if nan and not np.isinf(loss[bad]).any() else ("inf" if not nan else "NaN or inf")
+    warn_user(f"landscape_nb: sharpness along {axis}: the loss is {what} at {int(bad.sum())} of the points within "
+              f"r={r:.3g} of the centre ({axis} = {shown}; the model diverged there), so the rise is "
+              f"{increase} and the curvature NaN; pass a smaller radius to read them where the loss is finite")
+    label = surface.x_label if axis == "x" else surface.y_label
+    return AxisSharpness(axis, label, r, l0, increase, float("nan"))
+
+
+def _check_curvature(surface, axis: str, t, loss, k0: int, r: float, fit: float) -> None:
+    """Warn when the quadratic fit within r gives the centre a curvature of the other sign than its nearest
+    points do (a slice that rises and falls again within r: the fit's L''(0) said a minimum was a maximum)."""
+    if k0 == 0 or k0 == len(t) - 1 or not math.isfinite(fit):
+        return
+    order = np.argsort(t)
+    j = int(np.flatnonzero(order == k0)[0])
+    if j == 0 or j == len(t) - 1:
+        return
+    (ta, la), (tb, lb) = (t[order[j - 1]], loss[order[j - 1]]), (t[order[j + 1]], loss[order[j + 1]])
+    ha, hb, l0 = -float(ta), float(tb), float(loss[k0])
+    local = 2 * ((lb - l0) / hb + (la - l0) / ha) / (ha + hb)  # the second difference at the centre
+    if np.sign(local) != np.sign(fit) and abs(local) > 1e-6 * max(abs(l0), 1e-12) / max(ha, hb) ** 2:
+        warn_user(f"landscape_nb: sharpness along {axis}: the quadratic fit within r={r:.3g} gives L''(0) = {fit:.3g}, "
+                  f"but the loss at the points next to the centre curves the other way ({local:.3g}): the slice is not "
+                  "near a quadratic within r; pass a smaller radius for the curvature at the centre")
 
 
 def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
@@ -92,13 +135,19 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     >>> s = lnb.sharpness(surf, radius=0.5)       # or surf.sharpness(0.5)
     >>> s["x"].increase, s["x"].curvature
 
-    Along each axis, the slice through the origin gives ``increase``, the larger of
-    ``L(−r) − L(0)`` and ``L(+r) − L(0)`` (linear interpolation between grid
-    points; a Keskar-style sharpness: the largest rise within r along the axis, not
-    divided by 1 + L(0) as Keskar et al. do; on an asymmetric range that reaches r
-    on one side only, that side's rise), and
+    Along each axis, the slice through the origin gives ``increase``, the largest rise
+    ``L(t) − L(0)`` over ``|t| ≤ r``: the grid points within r, and ``L(±r)`` by linear
+    interpolation between grid points (a Keskar-style sharpness, the maximum over the
+    ball, a peak inside r included; not divided by 1 + L(0) as Keskar et al. do; on an
+    asymmetric range that reaches r on one side only, up to r on that side, the whole
+    range on the other), and
     ``curvature``, ``L''(0)`` of a quadratic least-squares fit within ``|t| ≤ r``
-    (for a unit Hessian eigen-direction it estimates the eigenvalue).
+    (for a unit Hessian eigen-direction it estimates the eigenvalue). Where the
+    loss is NaN or inf within r (a model that diverged) the rise is NaN (inf where
+    it is +inf and nowhere NaN) and the curvature NaN, with a warning, not numbers
+    read off the finite points only; a fit whose curvature has the other sign than
+    the centre's nearest points give it (a slice that rises and falls within r) is
+    warned about.
 
     Parameters
     ----------

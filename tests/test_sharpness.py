@@ -33,6 +33,41 @@ def test_sharpness_of_a_line_and_of_an_asymmetric_slice():
     assert 2.0 < s.curvature < 8.0
 
 
+def test_the_rise_is_the_largest_within_r_a_peak_inside_it_included():
+    """Keskar et al.'s sharpness is the maximum over the ball: a slice that rises to a peak inside r and falls back
+    by ±r (a periodic unit, a barrier between two basins) read as flat from L(±r) alone."""
+    x = np.linspace(-2 * np.pi, 2 * np.pi, 81)
+    loss = 0.1 + 2 * (1 - np.cos(x))  # 0.1 at 0 and at ±2π, 4.1 at ±π
+    with pytest.warns(UserWarning, match=r"quadratic fit within r=6.28 gives L''\(0\) = -.*curves the other way"):
+        s = Surface(x, None, loss).sharpness(radius=2 * np.pi)["x"]
+    naive = max(v - loss[40] for t, v in zip(x, loss) if abs(t) <= 2 * np.pi + 1e-9)
+    assert s.increase == pytest.approx(naive, rel=1e-12) and naive == pytest.approx(4.0, rel=1e-3)
+    assert s.curvature < 0  # the fit's, as documented; the warning says it is not the centre's
+    inside = Surface(x, None, loss).sharpness(radius=0.5)["x"]  # near 0 the fit is the centre's curvature 2
+    assert inside.curvature == pytest.approx(2.0, rel=2e-2)
+    # r between grid points: the interpolated L(±r) counts when it is the highest
+    t = np.linspace(-1, 1, 5)
+    line = Surface(t, None, np.array([9.0, 1.0, 0.0, 1.0, 5.0])).sharpness(radius=0.75)["x"]
+    assert line.increase == pytest.approx(np.interp(-0.75, t, [9.0, 1.0, 0.0, 1.0, 5.0]))
+
+
+@pytest.mark.parametrize("bad, rise", [(np.nan, "nan"), (np.inf, "inf")])
+def test_a_diverged_point_within_r_gives_no_finite_sharpness_and_says_so(bad, rise):
+    """Read off the finite points only, a NaN at −r gave the +r side's rise and an ordinary curvature."""
+    x = np.linspace(-3, 3, 13)
+    loss = x ** 2
+    loss[0] = bad  # at −3 = −r
+    with pytest.warns(UserWarning, match=rf"the loss is {rise.replace('nan', 'NaN')} at 1 of the points within r=3 "
+                                         r"of the centre \(x = -3; the model diverged there\)"):
+        s = Surface(x, None, loss).sharpness(radius=3)["x"]
+    assert str(s.increase) == rise and np.isnan(s.curvature)
+    loss[1] = bad  # at −2.5: just beyond r = 2.25, interpolated from
+    with pytest.warns(UserWarning, match="the loss is"):
+        assert not np.isfinite(Surface(x, None, loss).sharpness(radius=2.25)["x"].increase)
+    ok = Surface(x, None, loss).sharpness(radius=2)["x"]  # within the finite part: as before, no warning
+    assert ok.increase == pytest.approx(4.0) and ok.curvature == pytest.approx(2.0)
+
+
 def test_sharpness_needs_the_origin_on_the_grid():
     x = np.linspace(-1, 1, 20)  # even number of points: no point at 0
     with pytest.raises(LandscapeError, match="no point at 0"):

@@ -128,7 +128,7 @@ def pca_contour(
         + ("<br>distance from plane: %{customdata[0]:.4g}" if distance is not None else "")
         + (" (from final: %{customdata[1]:.4g})" if distance is not None and norm is not None else "")
         + ("<br>true loss: %{customdata[2]:.4g}" if true_loss is not None else "")
-        + "<br>loss drawn here: %{customdata[3]:.4g}<extra>trajectory</extra>"
+        + "<br>plane's loss at the nearest grid point: %{customdata[3]:.4g}<extra>trajectory</extra>"
     )
     x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
     if x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max():  # the model the plane is centred on, where the
@@ -136,7 +136,7 @@ def pca_contour(
             x=[0.0], y=[0.0], mode="markers", name="centre", showlegend=False,
             marker=dict(symbol="star", size=14, color="white", line=dict(width=1.5, color="black")),
             customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0])]],
-            hovertemplate="the model at the centre (0, 0)<br>loss drawn here: %{customdata[0]:.4g}<extra></extra>"))
+            hovertemplate="the model at the centre (0, 0)<br>loss: %{customdata[0]:.4g}<extra></extra>"))
     if distance is not None and norm is not None:
         far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
         rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
