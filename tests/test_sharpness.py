@@ -38,13 +38,14 @@ def test_the_rise_is_the_largest_within_r_a_peak_inside_it_included():
     by ±r (a periodic unit, a barrier between two basins) read as flat from L(±r) alone."""
     x = np.linspace(-2 * np.pi, 2 * np.pi, 81)
     loss = 0.1 + 2 * (1 - np.cos(x))  # 0.1 at 0 and at ±2π, 4.1 at ±π
-    with pytest.warns(UserWarning, match=r"quadratic fit within r=6.28 gives L''\(0\) = -.*curves the other way"):
-        s = Surface(x, None, loss).sharpness(radius=2 * np.pi)["x"]
+    s = Surface(x, None, loss).sharpness(radius=2 * np.pi)["x"]
     naive = max(v - loss[40] for t, v in zip(x, loss) if abs(t) <= 2 * np.pi + 1e-9)
     assert s.increase == pytest.approx(naive, rel=1e-12) and naive == pytest.approx(4.0, rel=1e-3)
-    assert s.curvature < 0  # the fit's, as documented; the warning says it is not the centre's
-    inside = Surface(x, None, loss).sharpness(radius=0.5)["x"]  # near 0 the fit is the centre's curvature 2
-    assert inside.curvature == pytest.approx(2.0, rel=2e-2)
+    # L''(0) = 2 at the centre, whatever r (a quadratic fit over ±2π had the sign of a maximum)
+    h = x[1] - x[0]
+    assert s.curvature == pytest.approx(2 * 2 * (1 - np.cos(h)) / h ** 2, rel=1e-9)  # the second difference
+    assert s.curvature == pytest.approx(2.0, rel=3e-3)
+    assert Surface(x, None, loss).sharpness(radius=0.5)["x"].curvature == s.curvature
     # r between grid points: the interpolated L(±r) counts when it is the highest
     t = np.linspace(-1, 1, 5)
     line = Surface(t, None, np.array([9.0, 1.0, 0.0, 1.0, 5.0])).sharpness(radius=0.75)["x"]
@@ -60,12 +61,28 @@ def test_a_diverged_point_within_r_gives_no_finite_sharpness_and_says_so(bad, ri
     with pytest.warns(UserWarning, match=rf"the loss is {rise.replace('nan', 'NaN')} at 1 of the points within r=3 "
                                          r"of the centre \(x = -3; the model diverged there\)"):
         s = Surface(x, None, loss).sharpness(radius=3)["x"]
-    assert str(s.increase) == rise and np.isnan(s.curvature)
+    assert str(s.increase) == rise and s.curvature == pytest.approx(2.0)  # the centre's points are finite
     loss[1] = bad  # at −2.5: just beyond r = 2.25, interpolated from
     with pytest.warns(UserWarning, match="the loss is"):
         assert not np.isfinite(Surface(x, None, loss).sharpness(radius=2.25)["x"].increase)
     ok = Surface(x, None, loss).sharpness(radius=2)["x"]  # within the finite part: as before, no warning
     assert ok.increase == pytest.approx(4.0) and ok.curvature == pytest.approx(2.0)
+
+
+def test_the_curvature_is_the_centres_not_a_fit_over_r():
+    """A quartic-dominated slice (cross-entropy along a sharp eigenvector rises faster than its parabola):
+    L''(0) from the centre's neighbours, as a naive second difference; a fit over |t| ≤ r read 2.8× it."""
+    x = np.linspace(-0.5, 0.5, 41)
+    loss = 0.2 + 4.0 * x ** 2 + 300 * x ** 4  # L''(0) = 8
+    s = Surface(x, None, loss).sharpness()["x"]
+    h = x[1] - x[0]
+    naive = (loss[21] - 2 * loss[20] + loss[19]) / h ** 2  # 8 + 600 h² = 8.375
+    assert s.curvature == pytest.approx(naive, rel=1e-9) and s.curvature == pytest.approx(8.0, rel=0.05)
+    one_sided = Surface(x[20:], None, loss[20:]).sharpness(radius=0.2)["x"]  # the centre at the grid's end
+    assert one_sided.curvature == pytest.approx((loss[22] - 2 * loss[21] + loss[20]) / h ** 2, rel=1e-9)
+    bf16 = Surface(x, None, loss, provenance={"precision": "bf16"})
+    with pytest.warns(UserWarning, match="computed in bf16.*may be far off"):
+        bf16.sharpness()
 
 
 def test_sharpness_needs_the_origin_on_the_grid():

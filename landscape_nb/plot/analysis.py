@@ -36,7 +36,7 @@ from .figures import _trajectory_field, contour, line
 @_doc
 def with_sharpness(fig: go.Figure, surface: Surface, *, radius: float | None = None) -> go.Figure:
     """A copy of ``fig`` with ``surface``'s sharpness numbers as an annotation in the
-    top-left corner: the loss increase at ``radius`` and the curvature L''(0) along each
+    top-left corner: the largest loss rise within ``radius`` and the curvature L''(0) along each
     axis through the centre (see ``Surface.sharpness``).
 
     Parameters
@@ -295,7 +295,7 @@ def line_panels(
     title: str | None = None,
 ) -> go.Figure:
     """Side-by-side panels of overlaid 1D slices, each legend entry with its sharpness
-    (loss increase at ``radius`` and curvature at 0), e.g. raw vs filter-normalized
+    (largest loss rise within ``radius`` and curvature at 0), e.g. raw vs filter-normalized
     directions through an original and a rescaled network (Dinh et al. 2017 [2]_): filter
     normalization (Li et al. 2018 [1]_) keeps the two alike where raw directions do not.
 
@@ -345,7 +345,7 @@ def line_panels(
             fig.add_trace(go.Scatter(
                 x=np.asarray(s.x, float), y=_transform(s.loss, log=False, clip=False), mode="lines",
                 line=dict(color=palette[k % len(palette)], dash="solid" if k == 0 else "dash"),
-                name=f"{label}: ΔL(r={sh.radius:.2g})={sh.increase:.3g}, L''(0)={sh.curvature:.3g}",
+                name=f"{label}: max ΔL(|t|≤{sh.radius:.2g})={sh.increase:.3g}, L''(0)={sh.curvature:.3g}",
                 legendgroup=str(col),
                 hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
             ), row=1, col=col)
