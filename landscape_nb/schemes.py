@@ -18,7 +18,8 @@ SCHEME_READS = {"random": ("norm", "ignore", "seed"), "random-orthogonal": ("nor
 
 
 def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", ignore="biasbn", seed: int = 0,
-                    data=None, loss_fn=None, target_key: str | int | None = "labels", others=None, trajectory=None):
+                    data=None, loss_fn=None, target_key: str | int | None = "labels", others=None, trajectory=None,
+                    path_data=None, path_settings=None):
     """``(base model, Directions)``: the surface is centred on the base model (``model``
     itself for random, pca and hessian schemes and for a pair or plane through ``others``; the
     first model of the example's pair or plane otherwise).
@@ -32,7 +33,10 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
     eigenvectors of the largest (and, for a plane, most negative; for a volume, those two and the second
     largest) eigenvalue on ``data`` (default: the example's training split, first ``HESSIAN_MAX_SAMPLES``
     of a fixed-seed subset), its targets where ``target_key`` says (``data.read_data``). Schemes whose
-    coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``.
+    coordinates are not ±1-sized suggest a range in ``provenance["x_range"]``/``["y_range"]``. With
+    ``path_data`` (the surface's data) a ``pca`` plane's checkpoints are evaluated on it
+    (``trajectory.checkpoint_losses``, with ``path_settings``, the surface's ``EvalSettings``) into
+    ``provenance["path_loss"]``, so its figure shows each checkpoint's true loss beside the plane's.
     """
     from . import directions as dirs
     from . import model_paths
@@ -62,10 +66,14 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
                                  f"for {ndim} directions, and {_name(ex) if ex is not None else 'the model'} has "
                                  f"{known}{line}; for yours, give them (CLI: --checkpoints A.pt B.pt ..., Explorer: an "
                                  "object with .trajectory) or use lnb.pca_directions(checkpoints, final=model)")
-        from .trajectory import pca_directions
+        from .trajectory import checkpoint_losses, pca_directions
 
-        return model, pca_directions(ex.trajectory if trajectory is None else trajectory, final=model, n=ndim,
-                                     ignore=ignore)
+        given = ex.trajectory if trajectory is None else trajectory
+        d = pca_directions(given, final=model, n=ndim, ignore=ignore)
+        if path_data is not None:
+            losses = checkpoint_losses(given, model, path_data, loss_fn=loss_fn, settings=path_settings)
+            d = d.with_provenance(path_loss=[float(v) for v in losses])
+        return model, d
     if scheme == "hessian":
         from .hessian import hessian_directions
 

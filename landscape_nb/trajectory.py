@@ -470,11 +470,14 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels])
 
 
-def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None) -> np.ndarray:
-    """Mean loss of each checkpoint (parameters and floating buffers) on ``data``, eval mode.
+def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None) -> np.ndarray:
+    """Mean loss of each checkpoint (parameters and floating buffers) on ``data``, eval mode, shape (k,).
 
     Uses the surface evaluator: the checkpoints are the directions θ_i − θ_model and
-    checkpoint i is the point with coordinate 1 on direction i.
+    checkpoint i is the point with coordinate 1 on direction i. ``settings``
+    (``evaluate.EvalSettings``, default: all samples, eval mode, fp32) evaluates them as a
+    surface computed with those settings evaluates its points (its ``max_samples``
+    subset, its ``mode``), so the losses compare with the surface's.
     """
     from .evaluate import Evaluator
     from .params import flatten
@@ -491,7 +494,7 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None) -> np
             raise LandscapeError(f"checkpoint {k} has no tensor {missing[0]!r}; expected a state dict of this model")
         rows.append(torch.cat([torch.as_tensor(sd[e.name]).detach().to(dtype).cpu().reshape(-1)
                                for e in layout.entries]) - base)
-    ev = Evaluator(model, data, torch.stack(rows), layout, loss_fn=loss_fn, metrics=None)
+    ev = Evaluator(model, data, torch.stack(rows), layout, loss_fn=loss_fn, metrics=None, settings=settings)
     return ev.evaluate(np.eye(len(states)))[:, 0]
 
 

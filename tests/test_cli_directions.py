@@ -187,9 +187,13 @@ def test_checkpoints_give_the_trajectory_pca_plane_with_the_ignore_asked_for(bn_
         for j, yv in enumerate(surf.y):
             for i, xv in enumerate(surf.x):
                 assert surf.loss[j, i] == pytest.approx(_naive_loss(_combine(a, [(xv, d0), (yv, d1)])), rel=1e-5)
-    # its figure: the path, each checkpoint named by its file
+    # its figure: the path, each checkpoint named by its file, with its own loss (not only the plane's under it)
     path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
     assert list(path.text) == list(map(str, paths))
+    naive = [_naive_loss(torch.load(p, weights_only=True)) for p in paths]
+    np.testing.assert_allclose(d.provenance["path_loss"], naive, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(path.customdata, float)[:, 2], naive, rtol=1e-5)
+    assert "true loss: %{customdata[2]" in path.hovertemplate
 
 
 def test_dir_file_from_the_reference_moves_batchnorm_statistics_as_the_reference_does(bn_module, tmp_path, capsys):

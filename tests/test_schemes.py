@@ -207,7 +207,17 @@ def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
     path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
     np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
     assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]
-    assert "true loss" not in path.hovertemplate  # the CLI does not evaluate the checkpoints: no NaN shown
+    # each checkpoint's own loss, on the 60 samples the surface used (the plane's under it is not that loss)
+    x, y = ex.test
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:60].sort().values  # --max-samples
+    true = []
+    for sd in ex.trajectory:
+        m = copy.deepcopy(ex.model)
+        m.load_state_dict(sd)
+        with torch.no_grad():
+            true.append(float(torch.nn.functional.cross_entropy(m.eval()(x[idx]), y[idx])))
+    assert "true loss" in path.hovertemplate
+    np.testing.assert_allclose(np.asarray(path.customdata, float)[:, 2], true, rtol=1e-5)
     assert main(["plot", str(store), "--html", str(tmp_path / "again.html")]) == 0
     for page in (html, tmp_path / "again.html"):
         text = page.read_text()

@@ -17,6 +17,7 @@ import torch
 from conftest import assert_bit_identical, naive_loss, state_copy
 from standalone_html import assert_standalone_html
 from torch import nn
+from torch.nn import functional as F
 from traitlets import TraitError
 
 import landscape_nb as lnb
@@ -1308,6 +1309,30 @@ def test_the_runs_directions_are_on_the_explorer_and_compute_the_same_plane(expl
     assert explorer.centre is model
     explorer.controls["time_budget"].value = 1e-9  # refused: the shown surface, and its directions, stay
     assert not explorer.compute(wait=True) and explorer.directions is d
+
+
+def test_a_pca_planes_path_shows_each_checkpoints_own_loss_on_the_split_computed():
+    """The path's hover gave only where a checkpoint projects: a checkpoint far off the plane sat on a ridge it
+    never saw. Each checkpoint's true loss is in it now, on the data of the split computed (a naive loop)."""
+    example = with_checkpoints()
+    example.train = make_task(seed=5)[1]
+    e = Explorer(models={"c": example}, scheme="pca", x_points=3, y_points=3)
+    try:
+        for split in ("test", "train"):
+            e.controls["split"].value = split
+            assert e.compute(wait=True), e.state.message
+            x, y = getattr(example, split)
+            naive = []
+            for sd in example.trajectory:
+                m = copy.deepcopy(example.model)
+                m.load_state_dict(sd)
+                with torch.no_grad():
+                    naive.append(float(F.cross_entropy(m(x), y)))
+            path = next(t for t in e.figure.data if t.name == "trajectory")
+            assert path.visible is not False and "true loss: %{customdata" in path.hovertemplate
+            np.testing.assert_allclose(np.asarray(path.customdata, float), naive, rtol=1e-5)
+    finally:
+        e.close()
 
 
 def filter_norm_gap(model, directions, k: int) -> float:

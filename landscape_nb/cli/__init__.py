@@ -442,11 +442,15 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
         return model, directions_from_file(args.dir_file, model, args.dir_type, ndim).with_provenance(**files)
     others = [model_from_state_dict(model, load_state_dict_file(path, f"--{flag} {path}"), f"--{flag} {path}")
               for flag, path in (("model-file2", args.model_file2), ("model-file3", args.model_file3)) if path]
+    from ..evaluate import EvalSettings
+
     ignore = None if args.ignore == "none" else args.ignore
+    # a PCA plane's checkpoints, evaluated as the surface's points are: their true losses in its figure
+    path_settings = EvalSettings(mode=args.mode, max_samples=args.max_samples, **keys)
     try:
         base, d = make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
                                   data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
-                                  trajectory=args.checkpoints, **keys)
+                                  trajectory=args.checkpoints, path_data=data, path_settings=path_settings, **keys)
     except LandscapeError as exc:  # plane_directions' models a, b, c are the command's model and files
         text = str(exc)
         if others and text.startswith(("model b ", "model c ", "models b and c ", "model b:", "model c:")):

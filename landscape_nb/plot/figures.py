@@ -302,10 +302,14 @@ def _trajectory_trace(trajectory: Any) -> go.Scatter:
         )
         hover += ("<br>off the plane: %{marker.color:.0%} of its offset" if share is not None else
                   "<br>distance from plane: %{marker.color:.4g}")
+    loss = _trajectory_field(trajectory, "loss")  # each checkpoint's own loss: the plane's under it is not it
+    loss = None if loss is None else np.asarray(loss, dtype=float).ravel()
+    if loss is not None and loss.size == n:
+        hover += "<br>true loss: %{customdata:.4g}"
     return go.Scatter(
         x=x, y=y, mode="lines+markers", name="trajectory", text=text, marker=marker,
         line=dict(color="black", width=1.5), hovertemplate=hover + "<extra>trajectory</extra>",
-        showlegend=False,
+        customdata=loss if loss is not None and loss.size == n else None, showlegend=False,
     )
 
 

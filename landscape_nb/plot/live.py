@@ -271,7 +271,7 @@ def _update_path(fig, surf: Surface) -> None:
     drawn = _trajectory_trace(path)
     drawn.marker.showscale = False
     trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker, line=drawn.line,
-                 hovertemplate=drawn.hovertemplate, visible=True)
+                 hovertemplate=drawn.hovertemplate, customdata=drawn.customdata, visible=True)
 
 
 def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:

@@ -592,6 +592,7 @@ class ExplorerState(t.HasTraits):
         ``searching`` is called before an ``auto_range`` search starts; ``cancel`` stops it
         (`landscape_nb.evaluate.Cancelled`).
         """
+        from ..evaluate import EvalSettings
         from ..schemes import make_directions
 
         key = _prepare_key(spec)
@@ -600,7 +601,7 @@ class ExplorerState(t.HasTraits):
         base, directions = make_directions(
             spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
             seed=spec.seed, data=None if getattr(entry.example, "train", None) is not None else data,
-            loss_fn=entry.loss_fn)
+            loss_fn=entry.loss_fn, path_data=data, path_settings=EvalSettings(max_samples=spec.max_samples))
         if spec.auto_range and searching is not None:
             searching()
         probed = copy.deepcopy(base)  # auto_range moves its weights (and puts them back)
