@@ -4,6 +4,7 @@ through their checkpoints, as the reference's flags), ``--checkpoints`` (traject
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -483,17 +484,22 @@ def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, c
     assert f"--checkpoints {tmp_path / 'diverged.pt'}: tensor '0.weight' holds" in capsys.readouterr().err
     assert main(["compute", bn_module, "--grid", "51", "--model-file2", str(paths[0]),
                  "--store", str(tmp_path / "l.zarr")]) == 0  # the suggested -0.5:1.5, moved to hold 0 and 1
-    assert "the models sit" not in capsys.readouterr().err
+    assert " sit at x" not in capsys.readouterr().err
     x = lnb.load_surface(tmp_path / "l.zarr").x
     assert np.abs(x).min() < 1e-12 and np.abs(x - 1).min() < 1e-12 and x[0] <= -0.45 and x[-1] >= 1.45, x
     assert main(["compute", bn_module, "--grid", "51", "--model-file2", str(paths[0]), "--range", "-0.5:1.5",
                  "--store", str(tmp_path / "l-typed.zarr")]) == 0  # a typed range is the user's: a note
     err = capsys.readouterr().err
     assert not np.isclose(np.linspace(-0.5, 1.5, 51), 0).any() and np.isclose(np.linspace(-0.5, 1.5, 53), 0).any()
-    assert "the models sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid 53 puts them" in err
+    name = Path(paths[0]).name  # the models by name: the file sits at 1, "the model" at 0
+    assert f"the model and {name} sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid 53 puts them" in err
+    assert main(["compute", bn_module, "--grid", "10", "--model-file2", str(paths[0]), "--range", "0:1.3",
+                 "--store", str(tmp_path / "l-10.zarr")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {name} sits at x = 1, between the points of 10 on 0:1.3; --grid 14 puts it" in err
     assert main(["compute", bn_module, "--grid", "41", "--model-file2", str(paths[0]),
                  "--store", str(tmp_path / "l41.zarr")]) == 0
-    assert "the models sit" not in capsys.readouterr().err
+    assert " sit at x" not in capsys.readouterr().err
     a = build_parser().parse_args(["compute", bn_module, "--grid", "9", "--model-file2", "./ck/../ckpt0.pt"])
     b = build_parser().parse_args(["compute", bn_module, "--grid", "9", "--model-file2", "ckpt0.pt"])
     for args in (a, b):

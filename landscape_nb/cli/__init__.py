@@ -586,7 +586,8 @@ def cmd_compute(args) -> int:
     if len(grid) > 1 and not (args.range or args.yrange) and "y_range" in d.provenance:
         yr = range_through(*yr, grid[1], unit=unit)
     flags = ("--range", "--yrange" if args.yrange else "--range", "--zrange" if args.zrange else "--range")
-    note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags)
+    note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags,
+                         labels=(d.provenance.get("x_label"), d.provenance.get("y_label")))
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -660,29 +661,43 @@ def cmd_compute(args) -> int:
     return 0
 
 
+def _models_on_axis(label: str | None) -> dict[float, str]:
+    """Who sits at 0 and at 1 of a path's axis, from its label ("interpolation model → b.pt", "trained → c.pt",
+    "interpolation small-batch → large-batch"): the model at the centre is "the model" where the label says
+    "model"."""
+    ends = (label or "").removeprefix("interpolation ").split(" → ")
+    if len(ends) != 2:
+        return {0.0: "the model", 1.0: "the other model"}
+    return {0.0: "the model" if ends[0] == "model" else ends[0], 1.0: ends[1]}
+
+
 def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool,
-                         flags: tuple[str, ...] = ("--range", "--range", "--range")) -> None:
+                         flags: tuple[str, ...] = ("--range", "--range", "--range"),
+                         labels: tuple[str | None, ...] = ()) -> None:
     """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) lies
     outside the range or falls between grid points: the plot then shows neither model's own loss (nor a
     barrier, which needs both ends). ``flags`` name the flag each axis's range came from. The last note gives
     what holds them on every axis (`landscape_nb.grid.grid_through_models`, counts up to ``4n+1`` and the
     per-axis limit): a ``--grid``, and for an axis whose range must move, that range with its flag
-    (``--range`` for x, ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's)."""
+    (``--range`` for x, ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's). ``labels``,
+    the axes' labels, name the models of a path (the file at 1, `_models_on_axis`)."""
     from ..grid import MAX_PER_AXIS, MAX_POINTS, grid_through_models, models_outside
 
     notes, better, fixed, named, found = [], list(grid), {}, set(), True
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
         outside = models_outside(a, b, unit=unit)
         missed = models_between_points(a, b, n, unit=unit)
+        who = _models_on_axis(labels[k] if k < len(labels) else None) if unit else {0.0: "the model"}
         if outside:
-            who = "the models at" if len(outside) > 1 else "the model at"
-            notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in outside)} "
-                         f"{'lie' if len(outside) > 1 else 'lies'} outside {flags[k]} {a:.10g}:{b:.10g}, so the "
-                         f"figure does not show {'their' if len(outside) > 1 else 'its'} loss")
+            notes.append(f"{' and '.join(who.get(m, 'the model') for m in outside)} at {name} = "
+                         f"{' and '.join(f'{m:g}' for m in outside)} {'lie' if len(outside) > 1 else 'lies'} outside "
+                         f"{flags[k]} {a:.10g}:{b:.10g}, so the figure does not show "
+                         f"{'their' if len(outside) > 1 else 'its'} loss")
         if missed:
-            who = "the models sit at" if len(missed) > 1 else "the model sits at"
-            notes.append(f"{who} {name} = {' and '.join(f'{m:g}' for m in missed)}, between the points of {n} on "
-                         f"{a:.10g}:{b:.10g}")
+            at = " and ".join(f"{m:g}" for m in missed)
+            notes.append(f"{' and '.join(who.get(m, 'the model') for m in missed)} "
+                         f"{'sit' if len(missed) > 1 else 'sits'} at {name} = {at}, "
+                         f"between the points of {n} on {a:.10g}:{b:.10g}")
         named |= {*outside, *missed}
         if outside or missed:
             fix = grid_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
