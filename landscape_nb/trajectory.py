@@ -286,7 +286,8 @@ def pca_directions(
     if len(states) < n + 1:
         raise LandscapeError(
             f"{len(states)} checkpoint(s) for n={n} principal directions; expected at least {n + 1} (k checkpoints "
-            f"span at most k − 1 directions): save more checkpoints during training, or ask for fewer directions"
+            f"span at most k − 1 directions): save more checkpoints during training"
+            + (f", or ask for fewer directions (n={len(states) - 1})" if 1 < len(states) < n + 1 else "")
         )
     layout = ParamLayout.of(final)
     states = _check_checkpoints(states, layout, final, trajectory)

@@ -295,7 +295,13 @@ def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
     # the API's 0-based "checkpoint 1" is the file named; its "n=2 principal directions" the --grid
     (["--grid", "5x5", "--checkpoints", "other.pt", "nothing.pt"], "--checkpoints nothing.pt: no such file"),
     (["--grid", "5x5", "--checkpoints", "part.pt"], ("1 checkpoint(s) for 2 principal directions (a 2D --grid); "
-                                                    "expected at least 3")),
+                                                    "expected at least 3 (k checkpoints span at most k − 1 "
+                                                    "directions): save more checkpoints during training")),
+    (["--grid", "5x5", "--checkpoints", "part.pt", "part.pt"], ("save more checkpoints during training, or draw a "
+                                                                "line of one direction (a 1D --grid, e.g. --grid 21)")),
+    (["--grid", "5", "--checkpoints", "part.pt"], ("1 checkpoint(s) for 1 principal directions (a 1D --grid); "
+                                                  "expected at least 2 (k checkpoints span at most k − 1 directions): "
+                                                  "save more checkpoints during training")),
     (["--grid", "5x5", "--checkpoints", "other.pt", "part.pt", "other.pt"],
      "--checkpoints other.pt: tensor '0.weight' has shape (3, 4)"),
     (["--grid", "7", "--model-file2", "other.pt"], ("--model-file2 other.pt does not fit Sequential: tensor "

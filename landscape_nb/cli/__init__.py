@@ -1037,7 +1037,8 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     text = re.sub(r"(--(?:checkpoints|model-file[23]) (\S+)): no file '\2'", r"\1: no such file", text)
     text = re.sub(r"\bn=(\d) principal directions",
                   lambda m: f"{m[1]} principal directions (a {m[1]}D --grid)", text)
-    text = text.replace("or ask for fewer directions", "or draw fewer directions (a 1D --grid, e.g. --grid 21)")
+    text = text.replace("or ask for fewer directions (n=1)", "or draw a line of one direction (a 1D --grid, e.g. "
+                        "--grid 21)")
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
     text = re.sub(r"\(or None: automatic, False: (no cap|every value)\)", r"(or --clip auto, or --clip none for \1)",
                   text)
