@@ -32,6 +32,10 @@ def one():
 def nan_loss():
     model, data = make()
     return model, data, lambda out, y: nn.functional.cross_entropy(out, y) * float("nan")
+
+def make_negative():
+    model, data = make()
+    return model, data, lambda out, y: nn.functional.cross_entropy(out, y) - 10.0
 '''
 
 
@@ -564,8 +568,16 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--h5", "low.h5", "--clip", low,
                  "--no-store"]) == 2
     err = capsys.readouterr().err
-    assert "(with --no-store the points are only in the files written before it)" in err and "None" not in err
+    assert "(--h5 low.h5 was written) (with --no-store the points are only in the files written)" in err
+    assert "None" not in err
     np.testing.assert_allclose(lnb.load_reference_surface("low.h5").loss, surf.loss, rtol=1e-6)
+    # the other way round: an --h5 refused (losses below 0 have no place in the reference's layout) keeps the
+    # figure asked for with it
+    assert main(["compute", "my_models:make_negative", "--grid", "5x5", "--html", "neg.html", "--h5", "neg.h5",
+                 "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert "the surface has computed losses below 0" in err and "(--html neg.html was written)" in err
+    assert Path("neg.html").exists() and not Path("neg.h5").exists()
     assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--clip", "none"]) == 0
     assert "81 points: 81 from the store at" in capsys.readouterr().out
     np.testing.assert_allclose(values(figure_json(Path("low.html").read_text())["data"][0]["z"]), surf.loss,

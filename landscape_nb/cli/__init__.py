@@ -263,7 +263,7 @@ def write_exports(surf, args, name: str) -> None:
     from ..plot.export import export_html, export_vtk
     from ..reference import save_reference_surface
 
-    if args.h5:
+    def h5():
         split = args.split or "test"
         print(f"wrote {save_reference_surface(surf, args.h5, split=split)} (the loss as {split}_loss)")
         if surf.y is None and split != "train":  # plot_1D.py asserts 'train_loss' and reads train_acc
@@ -271,11 +271,26 @@ def write_exports(surf, args, name: str) -> None:
                   "does not hold; rerun with --split train for it (your module:function then needs a split "
                   "parameter, def make(split='test'); the same --store resumes only the same split)",
                   file=sys.stderr)
-    if args.vtk:
-        print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
-    if args.html:  # last: a figure refused (a --clip below every loss) leaves the files above written
+
+    def html():
         figure = figure_for(surf, args.kind, log_scale=args.log, title=name, clip=parse_clip(args.clip))
         print(f"wrote {export_html(figure, args.html)}")
+
+    # each output on its own: one refused (an --h5 of losses below 0, a --clip below every loss) keeps the others
+    written, refused = [], []
+    for flag, path, write in (("--h5", args.h5, h5), ("--vtk", args.vtk, lambda: print(
+            f"wrote {export_vtk(surf, args.vtk, log=args.log)}")), ("--html", args.html, html)):
+        if path:
+            try:
+                write()
+                written.append(f"{flag} {path}")
+            except LandscapeError as exc:
+                refused.append(exc)
+    if refused:
+        kept = f" ({' and '.join(written)} {'were' if len(written) > 1 else 'was'} written)" if written else ""
+        error = LandscapeError("; ".join(str(exc) for exc in refused) + kept)
+        error.written = written
+        raise error from refused[0]
     args.done = True  # what is left (a note, closing workers) loses nothing: a signal from here on is no failure
 
 
@@ -650,7 +665,8 @@ def cmd_compute(args) -> int:
         write_exports(surf, args, name)
     except LandscapeError as exc:  # a figure refused (a --clip below every loss): its points are not lost
         kept = (f"every point is kept in {args.store}: rerun with that changed to draw it, nothing is computed "
-                "again" if args.store else "with --no-store the points are only in the files written before it")
+                "again" if args.store else "with --no-store the points are only in the files written" if
+                getattr(exc, "written", None) else "with --no-store no point was kept: drop it to keep them")
         raise LandscapeError(f"{exc} ({kept})") from None
     if getattr(args, "default_store", None):
         moved = (f"; {args.moved_from} holds another surface of this command's (its model, data, code or the "
