@@ -662,6 +662,8 @@ def _labels(directions: Directions, ndim: int = 2) -> dict[str, str]:
         out = {"x_label": str(prov.get("x_label", "α (direction 1)")),
                "y_label": str(prov.get("y_label", "β (direction 2)"))}
         z = str(prov.get("z_label", "γ (direction 3)"))
+    if ndim == 1:  # a line has no y axis to name ("β (direction 2)" was kept on interpolation lines)
+        del out["y_label"]
     return {**out, "z_label": z} if ndim == 3 else out
 
 

@@ -437,7 +437,7 @@ def test_compute_wait_while_one_runs_waits_for_it_then_computes_the_current_cont
     assert explorer.state.status == "done" and surf.is_complete and surf.loss.shape == (7, 9)
     model, data = explorer.state.shelf.get("tiny").model, make_task()[1]
     np.testing.assert_allclose(surf.loss, naive_surface(model, data, 7, surf.x, surf.y), rtol=1e-5)
-    assert "seed 7, 9×7 points" in explorer.figure.layout.title.text
+    assert "seed 7, test split, 9×7 points" in explorer.figure.layout.title.text
 
 
 def test_controls_changed_during_a_run_are_named_and_the_figure_says_which_run_it_shows(explorer, tmp_path):
@@ -451,9 +451,10 @@ def test_controls_changed_during_a_run_are_named_and_the_figure_says_which_run_i
     explorer.wait(60)
     assert explorer.state.status == "done", explorer.state.message
     assert "controls changed during the run (seed, grid)" in explorer.state.message
-    assert "seed 0, 21×15 points" in explorer.figure.layout.title.text
-    assert "seed 0, 21\\u00d715 points" in explorer.export_html(str(tmp_path / "run.html")).read_text()  # JSON
-    assert "seed 0, 21×15 points" in explorer.state.figure().layout.title.text  # the static figure too
+    assert "seed 0, test split, 21×15 points" in explorer.figure.layout.title.text
+    exported = explorer.export_html(str(tmp_path / "run.html")).read_text()
+    assert "seed 0, test split, 21\\u00d715 points" in exported  # JSON
+    assert "seed 0, test split, 21×15 points" in explorer.state.figure().layout.title.text  # the static figure too
 
 
 def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
@@ -1188,15 +1189,15 @@ def test_a_run_refused_after_a_good_one_puts_the_good_one_back(explorer, tmp_pat
     explorer.controls["x_points"].value, explorer.controls["y_points"].value = 9, 7
     assert explorer.compute(wait=True)
     good = explorer.surface
-    assert good.is_complete and "seed 0, 9×7 points" in explorer.figure.layout.title.text
+    assert good.is_complete and "seed 0, test split, 9×7 points" in explorer.figure.layout.title.text
     for name, value in controls.items():
         explorer.controls[name].value = value
     assert not explorer.compute(wait=True)
     assert explorer.state.status == "error" and explorer.surface is good
     assert (explorer.state.n_done, explorer.state.n_points) == (63, 63)  # the good run's counts ("341 / 31" before)
-    assert "seed 0, 9×7 points" in explorer.figure.layout.title.text
+    assert "seed 0, test split, 9×7 points" in explorer.figure.layout.title.text
     np.testing.assert_array_equal(np.array(explorer.figure.data[0].z, dtype=float), plot.display_values(good))
-    assert "seed 0, 9\\u00d77 points" in explorer.export_html(str(tmp_path / "kept.html")).read_text()
+    assert "seed 0, test split, 9\\u00d77 points" in explorer.export_html(str(tmp_path / "kept.html")).read_text()
 
 
 def test_only_the_schemes_a_model_can_give_are_offered():
@@ -1335,6 +1336,34 @@ def test_a_pca_planes_path_shows_each_checkpoints_own_loss_on_the_split_computed
         e.close()
 
 
+def test_the_title_says_the_split_and_subset_and_a_lines_labels_are_its_own(tmp_path):
+    """A test and a train surface were titled alike (their losses differ several-fold), and an interpolation line
+    kept the empty grid's "α (direction 1)" in its metric's hover, "β (direction 2)" in its provenance and a
+    title "interpolation between two models (1D) directions"."""
+    example = with_checkpoints()
+    example.train = make_task(seed=5)[1]
+    e = Explorer(models={"c": example}, x_points=3, y_points=3, export_dir=tmp_path)
+    try:
+        e.state.set(split="train", max_samples=50)
+        assert e.compute(wait=True), e.state.message
+        title = "c: random (filter-normalized) directions, seed 0, train split (50 of 120 samples), 3×3 points"
+        assert e.figure.layout.title.text == title and e.state.figure().layout.title.text == title
+        e.state.set(split="test", max_samples=0)
+        assert e.compute(wait=True), e.state.message
+        assert e.figure.layout.title.text.endswith("seed 0, test split, 3×3 points")
+        e.state.set(scheme="interpolate", x_points=5)
+        assert e.compute(wait=True), e.state.message
+        surf = e.surface
+        assert surf.ndim == 1 and "y_label" not in surf.provenance
+        assert e.figure.layout.title.text == "c: the line between two models, test split, 5 points"
+        loss, metric = e.figure.data[:2]
+        assert metric.name == "accuracy" and "direction 1" not in metric.hovertemplate
+        assert metric.hovertemplate.split(":")[0] == loss.hovertemplate.split(":")[0] == surf.x_label
+        assert "(direction 1)" not in e.export_html("line.html").read_text()
+    finally:
+        e.close()
+
+
 def filter_norm_gap(model, directions, k: int) -> float:
     """The largest relative gap between direction ``k``'s filter norms (rows of each weight matrix) and its
     weight's: 0 for Li et al.'s filter normalization."""
@@ -1366,7 +1395,8 @@ def test_the_figure_title_and_axes_name_the_normalization_and_orthogonalization_
             assert filter_norm_gap(model, d, 0) > 0.1 and filter_norm_gap(model, d, 1) > 0.1
             done = "raw"
         title = explorer.figure.layout.title.text
-        assert title.startswith(f"tiny: random ({done}") and "directions, seed 0, 3×3 points" in title, title
+        assert title.startswith(f"tiny: random ({done}"), title
+        assert "directions, seed 0, test split, 3×3 points" in title, title
         assert ("orthogonalized" in title) == ("orthogonalized" in done), title
         assert surf.x_label == f"α (random direction 1, {done})" and surf.y_label == f"β (random direction 2, {done})"
         assert explorer.figure.layout.xaxis.title.text.replace("<br>", " ") == surf.x_label  # the contour's axis

@@ -154,9 +154,7 @@ def line(
                     x=x, y=values, mode="lines", name=metric if single else f"{label}: {metric}",
                     legendgroup=label,
                     line=dict(color=metric_color, dash="dash") if single else dict(color=color, dash="dash"),
-                    hovertemplate=(
-                        f"{s.x_label}: %{{x:.4g}}<br>{metric}: %{{y:.4g}}<extra>{label}</extra>"
-                    ),
+                    hovertemplate=_metric_hover(s, metric, label),
                 ),
                 secondary_y=True,
             )
@@ -215,6 +213,10 @@ def _line_hover(s: Surface, label: str) -> str:
     fixed = held_fixed_text(s)
     return (f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}" + (f"<br>{fixed}" if fixed else "")
             + f"<extra>{label}</extra>")
+
+
+def _metric_hover(s: Surface, metric: str, label: str) -> str:
+    return f"{s.x_label}: %{{x:.4g}}<br>{metric}: %{{y:.4g}}<extra>{label}</extra>"
 
 
 def provenance_path(surface: Surface) -> dict | None:

@@ -40,7 +40,7 @@ from ._common import (
     set_caption,
     to_plotly_z,
 )
-from .figures import _line_hover, _trajectory_trace, line, provenance_path
+from .figures import _line_hover, _metric_hover, _trajectory_trace, line, provenance_path
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
@@ -200,6 +200,8 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     if len(fig.data) > 1 and metric in surf.metrics:
         fig.data[1].x = to_plotly_z(surf.x)
         fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
+        # the axis's name as the loss's hover has it (made from the empty grid's "α (direction 1)" at first)
+        fig.data[1].hovertemplate = _metric_hover(surf, metric, str(surf.provenance.get("label", "surface 0")))
     fig.layout.xaxis.title.text = fit_title(
         surf.x_label, plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0])
     fig.layout.yaxis.type = "log" if log else "linear"

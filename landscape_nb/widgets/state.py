@@ -65,6 +65,14 @@ def _prepare_key(spec: ExplorerSpec) -> tuple:
             spec.rise, spec.max_samples)
 
 
+def _of_split(surf: Surface | None, spec: ExplorerSpec | None) -> Surface | None:
+    """``surf`` with the split it was computed on in its provenance (``"split"``), for the figure's title: a test
+    and a train surface were titled alike (`request.figure_title`)."""
+    if surf is not None and spec is not None:
+        surf.provenance["split"] = spec.split
+    return surf
+
+
 def _starting(key: str) -> str:
     """What the status line says of a run's workers while its cluster comes up (the message line says it too)."""
     starting = {"local": "starting a local Dask cluster", "cuda": "starting GPU workers",
@@ -569,6 +577,7 @@ class ExplorerState(t.HasTraits):
             except ResumeMismatch:  # the user's model or data changed since: every point anew
                 check_budget(spec, seconds_per_point, workers)
                 surf = run(None)
+            surf = _of_split(surf, spec)
             returned = time.perf_counter()
             note = prepared.range.note + _off_grid_note(spec)
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, prepared))
@@ -577,6 +586,7 @@ class ExplorerState(t.HasTraits):
             self._post(run_id, "end", lambda: self._cancelled_early(returned))
         except ClusterLost as exc:  # the points computed are kept: the next Compute goes on from them
             logger.debug("Explorer computation lost its cluster", exc_info=exc)
+            _of_split(getattr(exc, "surface", None), spec)
             self._post(run_id, "end", lambda exc=exc, p=prepared: self._lost_cluster(exc, p))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             logger.debug("Explorer computation failed", exc_info=exc)
@@ -778,7 +788,7 @@ class ExplorerState(t.HasTraits):
 
         def on_tile(ev) -> None:
             counted[0] += ev.tile.n_points
-            snap = ev.surface()
+            snap = _of_split(ev.surface(), self._run_spec)
             rate = counted[0] / ev.elapsed if ev.elapsed > 0 else 0.0
             self._post(run_id, "tile", lambda: self._tile(snap, ev.n_done, rate, prepared))
 

@@ -296,6 +296,9 @@ class Explorer(w.VBox):
                 self._figure_run = self.state.run_id
             else:
                 plot.update(self.figure, surf, log=self.state.log_scale)
+                title = figure_title(surf)  # the run's first values name what the empty grid could not (a subset)
+                if self.figure.layout.title.text != title:
+                    self.figure.layout.title.text = title
 
     def _on_preview(self, change) -> None:
         # nothing computed shown yet; a 1D figure has no WebGL surface or 3D labels to set up
