@@ -191,6 +191,23 @@ def test_state_works_without_widgets_and_rejects_unknown_controls():
     assert state.spec().x[2] == 9
 
 
+def test_a_value_the_state_refuses_is_said_and_the_control_shows_what_is_used(explorer):
+    """An even number typed into a points slider's readout (the browser keeps it within bounds, not on the step)
+    was refused by the state into the kernel's log only: the slider read 20 while 21 were computed. It moves to
+    the next odd number now, on the slider and in the run; a value the state refuses is said on the message
+    line and the control shows the state's value again."""
+    c = explorer.controls
+    c["x_points"].value, c["y_points"].value = 4, 201
+    assert (c["x_points"].value, explorer.state.x_points) == (5, 5)
+    assert (c["y_points"].value, explorer.state.y_points) == (201, 201)
+    assert explorer.compute(wait=True), explorer.state.message
+    assert explorer.surface.loss.shape == (201, 5)
+    c["scheme"].options = [*c["scheme"].options, ("made up", "made-up")]
+    c["scheme"].value = "made-up"
+    assert explorer.state.message_kind == "error" and "made-up" in explorer.state.message
+    assert c["scheme"].value == explorer.state.scheme == "random"
+
+
 def test_a_refused_explorer_leaves_no_error_behind_when_collected(monkeypatch):
     """ipywidgets' ``Widget.__del__`` closes a panel whose ``__init__`` raised; that close printed an
     AttributeError ("Exception ignored in ...") under the refusal the user had just read."""

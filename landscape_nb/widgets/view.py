@@ -206,7 +206,7 @@ class Explorer(w.VBox):
         links = {}
         for name, widget in self.controls.items():
             widget.add_class(f"lnb-{name.replace('_', '-')}")
-            links[name] = t.link((state, name), (widget, "value"))
+            links[name] = _ControlLink(state, name, widget, _odd if name in ("x_points", "y_points") else None)
         t.dlink((state, "model_names"), (self.controls["model_name"], "options"))
 
         def offer(name: str, options) -> Any:
@@ -454,6 +454,59 @@ class Explorer(w.VBox):
         if state is not None:
             state.close()
         super().close()
+
+
+def _odd(n):
+    """A points slider's value as the state takes it: an even number typed into its readout (the browser keeps
+    it within bounds but not on the step) moves up to the next odd one (down at the top end)."""
+    if isinstance(n, int) and not n % 2 and POINTS[0] <= n <= POINTS[1]:
+        return n + 1 if n < POINTS[1] else n - 1
+    return n
+
+
+class _ControlLink:
+    """A two-way link of the state's trait ``name`` and its control's ``value``, as ``traitlets.link``, except
+    that a value the state refuses is said on the message line and the control shows the state's value again:
+    the refusal reached only the kernel's log, and the control kept showing a value that was not used (an
+    even "points" typed into a slider's readout read 20 while 21 were computed). ``adjust`` maps a control's
+    value first (`_odd`). ``unlink``/``link`` pause and resume it (``link`` puts the state's value back)."""
+
+    def __init__(self, state, name: str, widget, adjust=None):
+        self.state, self.name, self.widget, self.adjust = state, name, widget, adjust
+        self.busy, self.linked = False, True
+        widget.value = getattr(state, name)
+        state.observe(self._to_widget, name)
+        widget.observe(self._to_state, "value")
+
+    def _to_widget(self, change) -> None:
+        if self.linked and not self.busy:
+            self.busy = True
+            try:
+                self.widget.value = change["new"]
+            finally:
+                self.busy = False
+
+    def _to_state(self, change) -> None:
+        if not self.linked or self.busy:
+            return
+        self.busy = True
+        try:
+            value = change["new"] if self.adjust is None else self.adjust(change["new"])
+            try:
+                setattr(self.state, self.name, value)
+            except (t.TraitError, LandscapeError) as exc:
+                self.state._say(str(exc), "error")
+            if self.widget.value != getattr(self.state, self.name):
+                self.widget.value = getattr(self.state, self.name)
+        finally:
+            self.busy = False
+
+    def unlink(self) -> None:
+        self.linked = False
+
+    def link(self) -> None:
+        self.linked = True
+        self._to_widget({"new": getattr(self.state, self.name)})
 
 
 def _shape(fig) -> tuple:
