@@ -246,7 +246,8 @@ class ExplorerState(t.HasTraits):
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._before: Surface | None = None  # the surface shown when Compute was pressed
         #: the `landscape_nb.directions.Directions` of the surface shown, and the model at its centre (x = y = 0;
-        #: an interpolation's first minimizer, not the picked model); None before a run's first values:
+        #: an interpolation's first minimizer, not the picked model; for a user's model, a copy of its weights as
+        #: the run had them, so training it on since changes neither); None before a run's first values:
         #: ``lnb.compute_surface(state.centre, data, state.directions, ...)`` computes more of the same plane
         self.directions = self.centre = None
         self._before_run = (None, None)
@@ -544,7 +545,7 @@ class ExplorerState(t.HasTraits):
         from ..evaluate import Cancelled
         from ..runners import ClusterLost
 
-        prepared = None
+        prepared = shown = None
         try:
             self._await_prefetch(_prepare_key(spec), cancel)
             entry = self.shelf.get(spec.model, announce=lambda: self._post(run_id, "status", lambda: self._say(
@@ -556,6 +557,8 @@ class ExplorerState(t.HasTraits):
             self._show_range(spec, run_id)
             # probed and (in-process) evaluated; the user's model stays untouched
             private = probed if probed is not None else copy.deepcopy(prepared.base)
+            # the shown run's centre (`centre`): the weights it ran with, not the user's model trained on since
+            shown = prepared if self.shelf.zoo else replace(prepared, base=private)
             client, workers, link = self._client(spec.client, run_id)
             seconds_per_point = prepared.range.seconds_per_point
             if seconds_per_point is None:
@@ -569,7 +572,7 @@ class ExplorerState(t.HasTraits):
                 return compute_surface(
                     private if client is None else prepared.base, data, prepared.directions, x=spec.x, y=spec.y,
                     loss_fn=entry.loss_fn, metrics="auto" if spec.metric else None, client=client,
-                    callbacks=[self._tile_callback(run_id, prepared)], cancel=cancel, max_samples=spec.max_samples,
+                    callbacks=[self._tile_callback(run_id, shown)], cancel=cancel, max_samples=spec.max_samples,
                     name=spec.model, resume=resume)
 
             try:
@@ -580,14 +583,14 @@ class ExplorerState(t.HasTraits):
             surf = _of_split(surf, spec)
             returned = time.perf_counter()
             note = prepared.range.note + _off_grid_note(spec)
-            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, prepared))
+            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, shown))
         except Cancelled:  # before the first point: while finding the range
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._cancelled_early(returned))
         except ClusterLost as exc:  # the points computed are kept: the next Compute goes on from them
             logger.debug("Explorer computation lost its cluster", exc_info=exc)
             _of_split(getattr(exc, "surface", None), spec)
-            self._post(run_id, "end", lambda exc=exc, p=prepared: self._lost_cluster(exc, p))
+            self._post(run_id, "end", lambda exc=exc, p=shown: self._lost_cluster(exc, p))
         except Exception as exc:  # one readable line in the panel; the traceback stays in last_error
             logger.debug("Explorer computation failed", exc_info=exc)
             self._post(run_id, "end", lambda exc=exc: self._failed_run(exc))  # bound now: `exc` is unset after except

@@ -440,7 +440,8 @@ class Explorer(w.VBox):
     @property
     def centre(self):
         """The model at the centre (x = y = 0) of the surface shown: the picked model, or for an interpolation
-        between minimizers the first of them; None before a run's first values."""
+        between minimizers the first of them; for a model of your own a copy of it as the run had it (training
+        it on since changes neither this nor the surface shown); None before a run's first values."""
         return self.state.centre
 
     def export_html(self, path: str | None = None) -> Path:
