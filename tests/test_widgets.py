@@ -1389,6 +1389,26 @@ def test_the_title_says_the_split_and_subset_and_a_lines_labels_are_its_own(tmp_
         e.close()
 
 
+def test_a_regression_line_draws_no_empty_accuracy_axis_and_says_why(tmp_path):
+    """A model with an MSE loss has no accuracy ("auto" metrics: none for outputs that are not class scores),
+    yet its line kept the empty grid's "accuracy" legend entry and right axis, with no data, in the panel and its
+    export, and nothing said why."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).eval()
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+    e = Explorer(models={"reg": (model, (x, y), F.mse_loss)}, ndim=1, x_points=11, export_dir=tmp_path)
+    try:
+        assert e.compute(wait=True), e.state.message
+        assert e.surface.metrics == {} and "No accuracy: the model's outputs are not class scores" in e.state.message
+        assert [t.name for t in e.figure.data] == ["loss"] and not e.figure.layout.yaxis2.title.text
+        with torch.no_grad():  # the line drawn is the loss's, checked at its centre by hand
+            k = list(e.surface.x).index(0.0)
+            assert e.figure.data[0].y[k] == pytest.approx(float(F.mse_loss(model(x), y)), rel=1e-6)
+        assert '"name":"accuracy"' not in e.export_html("reg.html").read_text().replace(" ", "")
+    finally:
+        e.close()
+
+
 def filter_norm_gap(model, directions, k: int) -> float:
     """The largest relative gap between direction ``k``'s filter norms (rows of each weight matrix) and its
     weight's: 0 for Li et al.'s filter normalization."""

@@ -118,7 +118,7 @@ def live(
         fig.update_xaxes(ticks="outside")
         fig.update_yaxes(ticks="outside")
     fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
-                                        "metric": metric if surface.ndim == 1 else None,
+                                        "metric": metric if surface.ndim == 1 and metric in surface.metrics else None,
                                         "placeholder": surface.ndim == 2}})
     return update(fig, surface, log=log, clip=clip)
 

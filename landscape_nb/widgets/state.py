@@ -840,6 +840,11 @@ class ExplorerState(t.HasTraits):
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
             resumed = surf.provenance.get("points_resumed")
             took += f" ({resumed} kept from the cancelled run)" if resumed else ""
+            spec = self._run_spec
+            metric = spec.metric if spec is not None else None
+            if metric and metric not in surf.metrics and surf.n_done:  # a regression's MSE: no classes to count
+                note += (f" No {metric}: the model's outputs are not class scores (N, C) for its targets, so only "
+                         "the loss is drawn.")
             self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}"
                       f"{self._said_switch_notes()}")
         self._ended(prepare=not cancelled)

@@ -290,8 +290,10 @@ class Explorer(w.VBox):
         if surf is None:
             return
         with self._figure_lock:  # a new run, or the surface shown before a refused 1D/2D run put back: redrawn
-            info = live_info(self.figure)
-            if self.figure is None or self._figure_run != self.state.run_id or (info or {}).get("ndim") != surf.ndim:
+            info = live_info(self.figure) or {}
+            promised = info.get("metric") is not None and info["metric"] not in surf.metrics and surf.n_done > 0
+            if self.figure is None or self._figure_run != self.state.run_id or info.get("ndim") != surf.ndim or \
+                    promised:  # a line drawn with the metric's axis for a model that has none (a regression): without
                 self._show(surf)
                 self._figure_run = self.state.run_id
             else:
