@@ -482,6 +482,21 @@ def test_a_partial_surface_is_drawn_in_the_whole_grids_box(bowl):
             assert tuple(scene.yaxis.range) == (Y.min(), Y.max()), (name, key)
 
 
+def test_a_live_figure_draws_a_pca_planes_path_then_drops_it_for_other_directions(bowl):
+    """The path of a PCA plane (its provenance) on the live contours, with each checkpoint's true loss; the next
+    surface of other directions hid it but kept its points, which its exports then carried."""
+    path = {"path_x": [-1.0, -0.5, 0.0], "path_y": [-0.5, 0.2, 0.0], "path_distance": [0.2, 0.1, 0.0],
+            "path_norm": [1.0, 0.5, 0.0], "path_loss": [2.0, 1.0, 0.5]}
+    pca = Surface(x=bowl.x, y=bowl.y, loss=bowl.loss, provenance={"directions": path})
+    fig = plot.live(pca)
+    trace = fig.data[2]
+    assert trace.visible is True and list(trace.x) == path["path_x"] and list(trace.y) == path["path_y"]
+    assert list(trace.customdata) == path["path_loss"] and "true loss" in trace.hovertemplate
+    plot.update(fig, bowl)
+    assert fig.data[2].visible is False and not len(fig.data[2].x) and fig.data[2].customdata is None
+    assert "-0.5" not in json.dumps(fig.to_plotly_json()["data"][2], default=str)
+
+
 def assert_placeholder(fig):
     """plot.live's surface before its first values: drawn (WebGL set up) but transparent, at height 0,
     with no hover, spike or highlight lines, and no colour bar."""

@@ -266,9 +266,9 @@ def _update_path(fig, surf: Surface) -> None:
     if trace is None:  # a live figure made before the path trace existed
         return
     path = provenance_path(surf)
-    if path is None:
-        if trace.visible is not False:
-            trace.visible = False
+    if path is None:  # hidden and emptied: an export of the next surface carried the last PCA run's path
+        if trace.visible is not False or len(trace.x or ()):
+            trace.update(x=[], y=[], text=None, customdata=None, visible=False)
         return
     drawn = _trajectory_trace(path)
     drawn.marker.showscale = False
