@@ -210,12 +210,26 @@ def _refuse_broadcasting(caught: list) -> None:
         except RuntimeError:
             continue  # not broadcastable: torch raises on its own
         if math.prod(both) > max(math.prod(target), math.prod(given)):
+            if len(given) == len(target) + 1 and given[-1] == 1:  # outputs (N, 1), targets (N,)
+                fix = ("reshape the targets (e.g. y[:, None]) or the outputs in loss_fn (e.g. lambda out, y: "
+                       "F.mse_loss(out.squeeze(-1), y))")
+            elif len(target) == len(given) + 1 and target[-1] == 1:  # outputs (N,), targets (N, 1)
+                fix = ("reshape the targets (e.g. y.squeeze(-1)) or the outputs in loss_fn (e.g. lambda out, y: "
+                       "F.mse_loss(out[:, None], y))")
+            else:
+                fix = "reshape the targets or the outputs in loss_fn to one shape"
             raise LandscapeError(
-                f"loss_fn got outputs of shape {tuple(given)} and targets of shape {tuple(target)}, which broadcast to "
-                f"{tuple(both)} (torch warned: {w.message}): every output was compared with every target, so the "
-                "value is not a loss per sample; expected targets shaped like the outputs: reshape the targets (e.g. "
-                "y[:, None] for outputs (N, 1)) or the outputs in loss_fn (e.g. lambda out, y: F.mse_loss(out.squeeze(1), "
-                "y))")
+                f"loss_fn got outputs of shape {_n_first(given)} and targets of shape {_n_first(target)} (N samples), "
+                f"which broadcast to {_n_first(both, 'N')} (torch warned: {w.message}): every output was compared "
+                f"with every target, so the value is not a loss per sample; expected targets shaped like the outputs: "
+                f"{fix}")
+
+
+def _n_first(shape, n: str = "") -> str:
+    """A shape with its sample axis as N (the first; a second of the same size as N too, with ``n``):
+    ``(N, 1)``; the values checked are a few samples' only, whose count means nothing to the user."""
+    dims = ["N" if k == 0 or (n and v == shape[0]) else str(v) for k, v in enumerate(shape)]
+    return f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:

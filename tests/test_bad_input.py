@@ -439,9 +439,20 @@ def test_a_loss_broadcasting_targets_against_outputs_is_refused(entry):
     d = lnb.random_directions(model, n=1, seed=0)
     run = {"compute_surface": lambda t: lnb.compute_surface(model, (x, t), d, x=(-1, 1, 3), loss_fn=nn.MSELoss()),
            "hessian_eigenvalues": lambda t: lnb.hessian_eigenvalues(model, (x, t), k=1, loss_fn=nn.MSELoss())}[entry]
-    with pytest.raises(LandscapeError, match=r"outputs of shape \(8, 1\) and targets of shape \(8,\), which "
-                                             r"broadcast to \(8, 8\).*reshape the targets"):
+    with pytest.raises(LandscapeError, match=r"outputs of shape \(N, 1\) and targets of shape \(N,\) \(N samples\), "
+                                             r"which broadcast to \(N, N\).*reshape the targets \(e.g. y\[:, None\]\) "
+                                             r"or the outputs in loss_fn \(e.g. lambda out, y: "
+                                             r"F.mse_loss\(out.squeeze"):
         run(y)
+    flat = nn.Sequential(model, nn.Flatten(0))  # the other way round: outputs (N,), targets (N, 1)
+    d_flat = lnb.random_directions(flat, n=1, seed=0)
+    run_flat = {"compute_surface": lambda t: lnb.compute_surface(flat, (x, t), d_flat, x=(-1, 1, 3),
+                                                                 loss_fn=nn.MSELoss()),
+                "hessian_eigenvalues": lambda t: lnb.hessian_eigenvalues(flat, (x, t), k=1, loss_fn=nn.MSELoss())}
+    with pytest.raises(LandscapeError, match=r"outputs of shape \(N,\) and targets of shape \(N, 1\) .*reshape the "
+                                             r"targets \(e.g. y.squeeze\(-1\)\) or the outputs in loss_fn \(e.g. "
+                                             r"lambda out, y: F.mse_loss\(out\[:, None\], y\)\)"):
+        run_flat[entry](y[:, None])
     if entry == "compute_surface":
         surf = run(y[:, None])
         with torch.no_grad():
