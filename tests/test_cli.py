@@ -592,6 +592,7 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     assert fig["layout"]["yaxis"]["range"][1] == pytest.approx(top)
     np.testing.assert_allclose(values(fig["data"][0]["y"]), line, rtol=1e-6)
     assert f"loss axis capped at {float(mid):.4g}: the curve reaches {line.max():.4g}" in str(fig["layout"])
+    assert "(--clip none shows every value)" in str(fig["layout"]) and "clip=" not in str(fig["layout"])
     assert main(["plot", "line.zarr", "--html", "all.html", "--clip", "none"]) == 0
     assert "range" not in figure_json((tmp_path / "all.html").read_text())["layout"].get("yaxis", {})
 

@@ -299,6 +299,9 @@ def test_dir_file_from_directions_save_and_from_a_store(bn_module, tmp_path):
                                                     "directions): save more checkpoints during training")),
     (["--grid", "5x5", "--checkpoints", "part.pt", "part.pt"], ("save more checkpoints during training, or draw a "
                                                                 "line of one direction (a 1D --grid, e.g. --grid 21)")),
+    (["--grid", "5x5", "--checkpoints", "part.pt", "part.pt", "part.pt"], ("that the model has; the checkpoints come "
+                                                                          "from another architecture than the model: "
+                                                                          "pass checkpoints saved from this model")),
     (["--grid", "5", "--checkpoints", "part.pt"], ("1 checkpoint(s) for 1 principal directions (a 1D --grid); "
                                                   "expected at least 2 (k checkpoints span at most k − 1 directions): "
                                                   "save more checkpoints during training")),

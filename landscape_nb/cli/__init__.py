@@ -355,8 +355,11 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale, clip=clip)
         return fig.update_layout(title=title) if title else fig
-    if kind == "line":  # its loss axis capped, not its values
-        return plot.line(surface, log=log_scale, title=title, clip=clip)
+    if kind == "line":  # its loss axis capped, not its values; the cap's note in the CLI's words
+        fig = plot.line(surface, log=log_scale, title=title, clip=clip)
+        for note in fig.layout.annotations:
+            note.text = note.text.replace(f"({plot.figures.CLIP_OFF} shows", "(--clip none shows")
+        return fig
     return getattr(plot, kind)(surface, log=log_scale, title=title, clip=clip)
 
 
@@ -1056,6 +1059,7 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     text = text.replace("or ask for fewer directions (n=1)", "or draw a line of one direction (a 1D --grid, e.g. "
                         "--grid 21)")
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
+    text = text.replace("another architecture than `final`", "another architecture than the model")
     text = re.sub(r"\(or None: automatic, False: (no cap|every value)\)", r"(or --clip auto, or --clip none for \1)",
                   text)
     # not inside code a message shows, e.g. "def make(split='test')" or "f(x, clip=2)"

@@ -201,10 +201,13 @@ def _cap_loss_axis(fig: go.Figure, losses: Sequence[np.ndarray], *, clip: Any, l
     pad = 0.04 * (top - lo)
     fig.update_yaxes(range=[np.log10(lo), np.log10(top)] if log else [lo - pad, top + pad], secondary_y=False)
     fig.add_annotation(
-        text=(f"loss axis capped at {top:.4g}: the curve reaches {hi:.4g} off it (clip=False, or --clip none, shows "
-              "every value)"),
+        text=f"loss axis capped at {top:.4g}: the curve reaches {hi:.4g} off it ({CLIP_OFF} shows every value)",
         xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4, showarrow=False,
         font=dict(size=11))
+
+
+#: how the loss axis's cap note says to draw every value (the CLI's figures say --clip none)
+CLIP_OFF = "clip=False"
 
 
 def _line_hover(s: Surface, label: str) -> str:
