@@ -460,8 +460,17 @@ def _check_resume_geometry(resume: Surface, model, d: Directions, grid: Grid) ->
            "directions": {"fingerprint": d.fingerprint(), "n": d.n, "scheme": d.scheme}, "grid": grid.to_json()}
     reasons = describe_differences(stored, now, resume.provenance, {"directions": dict(d.provenance)})
     if reasons:
-        raise ResumeMismatch("resume= a surface of another computation, so its points cannot be kept; what differs: "
-                             + "; ".join(reasons[:8]) + f". {_RESUME_FIX}")
+        raise ResumeMismatch(_another_computation(reasons))
+
+
+def _another_computation(reasons: list[str]) -> str:
+    """The refusal of a ``resume=`` surface of another computation, its differences in the API's words (a store's
+    are "0 stored, 5 now", with the CLI's flag)."""
+    import re
+
+    shown = [re.sub(r" \(CLI [^)]*\)", "", r).replace(" stored, ", " in the surface given, ") for r in reasons[:8]]
+    return ("the surface given as resume= is of another computation, so its points cannot be kept; what differs: "
+            + "; ".join(shown) + f". {_RESUME_FIX}")
 
 
 def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> int:
@@ -478,8 +487,7 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
                      "buffers, plain attributes)")),
         ("globals", "what the model, loss_fn or metrics read from their modules")) if part in code]
     if reasons:
-        raise ResumeMismatch("resume= a surface of another computation, so its points cannot be kept; what differs: "
-                             + "; ".join(reasons[:8]) + f". {_RESUME_FIX}")
+        raise ResumeMismatch(_another_computation(reasons))
     shape = buffer.done.shape
     done = np.reshape(resume.done_mask, shape)
     buffer.loss[done] = np.reshape(resume.loss, shape)[done]

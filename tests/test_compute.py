@@ -189,8 +189,9 @@ def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_
     assert f"{n_kept} kept from the surface resumed, {120 - n_kept} computed" in lnb.compute.points_summary(full)
     _check_against_naive(mlp, mlp_data, dirs, full)
     np.testing.assert_array_equal(full.loss[partial.done_mask], partial.loss[partial.done_mask])
-    other = r"^resume= a surface of another computation, so its points cannot be kept; what differs: "
-    with pytest.raises(LandscapeError, match=other + r"grid y .*\(-1, 1, 10\) stored, \(-1, 1.5, 10\) now"):
+    other = r"^the surface given as resume= is of another computation, so its points cannot be kept; what differs: "
+    with pytest.raises(LandscapeError,
+                       match=other + r"grid y: \(-1, 1, 10\) in the surface given, \(-1, 1.5, 10\) now"):
         lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 12), y=(-1, 1.5, 10), resume=partial)
     swapped = copy.deepcopy(mlp)
     swapped[1] = nn.ReLU()  # same weights, another function: the spec key alone did not tell
@@ -242,9 +243,9 @@ def test_resume_of_another_model_directions_or_grid_is_refused_before_a_runner_s
     heavier = copy.deepcopy(mlp)
     with torch.no_grad():
         heavier[0].weight.mul_(1.5)
-    other = r"^resume= a surface of another computation, so its points cannot be kept; what differs: "
+    other = r"^the surface given as resume= is of another computation, so its points cannot be kept; what differs: "
     for kwargs, words in [
-        ({"y": (-1, 1.5, 10)}, r"grid y .*\(-1, 1, 10\) stored, \(-1, 1.5, 10\) now"),
+        ({"y": (-1, 1.5, 10)}, r"grid y: \(-1, 1, 10\) in the surface given, \(-1, 1.5, 10\) now"),
         ({"directions": random_dict_dirs(mlp, 2, seed=1)}, r"the direction vectors"),
         ({"model": heavier}, r"the model's weights"),
     ]:
