@@ -551,8 +551,8 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     np.testing.assert_allclose(shown[cap], np.minimum(surf.loss, float(cap)), rtol=1e-6)
     np.testing.assert_allclose(shown["auto"], values(lnb.plot.surface(surf).data[0].z), rtol=1e-6)  # the API's
     capsys.readouterr()
-    assert main(["compute", user_model, "--grid", "3x3", "--html", "x.html", "--clip", "-1"]) == 2
-    assert "--clip '-1'; expected auto" in capsys.readouterr().err
+    assert main(["compute", user_model, "--grid", "3x3", "--html", "x.html", "--clip", "nan"]) == 2
+    assert "--clip 'nan'; expected auto" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3", "--store", "y.zarr", "--clip", "none"]) == 2
     assert "--clip none was given without --html" in capsys.readouterr().err
     # a cap at or below every value would draw a flat figure (trial T)
@@ -578,6 +578,16 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     err = capsys.readouterr().err
     assert "the surface has computed losses below 0" in err and "(--html neg.html was written)" in err
     assert Path("neg.html").exists() and not Path("neg.h5").exists()
+    # a loss below 0 is capped below 0 where asked (a positive --clip only was taken)
+    assert main(["compute", "my_models:make_negative", "--grid", "5x5", "--store", "neg.zarr"]) == 0
+    neg = lnb.load_surface("neg.zarr").loss
+    cap = f"{float(np.median(neg)):.4f}"
+    assert float(cap) < 0 and main(["plot", "neg.zarr", "--html", "neg-capped.html", "--clip", cap]) == 0
+    np.testing.assert_allclose(values(figure_json(Path("neg-capped.html").read_text())["data"][0]["z"]),
+                               np.minimum(neg, float(cap)), rtol=1e-6)
+    assert main(["plot", "neg.zarr", "--html", "neg-log.html", "--clip", cap, "--log"]) == 2
+    assert f"--clip {float(cap)!r}; expected auto, none (no cap) or a loss value (positive with --log)" in \
+        capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--clip", "none"]) == 0
     assert "81 points: 81 from the store at" in capsys.readouterr().out
     np.testing.assert_allclose(values(figure_json(Path("low.html").read_text())["data"][0]["z"]), surf.loss,

@@ -329,9 +329,9 @@ def parse_clip(text: str | None):
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
+    if not math.isfinite(value):  # a loss below 0 (a shifted or log-likelihood loss) may be capped below 0 too
         raise LandscapeError(f"--clip {text!r}; expected auto (cap the displayed loss at min + 5·(median − min)), "
-                             "none (no cap: every value as it is) or a positive loss value to cap at, e.g. --clip 3")
+                             "none (no cap: every value as it is) or a loss value to cap at, e.g. --clip 3")
     return value
 
 
@@ -1060,6 +1060,8 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
                         "--grid 21)")
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
     text = text.replace("another architecture than `final`", "another architecture than the model")
+    text = text.replace("expected None (automatic), False (no cap) or a finite number in loss units (positive when "
+                        "log=True)", "expected auto, none (no cap) or a loss value (positive with --log)")
     text = re.sub(r"\(or None: automatic, False: (no cap|every value)\)", r"(or --clip auto, or --clip none for \1)",
                   text)
     # not inside code a message shows, e.g. "def make(split='test')" or "f(x, clip=2)"
