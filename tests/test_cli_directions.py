@@ -514,3 +514,22 @@ def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, c
     for args in (a, b):
         check_direction_flags(args, 1)
     assert default_store(a) == default_store(b)
+
+
+def test_the_figures_title_says_how_the_run_was_made(bn_module, tmp_path):
+    """The CLI's figures were titled by the model alone: a plane with BatchNorm statistics re-estimated at each
+    point, on 40 of 96 samples, with biases moved, read as the eval-mode plane of every sample (the values differ)."""
+    from standalone_html import figure_json
+
+    html = tmp_path / "made.html"
+    assert main(["compute", bn_module, "--grid", "3x3", "--mode", "bn-recompute", "--max-samples", "40",
+                 "--ignore", "none", "--seed", "4", "--store", str(tmp_path / "made.zarr"), "--html", str(html)]) == 0
+    title = figure_json(html.read_text())["layout"]["title"]["text"]
+    assert title == ("bn_models:make: random (filter-normalized, biases/BN moved too) directions, seed 4, 40 of 96 "
+                     "samples, BN statistics re-estimated per point, 3×3 points")
+    assert main(["plot", str(tmp_path / "made.zarr"), "--html", str(tmp_path / "again.html")]) == 0
+    assert figure_json((tmp_path / "again.html").read_text())["layout"]["title"]["text"] == title
+    assert main(["compute", bn_module, "--grid", "3", "--model-file2", str(_checkpoints(tmp_path, 1)[0]),
+                 "--store", str(tmp_path / "line.zarr"), "--html", str(html)]) == 0
+    line = figure_json(html.read_text())["layout"]["title"]["text"]
+    assert line == "bn_models:make: the line between two models, 3 points"

@@ -261,7 +261,10 @@ def write_exports(surf, args, name: str) -> None:
     ``--h5`` is ``reference.save_reference_surface`` with the loss under ``<split>_loss`` (``--split``,
     default test); ``--vtk`` is ``export_vtk``, its height log10 of the loss with ``--log``."""
     from ..plot.export import export_html, export_vtk
+    from ..plot.figures import run_title
     from ..reference import save_reference_surface
+
+    zoo_split = "test" if is_zoo_name(args.model) else None  # a zoo model's default; a module's own data: unknown
 
     def h5():
         split = args.split or "test"
@@ -273,7 +276,8 @@ def write_exports(surf, args, name: str) -> None:
                   file=sys.stderr)
 
     def html():
-        figure = figure_for(surf, args.kind, log_scale=args.log, title=name, clip=parse_clip(args.clip))
+        figure = figure_for(surf, args.kind, log_scale=args.log, title=run_title(surf, args.split or zoo_split),
+                            clip=parse_clip(args.clip))
         print(f"wrote {export_html(figure, args.html)}")
 
     # each output on its own: one refused (an --h5 of losses below 0, a --clip below every loss) keeps the others
@@ -794,8 +798,10 @@ def cmd_plot(args) -> int:
         if source.is_file():
             raise LandscapeError(f"{args.store!r} is a file but not a surface file of the reference implementation "
                                  "(.h5); expected a landscape store directory (--store) or a reference .h5 file")
+        from ..plot.figures import run_title
+
         surf = load_surface(source)
-        title = str(surf.provenance.get("label", ""))
+        title = run_title(surf)
     figure = figure_for(surf, args.kind, log_scale=args.log, title=title, clip=parse_clip(args.clip))
     path = export_html(mark_partial(figure, surf), args.html)
     print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))

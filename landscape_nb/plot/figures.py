@@ -206,6 +206,47 @@ def _cap_loss_axis(fig: go.Figure, losses: Sequence[np.ndarray], *, clip: Any, l
         font=dict(size=11))
 
 
+#: a title's words for the schemes' lines and planes ("mine: the line between two models, 51 points")
+TITLE_WORDS = {"interpolate": ("the line between two models", "the line between two models"),
+               "plane3": ("the plane through three models", "the plane through three models"),
+               "pca": ("the first principal component of the training trajectory",
+                       "the plane of the training trajectory's two principal components"),
+               "hessian": ("the top Hessian eigenvector", "the plane of the extreme Hessian eigenvectors")}
+
+
+def run_title(surface: Surface, split: str | None = None) -> str:
+    """A title that says which run a figure shows: model, directions (random ones with their normalization,
+    whether they were orthogonalized after it and whether biases and BatchNorm moved too; the other schemes'
+    line or plane, `TITLE_WORDS`), their seed where it picks them, the split (``split``, else
+    ``provenance["split"]``) and the subset of its samples where one was taken, how BatchNorm was evaluated
+    where not in eval mode and the precision where not fp32, and the grid, e.g. "mlp-digits: random
+    (filter-normalized) directions, seed 7, train split (500 of 1437 samples), 81×61 points". Two runs that
+    differ in any of these (a test and a train surface, several-fold apart) were titled alike."""
+    from ..directions import how_made
+
+    prov = surface.provenance
+    scheme = str(prov.get("scheme", ""))
+    directions = prov.get("directions") or {}
+    seed = directions.get("seed")
+    if scheme.startswith("random"):
+        ortho = directions.get("orthogonalized") or scheme == "random-orthogonal"  # a live grid's provenance lacks it
+        moved = ", biases/BN moved too" if "ignore" in directions and directions["ignore"] is None else ""
+        what = f"random ({how_made({**directions, 'orthogonalized': ortho})}{moved}) directions"
+        what += f", seed {seed}" if seed is not None else ""
+    else:
+        what = TITLE_WORDS[scheme][min(surface.loss.ndim, 2) - 1] if scheme in TITLE_WORDS else \
+            f"{scheme or 'given'} directions"
+    split = split or prov.get("split")
+    subset = str((prov.get("data") or {}).get("subset", "")).split(", seed")[0]
+    data = f", {split} split" + (f" ({subset})" if subset else "") if split else (f", {subset}" if subset else "")
+    mode = ((getattr(surface, "spec", None) or {}).get("eval") or {}).get("mode")
+    how = (", BN statistics re-estimated per point" if mode in ("bn-recompute", "bn") and
+           prov.get("bn_fold") != "no BatchNorm" else "")
+    precision = prov.get("precision")
+    how += f", {precision}" if precision not in (None, "fp32", "fp64") else ""
+    return f"{prov.get('label', '')}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
+
+
 #: how the loss axis's cap note says to draw every value (the CLI's figures say --clip none)
 CLIP_OFF = "clip=False"
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..directions import how_made
 from ..errors import LandscapeError
 from ..grid import Grid, range_through
+from ..plot.figures import run_title as figure_title  # noqa: F401 (the panel's name for it)
 from ..schemes import SCHEME_READS
 from ..surface import Surface
 from .budget import check_time_budget
@@ -69,13 +69,6 @@ SCHEME_LABELS = {
     "pca": "PCA of the training trajectory",
     "hessian": "Hessian eigenvectors",
 }
-#: a figure title's words for the schemes' lines and planes ("mine: the line between two models, 51 points")
-TITLE_WORDS = {"interpolate": ("the line between two models", "the line between two models"),
-               "plane3": ("the plane through three models", "the plane through three models"),
-               "pca": ("the first principal component of the training trajectory",
-                       "the plane of the training trajectory's two principal components"),
-               "hessian": ("the top Hessian eigenvector", "the plane of the extreme Hessian eigenvectors")}
-SEEDED_SCHEMES = ("random", "random-orthogonal")  # the seed picks the directions; it is in their title
 MODEL_SCHEMES = ("interpolate", "plane3")  # their axes run from the model at 0 to another model at 1
 _AXES = {"interpolate": "its axis runs between the two models as they are",
          "plane3": "its axes run between the three models as they are",
@@ -104,35 +97,6 @@ def grid_text(spec: ExplorerSpec) -> str:
     return shape_text(spec.grid.shape)
 
 
-def directions_text(scheme: str, directions: dict) -> str:
-    """What was done to make a surface's directions, from their provenance: random ones name their normalization
-    and whether they were orthogonalized after it (`landscape_nb.directions.how_made`), e.g. "random
-    (filter-normalized, then orthogonalized)" or "random (raw)"; the other schemes their menu label."""
-    if not scheme.startswith("random"):
-        return SCHEME_LABELS.get(scheme, scheme)
-    ortho = directions.get("orthogonalized") or scheme == "random-orthogonal"  # the panel's provenance lacks it
-    return f"random ({how_made({**directions, 'orthogonalized': ortho})})"  # the axis labels' words
-
-
-def figure_title(surf: Surface) -> str:
-    """The live and exported figure's title: model, directions (for random ones, their normalization and whether
-    they were orthogonalized: `directions_text`; for the other schemes the line or plane, `TITLE_WORDS`), their
-    seed where it picks them, the split (``provenance["split"]``, set by the Explorer) and the subset of its
-    samples where ``max samples`` took one, and the grid, e.g. "mlp-digits: random (filter-normalized)
-    directions, seed 7, train split (500 of 1437 samples), 81×61 points", so a figure says which run it shows
-    (controls changed after Compute describe the next run, not this one)."""
-    scheme = str(surf.provenance.get("scheme", ""))
-    directions = surf.provenance.get("directions") or {}
-    seed = directions.get("seed")
-    seeded = f", seed {seed}" if scheme in SEEDED_SCHEMES and seed is not None else ""
-    what = (f"{directions_text(scheme, directions)} directions" if scheme.startswith("random") or scheme not in
-            TITLE_WORDS else TITLE_WORDS[scheme][min(surf.loss.ndim, 2) - 1])
-    split = surf.provenance.get("split")
-    subset = str((surf.provenance.get("data") or {}).get("subset", "")).split(", seed")[0]
-    data = (f", {split} split" if split else "") + (f" ({subset})" if subset else "")
-    return f"{surf.provenance.get('label', '')}: {what}{seeded}{data}, {shape_text(surf.loss.shape)} points"
-
-
 def empty_surface(spec: ExplorerSpec) -> Surface:
     """All points missing: what the live figure shows before the first tile."""
     grid, shape = spec.grid, spec.grid.shape
@@ -140,7 +104,7 @@ def empty_surface(spec: ExplorerSpec) -> Surface:
     return Surface(x=grid.x.values(), y=None if grid.y is None else grid.y.values(), loss=np.full(shape, np.nan),
                    metrics=metrics, done=np.zeros(shape, bool),
                    provenance={"scheme": spec.scheme, "label": spec.model, "split": spec.split,
-                               "directions": {"seed": spec.seed, "norm": spec.norm}})
+                               "directions": {"seed": spec.seed, "norm": spec.norm, "ignore": spec.ignore}})
 
 
 def check_budget(spec: ExplorerSpec, seconds_per_point: float, workers: int, kept: int = 0) -> None:
