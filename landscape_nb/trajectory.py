@@ -62,8 +62,9 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
     except IsADirectoryError:
         raise LandscapeError(f"{what}: {str(path)!r} is a directory; expected a saved state dict file") from None
     except Exception as exc:  # torch raises several kinds for foreign or damaged files
+        why = _text_file(path) or _why_unreadable(exc)
         raise LandscapeError(
-            f"{what}: cannot read {str(path)!r} as a weights-only state dict ({_why_unreadable(exc)}); save "
+            f"{what}: cannot read {str(path)!r} as a weights-only state dict ({why}); save "
             "checkpoints with torch.save(model.state_dict(), path) (a whole pickled model: load it where you trust "
             "it and save its state_dict())"
         ) from None
@@ -91,6 +92,21 @@ NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network"
 
 def _all_tensors(obj: Mapping) -> bool:
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _text_file(path) -> str:
+    """"it is a text file (...)" for a file of text (a script, a config given by mistake), whose unpickler error
+    ("Unsupported operand 105") says nothing to its reader; "" otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        text = head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if not text.strip() or any(c in text for c in "\x00\x01\x02\x03"):
+        return ""
+    first = next(line.strip() for line in text.splitlines() if line.strip())
+    return f"it is a text file, first line {first[:60]!r}, not one torch.save wrote"
 
 
 def _why_unreadable(exc: BaseException) -> str:
