@@ -264,9 +264,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
             ) from exc
         _refuse_broadcasting(caught)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            from .data import batch_len, tree_leaves
-
-            n = batch_len(outputs) if tree_leaves(outputs) else None
+            n = targets.shape[0] if isinstance(targets, torch.Tensor) and targets.ndim else None
             shape = ((f"a tensor of shape {_n_first(tuple(loss.shape))} for N samples (one value per sample?)"
                       if loss.ndim and loss.shape[0] == n else f"a tensor of shape {tuple(loss.shape)}")
                      if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}")
