@@ -345,6 +345,9 @@ class Explorer(w.VBox):
         if change["new"] == "error" and self.state.surface is not None:
             with self._figure_lock:  # the surface shown before the failed run is back: its title too
                 self._show(self.state.surface)
+        elif change["new"] == "error" and self.figure is not None:
+            with self._figure_lock:  # a refused first run: its empty grid must not keep the refused run's title
+                self.figure.layout.title.text = "nothing computed yet"
         if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
             _sync_widget_state(self.figure)
 
