@@ -6,6 +6,8 @@ user's model), needed by schemes that use a trajectory or a pair of minimizers.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import LandscapeError, check_choice
 
 SCHEMES = ("random", "random-orthogonal", "interpolate", "plane3", "pca", "hessian")
@@ -70,6 +72,8 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
 
         given = ex.trajectory if trajectory is None else trajectory
         d = pca_directions(given, final=model, n=ndim, ignore=ignore)
+        if isinstance(given, (list, tuple)) and given and all(isinstance(c, (str, Path)) for c in given):
+            d = d.with_provenance(checkpoints=[str(c) for c in given])  # the path's points named by their files
         if path_data is not None:
             losses = checkpoint_losses(given, model, path_data, loss_fn=loss_fn, settings=path_settings)
             d = d.with_provenance(path_loss=[float(v) for v in losses])

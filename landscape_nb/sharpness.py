@@ -63,6 +63,8 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
         r = float(radius) if radius is not None else 0.5 * min(abs(t.min()), abs(t.max()))
     except (TypeError, ValueError):
         r = math.nan
+    if isinstance(radius, bool):  # sharpness(surf, True): 1.0 by accident
+        r = math.nan
     if not r > 0:
         raise LandscapeError(f"radius={radius!r}; expected a positive distance from the centre within the grid")
     reach = max(-float(t.min()), float(t.max()))

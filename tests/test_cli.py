@@ -588,6 +588,12 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     assert main(["plot", "neg.zarr", "--html", "neg-log.html", "--clip", cap, "--log"]) == 2
     assert f"--clip {float(cap)!r}; expected auto, none (no cap) or a loss value (positive with --log)" in \
         capsys.readouterr().err
+    # --log on a loss below 0 everywhere drew a blank figure (and an all-invalid VTK) with exit code 0
+    assert main(["compute", "my_models:make_negative", "--grid", "5x5", "--store", "neg.zarr", "--log",
+                 "--html", "blank.html", "--vtk", "blank.vtk"]) == 2
+    err = capsys.readouterr().err
+    assert f"--log: every loss is ≤ 0 (from {neg.min():.4g} to {neg.max():.4g})" in err and "drop --log" in err
+    assert not Path("blank.html").exists() and not Path("blank.vtk").exists()
     assert main(["compute", user_model, "--grid", "9x9", "--html", "low.html", "--clip", "none"]) == 0
     assert "81 points: 81 from the store at" in capsys.readouterr().out
     np.testing.assert_allclose(values(figure_json(Path("low.html").read_text())["data"][0]["z"]), surf.loss,

@@ -47,7 +47,14 @@ def test_the_path_is_coloured_by_the_share_of_each_offset_off_the_plane_on_a_fix
     assert (marker.cmin, marker.cmax) == (0.0, 1.0)  # both given: plotly.js honours them
     notes = " ".join(a.text for a in fig.layout.annotations)
     assert "largest distance from the plane: epoch 8, 99% of its offset from the centre model" in notes
-    assert "every checkpoint is at least 60% off this plane" in notes
+    assert "every checkpoint is at least 60% off this plane: is this the run that ends at the centre model?" in notes
+    # a plane that leaves biases and norm weights out (ignore="biasbn", the default) leaves their offset off it:
+    # trial 2's own run was asked whether it was the run (98.5 % of the weights' variance was in the plane)
+    biasbn = _plane()
+    biasbn.provenance["directions"] = {"scheme": "pca", "ignore": "biasbn"}
+    notes = " ".join(a.text for a in plot.pca_contour(biasbn, path).layout.annotations)
+    assert "at least 60% off this plane: the plane leaves out biases and norm-layer weights" in notes
+    assert "--ignore none" in notes and "is this the run" not in notes
     near = dict(path, distance=[0.2, 0.3, 0.0], norm=[2.0, 3.1, 0.0])  # the last one is the centre model
     notes = " ".join(a.text for a in plot.pca_contour(surf, near).layout.annotations)
     assert "epoch 0, 10%" in notes and "every checkpoint" not in notes  # 0.2 / 2.0 > 0.3 / 3.1

@@ -95,7 +95,7 @@ def test_sharpness_needs_the_origin_on_the_grid():
 
 def test_a_radius_beyond_the_grid_is_refused_and_one_reaching_one_side_uses_that_side():
     line = Surface(np.linspace(-1, 1, 5), None, np.linspace(-1, 1, 5) ** 2)
-    for radius in (5, 1.5, float("inf"), float("nan"), "wide"):
+    for radius in (5, 1.5, float("inf"), float("nan"), "wide", True):  # True: read as 1.0 before
         with pytest.raises(LandscapeError, match=r"expected a positive distance from the centre within the grid"):
             line.sharpness(radius=radius)
     with pytest.raises(LandscapeError, match=r"^radius=5; .*the x axis runs -1..1, so at most 1 \(pass a smaller"):

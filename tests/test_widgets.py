@@ -856,7 +856,7 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
             assert (surf_trace.x[0], surf_trace.x[-1], surf_trace.y[0], surf_trace.y[-1]) == pytest.approx(
                 (expected.x[0], expected.x[-1], expected.y[0], expected.y[-1]))
             assert surf_trace.opacity == 0 and state.surface is None  # nothing computed is shown
-            assert "mlp-moons" in fig.layout.title.text
+            assert fig.layout.title.text == "mlp-moons: nothing computed yet"  # no run: none described
             assert state.compute()
             await until(lambda: not state.running and not state._ui.pending)
             assert state.status == "done", state.message
@@ -1409,6 +1409,32 @@ def test_a_regression_line_draws_no_empty_accuracy_axis_and_says_why(tmp_path):
         e.close()
 
 
+def test_a_pca_run_names_its_checkpoint_files_and_biases_and_a_preview_no_run(tmp_path):
+    """Trial 2: the path's hover named checkpoints given as files "checkpoint k" (the CLI's names them by file);
+    PCA planes with and without biases/BN were titled alike; a panel before its first Compute was titled as a
+    run of its controls that never happened."""
+    example = with_checkpoints()
+    files = []
+    for k, sd in enumerate(example.trajectory):
+        files.append(str(tmp_path / f"epoch{k}.pt"))
+        torch.save(sd, files[-1])
+    example.trajectory = files
+    e = Explorer(models={"c": example}, scheme="pca", x_points=3, y_points=3)
+    try:
+        assert e.figure is None or e.figure.layout.title.text == "c: nothing computed yet"
+        e.state.set(ignore_biasbn=False)
+        assert e.compute(wait=True), e.state.message
+        path = next(t for t in e.figure.data if t.name == "trajectory")
+        assert list(path.text) == files
+        assert e.figure.layout.title.text.startswith("c: the plane of the training trajectory's two principal "
+                                                     "components (biases/BN included), test split")
+        e.state.set(ignore_biasbn=True)
+        assert e.compute(wait=True), e.state.message
+        assert "(biases/BN included)" not in e.figure.layout.title.text
+    finally:
+        e.close()
+
+
 def filter_norm_gap(model, directions, k: int) -> float:
     """The largest relative gap between direction ``k``'s filter norms (rows of each weight matrix) and its
     weight's: 0 for Li et al.'s filter normalization."""
@@ -1513,7 +1539,7 @@ def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, 
     explorer.wait(30)
     readable_error(explorer, needle)
     if "time_budget" in controls:  # refused once its empty grid was drawn: that grid is not titled as the run
-        assert explorer.surface is None and explorer.figure.layout.title.text == "nothing computed yet"
+        assert explorer.surface is None and explorer.figure.layout.title.text == "tiny: nothing computed yet"
 
 
 def test_a_model_that_fails_on_its_data_shows_one_line_and_keeps_the_traceback(capfd):

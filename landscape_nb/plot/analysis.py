@@ -144,8 +144,11 @@ def pca_contour(
         text = (f"largest distance from the plane: {trace.text[worst]}, {100 * float(rel[worst]):.0f}% of its "
                 "offset from the centre model")
         if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
-            text += (f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: is "
-                     "this the run that ends at the centre model?")
+            text += f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: "
+            ignored = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
+            text += ("the plane leaves out biases and norm-layer weights (ignore biasbn), where much of a run's "
+                     "offset can lie: ignore=None (--ignore none) puts them in" if ignored else
+                     "is this the run that ends at the centre model?")
         fig.add_annotation(
             text=text,
             # above the plot: below it sits the axis title

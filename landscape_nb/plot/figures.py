@@ -236,6 +236,8 @@ def run_title(surface: Surface, split: str | None = None) -> str:
     else:
         what = TITLE_WORDS[scheme][min(surface.loss.ndim, 2) - 1] if scheme in TITLE_WORDS else \
             f"{scheme or 'given'} directions"
+        if scheme == "pca" and "ignore" in directions and directions["ignore"] is None:
+            what += " (biases/BN included)"
     split = split or prov.get("split")
     subset = str((prov.get("data") or {}).get("subset", "")).split(", seed")[0]
     data = f", {split} split" + (f" ({subset})" if subset else "") if split else (f", {subset}" if subset else "")

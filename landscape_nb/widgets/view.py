@@ -322,7 +322,9 @@ class Explorer(w.VBox):
         from .. import plot
         from ..plot.live import live_info
 
-        title = figure_title(surf)
+        # a preview (the empty grid of the controls, before any run) describes no run
+        title = (figure_title(surf) if self.state.surface is not None else
+                 f"{surf.provenance.get('label', '')}: nothing computed yet")
         # a 2D live figure always has the same two traces: refill it without building another (~40 ms
         # on the kernel's thread at each Compute); a 1D one's traces depend on the metric
         info = live_info(self.figure)
@@ -347,7 +349,7 @@ class Explorer(w.VBox):
                 self._show(self.state.surface)
         elif change["new"] == "error" and self.figure is not None:
             with self._figure_lock:  # a refused first run: its empty grid must not keep the refused run's title
-                self.figure.layout.title.text = "nothing computed yet"
+                self.figure.layout.title.text = f"{self.state.model_name}: nothing computed yet"
         if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
             _sync_widget_state(self.figure)
 
