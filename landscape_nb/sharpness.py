@@ -153,7 +153,10 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     the centre and its two neighbours on the grid (the second difference; within
     O(h²) of the derivative for grid spacing h; for a unit Hessian eigen-direction it
     estimates the eigenvalue; independent of r; a quadratic fit over ``|t| ≤ r``, used
-    before 2026-12-04, gave 1.2–2.8× it on real slices). A surface computed in bf16
+    before 2026-12-04, gave 1.2–2.8× it on real slices; on a ReLU or max-pool network a
+    spacing much finer than the weights' scale samples the loss between its kinks: a
+    small CNN read 11.85 at h = 0.02 for λ_max 11.85, and 9.2 at h = 0.002, as a
+    float64 loop did). A surface computed in bf16
     or fp16 (about 1e-2 relative per point) is warned about: three such points give
     an unreliable second difference. Where the loss is NaN or inf within r (a model
     that diverged) the rise is NaN (inf where it is +inf and nowhere NaN), with a
