@@ -130,6 +130,7 @@ def compute_surface(
     fold_bn: bool = FROM_SETTINGS,
     device: str | None = None,
     name: str | None = None,
+    provenance: Mapping | None = None,
     n_workers: int | None = None,
     quantity: str = "loss",
     quantity_options: dict | None = None,
@@ -218,6 +219,10 @@ def compute_surface(
         Evaluate there (default: the model's device).
     name : str, optional
         Label of the surface in figures (``provenance["label"]``).
+    provenance : dict, optional
+        What the run cannot tell by itself, kept in the surface's provenance and its store, e.g.
+        ``{"split": "train"}`` (figure titles say the split; `plot.figures.run_title`). Keys are str, values
+        str, numbers, bools or None; a key the run records itself (``"label"``, ``"seconds"``...) is refused.
     quantity : {"loss", "hessian"}
         What each point holds: loss and metrics, or the loss plus extreme Hessian eigenvalues
         (use ``lnb.eigen_map``); ``quantity_options`` go to ``hessian.HessianEvaluator`` (whose ``ratio``
@@ -282,6 +287,7 @@ def compute_surface(
                              callbacks=callbacks, cancel=cancel, device=device, name=name, n_workers=n_workers,
                              bn_data=bn_data, quantity=quantity, quantity_options=quantity_options,
                              quantities=QUANTITIES, resume=resume)
+    given_provenance = _check_given_provenance(provenance)
     callbacks = validate.check_callbacks(callbacks)
     model = unwrap_model(model)
     # evaluated as what they wrap (metrics.unwrap_compiled): Dask workers get, and the store keys, the originals
@@ -313,8 +319,9 @@ def compute_surface(
             warn_differs_from_loader(dict(info.notes))
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
-        st, buffer, tile_shape = _open(store, spec, grid, tile,
-                                         _provenance(model, d, name, runner, info, settings, code_globals))
+        own = _provenance(model, d, name, runner, info, settings, code_globals)
+        _check_given_provenance(given_provenance, own)
+        st, buffer, tile_shape = _open(store, spec, grid, tile, {**given_provenance, **own})
         if st is not None and not st.is_complete:
             try:
                 st.save_directions(d)  # once per store: load_directions gives them back
@@ -495,6 +502,35 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
         values[done] = np.reshape(resume.metrics[name], shape)[done]
     buffer.done |= done
     return int(done.sum())
+
+
+#: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
+#: the caller's: ``provenance=`` giving one is refused before the model runs
+RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
+                      "torch", "model_code", "code_globals", "device", "precision", "bn_fold", "running_var", "malloc",
+                      "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
+                      "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",
+                      "values_sha256", "damaged_tiles", "lanczos_not_converged", "lambda_max_zero",
+                      "nonfinite_curvature", "slice", "directions_stored", "damaged_chunks"})
+
+
+def _check_given_provenance(given, own: Mapping | None = None) -> dict:
+    """``compute_surface``'s ``provenance=`` as a dict: plain values under str keys that the run does not record
+    itself (`RUN_KEYS`, and ``own``, its provenance before the points); `LandscapeError` otherwise."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
+        raise LandscapeError(f"provenance={given!r:.80}; expected a dict with str keys, e.g. {{'split': 'train'}}, "
+                             "or None")
+    bad = [k for k, v in given.items() if not isinstance(v, (str, int, float, bool, type(None)))]
+    if bad:
+        raise LandscapeError(f"provenance[{bad[0]!r}] is a {type(given[bad[0]]).__name__}; expected a str, number, "
+                             "bool or None (it is kept in the store as JSON)")
+    clash = sorted(set(given) & (RUN_KEYS | set(own or ())))
+    if clash:
+        raise LandscapeError(f"provenance= gives {', '.join(map(repr, clash))}, which the run records itself; "
+                             "give the entry another name (e.g. 'my_' + its name)")
+    return dict(given)
 
 
 def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,

@@ -149,6 +149,10 @@ CASES = [
     ("callbacks-not-iterable", dict(callbacks=5), "callbacks=5"),
     ("callbacks-not-callable", dict(callbacks=[1]), "callbacks[0]=1"),
     ("name-int", dict(name=5), "name=5"),
+    ("provenance-list", dict(provenance=[("split", "train")]), "provenance=[('split', 'train')]; expected a dict"),
+    ("provenance-array-value", dict(provenance={"split": ["train"]}), "provenance['split'] is a list"),
+    ("provenance-label", dict(provenance={"label": "mine"}), "provenance= gives 'label', which the run records"),
+    ("provenance-timing", dict(provenance={"seconds": 1.0}), "provenance= gives 'seconds', which the run records"),
 ]
 
 

@@ -22,6 +22,10 @@ def make():
     x = torch.randn(64, 4, generator=g)
     return model, (x, (x[:, 0] > 0).long())
 
+def make_split(split="test"):
+    model, (x, y) = make()
+    return model, (x[:40], y[:40]) if split == "train" else (x[40:], y[40:])
+
 def state():
     model, data = make()
     return model.state_dict(), data
@@ -531,6 +535,30 @@ def test_an_interrupt_before_any_tile_says_what_was_kept(user_model, monkeypatch
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3"]) == 130  # no output: the default store, not yet made
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
+
+
+def test_a_stored_runs_split_is_kept_and_said_by_plot(user_model, tmp_path, capsys):
+    """`plot STORE` titled a train and a test surface alike (the store did not keep the split); a module whose
+    function takes no split says none (its data's split is not known)."""
+    import torch
+    from my_models import make_split
+    from standalone_html import figure_json
+
+    for split in ("train", "test"):
+        store, html = tmp_path / f"{split}.zarr", tmp_path / f"{split}.html"
+        assert main(["compute", "my_models:make_split", "--split", split, "--grid", "3x3", "--store", str(store)]) == 0
+        surf = lnb.load_surface(store)
+        assert surf.provenance["split"] == split
+        model, (x, y) = make_split(split)
+        with torch.no_grad():  # the centre is the model on that split's samples (naive float64)
+            naive = torch.nn.functional.cross_entropy(model.double()(x.double()), y)
+        np.testing.assert_allclose(surf.loss[1, 1], float(naive), rtol=1e-5)
+        assert main(["plot", str(store), "--html", str(html)]) == 0
+        assert f", {split} split, 3×3 points" in figure_json(html.read_text())["layout"]["title"]["text"]
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(tmp_path / "own.zarr"),
+                 "--html", str(tmp_path / "own.html")]) == 0
+    assert "split" not in lnb.load_surface(tmp_path / "own.zarr").provenance
+    assert "split" not in figure_json((tmp_path / "own.html").read_text())["layout"]["title"]["text"]
 
 
 def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, capsys):

@@ -352,6 +352,29 @@ def test_provenance_records_the_batch_size_and_points_per_pass_used(mlp, mlp_dat
     _check_against_naive(mlp, mlp_data, dirs, fixed)
 
 
+def test_provenance_given_is_kept_with_the_surface_and_its_store_and_never_names_what_the_run_records(
+        mlp, mlp_data, tmp_path):
+    """``provenance=`` (e.g. the split, which the data cannot tell) is in the surface and its store; `RUN_KEYS`, the
+    entries a caller may not give, holds every entry a run records (a stored, resumed, cancelled, 3D, Hessian run)."""
+    from landscape_nb.compute import RUN_KEYS
+
+    dirs, given = random_dict_dirs(mlp, 2), {"split": "train", "run": 3}
+    surf = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), store=tmp_path / "s.zarr",
+                               provenance=given)
+    assert {k: surf.provenance[k] for k in given} == given
+    stored = lnb.load_surface(tmp_path / "s.zarr")
+    assert {k: stored.provenance[k] for k in given} == given
+    _check_against_naive(mlp, mlp_data, dirs, stored)
+    cancel = __import__("threading").Event()
+    partial = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), tile=3,
+                                  callbacks=[lambda t: cancel.set()], cancel=cancel)
+    resumed = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), tile=3, resume=partial)
+    volume = lnb.compute_surface(mlp, mlp_data, random_dict_dirs(mlp, 3), x=(-1, 1, 2), y=(-1, 1, 2), z=(-1, 1, 2))
+    eigen = lnb.eigen_map(mlp, mlp_data, dirs, x=(-0.5, 0.5, 2), y=(-0.5, 0.5, 2))
+    for s in (surf, stored, partial, resumed, volume, eigen, volume.slice("z", index=0)):
+        assert set(s.provenance) - set(given) <= RUN_KEYS, set(s.provenance) - set(given) - RUN_KEYS
+
+
 def test_an_error_mid_run_names_the_tile_and_the_surface(tmp_path, cnn, cnn_data):
     armed = {"on": False}
 

@@ -133,6 +133,16 @@ def check_workers(args):
     return client
 
 
+def split_used(name: str, split: str | None) -> str | None:
+    """The split `load_model_spec` gave the run: ``--split``, else "test", for a zoo model or a module:function
+    taking ``split``; None for one without (its own data: which split they are is not known)."""
+    if is_zoo_name(name):
+        return split or "test"
+    mod_name, fn_name = name.split(":", 1)
+    fn = getattr(importlib.import_module(mod_name), fn_name)  # imported already by load_model_spec
+    return (split or "test") if "split" in inspect.signature(fn).parameters else None
+
+
 def load_model_spec(name: str, split: str | None = None):
     """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn).
 
@@ -266,7 +276,6 @@ def write_exports(surf, args, name: str) -> None:
     from ..plot.figures import run_title
     from ..reference import save_reference_surface
 
-    zoo_split = "test" if is_zoo_name(args.model) else None  # a zoo model's default; a module's own data: unknown
 
     def h5():
         split = args.split or "test"
@@ -278,7 +287,7 @@ def write_exports(surf, args, name: str) -> None:
                   file=sys.stderr)
 
     def html():
-        figure = figure_for(surf, args.kind, log_scale=args.log, title=run_title(surf, args.split or zoo_split),
+        figure = figure_for(surf, args.kind, log_scale=args.log, title=run_title(surf),
                             clip=parse_clip(args.clip))
         print(f"wrote {export_html(figure, args.html)}")
 
@@ -602,6 +611,7 @@ def cmd_compute(args) -> int:
                              "(or tuples of more than two tensors): drop --target-key")
     name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
     keys = {} if target_key is None else {"target_key": target_key}  # None would mean "no targets"
+    split = split_used(args.model, args.split)  # in the store too: `plot STORE` titles say it
     model, d = cli_directions(args, scheme, model, ex, data, loss_fn, len(grid), keys)
     # schemes whose coordinates are not ±1-sized (pca, interpolate, plane3) suggest a range
     x_default = ":".join(str(v) for v in d.provenance.get("x_range", (-1, 1)))
@@ -621,7 +631,8 @@ def cmd_compute(args) -> int:
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
-                  channels_last=args.channels_last, mode=args.mode, name=name, callbacks=[progress], **keys)
+                  channels_last=args.channels_last, mode=args.mode, name=name, callbacks=[progress],
+                  provenance=None if split is None else {"split": split}, **keys)
     from ..store import StoreMismatch
 
     try:
