@@ -1542,6 +1542,24 @@ def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, 
         assert explorer.surface is None and explorer.figure.layout.title.text == "tiny: nothing computed yet"
 
 
+def test_an_empty_grid_before_any_run_names_the_model_picked():
+    """A refused first run left its empty grid titled by the first model after another was picked."""
+    e = Explorer(models={"tiny": make_task(0), "other": make_task(1)}, time_budget=1e-9, x_points=3, y_points=3)
+    try:
+        e.compute_button.click()
+        e.wait(30)
+        assert e.state.status == "error" and e.figure.layout.title.text == "tiny: nothing computed yet"
+        e.state.set(model_name="other")
+        assert e.figure.layout.title.text == "other: nothing computed yet"
+        e.state.set(time_budget=600)
+        assert e.compute(wait=True), e.state.message
+        assert e.figure.layout.title.text.startswith("other: random (filter-normalized) directions")
+        e.state.set(model_name="tiny")  # a computed surface stays titled as its run
+        assert e.figure.layout.title.text.startswith("other: random")
+    finally:
+        e.close()
+
+
 def test_a_model_that_fails_on_its_data_shows_one_line_and_keeps_the_traceback(capfd):
     model, (x, y) = make_task()
     explorer = Explorer(models={"wrong-input": (model, (x[:, :3], y))})  # 3 features for a 4-input layer

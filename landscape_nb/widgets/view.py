@@ -271,6 +271,7 @@ class Explorer(w.VBox):
         state.observe(self._on_status, "status")
         state.observe(self._on_layout, ["ndim", "cluster"])
         state.observe(self._on_scheme, "scheme")
+        state.observe(self._on_model, "model_name")
         self._on_layout()
         self._on_scheme()
         self._on_progress()
@@ -323,8 +324,7 @@ class Explorer(w.VBox):
         from ..plot.live import live_info
 
         # a preview (the empty grid of the controls, before any run) describes no run
-        title = (figure_title(surf) if self.state.surface is not None else
-                 f"{surf.provenance.get('label', '')}: nothing computed yet")
+        title = figure_title(surf) if self.state.surface is not None else _nothing_yet(surf.provenance.get("label"))
         # a 2D live figure always has the same two traces: refill it without building another (~40 ms
         # on the kernel's thread at each Compute); a 1D one's traces depend on the metric
         info = live_info(self.figure)
@@ -349,9 +349,14 @@ class Explorer(w.VBox):
                 self._show(self.state.surface)
         elif change["new"] == "error" and self.figure is not None:
             with self._figure_lock:  # a refused first run: its empty grid must not keep the refused run's title
-                self.figure.layout.title.text = f"{self.state.model_name}: nothing computed yet"
+                self.figure.layout.title.text = _nothing_yet(self.state.model_name)
         if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
             _sync_widget_state(self.figure)
+
+    def _on_model(self, change) -> None:
+        with self._figure_lock:  # an empty grid before any run names the model picked, not the first one
+            if self.figure is not None and self.state.surface is None:
+                self.figure.layout.title.text = _nothing_yet(change["new"])
 
     def _on_log(self, change) -> None:
         from .. import plot
@@ -515,6 +520,11 @@ class _ControlLink:
     def link(self) -> None:
         self.linked = True
         self._to_widget({"new": getattr(self.state, self.name)})
+
+
+def _nothing_yet(model: str | None) -> str:
+    """The title of an empty grid before any run (a preview, a refused first run): no run to describe."""
+    return f"{model or ''}: nothing computed yet"
 
 
 def _shape(fig) -> tuple:
