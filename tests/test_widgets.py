@@ -1542,6 +1542,34 @@ def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, 
         assert explorer.surface is None and explorer.figure.layout.title.text == "tiny: nothing computed yet"
 
 
+def _scene_text(fig) -> tuple:
+    from landscape_nb.plot._common import CAPTION
+
+    scene = fig.layout.scene
+    return (scene.xaxis.title.text, scene.yaxis.title.text, scene.zaxis.title.text,
+            [a.text for a in fig.layout.annotations or () if a.name == CAPTION])
+
+
+@pytest.mark.parametrize("scheme", ["pca", "plane3"])
+def test_a_reused_figure_has_the_3d_axis_titles_and_caption_of_a_fresh_one(scheme):
+    """Trial (s30): after a PCA or plane3 run in a figure a random run had drawn, the 3D axes had no caption
+    where a fresh figure of the same surface has one ("PC1: 98.9% of variance…"): the fresh one was laid out
+    for 700 px, then shown 940 px wide."""
+    fresh = Explorer(models={"c": with_checkpoints()}, scheme=scheme, x_points=5, y_points=5)
+    reused = Explorer(models={"c": with_checkpoints()}, x_points=5, y_points=5)
+    try:
+        assert fresh.compute(wait=True), fresh.state.message
+        assert reused.compute(wait=True), reused.state.message
+        reused.state.set(scheme=scheme)
+        assert reused.compute(wait=True), reused.state.message
+        np.testing.assert_array_equal(fresh.surface.loss, reused.surface.loss)
+        assert _scene_text(reused.figure) == _scene_text(fresh.figure)
+        assert "".join(_scene_text(fresh.figure)[3]) or all(_scene_text(fresh.figure)[:3])  # named, one way or other
+    finally:
+        fresh.close()
+        reused.close()
+
+
 def test_an_empty_grid_before_any_run_names_the_model_picked():
     """A refused first run left its empty grid titled by the first model after another was picked."""
     e = Explorer(models={"tiny": make_task(0), "other": make_task(1)}, time_budget=1e-9, x_points=3, y_points=3)

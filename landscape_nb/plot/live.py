@@ -57,6 +57,7 @@ def live(
     clip: float | bool | None = None,
     metric: str | None = "accuracy",
     title: str | None = None,
+    width: int | None = None,
 ) -> go.Figure:
     """A figure meant to be refreshed by `update` while a surface fills in tile by tile.
 
@@ -77,6 +78,9 @@ def live(
     metric : str or None, default "accuracy"
         1D only: the metric on the right twin axis (skipped when the surface lacks it).
     %(title)s
+    width : int, optional
+        The figure's width in px (default: sized by the page). 2D: the 3D axis titles, their caption and
+        the camera are laid out for it (default: for 700 px), as `update` lays them out later.
 
     %(returns)s
 
@@ -87,7 +91,7 @@ def live(
     _check_clip(clip, log)
     if surface.ndim == 1:
         fig = line(surface, metric=metric if metric in surface.metrics else None, log=log, title=title)
-        fig.update_layout(height=420)
+        fig.update_layout(height=420, width=width)
     else:
         fig = make_subplots(
             rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
@@ -109,11 +113,11 @@ def live(
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
         fig.update_layout(
-            title=_title(title, surface), height=_HEIGHT, margin=_MARGIN,
+            title=_title(title, surface), height=_HEIGHT, margin=_MARGIN, width=width,
             coloraxis=dict(colorscale=COLORSCALE),
         )
-        width, height = plot_area(height=_HEIGHT, margin=_MARGIN)
-        fig.layout.scene.update(camera_eye=scene_eye(_SCENE_SHARE * width, height), aspectmode="manual",
+        area, height = plot_area(width=width or DEFAULT_WIDTH, height=_HEIGHT, margin=_MARGIN)
+        fig.layout.scene.update(camera_eye=scene_eye(_SCENE_SHARE * area, height), aspectmode="manual",
                                 aspectratio=SCENE_ASPECT)
         fig.update_xaxes(ticks="outside")
         fig.update_yaxes(ticks="outside")

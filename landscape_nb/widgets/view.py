@@ -330,9 +330,9 @@ class Explorer(w.VBox):
         info = live_info(self.figure)
         refill = surf.ndim == 2 and info is not None and info["ndim"] == 2
         if not refill:
-            fig = plot.live(surf, log=self.state.log_scale, title=title)
-            if surf.ndim == 2:  # the widget is drawn before it has a width to autosize to
-                fig.update_layout(width=FIGURE_WIDTH)
+            # 2D: the widget is drawn before it has a width to autosize to; laid out for the one it gets
+            fig = plot.live(surf, log=self.state.log_scale, title=title,
+                            width=FIGURE_WIDTH if surf.ndim == 2 else None)
             refill = self.figure is not None and _shape(self.figure) == _shape(fig)
         if refill:
             with self.figure.batch_update():  # one message, one redraw in the browser
