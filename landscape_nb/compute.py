@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from .data import warn_differs_from_loader
+from .statecheck import RANDOM_OUTPUTS
 from .directions import Directions, as_directions, how_made
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
@@ -548,6 +549,9 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
              "runner": runner.description}  # this run's: a resumed store may have started on another
     if final.notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = dict(final.notes)
+    random_outputs = dict(final.notes).get(RANDOM_OUTPUTS)
+    if random_outputs:  # sampling noise must not pass for the loss of the weights
+        warn_user(f"landscape_nb: {random_outputs}")
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:

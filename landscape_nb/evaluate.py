@@ -29,7 +29,8 @@ from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
-from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs, map_outputs,
+from .statecheck import (RANDOM_OUTPUTS, StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
+                         random_outputs_note, map_outputs,
                          run_checking_inputs, same_values)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
@@ -492,6 +493,9 @@ class Evaluator(SpeedChoices):
                         "expected an eval-mode forward that leaves buffers alone (update them in training mode "
                         "only)")
                 check_model_stateless(self.model, xb, out, attributes)
+                random_note = random_outputs_note(self.model, xb)
+                if random_note:  # warned by compute_surface, on every runner
+                    self.notes[RANDOM_OUTPUTS] = random_note
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)

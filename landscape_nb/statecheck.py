@@ -660,6 +660,27 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
 
 
+#: the key of ``DataInfo.notes`` saying the model's outputs are random (`random_outputs_note`)
+RANDOM_OUTPUTS = "random outputs"
+
+
+def random_outputs_note(model: nn.Module, xb) -> str | None:
+    """What to say when two calls of ``model`` on the same samples ``xb``, from the random state as it is,
+    differ beyond 1e-5 (`same_tree_outputs`): it samples (dropout with ``training=True`` in ``forward``, MC
+    dropout, a Bayesian layer, noise), so each grid point is another draw and the surface holds sampling
+    noise (a trial saw 0.5 between two runs of one plane). None when they agree or the model fails."""
+    try:
+        first, second = call_model(model, xb), call_model(model, xb)
+    except Exception:  # noqa: BLE001 - refused or reported where the model is run for real
+        return None
+    if same_tree_outputs(first, second):
+        return None
+    return (f"the model ({type(model).__name__}) gave other outputs in two calls on the same {batch_len(xb)} "
+            "samples: it samples at random (e.g. dropout with training=True in forward, MC dropout, a Bayesian "
+            "layer), so each grid point is another random draw and the surface holds that noise; seed the "
+            "sampling inside forward, or make forward deterministic at evaluation, for a loss of the weights alone")
+
+
 def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> None:
     """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
     the data cached in an attribute on its first call, its previous outputs, a counter. With its

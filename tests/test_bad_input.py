@@ -1531,9 +1531,12 @@ def test_a_random_or_loss_invariant_batch_dependence_is_not_taken_for_mixing():
     for make in (_Noisy, _MinusBatchMax):
         model = make()
         d = lnb.random_directions(model, n=1, seed=5)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", UserWarning)
             surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+        # the sampling model is said to sample (test_a_model_whose_outputs_are_random_...), not to mix samples
+        assert [str(w.message) for w in seen] == (["landscape_nb: " + surf.provenance["data"]["random outputs"]]
+                                                  if make is _Noisy else [])
         note = surf.provenance["data"].get("batches", "")
         if make is _Noisy:
             assert note.endswith("the model's outputs are random (two calls on the same samples differ)"), note
@@ -1653,3 +1656,33 @@ def test_inputs_of_another_dtype_than_the_models_weights_say_how_to_match_them(m
     with pytest.raises(LandscapeError) as info:
         lnb.compute_surface(conv, images, lnb.random_directions(conv, n=1), x=(-1, 1, 3))
     assert "type" in str(info.value) and hint in str(info.value)
+
+
+class _MCDropout(nn.Module):
+    """Dropout kept on at evaluation (MC dropout): every call is another draw."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.b(nn.functional.dropout(torch.tanh(self.a(x)), 0.3, training=True))
+
+
+def test_a_model_whose_outputs_are_random_is_warned_about_and_noted():
+    """Trial s31: an MC-dropout model's plane came out different by up to 0.5 between two identical calls,
+    each smooth enough to pass for the loss of the weights, with no word in-process."""
+    torch.manual_seed(0)
+    model, data = _MCDropout().eval(), _data()
+    d = lnb.random_directions(model, n=2, seed=0)
+    with pytest.warns(UserWarning, match=r"the model \(_MCDropout\) gave other outputs in two calls on the same "):
+        first = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3))
+    with pytest.warns(UserWarning, match="each grid point is another random draw"):
+        again = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3))
+    assert not np.allclose(first.loss, again.loss)  # naive: two runs of one plane differ (what was warned)
+    assert "samples at random" in first.provenance["data"]["random outputs"]
+    with warnings.catch_warnings():  # the same model deterministic: no such word
+        warnings.simplefilter("error")
+        plain = lnb.compute_surface(_model(), data, lnb.random_directions(_model(), n=2, seed=0),
+                                    x=(-1, 1, 3), y=(-1, 1, 3))
+    assert "random outputs" not in plain.provenance.get("data", {})
