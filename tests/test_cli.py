@@ -537,6 +537,34 @@ def test_an_interrupt_before_any_tile_says_what_was_kept(user_model, monkeypatch
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
 
 
+def test_an_h5_of_a_non_square_grid_says_how_its_array_is_read(user_model, tmp_path, capsys):
+    """Trial s31: the reference's (nx, ny) array filled x fastest reads scrambled as [i, j] on a non-square
+    grid, and the CLI said nothing; the formula the note gives reads each point right (naive loss at the
+    model and the store's values)."""
+    import h5py
+    import torch
+
+    from my_models import make
+
+    h5 = tmp_path / "ns.h5"
+    assert main(["compute", user_model, "--grid", "5x3", "--store", str(tmp_path / "ns.zarr"), "--h5", str(h5)]) == 0
+    err = capsys.readouterr().err
+    assert "of shape (5, 3) = (x points, y points) but filled x fastest" in err
+    assert "test_loss[()].ravel().reshape(3, 5)[j, i] is" in err
+    surf = lnb.load_surface(tmp_path / "ns.zarr")
+    with h5py.File(h5) as f:
+        assert f["test_loss"].shape == (5, 3)
+        read = f["test_loss"][()].ravel().reshape(3, 5)
+    np.testing.assert_array_equal(read, surf.loss)
+    model, (x, y) = make()
+    with torch.no_grad():
+        naive = torch.nn.functional.cross_entropy(model.double()(x.double()), y)
+    np.testing.assert_allclose(read[1, 2], float(naive), rtol=1e-5)  # (x[2], y[1]) = (0, 0): the model
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(tmp_path / "sq.zarr"),
+                 "--h5", str(tmp_path / "sq.h5")]) == 0
+    assert "filled x fastest" not in capsys.readouterr().err
+
+
 def test_a_stored_runs_split_is_kept_and_said_by_plot(user_model, tmp_path, capsys):
     """`plot STORE` titled a train and a test surface alike (the store did not keep the split); a module whose
     function takes no split says none (its data's split is not known)."""

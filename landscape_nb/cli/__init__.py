@@ -280,6 +280,13 @@ def write_exports(surf, args, name: str) -> None:
     def h5():
         split = args.split or "test"
         print(f"wrote {save_reference_surface(surf, args.h5, split=split)} (the loss as {split}_loss)")
+        ny, nx = surf.loss.shape if surf.loss.ndim == 2 else (0, 0)
+        if nx != ny:  # the reference's (nx, ny) array filled in meshgrid order: [i, j] is not (x_i, y_j)
+            print(f"landscape-nb: note: {args.h5} holds {split}_loss as the reference's plot_surface.py writes it, "
+                  f"of shape ({nx}, {ny}) = (x points, y points) but filled x fastest (its meshgrid order), so "
+                  f"{split}_loss[i, j] is not the loss at (x[i], y[j]); {split}_loss[()].ravel().reshape({ny}, {nx})"
+                  "[j, i] is; `landscape-nb plot` and lnb.load_reference_surface read it so (the reference's "
+                  "plot_2D.py draws square grids only)", file=sys.stderr)
         if surf.y is None and split != "train":  # plot_1D.py asserts 'train_loss' and reads train_acc
             print(f"landscape-nb: note: the reference's plot_1D.py reads train_loss and train_acc, which {args.h5} "
                   "does not hold; rerun with --split train for it (your module:function then needs a split "
