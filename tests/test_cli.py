@@ -543,7 +543,6 @@ def test_an_h5_of_a_non_square_grid_says_how_its_array_is_read(user_model, tmp_p
     model and the store's values)."""
     import h5py
     import torch
-
     from my_models import make
 
     h5 = tmp_path / "ns.h5"
