@@ -321,9 +321,11 @@ def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fing
         raise LandscapeError(
             f"the data this Dask worker read hash to {ev.data_fingerprint}, those the run's first worker read to "
             f"{fingerprint} (the run's data fingerprint): each worker builds the data itself, and a data function "
-            "that draws without a seed (e.g. torch.randn) or reads something that differs per process gives each "
-            "worker other data, so the surface would mix data sets; expected the same data on every worker: seed "
-            "the data function (torch.manual_seed, a torch.Generator) or pass the tensors themselves")
+            "that draws without a seed (e.g. torch.randn), a Dataset that augments at random in __getitem__ (e.g. "
+            "train-time transforms) or reads something that differs per process gives each worker other data, so "
+            "the surface would mix data sets; expected the same data on every worker: seed the data function "
+            "(torch.manual_seed, a torch.Generator), evaluate on a Dataset without random transforms, or pass the "
+            "tensors themselves")
     stop = Event(event_name)
     last = [0.0, False]
 
