@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from .data import warn_differs_from_loader
-from .statecheck import RANDOM_OUTPUTS
 from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
@@ -31,6 +30,7 @@ from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_fingerprint, model_fingerprint
+from .statecheck import RANDOM_OUTPUTS
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
 from .surface import Surface
@@ -320,9 +320,8 @@ def compute_surface(
             warn_differs_from_loader(dict(info.notes))
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
-        own = _provenance(model, d, name, runner, info, settings, code_globals)
-        _check_given_provenance(given_provenance, own)
-        st, buffer, tile_shape = _open(store, spec, grid, tile, {**given_provenance, **own})
+        st, buffer, tile_shape = _open(store, spec, grid, tile, {
+            **given_provenance, **_provenance(model, d, name, runner, info, settings, code_globals)})
         if st is not None and not st.is_complete:
             try:
                 st.save_directions(d)  # once per store: load_directions gives them back
@@ -515,9 +514,9 @@ RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_lab
                       "nonfinite_curvature", "slice", "directions_stored", "damaged_chunks"})
 
 
-def _check_given_provenance(given, own: Mapping | None = None) -> dict:
+def _check_given_provenance(given) -> dict:
     """``compute_surface``'s ``provenance=`` as a dict: plain values under str keys that the run does not record
-    itself (`RUN_KEYS`, and ``own``, its provenance before the points); `LandscapeError` otherwise."""
+    itself (`RUN_KEYS`); `LandscapeError` otherwise."""
     if given is None:
         return {}
     if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
@@ -527,7 +526,7 @@ def _check_given_provenance(given, own: Mapping | None = None) -> dict:
     if bad:
         raise LandscapeError(f"provenance[{bad[0]!r}] is a {type(given[bad[0]]).__name__}; expected a str, number, "
                              "bool or None (it is kept in the store as JSON)")
-    clash = sorted(set(given) & (RUN_KEYS | set(own or ())))
+    clash = sorted(set(given) & RUN_KEYS)
     if clash:
         raise LandscapeError(f"provenance= gives {', '.join(map(repr, clash))}, which the run records itself; "
                              "give the entry another name (e.g. 'my_' + its name)")
@@ -547,11 +546,11 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
              "cancelled": bool(cancel.is_set() and not buffer.done.all()),
              "batch_size": final.batch_size, "points_per_pass": final.points_per_pass,
              "runner": runner.description}  # this run's: a resumed store may have started on another
-    if final.notes:  # notes added while running (e.g. why points were not stacked)
-        extra["data"] = dict(final.notes)
-    random_outputs = dict(final.notes).get(RANDOM_OUTPUTS)
-    if random_outputs:  # sampling noise must not pass for the loss of the weights
-        warn_user(f"landscape_nb: {random_outputs}")
+    notes = dict(final.notes)
+    if notes:  # notes added while running (e.g. why points were not stacked)
+        extra["data"] = notes
+    if notes.get(RANDOM_OUTPUTS):  # sampling noise must not pass for the loss of the weights
+        warn_user(f"landscape_nb: {notes[RANDOM_OUTPUTS]}")
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:

@@ -30,8 +30,7 @@ from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model
                      unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
 from .statecheck import (RANDOM_OUTPUTS, StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
-                         random_outputs_note, map_outputs,
-                         run_checking_inputs, same_values)
+                         map_outputs, random_outputs_note, run_checking_inputs, same_values)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 

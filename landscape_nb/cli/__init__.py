@@ -133,22 +133,14 @@ def check_workers(args):
     return client
 
 
-def split_used(name: str, split: str | None) -> str | None:
-    """The split `load_model_spec` gave the run: ``--split``, else "test", for a zoo model or a module:function
-    taking ``split``; None for one without (its own data: which split they are is not known)."""
-    if is_zoo_name(name):
-        return split or "test"
-    mod_name, fn_name = name.split(":", 1)
-    fn = getattr(importlib.import_module(mod_name), fn_name)  # imported already by load_model_spec
-    return (split or "test") if "split" in inspect.signature(fn).parameters else None
-
-
 def load_model_spec(name: str, split: str | None = None):
     """A zoo name, or ``module:function`` returning (model, data) or (model, data, loss_fn).
 
     The module is imported from ``sys.path``; ``main`` puts the current directory on it. A
     function with a ``split`` parameter is called with ``split=`` (default "test"); a ``--split``
     given for one without is refused (it could not honour it). A zoo model's split defaults to "test".
+    Returns (name, model, data, loss_fn, zoo example or None, the split the data are: None for a function
+    without ``split``, whose data's split is not known).
     """
     if not is_zoo_name(name):
         mod_name, fn_name = name.split(":", 1)
@@ -188,7 +180,7 @@ def load_model_spec(name: str, split: str | None = None):
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"{name} returned {type(model).__name__} as the model (first item); expected (model, data[, loss_fn]) "
                                  "with the model a torch.nn.Module")
-        return name, model, data, loss_fn, None
+        return name, model, data, loss_fn, None, (split or "test") if takes_split else None
     from .. import zoo
 
     if name not in zoo.names() and _is_module(name):
@@ -203,7 +195,7 @@ def load_model_spec(name: str, split: str | None = None):
     split = split or "test"
     if split not in ("train", "test"):
         raise LandscapeError(f"--split {split!r}; expected 'train' or 'test'")
-    return name, ex.model, getattr(ex, split), ex.loss_fn, ex
+    return name, ex.model, getattr(ex, split), ex.loss_fn, ex, split
 
 
 def is_zoo_name(name: str) -> bool:
@@ -275,7 +267,6 @@ def write_exports(surf, args, name: str) -> None:
     from ..plot.export import export_html, export_vtk
     from ..plot.figures import run_title
     from ..reference import save_reference_surface
-
 
     def h5():
         split = args.split or "test"
@@ -616,9 +607,9 @@ def cmd_compute(args) -> int:
         raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
                              "are (inputs, targets) pairs; it is for your own module:function's data in dict batches "
                              "(or tuples of more than two tensors): drop --target-key")
-    name, model, data, loss_fn, ex = load_model_spec(args.model, args.split)
+    # the split goes in the store too: `plot STORE` titles say it
+    name, model, data, loss_fn, ex, split = load_model_spec(args.model, args.split)
     keys = {} if target_key is None else {"target_key": target_key}  # None would mean "no targets"
-    split = split_used(args.model, args.split)  # in the store too: `plot STORE` titles say it
     model, d = cli_directions(args, scheme, model, ex, data, loss_fn, len(grid), keys)
     # schemes whose coordinates are not ±1-sized (pca, interpolate, plane3) suggest a range
     x_default = ":".join(str(v) for v in d.provenance.get("x_range", (-1, 1)))
