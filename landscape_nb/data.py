@@ -565,13 +565,16 @@ def _sampler_indices(sampler, n: int, whose: str) -> tuple[list[int] | None, str
 
 #: ``EvalData.notes`` key: how the samples evaluated differ from those of a loop over the DataLoader given
 LOADER_NOTE = "differs_from_loader"
+#: ``EvalData.notes`` key: the Dataset's items hold other values each time they are read (`_random_items`)
+RANDOM_ITEMS_NOTE = "random_items"
 
 
 def loader_notes(notes: Mapping) -> list[str]:
-    """The notes saying how the samples evaluated differ from a loop over the DataLoader given: key
-    ``LOADER_NOTE``, or ``"<split>: " + LOADER_NOTE`` for named splits (then prefixed ``"<split>: "``)."""
-    return [f"{str(key)[:-len(LOADER_NOTE)]}{text}" for key, text in notes.items()
-            if key == LOADER_NOTE or str(key).endswith(": " + LOADER_NOTE)]
+    """The notes saying how the samples evaluated differ from a loop over the data given (a DataLoader's
+    sampler, a Dataset drawing at random): keys ``LOADER_NOTE`` and ``RANDOM_ITEMS_NOTE``, or
+    ``"<split>: " + key`` for named splits (then prefixed ``"<split>: "``)."""
+    return [f"{str(key)[:-len(k)]}{text}" for key, text in notes.items() for k in (LOADER_NOTE, RANDOM_ITEMS_NOTE)
+            if key == k or str(key).endswith(": " + k)]
 
 
 def warn_differs_from_loader(notes: Mapping) -> None:
@@ -680,7 +683,49 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
         ix = torch.as_tensor(pos)
         return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
+    random_note = _random_items(ds, pos, items)
+    if random_note:
+        notes[RANDOM_ITEMS_NOTE] = random_note
     return _tensorize((collate or _collate)(items), what), notes, pos
+
+
+#: items ``_random_items`` reads a second time
+REREAD_ITEMS = 8
+
+
+def _random_items(ds, pos: list, items: list) -> str | None:
+    """What to say when the first ``REREAD_ITEMS`` items of the map-style dataset ``ds`` (at ``pos``, read
+    once as ``items``) hold other values when read again: its ``__getitem__`` draws at random (a training
+    transform: random crops, flips, noise, token masking). The surface then evaluates one draw of each
+    sample, the same at every grid point; a rerun reads others. None when they agree (compared exactly,
+    NaN equal to NaN) or cannot be compared."""
+    m = min(REREAD_ITEMS, len(pos))
+    try:
+        again = [_tensorize(_collate([ds[i]]), "") for i in pos[:m]]
+        first = [_tensorize(_collate([item]), "") for item in items[:m]]
+    except Exception:  # noqa: BLE001 - items the default collation cannot stack: not compared
+        return None
+    differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
+    if not differ:
+        return None
+    return (f"the dataset ({type(ds).__name__}) gave other values when its first {m} samples were read again ({differ} "
+            f"of {m} differ): its __getitem__ draws at random (e.g. a training transform with random crops, flips "
+            "or noise). Each sample was read once, so every grid point sees the same draw, but it is one draw of "
+            "many: a rerun reads others (its store then refuses to resume), and augmented samples are not the "
+            "data the model is evaluated on; pass the dataset with its evaluation transform (or seed the draw "
+            "per index) for the loss on the data themselves")
+
+
+def _same_tree(a, b) -> bool:
+    """Whether the tensor pytrees ``a`` and ``b`` hold the same shapes and values (NaN equal to NaN)."""
+    if tree_structure(a) != tree_structure(b):
+        return False
+    for (_, x), (_, y) in zip(tree_leaves(a), tree_leaves(b)):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if not torch.equal(x, y) and not (x.is_floating_point() and bool(((x == y) | (x.isnan() & y.isnan())).all())):
+            return False
+    return True
 
 
 def _is_default_collate(fn) -> bool:

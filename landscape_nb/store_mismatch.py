@@ -29,6 +29,8 @@ _FLAGS.update(_FILE_FLAGS)
 #: direction provenance entries that are measured from the vectors, not chosen: never "what changed"
 _MEASURED = {"zeroed", "cosine_max", "cosine_max_before", "norms", "scheme"}
 _DATA_NOTES = ("source", "structure", "rule")
+#: ``data.RANDOM_ITEMS_NOTE`` (not imported: this module reads stores without torch)
+_RANDOM_ITEMS = "random_items"
 _AXIS_NONE = {"y": "none (a line)", "z": "none (a plane or line)"}
 
 
@@ -138,8 +140,10 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
     if take("data.fingerprint") and not data_lines:  # the same values come from a tuple or a Dataset alike:
         read = (f"; read from {_show(notes_a['source'])} then, {_show(notes_b['source'])} now"  # context only
                 if "source" in changed else "")
-        data_lines.append(f"the evaluation data ({a['data.n_samples']} samples both times, other values{read}): "
-                          + _digests(a["data.fingerprint"], b["data.fingerprint"]))
+        random = (" (the Dataset draws at random in __getitem__, so every run reads other values: see the "
+                  "run's warning)" if any(str(k).endswith(_RANDOM_ITEMS) for k in (*notes_a, *notes_b)) else "")
+        data_lines.append(f"the evaluation data ({a['data.n_samples']} samples both times, other values{read}"
+                          f"{random}): " + _digests(a["data.fingerprint"], b["data.fingerprint"]))
     out += data_lines
 
     # the directions: count and scheme from the spec, the settings from the provenance; digests last

@@ -132,6 +132,53 @@ def test_a_loader_a_loop_over_which_sees_the_same_samples_gives_no_warning(make,
     assert "differs_from_loader" not in surf.provenance["data"]
 
 
+class Noisy(torch.utils.data.Dataset):
+    """A map-style Dataset adding ``noise``·N(0, 1) to each sample as it is read (a training-time
+    augmentation in ``__getitem__``, drawn from torch's global generator); noise 0 reads the same each time."""
+
+    def __init__(self, ds: TensorDataset, noise: float):
+        self.ds, self.noise = ds, noise
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return x + self.noise * torch.randn(x.shape), y
+
+
+@pytest.mark.parametrize("wrap", [lambda ds: ds, lambda ds: DataLoader(ds, batch_size=32, shuffle=True)])
+def test_a_dataset_drawing_at_random_in_getitem_is_evaluated_on_one_draw_and_said_so(wrap, tmp_path):
+    """A Dataset augmenting at random was read once with no word, so two identical calls differed by 0.33 on
+    a smooth surface (trial s31). Its first samples are read again: a warning (and the provenance) says the
+    data are one draw of many; every grid point sees that one draw (the values are a loop's over the samples
+    as first read, from the same random state), and a rerun on a store is refused naming the random reads."""
+    model, ds, d = _setup()
+    data = wrap(Noisy(ds, 0.5))
+    torch.manual_seed(7)
+    with pytest.warns(UserWarning) as caught:
+        surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), metrics=None, store=tmp_path / "s.zarr")
+    texts = [str(w.message) for w in caught if "draws at random" in str(w.message)]
+    assert len(texts) == 1
+    assert "(Noisy) gave other values when its first 8 samples were read again (8 of 8 differ)" in texts[0]
+    assert texts[0] == "landscape_nb: " + surf.provenance["data"]["random_items"]
+    torch.manual_seed(7)
+    first = Noisy(ds, 0.5)
+    first_read = [torch.stack([first[i][0] for i in range(N)]), ds.tensors[1]]
+    np.testing.assert_allclose(surf.loss, _loop_over([first_read], model, d), rtol=1e-5)
+    with pytest.warns(UserWarning, match="draws at random"), pytest.raises(lnb.LandscapeError) as err:
+        lnb.compute_surface(model, data, d, x=(-1, 1, 3), metrics=None, store=tmp_path / "s.zarr")
+    assert "other values (the Dataset draws at random in __getitem__" in str(err.value)
+
+
+def test_a_dataset_reading_the_same_values_each_time_gives_no_random_draw_note(recwarn):
+    model, ds, d = _setup()
+    surf = lnb.compute_surface(model, Noisy(ds, 0.0), d, x=(-1, 1, 3), metrics=None)
+    assert not [w for w in recwarn if "random" in str(w.message)]
+    assert "random_items" not in surf.provenance["data"]
+    np.testing.assert_allclose(surf.loss, _loop_over([ds.tensors], model, d), rtol=1e-5)
+
+
 def test_a_loader_with_automatic_batching_off_is_read_sample_by_sample_and_stacked():
     """``DataLoader(ds, batch_size=None)`` yields each sample unstacked (default_convert, no collation): it
     was refused as "a list of 300 samples"; its samples are stacked now, and the values are a loop's over
