@@ -1103,6 +1103,14 @@ def test_plot_of_an_unfinished_store_marks_the_figure_partial(user_model, tmp_pa
     assert f"partial: {kept.n_done} of 36 points" in out.read_text()
     assert main(["plot", str(tmp_path / "p.zarr"), "--kind", "contour", "--html", str(out)]) == 0
     assert "partial:" in out.read_text()
+    # one point a tile, stopped early: points spread over the grid, no cell complete (an empty 3D box before)
+    sparse, stop = tmp_path / "s.zarr", threading.Event()
+    lnb.compute_surface(model, data, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 6), y=(-1, 1, 6),
+                        tile=(1, 1), store=sparse, cancel=stop, callbacks=[lambda event: stop.set()])
+    n = lnb.load_surface(sparse).n_done
+    for kind in ("surface", "contour"):
+        assert main(["plot", str(sparse), "--kind", kind, "--html", str(out)]) == 0
+        assert f"partial: {n} of 36 points; {n} drawn as markers (no computed cell around them)" in out.read_text()
     done = tmp_path / "d.zarr"
     lnb.compute_surface(model, data, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3), y=(-1, 1, 3),
                         store=done)

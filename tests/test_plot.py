@@ -260,6 +260,60 @@ def test_surface_projects_contours_on_the_floor(bowl):
         assert levels.start is not None and levels.end > levels.start and levels.size > 0
 
 
+def _undrawable(done: np.ndarray) -> set[tuple[int, int]]:
+    """The points (j, i) with a value none of whose up to four cells has a value at all four corners, by a
+    plain loop."""
+    ny, nx = done.shape
+    out = set()
+    for j in range(ny):
+        for i in range(nx):
+            cells = [(cj, ci) for cj in (j - 1, j) for ci in (i - 1, i) if 0 <= cj < ny - 1 and 0 <= ci < nx - 1]
+            if done[j, i] and not any(done[cj:cj + 2, ci:ci + 2].all() for cj, ci in cells):
+                out.add((j, i))
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["stride 2", "one row and a block", "lone corner"])
+def test_a_partial_surfaces_points_no_cell_can_draw_are_shown_as_markers(bowl, pattern):
+    """plotly.js draws a surface and traces contours cell by cell from four corners: a store interrupted early
+    with --tile 1 on Dask held 152 of 441 points in a stride-2 pattern, no cell complete, and `plot` drew an
+    empty 3D box (trial s31). Each point no complete cell holds is a marker at its value, coloured on the
+    loss's scale and hovered like the grid; a complete surface has none."""
+    loss = np.full(bowl.loss.shape, np.nan)
+    done = np.zeros(bowl.loss.shape, bool)
+    if pattern == "stride 2":
+        done[::2, ::2] = True
+    elif pattern == "one row and a block":
+        done[0, :] = True  # a row alone: no cell
+        done[2:4, 1:4] = True  # two cells drawn; their six points need no marker
+    else:
+        done[:2, :2] = True  # one cell
+        done[4, 6] = True
+    loss[done] = bowl.loss[done]
+    partial = with_loss(bowl, loss)
+    want = _undrawable(done)
+    assert want  # every pattern leaves some out
+    for kind, cls in (("surface", go.Scatter3d), ("contour", go.Scatter)):
+        fig = getattr(plot, kind)(partial, clip=False)  # colours at the values themselves
+        markers = [t for t in fig.data if isinstance(t, cls)]
+        assert len(markers) == 1, kind
+        m = markers[0]
+        got = {(int(np.argmin(abs(Y - y))), int(np.argmin(abs(X - x)))) for x, y in zip(m.x, m.y)}
+        assert got == want and len(m.x) == len(want)
+        heights = m.z if kind == "surface" else m.marker.color
+        for x, y, c, z, hover in zip(m.x, m.y, m.marker.color, heights, m.customdata):
+            assert c == z == pytest.approx(bowl_value(x, y)) and hover[0] == pytest.approx(bowl_value(x, y))
+        grid = fig.data[0]
+        assert (m.marker.cmin, m.marker.cmax) == (grid.cmin if kind == "surface" else grid.zmin,
+                                                  grid.cmax if kind == "surface" else grid.zmax)
+        assert m.hovertemplate == grid.hovertemplate
+        both = plot.compare([partial, partial], kind=kind)
+        assert sum(isinstance(t, cls) for t in both.data) == 2
+    for kind in ("surface", "contour", "heatmap"):
+        assert len(getattr(plot, kind)(bowl).data) == 1  # complete: the grid alone
+    assert len(plot.heatmap(partial).data) == 1  # a heatmap draws each point on its own
+
+
 @pytest.mark.parametrize("offset, scale, log", [
     (0.0, 1.0, False),  # bowl: 0 .. 4.5
     (2.302585, 4e-5, False),  # a loss near ln 10 that moves in its 5th digit (a net at initialization)

@@ -605,6 +605,48 @@ def surface_contours_drawn(z: np.ndarray) -> bool:
     return bool(np.isfinite(np.asarray(z, dtype=float)).all())
 
 
+#: the name of the trace `lone_points_trace` adds
+LONE_POINTS = "points with no computed neighbours"
+
+
+def lone_points(z: np.ndarray) -> np.ndarray:
+    """Which points of the 2D ``z`` (shape ``(ny, nx)``) have a value (finite) but are a corner of no
+    grid cell whose four corners all have one: points a 3D surface or a contour plot cannot draw.
+
+    plotly.js draws a surface, and traces contours, cell by cell, each from its four corners, so a
+    partial surface whose points came back spread out (a run interrupted early with small tiles, whose
+    coarse-to-fine order spreads the first ones over the grid) drew nothing at all: a trial's store of
+    152 of 441 points had no complete cell. Returns a boolean array of ``z``'s shape."""
+    done = np.isfinite(np.asarray(z, dtype=float))
+    cell = done[:-1, :-1] & done[1:, :-1] & done[:-1, 1:] & done[1:, 1:]
+    corner = np.zeros_like(done)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            corner[dy:dy + cell.shape[0], dx:dx + cell.shape[1]] |= cell
+    return done & ~corner
+
+
+def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
+    """Markers at the `lone_points` of ``z`` (the surface's displayed values), coloured on the loss's
+    scale with the grid's hover text, for a 3D surface (``kind="surface"``) or a contour plot; None
+    where there are none (a complete surface, or a partial one whose points all lie on drawn cells) or
+    for a heatmap, which draws every point on its own."""
+    if kind not in ("surface", "contour"):
+        return None
+    lone = lone_points(z)
+    if not lone.any():
+        return None
+    jj, ii = np.nonzero(lone)
+    x, y = np.asarray(surf.x, dtype=float)[ii], np.asarray(surf.y, dtype=float)[jj]
+    values = np.asarray(z, dtype=float)[lone]
+    common = dict(mode="markers", name=LONE_POINTS, showlegend=False, customdata=hover_customdata(surf)[lone],
+                  hovertemplate=hover_template(surf))
+    marker = dict(color=values, colorscale=COLORSCALE, cmin=zmin, cmax=zmax, showscale=False)
+    if kind == "surface":
+        return go.Scatter3d(x=x, y=y, z=values, marker=dict(size=3, **marker), **common)
+    return go.Scatter(x=x, y=y, marker=dict(size=7, line=dict(width=0.5, color="white"), **marker), **common)
+
+
 def _grid_trace(
     kind: str, surf: Surface, z: np.ndarray, zmin, zmax, *, levels: int, contours: bool
 ):

@@ -35,6 +35,7 @@ from ._common import (
     display_values,
     fit_title,
     held_fixed_text,
+    lone_points_trace,
     non_positive_note,
     note_held_fixed,
     plot_area,
@@ -53,6 +54,9 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     trace = _grid_trace(kind, surf, z, zmin, zmax, levels=levels, contours=contours)
     trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
     fig = go.Figure(trace)
+    lone = lone_points_trace(kind, surf, z, zmin, zmax)
+    if lone is not None:  # a partial surface's points that no drawn cell shows
+        fig.add_trace(lone)
     fig.update_layout(title=_title(title, surf))
     note_held_fixed(fig, [surf])
     width, height = plot_area()
@@ -575,6 +579,9 @@ def compare(
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
         trace.coloraxis = "coloraxis"
         fig.add_trace(trace, row=1, col=k + 1)
+        lone = lone_points_trace(kind, s, z, zmin, zmax)
+        if lone is not None:
+            fig.add_trace(lone, row=1, col=k + 1)
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
             scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h,
