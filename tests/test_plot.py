@@ -314,6 +314,29 @@ def test_a_partial_surfaces_points_no_cell_can_draw_are_shown_as_markers(bowl, p
     assert len(plot.heatmap(partial).data) == 1  # a heatmap draws each point on its own
 
 
+def test_a_live_figure_shows_the_points_no_cell_holds_while_they_stream_and_hides_them_when_drawn(bowl):
+    """A run on small tiles streams its first points spread over the grid (coarse to fine): the live figure
+    (and the Explorer's export of a stopped run, which is one) marks them on both panels until cells close."""
+    empty = with_loss(bowl, np.full(bowl.loss.shape, np.nan))
+    fig = go.Figure(plot.live(empty))
+    lone = [t for t in fig.data if t.name == "points with no computed neighbours"]
+    assert [t.type for t in lone] == ["scatter3d", "scatter"] and all(t.visible is False for t in lone)
+    done = np.zeros(bowl.loss.shape, bool)
+    done[::2, ::2] = True
+    loss = np.where(done, bowl.loss, np.nan)
+    plot.update(fig, with_loss(bowl, loss), clip=False)
+    want = _undrawable(done)
+    for t in lone:
+        assert t.visible is True and len(t.x) == len(want) == done.sum()
+        got = {(int(np.argmin(abs(Y - y))), int(np.argmin(abs(X - x)))) for x, y in zip(t.x, t.y)}
+        assert got == want
+        assert list(t.marker.color) == pytest.approx([bowl_value(x, y) for x, y in zip(t.x, t.y)])
+    assert list(lone[0].z) == pytest.approx([bowl_value(x, y) for x, y in zip(lone[0].x, lone[0].y)])
+    assert lone[0].scene == fig.data[0].scene and lone[1].xaxis == fig.data[1].xaxis  # each on its panel
+    plot.update(fig, bowl)
+    assert all(t.visible is False and len(t.x) == 0 for t in lone)
+
+
 @pytest.mark.parametrize("offset, scale, log", [
     (0.0, 1.0, False),  # bowl: 0 .. 4.5
     (2.302585, 4e-5, False),  # a loss near ln 10 that moves in its 5th digit (a net at initialization)
@@ -497,8 +520,10 @@ def partial(surf: Surface, n_rows: int) -> Surface:
 
 def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(bowl):
     fig = plot.live(partial(bowl, 2), title="live")
-    surf_trace, contour_trace, path = fig.data
+    surf_trace, contour_trace, path, *lone = fig.data
     assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
+    # two full rows: every point on a drawn cell, so no markers (see test_a_live_figure_shows_the_points...)
+    assert [(t.name, t.visible) for t in lone] == [("points with no computed neighbours", False)] * 2
     assert (surf_trace.type, contour_trace.type) == ("surface", "contour")
     assert surf_trace.scene == "scene" and contour_trace.xaxis == "x"
     # one colour bar: the surface's colour axis; the contour draws none and follows its range

@@ -16,6 +16,7 @@ from ._common import (
     CAPTION,
     COLORSCALE,
     DEFAULT_WIDTH,
+    LONE_POINTS,
     SCENE_ASPECT,
     SURFACE_LEVELS,
     _axis_label,
@@ -33,14 +34,21 @@ from ._common import (
     held_fixed_notes,
     hover_customdata,
     hover_template,
+    lone_points_trace,
     plot_area,
     scene_axes,
-    surface_contours_drawn,
     scene_eye,
     set_caption,
+    surface_contours_drawn,
     to_plotly_z,
 )
-from .figures import _line_hover, _metric_hover, _trajectory_trace, line, provenance_path
+from .figures import (
+    _line_hover,
+    _metric_hover,
+    _trajectory_trace,
+    line,
+    provenance_path,
+)
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
@@ -112,6 +120,9 @@ def live(
             fig.add_trace(trace, row=1, col=col)
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
+        # a partial surface's points that no complete cell holds, as markers (`lone_points_trace`), set by `update`
+        for col, cls in ((1, go.Scatter3d), (2, go.Scatter)):
+            fig.add_trace(cls(name=LONE_POINTS, visible=False, showlegend=False), row=1, col=col)
         fig.update_layout(
             title=_title(title, surface), height=_HEIGHT, margin=_MARGIN, width=width,
             coloraxis=dict(colorscale=COLORSCALE),
@@ -225,6 +236,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         trace.customdata = custom
     contour_trace.z, contour_trace.hovertemplate = z_json, template
     _update_path(fig, surf)
+    _update_lone_points(fig, surf, z, zmin, zmax)
     # each property is set once: a FigureWidget sends only what differs from the drawn figure
     if zmin is None and placeholder:
         _placeholder(surface_trace, fig.layout, z.shape)  # a figure that has not shown values yet
@@ -260,6 +272,23 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
     fig.layout.yaxis.title.text = fit_title(surf.y_label, height)
     return placeholder and zmin is None
+
+
+def _update_lone_points(fig, surf: Surface, z: np.ndarray, zmin, zmax) -> None:
+    """Show the points no complete cell holds (`lone_points_trace`: a run on small tiles streams them spread over
+    the grid first, and one stopped early drew nothing) as markers on the 3D surface and the contours, or hide
+    the marker traces when there are none. A live figure made before they existed is left as it is."""
+    for trace in fig.data[2:]:
+        if trace.name != LONE_POINTS:
+            continue
+        kind = "surface" if trace.type == "scatter3d" else "contour"
+        drawn = lone_points_trace(kind, surf, z, zmin, zmax)
+        if drawn is None:
+            if trace.visible is not False:
+                trace.update(x=[], y=[], customdata=None, visible=False, **({"z": []} if kind == "surface" else {}))
+            continue
+        trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, marker=drawn.marker, customdata=drawn.customdata,
+                     hovertemplate=drawn.hovertemplate, visible=True, **({"z": drawn.z} if kind == "surface" else {}))
 
 
 def _update_path(fig, surf: Surface) -> None:
