@@ -351,6 +351,40 @@ def _stored_points(store) -> int:
         return 0
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_early_signal_to_a_local_cluster_run_of_one_point_tiles_prints_our_line_and_no_dask_log(
+        tmp_path, monkeypatch, sig):
+    """Signalled while its first one-point tiles finish, a local cluster's scheduler logged each result it could
+    not send to the closed client at CRITICAL, with a traceback: a trial's early Ctrl-C printed 40 to 151 of
+    them around the one line that is ours (the README promises one line)."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "slow_models.py").write_text(SLOW_MODULE)
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "s.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "landscape_nb.cli", "compute", "slow_models:make", "--grid", "21x21",
+                             "--tile", "1", "--store", str(store), "--client", "local", "--workers", "2"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "SLOW_SECONDS": "0.005"})
+    try:
+        deadline = time.monotonic() + 120
+        while _stored_points(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "finished before it could be signalled"
+        if sig == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == (130 if sig == "SIGINT" else 143), err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "/441 [" not in line]  # no bar
+    assert len(lines) == 1 and "finished tiles are kept in the store" in lines[0], err
+
+
 @pytest.mark.parametrize("sig, code, words, client", [
     ("SIGINT", 130, "interrupted;", "none"),
     ("SIGINT", 130, "interrupted;", "local"),  # to the whole process group, workers too, as Ctrl-C does

@@ -974,10 +974,6 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs (clusters close)."""
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated
-
-
 class _Interrupts:
     """SIGINT handler: the first Ctrl-C raises KeyboardInterrupt (clusters close, finished tiles
     stay in the store, one line says so). A second one while that clean-up runs (a second or
@@ -994,10 +990,8 @@ class _Interrupts:
     def __call__(self, signum, frame):
         self.count += 1
         if self.count == 1:
-            if self.quiet:  # a cluster stopped while it starts logs each nanny's and task's failure: one line is ours
-                for name in ("distributed", "asyncio", "tornado"):
-                    self.levels[name] = logging.getLogger(name).level
-                    logging.getLogger(name).setLevel(logging.CRITICAL)
+            if self.quiet:
+                self.quiet_cluster_logs()
             raise KeyboardInterrupt
         if self.count == 2:  # on a line of its own, below a progress bar
             sys.stderr.write("\nlandscape-nb: stopping (finished tiles are safe; closing any workers) "
@@ -1007,6 +1001,22 @@ class _Interrupts:
         sys.stderr.write("\nlandscape-nb: interrupted again; exiting now\n")
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
+
+    def terminated(self, signum, frame):
+        """SIGTERM handler: raise `_Terminated`, Dask's logs quieted as for Ctrl-C."""
+        if self.quiet:
+            self.quiet_cluster_logs()
+        raise _Terminated
+
+    def quiet_cluster_logs(self) -> None:
+        """Silence Dask's, tornado's and asyncio's loggers, each child logger included: a local cluster stopped
+        while its first tasks run logs every comm its scheduler finds closed at CRITICAL (a trial's early Ctrl-C
+        printed 40 to 151 tracebacks around the one line that is ours)."""
+        names = [n for n in list(logging.root.manager.loggerDict)
+                 if n.split(".", 1)[0] in ("distributed", "asyncio", "tornado")]
+        for name in {"distributed", "asyncio", "tornado", *names}:
+            self.levels.setdefault(name, logging.getLogger(name).level)
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
     def restore(self) -> None:
         """Put back the loggers the first Ctrl-C quieted."""
@@ -1136,7 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {}
     if on_main_thread:
         interrupts = _Interrupts(quiet=not args.verbose)
-        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupts.terminated),
                     signal.SIGINT: signal.signal(signal.SIGINT, interrupts)}
     t0 = time.perf_counter()
     try:  # from here on, Ctrl-C (even while torch imports) ends with one line, not a traceback
