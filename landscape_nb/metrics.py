@@ -127,14 +127,20 @@ class DefaultLoss:
                 "module:function)")
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
+        n_classes = logits.shape[1] if logits.ndim > 1 else 1
+        if targets.is_floating_point() and (logits.ndim < 2 or n_classes < 2):
+            raise LandscapeError(
+                f"the model gives one value per sample (outputs {_n_first(tuple(logits.shape))}) and the targets are "
+                f"floating point ({targets.dtype}, shape {_n_first(tuple(targets.shape))}): a regression, for which "
+                f"the default loss (cross-entropy over classes) means nothing; {fix}"
+            )
         if targets.is_floating_point() and not _class_probabilities(logits, targets):
             raise LandscapeError(
                 f"targets are floating point ({targets.dtype}, shape {tuple(targets.shape)}) but not class "
                 f"probabilities: the default loss is cross-entropy over class indices (integer targets) or over "
-                f"probabilities (targets of the logits' shape (N, {', '.join(map(str, logits.shape[1:]))}), each in "
+                f"probabilities (targets of the logits' shape {_n_first(tuple(logits.shape))}, each in "
                 f"[0, 1], summing to 1 over the classes, dim 1), and means nothing for these; {fix}"
             )
-        n_classes = logits.shape[1] if logits.ndim > 1 else 1
         if logits.ndim < 2 or n_classes < 2:
             raise LandscapeError(
                 f"the model has {n_classes} output column(s) (logits {tuple(logits.shape)}): cross-entropy over one "
@@ -232,6 +238,25 @@ def _n_first(shape, n: str = "") -> str:
     return f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
+def _class_range_hint(outputs, targets, ignore_index: int) -> str | None:
+    """Why a loss failed when integer ``targets`` (other than ``ignore_index``) are class indices outside the
+    ``C`` classes along dim 1 of the outputs' logits (``find_logits``): what a label counted from 1, or a
+    model with one output too few, gives (torch says "Target 5 is out of bounds", which read as a fault of
+    the loss's signature). None otherwise."""
+    logits = find_logits(outputs)
+    if (not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex()
+            or logits is None or logits.ndim < 2 or not targets.numel()):
+        return None
+    kept = targets[targets != ignore_index]
+    n_classes = logits.shape[1]
+    if not kept.numel() or (int(kept.min()) >= 0 and int(kept.max()) < n_classes):
+        return None
+    lo, hi = int(kept.min()), int(kept.max())
+    return (f"the targets hold class indices in [{lo}, {hi}] but the outputs have {n_classes} classes along dim 1, "
+            f"so expected indices in [0, {n_classes - 1}]; check the labels (counted from 1? subtract 1) or the "
+            f"model's number of outputs")
+
+
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
     """``loss_fn(outputs, targets)`` on a first small batch, checked to be what every value computed from it
     takes it to be: a scalar mean over the batch. Returns it.
@@ -257,9 +282,14 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                 loss = loss_fn(outputs, targets)
         except Exception as exc:
             yshape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else None
+            failed = (f"loss_fn failed on outputs ({describe(outputs)}) and targets of shape {yshape} "
+                      f"({type(exc).__name__}: {exc})")
+            out_of_range = (_class_range_hint(outputs, targets, getattr(loss_fn, "ignore_index", -100))
+                            if isinstance(exc, IndexError) or "out of bounds" in str(exc) else None)
+            if out_of_range:
+                raise LandscapeError(f"{failed}: {out_of_range}") from exc
             raise LandscapeError(
-                f"loss_fn failed on outputs ({describe(outputs)}) and targets of shape {yshape} "
-                f"({type(exc).__name__}: {exc}); expected a callable (outputs, targets) -> scalar mean loss "
+                f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
             ) from exc
         _refuse_broadcasting(caught)

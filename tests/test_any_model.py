@@ -451,6 +451,22 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
     clf = MLP()
     with pytest.raises(LandscapeError, match=r"range over \[0, 7\] but the model has 3 output classes"):
         lnb.compute_surface(clf, (x, torch.arange(N) % 8), lnb.random_directions(clf, n=1), x=(-1, 1, 3))
+    # a 1-D output (one value per sample, squeezed): the message read "targets of the logits' shape (N, )"
+    flat = nn.Sequential(model, nn.Flatten(0))
+    with pytest.raises(LandscapeError) as err:
+        lnb.compute_surface(flat, (x, t.reshape(-1)), lnb.random_directions(flat, n=1), x=(-1, 1, 3))
+    assert ("the model gives one value per sample (outputs (N,)) and the targets are floating point "
+            "(torch.float32, shape (N,)): a regression") in str(err.value) and "loss_fn=nn.MSELoss()" in str(err.value)
+    # a loss of the user's own: torch's "Target 7 is out of bounds" blamed the loss's signature
+    for loss_fn, labels in ((nn.CrossEntropyLoss(), torch.arange(N) % 4 + 1),
+                            (nn.CrossEntropyLoss(ignore_index=9), torch.where(torch.arange(N) % 2 == 0, 9, 3))):
+        with pytest.raises(LandscapeError) as err:
+            lnb.compute_surface(clf, (x, labels), lnb.random_directions(clf, n=1), x=(-1, 1, 3), loss_fn=loss_fn)
+        kept = labels[labels != 9]  # 9: the second loss's ignore_index
+        assert (f"the targets hold class indices in [{kept.min()}, {kept.max()}] but "
+                "the outputs have 3 classes along dim 1, so expected indices in [0, 2]; check the labels (counted "
+                "from 1? subtract 1)") in str(err.value)
+        assert "expected a callable" not in str(err.value)
 
 
 def test_the_default_loss_takes_class_probabilities_and_refuses_other_float_targets():
