@@ -23,8 +23,8 @@ from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
 from .errors import LandscapeError, warn_user
-from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, find_logits, loss_name,
-                      own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
+from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, exact_fractions,
+                      find_logits, loss_name, own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -822,7 +822,7 @@ class Evaluator(SpeedChoices):
                     self.perturber.set(c)
                     rows.append(self.point_values()[None, :])
             values = torch.cat(rows).cpu().numpy()
-        return values
+        return exact_fractions(values, self._metric_list, [yb for _, yb in self.batches], self.n_samples)
 
 
 def _tf32_switches() -> list[tuple[object, str, object, object]]:

@@ -475,3 +475,28 @@ def test_a_direction_file_with_a_third_axis_is_refused_not_cut_to_a_plane(tmp_pa
             grp.create_dataset(str(i), data=a)
     with pytest.raises(LandscapeError, match=r"holds \['zdirection'\] besides \['xdirection', 'ydirection'\]"):
         lnb.load_reference_directions(cnn, tmp_path / "xyz.h5")
+
+
+@pytest.mark.parametrize("batch_size", [400, 37])
+def test_accuracy_is_the_exact_fraction_of_right_predictions_in_the_h5_percentages(tmp_path, batch_size):
+    """Accuracy is a count over the set divided by its size: 130 of 400 was written 32.499998807907104 (its
+    batches' float32 means; trial s31) and differed in its 8th digit between runners and batchings. Each value
+    is now the fraction itself, so test_acc == 100·K/N exactly, K counted by a naive loop."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 5))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(400, 6, generator=g), torch.randint(0, 5, (400,), generator=g)
+    d = lnb.random_directions(model, n=2, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 3), batch_size=batch_size)
+    d1, d2 = d.as_state_dicts()
+    counts = np.zeros(surf.loss.shape, dtype=int)
+    with torch.no_grad():
+        for j, b in enumerate(surf.y):
+            for i, a in enumerate(surf.x):
+                m = copy.deepcopy(model)
+                for name, p in m.named_parameters():
+                    p.add_(float(a) * d1[name] + float(b) * d2[name])
+                counts[j, i] = int((m(x).argmax(1) == y).sum())
+    assert surf.metrics["accuracy"].tolist() == (counts / 400).tolist()  # float64 nearest to K/N, no other
+    with h5py.File(lnb.save_reference_surface(surf, tmp_path / "s.h5", split="test"), "r") as f:
+        assert np.ravel(f["test_acc"][:]).tolist() == (100 * counts / 400).ravel().tolist()
