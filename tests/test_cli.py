@@ -919,11 +919,16 @@ def test_h5_and_vtk_exports_equal_the_apis_and_hold_the_naive_values(user_model,
     lnb.save_reference_surface(surf, api_h5, split="test")  # the CLI's split: test by default
     lnb.export_vtk(surf, api_vtk, log=log)
     assert vtk.read_text() == api_vtk.read_text()
-    with h5py.File(h5, "r") as cli_f, h5py.File(api_h5, "r") as api_f:
-        assert sorted(cli_f) == sorted(api_f) == sorted(["xcoordinates", "test_loss", "test_acc"]
-                                                        + (["ycoordinates"] if surf.ndim == 2 else []))
+    # a finished store exports the same files through `plot`, with no rerun of compute (its only way before)
+    h5_again, vtk_again = tmp_path / "again.h5", tmp_path / "again.vtk"
+    assert main(["plot", str(store), "--h5", str(h5_again), "--vtk", str(vtk_again)] + (["--log"] if log else [])) == 0
+    assert vtk_again.read_text() == vtk.read_text()
+    with h5py.File(h5, "r") as cli_f, h5py.File(api_h5, "r") as api_f, h5py.File(h5_again, "r") as plot_f:
+        assert sorted(cli_f) == sorted(api_f) == sorted(plot_f) == sorted(
+            ["xcoordinates", "test_loss", "test_acc"] + (["ycoordinates"] if surf.ndim == 2 else []))
         for key in api_f:
             np.testing.assert_array_equal(cli_f[key][()], api_f[key][()], err_msg=key)
+            np.testing.assert_array_equal(plot_f[key][()], api_f[key][()], err_msg=key)
         loss, acc = cli_f["test_loss"][()].reshape(-1), cli_f["test_acc"][()].reshape(-1)
         xs = cli_f["xcoordinates"][()]
         ys = cli_f["ycoordinates"][()] if surf.ndim == 2 else [0.0]
@@ -1145,6 +1150,14 @@ def test_plot_of_an_unfinished_store_marks_the_figure_partial(user_model, tmp_pa
     for kind in ("surface", "contour"):
         assert main(["plot", str(sparse), "--kind", kind, "--html", str(out)]) == 0
         assert f"partial: {n} of 36 points; {n} drawn as markers (no computed cell around them)" in out.read_text()
+    capsys.readouterr()
+    # the value files hold no word of missing points: refused for a partial store, nothing written
+    for flag in ("--h5", "--vtk"):
+        assert main(["plot", str(sparse), flag, str(tmp_path / f"p{flag[2:]}.{flag[2:]}")]) == 2
+        assert (f"holds {n} of 36 points; --h5 and --vtk write finished surfaces only" in capsys.readouterr().err)
+        assert not (tmp_path / f"p{flag[2:]}.{flag[2:]}").exists()
+    assert main(["plot", str(sparse)]) == 2
+    assert "plot writes nothing without an output; expected --html FILE" in capsys.readouterr().err
     done = tmp_path / "d.zarr"
     lnb.compute_surface(model, data, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3), y=(-1, 1, 3),
                         store=done)

@@ -796,8 +796,16 @@ def cmd_plot(args) -> int:
     from ..plot.export import export_html, mark_partial
     from ..store import load_surface
 
-    check_paths_not_empty(args, ("SOURCE", "--html"))
-    check_html_name(args.html)
+    check_paths_not_empty(args, ("SOURCE", "--html", "--h5", "--vtk"))
+    if not (args.html or args.h5 or args.vtk):
+        raise LandscapeError("plot writes nothing without an output; expected --html FILE (the figure), --h5 FILE "
+                             "(the reference implementation's surface-file layout) or --vtk FILE (ParaView), e.g. "
+                             f"landscape-nb plot {args.store} --html surface.html")
+    if (args.kind or args.clip) and not args.html:
+        raise LandscapeError(f"{'--kind' if args.kind else '--clip'} chooses how the HTML figure is drawn; expected "
+                             "--html FILE with it (--h5 and --vtk hold the values themselves)")
+    if args.html:
+        check_html_name(args.html)
     source = Path(args.store)
     reference = source.suffix.lower() in H5_SUFFIXES and not source.is_dir()
     if args.split and not reference:
@@ -819,9 +827,21 @@ def cmd_plot(args) -> int:
 
         surf = load_surface(source)
         title = run_title(surf)
-    figure = figure_for(surf, args.kind, log_scale=args.log, title=title, clip=parse_clip(args.clip))
-    path = export_html(mark_partial(figure, surf), args.html)
-    print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
+    if (args.h5 or args.vtk) and not surf.is_complete:
+        raise LandscapeError(
+            f"{args.store} holds {surf.n_done} of {surf.loss.size} points; --h5 and --vtk write finished surfaces "
+            "only (the reference's plot scripts and ParaView would draw the missing points as holes with no word "
+            "of them): rerun the compute command that wrote it to finish it, or draw what it holds with --html")
+    files = argparse.Namespace(html=None, h5=args.h5, vtk=args.vtk, log=args.log, kind=None, clip=None,
+                               split=args.split or surf.provenance.get("split"),
+                               grid="x".join(map(str, reversed(surf.loss.shape))))
+    check_exports(files, surf.ndim)
+    if args.html:
+        figure = figure_for(surf, args.kind, log_scale=args.log, title=title, clip=parse_clip(args.clip))
+        path = export_html(mark_partial(figure, surf), args.html)
+        print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
+    if args.h5 or args.vtk:
+        write_exports(surf, files, "")
     return 0
 
 
@@ -949,7 +969,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--kind", choices=KINDS, help="figure kind (default: line for 1D, surface for 2D, eigen_map for "
                                                   "an eigen-map, contour with the training path for a PCA plane, "
                                                   "volume for 3D; slices: contours at three z values)")
-    pl.add_argument("--html", required=True, help="write the standalone HTML figure here")
+    pl.add_argument("--html", help="write the standalone HTML figure here")
+    pl.add_argument("--h5", help="write a finished surface in the reference implementation's .h5 layout here, as "
+                                 "compute --h5 does (its loss under <split>_loss: the store's split, else test)")
+    pl.add_argument("--vtk", help="write a finished surface as a legacy VTK file for ParaView here, as compute --vtk "
+                                  "does (with --log: height log10(loss))")
     pl.add_argument("--log", action="store_true", help="log-scale loss")
     pl.add_argument("--clip", metavar="auto|none|LOSS", help=CLIP_HELP)
     pl.add_argument("--split", choices=("train", "test"),
