@@ -683,10 +683,11 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
         ix = torch.as_tensor(pos)
         return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
+    tree = _tensorize((collate or _collate)(items), what)  # before any item is read again (see _random_items)
     random_note = _random_items(ds, pos, items)
     if random_note:
         notes[RANDOM_ITEMS_NOTE] = random_note
-    return _tensorize((collate or _collate)(items), what), notes, pos
+    return tree, notes, pos
 
 
 #: items ``_random_items`` reads a second time
@@ -698,11 +699,13 @@ def _random_items(ds, pos: list, items: list) -> str | None:
     once as ``items``) hold other values when read again: its ``__getitem__`` draws at random (a training
     transform: random crops, flips, noise, token masking). The surface then evaluates one draw of each
     sample, the same at every grid point; a rerun reads others. None when they agree (compared exactly,
-    NaN equal to NaN) or cannot be compared."""
+    NaN equal to NaN) or cannot be compared. A ``__getitem__`` that changes the dataset's own tensors in place
+    (``x = self.data[i]; x /= 255``) gives other values too, and is said to: the evaluation data are
+    collated before the items are read again, and the first reads are copied (stacked) before."""
     m = min(REREAD_ITEMS, len(pos))
     try:
+        first = [_tensorize(_collate([item]), "") for item in items[:m]]  # copies: a re-read may write into items
         again = [_tensorize(_collate([ds[i]]), "") for i in pos[:m]]
-        first = [_tensorize(_collate([item]), "") for item in items[:m]]
     except Exception:  # noqa: BLE001 - items the default collation cannot stack: not compared
         return None
     differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
@@ -710,10 +713,11 @@ def _random_items(ds, pos: list, items: list) -> str | None:
         return None
     return (f"the dataset ({type(ds).__name__}) gave other values when its first {m} samples were read again ({differ} "
             f"of {m} differ): its __getitem__ draws at random (e.g. a training transform with random crops, flips "
-            "or noise). Each sample was read once, so every grid point sees the same draw, but it is one draw of "
-            "many: a rerun reads others (its store then refuses to resume), and augmented samples are not the "
-            "data the model is evaluated on; pass the dataset with its evaluation transform (or seed the draw "
-            "per index) for the loss on the data themselves")
+            "or noise), or changes its stored samples in place (x /= 255 on a cached tensor: each read transforms "
+            "them again). Each sample was read once, so every grid point sees the same values, but they are one "
+            "draw of many: a rerun reads others (its store then refuses to resume), and augmented samples are not "
+            "the data the model is evaluated on; pass the dataset with its evaluation transform (or seed the draw "
+            "per index; transform a copy, x = x / 255) for the loss on the data themselves")
 
 
 def _same_tree(a, b) -> bool:
@@ -723,7 +727,8 @@ def _same_tree(a, b) -> bool:
     for (_, x), (_, y) in zip(tree_leaves(a), tree_leaves(b)):
         if x.shape != y.shape or x.dtype != y.dtype:
             return False
-        if not torch.equal(x, y) and not (x.is_floating_point() and bool(((x == y) | (x.isnan() & y.isnan())).all())):
+        if not torch.equal(x, y) and not ((x.is_floating_point() or x.is_complex())
+                                          and bool(((x == y) | (x.isnan() & y.isnan())).all())):
             return False
     return True
 

@@ -822,7 +822,12 @@ class Evaluator(SpeedChoices):
                     self.perturber.set(c)
                     rows.append(self.point_values()[None, :])
             values = torch.cat(rows).cpu().numpy()
-        return exact_fractions(values, self._metric_list, [yb for _, yb in self.batches], self.n_samples)
+        return self.with_exact_fractions(values)
+
+    def with_exact_fractions(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (points, 1 + n_metrics) from `point_values` rows, each built-in accuracy column the
+        exact fraction of the set it is (``metrics.exact_fractions``); in place, returned."""
+        return exact_fractions(values, self._metric_list, [yb for _, yb in self.batches])
 
 
 def _tf32_switches() -> list[tuple[object, str, object, object]]:

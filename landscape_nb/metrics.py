@@ -129,10 +129,13 @@ class DefaultLoss:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
         n_classes = logits.shape[1] if logits.ndim > 1 else 1
         if targets.is_floating_point() and (logits.ndim < 2 or n_classes < 2):
+            binary = bool(((targets == 0) | (targets == 1)).all())
             raise LandscapeError(
                 f"the model gives one value per sample (outputs {_n_first(tuple(logits.shape))}) and the targets are "
-                f"floating point ({targets.dtype}, shape {_n_first(tuple(targets.shape))}): a regression, for which "
-                f"the default loss (cross-entropy over classes) means nothing; {fix}"
+                f"floating point ({targets.dtype}, shape {_n_first(tuple(targets.shape))})"
+                + (", all 0 or 1: a binary classifier with one logit (loss_fn=nn.BCEWithLogitsLoss()) or a "
+                   "regression" if binary else ": a regression")
+                + f", for which the default loss (cross-entropy over classes) means nothing; {fix}"
             )
         if targets.is_floating_point() and not _class_probabilities(logits, targets):
             raise LandscapeError(
@@ -195,17 +198,21 @@ def batch_denominator(fn, targets) -> torch.Tensor | None:
     return None
 
 
-def exact_fractions(values: np.ndarray, fns: list, target_batches: list, n_samples: int) -> np.ndarray:
+def exact_fractions(values: np.ndarray, fns: list, target_batches: list) -> np.ndarray:
     """``values`` (points, 1 + len(fns)): loss then the metrics ``fns``, with each built-in ``accuracy`` column
     put back on the fraction K/N it is, N its denominator over the whole set (the targets not ignored in
-    ``target_batches``, else ``n_samples``): its batches' float32 means gave 0.32499998807907104 for 130 of 400
-    (32.499998807907104 % in a reference .h5 file) and other digits on other runners or batchings. Only
-    where every value lies within 0.25 of a count (N up to 2**24); non-finite values are left as they are."""
+    ``target_batches``, the batches' targets): its batches' float32 means gave 0.32499998807907104 for 130
+    of 400 (32.499998807907104 % in a reference .h5 file) and other digits on other runners or batchings.
+    Only for integer class targets
+    (float one-hot or probability targets leave N unknown: per pixel for a segmentation map) and where every
+    value lies within 0.25 of a count (N up to 2**24); non-finite values are left as they are."""
     for j, fn in enumerate(fns, 1):
         if not (fn is accuracy or (isinstance(fn, functools.partial) and fn.func is accuracy and not fn.args)):
             continue
         dens = [batch_denominator(fn, yb) for yb in target_batches]
-        n = int(sum(int(d) for d in dens)) if all(d is not None for d in dens) else int(n_samples)
+        if any(d is None for d in dens):  # float (one-hot, probability) targets: what it counts over is not known
+            continue  # here (pixels of a segmentation map, not samples), so no fraction is assumed
+        n = int(sum(int(d) for d in dens))
         col = values[:, j]
         finite = np.isfinite(col)
         if not 0 < n <= 2 ** 24 or not finite.any():
@@ -261,21 +268,28 @@ def _n_first(shape, n: str = "") -> str:
 
 def _class_range_hint(outputs, targets, ignore_index: int) -> str | None:
     """Why a loss failed when integer ``targets`` (other than ``ignore_index``) are class indices outside the
-    ``C`` classes along dim 1 of the outputs' logits (``find_logits``): what a label counted from 1, or a
-    model with one output too few, gives (torch says "Target 5 is out of bounds", which read as a fault of
-    the loss's signature). None otherwise."""
+    ``C`` classes of the outputs' logits (``find_logits``): what a label counted from 1, or a model with one
+    output too few, gives (torch says "Target 5 is out of bounds", which read as a fault of the loss's
+    signature). The classes are along dim 1 for (N, C) logits; for more dims, the one the targets' shape
+    leaves out (dim 1 for (N, C, H, W) logits and (N, H, W) targets, the last for (N, L, V) logits and (N, L)
+    targets, as a language model's loss reshapes them). None otherwise, or where that is ambiguous."""
     logits = find_logits(outputs)
     if (not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex()
             or logits is None or logits.ndim < 2 or not targets.numel()):
         return None
+    shape = tuple(logits.shape)
+    dims = [d for d in range(1, len(shape)) if tuple(targets.shape[1:]) == shape[1:d] + shape[d + 1:]]
+    if len(dims) != 1:  # the targets leave out no single axis (or several alike, e.g. L == V)
+        return None
+    dim = dims[0]
     kept = targets[targets != ignore_index]
-    n_classes = logits.shape[1]
+    n_classes = shape[dim]
     if not kept.numel() or (int(kept.min()) >= 0 and int(kept.max()) < n_classes):
         return None
     lo, hi = int(kept.min()), int(kept.max())
-    return (f"the targets hold class indices in [{lo}, {hi}] but the outputs have {n_classes} classes along dim 1, "
-            f"so expected indices in [0, {n_classes - 1}]; check the labels (counted from 1? subtract 1) or the "
-            f"model's number of outputs")
+    return (f"the targets hold class indices in [{lo}, {hi}] but the outputs have {n_classes} classes along dim "
+            f"{dim}, so expected indices in [0, {n_classes - 1}]; check the labels (counted from 1? subtract 1) or "
+            "the model's number of outputs")
 
 
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
@@ -306,7 +320,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
             failed = (f"loss_fn failed on outputs ({describe(outputs)}) and targets of shape {yshape} "
                       f"({type(exc).__name__}: {exc})")
             out_of_range = (_class_range_hint(outputs, targets, getattr(loss_fn, "ignore_index", -100))
-                            if isinstance(exc, IndexError) or "out of bounds" in str(exc) else None)
+                            if "out of bounds" in str(exc) else None)  # torch's "Target 5 is out of bounds."
             if out_of_range:
                 raise LandscapeError(f"{failed}: {out_of_range}") from exc
             raise LandscapeError(

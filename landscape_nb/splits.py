@@ -193,7 +193,7 @@ class SplitEvaluator:
                     if ev.perturber is not perturber:  # a shared first layer reads its own perturber's
                         ev.perturber.coeffs.copy_(perturber.coeffs)  # coefficients, not the weights
                     rows[k].append(ev.point_values()[None, :])
-        return [torch.cat(r).cpu().numpy() for r in rows]
+        return [ev.with_exact_fractions(torch.cat(r).cpu().numpy()) for ev, r in zip(self.splits.values(), rows)]
 
 
 __all__ = ["SplitEvaluator", "split_names", "column_names"]

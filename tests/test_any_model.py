@@ -467,6 +467,27 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
                 "the outputs have 3 classes along dim 1, so expected indices in [0, 2]; check the labels (counted "
                 "from 1? subtract 1)") in str(err.value)
         assert "expected a callable" not in str(err.value)
+    # a language model's (N, L, V) logits, reshaped by its loss: the classes are the last axis, not dim 1
+    lm = nn.Sequential(nn.Linear(6, 4 * 10), nn.Unflatten(1, (4, 10)))
+    tokens = torch.arange(N * 4).reshape(N, 4) % 11  # 10 is out of the vocabulary of 10
+
+    def lm_loss(out, t):
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), t.reshape(-1))
+
+    with pytest.raises(LandscapeError, match=r"class indices in \[0, 10\] but the outputs have 10 classes along "
+                                             r"dim 2, so expected indices in \[0, 9\]"):
+        lnb.compute_surface(lm, (x, tokens), lnb.random_directions(lm, n=1), x=(-1, 1, 3), loss_fn=lm_loss)
+
+    def buggy(out, y):  # an IndexError of the loss's own: no word about labels
+        return (out.shape[5] if y.max() > 2 else 0) + F.cross_entropy(out, y)
+
+    with pytest.raises(LandscapeError, match=r"\(IndexError: tuple index out of range\); expected a callable"):
+        lnb.compute_surface(clf, (x, torch.arange(N) % 4), lnb.random_directions(clf, n=1), x=(-1, 1, 3),
+                            loss_fn=buggy)
+    # one logit with 0/1 float targets: a binary classifier, not only "a regression"
+    with pytest.raises(LandscapeError, match=r"shape \(N, 1\)\), all 0 or 1: a binary classifier with one logit "
+                                             r"\(loss_fn=nn.BCEWithLogitsLoss\(\)\) or a regression"):
+        lnb.compute_surface(model, (x, (t > 0).float()), d, x=(-1, 1, 3))
 
 
 def test_the_default_loss_takes_class_probabilities_and_refuses_other_float_targets():

@@ -896,6 +896,47 @@ def _flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def test_plot_exports_a_stores_files_with_its_own_splits_and_words(user_model, tmp_path, capsys):
+    """`plot STORE --h5` of a store over named splits writes them under their names (train/val: it asked for a
+    test split before), refuses one with neither train nor test naming its splits, words its notes for `plot`
+    (not `compute`'s --split and --grid), and with --html on a partial store writes the figure before refusing
+    the files (a review of the change)."""
+    import threading
+
+    import h5py
+    from my_models import make
+
+    model, (x, y) = make()
+    d2 = lnb.random_directions(model, n=2, seed=0)
+    grid = dict(x=(-1, 1, 3), y=(-1, 1, 3))
+    lnb.compute_surface(model, {"train": (x, y), "val": (x[:20], y[:20])}, d2, store=tmp_path / "tv.zarr", **grid)
+    assert main(["plot", str(tmp_path / "tv.zarr"), "--h5", "tv.h5"]) == 0
+    with h5py.File("tv.h5", "r") as f:
+        assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(f)
+    lnb.compute_surface(model, {"val": (x, y), "hold": (x[:20], y[:20])}, d2, store=tmp_path / "vh.zarr", **grid)
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "vh.zarr"), "--h5", "vh.h5", "--vtk", "vh.vtk"]) == 2
+    assert "is a surface over the named splits ['val', 'hold']; the reference's .h5 layout" in capsys.readouterr().err
+    assert not Path("vh.h5").exists() and not Path("vh.vtk").exists()
+    lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 5), store="line.zarr")
+    assert main(["plot", "line.zarr", "--h5", "line.h5"]) == 0
+    err = capsys.readouterr().err
+    assert "this store holds the line on the test split; compute it on the train split for that (landscape-nb " \
+           "compute ... --split train; your module:function" in err and "rerun with --split train" not in err
+    lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=3, seed=0), z=(-1, 1, 3), store="vol.zarr",
+                        **grid)
+    assert main(["plot", "vol.zarr", "--h5", "vol.h5"]) == 2
+    assert "--h5 vol.h5 was given for the 3D store vol.zarr; the reference's surface files hold a line or a plane: " \
+           "use --vtk FILE.vtk for a volume\n" in capsys.readouterr().err
+    stop = threading.Event()
+    lnb.compute_surface(model, (x, y), d2, x=(-1, 1, 6), y=(-1, 1, 6), tile=(2, 2), store="part.zarr", cancel=stop,
+                        callbacks=[lambda event: stop.set()])
+    assert main(["plot", "part.zarr", "--html", "part.html", "--h5", "part.h5"]) == 2
+    assert "rerun the compute command that wrote it to finish it (--html part.html was written, its points " \
+           "marked)" in capsys.readouterr().err
+    assert Path("part.html").exists() and not Path("part.h5").exists()
+
+
 @pytest.mark.parametrize("grid, log", [("5x4", False), ("6", True)])
 def test_h5_and_vtk_exports_equal_the_apis_and_hold_the_naive_values(user_model, tmp_path, capsys, grid, log):
     """``--h5`` and ``--vtk`` write what ``save_reference_surface`` and ``export_vtk`` write for the same

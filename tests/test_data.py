@@ -171,6 +171,32 @@ def test_a_dataset_drawing_at_random_in_getitem_is_evaluated_on_one_draw_and_sai
     assert "other values (the Dataset draws at random in __getitem__" in str(err.value)
 
 
+class InPlace(torch.utils.data.Dataset):
+    """Scales its stored samples in place as it reads them (``x = self.x[i]; x.mul_(0.5)``): every read gives
+    other values, and reading one again changes what an earlier read returned, sharing its memory."""
+
+    def __init__(self, ds: TensorDataset):
+        self.x, self.y = ds.tensors[0].clone(), ds.tensors[1]
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        x = self.x[i]
+        x.mul_(0.5)
+        return x, self.y[i]
+
+
+def test_a_dataset_changing_its_samples_in_place_is_evaluated_as_first_read_and_said_so():
+    """Reading the first samples again (for the random-draw check) halved them a second time in the data
+    already read, sharing their memory, with no word (a review of the change): the data are collated before,
+    every sample counts as read once, and the note names the in-place change."""
+    model, ds, d = _setup()
+    with pytest.warns(UserWarning, match=r"or changes its stored samples in place \(x /= 255 on a cached tensor"):
+        surf = lnb.compute_surface(model, InPlace(ds), d, x=(-1, 1, 3), metrics=None)
+    np.testing.assert_allclose(surf.loss, _loop_over([(ds.tensors[0] * 0.5, ds.tensors[1])], model, d), rtol=1e-5)
+
+
 def test_a_dataset_reading_the_same_values_each_time_gives_no_random_draw_note(recwarn):
     model, ds, d = _setup()
     surf = lnb.compute_surface(model, Noisy(ds, 0.0), d, x=(-1, 1, 3), metrics=None)

@@ -500,3 +500,41 @@ def test_accuracy_is_the_exact_fraction_of_right_predictions_in_the_h5_percentag
     assert surf.metrics["accuracy"].tolist() == (counts / 400).tolist()  # float64 nearest to K/N, no other
     with h5py.File(lnb.save_reference_surface(surf, tmp_path / "s.h5", split="test"), "r") as f:
         assert np.ravel(f["test_acc"][:]).tolist() == (100 * counts / 400).ravel().tolist()
+
+
+def test_accuracy_of_named_splits_is_exact_and_float_one_hot_targets_keep_their_own_count(tmp_path):
+    """The exact fraction holds on a run over named splits too (its own evaluation path), and is not assumed
+    where the targets are float one-hot: a segmentation map's accuracy counts pixels, not samples, and was
+    rounded to a multiple of 1/4 for 4 samples (a review of the change)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 5))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 6, generator=g), torch.randint(0, 5, (300,), generator=g)
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, {"train": (x[:170], y[:170]), "test": (x[170:], y[170:])}, d, x=(-1, 1, 5),
+                               batch_size=47)
+    d1, = d.as_state_dicts()
+    for name, (lo, hi) in (("train", (0, 170)), ("test", (170, 300))):
+        counts = []
+        with torch.no_grad():
+            for a in surf.x:
+                m = copy.deepcopy(model)
+                for n, p in m.named_parameters():
+                    p.add_(float(a) * d1[n])
+                counts.append(int((m(x[lo:hi]).argmax(1) == y[lo:hi]).sum()))
+        assert surf.metrics[f"{name}_accuracy"].tolist() == [k / (hi - lo) for k in counts], name
+
+    seg = nn.Conv2d(2, 3, 3, padding=1)
+    images = torch.randn(4, 2, 16, 16, generator=g)
+    labels = torch.randint(0, 3, (4, 16, 16), generator=g)
+    one_hot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    ds = lnb.random_directions(seg, n=1, seed=0)
+    pix = lnb.compute_surface(seg, (images, one_hot), ds, x=(-1, 1, 3), metrics="accuracy")
+    s1, = ds.as_state_dicts()
+    with torch.no_grad():
+        for a, got in zip(pix.x, pix.metrics["accuracy"]):
+            m = copy.deepcopy(seg)
+            for n, p in m.named_parameters():
+                p.add_(float(a) * s1[n])
+            want = float((m(images).argmax(1) == labels).double().mean())  # over the 1024 pixels
+            assert got == pytest.approx(want, abs=1e-6)

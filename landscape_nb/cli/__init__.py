@@ -245,8 +245,10 @@ def check_exports(args, ndim: int) -> None:
             raise LandscapeError(f"--h5 {args.h5!r}; expected a file name ending in .h5 (the reference "
                                  "implementation's surface-file layout, HDF5), e.g. --h5 surface.h5")
         if ndim == 3:
-            raise LandscapeError(f"--h5 {args.h5} was given for a 3D --grid {args.grid}; the reference's surface "
-                                 "files hold a line or a plane: use --vtk FILE.vtk for a volume (or a 1D/2D --grid)")
+            volume = getattr(args, "volume", None)
+            raise LandscapeError(f"--h5 {args.h5} was given for {volume or f'a 3D --grid {args.grid}'}; the "
+                                 "reference's surface files hold a line or a plane: use --vtk FILE.vtk for a volume"
+                                 + ("" if volume else " (or a 1D/2D --grid)"))
         if importlib.util.find_spec("h5py") is None:
             raise LandscapeError("--h5 needs h5py, which is not installed; install it with "
                                  "`pip install landscape_nb[h5]` (or drop --h5)")
@@ -279,8 +281,11 @@ def write_exports(surf, args, name: str) -> None:
                   "[j, i] is; `landscape-nb plot` and lnb.load_reference_surface read it so (the reference's "
                   "plot_2D.py draws square grids only)", file=sys.stderr)
         if surf.y is None and split != "train":  # plot_1D.py asserts 'train_loss' and reads train_acc
+            how = ("this store holds the line on the test split; compute it on the train split for that "
+                   "(landscape-nb compute ... --split train; " if getattr(args, "from_plot", False) else
+                   "rerun with --split train for it (")
             print(f"landscape-nb: note: the reference's plot_1D.py reads train_loss and train_acc, which {args.h5} "
-                  "does not hold; rerun with --split train for it (your module:function then needs a split "
+                  f"does not hold; {how}your module:function then needs a split "
                   "parameter, def make(split='test'); the same --store resumes only the same split)",
                   file=sys.stderr)
 
@@ -827,22 +832,48 @@ def cmd_plot(args) -> int:
 
         surf = load_surface(source)
         title = run_title(surf)
-    if (args.h5 or args.vtk) and not surf.is_complete:
-        raise LandscapeError(
-            f"{args.store} holds {surf.n_done} of {surf.loss.size} points; --h5 and --vtk write finished surfaces "
-            "only (the reference's plot scripts and ParaView would draw the missing points as holes with no word "
-            "of them): rerun the compute command that wrote it to finish it, or draw what it holds with --html")
     files = argparse.Namespace(html=None, h5=args.h5, vtk=args.vtk, log=args.log, kind=None, clip=None,
-                               split=args.split or surf.provenance.get("split"),
-                               grid="x".join(map(str, reversed(surf.loss.shape))))
+                               split=args.split or _reference_split(surf, args), from_plot=True,
+                               volume=f"the 3D store {args.store}")
     check_exports(files, surf.ndim)
     if args.html:
         figure = figure_for(surf, args.kind, log_scale=args.log, title=title, clip=parse_clip(args.clip))
         path = export_html(mark_partial(figure, surf), args.html)
         print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
+    if (args.h5 or args.vtk) and not surf.is_complete:
+        raise LandscapeError(
+            f"{args.store} holds {surf.n_done} of {surf.loss.size} points; --h5 and --vtk write finished surfaces "
+            "only (the reference's plot scripts and ParaView would draw the missing points as holes with no word "
+            "of them): rerun the compute command that wrote it to finish it"
+            + (f" (--html {args.html} was written, its points marked)" if args.html else
+               ", or draw what it holds with --html FILE"))
     if args.h5 or args.vtk:
         write_exports(surf, files, "")
     return 0
+
+
+def _reference_split(surf, args) -> str | None:
+    """The reference's split name (train or test) a store's ``--h5`` file gives its loss: the split the run
+    recorded (the CLI's ``--split``), for a surface over named splits "test" or else "train" where it has
+    them (each split is written under its own name), else test. A surface over named splits with neither is
+    refused, when ``--h5`` is asked for, naming its splits."""
+    import numpy as np
+
+    split = surf.provenance.get("split")
+    if split in ("train", "test"):
+        return split
+    first = next(iter(surf.metrics), "")
+    if first.endswith("_loss") and np.array_equal(surf.loss, surf.metrics[first], equal_nan=True):
+        names = [m[:-len("_loss")] for m in surf.metrics if m.endswith("_loss")]
+        found = [s for s in ("test", "train") if s in names]
+        if found:
+            return found[0]
+        if args.h5:
+            raise LandscapeError(
+                f"{args.store} is a surface over the named splits {names}; the reference's .h5 layout names its "
+                "losses train_loss and test_loss and its plot scripts read those, so an --h5 file needs a split "
+                "named train or test: name one so in the data (data={'train': ..., 'test': ...}), or write --vtk")
+    return None
 
 
 def cmd_demo(args) -> int:
