@@ -351,6 +351,36 @@ def _stored_points(store) -> int:
         return 0
 
 
+def _signal_once_stored(proc, store, sig: str, poll: float = 0.05) -> tuple[str, list]:
+    """Wait until ``store`` holds a point, then signal the CLI process ``proc`` (started in a session of its
+    own) as ``sig`` says: "SIGINT" to its whole process group, as a terminal's Ctrl-C, "SIGINT SIGINT" twice
+    0.2 s apart (during the clean-up), "SIGTERM" to the command alone, as `kill` does. Returns its stderr and
+    its child processes (a local cluster's) as they were when signalled."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    try:
+        deadline = time.monotonic() + 120
+        while _stored_points(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(poll)
+        assert proc.poll() is None, "finished before it could be signalled: slow the model down"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if sig.startswith("SIGINT"):
+            os.killpg(proc.pid, signal.SIGINT)
+            if sig == "SIGINT SIGINT":
+                time.sleep(0.2)  # closing the local cluster takes a second or two: still under way
+                os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return err, children
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_an_early_signal_to_a_local_cluster_run_of_one_point_tiles_prints_our_line_and_no_dask_log(
         tmp_path, monkeypatch, sig):
@@ -358,8 +388,6 @@ def test_an_early_signal_to_a_local_cluster_run_of_one_point_tiles_prints_our_li
     not send to the closed client at CRITICAL, with a traceback: a trial's early Ctrl-C printed 40 to 151 of
     them around the one line that is ours (the README promises one line)."""
     import os
-    import signal
-    import time
 
     (tmp_path / "slow_models.py").write_text(SLOW_MODULE)
     monkeypatch.chdir(tmp_path)
@@ -368,18 +396,7 @@ def test_an_early_signal_to_a_local_cluster_run_of_one_point_tiles_prints_our_li
                              "--tile", "1", "--store", str(store), "--client", "local", "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "SLOW_SECONDS": "0.005"})
-    try:
-        deadline = time.monotonic() + 120
-        while _stored_points(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "finished before it could be signalled"
-        if sig == "SIGINT":
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    err, _ = _signal_once_stored(proc, store, sig, poll=0.02)
     assert proc.returncode == (130 if sig == "SIGINT" else 143), err
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "/441 [" not in line]  # no bar
     assert len(lines) == 1 and "finished tiles are kept in the store" in lines[0], err
@@ -395,10 +412,6 @@ def test_an_early_signal_to_a_local_cluster_run_of_one_point_tiles_prints_our_li
 ])
 def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterrupted_values(
         tmp_path, monkeypatch, sig, code, words, client):
-    import os
-    import signal
-    import time
-
     import psutil
     from standalone_html import figure_json, values
 
@@ -412,23 +425,8 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
                              "--html", str(tmp_path / "s.html")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while _stored_points(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "finished before it could be signalled: slow the model down"
-        children = psutil.Process(proc.pid).children(recursive=True)  # the local cluster's processes
-        assert (client == "local") == bool(children)
-        if sig.startswith("SIGINT"):  # a terminal's Ctrl-C reaches every process of the foreground group
-            os.killpg(proc.pid, signal.SIGINT)
-            if sig == "SIGINT SIGINT":
-                time.sleep(0.2)  # closing the local cluster takes a second or two: still under way
-                os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    err, children = _signal_once_stored(proc, store, sig)  # children: the local cluster's processes
+    assert (client == "local") == bool(children)
     assert proc.returncode == code, err
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {alive}"
