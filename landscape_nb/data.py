@@ -679,12 +679,13 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
     notes = {"source": type(ds).__name__}
     if sub is not None:
         notes["subset"] = f"{len(pos)} of {n} samples, seed {seed}, chosen before reading"
-    if isinstance(ds, TensorDataset) and (collate is _collate or _is_default_collate(collate)):
+    if (isinstance(ds, TensorDataset) and type(ds).__getitem__ is TensorDataset.__getitem__
+            and (collate is _collate or _is_default_collate(collate))):  # a subclass may transform in __getitem__
         ix = torch.as_tensor(pos)
         return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
     tree = _tensorize((collate or _collate)(items), what)  # before any item is read again (see _random_items)
-    random_note = _random_items(ds, pos, items)
+    random_note = _random_items(ds, pos, items, collate)
     if random_note:
         notes[RANDOM_ITEMS_NOTE] = random_note
     return tree, notes, pos
@@ -694,7 +695,7 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
 REREAD_ITEMS = 8
 
 
-def _random_items(ds, pos: list, items: list) -> str | None:
+def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
     """What to say when the first ``REREAD_ITEMS`` items of the map-style dataset ``ds`` (at ``pos``, read
     once as ``items``) hold other values when read again: its ``__getitem__`` draws at random (a training
     transform: random crops, flips, noise, token masking). The surface then evaluates one draw of each
@@ -703,17 +704,22 @@ def _random_items(ds, pos: list, items: list) -> str | None:
     (``x = self.data[i]; x /= 255``) gives other values too, and is said to: the evaluation data are
     collated before the items are read again, and the first reads are copied (stacked) before."""
     m = min(REREAD_ITEMS, len(pos))
-    try:
-        first = [_tensorize(_collate([item]), "") for item in items[:m]]  # copies: a re-read may write into items
-        again = [_tensorize(_collate([ds[i]]), "") for i in pos[:m]]
-    except Exception:  # noqa: BLE001 - items the default collation cannot stack: not compared
+    first = again = None
+    for fn in dict.fromkeys((collate or _collate, _collate)):  # the loader's collate_fn first: it may draw too
+        try:
+            first = [_tensorize(fn([item]), "") for item in items[:m]]  # copies: a re-read may write into items
+            again = [_tensorize(fn([ds[i]]), "") for i in pos[:m]]
+            break
+        except Exception:  # noqa: BLE001 - a collate_fn for whole batches only, items it cannot stack: the next
+            first = again = None
+    if first is None:
         return None
     differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
     if not differ:
         return None
     return (f"the dataset ({type(ds).__name__}) gave other values when its first {m} samples were read again ({differ} "
-            f"of {m} differ): its __getitem__ draws at random (e.g. a training transform with random crops, flips "
-            "or noise), or changes its stored samples in place (x /= 255 on a cached tensor: each read transforms "
+            f"of {m} differ): its __getitem__ (or the DataLoader's collate_fn) draws at random (e.g. a training "
+            "transform with random crops, flips or noise, or token masking), or changes its stored samples in place (x /= 255 on a cached tensor: each read transforms "
             "them again). Each sample was read once, so every grid point sees the same values, but they are one "
             "draw of many: a rerun reads others (its store then refuses to resume), and augmented samples are not "
             "the data the model is evaluated on; pass the dataset with its evaluation transform (or seed the draw "

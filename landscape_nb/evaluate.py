@@ -10,6 +10,7 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import functools
 import io
 import math
 from dataclasses import asdict, dataclass
@@ -23,8 +24,9 @@ from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
 from .errors import LandscapeError, warn_user
-from .metrics import (DefaultLoss, OwnLoss, auto_metrics, batch_denominator, check_mean_loss, exact_fractions,
-                      find_logits, loss_name, own_loss, refuse_batch_sum, resolve_metrics, unwrap_compiled)
+from .metrics import (DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator, check_mean_loss,
+                      exact_fractions, find_logits, loss_name, own_loss, refuse_batch_sum, refuse_class_range,
+                      resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -497,13 +499,20 @@ class Evaluator(SpeedChoices):
                     self.notes[RANDOM_OUTPUTS] = random_note
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
+                elif type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):  # every sample's label, not 8
+                    refuse_class_range(self.loss_fn, out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)
         check_padding(self.model, self._data, self.loss_fn, self._split)
+        ignore = self.loss_fn.ignore_index if type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss) else -100
         if metrics == "auto":
-            ignore = self.loss_fn.ignore_index if type(self.loss_fn) is nn.CrossEntropyLoss else -100
             fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore)
         else:
             fns = resolve_metrics(metrics, out, yb)
+            if ignore != -100 and any(f is accuracy for f in fns.values()):  # the loss's padding, not counted
+                fns = {n: functools.partial(accuracy, ignore_index=ignore) if f is accuracy else f
+                       for n, f in fns.items()}
+                self.notes["accuracy"] = (f"accuracy: targets equal to {ignore} (the loss's ignore_index) not "
+                                          "counted, as by the loss")
         states = {"loss_fn": loss_state, **{f"metric {n!r}": StateSnapshot(f) for n, f in fns.items()}}
         for name, fn in fns.items():
             value = fn(out, yb)

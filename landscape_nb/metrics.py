@@ -133,8 +133,8 @@ class DefaultLoss:
             raise LandscapeError(
                 f"the model gives one value per sample (outputs {_n_first(tuple(logits.shape))}) and the targets are "
                 f"floating point ({targets.dtype}, shape {_n_first(tuple(targets.shape))})"
-                + (", all 0 or 1: a binary classifier with one logit (loss_fn=nn.BCEWithLogitsLoss()) or a "
-                   "regression" if binary else ": a regression")
+                + (", all 0 or 1: a binary classifier with one logit (loss_fn=nn.BCEWithLogitsLoss(), with targets "
+                   "of the outputs' shape: y.view_as(out)) or a regression" if binary else ": a regression")
                 + f", for which the default loss (cross-entropy over classes) means nothing; {fix}"
             )
         if targets.is_floating_point() and not _class_probabilities(logits, targets):
@@ -146,8 +146,11 @@ class DefaultLoss:
             )
         if logits.ndim < 2 or n_classes < 2:
             raise LandscapeError(
-                f"the model has {n_classes} output column(s) (logits {tuple(logits.shape)}): cross-entropy over one "
-                f"class is 0 everywhere; {fix}, or nn.BCEWithLogitsLoss() for a binary classifier"
+                f"the model gives one value per sample (outputs {_n_first(tuple(logits.shape))}), and cross-entropy "
+                "over one class is 0 everywhere; for a binary classifier with one logit pass loss_fn=nn."
+                "BCEWithLogitsLoss() with float targets of the outputs' shape (e.g. loss_fn=lambda out, y: "
+                "F.binary_cross_entropy_with_logits(out, y.float().view_as(out))); for a regression, "
+                "loss_fn=nn.MSELoss() with float targets of the outputs' shape"
             )
         valid = targets[targets != -100] if not targets.is_floating_point() else targets[:0]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
@@ -203,15 +206,16 @@ def exact_fractions(values: np.ndarray, fns: list, target_batches: list) -> np.n
     put back on the fraction K/N it is, N its denominator over the whole set (the targets not ignored in
     ``target_batches``, the batches' targets): its batches' float32 means gave 0.32499998807907104 for 130
     of 400 (32.499998807907104 % in a reference .h5 file) and other digits on other runners or batchings.
-    Only for integer class targets
-    (float one-hot or probability targets leave N unknown: per pixel for a segmentation map) and where every
-    value lies within 0.25 of a count (N up to 2**24); non-finite values are left as they are."""
+    For one-hot or probability targets, N is the number of argmaxes ``accuracy`` takes (samples, or pixels of
+    a segmentation map: (N, C, H, W) targets count N·H·W). Only where every value lies within 0.25 of a count
+    (N up to 2**24); non-finite values are left as they are."""
     for j, fn in enumerate(fns, 1):
         if not (fn is accuracy or (isinstance(fn, functools.partial) and fn.func is accuracy and not fn.args)):
             continue
-        dens = [batch_denominator(fn, yb) for yb in target_batches]
-        if any(d is None for d in dens):  # float (one-hot, probability) targets: what it counts over is not known
-            continue  # here (pixels of a segmentation map, not samples), so no fraction is assumed
+        dens = [batch_denominator(fn, yb) if not _argmaxed(yb) else yb.numel() // yb.shape[1 if yb.ndim > 2 else -1]
+                for yb in target_batches]  # one-hot or probability targets: one prediction per argmax taken
+        if any(d is None for d in dens):
+            continue
         n = int(sum(int(d) for d in dens))
         col = values[:, j]
         finite = np.isfinite(col)
@@ -221,6 +225,11 @@ def exact_fractions(values: np.ndarray, fns: list, target_batches: list) -> np.n
         if np.all(np.abs(col[finite] * n - counts) < 0.25):
             values[finite, j] = counts / n
     return values
+
+
+def _argmaxed(targets) -> bool:
+    """Whether ``accuracy`` takes the argmax of ``targets`` (float one-hot or probabilities of the logits' shape)."""
+    return isinstance(targets, torch.Tensor) and targets.is_floating_point() and targets.ndim >= 2
 
 
 _SIZES = re.compile(r"target size \(torch\.Size\(\[([\d, ]*)\]\)\) that is different to the input size "
@@ -290,6 +299,16 @@ def _class_range_hint(outputs, targets, ignore_index: int) -> str | None:
     return (f"the targets hold class indices in [{lo}, {hi}] but the outputs have {n_classes} classes along dim "
             f"{dim}, so expected indices in [0, {n_classes - 1}]; check the labels (counted from 1? subtract 1) or "
             "the model's number of outputs")
+
+
+def refuse_class_range(loss_fn, outputs, targets) -> None:
+    """Raise ``LandscapeError`` if the class-index ``targets`` of the whole set (not only the first batch's
+    8 samples the other checks see) hold an index outside the classes of ``outputs`` (a few samples' are
+    enough), other than the loss's ``ignore_index``: a label 9 at sample 40 of a 4-class model failed in the
+    middle of the grid with torch's "index 9 is out of bounds for dimension 0 with size 4"."""
+    hint = _class_range_hint(outputs, targets, getattr(loss_fn, "ignore_index", -100))
+    if hint:
+        raise LandscapeError(f"loss_fn ({type(loss_fn).__name__}) cannot take these targets: {hint}")
 
 
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
@@ -404,6 +423,11 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
             tuple(logits.shape[2:]) != tuple(targets.shape[1:]):
         return {}, (f"accuracy skipped: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} are not "
                     "(N, C, ...) and (N, ...)")
+    if logits.ndim > 2 and tuple(logits.shape[:-1]) == tuple(targets.shape):
+        return {}, (f"accuracy skipped: logits {tuple(logits.shape)} fit targets {tuple(targets.shape)} with the "
+                    "classes on dim 1 and on the last dim alike (a sequence as long as the vocabulary?), so which "
+                    "axis holds the classes is not known; pass metrics= naming it, e.g. {'accuracy': lambda out, y: "
+                    "(out.argmax(-1) == y).float().mean()}")
     if ignore_index != -100:
         return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
                 f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} (the loss's "

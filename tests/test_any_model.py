@@ -444,7 +444,8 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
     d = lnb.random_directions(model, n=1)
     with pytest.raises(LandscapeError, match=r"floating point.*loss_fn=nn.MSELoss\(\)"):
         lnb.compute_surface(model, (x, t), d, x=(-1, 1, 3))
-    with pytest.raises(LandscapeError, match=r"1 output column.*loss_fn=nn.MSELoss\(\)"):
+    with pytest.raises(LandscapeError, match=r"one value per sample \(outputs \(N, 1\)\), and cross-entropy over one "
+                                             r"class is 0 everywhere; for a binary classifier.*nn.MSELoss\(\)"):
         lnb.compute_surface(model, (x, torch.zeros(N, dtype=torch.long)), d, x=(-1, 1, 3))
     with pytest.raises(LandscapeError, match=r"floating point.*loss_fn=nn.MSELoss\(\)"):
         lnb.hessian_eigenvalues(model, (x, t))
@@ -467,6 +468,13 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
                 "the outputs have 3 classes along dim 1, so expected indices in [0, 2]; check the labels (counted "
                 "from 1? subtract 1)") in str(err.value)
         assert "expected a callable" not in str(err.value)
+    # a label out of range past the first 8 samples (which the loss's own failure sees) is found in the whole set
+    late = torch.arange(N) % 3
+    late[40] = 9
+    with pytest.raises(LandscapeError, match=r"^loss_fn \(CrossEntropyLoss\) cannot take these targets: the targets "
+                                             r"hold class indices in \[0, 9\] but the outputs have 3 classes"):
+        lnb.compute_surface(clf, (x, late), lnb.random_directions(clf, n=1), x=(-1, 1, 3),
+                            loss_fn=nn.CrossEntropyLoss())
     # a language model's (N, L, V) logits, reshaped by its loss: the classes are the last axis, not dim 1
     lm = nn.Sequential(nn.Linear(6, 4 * 10), nn.Unflatten(1, (4, 10)))
     tokens = torch.arange(N * 4).reshape(N, 4) % 11  # 10 is out of the vocabulary of 10
@@ -486,7 +494,8 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
                             loss_fn=buggy)
     # one logit with 0/1 float targets: a binary classifier, not only "a regression"
     with pytest.raises(LandscapeError, match=r"shape \(N, 1\)\), all 0 or 1: a binary classifier with one logit "
-                                             r"\(loss_fn=nn.BCEWithLogitsLoss\(\)\) or a regression"):
+                                             r"\(loss_fn=nn.BCEWithLogitsLoss\(\), with targets of the outputs' "
+                                             r"shape: y.view_as\(out\)\) or a regression"):
         lnb.compute_surface(model, (x, (t > 0).float()), d, x=(-1, 1, 3))
 
 
@@ -900,3 +909,44 @@ def test_a_scripted_model_runs_and_equals_the_naive_loop():
     with torch.no_grad():
         want = [float(_ce(perturbed(eager, d, a)(x), y)) for a in surf.x]
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+def test_accuracy_named_or_auto_skips_the_losss_ignored_targets_and_an_ambiguous_class_axis():
+    """metrics="accuracy" counted the padding the loss ignores (0.196 vs 0.2331, no note), and automatic
+    accuracy on (N, L, V) logits with L == V took the argmax over the positions (19 % for a model right on
+    every token): the named metric now leaves out the loss's ignore_index as "auto" does, and an axis that
+    the shapes cannot tell is not guessed (trial s32)."""
+    g = gen(11)
+    x = torch.randn(N, 6, generator=g)
+    labels = torch.randint(0, 3, (N,), generator=g)
+    labels[::3] = 0  # class 0 is padding for the loss
+    clf = MLP()
+    d = lnb.random_directions(clf, n=1, seed=0)
+    loss = nn.CrossEntropyLoss(ignore_index=0)
+    auto = lnb.compute_surface(clf, (x, labels), d, x=(-1, 1, 3), loss_fn=loss)
+    named = lnb.compute_surface(clf, (x, labels), d, x=(-1, 1, 3), loss_fn=loss, metrics="accuracy")
+    with torch.no_grad():
+        want = []
+        for a in np.linspace(-1, 1, 3):
+            pred, keep = perturbed(clf, d, float(a))(x).argmax(1), labels != 0
+            want.append(int(((pred == labels) & keep).sum()) / int(keep.sum()))
+    assert auto.metrics["accuracy"].tolist() == named.metrics["accuracy"].tolist() == want
+    assert "not counted" in named.provenance["data"]["accuracy"]
+
+    class Tokens(nn.Module):  # (N, L, V) logits with L == V == 4, right on every token of its labels
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 16)
+
+        def forward(self, x):
+            return self.lin(x).view(-1, 4, 4)
+
+    lm = Tokens()
+    tokens = torch.randint(0, 4, (N, 4), generator=g)
+
+    def lm_loss(out, t):
+        return F.cross_entropy(out.reshape(-1, 4), t.reshape(-1))
+
+    surf = lnb.compute_surface(lm, (x, tokens), lnb.random_directions(lm, n=1), x=(-1, 1, 3), loss_fn=lm_loss)
+    assert "accuracy" not in surf.metrics
+    assert "classes on dim 1 and on the last dim alike" in surf.provenance["data"]["accuracy"]

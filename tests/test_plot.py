@@ -687,3 +687,21 @@ def test_a_line_with_an_extrapolated_end_caps_its_loss_axis_not_its_values():
     with pytest.raises(LandscapeError, match=r"clip=0\.01 is at or below every loss shown"):
         plot.line(s, clip=0.01)
 
+
+
+def test_a_partial_lines_points_with_no_computed_neighbour_are_markers_static_and_live():
+    """A line stopped early on small tiles held 24 of 301 points, none adjacent, and was drawn as an empty chart
+    (lines only; trial s32): such points get markers, in `line` and in the live figure, until neighbours come."""
+    full = make_line(n=11)
+    loss, acc = np.full(11, np.nan), np.full(11, np.nan)
+    loss[::3], acc[::3] = full.loss[::3], full.metrics["accuracy"][::3]
+    part = Surface(x=full.x, y=None, loss=loss, metrics={"accuracy": acc}, provenance={"label": "A→B"})
+    assert [t.mode for t in plot.line(part).data] == ["lines+markers"] * 2
+    assert [t.mode for t in plot.line(full).data] == ["lines"] * 2
+    fig = go.Figure(plot.live(Surface(x=full.x, y=None, loss=np.full(11, np.nan),
+                                      metrics={"accuracy": np.full(11, np.nan)}, provenance={"label": "A→B"})))
+    plot.update(fig, part)
+    assert [t.mode for t in fig.data[:2]] == ["lines+markers"] * 2
+    assert [v for v in fig.data[0].y if v is not None] == pytest.approx(list(full.loss[::3]))
+    plot.update(fig, full)
+    assert [t.mode for t in fig.data[:2]] == ["lines"] * 2

@@ -626,6 +626,16 @@ def lone_points(z: np.ndarray) -> np.ndarray:
     return done & ~corner
 
 
+def line_mode(values: np.ndarray) -> str:
+    """A 1D trace's Plotly ``mode``: "lines", or "lines+markers" where a point with a value has no neighbour
+    with one (a line stopped early on small tiles: 24 of 301 points, none adjacent, drew an empty chart)."""
+    done = np.isfinite(np.asarray(values, dtype=float))
+    near = np.zeros_like(done)
+    near[1:] |= done[:-1]
+    near[:-1] |= done[1:]
+    return "lines+markers" if (done & ~near).any() else "lines"
+
+
 def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     """Markers at the `lone_points` of ``z`` (the surface's displayed values), coloured on the loss's
     scale with the grid's hover text, for a 3D surface (``kind="surface"``) or a contour plot; None

@@ -35,6 +35,7 @@ from ._common import (
     display_values,
     fit_title,
     held_fixed_text,
+    line_mode,
     lone_points_trace,
     non_positive_note,
     note_held_fixed,
@@ -145,7 +146,7 @@ def line(
         loss = _transform(s.loss, log=False, clip=False)
         fig.add_trace(
             go.Scatter(
-                x=x, y=loss, mode="lines", name="loss" if single else f"{label}: loss",
+                x=x, y=loss, mode=line_mode(loss), name="loss" if single else f"{label}: loss",
                 legendgroup=label, line=dict(color=loss_color if single else color),
                 hovertemplate=_line_hover(s, label),
             ),
@@ -155,7 +156,7 @@ def line(
             values = _transform(s.metrics[metric], log=False, clip=False)
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=values, mode="lines", name=metric if single else f"{label}: {metric}",
+                    x=x, y=values, mode=line_mode(values), name=metric if single else f"{label}: {metric}",
                     legendgroup=label,
                     line=dict(color=metric_color, dash="dash") if single else dict(color=color, dash="dash"),
                     hovertemplate=_metric_hover(s, metric, label),

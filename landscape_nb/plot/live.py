@@ -34,6 +34,7 @@ from ._common import (
     held_fixed_notes,
     hover_customdata,
     hover_template,
+    line_mode,
     lone_points_trace,
     plot_area,
     scene_axes,
@@ -210,11 +211,13 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
 
 def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     fig.data[0].x = to_plotly_z(surf.x)
-    fig.data[0].y = to_plotly_z(_transform(surf.loss, log=False, clip=False))
+    loss = _transform(surf.loss, log=False, clip=False)
+    fig.data[0].y, fig.data[0].mode = to_plotly_z(loss), line_mode(loss)  # markers for points with no neighbour
     fig.data[0].hovertemplate = _line_hover(surf, str(surf.provenance.get("label", "surface 0")))
     if len(fig.data) > 1 and metric in surf.metrics:
         fig.data[1].x = to_plotly_z(surf.x)
-        fig.data[1].y = to_plotly_z(_transform(surf.metrics[metric], log=False, clip=False))
+        values = _transform(surf.metrics[metric], log=False, clip=False)
+        fig.data[1].y, fig.data[1].mode = to_plotly_z(values), line_mode(values)
         # the axis's name as the loss's hover has it (made from the empty grid's "α (direction 1)" at first)
         fig.data[1].hovertemplate = _metric_hover(surf, metric, str(surf.provenance.get("label", "surface 0")))
     fig.layout.xaxis.title.text = fit_title(
