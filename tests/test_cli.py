@@ -906,7 +906,7 @@ def test_plot_exports_a_stores_files_with_its_own_splits_and_words(user_model, t
 
     model, (x, y) = make()
     d2 = lnb.random_directions(model, n=2, seed=0)
-    grid = dict(x=(-1, 1, 3), y=(-1, 1, 3))
+    grid = {"x": (-1, 1, 3), "y": (-1, 1, 3)}
     lnb.compute_surface(model, {"train": (x, y), "val": (x[:20], y[:20])}, d2, store=tmp_path / "tv.zarr", **grid)
     assert main(["plot", str(tmp_path / "tv.zarr"), "--h5", "tv.h5"]) == 0
     with h5py.File("tv.h5", "r") as f:
@@ -1211,9 +1211,9 @@ def test_the_first_ctrl_c_quiets_dask_s_own_failure_logs_until_main_returns(caps
     import logging
     import os
 
-    from landscape_nb.cli import _Interrupts
-
     import distributed.scheduler  # noqa: F401 - its logger logs a closed client's comm at CRITICAL
+
+    from landscape_nb.cli import _Interrupts
 
     names = ("distributed", "asyncio", "tornado", "distributed.scheduler", "tornado.application")
     before = {n: logging.getLogger(n).level for n in names}
