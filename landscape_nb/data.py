@@ -717,13 +717,14 @@ def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
     differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
     if not differ:
         return None
-    return (f"the dataset ({type(ds).__name__}) gave other values when its first {m} samples were read again ({differ} "
-            f"of {m} differ): its __getitem__ (or the DataLoader's collate_fn) draws at random (e.g. a training "
-            "transform with random crops, flips or noise, or token masking), or changes its stored samples in place (x /= 255 on a cached tensor: each read transforms "
-            "them again). Each sample was read once, so every grid point sees the same values, but they are one "
-            "draw of many: a rerun reads others (its store then refuses to resume), and augmented samples are not "
-            "the data the model is evaluated on; pass the dataset with its evaluation transform (or seed the draw "
-            "per index; transform a copy, x = x / 255) for the loss on the data themselves")
+    return (f"the dataset ({type(ds).__name__}) gave other values when its first {m} samples were read again "
+            f"({differ} of {m} differ): its __getitem__ (or the DataLoader's collate_fn) draws at random (e.g. a "
+            "training transform with random crops, flips or noise, or token masking), or changes its stored samples "
+            "in place (x /= 255 on a cached tensor: each read transforms them again). Each sample was read once, so "
+            "every grid point sees the same values, but they are one draw of many: a rerun reads others (its store "
+            "then refuses to resume), and augmented samples are not the data the model is evaluated on; pass the "
+            "dataset with its evaluation transform (or seed the draw per index; transform a copy, x = x / 255) for "
+            "the loss on the data themselves")
 
 
 def _same_tree(a, b) -> bool:

@@ -25,8 +25,8 @@ from .data import (EvalData, batch_len, call_model, check_finite_data, read_data
                    tree_structure)
 from .errors import LandscapeError, warn_user
 from .metrics import (DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator, check_mean_loss,
-                      exact_fractions, find_logits, loss_name, own_loss, refuse_batch_sum, refuse_class_range,
-                      resolve_metrics, unwrap_compiled)
+                      exact_fractions, find_logits, fraction_counts, loss_name, own_loss, refuse_batch_sum,
+                      refuse_class_range, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -317,6 +317,7 @@ class Evaluator(SpeedChoices):
         self._fixed_batching = False
         self._random_columns: list[int] = []  # values that differ call to call (_fix_batching_for_batch_means)
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
+        self._counts_of, self._counts = None, {}  # with_exact_fractions()' cache of fraction_counts, likewise
         self._fix_batching_for_batch_means()
         self._tuner = self._batch_size_tuner()
         self._trial_points: list = []  # (coeffs, batch size, values, rows, index) of the tuner's points (_recheck_trial)
@@ -835,8 +836,12 @@ class Evaluator(SpeedChoices):
 
     def with_exact_fractions(self, values: np.ndarray) -> np.ndarray:
         """``values`` (points, 1 + n_metrics) from `point_values` rows, each built-in accuracy column the
-        exact fraction of the set it is (``metrics.exact_fractions``); in place, returned."""
-        return exact_fractions(values, self._metric_list, [yb for _, yb in self.batches])
+        exact fraction of the set it is (``metrics.exact_fractions``); in place, returned. The counts are
+        taken once per batching (on a GPU each is a device sync), not once per tile."""
+        if self._counts_of is not self.batches:
+            self._counts = fraction_counts(self._metric_list, [yb for _, yb in self.batches])
+            self._counts_of = self.batches
+        return exact_fractions(values, self._counts)
 
 
 def _tf32_switches() -> list[tuple[object, str, object, object]]:

@@ -201,29 +201,37 @@ def batch_denominator(fn, targets) -> torch.Tensor | None:
     return None
 
 
-def exact_fractions(values: np.ndarray, fns: list, target_batches: list) -> np.ndarray:
-    """``values`` (points, 1 + len(fns)): loss then the metrics ``fns``, with each built-in ``accuracy`` column
-    put back on the fraction K/N it is, N its denominator over the whole set (the targets not ignored in
-    ``target_batches``, the batches' targets): its batches' float32 means gave 0.32499998807907104 for 130
-    of 400 (32.499998807907104 % in a reference .h5 file) and other digits on other runners or batchings.
-    For one-hot or probability targets, N is the number of argmaxes ``accuracy`` takes (samples, or pixels of
-    a segmentation map: (N, C, H, W) targets count N·H·W). Only where every value lies within 0.25 of a count
-    (N up to 2**24); non-finite values are left as they are."""
+def fraction_counts(fns: list, target_batches: list) -> dict[int, int]:
+    """For each built-in ``accuracy`` among the metrics ``fns``, by its column in a values row (loss first, so
+    1 + its index), the N its value is a fraction K/N of over the whole set: the targets not ignored in
+    ``target_batches`` (the batches' targets), or for one-hot or probability targets the number of argmaxes
+    ``accuracy`` takes (samples, or pixels of a segmentation map: (N, C, H, W) targets count N·H·W). Columns
+    whose N is not known are left out."""
+    counts = {}
     for j, fn in enumerate(fns, 1):
         if not (fn is accuracy or (isinstance(fn, functools.partial) and fn.func is accuracy and not fn.args)):
             continue
         dens = [batch_denominator(fn, yb) if not _argmaxed(yb) else yb.numel() // yb.shape[1 if yb.ndim > 2 else -1]
                 for yb in target_batches]  # one-hot or probability targets: one prediction per argmax taken
-        if any(d is None for d in dens):
-            continue
-        n = int(sum(int(d) for d in dens))
+        if all(d is not None for d in dens):
+            counts[j] = int(sum(int(d) for d in dens))
+    return counts
+
+
+def exact_fractions(values: np.ndarray, counts: dict[int, int]) -> np.ndarray:
+    """``values`` (points, columns) with each column ``j`` of ``counts`` (`fraction_counts`: a built-in accuracy
+    and its N) put back on the fraction K/N it is, in place: its batches' float32 means gave
+    0.32499998807907104 for 130 of 400 (32.499998807907104 % in a reference .h5 file) and other digits on
+    other runners or batchings. Only where every value lies within 0.25 of a count (N up to 2**24);
+    non-finite values are left as they are."""
+    for j, n in counts.items():
         col = values[:, j]
         finite = np.isfinite(col)
         if not 0 < n <= 2 ** 24 or not finite.any():
             continue
-        counts = np.round(col[finite] * n)
-        if np.all(np.abs(col[finite] * n - counts) < 0.25):
-            values[finite, j] = counts / n
+        k = np.round(col[finite] * n)
+        if np.all(np.abs(col[finite] * n - k) < 0.25):
+            values[finite, j] = k / n
     return values
 
 

@@ -413,6 +413,18 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                    provenance=prov)
 
 
+def named_splits(surface: Surface) -> list[str] | None:
+    """The split names of a surface computed over named splits (``data={"train": ..., "test": ...}``), in
+    its order: its loss is the first split's, whose ``"<split>_loss"`` metric holds it too. None for a
+    surface of one data set."""
+    first = next(iter(surface.metrics), "")
+    if not first.endswith("_loss"):
+        return None
+    if not np.array_equal(np.asarray(surface.loss, float), np.asarray(surface.metrics[first], float), equal_nan=True):
+        return None
+    return [m[:-len("_loss")] for m in surface.metrics if m.endswith("_loss")]
+
+
 def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_file: str | None = None) -> Path:
     """Write ``surface`` in the reference's surface-file layout.
 
@@ -483,11 +495,8 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         )
     names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
              f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc"}
-    first = next(iter(surface.metrics), "")
-    if first.endswith("_loss") and np.array_equal(loss, np.asarray(surface.metrics[first], float), equal_nan=True):
-        # a surface over named splits (data={"train": ..., "test": ...}): its loss is the first split's, whose
-        # metric holds it too; every split goes under its own name, the accuracy as <split>_acc
-        splits = [m[:-len("_loss")] for m in surface.metrics if m.endswith("_loss")]
+    splits = named_splits(surface)
+    if splits:  # every split goes under its own name, the accuracy as <split>_acc
         if split not in splits:
             raise LandscapeError(
                 f"split={split!r}, but the surface is over the named splits {splits}, so the file would hold no "

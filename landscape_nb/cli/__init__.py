@@ -857,14 +857,13 @@ def _reference_split(surf, args) -> str | None:
     recorded (the CLI's ``--split``), for a surface over named splits "test" or else "train" where it has
     them (each split is written under its own name), else test. A surface over named splits with neither is
     refused, when ``--h5`` is asked for, naming its splits."""
-    import numpy as np
+    from ..reference import named_splits
 
     split = surf.provenance.get("split")
     if split in ("train", "test"):
         return split
-    first = next(iter(surf.metrics), "")
-    if first.endswith("_loss") and np.array_equal(surf.loss, surf.metrics[first], equal_nan=True):
-        names = [m[:-len("_loss")] for m in surf.metrics if m.endswith("_loss")]
+    names = named_splits(surf)
+    if names:
         found = [s for s in ("test", "train") if s in names]
         if found:
             return found[0]
