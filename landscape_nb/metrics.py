@@ -152,12 +152,37 @@ class DefaultLoss:
                 "F.binary_cross_entropy_with_logits(out, y.float().view_as(out))); for a regression, "
                 "loss_fn=nn.MSELoss() with float targets of the outputs' shape"
             )
+        _refuse_class_axis_guess(logits, targets)
         valid = targets[targets != -100] if not targets.is_floating_point() else targets[:0]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
             raise LandscapeError(
                 f"targets range over [{int(valid.min())}, {int(valid.max())}] but the model has {n_classes} output "
                 f"classes: expected class indices in [0, {n_classes - 1}]; check the targets or {fix}"
             )
+
+
+def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Raise ``LandscapeError`` when class-index ``targets`` (N, d1, ...) fit (N, C, d1, ...) ``logits`` with
+    the classes on the last dim: a language model's (N, L, V) logits and (N, L) tokens. ``F.cross_entropy``
+    takes dim 1 as the classes: with L != V it read L as the number of classes (its range message then
+    said "the model has L output classes"); with L == V the shapes fit both axes and it gave cross-entropy
+    over the positions, a plausible number that is not the model's loss."""
+    if targets.is_floating_point() or logits.ndim < 3:
+        return
+    shape, got = tuple(logits.shape), tuple(targets.shape)  # the logits may be of a few samples: dim 0 apart
+    if got[1:] != shape[1:-1]:
+        return
+    fix = ("loss_fn=lambda out, y: F.cross_entropy(out.transpose(1, 2), y) for classes on the last dim (from "
+           "the CLI, have your module:function return (model, data, loss_fn))")
+    seen = f"logits {_n_first(shape)} and class-index targets {_n_first(got)}"
+    if got[1:] == shape[2:]:
+        raise LandscapeError(
+            f"the {seen} fit the classes on dim 1 and on the last dim alike (a sequence as long as the "
+            "vocabulary?), and the default cross-entropy does not guess which: pass loss_fn=nn.CrossEntropyLoss() "
+            f"for classes on dim 1 (torch's convention: (N, C, d1, ...)), or {fix}")
+    raise LandscapeError(
+        f"the {seen} put the classes on the last dim (a language model's (N, L, V)), while the default "
+        f"cross-entropy takes them on dim 1 (torch's (N, C, d1, ...)); pass {fix}")
 
 
 def _class_probabilities(logits: torch.Tensor | None, targets: torch.Tensor) -> bool:

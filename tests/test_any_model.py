@@ -499,6 +499,46 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
         lnb.compute_surface(model, (x, (t > 0).float()), d, x=(-1, 1, 3))
 
 
+def test_the_default_loss_on_sequence_logits_refuses_to_guess_the_class_axis():
+    """``F.cross_entropy`` takes the classes on dim 1. A language model's (N, L, V) logits with (N, L) tokens put
+    them on the last dim: with L != V the default loss said "the model has 4 output classes" (L, read as
+    classes); with L == V the shapes fit both axes and it computed cross-entropy over the positions, a
+    plausible number that is not the model's loss (1.876 vs 1.891 here). Both are refused with the fix, which
+    then gives the naive loop's values; (N, C, L) logits with C != L (a 1-D segmentation) keep the default."""
+    g = gen(7)
+    x = torch.randn(N, 6, generator=g)
+    xs = (-1.0, 1.0, 3)
+
+    def naive(model, d, y, loss_fn):
+        with torch.no_grad():
+            return [float(loss_fn(perturbed(model, d, float(a))(x), y)) for a in np.linspace(*xs)]
+
+    def transposed(out, y):
+        return F.cross_entropy(out.transpose(1, 2), y)
+
+    for length, vocab in ((4, 10), (6, 6)):
+        lm = nn.Sequential(nn.Linear(6, length * vocab), nn.Unflatten(1, (length, vocab)))
+        tokens = torch.randint(0, vocab, (N, length), generator=g)
+        d = lnb.random_directions(lm, n=1, seed=0)
+        with pytest.raises(LandscapeError) as err:
+            lnb.compute_surface(lm, (x, tokens), d, x=xs)
+        msg = str(err.value)
+        assert f"logits (N, {length}, {vocab}) and class-index targets (N, {length})" in msg, msg
+        assert "loss_fn=lambda out, y: F.cross_entropy(out.transpose(1, 2), y)" in msg, msg
+        if length == vocab:
+            assert "fit the classes on dim 1 and on the last dim alike" in msg
+            assert "loss_fn=nn.CrossEntropyLoss()" in msg
+        else:
+            assert "the classes on the last dim (a language model's (N, L, V))" in msg and "output classes" not in msg
+        surf = lnb.compute_surface(lm, (x, tokens), d, x=xs, loss_fn=transposed)
+        np.testing.assert_allclose(surf.loss, naive(lm, d, tokens, transposed), rtol=1e-5)
+    seg = nn.Sequential(nn.Linear(6, 3 * 5), nn.Unflatten(1, (3, 5)))  # (N, C=3, L=5): classes on dim 1
+    labels = torch.randint(0, 3, (N, 5), generator=g)
+    d = lnb.random_directions(seg, n=1, seed=0)
+    surf = lnb.compute_surface(seg, (x, labels), d, x=xs)
+    np.testing.assert_allclose(surf.loss, naive(seg, d, labels, F.cross_entropy), rtol=1e-5)
+
+
 def test_the_default_loss_takes_class_probabilities_and_refuses_other_float_targets():
     """Soft labels (each row in [0, 1] summing to 1, the logits' shape) are what F.cross_entropy takes as
     probabilities: the default loss gives -Σ p·log softmax, averaged over samples, at every point (a
