@@ -691,40 +691,52 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
     return tree, notes, pos
 
 
-#: items ``_random_items`` reads a second time
+#: items ``_random_items`` reads a second time first: all differ when a dataset changes its samples in place
 REREAD_ITEMS = 8
+#: items it reads again in all (the first ``REREAD_ITEMS``, then the rest spread over the set) when those agree:
+#: an augmentation applied with p = 0.1 makes a sample differ between two reads with p = 0.18, which 8 items
+#: missed 1 time in 5 and 64 miss with p ~ 3e-6; 56 more reads cost 56/N of the first read's time
+REREAD_MORE = 64
 
 
 def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
-    """What to say when the first ``REREAD_ITEMS`` items of the map-style dataset ``ds`` (at ``pos``, read
-    once as ``items``) hold other values when read again: its ``__getitem__`` draws at random (a training
-    transform: random crops, flips, noise, token masking). The surface then evaluates one draw of each
-    sample, the same at every grid point; a rerun reads others. None when they agree (compared exactly,
-    NaN equal to NaN) or cannot be compared. A ``__getitem__`` that changes the dataset's own tensors in place
-    (``x = self.data[i]; x /= 255``) gives other values too, and is said to: the evaluation data are
-    collated before the items are read again, and the first reads are copied (stacked) before."""
-    m = min(REREAD_ITEMS, len(pos))
-    first = again = None
+    """What to say when items of the map-style dataset ``ds`` (at ``pos``, read once as ``items``) hold other
+    values when read again: its ``__getitem__`` draws at random (a training transform: random crops, flips,
+    noise, token masking). The surface then evaluates one draw of each sample, the same at every grid point;
+    a rerun reads others. The first ``REREAD_ITEMS`` are read again, then, if they agree, up to
+    ``REREAD_MORE`` in all, spread over the set. None when they agree (compared exactly, NaN equal to NaN) or
+    cannot be compared. A ``__getitem__`` that changes the dataset's own tensors in place
+    (``x = self.data[i]; x /= 255``) gives other values too, and is said to (found in the first items, so no
+    more of the user's samples are changed again): the evaluation data are collated before the items are
+    read again, and the first reads are copied (stacked) before."""
+    head = min(REREAD_ITEMS, len(pos))
+    more = max(0, min(REREAD_MORE, len(pos)) - head)
+    spread = sorted(set(torch.linspace(head, len(pos) - 1, more).round().long().tolist()))
     for fn in dict.fromkeys((collate or _collate, _collate)):  # the loader's collate_fn first: it may draw too
         try:
-            first = [_tensorize(fn([item]), "") for item in items[:m]]  # copies: a re-read may write into items
-            again = [_tensorize(fn([ds[i]]), "") for i in pos[:m]]
-            break
-        except Exception:  # noqa: BLE001 - a collate_fn for whole batches only, items it cannot stack: the next
-            first = again = None
-    if first is None:
-        return None
-    differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
-    if not differ:
-        return None
-    return (f"the dataset ({type(ds).__name__}) gave other values when its first {m} samples were read again "
-            f"({differ} of {m} differ): its __getitem__ (or the DataLoader's collate_fn) draws at random (e.g. a "
-            "training transform with random crops, flips or noise, or token masking), or changes its stored samples "
-            "in place (x /= 255 on a cached tensor: each read transforms them again). Each sample was read once, so "
-            "every grid point sees the same values, but they are one draw of many: a rerun reads others (its store "
-            "then refuses to resume), and augmented samples are not the data the model is evaluated on; pass the "
-            "dataset with its evaluation transform (or seed the draw per index; transform a copy, x = x / 255) for "
-            "the loss on the data themselves")
+            for ks in (range(head), spread):
+                first = [_tensorize(fn([items[k]]), "") for k in ks]  # copies: a re-read may write into items
+                again = [_tensorize(fn([ds[pos[k]]]), "") for k in ks]
+                differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
+                if differ:
+                    return _random_items_note(ds, differ, len(ks), ks is spread)
+            return None
+        except Exception:  # noqa: BLE001, S112 - a collate_fn for whole batches only, items it cannot stack: the next
+            continue
+    return None
+
+
+def _random_items_note(ds, differ: int, m: int, spread: bool) -> str:
+    read = (f"{m} more of its samples, spread over the set, were read again" if spread
+            else f"its first {m} samples were read again")
+    return (f"the dataset ({type(ds).__name__}) gave other values when {read} ({differ} of {m} differ): its "
+            "__getitem__ (or the DataLoader's collate_fn) draws at random (e.g. a training transform with random "
+            "crops, flips or noise, or token masking), or changes its stored samples in place (x /= 255 on a cached "
+            "tensor: each read transforms them again). Each sample was read once, so every grid point sees the "
+            "same values, but they are one draw of many: a rerun reads others (its store then refuses to resume), "
+            "and augmented samples are not the data the model is evaluated on; pass the dataset with its "
+            "evaluation transform (or seed the draw per index; transform a copy, x = x / 255) for the loss on the "
+            "data themselves")
 
 
 def _same_tree(a, b) -> bool:

@@ -1,5 +1,7 @@
 """Which samples a DataLoader's evaluation uses (``landscape_nb.data``), checked against a plain loop over
 the loader itself: copy ``w + a·d`` into the model, run every batch the loader yields, average by sample."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from torch.utils.data import (
 )
 
 import landscape_nb as lnb
-from landscape_nb.data import read_data
+from landscape_nb.data import REREAD_ITEMS, REREAD_MORE, read_data
 
 N = 300
 XS = (-1.0, 0.0, 1.0)
@@ -170,6 +172,42 @@ def test_a_dataset_drawing_at_random_in_getitem_is_evaluated_on_one_draw_and_sai
         lnb.compute_surface(model, data, d, x=(-1, 1, 3), metrics=None, store=tmp_path / "s.zarr")
     assert "other values (the Dataset draws at random in __getitem__" in str(err.value)
 
+
+class SometimesFlipped(Noisy):
+    """Flips the sign of a sample with probability ``p`` as it is read (an augmentation applied now and then)."""
+
+    def __init__(self, ds: TensorDataset, p: float):
+        super().__init__(ds, 0.0)
+        self.p = p
+
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return (-x if float(torch.rand(())) < self.p else x), y
+
+
+def test_an_augmentation_applied_to_one_sample_in_ten_is_found():
+    """Only the first 8 samples were read again, so an augmentation drawn with p = 0.1 (a sample differs between
+    two reads with p = 0.18) went unseen in 1 of 5 trial runs (s32; 8 of these 40 seeds): 64 are read again
+    (the first 8, then 56 spread over the set), missing it with p ~ 3e-6. The values are still a loop's over
+    the first read."""
+    model, ds, d = _setup()
+    later = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        with pytest.warns(UserWarning, match="draws at random") as caught:
+            surf = lnb.compute_surface(model, SometimesFlipped(ds, 0.1), d, x=(-1, 1, 3), metrics=None)
+        text = next(str(w.message) for w in caught if "draws at random" in str(w.message))
+        spread = re.search(r"gave other values when (\d+) more of its samples, spread over the set, were read "
+                           r"again \((\d+) of \1 differ\)", text)
+        assert "gave other values when its first 8 samples were read again" in text or (
+            spread and int(spread[1]) == REREAD_MORE - REREAD_ITEMS), text
+        later += spread is not None
+        if seed < 2 or spread:
+            torch.manual_seed(seed)
+            first = SometimesFlipped(ds, 0.1)
+            first_read = [torch.stack([first[i][0] for i in range(N)]), ds.tensors[1]]
+            np.testing.assert_allclose(surf.loss, _loop_over([first_read], model, d), rtol=1e-5)
+    assert later >= 4  # the seeds whose first 8 samples read alike twice
 
 class InPlace(torch.utils.data.Dataset):
     """Scales its stored samples in place as it reads them (``x = self.x[i]; x.mul_(0.5)``): every read gives
