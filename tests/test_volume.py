@@ -262,3 +262,60 @@ def test_volume_hover_shows_the_stored_values_not_the_capped_or_stand_in_ones(ml
     assert tr.text[0].startswith("loss: 1e+06")
     two = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 2))
     assert len([t for t in lnb.plot.volume_slices(two, "z").data if t.type == "contour"]) == 2  # not z=1 twice
+
+
+def _undrawable_3d(done: np.ndarray, finite: np.ndarray) -> set:
+    """Naive: the finite points that are a corner of no cube whose 8 corners are all computed."""
+    nz, ny, nx = done.shape
+    out = set()
+    for k, j, i in zip(*np.nonzero(done & finite)):
+        drawn = False
+        for k0 in (k - 1, k):
+            for j0 in (j - 1, j):
+                for i0 in (i - 1, i):
+                    if 0 <= k0 < nz - 1 and 0 <= j0 < ny - 1 and 0 <= i0 < nx - 1:
+                        drawn |= bool(done[k0:k0 + 2, j0:j0 + 2, i0:i0 + 2].all())
+        if not drawn:
+            out.add((int(k), int(j), int(i)))
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["stride 2", "a block and strays", "complete"])
+def test_a_partial_volumes_points_no_cube_holds_are_shown_as_markers(pattern):
+    """An isosurface is drawn cube by cube from its 8 corners: a volume interrupted early on small tiles (its
+    points spread coarse to fine) showed a few specks (s32). Each computed point no complete cube holds is a
+    marker at its coordinates, coloured by its value on the isosurfaces' scale and hovered with its stored
+    values; a diverged point (computed, no value) is none; the exported figure's note counts them."""
+    x, y, z = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4), np.linspace(-1, 1, 5)
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    full = 1.0 + xx ** 2 + 2 * yy ** 2 + 0.5 * zz ** 2
+    done = np.ones(full.shape, bool)
+    if pattern == "stride 2":
+        done[:] = False
+        done[::2, ::2, ::2] = True
+    elif pattern == "a block and strays":
+        done[:] = False
+        done[0:3, 0:2, 0:3] = True  # four cubes drawn: their 18 points need no marker
+        done[4, 3, :] = True  # a row alone
+        done[2, 3, 4] = True
+    loss = np.where(done, full, np.nan)
+    loss[0, 0, 0] = np.nan  # computed, diverged: a corner of the block's cube, drawn as high, no marker
+    vol = Surface(x, y, loss, z=z, done=done, metrics={"accuracy": np.where(done, 0.5, np.nan)})
+    want = _undrawable_3d(done, np.isfinite(loss))
+    fig = lnb.plot.volume(vol, clip=False)
+    markers = [t for t in fig.data if t.type == "scatter3d"]
+    if pattern == "complete":
+        assert not want and not markers and len(fig.data) == 1
+        return
+    assert want and len(markers) == 1
+    m, iso = markers[0], fig.data[0]
+    got = {(int(np.argmin(abs(z - c))), int(np.argmin(abs(y - b))), int(np.argmin(abs(x - a))))
+           for a, b, c in zip(m.x, m.y, m.z)}
+    assert got == want and len(m.x) == len(want)
+    for a, b, c, colour, hover in zip(m.x, m.y, m.z, m.marker.color, m.text):
+        value = 1.0 + a ** 2 + 2 * b ** 2 + 0.5 * c ** 2
+        assert colour == pytest.approx(value) and hover == f"loss: {value:.4g}<br>accuracy: 0.5"
+    assert (m.marker.cmin, m.marker.cmax) == (iso.cmin, iso.cmax) and m.hovertemplate == iso.hovertemplate
+    note = lnb.plot.mark_partial(fig, vol).layout.annotations[-1].text
+    assert note == (f"partial: {int(done.sum())} of {done.size} points; {len(want)} drawn as markers (no computed "
+                    "cell around them)")

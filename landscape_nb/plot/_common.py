@@ -6,6 +6,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from numbers import Real
 from typing import Any, Mapping, Sequence
@@ -609,31 +610,32 @@ def surface_contours_drawn(z: np.ndarray) -> bool:
 LONE_POINTS = "points with no computed neighbours"
 
 
-def lone_points(z: np.ndarray) -> np.ndarray:
-    """Which points of the 2D ``z`` (shape ``(ny, nx)``) have a value (finite) but are a corner of no
-    grid cell whose four corners all have one: points a 3D surface or a contour plot cannot draw.
+def lone_points(z: np.ndarray, drawn: np.ndarray | None = None) -> np.ndarray:
+    """Which points of ``z`` (a line (n,), a plane (ny, nx) or a volume (nz, ny, nx)) have a value (finite)
+    but are a corner of no grid cell (a segment, square or cube) whose corners are all ``drawn`` (default:
+    those with a value): points a line, a 3D surface, a contour plot or an isosurface cannot draw.
 
-    plotly.js draws a surface, and traces contours, cell by cell, each from its four corners, so a
-    partial surface whose points came back spread out (a run interrupted early with small tiles, whose
+    plotly.js draws a surface, traces contours and builds isosurfaces cell by cell from the cell's corners,
+    so a partial surface whose points came back spread out (a run interrupted early with small tiles, whose
     coarse-to-fine order spreads the first ones over the grid) drew nothing at all: a trial's store of
     152 of 441 points had no complete cell. Returns a boolean array of ``z``'s shape."""
-    done = np.isfinite(np.asarray(z, dtype=float))
-    cell = done[:-1, :-1] & done[1:, :-1] & done[:-1, 1:] & done[1:, 1:]
-    corner = np.zeros_like(done)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            corner[dy:dy + cell.shape[0], dx:dx + cell.shape[1]] |= cell
-    return done & ~corner
+    have = np.isfinite(np.asarray(z, dtype=float))
+    drawn = have if drawn is None else np.asarray(drawn, dtype=bool)
+    cell = np.ones([max(n - 1, 0) for n in drawn.shape], dtype=bool)
+    shifts = list(itertools.product((0, 1), repeat=drawn.ndim))
+    for shift in shifts:
+        cell &= drawn[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))]
+    corner = np.zeros_like(have)
+    for shift in shifts:
+        corner[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))] |= cell
+    return have & ~corner
 
 
 def line_mode(values: np.ndarray) -> str:
     """A 1D trace's Plotly ``mode``: "lines", or "lines+markers" where a point with a value has no neighbour
-    with one (a line stopped early on small tiles: 24 of 301 points, none adjacent, drew an empty chart)."""
-    done = np.isfinite(np.asarray(values, dtype=float))
-    near = np.zeros_like(done)
-    near[1:] |= done[:-1]
-    near[:-1] |= done[1:]
-    return "lines+markers" if (done & ~near).any() else "lines"
+    with one (`lone_points`; a line stopped early on small tiles: 24 of 301 points, none adjacent, drew an
+    empty chart)."""
+    return "lines+markers" if lone_points(values).any() else "lines"
 
 
 def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):

@@ -126,7 +126,10 @@ def volume(
         One trace (``Isosurface`` or ``Volume``) with flat x, y, z, value arrays in the order of
         ``loss.ravel()``; points not computed and diverged points take a value above every finite
         one, so they sit outside every shell. ``value`` is capped (``clip``); the hover text shows
-        the stored loss and metrics (``text``), or says that a point holds none.
+        the stored loss and metrics (``text``), or says that a point holds none. A partial volume adds
+        a ``Scatter3d`` of the computed points no cube of 8 computed corners holds (which no shell can
+        show: a run stopped early on small tiles has its points spread over the grid), coloured on
+        the same scale.
 
     Raises
     ------
@@ -171,6 +174,13 @@ def volume(
     else:
         trace = go.Volume(opacity=0.1 if opacity is None else opacity, **common)
     fig = go.Figure(trace)
+    lone = _common.lone_points(values, drawn=surf.done_mask)  # a partial volume's points no cube can draw
+    if lone.any():
+        keep = lone.ravel()
+        fig.add_trace(go.Scatter3d(
+            x=x[keep], y=y[keep], z=z[keep], mode="markers", name=_common.LONE_POINTS, showlegend=False,
+            marker=dict(size=3, color=flat[keep], colorscale=COLORSCALE, cmin=lo, cmax=top, showscale=False),
+            text=[common["text"][k] for k in np.flatnonzero(keep)], hovertemplate=common["hovertemplate"]))
     fig.update_layout(
         title=_title(title, surf),
         scene=dict(xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=surf.z_label,
