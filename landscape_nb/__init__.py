@@ -45,6 +45,7 @@ _LAZY = {
     "interpolation_surface": ("landscape_nb.paths", "interpolation_surface"),
     "loss_barrier": ("landscape_nb.sharpness", "loss_barrier"),
     "bezier_curve": ("landscape_nb.paths", "bezier_curve"),
+    "polychain_curve": ("landscape_nb.paths", "polychain_curve"),
     "reparametrize": ("landscape_nb.reparam", "reparametrize"),
     "rescalable_layers": ("landscape_nb.reparam", "rescalable_layers"),
     "hessian_spectrum": ("landscape_nb.spectrum", "hessian_spectrum"),

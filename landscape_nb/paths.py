@@ -1,4 +1,5 @@
-"""Paths between minima: straight-line interpolation, loss barriers, Bézier mode connectivity.
+"""Paths between minima: straight-line interpolation, loss barriers, mode connectivity (Bézier curves and
+polygonal chains).
 
 * ``interpolation_surface(a, b, data)``: the 1D loss along ``(1 − t)·θ_a + t·θ_b``.
   Whether BatchNorm buffers are interpolated matters: with ``include_buffers=False``
@@ -17,6 +18,9 @@
   line's. Since ``φ(t) − θ_a = 2t(1−t)(θ_c − θ_a) + t²(θ_b − θ_a)``, the curve
   lies in the plane through the three models and is evaluated by the same
   evaluator as a surface, at coordinates ``(2t(1−t), t²)``.
+* ``polychain_curve(a, b, data)``: the paper's other curve, a polygonal chain ``θ_a → θ_c → θ_b``
+  (two straight segments, ``θ_c`` at t = 0.5), trained the same way; in that plane at ``(2t, 0)``
+  for t ≤ 0.5, then ``(2 − 2t, 2t − 1)``.
 * A plane through three models is ``model_paths.plane_directions(a, b, c)``.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -97,15 +101,16 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     return surf.with_provenance(label=label or default, x_label="t (a → b)")
 
 
-# ------------------------------------------------------------- Bézier ----
+# ------------------------------------------------ mode-connecting curves ----
 
 @dataclass(frozen=True, eq=False)
-class BezierCurve:
-    """A trained quadratic Bézier curve between two models, and both loss profiles.
+class ModeCurve:
+    """A trained curve between two models through a control point θ_c (Garipov et al. 2018), and both loss
+    profiles: a ``BezierCurve`` or a ``PolyChain``, which differ in ``weights``.
 
-    ``control``: the control point θ_c (flat, over ``layout``); ``profile`` and
-    ``line_profile``: 1D Surfaces over t of the curve's and the straight line's
-    loss (with metrics); ``history``: the training loss per step.
+    ``start``, ``control``, ``end``: θ_a, the trained θ_c and θ_b (flat, over ``layout``); ``profile`` and
+    ``line_profile``: 1D Surfaces over t of the curve's and the straight line's loss (with metrics);
+    ``history``: the training loss per step.
     """
 
     start: torch.Tensor
@@ -116,13 +121,23 @@ class BezierCurve:
     line_profile: Surface
     history: np.ndarray = field(default_factory=lambda: np.zeros(0))
     settings: dict = field(default_factory=dict)
+    #: ``provenance["scheme"]`` of the profile, and the names the curve goes by in labels and messages
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    function: ClassVar[str] = ""
+
+    @staticmethod
+    def weights(t):
+        """``(w_a, w_c, w_b)`` with θ(t) = w_a·θ_a + w_c·θ_c + w_b·θ_b, for a float or an array of t."""
+        raise NotImplementedError
 
     def point(self, t: float) -> torch.Tensor:
-        """θ(t) = (1−t)²θ_a + 2t(1−t)θ_c + t²θ_b, flat; a non-finite ``t`` is refused (``LandscapeError``)."""
+        """θ(t), flat (``weights``); a non-finite ``t`` is refused (``LandscapeError``)."""
         t = float(t)
         if not math.isfinite(t):
             raise LandscapeError(f"t={t}; expected a finite number (0 at model a, 1 at model b)")
-        return (1 - t) ** 2 * self.start + 2 * t * (1 - t) * self.control + t ** 2 * self.end
+        wa, wc, wb = self.weights(t)
+        return wa * self.start + wc * self.control + wb * self.end
 
     def model_at(self, model: nn.Module, t: float) -> nn.Module:
         """A copy of ``model`` (the curve's start, or its architecture) with the weights θ(t)."""
@@ -142,9 +157,41 @@ class BezierCurve:
         return loss_barrier(self.line_profile)
 
     def directions(self) -> Directions:
-        """The plane of the curve: ``(θ_c − θ_a, θ_b − θ_a)``; the curve is at ``(2t(1−t), t²)``."""
+        """The plane of the curve: ``(θ_c − θ_a, θ_b − θ_a)``; the curve is at ``(w_c(t), w_b(t))``."""
         return Directions(torch.stack([self.control - self.start, self.end - self.start]), self.layout,
-                          {"scheme": "bezier-plane", "x_label": "θ_c − θ_a", "y_label": "θ_b − θ_a"})
+                          {"scheme": f"{self.kind}-plane", "x_label": "θ_c − θ_a", "y_label": "θ_b − θ_a"})
+
+
+@dataclass(frozen=True, eq=False)
+class BezierCurve(ModeCurve):
+    """A trained quadratic Bézier curve θ(t) = (1−t)²θ_a + 2t(1−t)θ_c + t²θ_b between two models, and both
+    loss profiles (``ModeCurve``)."""
+
+    kind: ClassVar[str] = "bezier"
+    title: ClassVar[str] = "Bézier curve"
+    function: ClassVar[str] = "bezier_curve"
+
+    @staticmethod
+    def weights(t):
+        return (1 - t) ** 2, 2 * t * (1 - t), t ** 2
+
+
+@dataclass(frozen=True, eq=False)
+class PolyChain(ModeCurve):
+    """A trained polygonal chain θ_a → θ_c → θ_b between two models (two straight segments, θ_c at t = 0.5:
+    θ(t) = (1−2t)θ_a + 2tθ_c for t ≤ 0.5, (2−2t)θ_c + (2t−1)θ_b after), and both loss profiles
+    (``ModeCurve``)."""
+
+    kind: ClassVar[str] = "polychain"
+    title: ClassVar[str] = "polygonal chain"
+    function: ClassVar[str] = "polychain_curve"
+
+    @staticmethod
+    def weights(t):
+        first = np.asarray(t) <= 0.5
+        wa, wc, wb = (np.where(first, 1 - 2 * t, 0.0), np.where(first, 2 * t, 2 - 2 * t),
+                      np.where(first, 0.0, 2 * t - 1))
+        return (float(wa), float(wc), float(wb)) if np.ndim(t) == 0 else (wa, wc, wb)
 
 
 def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None = None, n_steps: int = 500,
@@ -231,6 +278,55 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss
     Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
+    return _trained_curve(BezierCurve, a, b, data, loss_fn=loss_fn, n_steps=n_steps, lr=lr, batch_size=batch_size,
+                          seed=seed, n_points=n_points, eval_data=eval_data, optimizer=optimizer,
+                          target_key=target_key, progress=progress)
+
+
+def polychain_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None = None, n_steps: int = 500,
+                    lr: float = 1e-3, batch_size: int = 64, seed: int = 0, n_points: int = 21,
+                    eval_data=None, optimizer: str = "adam", target_key: str | int | None = "labels",
+                    progress: bool = False) -> PolyChain:
+    """Train the bend of a polygonal chain from ``a`` to ``b`` (Garipov et al. 2018; dnn-mode-connectivity's
+    ``PolyChain``): θ(t) = (1−2t)θ_a + 2tθ_c for t ≤ 0.5 and (2−2t)θ_c + (2t−1)θ_b after, two straight
+    segments meeting at the bend θ_c (t = 0.5).
+
+    >>> chain = lnb.polychain_curve(small_batch, large_batch, ex.train, n_steps=500)
+    >>> chain.barrier, chain.line_barrier
+    >>> lnb.plot.paths(chain)
+
+    The bend is trained exactly as ``bezier_curve`` trains its control point (from the midpoint, where the
+    chain is the straight line, one t ~ U(0, 1) per step, minimizing E_t L(θ(t))), and the profiles are
+    evaluated the same way; the parameters, BatchNorm and frozen-parameter handling, float64 models, the
+    warning and the errors are ``bezier_curve``'s. The paper found both curves connect minima of the same
+    network at near-constant loss; a chain is two straight lines, so its barrier tells whether one bend is
+    enough, and its plane coordinates are (2t, 0) then (2 − 2t, 2t − 1) in ``chain.directions()``.
+
+    Returns
+    -------
+    PolyChain
+        The start, trained bend and end (flat vectors of n_params values, float32, or float64 for float64
+        models), the chain's and the straight line's profiles (1D surfaces over t, shape (n_points,), loss
+        units), the training loss per step (``history``, shape (n_steps,)) and the settings.
+
+    Raises
+    ------
+    LandscapeError
+        As ``bezier_curve``.
+
+    References
+    ----------
+    T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov and A. G. Wilson, "Loss Surfaces, Mode Connectivity,
+    and Fast Ensembling of DNNs", NeurIPS 2018.
+    """
+    return _trained_curve(PolyChain, a, b, data, loss_fn=loss_fn, n_steps=n_steps, lr=lr, batch_size=batch_size,
+                          seed=seed, n_points=n_points, eval_data=eval_data, optimizer=optimizer,
+                          target_key=target_key, progress=progress)
+
+
+def _trained_curve(cls: type[ModeCurve], a: nn.Module, b: nn.Module, data, *, loss_fn, n_steps, lr, batch_size,
+                   seed, n_points, eval_data, optimizer, target_key, progress) -> ModeCurve:
+    """``bezier_curve`` or ``polychain_curve``, by ``cls``."""
     from .compute import compute_surface
     from .data import call_model, read_data
     from .evaluate import Evaluator, choose_loss
@@ -262,7 +358,7 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
                                                     "on the first 8 samples"), "nothing was returned"):
         with eval_mode(work), torch.no_grad():  # before training on it: a scalar mean, as the evaluation checks later
             check_mean_loss(loss_fn_, call_model(work, inputs), targets)
-        ctrl, history = _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps, lr, batch_size, seed,
+        ctrl, history = _train_control(cls, work, layout, w0, w2, ev, split, loss_fn_, n_steps, lr, batch_size, seed,
                                        optimizer, has_bn, progress, step)
     control = ctrl.detach().clone()
     eval_data = data if eval_data is None else eval_data
@@ -271,36 +367,36 @@ def bezier_curve(a: nn.Module, b: nn.Module, data, *, loss_fn: Callable | None =
     vectors = torch.stack([control - w0, w2 - w0])
     ev = Evaluator(a, eval_data, vectors, layout, loss_fn=loss_fn,
                    settings=_settings(mode, loss_fn, target_key), bn_data=data if has_bn else None)
-    values = ev.evaluate(np.stack([2 * t * (1 - t), t ** 2], axis=1))
+    values = ev.evaluate(np.stack(cls.weights(t)[1:], axis=1))  # in the plane: (w_c, w_b)
     metrics = {m: values[:, k] for k, m in enumerate(ev.metric_names, start=1)}
-    prov = {"label": "Bézier curve (trained)", "x_label": "t (a → b)", "scheme": "bezier", "n_steps": int(n_steps)}
+    prov = {"label": f"{cls.title} (trained)", "x_label": "t (a → b)", "scheme": cls.kind, "n_steps": int(n_steps)}
     profile = Surface(t, None, values[:, 0], metrics, np.ones(len(t), bool), {}, prov)
     line = compute_surface(a, eval_data, Directions((w2 - w0)[None, :], layout, {"scheme": "interpolate"}),
                            x=(0.0, 1.0, n_points), loss_fn=loss_fn, bn_data=data if has_bn else None,
                            settings=_settings(mode, loss_fn, target_key))
     line = line.with_provenance(label="straight line", x_label="t (a → b)")
-    _warn_if_training_raised_the_curve(profile, line, n_steps, lr, optimizer)
+    _warn_if_training_raised_the_curve(cls, profile, line, n_steps, lr, optimizer)
     settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
                                 "optimizer": optimizer, "bn": mode, "frozen_on_the_line": list(layout.frozen_names)}
-    return BezierCurve(w0, control, w2, layout, profile, line, np.asarray(history), settings)
+    return cls(w0, control, w2, layout, profile, line, np.asarray(history), settings)
 
 
-def _warn_if_training_raised_the_curve(profile: Surface, line: Surface, n_steps: int, lr: float,
-                                       optimizer: str) -> None:
+def _warn_if_training_raised_the_curve(cls: type[ModeCurve], profile: Surface, line: Surface, n_steps: int,
+                                       lr: float, optimizer: str) -> None:
     """Warn when the trained curve peaks more than 25 % above the straight line it started as: training
     diverged or overshot (an ``lr`` too large for ``optimizer``), and its curve is no connecting path."""
     curve_max, line_max = np.nanmax(profile.loss, initial=-np.inf), np.nanmax(line.loss, initial=-np.inf)
     if n_steps and np.isfinite(line_max) and curve_max > line_max + 0.25 * abs(line_max):
         warn_user(
-            f"landscape_nb.bezier_curve: the trained curve peaks at loss {curve_max:.6g}, above the straight line's "
+            f"landscape_nb.{cls.function}: the trained curve peaks at loss {curve_max:.6g}, above the straight line's "
             f"{line_max:.6g} that it started from: {n_steps} {optimizer} steps at lr={lr:g} made it worse (see "
             "curve.history). Pass a smaller lr (e.g. lr=1e-3 with Adam) or more steps")
 
 
-def _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: float, batch_size: int, seed: int,
-                   optimizer: str, has_bn: bool, progress: bool, step: dict):
-    """The trained control point (a Parameter) and the training loss per step; ``step["at"]`` follows the
-    step being taken, for an error's message."""
+def _train_control(cls: type[ModeCurve], work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: float,
+                   batch_size: int, seed: int, optimizer: str, has_bn: bool, progress: bool, step: dict):
+    """The trained control point (a Parameter) of a ``cls`` curve and the training loss per step; ``step["at"]``
+    follows the step being taken, for an error's message."""
     from torch.func import functional_call
 
     from .data import args_kwargs, tree_map
@@ -318,12 +414,13 @@ def _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: 
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="Bézier control point", unit="step")
+        steps = tqdm(steps, desc=f"{cls.title} control point", unit="step")
     for k in steps:
         step["at"] = k + 1
         t = float(torch.rand((), generator=gen))
         idx = torch.randint(0, ev.n, (min(batch_size, ev.n),), generator=gen)
-        flat = (1 - t) ** 2 * w0 + 2 * t * (1 - t) * ctrl + t ** 2 * w2
+        wa, wc, wb = cls.weights(t)
+        flat = wa * w0 + wc * ctrl + wb * w2
         params = {e.name: p for e, p in zip(layout.entries, layout.split(flat))}
         inputs, targets = split(tree_map(lambda v: v[idx], ev.tree))
         out = functional_call(work, {**params, **buffers}, *args_kwargs(inputs))
@@ -331,17 +428,17 @@ def _train_control(work, layout, w0, w2, ev, split, loss_fn_, n_steps: int, lr: 
         history.append(float(loss.detach()))
         if not math.isfinite(history[-1]):
             raise LandscapeError(
-                f"bezier_curve: the training loss is {history[-1]} at step {len(history)} of {n_steps} (t = {t:.3f}), "
-                "so its gradient would make the control point NaN and every curve after it meaningless; nothing "
-                f"was returned. Check loss_fn and the data at the ends; if the loss rose step by step ({lr=:g}, "
-                f"history so far {np.round(history[-6:], 4).tolist()}), pass a smaller lr")
+                f"{cls.function}: the training loss is {history[-1]} at step {len(history)} of {n_steps} "
+                f"(t = {t:.3f}), so its gradient would make the control point NaN and every curve after it "
+                "meaningless; nothing was returned. Check loss_fn and the data at the ends; if the loss rose step "
+                f"by step ({lr=:g}, history so far {np.round(history[-6:], 4).tolist()}), pass a smaller lr")
         opt.zero_grad()
         loss.backward()
         ctrl.grad[held] = 0  # neither Adam nor SGD then moves them: their moments stay 0
         opt.step()
         if not bool(torch.isfinite(ctrl).all()):
             raise LandscapeError(
-                f"bezier_curve: step {len(history)} of {n_steps} made the control point NaN or infinite (its loss "
+                f"{cls.function}: step {len(history)} of {n_steps} made the control point NaN or infinite (its loss "
                 f"was {history[-1]:.7g}, its gradient was not finite: the loss has no derivative there, or lr={lr:g} "
                 "overflows); nothing was returned. Pass a smaller lr, or smooth the loss")
     return ctrl, history
@@ -354,4 +451,5 @@ def _settings(mode: str, loss_fn, target_key="labels"):
     return EvalSettings(loss_name=loss_name(loss_fn), mode=mode, target_key=target_key)
 
 
-__all__ = ["interpolation_surface", "loss_barrier", "BezierCurve", "bezier_curve"]
+__all__ = ["interpolation_surface", "loss_barrier", "ModeCurve", "BezierCurve", "PolyChain", "bezier_curve",
+           "polychain_curve"]

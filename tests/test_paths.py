@@ -301,6 +301,50 @@ def test_bezier_with_no_training_is_the_straight_line(pair):
         lnb.bezier_curve(a, b, data, n_steps=0, n_points=4)
 
 
+def _with_flat(model, layout, flat):
+    """A copy of ``model`` whose parameters named in ``layout`` are set from the flat vector ``flat``."""
+    m = copy.deepcopy(model)
+    named = dict(m.named_parameters())
+    with torch.no_grad():
+        for e, t in zip(layout.entries, layout.split(flat)):
+            named[e.name].copy_(t)
+    return m
+
+
+def test_a_polygonal_chain_is_two_segments_through_its_trained_bend_and_lowers_the_path(pair):
+    """The polygonal chain of Garipov et al. 2018 (dnn-mode-connectivity's PolyChain): θ_a → θ_c → θ_b, two
+    straight segments, θ_c trained as a Bézier curve's control point is. Its points, and the loss profile
+    along it, equal a naive interpolation between the end models and the bend; untrained (n_steps=0) it is
+    the straight line; trained, its barrier is far below the line's."""
+    a, b, data = pair
+    saved = state_copy(a)
+    chain = lnb.polychain_curve(a, b, data, n_steps=250, lr=0.02, batch_size=64, seed=0, n_points=11)
+    assert_bit_identical(a, saved)
+    assert type(chain).__name__ == "PolyChain" and chain.kind == "polychain"
+    bend = _with_flat(a, chain.layout, chain.control)
+    ts = chain.profile.x
+    for k, t in enumerate(ts):
+        naive = _mix(a, bend, 2 * t) if t <= 0.5 else _mix(bend, b, 2 * t - 1)
+        got = chain.model_at(a, t)
+        for (name, p), q in zip(got.named_parameters(), naive.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6, msg=f"{name} at t={t}")
+        assert chain.profile.loss[k] == pytest.approx(_loss(naive, data), rel=1e-5), t
+    np.testing.assert_allclose(chain.line_profile.loss, [_loss(_mix(a, b, t), data) for t in ts], rtol=1e-5)
+    assert chain.profile.provenance["label"] == "polygonal chain (trained)"
+    assert chain.profile.provenance["scheme"] == "polychain" and len(chain.history) == 250
+    assert chain.barrier < 0.5 * chain.line_barrier and lnb.loss_barrier(chain) == chain.barrier
+    plane = chain.directions()  # (θ_c − θ_a, θ_b − θ_a): the chain is at (2t, 0), then (2 − 2t, 2t − 1)
+    corner = lnb.compute_surface(a, data, plane, x=(0.0, 1.0, 3), y=(0.0, 1.0, 3))
+    assert corner.loss[0, 2] == pytest.approx(_loss(bend, data), rel=1e-5)  # (1, 0): the bend
+    assert corner.loss[2, 0] == pytest.approx(_loss(b, data), rel=1e-5)  # (0, 1): b
+    fig = lnb.plot.paths(chain)
+    assert [t.name.split(",")[0] for t in fig.data] == ["straight line", "polygonal chain (trained)"]
+    untrained = lnb.polychain_curve(a, b, data, n_steps=0, n_points=5)
+    np.testing.assert_allclose(untrained.profile.loss, untrained.line_profile.loss, rtol=1e-5)
+    with pytest.raises(LandscapeError, match=r"n_points=4; expected an odd integer"):
+        lnb.polychain_curve(a, b, data, n_steps=0, n_points=4)
+
+
 def test_a_bezier_curve_that_training_raised_above_the_straight_line_warns(pair):
     """SGD at lr=5 overshoots between two nearby nets without reaching NaN: the curve's profile peaks far above
     the line it started as, and that is said; at lr=0.02 it stays within noise of the line, without a word."""
