@@ -152,7 +152,7 @@ class DefaultLoss:
                 "F.binary_cross_entropy_with_logits(out, y.float().view_as(out))); for a regression, "
                 "loss_fn=nn.MSELoss() with float targets of the outputs' shape"
             )
-        _refuse_class_axis_guess(logits, targets)
+        _refuse_class_axis_guess(logits, targets, _logits_expr(outputs))
         valid = targets[targets != -100] if not targets.is_floating_point() else targets[:0]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
             raise LandscapeError(
@@ -161,7 +161,20 @@ class DefaultLoss:
             )
 
 
-def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor) -> None:
+def _logits_expr(outputs) -> str:
+    """How a loss written for the user reaches the logits in ``outputs`` (``find_logits``): ``out``,
+    ``out.logits``, ``out["logits"]`` or ``out[i]``."""
+    if isinstance(outputs, torch.Tensor):
+        return "out"
+    if isinstance(getattr(outputs, "logits", None), torch.Tensor):
+        return "out.logits"
+    if isinstance(outputs, Mapping):
+        return 'out["logits"]'
+    logits = find_logits(outputs)
+    return next((f"out[{i}]" for i, t in enumerate(outputs) if t is logits), "out")
+
+
+def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor, expr: str = "out") -> None:
     """Raise ``LandscapeError`` when class-index ``targets`` (N, d1, ...) fit (N, C, d1, ...) ``logits`` with
     the classes on the last dim: a language model's (N, L, V) logits and (N, L) tokens. ``F.cross_entropy``
     takes dim 1 as the classes: with L != V it read L as the number of classes (its range message then
@@ -172,14 +185,16 @@ def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor) -> Non
     shape, got = tuple(logits.shape), tuple(targets.shape)  # the logits may be of a few samples: dim 0 apart
     if got[1:] != shape[1:-1]:
         return
-    fix = ("loss_fn=lambda out, y: F.cross_entropy(out.transpose(1, 2), y) for classes on the last dim (from "
+    fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.transpose(1, 2), y) for classes on the last dim (from "
            "the CLI, have your module:function return (model, data, loss_fn))")
     seen = f"logits {_n_first(shape)} and class-index targets {_n_first(got)}"
     if got[1:] == shape[2:]:
         raise LandscapeError(
             f"the {seen} fit the classes on dim 1 and on the last dim alike (a sequence as long as the "
-            "vocabulary?), and the default cross-entropy does not guess which: pass loss_fn=nn.CrossEntropyLoss() "
-            f"for classes on dim 1 (torch's convention: (N, C, d1, ...)), or {fix}")
+            "vocabulary?), and the default cross-entropy does not guess which: pass "
+            + ("loss_fn=nn.CrossEntropyLoss()" if expr == "out" else
+               f"loss_fn=lambda out, y: F.cross_entropy({expr}, y)")
+            + f" for classes on dim 1 (torch's convention: (N, C, d1, ...)), or {fix}")
     raise LandscapeError(
         f"the {seen} put the classes on the last dim (a language model's (N, L, V)), while the default "
         f"cross-entropy takes them on dim 1 (torch's (N, C, d1, ...)); pass {fix}")

@@ -2,6 +2,7 @@
 naive loop written here (copy w + a·d into the model, run the user's own loss over the data)."""
 import copy
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -537,6 +538,27 @@ def test_the_default_loss_on_sequence_logits_refuses_to_guess_the_class_axis():
     d = lnb.random_directions(seg, n=1, seed=0)
     surf = lnb.compute_surface(seg, (x, labels), d, x=xs)
     np.testing.assert_allclose(surf.loss, naive(seg, d, labels, F.cross_entropy), rtol=1e-5)
+    # logits in a dict (as a Hugging Face model gives them): the fix names them, and works as written
+    lm = nn.Sequential(nn.Linear(6, 4 * 10), nn.Unflatten(1, (4, 10)), AsDict())
+    tokens = torch.randint(0, 10, (N, 4), generator=g)
+    d = lnb.random_directions(lm, n=1, seed=0)
+    with pytest.raises(LandscapeError) as err:
+        lnb.compute_surface(lm, (x, tokens), d, x=xs)
+    fix = re.search(r"loss_fn=(lambda out, y: F\.cross_entropy\(out\[\"logits\"\]\.transpose\(1, 2\), y\))",
+                    str(err.value))
+    assert fix, str(err.value)
+    loss_fn = eval(fix[1], {"F": F})  # the message's own code
+    surf = lnb.compute_surface(lm, (x, tokens), d, x=xs, loss_fn=loss_fn)
+    np.testing.assert_allclose(surf.loss, naive(lm, d, tokens, transposed_dict), rtol=1e-5)
+
+
+class AsDict(nn.Module):
+    def forward(self, logits):
+        return {"logits": logits}
+
+
+def transposed_dict(out, y):
+    return F.cross_entropy(out["logits"].permute(0, 2, 1), y)
 
 
 def test_the_default_loss_takes_class_probabilities_and_refuses_other_float_targets():
