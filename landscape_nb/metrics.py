@@ -175,28 +175,32 @@ def _logits_expr(outputs) -> str:
 
 
 def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor, expr: str = "out") -> None:
-    """Raise ``LandscapeError`` when class-index ``targets`` (N, d1, ...) fit (N, C, d1, ...) ``logits`` with
-    the classes on the last dim: a language model's (N, L, V) logits and (N, L) tokens. ``F.cross_entropy``
-    takes dim 1 as the classes: with L != V it read L as the number of classes (its range message then
-    said "the model has L output classes"); with L == V the shapes fit both axes and it gave cross-entropy
-    over the positions, a plausible number that is not the model's loss."""
+    """Raise ``LandscapeError`` when class-index ``targets`` (N, d1, ...) fit ``logits`` with the classes on
+    the last dim: a language model's (N, L, V) logits and (N, L) tokens, or a channels-last segmentation's
+    (N, H, W, C) and (N, H, W). ``F.cross_entropy`` takes dim 1 as the classes: with L != V it read L as the
+    number of classes (its range message then said "the model has L output classes"); with L == V the
+    shapes fit both axes and it gave cross-entropy over the positions, a plausible number that is not the
+    model's loss. The fix given moves the last dim to dim 1 (``movedim(-1, 1)``: a transpose of dims 1 and
+    2 would read W as the classes of (N, H, W, C) logits, 1.7 % off in a trial with W == C)."""
     if targets.is_floating_point() or logits.ndim < 3:
         return
     shape, got = tuple(logits.shape), tuple(targets.shape)  # the logits may be of a few samples: dim 0 apart
     if got[1:] != shape[1:-1]:
         return
-    fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.transpose(1, 2), y) for classes on the last dim (from "
+    fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), y) for classes on the last dim (from "
            "the CLI, have your module:function return (model, data, loss_fn))")
     seen = f"logits {_n_first(shape)} and class-index targets {_n_first(got)}"
     if got[1:] == shape[2:]:
         raise LandscapeError(
             f"the {seen} fit the classes on dim 1 and on the last dim alike (a sequence as long as the "
-            "vocabulary?), and the default cross-entropy does not guess which: pass "
+            "vocabulary, or an image as many pixels a side as it has classes?), and the default cross-entropy "
+            "does not guess which: pass "
             + ("loss_fn=nn.CrossEntropyLoss()" if expr == "out" else
                f"loss_fn=lambda out, y: F.cross_entropy({expr}, y)")
             + f" for classes on dim 1 (torch's convention: (N, C, d1, ...)), or {fix}")
     raise LandscapeError(
-        f"the {seen} put the classes on the last dim (a language model's (N, L, V)), while the default "
+        f"the {seen} put the classes on the last dim (a language model's (N, L, V), or channels-last "
+        f"(N, H, W, C)), while the default "
         f"cross-entropy takes them on dim 1 (torch's (N, C, d1, ...)); pass {fix}")
 
 
