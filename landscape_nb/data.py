@@ -685,7 +685,7 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
         return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
     tree = _tensorize((collate or _collate)(items), what)  # before any item is read again (see _random_items)
-    random_note = _random_items(ds, pos, items, collate)
+    random_note = _random_items(ds, pos, items, collate) or _random_collate(collate, items)
     if random_note:
         notes[RANDOM_ITEMS_NOTE] = random_note
     return tree, notes, pos
@@ -724,6 +724,28 @@ def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
         except Exception:  # noqa: BLE001, S112 - a collate_fn for whole batches only, items it cannot stack: the next
             continue
     return None
+
+
+def _random_collate(collate, items: list) -> str | None:
+    """What to say when a DataLoader's own ``collate_fn`` gives other values for the same first
+    ``REREAD_ITEMS`` items collated twice as one batch: it draws per batch (mixup, cutmix), which reading
+    items again one at a time may not see (``x + (1 - lam)·(x[p] - x)`` returns a batch of one unchanged),
+    while the set is collated once, as one batch. None for the default collation or when they agree."""
+    if collate is None or collate is _collate or _is_default_collate(collate):
+        return None
+    m = min(REREAD_ITEMS, len(items))
+    try:
+        first, again = _tensorize(collate(items[:m]), ""), _tensorize(collate(items[:m]), "")
+    except Exception:  # noqa: BLE001 - a collate_fn it cannot call on these items: read as is
+        return None
+    if _same_tree(first, again):
+        return None
+    return (f"the DataLoader's collate_fn ({getattr(collate, '__name__', type(collate).__name__)}) gave other values "
+            f"when the same {m} samples were collated twice as one batch: it draws at random (e.g. mixup, cutmix or "
+            "token masking). The set was collated once, as one batch, so every grid point sees the same values, but "
+            "they are one draw of many: a rerun draws others (its store then refuses to resume), and mixed samples "
+            "are not the data the model is evaluated on; pass a loader with a deterministic collate_fn for the loss "
+            "on the data themselves")
 
 
 def _random_items_note(ds, differ: int, m: int, spread: bool) -> str:

@@ -140,8 +140,9 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
     if take("data.fingerprint") and not data_lines:  # the same values come from a tuple or a Dataset alike:
         read = (f"; read from {_show(notes_a['source'])} then, {_show(notes_b['source'])} now"  # context only
                 if "source" in changed else "")
-        random = (" (the Dataset draws at random in __getitem__, so every run reads other values: see the "
-                  "run's warning)" if any(str(k).endswith(_RANDOM_ITEMS) for k in (*notes_a, *notes_b)) else "")
+        random = (" (the Dataset draws at random in __getitem__ or its loader's collate_fn, so every run reads "
+                  "other values: see the run's warning)"
+                  if any(str(k).endswith(_RANDOM_ITEMS) for k in (*notes_a, *notes_b)) else "")
         data_lines.append(f"the evaluation data ({a['data.n_samples']} samples both times, other values{read}"
                           f"{random}): " + _digests(a["data.fingerprint"], b["data.fingerprint"]))
     out += data_lines
