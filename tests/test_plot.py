@@ -314,6 +314,32 @@ def test_a_partial_surfaces_points_no_cell_can_draw_are_shown_as_markers(bowl, p
     assert len(plot.heatmap(partial).data) == 1  # a heatmap draws each point on its own
 
 
+
+def test_every_static_figure_of_a_partial_surface_says_so_once(bowl):
+    """Only the CLI and the Explorer marked a partial surface's figure (`mark_partial`): a user's
+    ``export_html(plot.surface(partial))`` looked like a finished surface over a smaller region (trial s33).
+    The static figures say it themselves, once, and `mark_partial` adds no second note; a complete surface's
+    figures have none. With several surfaces each partial one is named."""
+    loss = bowl.loss.copy()
+    loss[:, 4:] = np.nan
+    partial = Surface(x=bowl.x, y=bowl.y, loss=loss, done=np.isfinite(loss))  # not computed, not diverged
+    n, size = int(np.isfinite(loss).sum()), loss.size
+
+    def notes(fig):
+        return [a.text for a in fig.layout.annotations if a.name == "partial"]
+
+    for kind in ("surface", "contour", "heatmap"):
+        fig = getattr(plot, kind)(partial)
+        assert notes(fig) == [f"partial: {n} of {size} points"], kind
+        assert notes(plot.mark_partial(fig, partial)) == notes(fig)
+        assert notes(getattr(plot, kind)(bowl)) == []
+    row = Surface(x=bowl.x, y=None, loss=loss[2], done=np.isfinite(loss[2]))
+    assert notes(plot.line(row)) == [f"partial: {int(np.isfinite(loss[2]).sum())} of {loss.shape[1]} points"]
+    done = with_loss(bowl, bowl.loss)
+    both = plot.compare([done, partial], kind="contour", titles=["full", "cut"])
+    assert notes(both) == [f"partial: surface 2: {n} of {size} points"]
+    assert next(a for a in both.layout.annotations if a.name == "partial").yshift == 22  # above the panels' titles
+
 def test_a_live_figure_shows_the_points_no_cell_holds_while_they_stream_and_hides_them_when_drawn(bowl):
     """A run on small tiles streams its first points spread over the grid (coarse to fine): the live figure
     (and the Explorer's export of a stopped run, which is one) marks them on both panels until cells close."""

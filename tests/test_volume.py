@@ -247,19 +247,23 @@ def test_volume_hover_shows_the_stored_values_not_the_capped_or_stand_in_ones(ml
     loss[1, 1, 1] = np.nan  # computed, diverged
     loss[2, 2, 2], done[2, 2, 2] = np.nan, False  # not computed
     vol = dataclasses.replace(vol, loss=loss, done=done)
-    tr = lnb.plot.volume(vol).data[0]
-    assert tr.value[0] < 1e6  # the drawn value is capped ...
-    assert "%{text}" in tr.hovertemplate and "%{value" not in tr.hovertemplate
+    fig = lnb.plot.volume(vol)
+    shown = {}  # (x, y, z) -> (drawn value, hover text), over every trace (boxes of computed cubes, markers)
+    for tr in fig.data:
+        assert "%{text}" in tr.hovertemplate and "%{value" not in tr.hovertemplate
+        values = tr.value if tr.type == "isosurface" else tr.marker.color
+        shown.update({(a, b, c): (v, t) for a, b, c, v, t in zip(tr.x, tr.y, tr.z, values, tr.text)})
+    assert shown[vol.x[0], vol.y[0], vol.z[0]][0] < 1e6  # the drawn value is capped ...
     acc = vol.metrics["accuracy"].ravel()
     for flat, (k, j, i) in enumerate(np.ndindex(vol.loss.shape)):
-        text = tr.text[flat]
-        if (k, j, i) == (2, 2, 2):
-            assert text == "loss: not computed"
+        at = (vol.x[i], vol.y[j], vol.z[k])
+        if (k, j, i) == (2, 2, 2):  # not computed: in no trace (no shell is built from a stand-in for it)
+            assert at not in shown
         elif (k, j, i) == (1, 1, 1):
-            assert text.startswith("loss: nan")
+            assert shown[at][1].startswith("loss: nan")
         else:  # ... the hover shows what is stored
-            assert text == f"loss: {loss[k, j, i]:.4g}<br>accuracy: {acc[flat]:.4g}"
-    assert tr.text[0].startswith("loss: 1e+06")
+            assert shown[at][1] == f"loss: {loss[k, j, i]:.4g}<br>accuracy: {acc[flat]:.4g}"
+    assert shown[vol.x[0], vol.y[0], vol.z[0]][1].startswith("loss: 1e+06")
     two = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 2))
     assert len([t for t in lnb.plot.volume_slices(two, "z").data if t.type == "contour"]) == 2  # not z=1 twice
 
@@ -280,11 +284,20 @@ def _undrawable_3d(done: np.ndarray, finite: np.ndarray) -> set:
     return out
 
 
-@pytest.mark.parametrize("pattern", ["stride 2", "a block and strays", "complete"])
-def test_a_partial_volumes_points_no_cube_holds_are_shown_as_markers(pattern):
-    """An isosurface is drawn cube by cube from its 8 corners: a volume interrupted early on small tiles (its
-    points spread coarse to fine) showed a few specks (s32). Each computed point no complete cube holds is a
-    marker at its coordinates, coloured by its value on the isosurfaces' scale and hovered with its stored
+def _complete_cubes(done: np.ndarray) -> set:
+    """Naive: the cubes (by their lowest corner) whose 8 corners are all computed."""
+    nz, ny, nx = done.shape
+    return {(k, j, i) for k in range(nz - 1) for j in range(ny - 1) for i in range(nx - 1)
+            if done[k:k + 2, j:j + 2, i:i + 2].all()}
+
+
+@pytest.mark.parametrize("pattern", ["stride 2", "a block and strays", "every other plane", "complete"])
+def test_a_partial_volume_draws_shells_only_through_computed_cubes_and_marks_the_other_points(pattern):
+    """An isosurface is built cube by cube from its 8 corners. A volume interrupted early showed a few specks
+    (s32); given a stand-in value for missing points, plotly drew shells between computed and missing ones,
+    closed discs on every other computed z-plane (trial s33). The shells are now drawn only through boxes of
+    computed points, which together hold each complete cube once (naive enumeration), and each computed point
+    no complete cube holds is a marker at its value, on the shells' colour scale, hovered with its stored
     values; a diverged point (computed, no value) is none; the exported figure's note counts them."""
     x, y, z = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4), np.linspace(-1, 1, 5)
     zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
@@ -298,24 +311,50 @@ def test_a_partial_volumes_points_no_cube_holds_are_shown_as_markers(pattern):
         done[0:3, 0:2, 0:3] = True  # four cubes drawn: their 18 points need no marker
         done[4, 3, :] = True  # a row alone
         done[2, 3, 4] = True
+        done[3:5, 2:4, 3:5] = True  # one more cube, apart
+    elif pattern == "every other plane":
+        done[1::2] = False
     loss = np.where(done, full, np.nan)
-    loss[0, 0, 0] = np.nan  # computed, diverged: a corner of the block's cube, drawn as high, no marker
+    loss[0, 0, 0] = np.nan  # computed, diverged: a corner of a drawn cube (drawn as high), no marker
     vol = Surface(x, y, loss, z=z, done=done, metrics={"accuracy": np.where(done, 0.5, np.nan)})
-    want = _undrawable_3d(done, np.isfinite(loss))
     fig = lnb.plot.volume(vol, clip=False)
+    at = {(a, b, c): (int(np.argmin(abs(z - c))), int(np.argmin(abs(y - b))), int(np.argmin(abs(x - a))))
+          for a in x for b in y for c in z}
+    shells = [t for t in fig.data if t.type == "isosurface"]
+    cubes = []
+    for t in shells:  # each a full box of computed points
+        pts = sorted({at[p] for p in zip(t.x, t.y, t.z)})
+        lo_, hi_ = np.min(pts, axis=0), np.max(pts, axis=0)
+        assert len(pts) == len(t.x) == int(np.prod(hi_ - lo_ + 1)) and all(done[p] for p in pts)
+        cubes += [(k, j, i) for k in range(lo_[0], hi_[0]) for j in range(lo_[1], hi_[1])
+                  for i in range(lo_[2], hi_[2])]
+        np.testing.assert_allclose(t.value, [full[p] if np.isfinite(loss[p]) else t.value.max() for p in
+                                             (at[q] for q in zip(t.x, t.y, t.z))])
+        assert (t.cmin, t.cmax, t.isomin, t.isomax) == (shells[0].cmin, shells[0].cmax, shells[0].isomin,
+                                                         shells[0].isomax)
+    assert sorted(cubes) == sorted(_complete_cubes(done))  # every complete cube, once
+    assert [t.showscale for t in shells] == [True, *[False] * (len(shells) - 1)][:len(shells)]
+    in_cubes = {(k + a, j + b, i + c) for k, j, i in cubes for a in (0, 1) for b in (0, 1) for c in (0, 1)}
+    want = {p for p in zip(*np.nonzero(done & np.isfinite(loss))) if tuple(int(v) for v in p) not in in_cubes}
+    want = {tuple(int(v) for v in p) for p in want}
     markers = [t for t in fig.data if t.type == "scatter3d"]
     if pattern == "complete":
-        assert not want and not markers and len(fig.data) == 1
+        assert not want and not markers and len(fig.data) == 1 and len(fig.data[0].x) == full.size
         return
     assert want and len(markers) == 1
-    m, iso = markers[0], fig.data[0]
-    got = {(int(np.argmin(abs(z - c))), int(np.argmin(abs(y - b))), int(np.argmin(abs(x - a))))
-           for a, b, c in zip(m.x, m.y, m.z)}
-    assert got == want and len(m.x) == len(want)
+    m = markers[0]
+    assert {at[p] for p in zip(m.x, m.y, m.z)} == want and len(m.x) == len(want)
     for a, b, c, colour, hover in zip(m.x, m.y, m.z, m.marker.color, m.text):
         value = 1.0 + a ** 2 + 2 * b ** 2 + 0.5 * c ** 2
         assert colour == pytest.approx(value) and hover == f"loss: {value:.4g}<br>accuracy: 0.5"
-    assert (m.marker.cmin, m.marker.cmax) == (iso.cmin, iso.cmax) and m.hovertemplate == iso.hovertemplate
-    note = lnb.plot.mark_partial(fig, vol).layout.annotations[-1].text
-    assert note == (f"partial: {int(done.sum())} of {done.size} points; {len(want)} drawn as markers (no computed "
-                    "cell around them)")
+    scale = shells[0] if shells else None
+    assert m.marker.showscale == (not shells)
+    if scale is not None:
+        assert (m.marker.cmin, m.marker.cmax) == (scale.cmin, scale.cmax) and m.hovertemplate == scale.hovertemplate
+    note = (f"partial: {int(done.sum())} of {done.size} points; {len(want)} drawn as markers (no computed cell "
+            "around them)")
+    for figure in (fig, lnb.plot.mark_partial(fig, vol)):  # said by the figure itself, once
+        assert [a.text for a in figure.layout.annotations if a.name == "partial"] == [note]
+    slices = lnb.plot.volume_slices(vol, "z")  # the volume's count, not each plane's
+    assert next(a.text for a in slices.layout.annotations if a.name == "partial").startswith(
+        f"partial: {int(done.sum())} of {done.size} points")

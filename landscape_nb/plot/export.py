@@ -19,7 +19,14 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..surface import Surface
-from ._common import LONE_POINTS, _check_surface, _doc, _renamed_keyword, display_values
+from ._common import (
+    PARTIAL_NOTE,
+    _check_surface,
+    _doc,
+    _renamed_keyword,
+    display_values,
+    note_partial,
+)
 
 IMAGE_FORMATS = ("png", "svg", "pdf", "jpeg", "jpg", "webp")
 
@@ -88,20 +95,14 @@ def export_html(fig, path: str | os.PathLike) -> Path:
 
 def mark_partial(fig, surface: Surface | None):
     """``fig``, or for a ``surface`` not complete (cancelled, interrupted, streaming) a copy saying above the
-    plot how many of its points it holds: "partial: 441 of 2601 points", and how many of them no computed cell
-    holds, drawn as markers (`lone_points_trace`). For the files a partial run is
-    exported to, which otherwise looked like a finished surface over a smaller region; a live figure is
-    left as it is."""
-    if surface is None or surface.is_complete:
+    plot how many of its points it holds (`note_partial`), unless ``fig`` says so already (the static
+    figures do): for the files a partial run is exported to from a live figure, which is left as it is."""
+    if surface is None or surface.is_complete or any(a.name == PARTIAL_NOTE for a in fig.layout.annotations):
         return fig
     import plotly.graph_objects as go
 
     out = go.Figure(fig)
-    lone = sum(len(t.x) for t in out.data if t.name == LONE_POINTS and t.x is not None)
-    markers = f"; {lone} drawn as markers (no computed cell around them)" if lone else ""
-    out.add_annotation(text=f"partial: {surface.n_done} of {int(np.size(surface.loss))} points{markers}", xref="paper",
-                       yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", showarrow=False,
-                       font={"color": "firebrick"})
+    note_partial(out, surface)
     return out
 
 

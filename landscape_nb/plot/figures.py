@@ -39,6 +39,7 @@ from ._common import (
     lone_points_trace,
     non_positive_note,
     note_held_fixed,
+    note_partial,
     plot_area,
     scene_axes,
     scene_z_ticks,
@@ -60,6 +61,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
         fig.add_trace(lone)
     fig.update_layout(title=_title(title, surf))
     note_held_fixed(fig, [surf])
+    note_partial(fig, surf)
     width, height = plot_area()
     if kind == "surface":
         scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height,
@@ -185,6 +187,7 @@ def line(
     fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
     _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
     note_held_fixed(fig, surfaces)
+    note_partial(fig, surfaces)
     return fig
 
 
@@ -619,5 +622,6 @@ def compare(
         height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
     note_held_fixed(fig, surfaces)
+    note_partial(fig, surfaces)
     return fig
 

@@ -18,7 +18,7 @@ from . import _common
 from ._common import COLORSCALE, _axis_label, _check_surface, _title, display_values
 from .figures import compare
 
-__all__ = ["volume", "volume_slices"]
+__all__ = ["volume", "volume_slices", "complete_boxes"]
 
 KINDS = ("isosurface", "volume")
 AXES = ("x", "y", "z")
@@ -60,6 +60,37 @@ def _slice_locations(surf: Surface, slices) -> dict:
             raise LandscapeError(f"plot.volume: slices[{a!r}]={vals!r}; {outside[0]!r} is outside the grid's "
                                  f"{a} range {c.min():g}..{c.max():g}: expected coordinates within it")
     return out
+
+
+#: most isosurface traces a partial volume is drawn with (`complete_boxes`); the points of any further boxes
+#: are markers
+MAX_BOXES = 64
+
+
+def complete_boxes(done: np.ndarray) -> list[tuple[slice, slice, slice]]:
+    """Boxes of grid points (slices over z, y, x), every point in each computed, that together hold every cube
+    of 8 computed corners once: the whole grid for a complete volume, else a greedy split of those cubes
+    (grown along x, then y, then z), largest first, at most ``MAX_BOXES``.
+
+    An isosurface is built cube by cube, and a point not computed has no value to build it from: given a
+    stand-in above every value, plotly.js drew shells between computed and missing points, so a volume
+    stopped with every other z-plane computed showed closed discs on those planes (loss seemingly rising
+    steeply in z where it is flat: trial s33), and NaN makes it draw nothing at all. Each box is drawn as
+    its own trace; boxes share faces, so their shells meet."""
+    done = np.asarray(done, dtype=bool)
+    free = np.ones([max(n - 1, 0) for n in done.shape], dtype=bool)
+    for k, j, i in np.ndindex(2, 2, 2):
+        free &= done[k:k + free.shape[0], j:j + free.shape[1], i:i + free.shape[2]]
+    boxes = []
+    while free.any():
+        k, j, i = (int(v) for v in np.argwhere(free)[0])
+        i1 = i + int(np.argmin(np.append(free[k, j, i:], False)))
+        j1 = j + int(np.argmin(np.append(free[k, j:, i:i1].all(axis=1), False)))
+        k1 = k + int(np.argmin(np.append(free[k:, j:j1, i:i1].all(axis=(1, 2)), False)))
+        free[k:k1, j:j1, i:i1] = False
+        boxes.append((slice(k, k1 + 1), slice(j, j1 + 1), slice(i, i1 + 1)))
+    boxes.sort(key=lambda b: -math.prod(s.stop - s.start for s in b))
+    return boxes[:MAX_BOXES]
 
 
 def _hover_values(surf: Surface) -> list[str]:
@@ -123,13 +154,14 @@ def volume(
     Returns
     -------
     plotly.graph_objects.Figure
-        One trace (``Isosurface`` or ``Volume``) with flat x, y, z, value arrays in the order of
-        ``loss.ravel()``; points not computed and diverged points take a value above every finite
-        one, so they sit outside every shell. ``value`` is capped (``clip``); the hover text shows
-        the stored loss and metrics (``text``), or says that a point holds none. A partial volume adds
-        a ``Scatter3d`` of the computed points no cube of 8 computed corners holds (which no shell can
-        show: a run stopped early on small tiles has its points spread over the grid), coloured on
-        the same scale.
+        For a complete volume one trace (``Isosurface`` or ``Volume``) with flat x, y, z, value arrays
+        in the order of ``loss.ravel()``; diverged points take a value above every finite one, so
+        they sit outside every shell. ``value`` is capped (``clip``); the hover text shows the stored
+        loss and metrics (``text``), or says that a point holds none. A partial volume (a stopped
+        run) is drawn with a trace per box of computed points (`complete_boxes`, at most
+        ``MAX_BOXES``; no shell is built from a point not computed), a ``Scatter3d`` of the computed
+        points no such box holds, coloured on the same scale, and a note saying how many points it
+        holds (``plot.mark_partial``).
 
     Raises
     ------
@@ -169,17 +201,23 @@ def volume(
         hovertemplate=(f"{surf.x_label}: %{{x:.4g}}<br>{surf.y_label}: %{{y:.4g}}<br>{surf.z_label}: %{{z:.4g}}"
                        "<br>%{text}<extra></extra>"),
     )
-    if kind == "isosurface":
-        trace = go.Isosurface(opacity=0.35 if opacity is None else opacity, **common)
-    else:
-        trace = go.Volume(opacity=0.1 if opacity is None else opacity, **common)
-    fig = go.Figure(trace)
-    lone = _common.lone_points(values, drawn=surf.done_mask)  # a partial volume's points no cube can draw
+    make = go.Isosurface if kind == "isosurface" else go.Volume
+    opacity = (0.35 if kind == "isosurface" else 0.1) if opacity is None else opacity
+    fig = go.Figure()
+    order = np.arange(flat.size).reshape(values.shape)
+    drawn = np.zeros(values.shape, dtype=bool)
+    for n, box in enumerate(complete_boxes(surf.done_mask)):  # the whole grid, for a complete volume
+        keep, drawn[box] = order[box].ravel(), True
+        fig.add_trace(make(opacity=opacity, showscale=n == 0, **{
+            **common, "x": x[keep], "y": y[keep], "z": z[keep], "value": flat[keep],
+            "text": [common["text"][k] for k in keep]}))
+    lone = np.isfinite(values) & ~drawn  # computed points no complete cube holds: no shell can show them
     if lone.any():
         keep = lone.ravel()
         fig.add_trace(go.Scatter3d(
             x=x[keep], y=y[keep], z=z[keep], mode="markers", name=_common.LONE_POINTS, showlegend=False,
-            marker=dict(size=3, color=flat[keep], colorscale=COLORSCALE, cmin=lo, cmax=top, showscale=False),
+            marker=dict(size=3, color=flat[keep], colorscale=COLORSCALE, cmin=lo, cmax=top, showscale=not drawn.any(),
+                        colorbar=dict(title=dict(text=label))),
             text=[common["text"][k] for k in np.flatnonzero(keep)], hovertemplate=common["hovertemplate"]))
     fig.update_layout(
         title=_title(title, surf),
@@ -187,6 +225,7 @@ def volume(
                    aspectmode="cube"),
         margin=dict(l=10, r=10, t=50, b=10),
     )
+    _common.note_partial(fig, surf)
     return fig
 
 
@@ -249,4 +288,7 @@ def volume_slices(
                              "expected at least one index or value (or neither: the first, middle and last plane)")
     name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
     titles = [f"{name} = {p.provenance['slice']['value']:.3g}" for p in planes]
-    return compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
+    fig = compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
+    fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _common.PARTIAL_NOTE]
+    _common.note_partial(fig, surf)  # the volume's count, not each plane's
+    return fig
