@@ -633,21 +633,20 @@ def note_partial(fig, surfaces: Surface | Sequence[Surface] | None) -> None:
                        font={"color": "firebrick"})
 
 
-def lone_points(z: np.ndarray, drawn: np.ndarray | None = None) -> np.ndarray:
-    """Which points of ``z`` (a line (n,), a plane (ny, nx) or a volume (nz, ny, nx)) have a value (finite)
-    but are a corner of no grid cell (a segment, square or cube) whose corners are all ``drawn`` (default:
-    those with a value): points a line, a 3D surface, a contour plot or an isosurface cannot draw.
+def lone_points(z: np.ndarray) -> np.ndarray:
+    """Which points of ``z`` (a line (n,) or a plane (ny, nx)) have a value (finite) but are a corner of no
+    grid cell (a segment or square) whose corners all have one: points a line, a 3D surface or a contour
+    plot cannot draw.
 
-    plotly.js draws a surface, traces contours and builds isosurfaces cell by cell from the cell's corners,
+    plotly.js draws a surface and traces contours cell by cell from the cell's corners,
     so a partial surface whose points came back spread out (a run interrupted early with small tiles, whose
     coarse-to-fine order spreads the first ones over the grid) drew nothing at all: a trial's store of
     152 of 441 points had no complete cell. Returns a boolean array of ``z``'s shape."""
     have = np.isfinite(np.asarray(z, dtype=float))
-    drawn = have if drawn is None else np.asarray(drawn, dtype=bool)
-    cell = np.ones([max(n - 1, 0) for n in drawn.shape], dtype=bool)
-    shifts = list(itertools.product((0, 1), repeat=drawn.ndim))
+    cell = np.ones([max(n - 1, 0) for n in have.shape], dtype=bool)
+    shifts = list(itertools.product((0, 1), repeat=have.ndim))
     for shift in shifts:
-        cell &= drawn[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))]
+        cell &= have[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))]
     corner = np.zeros_like(have)
     for shift in shifts:
         corner[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))] |= cell
