@@ -110,6 +110,40 @@ BN_BATCH = 1024  # most samples a pass when BatchNorm statistics are re-estimate
 # more: passes of near-equal size, e.g. 750 + 750 for 1500)
 
 
+def bn_passes(n: int) -> tuple[int, int]:
+    """(number of passes, samples a pass) to re-estimate BatchNorm statistics over ``n`` samples: passes of at
+    most ``BN_BATCH`` and of near-equal size, since the cumulative average weighs each pass equally (a short
+    last pass, 1024 + 476 of 1500, would weigh its samples twice as much as the others)."""
+    n_passes = -(-n // BN_BATCH)
+    return n_passes, -(-n // n_passes)
+
+
+def reestimate_batchnorm(model: nn.Module, batches, run: Callable | None = None) -> None:
+    """Re-estimate the BatchNorm running statistics of ``model`` at its current weights: the cumulative
+    average over ``batches`` (inputs; ``bn_passes`` sizes them), each passed through ``run`` (default
+    ``call_model(model, xb)``), only the BatchNorm layers in train mode (Dropout and the rest stay in eval
+    mode); the model is left in eval mode.
+
+    Not ``torch.optim.swa_utils.update_bn``, which runs the whole model in train mode: with Dropout before a
+    BatchNorm layer its statistics are those of dropped-out activations, random and unlike the eval-mode
+    activations each point is then evaluated on; here they are those activations'."""
+    bns = batchnorm_modules(model)
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.eval()
+    for m in bns:
+        m.train()
+    run = run or functools.partial(call_model, model)
+    with torch.no_grad():
+        for xb in batches:
+            run(xb)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+        m.eval()
+
+
 def data_key(ev: EvalData) -> str:
     """The fingerprint of evaluation data: ``spec.data_fingerprint(x, y)`` for plain ``(inputs, targets)``
     tensors (the keys stored before pytree data), ``spec.tree_fingerprint`` for every other form."""
@@ -398,10 +432,7 @@ class Evaluator(SpeedChoices):
         if settings.mode == "bn-recompute":
             bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key,
                                                       targets_needed=False).to(self.device)
-            # passes of near-equal size: the cumulative average weighs each pass equally, so a short last
-            # pass (1024 + 476 of 1500) would weigh its samples twice as much as the others
-            n_passes = -(-bn.n // BN_BATCH)
-            size = -(-bn.n // n_passes)
+            n_passes, size = bn_passes(bn.n)
             self.bn_batches = [self._split(t)[0] if bn is ev or bn.rule == ev.rule else bn.split(t)[0]
                                for t in bn.slices(size)]
             self.bn_fingerprint = None if bn is ev else data_key(bn)
@@ -694,27 +725,14 @@ class Evaluator(SpeedChoices):
         return folded, note
 
     def _recompute_bn(self) -> None:
-        """Re-estimate BatchNorm running statistics at the current weights: cumulative average over
-        ``bn_data`` in passes of at most ``BN_BATCH`` samples and of near-equal size (the average weighs
-        passes equally, so that weighs samples equally), only the BatchNorm layers in train mode (Dropout
-        and the rest stay in eval mode).
+        """Re-estimate BatchNorm running statistics at the current weights (`reestimate_batchnorm`) over
+        ``bn_data``'s passes."""
 
-        Not ``torch.optim.swa_utils.update_bn``, which runs the whole model in train mode: with Dropout
-        before a BatchNorm layer its statistics are those of dropped-out activations, random and unlike
-        the eval-mode activations each point is then evaluated on; here they are those activations'."""
-        bns = batchnorm_modules(self.model)
-        momenta = [m.momentum for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        self.model.eval()
-        for m in bns:
-            m.train()
-        for xb in self.bn_batches:
+        def run(xb):
             with self._autocast():
                 call_model(self.forward, xb)
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
+
+        reestimate_batchnorm(self.model, self.bn_batches, run)
 
     @torch.no_grad()
     def point_values(self) -> torch.Tensor:

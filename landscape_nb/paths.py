@@ -139,13 +139,36 @@ class ModeCurve:
         wa, wc, wb = self.weights(t)
         return wa * self.start + wc * self.control + wb * self.end
 
-    def model_at(self, model: nn.Module, t: float) -> nn.Module:
-        """A copy of ``model`` (the curve's start, or its architecture) with the weights θ(t)."""
+    def model_at(self, model: nn.Module, t: float, *, bn_data=None) -> nn.Module:
+        """A copy of ``model`` (the curve's start, or its architecture) with the weights θ(t), in eval mode.
+
+        A model with BatchNorm: its running statistics are re-estimated over ``bn_data`` (tensors, a
+        Dataset or a DataLoader; its inputs), as the profiles re-estimate them at every t (pass the data the
+        curve was trained on for its ``profile``'s values). Without ``bn_data`` it keeps ``model``'s
+        statistics, which belong to other weights, and a ``UserWarning`` says so: evaluated as returned, a
+        trial's model gave 0.674 where the profile said 0.585.
+
+        Raises ``LandscapeError`` for a non-finite ``t``, a model of another architecture, or ``bn_data`` it
+        cannot read."""
+        from .data import read_data
+        from .evaluate import bn_passes, reestimate_batchnorm
+
         self.layout.check_model(model, what="curve")
-        m = copy.deepcopy(model)
+        point = self.point(t)
+        m = copy.deepcopy(model).eval()
         with torch.no_grad():
-            for dst, src in zip(self.layout.tensors(m), self.layout.split(self.point(t))):
+            for dst, src in zip(self.layout.tensors(m), self.layout.split(point)):
                 dst.copy_(src)
+        if not batchnorm_modules(m):
+            return m
+        if bn_data is None:
+            warn_user(f"{type(self).__name__}.model_at: the model at t={float(t):g} keeps the BatchNorm running "
+                      f"statistics of the model passed ({type(model).__name__}), which belong to other weights, so "
+                      "its loss is not the profile's (whose statistics are re-estimated at every t); pass bn_data= "
+                      "(the data the curve was trained on) to re-estimate them")
+            return m
+        bn = read_data(bn_data, "bn_data", targets_needed=False).to(next(iter(m.parameters())).device)
+        reestimate_batchnorm(m, [bn.split(part)[0] for part in bn.slices(bn_passes(bn.n)[1])])
         return m
 
     @property

@@ -345,6 +345,42 @@ def test_a_polygonal_chain_is_two_segments_through_its_trained_bend_and_lowers_t
         lnb.polychain_curve(a, b, data, n_steps=0, n_points=4)
 
 
+
+def _bn_mlp(seed, data, steps=150):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.Adam(m.parameters(), lr=0.03)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(data[0]), data[1]).backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.mark.parametrize("make", [lnb.bezier_curve, lnb.polychain_curve])
+def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_data_and_warns_without(make):
+    """``model_at`` of a BatchNorm net kept the start model's running statistics, so the model it returned
+    gave 0.674 where the profile (statistics re-estimated at every t) said 0.585, with no word (trial s33).
+    Given ``bn_data`` (what the profile re-estimated them on) its loss is the profile's; without, a warning
+    says whose statistics it holds."""
+    data = _blobs()
+    a, b = _bn_mlp(1, data), _bn_mlp(2, data)
+    curve = make(a, b, data, n_steps=60, lr=0.02, seed=0, n_points=5)
+    ts = curve.profile.x
+    for k in (1, 2, 3):
+        m = curve.model_at(a, ts[k], bn_data=data)
+        assert not m.training
+        bn = m[1]  # naive: the mean and biased-then-unbiased variance of the layer's inputs over the data
+        with torch.no_grad():
+            h = m[0](data[0])
+        torch.testing.assert_close(bn.running_mean, h.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var, h.var(0, unbiased=True), rtol=1e-5, atol=1e-6)
+        assert _loss(m, data) == pytest.approx(curve.profile.loss[k], rel=1e-5)
+    with pytest.warns(UserWarning, match=r"keeps the BatchNorm running statistics of the model passed \(Sequential\)"
+                                         r".*pass bn_data="):
+        kept = curve.model_at(a, ts[2])
+    torch.testing.assert_close(kept[1].running_mean, a[1].running_mean)
+
 def test_a_bezier_curve_that_training_raised_above_the_straight_line_warns(pair):
     """SGD at lr=5 overshoots between two nearby nets without reaching NaN: the curve's profile peaks far above
     the line it started as, and that is said; at lr=0.02 it stays within noise of the line, without a word."""
