@@ -153,7 +153,7 @@ class ModeCurve:
         from .data import read_data
         from .evaluate import bn_passes, reestimate_batchnorm
 
-        self.layout.check_model(model, what="curve")
+        self.layout.check_model(model, what="curve's weights")
         point = self.point(t)
         m = copy.deepcopy(model).eval()
         with torch.no_grad():

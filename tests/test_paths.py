@@ -339,6 +339,12 @@ def test_a_polygonal_chain_is_two_segments_through_its_trained_bend_and_lowers_t
     assert corner.loss[2, 0] == pytest.approx(_loss(b, data), rel=1e-5)  # (0, 1): b
     fig = lnb.plot.paths(chain)
     assert [t.name.split(",")[0] for t in fig.data] == ["straight line", "polygonal chain (trained)"]
+    bezier = lnb.bezier_curve(a, b, data, n_steps=20, lr=0.02, seed=0, n_points=11)  # both curves on one axis:
+    both = lnb.plot.paths([chain, bezier])  # was refused, "got a PolyChain; expected a Surface"
+    losses = [t for t in both.data if t.yaxis in (None, "y")]  # the loss axis (accuracy on the right)
+    assert [t.name.split(":")[0].split(",")[0] for t in losses] == [
+        "straight line", "polygonal chain (trained)", "Bézier curve (trained)"]
+    np.testing.assert_allclose(losses[2].y, bezier.profile.loss)
     untrained = lnb.polychain_curve(a, b, data, n_steps=0, n_points=5)
     np.testing.assert_allclose(untrained.profile.loss, untrained.line_profile.loss, rtol=1e-5)
     with pytest.raises(LandscapeError, match=r"n_points=4; expected an odd integer"):

@@ -249,11 +249,12 @@ def paths(
 
     Parameters
     ----------
-    profiles : BezierCurve, Surface or sequence of Surface
-        A ``bezier_curve`` result (its straight-line and curve profiles, Garipov et al.
-        2018 [2]_), or 1D surfaces over t, ``loss`` of shape ``(len(t),)``, with t = 0 and
-        t = 1 on the grid (e.g. interpolations with and without BN buffers). Names come
-        from ``provenance["label"]``.
+    profiles : ModeCurve, Surface or sequence of them
+        A ``bezier_curve`` or ``polychain_curve`` result (its straight-line and curve
+        profiles, Garipov et al. 2018 [2]_; in a sequence, each curve's profile, and its
+        straight line once), or 1D surfaces over t, ``loss`` of shape ``(len(t),)``, with
+        t = 0 and t = 1 on the grid (e.g. interpolations with and without BN buffers).
+        Names come from ``provenance["label"]``.
     metric : str, optional
         A metric to draw on a right axis (e.g. "accuracy").
     log : bool, default False
@@ -274,9 +275,15 @@ def paths(
        Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
 
-    if isinstance(getattr(profiles, "profile", None), Surface):
-        profiles = [profiles.line_profile, profiles.profile]
-    surfaces = [profiles] if isinstance(profiles, Surface) else list(profiles)
+    surfaces = []
+    for p in [profiles] if isinstance(profiles, Surface) or hasattr(profiles, "profile") else list(profiles):
+        if isinstance(getattr(p, "profile", None), Surface):  # a curve: its straight line (once), then itself
+            straight = p.line_profile
+            if not any(s.x.shape == straight.x.shape and np.array_equal(s.x, straight.x) and
+                       np.array_equal(s.loss, straight.loss, equal_nan=True) for s in surfaces):
+                surfaces.append(straight)
+            p = p.profile
+        surfaces.append(p)
     labelled = []
     for k, s in enumerate(surfaces):
         _check_surface(s, ndim=1, where=f"plot.paths (profile {k})")
