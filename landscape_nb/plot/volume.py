@@ -81,9 +81,12 @@ def complete_boxes(done: np.ndarray) -> list[tuple[slice, slice, slice]]:
     free = np.ones([max(n - 1, 0) for n in done.shape], dtype=bool)
     for k, j, i in np.ndindex(2, 2, 2):
         free &= done[k:k + free.shape[0], j:j + free.shape[1], i:i + free.shape[2]]
+    if free.size and free.all():  # a complete volume: one box
+        return [tuple(slice(0, n) for n in done.shape)]
     boxes = []
-    while free.any():
-        k, j, i = (int(v) for v in np.argwhere(free)[0])
+    for k, j, i in zip(*np.unravel_index(np.flatnonzero(free), free.shape)):  # in C order: each box's first cell
+        if not free[k, j, i]:
+            continue
         i1 = i + int(np.argmin(np.append(free[k, j, i:], False)))
         j1 = j + int(np.argmin(np.append(free[k, j:, i:i1].all(axis=1), False)))
         k1 = k + int(np.argmin(np.append(free[k:, j:j1, i:i1].all(axis=(1, 2)), False)))
