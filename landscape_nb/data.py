@@ -593,8 +593,12 @@ def _read_loader(loader, what: str, max_samples, seed):
         collate = default_collate  # batch_size=None: the loader yields samples one by one, unstacked; stacked here
     if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
         tree = _read_iterable(loader, None, what, max_samples)
-        return tree, {"source": "DataLoader over an iterable dataset",
-                      "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}, []
+        notes = {"source": "DataLoader over an iterable dataset",
+                 "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
+        random_note = _random_stream_collate(loader)
+        if random_note:
+            notes[RANDOM_ITEMS_NOTE] = random_note
+        return tree, notes, []
     idx, order, differs = _indices_of(loader, len(ds))
     tree, notes, pos = _read_map(ds, idx, collate, what, max_samples, seed)
     notes = {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
@@ -685,7 +689,7 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
         return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
     tree = _tensorize((collate or _collate)(items), what)  # before any item is read again (see _random_items)
-    random_note = _random_items(ds, pos, items, collate) or _random_collate(collate, items)
+    random_note = _random_items(ds, pos, items, collate) or _random_collate(collate, items, tree)
     if random_note:
         notes[RANDOM_ITEMS_NOTE] = random_note
     return tree, notes, pos
@@ -726,26 +730,55 @@ def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
     return None
 
 
-def _random_collate(collate, items: list) -> str | None:
-    """What to say when a DataLoader's own ``collate_fn`` gives other values for the same first
-    ``REREAD_ITEMS`` items collated twice as one batch: it draws per batch (mixup, cutmix), which reading
-    items again one at a time may not see (``x + (1 - lam)·(x[p] - x)`` returns a batch of one unchanged),
-    while the set is collated once, as one batch. None for the default collation or when they agree."""
+#: most bytes of evaluation data a random-collate check collates a second time whole (`_random_collate`)
+RECOLLATE_BYTES = 512 * 2 ** 20
+#: items collated again, three times, when the data are larger than that
+RECOLLATE_ITEMS = 1024
+
+
+def _random_collate(collate, items: list, tree=None) -> str | None:
+    """What to say when a DataLoader's own ``collate_fn`` draws at random per batch (mixup, cutmix), which
+    reading items again one at a time may not see (``x + (1 - lam)·(x[p] - x)`` returns a batch of one
+    unchanged; a collate mixing only batches of 32 or more passed a check on 8). The set was collated once,
+    as one batch (``tree``): its ``items`` are collated again whole and compared with it (one mixed draw,
+    or a clean one where the evaluated set was mixed, differs), or, for data above ``RECOLLATE_BYTES``, the
+    first ``RECOLLATE_ITEMS`` are collated three times. None for the default collation, when they agree, or
+    when the collate_fn cannot be called so."""
     if collate is None or collate is _collate or _is_default_collate(collate):
         return None
-    m = min(REREAD_ITEMS, len(items))
+    whole = tree is not None and sum(t.numel() * t.element_size() for _, t in tree_leaves(tree)) <= RECOLLATE_BYTES
     try:
-        first, again = _tensorize(collate(items[:m]), ""), _tensorize(collate(items[:m]), "")
+        if whole:
+            m, draws = len(items), [tree, _tensorize(collate(items), "")]
+        else:
+            m = min(RECOLLATE_ITEMS, len(items))
+            draws = [_tensorize(collate(items[:m]), "") for _ in range(3)]
     except Exception:  # noqa: BLE001 - a collate_fn it cannot call on these items: read as is
         return None
-    if _same_tree(first, again):
+    if all(_same_tree(draws[0], d) for d in draws[1:]):
         return None
     return (f"the DataLoader's collate_fn ({getattr(collate, '__name__', type(collate).__name__)}) gave other values "
-            f"when the same {m} samples were collated twice as one batch: it draws at random (e.g. mixup, cutmix or "
+            f"when the same {m} samples were collated again as one batch: it draws at random (e.g. mixup, cutmix or "
             "token masking). The set was collated once, as one batch, so every grid point sees the same values, but "
             "they are one draw of many: a rerun draws others (its store then refuses to resume), and mixed samples "
             "are not the data the model is evaluated on; pass a loader with a deterministic collate_fn for the loss "
             "on the data themselves")
+
+
+def _random_stream_collate(loader) -> str | None:
+    """`_random_collate` for a DataLoader over an iterable dataset, whose batches are its own: the first
+    ``batch_size`` items of a fresh pass over the dataset, collated three times (a shuffling stream is not
+    taken for a random draw: the mean over the set does not depend on the order)."""
+    import itertools
+
+    collate = loader.collate_fn
+    if collate is None or collate is _collate or _is_default_collate(collate):
+        return None
+    try:
+        items = list(itertools.islice(iter(loader.dataset), loader.batch_size or 1))
+    except Exception:  # noqa: BLE001 - a stream it cannot start again: read as is
+        return None
+    return _random_collate(collate, items) if items else None
 
 
 def _random_items_note(ds, differ: int, m: int, spread: bool) -> str:

@@ -1,6 +1,7 @@
 """Which samples a DataLoader's evaluation uses (``landscape_nb.data``), checked against a plain loop over
 the loader itself: copy ``w + a·d`` into the model, run every batch the loader yields, average by sample."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -269,33 +270,97 @@ def test_a_collate_fn_drawing_at_random_is_said_so():
 
 
 
-def test_a_collate_fn_mixing_a_batch_at_random_is_said_so():
-    """A mixup collate_fn written x + (1 - lam)·(x[p] - x) returns a batch of one sample unchanged, so reading
-    items again one at a time saw no draw, while the set (collated once, as one batch) was mixed: the centre
-    loss moved between runs (1.4174, 1.4132, 1.4097) with no word (trial s33). The same first samples are
-    collated twice as one batch; the values are a loop's over the set collated once from the same state."""
-    model, ds, d = _setup()
+def _mixup(items):
+    """Mixup written x + (1 - lam)·(x[p] - x): a batch of one sample comes back unchanged."""
+    x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+    lam, p = float(torch.rand(())), torch.randperm(len(x))
+    y = F.one_hot(y, 3).float()
+    return x + (1 - lam) * (x[p] - x), y + (1 - lam) * (y[p] - y)
 
-    def mixup(items):
-        x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
-        lam, p = float(torch.rand(())), torch.randperm(len(x))
-        y = F.one_hot(y, 3).float()
-        return x + (1 - lam) * (x[p] - x), y + (1 - lam) * (y[p] - y)
 
-    torch.manual_seed(3)
-    with pytest.warns(UserWarning, match=r"collate_fn \(mixup\) gave other values when the same 8 samples were "
-                                         r"collated twice as one batch") as caught:
-        surf = lnb.compute_surface(model, DataLoader(ds, batch_size=32, collate_fn=mixup), d, x=(-1, 1, 3),
-                                   metrics=None)
-    text = next(str(w.message) for w in caught if "collated twice" in str(w.message))
-    assert text == "landscape_nb: " + surf.provenance["data"]["random_items"]
-    torch.manual_seed(3)
-    x, y = mixup([ds[i] for i in range(N)])
-    want = []
+def _clean(items):
+    return torch.stack([i[0] for i in items]), F.one_hot(torch.stack([i[1] for i in items]), 3).float()
+
+
+def _mixup_of_32_or_more(items):
+    return _clean(items) if len(items) < 32 else _mixup(items)
+
+
+def _mixup_half_the_time(items):
+    return _clean(items) if float(torch.rand(())) < 0.5 else _mixup(items)
+
+
+def _soft_loss_at(model, d, batches):
+    """The sample-weighted mean soft-label cross-entropy over ``batches`` at each coefficient of XS."""
+    out = []
     for a in XS:
+        m, total, n = model_at(model, d, a), 0.0, 0
         with torch.no_grad():
-            want.append(float(F.cross_entropy(model_at(model, d, a)(x), y)))
-    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+            for x, y in batches:
+                total += float(F.cross_entropy(m(x), y)) * len(x)
+                n += len(x)
+        out.append(total / n)
+    return out
+
+
+@pytest.mark.parametrize("collate", [_mixup, _mixup_of_32_or_more, _mixup_half_the_time])
+def test_a_collate_fn_mixing_a_batch_at_random_is_said_so(collate):
+    """A mixup collate_fn written x + (1 - lam)·(x[p] - x) returns a batch of one sample unchanged, so reading
+    items again one at a time saw no draw while the set (collated once, as one batch) was mixed: the centre
+    loss moved between runs (1.4174, 1.4132, 1.4097) with no word (trial s33); a check collating 8 samples
+    twice then missed a mixup of batches of 32 or more (2.883 vs 0.005) and, 7 times in 30, one mixing half
+    the batches (trial s33). The set is collated again whole and compared: whenever the values are not the
+    clean data's, a warning says the collate_fn draws at random, and they are a loop's over the set as
+    collated once."""
+    model, ds, d = _setup()
+    clean = _soft_loss_at(model, d, [_clean([ds[i] for i in range(N)])])
+    warned = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            surf = lnb.compute_surface(model, DataLoader(ds, batch_size=32, collate_fn=collate), d, x=(-1, 1, 3),
+                                       metrics=None)
+        texts = [str(w.message) for w in caught if "draws at random" in str(w.message)]
+        torch.manual_seed(seed)
+        once = _soft_loss_at(model, d, [collate([ds[i] for i in range(N)])])
+        np.testing.assert_allclose(surf.loss, once, rtol=1e-5)
+        if texts:
+            warned += 1
+            assert f"collate_fn ({collate.__name__}) gave other values when the same {N} samples were collated " \
+                   "again as one batch" in texts[0]
+            assert texts[0] == "landscape_nb: " + surf.provenance["data"]["random_items"]
+        else:  # no word only where the values are the clean data's
+            np.testing.assert_allclose(surf.loss, clean, rtol=1e-6)
+            assert "random_items" not in surf.provenance["data"]
+    assert warned >= (6 if collate is not _mixup_half_the_time else 2)
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __iter__(self):
+        return (self.ds[i] for i in range(len(self.ds)))
+
+
+def test_a_loader_over_a_stream_with_a_random_collate_fn_is_said_so():
+    """A DataLoader over an IterableDataset with a mixup collate_fn had no randomness check at all: centre
+    losses 1.80 / 0.89 / 1.55 over three seeds, 0.005 on the data, with no word (trial s33). Its first
+    batch's items are collated again; the values are a loop over the loader's one pass."""
+    model, ds, d = _setup()
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"collate_fn \(_mixup\) gave other values when the same 32 samples"):
+        surf = lnb.compute_surface(model, DataLoader(Stream(ds), batch_size=32, collate_fn=_mixup), d,
+                                   x=(-1, 1, 3), metrics=None)
+    torch.manual_seed(0)
+    np.testing.assert_allclose(surf.loss, _soft_loss_at(model, d, list(DataLoader(Stream(ds), batch_size=32,
+                                                                                  collate_fn=_mixup))), rtol=1e-5)
+    clean = DataLoader(Stream(ds), batch_size=32, collate_fn=_clean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.compute_surface(model, clean, d, x=(-1, 1, 3), metrics=None)
+
 
 def test_a_dataset_reading_the_same_values_each_time_gives_no_random_draw_note(recwarn):
     model, ds, d = _setup()

@@ -28,6 +28,7 @@ from ._common import (
     _transform,
     display_values,
     fit_title,
+    note_partial,
     plot_area,
 )
 from .figures import _trajectory_field, contour, line
@@ -232,6 +233,7 @@ def eigen_map(
     fig.update_xaxes(title_text=fit_title(surface.x_label, width), ticks="outside")
     fig.update_yaxes(title_text=fit_title(surface.y_label, height), ticks="outside")
     fig.update_layout(title=_title(title, surface) or "non-convexity map |λmin/λmax|")
+    note_partial(fig, surface)
     return fig
 
 
@@ -362,4 +364,5 @@ def line_panels(
         fig.update_xaxes(title_text=fit_title(group[0].x_label, panel_w), row=1, col=col)
         fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col)
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=480)
+    note_partial(fig, [s for group in groups for s in group])
     return fig
