@@ -101,3 +101,32 @@ def test_line_panels_put_sharpness_in_the_legend_and_with_sharpness_annotates():
     assert "L''(0) = 2" in ann.layout.annotations[-1].text and "L''(0) = 4" in ann.layout.annotations[-1].text
     with pytest.raises(LandscapeError, match="one each"):
         plot.line_panels([[flat]], titles=["a", "b"])
+
+
+def test_the_analysis_figures_of_partial_surfaces_say_so():
+    """plot.eigen_map, plot.line_panels and plot.line_splits of a stopped run drew only gaps, with no note
+    (trial s33); they say "partial: ..." as the other static figures do, and nothing for complete ones."""
+    ratio = np.abs(np.linspace(-1, 1, 35)).reshape(5, 7)
+    done = np.ones((5, 7), bool)
+    done[:, 4:] = False
+
+    def cut(a):
+        return np.where(done, a, np.nan)
+
+    full = _plane({"eig_ratio": ratio, "lambda_max": np.ones((5, 7)), "lambda_min": -ratio})
+    part = Surface(full.x, full.y, cut(full.loss), {k: cut(v) for k, v in full.metrics.items()}, done=done)
+
+    def notes(fig):
+        return [a.text for a in fig.layout.annotations if a.name == "partial"]
+
+    assert notes(plot.eigen_map(part)) == ["partial: 20 of 35 points"] and notes(plot.eigen_map(full)) == []
+    t = np.linspace(-1, 1, 9)
+    row = np.isfinite(np.where(t < 0.5, t, np.nan))
+    line = Surface(t, None, np.where(row, 1 + t ** 2, np.nan), done=row, provenance={"label": "cut"})
+    whole = Surface(t, None, 1 + t ** 2, provenance={"label": "whole"})
+    assert notes(plot.line_panels([[whole], [line]])) == [f"partial: cut: {int(row.sum())} of 9 points"]
+    assert notes(plot.line_panels([[whole]])) == []
+    splits = Surface(t, None, np.where(row, 1 + t ** 2, np.nan), done=row,
+                     metrics={"train_loss": np.where(row, 1 + t ** 2, np.nan),
+                              "test_loss": np.where(row, 1.2 + t ** 2, np.nan)})
+    assert notes(plot.line_splits(splits)) == [f"partial: {int(row.sum())} of 9 points"]
