@@ -128,6 +128,7 @@ class DefaultLoss:
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
         n_classes = logits.shape[1] if logits.ndim > 1 else 1
+        _refuse_class_axis_guess(logits, targets, _logits_expr(outputs))
         if targets.is_floating_point() and (logits.ndim < 2 or n_classes < 2):
             binary = bool(((targets == 0) | (targets == 1)).all())
             raise LandscapeError(
@@ -152,7 +153,6 @@ class DefaultLoss:
                 "F.binary_cross_entropy_with_logits(out, y.float().view_as(out))); for a regression, "
                 "loss_fn=nn.MSELoss() with float targets of the outputs' shape"
             )
-        _refuse_class_axis_guess(logits, targets, _logits_expr(outputs))
         valid = targets[targets != -100] if not targets.is_floating_point() else targets[:0]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
             raise LandscapeError(
@@ -181,16 +181,27 @@ def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor, expr: 
     number of classes (its range message then said "the model has L output classes"); with L == V the
     shapes fit both axes and it gave cross-entropy over the positions, a plausible number that is not the
     model's loss. The fix given moves the last dim to dim 1 (``movedim(-1, 1)``: a transpose of dims 1 and
-    2 would read W as the classes of (N, H, W, C) logits, 1.7 % off in a trial with W == C)."""
-    if targets.is_floating_point() or logits.ndim < 3:
+    2 would read W as the classes of (N, H, W, C) logits, 1.7 % off in a trial with W == C). Float targets of
+    the logits' shape summing to 1 over the last dim are class probabilities there (a pointer network's
+    one-hot positions over (N, L, L) logits were read over dim 1, 4.7 % off in a trial)."""
+    if logits.ndim < 3 or targets.is_complex():
         return
     shape, got = tuple(logits.shape), tuple(targets.shape)  # the logits may be of a few samples: dim 0 apart
-    if got[1:] != shape[1:-1]:
-        return
-    fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), y) for classes on the last dim (from "
-           "the CLI, have your module:function return (model, data, loss_fn))")
-    seen = f"logits {_n_first(shape)} and class-index targets {_n_first(got)}"
-    if got[1:] == shape[2:]:
+    if targets.is_floating_point():  # class probabilities (soft labels) of the logits' shape
+        if got[1:] != shape[1:] or not _sums_to_one(targets, -1):
+            return
+        fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), y.movedim(-1, 1)) for classes on "
+               "the last dim (from the CLI, have your module:function return (model, data, loss_fn))")
+        seen = f"logits {_n_first(shape)} and class-probability targets of that shape (summing to 1 over the last dim)"
+        ambiguous = _sums_to_one(targets, 1)
+    else:
+        if got[1:] != shape[1:-1]:
+            return
+        fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), y) for classes on the last dim (from "
+               "the CLI, have your module:function return (model, data, loss_fn))")
+        seen = f"logits {_n_first(shape)} and class-index targets {_n_first(got)}"
+        ambiguous = got[1:] == shape[2:]
+    if ambiguous:
         raise LandscapeError(
             f"the {seen} fit the classes on dim 1 and on the last dim alike (a sequence as long as the "
             "vocabulary, or an image as many pixels a side as it has classes?), and the default cross-entropy "
@@ -204,6 +215,13 @@ def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor, expr: 
         f"cross-entropy takes them on dim 1 (torch's (N, C, d1, ...)); pass {fix}")
 
 
+def _sums_to_one(targets: torch.Tensor, dim: int) -> bool:
+    """Whether float ``targets`` are each in [0, 1] and sum to 1 over ``dim`` (to 1e-3, float16 rounding)."""
+    t = targets.detach().double()
+    return bool(t.numel() and torch.all((t >= 0) & (t <= 1))
+                and torch.allclose(t.sum(dim), torch.ones((), dtype=t.dtype), atol=1e-3))
+
+
 def _class_probabilities(logits: torch.Tensor | None, targets: torch.Tensor) -> bool:
     """Whether float ``targets`` are class probabilities for ``logits`` (what ``F.cross_entropy`` takes as
     soft labels): the logits' shape, (N, C) or (N, C, ...) (any N: ``logits`` may be of a few samples),
@@ -211,8 +229,7 @@ def _class_probabilities(logits: torch.Tensor | None, targets: torch.Tensor) -> 
     that shape is not."""
     if logits is None or logits.ndim < 2 or targets.shape[1:] != logits.shape[1:] or not targets.numel():
         return False
-    t = targets.detach().double()
-    return bool(torch.all((t >= 0) & (t <= 1)) and torch.allclose(t.sum(1), torch.ones((), dtype=t.dtype), atol=1e-3))
+    return _sums_to_one(targets, 1)
 
 
 class OwnLoss:

@@ -567,6 +567,43 @@ def test_the_default_loss_on_sequence_logits_refuses_to_guess_the_class_axis():
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
+def test_the_default_loss_on_class_probabilities_over_the_last_dim_refuses_to_guess_the_axis():
+    """Soft targets summing to 1 over the last dim of (N, L, V) logits (a pointer network's one-hot positions)
+    were read with the classes on dim 1: 2.8496 for a loss of 2.7214, no word (trial s33). They are refused,
+    as ambiguous where they sum to 1 over dim 1 too (a permutation), and the fix given, run as written, is the
+    naive per-position soft cross-entropy; soft labels over dim 1 keep the default."""
+    g = gen(9)
+    x, xs = torch.randn(N, 6, generator=g), (-1.0, 1.0, 3)
+    for length, vocab, smooth in ((6, 6, 0.0), (6, 6, 0.1), (4, 10, 0.0)):
+        model = nn.Sequential(nn.Linear(6, length * vocab), nn.Unflatten(1, (length, vocab)))
+        if length == vocab:  # one-hot rows of a permutation: they sum to 1 over both axes
+            hard = torch.stack([torch.eye(vocab)[torch.randperm(vocab, generator=g)] for _ in range(N)])
+        else:
+            hard = F.one_hot(torch.randint(0, vocab, (N, length), generator=g), vocab).float()
+        soft = hard * (1 - smooth) + smooth / vocab
+        d = lnb.random_directions(model, n=1, seed=0)
+        with pytest.raises(LandscapeError) as err:
+            lnb.compute_surface(model, (x, soft), d, x=xs)
+        msg = str(err.value)
+        assert f"logits (N, {length}, {vocab}) and class-probability targets of that shape" in msg, msg
+        assert ("on dim 1 and on the last dim alike" in msg) == (length == vocab), msg
+        fix = re.search(r"loss_fn=(lambda out, y: F\.cross_entropy\(out\.movedim\(-1, 1\), y\.movedim\(-1, 1\)\))",
+                        msg)
+        assert fix, msg
+        surf = lnb.compute_surface(model, (x, soft), d, x=xs, loss_fn=eval(fix[1], {"F": F}))
+        with torch.no_grad():
+            want = [float(-(soft * torch.log_softmax(perturbed(model, d, float(a))(x), -1)).sum(-1).mean())
+                    for a in np.linspace(*xs)]
+        np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    seg = nn.Sequential(nn.Linear(6, 3 * 5), nn.Unflatten(1, (3, 5)))  # soft labels over dim 1: the default
+    p = torch.softmax(torch.randn(N, 3, 5, generator=g), 1)
+    d = lnb.random_directions(seg, n=1, seed=0)
+    surf = lnb.compute_surface(seg, (x, p), d, x=xs)
+    with torch.no_grad():
+        want = [float(F.cross_entropy(perturbed(seg, d, float(a))(x), p)) for a in np.linspace(*xs)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
 class Permute(nn.Module):
     def __init__(self, *dims):
         super().__init__()
