@@ -97,7 +97,9 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     a, b = unwrap_model(a), unwrap_model(b)
     d = interpolation_direction(a, b, include_buffers=include_buffers, frozen=frozen)
     surf = compute_surface(a, data, d, x=x, y=None, **compute_kwargs)
-    default = "straight line" + (" (BN buffers interpolated)" if include_buffers and d.layout.include_buffers else "")
+    recomputed = compute_kwargs.get("mode") == "bn-recompute"  # the buffers are then re-estimated at each point
+    default = "straight line" + (" (BN statistics re-estimated)" if recomputed else
+                                 " (BN buffers interpolated)" if include_buffers and d.layout.include_buffers else "")
     return surf.with_provenance(label=label or default, x_label="t (a → b)")
 
 

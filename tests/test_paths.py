@@ -111,6 +111,10 @@ def test_bn_buffers_decide_whether_the_path_ends_at_the_second_model():
     assert abs(without.loss[-1] - _loss(b, data)) > 1e-3  # b's weights with a's statistics is not b
     assert with_buf.loss[1] == pytest.approx(_loss(_mix(a, b, 0.5), data), rel=1e-5)
     assert "BN buffers interpolated" in with_buf.provenance["label"]
+    # re-estimated at every point, the statistics are neither a's, b's nor a mix: the label said "interpolated"
+    # (and plot.paths then showed two "straight line (BN buffers interpolated)" with other barriers; trial s33)
+    fresh = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), mode="bn-recompute")
+    assert fresh.provenance["label"] == "straight line (BN statistics re-estimated)"
     # the directions alone default the same way (they kept a's statistics: a fresh user's BN CNN ended at
     # 0.337 for b's 0.061, a plausible line to the wrong model)
     line = lnb.compute_surface(a, data, lnb.interpolation_direction(a, b), x=(0, 1, 3))
