@@ -169,8 +169,15 @@ class ModeCurve:
                       "its loss is not the profile's (whose statistics are re-estimated at every t); pass bn_data= "
                       "(the data the curve was trained on) to re-estimate them")
             return m
-        bn = read_data(bn_data, "bn_data", targets_needed=False).to(next(iter(m.parameters())).device)
-        reestimate_batchnorm(m, [bn.split(part)[0] for part in bn.slices(bn_passes(bn.n)[1])])
+        param = next(iter(m.parameters()))
+        bn = read_data(bn_data, "bn_data", targets_needed=False).to(param.device)
+        try:
+            reestimate_batchnorm(m, [bn.split(part)[0] for part in bn.slices(bn_passes(bn.n)[1])])
+        except Exception as exc:
+            raise LandscapeError(
+                f"{type(self).__name__}.model_at: the model failed on bn_data while its BatchNorm statistics were "
+                f"re-estimated ({type(exc).__name__}: {exc}); expected bn_data whose inputs the model takes as "
+                f"they are (its parameters are {param.dtype} on {param.device}: e.g. x.to({param.dtype}))") from exc
         return m
 
     @property

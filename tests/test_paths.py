@@ -390,6 +390,9 @@ def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_
                                          r".*pass bn_data="):
         kept = curve.model_at(a, ts[2])
     torch.testing.assert_close(kept[1].running_mean, a[1].running_mean)
+    with pytest.raises(LandscapeError, match=r"model_at: the model failed on bn_data .*RuntimeError.*parameters are "
+                                             r"torch.float32 on cpu: e.g. x.to\(torch.float32\)"):
+        curve.model_at(a, ts[2], bn_data=(data[0].double(), data[1]))  # was torch's bare dtype error
 
 def test_a_bezier_curve_that_training_raised_above_the_straight_line_warns(pair):
     """SGD at lr=5 overshoots between two nearby nets without reaching NaN: the curve's profile peaks far above
