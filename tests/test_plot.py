@@ -337,7 +337,7 @@ def test_every_static_figure_of_a_partial_surface_says_so_once(bowl):
     assert notes(plot.line(row)) == [f"partial: {int(np.isfinite(loss[2]).sum())} of {loss.shape[1]} points"]
     done = with_loss(bowl, bowl.loss)
     both = plot.compare([done, partial], kind="contour", titles=["full", "cut"])
-    assert notes(both) == [f"partial: surface 2: {n} of {size} points"]
+    assert notes(both) == [f"partial: cut: {n} of {size} points"]  # the panel's title (labels may be alike)
     assert next(a for a in both.layout.annotations if a.name == "partial").yshift == 22  # above the panels' titles
 
 def test_a_live_figure_shows_the_points_no_cell_holds_while_they_stream_and_hides_them_when_drawn(bowl):

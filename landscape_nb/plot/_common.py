@@ -612,21 +612,28 @@ LONE_POINTS = "points with no computed neighbours"
 PARTIAL_NOTE = "partial"
 
 
-def note_partial(fig, surfaces: Surface | Sequence[Surface] | None) -> None:
+def note_partial(fig, surfaces: Surface | Sequence[Surface] | None, names: Sequence[str] | None = None) -> None:
     """Say above the plot, once, how many points each of ``surfaces`` not complete (cancelled, interrupted,
     streaming) holds: "partial: 441 of 2601 points", and how many of them no computed cell holds, drawn as
-    markers (`lone_points_trace`); with several surfaces each is named by its label. The static figures
-    call it, so a partial surface's figure says so wherever it is exported; nothing for complete ones."""
+    markers (`lone_points_trace`; a volume's marker trace counts in ``meta["past_boxes"]`` the points of
+    cubes beyond the boxes drawn as shells); with several surfaces each is named (``names``, default their
+    labels). The static figures call it, so a partial surface's figure says so wherever it is exported;
+    nothing for complete ones."""
     many = isinstance(surfaces, Sequence) and not isinstance(surfaces, Surface)
     listed = [s for s in (surfaces if many else [surfaces]) if s is not None]
     partial = [(k, s) for k, s in enumerate(listed) if not s.is_complete]
     if not partial or any(getattr(a, "name", None) == PARTIAL_NOTE for a in fig.layout.annotations):
         return
-    lone = sum(len(t.x) for t in fig.data if t.name == LONE_POINTS and t.x is not None)
+    marked = [t for t in fig.data if t.name == LONE_POINTS and t.x is not None]
+    lone = sum(len(t.x) for t in marked)
+    past = sum(int((t.meta or {}).get("past_boxes", 0)) if isinstance(t.meta, Mapping) else 0 for t in marked)
     counts = [f"{s.n_done} of {int(np.size(s.loss))} points" for _, s in partial]
     if len(listed) > 1:
-        counts = [f"{s.provenance.get('label') or f'surface {k + 1}'}: {c}" for (k, s), c in zip(partial, counts)]
-    markers = f"; {lone} drawn as markers (no computed cell around them)" if lone else ""
+        named = list(names) if names is not None else [s.provenance.get("label") for s in listed]
+        counts = [f"{named[k] or f'surface {k + 1}'}: {c}" for (k, _), c in zip(partial, counts)]
+    why = (f"no computed cell around {lone - past} of them, {past} past the shells drawn" if past else
+           "no computed cell around them")
+    markers = f"; {lone} drawn as markers ({why})" if lone else ""
     titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in fig.layout.annotations)  # panels' titles
     fig.add_annotation(text=f"partial: {'; '.join(counts)}{markers}", name=PARTIAL_NOTE, xref="paper", yref="paper",
                        x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=22 if titled else 0, showarrow=False,

@@ -622,6 +622,6 @@ def compare(
         height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
     note_held_fixed(fig, surfaces)
-    note_partial(fig, surfaces)
+    note_partial(fig, surfaces, titles)
     return fig
 
