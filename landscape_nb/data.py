@@ -651,14 +651,22 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
 
 
 def _row_padded(alone: list, whole: list, guess: int) -> int | None:
-    """The row of the ``whole`` leaves that equals the one-sample leaves ``alone`` once cut to their shapes
-    (``guess`` if it does), or None."""
+    """The row of the ``whole`` leaves that equals the one-sample leaves ``alone`` once cut to their shapes,
+    the rest of it padding (per leaf, the value most rows hold last: a sample beginning with another,
+    [26, 6, 27] for [26, 6], matched it where the rest was any value), ``guess`` if it does; or None."""
     match = None
     for a, w in zip(alone, whole):
         a = a[0]
         if a.ndim != w.ndim - 1 or any(x > y for x, y in zip(a.shape, w.shape[1:])):
             return None
-        same = (w[(slice(None), *(slice(0, x) for x in a.shape))] == a).reshape(len(w), -1).all(1)
+        box = (slice(None), *(slice(0, x) for x in a.shape))
+        same = (w[box] == a).reshape(len(w), -1).all(1)
+        rest = torch.ones(w.shape[1:], dtype=torch.bool, device=w.device)
+        rest[box[1:]] = False
+        pad = w[:, rest]  # (rows, positions beyond the sample)
+        if pad.shape[1]:  # the padding value: what most rows hold last (only the longest samples reach it)
+            value = torch.mode(w.reshape(len(w), -1)[:, -1].cpu()).values.to(w.device)
+            same &= (pad == value).all(1)
         match = same if match is None else match & same
     if match is None:
         return None

@@ -440,6 +440,20 @@ def test_a_collate_fn_padding_per_batch_gives_a_loops_values_for_a_model_masking
     assert "pads each batch to its longest sample" in surf.provenance["data"]["collate"]
 
 
+
+@pytest.mark.parametrize("length, more", [(2, [7, 9, 11]), (11, [7])])  # the twin the longest of all: 12
+def test_a_sample_that_begins_another_is_matched_to_its_own_padded_row(length, more):
+    """A sorted padding collate_fn moves rows; sample 3 [26, 6] was matched to the row of another sample that
+    begins with it ([26, 6, 27]) and a masking model was refused for "depending on the padding" (trial s33).
+    A row matches a sample where the rest of the row is padding (the value most rows end with)."""
+    model, ds = MeanOfEmbeddings(masked=True), Sentences()
+    ds.items[3] = torch.cat([ds.items[3], torch.arange(1, 13)])[:length]
+    ds.items[70] = torch.cat([ds.items[3], torch.tensor(more)])  # begins with sample 3, same label
+    loader = DataLoader(ds, batch_size=16, collate_fn=pad_sorted)
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3), batch_size=32)
+    np.testing.assert_allclose(surf.loss, _loop_over(loader, model, d), rtol=1e-5)
+
 @pytest.mark.parametrize("collate", [pad_batch, pad_sorted])
 def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refused(collate):
     """Evaluated padded alike, a model averaging over padded positions would give values other than a loop
