@@ -24,9 +24,11 @@ def _blobs(n=240, seed=0):
     return x, (k >= 2).long()
 
 
-def _trained_mlp(seed, data, steps=300):
+def _trained_mlp(seed, data, steps=300, batchnorm=False):
+    """A small MLP on ``data``, trained with Adam; with ``batchnorm``, Linear → BatchNorm1d → ReLU → Linear."""
     torch.manual_seed(seed)
-    m = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    m = (nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)) if batchnorm else
+         nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2)))
     opt = torch.optim.Adam(m.parameters(), lr=0.03)
     for _ in range(steps):
         opt.zero_grad()
@@ -355,18 +357,6 @@ def test_a_polygonal_chain_is_two_segments_through_its_trained_bend_and_lowers_t
         lnb.polychain_curve(a, b, data, n_steps=0, n_points=4)
 
 
-
-def _bn_mlp(seed, data, steps=150):
-    torch.manual_seed(seed)
-    m = nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
-    opt = torch.optim.Adam(m.parameters(), lr=0.03)
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(m(data[0]), data[1]).backward()
-        opt.step()
-    return m.eval()
-
-
 @pytest.mark.parametrize("make", [lnb.bezier_curve, lnb.polychain_curve])
 def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_data_and_warns_without(make):
     """``model_at`` of a BatchNorm net kept the start model's running statistics, so the model it returned
@@ -374,7 +364,7 @@ def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_
     Given ``bn_data`` (what the profile re-estimated them on) its loss is the profile's; without, a warning
     says whose statistics it holds."""
     data = _blobs()
-    a, b = _bn_mlp(1, data), _bn_mlp(2, data)
+    a, b = _trained_mlp(1, data, 150, batchnorm=True), _trained_mlp(2, data, 150, batchnorm=True)
     curve = make(a, b, data, n_steps=60, lr=0.02, seed=0, n_points=5)
     ts = curve.profile.x
     for k in (1, 2, 3):
