@@ -623,16 +623,21 @@ PADDING_SAMPLES = 8
 
 
 def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
-    """``[(row, collate([ds[pos[row]]])), ...]`` for up to ``PADDING_SAMPLES`` of the first 64 samples whose
-    collation alone has other per-sample shapes than ``whole`` (``collate`` of all of them): a collate_fn
-    padding per batch. ``row`` is the row of ``whole`` holding the same values, padding aside (a collate_fn
+    """``[(row, collate([ds[pos[row]]])), ...]`` for up to ``PADDING_SAMPLES`` samples whose collation alone has
+    other per-sample shapes than ``whole`` (``collate`` of all of them): a collate_fn padding per batch. The
+    samples looked at are the first 64, then 192 spread over the rest (a set whose first 70 samples were of
+    the longest length had none checked, and a model reading its padding passed: trial s33). ``row`` is the row of ``whole`` holding the same values, padding aside (a collate_fn
     that sorts the batch by length moves rows); a sample with none (one that masks tokens at random changes
     them: the comparison would then blame the padding) is left out. Empty where none differs, or where
     ``collate`` cannot take one sample."""
     leaves = tree_leaves(whole)
     shapes = [tuple(t.shape[1:]) for _, t in leaves]
     out = []
-    for row, i in enumerate(pos[:64]):
+    rest = range(64, len(pos))
+    spread = sorted(set(torch.linspace(0, len(rest) - 1, 192).round().long().tolist())) if len(rest) else []
+    rows = [*range(min(64, len(pos))), *(rest[k] for k in spread)]
+    for row in rows:
+        i = pos[row]
         try:
             tree = _tensorize(collate([ds[i]]), what)
         except Exception:  # noqa: BLE001 - a collate_fn written for full batches only: nothing to compare
@@ -652,21 +657,32 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
 
 def _row_padded(alone: list, whole: list, guess: int) -> int | None:
     """The row of the ``whole`` leaves that equals the one-sample leaves ``alone`` once cut to their shapes,
-    the rest of it padding (per leaf, the value most rows hold last: a sample beginning with another,
-    [26, 6, 27] for [26, 6], matched it where the rest was any value), ``guess`` if it does; or None."""
+    the rest of it padding (one value throughout; where it is one position, the value most rows hold at the
+    far end): a sample beginning with another, [26, 6, 27] for [26, 6], matched it where the rest was any
+    value. ``guess`` if it matches; else the first row that does, or None. Padding after the sample (right) is tried first, then before it (left: a model reading left
+    padding passed unchecked, trial s33)."""
+    for left in (False, True):
+        found = _row_aligned(alone, whole, guess, left)
+        if found is not None:
+            return found
+    return None
+
+
+def _row_aligned(alone: list, whole: list, guess: int, left: bool) -> int | None:
     match = None
     for a, w in zip(alone, whole):
         a = a[0]
         if a.ndim != w.ndim - 1 or any(x > y for x, y in zip(a.shape, w.shape[1:])):
             return None
-        box = (slice(None), *(slice(0, x) for x in a.shape))
+        box = (slice(None), *(slice(y - x, y) if left else slice(0, x) for x, y in zip(a.shape, w.shape[1:])))
         same = (w[box] == a).reshape(len(w), -1).all(1)
         rest = torch.ones(w.shape[1:], dtype=torch.bool, device=w.device)
         rest[box[1:]] = False
-        pad = w[:, rest]  # (rows, positions beyond the sample)
-        if pad.shape[1]:  # the padding value: what most rows hold last (only the longest samples reach it)
-            value = torch.mode(w.reshape(len(w), -1)[:, -1].cpu()).values.to(w.device)
-            same &= (pad == value).all(1)
+        pad = w[:, rest]  # (rows, positions beyond the sample): padding is one value throughout
+        same &= (pad == pad[:, :1]).all(1)
+        if pad.shape[1] == 1:  # one position: the value most rows hold at the far end (a sample one token longer)
+            flat = w.reshape(len(w), -1)
+            same &= pad[:, 0] == torch.mode(flat[:, 0 if left else -1].cpu()).values.to(w.device)
         match = same if match is None else match & same
     if match is None:
         return None

@@ -427,7 +427,13 @@ def pad_sorted(items):
     return pad_batch(sorted(items, key=lambda item: -len(item[0])))
 
 
-@pytest.mark.parametrize("collate", [pad_batch, pad_sorted])
+def pad_left(items):
+    """Pads each batch on the left, as decoder-only language models are fed."""
+    tokens = nn.utils.rnn.pad_sequence([t.flip(0) for t, _ in items], batch_first=True).flip(1)
+    return (tokens, tokens != 0), torch.tensor([y for _, y in items])
+
+
+@pytest.mark.parametrize("collate", [pad_batch, pad_sorted, pad_left])
 def test_a_collate_fn_padding_per_batch_gives_a_loops_values_for_a_model_masking_its_padding(collate):
     """All samples are collated at once (padded to the longest); a model that masks its padding gives, at every
     point, what a loop over the user's loader (each batch padded to its own longest) gives; a collate_fn that
@@ -454,11 +460,16 @@ def test_a_sample_that_begins_another_is_matched_to_its_own_padded_row(length, m
     surf = lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3), batch_size=32)
     np.testing.assert_allclose(surf.loss, _loop_over(loader, model, d), rtol=1e-5)
 
-@pytest.mark.parametrize("collate", [pad_batch, pad_sorted])
-def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refused(collate):
+@pytest.mark.parametrize("collate", [pad_batch, pad_sorted, pad_left])
+@pytest.mark.parametrize("first_long", [False, True])
+def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refused(collate, first_long):
     """Evaluated padded alike, a model averaging over padded positions would give values other than a loop
-    over the loader (shown here first), and those of the loop would follow its batch size: refused."""
+    over the loader (shown here first), and those of the loop would follow its batch size: refused. Left
+    padding passed unchecked, as did a set whose first 70 samples are of the longest length (only the first
+    64 were looked at; trial s33)."""
     model, ds = MeanOfEmbeddings(masked=False), Sentences()
+    if first_long:
+        ds.items[:70] = [torch.cat([t, torch.arange(1, 13)])[:12] for t in ds.items[:70]]
     loader = DataLoader(ds, batch_size=16, collate_fn=collate)
     d = lnb.random_directions(model, n=1, seed=0)
     whole = DataLoader(ds, batch_size=len(ds), collate_fn=collate)  # padded alike, as evaluated
