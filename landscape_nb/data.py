@@ -626,9 +626,10 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
     """``[(row, collate([ds[pos[row]]])), ...]`` for up to ``PADDING_SAMPLES`` samples whose collation alone has
     other per-sample shapes than ``whole`` (``collate`` of all of them): a collate_fn padding per batch. The
     samples looked at are the first 64, then 192 spread over the rest (a set whose first 70 samples were of
-    the longest length had none checked, and a model reading its padding passed: trial s33). ``row`` is the row of ``whole`` holding the same values, padding aside (a collate_fn
-    that sorts the batch by length moves rows); a sample with none (one that masks tokens at random changes
-    them: the comparison would then blame the padding) is left out. Empty where none differs, or where
+    the longest length had none checked, and a model reading its padding passed: trial s33). ``row`` is the
+    row of ``whole`` holding the same values, padding aside (a collate_fn that sorts the batch by length
+    moves rows); a sample with none (one that masks tokens at random changes them: the comparison would then
+    blame the padding) is left out. Empty where none differs, or where
     ``collate`` cannot take one sample."""
     leaves = tree_leaves(whole)
     shapes = [tuple(t.shape[1:]) for _, t in leaves]
@@ -659,8 +660,8 @@ def _row_padded(alone: list, whole: list, guess: int) -> int | None:
     """The row of the ``whole`` leaves that equals the one-sample leaves ``alone`` once cut to their shapes,
     the rest of it padding (one value throughout; where it is one position, the value most rows hold at the
     far end): a sample beginning with another, [26, 6, 27] for [26, 6], matched it where the rest was any
-    value. ``guess`` if it matches; else the first row that does, or None. Padding after the sample (right) is tried first, then before it (left: a model reading left
-    padding passed unchecked, trial s33)."""
+    value. ``guess`` if it matches; else the first row that does, or None. Padding after the sample (right)
+    is tried first, then before it (left: a model reading left padding passed unchecked, trial s33)."""
     for left in (False, True):
         found = _row_aligned(alone, whole, guess, left)
         if found is not None:
