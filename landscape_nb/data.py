@@ -386,7 +386,11 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
                 "batch depends on it)"
                 + (", and drop_last=True is not either: every sample is evaluated" if data.drop_last else ""))}
     elif isinstance(data, IterableDataset):
-        tree, notes = _read_iterable(data, lambda items: _collate(items), what, max_samples), {"source": "IterableDataset"}
+        tree, notes = _read_iterable(data, _collate, what, max_samples), {"source": "IterableDataset"}
+        random_note = _random_stream(lambda: _read_iterable(data, _collate, what, max_samples), tree,
+                                     type(data).__name__)
+        if random_note:
+            notes[RANDOM_ITEMS_NOTE] = random_note
         max_samples = None
     elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(
             data, (tuple, list, Mapping, torch.Tensor, str, bytes)) and not hasattr(data, "__array__")):
@@ -595,7 +599,8 @@ def _read_loader(loader, what: str, max_samples, seed):
         tree = _read_iterable(loader, None, what, max_samples)
         notes = {"source": "DataLoader over an iterable dataset",
                  "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
-        random_note = _random_stream_collate(loader)
+        random_note = _random_stream(lambda: _read_iterable(loader, None, what, max_samples), tree,
+                                     type(ds).__name__) or _random_stream_collate(loader)
         if random_note:
             notes[RANDOM_ITEMS_NOTE] = random_note
         return tree, notes, []
@@ -788,6 +793,41 @@ def _random_collate(collate, items: list, tree=None) -> str | None:
             "they are one draw of many: a rerun draws others (its store then refuses to resume), and mixed samples "
             "are not the data the model is evaluated on; pass a loader with a deterministic collate_fn for the loss "
             "on the data themselves")
+
+
+def _random_stream(read_again: Callable, tree, name: str) -> str | None:
+    """What to say when an iterable dataset (or a DataLoader over one) read a second time, by ``read_again``,
+    gives other samples than the first read (``tree``), compared as a multiset of rows (a stream shuffling
+    its order is not a random draw: the mean over the set does not depend on it): its ``__iter__`` or the
+    loader's ``collate_fn`` draws at random (noise on 3 items in 10, a mixup of some batches went unseen:
+    trial s33). Only for data of at most ``RECOLLATE_BYTES``; None when they agree or cannot be read again."""
+    if sum(t.numel() * t.element_size() for _, t in tree_leaves(tree)) > RECOLLATE_BYTES:
+        return None
+    try:
+        again = read_again()
+    except Exception:  # noqa: BLE001 - a stream it cannot start again (a one-shot generator): read as is
+        return None
+    if _same_tree(tree, again) or sorted(_row_digests(tree)) == sorted(_row_digests(again)):
+        return None
+    return (f"the data ({name}) gave other values when read a second time: its __iter__ or the DataLoader's "
+            "collate_fn draws at random (e.g. a training transform with random crops, flips or noise, mixup, or "
+            "token masking). Each sample was read once, so every grid point sees the same values, but they are one "
+            "draw of many: a rerun reads others (its store then refuses to resume), and augmented samples are not "
+            "the data the model is evaluated on; pass the data with their evaluation transform and a deterministic "
+            "collate_fn for the loss on the data themselves")
+
+
+def _row_digests(tree) -> list[bytes]:
+    """A digest of each sample's values (its row in every leaf of ``tree``); [] for another structure."""
+    import hashlib
+
+    leaves = [t.detach().cpu().contiguous() for _, t in tree_leaves(tree)]
+    n = batch_len(tree)
+    if any(t.ndim == 0 or len(t) != n for t in leaves):
+        return []
+    rows = [t.reshape(n, -1).numpy().view("uint8").reshape(n, -1) if t.dtype != torch.bfloat16 else
+            t.reshape(n, -1).view(torch.int16).numpy().view("uint8").reshape(n, -1) for t in leaves]
+    return [hashlib.blake2b(b"".join(r[k].tobytes() for r in rows), digest_size=16).digest() for k in range(n)]
 
 
 def _random_stream_collate(loader) -> str | None:

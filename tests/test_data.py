@@ -337,29 +337,56 @@ def test_a_collate_fn_mixing_a_batch_at_random_is_said_so(collate):
 
 
 class Stream(torch.utils.data.IterableDataset):
-    def __init__(self, ds):
-        self.ds = ds
+    """The samples of ``ds`` as a stream: in order, shuffled anew each pass (``shuffle``), or each with noise
+    added with probability ``noise`` as it is yielded."""
+
+    def __init__(self, ds, shuffle=False, noise=0.0):
+        self.ds, self.shuffle, self.noise = ds, shuffle, noise
 
     def __iter__(self):
-        return (self.ds[i] for i in range(len(self.ds)))
+        order = torch.randperm(len(self.ds)) if self.shuffle else range(len(self.ds))
+        for i in order:
+            x, y = self.ds[int(i)]
+            yield (x + torch.randn(x.shape) if float(torch.rand(())) < self.noise else x), y
 
 
-def test_a_loader_over_a_stream_with_a_random_collate_fn_is_said_so():
-    """A DataLoader over an IterableDataset with a mixup collate_fn had no randomness check at all: centre
-    losses 1.80 / 0.89 / 1.55 over three seeds, 0.005 on the data, with no word (trial s33). Its first
-    batch's items are collated again; the values are a loop over the loader's one pass."""
+@pytest.mark.parametrize("make", [
+    lambda ds: DataLoader(Stream(ds), batch_size=32, collate_fn=_mixup),
+    lambda ds: DataLoader(Stream(ds), batch_size=32, collate_fn=_mixup_half_the_time),
+    lambda ds: DataLoader(Stream(ds, noise=0.3), batch_size=32, collate_fn=_clean),
+    lambda ds: Stream(ds, noise=0.3),
+], ids=["mixup", "mixup half the time", "noisy stream", "noisy stream alone"])
+def test_a_stream_drawing_at_random_is_said_so(make):
+    """A DataLoader over an IterableDataset had no randomness check at all: a mixup collate_fn gave centre
+    losses 1.80 / 0.89 / 1.55 over three seeds, 0.005 on the data; then only its first batch was collated
+    again, missing a mixup of some batches 1 time in 3, and a stream adding noise to 3 items in 10 was never
+    checked (trials s33). The stream is read a second time and compared; the values are a loop over the
+    first read."""
     model, ds, d = _setup()
-    torch.manual_seed(0)
-    with pytest.warns(UserWarning, match=r"collate_fn \(_mixup\) gave other values when the same 32 samples"):
-        surf = lnb.compute_surface(model, DataLoader(Stream(ds), batch_size=32, collate_fn=_mixup), d,
-                                   x=(-1, 1, 3), metrics=None)
-    torch.manual_seed(0)
-    np.testing.assert_allclose(surf.loss, _soft_loss_at(model, d, list(DataLoader(Stream(ds), batch_size=32,
-                                                                                  collate_fn=_mixup))), rtol=1e-5)
-    clean = DataLoader(Stream(ds), batch_size=32, collate_fn=_clean)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        lnb.compute_surface(model, clean, d, x=(-1, 1, 3), metrics=None)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with pytest.warns(UserWarning, match=r"gave other values when read a second time: its __iter__ or the "
+                                             r"DataLoader's collate_fn draws at random") as caught:
+            surf = lnb.compute_surface(model, make(ds), d, x=(-1, 1, 3), metrics=None)
+        text = next(str(w.message) for w in caught if "read a second time" in str(w.message))
+        assert text == "landscape_nb: " + surf.provenance["data"]["random_items"]
+        torch.manual_seed(seed)
+        data = make(ds)
+        batches = list(data) if isinstance(data, DataLoader) else [_clean(list(data))]
+        np.testing.assert_allclose(surf.loss, _soft_loss_at(model, d, batches), rtol=1e-5)
+
+
+def test_a_deterministic_or_shuffling_stream_gives_no_random_draw_note():
+    """A stream shuffling its order each pass reads the same samples (the mean does not depend on the order):
+    no word, and the values are the data's."""
+    model, ds, d = _setup()
+    clean = _soft_loss_at(model, d, [_clean([ds[i] for i in range(N)])])
+    for data in (DataLoader(Stream(ds), batch_size=32, collate_fn=_clean), Stream(ds, shuffle=True),
+                 DataLoader(Stream(ds, shuffle=True), batch_size=32, collate_fn=_clean)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), metrics=None, loss_fn=F.cross_entropy)
+        np.testing.assert_allclose(surf.loss, clean, rtol=1e-5)
 
 
 def test_a_dataset_reading_the_same_values_each_time_gives_no_random_draw_note(recwarn):
