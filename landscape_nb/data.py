@@ -608,6 +608,9 @@ def _read_loader(loader, what: str, max_samples, seed):
     tree, notes, pos = _read_map(ds, idx, collate, what, max_samples, seed)
     notes = {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
     alone = [] if collate is _collate or _is_default_collate(collate) else _collated_alone(ds, pos, collate, tree, what)
+    mixing = None if RANDOM_ITEMS_NOTE in notes else _mixing_collate(ds, pos, collate, tree, what)
+    if mixing:
+        notes[RANDOM_ITEMS_NOTE] = mixing
     if alone:
         notes["collate"] = (f"the DataLoader's collate_fn pads each batch to its longest sample: all {batch_len(tree)} "
                             "samples are collated at once (padded alike, so that every batching gives the same "
@@ -659,6 +662,34 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
             if len(out) == PADDING_SAMPLES:
                 break
     return out
+
+
+def _mixing_collate(ds, pos: list, collate, whole, what: str) -> str | None:
+    """What to say when a DataLoader's own ``collate_fn`` combines samples across the batch: one of the first
+    ``PADDING_SAMPLES`` samples collated alone (of the whole set's per-sample shapes) is no row of ``whole``,
+    the set collated at once. A mixup with a fixed seed, or inputs normalized by the batch's statistics, gave
+    the same values every run, 1.8e-2 off the data and off a loop over the loader, with no word (trial s33).
+    None for the default collation, when every such sample has its row, or when it cannot be checked."""
+    if collate is None or collate is _collate or _is_default_collate(collate):
+        return None
+    leaves = [t for _, t in tree_leaves(whole)]
+    for row, i in enumerate(pos[:PADDING_SAMPLES]):
+        try:
+            tree = _tensorize(collate([ds[i]]), what)
+        except Exception:  # noqa: BLE001 - a collate_fn written for full batches only: nothing to compare
+            return None
+        alone = [t for _, t in tree_leaves(tree)]
+        if tree_structure(tree) != tree_structure(whole) or [t.shape[1:] for t in alone] != [
+                t.shape[1:] for t in leaves]:
+            continue  # padded per batch: `_collated_alone` compares those
+        if _row_padded(alone, leaves, row) is None:
+            return (f"the DataLoader's collate_fn ({getattr(collate, '__name__', type(collate).__name__)}) combines "
+                    f"samples across the batch: sample {i} collated alone is no row of the {batch_len(whole)} "
+                    "samples collated at once (e.g. a mixup with a fixed seed, or inputs normalized by the batch's "
+                    "statistics). The values evaluated are those of the set collated at once, neither the data's "
+                    "themselves nor a loop's over the loader (which would follow its batch size); pass a collate_fn "
+                    "that treats each sample alone for the loss on the data themselves")
+    return None
 
 
 def _row_padded(alone: list, whole: list, guess: int) -> int | None:
