@@ -783,6 +783,9 @@ def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
                 first = [_tensorize(fn([items[k]]), "") for k in ks]  # copies: a re-read may write into items
                 again = [_tensorize(fn([ds[pos[k]]]), "") for k in ks]
                 differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
+                if differ and fn is not _collate and any(  # the collate_fn itself draws: the same item, twice
+                        not _same_tree(a, _tensorize(fn([items[k]]), "")) for a, k in zip(first, ks)):
+                    return _collate_draws_note(fn, f"each of {len(ks)} samples was collated alone twice")
                 if differ:
                     return _random_items_note(ds, differ, len(ks), ks is spread)
             return None
@@ -818,12 +821,16 @@ def _random_collate(collate, items: list, tree=None) -> str | None:
         return None
     if all(_same_tree(draws[0], d) for d in draws[1:]):
         return None
+    return _collate_draws_note(collate, f"the same {m} samples were collated again as one batch")
+
+
+def _collate_draws_note(collate, when: str) -> str:
+    """The words for a DataLoader's ``collate_fn`` that gave other values ``when`` ...: it draws at random."""
     return (f"the DataLoader's collate_fn ({getattr(collate, '__name__', type(collate).__name__)}) gave other values "
-            f"when the same {m} samples were collated again as one batch: it draws at random (e.g. mixup, cutmix or "
-            "token masking). The set was collated once, as one batch, so every grid point sees the same values, but "
-            "they are one draw of many: a rerun draws others (its store then refuses to resume), and mixed samples "
-            "are not the data the model is evaluated on; pass a loader with a deterministic collate_fn for the loss "
-            "on the data themselves")
+            f"when {when}: it draws at random (e.g. mixup, cutmix or token masking). The set was collated once, as "
+            "one batch, so every grid point sees the same values, but they are one draw of many: a rerun draws "
+            "others (its store then refuses to resume), and mixed or masked samples are not the data the model is "
+            "evaluated on; pass a loader with a deterministic collate_fn for the loss on the data themselves")
 
 
 def _random_stream(read_again: Callable, tree, name: str) -> str | None:

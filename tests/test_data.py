@@ -256,14 +256,16 @@ def test_a_tensordataset_subclass_is_read_through_its_own_getitem(wrap):
 
 def test_a_collate_fn_drawing_at_random_is_said_so():
     """A DataLoader's collate_fn masking at random (as a masked-language-model collator does) gave reruns 0.033
-    apart with no word (trial s32): it is read again with the loader's collate_fn."""
+    apart with no word (trial s32): it is read again with the loader's collate_fn. The words name the collate_fn,
+    not the dataset's __getitem__ (trial s33)."""
     model, ds, d = _setup()
 
     def masking(items):
         x = torch.stack([i[0] for i in items])
         return x * (torch.rand(x.shape) > 0.2), torch.stack([i[1] for i in items])
 
-    with pytest.warns(UserWarning, match=r"\(or the DataLoader's collate_fn\) draws at random"):
+    with pytest.warns(UserWarning, match=r"the DataLoader's collate_fn \(masking\) gave other values when each of 8 "
+                                         r"samples was collated alone twice: it draws at random"):
         surf = lnb.compute_surface(model, DataLoader(Noisy(ds, 0.0), batch_size=32, collate_fn=masking), d,
                                    x=(-1, 1, 3), metrics=None)
     assert "random_items" in surf.provenance["data"]
