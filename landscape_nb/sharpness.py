@@ -106,11 +106,10 @@ def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisS
     shown = ", ".join(f"{v:.3g}" for v in t[bad][:4]) + (" ..." if bad.sum() > 4 else "")
     what = "NaN" if nan and not np.isinf(loss[bad]).any() else ("inf" if not nan else "NaN or inf")
     curv = _centre_curvature(t, loss, int(np.argmin(np.abs(t))))
+    why = ("the model diverged there" if getattr(surface, "is_complete", True) else
+           "not computed there (a partial surface: finish it), or diverged")
     warn_user(f"landscape_nb: sharpness along {axis}: the loss is {what} at {int(bad.sum())} of the points within "
-              f"r={r:.3g} of the centre ({axis} = {shown}; "
-              + ("the model diverged there" if getattr(surface, "is_complete", True) else
-                 "not computed there (a partial surface: finish it), or diverged")
-              + f"), so the rise is "
+              f"r={r:.3g} of the centre ({axis} = {shown}; {why}), so the rise is "
               f"{increase}" + ("" if math.isfinite(curv) else " and the curvature NaN")
               + "; pass a smaller radius to read the rise where the loss is finite")
     label = surface.x_label if axis == "x" else surface.y_label

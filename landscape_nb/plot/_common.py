@@ -650,14 +650,25 @@ def lone_points(z: np.ndarray) -> np.ndarray:
     coarse-to-fine order spreads the first ones over the grid) drew nothing at all: a trial's store of
     152 of 441 points had no complete cell. Returns a boolean array of ``z``'s shape."""
     have = np.isfinite(np.asarray(z, dtype=float))
-    cell = np.ones([max(n - 1, 0) for n in have.shape], dtype=bool)
-    shifts = list(itertools.product((0, 1), repeat=have.ndim))
-    for shift in shifts:
-        cell &= have[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))]
-    corner = np.zeros_like(have)
-    for shift in shifts:
-        corner[tuple(slice(d, d + n) for d, n in zip(shift, cell.shape))] |= cell
-    return have & ~corner
+    return have & ~cell_corners(complete_cells(have))
+
+
+def complete_cells(mask: np.ndarray) -> np.ndarray:
+    """Which cells of a grid (segments, squares or cubes, by their lowest corner: shape ``mask.shape`` less one
+    on each axis) have every corner ``mask``."""
+    mask = np.asarray(mask, dtype=bool)
+    cells = np.ones([max(n - 1, 0) for n in mask.shape], dtype=bool)
+    for shift in itertools.product((0, 1), repeat=mask.ndim):
+        cells &= mask[tuple(slice(d, d + n) for d, n in zip(shift, cells.shape))]
+    return cells
+
+
+def cell_corners(cells: np.ndarray) -> np.ndarray:
+    """The grid points (shape ``cells.shape`` plus one on each axis) that are a corner of one of ``cells``."""
+    corners = np.zeros([n + 1 for n in cells.shape], dtype=bool)
+    for shift in itertools.product((0, 1), repeat=cells.ndim):
+        corners[tuple(slice(d, d + n) for d, n in zip(shift, cells.shape))] |= cells
+    return corners
 
 
 def line_mode(values: np.ndarray) -> str:

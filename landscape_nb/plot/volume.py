@@ -67,14 +67,6 @@ def _slice_locations(surf: Surface, slices) -> dict:
 MAX_BOXES = 64
 
 
-def _complete_cubes(done: np.ndarray) -> np.ndarray:
-    """Which cubes of the grid (by their lowest corner, shape (nz-1, ny-1, nx-1)) have 8 ``done`` corners."""
-    cubes = np.ones([max(n - 1, 0) for n in done.shape], dtype=bool)
-    for k, j, i in np.ndindex(2, 2, 2):
-        cubes &= done[k:k + cubes.shape[0], j:j + cubes.shape[1], i:i + cubes.shape[2]]
-    return cubes
-
-
 def complete_boxes(done: np.ndarray) -> list[tuple[slice, slice, slice]]:
     """Boxes of grid points (slices over z, y, x), every point in each computed, that together hold every cube
     of 8 computed corners once: the whole grid for a complete volume, else a greedy split of those cubes
@@ -86,7 +78,7 @@ def complete_boxes(done: np.ndarray) -> list[tuple[slice, slice, slice]]:
     steeply in z where it is flat: trial s33), and NaN makes it draw nothing at all. Each box is drawn as
     its own trace; boxes share faces, so their shells meet."""
     done = np.asarray(done, dtype=bool)
-    free = _complete_cubes(done)
+    free = _common.complete_cells(done)
     if free.size and free.all():  # a complete volume: one box
         return [tuple(slice(0, n) for n in done.shape)]
     boxes = []
@@ -222,10 +214,8 @@ def volume(
             "text": [common["text"][k] for k in keep]}))
     lone = np.isfinite(values) & ~drawn  # computed points no complete cube holds: no shell can show them
     if lone.any():
-        keep, cubes = lone.ravel(), _complete_cubes(np.asarray(surf.done_mask, dtype=bool))
-        in_cubes = np.zeros(values.shape, dtype=bool)  # corners of complete cubes: past the MAX_BOXES drawn
-        for k, j, i in np.ndindex(2, 2, 2):
-            in_cubes[k:k + cubes.shape[0], j:j + cubes.shape[1], i:i + cubes.shape[2]] |= cubes
+        keep = lone.ravel()
+        in_cubes = _common.cell_corners(_common.complete_cells(surf.done_mask))  # past the MAX_BOXES drawn
         fig.add_trace(go.Scatter3d(
             meta={"past_boxes": int((lone & in_cubes).sum())},
             x=x[keep], y=y[keep], z=z[keep], mode="markers", name=_common.LONE_POINTS, showlegend=False,
