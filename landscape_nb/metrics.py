@@ -187,20 +187,20 @@ def _refuse_class_axis_guess(logits: torch.Tensor, targets: torch.Tensor, expr: 
     if logits.ndim < 3 or targets.is_complex():
         return
     shape, got = tuple(logits.shape), tuple(targets.shape)  # the logits may be of a few samples: dim 0 apart
-    if targets.is_floating_point():  # class probabilities (soft labels) of the logits' shape
+    soft = targets.is_floating_point()  # class probabilities (soft labels) of the logits' shape
+    if soft:
         if got[1:] != shape[1:] or not _sums_to_one(targets, -1):
             return
-        fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), y.movedim(-1, 1)) for classes on "
-               "the last dim (from the CLI, have your module:function return (model, data, loss_fn))")
         seen = f"logits {_n_first(shape)} and class-probability targets of that shape (summing to 1 over the last dim)"
         ambiguous = _sums_to_one(targets, 1)
     else:
-        if got[1:] != shape[1:-1]:
+        dims = _class_dims(shape, got)
+        if len(shape) - 1 not in dims:
             return
-        fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), y) for classes on the last dim (from "
-               "the CLI, have your module:function return (model, data, loss_fn))")
         seen = f"logits {_n_first(shape)} and class-index targets {_n_first(got)}"
-        ambiguous = got[1:] == shape[2:]
+        ambiguous = 1 in dims
+    fix = (f"loss_fn=lambda out, y: F.cross_entropy({expr}.movedim(-1, 1), {'y.movedim(-1, 1)' if soft else 'y'}) "
+           "for classes on the last dim (from the CLI, have your module:function return (model, data, loss_fn))")
     if ambiguous:
         raise LandscapeError(
             f"the {seen} fit the classes on dim 1 and on the last dim alike (a sequence as long as the "
@@ -344,6 +344,13 @@ def _n_first(shape, n: str = "") -> str:
     return f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
+def _class_dims(shape: tuple, target_shape: tuple) -> list[int]:
+    """The dims of logits of ``shape`` that class-index targets of ``target_shape`` leave out, any sample counts
+    apart (dim 0): where the classes can be. [1] for (N, C, H, W) and (N, H, W); [2] for a language model's
+    (N, L, V) and (N, L); [1, 2] where L == V; [] where the targets fit no single axis."""
+    return [d for d in range(1, len(shape)) if tuple(target_shape[1:]) == shape[1:d] + shape[d + 1:]]
+
+
 def _class_range_hint(outputs, targets, ignore_index: int) -> str | None:
     """Why a loss failed when integer ``targets`` (other than ``ignore_index``) are class indices outside the
     ``C`` classes of the outputs' logits (``find_logits``): what a label counted from 1, or a model with one
@@ -356,7 +363,7 @@ def _class_range_hint(outputs, targets, ignore_index: int) -> str | None:
             or logits is None or logits.ndim < 2 or not targets.numel()):
         return None
     shape = tuple(logits.shape)
-    dims = [d for d in range(1, len(shape)) if tuple(targets.shape[1:]) == shape[1:d] + shape[d + 1:]]
+    dims = _class_dims(shape, tuple(targets.shape))
     if len(dims) != 1:  # the targets leave out no single axis (or several alike, e.g. L == V)
         return None
     dim = dims[0]
@@ -492,7 +499,7 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
             tuple(logits.shape[2:]) != tuple(targets.shape[1:]):
         return {}, (f"accuracy skipped: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} are not "
                     "(N, C, ...) and (N, ...)")
-    if logits.ndim > 2 and tuple(logits.shape[:-1]) == tuple(targets.shape):
+    if logits.ndim > 2 and logits.ndim - 1 in _class_dims(tuple(logits.shape), tuple(targets.shape)):
         return {}, (f"accuracy skipped: logits {tuple(logits.shape)} fit targets {tuple(targets.shape)} with the "
                     "classes on dim 1 and on the last dim alike (a sequence as long as the vocabulary?), so which "
                     "axis holds the classes is not known; pass metrics= naming it, e.g. {'accuracy': lambda out, y: "
