@@ -387,8 +387,8 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
                 + (", and drop_last=True is not either: every sample is evaluated" if data.drop_last else ""))}
     elif isinstance(data, IterableDataset):
         tree, notes = _read_iterable(data, _collate, what, max_samples), {"source": "IterableDataset"}
-        random_note = _random_stream(lambda: _read_iterable(data, _collate, what, max_samples), tree,
-                                     type(data).__name__)
+        random_note = _recollatable(tree) and _random_stream(lambda: _read_iterable(data, _collate, what, max_samples),
+                                                             tree, type(data).__name__)
         if random_note:
             notes[RANDOM_ITEMS_NOTE] = random_note
         max_samples = None
@@ -599,18 +599,17 @@ def _read_loader(loader, what: str, max_samples, seed):
         tree = _read_iterable(loader, None, what, max_samples)
         notes = {"source": "DataLoader over an iterable dataset",
                  "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
-        random_note = _random_stream(lambda: _read_iterable(loader, None, what, max_samples), tree,
-                                     type(ds).__name__) or _random_stream_collate(loader)
+        random_note = (_random_stream(lambda: _read_iterable(loader, None, what, max_samples), tree,
+                                      type(ds).__name__) if _recollatable(tree) else _random_stream_collate(loader))
         if random_note:
             notes[RANDOM_ITEMS_NOTE] = random_note
         return tree, notes, []
     idx, order, differs = _indices_of(loader, len(ds))
     tree, notes, pos = _read_map(ds, idx, collate, what, max_samples, seed)
     notes = {**notes, "source": f"DataLoader over {type(ds).__name__}", "order": order}
-    alone = [] if collate is _collate or _is_default_collate(collate) else _collated_alone(ds, pos, collate, tree, what)
-    mixing = None if RANDOM_ITEMS_NOTE in notes else _mixing_collate(ds, pos, collate, tree, what)
-    if mixing:
-        notes[RANDOM_ITEMS_NOTE] = mixing
+    alone, mixed = ([], None) if _default_collation(collate) else _collated_alone(ds, pos, collate, tree, what)
+    if mixed is not None and RANDOM_ITEMS_NOTE not in notes:
+        notes[RANDOM_ITEMS_NOTE] = _mixing_note(collate, mixed, batch_len(tree))
     if alone:
         notes["collate"] = (f"the DataLoader's collate_fn pads each batch to its longest sample: all {batch_len(tree)} "
                             "samples are collated at once (padded alike, so that every batching gives the same "
@@ -630,18 +629,19 @@ def _read_loader(loader, what: str, max_samples, seed):
 PADDING_SAMPLES = 8
 
 
-def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
-    """``[(row, collate([ds[pos[row]]])), ...]`` for up to ``PADDING_SAMPLES`` samples whose collation alone has
+def _collated_alone(ds, pos: list, collate, whole, what: str) -> tuple[list, Any]:
+    """``([(row, collate([ds[pos[row]]])), ...], mixed)``: up to ``PADDING_SAMPLES`` samples whose collation alone has
     other per-sample shapes than ``whole`` (``collate`` of all of them): a collate_fn padding per batch. The
     samples looked at are the first 64, then 192 spread over the rest (a set whose first 70 samples were of
     the longest length had none checked, and a model reading its padding passed: trial s33). ``row`` is the
     row of ``whole`` holding the same values, padding aside (a collate_fn that sorts the batch by length
     moves rows); a sample with none (one that masks tokens at random changes them: the comparison would then
     blame the padding) is left out. Empty where none differs, or where
-    ``collate`` cannot take one sample."""
+    ``collate`` cannot take one sample. ``mixed``: the first of the first ``PADDING_SAMPLES`` samples of the
+    set's per-sample shapes whose collation alone is no row of ``whole`` (`_mixing_note`), else None."""
     leaves = tree_leaves(whole)
     shapes = [tuple(t.shape[1:]) for _, t in leaves]
-    out = []
+    out, mixed = [], None
     rest = range(64, len(pos))
     spread = sorted(set(torch.linspace(0, len(rest) - 1, 192).round().long().tolist())) if len(rest) else []
     rows = [*range(min(64, len(pos))), *(rest[k] for k in spread)]
@@ -650,46 +650,33 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> list:
         try:
             tree = _tensorize(collate([ds[i]]), what)
         except Exception:  # noqa: BLE001 - a collate_fn written for full batches only: nothing to compare
-            return []
+            return [], None
         if tree_structure(tree) != tree_structure(whole):
-            return []
+            return [], None
         alone = [t for _, t in tree_leaves(tree)]
         if [tuple(t.shape[1:]) for t in alone] == shapes:
+            if mixed is None and row < PADDING_SAMPLES and _row_padded(alone, [w for _, w in leaves], row) is None:
+                mixed = i
             continue
         found = _row_padded(alone, [w for _, w in leaves], row)
         if found is not None:
             out.append((found, tree))
             if len(out) == PADDING_SAMPLES:
                 break
-    return out
+    return out, mixed
 
 
-def _mixing_collate(ds, pos: list, collate, whole, what: str) -> str | None:
-    """What to say when a DataLoader's own ``collate_fn`` combines samples across the batch: one of the first
-    ``PADDING_SAMPLES`` samples collated alone (of the whole set's per-sample shapes) is no row of ``whole``,
-    the set collated at once. A mixup with a fixed seed, or inputs normalized by the batch's statistics, gave
-    the same values every run, 1.8e-2 off the data and off a loop over the loader, with no word (trial s33).
-    None for the default collation, when every such sample has its row, or when it cannot be checked."""
-    if collate is None or collate is _collate or _is_default_collate(collate):
-        return None
-    leaves = [t for _, t in tree_leaves(whole)]
-    for row, i in enumerate(pos[:PADDING_SAMPLES]):
-        try:
-            tree = _tensorize(collate([ds[i]]), what)
-        except Exception:  # noqa: BLE001 - a collate_fn written for full batches only: nothing to compare
-            return None
-        alone = [t for _, t in tree_leaves(tree)]
-        if tree_structure(tree) != tree_structure(whole) or [t.shape[1:] for t in alone] != [
-                t.shape[1:] for t in leaves]:
-            continue  # padded per batch: `_collated_alone` compares those
-        if _row_padded(alone, leaves, row) is None:
-            return (f"the DataLoader's collate_fn ({getattr(collate, '__name__', type(collate).__name__)}) combines "
-                    f"samples across the batch: sample {i} collated alone is no row of the {batch_len(whole)} "
-                    "samples collated at once (e.g. a mixup with a fixed seed, or inputs normalized by the batch's "
-                    "statistics). The values evaluated are those of the set collated at once, neither the data's "
-                    "themselves nor a loop's over the loader (which would follow its batch size); pass a collate_fn "
-                    "that treats each sample alone for the loss on the data themselves")
-    return None
+def _mixing_note(collate, sample, n: int) -> str:
+    """The words for a DataLoader's own ``collate_fn`` that combines samples across the batch (`_collated_alone`
+    found ``sample`` collated alone in no row of the ``n`` collated at once): a mixup with a fixed seed, or
+    inputs normalized by the batch's statistics, gave the same values every run, 1.8e-2 off the data and off
+    a loop over the loader, with no word (trial s33)."""
+    return (f"the DataLoader's collate_fn ({getattr(collate, '__name__', type(collate).__name__)}) combines "
+            f"samples across the batch: sample {sample} collated alone is no row of the {n} samples collated at "
+            "once (e.g. a mixup with a fixed seed, or inputs normalized by the batch's statistics). The values "
+            "evaluated are those of the set collated at once, neither the data's themselves nor a loop's over the "
+            "loader (which would follow its batch size); pass a collate_fn that treats each sample alone for the "
+            "loss on the data themselves")
 
 
 def _row_padded(alone: list, whole: list, guess: int) -> int | None:
@@ -745,7 +732,7 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
     if sub is not None:
         notes["subset"] = f"{len(pos)} of {n} samples, seed {seed}, chosen before reading"
     if (isinstance(ds, TensorDataset) and type(ds).__getitem__ is TensorDataset.__getitem__
-            and (collate is _collate or _is_default_collate(collate))):  # a subclass may transform in __getitem__
+            and _default_collation(collate)):  # a subclass may transform in __getitem__
         ix = torch.as_tensor(pos)
         return tuple(t[ix] for t in ds.tensors), notes, pos
     items = [ds[i] for i in pos]
@@ -808,9 +795,9 @@ def _random_collate(collate, items: list, tree=None) -> str | None:
     or a clean one where the evaluated set was mixed, differs), or, for data above ``RECOLLATE_BYTES``, the
     first ``RECOLLATE_ITEMS`` are collated three times. None for the default collation, when they agree, or
     when the collate_fn cannot be called so."""
-    if collate is None or collate is _collate or _is_default_collate(collate):
+    if _default_collation(collate):
         return None
-    whole = tree is not None and sum(t.numel() * t.element_size() for _, t in tree_leaves(tree)) <= RECOLLATE_BYTES
+    whole = tree is not None and _recollatable(tree)
     try:
         if whole:
             m, draws = len(items), [tree, _tensorize(collate(items), "")]
@@ -833,14 +820,18 @@ def _collate_draws_note(collate, when: str) -> str:
             "evaluated on; pass a loader with a deterministic collate_fn for the loss on the data themselves")
 
 
+def _recollatable(tree) -> bool:
+    """Whether evaluation data ``tree`` are small enough (``RECOLLATE_BYTES``) to be collated or read again whole."""
+    return sum(t.numel() * t.element_size() for _, t in tree_leaves(tree)) <= RECOLLATE_BYTES
+
+
 def _random_stream(read_again: Callable, tree, name: str) -> str | None:
     """What to say when an iterable dataset (or a DataLoader over one) read a second time, by ``read_again``,
     gives other samples than the first read (``tree``), compared as a multiset of rows (a stream shuffling
     its order is not a random draw: the mean over the set does not depend on it): its ``__iter__`` or the
     loader's ``collate_fn`` draws at random (noise on 3 items in 10, a mixup of some batches went unseen:
-    trial s33). Only for data of at most ``RECOLLATE_BYTES``; None when they agree or cannot be read again."""
-    if sum(t.numel() * t.element_size() for _, t in tree_leaves(tree)) > RECOLLATE_BYTES:
-        return None
+    trial s33). For data of at most ``RECOLLATE_BYTES`` (`_recollatable`); None when they agree or cannot be
+    read again."""
     try:
         again = read_again()
     except Exception:  # noqa: BLE001 - a stream it cannot start again (a one-shot generator): read as is
@@ -869,13 +860,12 @@ def _row_digests(tree) -> list[bytes]:
 
 
 def _random_stream_collate(loader) -> str | None:
-    """`_random_collate` for a DataLoader over an iterable dataset, whose batches are its own: the first
-    ``batch_size`` items of a fresh pass over the dataset, collated three times (a shuffling stream is not
-    taken for a random draw: the mean over the set does not depend on the order)."""
+    """`_random_collate` for a DataLoader over an iterable dataset too large to read again (`_random_stream`):
+    the first ``batch_size`` items of a fresh pass over the dataset, collated three times."""
     import itertools
 
     collate = loader.collate_fn
-    if collate is None or collate is _collate or _is_default_collate(collate):
+    if _default_collation(collate):
         return None
     try:
         items = list(itertools.islice(iter(loader.dataset), loader.batch_size or 1))
@@ -908,6 +898,11 @@ def _same_tree(a, b) -> bool:
                                           and bool(((x == y) | (x.isnan() & y.isnan())).all())):
             return False
     return True
+
+
+def _default_collation(collate) -> bool:
+    """Whether ``collate`` is the default collation (ours, torch's ``default_collate``, or none given)."""
+    return collate is None or collate is _collate or _is_default_collate(collate)
 
 
 def _is_default_collate(fn) -> bool:

@@ -407,6 +407,21 @@ def test_a_stream_drawing_at_random_is_said_so(make):
         np.testing.assert_allclose(surf.loss, _soft_loss_at(model, d, batches), rtol=1e-5)
 
 
+
+def test_data_too_large_to_read_again_have_their_collate_fn_checked_on_a_part(monkeypatch):
+    """Above RECOLLATE_BYTES a set is not collated (or a stream read) again whole: the first samples are
+    collated three times instead, which still finds an always-on mixup, on a map-style set and a stream."""
+    import landscape_nb.data as data_module
+
+    monkeypatch.setattr(data_module, "RECOLLATE_BYTES", 0)
+    model, ds, d = _setup()
+    for loader, m in ((DataLoader(ds, batch_size=32, collate_fn=_mixup), N),
+                      (DataLoader(Stream(ds), batch_size=32, collate_fn=_mixup), 32)):
+        torch.manual_seed(0)
+        with pytest.warns(UserWarning, match=rf"collate_fn \(_mixup\) gave other values when the same {m} samples "
+                                             r"were collated again as one batch"):
+            lnb.compute_surface(model, loader, d, x=(-1, 1, 3), metrics=None)
+
 def test_a_deterministic_or_shuffling_stream_gives_no_random_draw_note():
     """A stream shuffling its order each pass reads the same samples (the mean does not depend on the order):
     no word, and the values are the data's."""
