@@ -143,7 +143,8 @@ class DefaultLoss:
                 f"targets are floating point ({targets.dtype}, shape {tuple(targets.shape)}) but not class "
                 f"probabilities: the default loss is cross-entropy over class indices (integer targets) or over "
                 f"probabilities (targets of the logits' shape {_n_first(tuple(logits.shape))}, each in "
-                f"[0, 1], summing to 1 over the classes, dim 1), and means nothing for these; {fix}"
+                f"[0, 1], summing to 1 over the classes, dim 1), and means nothing for these; "
+                + (_padded_probabilities(logits, targets, _logits_expr(outputs)) or fix)
             )
         if logits.ndim < 2 or n_classes < 2:
             raise LandscapeError(
@@ -153,12 +154,9 @@ class DefaultLoss:
                 "F.binary_cross_entropy_with_logits(out, y.float().view_as(out))); for a regression, "
                 "loss_fn=nn.MSELoss() with float targets of the outputs' shape"
             )
-        valid = targets[targets != -100] if not targets.is_floating_point() else targets[:0]
-        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
-            raise LandscapeError(
-                f"targets range over [{int(valid.min())}, {int(valid.max())}] but the model has {n_classes} output "
-                f"classes: expected class indices in [0, {n_classes - 1}]; check the targets or {fix}"
-            )
+        hint = _class_range_hint(logits, targets, -100)  # the rule the user's own losses get (refuse_class_range)
+        if hint:
+            raise LandscapeError(f"{hint}; or {fix}")
 
 
 def _logits_expr(outputs) -> str:
@@ -220,6 +218,28 @@ def _sums_to_one(targets: torch.Tensor, dim: int) -> bool:
     t = targets.detach().double()
     return bool(t.numel() and torch.all((t >= 0) & (t <= 1))
                 and torch.allclose(t.sum(dim), torch.ones((), dtype=t.dtype), atol=1e-3))
+
+
+def _padded_probabilities(logits: torch.Tensor, targets: torch.Tensor, expr: str) -> str | None:
+    """The fix for class probabilities of the logits' shape whose rows sum to 1 or to 0 (all-zero targets at
+    padded positions: the default cross-entropy would count each as a loss of 0 in its mean), over dim 1 or
+    the last dim; None for other targets. Such targets got the regression fix (trial s33)."""
+    if logits.ndim < 2 or targets.shape[1:] != logits.shape[1:] or not targets.numel():
+        return None
+    t = targets.detach().double()
+    if not torch.all((t >= 0) & (t <= 1)):
+        return None
+    for dim in dict.fromkeys((1, t.ndim - 1)):
+        sums = t.sum(dim)
+        zero, one = sums.abs() <= 1e-3, (sums - 1).abs() <= 1e-3
+        if bool(torch.all(zero | one)) and bool(zero.any()) and bool(one.any()):
+            d = "1" if dim == 1 else "-1"
+            return (f"they sum to 1 over dim {d} except at {int(zero.sum())} of {zero.numel()} positions where they "
+                    "are all 0 (padding?), which the default cross-entropy would count as a loss of 0 each in its "
+                    "mean; pass a loss_fn averaging over the positions that have targets, e.g. loss_fn=lambda out, "
+                    f"y: (-(y * {expr}.log_softmax({d})).sum({d}))[y.sum({d}) > 0].mean() (from the CLI, have your "
+                    "module:function return (model, data, loss_fn))")
+    return None
 
 
 def _class_probabilities(logits: torch.Tensor | None, targets: torch.Tensor) -> bool:

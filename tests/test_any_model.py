@@ -451,7 +451,8 @@ def test_item4_default_loss_refuses_regression_and_impossible_targets():
     with pytest.raises(LandscapeError, match=r"floating point.*loss_fn=nn.MSELoss\(\)"):
         lnb.hessian_eigenvalues(model, (x, t))
     clf = MLP()
-    with pytest.raises(LandscapeError, match=r"range over \[0, 7\] but the model has 3 output classes"):
+    with pytest.raises(LandscapeError,
+                       match=r"class indices in \[0, 7\] but the outputs have 3 classes along dim 1.*counted from 1"):
         lnb.compute_surface(clf, (x, torch.arange(N) % 8), lnb.random_directions(clf, n=1), x=(-1, 1, 3))
     # a 1-D output (one value per sample, squeezed): the message read "targets of the logits' shape (N, )"
     flat = nn.Sequential(model, nn.Flatten(0))
@@ -602,6 +603,39 @@ def test_the_default_loss_on_class_probabilities_over_the_last_dim_refuses_to_gu
     with torch.no_grad():
         want = [float(F.cross_entropy(perturbed(seg, d, float(a))(x), p)) for a in np.linspace(*xs)]
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+
+def test_soft_targets_with_all_zero_padded_positions_get_the_masked_loss_to_pass():
+    """Soft (N, L, V) targets with all-zero rows at padded positions got the regression fix (trial s33):
+    the default cross-entropy would count each padded position as a loss of 0. The message names the
+    padding, over the last dim or dim 1, and its fix, run as written, is the naive mean over the
+    positions that have targets."""
+    g = gen(11)
+    x, xs = torch.randn(N, 6, generator=g), (-1.0, 1.0, 3)
+    for length, vocab, classes_last in ((5, 7, True), (5, 7, False)):
+        model = nn.Sequential(nn.Linear(6, length * vocab), nn.Unflatten(1, (length, vocab)))
+        soft = torch.softmax(torch.randn(N, length, vocab, generator=g), -1)
+        soft[:, 3:] = 0  # the last two positions of every sequence are padding
+        if not classes_last:
+            soft = soft.transpose(1, 2).contiguous()  # (N, V, L): the classes on dim 1
+            model.append(Permute(0, 2, 1))
+        d = lnb.random_directions(model, n=1, seed=0)
+        with pytest.raises(LandscapeError) as err:
+            lnb.compute_surface(model, (x, soft), d, x=xs)
+        msg = str(err.value)
+        dim = -1 if classes_last else 1
+        assert f"sum to 1 over dim {dim} except at" in msg and "padding?" in msg and "MSELoss" not in msg, msg
+        fix = re.search(r"loss_fn=(lambda out, y: .*?\.mean\(\)) \(from the CLI", msg)
+        assert fix, msg
+        surf = lnb.compute_surface(model, (x, soft), d, x=xs, loss_fn=eval(fix[1]))
+        with torch.no_grad():
+            want, pos = [], 0 if classes_last else 1  # a sample's (L, V) or (V, L): where its positions are
+            for a in np.linspace(*xs):
+                out = perturbed(model, d, float(a))(x)
+                terms = [-(soft[i].select(pos, j) * torch.log_softmax(out[i].select(pos, j), 0)).sum()
+                         for i in range(N) for j in range(length) if soft[i].select(pos, j).sum() > 0]
+                want.append(float(torch.stack(terms).mean()))
+        np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
 class Permute(nn.Module):
