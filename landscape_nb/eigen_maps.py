@@ -76,7 +76,9 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     LandscapeError
         For the same invalid inputs as ``compute_surface``, e.g. not two directions for a plane; for a
         ``tol`` not in [0, 1), a ``max_iter`` that is not a positive integer, a ``seed`` that is not an
-        integer ≥ 0, or a ``ratio`` other than "negative" or "abs".
+        integer ≥ 0, or a ``ratio`` other than "negative" or "abs"; for ``mode="bn-recompute"`` (the
+        Hessian would hold the re-estimated BatchNorm statistics fixed: another function's eigenvalues than
+        the loss's, which depends on the weights through them).
 
     Notes
     -----

@@ -1159,6 +1159,8 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
          "--log does not apply to --kind eigen_map"),
         (["--grid", "3x3", "--kind", "eigen_map", "--html", str(out)],
          "--kind eigen_map does not draw a 2D plane; expected one of surface, contour, heatmap"),
+        (["--quantity", "hessian", "--grid", "3x3", "--mode", "bn-recompute", "--no-store", "--html", str(out)],
+         "quantity='hessian' (eigen_map) with mode='bn-recompute'"),
     ]:
         assert main(["compute", user_model, *argv]) == 2
         assert message in capsys.readouterr().err

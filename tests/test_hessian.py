@@ -810,3 +810,21 @@ def test_an_eigen_map_on_a_plane_that_moves_batchnorm_statistics_and_a_frozen_la
             evals = np.linalg.eigvalsh(torch.autograd.functional.hessian(f, flat0).numpy())
             assert surf.metrics["lambda_max"][j, i] == pytest.approx(evals[-1], rel=1e-6)
             assert surf.metrics["lambda_min"][j, i] == pytest.approx(evals[0], rel=1e-5, abs=1e-9)
+
+
+def test_an_eigen_map_with_batchnorm_statistics_re_estimated_is_refused_before_any_point(data64, tmp_path):
+    """With mode="bn-recompute" the loss at a point depends on the weights through the statistics re-estimated
+    there, but the Hessian held them fixed: λ_max +71 % off the loss's own curvature, no word (trial s34).
+    Refused from the API (either spelling of the mode, or in settings); the CLI's in test_cli."""
+    from landscape_nb.evaluate import EvalSettings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    d = lnb.random_directions(model, n=2, seed=0)
+    store = tmp_path / "e.zarr"
+    for kwargs in ({"mode": "bn-recompute"}, {"mode": "bn"}, {"settings": EvalSettings(mode="bn-recompute")}):
+        with pytest.raises(LandscapeError, match=r"mode='bn-recompute'.*another function's eigenvalues.*mode='eval'"):
+            lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), store=store, **kwargs)
+        assert not store.exists()  # refused before the store or any point
+    surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), tol=1e-6)  # eval mode: computed
+    assert np.isfinite(surf.metrics["lambda_max"]).all()
