@@ -51,7 +51,7 @@ from .lanczos import _Operator
 from .metrics import DefaultLoss, batch_denominator, check_mean_loss, describe, unwrap_compiled
 from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
-                         run_checking_inputs)
+                         random_outputs_note, run_checking_inputs)
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -141,6 +141,9 @@ class HessianOperator:
             with eval_mode(model), torch.no_grad():
                 out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key, model))
                 check_model_stateless(model, xb, out, model_state)
+                random_note = random_outputs_note(model, xb, RANDOM_EFFECT)
+            if random_note:  # MC dropout: three runs gave λ_min -0.38, -0.41, -0.45, each "converged" (trial s34)
+                warn_user(f"landscape_nb: {random_note}")
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
@@ -169,6 +172,9 @@ class HessianOperator:
         if any(d is None for d in dens) or float(sum(dens)) == 0.0:
             dens = [batch_len(xb) for xb, _ in self.batches]
         self._shares = [float(d) / float(sum(dens)) for d in dens]
+        if 0.0 in self._shares:  # a batch whose targets are all ignored has a NaN mean and no share: left out
+            kept = [(b, share) for b, share in zip(self.batches, self._shares) if share > 0.0]
+            self.batches, self._shares = [b for b, _ in kept], [share for _, share in kept]
         self.n_params = self.layout.n_params
         if self.dtype in (torch.bfloat16, torch.float16):
             warn_user(f"landscape_nb: the model's weights are {str(self.dtype).removeprefix('torch.')}, so each "
@@ -233,6 +239,9 @@ class HessianOperator:
 
 
 _NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
+#: what a model that samples at random does to a Hessian (`statecheck.random_outputs_note`)
+RANDOM_EFFECT = ("each Hessian-vector product sees another draw: eigenvalues, traces and densities hold that noise "
+                 "(Lanczos may still say converged)")
 
 
 def _check_differentiable(model: nn.Module, loss_fn: Callable, xb, yb) -> None:

@@ -664,7 +664,8 @@ def _close(a: float, b: float) -> bool:
 RANDOM_OUTPUTS = "random outputs"
 
 
-def random_outputs_note(model: nn.Module, xb) -> str | None:
+def random_outputs_note(model: nn.Module, xb, effect: str = "each grid point is another random draw and the "
+                        "surface holds that noise") -> str | None:
     """What to say when two calls of ``model`` on the same samples ``xb``, from the random state as it is,
     differ beyond 1e-5 (`same_tree_outputs`): it samples (dropout with ``training=True`` in ``forward``, MC
     dropout, a Bayesian layer, noise), so each grid point is another draw and the surface holds sampling
@@ -677,8 +678,8 @@ def random_outputs_note(model: nn.Module, xb) -> str | None:
         return None
     return (f"the model ({type(model).__name__}) gave other outputs in two calls on the same {batch_len(xb)} "
             "samples: it samples at random (e.g. dropout with training=True in forward, MC dropout, a Bayesian "
-            "layer), so each grid point is another random draw and the surface holds that noise; seed the "
-            "sampling inside forward, or make forward deterministic at evaluation, for a loss of the weights alone")
+            f"layer), so {effect}; seed the sampling inside forward, or make forward deterministic at evaluation, "
+            "for a loss of the weights alone")
 
 
 def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> None:

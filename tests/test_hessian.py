@@ -828,3 +828,66 @@ def test_an_eigen_map_with_batchnorm_statistics_re_estimated_is_refused_before_a
         assert not store.exists()  # refused before the store or any point
     surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), tol=1e-6)  # eval mode: computed
     assert np.isfinite(surf.metrics["lambda_max"]).all()
+
+
+def test_a_batch_whose_targets_are_all_ignored_adds_nothing_to_the_hessian():
+    """CrossEntropyLoss(ignore_index=-100) with the first 30 targets ignored and batch_size=10: the first
+    three batches' means are NaN (0/0) with no share of the set's mean; every Hessian entry raised
+    "the loss at these weights is nan" (trial s34), where the set's loss is 0.70. Naive: the dense
+    Hessian of the loss over the whole set, one batch."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(103, 5, generator=g, dtype=torch.float64)
+    y = (x[:, 0] > 0).long()
+    y[:30] = -100
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(flat):
+        params, k = {}, 0
+        for n, p in model.named_parameters():
+            params[n] = flat[k:k + p.numel()].reshape(p.shape)
+            k += p.numel()
+        return loss_fn(functional_call(model, params, (x,)), y)
+
+    dense = torch.autograd.functional.hessian(f, flat0).numpy()
+    evals = np.linalg.eigvalsh(dense)
+    op = lnb.HessianOperator(model, (x, y), loss_fn=loss_fn, batch_size=10)
+    np.testing.assert_allclose(op.dense(), dense, rtol=1e-9, atol=1e-12)
+    got = lnb.hessian_eigenvalues(model, (x, y), loss_fn, batch_size=10, tol=1e-10)
+    assert got["max"][0] == pytest.approx(evals[-1], rel=1e-8) and got["min"][0] == pytest.approx(evals[0], rel=1e-8)
+    trace = lnb.hessian_trace(model, (x, y), loss_fn, batch_size=10)  # Hutchinson's: within its interval
+    assert abs(trace.value - np.trace(dense)) <= trace.tolerance, (trace, np.trace(dense))
+
+
+class _MCDropout(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.a, self.b, self.p = nn.Linear(5, 8), nn.Linear(8, 2), p
+
+    def forward(self, x):
+        return self.b(nn.functional.dropout(torch.tanh(self.a(x)), self.p, training=True))
+
+
+def test_a_model_that_samples_at_random_is_said_so_by_every_hessian_entry():
+    """MC dropout (dropout with training=True in forward): three runs of hessian_eigenvalues gave λ_min
+    -0.38, -0.41, -0.45, each converged, with no word, where compute_surface warned (trial s34). The
+    same model with p=0 is deterministic and gets no such warning."""
+    import warnings
+
+    from landscape_nb.spectrum import hessian_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    data = (x, (x[:, 0] > 0).long())
+    entries = {"eigenvalues": lambda m: lnb.hessian_eigenvalues(m, data),
+               "trace": lambda m: lnb.hessian_trace(m, data, n_samples=4),
+               "spectrum": lambda m: hessian_spectrum(m, data, n_probes=1, n_steps=4)}
+    for name, entry in entries.items():
+        torch.manual_seed(0)
+        with pytest.warns(UserWarning, match=r"samples at random.*each Hessian-vector product sees another draw"):
+            entry(_MCDropout(0.5).double())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*samples at random")
+            entry(_MCDropout(0.0).double())
