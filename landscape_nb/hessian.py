@@ -203,7 +203,12 @@ class HessianOperator:
         """``H v`` (flat, float64) by double backpropagation, summed over the batches."""
         v = torch.as_tensor(v)
         if v.numel() != self.n_params:
-            raise LandscapeError(f"a vector of {v.numel()} values; expected {self.n_params} (one per trainable value)")
+            got = f"an array of shape {tuple(v.shape)}" if v.ndim > 1 else f"a vector of {v.numel()} values"
+            raise LandscapeError(f"{got}; expected one vector of {self.n_params} values (one per trainable value)"
+                                 + (": for several vectors, call matvec on each column" if v.ndim > 1 else ""))
+        if not bool(torch.isfinite(v).all()):  # its NaN product was blamed on the loss (trial s34)
+            raise LandscapeError(f"the vector holds {int((~torch.isfinite(v)).sum())} NaN or infinite values of "
+                                 f"{v.numel()}; expected finite values")
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
         loss_total = total.new_zeros(())

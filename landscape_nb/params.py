@@ -24,6 +24,18 @@ def float_state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, b) for name, b in model.named_buffers() if b.is_floating_point() and name in persistent]
 
 
+def check_materialized(model: nn.Module) -> None:
+    """Raise ``LandscapeError`` if a parameter or buffer of ``model`` is on the meta device (a shape, no values)."""
+    for what, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for pname, t in named:
+            if t.is_meta:
+                raise LandscapeError(
+                    f"the model's {what} {pname!r} is on the meta device (shape only, no values); "
+                    "expected real weights: materialize them, e.g. model.to_empty(device='cpu') then "
+                    "model.load_state_dict(...)"
+                )
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -55,6 +67,7 @@ class ParamLayout:
                 f"expected a torch.nn.Module, got {type(model).__name__}; pass the model object itself"
             )
         model = unwrap_model(model)
+        check_materialized(model)  # torch's "Tensor.item() cannot be called on meta tensors" came later (trial s34)
         frozen = set(frozen)
         entries = [
             Entry(name, tuple(p.shape), "param" if p.requires_grad else "frozen")

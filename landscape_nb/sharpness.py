@@ -65,6 +65,11 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
         r = math.nan
     if isinstance(radius, bool):  # sharpness(surf, True): 1.0 by accident
         r = math.nan
+    if radius is None and r == 0:  # "radius=None; expected a positive distance" blamed an argument not given
+        raise LandscapeError(
+            f"the {axis} axis runs {t.min():.3g}..{t.max():.3g}: the centre is at its end, so the default radius (half "
+            f"the shorter side) is 0; pass radius= up to {max(-float(t.min()), float(t.max())):.3g} (the one side's "
+            "rise, and a one-sided curvature), or compute a range on both sides of 0")
     if not r > 0:
         raise LandscapeError(f"radius={radius!r}; expected a positive distance from the centre within the grid")
     reach = max(-float(t.min()), float(t.max()))
@@ -91,6 +96,8 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
         warn_user(f"landscape_nb: sharpness along {axis}: the surface was computed in "
                   f"{surface_precision(surface)}, about 1e-2 relative per point, and L''(0) is a second difference "
                   "of three of them: it may be far off; compute the surface in fp32 for the curvature")
+    else:
+        _warn_if_rounding_dominates(surface, axis, t, k0, l0, curv)
     label = surface.x_label if axis == "x" else surface.y_label
     return AxisSharpness(axis, label, r, l0, float(increase), curv)
 
@@ -114,6 +121,33 @@ def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisS
               + "; pass a smaller radius to read the rise where the loss is finite")
     label = surface.x_label if axis == "x" else surface.y_label
     return AxisSharpness(axis, label, r, l0, increase, curv)
+
+
+#: relative rounding of one loss value per precision (`surface_precision`): the unit roundoff of its products
+ROUNDING = {"fp64": 2.0 ** -52, "fp32": 2.0 ** -23, "tf32": 2.0 ** -11}
+
+
+def _warn_if_rounding_dominates(surface, axis: str, t: np.ndarray, k0: int, l0: float, curv: float) -> None:
+    """Warn where rounding alone can move the second difference by a tenth of it or more: each point off by
+    about ``δ = 2u·max(|L(0)|, 0.01)`` (u the precision's roundoff, ``ROUNDING``; measured 0.35–3.4·u·L(0))
+    moves it by up to ``4δ/h²``. A float32 surface at h = 5e-4 along unit Hessian eigenvectors read +0.0075
+    for λ_min = -0.0018, at h = 5e-5 -0.37 for λ_max = +0.46, where L(0) = 0.014 (trial s34; a naive float32
+    loop read the same). bf16/fp16 are warned about apart."""
+    u = ROUNDING.get(surface_precision(surface))
+    if u is None or not math.isfinite(curv) or len(t) < 3:
+        return
+    order = np.argsort(t)
+    j = min(max(int(np.flatnonzero(order == k0)[0]), 1), len(t) - 2)  # the three points _centre_curvature takes
+    h = float(np.min(np.diff(t[order[j - 1:j + 2]].astype(float))))
+    delta = 2 * u * max(abs(l0), 1e-2)  # a loss near 0 (a fitted net's) still rounds its logits: a floor
+    noise = 4 * delta / h ** 2
+    if noise > 0.1 * abs(curv):
+        coarser = f"a spacing ≥ {math.sqrt(40 * delta / abs(curv)):.2g}, " if curv else ""
+        warn_user(f"landscape_nb: sharpness along {axis}: L''(0) = {curv:.3g} is a second difference over a spacing "
+                  f"of {h:.3g}, and rounding each {surface_precision(surface)} loss value (about {u:.1g} relative) can "
+                  f"move it by up to {noise:.2g}: it may be rounding more than curvature; use a coarser grid near the "
+                  f"centre ({coarser}if the curvature is that small), or compute the surface in float64 "
+                  "(copy.deepcopy(model).double())")
 
 
 def _centre_curvature(t: np.ndarray, loss: np.ndarray, k0: int) -> float:

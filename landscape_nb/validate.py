@@ -24,7 +24,7 @@ from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings
 from .grid import Axis, Grid
 from .metrics import BUILTIN_METRICS
-from .params import check_finite
+from .params import check_finite, check_materialized
 from .surface import Surface
 
 MODES = (*EVAL_MODES, "bn")  # "bn": the short alias of "bn-recompute"
@@ -88,14 +88,7 @@ def check_model(model) -> None:
     """A module whose tensors hold values (not on the meta device)."""
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"model={_short(model)} of type {type(model).__name__}; expected a torch.nn.Module")
-    for what, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        for pname, t in named:
-            if t.is_meta:
-                raise LandscapeError(
-                    f"the model's {what} {pname!r} is on the meta device (shape only, no values); "
-                    "expected real weights: materialize them, e.g. model.to_empty(device='cpu') then "
-                    "model.load_state_dict(...)"
-                )
+    check_materialized(model)
 
 
 def check_data(what: str, data) -> None:

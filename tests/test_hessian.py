@@ -317,8 +317,17 @@ def test_bad_hessian_requests_are_clear_errors(data64):
         lnb.hessian_eigenvalues(model, data64, which="top")
     with pytest.raises(LandscapeError, match="n_samples"):
         lnb.hessian_trace(model, data64, n_samples=1)
-    with pytest.raises(LandscapeError, match="expected 59"):
+    with pytest.raises(LandscapeError, match="expected one vector of 59"):
         HessianOperator(model, data64).matvec(torch.zeros(3))
+    # trial s34: a (59, 2) matrix was "a vector of 118 values", a NaN vector's product blamed on the loss
+    with pytest.raises(LandscapeError, match=r"an array of shape \(59, 2\); expected one vector of 59.*each column"):
+        HessianOperator(model, data64).matvec(torch.zeros(59, 2))
+    with pytest.raises(LandscapeError, match="the vector holds 1 NaN or infinite values of 59"):
+        HessianOperator(model, data64).matvec(torch.zeros(59).index_fill_(0, torch.tensor([4]), float("nan")))
+    meta = nn.Sequential(nn.Linear(4, 3, device="meta"))  # torch's "Tensor.item() cannot be called on meta tensors"
+    for entry in (lambda: lnb.hessian_eigenvalues(meta, data64), lambda: lnb.random_directions(meta, n=1)):
+        with pytest.raises(LandscapeError, match="'0.weight' is on the meta device"):
+            entry()
     with pytest.raises(LandscapeError, match="at most 10 parameters"):
         HessianOperator(model, data64).dense(max_params=10)
 
