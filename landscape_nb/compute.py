@@ -25,7 +25,7 @@ from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
-from .metrics import loss_name, split_values, unwrap_compiled
+from .metrics import PROBABILITY_OUTPUTS, loss_name, split_values, unwrap_compiled
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
@@ -550,8 +550,9 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     notes = dict(final.notes)
     if notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = notes
-    if notes.get(RANDOM_OUTPUTS):  # sampling noise must not pass for the loss of the weights
-        warn_user(f"landscape_nb: {notes[RANDOM_OUTPUTS]}")
+    for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS):  # sampling noise, or a softmax taken twice, must not pass
+        if notes.get(key):  # for the loss of the weights
+            warn_user(f"landscape_nb: {notes[key]}")
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:

@@ -24,9 +24,10 @@ from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
 from .errors import LandscapeError, warn_user
-from .metrics import (DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator, check_mean_loss,
-                      exact_fractions, find_logits, fraction_counts, loss_name, own_loss, refuse_batch_sum,
-                      refuse_class_range, resolve_metrics, unwrap_compiled)
+from .metrics import (PROBABILITY_OUTPUTS, DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator,
+                      check_mean_loss, exact_fractions, find_logits, fraction_counts, loss_name, own_loss,
+                      probability_outputs_note, refuse_batch_sum, refuse_class_range, resolve_metrics,
+                      unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -531,6 +532,9 @@ class Evaluator(SpeedChoices):
                     self.notes[RANDOM_OUTPUTS] = random_note
                 if isinstance(self.loss_fn, DefaultLoss):
                     self.loss_fn.check(out, self._data.split()[1])
+                    probabilities = probability_outputs_note(out)
+                    if probabilities:  # warned by compute_surface, on every runner
+                        self.notes[PROBABILITY_OUTPUTS] = probabilities
                 elif type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):  # every sample's label, not 8
                     refuse_class_range(self.loss_fn, out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)

@@ -48,7 +48,8 @@ from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, hal
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
-from .metrics import DefaultLoss, batch_denominator, check_mean_loss, describe, unwrap_compiled
+from .metrics import (DefaultLoss, batch_denominator, check_mean_loss, describe, probability_outputs_note,
+                      unwrap_compiled)
 from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          random_outputs_note, run_checking_inputs)
@@ -146,6 +147,8 @@ class HessianOperator:
                 warn_user(f"landscape_nb: {random_note}")
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
+                if probability_outputs_note(out):
+                    warn_user(f"landscape_nb: {probability_outputs_note(out)}")
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
             _check_differentiable(model, loss_fn, xb, yb)
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})

@@ -159,6 +159,27 @@ class DefaultLoss:
             raise LandscapeError(f"{hint}; or {fix}")
 
 
+#: the key of ``DataInfo.notes`` saying the default loss was given probabilities (`probability_outputs_note`)
+PROBABILITY_OUTPUTS = "probability outputs"
+
+
+def probability_outputs_note(outputs) -> str | None:
+    """What to say when the logits the default cross-entropy found (``find_logits``) are probabilities already:
+    each in [0, 1], summing to 1 over the classes (dim 1), as a model ending in softmax gives. Cross-entropy
+    takes log_softmax of them again, which squeezes the surface: 1.59–2.36 over a plane where the same
+    weights' log-probabilities gave 0.215–151 (trial s34), with no word. None otherwise."""
+    logits = find_logits(outputs)
+    if logits is None or logits.ndim < 2 or logits.shape[1] < 2 or not logits.is_floating_point():
+        return None
+    if not _sums_to_one(logits, 1):
+        return None
+    return (f"the model's outputs {_n_first(tuple(logits.shape))} are probabilities already (each in [0, 1], summing "
+            "to 1 over dim 1: a softmax at the end of the model?), and the default cross-entropy takes logits: it "
+            "applies log_softmax to them again, which flattens the surface. If the model was trained with that loss, "
+            "this is its loss; else pass loss_fn=lambda out, y: F.nll_loss(out.clamp_min(1e-30).log(), y) (or drop "
+            "the final softmax)")
+
+
 def _logits_expr(outputs) -> str:
     """How a loss written for the user reaches the logits in ``outputs`` (``find_logits``): ``out``,
     ``out.logits``, ``out["logits"]`` or ``out[i]``."""

@@ -90,17 +90,21 @@ def code_fingerprint(model: nn.Module) -> dict:
 
 
 _PLAIN = (bool, int, float, str, type(None))
+#: how many calls deep `globals_fingerprint` follows the user's own functions (an edit three calls below forward
+#: kept the store at 2, trial s34); what is walked is the user's code only, each function once
+CALL_DEPTH = 8
 
 
 def module_settings(model: nn.Module) -> dict[str, str]:
     """Per submodule (by name; ``""`` the model itself), 12 hex digits of SHA-256 over what makes it compute
     what it does besides its ``state_dict``: its class, its ``extra_repr()`` (torch's modules' settings:
     ``eps``, ``negative_slope``, ``stride``...), its non-persistent buffers and its own plain attributes
-    (numbers, strings, tuples of them, tensors). A model made of torch's modules only has no source of its
+    (numbers, strings, tuples of them, tensors; containers of those: dicts, lists, SimpleNamespaces, dataclasses
+    and objects of the user's own classes, `_config_text`). A model made of torch's modules only has no source of its
     own to compare (``code_fingerprint``'s classes), so ReLU swapped for Tanh, another BatchNorm ``eps`` or a
     temperature attribute changed kept the weights, the key and the store: a resumed surface mixed two
     models' values. Not seen here: module-level globals (``globals_fingerprint``) and attributes of other
-    types."""
+    types (modules, functions, objects of installed packages)."""
     out = {}
     for name, m in model.named_modules(remove_duplicate=False):
         h = hashlib.sha256(f"{type(m).__module__}.{type(m).__qualname__}\n".encode())
@@ -117,8 +121,62 @@ def module_settings(model: nn.Module) -> dict[str, str]:
                 hash_tensor(h, value.detach(), key)
             elif _plain(value):
                 h.update(f"{key}={value!r}\n".encode())
+            else:  # a config in a dict, list, SimpleNamespace or dataclass (trial s34: a changed cfg["temp"] kept
+                text = _config_text(value)  # the store, which returned the old surface)
+                if text is not None:
+                    h.update(f"{key}={text}\n".encode())
         out[name] = h.hexdigest()[:12]
     return out
+
+
+CONFIG_LEAVES = 10_000  # a container attribute with more values than this is not compared (a cache, not a setting)
+
+
+def _config_text(value) -> str | None:
+    """A canonical text of a container of settings: dicts (by sorted key), lists, tuples, SimpleNamespaces and
+    dataclass instances, nested, of numbers, strings, None, tensors and arrays (by digest). None for anything
+    else inside (a module, a function, an object of another kind) or past ``CONFIG_LEAVES`` values: not
+    compared, as before."""
+    import dataclasses
+    import types
+
+    import numpy as np
+
+    budget = [CONFIG_LEAVES]
+
+    def text(v, depth: int) -> str:
+        budget[0] -= 1
+        if budget[0] < 0 or depth > 8:
+            raise ValueError
+        if isinstance(v, _PLAIN):
+            return repr(v)
+        if isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type != "meta":
+            h = hashlib.sha256()
+            hash_tensor(h, v.detach())
+            return f"tensor:{h.hexdigest()[:16]}"
+        if isinstance(v, np.ndarray) and v.dtype != object:
+            h = hashlib.sha256()
+            hash_array(h, v)
+            return f"array:{h.hexdigest()[:16]}"
+        if isinstance(v, (list, tuple)):
+            return f"{type(v).__name__}[" + ",".join(text(e, depth + 1) for e in v) + "]"
+        if isinstance(v, types.SimpleNamespace):
+            v = vars(v)
+        elif isinstance(v, (type, nn.Module, types.FunctionType)):
+            raise ValueError
+        elif dataclasses.is_dataclass(v):
+            v = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
+        elif users_module(type(v).__module__) and isinstance(getattr(v, "__dict__", None), dict):
+            v = {"__class__": type(v).__qualname__, **vars(v)}  # a helper object of the user's: its fields
+        if isinstance(v, dict) and all(isinstance(k, _PLAIN) for k in v):
+            items = sorted(v.items(), key=lambda kv: repr(kv[0]))
+            return "{" + ",".join(f"{k!r}:{text(e, depth + 1)}" for k, e in items) + "}"
+        raise ValueError
+
+    try:
+        return text(value, 0)
+    except Exception:  # noqa: BLE001 - not a plain container (or too big): not compared
+        return None
 
 
 def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded: bool = False) -> dict[str, str]:
@@ -126,7 +184,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     SHA-256 for each module-level global (a number, string, tuple of them, tensor or array) read (a
     global load in the bytecode, or an attribute of a module of the user's) by the forwards of the model's
     own classes (and the methods they call), ``loss_fn`` or the metrics, or by functions of the user's
-    they call (two calls deep), e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()``
+    they call (``CALL_DEPTH`` calls deep) and methods of the user's helper objects kept as attributes,
+    e.g. ``{"lossmod.TEMP": ..., "lossmod.temp_ce()": ...}``; ``name()``
     entries hash such a function's source (or bytecode where unreadable); with ``loaded=True``, its bytecode,
     names, constants and default arguments as this process loaded them (``inspect.getsource`` reads the file
     as it is now, which a Dask worker that imported the module before an edit does not run), not for a
@@ -177,9 +236,9 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
             if isinstance(value, types.ModuleType) and own(value.__name__):  # lossmod.TEMP read as an attribute
                 for attr in sorted(attrs & vars(value).keys()):
                     record(f"{value.__name__}.{attr}", vars(value)[attr])
-                    if depth < 2:
+                    if depth < CALL_DEPTH:
                         walk(vars(value)[attr], depth + 1)
-            elif depth < 2:
+            elif depth < CALL_DEPTH:
                 walk(value, depth + 1)
 
     def walk(fn, depth: int, methods: dict | None = None) -> None:
@@ -211,6 +270,13 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
                 for value in list(getattr(fn, "__dict__", {}).values()):
                     if isinstance(value, types.FunctionType):
                         walk(value, depth, own_methods)
+            for value in list(getattr(fn, "__dict__", {}).values()):  # self.post.apply(...): a helper object's
+                if (not isinstance(value, (nn.Module, type, types.FunctionType)) and own(type(value).__module__)
+                        and depth < CALL_DEPTH):  # methods (trial s34: an edit there kept the store)
+                    helper = {n: f for cls in reversed(type(value).__mro__) if own(cls.__module__)
+                              for n, f in vars(cls).items() if isinstance(f, types.FunctionType)}
+                    for n in sorted(helper):
+                        walk(helper[n], depth + 1, helper)
 
     named = metrics.values() if isinstance(metrics, Mapping) else metrics if isinstance(metrics, (list, tuple)) else ()
     for fn in [*model.modules(), loss_fn, *named]:

@@ -3,6 +3,7 @@ naive loop written here (copy w + a·d into the model, run the user's own loss o
 import copy
 import math
 import re
+import warnings
 import subprocess
 import sys
 import textwrap
@@ -1107,3 +1108,29 @@ def test_accuracy_named_or_auto_skips_the_losss_ignored_targets_and_an_ambiguous
     surf = lnb.compute_surface(lm, (x, tokens), lnb.random_directions(lm, n=1), x=(-1, 1, 3), loss_fn=lm_loss)
     assert "accuracy" not in surf.metrics
     assert "classes on dim 1 and on the last dim alike" in surf.provenance["data"]["accuracy"]
+
+
+def test_a_model_ending_in_softmax_is_said_so_by_the_default_loss():
+    """A model ending in softmax gave the default cross-entropy probabilities as logits: the surface was
+    squeezed to 1.59–2.36 where the log-probabilities' NLL spans 0.2–151, with no word (trial s34). The
+    values are cross-entropy of the outputs as torch takes them (naive loop), said in a warning and the
+    provenance, with the NLL to pass; the Hessian entries say it too. A model of logits gets no such note."""
+    g = gen(12)
+    x, y = torch.randn(N, 6, generator=g), torch.randint(0, 3, (N,), generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 3), nn.Softmax(dim=1))
+    d = lnb.random_directions(net, n=1, seed=0)
+    xs = (-1.0, 1.0, 3)
+    with pytest.warns(UserWarning, match=r"outputs \(N, 3\) are probabilities already.*F\.nll_loss"):
+        surf = lnb.compute_surface(net, (x, y), d, x=xs)
+    assert "probabilities already" in surf.provenance["data"]["probability outputs"]
+    with torch.no_grad():
+        want = [float(F.cross_entropy(perturbed(net, d, float(a))(x), y)) for a in np.linspace(*xs)]
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+    with pytest.warns(UserWarning, match="probabilities already"):
+        lnb.hessian_eigenvalues(net, (x, y))
+    logits = net[0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*probabilities already")
+        surf = lnb.compute_surface(logits, (x, y), lnb.random_directions(logits, n=1, seed=0), x=xs)
+    assert "probability outputs" not in surf.provenance.get("data", {})

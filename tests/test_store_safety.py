@@ -3,6 +3,7 @@
 Values are always checked against ``conftest.naive_loss`` (copy w + Σ c·d into a copy of the
 model, loop over the data)."""
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -691,9 +693,34 @@ class _Scaled(torch.nn.Module):
         return self.lin(x) / self.t + self.shift
 
 
+class _Configured(torch.nn.Module):
+    """Logits divided by a temperature kept in a config object: a dict, list, SimpleNamespace or dataclass."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3)
+        self.cfg = cfg
+
+    def forward(self, x):
+        cfg = self.cfg
+        t = cfg["temp"] if isinstance(cfg, dict) else cfg[0] if isinstance(cfg, list) else cfg.temp
+        return self.lin(x) / t
+
+
+@dataclasses.dataclass
+class _Cfg:
+    temp: float
+
+
 def _settings_model(case: str, changed: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     nn = torch.nn
+    temp = 3.0 if changed else 1.0
+    if case.endswith("-config"):  # trial s34: a changed cfg["temp"] returned the old surface ("81 from the store")
+        kind = case.removesuffix("-config")
+        cfg = {"dict": {"temp": temp, "name": "t"}, "list": [temp], "namespace": types.SimpleNamespace(temp=temp),
+               "dataclass": _Cfg(temp)}[kind]
+        return _Configured(cfg)
     if case == "activation":
         return nn.Sequential(nn.Linear(6, 8), nn.Tanh() if changed else nn.ReLU(), nn.Linear(8, 3))
     if case == "leaky-slope":
@@ -705,12 +732,14 @@ def _settings_model(case: str, changed: bool) -> torch.nn.Module:
     return _Scaled(shift=1.0 if changed else 0.0)  # non-persistent buffer
 
 
-@pytest.mark.parametrize("case", ["activation", "leaky-slope", "batchnorm-eps", "attribute", "buffer"])
+@pytest.mark.parametrize("case", ["activation", "leaky-slope", "batchnorm-eps", "attribute", "buffer", "dict-config",
+                                  "list-config", "namespace-config", "dataclass-config"])
 def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_weights(tmp_path, case):
     """A model of torch's modules only (no source of its own to compare) rebuilt with ReLU for Tanh, another
-    slope or eps, or a changed plain attribute or non-persistent buffer: same state_dict, same spec key. A
-    fresh user's resumed store kept the first model's points (8-14 % off the naive loop); now refused, naming
-    the module. The same model made again resumes."""
+    slope or eps, or a changed plain attribute, non-persistent buffer or config container (a dict, list,
+    SimpleNamespace or dataclass attribute: trial s34): same state_dict, same spec key. A fresh user's resumed
+    store kept the first model's points (8-14 % off the naive loop); now refused, naming the module. The same
+    model made again resumes."""
     g = torch.Generator().manual_seed(0)
     data = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
     store = tmp_path / "s.zarr"
@@ -737,7 +766,24 @@ SCALE = 1.0
 
 
 def soften(o):
-    return o / TEMP
+    return _deep1(o) / TEMP
+
+
+def _deep1(o):
+    return _deep2(o)
+
+
+def _deep2(o):
+    return _deep3(o)
+
+
+def _deep3(o):
+    return o * 1.0
+
+
+class Post:
+    def apply(self, o):
+        return o * 1.0
 
 
 def temp_ce(o, t):
@@ -748,19 +794,22 @@ class ScaledNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = torch.nn.Linear(6, 3)
+        self.post = Post()
 
     def forward(self, x):
-        return self.lin(x) * SCALE
+        return self.post.apply(self.lin(x)) * SCALE
 '''
 
 
-@pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code"])
+@pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code",
+                                  "code four calls deep", "a helper object's method"])
 def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_reads_changed(tmp_path, monkeypatch,
                                                                                             case):
     """A loss in an importable module pickles by name, and a model's forward may read a module-level global:
     a fresh user's store resumed after ``TEMP = 3`` (read by the loss, through a helper) or ``SCALE`` (read by
-    the model) and mixed two losses' values (up to 15.0 off); an edited helper body did the same. Now refused
-    naming what changed; set back, the store resumes."""
+    the model) and mixed two losses' values (up to 15.0 off); an edited helper body did the same, and so did
+    one four calls below the loss or in a helper object's method (trial s34). Now refused naming what changed;
+    set back, the store resumes."""
     import importlib
 
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -783,7 +832,15 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
 
     kept = run("s.zarr", mod)
     if case == "the loss's code":
-        changed, name = load(USER_MODULE.replace("return o / TEMP", "return 2 * o / TEMP")), r"user_code\.soften\(\)"
+        changed, name = load(USER_MODULE.replace("return _deep1(o) / TEMP", "return 2 * _deep1(o) / TEMP")), \
+            r"user_code\.soften\(\)"
+    elif case == "code four calls deep":  # loss → soften → _deep1 → _deep2 → _deep3: kept the store (trial s34)
+        changed, name = load(USER_MODULE.replace("return o * 1.0\n\n\nclass", "return o * 3.0\n\n\nclass")), \
+            r"user_code\._deep3\(\)"
+    elif case == "a helper object's method":  # self.post.apply(...) in forward: kept the store (trial s34)
+        changed, name = load(USER_MODULE.replace("        return o * 1.0", "        return o * 3.0")), \
+            r"user_code\.Post\.apply\(\)"
+        model.post = changed.Post()  # the same model object (weights) with the edited helper, as a rerun makes
     else:
         changed, name = mod, "user_code.TEMP" if "loss" in case else "user_code.SCALE"
         monkeypatch.setattr(mod, name.split(".")[1], 3.0)
@@ -795,7 +852,7 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
     with torch.no_grad():
         naive = [float(changed.temp_ce(model_at(model, d, a)(data[0]), data[1])) for a in np.linspace(-1, 1, 5)]
     np.testing.assert_allclose(fresh.loss, naive, rtol=1e-5)
-    if case != "the loss's code":
+    if case.startswith("a global"):
         monkeypatch.setattr(mod, name.split(".")[1], 1.0)
         np.testing.assert_array_equal(run("s.zarr", mod).loss, kept.loss)  # set back: resumed, nothing recomputed
 
