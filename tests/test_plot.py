@@ -12,6 +12,7 @@ import pytest
 
 from landscape_nb import LandscapeError, Surface
 from landscape_nb import plot
+from landscape_nb.plot._common import PARTIAL_NOTE
 
 X = np.linspace(-1.0, 1.0, 7)
 Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
@@ -681,6 +682,50 @@ def test_live_1d_has_loss_and_accuracy_on_twin_axes_with_gaps():
     assert list(fig.data[0].y[5:]) == [None] * 4
     plot.update(fig, line)
     np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float), line.loss)
+
+
+def test_a_live_line_on_log_scale_counts_the_losses_it_cannot_draw():
+    """A Gaussian NLL below 0 at 3 of 21 points, its minimum among them: the live line on log scale hid them
+    with no word, where plot.line and the 2D colour bar count them (trial s34)."""
+    x = np.linspace(-1, 1, 21)
+    loss = 3 * x ** 2 - 0.1  # ≤ 0 where |x| ≤ 0.18: x = -0.1, 0, 0.1
+    naive = int(np.sum(loss <= 0))
+    fig = plot.live(Surface(x=x, y=None, loss=np.full(21, np.nan), done=np.zeros(21, bool)), log=True)
+    plot.update(fig, Surface(x=x, y=None, loss=loss))
+    assert fig.layout.yaxis.title.text == f"loss ({naive} points ≤ 0 not shown)" and naive == 3
+    assert fig.layout.yaxis.title.text == plot.line(Surface(x=x, y=None, loss=loss), log=True).layout.yaxis.title.text
+    plot.update(fig, Surface(x=x, y=None, loss=loss), log=False)
+    assert fig.layout.yaxis.title.text == "loss"
+
+
+def _partial_notes(fig) -> list[str]:
+    return [a.text for a in fig.layout.annotations if a.name == PARTIAL_NOTE]
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_a_live_figure_says_how_much_it_holds_as_it_fills_in_and_nothing_once_complete(ndim, bowl, tmp_path):
+    """A live line made from its empty grid kept "partial: 0 of 21 points" on the complete line and its export,
+    and a cancelled 2D live figure said nothing of being partial (trial s34). The note follows every update:
+    the count of points computed (naive: the finite values), none once complete, back for a partial one."""
+    full = make_line(n=21) if ndim == 1 else bowl
+    n = full.loss.size
+
+    def holding(k):
+        loss = np.full(full.loss.shape, np.nan)
+        loss.flat[:k] = full.loss.flat[:k]
+        return Surface(x=full.x, y=full.y, loss=loss, metrics={m: np.where(np.isnan(loss), np.nan, v)
+                                                                for m, v in full.metrics.items()},
+                       done=np.isfinite(loss))
+
+    fig = plot.live(holding(0))
+    assert _partial_notes(fig) == [f"partial: 0 of {n} points"]
+    plot.update(fig, holding(7))
+    assert len(_partial_notes(fig)) == 1 and _partial_notes(fig)[0].startswith(f"partial: 7 of {n} points")
+    plot.update(fig, full)
+    assert _partial_notes(fig) == []
+    assert "partial:" not in plot.export_html(plot.mark_partial(fig, full), tmp_path / "f.html").read_text()
+    plot.update(fig, holding(3))
+    assert len(_partial_notes(fig)) == 1 and _partial_notes(fig)[0].startswith(f"partial: 3 of {n} points")
 
 
 def test_update_refuses_a_figure_not_made_by_live_and_a_surface_of_another_shape(bowl):

@@ -1026,6 +1026,19 @@ def test_cancel_stops_the_range_search_of_a_compute_and_one_it_waits_for(slow_se
     assert state.status == "cancelled" and "while finding the range" in state.message
     assert state.surface.n_done == 0 and state.cancel_latency is not None
     assert_bit_identical(model, saved)
+    # a finished run, then another seed cancelled in its search: the finished one is shown again, with its
+    # directions and centre (an empty grid titled as the cancelled run had replaced it, trial s34)
+    state.auto_range = False
+    assert state.compute(wait=True) and state.status == "done", state.message
+    finished, directions = state.surface, state.directions
+    state.auto_range, state.seed = True, 3
+    state.compute()
+    time.sleep(0.3)
+    state.cancel()
+    state.wait(30)
+    assert state.status == "cancelled" and "the figure shows the run before again" in state.message, state.message
+    assert state.surface is finished and state.directions is directions and state.centre is not None
+    assert (state.n_done, state.n_points) == (25, 25)
 
     lnb.zoo.load("mlp-moons")
     zoo_state = ExplorerState(model_name="mlp-moons", x_points=9, y_points=9)

@@ -619,12 +619,34 @@ def note_partial(fig, surfaces: Surface | Sequence[Surface] | None, names: Seque
     cubes beyond the boxes drawn as shells); with several surfaces each is named (``names``, default their
     labels). The static figures call it, so a partial surface's figure says so wherever it is exported;
     nothing for complete ones."""
+    if any(getattr(a, "name", None) == PARTIAL_NOTE for a in fig.layout.annotations):
+        return
+    note = partial_note(fig.data, fig.layout.annotations, surfaces, names)
+    if note is not None:
+        fig.add_annotation(**note)
+
+
+def sync_partial_note(fig, surface: Surface) -> None:
+    """A live figure's note (`note_partial`) set to what ``surface`` holds now, in one assignment where it
+    changed: removed once complete. A line's note, made from its empty grid, said "partial: 0 of 21 points"
+    on a complete line, and a cancelled 2D live figure said nothing (trial s34)."""
+    kept = [a for a in fig.layout.annotations if getattr(a, "name", None) != PARTIAL_NOTE]
+    note = partial_note(fig.data, kept, surface)
+    old = next((a.text for a in fig.layout.annotations if getattr(a, "name", None) == PARTIAL_NOTE), None)
+    if (note or {}).get("text") != old:
+        fig.layout.annotations = kept + ([go.layout.Annotation(**note)] if note else [])
+
+
+def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | None,
+                 names: Sequence[str] | None = None) -> dict | None:
+    """The annotation `note_partial` adds to a figure of ``traces`` and ``annotations`` (keyword arguments of
+    ``add_annotation``), None for complete surfaces."""
     many = isinstance(surfaces, Sequence) and not isinstance(surfaces, Surface)
     listed = [s for s in (surfaces if many else [surfaces]) if s is not None]
     partial = [(k, s) for k, s in enumerate(listed) if not s.is_complete]
-    if not partial or any(getattr(a, "name", None) == PARTIAL_NOTE for a in fig.layout.annotations):
-        return
-    marked = [t for t in fig.data if t.name == LONE_POINTS and t.x is not None]
+    if not partial:
+        return None
+    marked = [t for t in traces if t.name == LONE_POINTS and t.x is not None]
     lone = sum(len(t.x) for t in marked)
     past = sum(int((t.meta or {}).get("past_boxes", 0)) if isinstance(t.meta, Mapping) else 0 for t in marked)
     counts = [f"{s.n_done} of {int(np.size(s.loss))} points" for _, s in partial]
@@ -634,10 +656,10 @@ def note_partial(fig, surfaces: Surface | Sequence[Surface] | None, names: Seque
     why = (f"no computed cell around {lone - past} of them, {past} past the shells drawn" if past else
            "no computed cell around them")
     markers = f"; {lone} drawn as markers ({why})" if lone else ""
-    titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in fig.layout.annotations)  # panels' titles
-    fig.add_annotation(text=f"partial: {'; '.join(counts)}{markers}", name=PARTIAL_NOTE, xref="paper", yref="paper",
-                       x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=22 if titled else 0, showarrow=False,
-                       font={"color": "firebrick"})
+    titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations)  # panels' titles
+    return dict(text=f"partial: {'; '.join(counts)}{markers}", name=PARTIAL_NOTE, xref="paper", yref="paper",
+                x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=22 if titled else 0, showarrow=False,
+                font={"color": "firebrick"})
 
 
 def lone_points(z: np.ndarray) -> np.ndarray:

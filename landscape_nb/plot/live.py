@@ -36,11 +36,13 @@ from ._common import (
     hover_template,
     line_mode,
     lone_points_trace,
+    non_positive_note,
     plot_area,
     scene_axes,
     scene_eye,
     set_caption,
     surface_contours_drawn,
+    sync_partial_note,
     to_plotly_z,
 )
 from .figures import (
@@ -206,6 +208,7 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
                 fig.layout.xaxis.range, fig.layout.yaxis.range = extent[:2], extent[2:]
                 new_meta[_LIVE_KEY]["extent"] = extent
         fig.layout.meta = new_meta
+    sync_partial_note(fig, surface)  # after the batch: its traces' markers as this update left them
     return fig
 
 
@@ -223,6 +226,9 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     fig.layout.xaxis.title.text = fit_title(
         surf.x_label, plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0])
     fig.layout.yaxis.type = "log" if log else "linear"
+    # losses ≤ 0 have no logarithm: counted in the axis title, as plot.line does (a live line hid them, its own
+    # minimum among them, with no word, trial s34)
+    fig.layout.yaxis.title.text = "loss" + non_positive_note(log, [surf.loss]).replace("<br>", " ")
 
 
 def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool) -> bool:

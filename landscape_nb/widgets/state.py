@@ -879,10 +879,18 @@ class ExplorerState(t.HasTraits):
     def _cancelled_early(self, returned: float) -> None:
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
+        # the run shown before is shown again, with its directions: an empty grid titled as the cancelled run's
+        # replaced a finished surface, and Export HTML wrote that (trial s34)
+        back = self._before is not None
+        if back:
+            self.surface = self._before
+            self.directions, self.centre = self._before_run
+            self.n_done, self.n_points = self.surface.n_done, self.surface.loss.size
         self.status = "cancelled"
         kept = self._resumable[1].n_done if self._resumable else 0
         self._say("Cancelled while finding the range: no new points computed"
-                  + (f"; the {kept} of the cancelled run are kept." if kept else "."))
+                  + (f"; the {kept} of the cancelled run are kept" if kept else "")
+                  + ("; the figure shows the run before again." if back else "."))
         self._ended(prepare=False)
 
     def _lost_cluster(self, exc, prepared: Prepared | None = None) -> None:
