@@ -657,9 +657,9 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
            "no computed cell around them")
     markers = f"; {lone} drawn as markers ({why})" if lone else ""
     titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations)  # panels' titles
-    return dict(text=f"partial: {'; '.join(counts)}{markers}", name=PARTIAL_NOTE, xref="paper", yref="paper",
-                x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=22 if titled else 0, showarrow=False,
-                font={"color": "firebrick"})
+    return {"text": f"partial: {'; '.join(counts)}{markers}", "name": PARTIAL_NOTE, "xref": "paper", "yref": "paper",
+            "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom", "yshift": 22 if titled else 0,
+            "showarrow": False, "font": {"color": "firebrick"}}
 
 
 def lone_points(z: np.ndarray) -> np.ndarray:
