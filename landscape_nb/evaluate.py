@@ -33,7 +33,7 @@ from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model
                      unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
 from .statecheck import (RANDOM_OUTPUTS, StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
-                         map_outputs, random_outputs_note, run_checking_inputs, same_values)
+                         map_outputs, random_outputs_note, run_checking_inputs, same_values, user_frame)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 
@@ -511,7 +511,8 @@ class Evaluator(SpeedChoices):
                         keys += ("; with channels_last=True the model's activations are channels_last, which "
                                  ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")
                     raise LandscapeError(
-                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc} on inputs {form}"
+                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc}{user_frame(exc)} "
+                        f"on inputs {form}"
                         f"{keys}; if the data are shaped wrong, pass them the way the model expects (a tuple is "
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"

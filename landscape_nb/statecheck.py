@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import functools
 import math
+import os
 import random
 import types
 import warnings
@@ -803,6 +804,25 @@ def culprit(exc: BaseException, model: nn.Module, loss_fn, metrics=None) -> str 
     return None
 
 
+def user_frame(exc: BaseException) -> str:
+    """`` (at file.py:11 in helper())``: the innermost frame of ``exc``'s traceback in the user's own code (not
+    the standard library, an installed package or landscape_nb), "" where there is none. An AttributeError in
+    a helper of forward named no file, line or function, even with -v (trial s34)."""
+    import sysconfig
+    import traceback
+
+    skip = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding landscape_nb/
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.realpath(frame.filename)
+        if (frame.filename.startswith("<") or any(path.startswith(p + os.sep) for p in skip)
+                or path.startswith(os.path.join(package, "landscape_nb") + os.sep)
+                or "site-packages" in path or "dist-packages" in path):
+            continue
+        return f" (at {os.path.basename(path)}:{frame.lineno} in {frame.name}())"
+    return ""
+
+
 def user_error(exc: BaseException, model: nn.Module, loss_fn, metrics, where: str, kept: str) -> LandscapeError:
     """One clear line for ``exc``, raised by the user's model, loss or a metric: which function raised it
     (``culprit``), its type and first 300 characters, ``where`` it happened and what is ``kept``; meant to
@@ -810,8 +830,8 @@ def user_error(exc: BaseException, model: nn.Module, loss_fn, metrics, where: st
     label = culprit(exc, model, loss_fn, metrics) or "the model, loss_fn or a metric"
     text = " ".join(str(exc).split())
     text = text if len(text) <= 300 else text[:297] + "..."
-    return LandscapeError(f"{label} raised {type(exc).__name__}: {text} ({where}); the original exception "
-                          f"is chained as __cause__; {kept}")
+    return LandscapeError(f"{label} raised {type(exc).__name__}: {text}{user_frame(exc)} ({where}); the original "
+                          f"exception is chained as __cause__; {kept}")
 
 
 @contextlib.contextmanager

@@ -1001,14 +1001,55 @@ def test_iterable_dataset_stops_after_max_samples():
     g = gen(11)
     x, y = torch.randn(5000, 6, generator=g), torch.randint(0, 3, (5000,), generator=g)
     ds = Stream(x, y)
-    surf = lnb.compute_surface(model, ds, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
+    # the first 300 are no random subset: said (a class-sorted stream's were biased, no word: trial s34)
+    with pytest.warns(UserWarning, match="max_samples=300 on a stream takes the first 300 samples the Stream yields"):
+        surf = lnb.compute_surface(model, ds, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
     assert ds.yielded == 2 * 300  # the first 300 items, then reading stops; read twice (for a random draw)
+    assert "not subsampled at random" in surf.provenance["data"]["subset"]
     with torch.no_grad():
         np.testing.assert_allclose(surf.loss[1], float(_ce(model(x[:300]), y[:300])), rtol=1e-6)
     loader = DataLoader(Stream(x, y), batch_size=64)
-    surf2 = lnb.compute_surface(model, loader, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
+    with pytest.warns(UserWarning, match="the first 300 samples the DataLoader over Stream yields"):
+        surf2 = lnb.compute_surface(model, loader, lnb.random_directions(model, n=1), x=(-1, 1, 3), max_samples=300)
     assert loader.dataset.yielded <= 2 * 320 and "first 300" in surf2.provenance["data"]["order"]
     np.testing.assert_allclose(surf2.loss, surf.loss, rtol=1e-7)
+    with warnings.catch_warnings():  # a stream shorter than max_samples is read whole: nothing to say
+        warnings.filterwarnings("error", message=".*on a stream takes")
+        lnb.compute_surface(model, Stream(x[:200], y[:200]), lnb.random_directions(model, n=1), x=(-1, 1, 3),
+                            max_samples=300)
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n + 1  # one more than it holds
+
+    def __getitem__(self, i):
+        if i >= self.n:
+            raise IndexError(f"index {i} is out of bounds for size {self.n}")
+        return torch.zeros(6), 0
+
+
+def test_an_error_raised_reading_the_data_is_named_as_the_datas_not_the_models():
+    """A data factory raising OSError, or a Dataset whose __len__ is one too long, read as "the model, loss_fn
+    or a metric raised ..." (trial s34). Said as the data's, the original chained, from compute_surface and the
+    Hessian entries alike."""
+    model, _, _, _ = row("mlp")
+    d = lnb.random_directions(model, n=1)
+
+    def missing():
+        raise OSError("dataset dir /data/digits missing")
+
+    for data, source in ((missing, r"in the function .*missing\(\) returning it"),
+                         (_Broken(20), r"in its _Broken \(__getitem__")):
+        for entry in (lambda data=data: lnb.compute_surface(model, data, d, x=(-1, 1, 3)),
+                      lambda data=data: lnb.hessian_eigenvalues(model, data)):
+            with pytest.raises(LandscapeError, match=rf"reading the data raised (OSError|IndexError): .*{source}.*"
+                                                     r"the error is in the data") as err:
+                entry()
+            assert isinstance(err.value.__cause__, (OSError, IndexError)) and "model, loss_fn" not in str(err.value)
 
 
 def test_progress_bars_in_the_python_api(capsys):

@@ -1,8 +1,10 @@
 """The CLI end to end, on a user's own model (module:function) and on saved stores."""
 import json
 import os
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -1235,3 +1237,54 @@ def test_the_first_ctrl_c_quiets_dask_s_own_failure_logs_until_main_returns(caps
     with pytest.raises(KeyboardInterrupt):
         loud(2, None)
     assert {n: logging.getLogger(n).level for n in before} == before
+
+
+def test_errors_in_the_users_module_are_one_line_with_the_place_and_v_shows_the_traceback(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """Trial s34: a SyntaxError in the user's module printed importlib's 20-line traceback (exit 1); an
+    AttributeError in a helper of forward named no file, line or function, and -v did not show where; a long
+    load_state_dict message was cut mid-word at 300 characters."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "broken_syntax.py").write_text("import torch\n\ndef make():\n    m = torch.nn.Linear(4, 2\n")
+    (tmp_path / "typo_model.py").write_text(textwrap.dedent("""
+        import torch
+
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin, self.scale = torch.nn.Linear(4, 2), 2.0
+
+            def forward(self, x):
+                return self.helper(self.lin(x))
+
+            def helper(self, h):
+                return h * self.scael
+
+
+        def make():
+            return Net(), (torch.randn(20, 4), torch.randint(0, 2, (20,)))
+
+
+        def mismatch():
+            net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(12)])
+            wide = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(12)])
+            net.load_state_dict(wide.state_dict())
+    """))
+    out = ["--grid", "3", "--no-store", "--html", str(tmp_path / "f.html")]
+    assert main(["compute", "broken_syntax:make", *out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith(
+        "SyntaxError in " + str(tmp_path / "broken_syntax.py") + ", line 4: '(' was never closed; fix the module and "
+        "rerun"), err
+    assert main(["compute", "typo_model:make", *out]) == 2
+    err = capsys.readouterr().err
+    assert "'Net' object has no attribute 'scael' (at typo_model.py:14 in helper())" in err and "Traceback" not in err
+    assert main(["-v", "compute", "typo_model:make", *out]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in helper" in err and "return h * self.scael" in err
+    assert main(["compute", "typo_model:mismatch", *out]) == 2
+    err = capsys.readouterr().err
+    words = re.search(r"raised RuntimeError: (.*) … \((\d+) more characters: run with -v", err)
+    assert words and len(words[1]) <= 600 and not words[1].endswith(("torc", "Siz")), err

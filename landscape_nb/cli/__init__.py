@@ -157,6 +157,12 @@ def load_model_spec(name: str, split: str | None = None):
                 f"cannot load {name!r} ({exc}); expected module:function, a function returning "
                 f"(model, data) or (model, data, loss_fn), importable from the current directory{path}"
             ) from None
+        except SyntaxError as exc:  # a 20-line traceback of importlib's and exit 1 (trial s34)
+            raise LandscapeError(f"cannot load {name!r}: {type(exc).__name__} in {exc.filename}, line {exc.lineno}: "
+                                 f"{exc.msg}; fix the module and rerun") from None
+        except Exception as exc:  # its module-level code raised: the user's own, one line, the original chained
+            raise LandscapeError(f"importing {mod_name} (for {name}) raised {type(exc).__name__}: "
+                                 f"{_shortened(_one_line(exc))}") from exc
         if not callable(fn):
             raise LandscapeError(f"{name} is of type {type(fn).__name__}, not a function; expected module:function naming "
                                  "a function that returns (model, data) or (model, data, loss_fn)")
@@ -169,7 +175,7 @@ def load_model_spec(name: str, split: str | None = None):
         try:
             out = fn(split=split or "test") if takes_split else fn()
         except Exception as exc:  # the user's own function: one line, the original chained
-            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_one_line(exc)[:300]}; expected it to "
+            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_shortened(_one_line(exc))}; expected it to "
                                  "return (model, data[, loss_fn])") from exc
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             got = f"a tuple of {len(out)} item(s)" if isinstance(out, tuple) else f"a {type(out).__name__}"
@@ -1137,6 +1143,8 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
 
     for api, flag in _API_TO_FLAGS:
         text = text.replace(api, flag)
+    # "chained as __cause__" tells a Python caller where the traceback is; a shell's is behind -v (trial s34)
+    text = re.sub(r"the original exception is chained as `?`?__cause__`?`?", "run with -v for its traceback", text)
     if checkpoints:
         name = lambda m: (f"--checkpoints {checkpoints[int(m[1])]}" if int(m[1]) < len(checkpoints) else m[0])
         text = re.sub(r"\bcheckpoint (\d+)(?: \('[^']*'\))?", name, text)
@@ -1172,6 +1180,15 @@ def _range_words(text: str, flags: tuple[str, ...]) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+def _shortened(text: str, limit: int = 600) -> str:
+    """``text`` cut at a word before ``limit`` characters, saying how much was left out (a load_state_dict
+    mismatch was cut mid-word at 300, trial s34); the whole message is in the chained exception (-v)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return f"{cut} … ({len(text) - len(cut)} more characters: run with -v for the whole message)"
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -1216,6 +1233,11 @@ def main(argv: list[str] | None = None) -> int:
     except LandscapeError as exc:
         from ..runners import ClusterLost
 
+        cause = exc.__cause__
+        if args.verbose and cause is not None:  # where in the user's code (an error in a helper of forward)
+            import traceback
+
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         print(f"landscape-nb: error: {_cli_words(_one_line(exc), getattr(args, 'checkpoints', None))}",
               file=sys.stderr)
         return EXIT_LOST if isinstance(exc, ClusterLost) else EXIT_BAD_INPUT
