@@ -208,7 +208,7 @@ def test_a_model_error_mid_run_is_one_clear_line_with_the_original_chained():
     msg = str(info.value)
     # one-point tiles go to the evaluator together once points are stacked: the message names them all
     assert re.match(r"the model \(Deep; in Deep\.forward\) raised FloatingPointError: the activations blew up "
-                    r"\(while evaluating tiles? \(0, \d\)", msg), msg
+                    r"\(at test_bad_input\.py:\d+ in inner\(\)\) \(while evaluating tiles? \(0, \d\)", msg), msg
     assert "\n" not in msg
     cause = info.value.__cause__
     assert isinstance(cause, FloatingPointError) and str(cause) == "the activations blew up"
@@ -268,7 +268,8 @@ def test_a_model_error_in_an_analysis_is_one_clear_line_as_in_compute_surface(en
     name = type(model).__name__
     where = r"while auto_range evaluated points at distances up to [\d.]+, after \d+ points" \
         if entry == "auto_range" else r"in Hessian-vector product 1 of [\w' ]+"
-    assert re.match(rf"the model \({name}; in {name}\.forward\) raised FloatingPointError: [a-z ]+ \({where}\); "
+    assert re.match(rf"the model \({name}; in {name}\.forward\) raised FloatingPointError: [a-z ]+ "
+                    rf"\(at test_bad_input\.py:\d+ in forward\(\)\) \({where}\); "
                     r"the original exception is chained as __cause__", msg), msg
     assert "\n" not in msg and isinstance(info.value.__cause__, FloatingPointError)
     assert traceback.extract_tb(info.value.__cause__.__traceback__)[0].name == "forward"

@@ -341,6 +341,34 @@ def test_every_static_figure_of_a_partial_surface_says_so_once(bowl):
     assert notes(both) == [f"partial: cut: {n} of {size} points"]  # the panel's title (labels may be alike)
     assert next(a for a in both.layout.annotations if a.name == "partial").yshift == 22  # above the panels' titles
 
+
+def test_a_complete_surface_with_diverged_points_says_how_many_in_every_figure_and_export(bowl, tmp_path):
+    """A store's 15 diverged points (loss NaN, computed) were gaps in its figure with no word, read as points
+    not computed (trial s34). The static figures, the live one and an export count them (naive: the NaN
+    losses); a partial surface's note counts those among its points."""
+    loss = bowl.loss.copy()
+    loss[1, 2] = loss[3, 5] = np.nan  # computed, diverged
+    diverged = Surface(x=bowl.x, y=bowl.y, loss=loss)
+    naive = int(np.isnan(loss).sum())
+    said = f"{naive} of {loss.size} points diverged (loss NaN or inf)"
+
+    def notes(fig):
+        return [a.text for a in fig.layout.annotations if a.name == "partial"]
+
+    for kind in ("surface", "contour", "heatmap"):  # (and points left with no cell of finite corners: markers)
+        got = notes(getattr(plot, kind)(diverged))
+        assert len(got) == 1 and got[0].startswith(said), (kind, got)
+    row = Surface(x=bowl.x, y=None, loss=loss[1])
+    assert notes(plot.line(row)) == [f"1 of {loss.shape[1]} points diverged (loss NaN or inf)"]
+    live = plot.live(diverged)
+    assert len(notes(live)) == 1 and notes(live)[0].startswith(said)
+    assert said in plot.export_html(plot.mark_partial(go.Figure(live), diverged), tmp_path / "d.html").read_text()
+    done = np.ones(loss.shape, bool)
+    done[4:] = False
+    part = Surface(x=bowl.x, y=bowl.y, loss=np.where(done, loss, np.nan), done=done)
+    assert notes(plot.contour(part))[0].startswith(f"partial: {int(done.sum())} of {loss.size} points, {naive} of them "
+                                                   "diverged (loss NaN or inf)")
+
 def test_a_live_figure_shows_the_points_no_cell_holds_while_they_stream_and_hides_them_when_drawn(bowl):
     """A run on small tiles streams its first points spread over the grid (coarse to fine): the live figure
     (and the Explorer's export of a stopped run, which is one) marks them on both panels until cells close."""

@@ -640,16 +640,27 @@ def sync_partial_note(fig, surface: Surface) -> None:
 def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | None,
                  names: Sequence[str] | None = None) -> dict | None:
     """The annotation `note_partial` adds to a figure of ``traces`` and ``annotations`` (keyword arguments of
-    ``add_annotation``), None for complete surfaces."""
+    ``add_annotation``), None for complete surfaces with every loss finite. Computed points whose loss is NaN or
+    inf (diverged) are gaps too, and are counted: a store's 15 diverged points were gaps with no word in its
+    figure, read as points not computed (trial s34)."""
     many = isinstance(surfaces, Sequence) and not isinstance(surfaces, Surface)
     listed = [s for s in (surfaces if many else [surfaces]) if s is not None]
-    partial = [(k, s) for k, s in enumerate(listed) if not s.is_complete]
+    partial = [(k, s) for k, s in enumerate(listed) if not s.is_complete or getattr(s, "n_diverged", 0)]
     if not partial:
         return None
     marked = [t for t in traces if t.name == LONE_POINTS and t.x is not None]
     lone = sum(len(t.x) for t in marked)
     past = sum(int((t.meta or {}).get("past_boxes", 0)) if isinstance(t.meta, Mapping) else 0 for t in marked)
-    counts = [f"{s.n_done} of {int(np.size(s.loss))} points" for _, s in partial]
+
+    def count(s) -> str:
+        size, bad = int(np.size(s.loss)), getattr(s, "n_diverged", 0)
+        diverged = "diverged (loss NaN or inf)"
+        if s.is_complete:
+            return f"{bad} of {size} points {diverged}"
+        return f"{s.n_done} of {size} points" + (f", {bad} of them {diverged}" if bad else "")
+
+    counts = [count(s) for _, s in partial]
+    prefix = "partial: " if any(not s.is_complete for _, s in partial) else ""
     if len(listed) > 1:
         named = list(names) if names is not None else [s.provenance.get("label") for s in listed]
         counts = [f"{named[k] or f'surface {k + 1}'}: {c}" for (k, _), c in zip(partial, counts)]
@@ -657,7 +668,7 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
            "no computed cell around them")
     markers = f"; {lone} drawn as markers ({why})" if lone else ""
     titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations)  # panels' titles
-    return {"text": f"partial: {'; '.join(counts)}{markers}", "name": PARTIAL_NOTE, "xref": "paper", "yref": "paper",
+    return {"text": f"{prefix}{'; '.join(counts)}{markers}", "name": PARTIAL_NOTE, "xref": "paper", "yref": "paper",
             "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom", "yshift": 22 if titled else 0,
             "showarrow": False, "font": {"color": "firebrick"}}
 

@@ -94,10 +94,12 @@ def export_html(fig, path: str | os.PathLike) -> Path:
 
 
 def mark_partial(fig, surface: Surface | None):
-    """``fig``, or for a ``surface`` not complete (cancelled, interrupted, streaming) a copy saying above the
-    plot how many of its points it holds (`note_partial`), unless ``fig`` says so already (the static
-    figures do): for the files a partial run is exported to from a live figure, which is left as it is."""
-    if surface is None or surface.is_complete or any(a.name == PARTIAL_NOTE for a in fig.layout.annotations):
+    """``fig``, or for a ``surface`` not complete (cancelled, interrupted, streaming), or with diverged points,
+    a copy saying above the plot how many of its points it holds (`note_partial`), unless ``fig`` says so
+    already (the static figures do): for the files a partial run is exported to from a live figure, which is
+    left as it is."""
+    if (surface is None or surface.is_complete and not surface.n_diverged
+            or any(a.name == PARTIAL_NOTE for a in fig.layout.annotations)):
         return fig
     import plotly.graph_objects as go
 
