@@ -245,6 +245,8 @@ class ExplorerState(t.HasTraits):
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._before: Surface | None = None  # the surface shown when Compute was pressed
+        self._queued_compute = False  # Compute pressed while a Cancel took effect: started at the run's end
+        self._queued_start: threading.Thread | None = None  # starting it, where no event loop runs (`_start_after`)
         #: the `landscape_nb.directions.Directions` of the surface shown, and the model at its centre (x = y = 0;
         #: an interpolation's first minimizer, not the picked model; for a user's model, a copy of its weights as
         #: the run had them, so training it on since changes neither); None before a run's first values:
@@ -439,14 +441,18 @@ class ExplorerState(t.HasTraits):
         """Start computing the current spec in the background; False (with a message) if refused.
 
         A second Compute while one runs is refused (press Cancel first); pressed while a Cancel takes
-        effect, it waits for that (about a second) and starts; with ``wait=True`` (a script
+        effect, it returns at once and starts when the cancelled run has stopped; with ``wait=True`` (a script
         or a cell) it waits for that one to end instead, then computes the current controls and waits
         for them, so ``surface`` is theirs when it returns. A run refused or failed once started (the
         time budget, a scheme the model lacks, an error in the model) puts back the surface shown
         before, says why in the panel and, with ``wait=True``, returns False.
         """
-        if self.running and (wait or self.status == "cancelling"):  # Compute pressed while a Cancel takes effect
-            self.wait(None if wait else 10)  # (a second at most) starts once it has: it was dropped unsaid
+        if self.running and not wait and self.status == "cancelling":  # pressed while a Cancel takes effect:
+            self._queued_compute = True  # started by `_ended`; waiting here blocked the kernel 10 s, then refused
+            self._say("Compute starts once the cancelled run has stopped (the point it is on finishes first).")
+            return True
+        if self.running and (wait or not self._computing):  # wait=True; or its end applied, its thread exiting
+            self.wait(None if wait else 10)
         if self.running:
             self._say("A computation is already running; press Cancel first (or wait for it to finish).", "error")
             return False
@@ -515,7 +521,7 @@ class ExplorerState(t.HasTraits):
     def wait(self, timeout: float | None = None) -> Surface | None:
         """Block until the computation ends (applying its updates here); the surface."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.running:
+        while self.running or self._queued_compute or self._queued_start is not None:  # and a Compute queued
             if deadline is not None and time.monotonic() > deadline:
                 break
             self._thread.join(0.05)
@@ -928,8 +934,29 @@ class ExplorerState(t.HasTraits):
         self._computing = False
         if self.workers.endswith("…"):
             self.workers = ""
-        if prepare:
+        if self._queued_compute:  # Compute was pressed while the Cancel took effect
+            self._queued_compute = False
+            self._start_after(self._thread)
+        elif prepare:
             self.prefetch()
+
+    def _start_after(self, thread: threading.Thread | None) -> None:
+        """Compute once ``thread`` (the run that just ended, exiting) has: here on the UI thread; applied on that
+        thread itself (no event loop), from a short helper thread."""
+        if thread is not None and thread is threading.current_thread():
+            def start() -> None:
+                try:
+                    thread.join(30)
+                    self.compute()
+                finally:
+                    self._queued_start = None
+
+            self._queued_start = threading.Thread(target=start, name="landscape_nb-queued", daemon=True)
+            self._queued_start.start()
+            return
+        if thread is not None:
+            thread.join(30)
+        self.compute()
 
     def _fail(self, exc: BaseException) -> None:
         """Show ``exc`` as one readable line (the exception itself is kept in ``last_error``)."""
