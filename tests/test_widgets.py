@@ -1290,11 +1290,17 @@ def test_only_the_schemes_a_model_can_give_are_offered():
     assert no_train.surface.provenance["directions"]["which"] == ["max1"]
     no_train.close()
     for trajectory, schemes in ((rec, ["random", "random-orthogonal", "interpolate", "pca", "hessian"]),
-                                ((c for c in with_checkpoints().trajectory), list(SCHEMES)),
                                 (torch.zeros(2, 3), ["random", "random-orthogonal", "interpolate", "pca", "hessian"])):
         state = ExplorerState(models={"m": SimpleNamespace(model=model, test=data, trajectory=trajectory)})
         assert state.schemes == schemes
         state.close()
+    # a generator is read once, and every Compute reads the trajectory: the interpolation consumed it, then the
+    # plane said "the model has 0 checkpoints" of 5 (trial s34); refused when given, with the fix
+    for attr in ("trajectory", "minimizers"):
+        given = SimpleNamespace(model=model, test=data, **{attr: (c for c in with_checkpoints().trajectory)})
+        with pytest.raises(LandscapeError, match=rf"models\['m'\]\.{attr} is a generator, which can be read only "
+                                                 rf"once.*{attr}=list\(\.\.\.\)"):
+            ExplorerState(models={"m": given})
 
 
 def test_a_model_switchs_notes_end_the_message_of_the_next_run_once():

@@ -7,6 +7,7 @@ finds it ready.
 """
 from __future__ import annotations
 
+import collections.abc
 import logging
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ def user_entry(name: str, value) -> Entry:
         model, data, loss_fn = (*value, None)[:3]
         return Entry(model, data, None, loss_fn, None)
     if isinstance(getattr(value, "model", None), nn.Module) and hasattr(value, "test"):
+        for attr in ("trajectory", "minimizers"):  # read at every Compute: a generator is empty after the first
+            given = getattr(value, attr, None)  # (a plane then said "0 checkpoints" of 5, trial s34)
+            if isinstance(given, collections.abc.Iterator):
+                raise LandscapeError(
+                    f"models[{name!r}].{attr} is a {type(given).__name__}, which can be read only once, and each "
+                    f"Compute reads it again; expected a list (or dict, for .minimizers): pass "
+                    f"{attr}=list(...) of the state dicts, checkpoint files or models")
         return Entry(value.model, value.test, getattr(value, "train", None), getattr(value, "loss_fn", None), value)
     if isinstance(value, tuple) and len(value) in (2, 3):
         what = f"a tuple whose first item (the model) is a {type(value[0]).__name__}, not a torch.nn.Module"
@@ -56,8 +64,9 @@ def schemes_for(entry: Entry) -> tuple[tuple[str, ...], str]:
     others cannot ("" when every one can). A model given as (model, data) has no training trajectory or
     other models, so only random directions and the Hessian's apply; an Example-like object gives pca from
     2 checkpoints (``.trajectory``; a line, 3 for a plane), the interpolation from 1 or from two
-    ``.minimizers``, the plane through three models from 3 or from two minimizers. Counts that cannot be
-    known without reading the checkpoints (a generator) offer the scheme, and Compute says what is missing."""
+    ``.minimizers``, the plane through three models from 3 or from two minimizers. A count that cannot be
+    known without reading them offers the scheme, and Compute says what is missing (a generator, read once,
+    is refused by `user_entry`)."""
     from ..schemes import SCHEMES, checkpoint_count, minimizer_count
 
     ex = entry.example
