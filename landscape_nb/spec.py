@@ -130,19 +130,20 @@ def module_settings(model: nn.Module) -> dict[str, str]:
 
 
 CONFIG_LEAVES = 10_000  # a container attribute with more values than this is not compared (a cache, not a setting)
+CONFIG_BYTES = 16 << 20  # nor one holding more tensor or array bytes (data kept on a helper object)
 
 
 def _config_text(value) -> str | None:
     """A canonical text of a container of settings: dicts (by sorted key), lists, tuples, SimpleNamespaces and
     dataclass instances, nested, of numbers, strings, None, tensors and arrays (by digest). None for anything
-    else inside (a module, a function, an object of another kind) or past ``CONFIG_LEAVES`` values: not
-    compared, as before."""
+    else inside (a module, a function, an object of another kind) or past ``CONFIG_LEAVES`` values or
+    ``CONFIG_BYTES`` of tensors: not compared, as before."""
     import dataclasses
     import types
 
     import numpy as np
 
-    budget = [CONFIG_LEAVES]
+    budget, nbytes = [CONFIG_LEAVES], [CONFIG_BYTES]
 
     def text(v, depth: int) -> str:
         budget[0] -= 1
@@ -151,10 +152,16 @@ def _config_text(value) -> str | None:
         if isinstance(v, _PLAIN):
             return repr(v)
         if isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type != "meta":
+            nbytes[0] -= v.numel() * v.element_size()
+            if nbytes[0] < 0:  # data kept on a helper object, not a setting: not hashed at every run
+                raise ValueError
             h = hashlib.sha256()
             hash_tensor(h, v.detach())
             return f"tensor:{h.hexdigest()[:16]}"
         if isinstance(v, np.ndarray) and v.dtype != object:
+            nbytes[0] -= v.nbytes
+            if nbytes[0] < 0:
+                raise ValueError
             h = hashlib.sha256()
             hash_array(h, v)
             return f"array:{h.hexdigest()[:16]}"
