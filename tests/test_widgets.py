@@ -1847,3 +1847,29 @@ def test_an_export_of_a_cancelled_surface_says_it_is_partial(tmp_path):
         assert "partial:" not in state.export_html("finished.html").read_text()
     finally:
         state.close()
+
+
+class _FailsLater(nn.Module):
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.n = inner, after, 0
+
+    def forward(self, x):
+        self.n += 1
+        if self.n > self.after:
+            raise FloatingPointError("the activations blew up")
+        return self.inner(x)
+
+
+def test_a_model_failing_mid_run_says_the_panel_keeps_no_store():
+    """The panel's message said "finished tiles are kept when compute_surface has a store", which the panel
+    has not: its points are dropped (trial s34)."""
+    model, data = make_task()
+    state = ExplorerState(models={"m": (_FailsLater(model, after=12), data)}, x_points=9, y_points=9,
+                          auto_range=False)
+    try:
+        assert not state.compute(wait=True)
+        assert state.status == "error" and "FloatingPointError" in state.message, state.message
+        assert "not kept (the panel keeps no store)" in state.message and "compute_surface" not in state.message
+    finally:
+        state.close()

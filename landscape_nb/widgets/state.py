@@ -962,7 +962,9 @@ class ExplorerState(t.HasTraits):
         """Show ``exc`` as one readable line (the exception itself is kept in ``last_error``)."""
         self.last_error = exc
         if isinstance(exc, (LandscapeError, t.TraitError)):
-            text = str(exc)
+            # the API's words for a store the panel does not have: its points are dropped (trial s34)
+            text = str(exc).replace("finished tiles are kept when compute_surface has a store",
+                                    "the points computed before it are not kept (the panel keeps no store)")
         else:  # e.g. the user's model failing on its data
             text = f"{type(exc).__name__}: {exc} (the traceback is in explorer.state.last_error)"
         self._say(text, "error")
