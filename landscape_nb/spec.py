@@ -130,59 +130,81 @@ def module_settings(model: nn.Module) -> dict[str, str]:
 
 
 CONFIG_LEAVES = 10_000  # a container attribute with more values than this is not compared (a cache, not a setting)
-CONFIG_BYTES = 16 << 20  # nor one holding more tensor or array bytes (data kept on a helper object)
 
 
 def _config_text(value) -> str | None:
-    """A canonical text of a container of settings: dicts (by sorted key), lists, tuples, SimpleNamespaces and
-    dataclass instances, nested, of numbers, strings, None, tensors and arrays (by digest). None for anything
-    else inside (a module, a function, an object of another kind) or past ``CONFIG_LEAVES`` values or
-    ``CONFIG_BYTES`` of tensors: not compared, as before."""
+    """A canonical text of a container of settings: dicts (by sorted key), lists, tuples, sets (sorted),
+    SimpleNamespaces, dataclass instances and the user's own objects (their fields, ``__slots__`` too), nested,
+    of numbers (NumPy's too), strings, None, dtypes, devices, paths and enum members. What it cannot compare
+    stands as a placeholder, the rest still compared (a dict holding a dtype beside ``temp`` hid a changed
+    temp, trial s34): a module (a back reference), a function (its code is `globals_fingerprint`'s), another
+    object, and tensors and arrays, whose values are data a forward may cache (a rotary cache keyed by length
+    was refused after a call on another length): a container of tensors only is left out. None past
+    ``CONFIG_LEAVES`` values: not compared."""
     import dataclasses
+    import enum
     import types
 
     import numpy as np
 
-    budget, nbytes = [CONFIG_LEAVES], [CONFIG_BYTES]
+    budget = [CONFIG_LEAVES]
+
+    def data(v) -> bool:
+        return isinstance(v, (torch.Tensor, np.ndarray)) or (
+            isinstance(v, (list, tuple)) and bool(v) and all(data(e) for e in v))
 
     def text(v, depth: int) -> str:
         budget[0] -= 1
-        if budget[0] < 0 or depth > 8:
+        if budget[0] < 0:
             raise ValueError
+        if depth > 8:
+            return "<deep>"
         if isinstance(v, _PLAIN):
             return repr(v)
-        if isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type != "meta":
-            nbytes[0] -= v.numel() * v.element_size()
-            if nbytes[0] < 0:  # data kept on a helper object, not a setting: not hashed at every run
-                raise ValueError
-            h = hashlib.sha256()
-            hash_tensor(h, v.detach())
-            return f"tensor:{h.hexdigest()[:16]}"
-        if isinstance(v, np.ndarray) and v.dtype != object:
-            nbytes[0] -= v.nbytes
-            if nbytes[0] < 0:
-                raise ValueError
-            h = hashlib.sha256()
-            hash_array(h, v)
-            return f"array:{h.hexdigest()[:16]}"
+        if isinstance(v, np.generic):
+            return f"{type(v).__name__}({v.item()!r})"
+        if isinstance(v, (torch.dtype, torch.device)):
+            return repr(v)
+        if isinstance(v, enum.Enum):
+            return f"{type(v).__qualname__}.{v.name}"
+        if isinstance(v, os.PathLike):
+            return f"path:{os.fspath(v)}"
+        if isinstance(v, (torch.Tensor, np.ndarray)):
+            return "<data>"
+        if isinstance(v, nn.Module):
+            return "<module>"
+        if isinstance(v, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)):
+            return f"<function {getattr(v, '__qualname__', type(v).__name__)}>"
         if isinstance(v, (list, tuple)):
             return f"{type(v).__name__}[" + ",".join(text(e, depth + 1) for e in v) + "]"
+        if isinstance(v, (set, frozenset)):
+            return "set{" + ",".join(sorted(text(e, depth + 1) for e in v)) + "}"
         if isinstance(v, types.SimpleNamespace):
             v = vars(v)
-        elif isinstance(v, (type, nn.Module, types.FunctionType)):
-            raise ValueError
+        elif isinstance(v, type):
+            return f"<class {v.__qualname__}>"
         elif dataclasses.is_dataclass(v):
             v = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
-        elif users_module(type(v).__module__) and isinstance(getattr(v, "__dict__", None), dict):
-            v = {"__class__": type(v).__qualname__, **vars(v)}  # a helper object of the user's: its fields
-        if isinstance(v, dict) and all(isinstance(k, _PLAIN) for k in v):
+        elif users_module(type(v).__module__) and not isinstance(v, dict):
+            fields = dict(getattr(v, "__dict__", None) or {})
+            for cls in type(v).__mro__:  # __slots__ helpers have no __dict__
+                for name in ([cls.__slots__] if isinstance(getattr(cls, "__slots__", ()), str)
+                             else getattr(cls, "__slots__", ())):
+                    if hasattr(v, name) and name not in ("__dict__", "__weakref__"):
+                        fields[name] = getattr(v, name)
+            v = {"__class__": type(v).__qualname__, **fields}  # a helper object of the user's: its fields
+        if isinstance(v, dict):
+            if v and all(data(e) for e in v.values()):  # a cache (by shape, by length): not a setting
+                return "<data>"
             items = sorted(v.items(), key=lambda kv: repr(kv[0]))
             return "{" + ",".join(f"{k!r}:{text(e, depth + 1)}" for k, e in items) + "}"
-        raise ValueError
+        return f"<{type(v).__qualname__}>"
 
+    if data(value) or isinstance(value, dict) and value and all(data(e) for e in value.values()):
+        return None  # a container of tensors only: data, as before
     try:
         return text(value, 0)
-    except Exception:  # noqa: BLE001 - not a plain container (or too big): not compared
+    except Exception:  # noqa: BLE001 - too big, or a field that cannot be read: not compared
         return None
 
 
@@ -211,6 +233,7 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
 
     out: dict[str, str] = {}
     seen: dict[int, int] = {}  # id -> the smallest depth it was walked at (reached nearer: walked again)
+    seen_objects: set[int] = set()  # tables and helper objects followed (`walk_object`)
     written: set[str] = set()
     own = users_module
 
@@ -245,8 +268,52 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
                     record(f"{value.__name__}.{attr}", vars(value)[attr])
                     if depth < CALL_DEPTH:
                         walk(vars(value)[attr], depth + 1)
+            elif isinstance(value, (dict, list, tuple)) and depth < CALL_DEPTH:  # ACTS["relu"](z): the functions
+                walk_object(value, depth + 1)  # a module-level table holds
+            elif isinstance(value, type) and own(value.__module__) and depth < CALL_DEPTH:  # Scale.by(o): a class's
+                for attr in sorted(attrs):  # static, class or plain method called through the class
+                    raw = next((vars(c)[attr] for c in value.__mro__ if attr in vars(c)), None)
+                    f = (raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else
+                         raw.fget if isinstance(raw, property) else raw)
+                    if isinstance(f, types.FunctionType) and own(f.__module__):
+                        walk(f, depth + 1)
             elif depth < CALL_DEPTH:
                 walk(value, depth + 1)
+
+    def methods_of(obj) -> dict:
+        """The user's own methods of ``obj``'s class: functions, static and class methods, property getters."""
+        out = {}
+        for cls in reversed(type(obj).__mro__):
+            if own(cls.__module__):
+                for n, raw in vars(cls).items():
+                    f = (raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else
+                         raw.fget if isinstance(raw, property) else raw)
+                    if isinstance(f, types.FunctionType):
+                        out[n] = f
+        return out
+
+    def walk_object(obj, depth: int) -> None:
+        """Functions kept in a table, and the methods of the user's helper objects (trial s34: an edit in
+        ``self.post.apply``, ``self.ops["act"]``, a static method, a property, a helper held by a helper or in a
+        list kept the store), with their own fields followed the same way."""
+        if depth > CALL_DEPTH or id(obj) in seen_objects:
+            return
+        seen_objects.add(id(obj))
+        if isinstance(obj, (types.FunctionType, functools.partial, types.MethodType)):
+            walk(obj, depth)
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=repr):
+                walk_object(obj[key], depth)
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk_object(item, depth)
+        elif not isinstance(obj, (nn.Module, type)) and own(type(obj).__module__):
+            helper = methods_of(obj)
+            for n in sorted(helper):
+                walk(helper[n], depth, helper)
+            fields = getattr(obj, "__dict__", None)
+            for value in list((fields or {}).values()):
+                walk_object(value, depth + 1)
 
     def walk(fn, depth: int, methods: dict | None = None) -> None:
         while isinstance(fn, functools.partial):
@@ -277,13 +344,9 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
                 for value in list(getattr(fn, "__dict__", {}).values()):
                     if isinstance(value, types.FunctionType):
                         walk(value, depth, own_methods)
-            for value in list(getattr(fn, "__dict__", {}).values()):  # self.post.apply(...): a helper object's
-                if (not isinstance(value, (nn.Module, type, types.FunctionType)) and own(type(value).__module__)
-                        and depth < CALL_DEPTH):  # methods (trial s34: an edit there kept the store)
-                    helper = {n: f for cls in reversed(type(value).__mro__) if own(cls.__module__)
-                              for n, f in vars(cls).items() if isinstance(f, types.FunctionType)}
-                    for n in sorted(helper):
-                        walk(helper[n], depth + 1, helper)
+            for value in list(getattr(fn, "__dict__", {}).values()):  # self.post.apply(...), self.ops["act"]
+                if not isinstance(value, (nn.Module, type, types.FunctionType)):  # (functions: just above)
+                    walk_object(value, depth + 1)
 
     named = metrics.values() if isinstance(metrics, Mapping) else metrics if isinstance(metrics, (list, tuple)) else ()
     for fn in [*model.modules(), loss_fn, *named]:

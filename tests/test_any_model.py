@@ -1050,6 +1050,7 @@ def test_an_error_raised_reading_the_data_is_named_as_the_datas_not_the_models()
                                                      r"the error is in the data") as err:
                 entry()
             assert isinstance(err.value.__cause__, (OSError, IndexError)) and "model, loss_fn" not in str(err.value)
+            assert re.search(r"\(at test_any_model\.py:\d+ in (missing|__getitem__)\(\)\)", str(err.value))
 
 
 def test_progress_bars_in_the_python_api(capsys):

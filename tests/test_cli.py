@@ -1286,5 +1286,5 @@ def test_errors_in_the_users_module_are_one_line_with_the_place_and_v_shows_the_
     assert "Traceback" in err and "in helper" in err and "return h * self.scael" in err
     assert main(["compute", "typo_model:mismatch", *out]) == 2
     err = capsys.readouterr().err
-    words = re.search(r"raised RuntimeError: (.*) … \((\d+) more characters: run with -v", err)
+    words = re.search(r"raised RuntimeError: (.*) … \((\d+) more characters: rerun as landscape-nb -v", err)
     assert words and len(words[1]) <= 600 and not words[1].endswith(("torc", "Siz")), err

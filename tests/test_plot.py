@@ -804,3 +804,18 @@ def test_a_partial_lines_points_with_no_computed_neighbour_are_markers_static_an
     assert [v for v in fig.data[0].y if v is not None] == pytest.approx(list(full.loss[::3]))
     plot.update(fig, full)
     assert [t.mode for t in fig.data[:2]] == ["lines"] * 2
+
+
+def test_a_live_2d_figure_counts_each_lone_point_once(bowl):
+    """The live 2D figure marks points no computed cell holds on both panels (3D and contours); its note counted
+    each twice: "5 of 49 points; 10 drawn as markers" (second trial s34). Naive: lone_points of the grid."""
+    from landscape_nb.plot._common import lone_points
+
+    done = np.zeros(bowl.loss.shape, bool)
+    done[::2, ::3] = True  # spread points, as small tiles stream them coarse to fine: no complete cell
+    part = Surface(x=bowl.x, y=bowl.y, loss=np.where(done, bowl.loss, np.nan), done=done)
+    n_lone = int(lone_points(part.loss).sum())
+    assert n_lone == int(done.sum()) > 1
+    fig = plot.live(part)
+    want = f"partial: {int(done.sum())} of {done.size} points; {n_lone} drawn as markers (no computed cell around them)"
+    assert _partial_notes(fig) == [want]

@@ -704,12 +704,19 @@ class _Configured(torch.nn.Module):
     def forward(self, x):
         cfg = self.cfg
         t = cfg["temp"] if isinstance(cfg, dict) else cfg[0] if isinstance(cfg, list) else cfg.temp
-        return self.lin(x) / t
+        return self.lin(x) / float(t)
 
 
 @dataclasses.dataclass
 class _Cfg:
     temp: float
+
+
+class _Slotted:
+    __slots__ = ("temp",)
+
+    def __init__(self, temp):
+        self.temp = temp
 
 
 def _settings_model(case: str, changed: bool) -> torch.nn.Module:
@@ -719,7 +726,10 @@ def _settings_model(case: str, changed: bool) -> torch.nn.Module:
     if case.endswith("-config"):  # trial s34: a changed cfg["temp"] returned the old surface ("81 from the store")
         kind = case.removesuffix("-config")
         cfg = {"dict": {"temp": temp, "name": "t"}, "list": [temp], "namespace": types.SimpleNamespace(temp=temp),
-               "dataclass": _Cfg(temp)}[kind]
+               "dataclass": _Cfg(temp),  # and beside what cannot be compared, which hid it (second trial s34)
+               "mixed": {"temp": np.float32(temp), "dtype": torch.float32, "path": Path("/x"), "fn": lambda z: z,
+                         "gen": torch.Generator(), "tags": {"a", "b"}},
+               "slots": _Slotted(temp)}[kind]
         return _Configured(cfg)
     if case == "activation":
         return nn.Sequential(nn.Linear(6, 8), nn.Tanh() if changed else nn.ReLU(), nn.Linear(8, 3))
@@ -733,7 +743,8 @@ def _settings_model(case: str, changed: bool) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("case", ["activation", "leaky-slope", "batchnorm-eps", "attribute", "buffer", "dict-config",
-                                  "list-config", "namespace-config", "dataclass-config"])
+                                  "list-config", "namespace-config", "dataclass-config", "mixed-config",
+                                  "slots-config"])
 def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_weights(tmp_path, case):
     """A model of torch's modules only (no source of its own to compare) rebuilt with ReLU for Tanh, another
     slope or eps, or a changed plain attribute, non-persistent buffer or config container (a dict, list,
@@ -783,7 +794,17 @@ def _deep3(o):
 
 class Post:
     def apply(self, o):
+        return Scale.by(o)
+
+
+class Scale:
+    @staticmethod
+    def by(o):
         return o * 1.0
+
+
+def identity(o):
+    return o + 0.0
 
 
 def temp_ce(o, t):
@@ -795,14 +816,16 @@ class ScaledNet(torch.nn.Module):
         super().__init__()
         self.lin = torch.nn.Linear(6, 3)
         self.post = Post()
+        self.ops = {"out": identity}
 
     def forward(self, x):
-        return self.post.apply(self.lin(x)) * SCALE
+        return self.ops["out"](self.post.apply(self.lin(x))) * SCALE
 '''
 
 
 @pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code",
-                                  "code four calls deep", "a helper object's method"])
+                                  "code four calls deep", "a helper object's method", "a static method it calls",
+                                  "a function kept in a dict"])
 def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_reads_changed(tmp_path, monkeypatch,
                                                                                             case):
     """A loss in an importable module pickles by name, and a model's forward may read a module-level global:
@@ -835,12 +858,20 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
         changed, name = load(USER_MODULE.replace("return _deep1(o) / TEMP", "return 2 * _deep1(o) / TEMP")), \
             r"user_code\.soften\(\)"
     elif case == "code four calls deep":  # loss → soften → _deep1 → _deep2 → _deep3: kept the store (trial s34)
-        changed, name = load(USER_MODULE.replace("return o * 1.0\n\n\nclass", "return o * 3.0\n\n\nclass")), \
+        edited = USER_MODULE.replace("def _deep3(o):\n    return o * 1.0", "def _deep3(o):\n    return o * 3.0")
+        changed, name = load(edited), \
             r"user_code\._deep3\(\)"
     elif case == "a helper object's method":  # self.post.apply(...) in forward: kept the store (trial s34)
-        changed, name = load(USER_MODULE.replace("        return o * 1.0", "        return o * 3.0")), \
+        changed, name = load(USER_MODULE.replace("        return Scale.by(o)", "        return 3 * Scale.by(o)")), \
             r"user_code\.Post\.apply\(\)"
         model.post = changed.Post()  # the same model object (weights) with the edited helper, as a rerun makes
+    elif case == "a static method it calls":  # Scale.by, a staticmethod the helper calls (second trial s34)
+        changed, name = load(USER_MODULE.replace("        return o * 1.0", "        return o * 3.0")), \
+            r"user_code\.Scale\.by\(\)"
+        model.post = changed.Post()
+    elif case == "a function kept in a dict":  # self.ops["out"](...) (second trial s34)
+        changed, name = load(USER_MODULE.replace("return o + 0.0", "return o * 2.0")), r"user_code\.identity\(\)"
+        model.ops = {"out": changed.identity}
     else:
         changed, name = mod, "user_code.TEMP" if "loss" in case else "user_code.SCALE"
         monkeypatch.setattr(mod, name.split(".")[1], 3.0)
@@ -872,3 +903,32 @@ def test_a_notebook_loss_whose_global_changed_is_refused_naming_the_global(tmp_p
                                              r"loss_fn or metrics read from their modules, lnb_notebook_cell\.TEMP "
                                              r"differs"):
         lnb.compute_surface(m, data(), d, **GRID, store=tmp_path / "s.zarr", loss_fn=space["loss"])
+
+
+class _Cached(torch.nn.Module):
+    """A forward filling a cache of tensors keyed by the input's length (as rotary embeddings do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3)
+        self.cache = {}
+
+    def forward(self, x):
+        n = x.shape[0]
+        if n not in self.cache:
+            self.cache[n] = torch.zeros(n, 3)
+        return self.lin(x) + self.cache[n][: x.shape[0]]
+
+
+def test_a_cache_a_forward_fills_does_not_refuse_a_resume(tmp_path):
+    """Second trial s34: a model called once on another length before compute_surface was refused ("other module
+    settings": its cache of tensors is data, not a setting). It resumes, values as stored."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    model = _Cached()
+    d = lnb.random_directions(model, n=1, seed=1)
+    store = tmp_path / "c.zarr"
+    kept = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store)
+    model(torch.randn(2, 6))  # a call on another length: one more cache entry
+    np.testing.assert_array_equal(lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store).loss, kept.loss)

@@ -1144,7 +1144,8 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     for api, flag in _API_TO_FLAGS:
         text = text.replace(api, flag)
     # "chained as __cause__" tells a Python caller where the traceback is; a shell's is behind -v (trial s34)
-    text = re.sub(r"the original exception is chained as `?`?__cause__`?`?", "run with -v for its traceback", text)
+    text = re.sub(r"the original exception is chained as `?`?__cause__`?`?",
+                  "rerun as landscape-nb -v COMMAND ... for its traceback", text)
     if checkpoints:
         name = lambda m: (f"--checkpoints {checkpoints[int(m[1])]}" if int(m[1]) < len(checkpoints) else m[0])
         text = re.sub(r"\bcheckpoint (\d+)(?: \('[^']*'\))?", name, text)
@@ -1188,7 +1189,7 @@ def _shortened(text: str, limit: int = 600) -> str:
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0]
-    return f"{cut} … ({len(text) - len(cut)} more characters: run with -v for the whole message)"
+    return f"{cut} … ({len(text) - len(cut)} more characters: rerun as landscape-nb -v COMMAND ... for all of it)"
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

@@ -649,7 +649,8 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
     if not partial:
         return None
     marked = [t for t in traces if t.name == LONE_POINTS and t.x is not None]
-    lone = sum(len(t.x) for t in marked)
+    # the live figure marks the same points on both panels (3D and contours): counted once (second trial s34)
+    lone = sum(len(t.x) for t in _distinct_panels(marked))
     past = sum(int((t.meta or {}).get("past_boxes", 0)) if isinstance(t.meta, Mapping) else 0 for t in marked)
 
     def count(s) -> str:
@@ -671,6 +672,17 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
     return {"text": f"{prefix}{'; '.join(counts)}{markers}", "name": PARTIAL_NOTE, "xref": "paper", "yref": "paper",
             "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom", "yshift": 22 if titled else 0,
             "showarrow": False, "font": {"color": "firebrick"}}
+
+
+def _distinct_panels(marked: list) -> list:
+    """The marker traces of ``marked`` with a trace holding the same coordinates as an earlier one left out."""
+    out, seen = [], set()
+    for t in marked:
+        key = (tuple(np.asarray(t.x, dtype=float).tolist()), tuple(np.asarray(t.y, dtype=float).tolist()))
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
 
 
 def lone_points(z: np.ndarray) -> np.ndarray:

@@ -524,7 +524,11 @@ class ExplorerState(t.HasTraits):
         while self.running or self._queued_compute or self._queued_start is not None:  # and a Compute queued
             if deadline is not None and time.monotonic() > deadline:
                 break
-            self._thread.join(0.05)
+            thread = self._thread
+            if thread is not None and thread.ident is not None:  # a queued Compute may be starting it right now
+                thread.join(0.05)  # (joining it before its start raised RuntimeError, second trial s34)
+            else:
+                time.sleep(0.05)
             self._ui.drain()
         self._ui.drain()
         return self.surface
