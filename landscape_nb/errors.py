@@ -140,3 +140,22 @@ def differing(stored: Mapping, now: Mapping, empty: str = "") -> str:
     names = [n or empty for n in dict.fromkeys([*stored, *now]) if stored.get(n) != now.get(n)]
     more = " ..." if len(names) > 6 else ""
     return f"{', '.join(names[:6])}{more} {'differs' if len(names) == 1 else 'differ'}"
+
+
+def user_frame(exc: BaseException) -> str:
+    """`` (at file.py:11 in helper())``: the innermost frame of ``exc``'s traceback in the user's own code (not
+    the standard library, an installed package or landscape_nb), "" where there is none. An AttributeError in
+    a helper of forward named no file, line or function, even with -v (trial s34)."""
+    import sysconfig
+    import traceback
+
+    skip = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding landscape_nb/
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.realpath(frame.filename)
+        if (frame.filename.startswith("<") or any(path.startswith(p + os.sep) for p in skip)
+                or path.startswith(os.path.join(package, "landscape_nb") + os.sep)
+                or "site-packages" in path or "dist-packages" in path):
+            continue
+        return f" (at {os.path.basename(path)}:{frame.lineno} in {frame.name}())"
+    return ""

@@ -23,7 +23,7 @@ from torch import nn
 from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
-from .errors import LandscapeError, warn_user
+from .errors import LandscapeError, user_frame, warn_user
 from .metrics import (PROBABILITY_OUTPUTS, DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator,
                       check_mean_loss, exact_fractions, find_logits, fraction_counts, loss_name, own_loss,
                       probability_outputs_note, refuse_batch_sum, refuse_class_range, resolve_metrics,
@@ -33,7 +33,7 @@ from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model
                      unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
 from .statecheck import (RANDOM_OUTPUTS, StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
-                         map_outputs, random_outputs_note, run_checking_inputs, same_values, user_frame)
+                         map_outputs, random_outputs_note, run_checking_inputs, same_values)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 

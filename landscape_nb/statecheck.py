@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import functools
 import math
-import os
 import random
 import types
 import warnings
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from .data import batch_len, call_model, tree_leaves, tree_map
-from .errors import LandscapeError
+from .errors import LandscapeError, user_frame
 from .params import restoring
 from .tuning import _same_outputs
 
@@ -802,25 +801,6 @@ def culprit(exc: BaseException, model: nn.Module, loss_fn, metrics=None) -> str 
             return label
         tb = tb.tb_next
     return None
-
-
-def user_frame(exc: BaseException) -> str:
-    """`` (at file.py:11 in helper())``: the innermost frame of ``exc``'s traceback in the user's own code (not
-    the standard library, an installed package or landscape_nb), "" where there is none. An AttributeError in
-    a helper of forward named no file, line or function, even with -v (trial s34)."""
-    import sysconfig
-    import traceback
-
-    skip = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding landscape_nb/
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        path = os.path.realpath(frame.filename)
-        if (frame.filename.startswith("<") or any(path.startswith(p + os.sep) for p in skip)
-                or path.startswith(os.path.join(package, "landscape_nb") + os.sep)
-                or "site-packages" in path or "dist-packages" in path):
-            continue
-        return f" (at {os.path.basename(path)}:{frame.lineno} in {frame.name}())"
-    return ""
 
 
 def user_error(exc: BaseException, model: nn.Module, loss_fn, metrics, where: str, kept: str) -> LandscapeError:
