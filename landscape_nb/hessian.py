@@ -147,8 +147,9 @@ class HessianOperator:
                 warn_user(f"landscape_nb: {random_note}")
             if isinstance(loss_fn, DefaultLoss):
                 loss_fn.check(out, ev.split()[1])
-                if probability_outputs_note(out):
-                    warn_user(f"landscape_nb: {probability_outputs_note(out)}")
+                probabilities = probability_outputs_note(out)
+                if probabilities:
+                    warn_user(f"landscape_nb: {probabilities}")
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
             _check_differentiable(model, loss_fn, xb, yb)
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})

@@ -136,9 +136,7 @@ def _warn_if_rounding_dominates(surface, axis: str, t: np.ndarray, k0: int, l0: 
     u = ROUNDING.get(surface_precision(surface))
     if u is None or not math.isfinite(curv) or len(t) < 3:
         return
-    order = np.argsort(t)
-    j = min(max(int(np.flatnonzero(order == k0)[0]), 1), len(t) - 2)  # the three points _centre_curvature takes
-    h = float(np.min(np.diff(t[order[j - 1:j + 2]].astype(float))))
+    h = float(np.min(np.diff(t[_centre_points(t, k0)].astype(float))))
     delta = 2 * u * max(abs(l0), 1e-2)  # a loss near 0 (a fitted net's) still rounds its logits: a floor
     noise = 4 * delta / h ** 2
     if noise > 0.1 * abs(curv):
@@ -150,6 +148,14 @@ def _warn_if_rounding_dominates(surface, axis: str, t: np.ndarray, k0: int, l0: 
                   "(copy.deepcopy(model).double())")
 
 
+def _centre_points(t: np.ndarray, k0: int) -> np.ndarray:
+    """The indices, in order of ``t``, of the three points `_centre_curvature` takes: the centre ``k0`` and its
+    neighbours on the grid (at an end of the grid, the next two on its one side); ``len(t) >= 3``."""
+    order = np.argsort(t)
+    j = min(max(int(np.flatnonzero(order == k0)[0]), 1), len(t) - 2)
+    return order[j - 1:j + 2]
+
+
 def _centre_curvature(t: np.ndarray, loss: np.ndarray, k0: int) -> float:
     """``L''(0)``: twice the second divided difference of the loss at the centre and its two neighbours on the
     grid, one on each side (at an end of the grid, the next two on its one side): the curvature of the parabola
@@ -159,9 +165,8 @@ def _centre_curvature(t: np.ndarray, loss: np.ndarray, k0: int) -> float:
     slice rose and fell again within r."""
     if len(t) < 3:
         return float("nan")
-    order = np.argsort(t)
-    j = min(max(int(np.flatnonzero(order == k0)[0]), 1), len(t) - 2)
-    (t0, t1, t2), (l0, l1, l2) = t[order[j - 1:j + 2]].astype(float), loss[order[j - 1:j + 2]].astype(float)
+    three = _centre_points(t, k0)
+    (t0, t1, t2), (l0, l1, l2) = t[three].astype(float), loss[three].astype(float)
     if not np.isfinite([l0, l1, l2]).all():
         return float("nan")
     return float(2 * ((l2 - l1) / (t2 - t1) - (l1 - l0) / (t1 - t0)) / (t2 - t0))

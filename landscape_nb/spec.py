@@ -271,19 +271,16 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
             elif isinstance(value, (dict, list, tuple)) and depth < CALL_DEPTH:  # ACTS["relu"](z): the functions
                 walk_object(value, depth + 1)  # a module-level table holds
             elif isinstance(value, type) and own(value.__module__) and depth < CALL_DEPTH:  # Scale.by(o): a class's
-                for attr in sorted(attrs):  # static, class or plain method called through the class
-                    raw = next((vars(c)[attr] for c in value.__mro__ if attr in vars(c)), None)
-                    f = (raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else
-                         raw.fget if isinstance(raw, property) else raw)
-                    if isinstance(f, types.FunctionType) and own(f.__module__):
-                        walk(f, depth + 1)
+                methods = methods_of(value)  # static, class or plain method called through the class
+                for attr in sorted(attrs & methods.keys()):
+                    walk(methods[attr], depth + 1)
             elif depth < CALL_DEPTH:
                 walk(value, depth + 1)
 
-    def methods_of(obj) -> dict:
-        """The user's own methods of ``obj``'s class: functions, static and class methods, property getters."""
+    def methods_of(klass: type) -> dict:
+        """The user's own methods of class ``klass``: functions, static and class methods, property getters."""
         out = {}
-        for cls in reversed(type(obj).__mro__):
+        for cls in reversed(klass.__mro__):
             if own(cls.__module__):
                 for n, raw in vars(cls).items():
                     f = (raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else
@@ -308,7 +305,7 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
             for item in obj:
                 walk_object(item, depth)
         elif not isinstance(obj, (nn.Module, type)) and own(type(obj).__module__):
-            helper = methods_of(obj)
+            helper = methods_of(type(obj))
             for n in sorted(helper):
                 walk(helper[n], depth, helper)
             fields = getattr(obj, "__dict__", None)

@@ -893,9 +893,7 @@ class ExplorerState(t.HasTraits):
         # replaced a finished surface, and Export HTML wrote that (trial s34)
         back = self._before is not None
         if back:
-            self.surface = self._before
-            self.directions, self.centre = self._before_run
-            self.n_done, self.n_points = self.surface.n_done, self.surface.loss.size
+            self._show_before()
         self.status = "cancelled"
         kept = self._resumable[1].n_done if self._resumable else 0
         self._say("Cancelled while finding the range: no new points computed"
@@ -923,11 +921,15 @@ class ExplorerState(t.HasTraits):
         if prepared is not None:
             self.directions, self.centre = prepared.directions, prepared.base
 
-    def _failed_run(self, exc: BaseException) -> None:
-        self.surface = self._before  # a refused or failed run's empty or partial values are no result
+    def _show_before(self) -> None:
+        """The surface shown when Compute was pressed, with its directions, centre and counts, shown again."""
+        self.surface = self._before
         self.directions, self.centre = self._before_run
         self.n_done = 0 if self.surface is None else self.surface.n_done
         self.n_points = 0 if self.surface is None else self.surface.loss.size  # "341 / 31 points" otherwise
+
+    def _failed_run(self, exc: BaseException) -> None:
+        self._show_before()  # a refused or failed run's empty or partial values are no result
         self.status = "error"
         self._fail(exc)
         self._ended()
