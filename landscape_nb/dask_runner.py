@@ -19,7 +19,7 @@ import cloudpickle
 import numpy as np
 from distributed import Client, Event, as_completed, get_worker
 
-from .errors import LandscapeError
+from .errors import LandscapeError, one_line
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
@@ -537,7 +537,7 @@ class DaskRunner:
                         continue
                     if type(exc).__name__ == "KilledWorker":  # Dask gave up after allowed-failures deaths
                         raise ClusterLost(f"tile {t.index} was running on Dask workers that died each time it "
-                                          f"was tried ({' '.join(str(exc).split())[:200]}); out of memory, or a "
+                                          f"was tried ({one_line(exc, 200)}); out of memory, or a "
                                           "crash in native code?") from exc
                     raise_from_user_code(exc, job, t)
                 if values is None:  # cancelled, by Dask or by the user's cancel (checked above)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import LandscapeError, user_frame, warn_user
+from .errors import LandscapeError, one_line, user_frame, warn_user
 
 RULES = ("pair", "last", "key", "inputs")
 
@@ -386,9 +386,9 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
         source = (f"the function {getattr(data, '__qualname__', type(data).__name__)}() returning it"
                   if callable(data) and not hasattr(data, "__getitem__") and not hasattr(data, "__iter__") else
                   f"its {type(data).__name__} (__getitem__, __iter__ or a collate_fn)")
-        raise LandscapeError(f"reading the {what} raised {type(exc).__name__}: {exc}{user_frame(exc)} (in {source}; "
-                             "the error is in the data, before the model ran); the original exception is chained as "
-                             "__cause__") from exc
+        raise LandscapeError(f"reading the {what} raised {type(exc).__name__}: {one_line(exc)}{user_frame(exc)} "
+                             f"(in {source}; the error is in the data, before the model ran); the original exception "
+                             "is chained as __cause__") from exc
 
 
 def _read_data(data, what: str, *, max_samples: int | None, subset_seed: int, target_key, targets_needed: bool):

@@ -86,6 +86,16 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(exc: BaseException | str, limit: int = 600, whole: str = "the original exception is chained") -> str:
+    """``str(exc)`` on one line, cut at a word before ``limit`` characters and saying how much was left out and
+    where ``whole`` of it is (a load_state_dict mismatch cut mid-word read as a different key, trial s34)."""
+    text = " ".join(str(exc).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return f"{cut} … ({len(text) - len(cut)} more characters: {whole})"
+
+
 def is_int(value: Any) -> bool:
     """An integer (Python or NumPy), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -23,7 +23,7 @@ from torch import nn
 from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
-from .errors import LandscapeError, user_frame, warn_user
+from .errors import LandscapeError, one_line, user_frame, warn_user
 from .metrics import (PROBABILITY_OUTPUTS, DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator,
                       check_mean_loss, exact_fractions, find_logits, fraction_counts, loss_name, own_loss,
                       probability_outputs_note, refuse_batch_sum, refuse_class_range, resolve_metrics,
@@ -511,8 +511,8 @@ class Evaluator(SpeedChoices):
                         keys += ("; with channels_last=True the model's activations are channels_last, which "
                                  ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")
                     raise LandscapeError(
-                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: {exc}{user_frame(exc)} "
-                        f"on inputs {form}"
+                        f"the model ({type(self.model).__name__}) raised {type(exc).__name__}: "
+                        f"{one_line(exc)}{user_frame(exc)} on inputs {form}"
                         f"{keys}; if the data are shaped wrong, pass them the way the model expects (a tuple is "
                         "passed as model(*inputs), a dict as model(**inputs))"
                         f"{records_hint(self._data.tree)}; else the error is in the model itself"
@@ -597,7 +597,7 @@ class Evaluator(SpeedChoices):
             return
         raise LandscapeError(
             f"the model ({type(self.model).__name__}) runs on its first batch of {n} samples but raised "
-            f"{type(exc).__name__}: {exc} on the first 8 of them. If that is because of how many samples a "
+            f"{type(exc).__name__}: {one_line(exc)} on the first 8 of them. If that is because of how many samples a "
             "batch has (an index, a table or a shape fixed to the data set's size), a sample's outputs are not "
             "a function of its own inputs, and landscape_nb evaluates batches of other sizes (batch-size "
             "tuning, its checks, a last partial batch): expected a forward that works on any number of samples "

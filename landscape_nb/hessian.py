@@ -43,7 +43,7 @@ from torch.overrides import TorchFunctionMode
 
 from .data import batch_len, call_model, check_finite_data, keywords_hint, read_data, tree_leaves, tree_map
 from .directions import Directions
-from .errors import LandscapeError, check_choice, positive_int, seed_int, short_repr, warn_user
+from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
@@ -313,7 +313,7 @@ def _first_outputs(model: nn.Module, xb, hint: str = ""):
     except Exception as exc:  # the user's model decides what it rejects
         from .data import dtype_hint
 
-        raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {exc} "
+        raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {one_line(exc)} "
                              f"on the first {batch_len(xb)} samples{dtype_hint(xb, model, exc)}{hint}") from exc
 
 

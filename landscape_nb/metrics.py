@@ -10,7 +10,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import LandscapeError
+from .errors import LandscapeError, one_line
 
 
 def unwrap_compiled(fn):
@@ -454,7 +454,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
         except Exception as exc:
             yshape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else None
             failed = (f"loss_fn failed on outputs ({describe(outputs)}) and targets of shape {yshape} "
-                      f"({type(exc).__name__}: {exc})")
+                      f"({type(exc).__name__}: {one_line(exc)})")
             out_of_range = (_class_range_hint(outputs, targets, getattr(loss_fn, "ignore_index", -100))
                             if "out of bounds" in str(exc) else None)  # torch's "Target 5 is out of bounds."
             if out_of_range:

@@ -36,7 +36,7 @@ from torch import nn
 
 from .directions import Directions, vector_dtype
 from .model_paths import interpolation_direction, paired_layout
-from .errors import LandscapeError, positive_int, positive_number, seed_int, warn_user
+from .errors import LandscapeError, one_line, positive_int, positive_number, seed_int, warn_user
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
@@ -176,8 +176,8 @@ class ModeCurve:
         except Exception as exc:
             raise LandscapeError(
                 f"{type(self).__name__}.model_at: the model failed on bn_data while its BatchNorm statistics were "
-                f"re-estimated ({type(exc).__name__}: {exc}); expected bn_data whose inputs the model takes as "
-                f"they are (its parameters are {param.dtype} on {param.device}: e.g. x.to({param.dtype}))") from exc
+                f"re-estimated ({type(exc).__name__}: {one_line(exc)}); expected bn_data whose inputs the model takes "
+                f"as they are (its parameters are {param.dtype} on {param.device}: e.g. x.to({param.dtype}))") from exc
         return m
 
     @property

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, one_line
 from .params import eval_mode
 
 SCALABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -161,7 +161,7 @@ def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float) -> None:
             ref, out = model(inputs), new(inputs)
     except Exception as exc:  # the probe or the given inputs do not fit the model
         raise LandscapeError(f"reparametrize could not run the model on the check inputs of shape "
-                             f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {str(exc)[:200]}); "
+                             f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {one_line(exc, 200)}); "
                              "pass check=x, a batch of inputs as the model takes them") from exc
     scale = ref.abs().max().clamp_min(1e-12)
     err = float((out - ref).abs().max() / scale)

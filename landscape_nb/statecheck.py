@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .data import batch_len, call_model, tree_leaves, tree_map
-from .errors import LandscapeError, user_frame
+from .errors import LandscapeError, one_line, user_frame
 from .params import restoring
 from .tuning import _same_outputs
 
@@ -805,11 +805,10 @@ def culprit(exc: BaseException, model: nn.Module, loss_fn, metrics=None) -> str 
 
 def user_error(exc: BaseException, model: nn.Module, loss_fn, metrics, where: str, kept: str) -> LandscapeError:
     """One clear line for ``exc``, raised by the user's model, loss or a metric: which function raised it
-    (``culprit``), its type and first 300 characters, ``where`` it happened and what is ``kept``; meant to
-    be raised ``from exc``."""
+    (``culprit``), its type and message (cut at a word after 600 characters), ``where`` it happened and what
+    is ``kept``; meant to be raised ``from exc``."""
     label = culprit(exc, model, loss_fn, metrics) or "the model, loss_fn or a metric"
-    text = " ".join(str(exc).split())
-    text = text if len(text) <= 300 else text[:297] + "..."
+    text = one_line(exc, whole="all of it is in __cause__")
     return LandscapeError(f"{label} raised {type(exc).__name__}: {text}{user_frame(exc)} ({where}); the original "
                           f"exception is chained as __cause__; {kept}")
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .directions import IGNORES, Directions, vector_dtype
-from .errors import LandscapeError, check_choice
+from .errors import LandscapeError, check_choice, one_line
 from .params import ParamLayout, check_finite, match_state_keys, unwrap_model
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
@@ -118,9 +118,7 @@ def _why_unreadable(exc: BaseException) -> str:
     found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
     if found and found.group(1).strip():  # the unpickler's own words, not the note about weights_only's default
         return f"not a file torch.save wrote, it seems; torch's unpickler said: {' '.join(found.group(1).split())}"
-    first = " ".join((text.strip().splitlines() or [""])[0].split())
-    if len(first) > 160:  # at a word, marked as cut
-        first = first[:160].rsplit(" ", 1)[0] + " …"
+    first = one_line((text.strip().splitlines() or [""])[0], 160, "left out")
     return f"not a file torch.save wrote, it seems; torch said {type(exc).__name__}: {first}"
 
 

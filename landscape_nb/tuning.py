@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from .data import batch_len, call_model, tree_map
-from .errors import LandscapeError
+from .errors import LandscapeError, one_line
 from .metrics import find_logits
 from .multipoint import (
     BatchAxisStack,
@@ -384,7 +384,7 @@ class SpeedChoices:
                 self._stacked_on_batch_axis = True
                 return sums
             except Exception as exc:  # noqa: BLE001 - e.g. a model that reshapes the batch: vmap below
-                self._no_batch_axis(f"{type(exc).__name__}: {str(exc)[:200]}")
+                self._no_batch_axis(f"{type(exc).__name__}: {one_line(exc, 200, 'left out')}")
         used = sorted({i for _, _, i in slots})
         # the shared first layer whenever the model has one: stacked, its terms replace a matmul with
         # per-point weights by one small GEMM (mlp-digits: 0.09 vs 0.2 ms a point at 32 points a pass)
@@ -695,7 +695,7 @@ class SpeedChoices:
     def _stacking_failed(self, exc: Exception, k: int) -> None:
         """One point per pass from now on, and why (``notes``, so the provenance)."""
         self.notes["points_per_pass"] = (f"one point per pass: stacking {k} points failed "
-                                         f"({type(exc).__name__}: {str(exc)[:160]})")
+                                         f"({type(exc).__name__}: {one_line(exc, 160, 'left out')})")
         if self._stack_plan:
             self._stack_plan.clear()
         self._stack_times.clear()

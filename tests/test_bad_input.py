@@ -1687,3 +1687,31 @@ def test_a_model_whose_outputs_are_random_is_warned_about_and_noted():
         plain = lnb.compute_surface(_model(), data, lnb.random_directions(_model(), n=2, seed=0),
                                     x=(-1, 1, 3), y=(-1, 1, 3))
     assert "random outputs" not in plain.provenance.get("data", {})
+
+
+@pytest.mark.parametrize("when", ["checking the model", "at a grid point"])
+def test_a_long_error_of_the_users_model_is_cut_at_a_word_saying_how_much_is_left_out(when):
+    """A load_state_dict-like message names keys: cut mid-word at 300, a key read as another one (trial s34)."""
+    keys = ", ".join(f'"block{i}.conv.weight_orig"' for i in range(40))  # ~1,100 characters
+
+    class Picky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+            self.register_buffer("centre", self.lin.weight.detach().clone())
+
+        def forward(self, x):
+            if when == "checking the model" or not torch.equal(self.lin.weight, self.centre):
+                raise KeyError(f"Missing key(s) in state_dict: {keys}")
+            return self.lin(x)
+
+    model = Picky()
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1), x=(-1, 1, 3))
+    said = str(info.value)
+    whole = " ".join(str(info.value.__cause__).split())
+    shown = said.split("KeyError: ", 1)[1].split(" … (", 1)[0]
+    assert whole.startswith(shown) and len(shown) > 300  # more than the old cut, and a prefix of the message
+    assert shown.endswith('.conv.weight_orig",')  # at a word: no key cut in two
+    left = int(re.search(r" … \((\d+) more characters: [^)]+\)", said).group(1))
+    assert left == len(whole) - len(shown)

@@ -24,7 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, one_line
 from ..grid import models_between_points, range_through
 from ..schemes import SCHEME_READS, SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
@@ -162,7 +162,7 @@ def load_model_spec(name: str, split: str | None = None):
                                  f"{exc.msg}; fix the module and rerun") from None
         except Exception as exc:  # its module-level code raised: the user's own, one line, the original chained
             raise LandscapeError(f"importing {mod_name} (for {name}) raised {type(exc).__name__}: "
-                                 f"{_shortened(_one_line(exc))}") from exc
+                                 f"{_shortened(exc)}") from exc
         if not callable(fn):
             raise LandscapeError(f"{name} is of type {type(fn).__name__}, not a function; expected module:function naming "
                                  "a function that returns (model, data) or (model, data, loss_fn)")
@@ -175,7 +175,7 @@ def load_model_spec(name: str, split: str | None = None):
         try:
             out = fn(split=split or "test") if takes_split else fn()
         except Exception as exc:  # the user's own function: one line, the original chained
-            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_shortened(_one_line(exc))}; expected it to "
+            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_shortened(exc)}; expected it to "
                                  "return (model, data[, loss_fn])") from exc
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             got = f"a tuple of {len(out)} item(s)" if isinstance(out, tuple) else f"a {type(out).__name__}"
@@ -1183,13 +1183,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _shortened(text: str, limit: int = 600) -> str:
-    """``text`` cut at a word before ``limit`` characters, saying how much was left out (a load_state_dict
-    mismatch was cut mid-word at 300, trial s34); the whole message is in the chained exception (-v)."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit].rsplit(" ", 1)[0]
-    return f"{cut} … ({len(text) - len(cut)} more characters: rerun as landscape-nb -v COMMAND ... for all of it)"
+def _shortened(exc: BaseException) -> str:
+    """``exc`` on one line, cut at a word; the whole message is in the chained exception (-v)."""
+    return one_line(exc, whole="rerun as landscape-nb -v COMMAND ... for all of it")
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
