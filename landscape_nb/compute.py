@@ -491,8 +491,7 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
     code = code_differences(resume.provenance, buffer.provenance)
     reasons += [f"{what}: {code[part]}" for part, what in (
         ("source", "the source code of the model's classes"),
-        ("modules", ("the model's module settings (class, e.g. an activation or BatchNorm's eps, non-persistent "
-                     "buffers, plain attributes)")),
+        ("modules", "the model's module settings"),
         ("globals", "what the model, loss_fn or metrics read from their modules")) if part in code]
     if reasons:
         raise ResumeMismatch(_another_computation(reasons))

@@ -76,7 +76,8 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def code_fingerprint(model: nn.Module) -> dict:
     """The source code of the model's own module classes (torch's are left out), hashed:
-    ``{"fingerprint": 16 hex digits, "classes": [qualified names], "modules": module_settings(model)}``.
+    ``{"fingerprint": 16 hex digits, "classes": [qualified names], "modules": module_settings(model),
+    "settings": per module, what its hash covers, readable}``.
     A class whose source cannot be read (defined in a notebook cell or ``python -c``) counts by name only.
 
     Not part of the spec key (keys written before it stay valid); a store compares it on resume
@@ -86,7 +87,10 @@ def code_fingerprint(model: nn.Module) -> dict:
     h = hashlib.sha256()
     for name in sorted(classes):
         h.update(f"{name}\n{_class_source(classes[name])}".encode())
-    return {"fingerprint": h.hexdigest()[:16], "classes": sorted(classes), "modules": module_settings(model)}
+    settings = _module_settings(model)
+    return {"fingerprint": h.hexdigest()[:16], "classes": sorted(classes),
+            "modules": {name: hashed for name, (hashed, _) in settings.items()},
+            "settings": {name: texts for name, (_, texts) in settings.items()}}
 
 
 _PLAIN = (bool, int, float, str, type(None))
@@ -105,27 +109,60 @@ def module_settings(model: nn.Module) -> dict[str, str]:
     temperature attribute changed kept the weights, the key and the store: a resumed surface mixed two
     models' values. Not seen here: module-level globals (``globals_fingerprint``) and attributes of other
     types (modules, functions, objects of installed packages)."""
+    return {name: hashes for name, (hashes, _) in _module_settings(model).items()}
+
+
+SETTING_TEXT = 160  # characters of a module setting kept to show how it changed
+
+
+def _module_settings(model: nn.Module) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per submodule, `module_settings`' hash and what it hashes, readable, so that a refused resume can say
+    what changed and how (``t: then 1.0, now 2.0``; it named the module only, trial s34): ``{"class": its class,
+    "settings": its extra_repr(), attribute or buffer name: its value}``, each cut to ``SETTING_TEXT``
+    characters; a tensor as its values where it has at most 8, else its shape, dtype and a hash. The plain
+    attributes of torch's own modules are left out (their ``extra_repr`` says them)."""
+    def cut(text: str) -> str:
+        return text if len(text) <= SETTING_TEXT else text[: SETTING_TEXT - 3] + "..."
+
+    def tensor_text(t: torch.Tensor) -> str:
+        if t.numel() <= 8:
+            return cut(" ".join(repr(t.detach().cpu()).split()))
+        h = hashlib.sha256()
+        hash_tensor(h, t)
+        return f"a {t.dtype} tensor of shape {tuple(t.shape)} (sha256 {h.hexdigest()[:8]})"
+
     out = {}
     for name, m in model.named_modules(remove_duplicate=False):
         h = hashlib.sha256(f"{type(m).__module__}.{type(m).__qualname__}\n".encode())
+        texts = {"class": f"{type(m).__module__}.{type(m).__qualname__}"}
         with contextlib.suppress(Exception):  # a user's extra_repr that fails: the class and attributes remain
-            h.update(m.extra_repr().encode())
+            settings = m.extra_repr()
+            h.update(settings.encode())
+            if settings:
+                texts["settings"] = cut(settings)
         for key in sorted(getattr(m, "_non_persistent_buffers_set", ())):
             t = m._buffers.get(key)
             if isinstance(t, torch.Tensor):
                 hash_tensor(h, t, key)
+                texts[key] = tensor_text(t)
+        own = not type(m).__module__.startswith("torch.")
         for key, value in sorted(vars(m).items()):
             if key.startswith("_") or key == "training":
                 continue
+            text = None
             if isinstance(value, torch.Tensor):
                 hash_tensor(h, value.detach(), key)
+                text = tensor_text(value)
             elif _plain(value):
                 h.update(f"{key}={value!r}\n".encode())
+                text = repr(value)
             else:  # a config in a dict, list, SimpleNamespace or dataclass (trial s34: a changed cfg["temp"] kept
                 text = _config_text(value)  # the store, which returned the old surface)
                 if text is not None:
                     h.update(f"{key}={text}\n".encode())
-        out[name] = h.hexdigest()[:12]
+            if own and text is not None:
+                texts[key] = cut(text)
+        out[name] = (h.hexdigest()[:12], texts)
     return out
 
 

@@ -349,9 +349,8 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
         if "modules" in code:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights but other module settings: "
-                f"{code['modules']} in their class, settings (e.g. an "
-                "activation, BatchNorm's eps), non-persistent buffers or plain attributes: resuming would mix two "
-                "models' values. Use another store path, or delete this one to recompute.")
+                f"{code['modules']}: resuming would mix two models' values. Set them back to resume, or use another "
+                "store path, or delete this one to recompute.")
         if "globals" in code:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights and arguments but other values of "

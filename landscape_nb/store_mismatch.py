@@ -241,11 +241,54 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
         out["source"] = (f"then {', '.join(then.get('classes', [])) or 'none'}; "
                          f"now {', '.join(code.get('classes', [])) or 'none'}")
     if then.get("modules") is not None and code.get("modules") is not None and then["modules"] != code["modules"]:
-        out["modules"] = differing(then["modules"], code["modules"], "(the model itself)")
+        out["modules"] = (_setting_changes(then.get("settings"), code.get("settings"))
+                          or differing(then["modules"], code["modules"], "(the model itself)")
+                          + " in their class, settings (e.g. an activation, BatchNorm's eps), non-persistent buffers "
+                          "or plain attributes")
     read_then, read = stored.get("code_globals"), now.get("code_globals")
     if read_then is not None and read is not None and read_then != read:
         out["globals"] = differing(read_then, read)
     return out
+
+
+def _around_difference(a: str, b: str, whole: int = 60, context: int = 16) -> tuple[str, str]:
+    """Two texts as they are where both fit in ``whole`` characters, else the part where they differ with
+    ``context`` characters either side ("…eps=1e-05, mom…" and "…eps=0.5, mom…")."""
+    if len(a) <= whole and len(b) <= whole:
+        return a, b
+    start = next((i for i, (p, q) in enumerate(zip(a, b)) if p != q), min(len(a), len(b)))
+    end = 0  # common suffix, not into the common prefix
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+
+    def part(t: str) -> str:
+        lo, hi = max(0, start - context), min(len(t), len(t) - end + context)
+        return ("…" if lo else "") + t[lo:hi] + ("…" if hi < len(t) else "")
+
+    return part(a), part(b)
+
+
+def _setting_changes(then: Mapping | None, now: Mapping | None) -> str:
+    """``"the model itself: t was 1.0, now 2.0; module 1: its class was ...ReLU, now ...Tanh"`` (at most six)
+    from two ``code_fingerprint``'s ``"settings"``; "" where either has none (older stores) or none of
+    their texts differ (a change past the `spec.SETTING_TEXT` characters kept)."""
+    if not then or not now:
+        return ""
+    changes: dict[str, list[str]] = {}
+    for name in dict.fromkeys([*then, *now]):
+        where = f"module {name}" if name else "the model itself"
+        if name not in then or name not in now:
+            changes[f"{where} {'is new' if name not in then else 'is gone'}"] = []
+            continue
+        for key in dict.fromkeys([*then[name], *now[name]]):
+            was, is_ = then[name].get(key, "(none)"), now[name].get(key, "(none)")
+            if was != is_:
+                what = {"class": "its class", "settings": "its extra_repr()"}.get(key, key)
+                was, is_ = _around_difference(was, is_)
+                changes.setdefault(f"{where}: ", []).append(f"{what} was {was}, now {is_}")
+    said = [f"{where}{'; '.join(items)}" for where, items in list(changes.items())[:6]]
+    more = f"; and {len(changes) - 6} more modules" if len(changes) > 6 else ""
+    return "; ".join(said) + more
 
 
 __all__ = ["code_differences", "describe_differences"]

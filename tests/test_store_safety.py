@@ -761,8 +761,23 @@ def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_
     np.testing.assert_array_equal(again.loss, kept.loss)
     changed = _settings_model(case, changed=True)
     assert all(torch.equal(p, q) for p, q in zip(changed.state_dict().values(), first.state_dict().values()))
-    name = {"activation": "1", "leaky-slope": "1", "batchnorm-eps": "1"}.get(case, r"\(the model itself\)")
-    with pytest.raises(LandscapeError, match=rf"same weights but other module settings: {name} differ"):
+    said = {  # what changed and how, not only where (the module's name alone, trial s35)
+        "activation": (r"module 1: its class was torch\.nn\.modules\.activation\.ReLU, "
+                       r"now torch\.nn\.modules\.activation\.Tanh"),
+        "leaky-slope": r"module 1: its extra_repr\(\) was negative_slope=0\.01, now negative_slope=0\.5",
+        "batchnorm-eps": (r"module 1: its extra_repr\(\) was 8, eps=1e-05, momentum=0\.1,…, "
+                          r"now 8, eps=0\.5, momentum=0\.1,…"),
+        "attribute": r"the model itself: t was 1\.0, now 2\.0",
+        "buffer": r"the model itself: shift was tensor\(\[0\., 0\., 0\.\]\), now tensor\(\[0\., 1\., 2\.\]\)",
+        "dict-config": r"the model itself: cfg was \{'name':'t','temp':1\.0\}, now \{'name':'t','temp':3\.0\}",
+        "list-config": r"the model itself: cfg was list\[1\.0\], now list\[3\.0\]",
+        "namespace-config": r"the model itself: cfg was \{'temp':1\.0\}, now \{'temp':3\.0\}",
+        "dataclass-config": r"the model itself: cfg was \{'temp':1\.0\}, now \{'temp':3\.0\}",
+        "mixed-config": r"the model itself: cfg was …,'temp':float32\(1\.0\)\}, now …,'temp':float32\(3\.0\)\}",
+        "slots-config": (r"the model itself: cfg was \{'__class__':'_Slotted','temp':1\.0\}, "
+                         r"now \{'__class__':'_Slotted','temp':3\.0\}"),
+    }[case]
+    with pytest.raises(LandscapeError, match=rf"same weights but other module settings: {said}: resuming"):
         lnb.compute_surface(changed, data, d, x=(-1, 1, 5), store=store)
     fresh = lnb.compute_surface(changed, data, d, x=(-1, 1, 5), store=tmp_path / "new.zarr")
     assert not np.allclose(fresh.loss, kept.loss, rtol=1e-3)  # what resuming would have handed back as this model's
@@ -932,3 +947,24 @@ def test_a_cache_a_forward_fills_does_not_refuse_a_resume(tmp_path):
     kept = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store)
     model(torch.randn(2, 6))  # a call on another length: one more cache entry
     np.testing.assert_array_equal(lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store).loss, kept.loss)
+
+
+def test_a_store_written_before_settings_were_kept_readable_still_names_the_module_that_changed(tmp_path):
+    """Stores written before the settings' texts were kept (s35) have their hashes only: the refusal names the
+    module, as it did then."""
+    import zarr
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    store = tmp_path / "s.zarr"
+    first = _settings_model("attribute", changed=False)
+    d = lnb.random_directions(first, n=1, seed=1)
+    lnb.compute_surface(first, data, d, x=(-1, 1, 5), store=store)
+    group = zarr.open_group(str(store), mode="r+")
+    manifest = dict(group.attrs["landscape_nb"])
+    del manifest["provenance"]["model_code"]["settings"]
+    group.attrs["landscape_nb"] = manifest
+    with pytest.raises(LandscapeError, match=r"other module settings: \(the model itself\) differs in their class, "
+                                             r"settings \(e\.g\. an activation, BatchNorm's eps\), non-persistent "
+                                             r"buffers or plain attributes: resuming"):
+        lnb.compute_surface(_settings_model("attribute", changed=True), data, d, x=(-1, 1, 5), store=store)
