@@ -210,12 +210,13 @@ def compute_surface(
         fixed-seed subset. ``batch_size`` (default: tuned) changes values only by rounding for a
         loss that is a mean over samples; for one that is not (a mean over non-padding tokens)
         every point keeps one batching, see ``evaluate.Evaluator``; so a store resumes only with
-        the ``batch_size`` it was started with (None, tuned, included). ``precision`` ("tf32", "bf16" autocast), ``channels_last`` and
-        ``compile`` (True, or a ``torch.compile`` mode from ``choices.COMPILE_MODES``) are
-        opt-in speed modes recorded in the spec (on a GPU the default ``"fp32"`` is fp32
+        the ``batch_size`` it was started with (None, tuned, included). ``precision`` ("tf32", "bf16" autocast),
+        ``channels_last`` and ``compile`` (True, or a ``torch.compile`` mode from ``choices.COMPILE_MODES``) are
+        opt-in speed modes; ``precision`` is part of the spec (on a GPU the default ``"fp32"`` is fp32
         throughout: PyTorch's own default runs fp32 convolutions in TF32, here that takes
-        ``"tf32"``); ``points_per_pass`` (several points per vmapped pass) and ``fold_bn`` (conv→BatchNorm pairs as one conv, see
-        ``landscape_nb.fold``) change values only by float rounding and are provenance.
+        ``"tf32"``); ``points_per_pass`` (several points per vmapped pass), ``fold_bn`` (conv→BatchNorm pairs as one
+        conv, see ``landscape_nb.fold``), ``channels_last`` and ``compile`` change values only by float rounding and
+        are provenance (a store resumes across them).
     device : str, optional
         Evaluate there (default: the model's device).
     name : str, optional
@@ -507,7 +508,8 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
 #: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
 #: the caller's: ``provenance=`` giving one is refused before the model runs
 RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
-                      "torch", "model_code", "code_globals", "device", "precision", "bn_fold", "running_var", "malloc",
+                      "torch", "model_code", "code_globals", "device", "precision", "bn_fold", "channels_last",
+                      "compile", "running_var", "malloc",
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
                       "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",
                       "values_sha256", "damaged_tiles", "lanczos_not_converged", "lambda_max_zero",
@@ -633,13 +635,32 @@ def _wrap(quantity: str, options: dict):
     return None if make is None else functools.partial(make, **options)
 
 
+#: settings that change values only by float rounding: provenance, not the spec, so a store resumes across them
+#: (a resume with --channels-last or --compile was refused: trial s34). channels_last and compile stay in the spec
+#: at their defaults, which keeps the keys of earlier stores
+ROUNDING_ONLY = {"points_per_pass": None, "fold_bn": None, "channels_last": False, "compile": False}
+
+
+def spec_settings(settings: EvalSettings) -> dict:
+    """``settings.to_json()`` as the spec holds it: the `ROUNDING_ONLY` fields left out or at their defaults."""
+    out = settings.to_json()
+    if isinstance(out.get("target_key"), int):  # a position in tuple samples: read_data puts the targets last,
+        del out["target_key"]  # in the data the fingerprint covers (--target-key 1 for pairs was refused, s34)
+    for name, kept in ROUNDING_ONLY.items():
+        if kept is None:
+            out.pop(name)
+        else:
+            out[name] = kept
+    return out
+
+
 def _surface_spec(model, d: Directions, grid: Grid, settings: EvalSettings, info: DataInfo, loss_fn, bn_data,
                   quantity: str, options: dict, metrics=None) -> SurfaceSpec:
     return SurfaceSpec(
         model_class=type(model).__qualname__, layout=d.layout.fingerprint(), weights=model_fingerprint(model),
         data_fingerprint=info.fingerprint, n_samples=info.n_samples,
         directions_fingerprint=d.fingerprint(), n_directions=d.n, scheme=d.scheme, grid=grid.to_json(),
-        settings={k: v for k, v in settings.to_json().items() if k not in ("points_per_pass", "fold_bn")},
+        settings=spec_settings(settings),
         metric_names=tuple(info.metric_names), loss_fingerprint=_callable_fingerprint(loss_fn),
         bn_data_given=(bn_data is not None or info.bn_fingerprint is not None) and settings.mode != "eval",
         bn_data_fingerprint=info.bn_fingerprint, bn_pass_size=info.bn_pass_size,
@@ -681,7 +702,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
         "model_code": code_fingerprint(model), "code_globals": code_globals,
         "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
-        "bn_fold": info.bn_fold,
+        "bn_fold": info.bn_fold, "channels_last": settings.channels_last, "compile": settings.compile,
         **({} if settings.clamp_running_var is None else
            {"running_var": RUNNING_VAR_CLAMPED if settings.clamp_running_var else RUNNING_VAR_NAN}),
         **({"malloc": runner.malloc} if getattr(runner, "malloc", None) else {}),

@@ -431,8 +431,8 @@ def _read_data(data, what: str, *, max_samples: int | None, subset_seed: int, ta
             f"{what} of type {type(data).__name__}; expected (inputs, targets) tensors, a dict of tensors, "
             "a Dataset, a DataLoader or a zero-argument callable returning one of those"
         )
-    if isinstance(target_key, int) and isinstance(tree, tuple) and len(tree) > 2:
-        k = target_key % len(tree)
+    k = _target_index(tree, target_key, what, targets_needed)
+    if k is not None:
 
         def targets_last(t: tuple) -> tuple:  # rule "last"
             return (*t[:k], *t[k + 1:], t[k])
@@ -451,6 +451,24 @@ def _read_data(data, what: str, *, max_samples: int | None, subset_seed: int, ta
     ev.notes = {**notes, "rule": rule, "targets": text, "structure": tree_structure(tree),
                 "n_leaves": len(leaves)}
     return ev
+
+
+def _target_index(tree, target_key, what: str, targets_needed: bool) -> int | None:
+    """The position an integer ``target_key`` names in tuple samples, from 0 (None for a key that is not an
+    integer, or samples with no targets to find in ``bn_data``); `LandscapeError` out of range or for samples
+    that are no tuples (an index past a pair, or 0 of one, was ignored: the second element stood as targets)."""
+    if not isinstance(target_key, int) or isinstance(target_key, bool):
+        return None
+    n = len(tree) if isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields") else 0
+    if n >= 2 and -n <= target_key < n:
+        return target_key % n
+    if n < 2 and not targets_needed:
+        return None
+    given = (f"tuples of {n}, so expected a position from {-n} to {n - 1}" if n >= 2 else
+             f"{tree_structure(tree)}, not tuples, so a position names nothing")
+    raise LandscapeError(f"target_key={target_key} (the targets' position in tuple samples), but the {what}'s samples "
+                         f"are {given}; pass the targets' position (e.g. target_key=-1 for the last), the key of "
+                         "dict samples' targets, or leave target_key out for (inputs, targets)")
 
 
 def _note_first_of_stream(notes: dict, tree, max_samples: int | None, source: str) -> None:

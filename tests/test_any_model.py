@@ -974,6 +974,28 @@ def test_target_key_and_dict_without_labels():
         lnb.compute_surface(m, {"feats": x}, d, x=(-1, 1, 3))
 
 
+def test_a_targets_position_in_tuples_is_used_for_pairs_too_and_out_of_range_is_refused():
+    """``target_key=0`` for ``(targets, inputs)`` pairs was ignored (the second element stood as targets) and a
+    position past the tuple was taken modulo its length, or ignored for pairs: now used, or refused."""
+    model, _, _, _ = row("mlp")
+    g = gen(11)
+    x, t = torch.randn(N, 6, generator=g), torch.randint(0, 3, (N,), generator=g)
+    d = lnb.random_directions(model, n=1)
+    with torch.no_grad():
+        naive = float(_ce(model(x), t))
+    for data, key in (((t, x), 0), ((t, x), -2), ((x, t), 1), ((x, t), -1)):  # tuples of three: test_cli's
+        surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), target_key=key)
+        np.testing.assert_allclose(surf.loss[1], naive, rtol=1e-6, err_msg=f"target_key={key}")
+    for data, key, n in (((x, t), 2, 2), ((x, t), -3, 2), ((x, x, t), 7, 3)):
+        with pytest.raises(LandscapeError, match=rf"^target_key={key} \(the targets' position in tuple samples\), "
+                                                 rf"but the data's samples are tuples of {n}, so expected a position "
+                                                 rf"from -{n} to {n - 1}"):
+            lnb.compute_surface(model, data, d, x=(-1, 1, 3), target_key=key)
+    with pytest.raises(LandscapeError, match=r"^target_key=1 .* are \{'input': T, 'labels': T\}, not tuples, so a "
+                                             r"position names nothing"):
+        lnb.compute_surface(model, {"input": x, "labels": t}, d, x=(-1, 1, 3), target_key=1)
+
+
 def test_item6_wrapped_models_compare_equal_to_plain_ones():
     """A compiled and a DataParallel model: the same layout (no `_orig_mod.`/`module.` names) as the
     plain one, so a path between them is the zero vector and its loss the plain model's."""

@@ -186,14 +186,20 @@ def test_compute_1d_line(user_model, tmp_path):
     assert s.provenance["directions"]["norm"] == "layer"
 
 
-def test_compile_and_channels_last_reach_the_spec_and_change_values_only_by_rounding(user_model, tmp_path, capsys):
+def test_compile_and_channels_last_reach_the_provenance_and_change_values_only_by_rounding(user_model, tmp_path,
+                                                                                           capsys):
+    """Rounding only, so provenance and not the spec: the plain run's store resumes with them (trial s34)."""
     plain, fast = tmp_path / "plain.zarr", tmp_path / "fast.zarr"
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(plain)]) == 0
     assert main(["compute", user_model, "--grid", "3x3", "--store", str(fast), "--compile", "--channels-last"]) == 0
     a, b = lnb.load_surface(plain), lnb.load_surface(fast)
-    assert (b.spec["eval"]["compile"], b.spec["eval"]["channels_last"]) == (True, True)
-    assert (a.spec["eval"]["compile"], a.spec["eval"]["channels_last"]) == (False, False)
+    assert (b.provenance["compile"], b.provenance["channels_last"]) == (True, True)
+    assert (a.provenance["compile"], a.provenance["channels_last"]) == (False, False)
+    assert a.spec == b.spec
     np.testing.assert_allclose(b.loss, a.loss, rtol=1e-5)
+    capsys.readouterr()
+    assert main(["compute", user_model, "--grid", "3x3", "--store", str(plain), "--compile", "--channels-last"]) == 0
+    assert "9 from the store" in capsys.readouterr().out
     from landscape_nb.cli import build_parser
 
     args = build_parser().parse_args(["compute", "--compile-mode", "max-autotune-no-cudagraphs", user_model])

@@ -968,3 +968,24 @@ def test_a_store_written_before_settings_were_kept_readable_still_names_the_modu
                                              r"settings \(e\.g\. an activation, BatchNorm's eps\), non-persistent "
                                              r"buffers or plain attributes: resuming"):
         lnb.compute_surface(_settings_model("attribute", changed=True), data, d, x=(-1, 1, 5), store=store)
+
+
+@pytest.mark.parametrize("change", [{"channels_last": True}, {"target_key": 1}, {"target_key": -1}])
+def test_a_store_resumes_across_settings_that_change_values_by_rounding_only_or_not_at_all(tmp_path, change):
+    """channels_last (and compile) change values by float rounding only, as points_per_pass and fold_bn, and a
+    pair's target position 1 is where its targets are anyway: the same store resumes (refused, trial s34),
+    and the provenance says how the points ran."""
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(20, 1, 8, 8, generator=g), torch.randint(0, 3, (20,), generator=g)
+    d = lnb.random_directions(model, n=2, seed=0)
+    grid = {"x": (-1, 1, 5), "y": (-1, 1, 5)}
+    first = lnb.compute_surface(model, data, d, **grid, store=tmp_path / "s.zarr")
+    again = lnb.compute_surface(model, data, d, **grid, store=tmp_path / "s.zarr", **change)
+    assert again.provenance["points_from_store"] == 25 and again.spec == first.spec
+    fresh = lnb.compute_surface(model, data, d, **grid, **change)
+    np.testing.assert_allclose(fresh.loss, first.loss, rtol=1e-5)  # what the store holds is this run's values
+    assert fresh.provenance["channels_last"] is change.get("channels_last", False)
+    assert fresh.provenance["compile"] is False

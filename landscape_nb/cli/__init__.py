@@ -692,7 +692,7 @@ def cmd_compute(args) -> int:
               f"they are gaps in the figure ({why})"
               + (f"; {surf.divergence_note}" if surf.divergence_note else ""), file=sys.stderr)
     rule = (surf.provenance.get("data") or {}).get("rule")
-    if target_key is not None and rule in ("pair", "inputs"):
+    if isinstance(target_key, str) and rule in ("pair", "inputs"):  # a position in tuples is used (read_data)
         print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "
               + ("the data are (inputs, targets) pairs, whose targets are the second element" if rule == "pair" else
                  "the batches hold no such entry, so the model's own outputs.loss was used"), file=sys.stderr)
