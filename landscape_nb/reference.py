@@ -57,9 +57,14 @@ def _open(path, mode: str):
     path = Path(path)
     if mode == "w":
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return h5py.File(path, mode)
+    try:  # read without HDF5's file lock: a file the reference is still filling in (it holds it open, r+)
+        return h5py.File(path, mode, locking=False) if mode == "r" else h5py.File(path, mode)  # plots as partial
     except OSError as exc:
+        if "lock" in str(exc):
+            raise LandscapeError(
+                f"cannot write {str(path)!r}: another process holds it open ({exc}); expected a file no one else "
+                "has open: wait for that run (the reference's plot_surface.py) to end, or write another path"
+            ) from None
         raise LandscapeError(
             f"cannot open {str(path)!r} as HDF5 ({exc}); expected a .h5 file written by the reference "
             "implementation (plot_surface.py) or by landscape_nb.reference"
@@ -345,16 +350,18 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         filled in ``np.meshgrid(x, y)`` order, as ``plot_surface.py`` writes them.
     split : {"train", "test"} or None
         Which loss becomes ``Surface.loss``. Default: ``"train"`` if the file has
-        ``train_loss``, else ``"test"``.
+        ``train_loss`` with a point computed, else ``"test"``.
 
     Returns
     -------
     Surface
         ``loss[j, i]`` at ``(x[i], y[j])``, shape (ny, nx) (or (nx,)); ``metrics["accuracy"]``
         from ``{split}_acc`` as a fraction (the file holds percent); the other split as
-        ``metrics["test_loss"]``/``["test_accuracy"]`` (or ``train_``); any other array of the
-        grid's size (e.g. ``max_eig``) as a metric of that name. Points the file marks as
-        not computed (negative, ``-1``) are NaN with ``done`` False.
+        ``metrics["test_loss"]``/``["test_accuracy"]`` (or ``train_``), NaN where its own loss is
+        still ``-1``; ``max_eig``/``min_eig`` as ``lambda_max``/``lambda_min`` (and ``eig_ratio``
+        = |λ_min/λ_max| where the file has none); any other array of the grid's size as a metric
+        of that name. Points the file marks as not computed (negative, ``-1``) are NaN with
+        ``done`` False, and so are a split's metrics where its loss is NaN.
 
     Raises
     ------
@@ -371,8 +378,10 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                 f"{str(path)!r} has no 'xcoordinates' (it holds {sorted(keys)}); expected a surface file of the "
                 "reference implementation (plot_surface.py), not a direction file"
             )
-        if split is None:
-            split = next((s for s in SPLITS if f"{s}_loss" in keys), None)
+        if split is None:  # the first the file has, passing over one not computed anywhere (an empty figure
+            has = [s for s in SPLITS if f"{s}_loss" in keys]  # for a file whose test run alone finished, s35)
+            computed = [s for s in has if (np.asarray(f[f"{s}_loss"][()], float) >= 0).any()]
+            split = (computed or has or [None])[0]
         if split is None or f"{split}_loss" not in keys:
             has = [s for s in SPLITS if f"{s}_loss" in keys]
             raise LandscapeError(
@@ -387,7 +396,8 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         done = ~(loss < 0)  # the reference fills -1 where not computed; NaN is a diverged point
         metrics: dict[str, np.ndarray] = {}
         other = "test" if split == "train" else "train"
-        names = {f"{split}_acc": "accuracy", f"{other}_loss": f"{other}_loss", f"{other}_acc": f"{other}_accuracy"}
+        names = {f"{split}_acc": "accuracy", f"{other}_loss": f"{other}_loss", f"{other}_acc": f"{other}_accuracy",
+                 **_EIGEN_KEYS}
         h5py = _h5py()
         for key in sorted(keys - {"xcoordinates", "ycoordinates", f"{split}_loss"}):
             obj = f[key]
@@ -399,7 +409,8 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
             values = _grid_array(f, key, x.size, ny, path)
             if key in (f"{split}_acc", f"{other}_acc"):
                 values = values / 100.0
-            metrics[names.get(key, key)] = np.where(done, values, np.nan)
+            metrics[names.get(key, key)] = values
+        _not_computed_as_nan(metrics, loss, done, other)
         dir_file = f["dir_file"][()] if "dir_file" in keys else None
         stored_prov = _attr_json(f, _ATTR_PROVENANCE)
         spec = _attr_json(f, _ATTR_SPEC)
@@ -411,6 +422,40 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         prov["dir_file"] = str(dir_file)
     return Surface(x=x, y=y, loss=np.where(done, loss, np.nan), metrics=metrics, done=done, spec=spec,
                    provenance=prov)
+
+
+#: the reference's Hessian keys (plot_hessian_eigen.py) as an eigen-map's metrics (`landscape_nb.eigen_map`)
+_EIGEN_KEYS = {"max_eig": "lambda_max", "min_eig": "lambda_min"}
+
+
+def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done: np.ndarray, other: str) -> None:
+    """NaN, in a loaded file's ``metrics``, where the reference had not computed them or the loss diverged:
+    the points ``done`` leaves out; the other split's loss and accuracy where its own loss is still -1 (its
+    run is a separate one: its -1 read as a loss of -1 and an accuracy of -0.01, trial s35); λ_max and λ_min
+    where plot_hessian_eigen.py left its placeholders (-1 and +1: λ_min above λ_max); and every metric of a
+    split whose loss is NaN there (the accuracy of NaN logits read as a plausible 0.45). Where both
+    eigenvalues are known and the file has no ratio, ``eig_ratio`` is |λ_min / λ_max|, as the reference's
+    plot_2d_eig_ratio draws it."""
+    mine = done & ~np.isnan(loss)
+    theirs = {f"{other}_loss", f"{other}_accuracy"}
+    if f"{other}_loss" in metrics:
+        other_loss = metrics[f"{other}_loss"]
+        kept = mine & ~(other_loss < 0) & ~np.isnan(other_loss)
+        metrics[f"{other}_loss"] = np.where(done & ~(other_loss < 0), other_loss, np.nan)
+        if f"{other}_accuracy" in metrics:
+            metrics[f"{other}_accuracy"] = np.where(kept, metrics[f"{other}_accuracy"], np.nan)
+    if "lambda_max" in metrics:
+        lmax, lmin = metrics["lambda_max"], metrics.get("lambda_min")
+        placeholder = lmax == -1.0 if lmin is None else lmin > lmax
+        for name in ("lambda_max", "lambda_min"):
+            if name in metrics:
+                metrics[name] = np.where(placeholder, np.nan, metrics[name])
+        if lmin is not None and "eig_ratio" not in metrics:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                metrics["eig_ratio"] = np.abs(metrics["lambda_min"] / metrics["lambda_max"])
+    for name, values in metrics.items():
+        if name not in theirs:
+            metrics[name] = np.where(mine, values, np.nan)
 
 
 def named_splits(surface: Surface) -> list[str] | None:
@@ -494,7 +539,8 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
             "non-negative, or keep it in landscape_nb's own store"
         )
     names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
-             f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc"}
+             f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc",
+             **{ours: key for key, ours in _EIGEN_KEYS.items()}}  # plot_2d_eig_ratio reads min_eig, max_eig
     splits = named_splits(surface)
     if splits:  # every split goes under its own name, the accuracy as <split>_acc
         if split not in splits:
@@ -504,9 +550,10 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
                 f"of {splits}: pass split={splits[-1]!r} (plot_2D.py --surf_name {splits[-1]}_loss), or name a "
                 "split 'train' in the data")
         del arrays["loss"]
-        names = {f"{s}_{q}": f"{s}_{'acc' if q == 'accuracy' else 'loss'}"
-                 for s in splits for q in ("loss", "accuracy")}
-    reserved = {"xcoordinates", "ycoordinates", "dir_file", *(f"{s}_{q}" for s in SPLITS for q in ("loss", "acc"))}
+        names = {**{f"{s}_{q}": f"{s}_{'acc' if q == 'accuracy' else 'loss'}"
+                    for s in splits for q in ("loss", "accuracy")}, **{ours: key for key, ours in _EIGEN_KEYS.items()}}
+    reserved = {"xcoordinates", "ycoordinates", "dir_file", *(f"{s}_{q}" for s in SPLITS for q in ("loss", "acc")),
+                *_EIGEN_KEYS}
     out: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
         key = names.get(name, name)

@@ -263,9 +263,11 @@ def make_surface(nx, ny, seed=0):
     loss = rng.random(shape) * 3
     loss.flat[np.flatnonzero(done)[0]] = np.nan  # a diverged point is computed, yet NaN
     acc = rng.integers(0, 40, shape) / 40
+    lmax, lmin = 1 + np.abs(rng.standard_normal(shape)), -np.abs(rng.standard_normal(shape))
     metrics = {"accuracy": acc, "test_loss": rng.random(shape), "test_accuracy": rng.integers(0, 8, shape) / 8,
-               "max_eig": rng.standard_normal(shape)}
-    metrics = {k: np.where(done, v, np.nan) for k, v in metrics.items()}
+               "lambda_max": lmax, "lambda_min": lmin, "eig_ratio": np.abs(lmin / lmax),
+               "sharpness": rng.standard_normal(shape)}
+    metrics = {k: np.where(done & ~np.isnan(loss), v, np.nan) for k, v in metrics.items()}  # as compute_surface
     return Surface(x=x, y=y, loss=np.where(done, loss, np.nan), metrics=metrics, done=done,
                    spec={"grid": {"x": [-1, 1, nx]}, "seed": seed}, provenance={"label": "synthetic"})
 
@@ -281,7 +283,7 @@ def test_surfaces_round_trip_through_the_reference_layout(tmp_path, nx, ny):
     np.testing.assert_array_equal(back.done, surf.done)
     np.testing.assert_array_equal(back.loss, surf.loss)
     assert set(back.metrics) == set(surf.metrics)
-    for name in ("test_loss", "max_eig"):
+    for name in ("test_loss", "lambda_max", "lambda_min", "eig_ratio", "sharpness"):
         np.testing.assert_array_equal(back.metrics[name], surf.metrics[name])
     for name in ("accuracy", "test_accuracy"):  # stored in percent: *100 then /100
         np.testing.assert_allclose(back.metrics[name], surf.metrics[name], rtol=1e-15, atol=0)
@@ -303,7 +305,7 @@ def test_written_surface_reads_with_plain_h5py_in_the_reference_orientation(tmp_
         i, j = int(np.argmin(np.abs(surf.x - a))), int(np.argmin(np.abs(surf.y - b)))
         if surf.done[j, i]:
             np.testing.assert_array_equal(z.ravel()[ind], surf.loss[j, i])
-            assert acc.ravel()[ind] == pytest.approx(100 * surf.metrics["accuracy"][j, i], rel=1e-15)
+            np.testing.assert_allclose(acc.ravel()[ind], 100 * surf.metrics["accuracy"][j, i], rtol=1e-15)
         else:  # the reference's "not computed yet": plot_surface.py would fill it in on resume
             assert z.ravel()[ind] == -1 and acc.ravel()[ind] == -1
     if nx == ny:  # plot_2D.py's contour(X, Y, Z) pairs Z[j, i] with (X[j, i], Y[j, i])
@@ -538,3 +540,106 @@ def test_accuracy_of_named_splits_is_exact_and_float_one_hot_targets_keep_their_
                 p.add_(float(a) * s1[n])
             want = float((m(images).argmax(1) == labels).double().mean())  # K of the 1024 pixels
             assert got == want
+
+
+def _reference_file(path, x, y, **arrays):
+    """A surface file as the reference's scripts leave it: arrays of shape (nx, ny) in meshgrid order."""
+    with h5py.File(path, "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        for key, ours in arrays.items():  # ours: (ny, nx), rows = y
+            f[key] = np.asarray(ours, float).reshape(-1).reshape(len(x), len(y))
+    return path
+
+
+def test_each_split_of_a_reference_file_keeps_its_own_not_computed_points_and_diverged_metrics(tmp_path):
+    """plot_surface.py computes train and test in separate runs: one stopped during the test pass leaves
+    test_loss partly -1, which read as a loss of -1 and an accuracy of -0.01 (trial s35). And where a loss is
+    NaN, that split's accuracy is NaN too (it read as 0.45, the share of class 0)."""
+    rng = np.random.default_rng(0)
+    x, y = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4)
+    train, train_acc = rng.random((4, 5)) + 0.1, rng.integers(0, 100, (4, 5)).astype(float)
+    test, test_acc = rng.random((4, 5)) + 0.1, rng.integers(0, 100, (4, 5)).astype(float)
+    train[0, 0] = np.nan  # diverged: its accuracy is of NaN logits
+    missing = np.zeros((4, 5), bool)
+    missing[2:] = True  # the test run stopped halfway
+    path = _reference_file(tmp_path / "r.h5", x, y, train_loss=train, train_acc=train_acc,
+                           test_loss=np.where(missing, -1, test), test_acc=np.where(missing, -1, test_acc))
+    surf = lnb.load_reference_surface(path)
+    assert surf.is_complete  # the train split is
+    np.testing.assert_array_equal(surf.metrics["test_loss"], np.where(missing, np.nan, test))
+    shown = ~missing & ~np.isnan(train)
+    np.testing.assert_array_equal(surf.metrics["test_accuracy"], np.where(shown, test_acc / 100, np.nan))
+    np.testing.assert_array_equal(surf.metrics["accuracy"], np.where(np.isnan(train), np.nan, train_acc / 100))
+    tested = lnb.load_reference_surface(path, split="test")
+    np.testing.assert_array_equal(tested.done, ~missing)
+    only_test = _reference_file(tmp_path / "t.h5", x, y, train_loss=np.full((4, 5), -1.0), test_loss=test)
+    assert lnb.load_reference_surface(only_test).provenance["split"] == "test"  # not an empty train figure
+    assert lnb.load_reference_surface(only_test, split="train").n_done == 0
+    assert np.nanmin(tested.metrics["accuracy"]) >= 0 and np.nanmin(surf.metrics["test_loss"]) > 0
+    fig = lnb.plot.surface(surf)
+    hover = np.asarray(fig.data[0].customdata, float)
+    assert not (hover < 0).any()  # no -1 or -0.01 in the figure
+
+
+def test_the_references_hessian_keys_read_as_an_eigen_map_and_its_placeholders_as_not_computed(tmp_path):
+    """plot_hessian_eigen.py writes max_eig/min_eig into the surface file, -1/+1 where not reached: a
+    negative λ_max was read there, and plot_2d_eig_ratio could not read ours (lambda_max; trial s35)."""
+    rng = np.random.default_rng(1)
+    x, y = np.linspace(-1, 1, 5), np.linspace(-1, 1, 3)
+    loss = rng.random((3, 5)) + 0.1
+    lmax, lmin = 1 + rng.random((3, 5)), -rng.random((3, 5))
+    lmax[1, 1:3], lmin[1, 1:3] = -1.0, 1.0  # not reached yet
+    lmax[2, 4], lmin[2, 4] = -0.5, -2.0  # a maximum: a real negative λ_max
+    path = _reference_file(tmp_path / "e.h5", x, y, train_loss=loss, max_eig=lmax, min_eig=lmin)
+    surf = lnb.load_reference_surface(path)
+    reached = np.ones((3, 5), bool)
+    reached[1, 1:3] = False
+    np.testing.assert_array_equal(surf.metrics["lambda_max"], np.where(reached, lmax, np.nan))
+    np.testing.assert_array_equal(surf.metrics["lambda_min"], np.where(reached, lmin, np.nan))
+    np.testing.assert_allclose(surf.metrics["eig_ratio"], np.where(reached, np.abs(lmin / lmax), np.nan))
+    fig = lnb.plot.eigen_map(surf)
+    assert len(fig.data) >= 1
+    back = lnb.save_reference_surface(surf, tmp_path / "back.h5")
+    with h5py.File(back) as f:  # as plot_2d_eig_ratio(surf_file, "min_eig", "max_eig") reads them
+        assert {"max_eig", "min_eig"} <= set(f) and "lambda_max" not in f
+        np.testing.assert_array_equal(f["max_eig"][()].reshape(-1), np.where(reached, lmax, np.nan).reshape(-1))
+
+
+def test_a_reference_file_still_held_open_for_writing_is_read_as_it_stands(tmp_path):
+    """The reference's crunch holds the file open (r+) while it runs: reading it failed on HDF5's file lock,
+    and the message blamed the file (trial s35)."""
+    import subprocess
+    import sys
+
+    x, y = np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)
+    loss = np.full((3, 3), -1.0)
+    loss[0] = [0.5, 0.6, 0.7]
+    path = _reference_file(tmp_path / "live.h5", x, y, train_loss=loss)
+    hold = f"import h5py, time; f = h5py.File({str(path)!r}, 'r+'); print('open', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        surf = lnb.load_reference_surface(path)
+        assert surf.n_done == 3 and not surf.is_complete
+        np.testing.assert_array_equal(surf.loss[0], [0.5, 0.6, 0.7])
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_1d_reference_file_with_both_splits_draws_both_as_plot_1d_does(tmp_path):
+    """Li et al.'s Figure 1 from a reference file: line_splits drew the test curves only (the loaded split is
+    the surface's own loss, not a train_loss metric; trial s35)."""
+    x = np.linspace(-1, 1, 7)
+    curves = {"train_loss": 1 + x ** 2, "train_acc": 90 - 10 * x ** 2, "test_loss": 1.2 + x ** 2,
+              "test_acc": 85 - 10 * x ** 2}
+    with h5py.File(tmp_path / "l.h5", "w") as f:
+        f["xcoordinates"] = x
+        for key, values in curves.items():
+            f[key] = values
+    fig = lnb.plot.line_splits(lnb.load_reference_surface(tmp_path / "l.h5"))
+    drawn = {t.name: np.asarray(t.y, float) for t in fig.data}
+    assert list(drawn) == ["train loss", "train accuracy", "test loss", "test accuracy"]
+    for split in ("train", "test"):
+        np.testing.assert_allclose(drawn[f"{split} loss"], curves[f"{split}_loss"])
+        np.testing.assert_allclose(drawn[f"{split} accuracy"], curves[f"{split}_acc"] / 100)

@@ -21,8 +21,19 @@ LOSS_COLOR, METRIC_COLOR = "#1f77b4", "#d62728"  # the paper's Figure 1: blue lo
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 
 
-def _splits_of(surf: Surface) -> list[str]:
-    return [m[: -len("_loss")] for m in surf.metrics if m.endswith("_loss")]
+def _split_metrics(surf: Surface) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {"loss": ..., metric: ...}}`` of a surface's ``"<split>_loss"``/``"<split>_<metric>"``
+    metrics, and first its own loss and unprefixed metrics where its provenance names their split and no
+    ``"<split>_loss"`` holds them (a reference file's train_loss beside its test_loss was left out, trial s35)."""
+    names = [m[: -len("_loss")] for m in surf.metrics if m.endswith("_loss")]
+    out = {k: {"loss": surf.metrics[f"{k}_loss"],
+               **{m[len(k) + 1:]: v for m, v in surf.metrics.items() if m.startswith(f"{k}_") and m != f"{k}_loss"}}
+           for k in names}
+    own = surf.provenance.get("split")
+    if isinstance(own, str) and own not in out:
+        taken = {f"{k}_{q}" for k, qs in out.items() for q in qs}
+        out = {own: {"loss": surf.loss, **{m: v for m, v in surf.metrics.items() if m not in taken}}, **out}
+    return out
 
 
 def split_curves(surface, *, metric: str | None = "accuracy",
@@ -65,15 +76,14 @@ def split_curves(surface, *, metric: str | None = "accuracy",
             curves = {k: curves[k] for k in _checked(splits, list(curves))}
         return np.asarray(first.x, float), curves
     surf = _check_surface(surface, ndim=1, where="plot.line_splits")
-    names = _splits_of(surf)
-    if not names:
+    found = _split_metrics(surf)
+    if not found:
         raise LandscapeError(f"plot.line_splits: the surface has metrics {sorted(surf.metrics)} but no "
                              "'<split>_loss'; expected one computed with data={'train': ..., 'test': ...}, or pass "
                              "{'train': surf_train, 'test': surf_test}")
-    names = _checked(splits, names) if splits is not None else names
-    curves = {k: {"loss": np.asarray(surf.metrics[f"{k}_loss"], float),
-                  **({metric: np.asarray(surf.metrics[f"{k}_{metric}"], float)}
-                     if metric is not None and f"{k}_{metric}" in surf.metrics else {})}
+    names = _checked(splits, list(found)) if splits is not None else list(found)
+    curves = {k: {"loss": np.asarray(found[k]["loss"], float),
+                  **({metric: np.asarray(found[k][metric], float)} if metric in found[k] else {})}
               for k in names}
     return np.asarray(surf.x, float), curves
 
