@@ -153,6 +153,8 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
                 f"({exc}); install it in the workers' environment or put it on their PYTHONPATH (a worker that "
                 "joined after the run started gets the job as the first workers could read it)"
             ) from None
+        except AttributeError as exc:  # "Can't get attribute 'Net' on <module 'netdefs' ...>": blamed on the model
+            raise LandscapeError(_unpickled_elsewhere(exc)) from None
         ev = job.evaluator()
         # what the user's code reads from its modules here, and its code as loaded here (_check_code)
         ev.code_globals = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
@@ -228,6 +230,24 @@ def _returned(exc: Exception) -> _Raised:
     except Exception:  # noqa: BLE001 - an exception type pickle cannot rebuild: Dask's own path reports it
         raise exc from None
     return raised
+
+
+def _unpickled_elsewhere(exc: AttributeError) -> str:
+    """Why a job whose classes pickle by reference to a module of the user's cannot be read on a worker: the
+    worker's module of that name lacks one (another file, or a folder of that name on its path, which imports
+    as an empty namespace package: trial s35)."""
+    import re
+
+    found = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    if not found:
+        return f"{_this_worker()} could not read the job ({type(exc).__name__}: {exc})"
+    name, module = found.groups()
+    there = sys.modules.get(module)
+    where = (getattr(there, "__file__", None) or
+             f"the folder(s) {list(getattr(there, '__path__', []))} (a namespace package: no __init__.py)")
+    return (f"{_this_worker()} could not read the job: its module {module!r} is {where}, which has no {name!r} "
+            f"({exc}); the workers must import the same {module} as this process: put its folder first on their "
+            "PYTHONPATH, or rename a folder or file of that name on their path")
 
 
 def _this_worker() -> str:

@@ -383,6 +383,12 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
     except LandscapeError:
         raise
     except Exception as exc:  # the user's data code: said as such, chained
+        if "daemonic processes are not allowed to have children" in str(exc):  # a DataLoader's workers, read
+            raise LandscapeError(  # where it cannot start them (a Dask worker is a daemon: blamed on the data, s35)
+                f"reading the {what} needs processes for its DataLoader's num_workers="
+                f"{getattr(data, 'num_workers', '?')}, which a Dask worker (a daemon process) cannot start; the data "
+                "themselves are fine: pass a DataLoader with num_workers=0, or read the data in this process "
+                "(client=None)") from exc
         source = (f"the function {getattr(data, '__qualname__', type(data).__name__)}() returning it"
                   if callable(data) and not hasattr(data, "__getitem__") and not hasattr(data, "__iter__") else
                   f"its {type(data).__name__} (__getitem__, __iter__ or a collate_fn)")

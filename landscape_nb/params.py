@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 
 
 def float_state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -195,14 +197,43 @@ def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
             m.train(mode)
 
 
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a model → the RLock `restoring` holds
+_MODEL_LOCKS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _only_this_thread(model: nn.Module) -> Iterator[None]:
+    """Hold ``model`` (unwrapped) for this thread: another thread's `restoring` of it waits, saying so. Two
+    computations on one model in two threads (a notebook cell beside the Explorer's run) each moved the
+    weights under the other: wrong values at every point, and the weights left moved (trial s35)."""
+    model = unwrap_model(model)
+    with _MODEL_LOCKS_LOCK:
+        lock = _MODEL_LOCKS.setdefault(model, threading.RLock())
+    if not lock.acquire(blocking=False):
+        warn_user(f"another computation on this {type(model).__name__} is running in another thread; this one "
+                  "waits for it to end (each moves the model's weights while it runs). To run both at once, give "
+                  "one a copy: copy.deepcopy(model)")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def restoring(model: nn.Module) -> Iterator[None]:
     """Snapshot every parameter and buffer and each module's training flag; put them back
-    bit-identically on exit, also after an exception. Cheap enough to wrap every tile.
+    bit-identically on exit, also after an exception. Cheap enough to wrap every tile. Meanwhile the model
+    is this thread's: another thread restoring it waits (`_only_this_thread`).
 
     Tensors that forward hooks keep as plain module attributes (``spectral_norm``'s and ``prune``'s
     ``weight``) are put back too, as the very objects they were: a ``vmap`` pass leaves its batched
     tensors there, which can then be neither copied nor saved, and a plain pass its perturbed weight."""
+    with _only_this_thread(model):
+        yield from _restoring(model)
+
+
+def _restoring(model: nn.Module) -> Iterator[None]:
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not None]
     saved = [t.detach().clone() for t in tensors]
     storages = [t.data for t in tensors]  # a tensor given other storage (``.data =``, a memory format) gets it back

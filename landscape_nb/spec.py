@@ -95,8 +95,9 @@ def code_fingerprint(model: nn.Module) -> dict:
 
 _PLAIN = (bool, int, float, str, type(None))
 #: how many calls deep `globals_fingerprint` follows the user's own functions (an edit three calls below forward
-#: kept the store at 2, trial s34); what is walked is the user's code only, each function once
-CALL_DEPTH = 8
+#: kept the store at 2, trial s34; nine below it, a Dask worker's old code, at 8, trial s35); what is walked is
+#: the user's code only, each function once
+CALL_DEPTH = 32
 
 
 def module_settings(model: nn.Module) -> dict[str, str]:
@@ -292,6 +293,9 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     def visit(code: types.CodeType, g: dict, depth: int, methods: dict) -> None:
         loads, stores, attrs = _reads(code)
         module = g.get("__name__", "?")
+        if attrs & {"environ", "getenv"} or any(g.get(n) is os.environ or g.get(n) is os.getenv for n in loads):
+            for name in _names_in(code):  # os.environ.get("LTEMP", "1") at call time: a worker started with
+                record(f"os.environ[{name!r}]", os.environ.get(name))  # LTEMP=3 mixed two losses (trial s35)
         written.update(f"{module}.{name}" for name in stores)  # state the code keeps (a call counter), not a setting
         for name in sorted(attrs & methods.keys()):  # self.helper(...): a method of the same object, same depth
             walk(methods[name], depth, methods)
@@ -434,6 +438,20 @@ def _code_text(code) -> str:
         return repr(sorted(map(repr, c))) if isinstance(c, frozenset) else repr(c)
 
     return "|".join([code.co_code.hex(), repr(code.co_names), *map(const, code.co_consts)])
+
+
+def _names_in(code) -> list[str]:
+    """The string constants of ``code`` and the code nested in it that could name an environment variable."""
+    import re
+    import types
+
+    out = set()
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            out.update(_names_in(c))
+        elif isinstance(c, str) and len(c) <= 64 and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c):
+            out.add(c)
+    return sorted(out)
 
 
 def _reads(code) -> tuple[set[str], set[str], set[str]]:

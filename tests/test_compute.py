@@ -116,6 +116,36 @@ def test_weights_bit_identical_after_compute(cnn, cnn_data):
     assert_bit_identical(cnn, saved)
 
 
+def test_two_threads_computing_on_one_model_take_turns_and_each_gets_its_own_surface(mlp, mlp_data):
+    """A notebook cell's run beside the Explorer's, on one model: each moved the weights under the other,
+    which gave wrong values at every point and left the weights moved (trial s35). The second now waits for
+    the first, saying so; both equal the naive loop and the weights come back bit-identical."""
+    import threading
+    import warnings
+
+    saved = state_copy(mlp)
+    planes = [random_dict_dirs(mlp, 2, seed=s, scale=0.3) for s in (0, 1)]
+    first_tile, results, said = threading.Event(), {}, []
+
+    def run(k, callbacks=()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[k] = lnb.compute_surface(mlp, mlp_data, lnb.as_directions(mlp, planes[k]), x=(-1, 1, 7),
+                                             y=(-1, 1, 7), tile=1, callbacks=list(callbacks))
+        said.extend(str(w.message) for w in caught)
+
+    first = threading.Thread(target=run, args=(0, [lambda ev: first_tile.set()]))
+    first.start()
+    assert first_tile.wait(60)
+    run(1)  # while the first is under way (49 tiles of one point)
+    first.join(60)
+    for k in (0, 1):
+        _check_against_naive(mlp, mlp_data, planes[k], results[k])
+    assert any("another computation on this Sequential is running in another thread; this one waits" in w
+               for w in said)
+    assert_bit_identical(mlp, saved)
+
+
 def test_weights_bit_identical_when_loss_raises_mid_run(cnn, cnn_data):
     saved = state_copy(cnn)
     calls = {"n": 0}

@@ -681,3 +681,91 @@ def test_a_global_set_in_this_process_that_the_workers_do_not_read_is_refused(cl
     with torch.no_grad():
         naive = [float(mod.temp_ce(model_at(m, lnb.as_directions(m, d), a)(data[0]), data[1])) for a in (-1, 0, 1)]
     np.testing.assert_allclose(lnb.compute_surface(m, data, d, client=client, **kw).loss, naive, rtol=1e-5)
+
+
+def test_a_worker_started_with_another_environment_variable_the_loss_reads_at_call_time_is_refused(
+        client, data, tmp_path, monkeypatch):
+    """``os.environ.get("NAME")`` read by the loss at call time, on a worker started with NAME=3: 119 of 225
+    points were of another loss, complete and stored (trial s35). Refused naming the variable and the worker."""
+    path = tmp_path / "lnb_worker_env.py"
+    path.write_text("import os\n\nimport torch.nn.functional as F\n\n\ndef env_ce(o, t):\n"
+                    "    return F.cross_entropy(o / float(os.environ.get('LNB_WORKER_TEMP', '1')), t)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lnb_worker_env as mod
+
+    client.upload_file(str(path))
+    m = _model()
+    d = random_dict_dirs(m, 1)
+    workers = sorted(client.scheduler_info()["workers"])
+
+    def set_env(value):
+        import os
+
+        if value is None:
+            os.environ.pop("LNB_WORKER_TEMP", None)
+        else:
+            os.environ["LNB_WORKER_TEMP"] = value
+
+    client.run(set_env, "3", workers=workers[1:])
+    try:
+        with pytest.raises(LandscapeError, match=rf"the Dask worker at {re.escape(workers[1])} reads other values "
+                                                 r"than this process of os\.environ\['LNB_WORKER_TEMP'\]"):
+            lnb.compute_surface(m, data, d, x=(-1, 1, 41), tile=1, client=client, loss_fn=mod.env_ce)
+    finally:
+        client.run(set_env, None, workers=workers[1:])
+
+
+def test_a_worker_importing_a_folder_of_the_models_modules_name_says_so_not_that_the_model_failed(
+        client, data, tmp_path, monkeypatch):
+    """A data folder named like the model's module on the workers' path imports as an empty namespace package,
+    so the class went by reference and could not be found: the error blamed the model (trial s35)."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "lnb_shadowed_defs.py").write_text(
+        "from torch import nn\n\n\nclass ShadowNet(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.a = nn.Linear(6, 3)\n\n    def forward(self, x):\n"
+        "        return self.a(x)\n")
+    (tmp_path / "there" / "lnb_shadowed_defs").mkdir(parents=True)  # a folder, no __init__.py
+    monkeypatch.syspath_prepend(str(tmp_path / "here"))
+    import lnb_shadowed_defs as mod
+
+    def on_path(add: bool, where: str) -> None:
+        import sys
+
+        sys.path.insert(0, where) if add else sys.path.remove(where)
+        sys.modules.pop("lnb_shadowed_defs", None)
+
+    client.run(on_path, True, str(tmp_path / "there"))
+    try:
+        m = mod.ShadowNet()
+        with pytest.raises(LandscapeError, match=r"the Dask worker at \S+ could not read the job: its module "
+                                                 r"'lnb_shadowed_defs' is the folder\(s\) \[.*there/lnb_shadowed_"
+                                                 r"defs'\] \(a namespace package: no __init__.py\), which has no "
+                                                 r"'ShadowNet'"):
+            lnb.compute_surface(m, data, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
+    finally:
+        client.run(on_path, False, str(tmp_path / "there"))
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        first, step = (0, 1) if info is None else (info.id, info.num_workers)
+        for i in range(first, len(self.x), step):
+            yield self.x[i], self.y[i]
+
+
+def test_a_stream_loaded_by_worker_processes_on_dask_says_why_it_cannot_be_read_there(client, data):
+    """A DataLoader with num_workers=2 over a stream works in-process; on Dask its processes cannot start (the
+    workers are daemons), which was blamed on the data ("the error is in the data", trial s35)."""
+    m = _model()
+    loader = torch.utils.data.DataLoader(_Stream(*data), batch_size=32, num_workers=2)
+    with pytest.raises(LandscapeError, match=r"^reading the data needs processes for its DataLoader's num_workers=2, "
+                                             r"which a Dask worker \(a daemon process\) cannot start; the data "
+                                             r"themselves are fine: pass a DataLoader with num_workers=0"):
+        lnb.compute_surface(m, loader, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
+    plain = torch.utils.data.DataLoader(_Stream(*data), batch_size=32)
+    np.testing.assert_allclose(lnb.compute_surface(m, plain, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client).loss,
+                               lnb.compute_surface(m, loader, random_dict_dirs(m, 1), x=(-1, 1, 3)).loss, rtol=1e-6)

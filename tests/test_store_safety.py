@@ -784,6 +784,8 @@ def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_
 
 
 USER_MODULE = '''
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -823,7 +825,47 @@ def identity(o):
 
 
 def temp_ce(o, t):
-    return F.cross_entropy(soften(o), t)
+    return F.cross_entropy(soften(o), t) * _e1()
+
+
+def _e1():
+    return _e2()
+
+
+def _e2():
+    return _e3()
+
+
+def _e3():
+    return _e4()
+
+
+def _e4():
+    return _e5()
+
+
+def _e5():
+    return _e6()
+
+
+def _e6():
+    return _e7()
+
+
+def _e7():
+    return _e8()
+
+
+def _e8():
+    return _e9()
+
+
+def _e9():
+    return _e10()
+
+
+def _e10():
+    return float(os.environ.get("LNB_TEST_SCALE", "1"))
 
 
 class ScaledNet(torch.nn.Module):
@@ -840,7 +882,8 @@ class ScaledNet(torch.nn.Module):
 
 @pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code",
                                   "code four calls deep", "a helper object's method", "a static method it calls",
-                                  "a function kept in a dict"])
+                                  "a function kept in a dict", "code ten calls deep",
+                                  "an environment variable read ten calls deep"])
 def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_reads_changed(tmp_path, monkeypatch,
                                                                                             case):
     """A loss in an importable module pickles by name, and a model's forward may read a module-level global:
@@ -884,6 +927,12 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
         changed, name = load(USER_MODULE.replace("        return o * 1.0", "        return o * 3.0")), \
             r"user_code\.Scale\.by\(\)"
         model.post = changed.Post()
+    elif case == "code ten calls deep":  # a Dask worker's old code nine calls deep ran unseen (trial s35)
+        changed, name = load(USER_MODULE.replace('return float(os.environ', 'return 2 * float(os.environ')), \
+            r"user_code\._e10\(\)"
+    elif case == "an environment variable read ten calls deep":  # at call time, on a worker started with it
+        changed, name = mod, r"os\.environ\['LNB_TEST_SCALE'\]"
+        monkeypatch.setenv("LNB_TEST_SCALE", "3")
     elif case == "a function kept in a dict":  # self.ops["out"](...) (second trial s34)
         changed, name = load(USER_MODULE.replace("return o + 0.0", "return o * 2.0")), r"user_code\.identity\(\)"
         model.ops = {"out": changed.identity}
