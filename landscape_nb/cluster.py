@@ -316,6 +316,11 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
                 f"({type(exc).__name__}); check the address (tcp://host:port) and that the scheduler is running, "
                 "or use client='local' (CLI: --client local)"
             ) from None
+        except TypeError as exc:  # tls:// without a security context: distributed's "TLS expects a ssl_context"
+            raise LandscapeError(
+                f"cannot connect to the Dask scheduler at {choice.address!r} ({exc}); a tls:// scheduler needs its "
+                "certificates: pass your own distributed.Client(address, security=Security(...)) as client="
+            ) from None
         return c, OwnedCluster(c, None)  # our client of their scheduler: close it, leave the scheduler
     raise LandscapeError(
         f"client={client!r} runs in-process and needs no Dask client; expected 'local', 'cuda', "

@@ -462,8 +462,13 @@ class DaskRunner:
         while not (self._connected() and self._n_workers() > 0):
             if not said and time.monotonic() - start > 2.0:  # a silent wait reads as a hang
                 said = True
-                logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with "
-                               "`dask worker %s`)", self.address, deadline - time.monotonic(), self.address)
+                if self._connected():
+                    logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with "
+                                   "`dask worker %s`)", self.address, deadline - time.monotonic(), self.address)
+                else:  # the scheduler went, not the workers (trial s35: it advised starting workers)
+                    logger.warning("waiting for the Dask scheduler at %s to come back (at most %.3g s more; "
+                                   "restart it as it was started, or stop this run: the stored points are kept)",
+                                   self.address, deadline - time.monotonic())
             if self.client.status in ("closing", "closed") or time.monotonic() > deadline:
                 if seconds != self.worker_wait:
                     raise ClusterLost(f"the Dask cluster at {self.address} had no worker within {seconds:g} s "

@@ -517,6 +517,10 @@ def test_unreachable_address_fails_fast():
         lnb.compute_surface(make_mlp(), (torch.randn(4, 6), torch.zeros(4, dtype=torch.long)),
                             random_dict_dirs(make_mlp(), 1), x=(-1, 1, 3), client="tcp://127.0.0.1:9")
     assert time.perf_counter() - t0 < 30
+    with pytest.raises(LandscapeError, match=r"^cannot connect to the Dask scheduler at 'tls://127\.0\.0\.1:9' "
+                                             r"\(TLS expects .*a tls:// scheduler needs its certificates"):
+        lnb.compute_surface(make_mlp(), (torch.randn(4, 6), torch.zeros(4, dtype=torch.long)),  # distributed's
+                            random_dict_dirs(make_mlp(), 1), x=(-1, 1, 3), client="tls://127.0.0.1:9")  # TypeError
 
 
 def test_cuda_without_gpu_or_dask_cuda_is_clear():

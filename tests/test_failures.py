@@ -174,13 +174,16 @@ def test_killing_the_only_worker_raises_then_a_rerun_resumes(procs, tmp_path, sh
     _check_naive(model, d, surf)
 
 
-def test_killing_the_scheduler_raises_then_a_rerun_on_a_new_one_resumes(procs, tmp_path, short_wait):
+def test_killing_the_scheduler_raises_then_a_rerun_on_a_new_one_resumes(procs, tmp_path, short_wait, caplog):
     scheduler = procs.scheduler()
     procs.worker()
     model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=4), tmp_path / "s"
     cb, seen = _kill_after(3, scheduler)
     with pytest.raises(ClusterLost, match="scheduler at tcp://127.0.0.1") as info:
         lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
+    said = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert said and all("waiting for the Dask scheduler at tcp://127.0.0.1" in m and "to come back" in m
+                        for m in said), said  # not "start workers with `dask worker`" (trial s35)
     n_stored = _stored_from_message(info.value, store)
     assert n_stored == load_surface(store).n_done and 3 * 4 <= n_stored < N_POINTS
 
