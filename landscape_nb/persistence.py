@@ -126,8 +126,11 @@ def _grid(surface_or_array) -> tuple[np.ndarray, tuple[np.ndarray, ...], float]:
     elif hasattr(surface_or_array, "loss") and hasattr(surface_or_array, "x"):
         surf = surface_or_array
         if not surf.is_complete:
+            fix = ("load the file again once the reference's run has filled it in (plot_surface.py --surf_file "
+                   "resumes it)" if surf.provenance.get("source") == "reference-h5" else
+                   "wait for the computation (or resume it from its store) first")
             raise LandscapeError(f"the surface has {surf.n_done} of {surf.loss.size} points computed; expected a "
-                                 "complete surface: wait for the computation (or resume it from its store) first")
+                                 f"complete surface: {fix}")
         arr = np.asarray(surf.loss, dtype=np.float64)
         names = [a for a in ("z", "y", "x") if getattr(surf, a, None) is not None]
         axes = tuple(np.asarray(getattr(surf, a), dtype=np.float64) for a in names)

@@ -575,6 +575,9 @@ def test_each_split_of_a_reference_file_keeps_its_own_not_computed_points_and_di
     only_test = _reference_file(tmp_path / "t.h5", x, y, train_loss=np.full((4, 5), -1.0), test_loss=test)
     assert lnb.load_reference_surface(only_test).provenance["split"] == "test"  # not an empty train figure
     assert lnb.load_reference_surface(only_test, split="train").n_done == 0
+    with pytest.raises(LandscapeError, match=r"10 of 20 points computed; expected a complete surface: load the file "
+                                             r"again once the reference's run has filled it in"):
+        lnb.topology(tested)  # not "resume it from its store", which a file has not
     assert np.nanmin(tested.metrics["accuracy"]) >= 0 and np.nanmin(surf.metrics["test_loss"]) > 0
     fig = lnb.plot.surface(surf)
     hover = np.asarray(fig.data[0].customdata, float)
