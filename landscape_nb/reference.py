@@ -490,7 +490,8 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         Which of the reference's names the loss gets.
     dir_file : str, optional
         Stored as ``dir_file`` (the reference records its direction file there); default
-        ``surface.provenance["dir_file"]`` if set.
+        ``surface.provenance["dir_file"]`` if set, else the direction file the surface was computed
+        along (`load_reference_directions`), if any.
 
     Returns
     -------
@@ -565,7 +566,9 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         values = np.asarray(arr, dtype=float) * (100.0 if name in names and key.endswith("_acc") else 1.0)
         values = np.where(done, values, _NOT_COMPUTED)
         out[key] = values if y is None else values.reshape(-1).reshape(x.size, y.size)  # shape (nx, ny), meshgrid order
-    dir_file = dir_file if dir_file is not None else surface.provenance.get("dir_file")
+    if dir_file is None:  # as recorded, or the direction file it was computed along (trial s35: not written)
+        made = surface.provenance.get("directions") or {}
+        dir_file = surface.provenance.get("dir_file") or (made.get("path") if made.get("dir_type") else None)
     with _open(path, "w") as f:
         if dir_file is not None:
             f["dir_file"] = str(dir_file)

@@ -220,10 +220,13 @@ def test_dir_file_from_the_reference_moves_batchnorm_statistics_as_the_reference
             for k, name in enumerate(state):
                 grp.create_dataset(str(k), data=d[name].numpy())
     store = tmp_path / "ref.zarr"
-    assert main(["compute", bn_module, "--grid", "5x3", "--dir-file", str(path), "--store", str(store)]) == 0
+    assert main(["compute", bn_module, "--grid", "5x3", "--dir-file", str(path), "--store", str(store),
+                 "--h5", str(tmp_path / "surf.h5")]) == 0
     err = capsys.readouterr().err
     surf = lnb.load_surface(store)
     assert surf.provenance["directions"]["dir_type"] == "states"
+    with h5py.File(tmp_path / "surf.h5") as f:  # as every reference surface file records it (trial s35)
+        assert f["dir_file"][()].decode() == str(path)
     a = _state_of(build())
     naive = np.array([[_naive_loss(_combine(a, [(xv, dirs[0]), (yv, dirs[1])])) for xv in surf.x] for yv in surf.y])
     assert np.isnan(naive[:, 0]).all() and not np.isnan(naive[:, 1:]).any()  # x = -1 only
