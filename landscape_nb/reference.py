@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 from .surface import Surface
 
 DIR_TYPES = ("weights", "states")
@@ -408,6 +408,7 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                 continue
             values = _grid_array(f, key, x.size, ny, path)
             if key in (f"{split}_acc", f"{other}_acc"):
+                _warn_if_fractions(values, key, path, ours=_ATTR_PROVENANCE in f.attrs)
                 values = values / 100.0
             metrics[names.get(key, key)] = values
         _not_computed_as_nan(metrics, loss, done, other)
@@ -422,6 +423,16 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         prov["dir_file"] = str(dir_file)
     return Surface(x=x, y=y, loss=np.where(done, loss, np.nan), metrics=metrics, done=done, spec=spec,
                    provenance=prov)
+
+
+def _warn_if_fractions(values: np.ndarray, key: str, path, ours: bool) -> None:
+    """Warn where a reference file's accuracy, in percent there, is at most 1 % at every computed point but not
+    0: a file written with fractions (read as 0.0093 for 93 %, with no word: trial s35)."""
+    computed = values[np.isfinite(values) & (values >= 0)]
+    if not ours and computed.size and computed.max() <= 1.0 and computed.max() > 0:
+        warn_user(f"{key!r} in {str(path)!r} is at most {computed.max():.4g} at every computed point; the reference "
+                  "writes accuracy in percent, so it reads as at most 1 %: if the file holds fractions, multiply "
+                  "them by 100 in the file (or read metrics[...] * 100)")
 
 
 #: the reference's Hessian keys (plot_hessian_eigen.py) as an eigen-map's metrics (`landscape_nb.eigen_map`)

@@ -7,6 +7,7 @@ meshgrid order, -1 where not computed, accuracy in percent), and its way of movi
 over ``state_dict()`` then ``load_state_dict``) is the naive reference for the values.
 """
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -582,6 +583,24 @@ def test_each_split_of_a_reference_file_keeps_its_own_not_computed_points_and_di
     fig = lnb.plot.surface(surf)
     hover = np.asarray(fig.data[0].customdata, float)
     assert not (hover < 0).any()  # no -1 or -0.01 in the figure
+
+
+def test_an_accuracy_in_fractions_in_a_reference_file_is_warned_about(tmp_path):
+    """The reference writes percent: a file of fractions read as 0.0093 for 93 %, with no word (trial s35)."""
+    x, y = np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)
+    loss = np.full((3, 3), 0.5)
+    fractions = _reference_file(tmp_path / "f.h5", x, y, train_loss=loss, train_acc=np.full((3, 3), 0.93))
+    with pytest.warns(UserWarning, match=r"'train_acc' in .* is at most 0\.93 at every computed point; the "
+                                         r"reference writes accuracy in percent"):
+        surf = lnb.load_reference_surface(fractions)
+    np.testing.assert_allclose(surf.metrics["accuracy"], 0.0093)  # read as the layout says, and said
+    percent = _reference_file(tmp_path / "p.h5", x, y, train_loss=loss, train_acc=np.full((3, 3), 93.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.load_reference_surface(percent)
+        ours = make_surface(3, 3)
+        ours.metrics["accuracy"] = np.where(ours.done, 0.005, np.nan)  # 0.5 %, written by us: no word
+        lnb.load_reference_surface(lnb.save_reference_surface(ours, tmp_path / "o.h5"))
 
 
 def test_the_references_hessian_keys_read_as_an_eigen_map_and_its_placeholders_as_not_computed(tmp_path):
