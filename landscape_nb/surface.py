@@ -14,7 +14,7 @@ import numpy as np
 
 from . import persistence as _persistence
 from . import sharpness as _sharpness
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 
 
 @dataclass(frozen=True, eq=False)
@@ -307,6 +307,10 @@ class Surface:
                     f"coordinate within the grid (at most half a step, {half:g}, beyond its ends): pass a value in "
                     f"{lo:g}..{hi:g}, or index= (e.g. index=-1 for the last plane)")
             index = int(np.argmin(np.abs(coords - v)))
+            if abs(coords[index] - v) > 1e-6 * max(half, 1e-12):  # 0.5 asked, 0.667 drawn: said (trial s35)
+                warn_user(f"slice(axis={axis!r}, value={value!r}): no grid plane there; the nearest, {axis} = "
+                          f"{coords[index]:.6g} (index {index}), is drawn. The grid's {axis} values: "
+                          f"{', '.join(f'{c:.4g}' for c in coords[:12])}{' ...' if coords.size > 12 else ''}")
         elif isinstance(index, bool) or not isinstance(index, (int, np.integer)):  # 1.0 or True read as a plane
             raise LandscapeError(f"index={index!r} along {axis}; expected an integer grid index (value= takes a "
                                  "coordinate)")

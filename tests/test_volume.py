@@ -1,6 +1,7 @@
 """Three-direction landscapes (volumes): values against a naive loop, any tile shape, fresh and
 resumed from a store, in-process and on a Dask LocalCluster; slices; the volume figures."""
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -117,7 +118,9 @@ def test_hessian_top3_and_pca3_directions_make_volumes(mlp, mlp_data):
 def test_slices_are_planes_of_the_volume(mlp, mlp_data):
     dirs = random_dict_dirs(mlp, 3)
     vol = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 5), y=(-1, 1, 4), z=(-1, 1, 3))
-    zs = vol.slice("z", value=0.1)           # nearest grid value: z = 0
+    with pytest.warns(UserWarning, match=r"slice\(axis='z', value=0\.1\): no grid plane there; the nearest, z = 0 "
+                                         r"\(index 1\), is drawn"):
+        zs = vol.slice("z", value=0.1)           # nearest grid value: z = 0 (silently 0.667 for 0.5: trial s35)
     assert zs.ndim == 2 and zs.provenance["slice"] == {"axis": "z", "index": 1, "value": 0.0}
     np.testing.assert_array_equal(zs.loss, vol.loss[1])
     # the plane itself computed as a plane: w + a d1 + b d2 (+ 0 d3)
@@ -149,7 +152,13 @@ def test_a_slice_value_outside_the_axis_is_refused_and_one_inside_snaps_to_the_n
                                                  r"within the grid \(at most half a step, 0.5, beyond its ends\)"):
             vol.slice("z", value=value)
     for value, index in ((1.5, 2), (-1.49, 0), (0.4, 1), (0.6, 2)):  # nearest grid value, up to half a step out
-        plane = vol.slice("z", value=value)
+        with pytest.warns(UserWarning, match="no grid plane there"):
+            plane = vol.slice("z", value=value)
+        assert plane.provenance["slice"]["index"] == index
+    for value, index in ((0.0, 1), (1.0, 2), (-1 + 1e-9, 0)):  # a grid value: no word
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plane = vol.slice("z", value=value)
         assert plane.provenance["slice"]["index"] == index
         np.testing.assert_array_equal(plane.loss, vol.loss[index])
     for index in (True, 1.0, "1"):  # read as plane 1: a coordinate meant as value=, or a flag
