@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from .directions import IGNORES, Directions, vector_dtype
-from .errors import LandscapeError, check_choice, one_line
-from .params import ParamLayout, check_finite, match_state_keys, unwrap_model
+from .errors import LandscapeError, check_choice, one_line, warn_user
+from .params import Entry, ParamLayout, check_finite, match_state_keys, unwrap_model
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -205,6 +205,14 @@ def _block(states: Sequence[Mapping], piece, ref: Mapping) -> np.ndarray:
     return out
 
 
+def _frozen_off_plane(final: nn.Module, layout: ParamLayout) -> ParamLayout:
+    """The frozen (``requires_grad=False``) parameters of ``final`` that ``layout`` leaves out (kind ``"frozen"``):
+    no direction moves them, so where a checkpoint differs from ``final`` there, it is off the plane."""
+    covered = {e.name for e in layout.entries}
+    return ParamLayout(tuple(Entry(name, tuple(p.shape), "frozen") for name, p in unwrap_model(final).named_parameters()
+                             if not p.requires_grad and name not in covered))
+
+
 def _masked_layout(layout: ParamLayout, ignore: str | None) -> set[str]:
     return {e.name for e in layout.entries if ignore == "biasbn" and len(e.shape) <= 1}
 
@@ -233,13 +241,19 @@ def pca_directions(
     final weights) are centred by their mean and the directions are the leading
     right singular vectors of that centred matrix (Li et al. 2018, §7). With
     ``ignore="biasbn"`` 1-D tensors (biases, norm-layer weights) are left out of the
-    PCA and get a zero direction, as for random directions. Signs are fixed so the
+    PCA and get a zero direction, as for random directions. Frozen
+    (``requires_grad=False``) parameters of ``final`` are not in the directions
+    either (``compute_surface`` never moves them): where the checkpoints differ
+    there, that difference is off the plane, counted in ``path_distance`` and
+    ``path_norm`` but not in the explained variance, and a ``UserWarning`` names
+    them (``project_trajectory``). Signs are fixed so the
     first checkpoint has a negative coordinate on each axis (the path runs towards
     ``final`` at the origin). A plane needs at least 3 checkpoints (k checkpoints
     span at most k − 1 dimensions).
 
     ``provenance`` holds ``explained_variance_ratio`` (fractions of the total
-    variance of the centred checkpoints; they sum to ≤ 1), the projected path
+    variance of the centred checkpoints over the tensors the PCA covers: the
+    trainable ones, less those ``ignore`` leaves out; they sum to ≤ 1), the projected path
     (``path_x``, ``path_y``, ``path_distance``), axis labels with the variance and
     ``x_range``/``y_range`` (``[start, stop]``: add a number of points for
     ``compute_surface``, as above) covering the path with a margin. With ``data`` the
@@ -364,7 +378,7 @@ class ProjectedPath:
 
     ``coords[i]`` are checkpoint i's least-squares coordinates (x, y) in the plane;
     ``distance[i]`` is the Euclidean distance (in weight space, over every
-    trainable value, including those the directions ignore) from the checkpoint to
+    parameter, including those the directions ignore and frozen ones) from the checkpoint to
     its projection; ``norm[i]`` is its distance from ``final``. A point with
     ``distance`` comparable to ``norm`` is nowhere near where it is drawn. ``loss``
     (with ``data``) is each checkpoint's true loss, to compare with the surface's
@@ -408,7 +422,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
 
     Coordinates solve the least-squares problem ``min_c ‖θ_i − θ_final − cᵀD‖`` (for
     orthonormal PCA directions they are plain inner products); ``distance`` is the
-    norm of the residual. With ``data`` each checkpoint's true loss (its parameters
+    norm of the residual, over every parameter: frozen (``requires_grad=False``)
+    ones that no direction moves count wholly (a ``UserWarning`` names those that
+    differ from ``final``, with their share). With ``data`` each checkpoint's true loss (its parameters
     and buffers loaded, eval mode) is evaluated, so a plot can show both the loss
     drawn at the projection and the loss the optimizer actually had.
 
@@ -450,12 +466,13 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError(f"directions of type {type(directions).__name__}; expected Directions "
                              "(from pca_directions, random_directions, ...)")
     states = as_checkpoints(trajectory)
-    layout = ParamLayout.of(final)
+    layout = ParamLayout.of(final, frozen=directions.layout.frozen_names)  # a path's directions move some frozen
     if layout != directions.layout:
         directions.layout.check_model(final)
-    states = _check_checkpoints(states, layout, final, trajectory)
+    off_plane = _frozen_off_plane(final, layout)
+    states = _check_checkpoints(states, ParamLayout(layout.entries + off_plane.entries), final, trajectory)
     k, n = len(states), directions.n
-    ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
+    ref = {name: t.detach() for name, t in unwrap_model(final).named_parameters()}
     dvec = directions.vectors.numpy()  # float32 view; slices are widened to float64 one at a time
     dd, rhs, sq = np.zeros((n, n)), np.zeros((k, n)), np.zeros(k)
     for piece in _pieces(layout, k):
@@ -475,6 +492,22 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         block = _block(states, piece, ref)
         block -= coords @ dvec[:, a:b].astype(np.float64)
         res += np.einsum("ij,ij->i", block, block)
+    moved: dict[str, float] = {}  # frozen parameters: the directions cannot move them, so all of it is off the plane
+    for piece in _pieces(off_plane, k):
+        block = _block(states, piece, ref)
+        sq_piece = np.einsum("ij,ij->i", block, block)
+        sq, res = sq + sq_piece, res + sq_piece
+        moved[piece[0]] = moved.get(piece[0], 0.0) + float(sq_piece.sum())
+    moved = {name: v for name, v in moved.items() if v > 0}
+    if moved:  # trial s35: left out, a frozen fc1 made a distance of 4.80 off the plane read 1.10
+        share = 100 * sum(moved.values()) / res.sum()
+        more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+        warn_user(
+            f"final's frozen (requires_grad=False) parameters {list(moved)[:5]}{more} differ between the checkpoints "
+            "and final; the directions cannot move them, so that difference is off the plane: it is counted in the "
+            f"distances from final and from the plane ({share:.0f}% of the squared distance off the plane, summed "
+            "over the checkpoints) and left out of a PCA and its explained variance. To have the plane move them, "
+            "unfreeze them in final (requires_grad_(True)) before making the directions")
     loss = None if data is None else checkpoint_losses(states, final, data, loss_fn=loss_fn)
     if labels is None:
         last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest

@@ -1,6 +1,7 @@
 """Trajectory PCA and projection, checked against dense numpy computations."""
 import copy
 import tracemalloc
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -324,3 +325,48 @@ def test_a_float64_models_pca_directions_and_checkpoint_losses_are_float64(mlp_t
         with torch.no_grad():
             naive = float(nn.functional.cross_entropy(m_i(data[0]), data[1]))
         assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-12, abs=0)
+
+
+def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_warn(mlp_traj):
+    """Trial s35: the trajectory trained every layer, then the first was frozen in `final`. Its movement was left
+    out of both distances (1.10 reported off the plane where every weight gave 4.80), against the promise that
+    distances from the plane count every weight."""
+    model, states = mlp_traj
+    final = copy.deepcopy(model)
+    final[0].requires_grad_(False)
+    with pytest.warns(UserWarning, match=r"frozen \(requires_grad=False\) parameters \['0.weight', '0.bias'\] differ "
+                                         r"between the checkpoints and final.*\d+% of the squared distance off"):
+        d = lnb.pca_directions(states, final=final, n=2)
+    with pytest.warns(UserWarning, match="unfreeze them in final"):
+        path = project_trajectory(states, d, final=final)
+    names = [name for name, _ in model.named_parameters()]
+    trainable = [name for name, p in final.named_parameters() if p.requires_grad]
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+    # the directions over every parameter, zero on the frozen ones (the plane does not move them)
+    parts, start = [], 0
+    for name in names:
+        if name in trainable:
+            parts.append(d.vectors[:, start:start + sizes[name]].double().numpy())
+            start += sizes[name]
+        else:
+            parts.append(np.zeros((2, sizes[name])))
+    dmat = np.concatenate(parts, axis=1)
+    w = _flat_all(model, final.state_dict())
+    for i, sd in enumerate(states):
+        delta = _flat_all(model, sd) - w
+        c, *_ = np.linalg.lstsq(dmat.T, delta, rcond=None)
+        np.testing.assert_allclose(path.coords[i], c, rtol=1e-6, atol=1e-9)
+        assert path.norm[i] == pytest.approx(np.linalg.norm(delta), rel=1e-9, abs=1e-12)
+        assert path.distance[i] == pytest.approx(np.linalg.norm(delta - dmat.T @ c), rel=1e-7, abs=1e-9)
+        assert d.provenance["path_distance"][i] == pytest.approx(path.distance[i], rel=1e-9, abs=1e-12)
+    # the explained variance is the PCA's over the trainable tensors only (biasbn: 1-D ones left out)
+    m = np.stack([np.concatenate([sd[name].double().reshape(-1).numpy() for name in trainable
+                                  if sd[name].ndim > 1]) for sd in states])
+    s = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)
+    np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    with warnings.catch_warnings():  # frozen parameters equal in every checkpoint: nothing to say
+        warnings.simplefilter("error")
+        frozen_same = copy.deepcopy(model)
+        frozen_same[0].requires_grad_(False)
+        project_trajectory([{**sd, "0.weight": model[0].weight.detach(), "0.bias": model[0].bias.detach()}
+                            for sd in states], d, final=frozen_same)
