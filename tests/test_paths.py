@@ -421,6 +421,34 @@ def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_
                                              r"torch.float32 on cpu: e.g. x.to\(torch.float32\)"):
         curve.model_at(a, ts[2], bn_data=(data[0].double(), data[1]))  # was torch's bare dtype error
 
+@pytest.mark.parametrize("make", [lnb.bezier_curve, lnb.polychain_curve])
+def test_a_batchnorm_curves_plane_in_eval_mode_warns_that_bn_recompute_gives_the_curves_own_loss(make):
+    """Trial s35: the plane of a curve moves parameters only, so in the default eval mode every point kept a's
+    BatchNorm statistics and b's point showed ten times b's loss, without a word."""
+    data = _blobs(80)
+    with single_thread():
+        a, b = _trained_mlp(1, data, steps=60, batchnorm=True), _trained_mlp(2, data, steps=60, batchnorm=True)
+        curve = make(a, b, data, n_steps=5, n_points=3)
+    plane = curve.directions()
+    with pytest.warns(UserWarning, match=r"moves parameters only, not BatchNorm's running statistics.*model b's "
+                                         r"point is b's weights with them, not b. Pass mode='bn-recompute'"):
+        stale = lnb.compute_surface(a, data, plane, x=(0.0, 1.0, 2), y=(0.0, 1.0, 2))
+    b_weights_a_stats = copy.deepcopy(b)  # naive: what eval mode evaluates at (0, 1)
+    for name in ("running_mean", "running_var"):
+        getattr(b_weights_a_stats[1], name).copy_(getattr(a[1], name))
+    assert stale.loss[1, 0] == pytest.approx(_loss(b_weights_a_stats, data), rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh = lnb.compute_surface(a, data, plane, x=(0.0, 1.0, 2), y=(0.0, 1.0, 2), mode="bn-recompute",
+                                    bn_data=data)
+    assert fresh.loss[1, 0] == pytest.approx(curve.profile.loss[-1], rel=1e-5)  # the curve's own loss at b
+    pa, pb = _trained_mlp(1, data, steps=5), _trained_mlp(2, data, steps=5)
+    plain = make(pa, pb, data, n_steps=2, n_points=3)
+    with warnings.catch_warnings():  # no BatchNorm: nothing to say
+        warnings.simplefilter("error")
+        lnb.compute_surface(pa, data, plain.directions(), x=(0.0, 1.0, 2), y=(0.0, 1.0, 2))
+
+
 def test_a_bezier_curve_that_training_raised_above_the_straight_line_warns(pair):
     """SGD at lr=5 overshoots between two nearby nets without reaching NaN: the curve's profile peaks far above
     the line it started as, and that is said; at lr=0.02 it stays within noise of the line, without a word."""
