@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 
 STORE_FORMAT = "landscape_nb.trajectory/1"
 
@@ -220,7 +220,12 @@ class TrajectoryRecorder:
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> "TrajectoryRecorder":
         """A recorder reading the checkpoints of an existing store (``model``: the architecture
-        they belong to, e.g. the trained model; it is the default ``final``).
+        they belong to, e.g. the trained model).
+
+        The default ``final`` (the centre of the plane) is the last recorded checkpoint, as the reference
+        implementation's ``plot_trajectory`` centres at the final checkpoint file: when ``model`` holds other
+        weights (a freshly built model, say), ``rec.model`` is a copy of it holding the last checkpoint
+        (``model`` is left as it is) and a ``UserWarning`` says to compute surfaces around ``rec.model``.
 
         Raises ``LandscapeError`` when ``path`` is not a trajectory store, or when ``model`` is not
         a module whose state dict has the store's tensor names and shapes (another architecture:
@@ -259,6 +264,17 @@ class TrajectoryRecorder:
                 f"tensor {name!r} has shape {stored} in the store, {own} in the model ({len(differ)} of "
                 f"{len(shapes)} tensors differ); expected the model the path was recorded from (the same class and "
                 "tensor shapes): build it as it was built for the recording")
+        last = rec.checkpoint(-1) if rec._steps else state
+        if any(not torch.equal(state[k].detach().cpu(), last[k].to(state[k].dtype)) for k in last):
+            # trial s35: a freshly built model was the centre of the plane, far from every checkpoint
+            from .model_paths import model_from_state_dict
+
+            rec.model = model_from_state_dict(model, last, f"the last checkpoint of {str(path)!r}")
+            warn_user(f"the {type(model).__name__} passed to TrajectoryRecorder.load holds other weights than the "
+                      f"last checkpoint recorded in {str(path)!r} (step {rec._steps[-1]}); rec.model is a copy "
+                      "holding that checkpoint, the centre of rec.pca_directions() and rec.project(): compute "
+                      "surfaces around rec.model (compute_surface(rec.model, ...)), or pass final= to centre "
+                      "elsewhere")
         return rec
 
     @property
@@ -291,7 +307,8 @@ class TrajectoryRecorder:
     def pca_directions(self, n: int = 2, *, final: nn.Module | None = None, ignore: str | None = "biasbn",
                        data=None, loss_fn: Callable | None = None):
         """``trajectory.pca_directions`` of the recorded checkpoints, centred at ``final``
-        (default: the recorder's model, at its current weights: the end of training)."""
+        (default: the recorder's model, at its current weights: the end of training; for a recorder
+        from :meth:`load`, the last checkpoint)."""
         from .trajectory import pca_directions
 
         return pca_directions(self.checkpoints, final=final or self.model, n=n, ignore=ignore, data=data,
