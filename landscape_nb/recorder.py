@@ -26,15 +26,9 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError, warn_user
+from .params import to_numpy
 
 STORE_FORMAT = "landscape_nb.trajectory/1"
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds every bf16 value exactly
-        t = t.float()
-    return t.numpy()
 
 
 def _remove_trajectory_store(path: Path) -> None:
@@ -130,7 +124,7 @@ class TrajectoryRecorder:
                                       "every": self.every})
             self._group.create_array("steps", shape=(0,), chunks=(1024,), dtype="int64")
             for i, t in enumerate(model.state_dict().values()):
-                arr = _numpy(t)
+                arr = to_numpy(t)
                 self._group.create_array(f"t{i}", shape=(0, *arr.shape), chunks=(1, *arr.shape), dtype=arr.dtype)
         self.record()  # step 0: the weights before training, also when no ``with`` block is used
 
@@ -165,7 +159,7 @@ class TrajectoryRecorder:
             self._memory.append({k: v.detach().cpu().clone() for k, v in state.items()})
         else:
             for i, t in enumerate(state.values()):
-                self._group[f"t{i}"].append(_numpy(t)[None])
+                self._group[f"t{i}"].append(to_numpy(t)[None])
             self._group["steps"].append(np.array([self.n_steps], dtype=np.int64))
         self._steps.append(self.n_steps)
 
@@ -183,7 +177,7 @@ class TrajectoryRecorder:
             self._memory[i] = {k: v.detach().cpu().clone() for k, v in state.items()}
         else:
             for k, t in enumerate(state.values()):
-                self._group[f"t{k}"][i] = _numpy(t)
+                self._group[f"t{k}"][i] = to_numpy(t)
 
     def lightning_callback(self):
         """A PyTorch Lightning ``Callback`` driving this recorder: records at the start of

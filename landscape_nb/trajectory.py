@@ -33,7 +33,7 @@ from torch import nn
 
 from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice, one_line, warn_user
-from .params import Entry, ParamLayout, check_finite, match_state_keys, unwrap_model
+from .params import ParamLayout, check_finite, match_state_keys, to_numpy, unwrap_model
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -192,7 +192,7 @@ def _pieces(layout: ParamLayout, n_rows: int):
 
 
 def _values(t, s: int, e: int) -> np.ndarray:
-    return torch.as_tensor(t).detach().reshape(-1)[s:e].cpu().numpy()
+    return to_numpy(torch.as_tensor(t).reshape(-1)[s:e])  # bfloat16 as float32 (trial s35: numpy has none)
 
 
 def _block(states: Sequence[Mapping], piece, ref: Mapping) -> np.ndarray:
@@ -208,9 +208,9 @@ def _block(states: Sequence[Mapping], piece, ref: Mapping) -> np.ndarray:
 def _frozen_off_plane(final: nn.Module, layout: ParamLayout) -> ParamLayout:
     """The frozen (``requires_grad=False``) parameters of ``final`` that ``layout`` leaves out (kind ``"frozen"``):
     no direction moves them, so where a checkpoint differs from ``final`` there, it is off the plane."""
-    covered = {e.name for e in layout.entries}
-    return ParamLayout(tuple(Entry(name, tuple(p.shape), "frozen") for name, p in unwrap_model(final).named_parameters()
-                             if not p.requires_grad and name not in covered))
+    every = ParamLayout.of(final, frozen=[name for name, p in unwrap_model(final).named_parameters()
+                                          if not p.requires_grad])
+    return ParamLayout(tuple(e for e in every.entries if e.kind == "frozen" and e not in layout.entries))
 
 
 def _masked_layout(layout: ParamLayout, ignore: str | None) -> set[str]:

@@ -370,3 +370,21 @@ def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_
         frozen_same[0].requires_grad_(False)
         project_trajectory([{**sd, "0.weight": model[0].weight.detach(), "0.bias": model[0].bias.detach()}
                             for sd in states], d, final=frozen_same)
+
+
+def test_bfloat16_checkpoints_and_model_give_the_pca_of_their_values(mlp_traj):
+    """Trial s35: bfloat16 checkpoints raised numpy's "TypeError: Got unsupported ScalarType BFloat16"; they are
+    read as float32, which holds every bfloat16 value exactly (naive: SVD of the float64 matrix of those values)."""
+    model, states = mlp_traj
+    model = copy.deepcopy(model).bfloat16()
+    states = [{k: v.bfloat16() for k, v in sd.items()} for sd in states]
+    d = lnb.pca_directions(states, final=model, n=2, ignore=None)
+    m = _matrix(model, states, None)
+    _, s, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
+    np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    w = _flat_all(model, model.state_dict())
+    norms = [np.linalg.norm(_flat_all(model, sd) - w) for sd in states]
+    np.testing.assert_allclose(d.provenance["path_norm"], norms, rtol=1e-9)
