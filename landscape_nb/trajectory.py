@@ -73,11 +73,9 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
             f"{what}: {str(path)!r} holds a {type(obj).__name__}; expected a state dict "
             "(torch.save(model.state_dict(), path))"
         )
-    if _all_tensors(obj):
-        return obj
-    for key in NESTED_STATE_KEYS:  # a trainer's dict: the state dict beside the epoch, optimizer, metrics
-        if isinstance(obj.get(key), Mapping) and _all_tensors(obj[key]):
-            return obj[key]
+    found = _state_dict_in(obj)
+    if found is not None:
+        return found
     raise LandscapeError(
         f"{what}: {str(path)!r} holds a dict of {sorted(map(str, obj))[:6]} with no state dict at its top level or "
         f"under {', '.join(repr(k) for k in NESTED_STATE_KEYS)}; expected torch.save(model.state_dict(), path), or "
@@ -88,6 +86,17 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
 #: where trainers' checkpoint dicts keep the state dict: the reference's and many scripts', PyTorch's tutorial's,
 #: and others'
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state")
+
+
+def _state_dict_in(obj: Mapping) -> Mapping | None:
+    """``obj`` itself when it is a state dict (tensors only), else the state dict a trainer's dict holds under one
+    of ``NESTED_STATE_KEYS`` beside its epoch, optimizer or metrics, else None."""
+    if _all_tensors(obj):
+        return obj
+    for key in NESTED_STATE_KEYS:
+        if isinstance(obj.get(key), Mapping) and _all_tensors(obj[key]):
+            return obj[key]
+    return None
 
 
 def _all_tensors(obj: Mapping) -> bool:
@@ -125,7 +134,8 @@ def _why_unreadable(exc: BaseException) -> str:
 def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor]]:
     """State dicts from a zoo example (its ``.trajectory``), a ``TrajectoryRecorder`` (its
     ``.checkpoints``), or a sequence of state dicts, ``.pt`` paths (read with ``weights_only=True``)
-    or models; messages number them from ``first``."""
+    or models; messages number them from ``first``. A trainer's dict holding the state dict (under
+    one of ``NESTED_STATE_KEYS``, beside its epoch or optimizer) is read as its file would be."""
     if hasattr(trajectory, "trajectory") and not isinstance(trajectory, (Sequence, Mapping)):
         trajectory = trajectory.trajectory
     elif hasattr(trajectory, "checkpoints") and not isinstance(trajectory, (Sequence, Mapping)):
@@ -143,8 +153,9 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
             if not str(item).strip():  # Path("") is "." : read as "a directory"
                 raise LandscapeError(f"checkpoint {k} is an empty path; expected the path to a saved state dict")
             out.append(load_state_dict_file(Path(item), f"checkpoint {k}"))
-        elif isinstance(item, Mapping):
-            out.append(item)
+        elif isinstance(item, Mapping):  # a trainer's dict as its file is read (trial s35: "another architecture")
+            found = _state_dict_in(item)
+            out.append(item if found is None else found)
         else:
             raise LandscapeError(
                 f"checkpoint {k} is a {type(item).__name__}; expected a state dict, a path to one, or a model"

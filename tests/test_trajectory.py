@@ -388,3 +388,23 @@ def test_bfloat16_checkpoints_and_model_give_the_pca_of_their_values(mlp_traj):
     w = _flat_all(model, model.state_dict())
     norms = [np.linalg.norm(_flat_all(model, sd) - w) for sd in states]
     np.testing.assert_allclose(d.provenance["path_norm"], norms, rtol=1e-9)
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict"])
+def test_trainer_dicts_in_memory_are_read_as_their_files_are(key, mlp_traj, mlp_data):
+    """Trial s35: [{"epoch": i, "model_state_dict": sd}, ...] held in memory was refused as "another architecture",
+    while the same dicts saved to .pt files were read."""
+    model, states = mlp_traj
+    wrapped = [{"epoch": i, key: sd, "optimizer": {"lr": 0.3}} for i, sd in enumerate(states)]
+    d = lnb.pca_directions(wrapped, final=model, n=2, ignore=None, data=mlp_data)
+    m = _matrix(model, states, None)
+    _, _, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
+    for i, sd in enumerate(states):
+        m_i = copy.deepcopy(model)
+        m_i.load_state_dict(sd)
+        with torch.no_grad():
+            naive = float(nn.functional.cross_entropy(m_i(mlp_data[0]), mlp_data[1]))
+        assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-5)
