@@ -224,6 +224,22 @@ def _frozen_off_plane(final: nn.Module, layout: ParamLayout) -> ParamLayout:
     return ParamLayout(tuple(e for e in every.entries if e.kind == "frozen" and e not in layout.entries))
 
 
+def _left_out_span(states: Sequence[Mapping], layout: ParamLayout, masked: set[str], ref: Mapping,
+                   gram: np.ndarray) -> tuple[list[str], int]:
+    """The ``masked`` tensors in which the checkpoints differ from each other, and how many directions the
+    checkpoints span with them (``gram``: the Gram matrix of their differences from ``ref`` without them)."""
+    differ, full, k = [], gram.copy(), len(states)
+    for piece in _pieces(layout, k):
+        if piece[0] in masked:
+            block = _block(states, piece, ref)
+            full += block @ block.T
+            if piece[0] not in differ and bool((block != block[:1]).any()):
+                differ.append(piece[0])
+    centre = np.eye(k) - 1.0 / k
+    evals = np.clip(np.linalg.eigvalsh(centre @ full @ centre)[::-1], 0.0, None)
+    return differ, int((evals > 1e-12 * evals.sum()).sum()) if evals.sum() > 0 else 0
+
+
 def _masked_layout(layout: ParamLayout, ignore: str | None) -> set[str]:
     return {e.name for e in layout.entries if ignore == "biasbn" and len(e.shape) <= 1}
 
@@ -347,9 +363,15 @@ def pca_directions(
     evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
     total = float(evals.sum())
     if not total > 0 or evals[n - 1] <= 1e-12 * total:
+        left_out, rank = _left_out_span(states, layout, masked, ref, gram)  # trial s35: biases differed only
+        fix = ": pass checkpoints from different training steps"
+        if left_out and (rank >= n or not total > 0):
+            fix = (f"; they differ {'' if total > 0 else 'only '}in 1-D tensors {left_out[:5]} (biases, norm-layer "
+                   "weights), which ignore='biasbn' leaves out of the PCA: pass ignore=None to include them"
+                   + (f" (with them they span {rank} direction(s): ask for n={rank} too)" if rank < n else ""))
         raise LandscapeError(
             f"the {k} checkpoints span fewer than {n} independent directions (variances {evals[:n].tolist()}); "
-            "expected checkpoints that differ from each other: pass checkpoints from different training steps"
+            f"expected checkpoints that differ from each other{fix}"
         )
     ratios = (evals / total)[:n]
     # Pass 2: components V = Σ⁻¹ Uᵀ (centred D), slice by slice, into the float32 (float64) output.

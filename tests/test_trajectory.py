@@ -408,3 +408,29 @@ def test_trainer_dicts_in_memory_are_read_as_their_files_are(key, mlp_traj, mlp_
         with torch.no_grad():
             naive = float(nn.functional.cross_entropy(m_i(mlp_data[0]), mlp_data[1]))
         assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-5)
+
+
+def test_checkpoints_that_differ_only_in_biases_are_refused_suggesting_ignore_none(mlp_traj):
+    """Trial s35: checkpoints differing in biases only were told "expected checkpoints that differ from each
+    other", though they do: in what ignore="biasbn" leaves out."""
+    model, states = mlp_traj
+    base = states[-1]
+    g = torch.Generator().manual_seed(0)
+    biased = [base] + [{k: v + 0.1 * torch.randn(v.shape, generator=g) if k.endswith("bias") else v
+                        for k, v in base.items()} for _ in range(3)]
+    with pytest.raises(LandscapeError, match=r"they differ only in 1-D tensors \['0.bias', '2.bias'\] \(biases, "
+                                             r"norm-layer weights\), which ignore='biasbn' leaves out of the PCA: "
+                                             r"pass ignore=None to include them$"):
+        lnb.pca_directions(biased, final=model, n=2)
+    d = lnb.pca_directions(biased, final=model, n=2, ignore=None)  # the fix, checked against numpy's SVD
+    m = _matrix(model, biased, None)
+    _, _, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
+    on_a_line = [{k: v + 0.1 * i if k.endswith("bias") else v for k, v in base.items()} for i in range(4)]
+    with pytest.raises(LandscapeError, match=r"pass ignore=None to include them \(with them they span 1 "
+                                             r"direction\(s\): ask for n=1 too\)"):
+        lnb.pca_directions(on_a_line, final=model, n=2)
+    with pytest.raises(LandscapeError, match="differ from each other: pass checkpoints from different training"):
+        lnb.pca_directions([states[0], states[-1], states[-1]], final=model, n=2)  # biases too: no plane with them
