@@ -240,6 +240,20 @@ def _left_out_span(states: Sequence[Mapping], layout: ParamLayout, masked: set[s
     return differ, int((evals > 1e-12 * evals.sum()).sum()) if evals.sum() > 0 else 0
 
 
+def _repeats(states: Sequence[Mapping], layout: ParamLayout, gram: np.ndarray) -> list[tuple[int, int]]:
+    """(j, i) for each checkpoint j equal to an earlier checkpoint i in every tensor of ``layout``: candidates
+    are those ``gram`` (of the differences from the centre) puts within rounding of each other, confirmed with
+    ``torch.equal``."""
+    diag = np.diag(gram)
+    near = diag[:, None] + diag[None, :] - 2 * gram <= 1e-9 * max(float(diag.max(initial=0.0)), 1e-300)
+    out: dict[int, int] = {}
+    for i, j in zip(*np.nonzero(np.triu(near, 1))):  # row-major: the earliest i first for each j
+        if j not in out and all(torch.equal(torch.as_tensor(states[i][e.name]), torch.as_tensor(states[j][e.name]))
+                                for e in layout.entries):
+            out[int(j)] = int(i)
+    return sorted(out.items())
+
+
 def _masked_layout(layout: ParamLayout, ignore: str | None) -> set[str]:
     return {e.name for e in layout.entries if ignore == "biasbn" and len(e.shape) <= 1}
 
@@ -356,6 +370,12 @@ def pca_directions(
         if piece[0] not in masked:
             block = _block(states, piece, ref)
             gram += block @ block.T
+    repeats = _repeats(states, layout, gram)
+    if repeats:  # trial s35: the final model passed twice moved the directions without a word
+        said = ", ".join(f"{j} is checkpoint {i}" for j, i in repeats[:5]) + (", ..." if len(repeats) > 5 else "")
+        warn_user(f"checkpoints repeat earlier ones ({said}: the same weights): each copy weighs in the PCA once "
+                  "more, so it changes the directions and the explained variance; pass each checkpoint once (e.g. "
+                  "the final model once: a TrajectoryRecorder records each step once)")
     centre = np.eye(k) - 1.0 / k  # centring the rows removes the reference point exactly
     gram_c = centre @ gram @ centre
     evals, evecs = np.linalg.eigh((gram_c + gram_c.T) / 2)

@@ -432,5 +432,25 @@ def test_checkpoints_that_differ_only_in_biases_are_refused_suggesting_ignore_no
     with pytest.raises(LandscapeError, match=r"pass ignore=None to include them \(with them they span 1 "
                                              r"direction\(s\): ask for n=1 too\)"):
         lnb.pca_directions(on_a_line, final=model, n=2)
-    with pytest.raises(LandscapeError, match="differ from each other: pass checkpoints from different training"):
-        lnb.pca_directions([states[0], states[-1], states[-1]], final=model, n=2)  # biases too: no plane with them
+    with pytest.raises(LandscapeError, match="differ from each other: pass checkpoints from different training"), \
+            pytest.warns(UserWarning, match=r"2 is checkpoint 1"):  # biases too: no plane with them
+        lnb.pca_directions([states[0], states[-1], states[-1]], final=model, n=2)
+
+
+def test_a_repeated_checkpoint_is_named_in_a_warning_as_it_weighs_in_the_pca_again(mlp_traj):
+    """Trial s35: the final model passed twice changed the directions and explained variance without a word."""
+    model, states = mlp_traj
+    twice = [*states, copy.deepcopy(states[-1]), states[1]]
+    with pytest.warns(UserWarning, match=r"^checkpoints repeat earlier ones \(6 is checkpoint 5, 7 is checkpoint 1: "
+                                         r"the same weights\): each copy weighs in the PCA once more"):
+        d = lnb.pca_directions(twice, final=model, n=2, ignore=None)
+    m = _matrix(model, twice, None)  # naive: the copies are rows of the matrix like any other
+    s = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)
+    np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    once = lnb.pca_directions(states, final=model, n=2, ignore=None)
+    assert not np.allclose(d.provenance["explained_variance_ratio"], once.provenance["explained_variance_ratio"])
+    nudged = {k: v.clone() for k, v in states[-1].items()}
+    nudged["0.weight"][0, 0] = torch.nextafter(nudged["0.weight"][0, 0], torch.tensor(1.0))  # one ulp: not a copy
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.pca_directions([*states, nudged], final=model, n=2)
