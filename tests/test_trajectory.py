@@ -454,3 +454,19 @@ def test_a_repeated_checkpoint_is_named_in_a_warning_as_it_weighs_in_the_pca_aga
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lnb.pca_directions([*states, nudged], final=model, n=2)
+
+
+def test_models_project_onto_the_plane_through_them_where_it_moves_frozen_parameters():
+    """plane_directions puts differing frozen parameters in their place in the layout; the projection read the
+    direction vectors with the trainable-only offsets, so b was drawn at (0.31, 0.36), 1.10 off its own plane."""
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+        models[-1][0].requires_grad_(False)
+    a, b, c = models
+    d = lnb.plane_directions(a, b, c)
+    assert d.layout.frozen_names == ("0.weight", "0.bias")
+    path = project_trajectory([b.state_dict(), c.state_dict()], d, final=a)
+    np.testing.assert_allclose(path.coords, np.eye(2), atol=1e-6)  # b is at (1, 0), c at (0, 1) by construction
+    assert np.all(path.distance < 1e-6)
