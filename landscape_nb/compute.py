@@ -307,6 +307,8 @@ def compute_surface(
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
                               target_key=target_key)
     settings = _running_var_rule(settings, d)
+    if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
+        warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
     _refuse_hessian_of_recomputed_bn(quantity, settings)
     options = dict(quantity_options or {})

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag, vector_dtype
-from .errors import LandscapeError, check_choice
+from .errors import LandscapeError, check_choice, warn_user
 from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
                      variance_buffers)
 
@@ -26,7 +26,12 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     the path between them: with ``frozen="include"`` they join the layout (kind
     ``"frozen"``), so the end point is the other model and not a hybrid of one model's
     frozen layers with the other's trainable ones; ``frozen="refuse"`` raises instead,
-    naming them. Frozen parameters equal in all models stay out.
+    naming them. Frozen parameters equal in all models stay out. Buffers that differ between
+    the models and that the layout cannot hold (integer or boolean ones such as a pruning mask,
+    non-persistent ones, floating-point ones with ``include_buffers=False``) keep the first
+    model's values on the whole path, so the other models' points are not those models: a
+    ``UserWarning`` names them. Norm layers' buffers are left to ``include_buffers`` (and
+    ``compute_surface``'s ``mode``): ``num_batches_tracked`` does nothing in eval mode.
 
     Parameters
     ----------
@@ -76,6 +81,16 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
             check_finite(layout, layout.tensors(m), ", so every point of a path through it would be too")
         except LandscapeError as exc:
             raise LandscapeError(f"{name}: {exc}") from None
+    kept = _differing_buffers(models, layout)
+    if kept:  # trial s35: a's pruning mask stayed on the whole path, so t = 1 gave 1.1226 for b's 1.0923
+        others = " and ".join(names[1:])
+        warn_user(
+            f"buffers {kept[:5]} differ between the models, and a path moves only parameters and (include_buffers="
+            f"True) the floating-point buffers of the state dict: these (integer or boolean ones, such as a pruning "
+            f"mask, non-persistent ones{'' if include_buffers else ', and any with include_buffers=False'}) keep "
+            f"{names[0]}'s values at every point, so the point of {others} is its weights with {names[0]}'s buffers, "
+            f"not {others} itself, and its loss is not theirs. Fold them into the weights (torch.nn.utils.prune."
+            "remove for a pruning mask), or make them equal in the models")
     return layout
 
 
@@ -237,6 +252,23 @@ def _differing_frozen(models: Sequence[nn.Module]) -> list[str]:
             if q is not None and q.shape == p.shape and not torch.equal(q.detach().cpu(), p.detach().cpu()):
                 out.append(name)
                 break
+    return out
+
+
+def _differing_buffers(models: Sequence[nn.Module], layout: ParamLayout) -> list[str]:
+    """Names of buffers of ``models[0]`` that ``layout`` leaves out and another model holds other values of (in
+    a buffer of the same shape: a non-persistent cache grown to another length is rebuilt, not model state).
+    Norm layers' buffers are not named: their statistics are ``include_buffers``' or ``mode``'s matter, and
+    ``num_batches_tracked`` does nothing in eval mode."""
+    covered = {e.name for e in layout.entries}
+    norms = {name for name, m in models[0].named_modules() if isinstance(m, nn.modules.batchnorm._NormBase)}
+    others = [dict(m.named_buffers()) for m in models[1:]]
+    out = []
+    for name, buf in models[0].named_buffers():
+        if name in covered or name.rpartition(".")[0] in norms:
+            continue
+        if any(name in o and o[name].shape == buf.shape and not torch.equal(o[name].cpu(), buf.cpu()) for o in others):
+            out.append(name)
     return out
 
 

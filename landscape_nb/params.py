@@ -13,6 +13,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,13 @@ def float_state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     ``named_buffers()`` order; non-persistent ones (a rotary embedding's cos/sin cache) are not model state."""
     persistent = set(model.state_dict(keep_vars=True))
     return [(name, b) for name, b in model.named_buffers() if b.is_floating_point() and name in persistent]
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """``t`` detached, on the CPU, as a numpy array; bfloat16, which numpy has not (``.numpy()`` raised
+    ``TypeError: Got unsupported ScalarType BFloat16``), as float32, which holds every bfloat16 value exactly."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def check_materialized(model: nn.Module) -> None:

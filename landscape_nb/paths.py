@@ -189,9 +189,22 @@ class ModeCurve:
         return loss_barrier(self.line_profile)
 
     def directions(self) -> Directions:
-        """The plane of the curve: ``(θ_c − θ_a, θ_b − θ_a)``; the curve is at ``(w_c(t), w_b(t))``."""
-        return Directions(torch.stack([self.control - self.start, self.end - self.start]), self.layout,
-                          {"scheme": f"{self.kind}-plane", "x_label": "θ_c − θ_a", "y_label": "θ_b − θ_a"})
+        """The plane of the curve: ``(θ_c − θ_a, θ_b − θ_a)``; the curve is at ``(w_c(t), w_b(t))``.
+
+        The plane moves parameters only: the control point has no BatchNorm statistics of its own (the profiles
+        re-estimate them at every t). For a BatchNorm network compute the plane with ``mode="bn-recompute"`` (and
+        ``bn_data=``, the data the curve was trained on) to see the curve's own loss; in the default
+        ``mode="eval"`` every point keeps the model's statistics, so b's point is not b (a trial's showed ten times
+        b's loss), and ``compute_surface`` warns (``provenance["eval_mode_note"]``)."""
+        prov = {"scheme": f"{self.kind}-plane", "x_label": "θ_c − θ_a", "y_label": "θ_b − θ_a"}
+        if self.settings.get("bn") == "bn-recompute":  # trial s35: b's point showed ~10x its loss, and no word
+            prov["eval_mode_note"] = (
+                f"the plane of a {self.title} moves parameters only, not BatchNorm's running statistics (the curve "
+                "has none of its own: its profiles re-estimate them at every t), so in mode='eval' every point keeps "
+                "the statistics of the model passed and model b's point is b's weights with them, not b. Pass "
+                "mode='bn-recompute' and bn_data= (the data the curve was trained on) for the curve's own loss, as "
+                "in curve.profile")
+        return Directions(torch.stack([self.control - self.start, self.end - self.start]), self.layout, prov)
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,16 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
+from .params import to_numpy
 
 STORE_FORMAT = "landscape_nb.trajectory/1"
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds every bf16 value exactly
-        t = t.float()
-    return t.numpy()
 
 
 def _remove_trajectory_store(path: Path) -> None:
@@ -130,7 +124,7 @@ class TrajectoryRecorder:
                                       "every": self.every})
             self._group.create_array("steps", shape=(0,), chunks=(1024,), dtype="int64")
             for i, t in enumerate(model.state_dict().values()):
-                arr = _numpy(t)
+                arr = to_numpy(t)
                 self._group.create_array(f"t{i}", shape=(0, *arr.shape), chunks=(1, *arr.shape), dtype=arr.dtype)
         self.record()  # step 0: the weights before training, also when no ``with`` block is used
 
@@ -165,7 +159,7 @@ class TrajectoryRecorder:
             self._memory.append({k: v.detach().cpu().clone() for k, v in state.items()})
         else:
             for i, t in enumerate(state.values()):
-                self._group[f"t{i}"].append(_numpy(t)[None])
+                self._group[f"t{i}"].append(to_numpy(t)[None])
             self._group["steps"].append(np.array([self.n_steps], dtype=np.int64))
         self._steps.append(self.n_steps)
 
@@ -183,7 +177,7 @@ class TrajectoryRecorder:
             self._memory[i] = {k: v.detach().cpu().clone() for k, v in state.items()}
         else:
             for k, t in enumerate(state.values()):
-                self._group[f"t{k}"][i] = _numpy(t)
+                self._group[f"t{k}"][i] = to_numpy(t)
 
     def lightning_callback(self):
         """A PyTorch Lightning ``Callback`` driving this recorder: records at the start of
@@ -220,7 +214,12 @@ class TrajectoryRecorder:
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> "TrajectoryRecorder":
         """A recorder reading the checkpoints of an existing store (``model``: the architecture
-        they belong to, e.g. the trained model; it is the default ``final``).
+        they belong to, e.g. the trained model).
+
+        The default ``final`` (the centre of the plane) is the last recorded checkpoint, as the reference
+        implementation's ``plot_trajectory`` centres at the final checkpoint file: when ``model`` holds other
+        weights (a freshly built model, say), ``rec.model`` is a copy of it holding the last checkpoint
+        (``model`` is left as it is) and a ``UserWarning`` says to compute surfaces around ``rec.model``.
 
         Raises ``LandscapeError`` when ``path`` is not a trajectory store, or when ``model`` is not
         a module whose state dict has the store's tensor names and shapes (another architecture:
@@ -259,6 +258,17 @@ class TrajectoryRecorder:
                 f"tensor {name!r} has shape {stored} in the store, {own} in the model ({len(differ)} of "
                 f"{len(shapes)} tensors differ); expected the model the path was recorded from (the same class and "
                 "tensor shapes): build it as it was built for the recording")
+        last = rec.checkpoint(-1) if rec._steps else state
+        if any(not torch.equal(state[k].detach().cpu(), last[k].to(state[k].dtype)) for k in last):
+            # trial s35: a freshly built model was the centre of the plane, far from every checkpoint
+            from .model_paths import model_from_state_dict
+
+            rec.model = model_from_state_dict(model, last, f"the last checkpoint of {str(path)!r}")
+            warn_user(f"the {type(model).__name__} passed to TrajectoryRecorder.load holds other weights than the "
+                      f"last checkpoint recorded in {str(path)!r} (step {rec._steps[-1]}); rec.model is a copy "
+                      "holding that checkpoint, the centre of rec.pca_directions() and rec.project(): compute "
+                      "surfaces around rec.model (compute_surface(rec.model, ...)), or pass final= to centre "
+                      "elsewhere")
         return rec
 
     @property
@@ -291,7 +301,8 @@ class TrajectoryRecorder:
     def pca_directions(self, n: int = 2, *, final: nn.Module | None = None, ignore: str | None = "biasbn",
                        data=None, loss_fn: Callable | None = None):
         """``trajectory.pca_directions`` of the recorded checkpoints, centred at ``final``
-        (default: the recorder's model, at its current weights: the end of training)."""
+        (default: the recorder's model, at its current weights: the end of training; for a recorder
+        from :meth:`load`, the last checkpoint)."""
         from .trajectory import pca_directions
 
         return pca_directions(self.checkpoints, final=final or self.model, n=n, ignore=ignore, data=data,

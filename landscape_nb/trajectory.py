@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from .directions import IGNORES, Directions, vector_dtype
-from .errors import LandscapeError, check_choice, one_line
-from .params import ParamLayout, check_finite, match_state_keys, unwrap_model
+from .errors import LandscapeError, check_choice, one_line, warn_user
+from .params import ParamLayout, check_finite, match_state_keys, to_numpy, unwrap_model
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -73,11 +73,9 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
             f"{what}: {str(path)!r} holds a {type(obj).__name__}; expected a state dict "
             "(torch.save(model.state_dict(), path))"
         )
-    if _all_tensors(obj):
-        return obj
-    for key in NESTED_STATE_KEYS:  # a trainer's dict: the state dict beside the epoch, optimizer, metrics
-        if isinstance(obj.get(key), Mapping) and _all_tensors(obj[key]):
-            return obj[key]
+    found = _state_dict_in(obj)
+    if found is not None:
+        return found
     raise LandscapeError(
         f"{what}: {str(path)!r} holds a dict of {sorted(map(str, obj))[:6]} with no state dict at its top level or "
         f"under {', '.join(repr(k) for k in NESTED_STATE_KEYS)}; expected torch.save(model.state_dict(), path), or "
@@ -88,6 +86,17 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
 #: where trainers' checkpoint dicts keep the state dict: the reference's and many scripts', PyTorch's tutorial's,
 #: and others'
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state")
+
+
+def _state_dict_in(obj: Mapping) -> Mapping | None:
+    """``obj`` itself when it is a state dict (tensors only), else the state dict a trainer's dict holds under one
+    of ``NESTED_STATE_KEYS`` beside its epoch, optimizer or metrics, else None."""
+    if _all_tensors(obj):
+        return obj
+    for key in NESTED_STATE_KEYS:
+        if isinstance(obj.get(key), Mapping) and _all_tensors(obj[key]):
+            return obj[key]
+    return None
 
 
 def _all_tensors(obj: Mapping) -> bool:
@@ -125,7 +134,8 @@ def _why_unreadable(exc: BaseException) -> str:
 def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor]]:
     """State dicts from a zoo example (its ``.trajectory``), a ``TrajectoryRecorder`` (its
     ``.checkpoints``), or a sequence of state dicts, ``.pt`` paths (read with ``weights_only=True``)
-    or models; messages number them from ``first``."""
+    or models; messages number them from ``first``. A trainer's dict holding the state dict (under
+    one of ``NESTED_STATE_KEYS``, beside its epoch or optimizer) is read as its file would be."""
     if hasattr(trajectory, "trajectory") and not isinstance(trajectory, (Sequence, Mapping)):
         trajectory = trajectory.trajectory
     elif hasattr(trajectory, "checkpoints") and not isinstance(trajectory, (Sequence, Mapping)):
@@ -143,8 +153,9 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
             if not str(item).strip():  # Path("") is "." : read as "a directory"
                 raise LandscapeError(f"checkpoint {k} is an empty path; expected the path to a saved state dict")
             out.append(load_state_dict_file(Path(item), f"checkpoint {k}"))
-        elif isinstance(item, Mapping):
-            out.append(item)
+        elif isinstance(item, Mapping):  # a trainer's dict as its file is read (trial s35: "another architecture")
+            found = _state_dict_in(item)
+            out.append(item if found is None else found)
         else:
             raise LandscapeError(
                 f"checkpoint {k} is a {type(item).__name__}; expected a state dict, a path to one, or a model"
@@ -192,7 +203,7 @@ def _pieces(layout: ParamLayout, n_rows: int):
 
 
 def _values(t, s: int, e: int) -> np.ndarray:
-    return torch.as_tensor(t).detach().reshape(-1)[s:e].cpu().numpy()
+    return to_numpy(torch.as_tensor(t).reshape(-1)[s:e])  # bfloat16 as float32 (trial s35: numpy has none)
 
 
 def _block(states: Sequence[Mapping], piece, ref: Mapping) -> np.ndarray:
@@ -203,6 +214,44 @@ def _block(states: Sequence[Mapping], piece, ref: Mapping) -> np.ndarray:
         out[i] = _values(sd[name], s, t)
     out -= _values(ref[name], s, t)
     return out
+
+
+def _frozen_off_plane(final: nn.Module, layout: ParamLayout) -> ParamLayout:
+    """The frozen (``requires_grad=False``) parameters of ``final`` that ``layout`` leaves out (kind ``"frozen"``):
+    no direction moves them, so where a checkpoint differs from ``final`` there, it is off the plane."""
+    every = ParamLayout.of(final, frozen=[name for name, p in unwrap_model(final).named_parameters()
+                                          if not p.requires_grad])
+    return ParamLayout(tuple(e for e in every.entries if e.kind == "frozen" and e not in layout.entries))
+
+
+def _left_out_span(states: Sequence[Mapping], layout: ParamLayout, masked: set[str], ref: Mapping,
+                   gram: np.ndarray) -> tuple[list[str], int]:
+    """The ``masked`` tensors in which the checkpoints differ from each other, and how many directions the
+    checkpoints span with them (``gram``: the Gram matrix of their differences from ``ref`` without them)."""
+    differ, full, k = [], gram.copy(), len(states)
+    for piece in _pieces(layout, k):
+        if piece[0] in masked:
+            block = _block(states, piece, ref)
+            full += block @ block.T
+            if piece[0] not in differ and bool((block != block[:1]).any()):
+                differ.append(piece[0])
+    centre = np.eye(k) - 1.0 / k
+    evals = np.clip(np.linalg.eigvalsh(centre @ full @ centre)[::-1], 0.0, None)
+    return differ, int((evals > 1e-12 * evals.sum()).sum()) if evals.sum() > 0 else 0
+
+
+def _repeats(states: Sequence[Mapping], layout: ParamLayout, gram: np.ndarray) -> list[tuple[int, int]]:
+    """(j, i) for each checkpoint j equal to an earlier checkpoint i in every tensor of ``layout``: candidates
+    are those ``gram`` (of the differences from the centre) puts within rounding of each other, confirmed with
+    ``torch.equal``."""
+    diag = np.diag(gram)
+    near = diag[:, None] + diag[None, :] - 2 * gram <= 1e-9 * max(float(diag.max(initial=0.0)), 1e-300)
+    out: dict[int, int] = {}
+    for i, j in zip(*np.nonzero(np.triu(near, 1))):  # row-major: the earliest i first for each j
+        if j not in out and all(torch.equal(torch.as_tensor(states[i][e.name]), torch.as_tensor(states[j][e.name]))
+                                for e in layout.entries):
+            out[int(j)] = int(i)
+    return sorted(out.items())
 
 
 def _masked_layout(layout: ParamLayout, ignore: str | None) -> set[str]:
@@ -233,13 +282,19 @@ def pca_directions(
     final weights) are centred by their mean and the directions are the leading
     right singular vectors of that centred matrix (Li et al. 2018, §7). With
     ``ignore="biasbn"`` 1-D tensors (biases, norm-layer weights) are left out of the
-    PCA and get a zero direction, as for random directions. Signs are fixed so the
+    PCA and get a zero direction, as for random directions. Frozen
+    (``requires_grad=False``) parameters of ``final`` are not in the directions
+    either (``compute_surface`` never moves them): where the checkpoints differ
+    there, that difference is off the plane, counted in ``path_distance`` and
+    ``path_norm`` but not in the explained variance, and a ``UserWarning`` names
+    them (``project_trajectory``). Signs are fixed so the
     first checkpoint has a negative coordinate on each axis (the path runs towards
     ``final`` at the origin). A plane needs at least 3 checkpoints (k checkpoints
     span at most k − 1 dimensions).
 
     ``provenance`` holds ``explained_variance_ratio`` (fractions of the total
-    variance of the centred checkpoints; they sum to ≤ 1), the projected path
+    variance of the centred checkpoints over the tensors the PCA covers: the
+    trainable ones, less those ``ignore`` leaves out; they sum to ≤ 1), the projected path
     (``path_x``, ``path_y``, ``path_distance``), axis labels with the variance and
     ``x_range``/``y_range`` (``[start, stop]``: add a number of points for
     ``compute_surface``, as above) covering the path with a margin. With ``data`` the
@@ -315,6 +370,12 @@ def pca_directions(
         if piece[0] not in masked:
             block = _block(states, piece, ref)
             gram += block @ block.T
+    repeats = _repeats(states, layout, gram)
+    if repeats:  # trial s35: the final model passed twice moved the directions without a word
+        said = ", ".join(f"{j} is checkpoint {i}" for j, i in repeats[:5]) + (", ..." if len(repeats) > 5 else "")
+        warn_user(f"checkpoints repeat earlier ones ({said}: the same weights): each copy weighs in the PCA once "
+                  "more, so it changes the directions and the explained variance; pass each checkpoint once (e.g. "
+                  "the final model once: a TrajectoryRecorder records each step once)")
     centre = np.eye(k) - 1.0 / k  # centring the rows removes the reference point exactly
     gram_c = centre @ gram @ centre
     evals, evecs = np.linalg.eigh((gram_c + gram_c.T) / 2)
@@ -322,9 +383,15 @@ def pca_directions(
     evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
     total = float(evals.sum())
     if not total > 0 or evals[n - 1] <= 1e-12 * total:
+        left_out, rank = _left_out_span(states, layout, masked, ref, gram)  # trial s35: biases differed only
+        fix = ": pass checkpoints from different training steps"
+        if left_out and (rank >= n or not total > 0):
+            fix = (f"; they differ {'' if total > 0 else 'only '}in 1-D tensors {left_out[:5]} (biases, norm-layer "
+                   "weights), which ignore='biasbn' leaves out of the PCA: pass ignore=None to include them"
+                   + (f" (with them they span {rank} direction(s): ask for n={rank} too)" if rank < n else ""))
         raise LandscapeError(
             f"the {k} checkpoints span fewer than {n} independent directions (variances {evals[:n].tolist()}); "
-            "expected checkpoints that differ from each other: pass checkpoints from different training steps"
+            f"expected checkpoints that differ from each other{fix}"
         )
     ratios = (evals / total)[:n]
     # Pass 2: components V = Σ⁻¹ Uᵀ (centred D), slice by slice, into the float32 (float64) output.
@@ -364,7 +431,7 @@ class ProjectedPath:
 
     ``coords[i]`` are checkpoint i's least-squares coordinates (x, y) in the plane;
     ``distance[i]`` is the Euclidean distance (in weight space, over every
-    trainable value, including those the directions ignore) from the checkpoint to
+    parameter, including those the directions ignore and frozen ones) from the checkpoint to
     its projection; ``norm[i]`` is its distance from ``final``. A point with
     ``distance`` comparable to ``norm`` is nowhere near where it is drawn. ``loss``
     (with ``data``) is each checkpoint's true loss, to compare with the surface's
@@ -408,7 +475,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
 
     Coordinates solve the least-squares problem ``min_c ‖θ_i − θ_final − cᵀD‖`` (for
     orthonormal PCA directions they are plain inner products); ``distance`` is the
-    norm of the residual. With ``data`` each checkpoint's true loss (its parameters
+    norm of the residual, over every parameter: frozen (``requires_grad=False``)
+    ones that no direction moves count wholly (a ``UserWarning`` names those that
+    differ from ``final``, with their share). With ``data`` each checkpoint's true loss (its parameters
     and buffers loaded, eval mode) is evaluated, so a plot can show both the loss
     drawn at the projection and the loss the optimizer actually had.
 
@@ -450,12 +519,13 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError(f"directions of type {type(directions).__name__}; expected Directions "
                              "(from pca_directions, random_directions, ...)")
     states = as_checkpoints(trajectory)
-    layout = ParamLayout.of(final)
+    layout = ParamLayout.of(final, frozen=directions.layout.frozen_names)  # a path's directions move some frozen
     if layout != directions.layout:
         directions.layout.check_model(final)
-    states = _check_checkpoints(states, layout, final, trajectory)
+    off_plane = _frozen_off_plane(final, layout)
+    states = _check_checkpoints(states, ParamLayout(layout.entries + off_plane.entries), final, trajectory)
     k, n = len(states), directions.n
-    ref = {e.name: t.detach() for e, t in zip(layout.entries, layout.tensors(final))}
+    ref = {name: t.detach() for name, t in unwrap_model(final).named_parameters()}
     dvec = directions.vectors.numpy()  # float32 view; slices are widened to float64 one at a time
     dd, rhs, sq = np.zeros((n, n)), np.zeros((k, n)), np.zeros(k)
     for piece in _pieces(layout, k):
@@ -475,6 +545,22 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         block = _block(states, piece, ref)
         block -= coords @ dvec[:, a:b].astype(np.float64)
         res += np.einsum("ij,ij->i", block, block)
+    moved: dict[str, float] = {}  # frozen parameters: the directions cannot move them, so all of it is off the plane
+    for piece in _pieces(off_plane, k):
+        block = _block(states, piece, ref)
+        sq_piece = np.einsum("ij,ij->i", block, block)
+        sq, res = sq + sq_piece, res + sq_piece
+        moved[piece[0]] = moved.get(piece[0], 0.0) + float(sq_piece.sum())
+    moved = {name: v for name, v in moved.items() if v > 0}
+    if moved:  # trial s35: left out, a frozen fc1 made a distance of 4.80 off the plane read 1.10
+        share = 100 * sum(moved.values()) / res.sum()
+        more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+        warn_user(
+            f"final's frozen (requires_grad=False) parameters {list(moved)[:5]}{more} differ between the checkpoints "
+            "and final; the directions cannot move them, so that difference is off the plane: it is counted in the "
+            f"distances from final and from the plane ({share:.0f}% of the squared distance off the plane, summed "
+            "over the checkpoints) and left out of a PCA and its explained variance. To have the plane move them, "
+            "unfreeze them in final (requires_grad_(True)) before making the directions")
     loss = None if data is None else checkpoint_losses(states, final, data, loss_fn=loss_fn)
     if labels is None:
         last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest

@@ -157,6 +157,43 @@ def test_paths_move_state_dict_buffers_only_not_a_non_persistent_cache():
         lnb.as_directions(a, [{"lin.weight": torch.ones(4, 4), "cos_cached": torch.ones(16, 4)}])
 
 
+class _Masked(nn.Module):
+    """A pruning mask kept as a buffer: boolean, or floating-point and non-persistent."""
+
+    def __init__(self, dtype=torch.bool, persistent=True):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.register_buffer("mask", torch.ones(2, 2, dtype=dtype), persistent=persistent)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.lin.weight * self.mask.to(x.dtype), self.lin.bias)
+
+
+@pytest.mark.parametrize("dtype, persistent", [(torch.bool, True), (torch.float32, False)])
+def test_a_buffer_the_path_cannot_move_that_differs_between_the_models_is_named_in_a_warning(dtype, persistent):
+    """Trial s35: a's pruning mask stayed on the whole line, so t = 1 gave 1.1226 for b's loss of 1.0923 and
+    nothing said so. A BatchNorm's num_batches_tracked may differ: it does nothing in eval mode."""
+    torch.manual_seed(0)
+    a, b = _Masked(dtype, persistent), _Masked(dtype, persistent)
+    b.mask[0, 1] = 0
+    data = _blobs(40)
+    with pytest.warns(UserWarning, match=r"buffers \['mask'\] differ between the models.* keep model a's values at "
+                                         r"every point, so the point of model b is its weights with model a's "
+                                         r"buffers.*torch.nn.utils.prune.remove"):
+        line = lnb.interpolation_surface(a, b, data, x=(0, 1, 2))
+    with torch.no_grad():  # naive: b's weights, a's mask (all ones), as the warning says
+        naive = float(nn.functional.cross_entropy(data[0] @ b.lin.weight.T + b.lin.bias, data[1]))
+    assert line.loss[-1] == pytest.approx(naive, rel=1e-6) and abs(line.loss[-1] - _loss(b, data)) > 1e-4
+    with pytest.warns(UserWarning, match=r"buffers \['mask'\] differ"):
+        lnb.plane_directions(a, _Masked(dtype, persistent), b)
+    c, d = TinyCNN(), TinyCNN()
+    d.bn.num_batches_tracked += 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.interpolation_direction(c, d)
+        lnb.interpolation_direction(c, d, include_buffers=False)
+
+
 def test_models_of_different_architectures_cannot_be_interpolated(pair):
     a, _, data = pair
     other = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -383,6 +420,34 @@ def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_
     with pytest.raises(LandscapeError, match=r"model_at: the model failed on bn_data .*RuntimeError.*parameters are "
                                              r"torch.float32 on cpu: e.g. x.to\(torch.float32\)"):
         curve.model_at(a, ts[2], bn_data=(data[0].double(), data[1]))  # was torch's bare dtype error
+
+@pytest.mark.parametrize("make", [lnb.bezier_curve, lnb.polychain_curve])
+def test_a_batchnorm_curves_plane_in_eval_mode_warns_that_bn_recompute_gives_the_curves_own_loss(make):
+    """Trial s35: the plane of a curve moves parameters only, so in the default eval mode every point kept a's
+    BatchNorm statistics and b's point showed ten times b's loss, without a word."""
+    data = _blobs(80)
+    with single_thread():
+        a, b = _trained_mlp(1, data, steps=60, batchnorm=True), _trained_mlp(2, data, steps=60, batchnorm=True)
+        curve = make(a, b, data, n_steps=5, n_points=3)
+    plane = curve.directions()
+    with pytest.warns(UserWarning, match=r"moves parameters only, not BatchNorm's running statistics.*model b's "
+                                         r"point is b's weights with them, not b. Pass mode='bn-recompute'"):
+        stale = lnb.compute_surface(a, data, plane, x=(0.0, 1.0, 2), y=(0.0, 1.0, 2))
+    b_weights_a_stats = copy.deepcopy(b)  # naive: what eval mode evaluates at (0, 1)
+    for name in ("running_mean", "running_var"):
+        getattr(b_weights_a_stats[1], name).copy_(getattr(a[1], name))
+    assert stale.loss[1, 0] == pytest.approx(_loss(b_weights_a_stats, data), rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh = lnb.compute_surface(a, data, plane, x=(0.0, 1.0, 2), y=(0.0, 1.0, 2), mode="bn-recompute",
+                                    bn_data=data)
+    assert fresh.loss[1, 0] == pytest.approx(curve.profile.loss[-1], rel=1e-5)  # the curve's own loss at b
+    pa, pb = _trained_mlp(1, data, steps=5), _trained_mlp(2, data, steps=5)
+    plain = make(pa, pb, data, n_steps=2, n_points=3)
+    with warnings.catch_warnings():  # no BatchNorm: nothing to say
+        warnings.simplefilter("error")
+        lnb.compute_surface(pa, data, plain.directions(), x=(0.0, 1.0, 2), y=(0.0, 1.0, 2))
+
 
 def test_a_bezier_curve_that_training_raised_above_the_straight_line_warns(pair):
     """SGD at lr=5 overshoots between two nearby nets without reaching NaN: the curve's profile peaks far above

@@ -1,5 +1,6 @@
 """TrajectoryRecorder against copies of the weights taken by hand during training; the animation."""
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,31 @@ def test_loading_a_store_with_a_model_of_another_architecture_is_refused(tmp_pat
                                              r"\(12, 6\) in the model \(7 of 9 tensors differ\); expected the model"):
         TrajectoryRecorder.load(tmp_path / "a.zarr", wider)
     assert TrajectoryRecorder.load(tmp_path / "a.zarr", make_model()).n_checkpoints == 1
+
+
+def test_a_store_loaded_with_a_freshly_built_model_is_centred_at_its_last_checkpoint(tmp_path):
+    """Trial s35: load(path, MLP()) made the fresh random model `final`, so the plane was centred far from every
+    checkpoint (the reference's plot_trajectory centres at the final checkpoint file)."""
+    model = make_model()
+    with TrajectoryRecorder(model, every=4, path=tmp_path / "run.zarr") as rec:
+        copies = train(model, 12, rec)
+    fresh = nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.Tanh(), nn.Linear(10, 3))
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.warns(UserWarning, match=r"holds other weights than the last checkpoint recorded in '.*run.zarr' "
+                                         r"\(step 12\); rec.model is a copy holding that checkpoint"):
+        again = TrajectoryRecorder.load(tmp_path / "run.zarr", fresh)
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())  # the model passed is left alone
+    d = again.pca_directions(n=2)
+    path = again.project(d)
+    last = copies[12]
+    for i, s in enumerate(again.steps):  # naive: distances from the last checkpoint, over every parameter
+        names = [n for n, _ in model.named_parameters()]
+        delta = torch.cat([(copies[s][n].double() - last[n].double()).reshape(-1) for n in names])
+        assert path.norm[i] == pytest.approx(float(delta.norm()), rel=1e-9, abs=1e-12)
+    assert path.labels[-1] == "step 12" and path.norm[-1] == 0
+    with warnings.catch_warnings():  # the trained model itself: nothing to say
+        warnings.simplefilter("error")
+        assert TrajectoryRecorder.load(tmp_path / "run.zarr", model).model is model
 
 
 def test_animation_has_one_frame_per_checkpoint(tmp_path):

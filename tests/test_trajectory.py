@@ -1,6 +1,7 @@
 """Trajectory PCA and projection, checked against dense numpy computations."""
 import copy
 import tracemalloc
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -324,3 +325,148 @@ def test_a_float64_models_pca_directions_and_checkpoint_losses_are_float64(mlp_t
         with torch.no_grad():
             naive = float(nn.functional.cross_entropy(m_i(data[0]), data[1]))
         assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-12, abs=0)
+
+
+def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_warn(mlp_traj):
+    """Trial s35: the trajectory trained every layer, then the first was frozen in `final`. Its movement was left
+    out of both distances (1.10 reported off the plane where every weight gave 4.80), against the promise that
+    distances from the plane count every weight."""
+    model, states = mlp_traj
+    final = copy.deepcopy(model)
+    final[0].requires_grad_(False)
+    with pytest.warns(UserWarning, match=r"frozen \(requires_grad=False\) parameters \['0.weight', '0.bias'\] differ "
+                                         r"between the checkpoints and final.*\d+% of the squared distance off"):
+        d = lnb.pca_directions(states, final=final, n=2)
+    with pytest.warns(UserWarning, match="unfreeze them in final"):
+        path = project_trajectory(states, d, final=final)
+    names = [name for name, _ in model.named_parameters()]
+    trainable = [name for name, p in final.named_parameters() if p.requires_grad]
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+    # the directions over every parameter, zero on the frozen ones (the plane does not move them)
+    parts, start = [], 0
+    for name in names:
+        if name in trainable:
+            parts.append(d.vectors[:, start:start + sizes[name]].double().numpy())
+            start += sizes[name]
+        else:
+            parts.append(np.zeros((2, sizes[name])))
+    dmat = np.concatenate(parts, axis=1)
+    w = _flat_all(model, final.state_dict())
+    for i, sd in enumerate(states):
+        delta = _flat_all(model, sd) - w
+        c, *_ = np.linalg.lstsq(dmat.T, delta, rcond=None)
+        np.testing.assert_allclose(path.coords[i], c, rtol=1e-6, atol=1e-9)
+        assert path.norm[i] == pytest.approx(np.linalg.norm(delta), rel=1e-9, abs=1e-12)
+        assert path.distance[i] == pytest.approx(np.linalg.norm(delta - dmat.T @ c), rel=1e-7, abs=1e-9)
+        assert d.provenance["path_distance"][i] == pytest.approx(path.distance[i], rel=1e-9, abs=1e-12)
+    # the explained variance is the PCA's over the trainable tensors only (biasbn: 1-D ones left out)
+    m = np.stack([np.concatenate([sd[name].double().reshape(-1).numpy() for name in trainable
+                                  if sd[name].ndim > 1]) for sd in states])
+    s = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)
+    np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    with warnings.catch_warnings():  # frozen parameters equal in every checkpoint: nothing to say
+        warnings.simplefilter("error")
+        frozen_same = copy.deepcopy(model)
+        frozen_same[0].requires_grad_(False)
+        project_trajectory([{**sd, "0.weight": model[0].weight.detach(), "0.bias": model[0].bias.detach()}
+                            for sd in states], d, final=frozen_same)
+
+
+def test_bfloat16_checkpoints_and_model_give_the_pca_of_their_values(mlp_traj):
+    """Trial s35: bfloat16 checkpoints raised numpy's "TypeError: Got unsupported ScalarType BFloat16"; they are
+    read as float32, which holds every bfloat16 value exactly (naive: SVD of the float64 matrix of those values)."""
+    model, states = mlp_traj
+    model = copy.deepcopy(model).bfloat16()
+    states = [{k: v.bfloat16() for k, v in sd.items()} for sd in states]
+    d = lnb.pca_directions(states, final=model, n=2, ignore=None)
+    m = _matrix(model, states, None)
+    _, s, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
+    np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    w = _flat_all(model, model.state_dict())
+    norms = [np.linalg.norm(_flat_all(model, sd) - w) for sd in states]
+    np.testing.assert_allclose(d.provenance["path_norm"], norms, rtol=1e-9)
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict"])
+def test_trainer_dicts_in_memory_are_read_as_their_files_are(key, mlp_traj, mlp_data):
+    """Trial s35: [{"epoch": i, "model_state_dict": sd}, ...] held in memory was refused as "another architecture",
+    while the same dicts saved to .pt files were read."""
+    model, states = mlp_traj
+    wrapped = [{"epoch": i, key: sd, "optimizer": {"lr": 0.3}} for i, sd in enumerate(states)]
+    d = lnb.pca_directions(wrapped, final=model, n=2, ignore=None, data=mlp_data)
+    m = _matrix(model, states, None)
+    _, _, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
+    for i, sd in enumerate(states):
+        m_i = copy.deepcopy(model)
+        m_i.load_state_dict(sd)
+        with torch.no_grad():
+            naive = float(nn.functional.cross_entropy(m_i(mlp_data[0]), mlp_data[1]))
+        assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-5)
+
+
+def test_checkpoints_that_differ_only_in_biases_are_refused_suggesting_ignore_none(mlp_traj):
+    """Trial s35: checkpoints differing in biases only were told "expected checkpoints that differ from each
+    other", though they do: in what ignore="biasbn" leaves out."""
+    model, states = mlp_traj
+    base = states[-1]
+    g = torch.Generator().manual_seed(0)
+    biased = [base] + [{k: v + 0.1 * torch.randn(v.shape, generator=g) if k.endswith("bias") else v
+                        for k, v in base.items()} for _ in range(3)]
+    with pytest.raises(LandscapeError, match=r"they differ only in 1-D tensors \['0.bias', '2.bias'\] \(biases, "
+                                             r"norm-layer weights\), which ignore='biasbn' leaves out of the PCA: "
+                                             r"pass ignore=None to include them$"):
+        lnb.pca_directions(biased, final=model, n=2)
+    d = lnb.pca_directions(biased, final=model, n=2, ignore=None)  # the fix, checked against numpy's SVD
+    m = _matrix(model, biased, None)
+    _, _, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    for i in range(2):
+        v = d.vectors[i].double().numpy()
+        np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
+    on_a_line = [{k: v + 0.1 * i if k.endswith("bias") else v for k, v in base.items()} for i in range(4)]
+    with pytest.raises(LandscapeError, match=r"pass ignore=None to include them \(with them they span 1 "
+                                             r"direction\(s\): ask for n=1 too\)"):
+        lnb.pca_directions(on_a_line, final=model, n=2)
+    with pytest.raises(LandscapeError, match="differ from each other: pass checkpoints from different training"), \
+            pytest.warns(UserWarning, match=r"2 is checkpoint 1"):  # biases too: no plane with them
+        lnb.pca_directions([states[0], states[-1], states[-1]], final=model, n=2)
+
+
+def test_a_repeated_checkpoint_is_named_in_a_warning_as_it_weighs_in_the_pca_again(mlp_traj):
+    """Trial s35: the final model passed twice changed the directions and explained variance without a word."""
+    model, states = mlp_traj
+    twice = [*states, copy.deepcopy(states[-1]), states[1]]
+    with pytest.warns(UserWarning, match=r"^checkpoints repeat earlier ones \(6 is checkpoint 5, 7 is checkpoint 1: "
+                                         r"the same weights\): each copy weighs in the PCA once more"):
+        d = lnb.pca_directions(twice, final=model, n=2, ignore=None)
+    m = _matrix(model, twice, None)  # naive: the copies are rows of the matrix like any other
+    s = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)
+    np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    once = lnb.pca_directions(states, final=model, n=2, ignore=None)
+    assert not np.allclose(d.provenance["explained_variance_ratio"], once.provenance["explained_variance_ratio"])
+    nudged = {k: v.clone() for k, v in states[-1].items()}
+    nudged["0.weight"][0, 0] = torch.nextafter(nudged["0.weight"][0, 0], torch.tensor(1.0))  # one ulp: not a copy
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.pca_directions([*states, nudged], final=model, n=2)
+
+
+def test_models_project_onto_the_plane_through_them_where_it_moves_frozen_parameters():
+    """plane_directions puts differing frozen parameters in their place in the layout; the projection read the
+    direction vectors with the trainable-only offsets, so b was drawn at (0.31, 0.36), 1.10 off its own plane."""
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+        models[-1][0].requires_grad_(False)
+    a, b, c = models
+    d = lnb.plane_directions(a, b, c)
+    assert d.layout.frozen_names == ("0.weight", "0.bias")
+    path = project_trajectory([b.state_dict(), c.state_dict()], d, final=a)
+    np.testing.assert_allclose(path.coords, np.eye(2), atol=1e-6)  # b is at (1, 0), c at (0, 1) by construction
+    assert np.all(path.distance < 1e-6)
