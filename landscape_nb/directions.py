@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .choices import NORMS
-from .errors import LandscapeError, check_choice, warn_user
+from .errors import LandscapeError, check_choice, positive_int, warn_user
 from .params import ParamLayout, check_finite, float_state_buffers, model_dtype, unwrap_model
 
 IGNORES = ("biasbn", None)
@@ -95,6 +95,42 @@ class Directions:
             one is unchanged.
         """
         return dataclasses.replace(self, provenance={**self.provenance, **entries})
+
+    def suggested_grid(self, num: int, num_y: int | None = None, num_z: int | None = None) -> dict[str, tuple]:
+        """``compute_surface``'s ``x=``, ``y=`` (and ``z=``) for these directions: per axis the range the scheme
+        suggests (``provenance["x_range"]``, ``["y_range"]``; else -1..1) moved so that a point falls on 0, the
+        model at the centre (for an interpolation or a plane through models, on 1 as well:
+        `grid.range_through`). A suggested range is rarely symmetric, so ``x=(*x_range, 21)`` missed the
+        centre, whose marker then showed a neighbour's loss (trial s35).
+
+        >>> surf = lnb.compute_surface(model, data, d, **d.suggested_grid(21))
+
+        Parameters
+        ----------
+        num, num_y, num_z : int
+            Points along x, y and z (``num_y``, ``num_z`` default ``num``); only the axes the directions
+            have are returned.
+
+        Returns
+        -------
+        dict
+            ``{"x": (start, stop, num), "y": ..., "z": ...}`` for the first ``n`` axes.
+
+        Raises
+        ------
+        LandscapeError
+            A count that is not a positive integer.
+        """
+        from .grid import range_through
+
+        counts = {"x": num, "y": num if num_y is None else num_y, "z": num if num_z is None else num_z}
+        unit = self.scheme in ("interpolate", "plane3")  # the second model at 1 on its axis
+        out = {}
+        for axis in ("x", "y", "z")[: min(self.n, 3)]:
+            positive_int(f"num{'' if axis == 'x' else '_' + axis}", counts[axis])
+            start, stop = self.provenance.get(f"{axis}_range", (-1.0, 1.0))
+            out[axis] = (*range_through(float(start), float(stop), int(counts[axis]), unit=unit), int(counts[axis]))
+        return out
 
     def select(self, idx: Sequence[int]) -> "Directions":
         return Directions(self.vectors[list(idx)].clone(), self.layout, dict(self.provenance))

@@ -8,8 +8,7 @@
 >>> # leaving the block records the final weights if the last step was not recorded
 >>> d = rec.pca_directions(n=2)       # Li et al. 2018, §7, centred at the final weights
 >>> path = rec.project(d, data=(x, y))
->>> lnb.plot.animate(lnb.compute_surface(model, (x, y), d, x=(*d.provenance["x_range"], 21),
-...                                      y=(*d.provenance["y_range"], 21)), path)
+>>> lnb.plot.animate(lnb.compute_surface(model, (x, y), d, **d.suggested_grid(21)), path)
 
 Checkpoints are whole state dicts (parameters and buffers). With ``path`` they go to a zarr
 store of plain arrays, one array per tensor with a leading checkpoint axis (no pickle:

@@ -274,8 +274,7 @@ def pca_directions(
     >>> ex = lnb.zoo.load("mlp-digits")
     >>> d = lnb.pca_directions(ex.trajectory, final=ex.model, n=2)
     >>> d.provenance["explained_variance_ratio"]     # e.g. [0.83, 0.09]
-    >>> surf = lnb.compute_surface(ex.model, ex.test, d, x=(*d.provenance["x_range"], 21),
-    ...                            y=(*d.provenance["y_range"], 21))   # [start, stop] + points
+    >>> surf = lnb.compute_surface(ex.model, ex.test, d, **d.suggested_grid(21))  # x_range, y_range through 0
     >>> lnb.plot.pca_contour(surf, lnb.project_trajectory(ex.trajectory, d, final=ex.model, data=ex.test))
 
     The checkpoints (all of them, as given: the zoo's include the initial and the
@@ -296,8 +295,8 @@ def pca_directions(
     variance of the centred checkpoints over the tensors the PCA covers: the
     trainable ones, less those ``ignore`` leaves out; they sum to ≤ 1), the projected path
     (``path_x``, ``path_y``, ``path_distance``), axis labels with the variance and
-    ``x_range``/``y_range`` (``[start, stop]``: add a number of points for
-    ``compute_surface``, as above) covering the path with a margin. With ``data`` the
+    ``x_range``/``y_range`` (``[start, stop]``, covering the path with a margin;
+    ``d.suggested_grid(num)`` moves them so a point falls on the centre, as above). With ``data`` the
     checkpoints' true losses are in ``path_loss``.
 
     Parameters

@@ -33,6 +33,50 @@ def test_pca_contour_shows_the_path_with_distances_true_losses_and_variance_axes
     assert "true loss" not in bare.data[1].hovertemplate and "distance" not in bare.data[1].hovertemplate
 
 
+def test_the_centre_marker_says_when_no_grid_point_holds_the_centre_and_whose_loss_it_shows():
+    """A PCA range is rarely symmetric: x=(*x_range, 21) missed 0, and the star said "the model at the centre
+    (0, 0), loss: 0.4997" of a grid point at x = 0.187, the model's own being 0.4985 (trial s35)."""
+    x, y = np.linspace(-0.8, 2.2, 6), np.linspace(-0.5, 0.5, 5)  # x: -0.8, -0.2, 0.4, ...: no 0
+    loss = 1 + x[None, :] ** 2 + 2 * y[:, None] ** 2
+    star = plot.pca_contour(Surface(x, y, loss), {"x": [-0.5, 0.0], "y": [0.2, 0.0]}).data[-1]
+    assert star.name == "centre"
+    said = "no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g})"
+    assert said in star.hovertemplate
+    np.testing.assert_allclose(star.customdata[0], [loss[2, 1], -0.2, 0.0])
+    on = plot.pca_contour(_plane(), {"x": [-0.5, 0.0], "y": [0.2, 0.0]}).data[-1]  # 0 a grid point
+    assert on.hovertemplate == "the model at the centre (0, 0)<br>loss: %{customdata[0]:.4g}<extra></extra>"
+
+
+def test_suggested_grids_hold_the_centre_and_the_models_and_cover_the_suggested_ranges():
+    """``Directions.suggested_grid``: the scheme's ranges moved so that a grid point is the centre (and, for
+    paths between models, 1 too), checked against the grid's own points."""
+    import torch
+
+    import landscape_nb as lnb
+
+    model = torch.nn.Linear(4, 3)
+    g = torch.Generator().manual_seed(0)
+    checkpoints = [{k: v + 0.2 * i * torch.randn(v.shape, generator=g) for k, v in model.state_dict().items()}
+                   for i in range(6)]
+    other = torch.nn.Linear(4, 3)
+    for d, unit in ((lnb.pca_directions(checkpoints, final=model, ignore=None), False),
+                    (lnb.random_directions(model, n=3, seed=0), False),
+                    (lnb.interpolation_direction(model, other).with_provenance(x_range=[-0.4, 1.3]), True)):
+        for num in (21, 20, 11):
+            grid = d.suggested_grid(num)
+            assert sorted(grid) == ["x", "y", "z"][: d.n]
+            for axis, (start, stop, n) in grid.items():
+                points = np.linspace(start, stop, n)
+                lo, hi = d.provenance.get(f"{axis}_range", (-1.0, 1.0))
+                assert n == num and np.abs(points).min() < 1e-9 * (stop - start)  # the centre
+                if unit:
+                    assert np.abs(points - 1).min() < 1e-9 * (stop - start)  # the second model
+                else:  # the suggested range covered
+                    assert start <= lo + 1e-9 and stop >= hi - 1e-9
+    with pytest.raises(LandscapeError, match=r"num_y=0"):
+        lnb.random_directions(model, n=2).suggested_grid(21, num_y=0)
+
+
 def test_the_path_is_coloured_by_the_share_of_each_offset_off_the_plane_on_a_fixed_scale():
     """Trial Y: the colour scale got cmin=0 without cmax, which plotly.js ignores, so it ran from the nearest
     checkpoint to the farthest: a checkpoint 99 % off the plane was drawn white, as if on it, and another run's

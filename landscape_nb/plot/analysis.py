@@ -133,11 +133,16 @@ def pca_contour(
     )
     x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
     if x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max():  # the model the plane is centred on, where the
-        fig.add_trace(go.Scatter(  # path ends when its last checkpoint is that model (Li et al.'s Fig. 9)
+        i, j = int(np.argmin(np.abs(x))), int(np.argmin(np.abs(y)))  # path ends when its last checkpoint is
+        on_grid = abs(x[i]) <= 1e-9 * np.ptp(x) and abs(y[j]) <= 1e-9 * np.ptp(y)  # that model (Fig. 9)
+        at = ("loss: %{customdata[0]:.4g}" if on_grid else  # a neighbour's loss, said as the centre's (s35)
+              "no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "
+              "%{customdata[0]:.4g} (a grid through 0: d.suggested_grid(n))")
+        fig.add_trace(go.Scatter(
             x=[0.0], y=[0.0], mode="markers", name="centre", showlegend=False,
             marker=dict(symbol="star", size=14, color="white", line=dict(width=1.5, color="black")),
-            customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0])]],
-            hovertemplate="the model at the centre (0, 0)<br>loss: %{customdata[0]:.4g}<extra></extra>"))
+            customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0]), x[i], y[j]]],
+            hovertemplate=f"the model at the centre (0, 0)<br>{at}<extra></extra>"))
     if distance is not None and norm is not None:
         far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
         rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
