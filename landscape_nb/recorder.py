@@ -308,12 +308,12 @@ class TrajectoryRecorder:
                               loss_fn=loss_fn)
 
     def project(self, directions, *, final: nn.Module | None = None, data=None,
-                loss_fn: Callable | None = None):
+                loss_fn: Callable | None = None, mode: str = "eval"):
         """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step."""
         from .trajectory import project_trajectory
 
         return project_trajectory(self.checkpoints, directions, final=final or self.model, data=data,
-                                  loss_fn=loss_fn, labels=self.labels)
+                                  loss_fn=loss_fn, labels=self.labels, mode=mode)
 
 
 __all__ = ["TrajectoryRecorder", "STORE_FORMAT"]

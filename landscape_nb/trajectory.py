@@ -442,6 +442,8 @@ class ProjectedPath:
     norm: np.ndarray  # (k,)
     loss: np.ndarray | None = None
     labels: list[str] = field(default_factory=list)
+    directions: str | None = None  # the fingerprint of the directions projected onto: plots check their surface's
+    mode: str | None = None  # how ``loss`` was evaluated ("eval", "bn-recompute"): plots compare the surface's
 
     @property
     def x(self) -> np.ndarray:
@@ -457,7 +459,8 @@ class ProjectedPath:
 
     def flipped(self, flip: Sequence[bool]) -> "ProjectedPath":
         signs = np.array([-1.0 if f else 1.0 for f in flip])
-        return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels))
+        return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels),
+                             mode=self.mode)  # onto other directions (signs flipped): their fingerprint is not known
 
     def as_provenance(self) -> dict:
         out = {"path_x": self.x.tolist(), "path_distance": self.distance.tolist(), "path_norm": self.norm.tolist()}
@@ -469,7 +472,7 @@ class ProjectedPath:
 
 
 def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, data=None, loss_fn=None,
-                       labels: Sequence[str] | None = None) -> ProjectedPath:
+                       labels: Sequence[str] | None = None, mode: str = "eval") -> ProjectedPath:
     """Project checkpoints onto ``directions`` (any, not only PCA) around ``final``.
 
     Coordinates solve the least-squares problem ``min_c ‖θ_i − θ_final − cᵀD‖`` (for
@@ -496,12 +499,19 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         One label per checkpoint, ``k`` in all (default: "init" for the first, "checkpoint i"
         for the others, and "final" for the last only when its trainable weights are exactly
         ``final``'s, i.e. it is the model at the centre; otherwise it is "checkpoint k-1").
+    mode : {"eval", "bn-recompute"}
+        How the true losses are evaluated, as ``compute_surface``'s ``mode``: pass the surface's,
+        so that a checkpoint's true loss and the plane's loss under it differ by the projection
+        only (a BatchNorm plane in "bn-recompute" showed 0.35 where the eval-mode true loss of
+        the same model was 0.56, trial s35); the plots say where they differ.
 
     Returns
     -------
     ProjectedPath
         ``coords`` (k, n) in direction units, ``distance`` and ``norm`` (k,) in
-        weight-space units (Euclidean), ``loss`` (k,) with ``data``, and ``labels``.
+        weight-space units (Euclidean), ``loss`` (k,) with ``data``, and ``labels``;
+        ``directions`` (their fingerprint: ``plot.contour`` refuses the path on a surface
+        of other directions) and ``mode``.
 
     Raises
     ------
@@ -560,14 +570,19 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
             f"distances from final and from the plane ({share:.0f}% of the squared distance off the plane, summed "
             "over the checkpoints) and left out of a PCA and its explained variance. To have the plane move them, "
             "unfreeze them in final (requires_grad_(True)) before making the directions")
-    loss = None if data is None else checkpoint_losses(states, final, data, loss_fn=loss_fn)
+    mode = {"bn": "bn-recompute"}.get(mode, check_choice("mode", mode, ("eval", "bn-recompute", "bn")))
+    from .evaluate import EvalSettings
+
+    loss = None if data is None else checkpoint_losses(states, final, data, loss_fn=loss_fn,
+                                                       settings=EvalSettings(mode=mode))
     if labels is None:
         last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest
         labels = ["init" if i == 0 else ("final" if i == k - 1 and last_is_final else f"checkpoint {i}")
                   for i in range(k)]
     elif len(labels) != k:
         raise LandscapeError(f"{len(labels)} labels for {k} checkpoints; expected one label per checkpoint")
-    return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels])
+    return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels],
+                         directions=directions.fingerprint(), mode=None if data is None else mode)
 
 
 def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None) -> np.ndarray:

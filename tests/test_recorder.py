@@ -244,7 +244,7 @@ def test_the_module_docstring_example_runs_as_written(tmp_path, monkeypatch):
     with single_thread():
         exec(code, scope)  # noqa: S102 - the docstring's example, as written
     assert list(scope["rec"].steps) == [0, 10, 20, 24] and (tmp_path / "runs" / "path.zarr").is_dir()
-    assert len(scope["path"].x) == 4 and 'x=(*d.provenance["x_range"], 21)' in code  # a surface on the range
+    assert len(scope["path"].x) == 4 and "**d.suggested_grid(21)" in code  # a surface on the range
 
 
 def test_the_readme_projection_of_recorded_checkpoints_runs_as_written():

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, warn_user
 from ..surface import Surface
 from ._common import (
     COLORSCALE,
@@ -306,6 +306,24 @@ def _trajectory_field(trajectory: Any, name: str):
     return getattr(trajectory, name, None)
 
 
+def _check_path_fits(surface: Surface, path: Any) -> None:
+    """Refuse a projected path (``project_trajectory``'s) of other directions than ``surface``'s: its coordinates
+    are not points of this plane (one projected onto random directions was drawn on a PCA plane, trial s35). Warn
+    where its true losses were evaluated in another mode than the surface's."""
+    drawn = (surface.spec.get("directions") or {}).get("fingerprint")
+    made = _trajectory_field(path, "directions")
+    if drawn and made and drawn != made:
+        raise LandscapeError(
+            f"trajectory: the path was projected onto other directions (fingerprint {made}) than the surface was "
+            f"computed along ({drawn}), so its coordinates are not points of this plane; expected "
+            "project_trajectory(checkpoints, d, ...) with the d of compute_surface(model, data, d, ...)")
+    mode, surface_mode = _trajectory_field(path, "mode"), (surface.spec.get("eval") or {}).get("mode")
+    if mode and surface_mode and mode != surface_mode:
+        warn_user(f"trajectory: the path's true losses were evaluated with mode={mode!r}, the surface with "
+                  f"mode={surface_mode!r}: a checkpoint's true loss and the plane's under it differ by BatchNorm's "
+                  f"statistics as well as the projection; pass project_trajectory(..., mode={surface_mode!r})")
+
+
 def _trajectory_trace(trajectory: Any) -> go.Scatter:
     x = _trajectory_field(trajectory, "x")
     y = _trajectory_field(trajectory, "y")
@@ -409,6 +427,7 @@ def contour(
     """
     fig = _single_grid_figure("contour", surface, log=log, clip=clip, title=title, levels=levels)
     if trajectory is not None:
+        _check_path_fits(surface, trajectory)
         path = _trajectory_trace(trajectory)
         fig.add_trace(path)
         if path.marker.showscale:  # stack the two colorbars instead of overlapping them
