@@ -6,7 +6,9 @@ whose end points are the other models; ``paired_layout`` checks the models match
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import torch
@@ -64,9 +66,14 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     names = [f"model {n}" for n in (names or "abcdefghijklmnopqrstuvwxyz"[:len(models)])]
     ParamLayout.of(models[0], include_buffers=include_buffers)  # refuses a non-module before it is read
     for m, name in zip(models[1:], names[1:]):
-        if not isinstance(m, nn.Module):
+        if not isinstance(m, nn.Module):  # a state dict or a path was refused with no way to it (trial s35)
+            fix = ("it holds the tensors, not the architecture: pass landscape_nb.model_paths.model_from_state_dict("
+                   f"{names[0].split()[-1]}, state), a copy of {names[0]} holding them" if isinstance(m, Mapping) else
+                   "load it: landscape_nb.model_paths.model_from_state_dict("
+                   f"{names[0].split()[-1]}, landscape_nb.trajectory.load_state_dict_file(path))"
+                   if isinstance(m, (str, os.PathLike)) else "pass the model object itself")
             raise LandscapeError(f"{name} is a {type(m).__name__}; expected a torch.nn.Module of {names[0]}'s "
-                                 "architecture: pass the model object itself")
+                                 f"architecture: {fix}")
         _check_same_architecture(models[0], m, names[0], name, include_buffers)
     differ = _differing_frozen(models)
     if differ and frozen == "refuse":

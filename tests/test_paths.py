@@ -632,3 +632,23 @@ def test_an_error_of_the_model_while_a_bezier_curve_trains_is_named_in_one_line(
                                              r"mat2 shapes cannot be multiplied .*\(on the first 8 samples\)") as exc:
         lnb.bezier_curve(a, b, (torch.cat([x, x[:, :1]], dim=1), y), n_steps=1, n_points=3)
     assert isinstance(exc.value.__cause__, RuntimeError)
+
+
+def test_a_state_dict_or_path_given_for_a_model_is_refused_with_the_way_to_a_model(tmp_path):
+    """pca_directions and the CLI take state dicts and .pt files; the paths between models refused them with
+    "pass the model object itself" (trial s35): the message now gives the call that makes one, which works."""
+    from landscape_nb.model_paths import model_from_state_dict
+    from landscape_nb.trajectory import load_state_dict_file
+
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    torch.save(b.state_dict(), tmp_path / "b.pt")
+    with pytest.raises(LandscapeError, match=r"model b is a OrderedDict; .* it holds the tensors, not the "
+                                             r"architecture: pass landscape_nb\.model_paths\.model_from_state_dict"):
+        lnb.interpolation_direction(a, b.state_dict())
+    with pytest.raises(LandscapeError, match=r"model b is a str; .* load it: landscape_nb\.model_paths\."
+                                             r"model_from_state_dict\(a, landscape_nb\.trajectory\.load_state_dict_"):
+        lnb.interpolation_direction(a, str(tmp_path / "b.pt"))
+    d = lnb.interpolation_direction(a, model_from_state_dict(a, load_state_dict_file(tmp_path / "b.pt")))
+    want = torch.cat([(q - p).reshape(-1) for p, q in zip(a.parameters(), b.parameters())])
+    torch.testing.assert_close(d.vectors[0], want.detach())
