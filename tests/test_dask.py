@@ -636,17 +636,23 @@ def test_worker_missing_module_names_it(client, data, tmp_path, monkeypatch):
         lnb.compute_surface(m, data, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
 
 
+def _users_module(client, tmp_path, monkeypatch, name: str, source: str):
+    """A module of the user's, ``name``, written to ``tmp_path``, imported here and uploaded to the workers."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module(name)
+    client.upload_file(str(path))
+    return path, mod
+
+
 def test_a_global_set_in_this_process_that_the_workers_do_not_read_is_refused(client, data, tmp_path, monkeypatch):
     """Workers import the user's modules from their files: ``TEMP = 3`` set here after importing never reached
     them, and the surface was silently of TEMP = 1 (its store even recorded TEMP = 3). Refused before any tile,
     naming the global; equal values on both sides run, equal to the in-process run."""
-    path = tmp_path / "lnb_worker_globals.py"
-    path.write_text("import torch.nn.functional as F\n\nTEMP = 1.0\n\n\ndef temp_ce(o, t):\n"
-                    "    return F.cross_entropy(o / TEMP, t)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import lnb_worker_globals as mod
-
-    client.upload_file(str(path))
+    path, mod = _users_module(client, tmp_path, monkeypatch, "lnb_worker_globals",
+                              "import torch.nn.functional as F\n\nTEMP = 1.0\n\n\ndef temp_ce(o, t):\n"
+                              "    return F.cross_entropy(o / TEMP, t)\n")
     m = _model()
     d = random_dict_dirs(m, 1)
     kw = {"x": (-1, 1, 3), "loss_fn": mod.temp_ce}
@@ -691,13 +697,9 @@ def test_a_worker_started_with_another_environment_variable_the_loss_reads_at_ca
         client, data, tmp_path, monkeypatch):
     """``os.environ.get("NAME")`` read by the loss at call time, on a worker started with NAME=3: 119 of 225
     points were of another loss, complete and stored (trial s35). Refused naming the variable and the worker."""
-    path = tmp_path / "lnb_worker_env.py"
-    path.write_text("import os\n\nimport torch.nn.functional as F\n\n\ndef env_ce(o, t):\n"
-                    "    return F.cross_entropy(o / float(os.environ.get('LNB_WORKER_TEMP', '1')), t)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import lnb_worker_env as mod
-
-    client.upload_file(str(path))
+    _, mod = _users_module(client, tmp_path, monkeypatch, "lnb_worker_env",
+                           "import os\n\nimport torch.nn.functional as F\n\n\ndef env_ce(o, t):\n"
+                           "    return F.cross_entropy(o / float(os.environ.get('LNB_WORKER_TEMP', '1')), t)\n")
     m = _model()
     d = random_dict_dirs(m, 1)
     workers = sorted(client.scheduler_info()["workers"])
