@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import LandscapeError, seed_int
+from .errors import LandscapeError, seed_int, warn_user
 
 PROBES = ("rademacher", "gaussian")
 #: Ritz values whose spread is under this times max(1, |θ|) coincide (the default σ is then 1e-3 of that scale)
@@ -176,12 +177,15 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
     """One probe's quadrature; module level so Dask can pickle it (one task per probe)."""
     from .hessian import HessianOperator, user_errors
 
-    op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
-    v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)
-    with user_errors(op, loss_fn, f"the spectral density's probe {index}"):
-        alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=breakdown_for(op.dtype))
+    with warnings.catch_warnings(record=True) as caught:  # said where the caller is: a Dask worker's stayed in
+        warnings.simplefilter("always")  # its log (trial s34: a model sampling at random, softmax outputs)
+        op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
+        v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)
+        with user_errors(op, loss_fn, f"the spectral density's probe {index}"):
+            alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=breakdown_for(op.dtype))
     theta, tau = gauss_quadrature(alpha, beta)
-    return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params}
+    return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params,
+            "warnings": [(str(w.message), w.category) for w in caught]}
 
 
 # ----------------------------------------------------------- density ----
@@ -284,6 +288,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         results = [run_probe(model, data, loss_fn, i, **options) for i in range(n_probes)]
     else:
         results = _run_on_dask(client, model, data, loss_fn, n_probes, options)
+    for message, category in dict.fromkeys(w for r in results for w in r["warnings"]):  # once each, not per probe
+        warn_user(message, category)
     rows = max(len(r["theta"]) for r in results)
     theta = np.full((n_probes, rows), np.nan)
     tau = np.zeros((n_probes, rows))

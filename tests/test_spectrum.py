@@ -140,9 +140,13 @@ def test_dask_probes_on_a_local_cluster_equal_in_process(problem):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         there = hessian_spectrum(model, data, n_probes=3, n_steps=15, seed=5, client=client)
+        probabilities = nn.Sequential(model, nn.Softmax(dim=-1))  # a worker's warning reaches this process
+        with pytest.warns(UserWarning, match="softmax") as said:
+            hessian_spectrum(probabilities, data, n_probes=3, n_steps=5, seed=5, client=client)
     assert np.allclose(there.ritz_values, here.ritz_values, rtol=1e-9, atol=1e-12)
     assert np.allclose(there.density, here.density, rtol=1e-9, atol=1e-12)
     assert there.n_products == here.n_products == 45
+    assert len([w for w in said if "softmax" in str(w.message)]) == 1  # once, not once per probe (trial s34)
 
 
 def test_spectrum_figure_draws_the_density_and_every_ritz_value(problem):
