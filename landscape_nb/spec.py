@@ -529,12 +529,36 @@ def _digest(hexdigest: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _digesting_pickler() -> type:
-    """A ``cloudpickle.CloudPickler`` writing tensors and arrays as their SHA-256 (made once: it imports
-    cloudpickle)."""
+    """cloudpickle's pickler writing tensors and arrays as their SHA-256, and sets in a fixed order (made once:
+    it imports cloudpickle). A set of strings is iterated in the order of the process's hash seed, so a loss
+    holding one got another fingerprint in every process and its store never resumed (trial s34). The C
+    pickler asks no reducer for sets, so this is cloudpickle's reductions on the pure-Python pickler, whose
+    bytes are the C one's otherwise (the fingerprints of earlier stores hold)."""
+    import pickle
+
     import cloudpickle
     import numpy as np
 
-    class DigestingPickler(cloudpickle.CloudPickler):
+    cloud = cloudpickle.CloudPickler
+
+    class DigestingPickler(pickle._Pickler):
+        dispatch_table = cloud.dispatch_table
+        _dynamic_function_reduce = cloud._dynamic_function_reduce
+        _function_reduce = cloud._function_reduce
+        _function_getnewargs = cloud._function_getnewargs
+
+        def __init__(self, file):
+            super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
+            self.globals_ref = {}  # cloudpickle's: functions sharing globals share them
+
+        def save_set(self, obj):
+            pickle._Pickler.save_set(self, sorted(obj, key=repr))
+
+        def save_frozenset(self, obj):
+            pickle._Pickler.save_frozenset(self, sorted(obj, key=repr))
+
+        dispatch = {**pickle._Pickler.dispatch, set: save_set, frozenset: save_frozenset}  # noqa: RUF012 - read only
+
         def reducer_override(self, obj):
             if isinstance(obj, torch.Tensor) and obj.device.type != "meta" and obj.layout == torch.strided:
                 h = hashlib.sha256(b"tensor")
@@ -544,7 +568,7 @@ def _digesting_pickler() -> type:
                 h = hashlib.sha256(b"array")
                 hash_array(h, obj)
                 return _digest, (h.hexdigest(),)
-            return super().reducer_override(obj)
+            return cloud.reducer_override(self, obj)
 
     return DigestingPickler
 

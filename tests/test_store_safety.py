@@ -1038,3 +1038,42 @@ def test_a_store_resumes_across_settings_that_change_values_by_rounding_only_or_
     np.testing.assert_allclose(fresh.loss, first.loss, rtol=1e-5)  # what the store holds is this run's values
     assert fresh.provenance["channels_last"] is change.get("channels_last", False)
     assert fresh.provenance["compile"] is False
+
+
+SET_LOSS = '''
+import torch.nn.functional as F
+
+SKIP = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}
+
+
+class NamedLoss:
+    def __init__(self):
+        self.names = frozenset(["one", "two", "three", "four", "five"])
+
+    def __call__(self, o, t):
+        return F.cross_entropy(o, t) * (2.0 if "alpha" in SKIP and "one" in self.names else 1.0)
+'''
+
+
+def test_a_loss_holding_sets_of_strings_resumes_its_store_in_another_process(tmp_path):
+    """A set of strings is pickled in the order of the process's hash seed: a loss holding one got another
+    fingerprint (spec key) in every process, so its store was refused as another surface (trial s34)."""
+    import subprocess
+
+    (tmp_path / "set_loss.py").write_text(SET_LOSS)
+    script = ("import sys, torch, landscape_nb as lnb, set_loss\n"
+              "torch.manual_seed(0)\n"
+              "m = torch.nn.Linear(6, 3)\n"
+              "g = torch.Generator().manual_seed(0)\n"
+              "data = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)\n"
+              "d = lnb.random_directions(m, n=1, seed=1)\n"
+              "s = lnb.compute_surface(m, data, d, x=(-1, 1, 5), loss_fn=set_loss.NamedLoss(), store=sys.argv[1])\n"
+              "print(s.provenance['points_from_store'], s.provenance['key'])\n")
+    said = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "s.zarr")], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-2000:]
+        said.append(out.stdout.split())
+    assert [n for n, _ in said] == ["0", "5", "5"] and len({key for _, key in said}) == 1
