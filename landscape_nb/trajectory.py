@@ -586,7 +586,8 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
 
 
 def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None) -> np.ndarray:
-    """Mean loss of each checkpoint (parameters and floating buffers) on ``data``, eval mode, shape (k,).
+    """Mean loss of each checkpoint (parameters, frozen ones too, and floating buffers) on ``data``, eval mode,
+    shape (k,).
 
     Uses the surface evaluator: the checkpoints are the directions θ_i − θ_model and
     checkpoint i is the point with coordinate 1 on direction i. ``settings``
@@ -599,7 +600,9 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, setti
 
     names = list(unwrap_model(model).state_dict())
     states = [match_state_keys(sd, names) for sd in as_checkpoints(trajectory)]
-    layout = ParamLayout.of(model, include_buffers=True)
+    frozen = [name for name, p in unwrap_model(model).named_parameters() if not p.requires_grad]
+    layout = ParamLayout.of(model, include_buffers=True, frozen=frozen)  # each checkpoint's own frozen layers:
+    # left out, a checkpoint's true loss was that of its weights with the model's frozen ones (trial s35)
     dtype = vector_dtype(model)  # a float64 model's checkpoints to float64 rounding, not float32's ~1e-7
     base = flatten(model, layout).to(dtype).cpu()
     rows = []

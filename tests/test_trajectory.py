@@ -328,7 +328,7 @@ def test_a_float64_models_pca_directions_and_checkpoint_losses_are_float64(mlp_t
         assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-12, abs=0)
 
 
-def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_warn(mlp_traj):
+def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_warn(mlp_traj, mlp_data):
     """Trial s35: the trajectory trained every layer, then the first was frozen in `final`. Its movement was left
     out of both distances (1.10 reported off the plane where every weight gave 4.80), against the promise that
     distances from the plane count every weight."""
@@ -365,6 +365,14 @@ def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_
                                   if sd[name].ndim > 1]) for sd in states])
     s = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)
     np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
+    with pytest.warns(UserWarning, match="unfreeze them in final"):  # each checkpoint's true loss is its own, with
+        losses = project_trajectory(states, d, final=final, data=mlp_data).loss  # its own frozen layer (it was
+    for i, sd in enumerate(states):  # evaluated with final's, trial s35)
+        m_i = copy.deepcopy(model)
+        m_i.load_state_dict(sd)
+        with torch.no_grad():
+            assert losses[i] == pytest.approx(float(nn.functional.cross_entropy(m_i(mlp_data[0]), mlp_data[1])),
+                                              rel=1e-5)
     with warnings.catch_warnings():  # frozen parameters equal in every checkpoint: nothing to say
         warnings.simplefilter("error")
         frozen_same = copy.deepcopy(model)
