@@ -442,7 +442,7 @@ _EIGEN_KEYS = {"max_eig": "lambda_max", "min_eig": "lambda_min"}
 def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done: np.ndarray, other: str) -> None:
     """NaN, in a loaded file's ``metrics``, where the reference had not computed them or the loss diverged:
     the points ``done`` leaves out; the other split's loss and accuracy where its own loss is still -1 (its
-    run is a separate one: its -1 read as a loss of -1 and an accuracy of -0.01, trial s35); λ_max and λ_min
+    run is a separate one: its -1 read as a loss of -1 and an accuracy of -0.01, trial s35) or NaN; λ_max and λ_min
     where plot_hessian_eigen.py left its placeholders (-1 and +1: λ_min above λ_max); and every metric of a
     split whose loss is NaN there (the accuracy of NaN logits read as a plausible 0.45). Where both
     eigenvalues are known and the file has no ratio, ``eig_ratio`` is |λ_min / λ_max|, as the reference's
@@ -451,7 +451,7 @@ def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done:
     theirs = {f"{other}_loss", f"{other}_accuracy"}
     if f"{other}_loss" in metrics:
         other_loss = metrics[f"{other}_loss"]
-        kept = mine & ~(other_loss < 0) & ~np.isnan(other_loss)
+        kept = done & ~(other_loss < 0) & ~np.isnan(other_loss)  # its own loss decides (not this split's NaN)
         metrics[f"{other}_loss"] = np.where(done & ~(other_loss < 0), other_loss, np.nan)
         if f"{other}_accuracy" in metrics:
             metrics[f"{other}_accuracy"] = np.where(kept, metrics[f"{other}_accuracy"], np.nan)

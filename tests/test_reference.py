@@ -568,7 +568,11 @@ def test_each_split_of_a_reference_file_keeps_its_own_not_computed_points_and_di
     surf = lnb.load_reference_surface(path)
     assert surf.is_complete  # the train split is
     np.testing.assert_array_equal(surf.metrics["test_loss"], np.where(missing, np.nan, test))
-    shown = ~missing & ~np.isnan(train)
+    test[1, 1] = np.nan  # the test split diverged there, the train split did not (and at [0, 0] the reverse)
+    path = _reference_file(tmp_path / "r.h5", x, y, train_loss=train, train_acc=train_acc,
+                           test_loss=np.where(missing, -1, test), test_acc=np.where(missing, -1, test_acc))
+    surf = lnb.load_reference_surface(path)
+    shown = ~missing & ~np.isnan(test)  # its own loss decides: [0, 0] keeps its test accuracy
     np.testing.assert_array_equal(surf.metrics["test_accuracy"], np.where(shown, test_acc / 100, np.nan))
     np.testing.assert_array_equal(surf.metrics["accuracy"], np.where(np.isnan(train), np.nan, train_acc / 100))
     tested = lnb.load_reference_surface(path, split="test")
