@@ -50,7 +50,8 @@ from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
 from .metrics import (DefaultLoss, batch_denominator, check_mean_loss, describe, probability_outputs_note,
                       unwrap_compiled)
-from .params import ParamLayout, check_finite, eval_mode, model_device, model_dtype, restoring, unwrap_model
+from .params import (ParamLayout, check_finite, eval_mode, holding, model_device, model_dtype, restoring,
+                     unwrap_model)
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          random_outputs_note, run_checking_inputs)
 
@@ -123,9 +124,10 @@ class HessianOperator:
         positive_int("max_samples", max_samples, none="all samples")
         model = unwrap_model(model)
         self.model = model
-        self.layout = layout or ParamLayout.of(model)
-        self.params = self.layout.tensors(model)
-        check_finite(self.layout, self.params, ", so every Hessian-vector product would be too")
+        with holding(model):  # not while another thread's compute_surface moves the weights (trial s35)
+            self.layout = layout or ParamLayout.of(model)
+            self.params = self.layout.tensors(model)
+            check_finite(self.layout, self.params, ", so every Hessian-vector product would be too")
         self.progress: Callable[[int], None] | None = None
         self.dense_memo: dict | None = None  # set by lanczos.extreme_eigenpairs for one call (its dense fallback)
         if batches is None:
@@ -197,7 +199,7 @@ class HessianOperator:
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss, flat."""
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        with eval_mode(self.model), torch.enable_grad(), second_order_formulas():
+        with holding(self.model), eval_mode(self.model), torch.enable_grad(), second_order_formulas():
             for (xb, yb), share in zip(self.batches, self._shares):
                 g = torch.autograd.grad(self._loss(xb, yb), self.params, allow_unused=True)
                 total += _flat(g, self.params).double() * share
@@ -215,8 +217,8 @@ class HessianOperator:
                                  f"{v.numel()}; expected finite values")
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        loss_total = total.new_zeros(())
-        with eval_mode(self.model), torch.enable_grad(), second_order_formulas():
+        loss_total = total.new_zeros(())  # the model held: another thread's compute_surface moved the weights under
+        with holding(self.model), eval_mode(self.model), torch.enable_grad(), second_order_formulas():  # it (s35)
             for (xb, yb), share in zip(self.batches, self._shares):
                 loss = self._loss(xb, yb)
                 loss_total += loss.detach().double() * share

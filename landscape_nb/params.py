@@ -210,7 +210,7 @@ _MODEL_LOCKS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _only_this_thread(model: nn.Module) -> Iterator[None]:
+def holding(model: nn.Module) -> Iterator[None]:
     """Hold ``model`` (unwrapped) for this thread: another thread's `restoring` of it waits, saying so. Two
     computations on one model in two threads (a notebook cell beside the Explorer's run) each moved the
     weights under the other: wrong values at every point, and the weights left moved (trial s35)."""
@@ -232,12 +232,12 @@ def _only_this_thread(model: nn.Module) -> Iterator[None]:
 def restoring(model: nn.Module) -> Iterator[None]:
     """Snapshot every parameter and buffer and each module's training flag; put them back
     bit-identically on exit, also after an exception. Cheap enough to wrap every tile. Meanwhile the model
-    is this thread's: another thread restoring it waits (`_only_this_thread`).
+    is this thread's: another thread restoring it waits (`holding`).
 
     Tensors that forward hooks keep as plain module attributes (``spectral_norm``'s and ``prune``'s
     ``weight``) are put back too, as the very objects they were: a ``vmap`` pass leaves its batched
     tensors there, which can then be neither copied nor saved, and a plain pass its perturbed weight."""
-    with _only_this_thread(model):
+    with holding(model):
         yield from _restoring(model)
 
 

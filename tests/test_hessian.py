@@ -900,3 +900,53 @@ def test_a_model_that_samples_at_random_is_said_so_by_every_hessian_entry():
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*samples at random")
             entry(_MCDropout(0.0).double())
+
+
+def test_a_hessian_entry_waits_for_a_surface_computed_on_the_model_in_another_thread(data64):
+    """hessian_eigenvalues beside a compute_surface on the same model in another thread failed with autograd's
+    "modified by an inplace operation" or "has no trainable parameters" (trial s35): the surface moves the
+    weights while it runs. The Hessian now waits for it, saying so, and equals the dense Hessian's."""
+    import threading
+
+    model = _small_mlp()
+    want = np.linalg.eigvalsh(_dense_hessian(model, data64))
+    saved = state_copy(model)
+    first_tile, surface = threading.Event(), {}
+
+    def run():
+        surface["s"] = lnb.compute_surface(model, data64, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 9),
+                                           y=(-1, 1, 9), tile=1, callbacks=[lambda ev: first_tile.set()])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert first_tile.wait(60)
+    with pytest.warns(UserWarning, match="another computation on this Sequential is running in another thread"):
+        got = lnb.hessian_eigenvalues(model, data64, k=1, which="both")
+    thread.join(60)
+    assert got["max"][0] == pytest.approx(want[-1], rel=1e-4) and got["min"][0] == pytest.approx(want[0], rel=1e-4)
+    assert surface["s"].is_complete
+    assert_bit_identical(model, saved)
+
+    # the other way round: Hessian-vector products under way when the surface starts
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    first_product, products = threading.Event(), []
+
+    def products_run():
+        op = HessianOperator(model, data64)
+        for _ in range(40):
+            products.append(op.matvec(v))
+            first_product.set()
+
+    thread = threading.Thread(target=products_run)
+    thread.start()
+    assert first_product.wait(60)
+    alone = lnb.compute_surface(copy.deepcopy(model), data64, lnb.random_directions(model, n=2, seed=0),
+                                x=(-1, 1, 9), y=(-1, 1, 9))
+    beside = lnb.compute_surface(model, data64, lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 9),
+                                 y=(-1, 1, 9), tile=1)
+    thread.join(60)
+    hv = _dense_hessian(model, data64) @ v.numpy()
+    assert len(products) == 40 and all(np.allclose(p.numpy(), hv, rtol=1e-8, atol=1e-10) for p in products)
+    np.testing.assert_allclose(beside.loss, alone.loss, rtol=1e-12)
+    assert_bit_identical(model, saved)
