@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import LandscapeError, one_line, user_frame, warn_user
+from .errors import LandscapeError, is_int, one_line, user_frame, warn_user
 
 RULES = ("pair", "last", "key", "inputs")
 
@@ -444,7 +444,7 @@ def _read_data(data, what: str, *, max_samples: int | None, subset_seed: int, ta
             return (*t[:k], *t[k + 1:], t[k])
 
         tree, alone = targets_last(tree), [(r, targets_last(t)) for r, t in alone]
-    rule, key = _rule_of(tree, target_key if not isinstance(target_key, int) else None, targets_needed)
+    rule, key = _rule_of(tree, None if is_int(target_key) else target_key, targets_needed)
     ev = EvalData(tree, rule, key, collated_alone=alone)
     idx = subset_indices(ev.n, max_samples, subset_seed)
     if idx is not None:
@@ -463,8 +463,9 @@ def _target_index(tree, target_key, what: str, targets_needed: bool) -> int | No
     """The position an integer ``target_key`` names in tuple samples, from 0 (None for a key that is not an
     integer, or samples with no targets to find in ``bn_data``); `LandscapeError` out of range or for samples
     that are no tuples (an index past a pair, or 0 of one, was ignored: the second element stood as targets)."""
-    if not isinstance(target_key, int) or isinstance(target_key, bool):
+    if not is_int(target_key):  # numpy's integers too
         return None
+    target_key = int(target_key)
     n = len(tree) if isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields") else 0
     if n >= 2 and -n <= target_key < n:
         return target_key % n

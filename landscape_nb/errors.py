@@ -87,12 +87,15 @@ def short_repr(value: Any, limit: int = 80) -> str:
 
 
 def one_line(exc: BaseException | str, limit: int = 600, whole: str = "the original exception is chained") -> str:
-    """``str(exc)`` on one line, cut at a word before ``limit`` characters and saying how much was left out and
-    where ``whole`` of it is (a load_state_dict mismatch cut mid-word read as a different key, trial s34)."""
+    """``str(exc)`` on one line, cut at a word before ``limit`` characters (in a word where the last space
+    comes before half of them) and saying how much was left out and where ``whole`` of it is (a
+    load_state_dict mismatch cut mid-word read as a different key, trial s34)."""
     text = " ".join(str(exc).split())
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0]
+    if len(cut) < limit // 2:  # one long word ("bad keys: a,b,c,..."): cut in it rather than keep nine characters
+        cut = text[:limit]
     return f"{cut} … ({len(text) - len(cut)} more characters: {whole})"
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
-from .errors import LandscapeError, one_line, user_frame, warn_user
+from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
 from .metrics import (PROBABILITY_OUTPUTS, DefaultLoss, OwnLoss, accuracy, auto_metrics, batch_denominator,
                       check_mean_loss, exact_fractions, find_logits, fraction_counts, loss_name, own_loss,
                       probability_outputs_note, refuse_batch_sum, refuse_class_range, resolve_metrics,
@@ -57,6 +57,15 @@ class EvalSettings:
     # leaves it (NaN outputs there, as in the reference); None (the default) decides by the directions: clamped
     # for paths between models (their provenance says so), left for directions from files or the user
     clamp_running_var: bool | None = None
+
+    def __post_init__(self):
+        key = self.target_key  # np.int64(0) fell through every isinstance(int) test: the model ran on the
+        if is_int(key):  # targets, and the spec's JSON raised (trial s35)
+            object.__setattr__(self, "target_key", int(key))
+        elif not isinstance(key, (str, type(None))):
+            raise LandscapeError(f"target_key={short_repr(key)} of type {type(key).__name__}; expected the key of the "
+                                 "targets in dict batches (a str), their position in tuple batches (an int), or "
+                                 "None")
 
     def to_json(self) -> dict:
         out = asdict(self)

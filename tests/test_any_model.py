@@ -983,7 +983,7 @@ def test_a_targets_position_in_tuples_is_used_for_pairs_too_and_out_of_range_is_
     d = lnb.random_directions(model, n=1)
     with torch.no_grad():
         naive = float(_ce(model(x), t))
-    for data, key in (((t, x), 0), ((t, x), -2), ((x, t), 1), ((x, t), -1)):  # tuples of three: test_cli's
+    for data, key in (((t, x), 0), ((t, x), -2), ((x, t), 1), ((x, t), -1), ((t, x), np.int64(0))):  # np: s35
         surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), target_key=key)
         np.testing.assert_allclose(surf.loss[1], naive, rtol=1e-6, err_msg=f"target_key={key}")
     for data, key, n in (((x, t), 2, 2), ((x, t), -3, 2), ((x, x, t), 7, 3)):
@@ -994,6 +994,11 @@ def test_a_targets_position_in_tuples_is_used_for_pairs_too_and_out_of_range_is_
     with pytest.raises(LandscapeError, match=r"^target_key=1 .* are \{'input': T, 'labels': T\}, not tuples, so a "
                                              r"position names nothing"):
         lnb.compute_surface(model, {"input": x, "labels": t}, d, x=(-1, 1, 3), target_key=1)
+    with pytest.raises(LandscapeError, match=r"^target_key=tensor\(0\) of type Tensor; expected the key of the "):
+        lnb.compute_surface(model, (t, x), d, x=(-1, 1, 3), target_key=torch.tensor(0))  # was ignored
+    grad = torch.autograd.grad(_ce(model(x), t), list(model.parameters()))  # read_data's other callers too:
+    np.testing.assert_allclose(lnb.HessianOperator(model, (t, x), target_key=np.int64(0)).gradient().numpy(),
+                               torch.cat([g.reshape(-1) for g in grad]).double().numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_item6_wrapped_models_compare_equal_to_plain_ones():

@@ -1715,3 +1715,24 @@ def test_a_long_error_of_the_users_model_is_cut_at_a_word_saying_how_much_is_lef
     assert shown.endswith('.conv.weight_orig",')  # at a word: no key cut in two
     left = int(re.search(r" … \((\d+) more characters: [^)]+\)", said).group(1))
     assert left == len(whole) - len(shown)
+
+
+def test_a_long_error_with_no_space_late_in_it_is_cut_in_its_word_not_to_nine_characters():
+    """``ValueError("bad keys: " + ",".join(keys))``: cut at the last space, the message kept "bad keys:" and
+    nothing else (trial s35); it is now cut in its one long word, the count saying how much is left out."""
+    keys = ",".join(f"key{i}" for i in range(300))
+
+    class Picky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            raise ValueError(f"bad keys: {keys}")
+
+    model = Picky()
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1), x=(-1, 1, 3))
+    shown = str(info.value).split("ValueError: ", 1)[1].split(" … (", 1)[0]
+    assert len(shown) == 600 and f"bad keys: {keys}".startswith(shown)
+    assert f" … ({len(keys) + 10 - 600} more characters:" in str(info.value)
