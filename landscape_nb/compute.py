@@ -307,6 +307,7 @@ def compute_surface(
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
                               target_key=target_key)
     settings = _running_var_rule(settings, d)
+    _warn_if_made_around_another_model(model, d)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
         warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
@@ -628,6 +629,26 @@ def _refuse_hessian_of_recomputed_bn(quantity: str, settings: EvalSettings) -> N
             "them fixed and give another function's eigenvalues; use mode='eval' (the Hessian of the loss with "
             "the model's running statistics), or, for the curvature of the re-estimated loss along directions "
             "of your choice, compute_surface(..., mode='bn-recompute') and Surface.sharpness()")
+
+
+def _warn_if_made_around_another_model(model, d: Directions) -> None:
+    """Warn where ``d`` was made around other weights than ``model``'s (``provenance["centre_weights"]``): random
+    directions normalized to another model's filters compared two models' sharpness the wrong way round (their
+    filter norms were the first model's: Li et al. 2018, §4), and an interpolation computed around b put
+    2b − a at x = 1 under the label "a → b" (trial s35)."""
+    made = d.provenance.get("centre_weights")
+    if not made or made == model_fingerprint(model):
+        return
+    if d.scheme.startswith("random"):
+        why = (f"they are {d.provenance.get('norm')}-normalized to that model's weights, so their scale is not this "
+               "model's and sharpness read from the surface compares neither (Li et al. 2018, §4): make them for this "
+               "model, random_directions(model, ...), with the same seed")
+    else:
+        why = ("the surface is centred at this model, so the points the directions name (the other models at 1, a "
+               "path's checkpoints) are not where its axes put them: pass the model they were made around (the "
+               "first model of a path, the final model of a PCA)")
+    warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around another model's weights "
+              f"than this {type(model).__name__}'s; {why}")
 
 
 def _wrap(quantity: str, options: dict):

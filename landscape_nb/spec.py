@@ -290,12 +290,15 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
             return
         out[key] = h.hexdigest()[:12]
 
-    def visit(code: types.CodeType, g: dict, depth: int, methods: dict) -> None:
+    def visit(code: types.CodeType, g: dict, depth: int, methods: dict, defaults: tuple = ()) -> None:
         loads, stores, attrs = _reads(code)
         module = g.get("__name__", "?")
         if attrs & {"environ", "getenv"} or any(g.get(n) is os.environ or g.get(n) is os.getenv for n in loads):
-            for name in _names_in(code):  # os.environ.get("LTEMP", "1") at call time: a worker started with
-                record(f"os.environ[{name!r}]", os.environ.get(name))  # LTEMP=3 mixed two losses (trial s35)
+            # os.environ.get("LTEMP", "1") at call time: a worker started with LTEMP=3 mixed two losses (trial
+            # s35); the name a constant, a default argument or a module-level string (NAME = "LTEMP")
+            named = {*_names_in(code), *(v for v in (*defaults, *(g.get(n) for n in loads)) if _env_name(v))}
+            for name in sorted(named):
+                record(f"os.environ[{name!r}]", os.environ.get(name))
         written.update(f"{module}.{name}" for name in stores)  # state the code keeps (a call counter), not a setting
         for name in sorted(attrs & methods.keys()):  # self.helper(...): a method of the same object, same depth
             walk(methods[name], depth, methods)
@@ -367,7 +370,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
                     record(f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn))
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
                     record(f"{fn.__module__}.{fn.__qualname__}()", _code_text(fn.__code__) + _defaults_text(fn))
-                visit(fn.__code__, fn.__globals__, depth, methods or {})
+                visit(fn.__code__, fn.__globals__, depth, methods or {},
+                      (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()))
         elif callable(fn) and not isinstance(fn, type):  # a callable object: from its forward (or __call__) on
             own_methods = {name: f for cls in reversed(type(fn).__mro__) if own(cls.__module__)
                            for name, f in vars(cls).items() if isinstance(f, types.FunctionType)}
@@ -440,16 +444,22 @@ def _code_text(code) -> str:
     return "|".join([code.co_code.hex(), repr(code.co_names), *map(const, code.co_consts)])
 
 
+def _env_name(value) -> bool:
+    """Whether ``value`` could name an environment variable: a short identifier-like string."""
+    import re
+
+    return isinstance(value, str) and len(value) <= 64 and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is not None
+
+
 def _names_in(code) -> list[str]:
     """The string constants of ``code`` and the code nested in it that could name an environment variable."""
-    import re
     import types
 
     out = set()
     for c in code.co_consts:
         if isinstance(c, types.CodeType):
             out.update(_names_in(c))
-        elif isinstance(c, str) and len(c) <= 64 and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c):
+        elif _env_name(c):
             out.add(c)
     return sorted(out)
 

@@ -500,3 +500,27 @@ def perturbed_outputs(model, inputs, dirs, a):
         for name, p in m.named_parameters():
             p.add_(a * dirs[0][name])
         return m(inputs)
+
+
+def test_directions_made_around_another_models_weights_are_said_so(mlp_data):
+    """Trial s35: directions filter-normalized to one model and used on another flipped a sharpness ranking
+    (their filter norms are the first model's, Li et al. §4), and an interpolation a → b computed around b put
+    2b − a at x = 1 under the label "a → b", with no word. Both warn; the model they were made for, or raw
+    (unnormalized) directions reused on purpose, do not."""
+    import warnings
+
+    a, b = make_mlp(0), make_mlp(1)
+    filt = lnb.random_directions(a, n=1, seed=0)
+    grid = {"x": (-1, 1, 3)}
+    with pytest.warns(UserWarning, match=r"these random directions were made around another model's weights than "
+                                         r"this Sequential's; they are filter-normalized to that model's weights"):
+        lnb.compute_surface(b, mlp_data, filt, **grid)
+    line = lnb.interpolation_direction(a, b)
+    with pytest.warns(UserWarning, match=r"these interpolate directions were made around another model's .* the "
+                                         r"surface is centred at this model, so the points the directions name"):
+        lnb.compute_surface(b, mlp_data, line, x=(0, 1, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.compute_surface(a, mlp_data, filt, **grid)
+        lnb.compute_surface(a, mlp_data, line, x=(0, 1, 3))
+        lnb.compute_surface(b, mlp_data, lnb.random_directions(a, n=1, seed=0, norm="none"), **grid)

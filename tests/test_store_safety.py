@@ -825,7 +825,18 @@ def identity(o):
 
 
 def temp_ce(o, t):
-    return F.cross_entropy(soften(o), t) * _e1()
+    return F.cross_entropy(soften(o), t) * _e1() * _env_by_global() * _env_by_default()
+
+
+ENV_NAME = "LNB_TEST_SCALE_G"
+
+
+def _env_by_global():
+    return float(os.environ.get(ENV_NAME, "1"))
+
+
+def _env_by_default(var="LNB_TEST_SCALE_D"):
+    return float(os.getenv(var, "1"))
 
 
 def _e1():
@@ -883,7 +894,9 @@ class ScaledNet(torch.nn.Module):
 @pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code",
                                   "code four calls deep", "a helper object's method", "a static method it calls",
                                   "a function kept in a dict", "code ten calls deep",
-                                  "an environment variable read ten calls deep"])
+                                  "an environment variable read ten calls deep",
+                                  "an environment variable named by a module's string",
+                                  "an environment variable named by a default argument"])
 def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_reads_changed(tmp_path, monkeypatch,
                                                                                             case):
     """A loss in an importable module pickles by name, and a model's forward may read a module-level global:
@@ -928,11 +941,14 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
             r"user_code\.Scale\.by\(\)"
         model.post = changed.Post()
     elif case == "code ten calls deep":  # a Dask worker's old code nine calls deep ran unseen (trial s35)
-        changed, name = load(USER_MODULE.replace('return float(os.environ', 'return 2 * float(os.environ')), \
+        changed, name = load(USER_MODULE.replace('return float(os.environ.get("LNB_TEST_SCALE", "1"))',
+                                                 'return 2 * float(os.environ.get("LNB_TEST_SCALE", "1"))')), \
             r"user_code\._e10\(\)"
-    elif case == "an environment variable read ten calls deep":  # at call time, on a worker started with it
-        changed, name = mod, r"os\.environ\['LNB_TEST_SCALE'\]"
-        monkeypatch.setenv("LNB_TEST_SCALE", "3")
+    elif case.startswith("an environment variable"):  # at call time, on a worker started with it; the name
+        var = {"ten calls deep": "LNB_TEST_SCALE", "string": "LNB_TEST_SCALE_G",  # not a constant there (s35)
+               "argument": "LNB_TEST_SCALE_D"}[case.split()[-1] if "deep" not in case else "ten calls deep"]
+        changed, name = mod, rf"os\.environ\['{var}'\]"
+        monkeypatch.setenv(var, "3")
     elif case == "a function kept in a dict":  # self.ops["out"](...) (second trial s34)
         changed, name = load(USER_MODULE.replace("return o + 0.0", "return o * 2.0")), r"user_code\.identity\(\)"
         model.ops = {"out": changed.identity}
