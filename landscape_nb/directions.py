@@ -281,6 +281,12 @@ def random_directions(
     H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
     Landscape of Neural Nets", NeurIPS 2018, §4 (filter normalization).
     """
+    if norm in ("dfilter", "dlayer"):  # the reference's "d" variants: "did you mean 'filter'?" named another one
+        raise LandscapeError(
+            f"norm={norm!r} (the reference implementation's normalization of the direction alone, each "
+            f"{norm[1:]} to unit norm, not to the weights' norm) is not offered; expected one of {list(NORMS)}: "
+            f"norm={norm[1:]!r} is Li et al.'s {norm[1:]} normalization (the paper's), or normalize directions "
+            "of your own and pass them with as_directions(model, dirs)")
     check_choice("norm", norm, NORMS)
     check_choice("ignore", ignore, IGNORES)
     if not isinstance(n, (int, np.integer)) or n < 1 or n > 64:

@@ -386,8 +386,12 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
             has = [s for s in SPLITS if f"{s}_loss" in keys]
             raise LandscapeError(
                 f"{str(path)!r} has no {(split or 'train') + '_loss'!r} (it holds {sorted(keys)}); expected "
-                "'train_loss' or 'test_loss': " + (f"pass split={has[0]!r}, the one it has" if has else
-                                                     "it holds neither, so it is no surface file of the reference")
+                "'train_loss' or 'test_loss': " + (
+                    f"pass split={has[0]!r}, the one it has" if has else
+                    "it holds Hessian eigenvalues only, as plot_hessian_eigen.py writes them into a surface file "
+                    "before plot_surface.py has added its loss: run that on the same --surf_file first, or "
+                    "compute the eigen-map here (lnb.eigen_map)" if {"max_eig", "min_eig"} & keys else
+                    "it holds neither, so it is no surface file of the reference")
             )
         x = np.asarray(f["xcoordinates"][()], dtype=float).reshape(-1)
         y = np.asarray(f["ycoordinates"][()], dtype=float).reshape(-1) if "ycoordinates" in keys else None

@@ -307,7 +307,8 @@ class Surface:
                     f"coordinate within the grid (at most half a step, {half:g}, beyond its ends): pass a value in "
                     f"{lo:g}..{hi:g}, or index= (e.g. index=-1 for the last plane)")
             index = int(np.argmin(np.abs(coords - v)))
-            if abs(coords[index] - v) > 1e-6 * max(half, 1e-12):  # 0.5 asked, 0.667 drawn: said (trial s35)
+            if abs(coords[index] - v) > 2e-3 * half:  # 0.5 asked, 0.667 drawn: said; 0.1667 typed from a tick
+                # label for 1/6 is that plane (trial s35)
                 warn_user(f"slice(axis={axis!r}, value={value!r}): no grid plane there; the nearest, {axis} = "
                           f"{coords[index]:.6g} (index {index}), is drawn. The grid's {axis} values: "
                           f"{', '.join(f'{c:.4g}' for c in coords[:12])}{' ...' if coords.size > 12 else ''}")

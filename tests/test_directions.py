@@ -144,6 +144,9 @@ def test_load_refuses_garbage(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"norm": "filtre"}, "did you mean 'filter'"),
+    ({"norm": "dfilter"}, (r"^norm='dfilter' \(the reference implementation's normalization of the direction "
+                           r"alone, each filter to unit norm, not to the weights' norm\) is not offered")),
+    ({"norm": "dlayer"}, r"norm='layer' is Li et al.'s layer normalization"),  # not "did you mean", trial s35
     ({"ignore": "bias"}, "unknown ignore"),
     ({"n": 0}, "expected an integer from 1"),
 ])

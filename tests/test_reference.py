@@ -625,6 +625,10 @@ def test_the_references_hessian_keys_read_as_an_eigen_map_and_its_placeholders_a
     np.testing.assert_allclose(surf.metrics["eig_ratio"], np.where(reached, np.abs(lmin / lmax), np.nan))
     fig = lnb.plot.eigen_map(surf)
     assert len(fig.data) >= 1
+    only = _reference_file(tmp_path / "only.h5", x, y, max_eig=lmax, min_eig=lmin)  # before its loss was added
+    with pytest.raises(LandscapeError, match=r"it holds Hessian eigenvalues only, as plot_hessian_eigen\.py writes "
+                                             r"them .* run that on the same --surf_file first"):
+        lnb.load_reference_surface(only)
     back = lnb.save_reference_surface(surf, tmp_path / "back.h5")
     with h5py.File(back) as f:  # as plot_2d_eig_ratio(surf_file, "min_eig", "max_eig") reads them
         assert {"max_eig", "min_eig"} <= set(f) and "lambda_max" not in f

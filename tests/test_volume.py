@@ -155,7 +155,7 @@ def test_a_slice_value_outside_the_axis_is_refused_and_one_inside_snaps_to_the_n
         with pytest.warns(UserWarning, match="no grid plane there"):
             plane = vol.slice("z", value=value)
         assert plane.provenance["slice"]["index"] == index
-    for value, index in ((0.0, 1), (1.0, 2), (-1 + 1e-9, 0)):  # a grid value: no word
+    for value, index in ((0.0, 1), (1.0, 2), (-1 + 1e-9, 0), (-0.9995, 0)):  # a grid value (as typed): no word
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             plane = vol.slice("z", value=value)
