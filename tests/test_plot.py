@@ -12,7 +12,7 @@ import pytest
 
 from landscape_nb import LandscapeError, Surface
 from landscape_nb import plot
-from landscape_nb.plot._common import PARTIAL_NOTE
+from landscape_nb.plot._common import LONE_POINTS, PARTIAL_NOTE
 
 X = np.linspace(-1.0, 1.0, 7)
 Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
@@ -374,7 +374,7 @@ def test_a_live_figure_shows_the_points_no_cell_holds_while_they_stream_and_hide
     (and the Explorer's export of a stopped run, which is one) marks them on both panels until cells close."""
     empty = with_loss(bowl, np.full(bowl.loss.shape, np.nan))
     fig = go.Figure(plot.live(empty))
-    lone = [t for t in fig.data if t.name == "points with no computed neighbours"]
+    lone = [t for t in fig.data if t.name == LONE_POINTS]
     assert [t.type for t in lone] == ["scatter3d", "scatter"] and all(t.visible is False for t in lone)
     done = np.zeros(bowl.loss.shape, bool)
     done[::2, ::2] = True
@@ -578,7 +578,7 @@ def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(b
     surf_trace, contour_trace, path, *lone = fig.data
     assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
     # two full rows: every point on a drawn cell, so no markers (see test_a_live_figure_shows_the_points...)
-    assert [(t.name, t.visible) for t in lone] == [("points with no computed neighbours", False)] * 2
+    assert [(t.name, t.visible) for t in lone] == [(LONE_POINTS, False)] * 2
     assert (surf_trace.type, contour_trace.type) == ("surface", "contour")
     assert surf_trace.scene == "scene" and contour_trace.xaxis == "x"
     # one colour bar: the surface's colour axis; the contour draws none and follows its range

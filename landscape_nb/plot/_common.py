@@ -606,10 +606,13 @@ def surface_contours_drawn(z: np.ndarray) -> bool:
     return bool(np.isfinite(np.asarray(z, dtype=float)).all())
 
 
-#: the name of the trace `lone_points_trace` adds
-LONE_POINTS = "points with no computed neighbours"
+#: the name of the trace `lone_points_trace` adds: its points' neighbours may be computed but diverged, or not
+#: shown on a log scale, not only missing ("no computed neighbours" named a diverged corner's point wrongly, trial s35)
+LONE_POINTS = "points on no drawn cell (a neighbour missing, diverged or not shown)"
 #: the name of the annotation `note_partial` adds
 PARTIAL_NOTE = "partial"
+#: how far above the last one a note above the plot sits, in px: a 12 px line and a gap
+NOTE_LINE_PX = 22
 
 
 def note_partial(fig, surfaces: Surface | Sequence[Surface] | None, names: Sequence[str] | None = None) -> None:
@@ -665,12 +668,13 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
     if len(listed) > 1:
         named = list(names) if names is not None else [s.provenance.get("label") for s in listed]
         counts = [f"{named[k] or f'surface {k + 1}'}: {c}" for (k, _), c in zip(partial, counts)]
-    why = (f"no computed cell around {lone - past} of them, {past} past the shells drawn" if past else
-           "no computed cell around them")
+    cell = "cell of finite losses" if any(getattr(s, "n_diverged", 0) for _, s in partial) else "computed cell"
+    why = (f"no {cell} around {lone - past} of them, {past} past the shells drawn" if past else
+           f"no {cell} around them")
     markers = f"; {lone} drawn as markers ({why})" if lone else ""
     titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations)  # panels' titles
     return {"text": f"{prefix}{'; '.join(counts)}{markers}", "name": PARTIAL_NOTE, "xref": "paper", "yref": "paper",
-            "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom", "yshift": 22 if titled else 0,
+            "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom", "yshift": NOTE_LINE_PX if titled else 0,
             "showarrow": False, "font": {"color": "firebrick"}}
 
 
