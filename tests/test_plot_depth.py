@@ -191,3 +191,14 @@ def test_each_panel_shows_its_own_surface_when_one_holds_isolated_points(kind):
     assert note.text.endswith("; 2 drawn as markers (no cell of finite losses around them)")
     # above the two-line panel titles (40 px), below the figure's title (its baseline at half the top margin)
     assert note.yshift >= 40 and note.yshift + 18 <= fig.layout.margin.t / 2
+
+
+def test_planes_on_different_ranges_are_said_above_the_panel_titles():
+    """`compare`'s note that panels span different ranges (trial s35) is kept, above the two-line panel titles."""
+    comp = synthetic_comparison()
+    s = comp.surfaces[zoo_name(56, False)]
+    surfaces = {**comp.surfaces, zoo_name(56, False): Surface(s.x / 5, s.y / 5, s.loss)}
+    fig = depth_figure(DepthComparison(comp.rows, comp.settings, surfaces, {}))
+    (note,) = [a for a in fig.layout.annotations if a.name == "axes differ"]
+    assert f"{zoo_name(56, False)}: α ∈ [-0.2, 0.2], β ∈ [-0.2, 0.2]" in note.text.replace("<br>", " ")
+    assert note.yshift >= 40 and note.yshift + 18 * (1 + note.text.count("<br>")) <= fig.layout.margin.t / 2

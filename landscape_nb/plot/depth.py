@@ -11,7 +11,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError
-from ._common import NOTE_LINE_PX, PARTIAL_NOTE, TITLE_FONT, fit_title, plot_area
+from ._common import (
+    AXES_NOTE,
+    NOTE_LINE_PX,
+    PARTIAL_NOTE,
+    TITLE_FONT,
+    fit_title,
+    plot_area,
+)
 from .figures import compare
 
 _HEIGHT = 820
@@ -23,7 +30,7 @@ _X_TICKS_PX, _Y_TICKS_PX = 24, 44
 _AXIS_TITLE_PX, _TITLE_LINE_PX = 17, 18
 _PANEL_TITLE_PX = 40
 _CLEAR_PX = 10
-_NOTES = (PARTIAL_NOTE,)  # the notes above the plot `compare` adds, kept above this figure's two-line panel titles
+_NOTES = (PARTIAL_NOTE, AXES_NOTE)  # `compare`'s notes above the plot: kept above the two-line panel titles
 
 
 def panel_title(row) -> str:
@@ -82,7 +89,8 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
     n_cols = len(depths)
     width = max(900, 380 * n_cols)
     notes = sorted((a for a in shared.layout.annotations if a.name in _NOTES), key=lambda a: a.yshift or 0)
-    top = 2 * (_PANEL_TITLE_PX + NOTE_LINE_PX * len(notes)) + 20  # px: the title's baseline is at half of it
+    n_lines = sum(1 + str(a.text).count("<br>") for a in notes)
+    top = 2 * (_PANEL_TITLE_PX + NOTE_LINE_PX * n_lines) + 20  # px: the title's baseline is at half of it
     area_w, area_h = plot_area(width=width, height=_HEIGHT, margin={"t": top})
     flat = kind != "surface"
     # one axis title for every panel when they agree (as in plot.compare), else each its own, wrapped to it
@@ -117,8 +125,10 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
         fig.add_annotation(text=fit_title(surfaces[0].y_label, area_h), xref="paper", yref="paper", x=0.0, y=0.5,
                            xanchor="right", yanchor="middle", xshift=-_Y_TICKS_PX - 6, textangle=-90,
                            showarrow=False, font={"size": TITLE_FONT}, name="y title")
-    for k, note in enumerate(notes):  # e.g. "partial: ...": above the panel titles, the figure's title above them
-        fig.add_annotation(note, yshift=_PANEL_TITLE_PX + 4 + NOTE_LINE_PX * k)
+    shift = _PANEL_TITLE_PX + 4
+    for note in notes:  # e.g. "partial: ...": above the panel titles, the figure's title above them
+        fig.add_annotation(note, yshift=shift)
+        shift += NOTE_LINE_PX * (1 + str(note.text).count("<br>"))
     fig.update_layout(
         coloraxis=shared.layout.coloraxis,
         meta=shared.layout.meta,  # the parameters held fixed (`note_held_fixed`)
