@@ -12,7 +12,7 @@ import pytest
 
 from landscape_nb import LandscapeError, Surface
 from landscape_nb import plot
-from landscape_nb.plot._common import PARTIAL_NOTE
+from landscape_nb.plot._common import AXES_NOTE, LONE_POINTS, PARTIAL_NOTE
 
 X = np.linspace(-1.0, 1.0, 7)
 Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
@@ -374,7 +374,7 @@ def test_a_live_figure_shows_the_points_no_cell_holds_while_they_stream_and_hide
     (and the Explorer's export of a stopped run, which is one) marks them on both panels until cells close."""
     empty = with_loss(bowl, np.full(bowl.loss.shape, np.nan))
     fig = go.Figure(plot.live(empty))
-    lone = [t for t in fig.data if t.name == "points with no computed neighbours"]
+    lone = [t for t in fig.data if t.name == LONE_POINTS]
     assert [t.type for t in lone] == ["scatter3d", "scatter"] and all(t.visible is False for t in lone)
     done = np.zeros(bowl.loss.shape, bool)
     done[::2, ::2] = True
@@ -475,6 +475,45 @@ def test_compare_auto_clip_is_pooled_over_all_surfaces(bowl):
     fig = plot.compare([bowl, with_loss(bowl, loss)])
     cap = plot.clip_limit(np.concatenate([bowl.loss.ravel(), loss.ravel()]))
     assert fig.layout.coloraxis.cmax == pytest.approx(cap)
+
+
+def _axes_notes(fig) -> list[str]:
+    return [a.text.replace("<br>", " ") for a in fig.layout.annotations if a.name == AXES_NOTE]
+
+
+def test_compare_says_when_its_panels_span_different_ranges(bowl):
+    """Each panel spans its own grid, so planes over [-1, 1]² and [-0.2, 0.2]² looked alike under one shared axis
+    title (trial s35): a note above the plot names each panel's ranges where they differ (not refused: it can be
+    deliberate), above the partial note; panels on one range, at any resolution, get none."""
+    narrow = Surface(x=X / 5, y=Y / 5, loss=bowl.loss)
+    (note,) = _axes_notes(plot.compare([bowl, narrow], titles=["wide", "narrow"]))
+    assert note == ("panels span different ranges, each drawn to its own: "
+                    "wide: α ∈ [-1, 1], β ∈ [-0.5, 1.5]; narrow: α ∈ [-0.2, 0.2], β ∈ [-0.1, 0.3]")
+    taller = Surface(x=X, y=Y * 2, loss=bowl.loss)
+    assert _axes_notes(plot.compare([bowl, taller], titles=["a", "b"], kind="surface")) == [
+        "panels span different ranges, each drawn to its own: a: β ∈ [-0.5, 1.5]; b: β ∈ [-1, 3]"]
+    coarse = Surface(x=X[::2], y=Y[::2], loss=bowl.loss[::2, ::2])
+    assert _axes_notes(plot.compare([bowl, coarse])) == []
+    loss = bowl.loss.copy()
+    loss[:, 4:] = np.nan
+    fig = plot.compare([bowl, Surface(x=X / 5, y=Y / 5, loss=loss, done=np.isfinite(loss))])
+    partial, axes = (next(a for a in fig.layout.annotations if a.name == n) for n in (PARTIAL_NOTE, AXES_NOTE))
+    assert partial.yshift == 22 and axes.yshift == 44  # above the panels' titles, then above the partial note
+
+
+def test_line_says_when_its_curves_x_axes_mean_different_things():
+    """Curves along filter-normalized and raw directions were drawn on one x axis titled by the first (trial s35):
+    a note above the plot names each curve's x axis where their labels differ; alike labels get none."""
+    def labelled(label, x_label):
+        s = make_line(label)
+        return Surface(x=s.x, y=None, loss=s.loss, metrics=dict(s.metrics),
+                       provenance={"label": label, "x_label": x_label})
+
+    filt, raw = "α (random direction 1, filter-normalized)", "α (random direction 1, raw)"
+    fig = plot.line([labelled("SB", filt), labelled("LB", raw)])
+    assert _axes_notes(fig) == [f"x axes differ, drawn as one: SB: {filt}; LB: {raw}"]
+    assert _axes_notes(plot.line([labelled("SB", filt), labelled("LB", filt)])) == []
+    assert _axes_notes(plot.line(labelled("SB", filt))) == []
 
 
 # --- line -------------------------------------------------------------------------------
@@ -578,7 +617,7 @@ def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(b
     surf_trace, contour_trace, path, *lone = fig.data
     assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
     # two full rows: every point on a drawn cell, so no markers (see test_a_live_figure_shows_the_points...)
-    assert [(t.name, t.visible) for t in lone] == [("points with no computed neighbours", False)] * 2
+    assert [(t.name, t.visible) for t in lone] == [(LONE_POINTS, False)] * 2
     assert (surf_trace.type, contour_trace.type) == ("surface", "contour")
     assert surf_trace.scene == "scene" and contour_trace.xaxis == "x"
     # one colour bar: the surface's colour axis; the contour draws none and follows its range

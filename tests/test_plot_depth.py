@@ -156,3 +156,49 @@ def test_panel_titles_and_axis_labels_do_not_overlap_at_the_figures_size(depths,
              + [ax.title.text for pair in panels.values() for ax in pair] if t}
     for s in comp.surfaces.values():
         assert s.x_label in named and s.y_label in named
+
+
+@pytest.mark.parametrize("kind", ["contour", "surface"])
+def test_each_panel_shows_its_own_surface_when_one_holds_isolated_points(kind):
+    """`compare` adds a marker trace for a panel's isolated points, and depth_figure paired surfaces with traces
+    by position: after a cancelled surface (one point) or one with a diverged corner around a single finite point,
+    every later panel showed its neighbour's surface under its own title, the last was dropped, and the partial
+    note was lost (trial s35). Each panel's grid must equal the arrays passed in (NaN where not finite, capped at
+    the colour axis's top) and its markers the isolated points of its own surface."""
+    comp = synthetic_comparison()
+    t = comp.surfaces[zoo_name(20, True)].x
+    cancelled = np.full((t.size, t.size), np.nan)
+    cancelled[4, 6] = 0.3
+    corner = np.array(comp.surfaces[zoo_name(56, True)].loss)
+    corner[:3, :3] = np.inf
+    corner[1, 1] = 5.0  # a finite point whose eight neighbours diverged
+    surfaces = {**comp.surfaces, zoo_name(20, True): Surface(t, t, cancelled, done=np.isfinite(cancelled)),
+                zoo_name(56, True): Surface(t, t, corner)}
+    lone = {zoo_name(20, True): {(t[6], t[4])}, zoo_name(56, True): {(t[1], t[1])}}
+    fig = depth_figure(DepthComparison(comp.rows, comp.settings, surfaces, {}), kind=kind)
+    top = fig.layout.coloraxis.cmax
+    for row in comp.rows:
+        traces = list(fig.select_traces(row=1 if row.skip else 2, col=(20, 56, 110).index(row.depth) + 1))
+        grid, *markers = traces
+        loss = np.asarray(surfaces[row.name].loss, float)
+        want = np.where(np.isfinite(loss), np.minimum(loss, top), np.nan)
+        np.testing.assert_array_equal(np.asarray(grid.z, float), want, err_msg=row.name)
+        assert {(x, y) for m in markers for x, y in zip(m.x, m.y)} == lone.get(row.name, set()), row.name
+    assert len(fig.data) == 6 + 2
+    (note,) = [a for a in fig.layout.annotations if a.name == "partial"]
+    assert note.text.startswith(f"partial: {zoo_name(20, True)}: 1 of {t.size ** 2} points; "
+                                f"{zoo_name(56, True)}: 8 of {t.size ** 2} points diverged")
+    assert note.text.endswith("; 2 drawn as markers (no cell of finite losses around them)")
+    # above the two-line panel titles (40 px), below the figure's title (its baseline at half the top margin)
+    assert note.yshift >= 40 and note.yshift + 18 <= fig.layout.margin.t / 2
+
+
+def test_planes_on_different_ranges_are_said_above_the_panel_titles():
+    """`compare`'s note that panels span different ranges (trial s35) is kept, above the two-line panel titles."""
+    comp = synthetic_comparison()
+    s = comp.surfaces[zoo_name(56, False)]
+    surfaces = {**comp.surfaces, zoo_name(56, False): Surface(s.x / 5, s.y / 5, s.loss)}
+    fig = depth_figure(DepthComparison(comp.rows, comp.settings, surfaces, {}))
+    (note,) = [a for a in fig.layout.annotations if a.name == "axes differ"]
+    assert f"{zoo_name(56, False)}: α ∈ [-0.2, 0.2], β ∈ [-0.2, 0.2]" in note.text.replace("<br>", " ")
+    assert note.yshift >= 40 and note.yshift + 18 * (1 + note.text.count("<br>")) <= fig.layout.margin.t / 2

@@ -361,7 +361,7 @@ def test_a_partial_volume_draws_shells_only_through_computed_cubes_and_marks_the
     if scale is not None:
         assert (m.marker.cmin, m.marker.cmax) == (scale.cmin, scale.cmax) and m.hovertemplate == scale.hovertemplate
     note = (f"partial: {int(done.sum())} of {done.size} points, 1 of them diverged (loss NaN or inf); {len(want)} "
-            "drawn as markers (no computed cell around them)")  # loss[0, 0, 0], counted (trial s34)
+            "drawn as markers (no cell of finite losses around them)")  # loss[0, 0, 0], counted (trial s34)
     for figure in (fig, lnb.plot.mark_partial(fig, vol)):  # said by the figure itself, once
         assert [a.text for a in figure.layout.annotations if a.name == "partial"] == [note]
     slices = lnb.plot.volume_slices(vol, "z")  # the volume's count, not each plane's

@@ -606,10 +606,15 @@ def surface_contours_drawn(z: np.ndarray) -> bool:
     return bool(np.isfinite(np.asarray(z, dtype=float)).all())
 
 
-#: the name of the trace `lone_points_trace` adds
-LONE_POINTS = "points with no computed neighbours"
+#: the name of the trace `lone_points_trace` adds: its points' neighbours may be computed but diverged, or not
+#: shown on a log scale, not only missing ("no computed neighbours" named a diverged corner's point wrongly, trial s35)
+LONE_POINTS = "points on no drawn cell (a neighbour missing, diverged or not shown)"
 #: the name of the annotation `note_partial` adds
 PARTIAL_NOTE = "partial"
+#: the name of the annotation `note_axes` adds
+AXES_NOTE = "axes differ"
+#: how far above the last one a note above the plot sits, in px: a 12 px line and a gap
+NOTE_LINE_PX = 22
 
 
 def note_partial(fig, surfaces: Surface | Sequence[Surface] | None, names: Sequence[str] | None = None) -> None:
@@ -665,13 +670,49 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
     if len(listed) > 1:
         named = list(names) if names is not None else [s.provenance.get("label") for s in listed]
         counts = [f"{named[k] or f'surface {k + 1}'}: {c}" for (k, _), c in zip(partial, counts)]
-    why = (f"no computed cell around {lone - past} of them, {past} past the shells drawn" if past else
-           "no computed cell around them")
+    cell = "cell of finite losses" if any(getattr(s, "n_diverged", 0) for _, s in partial) else "computed cell"
+    why = (f"no {cell} around {lone - past} of them, {past} past the shells drawn" if past else
+           f"no {cell} around them")
     markers = f"; {lone} drawn as markers ({why})" if lone else ""
     titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations)  # panels' titles
-    return {"text": f"{prefix}{'; '.join(counts)}{markers}", "name": PARTIAL_NOTE, "xref": "paper", "yref": "paper",
-            "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom", "yshift": 22 if titled else 0,
-            "showarrow": False, "font": {"color": "firebrick"}}
+    return _note_above(f"{prefix}{'; '.join(counts)}{markers}", PARTIAL_NOTE, NOTE_LINE_PX if titled else 0)
+
+
+def _note_above(text: str, name: str, yshift: float) -> dict:
+    """A note above the plot, left-aligned, ``yshift`` px up (keyword arguments of ``add_annotation``)."""
+    return {"text": text, "name": name, "xref": "paper", "yref": "paper", "x": 0.0, "y": 1.0, "xanchor": "left",
+            "yanchor": "bottom", "yshift": yshift, "showarrow": False, "font": {"color": "firebrick"}}
+
+
+def note_axes(fig, surfaces: Sequence[Surface], names: Sequence[str], *, overlaid: bool) -> None:
+    """Say above the plot, above its titles and notes, where ``surfaces`` (called ``names``) drawn together are not
+    on one scale, which the figure alone hides (trial s35). Side by side (`compare`), each panel spans its own
+    grid: planes over [-1, 1]² and [-0.2, 0.2]² looked alike, so each one's range is named where they differ.
+    Overlaid on one x axis (`line`), steps along filter-normalized and raw directions were drawn as one, titled by
+    the first curve's label: each curve's x axis label is named where they differ. Nothing where they agree; such
+    comparisons can be deliberate, so they are said, not refused."""
+    def span(values) -> str:
+        return f"[{float(np.min(values)):.4g}, {float(np.max(values)):.4g}]"
+
+    if overlaid:
+        labels = [s.x_label for s in surfaces]
+        said = [f"{n}: {label}" for n, label in zip(names, labels)] if len(set(labels)) > 1 else []
+        head = "x axes differ, drawn as one"
+    else:
+        axes = [(axis, [getattr(s, f"{axis}_label").partition(" (")[0] for s in surfaces],
+                 [span(getattr(s, axis)) for s in surfaces]) for axis in "xy"]
+        differ = [(symbols, spans) for _, symbols, spans in axes if len(set(spans)) > 1]
+        said = [f"{n}: " + ", ".join(f"{symbols[k]} ∈ {spans[k]}" for symbols, spans in differ)
+                for k, n in enumerate(names)] if differ else []
+        head = "panels span different ranges, each drawn to its own"
+    if said:
+        above = [(a.yshift or 0) + NOTE_LINE_PX * (1 + str(a.text).count("<br>")) for a in fig.layout.annotations
+                 if a.yref == "paper" and (a.y or 0) >= 0.99]
+        room = (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"]  # from the plot's left edge to the figure's
+        text = f"{head}: {'; '.join(said)}"
+        if text_width(text, CAPTION_FONT) > room:  # a line a surface
+            text = f"{head}:<br>" + ";<br>".join(said)
+        fig.add_annotation(**_note_above(text, AXES_NOTE, max(above, default=0)))
 
 
 def _distinct_panels(marked: list) -> list:

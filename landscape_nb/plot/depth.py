@@ -11,7 +11,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError
-from ._common import TITLE_FONT, fit_title, plot_area
+from ._common import (
+    AXES_NOTE,
+    NOTE_LINE_PX,
+    PARTIAL_NOTE,
+    TITLE_FONT,
+    fit_title,
+    plot_area,
+)
 from .figures import compare
 
 _HEIGHT = 820
@@ -23,6 +30,7 @@ _X_TICKS_PX, _Y_TICKS_PX = 24, 44
 _AXIS_TITLE_PX, _TITLE_LINE_PX = 17, 18
 _PANEL_TITLE_PX = 40
 _CLEAR_PX = 10
+_NOTES = (PARTIAL_NOTE, AXES_NOTE)  # `compare`'s notes above the plot: kept above the two-line panel titles
 
 
 def panel_title(row) -> str:
@@ -80,7 +88,10 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
     spec = {"type": "scene"} if kind == "surface" else {}
     n_cols = len(depths)
     width = max(900, 380 * n_cols)
-    area_w, area_h = plot_area(width=width, height=_HEIGHT)
+    notes = sorted((a for a in shared.layout.annotations if a.name in _NOTES), key=lambda a: a.yshift or 0)
+    n_lines = sum(1 + str(a.text).count("<br>") for a in notes)
+    top = 2 * (_PANEL_TITLE_PX + NOTE_LINE_PX * n_lines) + 20  # px: the title's baseline is at half of it
+    area_w, area_h = plot_area(width=width, height=_HEIGHT, margin={"t": top})
     flat = kind != "surface"
     # one axis title for every panel when they agree (as in plot.compare), else each its own, wrapped to it
     shared_x = flat and len({s.x_label for s in surfaces}) == 1
@@ -96,9 +107,11 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
     titles = [panel_title(grid[(d, s)]) if (d, s) in grid else "" for s in (True, False) for d in depths]
     fig = make_subplots(rows=2, cols=n_cols, specs=[[spec] * n_cols] * 2, subplot_titles=titles,
                         vertical_spacing=v_space, horizontal_spacing=h_space)
-    for k, (row, trace) in enumerate(zip(order, shared.data)):
+    for k, row in enumerate(order):
         i_row, i_col = (1 if row.skip else 2), depths.index(row.depth) + 1
-        fig.add_trace(trace, row=i_row, col=i_col)
+        # by panel, not by position: a panel can hold a second trace, its isolated points' markers (trial s35)
+        for trace in shared.select_traces(row=1, col=k + 1):
+            fig.add_trace(trace, row=i_row, col=i_col)
         if flat:
             fig.update_xaxes(title_text=None if shared_x else x_titles[row.name], row=i_row, col=i_col,
                              ticks="outside")
@@ -112,8 +125,14 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
         fig.add_annotation(text=fit_title(surfaces[0].y_label, area_h), xref="paper", yref="paper", x=0.0, y=0.5,
                            xanchor="right", yanchor="middle", xshift=-_Y_TICKS_PX - 6, textangle=-90,
                            showarrow=False, font={"size": TITLE_FONT}, name="y title")
+    shift = _PANEL_TITLE_PX + 4
+    for note in notes:  # e.g. "partial: ...": above the panel titles, the figure's title above them
+        fig.add_annotation(note, yshift=shift)
+        shift += NOTE_LINE_PX * (1 + str(note.text).count("<br>"))
     fig.update_layout(
         coloraxis=shared.layout.coloraxis,
+        meta=shared.layout.meta,  # the parameters held fixed (`note_held_fixed`)
+        margin={"t": top},
         height=_HEIGHT,
         width=width,
         title=dict(text="Depth without skip connections: filter-normalized planes on one colour scale "

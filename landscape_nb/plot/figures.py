@@ -38,6 +38,7 @@ from ._common import (
     line_mode,
     lone_points_trace,
     non_positive_note,
+    note_axes,
     note_held_fixed,
     note_partial,
     plot_area,
@@ -95,7 +96,9 @@ def line(
     Pass a list of 1D surfaces (e.g. several interpolations between minimizers, Li et al.
     2018 Fig. 2 [1]_) to overlay them. One surface: loss and metric in two colours, each
     axis in its curve's colour. Several: a colour per surface, the loss solid and the
-    metric dashed (the axis titles say so).
+    metric dashed (the axis titles say so). Curves whose x axes mean different things (their
+    ``provenance["x_label"]``, e.g. filter-normalized vs raw directions) share the one axis, and
+    a note above the plot names each one's (`note_axes`).
 
     Parameters
     ----------
@@ -188,6 +191,8 @@ def line(
     _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
     note_held_fixed(fig, surfaces)
     note_partial(fig, surfaces)
+    note_axes(fig, surfaces, [str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)],
+              overlaid=True)
     return fig
 
 
@@ -515,7 +520,8 @@ def compare(
     """Side-by-side landscapes on one shared colour scale (one colorbar), e.g. ResNet with
     and without skip connections (Li et al. 2018, Fig. 5 [1]_).
 
-    Panels with the same axis label share one axis title. Three or more 3D panels get a
+    Panels with the same axis label share one axis title; panels spanning different ranges are
+    each drawn to their own, and a note above the plot names the ranges (`note_axes`). Three or more 3D panels get a
     fixed width (250 px a panel, plus 200) so that each scene keeps its labels; their height
     axes share one range and tick values, as in `surface`.
 
@@ -642,5 +648,6 @@ def compare(
     )
     note_held_fixed(fig, surfaces)
     note_partial(fig, surfaces, titles)
+    note_axes(fig, surfaces, titles, overlaid=False)
     return fig
 
