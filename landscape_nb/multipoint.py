@@ -152,8 +152,10 @@ class SharedFirstLayer:
         centre, dirs = p.layout.split(p.base), p.layout.split(p.directions)
         w, b = self.slots["weight"], self.slots.get("bias")
         run = self.module._conv_forward if isinstance(self.module, nn.modules.conv._ConvNd) else F.linear
-        h0 = run(x, centre[w], None if b is None else centre[b])
-        hd = torch.stack([run(x, dirs[w][k], None if b is None else dirs[b][k]) for k in range(len(p.directions))])
+        dt = self.module.weight.dtype  # the flat vectors are float64 where the layout holds a float64 buffer (s35)
+        h0 = run(x, centre[w].to(dt), None if b is None else centre[b].to(dt))
+        hd = torch.stack([run(x, dirs[w][k].to(dt), None if b is None else dirs[b][k].to(dt))
+                          for k in range(len(p.directions))])
         h0, hd = h0.contiguous(), hd.contiguous()  # channels_last outputs: combined in the standard layout
         entry = (h0.view(-1), hd.view(len(hd), -1), torch.empty_like(h0))
         held = sum(h.numel() + d.numel() for h, d, _ in self._terms.values())
@@ -174,8 +176,9 @@ class SharedFirstLayer:
             return type(self.module).forward(self.module, x, *args, **kwargs)
         h0, hd, buf = self.terms(x)
         if self.batched_coeffs is not None:  # one output per vmapped point
-            return (self.batched_coeffs @ hd + h0).view(buf.shape)
-        torch.addmv(h0, hd.T, self.perturber.coeffs, out=buf.view(-1))
+            return (self.batched_coeffs.to(hd.dtype) @ hd + h0).view(buf.shape)
+        torch.addmv(h0, hd.T, self.perturber.coeffs.to(hd.dtype), out=buf.view(-1))  # float64 where a float64
+        # buffer made the flat vectors so (a path moving one, trial s35); the layer's outputs are its weight's dtype
         return buf
 
     def _rows_per_point(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -189,7 +192,7 @@ class SharedFirstLayer:
                 or x.dim() == 0 or x.shape[0] % k or x.numel() != k * orig.numel()):
             return None
         h0, hd, buf = self.terms(orig.view(x.shape[0] // k, *x.shape[1:]))
-        return torch.addmm(h0[None], self.stacked_coeffs, hd).view(x.shape[0], *buf.shape[1:])
+        return torch.addmm(h0[None], self.stacked_coeffs.to(hd.dtype), hd).view(x.shape[0], *buf.shape[1:])
 
     def install(self) -> None:
         """From now on the layer combines terms (until ``uninstall``); a forward set on the instance

@@ -652,3 +652,33 @@ def test_a_state_dict_or_path_given_for_a_model_is_refused_with_the_way_to_a_mod
     d = lnb.interpolation_direction(a, model_from_state_dict(a, load_state_dict_file(tmp_path / "b.pt")))
     want = torch.cat([(q - p).reshape(-1) for p, q in zip(a.parameters(), b.parameters())])
     torch.testing.assert_close(d.vectors[0], want.detach())
+
+
+def test_a_path_between_models_holding_a_float64_buffer_ends_at_each_model():
+    """A float64 buffer made the flat vectors float64, and the stacked first layer's terms met float32 inputs:
+    "mat1 and mat2 must have the same dtype", blamed on the user's model (trial s35)."""
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
+            self.register_buffer("scale", torch.ones(16, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x)) * self.scale.to(x.dtype))
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    a = Scaled()
+    torch.manual_seed(1)
+    b = Scaled()
+    b.scale.fill_(2.0)
+    line = lnb.interpolation_surface(a, b, (x, y), x=(0, 1, 5))
+    with torch.no_grad():
+        ends = [float(nn.functional.cross_entropy(m(x), y)) for m in (a, b)]
+    np.testing.assert_allclose(line.loss[[0, -1]], ends, rtol=1e-5)
+    mid = copy.deepcopy(a)  # t = 0.5 by hand, the buffer moved with the weights
+    with torch.no_grad():
+        for (name, t), tb in zip(mid.state_dict().items(), b.state_dict().values()):
+            t.copy_(0.5 * (t + tb))
+        assert line.loss[2] == pytest.approx(float(nn.functional.cross_entropy(mid(x), y)), rel=1e-5)
