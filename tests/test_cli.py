@@ -335,13 +335,18 @@ import time
 import torch
 from torch import nn
 
+# read once, into a dict (not compared): read at call time, a changed SLOW_SECONDS refused the resume as the
+# environment of another loss would be
+PACE = {"seconds": float(os.environ.get("SLOW_SECONDS", "0.15"))}
+
+
 class Slow(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
     def forward(self, x):
-        time.sleep(float(os.environ.get("SLOW_SECONDS", "0.15")))  # slow enough to be signalled mid-run
+        time.sleep(PACE["seconds"])  # slow enough to be signalled mid-run
         return self.net(x)
 
 def make():

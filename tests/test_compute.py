@@ -121,28 +121,29 @@ def test_two_threads_computing_on_one_model_take_turns_and_each_gets_its_own_sur
     which gave wrong values at every point and left the weights moved (trial s35). The second now waits for
     the first, saying so; both equal the naive loop and the weights come back bit-identical."""
     import threading
-    import warnings
+    import time
 
     saved = state_copy(mlp)
     planes = [random_dict_dirs(mlp, 2, seed=s, scale=0.3) for s in (0, 1)]
-    first_tile, results, said = threading.Event(), {}, []
+    first_tile, results = threading.Event(), {}
 
     def run(k, callbacks=()):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            results[k] = lnb.compute_surface(mlp, mlp_data, lnb.as_directions(mlp, planes[k]), x=(-1, 1, 7),
-                                             y=(-1, 1, 7), tile=1, callbacks=list(callbacks))
-        said.extend(str(w.message) for w in caught)
+        results[k] = lnb.compute_surface(mlp, mlp_data, lnb.as_directions(mlp, planes[k]), x=(-1, 1, 7),
+                                         y=(-1, 1, 7), tile=1, callbacks=list(callbacks))
 
-    first = threading.Thread(target=run, args=(0, [lambda ev: first_tile.set()]))
+    def slowly(ev):  # the first run lasts at least 49 × 20 ms, so the second starts while it runs
+        first_tile.set()
+        time.sleep(0.02)
+
+    first = threading.Thread(target=run, args=(0, [slowly]))
     first.start()
     assert first_tile.wait(60)
-    run(1)  # while the first is under way (49 tiles of one point)
+    with pytest.warns(UserWarning, match="another computation on this Sequential is running in another thread; "
+                                         "this one waits"):
+        run(1)  # while the first is under way (49 tiles of one point)
     first.join(60)
     for k in (0, 1):
         _check_against_naive(mlp, mlp_data, planes[k], results[k])
-    assert any("another computation on this Sequential is running in another thread; this one waits" in w
-               for w in said)
     assert_bit_identical(mlp, saved)
 
 

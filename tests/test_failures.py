@@ -288,6 +288,8 @@ CLI_MODULE = textwrap.dedent("""
     import torch
     from torch import nn
 
+    DIE_AFTER = {"calls": int(os.environ.get("LNB_TEST_DIE_AFTER", "0"))}
+
     class DiesAfter(nn.Module):
         '''Kills its own (worker) process on the N-th forward: a worker lost mid-run.'''
 
@@ -299,7 +301,7 @@ CLI_MODULE = textwrap.dedent("""
         def forward(self, x):
             float(self.a.weight.sum())  # a Python float of the weights: vmap refuses, so a call is one point
             self.calls += 1
-            limit = int(os.environ.get("LNB_TEST_DIE_AFTER", "0"))
+            limit = DIE_AFTER["calls"]  # read at import (a dict: not compared, as the environment read here is)
             if limit and self.calls >= limit:
                 os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(0.005)
