@@ -61,6 +61,17 @@ def cnn_traj(cnn_data):
         return _train_trajectory(TinyCNN(), cnn_data, lr=0.1)
 
 
+def _naive_losses(model, states, data) -> list[float]:
+    """Each checkpoint's loss on ``data``, loaded into a copy of ``model`` (eval mode) the plain way."""
+    out = []
+    for sd in states:
+        m = copy.deepcopy(model).eval()
+        m.load_state_dict(sd)
+        with torch.no_grad():
+            out.append(float(nn.functional.cross_entropy(m(data[0]), data[1])))
+    return out
+
+
 def _matrix(model, states, ignore):
     """Dense float64 checkpoint matrix over trainable params (1-D columns zeroed for biasbn)."""
     rows = []
@@ -320,12 +331,7 @@ def test_a_float64_models_pca_directions_and_checkpoint_losses_are_float64(mlp_t
     for i in range(2):
         v = d.vectors[i].numpy()
         np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=1e-12)
-    for i, sd in enumerate(states):
-        m_i = copy.deepcopy(model)
-        m_i.load_state_dict(sd)
-        with torch.no_grad():
-            naive = float(nn.functional.cross_entropy(m_i(data[0]), data[1]))
-        assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-12, abs=0)
+    np.testing.assert_allclose(d.provenance["path_loss"], _naive_losses(model, states, data), rtol=1e-12, atol=0)
 
 
 def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_warn(mlp_traj, mlp_data):
@@ -365,14 +371,10 @@ def test_distances_count_final_frozen_parameters_that_the_checkpoints_moved_and_
                                   if sd[name].ndim > 1]) for sd in states])
     s = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)
     np.testing.assert_allclose(d.provenance["explained_variance_ratio"], (s ** 2 / (s ** 2).sum())[:2], rtol=1e-6)
-    with pytest.warns(UserWarning, match="unfreeze them in final"):  # each checkpoint's true loss is its own, with
-        losses = project_trajectory(states, d, final=final, data=mlp_data).loss  # its own frozen layer (it was
-    for i, sd in enumerate(states):  # evaluated with final's, trial s35)
-        m_i = copy.deepcopy(model)
-        m_i.load_state_dict(sd)
-        with torch.no_grad():
-            assert losses[i] == pytest.approx(float(nn.functional.cross_entropy(m_i(mlp_data[0]), mlp_data[1])),
-                                              rel=1e-5)
+    # each checkpoint's true loss is its own, with its own frozen layer (it was evaluated with final's, trial s35)
+    with pytest.warns(UserWarning, match="unfreeze them in final"):
+        losses = project_trajectory(states, d, final=final, data=mlp_data).loss
+    np.testing.assert_allclose(losses, _naive_losses(model, states, mlp_data), rtol=1e-5)
     with warnings.catch_warnings():  # frozen parameters equal in every checkpoint: nothing to say
         warnings.simplefilter("error")
         frozen_same = copy.deepcopy(model)
@@ -411,12 +413,7 @@ def test_trainer_dicts_in_memory_are_read_as_their_files_are(key, mlp_traj, mlp_
     for i in range(2):
         v = d.vectors[i].double().numpy()
         np.testing.assert_allclose(v, np.sign(v @ vt[i]) * vt[i], atol=2e-6)
-    for i, sd in enumerate(states):
-        m_i = copy.deepcopy(model)
-        m_i.load_state_dict(sd)
-        with torch.no_grad():
-            naive = float(nn.functional.cross_entropy(m_i(mlp_data[0]), mlp_data[1]))
-        assert d.provenance["path_loss"][i] == pytest.approx(naive, rel=1e-5)
+    np.testing.assert_allclose(d.provenance["path_loss"], _naive_losses(model, states, mlp_data), rtol=1e-5)
 
 
 def test_checkpoints_that_differ_only_in_biases_are_refused_suggesting_ignore_none(mlp_traj):
