@@ -23,7 +23,6 @@ from torch import nn
 from .choices import NORMS
 from .errors import LandscapeError, check_choice, positive_int, warn_user
 from .params import ParamLayout, check_finite, float_state_buffers, model_dtype, unwrap_model
-from .spec import model_fingerprint
 
 IGNORES = ("biasbn", None)
 _EPS = 1e-10
@@ -323,8 +322,6 @@ def random_directions(
     prov["orthogonalized"] = bool(orthogonalize)
     prov["cosine_max"] = _max_offdiag(_cosines(vectors))
     prov["norms"] = vectors.double().norm(dim=1).tolist()
-    if norm != "none":  # normalized to these weights: compute_surface warns on another model's (trial s35)
-        prov["centre_weights"] = model_fingerprint(model)
     return Directions(vectors, layout, prov)
 
 

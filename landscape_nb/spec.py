@@ -74,6 +74,18 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
+def parameters_fingerprint(model: nn.Module) -> str:
+    """24 hex digits of SHA-256 over the values of the model's parameters, in order (of the model inside a
+    wrapper): which weights directions were made around, whatever the wrapper (``torch.jit.script`` renames the
+    class that `model_fingerprint` hashes) or the buffers."""
+    from .params import unwrap_model
+
+    h = hashlib.sha256()
+    for p in unwrap_model(model).parameters():
+        hash_tensor(h, p)
+    return h.hexdigest()[:24]
+
+
 def code_fingerprint(model: nn.Module) -> dict:
     """The source code of the model's own module classes (torch's are left out), hashed:
     ``{"fingerprint": 16 hex digits, "classes": [qualified names], "modules": module_settings(model),
@@ -677,4 +689,5 @@ class SurfaceSpec:
 
 
 __all__ = ["hash_tensor", "hash_array", "data_fingerprint", "tree_fingerprint", "model_fingerprint",
+           "parameters_fingerprint",
            "code_fingerprint", "globals_fingerprint", "module_settings", "spec_key", "SurfaceSpec"]

@@ -521,7 +521,11 @@ def test_directions_made_around_another_models_weights_are_said_so(mlp_data):
                                          r"surface is centred at this model, so the points the directions name"):
         lnb.compute_surface(b, mlp_data, line, x=(0, 1, 3))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "`torch.jit.script", DeprecationWarning)
         lnb.compute_surface(a, mlp_data, filt, **grid)
         lnb.compute_surface(a, mlp_data, line, x=(0, 1, 3))
         lnb.compute_surface(b, mlp_data, lnb.random_directions(a, n=1, seed=0, norm="none"), **grid)
+        lnb.compute_surface(torch.jit.script(a), mlp_data, filt, **grid)  # the same weights, wrapped or cast
+        lnb.compute_surface(torch.jit.script(a), mlp_data, line, x=(0, 1, 3))
+        lnb.compute_surface(copy.deepcopy(a).double(), (mlp_data[0].double(), mlp_data[1]), filt, **grid)

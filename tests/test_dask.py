@@ -403,7 +403,8 @@ def test_a_model_that_cannot_be_pickled_to_the_workers_is_refused_in_words_befor
         assert value == pytest.approx(naive, rel=1e-5)
     with pytest.raises(LandscapeError, match=r"^the model, data, loss_fn or metrics cannot be pickled .*\(TypeError: "
                                              r"cannot pickle '_thread.lock' object\).*client=None"):
-        lnb.compute_surface(HoldsALock(), data, lnb.random_directions(HoldsALock(), n=1), x=(-1, 1, 5), client=client)
+        locked = HoldsALock()
+        lnb.compute_surface(locked, data, lnb.random_directions(locked, n=1), x=(-1, 1, 5), client=client)
 
 
 def test_a_worker_with_several_threads_runs_its_tiles_one_at_a_time_on_its_model_copy(data):
