@@ -58,16 +58,22 @@ def tree_fingerprint(structure: str, leaves) -> str:
     return h.hexdigest()[:24]
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """24 hex digits of SHA-256 over the model's class name and its whole ``state_dict``
-    (of the model inside a ``torch.compile``, ``DataParallel`` or DDP wrapper)."""
-    while True:  # the rule of params.unwrap_model (a sibling module, not imported)
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile``, ``DataParallel`` or DDP wrappers: the rule of params.unwrap_model (a
+    sibling module, not imported)."""
+    while True:
         if isinstance(getattr(model, "_orig_mod", None), nn.Module):
             model = model._orig_mod
         elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
         else:
-            break
+            return model
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """24 hex digits of SHA-256 over the model's class name and its whole ``state_dict``
+    (of the model inside a ``torch.compile``, ``DataParallel`` or DDP wrapper)."""
+    model = _unwrapped(model)
     h = hashlib.sha256(type(model).__qualname__.encode())
     for name, t in model.state_dict().items():
         hash_tensor(h, t, name)
@@ -78,10 +84,8 @@ def parameters_fingerprint(model: nn.Module) -> str:
     """24 hex digits of SHA-256 over the values of the model's parameters, in order (of the model inside a
     wrapper): which weights directions were made around, whatever the wrapper (``torch.jit.script`` renames the
     class that `model_fingerprint` hashes) or the buffers."""
-    from .params import unwrap_model
-
     h = hashlib.sha256()
-    for p in unwrap_model(model).parameters():
+    for p in _unwrapped(model).parameters():
         hash_tensor(h, p)
     return h.hexdigest()[:24]
 
