@@ -783,6 +783,8 @@ def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_
     assert not np.allclose(fresh.loss, kept.loss, rtol=1e-3)  # what resuming would have handed back as this model's
 
 
+#: _e1() → _e2() → ... → _e10(), which reads the environment: ten calls below the loss
+_CALLS = "".join(f"\n\ndef _e{i}():\n    return _e{i + 1}()\n" for i in range(1, 10))
 USER_MODULE = '''
 import os
 
@@ -838,42 +840,7 @@ def _env_by_global():
 def _env_by_default(var="LNB_TEST_SCALE_D"):
     return float(os.getenv(var, "1"))
 
-
-def _e1():
-    return _e2()
-
-
-def _e2():
-    return _e3()
-
-
-def _e3():
-    return _e4()
-
-
-def _e4():
-    return _e5()
-
-
-def _e5():
-    return _e6()
-
-
-def _e6():
-    return _e7()
-
-
-def _e7():
-    return _e8()
-
-
-def _e8():
-    return _e9()
-
-
-def _e9():
-    return _e10()
-
+''' + _CALLS + '''
 
 def _e10():
     return float(os.environ.get("LNB_TEST_SCALE", "1"))
