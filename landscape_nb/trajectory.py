@@ -217,11 +217,15 @@ def _block(states: Sequence[Mapping], piece, ref: Mapping) -> np.ndarray:
     return out
 
 
+def _frozen(model: nn.Module) -> list[str]:
+    """The names of ``model``'s frozen (``requires_grad=False``) parameters."""
+    return [name for name, p in unwrap_model(model).named_parameters() if not p.requires_grad]
+
+
 def _frozen_off_plane(final: nn.Module, layout: ParamLayout) -> ParamLayout:
     """The frozen (``requires_grad=False``) parameters of ``final`` that ``layout`` leaves out (kind ``"frozen"``):
     no direction moves them, so where a checkpoint differs from ``final`` there, it is off the plane."""
-    every = ParamLayout.of(final, frozen=[name for name, p in unwrap_model(final).named_parameters()
-                                          if not p.requires_grad])
+    every = ParamLayout.of(final, frozen=_frozen(final))
     return ParamLayout(tuple(e for e in every.entries if e.kind == "frozen" and e not in layout.entries))
 
 
@@ -601,8 +605,7 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, setti
 
     names = list(unwrap_model(model).state_dict())
     states = [match_state_keys(sd, names) for sd in as_checkpoints(trajectory)]
-    frozen = [name for name, p in unwrap_model(model).named_parameters() if not p.requires_grad]
-    layout = ParamLayout.of(model, include_buffers=True, frozen=frozen)  # each checkpoint's own frozen layers:
+    layout = ParamLayout.of(model, include_buffers=True, frozen=_frozen(model))  # each checkpoint's own frozen layers:
     # left out, a checkpoint's true loss was that of its weights with the model's frozen ones (trial s35)
     dtype = vector_dtype(model)  # a float64 model's checkpoints to float64 rounding, not float32's ~1e-7
     base = flatten(model, layout).to(dtype).cpu()
