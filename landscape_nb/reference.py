@@ -441,6 +441,7 @@ def _warn_if_fractions(values: np.ndarray, key: str, path, ours: bool) -> None:
 
 #: the reference's Hessian keys (plot_hessian_eigen.py) as an eigen-map's metrics (`landscape_nb.eigen_map`)
 _EIGEN_KEYS = {"max_eig": "lambda_max", "min_eig": "lambda_min"}
+_EIGEN_WRITTEN = {ours: key for key, ours in _EIGEN_KEYS.items()}  # and back, as plot_2d_eig_ratio reads them
 
 
 def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done: np.ndarray, other: str) -> None:
@@ -455,10 +456,11 @@ def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done:
     theirs = {f"{other}_loss", f"{other}_accuracy"}
     if f"{other}_loss" in metrics:
         other_loss = metrics[f"{other}_loss"]
-        kept = done & ~(other_loss < 0) & ~np.isnan(other_loss)  # its own loss decides (not this split's NaN)
-        metrics[f"{other}_loss"] = np.where(done & ~(other_loss < 0), other_loss, np.nan)
+        reached = done & ~(other_loss < 0)  # its own loss decides (not this split's NaN)
+        metrics[f"{other}_loss"] = np.where(reached, other_loss, np.nan)
         if f"{other}_accuracy" in metrics:
-            metrics[f"{other}_accuracy"] = np.where(kept, metrics[f"{other}_accuracy"], np.nan)
+            metrics[f"{other}_accuracy"] = np.where(reached & ~np.isnan(other_loss), metrics[f"{other}_accuracy"],
+                                                    np.nan)
     if "lambda_max" in metrics:
         lmax, lmin = metrics["lambda_max"], metrics.get("lambda_min")
         placeholder = lmax == -1.0 if lmin is None else lmin > lmax
@@ -556,7 +558,7 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         )
     names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
              f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc",
-             **{ours: key for key, ours in _EIGEN_KEYS.items()}}  # plot_2d_eig_ratio reads min_eig, max_eig
+             **_EIGEN_WRITTEN}
     splits = named_splits(surface)
     if splits:  # every split goes under its own name, the accuracy as <split>_acc
         if split not in splits:
@@ -567,7 +569,7 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
                 "split 'train' in the data")
         del arrays["loss"]
         names = {**{f"{s}_{q}": f"{s}_{'acc' if q == 'accuracy' else 'loss'}"
-                    for s in splits for q in ("loss", "accuracy")}, **{ours: key for key, ours in _EIGEN_KEYS.items()}}
+                    for s in splits for q in ("loss", "accuracy")}, **_EIGEN_WRITTEN}
     reserved = {"xcoordinates", "ycoordinates", "dir_file", *(f"{s}_{q}" for s in SPLITS for q in ("loss", "acc")),
                 *_EIGEN_KEYS}
     out: dict[str, np.ndarray] = {}
