@@ -561,6 +561,34 @@ def test_compute_pressed_while_a_cancel_takes_effect_starts_once_it_has(explorer
     assert explorer.state.status == "done" and explorer.surface.loss.shape == (5, 5), explorer.state.message
 
 
+def test_wait_returns_only_after_the_compute_queued_behind_a_cancel_has_ended(explorer, monkeypatch):
+    """wait() read `running` (False: the cancelled run ended, the queued one not yet started), then the queued
+    start's flag (cleared: it had started meanwhile) and returned on a run still "starting" (CI, s35). Here each
+    of the waiting thread's reads of `running` that finds no run returns only once no queued start is left."""
+    real = ExplorerState.running
+
+    def slow_to_say_none(self):
+        value = real.fget(self)
+        deadline = time.monotonic() + 5
+        while (not value and self._queued_start is not None and time.monotonic() < deadline
+               and threading.current_thread() is threading.main_thread()):
+            time.sleep(0.001)  # the queued run starts meanwhile
+        return value
+
+    explorer.controls["x_points"].value = explorer.controls["y_points"].value = 201
+    explorer.controls["time_budget"].value = 1e6
+    assert explorer.compute()
+    deadline = time.monotonic() + 60
+    while explorer.state.status != "running" and time.monotonic() < deadline:
+        explorer.state.wait(0.05)
+    assert explorer.state.cancel()
+    explorer.controls["x_points"].value = explorer.controls["y_points"].value = 5
+    explorer.compute_button.click()
+    monkeypatch.setattr(ExplorerState, "running", property(slow_to_say_none))
+    explorer.wait(60)
+    assert explorer.state.status == "done" and explorer.surface.loss.shape == (5, 5), explorer.state.message
+
+
 def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_surface(explorer):
     """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it computes
     only the missing points, within a time budget the rest fits. Changed controls start anew, and so does a user's

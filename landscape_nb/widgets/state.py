@@ -518,10 +518,17 @@ class ExplorerState(t.HasTraits):
         self._say("Cancelling…")
         return True
 
+    def _busy(self) -> bool:
+        """A run is on, or a Compute queued behind a Cancel is yet to start it. `_queued_start` is cleared only
+        once the queued run's thread runs, and `_queued_compute` while the ended run's thread still runs, so
+        `running`, read last, cannot miss a run started between the reads (read first, it did: wait returned
+        on a queued run still "starting")."""
+        return self._queued_start is not None or self._queued_compute or self.running
+
     def wait(self, timeout: float | None = None) -> Surface | None:
         """Block until the computation ends (applying its updates here); the surface."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.running or self._queued_compute or self._queued_start is not None:  # and a Compute queued
+        while self._busy():
             if deadline is not None and time.monotonic() > deadline:
                 break
             thread = self._thread
