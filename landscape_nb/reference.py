@@ -60,10 +60,22 @@ def _open(path, mode: str):
     try:  # read without HDF5's file lock: a file the reference is still filling in (it holds it open, r+)
         return h5py.File(path, mode, locking=False) if mode == "r" else h5py.File(path, mode)  # plots as partial
     except OSError as exc:
+        if mode == "r" and "locking flag" in str(exc):  # this process has it open (an h5py.File of the user's):
+            try:  # HDF5 shares that handle only when opened with the same locking flag
+                return h5py.File(path, mode)
+            except OSError as again:
+                exc = again
+        if "already open" in str(exc):  # this process's own handle: HDF5 refuses the write, not another's lock
+            raise LandscapeError(
+                f"cannot {'read' if mode == 'r' else 'write'} {str(path)!r}: this Python process holds it open "
+                f"({exc}); expected a file not open here: close your h5py.File on it (or leave its `with` block) "
+                "first, or write another path"
+            ) from None
         if "lock" in str(exc):
             raise LandscapeError(
-                f"cannot write {str(path)!r}: another process holds it open ({exc}); expected a file no one else "
-                "has open: wait for that run (the reference's plot_surface.py) to end, or write another path"
+                f"cannot {'read' if mode == 'r' else 'write'} {str(path)!r}: another process holds it open ({exc}); "
+                "expected a file no one else has open: wait for that run (the reference's plot_surface.py) "
+                "to end, or write another path"
             ) from None
         raise LandscapeError(
             f"cannot open {str(path)!r} as HDF5 ({exc}); expected a .h5 file written by the reference "

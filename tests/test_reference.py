@@ -657,6 +657,22 @@ def test_a_reference_file_still_held_open_for_writing_is_read_as_it_stands(tmp_p
         holder.wait()
 
 
+def test_a_reference_file_the_user_holds_open_in_this_process_is_read_and_a_write_to_it_says_whose(tmp_path):
+    """Looking at a file with h5py, then loading it, failed with "cannot write ...: another process holds it open"
+    (HDF5 shares a handle in one process only under the same locking flag; trial s36)."""
+    x, y = np.linspace(-1, 1, 3), np.linspace(-1, 1, 4)
+    loss = np.arange(12.0).reshape(4, 3)
+    path = _reference_file(tmp_path / "mine.h5", x, y, train_loss=loss)
+    with h5py.File(path, "r") as held:
+        surf = lnb.load_reference_surface(path)
+        np.testing.assert_array_equal(surf.loss, loss)
+        assert list(held) and surf.is_complete
+        with pytest.raises(LandscapeError, match=r"cannot write .*mine\.h5.*: this Python process holds it open .*"
+                                                 r"close your h5py\.File"):
+            lnb.save_reference_surface(surf, path)
+    np.testing.assert_array_equal(lnb.load_reference_surface(path).loss, loss)  # the refused write left it as it was
+
+
 def test_a_1d_reference_file_with_both_splits_draws_both_as_plot_1d_does(tmp_path):
     """Li et al.'s Figure 1 from a reference file: line_splits drew the test curves only (the loaded split is
     the surface's own loss, not a train_loss metric; trial s35)."""
