@@ -385,3 +385,31 @@ def test_points_past_the_boxes_drawn_are_markers_and_the_note_tells_them_apart(m
     assert [t.type for t in fig.data] == ["isosurface", "scatter3d"] and len(fig.data[1].x) == 9
     note = next(a.text for a in fig.layout.annotations if a.name == "partial")
     assert note.endswith("; 9 drawn as markers (no computed cell around 1 of them, 8 past the shells drawn)")
+
+
+def test_clip_places_the_outermost_isosurface_at_the_cap_as_the_cli_s_clip_says():
+    """`landscape-nb plot vol.zarr --clip none|auto|5` drew the same shells (min to the median) whatever the cap:
+    `--clip` capped only values no shell reached (trial s36). A cap now places the outermost shell: at the value
+    given (in log10 with log=True), at the largest finite value for none; auto keeps the `upper` quantile."""
+    from landscape_nb.cli import figure_for, parse_clip
+
+    x = y = z = np.linspace(-1, 1, 5)
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    loss = 1.0 + xx ** 2 + 2 * yy ** 2 + 3 * zz ** 2  # 1 .. 7
+    loss[0, 0, 0] = np.nan
+    vol = Surface(x, y, loss, z=z)
+    finite = loss[np.isfinite(loss)]
+    for clip, top in ((None, np.quantile(finite, 0.5)), ("auto", np.quantile(finite, 0.5)), ("none", 7.0),
+                      ("5", 5.0), ("100", 7.0)):
+        shell = figure_for(vol, None, clip=parse_clip(clip)).data[0]
+        assert shell.type == "isosurface" and shell.isomax == pytest.approx(top) and shell.cmax == pytest.approx(top)
+        assert shell.isomin == pytest.approx(1.0 + 0.02 * (top - 1.0))
+        inside = np.asarray(shell.value)[np.isfinite(loss).ravel()]  # the values themselves, none on the shell
+        np.testing.assert_allclose(inside, finite)
+    logged = lnb.plot.volume(vol, clip=5.0, log=True).data[0]
+    assert logged.isomax == pytest.approx(np.log10(5.0)) and max(logged.value) > np.log10(7.0)
+    assert lnb.plot.volume(vol, upper=0.9).data[0].isomax == pytest.approx(np.quantile(finite, 0.9))
+    with pytest.raises(LandscapeError, match=r"upper=0.9 and clip=5.0 both place the outermost isosurface"):
+        lnb.plot.volume(vol, upper=0.9, clip=5.0)
+    with pytest.raises(LandscapeError, match=r"clip=0.5 is at or below every value"):
+        lnb.plot.volume(vol, clip=0.5)

@@ -111,7 +111,7 @@ def volume(
     log: bool = False,
     clip: float | bool | None = None,
     levels: int = 5,
-    upper: float = 0.5,
+    upper: float | None = None,
     slices="centre",
     opacity: float | None = None,
     title: str | None = None,
@@ -138,12 +138,14 @@ def volume(
     log : bool, default False
         Show log10 of the values (non-positive values become gaps).
     clip : float, bool or None
-        As in ``plot.contour``: None caps huge values automatically, False never, a number there.
+        Where the outermost isosurface sits, as ``plot.contour``'s cap on the shown loss: None at the
+        ``upper`` quantile, a number at that loss (at the largest finite value if none reaches it),
+        False at the largest finite value (every value inside a shell). Values above it are capped.
     levels : int, default 5
-        Number of isosurfaces between the lowest value and the ``upper`` quantile.
+        Number of isosurfaces between the lowest value and the outermost one.
     upper : float in (0, 1], default 0.5
-        The quantile of the finite values where the outermost isosurface sits (0.5: the shell
-        enclosing the lower half of the volume's values).
+        With ``clip=None``, the quantile of the finite values where the outermost isosurface sits
+        (0.5: the shell enclosing the lower half of the volume's values).
     slices : "centre", None or mapping axis -> list of float
         Slice planes coloured by the value: "centre" draws one through the grid value nearest 0
         on each axis; None draws none.
@@ -157,7 +159,8 @@ def volume(
     plotly.graph_objects.Figure
         For a complete volume one trace (``Isosurface`` or ``Volume``) with flat x, y, z, value arrays
         in the order of ``loss.ravel()``; diverged points take a value above every finite one, so
-        they sit outside every shell. ``value`` is capped (``clip``); the hover text shows the stored
+        they sit outside every shell. ``value`` holds the values (capped by the automatic cap where
+        ``clip`` is None, past which no shell sits); the hover text shows the stored
         loss and metrics (``text``), or says that a point holds none. A partial volume (a stopped
         run) is drawn with a trace per box of computed points (`complete_boxes`, at most
         ``MAX_BOXES``; no shell is built from a point not computed), a ``Scatter3d`` of the computed
@@ -168,7 +171,8 @@ def volume(
     ------
     LandscapeError
         Not a 3D surface, an unknown ``kind``, ``levels`` not a positive integer, ``upper`` outside
-        (0, 1], no finite value at all, or malformed ``slices``.
+        (0, 1] or given with a ``clip``, a ``clip`` below every value, no finite value at all, or
+        malformed ``slices``.
 
     References
     ----------
@@ -180,14 +184,24 @@ def volume(
         raise LandscapeError(f"plot.volume: kind={kind!r}; expected one of {KINDS}")
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise LandscapeError(f"plot.volume: levels={levels!r}; expected a positive integer, e.g. levels=5")
+    auto = clip is None or clip is True
+    if upper is not None and not auto:
+        raise LandscapeError(f"plot.volume: upper={upper!r} and clip={clip!r} both place the outermost isosurface; "
+                             "expected one of them: upper a quantile of the values, clip a loss value (or False: "
+                             "the largest)")
+    upper = 0.5 if upper is None else upper
     if not 0 < float(upper) <= 1:
         raise LandscapeError(f"plot.volume: upper={upper!r}; expected a quantile in (0, 1], e.g. 0.5")
-    values = display_values(surf, log=log, clip=clip, name=name)
+    values = display_values(surf, log=log, clip=clip, name=name)  # refuses a cap at or below every value
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise LandscapeError("plot.volume: no finite value to draw (nothing computed yet, or every point diverged)")
     lo, hi = float(finite.min()), float(finite.max())
     top = float(np.quantile(finite, float(upper)))
+    if not auto:  # the outermost shell at the cap, or at the largest value under it (the CLI's --clip left the
+        top = hi  # shells at the median whatever it was; trial s36); built from the values themselves, in
+        values = display_values(surf, log=log, clip=False, name=name)  # which a point above the cap is outside it
+        hi = float(np.nanmax(values))  # (capped, it sat on the shell)
     if top <= lo:
         top = hi if hi > lo else lo + 1.0
     flat = np.where(np.isfinite(values), values, hi + (hi - lo) + 1.0).ravel()
