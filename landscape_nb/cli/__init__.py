@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices", "eigen_map")
 CLIP_HELP = ("cap on the figure's displayed loss (hover shows true values; a line's loss axis stops there; a "
              "volume's outermost isosurface sits there, at the median loss for auto): auto (default: "
-             "min + 5·(median − min), so a few diverged points do not flatten the rest), none (no cap) or a loss value")
+             "min + 5·(median − min), so a few diverged points do not flatten the rest), none (no cap) or a loss "
+             "value")
 _KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volume", "slices")}
 
 
