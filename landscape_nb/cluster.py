@@ -65,6 +65,31 @@ class OwnedWorkers(WorkerPlugin):
         quiet = logging.getLogger("distributed.worker")
         if not any(isinstance(f, _SchedulerGoneFilter) for f in quiet.filters):
             quiet.addFilter(_SchedulerGoneFilter())
+        quiet_client_teardown()
+
+
+def _client_teardown(unraisable) -> bool:
+    """Whether ``unraisable`` is the worker's own client (made by ``get_client`` for the run's cancel
+    ``distributed.Event``) failing to close in its ``__del__`` once the worker's event loop has closed."""
+    return (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "IOLoop is closed"
+            and getattr(unraisable.object, "__qualname__", None) == "Client.__del__"
+            and getattr(unraisable.object, "__module__", "").startswith("distributed"))
+
+
+def quiet_client_teardown() -> None:
+    """Drop the "Exception ignored in: Client.__del__ ... RuntimeError: IOLoop is closed" traceback that a worker
+    closed mid-task prints when its client is collected (a CLI run given Ctrl-C printed it under its one
+    "interrupted" line, trial s36); every other unraisable exception reaches the hook installed before."""
+    before = sys.unraisablehook
+    if getattr(before, "quiet_client_teardown", False):
+        return
+
+    def hook(unraisable) -> None:
+        if not _client_teardown(unraisable):
+            before(unraisable)
+
+    hook.quiet_client_teardown = True
+    sys.unraisablehook = hook
 
 
 class OwnedCluster:

@@ -580,6 +580,12 @@ def test_an_interrupt_before_any_tile_says_what_was_kept(user_model, monkeypatch
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3"]) == 130  # no output: the default store, not yet made
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
+    monkeypatch.undo()  # the store made, stopped before its first tile: "kept (0 of 9 points)" (trial s36)
+    monkeypatch.setattr(landscape_nb.compute, "_run_tiles", interrupted)
+    assert main(["compute", user_model, "--grid", "3x3", "--store", "made.zarr"]) == 130
+    assert lnb.load_surface("made.zarr").n_done == 0
+    assert ("landscape-nb: interrupted; no tile had finished, so the store holds no point yet (rerun to compute "
+            "them)") in capsys.readouterr().err
 
 
 def test_an_h5_of_a_non_square_grid_says_how_its_array_is_read(user_model, tmp_path, capsys):

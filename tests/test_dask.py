@@ -776,3 +776,36 @@ def test_a_stream_loaded_by_worker_processes_on_dask_says_why_it_cannot_be_read_
     plain = torch.utils.data.DataLoader(_Stream(*data), batch_size=32)
     np.testing.assert_allclose(lnb.compute_surface(m, plain, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client).loss,
                                lnb.compute_surface(m, loader, random_dict_dirs(m, 1), x=(-1, 1, 3)).loss, rtol=1e-6)
+
+
+def test_a_worker_drops_only_its_clients_teardown_error_from_the_unraisable_hook(monkeypatch):
+    """A local cluster closed mid-task (Ctrl-C) printed "Exception ignored in: Client.__del__ ... RuntimeError:
+    IOLoop is closed" from a worker under the CLI's one line (trial s36). Our workers drop that one; any other
+    unraisable exception, and that error from anything but a distributed Client's __del__, still reaches the
+    hook installed before."""
+    import sys
+    from types import SimpleNamespace
+
+    import distributed
+
+    from landscape_nb.cluster import quiet_client_teardown
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    quiet_client_teardown()
+    quiet_client_teardown()  # a second plugin setup wraps nothing twice
+
+    def unraisable(exc, obj):
+        return SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=None, err_msg=None, object=obj)
+
+    class Mine:
+        def __del__(self):
+            pass
+
+    teardown = unraisable(RuntimeError("IOLoop is closed"), distributed.Client.__del__)
+    others = [unraisable(RuntimeError("IOLoop is closed"), Mine.__del__),
+              unraisable(ValueError("IOLoop is closed"), distributed.Client.__del__),
+              unraisable(RuntimeError("something else"), distributed.Client.__del__)]
+    for u in (teardown, *others):
+        sys.unraisablehook(u)
+    assert seen == others

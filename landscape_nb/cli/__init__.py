@@ -1098,6 +1098,8 @@ def _kept_in(store, where: str) -> str:
     if n_done == size:
         return (f"every point is in the store{where} ({n_done} of {size} points): rerun to write the outputs "
                 "from it (nothing is computed again)")
+    if n_done == 0:  # made, but stopped before its first tile ("finished tiles are kept (0 of ...)", trial s36)
+        return f"no tile had finished, so the store{where} holds no point yet (rerun to compute them)"
     return (f"finished tiles are kept in the store{where} ({n_done} of {size} points) (rerun to resume; "
             f"`landscape-nb plot {store} --html FILE` draws them now)")
 
