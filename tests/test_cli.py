@@ -846,6 +846,12 @@ def test_a_run_whose_loss_diverges_says_how_many_points(user_model, tmp_path, ca
     assert 0 < n_bad < 25 and surf.is_complete
     err = capsys.readouterr().err
     assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in err and "a narrower --range shows" in err
+    # a VTK file holds no NaN: they are written as the largest loss, and the CLI says so (trial s36)
+    assert main(["plot", str(tmp_path / "d.zarr"), "--vtk", str(tmp_path / "d.vtk")]) == 0
+    assert (f"note: {tmp_path / 'd.vtk'}: {n_bad} of 25 points have no finite loss (diverged or not computed); "
+            "VTK files hold no NaN") in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "d.zarr"), "--vtk", str(tmp_path / "l.vtk"), "--log"]) == 0
+    assert f"{n_bad} of 25 points have no finite log10 of the loss (diverged, ≤ 0 or" in capsys.readouterr().err
     # NaN at the model itself: the loss or the data, and no range helps (it said "a narrower --range")
     assert main(["compute", "my_models:nan_loss", "--grid", "3x3", "--store", str(tmp_path / "n.zarr")]) == 0
     err = capsys.readouterr().err

@@ -296,6 +296,17 @@ def write_exports(surf, args, name: str) -> None:
                   "parameter, def make(split='test'); the same --store resumes only the same split)",
                   file=sys.stderr)
 
+    def vtk():
+        print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
+        from ..plot import display_values
+
+        gaps = int((~np.isfinite(display_values(surf, log=args.log, clip=False))).sum())
+        if gaps:  # VTK's ASCII reader takes no NaN: colouring by loss showed them as a plateau at the top (s36)
+            print(f"landscape-nb: note: {args.vtk}: {gaps} of {surf.loss.size} points have no finite "
+                  f"{'log10 of the ' if args.log else ''}loss (diverged{', ≤ 0' if args.log else ''} or not computed); "
+                  "VTK files hold no NaN, so each array has its largest finite value there and the array `valid` "
+                  "is 0: in ParaView apply Threshold on `valid` (1 to 1) before colouring by loss", file=sys.stderr)
+
     def html():
         figure = figure_for(surf, args.kind, log_scale=args.log, title=run_title(surf),
                             clip=parse_clip(args.clip))
@@ -309,8 +320,7 @@ def write_exports(surf, args, name: str) -> None:
             f"--log: every loss is ≤ 0 (from {finite.min():.4g} to {finite.max():.4g}), so a log scale shows none "
             "of them (a blank figure, every VTK point invalid); drop --log for this loss"))
         args.html = args.vtk = None
-    for flag, path, write in (("--h5", args.h5, h5), ("--vtk", args.vtk, lambda: print(
-            f"wrote {export_vtk(surf, args.vtk, log=args.log)}")), ("--html", args.html, html)):
+    for flag, path, write in (("--h5", args.h5, h5), ("--vtk", args.vtk, vtk), ("--html", args.html, html)):
         if path:
             try:
                 write()
