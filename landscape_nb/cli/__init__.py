@@ -302,8 +302,9 @@ def write_exports(surf, args, name: str) -> None:
 
         gaps = int((~np.isfinite(display_values(surf, log=args.log, clip=False))).sum())
         if gaps:  # VTK's ASCII reader takes no NaN: colouring by loss showed them as a plateau at the top (s36)
-            print(f"landscape-nb: note: {args.vtk}: {gaps} of {surf.loss.size} points have no finite "
-                  f"{'log10 of the ' if args.log else ''}loss (diverged{', ≤ 0' if args.log else ''} or not computed); "
+            what = "log10 of the loss (diverged, ≤ 0" if args.log else "loss (diverged"
+            print(f"landscape-nb: note: {args.vtk}: {gaps} of {surf.loss.size} points have no finite {what} or "
+                  "not computed); "
                   "VTK files hold no NaN, so each array has its largest finite value there and the array `valid` "
                   "is 0: in ParaView apply Threshold on `valid` (1 to 1) before colouring by loss", file=sys.stderr)
 
