@@ -341,11 +341,12 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 f"the store {str(self.path)!r} holds a different surface, so it cannot be resumed; what differs: "
                 + "; ".join(diffs[:8]) + more + f". {fix}."
             )
-        if "source" in code:
+        if "source" in code:  # with the settings it changed, where they say more ("then dm.Net; now dm.Net", s36)
+            settings = f"; with it, {code['modules']}" if "modules" in code else ""
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with other source code for the model's classes "
-                f"({code['source']}), with the same weights: resuming would mix two functions' values. Use another "
-                "store path, or delete this one to recompute.")
+                f"({code['source']}{settings}), with the same weights: resuming would mix two functions' values. Use "
+                "another store path, or delete this one to recompute.")
         if "modules" in code:
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with the same weights but other module settings: "

@@ -238,8 +238,9 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
     out = {}
     then, code = stored.get("model_code") or {}, now.get("model_code") or {}
     if then and code and then.get("fingerprint") != code.get("fingerprint"):
-        out["source"] = (f"then {', '.join(then.get('classes', [])) or 'none'}; "
-                         f"now {', '.join(code.get('classes', [])) or 'none'}")
+        names = [then.get("classes", []), code.get("classes", [])]
+        out["source"] = (f"the source of {', '.join(names[1])} changed" if names[0] == names[1] and names[1] else
+                         f"then {', '.join(names[0]) or 'none'}; now {', '.join(names[1]) or 'none'}")
     if then.get("modules") is not None and code.get("modules") is not None and then["modules"] != code["modules"]:
         out["modules"] = (_setting_changes(then.get("settings"), code.get("settings"))
                           or differing(then["modules"], code["modules"], "(the model itself)")

@@ -674,10 +674,25 @@ def test_a_store_refuses_to_resume_after_the_models_forward_was_edited(tmp_path,
     np.testing.assert_array_equal(lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store).loss, first.loss)
     edited = load("relu")
     assert all(torch.equal(p, q) for p, q in zip(edited.state_dict().values(), model.state_dict().values()))
-    with pytest.raises(LandscapeError, match="other source code for the model's classes .*edited_net.EditedNet"):
+    with pytest.raises(LandscapeError, match=r"other source code for the model's classes \(the source of "
+                                             r"edited_net.EditedNet changed\), with the same weights"):
         lnb.compute_surface(edited, data, d, x=(-1, 1, 5), store=store)
     fresh = lnb.compute_surface(edited, data, d, x=(-1, 1, 5), store=tmp_path / "new.zarr")
     assert not np.allclose(fresh.loss, first.loss)  # what resuming would have handed back as this model's
+    # a setting edited in __init__'s source: the refusal says which and how, not "then X; now X" (trial s36)
+    def with_slope(slope):
+        (tmp_path / "edited_net.py").write_text(NET_SOURCE.replace("{act}", "tanh").replace(
+            "nn.Linear(8, 3)", f"nn.Sequential(nn.Linear(8, 3), nn.LeakyReLU({slope}))"))
+        sys.modules.pop("edited_net", None)
+        importlib.invalidate_caches()
+        torch.manual_seed(0)
+        return importlib.import_module("edited_net").EditedNet()
+
+    d = lnb.random_directions(with_slope(0.1), n=1, seed=1)
+    lnb.compute_surface(with_slope(0.1), data, d, x=(-1, 1, 5), store=tmp_path / "slope.zarr")
+    with pytest.raises(LandscapeError, match=r"\(the source of edited_net.EditedNet changed; with it, module b.1: its "
+                                             r"extra_repr\(\) was negative_slope=0.1, now negative_slope=0.3\)"):
+        lnb.compute_surface(with_slope(0.3), data, d, x=(-1, 1, 5), store=tmp_path / "slope.zarr")
 
 
 class _Scaled(torch.nn.Module):
