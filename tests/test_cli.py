@@ -95,6 +95,11 @@ def test_the_default_range_of_an_even_grid_stays_minus_one_to_one_with_a_note(us
     assert "note: the model sits at y = 0, between the points of 4 on -1:1; --grid 7x5 puts it on the grid" in err
     assert "0, between" in err and not np.isclose(np.linspace(-1, 1, 6), 0).any()  # naive: 7 and 5 points hold 0
     assert np.isclose(np.linspace(-1, 1, 7), 0).any() and np.isclose(np.linspace(-1, 1, 5), 0).any()
+    assert main(["compute", user_model, "--grid", "4x4x4", "--store", str(tmp_path / "even3.zarr")]) == 0
+    err = capsys.readouterr().err  # axes missed alike: one note, which gives the fix (the x note lacked it, s36)
+    assert err.count("note: the model sits at") == 1
+    assert ("note: the model sits at x = 0 and y = 0 and z = 0, between the points of 4 on -1:1 on each; --grid 5x5x5 "
+            "puts it on the grid\n") in err
     assert main(["compute", user_model, "--grid", "4096", "--range", "-1:1", "--store", str(tmp_path / "big.zarr"),
                  "--max-samples", "8", "--tile", "4096"]) == 0  # no --grid beyond the per-axis limit is suggested
     err = capsys.readouterr().err

@@ -746,7 +746,7 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
     the axes' labels, name the models of a path (the file at 1, `_models_on_axis`)."""
     from ..grid import MAX_PER_AXIS, MAX_POINTS, grid_through_models, models_outside
 
-    notes, better, fixed, named, found = [], list(grid), {}, set(), True
+    notes, better, fixed, named, found, same_miss = [], list(grid), {}, set(), True, None
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
         outside = models_outside(a, b, unit=unit)
         missed = models_between_points(a, b, n, unit=unit)
@@ -758,9 +758,15 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
                          f"{'their' if len(outside) > 1 else 'its'} loss")
         if missed:
             at = " and ".join(f"{m:g}" for m in missed)
-            notes.append(f"{' and '.join(who.get(m, 'the model') for m in missed)} "
-                         f"{'sit' if len(missed) > 1 else 'sits'} at {name} = {at}, "
-                         f"between the points of {n} on {a:.10g}:{b:.10g}")
+            whom = " and ".join(who.get(m, "the model") for m in missed)
+            where = f"between the points of {n} on {a:.10g}:{b:.10g}"
+            if same_miss and same_miss[0] == (whom, at, where) and same_miss[2] == len(notes):
+                same_miss[1].append(f"{name} = {at}")  # one note for axes missed alike (the x note read as if
+                notes[-1] = f"{whom} {'sit' if len(missed) > 1 else 'sits'} at {' and '.join(same_miss[1])}, {where}"
+                notes[-1] += " on each"  # it lacked the y note's fix, trial s36)
+            else:
+                notes.append(f"{whom} {'sit' if len(missed) > 1 else 'sits'} at {name} = {at}, {where}")
+                same_miss = [(whom, at, where), [f"{name} = {at}"], len(notes)]
         named |= {*outside, *missed}
         if outside or missed:
             fix = grid_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
