@@ -188,6 +188,7 @@ class HessianOperator:
                       "densities are no more accurate than that (a bf16 MLP's λ_min came back 2 % off, converged); "
                       "for more, evaluate a float32 copy (copy.deepcopy(model).float())")
         self.n_products = 0
+        self._checked = False  # `_check_second_derivatives`, before the first product
 
     @property
     def dtype(self) -> torch.dtype:
@@ -215,6 +216,18 @@ class HessianOperator:
         if not bool(torch.isfinite(v).all()):  # its NaN product was blamed on the loss (trial s34)
             raise LandscapeError(f"the vector holds {int((~torch.isfinite(v)).sum())} NaN or infinite values of "
                                  f"{v.numel()}; expected finite values")
+        if not self._checked:
+            self._check_second_derivatives()
+        total, loss_total = self._product(v)
+        self.n_products += 1
+        if not bool(torch.isfinite(loss_total) & torch.isfinite(total).all()):  # one host sync a product
+            raise NonFiniteCurvature(self.n_products, float(loss_total))
+        if self.progress is not None:
+            self.progress(self.n_products)
+        return total
+
+    def _product(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(H v, loss)``, both float64, not counted in ``n_products``."""
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
         loss_total = total.new_zeros(())  # the model held: another thread's compute_surface moved the weights under
@@ -228,12 +241,42 @@ class HessianOperator:
                     continue  # the loss is linear in every parameter on this batch
                 hv = torch.autograd.grad(dot, self.params, allow_unused=True)
                 total += _flat(hv, self.params).double() * share
-        self.n_products += 1
-        if not bool(torch.isfinite(loss_total) & torch.isfinite(total).all()):  # one host sync a product
-            raise NonFiniteCurvature(self.n_products, float(loss_total))
-        if self.progress is not None:
-            self.progress(self.n_products)
-        return total
+        return total, loss_total
+
+    def _check_second_derivatives(self) -> None:
+        """Refuse a model whose second backward pass misses part of the Hessian, before the first product. A
+        custom ``autograd.Function`` whose backward is ``@once_differentiable``, or computed outside autograd, is
+        a constant to that pass: its part of the Hessian was missing and λ_max came back 0.256 for 1.139,
+        converged, with no word (trial s36). The first is refused by name; the others where the products are
+        not those of a symmetric matrix (uᵀHv ≠ vᵀHu for random u, v: two products, once)."""
+        self._checked = True
+        custom = _custom_functions(self)
+        once = sorted(name for name, wrapped in custom.items() if wrapped)
+        fix = ("give such a torch.autograd.Function a backward made of torch operations without "
+               "@once_differentiable (or write the operation with torch operations), with no .detach(), numpy or "
+               "torch.no_grad step in it")
+        if once:
+            raise LandscapeError(
+                f"the model's graph holds custom autograd Functions whose backward is @once_differentiable "
+                f"({', '.join(once)}): the second backward pass a Hessian-vector product needs takes them as "
+                f"constants, so part of the Hessian would be missing from every eigenvalue, trace and density; "
+                f"expected a backward that is itself differentiable: {fix}")
+        g = torch.Generator().manual_seed(0)
+        u, v = (torch.randn(self.n_params, generator=g, dtype=torch.float64) for _ in range(2))
+        hu, hv = self._product(u)[0].cpu(), self._product(v)[0].cpu()
+        a, b = float(u @ hv), float(v @ hu)
+        scale = float(u.norm() * hv.norm() + v.norm() * hu.norm()) / 2
+        tol = max(1e-3, 16 * torch.finfo(self.dtype).eps)  # fp32 products agree to ~1e-6 of the scale
+        if not (math.isfinite(a) and math.isfinite(b) and scale > 0) or abs(a - b) <= tol * scale:
+            return  # NaN: the first product says so (NonFiniteCurvature)
+        if abs(float(v @ self._product(u)[0].cpu()) - b) > tol * scale:
+            return  # a model sampling at random (MC dropout): its products differ each time, as it was told
+        named = f" (custom autograd Functions in the model's graph: {', '.join(sorted(custom))})" if custom else ""
+        raise LandscapeError(
+            f"the Hessian-vector products of this model are not those of a symmetric matrix (uᵀHv = {a:.4g}, "
+            f"vᵀHu = {b:.4g} for two random vectors; a Hessian is symmetric), so part of the second derivative is "
+            "missing: an operation whose backward is not itself differentiable counts as a constant in the second "
+            f"backward pass{named}; expected a model whose backward is differentiable torch operations: {fix}")
 
     def as_linear_operator(self, shift: float = 0.0, sign: float = 1.0):
         """``sign · (H − shift·I)`` as a float64 scipy ``LinearOperator`` on numpy vectors (the one the
@@ -247,6 +290,28 @@ class HessianOperator:
                                  f"{max_params} parameters: use hessian_eigenvalues / hessian_trace instead")
         eye = torch.eye(self.n_params, dtype=torch.float64)
         return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
+
+
+def _custom_functions(op: HessianOperator) -> dict[str, bool]:
+    """The custom ``torch.autograd.Function`` classes in the graph of the loss on the first batch, by name, each
+    with whether its backward is ``@once_differentiable``; {} where there are none."""
+    xb, yb = op.batches[0]
+    try:
+        with eval_mode(op.model), torch.enable_grad(), second_order_formulas():
+            loss = op._loss(xb, yb)
+    except Exception:  # noqa: BLE001 - the model's own error: the first product names it (user_errors)
+        return {}
+    found, seen, stack = {}, set(), [getattr(loss, "grad_fn", None)]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        cls = getattr(node, "_forward_cls", None)
+        if cls is not None:
+            found[cls.__qualname__] = getattr(cls.backward, "__wrapped__", None) is not None  # once_differentiable
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return found
 
 
 _NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
