@@ -1901,3 +1901,28 @@ def test_a_model_failing_mid_run_says_the_panel_keeps_no_store():
         assert "not kept (the panel keeps no store)" in state.message and "compute_surface" not in state.message
     finally:
         state.close()
+
+
+@pytest.mark.parametrize("auto_range", [False, True])
+def test_a_model_that_raises_is_said_in_the_panel_as_compute_surface_says_it(auto_range):
+    """The time budget's timing called the model before any check: the panel showed torch's or the user's own
+    exception ("ValueError: nope", "mat1 and mat2 shapes cannot be multiplied"), where compute_surface names the
+    model, the line and the shape it was given (trial s36)."""
+    class Refuses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            raise ValueError("nope")
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    e = Explorer(models={"refuses": (Refuses(), data)}, auto_range=auto_range)
+    try:
+        assert not e.compute(wait=True) and e.state.status == "error"
+        assert isinstance(e.state.last_error, LandscapeError)
+        assert e.state.message.startswith("the model (Refuses) raised ValueError: nope (at ")
+        assert "in forward()) on inputs of shape (6,) per sample" in e.state.message
+    finally:
+        e.close()

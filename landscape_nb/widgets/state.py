@@ -579,10 +579,14 @@ class ExplorerState(t.HasTraits):
             client, workers, link = self._client(spec.client, run_id)
             seconds_per_point = prepared.range.seconds_per_point
             if seconds_per_point is None:
-                seconds_per_point = estimate_seconds_per_point(private, data, spec.max_samples, entry.loss_fn)
+                try:
+                    seconds_per_point = estimate_seconds_per_point(private, data, spec.max_samples, entry.loss_fn)
+                except Exception:  # noqa: BLE001 - the model's or loss's own error: compute_surface's checks
+                    seconds_per_point = None  # run it first and say it in one line (the panel showed torch's, s36)
             kept = self._resumable
             resume = kept[1] if kept is not None and _same_values(kept[0], spec) else None
-            check_budget(spec, seconds_per_point, workers, kept=0 if resume is None else resume.n_done)
+            if seconds_per_point is not None:
+                check_budget(spec, seconds_per_point, workers, kept=0 if resume is None else resume.n_done)
             self._post(run_id, "status", lambda: self._started(workers, link, spec.client))
 
             def run(resume):
@@ -595,7 +599,8 @@ class ExplorerState(t.HasTraits):
             try:
                 surf = run(resume)  # a cancelled run of the same controls goes on: its points are kept
             except ResumeMismatch:  # the user's model or data changed since: every point anew
-                check_budget(spec, seconds_per_point, workers)
+                if seconds_per_point is not None:
+                    check_budget(spec, seconds_per_point, workers)
                 surf = run(None)
             surf = _of_split(surf, spec)
             returned = time.perf_counter()
