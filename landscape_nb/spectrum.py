@@ -173,13 +173,14 @@ def breakdown_for(dtype: torch.dtype) -> float:
 
 
 def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed: int, probe: str,
-              max_samples: int | None, batch_size: int | None) -> dict:
+              max_samples: int | None, batch_size: int | None, target_key: str | int | None = "labels") -> dict:
     """One probe's quadrature; module level so Dask can pickle it (one task per probe)."""
     from .hessian import HessianOperator, user_errors
 
     with warnings.catch_warnings(record=True) as caught:  # said where the caller is: a Dask worker's stayed in
         warnings.simplefilter("always")  # its log (trial s34: a model sampling at random, softmax outputs)
-        op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size)
+        op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
+                             target_key=target_key)
         v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)
         with user_errors(op, loss_fn, f"the spectral density's probe {index}"):
             alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=breakdown_for(op.dtype))
@@ -208,7 +209,8 @@ def _check_int(name: str, value, low: int) -> int:
 def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *, n_probes: int = 4,
                      n_steps: int = 64, sigma: float | None = None, grid: Any = 1000,
                      probe: str = "rademacher", seed: int = 0, max_samples: int | None = None,
-                     batch_size: int | None = None, client=None) -> Spectrum:
+                     batch_size: int | None = None, target_key: str | int | None = "labels",
+                     client=None) -> Spectrum:
     """The eigenvalue spectral density of the loss Hessian at ``model``'s weights (SLQ).
 
     >>> spec = lnb.hessian_spectrum(model, (x, y), n_probes=4, n_steps=64)
@@ -244,6 +246,9 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         Probe i is drawn from ``SeedSequence([seed, i])``: the same probes in-process and on Dask.
     max_samples, batch_size : int, optional
         As for ``HessianOperator``: a seeded subset of the data, and the batch size of products.
+    target_key : str or int, optional
+        Where the targets are in each batch, as ``compute_surface``'s: a dict key (default
+        ``"labels"``) or a position in tuple batches.
     client : distributed.Client or "local", optional
         Run one Dask task per probe (``"local"``: an embedded LocalCluster of worker processes,
         closed afterwards). ``None``: in this process.
@@ -282,7 +287,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
                              "of the spread of the Ritz values")
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
-    options = dict(n_steps=n_steps, seed=int(seed), probe=probe, max_samples=max_samples, batch_size=batch_size)
+    options = dict(n_steps=n_steps, seed=int(seed), probe=probe, max_samples=max_samples, batch_size=batch_size,
+                   target_key=target_key)
     t0 = time.perf_counter()
     if client is None:
         results = [run_probe(model, data, loss_fn, i, **options) for i in range(n_probes)]

@@ -779,6 +779,15 @@ def test_dict_batches_whose_targets_key_is_not_named_say_target_key():
                                              r"to the model as keywords: name the targets with target_key="):
         lnb.hessian_eigenvalues(Net(), data, k=1)
     assert lnb.hessian_eigenvalues(Net(), data, k=1, target_key="tgt")["max"][0] > 0
+    # every Hessian entry takes it: hessian_spectrum raised TypeError on the target_key= it advised (trial s36)
+    torch.manual_seed(0)
+    net = Net().double()
+    data64 = {"x": data["x"].double(), "tgt": data["tgt"]}
+    plain = lnb.hessian_spectrum(net, (data64["x"], data64["tgt"]), n_probes=2, n_steps=15)  # 15 parameters
+    keyed = lnb.hessian_spectrum(net, data64, n_probes=2, n_steps=15, target_key="tgt")
+    np.testing.assert_array_equal(keyed.ritz_values, plain.ritz_values)
+    dense = np.linalg.eigvalsh(_dense_hessian(net, (data64["x"], data64["tgt"])))
+    assert keyed.extremes[1] == pytest.approx(dense[-1], rel=1e-6)
 
 
 def test_an_eigen_map_on_a_plane_that_moves_batchnorm_statistics_and_a_frozen_layer(data64):
