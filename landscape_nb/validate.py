@@ -73,6 +73,19 @@ def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, ca
                                              and all(isinstance(k, str) for k in quantity_options)):
         raise LandscapeError(f"quantity_options={_short(quantity_options)}; expected a dict of keyword "
                              "arguments (str keys) or None")
+    if quantity_options:  # a typo reached the evaluator's constructor and was blamed on the model; options for
+        import inspect  # the loss were ignored (trial s36)
+
+        make = quantities[quantity]
+        takes = [] if make is None else [n for n in inspect.signature(make).parameters if n != "base"]
+        unknown = [k for k in quantity_options if k not in takes]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], takes, n=1)
+            raise LandscapeError(
+                f"quantity_options={_short(quantity_options)}: {', '.join(map(repr, unknown))} "
+                f"{'is' if len(unknown) == 1 else 'are'} not an option of quantity={quantity!r}, which takes "
+                + (f"{', '.join(takes)}" if takes else "none (drop quantity_options)")
+                + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def check_callbacks(callbacks) -> list:

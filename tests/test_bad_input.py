@@ -146,6 +146,11 @@ CASES = [
     ("bn-data-int", dict(bn_data=7, mode="bn-recompute"), "bn_data=7"),
     ("quantity-typo", dict(quantity="hessain"), "quantity='hessain'; expected one of ['loss', 'hessian'] (did you mean 'hessian'?)"),
     ("quantity-options-list", dict(quantity_options=[1]), "quantity_options=[1]"),
+    # a typo was blamed on the model (its constructor raised TypeError), options of the loss ignored (trial s36)
+    ("quantity-options-typo", dict(quantity="hessian", quantity_options={"tols": 1e-2}),
+     "'tols' is not an option of quantity='hessian', which takes tol, max_iter, seed, ratio (did you mean 'tol'?)"),
+    ("quantity-options-of-loss", dict(quantity_options={"tol": 1e-2}),
+     "'tol' is not an option of quantity='loss', which takes none (drop quantity_options)"),
     ("callbacks-not-iterable", dict(callbacks=5), "callbacks=5"),
     ("callbacks-not-callable", dict(callbacks=[1]), "callbacks[0]=1"),
     ("name-int", dict(name=5), "name=5"),
