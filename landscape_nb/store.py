@@ -89,9 +89,12 @@ def _chunk_shape(tile: tuple[int, int], shape: tuple[int, int]) -> tuple[int, in
 
 def _check_path(path: Path) -> None:
     if path.exists() and not path.is_dir():
+        reference = path.suffix.lower() in (".h5", ".hdf5")  # load_surface("cli.h5"): the reader is another (s36)
         raise LandscapeError(
             f"the store path {str(path)!r} is a file; expected a directory for the surface store (a new or "
-            "existing landscape store): choose another path"
+            "existing landscape store): "
+            + ("a .h5 surface file (the reference's layout, or --h5's) is read with lnb.load_reference_surface("
+               "path)" if reference else "choose another path")
         )
 
 

@@ -689,3 +689,13 @@ def test_a_1d_reference_file_with_both_splits_draws_both_as_plot_1d_does(tmp_pat
     for split in ("train", "test"):
         np.testing.assert_allclose(drawn[f"{split} loss"], curves[f"{split}_loss"])
         np.testing.assert_allclose(drawn[f"{split} accuracy"], curves[f"{split}_acc"] / 100)
+
+
+def test_load_surface_given_a_reference_file_says_which_function_reads_it(tmp_path):
+    """`lnb.load_surface("cli.h5")` said only that a store is a directory (trial s36); the file reads with
+    load_reference_surface."""
+    x = np.linspace(-1, 1, 3)
+    path = _reference_file(tmp_path / "cli.h5", x, x, test_loss=np.ones((3, 3)))
+    with pytest.raises(LandscapeError, match=r"is a file; .*read with lnb\.load_reference_surface\(path\)"):
+        lnb.load_surface(path)
+    np.testing.assert_array_equal(lnb.load_reference_surface(path).loss, np.ones((3, 3)))
