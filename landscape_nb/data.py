@@ -211,9 +211,14 @@ class EvalData:
         return EvalData(tree_map(lambda t: t[idx], self.tree), self.rule, self.target_key, dict(self.notes), alone)
 
     def to(self, device) -> "EvalData":
-        alone = [(r, tree_map(lambda t: t.to(device), a)) for r, a in self.collated_alone]
-        return EvalData(tree_map(lambda t: t.to(device), self.tree), self.rule, self.target_key, dict(self.notes),
-                        alone)
+        """On ``device``; tensors made under ``torch.inference_mode()`` copied to plain ones, which autograd can
+        save for a Hessian's backward (the model was blamed for "Inference tensors cannot be saved", trial s36)."""
+        def move(t):
+            t = t.to(device)
+            return t.clone() if t.is_inference() and not torch.is_inference_mode_enabled() else t
+
+        alone = [(r, tree_map(move, a)) for r, a in self.collated_alone]
+        return EvalData(tree_map(move, self.tree), self.rule, self.target_key, dict(self.notes), alone)
 
     def slices(self, size: int) -> list:
         """Consecutive sub-trees of ``size`` samples (the last holds the remainder)."""

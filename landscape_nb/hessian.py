@@ -120,6 +120,11 @@ class HessianOperator:
                  batches=None, layout: ParamLayout | None = None, target_key: str | int | None = "labels"):
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        if torch.is_inference_mode_enabled():  # it said the loss "carries no gradient: drop any .detach()" (s36)
+            raise LandscapeError(
+                "a Hessian was asked for under torch.inference_mode(), where autograd takes no gradient at all (a "
+                "Hessian-vector product takes two); expected a call outside that block: under torch.no_grad() it "
+                "works (the products turn gradients on themselves)")
         positive_int("batch_size", batch_size, none="all samples in one pass")
         positive_int("max_samples", max_samples, none="all samples")
         model = unwrap_model(model)

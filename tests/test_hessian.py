@@ -1039,3 +1039,17 @@ def test_a_model_whose_backward_is_not_differentiable_is_refused_and_a_different
     dense = np.linalg.eigvalsh(_dense_hessian(plain, data64))
     eig = lnb.hessian_eigenvalues(mlp(_TorchTanh), data64, tol=1e-8)
     np.testing.assert_allclose([eig["max"][0], eig["min"][0]], [dense[-1], dense[0]], rtol=1e-7)
+
+
+def test_inference_mode_is_named_and_data_made_under_it_are_used(data64):
+    """Under torch.inference_mode() the refusal blamed loss_fn ("carries no gradient: drop any .detach()"); data
+    made under it failed as the model's error ("Inference tensors cannot be saved for backward", trial s36)."""
+    model = _small_mlp()
+    with torch.inference_mode():
+        with pytest.raises(LandscapeError, match=r"under torch.inference_mode\(\), where autograd takes no gradient"):
+            lnb.hessian_eigenvalues(model, data64)
+        made = tuple(t.clone() for t in data64)
+    assert made[0].is_inference()
+    dense = np.linalg.eigvalsh(_dense_hessian(model, data64))
+    eig = lnb.hessian_eigenvalues(model, made, tol=1e-8)
+    np.testing.assert_allclose([eig["max"][0], eig["min"][0]], [dense[-1], dense[0]], rtol=1e-7)
