@@ -1581,7 +1581,9 @@ def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
     ({"y_min": 0.5, "y_max": -2.0}, "y from 0.5 to -2.0 is empty or reversed; expected a finite 'from' below 'to' "
                                     "(e.g. from -2.0 to 0.5)"),
     ({"cluster": "address", "address": "  "}, "empty address"),
-    ({"time_budget": 0}, "time budget 0"),  # (a scheme or split a bare model lacks is no longer offered)
+    ({"time_budget": 0}, "time budget 0.0 s; expected a positive number of seconds (there is no 'no limit' value: "
+                         "for one, give a large budget, e.g. 1e7)"),  # (a scheme or split a bare model lacks is no
+                                                                       # longer offered)
 ])
 def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, needle):
     for name, value in controls.items():
@@ -1926,3 +1928,12 @@ def test_a_model_that_raises_is_said_in_the_panel_as_compute_surface_says_it(aut
         assert "in forward()) on inputs of shape (6,) per sample" in e.state.message
     finally:
         e.close()
+
+
+def test_the_preview_a_range_search_draws_is_a_result_not_a_control(explorer):
+    """`preview` was listed among the controls a misspelt one names, and taken by set() (trial s36)."""
+    with pytest.raises(LandscapeError) as info:
+        explorer.state.set(x_pionts=5)
+    assert "'x_points'" in str(info.value) and "'preview'" not in str(info.value)
+    with pytest.raises(LandscapeError, match="no control named 'preview'"):
+        explorer.state.set(preview=None)

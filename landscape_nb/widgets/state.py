@@ -422,7 +422,8 @@ class ExplorerState(t.HasTraits):
         if self.auto_range and not self.rise > 1:
             raise LandscapeError(f"auto range rise ×{self.rise}; expected a factor > 1 over the centre's loss, e.g. 5")
         if not self.time_budget > 0:
-            raise LandscapeError(f"time budget {self.time_budget} s; expected a positive number of seconds")
+            raise LandscapeError(f"time budget {self.time_budget} s; expected a positive number of seconds (there is "
+                                 "no 'no limit' value: for one, give a large budget, e.g. 1e7)")
         return ExplorerSpec(
             model=self.model_name, scheme=self.scheme, norm=self.norm,
             ignore="biasbn" if self.ignore_biasbn else None, seed=int(self.seed), x=x, y=y,
@@ -1043,5 +1044,5 @@ def _with_suffix(text: str, suffix: str) -> str:
 
 
 _RESULT_TRAITS = {"status", "message", "message_kind", "n_done", "n_points", "points_per_s", "workers",
-                  "dashboard_link", "surface", "run_id", "model_names", "schemes", "splits"}
+                  "dashboard_link", "surface", "run_id", "model_names", "schemes", "splits", "preview"}
 _CONTROL_TRAITS = set(ExplorerState.class_trait_names()) - _RESULT_TRAITS
