@@ -1581,9 +1581,9 @@ def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):
     ({"y_min": 0.5, "y_max": -2.0}, "y from 0.5 to -2.0 is empty or reversed; expected a finite 'from' below 'to' "
                                     "(e.g. from -2.0 to 0.5)"),
     ({"cluster": "address", "address": "  "}, "empty address"),
-    ({"time_budget": 0}, "time budget 0.0 s; expected a positive number of seconds (there is no 'no limit' value: "
-                         "for one, give a large budget, e.g. 1e7)"),  # (a scheme or split a bare model lacks is no
-                                                                       # longer offered)
+    ({"time_budget": 0}, ("time budget 0.0 s; expected a positive number of seconds (there is no 'no limit' "
+                          "value: for one, give a large budget, e.g. 1e7)")),
+    # (a scheme or split a bare model lacks is no longer offered)
 ])
 def test_bad_inputs_show_a_readable_message_not_a_traceback(explorer, controls, needle):
     for name, value in controls.items():
