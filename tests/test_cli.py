@@ -575,6 +575,7 @@ def test_an_interrupt_before_any_tile_says_what_was_kept(user_model, monkeypatch
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    real = landscape_nb.compute.compute_surface
     monkeypatch.setattr(landscape_nb.compute, "compute_surface", interrupted)
     assert main(["compute", user_model, "--grid", "3x3", "--html", "f.html", "--no-store"]) == 130
     assert "interrupted; nothing was kept (--no-store: drop it, or pass --store DIR, to keep finished tiles" in \
@@ -585,8 +586,8 @@ def test_an_interrupt_before_any_tile_says_what_was_kept(user_model, monkeypatch
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
     assert main(["compute", user_model, "--grid", "3x3"]) == 130  # no output: the default store, not yet made
     assert "landscape-nb: interrupted; no tile had finished, so no store was written" in capsys.readouterr().err
-    monkeypatch.undo()  # the store made, stopped before its first tile: "kept (0 of 9 points)" (trial s36)
-    monkeypatch.setattr(landscape_nb.compute, "_run_tiles", interrupted)
+    monkeypatch.setattr(landscape_nb.compute, "compute_surface", real)  # the store made, stopped before its first
+    monkeypatch.setattr(landscape_nb.compute, "_run_tiles", interrupted)  # tile: "kept (0 of 9 points)" (s36)
     assert main(["compute", user_model, "--grid", "3x3", "--store", "made.zarr"]) == 130
     assert lnb.load_surface("made.zarr").n_done == 0
     assert ("landscape-nb: interrupted; no tile had finished, so the store holds no point yet (rerun to compute "
