@@ -521,7 +521,7 @@ class Evaluator(SpeedChoices):
                 except LandscapeError:
                     raise
                 except Exception as exc:  # the user's model decides what it rejects
-                    from .data import dtype_hint, keywords_hint, records_hint
+                    from .data import dtype_hint, keywords_hint, order_hint, records_hint
 
                     self._refuse_fixed_batch(exc)
 
@@ -529,7 +529,8 @@ class Evaluator(SpeedChoices):
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
                     keys = dtype_hint(xb, self.model, exc) + keywords_hint(
-                        xb, self._data.rule, self.settings.target_key, self.model)
+                        xb, self._data.rule, self.settings.target_key, self.model) + order_hint(
+                        xb, yb, self._data.rule, self.settings.target_key, self.model, exc)
                     if self.settings.channels_last:
                         keys += ("; with channels_last=True the model's activations are channels_last, which "
                                  ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .data import batch_len, call_model, check_finite_data, keywords_hint, read_data, tree_leaves, tree_map
+from .data import (batch_len, call_model, check_finite_data, keywords_hint, order_hint, read_data, tree_leaves,
+                   tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, part_weights,
@@ -143,7 +144,8 @@ class HessianOperator:
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
             with eval_mode(model), torch.no_grad():
-                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key, model))
+                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key, model),
+                                     lambda exc: order_hint(xb, yb, ev.rule, target_key, model, exc))
                 check_model_stateless(model, xb, out, model_state)
                 random_note = random_outputs_note(model, xb, RANDOM_EFFECT)
             if random_note:  # MC dropout: three runs gave λ_min -0.38, -0.41, -0.45, each "converged" (trial s34)
@@ -311,9 +313,10 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
         f"batches' sample-weighted mean is it: {MEAN_LOSS_FIX}")
 
 
-def _first_outputs(model: nn.Module, xb, hint: str = ""):
+def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):
     """The model's outputs on its first samples (in the caller's eval mode and no_grad), the data kept as
-    they were; an error of the model as a ``LandscapeError`` saying so (and ``hint``, e.g. ``keywords_hint``)."""
+    they were; an error of the model as a ``LandscapeError`` saying so (and ``hint``, e.g. ``keywords_hint``,
+    and ``hint_of(error)``, e.g. ``data.order_hint``)."""
     try:
         return run_checking_inputs(model, xb)
     except LandscapeError:
@@ -322,7 +325,8 @@ def _first_outputs(model: nn.Module, xb, hint: str = ""):
         from .data import dtype_hint
 
         raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {one_line(exc)} "
-                             f"on the first {batch_len(xb)} samples{dtype_hint(xb, model, exc)}{hint}") from exc
+                             f"on the first {batch_len(xb)} samples{dtype_hint(xb, model, exc)}{hint}"
+                             f"{hint_of(exc) if hint_of else ''}") from exc
 
 
 def math_attention():
