@@ -24,6 +24,7 @@ along dim 0. How inputs and targets are taken from it is one of four stated rule
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -248,6 +249,40 @@ def keywords_hint(xb, rule: str, target_key, model=None) -> str:
                 f"goes to it as keywords ({', '.join(map(str, list(xb)[:4]))}): to pass the dict whole, give the "
                 "data as ((inputs_dict,), targets), e.g. data=(({'x': x},), y)")
     return ""
+
+
+def order_hint(xb, yb, rule: str, target_key, model, exc: BaseException) -> str:
+    """A hint when the model's error ``exc`` on tuple batches read as (inputs, targets) (``rule`` "pair" or
+    "last", no integer ``target_key``) may come from batches given targets first: the element at an inputs
+    position is integer while the targets are floating and the error is about dtypes, or the targets'
+    per-sample shape fits the model's first layer where that element's does not; else "". Batches of
+    (targets, inputs) gave torch's bare "mat1 and mat2 must have the same dtype, but got Long and Float"."""
+    if rule not in ("pair", "last") or is_int(target_key) or not isinstance(yb, torch.Tensor):
+        return ""
+    inputs = [xb] if rule == "pair" else list(xb)
+    dtype_error = re.search(r"\b(dtype|scalar type|long|int|float|double)\b", str(exc).lower()) is not None
+    for j, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            continue
+        swapped_dtype = not (t.is_floating_point() or t.is_complex()) and yb.is_floating_point() and dtype_error
+        if swapped_dtype or (_fits_first_layer(model, yb) and not _fits_first_layer(model, t)):
+            kind = lambda u: f"{str(u.dtype).replace('torch.', '')} tensor of shape {tuple(u.shape[1:])}"  # noqa: E731
+            return (f"; your batches may be (targets, inputs): the model got the {kind(t)} per sample at position "
+                    f"{j} of each batch, while the {kind(yb)} at position {len(inputs)} (read as the targets) looks "
+                    f"like its inputs: pass target_key={j} (the targets' position in the batches)")
+    return ""
+
+
+def _fits_first_layer(model, t: torch.Tensor) -> bool:
+    """Whether the batch ``t`` (N, ...) fits the first ``nn.Linear`` or convolution of ``model`` (its input
+    features or channels); False where there is none."""
+    modules = model.modules() if isinstance(model, nn.Module) else ()
+    first = next((m for m in modules if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))), None)
+    if isinstance(first, nn.Linear):
+        return t.dim() >= 2 and t.shape[-1] == first.in_features
+    if first is not None:
+        return t.dim() == len(first.kernel_size) + 2 and t.shape[1] == first.in_channels
+    return False
 
 
 def dtype_hint(xb, model, exc: BaseException) -> str:

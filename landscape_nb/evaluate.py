@@ -113,6 +113,9 @@ class PointEvaluator(Protocol):
 
 # ----------------------------------------------------------- evaluator ----
 
+#: how to write a loss over kept targets whose batches' values ``Evaluator`` and ``hessian`` average exactly
+MEAN_LOSS_FIX = ("nn.CrossEntropyLoss(ignore_index=...), whose batches are weighted by their kept targets, or a "
+                 "mean over samples: F.cross_entropy(..., reduction='sum') / len(targets)")
 #: samples, spread over the evaluation set, on which the loss and metrics are checked to be means over samples
 SPREAD_SAMPLES = 256
 BN_BATCH = 1024  # most samples a pass when BatchNorm statistics are re-estimated: fixed, so the statistics
@@ -188,21 +191,32 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     return loss_fn, ev.split, loss_name(loss_fn)
 
 
-def spread_halves(ev: EvalData, split: Callable, m: int, device) -> list:
-    """``[(inputs, targets)]`` of ``m`` samples spread evenly over ``ev``, then of their first and second
-    halves: what the checks that a batch's value is the weighted mean of its parts' values compare
-    (``Evaluator._fix_batching_for_batch_means``, ``hessian._warn_if_batching_matters``)."""
+def split_positions(m: int) -> list[tuple[slice, slice]]:
+    """The ways the checks that a batch's value is the weighted mean of its parts' values split ``m`` samples
+    in two: halves, even and odd positions, the first third and the rest. One split is not enough: a mean
+    over kept targets equals the sample-weighted mean of two parts that keep equal shares of their samples
+    (22 of 25 in each half of 50 digits whose label 0 was ignored: batch_size=50 was 9e-4 off, unwarned)."""
+    return [(slice(None, m // 2), slice(m // 2, None)), (slice(0, None, 2), slice(1, None, 2)),
+            (slice(None, m // 3), slice(m // 3, None))]
+
+
+def spread_splits(ev: EvalData, split: Callable, m: int, device) -> tuple[tuple, list[list]]:
+    """``(inputs, targets)`` of ``m`` samples spread evenly over ``ev``, and for each of ``split_positions(m)``
+    those of its two parts: what the checks that a batch's value is the weighted mean of its parts' values
+    compare (``Evaluator._fix_batching_for_batch_means``, ``hessian._warn_if_batching_matters``)."""
     idx = torch.linspace(0, ev.n - 1, m, device=device).round().long()
-    return [split(ev.take(i).tree) for i in (idx, idx[:m // 2], idx[m // 2:])]
+    return split(ev.take(idx).tree), [[split(ev.take(idx[p]).tree) for p in pair] for pair in split_positions(m)]
 
 
-def half_weights(fn: Callable, parts: list, m: int) -> tuple[float, float, bool]:
-    """What each half of ``spread_halves(..., m)`` weighs in ``fn``'s mean: the targets it keeps where
-    ``metrics.batch_denominator`` knows ``fn`` (and True), else its number of samples (and False)."""
-    known = [batch_denominator(fn, yb) for _, yb in parts[1:]]
+def part_weights(fn: Callable, pair: list, m: int, positions: tuple[slice, slice]) -> tuple[float, float, bool]:
+    """What each part ``pair`` of ``m`` samples split at ``positions`` (``spread_splits``) weighs in ``fn``'s
+    mean: the targets it keeps where ``metrics.batch_denominator`` knows ``fn`` (and True), else its number
+    of samples (and False)."""
+    known = [batch_denominator(fn, yb) for _, yb in pair]
     if known[0] is not None:
         return float(known[0]), float(known[1]), True
-    return m // 2, m - m // 2, False
+    first, second = (len(range(m)[p]) for p in positions)
+    return first, second, False
 
 
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
@@ -507,7 +521,7 @@ class Evaluator(SpeedChoices):
                 except LandscapeError:
                     raise
                 except Exception as exc:  # the user's model decides what it rejects
-                    from .data import dtype_hint, keywords_hint, records_hint
+                    from .data import dtype_hint, keywords_hint, order_hint, records_hint
 
                     self._refuse_fixed_batch(exc)
 
@@ -515,7 +529,8 @@ class Evaluator(SpeedChoices):
                             f"of the form {tree_structure(xb)} with per-sample shapes "
                             + ", ".join(f"{p} {tuple(t.shape[1:])}" for p, t in tree_leaves(xb)[:6]))
                     keys = dtype_hint(xb, self.model, exc) + keywords_hint(
-                        xb, self._data.rule, self.settings.target_key, self.model)
+                        xb, self._data.rule, self.settings.target_key, self.model) + order_hint(
+                        xb, yb, self._data.rule, self.settings.target_key, self.model, exc)
                     if self.settings.channels_last:
                         keys += ("; with channels_last=True the model's activations are channels_last, which "
                                  ".view() cannot flatten: use .reshape()/.flatten() in the model, or channels_last=False")
@@ -640,8 +655,9 @@ class Evaluator(SpeedChoices):
         for such a mean. Otherwise the batch-size trial's points would each see another batching: a
         patchwork surface, and NaN for a batch with nothing to average. Checked on up to ``SPREAD_SAMPLES``
         samples spread over the set (never more than the given ``batch_size`` at once): the value of each
-        loss and metric on them against the weighted mean of their two halves' values, each half run through
-        the model on its own. A function whose weights are known averages exactly, so a difference there is
+        loss and metric on them against the weighted mean of its values on two parts of them, each part run
+        through the model on its own, for each split of ``split_positions`` (halves alone missed a mean over
+        kept targets when both halves kept as many). A function whose weights are known averages exactly, so a difference there is
         the model's; outputs that change by the batch in a way the loss does not see (logits minus the
         batch's maximum, for cross-entropy) pass. Not checked when the model's outputs are random (two calls
         on the same samples differ: said in ``notes["batches"]``).
@@ -654,20 +670,28 @@ class Evaluator(SpeedChoices):
         m = min(n, SPREAD_SAMPLES, given or SPREAD_SAMPLES)
         if not split or m < 4:
             return
-        parts = spread_halves(self._data, self._split, m, self.device)
+        whole_part, pairs = spread_splits(self._data, self._split, m, self.device)
+        positions = split_positions(m)
         fns = {"loss_fn": self.loss_fn, **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}
         not_checked = "not checked for losses that are not a mean over samples, nor for outputs that depend on the batch"
         try:
             with eval_mode(self.model), torch.no_grad():
-                outs = [call_model(self.model, xb) for xb, _ in parts]
-                random_model = not identical_outputs(outs[0], call_model(self.model, parts[0][0]))
+                (xw, yw), out = whole_part, call_model(self.model, whole_part[0])
+                random_model = not identical_outputs(out, call_model(self.model, xw))
+                pair_outs = [[call_model(self.model, xb) for xb, _ in pair] for pair in pairs]
                 # other predictions too: a metric saturated on these samples (every one right: a macro-F1
                 # of 1 on the whole and on each half) shows whether it is a mean on mixed right and wrong ones
-                mixed = map_outputs(lambda t: _rolled_by_sample(t, m), outs[0])
-                moved = [mixed, *(map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
-                                  for s in (slice(None, m // 2), slice(m // 2, None)))]
-                values = {name: [[float(fn(o, yb)) for o, (_, yb) in zip(os, parts)] for os in (outs, moved)]
-                          + [float(fn(outs[0], parts[0][1]))] for name, fn in fns.items()}
+                mixed = map_outputs(lambda t: _rolled_by_sample(t, m), out)
+                moved = [map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
+                         for s in positions[0]]
+
+                def values_of(fn):  # [whole, first, second] for each split, the halves' of mixed outputs second
+                    whole = float(fn(out, yw))
+                    triples = [[whole, *(float(fn(o, yb)) for o, (_, yb) in zip(os, pair))]
+                               for os, pair in zip(pair_outs, pairs)]
+                    triples.insert(1, [float(fn(mixed, yw)), *(float(fn(o, yb)) for o, (_, yb) in zip(moved, pairs[0]))])
+                    return triples, float(fn(out, yw))  # twice: a function that samples is not compared
+                values = {name: values_of(fn) for name, fn in fns.items()}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
             self.notes["batches"] = f"{not_checked} ({type(exc).__name__})"
             return
@@ -679,15 +703,16 @@ class Evaluator(SpeedChoices):
         # off here (trial points 4.2e-5 off); a GPU's convolutions may pick other algorithms by batch size
         tol = 2e-6 if self.device.type == "cpu" else 5e-5
         why = None
-        for column, (name, (triple, moved_triple, again)) in enumerate(values.items()):
-            if not (triple[0] == again or (math.isnan(triple[0]) and math.isnan(again))):
+        for column, (name, (triples, again)) in enumerate(values.items()):
+            if not (triples[0][0] == again or (math.isnan(triples[0][0]) and math.isnan(again))):
                 self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
                 self._random_columns.append(column)
                 continue
-            w1, w2, known = half_weights(fns[name], parts, m)
-            if w1 + w2 == 0:
-                continue
-            for whole, first, second in (triple, moved_triple):
+            # the halves twice (the model's outputs, then mixed right and wrong ones), then the other splits
+            weights = [part_weights(fns[name], pair, m, at) for pair, at in zip(pairs, positions)]
+            for (whole, first, second), (w1, w2, known) in zip(triples, weights[:1] + weights):
+                if w1 + w2 == 0:
+                    continue
                 mean = (first * w1 + second * w2) / (w1 + w2) if w1 and w2 else (first if w1 else second)
                 scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
                 if not (abs(whole - mean) <= tol * scale or (math.isnan(whole) and math.isnan(mean))):
@@ -697,11 +722,11 @@ class Evaluator(SpeedChoices):
             if known:  # an exact mean of what it averages over: the outputs moved
                 why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
                        f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
-                       f"spread over the set, {mean:.7g} from their two halves run apart, so each value depends on "
+                       f"spread over the set, {mean:.7g} from two parts of them run apart, so each value depends on "
                        "how the samples are batched")
             else:
                 why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} "
-                       f"samples spread over the set, {mean:.7g} from their two halves (e.g. a mean over non-ignored "
+                       f"samples spread over the set, {mean:.7g} from two parts of them (e.g. a mean over non-ignored "
                        "tokens, a normalisation by the batch, or outputs that depend on the batch)")
             break
         if why is None:
@@ -710,7 +735,8 @@ class Evaluator(SpeedChoices):
         size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
         how = (f"the whole set of {n} in one batch" if size >= n else
                f"values are weighted means over batches of {size}, not the value over the whole set "
-               f"(batch_size={n} for that)")
+               f"(batch_size={n} for that, or a loss whose batches' sample-weighted mean is it: "
+               f"{MEAN_LOSS_FIX})")
         self.notes["batches"] = f"{why}; one batching for every point: {how}"
         if size < n:
             warn_user(f"landscape_nb: {self.notes['batches']}")

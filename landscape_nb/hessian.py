@@ -41,10 +41,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .data import batch_len, call_model, check_finite_data, keywords_hint, read_data, tree_leaves, tree_map
+from .data import (batch_len, call_model, check_finite_data, keywords_hint, order_hint, read_data, tree_leaves,
+                   tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, half_weights, spread_halves
+from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, part_weights,
+                       split_positions, spread_splits)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -147,7 +149,8 @@ class HessianOperator:
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here
             with eval_mode(model), torch.no_grad():
-                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key, model))
+                out = _first_outputs(model, xb, keywords_hint(xb, ev.rule, target_key, model),
+                                     lambda exc: order_hint(xb, yb, ev.rule, target_key, model, exc))
                 check_model_stateless(model, xb, out, model_state)
                 random_note = random_outputs_note(model, xb, RANDOM_EFFECT)
             if random_note:  # MC dropout: three runs gave λ_min -0.38, -0.41, -0.45, each "converged" (trial s34)
@@ -347,37 +350,43 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
     the losses ``metrics.batch_denominator`` knows) is not that of the loss over the whole set: a mean
     over non-ignored tokens written by the user, a normalisation by the batch, or outputs that depend on
     the rest of the batch. Checked at the current weights on up to 256 samples spread over the set
-    against their two halves, as ``compute_surface`` checks (``Evaluator._fix_batching_for_batch_means``);
-    not for a model whose outputs are random."""
+    against two parts of them, for each split of ``evaluate.split_positions``, as ``compute_surface`` checks
+    (``Evaluator._fix_batching_for_batch_means``); not for a model whose outputs are random."""
     n = ev.n
     m = min(n, SPREAD_SAMPLES, size)
     if m < 4:
         return
     device = tree_leaves(ev.tree)[0][1].device
-    parts = spread_halves(ev, split, m, device)
-    with eval_mode(model), torch.no_grad():
-        whole, first, second = (float(loss_fn(call_model(model, xb), yb)) for xb, yb in parts)
-        if whole != float(loss_fn(call_model(model, parts[0][0]), parts[0][1])):
-            return  # random outputs: nothing to compare
-    w1, w2, known = half_weights(loss_fn, parts, m)
-    if not w1 or not w2:
-        return
-    mean = (first * w1 + second * w2) / (w1 + w2)
+    (xw, yw), pairs = spread_splits(ev, split, m, device)
     tol = 2e-6 if device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
     tol = max(tol, 8 * torch.finfo(model_dtype(model)).eps)  # a bf16 model's losses round to ~1e-2
-    if abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)) or math.isnan(whole):
-        return
+    with eval_mode(model), torch.no_grad():
+        whole = float(loss_fn(call_model(model, xw), yw))
+        if whole != float(loss_fn(call_model(model, xw), yw)) or math.isnan(whole):
+            return  # random outputs: nothing to compare
+        for pair, positions in zip(pairs, split_positions(m)):
+            w1, w2, known = part_weights(loss_fn, pair, m, positions)
+            if not w1 or not w2:
+                continue
+            first, second = (float(loss_fn(call_model(model, xb), yb)) for xb, yb in pair)
+            mean = (first * w1 + second * w2) / (w1 + w2)
+            if not abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)):  # NaN too
+                break
+        else:
+            return
     warn_user(
         f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
-        f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from their two "
-        "halves: e.g. a mean over non-ignored tokens, a normalisation by the batch, or outputs that depend on the "
+        f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts "
+        "of them: e.g. a mean over non-ignored tokens, a normalisation by the batch, or outputs that depend on the "
         f"batch), so with batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' "
-        f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that")
+        f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose "
+        f"batches' sample-weighted mean is it: {MEAN_LOSS_FIX}")
 
 
-def _first_outputs(model: nn.Module, xb, hint: str = ""):
+def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):
     """The model's outputs on its first samples (in the caller's eval mode and no_grad), the data kept as
-    they were; an error of the model as a ``LandscapeError`` saying so (and ``hint``, e.g. ``keywords_hint``)."""
+    they were; an error of the model as a ``LandscapeError`` saying so (and ``hint``, e.g. ``keywords_hint``,
+    and ``hint_of(error)``, e.g. ``data.order_hint``)."""
     try:
         return run_checking_inputs(model, xb)
     except LandscapeError:
@@ -386,7 +395,8 @@ def _first_outputs(model: nn.Module, xb, hint: str = ""):
         from .data import dtype_hint
 
         raise LandscapeError(f"the model ({type(model).__name__}) raised {type(exc).__name__}: {one_line(exc)} "
-                             f"on the first {batch_len(xb)} samples{dtype_hint(xb, model, exc)}{hint}") from exc
+                             f"on the first {batch_len(xb)} samples{dtype_hint(xb, model, exc)}{hint}"
+                             f"{hint_of(exc) if hint_of else ''}") from exc
 
 
 def math_attention():

@@ -172,3 +172,16 @@ def single_thread():
 def one_thread():
     with single_thread():
         yield
+
+
+def masked_in_batches_not_in_halves(dtype=torch.float32):
+    """40 samples (4 features, classes 0-2; class 0 masked by ``ignore_index=0``) for batches of 20: 6 masked
+    in the first batch, 2 in the second, but 2 in each half of the 20 samples that ``linspace(0, 39, 20)``
+    spreads over the set (the other 4 masked fall between them). A mean over kept samples of the batches then
+    differs from the whole set's, while the two halves of the spread samples keep equal shares."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=g, dtype=dtype), torch.randint(1, 3, (40,), generator=g)
+    y[[0, 2, 21, 23, 1, 3, 5, 7]] = 0
+    spread = torch.linspace(0, 39, 20).round().long()
+    assert (y[spread[:10]] == 0).sum() == (y[spread[10:]] == 0).sum() == 2 and (y[:20] == 0).sum() == 6
+    return x, y

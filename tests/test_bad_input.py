@@ -1664,6 +1664,51 @@ def test_inputs_of_another_dtype_than_the_models_weights_say_how_to_match_them(m
     assert "type" in str(info.value) and hint in str(info.value)
 
 
+class _CastsItsInputs(nn.Module):
+    """A model that makes float inputs itself: integer targets passed as inputs fail on their shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.net(x.float())
+
+
+def test_batches_of_targets_then_inputs_say_to_pass_target_key_0():
+    """(targets, inputs) batches without target_key=0: the model got the integer targets and torch said only
+    "mat1 and mat2 must have the same dtype, Long and Float". Now the one-line message says the batches may be
+    (targets, inputs) and to pass target_key=0 (which then gives the naive loss), in compute_surface and the
+    Hessian alike, also where the model casts its inputs and fails on their shape; a model's own error on
+    batches in the right order, or on integer inputs of its own, gets no such hint."""
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
+    hint = ("; your batches may be (targets, inputs): the model got the int64 tensor of shape () per sample at "
+            "position 0 of each batch, while the float32 tensor of shape (6,) at position 1 (read as the targets) "
+            "looks like its inputs: pass target_key=0")
+    for model in (nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)), _CastsItsInputs()):
+        d = lnb.random_directions(model, n=1, seed=0)
+        for run in (functools.partial(lnb.compute_surface, model, (y, x), d, x=(-1, 1, 3)),
+                    functools.partial(lnb.hessian_eigenvalues, model, (y, x), k=1)):
+            with pytest.raises(LandscapeError) as info:
+                run()
+            assert hint in str(info.value) and "\n" not in str(info.value), str(info.value)
+        surf = lnb.compute_surface(model, (y, x), d, x=(-1, 1, 3), target_key=0)
+        with torch.no_grad():
+            assert surf.loss[1] == pytest.approx(float(nn.functional.cross_entropy(model(x), y)), rel=1e-6)
+    wrong_width = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))  # the model's own error
+    ids, scores = torch.randint(0, 9, (20, 2)), torch.randn(20, 1)
+    out_of_vocabulary = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(6, 1))  # ids 5-8: no rows
+    for model, data in ((wrong_width, (x, y)), (out_of_vocabulary, (ids, scores))):
+        loss_fn = nn.MSELoss() if data[1].is_floating_point() else None
+        for run in (functools.partial(lnb.compute_surface, model, data, lnb.random_directions(model, n=1),
+                                      x=(-1, 1, 3), loss_fn=loss_fn),
+                    functools.partial(lnb.hessian_eigenvalues, model, data, k=1, loss_fn=loss_fn)):
+            with pytest.raises(LandscapeError, match="raised") as info:
+                run()
+            assert "target_key" not in str(info.value), str(info.value)
+
+
 class _MCDropout(nn.Module):
     """Dropout kept on at evaluation (MC dropout): every call is another draw."""
 
