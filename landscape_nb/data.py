@@ -266,11 +266,14 @@ def order_hint(xb, yb, rule: str, target_key, model, exc: BaseException) -> str:
             continue
         swapped_dtype = not (t.is_floating_point() or t.is_complex()) and yb.is_floating_point() and dtype_error
         if swapped_dtype or (_fits_first_layer(model, yb) and not _fits_first_layer(model, t)):
-            kind = lambda u: f"{str(u.dtype).replace('torch.', '')} tensor of shape {tuple(u.shape[1:])}"  # noqa: E731
-            return (f"; your batches may be (targets, inputs): the model got the {kind(t)} per sample at position "
-                    f"{j} of each batch, while the {kind(yb)} at position {len(inputs)} (read as the targets) looks "
+            return (f"; your batches may be (targets, inputs): the model got the {_kind(t)} per sample at position "
+                    f"{j} of each batch, while the {_kind(yb)} at position {len(inputs)} (read as the targets) looks "
                     f"like its inputs: pass target_key={j} (the targets' position in the batches)")
     return ""
+
+
+def _kind(t: torch.Tensor) -> str:
+    return f"{str(t.dtype).replace('torch.', '')} tensor of shape {tuple(t.shape[1:])}"
 
 
 def _fits_first_layer(model, t: torch.Tensor) -> bool:

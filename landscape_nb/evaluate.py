@@ -657,8 +657,8 @@ class Evaluator(SpeedChoices):
         samples spread over the set (never more than the given ``batch_size`` at once): the value of each
         loss and metric on them against the weighted mean of its values on two parts of them, each part run
         through the model on its own, for each split of ``split_positions`` (halves alone missed a mean over
-        kept targets when both halves kept as many). A function whose weights are known averages exactly, so a difference there is
-        the model's; outputs that change by the batch in a way the loss does not see (logits minus the
+        kept targets when both halves kept as many). A function whose weights are known averages exactly, so
+        a difference there is the model's; outputs that change by the batch in a way the loss does not see (logits minus the
         batch's maximum, for cross-entropy) pass. Not checked when the model's outputs are random (two calls
         on the same samples differ: said in ``notes["batches"]``).
 
