@@ -34,7 +34,7 @@ import math
 import numbers
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -258,7 +258,9 @@ class HessianOperator:
         converged, with no word (trial s36). The first is refused by name; the others where the products are
         not those of a symmetric matrix (uᵀHv ≠ vᵀHu for random u, v: two products, once)."""
         self._checked = True
-        custom = _custom_functions(self)
+        loss, nodes = _custom_functions(self)
+        custom = {node._forward_cls.__qualname__: getattr(node._forward_cls.backward, "__wrapped__", None) is not None
+                  for node in nodes}  # each with whether its backward is @once_differentiable
         once = sorted(name for name, wrapped in custom.items() if wrapped)
         fix = ("give such a torch.autograd.Function a backward made of torch operations without "
                "@once_differentiable (or write the operation with torch operations), with no .detach(), numpy or "
@@ -269,6 +271,15 @@ class HessianOperator:
                 f"({', '.join(once)}): the second backward pass a Hessian-vector product needs takes them as "
                 f"constants, so part of the Hessian would be missing from every eigenvalue, trace and density; "
                 f"expected a backward that is itself differentiable: {fix}")
+        constant = _constant_backwards(self, loss, nodes) if nodes else []
+        if constant:  # elementwise: the term left out is symmetric, so the products below cannot show it (s36)
+            warn_user(
+                f"landscape_nb: the backward of the custom autograd Functions {', '.join(constant)} does not depend "
+                "on their inputs through differentiable operations, so the Hessian counts their second derivative "
+                "as zero: right for a piecewise-linear operation (a custom ReLU, a straight-through estimator), "
+                "wrong for a smooth one (tanh, GELU) whose backward runs in numpy, .detach() or torch.no_grad (a "
+                "tanh's λ_min came back 11 % off): write such a backward with torch operations on the saved "
+                "tensors")
         g = torch.Generator().manual_seed(0)
         u, v = (torch.randn(self.n_params, generator=g, dtype=torch.float64) for _ in range(2))
         hu, hv = self._product(u)[0].cpu(), self._product(v)[0].cpu()
@@ -300,26 +311,63 @@ class HessianOperator:
         return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
 
 
-def _custom_functions(op: HessianOperator) -> dict[str, bool]:
-    """The custom ``torch.autograd.Function`` classes in the graph of the loss on the first batch, by name, each
-    with whether its backward is ``@once_differentiable``; {} where there are none."""
+def _custom_functions(op: HessianOperator) -> tuple[Any, list]:
+    """The loss on the first batch (None where the model raised: the first product names it) and the nodes of
+    custom ``torch.autograd.Function`` classes in its graph."""
     xb, yb = op.batches[0]
     try:
         with eval_mode(op.model), torch.enable_grad(), second_order_formulas():
             loss = op._loss(xb, yb)
     except Exception:  # noqa: BLE001 - the model's own error: the first product names it (user_errors)
-        return {}
-    found, seen, stack = {}, set(), [getattr(loss, "grad_fn", None)]
+        return None, []
+    found, seen, stack = [], set(), [getattr(loss, "grad_fn", None)]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        cls = getattr(node, "_forward_cls", None)
-        if cls is not None:
-            found[cls.__qualname__] = getattr(cls.backward, "__wrapped__", None) is not None  # once_differentiable
+        if getattr(node, "_forward_cls", None) is not None:
+            found.append(node)
         stack.extend(nxt for nxt, _ in node.next_functions)
-    return found
+    return loss, found
+
+
+def _constant_backwards(op: HessianOperator, loss, nodes: list) -> list[str]:
+    """The custom Functions among ``nodes`` whose backward's result does not depend, through differentiable
+    operations, on the Function's inputs or outputs (only on the incoming gradient): its second derivative
+    counts as zero. Found by one gradient with ``create_graph=True``, each node's backward result then walked
+    back, the incoming gradient's graph left out, for the nodes that made the Function's inputs."""
+    captured = {}
+
+    def keep(node):
+        return lambda grad_inputs, grad_outputs: captured.__setitem__(node, (grad_inputs, grad_outputs))
+
+    handles = [node.register_hook(keep(node)) for node in nodes]
+    try:
+        with eval_mode(op.model), torch.enable_grad(), second_order_formulas():
+            torch.autograd.grad(loss, op.params, create_graph=True, allow_unused=True)
+    except Exception:  # noqa: BLE001 - the products say what fails
+        return []
+    finally:
+        for handle in handles:
+            handle.remove()
+    constant = set()
+    for node, (grad_inputs, grad_outputs) in captured.items():
+        stop = {g.grad_fn for g in grad_outputs if isinstance(g, torch.Tensor) and g.grad_fn is not None}
+        for (producer, _), grad in zip(node.next_functions, grad_inputs):
+            if producer is None or grad is None:
+                continue  # an input that needs no gradient (the data)
+            reached, seen, stack = False, set(), [grad.grad_fn]
+            while stack and not reached:
+                at = stack.pop()
+                if at is None or at in seen or at in stop:
+                    continue
+                seen.add(at)
+                reached = at is producer
+                stack.extend(nxt for nxt, _ in at.next_functions)
+            if not reached:
+                constant.add(node._forward_cls.__qualname__)
+    return sorted(constant)
 
 
 _NON_FINITE_WHY = "the loss and every Hessian-vector product would be NaN"
