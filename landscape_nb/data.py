@@ -257,14 +257,17 @@ def order_hint(xb, yb, rule: str, target_key, model, exc: BaseException) -> str:
     position is integer while the targets are floating and the error is about dtypes, or the targets'
     per-sample shape fits the model's first layer where that element's does not; else "". Batches of
     (targets, inputs) gave torch's bare "mat1 and mat2 must have the same dtype, but got Long and Float"."""
-    if rule not in ("pair", "last") or is_int(target_key) or not isinstance(yb, torch.Tensor):
-        return ""
+    if rule not in ("pair", "last") or is_int(target_key) or not isinstance(yb, torch.Tensor) or yb.dim() < 2:
+        return ""  # a number per sample is no model's inputs (a re-trial's model lacking its embedding, s36)
+    embeds = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in (
+        model.modules() if isinstance(model, nn.Module) else ()))  # integer inputs are its own: no dtype swap
     inputs = [xb] if rule == "pair" else list(xb)
     dtype_error = re.search(r"\b(dtype|scalar type|long|int|float|double)\b", str(exc).lower()) is not None
     for j, t in enumerate(inputs):
         if not isinstance(t, torch.Tensor):
             continue
-        swapped_dtype = not (t.is_floating_point() or t.is_complex()) and yb.is_floating_point() and dtype_error
+        swapped_dtype = (not (t.is_floating_point() or t.is_complex()) and yb.is_floating_point() and dtype_error
+                         and not embeds)
         if swapped_dtype or (_fits_first_layer(model, yb) and not _fits_first_layer(model, t)):
             return (f"; your batches may be (targets, inputs): the model got the {_kind(t)} per sample at position "
                     f"{j} of each batch, while the {_kind(yb)} at position {len(inputs)} (read as the targets) looks "

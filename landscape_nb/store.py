@@ -346,6 +346,9 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             )
         if "source" in code:  # with the settings it changed, where they say more ("then dm.Net; now dm.Net", s36)
             settings = f"; with it, {code['modules']}" if "modules" in code else ""
+            if "globals_beyond_source" in code:  # a global edited too was left out (re-trial s36)
+                settings += ("; and of what the model, loss_fn or metrics read from their modules, "
+                             f"{code['globals_beyond_source']}")
             raise StoreMismatch(
                 f"the store {str(self.path)!r} was computed with other source code for the model's classes "
                 f"({code['source']}{settings}), with the same weights: resuming would mix two functions' values. Use "

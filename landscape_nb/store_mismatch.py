@@ -249,6 +249,11 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
     read_then, read = stored.get("code_globals"), now.get("code_globals")
     if read_then is not None and read is not None and read_then != read:
         out["globals"] = differing(read_then, read)
+        if "source" in out:  # what else differs: the changed classes' own methods are their source again
+            own = tuple(f"{name}." for name in {*then.get("classes", []), *code.get("classes", [])})
+            beyond = [{k: v for k, v in d.items() if not k.startswith(own)} for d in (read_then, read)]
+            if beyond[0] != beyond[1]:
+                out["globals_beyond_source"] = differing(*beyond)
     return out
 
 

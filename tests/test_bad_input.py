@@ -1699,7 +1699,18 @@ def test_batches_of_targets_then_inputs_say_to_pass_target_key_0():
     wrong_width = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))  # the model's own error
     ids, scores = torch.randint(0, 9, (20, 2)), torch.randn(20, 1)
     out_of_vocabulary = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(6, 1))  # ids 5-8: no rows
-    for model, data in ((wrong_width, (x, y)), (out_of_vocabulary, (ids, scores))):
+
+    class Unembedded(nn.Module):  # forgets its embedding: token ids reach the Linear (re-trial s36)
+        def __init__(self):
+            super().__init__()
+            self.e, self.lin = nn.Embedding(10, 8), nn.Linear(8, 1)
+
+        def forward(self, tokens):
+            return self.lin(tokens).squeeze(-1)
+
+    tokens = torch.randint(0, 10, (20, 8))
+    for model, data in ((wrong_width, (x, y)), (out_of_vocabulary, (ids, scores)),
+                        (Unembedded(), (tokens, torch.randn(20))), (Unembedded(), (tokens, torch.randn(20, 8)))):
         loss_fn = nn.MSELoss() if data[1].is_floating_point() else None
         for run in (functools.partial(lnb.compute_surface, model, data, lnb.random_directions(model, n=1),
                                       x=(-1, 1, 3), loss_fn=loss_fn),

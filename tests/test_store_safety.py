@@ -693,6 +693,20 @@ def test_a_store_refuses_to_resume_after_the_models_forward_was_edited(tmp_path,
     with pytest.raises(LandscapeError, match=r"\(the source of edited_net.EditedNet changed; with it, module b.1: its "
                                              r"extra_repr\(\) was negative_slope=0.1, now negative_slope=0.3\)"):
         lnb.compute_surface(with_slope(0.3), data, d, x=(-1, 1, 5), store=tmp_path / "slope.zarr")
+    # the source and a global it reads edited together: both are said (the global was left out, re-trial s36)
+    def scaled(scale, act):
+        (tmp_path / "edited_net.py").write_text(f"SCALE = {scale}\n" + NET_SOURCE.replace("{act}", act).replace(
+            "return self.b(", "return SCALE * self.b("))
+        sys.modules.pop("edited_net", None)
+        importlib.invalidate_caches()
+        torch.manual_seed(0)
+        return importlib.import_module("edited_net").EditedNet()
+
+    d = lnb.random_directions(scaled(1.0, "tanh"), n=1, seed=1)
+    lnb.compute_surface(scaled(1.0, "tanh"), data, d, x=(-1, 1, 5), store=tmp_path / "scaled.zarr")
+    with pytest.raises(LandscapeError, match=r"the source of edited_net.EditedNet changed; and of what the model, "
+                                             r"loss_fn or metrics read from their modules, edited_net.SCALE differs\)"):
+        lnb.compute_surface(scaled(3.0, "relu"), data, d, x=(-1, 1, 5), store=tmp_path / "scaled.zarr")
 
 
 class _Scaled(torch.nn.Module):
