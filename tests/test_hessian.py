@@ -985,78 +985,29 @@ def test_a_hessian_entry_waits_for_a_surface_computed_on_the_model_in_another_th
     assert_bit_identical(model, saved)
 
 
-class _OnceTanh(torch.autograd.Function):
-    """tanh whose backward is @once_differentiable: a constant to the second backward pass."""
-
-    @staticmethod
+def _tanh_function(name, backward, saves_output=False, once=False):
+    """tanh as a custom ``torch.autograd.Function`` named ``name`` whose backward is ``backward(g, saved)``, ``saved``
+    its input (or its output), the backward ``@once_differentiable`` where ``once``."""
     def forward(ctx, x):
         y = torch.tanh(x)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(y if saves_output else x)
         return y
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * (1 - y * y)
+    def apply_backward(ctx, g):
+        return backward(g, ctx.saved_tensors[0])
+
+    if once:
+        apply_backward = torch.autograd.function.once_differentiable(apply_backward)
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "backward": staticmethod(apply_backward)})
 
 
-class _NumpyTanh(torch.autograd.Function):
-    """tanh whose backward runs in numpy (no decorator): as constant to the second pass."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return torch.from_numpy(g.detach().numpy() * (1 - y.detach().numpy() ** 2))
-
-
-class _TorchTanh(torch.autograd.Function):
-    """tanh whose backward is torch operations: twice differentiable."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.tanh(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g / torch.cosh(x) ** 2
-
-
-class _DetachedTanh(torch.autograd.Function):
-    """tanh whose backward uses its input detached: differentiable in the incoming gradient only."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.tanh(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (1 - torch.tanh(x.detach()) ** 2)
-
-
-class _OutputTanh(torch.autograd.Function):
-    """tanh whose backward is torch operations on its saved output."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * (1 - y * y)
+_OnceTanh = _tanh_function("_OnceTanh", lambda g, y: g * (1 - y * y), saves_output=True, once=True)
+_NumpyTanh = _tanh_function("_NumpyTanh", lambda g, y: torch.from_numpy(  # as constant to the second pass
+    g.detach().numpy() * (1 - y.detach().numpy() ** 2)), saves_output=True)
+_TorchTanh = _tanh_function("_TorchTanh", lambda g, x: g / torch.cosh(x) ** 2)  # twice differentiable
+_DetachedTanh = _tanh_function("_DetachedTanh", lambda g, x: g * (1 - torch.tanh(x.detach()) ** 2))  # in g only
+_OutputTanh = _tanh_function("_OutputTanh", lambda g, y: g * (1 - y * y), saves_output=True)
 
 
 class _Applied(nn.Module):

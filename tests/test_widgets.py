@@ -540,16 +540,21 @@ def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monke
             p.state.close()
 
 
-def test_compute_pressed_while_a_cancel_takes_effect_starts_once_it_has(explorer):
-    """Compute during "cancelling" was dropped without a word (press it again); then it blocked the kernel up to
-    10 s and refused with "press Cancel first" while Cancel was disabled (trial s34); now it returns at once,
-    says so, and starts when the cancelled run has stopped."""
+def _start_a_large_run(explorer) -> None:
+    """A 201×201 Compute, waited for until it runs (tiles under way)."""
     explorer.controls["x_points"].value = explorer.controls["y_points"].value = 201
     explorer.controls["time_budget"].value = 1e6
     assert explorer.compute()
     deadline = time.monotonic() + 60
     while explorer.state.status != "running" and time.monotonic() < deadline:
         explorer.state.wait(0.05)
+
+
+def test_compute_pressed_while_a_cancel_takes_effect_starts_once_it_has(explorer):
+    """Compute during "cancelling" was dropped without a word (press it again); then it blocked the kernel up to
+    10 s and refused with "press Cancel first" while Cancel was disabled (trial s34); now it returns at once,
+    says so, and starts when the cancelled run has stopped."""
+    _start_a_large_run(explorer)
     assert explorer.state.cancel() and explorer.state.status == "cancelling"
     explorer.controls["x_points"].value = explorer.controls["y_points"].value = 5
     assert not explorer.compute_button.disabled  # the button takes the click
@@ -575,12 +580,7 @@ def test_wait_returns_only_after_the_compute_queued_behind_a_cancel_has_ended(ex
             time.sleep(0.001)  # the queued run starts meanwhile
         return value
 
-    explorer.controls["x_points"].value = explorer.controls["y_points"].value = 201
-    explorer.controls["time_budget"].value = 1e6
-    assert explorer.compute()
-    deadline = time.monotonic() + 60
-    while explorer.state.status != "running" and time.monotonic() < deadline:
-        explorer.state.wait(0.05)
+    _start_a_large_run(explorer)
     assert explorer.state.cancel()
     explorer.controls["x_points"].value = explorer.controls["y_points"].value = 5
     explorer.compute_button.click()
