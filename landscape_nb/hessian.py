@@ -113,8 +113,11 @@ class HessianOperator:
         positive integer; data not accepted or holding NaN/inf (``data`` or ``batches``); a model that
         fails on the first samples, writes into its inputs or keeps state between calls; a loss that
         fails, is not a scalar (``reduction='none'``), sums over the batch (``reduction='sum'``: the
-        values would follow ``batch_size``) or keeps state between calls. From ``matvec``:
-        ``NonFiniteCurvature`` where the loss at the weights is NaN or infinite, or a product is.
+        values would follow ``batch_size``) or keeps state between calls; a call under
+        ``torch.inference_mode()``. From ``matvec``: ``NonFiniteCurvature`` where the loss at the weights is NaN
+        or infinite, or a product is; before the first product, a model whose second backward pass misses part
+        of the Hessian (`_check_second_derivatives`: a ``@once_differentiable`` custom Function, products that
+        are not symmetric), and a ``UserWarning`` for a custom Function whose backward is constant in its inputs.
     """
 
     def __init__(self, model: nn.Module, data=None, *, loss_fn: Callable | None = None,
