@@ -1646,9 +1646,11 @@ def test_a_model_that_fails_on_its_data_shows_one_line_and_keeps_the_traceback(c
     explorer = Explorer(models={"wrong-input": (model, (x[:, :3], y))})  # 3 features for a 4-input layer
     explorer.compute_button.click()
     explorer.wait(30)
-    message = readable_error(explorer, "RuntimeError", "last_error")
-    assert "\n" not in message
-    assert explorer.state.last_error.__traceback__ is not None
+    message = readable_error(explorer, "the model (Sequential) raised RuntimeError", "on inputs of shape (3,)")
+    assert "\n" not in message  # compute_surface's one line; the model's own exception and traceback chained
+    error = explorer.state.last_error
+    assert isinstance(error, LandscapeError) and isinstance(error.__cause__, RuntimeError)
+    assert error.__cause__.__traceback__ is not None
     assert "Traceback" not in capfd.readouterr().err  # nothing dumped into the notebook's output
 
 
@@ -1664,7 +1666,7 @@ def test_an_error_reaches_the_panel_when_updates_go_through_the_event_loop():
 
     asyncio.run(session())
     assert state.status == "error" and "RuntimeError" in state.message, state.message
-    assert isinstance(state.last_error, RuntimeError)
+    assert isinstance(state.last_error, LandscapeError) and isinstance(state.last_error.__cause__, RuntimeError)
 
 
 def test_the_schemes_offered_for_a_bare_model_are_those_make_directions_gives_it(explorer):
