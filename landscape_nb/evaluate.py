@@ -658,9 +658,9 @@ class Evaluator(SpeedChoices):
         loss and metric on them against the weighted mean of its values on two parts of them, each part run
         through the model on its own, for each split of ``split_positions`` (halves alone missed a mean over
         kept targets when both halves kept as many). A function whose weights are known averages exactly, so
-        a difference there is the model's; outputs that change by the batch in a way the loss does not see (logits minus the
-        batch's maximum, for cross-entropy) pass. Not checked when the model's outputs are random (two calls
-        on the same samples differ: said in ``notes["batches"]``).
+        a difference there is the model's; outputs that change by the batch in a way the loss does not see
+        (logits minus the batch's maximum, for cross-entropy) pass. Not checked when the model's outputs are
+        random (two calls on the same samples differ: said in ``notes["batches"]``).
 
         Then the batch size is not tuned: the whole set runs as one batch up to 4096 samples (exact), a
         larger set or a given ``batch_size`` in fixed batches, and ``notes["batches"]`` says the values are
@@ -689,7 +689,8 @@ class Evaluator(SpeedChoices):
                     whole = float(fn(out, yw))
                     triples = [[whole, *(float(fn(o, yb)) for o, (_, yb) in zip(os, pair))]
                                for os, pair in zip(pair_outs, pairs)]
-                    triples.insert(1, [float(fn(mixed, yw)), *(float(fn(o, yb)) for o, (_, yb) in zip(moved, pairs[0]))])
+                    triples.insert(1, [float(fn(mixed, yw)),
+                                       *(float(fn(o, yb)) for o, (_, yb) in zip(moved, pairs[0]))])
                     return triples, float(fn(out, yw))  # twice: a function that samples is not compared
                 values = {name: values_of(fn) for name, fn in fns.items()}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is

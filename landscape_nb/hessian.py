@@ -323,16 +323,20 @@ def _custom_functions(op: HessianOperator) -> tuple[Any, list]:
             loss = op._loss(xb, yb)
     except Exception:  # noqa: BLE001 - the model's own error: the first product names it (user_errors)
         return None, []
-    found, seen, stack = [], set(), [getattr(loss, "grad_fn", None)]
+    return loss, [node for node in _graph(getattr(loss, "grad_fn", None)) if getattr(node, "_forward_cls", None)]
+
+
+def _graph(start, stop=frozenset()):
+    """The autograd nodes reachable from ``start`` (a ``grad_fn``, or None), each once, not going through the
+    nodes in ``stop``."""
+    seen, stack = set(), [start]
     while stack:
         node = stack.pop()
-        if node is None or node in seen:
+        if node is None or node in seen or node in stop:
             continue
         seen.add(node)
-        if getattr(node, "_forward_cls", None) is not None:
-            found.append(node)
+        yield node
         stack.extend(nxt for nxt, _ in node.next_functions)
-    return loss, found
 
 
 def _constant_backwards(op: HessianOperator, loss, nodes: list) -> list[str]:
@@ -360,15 +364,7 @@ def _constant_backwards(op: HessianOperator, loss, nodes: list) -> list[str]:
         for (producer, _), grad in zip(node.next_functions, grad_inputs):
             if producer is None or grad is None:
                 continue  # an input that needs no gradient (the data)
-            reached, seen, stack = False, set(), [grad.grad_fn]
-            while stack and not reached:
-                at = stack.pop()
-                if at is None or at in seen or at in stop:
-                    continue
-                seen.add(at)
-                reached = at is producer
-                stack.extend(nxt for nxt, _ in at.next_functions)
-            if not reached:
+            if not any(at is producer for at in _graph(grad.grad_fn, stop)):
                 constant.add(node._forward_cls.__qualname__)
     return sorted(constant)
 
