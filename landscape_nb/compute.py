@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import warn_differs_from_loader
 from .directions import Directions, as_directions, how_made, normalize_like
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
@@ -322,8 +321,8 @@ def compute_surface(
     try:
         info = runner.prepare(job)
         code_globals = globals_fingerprint(model, loss_fn, metrics)  # what the user's code reads: stored, compared
-        if not isinstance(runner, InProcessRunner):  # read on a Dask worker: its warnings stayed there
-            warn_differs_from_loader(dict(info.notes))
+        for message, category in info.warnings:  # said on the Dask worker that probed the job: e.g. that a
+            warn_user(message, category)  # loop over the loader sees other samples, or the batches of a loss
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, {
@@ -558,6 +557,9 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS):  # sampling noise, or a softmax taken twice, must not pass
         if notes.get(key):  # for the loss of the weights
             warn_user(f"landscape_nb: {notes[key]}")
+    for message, category in final.warnings:  # given on a Dask worker after its probe (a Hessian's first product)
+        if (message, category) not in info.warnings:
+            warn_user(message, category)
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:

@@ -4,6 +4,7 @@ Clients (``parse_client``, ``get_client``, local and CUDA clusters) are in ``lan
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -12,6 +13,7 @@ import threading
 import time
 import types
 import uuid
+import warnings
 from collections import OrderedDict
 from typing import Iterator, Sequence
 
@@ -155,13 +157,33 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
             ) from None
         except AttributeError as exc:  # "Can't get attribute 'Net' on <module 'netdefs' ...>": blamed on the model
             raise LandscapeError(_unpickled_elsewhere(exc)) from None
-        ev = job.evaluator()
+        said: list = []
+        with _saying(said):
+            ev = job.evaluator()
+        ev.said_on_worker = said  # told to the client (describe); the tiles' warnings join it
         # what the user's code reads from its modules here, and its code as loaded here (_check_code)
         ev.code_globals = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
         cache[token] = ev
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     return cache[token]
+
+
+@contextlib.contextmanager
+def _saying(said: list):
+    """Keep landscape_nb's warnings given inside (each once) in ``said``, for the client to warn about: on a
+    worker they went to its log only, where the user of a remote cluster never looks (trial s36: an eigen-map's
+    custom-Function warning, and a surface's batches warning, never reached the caller). Other warnings (the
+    user's code's) are given here as before."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if str(w.message).startswith("landscape_nb"):
+            if (str(w.message), w.category) not in said:
+                said.append((str(w.message), w.category))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _forget(token: str, dask_worker=None) -> None:
@@ -356,7 +378,8 @@ def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fing
         return last[1]
 
     try:
-        return ev.evaluate(coords, should_stop=should_stop)
+        with _saying(ev.said_on_worker):  # e.g. a Hessian's, at its first product
+            return ev.evaluate(coords, should_stop=should_stop)
     except Cancelled:
         return None
 
@@ -598,7 +621,8 @@ class DaskRunner:
                   for name in ("batch_size", "points_per_pass")}
         notes = dict(kv for i in infos.values() for kv in i.notes)  # each worker's reasons (most agree)
         per_worker = tuple((addr, i.batch_size, i.points_per_pass) for addr, i in sorted(infos.items()))
-        return dataclasses.replace(first, **common, notes=tuple(notes.items()), per_worker=per_worker)
+        said = tuple(dict.fromkeys(w for i in infos.values() for w in i.warnings))
+        return dataclasses.replace(first, **common, notes=tuple(notes.items()), per_worker=per_worker, warnings=said)
 
     def close(self) -> None:
         if self.payload is not None:

@@ -690,8 +690,8 @@ def loader_notes(notes: Mapping) -> list[str]:
 
 
 def warn_differs_from_loader(notes: Mapping) -> None:
-    """Warn (``UserWarning``) for each of ``loader_notes(notes)``. ``read_data`` warns where it reads;
-    ``compute_surface`` warns again for data read on a Dask worker (the Explorer's panel shows them too)."""
+    """Warn (``UserWarning``) for each of ``loader_notes(notes)``, where ``read_data`` reads (a Dask worker's
+    reach ``compute_surface``'s caller as its other warnings do; the Explorer's panel shows them too)."""
     for text in loader_notes(notes):
         warn_user(f"landscape_nb: {text}")
 

@@ -70,13 +70,15 @@ class DataInfo:
     per_worker: tuple = ()  # (worker address, batch_size, points_per_pass) of each Dask worker that ran tiles
     bn_fingerprint: str | None = None  # mode="bn-recompute" with separate bn_data: its hash
     bn_pass_size: int | None = None  # mode="bn-recompute" over more than one pass: samples a pass
+    warnings: tuple = ()  # (message, category) of landscape_nb's warnings on a Dask worker (dask_runner.saying)
 
 
 def describe(ev: PointEvaluator) -> DataInfo:
     tuning = getattr(ev, "tuning", False)
     return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device), ev.bn_fold,
                     None if tuning else ev.batch_size, ev.points_per_pass, tuple(getattr(ev, "notes", {}).items()),
-                    bn_fingerprint=getattr(ev, "bn_fingerprint", None), bn_pass_size=getattr(ev, "bn_pass_size", None))
+                    bn_fingerprint=getattr(ev, "bn_fingerprint", None), bn_pass_size=getattr(ev, "bn_pass_size", None),
+                    warnings=tuple(getattr(ev, "said_on_worker", ())))
 
 
 class Runner(Protocol):

@@ -165,10 +165,71 @@ def test_a_loader_read_on_a_worker_still_warns_in_this_process(client, data):
     m = _model()
     d = lnb.random_directions(m, n=1, seed=2)
     loader = DataLoader(TensorDataset(*data), batch_size=10, drop_last=True)
-    with pytest.warns(UserWarning, match="drop_last=True a pass over the loader leaves out its last 7 of 97"):
+    with pytest.warns(UserWarning, match="drop_last=True a pass over the loader leaves out its last 7 of 97") as said:
         s = lnb.compute_surface(m, loader, d, x=(-1, 1, 3), client=client)
+    assert _said(said, "drop_last=True a pass over the loader") == 1  # not again for each worker
     want = [naive_loss(m, data, d.as_state_dicts(), [a])[0] for a in (-1.0, 0.0, 1.0)]
     np.testing.assert_allclose(s.loss, want, rtol=1e-5)
+
+
+class _DetachedTanh(torch.autograd.Function):
+    """tanh whose backward reads its input through ``.detach()``: a constant to the second backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (1 - torch.tanh(x.detach()) ** 2)
+
+
+class _DetachedTanhNet(OnlyHere):
+    def forward(self, x):
+        return self.b(_DetachedTanh.apply(self.a(x)))
+
+
+def _said(record, text: str) -> int:
+    return sum(text in str(w.message) for w in record)
+
+
+def test_warnings_given_on_a_worker_reach_the_caller_once_as_in_process(client):
+    """landscape_nb's warnings on a Dask worker went to its log only, where the user of a remote cluster never
+    looks (trial s36): a surface's "values are weighted means over batches of 20" (said when a worker builds
+    its evaluator) and an eigen-map's "the backward of the custom autograd Functions ... " (said at a tile's
+    first Hessian-vector product) reached the caller on no runner but the in-process one. Each now comes once
+    on the caller, as in-process, with the same values."""
+    from conftest import masked_in_batches_not_in_halves
+
+    torch.manual_seed(0)
+    x, y = masked_in_batches_not_in_halves()
+    model = nn.Linear(4, 3)
+    d = lnb.random_directions(model, n=2, seed=0)
+    def ign(out, t):
+        return nn.functional.cross_entropy(out, t, ignore_index=0)
+
+    batches = "landscape_nb: loss_fn on a batch is not the sample-weighted mean"
+    surfaces = []
+    for runner in (None, client):
+        with pytest.warns(UserWarning, match="weighted means over batches of 20") as record:
+            surfaces.append(lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20,
+                                                loss_fn=ign, client=runner))
+        assert _said(record, batches) == 1
+    np.testing.assert_allclose(surfaces[1].loss, surfaces[0].loss, rtol=1e-6)
+
+    torch.manual_seed(0)
+    net = _DetachedTanhNet()
+    net.a, net.b = nn.Linear(4, 6), nn.Linear(6, 3)
+    d = lnb.random_directions(net, n=2, seed=0)
+    maps = []
+    for runner in (None, client):
+        with pytest.warns(UserWarning, match="the backward of the custom autograd Functions _DetachedTanh") as record:
+            maps.append(lnb.eigen_map(net, (x, y.clamp(min=1)), d, x=(-1, 1, 2), y=(-1, 1, 2), client=runner,
+                                      tile=(1, 1)))
+        assert _said(record, "landscape_nb: the backward of the custom autograd Functions") == 1
+    np.testing.assert_allclose(maps[1].metrics["lambda_max"], maps[0].metrics["lambda_max"], rtol=1e-4)
 
 
 def test_a_store_resumed_on_another_runner_records_the_last_runs_runner(client, data, tmp_path):
