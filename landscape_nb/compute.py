@@ -28,7 +28,7 @@ from .metrics import PROBABILITY_OUTPUTS, loss_name, split_values, unwrap_compil
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
-from .spec import (SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_fingerprint, model_fingerprint,
+from .spec import (SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures, model_fingerprint,
                    parameters_fingerprint)
 from .statecheck import RANDOM_OUTPUTS
 from .store import SurfaceStore, make_surface
@@ -320,7 +320,7 @@ def compute_surface(
     st = bar = None
     try:
         info = runner.prepare(job)
-        code_globals = globals_fingerprint(model, loss_fn, metrics)  # what the user's code reads: stored, compared
+        code_globals = globals_and_structures(model, loss_fn, metrics)  # what the user's code reads: stored, compared
         for message, category in info.warnings:  # said on the Dask worker that probed the job: e.g. that a
             warn_user(message, category)  # loop over the loader sees other samples, or the batches of a loss
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
@@ -511,8 +511,8 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
 #: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
 #: the caller's: ``provenance=`` giving one is refused before the model runs
 RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
-                      "torch", "model_code", "code_globals", "device", "precision", "bn_fold", "channels_last",
-                      "compile", "running_var", "malloc",
+                      "torch", "model_code", "code_globals", "code_structures", "device", "precision", "bn_fold",
+                      "channels_last", "compile", "running_var", "malloc",
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
                       "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",
                       "values_sha256", "damaged_tiles", "lanczos_not_converged", "lambda_max_zero",
@@ -734,15 +734,16 @@ def _plain(value) -> bool:
 
 
 def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, settings: EvalSettings,
-                code_globals: dict) -> dict:
+                code_globals: tuple[dict, dict]) -> dict:
     """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes, and
-    what a store compares on resume besides the key (the model's code, the globals the user's code reads)."""
+    what a store compares on resume besides the key (the model's code, the globals the user's code reads and
+    the syntax of the functions it calls: ``code_globals``, `spec.globals_and_structures`)."""
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
         "directions": {k: v for k, v in d.provenance.items() if _plain(v)},
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
-        "model_code": code_fingerprint(model), "code_globals": code_globals,
+        "model_code": code_fingerprint(model), "code_globals": code_globals[0], "code_structures": code_globals[1],
         "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
         "bn_fold": info.bn_fold, "channels_last": settings.channels_last, "compile": settings.compile,
         **({} if settings.clamp_running_var is None else

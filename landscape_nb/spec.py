@@ -92,19 +92,23 @@ def parameters_fingerprint(model: nn.Module) -> str:
 
 def code_fingerprint(model: nn.Module) -> dict:
     """The source code of the model's own module classes (torch's are left out), hashed:
-    ``{"fingerprint": 16 hex digits, "classes": [qualified names], "modules": module_settings(model),
-    "settings": per module, what its hash covers, readable}``.
+    ``{"fingerprint": 16 hex digits, "structure": 16 hex digits of the sources' `source_structure` (the same
+    after an edit of comments, docstrings or blank lines only, and compared instead where both surfaces have
+    it), "classes": [qualified names], "modules": module_settings(model), "settings": per module, what its
+    hash covers, readable}``.
     A class whose source cannot be read (defined in a notebook cell or ``python -c``) counts by name only.
 
     Not part of the spec key (keys written before it stay valid); a store compares it on resume
     (``store.SurfaceStore``), so editing ``forward`` between two runs is refused, not mixed in."""
     classes = {f"{c.__module__}.{c.__qualname__}": c for c in map(type, model.modules())
                if not c.__module__.startswith("torch.")}
-    h = hashlib.sha256()
+    h, shape = hashlib.sha256(), hashlib.sha256()
     for name in sorted(classes):
-        h.update(f"{name}\n{_class_source(classes[name])}".encode())
+        source = _class_source(classes[name])
+        h.update(f"{name}\n{source}".encode())
+        shape.update(f"{name}\n{source_structure(source)}".encode())
     settings = _module_settings(model)
-    return {"fingerprint": h.hexdigest()[:16], "classes": sorted(classes),
+    return {"fingerprint": h.hexdigest()[:16], "structure": shape.hexdigest()[:16], "classes": sorted(classes),
             "modules": {name: hashed for name, (hashed, _) in settings.items()},
             "settings": {name: texts for name, (_, texts) in settings.items()}}
 
@@ -281,11 +285,21 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
     (``store.SurfaceStore``): a loss in an importable module pickles by name, so ``TEMP = 3`` or an edited
     body between two runs kept the key and the store, and a resumed surface mixed two losses' values.
     """
+    return globals_and_structures(model, loss_fn, metrics, loaded=loaded)[0]
+
+
+def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
+                           loaded: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """``(globals_fingerprint(...), structures)``: ``structures`` holds, for each ``name()`` entry read from
+    source (not with ``loaded=True``), 12 hex digits of SHA-256 over its syntax tree without docstrings
+    (`source_structure`), which a comment, a docstring or a blank line leaves as it is (a comment added to
+    forward refused a resume, s36): compared instead of the source's hash where both surfaces recorded it."""
     import types
 
     import numpy as np
 
     out: dict[str, str] = {}
+    structures: dict[str, str] = {}  # globals_and_structures
     seen: dict[int, int] = {}  # id -> the smallest depth it was walked at (reached nearer: walked again)
     seen_objects: set[int] = set()  # tables and helper objects followed (`walk_object`)
     written: set[str] = set()
@@ -383,7 +397,9 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
         if isinstance(fn, types.FunctionType):
             if own(fn.__module__):
                 if not loaded:
-                    record(f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn))
+                    key, source = f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn)
+                    record(key, source)
+                    structures[key] = hashlib.sha256(source_structure(source).encode()).hexdigest()[:12]
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
                     record(f"{fn.__module__}.{fn.__qualname__}()", _code_text(fn.__code__) + _defaults_text(fn))
                 visit(fn.__code__, fn.__globals__, depth, methods or {},
@@ -412,7 +428,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
             walk(fn, 0)
         except Exception:  # what cannot be read is not compared; the run itself must not fail here
             logger.debug("globals_fingerprint: could not follow %r", fn, exc_info=True)
-    return {k: v for k, v in sorted(out.items()) if k not in written}
+    return ({k: v for k, v in sorted(out.items()) if k not in written},
+            {k: v for k, v in sorted(structures.items()) if k not in written})
 
 
 def users_module(module_name: str | None) -> bool:
@@ -425,6 +442,26 @@ def users_module(module_name: str | None) -> bool:
         return False
     path = getattr(sys.modules.get(root), "__file__", None) or ""
     return "site-packages" not in path and "dist-packages" not in path
+
+
+def source_structure(source: str) -> str:
+    """``source`` as its syntax tree without docstrings (``ast.dump``, no line numbers): the same for two sources
+    that differ only in comments, docstrings, blank lines or line breaks inside brackets; ``source`` itself
+    where it does not parse alone (a lambda cut out of its line) or is empty."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except (SyntaxError, ValueError):
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def _plain(value) -> bool:
@@ -694,4 +731,5 @@ class SurfaceSpec:
 
 __all__ = ["hash_tensor", "hash_array", "data_fingerprint", "tree_fingerprint", "model_fingerprint",
            "parameters_fingerprint",
-           "code_fingerprint", "globals_fingerprint", "module_settings", "spec_key", "SurfaceSpec"]
+           "code_fingerprint", "globals_fingerprint", "globals_and_structures", "source_structure", "module_settings",
+           "spec_key", "SurfaceSpec"]

@@ -233,11 +233,14 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
     leaves out: ``"source"`` (the model classes' source: "then A, B; now A, C"), ``"modules"`` (the modules'
     class, settings, non-persistent buffers or plain attributes) and ``"globals"`` (what the model, loss_fn or
     metrics read from their modules), each as the names that differ; {} where the same or not recorded (older
-    stores)."""
+    stores). Sources compare as syntax trees where both recorded them (`spec.source_structure`): an edit of
+    comments, docstrings or blank lines only is no difference."""
     stored, now = stored or {}, now or {}
     out = {}
     then, code = stored.get("model_code") or {}, now.get("model_code") or {}
-    if then and code and then.get("fingerprint") != code.get("fingerprint"):
+    # syntax trees where both have them: an edit of comments or docstrings alone refused a resume (s36)
+    source = "structure" if then.get("structure") and code.get("structure") else "fingerprint"
+    if then and code and then.get(source) != code.get(source):
         names = [then.get("classes", []), code.get("classes", [])]
         out["source"] = (f"the source of {', '.join(names[1])} changed" if names[0] == names[1] and names[1] else
                          f"then {', '.join(names[0]) or 'none'}; now {', '.join(names[1]) or 'none'}")
@@ -247,6 +250,9 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
                           + " in their class, settings (e.g. an activation, BatchNorm's eps), non-persistent buffers "
                           "or plain attributes")
     read_then, read = stored.get("code_globals"), now.get("code_globals")
+    trees = stored.get("code_structures"), now.get("code_structures")
+    if read_then is not None and read is not None and None not in trees:  # functions' syntax for their source
+        read_then, read = {**read_then, **trees[0]}, {**read, **trees[1]}
     if read_then is not None and read is not None and read_then != read:
         out["globals"] = differing(read_then, read)
         if "source" in out:  # what else differs: the changed classes' own methods are their source again

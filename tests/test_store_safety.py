@@ -887,6 +887,92 @@ class ScaledNet(torch.nn.Module):
 '''
 
 
+COMMENTED_SOURCE = '''
+import torch
+from torch import nn
+
+
+def act(z):
+    return torch.tanh(1.5 * z)
+
+
+def loss(out, y):
+    return nn.functional.cross_entropy(out, y)
+
+
+class CommentedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(act(self.a(x)))
+'''
+
+COMMENTED_EDITS = (  # (old, new) pairs: comments, docstrings, blank lines and line breaks only
+    ("def act(z):\n", 'def act(z):\n    """A scaled tanh."""\n    # 1.5: steeper than tanh\n'),
+    ("def loss(out, y):\n", "def loss(out, y):  # the mean over the batch\n\n"),
+    ("class CommentedNet(nn.Module):\n", 'class CommentedNet(nn.Module):\n    """Two layers."""\n\n'),
+    ("return self.b(act(self.a(x)))", "return self.b(  # hidden -> classes\n            act(self.a(x)))"),
+)
+
+
+def test_a_store_resumes_after_an_edit_of_comments_and_docstrings_only_and_refuses_another(tmp_path, monkeypatch):
+    """A comment added to forward refused the resume of a store (s36: sources were compared as text). Comments,
+    docstrings, blank lines and line breaks in the model's class, a function its forward calls and the loss now
+    leave the store resumable, with the stored values; an edit of the code itself is refused still, and surfaces
+    that did not record the sources' syntax compare them as text (the provenance of stores written before)."""
+    import importlib
+    import sys
+
+    import landscape_nb as lnb
+    from landscape_nb import LandscapeError
+    from landscape_nb.store_mismatch import code_differences
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+
+    def load(source):
+        (tmp_path / "commented_net.py").write_text(source)
+        sys.modules.pop("commented_net", None)
+        importlib.invalidate_caches()
+        torch.manual_seed(0)
+        module = importlib.import_module("commented_net")
+        return module.CommentedNet(), module.loss
+
+    store = tmp_path / "s.zarr"
+    model, loss = load(COMMENTED_SOURCE)
+    d = lnb.random_directions(model, n=1, seed=1)
+    first = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store, loss_fn=loss)
+    commented = COMMENTED_SOURCE
+    for old, new in COMMENTED_EDITS:
+        assert commented.count(old) == 1
+        commented = commented.replace(old, new)
+    model, loss = load(commented)
+    resumed = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store, loss_fn=loss)
+    assert resumed.provenance["points_from_store"] == 5
+    np.testing.assert_array_equal(resumed.loss, first.loss)
+    want = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in first.x]
+    np.testing.assert_allclose(resumed.loss, want, rtol=1e-5)
+    model, loss = load(commented.replace("1.5 * z", "2.0 * z"))  # the code itself
+    with pytest.raises(LandscapeError, match=r"other values of what the model, loss_fn or metrics read from their "
+                                             r"modules: commented_net.act\(\) differs"):
+        lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store, loss_fn=loss)
+    model, loss = load(commented.replace("self.b(  #", "-self.b(  #"))
+    with pytest.raises(LandscapeError, match=r"the source of commented_net.CommentedNet changed"):
+        lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=store, loss_fn=loss)
+    then = first.provenance
+    model, loss = load(commented)
+    now = lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=loss).provenance
+    assert code_differences(then, now) == {}
+    older = {k: v for k, v in then.items() if k != "code_structures"}
+    older["model_code"] = {k: v for k, v in then["model_code"].items() if k != "structure"}
+    as_text = code_differences(older, now)
+    assert as_text["source"] == "the source of commented_net.CommentedNet changed"
+    assert "commented_net.act()" in as_text["globals_beyond_source"]
+
+
 @pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code",
                                   "code four calls deep", "a helper object's method", "a static method it calls",
                                   "a function kept in a dict", "code ten calls deep",
