@@ -665,6 +665,57 @@ def test_a_lost_cluster_keeps_its_points_and_the_next_compute_goes_on_from_them(
     np.testing.assert_allclose(surf.loss, naive_surface(model, data, 0, surf.x, surf.y), rtol=1e-5)
 
 
+_SLOW = threading.Event()  # module level: a model holding an Event cannot be copied
+
+
+class _SlowsDown(nn.Module):
+    """Its forward sleeps 0.3 s once ``_SLOW`` is set: points that cost more than the estimate timed."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if _SLOW.is_set():
+            time.sleep(0.3)
+        return self.inner(x)
+
+
+def test_a_run_past_its_time_budget_stops_there_says_so_and_the_next_compute_goes_on():
+    """The budget was checked only against an estimate before the run (forward passes alone: 0.115 ms per point
+    for 0.37 real, so a 5 s budget let a 29 s run through, s36). A run whose points turn slow after its first tile
+    now stops at the budget as a Cancel does, says so, and the next Compute goes on from its points to the naive
+    surface."""
+    model, data = make_task()
+    state = ExplorerState(models={"tiny": (_SlowsDown(model), data)}, x_points=21, y_points=21, auto_range=False,
+                          time_budget=5.0)  # over the estimate, 1.8 s at most seen under load
+    def slow_down(change):
+        if change["new"] is not None and change["new"].n_done:
+            _SLOW.set()
+
+    state.observe(slow_down, "surface")
+    try:
+        t0 = time.perf_counter()
+        assert state.compute()
+        partial = state.wait(120)
+        took = time.perf_counter() - t0
+        state.unobserve(slow_down, "surface")
+        assert state.status == "cancelled" and 0 < partial.n_done < partial.loss.size, state.message
+        assert state.message.startswith(f"Stopped at the time budget of 5 s: {partial.n_done} of 441 points "
+                                        "computed. Press Compute to go on from them"), state.message
+        assert took < 441 * 0.3 / 4  # stopped, not run to the end (each pass sleeps 0.3 s; a pass holds few points)
+        _SLOW.clear()
+        state.set(time_budget=1e6)
+        assert state.compute(wait=True) and state.status == "done", state.message
+        surf = state.surface
+        assert surf.provenance["points_resumed"] == partial.n_done
+        entry = state.shelf.get("tiny")
+        np.testing.assert_allclose(surf.loss, naive_surface(entry.model, data, 0, surf.x, surf.y), rtol=1e-5)
+    finally:
+        _SLOW.clear()
+        state.close()
+
+
 def test_the_time_budget_counts_only_the_points_still_to_compute():
     spec = ExplorerState(models={"tiny": make_task()}, x_points=41, y_points=41, auto_range=False,
                          time_budget=1.0).spec()

@@ -188,7 +188,7 @@ class ExplorerState(t.HasTraits):
     cluster = t.Unicode("in-process")
     address = t.Unicode("")
     max_samples = t.Int(0)  # 0: all samples
-    time_budget = t.Float(300.0)  # seconds an estimate may reach before Compute refuses
+    time_budget = t.Float(300.0)  # seconds an estimate may reach before Compute refuses, and a run may take
     # at least this many seconds between two live-figure updates (the first tile and the end never
     # wait). Each one is a WebGL redraw that competes with the computation for the CPUs: in
     # JupyterLab with software WebGL on 2 cores resnet20-digits' 21x21 surface filled in 15.8 s
@@ -597,16 +597,26 @@ class ExplorerState(t.HasTraits):
                     callbacks=[self._tile_callback(run_id, shown)], cancel=cancel, max_samples=spec.max_samples,
                     name=spec.model, resume=resume)
 
+            # the estimate times forward passes only (0.115 ms/point for 0.37 real, s36): the budget holds the run
+            # itself to it, which stops as a Cancel does, its points kept for the next Compute
+            over = threading.Event()
+            timer = threading.Timer(spec.time_budget, lambda: (over.set(), cancel.set()))
+            timer.daemon = True
+            timer.start()
             try:
-                surf = run(resume)  # a cancelled run of the same controls goes on: its points are kept
-            except ResumeMismatch:  # the user's model or data changed since: every point anew
-                if seconds_per_point is not None:
-                    check_budget(spec, seconds_per_point, workers)
-                surf = run(None)
+                try:
+                    surf = run(resume)  # a cancelled run of the same controls goes on: its points are kept
+                except ResumeMismatch:  # the user's model or data changed since: every point anew
+                    if seconds_per_point is not None:
+                        check_budget(spec, seconds_per_point, workers)
+                    surf = run(None)
+            finally:
+                timer.cancel()
             surf = _of_split(surf, spec)
             returned = time.perf_counter()
             note = prepared.range.note + _off_grid_note(spec)
-            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, shown))
+            budget = spec.time_budget if over.is_set() else None
+            self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, shown, budget))
         except Cancelled:  # before the first point: while finding the range
             returned = time.perf_counter()
             self._post(run_id, "end", lambda: self._cancelled_early(returned))
@@ -844,7 +854,8 @@ class ExplorerState(t.HasTraits):
         self.points_per_s = rate
 
     def _finished(self, surf: Surface, cancelled: bool, returned: float, note: str = "",
-                  prepared: Prepared | None = None) -> None:
+                  prepared: Prepared | None = None, over_budget: float | None = None) -> None:
+        """A run's end: ``over_budget`` is the time budget (s) that stopped it, None where it was not."""
         self.surface = surf
         self._keep_run(prepared)
         self.n_done = surf.n_done
@@ -854,7 +865,10 @@ class ExplorerState(t.HasTraits):
         self._resumable = (self._run_spec, surf) if cancelled and not surf.is_complete and surf.n_done else None
         if cancelled and not surf.is_complete:
             self.status = "cancelled"
-            self._say(f"Cancelled: {surf.n_done} of {surf.loss.size} points computed.{self._changed_note()}"
+            stopped = "Cancelled" if over_budget is None else f"Stopped at the time budget of {over_budget:.3g} s"
+            more = "" if over_budget is None else (
+                " Press Compute to go on from them (the budget counts anew), or raise the time budget.")
+            self._say(f"{stopped}: {surf.n_done} of {surf.loss.size} points computed.{more}{self._changed_note()}"
                       f"{self._said_switch_notes()}")
         else:
             self.status = "done"

@@ -143,7 +143,9 @@ class Explorer(w.VBox):
     -----
     A Compute whose estimated time (grid points times the measured seconds per point,
     divided by the workers) is over the time budget is refused, with a resolution that
-    fits. Errors during a computation appear as one line in the panel; the exception is
+    fits; a run that takes longer than the budget all the same (the estimate times forward
+    passes only) stops there as a Cancel does, says so, and the next Compute goes on from
+    its points. Errors during a computation appear as one line in the panel; the exception is
     kept in ``explorer.state.last_error``.
 
     References
