@@ -308,12 +308,12 @@ class TrajectoryRecorder:
                               loss_fn=loss_fn)
 
     def project(self, directions, *, final: nn.Module | None = None, data=None,
-                loss_fn: Callable | None = None, mode: str = "eval"):
+                loss_fn: Callable | None = None, mode: str = "eval", bn_data=None):
         """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step."""
         from .trajectory import project_trajectory
 
         return project_trajectory(self.checkpoints, directions, final=final or self.model, data=data,
-                                  loss_fn=loss_fn, labels=self.labels, mode=mode)
+                                  loss_fn=loss_fn, labels=self.labels, mode=mode, bn_data=bn_data)
 
 
 __all__ = ["TrajectoryRecorder", "STORE_FORMAT"]

@@ -449,6 +449,9 @@ class ProjectedPath:
     labels: list[str] = field(default_factory=list)
     directions: str | None = None  # the fingerprint of the directions projected onto: plots check their surface's
     mode: str | None = None  # how ``loss`` was evaluated ("eval", "bn-recompute"): plots compare the surface's
+    left_out: np.ndarray | None = None  # (k,): the part of ``distance`` in tensors no direction moves (frozen ones,
+    # biases and norm weights under ignore="biasbn"); plots say whether the distance lies there
+    bn_data: str | None = None  # the fingerprint of ``bn_data`` the losses' BN statistics came from (None: the data)
 
     @property
     def x(self) -> np.ndarray:
@@ -465,7 +468,7 @@ class ProjectedPath:
     def flipped(self, flip: Sequence[bool]) -> "ProjectedPath":
         signs = np.array([-1.0 if f else 1.0 for f in flip])
         return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels),
-                             mode=self.mode)  # onto other directions (signs flipped): their fingerprint is not known
+                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data)  # onto other directions (signs flipped): their fingerprint is not known
 
     def as_provenance(self) -> dict:
         out = {"path_x": self.x.tolist(), "path_distance": self.distance.tolist(), "path_norm": self.norm.tolist()}
@@ -473,11 +476,13 @@ class ProjectedPath:
             out["path_y"] = self.y.tolist()
         if self.loss is not None:
             out["path_loss"] = self.loss.tolist()
+        if self.left_out is not None:
+            out["path_left_out"] = self.left_out.tolist()
         return out
 
 
 def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, data=None, loss_fn=None,
-                       labels: Sequence[str] | None = None, mode: str = "eval") -> ProjectedPath:
+                       labels: Sequence[str] | None = None, mode: str = "eval", bn_data=None) -> ProjectedPath:
     """Project checkpoints onto ``directions`` (any, not only PCA) around ``final``.
 
     Coordinates solve the least-squares problem ``min_c ‖θ_i − θ_final − cᵀD‖`` (for
@@ -509,6 +514,10 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         so that a checkpoint's true loss and the plane's loss under it differ by the projection
         only (a BatchNorm plane in "bn-recompute" showed 0.35 where the eval-mode true loss of
         the same model was 0.56, trial s35); the plots say where they differ.
+    bn_data : data, optional
+        With ``mode="bn-recompute"``: the data BatchNorm statistics are re-estimated on, as
+        ``compute_surface``'s ``bn_data`` (pass the surface's; default the evaluation data). The
+        plots say where the surface's and the path's differ.
 
     Returns
     -------
@@ -516,14 +525,21 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         ``coords`` (k, n) in direction units, ``distance`` and ``norm`` (k,) in
         weight-space units (Euclidean), ``loss`` (k,) with ``data``, and ``labels``;
         ``directions`` (their fingerprint: ``plot.contour`` refuses the path on a surface
-        of other directions) and ``mode``.
+        of other directions), ``mode``, ``bn_data`` (its fingerprint) and ``left_out`` (k,), the
+        part of ``distance`` in tensors no direction moves.
 
     Raises
     ------
     LandscapeError
         ``directions`` not a ``Directions`` or of another architecture, checkpoints
-        of another architecture, linearly dependent directions, or a wrong number
-        of labels.
+        of another architecture, linearly dependent directions, a wrong number
+        of labels, or ``bn_data`` with ``mode="eval"``.
+
+    Warns
+    -----
+    UserWarning
+        Where ``directions`` were made around other weights than ``final``'s (a PCA of
+        another run, or another final model).
 
     References
     ----------
@@ -533,6 +549,12 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError(f"directions of type {type(directions).__name__}; expected Directions "
                              "(from pca_directions, random_directions, ...)")
     states = as_checkpoints(trajectory)
+    made = directions.provenance.get("centre_weights")
+    if made and made != parameters_fingerprint(final):  # trial s37: every coordinate shifted, with no word
+        warn_user(f"landscape_nb.project_trajectory: these {directions.scheme} directions were made around another "
+                  f"model's weights than final's ({type(final).__name__}), so the coordinates are offsets from "
+                  "another point than the centre of their plane: pass final= the model they were made around (the "
+                  "final model of the PCA, the model the surface was computed at)")
     layout = ParamLayout.of(final, frozen=directions.layout.frozen_names)  # a path's directions move some frozen
     if layout != directions.layout:
         directions.layout.check_model(final)
@@ -553,17 +575,20 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     except np.linalg.LinAlgError:
         raise LandscapeError("the directions are linearly dependent, so projections onto them are not unique; "
                              "orthogonalize them (lnb.orthogonalize) or use other directions") from None
-    res = np.zeros(k)
+    res, left_out = np.zeros(k), np.zeros(k)  # left_out: in tensors no direction moves (biases under biasbn)
     for piece in _pieces(layout, k):
         a, b = piece[3], piece[3] + piece[2] - piece[1]
-        block = _block(states, piece, ref)
-        block -= coords @ dvec[:, a:b].astype(np.float64)
-        res += np.einsum("ij,ij->i", block, block)
+        block, dsl = _block(states, piece, ref), dvec[:, a:b]
+        block -= coords @ dsl.astype(np.float64)
+        part = np.einsum("ij,ij->i", block, block)
+        res += part
+        if not dsl.any():
+            left_out += part
     moved: dict[str, float] = {}  # frozen parameters: the directions cannot move them, so all of it is off the plane
     for piece in _pieces(off_plane, k):
         block = _block(states, piece, ref)
         sq_piece = np.einsum("ij,ij->i", block, block)
-        sq, res = sq + sq_piece, res + sq_piece
+        sq, res, left_out = sq + sq_piece, res + sq_piece, left_out + sq_piece
         moved[piece[0]] = moved.get(piece[0], 0.0) + float(sq_piece.sum())
     moved = {name: v for name, v in moved.items() if v > 0}
     if moved:  # trial s35: left out, a frozen fc1 made a distance of 4.80 off the plane read 1.10
@@ -578,8 +603,11 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     mode = {"bn": "bn-recompute"}.get(mode, check_choice("mode", mode, ("eval", "bn-recompute", "bn")))
     from .evaluate import EvalSettings
 
-    loss = None if data is None else checkpoint_losses(states, final, data, loss_fn=loss_fn,
-                                                       settings=EvalSettings(mode=mode))
+    if bn_data is not None and mode != "bn-recompute":
+        raise LandscapeError("bn_data given with mode='eval'; expected mode='bn-recompute' (bn_data is where BatchNorm "
+                             "statistics are re-estimated), or no bn_data")
+    loss, bn_fingerprint = (None, None) if data is None else _checkpoint_losses(
+        states, final, data, loss_fn=loss_fn, settings=EvalSettings(mode=mode), bn_data=bn_data)
     if labels is None:
         last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest
         labels = ["init" if i == 0 else ("final" if i == k - 1 and last_is_final else f"checkpoint {i}")
@@ -587,10 +615,12 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     elif len(labels) != k:
         raise LandscapeError(f"{len(labels)} labels for {k} checkpoints; expected one label per checkpoint")
     return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels],
-                         directions=directions.fingerprint(), mode=None if data is None else mode)
+                         directions=directions.fingerprint(), mode=None if data is None else mode,
+                         left_out=np.sqrt(left_out), bn_data=bn_fingerprint)
 
 
-def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None) -> np.ndarray:
+def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None,
+                      bn_data=None) -> np.ndarray:
     """Mean loss of each checkpoint (parameters, frozen ones too, and floating buffers) on ``data``, eval mode,
     shape (k,).
 
@@ -598,8 +628,14 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, setti
     checkpoint i is the point with coordinate 1 on direction i. ``settings``
     (``evaluate.EvalSettings``, default: all samples, eval mode, fp32) evaluates them as a
     surface computed with those settings evaluates its points (its ``max_samples``
-    subset, its ``mode``), so the losses compare with the surface's.
+    subset, its ``mode`` and ``bn_data``), so the losses compare with the surface's.
     """
+    return _checkpoint_losses(trajectory, model, data, loss_fn=loss_fn, settings=settings, bn_data=bn_data)[0]
+
+
+def _checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None,
+                       bn_data=None) -> tuple[np.ndarray, str | None]:
+    """``(checkpoint_losses(...), the fingerprint of bn_data or None)``."""
     from .evaluate import Evaluator
     from .params import flatten
 
@@ -616,8 +652,9 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, setti
             raise LandscapeError(f"checkpoint {k} has no tensor {missing[0]!r}; expected a state dict of this model")
         rows.append(torch.cat([torch.as_tensor(sd[e.name]).detach().to(dtype).cpu().reshape(-1)
                                for e in layout.entries]) - base)
-    ev = Evaluator(model, data, torch.stack(rows), layout, loss_fn=loss_fn, metrics=None, settings=settings)
-    return ev.evaluate(np.eye(len(states)))[:, 0]
+    ev = Evaluator(model, data, torch.stack(rows), layout, loss_fn=loss_fn, metrics=None, settings=settings,
+                   bn_data=bn_data)
+    return ev.evaluate(np.eye(len(states)))[:, 0], ev.bn_fingerprint
 
 
 __all__ = ["pca_directions", "project_trajectory", "ProjectedPath", "checkpoint_losses", "as_checkpoints"]

@@ -513,3 +513,84 @@ def test_a_path_of_other_directions_is_refused_on_a_plane_and_one_of_another_mod
     np.testing.assert_allclose(path.loss, naive, rtol=1e-5)
     i, j = int(np.argmin(np.abs(surf.x))), int(np.argmin(np.abs(surf.y)))
     assert path.labels[-1] == "final" and path.loss[-1] == pytest.approx(surf.loss[j, i], rel=1e-5)
+
+
+def test_animate_checks_the_path_as_pca_contour_does_and_a_bn_data_path_meets_its_plane(cnn_traj, cnn_data):
+    """``plot.animate`` drew a path projected onto random directions on a PCA plane, at its origin, as a run that
+    never moved, with no word; and a path's true losses could not use the surface's ``bn_data``, so the final
+    checkpoint, at (0, 0), showed 0.12324 where the plane has 0.12111 (trial s37). Now animate refuses and warns
+    as ``pca_contour`` does (its 1-D case names plot.line), and ``bn_data=`` gives the plane's value at the centre
+    and the naive re-estimation at every checkpoint; a path without it is warned about."""
+    model, states = cnn_traj
+    bn_x = (cnn_data[0].flip(0)[:24] * 1.5,)  # inputs with other statistics than the evaluation data
+    d = lnb.pca_directions(states, final=model)
+    surf = lnb.compute_surface(model, cnn_data, d, **d.suggested_grid(5), mode="bn-recompute", bn_data=bn_x)
+    other = project_trajectory(states, lnb.random_directions(model, n=2, seed=0), final=model)
+    with pytest.raises(LandscapeError, match=r"^trajectory: the path was projected onto other directions"):
+        lnb.plot.animate(surf, other)
+    with pytest.warns(UserWarning, match=r"the path's true losses were evaluated with mode='eval'"):
+        lnb.plot.animate(surf, project_trajectory(states, d, final=model, data=cnn_data))
+    on_data = project_trajectory(states, d, final=model, data=cnn_data, mode="bn-recompute")
+    for draw in (lnb.plot.animate, lnb.plot.pca_contour):
+        with pytest.warns(UserWarning, match=r"the path's BatchNorm statistics were re-estimated on the evaluation "
+                                             r"data, the surface's on bn_data.*project_trajectory\(\.\.\., bn_data=\)"):
+            draw(surf, on_data)
+    path = project_trajectory(states, d, final=model, data=cnn_data, mode="bn-recompute", bn_data=bn_x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = lnb.plot.animate(surf, path)
+        lnb.plot.pca_contour(surf, path)
+    assert any("largest distance from the plane" in a.text for a in fig.layout.annotations)
+    naive = []
+    for sd in states:  # each checkpoint with its BatchNorm statistics re-estimated on bn_x, by hand
+        m = copy.deepcopy(model)
+        m.load_state_dict(sd)
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.eval()
+        m.bn.train()
+        with torch.no_grad():
+            m(bn_x[0])
+            m.eval()
+            naive.append(float(nn.functional.cross_entropy(m(cnn_data[0]), cnn_data[1])))
+    np.testing.assert_allclose(path.loss, naive, rtol=1e-5)
+    i, j = int(np.argmin(np.abs(surf.x))), int(np.argmin(np.abs(surf.y)))
+    assert path.labels[-1] == "final" and path.loss[-1] == pytest.approx(surf.loss[j, i], rel=1e-5)
+    assert abs(on_data.loss[-1] / surf.loss[j, i] - 1) > 1e-3  # what the warning is about
+    with pytest.raises(LandscapeError, match=r"bn_data given with mode='eval'; expected mode='bn-recompute'"):
+        project_trajectory(states, d, final=model, data=cnn_data, bn_data=bn_x)
+    d1 = lnb.pca_directions(states, final=model, n=1)
+    line = lnb.compute_surface(model, cnn_data, d1, **d1.suggested_grid(5))
+    with pytest.raises(LandscapeError, match=r"plot.animate: got a 1D surface .* use plot.line\(\) for 1D surfaces"):
+        lnb.plot.animate(line, project_trajectory(states, d1, final=model))
+
+
+def test_a_path_around_another_final_model_is_warned_and_the_off_plane_note_says_where_the_distance_lies(
+        mlp_traj, mlp_data):
+    """Another run's model passed as ``final`` shifted every coordinate with no word, and the note blamed the
+    biases the plane leaves out (ignore biasbn) for another run's checkpoints being off it (trial s37). Now
+    project_trajectory warns, and the note asks whether it is the run unless most of the distance lies in the
+    tensors no direction moves (``left_out``: naive, the biases' own offsets here)."""
+    model, states = mlp_traj
+    d = lnb.pca_directions(states, final=model)  # ignore="biasbn": biases left out
+    other_model, other_states = _train_trajectory(make_mlp(5), mlp_data)
+    with pytest.warns(UserWarning, match=r"project_trajectory: these pca directions were made around another "
+                                         r"model's weights than final's \(Sequential\).*pass final= the model"):
+        project_trajectory(states, d, final=other_model)
+    surf = lnb.compute_surface(model, mlp_data, d, **d.suggested_grid(5))
+    theirs = project_trajectory(other_states, d, final=model)
+    notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, theirs).layout.annotations)
+    assert "off this plane: is this the run that ends at the centre model?" in notes
+    biases = [name for name, p in model.named_parameters() if p.ndim == 1]
+    naive = [float(sum(((sd[n] - dict(model.named_parameters())[n].detach()) ** 2).sum() for n in biases)) ** 0.5
+             for sd in other_states]
+    np.testing.assert_allclose(theirs.left_out, naive, rtol=1e-5)
+    shifted = []  # this run with its biases moved far: the distance lies in what the plane leaves out
+    for sd in states:
+        sd = dict(sd)
+        for n in biases:
+            sd[n] = sd[n] + 5.0
+        shifted.append(sd)
+    ours = project_trajectory(shifted[:-1], d, final=model)
+    notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, ours).layout.annotations)
+    assert "off this plane: the plane leaves out biases and norm-layer weights" in notes

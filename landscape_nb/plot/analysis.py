@@ -31,7 +31,7 @@ from ._common import (
     note_partial,
     plot_area,
 )
-from .figures import _trajectory_field, contour, line
+from .figures import _trajectory_field, add_off_plane_note, contour, line
 
 
 @_doc
@@ -143,24 +143,7 @@ def pca_contour(
             marker=dict(symbol="star", size=14, color="white", line=dict(width=1.5, color="black")),
             customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0]), x[i], y[j]]],
             hovertemplate=f"the model at the centre (0, 0)<br>{at}<extra></extra>"))
-    if distance is not None and norm is not None:
-        far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
-        rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
-        worst = int(np.nanargmax(rel))
-        text = (f"largest distance from the plane: {trace.text[worst]}, {100 * float(rel[worst]):.0f}% of its "
-                "offset from the centre model")
-        if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
-            text += f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: "
-            ignored = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
-            text += ("the plane leaves out biases and norm-layer weights (ignore biasbn), where much of a run's "
-                     "offset can lie: ignore=None (--ignore none) puts them in" if ignored else
-                     "is this the run that ends at the centre model?")
-        fig.add_annotation(
-            text=text,
-            # above the plot: below it sits the axis title
-            xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
-            showarrow=False, font=dict(size=11),
-        )
+    add_off_plane_note(fig, surface, path, list(trace.text))
     return fig
 
 

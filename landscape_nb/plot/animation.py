@@ -7,7 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..errors import LandscapeError
-from .figures import contour
+from ._common import _check_surface
+from .figures import _check_path_fits, add_off_plane_note, contour
 
 __all__ = ["animate"]
 
@@ -43,6 +44,8 @@ def animate(surface: Any, path: Any, *, levels: int = 30, log: bool = False, cli
     -------
     plotly.graph_objects.Figure
     """
+    _check_surface(surface, ndim=2, where="plot.animate")  # a 1-D line first: its path has no y (plot.line draws it)
+    _check_path_fits(surface, path)  # a path projected onto other directions is not on this plane (trial s37)
     x, y = _path_field(path, "x"), _path_field(path, "y")
     if x is None or y is None:
         raise LandscapeError(f"path of type {type(path).__name__} without x and y; expected a ProjectedPath "
@@ -75,6 +78,7 @@ def animate(surface: Any, path: Any, *, levels: int = 30, log: bool = False, cli
                            marker=dict(size=14, color="red", line=dict(width=2, color="white")),
                            hovertemplate="%{text}<extra></extra>", showlegend=False)]
 
+    add_off_plane_note(fig, surface, path, labels)
     for t in traces(0):
         fig.add_trace(t)
     fig.frames = [go.Frame(data=traces(k), traces=[base, base + 1], name=str(k)) for k in range(n)]

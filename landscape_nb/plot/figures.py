@@ -287,7 +287,7 @@ def provenance_path(surface: Surface) -> dict | None:
     if surface.ndim != 2 or "path_x" not in prov or "path_y" not in prov:
         return None
     path = {"x": prov["path_x"], "y": prov["path_y"], "distance": prov.get("path_distance"),
-            "norm": prov.get("path_norm"), "loss": prov.get("path_loss")}
+            "norm": prov.get("path_norm"), "loss": prov.get("path_loss"), "left_out": prov.get("path_left_out")}
     files = prov.get("checkpoints")
     path["labels"] = (files if isinstance(files, list) and len(files) == len(path["x"]) else
                       [f"checkpoint {k}" for k in range(len(path["x"]))])
@@ -322,11 +322,53 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
             f"trajectory: the path was projected onto other directions (fingerprint {made}) than the surface was "
             f"computed along ({drawn}), so its coordinates are not points of this plane; expected "
             "project_trajectory(checkpoints, d, ...) with the d of compute_surface(model, data, d, ...)")
-    mode, surface_mode = _trajectory_field(path, "mode"), (surface.spec.get("eval") or {}).get("mode")
+    evaluated = surface.spec.get("eval") or {}
+    mode, surface_mode = _trajectory_field(path, "mode"), evaluated.get("mode")
     if mode and surface_mode and mode != surface_mode:
         warn_user(f"trajectory: the path's true losses were evaluated with mode={mode!r}, the surface with "
                   f"mode={surface_mode!r}: a checkpoint's true loss and the plane's under it differ by BatchNorm's "
                   f"statistics as well as the projection; pass project_trajectory(..., mode={surface_mode!r})")
+    elif mode == surface_mode == "bn-recompute" and not isinstance(path, Mapping):  # a ProjectedPath's own record
+        stats, theirs = evaluated.get("bn_data"), _trajectory_field(path, "bn_data")  # None: the evaluation data
+        stats = stats.get("fingerprint") if isinstance(stats, Mapping) else stats  # "given": a fingerprint unknown
+        if (theirs is None) if stats == "given" else stats != theirs:  # the final checkpoint off the centre (s37)
+            where = ["the evaluation data" if f is None else "bn_data" for f in (theirs, stats)]
+            where[1] = "other bn_data" if where == ["bn_data", "bn_data"] else where[1]
+            warn_user(f"trajectory: the path's BatchNorm statistics were re-estimated on {where[0]}, the surface's "
+                      f"on {where[1]}: a checkpoint's true loss and the plane's under it differ by more than the "
+                      "projection (the centre model's too); pass project_trajectory(..., bn_data=) the surface's "
+                      "bn_data")
+
+
+def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list[str]) -> None:
+    """Above the plot of ``fig``: the checkpoint of ``path`` farthest from the plane, as a share of its offset
+    from the centre model (``distance / norm``), and where every checkpoint is over half off the plane, why that
+    may be; nothing where the path holds no ``distance`` and ``norm``."""
+    distance, norm = _trajectory_field(path, "distance"), _trajectory_field(path, "norm")
+    if distance is None or norm is None:
+        return
+    far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
+    rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
+    worst = int(np.nanargmax(rel))
+    text = (f"largest distance from the plane: {labels[worst]}, {100 * float(rel[worst]):.0f}% of its "
+            "offset from the centre model")
+    if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
+        text += f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: "
+        left_out = _trajectory_field(path, "left_out")  # the part no direction can move (ProjectedPath.left_out)
+        if left_out is not None:  # said from the path itself: another run's checkpoints were blamed on the
+            share = np.asarray(left_out, float)[far] ** 2 / np.asarray(distance, float)[far] ** 2  # biases (s37)
+            ignored = float(np.nanmedian(share)) > 0.5
+        else:
+            ignored = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
+        text += ("the plane leaves out biases and norm-layer weights (ignore biasbn), where much of a run's "
+                 "offset can lie: ignore=None (--ignore none) puts them in" if ignored else
+                 "is this the run that ends at the centre model?")
+    fig.add_annotation(
+        text=text,
+        # above the plot: below it sits the axis title
+        xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
+        showarrow=False, font=dict(size=11),
+    )
 
 
 def _trajectory_trace(trajectory: Any) -> go.Scatter:
