@@ -467,8 +467,9 @@ class ProjectedPath:
 
     def flipped(self, flip: Sequence[bool]) -> "ProjectedPath":
         signs = np.array([-1.0 if f else 1.0 for f in flip])
+        # onto other directions (signs flipped): their fingerprint is not known
         return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels),
-                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data)  # onto other directions (signs flipped): their fingerprint is not known
+                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data)
 
     def as_provenance(self) -> dict:
         out = {"path_x": self.x.tolist(), "path_distance": self.distance.tolist(), "path_norm": self.norm.tolist()}
