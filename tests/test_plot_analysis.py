@@ -133,6 +133,28 @@ def test_paths_names_each_profile_with_its_barrier():
     assert [tr.name for tr in plot.paths(Curve()).data] == names
 
 
+def test_the_loss_axis_of_paths_keeps_each_barrier_and_caps_only_the_extrapolation():
+    """The automatic cap of plot.line stopped the axis at 0.3788 while the straight line peaked at 0.863, the
+    barrier the figure is drawn for, and its note's "clip=False shows every value" was refused by plot.paths
+    (trial s37). The axis now reaches the highest loss between the two models (naive: the max over t in [0, 1])
+    and caps only an extrapolated end; clip=False shows every value; no profile at all is refused in words."""
+    t = np.linspace(-0.1, 1.1, 25)
+    inside = (t >= -1e-9) & (t <= 1 + 1e-9)
+    bump = np.where(inside, np.sin(np.pi * np.clip(t, 0, 1)) ** 8, 0.0)  # a narrow barrier: the median stays low
+    far = np.where(inside, 0.0, 30 * (np.abs(t - 0.5) - 0.5))  # an extrapolation that rises to 3
+    line = Surface(t, None, 0.1 + 0.76 * bump + far, provenance={"label": "straight line"})
+    curve = Surface(t, None, 0.1 + 0.01 * bump + far, provenance={"label": "Bézier curve"})
+    peak = float(max(line.loss[inside].max(), curve.loss[inside].max()))
+    fig = plot.paths([line, curve])
+    low, high = fig.layout.yaxis.range
+    assert high >= peak and high < far.max()  # the barrier on the axis, the extrapolation capped
+    assert any("loss axis capped at 0.86" in a.text for a in fig.layout.annotations)
+    assert plot.paths([line, curve], clip=False).layout.yaxis.range is None
+    for bad in (None, [], "curve"):
+        with pytest.raises(LandscapeError, match=r"^plot.paths: got .* expected a ModeCurve"):
+            plot.paths(bad)
+
+
 def test_line_panels_put_sharpness_in_the_legend_and_with_sharpness_annotates():
     x = np.linspace(-1, 1, 21)
     flat = Surface(x, None, x ** 2, provenance={"label": "original"})

@@ -26,6 +26,7 @@ from ._common import (
     _range,
     _title,
     _transform,
+    clip_limit,
     display_values,
     fit_title,
     note_partial,
@@ -232,6 +233,7 @@ def paths(
     metric: str | None = None,
     log: bool = False,
     title: str | None = None,
+    clip: Any = None,
 ) -> go.Figure:
     """Loss profiles of paths between two models on one axis, each named with its barrier
     (how far the loss along the path rises above the chord between its end losses; see
@@ -251,12 +253,16 @@ def paths(
         Logarithmic loss axis.
     title : str, optional
         Figure title; default "loss along paths between two models".
+    clip : None, False or float, default None
+        Top of the loss axis, as for ``plot.line``; the automatic one (None) never cuts off a
+        path between its two models (t in [0, 1], where its barrier is), only an extrapolation
+        beyond them. False: every value.
 
     %(returns)s
 
     %(raises)s
-        Also if a profile does not contain t = 0 and t = 1 or has non-finite losses
-        between them.
+        Also if ``profiles`` holds no profile, a profile does not contain t = 0 and t = 1 or
+        has non-finite losses between them.
 
     References
     ----------
@@ -265,8 +271,13 @@ def paths(
        Surfaces, Mode Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
     """
 
+    single = isinstance(profiles, Surface) or hasattr(profiles, "profile")
+    if not single and not (isinstance(profiles, Sequence) and profiles and not isinstance(profiles, str)):
+        raise LandscapeError(f"plot.paths: got {type(profiles).__name__} {str(profiles)[:60]!r}; expected a ModeCurve "
+                             "(bezier_curve, polychain_curve), a 1D Surface over t (interpolate) or a non-empty list "
+                             "of them")
     surfaces = []
-    for p in [profiles] if isinstance(profiles, Surface) or hasattr(profiles, "profile") else list(profiles):
+    for p in [profiles] if single else list(profiles):
         if isinstance(getattr(p, "profile", None), Surface):  # a curve: its straight line (once), then itself
             straight = p.line_profile
             if not any(s.x.shape == straight.x.shape and np.array_equal(s.x, straight.x) and
@@ -280,7 +291,13 @@ def paths(
         label = str(s.provenance.get("label", f"path {k}"))
         prov = {**s.provenance, "label": f"{label}, barrier {loss_barrier(s):.4g}"}
         labelled.append(Surface(s.x, None, s.loss, s.metrics, s.done, s.spec, prov))
-    fig = line(labelled, metric=metric, log=log, title=title or "loss along paths between two models")
+    if clip is None and not log:  # the automatic cap cut off the straight line's peak, its barrier (trial s37)
+        between = np.concatenate([s.loss[(s.x >= -1e-9) & (s.x <= 1 + 1e-9)] for s in labelled])
+        between = between[np.isfinite(between)]
+        every = np.concatenate([np.asarray(s.loss, float).ravel() for s in labelled])
+        top = clip_limit(every[np.isfinite(every)])
+        clip = float(between.max()) if top is not None and between.size and top < between.max() else None
+    fig = line(labelled, metric=metric, log=log, title=title or "loss along paths between two models", clip=clip)
     fig.update_xaxes(title_text="t (0: first model, 1: second model)")
     return fig
 
