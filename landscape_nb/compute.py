@@ -408,7 +408,7 @@ def _lost(reason: str, st: SurfaceStore | None, buffer: _SurfaceBuffer) -> Clust
     """A ``ClusterLost`` saying ``reason`` and what was kept; ``reason`` and the partial surface as attributes
     (``surface``: for ``compute_surface(resume=...)``)."""
     exc = ClusterLost(f"{reason}; {_kept(st, buffer)}")
-    exc.reason, exc.surface = reason, _sealed(buffer.surface())
+    exc.reason, exc.surface = reason, buffer.snapshot()  # not the buffer: a TileDone.surface() called later
     return exc
 
 
@@ -565,7 +565,7 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     if st is not None:
         st.update_provenance(extra)
     buffer.provenance.update(extra)
-    surface = _sealed(buffer.surface())
+    surface = buffer.snapshot()  # copies: an edit of it reached a TileDone.surface() called after the run (s37)
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
 

@@ -248,6 +248,23 @@ def test_a_cancelled_surface_resumes_computing_only_its_missing_points(mlp, mlp_
     went_on = lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=kept[-1])
     assert went_on.provenance["points_resumed"] == kept[-1].n_done >= 8
     np.testing.assert_allclose(went_on.loss, full.loss, rtol=1e-6)
+    # a callback's event whose surface() is called after the run: the returned partial, edited in place, reached
+    # it (they shared arrays), and resume= kept 123 as a computed value, "complete" (trial s37)
+    events, stop = [], threading.Event()
+
+    def kept_event(event):
+        events.append(event)
+        if event.n_done >= 8:
+            stop.set()
+
+    returned = lnb.compute_surface(mlp, mlp_data, dirs, **grid, callbacks=[kept_event], cancel=stop)
+    j, i = np.argwhere(returned.done_mask)[0]
+    returned.loss[j, i] = 123.0
+    later = events[-1].surface()
+    assert later.loss[j, i] == full.loss[j, i]
+    went_on = lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=later)
+    assert went_on.is_complete and went_on.provenance["points_resumed"] == later.n_done
+    np.testing.assert_allclose(went_on.loss, full.loss, rtol=1e-6)
     lnb.compute_surface(mlp, mlp_data, dirs, **grid, store=tmp_path / "s.zarr")
     with pytest.raises(LandscapeError, match=r"^resume= a surface without a spec key .*pass store= its path"):
         lnb.compute_surface(mlp, mlp_data, dirs, **grid, resume=lnb.load_surface(tmp_path / "s.zarr"))
