@@ -335,6 +335,12 @@ def compute_surface(
         n_from_store = int(buffer.done.sum())  # read from the store, not computed by this run
         buffer.provenance["tile"] = list(tile_shape)  # a partial resumes with its tiling (_check_resume)
         n_resumed = 0 if resume is None else _resume_from(buffer, resume, spec)
+        if (n_from_store or n_resumed) and code_globals[2]:  # CFG["slope"] changed: a store mixed two models (s37)
+            warn_user(f"landscape_nb.compute_surface: {n_from_store + n_resumed} points computed earlier are kept, and "
+                      f"the model, loss_fn or metrics read module-level {', '.join(code_globals[2][:6])} (dicts, "
+                      "lists or namespaces: not compared, as a forward may fill them as it runs); if their values "
+                      "changed since, those points are of other settings: use another store path (or delete this "
+                      "one), and keep settings in numbers, strings or tuples, which are compared")
         todo = _todo_tiles(grid, tile_shape, buffer.done)
         logger.info("%d tiles to compute (%s)%s", len(todo), runner.description,
                     f"; {n_from_store} points are already in the store {str(store)!r}" if n_from_store else "")

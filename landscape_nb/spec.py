@@ -289,17 +289,20 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
 
 
 def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
-                           loaded: bool = False) -> tuple[dict[str, str], dict[str, str]]:
-    """``(globals_fingerprint(...), structures)``: ``structures`` holds, for each ``name()`` entry read from
-    source (not with ``loaded=True``), 12 hex digits of SHA-256 over its syntax tree without docstrings
+                           loaded: bool = False) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """``(globals_fingerprint(...), structures, uncompared)``: ``structures`` holds, for each ``name()`` entry read
+    from source (not with ``loaded=True``), 12 hex digits of SHA-256 over its syntax tree without docstrings
     (`source_structure`), which a comment, a docstring or a blank line leaves as it is (a comment added to
-    forward refused a resume, s36): compared instead of the source's hash where both surfaces recorded it."""
+    forward refused a resume, s36): compared instead of the source's hash where both surfaces recorded it.
+    ``uncompared`` names the module-level dicts, lists, sets and SimpleNamespaces read, which are not compared
+    (a forward may fill them as it runs): a resume says so."""
     import types
 
     import numpy as np
 
     out: dict[str, str] = {}
     structures: dict[str, str] = {}  # globals_and_structures
+    uncompared: list[str] = []  # module-level containers read (globals_and_structures)
     seen: dict[int, int] = {}  # id -> the smallest depth it was walked at (reached nearer: walked again)
     seen_objects: set[int] = set()  # tables and helper objects followed (`walk_object`)
     written: set[str] = set()
@@ -315,6 +318,8 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
             elif isinstance(value, np.ndarray) and value.dtype != object:
                 hash_array(h, value)
             else:
+                if isinstance(value, (dict, list, set, types.SimpleNamespace)):  # settings or a cache: said, not
+                    uncompared.append(key)  # compared (a resume after CFG["slope"] changed mixed two models, s37)
                 return
         except Exception:  # noqa: BLE001 - an object that cannot be read (a proxy) is not compared
             return
@@ -429,7 +434,8 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
         except Exception:  # what cannot be read is not compared; the run itself must not fail here
             logger.debug("globals_fingerprint: could not follow %r", fn, exc_info=True)
     return ({k: v for k, v in sorted(out.items()) if k not in written},
-            {k: v for k, v in sorted(structures.items()) if k not in written})
+            {k: v for k, v in sorted(structures.items()) if k not in written},
+            sorted(k for k in dict.fromkeys(uncompared) if k not in written))
 
 
 def users_module(module_name: str | None) -> bool:

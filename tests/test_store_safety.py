@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -971,6 +972,65 @@ def test_a_store_resumes_after_an_edit_of_comments_and_docstrings_only_and_refus
     as_text = code_differences(older, now)
     assert as_text["source"] == "the source of commented_net.CommentedNet changed"
     assert "commented_net.act()" in as_text["globals_beyond_source"]
+
+
+CFG_SOURCE = '''
+import torch
+from torch import nn
+
+CFG = {"slope": SLOPE}
+SCALE = 1.0
+
+
+class CfgNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(nn.functional.leaky_relu(self.a(x), CFG["slope"]) * SCALE)
+'''
+
+
+def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_compared(tmp_path, monkeypatch):
+    """A forward reading ``CFG = {"slope": 0.0}`` resumed a store after CFG changed to 0.5: 396 points of the
+    old model and 45 of the new, complete, with no word (trial s37; dicts and lists are not compared, as a
+    forward may fill them as it runs). A resume now names them; a first run, and a model reading only
+    compared globals, say nothing."""
+    import importlib
+    import sys
+
+    import landscape_nb as lnb
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+
+    def load(source):
+        (tmp_path / "cfg_net.py").write_text(source)
+        sys.modules.pop("cfg_net", None)
+        importlib.invalidate_caches()
+        torch.manual_seed(0)
+        return importlib.import_module("cfg_net").CfgNet()
+
+    model = load(CFG_SOURCE.replace("SLOPE", "0.0"))
+    d = lnb.random_directions(model, n=1, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr")
+    model = load(CFG_SOURCE.replace("SLOPE", "0.5"))
+    with pytest.warns(UserWarning, match=r"5 points computed earlier are kept, and the model, loss_fn or metrics "
+                                         r"read module-level cfg_net.CFG \(dicts, lists or namespaces: not compared"):
+        resumed = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr")
+    np.testing.assert_array_equal(resumed.loss, first.loss)  # what the warning is about: the old model's values
+    want = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in first.x]
+    assert not np.allclose(resumed.loss, want, rtol=1e-5)
+    plain = load(CFG_SOURCE.replace("SLOPE", "0.5").replace('CFG["slope"]', "0.5"))
+    lnb.compute_surface(plain, data, d, x=(-1, 1, 5), store=tmp_path / "p.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = lnb.compute_surface(plain, data, d, x=(-1, 1, 5), store=tmp_path / "p.zarr")
+    assert again.provenance["points_from_store"] == 5
 
 
 @pytest.mark.parametrize("case", ["a global the loss reads", "a global the model reads", "the loss's code",
