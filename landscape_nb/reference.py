@@ -77,6 +77,9 @@ def _open(path, mode: str):
                 "expected a file no one else has open: wait for that run (the reference's plot_surface.py) "
                 "to end, or write another path"
             ) from None
+        if mode != "r":  # a folder that cannot be written, a full disk: not a file of another format (trial s37)
+            raise LandscapeError(f"cannot write {str(path)!r} ({exc}); expected a path where a new file can be "
+                                 "written: choose another folder or file name") from None
         raise LandscapeError(
             f"cannot open {str(path)!r} as HDF5 ({exc}); expected a .h5 file written by the reference "
             "implementation (plot_surface.py) or by landscape_nb.reference"

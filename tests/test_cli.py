@@ -837,6 +837,10 @@ def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, cap
         (["--grid", "3", "--yrange", "0:1"], "--yrange 0:1 was given for a 1D --grid 3; it needs a grid of 2"),
         (["--grid", "3x3", "--html", str(tmp_path / "adir")], "is a directory; expected a file path to write"),
         (["--grid", "3x3", "--html", str(tmp_path / "afile" / "x.html")], "is a file; expected a path under a"),
+        # a folder that takes no new file (/proc, for root too): found after the run, with a traceback (trial s37)
+        (["--grid", "3x3", "--html", "/proc/landscape.html"], "cannot write '/proc/landscape.html' (No such file"),
+        (["--grid", "3x3", "--vtk", "/proc/landscape.vtk"], "cannot write '/proc/landscape.vtk' (No such file"),
+        (["--grid", "3x3", "--h5", "/proc/landscape.h5"], "cannot write '/proc/landscape.h5' (No such file"),
     ]:
         assert main([*base, *argv]) == 2, argv
         assert words in capsys.readouterr().err, argv

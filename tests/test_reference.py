@@ -388,6 +388,10 @@ def test_surface_writer_refuses_negative_losses_and_colliding_names(tmp_path):
     with pytest.raises(LandscapeError, match="split='test', the one it has"):
         lnb.load_reference_surface(lnb.save_reference_surface(plain, tmp_path / "t.h5", split="test"),
                                    split="train")
+    # a folder that takes no new file: said as a write, not as a file of another format (trial s37)
+    with pytest.raises(LandscapeError, match=r"^cannot write '/proc/t.h5' \(.*\); expected a path where a new file "
+                                             r"can be written"):
+        lnb.save_reference_surface(plain, "/proc/t.h5")
 
 
 class Tied(nn.Module):

@@ -328,6 +328,9 @@ def write_exports(surf, args, name: str) -> None:
                 written.append(f"{flag} {path}")
             except LandscapeError as exc:
                 refused.append(exc)
+            except OSError as exc:  # the folder made read-only, or the disk full, since the run began
+                refused.append(LandscapeError(f"cannot write {flag} {path} ({exc.strerror or exc}); choose "
+                                              "another path"))
     if refused:
         kept = f" ({' and '.join(written)} {'were' if len(written) > 1 else 'was'} written)" if written else ""
         error = LandscapeError("; ".join(str(exc) for exc in refused) + kept)

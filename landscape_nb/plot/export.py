@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,14 @@ def prepare_path(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise LandscapeError(f"cannot create the folder of {str(path)!r} ({exc.strerror}); choose a writable "
                              "path") from None
+    try:  # a folder that takes no new file (read-only, immutable): found after the run, its points were lost (s37)
+        if path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        else:
+            tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise LandscapeError(f"cannot write {str(path)!r} ({exc.strerror}); expected a path this process can "
+                             "write: choose another folder or file name") from None
     return path
 
 
