@@ -130,6 +130,9 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
             data_lines.append(_line(field, old, new, _FLAGS.get(field), shown=True))
         else:
             data_lines.append(_line(field, old, new, _FLAGS.get(field)))
+    if "data.fingerprint" in differ and pa.get("split") != pb.get("split") and None not in (pa.get("split"),
+                                                                                         pb.get("split")):
+        data_lines.append(_line("split", pa["split"], pb["split"], "--split"))  # named, not only hashed (s37)
     if take("data.n_samples"):
         data_lines.append(_line("number of evaluation samples", a["data.n_samples"], b["data.n_samples"]))
     notes_a, notes_b = pa.get("data") or {}, pb.get("data") or {}

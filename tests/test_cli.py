@@ -643,6 +643,11 @@ def test_a_stored_runs_split_is_kept_and_said_by_plot(user_model, tmp_path, caps
                  "--html", str(tmp_path / "own.html")]) == 0
     assert "split" not in lnb.load_surface(tmp_path / "own.zarr").provenance
     assert "split" not in figure_json((tmp_path / "own.html").read_text())["layout"]["title"]["text"]
+    # another --split on a store names the split, not only the data's fingerprints (trial s37)
+    capsys.readouterr()
+    assert main(["compute", "my_models:make_split", "--split", "train", "--grid", "3x3", "--store",
+                 str(tmp_path / "test.zarr")]) == 2
+    assert "what differs: split (CLI --split): 'test' stored, 'train' now;" in capsys.readouterr().err
 
 
 def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, capsys):
