@@ -300,7 +300,7 @@ def pca_directions(
     variance of the centred checkpoints over the tensors the PCA covers: the
     trainable ones, less those ``ignore`` leaves out; they sum to ≤ 1), the projected path
     (``path_x``, ``path_y``, ``path_distance``), axis labels with the variance and
-    ``x_range``/``y_range`` (``[start, stop]``, covering the path with a margin;
+    ``x_range``/``y_range``/``z_range`` (``[start, stop]``, covering the path with a margin;
     ``d.suggested_grid(num)`` moves them so a point falls on the centre, as above). With ``data`` the
     checkpoints' true losses are in ``path_loss``.
 
@@ -409,7 +409,7 @@ def pca_directions(
     prov: dict[str, Any] = {
         "scheme": "pca", "ignore": ignore, "n_checkpoints": k, "centre_weights": parameters_fingerprint(final),
         "explained_variance_ratio": [float(r) for r in ratios],
-        "x_label": pcs[0], **({"y_label": pcs[1]} if n > 1 else {}),
+        "x_label": pcs[0], **({"y_label": pcs[1]} if n > 1 else {}), **({"z_label": pcs[2]} if n > 2 else {}),
         "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).tolist(),
     }
     d = Directions(vectors_t, layout, prov)
@@ -420,7 +420,7 @@ def pca_directions(
             vectors[i] *= -1
     path = path.flipped(flip)
     prov.update(path.as_provenance())
-    for axis, c in zip("xy", path.coords.T):
+    for axis, c in zip("xyz", path.coords.T):  # z too: a volume's PC3 got -1..1 for a path over -2.84..1.35 (s37)
         lo, hi = min(float(c.min()), 0.0), max(float(c.max()), 0.0)
         pad = 0.25 * (hi - lo) or 1.0
         prov[f"{axis}_range"] = [lo - pad, hi + pad]

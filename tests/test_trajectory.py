@@ -280,6 +280,23 @@ def test_pca_surface_on_its_suggested_range_contains_the_path(mlp_traj, mlp_data
     assert surf.x_label == d.provenance["x_label"] and "PC2" in surf.y_label
 
 
+def test_a_three_component_pca_suggests_a_z_range_covering_the_path(mlp_traj):
+    """A 3-D PCA stored x and y ranges only, so suggested_grid gave z = -1..1 for a path whose PC3 spans
+    -2.84..1.35: part of the run fell outside the volume (trial s37). Its z range now covers the path's PC3
+    coordinates (naive: least squares onto the three directions), and the axis is labelled."""
+    model, states = mlp_traj
+    d = lnb.pca_directions(states, final=model, n=3)
+    path = project_trajectory(states, d, final=model)
+    start, stop, num = d.suggested_grid(7)["z"]
+    pc3 = path.coords[:, 2]
+    offsets = np.stack([_flat_all(model, sd) - _flat_all(model, model.state_dict()) for sd in states])
+    naive = np.linalg.lstsq(d.vectors.double().numpy().T, offsets.T, rcond=None)[0][2]
+    np.testing.assert_allclose(pc3, naive, atol=1e-6 * np.abs(naive).max())
+    assert start < pc3.min() and stop > pc3.max() and num == 7
+    assert stop - start < 3 * np.ptp(pc3)  # the path's span with a margin, not a fixed -1..1 (2 here: 17 times it)
+    assert d.provenance["z_label"].startswith("PC3 (")
+
+
 def test_the_pca_docstring_example_runs_as_written(mlp_traj, mlp_data):
     model, states = mlp_traj
     code = docstring_example(lnb.pca_directions)
