@@ -375,12 +375,12 @@ def _trained_curve(cls: type[ModeCurve], a: nn.Module, b: nn.Module, data, *, lo
     from .compute import compute_surface
     from .data import call_model, read_data
     from .evaluate import Evaluator, choose_loss
-    from .metrics import check_mean_loss
+    from .metrics import DefaultLoss, check_mean_loss
     from .statecheck import naming_user_errors
 
     a, b = unwrap_model(a), unwrap_model(b)
     layout = paired_layout([a, b], include_buffers=False)
-    if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:  # True: 1 step
         raise LandscapeError(f"n_steps={n_steps!r}; expected a non-negative number of training steps")
     if optimizer not in ("adam", "sgd"):
         raise LandscapeError(f"optimizer={optimizer!r}; expected 'adam' or 'sgd'")
@@ -402,7 +402,10 @@ def _trained_curve(cls: type[ModeCurve], a: nn.Module, b: nn.Module, data, *, lo
     with naming_user_errors(work, loss_fn, lambda: (f"at training step {step['at']} of {n_steps}" if step["at"] else
                                                     "on the first 8 samples"), "nothing was returned"):
         with eval_mode(work), torch.no_grad():  # before training on it: a scalar mean, as the evaluation checks later
-            check_mean_loss(loss_fn_, call_model(work, inputs), targets)
+            out = call_model(work, inputs)
+            if isinstance(loss_fn_, DefaultLoss):  # inputs alone: "no targets", not loss_fn blamed (trial s37)
+                loss_fn_.check(out, targets)
+            check_mean_loss(loss_fn_, out, targets)
         ctrl, history = _train_control(cls, work, layout, w0, w2, ev, split, loss_fn_, n_steps, lr, batch_size, seed,
                                        optimizer, has_bn, progress, step)
     control = ctrl.detach().clone()

@@ -597,12 +597,21 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
     # were numpy's and numpy's own TypeErrors
     ({"n_points": 5.0}, r"^n_points=5.0; expected an odd integer ≥ 3"),
     ({"n_points": "5"}, r"^n_points='5'; expected an odd integer ≥ 3"),
+    ({"n_steps": True}, r"^n_steps=True; expected a non-negative number of training steps"),  # ran 1 step (s37)
 ])
 def test_bezier_curve_refuses_a_bad_learning_rate_or_batch_size(kwargs, match):
     a, b, (x, y) = _float64_pair()
     a, b, data = a.float(), b.float(), (x.float(), y.float())
     with pytest.raises(LandscapeError, match=match):
         lnb.bezier_curve(a, b, data, **{"loss_fn": nn.MSELoss(), "n_steps": 2, "n_points": 3, **kwargs})
+
+
+def test_a_curve_on_inputs_alone_says_the_data_carry_no_targets():
+    """Inputs without targets blamed loss_fn ("targets of shape None ... expected a callable"), where
+    project_trajectory says what is missing (trial s37)."""
+    a, b, (x, y) = _float64_pair()
+    with pytest.raises(LandscapeError, match=r"the data carry no targets .* pass \(inputs, targets\)"):
+        lnb.bezier_curve(a, b, x, n_steps=2, n_points=3)
 
 
 def _nan_loss(out, y):
