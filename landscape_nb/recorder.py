@@ -114,8 +114,10 @@ class TrajectoryRecorder:
             import zarr
 
             if self.path.exists() and not overwrite:
-                raise LandscapeError(f"{str(self.path)!r} already exists; expected a new path for the store: pass "
-                                     "overwrite=True to replace it, or TrajectoryRecorder.load(path, model) to read it")
+                other = self.path.is_file() or not (self.path / "zarr.json").is_file()  # not a store: overwrite=True
+                raise LandscapeError(f"{str(self.path)!r} already exists; expected a new path for the store: " + (
+                    "it is no trajectory store, so choose another path, e.g. path='runs/traj.zarr'" if other else  # is
+                    "pass overwrite=True to replace it, or TrajectoryRecorder.load(path, model) to read it"))  # refused
             if self.path.exists():
                 _remove_trajectory_store(self.path)
             self._group = zarr.open_group(str(self.path), mode="w")

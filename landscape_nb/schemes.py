@@ -129,7 +129,9 @@ def _pair(ex):
         return (minimizers[0], minimizers[1]), tuple(names)
     t = _checkpoints(ex)
     if not t:
-        raise LandscapeError(f"directions 'interpolate': {_name(ex)} has no minimizer pair (.minimizers) and no "
+        has = f"{len(minimizers)} minimizer (.minimizers; a line needs two)" if minimizers else \
+            "no minimizer pair (.minimizers)"
+        raise LandscapeError(f"directions 'interpolate': {_name(ex)} has {has} and no "
                              "trajectory (.trajectory) to take the line's start from; expected one of them (or "
                              "use lnb.interpolation_direction(a, b))")
     return (_checkpoint_model(ex, t, 0), ex.model), ("checkpoint 0", "trained")

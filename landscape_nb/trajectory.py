@@ -142,9 +142,11 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
     elif hasattr(trajectory, "checkpoints") and not isinstance(trajectory, (Sequence, Mapping)):
         trajectory = trajectory.checkpoints
     if isinstance(trajectory, (str, Path, Mapping, nn.Module)) or not isinstance(trajectory, Sequence):
+        pattern = isinstance(trajectory, str) and any(c in trajectory for c in "*?[")
         raise LandscapeError(
             f"trajectory of type {type(trajectory).__name__}; expected a list of checkpoints (state dicts, "
             "paths to saved state dicts, or models) or a zoo example with a .trajectory"
+            + (f": for the files matching it, sorted(glob.glob({trajectory!r})) in training order" if pattern else "")
         )
     out = []
     for k, item in enumerate(trajectory, start=first):
@@ -388,7 +390,9 @@ def pca_directions(
     total = float(evals.sum())
     if not total > 0 or evals[n - 1] <= 1e-12 * total:
         left_out, rank = _left_out_span(states, layout, masked, ref, gram)  # trial s35: biases differed only
-        fix = ": pass checkpoints from different training steps"
+        fix = ": pass checkpoints from different training steps" + ("" if total > 0 else (
+            f" (model.state_dict() appended while training holds the same tensors {k} times, the model's latest: keep "
+            "copies, {k: v.clone() for k, v in model.state_dict().items()})"))  # trial s37
         if left_out and (rank >= n or not total > 0):
             fix = (f"; they differ {'' if total > 0 else 'only '}in 1-D tensors {left_out[:5]} (biases, norm-layer "
                    "weights), which ignore='biasbn' leaves out of the PCA: pass ignore=None to include them"

@@ -611,3 +611,30 @@ def test_a_path_around_another_final_model_is_warned_and_the_off_plane_note_says
     ours = project_trajectory(shifted[:-1], d, final=model)
     notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, ours).layout.annotations)
     assert "off this plane: the plane leaves out biases and norm-layer weights" in notes
+
+
+def test_the_mistakes_of_a_first_trajectory_get_the_fix_that_works(mlp_traj, tmp_path):
+    """Trial s37: a glob pattern given as the trajectory, state dicts appended without copies (the same tensors k
+    times), a recorder pointed at an existing file (told to pass overwrite=True, which was then refused) and an
+    Explorer interpolation with one minimizer ("no minimizer pair") each get the fix that works."""
+    from types import SimpleNamespace
+
+    from landscape_nb import schemes
+
+    model, _ = mlp_traj
+    with pytest.raises(LandscapeError, match=r"trajectory of type str; .*: for the files matching it, "
+                                             r"sorted\(glob\.glob\('ckpt/\*\.pt'\)\) in training order"):
+        lnb.pca_directions("ckpt/*.pt", final=model)
+    aliased = [model.state_dict()] * 4
+    with pytest.raises(LandscapeError, match=r"span fewer than 2 independent directions .* keep copies, "
+                                             r"\{k: v\.clone\(\) for k, v in model\.state_dict\(\)\.items\(\)\}"):
+        lnb.pca_directions(aliased, final=model)
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    with pytest.raises(LandscapeError, match=r"already exists; expected a new path for the store: it is no trajectory "
+                                             r"store, so choose another path"):
+        lnb.TrajectoryRecorder(model, path=existing)
+    assert existing.read_text() == "mine"
+    one = SimpleNamespace(model=model, test=None, minimizers=[model])
+    with pytest.raises(LandscapeError, match=r"has 1 minimizer \(\.minimizers; a line needs two\)"):
+        schemes.make_directions("interpolate", model, one, ndim=1)
