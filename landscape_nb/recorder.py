@@ -170,6 +170,16 @@ class TrajectoryRecorder:
             raise LandscapeError("the model's tensors changed since recording began (names "
                                  f"{list(state)[:3]}... vs {self._names[:3]}...); expected the same architecture "
                                  "throughout: start a new recorder for a new model")
+        if self._group is not None and not getattr(self, "_said_dtypes", False):
+            now = [str(t.dtype).removeprefix("torch.") for t in state.values()]
+            changed = [(n, a, b) for n, a, b in zip(self._names, self._dtypes, now) if a != b]
+            if changed:  # a store's arrays keep their dtype: float64 checkpoints were read back float32 (trial s37)
+                self._said_dtypes = True
+                name, was, is_ = changed[0]
+                warn_user(f"TrajectoryRecorder: the model's tensors changed dtype since recording began ({name}: "
+                          f"{was}, now {is_}; {len(changed)} tensors in all); the store {str(self.path)!r} keeps "
+                          f"{was}, so these checkpoints are stored as {was}: start a new recorder (another path) "
+                          "after converting the model to keep its precision")
         return state
 
     def _write(self, i: int, state: dict[str, torch.Tensor]) -> None:

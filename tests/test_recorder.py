@@ -288,3 +288,26 @@ def test_step_zero_without_a_with_block_and_refreshed_on_entering_one(tmp_path, 
         again = TrajectoryRecorder.load(tmp_path / "b.zarr", model)
         assert again.steps.tolist() == [0, 3, 4]
         assert all(torch.equal(again.checkpoint(0)[k], copies[0][k]) for k in copies[0])
+
+
+def test_a_store_whose_model_changes_dtype_while_recording_says_its_checkpoints_keep_the_first(tmp_path):
+    """A store made before model.double() kept float32 arrays and read float64 checkpoints back float32, with no
+    note (trial s37). The first checkpoint after the change warns, once, naming the dtypes; the values read back
+    are the float64 weights rounded to float32 (naive), as said."""
+    model = make_model()
+    rec = TrajectoryRecorder(model, path=tmp_path / "run.zarr")
+    model.double()
+    with pytest.warns(UserWarning, match=r"TrajectoryRecorder: the model's tensors changed dtype since recording "
+                                         r"began \(\S+: float32, now float64; \d+ tensors in all\).*start a new "
+                                         r"recorder"):
+        rec.step()  # every=1: records
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec.step()
+        rec.record()
+    last = rec.checkpoints[-1]
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            continue
+        assert last[name].dtype == torch.float32
+        torch.testing.assert_close(last[name], t.float(), rtol=0, atol=0)
