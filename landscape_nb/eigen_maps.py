@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from .compute import compute_surface
-from .errors import check_choice, warn_user
+from .errors import LandscapeError, check_choice, warn_user
 from .hessian import RATIOS, check_lanczos_options
 from .surface import Surface
 
@@ -92,6 +92,7 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018, section 7 and Fig. 6.
     """
+    _check_keywords(compute_kwargs)
     check_lanczos_options(tol, max_iter, seed)
     check_choice("ratio", ratio, RATIOS)
     options = {"tol": float(tol), "max_iter": max_iter, "seed": int(seed), "ratio": ratio}
@@ -99,6 +100,25 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
                            metrics=None, **compute_kwargs)
     _say_where_undefined(surf, tol, max_iter)
     return surf
+
+
+def _check_keywords(compute_kwargs: dict) -> None:
+    """Refuse a keyword neither eigen_map nor compute_surface takes, with a did-you-mean over both (a plain
+    ``TypeError`` named compute_surface for ``eigen_map(tolerance=...)``)."""
+    import difflib
+    import inspect
+
+    ours = [n for n in inspect.signature(eigen_map).parameters if n not in ("compute_kwargs", "model", "data")]
+    theirs = [n for n in inspect.signature(compute_surface).parameters
+              if n not in ("model", "data", "directions", "x", "y", "quantity", "quantity_options", "metrics")]
+    for key in compute_kwargs:
+        if key not in theirs:
+            known = ours + theirs
+            close = difflib.get_close_matches(key, known, n=1) or [
+                k for k in known if key.startswith(k) or k.startswith(key)][:1]
+            raise LandscapeError(f"eigen_map got an unexpected keyword argument {key!r}; expected its own ("
+                                 f"{', '.join(ours)}) or compute_surface's ({', '.join(theirs)})"
+                                 + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def _say_where_undefined(surf: Surface, tol: float, max_iter: int | None) -> None:

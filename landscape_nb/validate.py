@@ -80,7 +80,8 @@ def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, ca
         takes = [] if make is None else [n for n in inspect.signature(make).parameters if n != "base"]
         unknown = [k for k in quantity_options if k not in takes]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], takes, n=1)
+            close = difflib.get_close_matches(unknown[0], takes, n=1) or [
+                t for t in takes if unknown[0].startswith(t) or t.startswith(unknown[0])][:1]  # "tolerance": tol
             raise LandscapeError(
                 f"quantity_options={_short(quantity_options)}: {', '.join(map(repr, unknown))} "
                 f"{'is' if len(unknown) == 1 else 'are'} not an option of quantity={quantity!r}, which takes "

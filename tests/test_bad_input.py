@@ -149,6 +149,8 @@ CASES = [
     # a typo was blamed on the model (its constructor raised TypeError), options of the loss ignored (trial s36)
     ("quantity-options-typo", dict(quantity="hessian", quantity_options={"tols": 1e-2}),
      "'tols' is not an option of quantity='hessian', which takes tol, max_iter, seed, ratio (did you mean 'tol'?)"),
+    ("quantity-options-long-name", dict(quantity="hessian", quantity_options={"tolerance": 1e-2}),
+     "'tolerance' is not an option of quantity='hessian', which takes tol, max_iter, seed, ratio (did you mean 'tol'?)"),
     ("quantity-options-of-loss", dict(quantity_options={"tol": 1e-2}),
      "'tol' is not an option of quantity='loss', which takes none (drop quantity_options)"),
     ("callbacks-not-iterable", dict(callbacks=5), "callbacks=5"),

@@ -870,6 +870,11 @@ def test_an_eigen_map_with_batchnorm_statistics_re_estimated_is_refused_before_a
         assert not store.exists()  # refused before the store or any point
     surf = lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), tol=1e-6)  # eval mode: computed
     assert np.isfinite(surf.metrics["lambda_max"]).all()
+    # a keyword neither takes: in words, with a did-you-mean (was compute_surface's plain TypeError, s36)
+    with pytest.raises(LandscapeError, match=r"^eigen_map got an unexpected keyword argument 'tolerance'; expected "
+                                             r"its own \(directions, x, y, tol, .*\(did you mean 'tol'\?\)$"):
+        lnb.eigen_map(model, data64, d, x=(-1, 1, 2), y=(-1, 1, 2), tolerance=1e-3, store=store)
+    assert not store.exists()
 
 
 def test_a_batch_whose_targets_are_all_ignored_adds_nothing_to_the_hessian():
