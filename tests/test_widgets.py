@@ -261,14 +261,22 @@ def test_state_module_imports_no_ipywidgets():
 # --- the parts: the worker -> UI queue and the time budget --------------------------------
 
 
-def test_ui_queue_without_an_event_loop_applies_every_update_at_once_on_the_posting_thread():
-    queue = UiQueue(throttle=10.0)
+def test_ui_queue_without_an_event_loop_applies_updates_at_once_on_the_posting_thread_tiles_throttled():
+    """A script has no event loop: updates run at once on the posting thread. Tiles are throttled there too (each
+    one redrew the figure, 7x the engine's time, s36): the first of a run at once, one within the throttle dropped
+    (the end shows its points), one after it applied."""
+    queue = UiQueue(throttle=0.2)
     assert queue.capture_loop() is None
     applied = []
-    for label in ("status", "tile", "tile", "end"):
-        queue.post(label, lambda label=label: applied.append((label, threading.get_ident())))
-    assert applied == [(k, threading.get_ident()) for k in ("status", "tile", "tile", "end")]
-    assert not queue.pending
+    for label in ("status", "tile 1", "tile 2", "end"):
+        queue.post(label.split()[0], lambda label=label: applied.append((label, threading.get_ident())))
+    assert applied == [(k, threading.get_ident()) for k in ("status", "tile 1", "end")]
+    time.sleep(0.25)
+    queue.post("tile", lambda: applied.append(("tile 3", threading.get_ident())))
+    assert applied[-1][0] == "tile 3" and not queue.pending
+    queue.capture_loop()  # a new run: its first tile at once
+    queue.post("tile", lambda: applied.append(("tile 4", threading.get_ident())))
+    assert applied[-1][0] == "tile 4"
 
 
 def test_ui_queue_runs_posts_on_the_loop_thread_keeps_the_newest_tile_and_throttles_tiles():
@@ -340,6 +348,7 @@ def test_check_time_budget_accepts_what_fits_and_counts_at_least_one_worker():
 
 def test_compute_fills_the_figure_tile_by_tile_with_nulls_for_missing_points(explorer):
     explorer.controls["auto_range"].value = False  # the typed range, ±1
+    explorer.state.update_interval = 0.0  # every tile shown (a script throttles them as a notebook does)
     model, data = explorer.state.shelf["tiny"].model, explorer.state.shelf["tiny"].test
     saved = state_copy(model)
     figure_before = explorer.figure

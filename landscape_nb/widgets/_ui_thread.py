@@ -13,7 +13,8 @@ Three kinds of update:
 - anything else (``"status"``): applied in order, at once.
 
 Without an event loop (a plain script, no ``asyncio`` loop running when the loop was
-captured) ``post`` runs the update at once, on the posting thread.
+captured) ``post`` runs the update at once, on the posting thread; a tile within ``throttle``
+seconds of the last one applied is dropped (a newer tile, or the end, shows its points).
 """
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ class UiQueue:
         """Run ``fn`` on the loop's thread (at once if there is no loop); a tile replaces an older pending tile."""
         loop = self.loop
         if loop is None or loop.is_closed():
+            if kind == TILE:  # throttled here too: each tile redrew the figure, 7x the engine's time (s36); a
+                now = time.monotonic()  # newer tile, or the end, shows what one dropped would have
+                if now - self._last_tile < self.throttle:
+                    return
+                self._last_tile = now
             fn()
             return
         with self._lock:
