@@ -169,6 +169,9 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
     return cache[token]
 
 
+_SHOWN: set = set()  # the other warnings `_saying` gives again (text, category, file, line): each once
+
+
 @contextlib.contextmanager
 def _saying(said: list):
     """Keep landscape_nb's warnings given inside (each once) in ``said``, for the client to warn about: on a
@@ -182,7 +185,8 @@ def _saying(said: list):
         if str(w.message).startswith("landscape_nb"):
             if (str(w.message), w.category) not in said:
                 said.append((str(w.message), w.category))
-        else:
+        elif (key := (str(w.message), w.category, w.filename, w.lineno)) not in _SHOWN:  # once per place, as
+            _SHOWN.add(key)  # before, not once per tile (a registry is cleared as catch_warnings changes filters)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
