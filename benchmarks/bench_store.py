@@ -88,7 +88,8 @@ def end_to_end(tmp: Path, n: int, repeats: int = 3) -> tuple[float, float]:
         t0 = time.perf_counter()
         stored = lnb.compute_surface(model, data, d, **kw, store=tmp / f"e2e{k}.zarr")
         t_store.append(time.perf_counter() - t0)
-        np.testing.assert_array_equal(plain.loss, stored.loss)
+        # batch size and points per pass are tuned by timing in each run: float32 rounding paths may differ
+        np.testing.assert_allclose(plain.loss, stored.loss, rtol=1e-5)
     return float(np.median(t_plain)) / n**2, float(np.median(t_store)) / n**2
 
 

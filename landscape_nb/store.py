@@ -50,7 +50,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import LandscapeError
-from .store_chunks import Damage, _ChunkReads, _flat_shape, grid_from_spec
+from .store_chunks import SEAL, Damage, _ChunkReads, _flat_shape, grid_from_spec
 from .store_mismatch import code_differences, describe_differences
 from .store_lock import DEFAULT_WAIT_SECONDS, WAIT_ENV, WriterLock, _os_detail, wait_seconds  # noqa: F401
 from .store_writes import FLUSH_COST_FACTOR, FLUSH_SECONDS, _BufferedWrites  # noqa: F401
@@ -234,6 +234,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
                 codecs = _codecs()
                 for name in ["loss"] + [f"metric.{m}" for m in metric_names]:
                     group.create_array(name, shape=shape, chunks=chunks, dtype="float64", fill_value=np.nan, **codecs)
+                group.create_array(SEAL, shape=shape, chunks=chunks, dtype="uint32", fill_value=0, **codecs)
                 group.create_array("done", shape=shape, chunks=chunks, dtype="uint8", fill_value=0, **codecs)
                 group.attrs["landscape_nb"] = json.loads(json.dumps(manifest))
                 os.rename(tmp, path)  # atomic; replaces an empty directory
@@ -376,7 +377,8 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
 
         group = zarr.open_group(str(self.path), mode="r+")
         self.group = group
-        self._arrays = {n: group[n].with_config({"write_empty_chunks": True}) for n in ["done"] + self._value_names}
+        names = ["done"] + self._value_names + ([SEAL] if SEAL in group else [])  # older stores: no seals
+        self._arrays = {n: group[n].with_config({"write_empty_chunks": True}) for n in names}
         self._lock = lock
         self._last_flush = self._last_write = time.monotonic()
 

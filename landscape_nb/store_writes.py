@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import LandscapeError
 from .grid import Tile
+from .store_chunks import SEAL, point_seals
 from .store_lock import _os_detail
 
 FLUSH_SECONDS = 0.5
@@ -101,6 +102,11 @@ class _BufferedWrites:
                 arr, data = self._arrays[name], self._values[name]
                 for region in regions:
                     arr[region] = data[region]
+            if SEAL in self._arrays:  # then their seals (stores written before them have none)
+                for region in regions:
+                    self._arrays[SEAL][region] = point_seals(
+                        self.manifest["key"], [self._values[n][region] for n in self._value_names], region,
+                        self._done.shape[1])
             arr = self._arrays["done"]
             for region in regions:
                 arr[region] = self._done[region].astype("uint8")

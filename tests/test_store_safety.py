@@ -215,11 +215,10 @@ def test_a_writer_that_gave_up_waiting_counts_the_points_stored_when_it_gave_up(
     monkeypatch.setenv(store_mod.WAIT_ENV, "1")
     holder = WriterLock(store).acquire(0)
 
-    def the_holder_writes_the_rest():
-        shutil.rmtree(store / "loss")
-        shutil.rmtree(store / "done")
-        shutil.copytree(full / "loss", store / "loss")
-        shutil.copytree(full / "done", store / "done")
+    def the_holder_writes_the_rest():  # the same computation's values and metrics, with their seals
+        for name in ("loss", "metric.accuracy", "seal", "done"):
+            shutil.rmtree(store / name)
+            shutil.copytree(full / name, store / name)
 
     threading.Timer(0.2, the_holder_writes_the_rest).start()
     try:
@@ -340,6 +339,33 @@ def test_damaged_chunk_is_reported_and_recomputed(tmp_path, per_tile_chunks, cap
     again = lnb.load_surface(store)
     assert "damaged_tiles" not in again.provenance
     check_naive(again)
+
+
+@pytest.mark.parametrize("array", ["loss", "metric.accuracy"])
+def test_a_chunk_copied_in_from_another_store_of_the_same_grid_is_not_taken_as_this_ones(tmp_path, per_tile_chunks,
+                                                                                         array):
+    """A loss chunk copied from the seed-1 store of the same grid into a seed-0 store passed its CRC: the store
+    loaded complete and a rerun kept its values, up to 4.3x off (trial s37). Its points now do not match their
+    seals: damaged, recomputed, and the store equals the naive loop; an accuracy chunk alike. A store written
+    before seals (none in it) still loads complete."""
+    mine, other = tmp_path / "mine.zarr", tmp_path / "other.zarr"
+    compute(mine)
+    compute(other, seed=1)
+    victim = _chunk_file(mine, array)
+    part = victim.relative_to(mine)
+    victim.write_bytes((other / part).read_bytes())
+    i, j = (int(k) for k in victim.relative_to(mine / array / "c").parts)
+    surf = lnb.load_surface(mine)
+    assert surf.provenance["damaged_tiles"] == [[i, j]]
+    assert "do not match their seals" in surf.provenance["damaged_chunks"][0]
+    assert surf.n_done == 35 - 6
+    tiles = []
+    check_naive(compute(mine, callbacks=[tiles.append]))
+    assert [e.tile.index for e in tiles] == [(i, j)]
+    shutil.rmtree(mine / "seal")  # as stores written before seals are
+    older = lnb.load_surface(mine)
+    assert older.is_complete and "damaged_tiles" not in older.provenance
+    check_naive(compute(mine))
 
 
 def test_damaged_chunk_of_a_one_chunk_store_recomputes_everything(tmp_path):
