@@ -127,8 +127,8 @@ class _ChunkReads:
                 made = point_seals(self.manifest["key"], [values[n][region] for n in self._value_names], region,
                                    shape[1])
                 if (made != seals[region])[done[region]].any():
-                    bad.append((SEAL, idx, "the points' loss or metrics there do not match their seals: not the "
-                                           "values this store wrote (a chunk copied in from another store?)"))
+                    bad.append((SEAL, idx, ("the points' loss or metrics there do not match their seals: not the "
+                                            "values this store wrote (a chunk copied in from another store?)")))
         damage = []
         for name, idx, problem in sorted(set(bad)):
             region = self._region(idx)
