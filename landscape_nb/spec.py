@@ -93,7 +93,7 @@ def parameters_fingerprint(model: nn.Module) -> str:
 def code_fingerprint(model: nn.Module) -> dict:
     """The source code of the model's own module classes (torch's are left out), hashed:
     ``{"fingerprint": 16 hex digits, "structure": 16 hex digits of the sources' `source_structure` (the same
-    after an edit of comments, docstrings or blank lines only, and compared instead where both surfaces have
+    after an edit of comments or blank lines only, and compared instead where both surfaces have
     it), "classes": [qualified names], "modules": module_settings(model), "settings": per module, what its
     hash covers, readable}``.
     A class whose source cannot be read (defined in a notebook cell or ``python -c``) counts by name only.
@@ -291,8 +291,8 @@ def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded:
 def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
                            loaded: bool = False) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """``(globals_fingerprint(...), structures, uncompared)``: ``structures`` holds, for each ``name()`` entry read
-    from source (not with ``loaded=True``), 12 hex digits of SHA-256 over its syntax tree without docstrings
-    (`source_structure`), which a comment, a docstring or a blank line leaves as it is (a comment added to
+    from source (not with ``loaded=True``), 12 hex digits of SHA-256 over its syntax tree
+    (`source_structure`), which a comment or a blank line leaves as it is (a comment added to
     forward refused a resume, s36): compared instead of the source's hash where both surfaces recorded it.
     ``uncompared`` names the module-level dicts, lists, sets and SimpleNamespaces read, which are not compared
     (a forward may fill them as it runs): a resume says so."""
@@ -451,23 +451,17 @@ def users_module(module_name: str | None) -> bool:
 
 
 def source_structure(source: str) -> str:
-    """``source`` as its syntax tree without docstrings (``ast.dump``, no line numbers): the same for two sources
-    that differ only in comments, docstrings, blank lines or line breaks inside brackets; ``source`` itself
-    where it does not parse alone (a lambda cut out of its line) or is empty."""
+    """``source`` as its syntax tree (``ast.dump``, no line numbers): the same for two sources that differ only in
+    comments, blank lines or line breaks inside brackets; ``source`` itself where it does not parse alone (a lambda
+    cut out of its line) or is empty. Docstrings stay: code may read them (``__doc__``: a factor in a helper's
+    docstring resumed a store after it changed, re-trial s37)."""
     import ast
     import textwrap
 
     try:
-        tree = ast.parse(textwrap.dedent(source))
+        return ast.dump(ast.parse(textwrap.dedent(source)))
     except (SyntaxError, ValueError):
         return source
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
 
 
 def _plain(value) -> bool:

@@ -237,11 +237,11 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
     class, settings, non-persistent buffers or plain attributes) and ``"globals"`` (what the model, loss_fn or
     metrics read from their modules), each as the names that differ; {} where the same or not recorded (older
     stores). Sources compare as syntax trees where both recorded them (`spec.source_structure`): an edit of
-    comments, docstrings or blank lines only is no difference."""
+    comments or blank lines only is no difference (docstrings count: code may read them)."""
     stored, now = stored or {}, now or {}
     out = {}
     then, code = stored.get("model_code") or {}, now.get("model_code") or {}
-    # syntax trees where both have them: an edit of comments or docstrings alone refused a resume (s36)
+    # syntax trees where both have them: an edit of comments alone refused a resume (s36)
     source = "structure" if then.get("structure") and code.get("structure") else "fingerprint"
     if then and code and then.get(source) != code.get(source):
         names = [then.get("classes", []), code.get("classes", [])]
