@@ -399,14 +399,33 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
         if seen.get(id(fn), depth + 1) <= depth:
             return
         seen[id(fn)] = depth
+        wrapped = None if isinstance(fn, type) else getattr(fn, "__wrapped__", None)
+        if callable(wrapped):  # a decorated function (functools.wraps, lru_cache): the code it wraps, whose
+            walk(wrapped, depth, methods)  # edits, globals and callees resumed stale points (re-trial s37)
         if isinstance(fn, types.FunctionType):
-            if own(fn.__module__):
+            if own(fn.__globals__.get("__name__", fn.__module__)):  # where its code is: a wrapper copies __module__
+                key = f"{fn.__module__}.{fn.__qualname__}()" + (" wrapper" if callable(wrapped) else "")
                 if not loaded:
-                    key, source = f"{fn.__module__}.{fn.__qualname__}()", _function_source(fn)
+                    source = _function_source(fn.__code__ if callable(wrapped) else fn)  # getsource(fn) unwraps
                     record(key, source)
                     structures[key] = hashlib.sha256(source_structure(source).encode()).hexdigest()[:12]
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
-                    record(f"{fn.__module__}.{fn.__qualname__}()", _code_text(fn.__code__) + _defaults_text(fn))
+                    record(key, _code_text(fn.__code__) + _defaults_text(fn))
+                for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):  # a decorator's arguments
+                    try:
+                        value = cell.cell_contents
+                    except ValueError:  # not yet assigned
+                        continue
+                    record(f"{key} closure {name}", value)
+                    if depth < CALL_DEPTH and isinstance(value, (dict, list, tuple)):
+                        walk_object(value, depth + 1)
+                    elif depth < CALL_DEPTH and not _plain(value):
+                        walk(value, depth + 1)
+                for value in (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()):
+                    if isinstance(value, (dict, list, set, types.SimpleNamespace)):  # def h(x, cfg=CFG): said
+                        named = [n for n, v in fn.__globals__.items() if v is value]
+                        uncompared.append(f"{fn.__globals__.get('__name__', '?')}.{named[0]}" if named else
+                                          f"{key} default")
                 visit(fn.__code__, fn.__globals__, depth, methods or {},
                       (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()))
         elif callable(fn) and not isinstance(fn, type):  # a callable object: from its forward (or __call__) on
@@ -469,15 +488,15 @@ def _plain(value) -> bool:
 
 
 def _function_source(fn) -> str:
-    """A function's source, or (where it cannot be read: stdin, ``exec``) its bytecode, names and constants,
-    nested code included, with nothing that changes between processes (a code object's repr holds its
-    address, a frozenset's order follows the string hash seed)."""
+    """A function's (or code object's) source, or (where it cannot be read: stdin, ``exec``) its bytecode, names
+    and constants, nested code included, with nothing that changes between processes (a code object's repr holds
+    its address, a frozenset's order follows the string hash seed)."""
     import inspect
 
     try:
         return inspect.getsource(fn)
     except (OSError, TypeError):
-        return _code_text(fn.__code__)
+        return _code_text(getattr(fn, "__code__", fn))
 
 
 def _defaults_text(fn) -> str:

@@ -842,6 +842,7 @@ def test_a_store_refuses_to_resume_a_model_whose_settings_changed_with_the_same_
 #: _e1() → _e2() → ... → _e10(), which reads the environment: ten calls below the loss
 _CALLS = "".join(f"\n\ndef _e{i}():\n    return _e{i + 1}()\n" for i in range(1, 10))
 USER_MODULE = '''
+import functools
 import os
 
 import torch
@@ -883,7 +884,24 @@ def identity(o):
 
 
 def temp_ce(o, t):
-    return F.cross_entropy(soften(o), t) * _e1() * _env_by_global() * _env_by_default()
+    return F.cross_entropy(soften(o), t) * _e1() * _env_by_global() * _env_by_default() * _decorated(1.0)
+
+
+def scaled(k):
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*a, **kw):
+            return k * f(*a, **kw)
+        return wrapper
+    return deco
+
+
+MODE = 1.0
+
+
+@scaled(1.0)
+def _decorated(x):
+    return x * MODE
 
 
 ENV_NAME = "LNB_TEST_SCALE_G"
@@ -1055,6 +1073,11 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
     np.testing.assert_array_equal(resumed.loss, first.loss)  # what the warning is about: the old model's values
     want = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in first.x]
     assert not np.allclose(resumed.loss, want, rtol=1e-5)
+    # read through a default argument, def _slope(cfg=CFG): said too (re-trial s37)
+    by_default = CFG_SOURCE.replace('CFG["slope"]', "_slope()") + "\n\ndef _slope(cfg=CFG):\n    return cfg['slope']\n"
+    lnb.compute_surface(load(by_default.replace("SLOPE", "0.0")), data, d, x=(-1, 1, 5), store=tmp_path / "d.zarr")
+    with pytest.warns(UserWarning, match=r"read module-level cfg_net.CFG \(dicts"):
+        lnb.compute_surface(load(by_default.replace("SLOPE", "0.5")), data, d, x=(-1, 1, 5), store=tmp_path / "d.zarr")
     plain = load(CFG_SOURCE.replace("SLOPE", "0.5").replace('CFG["slope"]', "0.5"))
     lnb.compute_surface(plain, data, d, x=(-1, 1, 5), store=tmp_path / "p.zarr")
     with warnings.catch_warnings():
@@ -1068,7 +1091,9 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
                                   "a function kept in a dict", "code ten calls deep",
                                   "an environment variable read ten calls deep",
                                   "an environment variable named by a module's string",
-                                  "an environment variable named by a default argument"])
+                                  "an environment variable named by a default argument", "code behind a decorator",
+                                  "a decorator's body", "a decorator's argument",
+                                  "a global a decorated function reads"])
 def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_reads_changed(tmp_path, monkeypatch,
                                                                                             case):
     """A loss in an importable module pickles by name, and a model's forward may read a module-level global:
@@ -1121,6 +1146,18 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
                "argument": "LNB_TEST_SCALE_D"}[case.split()[-1] if "deep" not in case else "ten calls deep"]
         changed, name = mod, rf"os\.environ\['{var}'\]"
         monkeypatch.setenv(var, "3")
+    elif case == "code behind a decorator":  # functools.wraps: the wrapped code was not followed (re-trial s37)
+        changed, name = load(USER_MODULE.replace("return x * MODE", "return 2 * x * MODE")), \
+            r"user_code\._decorated\(\)"
+    elif case == "a decorator's body":  # the wrapper's own code: inspect.getsource gave the wrapped one's
+        changed, name = load(USER_MODULE.replace("return k * f(*a, **kw)", "return 2 * k * f(*a, **kw)")), \
+            r"user_code\._decorated\(\) wrapper"
+    elif case == "a decorator's argument":
+        changed, name = load(USER_MODULE.replace("@scaled(1.0)", "@scaled(3.0)")), \
+            r"user_code\._decorated\(\), user_code\._decorated\(\) wrapper closure k"
+    elif case == "a global a decorated function reads":  # behind functools.wraps: not followed (re-trial s37)
+        changed, name = mod, r"user_code\.MODE"
+        monkeypatch.setattr(mod, "MODE", 3.0)
     elif case == "a function kept in a dict":  # self.ops["out"](...) (second trial s34)
         changed, name = load(USER_MODULE.replace("return o + 0.0", "return o * 2.0")), r"user_code\.identity\(\)"
         model.ops = {"out": changed.identity}
@@ -1128,7 +1165,7 @@ def test_a_store_refuses_to_resume_after_a_global_or_function_the_user_s_code_re
         changed, name = mod, "user_code.TEMP" if "loss" in case else "user_code.SCALE"
         monkeypatch.setattr(mod, name.split(".")[1], 3.0)
     with pytest.raises(LandscapeError, match=rf"other values of what the model, loss_fn or metrics read from their "
-                                             rf"modules: {name} differs"):
+                                             rf"modules: {name} differs?"):
         run("s.zarr", changed)
     fresh = run("new.zarr", changed)
     assert not np.allclose(fresh.loss, kept.loss, rtol=1e-3)  # what resuming would have handed back
