@@ -169,25 +169,19 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
     return cache[token]
 
 
-_SHOWN: set = set()  # the other warnings `_saying` gives again (text, category, file, line): each once
-
-
 @contextlib.contextmanager
 def _saying(said: list):
-    """Keep landscape_nb's warnings given inside (each once) in ``said``, for the client to warn about: on a
-    worker they went to its log only, where the user of a remote cluster never looks (trial s36: an eigen-map's
-    custom-Function warning, and a surface's batches warning, never reached the caller). Other warnings (the
-    user's code's) are given here as before."""
+    """Keep the warnings given inside (each once) in ``said``, for the client to give as in-process: on a worker
+    they went to its log only, where the user of a remote cluster never looks (trial s36: an eigen-map's
+    custom-Function warning, a surface's batches warning and the user's own loss's warnings never reached the
+    caller). A category of the user's own travels as a ``UserWarning`` (the client may not import its class)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
     for w in caught:
-        if str(w.message).startswith("landscape_nb"):
-            if (str(w.message), w.category) not in said:
-                said.append((str(w.message), w.category))
-        elif (key := (str(w.message), w.category, w.filename, w.lineno)) not in _SHOWN:  # once per place, as
-            _SHOWN.add(key)  # before, not once per tile (a registry is cleared as catch_warnings changes filters)
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        category = w.category if w.category.__module__ == "builtins" else UserWarning
+        if (str(w.message), category) not in said:
+            said.append((str(w.message), category))
 
 
 def _forget(token: str, dask_worker=None) -> None:

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,11 @@ class _DetachedTanhNet(OnlyHere):
         return self.b(_DetachedTanh.apply(self.a(x)))
 
 
+def _warning_loss(out, y):
+    warnings.warn("my loss says so", UserWarning, stacklevel=2)
+    return nn.functional.cross_entropy(out, y)
+
+
 def _said(record, text: str) -> int:
     return sum(text in str(w.message) for w in record)
 
@@ -230,6 +236,11 @@ def test_warnings_given_on_a_worker_reach_the_caller_once_as_in_process(client):
                                       tile=(1, 1)))
         assert _said(record, "landscape_nb: the backward of the custom autograd Functions") == 1
     np.testing.assert_allclose(maps[1].metrics["lambda_max"], maps[0].metrics["lambda_max"], rtol=1e-4)
+    # the user's own loss's warning too (re-trial s37: it stayed in the worker's log)
+    with pytest.warns(UserWarning, match="my loss says so") as record:
+        lnb.compute_surface(model, (x, y.clamp(min=1)), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                            loss_fn=_warning_loss, client=client)
+    assert _said(record, "my loss says so") == 1
 
 
 def test_a_store_resumed_on_another_runner_records_the_last_runs_runner(client, data, tmp_path):
