@@ -611,6 +611,17 @@ def test_a_path_around_another_final_model_is_warned_and_the_off_plane_note_says
     ours = project_trajectory(shifted[:-1], d, final=model)
     notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, ours).layout.annotations)
     assert "off this plane: the plane leaves out biases and norm-layer weights" in notes
+    # a plane with every tensor in (ignore=None) whose run left its first layer as it was: a distance in that
+    # weight matrix was blamed on biases and ignore=None (re-trial s37)
+    first = next(n for n, p in model.named_parameters() if p.ndim == 2)
+    still = [{**sd, first: dict(model.named_parameters())[first].detach().clone()} for sd in states]
+    d_all = lnb.pca_directions(still, final=model, ignore=None)
+    plane = lnb.compute_surface(model, mlp_data, d_all, **d_all.suggested_grid(5))
+    moved = [{**sd, first: sd[first] + 1.0} for sd in still[:-1]]
+    notes = " ".join(a.text for a in lnb.plot.pca_contour(plane, project_trajectory(moved, d_all, final=model))
+                     .layout.annotations)
+    assert "most of that offset lies in tensors none of the plane's directions moves" in notes
+    assert "biases" not in notes
 
 
 def test_the_mistakes_of_a_first_trajectory_get_the_fix_that_works(mlp_traj, tmp_path):

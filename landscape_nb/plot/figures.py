@@ -354,15 +354,18 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
             "offset from the centre model")
     if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
         text += f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: "
+        biasbn = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
         left_out = _trajectory_field(path, "left_out")  # the part no direction can move (ProjectedPath.left_out)
         if left_out is not None:  # said from the path itself: another run's checkpoints were blamed on the
             share = np.asarray(left_out, float)[far] ** 2 / np.asarray(distance, float)[far] ** 2  # biases (s37)
-            ignored = float(np.nanmedian(share)) > 0.5
+            unmoved = float(np.nanmedian(share)) > 0.5
         else:
-            ignored = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
+            unmoved = biasbn
         text += ("the plane leaves out biases and norm-layer weights (ignore biasbn), where much of a run's "
-                 "offset can lie: ignore=None (--ignore none) puts them in" if ignored else
-                 "is this the run that ends at the centre model?")
+                 "offset can lie: ignore=None (--ignore none) puts them in" if unmoved and biasbn else
+                 "most of that offset lies in tensors none of the plane's directions moves (frozen ones, or "
+                 "layers the run that made the plane left unchanged): is this the run that ends at the centre "
+                 "model?" if unmoved else "is this the run that ends at the centre model?")
     fig.add_annotation(
         text=text,
         # above the plot: below it sits the axis title
