@@ -720,6 +720,16 @@ def test_a_run_past_its_time_budget_stops_there_says_so_and_the_next_compute_goe
         assert surf.provenance["points_resumed"] == partial.n_done
         entry = state.shelf.get("tiny")
         np.testing.assert_allclose(surf.loss, naive_surface(entry.model, data, 0, surf.x, surf.y), rtol=1e-5)
+        # a budget shorter than the first tile: nothing to go on from, said so (re-trial s37)
+        def slow_once_running(change):  # after the budget's estimate: the run itself is slow
+            if change["new"] == "running":
+                _SLOW.set()
+
+        state.observe(slow_once_running, "status")
+        state.set(time_budget=0.2, seed=3)
+        assert state.compute(wait=True), state.message
+        assert state.message.startswith("Stopped at the time budget of 0.2 s: 0 of 441 points computed. The budget "
+                                        "is shorter than the first tile takes: raise the time budget."), state.message
     finally:
         _SLOW.clear()
         state.close()

@@ -867,7 +867,8 @@ class ExplorerState(t.HasTraits):
             self.status = "cancelled"
             stopped = "Cancelled" if over_budget is None else f"Stopped at the time budget of {over_budget:.3g} s"
             more = "" if over_budget is None else (
-                " Press Compute to go on from them (the budget counts anew), or raise the time budget.")
+                " Press Compute to go on from them (the budget counts anew), or raise the time budget." if surf.n_done
+                else " The budget is shorter than the first tile takes: raise the time budget.")
             self._say(f"{stopped}: {surf.n_done} of {surf.loss.size} points computed.{more}{self._changed_note()}"
                       f"{self._said_switch_notes()}")
         else:
