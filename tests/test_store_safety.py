@@ -932,6 +932,17 @@ class ScaledNet(torch.nn.Module):
 '''
 
 
+def _fresh_module(folder: Path, name: str, source: str):
+    """``source`` written as ``folder/name.py`` (on sys.path) and imported anew, torch's generator seeded."""
+    import importlib
+
+    (folder / f"{name}.py").write_text(source)
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    torch.manual_seed(0)
+    return importlib.import_module(name)
+
+
 COMMENTED_SOURCE = '''
 import torch
 from torch import nn
@@ -968,8 +979,6 @@ def test_a_store_resumes_after_an_edit_of_comments_only_and_refuses_another(tmp_
     store resumable, with the stored values; an edit of the code itself is refused still, and so is a docstring's
     (code may read it: a factor read from a helper's __doc__ resumed stale points, re-trial s37); surfaces that did
     not record the sources' syntax compare them as text (the provenance of stores written before)."""
-    import importlib
-    import sys
 
     import landscape_nb as lnb
     from landscape_nb import LandscapeError
@@ -980,11 +989,7 @@ def test_a_store_resumes_after_an_edit_of_comments_only_and_refuses_another(tmp_
     data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
 
     def load(source):
-        (tmp_path / "commented_net.py").write_text(source)
-        sys.modules.pop("commented_net", None)
-        importlib.invalidate_caches()
-        torch.manual_seed(0)
-        module = importlib.import_module("commented_net")
+        module = _fresh_module(tmp_path, "commented_net", source)
         return module.CommentedNet(), module.loss
 
     store = tmp_path / "s.zarr"
@@ -1045,8 +1050,6 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
     old model and 45 of the new, complete, with no word (trial s37; dicts and lists are not compared, as a
     forward may fill them as it runs). A resume now names them; a first run, and a model reading only
     compared globals, say nothing."""
-    import importlib
-    import sys
 
     import landscape_nb as lnb
 
@@ -1055,11 +1058,7 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
     data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
 
     def load(source):
-        (tmp_path / "cfg_net.py").write_text(source)
-        sys.modules.pop("cfg_net", None)
-        importlib.invalidate_caches()
-        torch.manual_seed(0)
-        return importlib.import_module("cfg_net").CfgNet()
+        return _fresh_module(tmp_path, "cfg_net", source).CfgNet()
 
     model = load(CFG_SOURCE.replace("SLOPE", "0.0"))
     d = lnb.random_directions(model, n=1, seed=1)

@@ -495,6 +495,24 @@ def test_models_project_onto_the_plane_through_them_where_it_moves_frozen_parame
     assert np.all(path.distance < 1e-6)
 
 
+def _naive_bn_recompute_losses(model, states, stat_inputs, data) -> list[float]:
+    """Each checkpoint's loss on ``data`` with its BatchNorm statistics re-estimated, by hand, in one train-mode
+    pass over ``stat_inputs`` (momentum None: the plain mean and variance)."""
+    out = []
+    for sd in states:
+        m = copy.deepcopy(model)
+        m.load_state_dict(sd)
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.eval()
+        m.bn.train()
+        with torch.no_grad():
+            m(stat_inputs)
+            m.eval()
+            out.append(float(nn.functional.cross_entropy(m(data[0]), data[1])))
+    return out
+
+
 def test_a_path_of_other_directions_is_refused_on_a_plane_and_one_of_another_mode_is_warned_about(cnn_traj,
                                                                                                    cnn_data):
     """A path projected onto random directions was drawn on the PCA plane without a word, and a path's true
@@ -515,19 +533,7 @@ def test_a_path_of_other_directions_is_refused_on_a_plane_and_one_of_another_mod
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lnb.plot.pca_contour(surf, path)
-    naive = []
-    for sd in states:  # each checkpoint with its BatchNorm statistics re-estimated on the data, by hand
-        m = copy.deepcopy(model)
-        m.load_state_dict(sd)
-        m.bn.reset_running_stats()
-        m.bn.momentum = None
-        m.eval()
-        m.bn.train()
-        with torch.no_grad():
-            m(cnn_data[0])
-            m.eval()
-            naive.append(float(nn.functional.cross_entropy(m(cnn_data[0]), cnn_data[1])))
-    np.testing.assert_allclose(path.loss, naive, rtol=1e-5)
+    np.testing.assert_allclose(path.loss, _naive_bn_recompute_losses(model, states, cnn_data[0], cnn_data), rtol=1e-5)
     i, j = int(np.argmin(np.abs(surf.x))), int(np.argmin(np.abs(surf.y)))
     assert path.labels[-1] == "final" and path.loss[-1] == pytest.approx(surf.loss[j, i], rel=1e-5)
 
@@ -558,19 +564,7 @@ def test_animate_checks_the_path_as_pca_contour_does_and_a_bn_data_path_meets_it
         fig = lnb.plot.animate(surf, path)
         lnb.plot.pca_contour(surf, path)
     assert any("largest distance from the plane" in a.text for a in fig.layout.annotations)
-    naive = []
-    for sd in states:  # each checkpoint with its BatchNorm statistics re-estimated on bn_x, by hand
-        m = copy.deepcopy(model)
-        m.load_state_dict(sd)
-        m.bn.reset_running_stats()
-        m.bn.momentum = None
-        m.eval()
-        m.bn.train()
-        with torch.no_grad():
-            m(bn_x[0])
-            m.eval()
-            naive.append(float(nn.functional.cross_entropy(m(cnn_data[0]), cnn_data[1])))
-    np.testing.assert_allclose(path.loss, naive, rtol=1e-5)
+    np.testing.assert_allclose(path.loss, _naive_bn_recompute_losses(model, states, bn_x[0], cnn_data), rtol=1e-5)
     i, j = int(np.argmin(np.abs(surf.x))), int(np.argmin(np.abs(surf.y)))
     assert path.labels[-1] == "final" and path.loss[-1] == pytest.approx(surf.loss[j, i], rel=1e-5)
     assert abs(on_data.loss[-1] / surf.loss[j, i] - 1) > 1e-3  # what the warning is about
