@@ -124,8 +124,7 @@ class _ChunkReads:
                 region = self._region(idx)
                 if idx in unreadable or not done[region].any():
                     continue
-                made = point_seals(self.manifest["key"], [values[n][region] for n in self._value_names], region,
-                                   shape[1])
+                made = self._seals(region, values)
                 if (made != seals[region])[done[region]].any():
                     bad.append((SEAL, idx, ("the points' loss or metrics there do not match their seals: not the "
                                             "values this store wrote (a chunk copied in from another store?)")))
@@ -147,6 +146,14 @@ class _ChunkReads:
                 "the landscape store %s has %d damaged chunk(s) (%d tile(s)); their points count as not computed "
                 "and are recomputed when the run is resumed: %s", self.path, len(damage), len(self.damaged_tiles()),
                 "; ".join(d.describe() for d in damage[:8]) + (f"; and {len(damage) - 8} more" if len(damage) > 8 else ""))
+
+    SEAL = SEAL
+
+    def _seals(self, region: tuple[slice, slice], values: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """`point_seals` of ``region`` from ``values`` (default: the store's in memory)."""
+        values = self._values if values is None else values
+        return point_seals(self.manifest["key"], [values[n][region] for n in self._value_names], region,
+                           self._shape[1])
 
     def _chunk_indices(self) -> list[tuple[int, int]]:
         ny, nx = self._shape

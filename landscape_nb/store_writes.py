@@ -24,7 +24,6 @@ import numpy as np
 
 from .errors import LandscapeError
 from .grid import Tile
-from .store_chunks import SEAL, point_seals
 from .store_lock import _os_detail
 
 FLUSH_SECONDS = 0.5
@@ -40,6 +39,8 @@ class _BufferedWrites:
     _done: np.ndarray
     _n_todo: int
     _chunks: tuple[int, int]
+    SEAL: str  # the seal array's name, and its values (`store_chunks._ChunkReads`)
+    _seals: Any
 
     def write(self, tile: Tile, values: np.ndarray) -> None:
         """Buffer one tile's ``values`` (``*tile.shape``, 1 + n_metrics), loss first; see the module doc.
@@ -102,11 +103,9 @@ class _BufferedWrites:
                 arr, data = self._arrays[name], self._values[name]
                 for region in regions:
                     arr[region] = data[region]
-            if SEAL in self._arrays:  # then their seals (stores written before them have none)
+            if self.SEAL in self._arrays:  # then their seals (stores written before them have none)
                 for region in regions:
-                    self._arrays[SEAL][region] = point_seals(
-                        self.manifest["key"], [self._values[n][region] for n in self._value_names], region,
-                        self._done.shape[1])
+                    self._arrays[self.SEAL][region] = self._seals(region)
             arr = self._arrays["done"]
             for region in regions:
                 arr[region] = self._done[region].astype("uint8")
