@@ -4,7 +4,6 @@ Clients (``parse_client``, ``get_client``, local and CUDA clusters) are in ``lan
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -13,7 +12,6 @@ import threading
 import time
 import types
 import uuid
-import warnings
 from collections import OrderedDict
 from typing import Iterator, Sequence
 
@@ -21,7 +19,7 @@ import cloudpickle
 import numpy as np
 from distributed import Client, Event, as_completed, get_worker
 
-from .errors import LandscapeError, one_line
+from .errors import LandscapeError, one_line, recording_warnings
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
@@ -157,31 +155,16 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
             ) from None
         except AttributeError as exc:  # "Can't get attribute 'Net' on <module 'netdefs' ...>": blamed on the model
             raise LandscapeError(_unpickled_elsewhere(exc)) from None
-        said: list = []
-        with _saying(said):
+        # said on the client, once each (describe): in a worker's log the user of a remote cluster never saw an
+        with recording_warnings([], portable=True) as said:  # eigen-map's, a loss's batches' or their own (s36)
             ev = job.evaluator()
-        ev.said_on_worker = said  # told to the client (describe); the tiles' warnings join it
+        ev.said_on_worker = said  # the tiles' warnings join it
         # what the user's code reads from its modules here, and its code as loaded here (_check_code)
         ev.code_globals = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
         cache[token] = ev
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     return cache[token]
-
-
-@contextlib.contextmanager
-def _saying(said: list):
-    """Keep the warnings given inside (each once) in ``said``, for the client to give as in-process: on a worker
-    they went to its log only, where the user of a remote cluster never looks (trial s36: an eigen-map's
-    custom-Function warning, a surface's batches warning and the user's own loss's warnings never reached the
-    caller). A category of the user's own travels as a ``UserWarning`` (the client may not import its class)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        category = w.category if w.category.__module__ == "builtins" else UserWarning
-        if (str(w.message), category) not in said:
-            said.append((str(w.message), category))
 
 
 def _forget(token: str, dask_worker=None) -> None:
@@ -376,7 +359,7 @@ def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fing
         return last[1]
 
     try:
-        with _saying(ev.said_on_worker):  # e.g. a Hessian's, at its first product
+        with recording_warnings(ev.said_on_worker, portable=True):  # e.g. a Hessian's, at its first product
             return ev.evaluate(coords, should_stop=should_stop)
     except Cancelled:
         return None

@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from .compute import compute_surface
-from .errors import LandscapeError, check_choice, warn_user
+from .errors import LandscapeError, check_choice, closest_name, warn_user
 from .hessian import RATIOS, check_lanczos_options
 from .surface import Surface
 
@@ -105,7 +105,6 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
 def _check_keywords(compute_kwargs: dict) -> None:
     """Refuse a keyword neither eigen_map nor compute_surface takes, with a did-you-mean over both (a plain
     ``TypeError`` named compute_surface for ``eigen_map(tolerance=...)``)."""
-    import difflib
     import inspect
 
     ours = [n for n in inspect.signature(eigen_map).parameters if n not in ("compute_kwargs", "model", "data")]
@@ -113,12 +112,10 @@ def _check_keywords(compute_kwargs: dict) -> None:
               if n not in ("model", "data", "directions", "x", "y", "quantity", "quantity_options", "metrics")]
     for key in compute_kwargs:
         if key not in theirs:
-            known = ours + theirs
-            close = difflib.get_close_matches(key, known, n=1) or [
-                k for k in known if key.startswith(k) or k.startswith(key)][:1]
+            close = closest_name(key, ours + theirs)
             raise LandscapeError(f"eigen_map got an unexpected keyword argument {key!r}; expected its own ("
                                  f"{', '.join(ours)}) or compute_surface's ({', '.join(theirs)})"
-                                 + (f" (did you mean {close[0]!r}?)" if close else ""))
+                                 + (f" (did you mean {close!r}?)" if close else ""))
 
 
 def _say_where_undefined(surf: Surface, tol: float, max_iter: int | None) -> None:

@@ -80,6 +80,28 @@ def check_choice(name: str, value: T, choices: Collection, *, fix: str = "", n: 
                          + (f"; {fix}" if fix else ""))
 
 
+def closest_name(name: str, names: Collection[str]) -> str | None:
+    """The one of ``names`` ``name`` was most likely meant to be (``difflib``), else one it starts with or that
+    starts with it (``tolerance`` for ``tol``, which difflib rates too far); None where there is none."""
+    close = difflib.get_close_matches(name, list(names), n=1) or [n for n in names
+                                                                   if name.startswith(n) or n.startswith(name)]
+    return close[0] if close else None
+
+
+@contextlib.contextmanager
+def recording_warnings(said: list, *, portable: bool = False):
+    """Record the warnings given inside (none shown), each ``(message, category)`` once, in ``said``: for a
+    caller in another place (another process, or after a Dask task) to give them. ``portable``: a category of
+    the user's own is kept as ``UserWarning`` (the receiving process may not import its class)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield said
+    for w in caught:
+        category = w.category if not portable or w.category.__module__ == "builtins" else UserWarning
+        if (str(w.message), category) not in said:
+            said.append((str(w.message), category))
+
+
 def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` on one line, cut to ``limit`` characters (for naming a value in a message)."""
     text = " ".join(repr(value).split())

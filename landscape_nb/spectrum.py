@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import LandscapeError, seed_int, warn_user
+from .errors import LandscapeError, recording_warnings, seed_int, warn_user
 
 PROBES = ("rademacher", "gaussian")
 #: Ritz values whose spread is under this times max(1, |θ|) coincide (the default σ is then 1e-3 of that scale)
@@ -177,8 +176,8 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
     """One probe's quadrature; module level so Dask can pickle it (one task per probe)."""
     from .hessian import HessianOperator, user_errors
 
-    with warnings.catch_warnings(record=True) as caught:  # said where the caller is: a Dask worker's stayed in
-        warnings.simplefilter("always")  # its log (trial s34: a model sampling at random, softmax outputs)
+    # said where the caller is: a Dask worker's stayed in its log (trial s34: a model sampling at random)
+    with recording_warnings([]) as said:
         op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                              target_key=target_key)
         v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)
@@ -186,7 +185,7 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
             alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=breakdown_for(op.dtype))
     theta, tau = gauss_quadrature(alpha, beta)
     return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params,
-            "warnings": [(str(w.message), w.category) for w in caught]}
+            "warnings": said}
 
 
 # ----------------------------------------------------------- density ----

@@ -18,7 +18,7 @@ from torch import nn
 
 from .choices import COMPILE_MODES, EVAL_MODES
 from .directions import Directions
-from .errors import LandscapeError, check_choice, positive_int, warn_user
+from .errors import LandscapeError, check_choice, closest_name, positive_int, warn_user
 from .errors import is_int as _is_int
 from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings
@@ -80,13 +80,12 @@ def check_arguments(*, model, data, loss_fn, metrics, store, tile, callbacks, ca
         takes = [] if make is None else [n for n in inspect.signature(make).parameters if n != "base"]
         unknown = [k for k in quantity_options if k not in takes]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], takes, n=1) or [
-                t for t in takes if unknown[0].startswith(t) or t.startswith(unknown[0])][:1]  # "tolerance": tol
+            close = closest_name(unknown[0], takes)
             raise LandscapeError(
                 f"quantity_options={_short(quantity_options)}: {', '.join(map(repr, unknown))} "
                 f"{'is' if len(unknown) == 1 else 'are'} not an option of quantity={quantity!r}, which takes "
                 + (f"{', '.join(takes)}" if takes else "none (drop quantity_options)")
-                + (f" (did you mean {close[0]!r}?)" if close else ""))
+                + (f" (did you mean {close!r}?)" if close else ""))
 
 
 def check_callbacks(callbacks) -> list:
