@@ -60,6 +60,7 @@ def _open(path, mode: str):
     try:  # read without HDF5's file lock: a file the reference is still filling in (it holds it open, r+)
         return h5py.File(path, mode, locking=False) if mode == "r" else h5py.File(path, mode)  # plots as partial
     except OSError as exc:
+        verb = "read" if mode == "r" else "write"
         if mode == "r" and "locking flag" in str(exc):  # this process has it open (an h5py.File of the user's):
             try:  # HDF5 shares that handle only when opened with the same locking flag
                 return h5py.File(path, mode)
@@ -67,13 +68,13 @@ def _open(path, mode: str):
                 exc = again
         if "already open" in str(exc):  # this process's own handle: HDF5 refuses the write, not another's lock
             raise LandscapeError(
-                f"cannot {'read' if mode == 'r' else 'write'} {str(path)!r}: this Python process holds it open "
+                f"cannot {verb} {str(path)!r}: this Python process holds it open "
                 f"({exc}); expected a file not open here: close your h5py.File on it (or leave its `with` block) "
                 "first, or write another path"
             ) from None
         if "lock" in str(exc):
             raise LandscapeError(
-                f"cannot {'read' if mode == 'r' else 'write'} {str(path)!r}: another process holds it open ({exc}); "
+                f"cannot {verb} {str(path)!r}: another process holds it open ({exc}); "
                 "expected a file no one else has open: wait for that run (the reference's plot_surface.py) "
                 "to end, or write another path"
             ) from None

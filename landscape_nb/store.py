@@ -3,8 +3,9 @@
 Layout of ``path/`` (zarr v3, plain JSON metadata and binary chunks, no pickle):
 ``loss`` and ``metric.<name>`` float64 arrays (rows, cols) — (nz * ny, nx) for a volume, slice k
 in rows k * ny to (k + 1) * ny — a ``seal`` uint32 array (`store_chunks.point_seals`; stores
-written before it have none) and a ``done`` uint8 array, all with the same chunks, and the manifest in the group attributes (``zarr.json``): the
-format, the spec, its hash key, the tile shape, the metric names and the provenance.
+written before it have none) and a ``done`` uint8 array, all with the same chunks, and the
+manifest in the group attributes (``zarr.json``): the format, the spec, its hash key, the tile
+shape, the metric names and the provenance.
 
 Format ``landscape_nb.surface/2`` (written now): chunks are whole multiples of the tile,
 up to ``CHUNK_POINTS`` points each, so a 10,000-tile store is one chunk per array and loads
@@ -16,8 +17,8 @@ reported missing and recomputed once).
 
 Integrity: opening a store reads ``done`` first, then the values, and checks every chunk
 that holds finished points is present and decodes, and that its points match their seals (a
-chunk copied in from another store passes its CRC, not the seals). A chunk that does not is reported with
-its file path (a logged warning, and ``provenance["damaged_tiles"]`` /
+chunk copied in from another store passes its CRC, not the seals). A chunk that does not is
+reported with its file path (a logged warning, and ``provenance["damaged_tiles"]`` /
 ``provenance["damaged_chunks"]`` on the loaded Surface); its points count as not done, read
 as NaN and are recomputed on resume. Missing arrays or manifest keys raise a
 ``LandscapeError`` naming what is missing.
