@@ -469,6 +469,7 @@ def users_module(module_name: str | None) -> bool:
     return "site-packages" not in path and "dist-packages" not in path
 
 
+@functools.lru_cache(maxsize=512)  # parsed at every compute_surface: the same sources each time
 def source_structure(source: str) -> str:
     """``source`` as its syntax tree (``ast.dump``, no line numbers): the same for two sources that differ only in
     comments, blank lines or line breaks inside brackets; ``source`` itself where it does not parse alone (a lambda
