@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -36,7 +37,7 @@ from torch import nn
 
 from .directions import Directions, vector_dtype
 from .model_paths import interpolation_direction, paired_layout
-from .errors import LandscapeError, one_line, positive_int, positive_number, seed_int, warn_user
+from .errors import LandscapeError, one_line, positive_int, positive_number, seed_int, short_repr, warn_user
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
 from .surface import Surface
@@ -134,10 +135,14 @@ class ModeCurve:
         raise NotImplementedError
 
     def point(self, t: float) -> torch.Tensor:
-        """θ(t), flat (``weights``); a non-finite ``t`` is refused (``LandscapeError``)."""
+        """θ(t), flat (``weights``); a ``t`` that is not a finite real number (a string, a bool, NaN) is refused
+        (``LandscapeError``)."""
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            t = t.item()
+        if not (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t)):
+            raise LandscapeError(f"t={short_repr(t)}; expected a finite real number (0 at model a, 1 at model b), "
+                                 "e.g. t=0.5")
         t = float(t)
-        if not math.isfinite(t):
-            raise LandscapeError(f"t={t}; expected a finite number (0 at model a, 1 at model b)")
         wa, wc, wb = self.weights(t)
         return wa * self.start + wc * self.control + wb * self.end
 

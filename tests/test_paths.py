@@ -301,9 +301,10 @@ def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
     curve = lnb.bezier_curve(a, b, data, n_steps=250, lr=0.02, batch_size=64, seed=0, n_points=11)
     assert_bit_identical(a, saved)
     assert torch.equal(curve.point(0.0), curve.start) and torch.allclose(curve.point(1.0), curve.end)
-    for t in (float("nan"), float("inf")):  # was NaN weights, silently
-        with pytest.raises(LandscapeError, match=rf"t={t}; expected a finite number"):
+    for t in (float("nan"), float("inf"), "0.5", True):  # NaN weights, silently; a string or bool was taken as 0.5, 1
+        with pytest.raises(LandscapeError, match=rf"t={t!r}; expected a finite real number"):
             curve.model_at(a, t)
+    assert torch.equal(curve.point(torch.tensor(0.25)), curve.point(0.25))
     ts = curve.profile.x
     for k in (0, 3, 5, 10):  # the profile is the loss of the model at φ(t), evaluated naively
         assert curve.profile.loss[k] == pytest.approx(_loss(curve.model_at(a, ts[k]), data), rel=1e-5)
