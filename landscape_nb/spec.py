@@ -306,6 +306,7 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
     seen: dict[int, int] = {}  # id -> the smallest depth it was walked at (reached nearer: walked again)
     seen_objects: set[int] = set()  # tables and helper objects followed (`walk_object`)
     written: set[str] = set()
+    keyed: dict[str, list[int]] = {}  # a function's key -> the closures walked under it, in walk order
     own = users_module
 
     def record(key: str, value) -> None:
@@ -405,13 +406,20 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
         if isinstance(fn, types.FunctionType):
             if own(fn.__globals__.get("__name__", fn.__module__)):  # where its code is: a wrapper copies __module__
                 key = f"{fn.__module__}.{fn.__qualname__}()" + (" wrapper" if callable(wrapped) else "")
+                twins = keyed.setdefault(key, [])  # scale(2)(f1), scale(5)(f2): one qualname, two closures, whose
+                if fn.__closure__ and id(fn) not in twins:  # entries overwrote each other (review s38)
+                    twins.append(id(fn))
+                key += f" #{twins.index(id(fn)) + 1}" if fn.__closure__ and twins.index(id(fn)) else ""
                 if not loaded:
                     source = _function_source(fn.__code__ if callable(wrapped) else fn)  # getsource(fn) unwraps
                     record(key, source)
                     structures[key] = hashlib.sha256(source_structure(source).encode()).hexdigest()[:12]
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
                     record(key, _code_text(fn.__code__) + _defaults_text(fn))
+                state = _cells_written(fn.__code__)  # nonlocal calls; calls += 1: state, not a setting (review s38)
                 for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):  # a decorator's arguments
+                    if name in state:
+                        continue
                     try:
                         value = cell.cell_contents
                     except ValueError:  # not yet assigned
@@ -560,6 +568,20 @@ def _reads(code) -> tuple[set[str], set[str], set[str]]:
             stores |= inner[1]
             attrs |= inner[2]
     return loads, stores, attrs
+
+
+def _cells_written(code) -> set[str]:
+    """The free variables ``code`` (or code nested in it, through its own free variables) assigns or deletes:
+    a ``nonlocal`` counter or flag, which changes as the code runs."""
+    import dis
+    import types
+
+    out = {ins.argval for ins in dis.get_instructions(code)
+           if ins.opname in ("STORE_DEREF", "DELETE_DEREF") and ins.argval in code.co_freevars}
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            out |= _cells_written(c) & set(code.co_freevars)
+    return out
 
 
 def _class_source(cls: type) -> str:
