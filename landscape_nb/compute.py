@@ -355,6 +355,9 @@ def compute_surface(
             elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
         except ClusterLost as exc:
             raise _lost(str(exc), st, buffer) from None
+        except BaseException:  # the user's error on a worker: the warnings its tiles gave first are said too
+            _give_worker_warnings(runner.settled(), info)  # (a loss warning before it raised was lost, review s38)
+            raise
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
                         "not computed", st, buffer)
@@ -550,6 +553,7 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     """Record timing, where the points came from and the speed choices the evaluator settled on; the final
     Surface (its ``points_summary`` logged)."""
     final = runner.settled() or info
+    _give_worker_warnings(final, info)
     extra = {"seconds": elapsed, "points_computed": n_computed, "points_from_store": n_from_store,
              "points_resumed": n_resumed,
              "store": None if st is None else str(st.path),
@@ -563,9 +567,6 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS):  # sampling noise, or a softmax taken twice, must not pass
         if notes.get(key):  # for the loss of the weights
             warn_user(f"landscape_nb: {notes[key]}")
-    for message, category in final.warnings:  # given on a Dask worker after its probe (a Hessian's first product)
-        if (message, category) not in info.warnings:
-            warn_user(message, category)
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:
@@ -574,6 +575,14 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     surface = buffer.snapshot()  # copies: an edit of it reached a TileDone.surface() called after the run (s37)
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
+
+
+def _give_worker_warnings(final: DataInfo | None, info: DataInfo) -> None:
+    """The warnings Dask workers gave after their probe (``final``: the runner's ``settled()``; a Hessian's first
+    product, the user's own loss), each once; those of the probe (``info``) were given before the run."""
+    for message, category in () if final is None else final.warnings:
+        if (message, category) not in info.warnings:
+            warn_user(message, category)
 
 
 def points_summary(surface: Surface) -> str:

@@ -88,15 +88,27 @@ def closest_name(name: str, names: Collection[str]) -> str | None:
     return close[0] if close else None
 
 
+HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
 @contextlib.contextmanager
 def recording_warnings(said: list, *, portable: bool = False):
     """Record the warnings given inside (none shown), each ``(message, category)`` once, in ``said``: for a
     caller in another place (another process, or after a Dask task) to give them. ``portable``: a category of
-    the user's own is kept as ``UserWarning`` (the receiving process may not import its class)."""
+    the user's own is kept as ``UserWarning`` (the receiving process may not import its class). The categories
+    Python hides by default outside ``__main__`` (``HIDDEN_BY_DEFAULT``) are not recorded."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield said
+        try:
+            yield said
+        finally:  # also those given before the body raised (lost on a worker whose loss then failed, review s38)
+            _keep(caught, said, portable)
+
+
+def _keep(caught: list, said: list, portable: bool) -> None:
     for w in caught:
+        if issubclass(w.category, HIDDEN_BY_DEFAULT):  # shown where given only in __main__: given again at the
+            continue  # caller's frame, a library's DeprecationWarning showed on Dask and not in-process (review s38)
         category = w.category if not portable or w.category.__module__ == "builtins" else UserWarning
         if (str(w.message), category) not in said:
             said.append((str(w.message), category))

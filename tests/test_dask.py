@@ -197,6 +197,19 @@ def _warning_loss(out, y):
     return nn.functional.cross_entropy(out, y)
 
 
+def _failing_loss(out, y):
+    loss = nn.functional.cross_entropy(out, y)
+    if float(loss) > 3.0:
+        warnings.warn("loss above 3, about to fail", UserWarning, stacklevel=2)
+        raise ValueError("loss too large")
+    return loss
+
+
+def _deprecated_loss(out, y):
+    warnings.warn("a library's function is deprecated", DeprecationWarning, stacklevel=2)
+    return nn.functional.cross_entropy(out, y)
+
+
 def _said(record, text: str) -> int:
     return sum(text in str(w.message) for w in record)
 
@@ -241,6 +254,20 @@ def test_warnings_given_on_a_worker_reach_the_caller_once_as_in_process(client):
         lnb.compute_surface(model, (x, y.clamp(min=1)), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
                             loss_fn=_warning_loss, client=client)
     assert _said(record, "my loss says so") == 1
+    # given before the loss raised on a worker: lost with the run, as the run failed (review s38); a library's
+    # DeprecationWarning, hidden in-process, was given at the caller's line and shown
+    d1 = lnb.random_directions(model, n=1, seed=0)
+    for runner in (None, client):
+        with pytest.warns(UserWarning, match="about to fail") as record, \
+                pytest.raises(LandscapeError, match="loss too large"):
+            lnb.compute_surface(model, (x, y.clamp(min=1)), d1, x=(-60, 60, 5), loss_fn=_failing_loss, client=runner)
+        assert _said(record, "about to fail") == 1
+        with warnings.catch_warnings(record=True) as record:
+            warnings.resetwarnings()  # Python's defaults: DeprecationWarning shown where given in __main__ only
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            lnb.compute_surface(model, (x, y.clamp(min=1)), d1, x=(-1, 1, 3), loss_fn=_deprecated_loss, client=runner)
+        assert _said(record, "deprecated") == 0
 
 
 def test_a_store_resumed_on_another_runner_records_the_last_runs_runner(client, data, tmp_path):
@@ -881,3 +908,76 @@ def test_a_worker_drops_only_its_clients_teardown_error_from_the_unraisable_hook
     for u in (teardown, *others):
         sys.unraisablehook(u)
     assert seen == others
+
+
+COUNTING_MODULE = '''
+import torch
+from torch import nn
+
+
+def counting(f):
+    calls = 0
+
+    def wrapper(x):
+        nonlocal calls
+        calls += 1
+        return f(x)
+    return wrapper
+
+
+def scale(k):
+    def deco(f):
+        def wrapper(x):
+            return k * f(x)
+        return wrapper
+    return deco
+
+
+@counting
+def act(x):
+    return torch.tanh(x)
+
+
+first = scale(K1)(torch.relu)
+second = scale(2.0)(torch.sigmoid)
+
+
+class CountingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(act(h) + first(h) + second(h))
+'''
+
+
+def test_a_decorators_call_counter_is_state_and_two_wrappers_of_one_decorator_are_told_apart(client, data, tmp_path,
+                                                                                            monkeypatch):
+    """A decorator counting calls in a ``nonlocal`` was compared as a setting: a rerun refused its own store, and
+    every Dask run was refused (the worker's forward had counted more calls). Two functions wrapped by one
+    decorator factory, ``scale(K1)(relu)`` and ``scale(2.0)(sigmoid)``, shared one key, so a change of K1 resumed
+    stale points, 25.4 off in the review's case (review s38)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load(k1):
+        (tmp_path / "counting_net.py").write_text(COUNTING_MODULE.replace("K1", k1))
+        sys.modules.pop("counting_net", None)
+        importlib.invalidate_caches()
+        torch.manual_seed(0)
+        return importlib.import_module("counting_net").CountingNet()
+
+    model = load("1.0")
+    d = lnb.random_directions(model, n=1, seed=0)
+    first = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr")
+    assert lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr").provenance[
+        "points_from_store"] == 5
+    on_dask = lnb.compute_surface(model, data, d, x=(-1, 1, 5), client=client)
+    naive = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in first.x]
+    np.testing.assert_allclose(on_dask.loss, naive, rtol=1e-5)
+    np.testing.assert_array_equal(on_dask.loss, first.loss)
+    changed = load("3.0")
+    with pytest.raises(LandscapeError, match=r"counting_net\.scale\.<locals>\.deco\.<locals>\.wrapper\(\) closure k "
+                                             r"differs"):
+        lnb.compute_surface(changed, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr")
