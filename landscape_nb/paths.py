@@ -470,8 +470,10 @@ def _train_control(cls: type[ModeCurve], work, layout, w0, w2, ev, split, loss_f
         steps = tqdm(steps, desc=f"{cls.title} control point", unit="step")
     device = w0.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's RNG untouched
-        torch.manual_seed(int(seed))  # dropout in train mode (a model with BN) draws from it: two calls of one
-        for k in steps:  # seed differed by 3.1e-3 in the profile (trial s37)
+        torch.default_generator.manual_seed(int(seed))  # dropout in train mode (a model with BN) draws from it:
+        if device.type == "cuda":  # two calls of one seed differed by 3.1e-3 in the profile (trial s37); only the
+            torch.cuda.manual_seed(int(seed))  # generators forked (manual_seed reseeded every GPU's: review s38)
+        for k in steps:
             step["at"] = k + 1
             t = float(torch.rand((), generator=gen))
             idx = torch.randint(0, ev.n, (min(batch_size, ev.n),), generator=gen)

@@ -442,7 +442,11 @@ def test_a_curve_of_a_net_with_batchnorm_and_dropout_is_the_same_for_one_seed_an
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    first = lnb.bezier_curve(a, b, data, n_steps=40, lr=0.02, seed=0, n_points=5)
+    reseeded = []  # torch.manual_seed reseeds every GPU's generator, of which fork_rng restores only the model's
+    with pytest.MonkeyPatch.context() as mp:  # (review s38): a CPU curve reseeds none
+        mp.setattr(torch.cuda, "manual_seed_all", lambda s: reseeded.append(s))
+        first = lnb.bezier_curve(a, b, data, n_steps=40, lr=0.02, seed=0, n_points=5)
+    assert reseeded == []
     assert torch.equal(torch.rand(3), expected_next)  # the caller's generator untouched
     torch.manual_seed(7)  # another global state: the same curve
     again = lnb.bezier_curve(a, b, data, n_steps=40, lr=0.02, seed=0, n_points=5)
