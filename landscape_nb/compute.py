@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -520,7 +521,7 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
 #: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
 #: the caller's: ``provenance=`` giving one is refused before the model runs
 RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
-                      "torch", "model_code", "code_globals", "code_structures", "device", "precision", "bn_fold",
+                      "torch", "python", "model_code", "code_globals", "code_structures", "device", "precision", "bn_fold",
                       "channels_last", "compile", "running_var", "malloc",
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
                       "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",
@@ -758,6 +759,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         "directions": {k: v for k, v in d.provenance.items() if _plain(v)},
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
+        "python": "{}.{}".format(*sys.version_info[:2]),  # the syntax trees compared on resume are of this version
         "model_code": code_fingerprint(model), "code_globals": code_globals[0], "code_structures": code_globals[1],
         "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
         "bn_fold": info.bn_fold, "channels_last": settings.channels_last, "compile": settings.compile,

@@ -242,7 +242,10 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
     out = {}
     then, code = stored.get("model_code") or {}, now.get("model_code") or {}
     # syntax trees where both have them: an edit of comments alone refused a resume (s36)
-    source = "structure" if then.get("structure") and code.get("structure") else "fingerprint"
+    # of one Python version: ast.dump differs between versions for the same source (review s38), so a store of
+    # another compares as text (a store from before this was recorded, of the version then: as trees)
+    same_python = stored.get("python", now.get("python")) == now.get("python", stored.get("python"))
+    source = "structure" if same_python and then.get("structure") and code.get("structure") else "fingerprint"
     if then and code and then.get(source) != code.get(source):
         names = [then.get("classes", []), code.get("classes", [])]
         out["source"] = (f"the source of {', '.join(names[1])} changed" if names[0] == names[1] and names[1] else
@@ -254,7 +257,7 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
                           "or plain attributes")
     read_then, read = stored.get("code_globals"), now.get("code_globals")
     trees = stored.get("code_structures"), now.get("code_structures")
-    if read_then is not None and read is not None and None not in trees:  # functions' syntax for their source
+    if read_then is not None and read is not None and None not in trees and same_python:  # syntax for source
         read_then, read = {**read_then, **trees[0]}, {**read, **trees[1]}
     elif read_then is not None and read is not None:  # a store from before the syntax trees, decorated functions and
         common = read_then.keys() & read.keys()  # closures were followed: what it could not record is not compared

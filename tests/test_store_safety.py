@@ -1025,6 +1025,13 @@ def test_a_store_resumes_after_an_edit_of_comments_only_and_refuses_another(tmp_
     as_text = code_differences(older, now)
     assert as_text["source"] == "the source of commented_net.CommentedNet changed"
     assert "commented_net.act()" in as_text["globals_beyond_source"]
+    # a store of another Python version: its syntax trees are another version's ast.dump (3.11's, 3.12's and
+    # 3.13's of one function differ), so the sources compare as text (the same source resumed; review s38)
+    other = {**then, "python": "3.0", "model_code": {**then["model_code"], "structure": "0" * 16},
+             "code_structures": {k: "0" * 12 for k in then["code_structures"]}}
+    assert code_differences(other, first.provenance) == {}
+    assert code_differences(other, now)["source"] == "the source of commented_net.CommentedNet changed"
+    assert first.provenance["python"] == "{}.{}".format(*sys.version_info[:2])
 
 
 CFG_SOURCE = '''
