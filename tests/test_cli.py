@@ -863,7 +863,7 @@ def test_a_run_whose_loss_diverges_says_how_many_points(user_model, tmp_path, ca
     assert f"the loss diverged (NaN or inf) at {n_bad} of 25 points" in err and "a narrower --range shows" in err
     # a VTK file holds no NaN: they are written as the largest loss, and the CLI says so (trial s36)
     assert main(["plot", str(tmp_path / "d.zarr"), "--vtk", str(tmp_path / "d.vtk")]) == 0
-    assert (f"note: {tmp_path / 'd.vtk'}: {n_bad} of 25 points have no finite loss (diverged or not computed); "
+    assert (f"warning: {tmp_path / 'd.vtk'}: {n_bad} of 25 points have no finite loss (diverged or not computed); "
             "VTK files hold no NaN") in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "d.zarr"), "--vtk", str(tmp_path / "l.vtk"), "--log"]) == 0
     assert f"{n_bad} of 25 points have no finite log10 of the loss (diverged, ≤ 0 or" in capsys.readouterr().err

@@ -165,7 +165,10 @@ def test_export_vtk_log_metric_and_missing_values(tmp_path, bowl):
     loss = bowl.loss.copy()
     loss[2, 3] = np.nan
     loss[4, 6] = np.inf
-    vtk = read_legacy_vtk(export_vtk(with_loss(bowl, loss), tmp_path / "b.vtk", log=True))
+    with pytest.warns(UserWarning, match=r"3 of 35 points have no finite log10 of the loss \(diverged, ≤ 0 or not "
+                                         r"computed\), 1 of them ≤ 0 and drawn at the lowest height; VTK files hold "
+                                         r"no NaN"):
+        vtk = read_legacy_vtk(export_vtk(with_loss(bowl, loss), tmp_path / "b.vtk", log=True))
     text = (tmp_path / "b.vtk").read_text()
     assert "nan" not in text and "inf" not in text
     valid = vtk["scalars"]["valid"].reshape(loss.shape).astype(bool)
@@ -173,13 +176,43 @@ def test_export_vtk_log_metric_and_missing_values(tmp_path, bowl):
     np.testing.assert_array_equal(~valid, expected_bad)
     height = vtk["points"][:, 2].reshape(loss.shape)
     np.testing.assert_allclose(height[valid], np.log10(loss[valid]))
-    assert (height[~valid] == height[valid].max()).all()  # filled with the finite maximum
+    # the nonfinite ones at the finite maximum; the minimum, a loss of exactly 0, was drawn there too (trial s38)
+    assert (height[~np.isfinite(loss)] == height[valid].max()).all()
+    assert loss[2, 3] != 0 and loss[Y == 0.0, X == 0.0] == 0 and height[Y == 0.0, X == 0.0] == height[valid].min()
     np.testing.assert_array_equal(vtk["scalars"]["height"], vtk["points"][:, 2])
+    assert "accuracy_valid" not in vtk["scalars"]  # its values are there, where the loss is not
 
     vtk = read_legacy_vtk(export_vtk(bowl, tmp_path / "acc.vtk", name="accuracy", fill=-1.0))
     np.testing.assert_array_equal(vtk["points"][:, 2], bowl.metrics["accuracy"].ravel())
     with pytest.raises(LandscapeError, match="no quantity 'top5'"):
         export_vtk(bowl, tmp_path / "x.vtk", name="top5")
+
+
+def test_export_vtk_masks_a_metric_missing_where_the_loss_is_finite_and_warns_of_every_gap(tmp_path, bowl):
+    """A metric a run did not finish (a test split stopped early, an eigenvalue whose Lanczos run did not
+    converge) was written as its largest finite value, 0.639 accuracy, with ``valid`` 1 there and no word; a
+    partial surface's missing points made a plateau at the top with no word in Python (trial s38)."""
+    metrics = {"accuracy": bowl.metrics["accuracy"].copy(), "test_loss": bowl.loss * 2}
+    metrics["test_loss"][3:, :] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_vtk(bowl, tmp_path / "whole.vtk")  # nothing missing: nothing said
+    surf = Surface(x=X, y=Y, loss=bowl.loss, metrics=metrics)
+    with pytest.warns(UserWarning, match=r"these arrays also miss values where the height is finite: test_loss "
+                                         r"\(14 more points, mask test_loss_valid\)"):
+        vtk = read_legacy_vtk(export_vtk(surf, tmp_path / "m.vtk"))
+    assert (vtk["scalars"]["valid"] == 1).all() and "accuracy_valid" not in vtk["scalars"]
+    mask = vtk["scalars"]["test_loss_valid"].reshape(bowl.loss.shape)
+    np.testing.assert_array_equal(mask, np.isfinite(metrics["test_loss"]))
+    np.testing.assert_array_equal(vtk["scalars"]["test_loss"].reshape(mask.shape)[mask == 1],
+                                  metrics["test_loss"][mask == 1])
+    done = np.zeros(bowl.loss.shape, bool)
+    done[:2] = True
+    partial = Surface(x=X, y=Y, loss=np.where(done, bowl.loss, np.nan),
+                      metrics={"accuracy": np.where(done, bowl.metrics["accuracy"], np.nan)}, done=done)
+    with pytest.warns(UserWarning, match=r"21 of 35 points have no finite loss \(diverged or not computed\)"):
+        vtk = read_legacy_vtk(export_vtk(partial, tmp_path / "p.vtk"))
+    np.testing.assert_array_equal(vtk["scalars"]["valid"].reshape(done.shape), done)
 
 
 def test_export_vtk_writes_1d_surfaces_as_a_grid_of_height_one(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, warn_user
 from ..surface import Surface
 from ._common import (
     PARTIAL_NOTE,
@@ -260,7 +260,10 @@ def export_vtk(
     Missing values: VTK's legacy ASCII reader parses numbers with C++ streams, which reject
     ``nan``/``inf``, so non-finite values (points not computed yet, diverged losses, log of
     non-positive losses) are written as ``fill``, and ``valid`` is 0 there and 1
-    elsewhere: apply ParaView's Threshold filter on ``valid`` to drop them.
+    elsewhere: apply ParaView's Threshold filter on ``valid`` to drop them. An array missing
+    values where the height is finite (a metric a run did not finish, a Hessian eigenvalue
+    whose Lanczos run did not converge) gets its own mask, ``<array>_valid``. A
+    ``UserWarning`` says how many points were filled, and in which arrays.
 
     Parameters
     ----------
@@ -271,7 +274,8 @@ def export_vtk(
         Height is log10 of the values; non-positive values become missing.
     fill : float, optional
         Value written for missing entries; default: the finite maximum of each array (0
-        when none is finite), so the geometry and colour range stay sensible.
+        when none is finite), so the geometry and colour range stay sensible; with ``log=True``
+        a finite non-positive value's height is the lowest height instead (it lies below them all).
     %(quantity)s
 
     Returns
@@ -294,7 +298,12 @@ def export_vtk(
             "legacy ASCII reader cannot parse nan/inf."
         )
     height = display_values(surface, name=name, log=log, clip=False)  # raises for unknown name
-    valid = np.isfinite(height) & np.asarray(surface.done_mask, dtype=bool)
+    done = np.asarray(surface.done_mask, dtype=bool)
+    valid = np.isfinite(height) & done
+    raw = np.asarray(surface.loss if name == "loss" else surface.metrics[name], dtype=float)
+    below = done & np.isfinite(raw) & ~np.isfinite(height)  # log10 of a loss ≤ 0: drawn at the top, it hid
+    if fill is None and below.any() and valid.any():  # a minimum of exactly 0 as the highest point (trial s38)
+        height = np.where(below, height[valid].min(), height)
 
     x = np.asarray(surface.x, dtype=float)
     if surface.ndim == 3:  # a volume: the points are the grid itself, the values only scalars
@@ -315,11 +324,20 @@ def export_vtk(
     n = points.shape[0]
 
     scalars = {"height": height, "valid": valid.ravel().astype(float)}
-    for array_name, values in {"loss": surface.loss, **dict(surface.metrics)}.items():
-        vtk_name = _vtk_name(array_name)
+    masked = []  # arrays missing values where the height is valid: their own mask (trial s38: a metric's gaps
+    for array_name, values in {"loss": surface.loss, **dict(surface.metrics)}.items():  # were its best value,
+        vtk_name = _vtk_name(array_name)  # with valid 1)
         while vtk_name in scalars:  # "valid", "height" or two names sanitised alike
             vtk_name += "_"
+        values = np.asarray(values, dtype=float)
         scalars[vtk_name] = _fill(values, fill).ravel()
+        present = np.isfinite(values) & done
+        if (valid & ~present).any():
+            mask_name = vtk_name + "_valid"
+            while mask_name in scalars:
+                mask_name += "_"
+            scalars[mask_name] = present.ravel().astype(float)
+            masked.append(f"{vtk_name} ({int((valid & ~present).sum())} more points, mask {mask_name})")
 
     title = str(surface.provenance.get("title", "landscape_nb surface"))
     title = re.sub(r"\s+", " ", f"landscape_nb {name}{' log10' if log else ''}: {title}")[:250]
@@ -328,6 +346,20 @@ def export_vtk(
             f"export_vtk path {str(path)!r} ends in {Path(path).suffix or 'no suffix'!r}; expected '.vtk' (this "
             "writes the legacy ASCII format, which ParaView reads only under that suffix): e.g. 'surface.vtk'")
     path = prepare_path(path)
+    n_missing = int((~valid).sum())
+    if n_missing or masked:  # a partial or diverged surface made a plateau at the top, with no word (trial s38)
+        what = f"log10 of the {name} (diverged, ≤ 0" if log else f"{name} (diverged"
+        warn_user(f"landscape_nb.export_vtk: {path}: "
+                  + (f"{n_missing} of {valid.size} points have no finite {what} or not computed)"
+                     + (f", {int(below.sum())} of them ≤ 0 and drawn at the lowest height" if below.any() and
+                        fill is None and valid.any() else "")
+                     + "; VTK files hold no NaN, so each array has a stand-in value there "
+                     + (f"({fill:g}) " if fill is not None else "(its largest finite value) ")
+                     + "and the array `valid` is 0: in ParaView apply Threshold on `valid` (1 to 1) before colouring"
+                     if n_missing else "")
+                  + ("; " if n_missing and masked else "")
+                  + (f"these arrays also miss values where the height is finite: {', '.join(masked)}, each 0 in "
+                     "its mask there" if masked else ""))
     with open(path, "w", encoding="ascii", errors="replace", newline="\n") as f:
         f.write("# vtk DataFile Version 3.0\n")
         f.write(title + "\n")
