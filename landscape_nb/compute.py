@@ -655,17 +655,25 @@ def _warn_if_made_around_another_model(model, d: Directions) -> None:
     directions normalized to another model's filters compared two models' sharpness the wrong way round (their
     filter norms were the first model's: Li et al. 2018, §4), and an interpolation computed around b put
     2b − a at x = 1 under the label "a → b" (trial s35)."""
-    made = d.provenance.get("centre_weights")
-    if _normalized_to_other_weights(model, d):
-        why = (f"they are {d.provenance.get('norm')}-normalized to that model's weights, so their scale is not this "
-               "model's and sharpness read from the surface compares neither (Li et al. 2018, §4): make them for this "
-               "model, random_directions(model, ...), with the same seed")
-    elif made and made != parameters_fingerprint(model):
+    made, prov = d.provenance.get("centre_weights"), d.provenance
+    normalized = (f"they are {prov.get('norm')}-normalized to that model's weights, so their scale is not this "
+                  "model's and sharpness read from the surface compares neither (Li et al. 2018, §4): make them for "
+                  "this model, random_directions(model, ...), with the same seed")
+    if d.scheme.startswith("random") and prov.get("norm") in ("filter", "layer"):  # read back from the weights:
+        if not _normalized_to_other_weights(model, d):  # a float16 copy of the model is the same model
+            return
+        why = normalized
+    elif not made or made == parameters_fingerprint(model):
+        return
+    elif d.scheme.startswith("random"):  # norm="weight": scaled elementwise by the other weights
+        why = normalized
+    elif d.scheme == "hessian":
+        why = ("they are that model's Hessian eigenvectors and their labels its eigenvalues, not this model's: "
+               "compute hessian_directions(model, data, ...) for this one")
+    else:
         why = ("the surface is centred at this model, so the points the directions name (the other models at 1, a "
                "path's checkpoints) are not where its axes put them: pass the model they were made around (the "
                "first model of a path, the final model of a PCA)")
-    else:
-        return
     warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around another model's weights "
               f"than this {type(model).__name__}'s; {why}")
 
@@ -675,7 +683,8 @@ def _normalized_to_other_weights(model, d: Directions) -> bool:
     (normalizing them again to those weights moves some filter by more than 1 %: a float16 copy of the same
     model moves none by 0.1 %)."""
     prov = d.provenance
-    if not d.scheme.startswith("random") or prov.get("norm") not in ("filter", "layer") or prov.get("orthogonalized"):
+    if not d.scheme.startswith("random") or prov.get("norm") not in ("filter", "layer") or \
+            prov.get("first_drawn") is False:
         return False
     weights = [t.detach().double().cpu() for t in d.layout.tensors(unwrap_model(model))]
     for v in d.vectors:
@@ -683,6 +692,8 @@ def _normalized_to_other_weights(model, d: Directions) -> bool:
             if part.any() and not torch.allclose(normalize_like(part, w, prov["norm"], prov.get("ignore")), part,
                                                  rtol=1e-2, atol=0):
                 return True
+        if prov.get("orthogonalized"):  # the first vector is as drawn and normalized; the others are components
+            break  # orthogonal to those before, whose filter norms hold only roughly (trial s38: none was checked)
     return False
 
 

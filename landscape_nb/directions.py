@@ -133,7 +133,10 @@ class Directions:
         return out
 
     def select(self, idx: Sequence[int]) -> "Directions":
-        return Directions(self.vectors[list(idx)].clone(), self.layout, dict(self.provenance))
+        prov = dict(self.provenance)
+        if prov.get("orthogonalized") and list(idx)[:1] != [0]:  # its first vector is no longer the one drawn
+            prov["first_drawn"] = False  # and normalized: the others' filter norms hold only roughly
+        return Directions(self.vectors[list(idx)].clone(), self.layout, prov)
 
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` of arrays plus a JSON string; loading it runs no code."""
@@ -322,6 +325,10 @@ def random_directions(
     prov["orthogonalized"] = bool(orthogonalize)
     prov["cosine_max"] = _max_offdiag(_cosines(vectors))
     prov["norms"] = vectors.double().norm(dim=1).tolist()
+    if norm == "weight":  # scaled by these weights elementwise, which no other check can read back (trial s38)
+        from .spec import parameters_fingerprint
+
+        prov["centre_weights"] = parameters_fingerprint(model)
     return Directions(vectors, layout, prov)
 
 

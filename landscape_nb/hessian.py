@@ -56,6 +56,7 @@ from .params import (ParamLayout, check_finite, eval_mode, holding, model_device
                      unwrap_model)
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          random_outputs_note, run_checking_inputs)
+from .spec import parameters_fingerprint
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -768,8 +769,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
-            "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows)}
-    return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
+            "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows),
+            "centre_weights": parameters_fingerprint(model)}  # another model's eigenvectors, labelled with its
+    return Directions(torch.stack(rows), op.layout, prov)  # eigenvalues, were taken with no word (trial s38)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
 
 
 def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs | None, tol: float,

@@ -546,3 +546,17 @@ def test_directions_made_around_another_models_weights_are_said_so(mlp_data):
         lnb.compute_surface(torch.jit.script(a), mlp_data, filt, **grid)  # the same weights, wrapped or cast
         lnb.compute_surface(torch.jit.script(a), mlp_data, line, x=(0, 1, 3))
         lnb.compute_surface(copy.deepcopy(a).double(), (mlp_data[0].double(), mlp_data[1]), filt, **grid)
+    # orthogonalized sets (only their first vector holds the filter norms), weight-normalized ones and Hessian
+    # eigenvectors (labelled with the other model's eigenvalues) were taken on another model with no word (trial s38)
+    plane = {"x": (-1, 1, 3), "y": (-1, 1, 3)}
+    for made, words in ((lnb.random_directions(a, n=2, seed=0, orthogonalize=True), "random-orthogonal"),
+                        (lnb.orthogonalize(lnb.random_directions(a, n=2, seed=0)), "random"),
+                        (lnb.random_directions(a, n=2, seed=0, norm="weight"), "random"),
+                        (lnb.hessian_directions(a, mlp_data), "hessian")):
+        with pytest.warns(UserWarning, match=rf"these {words} directions were made around another model's weights"):
+            lnb.compute_surface(b, mlp_data, made, **plane)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            lnb.compute_surface(a, mlp_data, made, **plane)
+            if made.provenance.get("orthogonalized"):  # a selection not from the first vector: none to read back
+                lnb.compute_surface(b, mlp_data, made.select([1]), x=(-1, 1, 3))
