@@ -199,7 +199,10 @@ def nonconvex_fraction(ratio: np.ndarray, threshold: float = 0.1) -> float:
     Parameters
     ----------
     ratio : ndarray, any shape
-        ``eig_ratio`` of an eigen-map (Li et al. 2018, Fig. 6).
+        ``eig_ratio`` of an eigen-map (Li et al. 2018, Fig. 6) made with ``ratio="negative"``
+        (`landscape_nb.eigen_map`'s default); an ``"abs"`` one (``compute_surface(...,
+        quantity="hessian")``'s, the reference's files') counts convex points too: pass
+        ``hessian.eig_ratio`` of its ``lambda_max`` and ``lambda_min`` instead.
     threshold : float, default 0.1
 
     Returns

@@ -1070,3 +1070,30 @@ def test_inference_mode_is_named_and_data_made_under_it_are_used(data64):
     dense = np.linalg.eigvalsh(_dense_hessian(model, data64))
     eig = lnb.hessian_eigenvalues(model, made, tol=1e-8)
     np.testing.assert_allclose([eig["max"][0], eig["min"][0]], [dense[-1], dense[0]], rtol=1e-7)
+
+
+def test_the_eigen_map_figure_of_a_convex_fit_is_convex_whatever_its_surfaces_ratio():
+    """``compute_surface(quantity="hessian")`` stores ``eig_ratio`` as ``|λ_min/λ_max|`` at every point (its
+    "abs" default, kept for its stores); ``plot.eigen_map`` drew it, so a linear least-squares fit, whose Hessian
+    2XᵀX/N is positive definite everywhere, showed as 37 % non-convex at every point (trial s38). The figure now
+    draws the ratio from the eigenvalues, 0 where λ_min ≥ 0, and ``ratio="abs"`` the reference's."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.8, 0.6], dtype=torch.float64)
+    target = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+
+    def mse(out, t):
+        return ((out.squeeze(1) - t) ** 2).mean()
+
+    d = lnb.random_directions(model, n=2, seed=0, ignore=None)
+    surf = lnb.compute_surface(model, (x, target), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=mse, quantity="hessian")
+    eig = np.linalg.eigvalsh((2 * x.T @ x / len(x)).numpy())  # the same at every point: the loss is quadratic
+    np.testing.assert_allclose(surf.metrics["lambda_min"], eig[0], rtol=1e-5)
+    np.testing.assert_allclose(surf.metrics["lambda_max"], eig[-1], rtol=1e-5)
+    np.testing.assert_allclose(surf.metrics["eig_ratio"], eig[0] / eig[-1], rtol=1e-4)  # what the store holds
+    heat = lnb.plot.eigen_map(surf).data[0]
+    assert np.all(np.asarray(heat.z, float) == 0.0) and "0 where λmin ≥ 0" in lnb.plot.eigen_map(surf).layout.title.text
+    np.testing.assert_allclose(np.asarray(lnb.plot.eigen_map(surf, ratio="abs").data[0].z, float),
+                               eig[0] / eig[-1], rtol=1e-4)
+    with pytest.raises(LandscapeError, match=r"unknown plot.eigen_map ratio 'neg'; expected one of"):
+        lnb.plot.eigen_map(surf, ratio="neg")

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, check_choice
 from ..sharpness import axis_sharpness, loss_barrier, sharpness_text
 from ..surface import Surface
 from ._common import (
@@ -164,9 +164,15 @@ def eigen_map(
     *,
     loss_levels: int = 15,
     title: str | None = None,
+    ratio: str = "negative",
 ) -> go.Figure:
-    """The non-convexity map of Li et al. 2018 (Fig. 6 [1]_): ``eig_ratio`` (``|λ_min / λ_max|``, 0
-    where λ_min ≥ 0 by default) per grid point, with the loss contours on top.
+    """The non-convexity map of Li et al. 2018 (Fig. 6 [1]_): ``|λ_min / λ_max|``, 0 where λ_min ≥ 0
+    (``ratio="negative"``), per grid point, with the loss contours on top.
+
+    The map is drawn from ``lambda_max`` and ``lambda_min`` (`landscape_nb.hessian.eig_ratio`), not from the
+    surface's ``eig_ratio``, whose definition depends on how it was made: ``compute_surface(...,
+    quantity="hessian")`` and the reference's files store ``|λ_min/λ_max|`` as written at every point
+    (``"abs"``), which drew a convex least-squares fit as non-convex everywhere.
 
     Parameters
     ----------
@@ -178,29 +184,37 @@ def eigen_map(
     loss_levels : int, default 15
         Contour lines of the loss drawn on top (0: none).
     %(title)s
+    ratio : {"negative", "abs"}, default "negative"
+        ``"abs"`` draws ``|λ_min/λ_max|`` at every point, as the reference's ``plot_2d_eig_ratio``
+        does (for a positive definite Hessian its inverse condition number).
 
     %(returns)s
 
     %(raises)s
-        Also if the surface lacks one of the three eigenvalue metrics or ``loss_levels`` is
-        negative.
+        Also if the surface lacks ``lambda_max`` or ``lambda_min``, ``loss_levels`` is
+        negative or ``ratio`` is neither choice.
 
     References
     ----------
     %(li2018)s
     """
     _check_surface(surface, ndim=2, where="plot.eigen_map")
-    missing = [m for m in ("eig_ratio", "lambda_max", "lambda_min") if m not in surface.metrics]
+    from ..hessian import RATIOS, eig_ratio
+
+    check_choice("plot.eigen_map ratio", ratio, RATIOS)
+    missing = [m for m in ("lambda_max", "lambda_min") if m not in surface.metrics]
     if missing:
         raise LandscapeError(
             f"plot.eigen_map: the surface has no {missing}; expected a surface from landscape_nb.eigen_map "
             "(compute_surface(..., quantity='hessian'))."
         )
-    ratio = _transform(surface.metrics["eig_ratio"], log=False, clip=False)
+    lmax, lmin = (np.asarray(surface.values(n), float) for n in ("lambda_max", "lambda_min"))
+    definition = ratio
+    ratio = np.vectorize(lambda a, b: eig_ratio(a, b, definition), otypes=[float])(lmax, lmin)
+    ratio[~np.asarray(surface.done_mask, bool)] = np.nan
     finite = ratio[np.isfinite(ratio)]
     zmax = float(finite.max()) if finite.size else 1.0
-    custom = np.stack([np.asarray(surface.values(n), float)
-                       for n in ("eig_ratio", "lambda_max", "lambda_min", "loss")], -1)
+    custom = np.stack([ratio, lmax, lmin, np.asarray(surface.values("loss"), float)], -1)
     fig = go.Figure(go.Heatmap(
         x=np.asarray(surface.x, float), y=np.asarray(surface.y, float), z=ratio, zmin=0.0,
         zmax=zmax if zmax > 0 else 1.0, colorscale=COLORSCALE, connectgaps=False, customdata=custom,
@@ -221,7 +235,9 @@ def eigen_map(
     width, height = plot_area()
     fig.update_xaxes(title_text=fit_title(surface.x_label, width), ticks="outside")
     fig.update_yaxes(title_text=fit_title(surface.y_label, height), ticks="outside")
-    fig.update_layout(title=_title(title, surface) or "non-convexity map |λmin/λmax|")
+    fig.update_layout(title=_title(title, surface) or ("non-convexity map |λmin/λmax| (0 where λmin ≥ 0)"
+                                                        if definition == "negative" else
+                                                        "|λmin/λmax| at every point (ratio='abs')"))
     note_partial(fig, surface)
     return fig
 
