@@ -375,8 +375,9 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         from ``{split}_acc`` as a fraction (the file holds percent); the other split as
         ``metrics["test_loss"]``/``["test_accuracy"]`` (or ``train_``), NaN where its own loss is
         still ``-1``; ``max_eig``/``min_eig`` as ``lambda_max``/``lambda_min`` (and ``eig_ratio``
-        = |λ_min/λ_max| where the file has none); any other array of the grid's size as a metric
-        of that name. Points the file marks as not computed (negative, ``-1``) are NaN with
+        = |λ_min/λ_max| where the file has none); another split's ``<name>_acc`` beside its
+        ``<name>_loss`` (``save_reference_surface`` of named splits) as ``<name>_accuracy``, a
+        fraction; any other array of the grid's size as a metric of that name. Points the file marks as not computed (negative, ``-1``) are NaN with
         ``done`` False, and so are a split's metrics where its loss is NaN.
 
     Raises
@@ -418,6 +419,9 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         other = "test" if split == "train" else "train"
         names = {f"{split}_acc": "accuracy", f"{other}_loss": f"{other}_loss", f"{other}_acc": f"{other}_accuracy",
                  **_EIGEN_KEYS}
+        # a named split's accuracy, in percent as save_reference_surface writes it: val_acc read as 28.2 (trial s38)
+        split_accs = {k for k in keys if k.endswith("_acc") and f"{k[:-4]}_loss" in keys} - {f"{split}_acc"}
+        names.update({k: f"{k[:-4]}_accuracy" for k in split_accs})
         h5py = _h5py()
         for key in sorted(keys - {"xcoordinates", "ycoordinates", f"{split}_loss"}):
             obj = f[key]
@@ -427,7 +431,7 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                     _grid_array(f, key, x.size, ny, path)
                 continue
             values = _grid_array(f, key, x.size, ny, path)
-            if key in (f"{split}_acc", f"{other}_acc"):
+            if key in (f"{split}_acc", f"{other}_acc") or key in split_accs:
                 _warn_if_fractions(values, key, path, ours=_ATTR_PROVENANCE in f.attrs)
                 values = values / 100.0
             metrics[names.get(key, key)] = values

@@ -356,6 +356,10 @@ def test_a_surface_over_named_splits_writes_each_split_under_its_own_name(tmp_pa
     with h5py.File(lnb.save_reference_surface(other, tmp_path / "o.h5", split="test")) as f:
         assert sorted(f) == ["test_acc", "test_loss", "val_acc", "val_loss", "xcoordinates", "ycoordinates"]
         np.testing.assert_array_equal(f["val_loss"][:].ravel(), surf.metrics["train_loss"].ravel())
+    back = lnb.load_reference_surface(tmp_path / "o.h5", split="test")  # val_acc came back in percent (trial s38)
+    np.testing.assert_allclose(back.metrics["val_accuracy"], surf.metrics["train_accuracy"], rtol=1e-12)
+    np.testing.assert_array_equal(back.metrics["val_loss"], surf.metrics["train_loss"])
+    assert "val_acc" not in back.metrics
 
 
 def test_surface_with_mismatched_shape_is_refused_naming_both_shapes(tmp_path):
