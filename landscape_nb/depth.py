@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import LandscapeError
+from .errors import LandscapeError, warn_user
 
 DEPTHS = (20, 56, 110)
 """The depths of Li et al.'s Figure 5, all in the zoo as ``resnet{depth}[-noskip]-digits``."""
@@ -165,7 +165,8 @@ def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, rise: float = 1
     Returns
     -------
     radius : float
-        In the units of the axes (filter-normalized steps).
+        In the units of the axes (filter-normalized steps); NaN where the centre's loss is not
+        finite (no level to rise from).
     capped : bool
         True when no grid point reaches the level: the radius is then the largest
         distance on the grid, a lower bound.
@@ -186,6 +187,8 @@ def basin_radius(x: np.ndarray, y: np.ndarray, loss: np.ndarray, rise: float = 1
     if not rise > 0:
         raise LandscapeError(f"basin_radius: got rise={rise}; expected a loss increase > 0, e.g. 1.0.")
     centre = values[_origin(y, "y"), _origin(x, "x")]
+    if not np.isfinite(centre):  # a NaN centre read as +inf gave (0.0, False): a plausible radius (trial s38)
+        return math.nan, False
     distance = np.hypot(*np.meshgrid(x, y))
     above = distance[values >= centre + rise]
     if above.size == 0:
@@ -469,10 +472,33 @@ def depth_comparison(
             accuracy = math.nan if centre is None else float(
                 centre[_origin(np.asarray(surface.y), "y"), _origin(np.asarray(surface.x), "x")])
         rows.append(summarize(name, depth, skip, accuracy, surface, eigen, settings))
+        _warn_if_near_chance(name, accuracy, ex.test, settings.max_samples, rows[-1])
     return DepthComparison(tuple(rows), settings, surfaces, eigen_maps)
 
 
 # ---------------------------------------------------------------------- helpers ----
+
+def _warn_if_near_chance(name: str, accuracy: float, test, max_samples: int | None, row: DepthRow) -> None:
+    """Warn where a row's model classifies no better than 1.5× chance (1 / the distinct integer targets): its
+    centre is no trained minimizer, and a flat plane around chance read as the widest basin (trial s38: a plain
+    22-layer net that never trained, at 0.095 accuracy, "≥ 1.41" against its residual twin's 0.45)."""
+    from .data import read_data
+
+    if not math.isfinite(accuracy):
+        return
+    try:
+        targets = read_data(test, "test", max_samples=max_samples).targets
+    except Exception:  # noqa: BLE001 - data compute_surface read already; here only for the count
+        return
+    if targets is None or targets.ndim != 1 or targets.dtype.is_floating_point:
+        return
+    chance = 1.0 / max(int(targets.unique().numel()), 1)
+    if chance < 1.0 and accuracy <= 1.5 * chance:
+        warn_user(f"landscape_nb.depth_comparison: {name} has test accuracy {accuracy:.3f}, near chance ({chance:.3f}: "
+                  f"{round(1 / chance)} classes), so its centre is no trained minimizer and its row (basin radius "
+                  f"{row.basin_radius:.2f}, {row.n_minima} minima) describes an untrained net's plane, not a basin: "
+                  "train it further (or with another learning rate) before comparing")
+
 
 def _grid(loss, where: str) -> np.ndarray:
     values = np.asarray(loss, dtype=np.float64)
