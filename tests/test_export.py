@@ -100,6 +100,16 @@ def test_export_image_explains_bad_format_and_missing_browser(tmp_path, bowl, mo
     fig = plot.heatmap(bowl)
     with pytest.raises(LandscapeError, match="format 'bmp'.*expected one of"):
         export_image(fig, tmp_path / "bowl.bmp")
+    # accepted before, with no word: SVG bytes in a .png file, a 700x500 image for width=-5 or scale=0 (trial s38)
+    with pytest.raises(LandscapeError, match=r"format='svg' but the path .* ends in '\.png'; expected them to "
+                                             r"agree: drop format= \(the suffix decides\) or name the file 'b\.svg'"):
+        export_image(fig, tmp_path / "b.png", format="svg")
+    for bad, words in (({"width": -5}, r"export_image width=-5; expected a positive integer or None"),
+                       ({"height": 200.5}, r"export_image height=200\.5; expected a positive integer"),
+                       ({"scale": 0}, r"export_image scale=0; expected a positive finite number")):
+        with pytest.raises(LandscapeError, match=words):
+            export_image(fig, tmp_path / "b.png", **bad)
+    assert not list(tmp_path.glob("b.*"))
     pytest.importorskip("kaleido")
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chromium"))
     with pytest.raises(LandscapeError, match="BROWSER_PATH=.*not an executable.*chromium"):

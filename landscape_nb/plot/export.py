@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LandscapeError, warn_user
+from ..errors import LandscapeError, positive_int, positive_number, warn_user
 from ..surface import Surface
 from ._common import (
     PARTIAL_NOTE,
@@ -151,8 +151,9 @@ def export_image(
     Raises
     ------
     LandscapeError
-        If ``fig`` is not a plotly figure, the format is not one of `IMAGE_FORMATS`,
-        kaleido >= 1 is missing, ``BROWSER_PATH`` is not an executable, or the browser
+        If ``fig`` is not a plotly figure, the format is not one of `IMAGE_FORMATS` (or
+        ``format`` and the path's image suffix differ), ``width``/``height`` are not positive
+        integers or ``scale`` a positive number, kaleido >= 1 is missing, ``BROWSER_PATH`` is not an executable, or the browser
         fails to render.
     """
     fig = _check_figure(fig, "export_image")
@@ -164,6 +165,15 @@ def export_image(
             f"{format or str(path)!r}); expected one of {IMAGE_FORMATS}; e.g. use a '.png' or "
             "'.svg' path, or pass format='png'."
         )
+    given = path.suffix.lstrip(".").lower()
+    if format and given in IMAGE_FORMATS and {given, fmt} != {"jpg", "jpeg"} and given != fmt:
+        raise LandscapeError(  # SVG bytes in a .png file, with no word (trial s38)
+            f"export_image: format={format!r} but the path {str(path)!r} ends in '.{given}'; expected them to agree: "
+            f"drop format= (the suffix decides) or name the file '{path.with_suffix('.' + fmt).name}'")
+    for name, value in (("width", width), ("height", height)):
+        positive_int(f"export_image {name}", value, none="the figure's own size", fix="pixels, e.g. 1000")
+    if scale is not None:  # width=-5 or scale=0 gave a 700x500 image (trial s38)
+        positive_number("export_image scale", scale, fix="a factor of the resolution, e.g. 2")
     _check_kaleido()
     import plotly.io as pio
 
