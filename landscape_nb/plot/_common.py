@@ -568,7 +568,7 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
     label = _axis_label(log)
     raw_disp = _transform(raw, log=log, clip=False)
     if zmax is not None and np.nanmax(raw_disp, initial=-np.inf) > zmax:
-        label += f"<br>(capped at {zmax:.3g})"
+        label += f"<br>(capped at {zmax:.4g})"
     return label + non_positive_note(log, [raw])
 
 
