@@ -32,9 +32,22 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
 
 
-def rescalable_layers(model: nn.Module) -> dict[str, str]:
+def rescalable_layers(model: nn.Module, *, check=None, rtol: float = 1e-5) -> dict[str, str]:
     """``{layer: next layer}`` for each Linear/Conv layer whose output reaches the next one
-    through positively homogeneous modules only (ReLU, pooling, Flatten...), in module order."""
+    through positively homogeneous modules only (ReLU, pooling, Flatten...).
+
+    Candidates come from module order, which does not see a skip connection or a nonlinearity
+    written in ``forward``; each is then tried (the layer's weights and bias times 2, the next
+    layer's weights halved, in place and restored exactly) and kept only where the outputs stay
+    within ``rtol`` (relative to their largest magnitude) on ``check``, or on 16 standard-normal
+    inputs where the first module is a Linear layer. Without either (a conv net and no ``check``)
+    the candidates are returned untried, and `reparametrize` tries the ones it is given.
+
+    Raises
+    ------
+    LandscapeError
+        If the model cannot run on ``check``.
+    """
     leaves = _leaves(model)
     out = {}
     for i, (name, mod) in enumerate(leaves):
@@ -46,7 +59,41 @@ def rescalable_layers(model: nn.Module) -> dict[str, str]:
                 break
             if not isinstance(m, HOMOGENEOUS):
                 break
-    return out
+    try:
+        inputs = _probe_inputs(model) if check is None else check
+    except LandscapeError:  # the input shape is unknown: untried
+        return out
+    mods = dict(model.named_modules())
+    # a residual MLP listed every skip-crossing pair, on which any list of scales was refused (trial s38)
+    return {name: nxt for name, nxt in out.items() if _keeps_function(model, mods[name], mods[nxt], inputs, rtol)}
+
+
+def _keeps_function(model: nn.Module, layer: nn.Module, nxt: nn.Module, inputs, rtol: float) -> bool:
+    """Whether scaling ``layer`` by 2 and ``nxt``'s weights by 1/2 keeps the outputs on ``inputs`` (exact powers of
+    two: the weights are restored bit for bit)."""
+    with torch.no_grad():
+        ref = _outputs(model, inputs)
+        tensors = [layer.weight, *([layer.bias] if layer.bias is not None else [])]
+        try:
+            for t in tensors:
+                t.mul_(2.0)
+            nxt.weight.mul_(0.5)
+            out = _outputs(model, inputs)
+        finally:
+            for t in tensors:
+                t.mul_(0.5)
+            nxt.weight.mul_(2.0)
+    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)) <= rtol
+
+
+def _outputs(model: nn.Module, inputs) -> torch.Tensor:
+    try:
+        with eval_mode(model):
+            return model(inputs)
+    except Exception as exc:  # the probe or the given inputs do not fit the model
+        raise LandscapeError(f"could not run the model on the check inputs of shape "
+                             f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {one_line(exc, 200)}); "
+                             "pass check=x, a batch of inputs as the model takes them") from exc
 
 
 def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1e-5) -> nn.Module:
@@ -99,7 +146,7 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
     """
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    pairs = rescalable_layers(model)
+    pairs = rescalable_layers(model, check=check, rtol=rtol)
     if isinstance(layer_scales, Mapping):
         scales = dict(layer_scales)
     elif isinstance(layer_scales, Sequence) and not isinstance(layer_scales, str):
@@ -116,8 +163,9 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
         if name not in pairs:
             raise LandscapeError(
                 f"layer {name!r} cannot be rescaled; expected one of {list(pairs)} (Linear/Conv layers followed, "
-                "through ReLU/pooling only, by another Linear/Conv layer; BatchNorm or other nonlinearities in "
-                "between break the invariance)"
+                "through ReLU/pooling only, by another Linear/Conv layer, tried on the check inputs; BatchNorm, "
+                "other nonlinearities (also one written in forward(), such as torch.tanh), a skip connection or "
+                "a reused module in between break the invariance)"
             )
         if not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a <= 0:
             raise LandscapeError(f"scale {a!r} for {name!r}; expected a positive finite number (ReLU is only "

@@ -118,7 +118,7 @@ def test_layers_that_cannot_be_rescaled_are_refused(chain, mlp_data):
             lnb.reparametrize(chain, {"layers.0": bad})
     with pytest.raises(LandscapeError, match="3 scales for 2 rescalable layers"):
         lnb.reparametrize(chain, [1.0, 2.0, 3.0])
-    with pytest.raises(LandscapeError, match="differ from the original's"):
+    with pytest.raises(LandscapeError, match="layer 'fc1' cannot be rescaled; .* a skip connection"):
         lnb.reparametrize(Skip(), {"fc1": 3.0}, check=mlp_data[0])
 
 
@@ -136,14 +136,21 @@ class FunctionalTanh(nn.Module):
 def test_a_nonlinearity_written_in_forward_is_refused_with_or_without_check():
     torch.manual_seed(0)
     m = FunctionalTanh().eval()
-    assert rescalable_layers(m) == {"fc1": "fc2"}  # the module order alone cannot see the tanh
     x = torch.randn(64, 8)
+    # the module order alone cannot see the tanh: each candidate is tried, on random inputs of the first Linear's
+    # size or on check (trial s38: a residual MLP listed every pair across a skip)
+    state = copy.deepcopy(m.state_dict())
+    assert rescalable_layers(m) == rescalable_layers(m, check=x) == {}
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())  # restored bit for bit
+    assert rescalable_layers(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))) == {"0": "2"}
+    assert rescalable_layers(Skip(), check=x[:, :6]) == {}
     with torch.no_grad():  # the copy would compute another function: up to ~80 % of max|f| off
         naive = copy.deepcopy(m)
         naive.fc1.weight.mul_(10.0), naive.fc1.bias.mul_(10.0), naive.fc2.weight.div_(10.0)
         assert (naive(x) - m(x)).abs().max() > 0.1 * m(x).abs().max()
     for check in (None, x):  # no check given: random inputs of the first Linear's size are compared
-        with pytest.raises(LandscapeError, match="nonlinearity written in forward"):
+        with pytest.raises(LandscapeError, match=r"layer 'fc1' cannot be rescaled; .* nonlinearities \(also one "
+                                                 r"written in forward\(\)"):
             lnb.reparametrize(m, {"fc1": 10.0}, check=check)
 
 
