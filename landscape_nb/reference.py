@@ -117,9 +117,11 @@ def _read_axis(f, axis: str, entries: list[tuple[str, Any]]) -> list[np.ndarray]
     if isinstance(obj, _h5py().Group):
         names = set(obj.keys())
         if names != {str(i) for i in range(len(names))}:
-            raise LandscapeError(
-                f"{axis!r} holds datasets {sorted(names)[:5]}; expected datasets named '0', '1', ... (one per "
-                "model tensor), as the reference's h5_util.write_list writes them"
+            odd = sorted(names - {str(i) for i in range(len(names))}, key=lambda n: (not n.isdigit(), n))
+            raise LandscapeError(  # it listed '0'..'4' for a stray 'meta' among them (trial s38)
+                f"{axis!r} holds {len(names)} datasets, of which {odd[:5]} are not named '0'..'{len(names) - 1}'; "
+                "expected datasets named '0', '1', ... (one per model tensor), as the reference's "
+                "h5_util.write_list writes them: remove the others from the group"
             )
         return [np.asarray(obj[str(i)][()]) for i in range(len(names))]
     flat = np.asarray(obj[()]).reshape(-1)  # one flat vector: the tensors concatenated in order
@@ -208,10 +210,17 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
             problems[kind] = problem
         if chosen is None:
             detail = "; ".join(f"as {k!r}: {p}" for k, p in problems.items())
+            other = [k for k in DIR_TYPES if k != dir_type]
+            fits_other = bool(dir_type) and all(  # --dir-type weights on a states file said only the counts (s38)
+                _fits(_read_axis(f, a, _reference_entries(model, other[0])), _reference_entries(model, other[0]))
+                is None for a in axes)
             raise LandscapeError(
                 f"the directions in {str(path)!r} do not fit {type(model).__name__} ({detail}); expected one "
                 "tensor per model.parameters() ('weights') or per model.state_dict() entry ('states'), same "
-                "shapes, same order. Load them with the model (architecture and definition) they were made for."
+                "shapes, same order. "
+                + (f"The file fits as {other[0]!r}: drop dir_type (--dir-type), which the file decides, or pass "
+                   f"{other[0]!r}." if fits_other else
+                   "Load them with the model (architecture and definition) they were made for.")
             )
         stored = _attr_json(f, _ATTR_PROVENANCE)
         written = f.attrs.get(_ATTR_VALUES)  # none in the reference's files and in ours before 2026-12-02
@@ -408,6 +417,9 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                     "it holds Hessian eigenvalues only, as plot_hessian_eigen.py writes them into a surface file "
                     "before plot_surface.py has added its loss: run that on the same --surf_file first, or "
                     "compute the eigen-map here (lnb.eigen_map)" if {"max_eig", "min_eig"} & keys else
+                    f"it holds {sorted(k for k in keys if k.endswith('_acc'))} but no loss, which the surface is "
+                    "of: write the loss beside it (the reference's plot_surface.py writes both)"
+                    if any(k.endswith("_acc") for k in keys) else
                     "it holds neither, so it is no surface file of the reference")
             )
         x = np.asarray(f["xcoordinates"][()], dtype=float).reshape(-1)

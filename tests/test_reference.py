@@ -201,6 +201,28 @@ def test_directions_of_another_architecture_are_refused_naming_both_shapes(tmp_p
     assert "(8, 6)" in msg and "(16, 6)" in msg and "made for" in msg
 
 
+def test_misfitting_files_are_refused_saying_what_would_fit(tmp_path, cnn):
+    """Trial s38: a stray dataset among '0'..'n' was refused listing '0'..'4'; a states file read with
+    dir_type='weights' said only the tensor counts; a file with train_acc and no loss "holds neither"."""
+    d = lnb.interpolation_direction(cnn, copy.deepcopy(cnn).train(), include_buffers=True)
+    with torch.no_grad():
+        d.vectors.add_(0.01)
+    path = lnb.save_reference_directions(cnn, d, tmp_path / "d.h5")  # states: buffers move
+    with pytest.raises(LandscapeError, match=r"do not fit .*The file fits as 'states': drop dir_type \(--dir-type\), "
+                                             r"which the file decides, or pass 'states'"):
+        lnb.load_reference_directions(cnn, path, dir_type="weights")
+    assert torch.equal(lnb.load_reference_directions(cnn, path).vectors, d.vectors)
+    with h5py.File(path, "r+") as f:
+        f["xdirection"]["meta"] = np.zeros(1)
+    with pytest.raises(LandscapeError, match=r"'xdirection' holds \d+ datasets, of which \['meta'\] are not named "
+                                             r"'0'\.\.'\d+'; .* remove the others from the group"):
+        lnb.load_reference_directions(cnn, path)
+    with h5py.File(tmp_path / "acc.h5", "w") as f:
+        f["xcoordinates"], f["train_acc"] = np.linspace(-1, 1, 3), np.full(3, 50.0)
+    with pytest.raises(LandscapeError, match=r"it holds \['train_acc'\] but no loss, which the surface is of"):
+        lnb.load_reference_surface(tmp_path / "acc.h5")
+
+
 def test_a_surface_file_is_refused_as_directions(tmp_path, cnn):
     with h5py.File(tmp_path / "s.h5", "w") as f:
         f["xcoordinates"] = np.linspace(-1, 1, 3)
