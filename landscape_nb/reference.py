@@ -258,6 +258,10 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                 parts[k] = torch.zeros(e.shape, dtype=torch.float64 if wide else torch.float32)
         rows.append(torch.cat([p.reshape(-1) for p in parts]))
     vectors = torch.stack(rows)
+    if len(rows) == 2 and torch.equal(rows[0], rows[1]):  # the reference's --same_dir: refused later as parallel
+        warn_user(f"landscape_nb.load_reference_directions: {str(path)!r} holds the same ydirection as xdirection "
+                  "(plot_surface.py --same_dir), so they span a line, not a plane: a 2D surface along them is "
+                  "refused; use .select([0]) for the line, or write a file with two directions")  # (its refusal
     prov = dict(stored)
     prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
                  "dropped": dropped, "cosine_max": _max_offdiag(_cosines(vectors)),

@@ -217,6 +217,12 @@ def test_misfitting_files_are_refused_saying_what_would_fit(tmp_path, cnn):
     with pytest.raises(LandscapeError, match=r"'xdirection' holds \d+ datasets, of which \['meta'\] are not named "
                                              r"'0'\.\.'\d+'; .* remove the others from the group"):
         lnb.load_reference_directions(cnn, path)
+    same = seeded_like([tuple(p.shape) for p in cnn.parameters()], 0)
+    write_reference_directions(tmp_path / "same.h5", [same, same])  # plot_surface.py --same_dir
+    with pytest.warns(UserWarning, match=r"holds the same ydirection as xdirection \(plot_surface.py --same_dir\), "
+                                         r"so they span a line, not a plane"):
+        line = lnb.load_reference_directions(cnn, tmp_path / "same.h5")
+    assert line.select([0]).n == 1
     with h5py.File(tmp_path / "acc.h5", "w") as f:
         f["xcoordinates"], f["train_acc"] = np.linspace(-1, 1, 3), np.full(3, 50.0)
     with pytest.raises(LandscapeError, match=r"it holds \['train_acc'\] but no loss, which the surface is of"):
