@@ -521,7 +521,8 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
 #: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
 #: the caller's: ``provenance=`` giving one is refused before the model runs
 RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
-                      "torch", "python", "model_code", "code_globals", "code_structures", "device", "precision", "bn_fold",
+                      "torch", "python", "model_code", "code_globals", "code_structures", "device", "precision",
+                      "bn_fold",
                       "channels_last", "compile", "running_var", "malloc",
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
                       "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",

@@ -770,8 +770,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
             "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows),
-            "centre_weights": parameters_fingerprint(model)}  # another model's eigenvectors, labelled with its
-    return Directions(torch.stack(rows), op.layout, prov)  # eigenvalues, were taken with no word (trial s38)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
+            # another model's eigenvectors, labelled with its eigenvalues, were taken with no word (trial s38)
+            "centre_weights": parameters_fingerprint(model)}
+    return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
 
 
 def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs | None, tol: float,

@@ -390,8 +390,9 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         still ``-1``; ``max_eig``/``min_eig`` as ``lambda_max``/``lambda_min`` (and ``eig_ratio``
         = |λ_min/λ_max| where the file has none); another split's ``<name>_acc`` beside its
         ``<name>_loss`` (``save_reference_surface`` of named splits) as ``<name>_accuracy``, a
-        fraction; any other array of the grid's size as a metric of that name. Points the file marks as not computed (negative, ``-1``) are NaN with
-        ``done`` False, and so are a split's metrics where its loss is NaN.
+        fraction; any other array of the grid's size as a metric of that name. Points the
+        file marks as not computed (negative, ``-1``) are NaN with ``done`` False, and so are
+        a split's metrics where its loss is NaN.
 
     Raises
     ------

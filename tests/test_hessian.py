@@ -1092,7 +1092,8 @@ def test_the_eigen_map_figure_of_a_convex_fit_is_convex_whatever_its_surfaces_ra
     np.testing.assert_allclose(surf.metrics["lambda_max"], eig[-1], rtol=1e-5)
     np.testing.assert_allclose(surf.metrics["eig_ratio"], eig[0] / eig[-1], rtol=1e-4)  # what the store holds
     heat = lnb.plot.eigen_map(surf).data[0]
-    assert np.all(np.asarray(heat.z, float) == 0.0) and "0 where λmin ≥ 0" in lnb.plot.eigen_map(surf).layout.title.text
+    assert np.all(np.asarray(heat.z, float) == 0.0)
+    assert "0 where λmin ≥ 0" in lnb.plot.eigen_map(surf).layout.title.text
     np.testing.assert_allclose(np.asarray(lnb.plot.eigen_map(surf, ratio="abs").data[0].z, float),
                                eig[0] / eig[-1], rtol=1e-4)
     with pytest.raises(LandscapeError, match=r"unknown plot.eigen_map ratio 'neg'; expected one of"):

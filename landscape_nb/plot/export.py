@@ -153,8 +153,8 @@ def export_image(
     LandscapeError
         If ``fig`` is not a plotly figure, the format is not one of `IMAGE_FORMATS` (or
         ``format`` and the path's image suffix differ), ``width``/``height`` are not positive
-        integers or ``scale`` a positive number, kaleido >= 1 is missing, ``BROWSER_PATH`` is not an executable, or the browser
-        fails to render.
+        integers or ``scale`` a positive number, kaleido >= 1 is missing, ``BROWSER_PATH``
+        is not an executable, or the browser fails to render.
     """
     fig = _check_figure(fig, "export_image")
     path = Path(path).expanduser()
