@@ -69,20 +69,19 @@ def rescalable_layers(model: nn.Module, *, check=None, rtol: float = 1e-5) -> di
 
 
 def _keeps_function(model: nn.Module, layer: nn.Module, nxt: nn.Module, inputs, rtol: float) -> bool:
-    """Whether scaling ``layer`` by 2 and ``nxt``'s weights by 1/2 keeps the outputs on ``inputs`` (exact powers of
-    two: the weights are restored bit for bit)."""
+    """Whether scaling ``layer`` by 2 and ``nxt``'s weights by 1/2 keeps the outputs on ``inputs`` (the weights are
+    copied back after, bit for bit: halving a float16 subnormal loses its last bit)."""
     with torch.no_grad():
         ref = _outputs(model, inputs)
-        tensors = [layer.weight, *([layer.bias] if layer.bias is not None else [])]
+        tensors = [layer.weight, *([layer.bias] if layer.bias is not None else []), nxt.weight]
+        saved = [t.detach().clone() for t in tensors]
         try:
-            for t in tensors:
-                t.mul_(2.0)
-            nxt.weight.mul_(0.5)
+            for t, factor in zip(tensors, [2.0] * (len(tensors) - 1) + [0.5]):
+                t.mul_(factor)
             out = _outputs(model, inputs)
         finally:
-            for t in tensors:
-                t.mul_(0.5)
-            nxt.weight.mul_(2.0)
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
     return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)) <= rtol
 
 
