@@ -154,9 +154,26 @@ class DefaultLoss:
                 "F.binary_cross_entropy_with_logits(out, y.float().view_as(out))); for a regression, "
                 "loss_fn=nn.MSELoss() with float targets of the outputs' shape"
             )
+        one_hot = _one_hot_integers(logits, targets)
+        if one_hot:
+            raise LandscapeError(one_hot)
         hint = _class_range_hint(logits, targets, -100)  # the rule the user's own losses get (refuse_class_range)
         if hint:
             raise LandscapeError(f"{hint}; or {fix}")
+
+
+def _one_hot_integers(logits, targets) -> str | None:
+    """What to say of integer one-hot targets of the logits' shape (``F.one_hot(y)``), which cross-entropy refuses
+    with "Expected floating point type for target with class probabilities" (trial s38); None for others."""
+    if not (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor)) or targets.is_floating_point():
+        return None
+    if targets.shape != logits.shape or targets.ndim < 2 or targets.dtype == torch.bool:
+        return None
+    if not (bool(((targets == 0) | (targets == 1)).all()) and bool((targets.sum(1) == 1).all())):
+        return None
+    return (f"the targets are one-hot integers ({targets.dtype}, shape {_n_first(tuple(targets.shape))}, the logits' "
+            "shape): cross-entropy takes class indices or float class probabilities; pass the indices, "
+            "y.argmax(1), or the probabilities, y.float()")
 
 
 #: the key of ``DataInfo.notes`` saying the default loss was given probabilities (`probability_outputs_note`)
@@ -459,6 +476,9 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                             if "out of bounds" in str(exc) else None)  # torch's "Target 5 is out of bounds."
             if out_of_range:
                 raise LandscapeError(f"{failed}: {out_of_range}") from exc
+            one_hot = _one_hot_integers(find_logits(outputs), targets) if "floating point" in str(exc) else None
+            if one_hot:
+                raise LandscapeError(f"{failed}: {one_hot}") from exc
             raise LandscapeError(
                 f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"

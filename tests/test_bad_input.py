@@ -1113,6 +1113,27 @@ def test_the_hessian_functions_refuse_the_loss_and_data_compute_surface_refuses(
         assert "Hessian-vector product would be NaN" in got
 
 
+@pytest.mark.parametrize("loss_fn", [None, nn.CrossEntropyLoss()])
+@pytest.mark.parametrize("entry", ["compute_surface", "hessian_trace"])
+def test_integer_one_hot_targets_are_refused_with_the_two_fixes(entry, loss_fn):
+    """F.one_hot(y) targets gave torch's "Expected floating point type for target with class probabilities, got
+    Long" inside the message (trial s38); they now name the fixes, y.argmax(1) or y.float()."""
+    model = _model()
+    x, y = _data()
+    data = (x, nn.functional.one_hot(y, 3))
+    with pytest.raises(LandscapeError, match=r"the targets are one-hot integers \(torch.int64, shape \(N, 3\), the "
+                                             r"logits' shape\): cross-entropy takes class indices or float class "
+                                             r"probabilities; pass the indices, y.argmax\(1\), or the probabilities"):
+        if entry == "compute_surface":
+            lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), loss_fn=loss_fn)
+        else:
+            HESSIAN_ENTRIES[entry](model, data, loss_fn)
+    fixed = lnb.compute_surface(model, (x, data[1].float()), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                                loss_fn=loss_fn)
+    np.testing.assert_allclose(fixed.loss, lnb.compute_surface(model, (x, y), lnb.random_directions(
+        model, n=1, seed=0), x=(-1, 1, 3), loss_fn=loss_fn).loss, rtol=1e-6)
+
+
 _FORWARD_STATS: dict = {}
 
 
