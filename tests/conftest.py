@@ -185,3 +185,15 @@ def masked_in_batches_not_in_halves(dtype=torch.float32):
     spread = torch.linspace(0, 39, 20).round().long()
     assert (y[spread[:10]] == 0).sum() == (y[spread[10:]] == 0).sum() == 2 and (y[:20] == 0).sum() == 6
     return x, y
+
+
+def fresh_module(folder, name: str, source: str):
+    """``source`` written as ``folder/name.py`` (on sys.path) and imported anew, torch's generator seeded."""
+    import importlib
+    import sys
+
+    (folder / f"{name}.py").write_text(source)
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    torch.manual_seed(0)
+    return importlib.import_module(name)

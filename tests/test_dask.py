@@ -21,7 +21,7 @@ from landscape_nb import LandscapeError
 from landscape_nb.cluster import ClientChoice, get_client, parse_client
 from landscape_nb.store import SurfaceStore
 
-from conftest import make_mlp, model_at, naive_loss, random_dict_dirs
+from conftest import fresh_module, make_mlp, model_at, naive_loss, random_dict_dirs
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -962,11 +962,7 @@ def test_a_decorators_call_counter_is_state_and_two_wrappers_of_one_decorator_ar
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def load(k1):
-        (tmp_path / "counting_net.py").write_text(COUNTING_MODULE.replace("K1", k1))
-        sys.modules.pop("counting_net", None)
-        importlib.invalidate_caches()
-        torch.manual_seed(0)
-        return importlib.import_module("counting_net").CountingNet()
+        return fresh_module(tmp_path, "counting_net", COUNTING_MODULE.replace("K1", k1)).CountingNet()
 
     model = load("1.0")
     d = lnb.random_directions(model, n=1, seed=0)

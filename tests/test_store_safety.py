@@ -30,7 +30,7 @@ from landscape_nb import store_writes
 from landscape_nb.grid import Grid, coarse_to_fine
 from landscape_nb.store import WriterLock
 
-from conftest import make_mlp, model_at, naive_loss, random_dict_dirs
+from conftest import fresh_module, make_mlp, model_at, naive_loss, random_dict_dirs
 
 TESTS = Path(__file__).parent
 GRID = dict(x=(-1, 1, 7), y=(-1, 1, 5), tile=(2, 3))  # 3 x 3 = 9 tiles, 35 points
@@ -932,15 +932,7 @@ class ScaledNet(torch.nn.Module):
 '''
 
 
-def _fresh_module(folder: Path, name: str, source: str):
-    """``source`` written as ``folder/name.py`` (on sys.path) and imported anew, torch's generator seeded."""
-    import importlib
-
-    (folder / f"{name}.py").write_text(source)
-    sys.modules.pop(name, None)
-    importlib.invalidate_caches()
-    torch.manual_seed(0)
-    return importlib.import_module(name)
+_fresh_module = fresh_module
 
 
 COMMENTED_SOURCE = '''
