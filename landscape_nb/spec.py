@@ -90,6 +90,36 @@ def parameters_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
+def weights_sketch(model: nn.Module) -> list[list[float]]:
+    """Per parameter (in order, of the model inside a wrapper): its norm, its sum and its alternating sum
+    (Σ w[0::2] − Σ w[1::2]) over the flattened values, in float64. Another dtype's copy of the same weights
+    keeps each to float rounding (relative to the norm); other weights of the same architecture move the sums
+    by about their norm. What `made_around` compares: `parameters_fingerprint` is exact, so directions made
+    around a model warned on its float64 copy (re-trial s38)."""
+    out = []
+    with torch.no_grad():
+        for p in _unwrapped(model).parameters():
+            v = p.detach().reshape(-1)
+            out.append([float(torch.linalg.vector_norm(v, dtype=torch.float64)), float(v.sum(dtype=torch.float64)),
+                        float(v[0::2].sum(dtype=torch.float64) - v[1::2].sum(dtype=torch.float64))])
+    return out
+
+
+def made_around(provenance: Mapping, model: nn.Module, rtol: float = 1e-2) -> bool | None:
+    """Whether ``model``'s parameters are the ones directions (or a path) were made around: their
+    ``centre_sketch`` (`weights_sketch`) within ``rtol`` of each parameter's norm, or, for directions made
+    before it was recorded, their exact ``centre_weights`` (`parameters_fingerprint`); None where neither was
+    recorded."""
+    sketch = provenance.get("centre_sketch")
+    if sketch is not None:
+        now = weights_sketch(model)
+        return len(now) == len(sketch) and all(
+            abs(a - b) <= rtol * max(then[0], here[0]) + 1e-30
+            for then, here in zip(sketch, now) for a, b in zip(then, here))
+    made = provenance.get("centre_weights")
+    return None if not made else made == parameters_fingerprint(model)
+
+
 def code_fingerprint(model: nn.Module) -> dict:
     """The source code of the model's own module classes (torch's are left out), hashed:
     ``{"fingerprint": 16 hex digits, "structure": 16 hex digits of the sources' `source_structure` (the same
@@ -266,6 +296,11 @@ def _config_text(value) -> str | None:
         return None
 
 
+#: what `globals_and_structures` records, numbered: a store of another number compares the entries both hold
+#: (2: defaults of the user's functions, arguments of partials, functions sharing one name told apart)
+CODE_VERSION = 2
+
+
 def globals_fingerprint(model: nn.Module, loss_fn=None, metrics=None, *, loaded: bool = False) -> dict[str, str]:
     """What the user's own code reads besides the weights and arguments, hashed per name: 12 hex digits of
     SHA-256 for each module-level global (a number, string, tuple of them, tensor or array) read (a
@@ -314,6 +349,9 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
         try:
             if _plain(value):  # not dicts or lists, which a forward may fill as it runs
                 h.update(repr(value).encode())
+            elif isinstance(value, functools.partial) and all(map(_plain, (*value.args, *value.keywords.values()))):
+                h.update(repr((getattr(value.func, "__qualname__", type(value.func).__qualname__), value.args,  # its
+                               sorted(value.keywords.items()))).encode())  # arguments: ACT = partial(f, k=2.0) (s38)
             elif isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type != "meta":
                 hash_tensor(h, value.detach())
             elif isinstance(value, np.ndarray) and value.dtype != object:
@@ -405,25 +443,31 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
             walk(wrapped, depth, methods)  # edits, globals and callees resumed stale points (re-trial s37)
         if isinstance(fn, types.FunctionType):
             if own(fn.__globals__.get("__name__", fn.__module__)):  # where its code is: a wrapper copies __module__
-                key = f"{fn.__module__}.{fn.__qualname__}()" + (" wrapper" if callable(wrapped) else "")
-                twins = keyed.setdefault(key, [])  # scale(2)(f1), scale(5)(f2): one qualname, two closures, whose
-                if fn.__closure__ and id(fn) not in twins:  # entries overwrote each other (review s38)
+                home = fn.__globals__.get("__name__", fn.__module__)  # where its code is; wraps() copies the name
+                key = f"{fn.__module__}.{fn.__qualname__}()" + (  # of what it wraps, torch.tanh's for A = deco(tanh)
+                    "" if not callable(wrapped) else " wrapper" if home == fn.__module__ else
+                    f" wrapper ({home}.{getattr(fn.__code__, 'co_qualname', '?')})")
+                twins = keyed.setdefault(key, [])  # scale(2)(f1), scale(5)(f2), two lambdas in a table: one
+                if id(fn) not in twins:  # qualname, two functions, whose entries overwrote each other (s38)
                     twins.append(id(fn))
-                key += f" #{twins.index(id(fn)) + 1}" if fn.__closure__ and twins.index(id(fn)) else ""
+                key += f" #{twins.index(id(fn)) + 1}" if twins.index(id(fn)) else ""
                 if not loaded:
                     source = _function_source(fn.__code__ if callable(wrapped) else fn)  # getsource(fn) unwraps
                     record(key, source)
                     structures[key] = hashlib.sha256(source_structure(source).encode()).hexdigest()[:12]
+                    if fn.__defaults__ or fn.__kwdefaults__:  # def act(z, k=k) made by a factory: its source
+                        record(f"{key} defaults", _defaults_text(fn))  # stays, its value changes (re-trial s38)
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
                     record(key, _code_text(fn.__code__) + _defaults_text(fn))
                 state = _cells_written(fn.__code__)  # nonlocal calls; calls += 1: state, not a setting (review s38)
                 for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):  # a decorator's arguments
-                    if name in state:
-                        continue
                     try:
                         value = cell.cell_contents
                     except ValueError:  # not yet assigned
                         continue
+                    if name in state and (loaded or value is None or isinstance(value, (int, bool))):  # a counter, a
+                        continue  # flag; k = float(k), a setting written at the first call, is compared by a store
+                        # (re-trial s38), not against a worker, whose forward may have run and this process's not
                     record(f"{key} closure {name}", value)
                     if depth < CALL_DEPTH and isinstance(value, (dict, list, tuple)):
                         walk_object(value, depth + 1)
@@ -620,11 +664,44 @@ def _callable_fingerprint(fn) -> str | None:
         import io
 
         buffer = io.BytesIO()
-        _digesting_pickler()(buffer).dump(fn)
+        with _counters_masked(fn):
+            _digesting_pickler()(buffer).dump(fn)
         return hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
     except Exception:  # unpicklable callables are identified by name only (as metrics.loss_name names them;
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__  # not imported: a sibling module)
         return f"{getattr(fn, '__module__', '') or type(fn).__module__}.{name}"
+
+
+@contextlib.contextmanager
+def _counters_masked(fn):
+    """While inside, the closure cells that ``fn`` (or a function it closes over) writes and that hold an int, a bool
+    or None (a ``nonlocal`` call counter or first-call flag) read None: a loss wrapped by a counting decorator got
+    another fingerprint after each call, and a rerun refused its own store (re-trial s38)."""
+    import types
+
+    masked = []
+    for f in (fn, *(c.cell_contents for c in getattr(fn, "__closure__", None) or () if _assigned(c))):
+        if not isinstance(f, types.FunctionType) or not f.__closure__:
+            continue
+        state = _cells_written(f.__code__)
+        for name, cell in zip(f.__code__.co_freevars, f.__closure__):
+            if name in state and _assigned(cell) and (cell.cell_contents is None or
+                                                      isinstance(cell.cell_contents, (int, bool))):
+                masked.append((cell, cell.cell_contents))
+                cell.cell_contents = None
+    try:
+        yield
+    finally:
+        for cell, value in reversed(masked):  # a cell met twice: its own value last
+            cell.cell_contents = value
+
+
+def _assigned(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def _digest(hexdigest: str) -> str:

@@ -259,9 +259,10 @@ def code_differences(stored: Mapping | None, now: Mapping | None) -> dict[str, s
     trees = stored.get("code_structures"), now.get("code_structures")
     if read_then is not None and read is not None and None not in trees and same_python:  # syntax for source
         read_then, read = {**read_then, **trees[0]}, {**read, **trees[1]}
-    elif read_then is not None and read is not None:  # a store from before the syntax trees, decorated functions and
-        common = read_then.keys() & read.keys()  # closures were followed: what it could not record is not compared
-        read_then, read = ({k: v for k, v in d.items() if k in common} for d in (read_then, read))
+    if read_then is not None and read is not None and (  # a store from before the syntax trees, decorated
+            None in trees or stored.get("code_version") != now.get("code_version")):  # functions, closures, defaults
+        common = read_then.keys() & read.keys()  # and partials were followed: what it could not record is not
+        read_then, read = ({k: v for k, v in d.items() if k in common} for d in (read_then, read))  # compared
     if read_then is not None and read is not None and read_then != read:
         out["globals"] = differing(read_then, read)
         if "source" in out:  # what else differs: the changed classes' own methods are their source again

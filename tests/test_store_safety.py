@@ -1300,3 +1300,98 @@ def test_a_loss_holding_sets_of_strings_resumes_its_store_in_another_process(tmp
         assert out.returncode == 0, out.stderr[-2000:]
         said.append(out.stdout.split())
     assert [n for n, _ in said] == ["0", "5", "5"] and len({key for _, key in said}) == 1
+
+
+SETTINGS_SOURCE = '''
+import functools
+
+import torch
+from torch import nn
+
+
+def written_once(k):
+    def deco(f):
+        @functools.wraps(f)
+        def w(z):
+            nonlocal k
+            k = float(k)
+            return k * f(z)
+        return w
+    return deco
+
+
+def make(k):
+    def act(z, k=k):
+        return k * z
+    return act
+
+
+def scaled(z, k=1.0):
+    return k * z
+
+
+def counted(f):
+    calls = 0
+
+    def w(*a, **kw):
+        nonlocal calls
+        calls += 1
+        return f(*a, **kw)
+    return w
+
+
+A = written_once("A_K")(torch.tanh)
+B = make(B_K)
+C = functools.partial(scaled, k=C_K)
+TABLE = {"d": lambda z: D_K * z, "e": lambda z: z + 0.0}
+LOSS = counted(nn.functional.cross_entropy)
+
+
+class SettingsNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(A(h) + B(h) + C(h) + TABLE["d"](h) + TABLE["e"](h))
+'''
+
+
+@pytest.mark.parametrize("changed, name", [("A_K", r"torch\._VariableFunctionsClass\.tanh\(\) wrapper \(settings_net\."
+                                                    r"written_once\.<locals>\.deco\.<locals>\.w\) closure k"),
+                                           ("B_K", r"settings_net\.make\.<locals>\.act\(\) defaults"),
+                                           ("C_K", r"settings_net\.C"),
+                                           ("D_K", r"settings_net\.<lambda>\(\)(, settings_net\.<lambda>\(\) "
+                                                   r"#2)?")])
+def test_settings_held_by_closures_defaults_partials_and_table_lambdas_refuse_a_resume(tmp_path, monkeypatch,
+                                                                                       changed, name):
+    """Each of these kept a store after the setting it holds changed, and stale points came back (re-trial s38):
+    a cell a wrapper writes once (``k = float(k)``), a factory's default argument, a module-level partial's
+    argument, and the first of two lambdas in a table (both were one entry). A loss wrapped by a decorator that
+    counts its calls refused its own store at a rerun in the same process; it resumes."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    values = {"A_K": "2.0", "B_K": "2.0", "C_K": "2.0", "D_K": "2.0"}
+
+    def load(**new):
+        source = SETTINGS_SOURCE
+        for key, value in {**values, **new}.items():
+            source = source.replace(key, value)
+        module = fresh_module(tmp_path, "settings_net", source)
+        return module.SettingsNet(), module.LOSS
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+    model, loss = load()
+    d = lnb.random_directions(model, n=1, seed=0)
+    first = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
+    again = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
+    assert again.provenance["points_from_store"] == 3  # the counting loss, called since, resumes
+    model, loss = load(**{changed: "5.0"})
+    with pytest.raises(LandscapeError, match=rf"other values of what the model, loss_fn or metrics read from their "
+                                             rf"modules: {name} differs?"):
+        lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
+    fresh = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss)
+    assert not np.allclose(fresh.loss, first.loss, rtol=1e-3)  # what the resume would have handed back
+    want = [naive_loss(model, data, d.as_state_dicts(), [a], loss_fn=loss)[0] for a in first.x]
+    np.testing.assert_allclose(fresh.loss, want, rtol=1e-5)
