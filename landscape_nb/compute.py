@@ -29,8 +29,8 @@ from .metrics import PROBABILITY_OUTPUTS, loss_name, split_values, unwrap_compil
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
-from .spec import (SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures, model_fingerprint,
-                   parameters_fingerprint)
+from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
+                   made_around, model_fingerprint)
 from .statecheck import RANDOM_OUTPUTS
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
@@ -521,7 +521,7 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
 #: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
 #: the caller's: ``provenance=`` giving one is refused before the model runs
 RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
-                      "torch", "python", "model_code", "code_globals", "code_structures", "device", "precision",
+                      "torch", "python", "code_version", "model_code", "code_globals", "code_structures", "device", "precision",
                       "bn_fold",
                       "channels_last", "compile", "running_var", "malloc",
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
@@ -652,22 +652,25 @@ def _refuse_hessian_of_recomputed_bn(quantity: str, settings: EvalSettings) -> N
 
 
 def _warn_if_made_around_another_model(model, d: Directions) -> None:
-    """Warn where ``d`` was made around other weights than ``model``'s (``provenance["centre_weights"]``): random
+    """Warn where ``d`` was made around other weights than ``model``'s (`spec.made_around`): random
     directions normalized to another model's filters compared two models' sharpness the wrong way round (their
     filter norms were the first model's: Li et al. 2018, §4), and an interpolation computed around b put
     2b − a at x = 1 under the label "a → b" (trial s35)."""
-    made, prov = d.provenance.get("centre_weights"), d.provenance
+    prov = d.provenance
     normalized = (f"they are {prov.get('norm')}-normalized to that model's weights, so their scale is not this "
                   "model's and sharpness read from the surface compares neither (Li et al. 2018, §4): make them for "
                   "this model, random_directions(model, ...), with the same seed")
-    if d.scheme.startswith("random") and prov.get("norm") in ("filter", "layer"):  # read back from the weights:
-        if not _normalized_to_other_weights(model, d):  # a float16 copy of the model is the same model
+    readable = not prov.get("orthogonalized") or prov.get("first_drawn_at", 0) is not None
+    if d.scheme.startswith("random") and prov.get("norm") in ("filter", "layer") and readable:  # read back from
+        if not _normalized_to_other_weights(model, d):  # the weights: a float16 copy of the model is the same
             return
         why = normalized
-    elif not made or made == parameters_fingerprint(model):
+    elif d.scheme.startswith("random") and prov.get("norm") in (None, "none"):  # raw: reused on purpose
         return
-    elif d.scheme.startswith("random"):  # norm="weight": scaled elementwise by the other weights
-        why = normalized
+    elif made_around(prov, model) in (None, True):  # a float64 copy is the same model (re-trial s38)
+        return
+    elif d.scheme.startswith("random"):  # norm="weight" (scaled elementwise), or a selection of orthogonalized
+        why = normalized  # ones without the one drawn first
     elif d.scheme == "hessian":
         why = ("they are that model's Hessian eigenvectors and their labels its eigenvalues, not this model's: "
                "compute hessian_directions(model, data, ...) for this one")
@@ -684,18 +687,17 @@ def _normalized_to_other_weights(model, d: Directions) -> bool:
     (normalizing them again to those weights moves some filter by more than 1 %: a float16 copy of the same
     model moves none by 0.1 %)."""
     prov = d.provenance
-    if not d.scheme.startswith("random") or prov.get("norm") not in ("filter", "layer") or \
-            prov.get("first_drawn") is False:
+    first = prov.get("first_drawn_at", 0)  # where a selection put the vector drawn first (Directions.select)
+    if not d.scheme.startswith("random") or prov.get("norm") not in ("filter", "layer") or first is None:
         return False
     weights = [t.detach().double().cpu() for t in d.layout.tensors(unwrap_model(model))]
-    for v in d.vectors:
+    for v in (d.vectors[first:first + 1] if prov.get("orthogonalized") else d.vectors):
         for part, w in zip(d.layout.split(v.double()), weights):
             if part.any() and not torch.allclose(normalize_like(part, w, prov["norm"], prov.get("ignore")), part,
                                                  rtol=1e-2, atol=0):
                 return True
-        if prov.get("orthogonalized"):  # the first vector is as drawn and normalized; the others are components
-            break  # orthogonal to those before, whose filter norms hold only roughly (trial s38: none was checked)
-    return False
+    return False  # orthogonalized: only the vector drawn first is as normalized, the others are components
+    # orthogonal to those before, whose filter norms hold only roughly (trial s38: none was checked)
 
 
 def _wrap(quantity: str, options: dict):
@@ -772,6 +774,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
         "python": "{}.{}".format(*sys.version_info[:2]),  # the syntax trees compared on resume are of this version
+        "code_version": CODE_VERSION,  # what code_globals records (spec.CODE_VERSION)
         "model_code": code_fingerprint(model), "code_globals": code_globals[0], "code_structures": code_globals[1],
         "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
         "bn_fold": info.bn_fold, "channels_last": settings.channels_last, "compile": settings.compile,

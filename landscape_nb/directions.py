@@ -133,10 +133,11 @@ class Directions:
         return out
 
     def select(self, idx: Sequence[int]) -> "Directions":
-        prov = dict(self.provenance)
-        if prov.get("orthogonalized") and list(idx)[:1] != [0]:  # its first vector is no longer the one drawn
-            prov["first_drawn"] = False  # and normalized: the others' filter norms hold only roughly
-        return Directions(self.vectors[list(idx)].clone(), self.layout, prov)
+        prov, idx = dict(self.provenance), list(idx)
+        if prov.get("orthogonalized"):  # where the vector drawn (and normalized) first went: the others' filter
+            first = prov.get("first_drawn_at", 0)  # norms hold only roughly (re-trial s38)
+            prov["first_drawn_at"] = idx.index(first) if first in idx else None
+        return Directions(self.vectors[idx].clone(), self.layout, prov)
 
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` of arrays plus a JSON string; loading it runs no code."""
@@ -325,10 +326,11 @@ def random_directions(
     prov["orthogonalized"] = bool(orthogonalize)
     prov["cosine_max"] = _max_offdiag(_cosines(vectors))
     prov["norms"] = vectors.double().norm(dim=1).tolist()
-    if norm == "weight":  # scaled by these weights elementwise, which no other check can read back (trial s38)
-        from .spec import parameters_fingerprint
+    # which weights they were scaled to, where the directions cannot tell (norm="weight", an orthogonalized
+    # selection without its first vector: trial s38): spec.made_around
+    from .spec import weights_sketch
 
-        prov["centre_weights"] = parameters_fingerprint(model)
+    prov["centre_sketch"] = weights_sketch(model)
     return Directions(vectors, layout, prov)
 
 
@@ -373,6 +375,7 @@ def orthogonalize(directions: Directions) -> Directions:
     prov["cosine_max_before"] = _max_offdiag(_cosines_of(g).numpy())
     vectors = _orthogonalize(directions.vectors)
     prov["cosine_max"] = _max_offdiag(_cosines(vectors))
+    prov["first_drawn_at"] = 0 if prov.get("first_drawn_at", 0) == 0 else None  # vector 0 is kept as it was
     prov["orthogonalized"] = True
     return Directions(vectors, directions.layout, prov)
 

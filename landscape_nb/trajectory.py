@@ -34,7 +34,7 @@ from torch import nn
 from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice, one_line, warn_user
 from .params import ParamLayout, check_finite, match_state_keys, to_numpy, unwrap_model
-from .spec import parameters_fingerprint
+from .spec import made_around, parameters_fingerprint, weights_sketch
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -412,6 +412,7 @@ def pca_directions(
     pcs = [f"PC{i + 1} ({100 * r:.1f}% of variance)" for i, r in enumerate(ratios)]
     prov: dict[str, Any] = {
         "scheme": "pca", "ignore": ignore, "n_checkpoints": k, "centre_weights": parameters_fingerprint(final),
+        "centre_sketch": weights_sketch(final),
         "explained_variance_ratio": [float(r) for r in ratios],
         "x_label": pcs[0], **({"y_label": pcs[1]} if n > 1 else {}), **({"z_label": pcs[2]} if n > 2 else {}),
         "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).tolist(),
@@ -554,8 +555,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError(f"directions of type {type(directions).__name__}; expected Directions "
                              "(from pca_directions, random_directions, ...)")
     states = as_checkpoints(trajectory)
-    made = directions.provenance.get("centre_weights")
-    if made and made != parameters_fingerprint(final):  # trial s37: every coordinate shifted, with no word
+    if made_around(directions.provenance, final) is False:  # trial s37: every coordinate shifted, with no word
         warn_user(f"landscape_nb.project_trajectory: these {directions.scheme} directions were made around another "
                   f"model's weights than final's ({type(final).__name__}), so the coordinates are offsets from "
                   "another point than the centre of their plane: pass final= the model they were made around (the "

@@ -555,8 +555,14 @@ def test_directions_made_around_another_models_weights_are_said_so(mlp_data):
                         (lnb.hessian_directions(a, mlp_data), "hessian")):
         with pytest.warns(UserWarning, match=rf"these {words} directions were made around another model's weights"):
             lnb.compute_surface(b, mlp_data, made, **plane)
+        # a selection leaving out the vector drawn first, or putting it second (re-trial s38: taken silently)
+        for picked in ([1], [1, 0]):
+            with pytest.warns(UserWarning, match=rf"these {words} directions were made around another model's"):
+                lnb.compute_surface(b, mlp_data, made.select(picked), x=(-1, 1, 3), **({} if len(picked) == 1 else
+                                                                                       {"y": (-1, 1, 3)}))
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             lnb.compute_surface(a, mlp_data, made, **plane)
-            if made.provenance.get("orthogonalized"):  # a selection not from the first vector: none to read back
-                lnb.compute_surface(b, mlp_data, made.select([1]), x=(-1, 1, 3))
+            lnb.compute_surface(a, mlp_data, made.select([1]), x=(-1, 1, 3))
+            wide = copy.deepcopy(a).double()  # the same weights in float64: warned (re-trial s38)
+            lnb.compute_surface(wide, (mlp_data[0].double(), mlp_data[1]), made, **plane)
