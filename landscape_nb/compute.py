@@ -521,8 +521,8 @@ def _resume_from(buffer: _SurfaceBuffer, resume: Surface, spec: SurfaceSpec) -> 
 #: provenance entries a run records itself (`_provenance`, `_finish`, `_sealed`, a store, `eigen_map`), never
 #: the caller's: ``provenance=`` giving one is refused before the model runs
 RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_label", "z_label", "landscape_nb",
-                      "torch", "python", "code_version", "model_code", "code_globals", "code_structures", "device", "precision",
-                      "bn_fold",
+                      "torch", "python", "code_version", "model_code", "code_globals", "code_structures", "device",
+                      "precision", "bn_fold",
                       "channels_last", "compile", "running_var", "malloc",
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
                       "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",
@@ -665,9 +665,8 @@ def _warn_if_made_around_another_model(model, d: Directions) -> None:
         if not _normalized_to_other_weights(model, d):  # the weights: a float16 copy of the model is the same
             return
         why = normalized
-    elif d.scheme.startswith("random") and prov.get("norm") in (None, "none"):  # raw: reused on purpose
-        return
-    elif made_around(prov, model) in (None, True):  # a float64 copy is the same model (re-trial s38)
+    elif (d.scheme.startswith("random") and prov.get("norm") in (None, "none")  # raw: reused on purpose
+          or made_around(prov, model) in (None, True)):  # a float64 copy is the same model (re-trial s38)
         return
     elif d.scheme.startswith("random"):  # norm="weight" (scaled elementwise), or a selection of orthogonalized
         why = normalized  # ones without the one drawn first

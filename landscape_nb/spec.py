@@ -698,7 +698,7 @@ def _counters_masked(fn):
 
 def _assigned(cell) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 - raises ValueError for a cell not yet assigned
     except ValueError:
         return False
     return True
