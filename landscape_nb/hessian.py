@@ -922,7 +922,7 @@ def eig_ratio(lmax: float, lmin: float, ratio: str = "negative") -> float:
     if lmax == 0 or not (math.isfinite(lmax) and math.isfinite(lmin)):
         return math.nan
     if ratio == "negative":
-        return max(-lmin, 0.0) / abs(lmax)
+        return max(-lmin, 0.0) / abs(lmax) + 0.0  # + 0.0: 0, not -0.0, where λ_min is 0
     return abs(lmin / lmax)
 
 

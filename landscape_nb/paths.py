@@ -137,8 +137,8 @@ class ModeCurve:
     def point(self, t: float) -> torch.Tensor:
         """θ(t), flat (``weights``); a ``t`` that is not a finite real number (a string, a bool, NaN) is refused
         (``LandscapeError``)."""
-        if isinstance(t, torch.Tensor) and t.numel() == 1:
-            t = t.item()
+        if (isinstance(t, np.ndarray) and t.size == 1) or (isinstance(t, torch.Tensor) and t.numel() == 1):
+            t = t.item()  # np.array(0.25), torch.tensor(0.25)
         if not (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t)):
             raise LandscapeError(f"t={short_repr(t)}; expected a finite real number (0 at model a, 1 at model b), "
                                  "e.g. t=0.5")

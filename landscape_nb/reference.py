@@ -505,8 +505,9 @@ def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done:
             if name in metrics:
                 metrics[name] = np.where(placeholder, np.nan, metrics[name])
         if lmin is not None and "eig_ratio" not in metrics:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                metrics["eig_ratio"] = np.abs(metrics["lambda_min"] / metrics["lambda_max"])
+            with np.errstate(divide="ignore", invalid="ignore"):  # NaN where λ_max is 0 (was inf), as eig_ratio
+                ratio = np.abs(metrics["lambda_min"] / metrics["lambda_max"])
+            metrics["eig_ratio"] = np.where(np.isfinite(ratio), ratio, np.nan)
     for name, values in metrics.items():
         if name not in theirs:
             metrics[name] = np.where(mine, values, np.nan)

@@ -92,7 +92,8 @@ def _outputs(model: nn.Module, inputs) -> torch.Tensor:
     except Exception as exc:  # the probe or the given inputs do not fit the model
         raise LandscapeError(f"could not run the model on the check inputs of shape "
                              f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {one_line(exc, 200)}); "
-                             "pass check=x, a batch of inputs as the model takes them") from exc
+                             "pass check=x, a batch of inputs as the model takes them (or, if the model's own "
+                             "forward fails on good inputs, fix that first)") from exc
 
 
 def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1e-5) -> nn.Module:

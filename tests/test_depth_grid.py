@@ -163,7 +163,7 @@ def test_depth_comparison_with_a_users_load_needs_no_test_accuracy_and_names_wha
                                          r"classes\), so its centre is no trained minimizer") as said:
         comp = depth_comparison((20,), settings, load=load)
     assert len(comp.rows) == 2
-    assert sum("near chance" in str(w.message) for w in said) == sum(r.test_accuracy <= 0.5 for r in comp.rows)
+    assert sum("near chance" in str(w.message) for w in said) == sum(r.test_accuracy <= 0.4 for r in comp.rows)
     for row in comp.rows:
         with torch.no_grad():
             expected = int((models[row.name](x).argmax(1) == y).sum()) / len(y)  # the exact fraction K/N

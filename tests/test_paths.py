@@ -304,7 +304,8 @@ def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
     for t in (float("nan"), float("inf"), "0.5", True):  # NaN weights, silently; a string or bool was taken as 0.5, 1
         with pytest.raises(LandscapeError, match=rf"t={t!r}; expected a finite real number"):
             curve.model_at(a, t)
-    assert torch.equal(curve.point(torch.tensor(0.25)), curve.point(0.25))
+    for same in (torch.tensor(0.25), np.array(0.25), np.float32(0.25)):  # a 0-d array was refused (re-trial s38)
+        assert torch.equal(curve.point(same), curve.point(0.25))
     ts = curve.profile.x
     for k in (0, 3, 5, 10):  # the profile is the loss of the model at φ(t), evaluated naively
         assert curve.profile.loss[k] == pytest.approx(_loss(curve.model_at(a, ts[k]), data), rel=1e-5)
