@@ -90,15 +90,17 @@ def parameters_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
-def weights_sketch(model: nn.Module) -> list[list[float]]:
+def weights_sketch(model: nn.Module) -> list[list[float]] | None:
     """Per parameter (in order, of the model inside a wrapper): its norm, its sum and its alternating sum
     (Σ w[0::2] − Σ w[1::2]) over the flattened values, in float64. Another dtype's copy of the same weights
     keeps each to float rounding (relative to the norm); other weights of the same architecture move the sums
     by about their norm. What `made_around` compares: `parameters_fingerprint` is exact, so directions made
-    around a model warned on its float64 copy (re-trial s38)."""
+    around a model warned on its float64 copy (re-trial s38). None where a parameter has no values (meta)."""
     out = []
     with torch.no_grad():
         for p in _unwrapped(model).parameters():
+            if p.device.type == "meta":
+                return None
             v = p.detach().reshape(-1)
             out.append([float(torch.linalg.vector_norm(v, dtype=torch.float64)), float(v.sum(dtype=torch.float64)),
                         float(v[0::2].sum(dtype=torch.float64) - v[1::2].sum(dtype=torch.float64))])
@@ -113,6 +115,8 @@ def made_around(provenance: Mapping, model: nn.Module, rtol: float = 1e-2) -> bo
     sketch = provenance.get("centre_sketch")
     if sketch is not None:
         now = weights_sketch(model)
+        if now is None:
+            return None
         return len(now) == len(sketch) and all(
             abs(a - b) <= rtol * max(then[0], here[0]) + 1e-30
             for then, here in zip(sketch, now) for a, b in zip(then, here))
