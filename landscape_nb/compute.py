@@ -356,8 +356,8 @@ def compute_surface(
             elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
         except ClusterLost as exc:
             raise _lost(str(exc), st, buffer) from None
-        except BaseException:  # the user's error on a worker: the warnings its tiles gave first are said too
-            _give_worker_warnings(runner.settled(), info)  # (a loss warning before it raised was lost, review s38)
+        except Exception:  # the user's error on a worker: the warnings its tiles gave first are said too (not on
+            _give_worker_warnings(runner.settled(), info)  # Ctrl-C; a loss warning before it raised was lost, s38)
             raise
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
