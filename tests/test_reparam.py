@@ -143,6 +143,12 @@ def test_a_nonlinearity_written_in_forward_is_refused_with_or_without_check():
     assert rescalable_layers(m) == rescalable_layers(m, check=x) == {}
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())  # restored bit for bit
     assert rescalable_layers(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))) == {"0": "2"}
+    tiny = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():  # subnormal weights, which halving and doubling back rounds (re-trial s38)
+        tiny[2].weight.copy_(torch.tensor(5e-324, dtype=torch.float64) * torch.arange(1, 9).view(2, 4))
+    saved = copy.deepcopy(tiny.state_dict())
+    rescalable_layers(tiny)
+    assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in saved.items())
     assert rescalable_layers(Skip(), check=x[:, :6]) == {}
     with torch.no_grad():  # the copy would compute another function: up to ~80 % of max|f| off
         naive = copy.deepcopy(m)
