@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .directions import Directions, as_directions, how_made, normalize_like
+from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
@@ -691,13 +691,25 @@ def _normalized_to_other_weights(model, d: Directions) -> bool:
         return False
     weights = d.layout.tensors(unwrap_model(model))
     for v in (d.vectors[first:first + 1] if prov.get("orthogonalized") else d.vectors):
-        for part, w in zip(d.layout.split(v), weights):  # one tensor at a time in float64: whole copies of the
-            part = part.double()  # weights and vectors held 40 bytes a parameter (trial s38: 70 MB of a 1.8M MLP's)
-            if part.any() and not torch.allclose(normalize_like(part, w.detach().double().cpu(), prov["norm"],
-                                                                prov.get("ignore")), part, rtol=1e-2, atol=0):
+        for part, w in zip(d.layout.split(v), weights):
+            if not _norms_as_normalized(part, w.detach(), prov["norm"], prov.get("ignore")):
                 return True
     return False  # orthogonalized: only the vector drawn first is as normalized, the others are components
     # orthogonal to those before, whose filter norms hold only roughly (trial s38: none was checked)
+
+
+def _norms_as_normalized(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | None) -> bool:
+    """Whether direction tensor ``d`` has the norms `normalize_like` gives it from weight tensor ``w`` (each
+    filter's, or the whole tensor's), to 1 %; its zero filters left out. Norms in float64 without copies: the
+    normalized copies it compared took 2.1 s of a 3.6 s rerun on a 19M-parameter model (trial s38)."""
+    if d.ndim <= 1 and ignore == "biasbn":
+        return True  # zero by construction
+    dims = 1 if norm == "filter" and d.ndim > 1 else None
+    rows = (lambda t: t.reshape(t.shape[0], -1)) if dims else (lambda t: t.reshape(1, -1))
+    dn = torch.linalg.vector_norm(rows(d), dim=1, dtype=torch.float64).cpu()
+    wn = torch.linalg.vector_norm(rows(w), dim=1, dtype=torch.float64).cpu()
+    moved = dn > 0
+    return bool(((wn[moved] - dn[moved]).abs() <= 1e-2 * dn[moved]).all())
 
 
 def _wrap(quantity: str, options: dict):
