@@ -338,8 +338,9 @@ def compute_surface(
         n_resumed = 0 if resume is None else _resume_from(buffer, resume, spec)
         if (n_from_store or n_resumed) and code_globals[2]:  # CFG["slope"] changed: a store mixed two models (s37)
             warn_user(f"landscape_nb.compute_surface: {n_from_store + n_resumed} points computed earlier are kept, and "
-                      f"the model, loss_fn or metrics read module-level {', '.join(code_globals[2][:6])} (dicts, "
-                      "lists or namespaces: not compared, as a forward may fill them as it runs); if their values "
+                      f"the model, loss_fn or metrics read {', '.join(code_globals[2][:6])} (module-level dicts, "
+                      "lists or namespaces, or variables of a closure its code assigns: not compared, as a forward "
+                      "may change them as it runs); if their values "
                       "changed since, those points are of other settings: use another store path (or delete this "
                       "one), and keep settings in numbers, strings or tuples, which are compared")
         todo = _todo_tiles(grid, tile_shape, buffer.done)
@@ -660,7 +661,7 @@ def _warn_if_made_around_another_model(model, d: Directions) -> None:
     normalized = (f"they are {prov.get('norm')}-normalized to that model's weights, so their scale is not this "
                   "model's and sharpness read from the surface compares neither (Li et al. 2018, §4): make them for "
                   "this model, random_directions(model, ...), with the same seed")
-    readable = not prov.get("orthogonalized") or prov.get("first_drawn_at", 0) is not None
+    readable = not prov.get("orthogonalized") or _first_drawn_at(prov) is not None
     if d.scheme.startswith("random") and prov.get("norm") in ("filter", "layer") and readable:  # read back from
         if not _normalized_to_other_weights(model, d):  # the weights: a float16 copy of the model is the same
             return
@@ -686,7 +687,7 @@ def _normalized_to_other_weights(model, d: Directions) -> bool:
     (normalizing them again to those weights moves some filter by more than 1 %: a float16 copy of the same
     model moves none by 0.1 %)."""
     prov = d.provenance
-    first = prov.get("first_drawn_at", 0)  # where a selection put the vector drawn first (Directions.select)
+    first = _first_drawn_at(prov)  # where a selection put the vector drawn first (Directions.select)
     if not d.scheme.startswith("random") or prov.get("norm") not in ("filter", "layer") or first is None:
         return False
     weights = d.layout.tensors(unwrap_model(model))
@@ -696,6 +697,12 @@ def _normalized_to_other_weights(model, d: Directions) -> bool:
                 return True
     return False  # orthogonalized: only the vector drawn first is as normalized, the others are components
     # orthogonal to those before, whose filter norms hold only roughly (trial s38: none was checked)
+
+
+def _first_drawn_at(prov) -> int | None:
+    """Where the vector drawn (and normalized) first sits in an orthogonalized set: 0, or where a selection put
+    it, None where a selection left it out (directions saved earlier that day: ``first_drawn`` False)."""
+    return None if prov.get("first_drawn") is False and "first_drawn_at" not in prov else prov.get("first_drawn_at", 0)
 
 
 def _norms_as_normalized(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str | None) -> bool:

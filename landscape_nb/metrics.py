@@ -479,6 +479,10 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
             one_hot = _one_hot_integers(find_logits(outputs), targets) if "floating point" in str(exc) else None
             if one_hot:
                 raise LandscapeError(f"{failed}: {one_hot}") from exc
+            if (isinstance(targets, torch.Tensor) and not targets.is_floating_point() and "Long" in str(exc)
+                    and targets.dtype != torch.int64):  # int32 class indices (re-trial s38: "expected a callable")
+                raise LandscapeError(f"{failed}: the targets are {targets.dtype} class indices, and cross-entropy "
+                                     "takes int64 ones: pass y.long()") from exc
             raise LandscapeError(
                 f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"

@@ -464,14 +464,16 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
                     record(key, _code_text(fn.__code__) + _defaults_text(fn))
                 state = _cells_written(fn.__code__)  # nonlocal calls; calls += 1: state, not a setting (review s38)
+                counted = _cells_counted(fn.__code__)
                 for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):  # a decorator's arguments
                     try:
                         value = cell.cell_contents
                     except ValueError:  # not yet assigned
                         continue
-                    if name in state and (loaded or value is None or isinstance(value, (int, bool))):  # a counter, a
-                        continue  # flag; k = float(k), a setting written at the first call, is compared by a store
-                        # (re-trial s38), not against a worker, whose forward may have run and this process's not
+                    if name in state:  # a counter or a flag (calls += 1, done = True): state; another assignment
+                        if name not in counted:  # (k = int(k) at the first call) holds a setting whose value
+                            uncompared.append(f"{key} closure {name}")  # depends on whether the forward ran in
+                        continue  # this process (a Dask run's store refused an in-process resume): said, as dicts
                     record(f"{key} closure {name}", value)
                     if depth < CALL_DEPTH and isinstance(value, (dict, list, tuple)):
                         walk_object(value, depth + 1)
@@ -632,6 +634,28 @@ def _cells_written(code) -> set[str]:
     return out
 
 
+def _cells_counted(code) -> set[str]:
+    """The free variables ``code`` (or code nested in it) assigns only from arithmetic or a constant (``calls += 1``,
+    ``done = True``): counters and flags, which a forward changes as it runs."""
+    import dis
+    import types
+
+    stored: dict[str, bool] = {}
+    previous = None
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("STORE_DEREF", "DELETE_DEREF") and ins.argval in code.co_freevars:
+            arithmetic = previous is not None and (previous.opname.startswith(("BINARY_", "INPLACE_", "UNARY_"))
+                                                  or previous.opname in ("LOAD_CONST", "RETURN_CONST"))
+            stored[ins.argval] = stored.get(ins.argval, True) and arithmetic
+        if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
+            previous = ins
+    out = {name for name, counter in stored.items() if counter}
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            out |= _cells_counted(c) & set(code.co_freevars)
+    return out
+
+
 def _class_source(cls: type) -> str:
     """``inspect.getsource(cls)``, "" where unreadable; kept while the class's file keeps its size
     and modification time (inspect parses the whole file each time: ~2.5 ms of a 50 ms mlp-digits
@@ -678,9 +702,10 @@ def _callable_fingerprint(fn) -> str | None:
 
 @contextlib.contextmanager
 def _counters_masked(fn):
-    """While inside, the closure cells that ``fn`` (or a function it closes over) writes and that hold an int, a bool
-    or None (a ``nonlocal`` call counter or first-call flag) read None: a loss wrapped by a counting decorator got
-    another fingerprint after each call, and a rerun refused its own store (re-trial s38)."""
+    """While inside, the closure cells that ``fn`` (or a function it closes over) writes (a ``nonlocal`` call counter,
+    a first-call flag, a setting converted at the first call) read None: a loss wrapped by a counting decorator got
+    another fingerprint after each call, and a rerun refused its own store (re-trial s38). `globals_and_structures`
+    names the ones that are not counters, which a resume says it does not compare."""
     import types
 
     masked = []
@@ -689,8 +714,7 @@ def _counters_masked(fn):
             continue
         state = _cells_written(f.__code__)
         for name, cell in zip(f.__code__.co_freevars, f.__closure__):
-            if name in state and _assigned(cell) and (cell.cell_contents is None or
-                                                      isinstance(cell.cell_contents, (int, bool))):
+            if name in state and _assigned(cell):
                 masked.append((cell, cell.cell_contents))
                 cell.cell_contents = None
     try:

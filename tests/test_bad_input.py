@@ -1130,6 +1130,11 @@ def test_integer_one_hot_targets_are_refused_with_the_two_fixes(entry, loss_fn):
             HESSIAN_ENTRIES[entry](model, data, loss_fn)
     fixed = lnb.compute_surface(model, (x, data[1].float()), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
                                 loss_fn=loss_fn)
+    if entry == "compute_surface":  # int32 class indices: "expected a callable (outputs, targets)" (re-trial s38)
+        with pytest.raises(LandscapeError, match=r"the targets are torch.int32 class indices, and cross-entropy takes "
+                                                 r"int64 ones: pass y.long\(\)"):
+            lnb.compute_surface(model, (x, y.int()), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3),
+                                loss_fn=loss_fn)
     np.testing.assert_allclose(fixed.loss, lnb.compute_surface(model, (x, y), lnb.random_directions(
         model, n=1, seed=0), x=(-1, 1, 3), loss_fn=loss_fn).loss, rtol=1e-6)
 

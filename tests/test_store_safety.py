@@ -1066,7 +1066,8 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
         first = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr")
     model = load(CFG_SOURCE.replace("SLOPE", "0.5"))
     with pytest.warns(UserWarning, match=r"5 points computed earlier are kept, and the model, loss_fn or metrics "
-                                         r"read module-level cfg_net.CFG \(dicts, lists or namespaces: not compared"):
+                                         r"read cfg_net.CFG \(module-level dicts, lists or namespaces, or variables "
+                                         r"of a closure its code assigns: not compared"):
         resumed = lnb.compute_surface(model, data, d, x=(-1, 1, 5), store=tmp_path / "s.zarr")
     np.testing.assert_array_equal(resumed.loss, first.loss)  # what the warning is about: the old model's values
     want = [naive_loss(model, data, d.as_state_dicts(), [a])[0] for a in first.x]
@@ -1074,7 +1075,7 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
     # read through a default argument, def _slope(cfg=CFG): said too (re-trial s37)
     by_default = CFG_SOURCE.replace('CFG["slope"]', "_slope()") + "\n\ndef _slope(cfg=CFG):\n    return cfg['slope']\n"
     lnb.compute_surface(load(by_default.replace("SLOPE", "0.0")), data, d, x=(-1, 1, 5), store=tmp_path / "d.zarr")
-    with pytest.warns(UserWarning, match=r"read module-level cfg_net.CFG \(dicts"):
+    with pytest.warns(UserWarning, match=r"read cfg_net.CFG \(module-level dicts"):
         lnb.compute_surface(load(by_default.replace("SLOPE", "0.5")), data, d, x=(-1, 1, 5), store=tmp_path / "d.zarr")
     plain = load(CFG_SOURCE.replace("SLOPE", "0.5").replace('CFG["slope"]', "0.5"))
     lnb.compute_surface(plain, data, d, x=(-1, 1, 5), store=tmp_path / "p.zarr")
@@ -1371,9 +1372,10 @@ SETTINGS_CHANGED = [
 def test_settings_held_by_closures_defaults_partials_and_table_lambdas_refuse_a_resume(tmp_path, monkeypatch,
                                                                                        changed, name):
     """Each of these kept a store after the setting it holds changed, and stale points came back (re-trial s38):
-    a cell a wrapper writes once (``k = float(k)``), a factory's default argument, a module-level partial's
-    argument, and the first of two lambdas in a table (both were one entry). A loss wrapped by a decorator that
-    counts its calls refused its own store at a rerun in the same process; it resumes."""
+    a factory's default argument, a module-level partial's argument, and the first of two lambdas in a table
+    (both were one entry): refused. A cell a wrapper assigns (``k = float(k)``) holds a value that depends on
+    whether the forward ran in this process: said as not compared. A loss wrapped by a decorator that counts its
+    calls refused its own store at a rerun in the same process; it resumes."""
     monkeypatch.syspath_prepend(str(tmp_path))
     values = {"A_K": "2.0", "B_K": "2.0", "C_K": "2.0", "D_K": "2.0"}
 
@@ -1392,9 +1394,18 @@ def test_settings_held_by_closures_defaults_partials_and_table_lambdas_refuse_a_
     again = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
     assert again.provenance["points_from_store"] == 3  # the counting loss, called since, resumes
     model, loss = load(**{changed: "5.0"})
-    with pytest.raises(LandscapeError, match=rf"other values of what the model, loss_fn or metrics read from their "
-                                             rf"modules: {name} differs?"):
-        lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
+    if changed == "A_K":  # assigned by the wrapper, so its value depends on whether the forward ran in this process
+        # (a Dask run's store refused an in-process resume, re-trial s38): said as not compared, as dicts are
+        with pytest.warns(UserWarning, match=rf"3 points computed earlier are kept, and the model, loss_fn or metrics "
+                                             rf"read settings_net.TABLE, {name} \(module-level dicts, lists or "
+                                             rf"namespaces, or variables of "
+                                             rf"a closure its code assigns: not compared"):
+            kept = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
+        np.testing.assert_array_equal(kept.loss, first.loss)
+    else:
+        with pytest.raises(LandscapeError, match=rf"other values of what the model, loss_fn or metrics read from "
+                                                 rf"their modules: {name} differs?"):
+            lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss, store=tmp_path / "s.zarr")
     fresh = lnb.compute_surface(model, data, d, x=(-1, 1, 3), loss_fn=loss)
     assert not np.allclose(fresh.loss, first.loss, rtol=1e-3)  # what the resume would have handed back
     want = [naive_loss(model, data, d.as_state_dicts(), [a], loss_fn=loss)[0] for a in first.x]
