@@ -570,6 +570,9 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS):  # sampling noise, or a softmax taken twice, must not pass
         if notes.get(key):  # for the loss of the weights
             warn_user(f"landscape_nb: {notes[key]}")
+    if "several tensors could be the logits" in str(notes.get("accuracy", "")):  # a tuple or dict of outputs: the
+        warn_user(f"landscape_nb.compute_surface: {notes['accuracy']}, e.g. metrics={{'accuracy': "  # figure lacked it,
+                  "lambda out, y: (out[0].argmax(1) == y).float().mean()} with the logits' index or key")  # no word
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
     if st is not None:

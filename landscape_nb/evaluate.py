@@ -577,7 +577,11 @@ class Evaluator(SpeedChoices):
         states = {"loss_fn": loss_state, **{f"metric {n!r}": StateSnapshot(f) for n, f in fns.items()}}
         for name, fn in fns.items():
             value = fn(out, yb)
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            if isinstance(value, torch.Tensor) and value.numel() != 1:  # a value per sample: the hint said
+                raise LandscapeError(  # "return a tensor" to a metric that did (trial s38)
+                    f"metric {name!r} returned a tensor of shape {tuple(value.shape)}; expected a scalar tensor (a "
+                    "batch mean): reduce it over the samples, e.g. (out.argmax(1) == y).float().mean()")
+            if not isinstance(value, torch.Tensor):
                 raise LandscapeError(
                     f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
                     "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")

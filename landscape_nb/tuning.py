@@ -68,6 +68,16 @@ def _floats(out):
     return out
 
 
+
+def _output_leaves(outputs) -> list[torch.Tensor]:
+    """The tensors of a model's outputs (a tensor, or a tuple, list or dict of them), or its logits where they sit
+    in an object's attribute (``find_logits``)."""
+    leaves = tensor_leaves(outputs)
+    if not leaves:
+        logits = find_logits(outputs)
+        leaves = [] if logits is None else [logits]
+    return leaves
+
 class Cancelled(Exception):
     """Raised inside a running evaluation when the user cancelled the computation."""
 
@@ -340,15 +350,22 @@ class SpeedChoices:
             runs.append(tree_map(lambda t: torch.cat([t, t]), xb))
         try:
             with eval_mode(self.model), torch.no_grad():
-                whole, *outs = (find_logits(call_model(self.model, b)) for b in [xb, *runs])
+                whole, *outs = (call_model(self.model, b) for b in [xb, *runs])
         except Exception:  # noqa: BLE001 - e.g. a fixed batch size in the model
             return False
-        if whole is None or any(o is None for o in outs) or whole.ndim == 0 or len(whole) != n:
+        # every per-sample tensor of the outputs, not only the logits: a tuple (o, -o) has none find_logits
+        # names, and was said to mix samples, its points run one a pass (trial s38)
+        whole, *leaves = (_output_leaves(o) for o in (whole, *outs))
+        per_sample = [k for k, t in enumerate(whole) if t.ndim and len(t) == n and t.is_floating_point()]
+        if not per_sample or any(len(ls) != len(whole) for ls in leaves):
             return False  # nothing per sample to compare
-        whole = whole.double()
-        halves = [torch.cat(outs[:2]).double()] if n >= 2 else []
-        copies = list(outs[-1].double().split(n)) if repeated else []
-        return all(_same_outputs(whole, got, rtol=rtol) for got in halves + copies)
+        for k in per_sample:
+            got = [ls[k].double() for ls in leaves]
+            halves = [torch.cat(got[:2])] if n >= 2 else []
+            copies = list(got[-1].split(n)) if repeated else []
+            if not all(_same_outputs(whole[k].double(), g, rtol=rtol) for g in halves + copies):
+                return False
+        return True
 
     def _stack_slots(self) -> list[tuple[dict, str, int]]:
         """(``module._parameters`` or ``_buffers``, key, layout index) of every tensor of ``self.forward``

@@ -17,7 +17,7 @@ import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.evaluate import EvalSettings
 
-from conftest import assert_bit_identical, naive_loss, state_copy
+from conftest import assert_bit_identical, model_at, naive_loss, state_copy
 
 CALLS = {"forward": 0}
 
@@ -1825,3 +1825,45 @@ def test_a_long_error_with_no_space_late_in_it_is_cut_in_its_word_not_to_nine_ch
     shown = str(info.value).split("ValueError: ", 1)[1].split(" … (", 1)[0]
     assert len(shown) == 600 and f"bad keys: {keys}".startswith(shown)
     assert f" … ({len(keys) + 10 - 600} more characters:" in str(info.value)
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 3)
+
+    def forward(self, x):
+        o = self.a(x)
+        return o, -o
+
+
+def _first_head_loss(out, y):
+    return nn.functional.cross_entropy(out[0], y)
+
+
+def test_a_per_sample_metric_and_accuracy_skipped_for_several_outputs_are_said():
+    """A metric returning a value per sample was told to "return a tensor", which it did; accuracy skipped for
+    outputs of several tensors (which one holds the logits?) was said only in the provenance, and a Figure-1
+    user got no accuracy with no word (trial s38)."""
+    torch.manual_seed(0)
+    model = _model()
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.raises(LandscapeError, match=r"metric 'right' returned a tensor of shape \(\d+,\); expected a scalar "
+                                             r"tensor \(a batch mean\): reduce it over the samples"):
+        lnb.compute_surface(model, _data(), d, x=(-1, 1, 3),
+                            metrics={"right": lambda out, y: (out.argmax(1) == y).float()})
+    heads = _TwoHeads()
+    d = lnb.random_directions(heads, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"accuracy skipped: several tensors could be the logits in the outputs .*; "
+                                         r"pass metrics= to name them, e.g. metrics=\{'accuracy'"):
+        surf = lnb.compute_surface(heads, _data(), d, x=(-1, 1, 3), loss_fn=_first_head_loss)
+    assert surf.metrics == {}
+    # its outputs are per sample: not said to depend on the rest of the batch (trial s38), which they do not
+    assert "depend on the rest of its batch" not in str(surf.provenance["data"].get("stacked_passes"))
+    picked = lnb.compute_surface(heads, _data(), d, x=(-1, 1, 3), loss_fn=_first_head_loss,
+                                 metrics={"accuracy": lambda out, y: (out[0].argmax(1) == y).float().mean()})
+    x, y = _data()
+    for k, a in enumerate(picked.x):  # the naive accuracy of the first head
+        m = model_at(heads, d, a)
+        with torch.no_grad():
+            assert picked.metrics["accuracy"][k] == pytest.approx(float((m(x)[0].argmax(1) == y).float().mean()))
