@@ -56,7 +56,7 @@ from .params import (ParamLayout, check_finite, eval_mode, holding, model_device
                      unwrap_model)
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          random_outputs_note, run_checking_inputs)
-from .spec import parameters_fingerprint, weights_sketch
+from .spec import centre_of
 
 EIGEN_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "n_hvp")
 
@@ -771,7 +771,7 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             "converged": bool(top.converged and (bottom is None or bottom.converged)),
             "n_hvp": op.n_products, "seconds": time.perf_counter() - t0, "norms": [1.0] * len(rows),
             # another model's eigenvectors, labelled with its eigenvalues, were taken with no word (trial s38)
-            "centre_weights": parameters_fingerprint(model), "centre_sketch": weights_sketch(model)}
+            **centre_of(model)}
     return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
 
 

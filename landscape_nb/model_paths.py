@@ -18,7 +18,7 @@ from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag, vecto
 from .errors import LandscapeError, check_choice, warn_user
 from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
                      variance_buffers)
-from .spec import parameters_fingerprint, weights_sketch
+from .spec import centre_of
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -359,8 +359,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
     na, nb = _names(names, 2)
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
-            "centre_weights": parameters_fingerprint(a), "centre_sketch": weights_sketch(a),
-            "x_label": f"interpolation {na} → {nb}",
+            **centre_of(a), "x_label": f"interpolation {na} → {nb}",
             "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)
@@ -422,8 +421,7 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
             f"models {nb} and {nc} lie on one line through {na} ({how}), so {na} → {nb} and {na} → {nc} span a "
             f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
             "interpolation_direction(a, b) for the line)")
-    prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), "centre_weights": parameters_fingerprint(a),
-            "centre_sketch": weights_sketch(a),
+    prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
             "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

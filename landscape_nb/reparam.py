@@ -63,31 +63,38 @@ def rescalable_layers(model: nn.Module, *, check=None, rtol: float = 1e-5) -> di
         inputs = _probe_inputs(model) if check is None else check
     except LandscapeError:  # the input shape is unknown: untried
         return out
+    if not out:
+        return out
     mods = dict(model.named_modules())
+    ref = _outputs(model, inputs)
     # a residual MLP listed every skip-crossing pair, on which any list of scales was refused (trial s38)
-    return {name: nxt for name, nxt in out.items() if _keeps_function(model, mods[name], mods[nxt], inputs, rtol)}
+    return {name: nxt for name, nxt in out.items()
+            if _relative_change(ref, _rescaled_outputs(model, mods[name], mods[nxt], inputs)) <= rtol}
 
 
-def _keeps_function(model: nn.Module, layer: nn.Module, nxt: nn.Module, inputs, rtol: float) -> bool:
-    """Whether scaling ``layer`` by 2 and ``nxt``'s weights by 1/2 keeps the outputs on ``inputs`` (the weights are
-    copied back after, bit for bit: halving a float16 subnormal loses its last bit)."""
+def _rescaled_outputs(model: nn.Module, layer: nn.Module, nxt: nn.Module, inputs) -> torch.Tensor:
+    """The outputs on ``inputs`` with ``layer`` scaled by 2 and ``nxt``'s weights by 1/2 (the weights are copied
+    back after, bit for bit: halving a float16 subnormal loses its last bit)."""
+    tensors = [layer.weight, *([layer.bias] if layer.bias is not None else []), nxt.weight]
     with torch.no_grad():
-        ref = _outputs(model, inputs)
-        tensors = [layer.weight, *([layer.bias] if layer.bias is not None else []), nxt.weight]
         saved = [t.detach().clone() for t in tensors]
         try:
             for t, factor in zip(tensors, [2.0] * (len(tensors) - 1) + [0.5]):
                 t.mul_(factor)
-            out = _outputs(model, inputs)
+            return _outputs(model, inputs)
         finally:
             for t, s in zip(tensors, saved):
                 t.copy_(s)
-    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)) <= rtol
+
+
+def _relative_change(ref: torch.Tensor, out: torch.Tensor) -> float:
+    """``max|out − ref| / max|ref|``."""
+    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
 def _outputs(model: nn.Module, inputs) -> torch.Tensor:
     try:
-        with eval_mode(model):
+        with torch.no_grad(), eval_mode(model):
             return model(inputs)
     except Exception as exc:  # the probe or the given inputs do not fit the model
         raise LandscapeError(f"could not run the model on the check inputs of shape "
@@ -204,15 +211,7 @@ def _probe_inputs(model: nn.Module) -> torch.Tensor:
 
 
 def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float) -> None:
-    try:
-        with torch.no_grad(), eval_mode(model), eval_mode(new):
-            ref, out = model(inputs), new(inputs)
-    except Exception as exc:  # the probe or the given inputs do not fit the model
-        raise LandscapeError(f"reparametrize could not run the model on the check inputs of shape "
-                             f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {one_line(exc, 200)}); "
-                             "pass check=x, a batch of inputs as the model takes them") from exc
-    scale = ref.abs().max().clamp_min(1e-12)
-    err = float((out - ref).abs().max() / scale)
+    err = _relative_change(_outputs(model, inputs), _outputs(new, inputs))
     if err > rtol:
         raise LandscapeError(
             f"the rescaled model's outputs differ from the original's by {err:.3g} (relative), more than "

@@ -107,6 +107,12 @@ def weights_sketch(model: nn.Module) -> list[list[float]] | None:
     return out
 
 
+def centre_of(model: nn.Module) -> dict:
+    """What directions (a path's, a PCA's, Hessian eigenvectors) record of the weights they were made around:
+    ``centre_weights`` (`parameters_fingerprint`) and ``centre_sketch`` (`weights_sketch`), read by `made_around`."""
+    return {"centre_weights": parameters_fingerprint(model), "centre_sketch": weights_sketch(model)}
+
+
 def made_around(provenance: Mapping, model: nn.Module, rtol: float = 1e-2) -> bool | None:
     """Whether ``model``'s parameters are the ones directions (or a path) were made around: their
     ``centre_sketch`` (`weights_sketch`) within ``rtol`` of each parameter's norm, or, for directions made
@@ -446,9 +452,9 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
         if callable(wrapped):  # a decorated function (functools.wraps, lru_cache): the code it wraps, whose
             walk(wrapped, depth, methods)  # edits, globals and callees resumed stale points (re-trial s37)
         if isinstance(fn, types.FunctionType):
-            if own(fn.__globals__.get("__name__", fn.__module__)):  # where its code is: a wrapper copies __module__
-                home = fn.__globals__.get("__name__", fn.__module__)  # where its code is; wraps() copies the name
-                key = f"{fn.__module__}.{fn.__qualname__}()" + (  # of what it wraps, torch.tanh's for A = deco(tanh)
+            home = fn.__globals__.get("__name__", fn.__module__)  # where its code is: wraps() copies the name and
+            if own(home):  # __module__ of what it wraps, torch.tanh's for A = deco(tanh)
+                key = f"{fn.__module__}.{fn.__qualname__}()" + (
                     "" if not callable(wrapped) else " wrapper" if home == fn.__module__ else
                     f" wrapper ({home}.{getattr(fn.__code__, 'co_qualname', '?')})")
                 twins = keyed.setdefault(key, [])  # scale(2)(f1), scale(5)(f2), two lambdas in a table: one
@@ -463,15 +469,13 @@ def globals_and_structures(model: nn.Module, loss_fn=None, metrics=None, *,
                         record(f"{key} defaults", _defaults_text(fn))  # stays, its value changes (re-trial s38)
                 elif "@py_builtins" not in fn.__globals__:  # pytest rewrote its asserts here, not on a worker
                     record(key, _code_text(fn.__code__) + _defaults_text(fn))
-                state = _cells_written(fn.__code__)  # nonlocal calls; calls += 1: state, not a setting (review s38)
-                counted = _cells_counted(fn.__code__)
+                writes = _cell_writes(fn.__code__)  # nonlocal calls; calls += 1: state, not a setting (review s38)
                 for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):  # a decorator's arguments
-                    try:
-                        value = cell.cell_contents
-                    except ValueError:  # not yet assigned
+                    if not _assigned(cell):
                         continue
-                    if name in state:  # a counter or a flag (calls += 1, done = True): state; another assignment
-                        if name not in counted:  # (k = int(k) at the first call) holds a setting whose value
+                    value = cell.cell_contents
+                    if name in writes:  # a counter or a flag (calls += 1, done = True): state; another assignment
+                        if not writes[name]:  # (k = int(k) at the first call) holds a setting whose value
                             uncompared.append(f"{key} closure {name}")  # depends on whether the forward ran in
                         continue  # this process (a Dask run's store refused an in-process resume): said, as dicts
                     record(f"{key} closure {name}", value)
@@ -620,40 +624,28 @@ def _reads(code) -> tuple[set[str], set[str], set[str]]:
     return loads, stores, attrs
 
 
-def _cells_written(code) -> set[str]:
-    """The free variables ``code`` (or code nested in it, through its own free variables) assigns or deletes:
-    a ``nonlocal`` counter or flag, which changes as the code runs."""
+def _cell_writes(code) -> dict[str, bool]:
+    """The free variables ``code`` (or code nested in it, through its own free variables) assigns or deletes, each
+    with whether every such assignment is from arithmetic or a constant (``calls += 1``, ``done = True``: a counter
+    or a flag, which a forward changes as it runs) rather than, say, ``k = int(k)`` (a setting)."""
     import dis
     import types
 
-    out = {ins.argval for ins in dis.get_instructions(code)
-           if ins.opname in ("STORE_DEREF", "DELETE_DEREF") and ins.argval in code.co_freevars}
-    for c in code.co_consts:
-        if isinstance(c, types.CodeType):
-            out |= _cells_written(c) & set(code.co_freevars)
-    return out
-
-
-def _cells_counted(code) -> set[str]:
-    """The free variables ``code`` (or code nested in it) assigns only from arithmetic or a constant (``calls += 1``,
-    ``done = True``): counters and flags, which a forward changes as it runs."""
-    import dis
-    import types
-
-    stored: dict[str, bool] = {}
+    writes: dict[str, bool] = {}
     previous = None
     for ins in dis.get_instructions(code):
         if ins.opname in ("STORE_DEREF", "DELETE_DEREF") and ins.argval in code.co_freevars:
             arithmetic = previous is not None and (previous.opname.startswith(("BINARY_", "INPLACE_", "UNARY_"))
                                                   or previous.opname in ("LOAD_CONST", "RETURN_CONST"))
-            stored[ins.argval] = stored.get(ins.argval, True) and arithmetic
+            writes[ins.argval] = writes.get(ins.argval, True) and arithmetic
         if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
             previous = ins
-    out = {name for name, counter in stored.items() if counter}
     for c in code.co_consts:
         if isinstance(c, types.CodeType):
-            out |= _cells_counted(c) & set(code.co_freevars)
-    return out
+            for name, counter in _cell_writes(c).items():
+                if name in code.co_freevars:
+                    writes[name] = writes.get(name, True) and counter
+    return writes
 
 
 def _class_source(cls: type) -> str:
@@ -712,9 +704,9 @@ def _counters_masked(fn):
     for f in (fn, *(c.cell_contents for c in getattr(fn, "__closure__", None) or () if _assigned(c))):
         if not isinstance(f, types.FunctionType) or not f.__closure__:
             continue
-        state = _cells_written(f.__code__)
+        writes = _cell_writes(f.__code__)
         for name, cell in zip(f.__code__.co_freevars, f.__closure__):
-            if name in state and _assigned(cell):
+            if name in writes and _assigned(cell):
                 masked.append((cell, cell.cell_contents))
                 cell.cell_contents = None
     try:

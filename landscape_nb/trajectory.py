@@ -34,7 +34,7 @@ from torch import nn
 from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice, one_line, warn_user
 from .params import ParamLayout, check_finite, match_state_keys, to_numpy, unwrap_model
-from .spec import made_around, parameters_fingerprint, weights_sketch
+from .spec import centre_of, made_around
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -411,8 +411,7 @@ def pca_directions(
     vectors_t = torch.from_numpy(vectors)  # shares memory: the sign flip below is in place
     pcs = [f"PC{i + 1} ({100 * r:.1f}% of variance)" for i, r in enumerate(ratios)]
     prov: dict[str, Any] = {
-        "scheme": "pca", "ignore": ignore, "n_checkpoints": k, "centre_weights": parameters_fingerprint(final),
-        "centre_sketch": weights_sketch(final),
+        "scheme": "pca", "ignore": ignore, "n_checkpoints": k, **centre_of(final),
         "explained_variance_ratio": [float(r) for r in ratios],
         "x_label": pcs[0], **({"y_label": pcs[1]} if n > 1 else {}), **({"z_label": pcs[2]} if n > 2 else {}),
         "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).tolist(),

@@ -68,7 +68,6 @@ def _floats(out):
     return out
 
 
-
 def _output_leaves(outputs) -> list[torch.Tensor]:
     """The tensors of a model's outputs (a tensor, or a tuple, list or dict of them), or its logits where they sit
     in an object's attribute (``find_logits``)."""
@@ -77,6 +76,7 @@ def _output_leaves(outputs) -> list[torch.Tensor]:
         logits = find_logits(outputs)
         leaves = [] if logits is None else [logits]
     return leaves
+
 
 class Cancelled(Exception):
     """Raised inside a running evaluation when the user cancelled the computation."""
