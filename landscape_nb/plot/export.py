@@ -356,20 +356,20 @@ def export_vtk(
             f"export_vtk path {str(path)!r} ends in {Path(path).suffix or 'no suffix'!r}; expected '.vtk' (this "
             "writes the legacy ASCII format, which ParaView reads only under that suffix): e.g. 'surface.vtk'")
     path = prepare_path(path)
-    n_missing = int((~valid).sum())
-    if n_missing or masked:  # a partial or diverged surface made a plateau at the top, with no word (trial s38)
+    n_missing, said = int((~valid).sum()), []
+    if n_missing:  # a partial or diverged surface made a plateau at the top, with no word (trial s38)
         what = f"log10 of the {name} (diverged, ≤ 0" if log else f"{name} (diverged"
-        warn_user(f"landscape_nb.export_vtk: {path}: "
-                  + (f"{n_missing} of {valid.size} points have no finite {what} or not computed)"
-                     + (f", {int(below.sum())} of them ≤ 0 and drawn at the lowest height" if below.any() and
-                        fill is None and valid.any() else "")
-                     + "; VTK files hold no NaN, so each array has a stand-in value there "
-                     + (f"({fill:g}) " if fill is not None else "(its largest finite value) ")
-                     + "and the array `valid` is 0: in ParaView apply Threshold on `valid` (1 to 1) before colouring"
-                     if n_missing else "")
-                  + ("; " if n_missing and masked else "")
-                  + (f"these arrays also miss values where the height is finite: {', '.join(masked)}, each 0 in "
-                     "its mask there" if masked else ""))
+        lowest = (f", {int(below.sum())} of them ≤ 0 and drawn at the lowest height"
+                  if below.any() and fill is None and valid.any() else "")
+        stand_in = f"({fill:g})" if fill is not None else "(its largest finite value)"
+        said.append(f"{n_missing} of {valid.size} points have no finite {what} or not computed){lowest}; VTK files "
+                    f"hold no NaN, so each array has a stand-in value there {stand_in} and the array `valid` is 0: "
+                    "in ParaView apply Threshold on `valid` (1 to 1) before colouring")
+    if masked:
+        said.append(f"these arrays also miss values where the height is finite: {', '.join(masked)}, each 0 in its "
+                    "mask there")
+    if said:
+        warn_user(f"landscape_nb.export_vtk: {path}: " + "; ".join(said))
     with open(path, "w", encoding="ascii", errors="replace", newline="\n") as f:
         f.write("# vtk DataFile Version 3.0\n")
         f.write(title + "\n")

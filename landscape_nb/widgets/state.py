@@ -243,6 +243,7 @@ class ExplorerState(t.HasTraits):
         self._prefetch_lock = threading.Lock()
         self._computing = False  # from Compute until its end is applied (UI thread)
         self._run_spec: ExplorerSpec | None = None  # what the latest run computes (its range once chosen)
+        self._range_seconds: float | None = None  # the latest run's search for its range (auto), said with "Done"
         self._resumable: tuple[ExplorerSpec, Surface] | None = None  # a cancelled run's spec and partial surface
         self._before: Surface | None = None  # the surface shown when Compute was pressed
         self._queued_compute = False  # Compute pressed while a Cancel took effect: started at the run's end
@@ -885,7 +886,7 @@ class ExplorerState(t.HasTraits):
             took = f" in {seconds:.3g} s" if isinstance(seconds, float) else ""
             resumed = surf.provenance.get("points_resumed")
             took += f" ({resumed} kept from the cancelled run)" if resumed else ""
-            range_s = getattr(self, "_range_seconds", None)
+            range_s = self._range_seconds
             took += f", after {range_s:.2g} s finding the range" if range_s is not None and took else ""
             spec = self._run_spec
             metric = spec.metric if spec is not None else None
