@@ -932,9 +932,6 @@ class ScaledNet(torch.nn.Module):
 '''
 
 
-_fresh_module = fresh_module
-
-
 COMMENTED_SOURCE = '''
 import torch
 from torch import nn
@@ -981,7 +978,7 @@ def test_a_store_resumes_after_an_edit_of_comments_only_and_refuses_another(tmp_
     data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
 
     def load(source):
-        module = _fresh_module(tmp_path, "commented_net", source)
+        module = fresh_module(tmp_path, "commented_net", source)
         return module.CommentedNet(), module.loss
 
     store = tmp_path / "s.zarr"
@@ -1057,7 +1054,7 @@ def test_a_resume_says_which_module_level_containers_the_model_reads_are_not_com
     data = torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
 
     def load(source):
-        return _fresh_module(tmp_path, "cfg_net", source).CfgNet()
+        return fresh_module(tmp_path, "cfg_net", source).CfgNet()
 
     model = load(CFG_SOURCE.replace("SLOPE", "0.0"))
     d = lnb.random_directions(model, n=1, seed=1)
