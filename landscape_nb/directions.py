@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .choices import NORMS
-from .errors import LandscapeError, check_choice, positive_int, warn_user
+from .errors import LandscapeError, check_choice, positive_int, seed_int, warn_user
 from .params import ParamLayout, check_finite, float_state_buffers, model_dtype, unwrap_model
 
 IGNORES = ("biasbn", None)
@@ -276,7 +276,7 @@ def random_directions(
     ------
     LandscapeError
         An unknown ``norm`` or ``ignore`` (with a did-you-mean), ``n`` outside
-        1..64, a non-integer ``seed``, a non-finite weight (unless ``norm="none"``),
+        1..64, a ``seed`` that is not an integer from 0 to 2**64 - 1, a non-finite weight (unless ``norm="none"``),
         or (with ``orthogonalize``) linearly dependent directions.
 
     References
@@ -294,8 +294,7 @@ def random_directions(
     check_choice("ignore", ignore, IGNORES)
     if not isinstance(n, (int, np.integer)) or n < 1 or n > 64:
         raise LandscapeError(f"n={n!r} directions requested; expected an integer from 1 to 64 (2 for a plane)")
-    if not isinstance(seed, (int, np.integer)):
-        raise LandscapeError(f"seed={seed!r}; expected an integer")
+    seed_int(seed, "the Gaussian draw")
     model = unwrap_model(model)
     layout = ParamLayout.of(model)
     dtype = vector_dtype(model)

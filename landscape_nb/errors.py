@@ -155,16 +155,16 @@ def positive_int(name: str, value: Any, *, none: str | None = None, fix: str = "
 
 
 def seed_int(value: Any, what: str, name: str = "seed") -> None:
-    """``value`` must be an integer ≥ 0 (not a bool, not a float: ``int(1.5)`` would silently seed with 1);
-    ``what`` says what it seeds.
+    """``value`` must be an integer from 0 to 2**64 - 1 (not a bool, not a float: ``int(1.5)`` would silently
+    seed with 1; not negative: ``torch.Generator`` takes -1 as 2**64 - 1); ``what`` says what it seeds.
 
     Raises
     ------
     LandscapeError
         Naming the value given and what is expected.
     """
-    if not is_int(value) or value < 0:
-        raise LandscapeError(f"{name}={short_repr(value)}; expected an integer ≥ 0 (the seed of {what}), "
+    if not is_int(value) or not 0 <= value < 2**64:
+        raise LandscapeError(f"{name}={short_repr(value)}; expected an integer from 0 to 2**64 - 1 (the seed of {what}), "
                              f"e.g. {name}=0")
 
 

@@ -738,8 +738,11 @@ class Evaluator(SpeedChoices):
             return
         size = given or min(n, BATCH_CANDIDATES[0])
         size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
+        spread = (f" ({math.ceil(n / size)} near-equal batches of the {n} samples, none larger than "
+                  f"batch_size={given}, so that no short tail batch weighs its samples more)"
+                  if given and size != given else "")  # trial I (s38): an explicit 50 became 45 with no word
         how = (f"the whole set of {n} in one batch" if size >= n else
-               f"values are weighted means over batches of {size}, not the value over the whole set "
+               f"values are weighted means over batches of {size}{spread}, not the value over the whole set "
                f"(batch_size={n} for that, or a loss whose batches' sample-weighted mean is it: "
                f"{MEAN_LOSS_FIX})")
         self.notes["batches"] = f"{why}; one batching for every point: {how}"

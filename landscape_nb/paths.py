@@ -135,13 +135,18 @@ class ModeCurve:
         raise NotImplementedError
 
     def point(self, t: float) -> torch.Tensor:
-        """θ(t), flat (``weights``); a ``t`` that is not a finite real number (a string, a bool, NaN) is refused
-        (``LandscapeError``)."""
+        """θ(t), flat (``weights``), for t in [0, 1]; a ``t`` that is not a real number in [0, 1] (a string, a
+        bool, NaN, 1.5) is refused (``LandscapeError``): the curve was trained on [0, 1] only."""
         if (isinstance(t, np.ndarray) and t.size == 1) or (isinstance(t, torch.Tensor) and t.numel() == 1):
             t = t.item()  # np.array(0.25), torch.tensor(0.25)
         if not (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t)):
             raise LandscapeError(f"t={short_repr(t)}; expected a finite real number (0 at model a, 1 at model b), "
                                  "e.g. t=0.5")
+        if not 0 <= t <= 1:  # s38: t=1.5 extrapolated the polynomial with no word
+            raise LandscapeError(
+                f"t={t!r}; expected t in [0, 1] (0 at model a, 1 at model b): the {self.title} was trained on [0, 1] "
+                "only, and beyond its ends it is an extrapolation no loss was lowered on. For the straight line "
+                "beyond a and b use interpolation_surface(a, b, data, x=(-0.5, 1.5, 41))")
         t = float(t)
         wa, wc, wb = self.weights(t)
         return wa * self.start + wc * self.control + wb * self.end

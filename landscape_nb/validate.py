@@ -18,7 +18,7 @@ from torch import nn
 
 from .choices import COMPILE_MODES, EVAL_MODES
 from .directions import Directions
-from .errors import LandscapeError, check_choice, closest_name, positive_int, warn_user
+from .errors import LandscapeError, check_choice, closest_name, positive_int, seed_int, warn_user
 from .errors import is_int as _is_int
 from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings
@@ -222,8 +222,7 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
     positive_int("batch_size", s.batch_size, none="tuned on the first points")
     positive_int("max_samples", s.max_samples, none="all samples")
     positive_int("points_per_pass", s.points_per_pass, none="chosen by measurement")
-    if not _is_int(s.subset_seed):
-        raise LandscapeError(f"subset_seed={_short(s.subset_seed)}; expected an integer")
+    seed_int(s.subset_seed, "the max_samples subset", name="subset_seed")
     if not isinstance(s.precision, str):
         raise LandscapeError(f"precision={_short(s.precision)}; expected one of {list(PRECISIONS)}")
     check_choice("precision", s.precision, PRECISIONS)

@@ -129,6 +129,7 @@ CASES = [
     ("points-per-pass-bn-recompute", dict(points_per_pass=2, mode="bn-recompute"),
      "points_per_pass=2 with mode='bn-recompute'; BatchNorm statistics are re-estimated"),
     ("subset-seed-str", dict(subset_seed="a"), "subset_seed='a'"),
+    ("subset-seed-negative", dict(subset_seed=-1), "subset_seed=-1; expected an integer from 0 to 2"),
     ("compile-str", dict(compile="yes"), "compile='yes'; expected True, False or a torch.compile mode"),
     ("compile-mode-typo", dict(compile="max_autotune"), "one of ['reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs']"),
     ("settings-str", dict(settings="fast"), "settings='fast'"),

@@ -149,6 +149,8 @@ def test_load_refuses_garbage(tmp_path):
     ({"norm": "dlayer"}, r"norm='layer' is Li et al.'s layer normalization"),  # not "did you mean", trial s35
     ({"ignore": "bias"}, "unknown ignore"),
     ({"n": 0}, "expected an integer from 1"),
+    ({"seed": -1}, r"^seed=-1; expected an integer from 0 to 2\*\*64 - 1"),  # was the directions of seed 2**64 - 1
+    ({"seed": 2**64}, r"^seed=18446744073709551616; expected an integer from 0"),  # was an OverflowError from torch
 ])
 def test_random_directions_bad_options(cnn, kwargs, match):
     with pytest.raises(LandscapeError, match=match):

@@ -304,6 +304,9 @@ def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
     for t in (float("nan"), float("inf"), "0.5", True):  # NaN weights, silently; a string or bool was taken as 0.5, 1
         with pytest.raises(LandscapeError, match=rf"t={t!r}; expected a finite real number"):
             curve.model_at(a, t)
+    for t in (1.5, -0.25):  # the polynomial beyond the ends, with no word (s38)
+        with pytest.raises(LandscapeError, match=rf"^t={t!r}; expected t in \[0, 1\].*interpolation_surface"):
+            curve.point(t)
     for same in (torch.tensor(0.25), np.array(0.25), np.float32(0.25)):  # a 0-d array was refused (re-trial s38)
         assert torch.equal(curve.point(same), curve.point(0.25))
     ts = curve.profile.x
@@ -594,7 +597,7 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
     ({"batch_size": -5}, r"^batch_size=-5; expected a positive integer"),
     ({"batch_size": 2.5}, r"^batch_size=2.5; expected a positive integer"),
     ({"batch_size": True}, r"^batch_size=True; expected a positive integer"),
-    ({"seed": 1.5}, r"^seed=1.5; expected an integer ≥ 0 \(the seed of the batches drawn"),  # was seed 1
+    ({"seed": 1.5}, r"^seed=1.5; expected an integer from 0 to 2\*\*64 - 1 \(the seed of the batches drawn"),  # was seed 1
     # the loss is checked before the control point trains on it (a raw "grad can be implicitly created only
     # for scalar outputs" came from loss.backward())
     ({"loss_fn": nn.MSELoss(reduction="none")}, r"^loss_fn returned a tensor of shape \(N, 1\) for N samples "
