@@ -164,7 +164,8 @@ def seed_int(value: Any, what: str, name: str = "seed") -> None:
         Naming the value given and what is expected.
     """
     if not is_int(value) or not 0 <= value < 2**64:
-        raise LandscapeError(f"{name}={short_repr(value)}; expected an integer from 0 to 2**64 - 1 (the seed of {what}), "
+        raise LandscapeError(f"{name}={short_repr(value)}; expected an integer from 0 to 2**64 - 1 "
+                             f"(the seed of {what}), "
                              f"e.g. {name}=0")
 
 

@@ -18,7 +18,14 @@ from torch import nn
 
 from .choices import COMPILE_MODES, EVAL_MODES
 from .directions import Directions
-from .errors import LandscapeError, check_choice, closest_name, positive_int, seed_int, warn_user
+from .errors import (
+    LandscapeError,
+    check_choice,
+    closest_name,
+    positive_int,
+    seed_int,
+    warn_user,
+)
 from .errors import is_int as _is_int
 from .errors import short_repr as _short
 from .evaluate import PRECISIONS, EvalSettings

@@ -597,7 +597,7 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
     ({"batch_size": -5}, r"^batch_size=-5; expected a positive integer"),
     ({"batch_size": 2.5}, r"^batch_size=2.5; expected a positive integer"),
     ({"batch_size": True}, r"^batch_size=True; expected a positive integer"),
-    ({"seed": 1.5}, r"^seed=1.5; expected an integer from 0 to 2\*\*64 - 1 \(the seed of the batches drawn"),  # was seed 1
+    ({"seed": 1.5}, r"^seed=1.5; expected an integer from 0 to 2\*\*64 - 1 \(the seed of the batches"),  # was seed 1
     # the loss is checked before the control point trains on it (a raw "grad can be implicitly created only
     # for scalar outputs" came from loss.backward())
     ({"loss_fn": nn.MSELoss(reduction="none")}, r"^loss_fn returned a tensor of shape \(N, 1\) for N samples "
