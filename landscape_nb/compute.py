@@ -25,7 +25,7 @@ from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
-from .metrics import PROBABILITY_OUTPUTS, loss_name, split_values, unwrap_compiled
+from .metrics import PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, loss_name, split_values, unwrap_compiled
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
@@ -34,7 +34,7 @@ from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_finger
 from .statecheck import RANDOM_OUTPUTS
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
-from .surface import Surface
+from .surface import CENTRE_DIVERGED, Surface
 
 logger = logging.getLogger(__name__)
 
@@ -567,8 +567,8 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     notes = dict(final.notes)
     if notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = notes
-    for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS):  # sampling noise, or a softmax taken twice, must not pass
-        if notes.get(key):  # for the loss of the weights
+    for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS):  # sampling noise, a softmax taken twice,
+        if notes.get(key):  # an accuracy of positions the loss leaves out must not pass for the weights'
             warn_user(f"landscape_nb: {notes[key]}")
     if "several tensors could be the logits" in str(notes.get("accuracy", "")):  # a tuple or dict of outputs: the
         warn_user(f"landscape_nb.compute_surface: {notes['accuracy']}, e.g. metrics={{'accuracy': "  # figure lacked it,
@@ -579,6 +579,10 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
         st.update_provenance(extra)
     buffer.provenance.update(extra)
     surface = buffer.snapshot()  # copies: an edit of it reached a TileDone.surface() called after the run (s37)
+    if surface.centre_diverged:  # said by the CLI and the Explorer; Python's figure said "diverged" only (s39)
+        warn_user(f"landscape_nb.compute_surface: {CENTRE_DIVERGED}; the loss diverged (NaN or inf) at "
+                  f"{surface.n_diverged} of {surface.n_done} points"
+                  + (f"; {surface.divergence_note}" if surface.divergence_note else ""))
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
 

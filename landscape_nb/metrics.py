@@ -178,6 +178,7 @@ def _one_hot_integers(logits, targets) -> str | None:
 
 #: the key of ``DataInfo.notes`` saying the default loss was given probabilities (`probability_outputs_note`)
 PROBABILITY_OUTPUTS = "probability outputs"
+UNCOUNTED_TARGETS = "uncounted targets"  # notes key: accuracy counts positions the loss leaves out (warned)
 
 
 def probability_outputs_note(outputs) -> str | None:
@@ -490,7 +491,9 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
         _refuse_broadcasting(caught)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             n = targets.shape[0] if isinstance(targets, torch.Tensor) and targets.ndim else None
-            shape = ((f"a tensor of shape {_n_first(tuple(loss.shape))} for N samples (one value per sample?)"
+            each = ("sample" if not isinstance(loss, torch.Tensor) or loss[:1].numel() == 1 else  # (N, 20): not
+                    "sample and element, e.g. per token")  # "per sample?" (trial s39)
+            shape = ((f"a tensor of shape {_n_first(tuple(loss.shape))} for N samples (one value per {each}?)"
                       if loss.ndim and loss.shape[0] == n else f"a tensor of shape {tuple(loss.shape)}")
                      if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}")
             raise LandscapeError(
@@ -543,10 +546,12 @@ def loss_name(loss_fn) -> str:
     return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
 
 
-def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100) -> tuple[dict[str, Callable], str]:
+def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100,
+                 why: str = "the loss's ignore_index") -> tuple[dict[str, Callable], str]:
     """``metrics="auto"``: accuracy when the outputs hold logits (N, C>1, ...) (``find_logits``) and the
     targets are integer class indices of matching shape; else none. Targets equal to ``ignore_index``
-    (the loss's, e.g. a padding class) are not counted. Returns (metrics, a note saying why)."""
+    (the loss's, e.g. a padding class; ``why`` says how it is known) are not counted. Returns (metrics, a note
+    saying why)."""
     logits = find_logits(outputs)
     if targets is None:
         return {}, "accuracy skipped: the data carry no targets"
@@ -571,9 +576,70 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
                     "(out.argmax(-1) == y).float().mean()}")
     if ignore_index != -100:
         return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
-                f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} (the loss's "
-                "ignore_index) not counted")
+                f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} ({why}) not "
+                "counted")
     return {"accuracy": accuracy}, "accuracy: argmax of the logits against the targets"
+
+
+PROBE_ELEMENTS = 1 << 22  # random logits drawn by ignored_target at most (16 MB in float32)
+
+
+def ignored_target(loss_fn: Callable, outputs, targets: torch.Tensor | None,
+                   every_target: torch.Tensor | None = None) -> tuple[int | None, int, int]:
+    """The target value ``loss_fn`` ignores, found by its gradient: ``(v, n, m)``.
+
+    The loss is differentiated with respect to random logits (N(0, 0.01²), of the logits' shape, in place of
+    the model's, twice: a probe, not the model's values, and near-equal logits, so that a margin loss satisfied
+    at the model is not taken for one that ignores). ``outputs`` and ``targets`` are the model's on a few
+    samples; for outputs that are the logits alone the probe takes ``m`` samples of ``every_target`` (the whole
+    set's, evenly spread, as many as ``PROBE_ELEMENTS`` logits hold), since padding may sit at the end of a
+    length-sorted set. A position
+    whose logits get no gradient at all does not count in the loss. ``v``: the
+    one target value (other than -100, which ``accuracy`` skips already) whose positions, all of them and only
+    they, get none: e.g. a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y, ignore_index=0)``,
+    whose ``ignore_index`` cannot be read. ``n``: positions (targets other than -100) that get no gradient
+    and no single value explains (a loss masked by something else); 0 if none. ``(None, 0)`` when the logits
+    are not found, the targets are not class indices, or the loss cannot be differentiated there (it raised,
+    or gave a non-finite gradient). A trial's language model (s39) scored the padding as predictions."""
+    logits = find_logits(outputs)
+    if (logits is None or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
+            or not logits.is_floating_point() or logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
+            or tuple(logits.shape[2:]) != tuple(targets.shape[1:])):
+        return None, 0, 0
+    if (isinstance(outputs, torch.Tensor) and isinstance(every_target, torch.Tensor)
+            and tuple(every_target.shape[1:]) == tuple(targets.shape[1:])):
+        per_sample = max(1, logits[:1].numel())
+        m = max(1, min(len(every_target), PROBE_ELEMENTS // per_sample))
+        picked = torch.linspace(0, len(every_target) - 1, m).round().long().unique()
+        targets = every_target[picked.to(every_target.device)].to(logits.device)
+    if not isinstance(outputs, (torch.Tensor, tuple, list)) and not (
+            isinstance(outputs, Mapping) and outputs.get("logits") is logits):
+        return None, 0, 0  # e.g. a ModelOutput: the loss may read other fields of it
+    still = targets != -100
+    for seed in (0, 1):  # no gradient at both: a margin loss gives it at near-equal logits
+        probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(seed))
+        probe = probe.to(logits.device, logits.dtype).requires_grad_(True)
+        if isinstance(outputs, torch.Tensor):
+            given = probe
+        elif isinstance(outputs, Mapping):
+            given = {**outputs, "logits": probe}
+        else:
+            given = type(outputs)(probe if t is logits else t for t in outputs)
+        try:
+            with torch.enable_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                (grad,) = torch.autograd.grad(loss_fn(given, targets), probe, allow_unused=True)
+        except Exception:  # noqa: BLE001 - a loss that takes no random logits: nothing is known, it runs as given
+            return None, 0, 0
+        if grad is None or not bool(torch.isfinite(grad).all()):
+            return None, 0, 0
+        still &= grad.abs().sum(1) == 0  # (N, ...): positions the loss does not depend on
+    if not bool(still.any()):
+        return None, 0, len(targets)
+    values = torch.unique(targets[still]).tolist()
+    if len(values) == 1 and bool(still[targets == values[0]].all()):
+        return int(values[0]), 0, len(targets)
+    return None, int(still.sum()), len(targets)
 
 
 def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:

@@ -16,6 +16,10 @@ from . import persistence as _persistence
 from . import sharpness as _sharpness
 from .errors import LandscapeError, warn_user
 
+CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the loss function or the data "
+                   "give it, not the range: check loss_fn(model(x), y) on each batch of the data with the model "
+                   "alone (e.g. a sample whose attention mask hides every token gives NaN)")  # Surface.centre_diverged
+
 
 @dataclass(frozen=True, eq=False)
 class Surface:

@@ -602,7 +602,7 @@ def test_a_mean_over_kept_samples_is_found_when_the_halves_checked_keep_equal_sh
     model = nn.Linear(4, 3)
     x, y = masked_in_batches_not_in_halves()
     d = lnb.random_directions(model, n=2, seed=0)
-    ign = lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0)  # noqa: E731
+    ign = lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0)
     with pytest.warns(UserWarning, match=r"loss_fn on a batch is not the sample-weighted mean .* weighted means over "
                                          r"batches of 20, not the value over the whole set \(batch_size=40 for that"):
         s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20, loss_fn=ign)
@@ -847,7 +847,8 @@ def test_nan_logits_at_the_centre_give_nan_values_not_a_failed_set_up_check(conv
     with torch.no_grad():
         assert torch.isnan(model(x)).any()
     d = lnb.random_directions(model, n=2, seed=0)
-    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3))
+    with pytest.warns(UserWarning, match="the loss is NaN or inf at the model itself"):
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3))
     assert s.is_complete and np.isnan(s.loss).all()
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, nn.functional.cross_entropy, d, s.x, s.y))
     assert s.provenance["points_per_pass"] == 1
@@ -1002,6 +1003,54 @@ def test_cross_entropy_and_accuracy_over_padded_tokens_are_exact_in_any_batches(
 
     np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(model, x, y3, accuracy_without_3, d, s.x, s.y),
                                rtol=1e-6)
+
+
+def test_accuracy_leaves_out_what_a_loss_functions_ignore_index_leaves_out():
+    """A loss written as a function, ``lambda o, y: F.cross_entropy(o, y, ignore_index=0)``, hides its
+    ``ignore_index``: the automatic accuracy counted the padding token 0 as predictions, half the real accuracy
+    at every point and no word (trial s39). The loss's gradient at random logits finds the value it ignores. A
+    margin loss, flat where its margin holds, keeps every target; a loss masked by something other than one
+    target value is warned of."""
+    model = _TaggerClassFirst()
+    x, y = _padded_tokens(400)
+    y0 = torch.where(y < 0, 0, torch.where(y == 0, 1, y))  # token 0 pads now, and pads only
+    d = lnb.random_directions(model, n=2, seed=0)
+    ce0 = lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0)
+
+    def accuracy_without_0(out, t):
+        kept = t != 0
+        return (out.argmax(1)[kept] == t[kept]).double().mean()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing to warn of: the whole set runs in one batch
+        s = lnb.compute_surface(model, (x, y0), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=ce0)
+    want = _whole_set_surface(model, x, y0, accuracy_without_0, d, s.x, s.y)
+    counting_pads = _whole_set_surface(model, x, y0, lambda o, t: (o.argmax(1) == t).double().mean(), d, s.x, s.y)
+    assert np.abs(want - counting_pads).max() > 0.05  # the test tells them apart
+    np.testing.assert_allclose(s.metrics["accuracy"], want, rtol=1e-6)
+    assert "those equal to 0 (the loss gives them no gradient) not counted" in s.provenance["data"]["accuracy"]
+    s = lnb.compute_surface(model, (x, y0), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=ce0, metrics=["accuracy"])
+    np.testing.assert_allclose(s.metrics["accuracy"], want, rtol=1e-6)
+
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    xs, ys = torch.randn(300, 16, generator=torch.Generator().manual_seed(1)), torch.arange(300) % 5
+    margin = lambda out, t: nn.functional.multi_margin_loss(out * 50, t)  # satisfied at most samples
+    d = lnb.random_directions(flat, n=2, seed=0)
+    s = lnb.compute_surface(flat, (xs, ys), d, x=(-0.5, 0.5, 3), y=(-0.5, 0.5, 3), loss_fn=margin)
+    assert s.provenance["data"]["accuracy"] == "accuracy: argmax of the logits against the targets"
+    np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(
+        flat, xs, ys, lambda o, t: (o.argmax(1) == t).double().mean(), d, s.x, s.y), rtol=1e-6)
+
+    keep = torch.arange(8)[None, :] < 5  # the last 3 positions of every sequence left out by a mask
+
+    def masked_ce(out, t):
+        per = nn.functional.cross_entropy(out, t, reduction="none")
+        return (per * keep).sum() / (keep.sum() * len(t))
+
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"accuracy counts 1200 target position\(s\) of 400 samples spread over "
+                      r"the set that the loss gives no gradient"):
+        lnb.compute_surface(model, (x, y.clamp_min(0)), d, x=(-0.5, 0.5, 3), loss_fn=masked_ce, batch_size=200)
 
 
 def test_hessian_products_over_padded_tokens_in_batches_equal_the_whole_set_ones():

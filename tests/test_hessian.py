@@ -365,7 +365,8 @@ def test_the_operator_on_given_batches_is_checked_like_data_and_weighs_them_by_s
     for loss_fn, given, message in [
         (nn.MSELoss(reduction="sum"), batches, r"it sums over the batch \(e\.g\. reduction='sum'\)"),
         (nn.MSELoss(reduction="none"), batches, r"loss_fn returned a tensor of shape \(N, 3\) for N samples \(one "
-                                                r"value per sample\?\); expected a scalar tensor"),
+                                                r"value per sample and element, e.g. per token\?\); expected a "
+                                                r"scalar tensor"),
         (nn.MSELoss(), [batches[0], (nan_x[16:], y[16:])], r"the batches\[1\]\[0\] hold 1 non-finite value"),
         (nn.MSELoss(), [], r"batches=\[\]; expected a list of \(inputs, targets\) batches"),
     ]:

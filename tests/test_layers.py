@@ -12,6 +12,7 @@ import pytest
 import landscape_nb
 
 LAYERS = """
+__main__
 cli | widgets
 depth
 schemes | paths | eigen_maps | plot | spectrum | autorange | recorder | reference

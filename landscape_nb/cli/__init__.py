@@ -690,10 +690,8 @@ def cmd_compute(args) -> int:
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "
               "and clamped at 0, where the loss can be very large: the figure's cap (--clip) keeps the rest "
               "readable, and a range of 0:1 shows only the path between them", file=sys.stderr)
-    if n_diverged:
-        why = ("the loss is NaN or inf at your model itself (0 on every axis), so the loss function or the data give "
-               "it, not the range: check them on the model alone" if surf.centre_diverged else
-               "a narrower --range shows the basin")
+    if n_diverged and not surf.centre_diverged:  # at the centre compute_surface's warning said it, with the counts
+        why = "a narrower --range shows the basin"
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
               f"they are gaps in the figure ({why})"
               + (f"; {surf.divergence_note}" if surf.divergence_note else ""), file=sys.stderr)

@@ -660,7 +660,9 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
 
     def count(s) -> str:
         size, bad = int(np.size(s.loss)), getattr(s, "n_diverged", 0)
-        diverged = "diverged (loss NaN or inf)"
+        diverged = "diverged (loss NaN or inf)" + (  # "9 of 9 diverged" sent a trial to the range (s39)
+            ", the model itself among them: the loss or the data give it" if getattr(s, "centre_diverged", False)
+            else "")
         if s.is_complete:
             return f"{bad} of {size} points {diverged}"
         return f"{s.n_done} of {size} points" + (f", {bad} of them {diverged}" if bad else "")

@@ -25,7 +25,7 @@ from ..directions import NORMS
 from ..errors import LandscapeError, check_choice
 from ..grid import Grid, grid_through_models, models_between_points, models_outside
 from ..schemes import SCHEMES
-from ..surface import Surface
+from ..surface import CENTRE_DIVERGED, Surface
 from ._ui_thread import UiQueue
 from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
@@ -106,8 +106,7 @@ def _caveats(surf: Surface) -> str:
     n_bad = surf.n_diverged
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
-                "metrics mean nothing; " + ("the loss is NaN or inf at the model itself (the centre), so the loss "
-                                           "function or the data give it, not the range." if surf.centre_diverged
+                "metrics mean nothing; " + (f"{CENTRE_DIVERGED}." if surf.centre_diverged
                                            else "a narrower range shows the basin."))
         out += f" {surf.divergence_note}." if surf.divergence_note else ""
     out += "".join(f" Note: {text}." for text in loader_notes(surf.provenance.get("data") or {}))
