@@ -46,6 +46,7 @@ _LAZY = {
     "loss_barrier": ("landscape_nb.sharpness", "loss_barrier"),
     "bezier_curve": ("landscape_nb.paths", "bezier_curve"),
     "polychain_curve": ("landscape_nb.paths", "polychain_curve"),
+    "ModeCurve": ("landscape_nb.paths", "ModeCurve"),  # docs/api/analysis.md: "all of these are lnb.<name>"
     "reparametrize": ("landscape_nb.reparam", "reparametrize"),
     "rescalable_layers": ("landscape_nb.reparam", "rescalable_layers"),
     "hessian_spectrum": ("landscape_nb.spectrum", "hessian_spectrum"),

@@ -37,6 +37,23 @@ class Directions:
     filter norm or the far end of a path by ~1e-7); ``layout`` says
     which model tensors the columns belong to; ``provenance`` records the scheme,
     seed, normalization and diagnostics (norms, cosines).
+
+    Made by ``random_directions``, ``as_directions`` (your own tensors), ``pca_directions``,
+    ``hessian_directions``, ``plane_directions`` and the reference-file loaders, rather than by hand.
+
+    Parameters
+    ----------
+    vectors : torch.Tensor
+        Shape (n, n_params), in the units of the weights.
+    layout : ParamLayout
+        The model's flattened tensors (``ParamLayout.of(model)``).
+    provenance : Mapping, optional
+        What made them (read by ``compute_surface`` and the figures' labels).
+
+    Raises
+    ------
+    LandscapeError
+        ``vectors`` not of shape (n, layout.n_params).
     """
 
     vectors: torch.Tensor
