@@ -73,9 +73,9 @@ def test_a_page_that_says_its_names_are_lnb_names_lists_only_those():
     for page in (REPO / "docs" / "api").glob("*.md"):
         text = page.read_text(encoding="utf-8")
         if "available as `lnb.<name>`" in text:
-            entries = re.findall(r"^::: (landscape_nb\.[\w.]+)", text, re.M)  # a module's: its listed members
+            entries = re.findall(r"^::: (landscape_nb\.[\w.]+)", text, re.MULTILINE)  # a module's: its listed members
             listed = {name.rsplit(".", 1)[-1] for name in entries if not _is_module(name)} | set(
-                re.findall(r"^ {8}- (\w+)$", text, re.M))
+                re.findall(r"^ {8}- (\w+)$", text, re.MULTILINE))
             assert listed and not listed - set(lnb.__all__), (page.name, sorted(listed - set(lnb.__all__)))
 
 
