@@ -579,12 +579,36 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
         st.update_provenance(extra)
     buffer.provenance.update(extra)
     surface = buffer.snapshot()  # copies: an edit of it reached a TileDone.surface() called after the run (s37)
-    if surface.centre_diverged:  # said by the CLI and the Explorer; Python's figure said "diverged" only (s39)
-        warn_user(f"landscape_nb.compute_surface: {CENTRE_DIVERGED}; the loss diverged (NaN or inf) at "
-                  f"{surface.n_diverged} of {surface.n_done} points"
+    said = diverged_at_the_model(surface)
+    if said:  # said by the CLI and the Explorer; Python's figure said "diverged" only (trial s39)
+        warn_user(f"landscape_nb.compute_surface: {said}"
                   + (f"; {surface.divergence_note}" if surface.divergence_note else ""))
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
+
+
+def diverged_at_the_model(surface: Surface) -> str:
+    """Why the loss or the data, not the range, give a surface's NaN or inf losses: the loss (or a named
+    split's, ``"<split>_loss"``) is not finite at the model itself, or, on a grid without it, at every point
+    computed; "" otherwise (a loss diverging away from the model is the figure's gaps, and said there)."""
+    splits = {k[: -len("_loss")]: v for k, v in surface.metrics.items() if k.endswith("_loss")}
+    losses = splits or {"": surface.loss}
+    done = surface.done_mask
+    at = surface.centre_index
+    if at is not None:
+        bad = [name for name, v in losses.items() if done[at] and not np.isfinite(v[at])]
+        if not bad:
+            return ""
+        if splits:
+            return f"split {', '.join(map(repr, bad))}: {CENTRE_DIVERGED}"
+        return f"{CENTRE_DIVERGED}; the loss diverged (NaN or inf) at {surface.n_diverged} of {surface.n_done} points"
+    bad = [name for name, v in losses.items() if done.any() and not np.isfinite(v[done]).any()]
+    if not bad:
+        return ""
+    where = f" on split {', '.join(map(repr, bad))}" if splits else ""
+    return (f"the loss is NaN or inf at every one of the {surface.n_done} points computed{where} (the grid holds "
+            "no point at the model itself, 0 on every axis), so the loss function or the data likely give it: "
+            "check loss_fn(model(x), y) on each batch of the data with the model alone, or draw a grid through 0")
 
 
 def _give_worker_warnings(final: DataInfo | None, info: DataInfo) -> None:

@@ -584,7 +584,8 @@ class Evaluator(SpeedChoices):
             self.notes[UNCOUNTED_TARGETS] = (
                 f"accuracy counts {unexplained} target position(s) of {probed} samples spread over the set that "
                 "the loss gives no gradient (it leaves them out, by a mask no single target value gives), so it "
-                "scores predictions the loss does not count; pass metrics= with an accuracy masked as the loss is, "
+                "scores predictions the loss does not count; pass compute_surface's metrics= (Python: the CLI "
+                "computes the automatic accuracy only) an accuracy masked as the loss is, "
                 "e.g. {'accuracy': lambda out, y: ((out.argmax(1) == y) & keep(y)).sum() / keep(y).sum()}")
         states = {"loss_fn": loss_state, **{f"metric {n!r}": StateSnapshot(f) for n, f in fns.items()}}
         for name, fn in fns.items():

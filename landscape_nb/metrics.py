@@ -588,58 +588,74 @@ def ignored_target(loss_fn: Callable, outputs, targets: torch.Tensor | None,
                    every_target: torch.Tensor | None = None) -> tuple[int | None, int, int]:
     """The target value ``loss_fn`` ignores, found by its gradient: ``(v, n, m)``.
 
-    The loss is differentiated with respect to random logits (N(0, 0.01²), of the logits' shape, in place of
-    the model's, twice: a probe, not the model's values, and near-equal logits, so that a margin loss satisfied
-    at the model is not taken for one that ignores). ``outputs`` and ``targets`` are the model's on a few
-    samples; for outputs that are the logits alone the probe takes ``m`` samples of ``every_target`` (the whole
-    set's, evenly spread, as many as ``PROBE_ELEMENTS`` logits hold), since padding may sit at the end of a
-    length-sorted set. A position
-    whose logits get no gradient at all does not count in the loss. ``v``: the
-    one target value (other than -100, which ``accuracy`` skips already) whose positions, all of them and only
-    they, get none: e.g. a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y, ignore_index=0)``,
-    whose ``ignore_index`` cannot be read. ``n``: positions (targets other than -100) that get no gradient
-    and no single value explains (a loss masked by something else); 0 if none. ``(None, 0)`` when the logits
-    are not found, the targets are not class indices, or the loss cannot be differentiated there (it raised,
-    or gave a non-finite gradient). A trial's language model (s39) scored the padding as predictions."""
+    The loss is differentiated with respect to probe logits put in place of the model's (of the logits'
+    shape; a probe, not the model's values): small random values (N(0, 0.01²)) with each target's own class
+    set to -1, so that every position is predicted wrong and any loss that counts it gives it a gradient
+    (a margin loss satisfied at the model, or at near-equal logits, gives none: trial s39). A position whose
+    logits get no gradient does not count in the loss. The probe takes ``m`` samples of ``every_target``
+    (the whole set's targets, evenly spread, as many as ``PROBE_ELEMENTS`` logits hold), since padding may
+    sit at the end of a length-sorted set; where the loss cannot take those with the rest of ``outputs``
+    (the model's on the few samples of ``targets``), it takes ``targets``.
+
+    ``v``: the one target value (other than -100, which ``accuracy`` skips already) whose positions, all of
+    them and only they, get none: e.g. a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y,
+    ignore_index=0)``, whose ``ignore_index`` cannot be read (or a class weighted 0). ``n``: positions
+    (targets other than -100) that get no gradient and no single value explains (a loss masked by something
+    else, or several values); 0 if none. ``(None, 0, 0)`` when the logits are not found, the targets are not
+    class indices, or the loss cannot be differentiated there (it raised, or gave a non-finite gradient). A
+    trial's language model (s39) scored the padding as predictions."""
     logits = find_logits(outputs)
     if (logits is None or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
             or not logits.is_floating_point() or logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
             or tuple(logits.shape[2:]) != tuple(targets.shape[1:])):
         return None, 0, 0
-    if (isinstance(outputs, torch.Tensor) and isinstance(every_target, torch.Tensor)
-            and tuple(every_target.shape[1:]) == tuple(targets.shape[1:])):
-        per_sample = max(1, logits[:1].numel())
-        m = max(1, min(len(every_target), PROBE_ELEMENTS // per_sample))
-        picked = torch.linspace(0, len(every_target) - 1, m).round().long().unique()
-        targets = every_target[picked.to(every_target.device)].to(logits.device)
     if not isinstance(outputs, (torch.Tensor, tuple, list)) and not (
             isinstance(outputs, Mapping) and outputs.get("logits") is logits):
         return None, 0, 0  # e.g. a ModelOutput: the loss may read other fields of it
-    still = targets != -100
-    for seed in (0, 1):  # no gradient at both: a margin loss gives it at near-equal logits
-        probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(seed))
-        probe = probe.to(logits.device, logits.dtype).requires_grad_(True)
+    tries = [targets]
+    if isinstance(every_target, torch.Tensor) and tuple(every_target.shape[1:]) == tuple(targets.shape[1:]):
+        m = max(1, min(len(every_target), PROBE_ELEMENTS // max(1, logits[:1].numel())))
+        picked = torch.linspace(0, len(every_target) - 1, m).round().long().unique()
+        tries.insert(0, every_target[picked.to(every_target.device)].to(logits.device))
+    for t in tries:
+        grad = _probe_gradient(loss_fn, outputs, logits, t)
+        if grad is not None:
+            break
+    else:
+        return None, 0, 0
+    still = (grad.abs().sum(1) == 0) & (t != -100)  # (N, ...): positions the loss does not depend on
+    if not bool(still.any()):
+        return None, 0, len(t)
+    values = torch.unique(t[still]).tolist()
+    if len(values) == 1 and bool(still[t == values[0]].all()):
+        return int(values[0]), 0, len(t)
+    return None, int(still.sum()), len(t)
+
+
+def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """The gradient of ``loss_fn`` at probe logits for ``targets`` (``ignored_target``), None where it raised
+    or is not finite."""
+    probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(0))
+    probe = probe.to(logits.device, logits.dtype)
+    classes = (targets >= 0) & (targets < logits.shape[1])  # not -100, 255 void pixels: left as drawn
+    index = torch.where(classes, targets, 0).unsqueeze(1)
+    drawn = probe.gather(1, index)
+    probe.scatter_(1, index, torch.where(classes.unsqueeze(1), torch.full_like(drawn, -1.0), drawn))
+    probe.requires_grad_(True)
+    try:
         if isinstance(outputs, torch.Tensor):
             given = probe
         elif isinstance(outputs, Mapping):
             given = {**outputs, "logits": probe}
         else:
-            given = type(outputs)(probe if t is logits else t for t in outputs)
-        try:
-            with torch.enable_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                (grad,) = torch.autograd.grad(loss_fn(given, targets), probe, allow_unused=True)
-        except Exception:  # noqa: BLE001 - a loss that takes no random logits: nothing is known, it runs as given
-            return None, 0, 0
-        if grad is None or not bool(torch.isfinite(grad).all()):
-            return None, 0, 0
-        still &= grad.abs().sum(1) == 0  # (N, ...): positions the loss does not depend on
-    if not bool(still.any()):
-        return None, 0, len(targets)
-    values = torch.unique(targets[still]).tolist()
-    if len(values) == 1 and bool(still[targets == values[0]].all()):
-        return int(values[0]), 0, len(targets)
-    return None, int(still.sum()), len(targets)
+            items = [probe if o is logits else o for o in outputs]
+            given = type(outputs)(*items) if hasattr(outputs, "_fields") else type(outputs)(items)  # namedtuple
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (grad,) = torch.autograd.grad(loss_fn(given, targets), probe, allow_unused=True)
+    except Exception:  # noqa: BLE001 - a loss that takes no probe logits: nothing is known, it runs as given
+        return None
+    return grad if grad is not None and bool(torch.isfinite(grad).all()) else None
 
 
 def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:

@@ -135,13 +135,15 @@ class ModeCurve:
         raise NotImplementedError
 
     def point(self, t: float) -> torch.Tensor:
-        """θ(t), flat (``weights``), for t in [0, 1]; a ``t`` that is not a real number in [0, 1] (a string, a
-        bool, NaN, 1.5) is refused (``LandscapeError``): the curve was trained on [0, 1] only."""
+        """θ(t), flat (``weights``), for t in [0, 1] (within 1e-9 of it: rounding); a ``t`` that is not a real
+        number in [0, 1] (a string, a bool, NaN, 1.5) is refused (``LandscapeError``): the curve was trained on
+        [0, 1] only."""
         if (isinstance(t, np.ndarray) and t.size == 1) or (isinstance(t, torch.Tensor) and t.numel() == 1):
             t = t.item()  # np.array(0.25), torch.tensor(0.25)
         if not (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t)):
             raise LandscapeError(f"t={short_repr(t)}; expected a finite real number (0 at model a, 1 at model b), "
                                  "e.g. t=0.5")
+        t = min(max(t, 0.0), 1.0) if -1e-9 <= t <= 1 + 1e-9 else t  # 3 * 0.1 / 0.3 is 1 (re-trial s39)
         if not 0 <= t <= 1:  # s38: t=1.5 extrapolated the polynomial with no word
             raise LandscapeError(
                 f"t={t!r}; expected t in [0, 1] (0 at model a, 1 at model b): the {self.title} was trained on [0, 1] "
@@ -160,8 +162,8 @@ class ModeCurve:
         statistics, which belong to other weights, and a ``UserWarning`` says so: evaluated as returned, a
         trial's model gave 0.674 where the profile said 0.585.
 
-        Raises ``LandscapeError`` for a non-finite ``t``, a model of another architecture, or ``bn_data`` it
-        cannot read."""
+        Raises ``LandscapeError`` for a ``t`` that is not a real number in [0, 1] (``point``), a model of
+        another architecture, or ``bn_data`` it cannot read."""
         from .data import read_data
         from .evaluate import bn_passes, reestimate_batchnorm
 

@@ -225,15 +225,21 @@ class Surface:
         return int((self.done_mask & ~np.isfinite(self.loss)).sum())
 
     @property
-    def centre_diverged(self) -> bool:
-        """Whether the grid point at 0 on every axis (the model itself, where the grid holds it) was computed
-        and has a NaN or infinite loss: then the loss function or the data give it, and no range helps."""
+    def centre_index(self) -> tuple[int, ...] | None:
+        """The index into ``loss`` (``(z, y, x)`` order) of the grid point at 0 on every axis (the model
+        itself), None where the grid holds no such point."""
         axes = [self.x] + ([] if self.ndim < 2 else [self.y]) + ([] if self.ndim < 3 else [self.z])
         hits = [np.flatnonzero(np.asarray(a, float) == 0.0) for a in axes]
         if any(h.size == 0 for h in hits):
-            return False
-        at = tuple(int(h[0]) for h in reversed(hits))  # loss is indexed (z, y, x)
-        return bool(self.done_mask[at] and not np.isfinite(self.loss[at]))
+            return None
+        return tuple(int(h[0]) for h in reversed(hits))
+
+    @property
+    def centre_diverged(self) -> bool:
+        """Whether the grid point at 0 on every axis (the model itself, where the grid holds it) was computed
+        and has a NaN or infinite loss: then the loss function or the data give it, and no range helps."""
+        at = self.centre_index
+        return at is not None and bool(self.done_mask[at] and not np.isfinite(self.loss[at]))
 
     @property
     def divergence_note(self) -> str:

@@ -99,6 +99,11 @@ def test_bn_recompute_matches_naive_train_mode_statistics(cnn, cnn_data):
     assert cnn.bn.momentum == 0.1
 
 
+class _Log(nn.Module):
+    def forward(self, x):
+        return torch.log(x)
+
+
 def test_nan_and_inf_losses_are_stored_not_raised(mlp, mlp_data):
     """A loss that diverges is a value, stored as such (NaN data are refused up front instead:
     tests/test_bad_input.py)."""
@@ -115,6 +120,16 @@ def test_nan_and_inf_losses_are_stored_not_raised(mlp, mlp_data):
     inf_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) / 0.0  # noqa: E731
     with pytest.warns(UserWarning, match="at the model itself"):
         assert np.isinf(lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), loss_fn=inf_loss).loss).all()
+    with pytest.warns(UserWarning, match=r"NaN or inf at every one of the 4 points computed \(the grid holds no "
+                      r"point at the model itself"):  # re-trial s39: a grid without 0 said nothing
+        lnb.compute_surface(mlp, mlp_data, dirs, x=(0.5, 1, 4), loss_fn=nan_loss)
+    x, t = mlp_data
+    log_model = nn.Sequential(_Log(), nn.Linear(6, 3))  # NaN logits for a sample with a negative feature
+    split = {"train": (x.abs(), t), "test": (x.abs(), t)}
+    split["test"][0][0, 0] = -1.0
+    with pytest.warns(UserWarning, match=r"split 'test': the loss is NaN or inf at the model itself"):
+        s = lnb.compute_surface(log_model, split, lnb.random_directions(log_model, n=1), x=(-1, 1, 3))
+    assert np.isnan(s.metrics["test_loss"]).all() and np.isfinite(s.metrics["train_loss"]).all()
     far = lambda out, t: torch.nn.functional.cross_entropy(out, t) / (out.abs().max() < 1e3)
     with warnings.catch_warnings():  # diverged away from the model only: the figure's gaps say it, no warning
         warnings.simplefilter("error", UserWarning)

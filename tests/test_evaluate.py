@@ -1,3 +1,4 @@
+import collections
 import copy
 import itertools
 import os
@@ -1005,6 +1006,24 @@ def test_cross_entropy_and_accuracy_over_padded_tokens_are_exact_in_any_batches(
                                rtol=1e-6)
 
 
+_Outputs = collections.namedtuple("_Outputs", "logits features")
+
+
+class _AsNamedTuple(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, tokens):
+        out = self.inner(tokens)
+        return _Outputs(out, out.mean(1))
+
+
+class _AsDict(_AsNamedTuple):
+    def forward(self, tokens):
+        return dict(super().forward(tokens)._asdict())
+
+
 def test_accuracy_leaves_out_what_a_loss_functions_ignore_index_leaves_out():
     """A loss written as a function, ``lambda o, y: F.cross_entropy(o, y, ignore_index=0)``, hides its
     ``ignore_index``: the automatic accuracy counted the padding token 0 as predictions, half the real accuracy
@@ -1034,12 +1053,27 @@ def test_accuracy_leaves_out_what_a_loss_functions_ignore_index_leaves_out():
 
     flat = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
     xs, ys = torch.randn(300, 16, generator=torch.Generator().manual_seed(1)), torch.arange(300) % 5
-    margin = lambda out, t: nn.functional.multi_margin_loss(out * 50, t)  # satisfied at most samples
     d = lnb.random_directions(flat, n=2, seed=0)
-    s = lnb.compute_surface(flat, (xs, ys), d, x=(-0.5, 0.5, 3), y=(-0.5, 0.5, 3), loss_fn=margin)
-    assert s.provenance["data"]["accuracy"] == "accuracy: argmax of the logits against the targets"
-    np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(
-        flat, xs, ys, lambda o, t: (o.argmax(1) == t).double().mean(), d, s.x, s.y), rtol=1e-6)
+    for margin in (lambda out, t: nn.functional.multi_margin_loss(out * 50, t),  # satisfied at most samples
+                   lambda out, t: nn.functional.multi_margin_loss(out, t, margin=0.0)):  # a false warning (s39)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            s = lnb.compute_surface(flat, (xs, ys), d, x=(-0.5, 0.5, 3), y=(-0.5, 0.5, 3), loss_fn=margin)
+        assert s.provenance["data"]["accuracy"] == "accuracy: argmax of the logits against the targets"
+        np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(
+            flat, xs, ys, lambda o, t: (o.argmax(1) == t).double().mean(), d, s.x, s.y), rtol=1e-6)
+
+    # outputs holding the logits: a namedtuple was rebuilt wrongly (a crash), a dict's padding at the end of
+    # the set was not seen (re-trial s39); the probe now reads the whole set's targets for both
+    pad_at_end = torch.where(torch.arange(400)[:, None] >= 300, 0, torch.where(y0 == 0, 1, y0))
+    for wrap, logits_of in ((_AsDict, lambda out: out["logits"]), (_AsNamedTuple, lambda out: out.logits)):
+        wrapped = wrap(model)
+        d = lnb.random_directions(wrapped, n=2, seed=0)
+        s = lnb.compute_surface(wrapped, (x, pad_at_end), d, x=(-1, 1, 2), y=(0, 1, 2),
+                                loss_fn=lambda out, t, at=logits_of: ce0(at(out), t))
+        want = _whole_set_surface(wrapped, x, pad_at_end, lambda o, t, at=logits_of: accuracy_without_0(at(o), t), d,
+                                  s.x, s.y)
+        np.testing.assert_allclose(s.metrics["accuracy"], want, rtol=1e-6)
 
     keep = torch.arange(8)[None, :] < 5  # the last 3 positions of every sequence left out by a mask
 

@@ -307,6 +307,7 @@ def test_bezier_curve_lowers_the_path_between_two_trained_nets(pair):
     for t in (1.5, -0.25):  # the polynomial beyond the ends, with no word (s38)
         with pytest.raises(LandscapeError, match=rf"^t={t!r}; expected t in \[0, 1\].*interpolation_surface"):
             curve.point(t)
+    assert torch.equal(curve.point(3 * 0.1 / 0.3), curve.point(1.0))  # 1.0000000000000002: rounding, not beyond
     for same in (torch.tensor(0.25), np.array(0.25), np.float32(0.25)):  # a 0-d array was refused (re-trial s38)
         assert torch.equal(curve.point(same), curve.point(0.25))
     ts = curve.profile.x

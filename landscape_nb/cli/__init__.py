@@ -570,7 +570,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_compute(args) -> int:
-    from ..compute import compute_surface, points_summary
+    from ..compute import compute_surface, diverged_at_the_model, points_summary
     from ..plot.figures import path_outside
 
     check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
@@ -690,7 +690,7 @@ def cmd_compute(args) -> int:
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "
               "and clamped at 0, where the loss can be very large: the figure's cap (--clip) keeps the rest "
               "readable, and a range of 0:1 shows only the path between them", file=sys.stderr)
-    if n_diverged and not surf.centre_diverged:  # at the centre compute_surface's warning said it, with the counts
+    if n_diverged and not diverged_at_the_model(surf):  # compute_surface's warning said it, with the counts
         why = "a narrower --range shows the basin"
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
               f"they are gaps in the figure ({why})"
