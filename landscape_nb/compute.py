@@ -31,7 +31,7 @@ from .params import model_dtype, moved_variances, unwrap_model
 from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
                    made_around, model_fingerprint)
-from .statecheck import RANDOM_OUTPUTS
+from .statecheck import RANDOM_OUTPUTS, RANDOM_VALUES
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
 from .surface import CENTRE_DIVERGED, Surface
@@ -567,7 +567,7 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     notes = dict(final.notes)
     if notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = notes
-    for key in (RANDOM_OUTPUTS, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS):  # sampling noise, a softmax taken twice,
+    for key in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS):  # sampling noise, a softmax taken twice,
         if notes.get(key):  # an accuracy of positions the loss leaves out must not pass for the weights'
             warn_user(f"landscape_nb: {notes[key]}")
     if "several tensors could be the logits" in str(notes.get("accuracy", "")):  # a tuple or dict of outputs: the

@@ -33,8 +33,9 @@ from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
-from .statecheck import (RANDOM_OUTPUTS, StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs,
-                         map_outputs, random_outputs_note, run_checking_inputs, same_values)
+from .statecheck import (RANDOM_OUTPUTS, RANDOM_VALUES, StateSnapshot, check_fns_stateless, check_model_stateless,
+                         identical_outputs, map_outputs, random_outputs_note, random_values_note, run_checking_inputs,
+                         same_values)
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 
@@ -605,7 +606,11 @@ class Evaluator(SpeedChoices):
                                  example="a count of right predictions, (out.argmax(1) == y).sum()",
                                  fix="divide by the number of samples (or of kept targets), e.g. "
                                      "(out.argmax(1) == y).float().mean()")
-        check_fns_stateless(out, yb, {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}, states)
+        named = {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}
+        check_fns_stateless(out, yb, named, states)
+        random_note = random_values_note(out, yb, named)
+        if random_note:  # warned by compute_surface, on every runner
+            self.notes[RANDOM_VALUES] = random_note
         return fns
 
     def _refuse_scalar_outputs(self, out: torch.Tensor, n: int) -> None:

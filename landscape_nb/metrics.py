@@ -484,6 +484,11 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                     and targets.dtype != torch.int64):  # int32 class indices (re-trial s38: "expected a callable")
                 raise LandscapeError(f"{failed}: the targets are {targets.dtype} class indices, and cross-entropy "
                                      "takes int64 ones: pass y.long()") from exc
+            if targets is None:  # (X,) or TensorDataset(X): read as a blame of the user's loss (trial s39)
+                raise LandscapeError(
+                    f"{failed}: the data carry no targets (inputs alone: a 1-tuple, a TensorDataset of one tensor, "
+                    "or batches without a target entry), so loss_fn got targets=None; pass (inputs, targets), e.g. "
+                    "(X, X) for an autoencoder's reconstruction loss, or a loss_fn that takes targets=None") from exc
             raise LandscapeError(
                 f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"

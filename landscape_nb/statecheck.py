@@ -682,6 +682,34 @@ def random_outputs_note(model: nn.Module, xb, effect: str = "each grid point is 
             "for a loss of the weights alone")
 
 
+RANDOM_VALUES = "random loss"  # notes key: a loss or metric that samples (warned by compute_surface)
+
+
+def random_values_note(out, yb, fns: dict[str, Callable]) -> str | None:
+    """What to say when a loss or metric (``fns``: name -> function) gives two values on the same outputs and
+    targets, called twice from the random state as it is, that differ beyond 1e-5 relative: it samples (a
+    VAE's reparametrization noise drawn in the loss), so each grid point is another draw. A trial's (s39)
+    two runs of one plane differed by 13 % of the loss, with no warning (the model's own sampling had one).
+    None when they agree or a call fails (refused where the functions run for real)."""
+    drawn = []
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, fn in fns.items():
+            try:
+                first, second = float(fn(out, yb)), float(fn(out, yb))
+            except Exception:  # noqa: BLE001 - refused or reported where the function is run for real
+                continue
+            if not (first == second or abs(first - second) <= 1e-5 * max(abs(first), abs(second))
+                    or (math.isnan(first) and math.isnan(second))):
+                drawn.append(f"{name} ({first:.6g}, then {second:.6g})")
+    if not drawn:
+        return None
+    return (f"{' and '.join(drawn)} gave other values in two calls on the same outputs and targets: it samples "
+            "at random (e.g. a VAE's reparametrization noise drawn in the loss), so each grid point is another "
+            "random draw and the surface holds that noise; draw the noise from a torch.Generator seeded inside "
+            "the function (or average enough draws), for a loss of the weights alone")
+
+
 def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> None:
     """Refuse a model that keeps state between calls outside its buffers (checked apart): a statistic of
     the data cached in an attribute on its first call, its previous outputs, a counter. With its

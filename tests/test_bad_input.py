@@ -1779,6 +1779,42 @@ def test_a_model_whose_outputs_are_random_is_warned_about_and_noted():
     assert "random outputs" not in plain.provenance.get("data", {})
 
 
+def test_inputs_alone_given_to_a_loss_that_needs_targets_say_the_data_carry_none():
+    """An autoencoder's (X,) or TensorDataset(X): the loss's own AttributeError on targets=None read as a bug in
+    the user's loss (trial s39). (X, X) is the fix, and equals the naive reconstruction loss."""
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 6)), _data()[0]
+    mse = lambda out, t: ((out - t) ** 2).mean()
+    d = lnb.random_directions(model, n=1, seed=0)
+    for given in ((x,), torch.utils.data.TensorDataset(x)):
+        with pytest.raises(LandscapeError, match=r"the data carry no targets .* e\.g\. \(X, X\) for an autoencoder"):
+            lnb.compute_surface(model, given, d, x=(-1, 1, 3), loss_fn=mse)
+    s = lnb.compute_surface(model, (x, x), d, x=(-1, 1, 3), loss_fn=mse)
+    with torch.no_grad():
+        assert s.loss[1] == pytest.approx(float(mse(model(x), x)), rel=1e-6)
+
+
+def test_a_loss_that_samples_at_random_is_warned_about_and_noted():
+    """Trial s39: a VAE's reparametrization noise drawn in loss_fn, not in forward: two runs of one line
+    differed by 13 % of the loss, with no warning (noise in forward had one)."""
+    model, data = _model(), _data()
+    noisy = lambda out, t: nn.functional.cross_entropy(out + torch.randn_like(out), t)
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"loss_fn \([\d.]+, then [\d.]+\) gave other values in two calls on the "
+                      r"same outputs and targets: it samples at random"):
+        first = lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=noisy)
+    with pytest.warns(UserWarning, match="each grid point is another random draw"):
+        again = lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=noisy)
+    assert not np.allclose(first.loss, again.loss)  # naive: two runs of one line differ (what was warned)
+    assert "samples at random" in first.provenance["data"]["random loss"]
+    seeded = lambda out, t: nn.functional.cross_entropy(  # the fix the warning gives
+        out + torch.randn(out.shape, generator=torch.Generator().manual_seed(0)), t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=seeded)
+    assert "random loss" not in s.provenance.get("data", {})
+
+
 @pytest.mark.parametrize("when", ["checking the model", "at a grid point"])
 def test_a_long_error_of_the_users_model_is_cut_at_a_word_saying_how_much_is_left_out(when):
     """A load_state_dict-like message names keys: cut mid-word at 300, a key read as another one (trial s34)."""
