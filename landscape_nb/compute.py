@@ -567,8 +567,9 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     notes = dict(final.notes)
     if notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = notes
-    for key in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS):  # sampling noise, a softmax taken twice,
-        if notes.get(key):  # an accuracy of positions the loss leaves out must not pass for the weights'
+    # sampling noise, a softmax taken twice, an accuracy of positions the loss leaves out: not the weights'
+    for key in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS):
+        if notes.get(key):
             warn_user(f"landscape_nb: {notes[key]}")
     if "several tensors could be the logits" in str(notes.get("accuracy", "")):  # a tuple or dict of outputs: the
         warn_user(f"landscape_nb.compute_surface: {notes['accuracy']}, e.g. metrics={{'accuracy': "  # figure lacked it,
