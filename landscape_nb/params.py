@@ -153,7 +153,8 @@ class ParamLayout:
         now_frozen = {n for n, p in unwrap_model(model).named_parameters() if not p.requires_grad}
         if missing and set(missing) <= now_frozen and not (extra or shape):
             raise LandscapeError(
-                f"the {what} move {missing[:3]}, frozen in the model (requires_grad=False); expected the same "
+                f"the {what} cover {len(missing)} tensor(s) frozen in the model (requires_grad=False) since they "
+                f"were made: {missing[:3]}{' and more' if len(missing) > 3 else ''}; expected the same "
                 "tensors trainable as when they were made: call requires_grad_(True) on them, or make the "
                 f"{what} from the model as it is now")
         if frozen and not (missing or extra or shape):

@@ -325,8 +325,15 @@ def test_a_tied_tensor_given_different_values_under_its_names_is_refused():
 def test_directions_made_before_a_parameter_was_frozen_are_told_so(mlp):
     d = lnb.random_directions(mlp, n=1, seed=0)
     mlp[0].weight.requires_grad_(False)
-    with pytest.raises(LandscapeError, match=r"^the directions move \['0.weight'\], frozen in the model"):
+    with pytest.raises(LandscapeError, match=r"^the directions cover 1 tensor\(s\) frozen in the model "
+                                             r"\(requires_grad=False\) since they were made: \['0.weight'\]; "):
         as_directions(mlp, d)
+    deep = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    d = lnb.random_directions(deep, n=1, seed=0)
+    for p in list(deep.parameters())[:-1]:  # all but one: counted, three named (trial s39: 'move' named a zero
+        p.requires_grad_(False)  # direction's bias, and left out the fourth)
+    with pytest.raises(LandscapeError, match=r"^the directions cover 5 tensor\(s\) .*'2.weight'\] and more; "):
+        as_directions(deep, d)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
