@@ -311,6 +311,26 @@ def parse_client(value) -> ClientChoice:
     raise LandscapeError(f"client={value!r}; expected {CLIENT_SPELLINGS}")
 
 
+def _check_address(address: str) -> None:
+    """Refuse a scheduler address Dask cannot parse (no port, an ``http://`` scheme, a port that is no number)
+    before a ``Client`` is built: its own ValueError came as a traceback, and the half-made client then
+    waited 10 s to close (trial s39)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in backends:
+            raise ValueError(f"unknown address scheme {scheme!r}; Dask's are {sorted(backends)}")
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        raise LandscapeError(
+            f"client={address!r} is not a Dask scheduler address ({exc}); expected 'tcp://host:port', e.g. "
+            "'tcp://127.0.0.1:8786' (the address `dask scheduler` prints, or the dashboard's host with the "
+            "scheduler's port, 8786 by default)") from None
+
+
 def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[Client, OwnedCluster | None]:
     """A ``distributed.Client`` for ``client`` and what to close afterwards (None if the caller owns it).
 
@@ -333,6 +353,7 @@ def get_client(client: Any = "local", *, n_workers: int | None = None) -> tuple[
         owned = cuda_cluster(n_workers)
         return owned.client, owned
     if choice.kind == "address":
+        _check_address(choice.address)
         try:
             c = Client(choice.address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:

@@ -120,6 +120,11 @@ CASES = [
     ("n-workers-float", dict(client="local", n_workers=1.5), "n_workers=1.5"),
     ("client-int", dict(client=5), "client=5"),
     ("client-nonsense", dict(client="nonsense"), "client='nonsense'"),
+    # Dask's ValueError came as a traceback, then a 10 s wait while the half-made client closed (trial s39)
+    ("client-no-port", dict(client="tcp://127.0.0.1"), "client='tcp://127.0.0.1' is not a Dask scheduler address "
+                                                       "(missing port"),
+    ("client-http", dict(client="http://127.0.0.1:8786"), "(unknown address scheme 'http'; Dask's are"),
+    ("client-port-word", dict(client="tcp://127.0.0.1:port"), "is not a Dask scheduler address"),
     ("precision-unknown", dict(precision="fp8"), "precision 'fp8'"),
     ("precision-int", dict(precision=16), "precision=16"),
     ("mode-unknown", dict(mode="training"), "mode 'training'"),
