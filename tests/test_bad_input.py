@@ -121,8 +121,8 @@ CASES = [
     ("client-int", dict(client=5), "client=5"),
     ("client-nonsense", dict(client="nonsense"), "client='nonsense'"),
     # Dask's ValueError came as a traceback, then a 10 s wait while the half-made client closed (trial s39)
-    ("client-no-port", dict(client="tcp://127.0.0.1"), "client='tcp://127.0.0.1' is not a Dask scheduler address "
-                                                       "(missing port"),
+    ("client-no-port", dict(client="tcp://127.0.0.1"),
+     "client='tcp://127.0.0.1' is not a Dask scheduler address (missing port"),
     ("client-http", dict(client="http://127.0.0.1:8786"), "(unknown address scheme 'http'; Dask's are"),
     ("client-port-word", dict(client="tcp://127.0.0.1:port"), "is not a Dask scheduler address"),
     ("precision-unknown", dict(precision="fp8"), "precision 'fp8'"),
