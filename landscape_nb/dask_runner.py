@@ -401,7 +401,7 @@ class DaskRunner:
         self.client = client
         self.retries = retries
         self.worker_wait = _budget("worker-wait", WORKER_WAIT) if worker_wait is None else float(worker_wait)
-        self.start_wait = max(self.worker_wait, _budget("start-wait", START_WAIT))
+        self.start_wait = _budget("start-wait", START_WAIT)  # as given, below worker-wait too (trial s39)
         self.token = uuid.uuid4().hex
         self.payload = None
         self.packed: bytes | None = None
@@ -412,7 +412,7 @@ class DaskRunner:
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
 
     def prepare(self, job: Job) -> DataInfo:
-        self._wait_for_workers(self.start_wait)  # batch-queued workers (dask-jobqueue) may take a while
+        self._wait_for_workers(self.start_wait, first=True)  # batch-queued workers (dask-jobqueue) may take a while
         fut = None
         try:
             code = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
@@ -458,8 +458,9 @@ class DaskRunner:
                 f" and got none back{within}" if waited else "")
         return f"tasks of the run were lost by the Dask cluster at {self.address} (a worker died with the job's data)"
 
-    def _wait_for_workers(self, seconds: float | None = None) -> None:
-        """Until the client is connected and the cluster has a worker, at most ``seconds`` (``worker_wait``)."""
+    def _wait_for_workers(self, seconds: float | None = None, *, first: bool = False) -> None:
+        """Until the client is connected and the cluster has a worker, at most ``seconds`` (``worker_wait``);
+        ``first``: the run's first wait, for workers that may not have started yet (``start_wait``)."""
         seconds = self.worker_wait if seconds is None else seconds
         start = time.monotonic()
         deadline, said = start + seconds, False
@@ -470,11 +471,15 @@ class DaskRunner:
                     logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with "
                                    "`dask worker %s`)", self.address, deadline - time.monotonic(), self.address)
                 else:  # the scheduler went, not the workers (trial s35: it advised starting workers)
-                    logger.warning("waiting for the Dask scheduler at %s to come back (at most %.3g s more; "
-                                   "restart it as it was started, or stop this run: the stored points are kept)",
-                                   self.address, deadline - time.monotonic())
+                    reconnect = getattr(self.client, "_timeout", None)  # the client's own budget ends the wait
+                    logger.warning(  # it said "at most 28 s more" and gave up after 5 (trial s39)
+                        "waiting for the Dask scheduler at %s to come back (the Dask client gives up on it %s; "
+                        "restart it as it was started, and the `dask worker` processes too, which exit with it; "
+                        "or stop this run: the stored points are kept)", self.address,
+                        f"{reconnect:g} s after losing it" if isinstance(reconnect, (int, float)) else
+                        f"within at most {deadline - time.monotonic():.3g} s")
             if self.client.status in ("closing", "closed") or time.monotonic() > deadline:
-                if seconds != self.worker_wait:
+                if first:  # it said "lost all its workers" of a cluster that never had one (trial s39)
                     raise ClusterLost(f"the Dask cluster at {self.address} had no worker within {seconds:g} s "
                                       "of the start (landscape-nb.start-wait); start workers, or scale the "
                                       "cluster, and rerun")

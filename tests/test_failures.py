@@ -184,6 +184,9 @@ def test_killing_the_scheduler_raises_then_a_rerun_on_a_new_one_resumes(procs, t
     said = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
     assert said and all("waiting for the Dask scheduler at tcp://127.0.0.1" in m and "to come back" in m
                         for m in said), said  # not "start workers with `dask worker`" (trial s35)
+    # the client's own 5 s, not "at most 28 s more"; and the workers exit with the scheduler (trial s39)
+    assert all("the Dask client gives up on it 5 s after losing it" in m and "`dask worker` processes too" in m
+               for m in said), said
     n_stored = _stored_from_message(info.value, store)
     assert n_stored == load_surface(store).n_done and 3 * 4 <= n_stored < N_POINTS
 
@@ -257,6 +260,10 @@ def test_a_run_waiting_for_its_first_worker_says_so_then_gives_up_with_one_line(
         lnb.compute_surface(model, _data(), d, **GRID, client=procs.address)
     said = [r.getMessage() for r in caplog.records if "waiting for a Dask worker" in r.getMessage()]
     assert len(said) == 1 and f"start workers with `dask worker {procs.address}`" in said[0]
+    # below worker-wait (3 s here) it waited worker-wait and said the cluster "lost all its workers" (trial s39)
+    with (dask.config.set({"landscape-nb.start-wait": "1s"}),
+          pytest.raises(ClusterLost, match=message.replace("within 4 s", "within 1 s"))):
+        lnb.compute_surface(model, _data(), d, **GRID, client=procs.address)
 
 
 def test_local_cluster_worker_killed_is_restarted_and_the_run_completes(tmp_path, caplog):
