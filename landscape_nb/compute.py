@@ -357,8 +357,14 @@ def compute_surface(
             elapsed, n_computed = _run_tiles(runner, job, grid, todo, cancel, st, buffer, callbacks)
         except ClusterLost as exc:
             raise _lost(str(exc), st, buffer) from None
-        except Exception:  # the user's error on a worker: the warnings its tiles gave first are said too (not on
-            _give_worker_warnings(runner.settled(), info)  # Ctrl-C; a loss warning before it raised was lost, s38)
+        except Exception as exc:  # the user's error on a worker: the warnings its tiles gave first are said too
+            _give_worker_warnings(runner.settled(), info)  # (not on Ctrl-C; a loss warning before it raised was lost)
+            if isinstance(exc, LandscapeError) and len(exc.args) == 1 and n_from_store + n_resumed < buffer.done.sum():
+                # e.g. a worker that joined late and cannot import the model's module: the points done were
+                # lost with the exception, which did not say whether the store held them (trial s39)
+                said = str(exc.args[0]).replace("; finished tiles are kept when compute_surface has a store", "")
+                exc.args = (f"{said}; {_kept(st, buffer)}",)
+                exc.surface = buffer.snapshot()
             raise
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "

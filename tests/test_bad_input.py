@@ -4,6 +4,7 @@ clear line with the original exception chained."""
 import copy
 import functools
 import math
+import os
 import re
 import traceback
 import warnings
@@ -1818,6 +1819,51 @@ def test_a_loss_that_samples_at_random_is_warned_about_and_noted():
         warnings.simplefilter("error")
         s = lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=seeded)
     assert "random loss" not in s.provenance.get("data", {})
+
+
+def test_an_error_at_a_later_grid_point_keeps_the_points_computed_before_it(tmp_path):
+    """Trial s39: a Dask worker that joined late and could not import the model's module ended the run; its
+    points were lost with the exception, which did not say whether the store held them. Any LandscapeError
+    raised mid-run now keeps them: in .surface, and said; resume= then computes only the rest."""
+
+    class FarOff(nn.Module):  # fails at α = ±0.5 only, which the coarse-to-fine order reaches last
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+            self.register_buffer("centre", self.lin.weight.detach().clone())
+            self.broken = str(tmp_path / "broken")  # a transient cause, as a worker's environment mended
+
+        def forward(self, x):
+            if os.path.exists(self.broken) and 0.4 < float((self.lin.weight - self.centre).norm() / self.far) < 0.6:
+                raise ValueError("too far")
+            return self.lin(x)
+
+    torch.manual_seed(0)
+    model, data = FarOff(), _data()
+    (tmp_path / "broken").touch()
+    d = lnb.random_directions(model, n=1, seed=0)
+    model.far = float(d.as_state_dicts()[0]["lin.weight"].norm())
+    with pytest.raises(LandscapeError, match=r"too far.*__cause__; 2 of 5 points were computed, kept in this exception's "
+                                             r"\.surface: rerun the same call with resume=exc\.surface") as info:
+        lnb.compute_surface(model, data, d, x=(-1, 1, 5), tile=1)
+    kept = info.value.surface
+    assert kept.n_done == 2 and list(kept.done_mask) == [True, False, False, False, True]
+    (tmp_path / "broken").unlink()
+    s = lnb.compute_surface(model, data, d, x=(-1, 1, 5), tile=1, resume=kept)
+    assert s.provenance["points_computed"] == 3
+    with torch.no_grad():
+        naive = [float(nn.functional.cross_entropy(_at(model, d, a)(data[0]), data[1])) for a in s.x]
+    np.testing.assert_allclose(s.loss, naive, rtol=1e-5)
+
+
+def _at(model, d, a):
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.add_(a * d.as_state_dicts()[0][name])
+    return m
 
 
 @pytest.mark.parametrize("when", ["checking the model", "at a grid point"])
