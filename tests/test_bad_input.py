@@ -1843,8 +1843,9 @@ def test_an_error_at_a_later_grid_point_keeps_the_points_computed_before_it(tmp_
     (tmp_path / "broken").touch()
     d = lnb.random_directions(model, n=1, seed=0)
     model.far = float(d.as_state_dicts()[0]["lin.weight"].norm())
-    with pytest.raises(LandscapeError, match=r"too far.*__cause__; 2 of 5 points were computed, kept in this exception's "
-                                             r"\.surface: rerun the same call with resume=exc\.surface") as info:
+    with pytest.raises(LandscapeError, match=r"too far.*__cause__; 2 of 5 points were computed, kept in this "
+                                             r"exception's \.surface: rerun the same call with resume=exc\.surface"
+                       ) as info:
         lnb.compute_surface(model, data, d, x=(-1, 1, 5), tile=1)
     kept = info.value.surface
     assert kept.n_done == 2 and list(kept.done_mask) == [True, False, False, False, True]
