@@ -28,7 +28,7 @@ from .hessian import HessianEvaluator
 from .metrics import PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, loss_name, split_values, unwrap_compiled
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
-from .runners import ClusterLost, DataInfo, InProcessRunner, Job, Runner
+from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner
 from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
                    made_around, model_fingerprint)
 from .statecheck import RANDOM_OUTPUTS, RANDOM_VALUES
@@ -362,8 +362,8 @@ def compute_surface(
             if isinstance(exc, LandscapeError) and len(exc.args) == 1 and n_from_store + n_resumed < buffer.done.sum():
                 # e.g. a worker that joined late and cannot import the model's module: the points done were
                 # lost with the exception, which did not say whether the store held them (trial s39)
-                said = str(exc.args[0]).replace("; finished tiles are kept when compute_surface has a store", "")
-                exc.args = (f"{said}; {_kept(st, buffer)}",)
+                exc.reason = str(exc.args[0]).replace(f"; {TILES_KEPT}", "")  # as ClusterLost's (_lost)
+                exc.args = (f"{exc.reason}; {_kept(st, buffer)}",)
                 exc.surface = buffer.snapshot()
             raise
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early

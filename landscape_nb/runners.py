@@ -106,6 +106,10 @@ class ClusterLost(LandscapeError):
 
 # ------------------------------------------------------- user-code errors ----
 
+#: the end of a user-code error's line, where compute_surface had no points of its own to say are kept
+TILES_KEPT = "finished tiles are kept when compute_surface has a store"
+
+
 def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None) -> LandscapeError:
     """One clear line for an exception raised by the user's model, loss or metric while evaluating ``tile``
     (``statecheck.user_error``); the original exception is meant to be chained as ``__cause__``."""
@@ -114,8 +118,7 @@ def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | No
              f"tiles {', '.join(str(t.index) for t in tiles)} (evaluated together)")
     where = (f"while evaluating {which} ({sum(t.n_points for t in tiles)} points) of surface "
              f"{job.key or '(no key yet)'}" if tiles else "while checking the model, loss and metrics on a first batch")
-    return user_error(exc, job.model, job.loss_fn, job.metrics, where,
-                      "finished tiles are kept when compute_surface has a store")
+    return user_error(exc, job.model, job.loss_fn, job.metrics, where, TILES_KEPT)
 
 
 def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None):

@@ -1968,16 +1968,18 @@ class _FailsLater(nn.Module):
         return self.inner(x)
 
 
-def test_a_model_failing_mid_run_says_the_panel_keeps_no_store():
+@pytest.mark.parametrize("after", [12, 25])  # on the first tile; after 25 of 81 points (then "resume=exc.surface")
+def test_a_model_failing_mid_run_says_the_panel_keeps_no_store(after):
     """The panel's message said "finished tiles are kept when compute_surface has a store", which the panel
     has not: its points are dropped (trial s34)."""
     model, data = make_task()
-    state = ExplorerState(models={"m": (_FailsLater(model, after=12), data)}, x_points=9, y_points=9,
+    state = ExplorerState(models={"m": (_FailsLater(model, after=after), data)}, x_points=9, y_points=9,
                           auto_range=False)
     try:
         assert not state.compute(wait=True)
         assert state.status == "error" and "FloatingPointError" in state.message, state.message
         assert "not kept (the panel keeps no store)" in state.message and "compute_surface" not in state.message
+        assert "resume=" not in state.message, state.message
     finally:
         state.close()
 

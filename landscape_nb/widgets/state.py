@@ -1005,9 +1005,13 @@ class ExplorerState(t.HasTraits):
         """Show ``exc`` as one readable line (the exception itself is kept in ``last_error``)."""
         self.last_error = exc
         if isinstance(exc, (LandscapeError, t.TraitError)):
-            # the API's words for a store the panel does not have: its points are dropped (trial s34)
-            text = str(exc).replace("finished tiles are kept when compute_surface has a store",
-                                    "the points computed before it are not kept (the panel keeps no store)")
+            from ..runners import TILES_KEPT, ClusterLost
+
+            # the API's words for a store the panel does not have, or for the points kept in the exception,
+            # which the panel does not resume from: its points are dropped (trials s34, s39)
+            said = (f"{exc.reason}; {TILES_KEPT}" if hasattr(exc, "reason") and hasattr(exc, "surface")
+                    and not isinstance(exc, ClusterLost) else str(exc))
+            text = said.replace(TILES_KEPT, "the points computed before it are not kept (the panel keeps no store)")
         else:  # e.g. the user's model failing on its data
             text = f"{type(exc).__name__}: {exc} (the traceback is in explorer.state.last_error)"
         self._say(text, "error")
