@@ -8,11 +8,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -28,13 +26,12 @@ from .hessian import HessianEvaluator
 from .metrics import PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, loss_name, split_values, unwrap_compiled
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
-from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner
+from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner, library_versions
 from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
                    made_around, model_fingerprint)
-from .statecheck import RANDOM_OUTPUTS, RANDOM_VALUES
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
-from .surface import CENTRE_DIVERGED, Surface
+from .surface import CENTRE_DIVERGED, RANDOM_OUTPUTS, RANDOM_VALUES, Surface
 
 logger = logging.getLogger(__name__)
 
@@ -581,7 +578,8 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
         warn_user(f"landscape_nb.compute_surface: {notes['accuracy']}, e.g. metrics={{'accuracy': "  # figure lacked it,
                   "lambda out, y: (out[0].argmax(1) == y).float().mean()} with the logits' index or key")  # no word
     if final.per_worker:  # Dask: each worker tuned its own evaluator
-        extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k} for addr, bs, k in final.per_worker}
+        extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k, "versions": dict(v)}
+                            for addr, bs, k, v in final.per_worker}
     if st is not None:
         st.update_provenance(extra)
     buffer.provenance.update(extra)
@@ -821,12 +819,13 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     """How the surface was made (not part of the spec): labels, versions, device, runner, speed modes, and
     what a store compares on resume besides the key (the model's code, the globals the user's code reads and
     the syntax of the functions it calls: ``code_globals``, `spec.globals_and_structures`)."""
+    versions = dict(library_versions())
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
         "directions": {k: v for k, v in d.provenance.items() if _plain(v)},
         "data": dict(info.notes),
-        **_labels(d, d.n), "landscape_nb": _version(), "torch": torch.__version__,
-        "python": "{}.{}".format(*sys.version_info[:2]),  # the syntax trees compared on resume are of this version
+        **_labels(d, d.n), "landscape_nb": versions["landscape_nb"], "torch": versions["torch"],
+        "python": versions["python"],  # the syntax trees compared on resume are of this version
         "code_version": CODE_VERSION,  # what code_globals records (spec.CODE_VERSION)
         "model_code": code_fingerprint(model), "code_globals": code_globals[0], "code_structures": code_globals[1],
         "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
@@ -876,14 +875,6 @@ def _labels(directions: Directions, ndim: int = 2) -> dict[str, str]:
     if ndim == 1:  # a line has no y axis to name ("β (direction 2)" was kept on interpolation lines)
         del out["y_label"]
     return {**out, "z_label": z} if ndim == 3 else out
-
-
-@functools.cache
-def _version() -> str:
-    try:
-        return version("landscape_nb")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 def make_runner(client, n_workers: int | None = None) -> tuple[Runner, Any]:

@@ -22,7 +22,7 @@ from distributed import Client, Event, as_completed, get_worker
 from .errors import LandscapeError, one_line, recording_warnings
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
-from .runners import ClusterLost, DataInfo, Job, describe, raise_from_user_code
+from .runners import ClusterLost, DataInfo, Job, describe, library_versions, raise_from_user_code
 from .spec import globals_fingerprint, users_module
 from .splits import is_splits
 
@@ -261,6 +261,25 @@ def _this_worker() -> str:
 
 
 OPTIMIZE = "<python -O level>"  # in _check_code's expected items: code entries compare only at the same level
+VERSIONS = "<library versions>"  # in _check_code's expected items: the client's `library_versions`
+
+
+def _say_versions(ev: PointEvaluator, expected: tuple) -> None:
+    """Warn (once, in the worker's warnings the client gives) where this worker runs other library versions than
+    the client (``expected``, `library_versions` there): other kernels and defaults may give its points other
+    values than the client's or another worker's, beyond rounding. Not refused: a cluster's image often lags a
+    patch release. The workers' torch was neither checked nor recorded (trial s39)."""
+    here = dict(library_versions())
+    differ = [(name, here.get(name), given) for name, given in expected if here.get(name) != given]
+    if not differ:
+        return
+    message = (f"landscape_nb: {_this_worker()} runs {', '.join(f'{n} {v}' for n, v, _ in differ)} where this process "
+               f"runs {', '.join(f'{n} {v}' for n, _, v in differ)}: its points come from other library code (kernels, "
+               "defaults), which may give other values than this process would, beyond rounding; install the same "
+               "versions on the workers (the surface's provenance['workers'] records each worker's), or compute in "
+               "this process (client=None)")
+    if (message, UserWarning) not in ev.said_on_worker:
+        ev.said_on_worker.append((message, UserWarning))
 
 
 def _check_code(ev: PointEvaluator, expected: tuple) -> None:
@@ -273,6 +292,7 @@ def _check_code(ev: PointEvaluator, expected: tuple) -> None:
     each gave a surface of another model, or one mixing two, with nothing to show it. Every worker checks
     the job when it builds its evaluator (the probe's and each tile's)."""
     here, there = dict(expected), ev.code_globals
+    _say_versions(ev, here.pop(VERSIONS, ()))
     if here.pop(OPTIMIZE, None) != str(sys.flags.optimize):  # -O drops asserts: other bytecode, the same model
         here = {k: v for k, v in here.items() if not k.endswith("()")}
     both = [k for k in here if k in there]
@@ -416,7 +436,7 @@ class DaskRunner:
         fut = None
         try:
             code = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
-            self.expected_code = (*code.items(), (OPTIMIZE, str(sys.flags.optimize)))
+            self.expected_code = (*code.items(), (OPTIMIZE, str(sys.flags.optimize)), (VERSIONS, library_versions()))
             self.packed = pack_job(self.client, job)
             self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
             fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,
@@ -606,7 +626,7 @@ class DaskRunner:
         common = {name: values.pop() if len(values := {getattr(i, name) for i in infos.values()}) == 1 else None
                   for name in ("batch_size", "points_per_pass")}
         notes = dict(kv for i in infos.values() for kv in i.notes)  # each worker's reasons (most agree)
-        per_worker = tuple((addr, i.batch_size, i.points_per_pass) for addr, i in sorted(infos.items()))
+        per_worker = tuple((addr, i.batch_size, i.points_per_pass, i.versions) for addr, i in sorted(infos.items()))
         said = tuple(dict.fromkeys(w for i in infos.values() for w in i.warnings))
         return dataclasses.replace(first, **common, notes=tuple(notes.items()), per_worker=per_worker, warnings=said)
 

@@ -24,20 +24,18 @@ from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
 from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
-from .metrics import (PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss, accuracy, auto_metrics,
-                      batch_denominator, check_mean_loss, exact_fractions, find_logits, fraction_counts,
-                      ignored_target, loss_name, own_loss,
-                      probability_outputs_note, refuse_batch_sum, refuse_class_range, resolve_metrics,
-                      unwrap_compiled)
+from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss, accuracy,
+                      auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits, fraction_counts,
+                      loss_name, own_loss, probability_outputs_note, probe_targets, refuse_batch_sum,
+                      refuse_class_range, resolve_metrics, unread_classes_note, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
-from .statecheck import (RANDOM_OUTPUTS, RANDOM_VALUES, StateSnapshot, check_fns_stateless, check_model_stateless,
-                         identical_outputs, map_outputs, random_outputs_note, random_values_note, run_checking_inputs,
-                         same_values)
+from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs, map_outputs,
+                         random_outputs_note, random_values_note, run_checking_inputs, same_values)
+from .surface import RANDOM_OUTPUTS, RANDOM_VALUES
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
-
 
 
 @dataclass(frozen=True)
@@ -566,26 +564,31 @@ class Evaluator(SpeedChoices):
                     refuse_class_range(self.loss_fn, out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)
         check_padding(self.model, self._data, self.loss_fn, self._split)
-        ignore, unexplained, why = -100, 0, "the loss's ignore_index"
+        ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
         if type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):
             ignore = self.loss_fn.ignore_index
         elif metrics is not None and not isinstance(self.loss_fn, (DefaultLoss, OwnLoss)):
-            # a function's ignore_index (trial s39)
-            ignore, unexplained, probed = ignored_target(self.loss_fn, out, yb, self._data.split()[1])
-            ignore, why = (-100, why) if ignore is None else (ignore, "the loss gives them no gradient")
+            # a function's ignore_index (trial s39), a binary loss on one column (re-trial s39)
+            probe = probe_targets(self.loss_fn, out, yb, self._data.split()[1])
+            if probe.ignored is not None:
+                ignore, why = probe.ignored, "the loss gives them no gradient"
         if metrics == "auto":
-            fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore, why=why)
+            fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore, why=why, unread=probe.unread)
         else:
             fns = resolve_metrics(metrics, out, yb)
             if ignore != -100 and any(f is accuracy for f in fns.values()):  # the loss's padding, not counted
                 fns = {n: functools.partial(accuracy, ignore_index=ignore) if f is accuracy else f
                        for n, f in fns.items()}
                 self.notes["accuracy"] = f"accuracy: targets equal to {ignore} ({why}) not counted, as by the loss"
-        if unexplained and any(f is accuracy for f in fns.values()):
+        if probe.unread and any(f is accuracy for f in fns.values()):
             self.notes[UNCOUNTED_TARGETS] = (
-                f"accuracy counts {unexplained} target position(s) of {probed} samples spread over the set that "
-                "the loss gives no gradient (it leaves them out, by a mask no single target value gives), so it "
-                "scores predictions the loss does not count; pass compute_surface's metrics= (Python: the CLI "
+                f"accuracy takes the argmax over all {find_logits(out).shape[1]} columns of the logits, but "
+                f"{unread_classes_note(probe.unread, find_logits(out).shape[1])}")
+        if probe.unexplained and any(f is accuracy for f in fns.values()):
+            self.notes[UNCOUNTED_TARGETS] = (
+                f"accuracy counts {probe.unexplained} target position(s) of {probe.probed} samples spread over the "
+                "set that the loss gives no gradient (it leaves them out, by a mask no single target value gives), so "
+                "it scores predictions the loss does not count; pass compute_surface's metrics= (Python: the CLI "
                 "computes the automatic accuracy only) an accuracy masked as the loss is, "
                 "e.g. {'accuracy': lambda out, y: ((out.argmax(1) == y) & keep(y)).sum() / keep(y).sum()}")
         states = {"loss_fn": loss_state, **{f"metric {n!r}": StateSnapshot(f) for n, f in fns.items()}}

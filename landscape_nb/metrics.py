@@ -5,7 +5,7 @@ import functools
 import math
 import re
 import warnings
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -551,12 +551,26 @@ def loss_name(loss_fn) -> str:
     return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
 
 
+def unread_classes_note(unread: Sequence[int], n_columns: int) -> str:
+    """Why the argmax over all ``n_columns`` logits is not the prediction of a loss that gives the logits of the
+    classes ``unread`` no gradient (``probe_targets``), and the metric to pass instead."""
+    classes = f"class {unread[0]}" if len(unread) == 1 else "classes " + ", ".join(map(str, unread))
+    rule = "the loss's own rule of prediction"
+    if n_columns == 2 and len(unread) == 1:
+        c = 1 - unread[0]
+        rule = (f"the loss's rule, e.g. {{'accuracy': lambda out, y: ((out[:, {c}] > 0).long() == y).float().mean()}} "
+                "for logits (> 0.5 for probabilities)")
+    return (f"the loss gives the logits of {classes} no gradient at any sample (a binary loss on one column, "
+            f"out[:, k]?), so the argmax over the {n_columns} columns is not its prediction; pass metrics= with {rule}")
+
+
 def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100,
-                 why: str = "the loss's ignore_index") -> tuple[dict[str, Callable], str]:
+                 why: str = "the loss's ignore_index", unread: Sequence[int] = ()) -> tuple[dict[str, Callable], str]:
     """``metrics="auto"``: accuracy when the outputs hold logits (N, C>1, ...) (``find_logits``) and the
     targets are integer class indices of matching shape; else none. Targets equal to ``ignore_index``
-    (the loss's, e.g. a padding class; ``why`` says how it is known) are not counted. Returns (metrics, a note
-    saying why)."""
+    (the loss's, e.g. a padding class; ``why`` says how it is known) are not counted. Classes ``unread`` whose
+    logits the loss gives no gradient (``probe_targets``) skip it: the argmax is not the loss's prediction.
+    Returns (metrics, a note saying why)."""
     logits = find_logits(outputs)
     if targets is None:
         return {}, "accuracy skipped: the data carry no targets"
@@ -579,6 +593,8 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
                     "classes on dim 1 and on the last dim alike (a sequence as long as the vocabulary?), so which "
                     "axis holds the classes is not known; pass metrics= naming it, e.g. {'accuracy': lambda out, y: "
                     "(out.argmax(-1) == y).float().mean()}")
+    if unread:
+        return {}, f"accuracy skipped: {unread_classes_note(unread, logits.shape[1])}"
     if ignore_index != -100:
         return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
                 f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} ({why}) not "
@@ -586,37 +602,53 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
     return {"accuracy": accuracy}, "accuracy: argmax of the logits against the targets"
 
 
-PROBE_ELEMENTS = 1 << 22  # random logits drawn by ignored_target at most (16 MB in float32)
+PROBE_ELEMENTS = 1 << 22  # random logits drawn by probe_targets at most (16 MB in float32)
 
 
-def ignored_target(loss_fn: Callable, outputs, targets: torch.Tensor | None,
-                   every_target: torch.Tensor | None = None) -> tuple[int | None, int, int]:
-    """The target value ``loss_fn`` ignores, found by its gradient: ``(v, n, m)``.
+class LossProbe(NamedTuple):
+    """What ``probe_targets`` found of the targets a loss counts (see there)."""
+
+    ignored: int | None  # the one target value the loss leaves out, or None
+    unexplained: int  # positions left out that no single value explains
+    probed: int  # samples probed
+    unread: tuple[int, ...]  # classes in the targets whose logits get no gradient at any position
+
+
+NOTHING_KNOWN = LossProbe(None, 0, 0, ())
+
+
+def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
+                  every_target: torch.Tensor | None = None) -> LossProbe:
+    """The target values and logits ``loss_fn`` leaves out, found by its gradient (a ``LossProbe``).
 
     The loss is differentiated with respect to probe logits put in place of the model's (of the logits'
     shape; a probe, not the model's values): small random values (N(0, 0.01²)) with each target's own class
     set to -1, so that every position is predicted wrong and any loss that counts it gives it a gradient
     (a margin loss satisfied at the model, or at near-equal logits, gives none: trial s39). A position whose
-    logits get no gradient does not count in the loss. The probe takes ``m`` samples of ``every_target``
+    logits get no gradient does not count in the loss. The probe takes ``probed`` samples of ``every_target``
     (the whole set's targets, evenly spread, as many as ``PROBE_ELEMENTS`` logits hold), since padding may
     sit at the end of a length-sorted set; where the loss cannot take those with the rest of ``outputs``
     (the model's on the few samples of ``targets``), it takes ``targets``.
 
-    ``v``: the one target value (other than -100, which ``accuracy`` skips already) whose positions, all of
-    them and only they, get none: e.g. a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y,
-    ignore_index=0)``, whose ``ignore_index`` cannot be read (or a class weighted 0). ``n``: positions
+    ``ignored``: the one target value (other than -100, which ``accuracy`` skips already) whose positions, all
+    of them and only they, get none: e.g. a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y,
+    ignore_index=0)``, whose ``ignore_index`` cannot be read (or a class weighted 0). ``unexplained``: positions
     (targets other than -100) that get no gradient and no single value explains (a loss masked by something
-    else, or several values); 0 if none. ``(None, 0, 0)`` when the logits are not found, the targets are not
-    class indices, or the loss cannot be differentiated there (it raised, or gave a non-finite gradient). A
-    trial's language model (s39) scored the padding as predictions."""
+    else, or several values); 0 if none. ``unread``: classes other than ``ignored`` that the probed targets hold
+    but whose logits (column ``c`` of dim 1) get no gradient at any position, as a binary loss on one column,
+    ``F.binary_cross_entropy_with_logits(o[:, 1], y)``, leaves column 0 (re-trial s39): the argmax over all
+    columns is then not the loss's prediction. A class the targets never hold is not in it, since
+    ``F.nll_loss`` reads the target's column only. ``NOTHING_KNOWN`` when the logits are not found, the targets
+    are not class indices, or the loss cannot be differentiated there (it raised, or gave a non-finite
+    gradient). A trial's language model (s39) scored the padding as predictions."""
     logits = find_logits(outputs)
     if (logits is None or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
             or not logits.is_floating_point() or logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
             or tuple(logits.shape[2:]) != tuple(targets.shape[1:])):
-        return None, 0, 0
+        return NOTHING_KNOWN
     if not isinstance(outputs, (torch.Tensor, tuple, list)) and not (
             isinstance(outputs, Mapping) and outputs.get("logits") is logits):
-        return None, 0, 0  # e.g. a ModelOutput: the loss may read other fields of it
+        return NOTHING_KNOWN  # e.g. a ModelOutput: the loss may read other fields of it
     tries = [targets]
     if isinstance(every_target, torch.Tensor) and tuple(every_target.shape[1:]) == tuple(targets.shape[1:]):
         m = max(1, min(len(every_target), PROBE_ELEMENTS // max(1, logits[:1].numel())))
@@ -627,18 +659,23 @@ def ignored_target(loss_fn: Callable, outputs, targets: torch.Tensor | None,
         if grad is not None:
             break
     else:
-        return None, 0, 0
+        return NOTHING_KNOWN
+    ignored, unexplained = None, 0
     still = (grad.abs().sum(1) == 0) & (t != -100)  # (N, ...): positions the loss does not depend on
-    if not bool(still.any()):
-        return None, 0, len(t)
-    values = torch.unique(t[still]).tolist()
-    if len(values) == 1 and bool(still[t == values[0]].all()):
-        return int(values[0]), 0, len(t)
-    return None, int(still.sum()), len(t)
+    if bool(still.any()):
+        values = torch.unique(t[still]).tolist()
+        if len(values) == 1 and bool(still[t == values[0]].all()):
+            ignored = int(values[0])
+        else:
+            unexplained = int(still.sum())
+    read = grad.abs().transpose(0, 1).reshape(logits.shape[1], -1).sum(1) != 0  # (C,): columns with a gradient
+    held = torch.unique(t[(t >= 0) & (t < logits.shape[1])]).tolist()
+    unread = tuple(int(c) for c in held if c != ignored and not bool(read[c]))
+    return LossProbe(ignored, unexplained, len(t), unread if bool(read.any()) else ())
 
 
 def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-    """The gradient of ``loss_fn`` at probe logits for ``targets`` (``ignored_target``), None where it raised
+    """The gradient of ``loss_fn`` at probe logits for ``targets`` (``probe_targets``), None where it raised
     or is not finite."""
     probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(0))
     probe = probe.to(logits.device, logits.dtype)

@@ -5,11 +5,15 @@
 """
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
 from .errors import LandscapeError
@@ -67,10 +71,23 @@ class DataInfo:
     batch_size: int | None = None  # None: still being tuned (or tuned on each Dask worker)
     points_per_pass: int | None = None  # None: not chosen yet
     notes: tuple = ()  # (name, text) pairs: how targets, loss and accuracy were chosen (evaluator.notes)
-    per_worker: tuple = ()  # (worker address, batch_size, points_per_pass) of each Dask worker that ran tiles
+    per_worker: tuple = ()  # (worker address, batch_size, points_per_pass, versions) of each Dask worker that ran tiles
     bn_fingerprint: str | None = None  # mode="bn-recompute" with separate bn_data: its hash
     bn_pass_size: int | None = None  # mode="bn-recompute" over more than one pass: samples a pass
     warnings: tuple = ()  # (message, category) of landscape_nb's warnings on a Dask worker (dask_runner.saying)
+    versions: tuple = ()  # (name, version) of the process that built it (`library_versions`)
+
+
+@functools.cache
+def library_versions() -> tuple[tuple[str, str], ...]:
+    """``(name, version)`` of what decides a point's values besides the job, in this process: landscape_nb
+    ("unknown" when run from a source tree never installed), torch, NumPy and Python (major.minor)."""
+    try:
+        ours = version("landscape_nb")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return (("landscape_nb", ours), ("torch", torch.__version__), ("numpy", np.__version__),
+            ("python", "{}.{}".format(*sys.version_info[:2])))
 
 
 def describe(ev: PointEvaluator) -> DataInfo:
@@ -78,7 +95,7 @@ def describe(ev: PointEvaluator) -> DataInfo:
     return DataInfo(tuple(ev.metric_names), ev.data_fingerprint, ev.n_samples, str(ev.device), ev.bn_fold,
                     None if tuning else ev.batch_size, ev.points_per_pass, tuple(getattr(ev, "notes", {}).items()),
                     bn_fingerprint=getattr(ev, "bn_fingerprint", None), bn_pass_size=getattr(ev, "bn_pass_size", None),
-                    warnings=tuple(getattr(ev, "said_on_worker", ())))
+                    warnings=tuple(getattr(ev, "said_on_worker", ())), versions=library_versions())
 
 
 class Runner(Protocol):

@@ -660,10 +660,6 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
 
 
-#: the key of ``DataInfo.notes`` saying the model's outputs are random (`random_outputs_note`)
-RANDOM_OUTPUTS = "random outputs"
-
-
 def random_outputs_note(model: nn.Module, xb, effect: str = "each grid point is another random draw and the "
                         "surface holds that noise") -> str | None:
     """What to say when two calls of ``model`` on the same samples ``xb``, from the random state as it is,
@@ -680,9 +676,6 @@ def random_outputs_note(model: nn.Module, xb, effect: str = "each grid point is 
             "samples: it samples at random (e.g. dropout with training=True in forward, MC dropout, a Bayesian "
             f"layer), so {effect}; seed the sampling inside forward, or make forward deterministic at evaluation, "
             "for a loss of the weights alone")
-
-
-RANDOM_VALUES = "random loss"  # notes key: a loss or metric that samples (warned by compute_surface)
 
 
 def random_values_note(out, yb, fns: dict[str, Callable]) -> str | None:

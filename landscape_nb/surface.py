@@ -16,6 +16,10 @@ from . import persistence as _persistence
 from . import sharpness as _sharpness
 from .errors import LandscapeError, warn_user
 
+#: keys of ``provenance["data"]`` saying the model's outputs (`statecheck.random_outputs_note`), or the loss or
+#: a metric (`statecheck.random_values_note`), sample at random: every point is another draw
+RANDOM_OUTPUTS = "random outputs"
+RANDOM_VALUES = "random loss"
 CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the loss function or the data "
                    "give it, not the range: check loss_fn(model(x), y) on each batch of the data with the model "
                    "alone (e.g. a sample whose attention mask hides every token gives NaN)")  # Surface.centre_diverged
@@ -240,6 +244,23 @@ class Surface:
         and has a NaN or infinite loss: then the loss function or the data give it, and no range helps."""
         at = self.centre_index
         return at is not None and bool(self.done_mask[at] and not np.isfinite(self.loss[at]))
+
+    @property
+    def sampling_note(self) -> str:
+        """What a figure of this surface says when the model, the loss or a metric sampled at random as it was
+        computed (``provenance["data"]``, warned by ``compute_surface``): each point is another random draw, so
+        its bumps may be noise, not the landscape's (a trial's, s39, two runs of one line differed by 13 %).
+        "" if none did."""
+        data = self.provenance.get("data")
+        if not isinstance(data, Mapping):
+            return ""
+        who = ["the model"] if data.get(RANDOM_OUTPUTS) else []
+        if data.get(RANDOM_VALUES):
+            who.append("the loss" if str(data[RANDOM_VALUES]).startswith("loss_fn") else "a metric")
+        if not who:
+            return ""
+        return (f"noisy: {' and '.join(who)} sample{'s' if len(who) == 1 else ''} at random, so each point is "
+                "another draw (provenance['data'] says more)")
 
     @property
     def divergence_note(self) -> str:

@@ -1778,11 +1778,15 @@ def test_a_model_whose_outputs_are_random_is_warned_about_and_noted():
         again = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3))
     assert not np.allclose(first.loss, again.loss)  # naive: two runs of one plane differ (what was warned)
     assert "samples at random" in first.provenance["data"]["random outputs"]
+    noisy = "noisy: the model samples at random, so each point is another draw"  # the figures say it too (s39)
+    for fig in (lnb.plot.contour(first), lnb.plot.surface(first), lnb.plot.compare([first, again])):
+        assert [a.text for a in fig.layout.annotations if noisy in str(a.text)], fig.layout.annotations
     with warnings.catch_warnings():  # the same model deterministic: no such word
         warnings.simplefilter("error")
         plain = lnb.compute_surface(_model(), data, lnb.random_directions(_model(), n=2, seed=0),
                                     x=(-1, 1, 3), y=(-1, 1, 3))
     assert "random outputs" not in plain.provenance.get("data", {})
+    assert not [a for a in lnb.plot.contour(plain).layout.annotations if "noisy" in str(a.text)]
 
 
 def test_inputs_alone_given_to_a_loss_that_needs_targets_say_the_data_carry_none():
@@ -1813,6 +1817,8 @@ def test_a_loss_that_samples_at_random_is_warned_about_and_noted():
         again = lnb.compute_surface(model, data, d, x=(-1, 1, 5), loss_fn=noisy)
     assert not np.allclose(first.loss, again.loss)  # naive: two runs of one line differ (what was warned)
     assert "samples at random" in first.provenance["data"]["random loss"]
+    fig = lnb.plot.line(first)  # a trial's figure had no word of it (s39)
+    assert [a for a in fig.layout.annotations if "noisy: the loss samples at random" in str(a.text)]
     seeded = lambda out, t: nn.functional.cross_entropy(  # the fix the warning gives
         out + torch.randn(out.shape, generator=torch.Generator().manual_seed(0)), t)
     with warnings.catch_warnings():

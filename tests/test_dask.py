@@ -146,7 +146,9 @@ def test_provenance_records_what_each_worker_settled_on(client, data):
                                 batch_size=16, points_per_pass=2)
     workers = fixed.provenance["workers"]
     assert workers and set(workers) <= addresses
-    assert all(w == {"batch_size": 16, "points_per_pass": 2} for w in workers.values())
+    here = {"landscape_nb": fixed.provenance["landscape_nb"], "torch": torch.__version__, "numpy": np.__version__,
+            "python": "{}.{}".format(*sys.version_info[:2])}
+    assert all(w == {"batch_size": 16, "points_per_pass": 2, "versions": here} for w in workers.values())
     assert (fixed.provenance["batch_size"], fixed.provenance["points_per_pass"]) == (16, 2)
     tuned = lnb.compute_surface(m, data, d, x=(-1, 1, 6), y=(-1, 1, 6), client=client, tile=3)
     workers = tuned.provenance["workers"]
@@ -155,6 +157,33 @@ def test_provenance_records_what_each_worker_settled_on(client, data):
         chosen = {w[name] for w in workers.values()}
         assert tuned.provenance[name] == (chosen.pop() if len(chosen) == 1 else None)
     assert tuned.provenance["batch_size"] == 97  # a small set runs as one batch on every worker
+
+
+def test_a_worker_running_another_torch_is_warned_of_and_recorded(client, data):
+    """The workers' torch version was neither checked nor recorded (trial s39): one installed apart from this
+    process's may run other kernels and defaults. Its points are kept, the difference warned of and recorded."""
+    def set_version(value: str) -> str:
+        from landscape_nb.runners import library_versions
+
+        before, torch.__version__ = torch.__version__, value
+        library_versions.cache_clear()  # read once a process
+        return before
+
+    m = _model()
+    d = lnb.random_directions(m, n=1, seed=0)
+    first = min(client.scheduler_info()["workers"])
+    real = client.run(set_version, "1.13.1", workers=[first])[first]
+    try:
+        with pytest.warns(UserWarning, match=rf"the Dask worker at {re.escape(first)} runs torch 1\.13\.1 where this "
+                          rf"process runs torch {re.escape(torch.__version__)}"):
+            s = lnb.compute_surface(m, data, d, x=(-1, 1, 21), tile=1, client=client)
+    finally:
+        client.run(set_version, real, workers=[first])
+    assert s.provenance["workers"][first]["versions"]["torch"] == "1.13.1"
+    np.testing.assert_allclose(s.loss, lnb.compute_surface(m, data, d, x=(-1, 1, 21)).loss, rtol=1e-6)  # kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        lnb.compute_surface(m, data, d, x=(-1, 1, 21), tile=1, client=client)  # all alike again: no word
 
 
 def test_a_loader_read_on_a_worker_still_warns_in_this_process(client, data):

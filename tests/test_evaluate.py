@@ -542,7 +542,7 @@ def _whole_set_surface(model, x, y, loss_fn, d, xs, ys):
         for j, b in enumerate(ys):
             for i, a in enumerate(xs):
                 for k, p in m.named_parameters():
-                    p.copy_(base[k] + float(a) * dirs[0][k] + float(b) * dirs[1][k])
+                    p.copy_(base[k] + float(a) * dirs[0][k] + (float(b) * dirs[1][k] if len(dirs) > 1 else 0))
                 out[j, i] = float(loss_fn(m(**x) if isinstance(x, dict) else m(x), y))
     return out
 
@@ -1085,6 +1085,46 @@ def test_accuracy_leaves_out_what_a_loss_functions_ignore_index_leaves_out():
     with pytest.warns(UserWarning, match=r"accuracy counts 1200 target position\(s\) of 400 samples spread over "
                       r"the set that the loss gives no gradient"):
         lnb.compute_surface(model, (x, y.clamp_min(0)), d, x=(-0.5, 0.5, 3), loss_fn=masked_ce, batch_size=200)
+
+
+def test_accuracy_is_not_the_argmax_over_columns_when_the_loss_reads_one_column_only():
+    """``F.binary_cross_entropy_with_logits(out[:, 1], y)`` on (N, 2) outputs reads column 1 alone; the automatic
+    accuracy took the argmax over both columns: 0.908 where the loss's own rule gave 0.959, at every point and no
+    word (re-trial s39). Such an accuracy is skipped, saying why and how to name the loss's rule; asked for by
+    name, it is warned of. ``F.nll_loss`` reads only the target's column, and a class the data never hold has
+    none: that is no reason to skip it."""
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(300, 5, generator=g)
+    ys = (xs[:, 0] + 0.3 * torch.randn(300, generator=g) > 0.4).long()
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2))
+    with torch.no_grad():
+        model[2].bias[0] = 3.0  # column 0 large: the argmax and column 1's sign disagree
+    d = lnb.random_directions(model, n=1, seed=0)
+    column_1 = lambda out, t: nn.functional.binary_cross_entropy_with_logits(out[:, 1], t.float())
+    sign_rule = _whole_set_surface(model, xs, ys, lambda o, t: ((o[:, 1] > 0).long() == t).double().mean(),
+                                   d, np.linspace(-0.5, 0.5, 3), [0.0])
+    argmax = _whole_set_surface(model, xs, ys, lambda o, t: (o.argmax(1) == t).double().mean(),
+                                d, np.linspace(-0.5, 0.5, 3), [0.0])
+    assert np.abs(sign_rule - argmax).min() > 0.05  # the test tells them apart
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(model, (xs, ys), d, x=(-0.5, 0.5, 3), loss_fn=column_1)
+    assert "accuracy" not in s.metrics
+    note = s.provenance["data"]["accuracy"]
+    assert note.startswith("accuracy skipped: the loss gives the logits of class 0 no gradient at any sample"), note
+    assert "(out[:, 1] > 0)" in note  # the rule to pass, for the one column read
+    with pytest.warns(UserWarning, match=r"accuracy takes the argmax over all 2 columns of the logits, but the loss "
+                                         r"gives the logits of class 0 no gradient"):
+        s = lnb.compute_surface(model, (xs, ys), d, x=(-0.5, 0.5, 3), loss_fn=column_1, metrics=["accuracy"])
+    np.testing.assert_allclose(s.metrics["accuracy"], argmax[0], rtol=1e-6)  # as asked for, and said
+
+    log_probs = nn.Sequential(nn.Linear(5, 4), nn.LogSoftmax(dim=1))  # 4 classes, the data hold 0 and 1
+    d = lnb.random_directions(log_probs, n=1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(log_probs, (xs, ys), d, x=(-0.5, 0.5, 3), loss_fn=nn.functional.nll_loss)
+    np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(
+        log_probs, xs, ys, lambda o, t: (o.argmax(1) == t).double().mean(), d, s.x, [0.0])[0], rtol=1e-6)
 
 
 def test_hessian_products_over_padded_tokens_in_batches_equal_the_whole_set_ones():

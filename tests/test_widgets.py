@@ -1628,7 +1628,7 @@ def test_an_interpolations_centre_is_its_first_minimizer_and_recomputes_the_same
 
 def test_a_loss_that_is_nan_at_the_model_itself_is_not_blamed_on_the_range():
     """NaN at the centre (a loss or data giving NaN) was told "a narrower range shows the basin"; NaN only
-    at the edges still is."""
+    at the edges still is. A model that samples at random is said, as in the figure."""
     from landscape_nb.widgets.state import _caveats
 
     x = y = np.linspace(-1, 1, 5)
@@ -1638,6 +1638,12 @@ def test_a_loss_that_is_nan_at_the_model_itself_is_not_blamed_on_the_range():
     everywhere = np.full((5, 5), np.nan)
     text = _caveats(lnb.Surface(x, y, everywhere, done=np.ones((5, 5), bool)))
     assert "NaN or inf at the model itself" in text and "narrower" not in text
+    # a grid without 0 (a typed range), NaN at every point: the range was blamed (s39's note)
+    off = np.linspace(0.5, 1, 5)
+    text = _caveats(lnb.Surface(off, off, everywhere, done=np.ones((5, 5), bool)))
+    assert "NaN or inf at every one of the 25 points computed" in text and "narrower" not in text
+    noisy = lnb.Surface(x, y, edges + 1, provenance={"data": {"random outputs": "the model (M) gave other outputs"}})
+    assert "Noisy: the model samples at random" in _caveats(noisy)
 
 
 def test_unreachable_address_is_reported_in_the_panel_quickly(explorer):

@@ -645,14 +645,16 @@ def sync_partial_note(fig, surface: Surface) -> None:
 def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | None,
                  names: Sequence[str] | None = None) -> dict | None:
     """The annotation `note_partial` adds to a figure of ``traces`` and ``annotations`` (keyword arguments of
-    ``add_annotation``), None for complete surfaces with every loss finite. Computed points whose loss is NaN or
+    ``add_annotation``), None for complete surfaces with every loss finite that no random sampling made
+    (``Surface.sampling_note``, a line of its own). Computed points whose loss is NaN or
     inf (diverged) are gaps too, and are counted: a store's 15 diverged points were gaps with no word in its
     figure, read as points not computed (trial s34)."""
     many = isinstance(surfaces, Sequence) and not isinstance(surfaces, Surface)
     listed = [s for s in (surfaces if many else [surfaces]) if s is not None]
     partial = [(k, s) for k, s in enumerate(listed) if not s.is_complete or getattr(s, "n_diverged", 0)]
-    if not partial:
-        return None
+    noisy = list(dict.fromkeys(s.sampling_note for s in listed if s.sampling_note))  # a random model's bumps
+    if not partial:  # looked like the landscape's (trial s39)
+        return _note_above("<br>".join(noisy), PARTIAL_NOTE, _titled_shift(annotations)) if noisy else None
     marked = [t for t in traces if t.name == LONE_POINTS and t.x is not None]
     # the live figure marks the same points on both panels (3D and contours): counted once (second trial s34)
     lone = sum(len(t.x) for t in _distinct_panels(marked))
@@ -676,8 +678,13 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
     why = (f"no {cell} around {lone - past} of them, {past} past the shells drawn" if past else
            f"no {cell} around them")
     markers = f"; {lone} drawn as markers ({why})" if lone else ""
-    titled = any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations)  # panels' titles
-    return _note_above(f"{prefix}{'; '.join(counts)}{markers}", PARTIAL_NOTE, NOTE_LINE_PX if titled else 0)
+    return _note_above("<br>".join([f"{prefix}{'; '.join(counts)}{markers}", *noisy]), PARTIAL_NOTE,
+                       _titled_shift(annotations))
+
+
+def _titled_shift(annotations) -> float:
+    """How far up a note above the plot sits: a line above the panels' titles, if any."""
+    return NOTE_LINE_PX if any(a.yref == "paper" and (a.y or 0) >= 0.99 for a in annotations) else 0
 
 
 def _note_above(text: str, name: str, yshift: float) -> dict:

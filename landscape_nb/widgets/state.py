@@ -95,6 +95,7 @@ def _caveats(surf: Surface) -> str:
     argmax of NaN logits, mean nothing) and how the samples differ from a loop over the DataLoader given
     (otherwise only a Python warning, easily missed under a notebook cell), and a PCA plane's checkpoints
     outside the range drawn."""
+    from ..compute import diverged_at_the_model
     from ..data import loader_notes
     from ..plot.figures import path_outside
 
@@ -106,9 +107,11 @@ def _caveats(surf: Surface) -> str:
     n_bad = surf.n_diverged
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
-                "metrics mean nothing; " + (f"{CENTRE_DIVERGED}." if surf.centre_diverged
+                "metrics mean nothing; " + (f"{CENTRE_DIVERGED}." if surf.centre_diverged  # a grid without 0
+                                           else f"{diverged_at_the_model(surf)}." if diverged_at_the_model(surf)
                                            else "a narrower range shows the basin."))
         out += f" {surf.divergence_note}." if surf.divergence_note else ""
+    out += f" {surf.sampling_note[0].upper()}{surf.sampling_note[1:]}." if surf.sampling_note else ""
     out += "".join(f" Note: {text}." for text in loader_notes(surf.provenance.get("data") or {}))
     return out
 
