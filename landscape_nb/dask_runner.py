@@ -432,26 +432,50 @@ class DaskRunner:
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
 
     def prepare(self, job: Job) -> DataInfo:
+        """Ship the job and run its first check (the model, loss and metrics on the first batch) on a worker: what
+        the data are (``DataInfo``). A worker that dies there (out of memory, trial s39) is replaced and the check
+        tried again, ``retries`` times, as tiles are; then ``ClusterLost`` names it."""
         self._wait_for_workers(self.start_wait, first=True)  # batch-queued workers (dask-jobqueue) may take a while
-        fut = None
-        try:
-            code = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
-            self.expected_code = (*code.items(), (OPTIMIZE, str(sys.flags.optimize)), (VERSIONS, library_versions()))
-            self.packed = pack_job(self.client, job)
-            self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
-            fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,
-                                     retries=self.retries)
-            info = fut.result()
-            if isinstance(info, (_Refused, _Raised)):
-                raise info.error
-            self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
-            return info
-        except Exception as exc:  # the model, loss or a metric failing on the worker's first batch
-            if (fut is not None and _lost(fut, exc)) or not self._connected():
-                raise ClusterLost(self._why_lost(waited=False) + f" before the run started ({type(exc).__name__})") from None
-            if fut is None:  # packing or shipping the job failed, not the user's code on a worker
+        for attempt in range(self.retries + 1):
+            fut = None
+            try:
+                if attempt == 0:
+                    code = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
+                    self.expected_code = (*code.items(), (OPTIMIZE, str(sys.flags.optimize)),
+                                          (VERSIONS, library_versions()))
+                    self.packed = pack_job(self.client, job)
+                    self.payload = self.client.scatter(self.packed, broadcast=True, hash=False)
+                else:
+                    self._recover()  # a worker back (within worker-wait), the job shipped again
+                fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,
+                                         retries=self.retries)
+                info = fut.result()
+                if isinstance(info, (_Refused, _Raised)):
+                    raise info.error
+                self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
+                return info
+            except ClusterLost:
                 raise
-            raise_from_user_code(exc, job)
+            except Exception as exc:  # the model, loss or a metric failing on the worker's first batch
+                died = fut is not None and (_lost(fut, exc) or type(exc).__name__ == "KilledWorker")
+                if not self._connected():
+                    raise ClusterLost(self._why_lost(waited=False) + f" before the run started ({type(exc).__name__})"
+                                      ) from None
+                if died and attempt < self.retries:
+                    logger.warning("the Dask worker running the job's first check died (%s); trying again on "
+                                   "another (%d of %d)", type(exc).__name__, attempt + 1, self.retries)
+                    continue
+                if died:  # "the cluster lost all its workers", of a nanny's that restarted it (trial s39)
+                    raise ClusterLost(
+                        f"the Dask worker running the job's first check (the model on its first batch) died each of "
+                        f"the {attempt + 1} times it was tried ({type(exc).__name__}); a worker that dies there ran "
+                        "out of memory (its memory_limit, or the machine's: the model and its data must fit in one "
+                        "worker; give the workers more memory, or compute in this process, client=None) or crashed "
+                        "in native code; the worker's log says which") from None
+                if fut is None:  # packing or shipping the job failed, not the user's code on a worker
+                    raise
+                raise_from_user_code(exc, job)
+        raise AssertionError("unreachable")  # every attempt returns, continues or raises
 
     # ---------------------------------------------------------- health ----
 

@@ -290,6 +290,46 @@ def test_local_cluster_worker_killed_is_restarted_and_the_run_completes(tmp_path
     assert load_surface(store).complete
 
 
+class KillsItsWorker(SlowMLP):
+    """SIGKILLs the Dask worker running it (as the kernel's OOM killer does) at its first forward there; at every
+    one where ``flag`` is None, else only until ``flag`` exists (it makes it before dying)."""
+
+    def __init__(self, flag: str | None):
+        super().__init__(delay=0.0)
+        self.flag = flag
+
+    def forward(self, x):
+        from distributed import get_worker
+
+        try:
+            get_worker()
+        except ValueError:  # in this process
+            return super().forward(x)
+        if self.flag is None or not os.path.exists(self.flag):
+            if self.flag is not None:
+                Path(self.flag).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
+
+
+def test_a_worker_dying_at_the_jobs_first_check_is_retried_then_named(tmp_path):
+    """The first check of the job on a worker (the model on its first batch) was not retried as tiles are: a
+    worker killed there (out of memory, trial s39) ended the run with "the cluster lost all its workers before
+    the run started", though the nanny had restarted it. It is retried; a job that kills every worker it runs on
+    is named, with the likely causes."""
+    torch.manual_seed(0)
+    model, data = KillsItsWorker(str(tmp_path / "died-once")), _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 5), client="local", n_workers=1)
+    assert (tmp_path / "died-once").exists()  # the first check really killed its worker
+    np.testing.assert_allclose(surf.loss, lnb.compute_surface(model, data, d, x=(-1, 1, 5)).loss, rtol=1e-6)
+
+    model.flag = None
+    with pytest.raises(ClusterLost, match=r"the Dask worker running the job's first check \(the model on its first "
+                       r"batch\) died each of the 3 times it was tried .*out of memory"):
+        lnb.compute_surface(model, data, d, x=(-1, 1, 5), client="local", n_workers=1)
+
+
 CLI_MODULE = textwrap.dedent("""
     import os, signal, time
     import torch
