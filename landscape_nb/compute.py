@@ -169,8 +169,12 @@ def compute_surface(
     loss_fn : callable (outputs, targets) -> scalar mean, optional
         Default cross-entropy.
     metrics : "auto", None, str, list or dict name -> callable
-        Evaluated next to the loss; ``"auto"``: accuracy for classifiers. A callable
-        ``(outputs, targets) -> scalar`` returns the batch's mean (a sum over the batch is refused).
+        Evaluated next to the loss; ``"auto"``: accuracy for classifiers, the argmax of the logits
+        against class-index targets, skipped with the reason in ``provenance["data"]["accuracy"]`` where
+        it means nothing (one logit a sample, multi-hot or regression targets, a loss whose gradient
+        shows another rule of prediction: `metrics.loss_disagrees`); ``"accuracy"`` named there raises
+        ``LandscapeError``. A callable ``(outputs, targets) -> scalar`` returns the batch's mean (a sum
+        over the batch is refused).
     client : None, "in-process", "local", "cuda", scheduler address, distributed.Client or cluster
         A cluster object (``LocalCluster``, ``dask_jobqueue.SLURMCluster``) gets a client made here.
         Where tiles run (see ``cluster.parse_client``); ``n_workers`` sizes a cluster made here.

@@ -27,7 +27,7 @@ from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, wa
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss, accuracy,
                       auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits, fraction_counts,
                       loss_name, own_loss, probability_outputs_note, probe_targets, refuse_batch_sum,
-                      refuse_class_range, resolve_metrics, unread_classes_note, unwrap_compiled)
+                      refuse_class_range, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -565,25 +565,23 @@ class Evaluator(SpeedChoices):
                 check_mean_loss(self.loss_fn, out, yb)
         check_padding(self.model, self._data, self.loss_fn, self._split)
         ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
-        if type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):
+        weight = getattr(self.loss_fn, "weight", None)
+        if type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss) and (weight is None or bool((weight != 0).all())):
             ignore = self.loss_fn.ignore_index
         elif metrics is not None and not isinstance(self.loss_fn, (DefaultLoss, OwnLoss)):
-            # a function's ignore_index (trial s39), a binary loss on one column (re-trial s39)
+            # a function's ignore_index (trial s39), a binary loss on one column (re-trial s39), labels mapped or
+            # classes permuted in the loss; a class weighted 0, in a function or a module alike (trial s40)
             probe = probe_targets(self.loss_fn, out, yb, self._data.split()[1])
             if probe.ignored is not None:
                 ignore, why = probe.ignored, "the loss gives them no gradient"
         if metrics == "auto":
-            fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore, why=why, unread=probe.unread)
+            fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore, why=why, probe=probe)
         else:
-            fns = resolve_metrics(metrics, out, yb)
+            fns = resolve_metrics(metrics, out, yb, probe)
             if ignore != -100 and any(f is accuracy for f in fns.values()):  # the loss's padding, not counted
                 fns = {n: functools.partial(accuracy, ignore_index=ignore) if f is accuracy else f
                        for n, f in fns.items()}
                 self.notes["accuracy"] = f"accuracy: targets equal to {ignore} ({why}) not counted, as by the loss"
-        if probe.unread and any(f is accuracy for f in fns.values()):
-            self.notes[UNCOUNTED_TARGETS] = (
-                f"accuracy takes the argmax over all {find_logits(out).shape[1]} columns of the logits, but "
-                f"{unread_classes_note(probe.unread, find_logits(out).shape[1])}")
         if probe.unexplained and any(f is accuracy for f in fns.values()):
             self.notes[UNCOUNTED_TARGETS] = (
                 f"accuracy counts {probe.unexplained} target position(s) of {probe.probed} samples spread over the "

@@ -551,6 +551,71 @@ def loss_name(loss_fn) -> str:
     return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
 
 
+def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = False) -> str | None:
+    """Why the argmax accuracy (`accuracy`) means nothing for ``outputs`` and ``targets`` as their shapes and
+    types show; None where it applies. ``named``: ``metrics="accuracy"`` asked for it, which also takes
+    one-hot or class-probability targets of the logits' shape (their argmax); ``metrics="auto"`` skips those.
+    Asked for by name, one logit a sample gave 0 or 1 at every point, and (N, L, C) logits raised inside it
+    or took the argmax over the positions (trial s40)."""
+    logits = find_logits(outputs)
+    if targets is None:
+        return "the data carry no targets"
+    if logits is None:
+        why = "several tensors could be the logits" if ambiguous_logits(outputs) else "no logits found"
+        return f"{why} in the outputs ({describe(outputs)}); pass metrics= to name them"
+    shape, got = _n_first(tuple(logits.shape)), _n_first(tuple(targets.shape))
+    zero_one = bool(((targets == 0) | (targets == 1)).all())
+    several = logits.ndim >= 2 and logits.shape[1] >= 2
+    if several and _class_probabilities(logits, targets.float()) and (targets.is_floating_point() or zero_one):
+        return None if named else ("the targets are class probabilities (soft labels); metrics='accuracy' counts the "
+                                   "logits' argmax equal to the targets' argmax" if targets.is_floating_point() else
+                                   f"targets {got} are one-hot; metrics='accuracy' takes their argmax")
+    if targets.is_floating_point() and not zero_one:
+        return "the targets are floating point (not class indices)"  # a regression's
+    if not several:
+        return (f"logits of shape {shape} have fewer than 2 classes (a binary model's one logit a sample, whose "
+                "prediction is its sign: pass e.g. {'accuracy': lambda out, y: ((out.reshape(-1) > 0).long() == "
+                "y.reshape(-1).long()).float().mean()}, > 0.5 for probabilities)")
+    if targets.shape[1:] == logits.shape[1:] and logits.ndim == targets.ndim:
+        return (f"targets {got} of the logits' shape are not one class a sample (multi-hot labels? their accuracy is "
+                "per label: e.g. {'accuracy': lambda out, y: ((out > 0).float() == y).float().mean()})" if zero_one
+                else f"targets {got} of the logits' shape are not class indices")
+    if targets.is_floating_point():
+        return "the targets are floating point (not class indices)"
+    last = "e.g. {'accuracy': lambda out, y: (out.argmax(-1) == y).float().mean()} for classes on the last dim"
+    if (logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
+            or logits.shape[2:] != targets.shape[1:]):
+        classes_last = logits.ndim > 2 and logits.shape[:-1] == targets.shape
+        return f"logits {shape} and targets {got} are not (N, C, ...) and (N, ...)" + (
+            f"; pass metrics= {last}" if classes_last else "")
+    if logits.ndim > 2 and logits.ndim - 1 in _class_dims(tuple(logits.shape), tuple(targets.shape)):
+        return (f"logits {shape} fit targets {got} with the classes on dim 1 and on the last dim alike (a sequence "
+                "as long as the vocabulary?), so which axis holds the classes is not known; pass metrics= naming "
+                f"it, {last}")
+    return None
+
+
+def loss_disagrees(probe: LossProbe, n_columns: int) -> str | None:
+    """Why the loss's gradient (``probe``, `probe_targets`) shows that the argmax of the logits against the targets is
+    not its prediction; None where nothing does. A trial (s40) found each of these scored silently: a binary loss on
+    one column of two, targets the loss maps into the classes (``(t + 1) // 2`` of ±1 labels, ``t - 1`` of labels
+    counted from 1, ordinal thresholds), negated outputs (distances), classes permuted in the loss."""
+    if probe.unread:
+        return unread_classes_note(probe.unread, n_columns)
+    if probe.outside:
+        shown = ", ".join(map(str, probe.outside[:6])) + (", ..." if len(probe.outside) > 6 else "")
+        return (f"the targets hold {shown}, outside the logits' classes 0 to {n_columns - 1}, which the loss counts "
+                "(it maps them into the classes: (t + 1) // 2 of ±1 labels? t - 1 of labels counted from 1? "
+                "thresholds?), so the argmax can never equal them; pass metrics= with the loss's own rule, e.g. "
+                "{'accuracy': lambda out, y: (out.argmax(1) == (y + 1) // 2).float().mean()}")
+    contrary, counted = probe.contrary
+    if counted and contrary * 2 > counted:
+        return (f"at {contrary} of {counted} target positions probed, raising the target's logit does not lower the "
+                "loss (negated outputs, distances? classes permuted or renumbered in the loss? not class scores?), so "
+                "the argmax of the outputs is not its prediction; pass metrics= with the loss's own rule of prediction")
+    return None
+
+
 def unread_classes_note(unread: Sequence[int], n_columns: int) -> str:
     """Why the argmax over all ``n_columns`` logits is not the prediction of a loss that gives the logits of the
     classes ``unread`` no gradient (``probe_targets``), and the metric to pass instead."""
@@ -565,36 +630,18 @@ def unread_classes_note(unread: Sequence[int], n_columns: int) -> str:
 
 
 def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100,
-                 why: str = "the loss's ignore_index", unread: Sequence[int] = ()) -> tuple[dict[str, Callable], str]:
+                 why: str = "the loss's ignore_index",
+                 probe: LossProbe | None = None) -> tuple[dict[str, Callable], str]:
     """``metrics="auto"``: accuracy when the outputs hold logits (N, C>1, ...) (``find_logits``) and the
-    targets are integer class indices of matching shape; else none. Targets equal to ``ignore_index``
-    (the loss's, e.g. a padding class; ``why`` says how it is known) are not counted. Classes ``unread`` whose
-    logits the loss gives no gradient (``probe_targets``) skip it: the argmax is not the loss's prediction.
-    Returns (metrics, a note saying why)."""
-    logits = find_logits(outputs)
-    if targets is None:
-        return {}, "accuracy skipped: the data carry no targets"
-    if logits is None:
-        why = "several tensors could be the logits" if ambiguous_logits(outputs) else "no logits found"
-        return {}, f"accuracy skipped: {why} in the outputs ({describe(outputs)}); pass metrics= to name them"
-    if targets.is_floating_point() and _class_probabilities(logits, targets):
-        return {}, ("accuracy skipped: the targets are class probabilities (soft labels); metrics='accuracy' "
-                    "counts the logits' argmax equal to the targets' argmax")
-    if targets.is_floating_point():
-        return {}, "accuracy skipped: the targets are floating point (not class indices)"
-    if logits.ndim < 2 or logits.shape[1] < 2:
-        return {}, f"accuracy skipped: logits of shape {tuple(logits.shape)} have fewer than 2 classes"
-    if logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0] or \
-            tuple(logits.shape[2:]) != tuple(targets.shape[1:]):
-        return {}, (f"accuracy skipped: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} are not "
-                    "(N, C, ...) and (N, ...)")
-    if logits.ndim > 2 and logits.ndim - 1 in _class_dims(tuple(logits.shape), tuple(targets.shape)):
-        return {}, (f"accuracy skipped: logits {tuple(logits.shape)} fit targets {tuple(targets.shape)} with the "
-                    "classes on dim 1 and on the last dim alike (a sequence as long as the vocabulary?), so which "
-                    "axis holds the classes is not known; pass metrics= naming it, e.g. {'accuracy': lambda out, y: "
-                    "(out.argmax(-1) == y).float().mean()}")
-    if unread:
-        return {}, f"accuracy skipped: {unread_classes_note(unread, logits.shape[1])}"
+    targets are integer class indices of matching shape (`accuracy_problem`); else none. Targets equal to
+    ``ignore_index`` (the loss's, e.g. a padding class; ``why`` says how it is known) are not counted. Where the
+    loss's gradient shows the argmax is not its prediction (``probe``, `loss_disagrees`), none. Returns (metrics, a
+    note saying why)."""
+    problem = accuracy_problem(outputs, targets)
+    if problem is None and probe is not None:
+        problem = loss_disagrees(probe, find_logits(outputs).shape[1])
+    if problem is not None:
+        return {}, f"accuracy skipped: {problem}"
     if ignore_index != -100:
         return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
                 f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} ({why}) not "
@@ -612,6 +659,8 @@ class LossProbe(NamedTuple):
     unexplained: int  # positions left out that no single value explains
     probed: int  # samples probed
     unread: tuple[int, ...]  # classes in the targets whose logits get no gradient at any position
+    outside: tuple[int, ...] = ()  # target values outside [0, C) the loss counts (it maps them into the classes)
+    contrary: tuple[int, int] = (0, 0)  # (positions where raising the target's logit does not lower the loss, of)
 
 
 NOTHING_KNOWN = LossProbe(None, 0, 0, ())
@@ -637,10 +686,16 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
     else, or several values); 0 if none. ``unread``: classes other than ``ignored`` that the probed targets hold
     but whose logits (column ``c`` of dim 1) get no gradient at any position, as a binary loss on one column,
     ``F.binary_cross_entropy_with_logits(o[:, 1], y)``, leaves column 0 (re-trial s39): the argmax over all
-    columns is then not the loss's prediction. A class the targets never hold is not in it, since
-    ``F.nll_loss`` reads the target's column only. ``NOTHING_KNOWN`` when the logits are not found, the targets
-    are not class indices, or the loss cannot be differentiated there (it raised, or gave a non-finite
-    gradient). A trial's language model (s39) scored the padding as predictions."""
+    columns is then not the loss's prediction; a column whose largest gradient is below 1e-3 of the largest
+    column's counts as unread (a small penalty on every logit, trial s40). A class the targets never hold is not in
+    it, since ``F.nll_loss`` reads the target's column only. ``outside``: target values outside [0, C) (other
+    than -100 and ``ignored``) at positions the loss counts: it maps them into the classes (``(t + 1) // 2``).
+    ``contrary``: (positions counted with a target in [0, C) where the gradient on the target's logit is not
+    negative, those positions): a loss whose prediction is the argmax lowers itself by raising the target's logit
+    where it is predicted wrong; negated outputs or classes permuted in the loss do not (trial s40).
+    ``NOTHING_KNOWN`` when the logits are not found, the targets are not class indices, or the loss cannot be
+    differentiated there (it raised, or gave a non-finite gradient). A trial's language model (s39) scored the
+    padding as predictions."""
     logits = find_logits(outputs)
     if (logits is None or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
             or not logits.is_floating_point() or logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
@@ -668,10 +723,17 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
             ignored = int(values[0])
         else:
             unexplained = int(still.sum())
-    read = grad.abs().transpose(0, 1).reshape(logits.shape[1], -1).sum(1) != 0  # (C,): columns with a gradient
-    held = torch.unique(t[(t >= 0) & (t < logits.shape[1])]).tolist()
-    unread = tuple(int(c) for c in held if c != ignored and not bool(read[c]))
-    return LossProbe(ignored, unexplained, len(t), unread if bool(read.any()) else ())
+    n_classes = logits.shape[1]
+    size = grad.abs().transpose(0, 1).reshape(n_classes, -1).amax(1)  # (C,): each column's largest gradient
+    read = size > 1e-3 * size.max()  # a 1e-4 penalty on every logit read column 0 of a one-column loss (s40)
+    inside = (t >= 0) & (t < n_classes)
+    held = torch.unique(t[inside]).tolist()
+    unread = tuple(int(c) for c in held if c != ignored and not bool(read[c])) if bool(read.any()) else ()
+    counted = (grad.abs().sum(1) != 0) & (t != -100) & (t != (-100 if ignored is None else ignored))
+    outside = tuple(int(v) for v in torch.unique(t[counted & ~inside]).tolist())
+    at_target = grad.gather(1, torch.where(inside, t, 0).unsqueeze(1)).squeeze(1)  # d loss / d (target's logit)
+    contrary = (int((counted & inside & (at_target >= 0)).sum()), int((counted & inside).sum()))
+    return LossProbe(ignored, unexplained, len(t), unread, outside, contrary)
 
 
 def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
@@ -700,8 +762,11 @@ def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: t
     return grad if grad is not None and bool(torch.isfinite(grad).all()) else None
 
 
-def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:
-    """``"auto"``: see ``auto_metrics``; None: none; names of built-ins or name -> callable."""
+def resolve_metrics(metrics, outputs, targets, probe: LossProbe | None = None) -> dict[str, Callable]:
+    """``"auto"``: see ``auto_metrics``; None: none; names of built-ins or name -> callable. ``"accuracy"`` named
+    where it means nothing for these outputs and targets (`accuracy_problem`), or where the loss's gradient
+    (``probe``) shows the argmax is not the loss's prediction (`loss_disagrees`), raises ``LandscapeError``: it
+    gave 0 or 1 at every point of a binary model's surface with no word (trial s40)."""
     if metrics == "auto":
         return auto_metrics(outputs, targets)[0]
     if metrics is None:
@@ -718,6 +783,14 @@ def resolve_metrics(metrics, outputs, targets) -> dict[str, Callable]:
                     f"unknown metric {fn!r}; expected one of {sorted(BUILTIN_METRICS)} or a mapping "
                     "name -> callable(outputs, targets) returning a scalar mean"
                 )
+            if fn == "accuracy":
+                problem = accuracy_problem(outputs, targets, named=True)
+                if problem is None and probe is not None:
+                    problem = loss_disagrees(probe, find_logits(outputs).shape[1])
+                if problem is not None:
+                    raise LandscapeError(
+                        f"metric 'accuracy' (the argmax of the logits against class-index targets) means nothing "
+                        f"here: {problem}")
             fn = BUILTIN_METRICS[fn]
         if not callable(fn):
             raise LandscapeError(f"metric {name!r} is {fn!r}; expected a callable(outputs, targets) -> scalar")
