@@ -13,6 +13,7 @@ import difflib
 import functools
 import io
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Protocol
 
@@ -590,25 +591,27 @@ class Evaluator(SpeedChoices):
                 "computes the automatic accuracy only) an accuracy masked as the loss is, "
                 "e.g. {'accuracy': lambda out, y: ((out.argmax(1) == y) & keep(y)).sum() / keep(y).sum()}")
         states = {"loss_fn": loss_state, **{f"metric {n!r}": StateSnapshot(f) for n, f in fns.items()}}
-        for name, fn in fns.items():
-            value = fn(out, yb)
-            if isinstance(value, torch.Tensor) and value.numel() != 1:  # a value per sample: the hint said
-                raise LandscapeError(  # "return a tensor" to a metric that did (trial s38)
-                    f"metric {name!r} returned a tensor of shape {tuple(value.shape)}; expected a scalar tensor (a "
-                    "batch mean): reduce it over the samples, e.g. (out.argmax(1) == y).float().mean()")
-            if not isinstance(value, torch.Tensor):
-                raise LandscapeError(
-                    f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
-                    "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
-            # a sum over the batch, as for the loss; also on class scores right and wrong in turn: a count of
-            # right predictions is 0 on 8 samples all predicted wrong, as a mean is
-            for o, v in ((out, value), (_right_and_wrong(out, yb), None)):
-                refuse_batch_sum(fn, o, yb, v, what=f"metric {name!r}",
-                                 example="a count of right predictions, (out.argmax(1) == y).sum()",
-                                 fix="divide by the number of samples (or of kept targets), e.g. "
-                                     "(out.argmax(1) == y).float().mean()")
-        named = {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}
-        check_fns_stateless(out, yb, named, states)
+        with warnings.catch_warnings():  # the checks' few samples: scikit-learn's "only one class" (trial s40)
+            warnings.simplefilter("ignore")  # said again, if so, where the metric runs on the set
+            for name, fn in fns.items():
+                value = fn(out, yb)
+                if isinstance(value, torch.Tensor) and value.numel() != 1:  # a value per sample: the hint said
+                    raise LandscapeError(  # "return a tensor" to a metric that did (trial s38)
+                        f"metric {name!r} returned a tensor of shape {tuple(value.shape)}; expected a scalar tensor (a "
+                        "batch mean): reduce it over the samples, e.g. (out.argmax(1) == y).float().mean()")
+                if not isinstance(value, torch.Tensor):
+                    raise LandscapeError(
+                        f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
+                        "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
+                # a sum over the batch, as for the loss; also on class scores right and wrong in turn: a count of
+                # right predictions is 0 on 8 samples all predicted wrong, as a mean is
+                for o, v in ((out, value), (_right_and_wrong(out, yb), None)):
+                    refuse_batch_sum(fn, o, yb, v, what=f"metric {name!r}",
+                                     example="a count of right predictions, (out.argmax(1) == y).sum()",
+                                     fix="divide by the number of samples (or of kept targets), e.g. "
+                                         "(out.argmax(1) == y).float().mean()")
+            named = {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}
+            check_fns_stateless(out, yb, named, states)
         random_note = random_values_note(out, yb, named)
         if random_note:  # warned by compute_surface, on every runner
             self.notes[RANDOM_VALUES] = random_note

@@ -144,7 +144,11 @@ class DefaultLoss:
                 f"probabilities: the default loss is cross-entropy over class indices (integer targets) or over "
                 f"probabilities (targets of the logits' shape {_n_first(tuple(logits.shape))}, each in "
                 f"[0, 1], summing to 1 over the classes, dim 1), and means nothing for these; "
-                + (_padded_probabilities(logits, targets, _logits_expr(outputs)) or fix)
+                + (_padded_probabilities(logits, targets, _logits_expr(outputs)) or (
+                    "multi-hot labels of the logits' shape (several classes a sample, each 0 or 1) take "
+                    "loss_fn=nn.BCEWithLogitsLoss(), one binary loss a class; " + fix  # not MSE (trial s40)
+                    if targets.shape[1:] == logits.shape[1:] and bool(((targets == 0) | (targets == 1)).all())
+                    else fix))
             )
         if logits.ndim < 2 or n_classes < 2:
             raise LandscapeError(
@@ -431,6 +435,12 @@ def _class_range_hint(outputs, targets, ignore_index: int) -> str | None:
     if not kept.numel() or (int(kept.min()) >= 0 and int(kept.max()) < n_classes):
         return None
     lo, hi = int(kept.min()), int(kept.max())
+    outside = torch.unique(kept[(kept < 0) | (kept >= n_classes)]).tolist()
+    if len(outside) == 1 and int(((kept >= 0) & (kept < n_classes)).sum()) and (  # one label of those that
+            outside[0] < 0 or outside[0] == 255):  # mark void pixels or padding (255, -1), not a class (trial s40)
+        return (f"the targets hold {outside[0]}, outside the {n_classes} classes along dim {dim} (the others are in "
+                f"[0, {n_classes - 1}]): a void or padding label? pass loss_fn=nn.CrossEntropyLoss(ignore_index="
+                f"{outside[0]}) to leave it out; else check the labels or the model's number of outputs")
     return (f"the targets hold class indices in [{lo}, {hi}] but the outputs have {n_classes} classes along dim "
             f"{dim}, so expected indices in [0, {n_classes - 1}]; check the labels (counted from 1? subtract 1) or "
             "the model's number of outputs")

@@ -1962,3 +1962,56 @@ def test_a_per_sample_metric_and_accuracy_skipped_for_several_outputs_are_said()
         m = model_at(heads, d, a)
         with torch.no_grad():
             assert picked.metrics["accuracy"][k] == pytest.approx(float((m(x)[0].argmax(1) == y).float().mean()))
+
+
+def test_void_pixels_given_to_the_default_loss_are_named_with_their_ignore_index():
+    """255 "void" pixels of a segmentation set, given to the default loss, were told "counted from 1? subtract 1"
+    (trial s40); the fix is to leave them out, and with it the loss is the naive masked cross-entropy."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 3, padding=1)
+    x, y = torch.randn(20, 3, 6, 6), torch.randint(0, 4, (20, 6, 6))
+    y[:, 0] = 255
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.raises(LandscapeError, match=r"the targets hold 255, outside the 4 classes along dim 1 .*a void or "
+                                             r"padding label\? pass loss_fn=nn\.CrossEntropyLoss\(ignore_index=255\)"):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=nn.CrossEntropyLoss(ignore_index=255))
+    with torch.no_grad():
+        out, kept = model(x), y != 255
+        naive = nn.functional.cross_entropy(out.permute(0, 2, 3, 1)[kept], y[kept])
+    assert s.loss[1] == pytest.approx(float(naive), rel=1e-5)
+
+
+def test_multi_hot_targets_given_to_the_default_loss_are_pointed_to_a_binary_loss_per_class():
+    """Multi-hot labels with the default cross-entropy were told to pass nn.MSELoss() (trial s40)."""
+    model = nn.Linear(6, 4)
+    x = torch.randn(30, 6)
+    y = (torch.randn(30, 4) > 0).float()
+    with pytest.raises(LandscapeError, match=r"multi-hot labels of the logits' shape .* take "
+                                             r"loss_fn=nn\.BCEWithLogitsLoss\(\)"):
+        lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+
+
+def test_a_metric_warning_of_the_checks_few_samples_is_not_shown():
+    """scikit-learn warned "Only one class is present in y_true" of the 8 samples the checks run a metric on,
+    though the set held every class (trial s40); a warning of the set itself still shows."""
+    model, (x, y) = _model(), _data()
+
+    def warns_on_few(out, t):
+        if len(t) < 20:
+            warnings.warn("only one class is present in y_true", UserWarning, stacklevel=2)
+        return (out.argmax(1) == t).float().mean()
+
+    def warns_always(out, t):
+        warnings.warn("my metric is slow", UserWarning, stacklevel=2)
+        return (out.argmax(1) == t).float().mean()
+
+    d = lnb.random_directions(model, n=1, seed=0)
+    assert len(x) >= 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), metrics={"acc": warns_on_few})
+    with torch.no_grad():
+        assert s.metrics["acc"][1] == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
+    with pytest.warns(UserWarning, match="my metric is slow"):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), metrics={"acc": warns_always})

@@ -166,6 +166,10 @@ def test_bad_split_data_is_a_clear_error(mlp):
     one = lnb.compute_surface(mlp, _splits()["test"], d, x=(-1, 1, 3))
     with pytest.raises(LandscapeError, match="<split>_loss"):
         lnb.plot.line_splits(one)
+    both = lnb.compute_surface(mlp, _splits(), d, x=(-1, 1, 3))  # a misspelt metric drew the losses alone (s40)
+    for given in (both, {"train": one, "test": one}):
+        with pytest.raises(LandscapeError, match=r"metric='acc', which no split has \(their metrics: .*'accuracy'"):
+            lnb.plot.line_splits(given, metric="acc")
 
 
 def _train_factory():

@@ -59,7 +59,8 @@ def split_curves(surface, *, metric: str | None = "accuracy",
     Raises
     ------
     LandscapeError
-        Not 1D, no splits, an unknown split, or separate surfaces on different grids.
+        Not 1D, no splits, an unknown split, a ``metric`` (other than "accuracy") no split has, or separate
+        surfaces on different grids.
     """
     if isinstance(surface, Mapping):
         if not surface:
@@ -74,6 +75,7 @@ def split_curves(surface, *, metric: str | None = "accuracy",
                   for k, s in items.items()}
         if splits is not None:
             curves = {k: curves[k] for k in _checked(splits, list(curves))}
+        _check_metric(metric, curves, {k: sorted(s.metrics) for k, s in items.items()})
         return np.asarray(first.x, float), curves
     surf = _check_surface(surface, ndim=1, where="plot.line_splits")
     found = _split_metrics(surf)
@@ -85,7 +87,16 @@ def split_curves(surface, *, metric: str | None = "accuracy",
     curves = {k: {"loss": np.asarray(found[k]["loss"], float),
                   **({metric: np.asarray(found[k][metric], float)} if metric in found[k] else {})}
               for k in names}
+    _check_metric(metric, curves, {k: sorted(set(found[k]) - {"loss"}) for k in names})
     return np.asarray(surf.x, float), curves
+
+
+def _check_metric(metric: str | None, curves: dict, known: dict[str, list[str]]) -> None:
+    """Refuse a ``metric`` no split has, as ``plot.line`` does (a misspelt one drew the losses alone with no word,
+    trial s40); the default, "accuracy", may be missing (a regression has none)."""
+    if metric not in (None, "accuracy") and not any(metric in c for c in curves.values()):
+        raise LandscapeError(f"plot.line_splits: metric={metric!r}, which no split has (their metrics: {known}); "
+                             "pass one of those, or metric=None for the losses only")
 
 
 def _checked(splits: Sequence[str], known: list[str]) -> list[str]:
