@@ -272,7 +272,11 @@ def random_directions(
         ``‖w‖``; ``"weight"``: ``d * w`` elementwise; ``"none"``: raw Gaussian.
     ignore : {"biasbn", None}, optional
         ``"biasbn"``: 1-D tensors (biases, norm-layer weights) get a zero
-        direction; None: they are normalized as one group.
+        direction; None: each gets a random direction of its own norm (normalized as
+        one group). The reference implementation (``net_plotter.normalize_directions_for_weights``)
+        sets such a direction to the weights themselves, d = w, instead: with ``ignore=None``
+        its planes differ from these (up to 11× in a trial's BatchNorm net, s40), the same at
+        the centre.
     seed : int, optional
         Seed of the ``torch.Generator`` the values are drawn from; the same seed
         and model give the same directions.

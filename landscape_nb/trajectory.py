@@ -194,6 +194,13 @@ def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn
                 raise LandscapeError(                                          # projection came out NaN silently
                     f"{where}: tensor {e.name!r} holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "
                     "(NaN or inf); expected finite checkpoints: leave out the ones saved after training diverged")
+        extra = [key for key, v in sd.items() if key not in names and isinstance(v, torch.Tensor)]
+        if extra:  # a PCA over the shared tensors only came back with no word (trial s40)
+            raise LandscapeError(
+                f"{where} has {len(extra)} tensor(s) the model has not ({', '.join(map(repr, extra[:5]))}"
+                f"{', ...' if len(extra) > 5 else ''}); the checkpoints come from another architecture than "
+                "`final`, as load_state_dict would say: pass checkpoints saved from this model (or drop those "
+                "entries from them)")
     return states
 
 
@@ -456,6 +463,7 @@ class ProjectedPath:
     left_out: np.ndarray | None = None  # (k,): the part of ``distance`` in tensors no direction moves (frozen ones,
     # biases and norm weights under ignore="biasbn"); plots say whether the distance lies there
     bn_data: str | None = None  # the fingerprint of ``bn_data`` the losses' BN statistics came from (None: the data)
+    data: str | None = None  # the fingerprint of the data ``loss`` was evaluated on: plots compare their surface's
 
     @property
     def x(self) -> np.ndarray:
@@ -473,7 +481,7 @@ class ProjectedPath:
         signs = np.array([-1.0 if f else 1.0 for f in flip])
         # onto other directions (signs flipped): their fingerprint is not known
         return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels),
-                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data)
+                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data, data=self.data)
 
     def as_provenance(self) -> dict:
         out = {"path_x": self.x.tolist(), "path_distance": self.distance.tolist(), "path_norm": self.norm.tolist()}
@@ -530,8 +538,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         ``coords`` (k, n) in direction units, ``distance`` and ``norm`` (k,) in
         weight-space units (Euclidean), ``loss`` (k,) with ``data``, and ``labels``;
         ``directions`` (their fingerprint: ``plot.contour`` refuses the path on a surface
-        of other directions), ``mode``, ``bn_data`` (its fingerprint) and ``left_out`` (k,), the
-        part of ``distance`` in tensors no direction moves.
+        of other directions), ``mode``, ``bn_data`` and ``data`` (their fingerprints: the plots warn
+        where the surface's differ) and ``left_out`` (k,), the part of ``distance`` in tensors no
+        direction moves.
 
     Raises
     ------
@@ -610,7 +619,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     if bn_data is not None and mode != "bn-recompute":
         raise LandscapeError("bn_data given with mode='eval'; expected mode='bn-recompute' (bn_data is where BatchNorm "
                              "statistics are re-estimated), or no bn_data")
-    loss, bn_fingerprint = (None, None) if data is None else _checkpoint_losses(
+    loss, bn_fingerprint, data_fingerprint = (None, None, None) if data is None else _checkpoint_losses(
         states, final, data, loss_fn=loss_fn, settings=EvalSettings(mode=mode), bn_data=bn_data)
     if labels is None:
         last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest
@@ -620,7 +629,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError(f"{len(labels)} labels for {k} checkpoints; expected one label per checkpoint")
     return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels],
                          directions=directions.fingerprint(), mode=None if data is None else mode,
-                         left_out=np.sqrt(left_out), bn_data=bn_fingerprint)
+                         left_out=np.sqrt(left_out), bn_data=bn_fingerprint, data=data_fingerprint)
 
 
 def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None,
@@ -638,8 +647,8 @@ def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, setti
 
 
 def _checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None,
-                       bn_data=None) -> tuple[np.ndarray, str | None]:
-    """``(checkpoint_losses(...), the fingerprint of bn_data or None)``."""
+                       bn_data=None) -> tuple[np.ndarray, str | None, str]:
+    """``(checkpoint_losses(...), the fingerprint of bn_data or None, that of the data evaluated)``."""
     from .evaluate import Evaluator
     from .params import flatten
 
@@ -658,7 +667,7 @@ def _checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, sett
                                for e in layout.entries]) - base)
     ev = Evaluator(model, data, torch.stack(rows), layout, loss_fn=loss_fn, metrics=None, settings=settings,
                    bn_data=bn_data)
-    return ev.evaluate(np.eye(len(states)))[:, 0], ev.bn_fingerprint
+    return ev.evaluate(np.eye(len(states)))[:, 0], ev.bn_fingerprint, ev.data_fingerprint
 
 
 __all__ = ["pca_directions", "project_trajectory", "ProjectedPath", "checkpoint_losses", "as_checkpoints"]

@@ -237,6 +237,10 @@ def test_checkpoints_of_another_architecture_are_refused(mlp_traj):
     renamed = {f"net.{k}": v for k, v in states[1].items()}
     with pytest.raises(LandscapeError, match="checkpoint 1 has no tensor '0.weight'"):
         lnb.pca_directions([states[0], renamed, states[-1]], final=model)
+    extra = {**states[1], "aux.weight": torch.zeros(3, 16), "aux.bias": torch.zeros(3)}  # a PCA over the shared
+    with pytest.raises(LandscapeError, match=r"checkpoint 1 has 2 tensor\(s\) the model has not \('aux\.weight', "
+                                             r"'aux\.bias'\).*another architecture"):  # tensors came back (s40)
+        lnb.pca_directions([states[0], extra, states[-1]], final=model)
 
 
 def test_a_checkpoint_or_final_model_with_nan_is_refused_naming_it(mlp_traj):
@@ -536,6 +540,30 @@ def test_a_path_of_other_directions_is_refused_on_a_plane_and_one_of_another_mod
     np.testing.assert_allclose(path.loss, _naive_bn_recompute_losses(model, states, cnn_data[0], cnn_data), rtol=1e-5)
     i, j = int(np.argmin(np.abs(surf.x))), int(np.argmin(np.abs(surf.y)))
     assert path.labels[-1] == "final" and path.loss[-1] == pytest.approx(surf.loss[j, i], rel=1e-5)
+
+
+def test_a_path_evaluated_on_other_data_or_outside_the_grid_is_said_in_the_figure(mlp_traj, mlp_data):
+    """Trial s40: a plane of the test split with the path's true losses on the train split hovered "true loss
+    0.0747 ... plane's loss 0.1825" at the final model, read as the projection's error; and checkpoints outside
+    the grid were left out of the figure with no word. Both are said now; a path on the surface's own data and
+    range is quiet."""
+    model, states = mlp_traj
+    train, test = (mlp_data[0][:60], mlp_data[1][:60]), (mlp_data[0][60:], mlp_data[1][60:])
+    d = lnb.pca_directions(states, final=model)
+    path = project_trajectory(states, d, final=model, data=train)
+    narrow = lnb.compute_surface(model, test, d, x=(-0.2, 0.2, 3), y=(-0.2, 0.2, 3))
+    with pytest.warns(UserWarning, match=r"the path's true losses were evaluated on other data \(fingerprint \w+\) "
+                                         r"than the surface \(fingerprint \w+, 37 samples\)"):
+        fig = lnb.plot.pca_contour(narrow, path)
+    outside = int(np.sum((np.abs(path.x) > 0.2) | (np.abs(path.y) > 0.2)))  # naive: beyond the grid's ±0.2
+    assert 0 < outside < len(states)
+    notes = " ".join(str(a.text) for a in fig.layout.annotations)
+    assert f"{outside} of {len(states)} checkpoints lie outside the range drawn" in notes, notes
+    fits = lnb.compute_surface(model, train, d, **d.suggested_grid(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = lnb.plot.pca_contour(fits, path)
+    assert "outside the range drawn" not in " ".join(str(a.text) for a in fig.layout.annotations)
 
 
 def test_animate_checks_the_path_as_pca_contour_does_and_a_bn_data_path_meets_its_plane(cnn_traj, cnn_data):

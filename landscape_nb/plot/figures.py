@@ -323,6 +323,14 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
             f"computed along ({drawn}), so its coordinates are not points of this plane; expected "
             "project_trajectory(checkpoints, d, ...) with the d of compute_surface(model, data, d, ...)")
     evaluated = surface.spec.get("eval") or {}
+    drawn_on = (surface.spec.get("data") or {}).get("fingerprint")  # a surface over named splits has none here
+    path_on = _trajectory_field(path, "data")
+    if drawn_on and path_on and drawn_on != path_on:  # train-split true losses beside a test plane's, unsaid (s40)
+        warn_user(f"trajectory: the path's true losses were evaluated on other data (fingerprint {path_on}) than "
+                  f"the surface (fingerprint {drawn_on}, {surface.spec['data'].get('n_samples')} samples): a "
+                  "checkpoint's true loss and the plane's under it differ by the data as well as the projection; "
+                  "pass project_trajectory(..., data=) the data the surface was computed on (a surface computed "
+                  "with max_samples evaluates a subset of them: compute it without)")
     mode, surface_mode = _trajectory_field(path, "mode"), evaluated.get("mode")
     if mode and surface_mode and mode != surface_mode:
         warn_user(f"trajectory: the path's true losses were evaluated with mode={mode!r}, the surface with "
@@ -343,9 +351,20 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
 def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list[str]) -> None:
     """Above the plot of ``fig``: the checkpoint of ``path`` farthest from the plane, as a share of its offset
     from the centre model (``distance / norm``), and where every checkpoint is over half off the plane, why that
-    may be; nothing where the path holds no ``distance`` and ``norm``."""
+    may be; and how many checkpoints lie outside the grid, where the figure cannot show them (trial s40: 5 of 7,
+    each hovering "plane's loss: nan", with no word). Nothing where neither applies."""
+    px, py = (_trajectory_field(path, a) for a in "xy")
+    inside = (np.asarray(px, float) >= surface.x.min()) & (np.asarray(px, float) <= surface.x.max())
+    if py is not None and surface.y is not None:
+        inside &= (np.asarray(py, float) >= surface.y.min()) & (np.asarray(py, float) <= surface.y.max())
+    outside = int((~inside).sum())
+    beyond = (f"{outside} of {inside.size} checkpoints lie outside the range drawn (not shown): compute the surface "
+              "over a range that holds them (d.suggested_grid(n) for PCA directions)" if outside else "")
     distance, norm = _trajectory_field(path, "distance"), _trajectory_field(path, "norm")
     if distance is None or norm is None:
+        if beyond:
+            fig.add_annotation(text=beyond, xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left",
+                               yanchor="bottom", yshift=4, showarrow=False, font={"size": 11})
         return
     far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
     rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
@@ -367,7 +386,7 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
                  "layers the run that made the plane left unchanged): is this the run that ends at the centre "
                  "model?" if unmoved else "is this the run that ends at the centre model?")
     fig.add_annotation(
-        text=text,
+        text=f"{text}<br>{beyond}" if beyond else text,
         # above the plot: below it sits the axis title
         xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
         showarrow=False, font=dict(size=11),

@@ -59,6 +59,31 @@ def user_entry(name: str, value) -> Entry:
     )
 
 
+def _model_among(ex) -> bool:
+    """Whether ``ex.model`` is one of the first two of ``ex.minimizers`` (the same object, or a model with equal
+    weights): the plane through three models then has two (trial s40: offered, it failed on Compute)."""
+    import torch
+    from torch import nn
+
+    given = getattr(ex, "minimizers", None)
+    if not isinstance(given, (Mapping, list, tuple)):  # a generator is not read here (`user_entry` refuses it)
+        return False
+    firsts = list(given.values() if isinstance(given, Mapping) else given)[:2]
+    model = getattr(ex, "model", None)
+    if not isinstance(model, nn.Module):
+        return False
+    mine = model.state_dict()
+
+    def same(m) -> bool:
+        if m is model:
+            return True
+        theirs = m.state_dict() if isinstance(m, nn.Module) else None
+        return theirs is not None and theirs.keys() == mine.keys() and all(
+            theirs[k].shape == mine[k].shape and torch.equal(theirs[k], mine[k]) for k in mine)
+
+    return any(same(m) for m in firsts)
+
+
 def schemes_for(entry: Entry) -> tuple[tuple[str, ...], str]:
     """The direction schemes ``entry`` can give, in ``schemes.SCHEMES`` order, and a sentence on why the
     others cannot ("" when every one can). A model given as (model, data) has no training trajectory or
@@ -78,12 +103,14 @@ def schemes_for(entry: Entry) -> tuple[tuple[str, ...], str]:
     can = {"random", "random-orthogonal", "hessian"}
     can |= {"pca"} if at_least(checkpoints, 2) else set()
     can |= {"interpolate"} if at_least(checkpoints, 1) or at_least(minimizers, 2) else set()
-    can |= {"plane3"} if at_least(checkpoints, 3) or at_least(minimizers, 2) else set()
+    among = ex is not None and not at_least(checkpoints, 3) and _model_among(ex)
+    can |= {"plane3"} if at_least(checkpoints, 3) or (at_least(minimizers, 2) and not among) else set()
     offered = tuple(s for s in SCHEMES if s in can)
     if len(offered) == len(SCHEMES):
         return offered, ""
     given = ("it was given as (model, data), with no training checkpoints or other models" if ex is None else
-             f"it has {checkpoints} checkpoint(s) (.trajectory) and {minimizers} minimizer(s) (.minimizers)")
+             f"it has {checkpoints} checkpoint(s) (.trajectory) and {minimizers} minimizer(s) (.minimizers)"
+             + (", its .model one of them (a plane through three models would have two)" if among else ""))
     return offered, (f"{given}; pca needs 2 checkpoints for a line and 3 for a plane, the interpolation 1 or two "
                      "minimizers, the plane through three models 3 or two minimizers: pass an object with .model, "
                      ".test and .trajectory (a list of state dicts or checkpoint files) or .minimizers (two more "
