@@ -585,8 +585,10 @@ class Evaluator(SpeedChoices):
                 self.notes["accuracy"] = f"accuracy: targets equal to {ignore} ({why}) not counted, as by the loss"
         if probe.unexplained and any(f is accuracy for f in fns.values()):
             self.notes[UNCOUNTED_TARGETS] = (
-                f"accuracy counts {probe.unexplained} target position(s) of {probe.probed} samples spread over the "
-                "set that the loss gives no gradient (it leaves them out, by a mask no single target value gives), so "
+                f"accuracy counts {probe.unexplained} target position(s) of "
+                + (f"{probe.probed} samples spread over the set" if probe.spread else
+                   f"the first {probe.probed} samples")
+                + " that the loss gives no gradient (it leaves them out, by a mask no single target value gives), so "
                 "it scores predictions the loss does not count; pass compute_surface's metrics= (Python: the CLI "
                 "computes the automatic accuracy only) an accuracy masked as the loss is, "
                 "e.g. {'accuracy': lambda out, y: ((out.argmax(1) == y) & keep(y)).sum() / keep(y).sum()}")

@@ -456,6 +456,17 @@ def refuse_class_range(loss_fn, outputs, targets) -> None:
         raise LandscapeError(f"loss_fn ({type(loss_fn).__name__}) cannot take these targets: {hint}")
 
 
+def _tensors(outputs) -> list[torch.Tensor]:
+    """The tensors of ``outputs`` (a tensor, or tuples, lists and mappings of them), in order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, Mapping):
+        return [t for v in outputs.values() for t in _tensors(v)]
+    if isinstance(outputs, (tuple, list)):
+        return [t for v in outputs for t in _tensors(v)]
+    return []
+
+
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
     """``loss_fn(outputs, targets)`` on a first small batch, checked to be what every value computed from it
     takes it to be: a scalar mean over the batch. Returns it.
@@ -472,9 +483,12 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
         If ``loss_fn`` raises (its error chained), returns no scalar tensor (e.g. ``reduction='none'``),
         sums over the batch, or broadcasts targets of another shape against the outputs to more elements than
         either holds (torch's "Using a target size ... that is different to the input size" warning on
-        ``(N, 1)`` outputs and ``(N,)`` targets: ``_refuse_broadcasting``).
+        ``(N, 1)`` outputs and ``(N,)`` targets: ``_refuse_broadcasting``), or changes the outputs in place
+        (``out += prior.log()``: the metrics then read what it left, 0.815 for 0.897, and it was blamed on state
+        kept between calls, re-trial s40).
     """
     with torch.no_grad():
+        before = [o.clone() for o in _tensors(outputs)]
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -494,6 +508,13 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                     and targets.dtype != torch.int64):  # int32 class indices (re-trial s38: "expected a callable")
                 raise LandscapeError(f"{failed}: the targets are {targets.dtype} class indices, and cross-entropy "
                                      "takes int64 ones: pass y.long()") from exc
+            logits = find_logits(outputs)
+            if (isinstance(targets, torch.Tensor) and not targets.is_floating_point() and targets.ndim == 2
+                    and targets.shape[1] == 1 and logits is not None and logits.ndim == 2 and logits.shape[1] > 1):
+                raise LandscapeError(  # numpy's or scikit-learn's column of labels (trial s40: "expected a callable")
+                    f"{failed}: the targets are a column of class indices {_n_first(tuple(targets.shape))}, and "
+                    f"cross-entropy over {_n_first(tuple(logits.shape))} logits takes one index a sample, shape (N,): "
+                    "pass y.squeeze(1) (or y.reshape(-1))") from exc
             if targets is None:  # (X,) or TensorDataset(X): read as a blame of the user's loss (trial s39)
                 raise LandscapeError(
                     f"{failed}: the data carry no targets (inputs alone: a 1-tuple, a TensorDataset of one tensor, "
@@ -503,6 +524,12 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                 f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
             ) from exc
+        after = _tensors(outputs)
+        if any(a.shape != b.shape or not bool(((a == b) | (a != a) & (b != b)).all()) for a, b in zip(after, before)):
+            raise LandscapeError(
+                "loss_fn changed the model's outputs in place (e.g. out += prior.log(), out[:, 3] = -1e4), so the "
+                "metrics, and any loss after it, read what it left there; make a new tensor instead (out = out + "
+                "prior.log(), out = out.clone() first)")
         _refuse_broadcasting(caught)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             n = targets.shape[0] if isinstance(targets, torch.Tensor) and targets.ndim else None
@@ -596,8 +623,11 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     if (logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
             or logits.shape[2:] != targets.shape[1:]):
         classes_last = logits.ndim > 2 and logits.shape[:-1] == targets.shape
+        column = logits.ndim == 2 and targets.ndim == 2 and targets.shape[1] == 1  # scikit-learn's column (s40)
         return f"logits {shape} and targets {got} are not (N, C, ...) and (N, ...)" + (
-            f"; pass metrics= {last}" if classes_last else "")
+            f"; pass metrics= {last}" if classes_last else
+            "; pass metrics= e.g. {'accuracy': lambda out, y: (out.argmax(1) == y.squeeze(1)).float().mean()} for a "
+            "column of class indices" if column else "")
     if logits.ndim > 2 and logits.ndim - 1 in _class_dims(tuple(logits.shape), tuple(targets.shape)):
         return (f"logits {shape} fit targets {got} with the classes on dim 1 and on the last dim alike (a sequence "
                 "as long as the vocabulary?), so which axis holds the classes is not known; pass metrics= naming "
@@ -607,22 +637,38 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
 
 def loss_disagrees(probe: LossProbe, n_columns: int) -> str | None:
     """Why the loss's gradient (``probe``, `probe_targets`) shows that the argmax of the logits against the targets is
-    not its prediction; None where nothing does. A trial (s40) found each of these scored silently: a binary loss on
+    not its prediction; None where nothing does. Trials (s40) found each of these scored silently: a binary loss on
     one column of two, targets the loss maps into the classes (``(t + 1) // 2`` of ±1 labels, ``t - 1`` of labels
-    counted from 1, ordinal thresholds), negated outputs (distances), classes permuted in the loss."""
+    counted from 1, ordinal thresholds) or a marker of unlabelled samples another term reads, negated outputs
+    (distances), classes permuted, swapped or merged in the loss."""
     if probe.unread:
         return unread_classes_note(probe.unread, n_columns)
     if probe.outside:
         shown = ", ".join(map(str, probe.outside[:6])) + (", ..." if len(probe.outside) > 6 else "")
-        return (f"the targets hold {shown}, outside the logits' classes 0 to {n_columns - 1}, which the loss counts "
-                "(it maps them into the classes: (t + 1) // 2 of ±1 labels? t - 1 of labels counted from 1? "
-                "thresholds?), so the argmax can never equal them; pass metrics= with the loss's own rule, e.g. "
-                "{'accuracy': lambda out, y: (out.argmax(1) == (y + 1) // 2).float().mean()}")
+        if probe.outside == (-1,) and probe.held == (1,):
+            why, rule = "±1 labels the loss maps into the classes, (y + 1) // 2?", "(y + 1) // 2"
+        elif min(probe.outside) >= n_columns and 0 not in probe.held:
+            why, rule = "labels counted from 1, which the loss maps as y - 1?", "y - 1"
+        else:
+            why = ("a marker of unlabelled samples or void pixels that another term of the loss reads (an entropy "
+                   "or Dice term over every sample)? or labels the loss maps into the classes?")
+            rule = None
+        example = (f"(out.argmax(1) == {rule}).float().mean()" if rule else
+                   f"(out.argmax(1) == y)[(y >= 0) & (y < {n_columns})].float().mean() for the labelled ones")
+        return (f"the targets hold {shown}, outside the logits' classes 0 to {n_columns - 1}, at positions the loss "
+                f"counts ({why}), so the argmax can never equal them; pass metrics= with the loss's own rule, e.g. "
+                f"{{'accuracy': lambda out, y: {example}}}")
     contrary, counted = probe.contrary
     if counted and contrary * 2 > counted:
-        return (f"at {contrary} of {counted} target positions probed, raising the target's logit does not lower the "
-                "loss (negated outputs, distances? classes permuted or renumbered in the loss? not class scores?), so "
-                "the argmax of the outputs is not its prediction; pass metrics= with the loss's own rule of prediction")
+        return (f"at {contrary} of {counted} target positions probed, raising the target's logit raises the loss "
+                "(negated outputs, distances? classes permuted or renumbered in the loss? not class scores?), so the "
+                "argmax of the outputs is not its prediction; pass metrics= with the loss's own rule of prediction")
+    if probe.swapped:
+        shown = ", ".join(map(str, probe.swapped[:8])) + (", ..." if len(probe.swapped) > 8 else "")
+        return (f"for class(es) {shown}, raising the target's logit raises the loss at every position and point "
+                "probed: the loss predicts them by other columns (classes swapped or merged in it, remap[y]?), so "
+                "the argmax of the outputs is not its prediction; pass metrics= with the loss's rule, e.g. "
+                "{'accuracy': lambda out, y: (out.argmax(1) == remap[y]).float().mean()}")
     return None
 
 
@@ -670,7 +716,10 @@ class LossProbe(NamedTuple):
     probed: int  # samples probed
     unread: tuple[int, ...]  # classes in the targets whose logits get no gradient at any position
     outside: tuple[int, ...] = ()  # target values outside [0, C) the loss counts (it maps them into the classes)
-    contrary: tuple[int, int] = (0, 0)  # (positions where raising the target's logit does not lower the loss, of)
+    contrary: tuple[int, int] = (0, 0)  # (positions where raising the target's logit raises the loss, of)
+    swapped: tuple[int, ...] = ()  # classes whose every position does so at every point (swapped in the loss)
+    held: tuple[int, ...] = ()  # the classes in [0, C) the probed targets hold
+    spread: bool = False  # whether the probed samples were spread over the set (else the first batch's)
 
 
 NOTHING_KNOWN = LossProbe(None, 0, 0, ())
@@ -678,34 +727,39 @@ NOTHING_KNOWN = LossProbe(None, 0, 0, ())
 
 def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
                   every_target: torch.Tensor | None = None) -> LossProbe:
-    """The target values and logits ``loss_fn`` leaves out, found by its gradient (a ``LossProbe``).
+    """The target values and logits ``loss_fn`` leaves out, and whether the argmax of the logits is its prediction,
+    found by its gradient (a ``LossProbe``).
 
-    The loss is differentiated with respect to probe logits put in place of the model's (of the logits'
-    shape; a probe, not the model's values): small random values (N(0, 0.01²)) with each target's own class
-    set to -1, so that every position is predicted wrong and any loss that counts it gives it a gradient
-    (a margin loss satisfied at the model, or at near-equal logits, gives none: trial s39). A position whose
-    logits get no gradient does not count in the loss. The probe takes ``probed`` samples of ``every_target``
-    (the whole set's targets, evenly spread, as many as ``PROBE_ELEMENTS`` logits hold), since padding may
-    sit at the end of a length-sorted set; where the loss cannot take those with the rest of ``outputs``
-    (the model's on the few samples of ``targets``), it takes ``targets``.
+    The loss is differentiated with respect to the logits at three points, each a piece of evidence where the loss
+    and its gradient are finite there: two probes put in place of the model's logits (of their shape; probes, not
+    the model's values), every position predicted wrong (each target's class at -1, the others at +1, plus
+    N(0, 0.01²)) and every position predicted right (+1 and -1); and the model's own logits on the batch
+    ``targets``. A loss that saturates at one point (clamped, or a log outside its domain at the other) is read at
+    the others: the probe at -1 alone skipped valid accuracies (``F.nll_loss(o.log(), y)`` on probabilities, a
+    clamped ArcFace, logit clipping) and warned of masks that were not (``ce.clamp(max=2)``) (re-trial s40). The
+    probes take ``probed`` samples of ``every_target`` (the whole set's targets, evenly spread, as many as
+    ``PROBE_ELEMENTS`` logits hold), since padding may sit at the end of a length-sorted set; where the loss cannot
+    take those with the rest of ``outputs`` (the model's on the few samples of ``targets``), they take ``targets``.
 
-    ``ignored``: the one target value (other than -100, which ``accuracy`` skips already) whose positions, all
-    of them and only they, get none: e.g. a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y,
-    ignore_index=0)``, whose ``ignore_index`` cannot be read (or a class weighted 0). ``unexplained``: positions
-    (targets other than -100) that get no gradient and no single value explains (a loss masked by something
-    else, or several values); 0 if none. ``unread``: classes other than ``ignored`` that the probed targets hold
-    but whose logits (column ``c`` of dim 1) get no gradient at any position, as a binary loss on one column,
-    ``F.binary_cross_entropy_with_logits(o[:, 1], y)``, leaves column 0 (re-trial s39): the argmax over all
-    columns is then not the loss's prediction; a column whose largest gradient is below 1e-3 of the largest
-    column's counts as unread (a small penalty on every logit, trial s40). A class the targets never hold is not in
-    it, since ``F.nll_loss`` reads the target's column only. ``outside``: target values outside [0, C) (other
-    than -100 and ``ignored``) at positions the loss counts: it maps them into the classes (``(t + 1) // 2``).
-    ``contrary``: (positions counted with a target in [0, C) where the gradient on the target's logit is not
-    negative, those positions): a loss whose prediction is the argmax lowers itself by raising the target's logit
-    where it is predicted wrong; negated outputs or classes permuted in the loss do not (trial s40).
-    ``NOTHING_KNOWN`` when the logits are not found, the targets are not class indices, or the loss cannot be
-    differentiated there (it raised, or gave a non-finite gradient). A trial's language model (s39) scored the
-    padding as predictions."""
+    A position counts in the loss where its logits' gradient is above ``STILL`` of the median position's at some
+    point (a penalty on every logit, ``1e-6 * o.pow(2).mean()``, gave the padding a gradient: re-trial s40).
+    ``ignored``: the one target value (other than -100, which ``accuracy`` skips already) whose positions, all of
+    them and only they, do not count (a padding token 0 given by ``lambda o, y: F.cross_entropy(o, y,
+    ignore_index=0)``, whose ``ignore_index`` cannot be read, or a class weighted 0, trial s39); a value the
+    model's own logits give a gradient counts. ``unexplained``: positions (targets other than -100) that do not
+    count and no single value explains (a loss masked by something else, or several values); 0 if none.
+    ``unread``: classes other than ``ignored`` that the probed targets hold but whose logits (column ``c`` of dim
+    1) get a gradient under 1e-3/C of the largest column's at every point, as a binary loss on one column,
+    ``F.binary_cross_entropy_with_logits(o[:, 1], y)``, leaves column 0 (re-trial s39; a class the targets never
+    hold is not in it, since ``F.nll_loss`` reads the target's column only). ``outside``: target values outside
+    [0, C) (other than -100 and ``ignored``) at positions the loss counts (labels it maps into the classes, or a
+    marker of unlabelled samples another term reads). ``contrary``: (positions where raising the target's logit
+    raises the loss more than raising every logit alike, of those counted whose target's logit gets a gradient), at
+    the point where fewest do: a loss whose prediction is the argmax lowers itself by raising the target's logit,
+    and negated outputs or classes permuted in the loss do not (trial s40); a term lowering every logit (a z-loss)
+    is not read as that (re-trial s40). ``swapped``: classes all of whose positions do so at every point
+    (classes swapped or merged in the loss: re-trial s40). ``NOTHING_KNOWN`` when the logits are not found, the
+    targets are not class indices, or no point gives a finite loss and gradient."""
     logits = find_logits(outputs)
     if (logits is None or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
             or not logits.is_floating_point() or logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
@@ -719,42 +773,93 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
         m = max(1, min(len(every_target), PROBE_ELEMENTS // max(1, logits[:1].numel())))
         picked = torch.linspace(0, len(every_target) - 1, m).round().long().unique()
         tries.insert(0, every_target[picked.to(every_target.device)].to(logits.device))
-    for t in tries:
-        grad = _probe_gradient(loss_fn, outputs, logits, t)
-        if grad is not None:
+    for t in tries:  # a probe at which no position gets a gradient (a clamp saturated everywhere) tells nothing
+        probes = [g for g in (_probe_gradient(loss_fn, outputs, logits, t, right) for right in (False, True))
+                  if g is not None and not bool(_still(g, t != -100).all())]
+        if probes:
             break
     else:
+        t, probes = targets, []
+    model = _probe_gradient(loss_fn, outputs, logits, targets, None)
+    if not probes and model is None:
         return NOTHING_KNOWN
+    if not probes:
+        t, probes, model = targets, [model], None
+    n_classes = logits.shape[1]
+    kept = t != -100
+    still = torch.stack([_still(g, kept) for g in probes]).all(0)  # (N, ...): positions counted at no probe
+    if model is not None:  # a value at every position of which the model's own logits get a gradient counts (the
+        moved = ~_still(model, targets != -100)  # probes saturated there); one masked at some is read positionally
+        for v in torch.unique(targets[targets != -100]).tolist():
+            if bool(moved[targets == v].all()) and bool(still[t == v].all()):
+                still &= t != v
     ignored, unexplained = None, 0
-    still = (grad.abs().sum(1) == 0) & (t != -100)  # (N, ...): positions the loss does not depend on
     if bool(still.any()):
         values = torch.unique(t[still]).tolist()
         if len(values) == 1 and bool(still[t == values[0]].all()):
             ignored = int(values[0])
         else:
             unexplained = int(still.sum())
-    n_classes = logits.shape[1]
-    size = grad.abs().transpose(0, 1).reshape(n_classes, -1).amax(1)  # (C,): each column's largest gradient
-    read = size > 1e-3 * size.max()  # a 1e-4 penalty on every logit read column 0 of a one-column loss (s40)
     inside = (t >= 0) & (t < n_classes)
+    points = [(g, t) for g in probes] + ([(model, targets)] if model is not None else [])
+
+    def columns(g):  # (C,): whether each column's largest gradient is more than 1e-3/C of the largest column's
+        size = g.abs().transpose(0, 1).reshape(n_classes, -1).amax(1)
+        return size > 1e-3 / n_classes * size.max()  # a 1e-4 penalty read column 0 of a one-column loss (s40)
+
+    read = torch.stack([columns(g) for g, _ in points]).any(0)
     held = torch.unique(t[inside]).tolist()
     unread = tuple(int(c) for c in held if c != ignored and not bool(read[c])) if bool(read.any()) else ()
-    counted = (grad.abs().sum(1) != 0) & (t != -100) & (t != (-100 if ignored is None else ignored))
+    counted = ~still & kept & (t != (-100 if ignored is None else ignored))
     outside = tuple(int(v) for v in torch.unique(t[counted & ~inside]).tolist())
-    at_target = grad.gather(1, torch.where(inside, t, 0).unsqueeze(1)).squeeze(1)  # d loss / d (target's logit)
-    contrary = (int((counted & inside & (at_target >= 0)).sum()), int((counted & inside).sum()))
-    return LossProbe(ignored, unexplained, len(t), unread, outside, contrary)
+    contrary, seen, against = None, dict.fromkeys((c for c in held if c != ignored), 0), set()
+    for g, tt in points:
+        ins = (tt >= 0) & (tt < n_classes) & (tt != (-100 if ignored is None else ignored))
+        g = g - g.mean(1, keepdim=True)  # a term pushing every logit down (a z-loss) says nothing of which is up
+        at_target = g.gather(1, torch.where(ins, tt, 0).unsqueeze(1)).squeeze(1)  # d loss / d (target's logit)
+        told = ins & (at_target != 0)
+        up = told & (at_target > 0)
+        here = (int(up.sum()), int(told.sum()))
+        if here[1] and (contrary is None or here[0] * contrary[1] < contrary[0] * here[1]):
+            contrary = here  # the point where the smallest share goes up: label smoothing 0.9 does at the right one
+        for c in seen:
+            of_c = told & (tt == c)
+            if bool(of_c.any()):
+                seen[c] += 1
+                if bool((of_c & ~up).any()):
+                    against.add(c)
+    swapped = tuple(sorted(c for c, n in seen.items() if n and c not in against))
+    return LossProbe(ignored, unexplained, len(t), unread, outside, contrary or (0, 0), swapped,
+                     tuple(int(c) for c in held), t is not targets)
 
 
-def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-    """The gradient of ``loss_fn`` at probe logits for ``targets`` (``probe_targets``), None where it raised
-    or is not finite."""
-    probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(0))
-    probe = probe.to(logits.device, logits.dtype)
-    classes = (targets >= 0) & (targets < logits.shape[1])  # not -100, 255 void pixels: left as drawn
-    index = torch.where(classes, targets, 0).unsqueeze(1)
-    drawn = probe.gather(1, index)
-    probe.scatter_(1, index, torch.where(classes.unsqueeze(1), torch.full_like(drawn, -1.0), drawn))
+STILL = 1e-4  # a position's logits whose gradient is under this share of the median position's do not count
+
+
+def _still(grad: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """(N, ...): positions whose logits get a gradient under ``STILL`` of the median kept position's."""
+    size = grad.abs().sum(1)
+    nonzero = size[kept & (size > 0)]
+    if not nonzero.numel():
+        return torch.ones_like(size, dtype=torch.bool)
+    return size <= STILL * nonzero.median()
+
+
+def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor,
+                    right: bool | None) -> torch.Tensor | None:
+    """The gradient of ``loss_fn`` with respect to the logits (``probe_targets``): at a probe for ``targets``,
+    every position predicted wrong (``right=False``) or right (``True``), or at the model's own logits (None);
+    None where the loss raised, or it or its gradient is not finite there (the log of a probe's -1)."""
+    if right is None:
+        probe = logits.detach().clone()
+    else:
+        probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(0))
+        probe = (probe + (-1.0 if right else 1.0)).to(logits.device, logits.dtype)
+        classes = (targets >= 0) & (targets < logits.shape[1])  # not -100, 255 void pixels: left as drawn
+        index = torch.where(classes, targets, 0).unsqueeze(1)
+        drawn = probe.gather(1, index)
+        probe.scatter_(1, index, torch.where(classes.unsqueeze(1), torch.full_like(drawn, 1.0 if right else -1.0),
+                                             drawn))
     probe.requires_grad_(True)
     try:
         if isinstance(outputs, torch.Tensor):
@@ -766,10 +871,12 @@ def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: t
             given = type(outputs)(*items) if hasattr(outputs, "_fields") else type(outputs)(items)  # namedtuple
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            (grad,) = torch.autograd.grad(loss_fn(given, targets), probe, allow_unused=True)
+            value = loss_fn(given, targets)
+            (grad,) = torch.autograd.grad(value, probe, allow_unused=True)
     except Exception:  # noqa: BLE001 - a loss that takes no probe logits: nothing is known, it runs as given
         return None
-    return grad if grad is not None and bool(torch.isfinite(grad).all()) else None
+    finite = isinstance(value, torch.Tensor) and bool(torch.isfinite(value.detach()).all())
+    return grad if finite and grad is not None and bool(torch.isfinite(grad).all()) else None
 
 
 def resolve_metrics(metrics, outputs, targets, probe: LossProbe | None = None) -> dict[str, Callable]:

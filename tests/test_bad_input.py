@@ -2015,3 +2015,44 @@ def test_a_metric_warning_of_the_checks_few_samples_is_not_shown():
         assert s.metrics["acc"][1] == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
     with pytest.warns(UserWarning, match="my metric is slow"):
         lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), metrics={"acc": warns_always})
+
+
+def test_a_column_of_class_indices_is_told_to_squeeze():
+    """Targets of shape (N, 1), numpy's or scikit-learn's column of labels, were told "expected a callable ...
+    that takes the model's outputs as they are" (trial s40), for the default loss, a module and the Hessian."""
+    model, (x, y) = _model(), _data()
+    d = lnb.random_directions(model, n=1, seed=0)
+    fix = r"the targets are a column of class indices \(N, 1\), .* pass y\.squeeze\(1\)"
+    for loss_fn in (None, nn.CrossEntropyLoss()):
+        with pytest.raises(LandscapeError, match=fix):
+            lnb.compute_surface(model, (x, y[:, None]), d, x=(-1, 1, 3), loss_fn=loss_fn)
+    with pytest.raises(LandscapeError, match=fix):
+        lnb.hessian_eigenvalues(model, (x, y[:, None]))
+    s = lnb.compute_surface(model, (x, y[:, None].squeeze(1)), d, x=(-1, 1, 3))  # the fix runs
+    with torch.no_grad():
+        assert s.loss[1] == pytest.approx(float(nn.functional.cross_entropy(model(x), y)), rel=1e-6)
+
+
+def test_a_loss_that_changes_the_outputs_in_place_is_refused_naming_it():
+    """Re-trial s40: ``out += prior.log()`` in the loss was blamed on state kept between calls, and
+    ``out[:, 1] = -1e4`` left the metrics reading the changed logits (0.815 for 0.897). Both are refused, saying
+    so; the same loss on a new tensor runs."""
+    model, (x, y) = _model(), _data()
+    prior = torch.tensor([0.2, 0.3, 0.5])
+    d = lnb.random_directions(model, n=1, seed=0)
+
+    def adds(out, t):
+        out += prior.log()
+        return nn.functional.cross_entropy(out, t)
+
+    def masks(out, t):
+        out[:, 1] = -1e4
+        return nn.functional.cross_entropy(out, t)
+
+    for loss_fn in (adds, masks):
+        with pytest.raises(LandscapeError, match=r"loss_fn changed the model's outputs in place .*\(out = out \+ "):
+            lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=loss_fn)
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3),
+                            loss_fn=lambda out, t: nn.functional.cross_entropy(out + prior.log(), t))
+    with torch.no_grad():
+        assert s.loss[1] == pytest.approx(float(nn.functional.cross_entropy(model(x) + prior.log(), y)), rel=1e-6)

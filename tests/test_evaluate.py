@@ -1167,9 +1167,70 @@ def test_accuracy_is_kept_for_losses_whose_prediction_is_the_argmax(k, targets, 
                                rtol=1e-6)
 
 
+def _arcface(o, t, s=10.0, m=0.3):  # the usual clamp before acos: saturated at the probes' ±1
+    theta = torch.acos(torch.tanh(o).clamp(-1 + 1e-7, 1 - 1e-7))
+    return nn.functional.cross_entropy(s * torch.cos(theta + m * nn.functional.one_hot(t, o.shape[1])), t)
+
+
+_W1500 = torch.ones(1500)
+_W1500[0] = 1e-3
+
+
+@pytest.mark.parametrize("model, targets, loss_fn", [
+    (nn.Sequential(_net(5), nn.Softmax(dim=1)), _Y5, lambda o, t: nn.functional.nll_loss(torch.log(o), t)),
+    (nn.Sequential(_net(5), nn.Softmax(dim=1)), _Y5, lambda o, t: nn.functional.nll_loss(o.clamp_min(1e-30).log(), t)),
+    (_net(5), _Y5, _arcface),
+    (_net(5), _Y5, lambda o, t: nn.functional.cross_entropy(o / (0.04 * o.norm(dim=1, keepdim=True)), t)),  # LogitNorm
+    (_net(5), _Y5, lambda o, t: nn.functional.cross_entropy(o.clamp(-0.5, 0.5) * 10, t)),  # logit clipping
+    (_net(5), _Y5, lambda o, t: nn.functional.cross_entropy(o, t, reduction="none").clamp(max=2).mean()),  # robust
+    (_net(5), _Y5, lambda o, t: nn.functional.cross_entropy(o, t) + 10 * o.logsumexp(1).pow(2).mean()),  # z-loss
+    (_net(1500), torch.arange(400) % 1500, lambda o, t: nn.functional.cross_entropy(o, t, weight=_W1500)),
+], ids=["nll-of-log-probabilities", "nll-clamped-log", "arcface-clamped", "logitnorm", "logit-clipping",
+        "clamped-ce", "z-loss-10", "1500-classes-weight-1e-3"])
+def test_accuracy_is_kept_where_a_probe_saturates_and_the_models_own_logits_show_the_argmax(model, targets, loss_fn):
+    """Re-trial s40: the probe at -1 alone skipped each of these valid accuracies (a log of -1, clamps, LogitNorm's
+    normalization cancelling, a class weight of 1e-3 among 1500 read as unread) or warned of a mask that was not
+    (clamped losses, and the fix the package suggests for probabilities). Probes predicted right as well as
+    wrong, and the model's own logits, read each; the accuracy equals a naive whole-set one."""
+    d = lnb.random_directions(model, n=1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(model, (_X8, targets), d, x=(-0.5, 0.5, 3), loss_fn=loss_fn)
+    assert "accuracy" in s.metrics, s.provenance["data"]["accuracy"]
+    naive = _whole_set_surface(model, _X8, targets, lambda o, t: (o.argmax(1) == t).double().mean(), d, s.x, [0.0])
+    np.testing.assert_allclose(s.metrics["accuracy"], naive[0], rtol=1e-6)
+
+
+def test_accuracy_leaves_out_padding_under_a_penalty_on_every_logit_and_skips_swapped_classes():
+    """Re-trial s40: ``F.cross_entropy(o, y, ignore_index=0) + 1e-6 * o.pow(2).mean()`` gave the padding a
+    gradient, so the accuracy counted it (0.567 for 0.919); classes swapped in the loss (``remap[y]``) were scored
+    against the unswapped argmax (0.573 for 0.948). The padding is left out; the swapped classes skip the
+    accuracy, naming them."""
+    model = _TaggerClassFirst()
+    x, y = _padded_tokens(400)
+    y0 = torch.where(y < 0, 0, torch.where(y == 0, 1, y))
+    d = lnb.random_directions(model, n=1, seed=0)
+    loss = lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0) + 1e-6 * out.pow(2).mean()
+
+    def accuracy_without_0(out, t):
+        kept = t != 0
+        return (out.argmax(1)[kept] == t[kept]).double().mean()
+
+    s = lnb.compute_surface(model, (x, y0), d, x=(-1, 1, 3), loss_fn=loss)
+    np.testing.assert_allclose(s.metrics["accuracy"], _whole_set_surface(model, x, y0, accuracy_without_0, d, s.x,
+                                                                         [0.0])[0], rtol=1e-6)
+    remap = torch.tensor([0, 1, 2, 4, 3])  # classes 3 and 4 swapped in the loss
+    model = _net(5)
+    d = lnb.random_directions(model, n=1, seed=0)
+    s = lnb.compute_surface(model, (_X8, _Y5), d, x=(-0.5, 0.5, 3),
+                            loss_fn=lambda o, t: nn.functional.cross_entropy(o, remap[t]))
+    assert "accuracy" not in s.metrics
+    assert "for class(es) 3, 4, raising the target's logit raises the loss" in s.provenance["data"]["accuracy"]
+
+
 @pytest.mark.parametrize("k, targets, loss_fn, said", [
-    (5, _Y5, lambda o, t: nn.functional.cross_entropy(-o, t), "raising the target's logit does not lower the loss"),
-    (5, _Y5, lambda o, t: nn.functional.cross_entropy(o.flip(1), t), "raising the target's logit does not lower"),
+    (5, _Y5, lambda o, t: nn.functional.cross_entropy(-o, t), "raising the target's logit raises the loss"),
+    (5, _Y5, lambda o, t: nn.functional.cross_entropy(o.flip(1), t), "raising the target's logit raises"),
     (5, _Y5, lambda o, t: nn.functional.cross_entropy(o[:, [1, 2, 3, 4, 0]], t), "raising the target's logit"),
     (2, 2 * _YB - 1, lambda o, t: nn.functional.cross_entropy(o, (t + 1) // 2),
      "the targets hold -1, outside the logits' classes 0 to 1"),
