@@ -172,8 +172,9 @@ def compute_surface(
         Evaluated next to the loss; ``"auto"``: accuracy for classifiers, the argmax of the logits
         against class-index targets, skipped with the reason in ``provenance["data"]["accuracy"]`` where
         it means nothing (one logit a sample, multi-hot or regression targets, a loss whose gradient
-        shows another rule of prediction: `metrics.loss_disagrees`); ``"accuracy"`` named there raises
-        ``LandscapeError``. A callable ``(outputs, targets) -> scalar`` returns the batch's mean (a sum
+        shows another rule of prediction: `metrics.loss_disagrees`); ``"accuracy"`` named raises
+        ``LandscapeError`` where the shapes make it meaningless, and is warned of where the loss's
+        gradient disagrees. A callable ``(outputs, targets) -> scalar`` returns the batch's mean (a sum
         over the batch is refused).
     client : None, "in-process", "local", "cuda", scheduler address, distributed.Client or cluster
         A cluster object (``LocalCluster``, ``dask_jobqueue.SLURMCluster``) gets a client made here.

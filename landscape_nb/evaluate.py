@@ -27,7 +27,7 @@ from .data import (EvalData, batch_len, call_model, check_finite_data, read_data
 from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss, accuracy,
                       auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits, fraction_counts,
-                      loss_name, own_loss, probability_outputs_note, probe_targets, refuse_batch_sum,
+                      loss_disagrees, loss_name, own_loss, probability_outputs_note, probe_targets, refuse_batch_sum,
                       refuse_class_range, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
@@ -578,7 +578,12 @@ class Evaluator(SpeedChoices):
         if metrics == "auto":
             fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore, why=why, probe=probe)
         else:
-            fns = resolve_metrics(metrics, out, yb, probe)
+            fns = resolve_metrics(metrics, out, yb)
+            disagrees = loss_disagrees(probe, find_logits(out).shape[1]) if any(
+                f is accuracy for f in fns.values()) else None
+            if disagrees:  # asked for by name: computed as asked, and the doubt said (warned by compute_surface)
+                self.notes[UNCOUNTED_TARGETS] = ("accuracy (asked for by name) takes the argmax of the logits against "
+                                                 f"the targets, but {disagrees}")
             if ignore != -100 and any(f is accuracy for f in fns.values()):  # the loss's padding, not counted
                 fns = {n: functools.partial(accuracy, ignore_index=ignore) if f is accuracy else f
                        for n, f in fns.items()}

@@ -34,7 +34,7 @@ from torch import nn
 from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice, one_line, warn_user
 from .params import ParamLayout, check_finite, match_state_keys, to_numpy, unwrap_model
-from .spec import centre_of, made_around
+from .spec import _callable_fingerprint, centre_of, made_around
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
 
@@ -464,6 +464,7 @@ class ProjectedPath:
     # biases and norm weights under ignore="biasbn"); plots say whether the distance lies there
     bn_data: str | None = None  # the fingerprint of ``bn_data`` the losses' BN statistics came from (None: the data)
     data: str | None = None  # the fingerprint of the data ``loss`` was evaluated on: plots compare their surface's
+    loss_fn: str | None = None  # the fingerprint of the loss ``loss`` is of (None: the default cross-entropy), as well
 
     @property
     def x(self) -> np.ndarray:
@@ -481,7 +482,8 @@ class ProjectedPath:
         signs = np.array([-1.0 if f else 1.0 for f in flip])
         # onto other directions (signs flipped): their fingerprint is not known
         return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels),
-                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data, data=self.data)
+                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data, data=self.data,
+                             loss_fn=self.loss_fn)
 
     def as_provenance(self) -> dict:
         out = {"path_x": self.x.tolist(), "path_distance": self.distance.tolist(), "path_norm": self.norm.tolist()}
@@ -629,7 +631,8 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError(f"{len(labels)} labels for {k} checkpoints; expected one label per checkpoint")
     return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels],
                          directions=directions.fingerprint(), mode=None if data is None else mode,
-                         left_out=np.sqrt(left_out), bn_data=bn_fingerprint, data=data_fingerprint)
+                         left_out=np.sqrt(left_out), bn_data=bn_fingerprint, data=data_fingerprint,
+                         loss_fn=None if data is None else _callable_fingerprint(loss_fn))
 
 
 def checkpoint_losses(trajectory, model: nn.Module, data, *, loss_fn=None, settings=None,

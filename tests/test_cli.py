@@ -42,6 +42,10 @@ def nan_loss():
 def make_negative():
     model, data = make()
     return model, data, lambda out, y: nn.functional.cross_entropy(out, y) - 10.0
+
+def plus_minus_one():
+    model, (x, y) = make()
+    return model, (x, 2 * y - 1), lambda out, t: nn.functional.cross_entropy(out, (t + 1) // 2)
 '''
 
 
@@ -1327,3 +1331,14 @@ def test_errors_in_the_users_module_are_one_line_with_the_place_and_v_shows_the_
     err = capsys.readouterr().err
     words = re.search(r"raised RuntimeError: (.*) … \((\d+) more characters: rerun as landscape-nb -v", err)
     assert words and len(words[1]) <= 600 and not words[1].endswith(("torc", "Siz")), err
+
+
+def test_an_accuracy_the_loss_does_not_define_is_said_skipped(user_model, tmp_path, capsys):
+    """Trial s40: a module's loss mapping ±1 labels lost its accuracy from the CLI's figure with nothing printed;
+    the reason is printed now. A regression's skipped accuracy (floating-point targets) says nothing."""
+    assert main(["compute", "my_models:plus_minus_one", "--grid", "3x3", "--no-store",
+                 "--html", str(tmp_path / "p.html")]) == 0
+    err = capsys.readouterr().err
+    assert "landscape-nb: note: accuracy skipped: the targets hold -1, outside the logits' classes 0 to 1" in err, err
+    assert main(["compute", user_model, "--grid", "3x3", "--no-store", "--html", str(tmp_path / "q.html")]) == 0
+    assert "accuracy skipped" not in capsys.readouterr().err

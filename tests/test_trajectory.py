@@ -564,6 +564,10 @@ def test_a_path_evaluated_on_other_data_or_outside_the_grid_is_said_in_the_figur
         warnings.simplefilter("error")
         fig = lnb.plot.pca_contour(fits, path)
     assert "outside the range drawn" not in " ".join(str(a.text) for a in fig.layout.annotations)
+    smoothed = lambda o, t: nn.functional.cross_entropy(o, t, label_smoothing=0.3)  # beside the default's (s40)
+    with pytest.warns(UserWarning, match=r"the path's true losses are of another loss function than the surface's "
+                                         r"\(the default cross-entropy against fingerprint \w+\)"):
+        lnb.plot.pca_contour(lnb.compute_surface(model, train, d, **d.suggested_grid(5), loss_fn=smoothed), path)
 
 
 def test_animate_checks_the_path_as_pca_contour_does_and_a_bn_data_path_meets_its_plane(cnn_traj, cnn_data):

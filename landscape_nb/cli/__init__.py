@@ -695,6 +695,10 @@ def cmd_compute(args) -> int:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
               f"they are gaps in the figure ({why})"
               + (f"; {surf.divergence_note}" if surf.divergence_note else ""), file=sys.stderr)
+    said = str((surf.provenance.get("data") or {}).get("accuracy", ""))
+    if said.startswith("accuracy skipped") and not any(  # a classifier's, not a regression's (trial s40: its
+            plain in said for plain in ("floating point", "carry no targets")):  # figure lacked it, no word)
+        print(f"landscape-nb: note: {said}", file=sys.stderr)
     rule = (surf.provenance.get("data") or {}).get("rule")
     if isinstance(target_key, str) and rule in ("pair", "inputs"):  # a position in tuples is used (read_data)
         print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "

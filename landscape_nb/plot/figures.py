@@ -331,6 +331,15 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
                   "checkpoint's true loss and the plane's under it differ by the data as well as the projection; "
                   "pass project_trajectory(..., data=) the data the surface was computed on (a surface computed "
                   "with max_samples evaluates a subset of them: compute it without)")
+    given = _trajectory_field(path, "loss") is not None and not isinstance(path, Mapping)
+    if given and isinstance(evaluated, Mapping) and "loss_fingerprint" in evaluated:
+        theirs, ours = _trajectory_field(path, "loss_fn"), evaluated.get("loss_fingerprint")
+        if theirs != ours:  # a label-smoothed plane beside the default cross-entropy's true losses (re-trial s40)
+            warn_user("trajectory: the path's true losses are of another loss function than the surface's ("
+                      + ("the default cross-entropy" if theirs is None else f"fingerprint {theirs}") + " against "
+                      + ("the default cross-entropy" if ours is None else f"fingerprint {ours}") + "): a checkpoint's "
+                      "true loss and the plane's under it differ by more than the projection; pass "
+                      "project_trajectory(..., loss_fn=) the loss_fn the surface was computed with")
     mode, surface_mode = _trajectory_field(path, "mode"), evaluated.get("mode")
     if mode and surface_mode and mode != surface_mode:
         warn_user(f"trajectory: the path's true losses were evaluated with mode={mode!r}, the surface with "
