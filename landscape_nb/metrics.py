@@ -801,8 +801,8 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
         if all(toward):  # as a penalty or z-loss on padding does not at the probe predicting it right
             quiet.discard(v)
     ignored, unexplained = (int(next(iter(quiet))), 0) if len(quiet) == 1 else (None, 0)
-    loose = still & kept & ~torch.isin(t, torch.tensor(sorted(quiet) if len(quiet) == 1 else [], dtype=t.dtype,
-                                                       device=t.device))
+    quiet_at = torch.isin(t, torch.tensor(sorted(quiet), dtype=t.dtype, device=t.device))
+    loose = kept & ((still & ~quiet_at) if len(quiet) == 1 else (still | quiet_at))  # several quiet values: said
     if bool(loose.any()):
         unexplained = int(loose.sum())  # a mask no single value gives (or several values left out)
     inside = (t >= 0) & (t < n_classes)
@@ -818,7 +818,8 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
     unread = tuple(int(c) for c in held if c != ignored and not bool(read[c])) if bool(read.any()) else ()
     counted = ~still & kept & (t != (-100 if ignored is None else ignored))
     outside = tuple(int(v) for v in torch.unique(t[counted & ~inside]).tolist() if v not in quiet)
-    contrary, seen, against = None, dict.fromkeys((c for c in held if c != ignored), 0), set()
+    contrary = None
+    seen, against = torch.zeros(n_classes, dtype=torch.long), torch.zeros(n_classes, dtype=torch.bool)
     for g, tt in points:
         ins = (tt >= 0) & (tt < n_classes) & (tt != (-100 if ignored is None else ignored))
         g = g - g.mean(1, keepdim=True)  # a term pushing every logit down (a z-loss) says nothing of which is up
@@ -828,13 +829,9 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
         here = (int(up.sum()), int(told.sum()))
         if here[1] and (contrary is None or here[0] * contrary[1] < contrary[0] * here[1]):
             contrary = here  # the point where the smallest share goes up: label smoothing 0.9 does at the right one
-        for c in seen:
-            of_c = told & (tt == c)
-            if bool(of_c.any()):
-                seen[c] += 1
-                if bool((of_c & ~up).any()):
-                    against.add(c)
-    swapped = tuple(sorted(c for c, n in seen.items() if n and c not in against))
+        seen += torch.bincount(tt[told].cpu(), minlength=n_classes) > 0  # points where class c was told
+        against |= torch.bincount(tt[told & ~up].cpu(), minlength=n_classes) > 0  # ... and one went down
+    swapped = tuple(c for c in held if c != ignored and bool(seen[c]) and not bool(against[c]))
     return LossProbe(ignored, unexplained, len(t), unread, outside, contrary or (0, 0), swapped,
                      tuple(int(c) for c in held), t is not targets)
 
