@@ -698,7 +698,8 @@ def cmd_compute(args) -> int:
     said = str((surf.provenance.get("data") or {}).get("accuracy", ""))
     if said.startswith("accuracy skipped") and not any(  # a classifier's, not a regression's (trial s40: its
             plain in said for plain in ("floating point", "carry no targets")):  # figure lacked it, no word)
-        print(f"landscape-nb: note: {said}", file=sys.stderr)
+        print(f"landscape-nb: note: {said} (the CLI computes the automatic accuracy only: such a metric is "
+              "passed from Python, lnb.compute_surface(..., metrics=...))", file=sys.stderr)
     rule = (surf.provenance.get("data") or {}).get("rule")
     if isinstance(target_key, str) and rule in ("pair", "inputs"):  # a position in tuples is used (read_data)
         print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "
