@@ -32,36 +32,12 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError, is_int, one_line, user_frame, warn_user
+from .trees import tree_leaves, tree_map
 
 RULES = ("pair", "last", "key", "inputs")
 
 
 # ---------------------------------------------------------------- pytrees ----
-
-def tree_map(fn: Callable[[torch.Tensor], Any], tree):
-    """``fn`` applied to every tensor leaf of a tensor / tuple / list / dict tree (dicts become plain
-    dicts, namedtuples keep their type)."""
-    if isinstance(tree, torch.Tensor):
-        return fn(tree)
-    if isinstance(tree, Mapping):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(tree_map(fn, v) for v in tree))
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(tree_map(fn, v) for v in tree)
-    return tree
-
-
-def tree_leaves(tree, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
-    """``[(path, tensor), ...]`` in a fixed order (dict insertion order, then position)."""
-    if isinstance(tree, torch.Tensor):
-        return [(prefix, tree)]
-    if isinstance(tree, Mapping):
-        return [leaf for k, v in tree.items() for leaf in tree_leaves(v, f"{prefix}[{k!r}]")]
-    if isinstance(tree, (tuple, list)):
-        return [leaf for i, v in enumerate(tree) for leaf in tree_leaves(v, f"{prefix}[{i}]")]
-    return []
-
 
 def check_finite_data(tree, what: str = "the data", why: str = "the loss would be NaN at every point") -> None:
     """Refuse NaN or inf in any floating-point leaf of ``tree``: the loss, and everything computed from it,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import LandscapeError, one_line
+from .trees import tensor_leaves
 
 
 def unwrap_compiled(fn):
@@ -456,17 +457,6 @@ def refuse_class_range(loss_fn, outputs, targets) -> None:
         raise LandscapeError(f"loss_fn ({type(loss_fn).__name__}) cannot take these targets: {hint}")
 
 
-def _tensors(outputs) -> list[torch.Tensor]:
-    """The tensors of ``outputs`` (a tensor, or tuples, lists and mappings of them), in order."""
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    if isinstance(outputs, Mapping):
-        return [t for v in outputs.values() for t in _tensors(v)]
-    if isinstance(outputs, (tuple, list)):
-        return [t for v in outputs for t in _tensors(v)]
-    return []
-
-
 def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
     """``loss_fn(outputs, targets)`` on a first small batch, checked to be what every value computed from it
     takes it to be: a scalar mean over the batch. Returns it.
@@ -488,7 +478,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
         kept between calls, re-trial s40).
     """
     with torch.no_grad():
-        before = [o.clone() for o in _tensors(outputs)]
+        before = [o.clone() for o in tensor_leaves(outputs)]
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -524,7 +514,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                 f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"
             ) from exc
-        after = _tensors(outputs)
+        after = tensor_leaves(outputs)
         if any(a.shape != b.shape or not bool(((a == b) | (a != a) & (b != b)).all()) for a, b in zip(after, before)):
             raise LandscapeError(
                 "loss_fn changed the model's outputs in place (e.g. out += prior.log(), out[:, 3] = -1e4), so the "

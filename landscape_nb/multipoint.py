@@ -25,6 +25,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .data import batch_len, tree_map
 from .params import Perturber
+from .trees import tensor_leaves
 
 #: the terms of every batch together must fit in this many elements (fp32: 256 MiB)
 MAX_BASIS_ELEMENTS = 64 * 2**20
@@ -33,17 +34,6 @@ MIN_FAN_IN_RATIO = 4
 
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _OWN_FORWARDS = {cls.forward for cls in _AFFINE}
-
-
-def tensor_leaves(tree) -> list[torch.Tensor]:
-    """The tensors in a tensor, tuple, list or dict of them (inputs as the data path passes them)."""
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        return [t for v in tree.values() for t in tensor_leaves(v)]
-    if isinstance(tree, (tuple, list)):
-        return [t for v in tree for t in tensor_leaves(v)]
-    return []
 
 
 def call(forward: nn.Module, xb):
@@ -570,4 +560,4 @@ def fused_values(loss_fn, metric_fns: dict, targets, fallback: Callable) -> Call
     return values
 
 
-__all__ = ["BatchAxisStack", "NotPerSample", "PerSampleGuard", "SharedFirstLayer", "fused_values", "tensor_leaves", "MAX_BASIS_ELEMENTS"]
+__all__ = ["BatchAxisStack", "NotPerSample", "PerSampleGuard", "SharedFirstLayer", "fused_values", "MAX_BASIS_ELEMENTS"]

@@ -31,7 +31,7 @@ directions | fold | multipoint
 params | data | metrics | spec | process | zoo
 grid | surface
 sharpness | persistence
-errors | choices | _version
+errors | choices | trees | _version
 """
 RANK = {name.strip(): rank for rank, line in enumerate(reversed(LAYERS.strip().splitlines()))
         for name in line.split("|")}
