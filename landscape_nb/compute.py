@@ -23,7 +23,8 @@ from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
 from .hessian import HessianEvaluator
-from .metrics import PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, loss_name, split_values, unwrap_compiled
+from .metrics import (PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, loss_name, split_values,
+                      unwrap_compiled)
 from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner, library_versions
@@ -172,7 +173,8 @@ def compute_surface(
         Evaluated next to the loss; ``"auto"``: accuracy for classifiers, the argmax of the logits
         against class-index targets, skipped with the reason in ``provenance["data"]["accuracy"]`` where
         it means nothing (one logit a sample, multi-hot or regression targets, a loss whose gradient
-        shows another rule of prediction: `metrics.loss_disagrees`); ``"accuracy"`` named raises
+        shows another rule of prediction: `metrics.loss_disagrees`), and warned of unless the targets are
+        a regression's (floating point) or absent; ``"accuracy"`` named raises
         ``LandscapeError`` where the shapes make it meaningless, and is warned of where the loss's
         gradient disagrees. A callable ``(outputs, targets) -> scalar`` returns the batch's mean (a sum
         over the batch is refused).
@@ -576,12 +578,14 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     if notes:  # notes added while running (e.g. why points were not stacked)
         extra["data"] = notes
     # sampling noise, a softmax taken twice, an accuracy of positions the loss leaves out: not the weights'
-    for key in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS):
-        if notes.get(key):
-            warn_user(f"landscape_nb: {notes[key]}")
-    if "several tensors could be the logits" in str(notes.get("accuracy", "")):  # a tuple or dict of outputs: the
-        warn_user(f"landscape_nb.compute_surface: {notes['accuracy']}, e.g. metrics={{'accuracy': "  # figure lacked it,
-                  "lambda out, y: (out[0].argmax(1) == y).float().mean()} with the logits' index or key")  # no word
+    # a classifier's figure without its accuracy had no word (trials s38, s40)
+    warned: dict[str, list[str]] = {}  # text -> the splits it holds for ("train: uncounted targets", line_splits)
+    for key, text in notes.items():
+        split, _, kind = key.rpartition(": ")
+        if text and kind in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, SKIPPED_ACCURACY):
+            warned.setdefault(text, []).append(split)
+    for text, splits in warned.items():
+        warn_user(f"landscape_nb: {', '.join(splits) + ': ' if any(splits) else ''}{text}")
     if final.per_worker:  # Dask: each worker tuned its own evaluator
         extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k, "versions": dict(v)}
                             for addr, bs, k, v in final.per_worker}

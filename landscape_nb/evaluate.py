@@ -25,10 +25,10 @@ from .choices import PRECISIONS
 from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
                    tree_structure)
 from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
-from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss, accuracy,
-                      auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits, fraction_counts,
-                      loss_disagrees, loss_name, own_loss, probability_outputs_note, probe_targets, refuse_batch_sum,
-                      refuse_class_range, resolve_metrics, unwrap_compiled)
+from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
+                      accuracy, auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits,
+                      fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note, probe_targets,
+                      refuse_batch_sum, refuse_class_range, resolve_metrics, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -576,7 +576,9 @@ class Evaluator(SpeedChoices):
             if probe.ignored is not None:
                 ignore, why = probe.ignored, "the loss gives them no gradient"
         if metrics == "auto":
-            fns, self.notes["accuracy"] = auto_metrics(out, yb, ignore_index=ignore, why=why, probe=probe)
+            fns, self.notes["accuracy"], said = auto_metrics(out, yb, ignore_index=ignore, why=why, probe=probe)
+            if said:  # a classifier's: warned by compute_surface (a one-logit binary model's was silent, s40)
+                self.notes[SKIPPED_ACCURACY] = self.notes["accuracy"]
         else:
             fns = resolve_metrics(metrics, out, yb)
             disagrees = loss_disagrees(probe, find_logits(out).shape[1]) if any(

@@ -184,6 +184,9 @@ def _one_hot_integers(logits, targets) -> str | None:
 #: the key of ``DataInfo.notes`` saying the default loss was given probabilities (`probability_outputs_note`)
 PROBABILITY_OUTPUTS = "probability outputs"
 UNCOUNTED_TARGETS = "uncounted targets"  # notes key: accuracy counts positions the loss leaves out (warned)
+SKIPPED_ACCURACY = "skipped accuracy"  # notes key: a classifier's automatic accuracy skipped, and why (warned)
+NO_TARGETS = "the data carry no targets"
+NOT_CLASS_INDICES = "the targets are floating point (not class indices)"  # a regression's
 
 
 def probability_outputs_note(outputs) -> str | None:
@@ -586,10 +589,13 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     or took the argmax over the positions (trial s40)."""
     logits = find_logits(outputs)
     if targets is None:
-        return "the data carry no targets"
+        return NO_TARGETS
     if logits is None:
-        why = "several tensors could be the logits" if ambiguous_logits(outputs) else "no logits found"
-        return f"{why} in the outputs ({describe(outputs)}); pass metrics= to name them"
+        if ambiguous_logits(outputs):  # a tuple or dict of outputs (trial s38)
+            return (f"several tensors could be the logits in the outputs ({describe(outputs)}); pass metrics= to name "
+                    "them, e.g. metrics={'accuracy': lambda out, y: (out[0].argmax(1) == y).float().mean()} with the "
+                    "logits' index or key")
+        return f"no logits found in the outputs ({describe(outputs)}); pass metrics= to name them"
     shape, got = _n_first(tuple(logits.shape)), _n_first(tuple(targets.shape))
     zero_one = bool(((targets == 0) | (targets == 1)).all())
     several = logits.ndim >= 2 and logits.shape[1] >= 2
@@ -598,7 +604,7 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
                                    "logits' argmax equal to the targets' argmax" if targets.is_floating_point() else
                                    f"targets {got} are one-hot; metrics='accuracy' takes their argmax")
     if targets.is_floating_point() and not zero_one:
-        return "the targets are floating point (not class indices)"  # a regression's
+        return NOT_CLASS_INDICES
     if not several:
         return (f"logits of shape {shape} have fewer than 2 classes (a binary model's one logit a sample, whose "
                 "prediction is its sign: pass e.g. {'accuracy': lambda out, y: ((out.reshape(-1) > 0).long() == "
@@ -608,7 +614,7 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
                 "per label: e.g. {'accuracy': lambda out, y: ((out > 0).float() == y).float().mean()})" if zero_one
                 else f"targets {got} of the logits' shape are not class indices")
     if targets.is_floating_point():
-        return "the targets are floating point (not class indices)"
+        return NOT_CLASS_INDICES
     last = "e.g. {'accuracy': lambda out, y: (out.argmax(-1) == y).float().mean()} for classes on the last dim"
     if (logits.ndim != targets.ndim + 1 or logits.shape[0] != targets.shape[0]
             or logits.shape[2:] != targets.shape[1:]):
@@ -677,22 +683,23 @@ def unread_classes_note(unread: Sequence[int], n_columns: int) -> str:
 
 def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100,
                  why: str = "the loss's ignore_index",
-                 probe: LossProbe | None = None) -> tuple[dict[str, Callable], str]:
+                 probe: LossProbe | None = None) -> tuple[dict[str, Callable], str, bool]:
     """``metrics="auto"``: accuracy when the outputs hold logits (N, C>1, ...) (``find_logits``) and the
     targets are integer class indices of matching shape (`accuracy_problem`); else none. Targets equal to
     ``ignore_index`` (the loss's, e.g. a padding class; ``why`` says how it is known) are not counted. Where the
     loss's gradient shows the argmax is not its prediction (``probe``, `loss_disagrees`), none. Returns (metrics, a
-    note saying why)."""
+    note saying why, whether a classifier's accuracy was skipped: a skip to be said, where a regression's or
+    inputs-only data's is expected)."""
     problem = accuracy_problem(outputs, targets)
     if problem is None and probe is not None:
         problem = loss_disagrees(probe, find_logits(outputs).shape[1])
     if problem is not None:
-        return {}, f"accuracy skipped: {problem}"
+        return {}, f"accuracy skipped: {problem}", problem not in (NO_TARGETS, NOT_CLASS_INDICES)
     if ignore_index != -100:
         return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
                 f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} ({why}) not "
-                "counted")
-    return {"accuracy": accuracy}, "accuracy: argmax of the logits against the targets"
+                "counted", False)
+    return {"accuracy": accuracy}, "accuracy: argmax of the logits against the targets", False
 
 
 PROBE_ELEMENTS = 1 << 22  # random logits drawn by probe_targets at most (16 MB in float32)

@@ -1339,7 +1339,7 @@ def test_an_accuracy_the_loss_does_not_define_is_said_skipped(user_model, tmp_pa
     assert main(["compute", "my_models:plus_minus_one", "--grid", "3x3", "--no-store",
                  "--html", str(tmp_path / "p.html")]) == 0
     err = capsys.readouterr().err
-    assert "landscape-nb: note: accuracy skipped: the targets hold -1, outside the logits' classes 0 to 1" in err, err
+    assert "landscape-nb: warning: accuracy skipped: the targets hold -1, outside the logits' classes 0 to 1" in err, err
     assert "(the CLI computes the automatic accuracy only: such a metric is passed from Python" in err  # (s40)
     assert main(["compute", user_model, "--grid", "3x3", "--no-store", "--html", str(tmp_path / "q.html")]) == 0
     assert "accuracy skipped" not in capsys.readouterr().err

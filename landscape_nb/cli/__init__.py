@@ -695,11 +695,6 @@ def cmd_compute(args) -> int:
         print(f"landscape-nb: warning: the loss diverged (NaN or inf) at {n_diverged} of {surf.n_done} points; "
               f"they are gaps in the figure ({why})"
               + (f"; {surf.divergence_note}" if surf.divergence_note else ""), file=sys.stderr)
-    said = str((surf.provenance.get("data") or {}).get("accuracy", ""))
-    if said.startswith("accuracy skipped") and not any(  # a classifier's, not a regression's (trial s40: its
-            plain in said for plain in ("floating point", "carry no targets")):  # figure lacked it, no word)
-        print(f"landscape-nb: note: {said} (the CLI computes the automatic accuracy only: such a metric is "
-              "passed from Python, lnb.compute_surface(..., metrics=...))", file=sys.stderr)
     rule = (surf.provenance.get("data") or {}).get("rule")
     if isinstance(target_key, str) and rule in ("pair", "inputs"):  # a position in tuples is used (read_data)
         print(f"landscape-nb: warning: --target-key {args.target_key} was not used: "
@@ -1160,6 +1155,9 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
 
     for api, flag in _API_TO_FLAGS:
         text = text.replace(api, flag)
+    if "accuracy skipped: " in text:  # a classifier's, warned by compute_surface (trial s40)
+        text += (" (the CLI computes the automatic accuracy only: such a metric is passed from Python, "
+                 "lnb.compute_surface(..., metrics=...))")
     # "chained as __cause__" tells a Python caller where the traceback is; a shell's is behind -v (trial s34)
     text = re.sub(r"the original exception is chained as `?`?__cause__`?`?",
                   "rerun as landscape-nb -v COMMAND ... for its traceback", text)
