@@ -792,10 +792,12 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
             if bool(moved[targets == v].all()) and bool(still[t == v].all()):
                 still &= t != v
     points = [(g, t) for g in probes] + ([(model, targets)] if model is not None else [])
+    pulls = [_target_pull(g, tt) for g, tt in points]  # the probes' first, as in points
     quiet = _quiet_values(points) if probed else {v for v in torch.unique(t[kept]).tolist() if bool(still[t == v].all())}
     for v in [v for v in quiet if 0 <= v < n_classes] if probed else []:  # a class weighted low (1e-3 of 1500,
-        toward = [_toward_target(g, t, v) for g in probes]  # re-trial s40) still pulls its logit up at every probe,
-        if all(toward):  # as a penalty or z-loss on padding does not at the probe predicting it right
+        # re-trial s40) still pulls its logit up at most of its positions at every probe, as a penalty or z-loss on
+        # padding does not at the probe predicting it right
+        if all(bool((t == v).any()) and float((pull[t == v] < 0).double().mean()) > 0.5 for pull in pulls[:len(probes)]):
             quiet.discard(v)
     ignored, unexplained = (int(next(iter(quiet))), 0) if len(quiet) == 1 else (None, 0)
     quiet_at = torch.isin(t, torch.tensor(sorted(quiet), dtype=t.dtype, device=t.device))
@@ -817,10 +819,8 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
     outside = tuple(int(v) for v in torch.unique(t[counted & ~inside]).tolist() if v not in quiet)
     contrary = None
     seen, against = torch.zeros(n_classes, dtype=torch.long), torch.zeros(n_classes, dtype=torch.bool)
-    for g, tt in points:
+    for (g, tt), at_target in zip(points, pulls):
         ins = (tt >= 0) & (tt < n_classes) & (tt != (-100 if ignored is None else ignored))
-        g = g - g.mean(1, keepdim=True)  # a term pushing every logit down (a z-loss) says nothing of which is up
-        at_target = g.gather(1, torch.where(ins, tt, 0).unsqueeze(1)).squeeze(1)  # d loss / d (target's logit)
         told = ins & (at_target != 0)
         up = told & (at_target > 0)
         here = (int(up.sum()), int(told.sum()))
@@ -837,19 +837,21 @@ STILL = 1e-4  # a position's logits whose gradient is under this share of the me
 QUIET = 1e-2  # a target value whose positions' mean gradient is under this share of the loudest value's is left out
 
 
-def _toward_target(grad: torch.Tensor, targets: torch.Tensor, value: int) -> bool:
-    """Whether, at most positions whose target is ``value``, raising that class's logit (more than every logit
-    alike) lowers the loss: a class's loss, however small its weight, does; a penalty on every logit does not."""
+def _target_pull(grad: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, ...): d loss / d (the target's logit) less the mean over the classes at each position, where the target
+    lies in [0, C) (elsewhere class 0's, for the caller to mask). Negative: raising the target's logit more than
+    every logit alike lowers the loss, as a class's loss does however small its weight; a term pushing every logit
+    down (a z-loss, a penalty on padding) says nothing of which is up."""
     g = grad - grad.mean(1, keepdim=True)
-    at = g.gather(1, targets.clamp(0, grad.shape[1] - 1).unsqueeze(1)).squeeze(1)[targets == value]
-    return bool(at.numel()) and float((at < 0).double().mean()) > 0.5
+    inside = (targets >= 0) & (targets < grad.shape[1])
+    return g.gather(1, torch.where(inside, targets, 0).unsqueeze(1)).squeeze(1)
 
 
 def _quiet_values(points: list) -> set:
     """The target values the loss barely reads: at every point (gradient, targets) where a value occurs, its
     positions' mean gradient is at most ``QUIET`` of the loudest value's. Padding under a penalty on every logit,
     or void pixels under a z-loss, get a gradient, but one far below a counted position's (re-trial s40: counted,
-    0.567 for 0.919). A class weighted low is kept by its caller (`_toward_target`)."""
+    0.567 for 0.919). A class weighted low is kept by its caller (`_target_pull`)."""
     present_anywhere, loud_somewhere = set(), set()
     for g, tt in points:
         k = tt != -100
