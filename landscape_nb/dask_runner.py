@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import logging
 import sys
 import threading
@@ -436,7 +437,7 @@ class DaskRunner:
         the data are (``DataInfo``). A worker that dies there (out of memory, trial s39) is replaced and the check
         tried again, ``retries`` times, as tiles are; then ``ClusterLost`` names it."""
         self._wait_for_workers(self.start_wait, first=True)  # batch-queued workers (dask-jobqueue) may take a while
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():  # each attempt returns, continues (at most retries times) or raises
             fut = None
             try:
                 if attempt == 0:
@@ -475,7 +476,6 @@ class DaskRunner:
                 if fut is None:  # packing or shipping the job failed, not the user's code on a worker
                     raise
                 raise_from_user_code(exc, job)
-        raise AssertionError("unreachable")  # every attempt returns, continues or raises
 
     # ---------------------------------------------------------- health ----
 

@@ -370,11 +370,15 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
     beyond = (f"{outside} of {inside.size} checkpoints lie outside the range drawn (not shown): compute the surface "
               "over a range that holds them (d.suggested_grid(n) for PCA directions)" if outside else "")
     distance, norm = _trajectory_field(path, "distance"), _trajectory_field(path, "norm")
-    if distance is None or norm is None:
-        if beyond:
-            fig.add_annotation(text=beyond, xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left",
-                               yanchor="bottom", yshift=4, showarrow=False, font={"size": 11})
-        return
+    lines = [_off_plane_text(surface, path, labels, distance, norm)] if distance is not None and norm is not None else []
+    lines += [beyond] if beyond else []
+    if lines:
+        fig.add_annotation(text="<br>".join(lines), xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left",
+                           yanchor="bottom", yshift=4, showarrow=False, font={"size": 11})  # above: below is x's title
+
+
+def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, norm) -> str:
+    """``add_off_plane_note``'s first line: the checkpoint farthest from the plane, and why all may be."""
     far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
     rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
     worst = int(np.nanargmax(rel))
@@ -394,12 +398,7 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
                  "most of that offset lies in tensors none of the plane's directions moves (frozen ones, or "
                  "layers the run that made the plane left unchanged): is this the run that ends at the centre "
                  "model?" if unmoved else "is this the run that ends at the centre model?")
-    fig.add_annotation(
-        text=f"{text}<br>{beyond}" if beyond else text,
-        # above the plot: below it sits the axis title
-        xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
-        showarrow=False, font=dict(size=11),
-    )
+    return text
 
 
 def _trajectory_trace(trajectory: Any) -> go.Scatter:
