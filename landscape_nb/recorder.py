@@ -316,16 +316,15 @@ class TrajectoryRecorder:
         from :meth:`load`, the last checkpoint)."""
         from .trajectory import pca_directions
 
-        return pca_directions(self.checkpoints, final=final or self.model, n=n, ignore=ignore, data=data,
-                              loss_fn=loss_fn)
+        return pca_directions(self, final=final or self.model, n=n, ignore=ignore, data=data, loss_fn=loss_fn)
 
     def project(self, directions, *, final: nn.Module | None = None, data=None,
                 loss_fn: Callable | None = None, mode: str = "eval", bn_data=None):
         """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step."""
         from .trajectory import project_trajectory
 
-        return project_trajectory(self.checkpoints, directions, final=final or self.model, data=data,
-                                  loss_fn=loss_fn, labels=self.labels, mode=mode, bn_data=bn_data)
+        return project_trajectory(self, directions, final=final or self.model, data=data, loss_fn=loss_fn,
+                                  mode=mode, bn_data=bn_data)
 
 
 __all__ = ["TrajectoryRecorder", "STORE_FORMAT"]

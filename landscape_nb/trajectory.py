@@ -22,6 +22,7 @@ checks the bound on a model of that size.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,28 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
                 f"checkpoint {k} is a {type(item).__name__}; expected a state dict, a path to one, or a model"
             )
     return out
+
+
+def default_labels(trajectory, k: int, *, last_is_final: bool) -> list[str]:
+    """The ``k`` checkpoints' names as ``trajectory`` (as given to ``as_checkpoints``) tells them: its own
+    ``labels`` where it has ``k`` of them (a zoo example's trajectory: "init", "epoch 1", ...; a
+    ``TrajectoryRecorder``'s: "step s"); a file's name without the suffix ("e10" for ``ckpt/e10.pt``) where those
+    names are distinct; else "checkpoint i". The last is "final" where it is the model at the centre
+    (``last_is_final``), "final (its name)" where it has one. The first of a list was called "init" however late
+    it was saved (a trial's first checkpoint came after 20 steps, s40)."""
+    if hasattr(trajectory, "trajectory") and not isinstance(trajectory, (Sequence, Mapping)):  # a zoo example
+        trajectory = trajectory.trajectory
+    named = getattr(trajectory, "labels", None)
+    if isinstance(named, Sequence) and not isinstance(named, str) and len(named) == k:
+        labels = [str(s) for s in named]
+    else:
+        files = [Path(item).stem if isinstance(item, (str, Path)) and Path(item).stem else None for item in trajectory]
+        given = [n for n in files if n]
+        distinct = len(set(given)) == len(given)
+        labels = [n if n and distinct else f"checkpoint {i}" for i, n in enumerate(files)]
+    if last_is_final:
+        labels[-1] = "final" if labels[-1] == f"checkpoint {k - 1}" else f"final ({labels[-1]})"
+    return labels
 
 
 def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module,
@@ -419,12 +442,16 @@ def pca_directions(
     pcs = [f"PC{i + 1} ({100 * r:.1f}% of variance)" for i, r in enumerate(ratios)]
     prov: dict[str, Any] = {
         "scheme": "pca", "ignore": ignore, "n_checkpoints": k, **centre_of(final),
+        # held fixed, as random_directions records them: the figures' hover names them (the PCA's said nothing, s40)
+        "zeroed": [e.name for e in layout.entries if e.name in masked],
+        **({"excluded": [f"{name} (frozen)" for name in _frozen(final)]} if _frozen(final) else {}),
         "explained_variance_ratio": [float(r) for r in ratios],
         "x_label": pcs[0], **({"y_label": pcs[1]} if n > 1 else {}), **({"z_label": pcs[2]} if n > 2 else {}),
         "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).tolist(),
     }
     d = Directions(vectors_t, layout, prov)
     path = project_trajectory(states, d, final=final, data=data, loss_fn=loss_fn)
+    path = dataclasses.replace(path, labels=default_labels(trajectory, k, last_is_final=bool(path.norm[-1] == 0)))
     flip = [bool(c[0] > 0) for c in path.coords.T]
     for i, f in enumerate(flip):
         if f:
@@ -493,6 +520,7 @@ class ProjectedPath:
             out["path_loss"] = self.loss.tolist()
         if self.left_out is not None:
             out["path_left_out"] = self.left_out.tolist()
+        out["path_labels"] = list(self.labels)
         return out
 
 
@@ -521,9 +549,10 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     loss_fn : callable, optional
         The loss for ``data`` (default: cross-entropy).
     labels : sequence of str, optional
-        One label per checkpoint, ``k`` in all (default: "init" for the first, "checkpoint i"
-        for the others, and "final" for the last only when its trainable weights are exactly
-        ``final``'s, i.e. it is the model at the centre; otherwise it is "checkpoint k-1").
+        One label per checkpoint, ``k`` in all (default: ``default_labels``: "init", "epoch i"
+        for a zoo example's, "step s" for a recorder's, a file's name without its suffix, else
+        "checkpoint i"; the last is called "final" only when its trainable weights are exactly
+        ``final``'s, i.e. it is the model at the centre).
     mode : {"eval", "bn-recompute"}
         How the true losses are evaluated, as ``compute_surface``'s ``mode``: pass the surface's,
         so that a checkpoint's true loss and the plane's loss under it differ by the projection
@@ -624,9 +653,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     loss, bn_fingerprint, data_fingerprint = (None, None, None) if data is None else _checkpoint_losses(
         states, final, data, loss_fn=loss_fn, settings=EvalSettings(mode=mode), bn_data=bn_data)
     if labels is None:
-        last_is_final = sq[-1] == 0  # the last checkpoint is the model at the centre, not merely the latest
-        labels = ["init" if i == 0 else ("final" if i == k - 1 and last_is_final else f"checkpoint {i}")
-                  for i in range(k)]
+        labels = default_labels(trajectory, k, last_is_final=bool(sq[-1] == 0))
     elif len(labels) != k:
         raise LandscapeError(f"{len(labels)} labels for {k} checkpoints; expected one label per checkpoint")
     return ProjectedPath(coords, np.sqrt(res), np.sqrt(sq), loss, [str(s) for s in labels],

@@ -87,7 +87,7 @@ def test_pca_and_projection_are_those_of_the_recorded_checkpoints():
     path = rec.project(d)
     ref = project_trajectory(naive, want, final=model)
     np.testing.assert_allclose(path.coords, ref.coords, rtol=1e-6, atol=1e-7)
-    assert path.labels == [f"step {s}" for s in rec.steps]
+    assert path.labels == [f"step {s}" for s in rec.steps[:-1]] + [f"final (step {rec.steps[-1]})"]  # the model
 
 
 def test_refuses_bad_arguments(tmp_path):
@@ -180,7 +180,7 @@ def test_a_store_loaded_with_a_freshly_built_model_is_centred_at_its_last_checkp
         names = [n for n, _ in model.named_parameters()]
         delta = torch.cat([(copies[s][n].double() - last[n].double()).reshape(-1) for n in names])
         assert path.norm[i] == pytest.approx(float(delta.norm()), rel=1e-9, abs=1e-12)
-    assert path.labels[-1] == "step 12" and path.norm[-1] == 0
+    assert path.labels[-1] == "final (step 12)" and path.norm[-1] == 0
     with warnings.catch_warnings():  # the trained model itself: nothing to say
         warnings.simplefilter("error")
         assert TrajectoryRecorder.load(tmp_path / "run.zarr", model).model is model

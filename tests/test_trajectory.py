@@ -149,17 +149,49 @@ def test_the_last_checkpoint_is_labelled_final_only_when_it_is_the_centre_model(
     model, states = mlp_traj
     d = lnb.random_directions(model, n=2, seed=3)
     ends_at_centre = project_trajectory(states, d, final=model).labels
-    assert ends_at_centre == ["init"] + [f"checkpoint {i}" for i in range(1, len(states) - 1)] + ["final"]
+    # a list's first checkpoint is not called "init": it may have been saved after training began (s40)
+    assert ends_at_centre == [f"checkpoint {i}" for i in range(len(states) - 1)] + ["final"]
     # centred on a checkpoint in the middle: the last checkpoint is later in training, not the model at the centre
     centre = copy.deepcopy(model)
     centre.load_state_dict(states[2])
     mid = project_trajectory(states, lnb.random_directions(centre, n=2, seed=3), final=centre)
-    assert mid.labels == ["init"] + [f"checkpoint {i}" for i in range(1, len(states))]
+    assert mid.labels == [f"checkpoint {i}" for i in range(len(states))]
     far = np.linalg.norm(_flat_all(model, states[-1]) - _flat_all(model, states[2]))
     assert far > 0 and mid.norm[-1] == pytest.approx(far, rel=1e-9)
     # a checkpoint list that stops before the centre: none of them is the final model either
     early = project_trajectory(states[:3], d, final=model)
-    assert early.labels == ["init", "checkpoint 1", "checkpoint 2"] and early.norm[-1] > 0
+    assert early.labels == ["checkpoint 0", "checkpoint 1", "checkpoint 2"] and early.norm[-1] > 0
+
+
+def test_checkpoints_are_labelled_by_what_the_trajectory_tells_of_them(mlp_traj, tmp_path):
+    """Final check s40: the first checkpoint of a list was labelled "init" though it was saved after 20 steps.
+    Files are labelled by their names, a zoo example's by epoch, a recorder's by step; the last is "final" where
+    it is the centre model."""
+    model, states = mlp_traj
+    d = lnb.random_directions(model, n=2, seed=3)
+    files = []
+    for i, sd in enumerate(states):
+        files.append(tmp_path / f"step{20 * (i + 1)}.pt")
+        torch.save(sd, files[-1])
+    named = [f"step{20 * (i + 1)}" for i in range(len(states) - 1)] + [f"final (step{20 * len(states)})"]
+    assert project_trajectory(files, d, final=model).labels == named
+    same = [tmp_path / f"run{i}" / "model.pt" for i in range(len(states))]  # one name for all: numbered
+    for f, sd in zip(same, states):
+        f.parent.mkdir()
+        torch.save(sd, f)
+    assert project_trajectory(same, d, final=model).labels[:2] == ["checkpoint 0", "checkpoint 1"]
+    assert lnb.pca_directions(files, final=model).provenance["path_labels"][0] == "step20"
+    ex = lnb.zoo.load("mlp-digits")
+    d = lnb.random_directions(ex.model, n=2, seed=0)
+    k = len(ex.trajectory)
+    by_epoch = ["init"] + [f"epoch {i}" for i in range(1, k - 1)] + [f"final (epoch {k - 1})"]
+    assert project_trajectory(ex, d, final=ex.model).labels == by_epoch
+    assert project_trajectory(ex.trajectory, d, final=ex.model).labels == by_epoch
+    assert project_trajectory(ex.trajectory[1:3], d, final=ex.model).labels == ["checkpoint 0", "checkpoint 1"]
+    rec = lnb.TrajectoryRecorder(model, every=2)
+    for _ in range(4):
+        rec.step()
+    assert rec.project(lnb.random_directions(model, n=2, seed=3)).labels == ["step 0", "step 2", "final (step 4)"]
 
 
 def test_three_checkpoints_lie_exactly_in_their_pca_plane(mlp_traj):
@@ -675,3 +707,19 @@ def test_the_mistakes_of_a_first_trajectory_get_the_fix_that_works(mlp_traj, tmp
     one = SimpleNamespace(model=model, test=None, minimizers=[model])
     with pytest.raises(LandscapeError, match=r"has 1 minimizer \(\.minimizers; a line needs two\)"):
         schemes.make_directions("interpolate", model, one, ndim=1)
+
+
+def test_a_pca_planes_figure_names_the_parameters_it_held_fixed(mlp_traj, mlp_data):
+    """Final check s40: the random plane's hover named the biases its directions held fixed (ignore="biasbn");
+    a PCA plane's, which holds them fixed too, said nothing. Frozen parameters are named as well."""
+    model, states = mlp_traj
+    model = copy.deepcopy(model)
+    model[0].weight.requires_grad_(False)
+    d = lnb.pca_directions(states, final=model)
+    assert d.provenance["zeroed"] == [n for n, p in model.named_parameters() if p.ndim == 1]
+    assert d.provenance["excluded"] == ["0.weight (frozen)"]
+    surf = lnb.compute_surface(model, mlp_data, d, x=(-1, 1, 3), y=(-1, 1, 3))
+    figure = lnb.plot.pca_contour(surf, project_trajectory(states, d, final=model))
+    hover = " ".join(str(t.hovertemplate) for t in figure.data)
+    assert "held fixed: 1 frozen (0.weight); 2 biases/norm weights (0.bias, 2.bias)" in hover, hover
+    assert "biases/norm weights" not in str(lnb.pca_directions(states, final=model, ignore=None).provenance)

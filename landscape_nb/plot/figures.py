@@ -281,15 +281,17 @@ def _metric_hover(s: Surface, metric: str, label: str) -> str:
 def provenance_path(surface: Surface) -> dict | None:
     """The training path a trajectory-PCA plane keeps in its directions' provenance (``path_x``, ``path_y``,
     ``path_distance``, ``path_norm``, ``path_loss`` from `landscape_nb.pca_directions`) as a ``trajectory``
-    for `contour`/`pca_contour`, each checkpoint labelled by its file (the CLI's ``--checkpoints``) or
-    "checkpoint k"; None for a surface without one (not 2D, other directions)."""
+    for `contour`/`pca_contour`, each checkpoint labelled by its file (the CLI's ``--checkpoints``), as
+    `landscape_nb.trajectory.default_labels` named it (``path_labels``) or "checkpoint k";
+    None for a surface without one (not 2D, other directions)."""
     prov = surface.provenance.get("directions") or {}
     if surface.ndim != 2 or "path_x" not in prov or "path_y" not in prov:
         return None
     path = {"x": prov["path_x"], "y": prov["path_y"], "distance": prov.get("path_distance"),
             "norm": prov.get("path_norm"), "loss": prov.get("path_loss"), "left_out": prov.get("path_left_out")}
-    files = prov.get("checkpoints")
+    files, named = prov.get("checkpoints"), prov.get("path_labels")
     path["labels"] = (files if isinstance(files, list) and len(files) == len(path["x"]) else
+                      named if isinstance(named, list) and len(named) == len(path["x"]) else
                       [f"checkpoint {k}" for k in range(len(path["x"]))])
     return {k: v for k, v in path.items() if v is not None}
 

@@ -52,6 +52,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+class Trajectory(builtins.list):
+    """A zoo example's checkpoints (state dicts): the initialization, then the weights after each epoch. A
+    list, which also names them (``labels``: "init", "epoch 1", ...) for ``project_trajectory``'s figures."""
+
+    @property
+    def labels(self) -> builtins.list[str]:
+        return ["init"] + [f"epoch {i}" for i in range(1, len(self))]
+
+
 @dataclass(frozen=True, eq=False)
 class Example:
     """A trained zoo model with everything needed to draw its loss landscape.
@@ -69,7 +78,7 @@ class Example:
     train: Split = field(repr=False)
     test: Split = field(repr=False)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(repr=False)
-    trajectory: builtins.list[StateDict] = field(repr=False)
+    trajectory: Trajectory = field(repr=False)
     minimizers: dict[str, nn.Module] = field(repr=False)
 
 
@@ -142,6 +151,6 @@ def _example(
         train=train_split,
         test=test_split,
         loss_fn=nn.CrossEntropyLoss(),
-        trajectory=weights.trajectory,
+        trajectory=Trajectory(weights.trajectory),
         minimizers=minimizers,
     )
