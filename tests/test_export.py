@@ -69,6 +69,34 @@ def test_export_html_is_standalone_and_holds_the_data(tmp_path, bowl):
     np.testing.assert_array_equal(_decode(traces[0]["x"]), X)
 
 
+def test_an_exported_figure_keeps_the_provenance_of_what_it_was_computed_from(tmp_path):
+    """s40: a figure written to HTML said nothing of the model, data, directions or versions behind it. The
+    package's figures carry each surface's provenance in layout.meta, read back here from the file."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    data = (torch.randn(40, 4), torch.randint(0, 3, (40,)))
+    d = lnb.random_directions(model, n=2, seed=7)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3))
+    line = lnb.compute_surface(model, {"train": data, "test": data}, lnb.random_directions(model, n=1, seed=7),
+                               x=(-1, 1, 3))
+    for fig, want in ((plot.contour(surf), [surf]), (plot.surface(surf), [surf]), (plot.compare([surf, surf]),
+                      [surf, surf]), (plot.line_splits(line), [line])):
+        html = export_html(fig, tmp_path / "f.html").read_text(encoding="utf-8")
+        call = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot("):]
+        call = call[call.index(",") + 1:].lstrip()
+        decoder = json.JSONDecoder()
+        _, end = decoder.raw_decode(call)  # the traces, then the layout
+        layout, _ = decoder.raw_decode(call[end:].lstrip(", \n"))
+        kept = layout["meta"]["provenance"]
+        assert len(kept) == len(want)
+        for got, s in zip(kept, want):
+            assert got["directions"]["seed"] == 7 and got["key"] == s.provenance["key"]  # the spec's hash
+            assert (got["torch"], got["landscape_nb"]) == (s.provenance["torch"], s.provenance["landscape_nb"])
+
+
 def _browser_available() -> bool:
     import importlib.util
 

@@ -537,13 +537,21 @@ def held_fixed_notes(surfaces: Sequence[Surface]) -> list[dict]:
     return notes
 
 
-def note_held_fixed(fig, surfaces: Sequence[Surface]) -> None:
-    """Record `held_fixed_notes` in ``fig.layout.meta`` under ``"held_fixed"``; other
-    ``meta`` keys are kept, and nothing is written when no surface held anything fixed."""
+def note_sources(fig, surfaces: Sequence[Surface]) -> None:
+    """Record in ``fig.layout.meta`` what the figure was computed from, so that a figure written to HTML
+    (`export_html`) or JSON keeps it: ``"provenance"``, each surface's ``provenance`` (model and data
+    fingerprints, directions, grid, library versions; values JSON cannot hold written as text), and
+    ``"held_fixed"``, `held_fixed_notes` where any surface held parameters fixed. Other ``meta`` keys are
+    kept. A standalone figure said nothing of how it was made (s40)."""
+    import json
+
+    meta = dict(fig.layout.meta) if isinstance(fig.layout.meta, Mapping) else {}
+    meta["provenance"] = [json.loads(json.dumps(dict(s.provenance), default=str)) for s in surfaces
+                          if isinstance(s.provenance, Mapping)]
     notes = held_fixed_notes(surfaces)
     if notes:
-        meta = fig.layout.meta if isinstance(fig.layout.meta, Mapping) else {}
-        fig.layout.meta = {**meta, "held_fixed": notes}
+        meta["held_fixed"] = notes
+    fig.layout.meta = meta
 
 
 def _title(title: str | None, surf: Surface | None) -> str | None:

@@ -131,7 +131,7 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
         shift += NOTE_LINE_PX * (1 + str(note.text).count("<br>"))
     fig.update_layout(
         coloraxis=shared.layout.coloraxis,
-        meta=shared.layout.meta,  # the parameters held fixed (`note_held_fixed`)
+        meta=shared.layout.meta,  # the parameters held fixed (`note_sources`)
         margin={"t": top},
         height=_HEIGHT,
         width=width,

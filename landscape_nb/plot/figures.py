@@ -39,8 +39,8 @@ from ._common import (
     lone_points_trace,
     non_positive_note,
     note_axes,
-    note_held_fixed,
     note_partial,
+    note_sources,
     plot_area,
     scene_axes,
     scene_z_ticks,
@@ -61,7 +61,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     if lone is not None:  # a partial surface's points that no drawn cell shows
         fig.add_trace(lone)
     fig.update_layout(title=_title(title, surf))
-    note_held_fixed(fig, [surf])
+    note_sources(fig, [surf])
     note_partial(fig, surf)
     width, height = plot_area()
     if kind == "surface":
@@ -189,7 +189,7 @@ def line(
             fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
     fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
     _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
-    note_held_fixed(fig, surfaces)
+    note_sources(fig, surfaces)
     note_partial(fig, surfaces)
     note_axes(fig, surfaces, [str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)],
               overlaid=True)
@@ -720,7 +720,7 @@ def compare(
         ),
         height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
-    note_held_fixed(fig, surfaces)
+    note_sources(fig, surfaces)
     note_partial(fig, surfaces, titles)
     note_axes(fig, surfaces, titles, overlaid=False)
     return fig

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError
 from ..surface import Surface
-from ._common import _check_surface, _title, _transform, note_partial
+from ._common import _check_surface, _title, _transform, note_partial, note_sources
 
 __all__ = ["line_splits", "split_curves"]
 
@@ -173,5 +173,7 @@ def line_splits(
         fig.update_yaxes(title_text=metric, secondary_y=True, showgrid=False,
                          title_font_color=METRIC_COLOR, tickfont_color=METRIC_COLOR)
     fig.update_layout(title=_title(title, first), hovermode="x unified")
-    note_partial(fig, surface if isinstance(surface, Surface) else list(surface.values()))
+    surfaces = [surface] if isinstance(surface, Surface) else list(surface.values())
+    note_partial(fig, surfaces)
+    note_sources(fig, surfaces)
     return fig

@@ -243,6 +243,7 @@ def volume(
         margin=dict(l=10, r=10, t=50, b=10),
     )
     _common.note_partial(fig, surf)
+    _common.note_sources(fig, [surf])
     return fig
 
 
