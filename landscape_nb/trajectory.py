@@ -189,6 +189,22 @@ def default_labels(trajectory, k: int, *, last_is_final: bool) -> list[str]:
     return labels
 
 
+def _warn_if_centred_off_the_path(gram: np.ndarray, trajectory) -> None:
+    """Warn where ``final`` is farther from every checkpoint than the checkpoints are from each other (``gram``:
+    the Gram matrix of their offsets from ``final``): the plane is then centred away from the path, as with an
+    untrained model given for the trained one (trial s40: said by the figure's note alone)."""
+    sq = np.diag(gram)
+    apart = float((sq[:, None] + sq[None, :] - 2 * gram).max())
+    nearest = int(np.argmin(sq))
+    if float(sq[nearest]) > max(apart, 0.0):
+        name = default_labels(trajectory, len(sq), last_is_final=False)[nearest]
+        warn_user(f"final, the centre of the plane, is farther from every checkpoint (the nearest, {name}, at "
+                  f"{float(np.sqrt(sq[nearest])):.4g}) than the checkpoints are from each other (at most "
+                  f"{np.sqrt(max(apart, 0.0)):.4g}): the plane is centred away from the training path, which will lie "
+                  "far off it; expected final to be the model the checkpoints lead to (the trained model, e.g. the "
+                  "last checkpoint loaded), not an untrained or other model, and checkpoints up to it")
+
+
 def _check_checkpoints(states: Sequence[Mapping], layout: ParamLayout, final: nn.Module,
                        trajectory=None) -> list[Mapping]:
     """``states`` with the key prefixes of wrappers they were saved from removed (``params.match_state_keys``),
@@ -431,6 +447,7 @@ def pca_directions(
             f"the {k} checkpoints span fewer than {n} independent directions (variances {evals[:n].tolist()}); "
             f"expected checkpoints that differ from each other{fix}"
         )
+    _warn_if_centred_off_the_path(gram, trajectory)  # after the refusals: checkpoints that all repeat are said so
     ratios = (evals / total)[:n]
     # Pass 2: components V = Σ⁻¹ Uᵀ (centred D), slice by slice, into the float32 (float64) output.
     coef = (evecs[:, :n].T @ centre) / np.sqrt(evals[:n])[:, None]  # (n, k)

@@ -297,7 +297,7 @@ def test_a_plane_needs_three_checkpoints(mlp_traj):
     model, states = mlp_traj
     with pytest.raises(LandscapeError, match=r"2 checkpoint\(s\) for n=2.*at least 3"):
         lnb.pca_directions(states[:2], final=model, n=2)
-    assert lnb.pca_directions(states[:2], final=model, n=1).n == 1  # a line needs two
+    assert lnb.pca_directions(states[-2:], final=model, n=1).n == 1  # a line needs two
     with pytest.raises(LandscapeError, match="expected checkpoints that differ"):
         lnb.pca_directions([states[0]] * 4, final=model, n=2)
     with pytest.raises(LandscapeError, match="final=model"):
@@ -723,3 +723,22 @@ def test_a_pca_planes_figure_names_the_parameters_it_held_fixed(mlp_traj, mlp_da
     hover = " ".join(str(t.hovertemplate) for t in figure.data)
     assert "held fixed: 1 frozen (0.weight); 2 biases/norm weights (0.bias, 2.bias)" in hover, hover
     assert "biases/norm weights" not in str(lnb.pca_directions(states, final=model, ignore=None).provenance)
+
+
+def test_a_final_model_away_from_every_checkpoint_is_warned_of(mlp_traj):
+    """Trial O (s40): an untrained model given as final centred the PCA plane away from the whole path, said by the
+    figure's note alone. The warning compares the distances with a naive computation: final is farther from every
+    checkpoint than the checkpoints are from each other; the trained model gives none."""
+    model, states = mlp_traj
+    torch.manual_seed(123)
+    fresh = make_mlp(1)
+    flat = [_flat_all(fresh, sd) for sd in states]
+    to_fresh = [np.linalg.norm(f - _flat_all(fresh, fresh.state_dict())) for f in flat]
+    spread = max(np.linalg.norm(a - b) for a in flat for b in flat)
+    assert min(to_fresh) > spread  # the case the warning is for
+    with pytest.warns(UserWarning, match=r"final, the centre of the plane, is farther from every checkpoint \(the "
+                                         r"nearest, checkpoint \d+, at .*\) than the checkpoints are from each other"):
+        lnb.pca_directions(states, final=fresh, ignore=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lnb.pca_directions(states, final=model, ignore=None)
