@@ -665,6 +665,12 @@ def loss_disagrees(probe: LossProbe, n_columns: int) -> str | None:
                 "probed: the loss predicts them by other columns (classes swapped or merged in it, remap[y]?), so "
                 "the argmax of the outputs is not its prediction; pass metrics= with the loss's rule, e.g. "
                 "{'accuracy': lambda out, y: (out.argmax(1) == remap[y]).float().mean()}")
+    if probe.ranked is not None and probe.ranked[0] > probe.ranked[1] + 1e-6 * max(abs(probe.ranked[1]), 1e-12):
+        return (f"with each target's logit swapped to the largest of its row the loss is {probe.ranked[0]:.4g}, and "
+                f"{probe.ranked[1]:.4g} with it swapped to the smallest: the loss prefers the target's output small "
+                "(distances, as in a prototype head's cross_entropy(-out.pow(2), y)? negated outputs?), so the argmax "
+                "is not its prediction; pass metrics= with the loss's own rule, e.g. "
+                "{'accuracy': lambda out, y: (out.argmin(1) == y).float().mean()}")
     return None
 
 
@@ -717,6 +723,7 @@ class LossProbe(NamedTuple):
     swapped: tuple[int, ...] = ()  # classes whose every position does so at every point (swapped in the loss)
     held: tuple[int, ...] = ()  # the classes in [0, C) the probed targets hold
     spread: bool = False  # whether the probed samples were spread over the set (else the first batch's)
+    ranked: tuple[float, float] | None = None  # the loss with each target's logit made its row's largest, smallest
 
 
 NOTHING_KNOWN = LossProbe(None, 0, 0, ())
@@ -830,7 +837,7 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
         against |= torch.bincount(tt[told & ~up].cpu(), minlength=n_classes) > 0  # ... and one went down
     swapped = tuple(c for c in held if c != ignored and bool(seen[c]) and not bool(against[c]))
     return LossProbe(ignored, unexplained, len(t), unread, outside, contrary or (0, 0), swapped,
-                     tuple(int(c) for c in held), t is not targets)
+                     tuple(int(c) for c in held), t is not targets, _ranked_losses(loss_fn, outputs, logits, targets))
 
 
 STILL = 1e-4  # a position's logits whose gradient is under this share of the median position's do not count
@@ -878,6 +885,47 @@ def _still(grad: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     return size <= STILL * nonzero.median()
 
 
+def _with_logits(outputs, logits: torch.Tensor, other: torch.Tensor):
+    """``outputs`` with ``other`` in place of ``logits`` (a tensor, the ``"logits"`` entry, or a tuple's item)."""
+    if isinstance(outputs, torch.Tensor):
+        return other
+    if isinstance(outputs, Mapping):
+        return {**outputs, "logits": other}
+    items = [other if o is logits else o for o in outputs]
+    return type(outputs)(*items) if hasattr(outputs, "_fields") else type(outputs)(items)  # a namedtuple's too
+
+
+def _ranked_losses(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor
+                   ) -> tuple[float, float] | None:
+    """The loss at the model's own ``logits`` with each counted position's target logit swapped with the largest
+    of its row, and with the smallest: a loss whose prediction is the argmax is lower at the first. Swapping keeps
+    the row's values (distances stay positive), so a prototype head's ``F.cross_entropy(-o.pow(2), y)``, whose
+    prediction is the argmin, shows the other order where the gradient at probes did not (0.000 for its 0.989,
+    re-trial s40). None where either loss is not finite or the loss raised."""
+    inside = ((targets >= 0) & (targets < logits.shape[1])).unsqueeze(1)
+    at = torch.where(inside, targets.unsqueeze(1), 0)
+    own = logits.detach()
+
+    def swapped(extreme: torch.Tensor) -> torch.Tensor:
+        out = own.clone()
+        out.scatter_(1, extreme, own.gather(1, at))
+        out.scatter_(1, at, own.gather(1, extreme))
+        return torch.where(inside, out, own)
+
+    values = []
+    for extreme in (own.argmax(1, keepdim=True), own.argmin(1, keepdim=True)):
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = loss_fn(_with_logits(outputs, logits, swapped(extreme)), targets)
+        except Exception:  # noqa: BLE001 - a loss that takes no other logits: nothing is known
+            return None
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value)):
+            return None
+        values.append(float(value))
+    return values[0], values[1]
+
+
 def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor,
                     right: bool | None) -> torch.Tensor | None:
     """The gradient of ``loss_fn`` with respect to the logits (``probe_targets``): at a probe for ``targets``,
@@ -895,16 +943,9 @@ def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: t
                                              drawn))  # right by a margin of 0.5 only: label smoothing's optimum
     probe.requires_grad_(True)
     try:
-        if isinstance(outputs, torch.Tensor):
-            given = probe
-        elif isinstance(outputs, Mapping):
-            given = {**outputs, "logits": probe}
-        else:
-            items = [probe if o is logits else o for o in outputs]
-            given = type(outputs)(*items) if hasattr(outputs, "_fields") else type(outputs)(items)  # namedtuple
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = loss_fn(given, targets)
+            value = loss_fn(_with_logits(outputs, logits, probe), targets)
             (grad,) = torch.autograd.grad(value, probe, allow_unused=True)
     except Exception:  # noqa: BLE001 - a loss that takes no probe logits: nothing is known, it runs as given
         return None

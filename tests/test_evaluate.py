@@ -1275,6 +1275,46 @@ def test_accuracy_is_not_the_argmax_where_the_loss_says_otherwise(k, targets, lo
         lnb.compute_surface(model, (_X8, targets), d, x=(-0.5, 0.5, 3), loss_fn=loss_fn, metrics=["accuracy"])
 
 
+class _Prototypes(nn.Module):
+    """A prototype head: the distances of an embedding to one prototype a class (the prediction is the nearest)."""
+
+    def __init__(self, prototypes):
+        super().__init__()
+        self.embed = nn.Linear(8, 8)
+        self.prototypes = nn.Parameter(prototypes.clone())
+
+    def forward(self, x):
+        return (self.embed(x)[:, None, :] - self.prototypes[None]).pow(2).sum(-1).sqrt()
+
+
+def test_a_prototype_heads_accuracy_is_skipped_where_the_loss_predicts_the_nearest():
+    """Re-trial s40: ``F.cross_entropy(-out.pow(2), y)`` on distances to prototypes predicts the argmin; the
+    automatic accuracy took the argmax, 0.000 for the loss's own 0.989, with no word (the squares made the probes'
+    -1 an ordinary logit). Swapping each target's output with its row's largest and smallest, at the model's own
+    outputs, shows the loss prefers it small: skipped and warned; named, computed and warned."""
+    g = torch.Generator().manual_seed(3)
+    prototypes = 3 * torch.randn(5, 8, generator=g)
+    x = prototypes[_Y5] + 0.3 * torch.randn(400, 8, generator=g)
+    torch.manual_seed(0)
+    model = _Prototypes(prototypes)
+    with torch.no_grad():
+        model.embed.weight.copy_(torch.eye(8))
+        model.embed.bias.zero_()
+    loss_fn = lambda out, y: nn.functional.cross_entropy(-out.pow(2), y)
+    with torch.no_grad():
+        out = model(x)
+    nearest = float((out.argmin(1) == _Y5).double().mean())
+    assert nearest > 0.95 and float((out.argmax(1) == _Y5).double().mean()) < 0.05  # the rules differ here
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"accuracy skipped: with each target's logit swapped to the largest of its "
+                                         r"row the loss is .* the loss prefers the target's output small"):
+        s = lnb.compute_surface(model, (x, _Y5), d, x=(-0.1, 0.1, 3), loss_fn=loss_fn)
+    assert "accuracy" not in s.metrics
+    s = lnb.compute_surface(model, (x, _Y5), d, x=(-0.1, 0.1, 3), loss_fn=loss_fn,
+                            metrics={"accuracy": lambda o, y: (o.argmin(1) == y).float().mean()})
+    assert s.metrics["accuracy"][1] == pytest.approx(nearest, abs=1e-9)  # the rule the note gives, at the model
+
+
 def test_a_classifiers_skipped_accuracy_is_warned_a_regressions_is_not():
     """Final check s40: a one-logit binary model's figure came without its accuracy, the reason said in the
     provenance alone. A classifier's skipped accuracy is warned, once for both splits (Figure 1's data); a
