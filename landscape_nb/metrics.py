@@ -185,8 +185,14 @@ def _one_hot_integers(logits, targets) -> str | None:
 PROBABILITY_OUTPUTS = "probability outputs"
 UNCOUNTED_TARGETS = "uncounted targets"  # notes key: accuracy counts positions the loss leaves out (warned)
 SKIPPED_ACCURACY = "skipped accuracy"  # notes key: a classifier's automatic accuracy skipped, and why (warned)
-NO_TARGETS = "the data carry no targets"
-NOT_CLASS_INDICES = "the targets are floating point (not class indices)"  # a regression's
+class Quiet(str):
+    """A reason to skip the automatic accuracy that is no classifier's (a regression's, an autoencoder's, a
+    metric-learning loss's): recorded in the provenance, not warned (trial s41: a VAE and a Poisson regression were
+    warned with an accuracy to pass)."""
+
+
+NO_TARGETS = Quiet("the data carry no targets")
+NOT_CLASS_INDICES = Quiet("the targets are floating point (not class indices)")  # a regression's
 
 
 def probability_outputs_note(outputs) -> str | None:
@@ -590,14 +596,16 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     logits = find_logits(outputs)
     if targets is None:
         return NO_TARGETS
+    zero_one = bool(((targets == 0) | (targets == 1)).all())
     if logits is None:
+        if targets.is_floating_point() and not zero_one:  # a regression's, whatever its outputs (trial s41)
+            return NOT_CLASS_INDICES
         if ambiguous_logits(outputs):  # a tuple or dict of outputs (trial s38)
             return (f"several tensors could be the logits in the outputs ({describe(outputs)}); pass metrics= to name "
                     "them, e.g. metrics={'accuracy': lambda out, y: (out[0].argmax(1) == y).float().mean()} with the "
                     "logits' index or key")
         return f"no logits found in the outputs ({describe(outputs)}); pass metrics= to name them"
     shape, got = _n_first(tuple(logits.shape)), _n_first(tuple(targets.shape))
-    zero_one = bool(((targets == 0) | (targets == 1)).all())
     several = logits.ndim >= 2 and logits.shape[1] >= 2
     if several and _class_probabilities(logits, targets.float()) and (targets.is_floating_point() or zero_one):
         return None if named else ("the targets are class probabilities (soft labels); metrics='accuracy' counts the "
@@ -605,14 +613,18 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
                                    f"targets {got} are one-hot; metrics='accuracy' takes their argmax")
     if targets.is_floating_point() and not zero_one:
         return NOT_CLASS_INDICES
+    if not several and len(torch.unique(targets)) > 2:  # counts, ranks (trial s41: "a binary model's one logit")
+        return Quiet(f"one output a sample ({shape}) and targets of more than two values: a regression's (counts, "
+                     "ranks?), not a classifier's")
     if not several:
         return (f"logits of shape {shape} have fewer than 2 classes (a binary model's one logit a sample, whose "
                 "prediction is its sign: pass e.g. {'accuracy': lambda out, y: ((out.reshape(-1) > 0).long() == "
                 "y.reshape(-1).long()).float().mean()}, > 0.5 for probabilities)")
     if targets.shape[1:] == logits.shape[1:] and logits.ndim == targets.ndim:
-        return (f"targets {got} of the logits' shape are not one class a sample (multi-hot labels? their accuracy is "
+        said = (f"targets {got} of the logits' shape are not one class a sample (multi-hot labels? their accuracy is "
                 "per label: e.g. {'accuracy': lambda out, y: ((out > 0).float() == y).float().mean()})" if zero_one
                 else f"targets {got} of the logits' shape are not class indices")
+        return Quiet(said) if targets.is_floating_point() else said  # binarized pixels of an autoencoder (s41)
     if targets.is_floating_point():
         return NOT_CLASS_INDICES
     last = "e.g. {'accuracy': lambda out, y: (out.argmax(-1) == y).float().mean()} for classes on the last dim"
@@ -637,6 +649,11 @@ def loss_disagrees(probe: LossProbe, n_columns: int) -> str | None:
     one column of two, targets the loss maps into the classes (``(t + 1) // 2`` of ±1 labels, ``t - 1`` of labels
     counted from 1, ordinal thresholds) or a marker of unlabelled samples another term reads, negated outputs
     (distances), classes permuted, swapped or merged in the loss."""
+    if probe.groups:  # not a classifier's loss: not warned (Quiet)
+        return Quiet("the loss is unchanged when the classes are renamed (the targets relabelled, the outputs kept): it "
+                     "reads the targets as groups, as a contrastive or metric-learning loss does, not as columns of the "
+                     "outputs, so their argmax means nothing; pass metrics= with a rule of your own (e.g. a "
+                     "nearest-centroid accuracy)")
     if probe.unread:
         return unread_classes_note(probe.unread, n_columns)
     if probe.outside:
@@ -700,7 +717,7 @@ def auto_metrics(outputs, targets: torch.Tensor | None, ignore_index: int = -100
     if problem is None and probe is not None:
         problem = loss_disagrees(probe, find_logits(outputs).shape[1])
     if problem is not None:
-        return {}, f"accuracy skipped: {problem}", problem not in (NO_TARGETS, NOT_CLASS_INDICES)
+        return {}, f"accuracy skipped: {problem}", not isinstance(problem, Quiet)
     if ignore_index != -100:
         return ({"accuracy": functools.partial(accuracy, ignore_index=ignore_index)},
                 f"accuracy: argmax of the logits against the targets, those equal to {ignore_index} ({why}) not "
@@ -724,6 +741,7 @@ class LossProbe(NamedTuple):
     held: tuple[int, ...] = ()  # the classes in [0, C) the probed targets hold
     spread: bool = False  # whether the probed samples were spread over the set (else the first batch's)
     ranked: tuple[float, float] | None = None  # the loss with each target's logit made its row's largest, smallest
+    groups: bool = False  # the loss is unchanged when the classes are renamed: it reads the targets as groups
 
 
 NOTHING_KNOWN = LossProbe(None, 0, 0, ())
@@ -812,8 +830,9 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
     if bool(loose.any()):
         unexplained = int(loose.sum())  # a mask no single value gives (or several values left out)
     inside = (t >= 0) & (t < n_classes)
+    groups = bool(_relabel_invariant(loss_fn, outputs, logits, targets, t))  # a triplet loss is 0 at both probes
     if len(points) < 2:  # one point, the model's few samples, is too little to say the argmax is not the prediction
-        return LossProbe(ignored, unexplained, len(t), (), (), (0, 0), (), (), t is not targets)
+        return LossProbe(ignored, unexplained, len(t), (), (), (0, 0), (), (), t is not targets, None, groups)
 
     def columns(g):  # (C,): whether each column's largest gradient is more than 1e-3/C of the largest column's
         size = g.abs().transpose(0, 1).reshape(n_classes, -1).amax(1)
@@ -837,7 +856,8 @@ def probe_targets(loss_fn: Callable, outputs, targets: torch.Tensor | None,
         against |= torch.bincount(tt[told & ~up].cpu(), minlength=n_classes) > 0  # ... and one went down
     swapped = tuple(c for c in held if c != ignored and bool(seen[c]) and not bool(against[c]))
     return LossProbe(ignored, unexplained, len(t), unread, outside, contrary or (0, 0), swapped,
-                     tuple(int(c) for c in held), t is not targets, _ranked_losses(loss_fn, outputs, logits, targets))
+                     tuple(int(c) for c in held), t is not targets, _ranked_losses(loss_fn, outputs, logits, targets),
+                     groups)
 
 
 STILL = 1e-4  # a position's logits whose gradient is under this share of the median position's do not count
@@ -926,21 +946,59 @@ def _ranked_losses(loss_fn: Callable, outputs, logits: torch.Tensor, targets: to
     return values[0], values[1]
 
 
+def _probe_logits(logits: torch.Tensor, targets: torch.Tensor, right: bool) -> torch.Tensor:
+    """Logits of ``logits``' shape for ``targets``: each position's target class at -1 and the others at +1
+    (``right=False``), or at +0.25 and -0.25 (``True``: right by a margin of 0.5 only, label smoothing's optimum),
+    plus N(0, 0.01²); positions whose target is no class (-100, 255 void pixels) left as drawn."""
+    probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(0))
+    probe = (probe + (-0.25 if right else 1.0)).to(logits.device, logits.dtype)
+    classes = (targets >= 0) & (targets < logits.shape[1])
+    index = torch.where(classes, targets, 0).unsqueeze(1)
+    drawn = probe.gather(1, index)
+    probe.scatter_(1, index, torch.where(classes.unsqueeze(1), torch.full_like(drawn, 0.25 if right else -1.0), drawn))
+    return probe
+
+
+def _relabel_invariant(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor,
+                       probed: torch.Tensor) -> bool | None:
+    """Whether the loss is unchanged (to 1e-6) when the targets' classes are renamed (each held class to the next
+    held one), the logits kept, at every point where it is not 0: the probes predicting every position of
+    ``probed`` wrong and right, and the model's own ``logits`` on ``targets``. A loss reading the targets as groups
+    (supervised-contrastive, triplet) is; one reading them as columns of the outputs is not. Its argmax accuracy
+    was computed on embeddings, 0.008 at the centre, with no word (trial s41). Not at the model's own logits alone:
+    a head initialized to zero gives equal logits, where a cross-entropy does not change either. None where no
+    point tells (fewer than two classes held, the loss 0, raising or not finite)."""
+    said = []
+    for t, at in ((probed, _probe_logits(logits, probed, right=False)), (probed, _probe_logits(logits, probed, True)),
+                  (targets, logits.detach())):
+        inside = (t >= 0) & (t < logits.shape[1])
+        held = torch.unique(t[inside])
+        if len(held) < 2:
+            continue
+        renamed = t.clone()
+        renamed[inside] = held.roll(-1)[torch.searchsorted(held, t[inside])]
+        values = []
+        for labels in (t, renamed):
+            try:
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    value = loss_fn(_with_logits(outputs, logits, at), labels)
+            except Exception:  # noqa: BLE001 - this point tells nothing
+                break
+            if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value)):
+                break
+            values.append(float(value))
+        if len(values) == 2 and max(map(abs, values)) > 1e-12:  # a loss of 0 at both tells nothing
+            said.append(abs(values[0] - values[1]) <= 1e-6 * max(map(abs, values)))
+    return all(said) if said else None
+
+
 def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor,
                     right: bool | None) -> torch.Tensor | None:
     """The gradient of ``loss_fn`` with respect to the logits (``probe_targets``): at a probe for ``targets``,
     every position predicted wrong (``right=False``) or right (``True``), or at the model's own logits (None);
     None where the loss raised, or it or its gradient is not finite there (the log of a probe's -1)."""
-    if right is None:
-        probe = logits.detach().clone()
-    else:
-        probe = 0.01 * torch.randn((len(targets), *logits.shape[1:]), generator=torch.Generator().manual_seed(0))
-        probe = (probe + (-0.25 if right else 1.0)).to(logits.device, logits.dtype)
-        classes = (targets >= 0) & (targets < logits.shape[1])  # not -100, 255 void pixels: left as drawn
-        index = torch.where(classes, targets, 0).unsqueeze(1)
-        drawn = probe.gather(1, index)
-        probe.scatter_(1, index, torch.where(classes.unsqueeze(1), torch.full_like(drawn, 0.25 if right else -1.0),
-                                             drawn))  # right by a margin of 0.5 only: label smoothing's optimum
+    probe = logits.detach().clone() if right is None else _probe_logits(logits, targets, right)
     probe.requires_grad_(True)
     try:
         with torch.enable_grad(), warnings.catch_warnings():

@@ -1315,6 +1315,70 @@ def test_a_prototype_heads_accuracy_is_skipped_where_the_loss_predicts_the_neare
     assert s.metrics["accuracy"][1] == pytest.approx(nearest, abs=1e-9)  # the rule the note gives, at the model
 
 
+def _supcon(z, y, tau=0.5):  # supervised contrastive: positives are the samples of one class
+    z = nn.functional.normalize(z, dim=1)
+    sim = z @ z.t() / tau - 1e4 * torch.eye(len(z))
+    same = (y[:, None] == y[None, :]).float() - torch.eye(len(z))
+    log_p = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -((same * log_p).sum(1) / same.sum(1).clamp_min(1)).mean()
+
+
+def _batch_hard_triplet(z, y, margin=0.5):
+    dist = torch.cdist(z, z)
+    same = y[:, None] == y[None, :]
+    return nn.functional.relu(dist.masked_fill(~same, 0).amax(1) - dist.masked_fill(same, 1e4).amin(1) + margin).mean()
+
+
+@pytest.mark.parametrize("loss_fn", [_supcon, _batch_hard_triplet], ids=["supcon", "triplet"])
+def test_a_metric_learning_loss_gets_no_argmax_accuracy_and_no_warning(loss_fn):
+    """Trial s41: an embedding model (N, 16) under a supervised-contrastive or triplet loss on class labels got an
+    automatic "accuracy", the argmax of the embedding's coordinates, 0.008 at the centre, with no word. The loss
+    reads the labels as groups: renaming the classes leaves it unchanged (checked here), so no accuracy, and no
+    warning either (not a classifier)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16))
+    with torch.no_grad():
+        z = model(_X8)
+    assert float(loss_fn(z, _Y5)) == pytest.approx(float(loss_fn(z, (_Y5 + 1) % 5)), rel=1e-6)  # groups
+    d = lnb.random_directions(model, n=1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(model, (_X8, _Y5), d, x=(-0.5, 0.5, 3), loss_fn=loss_fn)
+    assert s.metrics == {} and "reads the targets as groups" in s.provenance["data"]["accuracy"]
+    head = _net(5)  # a classifier whose last layer starts at zero: equal logits, a loss unchanged by renaming there
+    nn.init.zeros_(head[2].weight), nn.init.zeros_(head[2].bias)
+    s = lnb.compute_surface(head, (_X8, _Y5), lnb.random_directions(head, n=1, seed=0), x=(-0.5, 0.5, 3),
+                            loss_fn=lambda o, y: nn.functional.cross_entropy(o, y))
+    naive = float((head(_X8).argmax(1) == _Y5).double().mean())
+    assert s.metrics["accuracy"][1] == pytest.approx(naive, abs=1e-9)
+
+
+def test_a_regressions_skipped_accuracy_is_not_warned_whatever_its_outputs():
+    """Trial s41: a VAE's tuple outputs with floating-point targets were warned "several tensors could be the logits
+    ... pass metrics={'accuracy': ...}", and a Poisson regression's one output with integer counts was called a
+    binary model's one logit. Neither is a classifier: skipped, with the reason in the provenance, no warning."""
+    class Vae(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = nn.Linear(8, 4), nn.Linear(2, 8)
+
+        def forward(self, x):
+            mu, logvar = self.enc(x).chunk(2, dim=1)
+            return self.dec(mu), mu, logvar
+
+    vae_loss = lambda out, x: nn.functional.mse_loss(out[0], x) + 1e-3 * (out[1].pow(2) + out[2].exp() - out[2]).mean()
+    counts = torch.poisson(torch.full((400,), 3.0), generator=torch.Generator().manual_seed(0)).long()
+    poisson = lambda out, y: nn.functional.poisson_nll_loss(out.squeeze(1), y.float())
+    torch.manual_seed(0)
+    for model, targets, loss_fn, said in ((Vae(), _X8, vae_loss, "floating point"),
+                                          (nn.Linear(8, 1), counts, poisson, "targets of more than two values")):
+        d = lnb.random_directions(model, n=1, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            s = lnb.compute_surface(model, (_X8, targets), d, x=(-0.5, 0.5, 3), loss_fn=loss_fn)
+        assert s.metrics == {} and said in s.provenance["data"]["accuracy"]
+
+
 def test_a_classifiers_skipped_accuracy_is_warned_a_regressions_is_not():
     """Final check s40: a one-logit binary model's figure came without its accuracy, the reason said in the
     provenance alone. A classifier's skipped accuracy is warned, once for both splits (Figure 1's data); a
