@@ -50,7 +50,32 @@ def map_outputs(fn: Callable, out):
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         return dataclasses.replace(out, **{f.name: map_outputs(fn, getattr(out, f.name))
                                            for f in dataclasses.fields(out) if f.init})
+    fields = attributes(out)
+    if fields:  # a SimpleNamespace or a plain class holding the outputs (trial s41)
+        moved = copy.copy(out)
+        for k, v in fields.items():
+            setattr(moved, k, map_outputs(fn, v))
+        return moved
     return out
+
+
+def attributes(out) -> dict | None:
+    """The attributes of an output object that is no tensor nor container: a dataclass's fields, or the instance
+    attributes of a ``SimpleNamespace`` or a plain class (a model's own output type, ``.loss`` among them); None
+    for others. The batch checks read such outputs through them: they found no tensor in a SimpleNamespace, took
+    the model for random and left an in-batch contrastive loss averaged over batches unwarned (trial s41)."""
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    if (isinstance(out, (torch.Tensor, Mapping, tuple, list, str, bytes, type, nn.Module)) or callable(out)
+            or not hasattr(out, "__dict__")):
+        return None
+    return dict(vars(out))
+
+
+def _as_tree(out):
+    """``out``, or an output object's attributes (`attributes`) as a dict, for the pytree walkers."""
+    fields = attributes(out)
+    return out if fields is None else fields
 
 
 def other_outputs(out, yb) -> list[tuple]:
@@ -160,7 +185,7 @@ def nudge(model: nn.Module) -> None:
 
 def identical_outputs(a, b) -> bool:
     """Whether two outputs hold the same floating tensors bit for bit (and at least one)."""
-    la, lb = tree_leaves(a), tree_leaves(b)
+    la, lb = tree_leaves(_as_tree(a)), tree_leaves(_as_tree(b))
     floats = [(x, y) for (_, x), (_, y) in zip(la, lb) if x.is_floating_point()]
     return (len(la) == len(lb) and bool(floats)
             and all(x.shape == y.shape and torch.equal(x, y) for x, y in floats))
@@ -169,7 +194,7 @@ def identical_outputs(a, b) -> bool:
 def same_tree_outputs(a, b) -> bool:
     """Outputs of any form alike: the same floating and integer tensors at the same places, to 1e-5
     (``tuning._same_outputs``; NaN at the same places); outputs without tensors count as alike."""
-    la, lb = tree_leaves(a), tree_leaves(b)
+    la, lb = tree_leaves(_as_tree(a)), tree_leaves(_as_tree(b))
     if [p for p, _ in la] != [p for p, _ in lb]:
         return False
     for (_, x), (_, y) in zip(la, lb):
