@@ -405,15 +405,22 @@ def _refuse_broadcasting(caught: list) -> None:
                 fix = "reshape the targets or the outputs in loss_fn to one shape"
             raise LandscapeError(
                 f"loss_fn got outputs of shape {_n_first(given)} and targets of shape {_n_first(target)} (N samples), "
-                f"which broadcast to {_n_first(both, 'N')} (torch warned: {w.message}): every output was compared "
+                f"which broadcast to {_n_at(both, {len(both) - len(given), len(both) - len(target)})} (torch warned: "
+                f"{w.message}): every output was compared "
                 f"with every target, so the value is not a loss per sample; expected targets shaped like the outputs: "
                 f"{fix}")
 
 
-def _n_first(shape, n: str = "") -> str:
-    """A shape with its sample axis as N (the first; a second of the same size as N too, with ``n``):
-    ``(N, 1)``; the values checked are a few samples' only, whose count means nothing to the user."""
-    dims = ["N" if k == 0 or (n and v == shape[0]) else str(v) for k, v in enumerate(shape)]
+def _n_first(shape) -> str:
+    """A shape with its sample axis, the first, as N: ``(N, 1)``; the values checked are a few samples' only, whose
+    count means nothing to the user."""
+    return _n_at(shape, {0})
+
+
+def _n_at(shape, samples: set[int]) -> str:
+    """A shape with the axes ``samples`` as N: a broadcast of outputs (N, 1, 8, 8) against targets (N, 8, 8) is
+    (N, N, 8, 8), not "(N, N, N, N)" as every axis of the checked 8 samples' size was (trial s41)."""
+    dims = ["N" if k in samples else str(v) for k, v in enumerate(shape)]
     return f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 

@@ -479,6 +479,12 @@ def test_a_loss_broadcasting_targets_against_outputs_is_refused(entry):
         with torch.no_grad():
             want = float(((model(x) - y[:, None]) ** 2).mean())
         assert surf.loss[1] == pytest.approx(want, rel=1e-5)
+        # images (N, 1, 8, 8) against (N, 8, 8): the 8s of the image were printed as N too (trial s41)
+        image = nn.Sequential(nn.Linear(6, 64), nn.Unflatten(1, (1, 8, 8)))
+        with pytest.raises(LandscapeError, match=r"outputs of shape \(N, 1, 8, 8\) and targets of shape \(N, 8, 8\) "
+                                                 r"\(N samples\), which broadcast to \(N, N, 8, 8\)"):
+            lnb.compute_surface(image, (x, torch.randn(64, 8, 8)), lnb.random_directions(image, n=1, seed=0),
+                                x=(-1, 1, 3), loss_fn=nn.MSELoss())
 
 
 def test_the_hessian_functions_refuse_non_finite_weights():
