@@ -548,6 +548,14 @@ def test_line_skips_missing_default_metric_but_rejects_unknown_metric():
     assert len(plot.line(make_line(), metric=None).data) == 1
     with pytest.raises(LandscapeError, match="'top5'.*metrics"):
         plot.line(make_line(), metric="top5")
+    # a regression's one metric is drawn by default, where the default "accuracy" dropped it with no word (s41)
+    base = make_line(accuracy=False)
+    mse = Surface(x=base.x, y=None, loss=base.loss, metrics={"mse": 2 * base.loss}, provenance=dict(base.provenance))
+    fig = plot.line(mse)
+    assert [t.name for t in fig.data] == ["loss", "mse"]
+    np.testing.assert_array_equal(fig.data[1].y, 2 * base.loss)
+    two = Surface(x=base.x, y=None, loss=base.loss, metrics={"mse": base.loss, "mae": base.loss})
+    assert len(plot.line(two).data) == 1  # which one is not known: loss only, as before
 
 
 # --- bad input --------------------------------------------------------------------------

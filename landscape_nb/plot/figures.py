@@ -104,8 +104,10 @@ def line(
     ----------
     %(surfaces_1d)s
     metric : str or None, default "accuracy"
-        Metric for the right axis. The default is skipped for surfaces without accuracy
-        (e.g. regression); any other name must exist. None: loss only.
+        Metric for the right axis. The default is, for surfaces without accuracy (e.g. a
+        regression), their one metric where they all have the same one and only it (a user's
+        ``"mse"`` was dropped with no word, trial s41), else skipped; any other name must
+        exist. None: loss only.
     log : bool, default False
         Logarithmic loss axis (the values themselves are not transformed).
     %(title)s
@@ -138,6 +140,9 @@ def line(
                 f"plot.line: metric={metric!r} but surface {k} has metrics {sorted(s.metrics)}; "
                 "expected one of those; pass one of them, or metric=None for loss only."
             )
+    names = {tuple(s.metrics) for s in surfaces}
+    if metric == "accuracy" and len(names) == 1 and len(next(iter(names))) == 1 and "accuracy" not in names.pop():
+        metric = next(iter(surfaces[0].metrics))
     single = len(surfaces) == 1
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     palette = qualitative.Plotly
