@@ -35,7 +35,7 @@ from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model
 from .spec import data_fingerprint, tree_fingerprint
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs, map_outputs,
                          random_outputs_note, random_values_note, run_checking_inputs, same_values)
-from .surface import RANDOM_OUTPUTS, RANDOM_VALUES
+from .surface import BATCH_MEANS, RANDOM_OUTPUTS, RANDOM_VALUES
 from .tuning import BATCH_CANDIDATES, SMALL_SET, Cancelled, SpeedChoices, _floats, _same_outputs
 
 
@@ -780,6 +780,7 @@ class Evaluator(SpeedChoices):
                f"{MEAN_LOSS_FIX})")
         self.notes["batches"] = f"{why}; one batching for every point: {how}"
         if size < n:
+            self.notes[BATCH_MEANS] = f"batches of {size}"  # said by every figure (Surface.sampling_note)
             warn_user(f"landscape_nb: {self.notes['batches']}")
         self.batches = self._batches(size)
         self._fixed_batching = True

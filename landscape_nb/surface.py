@@ -20,6 +20,9 @@ from .errors import LandscapeError, warn_user
 #: a metric (`statecheck.random_values_note`), sample at random: every point is another draw
 RANDOM_OUTPUTS = "random outputs"
 RANDOM_VALUES = "random loss"
+#: key of ``provenance["data"]``: the values are weighted means over batches (of the size it holds), not the whole
+#: set's, for a loss or outputs that depend on how the samples are batched (warned by ``compute_surface``)
+BATCH_MEANS = "batch means"
 CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the loss function or the data "
                    "give it, not the range: check loss_fn(model(x), y) on each batch of the data with the model "
                    "alone (e.g. a sample whose attention mask hides every token gives NaN)")  # Surface.centre_diverged
@@ -249,18 +252,22 @@ class Surface:
     def sampling_note(self) -> str:
         """What a figure of this surface says when the model, the loss or a metric sampled at random as it was
         computed (``provenance["data"]``, warned by ``compute_surface``): each point is another random draw, so
-        its bumps may be noise, not the landscape's (a trial's, s39, two runs of one line differed by 13 %).
-        "" if none did."""
+        its bumps may be noise, not the landscape's (a trial's, s39, two runs of one line differed by 13 %); and
+        when the values are means over batches of a loss that depends on the batching (``BATCH_MEANS``). "" if
+        neither."""
         data = self.provenance.get("data")
         if not isinstance(data, Mapping):
             return ""
         who = ["the model"] if data.get(RANDOM_OUTPUTS) else []
         if data.get(RANDOM_VALUES):
             who.append("the loss" if str(data[RANDOM_VALUES]).startswith("loss_fn") else "a metric")
-        if not who:
-            return ""
-        return (f"noisy: {' and '.join(who)} sample{'s' if len(who) == 1 else ''} at random, so each point is "
-                "another draw (provenance['data'] says more)")
+        said = [(f"noisy: {' and '.join(who)} sample{'s' if len(who) == 1 else ''} at random, so each point is "
+                 "another draw (provenance['data'] says more)")] if who else []
+        batched = sorted({str(v) for k, v in data.items() if str(k).rpartition(": ")[2] == BATCH_MEANS and v})
+        if batched:  # a figure of batch means read as the whole set's loss (trial s41: 27 % below it)
+            said.append(f"batch means: the loss depends on how the samples are batched, and each value is the mean "
+                        f"over {' or '.join(batched)}, not the whole set's (provenance['data'] says more)")
+        return "; ".join(said)
 
     @property
     def divergence_note(self) -> str:

@@ -2100,6 +2100,9 @@ def test_a_models_own_batch_dependent_loss_in_an_object_is_checked_as_in_a_dict(
                                          r"mean .* weighted means over batches of 300"):
         s = lnb.compute_surface(model, views, d, x=(-0.5, 0.5, 3), batch_size=300)
     assert "random" not in s.provenance["data"]["batches"]
+    said = "batch means: the loss depends on how the samples are batched, and each value is the mean over batches of 300"
+    assert s.sampling_note.startswith(said)  # and so every figure (it was labelled plain "loss", trial s41)
+    assert any(said in str(a.text) for a in lnb.plot.line(s).layout.annotations)
     for i, a in enumerate(s.x):  # naive: the mean of the 4 batches' losses, the model moved by a * d
         m = copy.deepcopy(model).eval()
         with torch.no_grad():
