@@ -939,18 +939,24 @@ def _ranked_losses(loss_fn: Callable, outputs, logits: torch.Tensor, targets: to
         out.scatter_(1, at, own.gather(1, extreme))
         return torch.where(inside, out, own)
 
-    values = []
-    for extreme in (own.argmax(1, keepdim=True), own.argmin(1, keepdim=True)):
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                value = loss_fn(_with_logits(outputs, logits, swapped(extreme)), targets)
-        except Exception:  # noqa: BLE001 - a loss that takes no other logits: nothing is known
-            return None
-        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value)):
-            return None
-        values.append(float(value))
-    return values[0], values[1]
+    high, low = (_loss_value(loss_fn, outputs, logits, swapped(extreme), targets)
+                 for extreme in (own.argmax(1, keepdim=True), own.argmin(1, keepdim=True)))
+    return None if high is None or low is None else (high, low)
+
+
+def _loss_value(loss_fn: Callable, outputs, logits: torch.Tensor, other: torch.Tensor,
+                targets: torch.Tensor) -> float | None:
+    """``loss_fn`` on ``outputs`` with ``other`` in place of ``logits``, as a float; None where the loss raised
+    (a loss that takes no other logits), or is no finite scalar there."""
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = loss_fn(_with_logits(outputs, logits, other), targets)
+    except Exception:  # noqa: BLE001 - nothing is known
+        return None
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value)):
+        return None
+    return float(value)
 
 
 def _probe_logits(logits: torch.Tensor, targets: torch.Tensor, right: bool) -> torch.Tensor:
@@ -984,18 +990,8 @@ def _relabel_invariant(loss_fn: Callable, outputs, logits: torch.Tensor, targets
             continue
         renamed = t.clone()
         renamed[inside] = held.roll(-1)[torch.searchsorted(held, t[inside])]
-        values = []
-        for labels in (t, renamed):
-            try:
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    value = loss_fn(_with_logits(outputs, logits, at), labels)
-            except Exception:  # noqa: BLE001 - this point tells nothing
-                break
-            if not isinstance(value, torch.Tensor) or value.numel() != 1 or not bool(torch.isfinite(value)):
-                break
-            values.append(float(value))
-        if len(values) == 2 and max(map(abs, values)) > 1e-12:  # a loss of 0 at both tells nothing
+        values = [_loss_value(loss_fn, outputs, logits, at, labels) for labels in (t, renamed)]
+        if None not in values and max(map(abs, values)) > 1e-12:  # a loss of 0 at both tells nothing
             said.append(abs(values[0] - values[1]) <= 1e-6 * max(map(abs, values)))
     return all(said) if said else None
 
