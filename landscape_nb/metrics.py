@@ -618,19 +618,23 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
         return None if named else ("the targets are class probabilities (soft labels); metrics='accuracy' counts the "
                                    "logits' argmax equal to the targets' argmax" if targets.is_floating_point() else
                                    f"targets {got} are one-hot; metrics='accuracy' takes their argmax")
-    if targets.is_floating_point() and not zero_one:
+    signs = bool(((targets == -1) | (targets == 1)).all()) and not zero_one  # ±1 labels of a hinge loss
+    if targets.is_floating_point() and not (zero_one or (signs and not several)):
         return NOT_CLASS_INDICES
     if not several and len(torch.unique(targets)) > 2:  # counts, ranks (trial s41: "a binary model's one logit")
         return Quiet(f"one output a sample ({shape}) and targets of more than two values: a regression's (counts, "
                      "ranks?), not a classifier's")
-    if not several:
+    if not several:  # ±1 labels: the sign against them; 0/1 labels: the sign as 0/1 (re-trial s41: 0.495 for 0.998)
+        rule = ("(torch.where(out.reshape(-1) > 0, 1, -1) == y.reshape(-1)).float().mean()" if signs else
+                "((out.reshape(-1) > 0).long() == y.reshape(-1).long()).float().mean()")
         return (f"logits of shape {shape} have fewer than 2 classes (a binary model's one logit a sample, whose "
-                "prediction is its sign: pass e.g. {'accuracy': lambda out, y: ((out.reshape(-1) > 0).long() == "
-                "y.reshape(-1).long()).float().mean()}, > 0.5 for probabilities)")
+                f"prediction is its sign: pass e.g. {{'accuracy': lambda out, y: {rule}}}"
+                + ("" if signs else ", > 0.5 for probabilities") + ")")
     if targets.shape[1:] == logits.shape[1:] and logits.ndim == targets.ndim:
+        if not zero_one:  # counts of a Poisson regression (re-trial s41)
+            return Quiet(f"targets {got} of the logits' shape are not class indices")
         said = (f"targets {got} of the logits' shape are not one class a sample (multi-hot labels? their accuracy is "
-                "per label: e.g. {'accuracy': lambda out, y: ((out > 0).float() == y).float().mean()})" if zero_one
-                else f"targets {got} of the logits' shape are not class indices")
+                "per label: e.g. {'accuracy': lambda out, y: ((out > 0).float() == y).float().mean()})")
         return Quiet(said) if targets.is_floating_point() else said  # binarized pixels of an autoencoder (s41)
     if targets.is_floating_point():
         return NOT_CLASS_INDICES
@@ -986,8 +990,8 @@ def _relabel_invariant(loss_fn: Callable, outputs, logits: torch.Tensor, targets
                   (targets, logits.detach())):
         inside = (t >= 0) & (t < logits.shape[1])
         held = torch.unique(t[inside])
-        if len(held) < 2:
-            continue
+        if len(held) < 2 or bool((~inside & (t != -100)).any()):  # targets the loss maps (y // 5 of 10 classes
+            continue  # onto 2 logits) would not be renamed: unchanged, read as groups (re-trial s41)
         renamed = t.clone()
         renamed[inside] = held.roll(-1)[torch.searchsorted(held, t[inside])]
         values = [_loss_value(loss_fn, outputs, logits, at, labels) for labels in (t, renamed)]

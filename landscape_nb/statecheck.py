@@ -61,15 +61,17 @@ def map_outputs(fn: Callable, out):
 
 def attributes(out) -> dict | None:
     """The attributes of an output object that is no tensor nor container: a dataclass's fields, or the instance
-    attributes of a ``SimpleNamespace`` or a plain class (a model's own output type, ``.loss`` among them); None
-    for others. The batch checks read such outputs through them: they found no tensor in a SimpleNamespace, took
+    attributes (``__slots__`` too) of a ``SimpleNamespace`` or a plain class (a model's own output type, ``.loss``
+    among them); None for others. The batch checks read such outputs through them: they found no tensor in a SimpleNamespace, took
     the model for random and left an in-batch contrastive loss averaged over batches unwarned (trial s41)."""
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
-    if (isinstance(out, (torch.Tensor, Mapping, tuple, list, str, bytes, type, nn.Module)) or callable(out)
-            or not hasattr(out, "__dict__")):
+    if isinstance(out, (torch.Tensor, Mapping, tuple, list, str, bytes, type, nn.Module)) or callable(out):
         return None
-    return dict(vars(out))
+    slots = [n for c in type(out).__mro__ for n in getattr(c, "__slots__", ()) if isinstance(n, str)]
+    fields = {n: getattr(out, n) for n in slots if n not in ("__dict__", "__weakref__") and hasattr(out, n)}
+    fields.update(vars(out) if hasattr(out, "__dict__") else {})  # a class with __slots__ too (re-trial s41)
+    return fields or None
 
 
 def _as_tree(out):

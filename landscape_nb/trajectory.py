@@ -192,10 +192,18 @@ def default_labels(trajectory, k: int, *, last_is_final: bool) -> list[str]:
 def _warn_if_centred_off_the_path(gram: np.ndarray, trajectory) -> None:
     """Warn where ``final`` is farther from every checkpoint than the checkpoints are from each other (``gram``:
     the Gram matrix of their offsets from ``final``): the plane is then centred away from the path, as with an
-    untrained model given for the trained one (trial s40: said by the figure's note alone)."""
+    untrained model given for the trained one (trial s40: said by the figure's note alone); or where it is the
+    first checkpoint and no other (the untrained model rebuilt with the training seed)."""
     sq = np.diag(gram)
     apart = float((sq[:, None] + sq[None, :] - 2 * gram).max())
     nearest = int(np.argmin(sq))
+    if sq[0] == 0 and float(sq[1:].min(initial=np.inf)) > 0:  # a model rebuilt with the training seed (re-trial s41)
+        name = default_labels(trajectory, len(sq), last_is_final=False)[0]
+        warn_user(f"final, the centre of the plane, holds the weights of the first checkpoint ({name}), where the "
+                  "path starts, not of a later one: the path runs away from the centre, not towards it; expected "
+                  "final to be the model the checkpoints lead to (the trained model, e.g. the last checkpoint "
+                  "loaded), not the untrained one")
+        return
     if float(sq[nearest]) > max(apart, 0.0):
         name = default_labels(trajectory, len(sq), last_is_final=False)[nearest]
         warn_user(f"final, the centre of the plane, is farther from every checkpoint (the nearest, {name}, at "

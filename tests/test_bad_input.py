@@ -2084,7 +2084,14 @@ class _Output:
     loss: torch.Tensor
 
 
-@pytest.mark.parametrize("holder", [types.SimpleNamespace, _Output], ids=["namespace", "dataclass"])
+class _Slots:
+    __slots__ = ("loss",)
+
+    def __init__(self, loss):
+        self.loss = loss
+
+
+@pytest.mark.parametrize("holder", [types.SimpleNamespace, _Output, _Slots], ids=["namespace", "dataclass", "slots"])
 def test_a_models_own_batch_dependent_loss_in_an_object_is_checked_as_in_a_dict(holder):
     """Trial s41: a model returning its own in-batch contrastive loss in a SimpleNamespace (or a dataclass) was not
     checked: no tensor was found in its outputs, so they were taken for random, and batch_size=300 on 1,200 samples

@@ -1379,6 +1379,40 @@ def test_a_regressions_skipped_accuracy_is_not_warned_whatever_its_outputs():
         assert s.metrics == {} and said in s.provenance["data"]["accuracy"]
 
 
+def test_accuracy_rules_of_the_re_trial_s41():
+    """Re-trial s41: superclass targets the loss maps (y // 5 of 10 labels onto 2 logits) were called a
+    metric-learning loss and skipped silently; float ±1 labels of a hinge were skipped as a regression's, and the
+    recipe given for long ±1 labels scored 0.495 for 0.998; a Poisson regression's integer counts of the outputs'
+    shape were warned as a classifier's."""
+    y10 = torch.randint(0, 10, (400,), generator=torch.Generator().manual_seed(2))
+    model = _net(2)
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"accuracy skipped: the targets hold 2, 3, .* outside the logits' classes"):
+        lnb.compute_surface(model, (_X8, y10), d, x=(-0.5, 0.5, 3), loss_fn=lambda o, y: nn.functional.cross_entropy(
+            o, y // 5))
+    one = _net(1)
+    d = lnb.random_directions(one, n=1, seed=0)
+    signs = (2 * _YB - 1).float()
+    hinge = lambda o, y: nn.functional.soft_margin_loss(o.reshape(-1), y.reshape(-1).float())
+    for targets in (signs, signs[:, None], signs.long()):
+        with pytest.warns(UserWarning, match=r"accuracy skipped: logits of shape \(N, 1\) have fewer than 2 classes"
+                                             ) as caught:
+            s = lnb.compute_surface(one, (_X8, targets), d, x=(-0.5, 0.5, 3), loss_fn=hinge)
+        said = next(str(w.message) for w in caught if "accuracy skipped" in str(w.message))
+        rule = eval(re.search(r"\{'accuracy': (lambda out, y: .*?)\}", said)[1], {"torch": torch})
+        with torch.no_grad():
+            naive = float(((one(_X8).reshape(-1) > 0).float() * 2 - 1 == signs).double().mean())
+            assert float(rule(one(_X8), targets)) == pytest.approx(naive, abs=1e-6)  # the recipe given is right
+        assert "accuracy" not in s.metrics
+    counts = torch.poisson(torch.full((400, 3), 2.0), generator=torch.Generator().manual_seed(0)).long()
+    poisson = _net(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(poisson, (_X8, counts), lnb.random_directions(poisson, n=1, seed=0), x=(-0.5, 0.5, 3),
+                                loss_fn=lambda o, y: nn.functional.poisson_nll_loss(o, y.float()))
+    assert "not class indices" in s.provenance["data"]["accuracy"]
+
+
 def test_a_classifiers_skipped_accuracy_is_warned_a_regressions_is_not():
     """Final check s40: a one-logit binary model's figure came without its accuracy, the reason said in the
     provenance alone. A classifier's skipped accuracy is warned, once for both splits (Figure 1's data); a

@@ -742,3 +742,8 @@ def test_a_final_model_away_from_every_checkpoint_is_warned_of(mlp_traj):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lnb.pca_directions(states, final=model, ignore=None)
+    rebuilt = make_mlp(1)  # the untrained model rebuilt with the training seed: the first checkpoint (re-trial s41)
+    rebuilt.load_state_dict(states[0])
+    with pytest.warns(UserWarning, match=r"final, the centre of the plane, holds the weights of the first checkpoint "
+                                         r"\(checkpoint 0\), where the path starts"):
+        lnb.pca_directions(states, final=rebuilt, ignore=None)
