@@ -62,8 +62,9 @@ def map_outputs(fn: Callable, out):
 def attributes(out) -> dict | None:
     """The attributes of an output object that is no tensor nor container: a dataclass's fields, or the instance
     attributes (``__slots__`` too) of a ``SimpleNamespace`` or a plain class (a model's own output type, ``.loss``
-    among them); None for others. The batch checks read such outputs through them: they found no tensor in a SimpleNamespace, took
-    the model for random and left an in-batch contrastive loss averaged over batches unwarned (trial s41)."""
+    among them); None for others. The batch checks read such outputs through them: they found no tensor in a
+    SimpleNamespace, took the model for random and left an in-batch contrastive loss averaged over batches
+    unwarned (trial s41)."""
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
     if isinstance(out, (torch.Tensor, Mapping, tuple, list, str, bytes, type, nn.Module)) or callable(out):
