@@ -30,6 +30,7 @@ from ._common import (
     display_values,
     fit_title,
     note_partial,
+    note_sources,
     plot_area,
 )
 from .figures import _trajectory_field, add_off_plane_note, contour, line
@@ -239,6 +240,7 @@ def eigen_map(
                                                         if definition == "negative" else
                                                         "|λmin/λmax| at every point (ratio='abs')"))
     note_partial(fig, surface)
+    note_sources(fig, [surface])  # an exported eigen-map kept no provenance (re-trial s41)
     return fig
 
 
@@ -386,4 +388,5 @@ def line_panels(
         fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col)
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=480)
     note_partial(fig, [s for group in groups for s in group])
+    note_sources(fig, [s for group in groups for s in group])
     return fig
