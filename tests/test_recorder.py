@@ -253,7 +253,7 @@ def test_the_readme_projection_of_recorded_checkpoints_runs_as_written():
     readme = (Path(lnb.__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     line = next(line for line in readme.splitlines() if "path = rec.project(d, data=test)" in line)
     call = line.split("# or ", 1)[1].strip()  # the alternative the README gives in its comment
-    assert call.startswith("lnb.project_trajectory(rec.checkpoints, d")
+    assert call.startswith("lnb.project_trajectory(rec, d")  # the recorder itself: its steps label the points
     model = make_model()
     with TrajectoryRecorder(model, every=2) as rec:
         train(model, 6, rec)
@@ -262,6 +262,7 @@ def test_the_readme_projection_of_recorded_checkpoints_runs_as_written():
     want = rec.project(d, data=test)
     np.testing.assert_allclose(path.coords, want.coords)
     np.testing.assert_allclose(path.loss, want.loss)
+    assert path.labels == want.labels == [f"step {s}" for s in rec.steps[:-1]] + [f"final (step {rec.steps[-1]})"]
 
 
 @pytest.mark.parametrize("store", [False, True])

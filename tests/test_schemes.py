@@ -206,7 +206,8 @@ def test_the_clis_pca_plane_draws_its_training_path_as_li_et_al_fig_9(tmp_path):
     naive = _naive_projection(ex, d)
     path = next(t for t in figure_for(surf, None).data if t.name == "trajectory")
     np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
-    assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]
+    k = len(ex.trajectory)  # the zoo's: by epoch, the last the trained model at the centre (s41)
+    assert list(path.text) == ["init"] + [f"epoch {i}" for i in range(1, k - 1)] + [f"final (epoch {k - 1})"]
     # each checkpoint's own loss, on the 60 samples the surface used (the plane's under it is not that loss)
     x, y = ex.test
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:60].sort().values  # --max-samples
@@ -270,7 +271,8 @@ def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
     naive = _naive_projection(ex, d)
     assert path.visible is True and path.xaxis == "x" and path.yaxis == "y"  # the contour panel's axes
     np.testing.assert_allclose(np.stack([path.x, path.y], 1), naive, rtol=1e-4, atol=1e-6)
-    assert list(path.text) == [f"checkpoint {k}" for k in range(len(ex.trajectory))]
+    k = len(ex.trajectory)  # the zoo's: by epoch, the last the trained model at the centre (s41)
+    assert list(path.text) == ["init"] + [f"epoch {i}" for i in range(1, k - 1)] + [f"final (epoch {k - 1})"]
     other = lnb.compute_surface(ex.model, ex.test, lnb.random_directions(ex.model, n=2), x=(-1, 1, 5),
                                 y=(-1, 1, 5), max_samples=30)
     assert lnb.plot.update(fig, other).data[2].visible is False
