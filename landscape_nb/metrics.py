@@ -690,7 +690,8 @@ def loss_disagrees(probe: LossProbe, n_columns: int) -> str | None:
     if probe.swapped:
         shown = ", ".join(map(str, probe.swapped[:8])) + (", ..." if len(probe.swapped) > 8 else "")
         return (f"for class(es) {shown}, raising the target's logit raises the loss at every position and point "
-                "probed: the loss predicts them by other columns (classes swapped or merged in it, remap[y]?), so "
+                "probed: the loss predicts them by other columns (classes swapped or merged in it, remap[y]?) or the "
+                "outputs are no class scores (an embedding, with proxies or class weights inside the loss?), so "
                 "the argmax of the outputs is not its prediction; pass metrics= with the loss's rule, e.g. "
                 "{'accuracy': lambda out, y: (out.argmax(1) == remap[y]).float().mean()}")
     if probe.ranked is not None and probe.ranked[0] > probe.ranked[1] + 1e-6 * max(abs(probe.ranked[1]), 1e-12):
