@@ -71,6 +71,18 @@ class TinyCNN(nn.Module):
         return self.fc(h.flatten(1))
 
 
+class TupleVAE(nn.Module):
+    """A VAE-style model returning (reconstruction, mu, logvar) of ``n_in`` features (a 2-d latent)."""
+
+    def __init__(self, n_in: int = 6):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(n_in, 4), nn.Linear(2, n_in)
+
+    def forward(self, x):
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        return self.dec(mu), mu, logvar
+
+
 def make_mlp(seed: int = 0, n_in: int = 6, n_classes: int = 3) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(n_in, 16), nn.Tanh(), nn.Linear(16, n_classes))

@@ -20,7 +20,7 @@ import landscape_nb as lnb
 from landscape_nb import LandscapeError
 from landscape_nb.evaluate import EvalSettings
 
-from conftest import assert_bit_identical, model_at, naive_loss, state_copy
+from conftest import TupleVAE, assert_bit_identical, model_at, naive_loss, state_copy
 
 CALLS = {"forward": 0}
 
@@ -561,15 +561,6 @@ def test_a_loss_or_metric_keeping_state_between_calls_is_refused(what, make, tar
 def test_a_loss_keeping_state_is_refused_for_outputs_of_any_form():
     """A VAE-style model returning (reconstruction, mu, logvar) and a KL term annealed by a step counter
     kept in the loss: 0.7 % off the naive loop, silently, while the check took tensor outputs only."""
-    class TupleVAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enc, self.dec = nn.Linear(6, 4), nn.Linear(2, 6)
-
-        def forward(self, x):
-            mu, logvar = self.enc(x).chunk(2, dim=1)
-            return self.dec(mu), mu, logvar
-
     class AnnealedELBO:
         def __init__(self):
             self.step = 0

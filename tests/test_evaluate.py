@@ -19,7 +19,7 @@ from landscape_nb.data import as_tensors, batches
 from landscape_nb.evaluate import EvalSettings, Evaluator
 from landscape_nb.metrics import accuracy, split_values
 
-from conftest import (assert_bit_identical, masked_in_batches_not_in_halves, model_at, naive_loss,
+from conftest import (TupleVAE, assert_bit_identical, masked_in_batches_not_in_halves, model_at, naive_loss,
                       random_dict_dirs, state_copy)
 
 
@@ -1357,20 +1357,11 @@ def test_a_regressions_skipped_accuracy_is_not_warned_whatever_its_outputs():
     """Trial s41: a VAE's tuple outputs with floating-point targets were warned "several tensors could be the logits
     ... pass metrics={'accuracy': ...}", and a Poisson regression's one output with integer counts was called a
     binary model's one logit. Neither is a classifier: skipped, with the reason in the provenance, no warning."""
-    class Vae(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enc, self.dec = nn.Linear(8, 4), nn.Linear(2, 8)
-
-        def forward(self, x):
-            mu, logvar = self.enc(x).chunk(2, dim=1)
-            return self.dec(mu), mu, logvar
-
     vae_loss = lambda out, x: nn.functional.mse_loss(out[0], x) + 1e-3 * (out[1].pow(2) + out[2].exp() - out[2]).mean()
     counts = torch.poisson(torch.full((400,), 3.0), generator=torch.Generator().manual_seed(0)).long()
     poisson = lambda out, y: nn.functional.poisson_nll_loss(out.squeeze(1), y.float())
     torch.manual_seed(0)
-    for model, targets, loss_fn, said in ((Vae(), _X8, vae_loss, "floating point"),
+    for model, targets, loss_fn, said in ((TupleVAE(8), _X8, vae_loss, "floating point"),
                                           (nn.Linear(8, 1), counts, poisson, "targets of more than two values")):
         d = lnb.random_directions(model, n=1, seed=0)
         with warnings.catch_warnings():
