@@ -185,6 +185,8 @@ def _one_hot_integers(logits, targets) -> str | None:
 PROBABILITY_OUTPUTS = "probability outputs"
 UNCOUNTED_TARGETS = "uncounted targets"  # notes key: accuracy counts positions the loss leaves out (warned)
 SKIPPED_ACCURACY = "skipped accuracy"  # notes key: a classifier's automatic accuracy skipped, and why (warned)
+
+
 class Quiet(str):
     """A reason to skip the automatic accuracy that is no classifier's (a regression's, an autoencoder's, a
     metric-learning loss's): recorded in the provenance, not warned (trial s41: a VAE and a Poisson regression were

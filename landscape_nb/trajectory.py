@@ -469,7 +469,7 @@ def pca_directions(
         "scheme": "pca", "ignore": ignore, "n_checkpoints": k, **centre_of(final),
         # held fixed, as random_directions records them: the figures' hover names them (the PCA's said nothing, s40)
         "zeroed": [e.name for e in layout.entries if e.name in masked],
-        **({"excluded": [f"{name} (frozen)" for name in _frozen(final)]} if _frozen(final) else {}),
+        **({"excluded": [f"{name} (frozen)" for name in frozen]} if (frozen := _frozen(final)) else {}),
         "explained_variance_ratio": [float(r) for r in ratios],
         "x_label": pcs[0], **({"y_label": pcs[1]} if n > 1 else {}), **({"z_label": pcs[2]} if n > 2 else {}),
         "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).tolist(),
@@ -533,9 +533,7 @@ class ProjectedPath:
     def flipped(self, flip: Sequence[bool]) -> "ProjectedPath":
         signs = np.array([-1.0 if f else 1.0 for f in flip])
         # onto other directions (signs flipped): their fingerprint is not known
-        return ProjectedPath(self.coords * signs, self.distance, self.norm, self.loss, list(self.labels),
-                             mode=self.mode, left_out=self.left_out, bn_data=self.bn_data, data=self.data,
-                             loss_fn=self.loss_fn)
+        return dataclasses.replace(self, coords=self.coords * signs, labels=list(self.labels), directions=None)
 
     def as_provenance(self) -> dict:
         out = {"path_x": self.x.tolist(), "path_distance": self.distance.tolist(), "path_norm": self.norm.tolist()}

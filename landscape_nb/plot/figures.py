@@ -140,9 +140,9 @@ def line(
                 f"plot.line: metric={metric!r} but surface {k} has metrics {sorted(s.metrics)}; "
                 "expected one of those; pass one of them, or metric=None for loss only."
             )
-    names = {tuple(s.metrics) for s in surfaces}
-    if metric == "accuracy" and len(names) == 1 and len(next(iter(names))) == 1 and "accuracy" not in names.pop():
-        metric = next(iter(surfaces[0].metrics))
+    alike = {tuple(s.metrics) for s in surfaces}  # each surface's metric names
+    if metric == "accuracy" and len(alike) == 1 and len(only := next(iter(alike))) == 1 and only != ("accuracy",):
+        metric = only[0]
     single = len(surfaces) == 1
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     palette = qualitative.Plotly
