@@ -32,7 +32,7 @@ from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_finger
                    made_around, model_fingerprint)
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
-from .surface import CENTRE_DIVERGED, RANDOM_OUTPUTS, RANDOM_VALUES, Surface
+from .surface import CENTRE_DIVERGED, RANDOM_OUTPUTS, RANDOM_VALUES, Surface, notes_by_kind
 
 logger = logging.getLogger(__name__)
 
@@ -580,10 +580,11 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     # sampling noise, a softmax taken twice, an accuracy of positions the loss leaves out: not the weights'
     # a classifier's figure without its accuracy had no word (trials s38, s40)
     warned: dict[str, list[str]] = {}  # text -> the splits it holds for ("train: uncounted targets", line_splits)
-    for key, text in notes.items():
-        split, _, kind = key.rpartition(": ")
-        if text and kind in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, SKIPPED_ACCURACY):
-            warned.setdefault(text, []).append(split)
+    kinds = notes_by_kind(notes)
+    for kind in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, SKIPPED_ACCURACY):
+        for split, text in kinds.get(kind, []):
+            if text:
+                warned.setdefault(text, []).append(split)
     for text, splits in warned.items():
         warn_user(f"landscape_nb: {', '.join(splits) + ': ' if any(splits) else ''}{text}")
     if final.per_worker:  # Dask: each worker tuned its own evaluator

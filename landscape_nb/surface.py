@@ -23,6 +23,19 @@ RANDOM_VALUES = "random loss"
 #: key of ``provenance["data"]``: the values are weighted means over batches (of the size it holds), not the whole
 #: set's, for a loss or outputs that depend on how the samples are batched (warned by ``compute_surface``)
 BATCH_MEANS = "batch means"
+
+
+def notes_by_kind(data: Mapping) -> dict[str, list[tuple[str, Any]]]:
+    """``provenance["data"]`` notes by their kind, each with the split it is of: a run over named splits keys them
+    ``"<split>: <kind>"`` (``splits.SplitEvaluators.notes``), a run over one set ``"<kind>"`` (split ""). For the
+    readers that warn of or draw a kind whatever the split (``compute_surface``, ``Surface.sampling_note``)."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for key, value in data.items():
+        split, _, kind = str(key).rpartition(": ")
+        out.setdefault(kind, []).append((split, value))
+    return out
+
+
 CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the loss function or the data "
                    "give it, not the range: check loss_fn(model(x), y) on each batch of the data with the model "
                    "alone (e.g. a sample whose attention mask hides every token gives NaN)")  # Surface.centre_diverged
@@ -258,12 +271,13 @@ class Surface:
         data = self.provenance.get("data")
         if not isinstance(data, Mapping):
             return ""
-        who = ["the model"] if data.get(RANDOM_OUTPUTS) else []
-        if data.get(RANDOM_VALUES):
-            who.append("the loss" if str(data[RANDOM_VALUES]).startswith("loss_fn") else "a metric")
+        kinds = {kind: [str(v) for _, v in notes if v] for kind, notes in notes_by_kind(data).items()}
+        who = ["the model"] if kinds.get(RANDOM_OUTPUTS) else []
+        if kinds.get(RANDOM_VALUES):
+            who.append("the loss" if any(v.startswith("loss_fn") for v in kinds[RANDOM_VALUES]) else "a metric")
         said = [(f"noisy: {' and '.join(who)} sample{'s' if len(who) == 1 else ''} at random, so each point is "
                  "another draw (provenance['data'] says more)")] if who else []
-        batched = sorted({str(v) for k, v in data.items() if str(k).rpartition(": ")[2] == BATCH_MEANS and v})
+        batched = sorted(set(kinds.get(BATCH_MEANS, [])))
         if batched:  # a figure of batch means read as the whole set's loss (trial s41: 27 % below it)
             said.append(f"batch means: the loss depends on how the samples are batched, and each value is the mean "
                         f"over {' or '.join(batched)}, not the whole set's (provenance['data'] says more)")
