@@ -555,7 +555,13 @@ def test_line_skips_missing_default_metric_but_rejects_unknown_metric():
     assert [t.name for t in fig.data] == ["loss", "mse"]
     np.testing.assert_array_equal(fig.data[1].y, 2 * base.loss)
     two = Surface(x=base.x, y=None, loss=base.loss, metrics={"mse": base.loss, "mae": base.loss})
-    assert len(plot.line(two).data) == 1  # which one is not known: loss only, as before
+    fig = plot.line(two)
+    assert len(fig.data) == 1  # which one is not known: loss only, and a note names both
+    notes = [a.text for a in fig.layout.annotations if a.name == "metrics not drawn"]
+    assert len(notes) == 1 and "mae, mse" in notes[0] and 'metric="mae"' in notes[0]
+    assert not [a for a in plot.line(two, metric=None).layout.annotations if a.name == "metrics not drawn"]
+    assert not [a for a in plot.line(two, metric="mse").layout.annotations if a.name == "metrics not drawn"]
+    assert not [a for a in plot.line(make_line()).layout.annotations if a.name == "metrics not drawn"]
 
 
 # --- bad input --------------------------------------------------------------------------

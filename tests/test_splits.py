@@ -244,3 +244,25 @@ def test_split_runs_record_each_splits_notes():
     surf = lnb.compute_surface(model, data, random_dict_dirs(model, 1), x=(-1, 1, 3))
     notes = surf.provenance["data"]
     assert {"train: loss", "test: loss", "train: targets", "test: targets"} <= set(notes), notes
+
+
+def test_a_regressions_split_metrics_are_drawn_or_named():
+    """A regression's one metric per split is drawn on the right axis by default; with two, neither is
+    drawn and a note names them (the default "accuracy" drew the losses alone with no word, s41)."""
+    from landscape_nb.surface import Surface
+
+    x = np.linspace(-1, 1, 5)
+    loss = {"train": x ** 2, "test": x ** 2 + 0.5}
+    one = {k: Surface(x=x, y=None, loss=v, metrics={"mae": np.sqrt(v)}) for k, v in loss.items()}
+    fig = lnb.plot.line_splits(one)
+    assert [t.name for t in fig.data] == ["train loss", "train mae", "test loss", "test mae"]
+    np.testing.assert_allclose(fig.data[3].y, np.sqrt(x ** 2 + 0.5))
+    assert fig.layout.yaxis2.title.text == "mae"
+    assert not [a for a in fig.layout.annotations if a.name == "metrics not drawn"]
+    two = {k: Surface(x=x, y=None, loss=v, metrics={"mae": np.sqrt(v), "mse": v}) for k, v in loss.items()}
+    fig = lnb.plot.line_splits(two)
+    assert [t.name for t in fig.data] == ["train loss", "test loss"]
+    notes = [a.text for a in fig.layout.annotations if a.name == "metrics not drawn"]
+    assert len(notes) == 1 and "mae, mse" in notes[0]
+    assert [t.name for t in lnb.plot.line_splits(two, metric="mse").data][1] == "train mse"
+    assert not [a for a in lnb.plot.line_splits(two, metric=None).layout.annotations if a.name == "metrics not drawn"]

@@ -621,6 +621,7 @@ LONE_POINTS = "points on no drawn cell (a neighbour missing, diverged or not sho
 PARTIAL_NOTE = "partial"
 #: the name of the annotation `note_axes` adds
 AXES_NOTE = "axes differ"
+METRICS_NOTE = "metrics not drawn"  # plot.line's and line_splits' (note_undrawn_metrics)
 #: how far above the last one a note above the plot sits, in px: a 12 px line and a gap
 NOTE_LINE_PX = 22
 
@@ -723,13 +724,41 @@ def note_axes(fig, surfaces: Sequence[Surface], names: Sequence[str], *, overlai
                 for k, n in enumerate(names)] if differ else []
         head = "panels span different ranges, each drawn to its own"
     if said:
-        above = [(a.yshift or 0) + NOTE_LINE_PX * (1 + str(a.text).count("<br>")) for a in fig.layout.annotations
-                 if a.yref == "paper" and (a.y or 0) >= 0.99]
         room = (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"]  # from the plot's left edge to the figure's
         text = f"{head}: {'; '.join(said)}"
         if text_width(text, CAPTION_FONT) > room:  # a line a surface
             text = f"{head}:<br>" + ";<br>".join(said)
-        fig.add_annotation(**_note_above(text, AXES_NOTE, max(above, default=0)))
+        fig.add_annotation(**_note_above(text, AXES_NOTE, _above_notes(fig)))
+
+
+def _above_notes(fig) -> float:
+    """How far up a new note goes to sit above the titles and notes already above the plot, in px."""
+    return max((float(a.yshift or 0) + NOTE_LINE_PX * (1 + str(a.text).count("<br>")) for a in fig.layout.annotations
+                if a.yref == "paper" and (a.y or 0) >= 0.99), default=0.0)
+
+
+def default_metric(metric: str | None, names: Sequence[Sequence[str]]) -> str | None:
+    """The metric a line figure draws on its right axis for ``metric`` (their default "accuracy"), given each
+    curve's metric ``names``: where none has an accuracy and all have the same one metric and no other (a
+    regression's "mse", dropped with no word before, trial s41), that one; else ``metric`` as given."""
+    if metric == "accuracy" and not any("accuracy" in n for n in names):
+        alike = {tuple(sorted(n)) for n in names}
+        if len(alike) == 1 and len(only := next(iter(alike))) == 1:
+            return only[0]
+    return metric
+
+
+def note_undrawn_metrics(fig, metric: str | None, names: Sequence[Sequence[str]]) -> None:
+    """Say above the plot which metrics the curves hold (each curve's ``names``) where ``metric``, the one
+    drawn after `default_metric`, is on none of them: a regression's two metrics ("mae", "mse") under the
+    default "accuracy" drew the loss alone with no word that they were left out (s41). Nothing where
+    ``metric`` is None (loss only, as asked) or some curve draws it."""
+    if metric is None or any(metric in n for n in names):
+        return
+    left = sorted({m for n in names for m in n})
+    if left:
+        text = f"not drawn: {', '.join(left)} (pass metric=\"{left[0]}\" to draw one on the right axis)"
+        fig.add_annotation(**_note_above(text, METRICS_NOTE, _above_notes(fig)))
 
 
 def _distinct_panels(marked: list) -> list:

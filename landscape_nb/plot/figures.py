@@ -32,6 +32,7 @@ from ._common import (
     _title,
     _transform,
     clip_limit,
+    default_metric,
     display_values,
     fit_title,
     held_fixed_text,
@@ -41,6 +42,7 @@ from ._common import (
     note_axes,
     note_partial,
     note_sources,
+    note_undrawn_metrics,
     plot_area,
     scene_axes,
     scene_z_ticks,
@@ -106,8 +108,8 @@ def line(
     metric : str or None, default "accuracy"
         Metric for the right axis. The default is, for surfaces without accuracy (e.g. a
         regression), their one metric where they all have the same one and only it (a user's
-        ``"mse"`` was dropped with no word, trial s41), else skipped; any other name must
-        exist. None: loss only.
+        ``"mse"`` was dropped with no word, trial s41), else skipped, and a note above the plot
+        names the metrics not drawn; any other name must exist. None: loss only.
     log : bool, default False
         Logarithmic loss axis (the values themselves are not transformed).
     %(title)s
@@ -140,9 +142,8 @@ def line(
                 f"plot.line: metric={metric!r} but surface {k} has metrics {sorted(s.metrics)}; "
                 "expected one of those; pass one of them, or metric=None for loss only."
             )
-    alike = {tuple(s.metrics) for s in surfaces}  # each surface's metric names
-    if metric == "accuracy" and len(alike) == 1 and len(only := next(iter(alike))) == 1 and only != ("accuracy",):
-        metric = only[0]
+    names = [list(s.metrics) for s in surfaces]
+    metric = default_metric(metric, names)
     single = len(surfaces) == 1
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     palette = qualitative.Plotly
@@ -198,6 +199,7 @@ def line(
     note_partial(fig, surfaces)
     note_axes(fig, surfaces, [str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)],
               overlaid=True)
+    note_undrawn_metrics(fig, metric, names)
     return fig
 
 

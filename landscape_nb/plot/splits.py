@@ -13,7 +13,15 @@ from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError
 from ..surface import Surface
-from ._common import _check_surface, _title, _transform, note_partial, note_sources
+from ._common import (
+    _check_surface,
+    _title,
+    _transform,
+    default_metric,
+    note_partial,
+    note_sources,
+    note_undrawn_metrics,
+)
 
 __all__ = ["line_splits", "split_curves"]
 
@@ -47,7 +55,9 @@ def split_curves(surface, *, metric: str | None = "accuracy",
         ``"<split>_<metric>"``), or separate 1D surfaces by split name on one grid (their ``loss``
         and ``metrics[metric]``).
     metric : str or None, default "accuracy"
-        The metric for the right axis; None: loss only. Splits without it draw loss only.
+        The metric for the right axis; None: loss only. Splits without it draw loss only. The default
+        is, where no split has an accuracy (a regression), their one metric where they all have the same
+        one and only it (`default_metric`).
     splits : sequence of str, optional
         Which splits, in order; default all (those with a ``"<split>_loss"`` metric).
 
@@ -62,6 +72,21 @@ def split_curves(surface, *, metric: str | None = "accuracy",
         Not 1D, no splits, an unknown split, a ``metric`` (other than "accuracy") no split has, or separate
         surfaces on different grids.
     """
+    x, curves, _, _ = _resolved(surface, metric, splits)
+    return x, curves
+
+
+def _resolved(surface, metric: str | None, splits: Sequence[str] | None):
+    """``split_curves``'s x and curves, the metric drawn (`default_metric`) and each split's metric names."""
+    x, every = _all_curves(surface, splits)
+    names = {k: sorted(set(c) - {"loss"}) for k, c in every.items()}
+    metric = default_metric(metric, list(names.values()))
+    _check_metric(metric, every, names)
+    return x, {k: {q: v for q, v in c.items() if q in ("loss", metric)} for k, c in every.items()}, metric, names
+
+
+def _all_curves(surface, splits: Sequence[str] | None) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """``split_curves`` with every metric of each split: x and ``{split: {"loss": ..., metric: ..., ...}}``."""
     if isinstance(surface, Mapping):
         if not surface:
             raise LandscapeError("plot.line_splits: an empty mapping; expected {'train': surf, 'test': surf, ...}")
@@ -70,13 +95,10 @@ def split_curves(surface, *, metric: str | None = "accuracy",
         for k, s in items.items():
             if not np.array_equal(np.asarray(s.x), np.asarray(first.x)):
                 raise LandscapeError(f"plot.line_splits: split {k!r} is on another x grid; expected one grid")
-        curves = {k: {"loss": np.asarray(s.loss, float),
-                      **({metric: np.asarray(s.metrics[metric], float)} if metric in s.metrics else {})}
+        curves = {k: {"loss": np.asarray(s.loss, float), **{m: np.asarray(v, float) for m, v in s.metrics.items()}}
                   for k, s in items.items()}
-        if splits is not None:
-            curves = {k: curves[k] for k in _checked(splits, list(curves))}
-        _check_metric(metric, curves, {k: sorted(s.metrics) for k, s in items.items()})
-        return np.asarray(first.x, float), curves
+        names = _checked(splits, list(curves)) if splits is not None else list(curves)
+        return np.asarray(first.x, float), {k: curves[k] for k in names}
     surf = _check_surface(surface, ndim=1, where="plot.line_splits")
     found = _split_metrics(surf)
     if not found:
@@ -84,11 +106,7 @@ def split_curves(surface, *, metric: str | None = "accuracy",
                              "'<split>_loss'; expected one computed with data={'train': ..., 'test': ...}, or pass "
                              "{'train': surf_train, 'test': surf_test}")
     names = _checked(splits, list(found)) if splits is not None else list(found)
-    curves = {k: {"loss": np.asarray(found[k]["loss"], float),
-                  **({metric: np.asarray(found[k][metric], float)} if metric in found[k] else {})}
-              for k in names}
-    _check_metric(metric, curves, {k: sorted(set(found[k]) - {"loss"}) for k in names})
-    return np.asarray(surf.x, float), curves
+    return np.asarray(surf.x, float), {k: {q: np.asarray(v, float) for q, v in found[k].items()} for k in names}
 
 
 def _check_metric(metric: str | None, curves: dict, known: dict[str, list[str]]) -> None:
@@ -129,7 +147,8 @@ def line_splits(
         ``"<split>_loss"`` and ``"<split>_<metric>"``), or separate 1D surfaces by split name
         on one x grid.
     metric : str or None, default "accuracy"
-        The metric on the right axis; None draws the losses only.
+        The metric on the right axis; None draws the losses only. As ``split_curves``; where the
+        splits' metrics are not drawn, a note above the plot names them.
     splits : sequence of str, optional
         Which splits, in order (default all).
     log : bool, default False
@@ -153,7 +172,7 @@ def line_splits(
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
        Neural Nets", NeurIPS 2018.
     """
-    x, curves = split_curves(surface, metric=metric, splits=splits)
+    x, curves, metric, names = _resolved(surface, metric, splits)
     first = surface if isinstance(surface, Surface) else next(iter(surface.values()))
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for k, (split, values) in enumerate(curves.items()):
@@ -176,4 +195,5 @@ def line_splits(
     surfaces = [surface] if isinstance(surface, Surface) else list(surface.values())
     note_partial(fig, surfaces)
     note_sources(fig, surfaces)
+    note_undrawn_metrics(fig, metric, list(names.values()))
     return fig
