@@ -209,6 +209,20 @@ def spread_splits(ev: EvalData, split: Callable, m: int, device) -> tuple[tuple,
     return split(ev.take(idx).tree), [[split(ev.take(idx[p]).tree) for p in pair] for pair in split_positions(m)]
 
 
+def _first_disagreement(triples: list, weights: list, tol: float) -> tuple[float, float, bool] | None:
+    """The first (whole, weighted mean of its parts, weights known) of ``triples`` ((whole, first, second)
+    values) whose parts' mean, weighted by ``weights`` ((w1, w2, known) each), is not the whole's value to
+    ``tol`` relative to the largest of the three; None where every one is (parts weighing nothing are skipped)."""
+    for (whole, first, second), (w1, w2, known) in zip(triples, weights):
+        if w1 + w2 == 0:
+            continue
+        mean = (first * w1 + second * w2) / (w1 + w2) if w1 and w2 else (first if w1 else second)
+        scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
+        if not (abs(whole - mean) <= tol * scale or (math.isnan(whole) and math.isnan(mean))):
+            return whole, mean, known
+    return None
+
+
 def part_weights(fn: Callable, pair: list, m: int, positions: tuple[slice, slice]) -> tuple[float, float, bool]:
     """What each part ``pair`` of ``m`` samples split at ``positions`` (``spread_splits``) weighs in ``fn``'s
     mean: the targets it keeps where ``metrics.batch_denominator`` knows ``fn`` (and True), else its number
@@ -371,6 +385,10 @@ class Evaluator(SpeedChoices):
         settings = self.settings
         attributes = StateSnapshot(self.model)  # before its first call (statecheck: the checks in _validate)
         self._prepare_data(data, bn_data)  # chooses the loss: not called yet
+        #: a target value a loss function gives no gradient (``probe_targets``; set by ``_validate``), and
+        #: whether the loss's batches then are means over the targets other than it (``_kept_mean_loss``)
+        self._probed_ignore: int | None = None
+        self._kept_mean_loss = False
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
@@ -575,6 +593,7 @@ class Evaluator(SpeedChoices):
             probe = probe_targets(self.loss_fn, out, yb, self._data.split()[1])
             if probe.ignored is not None:
                 ignore, why = probe.ignored, "the loss gives them no gradient"
+                self._probed_ignore = probe.ignored  # its batches may be means over the other targets
         if metrics == "auto":
             fns, self.notes["accuracy"], said = auto_metrics(out, yb, ignore_index=ignore, why=why, probe=probe)
             if said:  # a classifier's: warned by compute_surface (a one-logit binary model's was silent, s40)
@@ -748,15 +767,20 @@ class Evaluator(SpeedChoices):
                 continue
             # the halves twice (the model's outputs, then mixed right and wrong ones), then the other splits
             weights = [part_weights(fns[name], pair, m, at) for pair, at in zip(pairs, positions)]
-            for (whole, first, second), (w1, w2, known) in zip(triples, weights[:1] + weights):
-                if w1 + w2 == 0:
+            if column == 0 and self._probed_ignore is not None and not weights[0][2]:
+                # a loss function that gives one target value no gradient: a mean over the other targets
+                # (as nn.CrossEntropyLoss(ignore_index=...) is) where its parts' values weighted by their
+                # counts give it; its batches are then weighted so, exactly (a function's ignore_index=0 on
+                # label-sorted data: NaN batches and means weighted by samples, trial s41)
+                self._kept_mean_loss = True
+                kept = [(*(float(self._denominator(fns[name], yb)) for _, yb in pair), True) for pair in pairs]
+                if _first_disagreement(triples, kept[:1] + kept, tol) is None:
                     continue
-                mean = (first * w1 + second * w2) / (w1 + w2) if w1 and w2 else (first if w1 else second)
-                scale = max(abs(whole), abs(first), abs(second))  # a signed mean near 0: its halves' size
-                if not (abs(whole - mean) <= tol * scale or (math.isnan(whole) and math.isnan(mean))):
-                    break
-            else:
+                self._kept_mean_loss = False
+            disagreement = _first_disagreement(triples, weights[:1] + weights, tol)
+            if disagreement is None:
                 continue
+            whole, mean, known = disagreement
             if known:  # an exact mean of what it averages over: the outputs moved
                 why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
                        f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
@@ -857,7 +881,7 @@ class Evaluator(SpeedChoices):
         else:
             cols = []
             for fn in [self.loss_fn, *self.metric_fns.values()]:
-                dens = [batch_denominator(fn, yb) for _, yb in batches]
+                dens = [self._denominator(fn, yb) for _, yb in batches]
                 if any(d is None for d in dens) or float(sum(dens)) == 0.0:
                     dens = [torch.tensor(float(batch_len(xb))) for xb, _ in batches]
                 dens = torch.stack([d.double().cpu() for d in dens])
@@ -866,6 +890,15 @@ class Evaluator(SpeedChoices):
             weights = list(table)
         self._weights_of, self._weights = batches, weights
         return weights
+
+    def _denominator(self, fn, targets) -> torch.Tensor | None:
+        """``metrics.batch_denominator``, and for a loss function found to average over the targets other than
+        one value it gives no gradient (``_kept_mean_loss``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``,
+        whose ignore_index cannot be read) the number of those targets."""
+        known = batch_denominator(fn, targets)
+        if known is None and self._kept_mean_loss and fn is self.loss_fn:
+            return (targets != self._probed_ignore).sum()
+        return known
 
     def _stacked_values(self, out, yb) -> torch.Tensor:
         """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""
