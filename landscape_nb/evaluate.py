@@ -28,7 +28,7 @@ from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, wa
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
                       accuracy, auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits,
                       fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note, probe_targets,
-                      refuse_batch_sum, refuse_class_range, resolve_metrics, unwrap_compiled)
+                      refuse_batch_sum, refuse_class_range, resolve_metrics, summed_halves, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -582,6 +582,8 @@ class Evaluator(SpeedChoices):
                 elif type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):  # every sample's label, not 8
                     refuse_class_range(self.loss_fn, out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)
+                if isinstance(self.loss_fn, OwnLoss):
+                    self._refuse_own_loss_sum(xb, out)
         check_padding(self.model, self._data, self.loss_fn, self._split)
         ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
         weight = getattr(self.loss_fn, "weight", None)
@@ -644,6 +646,31 @@ class Evaluator(SpeedChoices):
         if random_note:  # warned by compute_surface, on every runner
             self.notes[RANDOM_VALUES] = random_note
         return fns
+
+    def _refuse_own_loss_sum(self, xb, out) -> None:
+        """Raise ``LandscapeError`` where the model's own loss (``OwnLoss``) on the first batch ``xb`` (outputs
+        ``out``) is the sum of its values on the batch's two halves, each run through the model alone, rather
+        than their weighted mean (``metrics.summed_halves``): as ``refuse_batch_sum`` refuses of a ``loss_fn``.
+        Such a loss was accepted, its values and curvature following the batch size (s41). Not checked for a
+        model that fails on half the batch."""
+        n = batch_len(xb)
+        if n < 2:
+            return
+        h = n // 2
+        try:
+            first, second = (float(self.loss_fn(call_model(self.model, tree_map(
+                lambda t, s=s: t[s] if t.dim() and len(t) == n else t, xb)))) for s in (slice(None, h), slice(h, None)))
+            whole = float(self.loss_fn(out))
+        except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: not checked here
+            return
+        mean = summed_halves(whole, first, second, h, n)
+        if mean is not None:
+            raise LandscapeError(
+                f"the model's own loss (outputs.loss) is {whole:.6g} on {n} samples but {mean:.6g} as the mean over "
+                "two halves of them, each run through the model: it sums over the batch (e.g. reduction='sum' in "
+                "forward), so its value and curvature would depend on the batch size; expected the mean over the "
+                "batch: divide it by the number of samples in forward, or return per-sample outputs and pass a "
+                "mean loss_fn")
 
     def _refuse_scalar_outputs(self, out: torch.Tensor, n: int) -> None:
         """Raise ``LandscapeError`` for a model that returned the 0-d tensor ``out`` on ``n`` samples (its own

@@ -577,13 +577,23 @@ def refuse_batch_sum(fn, outputs, targets, value: torch.Tensor | None, *, what: 
             first, second = float(fn(outputs[:h], targets[:h])), float(fn(outputs[h:], targets[h:]))
     except Exception:  # noqa: BLE001 - a function needing more samples than half the batch: not checked here
         return
-    whole, mean = float(value), (first * h + second * (n - h)) / n
-    if first and second and abs(whole - mean) > 1e-4 * abs(mean) and \
-            abs(whole - (first + second)) <= 1e-3 * abs(whole):
+    whole = float(value)
+    mean = summed_halves(whole, first, second, h, n)
+    if mean is not None:
         raise LandscapeError(
             f"{what} gives {whole:.6g} on {n} samples but {mean:.6g} as the mean over two halves of them: it "
             f"sums over the batch (e.g. {example}), so its value would depend on the batch size; expected "
             f"the mean over the batch: {fix}")
+
+
+def summed_halves(whole: float, first: float, second: float, h: int, n: int) -> float | None:
+    """The halves' weighted mean where ``whole``, a value on ``n`` samples, is the sum of ``first`` and ``second``,
+    its values on the first ``h`` and the other ``n - h`` samples, rather than that mean (a sum over the batch);
+    None otherwise, and where a half gives 0 (nothing kept there may give 0, as a sum with nothing counted does)."""
+    mean = (first * h + second * (n - h)) / n
+    if first and second and abs(whole - mean) > 1e-4 * abs(mean) and abs(whole - (first + second)) <= 1e-3 * abs(whole):
+        return mean
+    return None
 
 
 BUILTIN_METRICS: dict[str, Callable] = {"accuracy": accuracy}

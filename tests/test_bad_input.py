@@ -2108,3 +2108,39 @@ def test_a_models_own_batch_dependent_loss_in_an_object_is_checked_as_in_a_dict(
                 p.add_(float(a) * d.as_state_dicts()[0][name])
             want = np.mean([float(m(views["a"][k:k + 300], views["b"][k:k + 300]).loss) for k in range(0, 1200, 300)])
         assert s.loss[i] == pytest.approx(want, rel=1e-5)
+
+
+class _OwnLossOf(nn.Module):
+    """Logits of a linear layer and its own cross-entropy with the labels, reduced as ``reduction`` says."""
+
+    def __init__(self, reduction: str):
+        super().__init__()
+        self.lin, self.reduction = nn.Linear(4, 3), reduction
+
+    def forward(self, x, labels):
+        logits = self.lin(x)
+        return {"logits": logits, "loss": nn.functional.cross_entropy(logits, labels, reduction=self.reduction)}
+
+
+def test_a_models_own_loss_summed_over_the_batch_is_refused():
+    """A model's own loss summed over its batch was accepted, where the same sum as a loss_fn is refused: with
+    the whole set in one batch its surface was 200 times the mean's (s41). Refused now, with the two values and
+    the fix; the mean's surface is the naive whole-set mean."""
+    g = torch.Generator().manual_seed(0)
+    data = {"x": torch.randn(200, 4, generator=g), "labels": torch.randint(0, 3, (200,), generator=g)}
+    torch.manual_seed(0)
+    summed = _OwnLossOf("sum")
+    d = lnb.random_directions(summed, n=1, seed=0)
+    with pytest.raises(LandscapeError, match=r"the model's own loss \(outputs.loss\) is [\d.]+ on 8 samples but "
+                                             r"[\d.]+ as the mean over two halves .* sums over the batch"):
+        lnb.compute_surface(summed, data, d, x=(-0.5, 0.5, 3))
+    mean = _OwnLossOf("mean")
+    mean.load_state_dict(summed.state_dict())
+    s = lnb.compute_surface(mean, data, d, x=(-0.5, 0.5, 3))
+    for i, a in enumerate(s.x):
+        m = copy.deepcopy(mean).eval()
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(float(a) * d.as_state_dicts()[0][name])
+            want = float(nn.functional.cross_entropy(m.lin(data["x"]), data["labels"]))
+        assert s.loss[i] == pytest.approx(want, rel=1e-5)
