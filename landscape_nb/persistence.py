@@ -22,7 +22,8 @@ public function ``landscape_nb.topology`` with the module.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -78,6 +79,9 @@ class Topology:
     threshold: float
     shape: tuple[int, ...]
     axes: tuple[np.ndarray, ...]  # coordinates along each array axis
+    #: the surface's provenance where one was given (model, data, directions, grid, versions), else empty:
+    #: ``plot.persistence`` keeps it in the figure (an exported diagram said nothing of what it was of)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_basins(self) -> int:
@@ -221,7 +225,9 @@ def topology(surface_or_array: Any, threshold: float | None = None) -> Topology:
     basins = tuple(Basin(r[2], _location(axes, r[2]), r[0], r[1], r[3],
                          None if r[3] is None else _location(axes, r[3]),
                          None if r[4] is None else row_of[r[4]]) for r in rows)
-    return Topology(diagrams, basins, float(threshold), arr.shape, axes)
+    given = getattr(surface_or_array, "provenance", None)
+    return Topology(diagrams, basins, float(threshold), arr.shape, axes,
+                    dict(given) if isinstance(given, Mapping) else {})
 
 
 def _finite_filtration(pairs: np.ndarray, wall: float) -> np.ndarray:

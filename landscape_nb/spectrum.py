@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -69,6 +69,9 @@ class Spectrum:
     seconds: float
     probe: str = "rademacher"
     seed: int = 0
+    #: what it was computed from: the model (class, state fingerprint), the loss, the SLQ settings
+    #: and the library versions; ``plot.spectrum`` keeps it in the figure (``layout.meta["provenance"]``)
+    provenance: dict = field(default_factory=dict)
 
     @property
     def n_probes(self) -> int:
@@ -333,7 +336,20 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     density = broaden(theta, tau, grid_arr, sigma)
     return Spectrum(grid_arr, density, theta, tau, sigma, int(results[0]["n_params"]),
                     int(sum(r["n_products"] for r in results)), time.perf_counter() - t0,
-                    probe, int(seed))
+                    probe, int(seed), _provenance(model, loss_fn, n_probes, sigma, options))
+
+
+def _provenance(model: nn.Module, loss_fn, n_probes: int, sigma: float, options: dict) -> dict:
+    """``Spectrum.provenance``: the model's class and the fingerprint of its state (``spec.model_fingerprint``, a
+    surface's ``spec["model"]["weights"]``), the loss's name, the settings and the library versions."""
+    from .metrics import loss_name
+    from .runners import library_versions
+    from .spec import model_fingerprint
+
+    return {"quantity": "hessian spectrum (stochastic Lanczos quadrature)",
+            "model": {"class": type(model).__qualname__, "weights": model_fingerprint(model)},
+            "loss": loss_name(loss_fn), "n_probes": n_probes, "sigma": sigma,
+            **{k: v for k, v in options.items() if v is not None}, **dict(library_versions())}
 
 
 def _run_on_dask(client, model, data, loss_fn, n_probes: int, options: dict) -> list[dict]:

@@ -82,19 +82,29 @@ def test_an_exported_figure_keeps_the_provenance_of_what_it_was_computed_from(tm
     surf = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3))
     line = lnb.compute_surface(model, {"train": data, "test": data}, lnb.random_directions(model, n=1, seed=7),
                                x=(-1, 1, 3))
-    for fig, want in ((plot.contour(surf), [surf]), (plot.surface(surf), [surf]), (plot.compare([surf, surf]),
-                      [surf, surf]), (plot.line_splits(line), [line])):
+    def kept_in(fig):
         html = export_html(fig, tmp_path / "f.html").read_text(encoding="utf-8")
         call = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot("):]
         call = call[call.index(",") + 1:].lstrip()
         decoder = json.JSONDecoder()
         _, end = decoder.raw_decode(call)  # the traces, then the layout
         layout, _ = decoder.raw_decode(call[end:].lstrip(", \n"))
-        kept = layout["meta"]["provenance"]
+        return layout["meta"]["provenance"]
+
+    # a persistence diagram of the surface keeps the surface's (its topology did not, s41)
+    for fig, want in ((plot.contour(surf), [surf]), (plot.surface(surf), [surf]), (plot.compare([surf, surf]),
+                      [surf, surf]), (plot.line_splits(line), [line]), (plot.persistence(surf.topology()), [surf])):
+        kept = kept_in(fig)
         assert len(kept) == len(want)
         for got, s in zip(kept, want):
             assert got["directions"]["seed"] == 7 and got["key"] == s.provenance["key"]  # the spec's hash
             assert (got["torch"], got["landscape_nb"]) == (s.provenance["torch"], s.provenance["landscape_nb"])
+    # a Hessian spectrum's names the model (its state's fingerprint, as a surface's spec), the loss and the settings
+    spec = lnb.hessian_spectrum(model, data, n_probes=2, n_steps=8, seed=3)
+    (got,) = kept_in(plot.spectrum(spec))
+    assert got["model"] == {"class": "Sequential", "weights": surf.spec["model"]["weights"]}
+    assert (got["n_probes"], got["n_steps"], got["seed"], got["loss"]) == (2, 8, 3, "cross_entropy")
+    assert got["torch"] == torch.__version__
 
 
 def _browser_available() -> bool:

@@ -545,9 +545,9 @@ def note_sources(fig, surfaces: Sequence[Surface]) -> None:
     kept. A standalone figure said nothing of how it was made (s40)."""
     import json
 
-    meta = dict(fig.layout.meta) if isinstance(fig.layout.meta, Mapping) else {}
-    meta["provenance"] = [json.loads(json.dumps(dict(s.provenance), default=str)) for s in surfaces
-                          if isinstance(s.provenance, Mapping)]
+    surfaces = [s for s in surfaces if isinstance(getattr(s, "provenance", None), Mapping)]  # also a Topology's
+    meta = dict(fig.layout.meta) if isinstance(fig.layout.meta, Mapping) else {}  # or a Spectrum's
+    meta["provenance"] = [json.loads(json.dumps(dict(s.provenance), default=str)) for s in surfaces]
     notes = held_fixed_notes(surfaces)
     if notes:
         meta["held_fixed"] = notes

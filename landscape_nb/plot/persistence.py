@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from ..errors import LandscapeError
+from ._common import note_sources
 
 __all__ = ["persistence"]
 
@@ -103,4 +104,5 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
         title = (f"{topology.n_basins} basin(s) deeper than {topology.threshold:.3g}"
                  + ("" if not np.isfinite(smad) else f"; SMAD {smad:.3g}"))
     fig.update_layout(title=title)
+    note_sources(fig, [topology])  # the surface's provenance, where the topology was computed from one
     return fig

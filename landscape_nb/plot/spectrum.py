@@ -7,6 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..errors import LandscapeError
+from ._common import note_sources
 
 __all__ = ["spectrum"]
 
@@ -55,4 +56,5 @@ def spectrum(spec: Any, *, log: bool = True, ritz: bool = True, title: str | Non
     fig.update_layout(title=title or default, showlegend=ritz)
     fig.update_xaxes(title_text="eigenvalue λ")
     fig.update_yaxes(title_text="density", type="log" if log else "linear")
+    note_sources(fig, [spec])  # what it was computed from (Spectrum.provenance), kept by export_html
     return fig
