@@ -28,7 +28,7 @@ from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, wa
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
                       accuracy, auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits,
                       fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note, probe_targets,
-                      refuse_batch_sum, refuse_class_range, resolve_metrics, summed_halves, unwrap_compiled)
+                      refuse_batch_sum, refuse_class_range, resolve_metrics, summed_over, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -385,10 +385,11 @@ class Evaluator(SpeedChoices):
         settings = self.settings
         attributes = StateSnapshot(self.model)  # before its first call (statecheck: the checks in _validate)
         self._prepare_data(data, bn_data)  # chooses the loss: not called yet
-        #: a target value a loss function gives no gradient (``probe_targets``; set by ``_validate``), and
-        #: whether the loss's batches then are means over the targets other than it (``_kept_mean_loss``)
+        #: a target value a loss function gives no gradient (``probe_targets``; set by ``_validate``), and the
+        #: value the loss's batches are found to be means without (``_fix_batching_for_batch_means``, read by
+        #: ``_denominator``): None where they are means over samples or what ``batch_denominator`` knows
         self._probed_ignore: int | None = None
-        self._kept_mean_loss = False
+        self._kept_ignore: int | None = None
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
@@ -589,7 +590,7 @@ class Evaluator(SpeedChoices):
         weight = getattr(self.loss_fn, "weight", None)
         if type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss) and (weight is None or bool((weight != 0).all())):
             ignore = self.loss_fn.ignore_index
-        elif metrics is not None and not isinstance(self.loss_fn, (DefaultLoss, OwnLoss)):
+        elif not isinstance(self.loss_fn, (DefaultLoss, OwnLoss)):  # also without metrics: the batch weights
             # a function's ignore_index (trial s39), a binary loss on one column (re-trial s39), labels mapped or
             # classes permuted in the loss; a class weighted 0, in a function or a module alike (trial s40)
             probe = probe_targets(self.loss_fn, out, yb, self._data.split()[1])
@@ -645,25 +646,66 @@ class Evaluator(SpeedChoices):
         random_note = random_values_note(out, yb, named)
         if random_note:  # warned by compute_surface, on every runner
             self.notes[RANDOM_VALUES] = random_note
+        padded = not (isinstance(yb, torch.Tensor) and (yb.is_floating_point() or yb.is_complex() or bool(
+            ((yb >= 0) & (yb != 255) & (yb != (-1 if self._probed_ignore is None else self._probed_ignore))).all())))
+        if padded:  # first 8 samples with a label a loss may leave out: they may have told nothing
+            self._refuse_sums_spread(fns)
         return fns
+
+    def _refuse_sums_spread(self, fns: dict[str, Callable]) -> None:
+        """The checks that the loss and metrics are not sums over the batch (``refuse_batch_sum``,
+        ``_refuse_own_loss_sum``) again on 8 samples spread over the set, where the first 8 hold a label a loss may
+        leave out (negative, 255, or the one the probe found): a set whose first samples carry only ignored targets
+        (label-sorted, padding first) gave 0 on both halves, which tells nothing, and a summed loss ran as the
+        whole set's sum, N times the mean, unwarned (trial s42)."""
+        n = self.n_samples
+        if n < 16:
+            return
+        idx = torch.linspace(0, n - 1, 8, device=self.device).round().long()
+        xs, ys = self._split(self._data.take(idx).tree)
+        try:
+            with eval_mode(self.model), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outs = call_model(self.model, xs)
+        except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: checked on the first 8 only
+            return
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(self.loss_fn, OwnLoss):
+                with eval_mode(self.model):
+                    self._refuse_own_loss_sum(xs, outs)
+            else:
+                refuse_batch_sum(self.loss_fn, outs, ys, None)
+            for name, fn in fns.items():
+                # as on the first 8: right and wrong in each half; and all right, so that a part holding few kept
+                # targets still counts some (a count of 0 there tells nothing)
+                for o in (outs, _right_and_wrong(outs, ys), _right_and_wrong(outs, ys, odd_wrong=False)):
+                    refuse_batch_sum(fn, o, ys, None, what=f"metric {name!r}",
+                                     example="a count of right predictions, (out.argmax(1) == y).sum()",
+                                     fix="divide by the number of samples (or of kept targets), e.g. "
+                                         "(out.argmax(1) == y).float().mean()")
 
     def _refuse_own_loss_sum(self, xb, out) -> None:
         """Raise ``LandscapeError`` where the model's own loss (``OwnLoss``) on the first batch ``xb`` (outputs
         ``out``) is the sum of its values on the batch's two halves, each run through the model alone, rather
-        than their weighted mean (``metrics.summed_halves``): as ``refuse_batch_sum`` refuses of a ``loss_fn``.
+        than their weighted mean (``metrics.summed_over``): as ``refuse_batch_sum`` refuses of a ``loss_fn``.
         Such a loss was accepted, its values and curvature following the batch size (s41). Not checked for a
         model that fails on half the batch."""
         n = batch_len(xb)
         if n < 2:
             return
-        h = n // 2
+
+        def loss_on(part: slice) -> float:
+            return float(self.loss_fn(call_model(self.model, tree_map(
+                lambda t: t[part] if t.dim() and len(t) == n else t, xb))))
+
         try:
-            first, second = (float(self.loss_fn(call_model(self.model, tree_map(
-                lambda t, s=s: t[s] if t.dim() and len(t) == n else t, xb)))) for s in (slice(None, h), slice(h, None)))
             whole = float(self.loss_fn(out))
+            splits = [(loss_on(slice(None, h)), loss_on(slice(h, None)), h, n)
+                      for h in dict.fromkeys((n // 2, max(1, n // 3)))]
         except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: not checked here
             return
-        mean = summed_halves(whole, first, second, h, n)
+        mean = summed_over(whole, splits)  # as refuse_batch_sum's rule
         if mean is not None:
             raise LandscapeError(
                 f"the model's own loss (outputs.loss) is {whole:.6g} on {n} samples but {mean:.6g} as the mean over "
@@ -740,8 +782,12 @@ class Evaluator(SpeedChoices):
         through the model on its own, for each split of ``split_positions`` (halves alone missed a mean over
         kept targets when both halves kept as many). A function whose weights are known averages exactly, so
         a difference there is the model's; outputs that change by the batch in a way the loss does not see
-        (logits minus the batch's maximum, for cross-entropy) pass. Not checked when the model's outputs are
-        random (two calls on the same samples differ: said in ``notes["batches"]``).
+        (logits minus the batch's maximum, for cross-entropy) pass. A loss that is no mean over samples but is one
+        over its targets other than a padding label (``_kept_mean``: a function's hidden ignore_index, a model's
+        own loss over labels padded with -100) is weighted by those (``_kept_ignore``), exactly. A loss or metric
+        that is the sum of its parts at both the halves and the thirds is refused (``metrics.summed_over``). Not
+        checked when the model's outputs are random (two calls on the same samples differ: said in
+        ``notes["batches"]``).
 
         Then the batch size is not tuned: the whole set runs as one batch up to 4096 samples (exact), a
         larger set or a given ``batch_size`` in fixed batches, and ``notes["batches"]`` says the values are
@@ -794,18 +840,18 @@ class Evaluator(SpeedChoices):
                 continue
             # the halves twice (the model's outputs, then mixed right and wrong ones), then the other splits
             weights = [part_weights(fns[name], pair, m, at) for pair, at in zip(pairs, positions)]
-            if column == 0 and self._probed_ignore is not None and not weights[0][2]:
-                # a loss function that gives one target value no gradient: a mean over the other targets
-                # (as nn.CrossEntropyLoss(ignore_index=...) is) where its parts' values weighted by their
-                # counts give it; its batches are then weighted so, exactly (a function's ignore_index=0 on
-                # label-sorted data: NaN batches and means weighted by samples, trial s41)
-                self._kept_mean_loss = True
-                kept = [(*(float(self._denominator(fns[name], yb)) for _, yb in pair), True) for pair in pairs]
-                if _first_disagreement(triples, kept[:1] + kept, tol) is None:
-                    continue
-                self._kept_mean_loss = False
+            at = ((triples[0], weights[0]), (triples[-1], weights[-1]))  # the halves, then the first third and the rest
+            summed = summed_over(triples[0][0], [(*triple[1:], int(w1), int(w1 + w2)) for triple, (w1, w2, _) in at])
+            if summed is not None and not weights[0][2]:  # first 8 samples all ignored: not refused before (s42)
+                raise LandscapeError(
+                    f"{name} gives {triples[0][0]:.6g} on {m} samples spread over the set but {summed:.6g} as the "
+                    "mean over two halves of them: it sums over the batch (e.g. reduction='sum'), so its value would "
+                    "depend on the batch size; expected the mean over the batch (divide by the number of samples, or "
+                    "of kept targets)")
             disagreement = _first_disagreement(triples, weights[:1] + weights, tol)
             if disagreement is None:
+                continue
+            if column == 0 and not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol):
                 continue
             whole, mean, known = disagreement
             if known:  # an exact mean of what it averages over: the outputs moved
@@ -899,7 +945,8 @@ class Evaluator(SpeedChoices):
         """Per batch of ``self.batches``, the weight of each value column (loss, metrics) in the set's
         value: float64 (1 + n_metrics,) on the device; ``[None]`` for one batch. A column's weights are its
         batches' shares of what it averages over (``metrics.batch_denominator``: e.g. the tokens not
-        ignored, for a cross-entropy over padded sequences), else of the samples."""
+        ignored, for a cross-entropy over padded sequences; ``_denominator``: also those of a loss found to
+        be a mean over the targets other than a padding label), else of the samples."""
         if self._weights_of is self.batches:
             return self._weights
         batches = self.batches
@@ -919,13 +966,37 @@ class Evaluator(SpeedChoices):
         return weights
 
     def _denominator(self, fn, targets) -> torch.Tensor | None:
-        """``metrics.batch_denominator``, and for a loss function found to average over the targets other than
-        one value it gives no gradient (``_kept_mean_loss``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``,
-        whose ignore_index cannot be read) the number of those targets."""
+        """``metrics.batch_denominator``, and for a loss found to average over the targets other than one value
+        and -100 (``_kept_ignore``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``, whose ignore_index cannot be
+        read, or a model's own token loss over labels padded with -100) the number of those targets."""
         known = batch_denominator(fn, targets)
-        if known is None and self._kept_mean_loss and fn is self.loss_fn:
-            return (targets != self._probed_ignore).sum()
+        if known is None and self._kept_ignore is not None and fn is self.loss_fn:
+            return ((targets != self._kept_ignore) & (targets != -100)).sum()
         return known
+
+    def _kept_mean(self, loss_fn, triples: list, pairs: list, tol: float) -> bool:
+        """Whether the loss, whose batches are not means over samples (``triples`` and ``pairs`` as
+        ``_fix_batching_for_batch_means`` has them), is the mean over the targets other than a value it leaves
+        out: -100 (``F.cross_entropy``'s default, a model's own loss over padded labels), the value the probe
+        found it gives no gradient (``_probed_ignore``), or another negative label or 255 the targets hold (a
+        void or padding label of a model's own loss). The first whose counts weigh the parts' values into the
+        whole's in every split is kept in ``_kept_ignore`` (so ``batch_weights``: exact batches, and none NaN
+        for holding ignored targets alone, as label-sorted data gave at every point, trial s41); False, and
+        nothing kept, where none does."""
+        labels = [yb for pair in pairs for _, yb in pair]
+        if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
+            return False
+        held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
+        others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
+        for value in dict.fromkeys([-100, self._probed_ignore, *others]):
+            if value is None:
+                continue
+            self._kept_ignore = value
+            kept = [(*(float(self._denominator(loss_fn, yb)) for _, yb in pair), True) for pair in pairs]
+            if all(w1 + w2 for w1, w2, _ in kept) and _first_disagreement(triples, kept[:1] + kept, tol) is None:
+                return True
+        self._kept_ignore = None
+        return False
 
     def _stacked_values(self, out, yb) -> torch.Tensor:
         """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""
@@ -1045,11 +1116,11 @@ def _rolled_by_sample(t: torch.Tensor, m: int) -> torch.Tensor:
     return t.gather(-1, index.expand(t.shape))
 
 
-def _right_and_wrong(out, targets) -> torch.Tensor | None:
+def _right_and_wrong(out, targets, *, odd_wrong: bool = True) -> torch.Tensor | None:
     """Class scores shaped like ``out`` whose argmax is the target for even samples and another class for odd
-    ones, for outputs (N, C, ...) or (N, ..., C) of integer targets (N, ...) (each half of a batch then holds
-    right and wrong predictions: ``refuse_batch_sum`` sees a count of right ones grow with the batch); None for
-    other outputs or targets."""
+    ones (with ``odd_wrong=False``, the target for all), for outputs (N, C, ...) or (N, ..., C) of integer
+    targets (N, ...) (each half of a batch then holds right and wrong predictions: ``refuse_batch_sum`` sees a
+    count of right ones grow with the batch); None for other outputs or targets."""
     if not (isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 2
             and isinstance(targets, torch.Tensor) and not targets.is_floating_point() and len(targets) == len(out)):
         return None
@@ -1058,7 +1129,8 @@ def _right_and_wrong(out, targets) -> torch.Tensor | None:
         return None
     scores = torch.zeros_like(out).movedim(axis, -1)
     index = targets.long().clamp(0, scores.shape[-1] - 1)  # ignored targets (-100) too: not counted anyway
-    index[1::2] = (index[1::2] + 1) % scores.shape[-1]
+    if odd_wrong:
+        index[1::2] = (index[1::2] + 1) % scores.shape[-1]
     return scores.scatter(-1, index.unsqueeze(-1), 1.0).movedim(-1, axis)
 
 

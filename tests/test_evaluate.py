@@ -598,7 +598,7 @@ def _batch_weighted_surface(model, x, y, loss_fn, d, xs, ys, size):
     return sum(per_part) / len(x)
 
 
-def test_a_mean_over_kept_samples_is_found_when_the_halves_checked_keep_equal_shares():
+def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_shares():
     """Class 0 weighted down (a function's class weights, which cannot be read) on batches of 20 holding 6 and
     2 samples of it: batch values weighted by samples are not the whole set's, but the halves of the 20
     samples checked keep 8 of 10 each, so the check of halves alone passed such a loss (``ignore_index=0``,
@@ -654,25 +654,129 @@ def test_a_loss_functions_ignore_index_weights_its_batches_by_their_kept_targets
     assert np.isnan(_batch_weighted_surface(model, x[order], y[order], ign, d, s.x, s.y, 5)).all()  # as it was
 
 
+class _OwnTokenLoss(nn.Module):
+    """Logits and its own cross-entropy with the labels, leaving out those equal to ``ignore`` (a padding label,
+    as a Hugging Face model's own loss does -100), reduced as ``reduction`` says."""
+
+    def __init__(self, ignore: int, reduction: str = "mean"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.ignore, self.reduction = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 6)), ignore, \
+            reduction
+
+    def forward(self, x, labels):
+        logits = self.net(x)
+        return {"logits": logits,
+                "loss": nn.functional.cross_entropy(logits, labels, ignore_index=self.ignore, reduction=self.reduction)}
+
+
+def _pads_first(n: int, pads: int, pad: int, seed: int = 0):
+    """``n`` samples of 10 features and labels in 0..5, the first ``pads`` of them labelled ``pad``."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 10, generator=g), torch.randint(0, 6, (n,), generator=g)
+    y[:pads] = pad
+    return x, y
+
+
+def test_a_mean_over_targets_other_than_a_padding_label_is_weighted_by_them_however_the_loss_is_given():
+    """Trial s42: torch's own default, F.cross_entropy on labels padded with -100, sorted padding first, with
+    batch_size=300: the first batches held padding alone, NaN at every point (blamed on the loss or the data);
+    shuffled, a warning and values weighted by samples. So too a model's own loss over labels padded with -1
+    (-100 and 255 alike), and a class weighted 0 in a function beside -100 padding (review s42: the -100 were
+    counted). Each is now weighted by its kept targets: the whole set's values, nothing warned. A mean over all
+    samples with the padding counted as 0, its padding away from the checked samples, keeps its weights by
+    samples (review s42: the kept weights were taken where both fit the checked samples, 10 % off)."""
+    x, y = _pads_first(1200, 400, -100)
+    model = _OwnTokenLoss(-100).net
+    d = lnb.random_directions(model, n=2, seed=0)
+    w0 = torch.tensor([0.0, 1, 1, 1, 1, 1])
+    weighted0 = lambda out, t: nn.functional.cross_entropy(out, t, weight=w0)
+    y0 = y.clone()
+    y0[400:500] = 0
+    for loss_fn, targets in ((nn.functional.cross_entropy, y), (weighted0, y0)):
+        for metrics in ("auto", None):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=300,
+                                        loss_fn=loss_fn, metrics=metrics)
+            np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, s.y), rtol=1e-5)
+    for pad in (-1, 255, -100):
+        x, y = _pads_first(1200, 400, pad)
+        own = _OwnTokenLoss(pad)
+        d = lnb.random_directions(own, n=2, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            s = lnb.compute_surface(own, {"x": x, "labels": y}, d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=100,
+                                    metrics=None)
+        want = _whole_set_surface(own, {"x": x, "labels": y}, None, lambda out, _: out["loss"], d, s.x, s.y)
+        np.testing.assert_allclose(s.loss, want, rtol=1e-5)
+    # padding (0, counted as 0 in a mean over all samples) at 60 samples none of the 256 checked ones is
+    x, y = _pads_first(600, 0, 0, seed=1)
+    y[y == 0] = 1
+    checked = set(torch.linspace(0, 599, 256).round().long().tolist())
+    y[[i for i in range(600) if i not in checked][:60]] = 0
+    zeros_counted = lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0, reduction="none").mean()
+    d = lnb.random_directions(model, n=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20, loss_fn=zeros_counted,
+                                metrics=None)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, zeros_counted, d, s.x, s.y), rtol=1e-5)
+
+
+def test_a_sum_over_the_batch_is_refused_where_the_first_samples_are_padding():
+    """Trial s42: a model's own loss summed over its batch, a loss_fn summing, and a count of right predictions
+    were each accepted with no word when the first 8 samples (the ones checked) carried padding alone: both
+    halves gave 0, which tells nothing, and the surface was N times the mean. Checked again on samples spread
+    over the set (also where the whole set runs as one batch: 300 samples), they are refused; a mean over kept
+    tokens whose first half keeps one well-predicted token is the sum of its halves to 1e-3, and is no sum."""
+    for n in (1200, 300):
+        x, y = _pads_first(n, n // 3, -100)
+        own = _OwnTokenLoss(-100, reduction="sum")
+        d = lnb.random_directions(own, n=1, seed=0)
+        with pytest.raises(LandscapeError, match=r"own loss \(outputs.loss\) is [\d.]+ on 8 samples .* sums over"):
+            lnb.compute_surface(own, {"x": x, "labels": y}, d, x=(-1, 1, 3))
+        model = own.net
+        d = lnb.random_directions(model, n=1, seed=0)
+        summed = lambda out, t: nn.functional.cross_entropy(out, t, reduction="sum")
+        with pytest.raises(LandscapeError, match=r"loss_fn gives [\d.]+ on 8 samples .* sums over the batch"):
+            lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=summed)
+        count = {"correct": lambda out, t: (out.argmax(1) == t).sum().float()}
+        with pytest.raises(LandscapeError, match=r"metric 'correct' gives [\d.]+ on 8 samples .* sums over"):
+            lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), metrics=count)
+    from landscape_nb.metrics import summed_halves
+
+    assert summed_halves(1.17622, 9.1e-5, 1.17680, 4, 8) is None  # the token mean (review s42)
+    assert summed_halves(3.0, 1.0, 2.0, 4, 8) == pytest.approx(1.5)  # a sum
+
+
+def _position_weighted_ce(out, y):  # later tokens weigh more: a mean over kept tokens weighted by position
+    per_token = nn.functional.cross_entropy(out.transpose(1, 2), y, reduction="none")  # 0 where y is -100
+    w = (y != -100) * torch.arange(1, y.shape[1] + 1)
+    return (per_token * w).sum() / w.sum()
+
+
 def test_a_loss_that_is_not_a_mean_over_samples_keeps_one_batching_for_every_point():
-    """A token-level loss averages over a varying number of tokens per sample: batch values weighted by
-    samples are not the whole set's, and the batch-size trial gave a patchwork surface. Now the set runs as
-    one batch (every point equals the naive whole-set loss) or, with a given batch size, in those batches
-    for every point (the naive batch-weighted loss), said in the provenance with a warning; a per-sample
-    mean keeps its tuning."""
+    """A token-level loss averages over a varying number of tokens per sample, weighted by position: batch
+    values weighted by samples (or kept tokens) are not the whole set's, and the batch-size trial gave a
+    patchwork surface. Now the set runs as one batch (every point equals the naive whole-set loss) or, with a
+    given batch size, in those batches for every point (the naive batch-weighted loss), said in the
+    provenance with a warning; a per-sample mean keeps its tuning, and a plain mean over the kept tokens
+    (torch's -100) is weighted by them, exact in any batches (it was warned and batched as this one, s42)."""
     model = _Tagger()
     x, y = _padded_tokens(1100)
     d = lnb.random_directions(model, n=2, seed=0)
-    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), loss_fn=_token_ce)
-    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, _token_ce, d, s.x, s.y), rtol=1e-5)
+    loss_fn = _position_weighted_ce
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), y=(-1, 1, 5), loss_fn=loss_fn)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, loss_fn, d, s.x, s.y), rtol=1e-5)
     assert s.provenance["batch_size"] == 1100
     assert "loss_fn on a batch is not the sample-weighted mean" in s.provenance["data"]["batches"]
     # batch_size=1000 runs as 550 + 550: batches of 1000 + 100 would leave the 100 all-padding samples alone,
     # a batch with no token to average, and NaN at every point
     with pytest.warns(UserWarning, match=r"weighted means over batches of 550 \(2 near-equal batches of the 1100 "
                       r"samples, none larger than batch_size=1000"):  # 1000 became 550 with no word (trial I, s38)
-        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1000, loss_fn=_token_ce)
-    want = _batch_weighted_surface(model, x, y, _token_ce, d, s.x, s.y, 550)
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=1000, loss_fn=loss_fn)
+    want = _batch_weighted_surface(model, x, y, loss_fn, d, s.x, s.y, 550)
     np.testing.assert_allclose(s.loss, want, rtol=1e-5)
     assert s.provenance["batch_size"] == 550 and "batch_size=1100 for that" in s.provenance["data"]["batches"]
 
@@ -685,6 +789,13 @@ def test_a_loss_that_is_not_a_mean_over_samples_keeps_one_batching_for_every_poi
     assert ev._fixed_batching and ev.notes["batches"].startswith("metric 'acc' on a batch is not")
     ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics=None)
     assert not ev._fixed_batching and ev.tuning and "batches" not in ev.notes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for size in (None, 1000, 300):
+            s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=size, loss_fn=_token_ce,
+                                    metrics=None)
+            np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, _token_ce, d, s.x, s.y), rtol=1e-5)
+            assert "batches" not in s.provenance["data"]
 
 
 def test_per_sample_means_near_zero_or_random_losses_are_not_taken_for_batch_means():
