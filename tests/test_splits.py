@@ -266,3 +266,49 @@ def test_a_regressions_split_metrics_are_drawn_or_named():
     assert len(notes) == 1 and "mae, mse" in notes[0]
     assert [t.name for t in lnb.plot.line_splits(two, metric="mse").data][1] == "train mse"
     assert not [a for a in lnb.plot.line_splits(two, metric=None).layout.annotations if a.name == "metrics not drawn"]
+
+
+def test_split_lines_of_other_directions_are_refused_and_undrawn_splits_and_metrics_are_named(mlp):
+    """Trial s42: separate train and test lines along other directions were drawn as one Figure-1 line; a test
+    split without the train split's metric drew the train one's alone with no word; plot.line of a split surface
+    listed its splits' losses as metrics not drawn, with a metric= hint, in one line wider than the figure
+    (review s42); two lines of one model class were both named "Sequential"."""
+    from landscape_nb.plot._common import (
+        CAPTION_FONT,
+        DEFAULT_MARGIN,
+        DEFAULT_WIDTH,
+        text_width,
+    )
+
+    data = _splits()
+    train = lnb.compute_surface(mlp, data["train"], lnb.random_directions(mlp, n=1, seed=0), x=(-1, 1, 3))
+    other = lnb.compute_surface(mlp, data["test"], lnb.random_directions(mlp, n=1, seed=5), x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match=r"split 'test' was computed along other directions than split 'train'"):
+        lnb.plot.line_splits({"train": train, "test": other})
+    same = lnb.compute_surface(mlp, data["test"], lnb.random_directions(mlp, n=1, seed=0), x=(-1, 1, 3))
+    fig = lnb.plot.line_splits({"train": train, "test": same})  # one line: drawn
+    assert [t.name for t in fig.data] == ["train loss", "train accuracy", "test loss", "test accuracy"]
+
+    from landscape_nb.surface import Surface
+
+    x = np.linspace(-1, 1, 5)
+    mixed = {"train": Surface(x=x, y=None, loss=x ** 2, metrics={"mae": np.abs(x)}),
+             "test": Surface(x=x, y=None, loss=x ** 2, metrics={"r2": 1 - x ** 2})}
+    fig = lnb.plot.line_splits(mixed, metric="mae")
+    (note,) = [a.text for a in fig.layout.annotations if a.name == "metrics not drawn"]
+    assert note == "mae: not on test"
+
+    both = lnb.compute_surface(mlp, data, lnb.random_directions(mlp, n=1, seed=0), x=(-1, 1, 3))
+    renamed = Surface(x=both.x, y=None, loss=both.loss, metrics={
+        **{f"{k}_{q}": v for k in ("train", "validation", "test", "holdout") for q, v in
+           (("loss", both.loss), ("accuracy", both.loss), ("top5_accuracy", both.loss))}})
+    fig = lnb.plot.line(renamed)
+    (note,) = [a.text for a in fig.layout.annotations if a.name == "metrics not drawn"]
+    assert "the splits holdout, test, train, validation are not drawn: plot.line_splits draws them" in \
+        note.replace("<br>", " ")
+    assert "metric=" not in note
+    room = DEFAULT_WIDTH - DEFAULT_MARGIN["l"]
+    assert all(text_width(line, CAPTION_FONT) <= room for line in note.split("<br>"))
+
+    fig = lnb.plot.line([train, same])
+    assert [t.name for t in fig.data][::2] == ["Sequential: loss", "Sequential (2): loss"]

@@ -737,6 +737,19 @@ def _above_notes(fig) -> float:
                 if a.yref == "paper" and (a.y or 0) >= 0.99), default=0.0)
 
 
+def curve_labels(surfaces: Sequence[Surface]) -> list[str]:
+    """Each surface's ``provenance["label"]`` ("surface k" without one), those alike numbered from their second
+    on ("mlp: loss", "mlp (2): loss"): two interpolations of one model class were both named "Sequential" in
+    an overlay, the legend, hover and notes alike (trial s42)."""
+    labels = [str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
+
+
 def default_metric(metric: str | None, names: Sequence[Sequence[str]]) -> str | None:
     """The metric a line figure draws on its right axis for ``metric`` (their default "accuracy"), given each
     curve's metric ``names``: where none has an accuracy and all have the same one metric and no other (a
@@ -748,17 +761,40 @@ def default_metric(metric: str | None, names: Sequence[Sequence[str]]) -> str | 
     return metric
 
 
-def note_undrawn_metrics(fig, metric: str | None, names: Sequence[Sequence[str]]) -> None:
-    """Say above the plot which metrics the curves hold (each curve's ``names``) where ``metric``, the one
-    drawn after `default_metric`, is on none of them: a regression's two metrics ("mae", "mse") under the
-    default "accuracy" drew the loss alone with no word that they were left out (s41). Nothing where
-    ``metric`` is None (loss only, as asked) or some curve draws it."""
-    if metric is None or any(metric in n for n in names):
+def note_undrawn_metrics(fig, metric: str | None, names: Mapping[str, Sequence[str]]) -> None:
+    """Say above the plot what of the curves' metrics (``names``: each curve's, by its name) it leaves out:
+    where ``metric``, the one drawn after `default_metric`, is on none of them, the metrics they hold (a
+    regression's "mae" and "mse" under the default "accuracy" drew the loss alone with no word, s41), and a
+    surface's "<split>_loss" metrics as the splits ``plot.line_splits`` draws (they were listed as metrics,
+    review s42); where it is on some only, the curves without it (a test split with "r2" where the train one
+    has "mae", trial s42). Wrapped to the figure's width. Nothing where ``metric`` is None (loss only, as
+    asked) or every curve draws it."""
+    if metric is None or all(metric in n for n in names.values()):
         return
-    left = sorted({m for n in names for m in n})
-    if left:
-        text = f"not drawn: {', '.join(left)} (pass metric=\"{left[0]}\" to draw one on the right axis)"
-        fig.add_annotation(**_note_above(text, METRICS_NOTE, _above_notes(fig)))
+    if any(metric in n for n in names.values()):
+        lacking = [k for k, n in names.items() if metric not in n]
+        parts = [f"{metric}: not on {', '.join(lacking)}"]
+    else:
+        left = sorted({m for n in names.values() for m in n})
+        splits = [m[: -len("_loss")] for m in left if m.endswith("_loss")]
+        own = [m for m in left if not any(m.startswith(f"{k}_") for k in splits)]
+        parts = ([f"not drawn: {', '.join(own)} (pass metric=\"{own[0]}\" to draw one on the right axis)"] if own
+                 else []) + ([f"the splits {', '.join(splits)} are not drawn: plot.line_splits draws them"] if splits
+                             else [])
+        if not parts:
+            return
+    room = (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"]
+    lines = []
+    for part in parts:  # wrapped at its commas where wider than the figure
+        line = ""
+        for word in part.split(", "):
+            candidate = f"{line}, {word}" if line else word
+            if line and text_width(candidate, CAPTION_FONT) > room:
+                lines.append(line + ",")
+                candidate = word
+            line = candidate
+        lines.append(line)
+    fig.add_annotation(**_note_above("<br>".join(lines), METRICS_NOTE, _above_notes(fig)))
 
 
 def _distinct_panels(marked: list) -> list:

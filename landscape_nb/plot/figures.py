@@ -32,6 +32,7 @@ from ._common import (
     _title,
     _transform,
     clip_limit,
+    curve_labels,
     default_metric,
     display_values,
     fit_title,
@@ -150,8 +151,9 @@ def line(
     # One surface: a colour per quantity, matched by its axis. Several: a colour per
     # surface and a dash per quantity (loss solid, metric dashed), named on the axes.
     loss_color, metric_color = palette[0], palette[1]
+    labels = curve_labels(surfaces)
     for k, s in enumerate(surfaces):
-        label = str(s.provenance.get("label", f"surface {k}"))
+        label = labels[k]
         color = palette[k % len(palette)]
         x = np.asarray(s.x, dtype=float)
         loss = _transform(s.loss, log=False, clip=False)
@@ -197,9 +199,8 @@ def line(
     _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
     note_sources(fig, surfaces)
     note_partial(fig, surfaces)
-    note_axes(fig, surfaces, [str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)],
-              overlaid=True)
-    note_undrawn_metrics(fig, metric, names)
+    note_axes(fig, surfaces, labels, overlaid=True)
+    note_undrawn_metrics(fig, metric, dict(zip(labels, names)))
     return fig
 
 

@@ -70,7 +70,7 @@ def split_curves(surface, *, metric: str | None = "accuracy",
     ------
     LandscapeError
         Not 1D, no splits, an unknown split, a ``metric`` (other than "accuracy") no split has, or separate
-        surfaces on different grids.
+        surfaces on different grids, along other directions or around another model (their ``spec``s).
     """
     x, curves, _, _ = _resolved(surface, metric, splits)
     return x, curves
@@ -91,10 +91,18 @@ def _all_curves(surface, splits: Sequence[str] | None) -> tuple[np.ndarray, dict
         if not surface:
             raise LandscapeError("plot.line_splits: an empty mapping; expected {'train': surf, 'test': surf, ...}")
         items = {str(k): _check_surface(s, ndim=1, where=f"plot.line_splits (split {k!r})") for k, s in surface.items()}
-        first = next(iter(items.values()))
+        k0, first = next(iter(items.items()))
         for k, s in items.items():
             if not np.array_equal(np.asarray(s.x), np.asarray(first.x)):
                 raise LandscapeError(f"plot.line_splits: split {k!r} is on another x grid; expected one grid")
+            for part, what in (("directions", "along other directions"), ("model", "around another model")):
+                mine, theirs = (_identity(t.spec, part) for t in (s, first))
+                if mine is not None and theirs is not None and mine != theirs:  # drawn as one line (trial s42)
+                    raise LandscapeError(
+                        f"plot.line_splits: split {k!r} was computed {what} than split {k0!r} (their spec's "
+                        f"{part!r} differ), so its curves are of another line; expected every split on one line: "
+                        "compute them in one call, compute_surface(model, {'train': ..., 'test': ...}, d, x=...), "
+                        "or each with the same model and directions (plot.line overlays lines of their own)")
         curves = {k: {"loss": np.asarray(s.loss, float), **{m: np.asarray(v, float) for m, v in s.metrics.items()}}
                   for k, s in items.items()}
         names = _checked(splits, list(curves)) if splits is not None else list(curves)
@@ -115,6 +123,15 @@ def _check_metric(metric: str | None, curves: dict, known: dict[str, list[str]])
     if metric not in (None, "accuracy") and not any(metric in c for c in curves.values()):
         raise LandscapeError(f"plot.line_splits: metric={metric!r}, which no split has (their metrics: {known}); "
                              "pass one of those, or metric=None for the losses only")
+
+
+def _identity(spec, part: str):
+    """What names a surface's ``part`` of its spec ("directions": their fingerprint, "model": its class and
+    weights), None where it has none (a hand-made or loaded surface)."""
+    entry = spec.get(part) if isinstance(spec, Mapping) else None
+    if not isinstance(entry, Mapping):
+        return None
+    return entry.get("fingerprint") if part == "directions" else (entry.get("class"), entry.get("weights"))
 
 
 def _checked(splits: Sequence[str], known: list[str]) -> list[str]:
@@ -195,5 +212,5 @@ def line_splits(
     surfaces = [surface] if isinstance(surface, Surface) else list(surface.values())
     note_partial(fig, surfaces)
     note_sources(fig, surfaces)
-    note_undrawn_metrics(fig, metric, list(names.values()))
+    note_undrawn_metrics(fig, metric, names)
     return fig
