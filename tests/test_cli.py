@@ -1343,3 +1343,20 @@ def test_an_accuracy_the_loss_does_not_define_is_said_skipped(user_model, tmp_pa
     assert "(the CLI computes the automatic accuracy only: such a metric is passed from Python" in err  # (s40)
     assert main(["compute", user_model, "--grid", "3x3", "--no-store", "--html", str(tmp_path / "q.html")]) == 0
     assert "accuracy skipped" not in capsys.readouterr().err
+
+
+def test_a_line_over_named_splits_is_drawn_split_by_split(user_model, tmp_path):
+    """Trial s42: `--kind line` of a line over train and test drew one curve named "loss" (the first split's) and
+    a note with a metric= hint the CLI has no flag for. It draws every split's loss and metric now
+    (plot.line_splits), each curve the split's values."""
+    from my_models import make
+
+    from landscape_nb.cli import figure_for
+
+    model, (x, y) = make()
+    line = lnb.compute_surface(model, {"train": (x, y), "val": (x[:20], y[:20])},
+                               lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 5), store=tmp_path / "l.zarr")
+    fig = figure_for(lnb.load_surface(tmp_path / "l.zarr"), "line")
+    assert [t.name for t in fig.data][::2] == ["train loss", "val loss"]
+    np.testing.assert_allclose(fig.data[2].y, line.metrics["val_loss"])
+    assert not [a for a in fig.layout.annotations if "metric=" in str(a.text)]

@@ -391,8 +391,10 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale, clip=clip)
         return fig.update_layout(title=title) if title else fig
-    if kind == "line":  # its loss axis capped, not its values; the cap's note in the CLI's words
-        fig = plot.line(surface, log=log_scale, title=title, clip=clip)
+    if kind == "line" and clip is None and any(m.endswith("_loss") for m in surface.metrics):
+        return plot.line_splits(surface, log=log_scale, title=title)  # every split: the split's train loss alone
+    if kind == "line":  # was drawn, named "loss" (trial s42); its loss axis capped, not its values; the cap's note
+        fig = plot.line(surface, log=log_scale, title=title, clip=clip)  # in the CLI's words
         for note in fig.layout.annotations:
             note.text = note.text.replace(f"({plot.figures.CLIP_OFF} shows", "(--clip none shows")
         return fig
