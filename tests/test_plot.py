@@ -838,7 +838,13 @@ def test_a_line_with_an_extrapolated_end_caps_its_loss_axis_not_its_values():
     assert plot.line(flat).layout.yaxis.range is None
     with pytest.raises(LandscapeError, match=r"clip=0\.01 is at or below every loss shown"):
         plot.line(s, clip=0.01)
-
+    # a bowl steep at its ends (trial s42: capped at 1.83 where it reaches 1.86) rises less than 4 times the cap's
+    # height above its minimum: drawn whole, no note
+    bowl = 1.81 + 0.052 * np.linspace(-1, 1, 41) ** 4
+    cap = bowl.min() + 5 * (np.median(bowl) - bowl.min())
+    assert cap < bowl.max() and bowl.max() - bowl.min() <= 4 * (cap - bowl.min())  # the automatic cap would cut it
+    fig = plot.line(Surface(np.linspace(-1, 1, 41), None, bowl, {}, provenance={}))
+    assert fig.layout.yaxis.range is None and not fig.layout.annotations
 
 
 def test_a_partial_lines_points_with_no_computed_neighbour_are_markers_static_and_live():
