@@ -26,9 +26,10 @@ from .data import (EvalData, batch_len, call_model, check_finite_data, read_data
                    tree_structure)
 from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
-                      accuracy, auto_metrics, batch_denominator, check_mean_loss, exact_fractions, find_logits,
-                      fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note, probe_targets,
-                      refuse_batch_sum, refuse_class_range, resolve_metrics, summed_over, unwrap_compiled)
+                      accuracy, auto_metrics, batch_denominator, check_mean_loss, class_weights, exact_fractions,
+                      find_logits, fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note,
+                      probe_targets, refuse_batch_sum, refuse_class_range, resolve_metrics, summed_over,
+                      unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -390,6 +391,10 @@ class Evaluator(SpeedChoices):
         #: ``_denominator``): None where they are means over samples or what ``batch_denominator`` knows
         self._probed_ignore: int | None = None
         self._kept_ignore: int | None = None
+        #: a loss function's class weights (``metrics.class_weights``, set by ``_validate``), and whether its
+        #: batches are found to be means weighted by them (``_kept_mean``), as ``nn.CrossEntropyLoss(weight=...)``'s
+        self._probed_weights: torch.Tensor | None = None
+        self._kept_weighted = False
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
@@ -594,6 +599,7 @@ class Evaluator(SpeedChoices):
             # a function's ignore_index (trial s39), a binary loss on one column (re-trial s39), labels mapped or
             # classes permuted in the loss; a class weighted 0, in a function or a module alike (trial s40)
             probe = probe_targets(self.loss_fn, out, yb, self._data.split()[1])
+            self._probed_weights = class_weights(self.loss_fn, out, yb, self._data.split()[1])  # a function's
             if probe.ignored is not None:
                 ignore, why = probe.ignored, "the loss gives them no gradient"
                 self._probed_ignore = probe.ignored  # its batches may be means over the other targets
@@ -970,9 +976,15 @@ class Evaluator(SpeedChoices):
         and -100 (``_kept_ignore``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``, whose ignore_index cannot be
         read, or a model's own token loss over labels padded with -100) the number of those targets."""
         known = batch_denominator(fn, targets)
-        if known is None and self._kept_ignore is not None and fn is self.loss_fn:
+        if known is not None or fn is not self.loss_fn:
+            return known
+        if self._kept_weighted:
+            w = self._probed_weights.to(targets.device)
+            inside = (targets >= 0) & (targets < len(w))
+            return w[targets[inside]].sum()
+        if self._kept_ignore is not None:
             return ((targets != self._kept_ignore) & (targets != -100)).sum()
-        return known
+        return None
 
     def _kept_mean(self, loss_fn, triples: list, pairs: list, tol: float) -> bool:
         """Whether the loss, whose batches are not means over samples (``triples`` and ``pairs`` as
@@ -982,20 +994,21 @@ class Evaluator(SpeedChoices):
         void or padding label of a model's own loss). The first whose counts weigh the parts' values into the
         whole's in every split is kept in ``_kept_ignore`` (so ``batch_weights``: exact batches, and none NaN
         for holding ignored targets alone, as label-sorted data gave at every point, trial s41); False, and
-        nothing kept, where none does."""
+        nothing kept, where none does. Last, the class weights the loss's gradient gives (``_probed_weights``:
+        a function's ``weight=``, which cannot be read): its batches then weigh ``Σ w[y]`` (``_kept_weighted``),
+        as ``nn.CrossEntropyLoss(weight=...)``'s do."""
         labels = [yb for pair in pairs for _, yb in pair]
         if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
             return False
         held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
         others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
-        for value in dict.fromkeys([-100, self._probed_ignore, *others]):
-            if value is None:
-                continue
-            self._kept_ignore = value
+        candidates = [("ignore", v) for v in dict.fromkeys([-100, self._probed_ignore, *others]) if v is not None]
+        for kind, value in candidates + ([("weights", None)] if self._probed_weights is not None else []):
+            self._kept_ignore, self._kept_weighted = (value, False) if kind == "ignore" else (None, True)
             kept = [(*(float(self._denominator(loss_fn, yb)) for _, yb in pair), True) for pair in pairs]
             if all(w1 + w2 for w1, w2, _ in kept) and _first_disagreement(triples, kept[:1] + kept, tol) is None:
                 return True
-        self._kept_ignore = None
+        self._kept_ignore, self._kept_weighted = None, False
         return False
 
     def _stacked_values(self, out, yb) -> torch.Tensor:

@@ -1033,6 +1033,54 @@ def _relabel_invariant(loss_fn: Callable, outputs, logits: torch.Tensor, targets
     return all(said) if said else None
 
 
+def class_weights(loss_fn: Callable, outputs, targets: torch.Tensor | None,
+                  every_target: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The relative weight ``loss_fn`` gives each class, read from its gradient at all-zero logits: there every
+    class has probability 1/C, so a cross-entropy weighted by ``w`` pulls position i's target logit by
+    ``-w[y_i] (1 - 1/C) / Σ w[y]``, its class's weight up to one factor. A float64 (C,) tensor, the largest 1,
+    where every position of a class is pulled alike (to 1e-6 relative) and the classes not all alike: a function's
+    class weights, ``F.cross_entropy(o, y, weight=w)``, which cannot be read (a batch's value is then the mean
+    weighted by ``Σ w[y]`` of its targets, trial s42); None otherwise (logits not found as plain (N, C, ...) tensor
+    outputs, targets not class indices, the loss raising or not finite, or no such weights). Read on samples of
+    ``every_target`` (the whole set's targets, evenly spread, as ``probe_targets`` takes them) where given, so that
+    every class the set holds gets its weight."""
+    logits = find_logits(outputs)
+    if (logits is None or logits is not outputs or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
+            or targets.is_complex() or logits.ndim != targets.ndim + 1 or len(logits) != len(targets)
+            or tuple(logits.shape[2:]) != tuple(targets.shape[1:])):  # classes along dim 1, as probe_targets reads
+        return None
+    if isinstance(every_target, torch.Tensor) and tuple(every_target.shape[1:]) == tuple(targets.shape[1:]):
+        m = max(1, min(len(every_target), PROBE_ELEMENTS // max(1, logits[:1].numel())))
+        picked = torch.linspace(0, len(every_target) - 1, m).round().long().unique()
+        targets = every_target[picked.to(every_target.device)].to(logits.device)
+        logits = logits.new_zeros((len(targets), *logits.shape[1:]))
+    n_classes = logits.shape[1]
+    kept = (targets >= 0) & (targets < n_classes)
+    if not bool(kept.any()):
+        return None
+    zero = torch.zeros_like(logits, requires_grad=True)
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (grad,) = torch.autograd.grad(loss_fn(zero, targets), zero, allow_unused=True)
+    except Exception:  # noqa: BLE001 - nothing known
+        return None
+    if grad is None or not bool(torch.isfinite(grad).all()):
+        return None
+    pull = -grad.double().gather(1, targets.clamp(0, n_classes - 1).unsqueeze(1)).squeeze(1)[kept]
+    y = targets[kept]
+    weights = torch.zeros(n_classes, dtype=torch.float64, device=grad.device)
+    for c in torch.unique(y).tolist():
+        at = pull[y == c]
+        if float(at.max() - at.min()) > 1e-6 * max(float(at.abs().max()), 1e-300) or float(at.min()) < 0:
+            return None  # a class pulled unevenly: no weight per class
+        weights[c] = at.mean()
+    held = weights[torch.unique(y)]
+    if float(held.max()) <= 0 or float(held.max() - held.min()) <= 1e-6 * float(held.max()):
+        return None  # all alike: a plain mean
+    return weights / held.max()
+
+
 def _probe_gradient(loss_fn: Callable, outputs, logits: torch.Tensor, targets: torch.Tensor,
                     right: bool | None) -> torch.Tensor | None:
     """The gradient of ``loss_fn`` with respect to the logits (``probe_targets``): at a probe for ``targets``,

@@ -599,17 +599,20 @@ def _batch_weighted_surface(model, x, y, loss_fn, d, xs, ys, size):
 
 
 def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_shares():
-    """Class 0 weighted down (a function's class weights, which cannot be read) on batches of 20 holding 6 and
-    2 samples of it: batch values weighted by samples are not the whole set's, but the halves of the 20
-    samples checked keep 8 of 10 each, so the check of halves alone passed such a loss (``ignore_index=0``,
-    batch_size=50 on 600 digits: 0.634629 for 0.634052, unwarned). The other splits find it: a warning saying
-    the values are weighted means over the batches, which every point then is; no warning for losses that are
-    means over samples, and nn.CrossEntropyLoss(ignore_index=0) gives the whole set's."""
+    """Class 0 weighted down (by a weight whose batches' denominators no count of classes gives: Σ w[y]²) on
+    batches of 20 holding 6 and 2 samples of it: batch values weighted by samples are not the whole set's, but
+    the halves of the 20 samples checked keep 8 of 10 each, so the check of halves alone passed such a loss
+    (``ignore_index=0``, batch_size=50 on 600 digits: 0.634629 for 0.634052, unwarned). The other splits find
+    it: a warning saying the values are weighted means over the batches, which every point then is; no warning
+    for losses that are means over samples, and nn.CrossEntropyLoss(ignore_index=0) gives the whole set's; a
+    function's plain class weights are read from its gradient and weight its batches as the module's do (they
+    were warned of and weighted by samples, trial s42): the whole set's values."""
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     x, y = masked_in_batches_not_in_halves()
     d = lnb.random_directions(model, n=2, seed=0)
-    weighted = lambda out, t: nn.functional.cross_entropy(out, t, weight=torch.tensor([0.25, 1.0, 1.0]))
+    w = torch.tensor([0.25, 1.0, 1.0])
+    weighted = lambda out, t: (w[t] * nn.functional.cross_entropy(out, t, reduction="none")).sum() / (w[t] ** 2).sum()
     with pytest.warns(UserWarning, match=r"loss_fn on a batch is not the sample-weighted mean .* weighted means over "
                                          r"batches of 20, not the value over the whole set \(batch_size=40 for that"):
         s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20, loss_fn=weighted)
@@ -622,7 +625,7 @@ def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_share
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", "landscape_nb: accuracy skipped: the targets are class probabilities")
         for loss_fn, targets in ((nn.CrossEntropyLoss(ignore_index=0), y), (nn.functional.cross_entropy, y),
-                                 (nn.MSELoss(), one_hot)):
+                                 (nn.MSELoss(), one_hot), (lambda out, t: nn.functional.cross_entropy(out, t, weight=w), y)):
             s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20,
                                     loss_fn=loss_fn)
             np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, s.y),
@@ -693,7 +696,9 @@ def test_a_mean_over_targets_other_than_a_padding_label_is_weighted_by_them_howe
     weighted0 = lambda out, t: nn.functional.cross_entropy(out, t, weight=w0)
     y0 = y.clone()
     y0[400:500] = 0
-    for loss_fn, targets in ((nn.functional.cross_entropy, y), (weighted0, y0)):
+    cw = torch.tensor([0.2, 1.0, 3.0, 0.5, 1.5, 2.0])  # a function's class weights, labels sorted (trial s42)
+    by_class = lambda out, t: nn.functional.cross_entropy(out, t, weight=cw)
+    for loss_fn, targets in ((nn.functional.cross_entropy, y), (weighted0, y0), (by_class, y0.clamp_min(0).sort()[0])):
         for metrics in ("auto", None):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", UserWarning)
