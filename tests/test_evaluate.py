@@ -624,8 +624,9 @@ def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_share
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", "landscape_nb: accuracy skipped: the targets are class probabilities")
-        for loss_fn, targets in ((nn.CrossEntropyLoss(ignore_index=0), y), (nn.functional.cross_entropy, y),
-                                 (nn.MSELoss(), one_hot), (lambda out, t: nn.functional.cross_entropy(out, t, weight=w), y)):
+        by_class = lambda out, t: nn.functional.cross_entropy(out, t, weight=w)
+    for loss_fn, targets in ((nn.CrossEntropyLoss(ignore_index=0), y), (nn.functional.cross_entropy, y),
+                                 (nn.MSELoss(), one_hot), (by_class, y)):
             s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20,
                                     loss_fn=loss_fn)
             np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, s.y),
