@@ -45,8 +45,8 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, orde
                    tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, part_weights,
-                       split_positions, spread_splits)
+from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, data_key,
+                       part_weights, split_positions, spread_splits)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -149,6 +149,7 @@ class HessianOperator:
             ev = ev.to(model_device(model))
             model_state = StateSnapshot(model)  # before its first call (choose_loss may call it)
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
+            self.data_fingerprint = data_key(ev)  # what Spectrum.provenance names the data by
             loss_state = StateSnapshot(loss_fn)
             xb, yb = split(ev.slices(8)[0])
             # a model writing into its inputs, or a model or loss keeping state between calls, is refused here

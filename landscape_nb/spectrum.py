@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError, recording_warnings, seed_int, warn_user
+from .runners import library_versions
 
 PROBES = ("rademacher", "gaussian")
 #: Ritz values whose spread is under this times max(1, |θ|) coincide (the default σ is then 1e-3 of that scale)
@@ -193,7 +194,8 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
             alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=breakdown_for(op.dtype))
     theta, tau = gauss_quadrature(alpha, beta)
     return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params,
-            "warnings": said}
+            "warnings": said, "loss": getattr(op, "loss_note", None), "data": getattr(op, "data_fingerprint", None),
+            "n_samples": op.n_samples, "versions": dict(library_versions())}  # a Dask worker's, where it ran
 
 
 # ----------------------------------------------------------- density ----
@@ -336,20 +338,21 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     density = broaden(theta, tau, grid_arr, sigma)
     return Spectrum(grid_arr, density, theta, tau, sigma, int(results[0]["n_params"]),
                     int(sum(r["n_products"] for r in results)), time.perf_counter() - t0,
-                    probe, int(seed), _provenance(model, loss_fn, n_probes, sigma, options))
+                    probe, int(seed), _provenance(model, n_probes, sigma, options, results[0]))
 
 
-def _provenance(model: nn.Module, loss_fn, n_probes: int, sigma: float, options: dict) -> dict:
+def _provenance(model: nn.Module, n_probes: int, sigma: float, options: dict, first: dict) -> dict:
     """``Spectrum.provenance``: the model's class and the fingerprint of its state (``spec.model_fingerprint``, a
-    surface's ``spec["model"]["weights"]``), the loss's name, the settings and the library versions."""
-    from .metrics import loss_name
-    from .runners import library_versions
+    surface's ``spec["model"]["weights"]``), the loss (which one: the note of the first probe's operator, e.g. the
+    model's own outputs.loss), the data's fingerprint and samples, the settings and the library versions (of the
+    process that ran the first probe)."""
     from .spec import model_fingerprint
 
     return {"quantity": "hessian spectrum (stochastic Lanczos quadrature)",
             "model": {"class": type(model).__qualname__, "weights": model_fingerprint(model)},
-            "loss": loss_name(loss_fn), "n_probes": n_probes, "sigma": sigma,
-            **{k: v for k, v in options.items() if v is not None}, **dict(library_versions())}
+            "loss": first["loss"], "data": {"fingerprint": first["data"], "samples": first["n_samples"]},
+            "n_probes": n_probes, "sigma": sigma, **{k: v for k, v in options.items() if v is not None},
+            **first["versions"]}
 
 
 def _run_on_dask(client, model, data, loss_fn, n_probes: int, options: dict) -> list[dict]:
