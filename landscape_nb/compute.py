@@ -596,7 +596,7 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     surface = buffer.snapshot()  # copies: an edit of it reached a TileDone.surface() called after the run (s37)
     said = diverged_at_the_model(surface)
     if said:  # said by the CLI and the Explorer; Python's figure said "diverged" only (trial s39)
-        warn_user(f"landscape_nb.compute_surface: {said}"
+        warn_user(f"landscape_nb.compute_surface: {_in_this_runs_words(said, surface)}"
                   + (f"; {surface.divergence_note}" if surface.divergence_note else ""))
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
@@ -624,6 +624,23 @@ def diverged_at_the_model(surface: Surface) -> str:
     return (f"the loss is NaN or inf at every one of the {surface.n_done} points computed{where} (the grid holds "
             "no point at the model itself, 0 on every axis), so the loss function or the data likely give it: "
             "check loss_fn(model(x), y) on each batch of the data with the model alone, or draw a grid through 0")
+
+
+def _in_this_runs_words(said: str, surface: Surface) -> str:
+    """``diverged_at_the_model``'s text for this run: the model's own outputs.loss named where it was the loss (no
+    loss_fn was given: "check loss_fn(...)" sent a trial to one, s42), and where the points ran in several batches,
+    that a batch holding only targets the loss leaves out gives NaN, with the batch size that runs the whole set
+    at once (the NaN of label-sorted padding was blamed on the loss or the data)."""
+    data = surface.provenance.get("data") or {}
+    if "own outputs.loss" in str(data.get("loss", "")):
+        said = said.replace("check loss_fn(model(x), y) on each batch", "check the model's own outputs.loss on each "
+                            "batch")
+    size, n = surface.provenance.get("batch_size"), (surface.spec.get("data") or {}).get("n_samples")
+    if isinstance(size, int) and isinstance(n, int) and size < n:
+        said += (f"; the points ran in batches of {size}, and a batch holding only targets the loss leaves out "
+                 f"(padding, e.g. first in label-sorted data) gives NaN: batch_size={n} runs the whole set at once, "
+                 "or shuffle the data")
+    return said
 
 
 def _give_worker_warnings(final: DataInfo | None, info: DataInfo) -> None:
