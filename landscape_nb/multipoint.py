@@ -145,12 +145,14 @@ class SharedFirstLayer:
         run = self.module._conv_forward if isinstance(self.module, nn.modules.conv._ConvNd) else F.linear
         dt = self.module.weight.dtype  # the flat vectors are float64 where the layout holds a float64 buffer (s35)
         h0 = run(x, centre[w].to(dt), None if b is None else centre[b].to(dt))
-        hd = torch.stack([run(x, dirs[w][k].to(dt), None if b is None else dirs[b][k].to(dt))
-                          for k in range(len(p.directions))])
         # one (1 + n_dirs, M) matrix, in the standard layout (channels_last outputs too): k points' outputs
         # are then one GEMM, [1, c] @ basis, with no copy of the centre's terms into the output first (an
-        # addmm's: 2-core CPU, 27 points of mlp-digits, 0.15 vs 0.28 ms a pass)
-        basis = torch.cat([h0.reshape(1, -1), hd.reshape(len(hd), -1)])
+        # addmm's: 2-core CPU, 27 points of mlp-digits, 0.15 vs 0.28 ms a pass); each term written into its
+        # row as it is computed, so that no more than one is held beside it
+        basis = h0.new_empty((1 + len(p.directions), h0.numel()))
+        basis[0] = h0.reshape(-1)
+        for k in range(len(p.directions)):
+            basis[1 + k] = run(x, dirs[w][k].to(dt), None if b is None else dirs[b][k].to(dt)).reshape(-1)
         entry = (basis[0], basis[1:], torch.empty_like(h0, memory_format=torch.contiguous_format), basis)
         held = sum(b.numel() for *_, b in self._terms.values())
         if held + basis.numel() > MAX_BASIS_ELEMENTS or any(
