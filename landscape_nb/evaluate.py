@@ -386,15 +386,13 @@ class Evaluator(SpeedChoices):
         settings = self.settings
         attributes = StateSnapshot(self.model)  # before its first call (statecheck: the checks in _validate)
         self._prepare_data(data, bn_data)  # chooses the loss: not called yet
-        #: a target value a loss function gives no gradient (``probe_targets``; set by ``_validate``), and the
-        #: value the loss's batches are found to be means without (``_fix_batching_for_batch_means``, read by
-        #: ``_denominator``): None where they are means over samples or what ``batch_denominator`` knows
+        #: a target value a loss function gives no gradient (``probe_targets``) and its class weights
+        #: (``metrics.class_weights``), set by ``_validate``
         self._probed_ignore: int | None = None
-        self._kept_ignore: int | None = None
-        #: a loss function's class weights (``metrics.class_weights``, set by ``_validate``), and whether its
-        #: batches are found to be means weighted by them (``_kept_mean``), as ``nn.CrossEntropyLoss(weight=...)``'s
         self._probed_weights: torch.Tensor | None = None
-        self._kept_weighted = False
+        #: id of a loss or metric -> what its batches are found to be means over (``_kept_mean``): ("ignore", v),
+        #: the targets other than v and -100, or ("weights", w), weighted by class; read by ``_denominator``
+        self._kept: dict[int, tuple[str, object]] = {}
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
@@ -590,6 +588,10 @@ class Evaluator(SpeedChoices):
                 check_mean_loss(self.loss_fn, out, yb)
                 if isinstance(self.loss_fn, OwnLoss):
                     self._refuse_own_loss_sum(xb, out)
+                else:  # on predictions right and wrong in each half too: a margin loss summed is 0 on outputs
+                    with warnings.catch_warnings():  # meeting every margin, as a mean is (trial s42)
+                        warnings.simplefilter("ignore")
+                        refuse_batch_sum(self.loss_fn, _right_and_wrong(out, yb), yb, None)
         check_padding(self.model, self._data, self.loss_fn, self._split)
         ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
         weight = getattr(self.loss_fn, "weight", None)
@@ -709,6 +711,7 @@ class Evaluator(SpeedChoices):
             whole = float(self.loss_fn(out))
             splits = [(loss_on(slice(None, h)), loss_on(slice(h, None)), h, n)
                       for h in dict.fromkeys((n // 2, max(1, n // 3)))]
+            splits.append((loss_on(slice(0, None, 2)), loss_on(slice(1, None, 2)), (n + 1) // 2, n))
         except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: not checked here
             return
         mean = summed_over(whole, splits)  # as refuse_batch_sum's rule
@@ -790,7 +793,8 @@ class Evaluator(SpeedChoices):
         a difference there is the model's; outputs that change by the batch in a way the loss does not see
         (logits minus the batch's maximum, for cross-entropy) pass. A loss that is no mean over samples but is one
         over its targets other than a padding label (``_kept_mean``: a function's hidden ignore_index, a model's
-        own loss over labels padded with -100) is weighted by those (``_kept_ignore``), exactly. A loss or metric
+        own loss over labels padded with -100; a metric masked so) is weighted by those (``_kept``), exactly. A
+        loss or metric
         that is the sum of its parts at both the halves and the thirds is refused (``metrics.summed_over``). Not
         checked when the model's outputs are random (two calls on the same samples differ: said in
         ``notes["batches"]``).
@@ -846,7 +850,9 @@ class Evaluator(SpeedChoices):
                 continue
             # the halves twice (the model's outputs, then mixed right and wrong ones), then the other splits
             weights = [part_weights(fns[name], pair, m, at) for pair, at in zip(pairs, positions)]
-            at = ((triples[0], weights[0]), (triples[-1], weights[-1]))  # the halves, then the first third and the rest
+            # every split, the model's outputs' and the mixed ones' (a margin loss summed is 0 on outputs meeting
+            # every margin, trial s42), the even and odd samples too (a balanced accuracy of label-sorted data)
+            at = zip(triples, weights[:1] + weights)
             summed = summed_over(triples[0][0], [(*triple[1:], int(w1), int(w1 + w2)) for triple, (w1, w2, _) in at])
             if summed is not None and not weights[0][2]:  # first 8 samples all ignored: not refused before (s42)
                 raise LandscapeError(
@@ -857,7 +863,7 @@ class Evaluator(SpeedChoices):
             disagreement = _first_disagreement(triples, weights[:1] + weights, tol)
             if disagreement is None:
                 continue
-            if column == 0 and not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol):
+            if not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol, loss=column == 0):
                 continue
             whole, mean, known = disagreement
             if known:  # an exact mean of what it averages over: the outputs moved
@@ -972,43 +978,46 @@ class Evaluator(SpeedChoices):
         return weights
 
     def _denominator(self, fn, targets) -> torch.Tensor | None:
-        """``metrics.batch_denominator``, and for a loss found to average over the targets other than one value
-        and -100 (``_kept_ignore``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``, whose ignore_index cannot be
-        read, or a model's own token loss over labels padded with -100) the number of those targets."""
+        """``metrics.batch_denominator``, and for a loss or metric found to average over the targets other than a
+        padding value and -100 (``_kept``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``, whose ignore_index
+        cannot be read, a model's own token loss over labels padded with -100, an accuracy masked by hand) the
+        number of those targets, or for one weighted by class (a function's ``weight=``) the sum of its targets'
+        weights."""
         known = batch_denominator(fn, targets)
-        if known is not None or fn is not self.loss_fn:
+        rule = self._kept.get(id(fn)) if known is None else None
+        if rule is None:
             return known
-        if self._kept_weighted:
-            w = self._probed_weights.to(targets.device)
-            inside = (targets >= 0) & (targets < len(w))
-            return w[targets[inside]].sum()
-        if self._kept_ignore is not None:
-            return ((targets != self._kept_ignore) & (targets != -100)).sum()
-        return None
+        kind, value = rule
+        if kind == "weights":
+            w = value.to(targets.device)
+            return w[targets[(targets >= 0) & (targets < len(w))]].sum()
+        return ((targets != value) & (targets != -100)).sum()
 
-    def _kept_mean(self, loss_fn, triples: list, pairs: list, tol: float) -> bool:
-        """Whether the loss, whose batches are not means over samples (``triples`` and ``pairs`` as
-        ``_fix_batching_for_batch_means`` has them), is the mean over the targets other than a value it leaves
-        out: -100 (``F.cross_entropy``'s default, a model's own loss over padded labels), the value the probe
-        found it gives no gradient (``_probed_ignore``), or another negative label or 255 the targets hold (a
-        void or padding label of a model's own loss). The first whose counts weigh the parts' values into the
-        whole's in every split is kept in ``_kept_ignore`` (so ``batch_weights``: exact batches, and none NaN
-        for holding ignored targets alone, as label-sorted data gave at every point, trial s41); False, and
-        nothing kept, where none does. Last, the class weights the loss's gradient gives (``_probed_weights``:
-        a function's ``weight=``, which cannot be read): its batches then weigh ``Σ w[y]`` (``_kept_weighted``),
-        as ``nn.CrossEntropyLoss(weight=...)``'s do."""
+    def _kept_mean(self, fn, triples: list, pairs: list, tol: float, *, loss: bool) -> bool:
+        """Whether ``fn`` (the loss where ``loss``, else a metric), whose batches are not means over samples
+        (``triples`` and ``pairs`` as ``_fix_batching_for_batch_means`` has them), is the mean over the targets
+        other than a value it leaves out: -100 (``F.cross_entropy``'s default, a model's own loss over padded
+        labels), the value the probe found the loss gives no gradient (``_probed_ignore``), another negative
+        label or 255 the targets hold (a void or padding label), or 0 (a padding id). The first whose counts weigh
+        the parts' values into the whole's in every split is kept in ``_kept`` (so ``batch_weights``: exact
+        batches, and none NaN for holding ignored targets alone, as label-sorted data gave at every point, trial
+        s41; a masked metric NaN at every point, re-trial s42); False, and nothing kept, where none does. Last,
+        for the loss, the class weights its gradient gives (``_probed_weights``: a function's ``weight=``,
+        which cannot be read): its batches then weigh ``Σ w[y]``, as ``nn.CrossEntropyLoss(weight=...)``'s do."""
         labels = [yb for pair in pairs for _, yb in pair]
         if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
             return False
         held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
         others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
-        candidates = [("ignore", v) for v in dict.fromkeys([-100, self._probed_ignore, *others]) if v is not None]
-        for kind, value in candidates + ([("weights", None)] if self._probed_weights is not None else []):
-            self._kept_ignore, self._kept_weighted = (value, False) if kind == "ignore" else (None, True)
-            kept = [(*(float(self._denominator(loss_fn, yb)) for _, yb in pair), True) for pair in pairs]
+        rules = [("ignore", v) for v in dict.fromkeys([-100, self._probed_ignore, *others, 0]) if v is not None]
+        if loss and self._probed_weights is not None:
+            rules.append(("weights", self._probed_weights))
+        for rule in rules:
+            self._kept[id(fn)] = rule
+            kept = [(*(float(self._denominator(fn, yb)) for _, yb in pair), True) for pair in pairs]
             if all(w1 + w2 for w1, w2, _ in kept) and _first_disagreement(triples, kept[:1] + kept, tol) is None:
                 return True
-        self._kept_ignore, self._kept_weighted = None, False
+        del self._kept[id(fn)]
         return False
 
     def _stacked_values(self, out, yb) -> torch.Tensor:

@@ -565,7 +565,8 @@ def refuse_batch_sum(fn, outputs, targets, value: torch.Tensor | None, *, what: 
     A mean over kept targets (tokens that are not padding) equals neither and passes; so does a batch whose
     two halves do not both give a non-zero value (a half with nothing kept may give 0, as a sum with nothing
     counted does: not told apart here), and a function needing more samples than half the batch. A sum is
-    the sum of its parts at any split: it is confirmed at a second one, the first third and the rest.
+    the sum of its parts at any split: it is confirmed at the first third and the rest, and at the even and
+    odd samples (a balanced accuracy over a fixed class list, on label-sorted samples, halved at both others).
     ``what`` names the function in the message, ``example`` a sum it may be, ``fix`` how to make it a mean.
     """
     n = len(targets) if isinstance(targets, torch.Tensor) and targets.dim() else 0
@@ -574,8 +575,10 @@ def refuse_batch_sum(fn, outputs, targets, value: torch.Tensor | None, *, what: 
     try:
         with torch.no_grad():
             whole = float(fn(outputs, targets) if value is None else value)
-            splits = [(float(fn(outputs[:h], targets[:h])), float(fn(outputs[h:], targets[h:])), h, n)
-                      for h in dict.fromkeys((n // 2, max(1, n // 3)))]
+            parts = [(slice(None, h), slice(h, None), h) for h in dict.fromkeys((n // 2, max(1, n // 3)))]
+            parts.append((slice(0, None, 2), slice(1, None, 2), (n + 1) // 2))  # each part of every class of
+            splits = [(float(fn(outputs[a], targets[a])), float(fn(outputs[b], targets[b])), h, n)  # label-sorted
+                      for a, b, h in parts]  # data: a balanced accuracy is no sum of its halves there (s42)
     except Exception:  # noqa: BLE001 - a function needing more samples than half the batch: not checked here
         return
     mean = summed_over(whole, splits)
@@ -1041,24 +1044,40 @@ def class_weights(loss_fn: Callable, outputs, targets: torch.Tensor | None,
     where every position of a class is pulled alike (to 1e-6 relative) and the classes not all alike: a function's
     class weights, ``F.cross_entropy(o, y, weight=w)``, which cannot be read (a batch's value is then the mean
     weighted by ``Σ w[y]`` of its targets, trial s42); None otherwise (logits not found as plain (N, C, ...) tensor
-    outputs, targets not class indices, the loss raising or not finite, or no such weights). Read on samples of
-    ``every_target`` (the whole set's targets, evenly spread, as ``probe_targets`` takes them) where given, so that
-    every class the set holds gets its weight."""
+    outputs, targets not class indices, the loss raising or not finite, or no such weights). Read on targets of
+    every class, two samples each, of one position (a class of 4 images in 600 that the set's spread samples
+    missed got weight 0: its batches weighed too little, 4e-4 off with no word, re-trial s42); where the loss
+    refuses those, on the targets given (``every_target``: the whole set's, evenly spread), and None where a
+    class the set holds is not among them."""
     logits = find_logits(outputs)
     if (logits is None or logits is not outputs or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
             or targets.is_complex() or logits.ndim != targets.ndim + 1 or len(logits) != len(targets)
             or tuple(logits.shape[2:]) != tuple(targets.shape[1:])):  # classes along dim 1, as probe_targets reads
         return None
-    if isinstance(every_target, torch.Tensor) and tuple(every_target.shape[1:]) == tuple(targets.shape[1:]):
-        m = max(1, min(len(every_target), PROBE_ELEMENTS // max(1, logits[:1].numel())))
-        picked = torch.linspace(0, len(every_target) - 1, m).round().long().unique()
-        targets = every_target[picked.to(every_target.device)].to(logits.device)
-        logits = logits.new_zeros((len(targets), *logits.shape[1:]))
+    n_classes = logits.shape[1]
+    every = every_target if isinstance(every_target, torch.Tensor) else targets
+    each = torch.arange(n_classes, device=logits.device).repeat(2).view(-1, *[1] * (targets.ndim - 1))
+    weights = _class_weights_on(loss_fn, logits.new_zeros((len(each), n_classes, *[1] * (targets.ndim - 1))),
+                                each.to(targets.dtype))
+    if weights is None and tuple(every.shape[1:]) == tuple(targets.shape[1:]):  # the loss needs the data's shape
+        m = max(1, min(len(every), PROBE_ELEMENTS // max(1, logits[:1].numel())))
+        picked = torch.linspace(0, len(every) - 1, m).round().long().unique()
+        spread = every[picked.to(every.device)].to(logits.device)
+        weights = _class_weights_on(loss_fn, logits.new_zeros((len(spread), *logits.shape[1:])), spread)
+        held = torch.unique(every[(every >= 0) & (every < n_classes)])
+        if weights is not None and not bool(torch.isin(held.to(spread.device), torch.unique(spread)).all()):
+            return None  # a class the set holds whose weight was not read
+    return weights
+
+
+def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """``class_weights`` read at the all-zero logits ``zero`` for ``targets``."""
+    logits = zero
     n_classes = logits.shape[1]
     kept = (targets >= 0) & (targets < n_classes)
     if not bool(kept.any()):
         return None
-    zero = torch.zeros_like(logits, requires_grad=True)
+    zero = logits.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

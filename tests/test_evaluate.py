@@ -792,6 +792,9 @@ def test_a_loss_that_is_not_a_mean_over_samples_keeps_one_batching_for_every_poi
 
     per_sample = lambda out, t: nn.functional.cross_entropy(out.flatten(0, 1), t.clamp_min(0).flatten())  # noqa: E731
     ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics={"acc": token_accuracy})
+    assert not ev._fixed_batching and "batches" not in ev.notes  # a metric masking -100: weighted by its tokens (s42)
+    position_acc = _position_weighted_ce  # a metric weighted otherwise
+    ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics={"acc": position_acc})
     assert ev._fixed_batching and ev.notes["batches"].startswith("metric 'acc' on a batch is not")
     ev = Evaluator(model, (x, y), d.vectors, d.layout, loss_fn=per_sample, metrics=None)
     assert not ev._fixed_batching and ev.tuning and "batches" not in ev.notes
@@ -1776,3 +1779,60 @@ def test_a_nan_at_the_model_names_the_batches_and_the_models_own_loss():
     with pytest.warns(UserWarning, match=r"check the model's own outputs.loss on each batch") as said:
         lnb.compute_surface(own, {"x": x, "labels": y}, lnb.random_directions(own, n=1, seed=0), x=(-1, 1, 3))
     assert not any("loss_fn(model(x), y)" in str(w.message) for w in said)
+
+
+def test_a_rare_class_weighted_a_masked_metric_and_sums_seen_only_on_mixed_outputs():
+    """Re-trial s42. (1) A lambda's class weights were read on the set's spread samples: a class of 4 images in 600
+    that they missed got weight 0, its batches weighed too little, 1e-3 off with no word; read on every class now.
+    (2) A metric masking -100 by hand was NaN at every point (a batch of padding alone: 0/0); weighted by its
+    kept targets now. (3) A balanced accuracy of label-sorted classes was refused as a sum (its halves and thirds
+    each hold half the classes); the even and odd samples tell it is none. (4) A margin loss summed, 0 on outputs
+    meeting every margin, got through; it is checked on predictions right and wrong too."""
+    n, c, h = 600, 8, 12
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 3, h, h), torch.randint(0, c - 1, (n, h, h))
+    checked = set(torch.linspace(0, n - 1, 256).round().long().tolist())
+    for i in [i for i in range(n) if i not in checked][100:104]:
+        y[i, :8] = 7  # the rare class, in 4 images none of the checked samples is
+    y[:, :2, :2] = 255
+    w = torch.tensor([1.0] * 7 + [10.0])
+    seg = lambda o, t: nn.functional.cross_entropy(o, t, weight=w, ignore_index=255)
+    conv = nn.Conv2d(3, c, 1)
+    d = lnb.random_directions(conv, n=2, seed=0, ignore=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(conv, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=seg, metrics=None, batch_size=100)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(conv, x, y, seg, d, s.x, s.y), rtol=1e-5)
+
+    model = _Tagger()
+    tok, tags = _padded_tokens(1100)  # the last 100 all padding
+    d = lnb.random_directions(model, n=2, seed=0)
+    masked = lambda o, t: ((o.argmax(-1) == t) & (t != -100)).sum() / (t != -100).sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(model, (tok, tags), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=_token_ce,
+                                metrics={"acc": masked}, batch_size=100)
+    np.testing.assert_allclose(s.metrics["acc"], _whole_set_surface(model, tok, tags, masked, d, s.x, s.y), rtol=1e-5)
+
+    k = 12
+    labels = torch.arange(k).repeat_interleave(50)  # label-sorted, balanced
+    feats = torch.randn(len(labels), k) + 2 * nn.functional.one_hot(labels, k)
+    lin = nn.Linear(k, k)
+
+    def balanced(o, t):
+        hit = torch.zeros(k).index_add_(0, t, (o.argmax(1) == t).float())
+        count = torch.bincount(t, minlength=k).float()
+        return torch.where(count > 0, hit / count.clamp(min=1), torch.zeros(k)).mean()
+
+    d = lnb.random_directions(lin, n=1, seed=0)
+    s = lnb.compute_surface(lin, (feats, labels), d, x=(-1, 1, 3), metrics={"bal": balanced})  # not refused
+    np.testing.assert_allclose(s.metrics["bal"], _whole_set_surface(lin, feats, labels, balanced, d, s.x, [0.0])[0],
+                               rtol=1e-6)
+    with torch.no_grad():
+        lin.weight.copy_(3 * torch.eye(k))
+        lin.bias.zero_()
+    summed = lambda o, t: nn.functional.multi_margin_loss(o, t, reduction="sum")
+    for size in (600, 300):
+        with pytest.raises(LandscapeError, match=r"loss_fn gives [\d.]+ on 8 samples .* sums over the batch"):
+            lnb.compute_surface(lin, (nn.functional.one_hot(labels, k).float()[:size], labels[:size]), d,
+                                x=(-1, 1, 3), loss_fn=summed)
