@@ -866,6 +866,8 @@ class Evaluator(SpeedChoices):
             if not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol, loss=column == 0):
                 continue
             whole, mean, known = disagreement
+            # what the figures name as depending on the batching: the loss, or only a metric (the loss then exact)
+            culprit = "the loss" if column == 0 or known else name
             if known:  # an exact mean of what it averages over: the outputs moved
                 why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
                        f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
@@ -889,7 +891,7 @@ class Evaluator(SpeedChoices):
                f"{MEAN_LOSS_FIX})")
         self.notes["batches"] = f"{why}; one batching for every point: {how}"
         if size < n:
-            self.notes[BATCH_MEANS] = f"batches of {size}"  # said by every figure (Surface.sampling_note)
+            self.notes[BATCH_MEANS] = f"{culprit}: batches of {size}"  # said by every figure (sampling_note)
             warn_user(f"landscape_nb: {self.notes['batches']}")
         self.batches = self._batches(size)
         self._fixed_batching = True

@@ -277,10 +277,14 @@ class Surface:
             who.append("the loss" if any(v.startswith("loss_fn") for v in kinds[RANDOM_VALUES]) else "a metric")
         said = [(f"noisy: {' and '.join(who)} sample{'s' if len(who) == 1 else ''} at random, so each point is "
                  "another draw (provenance['data'] says more)")] if who else []
-        batched = sorted(set(kinds.get(BATCH_MEANS, [])))
-        if batched:  # a figure of batch means read as the whole set's loss (trial s41: 27 % below it)
-            said.append(f"batch means: the loss depends on how the samples are batched, and each value is the mean "
-                        f"over {' or '.join(batched)}, not the whole set's (provenance['data'] says more)")
+        batched: dict[str, list[str]] = {}  # who -> "batches of N" (stores before s42: "batches of N", the loss's)
+        for split, text in notes_by_kind(data).get(BATCH_MEANS, []):
+            who, _, size = str(text).rpartition(": ")
+            batched.setdefault(who or "the loss", []).append(f"{size}{f' ({split})' if split else ''}")
+        for who, sizes in batched.items():  # a figure of batch means read as the whole set's (trial s41: 27 % below
+            values = "each value" if who == "the loss" else "each of its values"  # it); a metric's named (s42)
+            said.append(f"batch means: {who} depends on how the samples are batched, and {values} is the mean over "
+                        f"{' or '.join(dict.fromkeys(sizes))}, not the whole set's (provenance['data'] says more)")
         return "; ".join(said)
 
     @property

@@ -1836,3 +1836,36 @@ def test_a_rare_class_weighted_a_masked_metric_and_sums_seen_only_on_mixed_outpu
         with pytest.raises(LandscapeError, match=r"loss_fn gives [\d.]+ on 8 samples .* sums over the batch"):
             lnb.compute_surface(lin, (nn.functional.one_hot(labels, k).float()[:size], labels[:size]), d,
                                 x=(-1, 1, 3), loss_fn=summed)
+
+
+def test_a_figure_of_a_metric_batched_names_the_metric_not_the_loss():
+    """Re-trial s42: a metric weighted by position fixed the batching, the loss stayed exact, but every figure said
+    "batch means: the loss depends on how the samples are batched". It names the metric now."""
+    model = _Tagger()
+    x, y = _padded_tokens(1100)
+    d = lnb.random_directions(model, n=1, seed=0)
+    per_sample = lambda out, t: nn.functional.cross_entropy(out.flatten(0, 1), t.clamp_min(0).flatten())
+    with pytest.warns(UserWarning, match=r"metric 'pos' on a batch is not the sample-weighted mean"):
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=per_sample, batch_size=550,
+                                metrics={"pos": _position_weighted_ce})
+    assert s.sampling_note.startswith("batch means: metric 'pos' depends on how the samples are batched, and each of "
+                                      "its values is the mean over batches of 550")
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, per_sample, d, s.x, [0.0])[0], rtol=1e-5)
+
+
+def test_the_suggested_accuracy_for_classes_on_the_last_dim_leaves_out_padding():
+    """Re-trial s42: the accuracy suggested for (N, L, V) logits counted -100 padding as wrong (0.20 for 0.34). The
+    suggested lambda, taken from the warning and run, equals a naive token accuracy over the kept positions."""
+    model = _Tagger()
+    x, y = _padded_tokens(300)
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match="accuracy skipped") as said:
+        lnb.compute_surface(model, (x, y), d, x=(-0.5, 0.5, 3), loss_fn=_token_ce)
+    text = next(str(w.message) for w in said if "for classes on the last dim" in str(w.message))
+    suggested = eval(re.search(r"'accuracy': (lambda out, y: .*?)\} for classes", text).group(1))
+    with torch.no_grad():
+        out = model(x)
+    kept = y != -100
+    naive = float((out.argmax(-1)[kept] == y[kept]).float().mean())
+    assert float(suggested(out, y)) == pytest.approx(naive, rel=1e-6)
+    assert abs(float((out.argmax(-1) == y).float().mean()) - naive) > 0.01  # the test tells them apart
