@@ -286,6 +286,10 @@ def test_split_lines_of_other_directions_are_refused_and_undrawn_splits_and_metr
     with pytest.raises(LandscapeError, match=r"split 'test' was computed along other directions than split 'train'"):
         lnb.plot.line_splits({"train": train, "test": other})
     same = lnb.compute_surface(mlp, data["test"], lnb.random_directions(mlp, n=1, seed=0), x=(-1, 1, 3))
+    nll = lnb.compute_surface(mlp, data["test"], lnb.random_directions(mlp, n=1, seed=0), x=(-1, 1, 3),
+                              loss_fn=lambda o, t: torch.nn.functional.nll_loss(o.log_softmax(1), t))
+    with pytest.raises(LandscapeError, match=r"split 'test' was computed with another loss than split 'train'"):
+        lnb.plot.line_splits({"train": train, "test": nll})  # drawn as one "loss" (re-trial s42)
     fig = lnb.plot.line_splits({"train": train, "test": same})  # one line: drawn
     assert [t.name for t in fig.data] == ["train loss", "train accuracy", "test loss", "test accuracy"]
 

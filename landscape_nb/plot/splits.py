@@ -70,7 +70,8 @@ def split_curves(surface, *, metric: str | None = "accuracy",
     ------
     LandscapeError
         Not 1D, no splits, an unknown split, a ``metric`` (other than "accuracy") no split has, or separate
-        surfaces on different grids, along other directions or around another model (their ``spec``s).
+        surfaces on different grids, along other directions, around another model or of another loss (their
+        ``spec``s).
     """
     x, curves, _, _ = _resolved(surface, metric, splits)
     return x, curves
@@ -95,7 +96,8 @@ def _all_curves(surface, splits: Sequence[str] | None) -> tuple[np.ndarray, dict
         for k, s in items.items():
             if not np.array_equal(np.asarray(s.x), np.asarray(first.x)):
                 raise LandscapeError(f"plot.line_splits: split {k!r} is on another x grid; expected one grid")
-            for part, what in (("directions", "along other directions"), ("model", "around another model")):
+            for part, what in (("directions", "along other directions"), ("model", "around another model"),
+                               ("eval", "with another loss")):  # mse and mae drawn as one "loss" (re-trial s42)
                 mine, theirs = (_identity(t.spec, part) for t in (s, first))
                 if mine is not None and theirs is not None and mine != theirs:  # drawn as one line (trial s42)
                     raise LandscapeError(
@@ -127,10 +129,12 @@ def _check_metric(metric: str | None, curves: dict, known: dict[str, list[str]])
 
 def _identity(spec, part: str):
     """What names a surface's ``part`` of its spec ("directions": their fingerprint, "model": its class and
-    weights), None where it has none (a hand-made or loaded surface)."""
+    weights, "eval": its loss's name and fingerprint), None where it has none (a hand-made or loaded surface)."""
     entry = spec.get(part) if isinstance(spec, Mapping) else None
     if not isinstance(entry, Mapping):
         return None
+    if part == "eval":
+        return entry.get("loss_name"), entry.get("loss_fingerprint")
     return entry.get("fingerprint") if part == "directions" else (entry.get("class"), entry.get("weights"))
 
 
