@@ -28,8 +28,8 @@ from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, wa
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
                       accuracy, auto_metrics, batch_denominator, check_mean_loss, class_weights, exact_fractions,
                       find_logits, fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note,
-                      probe_targets, refuse_batch_sum, refuse_class_range, resolve_metrics, summed_over,
-                      unwrap_compiled)
+                      probe_targets, refuse_batch_sum, refuse_class_range, resolve_metrics, sum_splits,
+                      summed_over, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
                      unwrap_model)
@@ -586,12 +586,6 @@ class Evaluator(SpeedChoices):
                 elif type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):  # every sample's label, not 8
                     refuse_class_range(self.loss_fn, out, self._data.split()[1])
                 check_mean_loss(self.loss_fn, out, yb)
-                if isinstance(self.loss_fn, OwnLoss):
-                    self._refuse_own_loss_sum(xb, out)
-                else:  # on predictions right and wrong in each half too: a margin loss summed is 0 on outputs
-                    with warnings.catch_warnings():  # meeting every margin, as a mean is (trial s42)
-                        warnings.simplefilter("ignore")
-                        refuse_batch_sum(self.loss_fn, _right_and_wrong(out, yb), yb, None)
         check_padding(self.model, self._data, self.loss_fn, self._split)
         ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
         weight = getattr(self.loss_fn, "weight", None)
@@ -642,27 +636,48 @@ class Evaluator(SpeedChoices):
                     raise LandscapeError(
                         f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
                         "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
-                # a sum over the batch, as for the loss; also on class scores right and wrong in turn: a count of
-                # right predictions is 0 on 8 samples all predicted wrong, as a mean is
-                for o, v in ((out, value), (_right_and_wrong(out, yb), None)):
-                    refuse_batch_sum(fn, o, yb, v, what=f"metric {name!r}",
-                                     example="a count of right predictions, (out.argmax(1) == y).sum()",
-                                     fix="divide by the number of samples (or of kept targets), e.g. "
-                                         "(out.argmax(1) == y).float().mean()")
+            self._refuse_sums(xb, yb, out, fns)
             named = {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}
             check_fns_stateless(out, yb, named, states)
         random_note = random_values_note(out, yb, named)
         if random_note:  # warned by compute_surface, on every runner
             self.notes[RANDOM_VALUES] = random_note
-        padded = not (isinstance(yb, torch.Tensor) and (yb.is_floating_point() or yb.is_complex() or bool(
-            ((yb >= 0) & (yb != 255) & (yb != (-1 if self._probed_ignore is None else self._probed_ignore))).all())))
-        if padded:  # first 8 samples with a label a loss may leave out: they may have told nothing
+        if isinstance(yb, torch.Tensor) and not (yb.is_floating_point() or yb.is_complex()):
+            labels = yb[(yb >= 0) & (yb != 255)]  # a label a loss may leave out (negative, 255, the probed one)
+            padded = labels.numel() < yb.numel() or (self._probed_ignore is not None
+                                                     and bool((labels == self._probed_ignore).any()))
+        else:
+            padded = True
+        if padded:  # on the first 8 samples the checks that need a value other than 0 may have told nothing
             self._refuse_sums_spread(fns)
         return fns
 
+    def _refuse_sums(self, xb, yb, out, fns: dict[str, Callable]) -> None:
+        """Refuse a loss or metric that sums over the batch (``refuse_batch_sum``; a model's own loss:
+        ``_refuse_own_loss_sum``) on the samples ``xb``, ``yb`` (outputs ``out``): a loss also on predictions
+        right and wrong in each half (a margin loss summed is 0 on outputs meeting every margin, as a mean is,
+        trial s42); a metric on those (a count of right predictions is 0 on samples all predicted wrong) and on
+        every prediction right (a part holding few kept targets still counts some). Functions whose denominators
+        ``batch_denominator`` knows (the built-in accuracy, the default loss) are means: not checked."""
+        with torch.no_grad(), warnings.catch_warnings():  # the checks' few samples: scikit-learn's "only one
+            warnings.simplefilter("ignore")  # class" (trial s40)
+            if isinstance(self.loss_fn, OwnLoss):
+                with eval_mode(self.model):
+                    self._refuse_own_loss_sum(xb, out)
+            elif batch_denominator(self.loss_fn, yb) is None:
+                for o in (out, _right_and_wrong(out, yb)):
+                    refuse_batch_sum(self.loss_fn, o, yb, None)
+            for name, fn in fns.items():
+                if batch_denominator(fn, yb) is not None:
+                    continue
+                for o in (out, _right_and_wrong(out, yb), _right_and_wrong(out, yb, odd_wrong=False)):
+                    refuse_batch_sum(fn, o, yb, None, what=f"metric {name!r}",
+                                     example="a count of right predictions, (out.argmax(1) == y).sum()",
+                                     fix="divide by the number of samples (or of kept targets), e.g. "
+                                         "(out.argmax(1) == y).float().mean()")
+
     def _refuse_sums_spread(self, fns: dict[str, Callable]) -> None:
-        """The checks that the loss and metrics are not sums over the batch (``refuse_batch_sum``,
-        ``_refuse_own_loss_sum``) again on 8 samples spread over the set, where the first 8 hold a label a loss may
+        """``_refuse_sums`` again on 8 samples spread over the set, where the first 8 hold a label a loss may
         leave out (negative, 255, or the one the probe found): a set whose first samples carry only ignored targets
         (label-sorted, padding first) gave 0 on both halves, which tells nothing, and a summed loss ran as the
         whole set's sum, N times the mean, unwarned (trial s42)."""
@@ -677,21 +692,7 @@ class Evaluator(SpeedChoices):
                 outs = call_model(self.model, xs)
         except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: checked on the first 8 only
             return
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if isinstance(self.loss_fn, OwnLoss):
-                with eval_mode(self.model):
-                    self._refuse_own_loss_sum(xs, outs)
-            else:
-                refuse_batch_sum(self.loss_fn, outs, ys, None)
-            for name, fn in fns.items():
-                # as on the first 8: right and wrong in each half; and all right, so that a part holding few kept
-                # targets still counts some (a count of 0 there tells nothing)
-                for o in (outs, _right_and_wrong(outs, ys), _right_and_wrong(outs, ys, odd_wrong=False)):
-                    refuse_batch_sum(fn, o, ys, None, what=f"metric {name!r}",
-                                     example="a count of right predictions, (out.argmax(1) == y).sum()",
-                                     fix="divide by the number of samples (or of kept targets), e.g. "
-                                         "(out.argmax(1) == y).float().mean()")
+        self._refuse_sums(xs, ys, outs, fns)
 
     def _refuse_own_loss_sum(self, xb, out) -> None:
         """Raise ``LandscapeError`` where the model's own loss (``OwnLoss``) on the first batch ``xb`` (outputs
@@ -709,9 +710,7 @@ class Evaluator(SpeedChoices):
 
         try:
             whole = float(self.loss_fn(out))
-            splits = [(loss_on(slice(None, h)), loss_on(slice(h, None)), h, n)
-                      for h in dict.fromkeys((n // 2, max(1, n // 3)))]
-            splits.append((loss_on(slice(0, None, 2)), loss_on(slice(1, None, 2)), (n + 1) // 2, n))
+            splits = [(loss_on(a), loss_on(b), h, n) for a, b, h in sum_splits(n)]
         except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: not checked here
             return
         mean = summed_over(whole, splits)  # as refuse_batch_sum's rule
@@ -794,10 +793,9 @@ class Evaluator(SpeedChoices):
         (logits minus the batch's maximum, for cross-entropy) pass. A loss that is no mean over samples but is one
         over its targets other than a padding label (``_kept_mean``: a function's hidden ignore_index, a model's
         own loss over labels padded with -100; a metric masked so) is weighted by those (``_kept``), exactly. A
-        loss or metric
-        that is the sum of its parts at both the halves and the thirds is refused (``metrics.summed_over``). Not
-        checked when the model's outputs are random (two calls on the same samples differ: said in
-        ``notes["batches"]``).
+        loss or metric that is the sum of its parts at every split, on the model's outputs and on the mixed ones,
+        is refused (``metrics.summed_over``). Not checked when the model's outputs are random (two calls on the
+        same samples differ: said in ``notes["batches"]``).
 
         Then the batch size is not tuned: the whole set runs as one batch up to 4096 samples (exact), a
         larger set or a given ``batch_size`` in fixed batches, and ``notes["batches"]`` says the values are

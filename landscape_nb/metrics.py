@@ -575,10 +575,8 @@ def refuse_batch_sum(fn, outputs, targets, value: torch.Tensor | None, *, what: 
     try:
         with torch.no_grad():
             whole = float(fn(outputs, targets) if value is None else value)
-            parts = [(slice(None, h), slice(h, None), h) for h in dict.fromkeys((n // 2, max(1, n // 3)))]
-            parts.append((slice(0, None, 2), slice(1, None, 2), (n + 1) // 2))  # each part of every class of
-            splits = [(float(fn(outputs[a], targets[a])), float(fn(outputs[b], targets[b])), h, n)  # label-sorted
-                      for a, b, h in parts]  # data: a balanced accuracy is no sum of its halves there (s42)
+            splits = [(float(fn(outputs[a], targets[a])), float(fn(outputs[b], targets[b])), h, n)
+                      for a, b, h in sum_splits(n)]
     except Exception:  # noqa: BLE001 - a function needing more samples than half the batch: not checked here
         return
     mean = summed_over(whole, splits)
@@ -587,6 +585,15 @@ def refuse_batch_sum(fn, outputs, targets, value: torch.Tensor | None, *, what: 
             f"{what} gives {whole:.6g} on {n} samples but {mean:.6g} as the mean over two halves of them: it "
             f"sums over the batch (e.g. {example}), so its value would depend on the batch size; expected "
             f"the mean over the batch: {fix}")
+
+
+def sum_splits(n: int) -> list[tuple[slice, slice, int]]:
+    """The splits of ``n`` samples at which a sum over the batch is the sum of its parts' values, as
+    ``(first part, second part, samples in the first)``: the halves, the first third and the rest, and the even
+    and odd samples (each part then holds every class of label-sorted data: a balanced accuracy is no sum of its
+    halves there, s42). What ``refuse_batch_sum`` and a model's own loss's check compare (``summed_over``)."""
+    parts = [(slice(None, h), slice(h, None), h) for h in dict.fromkeys((n // 2, max(1, n // 3)))]
+    return parts + [(slice(0, None, 2), slice(1, None, 2), (n + 1) // 2)]
 
 
 def summed_halves(whole: float, first: float, second: float, h: int, n: int) -> float | None:
@@ -1073,13 +1080,12 @@ def class_weights(loss_fn: Callable, outputs, targets: torch.Tensor | None,
 
 
 def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-    """``class_weights`` read at the all-zero logits ``zero`` for ``targets``."""
-    logits = zero
-    n_classes = logits.shape[1]
+    """``class_weights`` read at the all-zero logits ``zero`` (a fresh tensor, differentiated) for ``targets``."""
+    n_classes = zero.shape[1]
     kept = (targets >= 0) & (targets < n_classes)
     if not bool(kept.any()):
         return None
-    zero = logits.detach().clone().requires_grad_(True)
+    zero.requires_grad_(True)
     try:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
