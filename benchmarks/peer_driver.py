@@ -7,6 +7,8 @@ class name, arguments), the trained state dict, the test split and the two direc
 parameter name). The model file is loaded on its own, so this venv needs torch and the peer,
 not landscape_nb. Prints one JSON line: seconds (the landscape call only: imports, model and
 data loading excluded), cpu_seconds (this process's CPU time meanwhile), points, and the loss grid.
+One forward and loss of the model on the split runs before the timed call, so torch's first-call work
+(thread pool, kernel selection) is not the peer's, as landscape_nb's is not its own (it warms up too).
 
 Each peer gets its most favourable documented usage: the whole split as one batch, eval
 mode, in-process, no progress bars; only the loss (landscape_nb also computes accuracy).
@@ -107,6 +109,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     model, job = load_job(args.job)
+    with torch.no_grad():
+        nn.CrossEntropyLoss()(model(job["x"]), job["y"])
     seconds, loss = PEERS[args.peer](model, job)
     print(json.dumps({"peer": args.peer, "seconds": seconds[0], "cpu_seconds": seconds[1], "points": int(loss.size),
                       "loss": loss.tolist()}))

@@ -50,6 +50,12 @@ GPU_ONE_BATCH_SHARE = 0.25
 #: mlp-digits surface (1797 samples): 8-32-128-512 43-45 ms, 32-512 32 ms, 64-1024 25-29 ms, 512 alone
 #: 23 ms; cnn-digits and resnet20-digits kept 32 or 128 and ran 21x21 alike (111 and 438-441 ms) with both
 STACK_GPU_SIZES = (64, 1024)
+#: points per pass chosen by the finished trials of this process (``SpeedChoices._trial_key``: the model's
+#: structure, the data's shapes, batch size, device, precision, threads, loss and metrics): a later
+#: evaluator of the same starts from the choice, its first stacked pass still checked against single
+#: points (mlp-digits, 2-core CPU: the trial cost a 21x21 surface ~4 ms of ~58). At most ``CHOSEN_KEPT``.
+CHOSEN: dict[tuple, int] = {}
+CHOSEN_KEPT = 64
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -569,9 +575,44 @@ class SpeedChoices:
                 h.remove()
         return 3 * max(sizes) if sizes else None
 
+    def _trial_key(self) -> tuple | None:
+        """What the points-per-pass trial's choice depends on (``CHOSEN``'s key), None where the model's
+        modules cannot be listed. Speed only: a key that misses a difference costs speed, not values."""
+        def shapes(tree) -> tuple:
+            return tuple((tuple(t.shape), t.dtype, t.stride()) for t in tensor_leaves(tree))
+
+        try:
+            modules = tuple((name, type(m), m.extra_repr()) for name, m in self.forward.named_modules())
+        except Exception:  # noqa: BLE001 - e.g. an extra_repr that fails: the trial runs
+            return None
+        loss = getattr(self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        return (str(self.device), self.settings.precision, torch.get_num_threads(), self.channels_last,
+                self.batch_size, tuple((shapes(xb), shapes(yb)) for xb, yb in self.batches), modules,
+                tuple((tuple(t.shape), t.dtype) for t in self.perturber.targets), self._shared_candidate is not None,
+                loss, tuple(self.metric_fns))
+
+    def _remember_choice(self) -> None:
+        """Keep ``points_per_pass`` as this model's choice for later evaluators of this process (``CHOSEN``)."""
+        key = self._trial_key()
+        if key is not None and self.points_per_pass:
+            CHOSEN.pop(key, None)
+            CHOSEN[key] = int(self.points_per_pass)
+            while len(CHOSEN) > CHOSEN_KEPT:
+                CHOSEN.pop(next(iter(CHOSEN)))
+
     def _planned_stacking(self) -> list[tuple[int, str]]:
         """The points-per-pass trial still to run, built on first use: (points, role) passes, role "time"
-        (timed) or "check" (compared with one point alone, untimed: its pass is the first of ``vmap``)."""
+        (timed) or "check" (compared with one point alone, untimed: its pass is the first of ``vmap``).
+        Empty where an earlier trial of this process chose for the same model, data and settings
+        (``CHOSEN``): its first stacked pass is then checked as a given ``points_per_pass``'s is."""
+        if (self._stack_plan is None and not self.points_per_pass and self.bn_batches is None
+                and not self.settings.compile):  # as _stack_candidates' conditions
+            key = self._trial_key()
+            if key is not None and key in CHOSEN:
+                self.points_per_pass = CHOSEN[key]
+                self.notes["points_per_pass"] = (f"{self.points_per_pass}, as the trial of an earlier surface of this "
+                                                 "process chose for the same model structure, data shapes and settings")
+                self._stack_plan = []
         if self._stack_plan is None:
             ks = self._stack_candidates()
             if self._format_times:  # one point a pass was timed already (the format trial)
@@ -695,6 +736,7 @@ class SpeedChoices:
                     plan.clear()  # larger stacks only get slower from here
         if not plan and not self.points_per_pass:
             self.points_per_pass = self._points_per_pass_now()
+            self._remember_choice()
         return i
 
     @staticmethod

@@ -19,6 +19,17 @@ def shared_zoo_cache(tmp_path_factory):
     os.environ.pop("LANDSCAPE_NB_CACHE", None)
 
 
+@pytest.fixture(autouse=True)
+def fresh_points_per_pass_trials():
+    """Each test's evaluators run their own points-per-pass trial: a choice remembered from an earlier test
+    (``tuning.CHOSEN``) would make what a test sees depend on which tests ran before it."""
+    from landscape_nb import tuning
+
+    tuning.CHOSEN.clear()
+    yield
+    tuning.CHOSEN.clear()
+
+
 @pytest.fixture(scope="session")
 def quick_depth_comparison(tmp_path_factory):
     """``depth_comparison`` at ``depth.QUICK`` on an embedded Dask cluster, with its stores:

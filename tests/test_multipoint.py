@@ -707,3 +707,71 @@ def test_a_loss_reading_the_weights_is_not_given_every_points_weights():
             want.append(float(nn.functional.cross_entropy(m(data[0]), data[1])
                               + 0.1 * max(p.abs().max() for p in m.parameters())))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+class MaybeWeightScale(nn.Module):
+    """An MLP that, with ``scale`` set (an attribute its ``repr`` does not show), divides by its head's largest
+    weight, read outside the layer: the same structure to a remembered points-per-pass choice."""
+
+    def __init__(self, scale: bool = False):
+        super().__init__()
+        self.fc1, self.head = nn.Linear(48, 32), nn.Linear(32, 4)
+        self.scale = scale
+
+    def forward(self, x):
+        out = self.head(torch.relu(self.fc1(x)))
+        return out / self.head.weight.abs().max() if self.scale else out
+
+
+def test_a_later_evaluator_of_the_same_model_and_data_starts_from_the_trials_choice_and_still_checks_it(monkeypatch):
+    """A finished points-per-pass trial is remembered for the same model structure, data shapes and settings
+    (``tuning.CHOSEN``): a later evaluator runs no trial, says so in its notes and the surface's provenance,
+    and still compares its first stacked pass with single points, so a model of the same structure that
+    reads a stacked weight outside its layer falls back to vmap with the naive loop's values. Other data
+    shapes run their own trial."""
+    from landscape_nb import tuning
+
+    def seconds(self, fn, reps=2):  # every pass "takes" 1 ms: the largest candidate wins, deterministically
+        fn()
+        return 1e-3
+
+    monkeypatch.setattr(tuning.SpeedChoices, "_seconds", seconds)
+    monkeypatch.setattr(tuning, "STACK_CPU_MAX_SECONDS", float("inf"))
+    data = _data((48,), n=40, seed=7)
+    rng = np.random.default_rng(7)
+
+    def run(model, coords, data=data):
+        dirs = dirs_for(model, 2, seed=7)
+        d = as_directions(model, dirs)
+        ev = Evaluator(model, data, d.vectors, d.layout)
+        got = np.concatenate([ev.evaluate(coords[i:i + 40]) for i in range(0, len(coords), 40)])
+        want = []
+        for c in coords:
+            with torch.no_grad():
+                out = moved(model, dirs, c)(data[0])
+            want.append([float(nn.functional.cross_entropy(out, data[1])),
+                         float((out.argmax(1) == data[1]).float().mean())])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        return ev
+
+    torch.manual_seed(7)
+    first = run(MaybeWeightScale().eval(), rng.uniform(-1, 1, (160, 2)))
+    assert first._stack_times and first.points_per_pass == max(first._stack_times) > 1
+    assert "earlier surface" not in first.notes.get("points_per_pass", "")
+    assert list(tuning.CHOSEN.values()) == [first.points_per_pass]
+
+    later = run(MaybeWeightScale().eval(), rng.uniform(-1, 1, (80, 2)))  # other weights, same structure
+    assert later.points_per_pass == first.points_per_pass and not later._stack_times
+    assert later._stacked_on_batch_axis and "earlier surface" in later.notes["points_per_pass"]
+
+    reading = run(MaybeWeightScale(scale=True).eval(), rng.uniform(-1.5, 1.5, (80, 2)))
+    assert reading.points_per_pass == first.points_per_pass and not reading._stack_times
+    assert reading.notes["stacked_passes"].startswith("vmap: points on the batch axis failed (ValueError: abs() read")
+
+    other = run(MaybeWeightScale().eval(), rng.uniform(-1, 1, (160, 2)), data=_data((48,), n=41, seed=8))
+    assert other._stack_times and "earlier surface" not in other.notes.get("points_per_pass", "")
+
+    model = MaybeWeightScale().eval()
+    surf = lnb.compute_surface(model, data, as_directions(model, dirs_for(model, 2, seed=9)), x=(-1, 1, 5), y=(-1, 1, 5))
+    assert surf.provenance["points_per_pass"] == first.points_per_pass
+    assert "earlier surface" in surf.provenance["data"]["points_per_pass"]
