@@ -170,7 +170,8 @@ def main():
                 print(f"  done {name} {n}x{n}: ours {ours_ms:.3f} ms/pt, peers {peer_ms}", file=sys.stderr)
     header = (["model", "grid", "bare fwd ms", "landscape_nb ms/pt", "its first surface ms/pt", "efficiency"]
               + [f"{p} ms/pt" for p in args.peers] + ["reference ms/pt", "vs fastest peer", "vs reference"])
-    fmt = ["{}", "{}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.2f}"] + ["{:.3f}"] * len(args.peers) + ["{:.3f}", "{:.2f}×", "{:.1f}×"]
+    fmt = (["{}", "{}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.2f}"] + ["{:.3f}"] * len(args.peers)
+           + ["{:.3f}", "{:.2f}×", "{:.1f}×"])
     load = os.getloadavg()
     print_table(f"ms per grid point (load average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})",
                 header, rows, fmt)
