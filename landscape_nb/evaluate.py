@@ -205,12 +205,12 @@ def split_positions(m: int) -> list[tuple[slice, slice]]:
 def spread_splits(ev: EvalData, split: Callable, m: int, device) -> tuple[tuple, list[list]]:
     """``(inputs, targets)`` of ``m`` samples spread evenly over ``ev``, and for each of ``split_positions(m)``
     those of its two parts: what the checks that a batch's value is the weighted mean of its parts' values
-    compare (``Evaluator._fix_batching_for_batch_means``, ``hessian._warn_if_batching_matters``)."""
+    compare (``Evaluator._fix_batching_for_batch_means``, ``hessian._kept_targets_rule``)."""
     idx = torch.linspace(0, ev.n - 1, m, device=device).round().long()
     return split(ev.take(idx).tree), [[split(ev.take(idx[p]).tree) for p in pair] for pair in split_positions(m)]
 
 
-def _first_disagreement(triples: list, weights: list, tol: float) -> tuple[float, float, bool] | None:
+def first_disagreement(triples: list, weights: list, tol: float) -> tuple[float, float, bool] | None:
     """The first (whole, weighted mean of its parts, weights known) of ``triples`` ((whole, first, second)
     values) whose parts' mean, weighted by ``weights`` ((w1, w2, known) each), is not the whole's value to
     ``tol`` relative to the largest of the three; None where every one is (parts weighing nothing are skipped)."""
@@ -233,6 +233,46 @@ def part_weights(fn: Callable, pair: list, m: int, positions: tuple[slice, slice
         return float(known[0]), float(known[1]), True
     first, second = (len(range(m)[p]) for p in positions)
     return first, second, False
+
+
+def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: torch.Tensor | None = None) -> list:
+    """What a loss or metric whose batches are not means over samples may average over instead, in the order
+    tried (``kept_mean_rule``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("ignore", v),
+    the targets other than v and -100, for v = -100 (``F.cross_entropy``'s default, a model's own loss over
+    padded labels), the value a probe found the loss gives no gradient (``probed_ignore``), another negative
+    label or 255 the targets hold (a void or padding label), 0 (a padding id); then ("weights", w), each target
+    weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
+    ``metrics.class_weights``). None (an empty list) for targets that are not class indices."""
+    labels = [yb for pair in pairs for _, yb in pair]
+    if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
+        return []
+    held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
+    others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
+    rules: list = [("ignore", v) for v in dict.fromkeys([-100, probed_ignore, *others, 0]) if v is not None]
+    if probed_weights is not None:
+        rules.append(("weights", probed_weights))
+    return rules
+
+
+def kept_denominator(rule: tuple, targets: torch.Tensor) -> torch.Tensor:
+    """What a batch of ``targets`` weighs under ``rule`` (``kept_rules``): how many targets it keeps, or the
+    sum of their class weights (targets out of the classes' range count for nothing)."""
+    kind, value = rule
+    if kind == "weights":
+        w = value.to(targets.device)
+        return w[targets[(targets >= 0) & (targets < len(w))]].sum()
+    return ((targets != value) & (targets != -100)).sum()
+
+
+def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple | None:
+    """The first of ``rules`` (``kept_rules``) whose counts weigh the parts' values of each split into its
+    whole's to ``tol`` (``triples``: (whole, first, second) values, one for each pair of ``pairs``, in order);
+    None where none does (or a split keeps nothing under it)."""
+    for rule in rules:
+        kept = [(*(float(kept_denominator(rule, yb)) for _, yb in pair), True) for pair in pairs]
+        if all(w1 + w2 for w1, w2, _ in kept) and first_disagreement(triples, kept, tol) is None:
+            return rule
+    return None
 
 
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
@@ -858,7 +898,7 @@ class Evaluator(SpeedChoices):
                     "mean over two halves of them: it sums over the batch (e.g. reduction='sum'), so its value would "
                     "depend on the batch size; expected the mean over the batch (divide by the number of samples, or "
                     "of kept targets)")
-            disagreement = _first_disagreement(triples, weights[:1] + weights, tol)
+            disagreement = first_disagreement(triples, weights[:1] + weights, tol)
             if disagreement is None:
                 continue
             if not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol, loss=column == 0):
@@ -985,13 +1025,7 @@ class Evaluator(SpeedChoices):
         weights."""
         known = batch_denominator(fn, targets)
         rule = self._kept.get(id(fn)) if known is None else None
-        if rule is None:
-            return known
-        kind, value = rule
-        if kind == "weights":
-            w = value.to(targets.device)
-            return w[targets[(targets >= 0) & (targets < len(w))]].sum()
-        return ((targets != value) & (targets != -100)).sum()
+        return known if rule is None else kept_denominator(rule, targets)
 
     def _kept_mean(self, fn, triples: list, pairs: list, tol: float, *, loss: bool) -> bool:
         """Whether ``fn`` (the loss where ``loss``, else a metric), whose batches are not means over samples
@@ -1004,21 +1038,11 @@ class Evaluator(SpeedChoices):
         s41; a masked metric NaN at every point, re-trial s42); False, and nothing kept, where none does. Last,
         for the loss, the class weights its gradient gives (``_probed_weights``: a function's ``weight=``,
         which cannot be read): its batches then weigh ``Σ w[y]``, as ``nn.CrossEntropyLoss(weight=...)``'s do."""
-        labels = [yb for pair in pairs for _, yb in pair]
-        if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
-            return False
-        held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
-        others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
-        rules = [("ignore", v) for v in dict.fromkeys([-100, self._probed_ignore, *others, 0]) if v is not None]
-        if loss and self._probed_weights is not None:
-            rules.append(("weights", self._probed_weights))
-        for rule in rules:
+        rules = kept_rules(pairs, self._probed_ignore, self._probed_weights if loss else None)
+        rule = kept_mean_rule(triples, pairs[:1] + pairs, tol, rules)  # the halves twice, as triples has them
+        if rule is not None:
             self._kept[id(fn)] = rule
-            kept = [(*(float(self._denominator(fn, yb)) for _, yb in pair), True) for pair in pairs]
-            if all(w1 + w2 for w1, w2, _ in kept) and _first_disagreement(triples, kept[:1] + kept, tol) is None:
-                return True
-        del self._kept[id(fn)]
-        return False
+        return rule is not None
 
     def _stacked_values(self, out, yb) -> torch.Tensor:
         """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""

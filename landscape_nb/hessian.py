@@ -45,13 +45,14 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, orde
                    tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, data_key,
-                       part_weights, split_positions, spread_splits)
+from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, first_disagreement, check_padding, choose_loss,
+                       data_key, kept_denominator, kept_mean_rule, kept_rules, part_weights, split_positions,
+                       spread_splits)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
-from .metrics import (DefaultLoss, batch_denominator, check_mean_loss, describe, probability_outputs_note,
-                      unwrap_compiled)
+from .metrics import (DefaultLoss, OwnLoss, batch_denominator, check_mean_loss, class_weights, describe,
+                      probability_outputs_note, probe_targets, unwrap_compiled)
 from .params import (ParamLayout, check_finite, eval_mode, holding, model_device, model_dtype, restoring,
                      unwrap_model)
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
@@ -169,10 +170,11 @@ class HessianOperator:
             _check_differentiable(model, loss_fn, xb, yb)
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all
-            batches = [split(t) for t in ev.slices(batch_size or ev.n)]
+            batches, kept = [split(t) for t in ev.slices(batch_size or ev.n)], None
             if len(batches) > 1:
-                _warn_if_batching_matters(model, ev, split, loss_fn, batch_len(batches[0][0]))
+                kept = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), out, yb)
         else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
+            kept = None
             batches = list(batches)
             if not batches:
                 raise LandscapeError("batches=[]; expected a list of (inputs, targets) batches, or data= instead")
@@ -186,8 +188,10 @@ class HessianOperator:
         self.loss_fn = loss_fn
         self.batches = batches
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
-        # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator)
-        dens = [batch_denominator(self.loss_fn, yb) for _, yb in self.batches]
+        # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator;
+        # a function's or the model's own loss found to leave a padding label out: _kept_targets_rule)
+        dens = [batch_denominator(self.loss_fn, yb) if kept is None else kept_denominator(kept, yb)
+                for _, yb in self.batches]
         if any(d is None for d in dens) or float(sum(dens)) == 0.0:
             dens = [batch_len(xb) for xb, _ in self.batches]
         self._shares = [float(d) / float(sum(dens)) for d in dens]
@@ -393,18 +397,21 @@ def _check_differentiable(model: nn.Module, loss_fn: Callable, xb, yb) -> None:
                              "numpy step in it (torch.no_grad inside it does the same)")
 
 
-def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int) -> None:
-    """Warn (``UserWarning``) when the loss on a batch is not the weighted mean of its parts' values, so that
-    the Hessian over batches of ``size`` (their losses weighted by samples, or by the targets they keep for
-    the losses ``metrics.batch_denominator`` knows) is not that of the loss over the whole set: a mean
-    over non-ignored tokens written by the user, a normalisation by the batch, or outputs that depend on
-    the rest of the batch. Checked at the current weights on up to 256 samples spread over the set
-    against two parts of them, for each split of ``evaluate.split_positions``, as ``compute_surface`` checks
-    (``Evaluator._fix_batching_for_batch_means``); not for a model whose outputs are random."""
+def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int, out, yb) -> tuple | None:
+    """How to weigh the losses of batches of ``size`` so that their weighted mean is the loss over the whole set:
+    None for by samples (or by the targets ``metrics.batch_denominator`` knows a loss keeps), or a rule of
+    ``evaluate.kept_rules`` where the loss is found to be a mean over the targets other than a padding label or
+    weighted by class (a function's hidden ``ignore_index`` or ``weight=``, a model's own loss over labels padded
+    with -100), as ``compute_surface`` weighs its batches (``Evaluator._kept_mean``). Checked at the current
+    weights on up to 256 samples spread over the set against two parts of them, for each split of
+    ``evaluate.split_positions``; not for a model whose outputs are random. Where neither fits (a normalisation
+    by the batch, outputs that depend on the rest of the batch) warns (``UserWarning``): the Hessian is then that
+    of the batches' sample-weighted mean. ``out`` and ``yb``: the model's outputs on the first samples and their
+    targets, for the probes of a loss function (``metrics.probe_targets``, ``metrics.class_weights``)."""
     n = ev.n
     m = min(n, SPREAD_SAMPLES, size)
     if m < 4:
-        return
+        return None
     device = tree_leaves(ev.tree)[0][1].device
     (xw, yw), pairs = spread_splits(ev, split, m, device)
     tol = 2e-6 if device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
@@ -412,24 +419,30 @@ def _warn_if_batching_matters(model: nn.Module, ev, split: Callable, loss_fn: Ca
     with eval_mode(model), torch.no_grad():
         whole = float(loss_fn(call_model(model, xw), yw))
         if whole != float(loss_fn(call_model(model, xw), yw)) or math.isnan(whole):
-            return  # random outputs: nothing to compare
-        for pair, positions in zip(pairs, split_positions(m)):
-            w1, w2, known = part_weights(loss_fn, pair, m, positions)
-            if not w1 or not w2:
-                continue
-            first, second = (float(loss_fn(call_model(model, xb), yb)) for xb, yb in pair)
-            mean = (first * w1 + second * w2) / (w1 + w2)
-            if not abs(whole - mean) <= tol * max(abs(whole), abs(first), abs(second)):  # NaN too
-                break
-        else:
-            return
+            return None  # random outputs: nothing to compare
+        triples = [(whole, *(float(loss_fn(call_model(model, xb), yb)) for xb, yb in pair)) for pair in pairs]
+    weights = [part_weights(loss_fn, pair, m, at) for pair, at in zip(pairs, split_positions(m))]
+    disagreement = first_disagreement(triples, weights, tol)
+    if disagreement is None:
+        return None
+    whole, mean, known = disagreement
+    if not known:
+        probed_ignore = probed_weights = None
+        if not isinstance(loss_fn, (DefaultLoss, OwnLoss)):
+            every = ev.split()[1]
+            probed_ignore = probe_targets(loss_fn, out, yb, every).ignored
+            probed_weights = class_weights(loss_fn, out, yb, every)
+        rule = kept_mean_rule(triples, pairs, tol, kept_rules(pairs, probed_ignore, probed_weights))
+        if rule is not None:
+            return rule
     warn_user(
         f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
         f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts "
-        "of them: e.g. a mean over non-ignored tokens, a normalisation by the batch, or outputs that depend on the "
-        f"batch), so with batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' "
-        f"losses, not of the loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose "
-        f"batches' sample-weighted mean is it: {MEAN_LOSS_FIX}")
+        "of them: e.g. a normalisation by the batch, or outputs that depend on the batch), so with "
+        f"batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' losses, not of the "
+        f"loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose batches' "
+        f"sample-weighted mean is it: {MEAN_LOSS_FIX}")
+    return None
 
 
 def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):

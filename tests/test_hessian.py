@@ -645,9 +645,14 @@ def test_a_zero_hessian_has_zero_eigenvalues_and_orthonormal_directions(solver, 
     assert surf.provenance["lanczos_not_converged"] == 0
 
 
-def test_a_hessian_over_batches_of_a_loss_that_is_no_sample_mean_warns_and_is_that_of_the_weighted_batches():
-    """A mean over kept targets the package does not know (a user's own token mean): over batches weighted by
-    samples, the Hessian is that of the weighted mean of the batches' losses, not of the loss over the set."""
+def test_a_hessian_over_batches_of_a_mean_over_kept_targets_is_that_of_the_whole_set_however_the_loss_is_given():
+    """Batches of a loss that is a mean over the targets other than a padding label, or weighted by class,
+    where the package cannot read it (a user's token mean over labels padded with -1, a lambda with a hidden
+    ``ignore_index=0`` whose batches hold 6 and 2 masked samples while the halves checked keep 8 of 10 each, a
+    lambda with a hidden ``weight=`` on label-sorted data): the batches are weighted by what each keeps, as
+    ``compute_surface`` weighs them, so the Hessian is the whole set's (the naive dense one), unwarned, where
+    weighting by samples was 0.1-1 % off. A loss normalised by the batch still warns, and is the Hessian of the
+    batches' sample-weighted mean."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3 * 3)).double()
     g = torch.Generator().manual_seed(2)
@@ -659,44 +664,44 @@ def test_a_hessian_over_batches_of_a_loss_that_is_no_sample_mean_warns_and_is_th
         kept = yb.reshape(-1) >= 0
         return nn.functional.cross_entropy(out.reshape(-1, 3)[kept], yb.reshape(-1)[kept])
 
-    whole = np.linalg.eigvalsh(_dense_hessian(model, (x, y), token_mean))[-1]
-    halves = np.linalg.eigvalsh(0.5 * _dense_hessian(model, (x[:20], y[:20]), token_mean)
-                                + 0.5 * _dense_hessian(model, (x[20:], y[20:]), token_mean))[-1]
-    assert abs(whole - halves) > 1e-3 * abs(whole)
+    x2, y2 = masked_in_batches_not_in_halves(torch.float64)
+    sorted_y = torch.sort(y2).values
+    w = torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64)
+    cases = [(model, (x, y), token_mean),
+             (_small_mlp(), (x2, y2), lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0)),
+             (_small_mlp(), (x2, sorted_y), lambda out, t: nn.functional.cross_entropy(out, t, weight=w))]
+    for net, (xs, ys), loss_fn in cases:
+        whole = np.linalg.eigvalsh(_dense_hessian(net, (xs, ys), loss_fn))[-1]
+        by_samples = np.linalg.eigvalsh(0.5 * _dense_hessian(net, (xs[:20], ys[:20]), loss_fn)
+                                        + 0.5 * _dense_hessian(net, (xs[20:], ys[20:]), loss_fn))[-1]
+        assert abs(whole - by_samples) > 1e-3 * abs(whole)  # weighting by samples would be wrong here
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = lnb.hessian_eigenvalues(net, (xs, ys), k=1, which="max", loss_fn=loss_fn, batch_size=20, tol=1e-10)
+        assert got["max"][0] == pytest.approx(whole, rel=1e-8)
+
+    def centred(out, t):  # logits standardised over the batch: no weighting of batches gives the whole set's
+        return nn.functional.cross_entropy((out - out.mean(0)) / out.std(0), t)
+
+    net = _small_mlp()
+    whole = np.linalg.eigvalsh(_dense_hessian(net, (x2, y2), centred))[-1]
+    batched = np.linalg.eigvalsh(0.5 * _dense_hessian(net, (x2[:20], y2[:20]), centred)
+                                 + 0.5 * _dense_hessian(net, (x2[20:], y2[20:]), centred))[-1]
+    assert abs(whole - batched) > 1e-3 * abs(whole)
     with pytest.warns(UserWarning, match=r"not the sample-weighted mean of its parts' values .* batch_size=20 the "
-                                         r"Hessian is that of the weighted mean of 2 batches' losses"):
-        got = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", loss_fn=token_mean, batch_size=20, tol=1e-10)
-    assert got["max"][0] == pytest.approx(halves, rel=1e-8)
+                                         r"Hessian is that of the weighted mean of 2 batches' losses, not of the loss "
+                                         r"over all 40 samples: pass batch_size=None"):
+        got = lnb.hessian_eigenvalues(net, (x2, y2), k=1, which="max", loss_fn=centred, batch_size=20, tol=1e-10)
+    assert got["max"][0] == pytest.approx(batched, rel=1e-8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         one_pass = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", loss_fn=token_mean, tol=1e-10)
         model_ce = _small_mlp()  # a sample mean over batches: no warning
         lnb.hessian_eigenvalues(model_ce, (x, y[:, 0]), k=1, which="max", batch_size=20, tol=1e-6)
-    assert one_pass["max"][0] == pytest.approx(whole, rel=1e-8)
-
-
-def test_a_hessian_of_a_mean_over_kept_samples_warns_when_the_halves_checked_keep_equal_shares():
-    """``ignore_index=0`` on batches of 20 holding 6 and 2 masked samples, while the halves of the 20 samples
-    checked keep 8 of 10 each: the check of halves alone passed it (0.45 % off on 600 digits, unwarned). The
-    warning comes and says which Hessian it is (the naive one of the batches' sample-weighted mean); with
-    nn.CrossEntropyLoss(ignore_index=0), the fix it names, none, and the Hessian of the whole set's loss."""
-    model = _small_mlp()
-    x, y = masked_in_batches_not_in_halves(torch.float64)
-    ign = lambda out, t: nn.functional.cross_entropy(out, t, ignore_index=0)  # noqa: E731
-    whole = np.linalg.eigvalsh(_dense_hessian(model, (x, y), ign))[-1]
-    batched = np.linalg.eigvalsh(0.5 * _dense_hessian(model, (x[:20], y[:20]), ign)
-                                 + 0.5 * _dense_hessian(model, (x[20:], y[20:]), ign))[-1]
-    assert abs(whole - batched) > 1e-3 * abs(whole)
-    with pytest.warns(UserWarning, match=r"not the sample-weighted mean of its parts' values .* batch_size=20 the "
-                                         r"Hessian is that of the weighted mean of 2 batches' losses, not of the loss "
-                                         r"over all 40 samples: pass batch_size=None .* nn.CrossEntropyLoss"):
-        got = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", loss_fn=ign, batch_size=20, tol=1e-10)
-    assert got["max"][0] == pytest.approx(batched, rel=1e-8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        got = lnb.hessian_eigenvalues(model, (x, y), k=1, which="max", loss_fn=nn.CrossEntropyLoss(ignore_index=0),
-                                      batch_size=20, tol=1e-10)
-    assert got["max"][0] == pytest.approx(whole, rel=1e-8)
+        lnb.hessian_eigenvalues(_small_mlp(), (x2, y2), k=1, which="max", loss_fn=nn.CrossEntropyLoss(ignore_index=0),
+                                batch_size=20, tol=1e-10)
+    assert one_pass["max"][0] == pytest.approx(np.linalg.eigvalsh(_dense_hessian(model, (x, y), token_mean))[-1],
+                                               rel=1e-8)
 
 
 def test_a_low_precision_model_is_warned_about_the_accuracy_its_products_allow(data64):
