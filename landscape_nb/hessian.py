@@ -173,6 +173,11 @@ class HessianOperator:
             batches, kept = [split(t) for t in ev.slices(batch_size or ev.n)], None
             if len(batches) > 1:
                 kept = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), out, yb)
+                if kept is not None:  # named by Spectrum.provenance
+                    self.loss_note = (f"{self.loss_note}; its batches weighted by their targets other than "
+                                      f"{kept[1]} and -100" if kept[0] == "ignore" else
+                                      f"{self.loss_note}; its batches weighted by their targets' class weights "
+                                      f"{[round(float(v), 6) for v in kept[1]]}")
         else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
             kept = None
             batches = list(batches)

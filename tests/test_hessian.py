@@ -678,7 +678,9 @@ def test_a_hessian_over_batches_of_a_mean_over_kept_targets_is_that_of_the_whole
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             got = lnb.hessian_eigenvalues(net, (xs, ys), k=1, which="max", loss_fn=loss_fn, batch_size=20, tol=1e-10)
+            note = lnb.HessianOperator(net, (xs, ys), loss_fn=loss_fn, batch_size=20).loss_note
         assert got["max"][0] == pytest.approx(whole, rel=1e-8)
+        assert "its batches weighted by their targets" in note
 
     def centred(out, t):  # logits standardised over the batch: no weighting of batches gives the whole set's
         return nn.functional.cross_entropy((out - out.mean(0)) / out.std(0), t)
