@@ -36,6 +36,12 @@ def notes_by_kind(data: Mapping) -> dict[str, list[tuple[str, Any]]]:
     return out
 
 
+def metric_splits(metric_names: Iterable[str]) -> list[str]:
+    """The splits a surface computed over named splits holds (``splits.column_names``): each ``<split>`` whose
+    ``"<split>_loss"`` is among ``metric_names``, in their order (what ``plot.line_splits`` draws)."""
+    return [m[: -len("_loss")] for m in metric_names if m.endswith("_loss")]
+
+
 CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the loss function or the data "
                    "give it, not the range: check loss_fn(model(x), y) on each batch of the data with the model "
                    "alone (e.g. a sample whose attention mask hides every token gives NaN)")  # Surface.centre_diverged

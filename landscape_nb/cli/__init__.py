@@ -380,6 +380,7 @@ def check_clip_kind(kind: str, clip) -> None:
 
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
     from .. import plot
+    from ..surface import metric_splits
 
     path = plot.figures.provenance_path(surface)  # a PCA plane's training path, each checkpoint by its file
     kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale, path=path is not None)
@@ -391,7 +392,7 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     if kind == "slices":  # contours at the first, middle and last z
         fig = plot.volume_slices(surface, "z", log=log_scale, clip=clip)
         return fig.update_layout(title=title) if title else fig
-    if kind == "line" and clip is None and any(m.endswith("_loss") for m in surface.metrics):
+    if kind == "line" and clip is None and metric_splits(surface.metrics):
         return plot.line_splits(surface, log=log_scale, title=title)  # every split: the split's train loss alone
     if kind == "line":  # was drawn, named "loss" (trial s42); its loss axis capped, not its values; the cap's note
         fig = plot.line(surface, log=log_scale, title=title, clip=clip)  # in the CLI's words

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..errors import LandscapeError, warn_user
-from ..surface import Surface
+from ..surface import Surface, metric_splits
 
 COLORSCALE = "Viridis"
 TRAJECTORY_COLORSCALE = "Reds"
@@ -776,7 +776,7 @@ def note_undrawn_metrics(fig, metric: str | None, names: Mapping[str, Sequence[s
         parts = [f"{metric}: not on {', '.join(lacking)}"]
     else:
         left = sorted({m for n in names.values() for m in n})
-        splits = [m[: -len("_loss")] for m in left if m.endswith("_loss")]
+        splits = metric_splits(left)
         own = [m for m in left if not any(m.startswith(f"{k}_") for k in splits)]
         parts = ([f"not drawn: {', '.join(own)} (pass metric=\"{own[0]}\" to draw one on the right axis)"] if own
                  else []) + ([f"the splits {', '.join(splits)} are not drawn: plot.line_splits draws them"] if splits

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError
-from ..surface import Surface
+from ..surface import Surface, metric_splits
 from ._common import (
     _check_surface,
     _title,
@@ -33,10 +33,9 @@ def _split_metrics(surf: Surface) -> dict[str, dict[str, np.ndarray]]:
     """``{split: {"loss": ..., metric: ...}}`` of a surface's ``"<split>_loss"``/``"<split>_<metric>"``
     metrics, and first its own loss and unprefixed metrics where its provenance names their split and no
     ``"<split>_loss"`` holds them (a reference file's train_loss beside its test_loss was left out, trial s35)."""
-    names = [m[: -len("_loss")] for m in surf.metrics if m.endswith("_loss")]
     out = {k: {"loss": surf.metrics[f"{k}_loss"],
                **{m[len(k) + 1:]: v for m, v in surf.metrics.items() if m.startswith(f"{k}_") and m != f"{k}_loss"}}
-           for k in names}
+           for k in metric_splits(surf.metrics)}
     own = surf.provenance.get("split")
     if isinstance(own, str) and own not in out:
         taken = {f"{k}_{q}" for k, qs in out.items() for q in qs}
