@@ -6,6 +6,7 @@ only by float rounding.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Sequence
 
@@ -56,6 +57,7 @@ STACK_GPU_SIZES = (64, 1024)
 #: points (mlp-digits, 2-core CPU: the trial cost a 21x21 surface ~4 ms of ~58). At most ``CHOSEN_KEPT``.
 CHOSEN: dict[tuple, int] = {}
 CHOSEN_KEPT = 64
+_CHOSEN_LOCK = threading.Lock()  # evaluators in threads of one process (Dask's, the Explorer's) may finish together
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -595,10 +597,11 @@ class SpeedChoices:
         """Keep ``points_per_pass`` as this model's choice for later evaluators of this process (``CHOSEN``)."""
         key = self._trial_key()
         if key is not None and self.points_per_pass:
-            CHOSEN.pop(key, None)
-            CHOSEN[key] = int(self.points_per_pass)
-            while len(CHOSEN) > CHOSEN_KEPT:
-                CHOSEN.pop(next(iter(CHOSEN)))
+            with _CHOSEN_LOCK:
+                CHOSEN.pop(key, None)
+                CHOSEN[key] = int(self.points_per_pass)
+                while len(CHOSEN) > CHOSEN_KEPT:
+                    CHOSEN.pop(next(iter(CHOSEN)))
 
     def _planned_stacking(self) -> list[tuple[int, str]]:
         """The points-per-pass trial still to run, built on first use: (points, role) passes, role "time"
@@ -608,8 +611,9 @@ class SpeedChoices:
         if (self._stack_plan is None and not self.points_per_pass and self.bn_batches is None
                 and not self.settings.compile):  # as _stack_candidates' conditions
             key = self._trial_key()
-            if key is not None and key in CHOSEN:
-                self.points_per_pass = CHOSEN[key]
+            chosen = CHOSEN.get(key) if key is not None else None
+            if chosen:
+                self.points_per_pass = chosen
                 self.notes["points_per_pass"] = (f"{self.points_per_pass}, as the trial of an earlier surface of this "
                                                  "process chose for the same model structure, data shapes and settings")
                 self._stack_plan = []
