@@ -482,13 +482,12 @@ class Evaluator(SpeedChoices):
             if self.shared_layer is not None:
                 self.shared_layer.storages.add(x_cl.untyped_storage().data_ptr())
         self.channels_last = bool(settings.channels_last)  # the memory format the inputs run in now
-        self._stacking_checked = False  # a stacked pass was compared with one point alone (_check_stacked)
         self._stack_plan: list[tuple[int, str]] | None = None  # passes of the trial still to run (None: not planned)
         self._stack_times: dict[int, float] = {}  # points per pass -> seconds a point
         self._stack_map: list[tuple[dict, str, int]] | None = None  # see _stack_slots
         self._batch_axis = None  # see _batch_axis_stack: None (not looked for yet), False or a BatchAxisStack
         self._stacked_on_batch_axis = False  # how the last stacked pass ran
-        self._batch_axis_checked = 0  # the largest batch-axis pass verified (SpeedChoices._verify_batch_axis)
+        self._stacks_checked: dict[str, int] = {}  # by path, the largest pass verified (SpeedChoices._verify_stacked)
         self._untimed = 0.0  # seconds of checks run inside timed work (SpeedChoices._seconds leaves them out)
         #: set by a runner whose calls hold at least ``points_wanted()`` points, tiles permitting
         #: (``InProcessRunner``); otherwise stack sizes larger than a call are dropped from the trial
@@ -1098,10 +1097,7 @@ class Evaluator(SpeedChoices):
                     raise Cancelled()
                 if k > 1 and self.points_per_pass != 1:  # 1: stacking failed on an earlier chunk
                     try:
-                        stacked = self._points_stacked(all_c[i:i + k])
-                        if not self._stacking_checked:  # a points_per_pass given: its first pass, as the trial's
-                            stacked = self._check_stacked(all_c[i:i + k], stacked)
-                        rows.append(stacked)
+                        rows.append(self._points_stacked(all_c[i:i + k]))  # checked inside (_verify_stacked)
                         continue
                     except Exception as exc:  # noqa: BLE001 - e.g. out of memory later on: one point a pass
                         self._stacking_failed(exc, k)  # a real error of the model raises again just below

@@ -254,7 +254,7 @@ class BatchAxisStack:
     stacked weight outside ``_forward``; behind it, the evaluator uses this class only for models whose
     outputs per sample do not depend on the rest of the batch (``SpeedChoices._batch_independent`` with
     ``repeated=True``), ``_forward`` refuses an input whose first axis is not the pass's k × n rows, and
-    points of the first pass are compared with single points (``SpeedChoices._verify_batch_axis``).
+    points of the first pass are compared with single points (``SpeedChoices._verify_stacked``).
     Any of these sends the stacked passes to ``vmap``.
     """
 

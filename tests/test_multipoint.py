@@ -775,3 +775,41 @@ def test_a_later_evaluator_of_the_same_model_and_data_starts_from_the_trials_cho
     surf = lnb.compute_surface(model, data, as_directions(model, dirs_for(model, 2, seed=9)), x=(-1, 1, 5), y=(-1, 1, 5))
     assert surf.provenance["points_per_pass"] == first.points_per_pass
     assert "earlier surface" in surf.provenance["data"]["points_per_pass"]
+
+
+class WeightByReference(nn.Module):
+    """Scales its logits by the norm of its head's weight, read through a dict built in ``__init__``: neither a
+    batch-axis pass nor ``vmap`` swaps that reference, so a stacked pass computes every point at the weights the
+    model holds, a small error (here up to 2e-4 relative) that grows with the distance from them."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.fc1, self.head = nn.Linear(48, 32), nn.Linear(32, 4)
+        self.c = c
+        self.refs = {"w": self.head.weight}
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc1(x))) * (1 + self.c * self.refs["w"].norm())
+
+
+@pytest.mark.parametrize("points_per_pass", [None, 8])
+def test_a_weight_read_through_a_reference_keeps_one_point_a_pass_with_the_naive_loops_values(points_per_pass):
+    """The batch axis's check refuses such a model on some pass, and the ``vmap`` passes it falls back to are
+    checked as closely (the first, middle, last and farthest points of its first pass, the farthest of each
+    larger one, 1e-5): one vmap pass checked at one point to 1e-4 let a 21x21 plane through 1.3e-3 off (trial
+    s43). Every value is the naive loop's, and the provenance says why one point a pass runs."""
+    torch.manual_seed(11)
+    model = WeightByReference(c=1e-4).eval()
+    data = _data((48,), n=60, seed=11)
+    dirs = dirs_for(model, 2, seed=11)
+    d = as_directions(model, dirs)
+    surf = lnb.compute_surface(model, data, d, x=(-1, 1, 15), y=(-1, 1, 15), points_per_pass=points_per_pass)
+    want = []
+    for b in surf.y:
+        for a in surf.x:
+            with torch.no_grad():
+                out = moved(model, dirs, (a, b))(data[0])
+            want.append(float(nn.functional.cross_entropy(out, data[1])))
+    np.testing.assert_allclose(surf.loss.reshape(-1), want, rtol=1e-5, atol=1e-7)
+    assert surf.provenance["points_per_pass"] == 1
+    assert "differ from one point's" in surf.provenance["data"]["points_per_pass"]
