@@ -15,7 +15,7 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable, ContextManager, Protocol
+from typing import Callable, ContextManager, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -273,6 +273,88 @@ def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple
         if all(w1 + w2 for w1, w2, _ in kept) and first_disagreement(triples, kept, tol) is None:
             return rule
     return None
+
+
+def refuse_sums(model: nn.Module, loss_fn: Callable, xb, yb, out, fns: Mapping[str, Callable]) -> None:
+    """Refuse a loss or metric (``fns``, by name) that sums over the batch (``metrics.refuse_batch_sum``; a
+    model's own loss: ``refuse_own_loss_sum``) on the samples ``xb``, ``yb`` (outputs ``out``): a loss also on
+    predictions right and wrong in each half (a margin loss summed is 0 on outputs meeting every margin, as a
+    mean is, trial s42); a metric on those (a count of right predictions is 0 on samples all predicted wrong) and
+    on every prediction right (a part holding few kept targets still counts some). Functions whose denominators
+    ``batch_denominator`` knows (the built-in accuracy, the default loss) are means: not checked."""
+    with torch.no_grad(), warnings.catch_warnings():  # the checks' few samples: scikit-learn's "only one
+        warnings.simplefilter("ignore")  # class" (trial s40)
+        if isinstance(loss_fn, OwnLoss):
+            with eval_mode(model):
+                refuse_own_loss_sum(model, loss_fn, xb, out)
+        elif batch_denominator(loss_fn, yb) is None:
+            for o in (out, _right_and_wrong(out, yb)):
+                refuse_batch_sum(loss_fn, o, yb, None)
+        for name, fn in fns.items():
+            if batch_denominator(fn, yb) is not None:
+                continue
+            for o in (out, _right_and_wrong(out, yb), _right_and_wrong(out, yb, odd_wrong=False)):
+                refuse_batch_sum(fn, o, yb, None, what=f"metric {name!r}",
+                                 example="a count of right predictions, (out.argmax(1) == y).sum()",
+                                 fix="divide by the number of samples (or of kept targets), e.g. "
+                                     "(out.argmax(1) == y).float().mean()")
+
+
+def holds_padding(targets, probed_ignore: int | None = None) -> bool:
+    """Whether ``targets`` hold a label a loss may leave out (negative, 255, or ``probed_ignore``, the one a probe
+    found the loss ignores), or are not class indices: the sum checks on them may then have told nothing."""
+    if isinstance(targets, torch.Tensor) and not (targets.is_floating_point() or targets.is_complex()):
+        labels = targets[(targets >= 0) & (targets != 255)]
+        return labels.numel() < targets.numel() or (probed_ignore is not None
+                                                     and bool((labels == probed_ignore).any()))
+    return True
+
+
+def refuse_sums_spread(model: nn.Module, ev: EvalData, split: Callable, loss_fn: Callable,
+                       fns: Mapping[str, Callable]) -> None:
+    """``refuse_sums`` again on 8 samples spread over the set ``ev`` (``split`` into inputs and targets), for
+    where the first 8 hold a label a loss may leave out (``holds_padding``): a set whose first samples carry only
+    ignored targets (label-sorted, padding first) gave 0 on both halves, which tells nothing, and a summed loss
+    ran as the whole set's sum, N times the mean, unwarned (trial s42; the Hessian's too, trial s43)."""
+    if ev.n < 16:
+        return
+    device = tree_leaves(ev.tree)[0][1].device
+    xs, ys = split(ev.take(torch.linspace(0, ev.n - 1, 8, device=device).round().long()).tree)
+    try:
+        with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs = call_model(model, xs)
+    except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: checked on the first 8 only
+        return
+    refuse_sums(model, loss_fn, xs, ys, outs, fns)
+
+
+def refuse_own_loss_sum(model: nn.Module, loss_fn: Callable, xb, out) -> None:
+    """Raise ``LandscapeError`` where the model's own loss (``OwnLoss``) on the batch ``xb`` (outputs ``out``)
+    is the sum of its values on the batch's two halves, each run through the model alone, rather than their
+    weighted mean (``metrics.summed_over``): as ``refuse_batch_sum`` refuses of a ``loss_fn``. Such a loss was
+    accepted, its values and curvature following the batch size (s41). Not checked for a model that fails on
+    half the batch."""
+    n = batch_len(xb)
+    if n < 2:
+        return
+
+    def loss_on(part: slice) -> float:
+        return float(loss_fn(call_model(model, tree_map(lambda t: t[part] if t.dim() and len(t) == n else t, xb))))
+
+    try:
+        whole = float(loss_fn(out))
+        splits = [(loss_on(a), loss_on(b), h, n) for a, b, h in sum_splits(n)]
+    except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: not checked here
+        return
+    mean = summed_over(whole, splits)  # as refuse_batch_sum's rule
+    if mean is not None:
+        raise LandscapeError(
+            f"the model's own loss (outputs.loss) is {whole:.6g} on {n} samples but {mean:.6g} as the mean over "
+            "two halves of them, each run through the model: it sums over the batch (e.g. reduction='sum' in "
+            "forward), so its value and curvature would depend on the batch size; expected the mean over the "
+            "batch: divide it by the number of samples in forward, or return per-sample outputs and pass a "
+            "mean loss_fn")
 
 
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
@@ -675,91 +757,15 @@ class Evaluator(SpeedChoices):
                     raise LandscapeError(
                         f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
                         "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
-            self._refuse_sums(xb, yb, out, fns)
+            refuse_sums(self.model, self.loss_fn, xb, yb, out, fns)
             named = {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}
             check_fns_stateless(out, yb, named, states)
         random_note = random_values_note(out, yb, named)
         if random_note:  # warned by compute_surface, on every runner
             self.notes[RANDOM_VALUES] = random_note
-        if isinstance(yb, torch.Tensor) and not (yb.is_floating_point() or yb.is_complex()):
-            labels = yb[(yb >= 0) & (yb != 255)]  # a label a loss may leave out (negative, 255, the probed one)
-            padded = labels.numel() < yb.numel() or (self._probed_ignore is not None
-                                                     and bool((labels == self._probed_ignore).any()))
-        else:
-            padded = True
-        if padded:  # on the first 8 samples the checks that need a value other than 0 may have told nothing
-            self._refuse_sums_spread(fns)
+        if holds_padding(yb, self._probed_ignore):  # the first 8 samples' checks may have told nothing
+            refuse_sums_spread(self.model, self._data, self._split, self.loss_fn, fns)
         return fns
-
-    def _refuse_sums(self, xb, yb, out, fns: dict[str, Callable]) -> None:
-        """Refuse a loss or metric that sums over the batch (``refuse_batch_sum``; a model's own loss:
-        ``_refuse_own_loss_sum``) on the samples ``xb``, ``yb`` (outputs ``out``): a loss also on predictions
-        right and wrong in each half (a margin loss summed is 0 on outputs meeting every margin, as a mean is,
-        trial s42); a metric on those (a count of right predictions is 0 on samples all predicted wrong) and on
-        every prediction right (a part holding few kept targets still counts some). Functions whose denominators
-        ``batch_denominator`` knows (the built-in accuracy, the default loss) are means: not checked."""
-        with torch.no_grad(), warnings.catch_warnings():  # the checks' few samples: scikit-learn's "only one
-            warnings.simplefilter("ignore")  # class" (trial s40)
-            if isinstance(self.loss_fn, OwnLoss):
-                with eval_mode(self.model):
-                    self._refuse_own_loss_sum(xb, out)
-            elif batch_denominator(self.loss_fn, yb) is None:
-                for o in (out, _right_and_wrong(out, yb)):
-                    refuse_batch_sum(self.loss_fn, o, yb, None)
-            for name, fn in fns.items():
-                if batch_denominator(fn, yb) is not None:
-                    continue
-                for o in (out, _right_and_wrong(out, yb), _right_and_wrong(out, yb, odd_wrong=False)):
-                    refuse_batch_sum(fn, o, yb, None, what=f"metric {name!r}",
-                                     example="a count of right predictions, (out.argmax(1) == y).sum()",
-                                     fix="divide by the number of samples (or of kept targets), e.g. "
-                                         "(out.argmax(1) == y).float().mean()")
-
-    def _refuse_sums_spread(self, fns: dict[str, Callable]) -> None:
-        """``_refuse_sums`` again on 8 samples spread over the set, where the first 8 hold a label a loss may
-        leave out (negative, 255, or the one the probe found): a set whose first samples carry only ignored targets
-        (label-sorted, padding first) gave 0 on both halves, which tells nothing, and a summed loss ran as the
-        whole set's sum, N times the mean, unwarned (trial s42)."""
-        n = self.n_samples
-        if n < 16:
-            return
-        idx = torch.linspace(0, n - 1, 8, device=self.device).round().long()
-        xs, ys = self._split(self._data.take(idx).tree)
-        try:
-            with eval_mode(self.model), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                outs = call_model(self.model, xs)
-        except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: checked on the first 8 only
-            return
-        self._refuse_sums(xs, ys, outs, fns)
-
-    def _refuse_own_loss_sum(self, xb, out) -> None:
-        """Raise ``LandscapeError`` where the model's own loss (``OwnLoss``) on the first batch ``xb`` (outputs
-        ``out``) is the sum of its values on the batch's two halves, each run through the model alone, rather
-        than their weighted mean (``metrics.summed_over``): as ``refuse_batch_sum`` refuses of a ``loss_fn``.
-        Such a loss was accepted, its values and curvature following the batch size (s41). Not checked for a
-        model that fails on half the batch."""
-        n = batch_len(xb)
-        if n < 2:
-            return
-
-        def loss_on(part: slice) -> float:
-            return float(self.loss_fn(call_model(self.model, tree_map(
-                lambda t: t[part] if t.dim() and len(t) == n else t, xb))))
-
-        try:
-            whole = float(self.loss_fn(out))
-            splits = [(loss_on(a), loss_on(b), h, n) for a, b, h in sum_splits(n)]
-        except Exception:  # noqa: BLE001 - e.g. a model needing its whole batch: not checked here
-            return
-        mean = summed_over(whole, splits)  # as refuse_batch_sum's rule
-        if mean is not None:
-            raise LandscapeError(
-                f"the model's own loss (outputs.loss) is {whole:.6g} on {n} samples but {mean:.6g} as the mean over "
-                "two halves of them, each run through the model: it sums over the batch (e.g. reduction='sum' in "
-                "forward), so its value and curvature would depend on the batch size; expected the mean over the "
-                "batch: divide it by the number of samples in forward, or return per-sample outputs and pass a "
-                "mean loss_fn")
 
     def _refuse_scalar_outputs(self, out: torch.Tensor, n: int) -> None:
         """Raise ``LandscapeError`` for a model that returned the 0-d tensor ``out`` on ``n`` samples (its own

@@ -45,9 +45,9 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, orde
                    tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, first_disagreement, check_padding, choose_loss,
-                       data_key, kept_denominator, kept_mean_rule, kept_rules, part_weights, split_positions,
-                       spread_splits)
+from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, data_key,
+                       first_disagreement, holds_padding, kept_denominator, kept_mean_rule, kept_rules, part_weights,
+                       refuse_sums, refuse_sums_spread, split_positions, spread_splits)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -167,12 +167,18 @@ class HessianOperator:
                 if probabilities:
                     warn_user(f"landscape_nb: {probabilities}")
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
+            # a function's hidden ignore_index and class weights: the targets its batches' means are over
+            probed = (probe_targets(loss_fn, out, yb, ev.split()[1]).ignored, class_weights(
+                loss_fn, out, yb, ev.split()[1])) if not isinstance(loss_fn, (DefaultLoss, OwnLoss)) else (None, None)
+            refuse_sums(model, loss_fn, xb, yb, out, {})  # a model's own loss too; right and wrong predictions
+            if holds_padding(yb, probed[0]):  # the first 8 all padding: a sum was 0 on both halves (trial s43)
+                refuse_sums_spread(model, ev, split, loss_fn, {})
             _check_differentiable(model, loss_fn, xb, yb)
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all
             batches, kept = [split(t) for t in ev.slices(batch_size or ev.n)], None
             if len(batches) > 1:
-                kept = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), out, yb)
+                kept = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), *probed)
                 if kept is not None:  # named by Spectrum.provenance
                     self.loss_note = (f"{self.loss_note}; its batches weighted by their targets other than "
                                       f"{kept[1]} and -100" if kept[0] == "ignore" else
@@ -402,7 +408,8 @@ def _check_differentiable(model: nn.Module, loss_fn: Callable, xb, yb) -> None:
                              "numpy step in it (torch.no_grad inside it does the same)")
 
 
-def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int, out, yb) -> tuple | None:
+def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int,
+                       probed_ignore: int | None, probed_weights: torch.Tensor | None) -> tuple | None:
     """How to weigh the losses of batches of ``size`` so that their weighted mean is the loss over the whole set:
     None for by samples (or by the targets ``metrics.batch_denominator`` knows a loss keeps), or a rule of
     ``evaluate.kept_rules`` where the loss is found to be a mean over the targets other than a padding label or
@@ -411,8 +418,8 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     weights on up to 256 samples spread over the set against two parts of them, for each split of
     ``evaluate.split_positions``; not for a model whose outputs are random. Where neither fits (a normalisation
     by the batch, outputs that depend on the rest of the batch) warns (``UserWarning``): the Hessian is then that
-    of the batches' sample-weighted mean. ``out`` and ``yb``: the model's outputs on the first samples and their
-    targets, for the probes of a loss function (``metrics.probe_targets``, ``metrics.class_weights``)."""
+    of the batches' sample-weighted mean. ``probed_ignore`` and ``probed_weights``: what the probes of a loss
+    function found (``metrics.probe_targets``, ``metrics.class_weights``), None for none."""
     n = ev.n
     m = min(n, SPREAD_SAMPLES, size)
     if m < 4:
@@ -432,11 +439,6 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
         return None
     whole, mean, known = disagreement
     if not known:
-        probed_ignore = probed_weights = None
-        if not isinstance(loss_fn, (DefaultLoss, OwnLoss)):
-            every = ev.split()[1]
-            probed_ignore = probe_targets(loss_fn, out, yb, every).ignored
-            probed_weights = class_weights(loss_fn, out, yb, every)
         rule = kept_mean_rule(triples, pairs, tol, kept_rules(pairs, probed_ignore, probed_weights))
         if rule is not None:
             return rule
