@@ -1049,7 +1049,9 @@ def class_weights(loss_fn: Callable, outputs, targets: torch.Tensor | None,
                   every_target: torch.Tensor | None = None) -> torch.Tensor | None:
     """The relative weight ``loss_fn`` gives each class, read from its gradient at all-zero logits: there every
     class has probability 1/C, so a cross-entropy weighted by ``w`` pulls position i's target logit by
-    ``-w[y_i] (1 - 1/C) / Σ w[y]``, its class's weight up to one factor. A float64 (C,) tensor, the largest 1,
+    ``-w[y_i] (1 - 1/C) / Σ w[y]``, its class's weight up to one factor; with label smoothing ε, by that times
+    1 - ε against another position's pull on the same logits (``_class_weights_on``: C ≥ 3, the smoothing term
+    cancels, so ``weight=`` with ``label_smoothing=`` is read too). A float64 (C,) tensor, the largest 1,
     where every position of a class is pulled alike (to 1e-6 relative) and the classes not all alike: a function's
     class weights, ``F.cross_entropy(o, y, weight=w)``, which cannot be read (a batch's value is then the mean
     weighted by ``Σ w[y]`` of its targets, trial s42); None otherwise (logits not found as plain (N, C, ...) tensor
@@ -1094,8 +1096,23 @@ def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tens
         return None
     if grad is None or not bool(torch.isfinite(grad).all()):
         return None
-    pull = -grad.double().gather(1, targets.clamp(0, n_classes - 1).unsqueeze(1)).squeeze(1)[kept]
-    y = targets[kept]
+    g = grad.double().movedim(1, -1).reshape(-1, n_classes)[kept.reshape(-1)]  # (kept positions, classes)
+    y = targets[kept].reshape(-1).long()
+    if n_classes >= 3 and bool((y != y[0]).any()):
+        # label smoothing adds (ε/C)(W/C - w_k) / Σw[y] to every logit k of every position, which the target's
+        # pull alone mixes into w[y]; against a partner position q of another target, at a third class k, it
+        # cancels: (g[p,y] - g[q,y]) - (g[p,k] - g[q,k]) = -(1 - ε) w[y] / Σw[y] (trial s43: weight= with
+        # label_smoothing= in a lambda was weighted by samples, 91 % off on label-sorted batches)
+        first = int((y != y[0]).nonzero()[0])
+        q = torch.where(y == y[0], first, 0)  # each position's partner: the first of another target
+        yq = y[q]
+        k = torch.zeros_like(y)  # the smallest class that is neither target
+        for c in (1, 2):
+            k = torch.where((k == y) | (k == yq), c, k)
+        rows = torch.arange(len(y), device=y.device)
+        pull = -((g[rows, y] - g[q, y]) - (g[rows, k] - g[q, k]))
+    else:
+        pull = -g.gather(1, y.clamp(0, n_classes - 1).unsqueeze(1)).squeeze(1)
     weights = torch.zeros(n_classes, dtype=torch.float64, device=grad.device)
     for c in torch.unique(y).tolist():
         at = pull[y == c]

@@ -606,7 +606,8 @@ def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_share
     it: a warning saying the values are weighted means over the batches, which every point then is; no warning
     for losses that are means over samples, and nn.CrossEntropyLoss(ignore_index=0) gives the whole set's; a
     function's plain class weights are read from its gradient and weight its batches as the module's do (they
-    were warned of and weighted by samples, trial s42): the whole set's values."""
+    were warned of and weighted by samples, trial s42), also beside label smoothing (trial s43): the whole
+    set's values."""
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     x, y = masked_in_batches_not_in_halves()
@@ -625,8 +626,9 @@ def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_share
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", "landscape_nb: accuracy skipped: the targets are class probabilities")
         by_class = lambda out, t: nn.functional.cross_entropy(out, t, weight=w)
+        smoothed = lambda out, t: nn.functional.cross_entropy(out, t, weight=w, label_smoothing=0.1)  # s43
     for loss_fn, targets in ((nn.CrossEntropyLoss(ignore_index=0), y), (nn.functional.cross_entropy, y),
-                                 (nn.MSELoss(), one_hot), (by_class, y)):
+                                 (nn.MSELoss(), one_hot), (by_class, y), (smoothed, y)):
             s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20,
                                     loss_fn=loss_fn)
             np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, s.y),
