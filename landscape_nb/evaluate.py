@@ -116,8 +116,9 @@ class PointEvaluator(Protocol):
 # ----------------------------------------------------------- evaluator ----
 
 #: how to write a loss over kept targets whose batches' values ``Evaluator`` and ``hessian`` average exactly
-MEAN_LOSS_FIX = ("nn.CrossEntropyLoss(ignore_index=...), whose batches are weighted by their kept targets, or a "
-                 "mean over samples: F.cross_entropy(..., reduction='sum') / len(targets)")
+MEAN_LOSS_FIX = ("nn.CrossEntropyLoss(ignore_index=..., weight=...), whose batches are weighted by their kept "
+                 "targets' weights, or a mean over samples (e.g. F.cross_entropy(..., reduction='sum') / "
+                 "len(targets) where no target is left out or weighted)")
 #: samples, spread over the evaluation set, on which the loss and metrics are checked to be means over samples
 SPREAD_SAMPLES = 256
 BN_BATCH = 1024  # most samples a pass when BatchNorm statistics are re-estimated: fixed, so the statistics
@@ -918,8 +919,10 @@ class Evaluator(SpeedChoices):
                        "how the samples are batched")
             else:
                 why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} "
-                       f"samples spread over the set, {mean:.7g} from two parts of them (e.g. a mean over non-ignored "
-                       "tokens, a normalisation by the batch, or outputs that depend on the batch)")
+                       f"samples spread over the set, {mean:.7g} from two parts of them, nor a mean over the targets "
+                       "other than a padding label (-100, a value its gradient ignores, a negative label, 255 or 0) "
+                       "or weighted by class weights its gradient shows (e.g. a normalisation by the batch, a mean "
+                       "over targets masked otherwise, or outputs that depend on the batch)")
             break
         if why is None:
             return

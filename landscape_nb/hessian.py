@@ -445,7 +445,8 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     warn_user(
         f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
         f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts "
-        "of them: e.g. a normalisation by the batch, or outputs that depend on the batch), so with "
+        f"of them{'' if known else ', nor a mean over the targets other than a padding label or weighted by class'}"
+        ": e.g. a normalisation by the batch, or outputs that depend on the batch), so with "
         f"batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' losses, not of the "
         f"loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose batches' "
         f"sample-weighted mean is it: {MEAN_LOSS_FIX}")
