@@ -27,6 +27,7 @@ _LAZY = {
     "load_surface": ("landscape_nb.store", "load_surface"),
     "load_directions": ("landscape_nb.store", "load_directions"),
     "compute_surface": ("landscape_nb.compute", "compute_surface"),
+    "points_summary": ("landscape_nb.compute", "points_summary"),
     "ClusterLost": ("landscape_nb.runners", "ClusterLost"),
     "Directions": ("landscape_nb.directions", "Directions"),
     "as_directions": ("landscape_nb.directions", "as_directions"),
