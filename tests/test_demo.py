@@ -41,3 +41,22 @@ def test_demo_writes_standalone_html_figures(tmp_path, capsys):
         assert len(s.x) == 11 and s.loss[list(s.x).index(0.0)] == pytest.approx(loss, rel=2e-6)
     # the stores are complete and a rerun resumes them without recomputation
     assert main(["demo", "--out", str(out), "--resolution", "5", "--workers", "2"]) == 0
+
+
+def test_the_demo_says_which_models_it_trains_and_leaves_logging_as_it_was(tmp_path, capsys):
+    """A first run trains six ResNets for minutes; it did so in silence (trial s43). While the demo runs the
+    zoo's training lines are printed, once (also where the root logger is at INFO), and the zoo's logger is put
+    back after."""
+    import logging
+
+    from landscape_nb.cli.demo import training_said
+
+    zoo_log = logging.getLogger("landscape_nb.zoo")
+    before = (zoo_log.level, zoo_log.propagate, list(zoo_log.handlers))
+    with training_said():
+        lnb.zoo.load("mlp-moons", cache_dir=tmp_path)
+        lnb.zoo.load("mlp-moons", cache_dir=tmp_path)  # cached: nothing to say
+    out = capsys.readouterr().out
+    assert out.count("Training zoo example 'mlp-moons' (first use; cached at") == 1
+    assert out.count("Trained 'mlp-moons' in") == 1
+    assert (zoo_log.level, zoo_log.propagate, list(zoo_log.handlers)) == before

@@ -10,8 +10,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import plot, zoo
@@ -23,6 +26,25 @@ from ..plot.export import export_html
 from .progress import TqdmProgress
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def training_said() -> Iterator[None]:
+    """The zoo's "Training zoo example ..." and "Trained ..." lines printed while the demo runs: a first run
+    trains six ResNets for minutes, which it did in silence (trial s43). Put back as it was after."""
+    zoo_log = logging.getLogger(zoo.__name__)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = zoo_log.level, zoo_log.propagate
+    zoo_log.addHandler(handler)
+    zoo_log.setLevel(logging.INFO)
+    zoo_log.propagate = False  # said once, also where --verbose set the root logger to INFO
+    try:
+        yield
+    finally:
+        zoo_log.removeHandler(handler)
+        zoo_log.setLevel(level)
+        zoo_log.propagate = propagate
 
 
 def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolution: int = 31) -> list[Path]:
@@ -102,44 +124,45 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
         written.append(path)
         print(f"wrote {path}")
 
-    try:
-        n = resolution | 1  # odd: every figure's grid holds its models (at 0, and 1 on the interpolation)
-        pair = []
-        for name in ("resnet20-digits", "resnet20-noskip-digits"):
-            ex = zoo.load(name)
-            d = random_directions(ex.model, n=2, norm="filter", ignore="biasbn", seed=0)
-            s = surface(name, ex.model, ex.test, d, x=(-1, 1, n), y=(-1, 1, n), loss_fn=ex.loss_fn)
-            pair.append(s)
-            write(plot.surface(s, title=f"{name}: filter-normalized random plane"), f"{name}-surface.html")
-        write(plot.compare(pair, kind="contour", titles=["with skip connections", "without skip connections"]),
-              "resnet20-skip-vs-noskip.html")
-        # no eigen-map here (Hessian products on six deep nets take minutes on a laptop CPU): the
-        # non-convex fraction is in notebooks/skip_connections.ipynb and lnb.depth.depth_comparison
-        depth = depth_comparison(settings=DepthSettings(resolution=n, max_samples=128, eigen_resolution=0),
-                                 client=cl, store_dir=out / "stores" / "depth")
-        write(plot.depth_figure(depth), "depth-skip-vs-noskip.html")
+    with training_said():
+        try:
+            n = resolution | 1  # odd: every figure's grid holds its models (at 0, and 1 on the interpolation)
+            pair = []
+            for name in ("resnet20-digits", "resnet20-noskip-digits"):
+                ex = zoo.load(name)
+                d = random_directions(ex.model, n=2, norm="filter", ignore="biasbn", seed=0)
+                s = surface(name, ex.model, ex.test, d, x=(-1, 1, n), y=(-1, 1, n), loss_fn=ex.loss_fn)
+                pair.append(s)
+                write(plot.surface(s, title=f"{name}: filter-normalized random plane"), f"{name}-surface.html")
+            write(plot.compare(pair, kind="contour", titles=["with skip connections", "without skip connections"]),
+                  "resnet20-skip-vs-noskip.html")
+            # no eigen-map here (Hessian products on six deep nets take minutes on a laptop CPU): the
+            # non-convex fraction is in notebooks/skip_connections.ipynb and lnb.depth.depth_comparison
+            depth = depth_comparison(settings=DepthSettings(resolution=n, max_samples=128, eigen_resolution=0),
+                                     client=cl, store_dir=out / "stores" / "depth")
+            write(plot.depth_figure(depth), "depth-skip-vs-noskip.html")
 
-        ex = zoo.load("mlp-digits")
-        small, large = ex.minimizers["small-batch"], ex.minimizers["large-batch"]
-        interp = surface("mlp-digits", small, ex.test, interpolation_direction(small, large, names=(
-                         "small-batch", "large-batch")), x=(-0.5, 1.5, 4 * n + 1),
-                         loss_fn=ex.loss_fn, label="small-to-large batch")
-        write(plot.line(interp, title="mlp-digits: small-batch (0) → large-batch (1) minimizer"),
-              "mlp-digits-small-vs-large-batch.html")
-        slices = []
-        for key, m in (("small-batch", small), ("large-batch", large)):
-            d = random_directions(m, n=1, norm="filter", seed=0)
-            s = surface("mlp-digits", m, ex.test, d, x=(-1, 1, 2 * n + 1), loss_fn=ex.loss_fn, label=f"{key} slice")
-            slices.append(s)
-        write(plot.line(slices, title="mlp-digits: filter-normalized slices through each minimizer"),
-              "mlp-digits-flat-vs-sharp.html")
+            ex = zoo.load("mlp-digits")
+            small, large = ex.minimizers["small-batch"], ex.minimizers["large-batch"]
+            interp = surface("mlp-digits", small, ex.test, interpolation_direction(small, large, names=(
+                             "small-batch", "large-batch")), x=(-0.5, 1.5, 4 * n + 1),
+                             loss_fn=ex.loss_fn, label="small-to-large batch")
+            write(plot.line(interp, title="mlp-digits: small-batch (0) → large-batch (1) minimizer"),
+                  "mlp-digits-small-vs-large-batch.html")
+            slices = []
+            for key, m in (("small-batch", small), ("large-batch", large)):
+                d = random_directions(m, n=1, norm="filter", seed=0)
+                s = surface("mlp-digits", m, ex.test, d, x=(-1, 1, 2 * n + 1), loss_fn=ex.loss_fn, label=f"{key} slice")
+                slices.append(s)
+            write(plot.line(slices, title="mlp-digits: filter-normalized slices through each minimizer"),
+                  "mlp-digits-flat-vs-sharp.html")
 
-        ex = zoo.load("mlp-moons")
-        d = random_directions(ex.model, n=2, seed=0)
-        s = surface("mlp-moons", ex.model, ex.test, d, x=(-1, 1, n), y=(-1, 1, n), loss_fn=ex.loss_fn)
-        write(plot.contour(s, title="mlp-moons: filter-normalized random plane"), "mlp-moons-contour.html")
-    finally:
-        if owned is not None:
-            owned.close()
+            ex = zoo.load("mlp-moons")
+            d = random_directions(ex.model, n=2, seed=0)
+            s = surface("mlp-moons", ex.model, ex.test, d, x=(-1, 1, n), y=(-1, 1, n), loss_fn=ex.loss_fn)
+            write(plot.contour(s, title="mlp-moons: filter-normalized random plane"), "mlp-moons-contour.html")
+        finally:
+            if owned is not None:
+                owned.close()
     print(f"demo finished in {time.perf_counter() - t0:.0f} s: {len(written)} figures in {out}")
     return written
