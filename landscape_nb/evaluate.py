@@ -312,15 +312,26 @@ def holds_padding(targets, probed_ignore: int | None = None) -> bool:
 
 
 def refuse_sums_spread(model: nn.Module, ev: EvalData, split: Callable, loss_fn: Callable,
-                       fns: Mapping[str, Callable]) -> None:
-    """``refuse_sums`` again on 8 samples spread over the set ``ev`` (``split`` into inputs and targets), for
-    where the first 8 hold a label a loss may leave out (``holds_padding``): a set whose first samples carry only
-    ignored targets (label-sorted, padding first) gave 0 on both halves, which tells nothing, and a summed loss
-    ran as the whole set's sum, N times the mean, unwarned (trial s42; the Hessian's too, trial s43)."""
+                       fns: Mapping[str, Callable], probed_ignore: int | None = None) -> None:
+    """``refuse_sums`` again on 8 samples spread over those of the set ``ev`` (``split`` into inputs and targets)
+    whose class-index targets hold a label no loss leaves out (not negative, 255 or ``probed_ignore``; all samples
+    for other targets), for where the first 8 hold such a label (``holds_padding``): a set whose first samples
+    carry only ignored targets (label-sorted, padding first) gave 0 on both halves, which tells nothing, and a
+    summed loss ran as the whole set's sum, N times the mean, unwarned (trial s42; the Hessian's too, trial s43;
+    8 samples spread over all of a set 93 % padding held one kept target, re-trial s43)."""
     if ev.n < 16:
         return
+    targets = ev.split()[1]
+    idx = torch.arange(ev.n)
+    if isinstance(targets, torch.Tensor) and not (targets.is_floating_point() or targets.is_complex()):
+        t = targets.reshape(len(targets), -1)
+        kept = ((t >= 0) & (t != 255) & (t != (-1 if probed_ignore is None else probed_ignore))).any(1)
+        idx = kept.nonzero().reshape(-1).cpu()
+        if len(idx) < 2:
+            return  # a sum and a mean of one kept target are the same
     device = tree_leaves(ev.tree)[0][1].device
-    xs, ys = split(ev.take(torch.linspace(0, ev.n - 1, 8, device=device).round().long()).tree)
+    pick = idx[torch.linspace(0, len(idx) - 1, min(8, len(idx))).round().long()]
+    xs, ys = split(ev.take(pick.to(device)).tree)
     try:
         with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -765,7 +776,7 @@ class Evaluator(SpeedChoices):
         if random_note:  # warned by compute_surface, on every runner
             self.notes[RANDOM_VALUES] = random_note
         if holds_padding(yb, self._probed_ignore):  # the first 8 samples' checks may have told nothing
-            refuse_sums_spread(self.model, self._data, self._split, self.loss_fn, fns)
+            refuse_sums_spread(self.model, self._data, self._split, self.loss_fn, fns, self._probed_ignore)
         return fns
 
     def _refuse_scalar_outputs(self, out: torch.Tensor, n: int) -> None:

@@ -172,7 +172,7 @@ class HessianOperator:
                 loss_fn, out, yb, ev.split()[1])) if not isinstance(loss_fn, (DefaultLoss, OwnLoss)) else (None, None)
             refuse_sums(model, loss_fn, xb, yb, out, {})  # a model's own loss too; right and wrong predictions
             if holds_padding(yb, probed[0]):  # the first 8 all padding: a sum was 0 on both halves (trial s43)
-                refuse_sums_spread(model, ev, split, loss_fn, {})
+                refuse_sums_spread(model, ev, split, loss_fn, {}, probed[0])
             _check_differentiable(model, loss_fn, xb, yb)
             check_fns_stateless(out, yb, {"loss_fn": loss_fn}, {"loss_fn": loss_state})
             check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all

@@ -736,10 +736,11 @@ def test_a_sum_over_the_batch_is_refused_where_the_first_samples_are_padding():
     """Trial s42: a model's own loss summed over its batch, a loss_fn summing, and a count of right predictions
     were each accepted with no word when the first 8 samples (the ones checked) carried padding alone: both
     halves gave 0, which tells nothing, and the surface was N times the mean. Checked again on samples spread
-    over the set (also where the whole set runs as one batch: 300 samples), they are refused; a mean over kept
-    tokens whose first half keeps one well-predicted token is the sum of its halves to 1e-3, and is no sum."""
-    for n in (1200, 300):
-        x, y = _pads_first(n, n // 3, -100)
+    over the set (also where the whole set runs as one batch: 300 samples), among the samples with kept targets
+    (280 of 300 padding: 8 spread over all held one, re-trial s43), they are refused; a mean over kept tokens
+    whose first half keeps one well-predicted token is the sum of its halves to 1e-3, and is no sum."""
+    for n, pads in ((1200, 400), (300, 100), (300, 280)):
+        x, y = _pads_first(n, pads, -100)
         own = _OwnTokenLoss(-100, reduction="sum")
         d = lnb.random_directions(own, n=1, seed=0)
         with pytest.raises(LandscapeError, match=r"own loss \(outputs.loss\) is [\d.]+ on 8 samples .* sums over"):

@@ -356,19 +356,24 @@ def test_a_summed_loss_is_refused_where_the_first_samples_are_padding():
     """The first 20 of 40 labels -100 (label-sorted, padding first) and ``F.cross_entropy(..., reduction="sum")``
     scaled: 0 on both halves of the first 8 samples, which tells nothing, so every Hessian function ran the
     whole set's sum (λ_max 7.09 with batch_size=None, 0.72 with 64, trial s43); the sum is checked again on 8
-    samples spread over the set and refused, as compute_surface refuses it, whatever the batch size."""
+    samples spread over those with kept targets (280 of 300 padding too) and refused, as compute_surface
+    refuses it, whatever the batch size."""
     model = _small_mlp()
     g = torch.Generator().manual_seed(4)
     x = torch.randn(40, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (40,), generator=g)
     y[:20] = -100
     summed = lambda out, t: nn.functional.cross_entropy(out, t, reduction="sum") / 16
-    for call in (lambda **kw: lnb.hessian_eigenvalues(model, (x, y), loss_fn=summed, which="max", **kw),
-                 lambda **kw: lnb.hessian_trace(model, (x, y), loss_fn=summed, **kw),
-                 lambda **kw: HessianOperator(model, (x, y), loss_fn=summed, **kw)):
-        for batch_size in (None, 10):
-            with pytest.raises(LandscapeError, match=r"loss_fn gives .* on 8 samples .* it sums over the batch"):
-                call(batch_size=batch_size)
+    many = torch.randint(0, 3, (300,), generator=g)
+    many[:280] = -100  # 8 samples spread over all 300 held one kept target: a sum is its mean (re-trial s43)
+    xs = torch.randn(300, 4, generator=g, dtype=torch.float64)
+    for data in ((x, y), (xs, many)):
+        for call in (lambda **kw: lnb.hessian_eigenvalues(model, data, loss_fn=summed, which="max", **kw),
+                     lambda **kw: lnb.hessian_trace(model, data, loss_fn=summed, **kw),
+                     lambda **kw: HessianOperator(model, data, loss_fn=summed, **kw)):
+            for batch_size in (None, 10):
+                with pytest.raises(LandscapeError, match=r"loss_fn gives .* on 8 samples .* sums over the batch"):
+                    call(batch_size=batch_size)
     mean = lambda out, t: nn.functional.cross_entropy(out, t)  # the mean over kept targets: fine
     got = lnb.hessian_eigenvalues(model, (x, y), loss_fn=mean, which="max", batch_size=10, tol=1e-10)
     want = np.linalg.eigvalsh(_dense_hessian(model, (x[20:], y[20:]), nn.functional.cross_entropy))[-1]
