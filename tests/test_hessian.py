@@ -368,9 +368,9 @@ def test_a_summed_loss_is_refused_where_the_first_samples_are_padding():
     many[:280] = -100  # 8 samples spread over all 300 held one kept target: a sum is its mean (re-trial s43)
     xs = torch.randn(300, 4, generator=g, dtype=torch.float64)
     for data in ((x, y), (xs, many)):
-        for call in (lambda **kw: lnb.hessian_eigenvalues(model, data, loss_fn=summed, which="max", **kw),
-                     lambda **kw: lnb.hessian_trace(model, data, loss_fn=summed, **kw),
-                     lambda **kw: HessianOperator(model, data, loss_fn=summed, **kw)):
+        for call in (lambda data=data, **kw: lnb.hessian_eigenvalues(model, data, loss_fn=summed, which="max", **kw),
+                     lambda data=data, **kw: lnb.hessian_trace(model, data, loss_fn=summed, **kw),
+                     lambda data=data, **kw: HessianOperator(model, data, loss_fn=summed, **kw)):
             for batch_size in (None, 10):
                 with pytest.raises(LandscapeError, match=r"loss_fn gives .* on 8 samples .* sums over the batch"):
                     call(batch_size=batch_size)
