@@ -404,6 +404,8 @@ class SpeedChoices:
         batch_axis = self._batch_axis_stack()
         if batch_axis is not None and batch_axis.fits(self.batches, len(coords)):
             try:
+                if "batch axis" not in self._stacks_checked:
+                    self._hold_far_from(coords)
                 sums = self._points_on_batch_axis(batch_axis, parts, coords)
                 self._verify_stacked(coords, sums, "batch axis")
                 self._stacked_on_batch_axis = True
@@ -432,6 +434,8 @@ class SpeedChoices:
                     table[key] = t
 
         batched = vmap(one, in_dims=(0, 0, None, None))
+        if "vmap" not in self._stacks_checked:
+            self._hold_far_from(coords)
         stacked = [parts[i] for i in used]
         sums = None
         if shared is not None:
@@ -477,6 +481,15 @@ class SpeedChoices:
     def _farthest(self, coords: torch.Tensor) -> int:
         """The row of ``coords`` farthest from the point the model holds now (the one a check compares)."""
         return int(torch.linalg.vector_norm(coords - self.perturber.coeffs, dim=1).argmax())
+
+    def _hold_far_from(self, coords: torch.Tensor) -> None:
+        """Hold weights far from every point of ``coords`` (4 times the largest coefficient, at least 4, past
+        the first point on every axis) while the first stacked pass of a path runs: a model reading a weight
+        past what the pass swaps (a dict of its weights built in ``__init__``) computes every point at the
+        weights held, which ``_verify_stacked``'s single points then miss by far more than rounding, where held
+        weights near the pass's points gave errors under its 1e-5 there and 1.7e-4 elsewhere (re-trial s43).
+        Values of a model that reads no weight so are not changed."""
+        self.perturber.set(coords[0] + 4.0 * max(1.0, float(coords.abs().max())))
 
     def _verify_stacked(self, coords: torch.Tensor, stacked: torch.Tensor, path: str) -> None:
         """Raise ``ValueError`` if a stacked pass's values differ from single points' beyond rounding (1e-5
