@@ -211,6 +211,16 @@ def spread_splits(ev: EvalData, split: Callable, m: int, device) -> tuple[tuple,
     return split(ev.take(idx).tree), [[split(ev.take(idx[p]).tree) for p in pair] for pair in split_positions(m)]
 
 
+def judged(triples: list, weights: list, by_class: bool) -> tuple[list, list]:
+    """The splits (``triples`` and their parts' ``weights``) a check of a batch mean can judge: all of them, or for
+    a loss weighing classes (``by_class``: ``class_weighting``) those whose two parts both weigh something (a part
+    of classes weighted 0 still adds to the numerator beside label smoothing: ``weightless``)."""
+    if not by_class:
+        return triples, weights
+    kept = [(t, w) for t, w in zip(triples, weights) if w[0] and w[1]]
+    return [t for t, _ in kept], [w for _, w in kept]
+
+
 def first_disagreement(triples: list, weights: list, tol: float) -> tuple[float, float, bool] | None:
     """The first (whole, weighted mean of its parts, weights known) of ``triples`` ((whole, first, second)
     values) whose parts' mean, weighted by ``weights`` ((w1, w2, known) each), is not the whole's value to
@@ -271,7 +281,8 @@ def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple
     None where none does (or a split keeps nothing under it)."""
     for rule in rules:
         kept = [(*(float(kept_denominator(rule, yb)) for _, yb in pair), True) for pair in pairs]
-        if all(w1 + w2 for w1, w2, _ in kept) and first_disagreement(triples, kept, tol) is None:
+        ts, ws = judged(triples, kept, rule[0] == "weights")
+        if ts and all(w1 + w2 for w1, w2, _ in ws) and first_disagreement(ts, ws, tol) is None:
             return rule
     return None
 
@@ -367,6 +378,51 @@ def refuse_own_loss_sum(model: nn.Module, loss_fn: Callable, xb, out) -> None:
             "forward), so its value and curvature would depend on the batch size; expected the mean over the "
             "batch: divide it by the number of samples in forward, or return per-sample outputs and pass a "
             "mean loss_fn")
+
+
+def class_weighting(fn, rule: tuple | None = None) -> tuple[torch.Tensor, int] | None:
+    """(class weights, ignored label) a loss weighs its targets by: a ``("weights", w)`` rule (``kept_rules``) or
+    an ``nn.CrossEntropyLoss``/``nn.NLLLoss`` given ``weight=``; None for any other."""
+    if rule is not None and rule[0] == "weights":
+        return rule[1], -100
+    if isinstance(fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and fn.weight is not None:
+        return fn.weight, fn.ignore_index
+    return None
+
+
+def weightless(targets, weighting: tuple[torch.Tensor, int] | None) -> bool:
+    """Whether a batch of ``targets`` counts samples its loss weighs 0 (a class weighted 0 under ``weighting``,
+    ``class_weighting``'s) and none it weighs more: its mean divides by 0, and beside label smoothing those
+    samples still add to the numerator (PyTorch divides both terms by Σ w[y]), so its value is no weighted
+    mean of anything, and leaving it out drops them (re-trial s43: 2.3 % off, and every point NaN where the
+    first class weighed 0). A batch of ignored targets alone is not: it adds nothing, and is left out exactly."""
+    if weighting is None or not isinstance(targets, torch.Tensor) or targets.is_floating_point():
+        return False
+    w, ignore = weighting
+    t = targets.reshape(-1)
+    counted = t[(t >= 0) & (t < len(w)) & (t != ignore)]
+    return counted.numel() > 0 and float(w.to(t.device)[counted].abs().sum()) == 0.0
+
+
+def batch_ranges(n: int, size: int, weightless_at: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+    """``[start, stop)`` of consecutive batches of ``size`` of ``n`` samples (the last holds the rest), each one
+    ``weightless_at(start, stop)`` joined to the one before it (the first ones to the next that is not): every
+    batch then weighs something, and its value is its share of the whole set's mean (``weightless``)."""
+    ranges: list[list[int]] = []
+    carry = None
+    for a in range(0, n, size):
+        b = min(a + size, n)
+        if weightless_at(a, b):
+            if ranges:
+                ranges[-1][1] = b
+            else:
+                carry = a if carry is None else carry
+            continue
+        ranges.append([a if carry is None else carry, b])
+        carry = None
+    if carry is not None:  # every batch weightless: the whole set as one
+        ranges = [[0, n]]
+    return [(a, b) for a, b in ranges]
 
 
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
@@ -534,6 +590,8 @@ class Evaluator(SpeedChoices):
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
         self._counts_of, self._counts = None, {}  # with_exact_fractions()' cache of fraction_counts, likewise
         self._fix_batching_for_batch_means()
+        if any(rule[0] == "weights" for rule in self._kept.values()):  # found just now: weightless batches joined
+            self.batches = self._batches(self._slice_size)
         self._tuner = self._batch_size_tuner()
         self._trial_points: list = []  # (coeffs, batch size, values, rows, index) of the tuner's points (_recheck_trial)
         self.points_per_pass: int | None = settings.points_per_pass
@@ -623,8 +681,22 @@ class Evaluator(SpeedChoices):
                                           "torch.optim.swa_utils.update_bn)")
 
     def _batches(self, size: int) -> list:
-        """``[(inputs, targets), ...]`` of ``size`` samples each, on the device."""
-        return [self._split(t) for t in self._data.slices(size)]
+        """``[(inputs, targets), ...]`` of ``size`` samples each, on the device; one whose targets a loss or metric
+        weighs 0 but counts (``weightless``: a class weighted 0 beside label smoothing) joined to the one before."""
+        self._slice_size = int(size)
+        fns = [self.loss_fn, *getattr(self, "metric_fns", {}).values()]
+        kept = getattr(self, "_kept", {})
+        weightings = [w for w in (class_weighting(fn, kept.get(id(fn))) for fn in fns) if w is not None]
+        if not weightings:
+            return [self._split(t) for t in self._data.slices(size)]
+        tree = self._data.tree
+        targets = self._data.split()[1]
+
+        def at(a: int, b: int) -> bool:
+            return isinstance(targets, torch.Tensor) and any(weightless(targets[a:b], w) for w in weightings)
+
+        return [self._split(tree_map(lambda t, a=a, b=b: t[a:b], tree))
+                for a, b in batch_ranges(self.n_samples, self._slice_size, at)]
 
 
     @property
@@ -633,7 +705,8 @@ class Evaluator(SpeedChoices):
 
     @property
     def batch_size(self) -> int:
-        return batch_len(self.batches[0][0])
+        """Samples a batch (``_batches``' size: a batch joined to a weightless one holds more)."""
+        return self._slice_size
 
     @property
     def tuning(self) -> bool:
@@ -915,7 +988,8 @@ class Evaluator(SpeedChoices):
                     "mean over two halves of them: it sums over the batch (e.g. reduction='sum'), so its value would "
                     "depend on the batch size; expected the mean over the batch (divide by the number of samples, or "
                     "of kept targets)")
-            disagreement = first_disagreement(triples, weights[:1] + weights, tol)
+            disagreement = first_disagreement(*judged(triples, weights[:1] + weights,
+                                                      class_weighting(fns[name]) is not None), tol)
             if disagreement is None:
                 continue
             if not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol, loss=column == 0):

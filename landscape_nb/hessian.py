@@ -45,9 +45,10 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, orde
                    tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, data_key,
-                       first_disagreement, holds_padding, kept_denominator, kept_mean_rule, kept_rules, part_weights,
-                       refuse_sums, refuse_sums_spread, split_positions, spread_splits)
+from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, batch_ranges, check_padding, choose_loss,
+                       class_weighting, data_key, first_disagreement, holds_padding, kept_denominator, kept_mean_rule,
+                       judged, kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions,
+                       spread_splits, weightless)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -184,6 +185,10 @@ class HessianOperator:
                                       f"{kept[1]} and -100" if kept[0] == "ignore" else
                                       f"{self.loss_note}; its batches weighted by their targets' class weights "
                                       f"{[round(float(v), 6) for v in kept[1]]}")
+                weighting, targets = class_weighting(loss_fn, kept), ev.split()[1]
+                if weighting is not None and isinstance(targets, torch.Tensor):  # a batch weighing 0: joined
+                    batches = [split(tree_map(lambda t, a=a, b=b: t[a:b], ev.tree)) for a, b in batch_ranges(
+                        ev.n, batch_size or ev.n, lambda a, b: weightless(targets[a:b], weighting))]
         else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
             kept = None
             batches = list(batches)
@@ -434,7 +439,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
             return None  # random outputs: nothing to compare
         triples = [(whole, *(float(loss_fn(call_model(model, xb), yb)) for xb, yb in pair)) for pair in pairs]
     weights = [part_weights(loss_fn, pair, m, at) for pair, at in zip(pairs, split_positions(m))]
-    disagreement = first_disagreement(triples, weights, tol)
+    disagreement = first_disagreement(*judged(triples, weights, class_weighting(loss_fn) is not None), tol)
     if disagreement is None:
         return None
     whole, mean, known = disagreement

@@ -1113,6 +1113,8 @@ def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tens
         pull = -((g[rows, y] - g[q, y]) - (g[rows, k] - g[q, k]))
     else:
         pull = -g.gather(1, y.clamp(0, n_classes - 1).unsqueeze(1)).squeeze(1)
+    scale = float(pull.abs().max()) if pull.numel() else 0.0
+    pull = torch.where(pull.abs() < 1e-6 * scale, 0.0, pull)  # a class weighted 0: ~1e-9 either side by rounding
     weights = torch.zeros(n_classes, dtype=torch.float64, device=grad.device)
     for c in torch.unique(y).tolist():
         at = pull[y == c]
