@@ -253,16 +253,16 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     padded labels), the value a probe found the loss gives no gradient (``probed_ignore``), another negative
     label or 255 the targets hold (a void or padding label), 0 (a padding id); then ("weights", w), each target
     weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
-    ``metrics.class_weights``). None (an empty list) for targets that are not class indices."""
+    ``metrics.class_weights``), tried first. None (an empty list) for targets that are not class indices."""
     labels = [yb for pair in pairs for _, yb in pair]
     if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
         return []
     held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
     others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
     rules: list = [("ignore", v) for v in dict.fromkeys([-100, probed_ignore, *others, 0]) if v is not None]
-    if probed_weights is not None:
-        rules.append(("weights", probed_weights))
-    return rules
+    # the class weights its gradient shows first: a class weighted 0 is not ignored (beside label smoothing it adds
+    # to the numerator), and -100 fitted the checked samples by chance where it counted that class (re-trial s43)
+    return ([("weights", probed_weights)] if probed_weights is not None else []) + rules
 
 
 def kept_denominator(rule: tuple, targets: torch.Tensor) -> torch.Tensor:
@@ -405,24 +405,20 @@ def weightless(targets, weighting: tuple[torch.Tensor, int] | None) -> bool:
 
 
 def batch_ranges(n: int, size: int, weightless_at: Callable[[int, int], bool]) -> list[tuple[int, int]]:
-    """``[start, stop)`` of consecutive batches of ``size`` of ``n`` samples (the last holds the rest), each one
-    ``weightless_at(start, stop)`` joined to the one before it (the first ones to the next that is not): every
-    batch then weighs something, and its value is its share of the whole set's mean (``weightless``)."""
-    ranges: list[list[int]] = []
-    carry = None
+    """``[start, stop)`` of consecutive batches of ``size`` of ``n`` samples (the last holds the rest), a batch
+    that is ``weightless_at(start, stop)`` run together with the ones after it until together they weigh
+    something (a weightless tail with the batch before it): every batch then weighs something or counts
+    nothing, and its value is its share of the whole set's mean (``weightless``)."""
+    ranges: list[tuple[int, int]] = []
+    start = 0
     for a in range(0, n, size):
         b = min(a + size, n)
-        if weightless_at(a, b):
-            if ranges:
-                ranges[-1][1] = b
-            else:
-                carry = a if carry is None else carry
-            continue
-        ranges.append([a if carry is None else carry, b])
-        carry = None
-    if carry is not None:  # every batch weightless: the whole set as one
-        ranges = [[0, n]]
-    return [(a, b) for a, b in ranges]
+        if not weightless_at(start, b):
+            ranges.append((start, b))
+            start = b
+    if start < n:  # a weightless tail
+        ranges = ranges[:-1] + [(ranges[-1][0] if ranges else 0, n)]
+    return ranges
 
 
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:

@@ -1878,20 +1878,26 @@ def test_a_class_weighted_zero_beside_label_smoothing_is_exact_in_any_batching()
     """``F.cross_entropy(o, y, weight=w, label_smoothing=0.1)`` with a class weighted 0, on label-sorted data in
     batches of 20 (re-trial s43): PyTorch divides both terms by Σ w[y], so a batch of that class alone divides by
     0 while its smoothing term still counts; left out, the surface was 2.3 % off with no word, and where the
-    first class weighed 0 (its weight read as ~1e-9 by rounding) every point was NaN. Such a batch now runs
-    joined to the one before it: the whole set's values, no warning, as a function or as the module."""
+    first class weighed 0 (its weight read as ~1e-9 by rounding) every point was NaN; weights 0, 1, 1 were taken
+    for an ignored class 0, and beside -100 padding the -100 rule fitted the checked samples by chance. The
+    weights the gradient shows are tried first, and such a batch runs together with the next ones until they
+    weigh something: the whole set's values, no warning, as a function or as the module."""
     g = torch.Generator().manual_seed(7)
     x = torch.randn(120, 6, generator=g)
     y = torch.sort(torch.randint(0, 3, (120,), generator=g)).values
     torch.manual_seed(7)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
     d = lnb.random_directions(model, n=2, seed=0)
-    for w in ([0.5, 0.0, 2.0], [0.0, 1.25, 2.0]):
+    padded = y.clone()
+    padded[:14] = -100  # padding first, then the class weighted 0: a batch of both weighs 0 (re-trial s43)
+    for w, smoothing, targets in (([0.5, 0.0, 2.0], 0.1, y), ([0.0, 1.25, 2.0], 0.1, y), ([0.0, 1.0, 1.0], 0.1, y),
+                                  ([0.0, 1.0, 1.0], 0.0, padded), ([0.0, 1.25, 2.0], 0.1, padded)):
         w = torch.tensor(w)
-        for loss_fn in (lambda out, t, w=w: nn.functional.cross_entropy(out, t, weight=w, label_smoothing=0.1),
-                        nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)):
+        for loss_fn in (lambda out, t, w=w, s=smoothing: nn.functional.cross_entropy(out, t, weight=w,
+                                                                                     label_smoothing=s),
+                        nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)):
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20, loss_fn=loss_fn,
-                                        metrics=None)
-            np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, loss_fn, d, s.x, s.y), rtol=1e-5)
+                s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20,
+                                        loss_fn=loss_fn, metrics=None)
+            np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, s.y), rtol=1e-5)

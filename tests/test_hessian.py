@@ -1147,14 +1147,18 @@ def test_a_class_weighted_zero_beside_label_smoothing_gives_the_whole_sets_hessi
     g = torch.Generator().manual_seed(5)
     x = torch.randn(40, 4, generator=g, dtype=torch.float64)
     y = torch.sort(torch.randint(0, 3, (40,), generator=g)).values
-    for w in ([0.5, 0.0, 2.0], [0.0, 1.25, 2.0]):
+    padded = y.clone()
+    padded[:6] = -100
+    for w, smoothing, targets in (([0.5, 0.0, 2.0], 0.1, y), ([0.0, 1.25, 2.0], 0.1, y), ([0.0, 1.0, 1.0], 0.1, y),
+                                  ([0.0, 1.0, 1.0], 0.0, padded), ([0.0, 1.25, 2.0], 0.1, padded)):
         w = torch.tensor(w, dtype=torch.float64)
-        for loss_fn in (lambda out, t, w=w: nn.functional.cross_entropy(out, t, weight=w, label_smoothing=0.1),
-                        nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)):
+        for loss_fn in (lambda out, t, w=w, s=smoothing: nn.functional.cross_entropy(out, t, weight=w,
+                                                                                     label_smoothing=s),
+                        nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)):
             model = _small_mlp()
-            want = np.linalg.eigvalsh(_dense_hessian(model, (x, y), loss_fn))[-1]
+            want = np.linalg.eigvalsh(_dense_hessian(model, (x, targets), loss_fn))[-1]
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                got = lnb.hessian_eigenvalues(model, (x, y), loss_fn=loss_fn, k=1, which="max", batch_size=10,
+                got = lnb.hessian_eigenvalues(model, (x, targets), loss_fn=loss_fn, k=1, which="max", batch_size=10,
                                               tol=1e-10)
             assert got["max"][0] == pytest.approx(want, rel=1e-8)
