@@ -312,13 +312,16 @@ def refuse_sums(model: nn.Module, loss_fn: Callable, xb, yb, out, fns: Mapping[s
                                      "(out.argmax(1) == y).float().mean()")
 
 
+def _counted(targets: torch.Tensor, probed_ignore: int | None) -> torch.Tensor:
+    """Which class-index ``targets`` hold a label no loss leaves out (not negative, 255 or ``probed_ignore``)."""
+    return (targets >= 0) & (targets != 255) & (targets != (-1 if probed_ignore is None else probed_ignore))
+
+
 def holds_padding(targets, probed_ignore: int | None = None) -> bool:
     """Whether ``targets`` hold a label a loss may leave out (negative, 255, or ``probed_ignore``, the one a probe
     found the loss ignores), or are not class indices: the sum checks on them may then have told nothing."""
     if isinstance(targets, torch.Tensor) and not (targets.is_floating_point() or targets.is_complex()):
-        labels = targets[(targets >= 0) & (targets != 255)]
-        return labels.numel() < targets.numel() or (probed_ignore is not None
-                                                     and bool((labels == probed_ignore).any()))
+        return not bool(_counted(targets, probed_ignore).all())
     return True
 
 
@@ -335,9 +338,7 @@ def refuse_sums_spread(model: nn.Module, ev: EvalData, split: Callable, loss_fn:
     targets = ev.split()[1]
     idx = torch.arange(ev.n)
     if isinstance(targets, torch.Tensor) and not (targets.is_floating_point() or targets.is_complex()):
-        t = targets.reshape(len(targets), -1)
-        kept = ((t >= 0) & (t != 255) & (t != (-1 if probed_ignore is None else probed_ignore))).any(1)
-        idx = kept.nonzero().reshape(-1).cpu()
+        idx = _counted(targets.reshape(len(targets), -1), probed_ignore).any(1).nonzero().reshape(-1).cpu()
         if len(idx) < 2:
             return  # a sum and a mean of one kept target are the same
     device = tree_leaves(ev.tree)[0][1].device
@@ -419,6 +420,18 @@ def batch_ranges(n: int, size: int, weightless_at: Callable[[int, int], bool]) -
     if start < n:  # a weightless tail
         ranges = ranges[:-1] + [(ranges[-1][0] if ranges else 0, n)]
     return ranges
+
+
+def weighed_batches(ev: EvalData, split: Callable, size: int, weightings: list) -> list:
+    """``[(inputs, targets), ...]`` of ``ev`` (``split`` apart) in batches of ``size`` (``ev.slices``), a batch
+    that counts samples only a loss's class weighting (``weightings``: ``class_weighting``'s, one per loss or
+    metric) weighs 0 run together with the next ones (``batch_ranges``, ``weightless``); for ``Evaluator`` and
+    ``HessianOperator`` alike."""
+    targets = ev.split()[1] if weightings else None
+    if not isinstance(targets, torch.Tensor):
+        return [split(t) for t in ev.slices(size)]
+    ranges = batch_ranges(ev.n, int(size), lambda a, b: any(weightless(targets[a:b], w) for w in weightings))
+    return [split(tree_map(lambda t, a=a, b=b: t[a:b], ev.tree)) for a, b in ranges]
 
 
 def check_padding(model: nn.Module, ev: EvalData, loss_fn: Callable, split: Callable) -> None:
@@ -680,19 +693,10 @@ class Evaluator(SpeedChoices):
         """``[(inputs, targets), ...]`` of ``size`` samples each, on the device; one whose targets a loss or metric
         weighs 0 but counts (``weightless``: a class weighted 0 beside label smoothing) joined to the one before."""
         self._slice_size = int(size)
-        fns = [self.loss_fn, *getattr(self, "metric_fns", {}).values()]
+        fns = [self.loss_fn, *getattr(self, "metric_fns", {}).values()]  # metrics and rules: none yet at first
         kept = getattr(self, "_kept", {})
         weightings = [w for w in (class_weighting(fn, kept.get(id(fn))) for fn in fns) if w is not None]
-        if not weightings:
-            return [self._split(t) for t in self._data.slices(size)]
-        tree = self._data.tree
-        targets = self._data.split()[1]
-
-        def at(a: int, b: int) -> bool:
-            return isinstance(targets, torch.Tensor) and any(weightless(targets[a:b], w) for w in weightings)
-
-        return [self._split(tree_map(lambda t, a=a, b=b: t[a:b], tree))
-                for a, b in batch_ranges(self.n_samples, self._slice_size, at)]
+        return weighed_batches(self._data, self._split, self._slice_size, weightings)
 
 
     @property

@@ -45,10 +45,10 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, orde
                    tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, batch_ranges, check_padding, choose_loss,
-                       class_weighting, data_key, first_disagreement, holds_padding, kept_denominator, kept_mean_rule,
-                       judged, kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions,
-                       spread_splits, weightless)
+from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, class_weighting,
+                       data_key, first_disagreement, holds_padding, judged, kept_denominator, kept_mean_rule,
+                       kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions, spread_splits,
+                       weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -169,8 +169,9 @@ class HessianOperator:
                     warn_user(f"landscape_nb: {probabilities}")
             check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
             # a function's hidden ignore_index and class weights: the targets its batches' means are over
-            probed = (probe_targets(loss_fn, out, yb, ev.split()[1]).ignored, class_weights(
-                loss_fn, out, yb, ev.split()[1])) if not isinstance(loss_fn, (DefaultLoss, OwnLoss)) else (None, None)
+            every = ev.split()[1]
+            probed = ((probe_targets(loss_fn, out, yb, every).ignored, class_weights(loss_fn, out, yb, every))
+                      if not isinstance(loss_fn, (DefaultLoss, OwnLoss)) else (None, None))
             refuse_sums(model, loss_fn, xb, yb, out, {})  # a model's own loss too; right and wrong predictions
             if holds_padding(yb, probed[0]):  # the first 8 all padding: a sum was 0 on both halves (trial s43)
                 refuse_sums_spread(model, ev, split, loss_fn, {}, probed[0])
@@ -185,10 +186,9 @@ class HessianOperator:
                                       f"{kept[1]} and -100" if kept[0] == "ignore" else
                                       f"{self.loss_note}; its batches weighted by their targets' class weights "
                                       f"{[round(float(v), 6) for v in kept[1]]}")
-                weighting, targets = class_weighting(loss_fn, kept), ev.split()[1]
-                if weighting is not None and isinstance(targets, torch.Tensor):  # a batch weighing 0: joined
-                    batches = [split(tree_map(lambda t, a=a, b=b: t[a:b], ev.tree)) for a, b in batch_ranges(
-                        ev.n, batch_size or ev.n, lambda a, b: weightless(targets[a:b], weighting))]
+                weighting = class_weighting(loss_fn, kept)
+                if weighting is not None:  # a batch of classes weighted 0 alone: run with the next ones
+                    batches = weighed_batches(ev, split, batch_size or ev.n, [weighting])
         else:  # made elsewhere (the eigen-map's Evaluator checked its own): what decides the values is checked
             kept = None
             batches = list(batches)
