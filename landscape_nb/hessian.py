@@ -430,7 +430,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     if m < 4:
         return None
     device = tree_leaves(ev.tree)[0][1].device
-    (xw, yw), pairs = spread_splits(ev, split, m, device)
+    (xw, yw), pairs = spread_splits(ev, split, m, device, probed_ignore)
     tol = 2e-6 if device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
     tol = max(tol, 8 * torch.finfo(model_dtype(model)).eps)  # a bf16 model's losses round to ~1e-2
     with eval_mode(model), torch.no_grad():

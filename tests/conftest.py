@@ -151,6 +151,26 @@ def naive_loss(model, data, dirs, coeffs, loss_fn=None, metric=None):
     return total / len(x), total_m / len(x)
 
 
+def few_kept_targets(n_kept: int, where: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """60 samples of 6 features (float64), their labels -100 but ``n_kept`` in 0..4 at positions spread over the
+    set (``"spread"``, none of those an even spread of 7 picks), drawn at random (``"random"``) or first."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(60, 6, generator=g, dtype=torch.float64), torch.full((60,), -100)
+    at = {"spread": torch.linspace(3, 56, n_kept).round().long(), "random": torch.randperm(60, generator=g)[:n_kept],
+          "first": torch.arange(n_kept)}[where]
+    y[at] = torch.randint(0, 5, (n_kept,), generator=g)
+    return x, y
+
+
+#: losses over few_kept_targets: a mean over kept targets, a sum, a mean weighted by class (hidden in lambdas)
+FEW_KEPT_LOSSES = {
+    "mean": lambda out, t: nn.functional.cross_entropy(out, t),
+    "sum": lambda out, t: nn.functional.cross_entropy(out, t, reduction="sum"),
+    "weight": lambda out, t: nn.functional.cross_entropy(out, t, weight=torch.tensor(
+        [0.5, 1.0, 2.0, 1.5, 0.7], dtype=torch.float64)),
+}
+
+
 def model_at(model, d, a):
     """A copy of ``model`` at ``w + a·d`` (``d``: a one-direction Directions), in eval mode."""
     import copy

@@ -19,8 +19,8 @@ from landscape_nb.data import as_tensors, batches
 from landscape_nb.evaluate import EvalSettings, Evaluator
 from landscape_nb.metrics import accuracy, split_values
 
-from conftest import (TupleVAE, assert_bit_identical, masked_in_batches_not_in_halves, model_at, naive_loss,
-                      random_dict_dirs, state_copy)
+from conftest import (FEW_KEPT_LOSSES, TupleVAE, assert_bit_identical, few_kept_targets,
+                      masked_in_batches_not_in_halves, model_at, naive_loss, random_dict_dirs, state_copy)
 
 
 def test_evaluate_module_stays_light():
@@ -757,6 +757,52 @@ def test_a_sum_over_the_batch_is_refused_where_the_first_samples_are_padding():
 
     assert summed_halves(1.17622, 9.1e-5, 1.17680, 4, 8) is None  # the token mean (review s42)
     assert summed_halves(3.0, 1.0, 2.0, 4, 8) == pytest.approx(1.5)  # a sum
+
+
+#: the sweep's cases of few kept targets that were wrong (session 44): (kept, where, seed, loss)
+FEW_KEPT_CASES = [(10, "spread", 0, "mean"), (10, "spread", 0, "weight"), (1, "spread", 0, "sum"),
+                  (2, "spread", 0, "mean"), (4, "spread", 0, "weight"), (2, "random", 2, "weight"),
+                  (10, "first", 0, "weight")]
+@pytest.mark.parametrize("n_kept, where, seed, loss", FEW_KEPT_CASES)
+def test_a_few_kept_targets_among_padding_are_weighed_by_them_wherever_they_lie(n_kept, where, seed, loss):
+    """Trial V (s43) and its sweep (s44), 60 samples labelled -100 but a few, batch_size=7: the checks ran on 7
+    samples spread evenly over the set, which held no kept target (a mean over them NaN on the whole and on both
+    parts, a sum 0: both taken for means over samples), all of them, or two in the same part of every split (a
+    mean weighted by class taken for one over kept targets). 10 kept targets spread: 4.9e-2 off unwarned (class
+    weights: 4.1e-2); one summed: scaled by 7/60; two or four: NaN at every point; two weighted by class: 17 %
+    off. The checked samples now hold both kinds, those keeping targets spread over the positions: the whole
+    set's values, unwarned (a sum of one target is its mean)."""
+    x, y = few_kept_targets(n_kept, where, seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5)).double()
+    d = lnb.random_directions(model, n=1, seed=0)
+    loss_fn = FEW_KEPT_LOSSES[loss]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), batch_size=7, loss_fn=loss_fn, metrics=None)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, loss_fn, d, s.x, [0.0])[0], rtol=1e-9)
+
+
+def test_the_checked_samples_hold_kept_targets_and_padding_and_every_split_parts_those_keeping_some():
+    """``evaluate.spread_indices``: an even spread where it holds both kinds (two keeping targets at least),
+    else half or more keeping some; those keeping some at the first and last positions and spread between, so
+    that every split of ``split_positions`` has some in each part. Sets without padding, or float targets, are
+    spread evenly as before."""
+    from landscape_nb.data import read_data
+    from landscape_nb.evaluate import spread_indices, split_positions
+
+    for n_kept, where, seed in [(1, "spread", 0), (2, "random", 2), (10, "spread", 0), (10, "first", 0),
+                                (55, "random", 1), (59, "random", 3)]:
+        x, y = few_kept_targets(n_kept, where, seed)
+        idx = spread_indices(read_data((x, y)), 7)
+        assert len(set(idx.tolist())) == 7
+        keeps = (y[idx] != -100)
+        assert int(keeps.sum()) >= min(n_kept, 4) and not keeps.all()
+        if n_kept >= 2:
+            for first, second in split_positions(7):
+                assert keeps[first].any() and keeps[second].any()
+    x, y = few_kept_targets(60, "random", 0)
+    assert spread_indices(read_data((x, y)), 7).tolist() == [0, 10, 20, 30, 39, 49, 59]
+    assert spread_indices(read_data((x, y.double())), 7).tolist() == [0, 10, 20, 30, 39, 49, 59]
 
 
 def _position_weighted_ce(out, y):  # later tokens weigh more: a mean over kept tokens weighted by position

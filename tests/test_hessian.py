@@ -17,7 +17,8 @@ from landscape_nb.hessian import HessianOperator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-from conftest import TinyCNN, assert_bit_identical, masked_in_batches_not_in_halves, state_copy
+from conftest import (FEW_KEPT_LOSSES, TinyCNN, assert_bit_identical, few_kept_targets, masked_in_batches_not_in_halves,
+                      state_copy)
 
 
 def _small_mlp(dtype=torch.float64, seed=0):
@@ -735,6 +736,24 @@ def test_a_hessian_over_batches_of_a_mean_over_kept_targets_is_that_of_the_whole
                                 batch_size=20, tol=1e-10)
     assert one_pass["max"][0] == pytest.approx(np.linalg.eigvalsh(_dense_hessian(model, (x, y), token_mean))[-1],
                                                rel=1e-8)
+
+
+@pytest.mark.parametrize("n_kept, where, seed, loss", [(10, "spread", 0, "mean"), (10, "spread", 0, "weight"),
+                                                      (1, "spread", 0, "sum"), (2, "random", 2, "weight")])
+def test_a_hessian_over_batches_of_a_few_kept_targets_among_padding_is_that_of_the_whole_set(n_kept, where, seed, loss):
+    """The sweep of session 44 (60 samples labelled -100 but a few, ``batch_size=7``): the checks' 7 samples held
+    no kept target (the batches weighed by samples: λ_max 18 % off for 10 kept targets, 37 % weighted by class;
+    one summed target scaled by 7/60) or two in the same part of every split (59 % off weighted by class),
+    unwarned. The checked samples now hold both kinds (``evaluate.spread_indices``): the naive dense Hessian's
+    λ_max of the whole set."""
+    x, y = few_kept_targets(n_kept, where, seed)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5)).double()
+    loss_fn = FEW_KEPT_LOSSES[loss]
+    whole = np.linalg.eigvalsh(_dense_hessian(net, (x, y), loss_fn))[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = lnb.hessian_eigenvalues(net, (x, y), k=1, which="max", loss_fn=loss_fn, batch_size=7, tol=1e-10)
+    assert got["max"][0] == pytest.approx(whole, rel=1e-8)
 
 
 def test_a_low_precision_model_is_warned_about_the_accuracy_its_products_allow(data64):
