@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import inspect
 import re
 import socket
 import subprocess
@@ -979,6 +980,42 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
             explorer.close()
 
     asyncio.run(session())
+
+
+def test_a_compute_on_the_empty_grid_shown_sends_its_title_with_the_first_values_in_one_message():
+    """The empty grid before any run is titled 'nothing computed yet'; retitled as the run at the press of
+    Compute, that relayout held up the first values in the browser (first paint 0.90-1.08 s against 0.63 s
+    for mlp-digits in software WebGL, ``benchmarks/bench_first_paint.py``, session 44). Nothing reaches the
+    figure before the first values now; they come with the run's title in one update. A second Compute, whose
+    figure shows values, still clears them at the press."""
+    e = Explorer(models={"tiny": make_task()}, auto_range=False, x_points=5, y_points=3)
+    sent = []
+    fig = e.figure
+    for kind in ("relayout", "restyle", "update"):
+        original = getattr(fig, f"_send_{kind}_msg")
+
+        def record(*args, _kind=kind, _original=original, **kwargs):
+            sent.append((_kind, inspect.signature(_original).bind(*args, **kwargs).arguments))
+            return _original(*args, **kwargs)
+
+        setattr(fig, f"_send_{kind}_msg", record)
+    try:
+        assert fig.layout.title.text == "tiny: nothing computed yet"
+        assert e.compute(wait=True), e.state.message
+        assert e.figure is fig and sent, sent
+        kind, args = sent[0]
+        assert kind == "update", sent[0]
+        restyle, relayout = args["restyle_data"], args["relayout_data"]
+        assert "z" in restyle and any(v is not None for row in restyle["z"][0] for v in row)
+        assert relayout.get("title.text", "").startswith("tiny: random")
+        assert fig.layout.title.text.startswith("tiny: random")
+        sent.clear()
+        e.state.set(seed=5)
+        assert e.compute(wait=True), e.state.message
+        kind, args = sent[0]  # the shown values cleared at the press: no value in the first message
+        assert kind == "update" and all(v is None for row in args["restyle_data"]["z"][0] for v in row), sent[0]
+    finally:
+        e.close()
 
 
 def test_the_empty_figures_contour_spans_the_typed_grid_and_follows_each_new_grid():

@@ -297,6 +297,8 @@ class Explorer(w.VBox):
             promised = info.get("metric") is not None and info["metric"] not in surf.metrics and surf.n_done > 0
             if self.figure is None or self._figure_run != self.state.run_id or info.get("ndim") != surf.ndim or \
                     promised:  # a line drawn with the metric's axis for a model that has none (a regression): without
+                if _drawn_empty(self.figure, surf):
+                    return  # redrawn with the run's first values and title, in one message
                 self._show(surf)
                 self._figure_run = self.state.run_id
             else:
@@ -522,6 +524,21 @@ class _ControlLink:
     def link(self) -> None:
         self.linked = True
         self._to_widget({"new": getattr(self.state, self.name)})
+
+
+def _drawn_empty(fig, surf: Surface) -> bool:
+    """Whether ``fig`` shows the empty grid of ``surf`` (a 2D live figure with no values yet, on the same grid) and
+    ``surf`` holds no value either: a Compute's empty surface, drawn with its first tile instead. Retitled at
+    the press as the run (the preview says nothing computed yet), the relayout held up the first values in the
+    browser: Compute to first painted values 0.90-1.08 s against 0.63 s for mlp-digits (software WebGL in
+    Chromium, a 2-core box, ``benchmarks/bench_first_paint.py``)."""
+    from ..plot.live import live_info
+
+    info = live_info(fig) or {}
+    if surf.ndim != 2 or info.get("ndim") != 2 or not info.get("placeholder") or surf.n_done:
+        return False
+    extent = [float(surf.x.min()), float(surf.x.max()), float(surf.y.min()), float(surf.y.max())]
+    return info.get("extent") == extent and (len(fig.data[0].x), len(fig.data[0].y)) == (len(surf.x), len(surf.y))
 
 
 def _nothing_yet(model: str | None) -> str:
