@@ -121,6 +121,10 @@ MEAN_LOSS_FIX = ("nn.CrossEntropyLoss(ignore_index=..., weight=...), whose batch
                  "len(targets) where no target is left out or weighted)")
 #: samples, spread over the evaluation set, on which the loss and metrics are checked to be means over samples
 SPREAD_SAMPLES = 256
+#: the fewest samples those checks run on, a smaller given batch size notwithstanding: with batch_size=1..3 they ran on
+#: fewer than 4 and were skipped, so a lambda's class weights were weighted by samples (up to 18 % off, its Hessian
+#: 66 %) and a lambda's mean over kept targets gave NaN at every point (trial W, s44)
+CHECKED_AT_LEAST = 8
 BN_BATCH = 1024  # most samples a pass when BatchNorm statistics are re-estimated: fixed, so the statistics
 # do not depend on the evaluation batch size (bn_data of at most 1024 samples: one pass, exact batch statistics;
 # more: passes of near-equal size, e.g. 750 + 750 for 1500)
@@ -212,12 +216,14 @@ def spread_indices(ev: EvalData, m: int, probed_ignore: int | None = None) -> to
     """Indices (m,) of ``m`` samples spread evenly over ``ev``, in order. For class-index targets, where the set
     holds samples whose targets are all left out (padding: ``_counted``) beside ones that keep some: where an
     even spread holds fewer than two that keep some, or none of the padding, ``m`` spread over each kind, at
-    least half of them keeping targets; and those that keep some spread over the positions, first and last
-    included, some at odd ones, so that each split of ``split_positions`` parts them. On samples that keep no
-    target a mean over kept targets is NaN on the whole and on both parts and a sum of them 0; on samples that
-    all keep one a mean over them is one over samples; and two parts of which one keeps nothing fit any weighing
-    of kept targets: the checks took such losses for means over samples, or a mean weighted by class for one
-    over kept targets.
+    least half of them keeping targets; those that keep some first. So the splits of ``split_positions`` part
+    them unevenly: the halves into a part keeping more than its share and one keeping less or nothing (where a
+    mean over kept targets is NaN, which no mean over samples is), the even and odd positions both keeping some
+    (where class weights show). On samples that keep no target a mean over kept targets is NaN on the whole and
+    on both parts and a sum of them 0; on samples that all keep one a mean over them is one over samples; on
+    parts that keep equal shares (spread evenly over 8 samples, 2 of 4 in each) it is one over samples too; and
+    two parts of which one keeps nothing fit any weighing of kept targets: the checks took such losses for means
+    over samples, or a mean weighted by class for one over kept targets.
     Trial V (s43) and its sweep (s44), 60 samples with ``batch_size=7``: 10 kept targets spread, none among
     the 7 checked, 4.9e-2 off unwarned (class weights, 4.1e-2; their Hessian 37 % off); one kept target summed,
     scaled by 7/60; two kept targets weighted by class, both in the same part of every split, 17 % off."""
@@ -234,16 +240,7 @@ def spread_indices(ev: EvalData, m: int, probed_ignore: int | None = None) -> to
         k = min(len(kept), max(m - len(left), (m + 1) // 2))
         pick = torch.cat([kept[_evenly(len(kept), k)], left[_evenly(len(left), m - k)]]).sort().values
     keeps = counted[pick]
-    if int(keeps.sum()) < 2:
-        return pick
-    places = _evenly(m, int(keeps.sum()))  # the first and last: in both halves and both thirds
-    if len(set((places % 2).tolist())) == 1:  # and in both the even and the odd positions
-        places[1] -= 1
-    at = torch.zeros(m, dtype=torch.bool)
-    at[places] = True
-    order = torch.empty(m, dtype=torch.long)
-    order[at], order[~at] = pick[keeps], pick[~keeps]
-    return order
+    return torch.cat([pick[keeps], pick[~keeps]])
 
 
 def spread_splits(ev: EvalData, split: Callable, m: int, device,
@@ -959,7 +956,7 @@ class Evaluator(SpeedChoices):
         the functions ``metrics.batch_denominator`` knows), which equals the value over the whole set only
         for such a mean. Otherwise the batch-size trial's points would each see another batching: a
         patchwork surface, and NaN for a batch with nothing to average. Checked on up to ``SPREAD_SAMPLES``
-        samples spread over the set (never more than the given ``batch_size`` at once): the value of each
+        samples spread over the set (never more than the given ``batch_size`` at once, but 8): the value of each
         loss and metric on them against the weighted mean of its values on two parts of them, each part run
         through the model on its own, for each split of ``split_positions`` (halves alone missed a mean over
         kept targets when both halves kept as many). A function whose weights are known averages exactly, so
@@ -976,7 +973,7 @@ class Evaluator(SpeedChoices):
         weighted means over those batches (a warning too)."""
         n, given = self.n_samples, self.settings.batch_size
         split = given < n if given is not None else n > SMALL_SET
-        m = min(n, SPREAD_SAMPLES, given or SPREAD_SAMPLES)
+        m = min(n, SPREAD_SAMPLES, max(given or SPREAD_SAMPLES, CHECKED_AT_LEAST))
         if not split or m < 4:
             return
         whole_part, pairs = spread_splits(self._data, self._split, m, self.device, self._probed_ignore)
@@ -992,18 +989,26 @@ class Evaluator(SpeedChoices):
                 pair_outs = [[call_model(self.model, xb) for xb, _ in pair] for pair in pairs]
                 # other predictions too: a metric saturated on these samples (every one right: a macro-F1
                 # of 1 on the whole and on each half) shows whether it is a mean on mixed right and wrong ones
-                mixed = map_outputs(lambda t: _rolled_by_sample(t, m), out)
-                moved = [map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
-                         for s in positions[0]]
+                # a metric's: the target at even positions and another class at odd ones, where class scores
+                # of class-index targets allow (a masked accuracy over few kept targets, all predicted wrong, was
+                # 0 on the whole and on each part, so taken for a mean over samples: NaN at every point, trial W)
+                rolled = map_outputs(lambda t: _rolled_by_sample(t, m), out)
+                patterned = _right_and_wrong(out, yw)
+                halves = {}
+                for kind, mixed in (("rolled", rolled), ("patterned", rolled if patterned is None else patterned)):
+                    halves[kind] = (mixed, [map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
+                                            for s in positions[0]])
 
-                def values_of(fn):  # [whole, first, second] for each split, the halves' of mixed outputs second
+                def values_of(fn, metric):  # [whole, first, second] for each split, then the halves' of mixed outputs
                     whole = float(fn(out, yw))
                     triples = [[whole, *(float(fn(o, yb)) for o, (_, yb) in zip(os, pair))]
                                for os, pair in zip(pair_outs, pairs)]
-                    triples.insert(1, [float(fn(mixed, yw)),
-                                       *(float(fn(o, yb)) for o, (_, yb) in zip(moved, pairs[0]))])
+                    for k, kind in enumerate(("rolled", "patterned" if metric else "rolled"), start=1):
+                        mixed, moved = halves[kind]
+                        triples.insert(k, [float(fn(mixed, yw)),
+                                           *(float(fn(o, yb)) for o, (_, yb) in zip(moved, pairs[0]))])
                     return triples, float(fn(out, yw))  # twice: a function that samples is not compared
-                values = {name: values_of(fn) for name, fn in fns.items()}
+                values = {name: values_of(fn, column > 0) for column, (name, fn) in enumerate(fns.items())}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
             self.notes["batches"] = f"{not_checked} ({type(exc).__name__})"
             return
@@ -1020,11 +1025,12 @@ class Evaluator(SpeedChoices):
                 self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
                 self._random_columns.append(column)
                 continue
-            # the halves twice (the model's outputs, then mixed right and wrong ones), then the other splits
+            # the halves 3 times (the model's outputs, rolled ones, a metric's right and wrong in turn), then the
+            # other splits
             weights = [part_weights(fns[name], pair, m, at) for pair, at in zip(pairs, positions)]
             # every split, the model's outputs' and the mixed ones' (a margin loss summed is 0 on outputs meeting
             # every margin, trial s42), the even and odd samples too (a balanced accuracy of label-sorted data)
-            at = zip(triples, weights[:1] + weights)
+            at = zip(triples, weights[:1] * 3 + weights[1:])
             summed = summed_over(triples[0][0], [(*triple[1:], int(w1), int(w1 + w2)) for triple, (w1, w2, _) in at])
             if summed is not None and not weights[0][2]:  # first 8 samples all ignored: not refused before (s42)
                 raise LandscapeError(
@@ -1032,7 +1038,7 @@ class Evaluator(SpeedChoices):
                     "mean over two halves of them: it sums over the batch (e.g. reduction='sum'), so its value would "
                     "depend on the batch size; expected the mean over the batch (divide by the number of samples, or "
                     "of kept targets)")
-            disagreement = first_disagreement(*judged(triples, weights[:1] + weights,
+            disagreement = first_disagreement(*judged(triples, weights[:1] * 3 + weights[1:],
                                                       class_weighting(fns[name]) is not None), tol)
             if disagreement is None:
                 continue
@@ -1176,7 +1182,7 @@ class Evaluator(SpeedChoices):
         for the loss, the class weights its gradient gives (``_probed_weights``: a function's ``weight=``,
         which cannot be read): its batches then weigh ``Σ w[y]``, as ``nn.CrossEntropyLoss(weight=...)``'s do."""
         rules = kept_rules(pairs, self._probed_ignore, self._probed_weights if loss else None)
-        rule = kept_mean_rule(triples, pairs[:1] + pairs, tol, rules)  # the halves twice, as triples has them
+        rule = kept_mean_rule(triples, pairs[:1] * 3 + pairs[1:], tol, rules)  # the halves 3 times, as triples
         if rule is not None:
             self._kept[id(fn)] = rule
         return rule is not None

@@ -45,10 +45,10 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, orde
                    tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss, class_weighting,
-                       data_key, first_disagreement, holds_padding, judged, kept_denominator, kept_mean_rule,
-                       kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions, spread_splits,
-                       weighed_batches)
+from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
+                       class_weighting, data_key, first_disagreement, holds_padding, judged, kept_denominator,
+                       kept_mean_rule, kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions,
+                       spread_splits, weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -426,7 +426,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     of the batches' sample-weighted mean. ``probed_ignore`` and ``probed_weights``: what the probes of a loss
     function found (``metrics.probe_targets``, ``metrics.class_weights``), None for none."""
     n = ev.n
-    m = min(n, SPREAD_SAMPLES, size)
+    m = min(n, SPREAD_SAMPLES, max(size, CHECKED_AT_LEAST))
     if m < 4:
         return None
     device = tree_leaves(ev.tree)[0][1].device

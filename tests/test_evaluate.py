@@ -773,6 +773,7 @@ def test_a_few_kept_targets_among_padding_are_weighed_by_them_wherever_they_lie(
     off. The checked samples now hold both kinds, those keeping targets spread over the positions: the whole
     set's values, unwarned (a sum of one target is its mean)."""
     x, y = few_kept_targets(n_kept, where, seed)
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5)).double()
     d = lnb.random_directions(model, n=1, seed=0)
     loss_fn = FEW_KEPT_LOSSES[loss]
@@ -782,24 +783,72 @@ def test_a_few_kept_targets_among_padding_are_weighed_by_them_wherever_they_lie(
     np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, y, loss_fn, d, s.x, [0.0])[0], rtol=1e-9)
 
 
-def test_the_checked_samples_hold_kept_targets_and_padding_and_every_split_parts_those_keeping_some():
-    """``evaluate.spread_indices``: an even spread where it holds both kinds (two keeping targets at least),
-    else half or more keeping some; those keeping some at the first and last positions and spread between, so
-    that every split of ``split_positions`` has some in each part. Sets without padding, or float targets, are
-    spread evenly as before."""
-    from landscape_nb.data import read_data
-    from landscape_nb.evaluate import spread_indices, split_positions
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_batch_sizes_under_four_are_checked_too(batch_size):
+    """Trial W (s44): with batch_size=1..3 the batch checks ran on fewer than 4 samples and were skipped: a lambda's
+    class weights were weighted by samples (18 % off at batch_size=1, unwarned) and a lambda's mean over 3 kept
+    targets among -100 padding gave NaN at every point. They now run on 8 samples at least: the whole set's values,
+    unwarned. The Hessian's batches alike (its λ_max was 0.605 for 0.754, and NaN refused)."""
+    x, y = few_kept_targets(3, "spread")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5)).double()
+    d = lnb.random_directions(model, n=1, seed=0)
+    weighted = FEW_KEPT_LOSSES["weight"]
+    for loss_fn, targets in ((FEW_KEPT_LOSSES["mean"], y), (weighted, torch.randint(0, 5, (60,)))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 5), batch_size=batch_size, loss_fn=loss_fn,
+                                    metrics=None)
+        np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, [0.0])[0], rtol=1e-9)
 
-    for n_kept, where, seed in [(1, "spread", 0), (2, "random", 2), (10, "spread", 0), (10, "first", 0),
-                                (55, "random", 1), (59, "random", 3)]:
-        x, y = few_kept_targets(n_kept, where, seed)
-        idx = spread_indices(read_data((x, y)), 7)
-        assert len(set(idx.tolist())) == 7
-        keeps = (y[idx] != -100)
-        assert int(keeps.sum()) >= min(n_kept, 4) and not keeps.all()
-        if n_kept >= 2:
-            for first, second in split_positions(7):
-                assert keeps[first].any() and keeps[second].any()
+
+@pytest.mark.parametrize("kept, batch_size", [([5, 29, 53], 3), ([5, 29, 53], 9), ([0, 1, 2], 4), ([0, 1, 2], 12),
+                                              (list(range(0, 60, 6)), 14)])
+def test_a_masked_accuracy_over_a_few_kept_targets_is_weighed_by_them(kept, batch_size):
+    """Trial W (s44): a user's accuracy over the targets other than -100, 3 (or 10) kept of 60, which the model
+    predicts all wrong: 0 on the checked samples and on each part of them, so taken for a mean over samples, and
+    NaN at every point where a batch kept none (unwarned); with 10 kept, 2 of 4 in each half of the 14 checked:
+    equal shares, a mean over kept targets one over samples there. The checks now give it predictions right at
+    even positions and wrong at odd ones, and put the samples keeping targets first: weighted by its kept
+    targets, the whole set's value."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 6, generator=g, dtype=torch.float64), torch.full((60,), -100)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4)).double()
+    with torch.no_grad():
+        y[kept] = (model(x[kept]).argmax(1) + 1) % 4  # every kept target predicted wrong at the model
+    d = lnb.random_directions(model, n=1, seed=0)
+
+    def masked_accuracy(out, t):
+        k = t != -100
+        return (out.argmax(1)[k] == t[k]).double().mean()
+
+    s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), batch_size=batch_size, metrics={"acc": masked_accuracy})
+    want = _whole_set_surface(model, x, y, masked_accuracy, d, s.x, [0.0])[0]
+    np.testing.assert_allclose(s.metrics["acc"], want, atol=1e-12)
+
+
+def test_the_checked_samples_hold_kept_targets_and_padding_and_the_splits_part_them_unevenly():
+    """``evaluate.spread_indices``: an even spread where it holds both kinds (two keeping targets at least),
+    else half or more keeping some; those keeping some first, so that the halves keep unequal shares and the
+    even and odd positions both keep some (spread evenly, 2 of 4 in each half and each parity kept equal shares:
+    a mean over kept targets was one over samples there). Sets without padding, or float targets, are spread
+    evenly as before."""
+    from landscape_nb.data import read_data
+    from landscape_nb.evaluate import split_positions, spread_indices
+
+    for m in (7, 8, 14):
+        for n_kept, where, seed in [(1, "spread", 0), (2, "random", 2), (10, "spread", 0), (10, "first", 0),
+                                    (55, "random", 1), (59, "random", 3)]:
+            x, y = few_kept_targets(n_kept, where, seed)
+            idx = spread_indices(read_data((x, y)), m)
+            assert len(set(idx.tolist())) == m
+            keeps = (y[idx] != -100).double()
+            assert int(keeps.sum()) >= min(n_kept, 2) and not keeps.all()
+            (first, second), (even, odd), _ = split_positions(m)
+            assert keeps[first].mean() != keeps[second].mean()
+            if n_kept >= 2:
+                assert keeps[even].any() and keeps[odd].any()
     x, y = few_kept_targets(60, "random", 0)
     assert spread_indices(read_data((x, y)), 7).tolist() == [0, 10, 20, 30, 39, 49, 59]
     assert spread_indices(read_data((x, y.double())), 7).tolist() == [0, 10, 20, 30, 39, 49, 59]
