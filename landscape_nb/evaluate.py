@@ -198,6 +198,14 @@ def choose_loss(model: nn.Module, ev: EvalData, loss_fn: Callable | None) -> tup
     return loss_fn, ev.split, loss_name(loss_fn)
 
 
+def _mixed_splits(per_split: list) -> list:
+    """``per_split`` (one entry for each split of ``split_positions``) in the order of the checks' values: the
+    halves three times (the model's outputs, rolled ones, right and wrong ones), the other splits, then the
+    other splits again (right and wrong ones: a per-class recall over few kept targets, all predicted wrong,
+    was 0 in every split and taken for a mean over kept targets, re-trial X s44)."""
+    return per_split[:1] * 3 + per_split[1:] + per_split[1:]
+
+
 def split_positions(m: int) -> list[tuple[slice, slice]]:
     """The ways the checks that a batch's value is the weighted mean of its parts' values split ``m`` samples
     in two: halves, even and odd positions, the first third and the rest. One split is not enough: a mean
@@ -994,19 +1002,19 @@ class Evaluator(SpeedChoices):
                 # 0 on the whole and on each part, so taken for a mean over samples: NaN at every point, trial W)
                 rolled = map_outputs(lambda t: _rolled_by_sample(t, m), out)
                 patterned = _right_and_wrong(out, yw)
-                halves = {}
+                parts = {}  # each split's parts of the mixed outputs
                 for kind, mixed in (("rolled", rolled), ("patterned", rolled if patterned is None else patterned)):
-                    halves[kind] = (mixed, [map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
-                                            for s in positions[0]])
+                    parts[kind] = (mixed, [[map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
+                                            for s in at] for at in positions])
 
-                def values_of(fn, metric):  # [whole, first, second] for each split, then the halves' of mixed outputs
-                    whole = float(fn(out, yw))
-                    triples = [[whole, *(float(fn(o, yb)) for o, (_, yb) in zip(os, pair))]
-                               for os, pair in zip(pair_outs, pairs)]
-                    for k, kind in enumerate(("rolled", "patterned" if metric else "rolled"), start=1):
-                        mixed, moved = halves[kind]
-                        triples.insert(k, [float(fn(mixed, yw)),
-                                           *(float(fn(o, yb)) for o, (_, yb) in zip(moved, pairs[0]))])
+                def values_of(fn, metric):  # [whole, first, second] for each split: MIXED_SPLITS' order
+                    def on(outs_of, whole_out, pair):
+                        return [float(fn(whole_out, yw)), *(float(fn(o, yb)) for o, (_, yb) in zip(outs_of, pair))]
+
+                    other = "patterned" if metric else "rolled"  # a per-class recall: its denominator shows (s44)
+                    triples = [on(os, out, pair) for os, pair in zip(pair_outs, pairs)]
+                    triples[1:1] = [on(parts[kind][1][0], parts[kind][0], pairs[0]) for kind in ("rolled", other)]
+                    triples += [on(parts[other][1][k], parts[other][0], pairs[k]) for k in range(1, len(pairs))]
                     return triples, float(fn(out, yw))  # twice: a function that samples is not compared
                 values = {name: values_of(fn, column > 0) for column, (name, fn) in enumerate(fns.items())}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
@@ -1025,12 +1033,12 @@ class Evaluator(SpeedChoices):
                 self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
                 self._random_columns.append(column)
                 continue
-            # the halves 3 times (the model's outputs, rolled ones, a metric's right and wrong in turn), then the
-            # other splits
+            # the halves 3 times (the model's outputs, rolled ones, a metric's right and wrong in turn), the other
+            # splits, then those of a metric's right and wrong ones (_mixed_splits)
             weights = [part_weights(fns[name], pair, m, at) for pair, at in zip(pairs, positions)]
             # every split, the model's outputs' and the mixed ones' (a margin loss summed is 0 on outputs meeting
             # every margin, trial s42), the even and odd samples too (a balanced accuracy of label-sorted data)
-            at = zip(triples, weights[:1] * 3 + weights[1:])
+            at = zip(triples, _mixed_splits(weights))
             summed = summed_over(triples[0][0], [(*triple[1:], int(w1), int(w1 + w2)) for triple, (w1, w2, _) in at])
             if summed is not None and not weights[0][2]:  # first 8 samples all ignored: not refused before (s42)
                 raise LandscapeError(
@@ -1038,7 +1046,7 @@ class Evaluator(SpeedChoices):
                     "mean over two halves of them: it sums over the batch (e.g. reduction='sum'), so its value would "
                     "depend on the batch size; expected the mean over the batch (divide by the number of samples, or "
                     "of kept targets)")
-            disagreement = first_disagreement(*judged(triples, weights[:1] * 3 + weights[1:],
+            disagreement = first_disagreement(*judged(triples, _mixed_splits(weights),
                                                       class_weighting(fns[name]) is not None), tol)
             if disagreement is None:
                 continue
@@ -1182,7 +1190,7 @@ class Evaluator(SpeedChoices):
         for the loss, the class weights its gradient gives (``_probed_weights``: a function's ``weight=``,
         which cannot be read): its batches then weigh ``Σ w[y]``, as ``nn.CrossEntropyLoss(weight=...)``'s do."""
         rules = kept_rules(pairs, self._probed_ignore, self._probed_weights if loss else None)
-        rule = kept_mean_rule(triples, pairs[:1] * 3 + pairs[1:], tol, rules)  # the halves 3 times, as triples
+        rule = kept_mean_rule(triples, _mixed_splits(pairs), tol, rules)  # in the order triples has them
         if rule is not None:
             self._kept[id(fn)] = rule
         return rule is not None

@@ -828,6 +828,30 @@ def test_a_masked_accuracy_over_a_few_kept_targets_is_weighed_by_them(kept, batc
     np.testing.assert_allclose(s.metrics["acc"], want, atol=1e-12)
 
 
+def test_a_per_class_recall_over_a_few_kept_targets_is_not_taken_for_a_mean_over_them():
+    """Re-trial X (s44): the recall of one class, 5 kept targets of 77 among -100 padding, all predicted wrong: 0
+    in every split of the checked samples, so taken for a mean over the kept targets, and 20 % off at
+    batch_size=20 (NaN at 8), unwarned. Its right-and-wrong values in every split show its denominator (the
+    class's targets) is not the kept count: one batching, said."""
+    import random
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 6, dtype=torch.float64), nn.Tanh(), nn.Linear(6, 4, dtype=torch.float64))
+    x = torch.randn(77, 5, dtype=torch.float64)
+    y = torch.full((77,), -100)
+    kept = sorted(random.Random(3).sample(range(77), 5))  # the re-trial's
+    with torch.no_grad():
+        y[kept] = (model(x[kept]).argmax(1) + 1) % 4
+    c = int(y[kept[0]])
+
+    def recall(out, t):
+        return ((out.argmax(1) == c) & (t == c)).sum().double() / (t == c).sum()
+
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match="metric 'recall' on a batch is not the sample-weighted mean"):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 5), batch_size=20, metrics={"recall": recall})
+
+
 def test_the_checked_samples_hold_kept_targets_and_padding_and_the_splits_part_them_unevenly():
     """``evaluate.spread_indices``: an even spread where it holds both kinds (two keeping targets at least),
     else half or more keeping some; those keeping some first, so that the halves keep unequal shares and the
