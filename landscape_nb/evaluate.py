@@ -1007,14 +1007,16 @@ class Evaluator(SpeedChoices):
                     parts[kind] = (mixed, [[map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
                                             for s in at] for at in positions])
 
-                def values_of(fn, metric):  # [whole, first, second] for each split: MIXED_SPLITS' order
-                    def on(outs_of, whole_out, pair):
-                        return [float(fn(whole_out, yw)), *(float(fn(o, yb)) for o, (_, yb) in zip(outs_of, pair))]
+                def values_of(fn, metric):  # [whole, first, second] for each split, in _mixed_splits' order
+                    def on(outs_of, whole, pair):
+                        return [whole, *(float(fn(o, yb)) for o, (_, yb) in zip(outs_of, pair))]
 
                     other = "patterned" if metric else "rolled"  # a per-class recall: its denominator shows (s44)
-                    triples = [on(os, out, pair) for os, pair in zip(pair_outs, pairs)]
-                    triples[1:1] = [on(parts[kind][1][0], parts[kind][0], pairs[0]) for kind in ("rolled", other)]
-                    triples += [on(parts[other][1][k], parts[other][0], pairs[k]) for k in range(1, len(pairs))]
+                    wholes = {kind: float(fn(parts[kind][0], yw)) for kind in dict.fromkeys(("rolled", other))}
+                    real = float(fn(out, yw))  # each whole once, shared by its splits
+                    triples = [on(os, real, pair) for os, pair in zip(pair_outs, pairs)]
+                    triples[1:1] = [on(parts[kind][1][0], wholes[kind], pairs[0]) for kind in ("rolled", other)]
+                    triples += [on(parts[other][1][k], wholes[other], pairs[k]) for k in range(1, len(pairs))]
                     return triples, float(fn(out, yw))  # twice: a function that samples is not compared
                 values = {name: values_of(fn, column > 0) for column, (name, fn) in enumerate(fns.items())}
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the batching is left as it is
