@@ -541,7 +541,7 @@ def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monke
         first.state.wait(5)  # its end applied: to the state only, not to widgets no longer on the page
         assert not first.state.running and first.state.status != "done"
         assert first.status_line.value == shown and first.state.status not in shown
-        assert other.state.running and again.state.running  # another cell's panel, and the new one, go on
+        assert other.state.running and again.state.running, (other.state.status, again.state.status, other.status_line.value, again.status_line.value, other.state.last_error, again.state.last_error)  # another cell's panel, and the new one, go on
         monkeypatch.setattr("IPython.get_ipython", lambda: None)  # a script: no cell, nothing replaced
         panels.append(Explorer(models={"tiny": (model, data)}, **big))
         assert other.state.running and again.state.running
