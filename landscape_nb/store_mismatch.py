@@ -165,8 +165,11 @@ def describe_differences(stored_spec: Mapping, spec: Mapping, stored_provenance:
         for k in settings:
             label = f"direction {k}" if k in ("seed", "norm", "ignore") else f"directions' {k}"
             flag = _FLAGS.get(k) if k in _FILE_FLAGS or not from_file else None
+            # None is the CLI's "none": said both ways ("None now" puzzled a user of --ignore none, trial s45)
+            old, new = (f"None ({flag} none)" if v is None and k in ("norm", "ignore") and flag else _show(v)
+                        for v in (da.get(k), db.get(k)))
             out.append(_line(label + (" (read from the file)" if flag is None and from_file else ""),
-                             da.get(k), db.get(k), flag))
+                             old, new, flag, shown=True))
         if not settings and not done & {"directions.scheme", "directions.n", "model.layout"}:
             why = ""
             if "model.weights" in differ and isinstance(db, Mapping) and db.get("norm") not in (None, "none"):

@@ -59,7 +59,7 @@ def _scaled_ce(outputs, targets):
 MISMATCHES = [
     ({"seed": 1}, "direction seed (CLI --seed): 0 stored, 1 now"),
     ({"norm": "layer"}, "direction norm (CLI --norm): 'filter' stored, 'layer' now"),
-    ({"ignore": None}, "direction ignore (CLI --ignore): 'biasbn' stored, None now"),
+    ({"ignore": None}, "direction ignore (CLI --ignore): 'biasbn' stored, None (--ignore none) now"),
     ({"x": (-1, 1, 8)}, "grid x (CLI --grid and --range/--yrange/--zrange): (-1, 1, 7) stored, (-1, 1, 8) now"),
     ({"y": (-0.5, 1, 5)}, "grid y (CLI --grid and --range/--yrange/--zrange): (-1, 1, 5) stored, (-0.5, 1, 5) now"),
     ({"max_samples": 50}, "max_samples (CLI --max-samples): None (all samples) stored, 50 now"),
