@@ -765,6 +765,40 @@ def test_live_1d_has_loss_and_accuracy_on_twin_axes_with_gaps():
     np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float), line.loss)
 
 
+def test_a_log_scale_of_losses_all_at_or_below_zero_is_refused_by_every_static_figure(bowl):
+    """A negated likelihood, ≤ 0 everywhere, on a log scale: each figure was an empty plot titled "N points ≤ 0
+    not shown" (left open since s34); the static figures now refuse it with the range and the fix. One positive
+    point, or a surface with no value yet (the live figure fills in), still draws."""
+    negative = with_loss(bowl, -bowl.loss - 0.5)
+    lo, hi = float(negative.loss.min()), float(negative.loss.max())  # naive: the range the message must name
+    line = make_line()
+    neg_line = Surface(x=line.x, y=None, loss=-line.loss - 0.1, metrics={}, provenance={"label": "A→B"})
+    z = np.linspace(-1, 1, 4)
+    neg_volume = Surface(x=z, y=z, z=z, loss=-1 - np.add.outer(np.add.outer(z**2, z**2), z**2))
+    builds = {
+        "plot.contour": lambda: plot.contour(negative, log=True),
+        "plot.heatmap": lambda: plot.heatmap(negative, log=True),
+        "plot.surface": lambda: plot.surface(negative, log=True),
+        "plot.compare": lambda: plot.compare([negative, negative], log=True),
+        "plot.line": lambda: plot.line(neg_line, log=True),
+        "plot.line_panels": lambda: plot.line_panels([[neg_line]], log=True),
+        "plot.line_splits": lambda: plot.line_splits({"train": neg_line, "test": neg_line}, log=True),
+        "plot.volume": lambda: plot.volume(neg_volume, log=True),
+        "plot.volume_slices": lambda: plot.volume_slices(neg_volume, log=True),
+        "plot.animate": lambda: plot.animate(negative, {"x": [0.0, 0.5], "y": [0.0, 0.5]}, log=True),
+    }
+    for where, build in builds.items():
+        with pytest.raises(LandscapeError, match=re.escape(where) + r": log=True but every loss is ≤ 0") as err:
+            build()
+        if where in ("plot.contour", "plot.compare"):
+            assert f"from {lo:.6g} to {hi:.6g}" in str(err.value) and "log=False" in str(err.value)
+    plot.contour(negative)  # linear: drawn
+    one_up = negative.loss.copy()
+    one_up[0, 0] = 2.0
+    assert "not shown" in plot.contour(with_loss(bowl, one_up), log=True).data[0].colorbar.title.text
+    plot.live(Surface(x=line.x, y=None, loss=np.full(len(line.x), np.nan), done=np.zeros(len(line.x), bool)), log=True)
+
+
 def test_a_live_line_on_log_scale_counts_the_losses_it_cannot_draw():
     """A Gaussian NLL below 0 at 3 of 21 points, its minimum among them: the live line on log scale hid them
     with no word, where plot.line and the 2D colour bar count them (trial s34)."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -578,6 +579,22 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
     if zmax is not None and np.nanmax(raw_disp, initial=-np.inf) > zmax:
         label += f"<br>(capped at {zmax:.4g})"
     return label + non_positive_note(log, [raw])
+
+
+def refuse_log_of_non_positive(log: bool, values: Sequence[np.ndarray], where: str) -> None:
+    """Raise ``LandscapeError`` when ``log`` and the finite ``values`` hold no positive one: a log axis would
+    show an empty figure (a loss that is negative everywhere, e.g. a negated likelihood or an ELBO). Values
+    with no finite entry (a surface not computed yet) pass: nothing is known about them."""
+    if not log:
+        return
+    finite = [v[np.isfinite(v)] for v in (np.asarray(v, dtype=float) for v in values)]
+    finite = [f for f in finite if f.size]
+    if finite and not any((f > 0).any() for f in finite):
+        lo, hi = min(float(f.min()) for f in finite), max(float(f.max()) for f in finite)
+        raise LandscapeError(
+            f"{where}: log=True but every loss is ≤ 0 (from {lo:.6g} to {hi:.6g}), which has no logarithm: the "
+            "figure would be empty; expected positive losses for a log scale; use log=False (a loss that can be "
+            "negative, e.g. a log-likelihood, is drawn on a linear axis)")
 
 
 def non_positive_note(log: bool, values: Sequence[np.ndarray]) -> str:

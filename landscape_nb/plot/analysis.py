@@ -7,7 +7,8 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -32,6 +33,7 @@ from ._common import (
     note_partial,
     note_sources,
     plot_area,
+    refuse_log_of_non_positive,
 )
 from .figures import _trajectory_field, add_off_plane_note, contour, line
 
@@ -368,13 +370,16 @@ def line_panels(
     titles = list(titles) if titles is not None else [f"panel {k + 1}" for k in range(len(groups))]
     if len(titles) != len(groups):
         raise LandscapeError(f"plot.line_panels: {len(titles)} titles for {len(groups)} panels; expected one each.")
+    for col, group in enumerate(groups, start=1):
+        for k, s in enumerate(group):
+            _check_surface(s, ndim=1, where=f"plot.line_panels (panel {col}, surface {k})")
+    refuse_log_of_non_positive(log, [s.loss for g in groups for s in g], "plot.line_panels")
     fig = make_subplots(rows=1, cols=len(groups), subplot_titles=titles)
     n = len(groups)
     panel_w = plot_area(colorbar=False)[0] * (1 - (n - 1) * 0.2 / n) / n  # make_subplots' gaps: 0.2 / cols
     palette = qualitative.Plotly
     for col, group in enumerate(groups, start=1):
         for k, s in enumerate(group):
-            _check_surface(s, ndim=1, where=f"plot.line_panels (panel {col}, surface {k})")
             sh = axis_sharpness(s, "x", radius)
             label = str(s.provenance.get("label", f"surface {k}"))
             fig.add_trace(go.Scatter(

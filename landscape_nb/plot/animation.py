@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..errors import LandscapeError
-from ._common import _check_surface
+from ._common import _check_surface, refuse_log_of_non_positive
 from .figures import _check_path_fits, add_off_plane_note, contour
 
 __all__ = ["animate"]
@@ -45,6 +45,7 @@ def animate(surface: Any, path: Any, *, levels: int = 30, log: bool = False, cli
     plotly.graph_objects.Figure
     """
     _check_surface(surface, ndim=2, where="plot.animate")  # a 1-D line first: its path has no y (plot.line draws it)
+    refuse_log_of_non_positive(log, [surface.loss], "plot.animate")
     _check_path_fits(surface, path)  # a path projected onto other directions is not on this plane (trial s37)
     x, y = _path_field(path, "x"), _path_field(path, "y")
     if x is None or y is None:

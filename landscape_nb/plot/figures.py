@@ -6,7 +6,8 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -45,6 +46,7 @@ from ._common import (
     note_sources,
     note_undrawn_metrics,
     plot_area,
+    refuse_log_of_non_positive,
     scene_axes,
     scene_z_ticks,
     set_caption,
@@ -55,6 +57,8 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     """One trace on its own colorbar; axis titles from the surface's labels."""
     _check_surface(surf, ndim=2, where=f"plot.{kind}")
     levels = _check_levels(levels)
+    _check_clip(clip, log)  # the arguments first, then what the values allow
+    refuse_log_of_non_positive(log, [surf.loss], f"plot.{kind}")
     z = display_values(surf, log=log, clip=clip)
     zmin, zmax = _range([z])
     trace = _grid_trace(kind, surf, z, zmin, zmax, levels=levels, contours=contours)
@@ -145,6 +149,7 @@ def line(
                 f"plot.line: metric={metric!r} but surface {k} has metrics {sorted(s.metrics)}; "
                 "expected one of those; pass one of them, or metric=None for loss only."
             )
+    refuse_log_of_non_positive(log, [s.loss for s in surfaces], "plot.line")
     names = [list(s.metrics) for s in surfaces]
     metric = default_metric(metric, names)
     single = len(surfaces) == 1
@@ -654,6 +659,7 @@ def compare(
         _check_surface(s, ndim=2, where=f"plot.compare (surface {k})")
     levels = _check_levels(levels)
     _check_clip(clip, log)
+    refuse_log_of_non_positive(log, [s.loss for s in surfaces], "plot.compare")
     n = len(surfaces)
     if titles is None:
         titles = [

@@ -5,7 +5,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,6 +21,7 @@ from ._common import (
     note_partial,
     note_sources,
     note_undrawn_metrics,
+    refuse_log_of_non_positive,
 )
 
 __all__ = ["line_splits", "split_curves"]
@@ -193,6 +194,7 @@ def line_splits(
        Neural Nets", NeurIPS 2018.
     """
     x, curves, metric, names = _resolved(surface, metric, splits)
+    refuse_log_of_non_positive(log, [v["loss"] for v in curves.values() if "loss" in v], "plot.line_splits")
     first = surface if isinstance(surface, Surface) else next(iter(surface.values()))
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for k, (split, values) in enumerate(curves.items()):

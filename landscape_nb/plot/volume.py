@@ -7,7 +7,7 @@ Imports neither torch, Dask nor ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,10 +15,17 @@ import plotly.graph_objects as go
 from ..errors import LandscapeError
 from ..surface import Surface
 from . import _common
-from ._common import COLORSCALE, _axis_label, _check_surface, _title, display_values
+from ._common import (
+    COLORSCALE,
+    _axis_label,
+    _check_surface,
+    _title,
+    display_values,
+    refuse_log_of_non_positive,
+)
 from .figures import compare
 
-__all__ = ["volume", "volume_slices", "complete_boxes"]
+__all__ = ["complete_boxes", "volume", "volume_slices"]
 
 KINDS = ("isosurface", "volume")
 AXES = ("x", "y", "z")
@@ -180,6 +187,7 @@ def volume(
        Neural Nets", NeurIPS 2018.
     """
     surf = _check_surface(surface, ndim=3, where="plot.volume")
+    refuse_log_of_non_positive(log, [surf.loss], "plot.volume")
     if kind not in KINDS:
         raise LandscapeError(f"plot.volume: kind={kind!r}; expected one of {KINDS}")
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
@@ -291,6 +299,7 @@ def volume_slices(
         outside the grid, or a value outside the axis' range (``Surface.slice``).
     """
     surf = _check_surface(surface, ndim=3, where="plot.volume_slices")
+    refuse_log_of_non_positive(log, [surf.loss], "plot.volume_slices")
     if indices is not None and values is not None:
         raise LandscapeError("plot.volume_slices: both indices= and values= given; expected at most one")
     if axis not in AXES:
