@@ -765,10 +765,12 @@ def test_live_1d_has_loss_and_accuracy_on_twin_axes_with_gaps():
     np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float), line.loss)
 
 
-def test_a_log_scale_of_losses_all_at_or_below_zero_is_refused_by_every_static_figure(bowl):
+def test_a_log_scale_of_losses_all_at_or_below_zero_is_refused_by_every_static_figure(bowl, tmp_path):
     """A negated likelihood, ≤ 0 everywhere, on a log scale: each figure was an empty plot titled "N points ≤ 0
     not shown" (left open since s34); the static figures now refuse it with the range and the fix. One positive
     point, or a surface with no value yet (the live figure fills in), still draws."""
+    from landscape_nb import export_vtk as lnb_export_vtk
+
     negative = with_loss(bowl, -bowl.loss - 0.5)
     lo, hi = float(negative.loss.min()), float(negative.loss.max())  # naive: the range the message must name
     line = make_line()
@@ -786,12 +788,14 @@ def test_a_log_scale_of_losses_all_at_or_below_zero_is_refused_by_every_static_f
         "plot.volume": lambda: plot.volume(neg_volume, log=True),
         "plot.volume_slices": lambda: plot.volume_slices(neg_volume, log=True),
         "plot.animate": lambda: plot.animate(negative, {"x": [0.0, 0.5], "y": [0.0, 0.5]}, log=True),
+        "export_vtk": lambda: lnb_export_vtk(negative, tmp_path / "neg.vtk", log=True),
     }
     for where, build in builds.items():
         with pytest.raises(LandscapeError, match=re.escape(where) + r": log=True but every loss is ≤ 0") as err:
             build()
         if where in ("plot.contour", "plot.compare"):
             assert f"from {lo:.6g} to {hi:.6g}" in str(err.value) and "log=False" in str(err.value)
+    assert not (tmp_path / "neg.vtk").exists()
     plot.contour(negative)  # linear: drawn
     one_up = negative.loss.copy()
     one_up[0, 0] = 2.0

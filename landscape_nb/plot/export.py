@@ -27,6 +27,7 @@ from ._common import (
     _renamed_keyword,
     display_values,
     note_partial,
+    refuse_log_of_non_positive,
 )
 
 IMAGE_FORMATS = ("png", "svg", "pdf", "jpeg", "jpg", "webp")
@@ -311,6 +312,8 @@ def export_vtk(
             "legacy ASCII reader cannot parse nan/inf."
         )
     height = display_values(surface, name=name, log=log, clip=False)  # raises for unknown name
+    if name == "loss":  # every point invalid, the file written all the same (as the CLI refuses it)
+        refuse_log_of_non_positive(log, [surface.loss], "export_vtk")
     done = np.asarray(surface.done_mask, dtype=bool)
     valid = np.isfinite(height) & done
     raw = np.asarray(surface.loss if name == "loss" else surface.metrics[name], dtype=float)
