@@ -773,7 +773,8 @@ def check_model_stateless(model: nn.Module, xb, out, snap: StateSnapshot) -> Non
         raise LandscapeError(
             f"the model ({type(model).__name__}) gave the very same outputs on {n} samples after all its "
             "weights moved by about 1 %: its outputs do not depend on its weights (a forward that ignores them, "
-            "e.g. returns a constant or its input, or detaches them) or it returns outputs it remembers (a "
+            "e.g. returns a constant or its input, or detaches them; or one locally constant in them, e.g. "
+            "sign, round or argmax of a layer's output, with no slope to show) or it returns outputs it remembers (a "
             "cache keyed on the input, id(x) or x.data_ptr()), so every grid point would show the first one's "
             "values; expected a forward computed from its weights at each call")
     if same_tree_outputs(want, got):

@@ -1536,6 +1536,19 @@ def test_a_model_remembering_its_outputs_by_input_is_refused():
                                              r"its weights \(a forward that ignores them"):
         lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
 
+    class Sign(nn.Module):  # outputs locally constant in the weights: named as such, not as ignoring them (s45)
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return torch.sign(self.a(x))
+
+    model = Sign()
+    with pytest.raises(LandscapeError, match=r"\(Sign\) gave the very same outputs .*locally constant in them, "
+                                             r"e\.g\. sign, round or argmax"):
+        lnb.compute_surface(model, _data(), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+
 
 class _Noisy(nn.Module):
     """Noise from torch's global generator in eval mode (a sampling model): random, not mixing samples."""
