@@ -271,8 +271,7 @@ def write_exports(surf, args, name: str) -> None:
 
     ``--h5`` is ``reference.save_reference_surface`` with the loss under ``<split>_loss`` (``--split``,
     default test); ``--vtk`` is ``export_vtk``, its height log10 of the loss with ``--log``."""
-    import numpy as np
-
+    from ..plot._common import non_positive_range
     from ..plot.export import export_html, export_vtk
     from ..plot.figures import run_title
     from ..reference import save_reference_surface
@@ -306,10 +305,10 @@ def write_exports(surf, args, name: str) -> None:
 
     # each output on its own: one refused (an --h5 of losses below 0, a --clip below every loss) keeps the others
     written, refused = [], []
-    finite = surf.loss[np.isfinite(surf.loss)]
-    if args.log and (args.html or args.vtk) and finite.size and not (finite > 0).any():  # a blank figure, exit 0
+    bounds = non_positive_range([surf.loss]) if args.log and (args.html or args.vtk) else None
+    if bounds is not None:  # a blank figure, exit 0
         refused.append(LandscapeError(
-            f"--log: every loss is ≤ 0 (from {finite.min():.4g} to {finite.max():.4g}), so a log scale shows none "
+            f"--log: every loss is ≤ 0 (from {bounds[0]:.4g} to {bounds[1]:.4g}), so a log scale shows none "
             "of them (a blank figure, every VTK point invalid); drop --log for this loss"))
         args.html = args.vtk = None
     for flag, path, write in (("--h5", args.h5, h5), ("--vtk", args.vtk, vtk), ("--html", args.html, html)):

@@ -581,16 +581,23 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
     return label + non_positive_note(log, [raw])
 
 
+def non_positive_range(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """(min, max) of the finite ``values`` when none of them is positive (a log scale would show nothing),
+    else None; None too when no value is finite (a surface not computed yet: nothing is known of it)."""
+    finite = [v[np.isfinite(v)] for v in (np.asarray(v, dtype=float) for v in values)]
+    finite = [f for f in finite if f.size]
+    if not finite or any((f > 0).any() for f in finite):
+        return None
+    return min(float(f.min()) for f in finite), max(float(f.max()) for f in finite)
+
+
 def refuse_log_of_non_positive(log: bool, values: Sequence[np.ndarray], where: str) -> None:
     """Raise ``LandscapeError`` when ``log`` and the finite ``values`` hold no positive one: a log axis would
     show an empty figure (a loss that is negative everywhere, e.g. a negated likelihood or an ELBO). Values
     with no finite entry (a surface not computed yet) pass: nothing is known about them."""
-    if not log:
-        return
-    finite = [v[np.isfinite(v)] for v in (np.asarray(v, dtype=float) for v in values)]
-    finite = [f for f in finite if f.size]
-    if finite and not any((f > 0).any() for f in finite):
-        lo, hi = min(float(f.min()) for f in finite), max(float(f.max()) for f in finite)
+    bounds = non_positive_range(values) if log else None
+    if bounds is not None:
+        lo, hi = bounds
         raise LandscapeError(
             f"{where}: log=True but every loss is ≤ 0 (from {lo:.6g} to {hi:.6g}), which has no logarithm: the "
             "figure would be empty; expected positive losses for a log scale; use log=False (a loss that can be "

@@ -57,9 +57,8 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     """One trace on its own colorbar; axis titles from the surface's labels."""
     _check_surface(surf, ndim=2, where=f"plot.{kind}")
     levels = _check_levels(levels)
-    _check_clip(clip, log)  # the arguments first, then what the values allow
+    z = display_values(surf, log=log, clip=clip)  # checks clip: the arguments first, then what the values allow
     refuse_log_of_non_positive(log, [surf.loss], f"plot.{kind}")
-    z = display_values(surf, log=log, clip=clip)
     zmin, zmax = _range([z])
     trace = _grid_trace(kind, surf, z, zmin, zmax, levels=levels, contours=contours)
     trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
