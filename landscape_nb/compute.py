@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import NON_FINITE_DATA
 from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
@@ -581,7 +582,8 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     # a classifier's figure without its accuracy had no word (trials s38, s40)
     warned: dict[str, list[str]] = {}  # text -> the splits it holds for ("train: uncounted targets", line_splits)
     kinds = notes_by_kind(notes)
-    for kind in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, SKIPPED_ACCURACY):
+    for kind in (RANDOM_OUTPUTS, RANDOM_VALUES, PROBABILITY_OUTPUTS, UNCOUNTED_TARGETS, SKIPPED_ACCURACY,
+                 NON_FINITE_DATA):
         for split, text in kinds.get(kind, []):
             if text:
                 warned.setdefault(text, []).append(split)

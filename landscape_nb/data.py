@@ -39,6 +39,17 @@ RULES = ("pair", "last", "key", "inputs")
 
 # ---------------------------------------------------------------- pytrees ----
 
+#: key of ``provenance["data"]``: the data hold NaN or inf that the model or loss leaves out (warned by
+#: ``compute_surface``)
+NON_FINITE_DATA = "non-finite data"
+
+
+def non_finite_leaves(tree) -> list[tuple[str, int]]:
+    """``(path, count)`` of each floating-point leaf of ``tree`` holding NaN or inf values."""
+    return [(path, int((~torch.isfinite(leaf)).sum())) for path, leaf in tree_leaves(tree)
+            if leaf.is_floating_point() and not bool(torch.isfinite(leaf).all())]
+
+
 def check_finite_data(tree, what: str = "the data", why: str = "the loss would be NaN at every point") -> None:
     """Refuse NaN or inf in any floating-point leaf of ``tree``: the loss, and everything computed from it,
     would be NaN (or an eigensolver would fail on it) with no sign of which sample caused it.
@@ -48,11 +59,9 @@ def check_finite_data(tree, what: str = "the data", why: str = "the loss would b
     LandscapeError
         Naming the leaf (``what`` and its path), how many values are not finite, and ``why`` it matters.
     """
-    for path, leaf in tree_leaves(tree):
-        if leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
-            raise LandscapeError(
-                f"{what}{path} hold {int((~torch.isfinite(leaf)).sum())} non-finite value(s) (NaN or inf); "
-                f"expected finite data: {why} (clean or drop those samples)")
+    for path, n in non_finite_leaves(tree)[:1]:
+        raise LandscapeError(f"{what}{path} hold {n} non-finite value(s) (NaN or inf); expected finite data: {why} "
+                             "(clean or drop those samples)")
 
 
 def tree_structure(tree) -> str:
@@ -996,9 +1005,20 @@ def _is_default_collate(fn) -> bool:
     return fn is getattr(_utils.collate, "default_collate", None)
 
 
+#: a stream (an IterableDataset, a DataLoader over one) that has yielded this many bytes of tensors without
+#: ending is refused: it is read whole before any point, and an endless one filled the memory without a word
+#: (trial s46)
+STREAM_MAX_BYTES = 4 * 2**30
+#: reading a stream for longer than this many seconds is said once (a warning: how much so far, max_samples=)
+STREAM_SAY_SECONDS = 20.0
+
+
 def _read_iterable(it, collate, what: str, max_samples):
-    """Batches (a loader) or items (collated in groups of 256) until ``max_samples`` samples."""
-    trees, n, group = [], 0, []
+    """Batches (a loader) or items (collated in groups of 256) until ``max_samples`` samples; refused past
+    ``STREAM_MAX_BYTES`` (an endless stream), said once past ``STREAM_SAY_SECONDS``."""
+    import time
+
+    trees, n, group, nbytes, start, said = [], 0, [], 0, time.monotonic(), False
     for obj in it:
         if collate is not None:
             group.append(obj)
@@ -1012,6 +1032,20 @@ def _read_iterable(it, collate, what: str, max_samples):
             n += batch_len(tree)
         if max_samples is not None and n >= max_samples:
             break
+        if group:
+            continue
+        nbytes += sum(t.nbytes for _, t in tree_leaves(trees[-1]) if isinstance(t, torch.Tensor))
+        if nbytes > STREAM_MAX_BYTES:
+            raise LandscapeError(
+                f"{what}: the stream yielded {n} samples ({nbytes / 2**20:.0f} MiB) and had not ended (an endless "
+                "IterableDataset?); a stream is read whole into memory before any point: pass max_samples=N to "
+                "evaluate its first N samples, or a Dataset with __len__")
+        if not said and time.monotonic() - start > STREAM_SAY_SECONDS:
+            said = True
+            warn_user(f"landscape_nb: {what}: still reading the stream after {time.monotonic() - start:.0f} s "
+                      f"({n} samples, {nbytes / 2**20:.0f} MiB so far); it is read to its end before any point "
+                      f"(an endless one is refused at {STREAM_MAX_BYTES / 2**30:g} GiB): pass max_samples=N to "
+                      "evaluate its first N samples")
     if group:
         trees.append(collate(group))
     if not trees:
@@ -1055,4 +1089,5 @@ def batches(x: torch.Tensor, y: torch.Tensor | None = None, *, size: int) -> lis
 
 
 __all__ = ["EvalData", "read_data", "subset_indices", "tree_map", "tree_leaves", "tree_structure", "batch_len",
-           "call_model", "args_kwargs", "check_finite_data", "as_tensors", "subset", "batches", "RULES"]
+           "call_model", "args_kwargs", "check_finite_data", "non_finite_leaves", "NON_FINITE_DATA", "as_tensors",
+           "subset", "batches", "RULES"]

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from .choices import PRECISIONS
-from .data import (EvalData, batch_len, call_model, check_finite_data, read_data, tree_leaves, tree_map,
-                   tree_structure)
+from .data import (NON_FINITE_DATA, EvalData, batch_len, call_model, check_finite_data, non_finite_leaves, read_data,
+                   tree_leaves, tree_map, tree_structure)
 from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
                       accuracy, auto_metrics, batch_denominator, check_mean_loss, class_weights, exact_fractions,
@@ -643,6 +643,7 @@ class Evaluator(SpeedChoices):
         self._kept: dict[int, tuple[str, object]] = {}
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
+        self._check_non_finite()
         self._fixed_batching = False
         self._random_columns: list[int] = []  # values that differ call to call (_fix_batching_for_batch_means)
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
@@ -713,7 +714,10 @@ class Evaluator(SpeedChoices):
         ev = read_data(data, max_samples=settings.max_samples, subset_seed=settings.subset_seed,
                        target_key=settings.target_key)
         self.n_samples = ev.n
-        check_finite_data(ev.tree)
+        self._non_finite = non_finite_leaves(ev.tree)  # kept only if the loss leaves them out (_check_non_finite)
+        if self._non_finite and settings.mode != "eval":  # they would reach every point's BatchNorm statistics
+            check_finite_data(ev.tree, why="BatchNorm statistics recomputed on them (mode='bn-recompute') would be "
+                                           "NaN at every point")
         self.data_fingerprint = data_key(ev)
         ev = ev.to(self.device)
         if settings.channels_last:
@@ -786,6 +790,25 @@ class Evaluator(SpeedChoices):
         tf32 = self.settings.precision == "tf32" if tf32 is None else tf32
         with gpu_flags(tf32=tf32, benchmark=True):
             yield
+
+    def _check_non_finite(self) -> None:
+        """Data holding NaN or inf are kept only where the loss at the model itself is finite on every batch (a
+        loss that leaves out missing targets, ``out[~y.isnan()]``, or a model that fills in missing inputs:
+        refused outright before, trial s46), said in ``notes``; otherwise refused naming the leaf and the count."""
+        if not self._non_finite:
+            return
+        with eval_mode(self.model), torch.no_grad():
+            for k, (xb, yb) in enumerate(self.batches):
+                loss = self.loss_fn(call_model(self.model, xb), yb)
+                if not bool(torch.isfinite(torch.as_tensor(loss)).all()):
+                    check_finite_data(self._data.tree, why=(
+                        f"the loss at the model itself is {float(loss)} on batch {k + 1} of {len(self.batches)}, so "
+                        "it would be at every point (a loss_fn or model that leaves them out, as "
+                        "((out - y)[~y.isnan()] ** 2).mean() does, is taken)"))
+        where = ", ".join(f"the data{path}: {n}" for path, n in self._non_finite[:4])
+        self.notes[NON_FINITE_DATA] = (
+            f"the data hold non-finite values (NaN or inf; {where}); the loss at the model itself is finite on every "
+            "batch (the model or loss_fn leaves them out), so they are kept: a metric that reads them may be NaN")
 
     def _validate(self, metrics, attributes: StateSnapshot, loss_state: StateSnapshot) -> dict[str, Callable]:
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar

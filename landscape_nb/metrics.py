@@ -546,9 +546,11 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
             shape = ((f"a tensor of shape {_n_first(tuple(loss.shape))} for N samples (one value per {each}?)"
                       if loss.ndim and loss.shape[0] == n else f"a tensor of shape {tuple(loss.shape)}")
                      if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}")
+            own = ("; a model's own loss (out.loss of a Hugging Face model) is None when the labels do not reach "
+                   "it: with a dict batch, target_key=None passes every key, the labels too, to model(**batch)"
+                   if loss is None else ", e.g. use reduction='mean'")  # trial s46: "use reduction='mean'"
             raise LandscapeError(
-                f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch), "
-                "e.g. use reduction='mean'"
+                f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch){own}"
             )
     refuse_batch_sum(loss_fn, outputs, targets, loss)
     return loss
@@ -645,6 +647,12 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     logits = find_logits(outputs)
     if targets is None:
         return NO_TARGETS
+    if not isinstance(targets, torch.Tensor):  # (labels, sample weights), a multi-task dict: crashed here (trial s46)
+        first = "y[0]" if isinstance(targets, (tuple, list)) else f"y[{next(iter(targets), 'key')!r}]" if isinstance(
+            targets, Mapping) else "y.labels"
+        return (f"the targets are {describe(targets)}, not one tensor of class indices, so which of them the logits "
+                f"predict is not known; pass metrics= naming it, e.g. {{'accuracy': lambda out, y: "
+                f"(out.argmax(1) == {first}).float().mean()}}")
     zero_one = bool(((targets == 0) | (targets == 1)).all())
     if logits is None:
         if targets.is_floating_point() and not zero_one:  # a regression's, whatever its outputs (trial s41)

@@ -1203,3 +1203,133 @@ def test_a_model_ending_in_softmax_is_said_so_by_the_default_loss():
         warnings.filterwarnings("error", message=".*probabilities already")
         surf = lnb.compute_surface(logits, (x, y), lnb.random_directions(logits, n=1, seed=0), x=xs)
     assert "probability outputs" not in surf.provenance.get("data", {})
+
+
+# ---------------------------------------------- trial s46: targets, streams, missing values, own losses ----
+
+class EndlessStream(torch.utils.data.IterableDataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        i = 0
+        while True:
+            yield self.x[i % len(self.x)], self.y[i % len(self.x)]
+            i += 1
+
+
+def test_an_endless_stream_is_said_then_refused_naming_max_samples(monkeypatch):
+    """An endless IterableDataset (a training stream) was read until the memory ran out, without a word (trial
+    s46). Reading one is now said after STREAM_SAY_SECONDS and refused past STREAM_MAX_BYTES, naming
+    max_samples=, with which it runs."""
+    import landscape_nb.data as data_module
+
+    model, _, _, _ = row("mlp")
+    g = gen(12)
+    x, y = torch.randn(100, 6, generator=g), torch.randint(0, 3, (100,), generator=g)
+    monkeypatch.setattr(data_module, "STREAM_MAX_BYTES", 2**20)
+    monkeypatch.setattr(data_module, "STREAM_SAY_SECONDS", 0.0)
+    d = lnb.random_directions(model, n=1, seed=0)
+    for data in (EndlessStream(x, y), DataLoader(EndlessStream(x, y), batch_size=32)):
+        with (pytest.warns(UserWarning, match=r"still reading the stream after \d+ s \(\d+ samples, .*max_samples=N"),
+              pytest.raises(LandscapeError, match=r"the stream yielded \d+ samples \(1 MiB\) and had not ended "
+                                                  r"\(an endless IterableDataset\?\).*pass max_samples=N")):
+            lnb.compute_surface(model, data, d, x=(-1, 1, 3))
+    with pytest.warns(UserWarning, match="max_samples=250 on a stream takes the first 250"):
+        surf = lnb.compute_surface(model, EndlessStream(x, y), d, x=(-1, 1, 3), max_samples=250)
+    with torch.no_grad():  # 250 samples: the 100 twice, then the first 50
+        want = float(_ce(model(torch.cat([x, x, x[:50]])), torch.cat([y, y, y[:50]])))
+    np.testing.assert_allclose(surf.loss[1], want, rtol=1e-6)
+
+
+def test_tuple_or_dict_targets_run_with_the_accuracy_skipped_and_said(recwarn):
+    """Targets (labels, sample weights) or a multi-task dict crashed in the automatic accuracy with "'bool' object
+    has no attribute 'all'", blamed on the user's code (trial s46). The loss now runs, equal to the naive loop,
+    and the accuracy is skipped with the metric to pass; passed, it is computed."""
+    model, _, _, _ = row("mlp")
+    g = gen(13)
+    x, y, w = torch.randn(N, 6, generator=g), torch.randint(0, 3, (N,), generator=g), torch.rand(N, generator=g) * 3
+
+    def weighted(out, t):
+        labels, weights = (t["cls"], t["w"]) if isinstance(t, dict) else t
+        return (F.cross_entropy(out, labels, reduction="none") * weights).sum() / weights.sum()
+
+    d = lnb.random_directions(model, n=1, seed=0)
+    for targets, first in (((y, w), r"y\[0\]"), ({"cls": y, "w": w}, r"y\['cls'\]")):
+        with pytest.warns(UserWarning, match=r"accuracy skipped: the targets are .*, not one tensor of class indices"
+                                             rf".*\(out.argmax\(1\) == {first}\)"):
+            surf = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), loss_fn=weighted)
+        assert surf.metrics == {}
+        for i, a in enumerate((-1.0, 0.0, 1.0)):
+            with torch.no_grad():
+                assert surf.loss[i] == pytest.approx(float(weighted(perturbed(model, d, a)(x), targets)), rel=1e-5)
+    acc = {"accuracy": lambda out, t: (out.argmax(1) == t[0]).float().mean()}
+    surf = lnb.compute_surface(model, (x, (y, w)), d, x=(-1, 1, 3), loss_fn=weighted, metrics=acc)
+    with torch.no_grad():
+        assert surf.metrics["accuracy"][1] == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
+
+
+def test_missing_targets_a_loss_leaves_out_are_kept_others_refused(recwarn):
+    """NaN targets were refused ("the loss would be NaN at every point") even for a loss that leaves them out,
+    missing labels of a multi-output regression (trial s46). Kept now where the loss at the model itself is
+    finite on every batch (said, and equal to the naive loop); a loss they reach, or BatchNorm statistics
+    recomputed on them, are still refused, with the loss's value at the model named."""
+    torch.manual_seed(0)
+    model = MLP(6, 2).eval()
+    g = gen(14)
+    x, r = torch.randn(200, 6, generator=g), torch.randn(200, 2, generator=g)
+    r[torch.rand(200, 2, generator=g) < 0.3] = math.nan
+
+    def masked(out, t):
+        return ((out - t)[~torch.isnan(t)] ** 2).mean()
+
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"the data hold non-finite values \(NaN or inf; the data\[1\]: \d+\); the loss "
+                                         "at the model itself is finite on every batch"):
+        surf = lnb.compute_surface(model, (x, r), d, x=(-1, 1, 3), loss_fn=masked)
+    assert "non-finite data" in surf.provenance["data"]
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            assert surf.loss[i] == pytest.approx(float(masked(perturbed(model, d, a)(x), r)), rel=1e-5)
+    with pytest.raises(LandscapeError, match=r"the data\[1\] hold \d+ non-finite value\(s\) \(NaN or inf\); expected "
+                                             r"finite data: the loss at the model itself is nan on batch 1 of 1"):
+        lnb.compute_surface(model, (x, r), d, x=(-1, 1, 3), loss_fn=nn.MSELoss())
+    bn = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)).eval()
+    x_nan = x.clone()
+    x_nan[5, 2] = math.nan
+    with pytest.raises(LandscapeError, match=r"the data\[0\] hold 1 non-finite .*BatchNorm statistics recomputed"):
+        lnb.compute_surface(bn, (x_nan, torch.nan_to_num(r)), lnb.random_directions(bn, n=1, seed=0), x=(-1, 1, 3),
+                            loss_fn=nn.MSELoss(), mode="bn-recompute")
+
+
+class OwnLossModel(nn.Module):
+    """A Hugging Face-style classifier: model(**batch) returns an object with .logits and, given labels, .loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(30, 16), nn.Linear(16, 3)
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        m = attention_mask[..., None].float()
+        logits = self.head((self.emb(input_ids) * m).sum(1) / m.sum(1))
+        return type("Output", (), {"logits": logits,
+                                   "loss": None if labels is None else F.cross_entropy(logits, labels)})()
+
+
+def test_a_model_computing_its_own_loss_is_told_of_target_key_none():
+    """loss_fn=lambda out, y: out.loss with the labels in the batch: the labels went to the targets, out.loss was
+    None, and the refusal said "use reduction='mean'" (trial s46). It now names target_key=None, with which the
+    surface equals the model's own loss."""
+    torch.manual_seed(0)
+    model = OwnLossModel().eval()
+    g = gen(15)
+    ids = torch.randint(1, 30, (N, 7), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 3, (N,), generator=g)}
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.raises(LandscapeError, match=r"loss_fn returned a NoneType; .*a model's own loss \(out.loss of a "
+                                             r"Hugging Face model\) is None .*target_key=None passes every key"):
+        lnb.compute_surface(model, batch, d, x=(-1, 1, 3), loss_fn=lambda out, y: out.loss)
+    surf = lnb.compute_surface(model, batch, d, x=(-1, 1, 3), loss_fn=lambda out, y: out.loss, target_key=None)
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            assert surf.loss[i] == pytest.approx(float(perturbed(model, d, a)(**batch).loss), rel=1e-5)
