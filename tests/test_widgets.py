@@ -5,6 +5,7 @@ import asyncio
 import copy
 import gc
 import inspect
+import json
 import re
 import socket
 import subprocess
@@ -1875,6 +1876,10 @@ def test_export_buttons_write_standalone_html_and_png(explorer, tmp_path):
     assert "Wrote" in explorer.state.message and explorer.state.message_kind == "info"
     fig = assert_standalone_html(tmp_path / "out" / "tiny.html", min_points=2 * 35)
     np.testing.assert_allclose(np.array(fig["data"][1]["z"], dtype=float), plot.display_values(explorer.surface))
+    # the surface's provenance, as plot's figures keep it (the Explorer's export carried none: trial s46)
+    want = json.loads(json.dumps(dict(explorer.surface.provenance), default=str))
+    assert fig["layout"]["meta"]["provenance"] == [want] and want["key"] and want["directions"]
+    assert "provenance" not in (explorer.figure.layout.meta or {})  # the live widget's state is left alone
     explorer.export_png_button.click()
     png = tmp_path / "out" / "tiny.png"
     assert explorer.state.message_kind == "info", explorer.state.message
@@ -2082,3 +2087,78 @@ def test_a_model_among_its_own_minimizers_is_not_offered_the_plane_through_three
         third[0].weight.add_(0.1)
     offered, _ = schemes_for(user_entry("mine", SimpleNamespace(model=model, test=data, minimizers=[other, third])))
     assert "plane3" in offered
+
+
+class _Steep(nn.Module):
+    """Logits to the 9th power: the loss ~2^9 times higher at twice the distance, an extrapolated end's blow-up."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) ** 9
+
+
+def test_the_explorers_line_is_capped_as_plot_line_caps_it():
+    """The Explorer's 1D line was not capped: an interpolation extrapolated to 1.5e7 drew the path between the two
+    models flat at 0 (trial s46), while plot.line, the planes and the README cap it. Its axis and note are now
+    plot.line's, and the hover keeps the true values; with the cap off (clip=False) every value is on the axis."""
+    from landscape_nb.plot.figures import CAP_NOTE
+
+    model, data = make_task()
+    e = Explorer(models={"steep": (_Steep(model), data)}, ndim=1, x_points=21, auto_range=False, x_min=-3.0,
+                 x_max=3.0)
+    try:
+        assert e.compute(wait=True), e.state.message
+        surf = e.surface
+        assert np.nanmax(surf.loss) > 100 * np.nanmin(surf.loss)  # the steep line this is about
+        want = lnb.plot.line(surf, metric=None)
+        assert want.layout.yaxis.range is not None  # plot.line caps it
+        assert tuple(e.figure.layout.yaxis.range) == pytest.approx(tuple(want.layout.yaxis.range))
+        notes = [a.text for a in e.figure.layout.annotations if a.name == CAP_NOTE]
+        assert notes == [a.text for a in want.layout.annotations if a.name == CAP_NOTE] and len(notes) == 1
+        np.testing.assert_allclose(np.array(e.figure.data[0].y, float), surf.loss, rtol=1e-6)  # true values
+        uncapped = lnb.plot.live(surf, clip=False)
+        assert uncapped.layout.yaxis.range is None and not [a for a in uncapped.layout.annotations
+                                                             if a.name == CAP_NOTE]
+        lnb.plot.update(uncapped, surf)  # an update of a capped surface caps it, once
+        assert len([a for a in uncapped.layout.annotations if a.name == CAP_NOTE]) == 1
+    finally:
+        e.close()
+
+
+def test_a_computed_plane_leaves_no_empty_annotation_in_the_explorers_figure():
+    """An empty annotation {} was left in every live 2D figure the Explorer refilled (plot.update called inside
+    the view's own batch_update: the caption's and the partial note's edits of the annotations merged), drawn as
+    a stray arrow on the contours and exported with it (trial s46)."""
+    model, data = make_task()
+    e = Explorer(models={"tiny": (model, data)}, x_points=11, y_points=11)
+    try:
+        assert e.compute()
+        e.wait(120)
+        assert e.state.status == "done", e.state.message
+        with e._figure_lock:
+            annotations = [a.to_plotly_json() for a in e.figure.layout.annotations]
+        assert annotations and all(a.get("text") for a in annotations), annotations
+    finally:
+        e.close()
+
+
+def test_the_status_line_names_the_new_run_before_its_figure_and_a_refused_runs_figure_as_the_one_before(explorer):
+    """For a moment after Compute (the new empty figure being drawn) the status line said the last run's "done ·
+    441 / 441 points"; a refused run said "error · 441 / 441 points" of an 11×11 grid, the last run's counts
+    (trial s46). The counts are reset before the figure changes, and an error says whose figure is shown."""
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 7, 5
+    assert explorer.compute(wait=True)
+    seen = []
+    explorer.state.observe(lambda change: seen.append((explorer.state.status, explorer.status_line.value)), "surface")
+    explorer.controls["x_points"].value = 9
+    assert explorer.compute(wait=True)
+    assert seen[0][0] == "starting" and "0 / 45 points" in seen[0][1], seen
+    explorer.controls["auto_range"].value = False
+    explorer.controls["x_min"].value, explorer.controls["x_max"].value = 1.0, -1.0
+    assert not explorer.compute()
+    assert explorer.state.status == "error"
+    assert explorer.status_line.value.startswith("<b>error</b> · the figure shows the run before (45 / 45 points)")
+    assert "points/s" not in explorer.status_line.value

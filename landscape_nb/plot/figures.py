@@ -216,29 +216,47 @@ def line(
 AUTO_CLIP_SPAN = 4.0
 
 
-def _cap_loss_axis(fig: go.Figure, losses: Sequence[np.ndarray], *, clip: Any, log: bool) -> None:
-    """Set the loss axis's top at ``clip`` (None: `clip_limit` of the finite losses, not with ``log``) where
-    some loss lies above it, with a note saying how high they go; the values themselves stay."""
+#: the name of a line's note that its loss axis is capped (`loss_axis_cap`), replaced by a live line's updates
+CAP_NOTE = "loss axis cap"
+
+
+def loss_axis_cap(losses: Sequence[np.ndarray], *, clip: Any, log: bool) -> tuple[list[float], dict] | None:
+    """The loss axis's range with its top at ``clip`` (None: `clip_limit` of the finite losses, not with ``log``)
+    and the note saying how high the losses go off it (keyword arguments of ``add_annotation``), where some loss
+    lies above it; None where the axis is not capped. The values themselves stay.
+
+    Raises
+    ------
+    LandscapeError
+        If a given ``clip`` is at or below every loss.
+    """
     finite = np.concatenate([np.asarray(v, float).ravel() for v in losses])
     finite = finite[np.isfinite(finite) & ((finite > 0) if log else True)]
     if clip is False or clip is True or finite.size == 0 or (clip is None and log):
-        return
+        return None
     lo, hi = float(finite.min()), float(finite.max())
     top = clip_limit(finite) if clip is None else float(clip)
     if top is None or not top < hi or (clip is None and top - lo <= 1e-9 * (hi - lo)):  # most at the minimum
-        return
+        return None
     if clip is None and hi - lo <= AUTO_CLIP_SPAN * (top - lo):  # a curve going a few times the cap's height: an
-        return  # ordinary bowl steep at its ends, whose ends the cap hid (1.83 of 1.86, trial s42), drawn whole
+        return None  # ordinary bowl steep at its ends, whose ends the cap hid (1.83 of 1.86, trial s42), drawn whole
     if top <= lo:
         raise LandscapeError(f"clip={clip!r} is at or below every loss shown (the lowest is {lo:.6g}), so the "
                              f"axis would hold none of the curve; expected a cap above it, e.g. clip={_above(lo)} "
                              "(or None: automatic, False: every value)")
     pad = 0.04 * (top - lo)
-    fig.update_yaxes(range=[np.log10(lo), np.log10(top)] if log else [lo - pad, top + pad], secondary_y=False)
-    fig.add_annotation(
-        text=f"loss axis capped at {top:.4g}: the curve reaches {hi:.4g} off it ({CLIP_OFF} shows every value)",
-        xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4, showarrow=False,
-        font=dict(size=11))
+    note = dict(text=f"loss axis capped at {top:.4g}: the curve reaches {hi:.4g} off it ({CLIP_OFF} shows every "
+                     "value)", name=CAP_NOTE, xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left",
+                yanchor="bottom", yshift=4, showarrow=False, font=dict(size=11))
+    return ([float(np.log10(lo)), float(np.log10(top))] if log else [lo - pad, top + pad]), note
+
+
+def _cap_loss_axis(fig: go.Figure, losses: Sequence[np.ndarray], *, clip: Any, log: bool) -> None:
+    """`loss_axis_cap` applied to ``fig``'s loss axis (a line's left one)."""
+    cap = loss_axis_cap(losses, clip=clip, log=log)
+    if cap is not None:
+        fig.update_yaxes(range=cap[0], secondary_y=False)
+        fig.add_annotation(**cap[1])
 
 
 #: a title's words for the schemes' lines and planes ("mine: the line between two models, 51 points")

@@ -46,10 +46,12 @@ from ._common import (
     to_plotly_z,
 )
 from .figures import (
+    CAP_NOTE,
     _line_hover,
     _metric_hover,
     _trajectory_trace,
     line,
+    loss_axis_cap,
     provenance_path,
 )
 
@@ -101,7 +103,7 @@ def live(
     _check_surface(surface, ndim=None, where="plot.live")
     _check_clip(clip, log)
     if surface.ndim == 1:
-        fig = line(surface, metric=metric if metric in surface.metrics else None, log=log, title=title)
+        fig = line(surface, metric=metric if metric in surface.metrics else None, log=log, title=title, clip=clip)
         fig.update_layout(height=420, width=width)
     else:
         fig = make_subplots(
@@ -150,7 +152,8 @@ def live_info(fig) -> Mapping | None:
 
 
 @_doc
-def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: Any = None) -> go.Figure:
+def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: Any = None,
+           title: str | None = None) -> go.Figure:
     """Write ``surface``'s current values into a figure made by `live`, in one batch.
 
     On a ``go.FigureWidget`` the changes travel to the browser as a single update
@@ -159,8 +162,9 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
     computed so far. A 2D figure shows a transparent placeholder surface until its first
     values; after that, an update with no values hides the 3D surface until the next ones. The
     contour's axes span the grid from the start (updates on the same grid leave a reader's zoom).
-    Call it once per ``batch_update`` block: inside a batch plotly does not read back what
-    an earlier call set.
+    It batches its changes itself: called inside a ``batch_update`` block of the caller's, plotly does not read
+    back what it set there, and the partial note's and caption's edits of ``layout.annotations`` left an empty
+    annotation, drawn as a stray arrow on the contours (trial s46); pass ``title`` to set it in the same batch.
 
     Parameters
     ----------
@@ -172,6 +176,8 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
     log : bool or None, default None
         Show log10(loss); None keeps the figure's current scale.
     %(clip)s
+    title : str, optional
+        A new title, set in the same batch (None: the figure's stays).
 
     Returns
     -------
@@ -198,7 +204,7 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         new_meta["held_fixed"] = notes
     with fig.batch_update():
         if surface.ndim == 1:
-            _update_line(fig, surface, log=log, metric=info.get("metric"))
+            _update_line(fig, surface, log=log, metric=info.get("metric"), clip=clip)
         else:
             new_meta[_LIVE_KEY]["placeholder"] = _update_grid(fig, surface, log=log, clip=clip,
                                                                placeholder=bool(info.get("placeholder")))
@@ -208,11 +214,13 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
                 fig.layout.xaxis.range, fig.layout.yaxis.range = extent[:2], extent[2:]
                 new_meta[_LIVE_KEY]["extent"] = extent
         fig.layout.meta = new_meta
+        if title is not None:
+            fig.layout.title.text = title
     sync_partial_note(fig, surface)  # after the batch: its traces' markers as this update left them
     return fig
 
 
-def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
+def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any) -> None:
     fig.data[0].x = to_plotly_z(surf.x)
     loss = _transform(surf.loss, log=False, clip=False)
     fig.data[0].y, fig.data[0].mode = to_plotly_z(loss), line_mode(loss)  # markers for points with no neighbour
@@ -229,6 +237,15 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None) -> None:
     # losses ≤ 0 have no logarithm: counted in the axis title, as plot.line does (a live line hid them, its own
     # minimum among them, with no word, trial s34)
     fig.layout.yaxis.title.text = "loss" + non_positive_note(log, [surf.loss]).replace("<br>", " ")
+    # capped as plot.line caps it: the Explorer's line of an interpolation extrapolated to 1.5e7 drew the path
+    # between the two models flat at 0, while its README and its planes cap (trial s46)
+    cap = loss_axis_cap([surf.loss], clip=clip, log=log)
+    old = next((a for a in fig.layout.annotations if a.name == CAP_NOTE), None)
+    if (old.text if old is not None else None) != (cap[1]["text"] if cap else None):
+        fig.layout.annotations = [a for a in fig.layout.annotations if a.name != CAP_NOTE] + (
+            [go.layout.Annotation(**cap[1])] if cap else [])
+    if list(fig.layout.yaxis.range or ()) != (cap[0] if cap else []):
+        fig.layout.yaxis.range = cap[0] if cap else None
 
 
 def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool) -> bool:

@@ -497,11 +497,13 @@ class ExplorerState(t.HasTraits):
         # (a zoo model never changes; a user's may have since: then its partial is not shown, nor kept, _run)
         partial = (self._resumable[1] if self.shelf.zoo and self._resumable and _same_values(self._resumable[0], shown)
                    else None)
-        self.surface = partial if partial is not None else empty_surface(shown)
+        # the status line first: drawing the new empty figure takes a moment (0.8 s on a loaded box), during which
+        # it said the last run's "done · 441 / 441 points" (trial s46)
         self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
         self.workers = self._workers_before_start(spec.client)
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
+        self.surface = partial if partial is not None else empty_surface(shown)
         self._run_spec = spec
         self._run_notes = dict(self._switch_notes)
         self._thread = threading.Thread(target=self._run, args=(spec, self._cancel, self.run_id),
@@ -1039,10 +1041,16 @@ class ExplorerState(t.HasTraits):
         ``path`` (default: the "export to" box) must end in .html and lie inside ``export_dir``
         (a relative path is taken from there); otherwise a `LandscapeError` and nothing is written.
         """
+        from ..plot._common import note_sources
         from ..plot.export import export_html, mark_partial
 
         target = self.exports.target(self.export_path if path is None else path, HTML_SUFFIXES)
         fig = mark_partial(figure if figure is not None else self.figure(), self.surface)
+        if figure is not None and self.surface is not None:  # the live figure's meta named no run (trial s46): a
+            import plotly.graph_objects as go  # copy carries this surface's provenance, as plot's figures do
+
+            fig = go.Figure(fig) if fig is figure else fig
+            note_sources(fig, [self.surface])
         out = export_html(fig, target)
         self._say(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB, standalone, opens offline).")
         return out

@@ -339,9 +339,9 @@ class Explorer(w.VBox):
                             width=FIGURE_WIDTH if surf.ndim == 2 else None)
             refill = self.figure is not None and _shape(self.figure) == _shape(fig)
         if refill:
-            with self.figure.batch_update():  # one message, one redraw in the browser
-                plot.update(self.figure, surf, log=self.state.log_scale)  # the values, ranges and axis titles
-                self.figure.layout.title.text = title
+            # the values, ranges, axis titles and title in one batch (plot.update's own: inside another, its edits
+            # of the annotations left an empty one, a stray arrow on the contours, trial s46)
+            plot.update(self.figure, surf, log=self.state.log_scale, title=title)
             _sync_widget_state(self.figure)
             return
         self.figure = go.FigureWidget(fig)
@@ -378,9 +378,12 @@ class Explorer(w.VBox):
         self.progress.value = min(s.n_done, self.progress.max)
         self.progress.bar_style = {"done": "success", "cancelled": "warning", "error": "danger"}.get(s.status, "info")
         parts = [f"<b>{s.status}</b>"]
-        if s.n_points:
+        if s.status == "error":  # the figure is the run before's, put back: a refused 11×11 run said "error · 441 /
+            if s.surface is not None:  # 441 points", that run's counts (trial s46)
+                parts.append(f"the figure shows the run before ({s.surface.n_done:,} / {s.surface.loss.size:,} points)")
+        elif s.n_points:
             parts.append(f"{s.n_done:,} / {s.n_points:,} points")
-        if s.points_per_s:
+        if s.points_per_s and s.status != "error":
             parts.append(f"{s.points_per_s:,.1f} points/s")
         if s.workers:
             parts.append(html.escape(s.workers))
