@@ -2,7 +2,8 @@
 
 A tile is a contiguous block of grid points; tiles are the unit of work, of
 storage and of streaming. ``coarse_to_fine`` orders them so that the first tiles
-spread evenly over the grid and the picture sharpens as the rest arrive. A 3D grid
+spread evenly over the grid (patches of true values across the whole range, never
+interpolated between them) and the gaps between them fill in as the rest arrive. A 3D grid
 (a volume, three directions) is stored (z, y, x) and tiled (depth, rows, cols); the
 default tile is one z slice deep, and coarse-to-fine runs over all three tile axes.
 """

@@ -57,7 +57,10 @@ from .figures import (
 
 _LIVE_KEY = "landscape_nb_live"
 LIVE_LEVELS = 30
-_HEIGHT, _MARGIN = 520, dict(l=10, r=10, t=70, b=90)
+# the title at the top of the figure, the partial note under it above the panel titles: with t=70 and the title
+# centred in the margin, the note ("partial: 270 of 441 points") ran over the title's first word (trial s46)
+_HEIGHT, _MARGIN = 520, dict(l=10, r=10, t=92, b=90)
+_TITLE_PLACE = dict(y=1.0, yref="container", yanchor="top", pad=dict(t=10))
 _SCENE_SHARE = 0.55 * (1 - 0.1)  # the 3D column's share of the plotting area's width
 _CONTOUR_SHARE = 0.45 * (1 - 0.1)
 
@@ -129,7 +132,7 @@ def live(
         for col, cls in ((1, go.Scatter3d), (2, go.Scatter)):
             fig.add_trace(cls(name=LONE_POINTS, visible=False, showlegend=False), row=1, col=col)
         fig.update_layout(
-            title=_title(title, surface), height=_HEIGHT, margin=_MARGIN, width=width,
+            title=dict(text=_title(title, surface), **_TITLE_PLACE), height=_HEIGHT, margin=_MARGIN, width=width,
             coloraxis=dict(colorscale=COLORSCALE),
         )
         area, height = plot_area(width=width or DEFAULT_WIDTH, height=_HEIGHT, margin=_MARGIN)
