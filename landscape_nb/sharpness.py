@@ -30,6 +30,9 @@ class AxisSharpness:
     centre_loss: float
     increase: float
     curvature: float
+    #: the grid spacing h of ``curvature``'s second difference (half the span of its three points): L''(0) read at
+    #: 21 and 41 points (0.360, 0.409) was labelled as one exact value (trial s46); figures now name it
+    spacing: float = math.nan
 
 
 def _slice(surface, axis: str) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +102,7 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
     else:
         _warn_if_rounding_dominates(surface, axis, t, k0, l0, curv)
     label = surface.x_label if axis == "x" else surface.y_label
-    return AxisSharpness(axis, label, r, l0, float(increase), curv)
+    return AxisSharpness(axis, label, r, l0, float(increase), curv, _centre_spacing(t, k0))
 
 
 def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisSharpness:
@@ -120,7 +123,7 @@ def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisS
               f"{increase}" + ("" if math.isfinite(curv) else " and the curvature NaN")
               + "; pass a smaller radius to read the rise where the loss is finite")
     label = surface.x_label if axis == "x" else surface.y_label
-    return AxisSharpness(axis, label, r, l0, increase, curv)
+    return AxisSharpness(axis, label, r, l0, increase, curv, _centre_spacing(t, int(np.argmin(np.abs(t)))))
 
 
 #: relative rounding of one loss value per precision (`surface_precision`): the unit roundoff of its products
@@ -154,6 +157,14 @@ def _centre_points(t: np.ndarray, k0: int) -> np.ndarray:
     order = np.argsort(t)
     j = min(max(int(np.flatnonzero(order == k0)[0]), 1), len(t) - 2)
     return order[j - 1:j + 2]
+
+
+def _centre_spacing(t: np.ndarray, k0: int) -> float:
+    """The spacing h of the centre's second difference: half the span of its three points (NaN under 3 points)."""
+    if len(t) < 3:
+        return math.nan
+    three = t[_centre_points(t, k0)].astype(float)
+    return float(three.max() - three.min()) / 2
 
 
 def _centre_curvature(t: np.ndarray, loss: np.ndarray, k0: int) -> float:
@@ -243,11 +254,16 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     return {a: axis_sharpness(surface, a, radius) for a in axes}
 
 
+def curvature_text(s: AxisSharpness, digits: int = 4) -> str:
+    """``L''(0) ≈ 2.4 (h=0.1)``: the curvature as the second difference it is, with its grid spacing."""
+    return f"L''(0) ≈ {s.curvature:.{digits}g} (h={s.spacing:.2g})"
+
+
 def sharpness_text(surface, radius: float | None = None, sep: str = "<br>") -> str:
     """One line per axis, e.g. ``x: max ΔL(|t|≤0.5) = 0.31, L''(0) = 2.4`` (for figure annotations)."""
     parts = []
     for a, s in sharpness(surface, radius).items():
-        parts.append(f"{a}: max ΔL(|t|≤{s.radius:.3g}) = {s.increase:.4g}, L''(0) = {s.curvature:.4g}")
+        parts.append(f"{a}: max ΔL(|t|≤{s.radius:.3g}) = {s.increase:.4g}, {curvature_text(s)}")
     return sep.join(parts)
 
 
@@ -342,4 +358,4 @@ def loss_barrier(path) -> float:
     return float(max(excess.max(), 0.0))
 
 
-__all__ = ["AxisSharpness", "axis_sharpness", "sharpness", "sharpness_text", "loss_barrier"]
+__all__ = ["AxisSharpness", "axis_sharpness", "sharpness", "sharpness_text", "curvature_text", "loss_barrier"]

@@ -161,10 +161,10 @@ def test_line_panels_put_sharpness_in_the_legend_and_with_sharpness_annotates():
     sharp = Surface(x, None, 10 * x ** 2, provenance={"label": "rescaled"})
     fig = plot.line_panels([[flat, sharp], [flat, flat]], titles=["raw", "filter-normalized"], radius=0.5)
     assert len(fig.data) == 4 and [a.text for a in fig.layout.annotations][:2] == ["raw", "filter-normalized"]
-    assert "L''(0)=2" in fig.data[0].name and "L''(0)=20" in fig.data[1].name
+    assert "L''(0) ≈ 2 (h=0.1)" in fig.data[0].name and "L''(0) ≈ 20 (h=0.1)" in fig.data[1].name
     assert fig.data[2].xaxis == "x2"
     ann = plot.with_sharpness(plot.contour(_plane()), _plane(), radius=0.5)
-    assert "L''(0) = 2" in ann.layout.annotations[-1].text and "L''(0) = 4" in ann.layout.annotations[-1].text
+    assert "L''(0) ≈ 2 (h=0.33)" in ann.layout.annotations[-1].text and "L''(0) ≈ 4 (h=0.25)" in ann.layout.annotations[-1].text
     with pytest.raises(LandscapeError, match="one each"):
         plot.line_panels([[flat]], titles=["a", "b"])
 

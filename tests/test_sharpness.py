@@ -22,7 +22,10 @@ def test_sharpness_of_a_quadratic_bowl_is_its_curvature_and_rise():
     assert s["y"].increase == pytest.approx(np.interp(0.5, y, 0.5 * y ** 2), rel=1e-12)
     default = _quadratic().sharpness()  # radius: half the shorter side of each axis
     assert default["x"].radius == pytest.approx(0.5) and default["y"].radius == pytest.approx(1.0)
-    assert "L''(0) = 6" in sharpness_text(_quadratic(), radius=0.5)
+    # a second difference over the grid's spacing, named with it (one number read 0.360 or 0.409 at 21 or 41
+    # points, labelled as exact: trial s46)
+    assert s["x"].spacing == pytest.approx(0.1) and s["y"].spacing == pytest.approx(0.4)
+    assert "x: max ΔL(|t|≤0.5) = 0.75, L''(0) ≈ 6 (h=0.1)<br>y: " in sharpness_text(_quadratic(), radius=0.5)
 
 
 def test_sharpness_of_a_line_and_of_an_asymmetric_slice():

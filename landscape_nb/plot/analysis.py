@@ -16,7 +16,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError, check_choice
-from ..sharpness import axis_sharpness, loss_barrier, sharpness_text
+from ..sharpness import axis_sharpness, curvature_text, loss_barrier, sharpness_text
 from ..surface import Surface
 from ._common import (
     COLORSCALE,
@@ -385,7 +385,7 @@ def line_panels(
             fig.add_trace(go.Scatter(
                 x=np.asarray(s.x, float), y=_transform(s.loss, log=False, clip=False), mode="lines",
                 line=dict(color=palette[k % len(palette)], dash="solid" if k == 0 else "dash"),
-                name=f"{label}: max ΔL(|t|≤{sh.radius:.2g})={sh.increase:.3g}, L''(0)={sh.curvature:.3g}",
+                name=f"{label}: max ΔL(|t|≤{sh.radius:.2g})={sh.increase:.3g}, {curvature_text(sh, 3)}",
                 legendgroup=str(col),
                 hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
             ), row=1, col=col)
