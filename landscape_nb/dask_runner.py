@@ -617,7 +617,7 @@ class DaskRunner:
                         raise ClusterLost(f"tile {t.index} was running on Dask workers that died each time it "
                                           f"was tried ({one_line(exc, 200)}); out of memory, or a "
                                           "crash in native code?") from exc
-                    raise_from_user_code(exc, job, t)
+                    raise_from_user_code(exc, job, t, grid)
                 if values is None:  # cancelled, by Dask or by the user's cancel (checked above)
                     lost = True
                     continue

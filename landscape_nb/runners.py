@@ -127,32 +127,47 @@ class ClusterLost(LandscapeError):
 TILES_KEPT = "finished tiles are kept when compute_surface has a store"
 
 
-def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None) -> LandscapeError:
+def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None,
+                    grid: Grid | None = None) -> LandscapeError:
     """One clear line for an exception raised by the user's model, loss or metric while evaluating ``tile``
-    (``statecheck.user_error``); the original exception is meant to be chained as ``__cause__``."""
+    (``statecheck.user_error``), with the coordinates of its points where ``grid`` is given; the original
+    exception is meant to be chained as ``__cause__``."""
     tiles = tile if isinstance(tile, list) else [] if tile is None else [tile]
     which = (f"tile {tiles[0].index}" if len(tiles) == 1 else
              f"tiles {', '.join(str(t.index) for t in tiles)} (evaluated together)")
-    where = (f"while evaluating {which} ({sum(t.n_points for t in tiles)} points) of surface "
+    where = (f"while evaluating {which} ({sum(t.n_points for t in tiles)} points{_spans(grid, tiles)}) of surface "
              f"{job.key or '(no key yet)'}" if tiles else "while checking the model, loss and metrics on a first batch")
     return user_error(exc, job.model, job.loss_fn, job.metrics, where, TILES_KEPT)
 
 
-def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None):
+def _spans(grid: Grid | None, tiles: list[Tile]) -> str:
+    """``": x -2 to -1.5, y 0.5"``: where the points of ``tiles`` lie on ``grid`` (a tile's index alone named no
+    coordinates: trial s46); empty without a grid."""
+    if grid is None or not tiles:
+        return ""
+    coords = np.concatenate([grid.coords(t) for t in tiles])
+    spans = [f"{axis} {lo:.4g}" + (f" to {hi:.4g}" if hi > lo else "")
+             for axis, lo, hi in zip("xyz", coords.min(0), coords.max(0))]
+    return ": " + ", ".join(spans)
+
+
+def raise_from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None,
+                         grid: Grid | None = None):
     """Raise ``exc`` as one clear line (``from_user_code``), chained to it unless it is a ``LandscapeError``."""
-    err = from_user_code(exc, job, tile)
+    err = from_user_code(exc, job, tile, grid)
     if err is exc:
         raise exc
     raise err from exc
 
 
-def from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None) -> LandscapeError:
+def from_user_code(exc: BaseException, job: "Job", tile: Tile | list[Tile] | None = None,
+                   grid: Grid | None = None) -> LandscapeError:
     """``exc`` as one clear line: a ``LandscapeError`` already (its user cause's traceback trimmed) or wrapped."""
     if isinstance(exc, LandscapeError):
         if exc.__cause__ is not None:
             culprit(exc.__cause__, job.model, job.loss_fn, job.metrics)  # trims its traceback to the user's frames
         return exc
-    return user_code_error(exc, job, tile)
+    return user_code_error(exc, job, tile, grid)
 
 
 class InProcessRunner:
@@ -207,7 +222,7 @@ class InProcessRunner:
                 except Cancelled:
                     return
                 except Exception as exc:
-                    raise_from_user_code(exc, job, group)
+                    raise_from_user_code(exc, job, group, grid)
                 start = 0
                 for tile in group:
                     yield tile, values[start:start + tile.n_points].reshape(*tile.shape, -1)
