@@ -968,6 +968,9 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
                 (expected.x[0], expected.x[-1], expected.y[0], expected.y[-1]))
             assert surf_trace.opacity == 0 and state.surface is None  # nothing computed is shown
             assert fig.layout.title.text == "mlp-moons: nothing computed yet"  # no run: none described
+            # the range boxes show the range found, the figure's (they said -1 … 1 until Compute: trial s46)
+            boxes = [explorer.controls[k].value for k in ("x_min", "x_max", "y_min", "y_max")]
+            assert boxes == pytest.approx([expected.x[0], expected.x[-1], expected.y[0], expected.y[-1]])
             assert state.compute()
             await until(lambda: not state.running and not state._ui.pending)
             assert state.status == "done", state.message

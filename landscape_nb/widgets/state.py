@@ -761,7 +761,10 @@ class ExplorerState(t.HasTraits):
             except LandscapeError:  # controls being typed
                 return
             if _prepare_key(now) == key:
-                self.preview = empty_surface(prepared.range.apply(now))
+                found = prepared.range.apply(now)
+                self.preview = empty_surface(found)
+                if now.auto_range:  # the boxes said -1 … 1 under a figure drawn over the range found (trial s46)
+                    self._show_found(found)
 
         try:
             loop.call_soon_threadsafe(show)
@@ -787,10 +790,14 @@ class ExplorerState(t.HasTraits):
         """Show the range a run computes in the controls (it may come from ``auto_range``)."""
         self._run_spec = spec
         if spec.auto_range:
-            shown = {"x_min": spec.x[0], "x_max": spec.x[1]}
-            if spec.y is not None:
-                shown.update(y_min=spec.y[0], y_max=spec.y[1])
-            self._post(run_id, "status", lambda: self.set(**shown))
+            self._post(run_id, "status", lambda: self._show_found(spec))
+
+    def _show_found(self, spec: ExplorerSpec) -> None:
+        """Put ``spec``'s range, one ``auto_range`` found, in the range controls."""
+        shown = {"x_min": spec.x[0], "x_max": spec.x[1]}
+        if spec.y is not None:
+            shown.update(y_min=spec.y[0], y_max=spec.y[1])
+        self.set(**shown)
 
     def _client(self, key: str | None, run_id: int) -> tuple[Any, int, str]:
         """(client or None, number of workers, dashboard link); clusters are kept for the next Compute."""
