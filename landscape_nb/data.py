@@ -934,7 +934,9 @@ def _random_stream(read_again: Callable, tree, name: str) -> str | None:
         return None
     return (f"the data ({name}) gave other values when read a second time: its __iter__ or the DataLoader's "
             "collate_fn draws at random (e.g. a training transform with random crops, flips or noise, mixup, or "
-            "token masking). Each sample was read once, so every grid point sees the same values, but they are one "
+            "token masking), or it goes on where the first read stopped (an __iter__ over one shared generator, "
+            "which cannot start again: this check read the next samples; pass the samples themselves, a Dataset or "
+            "tensors, trial s46). Each sample was read once, so every grid point sees the same values, but they are one "
             "draw of many: a rerun reads others (its store then refuses to resume), and augmented samples are not "
             "the data the model is evaluated on; pass the data with their evaluation transform and a deterministic "
             "collate_fn for the loss on the data themselves")
@@ -1009,6 +1011,8 @@ def _is_default_collate(fn) -> bool:
 #: ending is refused: it is read whole before any point, and an endless one filled the memory without a word
 #: (trial s46)
 STREAM_MAX_BYTES = 4 * 2**30
+#: ... or this many samples (a stream of small ones took 16 min to reach 4 GiB, re-trial s46)
+STREAM_MAX_SAMPLES = 2**24
 #: reading a stream for longer than this many seconds is said once (a warning: how much so far, max_samples=)
 STREAM_SAY_SECONDS = 20.0
 
@@ -1035,7 +1039,7 @@ def _read_iterable(it, collate, what: str, max_samples):
         if group:
             continue
         nbytes += sum(t.nbytes for _, t in tree_leaves(trees[-1]) if isinstance(t, torch.Tensor))
-        if nbytes > STREAM_MAX_BYTES:
+        if nbytes > STREAM_MAX_BYTES or n > STREAM_MAX_SAMPLES:
             raise LandscapeError(
                 f"{what}: the stream yielded {n} samples ({nbytes / 2**20:.0f} MiB) and had not ended (an endless "
                 "IterableDataset?); a stream is read whole into memory before any point: pass max_samples=N to "
@@ -1044,7 +1048,8 @@ def _read_iterable(it, collate, what: str, max_samples):
             said = True
             warn_user(f"landscape_nb: {what}: still reading the stream after {time.monotonic() - start:.0f} s "
                       f"({n} samples, {nbytes / 2**20:.0f} MiB so far); it is read to its end before any point "
-                      f"(an endless one is refused at {STREAM_MAX_BYTES / 2**30:g} GiB): pass max_samples=N to "
+                      f"(an endless one is refused at {STREAM_MAX_BYTES / 2**30:g} GiB or {STREAM_MAX_SAMPLES} "
+                      "samples): pass max_samples=N to "
                       "evaluate its first N samples")
     if group:
         trees.append(collate(group))

@@ -643,7 +643,6 @@ class Evaluator(SpeedChoices):
         self._kept: dict[int, tuple[str, object]] = {}
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
-        self._check_non_finite()
         self._fixed_batching = False
         self._random_columns: list[int] = []  # values that differ call to call (_fix_batching_for_batch_means)
         self._weights_of, self._weights = None, []  # batch_weights()' cache, for the batches it was made from
@@ -651,6 +650,7 @@ class Evaluator(SpeedChoices):
         self._fix_batching_for_batch_means()
         if any(rule[0] == "weights" for rule in self._kept.values()):  # found just now: weightless batches joined
             self.batches = self._batches(self._slice_size)
+        self._check_non_finite()  # on the batches every point runs (checked before they were fixed: all NaN, s46)
         self._tuner = self._batch_size_tuner()
         self._trial_points: list = []  # (coeffs, batch size, values, rows, index) of the tuner's points (_recheck_trial)
         self.points_per_pass: int | None = settings.points_per_pass
@@ -715,9 +715,9 @@ class Evaluator(SpeedChoices):
                        target_key=settings.target_key)
         self.n_samples = ev.n
         self._non_finite = non_finite_leaves(ev.tree)  # kept only if the loss leaves them out (_check_non_finite)
-        if self._non_finite and settings.mode != "eval":  # they would reach every point's BatchNorm statistics
-            check_finite_data(ev.tree, why="BatchNorm statistics recomputed on them (mode='bn-recompute') would be "
-                                           "NaN at every point")
+        if self._non_finite and settings.mode != "eval" and batchnorm_modules(self.model):  # inputs would reach
+            check_finite_data(ev.split()[0], "the inputs", why=(  # every point's BatchNorm statistics (targets
+                "BatchNorm statistics recomputed on them (mode='bn-recompute') would be NaN at every point"))  # not)
         self.data_fingerprint = data_key(ev)
         ev = ev.to(self.device)
         if settings.channels_last:
@@ -800,11 +800,19 @@ class Evaluator(SpeedChoices):
         with eval_mode(self.model), torch.no_grad():
             for k, (xb, yb) in enumerate(self.batches):
                 loss = self.loss_fn(call_model(self.model, xb), yb)
-                if not bool(torch.isfinite(torch.as_tensor(loss)).all()):
-                    check_finite_data(self._data.tree, why=(
-                        f"the loss at the model itself is {float(loss)} on batch {k + 1} of {len(self.batches)}, so "
-                        "it would be at every point (a loss_fn or model that leaves them out, as "
-                        "((out - y)[~y.isnan()] ** 2).mean() does, is taken)"))
+                if bool(torch.isfinite(torch.as_tensor(loss)).all()):
+                    continue
+                if len(self.batches) == 1:
+                    why = (f"the loss at the model itself is {float(loss)}, so it would be at every point (a loss_fn "
+                           "or model that leaves them out, as ((out - y)[~y.isnan()] ** 2).mean() does, is taken)")
+                else:  # a loss that leaves them out, on a batch holding nothing else (trial s46: it named that loss)
+                    size = batch_len(self.batches[0][0])
+                    why = (f"the loss at the model itself is {float(loss)} on batch {k + 1} of {len(self.batches)} "
+                           f"(batches of {size} samples, in the data's order), so it would be at every point; a "
+                           "loss_fn that leaves them out is taken where every batch holds some values it keeps: "
+                           "shuffle the samples, or pass a larger batch_size (None: the whole set in one batch, up "
+                           "to 4096 samples)")
+                check_finite_data(self._data.tree, why=why)
         where = ", ".join(f"the data{path}: {n}" for path, n in self._non_finite[:4])
         self.notes[NON_FINITE_DATA] = (
             f"the data hold non-finite values (NaN or inf; {where}); the loss at the model itself is finite on every "

@@ -391,9 +391,9 @@ def _constant_backwards(op: HessianOperator, loss, nodes: list) -> list[str]:
     return sorted(constant)
 
 
-_NON_FINITE_WHY = ("the loss and every Hessian-vector product would be NaN (a loss_fn that leaves them out, as "
-                   "((out - y)[~y.isnan()] ** 2).mean() does, is taken by compute_surface, not by the Hessian "
-                   "functions)")
+_NON_FINITE_WHY = ("the loss and every Hessian-vector product would be NaN unless the loss_fn leaves them out, "
+                   "which is taken by loss surfaces (compute_surface's default quantity) but not by Hessian "
+                   "quantities: drop those samples")
 #: what a model that samples at random does to a Hessian (`statecheck.random_outputs_note`)
 RANDOM_EFFECT = ("each Hessian-vector product sees another draw: eigenvalues, traces and densities hold that noise "
                  "(Lanczos may still say converged)")

@@ -135,7 +135,8 @@ def user_code_error(exc: BaseException, job: "Job", tile: Tile | list[Tile] | No
     tiles = tile if isinstance(tile, list) else [] if tile is None else [tile]
     which = (f"tile {tiles[0].index}" if len(tiles) == 1 else
              f"tiles {', '.join(str(t.index) for t in tiles)} (evaluated together)")
-    where = (f"while evaluating {which} ({sum(t.n_points for t in tiles)} points{_spans(grid, tiles)}) of surface "
+    n = sum(t.n_points for t in tiles)
+    where = (f"while evaluating {which} ({n} point{'' if n == 1 else 's'}{_spans(grid, tiles)}) of surface "
              f"{job.key or '(no key yet)'}" if tiles else "while checking the model, loss and metrics on a first batch")
     return user_error(exc, job.model, job.loss_fn, job.metrics, where, TILES_KEPT)
 
@@ -222,7 +223,28 @@ class InProcessRunner:
                 except Cancelled:
                     return
                 except Exception as exc:
-                    raise_from_user_code(exc, job, group, grid)
+                    if len(group) == 1:
+                        raise_from_user_code(exc, job, group, grid)
+                    values = None  # run again below, outside this handler (its error is not the one to chain)
+                if values is None:
+                    # tiles run together failed together: the good ones were lost and the error named the whole
+                    # group's span (x -1 to 1 for one bad end, trial s46); one at a time, every good one kept and
+                    # the first failing one named
+                    failed = None
+                    for tile in group:
+                        if cancel.is_set():
+                            return
+                        try:
+                            one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+                        except Cancelled:
+                            return
+                        except Exception as exc_one:  # noqa: BLE001 - raised below, once the group's rest ran
+                            failed = failed or (exc_one, tile)
+                            continue
+                        yield tile, one.reshape(*tile.shape, -1)
+                    if failed is not None:
+                        raise_from_user_code(failed[0], job, failed[1], grid)
+                    continue
                 start = 0
                 for tile in group:
                     yield tile, values[start:start + tile.n_points].reshape(*tile.shape, -1)

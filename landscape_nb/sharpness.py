@@ -260,7 +260,7 @@ def curvature_text(s: AxisSharpness, digits: int = 4) -> str:
 
 
 def sharpness_text(surface, radius: float | None = None, sep: str = "<br>") -> str:
-    """One line per axis, e.g. ``x: max ΔL(|t|≤0.5) = 0.31, L''(0) = 2.4`` (for figure annotations)."""
+    """One line per axis, e.g. ``x: max ΔL(|t|≤0.5) = 0.31, L''(0) ≈ 2.4 (h=0.1)`` (for figure annotations)."""
     parts = []
     for a, s in sharpness(surface, radius).items():
         parts.append(f"{a}: max ΔL(|t|≤{s.radius:.3g}) = {s.increase:.4g}, {curvature_text(s)}")

@@ -2158,3 +2158,48 @@ def test_a_models_own_loss_summed_over_the_batch_is_refused():
                 p.add_(float(a) * d.as_state_dicts()[0][name])
             want = float(nn.functional.cross_entropy(m.lin(data["x"]), data["labels"]))
         assert s.loss[i] == pytest.approx(want, rel=1e-5)
+
+
+class FailsFarOut(nn.Module):
+    """Raises where its first layer's weight lies more than ``limit`` along ``direction`` from ``centre``."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+        self.limit, self.centre, self.direction = limit, None, None
+
+    def forward(self, x):
+        if self.centre is not None:
+            t = float(((self.a.weight - self.centre) * self.direction).sum() / (self.direction ** 2).sum())
+            if t > self.limit:
+                raise ValueError(f"too far out at {t:.3f}")
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_a_model_failing_on_part_of_a_line_names_the_failing_points_and_keeps_the_others():
+    """In-process, small tiles run together failed together: the error named the group's span (x -1 to 1, the
+    whole line, for one bad end) and its good points were lost (trial s46). The group now runs again tile by tile:
+    the error names a failing point's coordinate, and every good point of the group is kept, equal to the naive
+    loop."""
+    torch.manual_seed(0)
+    model = FailsFarOut(limit=0.45).eval()
+    d = lnb.random_directions(model, n=1, seed=1)
+    model.centre = model.a.weight.detach().clone()
+    model.direction = d.as_state_dicts()[0]["a.weight"].clone()
+    x, y = _data()
+    with pytest.raises(LandscapeError, match=r"too far out") as info:
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 21))
+    found = re.search(r"while evaluating tile \(0, \d+\) \((\d+) points?: x (\S+)(?: to (\S+))?\)", str(info.value))
+    assert found, str(info.value)
+    assert float(found.group(2)) > 0.45  # the failing tile's points, not the line's span (x -1 to 1)
+    surf = info.value.surface
+    kept = np.flatnonzero(surf.done.ravel())
+    assert len(kept) > 2 and (surf.x[kept] <= 0.45 + 1e-9).all()  # the group's good points, kept
+    for i in kept:
+        m = copy.deepcopy(model)
+        m.centre = None
+        with torch.no_grad():
+            for name, t in d.as_state_dicts()[0].items():
+                dict(m.named_parameters())[name].add_(float(surf.x[i]) * t)
+            want = float(nn.functional.cross_entropy(m(x), y))
+        assert surf.loss[i] == pytest.approx(want, rel=1e-5)

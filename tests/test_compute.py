@@ -466,7 +466,7 @@ def test_an_error_mid_run_names_the_tile_and_the_surface(tmp_path, cnn, cnn_data
                             loss_fn=flaky, tile=1, store=store,
                             callbacks=[lambda event: armed.update(on=event.n_done >= 3)])
     key = SurfaceStore.open(store).manifest["key"]
-    found = re.search(rf"while evaluating tile \((\d), (\d)\) \(1 points: x (\S+), y (\S+)\) of surface {key}\).*store",
+    found = re.search(rf"while evaluating tile \((\d), (\d)\) \(1 point: x (\S+), y (\S+)\) of surface {key}\).*store",
                       str(info.value))
     assert found, str(info.value)  # the tile's coordinates too (its index alone named none: trial s46)
     row, col, x, y = found.groups()

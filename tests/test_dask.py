@@ -321,7 +321,7 @@ def test_a_worker_error_names_the_tile_and_the_surface(client, data, tmp_path):
     with pytest.raises(LandscapeError, match=r"raised FloatingPointError: .*too far out") as info:
         lnb.compute_surface(m, data, d, x=(-2, 2, 5), client=client, tile=1, store=store)
     key = SurfaceStore.open(store).manifest["key"]
-    found = re.search(rf"while evaluating tile \(0, (\d)\) \(1 points: x (\S+)\) of surface {key}\)", str(info.value))
+    found = re.search(rf"while evaluating tile \(0, (\d)\) \(1 point: x (\S+)\) of surface {key}\)", str(info.value))
     assert found, str(info.value)
     assert float(found.group(2)) == (-2.0, -1.0, 0.0, 1.0, 2.0)[int(found.group(1))]  # where it failed (trial s46)
     assert isinstance(info.value.__cause__, FloatingPointError)

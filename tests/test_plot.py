@@ -885,6 +885,23 @@ def test_a_line_with_an_extrapolated_end_caps_its_loss_axis_not_its_values():
     assert fig.layout.yaxis.range is None and not fig.layout.annotations
 
 
+def test_a_line_blowing_up_exponentially_is_capped_and_says_a_log_scale_shows_its_minimum():
+    """A line whose loss grows exponentially from 1.15 to 3e18 (median 2e8) read as "most points at the minimum"
+    (the cap within 1e-9 of the span above it) and was drawn uncapped, the minimum flat at 0, no note (trial s46).
+    Capped now at min + 5 (median - min) (naive: numpy), its note saying a log scale shows the minimum's
+    neighbourhood; a plateau at the minimum with one spike is still drawn whole."""
+    x = np.linspace(-24, 24, 21)
+    loss = 1.15 * np.exp(np.abs(x) * 1.8)
+    fig = plot.line(Surface(x, None, loss, {}, provenance={}))
+    cap = loss.min() + 5 * (np.median(loss) - loss.min())
+    assert fig.layout.yaxis.range[1] == pytest.approx(cap + 0.04 * (cap - loss.min()))
+    note = next(a.text for a in fig.layout.annotations)
+    assert f"loss axis capped at {cap:.4g}" in note and "a log scale shows it" in note
+    plateau = np.full(21, 0.5)
+    plateau[3] = 40.0
+    assert plot.line(Surface(x, None, plateau, {}, provenance={})).layout.yaxis.range is None
+
+
 def test_a_partial_lines_points_with_no_computed_neighbour_are_markers_static_and_live():
     """A line stopped early on small tiles held 24 of 301 points, none adjacent, and was drawn as an empty chart
     (lines only; trial s32): such points get markers, in `line` and in the live figure, until neighbours come."""

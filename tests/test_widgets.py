@@ -1568,7 +1568,8 @@ def test_a_regression_line_draws_no_empty_accuracy_axis_and_says_why(tmp_path):
     e = Explorer(models={"reg": (model, (x, y), F.mse_loss)}, ndim=1, x_points=11, export_dir=tmp_path)
     try:
         assert e.compute(wait=True), e.state.message
-        assert e.surface.metrics == {} and "No accuracy: the model's outputs are not class scores" in e.state.message
+        assert e.surface.metrics == {} and "No accuracy: the targets are floating point (not class indices), so " \
+            "only the loss is drawn" in e.state.message  # why, as compute_surface found it
         assert [t.name for t in e.figure.data] == ["loss"] and not e.figure.layout.yaxis2.title.text
         with torch.no_grad():  # the line drawn is the loss's, checked at its centre by hand
             k = list(e.surface.x).index(0.0)
@@ -2165,3 +2166,25 @@ def test_the_status_line_names_the_new_run_before_its_figure_and_a_refused_runs_
     assert explorer.state.status == "error"
     assert explorer.status_line.value.startswith("<b>error</b> · the figure shows the run before (45 / 45 points)")
     assert "points/s" not in explorer.status_line.value
+
+
+def test_the_explorer_says_why_the_accuracy_of_targets_of_several_tensors_is_skipped():
+    """Targets (labels, sample weights) with a weighted loss: the panel said "the model's outputs are not class
+    scores (N, C)" of (N, 3) logits (trial s46); it now says what compute_surface found, and the metric to pass."""
+    torch.manual_seed(0)
+    model, (x, y) = make_task()
+    w = torch.rand(len(y)) + 0.5
+
+    def weighted(out, t):
+        return (F.cross_entropy(out, t[0], reduction="none") * t[1]).sum() / t[1].sum()
+
+    e = Explorer(models={"weighted": (model, (x, (y, w)), weighted)}, ndim=1, x_points=5, auto_range=False)
+    try:
+        assert e.compute(wait=True), e.state.message
+        assert "No accuracy: the targets are a tuple of 2" in e.state.message
+        assert "(out.argmax(1) == y[0])" in e.state.message and "not class scores" not in e.state.message
+        with torch.no_grad():
+            k = list(e.surface.x).index(0.0)
+            assert e.surface.loss[k] == pytest.approx(float(weighted(model(x), (y, w))), rel=1e-6)
+    finally:
+        e.close()

@@ -902,8 +902,12 @@ class ExplorerState(t.HasTraits):
             spec = self._run_spec
             metric = spec.metric if spec is not None else None
             if metric and metric not in surf.metrics and surf.n_done:  # a regression's MSE: no classes to count
-                note += (f" No {metric}: the model's outputs are not class scores (N, C) for its targets, so only "
-                         "the loss is drawn.")
+                data = surf.provenance.get("data")  # why the accuracy was skipped, where said (tuple targets'
+                said = next((str(v).removeprefix("accuracy skipped: ") for k, v in  # were called no class
+                             (data.items() if isinstance(data, dict) else ()) if str(k).endswith("accuracy")  # scores,
+                             and str(v).startswith("accuracy skipped: ")), None)  # trial s46)
+                note += (f" No {metric}: {said or 'the model outputs are not class scores (N, C) for its targets'}, "
+                         "so only the loss is drawn.")
             self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}"
                       f"{self._said_switch_notes()}")
         self._ended(prepare=not cancelled)
