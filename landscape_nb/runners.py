@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -235,7 +236,9 @@ class InProcessRunner:
                         if cancel.is_set():
                             return
                         try:
-                            one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+                            with warnings.catch_warnings():  # the group's run said them already: not twice
+                                warnings.simplefilter("ignore")
+                                one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
                         except Cancelled:
                             return
                         except Exception as exc_one:  # noqa: BLE001 - raised below, once the group's rest ran
