@@ -109,6 +109,29 @@ class Runner(Protocol):
 
     def run(self, job: Job, grid: Grid, tiles: Sequence[Tile], cancel: threading.Event) -> Iterator[tuple[Tile, np.ndarray]]: ...
 
+    @staticmethod
+    def _one_by_one(ev, job, grid, group, cancel):
+        """Tiles run together that failed together, run again one at a time: every good one yielded, then the first
+        failing one raised, named with its coordinates (the group's good points were lost and the error named the
+        whole group's span, x -1 to 1 for one bad end, trial s46). Returns True where cancelled."""
+        failed = None
+        for tile in group:
+            if cancel.is_set():
+                return True
+            try:
+                with warnings.catch_warnings():  # the group's run said them already: not twice
+                    warnings.simplefilter("ignore")
+                    one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+            except Cancelled:
+                return True
+            except Exception as exc:  # noqa: BLE001 - raised below, once the group's rest ran
+                failed = failed or (exc, tile)
+                continue
+            yield tile, one.reshape(*tile.shape, -1)
+        if failed is not None:
+            raise_from_user_code(failed[0], job, failed[1], grid)
+        return False
+
     def settled(self) -> DataInfo | None:
         """After a run: the batch size and points per pass the evaluator settled on (None if unknown here)."""
 
@@ -228,30 +251,36 @@ class InProcessRunner:
                         raise_from_user_code(exc, job, group, grid)
                     values = None  # run again below, outside this handler (its error is not the one to chain)
                 if values is None:
-                    # tiles run together failed together: the good ones were lost and the error named the whole
-                    # group's span (x -1 to 1 for one bad end, trial s46); one at a time, every good one kept and
-                    # the first failing one named
-                    failed = None
-                    for tile in group:
-                        if cancel.is_set():
-                            return
-                        try:
-                            with warnings.catch_warnings():  # the group's run said them already: not twice
-                                warnings.simplefilter("ignore")
-                                one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
-                        except Cancelled:
-                            return
-                        except Exception as exc_one:  # noqa: BLE001 - raised below, once the group's rest ran
-                            failed = failed or (exc_one, tile)
-                            continue
-                        yield tile, one.reshape(*tile.shape, -1)
-                    if failed is not None:
-                        raise_from_user_code(failed[0], job, failed[1], grid)
+                    if (yield from InProcessRunner._one_by_one(ev, job, grid, group, cancel)):
+                        return
                     continue
                 start = 0
                 for tile in group:
                     yield tile, values[start:start + tile.n_points].reshape(*tile.shape, -1)
                     start += tile.n_points
+
+    @staticmethod
+    def _one_by_one(ev, job, grid, group, cancel):
+        """Tiles run together that failed together, run again one at a time: every good one yielded, then the first
+        failing one raised, named with its coordinates (the group's good points were lost and the error named the
+        whole group's span, x -1 to 1 for one bad end, trial s46). Returns True where cancelled."""
+        failed = None
+        for tile in group:
+            if cancel.is_set():
+                return True
+            try:
+                with warnings.catch_warnings():  # the group's run said them already: not twice
+                    warnings.simplefilter("ignore")
+                    one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
+            except Cancelled:
+                return True
+            except Exception as exc:  # noqa: BLE001 - raised below, once the group's rest ran
+                failed = failed or (exc, tile)
+                continue
+            yield tile, one.reshape(*tile.shape, -1)
+        if failed is not None:
+            raise_from_user_code(failed[0], job, failed[1], grid)
+        return False
 
     def settled(self) -> DataInfo | None:
         if self._evaluator is None:

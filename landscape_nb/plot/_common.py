@@ -669,10 +669,17 @@ def sync_partial_note(fig, surface: Surface) -> None:
     changed: removed once complete. A line's note, made from its empty grid, said "partial: 0 of 21 points"
     on a complete line, and a cancelled 2D live figure said nothing (trial s34)."""
     kept = [a for a in fig.layout.annotations if getattr(a, "name", None) != PARTIAL_NOTE]
-    note = partial_note(fig.data, kept, surface)
-    old = next((a.text for a in fig.layout.annotations if getattr(a, "name", None) == PARTIAL_NOTE), None)
+    replace_note(fig, PARTIAL_NOTE, partial_note(fig.data, kept, surface))
+
+
+def replace_note(fig, name: str, note: dict | None) -> None:
+    """Make ``note`` (keyword arguments of ``add_annotation``; None: none) ``fig``'s one annotation called ``name``,
+    in one assignment of ``layout.annotations`` and only where its text changed (a live figure's updates: a
+    ``FigureWidget`` sends each assignment to the browser)."""
+    old = next((a.text for a in fig.layout.annotations if getattr(a, "name", None) == name), None)
     if (note or {}).get("text") != old:
-        fig.layout.annotations = kept + ([go.layout.Annotation(**note)] if note else [])
+        fig.layout.annotations = [a for a in fig.layout.annotations if getattr(a, "name", None) != name] + (
+            [go.layout.Annotation(**note)] if note else [])
 
 
 def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | None,

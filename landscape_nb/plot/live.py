@@ -38,6 +38,7 @@ from ._common import (
     lone_points_trace,
     non_positive_note,
     plot_area,
+    replace_note,
     scene_axes,
     scene_eye,
     set_caption,
@@ -243,10 +244,7 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any
     # capped as plot.line caps it: the Explorer's line of an interpolation extrapolated to 1.5e7 drew the path
     # between the two models flat at 0, while its README and its planes cap (trial s46)
     cap = loss_axis_cap([surf.loss], clip=clip, log=log)
-    old = next((a for a in fig.layout.annotations if a.name == CAP_NOTE), None)
-    if (old.text if old is not None else None) != (cap[1]["text"] if cap else None):
-        fig.layout.annotations = [a for a in fig.layout.annotations if a.name != CAP_NOTE] + (
-            [go.layout.Annotation(**cap[1])] if cap else [])
+    replace_note(fig, CAP_NOTE, cap[1] if cap else None)
     if list(fig.layout.yaxis.range or ()) != (cap[0] if cap else []):
         fig.layout.yaxis.range = cap[0] if cap else None
 

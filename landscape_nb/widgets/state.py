@@ -25,7 +25,7 @@ from ..directions import NORMS
 from ..errors import LandscapeError, check_choice
 from ..grid import Grid, grid_through_models, models_between_points, models_outside
 from ..schemes import SCHEMES
-from ..surface import CENTRE_DIVERGED, Surface
+from ..surface import CENTRE_DIVERGED, Surface, notes_by_kind
 from ._ui_thread import UiQueue
 from .app_mode import HTML_SUFFIXES, IMAGE_SUFFIXES, AddressPolicy, ExportDir
 from .budget import estimate_seconds_per_point
@@ -902,10 +902,12 @@ class ExplorerState(t.HasTraits):
             spec = self._run_spec
             metric = spec.metric if spec is not None else None
             if metric and metric not in surf.metrics and surf.n_done:  # a regression's MSE: no classes to count
-                data = surf.provenance.get("data")  # why the accuracy was skipped, where said (tuple targets'
-                said = next((str(v).removeprefix("accuracy skipped: ") for k, v in  # were called no class
-                             (data.items() if isinstance(data, dict) else ()) if str(k).endswith("accuracy")  # scores,
-                             and str(v).startswith("accuracy skipped: ")), None)  # trial s46)
+                # why the accuracy was skipped, as compute_surface found it (tuple targets were said to be no
+                # class scores, trial s46); "<split>: accuracy" keys too
+                data = surf.provenance.get("data")
+                said = next((str(v).removeprefix("accuracy skipped: ") for _, v in notes_by_kind(
+                    data if isinstance(data, Mapping) else {}).get("accuracy", ())
+                    if str(v).startswith("accuracy skipped: ")), None)
                 note += (f" No {metric}: {said or 'the model outputs are not class scores (N, C) for its targets'}, "
                          "so only the loss is drawn.")
             self._say(f"Done: {surf.n_done} points{took}{low}.{note}{_caveats(surf)}{self._changed_note()}"
