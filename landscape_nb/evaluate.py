@@ -236,9 +236,8 @@ def spread_indices(ev: EvalData, m: int, probed_ignore: int | None = None) -> to
     the 7 checked, 4.9e-2 off unwarned (class weights, 4.1e-2; their Hessian 37 % off); one kept target summed,
     scaled by 7/60; two kept targets weighted by class, both in the same part of every split, 17 % off."""
     pick = _evenly(ev.n, m)
-    targets = ev.split()[1]
-    if not isinstance(targets, torch.Tensor) or targets.dim() == 0 or targets.is_floating_point() \
-            or targets.is_complex():
+    targets = weighing_labels(*ev.split())  # the labels a model computing its own loss is given too
+    if targets is None or len(targets) != ev.n:
         return pick
     counted = _counted(targets.reshape(len(targets), -1), probed_ignore).any(1).cpu()
     kept, left = counted.nonzero().reshape(-1), (~counted).nonzero().reshape(-1)
@@ -295,6 +294,24 @@ def part_weights(fn: Callable, pair: list, m: int, positions: tuple[slice, slice
     return first, second, False
 
 
+def weighing_labels(inputs, targets) -> torch.Tensor | None:
+    """The class-index labels of a batch that a loss averaging over its kept targets counts: the targets where
+    they are one integer tensor; else the first integer tensor among their leaves (labels beside sample weights,
+    ``(y, w)``); for data carrying no targets (``target_key=None``: a model computing its own loss from the labels
+    it is given) the inputs' ``"labels"`` entry. None where there are none. A rule found on them (``kept_rules``)
+    is still checked against the loss's values before it weighs anything (``kept_mean_rule``): a batch of padding
+    alone, which weighed its NaN by its samples (an all-NaN surface for such targets, re-trial s46), weighs 0."""
+    def integer(t):
+        return isinstance(t, torch.Tensor) and t.dim() > 0 and not (t.is_floating_point() or t.is_complex()
+                                                                    or t.dtype == torch.bool)
+    if isinstance(targets, torch.Tensor):
+        return targets if integer(targets) else None
+    if targets is None:
+        found = inputs.get("labels") if isinstance(inputs, Mapping) else None
+        return found if integer(found) else None
+    return next((t for _, t in tree_leaves(targets) if integer(t)), None)
+
+
 def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: torch.Tensor | None = None) -> list:
     """What a loss or metric whose batches are not means over samples may average over instead, in the order
     tried (``kept_mean_rule``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("ignore", v),
@@ -303,8 +320,8 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     label or 255 the targets hold (a void or padding label), 0 (a padding id); then ("weights", w), each target
     weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
     ``metrics.class_weights``), tried first. None (an empty list) for targets that are not class indices."""
-    labels = [yb for pair in pairs for _, yb in pair]
-    if not all(isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex() for t in labels):
+    labels = [weighing_labels(xb, yb) for pair in pairs for xb, yb in pair]
+    if any(t is None for t in labels):
         return []
     held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
     others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
@@ -329,7 +346,8 @@ def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple
     whole's to ``tol`` (``triples``: (whole, first, second) values, one for each pair of ``pairs``, in order);
     None where none does (or a split keeps nothing under it)."""
     for rule in rules:
-        kept = [(*(float(kept_denominator(rule, yb)) for _, yb in pair), True) for pair in pairs]
+        kept = [(*(float(kept_denominator(rule, weighing_labels(xb, yb))) for xb, yb in pair), True)
+                for pair in pairs]
         ts, ws = judged(triples, kept, rule[0] == "weights")
         if ts and all(w1 + w2 for w1, w2, _ in ws) and first_disagreement(ts, ws, tol) is None:
             return rule
@@ -792,27 +810,48 @@ class Evaluator(SpeedChoices):
             yield
 
     def _check_non_finite(self) -> None:
-        """Data holding NaN or inf are kept only where the loss at the model itself is finite on every batch (a
-        loss that leaves out missing targets, ``out[~y.isnan()]``, or a model that fills in missing inputs:
-        refused outright before, trial s46), said in ``notes``; otherwise refused naming the leaf and the count."""
-        if not self._non_finite:
+        """The loss at the model itself on each batch every point runs that weighs something in the loss
+        (``batch_weights``: a batch of padding alone weighs 0), where a batch may be NaN while the set is not.
+
+        Data holding NaN or inf are kept only where it is finite on every such batch (a loss that leaves out
+        missing targets, ``out[~y.isnan()]``, or a model that fills in missing inputs: refused outright before,
+        trial s46), said in ``notes``; otherwise refused naming the leaf and the count. Finite data in batches
+        weighted by their samples because the loss is no mean the checks could weigh (``notes[BATCH_MEANS]``):
+        refused where some batches are NaN and others not (a mean over targets masked by the inputs, clumped
+        padding: an all-NaN surface, warned only, re-trial s46); NaN on every batch is the loss at the model
+        itself, which ``compute_surface`` says."""
+        approximated = BATCH_MEANS in self.notes
+        if not self._non_finite and not approximated:
             return
+        bad = []  # (batch number, loss) of the batches the loss is not finite on
         with eval_mode(self.model), torch.no_grad():
-            for k, (xb, yb) in enumerate(self.batches):
+            for k, ((xb, yb), w) in enumerate(zip(self.batches, self.batch_weights())):
+                if w is not None and float(w[0]) == 0.0:
+                    continue  # weighs nothing: left out of every point (point_values)
                 loss = self.loss_fn(call_model(self.model, xb), yb)
-                if bool(torch.isfinite(torch.as_tensor(loss)).all()):
-                    continue
-                if len(self.batches) == 1:
-                    why = (f"the loss at the model itself is {float(loss)}, so it would be at every point (a loss_fn "
-                           "or model that leaves them out, as ((out - y)[~y.isnan()] ** 2).mean() does, is taken)")
-                else:  # a loss that leaves them out, on a batch holding nothing else (trial s46: it named that loss)
-                    size = batch_len(self.batches[0][0])
-                    why = (f"the loss at the model itself is {float(loss)} on batch {k + 1} of {len(self.batches)} "
-                           f"(batches of {size} samples, in the data's order), so it would be at every point; a "
-                           "loss_fn that leaves them out is taken where every batch holds some values it keeps: "
-                           "shuffle the samples, or pass a larger batch_size (None: the whole set in one batch, up "
-                           "to 4096 samples)")
-                check_finite_data(self._data.tree, why=why)
+                if not bool(torch.isfinite(torch.as_tensor(loss)).all()):
+                    bad.append((k, float(loss)))
+        size = batch_len(self.batches[0][0])
+        batching = (f"(batches of {size} samples, in the data's order), so it would be at every point; a loss that "
+                    "leaves samples out is taken where every batch holds some it keeps: shuffle the samples, or "
+                    "pass a larger batch_size (None: the whole set in one batch, up to 4096 samples)")
+        if not self._non_finite:
+            if bad and len(bad) < len(self.batches):
+                (k, loss), n = bad[0], len(bad)
+                raise LandscapeError(
+                    f"the loss at the model itself is {loss} on batch {k + 1} of {len(self.batches)}"
+                    + (f" and {n - 1} more" if n > 1 else "") + f" and finite on the others {batching}; the batches "
+                    "are weighted by their samples, since the loss is no mean over samples nor over the targets "
+                    "other than a padding label (the warning before says what was found)")
+            return
+        if bad:
+            (k, loss) = bad[0]
+            if len(self.batches) == 1:
+                why = (f"the loss at the model itself is {loss}, so it would be at every point (a loss_fn "
+                       "or model that leaves them out, as ((out - y)[~y.isnan()] ** 2).mean() does, is taken)")
+            else:  # a loss that leaves them out, on a batch holding nothing else (trial s46: it named that loss)
+                why = f"the loss at the model itself is {loss} on batch {k + 1} of {len(self.batches)} {batching}"
+            check_finite_data(self._data.tree, why=why)
         where = ", ".join(f"the data{path}: {n}" for path, n in self._non_finite[:4])
         self.notes[NON_FINITE_DATA] = (
             f"the data hold non-finite values (NaN or inf; {where}); the loss at the model itself is finite on every "
@@ -1035,8 +1074,8 @@ class Evaluator(SpeedChoices):
                 patterned = _right_and_wrong(out, yw)
                 parts = {}  # each split's parts of the mixed outputs
                 for kind, mixed in (("rolled", rolled), ("patterned", rolled if patterned is None else patterned)):
-                    parts[kind] = (mixed, [[map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed)
-                                            for s in at] for at in positions])
+                    parts[kind] = (mixed, [[map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed,
+                                                        every_tensor=True) for s in at] for at in positions])
 
                 def values_of(fn, metric):  # [whole, first, second] for each split, in _mixed_splits' order
                     def on(outs_of, whole, pair):
@@ -1191,7 +1230,7 @@ class Evaluator(SpeedChoices):
         else:
             cols = []
             for fn in [self.loss_fn, *self.metric_fns.values()]:
-                dens = [self._denominator(fn, yb) for _, yb in batches]
+                dens = [self._denominator(fn, xb, yb) for xb, yb in batches]
                 if any(d is None for d in dens) or float(sum(dens)) == 0.0:
                     dens = [torch.tensor(float(batch_len(xb))) for xb, _ in batches]
                 dens = torch.stack([d.double().cpu() for d in dens])
@@ -1201,7 +1240,7 @@ class Evaluator(SpeedChoices):
         self._weights_of, self._weights = batches, weights
         return weights
 
-    def _denominator(self, fn, targets) -> torch.Tensor | None:
+    def _denominator(self, fn, inputs, targets) -> torch.Tensor | None:
         """``metrics.batch_denominator``, and for a loss or metric found to average over the targets other than a
         padding value and -100 (``_kept``: e.g. ``F.cross_entropy(o, y, ignore_index=0)``, whose ignore_index
         cannot be read, a model's own token loss over labels padded with -100, an accuracy masked by hand) the
@@ -1209,7 +1248,7 @@ class Evaluator(SpeedChoices):
         weights."""
         known = batch_denominator(fn, targets)
         rule = self._kept.get(id(fn)) if known is None else None
-        return known if rule is None else kept_denominator(rule, targets)
+        return known if rule is None else kept_denominator(rule, weighing_labels(inputs, targets))
 
     def _kept_mean(self, fn, triples: list, pairs: list, tol: float, *, loss: bool) -> bool:
         """Whether ``fn`` (the loss where ``loss``, else a metric), whose batches are not means over samples

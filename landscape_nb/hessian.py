@@ -48,7 +48,7 @@ from .errors import LandscapeError, check_choice, one_line, positive_int, seed_i
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
                        class_weighting, data_key, first_disagreement, holds_padding, judged, kept_denominator,
                        kept_mean_rule, kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions,
-                       spread_splits, weighed_batches)
+                       spread_splits, weighed_batches, weighing_labels)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -206,8 +206,8 @@ class HessianOperator:
         self.n_samples = sum(batch_len(b[0]) for b in self.batches)
         # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator;
         # a function's or the model's own loss found to leave a padding label out: _kept_targets_rule)
-        dens = [batch_denominator(self.loss_fn, yb) if kept is None else kept_denominator(kept, yb)
-                for _, yb in self.batches]
+        dens = [batch_denominator(self.loss_fn, yb) if kept is None else
+                kept_denominator(kept, weighing_labels(xb, yb)) for xb, yb in self.batches]
         if any(d is None for d in dens) or float(sum(dens)) == 0.0:
             dens = [batch_len(xb) for xb, _ in self.batches]
         self._shares = [float(d) / float(sum(dens)) for d in dens]

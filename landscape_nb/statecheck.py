@@ -30,31 +30,32 @@ from .params import restoring
 from .tuning import _same_outputs
 
 
-def map_outputs(fn: Callable, out):
+def map_outputs(fn: Callable, out, *, every_tensor: bool = False):
     """``out`` with ``fn`` applied to every floating tensor in it, keeping each container's type (tuples,
     named tuples, lists, dicts and ``ModelOutput``-like mappings, dataclasses), so that ``out.logits`` and
-    the like still work on the result."""
+    the like still work on the result. ``every_tensor``: to every tensor (slicing outputs into parts: a boolean
+    mask the model returns beside its logits stayed whole, and the loss masking them failed, re-trial s46)."""
     if isinstance(out, torch.Tensor):
-        return fn(out) if out.is_floating_point() else out
+        return fn(out) if every_tensor or out.is_floating_point() else out
     if isinstance(out, tuple):
-        items = [map_outputs(fn, v) for v in out]
+        items = [map_outputs(fn, v, every_tensor=every_tensor) for v in out]
         return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
     if isinstance(out, list):
-        return [map_outputs(fn, v) for v in out]
+        return [map_outputs(fn, v, every_tensor=every_tensor) for v in out]
     if isinstance(out, Mapping):
-        items = {k: map_outputs(fn, v) for k, v in out.items()}
+        items = {k: map_outputs(fn, v, every_tensor=every_tensor) for k, v in out.items()}
         try:
             return type(out)(**items)
         except Exception:  # noqa: BLE001 - a mapping type without keyword construction
             return items
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
-        return dataclasses.replace(out, **{f.name: map_outputs(fn, getattr(out, f.name))
+        return dataclasses.replace(out, **{f.name: map_outputs(fn, getattr(out, f.name), every_tensor=every_tensor)
                                            for f in dataclasses.fields(out) if f.init})
     fields = attributes(out)
     if fields:  # a SimpleNamespace or a plain class holding the outputs (trial s41)
         moved = copy.copy(out)
         for k, v in fields.items():
-            setattr(moved, k, map_outputs(fn, v))
+            setattr(moved, k, map_outputs(fn, v, every_tensor=every_tensor))
         return moved
     return out
 

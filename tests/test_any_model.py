@@ -1274,6 +1274,90 @@ def test_tuple_or_dict_targets_run_with_the_accuracy_skipped_and_said(recwarn):
         assert surf.metrics["accuracy"][1] == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
 
 
+class _Tagger(nn.Module):
+    """Token logits (N, L, V); given labels, its own token cross-entropy over those other than -100 too."""
+
+    def __init__(self, vocab=7):
+        super().__init__()
+        torch.manual_seed(3)
+        self.e, self.o, self.vocab = nn.Embedding(vocab, 8), nn.Linear(8, vocab), vocab
+
+    def forward(self, x, labels=None, mask=None):
+        logits = self.o(torch.tanh(self.e(x)))
+        if mask is not None:
+            return logits, mask
+        if labels is None:
+            return logits
+        return {"loss": F.cross_entropy(logits.reshape(-1, self.vocab), labels.reshape(-1)), "logits": logits}
+
+
+def _clumped_padding(n=64, length=6, vocab=7):
+    """Tokens and labels whose second half is padding alone (-100, and False in the mask): batches of 8 in the
+    data's order hold only padding there."""
+    g = gen(21)
+    x, y = torch.randint(0, vocab, (n, length), generator=g), torch.randint(0, vocab, (n, length), generator=g)
+    y[n // 2:], y[:n // 2, 4:] = -100, -100
+    return x, y, y != -100
+
+
+def test_padding_clumped_in_small_batches_is_weighed_by_labels_beside_weights_or_in_the_inputs(recwarn):
+    """A loss over tokens other than -100 with targets that are no single tensor, (labels, sample weights), or a
+    model computing its own loss from the labels in its inputs (target_key=None): batches of padding alone were
+    weighted by their samples, so NaN: an all-NaN surface, warned only (re-trial s46). The labels are found and
+    weigh each batch by its kept tokens, as for tensor targets: the whole set's loss, equal to the naive one."""
+    model = _Tagger()
+    x, y, _ = _clumped_padding()
+    w = torch.rand(len(x), generator=gen(22))
+    d = lnb.random_directions(model, n=1, seed=0)
+
+    class Dicts(Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"x": x[i], "labels": y[i]}
+
+    def tokens(out, t):
+        return F.cross_entropy(out.reshape(-1, model.vocab), t[0].reshape(-1))
+
+    tuples = lnb.compute_surface(model, (x, (y, w)), d, x=(-1, 1, 3), loss_fn=tokens, batch_size=8, metrics={})
+    own = lnb.compute_surface(model, Dicts(), d, x=(-1, 1, 3), loss_fn=lambda out, _: out["loss"], batch_size=8,
+                              target_key=None)
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            want = float(F.cross_entropy(perturbed(model, d, a)(x).reshape(-1, model.vocab), y.reshape(-1)))
+        assert tuples.loss[i] == pytest.approx(want, rel=1e-5)
+        assert own.loss[i] == pytest.approx(want, rel=1e-5)
+    assert not [w for w in recwarn if "NaN" in str(w.message) or "weighted means" in str(w.message)]
+
+
+def test_a_loss_masked_by_the_inputs_with_clumped_padding_in_small_batches_is_refused():
+    """A mean over the tokens a mask in the inputs keeps (no label marks them: with -100 there it is weighed by
+    those, exactly) cannot be weighed by batch: in
+    batches of 8, those of padding alone were NaN at every point, an all-NaN surface warned only (re-trial s46).
+    Refused now before any point, naming the batch and the batch_size to pass; the whole set in one batch gives
+    the naive loss (the outputs' mask, returned beside the logits, is now sliced with them by the checks: an
+    IndexError left them unchecked)."""
+    model = _Tagger()
+    x, y, mask = _clumped_padding()
+    y = torch.where(mask, y, torch.randint(0, model.vocab, y.shape, generator=gen(23)))  # padding unlabelled
+    d = lnb.random_directions(model, n=1, seed=0)
+
+    def masked(out, t):
+        logits, keep = out
+        return F.cross_entropy(logits[keep], t[keep])
+
+    with pytest.warns(UserWarning, match="not the sample-weighted mean"), \
+            pytest.raises(LandscapeError, match=r"nan on batch 5 of 8 and 3 more and finite on the others .*"
+                                                r"shuffle the samples, or pass a larger batch_size"):
+        lnb.compute_surface(model, ({"x": x, "mask": mask}, y), d, x=(-1, 1, 3), loss_fn=masked, batch_size=8, metrics={})
+    surf = lnb.compute_surface(model, ({"x": x, "mask": mask}, y), d, x=(-1, 1, 3), loss_fn=masked, metrics={})
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            logits = perturbed(model, d, a)(x)
+        assert surf.loss[i] == pytest.approx(float(F.cross_entropy(logits[mask], y[mask])), rel=1e-5)
+
+
 def test_missing_targets_a_loss_leaves_out_are_kept_others_refused(recwarn):
     """NaN targets were refused ("the loss would be NaN at every point") even for a loss that leaves them out,
     missing labels of a multi-output regression (trial s46). Kept now where the loss at the model itself is

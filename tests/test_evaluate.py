@@ -1887,16 +1887,19 @@ class _OwnNaNLoss(_OwnTokenLoss):
 def test_a_nan_at_the_model_names_the_batches_and_the_models_own_loss():
     """Trial s42: a batch of padding alone gave NaN at every point, and the warning sent the user to check the
     loss or the data; a model's own loss was called "loss_fn(model(x), y)", though none was given. The warning
-    now says the points ran in batches and which batch size runs the whole set, and names the model's own loss."""
+    now says the points ran in batches and which batch size runs the whole set, and names the model's own loss.
+    A loss whose batches are weighted by their samples (no mean the checks could weigh) is refused before any
+    point where some batches are NaN at the model and others not (re-trial s46), naming the batch size."""
     x, y = _pads_first(1200, 400, 0)
     model = _OwnTokenLoss(-100).net
     d = lnb.random_directions(model, n=1, seed=0)
     odd = lambda o, t: (nn.functional.cross_entropy(o, t, reduction="none") * (t != 0)).sum() / (  # no kept mean:
         (t != 0).float() * (1 + (t == 3))).sum()  # class 3 counted twice in the denominator
-    with pytest.warns(UserWarning, match=r"the points ran in batches of 300, and a batch holding only targets the loss "
-                                         r"leaves out .* batch_size=1200 runs the whole set at once"):
-        s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=odd, batch_size=300, metrics=None)
-    assert np.isnan(s.loss).all()
+    with pytest.warns(UserWarning, match="weighted means over batches of 300"), \
+            pytest.raises(LandscapeError, match=r"the loss at the model itself is nan on batch 1 of 4 and "
+                                                r"finite on the others \(batches of 300 samples"
+                                                r".* pass a larger batch_size"):
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=odd, batch_size=300, metrics=None)
     own = _OwnNaNLoss(-100)
     with pytest.warns(UserWarning, match=r"check the model's own outputs.loss on each batch") as said:
         lnb.compute_surface(own, {"x": x, "labels": y}, lnb.random_directions(own, n=1, seed=0), x=(-1, 1, 3))
