@@ -328,7 +328,8 @@ def compute_surface(
         info = runner.prepare(job)
         code_globals = globals_and_structures(model, loss_fn, metrics)  # what the user's code reads: stored, compared
         for message, category in info.warnings:  # said on the Dask worker that probed the job: e.g. that a
-            warn_user(message, category)  # loop over the loader sees other samples, or the batches of a loss
+            if (message, category) not in getattr(runner, "said_live", ()):  # loop over the loader sees other
+                warn_user(message, category)  # samples, or the batches of a loss; not those given as they came
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, {

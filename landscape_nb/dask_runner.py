@@ -20,7 +20,7 @@ import cloudpickle
 import numpy as np
 from distributed import Client, Event, as_completed, get_worker
 
-from .errors import LandscapeError, one_line, recording_warnings
+from .errors import LandscapeError, one_line, recording_warnings, warn_user
 from .evaluate import Cancelled, PointEvaluator
 from .grid import Grid, Tile
 from .runners import ClusterLost, DataInfo, Job, describe, library_versions, raise_from_user_code
@@ -157,8 +157,8 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
         except AttributeError as exc:  # "Can't get attribute 'Net' on <module 'netdefs' ...>": blamed on the model
             raise LandscapeError(_unpickled_elsewhere(exc)) from None
         # said on the client, once each (describe): in a worker's log the user of a remote cluster never saw an
-        with recording_warnings([], portable=True) as said:  # eigen-map's, a loss's batches' or their own (s36)
-            ev = job.evaluator()
+        with recording_warnings([], portable=True, each=_telling(holder, token)) as said:  # eigen-map's, a loss's
+            ev = job.evaluator()  # batches' or their own (s36); told as given too: reading a stream takes minutes
         ev.said_on_worker = said  # the tiles' warnings join it
         # what the user's code reads from its modules here, and its code as loaded here (_check_code)
         ev.code_globals = globals_fingerprint(job.model, job.loss_fn, job.metrics, loaded=True)
@@ -166,6 +166,40 @@ def _worker_evaluator(token: str, payload: bytes) -> PointEvaluator:
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     return cache[token]
+
+
+def _said_topic(token: str) -> str:
+    """The Dask event topic a worker tells the warnings it gives building a job's evaluator on (``_telling``)."""
+    return f"landscape_nb-said-{token}"
+
+
+def _telling(holder, token: str):
+    """A function that tells the caller of job ``token`` a ``(message, category)`` as the worker ``holder`` gives
+    it (``Worker.log_event``; the caller's ``DaskRunner._await_probe`` reads them), or None off a worker: an
+    endless stream built by a data factory on the worker said "still reading" only in the worker's log, and the
+    caller waited in silence until the sample cap refused it (re-trial s46)."""
+    if not hasattr(holder, "log_event"):
+        return None
+
+    def tell(said: tuple) -> None:
+        message, category = said
+        name = category.__name__ if category.__module__ == "builtins" else "UserWarning"
+        try:
+            holder.log_event(_said_topic(token), {"message": message, "category": name})
+        except Exception as exc:  # noqa: BLE001 - telling is a courtesy: the warning comes back with the result
+            logger.debug("a warning could not be told to the caller as it came: %s", exc)
+
+    return tell
+
+
+def _told_warning(msg) -> tuple[str, type[Warning]] | None:
+    """``(message, category)`` of an event ``_telling`` logged; None for anything else."""
+    import builtins
+
+    if not isinstance(msg, dict) or not isinstance(msg.get("message"), str):
+        return None
+    category = getattr(builtins, str(msg.get("category")), UserWarning)
+    return msg["message"], category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
 
 
 def _forget(token: str, dask_worker=None) -> None:
@@ -401,6 +435,7 @@ def _budget(name: str, default: str) -> float:
 
 WORKER_WAIT = "30s"  # how long a run waits for a worker when the cluster has none (config: landscape-nb.worker-wait)
 START_WAIT = "10 minutes"  # how long a run waits for its first worker (config: landscape-nb.start-wait)
+PROBE_POLL = 1.0  # seconds between looks for the warnings the probe's worker tells while it runs (_await_probe)
 MAX_RECOVERIES = 3  # resubmissions of the remaining tiles after lost inputs or a reconnect, per run
 
 
@@ -424,6 +459,7 @@ class DaskRunner:
         self.worker_wait = _budget("worker-wait", WORKER_WAIT) if worker_wait is None else float(worker_wait)
         self.start_wait = _budget("start-wait", START_WAIT)  # as given, below worker-wait too (trial s39)
         self.token = uuid.uuid4().hex
+        self.said_live: list[tuple[str, type[Warning]]] = []  # the probe's warnings given as they came (_await_probe)
         self.payload = None
         self.packed: bytes | None = None
         self.fingerprint: str | None = None  # of the data the probe's worker read (prepare)
@@ -450,7 +486,7 @@ class DaskRunner:
                     self._recover()  # a worker back (within worker-wait), the job shipped again
                 fut = self.client.submit(_probe, self.token, self.payload, self.expected_code, pure=False,
                                          retries=self.retries)
-                info = fut.result()
+                info = self._await_probe(fut)
                 if isinstance(info, (_Refused, _Raised)):
                     raise info.error
                 self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
@@ -476,6 +512,29 @@ class DaskRunner:
                 if fut is None:  # packing or shipping the job failed, not the user's code on a worker
                     raise
                 raise_from_user_code(exc, job)
+
+    def _await_probe(self, fut):
+        """The probe's result; meanwhile the warnings its worker gives building the job (``_telling``: "still
+        reading the stream" of a data factory's stream on the worker) are given here as they come, each once,
+        and kept in ``said_live`` (``compute_surface`` does not give them again)."""
+        while True:
+            try:
+                return fut.result(timeout=PROBE_POLL)
+            except TimeoutError:
+                pass
+            finally:
+                self._tell_said()
+
+    def _tell_said(self) -> None:
+        try:
+            events = self.client.get_events(_said_topic(self.token))
+        except Exception:  # noqa: BLE001 - a scheduler without events: the warnings come with the result
+            return
+        for _, msg in events:
+            said = _told_warning(msg)
+            if said is not None and said not in self.said_live:
+                self.said_live.append(said)
+                warn_user(*said)
 
     # ---------------------------------------------------------- health ----
 

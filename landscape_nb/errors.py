@@ -92,13 +92,23 @@ HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarnin
 
 
 @contextlib.contextmanager
-def recording_warnings(said: list, *, portable: bool = False):
+def recording_warnings(said: list, *, portable: bool = False, each=None):
     """Record the warnings given inside (none shown), each ``(message, category)`` once, in ``said``: for a
     caller in another place (another process, or after a Dask task) to give them. ``portable``: a category of
     the user's own is kept as ``UserWarning`` (the receiving process may not import its class). The categories
-    Python hides by default outside ``__main__`` (``HIDDEN_BY_DEFAULT``) are not recorded."""
+    Python hides by default outside ``__main__`` (``HIDDEN_BY_DEFAULT``) are not recorded. ``each``: also called
+    with each ``(message, category)`` as it is given (a Dask worker telling its caller while it still runs)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if each is not None:
+            def show(message, category, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
+                caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+                now: list = []
+                _keep(caught[-1:], now, portable)
+                for kept in now:
+                    each(kept)
+
+            warnings.showwarning = show  # put back by catch_warnings
         try:
             yield said
         finally:  # also those given before the body raised (lost on a worker whose loss then failed, review s38)

@@ -426,6 +426,58 @@ def test_data_factory_runs_on_worker_once_per_worker_not_per_tile(client, data, 
     assert s.spec["data"]["fingerprint"] == ref.spec["data"]["fingerprint"]
 
 
+class _StreamWaitingToBeTold(torch.utils.data.IterableDataset):
+    """The 97 samples of ``data``; past the first 20 it waits for the file ``told``, which the caller writes when
+    it is given the worker's "still reading the stream" warning, and fails after 30 s without it. Reading it is
+    said at once (``STREAM_SAY_SECONDS`` 0 on the worker while it runs)."""
+
+    def __init__(self, data, told):
+        self.data, self.told = data, str(told)
+
+    def __iter__(self):
+        import landscape_nb.data as data_module
+
+        saved, data_module.STREAM_SAY_SECONDS = data_module.STREAM_SAY_SECONDS, 0.0
+        try:
+            for i, sample in enumerate(zip(*self.data)):
+                deadline = time.monotonic() + 30
+                while i == 20 and not os.path.exists(self.told):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the caller was not told the stream is still being read")
+                    time.sleep(0.05)
+                yield sample
+        finally:
+            data_module.STREAM_SAY_SECONDS = saved
+
+
+def test_a_stream_built_on_a_worker_says_it_is_still_being_read_while_it_is(client, data, tmp_path):
+    """A data factory's stream read on the worker (an endless one runs up to the sample cap, minutes): its "still
+    reading the stream" warning stayed in the worker until the probe returned, the caller waiting in silence
+    (re-trial s46). It is given here while the worker still reads (the stream waits for the caller to have it),
+    once, and the values are the naive ones."""
+    from torch.utils.data import DataLoader
+
+    m = _model()
+    d = lnb.random_directions(m, n=1, seed=2)
+    told, seen = tmp_path / "told", []
+
+    def factory():
+        return DataLoader(_StreamWaitingToBeTold(data, told), batch_size=10)
+
+    def show(message, category, *args, **kwargs):
+        seen.append(str(message))
+        if "still reading the stream" in str(message):
+            told.write_text("told")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        s = lnb.compute_surface(m, factory, d, x=(-1, 1, 3), client=client)
+    assert sum("still reading the stream" in w for w in seen) == 1, seen
+    want = [naive_loss(m, data, d.as_state_dicts(), [a])[0] for a in (-1.0, 0.0, 1.0)]
+    np.testing.assert_allclose(s.loss, want, rtol=1e-5)
+
+
 def _per_process_data(seed: int):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(97, 6, generator=g), torch.randint(0, 3, (97,), generator=g)
