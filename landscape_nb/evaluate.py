@@ -295,21 +295,21 @@ def part_weights(fn: Callable, pair: list, m: int, positions: tuple[slice, slice
 
 
 def weighing_labels(inputs, targets) -> torch.Tensor | None:
-    """The class-index labels of a batch that a loss averaging over its kept targets counts: the targets where
-    they are one integer tensor; else the first integer tensor among their leaves (labels beside sample weights,
-    ``(y, w)``); for data carrying no targets (``target_key=None``: a model computing its own loss from the labels
-    it is given) the inputs' ``"labels"`` entry. None where there are none. A rule found on them (``kept_rules``)
-    is still checked against the loss's values before it weighs anything (``kept_mean_rule``): a batch of padding
-    alone, which weighed its NaN by its samples (an all-NaN surface for such targets, re-trial s46), weighs 0."""
-    def integer(t):
-        return isinstance(t, torch.Tensor) and t.dim() > 0 and not (t.is_floating_point() or t.is_complex()
-                                                                    or t.dtype == torch.bool)
+    """The labels of a batch that a loss averaging over its kept targets counts: the targets where they are one
+    integer tensor (class indices; padding left out) or float one (missing values, NaN, left out); else the first
+    such tensor among their leaves (labels beside sample weights, ``(y, w)``); for data carrying no targets
+    (``target_key=None``: a model computing its own loss from the labels it is given) the inputs' ``"labels"``
+    entry. None where there are none. A rule found on them (``kept_rules``) is still checked against the loss's
+    values before it weighs anything (``kept_mean_rule``): a batch of padding alone, which weighed its NaN by its
+    samples (an all-NaN surface for such targets, re-trial s46), weighs 0."""
+    def labels(t):
+        return isinstance(t, torch.Tensor) and t.dim() > 0 and not (t.is_complex() or t.dtype == torch.bool)
     if isinstance(targets, torch.Tensor):
-        return targets if integer(targets) else None
+        return targets if labels(targets) else None
     if targets is None:
         found = inputs.get("labels") if isinstance(inputs, Mapping) else None
-        return found if integer(found) else None
-    return next((t for _, t in tree_leaves(targets) if integer(t)), None)
+        return found if labels(found) else None
+    return next((t for _, t in tree_leaves(targets) if labels(t)), None)
 
 
 def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: torch.Tensor | None = None) -> list:
@@ -319,10 +319,15 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     padded labels), the value a probe found the loss gives no gradient (``probed_ignore``), another negative
     label or 255 the targets hold (a void or padding label), 0 (a padding id); then ("weights", w), each target
     weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
-    ``metrics.class_weights``), tried first. None (an empty list) for targets that are not class indices."""
+    ``metrics.class_weights``), tried first. For float targets holding NaN (missing values a loss leaves out,
+    ``((out - y)[~y.isnan()] ** 2).mean()``): ("finite", None), the values not missing. None (an empty list) for
+    other targets."""
     labels = [weighing_labels(xb, yb) for pair in pairs for xb, yb in pair]
     if any(t is None for t in labels):
         return []
+    if any(t.is_floating_point() for t in labels):  # a mean over the values not missing (NaN), trial s46
+        missing = all(t.is_floating_point() for t in labels) and any(not bool(torch.isfinite(t).all()) for t in labels)
+        return [("finite", None)] if missing else []
     held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
     others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
     rules: list = [("ignore", v) for v in dict.fromkeys([-100, probed_ignore, *others, 0]) if v is not None]
@@ -335,6 +340,8 @@ def kept_denominator(rule: tuple, targets: torch.Tensor) -> torch.Tensor:
     """What a batch of ``targets`` weighs under ``rule`` (``kept_rules``): how many targets it keeps, or the
     sum of their class weights (targets out of the classes' range count for nothing)."""
     kind, value = rule
+    if kind == "finite":
+        return torch.isfinite(targets).sum()
     if kind == "weights":
         w = value.to(targets.device)
         return w[targets[(targets >= 0) & (targets < len(w))]].sum()
@@ -380,7 +387,10 @@ def refuse_sums(model: nn.Module, loss_fn: Callable, xb, yb, out, fns: Mapping[s
 
 
 def _counted(targets: torch.Tensor, probed_ignore: int | None) -> torch.Tensor:
-    """Which class-index ``targets`` hold a label no loss leaves out (not negative, 255 or ``probed_ignore``)."""
+    """Which class-index ``targets`` hold a label no loss leaves out (not negative, 255 or ``probed_ignore``); which
+    float ones are not missing (finite)."""
+    if targets.is_floating_point():
+        return torch.isfinite(targets)
     return (targets >= 0) & (targets != 255) & (targets != (-1 if probed_ignore is None else probed_ignore))
 
 

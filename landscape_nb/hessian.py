@@ -41,8 +41,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .data import (batch_len, call_model, check_finite_data, keywords_hint, order_hint, read_data, tree_leaves,
-                   tree_map)
+from .data import (batch_len, call_model, check_finite_data, keywords_hint, non_finite_leaves, order_hint, read_data,
+                   tree_leaves, tree_map)
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
@@ -113,7 +113,8 @@ class HessianOperator:
     ------
     LandscapeError
         For a model that is not an ``nn.Module`` or holds NaN/inf weights; a ``batch_size`` or ``max_samples`` that is not a
-        positive integer; data not accepted or holding NaN/inf (``data`` or ``batches``); a model that
+        positive integer; data not accepted, or holding NaN/inf where the loss or its gradient at the model
+        is then not finite (``data`` or ``batches``; kept with a warning otherwise); a model that
         fails on the first samples, writes into its inputs or keeps state between calls; a loss that
         fails, is not a scalar (``reduction='none'``), sums over the batch (``reduction='sum'``: the
         values would follow ``batch_size``) or keeps state between calls; a call under
@@ -147,7 +148,8 @@ class HessianOperator:
             if data is None:
                 raise LandscapeError("HessianOperator needs data: pass (inputs, targets), a Dataset or a DataLoader")
             ev = read_data(data, max_samples=max_samples, subset_seed=subset_seed, target_key=target_key)
-            check_finite_data(ev.tree, why=_NON_FINITE_WHY)
+            non_finite = (ev.tree, "the data") if non_finite_leaves(ev.tree) else None  # kept where the loss leaves
+            # them out (_check_non_finite_data)
             ev = ev.to(model_device(model))
             model_state = StateSnapshot(model)  # before its first call (choose_loss may call it)
             loss_fn, split, self.loss_note = choose_loss(model, ev, loss_fn)
@@ -184,6 +186,8 @@ class HessianOperator:
                 if kept is not None:  # named by Spectrum.provenance
                     self.loss_note = (f"{self.loss_note}; its batches weighted by their targets other than "
                                       f"{kept[1]} and -100" if kept[0] == "ignore" else
+                                      f"{self.loss_note}; its batches weighted by their targets not missing (NaN)"
+                                      if kept[0] == "finite" else
                                       f"{self.loss_note}; its batches weighted by their targets' class weights "
                                       f"{[round(float(v), 6) for v in kept[1]]}")
                 weighting = class_weighting(loss_fn, kept)
@@ -194,7 +198,7 @@ class HessianOperator:
             batches = list(batches)
             if not batches:
                 raise LandscapeError("batches=[]; expected a list of (inputs, targets) batches, or data= instead")
-            check_finite_data(batches, "the batches", why=_NON_FINITE_WHY)
+            non_finite = (batches, "the batches") if non_finite_leaves(batches) else None
             loss_fn = unwrap_compiled(loss_fn) or DefaultLoss()
             xb, yb = tree_map(lambda t: t[:8], batches[0])
             with eval_mode(model), torch.no_grad():
@@ -222,6 +226,33 @@ class HessianOperator:
                       "for more, evaluate a float32 copy (copy.deepcopy(model).float())")
         self.n_products = 0
         self._checked = False  # `_check_second_derivatives`, before the first product
+        if non_finite is not None:
+            self._check_non_finite_data(*non_finite)
+
+    def _check_non_finite_data(self, tree, what: str) -> None:
+        """Data holding NaN or inf (``tree``, named ``what``) are kept, with a warning, where the loss and its
+        gradient at the model are finite on every batch: a loss_fn that leaves them out, as ``compute_surface``
+        keeps them (missing regression targets were refused here, trial s46); otherwise refused as
+        ``data.check_finite_data`` refuses, naming the batch and the fix. The products are checked too
+        (``NonFiniteCurvature``)."""
+        with holding(self.model), eval_mode(self.model), torch.enable_grad(), second_order_formulas():
+            for k, (xb, yb) in enumerate(self.batches):
+                loss = self._loss(xb, yb)
+                bad = "loss" if not bool(torch.isfinite(loss)) else None
+                if bad is None:
+                    grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+                    bad = None if all(bool(torch.isfinite(g).all()) for g in grads if g is not None) else "gradient"
+                if bad is not None:
+                    batch = f" on batch {k + 1} of {len(self.batches)}" if len(self.batches) > 1 else ""
+                    check_finite_data(tree, what, why=(
+                        f"the {bad} at the model itself is not finite{batch}, so every Hessian-vector product would "
+                        "be NaN (a loss_fn that leaves them out by indexing, as ((out - y)[~y.isnan()] ** 2).mean() "
+                        "does, is taken where every batch holds some values it keeps; torch.where(mask, (out - y) ** "
+                        "2, 0) still passes NaN into the gradient)"))
+        where = ", ".join(f"{what}{path}: {n}" for path, n in non_finite_leaves(tree)[:4])
+        warn_user(f"landscape_nb: {what} hold non-finite values (NaN or inf; {where}); the loss and its gradient at "
+                  "the model are finite on every batch (the model or loss_fn leaves them out), so they are kept; a "
+                  "Hessian-vector product they reach still stops the run (NonFiniteCurvature)")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -391,9 +422,6 @@ def _constant_backwards(op: HessianOperator, loss, nodes: list) -> list[str]:
     return sorted(constant)
 
 
-_NON_FINITE_WHY = ("the loss and every Hessian-vector product would be NaN unless the loss_fn leaves them out, "
-                   "which is taken by loss surfaces (compute_surface's default quantity) but not by Hessian "
-                   "quantities: drop those samples")
 #: what a model that samples at random does to a Hessian (`statecheck.random_outputs_note`)
 RANDOM_EFFECT = ("each Hessian-vector product sees another draw: eigenvalues, traces and densities hold that noise "
                  "(Lanczos may still say converged)")

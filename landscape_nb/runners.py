@@ -109,29 +109,6 @@ class Runner(Protocol):
 
     def run(self, job: Job, grid: Grid, tiles: Sequence[Tile], cancel: threading.Event) -> Iterator[tuple[Tile, np.ndarray]]: ...
 
-    @staticmethod
-    def _one_by_one(ev, job, grid, group, cancel):
-        """Tiles run together that failed together, run again one at a time: every good one yielded, then the first
-        failing one raised, named with its coordinates (the group's good points were lost and the error named the
-        whole group's span, x -1 to 1 for one bad end, trial s46). Returns True where cancelled."""
-        failed = None
-        for tile in group:
-            if cancel.is_set():
-                return True
-            try:
-                with warnings.catch_warnings():  # the group's run said them already: not twice
-                    warnings.simplefilter("ignore")
-                    one = ev.evaluate(grid.coords(tile), should_stop=cancel.is_set)
-            except Cancelled:
-                return True
-            except Exception as exc:  # noqa: BLE001 - raised below, once the group's rest ran
-                failed = failed or (exc, tile)
-                continue
-            yield tile, one.reshape(*tile.shape, -1)
-        if failed is not None:
-            raise_from_user_code(failed[0], job, failed[1], grid)
-        return False
-
     def settled(self) -> DataInfo | None:
         """After a run: the batch size and points per pass the evaluator settled on (None if unknown here)."""
 

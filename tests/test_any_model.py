@@ -1384,15 +1384,19 @@ def test_missing_targets_a_loss_leaves_out_are_kept_others_refused(recwarn):
                                              r"finite data: the loss at the model itself is nan, so it would be at every "
                                              r"point \(a loss_fn or model that leaves them out"):
         lnb.compute_surface(model, (x, r), d, x=(-1, 1, 3), loss_fn=nn.MSELoss())
-    # missing targets clumped at the start: a batch holding only them has no mean, on the batches every point runs
-    # (checked on others before, the surface came back all NaN with batch_size=200: trial s46)
+    # missing targets clumped at the start: a batch holding only them has no mean (the surface came back all NaN
+    # with batch_size=200, trial s46; then refused): the batches are weighted by their targets not missing, so
+    # such a batch weighs 0 and the values are the whole set's (weighted by samples before, 1e-3 off, warned)
     clumped = r.clone()
     clumped[:120] = math.nan
     for batch_size in (16, 150):
-        with pytest.raises(LandscapeError, match=r"the loss at the model itself is nan on batch 1 of \d+ \(batches of "
-                                                 r"\d+ samples, in the data's order\).*shuffle the samples, or pass a "
-                                                 r"larger batch_size"):
-            lnb.compute_surface(model, (x, clumped), d, x=(-1, 1, 3), loss_fn=masked, batch_size=batch_size)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            surf = lnb.compute_surface(model, (x, clumped), d, x=(-1, 1, 3), loss_fn=masked, batch_size=batch_size)
+        assert not [w for w in said if "weighted means" in str(w.message)]
+        for i, a in enumerate((-1.0, 0.0, 1.0)):
+            with torch.no_grad():
+                assert surf.loss[i] == pytest.approx(float(masked(perturbed(model, d, a)(x), clumped)), rel=1e-5)
     bn = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)).eval()
     x_nan = x.clone()
     x_nan[5, 2] = math.nan
@@ -1403,6 +1407,46 @@ def test_missing_targets_a_loss_leaves_out_are_kept_others_refused(recwarn):
     with pytest.warns(UserWarning, match="the data hold non-finite values"):
         lnb.compute_surface(bn, (x, r), lnb.random_directions(bn, n=1, seed=0), x=(-1, 1, 3), loss_fn=masked,
                             mode="bn-recompute")
+
+
+def test_the_hessian_of_a_loss_leaving_missing_targets_out_equals_the_dense_one(recwarn):
+    """Missing regression targets a loss leaves out were refused by every Hessian function though compute_surface
+    keeps them (trial s46). Kept now where the loss and its gradient at the model are finite on every batch
+    (said): the eigenvalues equal the dense Hessian's; a torch.where mask, whose gradient is NaN, is refused."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    g = gen(14)
+    x, r = torch.randn(200, 6, generator=g, dtype=torch.float64), torch.randn(200, 2, generator=g, dtype=torch.float64)
+    r[torch.rand(200, 2, generator=g) < 0.3] = math.nan
+
+    def masked(out, t):
+        return ((out - t)[~torch.isnan(t)] ** 2).mean()
+
+    def where_masked(out, t):
+        keep = ~torch.isnan(t)
+        return torch.where(keep, (out - t) ** 2, 0).sum() / keep.sum()
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def loss_of(flat):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = flat[i:i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        return masked(torch.func.functional_call(model, params, (x,)), r)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    dense = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))
+    with pytest.warns(UserWarning, match=r"the data hold non-finite values \(NaN or inf; the data\[1\]: \d+\); the loss "
+                                         "and its gradient at the model are finite on every batch"):
+        got = lnb.hessian_eigenvalues(model, (x, r), loss_fn=masked, k=2, batch_size=64)
+    np.testing.assert_allclose(got["max"], dense.flip(0)[:2].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got["min"], dense[:2].numpy(), rtol=1e-6)
+    with pytest.raises(LandscapeError, match=r"the data\[1\] hold \d+ non-finite value\(s\).*the gradient at the model "
+                                             r"itself is not finite on batch 1 of 4, so every Hessian-vector product "
+                                             r"would be NaN.*torch.where"):
+        lnb.hessian_eigenvalues(model, (x, r), loss_fn=where_masked, k=2, batch_size=64)
 
 
 class OwnLossModel(nn.Module):
