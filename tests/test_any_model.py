@@ -1409,6 +1409,35 @@ def test_missing_targets_a_loss_leaves_out_are_kept_others_refused(recwarn):
                             mode="bn-recompute")
 
 
+def test_a_loss_capped_away_from_the_model_is_found_not_to_be_a_mean_over_samples():
+    """A loss capped for a readable plot, mse.clamp(max=...), is a mean over samples where the model's outputs
+    lie (the cap inactive) but not where it bends: in batches (12,000 samples: 4096 at most) every point far out
+    was the mean of the batches' capped means, 6.8 % off, unwarned (trial s47). The checks move half the outputs
+    away and find it: warned, with the batch size for the whole set; a plain MSE and a Huber loss, means over
+    samples wherever the outputs lie, are not, and equal the naive loop in the same batches."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1)).eval()
+    g = gen(31)
+    x = torch.randn(600, 4, generator=g)
+    x = x[x.norm(dim=1).argsort()]  # sorted: the batches' losses differ
+    y = x.sum(1, keepdim=True)
+    d = lnb.random_directions(model, n=1, seed=0)
+    with torch.no_grad():  # above every sample's loss at the model itself: inactive there on any batch
+        cap = 1.01 * float(((model(x) - y) ** 2).max())
+    capped = lambda o, t: F.mse_loss(o, t).clamp(max=cap)  # noqa: E731
+    with pytest.warns(UserWarning, match=r"loss_fn on a batch is not the sample-weighted mean of its parts' values "
+                                         r"away from the model's outputs.*clamp\(max=\.\.\.\).*values are weighted "
+                                         r"means over batches of 100.*batch_size=600"):
+        lnb.compute_surface(model, (x, y), d, x=(-4, 4, 5), loss_fn=capped, batch_size=100)
+    for loss_fn in (F.mse_loss, F.huber_loss):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            surf = lnb.compute_surface(model, (x, y), d, x=(-4, 4, 5), loss_fn=loss_fn, batch_size=100)
+        for i, a in enumerate(surf.x):
+            with torch.no_grad():
+                assert surf.loss[i] == pytest.approx(float(loss_fn(perturbed(model, d, a)(x), y)), rel=1e-5)
+
+
 def test_the_hessian_of_a_loss_leaving_missing_targets_out_equals_the_dense_one(recwarn):
     """Missing regression targets a loss leaves out were refused by every Hessian function though compute_surface
     keeps them (trial s46). Kept now where the loss and its gradient at the model are finite on every batch
