@@ -319,7 +319,7 @@ def far_outputs_disagreement(fn: Callable, out, targets, pair: list, weights: tu
             parts = [float(fn(map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed,
                                           every_tensor=True), yb)) for s, (_, yb) in zip((slice(0, None, 2),
                                                                                           slice(1, None, 2)), pair)]
-        except Exception:  # noqa: BLE001 - e.g. probabilities moved out of [0, 1]: nothing to tell here
+        except Exception:  # noqa: BLE001, S112 - e.g. probabilities moved out of [0, 1]: nothing to tell here
             continue
         if not all(math.isfinite(v) for v in (whole, *parts)):
             continue

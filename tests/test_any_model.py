@@ -1424,7 +1424,7 @@ def test_a_loss_capped_away_from_the_model_is_found_not_to_be_a_mean_over_sample
     d = lnb.random_directions(model, n=1, seed=0)
     with torch.no_grad():  # above every sample's loss at the model itself: inactive there on any batch
         cap = 1.01 * float(((model(x) - y) ** 2).max())
-    capped = lambda o, t: F.mse_loss(o, t).clamp(max=cap)  # noqa: E731
+    capped = lambda o, t: F.mse_loss(o, t).clamp(max=cap)
     with pytest.warns(UserWarning, match=r"loss_fn on a batch is not the sample-weighted mean of its parts' values "
                                          r"away from the model's outputs.*clamp\(max=\.\.\.\).*values are weighted "
                                          r"means over batches of 100.*batch_size=600"):
