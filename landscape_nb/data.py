@@ -559,6 +559,10 @@ def _collate(items: list):
     return default_collate(items)
 
 
+class Unjoinable(LandscapeError):
+    """Batches whose shapes after the sample axis differ (``_cat``): a collate_fn padding each batch."""
+
+
 def _cat(trees: list, what: str):
     """Concatenate trees of one structure along dim 0."""
     first = trees[0]
@@ -566,7 +570,7 @@ def _cat(trees: list, what: str):
         try:
             return torch.cat(trees)
         except RuntimeError as exc:
-            raise LandscapeError(
+            raise Unjoinable(
                 f"{what}: batches of shapes {[tuple(t.shape) for t in trees[:3]]} cannot be joined ({exc}); "
                 "expected every batch to have the same shape after the sample axis (pad to a fixed length, "
                 "e.g. padding='max_length')"
@@ -689,9 +693,14 @@ def _read_loader(loader, what: str, max_samples, seed):
     if loader.batch_size is None and loader.batch_sampler is None and collate is default_convert:
         collate = default_collate  # batch_size=None: the loader yields samples one by one, unstacked; stacked here
     if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
-        tree = _read_iterable(loader, None, what, max_samples)
         notes = {"source": "DataLoader over an iterable dataset",
                  "order": "as yielded" + (f"; the first {max_samples} samples" if max_samples else "")}
+        try:
+            tree = _read_iterable(loader, None, what, max_samples)
+        except Unjoinable:  # a collate_fn padding each batch to its longest sample (refused before, trial s47)
+            if _default_collation(collate):
+                raise
+            return _recollated_stream(loader, collate, what, max_samples, notes)
         _note_first_of_stream(notes, tree, max_samples, f"DataLoader over {type(ds).__name__}")
         random_note = (_random_stream(lambda: _read_iterable(loader, None, what, max_samples), tree,
                                       type(ds).__name__) if _recollatable(tree) else _random_stream_collate(loader))
@@ -721,6 +730,29 @@ def _read_loader(loader, what: str, max_samples, seed):
 
 #: samples ``_collated_alone`` keeps (of the first 64) for ``evaluate.check_padding``
 PADDING_SAMPLES = 8
+
+
+def _recollated_stream(loader, collate, what: str, max_samples, notes: dict) -> tuple[Any, dict, list]:
+    """``_read_loader``'s answer for a DataLoader over a stream whose ``collate`` pads each batch to its longest
+    sample (its batches cannot be joined): the stream's items, read from the dataset itself (each once, as a
+    loader with workers shards them), collated all at once, as a map-style dataset's are (padded alike, so that
+    every batching gives the same values), and some collated alone for the padding check (``_collated_alone``)."""
+    items = _read_iterable(loader.dataset, list, what, max_samples, whole=True)
+    if max_samples is not None:
+        items = items[:max_samples]
+    tree = _tensorize(collate(items), what)
+    alone, mixed = _collated_alone(items, list(range(len(items))), collate, tree, what)
+    if mixed is not None:
+        notes[RANDOM_ITEMS_NOTE] = _mixing_note(collate, mixed, batch_len(tree))
+    notes["collate"] = (f"the DataLoader's collate_fn pads each batch to its longest sample: all {batch_len(tree)} "
+                        "samples of the stream, read from its dataset, are collated at once (padded alike, so that "
+                        "every batching gives the same values)" + (
+                            f"; checked on {len(alone)} samples that the loss does not depend on the padding"
+                            if alone else ""))
+    random_note = _random_stream_collate(loader)
+    if random_note:
+        notes[RANDOM_ITEMS_NOTE] = random_note
+    return tree, notes, alone
 
 
 def _collated_alone(ds, pos: list, collate, whole, what: str) -> tuple[list, Any]:
@@ -817,6 +849,8 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
 
     n = len(ds)
     pos = list(range(n)) if idx is None else idx
+    of = (f"{n} samples" if idx is None else  # it said "100 of 1000" of a sampler's 500 (trial s47)
+          f"the {len(idx)} samples the loader's sampler selects (of {n})")
     sub = subset_indices(len(pos), max_samples, seed)
     if sub is not None:
         pos = [pos[int(i)] for i in sub]
@@ -824,7 +858,7 @@ def _read_map(ds, idx, collate, what: str, max_samples, seed):
         raise LandscapeError(f"{what}: the Dataset is empty; expected at least one sample")
     notes = {"source": type(ds).__name__}
     if sub is not None:
-        notes["subset"] = f"{len(pos)} of {n} samples, seed {seed}, chosen before reading"
+        notes["subset"] = f"{len(pos)} of {of}, seed {seed}, chosen before reading"
     if (isinstance(ds, TensorDataset) and type(ds).__getitem__ is TensorDataset.__getitem__
             and _default_collation(collate)):  # a subclass may transform in __getitem__
         ix = torch.as_tensor(pos)
@@ -1017,9 +1051,10 @@ STREAM_MAX_SAMPLES = 2**24
 STREAM_SAY_SECONDS = 20.0
 
 
-def _read_iterable(it, collate, what: str, max_samples):
+def _read_iterable(it, collate, what: str, max_samples, *, whole: bool = False):
     """Batches (a loader) or items (collated in groups of 256) until ``max_samples`` samples; refused past
-    ``STREAM_MAX_BYTES`` (an endless stream), said once past ``STREAM_SAY_SECONDS``."""
+    ``STREAM_MAX_BYTES`` (an endless stream), said once past ``STREAM_SAY_SECONDS``. ``whole``: the items
+    collated in one group at the end (``collate=list``: the items themselves)."""
     import time
 
     trees, n, group, nbytes, start, said = [], 0, [], 0, time.monotonic(), False
@@ -1027,7 +1062,9 @@ def _read_iterable(it, collate, what: str, max_samples):
         if collate is not None:
             group.append(obj)
             n += 1
-            if len(group) == 256:
+            if whole:
+                nbytes += sum(t.nbytes for _, t in tree_leaves(obj))
+            elif len(group) == 256:
                 trees.append(collate(group))
                 group = []
         else:
@@ -1036,9 +1073,10 @@ def _read_iterable(it, collate, what: str, max_samples):
             n += batch_len(tree)
         if max_samples is not None and n >= max_samples:
             break
-        if group:
+        if group and not whole:
             continue
-        nbytes += sum(t.nbytes for _, t in tree_leaves(trees[-1]) if isinstance(t, torch.Tensor))
+        if not whole:
+            nbytes += sum(t.nbytes for _, t in tree_leaves(trees[-1]) if isinstance(t, torch.Tensor))
         if nbytes > STREAM_MAX_BYTES or n > STREAM_MAX_SAMPLES:
             raise LandscapeError(
                 f"{what}: the stream yielded {n} samples ({nbytes / 2**20:.0f} MiB) and had not ended (an endless "
@@ -1051,6 +1089,10 @@ def _read_iterable(it, collate, what: str, max_samples):
                       f"(an endless one is refused at {STREAM_MAX_BYTES / 2**30:g} GiB or {STREAM_MAX_SAMPLES} "
                       "samples): pass max_samples=N to "
                       "evaluate its first N samples")
+    if whole:
+        if not group:
+            raise LandscapeError(f"{what}: the data yielded no samples")
+        return collate(group)
     if group:
         trees.append(collate(group))
     if not trees:

@@ -135,6 +135,21 @@ def test_a_loader_a_loop_over_which_sees_the_same_samples_gives_no_warning(make,
     assert "differs_from_loader" not in surf.provenance["data"]
 
 
+def test_max_samples_of_a_samplers_selection_says_of_how_many_it_is_drawn():
+    """max_samples of a loader whose sampler selects 100 of 300 samples draws from those 100 (as a Subset of them
+    does: same values) but the provenance said "40 of 300 samples" (trial s47): it names the sampler's 100."""
+    model, ds, d = _setup()
+    chosen = list(range(0, N, 3))
+    via_sampler = lnb.compute_surface(model, DataLoader(ds, batch_size=64, sampler=SubsetRandomSampler(chosen)), d,
+                                      x=(-1, 1, 3), metrics=None, max_samples=40)
+    via_subset = lnb.compute_surface(model, torch.utils.data.Subset(ds, chosen), d, x=(-1, 1, 3), metrics=None,
+                                     max_samples=40)
+    np.testing.assert_array_equal(via_sampler.loss, via_subset.loss)
+    assert via_sampler.provenance["data"]["subset"].startswith(
+        f"40 of the {len(chosen)} samples the loader's sampler selects (of {N}), seed 0")
+    assert via_subset.provenance["data"]["subset"].startswith(f"40 of {len(chosen)} samples, seed 0")
+
+
 class Noisy(torch.utils.data.Dataset):
     """A map-style Dataset adding ``noise``·N(0, 1) to each sample as it is read (a training-time
     augmentation in ``__getitem__``, drawn from torch's global generator); noise 0 reads the same each time."""
@@ -552,6 +567,35 @@ def test_a_model_reading_the_padding_of_a_collate_fn_padding_per_batch_is_refuse
         lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3))
     with pytest.raises(lnb.LandscapeError, match="how much padding"):
         lnb.hessian_eigenvalues(model, loader, k=1)
+
+
+class SentenceStream(torch.utils.data.IterableDataset):
+    """``Sentences``' items as a stream (a dataset read once, in order)."""
+
+    def __init__(self, n=90):
+        self.ds = Sentences(n)
+
+    def __iter__(self):
+        return (self.ds[i] for i in range(len(self.ds)))
+
+
+def test_a_stream_whose_loader_pads_each_batch_is_collated_at_once_and_its_padding_checked():
+    """A DataLoader over a stream with a collate_fn padding each batch was refused ("batches of shapes ... cannot
+    be joined"), though the README takes such a collate_fn over a map-style dataset (trial s47). The stream's
+    items are now read from its dataset and collated at once: a loop's values for a model masking its padding
+    (with max_samples too), said in the provenance; a model reading its padding is refused, as for a Dataset."""
+    loader = DataLoader(SentenceStream(), batch_size=16, collate_fn=pad_batch)
+    model = MeanOfEmbeddings(masked=True)
+    d = lnb.random_directions(model, n=1, seed=0)
+    surf = lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3), batch_size=32)
+    np.testing.assert_allclose(surf.loss, _loop_over(loader, model, d), rtol=1e-5)
+    assert "all 90 samples of the stream, read from its dataset, are collated at once" in \
+        surf.provenance["data"]["collate"]
+    first = DataLoader(Sentences(), batch_size=8, collate_fn=pad_batch, sampler=range(40))  # its first 40
+    surf = lnb.compute_surface(model, loader, d, x=(-1.0, 1.0, 3), max_samples=40)
+    np.testing.assert_allclose(surf.loss, _loop_over(first, model, d), rtol=1e-5)
+    with pytest.raises(lnb.LandscapeError, match="loss depends on how much padding the DataLoader's collate_fn adds"):
+        lnb.compute_surface(MeanOfEmbeddings(masked=False), loader, d, x=(-1.0, 1.0, 3))
 
 
 def test_a_subset_of_padded_data_keeps_each_sample_collated_alone_beside_its_own_row():
