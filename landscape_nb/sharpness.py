@@ -33,6 +33,8 @@ class AxisSharpness:
     #: the grid spacing h of ``curvature``'s second difference (half the span of its three points): L''(0) read at
     #: 21 and 41 points (0.360, 0.409) was labelled as one exact value (trial s46); figures now name it
     spacing: float = math.nan
+    #: whether the centre is the grid's end, so ``curvature`` is the one-sided second difference (trial s47)
+    one_sided: bool = False
 
 
 def _slice(surface, axis: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +97,13 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
     at_r = [float(np.interp(side, t[order], loss[order])) for side in sides]
     increase = max([*loss[within].tolist(), *at_r]) - l0  # the largest rise within r, a peak inside it included
     curv = _centre_curvature(t, loss, k0)
+    one_sided = len(t) >= 3 and k0 in (int(np.argmin(t)), int(np.argmax(t)))
+    if one_sided and math.isfinite(curv):  # unwarned, and labelled as centred (trial s47)
+        h = _centre_spacing(t, k0)
+        warn_user(f"landscape_nb: sharpness along {axis}: the centre is the grid's end ({axis} runs "
+                  f"{t.min():.3g}..{t.max():.3g}), so L''(0) = {curv:.4g} is one-sided, the curvature of the parabola "
+                  f"through L(0) and the next two points (spacing {h:.3g}; within O(h) of L''(0), not O(h²), and at a "
+                  "sharp minimum it may even be negative); compute a range on both sides of 0 for the centred one")
     if surface_precision(surface) in ("bf16", "fp16") and math.isfinite(curv):
         warn_user(f"landscape_nb: sharpness along {axis}: the surface was computed in "
                   f"{surface_precision(surface)}, about 1e-2 relative per point, and L''(0) is a second difference "
@@ -102,7 +111,7 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
     else:
         _warn_if_rounding_dominates(surface, axis, t, k0, l0, curv)
     label = surface.x_label if axis == "x" else surface.y_label
-    return AxisSharpness(axis, label, r, l0, float(increase), curv, _centre_spacing(t, k0))
+    return AxisSharpness(axis, label, r, l0, float(increase), curv, _centre_spacing(t, k0), one_sided)
 
 
 def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisSharpness:
@@ -202,7 +211,9 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
     asymmetric range that reaches r on one side only, up to r on that side, the whole
     range on the other), and
     ``curvature``, ``L''(0)`` at the centre: the curvature of the parabola through
-    the centre and its two neighbours on the grid (the second difference; within
+    the centre and its two neighbours on the grid (where the centre is the grid's
+    end, the next two points on its side: one-sided, within O(h), with a warning;
+    the second difference; within
     O(h²) of the derivative for grid spacing h; for a unit Hessian eigen-direction it
     estimates the eigenvalue; independent of r; a quadratic fit over ``|t| ≤ r``, used
     before 2026-12-04, gave 1.2–2.8× it on real slices; on a ReLU or max-pool network a
@@ -256,7 +267,7 @@ def sharpness(surface, radius: float | None = None) -> dict[str, AxisSharpness]:
 
 def curvature_text(s: AxisSharpness, digits: int = 4) -> str:
     """``L''(0) ≈ 2.4 (h=0.1)``: the curvature as the second difference it is, with its grid spacing."""
-    return f"L''(0) ≈ {s.curvature:.{digits}g} (h={s.spacing:.2g})"
+    return f"L''(0) ≈ {s.curvature:.{digits}g} (h={s.spacing:.2g}{', one-sided' if s.one_sided else ''})"
 
 
 def sharpness_text(surface, radius: float | None = None, sep: str = "<br>") -> str:

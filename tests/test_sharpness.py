@@ -1,9 +1,11 @@
 """Sharpness numbers and barriers read off surfaces, on surfaces with known answers."""
+import warnings
+
 import numpy as np
 import pytest
 
 from landscape_nb import LandscapeError, Surface
-from landscape_nb.sharpness import loss_barrier, sharpness_text
+from landscape_nb.sharpness import curvature_text, loss_barrier, sharpness_text
 
 
 def _quadratic(cx=3.0, cy=0.5, n=(21, 11)):
@@ -81,7 +83,8 @@ def test_the_curvature_is_the_centres_not_a_fit_over_r():
     h = x[1] - x[0]
     naive = (loss[21] - 2 * loss[20] + loss[19]) / h ** 2  # 8 + 600 h² = 8.375
     assert s.curvature == pytest.approx(naive, rel=1e-9) and s.curvature == pytest.approx(8.0, rel=0.05)
-    one_sided = Surface(x[20:], None, loss[20:]).sharpness(radius=0.2)["x"]  # the centre at the grid's end
+    with pytest.warns(UserWarning, match="is one-sided"):  # the centre at the grid's end
+        one_sided = Surface(x[20:], None, loss[20:]).sharpness(radius=0.2)["x"]
     assert one_sided.curvature == pytest.approx((loss[22] - 2 * loss[21] + loss[20]) / h ** 2, rel=1e-9)
     bf16 = Surface(x, None, loss, provenance={"precision": "bf16"})
     with pytest.warns(UserWarning, match="computed in bf16.*may be far off"):
@@ -218,5 +221,23 @@ def test_a_centre_at_the_end_of_an_axis_names_the_axis_not_a_radius_never_given(
     line = Surface(np.linspace(0, 1, 5), None, 1 + 2 * np.linspace(0, 1, 5) ** 2)
     with pytest.raises(LandscapeError, match=r"the x axis runs 0\.\.1: the centre is at its end.*pass radius= up to 1"):
         line.sharpness()
-    s = line.sharpness(radius=1)["x"]
+    with pytest.warns(UserWarning, match=r"the centre is the grid's end \(x runs 0\.\.1\), so L''\(0\) = 4 is one-sided"):
+        s = line.sharpness(radius=1)["x"]
     assert s.increase == pytest.approx(2.0) and s.curvature == pytest.approx(4.0)
+
+
+def test_a_one_sided_curvature_is_the_naive_one_and_said_so():
+    """At a sharp minimum at the end of the grid, x=(0, 1, 3), the one-sided second difference read -11 as L''(0),
+    unwarned (trial s47): said now, the value the parabola through L(0), L(h), L(2h) gives; a range on both sides
+    of 0 gives the centred one, unwarned."""
+    x = np.linspace(0, 1, 3)
+    loss = np.array([0.001, 1.376, 0.001])
+    with pytest.warns(UserWarning, match=r"is one-sided.*spacing 0\.5; within O\(h\) of L''\(0\), not O\(h²\)"):
+        s = Surface(x, None, loss).sharpness(radius=0.5)["x"]
+    assert s.curvature == pytest.approx((loss[0] - 2 * loss[1] + loss[2]) / 0.5 ** 2)
+    assert s.one_sided and curvature_text(s) == "L''(0) ≈ -11 (h=0.5, one-sided)"
+    centred = np.linspace(-0.5, 0.5, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = Surface(centred, None, np.array([1.251, 0.001, 1.376])).sharpness(radius=0.5)["x"]
+    assert c.curvature == pytest.approx((1.251 - 2 * 0.001 + 1.376) / 0.5 ** 2)
