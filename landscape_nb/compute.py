@@ -23,7 +23,7 @@ from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
 from .grid import Grid, Tile, coarse_to_fine
-from .hessian import HessianEvaluator
+from .hessian import RATIO_WORDS, HessianEvaluator
 from .metrics import (PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, loss_name, split_values,
                       unwrap_compiled)
 from . import validate
@@ -333,7 +333,9 @@ def compute_surface(
         spec = _surface_spec(model, d, grid, settings, info, loss_fn, bn_data, quantity, options, metrics)
         job.key = spec.key
         st, buffer, tile_shape = _open(store, spec, grid, tile, {
-            **given_provenance, **_provenance(model, d, name, runner, info, settings, code_globals)})
+            **given_provenance, **_provenance(model, d, name, runner, info, settings, code_globals),
+            **({"eig_ratio": RATIO_WORDS.get(options.get("ratio", "abs"), str(options.get("ratio")))}
+               if quantity == "hessian" else {})})
         if st is not None and not st.is_complete:
             try:
                 st.save_directions(d)  # once per store: load_directions gives them back

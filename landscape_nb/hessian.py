@@ -966,6 +966,11 @@ def hessian_trace(model: nn.Module, data, loss_fn=None, *, n_samples: int = 64, 
 
 #: definitions of an eigen-map's ``eig_ratio`` (``eig_ratio``)
 RATIOS = ("negative", "abs")
+#: each definition in words, for a surface's provenance (``provenance["eig_ratio"]``): the metric's one name held
+#: either, and a surface of compute_surface(quantity="hessian") did not say which (trial s47)
+RATIO_WORDS = {"negative": "negative: |λ_min/λ_max| where λ_min < 0, 0 where λ_min ≥ 0 (Li et al. 2018, Fig. 6)",
+               "abs": "abs: |λ_min/λ_max| at every point (the reference's plot_2d_eig_ratio; for a positive definite "
+                      "Hessian, the inverse condition number)"}
 
 
 def eig_ratio(lmax: float, lmin: float, ratio: str = "negative") -> float:
@@ -1053,4 +1058,4 @@ class HessianEvaluator:
 
 __all__ = ["HessianOperator", "NonFiniteCurvature", "EigenvalueResult", "math_attention", "Eigenpairs",
            "extreme_eigenpairs", "hessian_eigenvalues", "hessian_directions", "check_lanczos_options", "TraceEstimate",
-           "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS", "RATIOS", "eig_ratio"]
+           "t_factor", "hessian_trace", "HessianEvaluator", "EIGEN_METRICS", "RATIOS", "RATIO_WORDS", "eig_ratio"]

@@ -1154,6 +1154,11 @@ def test_the_eigen_map_figure_of_a_convex_fit_is_convex_whatever_its_surfaces_ra
     np.testing.assert_allclose(surf.metrics["lambda_min"], eig[0], rtol=1e-5)
     np.testing.assert_allclose(surf.metrics["lambda_max"], eig[-1], rtol=1e-5)
     np.testing.assert_allclose(surf.metrics["eig_ratio"], eig[0] / eig[-1], rtol=1e-4)  # what the store holds
+    # which of the two the metric holds is said in the provenance (it was not, trial s47), eigen_map's too
+    assert surf.provenance["eig_ratio"].startswith("abs: |λ_min/λ_max| at every point")
+    negative = lnb.eigen_map(model, (x, target), d, x=(-1, 1, 3), y=(-1, 1, 3), loss_fn=mse)
+    assert negative.provenance["eig_ratio"].startswith("negative: |λ_min/λ_max| where λ_min < 0, 0 where")
+    assert np.all(negative.metrics["eig_ratio"] == 0.0)
     heat = lnb.plot.eigen_map(surf).data[0]
     assert np.all(np.asarray(heat.z, float) == 0.0)
     assert "0 where λmin ≥ 0" in lnb.plot.eigen_map(surf).layout.title.text
