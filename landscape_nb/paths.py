@@ -385,7 +385,7 @@ def _trained_curve(cls: type[ModeCurve], a: nn.Module, b: nn.Module, data, *, lo
                    seed, n_points, eval_data, optimizer, target_key, progress) -> ModeCurve:
     """``bezier_curve`` or ``polychain_curve``, by ``cls``."""
     from .compute import compute_surface
-    from .data import call_model, read_data
+    from .data import call_model, dtype_hint, read_data
     from .evaluate import Evaluator, choose_loss
     from .metrics import DefaultLoss, check_mean_loss
     from .statecheck import naming_user_errors
@@ -414,7 +414,14 @@ def _trained_curve(cls: type[ModeCurve], a: nn.Module, b: nn.Module, data, *, lo
     with naming_user_errors(work, loss_fn, lambda: (f"at training step {step['at']} of {n_steps}" if step["at"] else
                                                     "on the first 8 samples"), "nothing was returned"):
         with eval_mode(work), torch.no_grad():  # before training on it: a scalar mean, as the evaluation checks later
-            out = call_model(work, inputs)
+            try:
+                out = call_model(work, inputs)
+            except Exception as exc:  # inputs of another dtype: named as compute_surface names them (trial s47)
+                hint = dtype_hint(inputs, work, exc)
+                if not hint:
+                    raise
+                raise LandscapeError(f"the model ({type(a).__name__}) raised {type(exc).__name__}: {one_line(exc)} "
+                                     f"on the first 8 samples{hint}") from exc
             if isinstance(loss_fn_, DefaultLoss):  # inputs alone: "no targets", not loss_fn blamed (trial s37)
                 loss_fn_.check(out, targets)
             check_mean_loss(loss_fn_, out, targets)

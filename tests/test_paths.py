@@ -588,6 +588,16 @@ def test_interpolation_between_float64_models_ends_at_b_to_float64_rounding(tmp_
     assert lnb.interpolation_direction(a.float(), b.float()).vectors.dtype == torch.float32  # float32 stays so
 
 
+@pytest.mark.parametrize("make", [lnb.bezier_curve, lnb.polychain_curve])
+def test_float32_inputs_to_float64_models_of_a_curve_name_the_dtypes_as_compute_surface_does(make):
+    """bezier_curve said only "the model raised RuntimeError: mat1 and mat2 must have the same dtype" of float32
+    inputs to float64 models, blaming the model (trial s47); interpolation_surface named the dtypes and the fix."""
+    a, b, (x, y) = _float64_pair()
+    with pytest.raises(LandscapeError, match=r"on the first 8 samples; the inputs are float32 and the model's weights "
+                                             r"float64: give inputs of the model's dtype \(e.g. x.to\(torch.float64\)\)"):
+        make(a, b, (x.float(), y.float()), loss_fn=nn.MSELoss(), n_steps=2)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"lr": -1.0}, r"^lr=-1.0; expected a positive finite number: the adam step size"),
     ({"lr": 0.0}, r"^lr=0.0; expected a positive finite number"),
