@@ -22,8 +22,9 @@ from .errors import LandscapeError, one_line
 from .params import eval_mode
 
 SCALABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-# Leaves that may sit between two rescaled layers: f(a·z) = a·f(z) for a > 0.
-HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+# Leaves that may sit between two rescaled layers: f(a·z) = a·f(z) for a > 0 (PReLU's learnt slope too: refused
+# before, trial s47).
+HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
                nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                nn.Flatten, nn.Identity, nn.Dropout)
 

@@ -74,6 +74,22 @@ def test_rescaling_keeps_outputs_and_leaves_the_original_alone(chain, mlp_data):
         assert torch.equal(p, q)
 
 
+def test_a_prelu_between_layers_is_rescalable(mlp_data):
+    """PReLU (a learnt negative slope) is positively homogeneous, PReLU(a·z) = a·PReLU(z) for a > 0, as LeakyReLU
+    is; it was refused as "cannot be rescaled" (trial s47). Rescaled, the outputs stay, the raw weights move."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.PReLU(16), nn.Linear(16, 3)).eval()
+    with torch.no_grad():
+        net[1].weight.uniform_(0.1, 0.4)
+    assert rescalable_layers(net, check=mlp_data[0]) == {"0": "2"}
+    new = lnb.reparametrize(net, {"0": 5.0}, check=mlp_data[0])
+    with torch.no_grad():
+        ref, out = net(mlp_data[0]), new(mlp_data[0])
+        assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
+        assert torch.allclose(new[0].weight, 5 * net[0].weight) and torch.allclose(new[2].weight, net[2].weight / 5)
+        assert torch.equal(new[1].weight, net[1].weight)
+
+
 def test_conv_then_pool_then_linear_is_rescalable():
     torch.manual_seed(0)
     m = ConvChain().eval()
