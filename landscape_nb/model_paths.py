@@ -93,7 +93,8 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     if kept:  # trial s35: a's pruning mask stayed on the whole path, so t = 1 gave 1.1226 for b's 1.0923
         others = " and ".join(names[1:])
         warn_user(
-            f"buffers {kept[:5]} differ between the models, and a path moves only parameters and (include_buffers="
+            f"landscape_nb: buffers {kept[:5]} differ between the models, and a path moves only parameters and "
+            "(include_buffers="
             f"True) the floating-point buffers of the state dict: these (integer or boolean ones, such as a pruning "
             f"mask, non-persistent ones{'' if include_buffers else ', and any with include_buffers=False'}) keep "
             f"{names[0]}'s values at every point, so the point of {others} is its weights with {names[0]}'s buffers, "

@@ -219,7 +219,7 @@ def holding(model: nn.Module) -> Iterator[None]:
     with _MODEL_LOCKS_LOCK:
         lock = _MODEL_LOCKS.setdefault(model, threading.RLock())
     if not lock.acquire(blocking=False):
-        warn_user(f"another computation on this {type(model).__name__} is running in another thread; this one "
+        warn_user(f"landscape_nb: another computation on this {type(model).__name__} is running in another thread; this one "
                   "waits for it to end (each moves the model's weights while it runs). To run both at once, give "
                   "one a copy: copy.deepcopy(model)")
         lock.acquire()

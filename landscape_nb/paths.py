@@ -176,7 +176,7 @@ class ModeCurve:
         if not batchnorm_modules(m):
             return m
         if bn_data is None:
-            warn_user(f"{type(self).__name__}.model_at: the model at t={float(t):g} keeps the BatchNorm running "
+            warn_user(f"landscape_nb: {type(self).__name__}.model_at: the model at t={float(t):g} keeps the BatchNorm running "
                       f"statistics of the model passed ({type(model).__name__}), which belong to other weights, so "
                       "its loss is not the profile's (whose statistics are re-estimated at every t); pass bn_data= "
                       "(the data the curve was trained on) to re-estimate them")

@@ -176,7 +176,7 @@ class TrajectoryRecorder:
             if changed:  # a store's arrays keep their dtype: float64 checkpoints were read back float32 (trial s37)
                 self._said_dtypes = True
                 name, was, is_ = changed[0]
-                warn_user(f"TrajectoryRecorder: the model's tensors changed dtype since recording began ({name}: "
+                warn_user(f"landscape_nb: TrajectoryRecorder: the model's tensors changed dtype since recording began ({name}: "
                           f"{was}, now {is_}; {len(changed)} tensors in all); the store {str(self.path)!r} keeps "
                           f"{was}, so these checkpoints are stored as {was}: start a new recorder (another path) "
                           "after converting the model to keep its precision")
@@ -275,7 +275,7 @@ class TrajectoryRecorder:
             from .model_paths import model_from_state_dict
 
             rec.model = model_from_state_dict(model, last, f"the last checkpoint of {str(path)!r}")
-            warn_user(f"the {type(model).__name__} passed to TrajectoryRecorder.load holds other weights than the "
+            warn_user(f"landscape_nb: the {type(model).__name__} passed to TrajectoryRecorder.load holds other weights than the "
                       f"last checkpoint recorded in {str(path)!r} (step {rec._steps[-1]}); rec.model is a copy "
                       "holding that checkpoint, the centre of rec.pca_directions() and rec.project(): compute "
                       "surfaces around rec.model (compute_surface(rec.model, ...)), or pass final= to centre "

@@ -471,7 +471,7 @@ def _warn_if_fractions(values: np.ndarray, key: str, path, ours: bool) -> None:
     0: a file written with fractions (read as 0.0093 for 93 %, with no word: trial s35)."""
     computed = values[np.isfinite(values) & (values >= 0)]
     if not ours and computed.size and computed.max() <= 1.0 and computed.max() > 0:
-        warn_user(f"{key!r} in {str(path)!r} is at most {computed.max():.4g} at every computed point; the reference "
+        warn_user(f"landscape_nb: {key!r} in {str(path)!r} is at most {computed.max():.4g} at every computed point; the reference "
                   "writes accuracy in percent, so it reads as at most 1 %: if the file holds fractions, multiply "
                   "them by 100 in the file (or read metrics[...] * 100)")
 

@@ -371,7 +371,7 @@ class Surface:
             index = int(np.argmin(np.abs(coords - v)))
             if abs(coords[index] - v) > 2e-3 * half:  # 0.5 asked, 0.667 drawn: said; 0.1667 typed from a tick
                 # label for 1/6 is that plane (trial s35)
-                warn_user(f"slice(axis={axis!r}, value={value!r}): no grid plane there; the nearest, {axis} = "
+                warn_user(f"landscape_nb: slice(axis={axis!r}, value={value!r}): no grid plane there; the nearest, {axis} = "
                           f"{coords[index]:.6g} (index {index}), is drawn. The grid's {axis} values: "
                           f"{', '.join(f'{c:.4g}' for c in coords[:12])}{' ...' if coords.size > 12 else ''}")
         elif isinstance(index, bool) or not isinstance(index, (int, np.integer)):  # 1.0 or True read as a plane

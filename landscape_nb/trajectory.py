@@ -199,14 +199,14 @@ def _warn_if_centred_off_the_path(gram: np.ndarray, trajectory) -> None:
     nearest = int(np.argmin(sq))
     if sq[0] == 0 and float(sq[1:].min(initial=np.inf)) > 0:  # a model rebuilt with the training seed (re-trial s41)
         name = default_labels(trajectory, len(sq), last_is_final=False)[0]
-        warn_user(f"final, the centre of the plane, holds the weights of the first checkpoint ({name}), where the "
+        warn_user(f"landscape_nb: final, the centre of the plane, holds the weights of the first checkpoint ({name}), where the "
                   "path starts, not of a later one: the path runs away from the centre, not towards it; expected "
                   "final to be the model the checkpoints lead to (the trained model, e.g. the last checkpoint "
                   "loaded), not the untrained one")
         return
     if float(sq[nearest]) > max(apart, 0.0):
         name = default_labels(trajectory, len(sq), last_is_final=False)[nearest]
-        warn_user(f"final, the centre of the plane, is farther from every checkpoint (the nearest, {name}, at "
+        warn_user(f"landscape_nb: final, the centre of the plane, is farther from every checkpoint (the nearest, {name}, at "
                   f"{float(np.sqrt(sq[nearest])):.4g}) than the checkpoints are from each other (at most "
                   f"{np.sqrt(max(apart, 0.0)):.4g}): the plane is centred away from the training path, which will lie "
                   "far off it; expected final to be the model the checkpoints lead to (the trained model, e.g. the "
@@ -433,7 +433,7 @@ def pca_directions(
     repeats = _repeats(states, layout, gram)
     if repeats:  # trial s35: the final model passed twice moved the directions without a word
         said = ", ".join(f"{j} is checkpoint {i}" for j, i in repeats[:5]) + (", ..." if len(repeats) > 5 else "")
-        warn_user(f"checkpoints repeat earlier ones ({said}: the same weights): each copy weighs in the PCA once "
+        warn_user(f"landscape_nb: checkpoints repeat earlier ones ({said}: the same weights): each copy weighs in the PCA once "
                   "more, so it changes the directions and the explained variance; pass each checkpoint once (e.g. "
                   "the final model once: a TrajectoryRecorder records each step once)")
     centre = np.eye(k) - 1.0 / k  # centring the rows removes the reference point exactly
@@ -662,7 +662,8 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         share = 100 * sum(moved.values()) / res.sum()
         more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
         warn_user(
-            f"final's frozen (requires_grad=False) parameters {list(moved)[:5]}{more} differ between the checkpoints "
+            f"landscape_nb: final's frozen (requires_grad=False) parameters {list(moved)[:5]}{more} differ between the "
+            "checkpoints "
             "and final; the directions cannot move them, so that difference is off the plane: it is counted in the "
             f"distances from final and from the plane ({share:.0f}% of the squared distance off the plane, summed "
             "over the checkpoints) and left out of a PCA and its explained variance. To have the plane move them, "

@@ -500,7 +500,7 @@ def test_a_repeated_checkpoint_is_named_in_a_warning_as_it_weighs_in_the_pca_aga
     """Trial s35: the final model passed twice changed the directions and explained variance without a word."""
     model, states = mlp_traj
     twice = [*states, copy.deepcopy(states[-1]), states[1]]
-    with pytest.warns(UserWarning, match=r"^checkpoints repeat earlier ones \(6 is checkpoint 5, 7 is checkpoint 1: "
+    with pytest.warns(UserWarning, match=r"^landscape_nb: checkpoints repeat earlier ones \(6 is checkpoint 5, 7 is checkpoint 1: "
                                          r"the same weights\): each copy weighs in the PCA once more"):
         d = lnb.pca_directions(twice, final=model, n=2, ignore=None)
     m = _matrix(model, twice, None)  # naive: the copies are rows of the matrix like any other

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import LandscapeError, one_line
 from ..grid import models_between_points, range_through
-from ..schemes import SCHEME_READS, SCHEMES, check_ndim, make_directions
+from ..schemes import SCHEME_READS, SCHEMES, VOLUME_SCHEMES, check_ndim, make_directions
 from .progress import TqdmProgress
 
 logger = logging.getLogger(__name__)
@@ -625,7 +625,7 @@ def cmd_compute(args) -> int:
     if target_key is not None and is_zoo_name(args.model):
         raise LandscapeError(f"--target-key {args.target_key} was given with the zoo model {args.model}, whose data "
                              "are (inputs, targets) pairs; it is for your own module:function's data in dict batches "
-                             "(or tuples of more than two tensors): drop --target-key")
+                             "or tuples: drop --target-key")
     # the split goes in the store too: `plot STORE` titles say it
     name, model, data, loss_fn, ex, split = load_model_spec(args.model, args.split)
     keys = {} if target_key is None else {"target_key": target_key}  # None would mean "no targets"
@@ -940,7 +940,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compute", help="compute a 1D/2D surface (or a 3D volume) for a zoo model or module:function")
     c.add_argument("model", help="zoo name (see `landscape-nb models`) or module:function returning (model, data)")
     c.add_argument("--grid", default="51x51",
-                   help="NX (a line), NXxNY (a plane) or NXxNYxNZ (a volume: random directions only); default 51x51")
+                   help="NX (a line), NXxNY (a plane) or NXxNYxNZ (a volume: --directions "
+                        f"{', '.join(VOLUME_SCHEMES)}); default 51x51")
     c.add_argument("--range", help="x range START:STOP (default -1:1; the scheme's own for interpolate, "
                                    "plane3 and pca)")
     c.add_argument("--yrange", help="y range START:STOP (default: --range)")
@@ -978,8 +979,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-samples", type=int, help="evaluate a fixed-seed subset of this many samples (all when "
                                                    "the data hold fewer)")
     c.add_argument("--target-key", help="where the targets are in your data's batches: a dict key (default "
-                                        "labels) or, for tuples of more than two tensors, a position (default -1, "
-                                        "the last)")
+                                        "labels) or a position in tuples, pairs included (default -1, the last; "
+                                        "0 for (targets, inputs))")
     c.add_argument("--mode", default="eval", choices=EVAL_MODES,
                    help="eval: BatchNorm's running statistics (default); bn-recompute: re-estimated on the data "
                         "at every point, only the BatchNorm layers in train mode (Dropout stays off)")
@@ -1121,7 +1122,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, *, 
     text = str(message)
     if not text.startswith("landscape_nb"):
         return _default(message, category, filename, lineno, file, line)
-    text = _cli_words(re.sub(r"^landscape_nb(\.\w+)?: ", "", text))
+    text = _cli_words(re.sub(r"^landscape_nb(\.\w+)*: ", "", text))
     print(f"landscape-nb: warning: {text}", file=sys.stderr if file is None else file)
 
 

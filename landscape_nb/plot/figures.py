@@ -372,7 +372,7 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
     drawn_on = (surface.spec.get("data") or {}).get("fingerprint")  # a surface over named splits has none here
     path_on = _trajectory_field(path, "data")
     if drawn_on and path_on and drawn_on != path_on:  # train-split true losses beside a test plane's, unsaid (s40)
-        warn_user(f"trajectory: the path's true losses were evaluated on other data (fingerprint {path_on}) than "
+        warn_user(f"landscape_nb: trajectory: the path's true losses were evaluated on other data (fingerprint {path_on}) than "
                   f"the surface (fingerprint {drawn_on}, {surface.spec['data'].get('n_samples')} samples): a "
                   "checkpoint's true loss and the plane's under it differ by the data as well as the projection; "
                   "pass project_trajectory(..., data=) the data the surface was computed on (a surface computed "
@@ -381,14 +381,14 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
     if given and isinstance(evaluated, Mapping) and "loss_fingerprint" in evaluated:
         theirs, ours = _trajectory_field(path, "loss_fn"), evaluated.get("loss_fingerprint")
         if theirs != ours:  # a label-smoothed plane beside the default cross-entropy's true losses (re-trial s40)
-            warn_user("trajectory: the path's true losses are of another loss function than the surface's ("
+            warn_user("landscape_nb: trajectory: the path's true losses are of another loss function than the surface's ("
                       + ("the default cross-entropy" if theirs is None else f"fingerprint {theirs}") + " against "
                       + ("the default cross-entropy" if ours is None else f"fingerprint {ours}") + "): a checkpoint's "
                       "true loss and the plane's under it differ by more than the projection; pass "
                       "project_trajectory(..., loss_fn=) the loss_fn the surface was computed with")
     mode, surface_mode = _trajectory_field(path, "mode"), evaluated.get("mode")
     if mode and surface_mode and mode != surface_mode:
-        warn_user(f"trajectory: the path's true losses were evaluated with mode={mode!r}, the surface with "
+        warn_user(f"landscape_nb: trajectory: the path's true losses were evaluated with mode={mode!r}, the surface with "
                   f"mode={surface_mode!r}: a checkpoint's true loss and the plane's under it differ by BatchNorm's "
                   f"statistics as well as the projection; pass project_trajectory(..., mode={surface_mode!r})")
     elif mode == surface_mode == "bn-recompute" and not isinstance(path, Mapping):  # a ProjectedPath's own record
@@ -397,7 +397,7 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
         if (theirs is None) if stats == "given" else stats != theirs:  # the final checkpoint off the centre (s37)
             where = ["the evaluation data" if f is None else "bn_data" for f in (theirs, stats)]
             where[1] = "other bn_data" if where == ["bn_data", "bn_data"] else where[1]
-            warn_user(f"trajectory: the path's BatchNorm statistics were re-estimated on {where[0]}, the surface's "
+            warn_user(f"landscape_nb: trajectory: the path's BatchNorm statistics were re-estimated on {where[0]}, the surface's "
                       f"on {where[1]}: a checkpoint's true loss and the plane's under it differ by more than the "
                       "projection (the centre model's too); pass project_trajectory(..., bn_data=) the surface's "
                       "bn_data")
