@@ -542,7 +542,7 @@ RUN_KEYS = frozenset({"label", "scheme", "directions", "data", "x_label", "y_lab
                       "key", "tile", "seconds", "points_computed", "points_from_store", "points_resumed", "store",
                       "seconds_per_point", "cancelled", "batch_size", "points_per_pass", "runner", "workers",
                       "values_sha256", "damaged_tiles", "lanczos_not_converged", "lambda_max_zero",
-                      "nonfinite_curvature", "slice", "directions_stored", "damaged_chunks"})
+                      "nonfinite_curvature", "slice", "directions_stored", "damaged_chunks", "eig_ratio"})
 
 
 def _check_given_provenance(given) -> dict:

@@ -363,7 +363,9 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     tried (``kept_mean_rule``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("ignore", v),
     the targets other than v and -100, for v = -100 (``F.cross_entropy``'s default, a model's own loss over
     padded labels), the value a probe found the loss gives no gradient (``probed_ignore``), another negative
-    label or 255 the targets hold (a void or padding label), 0 (a padding id); then ("weights", w), each target
+    label or 255 the targets hold (a void or padding label), 0 (a padding id); ("shifted", -100), the labels other
+    than -100 after each sequence's first (a causal language model's own next-token loss), second; then
+    ("weights", w), each target
     weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
     ``metrics.class_weights``), tried first. For float targets holding NaN (missing values a loss leaves out,
     ``((out - y)[~y.isnan()] ** 2).mean()``): ("finite", None), the values not missing. None (an empty list) for
@@ -377,6 +379,8 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
     others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
     rules: list = [("ignore", v) for v in dict.fromkeys([-100, probed_ignore, *others, 0]) if v is not None]
+    if all(t.dim() >= 2 and t.shape[-1] > 1 for t in labels):  # a causal LM's own loss over labels[..., 1:]
+        rules.insert(1, ("shifted", -100))  # (its logits[..., :-1, :] predict them): 1.6e-3 off in batches of 8, s47
     # the class weights its gradient shows first: a class weighted 0 is not ignored (beside label smoothing it adds
     # to the numerator), and -100 fitted the checked samples by chance where it counted that class (re-trial s43)
     return ([("weights", probed_weights)] if probed_weights is not None else []) + rules
@@ -388,10 +392,24 @@ def kept_denominator(rule: tuple, targets: torch.Tensor) -> torch.Tensor:
     kind, value = rule
     if kind == "finite":
         return torch.isfinite(targets).sum()
+    if kind == "shifted":  # the labels a next-token loss predicts: all but each sequence's first
+        return (targets[..., 1:] != value).sum()
     if kind == "weights":
         w = value.to(targets.device)
         return w[targets[(targets >= 0) & (targets < len(w))]].sum()
     return ((targets != value) & (targets != -100)).sum()
+
+
+def kept_rule_words(rule: tuple) -> str:
+    """What batches weighted under ``rule`` (``kept_rules``) are weighted by, in words (a Hessian's loss note)."""
+    kind, value = rule
+    if kind == "ignore":
+        return f"their targets other than {value} and -100"
+    if kind == "finite":
+        return "their targets not missing (NaN)"
+    if kind == "shifted":
+        return "their labels other than -100 after each sequence's first (a next-token loss)"
+    return f"their targets' class weights {[round(float(v), 6) for v in value]}"
 
 
 def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple | None:

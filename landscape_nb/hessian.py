@@ -47,8 +47,8 @@ from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
                        class_weighting, data_key, first_disagreement, holds_padding, judged, kept_denominator,
-                       kept_mean_rule, kept_rules, part_weights, refuse_sums, refuse_sums_spread, split_positions,
-                       spread_splits, weighed_batches, weighing_labels)
+                       kept_mean_rule, kept_rule_words, kept_rules, part_weights, refuse_sums, refuse_sums_spread,
+                       split_positions, spread_splits, weighed_batches, weighing_labels)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -184,12 +184,7 @@ class HessianOperator:
             if len(batches) > 1:
                 kept = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), *probed)
                 if kept is not None:  # named by Spectrum.provenance
-                    self.loss_note = (f"{self.loss_note}; its batches weighted by their targets other than "
-                                      f"{kept[1]} and -100" if kept[0] == "ignore" else
-                                      f"{self.loss_note}; its batches weighted by their targets not missing (NaN)"
-                                      if kept[0] == "finite" else
-                                      f"{self.loss_note}; its batches weighted by their targets' class weights "
-                                      f"{[round(float(v), 6) for v in kept[1]]}")
+                    self.loss_note = f"{self.loss_note}; its batches weighted by {kept_rule_words(kept)}"
                 weighting = class_weighting(loss_fn, kept)
                 if weighting is not None:  # a batch of classes weighted 0 alone: run with the next ones
                     batches = weighed_batches(ev, split, batch_size or ev.n, [weighting])
