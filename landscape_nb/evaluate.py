@@ -364,18 +364,22 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     the targets other than v and -100, for v = -100 (``F.cross_entropy``'s default, a model's own loss over
     padded labels), the value a probe found the loss gives no gradient (``probed_ignore``), another negative
     label or 255 the targets hold (a void or padding label), 0 (a padding id); ("shifted", -100), the labels other
-    than -100 after each sequence's first (a causal language model's own next-token loss), second; then
+    than -100 after each sequence's first (a causal language model's own next-token loss), second; last, for dict
+    inputs holding an ``"attention_mask"``, ("mask", "attention_mask"), the positions it keeps (a token loss masked
+    by it, whatever the labels hold there); then
     ("weights", w), each target
     weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
     ``metrics.class_weights``), tried first. For float targets holding NaN (missing values a loss leaves out,
     ``((out - y)[~y.isnan()] ** 2).mean()``): ("finite", None), the values not missing. None (an empty list) for
     other targets."""
+    masked = ([("mask", MASK_KEY)] if all(isinstance(xb, Mapping) and isinstance(xb.get(MASK_KEY), torch.Tensor)
+                                          for pair in pairs for xb, _ in pair) else [])
     labels = [weighing_labels(xb, yb) for pair in pairs for xb, yb in pair]
     if any(t is None for t in labels):
-        return []
+        return masked
     if any(t.is_floating_point() for t in labels):  # a mean over the values not missing (NaN), trial s46
         missing = all(t.is_floating_point() for t in labels) and any(not bool(torch.isfinite(t).all()) for t in labels)
-        return [("finite", None)] if missing else []
+        return ([("finite", None)] if missing else []) + masked
     held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
     others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
     rules: list = [("ignore", v) for v in dict.fromkeys([-100, probed_ignore, *others, 0]) if v is not None]
@@ -383,13 +387,19 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
         rules.insert(1, ("shifted", -100))  # (its logits[..., :-1, :] predict them): 1.6e-3 off in batches of 8, s47
     # the class weights its gradient shows first: a class weighted 0 is not ignored (beside label smoothing it adds
     # to the numerator), and -100 fitted the checked samples by chance where it counted that class (re-trial s43)
-    return ([("weights", probed_weights)] if probed_weights is not None else []) + rules
+    return ([("weights", probed_weights)] if probed_weights is not None else []) + rules + masked
 
 
-def kept_denominator(rule: tuple, targets: torch.Tensor) -> torch.Tensor:
+#: the inputs' entry a token loss may average over instead of labels (``("mask", MASK_KEY)``, ``kept_rules``)
+MASK_KEY = "attention_mask"
+
+
+def kept_denominator(rule: tuple, targets: torch.Tensor | None, inputs=None) -> torch.Tensor:
     """What a batch of ``targets`` weighs under ``rule`` (``kept_rules``): how many targets it keeps, or the
     sum of their class weights (targets out of the classes' range count for nothing)."""
     kind, value = rule
+    if kind == "mask":  # the positions the inputs' attention mask keeps (a token loss masked by it, trial s47)
+        return (inputs[value] != 0).sum()
     if kind == "finite":
         return torch.isfinite(targets).sum()
     if kind == "shifted":  # the labels a next-token loss predicts: all but each sequence's first
@@ -409,6 +419,8 @@ def kept_rule_words(rule: tuple) -> str:
         return "their targets not missing (NaN)"
     if kind == "shifted":
         return "their labels other than -100 after each sequence's first (a next-token loss)"
+    if kind == "mask":
+        return f"the positions their inputs' {value!r} keeps"
     return f"their targets' class weights {[round(float(v), 6) for v in value]}"
 
 
@@ -417,7 +429,7 @@ def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple
     whole's to ``tol`` (``triples``: (whole, first, second) values, one for each pair of ``pairs``, in order);
     None where none does (or a split keeps nothing under it)."""
     for rule in rules:
-        kept = [(*(float(kept_denominator(rule, weighing_labels(xb, yb))) for xb, yb in pair), True)
+        kept = [(*(float(kept_denominator(rule, weighing_labels(xb, yb), xb)) for xb, yb in pair), True)
                 for pair in pairs]
         ts, ws = judged(triples, kept, rule[0] == "weights")
         if ts and all(w1 + w2 for w1, w2, _ in ws) and first_disagreement(ts, ws, tol) is None:
@@ -1332,7 +1344,7 @@ class Evaluator(SpeedChoices):
         weights."""
         known = batch_denominator(fn, targets)
         rule = self._kept.get(id(fn)) if known is None else None
-        return known if rule is None else kept_denominator(rule, weighing_labels(inputs, targets))
+        return known if rule is None else kept_denominator(rule, weighing_labels(inputs, targets), inputs)
 
     def _kept_mean(self, fn, triples: list, pairs: list, tol: float, *, loss: bool) -> bool:
         """Whether ``fn`` (the loss where ``loss``, else a metric), whose batches are not means over samples

@@ -206,7 +206,7 @@ class HessianOperator:
         # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator;
         # a function's or the model's own loss found to leave a padding label out: _kept_targets_rule)
         dens = [batch_denominator(self.loss_fn, yb) if kept is None else
-                kept_denominator(kept, weighing_labels(xb, yb)) for xb, yb in self.batches]
+                kept_denominator(kept, weighing_labels(xb, yb), xb) for xb, yb in self.batches]
         if any(d is None for d in dens) or float(sum(dens)) == 0.0:
             dens = [batch_len(xb) for xb, _ in self.batches]
         self._shares = [float(d) / float(sum(dens)) for d in dens]
