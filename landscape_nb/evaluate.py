@@ -910,13 +910,24 @@ class Evaluator(SpeedChoices):
         if not self._non_finite and not approximated:
             return
         bad = []  # (batch number, loss) of the batches the loss is not finite on
+        nan_metrics: dict[str, float] = {}  # a metric reading the values the loss leaves out: NaN at every point
         with eval_mode(self.model), torch.no_grad():
             for k, ((xb, yb), w) in enumerate(zip(self.batches, self.batch_weights())):
                 if w is not None and float(w[0]) == 0.0:
                     continue  # weighs nothing: left out of every point (point_values)
-                loss = self.loss_fn(call_model(self.model, xb), yb)
+                out = call_model(self.model, xb)
+                loss = self.loss_fn(out, yb)
                 if not bool(torch.isfinite(torch.as_tensor(loss)).all()):
                     bad.append((k, float(loss)))
+                for column, (name, fn) in enumerate(self.metric_fns.items() if self._non_finite else (), start=1):
+                    if name in nan_metrics or (w is not None and float(w[column]) == 0.0):
+                        continue
+                    try:
+                        value = float(torch.as_tensor(fn(out, yb), dtype=torch.float64).reshape(-1)[0])
+                    except Exception:  # noqa: BLE001, S112 - said where it runs at the points, as before
+                        continue
+                    if not math.isfinite(value):
+                        nan_metrics[name] = value
         size = batch_len(self.batches[0][0])
         batching = (f"(batches of {size} samples, in the data's order), so it would be at every point; a loss that "
                     "leaves samples out is taken where every batch holds some it keeps: shuffle the samples, or "
@@ -939,9 +950,13 @@ class Evaluator(SpeedChoices):
                 why = f"the loss at the model itself is {loss} on batch {k + 1} of {len(self.batches)} {batching}"
             check_finite_data(self._data.tree, why=why)
         where = ", ".join(f"the data{path}: {n}" for path, n in self._non_finite[:4])
+        read = ", ".join(f"{name!r} ({value})" for name, value in nan_metrics.items())
         self.notes[NON_FINITE_DATA] = (
             f"the data hold non-finite values (NaN or inf; {where}); the loss at the model itself is finite on every "
-            "batch (the model or loss_fn leaves them out), so they are kept: a metric that reads them may be NaN")
+            "batch (the model or loss_fn leaves them out), so they are kept: "
+            + (f"metric {read} reads them, not finite at the model itself, so at every point (leave them out "
+               "as the loss does, e.g. lambda out, y: (out - y)[~y.isnan()].abs().mean())" if nan_metrics else
+               "a metric that reads them may be NaN"))
 
     def _validate(self, metrics, attributes: StateSnapshot, loss_state: StateSnapshot) -> dict[str, Callable]:
         """Run one small batch unperturbed: the model must accept the data, the loss be a scalar

@@ -1463,6 +1463,16 @@ def test_missing_targets_a_loss_leaves_out_are_kept_others_refused(recwarn):
     for i, a in enumerate((-1.0, 0.0, 1.0)):
         with torch.no_grad():
             assert surf.loss[i] == pytest.approx(float(masked(perturbed(model, d, a)(x), r)), rel=1e-5)
+    # a metric reading them is NaN at every point: named (it said only "a metric that reads them may be NaN", s47)
+    mae = {"mae": lambda out, t: (out - t).abs().mean(),
+           "masked_mae": lambda out, t: (out - t)[~torch.isnan(t)].abs().mean()}
+    with pytest.warns(UserWarning, match=r"so they are kept: metric 'mae' \(nan\) reads them, not finite at the "
+                                         r"model itself, so at every point \(leave them out as the loss does"):
+        surf = lnb.compute_surface(model, (x, r), d, x=(-1, 1, 3), loss_fn=masked, metrics=mae)
+    assert np.isnan(surf.metrics["mae"]).all()
+    with torch.no_grad():
+        assert surf.metrics["masked_mae"][2] == pytest.approx(float(mae["masked_mae"](perturbed(model, d, 1.0)(x), r)),
+                                                              rel=1e-5)
     with pytest.raises(LandscapeError, match=r"the data\[1\] hold \d+ non-finite value\(s\) \(NaN or inf\); expected "
                                              r"finite data: the loss at the model itself is nan, so it would be at every "
                                              r"point \(a loss_fn or model that leaves them out"):
