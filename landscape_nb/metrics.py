@@ -67,16 +67,19 @@ def own_loss(outputs) -> torch.Tensor | None:
     return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
 
 
-def describe(outputs) -> str:
-    """A short description of model outputs for error messages (shape, or type and fields)."""
+def describe(outputs, *, few: bool = False) -> str:
+    """A short description of model outputs for error messages (shape, or type and fields). ``few``: they are a few
+    samples' (a check's), so each shape's first axis reads N (the targets of 8 checked samples were named "a tensor
+    of shape (8, 6)", trial s46)."""
     if isinstance(outputs, torch.Tensor):
-        return f"a tensor of shape {tuple(outputs.shape)}"
+        return f"a tensor of shape {_n_first(tuple(outputs.shape)) if few and outputs.dim() else tuple(outputs.shape)}"
     if isinstance(outputs, Mapping):
-        inner = ", ".join(f"{k}: {describe(v) if isinstance(v, torch.Tensor) else type(v).__name__}"
+        inner = ", ".join(f"{k}: {describe(v, few=few) if isinstance(v, torch.Tensor) else type(v).__name__}"
                           for k, v in list(outputs.items())[:6])
         return f"{type(outputs).__name__}({inner})"
     if isinstance(outputs, (tuple, list)):
-        return f"a {type(outputs).__name__} of {len(outputs)} ({', '.join(describe(v) for v in outputs[:4])})"
+        return (f"a {type(outputs).__name__} of {len(outputs)} "
+                f"({', '.join(describe(v, few=few) for v in outputs[:4])})")
     return type(outputs).__name__
 
 
@@ -650,7 +653,7 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     if not isinstance(targets, torch.Tensor):  # (labels, sample weights), a multi-task dict: crashed here (trial s46)
         first = "y[0]" if isinstance(targets, (tuple, list)) else f"y[{next(iter(targets), 'key')!r}]" if isinstance(
             targets, Mapping) else "y.labels"
-        return (f"the targets are {describe(targets)}, not one tensor of class indices, so which of them the logits "
+        return (f"the targets are {describe(targets, few=True)}, not one tensor of class indices, so which of them the logits "
                 f"predict is not known; pass metrics= naming it, e.g. {{'accuracy': lambda out, y: "
                 f"(out.argmax(1) == {first}).float().mean()}}")
     zero_one = bool(((targets == 0) | (targets == 1)).all())
@@ -658,10 +661,10 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
         if targets.is_floating_point() and not zero_one:  # a regression's, whatever its outputs (trial s41)
             return NOT_CLASS_INDICES
         if ambiguous_logits(outputs):  # a tuple or dict of outputs (trial s38)
-            return (f"several tensors could be the logits in the outputs ({describe(outputs)}); pass metrics= to name "
+            return (f"several tensors could be the logits in the outputs ({describe(outputs, few=True)}); pass metrics= to name "
                     "them, e.g. metrics={'accuracy': lambda out, y: (out[0].argmax(1) == y).float().mean()} with the "
                     "logits' index or key")
-        return f"no logits found in the outputs ({describe(outputs)}); pass metrics= to name them"
+        return f"no logits found in the outputs ({describe(outputs, few=True)}); pass metrics= to name them"
     shape, got = _n_first(tuple(logits.shape)), _n_first(tuple(targets.shape))
     several = logits.ndim >= 2 and logits.shape[1] >= 2
     if several and _class_probabilities(logits, targets.float()) and (targets.is_floating_point() or zero_one):

@@ -1261,7 +1261,8 @@ def test_tuple_or_dict_targets_run_with_the_accuracy_skipped_and_said(recwarn):
 
     d = lnb.random_directions(model, n=1, seed=0)
     for targets, first in (((y, w), r"y\[0\]"), ({"cls": y, "w": w}, r"y\['cls'\]")):
-        with pytest.warns(UserWarning, match=r"accuracy skipped: the targets are .*, not one tensor of class indices"
+        with pytest.warns(UserWarning, match=r"accuracy skipped: the targets are .*a tensor of shape \(N,\).*, not "
+                                             r"one tensor of class indices"
                                              rf".*\(out.argmax\(1\) == {first}\)"):
             surf = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), loss_fn=weighted)
         assert surf.metrics == {}
