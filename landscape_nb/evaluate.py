@@ -313,12 +313,14 @@ def far_outputs_disagreement(fn: Callable, out, targets, pair: list, weights: tu
 
     w1, w2, _ = weights
     for scale in FAR_SCALES:
-        mixed = map_outputs(moved_by(scale), out)
+        with torch.no_grad():  # a loss reading the model's parameters: torch's "requires_grad ... to a scalar"
+            mixed = map_outputs(moved_by(scale), out)
         try:
-            whole = float(fn(mixed, targets))
-            parts = [float(fn(map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed,
-                                          every_tensor=True), yb)) for s, (_, yb) in zip((slice(0, None, 2),
-                                                                                          slice(1, None, 2)), pair)]
+            with torch.no_grad():
+                whole = float(fn(mixed, targets))
+                parts = [float(fn(map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed,
+                                              every_tensor=True), yb)) for s, (_, yb) in zip((slice(0, None, 2),
+                                                                                              slice(1, None, 2)), pair)]
         except Exception:  # noqa: BLE001, S112 - e.g. probabilities moved out of [0, 1]: nothing to tell here
             continue
         if not all(math.isfinite(v) for v in (whole, *parts)):
@@ -360,31 +362,36 @@ def weighing_labels(inputs, targets) -> torch.Tensor | None:
 
 def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: torch.Tensor | None = None) -> list:
     """What a loss or metric whose batches are not means over samples may average over instead, in the order
-    tried (``kept_mean_rule``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("ignore", v),
-    the targets other than v and -100, for v = -100 (``F.cross_entropy``'s default, a model's own loss over
-    padded labels), the value a probe found the loss gives no gradient (``probed_ignore``), another negative
-    label or 255 the targets hold (a void or padding label), 0 (a padding id); ("shifted", -100), the labels other
-    than -100 after each sequence's first (a causal language model's own next-token loss), second; last, for dict
-    inputs holding an ``"attention_mask"``, ("mask", "attention_mask"), the positions it keeps (a token loss masked
-    by it, whatever the labels hold there); then
-    ("weights", w), each target
-    weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
-    ``metrics.class_weights``), tried first. For float targets holding NaN (missing values a loss leaves out,
-    ``((out - y)[~y.isnan()] ** 2).mean()``): ("finite", None), the values not missing. None (an empty list) for
-    other targets."""
-    masked = ([("mask", MASK_KEY)] if all(isinstance(xb, Mapping) and isinstance(xb.get(MASK_KEY), torch.Tensor)
-                                          for pair in pairs for xb, _ in pair) else [])
+    tried (``kept_mean_rule``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("weights", w),
+    each target weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
+    ``metrics.class_weights``), first; ("ignore", v), the targets other than v and -100, for v = -100
+    (``F.cross_entropy``'s default, a model's own loss over padded labels), the value a probe found the loss
+    gives no gradient (``probed_ignore``), another negative label or 255 the targets hold (a void or padding
+    label), 0 (a padding id); ("shifted", -100), the labels other than -100 after each sequence's first (a causal
+    language model's own next-token loss), second among those; ("rows", -100), the samples holding a label other
+    than -100 (a mean of per-sequence means, sequences of padding alone left out); last, for dict inputs holding
+    an ``"attention_mask"``, ("mask", "attention_mask") and ("mask-shifted", "attention_mask"), the positions it
+    keeps, all or after each sequence's first (a token loss masked by it, whatever the labels hold there). For
+    float targets holding NaN (missing values a loss leaves out, ``((out - y)[~y.isnan()] ** 2).mean()``):
+    ("finite", None), the values not missing, and ("rows-finite", None), the samples holding one. None (an empty
+    list) for other targets."""
+    masked = ([("mask", MASK_KEY), ("mask-shifted", MASK_KEY)]
+              if all(isinstance(xb, Mapping) and isinstance(xb.get(MASK_KEY), torch.Tensor)
+                     for pair in pairs for xb, _ in pair) else [])
     labels = [weighing_labels(xb, yb) for pair in pairs for xb, yb in pair]
     if any(t is None for t in labels):
         return masked
     if any(t.is_floating_point() for t in labels):  # a mean over the values not missing (NaN), trial s46
         missing = all(t.is_floating_point() for t in labels) and any(not bool(torch.isfinite(t).all()) for t in labels)
-        return ([("finite", None)] if missing else []) + masked
+        rows = [("rows-finite", None)] if all(t.dim() >= 2 for t in labels) else []
+        return ([("finite", None), *rows] if missing else []) + masked
     held = torch.unique(torch.cat([t.reshape(-1) for t in labels])).tolist()
     others = [v for v in held if (v < 0 or v == 255) and v != -100][:2]
     rules: list = [("ignore", v) for v in dict.fromkeys([-100, probed_ignore, *others, 0]) if v is not None]
     if all(t.dim() >= 2 and t.shape[-1] > 1 for t in labels):  # a causal LM's own loss over labels[..., 1:]
         rules.insert(1, ("shifted", -100))  # (its logits[..., :-1, :] predict them): 1.6e-3 off in batches of 8, s47
+    if all(t.dim() >= 2 for t in labels):  # a mean over samples of each one's mean over its kept targets, samples
+        rules.append(("rows", -100))  # keeping none left out: weighted by tokens, 3.4e-4 off, unwarned (trial s47)
     # the class weights its gradient shows first: a class weighted 0 is not ignored (beside label smoothing it adds
     # to the numerator), and -100 fitted the checked samples by chance where it counted that class (re-trial s43)
     return ([("weights", probed_weights)] if probed_weights is not None else []) + rules + masked
@@ -400,8 +407,15 @@ def kept_denominator(rule: tuple, targets: torch.Tensor | None, inputs=None) -> 
     kind, value = rule
     if kind == "mask":  # the positions the inputs' attention mask keeps (a token loss masked by it, trial s47)
         return (inputs[value] != 0).sum()
+    if kind == "mask-shifted":  # those a next-token loss masked by it predicts: all but each sequence's first
+        return (inputs[value][..., 1:] != 0).sum()
     if kind == "finite":
         return torch.isfinite(targets).sum()
+    if kind == "rows-finite":  # the samples with any target not missing
+        return torch.isfinite(targets.reshape(len(targets), -1)).any(1).sum()
+    if kind == "rows":  # the samples with any target other than the value and -100
+        flat = targets.reshape(len(targets), -1)
+        return ((flat != value) & (flat != -100)).any(1).sum()
     if kind == "shifted":  # the labels a next-token loss predicts: all but each sequence's first
         return (targets[..., 1:] != value).sum()
     if kind == "weights":
@@ -421,6 +435,12 @@ def kept_rule_words(rule: tuple) -> str:
         return "their labels other than -100 after each sequence's first (a next-token loss)"
     if kind == "mask":
         return f"the positions their inputs' {value!r} keeps"
+    if kind == "mask-shifted":
+        return f"the positions their inputs' {value!r} keeps after each sequence's first (a next-token loss)"
+    if kind == "rows-finite":
+        return "their samples holding a target not missing (a mean of per-sample means)"
+    if kind == "rows":
+        return f"their samples holding a target other than {value} (a mean of per-sample means)"
     return f"their targets' class weights {[round(float(v), 6) for v in value]}"
 
 
@@ -428,12 +448,54 @@ def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple
     """The first of ``rules`` (``kept_rules``) whose counts weigh the parts' values of each split into its
     whole's to ``tol`` (``triples``: (whole, first, second) values, one for each pair of ``pairs``, in order);
     None where none does (or a split keeps nothing under it)."""
+    return next(iter(kept_mean_rules(triples, pairs, tol, rules)), None)
+
+
+def kept_mean_rules(triples: list, pairs: list, tol: float, rules: list) -> list:
+    """Every one of ``rules`` that ``kept_mean_rule`` would take, in order."""
+    found = []
     for rule in rules:
         kept = [(*(float(kept_denominator(rule, weighing_labels(xb, yb), xb)) for xb, yb in pair), True)
                 for pair in pairs]
         ts, ws = judged(triples, kept, rule[0] == "weights")
         if ts and all(w1 + w2 for w1, w2, _ in ws) and first_disagreement(ts, ws, tol) is None:
-            return rule
+            found.append(rule)
+    return found
+
+
+def chunk_triples(model: nn.Module, ev: EvalData, split: Callable, fn: Callable, size: int, device) -> list:
+    """``fn``'s values at the model on the whole set in chunks of ``size`` samples in the data's order, each with
+    those of its two halves: ``[((whole, first, second), [(inputs, targets) of each half]), ...]`` (chunks of
+    fewer than 2 samples left out). What ``fits_every_chunk`` weighs: the checks of a batch mean look at up to
+    256 samples spread over the set (as few as 8 with a small batch_size), which a label the loss leaves out in 10
+    of 600 sequences, or sequences of padding alone beside single-token ones, passed unseen, and the batches
+    were weighted by a rule those break: 1.2e-3 and 3.4e-4 off, unwarned (trial s47). Two passes over the set."""
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, ev.n - 1, size):
+            idx = torch.arange(start, min(start + size, ev.n), device=device)
+            half = len(idx) // 2
+            parts = [split(ev.take(idx[:half]).tree), split(ev.take(idx[half:]).tree)]
+            xw, yw = split(ev.take(idx).tree)
+            values = (float(fn(call_model(model, xw), yw)), *(float(fn(call_model(model, x), y)) for x, y in parts))
+            out.append((values, parts))
+    return out
+
+
+def fits_every_chunk(chunks: list, rule: tuple | None, tol: float) -> tuple[float, float, int] | None:
+    """None where ``rule`` (``kept_rules``; None: the samples) weighs the halves' values of each of ``chunks``
+    (``chunk_triples``) into the chunk's own to ``tol``; else (whole, weighted mean of its halves, chunk number)
+    of the first that it does not."""
+    for k, (values, parts) in enumerate(chunks):
+        if rule is None:
+            weights = (float(batch_len(parts[0][0])), float(batch_len(parts[1][0])), False)
+        else:
+            weights = (*(float(kept_denominator(rule, weighing_labels(x, y), x)) for x, y in parts), True)
+            if rule[0] == "weights" and not (weights[0] and weights[1]):
+                continue  # a part of classes weighted 0 still counts beside label smoothing (``judged``)
+        found = first_disagreement([values], [weights], tol)
+        if found is not None:
+            return found[0], found[1], k
     return None
 
 
@@ -745,6 +807,11 @@ class Evaluator(SpeedChoices):
         #: id of a loss or metric -> what its batches are found to be means over (``_kept_mean``): ("ignore", v),
         #: the targets other than v and -100, or ("weights", w), weighted by class; read by ``_denominator``
         self._kept: dict[int, tuple[str, object]] = {}
+        #: the loss's values on the set's chunks (``_chunks``), and the first rule found on the spread samples that
+        #: those broke, with where (said where the loss is then weighted by samples)
+        self._chunk_values: list | None = None
+        self._chunk_size = 0
+        self._rule_missed: tuple | None = None
         loss_state = StateSnapshot(self.loss_fn)
         self.metric_fns = self._validate(metrics, attributes, loss_state)
         self._fixed_batching = False
@@ -1231,6 +1298,13 @@ class Evaluator(SpeedChoices):
                            "bends only where the loss is large)")
                     culprit = "the loss"
                     break
+            if disagreement is None and column == 0 and not weights[1][2]:  # the whole set's chunks too (s47)
+                off = fits_every_chunk(self._chunks(tol), None, tol)
+                if off is not None:
+                    why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: "
+                           f"{self._chunk_words(off)}, though it was on {m} samples spread over the set")
+                    culprit = "the loss"
+                    break
             if disagreement is None:
                 continue
             if not weights[0][2] and self._kept_mean(fns[name], triples, pairs, tol, loss=column == 0):
@@ -1244,11 +1318,14 @@ class Evaluator(SpeedChoices):
                        f"spread over the set, {mean:.7g} from two parts of them run apart, so each value depends on "
                        "how the samples are batched")
             else:
+                missed = self._rule_missed if column == 0 else None
                 why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: {whole:.7g} on {m} "
                        f"samples spread over the set, {mean:.7g} from two parts of them, nor a mean over the targets "
                        "other than a padding label (-100, a value its gradient ignores, a negative label, 255 or 0) "
                        "or weighted by class weights its gradient shows (e.g. a normalisation by the batch, a mean "
-                       "over targets masked otherwise, or outputs that depend on the batch)")
+                       "over targets masked otherwise, or outputs that depend on the batch)"
+                       + ("" if missed is None else f"; weighted by {kept_rule_words(missed[0])} it fitted those "
+                          f"samples but not the whole set's: {self._chunk_words(missed[1])}"))
             break
         if why is None:
             return
@@ -1373,10 +1450,39 @@ class Evaluator(SpeedChoices):
         for the loss, the class weights its gradient gives (``_probed_weights``: a function's ``weight=``,
         which cannot be read): its batches then weigh ``Σ w[y]``, as ``nn.CrossEntropyLoss(weight=...)``'s do."""
         rules = kept_rules(pairs, self._probed_ignore, self._probed_weights if loss else None)
-        rule = kept_mean_rule(triples, _mixed_splits(pairs), tol, rules)  # in the order triples has them
-        if rule is not None:
-            self._kept[id(fn)] = rule
-        return rule is not None
+        found = kept_mean_rules(triples, _mixed_splits(pairs), tol, rules)  # in the order triples has them
+        if loss:  # the first that fits every chunk of the set too (few samples checked: trial s47)
+            for rule in found:
+                off = fits_every_chunk(self._chunks(tol), rule, tol)
+                if off is None:
+                    found = [rule]
+                    break
+                self._rule_missed = self._rule_missed or (rule, off)
+            else:
+                found = []
+        if found:
+            self._kept[id(fn)] = found[0]
+        return bool(found)
+
+    def _chunks(self, tol: float) -> list:
+        """The loss's values at the model on the set's chunks and their halves (``chunk_triples``), once: chunks of
+        the given batch size (8 at least), else of ``SPREAD_SAMPLES``; empty where they fail (e.g. out of memory)."""
+        if self._chunk_values is None:
+            given = self.settings.batch_size
+            self._chunk_size = max(min(given or SPREAD_SAMPLES, self.n_samples), CHECKED_AT_LEAST)
+            try:
+                self._chunk_values = chunk_triples(self.model, self._data, self._split, self.loss_fn,
+                                                   self._chunk_size, self.device)
+            except Exception:  # noqa: BLE001 - the checks on the spread samples stand alone
+                self._chunk_values = []
+        return self._chunk_values
+
+    def _chunk_words(self, off: tuple) -> str:
+        """A chunk ``fits_every_chunk`` found off, in words."""
+        whole, mean, k = off
+        return (f"{whole:.7g} at the model itself on samples {k * self._chunk_size} to "
+                f"{min((k + 1) * self._chunk_size, self.n_samples) - 1} of the set (in its order), {mean:.7g} from "
+                "their two halves")
 
     def _stacked_values(self, out, yb) -> torch.Tensor:
         """Loss and metrics of one batch as one tensor (1 + n_metrics,)."""

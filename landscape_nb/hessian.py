@@ -46,9 +46,10 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, non_
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
-                       class_weighting, data_key, first_disagreement, holds_padding, judged, kept_denominator,
-                       kept_mean_rule, kept_rule_words, kept_rules, part_weights, refuse_sums, refuse_sums_spread,
-                       split_positions, spread_splits, weighed_batches, weighing_labels)
+                       chunk_triples, class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
+                       judged, kept_denominator, kept_mean_rules, kept_rule_words, kept_rules, part_weights,
+                       refuse_sums, refuse_sums_spread, split_positions, spread_splits, weighed_batches,
+                       weighing_labels)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -465,13 +466,21 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
         triples = [(whole, *(float(loss_fn(call_model(model, xb), yb)) for xb, yb in pair)) for pair in pairs]
     weights = [part_weights(loss_fn, pair, m, at) for pair, at in zip(pairs, split_positions(m))]
     disagreement = first_disagreement(*judged(triples, weights, class_weighting(loss_fn) is not None), tol)
+    chunks = None
     if disagreement is None:
-        return None
+        if weights[0][2]:  # weights known: exact
+            return None
+        chunks = _chunks_or_none(model, ev, split, loss_fn, size, device)
+        off = fits_every_chunk(chunks, None, tol)  # the whole set's chunks too, as compute_surface's (trial s47)
+        if off is None:
+            return None
+        disagreement = (off[0], off[1], False)
     whole, mean, known = disagreement
     if not known:
-        rule = kept_mean_rule(triples, pairs, tol, kept_rules(pairs, probed_ignore, probed_weights))
-        if rule is not None:
-            return rule
+        for rule in kept_mean_rules(triples, pairs, tol, kept_rules(pairs, probed_ignore, probed_weights)):
+            chunks = _chunks_or_none(model, ev, split, loss_fn, size, device) if chunks is None else chunks
+            if fits_every_chunk(chunks, rule, tol) is None:
+                return rule
     warn_user(
         f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
         f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts "
@@ -481,6 +490,14 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
         f"loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose batches' "
         f"sample-weighted mean is it: {MEAN_LOSS_FIX}")
     return None
+
+
+def _chunks_or_none(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int, device) -> list:
+    """``evaluate.chunk_triples`` of the loss in chunks of ``size`` (8 at least); empty where they fail."""
+    try:
+        return chunk_triples(model, ev, split, loss_fn, max(min(size, ev.n), CHECKED_AT_LEAST), device)
+    except Exception:  # noqa: BLE001 - e.g. out of memory: the spread samples' checks stand alone
+        return []
 
 
 def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):
@@ -641,9 +658,10 @@ def hessian_eigenvalues(model: nn.Module, data, loss_fn=None, *, k: int = 1, whi
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values (a
-        loss summed over the batch, whose values would follow it, is refused; one that is not a
-        mean over samples, such as a mean over kept tokens, gets a ``UserWarning``: the batches are
-        then weighted by samples).
+        loss summed over the batch, whose values would follow it, is refused; a mean over kept
+        tokens, values not missing, or the like has its batches weighted by those, as
+        ``compute_surface``'s; any other mean gets a ``UserWarning``: the batches are then weighted
+        by samples).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -755,9 +773,10 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values (a
-        loss summed over the batch, whose values would follow it, is refused; one that is not a
-        mean over samples, such as a mean over kept tokens, gets a ``UserWarning``: the batches are
-        then weighted by samples).
+        loss summed over the batch, whose values would follow it, is refused; a mean over kept
+        tokens, values not missing, or the like has its batches weighted by those, as
+        ``compute_surface``'s; any other mean gets a ``UserWarning``: the batches are then weighted
+        by samples).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
@@ -910,9 +929,10 @@ def hessian_trace(model: nn.Module, data, loss_fn=None, *, n_samples: int = 64, 
         Use a fixed-seed subset of this many samples (fewer samples: cheaper products).
     batch_size : int, optional
         Samples per forward/backward pass (default: all at once); changes memory, not values (a
-        loss summed over the batch, whose values would follow it, is refused; one that is not a
-        mean over samples, such as a mean over kept tokens, gets a ``UserWarning``: the batches are
-        then weighted by samples).
+        loss summed over the batch, whose values would follow it, is refused; a mean over kept
+        tokens, values not missing, or the like has its batches weighted by those, as
+        ``compute_surface``'s; any other mean gets a ``UserWarning``: the batches are then weighted
+        by samples).
     target_key : str or int, optional
         Where the targets are in dict (or long tuple) batches; see ``data.read_data``.
     progress : bool
