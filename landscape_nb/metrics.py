@@ -1073,28 +1073,36 @@ def class_weights(loss_fn: Callable, outputs, targets: torch.Tensor | None,
     class the set holds is not among them."""
     logits = find_logits(outputs)
     if (logits is None or logits is not outputs or not isinstance(targets, torch.Tensor) or targets.is_floating_point()
-            or targets.is_complex() or logits.ndim != targets.ndim + 1 or len(logits) != len(targets)
-            or tuple(logits.shape[2:]) != tuple(targets.shape[1:])):  # classes along dim 1, as probe_targets reads
+            or targets.is_complex() or logits.ndim != targets.ndim + 1 or len(logits) != len(targets)):
         return None
-    n_classes = logits.shape[1]
+    if tuple(logits.shape[2:]) == tuple(targets.shape[1:]):  # classes along dim 1, as probe_targets reads
+        dim = 1
+    elif targets.ndim >= 2 and tuple(logits.shape[:-1]) == tuple(targets.shape):  # on the last: (N, L, C) token
+        dim = -1  # logits a loss flattens itself (weight= on them was weighted by samples, 1.9e-2 off, trial s47)
+    else:
+        return None
+    n_classes = logits.shape[dim]
     every = every_target if isinstance(every_target, torch.Tensor) else targets
     each = torch.arange(n_classes, device=logits.device).repeat(2).view(-1, *[1] * (targets.ndim - 1))
-    weights = _class_weights_on(loss_fn, logits.new_zeros((len(each), n_classes, *[1] * (targets.ndim - 1))),
-                                each.to(targets.dtype))
+    ones = [1] * (targets.ndim - 1)
+    weights = _class_weights_on(loss_fn, logits.new_zeros((len(each), *ones, n_classes) if dim == -1 else
+                                                          (len(each), n_classes, *ones)), each.to(targets.dtype), dim)
     if weights is None and tuple(every.shape[1:]) == tuple(targets.shape[1:]):  # the loss needs the data's shape
         m = max(1, min(len(every), PROBE_ELEMENTS // max(1, logits[:1].numel())))
         picked = torch.linspace(0, len(every) - 1, m).round().long().unique()
         spread = every[picked.to(every.device)].to(logits.device)
-        weights = _class_weights_on(loss_fn, logits.new_zeros((len(spread), *logits.shape[1:])), spread)
+        weights = _class_weights_on(loss_fn, logits.new_zeros((len(spread), *logits.shape[1:])), spread, dim)
         held = torch.unique(every[(every >= 0) & (every < n_classes)])
         if weights is not None and not bool(torch.isin(held.to(spread.device), torch.unique(spread)).all()):
             return None  # a class the set holds whose weight was not read
     return weights
 
 
-def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-    """``class_weights`` read at the all-zero logits ``zero`` (a fresh tensor, differentiated) for ``targets``."""
-    n_classes = zero.shape[1]
+def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tensor, dim: int = 1
+                      ) -> torch.Tensor | None:
+    """``class_weights`` read at the all-zero logits ``zero`` (a fresh tensor, differentiated; classes along
+    ``dim``) for ``targets``."""
+    n_classes = zero.shape[dim]
     kept = (targets >= 0) & (targets < n_classes)
     if not bool(kept.any()):
         return None
@@ -1107,7 +1115,7 @@ def _class_weights_on(loss_fn: Callable, zero: torch.Tensor, targets: torch.Tens
         return None
     if grad is None or not bool(torch.isfinite(grad).all()):
         return None
-    g = grad.double().movedim(1, -1).reshape(-1, n_classes)[kept.reshape(-1)]  # (kept positions, classes)
+    g = grad.double().movedim(dim, -1).reshape(-1, n_classes)[kept.reshape(-1)]  # (kept positions, classes)
     y = targets[kept].reshape(-1).long()
     if n_classes >= 3 and bool((y != y[0]).any()):
         # label smoothing adds (ε/C)(W/C - w_k) / Σw[y] to every logit k of every position, which the target's

@@ -1460,13 +1460,20 @@ def test_batch_weights_found_on_few_samples_are_checked_on_every_chunk_of_the_se
     for i in (5, 6, 7, 101, 102, 103, 104, 105, 106, 107):
         tagged[i][tagged[i] != -100] = 3
 
-    def no_tag_3(out, t):
+    def no_tag_3(out, t):  # a class weighted 0, which the class weights read on the logits show: exact
         return F.cross_entropy(out.reshape(-1, 5), t.masked_fill(t == 3, -100).reshape(-1))
 
-    with pytest.warns(UserWarning, match=r"weighted by their targets other than -100 and -100 it fitted those samples "
-                                         r"but not the whole set's: .* at the model itself on samples \d+ to \d+ of "
-                                         r"the set .*values are weighted means over batches of 8"):
-        _surface_and_naive(model, (x, tagged), no_tag_3, batch_size=8)
+    surf, want = _surface_and_naive(model, (x, tagged), no_tag_3, batch_size=8)
+    np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
+
+    def no_first_tag_3(out, t):  # tag 3 left out at the first position only: no class weight, no rule
+        first = torch.where(t[:, :1] == 3, -100, t[:, :1])
+        return F.cross_entropy(out.reshape(-1, 5), torch.cat([first, t[:, 1:]], 1).reshape(-1))
+
+    with pytest.warns(UserWarning, match=r"weighted by their .* it fitted those samples but not the whole set's: .* at "
+                                         r"the model itself on samples \d+ to \d+ of the set .*values are weighted "
+                                         r"means over batches of 8"):
+        _surface_and_naive(model, (x, tagged), no_first_tag_3, batch_size=8)
 
     y[40:60] = -100  # sequences of padding alone
 
@@ -1496,6 +1503,27 @@ def test_batch_weights_found_on_few_samples_are_checked_on_every_chunk_of_the_se
     surf, want = _surface_and_naive(regression, (xr, r), per_sample_nan, batch_size=8)
     np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
     assert not [w for w in recwarn if "weighted means" in str(w.message)]
+
+
+def test_class_weights_of_a_token_loss_flattening_its_logits_weigh_its_batches():
+    """F.cross_entropy(o.reshape(-1, C), t.reshape(-1), weight=w) on (N, L, C) token logits: the class weights were
+    read on logits with the classes on dim 1 only, so its batches were weighted by samples (warned, 1.9e-2 off),
+    and with a class weighted 0 small batches were refused (trial s47). Read on the last dim too: exact, a class
+    weighted 0 and padding included, with label smoothing too, in batches of 3."""
+    model = _TokenTagger().eval()
+    x, y = _padded_tags(n=120)
+    y = torch.where(y == -100, y, torch.sort(y, dim=0).values)  # label-sorted-ish
+    for w, smoothing in (([0.5, 1.0, 2.0, 1.0, 1.0], 0.0), ([0.0, 1.0, 2.0, 1.0, 1.0], 0.0),
+                         ([0.5, 1.0, 2.0, 1.0, 1.0], 0.1)):
+        weight = torch.tensor(w)
+
+        def flat_weighted(out, t, weight=weight, smoothing=smoothing):
+            return F.cross_entropy(out.reshape(-1, 5), t.reshape(-1), weight=weight, label_smoothing=smoothing)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            surf, want = _surface_and_naive(model, (x, y), flat_weighted, batch_size=3)
+        np.testing.assert_allclose(surf.loss, want, rtol=1e-5)
 
 
 def test_a_capped_loss_active_at_the_model_on_part_of_a_large_set_is_found_on_its_chunks():
