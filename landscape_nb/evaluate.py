@@ -371,13 +371,17 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     language model's own next-token loss), second among those; ("rows", -100), the samples holding a label other
     than -100 (a mean of per-sequence means, sequences of padding alone left out); last, for dict inputs holding
     an ``"attention_mask"``, ("mask", "attention_mask") and ("mask-shifted", "attention_mask"), the positions it
-    keeps, all or after each sequence's first (a token loss masked by it, whatever the labels hold there). For
+    keeps, all or after each sequence's first (a token loss masked by it, whatever the labels hold there), and
+    ("sample-weights", k) for each leaf k of tuple or dict targets that can be sample weights (``Σ loss·w / Σ w``,
+    weighted by ``Σ w``). For
     float targets holding NaN (missing values a loss leaves out, ``((out - y)[~y.isnan()] ** 2).mean()``):
     ("finite", None), the values not missing, and ("rows-finite", None), the samples holding one. None (an empty
     list) for other targets."""
     masked = ([("mask", MASK_KEY), ("mask-shifted", MASK_KEY)]
               if all(isinstance(xb, Mapping) and isinstance(xb.get(MASK_KEY), torch.Tensor)
                      for pair in pairs for xb, _ in pair) else [])
+    common = set.intersection(*(_sample_weight_leaves(yb) for pair in pairs for _, yb in pair)) if pairs else set()
+    masked += [("sample-weights", k) for k in sorted(common)]  # Σ loss·w / Σ w with (y, w) targets (trial s47)
     labels = [weighing_labels(xb, yb) for pair in pairs for xb, yb in pair]
     if any(t is None for t in labels):
         return masked
@@ -399,6 +403,25 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
 
 #: the inputs' entry a token loss may average over instead of labels (``("mask", MASK_KEY)``, ``kept_rules``)
 MASK_KEY = "attention_mask"
+
+
+def rule_weight(rule: tuple, inputs, targets) -> torch.Tensor:
+    """What a batch of ``(inputs, targets)`` weighs under ``rule`` (``kept_rules``): the sum of its sample weights
+    for ("sample-weights", k), the k-th leaf of its targets; else ``kept_denominator`` of its labels."""
+    if rule[0] == "sample-weights":
+        return tree_leaves(targets)[rule[1]][1].sum()
+    return kept_denominator(rule, weighing_labels(inputs, targets), inputs)
+
+
+def _sample_weight_leaves(targets) -> set[int]:
+    """The positions, in ``tree_leaves`` order, of the leaves of tuple or dict ``targets`` that can be sample
+    weights: float, one value per sample, finite and not negative."""
+    if isinstance(targets, torch.Tensor) or targets is None:
+        return set()
+    leaves = [t for _, t in tree_leaves(targets)]
+    n = len(leaves[0]) if leaves and leaves[0].dim() else -1
+    return {k for k, t in enumerate(leaves) if t.is_floating_point() and t.dim() in (1, 2) and len(t) == n
+            and t.numel() == n and bool(torch.isfinite(t).all()) and bool((t >= 0).all())}
 
 
 def kept_denominator(rule: tuple, targets: torch.Tensor | None, inputs=None) -> torch.Tensor:
@@ -441,6 +464,8 @@ def kept_rule_words(rule: tuple) -> str:
         return "their samples holding a target not missing (a mean of per-sample means)"
     if kind == "rows":
         return f"their samples holding a target other than {value} (a mean of per-sample means)"
+    if kind == "sample-weights":
+        return f"the sum of their sample weights (the targets' leaf {value})"
     return f"their targets' class weights {[round(float(v), 6) for v in value]}"
 
 
@@ -455,7 +480,7 @@ def kept_mean_rules(triples: list, pairs: list, tol: float, rules: list) -> list
     """Every one of ``rules`` that ``kept_mean_rule`` would take, in order."""
     found = []
     for rule in rules:
-        kept = [(*(float(kept_denominator(rule, weighing_labels(xb, yb), xb)) for xb, yb in pair), True)
+        kept = [(*(float(rule_weight(rule, xb, yb)) for xb, yb in pair), True)
                 for pair in pairs]
         ts, ws = judged(triples, kept, rule[0] == "weights")
         if ts and all(w1 + w2 for w1, w2, _ in ws) and first_disagreement(ts, ws, tol) is None:
@@ -490,7 +515,7 @@ def fits_every_chunk(chunks: list, rule: tuple | None, tol: float) -> tuple[floa
         if rule is None:
             weights = (float(batch_len(parts[0][0])), float(batch_len(parts[1][0])), False)
         else:
-            weights = (*(float(kept_denominator(rule, weighing_labels(x, y), x)) for x, y in parts), True)
+            weights = (*(float(rule_weight(rule, x, y)) for x, y in parts), True)
             if rule[0] == "weights" and not (weights[0] and weights[1]):
                 continue  # a part of classes weighted 0 still counts beside label smoothing (``judged``)
         found = first_disagreement([values], [weights], tol)
@@ -1436,7 +1461,7 @@ class Evaluator(SpeedChoices):
         weights."""
         known = batch_denominator(fn, targets)
         rule = self._kept.get(id(fn)) if known is None else None
-        return known if rule is None else kept_denominator(rule, weighing_labels(inputs, targets), inputs)
+        return known if rule is None else rule_weight(rule, inputs, targets)
 
     def _kept_mean(self, fn, triples: list, pairs: list, tol: float, *, loss: bool) -> bool:
         """Whether ``fn`` (the loss where ``loss``, else a metric), whose batches are not means over samples

@@ -47,9 +47,8 @@ from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
                        chunk_triples, class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
-                       judged, kept_denominator, kept_mean_rules, kept_rule_words, kept_rules, part_weights,
-                       refuse_sums, refuse_sums_spread, split_positions, spread_splits, weighed_batches,
-                       weighing_labels)
+                       judged, kept_mean_rules, kept_rule_words, kept_rules, part_weights, refuse_sums,
+                       refuse_sums_spread, rule_weight, split_positions, spread_splits, weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -207,7 +206,7 @@ class HessianOperator:
         # each batch's share of the mean: of the targets the loss keeps (padded tokens: metrics.batch_denominator;
         # a function's or the model's own loss found to leave a padding label out: _kept_targets_rule)
         dens = [batch_denominator(self.loss_fn, yb) if kept is None else
-                kept_denominator(kept, weighing_labels(xb, yb), xb) for xb, yb in self.batches]
+                rule_weight(kept, xb, yb) for xb, yb in self.batches]
         if any(d is None for d in dens) or float(sum(dens)) == 0.0:
             dens = [batch_len(xb) for xb, _ in self.batches]
         self._shares = [float(d) / float(sum(dens)) for d in dens]

@@ -1269,6 +1269,13 @@ def test_tuple_or_dict_targets_run_with_the_accuracy_skipped_and_said(recwarn):
         for i, a in enumerate((-1.0, 0.0, 1.0)):
             with torch.no_grad():
                 assert surf.loss[i] == pytest.approx(float(weighted(perturbed(model, d, a)(x), targets)), rel=1e-5)
+    # in batches, weighted by their sum of sample weights (by samples before, 3e-3 off and warned, trial s47)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        surf = lnb.compute_surface(model, (x, (y, w)), d, x=(-1, 1, 3), loss_fn=weighted, batch_size=5, metrics={})
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            assert surf.loss[i] == pytest.approx(float(weighted(perturbed(model, d, a)(x), (y, w))), rel=1e-5)
     acc = {"accuracy": lambda out, t: (out.argmax(1) == t[0]).float().mean()}
     surf = lnb.compute_surface(model, (x, (y, w)), d, x=(-1, 1, 3), loss_fn=weighted, metrics=acc)
     with torch.no_grad():
