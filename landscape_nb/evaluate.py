@@ -447,26 +447,25 @@ def kept_denominator(rule: tuple, targets: torch.Tensor | None, inputs=None) -> 
     return ((targets != value) & (targets != -100)).sum()
 
 
+#: each kind of ``kept_rules``' rules in words, ``{value}`` its value (``kept_rule_words``)
+RULE_WORDS = {
+    "ignore": "their targets other than {value} and -100",
+    "finite": "their targets not missing (NaN)",
+    "shifted": "their labels other than -100 after each sequence's first (a next-token loss)",
+    "mask": "the positions their inputs' {value!r} keeps",
+    "mask-shifted": "the positions their inputs' {value!r} keeps after each sequence's first (a next-token loss)",
+    "rows-finite": "their samples holding a target not missing (a mean of per-sample means)",
+    "rows": "their samples holding a target other than {value} (a mean of per-sample means)",
+    "sample-weights": "the sum of their sample weights (the targets' leaf {value})",
+}
+
+
 def kept_rule_words(rule: tuple) -> str:
     """What batches weighted under ``rule`` (``kept_rules``) are weighted by, in words (a Hessian's loss note)."""
     kind, value = rule
-    if kind == "ignore":
-        return f"their targets other than {value} and -100"
-    if kind == "finite":
-        return "their targets not missing (NaN)"
-    if kind == "shifted":
-        return "their labels other than -100 after each sequence's first (a next-token loss)"
-    if kind == "mask":
-        return f"the positions their inputs' {value!r} keeps"
-    if kind == "mask-shifted":
-        return f"the positions their inputs' {value!r} keeps after each sequence's first (a next-token loss)"
-    if kind == "rows-finite":
-        return "their samples holding a target not missing (a mean of per-sample means)"
-    if kind == "rows":
-        return f"their samples holding a target other than {value} (a mean of per-sample means)"
-    if kind == "sample-weights":
-        return f"the sum of their sample weights (the targets' leaf {value})"
-    return f"their targets' class weights {[round(float(v), 6) for v in value]}"
+    if kind == "weights":
+        return f"their targets' class weights {[round(float(v), 6) for v in value]}"
+    return RULE_WORDS[kind].format(value=value)
 
 
 def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple | None:
