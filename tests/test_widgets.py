@@ -2168,6 +2168,18 @@ def test_the_status_line_names_the_new_run_before_its_figure_and_a_refused_runs_
     assert "points/s" not in explorer.status_line.value
 
 
+def test_the_status_lines_speed_at_the_end_is_the_runs_as_the_message_says_it(explorer):
+    """The status line's points/s was the last tile's rate, up to 4.7× off the message's "441 points in 0.955 s"
+    of the same run (trial s47). At the end it is the run's points computed over its seconds."""
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 9, 7
+    assert explorer.compute(wait=True)
+    prov = explorer.surface.provenance
+    rate = prov["points_computed"] / prov["seconds"]
+    assert explorer.state.points_per_s == pytest.approx(rate)
+    assert f"{rate:,.1f} points/s" in explorer.status_line.value
+    assert f"Done: 63 points in {prov['seconds']:.3g} s" in explorer.state.message
+
+
 def test_the_explorer_says_why_the_accuracy_of_targets_of_several_tensors_is_skipped():
     """Targets (labels, sample weights) with a weighted loss: the panel said "the model's outputs are not class
     scores (N, C)" of (N, 3) logits (trial s46); it now says what compute_surface found, and the metric to pass."""

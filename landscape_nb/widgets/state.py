@@ -881,6 +881,10 @@ class ExplorerState(t.HasTraits):
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
         seconds = surf.provenance.get("seconds")
+        computed = surf.provenance.get("points_computed")
+        if isinstance(seconds, float) and seconds > 0 and isinstance(computed, int) and computed:
+            self.points_per_s = computed / seconds  # the run's, as the message's "N points in T s" (the last
+            # tile's rate disagreed with it up to 4.7×, trial s47)
         self._resumable = (self._run_spec, surf) if cancelled and not surf.is_complete and surf.n_done else None
         if cancelled and not surf.is_complete:
             self.status = "cancelled"
