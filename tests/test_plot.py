@@ -933,3 +933,17 @@ def test_a_live_2d_figure_counts_each_lone_point_once(bowl):
     fig = plot.live(part)
     want = f"partial: {int(done.sum())} of {done.size} points; {n_lone} drawn as markers (no computed cell around them)"
     assert _partial_notes(fig) == [want]
+
+
+def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
+    """A contour panel leaves the points above the colour cap blank: 103 of 441 points up to 6.4e4 read as a flat
+    basin under a colorbar saying only "capped at 1.442" (trial s47). It now counts them and says how high they go,
+    counted against the surface's own values."""
+    x = np.linspace(-1, 1, 21)
+    loss = 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2
+    loss[:, 17:] = 6.4e4
+    fig = plot.contour(Surface(x, x, loss))
+    title = fig.data[0].colorbar.title.text
+    cap = float(re.search(r"capped at ([\d.]+)", title).group(1))
+    above = int((loss > cap).sum())
+    assert above == 84 and f"{above} of 441 points above,<br>up to 6.4e+04" in title
