@@ -32,6 +32,7 @@ from .budget import estimate_seconds_per_point
 from .models import ModelShelf, schemes_for, split_of, splits_for
 from .request import (
     MODEL_SCHEMES,
+    SCHEME_LABELS,
     ExplorerSpec,
     RangeChoice,
     check_budget,
@@ -314,6 +315,24 @@ class ExplorerState(t.HasTraits):
                                "explorer.directions)")
         return n
 
+    @t.validate("seed", "max_samples", "time_budget", "rise")
+    def _check_number(self, proposal):
+        """The number boxes' values, refused in words where out of range (the browser's bounded boxes clamped a
+        typed -5 to 0 with no word, and the run then said "time budget 0.0 s", trial s47)."""
+        value, name = proposal["value"], proposal["trait"].name
+        fine, expected = {
+            "seed": (0 <= value < 2**31, "an integer from 0 to 2**31 - 1"),
+            "max_samples": (value >= 0, "0 (every sample) or a positive number of samples"),
+            "time_budget": (math.isfinite(value) and value > 0, "a positive number of seconds (there is no 'no "
+                                                                  "limit' value: for one, give a large budget, e.g. "
+                                                                  "1e7)"),
+            "rise": (math.isfinite(value) and value > 1, "a factor above 1 (the auto range's edge is where the "
+                                                          "loss reaches that many times the centre's)"),
+        }[name]
+        if not fine:
+            raise t.TraitError(f"{name}={value!r}; expected {expected}")
+        return value
+
     @t.validate("cluster")
     def _check_cluster(self, proposal):
         if proposal["value"] not in self.clusters():
@@ -347,8 +366,8 @@ class ExplorerState(t.HasTraits):
         if given is not None:
             check_choice("direction scheme", given, SCHEMES)
         self.schemes = self._offer("scheme", given, tuple(SCHEMES), schemes_for, "random",
-                                   lambda old, why: f"Directions {old!r} do not apply to {self.model_name!r} ({why}); "
-                                                    "now random.")
+                                   lambda old, why: f"Directions '{SCHEME_LABELS.get(old, old)}' do not apply to "
+                                                    f"{self.model_name!r} ({why}); now random.")
 
     def _offer_splits(self, given: str | None = None) -> None:
         """Offer the data splits the picked model has (`splits_for`; both for the zoo's), as `_offer_schemes`
@@ -656,10 +675,16 @@ class ExplorerState(t.HasTraits):
         key = _prepare_key(spec)
         if key in self._prepared:  # only a zoo model's are kept
             return self._prepared[key], None
-        base, directions = make_directions(
-            spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
-            seed=spec.seed, data=None if getattr(entry.example, "train", None) is not None else data,
-            loss_fn=entry.loss_fn, path_data=data, path_settings=EvalSettings(max_samples=spec.max_samples))
+        try:
+            base, directions = make_directions(
+                spec.scheme, entry.model, entry.example, ndim=spec.ndim, norm=spec.norm, ignore=spec.ignore,
+                seed=spec.seed, data=None if getattr(entry.example, "train", None) is not None else data,
+                loss_fn=entry.loss_fn, path_data=data, path_settings=EvalSettings(max_samples=spec.max_samples))
+        except LandscapeError as exc:  # the menu's words, not the API's id ('plane3', trial s47)
+            said, label = f"directions {spec.scheme!r}", SCHEME_LABELS.get(spec.scheme)
+            if label is None or said not in str(exc):
+                raise
+            raise LandscapeError(str(exc).replace(said, f"directions '{label}'")) from exc
         if spec.auto_range and searching is not None:
             searching()
         probed = copy.deepcopy(base)  # auto_range moves its weights (and puts them back)
