@@ -947,3 +947,13 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     cap = float(re.search(r"capped at ([\d.]+)", title).group(1))
     above = int((loss > cap).sum())
     assert above == 84 and f"{above} of 441 points above,<br>up to 6.4e+04" in title
+
+
+def test_a_run_title_shows_a_models_name_as_written_not_as_markup():
+    """A model named "mine <b>bold</b>" was drawn bold in the Explorer's title while its menu showed the name as
+    written (trial s47): the name is escaped, so Plotly shows the characters."""
+    from landscape_nb.plot.figures import run_title
+
+    x = np.linspace(-1, 1, 3)
+    title = run_title(Surface(x, None, x ** 2, provenance={"label": "mine <b>bold</b> & co", "scheme": "random"}))
+    assert title.startswith("mine &lt;b&gt;bold&lt;/b&gt; &amp; co: random")

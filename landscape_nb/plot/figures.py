@@ -6,6 +6,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -303,7 +304,8 @@ def run_title(surface: Surface, split: str | None = None) -> str:
            prov.get("bn_fold") != "no BatchNorm" else "")
     precision = prov.get("precision")
     how += f", {precision}" if precision not in (None, "fp32", "fp64") else ""
-    return f"{prov.get('label', '')}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
+    label = html.escape(str(prov.get("label", "")), quote=False)  # a name with <b>..</b> drew bold (trial s47)
+    return f"{label}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
 
 
 #: how the loss axis's cap note says to draw every value (the CLI's figures say --clip none)
