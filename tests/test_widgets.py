@@ -1014,6 +1014,8 @@ def test_a_compute_on_the_empty_grid_shown_sends_its_title_with_the_first_values
         setattr(fig, f"_send_{kind}_msg", record)
     try:
         assert fig.layout.title.text == "tiny: nothing computed yet"
+        # and no red "partial: 0 of 15 points" under it: nothing was computed (trial s47)
+        assert not [a for a in fig.layout.annotations if a.name == "partial"], fig.layout.annotations
         assert e.compute(wait=True), e.state.message
         assert e.figure is fig and sent, sent
         kind, args = sent[0]

@@ -325,7 +325,11 @@ class Explorer(w.VBox):
         from .. import plot
         from ..plot.live import live_info
 
-        # a preview (the empty grid of the controls, before any run) describes no run
+        from ..plot._common import PARTIAL_NOTE, replace_note
+
+        # a preview (the empty grid of the controls, before any run) describes no run, nor is it a partial one
+        # (its red "partial: 0 of 441 points" sat under "nothing computed yet", trial s47)
+        preview = self.state.surface is None and not surf.n_done
         title = figure_title(surf) if self.state.surface is not None else _nothing_yet(surf.provenance.get("label"))
         # a 2D live figure always has the same two traces: refill it without building another (~40 ms
         # on the kernel's thread at each Compute); a 1D one's traces depend on the metric
@@ -340,8 +344,12 @@ class Explorer(w.VBox):
             # the values, ranges, axis titles and title in one batch (plot.update's own: inside another, its edits
             # of the annotations left an empty one, a stray arrow on the contours, trial s46)
             plot.update(self.figure, surf, log=self.state.log_scale, title=title)
+            if preview:
+                replace_note(self.figure, PARTIAL_NOTE, None)
             _sync_widget_state(self.figure)
             return
+        if preview:
+            replace_note(fig, PARTIAL_NOTE, None)
         self.figure = go.FigureWidget(fig)
         self.figure_box.children = [self.figure]
 
