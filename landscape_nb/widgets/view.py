@@ -323,9 +323,8 @@ class Explorer(w.VBox):
         import plotly.graph_objects as go
 
         from .. import plot
-        from ..plot.live import live_info
-
         from ..plot._common import PARTIAL_NOTE, replace_note
+        from ..plot.live import live_info
 
         # a preview (the empty grid of the controls, before any run) describes no run, nor is it a partial one
         # (its red "partial: 0 of 441 points" sat under "nothing computed yet", trial s47)
