@@ -373,10 +373,9 @@ def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: to
     an ``"attention_mask"``, ("mask", "attention_mask") and ("mask-shifted", "attention_mask"), the positions it
     keeps, all or after each sequence's first (a token loss masked by it, whatever the labels hold there), and
     ("sample-weights", k) for each leaf k of tuple or dict targets that can be sample weights (``Σ loss·w / Σ w``,
-    weighted by ``Σ w``). For
-    float targets holding NaN (missing values a loss leaves out, ``((out - y)[~y.isnan()] ** 2).mean()``):
-    ("finite", None), the values not missing, and ("rows-finite", None), the samples holding one. None (an empty
-    list) for other targets."""
+    weighted by ``Σ w``). For float targets holding NaN (missing values a loss leaves out, ``((out - y)[~y.isnan()]
+    ** 2).mean()``): ("finite", None), the values not missing, and ("rows-finite", None), the samples holding one.
+    None (an empty list) for other targets."""
     masked = ([("mask", MASK_KEY), ("mask-shifted", MASK_KEY)]
               if all(isinstance(xb, Mapping) and isinstance(xb.get(MASK_KEY), torch.Tensor)
                      for pair in pairs for xb, _ in pair) else [])
