@@ -313,10 +313,9 @@ def far_outputs_disagreement(fn: Callable, out, targets, pair: list, weights: tu
 
     w1, w2, _ = weights
     for scale in FAR_SCALES:
-        with torch.no_grad():  # a loss reading the model's parameters: torch's "requires_grad ... to a scalar"
-            mixed = map_outputs(moved_by(scale), out)
+        mixed = map_outputs(moved_by(scale), out)
         try:
-            with torch.no_grad():
+            with torch.no_grad():  # a loss reading the model's parameters: torch's "requires_grad ... to a scalar"
                 whole = float(fn(mixed, targets))
                 parts = [float(fn(map_outputs(lambda t, s=s: t[s] if t.dim() and len(t) == m else t, mixed,
                                               every_tensor=True), yb)) for s, (_, yb) in zip((slice(0, None, 2),
@@ -348,7 +347,7 @@ def weighing_labels(inputs, targets) -> torch.Tensor | None:
     such tensor among their leaves (labels beside sample weights, ``(y, w)``); for data carrying no targets
     (``target_key=None``: a model computing its own loss from the labels it is given) the inputs' ``"labels"``
     entry. None where there are none. A rule found on them (``kept_rules``) is still checked against the loss's
-    values before it weighs anything (``kept_mean_rule``): a batch of padding alone, which weighed its NaN by its
+    values before it weighs anything (``kept_mean_rules``): a batch of padding alone, which weighed its NaN by its
     samples (an all-NaN surface for such targets, re-trial s46), weighs 0."""
     def labels(t):
         return isinstance(t, torch.Tensor) and t.dim() > 0 and not (t.is_complex() or t.dtype == torch.bool)
@@ -362,7 +361,7 @@ def weighing_labels(inputs, targets) -> torch.Tensor | None:
 
 def kept_rules(pairs: list, probed_ignore: int | None = None, probed_weights: torch.Tensor | None = None) -> list:
     """What a loss or metric whose batches are not means over samples may average over instead, in the order
-    tried (``kept_mean_rule``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("weights", w),
+    tried (``kept_mean_rules``), for integer targets (``pairs`` as ``spread_splits`` gives them): ("weights", w),
     each target weighted by its class's ``probed_weights`` (a function's ``weight=``, read from its gradient:
     ``metrics.class_weights``), first; ("ignore", v), the targets other than v and -100, for v = -100
     (``F.cross_entropy``'s default, a model's own loss over padded labels), the value a probe found the loss
@@ -467,15 +466,10 @@ def kept_rule_words(rule: tuple) -> str:
     return RULE_WORDS[kind].format(value=value)
 
 
-def kept_mean_rule(triples: list, pairs: list, tol: float, rules: list) -> tuple | None:
-    """The first of ``rules`` (``kept_rules``) whose counts weigh the parts' values of each split into its
-    whole's to ``tol`` (``triples``: (whole, first, second) values, one for each pair of ``pairs``, in order);
-    None where none does (or a split keeps nothing under it)."""
-    return next(iter(kept_mean_rules(triples, pairs, tol, rules)), None)
-
-
 def kept_mean_rules(triples: list, pairs: list, tol: float, rules: list) -> list:
-    """Every one of ``rules`` that ``kept_mean_rule`` would take, in order."""
+    """Every one of ``rules`` (``kept_rules``), in order, whose counts weigh the parts' values of each split into
+    its whole's to ``tol`` (``triples``: (whole, first, second) values, one for each pair of ``pairs``, in order;
+    a split keeping nothing under a rule rules it out)."""
     found = []
     for rule in rules:
         kept = [(*(float(rule_weight(rule, xb, yb)) for xb, yb in pair), True)
@@ -503,6 +497,17 @@ def chunk_triples(model: nn.Module, ev: EvalData, split: Callable, fn: Callable,
             values = (float(fn(call_model(model, xw), yw)), *(float(fn(call_model(model, x), y)) for x, y in parts))
             out.append((values, parts))
     return out
+
+
+def set_chunks(model: nn.Module, ev: EvalData, split: Callable, fn: Callable, size: int, device
+               ) -> tuple[list, int]:
+    """(``chunk_triples`` in chunks of ``size`` samples, at most the set's and 8 at least, that size); no chunks
+    where they fail (e.g. out of memory: the checks on the spread samples then stand alone)."""
+    size = max(min(size, ev.n), CHECKED_AT_LEAST)
+    try:
+        return chunk_triples(model, ev, split, fn, size, device), size
+    except Exception:  # noqa: BLE001
+        return [], size
 
 
 def fits_every_chunk(chunks: list, rule: tuple | None, tol: float) -> tuple[float, float, int] | None:
@@ -1322,7 +1327,7 @@ class Evaluator(SpeedChoices):
                     culprit = "the loss"
                     break
             if disagreement is None and column == 0 and not weights[1][2]:  # the whole set's chunks too (s47)
-                off = fits_every_chunk(self._chunks(tol), None, tol)
+                off = fits_every_chunk(self._chunks(), None, tol)
                 if off is not None:
                     why = (f"{name} on a batch is not the sample-weighted mean of its parts' values: "
                            f"{self._chunk_words(off)}, though it was on {m} samples spread over the set")
@@ -1476,7 +1481,7 @@ class Evaluator(SpeedChoices):
         found = kept_mean_rules(triples, _mixed_splits(pairs), tol, rules)  # in the order triples has them
         if loss:  # the first that fits every chunk of the set too (few samples checked: trial s47)
             for rule in found:
-                off = fits_every_chunk(self._chunks(tol), rule, tol)
+                off = fits_every_chunk(self._chunks(), rule, tol)
                 if off is None:
                     found = [rule]
                     break
@@ -1487,17 +1492,13 @@ class Evaluator(SpeedChoices):
             self._kept[id(fn)] = found[0]
         return bool(found)
 
-    def _chunks(self, tol: float) -> list:
-        """The loss's values at the model on the set's chunks and their halves (``chunk_triples``), once: chunks of
-        the given batch size (8 at least), else of ``SPREAD_SAMPLES``; empty where they fail (e.g. out of memory)."""
+    def _chunks(self) -> list:
+        """The loss's values at the model on the set's chunks and their halves (``set_chunks``), once: chunks of
+        the given batch size, else of ``SPREAD_SAMPLES``."""
         if self._chunk_values is None:
-            given = self.settings.batch_size
-            self._chunk_size = max(min(given or SPREAD_SAMPLES, self.n_samples), CHECKED_AT_LEAST)
-            try:
-                self._chunk_values = chunk_triples(self.model, self._data, self._split, self.loss_fn,
-                                                   self._chunk_size, self.device)
-            except Exception:  # noqa: BLE001 - the checks on the spread samples stand alone
-                self._chunk_values = []
+            self._chunk_values, self._chunk_size = set_chunks(
+                self.model, self._data, self._split, self.loss_fn, self.settings.batch_size or SPREAD_SAMPLES,
+                self.device)
         return self._chunk_values
 
     def _chunk_words(self, off: tuple) -> str:

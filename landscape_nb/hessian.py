@@ -46,9 +46,9 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, non_
 from .directions import Directions
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
-                       chunk_triples, class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
+                       class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
                        judged, kept_mean_rules, kept_rule_words, kept_rules, part_weights, refuse_sums,
-                       refuse_sums_spread, rule_weight, split_positions, spread_splits, weighed_batches)
+                       refuse_sums_spread, rule_weight, set_chunks, split_positions, spread_splits, weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -469,7 +469,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     if disagreement is None:
         if weights[0][2]:  # weights known: exact
             return None
-        chunks = _chunks_or_none(model, ev, split, loss_fn, size, device)
+        chunks = set_chunks(model, ev, split, loss_fn, size, device)[0]
         off = fits_every_chunk(chunks, None, tol)  # the whole set's chunks too, as compute_surface's (trial s47)
         if off is None:
             return None
@@ -477,7 +477,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     whole, mean, known = disagreement
     if not known:
         for rule in kept_mean_rules(triples, pairs, tol, kept_rules(pairs, probed_ignore, probed_weights)):
-            chunks = _chunks_or_none(model, ev, split, loss_fn, size, device) if chunks is None else chunks
+            chunks = set_chunks(model, ev, split, loss_fn, size, device)[0] if chunks is None else chunks
             if fits_every_chunk(chunks, rule, tol) is None:
                 return rule
     warn_user(
@@ -489,14 +489,6 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
         f"loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose batches' "
         f"sample-weighted mean is it: {MEAN_LOSS_FIX}")
     return None
-
-
-def _chunks_or_none(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int, device) -> list:
-    """``evaluate.chunk_triples`` of the loss in chunks of ``size`` (8 at least); empty where they fail."""
-    try:
-        return chunk_triples(model, ev, split, loss_fn, max(min(size, ev.n), CHECKED_AT_LEAST), device)
-    except Exception:  # noqa: BLE001 - e.g. out of memory: the spread samples' checks stand alone
-        return []
 
 
 def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):
