@@ -60,3 +60,41 @@ def test_the_demo_says_which_models_it_trains_and_leaves_logging_as_it_was(tmp_p
     assert out.count("Training zoo example 'mlp-moons' (first use; cached at") == 1
     assert out.count("Trained 'mlp-moons' in") == 1
     assert (zoo_log.level, zoo_log.propagate, list(zoo_log.handlers)) == before
+
+
+def test_the_demo_trains_its_missing_models_at_once_on_the_clusters_workers(tmp_path, caplog):
+    """A first demo trained its eight models one after another in the main process (~2.5 min of a CI run);
+    on the local cluster it starts, each missing one is trained by a worker into the zoo cache: two models
+    on two worker processes, said as they start and end, then read here without training again, holding
+    trained weights (their test accuracy recomputed here is the one the worker stored, far from chance)."""
+    import logging
+    import os
+
+    from landscape_nb.cli.demo import train_on_workers
+    from landscape_nb.cluster import get_client
+    from landscape_nb.zoo.training import accuracy_of
+
+    cache = tmp_path / "zoo"
+    client, owned = get_client("local", n_workers=2)
+    try:
+        with caplog.at_level(logging.INFO, logger="landscape_nb.zoo"):
+            pids = train_on_workers(["cnn-digits", "mlp-digits", "cnn-digits"], client, cache_dir=cache)
+        assert set(pids) == {"cnn-digits", "mlp-digits"}
+        assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+        said = [r.getMessage() for r in caplog.records]
+        for name in pids:
+            assert sum(f"Training zoo example {name!r} on a worker" in m for m in said) == 1
+            assert sum(m.startswith(f"Trained {name!r} in") and "on a worker" in m for m in said) == 1
+            assert lnb.zoo.cache_file(name, cache).exists()
+        assert train_on_workers(["cnn-digits"], client, cache_dir=cache) == {}  # cached: nothing to do
+    finally:
+        owned.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="landscape_nb.zoo"):
+        for name in pids:
+            ex = lnb.zoo.load(name, cache_dir=cache)
+            assert accuracy_of(ex.model, ex.test) == ex.test_accuracy > 0.8
+            initial = lnb.zoo.build_model(name)
+            assert any(not torch.equal(p, q) for p, q in zip(ex.model.state_dict().values(),
+                                                             initial.state_dict().values()))
+    assert not [r for r in caplog.records if "Training" in r.getMessage()]

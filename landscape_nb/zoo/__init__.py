@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -42,6 +43,7 @@ __all__ = [
     "Training",
     "ZooEntry",
     "build_model",
+    "cache_file",
     "list",
     "load",
     "model_from_state",
@@ -108,6 +110,14 @@ def model_from_state(name: str, state: StateDict) -> nn.Module:
     return model.eval()
 
 
+def cache_file(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``load(name, cache_dir)`` reads (and on first use writes) the example's trained weights: a
+    file named by a hash of its recipe and training code, which may not exist yet. Raises
+    ``LandscapeError`` for an unknown name."""
+    name = registry.canonical_name(name)
+    return _cache.cache_path(_cache.cache_dir(cache_dir), name, fingerprint(registry.recipe(name)))
+
+
 def load(name: str, cache_dir: str | os.PathLike | None = None) -> Example:
     """The trained example ``name``; trains it on first use and caches the weights.
 
@@ -118,7 +128,7 @@ def load(name: str, cache_dir: str | os.PathLike | None = None) -> Example:
     recipe = registry.recipe(name)
     train_split, test_split = recipe.data()
     reference = initial_model(recipe)
-    path = _cache.cache_path(_cache.cache_dir(cache_dir), name, fingerprint(recipe))
+    path = cache_file(name, cache_dir)
     weights = _cache.read(path, reference.state_dict())
     if weights is None:
         logger.info("Training zoo example %r (first use; cached at %s).", name, path)
