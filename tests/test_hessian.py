@@ -491,16 +491,21 @@ def test_hessian_does_not_import_the_orchestrator_and_eigen_map_stays_a_function
     assert out.stdout.split() == ["False", "True", "True"]
 
 
-def test_device_lanczos_float32_basis_equals_dense(monkeypatch):
-    """The thick-restart Lanczos with a float32 basis on the device (used from 100k parameters on),
-    forced on a small model: eigenvalues and eigenvectors equal the dense Hessian's."""
+def _small_indefinite_problem():
+    """A 484-parameter tanh MLP on 100 random samples, its Hessian indefinite: (model, (x, y), operator)."""
     import landscape_nb.hessian as hmod
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 4))
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(100, 10, generator=g), torch.randint(0, 4, (100,), generator=g)
-    op = hmod.HessianOperator(model, (x, y))
+    return model, (x, y), hmod.HessianOperator(model, (x, y))
+
+
+def test_device_lanczos_float32_basis_equals_dense(monkeypatch):
+    """The thick-restart Lanczos with a float32 basis on the device (used from 100k parameters on),
+    forced on a small model: eigenvalues and eigenvectors equal the dense Hessian's."""
+    model, (x, y), op = _small_indefinite_problem()
     vals, vecs = np.linalg.eigh(op.dense())
     import landscape_nb.lanczos as lanczos_mod
 
@@ -523,11 +528,7 @@ def test_one_device_lanczos_run_gives_both_ends_for_the_products_of_one(monkeypa
     import landscape_nb.hessian as hmod
     import landscape_nb.lanczos as lanczos_mod
 
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 4))
-    g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(100, 10, generator=g), torch.randint(0, 4, (100,), generator=g)
-    op = hmod.HessianOperator(model, (x, y))
+    *_, op = _small_indefinite_problem()
     dense = np.linalg.eigvalsh(op.dense())
     lmax, lmin = dense[-1], dense[0]
     assert lmin < -1e-3 * lmax  # indefinite: the smallest is a real negative curvature
@@ -563,11 +564,7 @@ def test_a_device_lanczos_run_out_of_restarts_returns_the_ritz_pairs_it_has(monk
     import landscape_nb.hessian as hmod
     import landscape_nb.lanczos as lanczos_mod
 
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 4))
-    g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(100, 10, generator=g), torch.randint(0, 4, (100,), generator=g)
-    op = hmod.HessianOperator(model, (x, y))
+    *_, op = _small_indefinite_problem()
     dense = np.linalg.eigvalsh(op.dense())
     monkeypatch.setattr(lanczos_mod, "DEVICE_LANCZOS_MIN_PARAMS", 0)
     for max_iter in (1, 2):
