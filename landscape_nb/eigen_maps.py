@@ -83,9 +83,8 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     Notes
     -----
     Cost per point: one loss pass plus two Lanczos runs of 20–40 Hessian-vector products each
-    (≈ 9–14 forward passes per product), one run for both ends from 100k parameters on, which
-    judges its Ritz pairs after every product from the 10th (``tol=0.1``: often 10 products a
-    point, against 20 when it judged only a full basis); see ``landscape_nb.hessian``. Use a coarse grid,
+    (≈ 9–14 forward passes per product), one run for both ends from 100k parameters on; see
+    ``landscape_nb.hessian``. Use a coarse grid,
     ``max_samples`` and a Dask cluster.
 
     References

@@ -19,9 +19,7 @@ work is ``HessianEvaluator`` here.
 **Cost per point**: one loss pass plus two Lanczos runs (λ_max, then λ_min on the
 shifted operator), each of 20–40 Hessian-vector products over the evaluation set at
 ``tol=1e-3``; from ``DEVICE_LANCZOS_MIN_PARAMS`` on, one run of about as many products
-yields both (``lanczos.extreme_eigenpairs``), its Ritz pairs judged after every product from
-the 10th, so a loose ``tol`` stops short of a full basis (ResNet-20, ``tol=0.1``: 10 products a
-point, not 20). The count is returned per point (metric ``n_hvp``). One product is a
+yields both (``lanczos.extreme_eigenpairs``). The count is returned per point (metric ``n_hvp``). One product is a
 forward pass, a backward pass with graph, and a backward through that graph. Measured
 on the 2-core CPU, one torch thread: mlp-digits (17,226
 parameters, 360 test samples) forward 0.25 ms, product 2.2 ms (≈ 9 forwards), a point
