@@ -70,7 +70,6 @@ def test_the_demo_trains_its_missing_models_at_once_on_the_clusters_workers(tmp_
     import logging
     import os
 
-    from landscape_nb.cli.demo import train_on_workers
     from landscape_nb.cluster import get_client
     from landscape_nb.zoo.training import accuracy_of
 
@@ -78,7 +77,7 @@ def test_the_demo_trains_its_missing_models_at_once_on_the_clusters_workers(tmp_
     client, owned = get_client("local", n_workers=2)
     try:
         with caplog.at_level(logging.INFO, logger="landscape_nb.zoo"):
-            pids = train_on_workers(["cnn-digits", "mlp-digits", "cnn-digits"], client, cache_dir=cache)
+            pids = lnb.zoo.train_on_workers(["cnn-digits", "mlp-digits", "cnn-digits"], client, cache_dir=cache)
         assert set(pids) == {"cnn-digits", "mlp-digits"}
         assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
         said = [r.getMessage() for r in caplog.records]
@@ -86,7 +85,7 @@ def test_the_demo_trains_its_missing_models_at_once_on_the_clusters_workers(tmp_
             assert sum(f"Training zoo example {name!r} on a worker" in m for m in said) == 1
             assert sum(m.startswith(f"Trained {name!r} in") and "on a worker" in m for m in said) == 1
             assert lnb.zoo.cache_file(name, cache).exists()
-        assert train_on_workers(["cnn-digits"], client, cache_dir=cache) == {}  # cached: nothing to do
+        assert lnb.zoo.train_on_workers(["cnn-digits"], client, cache_dir=cache) == {}  # cached: nothing to do
     finally:
         owned.close()
     caplog.clear()

@@ -52,54 +52,6 @@ DEMO_MODELS = ("resnet110-digits", "resnet110-noskip-digits", "resnet56-digits",
                "resnet20-digits", "resnet20-noskip-digits", "mlp-digits", "mlp-moons")
 
 
-def _train_on_worker(name: str, cache_dir: str) -> tuple[float, float, int]:
-    """A worker's task: train ``name`` into ``cache_dir`` (``zoo.load``); (seconds, test accuracy, pid)."""
-    import os
-
-    start = time.perf_counter()
-    ex = zoo.load(name, cache_dir=cache_dir)
-    return time.perf_counter() - start, float(ex.test_accuracy), os.getpid()
-
-
-def train_on_workers(names, client, cache_dir=None) -> dict[str, int]:
-    """Train the zoo examples of ``names`` not cached yet, one task each on ``client``'s workers, into the
-    zoo cache (``cache_dir``, default ``$LANDSCAPE_NB_CACHE`` or the user cache directory), so that a first
-    demo trains several at once instead of one after another in this process (small ResNets on a 2-core
-    CPU: two one-thread workers train about 1.75× as many epochs a second as one two-thread process).
-
-    Only for a cluster on this machine (its workers write the cache this process then reads). Each is said
-    as it starts and ends, on the zoo's logger. A task that fails is said and left to ``zoo.load`` here,
-    which trains it again (and raises what it raises). Returns {name: the worker process id} of those
-    trained there."""
-    from distributed import as_completed
-
-    missing = [n for n in dict.fromkeys(names) if not zoo.cache_file(n, cache_dir).exists()]
-    if not missing:
-        return {}
-    directory = str(zoo.cache_file(missing[0], cache_dir).parent)
-    zoo_log = logging.getLogger(zoo.__name__)
-    futures = {}
-    for rank, name in enumerate(missing):
-        zoo_log.info("Training zoo example %r on a worker (first use; cached at %s).", name,
-                     zoo.cache_file(name, cache_dir))
-        futures[client.submit(_train_on_worker, name, directory, pure=False, priority=len(missing) - rank)] = name
-    pids = {}
-    try:
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                seconds, accuracy, pid = future.result()
-            except Exception as exc:  # noqa: BLE001 - zoo.load trains it again here and raises what it raises
-                zoo_log.warning("Training %r on a worker failed (%s: %s); it is trained here instead.", name,
-                                type(exc).__name__, exc)
-                continue
-            pids[name] = pid
-            zoo_log.info("Trained %r in %.1f s on a worker, test accuracy %.4f.", name, seconds, accuracy)
-    finally:
-        client.cancel(list(futures))
-    return pids
-
-
 def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolution: int = 31) -> list[Path]:
     """Compute the demo surfaces and write them as standalone HTML figures.
 
@@ -180,7 +132,7 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
     with training_said():
         try:
             if owned is not None:  # a cluster the demo started on this machine: its workers share the cache
-                train_on_workers(DEMO_MODELS, cl)
+                zoo.train_on_workers(DEMO_MODELS, cl)
             n = resolution | 1  # odd: every figure's grid holds its models (at 0, and 1 on the interpolation)
             pair = []
             for name in ("resnet20-digits", "resnet20-noskip-digits"):
