@@ -66,7 +66,8 @@ def test_the_demo_trains_its_missing_models_at_once_on_the_clusters_workers(tmp_
     """A first demo trained its eight models one after another in the main process (~2.5 min of a CI run);
     on the local cluster it starts, each missing one is trained by a worker into the zoo cache: two models
     on two worker processes, said as they start and end, then read here without training again, holding
-    trained weights (their test accuracy recomputed here is the one the worker stored, far from chance)."""
+    trained weights (their test accuracy recomputed here is the one the worker stored, far from chance).
+    Weights a worker could not leave where this process reads them are said, not counted."""
     import logging
     import os
 
@@ -86,6 +87,13 @@ def test_the_demo_trains_its_missing_models_at_once_on_the_clusters_workers(tmp_
             assert sum(m.startswith(f"Trained {name!r} in") and "on a worker" in m for m in said) == 1
             assert lnb.zoo.cache_file(name, cache).exists()
         assert lnb.zoo.train_on_workers(["cnn-digits"], client, cache_dir=cache) == {}  # cached: nothing to do
+        blocked = tmp_path / "a-file"  # a cache the worker cannot write (as one on another machine: not here)
+        blocked.write_text("")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="landscape_nb.zoo"):
+            assert lnb.zoo.train_on_workers(["mlp-moons"], client, cache_dir=blocked) == {}
+        assert any(r.levelname == "WARNING" and "'mlp-moons' was trained on a worker, but its weights are not at"
+                   in r.getMessage() for r in caplog.records)
     finally:
         owned.close()
     caplog.clear()

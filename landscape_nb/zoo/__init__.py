@@ -184,8 +184,13 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
                 logger.warning("Training %r on a worker failed (%s: %s); it is trained here instead.", name,
                                type(exc).__name__, exc)
                 continue
-            pids[name] = pid
             logger.info("Trained %r in %.1f s on a worker, test accuracy %.4f.", name, seconds, accuracy)
+            if not cache_file(name, cache_dir).exists():  # a worker on another machine, or a cache it could not write
+                logger.warning("%r was trained on a worker, but its weights are not at %s on this machine (a worker "
+                               "on another machine, or a cache it could not write); load trains it here again.",
+                               name, cache_file(name, cache_dir))
+                continue
+            pids[name] = pid
     finally:
         client.cancel(list(futures))
     return pids
