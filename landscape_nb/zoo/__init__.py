@@ -192,7 +192,7 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
                 continue
             pids[name] = pid
     finally:
-        client.cancel(list(futures))
+        client.cancel([*futures])  # (this module defines list())
     return pids
 
 
