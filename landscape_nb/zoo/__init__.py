@@ -158,11 +158,13 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
     Only for a cluster on this machine (``lnb.cluster.get_client("local")``): its workers write the cache
     that ``load`` here then reads. Each is said as it starts and ends, on this module's logger (INFO). A
     task that fails is said (WARNING) and left to ``load``, which trains it again here and raises what it
-    raises. Returns {name: the worker's process id} of those trained on a worker.
+    raises. Returns {name: the worker's process id} of those trained on a worker (the others were cached,
+    or are said). Raises ``LandscapeError`` for a name not in the zoo, before any task starts.
 
     >>> client, owned = lnb.cluster.get_client("local")
     >>> lnb.zoo.train_on_workers(["resnet110-digits", "resnet56-digits"], client)
     >>> ex = lnb.zoo.load("resnet110-digits")   # read from the cache, not trained again
+    >>> owned.close()
     """
     from distributed import as_completed
 
