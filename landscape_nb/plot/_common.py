@@ -579,9 +579,8 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
     if zmax is not None and np.nanmax(raw_disp, initial=-np.inf) > zmax:
         # how many points sit at the cap, and how high they go: a contour panel leaves them blank, read as a
         # flat basin (103 of 441 points up to 6.4e4 under "capped at 1.442", trial s47)
-        above = raw_disp > zmax
-        top = float(np.nanmax(np.asarray(raw, dtype=float)[above & np.isfinite(np.asarray(raw, dtype=float))],
-                              initial=np.nan))
+        above, values = raw_disp > zmax, np.asarray(raw, dtype=float)
+        top = float(np.nanmax(values[above & np.isfinite(values)], initial=np.nan))
         label += (f"<br>(capped at {zmax:.4g}:<br>{int(above.sum())} of {int(np.isfinite(raw_disp).sum())} points "
                   f"above,<br>up to {top:.3g})")
     return label + non_positive_note(log, [raw])

@@ -168,13 +168,14 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
     """
     from distributed import as_completed
 
-    missing = [n for n in dict.fromkeys(names) if not cache_file(n, cache_dir).exists()]
+    paths = {n: cache_file(n, cache_dir) for n in dict.fromkeys(names)}  # each hashes the training code once
+    missing = [n for n, path in paths.items() if not path.exists()]
     if not missing:
         return {}
-    directory = str(cache_file(missing[0], cache_dir).parent)
+    directory = str(paths[missing[0]].parent)
     futures = {}
     for rank, name in enumerate(missing):
-        logger.info("Training zoo example %r on a worker (first use; cached at %s).", name, cache_file(name, cache_dir))
+        logger.info("Training zoo example %r on a worker (first use; cached at %s).", name, paths[name])
         futures[client.submit(_train_on_worker, name, directory, pure=False, priority=len(missing) - rank)] = name
     pids = {}
     try:
@@ -187,10 +188,10 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
                                type(exc).__name__, exc)
                 continue
             logger.info("Trained %r in %.1f s on a worker, test accuracy %.4f.", name, seconds, accuracy)
-            if not cache_file(name, cache_dir).exists():  # a worker on another machine, or a cache it could not write
+            if not paths[name].exists():  # a worker on another machine, or a cache it could not write
                 logger.warning("%r was trained on a worker, but its weights are not at %s on this machine (a worker "
                                "on another machine, or a cache it could not write); load trains it here again.",
-                               name, cache_file(name, cache_dir))
+                               name, paths[name])
                 continue
             pids[name] = pid
     finally:
