@@ -360,7 +360,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
     na, nb = _names(names, 2)
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
-            **centre_of(a), "x_label": f"interpolation {na} → {nb}",
+            **centre_of(a), "x_label": f"interpolation {na} → {nb}", "models": [na, nb],
             "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)
@@ -390,7 +390,9 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     -------
     Directions
         Two unnormalized vectors, shape (2, n_values), in the units of the weights,
-        float32 (float64 when the models are float64); ``provenance`` holds the axis labels, ``cosine_max`` and ``norms``.
+        float32 (float64 when the models are float64); ``provenance`` holds the axis labels, the
+        models' names (``models``: `plot.contour`, `plot.heatmap`, `plot.surface` and the Explorer
+        mark them at (0, 0), (1, 0) and (0, 1)), ``cosine_max`` and ``norms``.
 
     Raises
     ------
@@ -423,6 +425,6 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
             f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
             "interpolation_direction(a, b) for the line)")
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
-            "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "cosine_max": cosine,
+            "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "models": [na, nb, nc], "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

@@ -156,6 +156,10 @@ def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoin
     surf = lnb.load_surface(store)
     assert surf.provenance["directions"]["scheme"] == "plane3" and surf.loss.shape == (4, 5)
     assert (surf.x_label, surf.y_label) == (f"model → {b_path.name}", "model → trainer.pt")
+    from landscape_nb.cli import figure_for
+
+    marks = next(t for t in figure_for(surf, "contour").data if t.name == "models")  # named by their files
+    assert list(marks.text) == ["model", b_path.name, "trainer.pt"] and list(marks.x) == [0, 1, 0]
     a, b, c = _state_of(build()), _state(b_path), _state(c_plain)
     db = {k: b[k] - a[k] for k in a if a[k].is_floating_point()}
     dc = {k: c[k] - a[k] for k in a if a[k].is_floating_point()}

@@ -79,6 +79,22 @@ def pca_plane() -> Surface:
     return plane(labels={"x_label": "PC1 (81.3% of variance)", "y_label": "PC2 (12.9% of variance)"})
 
 
+def plane3_plane(x=(-0.5, 1.5), y=(-0.5, 1.5)) -> Surface:
+    """A plane through three models (scheme plane3), the models at (0, 0), (1, 0), (0, 1); ``x``/``y`` the range."""
+    xs, ys = np.linspace(*x, 17), np.linspace(*y, 15)
+    loss = 0.3 + (xs[None, :] - 0.5) ** 2 + (ys[:, None] - 0.5) ** 2
+    names = ["trained", "small-batch", "large-batch"]
+    return Surface(x=xs, y=ys, loss=loss, provenance={
+        "label": "mlp-digits", "x_label": "trained → small-batch", "y_label": "trained → large-batch",
+        "directions": {"scheme": "plane3", "models": names}})
+
+
+def _explorer_live_plane3():  # the Explorer on a plane through three models: the three marked, named
+    fig = plot.live(plane3_plane(), title="mlp-digits: plane through three models, 17×15 points")
+    fig.update_layout(width=explorer_width())
+    return plot.update(fig, plane3_plane())
+
+
 def eigen_plane() -> Surface:
     s = plane(metrics=False)
     ratio = np.abs(np.sin(3 * s.loss))
@@ -147,10 +163,13 @@ CASES = {  # builder -> {case: figure factory}
     "line": {"one": lambda: plot.line(line_1d()),
              "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)])},
     "contour": {"long labels": lambda: plot.contour(plane()),
-                "trajectory": lambda: plot.contour(plane(), trajectory=path_dict())},
+                "trajectory": lambda: plot.contour(plane(), trajectory=path_dict()),
+                "plane3 models": lambda: plot.contour(plane3_plane()),
+                "plane3 models outside": lambda: plot.contour(plane3_plane(x=(-0.5, 0.5), y=(-0.5, 0.5)))},
     "heatmap": {"log": lambda: plot.heatmap(plane(), log=True)},
     "surface": {"long labels": lambda: plot.surface(plane()),
-                "hessian labels": lambda: plot.surface(plane(labels=HESSIAN_LABELS))},
+                "hessian labels": lambda: plot.surface(plane(labels=HESSIAN_LABELS)),
+                "plane3 models": lambda: plot.surface(plane3_plane())},
     "compare": {"contour": lambda: plot.compare([plane(label="skip"), plane(label="no skip", scale=3)]),
                 "heatmap 3": lambda: plot.compare([plane(label=f"w{k}") for k in (1, 2, 3)], kind="heatmap"),
                 "surface": lambda: plot.compare([plane(label="skip"), plane(label="no skip")], kind="surface"),
@@ -171,7 +190,7 @@ CASES = {  # builder -> {case: figure factory}
         [[line_1d("original"), line_1d("rescaled", shift=0.1)], [line_1d("original"), line_1d("rescaled")]],
         titles=["raw directions", "filter-normalized"], radius=0.5)},
     "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live, "2d partial": _partial_live,
-             "2d explorer hessian": _explorer_live_hessian,
+             "2d explorer hessian": _explorer_live_hessian, "2d explorer plane3": _explorer_live_plane3,
              "1d": lambda: plot.live(line_1d())},
     "spectrum": {"slq": lambda: plot.spectrum(spectrum_obj())},
     "persistence": {"diagram": lambda: plot.persistence(plane().topology()),

@@ -740,3 +740,43 @@ def test_a_path_between_models_holding_a_float64_buffer_ends_at_each_model():
         for (name, t), tb in zip(mid.state_dict().items(), b.state_dict().values()):
             t.copy_(0.5 * (t + tb))
         assert line.loss[2] == pytest.approx(float(nn.functional.cross_entropy(mid(x), y)), rel=1e-5)
+
+
+def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(pair):
+    """Trial s47: a plane through three models did not show where they are. Each figure of the plane marks the
+    three at (0, 0), (1, 0) and (0, 1), named as given, hovering the loss there, which is each model's own loss
+    computed here directly; a model between grid points says the loss shown is the nearest point's, and one
+    outside the range is named above the plot, not drawn at the edge."""
+    a, b, data = pair
+    with single_thread():
+        c = _trained_mlp(3, data, steps=100)
+    d = lnb.plane_directions(a, b, c, names=("final", "run 2", "run <3>"))
+    own = [_loss(m, data) for m in (a, b, c)]
+    plane = lnb.compute_surface(a, data, d, x=(-0.5, 1.5, 9), y=(-0.5, 1.5, 5))  # all three on grid points
+    for fig in (lnb.plot.contour(plane), lnb.plot.heatmap(plane)):
+        marks = next(t for t in fig.data if t.name == "models")
+        assert list(marks.x) == [0, 1, 0] and list(marks.y) == [0, 0, 1]
+        assert list(marks.text) == ["final", "run 2", "run &lt;3&gt;"]  # drawn as text, not as a tag
+        assert marks.hovertemplate[1] == "run 2 at (1, 0)<br>loss: %{customdata[0]:.4g}<extra></extra>"
+        assert np.asarray(marks.customdata)[:, 0] == pytest.approx(own, rel=1e-5)
+    drawn = next(t for t in lnb.plot.surface(plane).data if t.name == "models")  # 3D: at the heights drawn
+    assert drawn.type == "scatter3d" and np.asarray(drawn.z) == pytest.approx(own, rel=1e-5)
+
+    off = lnb.compute_surface(a, data, d, x=(-0.5, 0.7, 4), y=(-0.3, 1.5, 5))  # x: -0.5, -0.1, 0.3, 0.7
+    fig = lnb.plot.contour(off)
+    marks = next(t for t in fig.data if t.name == "models")
+    assert list(marks.text) == ["final", "run &lt;3&gt;"] and list(marks.y) == [0, 1]  # run 2 at x = 1 left out
+    assert marks.hovertemplate[0].startswith("final at (0, 0)<br>no grid point there; loss at the nearest")
+    nearest = np.asarray(marks.customdata)[0]
+    assert nearest[1:] == pytest.approx([-0.1, 0.15]) and nearest[0] == off.loss[1, 1]
+    assert "outside the range drawn (not marked): run 2 (1, 0)" in fig.layout.annotations[-1].text.replace("<br>", " ")
+
+    live = lnb.plot.live(plane)  # the Explorer's figure: marked on the contours, hidden for the next directions
+    lnb.plot.update(live, plane)
+    marks = next(t for t in live.data if t.name == "models")
+    assert marks.visible and list(marks.text) == ["final", "run 2", "run &lt;3&gt;"]
+    assert np.asarray(marks.customdata)[:, 0] == pytest.approx(own, rel=1e-5)
+    other = lnb.compute_surface(a, data, lnb.random_directions(a, n=2, seed=0), x=(-0.5, 1.5, 9), y=(-0.5, 1.5, 5))
+    lnb.plot.update(live, other)
+    assert marks.visible is False and not len(marks.x)
+    assert all(t.name != "models" for t in lnb.plot.contour(other).data)

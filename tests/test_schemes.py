@@ -259,6 +259,32 @@ def test_checkpoints_outside_a_typed_range_are_counted_by_the_cli_and_the_explor
         state.close()
 
 
+def test_models_of_a_plane_through_three_outside_a_typed_range_are_named_by_the_cli_and_the_explorer(
+        tmp_path, capsys):
+    """A typed range that leaves out models of a plane through three: the CLI and the Explorer name them (the
+    figure cannot mark them), and mark the one inside, with its own loss (computed here directly)."""
+    from landscape_nb.cli import figure_for, main
+    from landscape_nb.widgets.state import ExplorerState
+
+    ex = _zoo().load("mlp-digits")
+    store = tmp_path / "narrow.zarr"
+    assert main(["compute", "mlp-digits", "--directions", "plane3", "--grid", "5x5", "--range=-0.5:0.5",
+                 "--store", str(store)]) == 0
+    said = ("outside the range drawn, so not marked: small-batch (1, 0), large-batch (0, 1)")
+    assert f"landscape-nb: note: {said}; drop --range" in capsys.readouterr().err
+    marks = next(t for t in figure_for(lnb.load_surface(store), "contour").data if t.name == "models")
+    with torch.no_grad():
+        own = float(torch.nn.functional.cross_entropy(ex.model(ex.test[0]), ex.test[1]))
+    assert list(marks.text) == ["trained"] and np.asarray(marks.customdata)[0, 0] == pytest.approx(own, rel=1e-5)
+    state = ExplorerState(model_name="mlp-digits", scheme="plane3", auto_range=False, x_min=-0.5, x_max=0.5,
+                          y_min=-0.5, y_max=0.5, x_points=5, y_points=5)
+    try:
+        assert state.compute(wait=True), state.message
+        assert said[0].upper() + said[1:] in state.message
+    finally:
+        state.close()
+
+
 def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
     """The Explorer's live figure drew no path on a trajectory-PCA plane (the CLI's figure did, Li et al. Fig. 9):
     it is now on the contour panel, at each checkpoint's naive least-squares projection, and hidden again for

@@ -522,9 +522,9 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
         raise
     ends = [Path(p).name for p in (args.model_file2, args.model_file3) if p]
     if others and d.scheme == "interpolate":  # the axes name the files (the messages above, their flags)
-        d = d.with_provenance(x_label=f"interpolation model → {ends[0]}")
+        d = d.with_provenance(x_label=f"interpolation model → {ends[0]}", models=["model", ends[0]])
     elif others and d.scheme == "plane3":
-        d = d.with_provenance(x_label=f"model → {ends[0]}", y_label=f"model → {ends[1]}")
+        d = d.with_provenance(x_label=f"model → {ends[0]}", y_label=f"model → {ends[1]}", models=["model", *ends])
     return base, d.with_provenance(**files)
 
 
@@ -573,7 +573,7 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface, diverged_at_the_model, points_summary
-    from ..plot.figures import path_outside
+    from ..plot.figures import path_outside, plane_models_outside
 
     check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
                                  "--checkpoints"))
@@ -687,6 +687,10 @@ def cmd_compute(args) -> int:
         print(f"landscape-nb: note: {outside} of the {checkpoints} checkpoints lie outside the range drawn, so the "
               "figure does not show that part of the training path; drop --range (and --yrange) for the range of "
               "--directions pca, which holds them", file=sys.stderr)
+    models = plane_models_outside(surf)
+    if models:  # a typed range that leaves out a model of the plane through three
+        print(f"landscape-nb: note: outside the range drawn, so not marked: {', '.join(models)}; drop --range (and "
+              "--yrange) for the range of --directions plane3, which holds all three models", file=sys.stderr)
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
             a.min() < 0 or a.max() > 1 for a in (surf.x, surf.y) if a is not None):
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "

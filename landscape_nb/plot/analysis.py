@@ -35,7 +35,13 @@ from ._common import (
     plot_area,
     refuse_log_of_non_positive,
 )
-from .figures import _trajectory_field, add_off_plane_note, contour, line
+from .figures import (
+    _trajectory_field,
+    add_off_plane_note,
+    contour,
+    line,
+    nearest_grid_points,
+)
 
 
 @_doc
@@ -126,7 +132,7 @@ def pca_contour(
     cols = [np.asarray(distance if distance is not None else np.full(n, np.nan), float).ravel(),
             np.asarray(norm if norm is not None else np.full(n, np.nan), float).ravel(),
             np.asarray(true_loss if true_loss is not None else np.full(n, np.nan), float).ravel(),
-            _surface_at(surface, np.asarray(trace.x, float), np.asarray(trace.y, float))]
+            nearest_grid_points(surface, trace.x, trace.y)["loss"]]
     trace.customdata = np.stack(cols, axis=-1)
     trace.hovertemplate = (  # what the path does not hold is left out, not shown as NaN
         "%{text}<br>x: %{x:.4g}<br>y: %{y:.4g}"
@@ -135,30 +141,18 @@ def pca_contour(
         + ("<br>true loss: %{customdata[2]:.4g}" if true_loss is not None else "")
         + "<br>plane's loss at the nearest grid point: %{customdata[3]:.4g}<extra>trajectory</extra>"
     )
-    x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
-    if x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max():  # the model the plane is centred on, where the
-        i, j = int(np.argmin(np.abs(x))), int(np.argmin(np.abs(y)))  # path ends when its last checkpoint is
-        on_grid = abs(x[i]) <= 1e-9 * np.ptp(x) and abs(y[j]) <= 1e-9 * np.ptp(y)  # that model (Fig. 9)
-        at = ("loss: %{customdata[0]:.4g}" if on_grid else  # a neighbour's loss, said as the centre's (s35)
-              "no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "
+    centre = nearest_grid_points(surface, [0.0], [0.0])  # the model the plane is centred on, where the path ends
+    if centre["inside"][0]:  # when its last checkpoint is that model (Fig. 9)
+        at = ("loss: %{customdata[0]:.4g}" if centre["on_grid"][0] else  # a neighbour's loss, said as the centre's
+              "no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "  # (s35)
               "%{customdata[0]:.4g} (a grid through 0: d.suggested_grid(n))")
         fig.add_trace(go.Scatter(
             x=[0.0], y=[0.0], mode="markers", name="centre", showlegend=False,
             marker=dict(symbol="star", size=14, color="white", line=dict(width=1.5, color="black")),
-            customdata=[[float(_surface_at(surface, np.zeros(1), np.zeros(1))[0]), x[i], y[j]]],
+            customdata=[[float(centre["loss"][0]), float(centre["x"][0]), float(centre["y"][0])]],
             hovertemplate=f"the model at the centre (0, 0)<br>{at}<extra></extra>"))
     add_off_plane_note(fig, surface, path, list(trace.text))
     return fig
-
-
-def _surface_at(surface: Surface, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """The surface's loss at the grid point nearest to each (px, py) (NaN outside the grid)."""
-    x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
-    out = np.full(len(px), np.nan)
-    for k, (a, b) in enumerate(zip(px, py)):
-        if x.min() <= a <= x.max() and y.min() <= b <= y.max():
-            out[k] = surface.loss[int(np.argmin(np.abs(y - b))), int(np.argmin(np.abs(x - a)))]
-    return out
 
 
 @_doc

@@ -67,6 +67,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     lone = lone_points_trace(kind, surf, z, zmin, zmax)
     if lone is not None:  # a partial surface's points that no drawn cell shows
         fig.add_trace(lone)
+    add_plane_models(fig, surf, z if kind == "surface" else None)
     fig.update_layout(title=_title(title, surf))
     note_sources(fig, [surf])
     note_partial(fig, surf)
@@ -351,6 +352,89 @@ def path_outside(surface: Surface) -> tuple[int, int]:
     x, y = np.asarray(path["x"], float), np.asarray(path["y"], float)
     inside = ((x >= surface.x.min()) & (x <= surface.x.max()) & (y >= surface.y.min()) & (y <= surface.y.max()))
     return int((~inside).sum()), int(x.size)
+
+
+def plane_models(surface: Surface) -> dict | None:
+    """The three models a plane through three models passes through (`landscape_nb.plane_directions`,
+    ``--directions plane3``): ``{"x": [0, 1, 0], "y": [0, 0, 1], "labels": [a, b, c]}``, model ``a`` at the
+    origin, ``b`` at (1, 0) and ``c`` at (0, 1) of the plane's axes, exactly, by construction; the names from the
+    directions' provenance (``models``, else the axes' "a → b" titles). None for any other surface."""
+    prov = surface.provenance.get("directions") or {}
+    if surface.ndim != 2 or not isinstance(prov, Mapping) or prov.get("scheme") != "plane3":
+        return None
+    names = prov.get("models")
+    if not (isinstance(names, (list, tuple)) and len(names) == 3):  # a store written before "models" was kept
+        ends = [str(prov.get(k, "")).split(" → ") for k in ("x_label", "y_label")]
+        names = ([ends[0][0], ends[0][1], ends[1][1]] if all(len(e) == 2 for e in ends) and ends[0][0] == ends[1][0]
+                 else ["a", "b", "c"])
+    return {"x": [0.0, 1.0, 0.0], "y": [0.0, 0.0, 1.0], "labels": [str(n) for n in names]}
+
+
+def nearest_grid_points(surface: Surface, px: Any, py: Any) -> dict[str, np.ndarray]:
+    """For each point (``px``, ``py``, shape (n,)) of a 2D surface: ``row``/``col`` of the nearest grid point,
+    its ``x``/``y``, the surface's ``loss`` there (NaN for a point outside the grid's range), ``inside`` (within
+    the range) and ``on_grid`` (a grid point lies at the point itself, to 1e-9 of the axis span)."""
+    x, y = np.asarray(surface.x, float), np.asarray(surface.y, float)
+    px, py = np.asarray(px, float).ravel(), np.asarray(py, float).ravel()
+    col = np.abs(x[None, :] - px[:, None]).argmin(axis=1)
+    row = np.abs(y[None, :] - py[:, None]).argmin(axis=1)
+    inside = (px >= x.min()) & (px <= x.max()) & (py >= y.min()) & (py <= y.max())
+    on_grid = inside & (np.abs(x[col] - px) <= 1e-9 * np.ptp(x)) & (np.abs(y[row] - py) <= 1e-9 * np.ptp(y))
+    loss = np.where(inside, np.asarray(surface.loss, float)[row, col], np.nan)
+    return {"row": row, "col": col, "x": x[col], "y": y[row], "loss": loss, "inside": inside, "on_grid": on_grid}
+
+
+def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scatter | go.Scatter3d | None:
+    """Named stars at the three models of a plane through three models (`plane_models`) that lie inside the
+    grid's range, each hovering the plane's loss there (the nearest grid point's, said as such, where no grid
+    point lies on the model: a neighbour's loss shown as the model's misled, trial s35); with ``z``, the values
+    drawn (the grid's shape), a 3D trace at their heights. None for other surfaces or none inside."""
+    models = plane_models(surface)
+    if models is None:
+        return None
+    near = nearest_grid_points(surface, models["x"], models["y"])
+    shown = np.flatnonzero(near["inside"])
+    if not shown.size:
+        return None
+    names = [html.escape(models["labels"][k], quote=False) for k in shown]
+    hover = [f"{name} at ({models['x'][k]:g}, {models['y'][k]:g})"
+             + ("<br>loss: %{customdata[0]:.4g}" if near["on_grid"][k] else
+                "<br>no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "
+                "%{customdata[0]:.4g}") + "<extra></extra>" for name, k in zip(names, shown)]
+    px, py = np.asarray(models["x"])[shown], np.asarray(models["y"])[shown]
+    style = dict(x=px, y=py, name="models", mode="markers+text", showlegend=False, textposition="top center",
+                 text=names, hovertemplate=hover,
+                 customdata=np.stack([near["loss"], near["x"], near["y"]], axis=-1)[shown],
+                 marker=dict(symbol="diamond" if z is not None else "star", size=6 if z is not None else 14,
+                             color="white", line=dict(width=1.5, color="black")))
+    if z is None:
+        return go.Scatter(**style)
+    return go.Scatter3d(z=np.asarray(z, float)[near["row"], near["col"]][shown], **style)
+
+
+def plane_models_outside(surface: Surface) -> list[str]:
+    """The models of a plane through three models (`plane_models`) outside the grid's range, where a figure
+    cannot mark them, each as "name (x, y)"; empty for other surfaces."""
+    models = plane_models(surface)
+    if models is None:
+        return []
+    near = nearest_grid_points(surface, models["x"], models["y"])
+    return [f"{models['labels'][k]} ({models['x'][k]:g}, {models['y'][k]:g})" for k in np.flatnonzero(~near["inside"])]
+
+
+def add_plane_models(fig: go.Figure, surface: Surface, z: np.ndarray | None = None) -> None:
+    """Mark on ``fig`` the three models of a plane through three models (`plane_models_trace`; nothing for other
+    surfaces), and above the plot name those outside the grid's range (not drawn). ``z`` as there."""
+    trace = plane_models_trace(surface, z)
+    if trace is not None:
+        fig.add_trace(trace)
+    outside = plane_models_outside(surface)
+    if outside:
+        text = html.escape(f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 on "
+                           "both axes holds all three models", quote=False)
+        fig.add_annotation(text=fit_title(text, plot_area()[0], size=11),
+                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
+                           showarrow=False, font={"size": 11})
 
 
 def _trajectory_field(trajectory: Any, name: str):

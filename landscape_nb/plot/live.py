@@ -53,6 +53,7 @@ from .figures import (
     _trajectory_trace,
     line,
     loss_axis_cap,
+    plane_models_trace,
     provenance_path,
 )
 
@@ -129,6 +130,8 @@ def live(
             fig.add_trace(trace, row=1, col=col)
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
+        # a plane through three models: the three, named, on the contours (`plane_models_trace`), set by `update`
+        fig.add_trace(go.Scatter(x=[], y=[], name="models", visible=False, showlegend=False), row=1, col=2)
         # a partial surface's points that no complete cell holds, as markers (`lone_points_trace`), set by `update`
         for col, cls in ((1, go.Scatter3d), (2, go.Scatter)):
             fig.add_trace(cls(name=LONE_POINTS, visible=False, showlegend=False), row=1, col=col)
@@ -263,6 +266,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         trace.customdata = custom
     contour_trace.z, contour_trace.hovertemplate = z_json, template
     _update_path(fig, surf)
+    _update_models(fig, surf)
     _update_lone_points(fig, surf, z, zmin, zmax)
     # each property is set once: a FigureWidget sends only what differs from the drawn figure
     if zmin is None and placeholder:
@@ -334,6 +338,22 @@ def _update_path(fig, surf: Surface) -> None:
     drawn.marker.showscale = False
     trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker, line=drawn.line,
                  hovertemplate=drawn.hovertemplate, customdata=drawn.customdata, visible=True)
+
+
+def _update_models(fig, surf: Surface) -> None:
+    """Mark a plane through three models' three models on the contours (`plane_models_trace`: named stars, the
+    plane's loss there on hover), or hide the trace for other directions."""
+    trace = next((t for t in fig.data[2:] if t.name == "models"), None)
+    if trace is None:  # a live figure made before the models trace existed
+        return
+    drawn = plane_models_trace(surf)
+    if drawn is None:
+        if trace.visible is not False or len(trace.x or ()):
+            trace.update(x=[], y=[], text=None, customdata=None, hovertemplate=None, visible=False)
+        return
+    trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker,
+                 textposition=drawn.textposition, hovertemplate=drawn.hovertemplate, customdata=drawn.customdata,
+                 visible=True)
 
 
 def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:

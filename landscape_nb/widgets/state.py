@@ -95,16 +95,19 @@ def _caveats(surf: Surface) -> str:
     """What the panel says besides "Done": diverged points (the figure's gaps; their metrics, such as the
     argmax of NaN logits, mean nothing) and how the samples differ from a loop over the DataLoader given
     (otherwise only a Python warning, easily missed under a notebook cell), and a PCA plane's checkpoints
-    outside the range drawn."""
+    outside the range drawn, and a plane through three models' models outside it."""
     from ..compute import diverged_at_the_model
     from ..data import loader_notes
-    from ..plot.figures import path_outside
+    from ..plot.figures import path_outside, plane_models_outside
 
     out = ""
     outside, checkpoints = path_outside(surf)
     if outside:
         out += (f" {outside} of the {checkpoints} checkpoints lie outside the range drawn, so the figure does not "
                 "show that part of the training path; auto range holds them.")
+    models = plane_models_outside(surf)
+    if models:
+        out += (f" Outside the range drawn, so not marked: {', '.join(models)}; auto range holds all three models.")
     n_bad = surf.n_diverged
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
