@@ -141,6 +141,28 @@ def timed_compute(page, panel, timeout_ms: int) -> tuple[float, float]:
     return first, filled
 
 
+def check_a_kernel_restart_disconnects_the_panel(page, panel, timeout_ms: int) -> None:
+    """Trial s47: a kernel restarted while the panel computed left it saying "running" for good, its buttons
+    pressable to no effect. Compute, then restart the kernel as a user does (Kernel menu): the status line says the
+    panel is no longer connected instead of what it said, and its buttons are dimmed and take no click."""
+    from landscape_nb.widgets.view import DISCONNECTED_TEXT
+
+    panel.locator(".lnb-compute").click()
+    page.get_by_role("menuitem", name="Kernel", exact=True).click()
+    page.locator(".lm-Menu-item[data-command='kernelmenu:restart']").first.click()
+    page.locator(".jp-Dialog .jp-mod-accept").click(timeout=timeout_ms)  # "Confirm Kernel Restart"
+    status = panel.locator(".lnb-status.jupyter-widgets-disconnected")
+    status.wait_for(timeout=timeout_ms)
+    after = page.evaluate("() => getComputedStyle(document.querySelector('.lnb-explorer .lnb-status'), '::after')"
+                          ".content")
+    assert DISCONNECTED_TEXT in after, after
+    assert not status.locator(".widget-html-content").is_visible()  # not "running" or "done" beside it
+    assert not panel.locator(".lnb-message .widget-html-content").is_visible()  # nor "Computing..." below
+    assert page.evaluate("() => getComputedStyle(document.querySelector('.lnb-explorer .lnb-compute'))"
+                         ".pointerEvents") == "none"
+    panel.screenshot(path=str(ARTIFACTS / "explore-kernel-restarted.png"))
+
+
 def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
     """Open the notebook, run all, Compute, wait for z to fill, Export; returns seconds to the first
     painted values and to a full surface (printed, never asserted: see benchmarks/)."""
@@ -159,6 +181,7 @@ def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
 
     panel.locator(".lnb-export-html").click()
     panel.locator(".lnb-message").get_by_text("Wrote").wait_for(timeout=timeout_ms)
+    check_a_kernel_restart_disconnects_the_panel(page, panel, timeout_ms)
     return first, filled
 
 

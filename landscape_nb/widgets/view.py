@@ -25,6 +25,21 @@ logger = logging.getLogger(__name__)
 
 CLUSTER_LABELS = {"in-process": "in-process (this kernel)", "local": "local Dask cluster",
                   "cuda": "GPU workers (dask-cuda)", "address": "scheduler address", "given": "given client"}
+# JupyterLab's widget manager marks every widget view "jupyter-widgets-disconnected" when the kernel restarts, and
+# draws nothing for it: a panel computing then said "running" for good, its buttons pressable to no effect (trial
+# s47). Its status line now says so instead (the message beside it, "Computing...", is hidden), and its buttons and
+# controls are dimmed and inert.
+DISCONNECTED_TEXT = ("not connected: the kernel restarted, so this panel no longer runs anything (its figure stays "
+                     "as it was); run the cell again for a new panel")
+DISCONNECTED_CSS = (
+    ".lnb-explorer .lnb-status.jupyter-widgets-disconnected > *, .lnb-explorer .lnb-message.jupyter-widgets-disconnected"
+    " > * { display: none; }\n"
+    f'.lnb-explorer .lnb-status.jupyter-widgets-disconnected::after {{ content: "{DISCONNECTED_TEXT}"; '
+    "color: #b3261e; white-space: normal; }\n"
+    ".lnb-explorer .widget-button.jupyter-widgets-disconnected, .lnb-explorer .widget-inline-hbox"
+    ".jupyter-widgets-disconnected:not(.widget-html), .lnb-explorer .jupyter-widgets-disconnected.widget-progress "
+    "{ opacity: 0.45; pointer-events: none; }"
+)
 FIGURE_WIDTH = 940  # px, the live 2D figure (3D surface + contours side by side)
 
 
@@ -258,6 +273,7 @@ class Explorer(w.VBox):
             w.HBox([self.progress, self.status_line]),
             self.message_box,
             self.figure_box,
+            w.HTML(f"<style>{DISCONNECTED_CSS}</style>", layout=w.Layout(display="none")),
         ]
         super().__init__(rows, layout=w.Layout(width="100%"))
         self.add_class("lnb-explorer")
