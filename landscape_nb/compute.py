@@ -854,7 +854,9 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     versions = dict(library_versions())
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
-        "directions": {k: v for k, v in d.provenance.items() if _plain(v)},
+        "directions": {k: v for k, v in d.provenance.items() if _plain(v)} | (  # the other models are not where
+            {"made_around_another_model": True} if d.scheme in ("interpolate", "plane3")  # the axes put them: their
+            and made_around(d.provenance, model) is False else {}),  # marks are left out of figures (trial s49)
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": versions["landscape_nb"], "torch": versions["torch"],
         "python": versions["python"],  # the syntax trees compared on resume are of this version

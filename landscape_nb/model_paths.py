@@ -290,7 +290,19 @@ def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
     if not isinstance(names, tuple) or len(names) != n or not all(isinstance(x, str) and x for x in names):
         raise LandscapeError(f"names={names!r}; expected {n} non-empty strings, one per model, e.g. "
                              f"names={tuple('abc'[:n])!r}")
+    if len(set(names)) < n:  # the axes read "A → A" and the figures' marks could not be told apart (trial s49)
+        raise LandscapeError(f"names={names!r} repeats a name; expected {n} different names, one per model, e.g. "
+                             f"names={tuple('abc'[:n])!r}")
     return tuple(names)
+
+
+def _buffers_differing(a: nn.Module, others: Sequence[nn.Module]) -> list[str]:
+    """The floating-point buffers (BatchNorm statistics) in which any of ``others`` differs from ``a``: with
+    ``include_buffers=False`` a path's points keep ``a``'s, so the point at 1 has ``b``'s weights, not ``b``."""
+    ref = {n: t for n, t in a.named_buffers() if t.is_floating_point()}
+    return sorted({n for m in others for n, t in m.named_buffers()
+                   if n in ref and t.is_floating_point() and t.shape == ref[n].shape
+                   and not torch.equal(t.detach().cpu(), ref[n].detach().cpu())})
 
 
 def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
@@ -424,7 +436,9 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
             f"models {nb} and {nc} lie on one line through {na} ({how}), so {na} → {nb} and {na} → {nc} span a "
             f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
             "interpolation_direction(a, b) for the line)")
+    kept = [] if include_buffers else _buffers_differing(a, (b, c))  # the points keep a's: (1, 0) is b's weights
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
+            **({"buffers_of_the_centre": kept} if kept else {}),
             "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "models": [na, nb, nc], "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

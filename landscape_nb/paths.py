@@ -29,6 +29,7 @@ import copy
 import math
 import numbers
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -44,7 +45,8 @@ from .surface import Surface
 
 
 def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25), include_buffers: bool = True,
-                          label: str | None = None, frozen: str = "include", **compute_kwargs) -> Surface:
+                          label: str | None = None, frozen: str = "include", names: Sequence[str] = ("a", "b"),
+                          **compute_kwargs) -> Surface:
     """The loss (and metrics) along the straight line from ``a`` (t=0) to ``b`` (t=1).
 
     ``x`` is the range of t; extend it (e.g. ``(-0.5, 1.5, 41)``) to see beyond the
@@ -72,6 +74,8 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between ``a`` and ``b``: on the path (t = 1 is
         then ``b`` itself), or refused with their names (``model_paths.paired_layout``).
+    names : (str, str), optional
+        What to call ``a`` and ``b`` on the axis ("t (a → b)" by default) and in the messages.
     **compute_kwargs
         Passed to ``compute_surface`` (``loss_fn``, ``client``, ``store``, ``mode``...).
 
@@ -96,12 +100,13 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     from .compute import compute_surface
 
     a, b = unwrap_model(a), unwrap_model(b)
-    d = interpolation_direction(a, b, include_buffers=include_buffers, frozen=frozen)
+    d = interpolation_direction(a, b, include_buffers=include_buffers, frozen=frozen, names=names)
     surf = compute_surface(a, data, d, x=x, y=None, **compute_kwargs)
     recomputed = compute_kwargs.get("mode") == "bn-recompute"  # the buffers are then re-estimated at each point
     default = "straight line" + (" (BN statistics re-estimated)" if recomputed else
                                  " (BN buffers interpolated)" if include_buffers and d.layout.include_buffers else "")
-    return surf.with_provenance(label=label or default, x_label="t (a → b)")
+    na, nb = d.provenance["models"]
+    return surf.with_provenance(label=label or default, x_label=f"t ({na} → {nb})")
 
 
 # ------------------------------------------------ mode-connecting curves ----

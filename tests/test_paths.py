@@ -757,7 +757,7 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
         marks = next(t for t in fig.data if t.name == "models")
         assert list(marks.x) == [0, 1, 0] and list(marks.y) == [0, 0, 1]
         assert list(marks.text) == ["final", "run 2", "run &lt;3&gt;"]  # drawn as text, not as a tag
-        assert marks.hovertemplate[1] == "run 2 at (1, 0)<br>loss: %{customdata[0]:.4g}<extra></extra>"
+        assert marks.hovertemplate[1] == "%{text} at (1, 0)<br>loss: %{customdata[0]:.4g}%{hovertext}<extra></extra>"
         assert np.asarray(marks.customdata)[:, 0] == pytest.approx(own, rel=1e-5)
     drawn = next(t for t in lnb.plot.surface(plane).data if t.name == "models")  # 3D: at the heights drawn
     assert drawn.type == "scatter3d" and np.asarray(drawn.z) == pytest.approx(own, rel=1e-5)
@@ -766,10 +766,12 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     fig = lnb.plot.contour(off)
     marks = next(t for t in fig.data if t.name == "models")
     assert list(marks.text) == ["final", "run &lt;3&gt;"] and list(marks.y) == [0, 1]  # run 2 at x = 1 left out
-    assert marks.hovertemplate[0].startswith("final at (0, 0)<br>no grid point there; loss at the nearest")
+    assert marks.hovertemplate[0] == ("%{text} at (0, 0)<br>no grid point there; at the nearest, (%{customdata[1]:"
+                                      ".3g}, %{customdata[2]:.3g}): loss: %{customdata[0]:.4g}%{hovertext}<extra></extra>")
     nearest = np.asarray(marks.customdata)[0]
     assert nearest[1:] == pytest.approx([-0.1, 0.15]) and nearest[0] == off.loss[1, 1]
-    assert "outside the range drawn (not marked): run 2 (1, 0)" in fig.layout.annotations[-1].text.replace("<br>", " ")
+    said = fig.layout.annotations[-1].text.replace("<br>", " ").replace("\u00a0", " ")
+    assert "outside the range drawn (not marked): run 2 (1, 0)" in said
 
     live = lnb.plot.live(plane)  # the Explorer's figure: marked on the contours, hidden for the next directions
     lnb.plot.update(live, plane)
@@ -780,3 +782,53 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     lnb.plot.update(live, other)
     assert marks.visible is False and not len(marks.x)
     assert all(t.name != "models" for t in lnb.plot.contour(other).data)
+
+
+def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_not_the_model(pair, tmp_path):
+    """Trial s49: a plane that kept model a's BatchNorm statistics marked "B" at (1, 0), hovering 1.347 for B's own
+    0.124; a plane computed around another model than a marked all three where none of them was; points not
+    computed yet hovered "loss: NaN"; a name holding "%{x}" showed a number. Each mark now says what lies there."""
+    a, b, data = pair
+    with single_thread():
+        bn = [_trained_mlp(seed, data, steps=60, batchnorm=True) for seed in (4, 5, 6)]
+    d = lnb.plane_directions(*bn, names=("A", "B %{x}", "C"), include_buffers=False)
+    plane = lnb.compute_surface(bn[0], data, d, x=(-0.5, 1.5, 5), y=(-0.5, 1.5, 5))
+    marks = next(t for t in lnb.plot.contour(plane).data if t.name == "models")
+    assert list(marks.text) == ["A", "B %{x}'s weights", "C's weights"]  # text, read by the hover as %{text}
+    assert all(t.startswith("%{text} at (") for t in marks.hovertemplate)
+    assert all("%{x}" not in t for t in marks.hovertemplate)  # read from text and hovertext, not the template
+    assert marks.hovertext[1] == ("<br>with A's buffers (2 differ from B %{x}'s, e.g. 1.running_mean): not B %{x} "
+                                  "itself; include_buffers=True puts B %{x} there")
+    b_weights = copy.deepcopy(bn[0])  # B's weights with A's statistics, loaded here: the loss the mark shows
+    b_weights.load_state_dict({k: v for k, v in bn[1].state_dict().items() if k in dict(bn[1].named_parameters())},
+                              strict=False)
+    assert np.asarray(marks.customdata)[1, 0] == pytest.approx(_loss(b_weights, data), rel=1e-5)
+    assert abs(np.asarray(marks.customdata)[1, 0] - _loss(bn[1], data)) > 1e-3  # which is not B's own
+    full = lnb.plane_directions(*bn, names=("A", "B", "C"))  # the default: B itself at (1, 0), named so
+    marks = next(t for t in lnb.plot.contour(lnb.compute_surface(bn[0], data, full, x=(-0.5, 1.5, 5),
+                                                                 y=(-0.5, 1.5, 5))).data if t.name == "models")
+    assert list(marks.text) == ["A", "B", "C"]
+    assert np.asarray(marks.customdata)[:, 0] == pytest.approx([_loss(m, data) for m in bn], rel=1e-5)
+
+    with pytest.warns(UserWarning, match="made around another model"):  # centred at B: nothing is where it says
+        wrong = lnb.compute_surface(bn[1], data, full, x=(-0.5, 1.5, 5), y=(-0.5, 1.5, 5), store=tmp_path / "w.zarr")
+    for fig in (lnb.plot.contour(wrong), lnb.plot.surface(lnb.load_surface(tmp_path / "w.zarr"))):  # stored too
+        assert all(t.name != "models" for t in fig.data)
+        assert any("the three models are not marked" in a.text.replace("<br>", " ") for a in fig.layout.annotations)
+
+    done = np.zeros((5, 5), bool)
+    done[0, :] = True  # the first row only (y = -0.5): none of the three computed yet
+    loss = np.where(done, plane.loss, np.nan)
+    part = Surface(plane.x, plane.y, loss, done=done, provenance=dict(plane.provenance))
+    marks = next(t for t in lnb.plot.contour(part).data if t.name == "models")
+    assert all(t.endswith("not computed yet%{hovertext}<extra></extra>") for t in marks.hovertemplate)
+    loss[1, 1] = np.nan  # (0, 0) computed, diverged
+    done[1, 1] = True
+    marks = next(t for t in lnb.plot.contour(Surface(plane.x, plane.y, loss, done=done,
+                                                     provenance=dict(plane.provenance))).data if t.name == "models")
+    assert "the loss diverged (NaN or inf)" in marks.hovertemplate[0]
+
+    with pytest.raises(LandscapeError, match=r"names=\('A', 'A', 'B'\) repeats a name; expected 3 different names"):
+        lnb.plane_directions(*bn, names=("A", "A", "B"))
+    line = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), names=("small", "large"))
+    assert line.x_label == "t (small → large)"

@@ -356,9 +356,13 @@ def path_outside(surface: Surface) -> tuple[int, int]:
 
 def plane_models(surface: Surface) -> dict | None:
     """The three models a plane through three models passes through (`landscape_nb.plane_directions`,
-    ``--directions plane3``): ``{"x": [0, 1, 0], "y": [0, 0, 1], "labels": [a, b, c]}``, model ``a`` at the
-    origin, ``b`` at (1, 0) and ``c`` at (0, 1) of the plane's axes, exactly, by construction; the names from the
-    directions' provenance (``models``, else the axes' "a → b" titles). None for any other surface."""
+    ``--directions plane3``): ``{"x": [0, 1, 0], "y": [0, 0, 1], "labels": [a, b, c], "notes": [...],
+    "unmarked": None}``, model ``a`` at the origin, ``b`` at (1, 0) and ``c`` at (0, 1) of the plane's axes, exactly,
+    by construction; the names from the directions' provenance (``models``, else the axes' "a → b" titles). Where
+    the plane kept ``a``'s buffers (``include_buffers=False``) and ``b`` or ``c`` has others, the points at (1, 0)
+    and (0, 1) are their weights only: labelled so, and ``notes`` says it. ``unmarked``: why no model can be marked
+    (a surface computed around another model than ``a``: none of them is where the axes put it). None for any
+    other surface."""
     prov = surface.provenance.get("directions") or {}
     if surface.ndim != 2 or not isinstance(prov, Mapping) or prov.get("scheme") != "plane3":
         return None
@@ -367,7 +371,19 @@ def plane_models(surface: Surface) -> dict | None:
         ends = [str(prov.get(k, "")).split(" → ") for k in ("x_label", "y_label")]
         names = ([ends[0][0], ends[0][1], ends[1][1]] if all(len(e) == 2 for e in ends) and ends[0][0] == ends[1][0]
                  else ["a", "b", "c"])
-    return {"x": [0.0, 1.0, 0.0], "y": [0.0, 0.0, 1.0], "labels": [str(n) for n in names]}
+    names = [str(n) for n in names]
+    labels, notes = list(names), [""] * 3
+    kept = prov.get("buffers_of_the_centre")
+    if kept:  # trial s49: "B" hovered 1.347 where B's own loss was 0.124 (B's weights, A's BatchNorm statistics)
+        for k in (1, 2):
+            labels[k] = f"{names[k]}'s weights"
+            notes[k] = (f"with {names[0]}'s buffers ({len(kept)} differ from {names[k]}'s, e.g. {kept[0]}): not "
+                        f"{names[k]} itself; include_buffers=True puts {names[k]} there")
+    unmarked = None
+    if prov.get("made_around_another_model"):
+        unmarked = (f"the three models are not marked: the surface is centred at another model than {names[0]}, "
+                    f"which the plane was made around, so none lies where the axes put it")
+    return {"x": [0.0, 1.0, 0.0], "y": [0.0, 0.0, 1.0], "labels": labels, "notes": notes, "unmarked": unmarked}
 
 
 def nearest_grid_points(surface: Surface, px: Any, py: Any) -> dict[str, np.ndarray]:
@@ -387,23 +403,34 @@ def nearest_grid_points(surface: Surface, px: Any, py: Any) -> dict[str, np.ndar
 def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scatter | go.Scatter3d | None:
     """Named stars at the three models of a plane through three models (`plane_models`) that lie inside the
     grid's range, each hovering the plane's loss there (the nearest grid point's, said as such, where no grid
-    point lies on the model: a neighbour's loss shown as the model's misled, trial s35); with ``z``, the values
-    drawn (the grid's shape), a 3D trace at their heights. None for other surfaces or none inside."""
+    point lies on the model: a neighbour's loss shown as the model's misled, trial s35; "not computed yet" or
+    "diverged" where the loss is not known there); with ``z``, the values drawn (the grid's shape), a 3D trace at
+    their heights (a model whose point has no value has no height: not drawn there). None for other surfaces,
+    none inside, or models that cannot be marked (``unmarked``)."""
     models = plane_models(surface)
-    if models is None:
+    if models is None or models["unmarked"]:
         return None
     near = nearest_grid_points(surface, models["x"], models["y"])
     shown = np.flatnonzero(near["inside"])
     if not shown.size:
         return None
-    names = [html.escape(models["labels"][k], quote=False) for k in shown]
-    hover = [f"{name} at ({models['x'][k]:g}, {models['y'][k]:g})"
-             + ("<br>loss: %{customdata[0]:.4g}" if near["on_grid"][k] else
-                "<br>no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "
-                "%{customdata[0]:.4g}") + "<extra></extra>" for name, k in zip(names, shown)]
+    done = np.ones(np.shape(surface.loss), bool) if surface.done is None else np.asarray(surface.done, bool)
+    hover = []
+    for k in shown:
+        value = near["loss"][k]
+        at = (f"{'' if near['on_grid'][k] else 'no grid point there; '}"
+              + ("" if near["on_grid"][k] else "at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "))
+        known = ("not computed yet" if not done[near["row"][k], near["col"][k]] else
+                 "the loss diverged (NaN or inf)" if not np.isfinite(value) else "loss: %{customdata[0]:.4g}")
+        hover.append(f"%{{text}} at ({models['x'][k]:g}, {models['y'][k]:g})<br>{at}{known}%{{hovertext}}"
+                     "<extra></extra>")
     px, py = np.asarray(models["x"])[shown], np.asarray(models["y"])[shown]
+    # names and notes as text and hovertext, read by the hover as %{text} and %{hovertext}: a name holding "%{x}"
+    # is shown as written (trial s49)
     style = dict(x=px, y=py, name="models", mode="markers+text", showlegend=False, textposition="top center",
-                 text=names, hovertemplate=hover,
+                 text=[html.escape(models["labels"][k], quote=False) for k in shown], hovertemplate=hover,
+                 hovertext=[f"<br>{html.escape(models['notes'][k], quote=False)}" if models["notes"][k] else ""
+                            for k in shown],
                  customdata=np.stack([near["loss"], near["x"], near["y"]], axis=-1)[shown],
                  marker=dict(symbol="diamond" if z is not None else "star", size=6 if z is not None else 14,
                              color="white", line=dict(width=1.5, color="black")))
@@ -414,9 +441,9 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
 
 def plane_models_outside(surface: Surface) -> list[str]:
     """The models of a plane through three models (`plane_models`) outside the grid's range, where a figure
-    cannot mark them, each as "name (x, y)"; empty for other surfaces."""
+    cannot mark them, each as "name (x, y)"; empty for other surfaces or models that cannot be marked."""
     models = plane_models(surface)
-    if models is None:
+    if models is None or models["unmarked"]:
         return []
     near = nearest_grid_points(surface, models["x"], models["y"])
     return [f"{models['labels'][k]} ({models['x'][k]:g}, {models['y'][k]:g})" for k in np.flatnonzero(~near["inside"])]
@@ -424,15 +451,18 @@ def plane_models_outside(surface: Surface) -> list[str]:
 
 def add_plane_models(fig: go.Figure, surface: Surface, z: np.ndarray | None = None) -> None:
     """Mark on ``fig`` the three models of a plane through three models (`plane_models_trace`; nothing for other
-    surfaces), and above the plot name those outside the grid's range (not drawn). ``z`` as there."""
+    surfaces), and above the plot name those outside the grid's range (not drawn), or say why none is marked.
+    ``z`` as there."""
     trace = plane_models_trace(surface, z)
     if trace is not None:
         fig.add_trace(trace)
-    outside = plane_models_outside(surface)
-    if outside:
-        text = html.escape(f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 on "
-                           "both axes holds all three models", quote=False)
-        fig.add_annotation(text=fit_title(text, plot_area()[0], size=11),
+    models = plane_models(surface)
+    outside = [name.replace(", ", ",\u00a0") for name in plane_models_outside(surface)]  # no break in (1, 0)
+    text = (models or {}).get("unmarked") or (
+        f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 on both axes holds all "
+        "three models" if outside else None)
+    if text:
+        fig.add_annotation(text=fit_title(html.escape(text, quote=False), plot_area()[0], size=11),
                            xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
                            showarrow=False, font={"size": 11})
 

@@ -349,11 +349,11 @@ def _update_models(fig, surf: Surface) -> None:
     drawn = plane_models_trace(surf)
     if drawn is None:
         if trace.visible is not False or len(trace.x or ()):
-            trace.update(x=[], y=[], text=None, customdata=None, hovertemplate=None, visible=False)
+            trace.update(x=[], y=[], text=None, customdata=None, hovertemplate=None, hovertext=None, visible=False)
         return
     trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker,
-                 textposition=drawn.textposition, hovertemplate=drawn.hovertemplate, customdata=drawn.customdata,
-                 visible=True)
+                 textposition=drawn.textposition, hovertemplate=drawn.hovertemplate, hovertext=drawn.hovertext,
+                 customdata=drawn.customdata, visible=True)
 
 
 def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:
