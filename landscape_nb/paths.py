@@ -165,7 +165,8 @@ class ModeCurve:
         Dataset or a DataLoader; its inputs), as the profiles re-estimate them at every t (pass the data the
         curve was trained on for its ``profile``'s values). Without ``bn_data`` it keeps ``model``'s
         statistics, which belong to other weights, and a ``UserWarning`` says so: evaluated as returned, a
-        trial's model gave 0.674 where the profile said 0.585.
+        trial's model gave 0.674 where the profile said 0.585. Where θ(t) is ``model``'s own weights (t = 0 with
+        the start model) the copy is that model, statistics and all, without a word.
 
         Raises ``LandscapeError`` for a ``t`` that is not a real number in [0, 1] (``point``), a model of
         another architecture, or ``bn_data`` it cannot read."""
@@ -176,9 +177,13 @@ class ModeCurve:
         point = self.point(t)
         m = copy.deepcopy(model).eval()
         with torch.no_grad():
+            own = all(torch.equal(dst, src.to(dst.dtype)) for dst, src in zip(self.layout.tensors(m),
+                                                                               self.layout.split(point)))
             for dst, src in zip(self.layout.tensors(m), self.layout.split(point)):
                 dst.copy_(src)
         if not batchnorm_modules(m):
+            return m
+        if bn_data is None and own:  # a passed at t=0: its statistics are its weights' own (trial s49 was warned)
             return m
         if bn_data is None:
             warn_user(f"landscape_nb: {type(self).__name__}.model_at: the model at t={float(t):g} keeps the BatchNorm running "
@@ -446,7 +451,8 @@ def _trained_curve(cls: type[ModeCurve], a: nn.Module, b: nn.Module, data, *, lo
     line = compute_surface(a, eval_data, Directions((w2 - w0)[None, :], layout, {"scheme": "interpolate"}),
                            x=(0.0, 1.0, n_points), loss_fn=loss_fn, bn_data=data if has_bn else None,
                            settings=_settings(mode, loss_fn, target_key))
-    line = line.with_provenance(label="straight line", x_label="t (a → b)")
+    line = line.with_provenance(label="straight line" + (" (BN statistics re-estimated)" if has_bn else ""),  # as
+                                x_label="t (a → b)")  # interpolation_surface's: beside its "(BN buffers interpolated)"
     _warn_if_training_raised_the_curve(cls, profile, line, n_steps, lr, optimizer)
     settings: dict[str, Any] = {"n_steps": int(n_steps), "lr": lr, "batch_size": batch_size, "seed": seed,
                                 "optimizer": optimizer, "bn": mode, "frozen_on_the_line": list(layout.frozen_names)}

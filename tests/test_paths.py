@@ -423,6 +423,13 @@ def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_
                                          r".*pass bn_data="):
         kept = curve.model_at(a, ts[2])
     torch.testing.assert_close(kept[1].running_mean, a[1].running_mean)
+    with warnings.catch_warnings():  # at t=0, a given: its statistics are its own weights' (trial s49 was warned)
+        warnings.simplefilter("error")
+        start = curve.model_at(a, 0.0)
+    assert _loss(start, data) == pytest.approx(_loss(a, data), rel=1e-6)
+    # its straight line's statistics are re-estimated too, and its label says so: beside interpolation_surface's
+    # "(BN buffers interpolated)" line a bare "straight line" with another barrier read as a contradiction (s49)
+    assert curve.line_profile.provenance["label"] == "straight line (BN statistics re-estimated)"
     with pytest.raises(LandscapeError, match=r"model_at: the model failed on bn_data .*RuntimeError.*parameters are "
                                              r"torch.float32 on cpu: e.g. x.to\(torch.float32\)"):
         curve.model_at(a, ts[2], bn_data=(data[0].double(), data[1]))  # was torch's bare dtype error
