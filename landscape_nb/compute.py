@@ -30,7 +30,7 @@ from . import validate
 from .params import model_dtype, moved_variances, unwrap_model
 from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner, library_versions
 from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
-                   made_around, model_fingerprint)
+                   made_around, made_around_buffers, model_fingerprint)
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
 from .surface import CENTRE_DIVERGED, RANDOM_OUTPUTS, RANDOM_VALUES, Surface, notes_by_kind
@@ -314,6 +314,7 @@ def compute_surface(
                               target_key=target_key)
     settings = _running_var_rule(settings, d)
     _warn_if_made_around_another_model(model, d)
+    _warn_if_made_around_other_statistics(model, d)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
         warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
@@ -720,6 +721,14 @@ def _refuse_hessian_of_recomputed_bn(quantity: str, settings: EvalSettings) -> N
             "of your choice, compute_surface(..., mode='bn-recompute') and Surface.sharpness()")
 
 
+def _centred_elsewhere(model, d: Directions) -> bool:
+    """Whether a path's directions (an interpolation, a plane through three models) were made around other weights
+    than ``model``'s, or, spanning buffers, other BatchNorm statistics (`spec.made_around_buffers`): the models
+    they name are then not where the axes put them."""
+    return d.scheme in ("interpolate", "plane3") and (made_around(d.provenance, model) is False
+                                                      or made_around_buffers(d.provenance, model) is False)
+
+
 def _warn_if_made_around_another_model(model, d: Directions) -> None:
     """Warn where ``d`` was made around other weights than ``model``'s (`spec.made_around`): random
     directions normalized to another model's filters compared two models' sharpness the wrong way round (their
@@ -748,6 +757,18 @@ def _warn_if_made_around_another_model(model, d: Directions) -> None:
                "first model of a path, the final model of a PCA)")
     warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around another model's weights "
               f"than this {type(model).__name__}'s; {why}")
+
+
+def _warn_if_made_around_other_statistics(model, d: Directions) -> None:
+    """Warn where a path spanning buffers was made around other BatchNorm statistics than ``model``'s, its weights
+    the same: A's weights with B's statistics passed as the centre of the plane through A, B and C put none of the
+    three where the axes said, with no word (re-trial s49)."""
+    if d.scheme in ("interpolate", "plane3") and made_around(d.provenance, model) is not False and \
+            made_around_buffers(d.provenance, model) is False:
+        warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around the same weights but "
+                  f"other BatchNorm statistics (buffers) than this {type(model).__name__}'s (a forward pass in train "
+                  "mode updates them), so the points the directions name (the other models at 1) are not where its "
+                  "axes put them: pass the model as it was when the directions were made, or make them again")
 
 
 def _normalized_to_other_weights(model, d: Directions) -> bool:
@@ -855,8 +876,8 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
         "directions": {k: v for k, v in d.provenance.items() if _plain(v)} | (  # the other models are not where
-            {"made_around_another_model": True} if d.scheme in ("interpolate", "plane3")  # the axes put them: their
-            and made_around(d.provenance, model) is False else {}),  # marks are left out of figures (trial s49)
+            {"made_around_another_model": True} if _centred_elsewhere(model, d) else {}),  # the axes put them: their
+        # marks are left out of figures (trial s49)
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": versions["landscape_nb"], "torch": versions["torch"],
         "python": versions["python"],  # the syntax trees compared on resume are of this version

@@ -18,7 +18,7 @@ from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag, vecto
 from .errors import LandscapeError, check_choice, warn_user
 from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
                      variance_buffers)
-from .spec import centre_of
+from .spec import buffers_sketch, centre_of
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -287,10 +287,11 @@ def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
         names = names if isinstance(names, str) else tuple(names)
     except TypeError:  # not iterable: refused below
         pass
-    if not isinstance(names, tuple) or len(names) != n or not all(isinstance(x, str) and x for x in names):
+    if not isinstance(names, tuple) or len(names) != n or not all(isinstance(x, str) and x.strip() for x in names):
         raise LandscapeError(f"names={names!r}; expected {n} non-empty strings, one per model, e.g. "
                              f"names={tuple('abc'[:n])!r}")
-    if len(set(names)) < n:  # the axes read "A → A" and the figures' marks could not be told apart (trial s49)
+    if len({x.strip() for x in names}) < n:  # the axes read "A → A" and the figures' marks could not be told
+        # apart (trial s49)
         raise LandscapeError(f"names={names!r} repeats a name; expected {n} different names, one per model, e.g. "
                              f"names={tuple('abc'[:n])!r}")
     return tuple(names)
@@ -373,6 +374,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     na, nb = _names(names, 2)
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             **centre_of(a), "x_label": f"interpolation {na} → {nb}", "models": [na, nb],
+            **({"centre_buffers": buffers_sketch(a)} if layout.include_buffers else {}),
             "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)
@@ -436,9 +438,12 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
             f"models {nb} and {nc} lie on one line through {na} ({how}), so {na} → {nb} and {na} → {nc} span a "
             f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
             "interpolation_direction(a, b) for the line)")
-    kept = [] if include_buffers else _buffers_differing(a, (b, c))  # the points keep a's: (1, 0) is b's weights
+    # the points keep a's buffers: (1, 0) is b's weights only where b's buffers differ from a's (those named)
+    kept = {} if include_buffers else {nb: _buffers_differing(a, [b]), nc: _buffers_differing(a, [c])}
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
-            **({"buffers_of_the_centre": kept} if kept else {}),
+            **({"centre_buffers": buffers_sketch(a)} if layout.include_buffers else {}),
+            **({"weights_only": [k for k, v in kept.items() if v],
+                "buffers_of_the_centre": sorted({n for v in kept.values() for n in v})} if any(kept.values()) else {}),
             "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "models": [na, nb, nc], "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

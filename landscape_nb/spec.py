@@ -113,6 +113,29 @@ def centre_of(model: nn.Module) -> dict:
     return {"centre_weights": parameters_fingerprint(model), "centre_sketch": weights_sketch(model)}
 
 
+def buffers_sketch(model: nn.Module) -> list[list[float]]:
+    """`weights_sketch` of the model's floating-point buffers (BatchNorm running statistics), in order: what a
+    path spanning buffers (``include_buffers=True``) records of its centre, read by `made_around_buffers`."""
+    with torch.no_grad():
+        return [[float(torch.linalg.vector_norm(v, dtype=torch.float64)), float(v.sum(dtype=torch.float64)),
+                 float(v[0::2].sum(dtype=torch.float64) - v[1::2].sum(dtype=torch.float64))]
+                for v in (b.detach().reshape(-1) for b in _unwrapped(model).buffers()
+                          if b.is_floating_point() and b.device.type != "meta")]
+
+
+def made_around_buffers(provenance: Mapping, model: nn.Module, rtol: float = 1e-4) -> bool | None:
+    """Whether ``model``'s floating-point buffers are those a path was made around (its ``centre_buffers``,
+    `buffers_sketch`, within ``rtol`` of each buffer's norm: a float64 copy keeps them to rounding); None where
+    it recorded none. A's weights with B's BatchNorm statistics passed as the centre of the plane through A, B
+    and C put none of the three where the axes said, with no word (re-trial s49)."""
+    then = provenance.get("centre_buffers")
+    if then is None:
+        return None
+    now = buffers_sketch(model)
+    return len(now) == len(then) and all(abs(a - b) <= rtol * max(x[0], y[0]) + 1e-30
+                                         for x, y in zip(then, now) for a, b in zip(x, y))
+
+
 def made_around(provenance: Mapping, model: nn.Module, rtol: float = 1e-2) -> bool | None:
     """Whether ``model``'s parameters are the ones directions (or a path) were made around: their
     ``centre_sketch`` (`weights_sketch`) within ``rtol`` of each parameter's norm, or, for directions made

@@ -160,6 +160,15 @@ def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoin
 
     marks = next(t for t in figure_for(surf, "contour").data if t.name == "models")  # named by their files
     assert list(marks.text) == ["model", b_path.name, "trainer.pt"] and list(marks.x) == [0, 1, 0]
+    runs = [tmp_path / "r1" / "ckpt.pt", tmp_path / "r2" / "ckpt.pt"]  # one file name per run directory: told
+    for run, src in zip(runs, (b_path, c_plain)):  # apart by the paths given (two "ckpt.pt" marks, re-trial s49)
+        run.parent.mkdir()
+        run.write_bytes(src.read_bytes())
+    assert main(["compute", bn_module, "--grid", "5x5", "--model-file2", "r1/ckpt.pt", "--model-file3", "r2/ckpt.pt",
+                 "--store", str(tmp_path / "runs.zarr")]) == 0
+    runs_plane = lnb.load_surface(tmp_path / "runs.zarr")
+    marks = next(t for t in figure_for(runs_plane, "contour").data if t.name == "models")
+    assert list(marks.text) == ["model", "r1/ckpt.pt", "r2/ckpt.pt"] and runs_plane.x_label == "model → r1/ckpt.pt"
     a, b, c = _state_of(build()), _state(b_path), _state(c_plain)
     db = {k: b[k] - a[k] for k in a if a[k].is_floating_point()}
     dc = {k: c[k] - a[k] for k in a if a[k].is_floating_point()}

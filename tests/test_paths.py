@@ -774,7 +774,7 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     marks = next(t for t in fig.data if t.name == "models")
     assert list(marks.text) == ["final", "run &lt;3&gt;"] and list(marks.y) == [0, 1]  # run 2 at x = 1 left out
     assert marks.hovertemplate[0] == ("%{text} at (0, 0)<br>no grid point there; at the nearest, (%{customdata[1]:"
-                                      ".3g}, %{customdata[2]:.3g}): loss: %{customdata[0]:.4g}%{hovertext}<extra></extra>")
+                                      ".6g}, %{customdata[2]:.6g}): loss: %{customdata[0]:.4g}%{hovertext}<extra></extra>")
     nearest = np.asarray(marks.customdata)[0]
     assert nearest[1:] == pytest.approx([-0.1, 0.15]) and nearest[0] == off.loss[1, 1]
     said = fig.layout.annotations[-1].text.replace("<br>", " ").replace("\u00a0", " ")
@@ -804,8 +804,15 @@ def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_no
     assert list(marks.text) == ["A", "B %{x}'s weights", "C's weights"]  # text, read by the hover as %{text}
     assert all(t.startswith("%{text} at (") for t in marks.hovertemplate)
     assert all("%{x}" not in t for t in marks.hovertemplate)  # read from text and hovertext, not the template
-    assert marks.hovertext[1] == ("<br>with A's buffers (2 differ from B %{x}'s, e.g. 1.running_mean): not B %{x} "
-                                  "itself; include_buffers=True puts B %{x} there")
+    assert marks.hovertext[1] == ("<br>with A's buffers (which differ from B %{x}'s, e.g. 1.running_mean): not B "
+                                  "%{x} itself; include_buffers=True puts B %{x} there")
+    twin = copy.deepcopy(bn[1])  # B's weights with exactly A's statistics: the point at (1, 0) is this model itself
+    twin.load_state_dict({**bn[1].state_dict(), **{k: v for k, v in bn[0].state_dict().items() if "running" in k}})
+    marks = next(t for t in lnb.plot.contour(lnb.compute_surface(
+        bn[0], data, lnb.plane_directions(bn[0], twin, bn[2], names=("A", "B2", "C"), include_buffers=False),
+        x=(-0.5, 1.5, 5), y=(-0.5, 1.5, 5))).data if t.name == "models")
+    assert list(marks.text) == ["A", "B2", "C's weights"] and marks.hovertext[1] == ""  # per model (re-trial s49)
+    assert np.asarray(marks.customdata)[1, 0] == pytest.approx(_loss(twin, data), rel=1e-5)
     b_weights = copy.deepcopy(bn[0])  # B's weights with A's statistics, loaded here: the loss the mark shows
     b_weights.load_state_dict({k: v for k, v in bn[1].state_dict().items() if k in dict(bn[1].named_parameters())},
                               strict=False)
@@ -823,6 +830,19 @@ def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_no
         assert all(t.name != "models" for t in fig.data)
         assert any("the three models are not marked" in a.text.replace("<br>", " ") for a in fig.layout.annotations)
 
+    drifted = copy.deepcopy(bn[0])  # A's weights, B's statistics (as a forward pass in train mode leaves them)
+    drifted.load_state_dict({**bn[0].state_dict(), **{k: v for k, v in bn[1].state_dict().items() if "running" in k}})
+    with pytest.warns(UserWarning, match="same weights but other BatchNorm statistics"):
+        moved = lnb.compute_surface(drifted, data, full, x=(-0.5, 1.5, 5), y=(-0.5, 1.5, 5))
+    fig = lnb.plot.heatmap(moved)
+    assert all(t.name != "models" for t in fig.data)  # A hovered 3.306 for its own 0.123 (re-trial s49)
+    assert any("the three models are not marked" in a.text.replace("<br>", " ") for a in fig.layout.annotations)
+    with warnings.catch_warnings():  # a float64 copy of A is A: marked, without a word
+        warnings.simplefilter("error")
+        again = lnb.compute_surface(copy.deepcopy(bn[0]).double(), (data[0].double(), data[1]), full,
+                                    x=(-0.5, 1.5, 5), y=(-0.5, 1.5, 5))
+    assert [t.text for t in lnb.plot.contour(again).data if t.name == "models"] == [("A", "B", "C")]
+
     done = np.zeros((5, 5), bool)
     done[0, :] = True  # the first row only (y = -0.5): none of the three computed yet
     loss = np.where(done, plane.loss, np.nan)
@@ -835,7 +855,10 @@ def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_no
                                                      provenance=dict(plane.provenance))).data if t.name == "models")
     assert "the loss diverged (NaN or inf)" in marks.hovertemplate[0]
 
-    with pytest.raises(LandscapeError, match=r"names=\('A', 'A', 'B'\) repeats a name; expected 3 different names"):
-        lnb.plane_directions(*bn, names=("A", "A", "B"))
+    for names in (("A", "A", "B"), ("A ", "A", "B")):
+        with pytest.raises(LandscapeError, match=r"repeats a name; expected 3 different names"):
+            lnb.plane_directions(*bn, names=names)
+    with pytest.raises(LandscapeError, match=r"expected 3 non-empty strings"):
+        lnb.plane_directions(*bn, names=(" ", "B", "C"))
     line = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), names=("small", "large"))
     assert line.x_label == "t (small → large)"

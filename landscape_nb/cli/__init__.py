@@ -520,7 +520,10 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
                 text = text.replace(api, flag)
             raise LandscapeError(text) from None
         raise
-    ends = [Path(p).name for p in (args.model_file2, args.model_file3) if p]
+    given = [p for p in (args.model_file2, args.model_file3) if p]
+    ends = [Path(p).name for p in given]
+    if len(set(ends)) < len(ends):  # r1/ckpt.pt and r2/ckpt.pt: marks and axes told apart by the paths given
+        ends = [str(p) for p in given]
     if others and d.scheme == "interpolate":  # the axes name the files (the messages above, their flags)
         d = d.with_provenance(x_label=f"interpolation model → {ends[0]}", models=["model", ends[0]])
     elif others and d.scheme == "plane3":

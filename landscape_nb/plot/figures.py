@@ -373,16 +373,17 @@ def plane_models(surface: Surface) -> dict | None:
                  else ["a", "b", "c"])
     names = [str(n) for n in names]
     labels, notes = list(names), [""] * 3
-    kept = prov.get("buffers_of_the_centre")
-    if kept:  # trial s49: "B" hovered 1.347 where B's own loss was 0.124 (B's weights, A's BatchNorm statistics)
-        for k in (1, 2):
+    kept, weights_only = prov.get("buffers_of_the_centre") or [], prov.get("weights_only") or []
+    for k in (1, 2):  # trial s49: "B" hovered 1.347 where B's own loss was 0.124 (B's weights, A's statistics)
+        if names[k] in weights_only and kept:
             labels[k] = f"{names[k]}'s weights"
-            notes[k] = (f"with {names[0]}'s buffers ({len(kept)} differ from {names[k]}'s, e.g. {kept[0]}): not "
+            notes[k] = (f"with {names[0]}'s buffers (which differ from {names[k]}'s, e.g. {kept[0]}): not "
                         f"{names[k]} itself; include_buffers=True puts {names[k]} there")
     unmarked = None
     if prov.get("made_around_another_model"):
-        unmarked = (f"the three models are not marked: the surface is centred at another model than {names[0]}, "
-                    f"which the plane was made around, so none lies where the axes put it")
+        unmarked = (f"the three models are not marked: the surface is centred at other weights or BatchNorm "
+                    f"statistics than {names[0]}'s, which the plane was made around, so none lies where the axes "
+                    "put it")
     return {"x": [0.0, 1.0, 0.0], "y": [0.0, 0.0, 1.0], "labels": labels, "notes": notes, "unmarked": unmarked}
 
 
@@ -419,7 +420,7 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
     for k in shown:
         value = near["loss"][k]
         at = (f"{'' if near['on_grid'][k] else 'no grid point there; '}"
-              + ("" if near["on_grid"][k] else "at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "))
+              + ("" if near["on_grid"][k] else "at the nearest, (%{customdata[1]:.6g}, %{customdata[2]:.6g}): "))
         known = ("not computed yet" if not done[near["row"][k], near["col"][k]] else
                  "the loss diverged (NaN or inf)" if not np.isfinite(value) else "loss: %{customdata[0]:.4g}")
         hover.append(f"%{{text}} at ({models['x'][k]:g}, {models['y'][k]:g})<br>{at}{known}%{{hovertext}}"

@@ -98,7 +98,7 @@ def _caveats(surf: Surface) -> str:
     outside the range drawn, and a plane through three models' models outside it."""
     from ..compute import diverged_at_the_model
     from ..data import loader_notes
-    from ..plot.figures import path_outside, plane_models_outside
+    from ..plot.figures import path_outside, plane_models, plane_models_outside
 
     out = ""
     outside, checkpoints = path_outside(surf)
@@ -108,6 +108,9 @@ def _caveats(surf: Surface) -> str:
     models = plane_models_outside(surf)
     if models:
         out += (f" Outside the range drawn, so not marked: {', '.join(models)}; auto range holds all three models.")
+    unmarked = (plane_models(surf) or {}).get("unmarked")
+    if unmarked:
+        out += f" {unmarked[0].upper()}{unmarked[1:]}."
     n_bad = surf.n_diverged
     if n_bad:
         out += (f" The loss diverged (NaN or inf) at {n_bad} of {surf.n_done} points: gaps in the figure, where the "
