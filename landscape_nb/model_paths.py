@@ -297,7 +297,7 @@ def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _buffers_differing(a: nn.Module, others: Sequence[nn.Module]) -> list[str]:
+def buffers_differing(a: nn.Module, others: Sequence[nn.Module]) -> list[str]:
     """The floating-point buffers (BatchNorm statistics) in which any of ``others`` differs from ``a``: with
     ``include_buffers=False`` a path's points keep ``a``'s, so the point at 1 has ``b``'s weights, not ``b``."""
     ref = {n: t for n, t in a.named_buffers() if t.is_floating_point()}
@@ -439,7 +439,7 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
             f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
             "interpolation_direction(a, b) for the line)")
     # the points keep a's buffers: (1, 0) is b's weights only where b's buffers differ from a's (those named)
-    kept = {} if include_buffers else {nb: _buffers_differing(a, [b]), nc: _buffers_differing(a, [c])}
+    kept = {} if include_buffers else {nb: buffers_differing(a, [b]), nc: buffers_differing(a, [c])}
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
             **({"centre_buffers": buffers_sketch(a)} if layout.include_buffers else {}),
             **({"weights_only": [k for k, v in kept.items() if v],

@@ -111,6 +111,7 @@ def test_bn_buffers_decide_whether_the_path_ends_at_the_second_model():
     assert with_buf.loss[-1] == pytest.approx(_loss(b, data), rel=1e-5)  # weights and statistics of b
     assert without.loss[-1] == pytest.approx(_loss(_mix(a, b, 1.0, buffers=False), data), rel=1e-5)
     assert abs(without.loss[-1] - _loss(b, data)) > 1e-3  # b's weights with a's statistics is not b
+    assert without.provenance["label"] == "straight line (a's BN statistics throughout: t = 1 is b's weights, not b)"
     assert with_buf.loss[1] == pytest.approx(_loss(_mix(a, b, 0.5), data), rel=1e-5)
     assert "BN buffers interpolated" in with_buf.provenance["label"]
     # re-estimated at every point, the statistics are neither a's, b's nor a mix: the label said "interpolated"
