@@ -89,6 +89,15 @@ def plane3_plane(x=(-0.5, 1.5), y=(-0.5, 1.5)) -> Surface:
         "directions": {"scheme": "plane3", "models": names}})
 
 
+def _partial_plane3(elsewhere=False):  # a stopped run of a range that leaves two models out: both notes above
+    full = plane3_plane(x=(-0.5, 0.5), y=(-0.5, 0.5))  # the plot (centred at another model: why none is marked)
+    if elsewhere:
+        full.provenance["directions"]["made_around_another_model"] = True
+    done = np.zeros(full.loss.shape, bool)
+    done[:5] = True
+    return Surface(full.x, full.y, np.where(done, full.loss, np.nan), done=done, provenance=dict(full.provenance))
+
+
 def _explorer_live_plane3():  # the Explorer on a plane through three models: the three marked, named
     fig = plot.live(plane3_plane(), title="mlp-digits: plane through three models, 17×15 points")
     fig.update_layout(width=explorer_width())
@@ -165,7 +174,9 @@ CASES = {  # builder -> {case: figure factory}
     "contour": {"long labels": lambda: plot.contour(plane()),
                 "trajectory": lambda: plot.contour(plane(), trajectory=path_dict()),
                 "plane3 models": lambda: plot.contour(plane3_plane()),
-                "plane3 models outside": lambda: plot.contour(plane3_plane(x=(-0.5, 0.5), y=(-0.5, 0.5)))},
+                "plane3 models outside": lambda: plot.contour(plane3_plane(x=(-0.5, 0.5), y=(-0.5, 0.5))),
+                "plane3 partial, models outside": lambda: plot.contour(_partial_plane3()),
+                "plane3 partial, centred elsewhere": lambda: plot.contour(_partial_plane3(elsewhere=True))},
     "heatmap": {"log": lambda: plot.heatmap(plane(), log=True)},
     "surface": {"long labels": lambda: plot.surface(plane()),
                 "hessian labels": lambda: plot.surface(plane(labels=HESSIAN_LABELS)),

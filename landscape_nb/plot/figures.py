@@ -23,6 +23,7 @@ from ._common import (
     SURFACE_LEVELS,
     TRAJECTORY_COLORSCALE,
     _above,
+    _above_notes,
     _axis_label,
     _check_clip,
     _check_levels,
@@ -67,10 +68,10 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     lone = lone_points_trace(kind, surf, z, zmin, zmax)
     if lone is not None:  # a partial surface's points that no drawn cell shows
         fig.add_trace(lone)
-    add_plane_models(fig, surf, z if kind == "surface" else None)
     fig.update_layout(title=_title(title, surf))
     note_sources(fig, [surf])
     note_partial(fig, surf)
+    add_plane_models(fig, surf, z if kind == "surface" else None)  # its note above the others
     width, height = plot_area()
     if kind == "surface":
         scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height,
@@ -419,8 +420,8 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
     hover = []
     for k in shown:
         value = near["loss"][k]
-        at = (f"{'' if near['on_grid'][k] else 'no grid point there; '}"
-              + ("" if near["on_grid"][k] else "at the nearest, (%{customdata[1]:.6g}, %{customdata[2]:.6g}): "))
+        at = ("" if near["on_grid"][k] else
+              "no grid point there; at the nearest, (%{customdata[1]:.6g}, %{customdata[2]:.6g}): ")
         known = ("not computed yet" if not done[near["row"][k], near["col"][k]] else
                  "the loss diverged (NaN or inf)" if not np.isfinite(value) else "loss: %{customdata[0]:.4g}")
         hover.append(f"%{{text}} at ({models['x'][k]:g}, {models['y'][k]:g})<br>{at}{known}%{{hovertext}}"
@@ -428,26 +429,28 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
     px, py = np.asarray(models["x"])[shown], np.asarray(models["y"])[shown]
     # names and notes as text and hovertext, read by the hover as %{text} and %{hovertext}: a name holding "%{x}"
     # is shown as written (trial s49)
-    style = dict(x=px, y=py, name="models", mode="markers+text", showlegend=False, textposition="top center",
-                 text=[html.escape(models["labels"][k], quote=False) for k in shown], hovertemplate=hover,
-                 hovertext=[f"<br>{html.escape(models['notes'][k], quote=False)}" if models["notes"][k] else ""
-                            for k in shown],
-                 customdata=np.stack([near["loss"], near["x"], near["y"]], axis=-1)[shown],
-                 marker=dict(symbol="diamond" if z is not None else "star", size=6 if z is not None else 14,
-                             color="white", line=dict(width=1.5, color="black")))
+    style = {"x": px, "y": py, "name": "models", "mode": "markers+text", "showlegend": False,
+             "textposition": "top center", "hovertemplate": hover,
+             "text": [html.escape(models["labels"][k], quote=False) for k in shown],
+             "hovertext": [f"<br>{html.escape(models['notes'][k], quote=False)}" if models["notes"][k] else ""
+                           for k in shown],
+             "customdata": np.stack([near["loss"], near["x"], near["y"]], axis=-1)[shown],
+             "marker": {"symbol": "diamond" if z is not None else "star", "size": 6 if z is not None else 14,
+                        "color": "white", "line": {"width": 1.5, "color": "black"}}}
     if z is None:
         return go.Scatter(**style)
     return go.Scatter3d(z=np.asarray(z, float)[near["row"], near["col"]][shown], **style)
 
 
-def plane_models_outside(surface: Surface) -> list[str]:
+def plane_models_outside(surface: Surface, sep: str = ", ") -> list[str]:
     """The models of a plane through three models (`plane_models`) outside the grid's range, where a figure
-    cannot mark them, each as "name (x, y)"; empty for other surfaces or models that cannot be marked."""
+    cannot mark them, each as "name (x, y)" (``sep`` between x and y); empty for other surfaces or models that
+    cannot be marked."""
     models = plane_models(surface)
     if models is None or models["unmarked"]:
         return []
     near = nearest_grid_points(surface, models["x"], models["y"])
-    return [f"{models['labels'][k]} ({models['x'][k]:g}, {models['y'][k]:g})" for k in np.flatnonzero(~near["inside"])]
+    return [f"{models['labels'][k]} ({models['x'][k]:g}{sep}{models['y'][k]:g})" for k in np.flatnonzero(~near["inside"])]
 
 
 def add_plane_models(fig: go.Figure, surface: Surface, z: np.ndarray | None = None) -> None:
@@ -458,14 +461,14 @@ def add_plane_models(fig: go.Figure, surface: Surface, z: np.ndarray | None = No
     if trace is not None:
         fig.add_trace(trace)
     models = plane_models(surface)
-    outside = [name.replace(", ", ",\u00a0") for name in plane_models_outside(surface)]  # no break in (1, 0)
+    outside = plane_models_outside(surface, sep=",\u00a0")  # no line break inside (1, 0)
     text = (models or {}).get("unmarked") or (
         f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 on both axes holds all "
         "three models" if outside else None)
-    if text:
+    if text:  # above the notes already there (a partial surface's)
         fig.add_annotation(text=fit_title(html.escape(text, quote=False), plot_area()[0], size=11),
-                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
-                           showarrow=False, font={"size": 11})
+                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
+                           yshift=max(4.0, _above_notes(fig)), showarrow=False, font={"size": 11})
 
 
 def _trajectory_field(trajectory: Any, name: str):
