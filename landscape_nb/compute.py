@@ -314,7 +314,7 @@ def compute_surface(
                               target_key=target_key)
     settings = _running_var_rule(settings, d)
     _warn_if_made_around_another_model(model, d)
-    _warn_if_made_around_other_statistics(model, d)
+    _warn_if_made_around_other_statistics(model, d, settings.mode)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
         warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
@@ -721,12 +721,14 @@ def _refuse_hessian_of_recomputed_bn(quantity: str, settings: EvalSettings) -> N
             "of your choice, compute_surface(..., mode='bn-recompute') and Surface.sharpness()")
 
 
-def _centred_elsewhere(model, d: Directions) -> bool:
+def _centred_elsewhere(model, d: Directions, mode: str) -> bool:
     """Whether a path's directions (an interpolation, a plane through three models) were made around other weights
-    than ``model``'s, or, spanning buffers, other BatchNorm statistics (`spec.made_around_buffers`): the models
-    they name are then not where the axes put them."""
-    return d.scheme in ("interpolate", "plane3") and (made_around(d.provenance, model) is False
-                                                      or made_around_buffers(d.provenance, model) is False)
+    than ``model``'s, or, spanning buffers and with ``mode="eval"`` (``"bn-recompute"`` re-estimates them at every
+    point), other BatchNorm statistics (`spec.made_around_buffers`): the models they name are then not where the
+    axes put them."""
+    return d.scheme in ("interpolate", "plane3") and (
+        made_around(d.provenance, model) is False
+        or (mode == "eval" and made_around_buffers(d.provenance, model) is False))
 
 
 def _warn_if_made_around_another_model(model, d: Directions) -> None:
@@ -759,12 +761,12 @@ def _warn_if_made_around_another_model(model, d: Directions) -> None:
               f"than this {type(model).__name__}'s; {why}")
 
 
-def _warn_if_made_around_other_statistics(model, d: Directions) -> None:
+def _warn_if_made_around_other_statistics(model, d: Directions, mode: str) -> None:
     """Warn where a path spanning buffers was made around other BatchNorm statistics than ``model``'s, its weights
-    the same: A's weights with B's statistics passed as the centre of the plane through A, B and C put none of the
-    three where the axes said, with no word (re-trial s49)."""
-    if d.scheme in ("interpolate", "plane3") and made_around(d.provenance, model) is not False and \
-            made_around_buffers(d.provenance, model) is False:
+    the same, and they are used as they are (``mode="eval"``): A's weights with B's statistics passed as the centre
+    of the plane through A, B and C put none of the three where the axes said, with no word (re-trial s49)."""
+    if mode == "eval" and d.scheme in ("interpolate", "plane3") and made_around(d.provenance, model) is not False \
+            and made_around_buffers(d.provenance, model) is False:
         warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around the same weights but "
                   f"other BatchNorm statistics (buffers) than this {type(model).__name__}'s (a forward pass in train "
                   "mode updates them), so the points the directions name (the other models at 1) are not where its "
@@ -875,9 +877,9 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     versions = dict(library_versions())
     return {
         "label": name or type(model).__name__, "scheme": d.scheme,
-        "directions": {k: v for k, v in d.provenance.items() if _plain(v)} | (  # the other models are not where
-            {"made_around_another_model": True} if _centred_elsewhere(model, d) else {}),  # the axes put them: their
-        # marks are left out of figures (trial s49)
+        # where the models a path names are not where the axes put them, its figures leave their marks out (s49)
+        "directions": {k: v for k, v in d.provenance.items() if _plain(v)} | (
+            {"made_around_another_model": True} if _centred_elsewhere(model, d, settings.mode) else {}),
         "data": dict(info.notes),
         **_labels(d, d.n), "landscape_nb": versions["landscape_nb"], "torch": versions["torch"],
         "python": versions["python"],  # the syntax trees compared on resume are of this version
