@@ -322,10 +322,11 @@ def _rule_of(tree, target_key, targets_needed: bool = True) -> tuple[str, Any]:
     if isinstance(tree, Mapping) and target_key is not None and target_key in tree:
         return "key", target_key
     if isinstance(tree, Mapping) and isinstance(target_key, str) and target_key != "labels" and targets_needed:
+        likely = next((k for k in ("labels", "label", "targets", "target", "y") if k in tree), None)
         raise LandscapeError(  # a key named on purpose: not a model's own loss, which the default falls back to
             f"target_key={target_key!r}, but the dict batches hold the keys {list(tree)}; expected the key of the "
-            "targets among them (or leave target_key at its default for a model computing its own loss from "
-            "'labels')")
+            "targets among them" + (f", e.g. target_key={likely!r}" if likely else "")
+            + " (or target_key=None for a model that computes its own loss from the whole batch)")
     return "inputs", None
 
 

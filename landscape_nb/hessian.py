@@ -826,7 +826,9 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
         name = "λ_max" if (kind, rank) == ("max", 1) else "λ_min" if (kind, rank) == ("min", 1) else f"λ_{kind}{rank}"
         samples = f"{op.n_samples} {data_name} samples" if data_name else f"{op.n_samples} samples"
         labels.append(f"Hessian eigenvector {name} = {values[-1]:.4g} (on {samples})")
+    cosine_before = _orthonormal_rows(rows, values, tol)
     prov = {"scheme": "hessian", "which": [f"{k}{r}" for k, r in spec], "eigenvalues": values,
+            **({"orthogonalized": True, "cosine_max_before": cosine_before} if cosine_before else {}),
             "hessian_samples": op.n_samples,  # the eigenvalues are of the loss on these, not the surface's data
             "x_label": labels[0], **({"y_label": labels[1]} if len(labels) > 1 else {}),
             **({"z_label": labels[2]} if len(labels) > 2 else {}),
@@ -835,6 +837,33 @@ def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=
             # another model's eigenvectors, labelled with its eigenvalues, were taken with no word (trial s38)
             **centre_of(model)}
     return Directions(torch.stack(rows), op.layout, prov)  # float64 for a float64 model below DEVICE_LANCZOS_MIN_PARAMS
+
+
+def _orthonormal_rows(rows: list[torch.Tensor], values: list[float], tol: float) -> float:
+    """Make ``rows`` (unit eigenvectors, in place) orthonormal where they are not: vectors from both ends of the
+    spectrum overlap where λ_max = λ_min (a Hessian c·I or 0, every vector an eigenvector), and a plane on them
+    was drawn on skewed axes (cosine 0.63, trial s49). Each row loses its components along the rows before it, a
+    vector of the same eigenspace where their eigenvalues agree; a UserWarning says where all are equal. Returns
+    the largest |cosine| before, 0.0 where they already were orthonormal (to 1e-6)."""
+    gram = torch.stack(rows).double() @ torch.stack(rows).double().T
+    cosine = float((gram - torch.eye(len(rows), dtype=gram.dtype)).abs().max())
+    if cosine <= 1e-6:
+        return 0.0
+    if max(values) - min(values) <= tol * max(abs(v) for v in values):
+        warn_user(f"landscape_nb.hessian_directions: the eigenvalues asked for are all {values[0]:.4g}: the curvature "
+                  "is the same along these directions (a Hessian c·I, or 0, has every vector as an eigenvector), so "
+                  "the axes are one orthonormal pair of them among many")
+    for i in range(1, len(rows)):
+        v = rows[i].double()
+        for u in rows[:i]:
+            v = v - (u.double() @ v) * u.double()
+        if float(v.norm()) < 1e-3:
+            raise LandscapeError(f"hessian_directions: eigenvector {i + 1} of {len(rows)} lies along the ones before "
+                                 "it, so they span no plane; expected distinct eigenvectors: ask for other ones (e.g. "
+                                 "which=('max', 'max2')), or use random_directions where the curvature is the same "
+                                 "in every direction")
+        rows[i] = (v / v.norm()).to(rows[i].dtype)
+    return cosine
 
 
 def _warn_not_converged(caller: str, top: Eigenpairs | None, bottom: Eigenpairs | None, tol: float,

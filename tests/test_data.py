@@ -621,7 +621,9 @@ def test_a_target_key_missing_from_dict_batches_is_refused_naming_the_keys():
     data = {"input": torch.randn(20, 6, generator=g), "label": torch.randint(0, 3, (20,), generator=g)}  # model(input=)
     torch.manual_seed(0)
     model = nn.Linear(6, 3)
-    message = r"target_key='y', but the dict batches hold the keys \['input', 'label'\]; expected the key of the"
+    message = (r"target_key='y', but the dict batches hold the keys \['input', 'label'\]; expected the key of the "
+               r"targets among them, e.g. target_key='label' \(or target_key=None for a model that computes its own "
+               r"loss from the whole batch\)")  # the hint said to leave the default 'labels' (trial s49)
     with pytest.raises(lnb.LandscapeError, match=message):
         lnb.compute_surface(model, data, lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3), target_key="y")
     with pytest.raises(lnb.LandscapeError, match=message):

@@ -1241,3 +1241,28 @@ def test_a_class_weighted_zero_beside_label_smoothing_gives_the_whole_sets_hessi
                 got = lnb.hessian_eigenvalues(model, (x, targets), loss_fn=loss_fn, k=1, which="max", batch_size=10,
                                               tol=1e-10)
             assert got["max"][0] == pytest.approx(want, rel=1e-8)
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.0])
+def test_hessian_directions_of_a_hessian_with_one_eigenvalue_are_orthonormal_and_said(scale):
+    """Trial s49: where λ_max = λ_min (a Hessian c·I, or 0) the max and min eigenvectors came back with cosine 0.63
+    (0.23 for 0), and the plane on them was drawn on skewed axes with no word. They are now orthonormal, each still
+    an eigenvector (checked here against the Hessian torch.autograd.functional.hessian gives), and a warning says
+    that the curvature is the same in every direction."""
+    x = torch.eye(6, dtype=torch.float64).repeat(10, 1)
+    s = torch.ones(60, dtype=torch.float64)
+    m = nn.Linear(6, 1, bias=False).double()
+
+    def loss_fn(out, t):  # ½·scale·‖w‖² on these inputs: the Hessian is scale·I
+        return (t * out.squeeze(-1) ** 2).mean() * 6 / 2 * scale
+
+    with pytest.warns(UserWarning, match=f"eigenvalues asked for are all {scale:.4g}"):
+        d = lnb.hessian_directions(m, (x, s), which=("max", "min"), loss_fn=loss_fn)
+    v = d.vectors.double()
+    assert float((v @ v.T - torch.eye(2, dtype=torch.float64)).abs().max()) < 1e-9
+    w = m.weight.detach().reshape(-1).clone()
+    hess = torch.autograd.functional.hessian(
+        lambda flat: loss_fn(x @ flat[:, None], s), w)  # naive: the dense Hessian of the same loss
+    for row in v:
+        assert torch.allclose(hess @ row, scale * row, atol=1e-9)
+    assert d.provenance["orthogonalized"] and d.provenance["cosine_max_before"] > 1e-6
