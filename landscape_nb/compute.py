@@ -27,7 +27,7 @@ from .hessian import RATIO_WORDS, HessianEvaluator
 from .metrics import (PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, loss_name, split_values,
                       unwrap_compiled)
 from . import validate
-from .params import model_dtype, moved_variances, unwrap_model
+from .params import float_state_buffers, model_dtype, moved_variances, unwrap_model
 from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner, library_versions
 from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
                    made_around, made_around_buffers, model_fingerprint)
@@ -721,6 +721,11 @@ def _refuse_hessian_of_recomputed_bn(quantity: str, settings: EvalSettings) -> N
             "of your choice, compute_surface(..., mode='bn-recompute') and Surface.sharpness()")
 
 
+def _state_buffers(model) -> list:
+    """The floating-point state buffers of the model inside any wrapper (`params.float_state_buffers`)."""
+    return [b for _, b in float_state_buffers(unwrap_model(model))]
+
+
 def _centred_elsewhere(model, d: Directions, mode: str) -> bool:
     """Whether a path's directions (an interpolation, a plane through three models) were made around other weights
     than ``model``'s, or, spanning buffers and with ``mode="eval"`` (``"bn-recompute"`` re-estimates them at every
@@ -728,7 +733,7 @@ def _centred_elsewhere(model, d: Directions, mode: str) -> bool:
     axes put them."""
     return d.scheme in ("interpolate", "plane3") and (
         made_around(d.provenance, model) is False
-        or (mode == "eval" and made_around_buffers(d.provenance, model) is False))
+        or (mode == "eval" and made_around_buffers(d.provenance, _state_buffers(model)) is False))
 
 
 def _warn_if_made_around_another_model(model, d: Directions) -> None:
@@ -766,7 +771,7 @@ def _warn_if_made_around_other_statistics(model, d: Directions, mode: str) -> No
     the same, and they are used as they are (``mode="eval"``): A's weights with B's statistics passed as the centre
     of the plane through A, B and C put none of the three where the axes said, with no word (re-trial s49)."""
     if mode == "eval" and d.scheme in ("interpolate", "plane3") and made_around(d.provenance, model) is not False \
-            and made_around_buffers(d.provenance, model) is False:
+            and made_around_buffers(d.provenance, _state_buffers(model)) is False:
         warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around the same weights but "
                   f"other BatchNorm statistics (buffers) than this {type(model).__name__}'s (a forward pass in train "
                   "mode updates them), so the points the directions name (the other models at 1) are not where its "

@@ -43,7 +43,7 @@ from torch.overrides import TorchFunctionMode
 
 from .data import (batch_len, call_model, check_finite_data, keywords_hint, non_finite_leaves, order_hint, read_data,
                    tree_leaves, tree_map)
-from .directions import Directions
+from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
                        class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
@@ -845,8 +845,7 @@ def _orthonormal_rows(rows: list[torch.Tensor], values: list[float], tol: float)
     was drawn on skewed axes (cosine 0.63, trial s49). Each row loses its components along the rows before it, a
     vector of the same eigenspace where their eigenvalues agree; a UserWarning says where all are equal. Returns
     the largest |cosine| before, 0.0 where they already were orthonormal (to 1e-6)."""
-    gram = torch.stack(rows).double() @ torch.stack(rows).double().T
-    cosine = float((gram - torch.eye(len(rows), dtype=gram.dtype)).abs().max())
+    cosine = _max_offdiag(_cosines(torch.stack(rows)))
     if cosine <= 1e-6:
         return 0.0
     if max(values) - min(values) <= tol * max(abs(v) for v in values):

@@ -18,7 +18,7 @@ from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag, vecto
 from .errors import LandscapeError, check_choice, warn_user
 from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
                      variance_buffers)
-from .spec import buffers_sketch, centre_of
+from .spec import centre_of, tensors_sketch
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -298,12 +298,19 @@ def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
 
 
 def buffers_differing(a: nn.Module, others: Sequence[nn.Module]) -> list[str]:
-    """The floating-point buffers (BatchNorm statistics) in which any of ``others`` differs from ``a``: with
-    ``include_buffers=False`` a path's points keep ``a``'s, so the point at 1 has ``b``'s weights, not ``b``."""
-    ref = {n: t for n, t in a.named_buffers() if t.is_floating_point()}
-    return sorted({n for m in others for n, t in m.named_buffers()
-                   if n in ref and t.is_floating_point() and t.shape == ref[n].shape
+    """The floating-point state buffers (BatchNorm statistics, `params.float_state_buffers`) in which any of
+    ``others`` differs from ``a``: with ``include_buffers=False`` a path's points keep ``a``'s, so the point at 1
+    has ``b``'s weights, not ``b``."""
+    ref = dict(float_state_buffers(a))
+    return sorted({n for m in others for n, t in float_state_buffers(m)
+                   if n in ref and t.shape == ref[n].shape
                    and not torch.equal(t.detach().cpu(), ref[n].detach().cpu())})
+
+
+def centre_buffers(a: nn.Module) -> dict:
+    """What a path spanning buffers records of its centre's (``centre_buffers``, read by
+    `spec.made_around_buffers`)."""
+    return {"centre_buffers": tensors_sketch([b for _, b in float_state_buffers(a)])}
 
 
 def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
@@ -374,7 +381,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     na, nb = _names(names, 2)
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             **centre_of(a), "x_label": f"interpolation {na} → {nb}", "models": [na, nb],
-            **({"centre_buffers": buffers_sketch(a)} if layout.include_buffers else {}),
+            **(centre_buffers(a) if layout.include_buffers else {}),
             "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)
@@ -441,7 +448,7 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     # the points keep a's buffers: (1, 0) is b's weights only where b's buffers differ from a's (those named)
     kept = {} if include_buffers else {nb: buffers_differing(a, [b]), nc: buffers_differing(a, [c])}
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
-            **({"centre_buffers": buffers_sketch(a)} if layout.include_buffers else {}),
+            **(centre_buffers(a) if layout.include_buffers else {}),
             **({"weights_only": [k for k, v in kept.items() if v],
                 "buffers_of_the_centre": sorted({n for v in kept.values() for n in v})} if any(kept.values()) else {}),
             "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "models": [na, nb, nc], "cosine_max": cosine,

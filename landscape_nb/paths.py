@@ -180,9 +180,9 @@ class ModeCurve:
         point = self.point(t)
         m = copy.deepcopy(model).eval()
         with torch.no_grad():
-            own = all(torch.equal(dst, src.to(dst.dtype)) for dst, src in zip(self.layout.tensors(m),
-                                                                               self.layout.split(point)))
-            for dst, src in zip(self.layout.tensors(m), self.layout.split(point)):
+            pairs = list(zip(self.layout.tensors(m), self.layout.split(point)))
+            own = all(torch.equal(dst, src.to(dst.dtype)) for dst, src in pairs)
+            for dst, src in pairs:
                 dst.copy_(src)
         if not batchnorm_modules(m):
             return m

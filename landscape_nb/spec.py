@@ -90,21 +90,34 @@ def parameters_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
-def weights_sketch(model: nn.Module) -> list[list[float]] | None:
-    """Per parameter (in order, of the model inside a wrapper): its norm, its sum and its alternating sum
-    (Σ w[0::2] − Σ w[1::2]) over the flattened values, in float64. Another dtype's copy of the same weights
-    keeps each to float rounding (relative to the norm); other weights of the same architecture move the sums
-    by about their norm. What `made_around` compares: `parameters_fingerprint` is exact, so directions made
-    around a model warned on its float64 copy (re-trial s38). None where a parameter has no values (meta)."""
+def tensors_sketch(tensors) -> list[list[float]] | None:
+    """Per tensor (in order): its norm, its sum and its alternating sum (Σ w[0::2] − Σ w[1::2]) over the
+    flattened values, in float64. Another dtype's copy of the same values keeps each to float rounding (relative
+    to the norm); other values of the same shapes move the sums by about their norm. None where a tensor has no
+    values (meta). What `made_around` and `made_around_buffers` compare (`sketches_match`)."""
     out = []
     with torch.no_grad():
-        for p in _unwrapped(model).parameters():
-            if p.device.type == "meta":
+        for t in tensors:
+            if t.device.type == "meta":
                 return None
-            v = p.detach().reshape(-1)
+            v = t.detach().reshape(-1)
             out.append([float(torch.linalg.vector_norm(v, dtype=torch.float64)), float(v.sum(dtype=torch.float64)),
                         float(v[0::2].sum(dtype=torch.float64) - v[1::2].sum(dtype=torch.float64))])
     return out
+
+
+def sketches_match(then: list, now: list, rtol: float) -> bool:
+    """Whether two `tensors_sketch` results agree: as many tensors, each figure within ``rtol`` of the tensor's
+    norm."""
+    return len(now) == len(then) and all(abs(a - b) <= rtol * max(x[0], y[0]) + 1e-30
+                                         for x, y in zip(then, now) for a, b in zip(x, y))
+
+
+def weights_sketch(model: nn.Module) -> list[list[float]] | None:
+    """`tensors_sketch` of the model's parameters (in order, of the model inside a wrapper). What `made_around`
+    compares: `parameters_fingerprint` is exact, so directions made around a model warned on its float64 copy
+    (re-trial s38). None where a parameter has no values (meta)."""
+    return tensors_sketch(_unwrapped(model).parameters())
 
 
 def centre_of(model: nn.Module) -> dict:
@@ -113,27 +126,15 @@ def centre_of(model: nn.Module) -> dict:
     return {"centre_weights": parameters_fingerprint(model), "centre_sketch": weights_sketch(model)}
 
 
-def buffers_sketch(model: nn.Module) -> list[list[float]]:
-    """`weights_sketch` of the model's floating-point buffers (BatchNorm running statistics), in order: what a
-    path spanning buffers (``include_buffers=True``) records of its centre, read by `made_around_buffers`."""
-    with torch.no_grad():
-        return [[float(torch.linalg.vector_norm(v, dtype=torch.float64)), float(v.sum(dtype=torch.float64)),
-                 float(v[0::2].sum(dtype=torch.float64) - v[1::2].sum(dtype=torch.float64))]
-                for v in (b.detach().reshape(-1) for b in _unwrapped(model).buffers()
-                          if b.is_floating_point() and b.device.type != "meta")]
-
-
-def made_around_buffers(provenance: Mapping, model: nn.Module, rtol: float = 1e-4) -> bool | None:
-    """Whether ``model``'s floating-point buffers are those a path was made around (its ``centre_buffers``,
-    `buffers_sketch`, within ``rtol`` of each buffer's norm: a float64 copy keeps them to rounding); None where
-    it recorded none. A's weights with B's BatchNorm statistics passed as the centre of the plane through A, B
-    and C put none of the three where the axes said, with no word (re-trial s49)."""
+def made_around_buffers(provenance: Mapping, buffers, rtol: float = 1e-4) -> bool | None:
+    """Whether ``buffers`` (a model's floating-point state buffers, ``params.float_state_buffers``' tensors) are
+    those a path spanning buffers was made around (its ``centre_buffers``, `tensors_sketch` of them, within
+    ``rtol`` of each buffer's norm: a float64 copy keeps them to rounding); None where it recorded none. A's
+    weights with B's BatchNorm statistics passed as the centre of the plane through A, B and C put none of the
+    three where the axes said, with no word (re-trial s49)."""
     then = provenance.get("centre_buffers")
-    if then is None:
-        return None
-    now = buffers_sketch(model)
-    return len(now) == len(then) and all(abs(a - b) <= rtol * max(x[0], y[0]) + 1e-30
-                                         for x, y in zip(then, now) for a, b in zip(x, y))
+    now = None if then is None else tensors_sketch(buffers)
+    return None if now is None else sketches_match(then, now, rtol)
 
 
 def made_around(provenance: Mapping, model: nn.Module, rtol: float = 1e-2) -> bool | None:
@@ -144,11 +145,7 @@ def made_around(provenance: Mapping, model: nn.Module, rtol: float = 1e-2) -> bo
     sketch = provenance.get("centre_sketch")
     if sketch is not None:
         now = weights_sketch(model)
-        if now is None:
-            return None
-        return len(now) == len(sketch) and all(
-            abs(a - b) <= rtol * max(then[0], here[0]) + 1e-30
-            for then, here in zip(sketch, now) for a, b in zip(then, here))
+        return None if now is None else sketches_match(sketch, now, rtol)
     made = provenance.get("centre_weights")
     return None if not made else made == parameters_fingerprint(model)
 
