@@ -168,6 +168,8 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
                 panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
                 runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))
             assert page.evaluate(FILLED_JS) == GRID * GRID
+            # the figure_watch probe reached this page and was applied once: the figure was never drawn again
+            assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout.editrevision") == 1
             message = panel.locator(".lnb-message").inner_text()
             assert "Done: 441 points" in message, message
             ARTIFACTS.mkdir(exist_ok=True)
@@ -186,3 +188,65 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
     for i, run in enumerate(runs, 1):
         print(f"voila Compute {i}: first values in plotly.js {run['first'] / 1e3:.2f} s after the click, "
               f"all {GRID * GRID} {run['full'] / 1e3:.2f} s (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+
+
+# Installed before the page's scripts: anywidget gives a widget 2 s (AbortSignal.timeout(2000)) to load its ESM
+# and drops every later message to it when it has not (figure_watch). Here the models made while the flag is
+# up time out at once, as a page too busy to load plotly.js within 2 s leaves them.
+STARVE_JS = """(() => {
+  const timeout = AbortSignal.timeout.bind(AbortSignal);
+  window.__lnbStarve = true;
+  window.__lnbStarved = 0;
+  AbortSignal.timeout = (ms) => {
+    if (window.__lnbStarve && ms === 2000 && String(new Error().stack).includes('anywidget')) {
+      window.__lnbStarved += 1;
+      return timeout(0);
+    }
+    return timeout(ms);
+  };
+})();"""
+
+
+def test_a_figure_whose_page_dropped_its_updates_is_drawn_again_and_fills(served):
+    """A figure widget the page gave up on while loading (anywidget's 2 s) shows a Compute's values all the same.
+
+    Every anywidget model made during the page's load is starved, so both Explorers' figures drop the kernel's
+    messages; they still draw, with the state they were made with. Without `figure_watch` the first Compute
+    finished in the kernel while the figure kept saying "nothing computed yet" (the flake of sessions 47-49)."""
+    from playwright.sync_api import sync_playwright
+
+    timeout_ms = 120_000
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.add_init_script(STARVE_JS)
+        page = context.new_page()
+        console = []
+        page.on("console", lambda m: m.type in ("error", "warning") and console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        try:
+            page.goto(served["url"], timeout=timeout_ms)
+            page.get_by_text("xor-mlp-landscape.html").first.wait_for(timeout=timeout_ms)
+            panel = page.locator(".lnb-explorer").first
+            panel.locator(".js-plotly-plot").wait_for(timeout=timeout_ms)
+            assert page.evaluate("() => window.__lnbStarved") >= 2, "the figures' models were not starved"
+            assert any("Failed to initialize model" in line for line in console), console
+            page.evaluate("() => { window.__lnbStarve = false; }")  # the widgets made from now on load as usual
+            panel.locator(".lnb-compute").click()
+            panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
+            page.wait_for_function(f"({FILLED_JS})() === {GRID * GRID}", timeout=60_000, polling=200)
+            layout = page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout")
+            assert "nothing computed yet" not in layout["title"]["text"] and "mlp-digits" in layout["title"]["text"]
+            assert layout["editrevision"] == 2  # the starved widget's probe, then the new widget's, applied
+            assert panel.locator(".js-plotly-plot").count() == 1  # the widget given up on is gone, not left beside
+            assert "does not apply the figure" not in panel.inner_text()
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "voila-starved-failure.png"), timeout=15_000)
+            print("figures in the page:", page.evaluate(PAGE_FIGURES_JS))
+            print(f"Voilà log tail:\n{served['log'].read_text()[-3000:]}\nbrowser console:\n" + "\n".join(console[-30:]))
+            raise
+        finally:
+            context.close()
+            browser.close()
+

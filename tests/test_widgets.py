@@ -355,6 +355,85 @@ def test_check_time_budget_accepts_what_fits_and_counts_at_least_one_worker():
         check_time_budget(100, 0.0, 1, 1.0)
 
 
+# --- a page that drops the figure's updates ---------------------------------------------------
+
+
+def _report(fig, **ids) -> None:
+    """What a plotly view sends the kernel after drawing ``fig`` or applying an update (through the widget's
+    deserializers, as a comm message is); ``trace_edit_id=None`` stands for the undefined id of a page's model."""
+    if "layout_edit_id" in ids:
+        fig.set_state({"_js2py_layoutDelta": {"layout_delta": {}, "layout_edit_id": ids["layout_edit_id"]}})
+    else:
+        tid = ids.get("trace_edit_id")
+        fig.set_state({"_js2py_traceDeltas": {"trace_deltas": [], "trace_edit_id": "_undefined_" if tid is None else tid}})
+
+
+def test_a_figure_whose_page_drops_its_updates_is_drawn_again_in_a_new_widget_then_said(explorer, monkeypatch):
+    """anywidget drops every message to a widget whose ESM (plotly.js) took over 2 s to load, while its view still
+    draws the state it was made with (widgets/figure_watch.py; tests/test_voila.py drives a real page). A view's
+    report is answered by a probe; unanswered, the figure is drawn again in a new widget with the run's values,
+    twice, then the panel says so. A page that answers is left alone."""
+    from landscape_nb.widgets import figure_watch, view
+
+    monkeypatch.setattr(figure_watch, "DEAF_AFTER", 0.05)
+    explorer.compute(wait=True)  # no event loop here: the figure is updated at once, nothing is probed
+    assert explorer.state.status == "done", explorer.state.message
+    expected = [[None if not np.isfinite(v) else float(v) for v in row] for row in explorer.state.surface.loss]  # (n_y, n_x)
+    title = explorer.figure.layout.title.text
+    assert "nothing computed yet" not in title
+    _report(explorer.figure, trace_edit_id=None)
+    assert explorer.figure.layout.editrevision is None  # no loop to wait on: no probe
+
+    async def silent_page():
+        figures = []
+        for k in range(view.REDRAWS + 1):
+            fig = explorer.figure
+            figures.append(fig)
+            probes = fig.layout.editrevision or 0  # a new widget keeps the figure's layout, the probes' count too
+            # a view drew it and reports the ids its model was made with (a page's fetch of the widget state
+            # can make them later than the widget's first, here the run's last update)
+            _report(fig, trace_edit_id=fig._last_trace_edit_id)
+            assert fig.layout.editrevision == probes + 1  # the probe
+            _report(fig, trace_edit_id=fig._last_trace_edit_id - 1)  # stale: no answer to the probe
+            await asyncio.sleep(0.2)
+            if k < view.REDRAWS:
+                new = explorer.figure
+                assert new is not fig and fig.comm is None  # the widget given up on is closed
+                assert explorer.figure_box.children == (new,)
+                assert list(map(list, new.data[0].z)) == expected  # the run's values, computed by the state
+                assert new.layout.title.text == title
+        assert explorer.figure is figures[-1]  # a third deaf widget is kept, and the panel says why
+        note, shown = explorer.figure_box.children
+        assert shown is figures[-1] and "does not apply the figure" in note.value and "reload the page" in note.value
+
+    asyncio.run(silent_page())
+
+
+def test_a_page_that_answers_the_probe_keeps_its_figure(explorer, monkeypatch):
+    from landscape_nb.widgets import figure_watch
+
+    monkeypatch.setattr(figure_watch, "DEAF_AFTER", 0.05)
+
+    async def answering_page(answer):
+        fig = explorer.figure
+        _report(fig, trace_edit_id=None)
+        assert fig.layout.editrevision == 1
+        answer(fig)
+        await asyncio.sleep(0.2)
+        assert explorer.figure is fig and fig.comm is not None and explorer.figure_box.children == (fig,)
+
+    asyncio.run(answering_page(lambda fig: _report(fig, layout_edit_id=fig._last_layout_edit_id)))  # the probe
+    explorer.close()
+    model, data = make_task()
+    again = Explorer(models={"tiny": (model, data)})
+    explorer = again
+    try:  # an update sent after the probe, applied, answers too
+        asyncio.run(answering_page(lambda fig: (setattr(fig.data[0], "name", "later"),
+                                                _report(fig, trace_edit_id=fig._last_trace_edit_id))))
+    finally:
+        again.close()
+
+
 # --- computing ----------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import traitlets as t
 from ..directions import NORMS
 from ..errors import LandscapeError
 from ..surface import Surface
+from .figure_watch import FigureWatch
 from .request import SCHEME_LABELS, empty_surface, figure_title, ignored_controls
 from .state import POINTS, ExplorerSpec, ExplorerState
 
@@ -41,6 +42,10 @@ DISCONNECTED_CSS = (
     "{ opacity: 0.45; pointer-events: none; }"
 )
 FIGURE_WIDTH = 940  # px, the live 2D figure (3D surface + contours side by side)
+REDRAWS = 2  # new widgets for a figure whose page drops its updates (figure_watch), then the panel says so
+DEAF_TEXT = ('<span style="color: #b3261e">This page does not apply the figure\'s updates: its plotting code '
+             "(plotly.js) did not load in time, three times. The panel still computes; reload the page, or press "
+             "Export HTML for the figure.</span>")
 
 
 _BY_CELL: dict[str, Any] = {}  # the notebook cell that made each panel -> a weak reference to it
@@ -163,6 +168,11 @@ class Explorer(w.VBox):
     its points. Errors during a computation appear as one line in the panel; the exception is
     kept in ``explorer.state.last_error``.
 
+    A page that gave up on the figure widget while loading (anywidget drops every message to
+    a widget whose plotting code, plotly.js, did not load within 2 s) would show no value of
+    any run: the panel notices that the page does not apply a probe, and draws the figure
+    again in a new widget (`landscape_nb.widgets.figure_watch`); after `REDRAWS` tries it says so.
+
     References
     ----------
     .. [1] H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein, "Visualizing the Loss
@@ -183,6 +193,8 @@ class Explorer(w.VBox):
         self.state = state
         _replace_in_cell(self)
         self.figure = None
+        self._figure_watch: FigureWatch | None = None
+        self._redrawn = 0  # times the figure was drawn again in a new widget (_redraw_deaf)
         self._figure_run = None
         self._figure_lock = threading.RLock()  # see _on_preview
         wide = {"description_width": "initial"}
@@ -365,8 +377,31 @@ class Explorer(w.VBox):
             return
         if preview:
             replace_note(fig, PARTIAL_NOTE, None)
-        self.figure = go.FigureWidget(fig)
-        self.figure_box.children = [self.figure]
+        self._set_figure(go.FigureWidget(fig))
+
+    def _set_figure(self, fig) -> None:
+        """Show ``fig`` (a new ``FigureWidget``) as the live figure, watched for a page that drops its updates."""
+        if self._figure_watch is not None:
+            self._figure_watch.close()
+        self.figure = fig
+        self.figure_box.children = [fig]
+        self._figure_watch = FigureWatch(fig, self._redraw_deaf)
+
+    def _redraw_deaf(self) -> None:
+        """The page drops the live figure's updates (`figure_watch`): draw it again in a new widget, at most
+        `REDRAWS` times a panel; then say so above the figure."""
+        import plotly.graph_objects as go
+
+        with self._figure_lock:
+            old = self.figure
+            if old is None or self._figure_watch is None or self._figure_watch.fig is not old:
+                return  # replaced meanwhile
+            self._redrawn += 1
+            if self._redrawn > REDRAWS:
+                self.figure_box.children = [w.HTML(DEAF_TEXT, layout=w.Layout(width="100%")), old]
+                return
+            self._set_figure(go.FigureWidget(old))
+            old.close()
 
     def _on_status(self, change) -> None:
         if change["new"] == "error" and self.state.surface is not None:
@@ -494,6 +529,9 @@ class Explorer(w.VBox):
         state = getattr(self, "state", None)  # None where __init__ refused a control; ipywidgets still closes it
         if state is not None:
             state.close()
+        watch = getattr(self, "_figure_watch", None)
+        if watch is not None:
+            watch.close()
         super().close()
 
 
