@@ -22,6 +22,8 @@ from playwright.sync_api import Error as PlaywrightError
 from standalone_html import assert_standalone_html
 from test_notebooks import kernel_env, write_kernelspec, KERNEL
 
+from landscape_nb.widgets import figure_watch
+
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -172,6 +174,7 @@ def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
     assert not tracebacks, tracebacks
     panel = page.locator(".lnb-explorer").first
     panel.wait_for(timeout=timeout_ms)
+    loaded = time.perf_counter()
     assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet (its figure is drawn empty)
     first, filled = timed_compute(page, panel, timeout_ms)
     panel.scroll_into_view_if_needed()
@@ -181,6 +184,9 @@ def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
 
     panel.locator(".lnb-export-html").click()
     panel.locator(".lnb-message").get_by_text("Wrote").wait_for(timeout=timeout_ms)
+    # widgets/figure_watch.py: its probe was applied once, and once its wait is over the figure was not drawn again
+    page.wait_for_timeout(max(0.0, figure_watch.DEAF_AFTER + 2 - (time.perf_counter() - loaded)) * 1000)
+    assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout.editrevision") == 1
     check_a_kernel_restart_disconnects_the_panel(page, panel, timeout_ms)
     return first, filled
 

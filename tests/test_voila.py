@@ -24,6 +24,8 @@ import pytest
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FILLED_JS, GRID, ROOT, free_port
 from test_notebooks import KERNEL, kernel_env, write_kernelspec
 
+from landscape_nb.widgets import figure_watch
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
@@ -148,7 +150,9 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
             panel.locator(".lnb-compute").wait_for(timeout=timeout_ms)
             panel.locator(".js-plotly-plot").wait_for(timeout=timeout_ms)  # the (empty) figure is drawn
             assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet
+            loaded = time.monotonic()
             page.evaluate(TIMER_JS, f"({FILLED_JS})")
+            page.evaluate("() => { window.__lnbGd = document.querySelector('.lnb-explorer .js-plotly-plot'); }")
             runs = []
             for attempt in range(2):  # the first Compute on a fresh page, then a second one (another seed)
                 if attempt:
@@ -168,8 +172,11 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
                 panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
                 runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))
             assert page.evaluate(FILLED_JS) == GRID * GRID
-            # the figure_watch probe reached this page and was applied once: the figure was never drawn again
-            assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout.editrevision") == 1
+            # the figure_watch probe reached this page and was applied once, and once its wait is over the figure
+            # is still the one drawn at load (a page that applies updates never has its figure drawn again)
+            page.wait_for_timeout(max(0.0, figure_watch.DEAF_AFTER + 2 - (time.monotonic() - loaded)) * 1000)
+            assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd")
+            assert page.evaluate("() => window.__lnbGd.layout.editrevision") == 1
             message = panel.locator(".lnb-message").inner_text()
             assert "Done: 441 points" in message, message
             ARTIFACTS.mkdir(exist_ok=True)

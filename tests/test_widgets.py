@@ -358,14 +358,12 @@ def test_check_time_budget_accepts_what_fits_and_counts_at_least_one_worker():
 # --- a page that drops the figure's updates ---------------------------------------------------
 
 
-def _report(fig, **ids) -> None:
-    """What a plotly view sends the kernel after drawing ``fig`` or applying an update (through the widget's
-    deserializers, as a comm message is); ``trace_edit_id=None`` stands for the undefined id of a page's model."""
-    if "layout_edit_id" in ids:
-        fig.set_state({"_js2py_layoutDelta": {"layout_delta": {}, "layout_edit_id": ids["layout_edit_id"]}})
-    else:
-        tid = ids.get("trace_edit_id")
-        fig.set_state({"_js2py_traceDeltas": {"trace_deltas": [], "trace_edit_id": "_undefined_" if tid is None else tid}})
+def _report(fig, trace_edit_id) -> None:
+    """What a plotly view sends the kernel after drawing ``fig`` or applying an update or restyle, through the
+    widget's deserializers as a comm message is (its layout reports never arrive: plotly.js names them
+    ``_js2py_widget_layoutDelta``); None stands for the undefined id of a page's model."""
+    fig.set_state({"_js2py_traceDeltas": {"trace_deltas": [],
+                                          "trace_edit_id": "_undefined_" if trace_edit_id is None else trace_edit_id}})
 
 
 def test_a_figure_whose_page_drops_its_updates_is_drawn_again_in_a_new_widget_then_said(explorer, monkeypatch):
@@ -422,7 +420,7 @@ def test_a_page_that_answers_the_probe_keeps_its_figure(explorer, monkeypatch):
         await asyncio.sleep(0.2)
         assert explorer.figure is fig and fig.comm is not None and explorer.figure_box.children == (fig,)
 
-    asyncio.run(answering_page(lambda fig: _report(fig, layout_edit_id=fig._last_layout_edit_id)))  # the probe
+    asyncio.run(answering_page(lambda fig: _report(fig, trace_edit_id=fig._last_trace_edit_id)))  # the probe
     explorer.close()
     model, data = make_task()
     again = Explorer(models={"tiny": (model, data)})

@@ -10,12 +10,14 @@ several figures at once, a loaded 2-core machine) can be left with a figure that
 of any run: the run finished and the panel said so, while the figure still said "nothing
 computed yet" (``tests/test_voila.py`` failed this way about one run in three, sessions 47-49).
 
-A plotly view reports to the kernel when it draws a figure (``_js2py_traceDeltas`` and
-``_js2py_layoutDelta``, with the edit ids its model was made with) and after each update it
-applies (with that update's ids). `FigureWatch` answers a view's first report with one probe, a layout change
-that draws nothing (``layout.editrevision``), and calls ``on_deaf`` when no update is
-acknowledged within ``after`` seconds of the probe. The Explorer then draws the figure again
-in a new widget, made while the page is idle.
+A plotly view reports to the kernel when it draws a figure (``_js2py_traceDeltas``, with the
+edit id its model was made with) and after each update or restyle it applies (with that edit's
+id; plotly.js 7.1 sends the layout's report as ``_js2py_widget_layoutDelta``, which the kernel
+does not read, so a relayout is never acknowledged). `FigureWatch` answers a view's first
+report with one probe, an update message that changes only ``layout.editrevision`` (it draws
+nothing differently), and calls ``on_deaf`` when no edit from the probe on is acknowledged
+within ``after`` seconds. The Explorer then draws the figure again in a new widget, made
+while the page is idle.
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ class FigureWatch:
             return
         if self._probed is not None:
             trace, layout = (msg.get(k) for k in _EDIT_IDS)
-            if (_is_id(trace) and trace > self._probed[0]) or (_is_id(layout) and layout >= self._probed[1]):
+            if (_is_id(trace) and trace >= self._probed[0]) or (_is_id(layout) and layout >= self._probed[1]):
                 self.acked = True  # the probe, or an update sent after it, was applied
                 self._cancel()
             return
@@ -79,8 +81,10 @@ class FigureWatch:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop to wait on
-        layout = self.fig.layout
-        layout.editrevision = layout.editrevision + 1 if _is_id(layout.editrevision) else 1
+        revision = self.fig.layout.editrevision
+        # an update message, not a relayout: plotly.js (plotly 7.1) sends a view's layout acknowledgement under
+        # another name than the kernel's (_js2py_widget_layoutDelta), so only the trace one of an update arrives
+        self.fig.plotly_update(relayout_data={"editrevision": revision + 1 if _is_id(revision) else 1})
         # a view reports the ids its model was made with, which may be later than the widget's (a page fetches
         # the widgets' state when it connects): only what is applied after the probe counts
         self._probed = (self.fig._last_trace_edit_id, self.fig._last_layout_edit_id)
