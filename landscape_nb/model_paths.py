@@ -379,9 +379,11 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     dtype = vector_dtype(a)  # float64 models: t = 1 is b to float64 rounding, not float32's ~1e-7
     vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
     na, nb = _names(names, 2)
-    prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
+    kept = [] if include_buffers else buffers_differing(a, [b])  # t = 1 keeps a's buffers: b's weights only where
+    prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),  # b's differ (as plane_directions)
             **centre_of(a), "x_label": f"interpolation {na} → {nb}", "models": [na, nb],
             **(centre_buffers(a) if layout.include_buffers else {}),
+            **({"weights_only": [nb], "buffers_of_the_centre": sorted(kept)} if kept else {}),
             "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)

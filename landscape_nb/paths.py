@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .directions import Directions, vector_dtype
-from .model_paths import buffers_differing, interpolation_direction, paired_layout
+from .model_paths import interpolation_direction, paired_layout
 from .errors import LandscapeError, one_line, positive_int, positive_number, seed_int, short_repr, warn_user
 from .params import ParamLayout, batchnorm_modules, eval_mode, flatten, unwrap_model
 from .sharpness import loss_barrier
@@ -104,7 +104,7 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
     surf = compute_surface(a, data, d, x=x, y=None, **compute_kwargs)
     recomputed = compute_kwargs.get("mode") == "bn-recompute"  # the buffers are then re-estimated at each point
     na, nb = d.provenance["models"]
-    kept = not include_buffers and not recomputed and buffers_differing(a, [b])  # t = 1 is b's weights only (s49)
+    kept = not recomputed and d.provenance.get("weights_only")  # t = 1 is b's weights only (s49)
     default = "straight line" + (" (BN statistics re-estimated)" if recomputed else
                                  " (BN buffers interpolated)" if include_buffers and d.layout.include_buffers else
                                  f" ({na}'s BN statistics throughout: t = 1 is {nb}'s weights, not {nb})" if kept

@@ -105,6 +105,13 @@ def test_model_file2_gives_the_line_to_the_checkpoint(bn_module, tmp_path, capsy
     assert surf.x_label == f"interpolation model → {b_path.name}"  # the file, not "a → b"
     assert "beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated and clamped at 0" in \
         capsys.readouterr().err
+    marks = next(t for t in lnb.plot.line(surf).data if t.name == "models")  # the figure marks both, by file
+    assert list(marks.text) == ["model", b_path.name]
+    assert np.asarray(marks.y) == pytest.approx([_naive_loss(a), _naive_loss(b)], rel=1e-5)
+    assert main(["compute", bn_module, "--grid", "3", "--model-file2", str(b_path), "--range", "0.2:0.8",
+                 "--store", str(tmp_path / "inner.zarr")]) == 0
+    assert (f"landscape-nb: note: outside the range drawn, so not marked: model (t = 0), {b_path.name} (t = 1); "
+            "drop --range for the range of --model-file2") in capsys.readouterr().err.replace("\u00a0", " ")
 
 
 def test_a_checkpoint_with_nan_weights_is_named_by_its_flag(bn_module, tmp_path, capsys):

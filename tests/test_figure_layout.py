@@ -69,6 +69,17 @@ def line_1d(label="resnet-56", n=41, shift=0.0) -> Surface:
                    provenance={"label": label, "x_label": RANDOM_LABELS["x_label"]})
 
 
+def interpolation_line(x=(-0.5, 1.5), n=41, label="straight line", partial=False) -> Surface:
+    """A straight line between two models (scheme interpolate), the models at t = 0 and t = 1; ``x`` the range."""
+    t = np.linspace(*x, n)
+    loss = 0.3 + 2.0 * (t - 0.5) ** 2 + 0.4 * np.sin(4 * t)
+    done = np.arange(n) < n // 2 if partial else None
+    return Surface(x=t, y=None, loss=np.where(done, loss, np.nan) if partial else loss,
+                   metrics={"accuracy": np.clip(1 - loss / 3, 0, 1)}, done=done, provenance={
+                       "label": label, "x_label": "t (small-batch → large-batch)",
+                       "directions": {"scheme": "interpolate", "models": ["small-batch", "large-batch"]}})
+
+
 def path_dict():
     return {"x": [0.8, 0.5, 0.2, 0.0], "y": [0.9, 0.4, 0.1, 0.0], "distance": [0.4, 0.2, 0.05, 0.0],
             "norm": [1.2, 0.7, 0.2, 0.0], "loss": [2.4, 1.2, 0.6, 0.4],
@@ -170,7 +181,11 @@ def _depth_figure(labels=False):
 
 CASES = {  # builder -> {case: figure factory}
     "line": {"one": lambda: plot.line(line_1d()),
-             "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)])},
+             "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)]),
+             "interpolation models": lambda: plot.line(interpolation_line()),
+             "interpolation partial, models outside": lambda: plot.line(interpolation_line(x=(0.1, 0.9), partial=True)),
+             "interpolations, several": lambda: plot.line([interpolation_line(label="seed 0"),
+                                                          interpolation_line(x=(0.2, 1.5), label="seed 1")])},
     "contour": {"long labels": lambda: plot.contour(plane()),
                 "trajectory": lambda: plot.contour(plane(), trajectory=path_dict()),
                 "plane3 models": lambda: plot.contour(plane3_plane()),
@@ -393,8 +408,9 @@ def check_twin_axes(fig) -> None:
             continue
         twin_ref = "y" + key[len("yaxis"):]
         base_ref = "y" + ax.overlaying[1:]
-        base = [t for t in fig.data if (t.yaxis or "y") == base_ref and t.type == "scatter"]
-        twin = [t for t in fig.data if t.yaxis == twin_ref and t.type == "scatter"]
+        curves = [t for t in fig.data if t.type == "scatter" and "lines" in (t.mode or "lines")]  # not marks
+        base = [t for t in curves if (t.yaxis or "y") == base_ref]
+        twin = [t for t in curves if t.yaxis == twin_ref]
         if not base or not twin:
             continue
         if len(base) == 1 and len(twin) == 1:  # one quantity per axis: told apart by colour

@@ -792,6 +792,51 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     assert all(t.name != "models" for t in lnb.plot.contour(other).data)
 
 
+def test_a_straight_line_marks_its_two_models_with_their_own_losses_and_says_what_it_cannot_mark(pair):
+    """A straight line between two models (interpolation_surface, --model-file2) drew its loss with nothing saying
+    where the models lie on it. plot.line marks both at t = 0 and t = 1, named as given, hovering each model's own
+    loss (computed here directly); a model between grid points says the loss shown is the nearest point's; t = 1
+    of a line that kept a's BatchNorm statistics is labelled b's weights, hovering the loss of b's weights with a's
+    statistics; models outside the range, or a line centred at another model, are said above the plot."""
+    a, b, data = pair
+    names = ("final", "run <2>")
+    line = lnb.interpolation_surface(a, b, data, x=(-0.5, 1.5, 9), names=names)  # t = 0 and 1 on grid points
+    marks = next(t for t in lnb.plot.line(line).data if t.name == "models")
+    assert list(marks.x) == [0, 1] and list(marks.text) == ["final", "run &lt;2&gt;"]  # text, not a tag
+    assert np.asarray(marks.y) == pytest.approx([_loss(a, data), _loss(b, data)], rel=1e-5)
+    assert marks.hovertemplate[1] == "%{hovertext}: loss: %{customdata[0]:.4g}<extra></extra>"
+
+    off = lnb.interpolation_surface(a, b, data, x=(-0.5, 1.4, 6), names=names)  # t: -0.5, -0.12, 0.26, ..., 1.4
+    marks = next(t for t in lnb.plot.line(off).data if t.name == "models")
+    assert "no grid point there; at the nearest, t = %{customdata[1]:.6g}" in marks.hovertemplate[0]
+    assert np.asarray(marks.customdata)[:, 1] == pytest.approx([-0.12, 1.02])
+    assert np.asarray(marks.y) == pytest.approx([off.loss[1], off.loss[4]])  # the nearest points' own values
+
+    inner = lnb.plot.line(lnb.interpolation_surface(a, b, data, x=(0.2, 0.8, 4), names=names))
+    assert all(t.name != "models" for t in inner.data)
+    said = inner.layout.annotations[-1].text.replace("<br>", " ").replace("\u00a0", " ")
+    assert "outside the range drawn (not marked): final (t = 0), run &lt;2&gt; (t = 1)" in said
+
+    with pytest.warns(UserWarning, match="made around other weights|around another model|centred"):
+        around_b = lnb.compute_surface(b, data, lnb.interpolation_direction(a, b, names=names), x=(-0.5, 1.5, 5))
+    fig = lnb.plot.line(around_b)
+    assert all(t.name != "models" for t in fig.data)
+    assert "the two models are not marked" in fig.layout.annotations[-1].text.replace("<br>", " ")
+
+    with single_thread():
+        bn = [_trained_mlp(seed, data, steps=60, batchnorm=True) for seed in (4, 5)]
+    kept = lnb.interpolation_surface(*bn, data, x=(-0.5, 1.5, 5), names=("A", "B"), include_buffers=False)
+    marks = next(t for t in lnb.plot.line(kept).data if t.name == "models")
+    assert list(marks.text) == ["A", "B's weights"] and "with A's buffers" in marks.hovertext[1]
+    twin = copy.deepcopy(bn[1])  # B's weights with A's statistics: what lies at t = 1
+    twin.load_state_dict({**bn[1].state_dict(), **{k: v for k, v in bn[0].state_dict().items() if "running" in k}})
+    assert np.asarray(marks.y) == pytest.approx([_loss(bn[0], data), _loss(twin, data)], rel=1e-5)
+    assert abs(_loss(twin, data) - _loss(bn[1], data)) > 1e-3  # not B's own loss
+    both = lnb.interpolation_surface(*bn, data, x=(-0.5, 1.5, 5), names=("A", "B"))  # statistics interpolated too
+    marks = next(t for t in lnb.plot.line(both).data if t.name == "models")
+    assert list(marks.text) == ["A", "B"] and np.asarray(marks.y)[1] == pytest.approx(_loss(bn[1], data), rel=1e-5)
+
+
 def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_not_the_model(pair, tmp_path):
     """Trial s49: a plane that kept model a's BatchNorm statistics marked "B" at (1, 0), hovering 1.347 for B's own
     0.124; a plane computed around another model than a marked all three where none of them was; points not

@@ -576,7 +576,7 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface, diverged_at_the_model, points_summary
-    from ..plot.figures import path_outside, plane_models_outside
+    from ..plot.figures import line_models_outside, path_outside, plane_models_outside
 
     check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
                                  "--checkpoints"))
@@ -694,6 +694,10 @@ def cmd_compute(args) -> int:
     if models:  # a typed range that leaves out a model of the plane through three
         print(f"landscape-nb: note: outside the range drawn, so not marked: {', '.join(models)}; drop --range (and "
               "--yrange) for the range of --directions plane3, which holds all three models", file=sys.stderr)
+    ends = line_models_outside(surf)
+    if ends:  # a typed range that leaves out an end of the line between two models
+        print(f"landscape-nb: note: outside the range drawn, so not marked: {', '.join(ends)}; drop --range for the "
+              "range of --model-file2, which holds both models", file=sys.stderr)
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
             a.min() < 0 or a.max() > 1 for a in (surf.x, surf.y) if a is not None):
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "

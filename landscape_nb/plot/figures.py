@@ -107,7 +107,9 @@ def line(
     axis in its curve's colour. Several: a colour per surface, the loss solid and the
     metric dashed (the axis titles say so). Curves whose x axes mean different things (their
     ``provenance["x_label"]``, e.g. filter-normalized vs raw directions) share the one axis, and
-    a note above the plot names each one's (`note_axes`).
+    a note above the plot names each one's (`note_axes`). A straight line between two models
+    (`landscape_nb.interpolation_surface`) marks them at t = 0 and t = 1 by name, hovering the
+    loss there (`line_models`); those outside the range are named above the plot.
 
     Parameters
     ----------
@@ -210,7 +212,35 @@ def line(
     note_partial(fig, surfaces)
     note_axes(fig, surfaces, labels, overlaid=True)
     note_undrawn_metrics(fig, metric, dict(zip(labels, names)))
+    add_line_models(fig, surfaces, labels, width)
     return fig
+
+
+def add_line_models(fig: go.Figure, surfaces: Sequence[Surface], labels: Sequence[str],
+                    width_px: float | None = None) -> None:
+    """Mark on a line figure the two models of each straight line between them (`line_models_trace`: white stars
+    for one curve, in each curve's colour and unnamed beside them for several), and above the plot (``width_px``
+    wide, default `plot_area`'s) name those outside the grid's range or say why none is marked (with the curve's
+    label, ``labels``, for several)."""
+    single = len(surfaces) == 1
+    palette = qualitative.Plotly
+    texts = []
+    for k, s in enumerate(surfaces):
+        trace = line_models_trace(s, "white" if single else palette[k % len(palette)], text=single)
+        if trace is not None:
+            fig.add_trace(trace, secondary_y=False)
+        models = line_models(s)
+        outside = line_models_outside(s)
+        text = (models or {}).get("unmarked") or (
+            f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 holds both models"
+            if outside else None)
+        if text:
+            texts.append(text if single else f"{labels[k]}: {text}")
+    if texts:  # above the notes already there (a partial curve's)
+        fig.add_annotation(text=fit_title(html.escape("; ".join(texts), quote=False), width_px or plot_area()[0],
+                                          size=11),
+                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
+                           yshift=max(4.0, _above_notes(fig)), showarrow=False, font={"size": 11}, align="left")
 
 
 #: the automatic cap of a line's loss axis applies where the curve rises above its minimum more than this many times
@@ -388,6 +418,82 @@ def plane_models(surface: Surface) -> dict | None:
     return {"x": [0.0, 1.0, 0.0], "y": [0.0, 0.0, 1.0], "labels": labels, "notes": notes, "unmarked": unmarked}
 
 
+def line_models(surface: Surface) -> dict | None:
+    """The two models at the ends of a straight line between them (`landscape_nb.interpolation_surface`,
+    ``interpolation_direction``, ``--model-file2``): ``{"x": [0, 1], "labels": [a, b], "notes": [...],
+    "unmarked": None}``, model ``a`` at t = 0 and ``b`` at t = 1, exactly, by construction; the names from the
+    directions' provenance (``models``, else the axis's "t (a → b)"). As `plane_models`: where the line kept
+    ``a``'s buffers (``include_buffers=False``) and ``b`` has others, t = 1 is ``b``'s weights only, labelled so;
+    ``unmarked`` says why neither can be marked (a line computed around another model than ``a``). None for any
+    other surface."""
+    prov = surface.provenance.get("directions") or {}
+    if surface.ndim != 1 or not isinstance(prov, Mapping) or prov.get("scheme") != "interpolate":
+        return None
+    names = prov.get("models")
+    if not (isinstance(names, (list, tuple)) and len(names) == 2):  # a mode curve's straight line, an older store
+        _, sep, rest = str(surface.x_label).partition("(")
+        ends = rest[:-1].split(" → ") if sep and rest.endswith(")") else []
+        names = ends if len(ends) == 2 else ["a", "b"]
+    names = [str(n) for n in names]
+    labels, notes = list(names), ["", ""]
+    kept = prov.get("buffers_of_the_centre") or []
+    if names[1] in (prov.get("weights_only") or []) and kept:
+        labels[1] = f"{names[1]}'s weights"
+        notes[1] = (f"with {names[0]}'s buffers (which differ from {names[1]}'s, e.g. {kept[0]}): not {names[1]} "
+                    f"itself; include_buffers=True puts {names[1]} there")
+    unmarked = None
+    if prov.get("made_around_another_model"):
+        unmarked = (f"the two models are not marked: the line is centred at other weights or BatchNorm statistics "
+                    f"than {names[0]}'s, which it was made from, so neither lies where the axis puts it")
+    return {"x": [0.0, 1.0], "labels": labels, "notes": notes, "unmarked": unmarked}
+
+
+def line_models_trace(surface: Surface, color: str = "white", text: bool = True) -> go.Scatter | None:
+    """Named stars on a straight line's loss curve at its two models (`line_models`) that lie inside the grid's
+    range, each hovering the loss there (the nearest grid point's, said as such, where no grid point lies on the
+    model; "not computed yet" or "diverged" where the loss is not known there), in ``color``, their names written
+    beside them with ``text``. None for other surfaces, none inside, or models that cannot be marked."""
+    models = line_models(surface)
+    if models is None or models["unmarked"]:
+        return None
+    x = np.asarray(surface.x, float)
+    mx = np.asarray(models["x"])
+    idx = np.abs(x[None, :] - mx[:, None]).argmin(axis=1)
+    inside = (mx >= x.min()) & (mx <= x.max())
+    on_grid = inside & (np.abs(x[idx] - mx) <= 1e-9 * np.ptp(x))
+    loss = np.where(inside, np.asarray(surface.loss, float)[idx], np.nan)
+    done = np.ones(np.shape(surface.loss), bool) if surface.done is None else np.asarray(surface.done, bool)
+    shown = np.flatnonzero(inside)
+    if not shown.size:
+        return None
+    hover = []
+    for k in shown:
+        at = "" if on_grid[k] else "no grid point there; at the nearest, t = %{customdata[1]:.6g}: "
+        known = ("not computed yet" if not done[idx[k]] else
+                 "the loss diverged (NaN or inf)" if not np.isfinite(loss[k]) else "loss: %{customdata[0]:.4g}")
+        hover.append(f"%{{hovertext}}: {at}{known}<extra></extra>")
+    return go.Scatter(
+        x=mx[shown], y=loss[shown], name="models", mode="markers+text" if text else "markers", showlegend=False,
+        textposition="top center", hovertemplate=hover,
+        text=[html.escape(models["labels"][k], quote=False) for k in shown] if text else None,
+        # names as hovertext, read as %{hovertext}: a name holding "%{x}" is shown as written
+        hovertext=[html.escape(models["labels"][k] + (f" ({models['notes'][k]})" if models["notes"][k] else ""),
+                               quote=False) for k in shown],
+        customdata=np.stack([loss, x[idx]], axis=-1)[shown],
+        marker={"symbol": "star", "size": 13, "color": color, "line": {"width": 1.5, "color": "black"}})
+
+
+def line_models_outside(surface: Surface) -> list[str]:
+    """The models at a straight line's ends (`line_models`) outside the grid's range, each as "name (t = 1)";
+    empty for other surfaces or models that cannot be marked."""
+    models = line_models(surface)
+    if models is None or models["unmarked"]:
+        return []
+    x = np.asarray(surface.x, float)
+    return [f"{label}\u00a0(t\u00a0=\u00a0{t:g})" for t, label in zip(models["x"], models["labels"])
+            if not x.min() <= t <= x.max()]
+
+
 def nearest_grid_points(surface: Surface, px: Any, py: Any) -> dict[str, np.ndarray]:
     """For each point (``px``, ``py``, shape (n,)) of a 2D surface: ``row``/``col`` of the nearest grid point,
     its ``x``/``y``, the surface's ``loss`` there (NaN for a point outside the grid's range), ``inside`` (within
@@ -468,7 +574,7 @@ def add_plane_models(fig: go.Figure, surface: Surface, z: np.ndarray | None = No
     if text:  # above the notes already there (a partial surface's)
         fig.add_annotation(text=fit_title(html.escape(text, quote=False), plot_area()[0], size=11),
                            xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
-                           yshift=max(4.0, _above_notes(fig)), showarrow=False, font={"size": 11})
+                           yshift=max(4.0, _above_notes(fig)), showarrow=False, font={"size": 11}, align="left")
 
 
 def _trajectory_field(trajectory: Any, name: str):
