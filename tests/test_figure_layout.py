@@ -408,7 +408,7 @@ def check_twin_axes(fig) -> None:
             continue
         twin_ref = "y" + key[len("yaxis"):]
         base_ref = "y" + ax.overlaying[1:]
-        curves = [t for t in fig.data if t.type == "scatter" and "lines" in (t.mode or "lines")]  # not marks
+        curves = [t for t in fig.data if t.type == "scatter" and t.name != "models"]  # a path's models: marks
         base = [t for t in curves if (t.yaxis or "y") == base_ref]
         twin = [t for t in curves if t.yaxis == twin_ref]
         if not base or not twin:

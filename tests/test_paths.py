@@ -810,7 +810,22 @@ def test_a_straight_line_marks_its_two_models_with_their_own_losses_and_says_wha
     marks = next(t for t in lnb.plot.line(off).data if t.name == "models")
     assert "no grid point there; at the nearest, t = %{customdata[1]:.6g}" in marks.hovertemplate[0]
     assert np.asarray(marks.customdata)[:, 1] == pytest.approx([-0.12, 1.02])
-    assert np.asarray(marks.y) == pytest.approx([off.loss[1], off.loss[4]])  # the nearest points' own values
+    assert np.asarray(marks.customdata)[:, 0] == pytest.approx([off.loss[1], off.loss[4]])  # hovered: the nearest
+    assert np.asarray(marks.y) == pytest.approx(np.interp([0, 1], off.x, off.loss))  # drawn on the curve's line
+
+    live = lnb.plot.live(lnb.Surface(off.x, None, np.full(6, np.nan), done=np.zeros(6, bool)))  # the Explorer's
+    lnb.plot.update(live, line)  # line, made before the run's directions were known
+    marks = next(t for t in live.data if t.name == "models")
+    assert marks.visible and list(marks.text) == ["final", "run &lt;2&gt;"]
+    assert np.asarray(marks.y) == pytest.approx([_loss(a, data), _loss(b, data)], rel=1e-5)
+    with single_thread():
+        c = _trained_mlp(3, data, steps=100)
+    lnb.plot.update(live, lnb.interpolation_surface(a, c, data, x=(-0.5, 1.5, 9), names=("final", "run 3")))
+    assert list(marks.text) == ["final", "run 3"]  # the next run's models, not the last one's
+    assert np.asarray(marks.y) == pytest.approx([_loss(a, data), _loss(c, data)], rel=1e-5)
+    lnb.plot.update(live, lnb.interpolation_surface(a, c, data, x=(0.2, 0.8, 9), names=("final", "run 3")))
+    assert marks.visible is False
+    assert "outside the range drawn (not marked): final" in live.layout.annotations[-1].text.replace("\u00a0", " ")
 
     inner = lnb.plot.line(lnb.interpolation_surface(a, b, data, x=(0.2, 0.8, 4), names=names))
     assert all(t.name != "models" for t in inner.data)
@@ -835,6 +850,10 @@ def test_a_straight_line_marks_its_two_models_with_their_own_losses_and_says_wha
     both = lnb.interpolation_surface(*bn, data, x=(-0.5, 1.5, 5), names=("A", "B"))  # statistics interpolated too
     marks = next(t for t in lnb.plot.line(both).data if t.name == "models")
     assert list(marks.text) == ["A", "B"] and np.asarray(marks.y)[1] == pytest.approx(_loss(bn[1], data), rel=1e-5)
+    recomputed = lnb.interpolation_surface(*bn, data, x=(-0.5, 1.5, 5), names=("A", "B"), include_buffers=False,
+                                           mode="bn-recompute")  # statistics re-estimated at every point: no
+    marks = next(t for t in lnb.plot.line(recomputed).data if t.name == "models")  # "A's buffers" said of t = 1
+    assert list(marks.text) == ["A", "B"] and not any("buffers" in h for h in marks.hovertext)
 
 
 def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_not_the_model(pair, tmp_path):

@@ -432,6 +432,48 @@ def test_a_page_that_answers_the_probe_keeps_its_figure(explorer, monkeypatch):
         again.close()
 
 
+def test_each_new_view_of_the_figure_is_probed_and_a_busy_kernel_is_not_taken_for_a_page_that_drops_updates(
+        explorer, monkeypatch):
+    """A page reloaded (or another tab) makes new widget models, which anywidget may give up on as it did the
+    first page's: every new view ipywidgets counts (``_view_count``) is probed. A kernel busy past a probe's time
+    (a cell running) reads the answer queued behind the check before deciding."""
+    from landscape_nb.widgets import figure_watch
+
+    monkeypatch.setattr(figure_watch, "DEAF_AFTER", 0.05)
+    monkeypatch.setattr(figure_watch, "LATE", 0.1)
+    monkeypatch.setattr(figure_watch, "GRACE", 0.05)
+
+    async def pages():
+        fig = explorer.figure
+        fig.set_state({"_view_count": 1})  # a page drew it
+        assert fig.layout.editrevision == 1
+        _report(fig, trace_edit_id=fig._last_trace_edit_id)  # and applied the probe
+        await asyncio.sleep(0.15)
+        assert explorer.figure is fig
+        _report(fig, trace_edit_id=None)  # a view's report after an answered probe calls for none
+        assert fig.layout.editrevision == 1
+        fig.set_state({"_view_count": 2})  # a page reloaded
+        assert fig.layout.editrevision == 2
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.08, lambda: _report(fig, trace_edit_id=fig._last_trace_edit_id))  # its answer
+        time.sleep(0.3)  # a cell running: the check (due at 0.05 s) and the answer (0.08 s) both wait
+        await asyncio.sleep(0.2)
+        assert explorer.figure is fig and fig.comm is not None
+        fig.set_state({"_view_count": 3})  # a third page, which never answers
+        assert fig.layout.editrevision == 3
+        await asyncio.sleep(0.2)
+        assert explorer.figure is not fig and fig.comm is None  # drawn again in a new widget
+        new, watch = explorer.figure, explorer._figure_watch
+        new.set_state({"_view_count": 1})  # its page draws it: a probe pending when the panel closes
+        assert watch._timer is not None
+        explorer.close()
+        assert watch._timer is None
+        await asyncio.sleep(0.2)
+        assert explorer.figure is new and new.comm is not None  # nothing drawn again for a closed panel
+
+    asyncio.run(pages())
+
+
 # --- computing ----------------------------------------------------------------------------
 
 

@@ -767,10 +767,12 @@ def note_axes(fig, surfaces: Sequence[Surface], names: Sequence[str], *, overlai
         fig.add_annotation(**_note_above(text, AXES_NOTE, _above_notes(fig)))
 
 
-def _above_notes(fig) -> float:
-    """How far up a new note goes to sit above the titles and notes already above the plot, in px."""
+def _above_notes(fig, but: str | None = None) -> float:
+    """How far up a new note goes to sit above the titles and notes already above the plot (but the one named
+    ``but``, the note being replaced), in px."""
     return max((float(a.yshift or 0) + NOTE_LINE_PX * (1 + str(a.text).count("<br>")) for a in fig.layout.annotations
-                if a.yref == "paper" and (a.y or 0) >= 0.99), default=0.0)
+                if a.yref == "paper" and (a.y or 0) >= 0.99 and (but is None or getattr(a, "name", None) != but)),
+               default=0.0)
 
 
 def curve_labels(surfaces: Sequence[Surface]) -> list[str]:

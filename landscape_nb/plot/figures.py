@@ -226,21 +226,25 @@ def add_line_models(fig: go.Figure, surfaces: Sequence[Surface], labels: Sequenc
     palette = qualitative.Plotly
     texts = []
     for k, s in enumerate(surfaces):
-        trace = line_models_trace(s, "white" if single else palette[k % len(palette)], text=single)
+        trace = line_models_trace(s, "white" if single else palette[k % len(palette)],
+                                  curve=None if single else labels[k])
         if trace is not None:
             fig.add_trace(trace, secondary_y=False)
-        models = line_models(s)
-        outside = line_models_outside(s)
-        text = (models or {}).get("unmarked") or (
-            f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 holds both models"
-            if outside else None)
+        text = line_models_note(s)
         if text:
             texts.append(text if single else f"{labels[k]}: {text}")
-    if texts:  # above the notes already there (a partial curve's)
-        fig.add_annotation(text=fit_title(html.escape("; ".join(texts), quote=False), width_px or plot_area()[0],
-                                          size=11),
-                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
-                           yshift=max(4.0, _above_notes(fig)), showarrow=False, font={"size": 11}, align="left")
+    _note_models(fig, "; ".join(texts), width_px or plot_area()[0])
+
+
+def line_models_note(surface: Surface) -> str | None:
+    """What a figure of a straight line between two models says of the models it does not mark (outside the
+    range, or a line centred at another model: `line_models`); None where it marks both, or for other
+    surfaces."""
+    models = line_models(surface)
+    outside = line_models_outside(surface)
+    return (models or {}).get("unmarked") or (
+        f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 holds both models"
+        if outside else None)
 
 
 #: the automatic cap of a line's loss axis applies where the curve rises above its minimum more than this many times
@@ -385,6 +389,25 @@ def path_outside(surface: Surface) -> tuple[int, int]:
     return int((~inside).sum()), int(x.size)
 
 
+def _model_labels(surface: Surface, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The labels and hover notes of a path's models (`plane_models`, `line_models`), ``names[0]`` its centre.
+    Where the path kept the centre's buffers (``include_buffers=False``) and a model has others, its point holds
+    that model's weights only (trial s49: "B" hovered 1.347 where B's own loss was 0.124): labelled "B's weights"
+    and said; not under ``mode="bn-recompute"``, which re-estimates the statistics at every point whatever the
+    path kept."""
+    prov = surface.provenance.get("directions") or {}
+    labels, notes = list(names), [""] * len(names)
+    kept, weights_only = prov.get("buffers_of_the_centre") or [], prov.get("weights_only") or []
+    if not kept or (surface.spec.get("eval") or {}).get("mode") == "bn-recompute":
+        return labels, notes
+    for k, name in enumerate(names[1:], 1):
+        if name in weights_only:
+            labels[k] = f"{name}'s weights"
+            notes[k] = (f"with {names[0]}'s buffers (which differ from {name}'s, e.g. {kept[0]}): not {name} "
+                        f"itself; include_buffers=True puts {name} there")
+    return labels, notes
+
+
 def plane_models(surface: Surface) -> dict | None:
     """The three models a plane through three models passes through (`landscape_nb.plane_directions`,
     ``--directions plane3``): ``{"x": [0, 1, 0], "y": [0, 0, 1], "labels": [a, b, c], "notes": [...],
@@ -403,13 +426,7 @@ def plane_models(surface: Surface) -> dict | None:
         names = ([ends[0][0], ends[0][1], ends[1][1]] if all(len(e) == 2 for e in ends) and ends[0][0] == ends[1][0]
                  else ["a", "b", "c"])
     names = [str(n) for n in names]
-    labels, notes = list(names), [""] * 3
-    kept, weights_only = prov.get("buffers_of_the_centre") or [], prov.get("weights_only") or []
-    for k in (1, 2):  # trial s49: "B" hovered 1.347 where B's own loss was 0.124 (B's weights, A's statistics)
-        if names[k] in weights_only and kept:
-            labels[k] = f"{names[k]}'s weights"
-            notes[k] = (f"with {names[0]}'s buffers (which differ from {names[k]}'s, e.g. {kept[0]}): not "
-                        f"{names[k]} itself; include_buffers=True puts {names[k]} there")
+    labels, notes = _model_labels(surface, names)
     unmarked = None
     if prov.get("made_around_another_model"):
         unmarked = (f"the three models are not marked: the surface is centred at other weights or BatchNorm "
@@ -435,12 +452,7 @@ def line_models(surface: Surface) -> dict | None:
         ends = rest[:-1].split(" → ") if sep and rest.endswith(")") else []
         names = ends if len(ends) == 2 else ["a", "b"]
     names = [str(n) for n in names]
-    labels, notes = list(names), ["", ""]
-    kept = prov.get("buffers_of_the_centre") or []
-    if names[1] in (prov.get("weights_only") or []) and kept:
-        labels[1] = f"{names[1]}'s weights"
-        notes[1] = (f"with {names[0]}'s buffers (which differ from {names[1]}'s, e.g. {kept[0]}): not {names[1]} "
-                    f"itself; include_buffers=True puts {names[1]} there")
+    labels, notes = _model_labels(surface, names)
     unmarked = None
     if prov.get("made_around_another_model"):
         unmarked = (f"the two models are not marked: the line is centred at other weights or BatchNorm statistics "
@@ -448,39 +460,49 @@ def line_models(surface: Surface) -> dict | None:
     return {"x": [0.0, 1.0], "labels": labels, "notes": notes, "unmarked": unmarked}
 
 
-def line_models_trace(surface: Surface, color: str = "white", text: bool = True) -> go.Scatter | None:
+def line_models_trace(surface: Surface, color: str = "white", curve: str | None = None) -> go.Scatter | None:
     """Named stars on a straight line's loss curve at its two models (`line_models`) that lie inside the grid's
-    range, each hovering the loss there (the nearest grid point's, said as such, where no grid point lies on the
-    model; "not computed yet" or "diverged" where the loss is not known there), in ``color``, their names written
-    beside them with ``text``. None for other surfaces, none inside, or models that cannot be marked."""
+    range, in ``color``, each hovering the loss there. Where no grid point lies on a model the star sits on the
+    curve as drawn (between its two neighbours) and the hover gives the nearest grid point's loss, said as such.
+    A model whose neighbours' losses are not known (not computed yet, diverged) is not drawn. ``curve``: the
+    curve's label, for an overlay of several (hovered, no name written beside the stars). None for other
+    surfaces, none drawn, or models that cannot be marked."""
     models = line_models(surface)
     if models is None or models["unmarked"]:
         return None
-    x = np.asarray(surface.x, float)
-    mx = np.asarray(models["x"])
-    idx = np.abs(x[None, :] - mx[:, None]).argmin(axis=1)
-    inside = (mx >= x.min()) & (mx <= x.max())
-    on_grid = inside & (np.abs(x[idx] - mx) <= 1e-9 * np.ptp(x))
-    loss = np.where(inside, np.asarray(surface.loss, float)[idx], np.nan)
-    done = np.ones(np.shape(surface.loss), bool) if surface.done is None else np.asarray(surface.done, bool)
-    shown = np.flatnonzero(inside)
+    x, loss = np.asarray(surface.x, float), np.asarray(surface.loss, float)
+    t = np.asarray(models["x"])
+    near = np.abs(x[None, :] - t[:, None]).argmin(axis=1)
+    on_grid = np.abs(x[near] - t) <= 1e-9 * np.ptp(x)
+    known = np.isfinite(loss)
+    order = np.argsort(x[known])
+    xs, ls = x[known][order], loss[known][order]
+    # the height drawn at t: the curve's own line between the known points around it (none past them, nor
+    # across a point not known)
+    y = np.full(t.shape, np.nan)
+    for k, tk in enumerate(t):
+        if on_grid[k]:
+            y[k] = loss[near[k]]
+        elif xs.size >= 2 and xs[0] <= tk <= xs[-1]:
+            j = int(np.searchsorted(xs, tk))
+            lo, hi = xs[j - 1], xs[j]
+            between = (x > min(lo, hi)) & (x < max(lo, hi))  # a gap (NaN) between them breaks the drawn line
+            if not between.any():
+                y[k] = float(np.interp(tk, xs, ls))
+    shown = np.flatnonzero(np.isfinite(y) & np.isfinite(loss[near]))
     if not shown.size:
         return None
-    hover = []
-    for k in shown:
-        at = "" if on_grid[k] else "no grid point there; at the nearest, t = %{customdata[1]:.6g}: "
-        known = ("not computed yet" if not done[idx[k]] else
-                 "the loss diverged (NaN or inf)" if not np.isfinite(loss[k]) else "loss: %{customdata[0]:.4g}")
-        hover.append(f"%{{hovertext}}: {at}{known}<extra></extra>")
+    at = "%{hovertext}: no grid point there; at the nearest, t = %{customdata[1]:.6g}: loss: %{customdata[0]:.4g}"
+    hover = [("%{hovertext}: loss: %{customdata[0]:.4g}" if on_grid[k] else at) + "<extra></extra>" for k in shown]
+    named = [models["labels"][k] + (f" ({models['notes'][k]})" if models["notes"][k] else "") for k in shown]
     return go.Scatter(
-        x=mx[shown], y=loss[shown], name="models", mode="markers+text" if text else "markers", showlegend=False,
+        x=t[shown], y=y[shown], name="models", mode="markers" if curve else "markers+text", showlegend=False,
         textposition="top center", hovertemplate=hover,
-        text=[html.escape(models["labels"][k], quote=False) for k in shown] if text else None,
+        text=None if curve else [html.escape(models["labels"][k], quote=False) for k in shown],
         # names as hovertext, read as %{hovertext}: a name holding "%{x}" is shown as written
-        hovertext=[html.escape(models["labels"][k] + (f" ({models['notes'][k]})" if models["notes"][k] else ""),
-                               quote=False) for k in shown],
-        customdata=np.stack([loss, x[idx]], axis=-1)[shown],
-        marker={"symbol": "star", "size": 13, "color": color, "line": {"width": 1.5, "color": "black"}})
+        hovertext=[html.escape(f"{curve}: {n}" if curve else n, quote=False) for n in named],
+        customdata=np.stack([loss[near], x[near]], axis=-1)[shown],
+        marker={"symbol": "star", "size": 14, "color": color, "line": {"width": 1.5, "color": "black"}})
 
 
 def line_models_outside(surface: Surface) -> list[str]:
@@ -568,13 +590,31 @@ def add_plane_models(fig: go.Figure, surface: Surface, z: np.ndarray | None = No
         fig.add_trace(trace)
     models = plane_models(surface)
     outside = plane_models_outside(surface, sep=",\u00a0")  # no line break inside (1, 0)
-    text = (models or {}).get("unmarked") or (
+    _note_models(fig, (models or {}).get("unmarked") or (
         f"outside the range drawn (not marked): {', '.join(outside)}; a range of -0.5..1.5 on both axes holds all "
-        "three models" if outside else None)
-    if text:  # above the notes already there (a partial surface's)
-        fig.add_annotation(text=fit_title(html.escape(text, quote=False), plot_area()[0], size=11),
-                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
-                           yshift=max(4.0, _above_notes(fig)), showarrow=False, font={"size": 11}, align="left")
+        "three models" if outside else None), plot_area()[0])
+
+
+#: the name of the note above a figure that says which models of a path it does not mark (`models_note`)
+MODELS_NOTE = "models not marked"
+
+
+def models_note(fig: go.Figure, text: str | None, width_px: float) -> dict | None:
+    """The note (keyword arguments of ``add_annotation``, named `MODELS_NOTE`) that says ``text`` (plain text) above
+    the plot, ``width_px`` wide, above the notes already there (a partial surface's): which models of a path a
+    figure does not mark, and why. None for no text."""
+    if not text:
+        return None
+    return {"text": fit_title(html.escape(text, quote=False), width_px, size=11), "name": MODELS_NOTE,
+            "xref": "paper", "yref": "paper", "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
+            "yshift": max(4.0, _above_notes(fig, but=MODELS_NOTE)), "showarrow": False, "font": {"size": 11},
+            "align": "left"}
+
+
+def _note_models(fig: go.Figure, text: str | None, width_px: float) -> None:
+    note = models_note(fig, text, width_px)
+    if note:
+        fig.add_annotation(**note)
 
 
 def _trajectory_field(trajectory: Any, name: str):

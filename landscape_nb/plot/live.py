@@ -48,11 +48,15 @@ from ._common import (
 )
 from .figures import (
     CAP_NOTE,
+    MODELS_NOTE,
     _line_hover,
     _metric_hover,
     _trajectory_trace,
     line,
+    line_models_note,
+    line_models_trace,
     loss_axis_cap,
+    models_note,
     plane_models_trace,
     provenance_path,
 )
@@ -110,6 +114,9 @@ def live(
     if surface.ndim == 1:
         fig = line(surface, metric=metric if metric in surface.metrics else None, log=log, title=title, clip=clip)
         fig.update_layout(height=420, width=width)
+        if all(t.name != "models" for t in fig.data):  # a straight line's two models (`line_models_trace`), set
+            fig.add_trace(go.Scatter(x=[], y=[], name="models", visible=False, showlegend=False),  # by `update`
+                          secondary_y=False)
     else:
         fig = make_subplots(
             rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
@@ -224,7 +231,14 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         if title is not None:
             fig.layout.title.text = title
     sync_partial_note(fig, surface)  # after the batch: its traces' markers as this update left them
+    if surface.ndim == 1:  # above the partial note: which of a straight line's models are not marked
+        replace_note(fig, MODELS_NOTE, models_note(fig, line_models_note(surface), _line_width(fig)))
     return fig
+
+
+def _line_width(fig) -> float:
+    """The plot area's width of a live line, in px (its legend's margin at the right)."""
+    return plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0]
 
 
 def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any) -> None:
@@ -238,8 +252,8 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any
         fig.data[1].y, fig.data[1].mode = to_plotly_z(values), line_mode(values)
         # the axis's name as the loss's hover has it (made from the empty grid's "α (direction 1)" at first)
         fig.data[1].hovertemplate = _metric_hover(surf, metric, str(surf.provenance.get("label", "surface 0")))
-    fig.layout.xaxis.title.text = fit_title(
-        surf.x_label, plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0])
+    fig.layout.xaxis.title.text = fit_title(surf.x_label, _line_width(fig))
+    _update_models(fig, surf)
     fig.layout.yaxis.type = "log" if log else "linear"
     # losses ≤ 0 have no logarithm: counted in the axis title, as plot.line does (a live line hid them, its own
     # minimum among them, with no word, trial s34)
@@ -341,12 +355,13 @@ def _update_path(fig, surf: Surface) -> None:
 
 
 def _update_models(fig, surf: Surface) -> None:
-    """Mark a plane through three models' three models on the contours (`plane_models_trace`: named stars, the
-    plane's loss there on hover), or hide the trace for other directions."""
-    trace = next((t for t in fig.data[2:] if t.name == "models"), None)
+    """Mark a plane through three models' three models on the contours (`plane_models_trace`), or a straight
+    line's two on the curve (`line_models_trace`): named stars, the loss there on hover; or hide the trace for
+    other directions."""
+    trace = next((t for t in fig.data if t.name == "models"), None)
     if trace is None:  # a live figure made before the models trace existed
         return
-    drawn = plane_models_trace(surf)
+    drawn = line_models_trace(surf) if surf.ndim == 1 else plane_models_trace(surf)
     if drawn is None:
         if trace.visible is not False or len(trace.x or ()):
             trace.update(x=[], y=[], text=None, customdata=None, hovertemplate=None, hovertext=None, visible=False)

@@ -13,11 +13,11 @@ computed yet" (``tests/test_voila.py`` failed this way about one run in three, s
 A plotly view reports to the kernel when it draws a figure (``_js2py_traceDeltas``, with the
 edit id its model was made with) and after each update or restyle it applies (with that edit's
 id; plotly.js 7.1 sends the layout's report as ``_js2py_widget_layoutDelta``, which the kernel
-does not read, so a relayout is never acknowledged). `FigureWatch` answers a view's first
-report with one probe, an update message that changes only ``layout.editrevision`` (it draws
-nothing differently), and calls ``on_deaf`` when no edit from the probe on is acknowledged
-within ``after`` seconds. The Explorer then draws the figure again in a new widget, made
-while the page is idle.
+does not read, so a relayout is never acknowledged), and ipywidgets counts a widget's views
+(``_view_count``, which plotly turns on). `FigureWatch` answers a new view with a probe, an
+update message that changes only ``layout.editrevision`` (it draws nothing differently), and
+calls ``on_deaf`` when no edit from the probe on is acknowledged within ``after`` seconds. The
+Explorer then draws the figure again in a new widget, made while the page is idle.
 """
 from __future__ import annotations
 
@@ -28,53 +28,67 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEAF_AFTER = 5.0  # s a probe may wait for its acknowledgement: a view applies it at once (a relayout that draws nothing)
-_REPORTS = ("_js2py_traceDeltas", "_js2py_layoutDelta")
-_EDIT_IDS = ("trace_edit_id", "layout_edit_id")
+DEAF_AFTER = 5.0  # s a probe may wait for its acknowledgement: a view applies it at once (it draws nothing new)
+LATE = 0.5  # s: a check run later than this after its time (the kernel was busy) waits GRACE s more, so that an
+GRACE = 1.0  # acknowledgement queued behind it is read first
 
 
 class FigureWatch:
     """Watch one ``plotly.graph_objects.FigureWidget`` for a page that no longer applies its updates.
+
+    A probe is sent when a new view of the widget is counted (``_view_count`` rises: a page drew it, a page
+    reloaded, another tab opened) and, for a front end that counts no views, at a view's first report.
 
     Parameters
     ----------
     fig : plotly.graph_objects.FigureWidget
         The widget, watched from now on (call `close` when it is replaced).
     on_deaf : callable
-        Called once, with no argument, on the kernel's event loop, when a view of ``fig`` has drawn it but
-        has not applied a probe sent ``after`` seconds before.
+        Called once, with no argument, on the kernel's event loop, when a probe has not been applied ``after``
+        seconds after it was sent.
     after : float, optional
         Seconds to wait for the probe's acknowledgement (default: `DEAF_AFTER` when the probe is sent).
 
     Notes
     -----
-    Without an asyncio event loop running where the first report arrives (a plain script: no page, no view)
-    nothing is probed. A widget shown in no page is never probed either: no view reports.
+    Without an asyncio event loop running where the probe would be sent (a plain script: no page, no view)
+    nothing is probed. The watch runs on the kernel's event loop thread, where comm messages and the Explorer's
+    updates of the figure run too: the probe needs no lock. The acknowledgements name no page: with two pages
+    open, one that applies updates answers for both.
     """
 
     def __init__(self, fig: Any, on_deaf: Callable[[], None], after: float | None = None):
         self.fig = fig
         self.after = after
-        self.heard = False  # a view reported: it drew the figure (probed at its first report in an event loop)
-        self.acked = False  # a view applied an update sent after the widget was made
         self.deaf = False
+        self.probes = 0  # probes sent
         self._on_deaf = on_deaf
         self._timer: asyncio.TimerHandle | None = None
-        self._probed: tuple[int, int] | None = None  # the trace and layout edit ids once the probe was sent
-        fig.observe(self._on_report, names=list(_REPORTS))
+        self._due = 0.0  # the loop's time the pending check is for
+        self._probed: int | None = None  # the trace edit id of the probe awaiting its acknowledgement
+        self._answered = False  # a probe was applied: a view's report no longer calls for one (a new view does)
+        fig.observe(self._on_report, names="_js2py_traceDeltas")
+        fig.observe(self._on_views, names="_view_count")
 
     def _on_report(self, change) -> None:
         msg = change["new"]
-        if not isinstance(msg, dict) or self.acked or self.deaf:
+        if not isinstance(msg, dict) or self.deaf:
             return
+        edit = msg.get("trace_edit_id")
         if self._probed is not None:
-            trace, layout = (msg.get(k) for k in _EDIT_IDS)
-            if (_is_id(trace) and trace >= self._probed[0]) or (_is_id(layout) and layout >= self._probed[1]):
-                self.acked = True  # the probe, or an update sent after it, was applied
+            # a view reports the id its model was made with, which may be later than the widget's first (a page
+            # fetches the widgets' state when it connects): only an edit from the probe on is its answer
+            if _is_id(edit) and edit >= self._probed:
+                self._probed = None
+                self._answered = True
                 self._cancel()
-            return
-        self.heard = True
-        self._probe()
+        elif not self._answered:
+            self._probe()  # a view drew the figure, not counted (a front end that counts no views)
+
+    def _on_views(self, change) -> None:
+        old, new = change["old"], change["new"]
+        if _is_id(new) and (not _is_id(old) or new > old) and not self.deaf:
+            self._probe()  # a new view: its page may be one that gave up on the widget
 
     def _probe(self) -> None:
         try:
@@ -85,14 +99,22 @@ class FigureWatch:
         # an update message, not a relayout: plotly.js (plotly 7.1) sends a view's layout acknowledgement under
         # another name than the kernel's (_js2py_widget_layoutDelta), so only the trace one of an update arrives
         self.fig.plotly_update(relayout_data={"editrevision": revision + 1 if _is_id(revision) else 1})
-        # a view reports the ids its model was made with, which may be later than the widget's (a page fetches
-        # the widgets' state when it connects): only what is applied after the probe counts
-        self._probed = (self.fig._last_trace_edit_id, self.fig._last_layout_edit_id)
-        self._timer = loop.call_later(DEAF_AFTER if self.after is None else float(self.after), self._check)
+        self.probes += 1
+        self._probed = self.fig._last_trace_edit_id
+        self._wait(loop, DEAF_AFTER if self.after is None else float(self.after))
+
+    def _wait(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._cancel()
+        self._due = loop.time() + seconds
+        self._timer = loop.call_later(seconds, self._check)
 
     def _check(self) -> None:
         self._timer = None
-        if self.acked or self.deaf:
+        if self._probed is None or self.deaf:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._due > LATE:  # the loop was busy (a cell running): the answer may be queued
+            self._wait(loop, GRACE)
             return
         self.deaf = True
         self.close()
@@ -107,10 +129,11 @@ class FigureWatch:
     def close(self) -> None:
         """Stop watching (the widget was replaced or closed)."""
         self._cancel()
-        try:
-            self.fig.unobserve(self._on_report, names=list(_REPORTS))
-        except ValueError:
-            pass
+        for handler, name in ((self._on_report, "_js2py_traceDeltas"), (self._on_views, "_view_count")):
+            try:
+                self.fig.unobserve(handler, names=name)
+            except ValueError:
+                pass
 
 
 def _is_id(value) -> bool:

@@ -98,7 +98,13 @@ def _caveats(surf: Surface) -> str:
     outside the range drawn, and a plane through three models' models outside it."""
     from ..compute import diverged_at_the_model
     from ..data import loader_notes
-    from ..plot.figures import path_outside, plane_models, plane_models_outside
+    from ..plot.figures import (
+        line_models,
+        line_models_outside,
+        path_outside,
+        plane_models,
+        plane_models_outside,
+    )
 
     out = ""
     outside, checkpoints = path_outside(surf)
@@ -108,7 +114,10 @@ def _caveats(surf: Surface) -> str:
     models = plane_models_outside(surf)
     if models:
         out += (f" Outside the range drawn, so not marked: {', '.join(models)}; auto range holds all three models.")
-    unmarked = (plane_models(surf) or {}).get("unmarked")
+    ends = line_models_outside(surf)
+    if ends:
+        out += f" Outside the range drawn, so not marked: {', '.join(ends)}; auto range holds both models."
+    unmarked = (plane_models(surf) or line_models(surf) or {}).get("unmarked")
     if unmarked:
         out += f" {unmarked[0].upper()}{unmarked[1:]}."
     n_bad = surf.n_diverged

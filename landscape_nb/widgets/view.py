@@ -44,8 +44,8 @@ DISCONNECTED_CSS = (
 FIGURE_WIDTH = 940  # px, the live 2D figure (3D surface + contours side by side)
 REDRAWS = 2  # new widgets for a figure whose page drops its updates (figure_watch), then the panel says so
 DEAF_TEXT = ('<span style="color: #b3261e">This page does not apply the figure\'s updates: its plotting code '
-             "(plotly.js) did not load in time, three times. The panel still computes; reload the page, or press "
-             "Export HTML for the figure.</span>")
+             f"(plotly.js) did not load in time, {REDRAWS + 1} times. The panel still computes; reload the page, or "
+             "press Export HTML for the figure.</span>")
 
 
 _BY_CELL: dict[str, Any] = {}  # the notebook cell that made each panel -> a weak reference to it
@@ -377,6 +377,7 @@ class Explorer(w.VBox):
             return
         if preview:
             replace_note(fig, PARTIAL_NOTE, None)
+        self._redrawn = 0  # a figure of another shape: a new widget, which the page may well take
         self._set_figure(go.FigureWidget(fig))
 
     def _set_figure(self, fig) -> None:
