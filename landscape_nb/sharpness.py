@@ -366,6 +366,15 @@ def loss_barrier(path) -> float:
                              "models and loss_fn there, or take the barrier of a path whose losses are finite")
     l0, l1 = loss[ends[0][0]], loss[ends[1][0]]
     excess = loss[inside] - ((1 - t[inside]) * l0 + t[inside] * l1)
+    surface = getattr(path, "profile", path)
+    directions = (getattr(surface, "provenance", None) or {}).get("directions") or {}
+    mode = ((getattr(surface, "spec", None) or {}).get("eval") or {}).get("mode")
+    if directions.get("weights_only") and mode != "bn-recompute":  # trial s50: 0.0 for a line whose t = 1 lay 40
+        a, b = (directions.get("models") or ["a", "b"])[:2]  # times above b's own loss, unsaid
+        warn_user(f"landscape_nb: loss_barrier: the path kept {a}'s BatchNorm statistics (include_buffers=False), so "
+                  f"its t = 1 (loss {l1:.4g}) is {b}'s weights with {a}'s statistics, not {b}, and the barrier is "
+                  f"between {a} and that point; interpolation_surface(a, b, data) (include_buffers=True) ends at "
+                  f"{b} itself")
     return float(max(excess.max(), 0.0))
 
 

@@ -388,10 +388,10 @@ def test_a_polygonal_chain_is_two_segments_through_its_trained_bend_and_lowers_t
     assert corner.loss[0, 2] == pytest.approx(_loss(bend, data), rel=1e-5)  # (1, 0): the bend
     assert corner.loss[2, 0] == pytest.approx(_loss(b, data), rel=1e-5)  # (0, 1): b
     fig = lnb.plot.paths(chain)
-    assert [t.name.split(",")[0] for t in fig.data] == ["straight line", "polygonal chain (trained)"]
+    assert [t.name.split(",")[0] for t in fig.data if t.name != "models"] == ["straight line", "polygonal chain (trained)"]
     bezier = lnb.bezier_curve(a, b, data, n_steps=20, lr=0.02, seed=0, n_points=11)  # both curves on one axis:
     both = lnb.plot.paths([chain, bezier])  # was refused, "got a PolyChain; expected a Surface"
-    losses = [t for t in both.data if t.yaxis in (None, "y")]  # the loss axis (accuracy on the right)
+    losses = [t for t in both.data if t.yaxis in (None, "y") and t.name != "models"]  # the loss axis (accuracy on the right)
     assert [t.name.split(":")[0].split(",")[0] for t in losses] == [
         "straight line", "polygonal chain (trained)", "Bézier curve (trained)"]
     np.testing.assert_allclose(losses[2].y, bezier.profile.loss)
@@ -850,10 +850,42 @@ def test_a_straight_line_marks_its_two_models_with_their_own_losses_and_says_wha
     both = lnb.interpolation_surface(*bn, data, x=(-0.5, 1.5, 5), names=("A", "B"))  # statistics interpolated too
     marks = next(t for t in lnb.plot.line(both).data if t.name == "models")
     assert list(marks.text) == ["A", "B"] and np.asarray(marks.y)[1] == pytest.approx(_loss(bn[1], data), rel=1e-5)
+    with pytest.warns(UserWarning, match=r"kept A's BatchNorm statistics .* not B, and the barrier is between A"):
+        assert lnb.loss_barrier(lnb.interpolation_surface(*bn, data, x=(0, 1, 5), names=("A", "B"),
+                                                          include_buffers=False)) >= 0
     recomputed = lnb.interpolation_surface(*bn, data, x=(-0.5, 1.5, 5), names=("A", "B"), include_buffers=False,
-                                           mode="bn-recompute")  # statistics re-estimated at every point: no
-    marks = next(t for t in lnb.plot.line(recomputed).data if t.name == "models")  # "A's buffers" said of t = 1
-    assert list(marks.text) == ["A", "B"] and not any("buffers" in h for h in marks.hovertext)
+                                           mode="bn-recompute")  # statistics re-estimated at every point: the
+    marks = next(t for t in lnb.plot.line(recomputed).data if t.name == "models")  # models' weights, not A, B
+    assert list(marks.text) == ["A's weights", "B's weights"]  # (trial s50: "a" hovered 0.164 for a's own 0.428)
+    assert all("re-estimated" in h and "A's buffers" not in h for h in marks.hovertext)
+
+
+def test_names_holding_markup_or_template_fields_are_hovered_as_written(pair):
+    """Trial s50: a name holding "%{x}" went into the curves' hover templates as it was, and plotly.js filled it with
+    the x value; "<b>B</b>" was drawn bold. Names and labels reach every template escaped (plotly.js draws the
+    entities as the characters: checked in Chromium), so the only fields left are the figure's own."""
+    import re
+
+    a, b, data = pair
+    c = copy.deepcopy(b)
+    with torch.no_grad():
+        next(c.parameters()).add_(0.1)
+    names = ("%{x} & co", "<b>B</b>")
+    own = re.compile(r"%\{(x|y|z|text|hovertext|customdata\[\d\])(:[^}]*)?\}")  # the fields the figures fill
+
+    def templates(fig):
+        return [t for tr in fig.data for t in ([tr.hovertemplate] if isinstance(tr.hovertemplate, str) else
+                                               list(tr.hovertemplate or ()))]
+
+    line = lnb.interpolation_surface(a, b, data, x=(0, 1, 3), names=names, label="run %{y}")
+    plane = lnb.compute_surface(a, data, lnb.plane_directions(a, b, c, names=(*names, "C")), x=(0, 1, 3), y=(0, 1, 3))
+    figs = [lnb.plot.line(line), lnb.plot.contour(plane), lnb.plot.heatmap(plane), lnb.plot.surface(plane),
+            lnb.plot.update(lnb.plot.live(plane), plane), lnb.plot.update(lnb.plot.live(line), line)]
+    for fig in figs:
+        for t in templates(fig):
+            left = own.sub("", t)
+            assert "%{" not in left and "<b>" not in left, t
+    assert "%&#123;x} &amp; co" in lnb.plot.line(line).data[0].hovertemplate  # drawn as "%{x} & co"
 
 
 def test_the_marks_of_a_plane_through_three_models_never_name_a_point_that_is_not_the_model(pair, tmp_path):

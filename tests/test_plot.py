@@ -760,7 +760,7 @@ def test_live_1d_has_loss_and_accuracy_on_twin_axes_with_gaps():
     loss = np.array(line.loss)
     loss[5:] = np.nan
     fig = plot.live(Surface(x=line.x, y=None, loss=loss, metrics=dict(line.metrics)))
-    assert [t.yaxis for t in fig.data] == ["y", "y2"]
+    assert [t.yaxis for t in fig.data if t.name != "models"] == ["y", "y2"]  # models: hidden, a line's
     assert list(fig.data[0].y[5:]) == [None] * 4
     plot.update(fig, line)
     np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float), line.loss)

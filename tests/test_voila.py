@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -130,61 +131,33 @@ def test_voila_refuses_a_visitor_without_the_token(served):
     assert "lnb-explorer" not in body and "explore.ipynb" not in body
 
 
-def test_explore_notebook_served_by_voila_fills_the_figure(served):
+TIMEOUT_MS = 120_000
+
+
+@contextmanager
+def voila_page(served, failure_png: str, init_script: str | None = None):
+    """A page of the served notebook in Chromium once every cell has run (the last cell's output, the second
+    Explorer's export, is shown), and the browser console's errors and warnings; on a failure inside, a
+    screenshot (``failure_png``), what each figure holds, the server's log and the console are kept."""
     from playwright.sync_api import sync_playwright
 
-    timeout_ms = 120_000
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        if init_script:
+            context.add_init_script(init_script)
         page = context.new_page()
-        console = []
+        console: list[str] = []
         page.on("console", lambda m: m.type in ("error", "warning") and console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         try:
-            page.goto(served["url"], timeout=timeout_ms)
-            # the last cell's output: every cell has run, the second Explorer included
-            page.get_by_text("xor-mlp-landscape.html").first.wait_for(timeout=timeout_ms)
-            assert "Traceback" not in page.inner_text("body")
-            panel = page.locator(".lnb-explorer").first
-            panel.locator(".lnb-compute").wait_for(timeout=timeout_ms)
-            panel.locator(".js-plotly-plot").wait_for(timeout=timeout_ms)  # the (empty) figure is drawn
-            assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet
-            loaded = time.monotonic()
-            page.evaluate(TIMER_JS, f"({FILLED_JS})")
-            page.evaluate("() => { window.__lnbGd = document.querySelector('.lnb-explorer .js-plotly-plot'); }")
-            runs = []
-            for attempt in range(2):  # the first Compute on a fresh page, then a second one (another seed)
-                if attempt:
-                    seed = panel.locator(".lnb-seed input")
-                    seed.fill(str(attempt))
-                    seed.press("Enter")
-                    page.wait_for_timeout(300)  # the new seed reaches the kernel
-                panel.locator(".lnb-compute").click()
-                try:
-                    page.wait_for_function(f"() => window.__lnb.length > {attempt} && "
-                                           f"window.__lnb[{attempt}].full !== null", timeout=timeout_ms, polling=100)
-                except Exception:
-                    print("timer:", page.evaluate("() => window.__lnb"))
-                    print("panel:", panel.locator(".lnb-status").first.inner_text(), "|",
-                          panel.locator(".lnb-message").first.inner_text())
-                    raise
-                panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
-                runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))
-            assert page.evaluate(FILLED_JS) == GRID * GRID
-            # the figure_watch probe reached this page and was applied, and once its wait is over the figure is
-            # still the one drawn at load (a page that applies updates never has its figure drawn again)
-            assert page.evaluate("() => window.__lnbGd.layout.editrevision") >= 1
-            page.wait_for_timeout(max(0.0, figure_watch.DEAF_AFTER + 2 - (time.monotonic() - loaded)) * 1000)
-            assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd")
-            message = panel.locator(".lnb-message").inner_text()
-            assert "Done: 441 points" in message, message
-            ARTIFACTS.mkdir(exist_ok=True)
-            panel.screenshot(path=str(ARTIFACTS / "voila-explorer.png"))
+            page.goto(served["url"], timeout=TIMEOUT_MS)
+            page.get_by_text("xor-mlp-landscape.html").first.wait_for(timeout=TIMEOUT_MS)
+            yield page, console
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             try:
-                page.screenshot(path=str(ARTIFACTS / "voila-failure.png"), timeout=15_000)
+                page.screenshot(path=str(ARTIFACTS / failure_png), timeout=15_000)
             finally:
                 print("figures in the page:", page.evaluate(PAGE_FIGURES_JS))
                 print(f"Voilà log tail:\n{served['log'].read_text()[-3000:]}\nbrowser console:\n" + "\n".join(console[-30:]))
@@ -192,6 +165,47 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
         finally:
             context.close()
             browser.close()
+
+
+def test_explore_notebook_served_by_voila_fills_the_figure(served):
+    timeout_ms = TIMEOUT_MS
+    with voila_page(served, "voila-failure.png") as (page, _):
+        assert "Traceback" not in page.inner_text("body")
+        panel = page.locator(".lnb-explorer").first
+        panel.locator(".lnb-compute").wait_for(timeout=timeout_ms)
+        panel.locator(".js-plotly-plot").wait_for(timeout=timeout_ms)  # the (empty) figure is drawn
+        assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet
+        loaded = time.monotonic()
+        page.evaluate(TIMER_JS, f"({FILLED_JS})")
+        page.evaluate("() => { window.__lnbGd = document.querySelector('.lnb-explorer .js-plotly-plot'); }")
+        runs = []
+        for attempt in range(2):  # the first Compute on a fresh page, then a second one (another seed)
+            if attempt:
+                seed = panel.locator(".lnb-seed input")
+                seed.fill(str(attempt))
+                seed.press("Enter")
+                page.wait_for_timeout(300)  # the new seed reaches the kernel
+            panel.locator(".lnb-compute").click()
+            try:
+                page.wait_for_function(f"() => window.__lnb.length > {attempt} && "
+                                       f"window.__lnb[{attempt}].full !== null", timeout=timeout_ms, polling=100)
+            except Exception:
+                print("timer:", page.evaluate("() => window.__lnb"))
+                print("panel:", panel.locator(".lnb-status").first.inner_text(), "|",
+                      panel.locator(".lnb-message").first.inner_text())
+                raise
+            panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
+            runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))
+        assert page.evaluate(FILLED_JS) == GRID * GRID
+        # the figure_watch probe reached this page and was applied, and once its wait is over the figure is
+        # still the one drawn at load (a page that applies updates never has its figure drawn again)
+        assert page.evaluate("() => window.__lnbGd.layout.editrevision") >= 1
+        page.wait_for_timeout(max(0.0, figure_watch.DEAF_AFTER + 2 - (time.monotonic() - loaded)) * 1000)
+        assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd")
+        message = panel.locator(".lnb-message").inner_text()
+        assert "Done: 441 points" in message, message
+        ARTIFACTS.mkdir(exist_ok=True)
+        panel.screenshot(path=str(ARTIFACTS / "voila-explorer.png"))
     for i, run in enumerate(runs, 1):
         print(f"voila Compute {i}: first values in plotly.js {run['first'] / 1e3:.2f} s after the click, "
               f"all {GRID * GRID} {run['full'] / 1e3:.2f} s (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
@@ -220,40 +234,17 @@ def test_a_figure_whose_page_dropped_its_updates_is_drawn_again_and_fills(served
     Every anywidget model made during the page's load is starved, so both Explorers' figures drop the kernel's
     messages; they still draw, with the state they were made with. Without `figure_watch` the first Compute
     finished in the kernel while the figure kept saying "nothing computed yet" (the flake of sessions 47-49)."""
-    from playwright.sync_api import sync_playwright
-
-    timeout_ms = 120_000
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.add_init_script(STARVE_JS)
-        page = context.new_page()
-        console = []
-        page.on("console", lambda m: m.type in ("error", "warning") and console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        try:
-            page.goto(served["url"], timeout=timeout_ms)
-            page.get_by_text("xor-mlp-landscape.html").first.wait_for(timeout=timeout_ms)
-            panel = page.locator(".lnb-explorer").first
-            panel.locator(".js-plotly-plot").wait_for(timeout=timeout_ms)
-            assert page.evaluate("() => window.__lnbStarved") >= 2, "the figures' models were not starved"
-            assert any("Failed to initialize model" in line for line in console), console
-            page.evaluate("() => { window.__lnbStarve = false; }")  # the widgets made from now on load as usual
-            panel.locator(".lnb-compute").click()
-            panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
-            page.wait_for_function(f"({FILLED_JS})() === {GRID * GRID}", timeout=60_000, polling=200)
-            layout = page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout")
-            assert "nothing computed yet" not in layout["title"]["text"] and "mlp-digits" in layout["title"]["text"]
-            assert layout["editrevision"] >= 2  # the starved widget's probe, then the new widget's, applied
-            assert panel.locator(".js-plotly-plot").count() == 1  # the widget given up on is gone, not left beside
-            assert "does not apply the figure" not in panel.inner_text()
-        except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "voila-starved-failure.png"), timeout=15_000)
-            print("figures in the page:", page.evaluate(PAGE_FIGURES_JS))
-            print(f"Voilà log tail:\n{served['log'].read_text()[-3000:]}\nbrowser console:\n" + "\n".join(console[-30:]))
-            raise
-        finally:
-            context.close()
-            browser.close()
-
+    with voila_page(served, "voila-starved-failure.png", init_script=STARVE_JS) as (page, console):
+        panel = page.locator(".lnb-explorer").first
+        panel.locator(".js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+        assert page.evaluate("() => window.__lnbStarved") >= 2, "the figures' models were not starved"
+        assert any("Failed to initialize model" in line for line in console), console
+        page.evaluate("() => { window.__lnbStarve = false; }")  # the widgets made from now on load as usual
+        panel.locator(".lnb-compute").click()
+        panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_function(f"({FILLED_JS})() === {GRID * GRID}", timeout=60_000, polling=200)
+        layout = page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout")
+        assert "nothing computed yet" not in layout["title"]["text"] and "mlp-digits" in layout["title"]["text"]
+        assert layout["editrevision"] >= 2  # the starved widget's probe, then the new widget's, applied
+        assert panel.locator(".js-plotly-plot").count() == 1  # the widget given up on is gone, not left beside
+        assert "does not apply the figure" not in panel.inner_text()

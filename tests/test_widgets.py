@@ -1701,7 +1701,7 @@ def test_a_regression_line_draws_no_empty_accuracy_axis_and_says_why(tmp_path):
         assert e.compute(wait=True), e.state.message
         assert e.surface.metrics == {} and "No accuracy: the targets are floating point (not class indices), so " \
             "only the loss is drawn" in e.state.message  # why, as compute_surface found it
-        assert [t.name for t in e.figure.data] == ["loss"] and not e.figure.layout.yaxis2.title.text
+        assert [t.name for t in e.figure.data if t.name != "models"] == ["loss"] and not e.figure.layout.yaxis2.title.text
         with torch.no_grad():  # the line drawn is the loss's, checked at its centre by hand
             k = list(e.surface.x).index(0.0)
             assert e.figure.data[0].y[k] == pytest.approx(float(F.mse_loss(model(x), y)), rel=1e-6)
@@ -1992,7 +1992,8 @@ def test_a_1d_scan_shows_loss_and_accuracy_on_twin_axes(explorer):
     explorer.controls["ndim"].value = 1
     explorer.controls["x_points"].value = 15
     explorer.compute(wait=True)
-    loss, acc = explorer.figure.data
+    loss, acc, models = explorer.figure.data  # models: a straight line's two, hidden for random directions
+    assert models.name == "models" and models.visible is False
     assert loss.yaxis == "y" and acc.yaxis == "y2"
     assert sum(v is not None for v in loss.y) == 15
     np.testing.assert_allclose(np.array(acc.y, dtype=float), explorer.surface.metrics["accuracy"])

@@ -442,6 +442,15 @@ def hover_customdata(surf: Surface) -> np.ndarray:
     return np.stack([np.asarray(surf.values(n), dtype=float) for n in _quantity_names(surf)], -1)
 
 
+def template_text(text: Any) -> str:
+    """``text`` (a name or label of the user's) as it must stand in a Plotly ``hovertemplate`` to be shown as
+    written: markup escaped (``<b>`` was drawn bold) and ``%{`` broken by an entity, which plotly.js draws as
+    "{" (it filled a name holding ``%{x}`` with the x value, trial s50)."""
+    import html
+
+    return html.escape(str(text), quote=False).replace("%{", "%&#123;")
+
+
 def hover_template(surf: Surface) -> str:
     """Hover text for a grid trace using `hover_customdata`: x, y, loss and every metric,
     then the parameters the directions held fixed (`held_fixed_text`), when there are any.
@@ -456,8 +465,8 @@ def hover_template(surf: Surface) -> str:
     str
         A Plotly ``hovertemplate``.
     """
-    lines = [f"{surf.x_label}: %{{x:.4g}}", f"{surf.y_label}: %{{y:.4g}}"]
-    lines += [f"{n}: %{{customdata[{k}]:.4g}}" for k, n in enumerate(_quantity_names(surf))]
+    lines = [f"{template_text(surf.x_label)}: %{{x:.4g}}", f"{template_text(surf.y_label)}: %{{y:.4g}}"]
+    lines += [f"{template_text(n)}: %{{customdata[{k}]:.4g}}" for k, n in enumerate(_quantity_names(surf))]
     fixed = held_fixed_text(surf)
     if fixed:
         lines.append(fixed)

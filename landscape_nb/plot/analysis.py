@@ -34,6 +34,7 @@ from ._common import (
     note_sources,
     plot_area,
     refuse_log_of_non_positive,
+    template_text,
 )
 from .figures import (
     _trajectory_field,
@@ -216,7 +217,7 @@ def eigen_map(
         x=np.asarray(surface.x, float), y=np.asarray(surface.y, float), z=ratio, zmin=0.0,
         zmax=zmax if zmax > 0 else 1.0, colorscale=COLORSCALE, connectgaps=False, customdata=custom,
         colorbar=dict(title=dict(text="|λ<sub>min</sub>/λ<sub>max</sub>|")),
-        hovertemplate=(f"{surface.x_label}: %{{x:.4g}}<br>{surface.y_label}: %{{y:.4g}}"
+        hovertemplate=(f"{template_text(surface.x_label)}: %{{x:.4g}}<br>{template_text(surface.y_label)}: %{{y:.4g}}"
                        "<br>|λmin/λmax|: %{customdata[0]:.4g}<br>λmax: %{customdata[1]:.4g}"
                        "<br>λmin: %{customdata[2]:.4g}<br>loss: %{customdata[3]:.4g}<extra></extra>"),
         name="eigenvalue ratio",
@@ -381,7 +382,8 @@ def line_panels(
                 line=dict(color=palette[k % len(palette)], dash="solid" if k == 0 else "dash"),
                 name=f"{label}: max ΔL(|t|≤{sh.radius:.2g})={sh.increase:.3g}, {curvature_text(sh, 3)}",
                 legendgroup=str(col),
-                hovertemplate=f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}<extra>{label}</extra>",
+                hovertemplate=(f"{template_text(s.x_label)}: %{{x:.4g}}<br>loss: %{{y:.4g}}"
+                               f"<extra>{template_text(label)}</extra>"),
             ), row=1, col=col)
         fig.update_xaxes(title_text=fit_title(group[0].x_label, panel_w), row=1, col=col)
         fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col)

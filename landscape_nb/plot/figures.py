@@ -52,6 +52,7 @@ from ._common import (
     scene_axes,
     scene_z_ticks,
     set_caption,
+    template_text,
 )
 
 
@@ -352,12 +353,13 @@ def _line_hover(s: Surface, label: str) -> str:
     """Hover text of a loss curve, with the parameters held fixed (not on its metric curve,
     which shares the hover box under ``hovermode="x unified"``)."""
     fixed = held_fixed_text(s)
-    return (f"{s.x_label}: %{{x:.4g}}<br>loss: %{{y:.4g}}" + (f"<br>{fixed}" if fixed else "")
-            + f"<extra>{label}</extra>")
+    return (f"{template_text(s.x_label)}: %{{x:.4g}}<br>loss: %{{y:.4g}}" + (f"<br>{fixed}" if fixed else "")
+            + f"<extra>{template_text(label)}</extra>")
 
 
 def _metric_hover(s: Surface, metric: str, label: str) -> str:
-    return f"{s.x_label}: %{{x:.4g}}<br>{metric}: %{{y:.4g}}<extra>{label}</extra>"
+    return (f"{template_text(s.x_label)}: %{{x:.4g}}<br>{template_text(metric)}: %{{y:.4g}}"
+            f"<extra>{template_text(label)}</extra>")
 
 
 def provenance_path(surface: Surface) -> dict | None:
@@ -393,12 +395,18 @@ def _model_labels(surface: Surface, names: Sequence[str]) -> tuple[list[str], li
     """The labels and hover notes of a path's models (`plane_models`, `line_models`), ``names[0]`` its centre.
     Where the path kept the centre's buffers (``include_buffers=False``) and a model has others, its point holds
     that model's weights only (trial s49: "B" hovered 1.347 where B's own loss was 0.124): labelled "B's weights"
-    and said; not under ``mode="bn-recompute"``, which re-estimates the statistics at every point whatever the
-    path kept."""
+    and said. Under ``mode="bn-recompute"`` every point of a BatchNorm net has statistics re-estimated on the data,
+    whatever the path kept: every model is then its weights, said so."""
     prov = surface.provenance.get("directions") or {}
     labels, notes = list(names), [""] * len(names)
+    if (surface.spec.get("eval") or {}).get("mode") == "bn-recompute":
+        if surface.provenance.get("bn_fold") == "no BatchNorm":
+            return labels, notes
+        # trial s50: "a" hovered 0.164 where a's own loss (its running statistics) was 0.428
+        return ([f"{n}'s weights" for n in names],
+                [f"BatchNorm statistics re-estimated on the data there (mode='bn-recompute'), not {n}'s own" for n in names])
     kept, weights_only = prov.get("buffers_of_the_centre") or [], prov.get("weights_only") or []
-    if not kept or (surface.spec.get("eval") or {}).get("mode") == "bn-recompute":
+    if not kept:
         return labels, notes
     for k, name in enumerate(names[1:], 1):
         if name in weights_only:

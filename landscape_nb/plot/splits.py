@@ -22,6 +22,7 @@ from ._common import (
     note_sources,
     note_undrawn_metrics,
     refuse_log_of_non_positive,
+    template_text,
 )
 
 __all__ = ["line_splits", "split_curves"]
@@ -204,7 +205,7 @@ def line_splits(
             fig.add_trace(
                 go.Scatter(x=x, y=_transform(arr, log=False, clip=False), mode="lines", name=f"{split} {q}",
                            line=dict(color=LOSS_COLOR if is_loss else METRIC_COLOR, dash=dash),
-                           hovertemplate=f"{split} {q}: %{{y:.4g}}<extra></extra>"),
+                           hovertemplate=f"{template_text(f'{split} {q}')}: %{{y:.4g}}<extra></extra>"),
                 secondary_y=not is_loss,
             )
     fig.update_xaxes(title_text=first.x_label)

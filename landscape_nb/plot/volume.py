@@ -22,6 +22,7 @@ from ._common import (
     _title,
     display_values,
     refuse_log_of_non_positive,
+    template_text,
 )
 from .figures import compare
 
@@ -221,7 +222,8 @@ def volume(
         caps=dict(x_show=False, y_show=False, z_show=False),
         slices={a: dict(show=True, locations=locs) for a, locs in _slice_locations(surf, slices).items()},
         text=_hover_values(surf),  # the stored values: ``value`` is capped, and gaps get a stand-in
-        hovertemplate=(f"{surf.x_label}: %{{x:.4g}}<br>{surf.y_label}: %{{y:.4g}}<br>{surf.z_label}: %{{z:.4g}}"
+        hovertemplate=(f"{template_text(surf.x_label)}: %{{x:.4g}}<br>{template_text(surf.y_label)}: %{{y:.4g}}"
+                       f"<br>{template_text(surf.z_label)}: %{{z:.4g}}"
                        "<br>%{text}<extra></extra>"),
     )
     make = go.Isosurface if kind == "isosurface" else go.Volume
