@@ -25,8 +25,6 @@ import pytest
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FILLED_JS, GRID, ROOT, free_port
 from test_notebooks import KERNEL, kernel_env, write_kernelspec
 
-from landscape_nb.widgets import figure_watch
-
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
@@ -175,7 +173,6 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
         panel.locator(".lnb-compute").wait_for(timeout=timeout_ms)
         panel.locator(".js-plotly-plot").wait_for(timeout=timeout_ms)  # the (empty) figure is drawn
         assert page.evaluate(FILLED_JS) <= 0  # nothing computed in the first panel yet
-        loaded = time.monotonic()
         page.evaluate(TIMER_JS, f"({FILLED_JS})")
         page.evaluate("() => { window.__lnbGd = document.querySelector('.lnb-explorer .js-plotly-plot'); }")
         runs = []
@@ -197,10 +194,10 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
             panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
             runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))
         assert page.evaluate(FILLED_JS) == GRID * GRID
-        # the figure_watch probe reached this page and was applied, and once its wait is over the figure is
-        # still the one drawn at load (a page that applies updates never has its figure drawn again)
-        assert page.evaluate("() => window.__lnbGd.layout.editrevision") >= 1
-        page.wait_for_timeout(max(0.0, figure_watch.DEAF_AFTER + 2 - (time.monotonic() - loaded)) * 1000)
+        # the figure_watch probe reached this page and was applied (the page answers it at once), and the figure is
+        # still the one drawn at load: a page that applies updates never has its figure drawn again
+        page.wait_for_function("() => (window.__lnbGd.layout.editrevision || 0) >= 1", timeout=timeout_ms)
+        page.wait_for_timeout(2000)  # the answer reaches the kernel
         assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd")
         message = panel.locator(".lnb-message").inner_text()
         assert "Done: 441 points" in message, message
@@ -245,6 +242,8 @@ def test_a_figure_whose_page_dropped_its_updates_is_drawn_again_and_fills(served
         page.wait_for_function(f"({FILLED_JS})() === {GRID * GRID}", timeout=60_000, polling=200)
         layout = page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout")
         assert "nothing computed yet" not in layout["title"]["text"] and "mlp-digits" in layout["title"]["text"]
-        assert layout["editrevision"] >= 2  # the starved widget's probe, then the new widget's, applied
+        # the starved widget's probe (its layout copied into the new widget), then the new widget's, applied
+        page.wait_for_function("() => document.querySelector('.lnb-explorer .js-plotly-plot').layout.editrevision >= 2",
+                               timeout=30_000)
         assert panel.locator(".js-plotly-plot").count() == 1  # the widget given up on is gone, not left beside
         assert "does not apply the figure" not in panel.inner_text()

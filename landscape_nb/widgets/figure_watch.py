@@ -28,7 +28,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEAF_AFTER = 5.0  # s a probe may wait for its acknowledgement: a view applies it at once (it draws nothing new)
+# s a probe may wait for its acknowledgement. A view applies it at once (it draws nothing new), but a page busy
+# loading other figures' plotly.js and drawing WebGL on a loaded 2-core box took over 5 s (a healthy figure was
+# drawn again, tests/test_voila.py under load): a page that drops the updates shows its figure 15 s late instead
+DEAF_AFTER = 15.0
 LATE = 0.5  # s: a check run later than this after its time (the kernel was busy) waits GRACE s more, so that an
 GRACE = 1.0  # acknowledgement queued behind it is read first
 
