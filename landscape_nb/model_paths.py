@@ -307,6 +307,18 @@ def buffers_differing(a: nn.Module, others: Sequence[nn.Module]) -> list[str]:
                    and not torch.equal(t.detach().cpu(), ref[n].detach().cpu())})
 
 
+def _weights_only(a: nn.Module, others: dict[str, nn.Module]) -> dict:
+    """What a path that keeps ``a``'s buffers (``include_buffers=False``) records of the models it names
+    (``others``, by name): the point of a model whose buffers differ from ``a``'s holds its weights only
+    (``weights_only``, those names; ``buffers_of_the_centre``, the buffers differing), read by the figures' marks
+    and `loss_barrier`. Empty where every model has ``a``'s buffers."""
+    kept = {name: buffers_differing(a, [m]) for name, m in others.items()}
+    if not any(kept.values()):
+        return {}
+    return {"weights_only": [k for k, v in kept.items() if v],
+            "buffers_of_the_centre": sorted({n for v in kept.values() for n in v})}
+
+
 def centre_buffers(a: nn.Module) -> dict:
     """What a path spanning buffers records of its centre's (``centre_buffers``, read by
     `spec.made_around_buffers`)."""
@@ -379,11 +391,10 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     dtype = vector_dtype(a)  # float64 models: t = 1 is b to float64 rounding, not float32's ~1e-7
     vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
     na, nb = _names(names, 2)
-    kept = [] if include_buffers else buffers_differing(a, [b])  # t = 1 keeps a's buffers: b's weights only where
-    prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),  # b's differ (as plane_directions)
+    prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             **centre_of(a), "x_label": f"interpolation {na} → {nb}", "models": [na, nb],
             **(centre_buffers(a) if layout.include_buffers else {}),
-            **({"weights_only": [nb], "buffers_of_the_centre": sorted(kept)} if kept else {}),
+            **({} if include_buffers else _weights_only(a, {nb: b})),
             "norms": [float(vec.double().norm())],
             **_path_provenance(layout, include_buffers)}
     return Directions(vec, layout, prov)
@@ -447,12 +458,9 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
             f"models {nb} and {nc} lie on one line through {na} ({how}), so {na} → {nb} and {na} → {nc} span a "
             f"line, not a plane; expected three models not on one line: another checkpoint for {nc} (or "
             "interpolation_direction(a, b) for the line)")
-    # the points keep a's buffers: (1, 0) is b's weights only where b's buffers differ from a's (those named)
-    kept = {} if include_buffers else {nb: buffers_differing(a, [b]), nc: buffers_differing(a, [c])}
     prov = {"scheme": "plane3", "include_buffers": bool(include_buffers), **centre_of(a),
             **(centre_buffers(a) if layout.include_buffers else {}),
-            **({"weights_only": [k for k, v in kept.items() if v],
-                "buffers_of_the_centre": sorted({n for v in kept.values() for n in v})} if any(kept.values()) else {}),
+            **({} if include_buffers else _weights_only(a, {nb: b, nc: c})),
             "x_label": f"{na} → {nb}", "y_label": f"{na} → {nc}", "models": [na, nb, nc], "cosine_max": cosine,
             "norms": vecs.double().norm(dim=1).tolist(), **_path_provenance(layout, include_buffers)}
     return Directions(vecs, layout, prov)

@@ -64,7 +64,6 @@ class FigureWatch:
         self.fig = fig
         self.after = after
         self.deaf = False
-        self.probes = 0  # probes sent
         self._on_deaf = on_deaf
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0  # the loop's time the pending check is for
@@ -102,7 +101,6 @@ class FigureWatch:
         # an update message, not a relayout: plotly.js (plotly 7.1) sends a view's layout acknowledgement under
         # another name than the kernel's (_js2py_widget_layoutDelta), so only the trace one of an update arrives
         self.fig.plotly_update(relayout_data={"editrevision": revision + 1 if _is_id(revision) else 1})
-        self.probes += 1
         self._probed = self.fig._last_trace_edit_id
         self._wait(loop, DEAF_AFTER if self.after is None else float(self.after))
 
