@@ -163,7 +163,28 @@ def check_a_kernel_restart_disconnects_the_panel(page, panel, timeout_ms: int) -
     panel.screenshot(path=str(ARTIFACTS / "explore-kernel-restarted.png"))
 
 
-def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
+# anywidget's console line for a widget whose code (plotly.js, ~5 MB per figure) did not load within 2 s of its
+# model being made: the page then drops that widget's updates (widgets/figure_watch.py)
+GIVEN_UP = "Failed to initialize model"
+
+
+def check_the_figure_is_kept_unless_the_page_gave_up_on_it(page, console: list[str], timeout_ms: int) -> str:
+    """widgets/figure_watch.py in a real page, after a Compute has filled the figure: its probe reached the page
+    and was applied (the page answers it at once), and the figure is still the one drawn at load (``window.__lnbGd``).
+    A page that applies updates never has its figure drawn again. Only where anywidget gave up on a widget while
+    the page loaded (its console says so; a loaded 2-core CI machine does, at times) is a figure drawn again
+    right; the caller has checked the figure shown holds the run's values. Returns which of the two it was."""
+    page.wait_for_function("() => !window.__lnbGd.layout || (window.__lnbGd.layout.editrevision || 0) >= 1",
+                           timeout=timeout_ms)
+    page.wait_for_timeout(2000)  # the probe's answer reaches the kernel
+    if page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd"):
+        return "kept"
+    assert any(GIVEN_UP in line for line in console), (
+        "a page that applies updates had its figure drawn again:\n" + "\n".join(console[-30:]))
+    return "drawn again (anywidget gave up on it while the page loaded)"
+
+
+def run_explorer(page, lab, timeout_ms: int, console: list[str]) -> tuple[float, float]:
     """Open the notebook, run all, Compute, wait for z to fill, Export; returns seconds to the first
     painted values and to a full surface (printed, never asserted: see benchmarks/)."""
     run_all(page, lab, timeout_ms)
@@ -183,11 +204,7 @@ def run_explorer(page, lab, timeout_ms: int) -> tuple[float, float]:
 
     panel.locator(".lnb-export-html").click()
     panel.locator(".lnb-message").get_by_text("Wrote").wait_for(timeout=timeout_ms)
-    # widgets/figure_watch.py: its probe reached this page and was applied (the page answers it at once), and the
-    # figure is still the one drawn at load: a page that applies updates never has its figure drawn again
-    page.wait_for_function("() => (window.__lnbGd.layout.editrevision || 0) >= 1", timeout=timeout_ms)
-    page.wait_for_timeout(2000)  # its answer reaches the kernel
-    assert page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd")
+    print("figure:", check_the_figure_is_kept_unless_the_page_gave_up_on_it(page, console, timeout_ms))
     check_a_kernel_restart_disconnects_the_panel(page, panel, timeout_ms)
     return first, filled
 
@@ -229,8 +246,11 @@ def test_explore_notebook_in_jupyterlab(lab):
             for attempt in (1, 2):  # one retry: a fresh page on the same server
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
                 page = context.new_page()
+                console: list[str] = []
+                page.on("console", lambda m, console=console: m.type in ("error", "warning")
+                        and console.append(f"{m.type}: {m.text}"))
                 try:
-                    first, filled = run_explorer(page, lab, timeout_ms=90_000)
+                    first, filled = run_explorer(page, lab, timeout_ms=90_000, console=console)
                     break
                 except (PlaywrightError, AssertionError) as exc:
                     ARTIFACTS.mkdir(exist_ok=True)

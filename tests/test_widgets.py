@@ -546,7 +546,10 @@ def test_updates_are_applied_on_the_event_loop_thread_throttled_and_the_loop_sta
     assert len(seen) < 2 + 8 * 8, "tile updates were not coalesced"
     spacing = [b[0] - a[0] for a, b in zip(partial, partial[1:])]
     assert min(spacing) >= 0.04, spacing  # at most one figure update per update_interval
-    assert max(gaps) < 2.0, f"event loop blocked for {max(gaps):.2f} s"
+    # the loop turned all along the run: a compute that held it (or one update holding it for much of the run: a
+    # 101×101 update's nested lists took 1.2 s here, 2.1 s on CI, before live sent numpy arrays) fails; a ratio
+    # of the run's own length, as a loaded machine slows both alike
+    assert max(gaps) < sum(gaps) / 3, f"event loop blocked for {max(gaps):.2f} s of a {sum(gaps):.2f} s run"
 
 
 def test_second_compute_while_running_is_refused(explorer):

@@ -44,7 +44,7 @@ from ._common import (
     set_caption,
     surface_contours_drawn,
     sync_partial_note,
-    to_plotly_z,
+    plotly_array,
 )
 from .figures import (
     CAP_NOTE,
@@ -242,14 +242,14 @@ def _line_width(fig) -> float:
 
 
 def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any) -> None:
-    fig.data[0].x = to_plotly_z(surf.x)
+    fig.data[0].x = plotly_array(surf.x)
     loss = _transform(surf.loss, log=False, clip=False)
-    fig.data[0].y, fig.data[0].mode = to_plotly_z(loss), line_mode(loss)  # markers for points with no neighbour
+    fig.data[0].y, fig.data[0].mode = plotly_array(loss), line_mode(loss)  # markers for points with no neighbour
     fig.data[0].hovertemplate = _line_hover(surf, str(surf.provenance.get("label", "surface 0")))
     if len(fig.data) > 1 and metric in surf.metrics:
-        fig.data[1].x = to_plotly_z(surf.x)
+        fig.data[1].x = plotly_array(surf.x)
         values = _transform(surf.metrics[metric], log=False, clip=False)
-        fig.data[1].y, fig.data[1].mode = to_plotly_z(values), line_mode(values)
+        fig.data[1].y, fig.data[1].mode = plotly_array(values), line_mode(values)
         # the axis's name as the loss's hover has it (made from the empty grid's "α (direction 1)" at first)
         fig.data[1].hovertemplate = _metric_hover(surf, metric, str(surf.provenance.get("label", "surface 0")))
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _line_width(fig))
@@ -270,13 +270,13 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     """Refresh a 2D live figure in place; whether its 3D surface is (still) the placeholder."""
     z = display_values(surf, log=log, clip=clip)
     zmin, zmax = _range([z])
-    z_json = to_plotly_z(z)
-    custom = to_plotly_z(hover_customdata(surf))
+    z_json = plotly_array(z)
+    custom = plotly_array(hover_customdata(surf))
     template = hover_template(surf)
     surface_trace, contour_trace = fig.data[0], fig.data[1]
     for trace in (surface_trace, contour_trace):
-        trace.x = to_plotly_z(surf.x)
-        trace.y = to_plotly_z(surf.y)
+        trace.x = plotly_array(surf.x)
+        trace.y = plotly_array(surf.y)
         trace.customdata = custom
     contour_trace.z, contour_trace.hovertemplate = z_json, template
     _update_path(fig, surf)
