@@ -958,3 +958,36 @@ def test_a_run_title_shows_a_models_name_as_written_not_as_markup():
     x = np.linspace(-1, 1, 3)
     title = run_title(Surface(x, None, x ** 2, provenance={"label": "mine <b>bold</b> & co", "scheme": "random"}))
     assert title.startswith("mine &lt;b&gt;bold&lt;/b&gt; &amp; co: random")
+
+
+def test_axis_titles_show_a_labels_markup_as_written():
+    """An interpolation between models named "<b>mine</b>" and "a<br>b & c" labelled its axis with the names,
+    and every figure drew them as markup: bold, a line break, "&" eaten (left open in s50). Each axis title
+    reads back, entities decoded and its own line breaks joined, as the label written."""
+    import html
+
+    from landscape_nb.plot.live import update
+
+    label = "interpolation <b>mine</b> → a<br>b & c"
+    x = np.linspace(-1, 1, 5)
+    plane = Surface(x, x, 1 + x[None, :] ** 2 + x[:, None] ** 2, provenance={"x_label": label, "y_label": label})
+    line = Surface(x, None, 1 + x ** 2, provenance={"x_label": label}, metrics={"accuracy": 0.5 + 0 * x})
+    volume = Surface(x, x, np.ones((5, 5, 5)), z=x, provenance={"x_label": label, "y_label": label, "z_label": label})
+    live = plot.live(Surface(x, x, np.full((5, 5), np.nan), provenance={"x_label": label, "y_label": label}))
+    update(live, plane)
+    live_line = plot.live(Surface(x, None, np.full(5, np.nan), provenance={"x_label": label}))
+    update(live_line, line)
+    figures = {"surface": plot.surface(plane), "contour": plot.contour(plane), "line": plot.line(line),
+               "compare": plot.compare([plane, plane], kind="contour"), "live": live, "live line": live_line,
+               "volume": plot.volume(volume), "line_splits": plot.line_splits({"train": line, "test": line})}
+    for name, fig in figures.items():
+        layout = fig.layout.to_plotly_json()
+        titles = [axis["title"]["text"] for key, axis in {**layout, **layout.get("scene", {})}.items()
+                  if key.rstrip("0123456789")[1:] == "axis" and axis.get("title", {}).get("text")]
+        titles += [a["text"] for a in layout.get("annotations", ()) if "mine" in str(a.get("text"))]
+        assert any("mine" in t for t in titles), (name, titles)
+        for title in titles:
+            if "mine" in title:
+                assert "<b>" not in title and "& " not in title, (name, title)
+                assert " ".join(label.split()) in " ".join(html.unescape(title.replace("<br>", " ")).split()), (name,
+                                                                                                          title)

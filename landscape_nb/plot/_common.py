@@ -6,6 +6,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -297,13 +298,14 @@ def text_width(text: str, size: float = TITLE_FONT) -> float:
 
 
 def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
-    """``text`` broken into ``<br>``-separated lines of at most ``width_px`` px where it
-    can be: after ", " and before " (" (e.g. "α (random direction 1, filter-normalized)"
-    becomes "α (random direction 1,<br>filter-normalized)" in a narrow panel)."""
+    """``text`` (plain text: an axis label holding a user's model or direction names) as Plotly markup, broken
+    into ``<br>``-separated lines of at most ``width_px`` px where it can be: after ", " and before " (" (e.g.
+    "α (random direction 1, filter-normalized)" becomes "α (random direction 1,<br>filter-normalized)" in a
+    narrow panel). Markup in the text is escaped: a model named "<b>a</b>" was drawn bold in an axis title."""
     import re
 
     if text_width(text, size) <= width_px:
-        return text
+        return html.escape(str(text), quote=False)
     for pattern in (r"(?<=, )|(?= \()", r"(?<= )"):  # at ", " and " (" first; then at any space
         lines: list[str] = []
         for piece in (p for p in re.split(pattern, str(text)) if p):
@@ -313,7 +315,7 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
                 lines.append(piece)
         if all(text_width(line, size) <= width_px for line in lines):
             break
-    return "<br>".join(line.strip() for line in lines)
+    return "<br>".join(html.escape(line.strip(), quote=False) for line in lines)
 
 
 def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: str = "") -> tuple[str, str | None]:
@@ -369,7 +371,7 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
     titles, notes = [], []
     for label, symbol in ((x_label, "α"), (y_label, "β")):
         title, note = scene_title(label, width_px, symbol=symbol if label != symbol else "")
-        titles.append(title)
+        titles.append(html.escape(str(title), quote=False))  # plain text, as fit_title has it
         if note:
             notes.append(fit_title(note, width_px, size=CAPTION_FONT))  # centred under the scene: no wider
     if width_px >= SCENE_Z_TITLE_PX:
@@ -456,7 +458,6 @@ def template_text(text: Any) -> str:
     """``text`` (a name or label of the user's) as it must stand in a Plotly ``hovertemplate`` to be shown as
     written: markup escaped (``<b>`` was drawn bold) and ``%{`` broken by an entity, which plotly.js draws as
     "{" (it filled a name holding ``%{x}`` with the x value, trial s50)."""
-    import html
 
     return html.escape(str(text), quote=False).replace("%{", "%&#123;")
 
@@ -529,7 +530,6 @@ def held_fixed_text(surf: Surface) -> str | None:
     bn.bias, +1 more)"``; the groups go on lines of their own when that would be long.
     The full lists are in the figure's ``layout.meta["held_fixed"]``.
     """
-    import html
 
     groups = held_fixed(surf)
     if not groups:

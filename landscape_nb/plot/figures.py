@@ -613,7 +613,7 @@ def models_note(fig: go.Figure, text: str | None, width_px: float) -> dict | Non
     figure does not mark, and why. None for no text."""
     if not text:
         return None
-    return {"text": fit_title(html.escape(text, quote=False), width_px, size=11), "name": MODELS_NOTE,
+    return {"text": fit_title(text, width_px, size=11), "name": MODELS_NOTE,
             "xref": "paper", "yref": "paper", "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
             "yshift": max(4.0, _above_notes(fig, but=MODELS_NOTE)), "showarrow": False, "font": {"size": 11},
             "align": "left"}
@@ -1023,8 +1023,8 @@ def compare(
     else:
         for k, caption in enumerate(captions):
             domain = fig.layout["scene" if k == 0 else f"scene{k + 1}"].domain.x
-            lines = caption.split("<br>") if caption else []
-            set_caption(fig, "<br>".join(fit_title(line, panel_w, size=12) for line in lines) or None,
+            lines = caption.split("<br>") if caption else []  # markup already (fit_title's): refitted as text
+            set_caption(fig, "<br>".join(fit_title(html.unescape(line), panel_w, size=12) for line in lines) or None,
                         x=(domain[0] + domain[1]) / 2, key=str(k))
     if x_lines > 2:
         fig.update_layout(margin=dict(b=44 + 18 * x_lines))

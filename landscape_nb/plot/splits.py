@@ -5,6 +5,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -208,7 +209,7 @@ def line_splits(
                            hovertemplate=f"{template_text(f'{split} {q}')}: %{{y:.4g}}<extra></extra>"),
                 secondary_y=not is_loss,
             )
-    fig.update_xaxes(title_text=first.x_label)
+    fig.update_xaxes(title_text=html.escape(str(first.x_label), quote=False))  # plain text, as fit_title has it
     fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False,
                      title_font_color=LOSS_COLOR, tickfont_color=LOSS_COLOR)
     if any(t.yaxis == "y2" for t in fig.data):

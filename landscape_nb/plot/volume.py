@@ -6,6 +6,7 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 
@@ -248,7 +249,7 @@ def volume(
             text=[common["text"][k] for k in np.flatnonzero(keep)], hovertemplate=common["hovertemplate"]))
     fig.update_layout(
         title=_title(title, surf),
-        scene=dict(xaxis_title=surf.x_label, yaxis_title=surf.y_label, zaxis_title=surf.z_label,
+        scene=dict(**{f"{a}axis_title": html.escape(str(getattr(surf, f"{a}_label")), quote=False) for a in "xyz"},
                    aspectmode="cube"),
         margin=dict(l=10, r=10, t=50, b=10),
     )
