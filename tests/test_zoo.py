@@ -201,7 +201,62 @@ def test_corrupt_cache_file_warns_and_retrains(tmp_path, caplog):
         assert "retraining" in caplog.text
         _assert_states_equal(first.model.state_dict(), again.model.state_dict())
         assert zoo.load("mlp-moons", cache_dir=tmp_path).test_accuracy == first.test_accuracy
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp files left
+    # no temp files left; the (empty) training lock stays, as filelock leaves it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, f"{path.name}.lock"]
+
+
+LOAD_AND_SAY = """
+import logging, sys
+import torch
+from landscape_nb import zoo
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+ex = zoo.load("mlp-moons", cache_dir=sys.argv[1])
+torch.save(ex.model.state_dict(), sys.argv[2])
+"""
+
+
+def test_a_process_that_finds_a_model_being_trained_waits_and_reads_it_instead_of_training_it_again(tmp_path):
+    """Two kernels (or Dask workers, or test processes) asking for the same untrained example trained it twice
+    at once, for minutes on the deep ResNets. Here another process holds the training lock: the second waits,
+    says so, and reads the weights the first wrote, training nothing."""
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    from landscape_nb.zoo import _cache
+    from landscape_nb.zoo.training import train
+
+    path = zoo.cache_file("mlp-moons", tmp_path)
+    recipe = zoo.registry.recipe("mlp-moons")
+    with FileLock(f"{path}.lock"):  # "the first process", training
+        second = subprocess.Popen([sys.executable, "-c", LOAD_AND_SAY, str(tmp_path), str(tmp_path / "second.pt")],
+                                  stderr=subprocess.PIPE, text=True)
+        weights = train(recipe, *recipe.data())
+        _cache.write(path, weights)
+        said = ""
+        while "Waiting" not in said and second.poll() is None:  # it has found the weights missing and the lock held
+            said += second.stderr.readline()
+    rest = second.communicate(timeout=120)[1]
+    said += rest
+    assert second.returncode == 0, said
+    assert "Waiting for another process that is training zoo example 'mlp-moons'" in said, said
+    assert "Training zoo example" not in said, said
+    _assert_states_equal(torch.load(tmp_path / "second.pt"), weights.final)
+
+
+def test_a_cache_that_cannot_hold_the_training_lock_still_trains(tmp_path, monkeypatch, caplog):
+    from filelock import FileLock
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", self.lock_file)
+
+    monkeypatch.setattr(FileLock, "acquire", refuse)
+    with caplog.at_level(logging.INFO, logger="landscape_nb.zoo"):
+        ex = zoo.load("mlp-moons", cache_dir=tmp_path)
+    assert "Training zoo example 'mlp-moons'" in caplog.text
+    assert ex.test_accuracy >= MIN_TEST_ACCURACY["mlp-moons"]
+    assert zoo.cache_file("mlp-moons", tmp_path).exists()
 
 
 def test_cache_file_from_another_architecture_is_not_loaded(tmp_path, caplog):

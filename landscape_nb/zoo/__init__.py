@@ -132,12 +132,15 @@ def load(name: str, cache_dir: str | os.PathLike | None = None) -> Example:
     path = cache_file(name, cache_dir)
     weights = _cache.read(path, reference.state_dict())
     if weights is None:
-        logger.info("Training zoo example %r (first use; cached at %s).", name, path)
-        start = time.perf_counter()
-        weights = train(recipe, train_split, test_split)
-        seconds, accuracy = time.perf_counter() - start, weights.test_accuracy
-        logger.info("Trained %r in %.1f s, test accuracy %.4f.", name, seconds, accuracy)
-        _cache.write(path, weights)
+        with _cache.training_lock(path, name):
+            weights = _cache.read(path, reference.state_dict())  # another process may have trained it meanwhile
+            if weights is None:
+                logger.info("Training zoo example %r (first use; cached at %s).", name, path)
+                start = time.perf_counter()
+                weights = train(recipe, train_split, test_split)
+                seconds, accuracy = time.perf_counter() - start, weights.test_accuracy
+                logger.info("Trained %r in %.1f s, test accuracy %.4f.", name, seconds, accuracy)
+                _cache.write(path, weights)
     return _example(name, recipe, weights, reference, train_split, test_split)
 
 

@@ -11,9 +11,11 @@ Format-1 files (one state dict per checkpoint) are still read.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -88,6 +90,33 @@ def write(path: Path, weights: TrainedWeights) -> None:
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
+def training_lock(path: Path, name: str) -> Iterator[None]:
+    """Held while one process trains the weights for ``path``: another process (a second notebook's kernel, a
+    Dask worker, a parallel test run) that finds them missing waits here, then reads what the first one wrote,
+    instead of training the same network for minutes beside it. ``<path>.lock`` beside the file (``filelock``;
+    an OS lock, released when its process ends, even killed). Where the directory cannot hold the lock file, it
+    trains without one, as before."""
+    from filelock import FileLock, Timeout
+
+    lock: FileLock | None = FileLock(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.info("Waiting for another process that is training zoo example %r (%s.lock).", name, path)
+            lock.acquire()
+    except OSError as error:
+        logger.debug("No training lock for %s (%s); training without one.", path, error)
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _weights_from(payload: object, reference: StateDict) -> TrainedWeights:
