@@ -30,7 +30,7 @@ from test_browser import (
     GIVEN_UP,
     GRID,
     ROOT,
-    check_the_figure_is_kept_unless_the_page_gave_up_on_it,
+    figure_watch_outcome,
     free_port,
 )
 from test_notebooks import KERNEL, kernel_env, write_kernelspec
@@ -168,7 +168,8 @@ def voila_page(served, failure_png: str, init_script: str | None = None):
                 page.screenshot(path=str(ARTIFACTS / failure_png), timeout=15_000)
             finally:
                 print("figures in the page:", page.evaluate(PAGE_FIGURES_JS))
-                print(f"Voilà log tail:\n{served['log'].read_text()[-3000:]}\nbrowser console:\n" + "\n".join(console[-30:]))
+                shown = [line for line in console if "version" not in line.lower()]  # not the shared modules' lines
+                print(f"Voilà log tail:\n{served['log'].read_text()[-3000:]}\nbrowser console:\n" + "\n".join(shown[-30:]))
             raise
         finally:
             context.close()
@@ -204,7 +205,7 @@ def test_explore_notebook_served_by_voila_fills_the_figure(served):
             panel.locator(".lnb-status").get_by_text("done").wait_for(timeout=timeout_ms)
             runs.append(page.evaluate(f"() => window.__lnb[{attempt}]"))
         assert page.evaluate(FILLED_JS) == GRID * GRID
-        print("figure:", check_the_figure_is_kept_unless_the_page_gave_up_on_it(page, console, timeout_ms))
+        print("figure:", figure_watch_outcome(page, panel, console, timeout_ms))
         message = panel.locator(".lnb-message").inner_text()
         assert "Done: 441 points" in message, message
         ARTIFACTS.mkdir(exist_ok=True)
