@@ -1,6 +1,7 @@
 import contextlib
 import inspect
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ def shared_zoo_cache(tmp_path_factory):
     if os.environ.get("LANDSCAPE_NB_CACHE"):
         yield os.environ["LANDSCAPE_NB_CACHE"]
         return
-    path = str(tmp_path_factory.mktemp("zoo-cache"))
+    path = str(shared_dir(tmp_path_factory, "zoo-cache"))
     os.environ["LANDSCAPE_NB_CACHE"] = path
     yield path
     os.environ.pop("LANDSCAPE_NB_CACHE", None)
@@ -30,21 +31,42 @@ def fresh_points_per_pass_trials():
     tuning.CHOSEN.clear()
 
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # each xdist worker its share of the cores for torch: two processes with a 2-thread OpenMP team each on a
+    # 2-core box spin-waited against each other (test_evaluate took 158 s against 21 s alone, session 51)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A directory every process of this test run sees: under pytest-xdist (the README's ``-n 2``) the workers'
+    common base temporary directory, so what one worker trains or computes (zoo weights, stores) the others read
+    instead of doing it again; else a fresh one of this session's."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp(name)
+    path = tmp_path_factory.getbasetemp().parent / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def quick_depth_comparison(tmp_path_factory):
     """``depth_comparison`` at ``depth.QUICK`` on an embedded Dask cluster, with its stores:
     (comparison, store directory). Computed once (eigen-map points dominate, ~4 min on 2 cores):
     tests/test_zoo_depth.py checks its numbers, and the skip_connections notebook, whose settings
     these are, resumes from a copy of the stores instead of computing it all again."""
+    from filelock import FileLock
+
     from landscape_nb.cluster import get_client
     from landscape_nb.depth import DEPTHS, QUICK, depth_comparison
 
-    store_dir = tmp_path_factory.mktemp("depth-stores")
-    client, owned = get_client("local")
-    try:
-        return depth_comparison(DEPTHS, QUICK, client=client, store_dir=store_dir), store_dir
-    finally:
-        owned.close()
+    store_dir = shared_dir(tmp_path_factory, "depth-stores")
+    # one xdist worker computes the stores; another that needs them meanwhile waits, then resumes them (reads)
+    with FileLock(f"{store_dir}.lock"):
+        client, owned = get_client("local")
+        try:
+            return depth_comparison(DEPTHS, QUICK, client=client, store_dir=store_dir), store_dir
+        finally:
+            owned.close()
 
 
 def docstring_example(obj) -> str:
@@ -240,3 +262,18 @@ def fresh_module(folder, name: str, source: str):
     importlib.invalidate_caches()
     torch.manual_seed(0)
     return importlib.import_module(name)
+
+
+# The slowest test files first (seconds on a 2-core box, --durations=0, session 51): demo 251, notebooks 238,
+# failures 109, cli 87, voila 80, widgets 77, dask 69, store_safety 48, browser 46, compute 40, hessian 40,
+# notebooks_analysis 40. The README's command runs the files on two pytest-xdist workers, in this order
+# (--dist loadfile --no-loadscope-reorder), so the two longest start at once and the short ones fill in behind;
+# by file size xdist would leave one of the long files for last, the other worker idle.
+SLOW_FIRST = ("test_demo.py", "test_notebooks.py", "test_failures.py", "test_cli.py", "test_voila.py",
+              "test_widgets.py", "test_dask.py", "test_store_safety.py", "test_browser.py", "test_compute.py",
+              "test_hessian.py", "test_notebooks_analysis.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept

@@ -63,6 +63,7 @@ RESUMES = {"skip_connections.ipynb": ("quick_depth_comparison", "depth-stores")}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # skip_connections computes the depth comparison's stores (RESUMES), minutes on 2 cores
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_cache, request):
     """Each notebook, every cell, in a fresh kernel. One that stores its surfaces gets a copy of

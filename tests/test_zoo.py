@@ -233,10 +233,10 @@ def test_a_process_that_finds_a_model_being_trained_waits_and_reads_it_instead_o
         second = subprocess.Popen([sys.executable, "-c", LOAD_AND_SAY, str(tmp_path), str(tmp_path / "second.pt")],
                                   stderr=subprocess.PIPE, text=True)
         weights = train(recipe, *recipe.data())
-        _cache.write(path, weights)
         said = ""
         while "Waiting" not in said and second.poll() is None:  # it has found the weights missing and the lock held
             said += second.stderr.readline()
+        _cache.write(path, weights)  # then "the first" writes them and lets go
     rest = second.communicate(timeout=120)[1]
     said += rest
     assert second.returncode == 0, said
