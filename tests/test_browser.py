@@ -177,14 +177,16 @@ def figure_watch_outcome(page, panel, console: list[str], timeout_ms: int) -> st
     (15 s). A page anywidget gave up on while it loaded (its console says so) has its figure drawn again, rightly.
     So, under load, has a page that answered late: on CI, and in 1 of 2 local runs beside a second pytest-xdist
     worker at 100% CPU, the Voilà page's figure was drawn again with no such console line (session 51; left open:
-    the probe's answer was late, or the page dropped it). The figure shown then still holds the run's values,
-    which the caller checks; that no probe answered in time means no redraw is `tests/test_widgets.py`'s."""
+    the probe's answer was late, or the page dropped it). The figure drawn again must hold the run's values too;
+    that an answered probe means no redraw is `tests/test_widgets.py`'s."""
     page.wait_for_function("() => !window.__lnbGd.layout || (window.__lnbGd.layout.editrevision || 0) >= 1",
                            timeout=timeout_ms)
     page.wait_for_timeout(2000)  # the probe's answer reaches the kernel
     assert "does not apply the figure" not in panel.inner_text()
     if page.evaluate("() => document.querySelector('.lnb-explorer .js-plotly-plot') === window.__lnbGd"):
         return "kept"
+    # the figure drawn again holds the run's values too (a redraw may come after the caller's check)
+    page.wait_for_function(f"({FILLED_JS})() === {GRID * GRID}", timeout=timeout_ms, polling=200)
     if any(GIVEN_UP in line for line in console):
         return "drawn again (anywidget gave up on it while the page loaded)"
     return "drawn again (its probe was not answered in time; no anywidget line in the console)"

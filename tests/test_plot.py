@@ -991,3 +991,23 @@ def test_axis_titles_show_a_labels_markup_as_written():
                 assert "<b>" not in title and "& " not in title, (name, title)
                 assert " ".join(label.split()) in " ".join(html.unescape(title.replace("<br>", " ")).split()), (name,
                                                                                                           title)
+
+
+def test_names_in_panel_titles_and_axis_notes_show_their_markup_as_written():
+    """compare's default panel titles (the surfaces' labels), the note naming two overlaid curves' differing x
+    axes and volume_slices' panel titles put user names into the figure as markup (review, session 51)."""
+    import html
+
+    x = np.linspace(-1, 1, 5)
+    name = "<b>mine</b> & co"
+    planes = [Surface(x, x, 1 + x[None, :] ** 2 + x[:, None] ** 2, provenance={"label": name}),
+              Surface(x, x, 2 + x[None, :] ** 2 + x[:, None] ** 2, provenance={"label": "other"})]
+    texts = [a.text for a in plot.compare(planes, kind="contour").layout.annotations]
+    assert html.escape(name, quote=False) in texts and name not in texts
+    curves = [Surface(x, None, 1 + x ** 2, provenance={"label": name, "x_label": "<i>a</i>"}),
+              Surface(x, None, 2 + x ** 2, provenance={"label": "other", "x_label": "b"})]
+    note = " ".join(str(a.text) for a in plot.line(curves).layout.annotations)
+    assert "x axes differ" in note and "&lt;i&gt;a&lt;/i&gt;" in note and "<i>" not in note and "<b>" not in note
+    volume = Surface(x, x, np.ones((5, 5, 5)), z=x, provenance={"z_label": "<b>γ</b> (mine)"})
+    titles = [str(a.text) for a in plot.volume_slices(volume).layout.annotations]
+    assert any(t.startswith("&lt;b&gt;γ&lt;/b&gt; = ") for t in titles) and not any("<b>" in t for t in titles)

@@ -20,6 +20,9 @@ from landscape_nb.zoo.training import accuracy_of, train
 
 from test_depth_grid import naive_basin_radius, naive_minima_persistence
 
+# the comparison fixture may wait for another xdist worker computing its stores (conftest), minutes on 2 cores
+pytestmark = pytest.mark.timeout(1500)
+
 NEW = ["resnet56-digits", "resnet56-noskip-digits", "resnet110-digits", "resnet110-noskip-digits"]
 
 # Stated in each entry's description (zoo/entries.py), measured on a 2-core CPU with torch 2.13.

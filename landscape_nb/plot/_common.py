@@ -769,14 +769,15 @@ def note_axes(fig, surfaces: Sequence[Surface], names: Sequence[str], *, overlai
 
     if overlaid:
         labels = [s.x_label for s in surfaces]
-        said = [f"{n}: {label}" for n, label in zip(names, labels)] if len(set(labels)) > 1 else []
+        said = ([html.escape(f"{n}: {label}", quote=False) for n, label in zip(names, labels)]
+                if len(set(labels)) > 1 else [])
         head = "x axes differ, drawn as one"
     else:
         axes = [(axis, [getattr(s, f"{axis}_label").partition(" (")[0] for s in surfaces],
                  [span(getattr(s, axis)) for s in surfaces]) for axis in "xy"]
         differ = [(symbols, spans) for _, symbols, spans in axes if len(set(spans)) > 1]
-        said = [f"{n}: " + ", ".join(f"{symbols[k]} ∈ {spans[k]}" for symbols, spans in differ)
-                for k, n in enumerate(names)] if differ else []
+        said = [html.escape(f"{n}: " + ", ".join(f"{symbols[k]} ∈ {spans[k]}" for symbols, spans in differ),
+                            quote=False) for k, n in enumerate(names)] if differ else []
         head = "panels span different ranges, each drawn to its own"
     if said:
         room = (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"]  # from the plot's left edge to the figure's

@@ -957,8 +957,8 @@ def compare(
     refuse_log_of_non_positive(log, [s.loss for s in surfaces], "plot.compare")
     n = len(surfaces)
     if titles is None:
-        titles = [
-            str(s.provenance.get("title", s.provenance.get("label", f"surface {k}")))
+        titles = [  # names of the user's, plain text (titles given are taken as markup)
+            html.escape(str(s.provenance.get("title", s.provenance.get("label", f"surface {k}"))), quote=False)
             for k, s in enumerate(surfaces)
         ]
     titles = list(titles)

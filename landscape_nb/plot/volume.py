@@ -317,7 +317,7 @@ def volume_slices(
         raise LandscapeError(f"plot.volume_slices: indices={indices!r}, values={values!r}: no slice to draw; "
                              "expected at least one index or value (or neither: the first, middle and last plane)")
     name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
-    titles = [f"{name} = {p.provenance['slice']['value']:.3g}" for p in planes]
+    titles = [html.escape(f"{name} = {p.provenance['slice']['value']:.3g}", quote=False) for p in planes]
     fig = compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
     fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _common.PARTIAL_NOTE]
     _common.note_partial(fig, surf)  # the volume's count, not each plane's
