@@ -458,7 +458,6 @@ def template_text(text: Any) -> str:
     """``text`` (a name or label of the user's) as it must stand in a Plotly ``hovertemplate`` to be shown as
     written: markup escaped (``<b>`` was drawn bold) and ``%{`` broken by an entity, which plotly.js draws as
     "{" (it filled a name holding ``%{x}`` with the x value, trial s50)."""
-
     return html.escape(str(text), quote=False).replace("%{", "%&#123;")
 
 
@@ -530,7 +529,6 @@ def held_fixed_text(surf: Surface) -> str | None:
     bn.bias, +1 more)"``; the groups go on lines of their own when that would be long.
     The full lists are in the figure's ``layout.meta["held_fixed"]``.
     """
-
     groups = held_fixed(surf)
     if not groups:
         return None

@@ -38,13 +38,13 @@ from ._common import (
     lone_points_trace,
     non_positive_note,
     plot_area,
+    plotly_array,
     replace_note,
     scene_axes,
     scene_eye,
     set_caption,
     surface_contours_drawn,
     sync_partial_note,
-    plotly_array,
 )
 from .figures import (
     CAP_NOTE,
