@@ -1011,3 +1011,34 @@ def test_names_in_panel_titles_and_axis_notes_show_their_markup_as_written():
     volume = Surface(x, x, np.ones((5, 5, 5)), z=x, provenance={"z_label": "<b>γ</b> (mine)"})
     titles = [str(a.text) for a in plot.volume_slices(volume).layout.annotations]
     assert any(t.startswith("&lt;b&gt;γ&lt;/b&gt; = ") for t in titles) and not any("<b>" in t for t in titles)
+
+
+def test_legend_entries_and_the_metric_axis_show_a_users_names_as_written():
+    """plot.line's legend entries (model: quantity) and right-axis title (the metric), line_splits' entries (split
+    quantity) and metric axis, line_panels' entries, and the Explorer's "nothing computed yet" title put a user's
+    model, split and metric names into the figure as markup: "<b>mine</b>" was drawn bold (review, session 51)."""
+    import html
+
+    from landscape_nb.widgets.view import _nothing_yet
+
+    x = np.linspace(-1, 1, 5)
+    name, metric = "<b>mine</b>", "<i>f1</i> & co"
+    curves = [Surface(x, None, 1 + x ** 2, metrics={metric: 0.5 + 0 * x}, provenance={"label": name}),
+              Surface(x, None, 2 + x ** 2, metrics={metric: 0.4 + 0 * x}, provenance={"label": "other"})]
+    seen = {}
+    fig = plot.line(curves, metric=metric)
+    seen["line"] = [t.name for t in fig.data] + [fig.layout.yaxis2.title.text]
+    assert f"{html.escape(name)}: loss" in seen["line"] and f"{html.escape(name)}: {html.escape(metric)}" in seen["line"]
+    assert fig.layout.yaxis2.title.text == f"{html.escape(metric)} (dashed)"
+    fig = plot.line(curves[0], metric=metric)
+    seen["line, one"] = [t.name for t in fig.data] + [fig.layout.yaxis2.title.text]
+    assert seen["line, one"] == ["loss", html.escape(metric), html.escape(metric)]
+    fig = plot.line_splits({name: curves[0], "test": curves[1]}, metric=metric)
+    seen["line_splits"] = [t.name for t in fig.data] + [fig.layout.yaxis2.title.text]
+    assert f"{html.escape(name)} loss" in seen["line_splits"] and fig.layout.yaxis2.title.text == html.escape(metric)
+    seen["line_panels"] = [t.name for t in plot.line_panels([curves]).data]
+    assert any(n.startswith(f"{html.escape(name)}: max ΔL") for n in seen["line_panels"])
+    seen["explorer"] = [_nothing_yet(name)]
+    assert seen["explorer"] == [f"{html.escape(name)}: nothing computed yet"]
+    for where, texts in seen.items():
+        assert not any(raw in t for t in texts for raw in ("<b>", "<i>", " & ")), (where, texts)

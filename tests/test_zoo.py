@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,7 @@ def test_corrupt_cache_file_warns_and_retrains(tmp_path, caplog):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="landscape_nb.zoo"):
             again = zoo.load("mlp-moons", cache_dir=tmp_path)
+        assert caplog.text.count("Ignoring unreadable zoo cache file") == 1  # said once, not again under the lock
         assert "retraining" in caplog.text
         _assert_states_equal(first.model.state_dict(), again.model.state_dict())
         assert zoo.load("mlp-moons", cache_dir=tmp_path).test_accuracy == first.test_accuracy
@@ -209,6 +211,8 @@ LOAD_AND_SAY = """
 import logging, sys
 import torch
 from landscape_nb import zoo
+from landscape_nb.zoo import _cache
+_cache.LOCK_SAY_EVERY = 0.2  # say "still waiting" while the first process trains
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 ex = zoo.load("mlp-moons", cache_dir=sys.argv[1])
 torch.save(ex.model.state_dict(), sys.argv[2])
@@ -218,7 +222,8 @@ torch.save(ex.model.state_dict(), sys.argv[2])
 def test_a_process_that_finds_a_model_being_trained_waits_and_reads_it_instead_of_training_it_again(tmp_path):
     """Two kernels (or Dask workers, or test processes) asking for the same untrained example trained it twice
     at once, for minutes on the deep ResNets. Here another process holds the training lock: the second waits,
-    says so, and reads the weights the first wrote, training nothing."""
+    says so (and, every LOCK_SAY_EVERY, that it still does: a holder that hangs is never waited for in
+    silence), and reads the weights the first wrote, training nothing."""
     import subprocess
     import sys
 
@@ -236,11 +241,13 @@ def test_a_process_that_finds_a_model_being_trained_waits_and_reads_it_instead_o
         said = ""
         while "Waiting" not in said and second.poll() is None:  # it has found the weights missing and the lock held
             said += second.stderr.readline()
+        time.sleep(1.0)  # several LOCK_SAY_EVERY
         _cache.write(path, weights)  # then "the first" writes them and lets go
-    rest = second.communicate(timeout=120)[1]
-    said += rest
+    said += second.stderr.read()  # not communicate(timeout=): it reads the pipe past what readline buffered
+    second.wait(timeout=120)
     assert second.returncode == 0, said
     assert "Waiting for another process that is training zoo example 'mlp-moons'" in said, said
+    assert "Still waiting after 0.2 s for the process training zoo example 'mlp-moons'" in said, said
     assert "Training zoo example" not in said, said
     _assert_states_equal(torch.load(tmp_path / "second.pt"), weights.final)
 

@@ -305,7 +305,7 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
     import re
 
     if text_width(text, size) <= width_px:
-        return html.escape(str(text), quote=False)
+        return as_written(text)
     for pattern in (r"(?<=, )|(?= \()", r"(?<= )"):  # at ", " and " (" first; then at any space
         lines: list[str] = []
         for piece in (p for p in re.split(pattern, str(text)) if p):
@@ -315,7 +315,7 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
                 lines.append(piece)
         if all(text_width(line, size) <= width_px for line in lines):
             break
-    return "<br>".join(html.escape(line.strip(), quote=False) for line in lines)
+    return "<br>".join(as_written(line.strip()) for line in lines)
 
 
 def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: str = "") -> tuple[str, str | None]:
@@ -371,7 +371,7 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
     titles, notes = [], []
     for label, symbol in ((x_label, "α"), (y_label, "β")):
         title, note = scene_title(label, width_px, symbol=symbol if label != symbol else "")
-        titles.append(html.escape(str(title), quote=False))  # plain text, as fit_title has it
+        titles.append(as_written(title))  # plain text, as fit_title has it
         if note:
             notes.append(fit_title(note, width_px, size=CAPTION_FONT))  # centred under the scene: no wider
     if width_px >= SCENE_Z_TITLE_PX:
@@ -454,11 +454,18 @@ def hover_customdata(surf: Surface) -> np.ndarray:
     return np.stack([np.asarray(surf.values(n), dtype=float) for n in _quantity_names(surf)], -1)
 
 
+def as_written(text: Any) -> str:
+    """``text`` (a name or label of the user's: a model, a metric, a direction) as Plotly markup that shows it as
+    written, in a title, an axis title, a legend entry or a note: ``<``, ``>`` and ``&`` escaped (a name holding
+    ``<b>..</b>`` was drawn bold, trial s47)."""
+    return html.escape(str(text), quote=False)
+
+
 def template_text(text: Any) -> str:
     """``text`` (a name or label of the user's) as it must stand in a Plotly ``hovertemplate`` to be shown as
     written: markup escaped (``<b>`` was drawn bold) and ``%{`` broken by an entity, which plotly.js draws as
     "{" (it filled a name holding ``%{x}`` with the x value, trial s50)."""
-    return html.escape(str(text), quote=False).replace("%{", "%&#123;")
+    return as_written(text).replace("%{", "%&#123;")
 
 
 def hover_template(surf: Surface) -> str:
@@ -536,10 +543,10 @@ def held_fixed_text(surf: Surface) -> str | None:
     for reason, names in groups.items():
         shown = names[:max(1, budget)]
         budget -= len(shown)
-        listed = ", ".join(html.escape(n, quote=False) for n in shown)
+        listed = ", ".join(as_written(n) for n in shown)
         if len(names) > len(shown):
             listed += f", +{len(names) - len(shown)} more"
-        parts.append(f"{len(names)} {html.escape(reason, quote=False)} ({listed})")
+        parts.append(f"{len(names)} {as_written(reason)} ({listed})")
     text = "held fixed: " + "; ".join(parts)
     return text if len(text) <= HELD_FIXED_LINE else "held fixed: " + ";<br>".join(parts)
 
@@ -767,15 +774,15 @@ def note_axes(fig, surfaces: Sequence[Surface], names: Sequence[str], *, overlai
 
     if overlaid:
         labels = [s.x_label for s in surfaces]
-        said = ([html.escape(f"{n}: {label}", quote=False) for n, label in zip(names, labels)]
+        said = ([as_written(f"{n}: {label}") for n, label in zip(names, labels)]
                 if len(set(labels)) > 1 else [])
         head = "x axes differ, drawn as one"
     else:
         axes = [(axis, [getattr(s, f"{axis}_label").partition(" (")[0] for s in surfaces],
                  [span(getattr(s, axis)) for s in surfaces]) for axis in "xy"]
         differ = [(symbols, spans) for _, symbols, spans in axes if len(set(spans)) > 1]
-        said = [html.escape(f"{n}: " + ", ".join(f"{symbols[k]} ∈ {spans[k]}" for symbols, spans in differ),
-                            quote=False) for k, n in enumerate(names)] if differ else []
+        said = [as_written(f"{n}: " + ", ".join(f"{symbols[k]} ∈ {spans[k]}" for symbols, spans in differ))
+                for k, n in enumerate(names)] if differ else []
         head = "panels span different ranges, each drawn to its own"
     if said:
         room = (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"]  # from the plot's left edge to the figure's

@@ -27,6 +27,7 @@ from ._common import (
     _range,
     _title,
     _transform,
+    as_written,
     clip_limit,
     display_values,
     fit_title,
@@ -380,7 +381,7 @@ def line_panels(
             fig.add_trace(go.Scatter(
                 x=np.asarray(s.x, float), y=_transform(s.loss, log=False, clip=False), mode="lines",
                 line=dict(color=palette[k % len(palette)], dash="solid" if k == 0 else "dash"),
-                name=f"{label}: max ΔL(|t|≤{sh.radius:.2g})={sh.increase:.3g}, {curvature_text(sh, 3)}",
+                name=as_written(f"{label}: max ΔL(|t|≤{sh.radius:.2g})={sh.increase:.3g}, {curvature_text(sh, 3)}"),
                 legendgroup=str(col),
                 hovertemplate=(f"{template_text(s.x_label)}: %{{x:.4g}}<br>loss: %{{y:.4g}}"
                                f"<extra>{template_text(label)}</extra>"),

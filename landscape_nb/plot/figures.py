@@ -34,6 +34,7 @@ from ._common import (
     _range,
     _title,
     _transform,
+    as_written,
     clip_limit,
     curve_labels,
     default_metric,
@@ -171,7 +172,7 @@ def line(
         loss = _transform(s.loss, log=False, clip=False)
         fig.add_trace(
             go.Scatter(
-                x=x, y=loss, mode=line_mode(loss), name="loss" if single else f"{label}: loss",
+                x=x, y=loss, mode=line_mode(loss), name="loss" if single else as_written(f"{label}: loss"),
                 legendgroup=label, line=dict(color=loss_color if single else color),
                 hovertemplate=_line_hover(s, label),
             ),
@@ -181,7 +182,7 @@ def line(
             values = _transform(s.metrics[metric], log=False, clip=False)
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=values, mode=line_mode(values), name=metric if single else f"{label}: {metric}",
+                    x=x, y=values, mode=line_mode(values), name=as_written(metric if single else f"{label}: {metric}"),
                     legendgroup=label,
                     line=dict(color=metric_color, dash="dash") if single else dict(color=color, dash="dash"),
                     hovertemplate=_metric_hover(s, metric, label),
@@ -202,7 +203,7 @@ def line(
                      + non_positive_note(log, [s.loss for s in surfaces]).replace("<br>", " "),
                      type="log" if log else "linear", secondary_y=False)
     if twin:
-        fig.update_yaxes(title_text=metric if single else f"{metric} (dashed)", secondary_y=True,
+        fig.update_yaxes(title_text=as_written(metric if single else f"{metric} (dashed)"), secondary_y=True,
                          showgrid=False, tickmode="auto")
         if single:  # each axis in its curve's colour
             fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
@@ -341,7 +342,7 @@ def run_title(surface: Surface, split: str | None = None) -> str:
            prov.get("bn_fold") != "no BatchNorm" else "")
     precision = prov.get("precision")
     how += f", {precision}" if precision not in (None, "fp32", "fp64") else ""
-    label = html.escape(str(prov.get("label", "")), quote=False)  # a name with <b>..</b> drew bold (trial s47)
+    label = as_written(prov.get("label", ""))  # a name with <b>..</b> drew bold (trial s47)
     return f"{label}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
 
 
@@ -506,9 +507,9 @@ def line_models_trace(surface: Surface, color: str = "white", curve: str | None 
     return go.Scatter(
         x=t[shown], y=y[shown], name="models", mode="markers" if curve else "markers+text", showlegend=False,
         textposition="top center", hovertemplate=hover,
-        text=None if curve else [html.escape(models["labels"][k], quote=False) for k in shown],
+        text=None if curve else [as_written(models["labels"][k]) for k in shown],
         # names as hovertext, read as %{hovertext}: a name holding "%{x}" is shown as written
-        hovertext=[html.escape(f"{curve}: {n}" if curve else n, quote=False) for n in named],
+        hovertext=[as_written(f"{curve}: {n}" if curve else n) for n in named],
         customdata=np.stack([loss[near], x[near]], axis=-1)[shown],
         marker={"symbol": "star", "size": 14, "color": color, "line": {"width": 1.5, "color": "black"}})
 
@@ -567,8 +568,8 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
     # is shown as written (trial s49)
     style = {"x": px, "y": py, "name": "models", "mode": "markers+text", "showlegend": False,
              "textposition": "top center", "hovertemplate": hover,
-             "text": [html.escape(models["labels"][k], quote=False) for k in shown],
-             "hovertext": [f"<br>{html.escape(models['notes'][k], quote=False)}" if models["notes"][k] else ""
+             "text": [as_written(models["labels"][k]) for k in shown],
+             "hovertext": [f"<br>{as_written(models['notes'][k])}" if models["notes"][k] else ""
                            for k in shown],
              "customdata": np.stack([near["loss"], near["x"], near["y"]], axis=-1)[shown],
              "marker": {"symbol": "diamond" if z is not None else "star", "size": 6 if z is not None else 14,
@@ -958,7 +959,7 @@ def compare(
     n = len(surfaces)
     if titles is None:
         titles = [  # names of the user's, plain text (titles given are taken as markup)
-            html.escape(str(s.provenance.get("title", s.provenance.get("label", f"surface {k}"))), quote=False)
+            as_written(s.provenance.get("title", s.provenance.get("label", f"surface {k}")))
             for k, s in enumerate(surfaces)
         ]
     titles = list(titles)

@@ -5,7 +5,6 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ from ._common import (
     _check_surface,
     _title,
     _transform,
+    as_written,
     default_metric,
     note_partial,
     note_sources,
@@ -204,16 +204,16 @@ def line_splits(
         for q, arr in values.items():
             is_loss = q == "loss"
             fig.add_trace(
-                go.Scatter(x=x, y=_transform(arr, log=False, clip=False), mode="lines", name=f"{split} {q}",
+                go.Scatter(x=x, y=_transform(arr, log=False, clip=False), mode="lines", name=as_written(f"{split} {q}"),
                            line=dict(color=LOSS_COLOR if is_loss else METRIC_COLOR, dash=dash),
                            hovertemplate=f"{template_text(f'{split} {q}')}: %{{y:.4g}}<extra></extra>"),
                 secondary_y=not is_loss,
             )
-    fig.update_xaxes(title_text=html.escape(str(first.x_label), quote=False))  # plain text, as fit_title has it
+    fig.update_xaxes(title_text=as_written(first.x_label))  # plain text, as fit_title has it
     fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False,
                      title_font_color=LOSS_COLOR, tickfont_color=LOSS_COLOR)
     if any(t.yaxis == "y2" for t in fig.data):
-        fig.update_yaxes(title_text=metric, secondary_y=True, showgrid=False,
+        fig.update_yaxes(title_text=as_written(metric), secondary_y=True, showgrid=False,
                          title_font_color=METRIC_COLOR, tickfont_color=METRIC_COLOR)
     fig.update_layout(title=_title(title, first), hovermode="x unified")
     surfaces = [surface] if isinstance(surface, Surface) else list(surface.values())

@@ -6,7 +6,6 @@ Imports neither torch, Dask nor ipywidgets.
 """
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 
@@ -21,6 +20,7 @@ from ._common import (
     _axis_label,
     _check_surface,
     _title,
+    as_written,
     display_values,
     refuse_log_of_non_positive,
     template_text,
@@ -249,7 +249,7 @@ def volume(
             text=[common["text"][k] for k in np.flatnonzero(keep)], hovertemplate=common["hovertemplate"]))
     fig.update_layout(
         title=_title(title, surf),
-        scene=dict(**{f"{a}axis_title": html.escape(str(getattr(surf, f"{a}_label")), quote=False) for a in "xyz"},
+        scene=dict(**{f"{a}axis_title": as_written(getattr(surf, f"{a}_label")) for a in "xyz"},
                    aspectmode="cube"),
         margin=dict(l=10, r=10, t=50, b=10),
     )
@@ -317,7 +317,7 @@ def volume_slices(
         raise LandscapeError(f"plot.volume_slices: indices={indices!r}, values={values!r}: no slice to draw; "
                              "expected at least one index or value (or neither: the first, middle and last plane)")
     name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
-    titles = [html.escape(f"{name} = {p.provenance['slice']['value']:.3g}", quote=False) for p in planes]
+    titles = [as_written(f"{name} = {p.provenance['slice']['value']:.3g}") for p in planes]
     fig = compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
     fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _common.PARTIAL_NOTE]
     _common.note_partial(fig, surf)  # the volume's count, not each plane's

@@ -17,6 +17,7 @@ import traitlets as t
 
 from ..directions import NORMS
 from ..errors import LandscapeError
+from ..plot._common import as_written
 from ..surface import Surface
 from .figure_watch import FigureWatch
 from .request import SCHEME_LABELS, empty_surface, figure_title, ignored_controls
@@ -605,8 +606,9 @@ def _drawn_empty(fig, surf: Surface) -> bool:
 
 
 def _nothing_yet(model: str | None) -> str:
-    """The title of an empty grid before any run (a preview, a refused first run): no run to describe."""
-    return f"{model or ''}: nothing computed yet"
+    """The title of an empty grid before any run (a preview, a refused first run): no run to describe. The model's
+    name is shown as written (a title is Plotly markup)."""
+    return f"{as_written(model or '')}: nothing computed yet"
 
 
 def _shape(fig) -> tuple:

@@ -130,10 +130,12 @@ def load(name: str, cache_dir: str | os.PathLike | None = None) -> Example:
     train_split, test_split = recipe.data()
     reference = initial_model(recipe)
     path = cache_file(name, cache_dir)
+    seen = _cache.identity(path)
     weights = _cache.read(path, reference.state_dict())
     if weights is None:
         with _cache.training_lock(path, name):
-            weights = _cache.read(path, reference.state_dict())  # another process may have trained it meanwhile
+            if _cache.identity(path) != seen:  # another process trained it meanwhile (a damaged file is said once)
+                weights = _cache.read(path, reference.state_dict())
             if weights is None:
                 logger.info("Training zoo example %r (first use; cached at %s).", name, path)
                 start = time.perf_counter()

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "LANDSCAPE_NB_CACHE"
 FORMAT_VERSION = 2
 _READABLE_FORMATS = (1, 2)
+LOCK_SAY_EVERY = 60.0  # seconds between "still waiting" lines while another process trains the same example
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -61,6 +62,16 @@ def read(path: Path, reference: StateDict) -> TrainedWeights | None:
         logger.warning("Ignoring unreadable zoo cache file %s (%s); retraining.", path, error)
         return None
     return weights
+
+
+def identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of the file at ``path``, None where there is none: whether another process
+    replaced it (``write`` does so atomically) since it was last read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def write(path: Path, weights: TrainedWeights) -> None:
@@ -104,11 +115,18 @@ def training_lock(path: Path, name: str) -> Iterator[None]:
     lock: FileLock | None = FileLock(f"{path}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            logger.info("Waiting for another process that is training zoo example %r (%s.lock).", name, path)
-            lock.acquire()
+        waited = 0.0
+        while True:
+            try:
+                lock.acquire(timeout=waited and LOCK_SAY_EVERY)
+                break
+            except Timeout:
+                if not waited:
+                    logger.info("Waiting for another process that is training zoo example %r (%s.lock).", name, path)
+                else:  # a holder that hangs holds it until it ends: say so, so the wait is never silent
+                    logger.info("Still waiting after %.3g s for the process training zoo example %r (it holds "
+                                "%s.lock; if no process is training it, end the one that hangs).", waited, name, path)
+                waited += LOCK_SAY_EVERY
     except OSError as error:
         logger.debug("No training lock for %s (%s); training without one.", path, error)
         lock = None
