@@ -190,7 +190,7 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
         op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                              target_key=target_key)
         v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)
-        with user_errors(op, loss_fn, f"the spectral density's probe {index}"):
+        with user_errors(op, loss_fn, f"the spectral density's probe {index}"), op.reusing_graph():
             alpha, beta = lanczos(op.matvec, v0, n_steps, breakdown=breakdown_for(op.dtype))
     theta, tau = gauss_quadrature(alpha, beta)
     return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params,

@@ -109,6 +109,52 @@ def test_dense_from_products_is_the_autograd_hessian(data64):
     np.testing.assert_allclose(HessianOperator(model, data64).dense(), dense, rtol=1e-8, atol=1e-12)
 
 
+def test_products_in_one_block_reuse_one_gradient_graph_and_follow_the_weights_when_they_move(data64):
+    """Within ``reusing_graph`` the products are one backward pass each through one kept gradient graph: one
+    forward pass for several products, each the dense autograd Hessian's product (independent: of the flat
+    weights). Weights moved in place, or replaced, in the block are seen (the graph is built again there); the
+    graph is let go after the block; with several batches nothing is kept (a forward per batch and product)."""
+    model = _small_mlp()
+    forwards = []
+    model.register_forward_hook(lambda *args: forwards.append(1))
+    gen = torch.Generator().manual_seed(1)
+    op = HessianOperator(model, data64)
+    u, v = (torch.randn(op.n_params, generator=gen, dtype=torch.float64) for _ in range(2))
+
+    def products(operator, *vectors):
+        """(H w for each w, the model's forward passes they ran)"""
+        before = len(forwards)
+        out = [operator.matvec(w).numpy() for w in vectors]
+        return out, len(forwards) - before
+
+    def close(got, dense, w):
+        np.testing.assert_allclose(got, dense @ w.numpy(), rtol=1e-10, atol=1e-12)
+
+    dense = _dense_hessian(model, data64)
+    op.matvec(u)  # its first product checks the second derivatives (forward passes of their own)
+    with op.reusing_graph():
+        (hu, hv, hu2), n = products(op, u, v, u)
+        close(hu, dense, u), close(hv, dense, v), close(hu2, dense, u)
+        assert n == 1  # three products, one forward pass
+        with torch.no_grad():  # moved in place, as an eigen-map moves them to its next point
+            model[0].weight.add_(0.3)
+        (hu,), n = products(op, u)
+        close(hu, _dense_hessian(model, data64), u)
+        model[2].weight.data = model[2].weight.data * 1.5  # replaced
+        (hv, hu), n2 = products(op, v, u)
+        moved = _dense_hessian(model, data64)
+        close(hv, moved, v), close(hu, moved, u)
+        assert (n, n2) == (1, 1)
+    assert op._graph is None  # let go with the block
+    assert products(op, u, v)[1] == 2  # outside the block each product runs its own forward pass
+    batched = HessianOperator(model, data64, batch_size=16)  # 4 batches: nothing kept
+    batched.matvec(u)
+    with batched.reusing_graph():
+        (hu, _), n = products(batched, u, v)
+    close(hu, moved, u)
+    assert n == 8
+
+
 def test_extreme_eigenvalues_match_dense_eigh(data64):
     model = _small_mlp()
     evals = np.linalg.eigvalsh(_dense_hessian(model, data64))
