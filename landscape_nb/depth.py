@@ -472,17 +472,21 @@ def depth_comparison(
             accuracy = math.nan if centre is None else float(
                 centre[_origin(np.asarray(surface.y), "y"), _origin(np.asarray(surface.x), "x")])
         rows.append(summarize(name, depth, skip, accuracy, surface, eigen, settings))
-        _warn_if_near_chance(name, accuracy, ex.test, settings.max_samples, rows[-1])
+        _warn_if_near_chance(name, accuracy, ex.test, settings.max_samples, rows[-1],
+                             documented=load is zoo.load and name in zoo.DOES_NOT_LEARN)
     return DepthComparison(tuple(rows), settings, surfaces, eigen_maps)
 
 
 # ---------------------------------------------------------------------- helpers ----
 
-def _warn_if_near_chance(name: str, accuracy: float, test, max_samples: int | None, row: DepthRow) -> None:
+def _warn_if_near_chance(name: str, accuracy: float, test, max_samples: int | None, row: DepthRow,
+                         documented: bool = False) -> None:
     """Warn where a row's model is within a tenth of the way from chance (1 / the distinct integer targets) to
     perfect accuracy (0.19 for 10 classes, 0.55 for 2; 1.5× chance flagged a 2-class model at 0.74): its
     centre is no trained minimizer, and a flat plane around chance read as the widest basin (trial s38: a plain
-    22-layer net that never trained, at 0.095 accuracy, "≥ 1.41" against its residual twin's 0.45)."""
+    22-layer net that never trained, at 0.095 accuracy, "≥ 1.41" against its residual twin's 0.45). For a zoo
+    entry ``documented`` as not learning (``zoo.DOES_NOT_LEARN``) it says that is the entry's result instead of
+    asking for more training (which the bundled recipe would not give: the demo and notebook said to retrain)."""
     from .data import read_data
 
     if not math.isfinite(accuracy):
@@ -498,7 +502,10 @@ def _warn_if_near_chance(name: str, accuracy: float, test, max_samples: int | No
         warn_user(f"landscape_nb.depth_comparison: {name} has test accuracy {accuracy:.3f}, near chance ({chance:.3f}: "
                   f"{round(1 / chance)} classes), so its centre is no trained minimizer and its row (basin radius "
                   f"{row.basin_radius:.2f}, {row.n_minima} minima) describes an untrained net's plane, not a basin: "
-                  "train it further (or with another learning rate) before comparing")
+                  + ("as its zoo entry documents, without skip connections this depth does not learn with the recipe "
+                     "its twin learns with (Li et al. 2018: the deepest nets without skips are the hardest to train), "
+                     "so read its row as that, not as a basin's width" if documented else
+                     "train it further (or with another learning rate) before comparing"))
 
 
 def _grid(loss, where: str) -> np.ndarray:

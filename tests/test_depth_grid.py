@@ -172,3 +172,40 @@ def test_depth_comparison_with_a_users_load_needs_no_test_accuracy_and_names_wha
                                              r"zoo.Example with .model, .test and .loss_fn"):
         depth_comparison((20,), settings, load=lambda name: types.SimpleNamespace(model=load(name).model,
                                                                                   loss_fn=None))
+
+
+def test_a_zoo_entry_documented_as_not_learning_is_said_to_be_so_not_sent_back_to_training(monkeypatch):
+    """The demo and the skip_connections notebook told the user to train the zoo's resnet110-noskip-digits further:
+    its entry documents that it does not learn with its twin's recipe (Li et al.'s deepest no-skip net). Near chance,
+    a zoo entry in zoo.DOES_NOT_LEARN is said to be that; any other model near chance still gets "train it
+    further". (The zoo's loader is stood in for by untrained MLPs on 3 classes: both rows are near chance.)"""
+    import types
+
+    import torch
+    from torch import nn
+
+    from landscape_nb import zoo
+    from landscape_nb.depth import DepthSettings, depth_comparison
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+
+    def untrained(name):
+        torch.manual_seed(0)
+        return types.SimpleNamespace(model=nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval(),
+                                     test=(x, y), loss_fn=nn.CrossEntropyLoss())
+
+    monkeypatch.setattr(zoo, "load", untrained)
+    assert "resnet110-noskip-digits" in zoo.DOES_NOT_LEARN and "resnet110-digits" not in zoo.DOES_NOT_LEARN
+    settings = DepthSettings(resolution=3, max_samples=None, eigen_resolution=0)
+    for load in (None, lambda name: untrained(name)):  # the zoo's loader (the default), and a user's
+        with pytest.warns(UserWarning) as said:
+            depth_comparison((110,), settings, load=load)
+        near = {name: str(w.message) for w in said for name in ("resnet110-digits", "resnet110-noskip-digits")
+                if f"depth_comparison: {name} has test accuracy" in str(w.message)}
+        assert set(near) == {"resnet110-digits", "resnet110-noskip-digits"}, near
+        assert "train it further" in near["resnet110-digits"] and "zoo entry" not in near["resnet110-digits"]
+        documented = load is None
+        assert ("as its zoo entry documents, without skip connections this depth does not learn"
+                in near["resnet110-noskip-digits"]) is documented
+        assert ("train it further" in near["resnet110-noskip-digits"]) is not documented

@@ -25,7 +25,7 @@ from torch import nn
 from . import _cache
 from ._registry import Registry, ZooEntry
 from .data import Split
-from .entries import registry
+from .entries import DOES_NOT_LEARN, registry
 from .training import (
     Recipe,
     StateDict,
@@ -37,6 +37,7 @@ from .training import (
 )
 
 __all__ = [
+    "DOES_NOT_LEARN",
     "Example",
     "Recipe",
     "Registry",
