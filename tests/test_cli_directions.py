@@ -102,15 +102,15 @@ def test_model_file2_gives_the_line_to_the_checkpoint(bn_module, tmp_path, capsy
         assert surf.loss[i] == pytest.approx(_naive_loss(s), rel=1e-5), t
     assert surf.loss[2] == pytest.approx(_naive_loss(a), rel=1e-5)  # x = 0: the model
     assert surf.loss[6] == pytest.approx(_naive_loss(b), rel=1e-5)  # x = 1: the checkpoint
-    assert surf.x_label == f"interpolation model → {b_path.name}"  # the file, not "a → b"
+    assert surf.x_label == f"interpolation {bn_module} → {b_path.name}"  # the model as given and the file
     assert "beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated and clamped at 0" in \
         capsys.readouterr().err
     marks = next(t for t in lnb.plot.line(surf).data if t.name == "models")  # the figure marks both, by file
-    assert list(marks.text) == ["model", b_path.name]
+    assert list(marks.text) == [bn_module, b_path.name]
     assert np.asarray(marks.y) == pytest.approx([_naive_loss(a), _naive_loss(b)], rel=1e-5)
     assert main(["compute", bn_module, "--grid", "3", "--model-file2", str(b_path), "--range", "0.2:0.8",
                  "--store", str(tmp_path / "inner.zarr")]) == 0
-    assert (f"landscape-nb: note: outside the range drawn, so not marked: model (t = 0), {b_path.name} (t = 1); "
+    assert (f"landscape-nb: note: outside the range drawn, so not marked: {bn_module} (t = 0), {b_path.name} (t = 1); "
             "drop --range for the range of --model-file2") in capsys.readouterr().err.replace("\u00a0", " ")
 
 
@@ -162,11 +162,11 @@ def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoin
                  "--store", str(store)]) == 0
     surf = lnb.load_surface(store)
     assert surf.provenance["directions"]["scheme"] == "plane3" and surf.loss.shape == (4, 5)
-    assert (surf.x_label, surf.y_label) == (f"model → {b_path.name}", "model → trainer.pt")
+    assert (surf.x_label, surf.y_label) == (f"{bn_module} → {b_path.name}", f"{bn_module} → trainer.pt")
     from landscape_nb.cli import figure_for
 
     marks = next(t for t in figure_for(surf, "contour").data if t.name == "models")  # named by their files
-    assert list(marks.text) == ["model", b_path.name, "trainer.pt"] and list(marks.x) == [0, 1, 0]
+    assert list(marks.text) == [bn_module, b_path.name, "trainer.pt"] and list(marks.x) == [0, 1, 0]
     runs = [tmp_path / "r1" / "ckpt.pt", tmp_path / "r2" / "ckpt.pt"]  # one file name per run directory: told
     for run, src in zip(runs, (b_path, c_plain)):  # apart by the paths given (two "ckpt.pt" marks, re-trial s49)
         run.parent.mkdir()
@@ -175,7 +175,8 @@ def test_model_file3_gives_the_plane_through_three_models_from_wrapped_checkpoin
                  "--store", str(tmp_path / "runs.zarr")]) == 0
     runs_plane = lnb.load_surface(tmp_path / "runs.zarr")
     marks = next(t for t in figure_for(runs_plane, "contour").data if t.name == "models")
-    assert list(marks.text) == ["model", "r1/ckpt.pt", "r2/ckpt.pt"] and runs_plane.x_label == "model → r1/ckpt.pt"
+    assert list(marks.text) == [bn_module, "r1/ckpt.pt", "r2/ckpt.pt"]
+    assert runs_plane.x_label == f"{bn_module} → r1/ckpt.pt"
     a, b, c = _state_of(build()), _state(b_path), _state(c_plain)
     db = {k: b[k] - a[k] for k in a if a[k].is_floating_point()}
     dc = {k: c[k] - a[k] for k in a if a[k].is_floating_point()}
@@ -499,8 +500,8 @@ def test_a_float64_models_reference_file_keeps_float64_and_its_own_checkpoint_wa
     assert main(["compute", "f64_models:make", "--grid", "3", "--model-file2", str(tmp_path / "same.pt"),
                  "--store", str(tmp_path / "same.zarr")]) == 0
     err = capsys.readouterr().err  # the package's warning, in the CLI's words (not a Python file and line)
-    assert ("landscape-nb: warning: the line interpolation model → same.pt has no length: model and same.pt hold the "
-            "same weights") in err  # the file by name, not "direction 0" of the API
+    assert ("landscape-nb: warning: the line interpolation f64_models:make → same.pt has no length: f64_models:make "
+            "and same.pt hold the same weights") in err  # the file by name, not "direction 0" of the API
     assert "UserWarning" not in err and err.count("has no length") == 1
 
 
@@ -523,8 +524,8 @@ def test_notes_and_names_a_user_of_checkpoint_files_needs(bn_module, tmp_path, c
                  "--store", str(tmp_path / "l-typed.zarr")]) == 0  # a typed range is the user's: a note
     err = capsys.readouterr().err
     assert not np.isclose(np.linspace(-0.5, 1.5, 51), 0).any() and np.isclose(np.linspace(-0.5, 1.5, 53), 0).any()
-    name = Path(paths[0]).name  # the models by name: the file sits at 1, "the model" at 0
-    assert f"the model and {name} sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid 53 puts them" in err
+    name = Path(paths[0]).name  # the models by name: the file sits at 1, the model as given at 0
+    assert f"{bn_module} and {name} sit at x = 0 and 1, between the points of 51 on -0.5:1.5; --grid 53 puts them" in err
     assert main(["compute", bn_module, "--grid", "10", "--model-file2", str(paths[0]), "--range", "0:1.3",
                  "--store", str(tmp_path / "l-10.zarr")]) == 0
     err = capsys.readouterr().err

@@ -524,10 +524,13 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     ends = [Path(p).name for p in given]
     if len(set(ends)) < len(ends):  # r1/ckpt.pt and r2/ckpt.pt: marks and axes told apart by the paths given
         ends = [str(p) for p in given]
-    if others and d.scheme == "interpolate":  # the axes name the files (the messages above, their flags)
-        d = d.with_provenance(x_label=f"interpolation model → {ends[0]}", models=["model", ends[0]])
+    # the axes and marks name the model as given (a zoo name, module:function) and the files (the messages above,
+    # their flags): the first was called "model" (trial s50)
+    first = args.model if args.model not in ends else "model"
+    if others and d.scheme == "interpolate":
+        d = d.with_provenance(x_label=f"interpolation {first} → {ends[0]}", models=[first, ends[0]])
     elif others and d.scheme == "plane3":
-        d = d.with_provenance(x_label=f"model → {ends[0]}", y_label=f"model → {ends[1]}", models=["model", *ends])
+        d = d.with_provenance(x_label=f"{first} → {ends[0]}", y_label=f"{first} → {ends[1]}", models=[first, *ends])
     return base, d.with_provenance(**files)
 
 
