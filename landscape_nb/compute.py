@@ -27,7 +27,7 @@ from .hessian import RATIO_WORDS, HessianEvaluator
 from .metrics import (PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, loss_name, split_values,
                       unwrap_compiled)
 from . import validate
-from .params import float_state_buffers, model_dtype, moved_variances, unwrap_model
+from .params import batchnorm_modules, float_state_buffers, model_dtype, moved_variances, unwrap_model
 from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner, library_versions
 from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
                    made_around, made_around_buffers, model_fingerprint)
@@ -319,6 +319,10 @@ def compute_surface(
         warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
     _refuse_hessian_of_recomputed_bn(quantity, settings)
+    if settings.mode == "bn-recompute" and not batchnorm_modules(unwrap_model(model)):  # ran with no word (s50)
+        warn_user(f"landscape_nb.compute_surface: mode='bn-recompute' re-estimates BatchNorm statistics at every "
+                  f"point, but this {type(unwrap_model(model)).__name__} has no BatchNorm layer, so the values are "
+                  "those of mode='eval', computed one point a pass (slower); use mode='eval'")
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
               wrap=_wrap(quantity, options))

@@ -598,3 +598,20 @@ def test_directions_made_around_another_models_weights_are_said_so(mlp_data):
             lnb.compute_surface(a, mlp_data, made.select([1]), x=(-1, 1, 3))
             wide = copy.deepcopy(a).double()  # the same weights in float64: warned (re-trial s38)
             lnb.compute_surface(wide, (mlp_data[0].double(), mlp_data[1]), made, **plane)
+
+
+def test_bn_recompute_on_a_model_without_batchnorm_says_it_is_eval(mlp, mlp_data, cnn, cnn_data):
+    """mode='bn-recompute' on a model with no BatchNorm layer ran with no word (trial s50): its values are eval's
+    (checked here against mode='eval'), computed one point a pass. It says so; a model with BatchNorm gets no
+    such word."""
+    import warnings
+
+    d = lnb.random_directions(mlp, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"mode='bn-recompute' re-estimates BatchNorm statistics at every point, but "
+                                         r"this \w+ has no BatchNorm layer, so the values are those of mode='eval'"):
+        recomputed = lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 3), mode="bn-recompute")
+    np.testing.assert_allclose(recomputed.loss, lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 3)).loss, rtol=1e-6)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn, n=1, seed=0), x=(-1, 1, 3), mode="bn-recompute")
+    assert not [w for w in said if "has no BatchNorm layer" in str(w.message)]
