@@ -780,6 +780,20 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     assert nearest[1:] == pytest.approx([-0.1, 0.15]) and nearest[0] == off.loss[1, 1]
     said = fig.layout.annotations[-1].text.replace("<br>", " ").replace("\u00a0", " ")
     assert "outside the range drawn (not marked): run 2 (1, 0)" in said
+    # 3D: off the grid, each mark sits on the surface as drawn, bilinear in its cell (at the nearest point's height
+    # it floated above or sank below it, trial s50); by hand from the cell's four corners (x -0.1, 0.3)
+    fig3d = lnb.plot.surface(off)
+    drawn = next(t for t in fig3d.data if t.name == "models")
+    loss = np.asarray(next(t for t in fig3d.data if t.type == "surface").z, float)  # as drawn: the cap's values
+
+    def by_hand(row, ty, tx=0.25):  # (0 - -0.1) / 0.4 along x
+        return ((1 - ty) * ((1 - tx) * loss[row, 1] + tx * loss[row, 2])
+                + ty * ((1 - tx) * loss[row + 1, 1] + tx * loss[row + 1, 2]))
+
+    expected = [by_hand(0, (0 + 0.3) / 0.45), by_hand(2, (1 - 0.6) / 0.45)]  # y -0.3, 0.15 | 0.6, 1.05
+    assert np.asarray(drawn.z) == pytest.approx(expected, rel=1e-9)
+    assert not np.isclose(np.asarray(drawn.z)[0], loss[1, 1])  # not the nearest point's height
+    assert loss[0, 2] < off.loss[0, 2]  # a corner above the cap: drawn at the cap, and the mark with it
 
     live = lnb.plot.live(plane)  # the Explorer's figure: marked on the contours, hidden for the next directions
     lnb.plot.update(live, plane)

@@ -576,7 +576,22 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
                         "color": "white", "line": {"width": 1.5, "color": "black"}}}
     if z is None:
         return go.Scatter(**style)
-    return go.Scatter3d(z=np.asarray(z, float)[near["row"], near["col"]][shown], **style)
+    heights = drawn_height(surface, z, np.asarray(models["x"], float), np.asarray(models["y"], float), near)
+    return go.Scatter3d(z=heights[shown], **style)
+
+
+def drawn_height(surface: Surface, z: np.ndarray, px: np.ndarray, py: np.ndarray, near: dict) -> np.ndarray:
+    """The height of the drawn surface ``z`` (the grid's shape) at each point (``px``, ``py``): bilinear within
+    its grid cell, so a mark off the grid sits on the surface as drawn (at the nearest grid point's height it
+    floated above it or sank below, trial s50); the nearest point's height where a corner of the cell has no
+    value; NaN outside the grid's range."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    values = np.asarray(z, float)
+    at = RegularGridInterpolator((np.asarray(surface.y, float), np.asarray(surface.x, float)), values,
+                                 bounds_error=False, fill_value=np.nan)(np.stack([py, px], axis=-1))
+    nearest = np.where(near["inside"], values[near["row"], near["col"]], np.nan)
+    return np.where(np.isfinite(at), at, nearest)
 
 
 def plane_models_outside(surface: Surface, sep: str = ", ") -> list[str]:
