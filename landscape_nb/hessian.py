@@ -292,8 +292,8 @@ class HessianOperator:
         """Within this block the products reuse one gradient graph: with the data in one batch, the loss and its
         gradient (``create_graph=True``) are computed once for the weights as they are, and each product is one
         backward pass through that graph (``retain_graph=True``, as PyHessian's products do) instead of a forward
-        and two backward passes: 1.5-1.6 times faster for the digits ResNets on 8 samples (20: 44 → 28 ms; 110:
-        256 → 173 ms, 1 thread), the same values to the bit. For the many products of one Lanczos run, spectral
+        and two backward passes: 1.4-2.4 times faster for the zoo's digits models (ResNet-20 on 8 samples: 57 → 35 ms
+        a product, one thread; ``benchmarks/bench_hessian.py``), the same values to the bit. For the many products of one Lanczos run, spectral
         density probe or trace estimate at fixed weights; the model is held (``params.holding``) meanwhile, and a
         product finds the graph built again where the weights, buffers or data changed (a tensor replaced, or
         written in place other than through ``.data``). Memory: the graph stays between products, as large as
