@@ -95,6 +95,8 @@ class HessianOperator:
     >>> op = HessianOperator(model, (x, y))
     >>> hv = op.matvec(v)              # v: flat float tensor with op.n_params values
     >>> lin = op.as_linear_operator()  # for scipy.sparse.linalg.eigsh
+    >>> with op.reusing_graph():       # many products at the same weights: one backward pass each
+    ...     top, vector = scipy.sparse.linalg.eigsh(lin, k=1, which="LA")
 
     ``matvec`` reads the weights at call time, so evaluating the curvature at a
     perturbed point only needs the weights written in place (as the eigen-map does).
@@ -413,7 +415,8 @@ class HessianOperator:
             raise LandscapeError(f"a dense Hessian of {self.n_params}² values was asked; expected at most "
                                  f"{max_params} parameters: use hessian_eigenvalues / hessian_trace instead")
         eye = torch.eye(self.n_params, dtype=torch.float64)
-        return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
+        with self.reusing_graph():  # n products at the same weights
+            return torch.stack([self.matvec(e) for e in eye], dim=1).cpu().numpy()
 
 
 def _custom_functions(op: HessianOperator) -> tuple[Any, list]:
