@@ -319,10 +319,13 @@ def compute_surface(
         warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
     _refuse_hessian_of_recomputed_bn(quantity, settings)
-    if settings.mode == "bn-recompute" and not batchnorm_modules(unwrap_model(model)):  # ran with no word (s50)
-        warn_user(f"landscape_nb.compute_surface: mode='bn-recompute' re-estimates BatchNorm statistics at every "
-                  f"point, but this {type(unwrap_model(model)).__name__} has no BatchNorm layer, so the values are "
-                  "those of mode='eval', computed one point a pass (slower); use mode='eval'")
+    if settings.mode == "bn-recompute" and not any(m.track_running_stats for m in batchnorm_modules(
+            unwrap_model(model))):  # it ran with no word (trial s50; track_running_stats=False, trial s52)
+        has = "BatchNorm layers that keep no running statistics" if batchnorm_modules(unwrap_model(model)) else \
+            "no BatchNorm layer"
+        warn_user(f"landscape_nb.compute_surface: mode='bn-recompute' re-estimates BatchNorm running statistics at "
+                  f"every point, but this {type(unwrap_model(model)).__name__} has {has}, so the values are those of "
+                  "mode='eval', computed one point a pass (slower); use mode='eval'")
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
               wrap=_wrap(quantity, options))

@@ -604,13 +604,22 @@ def test_bn_recompute_on_a_model_without_batchnorm_says_it_is_eval(mlp, mlp_data
     """mode='bn-recompute' on a model with no BatchNorm layer ran with no word (trial s50): its values are eval's
     (checked here against mode='eval'), computed one point a pass. It says so; a model with BatchNorm gets no
     such word."""
-    import warnings
-
     d = lnb.random_directions(mlp, n=1, seed=0)
-    with pytest.warns(UserWarning, match=r"mode='bn-recompute' re-estimates BatchNorm statistics at every point, but "
-                                         r"this \w+ has no BatchNorm layer, so the values are those of mode='eval'"):
+    with pytest.warns(UserWarning, match=r"mode='bn-recompute' re-estimates BatchNorm running statistics at every "
+                                         r"point, but this \w+ has no BatchNorm layer, so the values are those of "
+                                         r"mode='eval'"):
         recomputed = lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 3), mode="bn-recompute")
     np.testing.assert_allclose(recomputed.loss, lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 3)).loss, rtol=1e-6)
+    # BatchNorm that keeps no running statistics (batch statistics in eval mode too): the same, said so (trial s52)
+    torch.manual_seed(0)
+    batchwise = nn.Sequential(nn.Linear(mlp_data[0].shape[1], 6), nn.BatchNorm1d(6, track_running_stats=False),
+                              nn.Tanh(), nn.Linear(6, int(mlp_data[1].max()) + 1)).eval()
+    d = lnb.random_directions(batchwise, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"has BatchNorm layers that keep no running statistics, so the values are "
+                                         r"those of mode='eval'"):
+        recomputed = lnb.compute_surface(batchwise, mlp_data, d, x=(-1, 1, 3), mode="bn-recompute")
+    np.testing.assert_allclose(recomputed.loss, lnb.compute_surface(batchwise, mlp_data, d, x=(-1, 1, 3)).loss,
+                               rtol=1e-6)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         lnb.compute_surface(cnn, cnn_data, lnb.random_directions(cnn, n=1, seed=0), x=(-1, 1, 3), mode="bn-recompute")

@@ -1038,6 +1038,17 @@ def test_legend_entries_and_the_metric_axis_show_a_users_names_as_written():
     assert f"{html.escape(name)} loss" in seen["line_splits"] and fig.layout.yaxis2.title.text == html.escape(metric)
     seen["line_panels"] = [t.name for t in plot.line_panels([curves]).data]
     assert any(n.startswith(f"{html.escape(name)}: max ΔL") for n in seen["line_panels"])
+    # the legend's room is that of the names as shown, not as escaped (the plot was squeezed to ~250 px, trial s52)
+    plain = [Surface(c.x, None, c.loss, metrics={"[i]f1[/i] + co": c.metrics[metric]},
+                     provenance={"label": "[b]mine[/b]" if k == 0 else "other"}) for k, c in enumerate(curves)]
+    assert (plot.line(curves, metric=metric).layout.margin.r
+            == plot.line(plain, metric="[i]f1[/i] + co").layout.margin.r)
+    # a title from the surface's provenance is the user's text too (one passed as title= stays markup)
+    titled = Surface(x, None, 1 + x ** 2, provenance={"title": name})
+    seen["titles"] = [plot.line(titled).layout.title.text, plot.surface(Surface(
+        x, x, 1 + x[None, :] ** 2 + x[:, None] ** 2, provenance={"title": name})).layout.title.text]
+    assert seen["titles"] == [html.escape(name)] * 2
+    assert plot.line(titled, title="<b>bold</b>").layout.title.text == "<b>bold</b>"
     seen["explorer"] = [_nothing_yet(name)]
     assert seen["explorer"] == [f"{html.escape(name)}: nothing computed yet"]
     for where, texts in seen.items():

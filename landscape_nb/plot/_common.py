@@ -67,7 +67,8 @@ _PARAMS = {
         capped at ``min + 5 * (median - min)`` of the finite values (no cap when most points
         sit at the minimum). False: no cap. Hover text always shows the true values.""",
     "title": """title : str, optional
-        Figure title; defaults to ``surface.provenance["title"]`` when present.""",
+        Figure title (Plotly markup: ``<br>``, ``<b>``); defaults to ``surface.provenance["title"]``, shown as
+        written, when present.""",
     "levels": """levels : int, default 30
         Number of contour lines, evenly spaced over the displayed range.""",
     "name": """name : str, default "loss"
@@ -580,9 +581,12 @@ def note_sources(fig, surfaces: Sequence[Surface]) -> None:
 
 
 def _title(title: str | None, surf: Surface | None) -> str | None:
+    """``title`` as given (markup), else the surface's ``provenance["title"]``, a user's text shown as written (as
+    `compare`'s default panel titles show it)."""
     if title is not None:
         return title
-    return None if surf is None else surf.provenance.get("title")
+    given = None if surf is None else surf.provenance.get("title")
+    return None if given is None else as_written(given)
 
 
 def _range(zs: Sequence[np.ndarray]) -> tuple[float | None, float | None]:

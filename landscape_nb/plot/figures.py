@@ -194,7 +194,7 @@ def line(
     if twin:
         # plotly.js sets the legend just right of the plot, over the right axis's tick labels
         # and title: pin it to the figure's right edge and keep the room for both
-        legend_px = max(len(t.name) for t in fig.data) * 12 * 0.5 + 45
+        legend_px = max(len(html.unescape(t.name)) for t in fig.data) * 12 * 0.5 + 45  # as shown, not escaped
         right = int(75 + legend_px)
         fig.update_layout(legend=dict(xref="container", x=1.0, xanchor="right"), margin=dict(r=right))
     width, _ = plot_area(colorbar=False, margin=dict(r=right))
