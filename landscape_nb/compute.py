@@ -319,13 +319,7 @@ def compute_surface(
         warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
     _refuse_hessian_of_recomputed_bn(quantity, settings)
-    if settings.mode == "bn-recompute" and not any(m.track_running_stats for m in batchnorm_modules(
-            unwrap_model(model))):  # it ran with no word (trial s50; track_running_stats=False, trial s52)
-        has = "BatchNorm layers that keep no running statistics" if batchnorm_modules(unwrap_model(model)) else \
-            "no BatchNorm layer"
-        warn_user(f"landscape_nb.compute_surface: mode='bn-recompute' re-estimates BatchNorm running statistics at "
-                  f"every point, but this {type(unwrap_model(model)).__name__} has {has}, so the values are those of "
-                  "mode='eval', computed one point a pass (slower); use mode='eval'")
+    _warn_if_no_statistics_to_recompute(model, settings)
     options = dict(quantity_options or {})
     job = Job(model, data, d.vectors, d.layout, loss_fn, metrics, settings, device, bn_data,
               wrap=_wrap(quantity, options))
@@ -726,6 +720,21 @@ def _refuse_hessian_of_recomputed_bn(quantity: str, settings: EvalSettings) -> N
             "them fixed and give another function's eigenvalues; use mode='eval' (the Hessian of the loss with "
             "the model's running statistics), or, for the curvature of the re-estimated loss along directions "
             "of your choice, compute_surface(..., mode='bn-recompute') and Surface.sharpness()")
+
+
+def _warn_if_no_statistics_to_recompute(model, settings: EvalSettings) -> None:
+    """``mode="bn-recompute"`` on a model with no BatchNorm running statistics (no BatchNorm layer, trial s50, or
+    only ``track_running_stats=False`` ones, trial s52) ran with no word: its values are eval's, one point a
+    pass."""
+    if settings.mode != "bn-recompute":
+        return
+    model = unwrap_model(model)
+    layers = batchnorm_modules(model)
+    if not any(m.track_running_stats for m in layers):
+        has = "BatchNorm layers that keep no running statistics" if layers else "no BatchNorm layer"
+        warn_user(f"landscape_nb.compute_surface: mode='bn-recompute' re-estimates BatchNorm running statistics at "
+                  f"every point, but this {type(model).__name__} has {has}, so the values are those of mode='eval', "
+                  "computed one point a pass (slower); use mode='eval'")
 
 
 def _state_buffers(model) -> list:

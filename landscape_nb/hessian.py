@@ -323,38 +323,31 @@ class HessianOperator:
         key = self._weights_key()
         if self._graph is None or self._graph[0] != key:
             self._graph = None  # the old graph let go before the new one is built
-            xb, yb = self.batches[0]
-            with eval_mode(self.model), torch.enable_grad(), second_order_formulas():
-                loss = self._loss(xb, yb)
-                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-            self._graph = (key, loss.detach(), grads)
+            self._graph = (key, *self._gradient_graph(*self.batches[0]))
         return self._graph[1], self._graph[2]
+
+    def _gradient_graph(self, xb, yb) -> tuple[torch.Tensor, tuple]:
+        """(loss, gradients with their graph, ``create_graph=True``) on one batch, in eval mode."""
+        with eval_mode(self.model), torch.enable_grad():
+            loss = self._loss(xb, yb)
+            return loss.detach(), torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
 
     def _product(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(H v, loss)``, both float64, not counted in ``n_products``."""
         parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
-        if self._reuse:
-            loss, grads = self._kept_graph()
-            # H v = ∂(gᵀv)/∂w: through the gradients that depend on the weights, into every weight (a gradient
-            # constant in its own weights still varies with others': a custom backward run in numpy)
-            pairs = [(g, u) for g, u in zip(grads, parts) if g is not None and g.requires_grad]
-            if pairs:  # none: the loss is linear in every parameter (H v = 0)
-                with second_order_formulas():
-                    hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
-                                             retain_graph=True, allow_unused=True)
-                total += _flat(hv, self.params).double()
-            return total, loss.double()
         loss_total = total.new_zeros(())  # the model held: another thread's compute_surface moved the weights under
-        with holding(self.model), eval_mode(self.model), torch.enable_grad(), second_order_formulas():  # it (s35)
-            for (xb, yb), share in zip(self.batches, self._shares):
-                loss = self._loss(xb, yb)
-                loss_total += loss.detach().double() * share
-                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-                dot = sum((g * p).sum() for g, p in zip(grads, parts) if g is not None)
-                if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
+        with holding(self.model), second_order_formulas():  # it (s35)
+            for (xb, yb), share in zip(self.batches, self._shares):  # within `reusing_graph`: one batch, kept
+                loss, grads = self._kept_graph() if self._reuse else self._gradient_graph(xb, yb)
+                loss_total += loss.double() * share
+                # H v = ∂(gᵀv)/∂w: through the gradients that depend on the weights, into every weight (a gradient
+                # constant in its own weights still varies with others': a custom backward run in numpy)
+                pairs = [(g, u) for g, u in zip(grads, parts) if g is not None and g.requires_grad]
+                if not pairs:
                     continue  # the loss is linear in every parameter on this batch
-                hv = torch.autograd.grad(dot, self.params, allow_unused=True)
+                hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
+                                         retain_graph=self._reuse, allow_unused=True)
                 total += _flat(hv, self.params).double() * share
         return total, loss_total
 

@@ -118,7 +118,7 @@ def training_lock(path: Path, name: str) -> Iterator[None]:
         waited = 0.0
         while True:
             try:
-                lock.acquire(timeout=waited and LOCK_SAY_EVERY)
+                lock.acquire(timeout=LOCK_SAY_EVERY if waited else 0)
                 break
             except Timeout:
                 if not waited:
