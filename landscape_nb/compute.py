@@ -313,10 +313,11 @@ def compute_surface(
                               compile=compile, points_per_pass=points_per_pass, fold_bn=fold_bn,
                               target_key=target_key)
     settings = _running_var_rule(settings, d)
-    _warn_if_made_around_another_model(model, d)
-    _warn_if_made_around_other_statistics(model, d, settings.mode)
+    who = f"landscape_nb.{'eigen_map' if quantity == 'hessian' else 'compute_surface'}"  # what warnings name
+    _warn_if_made_around_another_model(model, d, who)
+    _warn_if_made_around_other_statistics(model, d, settings.mode, who)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
-        warn_user(f"landscape_nb.compute_surface: {d.provenance['eval_mode_note']}")
+        warn_user(f"{who}: {d.provenance['eval_mode_note']}")
     validate.check_precision(model, settings)
     _refuse_hessian_of_recomputed_bn(quantity, settings)
     _warn_if_no_statistics_to_recompute(model, settings)
@@ -347,7 +348,7 @@ def compute_surface(
         buffer.provenance["tile"] = list(tile_shape)  # a partial resumes with its tiling (_check_resume)
         n_resumed = 0 if resume is None else _resume_from(buffer, resume, spec)
         if (n_from_store or n_resumed) and code_globals[2]:  # CFG["slope"] changed: a store mixed two models (s37)
-            warn_user(f"landscape_nb.compute_surface: {n_from_store + n_resumed} points computed earlier are kept, and "
+            warn_user(f"{who}: {n_from_store + n_resumed} points computed earlier are kept, and "
                       f"the model, loss_fn or metrics read {', '.join(code_globals[2][:6])} (module-level dicts, "
                       "lists or namespaces, or variables of a closure its code assigns: not compared, as a forward "
                       "may change them as it runs); if their values "
@@ -379,7 +380,7 @@ def compute_surface(
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
                         "not computed", st, buffer)
-        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store, n_resumed)
+        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store, n_resumed, who)
     finally:
         if bar is not None:
             bar.close()
@@ -568,7 +569,7 @@ def _check_given_provenance(given) -> dict:
 
 def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _SurfaceBuffer,
             cancel: threading.Event, elapsed: float, n_computed: int, n_from_store: int,
-            n_resumed: int = 0) -> Surface:
+            n_resumed: int, who: str) -> Surface:
     """Record timing, where the points came from and the speed choices the evaluator settled on; the final
     Surface (its ``points_summary`` logged)."""
     final = runner.settled() or info
@@ -603,7 +604,7 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     surface = buffer.snapshot()  # copies: an edit of it reached a TileDone.surface() called after the run (s37)
     said = diverged_at_the_model(surface)
     if said:  # said by the CLI and the Explorer; Python's figure said "diverged" only (trial s39)
-        warn_user(f"landscape_nb.compute_surface: {_in_this_runs_words(said, surface)}"
+        warn_user(f"{who}: {_in_this_runs_words(said, surface)}"
                   + (f"; {surface.divergence_note}" if surface.divergence_note else ""))
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
@@ -752,7 +753,7 @@ def _centred_elsewhere(model, d: Directions, mode: str) -> bool:
         or (mode == "eval" and made_around_buffers(d.provenance, _state_buffers(model)) is False))
 
 
-def _warn_if_made_around_another_model(model, d: Directions) -> None:
+def _warn_if_made_around_another_model(model, d: Directions, who: str) -> None:
     """Warn where ``d`` was made around other weights than ``model``'s (`spec.made_around`): random
     directions normalized to another model's filters compared two models' sharpness the wrong way round (their
     filter norms were the first model's: Li et al. 2018, §4), and an interpolation computed around b put
@@ -778,17 +779,17 @@ def _warn_if_made_around_another_model(model, d: Directions) -> None:
         why = ("the surface is centred at this model, so the points the directions name (the other models at 1, a "
                "path's checkpoints) are not where its axes put them: pass the model they were made around (the "
                "first model of a path, the final model of a PCA)")
-    warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around another model's weights "
+    warn_user(f"{who}: these {d.scheme} directions were made around another model's weights "
               f"than this {type(model).__name__}'s; {why}")
 
 
-def _warn_if_made_around_other_statistics(model, d: Directions, mode: str) -> None:
+def _warn_if_made_around_other_statistics(model, d: Directions, mode: str, who: str) -> None:
     """Warn where a path spanning buffers was made around other BatchNorm statistics than ``model``'s, its weights
     the same, and they are used as they are (``mode="eval"``): A's weights with B's statistics passed as the centre
     of the plane through A, B and C put none of the three where the axes said, with no word (re-trial s49)."""
     if mode == "eval" and d.scheme in ("interpolate", "plane3") and made_around(d.provenance, model) is not False \
             and made_around_buffers(d.provenance, _state_buffers(model)) is False:
-        warn_user(f"landscape_nb.compute_surface: these {d.scheme} directions were made around the same weights but "
+        warn_user(f"{who}: these {d.scheme} directions were made around the same weights but "
                   f"other BatchNorm statistics (buffers) than this {type(model).__name__}'s (a forward pass in train "
                   "mode updates them), so the points the directions name (the other models at 1) are not where its "
                   "axes put them: pass the model as it was when the directions were made, or make them again")

@@ -648,6 +648,13 @@ def weightless(targets, weighting: tuple[torch.Tensor, int] | None) -> bool:
     return counted.numel() > 0 and float(w.to(t.device)[counted].abs().sum()) == 0.0
 
 
+def near_equal_size(n: int, size: int) -> int:
+    """The size of ``ceil(n / size)`` near-equal batches of ``n`` samples, none larger than ``size`` (300 at
+    32: 10 of 30): the one batching of a model or loss whose values depend on it (``compute_surface``,
+    ``eigen_map`` and ``HessianOperator`` alike), with no short tail batch that weighs its samples more."""
+    return math.ceil(n / math.ceil(n / size))
+
+
 def batch_ranges(n: int, size: int, weightless_at: Callable[[int, int], bool]) -> list[tuple[int, int]]:
     """``[start, stop)`` of consecutive batches of ``size`` of ``n`` samples (the last holds the rest), a batch
     that is ``weightless_at(start, stop)`` run together with the ones after it until together they weigh
@@ -1357,8 +1364,7 @@ class Evaluator(SpeedChoices):
             break
         if why is None:
             return
-        size = given or min(n, BATCH_CANDIDATES[0])
-        size = math.ceil(n / math.ceil(n / size))  # near-equal batches, none larger: no short tail batch
+        size = near_equal_size(n, given or min(n, BATCH_CANDIDATES[0]))
         spread = (f" ({math.ceil(n / size)} near-equal batches of the {n} samples, none larger than "
                   f"batch_size={given}, so that no short tail batch weighs its samples more)"
                   if given and size != given else "")  # trial I (s38): an explicit 50 became 45 with no word

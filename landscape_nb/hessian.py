@@ -47,7 +47,7 @@ from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
 from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
                        class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
-                       judged, kept_mean_rules, kept_rule_words, kept_rules, part_weights, refuse_sums,
+                       judged, kept_mean_rules, kept_rule_words, kept_rules, near_equal_size, part_weights, refuse_sums,
                        refuse_sums_spread, rule_weight, set_chunks, split_positions, spread_splits, weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
@@ -184,7 +184,9 @@ class HessianOperator:
             check_padding(model, ev, loss_fn, split)  # a collate_fn padding per batch: one padding for all
             batches, kept = [split(t) for t in ev.slices(batch_size or ev.n)], None
             if len(batches) > 1:
-                kept = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), *probed)
+                kept, equal = _kept_targets_rule(model, ev, split, loss_fn, batch_len(batches[0][0]), *probed)
+                if equal is not None:  # values depend on the batching: compute_surface's and eigen_map's batches
+                    batches = [split(t) for t in ev.slices(equal)]
                 if kept is not None:  # named by Spectrum.provenance
                     self.loss_note = f"{self.loss_note}; its batches weighted by {kept_rule_words(kept)}"
                 weighting = class_weighting(loss_fn, kept)
@@ -489,21 +491,24 @@ def _check_differentiable(model: nn.Module, loss_fn: Callable, xb, yb) -> None:
 
 
 def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int,
-                       probed_ignore: int | None, probed_weights: torch.Tensor | None) -> tuple | None:
-    """How to weigh the losses of batches of ``size`` so that their weighted mean is the loss over the whole set:
-    None for by samples (or by the targets ``metrics.batch_denominator`` knows a loss keeps), or a rule of
+                       probed_ignore: int | None, probed_weights: torch.Tensor | None) -> tuple[tuple | None, int | None]:
+    """``(rule, equal)``: how to weigh the losses of batches of ``size`` so that their weighted mean is the loss
+    over the whole set, and None, or None and the size of the batches to run where none does. ``rule``: None for
+    by samples (or by the targets ``metrics.batch_denominator`` knows a loss keeps), or a rule of
     ``evaluate.kept_rules`` where the loss is found to be a mean over the targets other than a padding label or
     weighted by class (a function's hidden ``ignore_index`` or ``weight=``, a model's own loss over labels padded
     with -100), as ``compute_surface`` weighs its batches (``Evaluator._kept_mean``). Checked at the current
     weights on up to 256 samples spread over the set against two parts of them, for each split of
     ``evaluate.split_positions``; not for a model whose outputs are random. Where neither fits (a normalisation
     by the batch, outputs that depend on the rest of the batch) warns (``UserWarning``): the Hessian is then that
-    of the batches' sample-weighted mean. ``probed_ignore`` and ``probed_weights``: what the probes of a loss
-    function found (``metrics.probe_targets``, ``metrics.class_weights``), None for none."""
+    of the sample-weighted mean of ``equal``'s near-equal batches (``evaluate.near_equal_size``), batched as
+    ``compute_surface`` and ``eigen_map`` batch such a model, so that all give the same values. ``probed_ignore``
+    and ``probed_weights``: what the probes of a loss function found (``metrics.probe_targets``,
+    ``metrics.class_weights``), None for none."""
     n = ev.n
     m = min(n, SPREAD_SAMPLES, max(size, CHECKED_AT_LEAST))
     if m < 4:
-        return None
+        return None, None
     device = tree_leaves(ev.tree)[0][1].device
     (xw, yw), pairs = spread_splits(ev, split, m, device, probed_ignore)
     tol = 2e-6 if device.type == "cpu" else 5e-5  # as Evaluator's: fp32 sums in another order
@@ -511,34 +516,37 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     with eval_mode(model), torch.no_grad():
         whole = float(loss_fn(call_model(model, xw), yw))
         if whole != float(loss_fn(call_model(model, xw), yw)) or math.isnan(whole):
-            return None  # random outputs: nothing to compare
+            return None, None  # random outputs: nothing to compare
         triples = [(whole, *(float(loss_fn(call_model(model, xb), yb)) for xb, yb in pair)) for pair in pairs]
     weights = [part_weights(loss_fn, pair, m, at) for pair, at in zip(pairs, split_positions(m))]
     disagreement = first_disagreement(*judged(triples, weights, class_weighting(loss_fn) is not None), tol)
     chunks = None
     if disagreement is None:
         if weights[0][2]:  # weights known: exact
-            return None
+            return None, None
         chunks = set_chunks(model, ev, split, loss_fn, size, device)[0]
         off = fits_every_chunk(chunks, None, tol)  # the whole set's chunks too, as compute_surface's (trial s47)
         if off is None:
-            return None
+            return None, None
         disagreement = (off[0], off[1], False)
     whole, mean, known = disagreement
     if not known:
         for rule in kept_mean_rules(triples, pairs, tol, kept_rules(pairs, probed_ignore, probed_weights)):
             chunks = set_chunks(model, ev, split, loss_fn, size, device)[0] if chunks is None else chunks
             if fits_every_chunk(chunks, rule, tol) is None:
-                return rule
+                return rule, None
+    equal = near_equal_size(n, size)
+    spread = (f" (near-equal batches of {equal}, none larger than batch_size={size}, as compute_surface and "
+              "eigen_map batch them, so that no short tail batch weighs its samples more)" if equal != size else "")
     warn_user(
         f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
         f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts "
         f"of them{'' if known else ', nor a mean over the targets other than a padding label or weighted by class'}"
         ": e.g. a normalisation by the batch, or outputs that depend on the batch), so with "
-        f"batch_size={size} the Hessian is that of the weighted mean of {-(-n // size)} batches' losses, not of the "
-        f"loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose batches' "
-        f"sample-weighted mean is it: {MEAN_LOSS_FIX}")
-    return None
+        f"batch_size={size} the Hessian is that of the sample-weighted mean of {-(-n // size)} batches' losses"
+        f"{spread}, not of the loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose "
+        f"batches' sample-weighted mean is it: {MEAN_LOSS_FIX}")
+    return None, equal
 
 
 def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):

@@ -236,6 +236,16 @@ def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
     assert surf.provenance["lanczos_not_converged"] == 0 and surf.provenance["lambda_max_zero"] == 0
 
 
+def test_eigen_maps_warnings_name_eigen_map_not_compute_surface(data64):
+    """Directions made around another model's weights warned, from eigen_map, as 'landscape_nb.compute_surface:'
+    (trial s52): the warning names the function the user called."""
+    d = lnb.random_directions(_small_mlp(seed=1), n=2, seed=1)
+    with pytest.warns(UserWarning, match=r"^landscape_nb\.eigen_map: these random directions were made around "
+                                         r"another model's weights") as said:
+        lnb.eigen_map(_small_mlp(), data64, d, x=(-1, 1, 2), y=(-1, 1, 2), tol=1e-6)
+    assert not [w for w in said if "compute_surface" in str(w.message)]
+
+
 def test_eigenpairs_short_of_their_accuracy_are_warned_about_and_converged_ones_are_not(data64):
     model = _small_mlp()
     with pytest.warns(UserWarning, match=r"hessian_directions: λ_min = .* did not reach tol=1e-12"):
@@ -819,7 +829,7 @@ def test_a_hessian_over_batches_of_a_mean_over_kept_targets_is_that_of_the_whole
                                  + 0.5 * _dense_hessian(net, (x2[20:], y2[20:]), centred))[-1]
     assert abs(whole - batched) > 1e-3 * abs(whole)
     with pytest.warns(UserWarning, match=r"not the sample-weighted mean of its parts' values .* batch_size=20 the "
-                                         r"Hessian is that of the weighted mean of 2 batches' losses, not of the loss "
+                                         r"Hessian is that of the sample-weighted mean of 2 batches' losses, not of the loss "
                                          r"over all 40 samples: pass batch_size=None"):
         got = lnb.hessian_eigenvalues(net, (x2, y2), k=1, which="max", loss_fn=centred, batch_size=20, tol=1e-10)
     assert got["max"][0] == pytest.approx(batched, rel=1e-8)
@@ -832,6 +842,37 @@ def test_a_hessian_over_batches_of_a_mean_over_kept_targets_is_that_of_the_whole
                                 batch_size=20, tol=1e-10)
     assert one_pass["max"][0] == pytest.approx(np.linalg.eigvalsh(_dense_hessian(model, (x, y), token_mean))[-1],
                                                rel=1e-8)
+
+
+def test_a_model_whose_outputs_depend_on_the_batch_is_batched_alike_by_the_hessian_the_surface_and_the_eigen_map():
+    """BatchNorm without running statistics at batch_size=32 on 100 samples: the Hessian functions, compute_surface
+    and eigen_map all run 4 near-equal batches of 25 (trial s52: the Hessian functions ran 32+32+32+4, the eigen-map
+    25 × 4: λ 1.598/-0.175 against 1.197/-0.673). Checked against the dense Hessian of the batches' mean."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, track_running_stats=False), nn.Tanh(),
+                          nn.Linear(6, 3)).double()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(100, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (100,), generator=g)
+    parts = [(x[a:a + 25], y[a:a + 25]) for a in range(0, 100, 25)]
+    equal = np.linalg.eigvalsh(sum(_dense_hessian(model, part) for part in parts) / 4)
+    tail = [(x[a:a + 32], y[a:a + 32]) for a in range(0, 100, 32)]
+    short = np.linalg.eigvalsh(sum(len(p[1]) * _dense_hessian(model, p) for p in tail) / 100)
+    assert abs(equal[-1] - short[-1]) > 1e-2 * abs(equal[-1])  # the two batchings tell apart
+    with pytest.warns(UserWarning, match=r"batch_size=32 the Hessian is that of the sample-weighted mean of 4 "
+                                         r"batches' losses \(near-equal batches of 25, none larger than batch_size=32"):
+        got = lnb.hessian_eigenvalues(model, (x, y), k=1, which="both", batch_size=32, tol=1e-10)
+    assert got["max"][0] == pytest.approx(equal[-1], rel=1e-7)
+    assert got["min"][0] == pytest.approx(equal[0], rel=1e-6, abs=1e-9)
+    with pytest.warns(UserWarning, match="batches of 25"):
+        trace = lnb.hessian_trace(model, (x, y), batch_size=32, n_samples=50, seed=0)
+    assert abs(trace.value - equal.sum()) <= trace.tolerance
+    d = lnb.random_directions(model, n=2, seed=1)
+    with pytest.warns(UserWarning, match="batches of 25"):
+        surf = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=32, tol=1e-10)
+    assert surf.metrics["lambda_max"][1, 1] == pytest.approx(equal[-1], rel=1e-6)
+    with torch.no_grad():
+        mean_loss = np.mean([float(nn.functional.cross_entropy(model(p[0]), p[1])) for p in parts])
+    assert surf.loss[1, 1] == pytest.approx(mean_loss, rel=1e-7)
 
 
 @pytest.mark.parametrize("n_kept, where, seed, loss, batch_size", [
