@@ -114,6 +114,13 @@ def test_eigen_map_figure_is_a_ratio_heatmap_with_loss_contours():
     heat = fig.data[0]
     np.testing.assert_allclose(np.asarray(heat.z, float), ratio)
     assert heat.zmin == 0 and "λ" in heat.colorbar.title.text and "λmin" in heat.hovertemplate
+    # one colour scale for every map, the reference's 0..0.5: ratios over it share its top colour, which says so
+    assert heat.zmax == 0.5 and heat.colorbar.ticktext[-1] == "≥ 0.5" and heat.colorbar.tickvals[-1] == 0.5
+    # a convex model's rounding noise (trial s53: |λmin/λmax| up to 5.7e-8 filled the whole scale) stays dark
+    noise = 5.7e-8 * np.abs(np.sin(np.arange(35))).reshape(5, 7)
+    convex = plot.eigen_map(_plane({"eig_ratio": noise, "lambda_max": np.ones((5, 7)), "lambda_min": -noise}))
+    assert convex.data[0].zmax == 0.5 and convex.data[0].colorbar.ticktext[-1] == "0.5"
+    np.testing.assert_allclose(np.asarray(convex.data[0].z, float), noise)
     assert len(plot.eigen_map(surf, loss_levels=0).data) == 1
     with pytest.raises(LandscapeError, match="landscape_nb.eigen_map"):
         plot.eigen_map(_plane())

@@ -157,6 +157,12 @@ def pca_contour(
     return fig
 
 
+# the colour scale's top: ratios from it up share its colour, as in the reference's plot_2d_eig_ratio (vmin=0,
+# vmax=.5; Li et al. 2018, Fig. 6), so maps compare by colour; scaled to each map's largest ratio, a convex model's
+# rounding noise (|λmin/λmax| ~ 1e-8) filled the whole scale and read as non-convex (trial s53)
+EIG_RATIO_TOP = 0.5
+
+
 @_doc
 def eigen_map(
     surface: Surface,
@@ -178,8 +184,10 @@ def eigen_map(
     surface : Surface
         A 2D surface from ``landscape_nb.eigen_map`` (metrics ``eig_ratio``,
         ``lambda_max`` and ``lambda_min``, each of shape ``(len(y), len(x))``; the
-        eigenvalues in loss units per squared step). Near 0 (dark): locally near-convex;
-        large (bright): negative curvature comparable to the positive.
+        eigenvalues in loss units per squared step). The colours span 0 to `EIG_RATIO_TOP` (0.5) on every
+        map, as the reference's ``plot_2d_eig_ratio`` does, so that maps compare by colour: near 0 (dark),
+        locally near-convex; 0.5 and more (bright, the colour bar's top then says "≥ 0.5"), negative
+        curvature comparable to the positive. Hovering gives each point's ratio and eigenvalues.
     loss_levels : int, default 15
         Contour lines of the loss drawn on top (0: none).
     %(title)s
@@ -211,13 +219,14 @@ def eigen_map(
     definition = ratio
     ratio = np.vectorize(lambda a, b: eig_ratio(a, b, definition), otypes=[float])(lmax, lmin)
     ratio[~np.asarray(surface.done_mask, bool)] = np.nan
-    finite = ratio[np.isfinite(ratio)]
-    zmax = float(finite.max()) if finite.size else 1.0
+    over = bool(np.any(ratio[np.isfinite(ratio)] > EIG_RATIO_TOP))
+    ticks = np.linspace(0.0, EIG_RATIO_TOP, 6)
     custom = np.stack([ratio, lmax, lmin, np.asarray(surface.values("loss"), float)], -1)
     fig = go.Figure(go.Heatmap(
         x=np.asarray(surface.x, float), y=np.asarray(surface.y, float), z=ratio, zmin=0.0,
-        zmax=zmax if zmax > 0 else 1.0, colorscale=COLORSCALE, connectgaps=False, customdata=custom,
-        colorbar=dict(title=dict(text="|λ<sub>min</sub>/λ<sub>max</sub>|")),
+        zmax=EIG_RATIO_TOP, colorscale=COLORSCALE, connectgaps=False, customdata=custom,
+        colorbar=dict(title=dict(text="|λ<sub>min</sub>/λ<sub>max</sub>|"), tickvals=list(ticks),
+                      ticktext=[f"{t:g}" for t in ticks[:-1]] + [f"{'≥ ' if over else ''}{EIG_RATIO_TOP:g}"]),
         hovertemplate=(f"{template_text(surface.x_label)}: %{{x:.4g}}<br>{template_text(surface.y_label)}: %{{y:.4g}}"
                        "<br>|λmin/λmax|: %{customdata[0]:.4g}<br>λmax: %{customdata[1]:.4g}"
                        "<br>λmin: %{customdata[2]:.4g}<br>loss: %{customdata[3]:.4g}<extra></extra>"),
