@@ -279,7 +279,7 @@ def _fits_first_layer(model, t: torch.Tensor) -> bool:
 def dtype_hint(xb, model, exc: BaseException) -> str:
     """A hint when the model's error ``exc`` is about dtypes and floating-point inputs are of another dtype
     than its weights (float32 inputs to a float64 model: torch says "mat1 and mat2 must have the same
-    dtype"), else ""."""
+    dtype"), or integer ones where it names an integer type ("... got Long and Float"), else ""."""
     text = str(exc).lower()  # "mat1 and mat2 must have the same dtype", "Input type (double) and bias type (float)"
     if not any(word in text for word in ("dtype", "scalar type", "double", "float", "half", "bfloat16")):
         return ""
@@ -288,9 +288,14 @@ def dtype_hint(xb, model, exc: BaseException) -> str:
         return ""
     given = sorted({str(t.dtype).replace("torch.", "") for _, t in tree_leaves(xb)
                     if t.is_floating_point() and t.dtype != weights})
+    want = str(weights).replace("torch.", "")
+    integers = sorted({str(t.dtype).replace("torch.", "") for _, t in tree_leaves(xb)
+                       if not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool})
+    if not given and integers and any(word in text for word in ("long", "int")):  # (X * 10).long() (trial s53)
+        return (f"; the inputs are {' and '.join(integers)} and the model's weights {want}: give floating-point "
+                f"inputs (e.g. x.to(torch.{want})); integer inputs are for an nn.Embedding's token ids")
     if not given:
         return ""
-    want = str(weights).replace("torch.", "")
     return (f"; the inputs are {' and '.join(given)} and the model's weights {want}: give inputs of the "
             f"model's dtype (e.g. x.to(torch.{want})) or convert the model (e.g. model.to(torch.{given[0]}))")
 

@@ -119,6 +119,13 @@ class PointEvaluator(Protocol):
 MEAN_LOSS_FIX = ("nn.CrossEntropyLoss(ignore_index=..., weight=...), whose batches are weighted by their kept "
                  "targets' weights, or a mean over samples (e.g. F.cross_entropy(..., reduction='sum') / "
                  "len(targets) where no target is left out or weighted)")
+#: what the batches of a model or loss whose values depend on the batching hold (trial s53: class-sorted data
+#: gave batches of one class each, the loss 4.40 against 0.045 over the whole set, with no word of the order)
+IN_ORDER = ("each of consecutive samples in the data's index order (a DataLoader's shuffle is not applied: permute "
+            "the data once, e.g. x[p], y[p] for p = torch.randperm(len(x)), for batches that mix its classes)")
+#: how to get the whole set's value where the model's outputs depend on the rest of the batch
+OUTPUTS_FIX = ("a model whose outputs do not depend on the rest of the batch, e.g. BatchNorm with running statistics "
+               "(track_running_stats=True), which is evaluated in eval mode")
 #: samples, spread over the evaluation set, on which the loss and metrics are checked to be means over samples
 SPREAD_SAMPLES = 256
 #: the fewest samples those checks run on, a smaller given batch size notwithstanding: with batch_size=1..3 they ran on
@@ -1259,8 +1266,9 @@ class Evaluator(SpeedChoices):
             return
         whole_part, pairs = spread_splits(self._data, self._split, m, self.device, self._probed_ignore)
         positions = split_positions(m)
-        own = isinstance(self.loss_fn, OwnLoss)  # no loss_fn was given: not blamed on one (trial s41)
-        fns = {"the model's own loss (outputs.loss)" if own else "loss_fn": self.loss_fn,
+        own = isinstance(self.loss_fn, OwnLoss)  # no loss_fn was given: not blamed on one (trials s41, s53)
+        fns = {"the model's own loss (outputs.loss)" if own else "the default cross-entropy"
+               if isinstance(self.loss_fn, DefaultLoss) else "loss_fn": self.loss_fn,
                **{f"metric {k!r}": f for k, f in self.metric_fns.items()}}
         not_checked = "not checked for losses that are not a mean over samples, nor for outputs that depend on the batch"
         try:
@@ -1302,7 +1310,7 @@ class Evaluator(SpeedChoices):
         # CPU: fp32 sums in another order differ by ~1e-7, and a token mean weighted by samples was ~5e-6
         # off here (trial points 4.2e-5 off); a GPU's convolutions may pick other algorithms by batch size
         tol = 2e-6 if self.device.type == "cpu" else 5e-5
-        why = None
+        why, outputs_move = None, False
         for column, (name, (triples, again)) in enumerate(values.items()):
             if not (triples[0][0] == again or (math.isnan(triples[0][0]) and math.isnan(again))):
                 self.notes["batches"] = f"not checked for losses that are not a mean over samples: {name} is random"
@@ -1347,6 +1355,7 @@ class Evaluator(SpeedChoices):
             whole, mean, known = disagreement
             # what the figures name as depending on the batching: the loss, or only a metric (the loss then exact)
             culprit = "the loss" if column == 0 or known else name
+            outputs_move = known
             if known:  # an exact mean of what it averages over: the outputs moved
                 why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
                        f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
@@ -1368,10 +1377,10 @@ class Evaluator(SpeedChoices):
         spread = (f" ({math.ceil(n / size)} near-equal batches of the {n} samples, none larger than "
                   f"batch_size={given}, so that no short tail batch weighs its samples more)"
                   if given and size != given else "")  # trial I (s38): an explicit 50 became 45 with no word
+        fix = (OUTPUTS_FIX if outputs_move else f"a loss whose batches' sample-weighted mean is it: {MEAN_LOSS_FIX}")
         how = (f"the whole set of {n} in one batch" if size >= n else
-               f"values are weighted means over batches of {size}{spread}, not the value over the whole set "
-               f"(batch_size={n} for that, or a loss whose batches' sample-weighted mean is it: "
-               f"{MEAN_LOSS_FIX})")
+               f"values are weighted means over batches of {size}{spread}, {IN_ORDER}, not the value over the whole "
+               f"set (batch_size={n} for that, or {fix})")
         self.notes["batches"] = f"{why}; one batching for every point: {how}"
         if size < n:
             self.notes[BATCH_MEANS] = f"{culprit}: batches of {size}"  # said by every figure (sampling_note)

@@ -45,10 +45,11 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, non_
                    tree_leaves, tree_map)
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (CHECKED_AT_LEAST, MEAN_LOSS_FIX, SPREAD_SAMPLES, Cancelled, check_padding, choose_loss,
-                       class_weighting, data_key, first_disagreement, fits_every_chunk, holds_padding,
-                       judged, kept_mean_rules, kept_rule_words, kept_rules, near_equal_size, part_weights, refuse_sums,
-                       refuse_sums_spread, rule_weight, set_chunks, split_positions, spread_splits, weighed_batches)
+from .evaluate import (CHECKED_AT_LEAST, IN_ORDER, MEAN_LOSS_FIX, OUTPUTS_FIX, SPREAD_SAMPLES, Cancelled,
+                       check_padding, choose_loss, class_weighting, data_key, first_disagreement, fits_every_chunk,
+                       holds_padding, judged, kept_mean_rules, kept_rule_words, kept_rules, near_equal_size,
+                       part_weights, refuse_sums, refuse_sums_spread, rule_weight, set_chunks, split_positions,
+                       spread_splits, weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -538,14 +539,20 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     equal = near_equal_size(n, size)
     spread = (f" (near-equal batches of {equal}, none larger than batch_size={size}, as compute_surface and "
               "eigen_map batch them, so that no short tail batch weighs its samples more)" if equal != size else "")
+    if known:  # an exact mean of what it averages over: the outputs moved (trial s53: the loss was blamed)
+        why = ("the model's outputs depend on the rest of the batch (e.g. BatchNorm without running statistics, or "
+               f"a mean over the batch in forward): the loss is {whole:.7g} on {m} samples spread over the set, "
+               f"{mean:.7g} from two parts of them run apart")
+        fix = OUTPUTS_FIX
+    else:
+        why = ("the loss on a batch is not the sample-weighted mean of its parts' values "
+               f"({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts of them, nor a mean over "
+               "the targets other than a padding label or weighted by class: e.g. a normalisation by the batch)")
+        fix = f"a loss whose batches' sample-weighted mean is it: {MEAN_LOSS_FIX}"
     warn_user(
-        f"landscape_nb: the loss on a batch is not the {'target' if known else 'sample'}-weighted "
-        f"mean of its parts' values ({whole:.7g} on {m} samples spread over the set, {mean:.7g} from two parts "
-        f"of them{'' if known else ', nor a mean over the targets other than a padding label or weighted by class'}"
-        ": e.g. a normalisation by the batch, or outputs that depend on the batch), so with "
-        f"batch_size={size} the Hessian is that of the sample-weighted mean of {-(-n // size)} batches' losses"
-        f"{spread}, not of the loss over all {n} samples: pass batch_size=None (one pass) for that, or a loss whose "
-        f"batches' sample-weighted mean is it: {MEAN_LOSS_FIX}")
+        f"landscape_nb: {why}, so with batch_size={size} the Hessian is that of the sample-weighted mean of "
+        f"{-(-n // size)} batches' losses{spread}, {IN_ORDER}, not of the loss over all {n} samples: pass "
+        f"batch_size=None (one pass) for that, or {fix}")
     return None, equal
 
 

@@ -689,12 +689,13 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
 
 
-def random_outputs_note(model: nn.Module, xb, effect: str = "each grid point is another random draw and the "
-                        "surface holds that noise") -> str | None:
+def random_outputs_note(model: nn.Module, xb, effect: str = "each grid point is another random draw (in an "
+                        "eigen-map, each Hessian-vector product) and the surface holds that noise") -> str | None:
     """What to say when two calls of ``model`` on the same samples ``xb``, from the random state as it is,
     differ beyond 1e-5 (`same_tree_outputs`): it samples (dropout with ``training=True`` in ``forward``, MC
-    dropout, a Bayesian layer, noise), so each grid point is another draw and the surface holds sampling
-    noise (a trial saw 0.5 between two runs of one plane). None when they agree or the model fails."""
+    dropout, a Bayesian layer, noise), so each grid point is another draw (each Hessian-vector product of an
+    eigen-map, trial s53) and the surface holds sampling noise (a trial saw 0.5 between two runs of one plane).
+    None when they agree or the model fails."""
     try:
         first, second = call_model(model, xb), call_model(model, xb)
     except Exception:  # noqa: BLE001 - refused or reported where the model is run for real

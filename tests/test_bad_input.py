@@ -487,6 +487,35 @@ def test_a_loss_broadcasting_targets_against_outputs_is_refused(entry):
                                 x=(-1, 1, 3), loss_fn=nn.MSELoss())
 
 
+@pytest.mark.parametrize("entry", ["compute_surface", "hessian_eigenvalues"])
+def test_a_loss_function_of_its_own_broadcasting_targets_against_outputs_is_refused(entry):
+    """``lambda out, y: ((out - y) ** 2).mean()`` on outputs (N, 1) and targets (N,) broadcasts to (N, N) with no
+    warning from torch to catch, and was accepted (trial s53): every output against every target. Refused; the
+    same loss pairing each output with its own target (either reshape) runs and gives the naive MSE."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
+    x = torch.randn(64, 6)
+    y = x[:, 0].clone()
+    d = lnb.random_directions(model, n=1, seed=0)
+
+    def run(loss_fn):
+        if entry == "compute_surface":
+            return lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=loss_fn).loss[1]
+        return lnb.hessian_eigenvalues(model, (x, y), k=1, loss_fn=loss_fn)
+
+    with pytest.raises(LandscapeError, match=r"outputs of shape \(N, 1\) and targets of shape \(N,\) \(N samples\), "
+                                             r"which broadcast to \(N, N\) \(its value did not change when the "
+                                             r"targets were shifted one sample against the outputs\): every output "
+                                             r"was compared with every target.*F.mse_loss\(out.squeeze"):
+        run(lambda out, t: ((out - t) ** 2).mean())
+    with torch.no_grad():
+        want = float(((model(x)[:, 0] - y) ** 2).mean())
+    for paired in (lambda out, t: ((out.squeeze(-1) - t) ** 2).mean(), lambda out, t: ((out - t[:, None]) ** 2).mean()):
+        got = run(paired)
+        if entry == "compute_surface":
+            assert got == pytest.approx(want, rel=1e-5)
+
+
 def test_the_hessian_functions_refuse_non_finite_weights():
     """A NaN weight gave ArpackError -9999 (eigenvalues) or a NaN trace; refused as compute_surface refuses it."""
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -1710,6 +1739,21 @@ def test_inputs_of_another_dtype_than_the_models_weights_say_how_to_match_them(m
     with pytest.raises(LandscapeError) as info:
         lnb.compute_surface(conv, images, lnb.random_directions(conv, n=1), x=(-1, 1, 3))
     assert "type" in str(info.value) and hint in str(info.value)
+
+
+def test_integer_inputs_to_a_float_model_say_how_to_convert_them():
+    """(X * 10).long() to a float32 MLP got the generic "if the data are shaped wrong ... else the error is in the
+    model itself" (trial s53), where float64 inputs named the cast; integer ones now do too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+    data = ((torch.randn(20, 6) * 10).long(), torch.randint(0, 3, (20,)))
+    hint = ("the inputs are int64 and the model's weights float32: give floating-point inputs (e.g. "
+            "x.to(torch.float32)); integer inputs are for an nn.Embedding's token ids")
+    for run in (lambda: lnb.compute_surface(model, data, lnb.random_directions(model, n=1), x=(-1, 1, 3)),
+                lambda: lnb.hessian_eigenvalues(model, data, k=1)):
+        with pytest.raises(LandscapeError) as info:
+            run()
+        assert "must have the same dtype" in str(info.value) and hint in str(info.value)
 
 
 class _CastsItsInputs(nn.Module):

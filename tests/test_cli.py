@@ -1205,7 +1205,10 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
         (["--grid", "3x3", "--kind", "eigen_map", "--html", str(out)],
          "--kind eigen_map does not draw a 2D plane; expected one of surface, contour, heatmap"),
         (["--quantity", "hessian", "--grid", "3x3", "--mode", "bn-recompute", "--no-store", "--html", str(out)],
-         "quantity='hessian' (eigen_map) with mode='bn-recompute'"),
+         "--quantity hessian with --mode bn-recompute: the loss at each point re-estimates"),  # flags (trial s53)
+        (["--quantity", "hessian", "--grid", "3x3", "--tol", "5"],  # was tol=5.0
+         "--tol 5; expected a relative tolerance from 0 up to, not including, 1, e.g. --tol 1e-3"),
+        (["--quantity", "hessian", "--grid", "3x3", "--tol=-1e-3"], "--tol -0.001; expected a relative tolerance"),
     ]:
         assert main(["compute", user_model, *argv]) == 2
         assert message in capsys.readouterr().err

@@ -615,7 +615,8 @@ def test_a_class_weighted_mean_is_found_when_the_halves_checked_keep_equal_share
     w = torch.tensor([0.25, 1.0, 1.0])
     weighted = lambda out, t: (w[t] * nn.functional.cross_entropy(out, t, reduction="none")).sum() / (w[t] ** 2).sum()
     with pytest.warns(UserWarning, match=r"loss_fn on a batch is not the sample-weighted mean .* weighted means over "
-                                         r"batches of 20, not the value over the whole set \(batch_size=40 for that"):
+                                         r"batches of 20, each of consecutive samples .*, not the value over the whole set "
+                                         r"\(batch_size=40 for that"):
         s = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20, loss_fn=weighted)
     batched, whole = (f(model, x, y, weighted, d, s.x, s.y, *size) for f, size in
                       ((_batch_weighted_surface, (20,)), (_whole_set_surface, ())))

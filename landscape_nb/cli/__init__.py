@@ -591,6 +591,15 @@ def cmd_compute(args) -> int:
     if args.tol is not None and not eigen:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
+    if args.tol is not None and not 0 <= args.tol < 1:  # said as --tol, not the API's tol=5.0 (trial s53)
+        raise LandscapeError(f"--tol {args.tol:g}; expected a relative tolerance from 0 up to, not including, 1, e.g. "
+                             "--tol 1e-3 (the default; smaller is more exact and slower)")
+    if eigen and args.mode == "bn-recompute":  # said in flags, not as quantity='hessian' ... mode='eval' (trial s53)
+        raise LandscapeError(
+            "--quantity hessian with --mode bn-recompute: the loss at each point re-estimates the BatchNorm "
+            "statistics there, so it depends on the weights through them, while the Hessian would hold them fixed "
+            "and give another function's eigenvalues; use --mode eval (the Hessian of the loss with the model's "
+            "running statistics)")
     kind = check_kind(args.kind, len(grid), eigen, log=args.log and bool(args.html))  # before the run: not after it
     clip = parse_clip(args.clip)  # a bad --clip, or one for a figure without a cap, is refused before the run
     if args.html:
