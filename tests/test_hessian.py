@@ -1,6 +1,7 @@
 """Hessian-vector products, Lanczos eigenpairs, Hutchinson trace and the eigen-map,
 checked against finite differences and dense Hessians from torch.autograd.functional."""
 import copy
+import math
 import pickle
 import re
 import warnings
@@ -195,7 +196,7 @@ def test_hutchinson_trace_is_within_its_stated_tolerance(data64):
     model = _small_mlp()
     exact = float(np.trace(_dense_hessian(model, data64)))
     est = lnb.hessian_trace(model, data64, n_samples=100, seed=0)
-    assert est.n_samples == 100 and est.tolerance == pytest.approx(3.0775 * est.stderr, rel=1e-4)  # t(99)
+    assert est.n_samples == 100 and est.tolerance == pytest.approx(4.02 * est.stderr, rel=0.01)  # between 96, 112
     assert abs(est.value - exact) <= est.tolerance
     assert est.tolerance < 0.5 * abs(exact)  # informative, not a vacuous bound
     more = lnb.hessian_trace(model, data64, n_samples=400, seed=1)
@@ -203,15 +204,45 @@ def test_hutchinson_trace_is_within_its_stated_tolerance(data64):
 
 
 def test_hutchinson_tolerance_with_few_probes_covers_the_trace_as_stated(data64):
-    """±3 standard errors of 3 probes held the exact trace in about 90 % of seeds (Student's t with 2 degrees of
-    freedom), not 99.7 %: the stated tolerance (t quantile: 19.2 standard errors) does."""
+    """±3 standard errors of 3 probes held the exact trace in about 90 % of seeds, not 99.7 %. Student's t (4.5
+    standard errors at 8 probes) held a rank-one Hessian's trace in about 96 % of seeds (trial s53: a small MLP's
+    in 97.7 %): probes ``λ(z·u)²`` are skewed. The stated tolerance (`probe_factor`, 16.4 at 8) holds it."""
+    from scipy import stats
+
     model = _small_mlp()
     exact = float(np.trace(_dense_hessian(model, data64)))
     ests = [lnb.hessian_trace(model, data64, n_samples=3, seed=s) for s in range(300)]
     inside = np.mean([abs(e.value - exact) <= e.tolerance for e in ests])
     inside_3se = np.mean([abs(e.value - exact) <= 3 * e.stderr for e in ests])
-    assert ests[0].tolerance == pytest.approx(19.21 * ests[0].stderr, rel=1e-3)
-    assert inside >= 0.98 and inside_3se < 0.95, (inside, inside_3se)
+    assert ests[0].tolerance == pytest.approx(150.05 * ests[0].stderr, rel=1e-3)
+    assert inside >= 0.99 and inside_3se < 0.95, (inside, inside_3se)
+    # a rank-one Hessian 2xxᵀ (MSE of a linear model on one sample) with a dense x: each probe 2(z·x)², trace 2|x|²
+    torch.manual_seed(0)
+    line = nn.Linear(40, 1, bias=False).double()
+    x = 1 + 0.01 * torch.randn(1, 40, dtype=torch.float64)
+    rank_one = (x, torch.zeros(1, 1, dtype=torch.float64))
+    exact = 2 * float((x ** 2).sum())
+    ests = [lnb.hessian_trace(line, rank_one, loss_fn=nn.MSELoss(), n_samples=8, seed=s) for s in range(400)]
+    student = stats.t.ppf(1 - 0.0027 / 2, 7)
+    missed = sum(abs(e.value - exact) > e.tolerance for e in ests)
+    missed_t = sum(abs(e.value - exact) > student * e.stderr for e in ests)
+    assert ests[0].tolerance == pytest.approx(16.45 * ests[0].stderr, rel=1e-3)
+    assert missed <= 3 and missed_t >= 8, (missed, missed_t)  # 0.27 % of 400 is 1.1; Student's t missed 15
+
+
+def test_probe_factor_is_the_skewed_probes_quantile_and_tends_to_three_standard_errors():
+    """`probe_factor` against a fresh simulation of its definition (χ²₁ probes, another seed), between and beyond
+    its table's counts."""
+    from landscape_nb.hessian import probe_factor
+
+    rng = np.random.default_rng(7)
+    for n in (8, 24):
+        draws = rng.chisquare(1, size=(200_000, n))
+        t = np.abs(draws.mean(1) - 1) / (draws.std(1, ddof=1) / np.sqrt(n))
+        assert probe_factor(n) == pytest.approx(np.quantile(t, 0.9973), rel=0.05)
+    assert probe_factor(8) > probe_factor(9) > probe_factor(10) == pytest.approx(12.63)
+    assert 3.0 < probe_factor(100_000) < probe_factor(4096) < probe_factor(1024) == pytest.approx(3.1)
+    assert math.isnan(probe_factor(1))
 
 
 def test_eigen_map_matches_dense_eigh_at_every_grid_point(data64):
