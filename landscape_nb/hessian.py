@@ -964,9 +964,11 @@ PROBE_FACTORS = {2: 1795.04, 3: 150.05, 4: 58.16, 5: 35.08, 6: 25.02, 7: 19.69, 
 
 def probe_factor(n: int) -> float:
     """Standard errors of a mean of ``n`` probes (Hutchinson's ``zᵀHz``, a density's ``vᵀHᵏv``) in a two-sided
-    interval that holds the truth in at least 99.73 % of runs (the normal's ±3σ) whatever the spectrum: its
+    interval that holds the truth in at least 99.73 % of runs (the normal's ±3σ) whatever the eigenvalues: its
     width is that of the most skewed probes, one dominant eigenvalue with a dense eigenvector, each probe
-    ``λ·χ²₁`` (`PROBE_FACTORS`; between its counts interpolated in log-log, beyond 1024 probes
+    ``λ·χ²₁``. Not where a dominant eigenvector lies on a handful of weights, so that Rademacher probes can all
+    come out alike (``u = (e₁ + e₂)/√2``: all 8 probes 0, standard error 0, in 0.4 % of runs); a network's
+    are spread over many (`PROBE_FACTORS`; between its counts interpolated in log-log, beyond 1024 probes
     ``3 + (k₁₀₂₄ − 3)·√(1024/n)``, the skew's 1/√n decay). 16.4 for 8 probes, 8.4 for 16, 4.5 for 64, 3.4 for
     256; Student's t (4.5, 3.6, 3.1, 3.0), which assumes normal probes, covered 94 % at 8. NaN for fewer than 2.
 
@@ -985,7 +987,7 @@ class TraceEstimate:
     """Hutchinson's estimate of tr(H) with its standard error.
 
     ``tolerance`` = ``probe_factor(n_samples)`` standard errors: the estimate is within it of the true trace in
-    at least 99.73 % of runs, for any Hessian (16.4 standard errors for 8 probes, 8.4 for 16, 4.5 for 64, 3.4
+    at least 99.73 % of runs, whatever the eigenvalues (16.4 standard errors for 8 probes, 8.4 for 16, 4.5 for 64, 3.4
     for 256). Student's t (4.5 for 8 probes), as before, assumed normal probes: where one eigenvalue dominates
     they are skewed, and a 55-parameter MLP's trace fell outside it in 2.3 % of seeds at 8 probes, 3 % at 16
     (trial s53; 5.8 % at 8 for a rank-one Hessian). More probes give a tighter tolerance twice over: a smaller

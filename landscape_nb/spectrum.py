@@ -98,7 +98,7 @@ class Spectrum:
 
     def moment_tolerance(self, power: int) -> float:
         """``hessian.probe_factor(n_probes)`` standard errors (58 for 4 probes, 8.4 for 16, 4.5 for 64): :meth:`moment`
-        is within it of the truth in at least 99.73 % of runs, for any spectrum; the estimator's stated tolerance.
+        is within it of the truth in at least 99.73 % of runs, whatever the eigenvalues (see there); the stated tolerance.
         (Three standard errors held only from about 64 probes on: with 4, moment 2 of a 1.2k-parameter MLP fell
         outside in 13 of 60 seeds; Student's t assumed normal probes, which a dominant eigenvalue skews.)"""
         from .hessian import probe_factor
