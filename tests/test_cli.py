@@ -1197,8 +1197,15 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
     out = tmp_path / "p.html"
     assert main(["plot", str(store), "--html", str(out)]) == 0  # an eigen-map store draws as one by default
     assert '"type":"heatmap"' in out.read_text().replace(" ", "")
+    line_html = tmp_path / "line.html"  # a line's eigen-map: λmax and λmin along it (refused before, trial s53)
+    assert main(["compute", user_model, "--quantity", "hessian", "--grid", "3", "--tol", "1e-6", "--no-store",
+                 "--html", str(line_html)]) == 0
+    page = line_html.read_text()
+    assert '"text":"Hessian eigenvalue"' in page and '"name":"\\u03bbmin"' in page
+    capsys.readouterr()
     for argv, message in [
-        (["--quantity", "hessian", "--grid", "5"], "--quantity hessian (an eigen-map) takes a 2D --grid; got --grid 5"),
+        (["--quantity", "hessian", "--grid", "3x3x3"],
+         "--quantity hessian (an eigen-map) takes a 1D or 2D --grid; got --grid 3x3x3"),
         (["--grid", "3x3", "--tol", "1e-4"], "--tol 0.0001 is the eigen-map's Lanczos tolerance; add --quantity"),
         (["--quantity", "hessian", "--grid", "3x3", "--html", str(out), "--log"],  # was refused after the run
          "--log does not apply to --kind eigen_map"),

@@ -126,6 +126,25 @@ def test_eigen_map_figure_is_a_ratio_heatmap_with_loss_contours():
         plot.eigen_map(_plane())
 
 
+def test_eigen_map_of_a_line_draws_its_eigenvalues_under_its_loss():
+    """A 1D eigen-map (eigen_map(..., y=None)) was refused by plot.eigen_map (trial s53): it draws the loss, and
+    λmax and λmin below it with 0 marked; the hover's ratio is |λmin/λmax| where λmin < 0, else 0."""
+    x = np.linspace(-1, 1, 5)
+    lmax, lmin = np.array([2.0, 1.5, 1.0, 1.5, 4.0]), np.array([-0.5, -0.1, 0.2, 0.3, -2.0])
+    surf = Surface(x, None, 1 + x ** 2, metrics={"lambda_max": lmax, "lambda_min": lmin,
+                                                   "eig_ratio": np.abs(lmin / lmax)})
+    fig = plot.eigen_map(surf)
+    assert [t.name for t in fig.data] == ["loss", "λmax", "λmin"]
+    np.testing.assert_allclose(np.asarray(fig.data[0].y, float), 1 + x ** 2)
+    np.testing.assert_allclose(np.asarray(fig.data[1].y, float), lmax)
+    np.testing.assert_allclose(np.asarray(fig.data[2].y, float), lmin)
+    np.testing.assert_allclose(np.asarray(fig.data[2].customdata, float)[:, 0], [0.25, 0.1 / 1.5, 0, 0, 0.5])
+    assert fig.data[2].yaxis == "y2" and any(s.y0 == 0 and s.yref.startswith("y2") for s in fig.layout.shapes)
+    assert "curvature along the line" in fig.layout.title.text
+    with pytest.raises(LandscapeError, match="the surface has no"):
+        plot.eigen_map(Surface(x, None, 1 + x ** 2))
+
+
 def test_paths_names_each_profile_with_its_barrier():
     t = np.linspace(0, 1, 11)
     line = Surface(t, None, 1 + 0.5 * np.sin(np.pi * t), provenance={"label": "straight line"})

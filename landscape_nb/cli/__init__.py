@@ -341,7 +341,7 @@ def check_kind(kind: str | None, ndim: int, eigen: bool = False, log: bool = Fal
     eigen-map, whose default is its ratio map; ``path``: a PCA plane with its training path, whose default
     is the contour with the path, Li et al.'s Fig. 9); refuse one that cannot draw it, or draw it with a
     ``log`` scale."""
-    fits = ("eigen_map",) + _KINDS_BY_NDIM[ndim] if eigen and ndim == 2 else _KINDS_BY_NDIM[ndim]
+    fits = ("eigen_map",) + _KINDS_BY_NDIM[ndim] if eigen and ndim in (1, 2) else _KINDS_BY_NDIM[ndim]
     kind = kind or ("contour" if path and "contour" in fits else fits[0])
     if kind == "eigen_map" and log:
         raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours, the figure "
@@ -585,9 +585,9 @@ def cmd_compute(args) -> int:
                                  "--checkpoints"))
     grid = parse_grid(args.grid)
     eigen = args.quantity == "hessian"
-    if eigen and len(grid) != 2:
-        raise LandscapeError(f"--quantity hessian (an eigen-map) takes a 2D --grid; got --grid {args.grid}: use e.g. "
-                             "--grid 11x11 (each point costs tens of Hessian-vector products)")
+    if eigen and len(grid) == 3:
+        raise LandscapeError(f"--quantity hessian (an eigen-map) takes a 1D or 2D --grid; got --grid {args.grid}: use "
+                             "e.g. --grid 11x11 or --grid 21 (each point costs tens of Hessian-vector products)")
     if args.tol is not None and not eigen:
         raise LandscapeError(f"--tol {args.tol} is the eigen-map's Lanczos tolerance; add --quantity hessian (or drop "
                              "--tol)")
@@ -673,7 +673,7 @@ def cmd_compute(args) -> int:
                 if eigen:
                     from ..eigen_maps import eigen_map
 
-                    surf = eigen_map(model, data, d, x=(*xr, grid[0]), y=(*yr, grid[1]),
+                    surf = eigen_map(model, data, d, x=(*xr, grid[0]), y=(*yr, grid[1]) if len(grid) > 1 else None,
                                      tol=1e-3 if args.tol is None else args.tol, **common)
                 else:
                     surf = compute_surface(model, data, d, x=(*xr, grid[0]),
@@ -975,7 +975,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quantity", default="loss", choices=("loss", "hessian"),
                    help="loss (default), or hessian: Li et al.'s eigen-map, λ_max, λ_min and |λ_min/λ_max| (0 where "
                         "λ_min ≥ 0) per point "
-                        "(2D grids; figure --kind eigen_map by default)")
+                        "(1D or 2D grids; figure --kind eigen_map by default: the ratio map of a plane, λ_max "
+                        "and λ_min along a line)")
     c.add_argument("--tol", type=float, help="the eigen-map's Lanczos tolerance (default 1e-3; --quantity hessian)")
     c.add_argument("--norm", choices=NORMS, help="random directions' normalization (default filter: Li et al.'s "
                                                  "filter normalization)")

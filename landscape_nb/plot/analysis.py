@@ -31,6 +31,7 @@ from ._common import (
     clip_limit,
     display_values,
     fit_title,
+    line_mode,
     note_partial,
     note_sources,
     plot_area,
@@ -172,7 +173,8 @@ def eigen_map(
     ratio: str = "negative",
 ) -> go.Figure:
     """The non-convexity map of Li et al. 2018 (Fig. 6 [1]_): ``|λ_min / λ_max|``, 0 where λ_min ≥ 0
-    (``ratio="negative"``), per grid point, with the loss contours on top.
+    (``ratio="negative"``), per grid point, with the loss contours on top. Of a line (``eigen_map(...,
+    y=None)``): the loss above, ``λ_max`` and ``λ_min`` below it with 0 marked, the ratio in the hover.
 
     The map is drawn from ``lambda_max`` and ``lambda_min`` (`landscape_nb.hessian.eig_ratio`), not from the
     surface's ``eig_ratio``, whose definition depends on how it was made: ``compute_surface(...,
@@ -182,7 +184,7 @@ def eigen_map(
     Parameters
     ----------
     surface : Surface
-        A 2D surface from ``landscape_nb.eigen_map`` (metrics ``eig_ratio``,
+        A 2D (or 1D) surface from ``landscape_nb.eigen_map`` (metrics ``eig_ratio``,
         ``lambda_max`` and ``lambda_min``, each of shape ``(len(y), len(x))``; the
         eigenvalues in loss units per squared step). The colours span 0 to `EIG_RATIO_TOP` (0.5) on every
         map, as the reference's ``plot_2d_eig_ratio`` does, so that maps compare by colour: near 0 (dark),
@@ -205,7 +207,7 @@ def eigen_map(
     ----------
     %(li2018)s
     """
-    _check_surface(surface, ndim=2, where="plot.eigen_map")
+    _check_surface(surface, ndim=None, where="plot.eigen_map")
     from ..hessian import RATIOS, eig_ratio
 
     check_choice("plot.eigen_map ratio", ratio, RATIOS)
@@ -215,10 +217,15 @@ def eigen_map(
             f"plot.eigen_map: the surface has no {missing}; expected a surface from landscape_nb.eigen_map "
             "(compute_surface(..., quantity='hessian'))."
         )
+    if surface.ndim not in (1, 2):
+        raise LandscapeError(f"plot.eigen_map: got a {surface.ndim}D surface; expected an eigen-map of a line or a "
+                             "plane (eigen_map(..., y=None) or with x and y)")
     lmax, lmin = (np.asarray(surface.values(n), float) for n in ("lambda_max", "lambda_min"))
     definition = ratio
     ratio = np.vectorize(lambda a, b: eig_ratio(a, b, definition), otypes=[float])(lmax, lmin)
     ratio[~np.asarray(surface.done_mask, bool)] = np.nan
+    if surface.ndim == 1:
+        return _eigen_line(surface, lmax, lmin, ratio, title, definition)
     over = bool(np.any(ratio[np.isfinite(ratio)] > EIG_RATIO_TOP))
     ticks = np.linspace(0.0, EIG_RATIO_TOP, 6)
     custom = np.stack([ratio, lmax, lmin, np.asarray(surface.values("loss"), float)], -1)
@@ -248,6 +255,36 @@ def eigen_map(
                                                         "|λmin/λmax| at every point (ratio='abs')"))
     note_partial(fig, surface)
     note_sources(fig, [surface])  # an exported eigen-map kept no provenance (re-trial s41)
+    return fig
+
+
+def _eigen_line(surface: Surface, lmax: np.ndarray, lmin: np.ndarray, ratio: np.ndarray, title: str | None,
+                definition: str) -> go.Figure:
+    """`eigen_map`'s figure of a line: the loss above, ``λ_max`` and ``λ_min`` below it on one axis with 0 marked
+    (negative curvature is ``λ_min`` below it), each point's ratio in the hover (a 1D eigen-map had no figure,
+    trial s53)."""
+    x = np.asarray(surface.x, float)
+    done = np.asarray(surface.done_mask, bool)
+    lmax, lmin = np.where(done, lmax, np.nan), np.where(done, lmin, np.nan)
+    loss = np.where(done, np.asarray(surface.values("loss"), float), np.nan)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.4, 0.6])
+    fig.add_trace(go.Scatter(x=x, y=loss, mode=line_mode(loss), name="loss", line=dict(color="black"),
+                             hovertemplate="loss: %{y:.4g}<extra></extra>"), row=1, col=1)
+    custom = np.stack([ratio], -1)
+    what = "|λmin/λmax| (0 where λmin ≥ 0)" if definition == "negative" else "|λmin/λmax|"
+    for name, values, color in (("λmax", lmax, qualitative.Plotly[1]), ("λmin", lmin, qualitative.Plotly[0])):
+        fig.add_trace(go.Scatter(x=x, y=values, mode=line_mode(values), name=name, line=dict(color=color),
+                                 customdata=custom, hovertemplate=f"{name}: %{{y:.4g}}<br>{what}: "
+                                                                  "%{customdata[0]:.4g}<extra></extra>"), row=2, col=1)
+    fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"), row=2, col=1)
+    width, _ = plot_area()
+    fig.update_xaxes(title_text=fit_title(surface.x_label, width), ticks="outside", row=2, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="Hessian eigenvalue", row=2, col=1)
+    fig.update_layout(hovermode="x unified", title=_title(title, surface) or (
+        "curvature along the line: λmax and λmin of the Hessian (below 0: negative curvature)"))
+    note_partial(fig, surface)
+    note_sources(fig, [surface])
     return fig
 
 
