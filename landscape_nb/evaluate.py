@@ -28,7 +28,7 @@ from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, wa
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
                       accuracy, auto_metrics, batch_denominator, check_mean_loss, class_weights, exact_fractions,
                       find_logits, fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note,
-                      probe_targets, refuse_batch_sum, refuse_class_range, resolve_metrics, sum_splits,
+                      probe_targets, refuse_batch_sum, refuse_class_range, refuse_unpaired, resolve_metrics, sum_splits,
                       summed_over, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
@@ -1171,6 +1171,7 @@ class Evaluator(SpeedChoices):
                     raise LandscapeError(
                         f"metric {name!r} returned {value!r}; expected a scalar tensor (a batch mean): return a tensor "
                         "(for a Python or NumPy number, e.g. from scikit-learn, torch.tensor(value))")
+                refuse_unpaired(fn, out, yb, value, what=f"metric {name!r}")  # every output against every target
             refuse_sums(self.model, self.loss_fn, xb, yb, out, fns)
             named = {"loss_fn": self.loss_fn, **{f"metric {n!r}": f for n, f in fns.items()}}
             check_fns_stateless(out, yb, named, states)

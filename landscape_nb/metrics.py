@@ -403,25 +403,26 @@ def _refuse_broadcasting(caught: list) -> None:
             raise LandscapeError(_broadcast_words(given, target, both, f"torch warned: {w.message}"))
 
 
-def _broadcast_words(given: list, target: list, both: list, why: str) -> str:
-    """The refusal of a loss whose outputs of shape ``given`` and targets of shape ``target`` broadcast to
-    ``both`` (more elements than either), ``why`` saying how it was seen, with the reshape that fixes it."""
+def _broadcast_words(given: list, target: list, both: list, why: str, what: str = "loss_fn") -> str:
+    """The refusal of a loss (or metric: ``what`` names it) whose outputs of shape ``given`` and targets of shape
+    ``target`` broadcast to ``both`` (more elements than either), ``why`` saying how it was seen, with the
+    reshape that fixes it."""
     if len(given) == len(target) + 1 and given[-1] == 1:  # outputs (N, 1), targets (N,)
-        fix = ("reshape the targets (e.g. y[:, None]) or the outputs in loss_fn (e.g. lambda out, y: "
+        fix = (f"reshape the targets (e.g. y[:, None]) or the outputs in {what} (e.g. lambda out, y: "
                "F.mse_loss(out.squeeze(-1), y))")
     elif len(target) == len(given) + 1 and target[-1] == 1:  # outputs (N,), targets (N, 1)
-        fix = ("reshape the targets (e.g. y.squeeze(-1)) or the outputs in loss_fn (e.g. lambda out, y: "
+        fix = (f"reshape the targets (e.g. y.squeeze(-1)) or the outputs in {what} (e.g. lambda out, y: "
                "F.mse_loss(out[:, None], y))")
     else:
-        fix = "reshape the targets or the outputs in loss_fn to one shape"
-    return (f"loss_fn got outputs of shape {_n_first(given)} and targets of shape {_n_first(target)} (N samples), "
+        fix = f"reshape the targets or the outputs in {what} to one shape"
+    return (f"{what} got outputs of shape {_n_first(given)} and targets of shape {_n_first(target)} (N samples), "
             f"which broadcast to {_n_at(both, {len(both) - len(given), len(both) - len(target)})} ({why}): every "
             "output was compared with every target, so the value is not a loss per sample; expected targets shaped "
             f"like the outputs: {fix}")
 
 
-def _refuse_unpaired(loss_fn, outputs, targets, loss: torch.Tensor) -> None:
-    """Raise ``LandscapeError`` for a loss of outputs and targets of other shapes, as many elements each, that
+def refuse_unpaired(loss_fn, outputs, targets, loss: torch.Tensor, what: str = "loss_fn") -> None:
+    """Raise ``LandscapeError`` for a loss (or a metric: ``what`` names it) of outputs and targets of other shapes, as many elements each, that
     broadcast to more (outputs (N, 1), targets (N,)), whose value stays the same when the targets are shifted
     one sample against the outputs: it compares every output with every target, as
     ``lambda out, y: ((out - y) ** 2).mean()`` does there, with no warning from torch to catch
@@ -450,7 +451,7 @@ def _refuse_unpaired(loss_fn, outputs, targets, loss: torch.Tensor) -> None:
     if isinstance(again, torch.Tensor) and again.numel() == 1 and bool(torch.isfinite(loss)) and math.isclose(
             float(again), float(loss), rel_tol=1e-5, abs_tol=1e-12):
         raise LandscapeError(_broadcast_words(given, target, both, "its value did not change when the targets were "
-                                              "shifted one sample against the outputs"))
+                                              "shifted one sample against the outputs", what))
 
 
 def _n_first(shape) -> str:
@@ -532,7 +533,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
         sums over the batch, or broadcasts targets of another shape against the outputs to more elements than
         either holds (torch's "Using a target size ... that is different to the input size" warning on
         ``(N, 1)`` outputs and ``(N,)`` targets: ``_refuse_broadcasting``; a function of them that torch does not
-        warn of: ``_refuse_unpaired``), or changes the outputs in place
+        warn of: ``refuse_unpaired``), or changes the outputs in place
         (``out += prior.log()``: the metrics then read what it left, 0.815 for 0.897, and it was blamed on state
         kept between calls, re-trial s40).
     """
@@ -593,7 +594,7 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
             raise LandscapeError(
                 f"loss_fn returned {shape}; expected a scalar tensor (the mean loss over the batch){own}"
             )
-        _refuse_unpaired(loss_fn, outputs, targets, loss)
+        refuse_unpaired(loss_fn, outputs, targets, loss)
     refuse_batch_sum(loss_fn, outputs, targets, loss)
     return loss
 

@@ -514,6 +514,11 @@ def test_a_loss_function_of_its_own_broadcasting_targets_against_outputs_is_refu
         got = run(paired)
         if entry == "compute_surface":
             assert got == pytest.approx(want, rel=1e-5)
+    if entry == "compute_surface":  # a metric of its own alike
+        with pytest.raises(LandscapeError, match=r"^metric 'mae' got outputs of shape \(N, 1\) and targets of shape "
+                                                 r"\(N,\).*or the outputs in metric 'mae'"):
+            lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=lambda out, t: ((out[:, 0] - t) ** 2).mean(),
+                                metrics={"mae": lambda out, t: (out - t).abs().mean()})
 
 
 def test_the_hessian_functions_refuse_non_finite_weights():
