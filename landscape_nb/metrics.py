@@ -422,13 +422,14 @@ def _broadcast_words(given: list, target: list, both: list, why: str, what: str 
 
 
 def refuse_unpaired(loss_fn, outputs, targets, loss: torch.Tensor, what: str = "loss_fn") -> None:
-    """Raise ``LandscapeError`` for a loss (or a metric: ``what`` names it) of outputs and targets of other shapes, as many elements each, that
-    broadcast to more (outputs (N, 1), targets (N,)), whose value stays the same when the targets are shifted
-    one sample against the outputs: it compares every output with every target, as
-    ``lambda out, y: ((out - y) ** 2).mean()`` does there, with no warning from torch to catch
-    (``_refuse_broadcasting``; trial s53: accepted, an (N, N) loss drawn as the landscape). A loss that pairs
-    each output with its own target changes (``out.squeeze(-1) - y`` and ``out - y[:, None]`` both do); not
-    judged where the outputs or the shifted targets are all alike (nothing to tell), or the loss fails."""
+    """Raise ``LandscapeError`` for a loss (or a metric: ``what`` names it) of outputs and targets of other
+    shapes, as many elements each, that broadcast to more (outputs (N, 1), targets (N,)), whose value follows
+    the targets but stays the same when they are shifted one sample against the outputs: it compares every
+    output with every target, as ``lambda out, y: ((out - y) ** 2).mean()`` does there, with no warning from
+    torch to catch (``_refuse_broadcasting``; trial s53: accepted, an (N, N) loss drawn as the landscape). A
+    loss that pairs each output with its own target changes (``out.squeeze(-1) - y`` and ``out - y[:, None]``
+    both do); one that reads no target (``out.pow(2).mean()``) is left alone, and so is one where the outputs
+    or the shifted targets are all alike (nothing to tell) or the loss fails on the changed targets."""
     if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor) and outputs.ndim and targets.ndim
             and outputs.shape != targets.shape and outputs.numel() == targets.numel() and len(outputs) > 1
             and outputs.is_floating_point()):
@@ -444,12 +445,15 @@ def refuse_unpaired(loss_fn, outputs, targets, loss: torch.Tensor, what: str = "
     spread = (outputs.max() - outputs.min()).abs()
     if torch.equal(shifted, targets) or not bool(spread > 1e-6 * outputs.abs().max()):
         return
+    def same(value) -> bool:
+        return (isinstance(value, torch.Tensor) and value.numel() == 1
+                and math.isclose(float(value), float(loss), rel_tol=1e-5, abs_tol=1e-12))
+
     try:
-        again = loss_fn(outputs, shifted)
+        again, moved = loss_fn(outputs, shifted), loss_fn(outputs, targets + 1)
     except Exception:  # noqa: BLE001 - the user's loss: what it rejects tells nothing here
         return
-    if isinstance(again, torch.Tensor) and again.numel() == 1 and bool(torch.isfinite(loss)) and math.isclose(
-            float(again), float(loss), rel_tol=1e-5, abs_tol=1e-12):
+    if bool(torch.isfinite(loss)) and same(again) and not same(moved):
         raise LandscapeError(_broadcast_words(given, target, both, "its value did not change when the targets were "
                                               "shifted one sample against the outputs", what))
 

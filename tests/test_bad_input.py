@@ -514,7 +514,11 @@ def test_a_loss_function_of_its_own_broadcasting_targets_against_outputs_is_refu
         got = run(paired)
         if entry == "compute_surface":
             assert got == pytest.approx(want, rel=1e-5)
-    if entry == "compute_surface":  # a metric of its own alike
+    if entry == "compute_surface":  # a metric of its own alike; one that reads no target is not refused
+        got = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=lambda out, t: ((out[:, 0] - t) ** 2).mean(),
+                                  metrics={"mean_square": lambda out, t: out.pow(2).mean()})
+        with torch.no_grad():
+            assert got.metrics["mean_square"][1] == pytest.approx(float(model(x).pow(2).mean()), rel=1e-5)
         with pytest.raises(LandscapeError, match=r"^metric 'mae' got outputs of shape \(N, 1\) and targets of shape "
                                                  r"\(N,\).*or the outputs in metric 'mae'"):
             lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=lambda out, t: ((out[:, 0] - t) ** 2).mean(),
