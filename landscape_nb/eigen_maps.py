@@ -27,7 +27,9 @@ def eigen_map(model: nn.Module, data, directions, x=(-1.0, 1.0, 11), y=(-1.0, 1.
     >>> lnb.plot.eigen_map(m)
 
     Blue (near 0) regions are locally near-convex; yellow ones have negative curvature
-    comparable to the positive (1 or more: as much negative curvature as positive, or more).
+    comparable to the positive: the figure's colours span 0 to 0.5 on every map, as the reference's
+    ``plot_2d_eig_ratio`` does, ratios of 0.5 or more all yellow (1 or more: as much negative curvature
+    as positive, or more; the hover gives each point's value).
 
     Parameters
     ----------
