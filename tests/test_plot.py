@@ -1053,3 +1053,24 @@ def test_legend_entries_and_the_metric_axis_show_a_users_names_as_written():
     assert seen["explorer"] == [f"{html.escape(name)}: nothing computed yet"]
     for where, texts in seen.items():
         assert not any(raw in t for t in texts for raw in ("<b>", "<i>", " & ")), (where, texts)
+
+
+def test_a_label_holding_markup_is_measured_as_shown_and_the_metrics_note_shows_names_as_written():
+    """text_width dropped "<b>" from a plain label as a tag, so a long label of such names was measured short and
+    left unwrapped past the plot's edge; the note naming the metrics not drawn put their names in as markup."""
+    import html
+
+    from landscape_nb.plot._common import fit_title, text_width
+
+    label = ", ".join(["<b>model</b>"] * 8)
+    shown, stripped = text_width(label, plain=True), text_width(label)  # as written; as markup (tags dropped)
+    assert shown > 2 * stripped
+    assert text_width(html.escape(label, quote=False)) == shown  # its escaped form shows as many characters
+    room = (shown + stripped) / 2
+    wrapped = fit_title(label, room)
+    assert "<br>" in wrapped and "<b>" not in wrapped
+    assert all(text_width(line) <= room for line in wrapped.split("<br>"))
+    x = np.linspace(-1, 1, 5)
+    curve = Surface(x, None, 1 + x ** 2, metrics={"<b>mae</b>": 0 * x, "<i>r2</i>": 0 * x})
+    note = " ".join(str(a.text) for a in plot.line(curve).layout.annotations)
+    assert "not drawn: &lt;b&gt;mae&lt;/b&gt;, &lt;i&gt;r2&lt;/i&gt;" in note and "<b>" not in note

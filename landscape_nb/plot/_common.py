@@ -289,13 +289,17 @@ def plotly_array(array: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
-def text_width(text: str, size: float = TITLE_FONT) -> float:
-    """An upper estimate of the width in px of ``text`` (its longest ``<br>`` line, tags
-    dropped) in plotly.js's default font at ``size`` px."""
+def text_width(text: str, size: float = TITLE_FONT, *, plain: bool = False) -> float:
+    """An upper estimate of the width in px of ``text`` in plotly.js's default font at ``size`` px: of Plotly
+    markup, its longest ``<br>`` line with tags dropped and entities (``&lt;``) as the one character each shows;
+    with ``plain``, of the text as written (a name holding ``<b>`` shows it: dropped as a tag, a long label was
+    measured short and left unwrapped)."""
     import re
 
+    if plain:
+        return len(str(text)) * size * CHAR_WIDTH
     lines = re.split(r"<br\s*/?>", str(text))
-    return max(len(re.sub(r"<[^>]+>", "", line)) for line in lines) * size * CHAR_WIDTH
+    return max(len(html.unescape(re.sub(r"<[^>]+>", "", line))) for line in lines) * size * CHAR_WIDTH
 
 
 def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
@@ -305,16 +309,16 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
     narrow panel). Markup in the text is escaped: a model named "<b>a</b>" was drawn bold in an axis title."""
     import re
 
-    if text_width(text, size) <= width_px:
+    if text_width(text, size, plain=True) <= width_px:
         return as_written(text)
     for pattern in (r"(?<=, )|(?= \()", r"(?<= )"):  # at ", " and " (" first; then at any space
         lines: list[str] = []
         for piece in (p for p in re.split(pattern, str(text)) if p):
-            if lines and text_width(lines[-1] + piece, size) <= width_px:
+            if lines and text_width(lines[-1] + piece, size, plain=True) <= width_px:
                 lines[-1] += piece
             else:
                 lines.append(piece)
-        if all(text_width(line, size) <= width_px for line in lines):
+        if all(text_width(line, size, plain=True) <= width_px for line in lines):
             break
     return "<br>".join(as_written(line.strip()) for line in lines)
 
@@ -331,10 +335,10 @@ def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: s
     shortened form.
     """
     room = SCENE_TITLE_FRACTION * width_px
-    if text_width(label, size) <= room:
+    if text_width(label, size, plain=True) <= room:
         return label, None
     head, sep, rest = str(label).partition(" (")
-    if sep and rest.endswith(")") and text_width(head, size) <= room:
+    if sep and rest.endswith(")") and text_width(head, size, plain=True) <= room:
         return head, f"{head}: {rest[:-1]}"
     if symbol:
         return symbol, f"{symbol}: {label}"
@@ -838,16 +842,20 @@ def note_undrawn_metrics(fig, metric: str | None, names: Mapping[str, Sequence[s
     asked) or every curve draws it."""
     if metric is None or all(metric in n for n in names.values()):
         return
+    shown = as_written  # the user's names, as written (markup in them was drawn, as in the legend's, s52)
     if any(metric in n for n in names.values()):
-        lacking = [k for k, n in names.items() if metric not in n]
-        parts = [f"{metric}: not on {', '.join(lacking)}"]
+        lacking = [shown(k) for k, n in names.items() if metric not in n]
+        parts = [f"{shown(metric)}: not on {', '.join(lacking)}"]
     else:
         left = sorted({m for n in names.values() for m in n})
         splits = metric_splits(left)
         own = [m for m in left if not any(m.startswith(f"{k}_") for k in splits)]
-        parts = ([f"not drawn: {', '.join(own)} (pass metric=\"{own[0]}\" to draw one on the right axis)"] if own
-                 else []) + ([f"the splits {', '.join(splits)} are not drawn: plot.line_splits draws them"] if splits
-                             else [])
+        parts = []
+        if own:
+            parts.append(f"not drawn: {', '.join(map(shown, own))} (pass metric=\"{shown(own[0])}\" to draw one on "
+                         "the right axis)")
+        if splits:
+            parts.append(f"the splits {', '.join(map(shown, splits))} are not drawn: plot.line_splits draws them")
         if not parts:
             return
     room = (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"]
