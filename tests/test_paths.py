@@ -800,9 +800,16 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     marks = next(t for t in live.data if t.name == "models")
     assert marks.visible and list(marks.text) == ["final", "run 2", "run &lt;3&gt;"]
     assert np.asarray(marks.customdata)[:, 0] == pytest.approx(own, rel=1e-5)
+    # and on its 3D pane, at the heights drawn, as plot.surface marks them (the live 3D pane marked none, s51)
+    marks3d = next(t for t in live.data if t.name == "models 3d")
+    assert marks3d.type == "scatter3d" and marks3d.scene == "scene" and marks3d.visible
+    assert np.asarray(marks3d.z) == pytest.approx(own, rel=1e-5) and list(marks3d.x) == [0, 1, 0]
+    lnb.plot.update(live, off)  # off the grid: bilinear in the cell, as plot.surface's
+    assert np.asarray(marks3d.z) == pytest.approx(np.asarray(drawn.z), rel=1e-9)
     other = lnb.compute_surface(a, data, lnb.random_directions(a, n=2, seed=0), x=(-0.5, 1.5, 9), y=(-0.5, 1.5, 5))
     lnb.plot.update(live, other)
     assert marks.visible is False and not len(marks.x)
+    assert marks3d.visible is False and not len(marks3d.z)
     assert all(t.name != "models" for t in lnb.plot.contour(other).data)
 
 

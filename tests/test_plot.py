@@ -628,9 +628,10 @@ def partial(surf: Surface, n_rows: int) -> Surface:
 
 def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(bowl):
     fig = plot.live(partial(bowl, 2), title="live")
-    surf_trace, contour_trace, path, models, *lone = fig.data
+    surf_trace, contour_trace, path, models, models3d, *lone = fig.data
     assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
     assert models.name == "models" and models.visible is False  # nor models it passes through (plane3)
+    assert models3d.name == "models 3d" and models3d.visible is False and models3d.scene == "scene"  # nor in 3D
     # two full rows: every point on a drawn cell, so no markers (see test_a_live_figure_shows_the_points...)
     assert [(t.name, t.visible) for t in lone] == [(LONE_POINTS, False)] * 2
     assert (surf_trace.type, contour_trace.type) == ("surface", "contour")

@@ -71,6 +71,10 @@ _SCENE_SHARE = 0.55 * (1 - 0.1)  # the 3D column's share of the plotting area's 
 _CONTOUR_SHARE = 0.45 * (1 - 0.1)
 
 
+#: the name of a live plane's trace of a plane's models on its 3D surface (`_update_models`)
+MODELS_3D = "models 3d"
+
+
 @_doc
 def live(
     surface: Surface,
@@ -137,8 +141,10 @@ def live(
             fig.add_trace(trace, row=1, col=col)
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
-        # a plane through three models: the three, named, on the contours (`plane_models_trace`), set by `update`
+        # a plane through three models: the three, named, on the contours and on the 3D surface at its drawn
+        # heights (`plane_models_trace`; the 3D pane marked none, s51), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="models", visible=False, showlegend=False), row=1, col=2)
+        fig.add_trace(go.Scatter3d(x=[], y=[], z=[], name=MODELS_3D, visible=False, showlegend=False), row=1, col=1)
         # a partial surface's points that no complete cell holds, as markers (`lone_points_trace`), set by `update`
         for col, cls in ((1, go.Scatter3d), (2, go.Scatter)):
             fig.add_trace(cls(name=LONE_POINTS, visible=False, showlegend=False), row=1, col=col)
@@ -280,7 +286,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         trace.customdata = custom
     contour_trace.z, contour_trace.hovertemplate = z_json, template
     _update_path(fig, surf)
-    _update_models(fig, surf)
+    _update_models(fig, surf, z)
     _update_lone_points(fig, surf, z, zmin, zmax)
     # each property is set once: a FigureWidget sends only what differs from the drawn figure
     if zmin is None and placeholder:
@@ -354,21 +360,23 @@ def _update_path(fig, surf: Surface) -> None:
                  hovertemplate=drawn.hovertemplate, customdata=drawn.customdata, visible=True)
 
 
-def _update_models(fig, surf: Surface) -> None:
-    """Mark a plane through three models' three models on the contours (`plane_models_trace`), or a straight
-    line's two on the curve (`line_models_trace`): named stars, the loss there on hover; or hide the trace for
-    other directions."""
-    trace = next((t for t in fig.data if t.name == "models"), None)
-    if trace is None:  # a live figure made before the models trace existed
-        return
-    drawn = line_models_trace(surf) if surf.ndim == 1 else plane_models_trace(surf)
-    if drawn is None:
-        if trace.visible is not False or len(trace.x or ()):
-            trace.update(x=[], y=[], text=None, customdata=None, hovertemplate=None, hovertext=None, visible=False)
-        return
-    trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker,
-                 textposition=drawn.textposition, hovertemplate=drawn.hovertemplate, hovertext=drawn.hovertext,
-                 customdata=drawn.customdata, visible=True)
+def _update_models(fig, surf: Surface, z: np.ndarray | None = None) -> None:
+    """Mark a plane through three models' three models on the contours (`plane_models_trace`) and, given ``z``
+    (the values drawn), on the 3D surface at their drawn heights, or a straight line's two on the curve
+    (`line_models_trace`): named stars, the loss there on hover; or hide the traces for other directions."""
+    for name, height in (("models", None), (MODELS_3D, z)):
+        trace = next((t for t in fig.data if t.name == name), None)
+        if trace is None or (name == MODELS_3D and z is None):  # a live figure made before the trace existed
+            continue
+        drawn = line_models_trace(surf) if surf.ndim == 1 else plane_models_trace(surf, height)
+        if drawn is None:
+            if trace.visible is not False or len(trace.x or ()):
+                trace.update(x=[], y=[], text=None, customdata=None, hovertemplate=None, hovertext=None, visible=False,
+                             **({"z": []} if name == MODELS_3D else {}))
+            continue
+        trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker,
+                     textposition=drawn.textposition, hovertemplate=drawn.hovertemplate, hovertext=drawn.hovertext,
+                     customdata=drawn.customdata, visible=True, **({"z": drawn.z} if name == MODELS_3D else {}))
 
 
 def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:
