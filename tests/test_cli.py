@@ -251,6 +251,9 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models", "--grid", "3"], ("'my_models' is an importable module, not a zoo name; expected "
                                                "module:function")),
     (["compute", "my_models:make", "--client", "local", "--workers", "0"], "--workers 0; expected a positive"),
+    # in the flags' words, not store='my_models.py' and client='cuda' ... client='local' (trial s53)
+    (["compute", "my_models:make", "--grid", "3", "--store", "my_models.py"],
+     "--store my_models.py is a regular file, not a directory"),
     (["compute", ":make"], "model ':make'; expected module:function with both parts"),  # was a traceback
     (["compute", "my_models:make", "--client", "local", "--workers", "100000"], "--workers 100000 on a machine"),
     (["compute", "my_models:make", "--tile", "0"], "--tile '0'; expected positive sizes"),
@@ -294,6 +297,22 @@ def test_bad_input_exits_2_with_one_line_reason(user_model, capsys, argv, words)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("landscape-nb: error:") and words in err and "\n" not in err
+
+
+def test_client_cuda_without_dask_cuda_says_so_in_flags(user_model, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("dask_cuda") is not None:
+        pytest.skip("dask-cuda is installed here")
+    assert main(["compute", user_model, "--grid", "3", "--client", "cuda"]) == 2
+    err = capsys.readouterr().err  # it said client='cuda' ... client='local' (trial s53)
+    assert "--client cuda needs dask-cuda" in err and "use --client local for CPU workers" in err
+
+
+def test_the_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as exc:  # it said a command is required (trial s53)
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"landscape-nb {lnb.__version__}"
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -1210,7 +1229,8 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
         (["--quantity", "hessian", "--grid", "3x3", "--html", str(out), "--log"],  # was refused after the run
          "--log does not apply to --kind eigen_map"),
         (["--grid", "3x3", "--kind", "eigen_map", "--html", str(out)],
-         "--kind eigen_map does not draw a 2D plane; expected one of surface, contour, heatmap"),
+         "--kind eigen_map draws the eigenvalues of a --quantity hessian run, and this surface holds the loss only; "
+         "expected one of surface, contour, heatmap"),  # not "does not draw a 2D plane" (trial s53)
         (["--quantity", "hessian", "--grid", "3x3", "--mode", "bn-recompute", "--no-store", "--html", str(out)],
          "--quantity hessian with --mode bn-recompute: the loss at each point re-estimates"),  # flags (trial s53)
         (["--quantity", "hessian", "--grid", "3x3", "--tol", "5"],  # was tol=5.0

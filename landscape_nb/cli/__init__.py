@@ -347,6 +347,10 @@ def check_kind(kind: str | None, ndim: int, eigen: bool = False, log: bool = Fal
         raise LandscapeError("--log does not apply to --kind eigen_map (a ratio map with loss contours, the figure "
                              "of --quantity hessian); drop --log, or add --kind surface/contour/heatmap for the "
                              "eigen-map's loss")
+    if kind == "eigen_map" and not eigen and ndim in (1, 2):  # it draws a line or plane: of eigenvalues (s53)
+        raise LandscapeError("--kind eigen_map draws the eigenvalues of a --quantity hessian run, and this surface "
+                             f"holds the loss only; expected one of {', '.join(fits)} (or leave --kind out for "
+                             f"{fits[0]}), or compute an eigen-map: landscape-nb compute ... --quantity hessian")
     if kind not in fits:
         shape = {1: "line", 2: "plane", 3: "volume"}[ndim]
         raise LandscapeError(f"--kind {kind} does not draw a {ndim}D {shape}; expected one of "
@@ -955,6 +959,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"landscape-nb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     p.commands = sub.choices  # the commands' parsers by name (filled in below), for _Parser.error
 
@@ -1197,6 +1204,8 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     text = text.replace("or ask for fewer directions (n=1)", "or draw a line of one direction (a 1D --grid, e.g. "
                         "--grid 21)")
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
+    # store='afile', client='cuda' (trial s53): the flags that gave them, not inside code a message shows
+    text = re.sub(r"(?<![(\w])(?<!, )(store|client)='([^'\s]*)'", r"--\1 \2", text)
     text = text.replace("another architecture than `final`", "another architecture than the model")
     text = text.replace("expected None (automatic), False (no cap) or a finite number in loss units (positive when "
                         "log=True)", "expected auto, none (no cap) or a loss value (positive with --log)")
