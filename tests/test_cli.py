@@ -1229,8 +1229,8 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
         (["--quantity", "hessian", "--grid", "3x3", "--html", str(out), "--log"],  # was refused after the run
          "--log does not apply to --kind eigen_map"),
         (["--grid", "3x3", "--kind", "eigen_map", "--html", str(out)],
-         "--kind eigen_map draws the eigenvalues of a --quantity hessian run, and this surface holds the loss only; "
-         "expected one of surface, contour, heatmap"),  # not "does not draw a 2D plane" (trial s53)
+         ("--kind eigen_map draws the eigenvalues of a --quantity hessian run, and this surface holds the loss "
+          "only; expected one of surface, contour, heatmap")),  # not "does not draw a 2D plane" (trial s53)
         (["--quantity", "hessian", "--grid", "3x3", "--mode", "bn-recompute", "--no-store", "--html", str(out)],
          "--quantity hessian with --mode bn-recompute: the loss at each point re-estimates"),  # flags (trial s53)
         (["--quantity", "hessian", "--grid", "3x3", "--tol", "5"],  # was tol=5.0
