@@ -318,7 +318,7 @@ def compute_surface(
     _warn_if_made_around_other_statistics(model, d, settings.mode, who)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
         warn_user(f"{who}: {d.provenance['eval_mode_note']}")
-    validate.check_precision(model, settings)
+    validate.check_precision(model, settings, quantity)
     _refuse_hessian_of_recomputed_bn(quantity, settings)
     _warn_if_no_statistics_to_recompute(model, settings)
     options = dict(quantity_options or {})

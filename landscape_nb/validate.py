@@ -246,7 +246,7 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
     return s
 
 
-def check_precision(model: nn.Module, settings: EvalSettings) -> None:
+def check_precision(model: nn.Module, settings: EvalSettings, quantity: str = "loss") -> None:
     """``precision="bf16"`` and ``"tf32"``: refused for a model whose weights are not float32 (autocast and
     TF32 only change float32 operations: a float64 model ran in float64 under a bf16 or tf32 label); bf16 is
     warned about otherwise: each point is then about 1e-2 relative, not the 1e-5 of fp32 (2.5e-3 to 7.8e-3
@@ -264,9 +264,11 @@ def check_precision(model: nn.Module, settings: EvalSettings) -> None:
                              "precision='fp32' (which runs a model in its own dtype)")
     if settings.precision != "bf16":
         return
-    warn_user("landscape_nb: precision='bf16' computes each point to about 1e-2 relative (2.5e-3 to 1.8e-2 "
+    hessian = ("; an eigen-map's Hessian-vector products are not autocast: λ_max, λ_min and their ratio are "
+               "float32's (a trial's were bit-identical to fp32's)" if quantity == "hessian" else "")
+    warn_user("landscape_nb: precision='bf16' computes each point's loss to about 1e-2 relative (2.5e-3 to 1.8e-2 "
               "against a float64 loop on small models), not the 1e-5 of fp32: fine for a surface's shape, not "
-              "for differences smaller than that")
+              f"for differences smaller than that{hessian}")
 
 
 def check_numbers(model: nn.Module, directions: Directions, grid: Grid) -> None:

@@ -1187,7 +1187,7 @@ def test_dict_outputs_with_a_wide_first_layer_and_bf16_on_an_mlp_run():
     mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
     x, y = torch.randn(700, 64, generator=g), torch.randint(0, 10, (700,), generator=g)
     d = lnb.random_directions(mlp, n=2, seed=0)
-    with pytest.warns(UserWarning, match=r"precision='bf16' computes each point to about 1e-2 relative"):
+    with pytest.warns(UserWarning, match=r"precision='bf16' computes each point's loss to about 1e-2 relative"):
         s = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="bf16")
     ce = nn.functional.cross_entropy
     np.testing.assert_allclose(s.loss, _whole_set_surface(mlp, x, y, ce, d, s.x, s.y), rtol=3e-2)

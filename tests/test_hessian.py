@@ -277,6 +277,20 @@ def test_eigen_maps_warnings_name_eigen_map_not_compute_surface(data64):
     assert not [w for w in said if "compute_surface" in str(w.message)]
 
 
+def test_a_bf16_eigen_map_says_its_eigenvalues_are_float32s():
+    """precision='bf16' warned that every point is only good to about 1e-2, while an eigen-map's eigenvalues came
+    out bit-identical to fp32's (trial s53b): the Hessian-vector products are not autocast, and it says so."""
+    model = _small_mlp(torch.float32)
+    g = torch.Generator().manual_seed(3)
+    data = torch.randn(60, 4, generator=g), torch.randint(0, 3, (60,), generator=g)
+    d = lnb.random_directions(model, n=2, seed=1)
+    plain = lnb.eigen_map(model, data, d, x=(-1, 1, 2), y=(-1, 1, 2), tol=1e-6)
+    with pytest.warns(UserWarning, match=r"computes each point's loss to about 1e-2 relative .*an eigen-map's "
+                                         r"Hessian-vector products are not autocast"):
+        low = lnb.eigen_map(model, data, d, x=(-1, 1, 2), y=(-1, 1, 2), tol=1e-6, precision="bf16")
+    np.testing.assert_allclose(low.metrics["lambda_max"], plain.metrics["lambda_max"], rtol=1e-5)
+
+
 def test_eigenpairs_short_of_their_accuracy_are_warned_about_and_converged_ones_are_not(data64):
     model = _small_mlp()
     with pytest.warns(UserWarning, match=r"hessian_directions: λ_min = .* did not reach tol=1e-12"):
