@@ -182,7 +182,11 @@ def load_model_spec(name: str, split: str | None = None):
             got = f"a tuple of {len(out)} item(s)" if isinstance(out, tuple) else f"a {type(out).__name__}"
             raise LandscapeError(f"{name} returned {got}; expected (model, data[, loss_fn])")
         model, data, loss_fn = (*out, None)[:3]
-        from torch import nn
+        from torch import Tensor, nn
+
+        if isinstance(data, Tensor) and isinstance(loss_fn, Tensor):  # (model, x, y): y read as the loss (s53b)
+            raise LandscapeError(f"{name} returned (model, Tensor, Tensor), three items, the third read as loss_fn; "
+                                 "expected (model, data[, loss_fn]) with the data one item: return (model, (x, y))")
 
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"{name} returned {type(model).__name__} as the model (first item); expected (model, data[, loss_fn]) "
