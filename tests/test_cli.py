@@ -276,9 +276,9 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["plot", "/nonexistent/store", "--html", "x.html"], "no landscape store"),
     (["compute", "my_models:state"], "my_models:state returned OrderedDict as the model (first item); expected (model, data"),
     (["compute", "my_models:one"], "my_models:one returned a tuple of 1 item(s); expected (model, data[, loss_fn])"),
-    (["compute", "my_models:three"], "my_models:three returned (model, Tensor, Tensor), three items, the third read "
-                                     "as loss_fn; expected (model, data[, loss_fn]) with the data one item: return "
-                                     "(model, (x, y))"),  # was data=tensor([[...]]) of type Tensor (trial s53b)
+    (["compute", "my_models:three"], ("my_models:three returned (model, Tensor, Tensor), three items, the third "
+                                      "read as loss_fn; expected (model, data[, loss_fn]) with the data one item: "
+                                      "return (model, (x, y))")),  # was data=tensor([[...]]) of type Tensor (s53b)
     # refused before the model loads (the module does not exist): in the flags' words
     (["compute", "nosuch_module:make", "--grid", "9x9", "--tile", "3x3x3"], "--tile 3x3x3 does not fit the 2D --grid 9x9"),
     (["compute", "nosuch_module:make", "--grid", "9", "--tile", "3x3"],
