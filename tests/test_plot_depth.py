@@ -43,7 +43,9 @@ def test_six_panels_share_one_colour_axis(kind):
     for row in comp.rows:
         expected = f"ResNet-{row.depth}, {'skip' if row.skip else 'no skip'}"
         (title,) = [t for t in titles if t.startswith(expected + " ")]
-        assert f"{row.n_minima} minima" in title and f"{row.basin_radius:.2f}" in title
+        minima = f"{row.n_minima} {'minimum' if row.n_minima == 1 else 'minima'} ·"
+        assert minima in title and f"{row.basin_radius:.2f}" in title
+        assert ("non-convex" in title) == (row.nonconvex_fraction == row.nonconvex_fraction)  # none without eigen
 
 
 def test_skip_on_top_row_depth_left_to_right():

@@ -34,12 +34,15 @@ _NOTES = (PARTIAL_NOTE, AXES_NOTE)  # `compare`'s notes above the plot: kept abo
 
 
 def panel_title(row) -> str:
-    """``"ResNet-56, no skip"`` and its numbers on a second line (HTML)."""
+    """``"ResNet-56, no skip"`` and its numbers on a second line (HTML); the non-convex fraction only where an
+    eigen-map gave one (a comparison without them read "non-convex –" with nothing to say why, trial s53b)."""
     radius = f"≥{row.basin_radius:.2f}" if row.basin_capped else f"{row.basin_radius:.2f}"
-    fraction = "–" if row.nonconvex_fraction != row.nonconvex_fraction else f"{row.nonconvex_fraction:.0%}"
+    fraction = ("" if row.nonconvex_fraction != row.nonconvex_fraction else
+                f" · non-convex {row.nonconvex_fraction:.0%}")
+    minima = f"{row.n_minima} {'minimum' if row.n_minima == 1 else 'minima'}"
     return (
         f"ResNet-{row.depth}, {'skip' if row.skip else 'no skip'} (acc {row.test_accuracy:.2f})<br>"
-        f"<sub>{row.n_minima} minima · basin r {radius} · non-convex {fraction}</sub>"
+        f"<sub>{minima} · basin r {radius}{fraction}</sub>"
     )
 
 
