@@ -22,8 +22,12 @@ def test_demo_writes_standalone_html_figures(tmp_path, capsys):
         text = page.read_text()
         assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js embedded
         assert not re.search(r"<script[^>]+src=[\"']https?://", text)
-    stdout = capsys.readouterr().out
+    said = capsys.readouterr()
+    stdout = said.out
     assert "Dask dashboard: http://127.0.0.1:" in stdout and "7 figures" in stdout
+    # the depth phase says what it computes, with a bar a plane (minutes with no output, trial s53b)
+    assert "depth comparison: ResNet-20/56/110 with and without skips, 6 planes of 5×5 points" in stdout
+    assert said.err.count("depth comparison plane") >= 6
     # the 1D figures hold their minimizers (4n and 2n points missed them): each one's loss at its own
     # coordinate is a naive float64 evaluation of it
     ex = lnb.zoo.load("mlp-digits")

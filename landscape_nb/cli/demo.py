@@ -145,8 +145,14 @@ def run_demo(out: Path, *, client="local", n_workers: int | None = None, resolut
                   "resnet20-skip-vs-noskip.html")
             # no eigen-map here (Hessian products on six deep nets take minutes on a laptop CPU): the
             # non-convex fraction is in notebooks/skip_connections.ipynb and lnb.depth.depth_comparison
-            depth = depth_comparison(settings=DepthSettings(resolution=n, max_samples=128, eigen_resolution=0),
-                                     client=cl, store_dir=out / "stores" / "depth")
+            # a bar a plane: the phase ran minutes with no output (trial s53b)
+            print(f"depth comparison: ResNet-20/56/110 with and without skips, 6 planes of {n}×{n} points")
+            bar = TqdmProgress("depth comparison plane")
+            try:
+                depth = depth_comparison(settings=DepthSettings(resolution=n, max_samples=128, eigen_resolution=0),
+                                         client=cl, store_dir=out / "stores" / "depth", callbacks=[bar])
+            finally:
+                bar.close()
             write(plot.depth_figure(depth), "depth-skip-vs-noskip.html")
 
             ex = zoo.load("mlp-digits")
