@@ -963,9 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="landscape-nb", description="Neural-network loss landscapes (Li et al. 2018).")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    from .. import __version__
+    from importlib.metadata import version  # the installed distribution's: the package root is above this layer
 
-    p.add_argument("--version", action="version", version=f"landscape-nb {__version__}")
+    p.add_argument("--version", action="version", version=f"landscape-nb {version('landscape_nb')}")
     sub = p.add_subparsers(dest="command", required=True)
     p.commands = sub.choices  # the commands' parsers by name (filled in below), for _Parser.error
 
