@@ -123,6 +123,9 @@ MEAN_LOSS_FIX = ("nn.CrossEntropyLoss(ignore_index=..., weight=...), whose batch
 #: gave batches of one class each, the loss 4.40 against 0.045 over the whole set, with no word of the order)
 IN_ORDER = ("each of consecutive samples in the data's index order (a DataLoader's shuffle is not applied: permute "
             "the data once, e.g. x[p], y[p] for p = torch.randperm(len(x)), for batches that mix its classes)")
+#: what is found where a loss that is an exact mean over what it averages moves with the batching
+OUTPUTS_MOVE = ("the model's outputs depend on the rest of the batch (e.g. BatchNorm without running statistics, or "
+                "a mean over the batch in forward)")
 #: how to get the whole set's value where the model's outputs depend on the rest of the batch
 OUTPUTS_FIX = ("a model whose outputs do not depend on the rest of the batch, e.g. BatchNorm with running statistics "
                "(track_running_stats=True), which is evaluated in eval mode")
@@ -1358,8 +1361,7 @@ class Evaluator(SpeedChoices):
             culprit = "the loss" if column == 0 or known else name
             outputs_move = known
             if known:  # an exact mean of what it averages over: the outputs moved
-                why = (f"the model's outputs depend on the rest of the batch (e.g. BatchNorm without running "
-                       f"statistics, or a mean over the batch in forward): {name} is {whole:.7g} on {m} samples "
+                why = (f"{OUTPUTS_MOVE}: {name} is {whole:.7g} on {m} samples "
                        f"spread over the set, {mean:.7g} from two parts of them run apart, so each value depends on "
                        "how the samples are batched")
             else:

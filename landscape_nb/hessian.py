@@ -45,11 +45,11 @@ from .data import (batch_len, call_model, check_finite_data, keywords_hint, non_
                    tree_leaves, tree_map)
 from .directions import Directions, _cosines, _max_offdiag
 from .errors import LandscapeError, check_choice, one_line, positive_int, seed_int, short_repr, warn_user
-from .evaluate import (CHECKED_AT_LEAST, IN_ORDER, MEAN_LOSS_FIX, OUTPUTS_FIX, SPREAD_SAMPLES, Cancelled,
-                       check_padding, choose_loss, class_weighting, data_key, first_disagreement, fits_every_chunk,
-                       holds_padding, judged, kept_mean_rules, kept_rule_words, kept_rules, near_equal_size,
-                       part_weights, refuse_sums, refuse_sums_spread, rule_weight, set_chunks, split_positions,
-                       spread_splits, weighed_batches)
+from .evaluate import (CHECKED_AT_LEAST, IN_ORDER, MEAN_LOSS_FIX, OUTPUTS_FIX, OUTPUTS_MOVE, SPREAD_SAMPLES,
+                       Cancelled, check_padding, choose_loss, class_weighting, data_key, first_disagreement,
+                       fits_every_chunk, holds_padding, judged, kept_mean_rules, kept_rule_words, kept_rules,
+                       near_equal_size, part_weights, refuse_sums, refuse_sums_spread, rule_weight, set_chunks,
+                       split_positions, spread_splits, weighed_batches)
 from .lanczos import DEVICE_LANCZOS_MIN_PARAMS, DEVICE_LANCZOS_TOL, Eigenpairs, extreme_eigenpairs  # noqa: F401
 from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
@@ -494,7 +494,8 @@ def _check_differentiable(model: nn.Module, loss_fn: Callable, xb, yb) -> None:
 def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable, size: int,
                        probed_ignore: int | None, probed_weights: torch.Tensor | None) -> tuple[tuple | None, int | None]:
     """``(rule, equal)``: how to weigh the losses of batches of ``size`` so that their weighted mean is the loss
-    over the whole set, and None, or None and the size of the batches to run where none does. ``rule``: None for
+    over the whole set, and None, or None and the size of the batches to run where none does (None where
+    that is ``size``: the batches as given). ``rule``: None for
     by samples (or by the targets ``metrics.batch_denominator`` knows a loss keeps), or a rule of
     ``evaluate.kept_rules`` where the loss is found to be a mean over the targets other than a padding label or
     weighted by class (a function's hidden ``ignore_index`` or ``weight=``, a model's own loss over labels padded
@@ -540,8 +541,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
     spread = (f" (near-equal batches of {equal}, none larger than batch_size={size}, as compute_surface and "
               "eigen_map batch them, so that no short tail batch weighs its samples more)" if equal != size else "")
     if known:  # an exact mean of what it averages over: the outputs moved (trial s53: the loss was blamed)
-        why = ("the model's outputs depend on the rest of the batch (e.g. BatchNorm without running statistics, or "
-               f"a mean over the batch in forward): the loss is {whole:.7g} on {m} samples spread over the set, "
+        why = (f"{OUTPUTS_MOVE}: the loss is {whole:.7g} on {m} samples spread over the set, "
                f"{mean:.7g} from two parts of them run apart")
         fix = OUTPUTS_FIX
     else:
@@ -553,7 +553,7 @@ def _kept_targets_rule(model: nn.Module, ev, split: Callable, loss_fn: Callable,
         f"landscape_nb: {why}, so with batch_size={size} the Hessian is that of the sample-weighted mean of "
         f"{-(-n // size)} batches' losses{spread}, {IN_ORDER}, not of the loss over all {n} samples: pass "
         f"batch_size=None (one pass) for that, or {fix}")
-    return None, equal
+    return None, (equal if equal != size else None)
 
 
 def _first_outputs(model: nn.Module, xb, hint: str = "", hint_of: Callable | None = None):
