@@ -56,6 +56,12 @@ DENSE_FALLBACK = 4096  # a model up to this size whose Lanczos run falls short g
 assert DENSE_FALLBACK < DEVICE_LANCZOS_MIN_PARAMS  # dense matrices are float64 on the CPU
 REFINE_FACTOR = 10  # a run that tightens the smallest (or settles a search for copies) takes at most
 # this many times the products of the first run, unless max_iter is given
+#: Ritz pairs converged beside the smallest where it is held to tol·(λ_max − λ_min) only (an eigen-map): with
+#: one, a λ_min in a tight cluster came back as the cluster's second (trial s53: −0.2464 for −0.2521; a
+#: 451-parameter spectrum with a cluster −0.2521, −0.2465, −0.2447: 8 of 200 seeds outside the bound, ARPACK and
+#: the float32 thick-restart run alike); with a spare, none of 240, for ~30 % more products at that end
+#: (benchmarks/lanczos_cluster.py)
+SPARE_RITZ = 1
 
 
 class _Operator:
@@ -330,7 +336,7 @@ def _ritz_vectors(basis: torch.Tensor, s: np.ndarray, m: int, chunk: int) -> np.
 
 
 def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: int, shift: float = 0.0,
-             sign: float = 1.0, floor: float | None = None, fallback: bool = True) -> _Ritz:
+             sign: float = 1.0, floor: float | None = None, fallback: bool = True, spare: int = 0) -> _Ritz:
     """The ``k`` largest eigenpairs of ``A = sign·(H − shift·I)``, none skipped, each to its accuracy.
 
     Each Ritz pair is held to a residual of ``tol·|θ|``. With ``floor`` (the smallest end of H,
@@ -342,7 +348,7 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
     far as it got, not converged, unless the model has at most ``DENSE_FALLBACK`` parameters and no
     ``max_iter`` was given: then the dense answer (``_dense_instead``). A model whose dense Hessian
     costs fewer products gets that from the start. Then, for k ≥ 2, ``_complete`` looks for
-    eigenvalues skipped.
+    eigenvalues skipped. ``spare``: Ritz pairs held to ``tol·|θ|`` beside the ``k`` returned (``SPARE_RITZ``).
     """
     a = _Operator(op, shift, sign)
 
@@ -353,7 +359,9 @@ def _largest(op: HessianLike, k: int, tol: float, max_iter: int | None, seed: in
         return np.maximum(tol * np.abs(shift + sign * th), floor * spread)
 
     before = op.n_products
-    ritz = _lanczos(a, k, tol, max_iter, seed)
+    ritz = _lanczos(a, k + spare, tol, max_iter, seed)
+    if spare:
+        ritz = _Ritz(ritz.values[:k], ritz.vectors[:, :k], ritz.converged, ritz.bound[:k], ritz.exact)
     allowance = REFINE_FACTOR * (op.n_products - before)  # products a tighter run may take
     if ritz.exact or not ritz.converged:
         return ritz if ritz.converged else (_dense_instead(a, k, max_iter, fallback) or ritz)
@@ -478,8 +486,10 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     whose dense Hessian costs fewer products gets that, and one of at most ``DENSE_FALLBACK``
     parameters gets it where Lanczos falls short, once for both ends, unless ``max_iter`` is given).
     With ``relative_min=False`` each smallest is held to ``tol·(λ_max − λ_min)`` only: what
-    ``|λ_min/λ_max|`` needs to within about ``tol`` (an eigen-map), at the cost of a plain run, and
-    without the dense fallback (an eigen-map's point short of it is NaN, not n more products).
+    ``|λ_min/λ_max|`` needs to within about ``tol`` (an eigen-map), at the cost of a plain run with
+    ``SPARE_RITZ`` more Ritz pairs converged at that end (with none, a λ_min in a tight cluster came back
+    as another of the cluster, outside that bound), and without the dense fallback (an eigen-map's
+    point short of it is NaN, not n more products).
     Repeated eigenvalues come with their copies (``_complete``). A Hessian that is exactly zero gives
     zeros and orthonormal vectors.
 
@@ -494,25 +504,26 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     if op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
         tol = max(tol, DEVICE_LANCZOS_TOL)
     floor = resolution(op) if relative_min else None
+    spare = SPARE_RITZ if n_min and not relative_min else 0  # a tighter run from the Ritz vector needs none
     start = op.n_products
     if n_max <= 1 and n_min == 1 and op.n_params >= DEVICE_LANCZOS_MIN_PARAMS:
         # both ends from one Krylov space (see _device_lanczos): half the products of two runs. Only
         # for one pair at each end (eigen-maps, max/min directions): with several at tight tolerance
         # the shared basis keeps no spare Ritz vectors and costs more than two runs
         (vals, vecs), (mins, min_vecs), (ok, ok_min) = _device_lanczos(
-            op, max(n_max, 1), tol, max_iter, seed, k_bottom=n_min, floor=tol if floor is None else floor,
+            op, max(n_max, 1), tol, max_iter, seed, k_bottom=n_min + spare, floor=tol if floor is None else floor,
             refine=None if max_iter or floor is None else REFINE_FACTOR)
         top = Eigenpairs(vals[:n_max], torch.from_numpy(vecs[:, :n_max].T.copy()).float(), op.n_products - start, ok)
-        return top, Eigenpairs(mins, torch.from_numpy(min_vecs.T.copy()).float(), 0, ok_min)
+        return top, Eigenpairs(mins[:n_min], torch.from_numpy(min_vecs[:, :n_min].T.copy()).float(), 0, ok_min)
     op.dense_memo = {}  # the dense fallback's matrix, shared by both ends of this call only (the weights move)
     try:
-        return _both_ends(op, n_max, n_min, tol, max_iter, seed, floor)
+        return _both_ends(op, n_max, n_min, tol, max_iter, seed, floor, spare)
     finally:
         op.dense_memo = None
 
 
 def _both_ends(op: HessianLike, n_max: int, n_min: int, tol: float, max_iter: int | None, seed: int,
-               floor: float | None) -> tuple[Eigenpairs, Eigenpairs | None]:
+               floor: float | None, spare: int = 0) -> tuple[Eigenpairs, Eigenpairs | None]:
     """`extreme_eigenpairs` by two runs of `_largest`: on H, then on ``λ_max·I − H``."""
     start = op.n_products
     high = _largest(op, max(n_max, 1), tol, max_iter, seed, fallback=floor is not None)
@@ -523,7 +534,8 @@ def _both_ends(op: HessianLike, n_max: int, n_min: int, tol: float, max_iter: in
         return top, None
     start = op.n_products
     lmax = float(np.nanmax(high.values))
-    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0, floor=floor, fallback=floor is not None)
+    low = _largest(op, n_min, tol, max_iter, seed + 1, shift=lmax, sign=-1.0, floor=floor, fallback=floor is not None,
+                   spare=spare)
     # -(H - λ_max I) has eigenvalues λ_max - λ: its largest first are the most negative first
     bottom = Eigenpairs(lmax - low.values, torch.from_numpy(low.vectors.T.copy()).to(rows), op.n_products - start,
                         low.converged)

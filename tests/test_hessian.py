@@ -686,6 +686,43 @@ def test_a_loose_tol_finds_an_outlier_beyond_the_bulk_not_the_bulks_edge(monkeyp
     assert abs(bottom.values[0] - lmin) <= 0.1 * (lmax - lmin)
 
 
+@pytest.mark.parametrize("solver", ["arpack", "device"])
+def test_an_eigen_maps_lambda_min_in_a_tight_cluster_is_the_smallest_to_the_stated_bound(monkeypatch, solver):
+    """An eigen-map point holds λ_min to tol·(λ_max − λ_min) (``relative_min=False``). With the three smallest
+    eigenvalues in a cluster closer together than that bound (−0.2521, −0.2465, −0.2447; trial s53 on a BatchNorm
+    MLP: −0.2464 for −0.2521), a single Ritz pair could converge to the second before the Krylov space found the
+    smallest: 2 of these 40 start vectors came back 1.6× the bound off, with ARPACK and with the thick-restart run.
+    With ``lanczos.SPARE_RITZ`` converged beside it every λ_min is within the bound of the smallest, checked
+    against the spectrum built into a linear model (loss mean(c_i (w·x_i − y_i)²), X = diag(√(n|d|/2)) Vᵀ)."""
+    import landscape_nb.hessian as hmod
+    import landscape_nb.lanczos as lanczos_mod
+
+    n, tol = 451, 1e-3
+    rng = np.random.default_rng(7)
+    d = np.r_[-0.24 * rng.random(n - 10) + 0.05 * rng.random(n - 10) ** 4, [3.26, 2.1, 1.5, 0.9, 0.7, 0.5, 0.4],
+              [-0.2521, -0.2465, -0.2447]]
+    g = torch.Generator().manual_seed(0)
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    x = torch.diag(torch.sqrt(torch.as_tensor(np.abs(d)) * n / 2)) @ v.T
+    y = torch.stack([torch.randn(n, generator=g, dtype=torch.float64), torch.as_tensor(np.sign(d))], 1)
+    model = nn.Linear(n, 1, bias=False).double()
+    op = hmod.HessianOperator(model, (x, y), loss_fn=lambda o, t: (t[:, 1:2] * (o - t[:, :1]) ** 2).mean())
+    assert torch.allclose(op.matvec(v[:, -1]), d[-1] * v[:, -1], atol=1e-9)  # the spectrum is the one built in
+    lmin, lmax = float(np.min(d)), float(np.max(d))
+    if solver == "device":
+        monkeypatch.setattr(lanczos_mod, "DEVICE_LANCZOS_MIN_PARAMS", 0)
+    bound = tol * (lmax - lmin)
+    off = []
+    for seed in range(40):
+        top, bottom = hmod.extreme_eigenpairs(op, n_max=1, n_min=1, tol=tol, seed=seed, relative_min=False)
+        assert top.converged and bottom.converged and bottom.values.shape == (1,)
+        assert abs(top.values[0] - lmax) <= 1.01 * tol * lmax + 1e-5 * lmax
+        off.append(float(bottom.values[0]) - lmin)
+    slack = 1e-5 * lmax if solver == "device" else 0.0  # the float32 basis
+    assert max(off) <= bound + slack, [f"{o / bound:.2f}" for o in off]
+    assert min(off) >= -slack  # no Ritz value below the smallest eigenvalue
+
+
 def test_a_device_lanczos_run_out_of_restarts_returns_the_ritz_pairs_it_has(monkeypatch):
     """Out of restarts (``max_iter``), the thick-restart run returns its last Ritz values with their own
     vectors, not converged: each vector a unit vector whose Rayleigh quotient is its value (the vectors
