@@ -168,7 +168,9 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         ``path`` and ``dropped``, the reference tensors left out: integer buffers such as ``num_batches_tracked`` (they
         change nothing in eval mode) and frozen parameters whose direction is zero. The
         entries of a tied tensor's aliases in a ``state_dict`` add up, as the reference's
-        ``set_states`` adds each entry in place to a deep copy that keeps them one tensor.
+        ``set_states`` adds each entry in place to a deep copy that keeps them one tensor;
+        where more than one is non-zero that warns (``UserWarning``: equal entries move it
+        twice their step), and ``tied_summed`` lists the names, one list per tensor.
 
     Raises
     ------
@@ -234,16 +236,19 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
     dtype = np.float64 if wide else np.float32
     position = {e.name: k for k, e in enumerate(layout.entries)}
     by_id = {id(t): e.name for e, t in zip(layout.entries, layout.tensors(model))}
-    rows, dropped = [], []
+    rows, dropped, summed = [], [], {}
     for axis, arr in zip(axes, arrays):
         parts: list[torch.Tensor | None] = [None] * len(layout.entries)
+        moving: dict[int, list[tuple[str, torch.Tensor]]] = {}  # the names whose entries move each tensor
         for (name, tensor), values in zip(entries, arr):
             target = name if name in position else by_id.get(id(tensor))
             if target is not None:
                 step = torch.from_numpy(np.asarray(values, dtype=dtype).copy())
                 k = position[target]  # a tied alias adds to the tensor it shares, as the reference's set_states
                 parts[k] = step if parts[k] is None else parts[k] + step  # adds each entry in place to a deepcopy
-                continue                                                  # that keeps the aliases one tensor
+                if torch.any(step != 0):                                  # that keeps the aliases one tensor
+                    moving.setdefault(k, []).append((name, step))
+                continue
             if name not in dropped:
                 dropped.append(name)
             frozen = isinstance(tensor, torch.nn.Parameter) and not tensor.requires_grad
@@ -253,6 +258,10 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                     "model; landscape_nb directions cover trainable parameters only. Set "
                     f"model.get_parameter({name!r}).requires_grad_(True) before loading to include it."
                 )
+        for k, named in moving.items():
+            if len(named) > 1:
+                same = all(torch.equal(named[0][1], step) for _, step in named[1:])
+                summed.setdefault(tuple(n for n, _ in named), set()).add(same)
         for k, e in enumerate(layout.entries):  # non-persistent buffers: not in a state_dict
             if parts[k] is None:
                 parts[k] = torch.zeros(e.shape, dtype=torch.float64 if wide else torch.float32)
@@ -262,9 +271,19 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         warn_user(f"landscape_nb.load_reference_directions: {str(path)!r} holds the same ydirection as xdirection "
                   "(plot_surface.py --same_dir), so they span a line, not a plane: a 2D surface along them is "
                   "refused; use .select([0]) for the line, or write a file with two directions")  # (its refusal
+    if summed:  # trial s54: a hand-written file moved a tied tensor twice, not a word said
+        names = "; ".join(" and ".join(repr(n) for n in group)
+                          + (" (the same values: twice their step)" if any(same) else "")
+                          for group, same in summed.items())
+        warn_user(f"landscape_nb.load_reference_directions: {str(path)!r} moves one tied tensor under several "
+                  f"names of the state_dict: {names}. It moves by the sum of their entries, as the reference's "
+                  "set_states adds each entry in place to the one tensor. Where the file meant one move, write "
+                  "zeros under all but one of its names (as save_reference_directions does), or pass the "
+                  "directions to as_directions, which refuses different values under one tensor's names")
     prov = dict(stored)
     prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
-                 "dropped": dropped, "cosine_max": _max_offdiag(_cosines(vectors)),
+                 "dropped": dropped, "tied_summed": [list(group) for group in summed],
+                 "cosine_max": _max_offdiag(_cosines(vectors)),
                  "norms": vectors.double().norm(dim=1).tolist()})
     return Directions(vectors, layout, prov)
 

@@ -446,11 +446,17 @@ def test_tied_weights_in_a_states_file_add_up_as_in_the_reference_set_states(tmp
     path = lnb.save_reference_directions(model, d, tmp_path / "d.h5", dir_type="states")
     with h5py.File(path) as f:  # the alias carries zeros: the shared tensor moves once
         assert not np.any(f["xdirection"]["2"][()]) and np.any(f["xdirection"]["0"][()])
-    assert torch.equal(lnb.load_reference_directions(model, path, dir_type="states").vectors, d.vectors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one entry moves the tensor: nothing to say
+        ours = lnb.load_reference_directions(model, path, dir_type="states")
+    assert torch.equal(ours.vectors, d.vectors) and ours.provenance["tied_summed"] == []
 
     arrays = seeded_like([tuple(v.shape) for v in model.state_dict().values()], 6)
     write_reference_directions(tmp_path / "ref.h5", [arrays])
-    back = lnb.load_reference_directions(model, tmp_path / "ref.h5", dir_type="states")
+    with pytest.warns(UserWarning, match=r"'enc.weight' and 'dec.weight'\. It moves by the sum") as said:
+        back = lnb.load_reference_directions(model, tmp_path / "ref.h5", dir_type="states")
+    assert "twice" not in str(said[0].message)  # different entries (the reference's random states directions)
+    assert back.provenance["tied_summed"] == [["enc.weight", "dec.weight"]]
     m = copy.deepcopy(model)  # the reference, as written: add in place to a deep copy of the state, load it
     state = copy.deepcopy(model.state_dict())
     for (k, v), a in zip(state.items(), arrays):
@@ -459,6 +465,14 @@ def test_tied_weights_in_a_states_file_add_up_as_in_the_reference_set_states(tmp
     moved = torch.cat([(pm - p0).detach().reshape(-1) for pm, p0 in zip(m.parameters(), model.parameters())])
     assert not torch.allclose(moved[:arrays[0].size], torch.from_numpy(arrays[0]).reshape(-1))  # both entries
     torch.testing.assert_close(back.vectors[0], moved, rtol=0, atol=1e-6)
+
+    # trial s54: a file written by hand with the direction's values under both names moved the tensor twice,
+    # silently; it still does (as the reference would), and says so
+    arrays[2] = arrays[0].copy()
+    write_reference_directions(tmp_path / "twice.h5", [arrays])
+    with pytest.warns(UserWarning, match=r"'enc.weight' and 'dec.weight' \(the same values: twice their step\)"):
+        twice = lnb.load_reference_directions(model, tmp_path / "twice.h5")
+    torch.testing.assert_close(twice.vectors[0][:arrays[0].size], 2 * torch.from_numpy(arrays[0]).reshape(-1))
 
 
 def test_the_cli_plots_a_reference_surface_file_with_its_values_where_they_belong(tmp_path, capsys):
