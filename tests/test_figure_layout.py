@@ -24,6 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+import landscape_nb as lnb
 from landscape_nb import Surface, plot
 from landscape_nb.spectrum import Spectrum
 
@@ -597,3 +598,47 @@ def test_the_rendered_checks_catch_the_faults_they_look_for(page):
     boxes, width, height = text_boxes(page, fig)
     with pytest.raises(AssertionError, match=r"'−1' \(xtick\) and '−1' \(ytick\) overlap"):
         check_rendered_text(boxes, width, height)
+
+
+def test_an_exported_animation_keeps_its_loss_contours_while_it_plays(page, tmp_path):
+    """``export_html(plot.animate(...))`` opens playing its frames; plotly.js removed every contour line at the
+    first frame played without a redraw (trial s54: the path moved over an empty plane, on opening and at each
+    ▶ play). The page's contour lines are counted as Chromium draws them, against the same figure with its
+    frames taken out (naive: nothing plays), after the opening run and during and after a ▶ play."""
+    fig = plot.animate(plane(), path_dict(), duration=40)
+    still = go.Figure(fig)
+    still.frames = []
+    count = "() => document.querySelectorAll('g.contourlevel path').length"
+    last = len(fig.frames) - 1
+
+    def opened(figure, name):
+        pg = page.context.browser.new_page(viewport={"width": 1200, "height": 900})
+        pg.goto(lnb.export_html(figure, tmp_path / name).as_uri())
+        pg.wait_for_function("() => { const gd = document.querySelector('.plotly-graph-div');"
+                             " return gd && gd._fullLayout; }")
+        return pg
+
+    pg = opened(still, "still.html")
+    pg.wait_for_function(f"{count} > 0")
+    drawn = pg.evaluate(count)
+    pg.close()
+    pg = opened(fig, "played.html")
+    try:
+        current = ("() => { const gd = document.querySelector('.plotly-graph-div');"
+                   " return gd.data[gd.data.length - 1].x[0]; }")  # the 'current' marker's checkpoint
+        xs = path_dict()["x"]
+        pg.wait_for_function(f"() => ({current})() === {xs[last]!r}", timeout=10_000)  # the opening run played
+        pg.wait_for_timeout(200)
+        assert pg.evaluate(count) == drawn > 0
+        pg.get_by_text("▶ play").click()
+        seen = []
+        for _ in range(8):
+            pg.wait_for_timeout(40)
+            seen.append(pg.evaluate(count))
+        pg.wait_for_timeout(300)
+        seen.append(pg.evaluate(count))
+        # each frame redraws the plot (a sample may fall inside a redraw); what a frame ends with is drawn
+        assert seen[-1] == drawn and seen.count(drawn) > len(seen) // 2, (
+            f"contour lines while playing: {seen}, {drawn} in the still figure")
+    finally:
+        pg.close()

@@ -86,14 +86,16 @@ def animate(surface: Any, path: Any, *, levels: int = 30, log: bool = False, cli
     # the controls hang below the x axis's tick labels and (up to two-line) title
     height, bottom = 540, 170
     below = -80 / (height - 100 - bottom)  # 80 px under the plot, in plot fractions
-    step_args = {"mode": "immediate", "frame": {"duration": duration, "redraw": False}, "transition": {"duration": 0}}
+    # redraw: without it plotly.js removed every contour line at the first frame played (trial s54: a path moving
+    # over an empty plane, in the exported page's autoplay and at each ▶ play)
+    step_args = {"mode": "immediate", "frame": {"duration": duration, "redraw": True}, "transition": {"duration": 0}}
     fig.update_layout(
         updatemenus=[dict(type="buttons", direction="left", x=0.0, y=below, xanchor="left", yanchor="top",
                           showactive=False, buttons=[
                               dict(label="▶ play", method="animate",
                                    args=[None, {**step_args, "fromcurrent": True}]),
                               dict(label="❚❚ pause", method="animate",
-                                   args=[[None], {**step_args, "frame": {"duration": 0, "redraw": False}}])])],
+                                   args=[[None], {**step_args, "frame": {"duration": 0, "redraw": True}}])])],
         sliders=[dict(active=0, x=0.3, y=below, len=0.7, xanchor="left", yanchor="top",
                       currentvalue=dict(visible=False), pad=dict(t=0),
                       steps=[dict(label=labels[k], method="animate", args=[[str(k)], step_args])

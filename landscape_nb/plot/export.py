@@ -102,8 +102,25 @@ def export_html(fig, path: str | os.PathLike) -> Path:
         include_mathjax=False,
         full_html=True,
         config={"displaylogo": False},
+        animation_opts=_autoplay(fig),
     )
     return path
+
+
+def _autoplay(fig) -> dict | None:
+    """How an animated figure's page plays its frames on opening: as its ▶ play button does, each frame
+    redrawn (plotly's default for the page, redraw off, left an animation's contour lines undrawn); None
+    for a figure without frames or a play button."""
+    if not fig.frames:
+        return None
+    for menu in fig.layout.updatemenus or ():
+        for button in menu.buttons or ():
+            args = button.args or ()
+            if button.method == "animate" and len(args) == 2 and args[0] is None and isinstance(args[1], dict):
+                opts = dict(args[1])
+                opts["frame"] = {**opts.get("frame", {}), "redraw": True}
+                return opts
+    return {"frame": {"redraw": True}}
 
 
 def mark_partial(fig, surface: Surface | None):
