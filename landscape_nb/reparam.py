@@ -18,8 +18,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from .data import call_model
 from .errors import LandscapeError, one_line
+from .metrics import describe
 from .params import eval_mode
+from .trees import tree_leaves
 
 SCALABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Leaves that may sit between two rescaled layers: f(a·z) = a·f(z) for a > 0 (PReLU's learnt slope too: refused
@@ -44,10 +47,12 @@ def rescalable_layers(model: nn.Module, *, check=None, rtol: float = 1e-5) -> di
     inputs where the first module is a Linear layer. Without either (a conv net and no ``check``)
     the candidates are returned untried, and `reparametrize` tries the ones it is given.
 
+    ``check``: as for `reparametrize`.
+
     Raises
     ------
     LandscapeError
-        If the model cannot run on ``check``.
+        If the model cannot run on ``check`` (or, without it, on the 16 random inputs).
     """
     leaves = _leaves(model)
     out = {}
@@ -67,7 +72,7 @@ def rescalable_layers(model: nn.Module, *, check=None, rtol: float = 1e-5) -> di
     if not out:
         return out
     mods = dict(model.named_modules())
-    ref = _outputs(model, inputs)
+    ref = _outputs(model, inputs, probe=check is None)
     # a residual MLP listed every skip-crossing pair, on which any list of scales was refused (trial s38)
     return {name: nxt for name, nxt in out.items()
             if _relative_change(ref, _rescaled_outputs(model, mods[name], mods[nxt], inputs)) <= rtol}
@@ -82,7 +87,7 @@ def _rescaled_outputs(model: nn.Module, layer: nn.Module, nxt: nn.Module, inputs
         try:
             for t, factor in zip(tensors, [2.0] * (len(tensors) - 1) + [0.5]):
                 t.mul_(factor)
-            return _outputs(model, inputs)
+            return _outputs(model, inputs)  # ran once already on these inputs
         finally:
             for t, s in zip(tensors, saved):
                 t.copy_(s)
@@ -93,15 +98,27 @@ def _relative_change(ref: torch.Tensor, out: torch.Tensor) -> float:
     return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-def _outputs(model: nn.Module, inputs) -> torch.Tensor:
+def _outputs(model: nn.Module, inputs, probe: bool = False) -> torch.Tensor:
+    """The model's floating-point outputs on ``inputs`` (``model(*x)`` for a tuple, ``model(**x)`` for a dict, as
+    ``compute_surface`` calls it), flattened into one vector where they are a tuple or dict; ``probe``: the inputs
+    are ``_probe_inputs``' (no ``check`` given), which the message says."""
     try:
         with torch.no_grad(), eval_mode(model):
-            return model(inputs)
+            out = call_model(model, inputs)
     except Exception as exc:  # the probe or the given inputs do not fit the model
-        raise LandscapeError(f"could not run the model on the check inputs of shape "
-                             f"{tuple(getattr(inputs, 'shape', ()))} ({type(exc).__name__}: {one_line(exc, 200)}); "
-                             "pass check=x, a batch of inputs as the model takes them (or, if the model's own "
-                             "forward fails on good inputs, fix that first)") from exc
+        what = (f"16 standard-normal inputs ({describe(inputs)}), made for it as no check= was given" if probe
+                else f"the check inputs ({describe(inputs)})")
+        raise LandscapeError(f"could not run the model on {what} ({type(exc).__name__}: {one_line(exc, 200)}); "
+                             "pass check=x, a batch of inputs as the model takes them: a tensor, a tuple for "
+                             "model(*x) (trial s54: a model of two inputs), or a dict for model(**x) (or, if the "
+                             "model's own forward fails on good inputs, fix that first)") from exc
+    if isinstance(out, torch.Tensor):
+        return out
+    leaves = [t.reshape(-1) for _, t in tree_leaves(out) if t.is_floating_point()]
+    if not leaves:
+        raise LandscapeError(f"the model's outputs on the check inputs are {describe(out)}, with no floating-point "
+                             "tensor to compare; expected outputs holding the model's predictions")
+    return torch.cat(leaves)
 
 
 def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1e-5) -> nn.Module:
@@ -127,10 +144,12 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
         ``{layer name: a}`` for layers in ``rescalable_layers(model)``, or one
         ``a`` per rescalable layer in that order; each ``a`` is a dimensionless
         factor, positive and finite.
-    check : torch.Tensor, optional
-        Example inputs, shape (batch, ...) as ``model`` takes them; the outputs of the
-        copy are compared with the original's on them (eval mode). Required unless the
-        model's first module is an ``nn.Linear`` (then random inputs are used).
+    check : torch.Tensor, tuple or dict, optional
+        Example inputs, shape (batch, ...) as ``model`` takes them (a tuple is passed as
+        ``model(*check)``, a dict as ``model(**check)``, as ``compute_surface`` does); the
+        outputs of the copy (all their floating-point tensors) are compared with the
+        original's on them (eval mode). Required unless the model's first module is an
+        ``nn.Linear`` of one input (then random inputs are used).
     rtol : float, optional
         The largest accepted ``max|f_new − f| / max|f|`` on ``check``.
 
@@ -193,7 +212,7 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
             layer.weight.mul_(a_out / a_in)
             if layer.bias is not None:
                 layer.bias.mul_(a_out)
-    _check_same(model, new, inputs, rtol)
+    _check_same(model, new, inputs, rtol, probe=check is None)
     return new
 
 
@@ -211,8 +230,8 @@ def _probe_inputs(model: nn.Module) -> torch.Tensor:
     return x.to(device=first.weight.device, dtype=first.weight.dtype)
 
 
-def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float) -> None:
-    err = _relative_change(_outputs(model, inputs), _outputs(new, inputs))
+def _check_same(model: nn.Module, new: nn.Module, inputs, rtol: float, probe: bool = False) -> None:
+    err = _relative_change(_outputs(model, inputs, probe), _outputs(new, inputs, probe))
     if err > rtol:
         raise LandscapeError(
             f"the rescaled model's outputs differ from the original's by {err:.3g} (relative), more than "
