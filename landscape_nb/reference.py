@@ -469,7 +469,8 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
             values = _grid_array(f, key, x.size, ny, path)
             if key in (f"{split}_acc", f"{other}_acc") or key in split_accs:
                 _warn_if_fractions(values, key, path, ours=_ATTR_PROVENANCE in f.attrs)
-                values = values / 100.0
+                # the reference's -1 "not computed" also where a point's loss is in (trial s54: read as -0.01)
+                values = np.where(values < 0, np.nan, values / 100.0)
             metrics[names.get(key, key)] = values
         _not_computed_as_nan(metrics, loss, done, other)
         dir_file = f["dir_file"][()] if "dir_file" in keys else None

@@ -634,6 +634,12 @@ def test_each_split_of_a_reference_file_keeps_its_own_not_computed_points_and_di
                                              r"again once the reference's run has filled it in"):
         lnb.topology(tested)  # not "resume it from its store", which a file has not
     assert np.nanmin(tested.metrics["accuracy"]) >= 0 and np.nanmin(surf.metrics["test_loss"]) > 0
+    held = train_acc.copy()
+    held[3, 2] = -1  # the loss in, its accuracy still the placeholder (trial s54: read as -0.01)
+    path = _reference_file(tmp_path / "h.h5", x, y, train_loss=train, train_acc=held)
+    surf = lnb.load_reference_surface(path)
+    assert surf.done[3, 2] and np.isnan(surf.metrics["accuracy"][3, 2])
+    np.testing.assert_array_equal(surf.metrics["accuracy"], np.where(np.isnan(train) | (held < 0), np.nan, held / 100))
     fig = lnb.plot.surface(surf)
     hover = np.asarray(fig.data[0].customdata, float)
     assert not (hover < 0).any()  # no -1 or -0.01 in the figure
