@@ -201,7 +201,28 @@ def test_persistence_figures_show_every_pair():
     np.testing.assert_allclose(sorted(np.asarray(h0.y)[finite]), sorted(topo.diagrams[0][finite, 1]))
     assert np.asarray(h0.y)[~finite].min() > topo.diagrams[0][finite, 1].max()  # ∞ drawn above all
     bars = persistence(topo, kind="barcode", dims=[0])
-    assert len(bars.data) == 1 and sum(v is None for v in bars.data[0].x) == len(topo.diagrams[0])
+    lines = [t for t in bars.data if t.mode == "lines"]
+    assert sum(v is None for t in lines for v in t.x) == len(topo.diagrams[0])
+    # trial s54: the longest-lived bar was at the bottom, under a y axis titled "class" with no labels, and the
+    # bar of the class that never dies ran off the plot with no mark
+    birth, death = topo.diagrams[0][:, 0], topo.diagrams[0][:, 1]
+    rows = {}  # row -> (birth, end) as drawn
+    for t in lines:
+        for k in range(0, len(t.x), 3):
+            rows[t.y[k]] = (t.x[k], t.x[k + 1])
+            assert t.y[k] == t.y[k + 1] and t.x[k + 2] is None
+    drawn = [rows[r] for r in sorted(rows)]  # top to bottom (the axis is reversed)
+    assert bars.layout.yaxis.autorange == "reversed"
+    life = np.where(np.isfinite(death), death - birth, np.inf)
+    np.testing.assert_allclose([e - b for b, e in drawn][1:], sorted(life[np.isfinite(life)], reverse=True))
+    top = drawn[0][1]
+    assert top > np.nanmax(death[np.isfinite(death)]) and drawn[0][0] == birth[np.isinf(death)][0]
+    (arrow,) = [t for t in bars.data if t.mode == "markers"]
+    assert list(arrow.x) == [top] and arrow.marker.symbol == "triangle-right"
+    assert any(sh.x0 == top for sh in bars.layout.shapes) and "∞" in [a.text for a in bars.layout.annotations]
+    noise = [t for t in lines if t.name.endswith("(noise)")]
+    assert sum(v is None for t in noise for v in t.x) == int(np.sum(life < 0.05)) > 0
+    assert list(bars.layout.yaxis.ticktext) == ["basins (H0)"] and bars.layout.xaxis.range[1] > top
     with pytest.raises(LandscapeError, match="kind"):
         persistence(topo, kind="landscape")
     with pytest.raises(LandscapeError, match="dims"):

@@ -36,8 +36,10 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
     kind : {"diagram", "barcode"}
         ``"diagram"``: one point (birth, death) per class, the diagonal, and the dashed line
         ``death = birth + threshold`` below which basins count as noise. ``"barcode"``: one
-        horizontal bar per class from birth to death, longest-lived at the top of each dimension.
-        Classes that never die are drawn at a level above every finite value (marked "∞").
+        horizontal bar per class from birth to death, longest-lived at the top of each dimension
+        (named on the y axis), those shorter than the threshold pale (noise).
+        Classes that never die are drawn up to a level above every finite value (the line marked
+        "∞"), ending in an arrow.
     dims : sequence of int, optional
         Homology dimensions to show; default all (0: basins, 1: loops, 2: voids).
     title : str, optional
@@ -63,6 +65,7 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
     fig = go.Figure()
     colors = qualitative.Plotly
     row = 0
+    groups: list[tuple[float, str]] = []  # a barcode's dimensions: the middle row of each, its name
     for d in dims:
         pts = diagrams[d]
         birth, death = pts[:, 0], pts[:, 1]
@@ -77,13 +80,28 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
                 hovertemplate="birth %{x:.4g}<br>death %{text}<extra>" + name + "</extra>"))
         else:
             order = np.argsort(-(shown - birth), kind="stable")
-            xs, ys = [], []
-            for k, i in enumerate(order):
-                xs += [birth[i], shown[i], None]
-                ys += [row + k, row + k, None]
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name,
-                                     line=dict(color=colors[d % len(colors)], width=4),
-                                     hovertemplate="%{x:.4g}<extra>" + name + "</extra>"))
+            colour = colors[d % len(colors)]
+            for noise in (False, True):  # the bars of classes shorter-lived than the threshold: pale
+                xs, ys, hover = [], [], []
+                for k, i in enumerate(order):
+                    if (np.isfinite(death[i]) and death[i] - birth[i] < threshold) != noise:
+                        continue
+                    life = "∞" if not np.isfinite(death[i]) else f"{death[i] - birth[i]:.4g}"
+                    words = f"birth {birth[i]:.4g}<br>death {text[i]}<br>lifetime {life}"
+                    xs += [birth[i], shown[i], None]
+                    ys += [row + k, row + k, None]
+                    hover += [words, words, None]
+                if xs:
+                    fig.add_trace(go.Scatter(
+                        x=xs, y=ys, mode="lines", name=name + (" (noise)" if noise else ""), text=hover,
+                        line={"color": colour, "width": 4}, opacity=0.35 if noise else 1.0,
+                        hovertemplate="%{text}<extra>" + name + "</extra>"))
+            endless = [k for k, i in enumerate(order) if not np.isfinite(death[i])]
+            if endless:  # never dies: an arrow where its bar is cut
+                fig.add_trace(go.Scatter(x=[top] * len(endless), y=[row + k for k in endless], mode="markers",
+                                         marker={"symbol": "triangle-right", "size": 11, "color": colour},
+                                         showlegend=False, hoverinfo="skip"))
+            groups.append((row + (len(order) - 1) / 2, name))
             row += len(order) + 1
     if kind == "diagram":
         fig.add_trace(go.Scatter(x=[lo, top], y=[lo, top], mode="lines", name="diagonal",
@@ -97,8 +115,13 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
         fig.update_xaxes(title_text="birth (loss)")
         fig.update_yaxes(title_text="death (loss)")
     else:
-        fig.update_xaxes(title_text="loss")
-        fig.update_yaxes(title_text="class", showticklabels=False)
+        fig.add_vline(x=top, line={"color": "lightgray", "width": 1}, annotation_text="∞",
+                      annotation_position="top")
+        span = top - lo or 1.0
+        fig.update_xaxes(title_text="loss", range=[lo - 0.03 * span, top + 0.04 * span])
+        fig.update_yaxes(autorange="reversed", tickvals=[g[0] for g in groups], ticktext=[g[1] for g in groups],
+                         showgrid=False, zeroline=False)  # row 0, the longest-lived, at the top
+        fig.update_layout(showlegend=True)
     if title is None and hasattr(topology, "n_basins"):
         smad = getattr(topology, "smad", math.nan)
         title = (f"{topology.n_basins} basin(s) deeper than {topology.threshold:.3g}"
