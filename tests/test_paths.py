@@ -767,8 +767,18 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
         assert list(marks.text) == ["final", "run 2", "run &lt;3&gt;"]  # drawn as text, not as a tag
         assert marks.hovertemplate[1] == "%{text} at (1, 0)<br>loss: %{customdata[0]:.4g}%{hovertext}<extra></extra>"
         assert np.asarray(marks.customdata)[:, 0] == pytest.approx(own, rel=1e-5)
-    drawn = next(t for t in lnb.plot.surface(plane).data if t.name == "models")  # 3D: at the heights drawn
-    assert drawn.type == "scatter3d" and np.asarray(drawn.z) == pytest.approx(own, rel=1e-5)
+    fig3d = lnb.plot.surface(plane)
+    drawn = next(t for t in fig3d.data if t.name == "models")  # 3D: at the heights drawn
+    assert drawn.type == "scatter3d" and np.asarray(drawn.z[0::3], float) == pytest.approx(own, rel=1e-5)
+    # each model's pin from its mark up above the drawn surface, named at its top (trial s54: marks on the surface
+    # alone were hidden behind it in the default camera), inside the scene's z range
+    values = np.asarray(next(t for t in fig3d.data if t.type == "surface").z, float)
+    top = np.nanmax(values) + 0.08 * (np.nanmax(values) - np.nanmin(values))
+    assert list(drawn.z[1::3]) == pytest.approx([top] * 3) and list(drawn.z[2::3]) == [None] * 3
+    assert list(drawn.x) == [0, 0, None, 1, 1, None, 0, 0, None] and drawn.mode == "lines+markers+text"
+    assert list(drawn.text) == ["", "final", "", "", "run 2", "", "", "run &lt;3&gt;", ""]
+    assert drawn.hovertemplate[3] == drawn.hovertemplate[4] == marks.hovertemplate[1]
+    assert fig3d.layout.scene.zaxis.range[1] >= top > np.nanmax(values)
 
     off = lnb.compute_surface(a, data, d, x=(-0.5, 0.7, 4), y=(-0.3, 1.5, 5))  # x: -0.5, -0.1, 0.3, 0.7
     fig = lnb.plot.contour(off)
@@ -785,14 +795,15 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     fig3d = lnb.plot.surface(off)
     drawn = next(t for t in fig3d.data if t.name == "models")
     loss = np.asarray(next(t for t in fig3d.data if t.type == "surface").z, float)  # as drawn: the cap's values
+    marked = np.asarray(drawn.z[0::3], float)  # on the surface; drawn.z[1::3]: the pins' tops
 
     def by_hand(row, ty, tx=0.25):  # (0 - -0.1) / 0.4 along x
         return ((1 - ty) * ((1 - tx) * loss[row, 1] + tx * loss[row, 2])
                 + ty * ((1 - tx) * loss[row + 1, 1] + tx * loss[row + 1, 2]))
 
     expected = [by_hand(0, (0 + 0.3) / 0.45), by_hand(2, (1 - 0.6) / 0.45)]  # y -0.3, 0.15 | 0.6, 1.05
-    assert np.asarray(drawn.z) == pytest.approx(expected, rel=1e-9)
-    assert not np.isclose(np.asarray(drawn.z)[0], loss[1, 1])  # not the nearest point's height
+    assert marked == pytest.approx(expected, rel=1e-9)
+    assert not np.isclose(marked[0], loss[1, 1])  # not the nearest point's height
     assert loss[0, 2] < off.loss[0, 2]  # a corner above the cap: drawn at the cap, and the mark with it
 
     live = lnb.plot.live(plane)  # the Explorer's figure: marked on the contours, hidden for the next directions
@@ -803,9 +814,10 @@ def test_a_plane_through_three_models_marks_them_by_name_with_their_own_losses(p
     # and on its 3D pane, at the heights drawn, as plot.surface marks them (the live 3D pane marked none, s51)
     marks3d = next(t for t in live.data if t.name == "models 3d")
     assert marks3d.type == "scatter3d" and marks3d.scene == "scene" and marks3d.visible
-    assert np.asarray(marks3d.z) == pytest.approx(own, rel=1e-5) and list(marks3d.x) == [0, 1, 0]
+    assert np.asarray(marks3d.z[0::3], float) == pytest.approx(own, rel=1e-5) and list(marks3d.x[0::3]) == [0, 1, 0]
+    assert marks3d.mode == "lines+markers+text" and marks3d.line.width == 3  # pins, as plot.surface's
     lnb.plot.update(live, off)  # off the grid: bilinear in the cell, as plot.surface's
-    assert np.asarray(marks3d.z) == pytest.approx(np.asarray(drawn.z), rel=1e-9)
+    assert np.asarray(marks3d.z[0::3], float) == pytest.approx(marked, rel=1e-9)
     other = lnb.compute_surface(a, data, lnb.random_directions(a, n=2, seed=0), x=(-0.5, 1.5, 9), y=(-0.5, 1.5, 5))
     lnb.plot.update(live, other)
     assert marks.visible is False and not len(marks.x)

@@ -80,6 +80,8 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
                                      grid=(surf.x, surf.y))
         fig.update_layout(scene=scene)
         fig.layout.scene.zaxis.update(scene_z_ticks(zmin, zmax))
+        if any(t.name == "models" for t in fig.data) and fig.layout.scene.zaxis.range is not None:
+            fig.layout.scene.zaxis.range = [zmin, max(zmax, pin_top(z))]  # the models' pins and names in the box
         set_caption(fig, caption)
     else:
         # outside ticks keep the first labels of the two axes off each other in the corner
@@ -543,9 +545,11 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
     """Named stars at the three models of a plane through three models (`plane_models`) that lie inside the
     grid's range, each hovering the plane's loss there (the nearest grid point's, said as such, where no grid
     point lies on the model: a neighbour's loss shown as the model's misled, trial s35; "not computed yet" or
-    "diverged" where the loss is not known there); with ``z``, the values drawn (the grid's shape), a 3D trace at
-    their heights (a model whose point has no value has no height: not drawn there). None for other surfaces,
-    none inside, or models that cannot be marked (``unmarked``)."""
+    "diverged" where the loss is not known there); with ``z``, the values drawn (the grid's shape), a 3D trace: for
+    each model a mark on the surface at its drawn height (none where its point has no value) and a pin from it up
+    to `pin_top` above the drawn values, where the model is named (a mark on the surface alone was hidden by the
+    surface in front of it or under a capped plateau, trial s54): its points in threes, (surface, top, gap).
+    None for other surfaces, none inside, or models that cannot be marked (``unmarked``)."""
     models = plane_models(surface)
     if models is None or models["unmarked"]:
         return None
@@ -576,8 +580,34 @@ def plane_models_trace(surface: Surface, z: np.ndarray | None = None) -> go.Scat
                         "color": "white", "line": {"width": 1.5, "color": "black"}}}
     if z is None:
         return go.Scatter(**style)
-    heights = drawn_height(surface, z, np.asarray(models["x"], float), np.asarray(models["y"], float), near)
-    return go.Scatter3d(z=heights[shown], **style)
+    heights = drawn_height(surface, z, np.asarray(models["x"], float), np.asarray(models["y"], float), near)[shown]
+    top, gap = pin_top(z), np.nan
+
+    def threes(values, fill=None) -> list:  # each model's (surface, top, gap) points
+        return [v for value in values for v in (value, value, fill)]
+
+    return go.Scatter3d(
+        x=threes(px), y=threes(py), z=[v for h in heights for v in (h, top, None)], mode="lines+markers+text",
+        name="models", showlegend=False, textposition="top center",
+        text=[v for t in style["text"] for v in ("", t, "")], hovertext=threes(style["hovertext"], ""),
+        hovertemplate=threes(hover, ""), customdata=threes(style["customdata"].tolist(), [gap] * 3),
+        line={"color": "black", "width": 3}, connectgaps=False,
+        marker={"symbol": "diamond", "size": [5, 7, 0] * len(heights), "color": "white",
+                "line": {"width": 1.5, "color": "black"}})
+
+
+#: how far above the drawn values a 3D figure's model pins reach, in their span
+PIN_ABOVE = 0.08
+
+
+def pin_top(z: np.ndarray) -> float:
+    """The height where a 3D figure names a plane's models (`plane_models_trace`): `PIN_ABOVE` of the drawn values'
+    span above the highest, so each name is seen over the surface (a capped plateau included) from any angle."""
+    finite = np.asarray(z, float)[np.isfinite(z)]
+    if not finite.size:
+        return 0.0
+    hi, lo = float(finite.max()), float(finite.min())
+    return hi + PIN_ABOVE * ((hi - lo) or max(abs(hi), 1.0))
 
 
 def drawn_height(surface: Surface, z: np.ndarray, px: np.ndarray, py: np.ndarray, near: dict) -> np.ndarray:

@@ -376,7 +376,8 @@ def _update_models(fig, surf: Surface, z: np.ndarray | None = None) -> None:
             continue
         trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, text=drawn.text, marker=drawn.marker,
                      textposition=drawn.textposition, hovertemplate=drawn.hovertemplate, hovertext=drawn.hovertext,
-                     customdata=drawn.customdata, visible=True, **({"z": drawn.z} if name == MODELS_3D else {}))
+                     customdata=drawn.customdata, visible=True,
+                     **({"z": drawn.z, "line": drawn.line, "connectgaps": False} if name == MODELS_3D else {}))
 
 
 def _placeholder(surface_trace, layout, shape: tuple[int, int] | None) -> None:
