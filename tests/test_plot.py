@@ -948,7 +948,19 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     title = fig.data[0].colorbar.title.text
     cap = float(re.search(r"capped at ([\d.]+)", title).group(1))
     above = int((loss > cap).sum())
-    assert above == 84 and f"{above} of 441 points above,<br>up to 6.4e+04" in title
+    assert above == 84 and f"{above} of 441 points above (shaded),<br>up to 6.4e+04" in title
+    # and shades them, where no line is drawn and the background inside the lowest level read the same (trials
+    # s47, s53b): a constraint contour on the drawn values, failing (shaded) at the cap only
+    from landscape_nb.plot._common import ABOVE_CAP
+
+    (shade,) = [t for t in fig.data if t.name == ABOVE_CAP]
+    assert shade.type == "contour" and shade.contours.type == "constraint" and shade.contours.operation == "<"
+    z = np.asarray(fig.data[0].z, float)
+    assert np.array_equal(np.asarray(shade.z, float), z) and shade.hoverinfo == "skip"
+    assert np.array_equal(~(z < shade.contours.value), loss > cap)  # shaded: exactly the points above the cap
+    assert all(t.name != ABOVE_CAP for t in plot.heatmap(Surface(x, x, loss)).data)  # coloured there: no shade
+    fine = plot.contour(Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
+    assert all(t.name != ABOVE_CAP for t in fine.data) and "shaded" not in fine.data[0].colorbar.title.text
 
 
 def test_a_run_title_shows_a_models_name_as_written_not_as_markup():

@@ -15,6 +15,7 @@ from landscape_nb.depth import (
     zoo_name,
 )
 from landscape_nb.plot import depth_figure
+from landscape_nb.plot._common import ABOVE_CAP
 
 
 def synthetic_comparison():
@@ -34,8 +35,13 @@ def synthetic_comparison():
 def test_six_panels_share_one_colour_axis(kind):
     comp = synthetic_comparison()
     fig = depth_figure(comp, kind=kind)
-    assert len(fig.data) == 6
-    assert {trace.coloraxis for trace in fig.data} == {"coloraxis"}
+    shades = [t for t in fig.data if t.name == ABOVE_CAP]  # where a panel is above the cap (`above_cap_trace`)
+    grids = [t for t in fig.data if t.name != ABOVE_CAP]
+    assert len(grids) == 6
+    assert {trace.coloraxis for trace in grids} == {"coloraxis"}
+    top = fig.layout.coloraxis.cmax
+    capped = [r.name for r in comp.rows if np.nanmax(comp.surfaces[r.name].loss) > top]
+    assert len(shades) == (len(capped) if kind == "contour" else 0) and (kind != "contour" or shades)
     every = np.concatenate([np.asarray(s.loss).ravel() for s in comp.surfaces.values()])
     assert fig.layout.coloraxis.cmin == pytest.approx(every.min())
     assert fig.layout.coloraxis.cmax <= every.max()
@@ -51,7 +57,7 @@ def test_six_panels_share_one_colour_axis(kind):
 def test_skip_on_top_row_depth_left_to_right():
     comp = synthetic_comparison()
     fig = depth_figure(comp)
-    for k, trace in enumerate(fig.data):
+    for k, trace in enumerate(t for t in fig.data if t.name != ABOVE_CAP):
         depth, skip = (20, 56, 110)[k % 3], k < 3
         assert np.array_equal(np.asarray(trace.z, float)[5], np.minimum(
             np.asarray(comp.surfaces[zoo_name(depth, skip)].loss)[5], fig.layout.coloraxis.cmax))
@@ -181,12 +187,12 @@ def test_each_panel_shows_its_own_surface_when_one_holds_isolated_points(kind):
     top = fig.layout.coloraxis.cmax
     for row in comp.rows:
         traces = list(fig.select_traces(row=1 if row.skip else 2, col=(20, 56, 110).index(row.depth) + 1))
-        grid, *markers = traces
+        grid, *markers = (t for t in traces if t.name != ABOVE_CAP)
         loss = np.asarray(surfaces[row.name].loss, float)
         want = np.where(np.isfinite(loss), np.minimum(loss, top), np.nan)
         np.testing.assert_array_equal(np.asarray(grid.z, float), want, err_msg=row.name)
         assert {(x, y) for m in markers for x, y in zip(m.x, m.y)} == lone.get(row.name, set()), row.name
-    assert len(fig.data) == 6 + 2
+    assert len([t for t in fig.data if t.name != ABOVE_CAP]) == 6 + 2
     (note,) = [a for a in fig.layout.annotations if a.name == "partial"]
     assert note.text.startswith(f"partial: {zoo_name(20, True)}: 1 of {t.size ** 2} points; "
                                 f"{zoo_name(56, True)}: 8 of {t.size ** 2} points diverged")

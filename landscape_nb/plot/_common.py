@@ -603,9 +603,9 @@ def _range(zs: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
     return lo, hi
 
 
-def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
-    """Colorbar title; says so when the display is capped below the true maximum, and how many
-    points a log scale leaves blank."""
+def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray, shaded: bool = False) -> str:
+    """Colorbar title; says so when the display is capped below the true maximum (``shaded``: where the
+    figure shades the points above the cap, `above_cap_trace`), and how many points a log scale leaves blank."""
     label = _axis_label(log)
     raw_disp = _transform(raw, log=log, clip=False)
     if zmax is not None and np.nanmax(raw_disp, initial=-np.inf) > zmax:
@@ -614,7 +614,7 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray) -> str:
         above, values = raw_disp > zmax, np.asarray(raw, dtype=float)
         top = float(np.nanmax(values[above & np.isfinite(values)], initial=np.nan))
         label += (f"<br>(capped at {zmax:.4g}:<br>{int(above.sum())} of {int(np.isfinite(raw_disp).sum())} points "
-                  f"above,<br>up to {top:.3g})")
+                  f"above{' (shaded)' if shaded else ''},<br>up to {top:.3g})")
     return label + non_positive_note(log, [raw])
 
 
@@ -940,6 +940,30 @@ def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     if kind == "surface":
         return go.Scatter3d(x=x, y=y, z=values, marker=dict(size=3, **marker), **common)
     return go.Scatter(x=x, y=y, marker=dict(size=7, line=dict(width=0.5, color="white"), **marker), **common)
+
+
+#: the name of the trace `above_cap_trace` adds
+ABOVE_CAP = "above the cap"
+#: its shade: grey over the plot's background, lighter than any contour line
+ABOVE_CAP_FILL = "rgba(110, 110, 110, 0.30)"
+
+
+def above_cap_trace(kind: str, surf: Surface, z: np.ndarray, zmax, log: bool):
+    """For a contour plot whose colour scale is capped below the surface's highest loss (``z``: the displayed
+    values, at most ``zmax``), a trace that shades the region at the cap: a contour panel draws no line there,
+    and the same background as inside its lowest level read as a flat basin (trials s47, s53b: a ResNet-110's
+    plane mostly above the cap, an island of lines in an even grey). None for other kinds, or nothing above."""
+    if kind != "contour" or zmax is None:
+        return None
+    raw = _transform(np.asarray(surf.loss, dtype=float), log=log, clip=False)
+    if not np.nanmax(raw, initial=-np.inf) > zmax:
+        return None
+    # a constraint contour shades where it fails: z < value holds below the cap, so the cap's points are shaded
+    value = zmax - 1e-9 * max(abs(zmax), 1.0)
+    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=z, name=ABOVE_CAP,
+                      contours={"type": "constraint", "operation": "<", "value": value, "showlabels": False},
+                      fillcolor=ABOVE_CAP_FILL, line={"width": 0}, connectgaps=False, showscale=False,
+                      showlegend=False, hoverinfo="skip")
 
 
 def _grid_trace(

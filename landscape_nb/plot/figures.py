@@ -34,6 +34,7 @@ from ._common import (
     _range,
     _title,
     _transform,
+    above_cap_trace,
     as_written,
     clip_limit,
     curve_labels,
@@ -65,8 +66,11 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     refuse_log_of_non_positive(log, [surf.loss], f"plot.{kind}")
     zmin, zmax = _range([z])
     trace = _grid_trace(kind, surf, z, zmin, zmax, levels=levels, contours=contours)
-    trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss)))
+    shade = above_cap_trace(kind, surf, z, zmax, log)
+    trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss, shaded=shade is not None)))
     fig = go.Figure(trace)
+    if shade is not None:  # after it (data[0] is the loss's trace): it shades only where no line is drawn
+        fig.add_trace(shade)
     lone = lone_points_trace(kind, surf, z, zmin, zmax)
     if lone is not None:  # a partial surface's points that no drawn cell shows
         fig.add_trace(lone)
@@ -1042,11 +1046,16 @@ def compare(
     )
     x_lines = 1
     captions: list[str | None] = []
+    shaded = False  # a contour panel shades where it is above the cap (`above_cap_trace`)
     for k, (s, z) in enumerate(zip(surfaces, zs)):
         n_levels = SURFACE_LEVELS if kind == "surface" else levels
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
         trace.coloraxis = "coloraxis"
         fig.add_trace(trace, row=1, col=k + 1)
+        shade = above_cap_trace(kind, s, z, zmax, log)
+        if shade is not None:
+            shaded = True
+            fig.add_trace(shade, row=1, col=k + 1)
         lone = lone_points_trace(kind, s, z, zmin, zmax)
         if lone is not None:
             fig.add_trace(lone, row=1, col=k + 1)
@@ -1081,7 +1090,7 @@ def compare(
     fig.update_layout(
         coloraxis=dict(
             colorscale=COLORSCALE, cmin=zmin, cmax=zmax,
-            colorbar=dict(title=dict(text=_colorbar_title(log, zmax, raw))),
+            colorbar=dict(title=dict(text=_colorbar_title(log, zmax, raw, shaded=shaded))),
         ),
         height=450, width=width if width and width > DEFAULT_WIDTH else None,
     )
