@@ -12,7 +12,7 @@ import pytest
 
 from landscape_nb import LandscapeError, Surface
 from landscape_nb import plot
-from landscape_nb.plot._common import AXES_NOTE, LONE_POINTS, PARTIAL_NOTE
+from landscape_nb.plot._common import ABOVE_CAP, AXES_NOTE, LONE_POINTS, PARTIAL_NOTE
 
 X = np.linspace(-1.0, 1.0, 7)
 Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
@@ -628,7 +628,8 @@ def partial(surf: Surface, n_rows: int) -> Surface:
 
 def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(bowl):
     fig = plot.live(partial(bowl, 2), title="live")
-    surf_trace, contour_trace, path, models, models3d, *lone = fig.data
+    surf_trace, contour_trace, shade, path, models, models3d, *lone = fig.data
+    assert shade.name == ABOVE_CAP and shade.visible is False  # nothing above a cap yet
     assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
     assert models.name == "models" and models.visible is False  # nor models it passes through (plane3)
     assert models3d.name == "models 3d" and models3d.visible is False and models3d.scene == "scene"  # nor in 3D
@@ -678,12 +679,13 @@ def test_a_live_figure_draws_a_pca_planes_path_then_drops_it_for_other_direction
             "path_norm": [1.0, 0.5, 0.0], "path_loss": [2.0, 1.0, 0.5]}
     pca = Surface(x=bowl.x, y=bowl.y, loss=bowl.loss, provenance={"directions": path})
     fig = plot.live(pca)
-    trace = fig.data[2]
+    at = next(k for k, t in enumerate(fig.data) if t.name == "trajectory")
+    trace = fig.data[at]
     assert trace.visible is True and list(trace.x) == path["path_x"] and list(trace.y) == path["path_y"]
     assert list(trace.customdata) == path["path_loss"] and "true loss" in trace.hovertemplate
     plot.update(fig, bowl)
-    assert fig.data[2].visible is False and not len(fig.data[2].x) and fig.data[2].customdata is None
-    assert "-0.5" not in json.dumps(fig.to_plotly_json()["data"][2], default=str)
+    assert fig.data[at].visible is False and not len(fig.data[at].x) and fig.data[at].customdata is None
+    assert "-0.5" not in json.dumps(fig.to_plotly_json()["data"][at], default=str)
 
 
 def assert_placeholder(fig):
@@ -951,8 +953,6 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     assert above == 84 and f"{above} of 441 points above (shaded),<br>up to 6.4e+04" in title
     # and shades them, where no line is drawn and the background inside the lowest level read the same (trials
     # s47, s53b): a constraint contour on the drawn values, failing (shaded) at the cap only
-    from landscape_nb.plot._common import ABOVE_CAP
-
     (shade,) = [t for t in fig.data if t.name == ABOVE_CAP]
     assert shade.type == "contour" and shade.contours.type == "constraint" and shade.contours.operation == "<"
     z = np.asarray(fig.data[0].z, float)
@@ -961,6 +961,16 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     assert all(t.name != ABOVE_CAP for t in plot.heatmap(Surface(x, x, loss)).data)  # coloured there: no shade
     fine = plot.contour(Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
     assert all(t.name != ABOVE_CAP for t in fine.data) and "shaded" not in fine.data[0].colorbar.title.text
+    # the Explorer's live figure alike, the shade following each update (and hidden where nothing is above)
+    live = plot.live(Surface(x, x, np.full_like(loss, np.nan)))
+    (live_shade,) = [t for t in live.data if t.name == ABOVE_CAP]
+    assert live_shade.visible is False and live_shade.xaxis == "x"  # on the contours
+    plot.update(live, Surface(x, x, loss))
+    assert live_shade.visible and np.array_equal(~(np.asarray(live_shade.z, float) < live_shade.contours.value),
+                                                 loss > cap)
+    assert "(shaded)" in live.layout.coloraxis.colorbar.title.text
+    plot.update(live, Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
+    assert live_shade.visible is False and "shaded" not in live.layout.coloraxis.colorbar.title.text
 
 
 def test_a_run_title_shows_a_models_name_as_written_not_as_markup():

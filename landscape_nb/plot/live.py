@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 from ..errors import LandscapeError
 from ..surface import Surface
 from ._common import (
+    ABOVE_CAP,
     CAPTION,
     COLORSCALE,
     DEFAULT_WIDTH,
@@ -29,6 +30,7 @@ from ._common import (
     _range,
     _title,
     _transform,
+    above_cap_trace,
     display_values,
     fit_title,
     held_fixed_notes,
@@ -139,6 +141,9 @@ def live(
                 # keeps its own scale, set to the same range by `update`, without a bar
                 trace.showscale = False
             fig.add_trace(trace, row=1, col=col)
+        # the contours' shade where the loss is above the colour cap (`above_cap_trace`), set by `update`
+        fig.add_trace(go.Contour(name=ABOVE_CAP, visible=False, showscale=False, showlegend=False,
+                                 hoverinfo="skip"), row=1, col=2)
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
         # a plane through three models: the three, named, on the contours and on the 3D surface at its drawn
@@ -288,6 +293,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     _update_path(fig, surf)
     _update_models(fig, surf, z)
     _update_lone_points(fig, surf, z, zmin, zmax)
+    shaded = _update_above_cap(fig, surf, z, zmax, log)
     # each property is set once: a FigureWidget sends only what differs from the drawn figure
     if zmin is None and placeholder:
         _placeholder(surface_trace, fig.layout, z.shape)  # a figure that has not shown values yet
@@ -306,7 +312,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     contour_trace.update(zmin=zmin, zmax=zmax)
     fig.layout.coloraxis.update(
         cmin=zmin, cmax=zmax,
-        colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss) if zmax is not None
+        colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss, shaded=shaded) if zmax is not None
                                  else _axis_label(log))),
     )
     # laid out for the figure's width when it has one (the Explorer sets it), else the default
@@ -323,6 +329,22 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
     fig.layout.yaxis.title.text = fit_title(surf.y_label, height)
     return placeholder and zmin is None
+
+
+def _update_above_cap(fig, surf: Surface, z: np.ndarray, zmax, log: bool) -> bool:
+    """Shade the contours where the loss is above the colour cap (`above_cap_trace`), or hide the shade; whether
+    it shades. A live figure made before the trace existed is left as it is (False)."""
+    trace = next((t for t in fig.data[2:] if t.name == ABOVE_CAP), None)
+    if trace is None:
+        return False
+    drawn = above_cap_trace("contour", surf, z, zmax, log)
+    if drawn is None:
+        if trace.visible is not False:
+            trace.update(z=None, visible=False)
+        return False
+    trace.update(x=plotly_array(surf.x), y=plotly_array(surf.y), z=plotly_array(z), contours=drawn.contours,
+                 fillcolor=drawn.fillcolor, line=drawn.line, connectgaps=False, visible=True)
+    return True
 
 
 def _update_lone_points(fig, surf: Surface, z: np.ndarray, zmin, zmax) -> None:
