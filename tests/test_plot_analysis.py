@@ -113,6 +113,7 @@ def test_eigen_map_figure_is_a_ratio_heatmap_with_loss_contours():
     assert [t.type for t in fig.data] == ["heatmap", "contour"]
     heat = fig.data[0]
     np.testing.assert_allclose(np.asarray(heat.z, float), ratio)
+    assert fig.data[1].contours.showlabels  # the loss written on its lines: white lines said nothing before
     assert heat.zmin == 0 and "λ" in heat.colorbar.title.text and "λmin" in heat.hovertemplate
     # one colour scale for every map, the reference's 0..0.5: ratios over it share its top colour, which says so
     assert heat.zmax == 0.5 and heat.colorbar.ticktext[-1] == "≥ 0.5" and heat.colorbar.tickvals[-1] == 0.5

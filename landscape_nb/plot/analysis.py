@@ -242,10 +242,14 @@ def eigen_map(
     if loss_levels:
         z = display_values(surface)
         zmin, zmax_l = _range([z])
+        spec = _contour_spec(zmin, zmax_l, _check_levels(loss_levels))
+        # each line's loss written on it: white lines over the ratio's colours said nothing of what they were
+        spec["contours"] = {**spec.get("contours", {}), "showlabels": True,
+                            "labelfont": {"color": "white", "size": 10}, "labelformat": ".3g"}
         fig.add_trace(go.Contour(
             x=np.asarray(surface.x, float), y=np.asarray(surface.y, float), z=z, showscale=False,
             contours_coloring="none", line=dict(color="white", width=1), hoverinfo="skip", name="loss",
-            **_contour_spec(zmin, zmax_l, _check_levels(loss_levels)),
+            **spec,
         ))
     width, height = plot_area()
     fig.update_xaxes(title_text=fit_title(surface.x_label, width), ticks="outside")
