@@ -224,10 +224,14 @@ def test_volume_figures(mlp, mlp_data):
     assert fig.layout.scene.zaxis.title.text == vol.z_label
     assert lnb.plot.volume(vol, kind="volume", slices=None).data[0].type == "volume"
     sl = lnb.plot.volume_slices(vol, "z")
-    contours = [t for t in sl.data if t.type == "contour"]
+    contours = [t for t in sl.data if t.type == "contour" and t.name != ABOVE_CAP]
     assert len(contours) == 3
     for t, k in zip(contours, (0, 1, 2)):
         np.testing.assert_allclose(np.asarray(t.z, float), vol.loss[k], rtol=1e-12)
+    # each panel's fixed coordinate, and the whole label of its axis above them (panels said only "γ = -1")
+    names = [a.text for a in sl.layout.annotations][:3]
+    assert names == [f"{vol.z_label.split(' ')[0]} = {v:.3g}".replace("-", "\u2212") for v in vol.z]
+    assert vol.z_label in sl.layout.title.text.replace("<br>", " ")
     with pytest.raises(LandscapeError, match="3D"):
         lnb.plot.volume(vol.slice("z", index=0))
     with pytest.raises(LandscapeError, match="kind"):

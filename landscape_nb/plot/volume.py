@@ -17,11 +17,14 @@ from ..surface import Surface
 from . import _common
 from ._common import (
     COLORSCALE,
+    DEFAULT_WIDTH,
     _axis_label,
     _check_surface,
     _title,
     as_written,
     display_values,
+    fit_title,
+    plot_area,
     refuse_log_of_non_positive,
     template_text,
 )
@@ -258,6 +261,11 @@ def volume(
     return fig
 
 
+def _signed(value: float) -> str:
+    """``value`` as ``:.3g`` writes it, with the minus sign the axes' tick labels show (−1, not -1)."""
+    return f"{value:.3g}".replace("-", "\u2212")
+
+
 def volume_slices(
     surface: Surface,
     axis: str = "z",
@@ -316,9 +324,14 @@ def volume_slices(
     if not planes:
         raise LandscapeError(f"plot.volume_slices: indices={indices!r}, values={values!r}: no slice to draw; "
                              "expected at least one index or value (or neither: the first, middle and last plane)")
-    name = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis].split(" ")[0]
-    titles = [as_written(f"{name} = {p.provenance['slice']['value']:.3g}") for p in planes]
+    label = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis]
+    name = label.split(" ")[0]
+    titles = [as_written(f"{name} = {_signed(p.provenance['slice']['value'])}") for p in planes]
     fig = compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
+    # what the panels' "γ = …" hold fixed: the axis's whole label (the panels named only its letter, trial s54)
+    fig.update_layout(title={"text": fit_title(f"the volume's loss on planes of fixed {label}",
+                                               plot_area(width=fig.layout.width or DEFAULT_WIDTH)[0]),
+                             "font": {"size": 14}})
     fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _common.PARTIAL_NOTE]
     _common.note_partial(fig, surf)  # the volume's count, not each plane's
     return fig
