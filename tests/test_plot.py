@@ -1,6 +1,7 @@
 """Figures are checked by structure (traces, axes, data), not pixels."""
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import subprocess
@@ -971,6 +972,35 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     assert "(shaded)" in live.layout.coloraxis.colorbar.title.text
     plot.update(live, Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
     assert live_shade.visible is False and "shaded" not in live.layout.coloraxis.colorbar.title.text
+
+
+def test_a_live_widgets_batched_update_never_sends_a_property_with_its_parent():
+    """plotly.js refuses a restyle that sets a property and its parent at once ("cannot set contours.end and a
+    parent attribute simultaneously", Voilà, session 54: the shade above the cap sent its whole "contours" beside
+    the contour's "contours.end"): every message `plot.update` sends a FigureWidget, for a capped surface with a
+    training path and then one without either, has no key that is a prefix of another."""
+    x = np.linspace(-1, 1, 21)
+    loss = 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2
+    loss[:, 17:] = 6.4e4
+    path = {"path_x": [-1.0, -0.5, 0.0], "path_y": [-0.5, 0.2, 0.0], "path_distance": [0.2, 0.1, 0.0],
+            "path_norm": [1.0, 0.5, 0.0], "path_loss": [2.0, 1.0, 0.5]}
+    fig = go.FigureWidget(plot.live(Surface(x, x, np.full_like(loss, np.nan))))
+    sent = []
+    for kind in ("restyle", "update"):
+        original = getattr(fig, f"_send_{kind}_msg")
+
+        def record(*args, _original=original, **kwargs):
+            sent.append(inspect.signature(_original).bind(*args, **kwargs).arguments)
+            return _original(*args, **kwargs)
+
+        setattr(fig, f"_send_{kind}_msg", record)
+    plot.update(fig, Surface(x, x, loss, provenance={"directions": path}))
+    plot.update(fig, Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
+    assert len(sent) >= 2 and next(t for t in fig.data if t.name == ABOVE_CAP).visible is False
+    for message in sent:
+        keys = sorted(message.get("restyle_data") or message.get("style") or {})
+        for a, b in zip(keys, keys[1:]):
+            assert not b.startswith(a + "."), f"{a!r} and {b!r} in one message"
 
 
 def test_a_run_title_shows_a_models_name_as_written_not_as_markup():

@@ -14,6 +14,7 @@ from ..errors import LandscapeError
 from ..surface import Surface
 from ._common import (
     ABOVE_CAP,
+    ABOVE_CAP_FILL,
     CAPTION,
     COLORSCALE,
     DEFAULT_WIDTH,
@@ -142,8 +143,11 @@ def live(
                 trace.showscale = False
             fig.add_trace(trace, row=1, col=col)
         # the contours' shade where the loss is above the colour cap (`above_cap_trace`), set by `update`
-        fig.add_trace(go.Contour(name=ABOVE_CAP, visible=False, showscale=False, showlegend=False,
-                                 hoverinfo="skip"), row=1, col=2)
+        # (its style set here once: a FigureWidget's batched update sent its whole "contours" beside the contour
+        # trace's "contours.end", which plotly.js refuses: "cannot set contours.end and a parent attribute")
+        fig.add_trace(go.Contour(name=ABOVE_CAP, visible=False, showscale=False, showlegend=False, hoverinfo="skip",
+                                 contours={"type": "constraint", "operation": "<", "showlabels": False},
+                                 fillcolor=ABOVE_CAP_FILL, line={"width": 0}, connectgaps=False), row=1, col=2)
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
         # a plane through three models: the three, named, on the contours and on the 3D surface at its drawn
@@ -342,8 +346,8 @@ def _update_above_cap(fig, surf: Surface, z: np.ndarray, zmax, log: bool) -> boo
         if trace.visible is not False:
             trace.update(z=None, visible=False)
         return False
-    trace.update(x=plotly_array(surf.x), y=plotly_array(surf.y), z=plotly_array(z), contours=drawn.contours,
-                 fillcolor=drawn.fillcolor, line=drawn.line, connectgaps=False, visible=True)
+    trace.update(x=plotly_array(surf.x), y=plotly_array(surf.y), z=plotly_array(z), visible=True)
+    trace.contours.value = drawn.contours.value  # the one sub-property that changes (see `live`)
     return True
 
 
