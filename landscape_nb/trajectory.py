@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -58,7 +59,9 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
         format), or that holds something other than a state dict.
     """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a pickle.dump's file: torch warned of its protocol before our error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise LandscapeError(f"{what}: no file {str(path)!r}; expected a path to a saved state dict") from None
     except IsADirectoryError:

@@ -1,5 +1,6 @@
 """Trajectory PCA and projection, checked against dense numpy computations."""
 import copy
+import pickle
 import tracemalloc
 import warnings
 from types import SimpleNamespace
@@ -259,6 +260,12 @@ def test_a_file_that_is_not_a_weights_only_state_dict_is_refused(tmp_path, mlp_t
         lnb.pca_directions([states[0], states[1], str(binary)], final=model)
     assert "not a file torch.save wrote, it seems; torch" in str(info.value), str(info.value)
     assert "fr)" not in str(info.value)  # it was cut at 120 characters, mid-word
+    plain = tmp_path / "plain.pkl"  # pickle.dump's: torch warned of its protocol before our error (trial s53b)
+    plain.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(LandscapeError, match="not a file torch.save wrote, it seems"):
+            lnb.pca_directions([states[0], states[1], str(plain)], final=model)
 
 
 def test_checkpoints_of_another_architecture_are_refused(mlp_traj):
