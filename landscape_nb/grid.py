@@ -306,10 +306,13 @@ def grid_through_models(start: float, stop: float, num: int, *, unit: bool = Fal
     1), as ``(num, start, stop)``; None where none is found. A range holding them keeps itself and gets
     the fewest points that do (`points_through_models`, ``num + step`` up to ``most``), else keeps ``num``
     and moves a little (`range_through`). A range leaving a model out is widened to it (the model then an
-    end point), moved by `range_through` where the other falls between points, else given more points.
+    end point), and where the other falls between points given more points (up to twice as many: the ends
+    stay as given, short decimals), else moved by `range_through`.
 
     >>> grid_through_models(-1, 1, 20), grid_through_models(0.5, 1, 9), grid_through_models(0.3, 1.5, 21, unit=True)
     ((21, -1, 1), (9, 0.0, 1), (22, 0.0, 1.5))
+    >>> grid_through_models(0.5, 1.5, 11, unit=True)
+    (13, 0.0, 1.5)
     """
     def holds(n, a, b):
         return not models_outside(a, b, unit=unit) and not models_between_points(a, b, n, unit=unit)
@@ -320,7 +323,10 @@ def grid_through_models(start: float, stop: float, num: int, *, unit: bool = Fal
         return num, lo, hi
     more = points_through_models(lo, hi, num, unit=unit, step=step, most=most)
     moved = range_through(lo, hi, num, unit=unit)
-    tries = [(more, lo, hi), (num, *moved)] if not out else [(num, *moved), (more, lo, hi)]
+    # a range widened to a model keeps its own (round) ends with up to twice the points before it is moved: moved,
+    # 0.5:1.5 at 11 points was suggested as 0:1.428571429, where 0:1.5 holds both models at 13
+    prefer_more = not out or (more is not None and more <= 2 * num)
+    tries = [(more, lo, hi), (num, *moved)] if prefer_more else [(num, *moved), (more, lo, hi)]
     return next(((n, a, b) for n, a, b in tries if n is not None and holds(n, a, b)), None)
 
 

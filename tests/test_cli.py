@@ -537,7 +537,7 @@ def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(use
     fig = figure_for(vol, "slices")
     assert [t.type for t in fig.data] == ["contour"] * 3
     titles = [a.text for a in fig.layout.annotations if " = " in (a.text or "")]
-    assert [t.split(" = ")[1] for t in titles] == ["-2", "-1", "0"]
+    assert [t.split(" = ")[1] for t in titles] == ["\u22122", "\u22121", "0"]  # minus signs as the ticks
     assert all(json.dumps(t)[1:-1] in out.read_text() for t in titles)  # as the HTML escapes them
     capsys.readouterr()
     assert main(["plot", str(store), "--kind", "contour", "--html", str(out)]) == 2

@@ -49,6 +49,24 @@ def test_range_through_puts_the_models_on_the_grid_and_covers_the_range():
     assert range_through(-1.0, 1.0, 21) == (-1.0, 1.0)
 
 
+def test_a_range_widened_to_a_model_keeps_round_ends_with_more_points_before_it_is_moved():
+    """A range leaving the model at 0 out is widened to it; where 1 then falls between points, up to twice the
+    points keep the widened range's own ends (0.5:1.5 at 11 points was suggested as 0:1.428571429), checked by
+    listing the points (naive: numpy's linspace holds 0 and 1 exactly, to rounding)."""
+    from landscape_nb.grid import grid_through_models
+
+    for (a, b, n), want in {(0.5, 1.5, 11): (13, 0.0, 1.5), (0.2, 1.2, 8): (13, 0.0, 1.2),
+                            (0.1, 1.3, 21): (27, 0.0, 1.3)}.items():
+        got = grid_through_models(a, b, n, unit=True)
+        assert got == want
+        points = np.linspace(got[1], got[2], got[0])
+        assert np.isclose(points, 0.0).any() and np.isclose(points, 1.0).any()
+    far = grid_through_models(0.1, 1.37, 5, unit=True)  # 0 and 1 on 0:1.37 need 138 points: moved instead
+    assert far[0] == 5 and far[1] == 0.0 and far[2] != 1.37
+    points = np.linspace(far[1], far[2], far[0])
+    assert np.isclose(points, 0.0).any() and np.isclose(points, 1.0).any()
+
+
 def test_a_range_too_wide_to_tell_0_from_1_keeps_linspaces_points():
     """Points within rounding of 0 or 1 are made exact, but at ±2e15 rounding (4 ulp ≈ 1.8) spans both:
     the centre was made 0 and then 1, so the surface's middle point was evaluated at x = 1."""
