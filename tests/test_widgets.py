@@ -1064,8 +1064,9 @@ def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_
         assert state.compute(wait=True), state.message
         assert "Note: the other model at x = 1 lies outside the range -0.3 to 0.5" in state.message
         assert "the model sits at x = 0, between the 21 points of -0.3 to 0.5" in state.message
-        assert "; x from -0.3333333333 to 1 or auto range put them on the grid." in state.message
-        state.set(x_min=-0.3333333333, x_max=1)
+        # the widened range's own ends, with more points (it suggested -0.3333333333 to 1 before)
+        assert "; 27 x points and x from -0.3 to 1 or auto range put them on the grid." in state.message
+        state.set(x_min=-0.3, x_max=1, x_points=27)
         assert state.compute(wait=True), state.message
         assert "Note: the" not in state.message
         s = state.surface
