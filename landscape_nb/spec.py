@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import types
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -755,7 +756,10 @@ def _digesting_pickler() -> type:
     it imports cloudpickle). A set of strings is iterated in the order of the process's hash seed, so a loss
     holding one got another fingerprint in every process and its store never resumed (trial s34). The C
     pickler asks no reducer for sets, so this is cloudpickle's reductions on the pure-Python pickler, whose
-    bytes are the C one's otherwise (the fingerprints of earlier stores hold)."""
+    bytes are the C one's otherwise (the fingerprints of earlier stores held). A function pickled by value (of
+    a script or notebook) is written without its code's file name and line numbers and its module's
+    ``__file__`` (`_code_without_place`): where it is written is not what it computes (since 2026-12-07: a
+    store of such a loss written before is refused once)."""
     import pickle
 
     import cloudpickle
@@ -767,7 +771,12 @@ def _digesting_pickler() -> type:
         dispatch_table = cloud.dispatch_table
         _dynamic_function_reduce = cloud._dynamic_function_reduce
         _function_reduce = cloud._function_reduce
-        _function_getnewargs = cloud._function_getnewargs
+
+        def _function_getnewargs(self, func):
+            # the script's or notebook cell's file a function's module globals name (``__file__``) is where it was
+            # run from, not what it computes (trial s54: a script run from another folder got another key)
+            code, base, *rest = cloud._function_getnewargs(self, func)
+            return (code, {k: v for k, v in base.items() if k != "__file__"}, *rest)
 
         def __init__(self, file):
             super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
@@ -782,6 +791,11 @@ def _digesting_pickler() -> type:
         dispatch = {**pickle._Pickler.dispatch, set: save_set, frozenset: save_frozenset}  # noqa: RUF012 - read only
 
         def reducer_override(self, obj):
+            if isinstance(obj, types.CodeType) and (obj.co_filename or obj.co_firstlineno != 1):
+                # where a function of a script or notebook is written is not what it computes: a line added
+                # above a script's loss, a script run from another folder, or a notebook's kernel restarted
+                # (its cells' files are /tmp/ipykernel_<pid>/...) gave its store another key (trial s54)
+                return cloud.dispatch_table[types.CodeType](_code_without_place(obj))
             if isinstance(obj, torch.Tensor) and obj.device.type != "meta" and obj.layout == torch.strided:
                 h = hashlib.sha256(b"tensor")
                 hash_tensor(h, obj)
@@ -793,6 +807,13 @@ def _digesting_pickler() -> type:
             return cloud.reducer_override(self, obj)
 
     return DigestingPickler
+
+
+def _code_without_place(code):
+    """``code`` with no file name and its lines renumbered from 1, as if written at the top of a file of no name:
+    the same bytecode, constants, names and exception table (what it computes), nested code objects left to the
+    pickler (each goes through ``reducer_override``)."""
+    return code.replace(co_filename="", co_firstlineno=1, co_linetable=b"")
 
 
 def spec_key(spec: Mapping) -> str:

@@ -67,6 +67,43 @@ def test_a_loss_fingerprint_follows_the_large_tensors_it_reads_without_pickling_
     assert _callable_fingerprint(loss) == before
 
 
+def _placed_loss(filename: str, lines_above: int, smoothing: float = 0.05, file: str | None = None):
+    """A loss as a script or notebook cell defines it (module ``__main__``), compiled as written in ``filename``
+    (a notebook's cells are /tmp/ipykernel_<pid>/<hash>.py) below ``lines_above`` other lines, in a module whose
+    ``__file__`` is ``file``."""
+    space = {"__name__": "__main__", "nn": nn, **({"__file__": file} if file else {})}
+    source = "\n" * lines_above + ("def loss(out, t):\n"
+                                    f"    return nn.functional.cross_entropy(out, t, label_smoothing={smoothing})\n")
+    exec(compile(source, filename, "exec"), space)  # noqa: S102 - a function of module __main__
+    return space["loss"]
+
+
+def test_a_script_or_notebook_loss_is_fingerprinted_by_what_it_computes_not_where_it_is_written(tmp_path):
+    """Trial s54: a loss defined in a script got another fingerprint (so its store another key, refused "other
+    code or values under the same name") after a line was added above it, or the script was run from another
+    folder; a notebook's after a kernel restart (its cell's file names the kernel's pid). Its code's file name,
+    line numbers and module ``__file__`` are left out: the same function in other places has one fingerprint,
+    and a changed constant another. The whole path: a store resumes with the loss compiled elsewhere."""
+    from landscape_nb.spec import _callable_fingerprint
+
+    here = _placed_loss("/tmp/ipykernel_101/1a2b.py", 0, file="/home/a/run.py")
+    elsewhere = [_placed_loss("/tmp/ipykernel_202/1a2b.py", 0), _placed_loss("run.py", 3, file="/srv/b/run.py"),
+                 _placed_loss("/home/a/run.py", 40, file="/home/a/run.py")]
+    assert {_callable_fingerprint(f) for f in elsewhere} == {_callable_fingerprint(here)}
+    assert here.__code__.co_firstlineno != elsewhere[2].__code__.co_firstlineno  # they are placed apart
+    assert _callable_fingerprint(_placed_loss("run.py", 0, smoothing=0.1)) != _callable_fingerprint(here)
+
+    model = _model().eval()
+    d = lnb.random_directions(model, n=2, seed=0)
+    kw = {"x": (-1, 1, 3), "y": (-1, 1, 3), "store": tmp_path / "s.zarr"}
+    first = lnb.compute_surface(model, _data(), d, loss_fn=here, **kw)
+    again = lnb.compute_surface(model, _data(), d, loss_fn=elsewhere[2], **kw)
+    assert again.provenance["key"] == first.provenance["key"]
+    np.testing.assert_array_equal(again.loss, first.loss)
+    with pytest.raises(lnb.LandscapeError, match="holds a different surface.*loss function"):
+        lnb.compute_surface(model, _data(), d, loss_fn=_placed_loss("run.py", 0, smoothing=0.1), **kw)
+
+
 def test_equal_losses_holding_tensors_have_one_fingerprint():
     """Two ``nn.CrossEntropyLoss(weight=w)`` with equal weights had two fingerprints (torch pickles each
     storage under a key of its own), so a store's spec did not match the same loss made again in another
