@@ -921,6 +921,15 @@ def line_mode(values: np.ndarray) -> str:
     return "lines+markers" if lone_points(values).any() else "lines"
 
 
+def contour_values(z: np.ndarray) -> np.ndarray:
+    """``z`` (a plane's displayed values) as a contour trace takes them: its `lone_points` left out (NaN; they are
+    drawn as markers, `lone_points_trace`). plotly.js traced stray strokes into the cells around them, whose
+    other corners are missing (trial s54: a partial store's rows drawn as "////" between its markers)."""
+    z = np.asarray(z, dtype=float)
+    lone = lone_points(z)
+    return np.where(lone, np.nan, z) if lone.any() else z
+
+
 def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     """Markers at the `lone_points` of ``z`` (the surface's displayed values), coloured on the loss's
     scale with the grid's hover text, for a 3D surface (``kind="surface"``) or a contour plot; None
@@ -960,7 +969,8 @@ def above_cap_trace(kind: str, surf: Surface, z: np.ndarray, zmax, log: bool):
         return None
     # a constraint contour shades where it fails: z < value holds below the cap, so the cap's points are shaded
     value = zmax - 1e-9 * max(abs(zmax), 1.0)
-    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=z, name=ABOVE_CAP,
+    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=contour_values(z),
+                      name=ABOVE_CAP,
                       contours={"type": "constraint", "operation": "<", "value": value, "showlabels": False},
                       fillcolor=ABOVE_CAP_FILL, line={"width": 0}, connectgaps=False, showscale=False,
                       showlegend=False, hoverinfo="skip")
@@ -978,6 +988,7 @@ def _grid_trace(
     )
     x, y = np.asarray(surf.x, dtype=float), np.asarray(surf.y, dtype=float)
     if kind == "contour":
+        common["z"] = contour_values(z)
         return go.Contour(
             x=x, y=y, zmin=zmin, zmax=zmax, connectgaps=False,
             contours_coloring="lines", line_width=1.5,

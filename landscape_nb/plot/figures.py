@@ -73,6 +73,8 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
         fig.add_trace(shade)
     lone = lone_points_trace(kind, surf, z, zmin, zmax)
     if lone is not None:  # a partial surface's points that no drawn cell shows
+        if kind == "contour" and not np.isfinite(np.asarray(trace.z, dtype=float)).any():
+            lone.marker.showscale, lone.marker.colorbar = True, trace.colorbar.to_plotly_json()  # no line: no bar
         fig.add_trace(lone)
     fig.update_layout(title=_title(title, surf))
     note_sources(fig, [surf])

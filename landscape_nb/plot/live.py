@@ -32,6 +32,7 @@ from ._common import (
     _title,
     _transform,
     above_cap_trace,
+    contour_values,
     display_values,
     fit_title,
     held_fixed_notes,
@@ -293,7 +294,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         trace.x = plotly_array(surf.x)
         trace.y = plotly_array(surf.y)
         trace.customdata = custom
-    contour_trace.z, contour_trace.hovertemplate = z_json, template
+    contour_trace.z, contour_trace.hovertemplate = plotly_array(contour_values(z)), template  # lone points: markers
     _update_path(fig, surf)
     _update_models(fig, surf, z)
     _update_lone_points(fig, surf, z, zmin, zmax)
@@ -346,7 +347,7 @@ def _update_above_cap(fig, surf: Surface, z: np.ndarray, zmax, log: bool) -> boo
         if trace.visible is not False:
             trace.update(z=None, visible=False)
         return False
-    trace.update(x=plotly_array(surf.x), y=plotly_array(surf.y), z=plotly_array(z), visible=True)
+    trace.update(x=plotly_array(surf.x), y=plotly_array(surf.y), z=plotly_array(drawn.z), visible=True)
     trace.contours.value = drawn.contours.value  # the one sub-property that changes (see `live`)
     return True
 
