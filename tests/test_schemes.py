@@ -301,7 +301,7 @@ def test_the_live_figure_draws_a_pca_planes_training_path_on_its_contours():
     assert list(path.text) == ["init"] + [f"epoch {i}" for i in range(1, k - 1)] + [f"final (epoch {k - 1})"]
     other = lnb.compute_surface(ex.model, ex.test, lnb.random_directions(ex.model, n=2), x=(-1, 1, 5),
                                 y=(-1, 1, 5), max_samples=30)
-    assert lnb.plot.update(fig, other).data[2].visible is False
+    assert next(t for t in lnb.plot.update(fig, other).data if t.name == "trajectory").visible is False
 
 
 def test_minimizers_of_a_generator_and_an_example_without_a_training_split(example):
