@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import re
 import subprocess
@@ -1008,7 +1009,7 @@ def test_a_live_widgets_batched_update_never_sends_a_property_with_its_parent():
     assert len(sent) >= 2 and next(t for t in fig.data if t.name == ABOVE_CAP).visible is False
     for message in sent:
         keys = sorted(message.get("restyle_data") or message.get("style") or {})
-        for a, b in zip(keys, keys[1:]):
+        for a, b in itertools.pairwise(keys):
             assert not b.startswith(a + "."), f"{a!r} and {b!r} in one message"
 
 
