@@ -488,8 +488,9 @@ def extreme_eigenpairs(op: HessianLike, *, n_max: int = 1, n_min: int = 0, tol: 
     With ``relative_min=False`` each smallest is held to ``tol·(λ_max − λ_min)`` only: what
     ``|λ_min/λ_max|`` needs to within about ``tol`` (an eigen-map), at the cost of a plain run with
     ``SPARE_RITZ`` more Ritz pairs converged at that end (with none, a λ_min in a tight cluster came back
-    as another of the cluster, outside that bound), and without the dense fallback (an eigen-map's
-    point short of it is NaN, not n more products).
+    as another of the cluster, outside that bound; ``converged`` then needs the spare too, so under a
+    ``max_iter`` a point may be NaN where λ_min alone had converged), and without the dense fallback (an
+    eigen-map's point short of it is NaN, not n more products).
     Repeated eigenvalues come with their copies (``_complete``). A Hessian that is exactly zero gives
     zeros and orthonormal vectors.
 

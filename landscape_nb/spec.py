@@ -796,6 +796,8 @@ def _digesting_pickler() -> type:
                 # above a script's loss, a script run from another folder, or a notebook's kernel restarted
                 # (its cells' files are /tmp/ipykernel_<pid>/...) gave its store another key (trial s54)
                 return cloud.dispatch_table[types.CodeType](_code_without_place(obj))
+            if isinstance(obj, type):
+                return _placeless_class(cloud.reducer_override(self, obj), obj)
             if isinstance(obj, torch.Tensor) and obj.device.type != "meta" and obj.layout == torch.strided:
                 h = hashlib.sha256(b"tensor")
                 hash_tensor(h, obj)
@@ -807,6 +809,26 @@ def _digesting_pickler() -> type:
             return cloud.reducer_override(self, obj)
 
     return DigestingPickler
+
+
+def _placeless_class(reduced, cls):
+    """cloudpickle's reduction of a class of a script or notebook (pickled by value) without what differs between
+    processes or places: its tracker id, a random uuid (review s54: a loss ``class Focal(nn.Module)`` of a script
+    got another fingerprint in every process, so its store never resumed), now the class's qualified name, and
+    ``__firstlineno__`` (Python 3.13). A class pickled by reference, or a reduction of another shape, is left
+    as it is."""
+    import cloudpickle.cloudpickle as cp
+
+    if not isinstance(reduced, tuple) or len(reduced) < 3:
+        return reduced
+    at = {getattr(cp, "_make_skeleton_class", None): 4, getattr(cp, "_make_skeleton_enum", None): 5}.get(reduced[0])
+    args, state = reduced[1], reduced[2]
+    if at is None or not isinstance(args, tuple) or len(args) <= at:
+        return reduced
+    args = (*args[:at], f"{cls.__module__}.{cls.__qualname__}", *args[at + 1:])
+    if isinstance(state, tuple) and state and isinstance(state[0], dict):
+        state = ({k: v for k, v in state[0].items() if k != "__firstlineno__"}, *state[1:])
+    return (reduced[0], args, state, *reduced[3:])
 
 
 def _code_without_place(code):

@@ -970,6 +970,13 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     assert np.array_equal(np.asarray(shade.z, float), z) and shade.hoverinfo == "skip"
     assert np.array_equal(~(z < shade.contours.value), loss > cap)  # shaded: exactly the points above the cap
     assert all(t.name != ABOVE_CAP for t in plot.heatmap(Surface(x, x, loss)).data)  # coloured there: no shade
+    # the points above the cap all markers (no cell around them): nothing is shaded, and the bar does not say so
+    done = np.ones(loss.shape, bool)
+    done[:, [17, 19]] = False
+    done[1::2, 18] = done[1::2, 20] = False
+    spread = plot.contour(Surface(x, x, np.where(done, loss, np.nan), done=done))
+    assert all(t.name != ABOVE_CAP for t in spread.data) and "shaded" not in spread.data[0].colorbar.title.text
+    assert "points above" in spread.data[0].colorbar.title.text  # still capped, and said
     fine = plot.contour(Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
     assert all(t.name != ABOVE_CAP for t in fine.data) and "shaded" not in fine.data[0].colorbar.title.text
     # the Explorer's live figure alike, the shade following each update (and hidden where nothing is above)

@@ -93,6 +93,19 @@ def test_a_script_or_notebook_loss_is_fingerprinted_by_what_it_computes_not_wher
     assert here.__code__.co_firstlineno != elsewhere[2].__code__.co_firstlineno  # they are placed apart
     assert _callable_fingerprint(_placed_loss("run.py", 0, smoothing=0.1)) != _callable_fingerprint(here)
 
+    # a loss that is a module class of the script: cloudpickle gave each class object a random tracker id, so
+    # the same class defined again (another process, a kernel restarted) had another fingerprint (review s54)
+    def module_loss(lines_above: int, smoothing: float = 0.05):
+        space = {"__name__": "__main__", "nn": nn}
+        exec(compile("\n" * lines_above + "class Focal(nn.Module):\n    def forward(self, out, t):\n"  # noqa: S102
+                     f"        return nn.functional.cross_entropy(out, t, label_smoothing={smoothing})\n",
+                     f"/tmp/ipykernel_{lines_above}/c.py", "exec"), space)
+        return space["Focal"]()
+
+    assert _callable_fingerprint(module_loss(0)) == _callable_fingerprint(module_loss(7))
+    assert type(module_loss(0)) is not type(module_loss(0))  # two class objects, as two processes make
+    assert _callable_fingerprint(module_loss(0, smoothing=0.1)) != _callable_fingerprint(module_loss(0))
+
     model = _model().eval()
     d = lnb.random_directions(model, n=2, seed=0)
     kw = {"x": (-1, 1, 3), "y": (-1, 1, 3), "store": tmp_path / "s.zarr"}

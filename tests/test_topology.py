@@ -223,6 +223,10 @@ def test_persistence_figures_show_every_pair():
     noise = [t for t in lines if t.name.endswith("(noise)")]
     assert sum(v is None for t in noise for v in t.x) == int(np.sum(life < 0.05)) > 0
     assert list(bars.layout.yaxis.ticktext) == ["basins (H0)"] and bars.layout.xaxis.range[1] > top
+    loops = persistence(topo, kind="barcode", dims=[1])  # every loop dies: no ∞ line, no arrow
+    assert np.all(np.isfinite(topo.diagrams[1][:, 1])) and len(topo.diagrams[1])
+    assert not loops.layout.shapes and all(t.mode == "lines" for t in loops.data)
+    assert list(loops.layout.yaxis.ticktext) == ["loops (H1)"]
     with pytest.raises(LandscapeError, match="kind"):
         persistence(topo, kind="landscape")
     with pytest.raises(LandscapeError, match="dims"):

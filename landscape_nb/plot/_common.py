@@ -969,7 +969,10 @@ def above_cap_trace(kind: str, surf: Surface, z: np.ndarray, zmax, log: bool):
         return None
     # a constraint contour shades where it fails: z < value holds below the cap, so the cap's points are shaded
     value = zmax - 1e-9 * max(abs(zmax), 1.0)
-    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=contour_values(z),
+    traced = contour_values(z)
+    if not np.any(traced >= value):  # the points above the cap all drawn as markers: nothing to shade (review s54)
+        return None
+    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=traced,
                       name=ABOVE_CAP,
                       contours={"type": "constraint", "operation": "<", "value": value, "showlabels": False},
                       fillcolor=ABOVE_CAP_FILL, line={"width": 0}, connectgaps=False, showscale=False,

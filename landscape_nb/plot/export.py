@@ -109,8 +109,9 @@ def export_html(fig, path: str | os.PathLike) -> Path:
 
 def _autoplay(fig) -> dict | None:
     """How an animated figure's page plays its frames on opening: as its ▶ play button does, each frame
-    redrawn (plotly's default for the page, redraw off, left an animation's contour lines undrawn); None
-    for a figure without frames or a play button."""
+    redrawn (plotly's default for the page, redraw off, left an animation's contour lines undrawn); for
+    frames without a play button, plotly.js's defaults with each frame redrawn; None for a figure without
+    frames."""
     if not fig.frames:
         return None
     for menu in fig.layout.updatemenus or ():

@@ -101,8 +101,9 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
                 fig.add_trace(go.Scatter(x=[top] * len(endless), y=[row + k for k in endless], mode="markers",
                                          marker={"symbol": "triangle-right", "size": 11, "color": colour},
                                          showlegend=False, hoverinfo="skip"))
-            groups.append((row + (len(order) - 1) / 2, name))
-            row += len(order) + 1
+            if len(order):  # a dimension with no class: no row, no label
+                groups.append((row + (len(order) - 1) / 2, name))
+                row += len(order) + 1
     if kind == "diagram":
         fig.add_trace(go.Scatter(x=[lo, top], y=[lo, top], mode="lines", name="diagonal",
                                  line=dict(color="gray", width=1), hoverinfo="skip"))
@@ -115,8 +116,9 @@ def persistence(topology: Any, *, kind: str = "diagram", dims: Sequence[int] | N
         fig.update_xaxes(title_text="birth (loss)")
         fig.update_yaxes(title_text="death (loss)")
     else:
-        fig.add_vline(x=top, line={"color": "lightgray", "width": 1}, annotation_text="∞",
-                      annotation_position="top")
+        if any(not np.all(np.isfinite(diagrams[d][:, 1])) for d in dims):  # a class that never dies is cut here
+            fig.add_vline(x=top, line={"color": "lightgray", "width": 1}, annotation_text="∞",
+                          annotation_position="top")
         span = top - lo or 1.0
         fig.update_xaxes(title_text="loss", range=[lo - 0.03 * span, top + 0.04 * span])
         fig.update_yaxes(autorange="reversed", tickvals=[g[0] for g in groups], ticktext=[g[1] for g in groups],
