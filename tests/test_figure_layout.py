@@ -356,7 +356,7 @@ def check_ticks(fig) -> None:
     for bar in colour_bars(fig):
         found.append(("colorbar", bar, None, ph * (bar.len if bar.len is not None else 1.0), (0, 1)))
     for name, ax, rng, length, domain in found:
-        if ax.tickvals is None:
+        if ax.tickvals is None or len(ax.tickvals) < 2:  # one tick (a barcode of one dimension): no spacing
             continue
         vals = np.asarray(ax.tickvals, dtype=float)
         assert len(set(vals.tolist())) == vals.size, f"{name}: tick values repeat: {vals}"
