@@ -957,11 +957,12 @@ ABOVE_CAP = "above the cap"
 ABOVE_CAP_FILL = "rgba(110, 110, 110, 0.30)"
 
 
-def above_cap_trace(kind: str, surf: Surface, z: np.ndarray, zmax, log: bool):
-    """For a contour plot whose colour scale is capped below the surface's highest loss (``z``: the displayed
-    values, at most ``zmax``), a trace that shades the region at the cap: a contour panel draws no line there,
-    and the same background as inside its lowest level read as a flat basin (trials s47, s53b: a ResNet-110's
-    plane mostly above the cap, an island of lines in an even grey). None for other kinds, or nothing above."""
+def above_cap_trace(kind: str, surf: Surface, traced: np.ndarray, zmax, log: bool):
+    """For a contour plot whose colour scale is capped below the surface's highest loss (``traced``: the values
+    its contour trace holds, `contour_values` of the displayed ones, at most ``zmax``), a trace that shades the
+    region at the cap: a contour panel draws no line there, and the same background as inside its lowest level
+    read as a flat basin (trials s47, s53b: a ResNet-110's plane mostly above the cap, an island of lines in an
+    even grey). None for other kinds, or nothing above."""
     if kind != "contour" or zmax is None:
         return None
     raw = _transform(np.asarray(surf.loss, dtype=float), log=log, clip=False)
@@ -969,7 +970,7 @@ def above_cap_trace(kind: str, surf: Surface, z: np.ndarray, zmax, log: bool):
         return None
     # a constraint contour shades where it fails: z < value holds below the cap, so the cap's points are shaded
     value = zmax - 1e-9 * max(abs(zmax), 1.0)
-    traced = contour_values(z)
+    traced = np.asarray(traced, dtype=float)
     if not np.any(traced >= value):  # the points above the cap all drawn as markers: nothing to shade (review s54)
         return None
     return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=traced,

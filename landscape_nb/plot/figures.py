@@ -66,7 +66,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     refuse_log_of_non_positive(log, [surf.loss], f"plot.{kind}")
     zmin, zmax = _range([z])
     trace = _grid_trace(kind, surf, z, zmin, zmax, levels=levels, contours=contours)
-    shade = above_cap_trace(kind, surf, z, zmax, log)
+    shade = above_cap_trace(kind, surf, trace.z, zmax, log)
     trace.colorbar = dict(title=dict(text=_colorbar_title(log, zmax, surf.loss, shaded=shade is not None)))
     fig = go.Figure(trace)
     if shade is not None:  # after it (data[0] is the loss's trace): it shades only where no line is drawn
@@ -1054,7 +1054,7 @@ def compare(
         trace = _grid_trace(kind, s, z, zmin, zmax, levels=n_levels, contours=True)
         trace.coloraxis = "coloraxis"
         fig.add_trace(trace, row=1, col=k + 1)
-        shade = above_cap_trace(kind, s, z, zmax, log)
+        shade = above_cap_trace(kind, s, trace.z, zmax, log)
         if shade is not None:
             shaded = True
             fig.add_trace(shade, row=1, col=k + 1)

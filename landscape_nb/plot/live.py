@@ -294,11 +294,12 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         trace.x = plotly_array(surf.x)
         trace.y = plotly_array(surf.y)
         trace.customdata = custom
-    contour_trace.z, contour_trace.hovertemplate = plotly_array(contour_values(z)), template  # lone points: markers
+    traced = contour_values(z)  # the lone points left out: markers
+    contour_trace.z, contour_trace.hovertemplate = plotly_array(traced), template
     _update_path(fig, surf)
     _update_models(fig, surf, z)
     _update_lone_points(fig, surf, z, zmin, zmax)
-    shaded = _update_above_cap(fig, surf, z, zmax, log)
+    shaded = _update_above_cap(fig, surf, traced, zmax, log)
     # each property is set once: a FigureWidget sends only what differs from the drawn figure
     if zmin is None and placeholder:
         _placeholder(surface_trace, fig.layout, z.shape)  # a figure that has not shown values yet
@@ -336,13 +337,14 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     return placeholder and zmin is None
 
 
-def _update_above_cap(fig, surf: Surface, z: np.ndarray, zmax, log: bool) -> bool:
-    """Shade the contours where the loss is above the colour cap (`above_cap_trace`), or hide the shade; whether
-    it shades. A live figure made before the trace existed is left as it is (False)."""
+def _update_above_cap(fig, surf: Surface, traced: np.ndarray, zmax, log: bool) -> bool:
+    """Shade the contours (``traced``: the contour trace's values) where the loss is above the colour cap
+    (`above_cap_trace`), or hide the shade; whether it shades. A live figure made before the trace existed is
+    left as it is (False)."""
     trace = next((t for t in fig.data[2:] if t.name == ABOVE_CAP), None)
     if trace is None:
         return False
-    drawn = above_cap_trace("contour", surf, z, zmax, log)
+    drawn = above_cap_trace("contour", surf, traced, zmax, log)
     if drawn is None:
         if trace.visible is not False:
             trace.update(z=None, visible=False)
