@@ -29,6 +29,7 @@ _LAZY = {
     "compute_surface": ("landscape_nb.compute", "compute_surface"),
     "points_summary": ("landscape_nb.compute", "points_summary"),
     "ClusterLost": ("landscape_nb.runners", "ClusterLost"),
+    "ModelOffGrid": ("landscape_nb.grid", "ModelOffGrid"),
     "Directions": ("landscape_nb.directions", "Directions"),
     "as_directions": ("landscape_nb.directions", "as_directions"),
     "random_directions": ("landscape_nb.directions", "random_directions"),

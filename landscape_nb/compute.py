@@ -22,7 +22,8 @@ from .data import NON_FINITE_DATA
 from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
-from .grid import Grid, Tile, coarse_to_fine
+from .grid import (Grid, ModelOffGrid, Tile, coarse_to_fine, grid_through_models, models_between_points,
+                   models_outside)
 from .hessian import RATIO_WORDS, HessianEvaluator
 from .metrics import (PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, loss_name, split_values,
                       unwrap_compiled)
@@ -315,6 +316,7 @@ def compute_surface(
     settings = _running_var_rule(settings, d)
     who = f"landscape_nb.{'eigen_map' if quantity == 'hessian' else 'compute_surface'}"  # what warnings name
     _warn_if_made_around_another_model(model, d, who)
+    _warn_if_grid_misses_models(grid, d, who)
     _warn_if_made_around_other_statistics(model, d, settings.mode, who)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
         warn_user(f"{who}: {d.provenance['eval_mode_note']}")
@@ -751,6 +753,34 @@ def _centred_elsewhere(model, d: Directions, mode: str) -> bool:
     return d.scheme in ("interpolate", "plane3") and (
         made_around(d.provenance, model) is False
         or (mode == "eval" and made_around_buffers(d.provenance, _state_buffers(model)) is False))
+
+
+def _warn_if_grid_misses_models(grid: Grid, d: Directions, who: str) -> None:
+    """Warn (`ModelOffGrid`) where the grid leaves out, or has no point at, the model at 0 on an axis (and for
+    an interpolation or a plane through three models, the other at 1): no point then holds that model's own
+    loss, and its figure neither (trial s54b: a 2×2 grid on -1..1 said nothing; the CLI and the Explorer note
+    it). The nearest grid that holds them is named (`grid.grid_through_models`)."""
+    unit = d.scheme in ("interpolate", "plane3")
+    said, fixes, models = [], [], set()
+    for name, axis in zip("xyz", (grid.x, grid.y, grid.z)):
+        if axis is None:
+            continue
+        start, stop, n = axis.start, axis.stop, axis.num
+        outside = models_outside(start, stop, unit=unit)
+        missed = models_between_points(start, stop, n, unit=unit)
+        for where, found in (("outside the range", outside), (f"between the {n} points of", missed)):
+            if found:
+                whom = " and ".join(("the other model" if m else "the model") + f" at {name} = {m:g}" for m in found)
+                said.append(f"{whom} {'lie' if len(found) > 1 else 'lies'} {where} {start:.10g} to {stop:.10g}")
+                models.update(found)
+        fix = grid_through_models(start, stop, n, unit=unit) if outside or missed else None
+        if fix is not None:
+            fixes.append(f"{name}=({fix[1]:.10g}, {fix[2]:.10g}, {fix[0]})")
+    if said:
+        them = "them" if len(models) > 1 else "it"
+        warn_user(f"{who}: {'; '.join(said)}, so no point holds {'their' if len(models) > 1 else 'its'} own loss "
+                  f"and a figure of the surface does not show {them}"
+                  + (f"; {', '.join(fixes)} hold{'s' * (len(fixes) == 1)} {them}" if fixes else ""), ModelOffGrid)
 
 
 def _warn_if_made_around_another_model(model, d: Directions, who: str) -> None:

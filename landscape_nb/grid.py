@@ -267,6 +267,13 @@ def _ceil_significant(value: float, digits: int) -> float:
     return float(f"{math.ceil(value / scale * (1 - 1e-12)) * scale:.{digits}g}")
 
 
+class ModelOffGrid(UserWarning):
+    """`landscape_nb.compute_surface`'s warning that its grid leaves out, or has no point at, a model of the
+    directions (0, and 1 for a path between models), whose own loss no point then holds. The CLI and the
+    Explorer say it in their own words before the run; ``warnings.filterwarnings("ignore",
+    category=ModelOffGrid)`` silences it where such a grid is meant."""
+
+
 def models_between_points(start: float, stop: float, num: int, *, unit: bool = False) -> list[float]:
     """The models' coordinates that ``num`` evenly spaced points on ``start..stop`` miss: 0 (the model at the
     centre), and with ``unit`` 1 (the other model of an interpolation or a plane's axis), where they lie

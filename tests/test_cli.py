@@ -73,6 +73,7 @@ def test_compute_store_and_html_then_plot(user_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "note: the model sits at y = 0, between the points of 4 on -0.5:0.5; --grid 5x5 puts it on the grid" in err
     assert "sits at x" not in err
+    assert "lies between" not in err  # the API's ModelOffGrid warning: the CLI said it above, with its flags
     text = html.read_text()
     assert "plotly" in text and '"type":"surface"' in text.replace(" ", "")
     out = tmp_path / "c.html"
@@ -535,7 +536,9 @@ def test_compute_a_volume_matches_naive_losses_and_plots_as_volume_or_slices(use
     from landscape_nb.cli import figure_for
 
     fig = figure_for(vol, "slices")
-    assert [t.type for t in fig.data] == ["contour"] * 3
+    assert [t.type for t in fig.data if t.type == "contour"] == ["contour"] * 3
+    # slices of 4 by 3 points: each panel marks its points (plot._common.grid_points_trace), lines interpolated
+    assert {t.name for t in fig.data if t.type != "contour"} == {"grid points (drawn between them: interpolated)"}
     titles = [a.text for a in fig.layout.annotations if " = " in (a.text or "")]
     assert [t.split(" = ")[1] for t in titles] == ["\u22122", "\u22121", "0"]  # minus signs as the ticks
     assert all(json.dumps(t)[1:-1] in out.read_text() for t in titles)  # as the HTML escapes them

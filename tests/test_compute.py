@@ -542,6 +542,55 @@ def test_a_store_never_resumes_with_another_metric_under_the_same_name(mlp, mlp_
     assert "metric_fingerprints" not in builtin.spec["eval"]  # built-ins keep the keys stored before
 
 
+def _grids_named(message: str) -> dict[str, np.ndarray]:
+    """The points of each ``x=(start, stop, num)`` a ModelOffGrid warning names, by np.linspace."""
+    return {name: np.linspace(float(a), float(b), int(n))
+            for name, a, b, n in re.findall(r"\b([xyz])=\(([-\d.e]+), ([-\d.e]+), (\d+)\)", message)}
+
+
+def test_a_grid_that_misses_the_model_says_so_and_names_one_that_holds_it(mlp, mlp_data):
+    """Trial s54b: a 2×2 grid on -1..1 (no point at the model) gave no word from the API, where the CLI and the
+    Explorer note it. compute_surface warns (`ModelOffGrid`) for each axis whose points miss the model at 0 (for
+    a line between two models, 0 and 1) or whose range leaves it out, and names grids that hold them, checked
+    here with np.linspace; grids through the models give no such warning."""
+    a, b = make_mlp(0), make_mlp(1)
+    plane = lnb.random_directions(mlp, n=2, seed=0)
+    line = lnb.interpolation_direction(a, b)
+    cases = [  # (model, directions, grid, what the warning says, the models the named grid must hold)
+        (mlp, plane, dict(x=(-1, 1, 4), y=(-1, 1, 5)), ["the model at x = 0 lies between the 4 points of -1 to 1"],
+         {"x": [0.0]}),
+        (mlp, plane, dict(x=(-1, 1, 2), y=(-1, 1, 2)), ["the model at x = 0 lies between the 2 points of -1 to 1",
+                                                       "the model at y = 0 lies between the 2 points of -1 to 1"],
+         {"x": [0.0], "y": [0.0]}),
+        (mlp, plane, dict(x=(0.5, 1.5, 3), y=(-1, 1, 3)), ["the model at x = 0 lies outside the range 0.5 to 1.5"],
+         {"x": [0.0]}),
+        (a, line, dict(x=(-0.35, 1.2, 21)), ["the model at x = 0 and the other model at x = 1 lie between the 21 "
+                                             "points of -0.35 to 1.2"], {"x": [0.0, 1.0]}),
+        (a, line, dict(x=(0, 0.8, 5)), ["the other model at x = 1 lies outside the range 0 to 0.8"], {"x": [1.0]}),
+    ]
+    for model, d, grid, said, held in cases:
+        with pytest.warns(lnb.ModelOffGrid) as caught:
+            surf = lnb.compute_surface(model, mlp_data, d, **grid)
+        message = " ".join(str(w.message) for w in caught if issubclass(w.category, lnb.ModelOffGrid))
+        for words in said:
+            assert words in message, (grid, message)
+        assert "no point holds" in message
+        for name, (start, stop, n) in grid.items():  # naive: which models the grid itself misses
+            points = np.linspace(start, stop, n)
+            np.testing.assert_allclose(getattr(surf, name), points)
+            assert (f"at {name} = " in message) == any(not np.isclose(points, m, atol=1e-9).any() for m in held.get(
+                name, [])), (name, message)
+        named = _grids_named(message)
+        assert named.keys() == held.keys(), message
+        for name, models in held.items():
+            for m in models:
+                assert np.isclose(named[name], m, rtol=0, atol=1e-9).any(), (name, named[name], m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lnb.ModelOffGrid)
+        lnb.compute_surface(mlp, mlp_data, plane, x=(-1, 1, 5), y=(-0.5, 1, 7))
+        lnb.compute_surface(a, mlp_data, line, x=(-0.5, 1.5, 9))
+
+
 def perturbed_outputs(model, inputs, dirs, a):
     import copy
 

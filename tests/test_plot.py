@@ -950,6 +950,48 @@ def test_a_live_2d_figure_counts_each_lone_point_once(bowl):
     assert _partial_notes(fig) == [want]
 
 
+@pytest.mark.parametrize("shape", [(2, 2), (3, 7), (7, 4)])
+def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_interpolated(shape):
+    """A 2×2 grid's contour drew ~24 smooth levels from its 4 corners, with no marker and no note: it read as a
+    loss of ~12 at the centre, where it was 0.036 (trial s54b). A plane with fewer than 5 points on an axis marks
+    each computed point at its loss (written beside it up to 25 points), and a note says what is interpolated;
+    a grid of 5 or more an axis, and a heatmap (one cell a point), add neither."""
+    from landscape_nb.plot._common import COARSE_NOTE, GRID_POINTS
+
+    nx, ny = shape
+    x, y = np.linspace(-1, 1, nx), np.linspace(-0.5, 1.5, ny)
+    loss = np.array([[bowl_value(a, b) for a in x] for b in y])
+    want = {(float(a), float(b)): float(bowl_value(a, b)) for a in x for b in y}
+    if min(shape) > 2:  # a corner not computed: no marker (in a 2×N grid its neighbours would be lone points)
+        loss[-1, -1] = np.nan
+        del want[(float(x[-1]), float(y[-1]))]
+    surf = Surface(x=x, y=y, loss=loss, metrics={}, provenance={})
+    for kind, cls in (("contour", go.Scatter), ("surface", go.Scatter3d)):
+        fig = getattr(plot, kind)(surf, clip=False)
+        marked = [t for t in fig.data if isinstance(t, cls) and t.name in (GRID_POINTS, LONE_POINTS)]
+        got = {(float(a), float(b)): float(c) for t in marked for a, b, c in zip(t.x, t.y, t.marker.color)}
+        assert got.keys() == want.keys(), kind
+        for key, value in got.items():
+            assert value == pytest.approx(want[key]), (kind, key)
+        points = next(t for t in marked if t.name == GRID_POINTS)
+        if nx * ny <= 25:  # each point's loss written beside it
+            assert [float(v) for v in points.text] == pytest.approx(
+                [bowl_value(a, b) for a, b in zip(points.x, points.y)], rel=1e-3)
+        else:
+            assert points.text is None
+        notes = [a.text for a in fig.layout.annotations if a.name == COARSE_NOTE]
+        assert len(notes) == 1 and f"{nx}×{ny} grid" in notes[0] and "interpolated" in notes[0], notes
+    heat = plot.heatmap(surf, clip=False)
+    assert all(t.name != GRID_POINTS for t in heat.data)
+    assert all(a.name != COARSE_NOTE for a in heat.layout.annotations)
+    fig = plot.compare([surf, make_bowl()], titles=["coarse", "fine"])
+    assert [t.name == GRID_POINTS for t in fig.data].count(True) == 1  # the coarse panel's only
+    assert [a.text for a in fig.layout.annotations if a.name == COARSE_NOTE][0].startswith(f"coarse: {nx}×{ny}")
+    fine = plot.contour(make_bowl())  # 7×5
+    assert all(t.name != GRID_POINTS for t in fine.data)
+    assert all(a.name != COARSE_NOTE for a in fine.layout.annotations)
+
+
 def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     """A contour panel leaves the points above the colour cap blank: 103 of 441 points up to 6.4e4 read as a flat
     basin under a colorbar saying only "capped at 1.442" (trial s47). It now counts them and says how high they go,

@@ -1154,6 +1154,10 @@ def _kept_in(store, where: str) -> str:
 def _show_warning(message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning):
     """The package's warnings as the CLI's other notes, ``landscape-nb: warning: ...`` (not a Python file, line
     and source line); other libraries' as Python shows them."""
+    from ..grid import ModelOffGrid
+
+    if issubclass(category, ModelOffGrid):  # said before the run, with the flags that hold the models
+        return
     text = str(message)
     if not text.startswith("landscape_nb"):
         return _default(message, category, filename, lineno, file, line)

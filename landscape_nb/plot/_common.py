@@ -938,17 +938,71 @@ def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     if kind not in ("surface", "contour"):
         return None
     lone = lone_points(z)
-    if not lone.any():
-        return None
-    jj, ii = np.nonzero(lone)
+    return _points_trace(kind, surf, z, lone, LONE_POINTS, zmin, zmax) if lone.any() else None
+
+
+def _points_trace(kind: str, surf: Surface, z: np.ndarray, mask: np.ndarray, name: str, zmin, zmax, *,
+                  text: bool = False):
+    """Markers named ``name`` at the points ``mask`` of ``z`` (the displayed values) on the loss's colour scale,
+    with the grid's hover text, and with ``text`` each point's loss written beside it."""
+    jj, ii = np.nonzero(mask)
     x, y = np.asarray(surf.x, dtype=float)[ii], np.asarray(surf.y, dtype=float)[jj]
-    values = np.asarray(z, dtype=float)[lone]
-    common = dict(mode="markers", name=LONE_POINTS, showlegend=False, customdata=hover_customdata(surf)[lone],
-                  hovertemplate=hover_template(surf))
+    values = np.asarray(z, dtype=float)[mask]
+    common = dict(mode="markers+text" if text else "markers", name=name, showlegend=False,
+                  customdata=hover_customdata(surf)[mask], hovertemplate=hover_template(surf))
+    if text:
+        common.update(text=[f"{v:.4g}" for v in np.asarray(surf.loss, dtype=float)[mask]],
+                      textposition="top center")
     marker = dict(color=values, colorscale=COLORSCALE, cmin=zmin, cmax=zmax, showscale=False)
     if kind == "surface":
         return go.Scatter3d(x=x, y=y, z=values, marker=dict(size=3, **marker), **common)
     return go.Scatter(x=x, y=y, marker=dict(size=7, line=dict(width=0.5, color="white"), **marker), **common)
+
+
+#: a plane with fewer points than this on an axis is coarse: its contour lines and 3D surface are interpolated
+#: across cells too wide to trust, so every point is marked (`grid_points_trace`) and a note says so (trial s54b:
+#: a 2×2 grid drew ~24 smooth levels from its 4 corners, read as a loss of ~12 at the centre, 0.036 there)
+COARSE_AXIS = 5
+#: the name of the trace `grid_points_trace` adds
+GRID_POINTS = "grid points (drawn between them: interpolated)"
+#: the name of the annotation `note_coarse` adds
+COARSE_NOTE = "coarse grid"
+#: up to this many points a coarse grid's marked points carry their loss as text
+COARSE_TEXT_POINTS = 25
+
+
+def is_coarse(surf: Surface) -> bool:
+    """Whether a plane has fewer than `COARSE_AXIS` points on an axis (2D surfaces only)."""
+    return surf.ndim == 2 and min(np.size(surf.x), np.size(surf.y)) < COARSE_AXIS
+
+
+def grid_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
+    """For a coarse plane (`is_coarse`), markers at each of its computed points that `lone_points_trace` does not
+    mark, their losses written beside them where there are at most `COARSE_TEXT_POINTS`: what was computed,
+    against the lines plotly.js interpolates between them. None for other grids, or a heatmap (one cell a point,
+    nothing interpolated)."""
+    if kind not in ("surface", "contour") or not is_coarse(surf):
+        return None
+    mask = np.isfinite(np.asarray(z, dtype=float)) & ~lone_points(z)
+    if not mask.any():
+        return None
+    return _points_trace(kind, surf, z, mask, GRID_POINTS, zmin, zmax, text=np.size(surf.loss) <= COARSE_TEXT_POINTS)
+
+
+def note_coarse(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str] | None = None) -> None:
+    """Say above a contour or 3D figure that a coarse plane's (`is_coarse`) lines and surface are interpolated
+    between its points, which are marked (`grid_points_trace`); with several surfaces, which ones."""
+    coarse = [k for k, s in enumerate(surfaces) if is_coarse(s)]
+    if kind not in ("surface", "contour") or not coarse:
+        return
+    drawn = "lines" if kind == "contour" else "surface"
+    sizes = [f"{np.size(surfaces[k].x)}×{np.size(surfaces[k].y)}" for k in coarse]
+    whose = (f"{', '.join(as_written(names[k]) for k in coarse)}: " if names is not None and len(surfaces) > 1
+             else "")
+    grids = f"{whose}{' and '.join(dict.fromkeys(sizes))} grid{'s' * (len(set(sizes)) > 1)}"
+    text = (f"{grids} (x × y points): the {drawn} between the marked points {'are' if drawn == 'lines' else 'is'} "
+            f"interpolated; more points ({COARSE_AXIS} or more an axis) show what lies between")
+    fig.add_annotation(**_note_above(text, COARSE_NOTE, _above_notes(fig)))
 
 
 #: the name of the trace `above_cap_trace` adds

@@ -41,11 +41,13 @@ from ._common import (
     default_metric,
     display_values,
     fit_title,
+    grid_points_trace,
     held_fixed_text,
     line_mode,
     lone_points_trace,
     non_positive_note,
     note_axes,
+    note_coarse,
     note_partial,
     note_sources,
     note_undrawn_metrics,
@@ -76,9 +78,13 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
         if kind == "contour" and not np.isfinite(np.asarray(trace.z, dtype=float)).any():
             lone.marker.showscale, lone.marker.colorbar = True, trace.colorbar.to_plotly_json()  # no line: no bar
         fig.add_trace(lone)
+    points = grid_points_trace(kind, surf, z, zmin, zmax)
+    if points is not None:  # a coarse grid's: what was computed, against what is interpolated
+        fig.add_trace(points)
     fig.update_layout(title=_title(title, surf))
     note_sources(fig, [surf])
     note_partial(fig, surf)
+    note_coarse(fig, kind, [surf])
     add_plane_models(fig, surf, z if kind == "surface" else None)  # its note above the others
     width, height = plot_area()
     if kind == "surface":
@@ -1061,6 +1067,9 @@ def compare(
         lone = lone_points_trace(kind, s, z, zmin, zmax)
         if lone is not None:
             fig.add_trace(lone, row=1, col=k + 1)
+        points = grid_points_trace(kind, s, z, zmin, zmax)
+        if points is not None:
+            fig.add_trace(points, row=1, col=k + 1)
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
             scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h,
@@ -1098,6 +1107,7 @@ def compare(
     )
     note_sources(fig, surfaces)
     note_partial(fig, surfaces, titles)
+    note_coarse(fig, kind, surfaces, titles)
     note_axes(fig, surfaces, titles, overlaid=False)
     return fig
 
