@@ -255,7 +255,9 @@ def compute_surface(
         (``logging.INFO``).
         On Dask each worker tunes its own: ``batch_size``/``points_per_pass`` are the values all
         workers chose (None where they differ) and ``provenance["workers"]`` maps each worker's
-        address to its ``{"batch_size", "points_per_pass"}``.
+        address to its ``{"batch_size", "points_per_pass", "versions", "tiles", "left"}``: ``tiles`` it
+        computed in this run, ``left`` True for a worker that died or left the cluster before the end (the
+        tiles it sent are kept; those it was running ran again on another).
 
     Raises
     ------
@@ -598,8 +600,8 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     for text, splits in warned.items():
         warn_user(f"landscape_nb: {', '.join(splits) + ': ' if any(splits) else ''}{text}")
     if final.per_worker:  # Dask: each worker tuned its own evaluator
-        extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k, "versions": dict(v)}
-                            for addr, bs, k, v in final.per_worker}
+        extra["workers"] = {addr: {"batch_size": bs, "points_per_pass": k, "versions": dict(v), "tiles": n,
+                                   "left": left} for addr, bs, k, v, n, left in final.per_worker}
     if st is not None:
         st.update_provenance(extra)
     buffer.provenance.update(extra)

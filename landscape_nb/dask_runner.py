@@ -370,11 +370,23 @@ def _settled(token: str, dask_worker=None) -> DataInfo | None:
     return None if ev is None else describe(ev)
 
 
+@dataclasses.dataclass(frozen=True)
+class _TileDone:
+    """A tile's values, and the worker that computed them with what its evaluator had settled on then: the run's
+    record of each worker (``provenance["workers"]``) keeps one that died or left before the end."""
+
+    values: np.ndarray
+    worker: str
+    batch_size: int | None
+    points_per_pass: int | None
+    versions: tuple
+
+
 def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
-               fingerprint: str | None = None, expected: tuple = ()) -> np.ndarray | _Refused | _Raised | None:
-    """The tile's values; None if cancelled; ``_Refused`` for a ``LandscapeError``, which this worker's
-    evaluator then gives every later tile of the job too; ``_Raised`` for another exception of the user's
-    code."""
+               fingerprint: str | None = None, expected: tuple = ()) -> _TileDone | _Refused | _Raised | None:
+    """The tile's values (`_TileDone`); None if cancelled; ``_Refused`` for a ``LandscapeError``, which this
+    worker's evaluator then gives every later tile of the job too; ``_Raised`` for another exception of the
+    user's code."""
     with _ONE_AT_A_TIME:
         try:
             ev = _worker_evaluator(token, payload)
@@ -386,12 +398,16 @@ def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
             return _Refused(ev._refused)
         try:
             _check_code(ev, expected)  # a worker that joined after the probe, or another than the probe's
-            return _evaluate_tile(ev, coords, event_name, fingerprint)
+            values = _evaluate_tile(ev, coords, event_name, fingerprint)
         except LandscapeError as exc:
             ev._refused = exc
             return _Refused(exc)
         except Exception as exc:  # noqa: BLE001 - the user's model, loss or metric: the same on a retry
             return _returned(exc)
+        if values is None:
+            return None
+        info = describe(ev)
+        return _TileDone(values, get_worker().address, info.batch_size, info.points_per_pass, info.versions)
 
 
 def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fingerprint: str | None) -> np.ndarray | None:
@@ -464,6 +480,7 @@ class DaskRunner:
         self.packed: bytes | None = None
         self.fingerprint: str | None = None  # of the data the probe's worker read (prepare)
         self.expected_code: tuple = ()  # spec.globals_fingerprint(..., loaded=True) here: every worker's must match
+        self.tiles_by_worker: dict[str, list] = {}  # address -> [tiles computed, its last `_TileDone`]
         self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
         self.dashboard_link = client.dashboard_link
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
@@ -680,6 +697,9 @@ class DaskRunner:
                 if values is None:  # cancelled, by Dask or by the user's cancel (checked above)
                     lost = True
                     continue
+                if isinstance(values, _TileDone):  # (a worker of an older release returns the values alone)
+                    seen = self.tiles_by_worker.setdefault(values.worker, [0, None])
+                    seen[0], seen[1], values = seen[0] + 1, values, values.values
                 del remaining[t.index]
                 yield t, values.reshape(*t.shape, -1)
             if starved.is_set():
@@ -697,7 +717,9 @@ class DaskRunner:
 
     def settled(self) -> DataInfo | None:
         """Each worker tunes its own evaluator: the batch size and points per pass they all chose (None
-        where they differ), each worker's in ``per_worker``. None when no worker can be asked."""
+        where they differ), each worker's in ``per_worker`` (`runners.DataInfo`), with the tiles it computed in
+        this run; a worker that died or left the cluster before the end (``left``) as its last tile found it
+        (trial s54b: a killed worker was missing). None when no worker can be asked."""
         try:
             infos = {addr: info for addr, info in self.client.run(_settled, self.token).items() if info is not None}
         except Exception as exc:  # a worker or scheduler that died meanwhile: the choices stay unknown
@@ -706,10 +728,19 @@ class DaskRunner:
         if not infos:
             return None
         first = next(iter(infos.values()))
-        common = {name: values.pop() if len(values := {getattr(i, name) for i in infos.values()}) == 1 else None
-                  for name in ("batch_size", "points_per_pass")}
+        try:
+            alive = set(self.client.scheduler_info().get("workers", {}))
+        except Exception as exc:  # noqa: BLE001 - as above: those that answered are alive
+            logger.debug("could not list the workers: %s", exc)
+            alive = set(infos)
+        rows = {addr: (i.batch_size, i.points_per_pass, i.versions, False) for addr, i in infos.items()}
+        rows.update({addr: (done.batch_size, done.points_per_pass, done.versions, addr not in alive)
+                     for addr, (_, done) in self.tiles_by_worker.items() if addr not in infos})
+        common = {name: values.pop() if len(values := {row[k] for row in rows.values()}) == 1 else None
+                  for k, name in enumerate(("batch_size", "points_per_pass"))}
         notes = dict(kv for i in infos.values() for kv in i.notes)  # each worker's reasons (most agree)
-        per_worker = tuple((addr, i.batch_size, i.points_per_pass, i.versions) for addr, i in sorted(infos.items()))
+        per_worker = tuple((addr, *row[:3], self.tiles_by_worker.get(addr, [0])[0], row[3])
+                           for addr, row in sorted(rows.items()))
         said = tuple(dict.fromkeys(w for i in infos.values() for w in i.warnings))
         return dataclasses.replace(first, **common, notes=tuple(notes.items()), per_worker=per_worker, warnings=said)
 

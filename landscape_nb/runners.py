@@ -72,7 +72,8 @@ class DataInfo:
     batch_size: int | None = None  # None: still being tuned (or tuned on each Dask worker)
     points_per_pass: int | None = None  # None: not chosen yet
     notes: tuple = ()  # (name, text) pairs: how targets, loss and accuracy were chosen (evaluator.notes)
-    per_worker: tuple = ()  # (worker address, batch_size, points_per_pass, versions) of each Dask worker that ran tiles
+    # (worker address, batch_size, points_per_pass, versions, tiles computed, left before the end) of each Dask
+    per_worker: tuple = ()  # worker that ran tiles (`dask_runner.DaskRunner.settled`)
     bn_fingerprint: str | None = None  # mode="bn-recompute" with separate bn_data: its hash
     bn_pass_size: int | None = None  # mode="bn-recompute" over more than one pass: samples a pass
     warnings: tuple = ()  # (message, category) of landscape_nb's warnings on a Dask worker (dask_runner.saying)

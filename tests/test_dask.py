@@ -148,7 +148,9 @@ def test_provenance_records_what_each_worker_settled_on(client, data):
     assert workers and set(workers) <= addresses
     here = {"landscape_nb": fixed.provenance["landscape_nb"], "torch": torch.__version__, "numpy": np.__version__,
             "python": "{}.{}".format(*sys.version_info[:2])}
-    assert all(w == {"batch_size": 16, "points_per_pass": 2, "versions": here} for w in workers.values())
+    assert all(w == {"batch_size": 16, "points_per_pass": 2, "versions": here, "tiles": w["tiles"], "left": False}
+               for w in workers.values())
+    assert sum(w["tiles"] for w in workers.values()) == 4  # 6×6 points in tiles of 3×3, each counted once
     assert (fixed.provenance["batch_size"], fixed.provenance["points_per_pass"]) == (16, 2)
     tuned = lnb.compute_surface(m, data, d, x=(-1, 1, 6), y=(-1, 1, 6), client=client, tile=3)
     workers = tuned.provenance["workers"]
@@ -544,18 +546,26 @@ def test_sigkill_worker_mid_run_still_completes(data):
         m = _model(delay=0.01)
         d = lnb.random_directions(m, n=2, seed=0)
         grid = dict(x=(-1, 1, 8), y=(-1, 1, 8), tile=(2, 2))
-        pids = list(c.run(os.getpid).values())
+        pids = c.run(os.getpid)  # address -> pid
         killed = []
 
-        def kill_one(ev):
+        def kill_one(ev):  # the worker holding a finished tile: one that sent this run values
             if not killed:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
+                holders = sorted({w for key, ws in c.who_has().items() if key.startswith("landscape_nb-tile")
+                                  for w in ws})
+                os.kill(pids[holders[0]], signal.SIGKILL)
+                killed.append(holders[0])
 
         s = lnb.compute_surface(m, data, d, **grid, client=c, callbacks=[kill_one])
         assert killed and s.is_complete
         ref = lnb.compute_surface(_model(), data, d, **grid)
         np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-6)
+        # the killed worker is recorded with the tiles it sent (trial s54b: it was missing), as having left
+        workers = s.provenance["workers"]
+        assert workers[killed[0]]["left"] is True and workers[killed[0]]["tiles"] >= 1
+        alive = set(c.scheduler_info()["workers"])
+        assert all(w["left"] is False for addr, w in workers.items() if addr in alive)
+        assert sum(w["tiles"] for w in workers.values()) == 16  # 8×8 in tiles of 2×2, each counted once
     finally:
         owned.close()
 

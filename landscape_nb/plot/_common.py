@@ -997,8 +997,8 @@ def note_coarse(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str
         return
     drawn = "lines" if kind == "contour" else "surface"
     sizes = [f"{np.size(surfaces[k].x)}×{np.size(surfaces[k].y)}" for k in coarse]
-    whose = (f"{', '.join(as_written(names[k]) for k in coarse)}: " if names is not None and len(surfaces) > 1
-             else "")
+    whose = ("" if names is None or len(surfaces) == 1 else "each panel's " if len(coarse) == len(surfaces) else
+             f"{', '.join(as_written(names[k]) for k in coarse)}: ")
     grids = f"{whose}{' and '.join(dict.fromkeys(sizes))} grid{'s' * (len(set(sizes)) > 1)}"
     text = (f"{grids} (x × y points): the {drawn} between the marked points {'are' if drawn == 'lines' else 'is'} "
             f"interpolated; more points ({COARSE_AXIS} or more an axis) show what lies between")
