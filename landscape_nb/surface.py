@@ -42,9 +42,12 @@ def metric_splits(metric_names: Iterable[str]) -> list[str]:
     return [m[: -len("_loss")] for m in metric_names if m.endswith("_loss")]
 
 
-CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the loss function or the data "
-                   "give it, not the range: check loss_fn(model(x), y) on each batch of the data with the model "
-                   "alone (e.g. a sample whose attention mask hides every token gives NaN)")  # Surface.centre_diverged
+# Surface.centre_diverged; "the loss function or the data" missed the model's own weights (trial s55: a forward
+# of exp(200·s) was inf at the model)
+CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis), so the model's weights, the loss "
+                   "function or the data give it, not the range: check model(x) and loss_fn(model(x), y) on each "
+                   "batch of the data with the model alone (e.g. an exp that overflows in forward, or a sample whose "
+                   "attention mask hides every token, gives inf or NaN)")
 
 
 @dataclass(frozen=True, eq=False)

@@ -112,11 +112,11 @@ def test_nan_and_inf_losses_are_stored_not_raised(mlp, mlp_data):
     # NaN at the model itself: the loss or the data, which no range mends; said by the CLI and the Explorer, and
     # in Python only as "3 of 3 points diverged" on the figure (trial s39: a sample all padding gave NaN)
     with pytest.warns(UserWarning, match=r"compute_surface: the loss is NaN or inf at the model itself \(0 on "
-                      r"every axis\), so the loss function or the data give it.*diverged \(NaN or inf\) at 3 of 3"):
+                      r"every axis\), so the model's weights, the loss function or the data give it.*diverged \(NaN or inf\) at 3 of 3"):
         s = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), loss_fn=nan_loss)
     assert np.isnan(s.loss).all() and s.is_complete
     note = next(a.text for a in lnb.plot.line(s).layout.annotations if a.name == "partial")
-    assert note == "3 of 3 points diverged (loss NaN or inf), the model itself among them: the loss or the data give it"
+    assert note == "3 of 3 points diverged (loss NaN or inf), the model itself among them: its weights, the loss or the data give it"
     inf_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) / 0.0  # noqa: E731
     with pytest.warns(UserWarning, match="at the model itself"):
         assert np.isinf(lnb.compute_surface(mlp, mlp_data, dirs, x=(-1, 1, 3), loss_fn=inf_loss).loss).all()
@@ -135,6 +135,48 @@ def test_nan_and_inf_losses_are_stored_not_raised(mlp, mlp_data):
         warnings.simplefilter("error", UserWarning)
         s = lnb.compute_surface(mlp, mlp_data, dirs, x=(-1e6, 1e6, 3), loss_fn=far)
     assert np.isinf(s.loss[[0, 2]]).all() and np.isfinite(s.loss[1])
+
+
+class _Overflowing(nn.Module):
+    """Outputs times exp(200·s): inf at s = 0.5 (the model itself), finite where a step lowers s."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+        self.s = nn.Parameter(torch.full((1,), 0.5))
+
+    def forward(self, x):
+        return self.lin(x) * torch.exp(200 * self.s)
+
+
+def test_a_model_whose_outputs_are_inf_at_itself_is_computed_with_a_warning_not_refused(mlp_data):
+    """Trial s55: a model whose outputs are inf at its own weights was refused as one whose "outputs do not depend
+    on its weights" (inf stays inf 1 % away), where a NaN one ran with a warning. It runs: inf where the model
+    overflows, each finite point as the naive loop gives it, and the warning names the model's weights too."""
+    torch.manual_seed(0)
+    model = _Overflowing()
+    x = mlp_data[0]
+    y = torch.randn(len(x), 3)
+    step = {name: 0.1 * torch.randn_like(p) for name, p in model.named_parameters()}
+    step["s"] = torch.tensor([-0.5])  # s from 1 down to 0 along x: finite for x > 0.12
+    d = lnb.as_directions(model, [step])
+    with pytest.warns(UserWarning, match=r"NaN or inf at the model itself \(0 on every axis\), so the model's "
+                                         r"weights, the loss function or the data give it"):
+        surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 11), loss_fn=nn.MSELoss())
+    naive = []
+    for a in np.linspace(-1, 1, 11):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(float(a) * d.as_state_dicts()[0][name])
+            naive.append(float(nn.functional.mse_loss(m(x), y)))
+    naive = np.array(naive)
+    assert np.isinf(surf.loss[5]) and np.isinf(naive[5])
+    finite = np.isfinite(naive)
+    assert finite.sum() >= 2  # some steps lower s enough
+    np.testing.assert_array_equal(np.isfinite(surf.loss), finite)
+    np.testing.assert_allclose(surf.loss[finite], naive[finite], rtol=1e-5)
+
 
 
 def test_weights_bit_identical_after_compute(cnn, cnn_data):
@@ -557,16 +599,16 @@ def test_a_grid_that_misses_the_model_says_so_and_names_one_that_holds_it(mlp, m
     plane = lnb.random_directions(mlp, n=2, seed=0)
     line = lnb.interpolation_direction(a, b)
     cases = [  # (model, directions, grid, what the warning says, the models the named grid must hold)
-        (mlp, plane, dict(x=(-1, 1, 4), y=(-1, 1, 5)), ["the model at x = 0 lies between the 4 points of -1 to 1"],
+        (mlp, plane, {"x": (-1, 1, 4), "y": (-1, 1, 5)}, ["the model at x = 0 lies between the 4 points of -1 to 1"],
          {"x": [0.0]}),
-        (mlp, plane, dict(x=(-1, 1, 2), y=(-1, 1, 2)), ["the model at x = 0 lies between the 2 points of -1 to 1",
+        (mlp, plane, {"x": (-1, 1, 2), "y": (-1, 1, 2)}, ["the model at x = 0 lies between the 2 points of -1 to 1",
                                                        "the model at y = 0 lies between the 2 points of -1 to 1"],
          {"x": [0.0], "y": [0.0]}),
-        (mlp, plane, dict(x=(0.5, 1.5, 3), y=(-1, 1, 3)), ["the model at x = 0 lies outside the range 0.5 to 1.5"],
+        (mlp, plane, {"x": (0.5, 1.5, 3), "y": (-1, 1, 3)}, ["the model at x = 0 lies outside the range 0.5 to 1.5"],
          {"x": [0.0]}),
-        (a, line, dict(x=(-0.35, 1.2, 21)), ["the model at x = 0 and the other model at x = 1 lie between the 21 "
-                                             "points of -0.35 to 1.2"], {"x": [0.0, 1.0]}),
-        (a, line, dict(x=(0, 0.8, 5)), ["the other model at x = 1 lies outside the range 0 to 0.8"], {"x": [1.0]}),
+        (a, line, {"x": (-0.35, 1.2, 21)}, [("the model at x = 0 and the other model at x = 1 lie between the 21 "
+                                              "points of -0.35 to 1.2")], {"x": [0.0, 1.0]}),
+        (a, line, {"x": (0, 0.8, 5)}, ["the other model at x = 1 lies outside the range 0 to 0.8"], {"x": [1.0]}),
     ]
     for model, d, grid, said, held in cases:
         with pytest.warns(lnb.ModelOffGrid) as caught:

@@ -600,6 +600,39 @@ def test_the_rendered_checks_catch_the_faults_they_look_for(page):
         check_rendered_text(boxes, width, height)
 
 
+SCENE_WIDTH_JS = """([fig, w, h]) => {
+    const div = document.getElementById('graph');
+    return Plotly.newPlot(div, fig.data, {...fig.layout, width: w, height: h}).then(
+        () => document.querySelector('.gl-container > div').getBoundingClientRect().width);
+}"""
+
+
+@pytest.mark.parametrize("points_above", [0, 1, 120])
+def test_a_3d_scene_names_its_height_axis_only_where_it_is_drawn_wide_enough(page, points_above):
+    """The z title of a 3D scene is drawn left of its box, and a scene under `SCENE_Z_TITLE_PX` wide cuts it at the
+    figure's edge, so the caption names the height instead. The Explorer's scene was drawn narrower than laid out
+    where a capped colour scale's title ("310 of 961 points above (shaded),") widened the colour bar: its z title
+    showed as "s" (trial s55). Measured in Chromium: a title only on a scene drawn wide enough."""
+    from landscape_nb.plot._common import SCENE_Z_TITLE_PX
+
+    surf = plane(n=31)
+    loss = np.array(surf.loss)
+    loss[0, 0] = 1.0  # plane()'s diverged corner
+    if points_above:
+        loss.flat[np.argsort(loss, axis=None)[-points_above:]] = 1e5  # the highest points diverged
+    surf = Surface(surf.x, surf.y, loss, provenance=dict(surf.provenance))
+    fig = plot.live(surf, title="mlp-digits: random directions", width=explorer_width())
+    w, h, _ = size(fig)
+    drawn = page.evaluate(SCENE_WIDTH_JS, [json.loads(fig.to_json()), w, h])
+    titled = bool(fig.layout.scene.zaxis.title.text)
+    # laid out within 20 px of the width drawn (a 410 px scene holds its title whole)
+    assert titled == (drawn >= SCENE_Z_TITLE_PX - 20), (drawn, fig.layout.scene.zaxis.title.text)
+    caption = " ".join(a.text for a in fig.layout.annotations if a.text and "height" in a.text)
+    assert ("height: loss" in caption) == (not titled)
+    # the long title of a capped scale
+    assert (f"{points_above} of" in fig.layout.coloraxis.colorbar.title.text) == bool(points_above)
+
+
 def test_an_exported_animation_keeps_its_loss_contours_while_it_plays(page, tmp_path):
     """``export_html(plot.animate(...))`` opens playing its frames; plotly.js removed every contour line at the
     first frame played without a redraw (trial s54: the path moved over an empty plane, on opening and at each

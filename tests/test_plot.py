@@ -986,9 +986,9 @@ def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_inte
     assert all(a.name != COARSE_NOTE for a in heat.layout.annotations)
     fig = plot.compare([surf, make_bowl()], titles=["coarse", "fine"])
     assert [t.name == GRID_POINTS for t in fig.data].count(True) == 1  # the coarse panel's only
-    assert [a.text for a in fig.layout.annotations if a.name == COARSE_NOTE][0].startswith(f"coarse: {nx}×{ny}")
+    assert next(a.text for a in fig.layout.annotations if a.name == COARSE_NOTE).startswith(f"coarse: {nx}×{ny}")
     both = plot.compare([surf, surf], titles=["a", "b"])  # every panel coarse: not named one by one
-    assert [a.text for a in both.layout.annotations if a.name == COARSE_NOTE][0].startswith(f"each panel's {nx}×{ny}")
+    assert next(a.text for a in both.layout.annotations if a.name == COARSE_NOTE).startswith(f"each panel's {nx}×{ny}")
     fine = plot.contour(make_bowl())  # 7×5
     assert all(t.name != GRID_POINTS for t in fine.data)
     assert all(a.name != COARSE_NOTE for a in fine.layout.annotations)

@@ -560,6 +560,7 @@ def test_second_compute_while_running_is_refused(explorer):
     try:
         assert not explorer.compute()
         assert "already running" in explorer.state.message and explorer.state.status in ("starting", "running")
+        assert explorer.state.message_kind == "info"  # the run goes on fine: no red "Error:" (trial s55)
         assert explorer.compute_button.disabled and not explorer.cancel_button.disabled
     finally:
         explorer.cancel()
@@ -637,6 +638,36 @@ def test_cancel_stops_promptly_and_keeps_the_partial_surface(explorer):
     assert painted(explorer.figure.data[0]) == explorer.surface.n_done
     assert "Cancelled" in explorer.message_box.value
     assert not explorer.compute_button.disabled and explorer.cancel_button.disabled
+
+
+def test_an_interrupt_of_a_waiting_compute_cancels_the_run_and_keeps_its_points(explorer):
+    """Trial s55: ■ (interrupt the kernel) during ``compute(wait=True)`` raised KeyboardInterrupt in the cell while
+    the run went on in the background (144, then 348, then 781 points, "running"). The interrupt now cancels it as
+    Cancel does: the run stops, its points are kept, and the same controls' Compute resumes from them."""
+    import _thread
+
+    explorer.controls["x_points"].value = 201
+    explorer.controls["y_points"].value = 201
+    explorer.controls["time_budget"].value = 1e6
+    first_tile = threading.Event()
+    explorer.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
+
+    def interrupt():  # as ipykernel's ■ does: KeyboardInterrupt in the main thread, inside wait
+        if first_tile.wait(60):
+            _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        explorer.state.compute(wait=True)
+    assert not explorer.state.running  # stopped before the interrupt is raised again
+    assert explorer.state.status == "cancelled", explorer.state.message
+    kept = explorer.surface.n_done
+    assert 0 < kept < 201 * 201
+    time.sleep(0.5)
+    assert explorer.surface.n_done == kept and not explorer.state.running  # nothing more in the background
+    explorer.controls["x_points"].value = 21  # a grid small enough to finish: computes again, no run left over
+    explorer.controls["y_points"].value = 21
+    assert explorer.state.compute(wait=True) and explorer.state.status == "done", explorer.state.message
 
 
 def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monkeypatch):

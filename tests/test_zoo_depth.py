@@ -152,17 +152,17 @@ def test_cache_writes_stacked_trajectories_and_still_reads_format_1(tmp_path):
 def test_trend_it_reports(comparison):
     """Li et al.'s claim, read off the recomputed numbers: what holds on digits is asserted.
 
-    Holds (measured at QUICK, 2-core AMD EPYC: centre loss without skips 0.075 / 1.19 / 2.29,
-    basin radius 0.375 / 0.125 / 0.125 against 0.5 / 0.375 / 0.354 with skips; trained on a 2-core
-    Intel Xeon the weights differ: centre 0.198 / 1.31 / 2.29, radius 0.625 / 0.177 / 0.125 against
-    0.559 / 0.625 / 0.354): without skips the minimizer sits higher as depth grows (training fails)
-    and the basin shrinks with depth, never wider than its skip twin's past the shallowest depth
-    and narrower at some depth. Does not hold on this data
-    (reported, not asserted): more persistence-filtered minima with depth (1 / 1 / 1 with
-    skips, 2 / 2 / 1 without: ResNet-110-noskip's loss explodes, to 8e17 at the corners of its
+    Holds (measured at QUICK, 2-core AMD EPYC, trained on one thread: centre loss without skips
+    0.098 / 1.50 / 2.29, basin radius 0.515 / 0.125 / 0.125 against 0.5 / 0.625 / 0.354 with skips;
+    trained with 2 threads on a 2-core Intel Xeon the weights differ: centre 0.198 / 1.31 / 2.29,
+    radius 0.625 / 0.177 / 0.125 against 0.559 / 0.625 / 0.354): without skips the minimizer sits
+    higher as depth grows (training fails) and the basin shrinks with depth, never wider than its
+    skip twin's past the shallowest depth and narrower at some depth. Does not hold on this data
+    (reported, not asserted): more persistence-filtered minima with depth without skips (1 / 1 / 3
+    with skips, 1 / 1 / 1 without: ResNet-110-noskip's loss explodes, to 2.6e16 at the corners of its
     plane, rather than turning bumpy), and a non-convex fraction clearly separating skip from no
-    skip (it grows with depth for both: 0.78 / 0.78 / 0.89 with, 0.89 / 0.89 / 1.00 without;
-    one eigen-map point of nine apart at each depth). ``trend()`` must agree with the series it summarizes.
+    skip (0.78 / 0.56 / 0.89 with, 0.78 / 0.89 / 1.00 without; three and one eigen-map points of nine
+    apart from depth 56 on). ``trend()`` must agree with the series it summarizes.
     """
     trend = comparison.trend()
     noskip_centre = comparison.series("centre_loss", False)

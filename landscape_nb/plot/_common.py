@@ -347,12 +347,25 @@ def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: s
     return short, f"{short}: {label}"
 
 
-def plot_area(*, colorbar: bool = True, width: float = DEFAULT_WIDTH, height: float = DEFAULT_HEIGHT,
+#: px a colour bar with a short title ("loss") and its tick labels takes (plotly.js, measured in Chromium: 67)
+COLORBAR_PX = 67
+#: the font size of a colour bar's title (plotly.js's default, 14 px)
+COLORBAR_TITLE_FONT = 14
+
+
+def plot_area(*, colorbar: bool | str = True, width: float = DEFAULT_WIDTH, height: float = DEFAULT_HEIGHT,
               margin: dict | None = None) -> tuple[float, float]:
     """Width and height in px of the plotting area of a figure of the given size: the
-    margins (plotly.js's defaults unless given) and a colour bar's room taken off."""
+    margins (plotly.js's defaults unless given) and a colour bar's room taken off. ``colorbar`` may be the
+    colour bar's title: a title wider than the bar (a capped scale's "310 of 961 points above (shaded),")
+    widens it, and plotly.js narrows the plots by as much (a live figure's 3D scene drawn 359 px wide for 465,
+    its z title clipped at the figure's edge, trial s55)."""
     m = {**DEFAULT_MARGIN, **(margin or {})}
-    return width - m["l"] - m["r"] - (40 if colorbar else 0), height - m["t"] - m["b"]
+    room = 40 if colorbar else 0
+    if isinstance(colorbar, str):
+        widest = max(text_width(line, COLORBAR_TITLE_FONT) for line in colorbar.split("<br>"))
+        room += max(0.0, widest - COLORBAR_PX)
+    return width - m["l"] - m["r"] - room, height - m["t"] - m["b"]
 
 
 def scene_eye(width_px: float, height_px: float) -> dict:
@@ -740,7 +753,7 @@ def partial_note(traces, annotations, surfaces: Surface | Sequence[Surface] | No
     def count(s) -> str:
         size, bad = int(np.size(s.loss)), getattr(s, "n_diverged", 0)
         diverged = "diverged (loss NaN or inf)" + (  # "9 of 9 diverged" sent a trial to the range (s39)
-            ", the model itself among them: the loss or the data give it" if getattr(s, "centre_diverged", False)
+            ", the model itself among them: its weights, the loss or the data give it" if getattr(s, "centre_diverged", False)
             else "")
         if s.is_complete:
             return f"{bad} of {size} points {diverged}"

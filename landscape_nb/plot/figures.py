@@ -86,7 +86,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     note_partial(fig, surf)
     note_coarse(fig, kind, [surf])
     add_plane_models(fig, surf, z if kind == "surface" else None)  # its note above the others
-    width, height = plot_area()
+    width, height = plot_area(colorbar=trace.colorbar.title.text or True)
     if kind == "surface":
         scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height,
                                      grid=(surf.x, surf.y))

@@ -316,14 +316,12 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         surface_trace.contours.z.update(spec)
     surface_trace.contours.z.show = surface_contours_drawn(z)
     contour_trace.update(zmin=zmin, zmax=zmax)
-    fig.layout.coloraxis.update(
-        cmin=zmin, cmax=zmax,
-        colorbar=dict(title=dict(text=_colorbar_title(log, zmax, surf.loss, shaded=shaded) if zmax is not None
-                                 else _axis_label(log))),
-    )
-    # laid out for the figure's width when it has one (the Explorer sets it), else the default
+    bar_title = _colorbar_title(log, zmax, surf.loss, shaded=shaded) if zmax is not None else _axis_label(log)
+    fig.layout.coloraxis.update(cmin=zmin, cmax=zmax, colorbar=dict(title=dict(text=bar_title)))
+    # laid out for the figure's width when it has one (the Explorer sets it), else the default; read inside a
+    # batch_update, the layout still holds the colour bar's title before this update
     width, height = plot_area(width=fig.layout.width or DEFAULT_WIDTH, height=fig.layout.height or _HEIGHT,
-                              margin=_MARGIN)
+                              margin=_MARGIN, colorbar=bar_title)
     scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width,
                                  grid=(surf.x, surf.y))
     for key in ("camera", "aspectmode", "aspectratio"):  # set once by `live`: an update must not

@@ -492,7 +492,9 @@ class ExplorerState(t.HasTraits):
         if self.running and (wait or not self._computing):  # wait=True; or its end applied, its thread exiting
             self.wait(None if wait else 10)
         if self.running:
-            self._say("A computation is already running; press Cancel first (or wait for it to finish).", "error")
+            # not an error: a double click's second Compute said "Error:" in red over a run going on fine (trial s55)
+            self._say("A computation is already running (this Compute is ignored); press Cancel first to start "
+                      "another, or wait for it to finish.")
             return False
         try:
             spec = self.spec()
@@ -566,17 +568,28 @@ class ExplorerState(t.HasTraits):
         return self._queued_start is not None or self._queued_compute or self.running
 
     def wait(self, timeout: float | None = None) -> Surface | None:
-        """Block until the computation ends (applying its updates here); the surface."""
+        """Block until the computation ends (applying its updates here); the surface.
+
+        Interrupted (the notebook's ■, Ctrl-C in a script) it cancels the run as Cancel does, its points kept
+        for the next Compute, waits up to 30 s for it to stop (a second interrupt stops waiting) and raises the
+        ``KeyboardInterrupt`` again: the run went on computing after the cell had stopped (trial s55)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._busy():
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            thread = self._thread
-            if thread is not None and thread.ident is not None:  # a queued Compute may be starting it right now
-                thread.join(0.05)  # (joining it before its start raised RuntimeError, second trial s34)
-            else:
-                time.sleep(0.05)
-            self._ui.drain()
+        try:
+            while self._busy():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                # not thread.join: an interrupt inside it marks a thread still running as stopped (CPython 3.11,
+                # `_wait_for_tstate_lock`), and `running` read False while the run went on
+                time.sleep(0.02)
+                self._ui.drain()
+        except KeyboardInterrupt:
+            self._queued_compute = False  # nor does a Compute queued behind a Cancel start
+            if self.cancel():
+                try:
+                    self.wait(30)
+                except KeyboardInterrupt:  # a second interrupt: the run stops on its own, as after Cancel
+                    pass
+            raise
         self._ui.drain()
         return self.surface
 
