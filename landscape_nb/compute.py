@@ -5,9 +5,11 @@ listeners) happens here in the caller's process, whatever the runner.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,23 +20,66 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import validate
 from .data import NON_FINITE_DATA
 from .directions import Directions, as_directions, how_made
 from .errors import LandscapeError, warn_user
 from .evaluate import EvalSettings
-from .grid import (Grid, ModelOffGrid, Tile, coarse_to_fine, grid_through_models, models_between_points,
-                   models_outside)
+from .grid import (
+    MAX_PER_AXIS,
+    MAX_POINTS,
+    Grid,
+    ModelOffGrid,
+    Tile,
+    coarse_to_fine,
+    grid_through_models,
+    models_between_points,
+    models_outside,
+)
 from .hessian import RATIO_WORDS, HessianEvaluator
-from .metrics import (PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, loss_name, split_values,
-                      unwrap_compiled)
-from . import validate
-from .params import batchnorm_modules, float_state_buffers, model_dtype, moved_variances, unwrap_model
-from .runners import TILES_KEPT, ClusterLost, DataInfo, InProcessRunner, Job, Runner, library_versions
-from .spec import (CODE_VERSION, SurfaceSpec, _callable_fingerprint, code_fingerprint, globals_and_structures,
-                   made_around, made_around_buffers, model_fingerprint)
+from .metrics import (
+    PROBABILITY_OUTPUTS,
+    SKIPPED_ACCURACY,
+    UNCOUNTED_TARGETS,
+    loss_name,
+    split_values,
+    unwrap_compiled,
+)
+from .params import (
+    batchnorm_modules,
+    float_state_buffers,
+    model_dtype,
+    moved_variances,
+    unwrap_model,
+)
+from .runners import (
+    TILES_KEPT,
+    ClusterLost,
+    DataInfo,
+    InProcessRunner,
+    Job,
+    Runner,
+    library_versions,
+)
+from .spec import (
+    CODE_VERSION,
+    SurfaceSpec,
+    _callable_fingerprint,
+    code_fingerprint,
+    globals_and_structures,
+    made_around,
+    made_around_buffers,
+    model_fingerprint,
+)
 from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
-from .surface import CENTRE_DIVERGED, RANDOM_OUTPUTS, RANDOM_VALUES, Surface, notes_by_kind
+from .surface import (
+    CENTRE_DIVERGED,
+    RANDOM_OUTPUTS,
+    RANDOM_VALUES,
+    Surface,
+    notes_by_kind,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -634,8 +679,9 @@ def diverged_at_the_model(surface: Surface) -> str:
         return ""
     where = f" on split {', '.join(map(repr, bad))}" if splits else ""
     return (f"the loss is NaN or inf at every one of the {surface.n_done} points computed{where} (the grid holds "
-            "no point at the model itself, 0 on every axis), so the loss function or the data likely give it: "
-            "check loss_fn(model(x), y) on each batch of the data with the model alone, or draw a grid through 0")
+            "no point at the model itself, 0 on every axis), so the model's weights, the loss function or the data "
+            "likely give it: check model(x) and loss_fn(model(x), y) on each batch of the data with the model alone, "
+            "or draw a grid through 0")
 
 
 def _in_this_runs_words(said: str, surface: Surface) -> str:
@@ -645,8 +691,8 @@ def _in_this_runs_words(said: str, surface: Surface) -> str:
     at once (the NaN of label-sorted padding was blamed on the loss or the data)."""
     data = surface.provenance.get("data") or {}
     if "own outputs.loss" in str(data.get("loss", "")):
-        said = said.replace("check loss_fn(model(x), y) on each batch", "check the model's own outputs.loss on each "
-                            "batch")
+        said = said.replace("check model(x) and loss_fn(model(x), y) on each batch", "check the model's own "
+                            "outputs.loss on each batch")
     size, n = surface.provenance.get("batch_size"), (surface.spec.get("data") or {}).get("n_samples")
     if isinstance(size, int) and isinstance(n, int) and size < n:
         said += (f"; the points ran in batches of {size}, and a batch holding only targets the loss leaves out "
@@ -757,13 +803,30 @@ def _centred_elsewhere(model, d: Directions, mode: str) -> bool:
         or (mode == "eval" and made_around_buffers(d.provenance, _state_buffers(model)) is False))
 
 
+#: set (``grid_note_said_here``) on a thread whose caller says a grid that misses a model in its own words
+_GRID_NOTE = threading.local()
+
+
+@contextlib.contextmanager
+def grid_note_said_here():
+    """On this thread, `compute_surface` leaves `ModelOffGrid` to the caller, which says it itself (the Explorer's
+    panel; a ``warnings`` filter would reach every thread)."""
+    before, _GRID_NOTE.said = getattr(_GRID_NOTE, "said", False), True
+    try:
+        yield
+    finally:
+        _GRID_NOTE.said = before
+
+
 def _warn_if_grid_misses_models(grid: Grid, d: Directions, who: str) -> None:
     """Warn (`ModelOffGrid`) where the grid leaves out, or has no point at, the model at 0 on an axis (and for
     an interpolation or a plane through three models, the other at 1): no point then holds that model's own
     loss, and its figure neither (trial s54b: a 2×2 grid on -1..1 said nothing; the CLI and the Explorer note
-    it). The nearest grid that holds them is named (`grid.grid_through_models`)."""
+    it). Grids that hold them are named (`grid.grid_through_models`, within the grid's limits)."""
+    if getattr(_GRID_NOTE, "said", False):
+        return
     unit = d.scheme in ("interpolate", "plane3")
-    said, fixes, models = [], [], set()
+    said, fixes, models = [], {}, set()
     for name, axis in zip("xyz", (grid.x, grid.y, grid.z)):
         if axis is None:
             continue
@@ -774,15 +837,22 @@ def _warn_if_grid_misses_models(grid: Grid, d: Directions, who: str) -> None:
             if found:
                 whom = " and ".join(("the other model" if m else "the model") + f" at {name} = {m:g}" for m in found)
                 said.append(f"{whom} {'lie' if len(found) > 1 else 'lies'} {where} {start:.10g} to {stop:.10g}")
-                models.update(found)
-        fix = grid_through_models(start, stop, n, unit=unit) if outside or missed else None
-        if fix is not None:
-            fixes.append(f"{name}=({fix[1]:.10g}, {fix[2]:.10g}, {fix[0]})")
-    if said:
-        them = "them" if len(models) > 1 else "it"
-        warn_user(f"{who}: {'; '.join(said)}, so no point holds {'their' if len(models) > 1 else 'its'} own loss "
-                  f"and a figure of the surface does not show {them}"
-                  + (f"; {', '.join(fixes)} hold{'s' * (len(fixes) == 1)} {them}" if fixes else ""), ModelOffGrid)
+                models.update((name, m) if m else "centre" for m in found)  # a plane's other models: one an axis
+        fix = (grid_through_models(start, stop, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
+               if outside or missed else None)
+        fixes[name] = fix if fix is not None else (n, start, stop)
+    if not said:
+        return
+    many = len(models) > 1
+    them = "them" if many else "it"
+    text = (f"{who}: {'; '.join(said)}, so no point holds {'their' if many else 'its'} own loss and a figure of "
+            f"the surface does not show {them}")
+    moved = {name: fix for name, fix in fixes.items()
+             if fix != (getattr(grid, name).num, getattr(grid, name).start, getattr(grid, name).stop)}
+    if moved and math.prod(fix[0] for fix in fixes.values()) <= MAX_POINTS:
+        text += (f"; {', '.join(f'{name}=({b:.10g}, {c:.10g}, {a})' for name, (a, b, c) in moved.items())} "
+                 f"hold{'s' * (len(moved) == 1)} {them}")
+    warn_user(text, ModelOffGrid)
 
 
 def _warn_if_made_around_another_model(model, d: Directions, who: str) -> None:

@@ -481,6 +481,7 @@ class DaskRunner:
         self.fingerprint: str | None = None  # of the data the probe's worker read (prepare)
         self.expected_code: tuple = ()  # spec.globals_fingerprint(..., loaded=True) here: every worker's must match
         self.tiles_by_worker: dict[str, list] = {}  # address -> [tiles computed, its last `_TileDone`]
+        self.probed: DataInfo | None = None  # the job's first check (prepare)
         self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
         self.dashboard_link = client.dashboard_link
         self.address = getattr(client.scheduler, "address", "") or "(unknown address)"
@@ -507,6 +508,7 @@ class DaskRunner:
                 if isinstance(info, (_Refused, _Raised)):
                     raise info.error
                 self.fingerprint = info.fingerprint  # every worker's tiles must come from these data (_eval_tile)
+                self.probed = info  # what `settled` starts from where no worker that ran tiles answers
                 return info
             except ClusterLost:
                 raise
@@ -725,9 +727,9 @@ class DaskRunner:
         except Exception as exc:  # a worker or scheduler that died meanwhile: the choices stay unknown
             logger.debug("could not ask the workers what they settled on: %s", exc)
             return None
-        if not infos:
+        if not infos and (not self.tiles_by_worker or self.probed is None):
             return None
-        first = next(iter(infos.values()))
+        first = next(iter(infos.values())) if infos else self.probed  # those that ran tiles all gone: recorded
         try:
             alive = set(self.client.scheduler_info().get("workers", {}))
         except Exception as exc:  # noqa: BLE001 - as above: those that answered are alive
@@ -738,7 +740,7 @@ class DaskRunner:
                      for addr, (_, done) in self.tiles_by_worker.items() if addr not in infos})
         common = {name: values.pop() if len(values := {row[k] for row in rows.values()}) == 1 else None
                   for k, name in enumerate(("batch_size", "points_per_pass"))}
-        notes = dict(kv for i in infos.values() for kv in i.notes)  # each worker's reasons (most agree)
+        notes = dict(kv for i in (list(infos.values()) or [first]) for kv in i.notes)  # each worker's (most agree)
         per_worker = tuple((addr, *row[:3], self.tiles_by_worker.get(addr, [0])[0], row[3])
                            for addr, row in sorted(rows.items()))
         said = tuple(dict.fromkeys(w for i in infos.values() for w in i.warnings))

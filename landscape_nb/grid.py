@@ -269,8 +269,8 @@ def _ceil_significant(value: float, digits: int) -> float:
 
 class ModelOffGrid(UserWarning):
     """`landscape_nb.compute_surface`'s warning that its grid leaves out, or has no point at, a model of the
-    directions (0, and 1 for a path between models), whose own loss no point then holds. The CLI and the
-    Explorer say it in their own words before the run; ``warnings.filterwarnings("ignore",
+    directions (0, and 1 for a path between models), whose own loss no point then holds. The CLI (before the run)
+    and the Explorer (in its panel) say it in their own words instead; ``warnings.filterwarnings("ignore",
     category=ModelOffGrid)`` silences it where such a grid is meant."""
 
 

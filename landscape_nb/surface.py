@@ -266,7 +266,8 @@ class Surface:
     @property
     def centre_diverged(self) -> bool:
         """Whether the grid point at 0 on every axis (the model itself, where the grid holds it) was computed
-        and has a NaN or infinite loss: then the loss function or the data give it, and no range helps."""
+        and has a NaN or infinite loss: then the model's weights, the loss function or the data give it, and no
+        range helps."""
         at = self.centre_index
         return at is not None and bool(self.done_mask[at] and not np.isfinite(self.loss[at]))
 

@@ -177,6 +177,20 @@ def test_a_model_whose_outputs_are_inf_at_itself_is_computed_with_a_warning_not_
     np.testing.assert_array_equal(np.isfinite(surf.loss), finite)
     np.testing.assert_allclose(surf.loss[finite], naive[finite], rtol=1e-5)
 
+    class Masked(nn.Module):  # ignores its weights; one class masked with -inf beside the finite others
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            out = x[:, :3].clone()
+            out[:, 2] = float("-inf")
+            return out + 0 * self.lin.weight.detach().sum()
+
+    masked = Masked()
+    with pytest.raises(LandscapeError, match=r"\(Masked\) gave the very same outputs"):  # still judged on the rest
+        lnb.compute_surface(masked, mlp_data, lnb.random_directions(masked, n=1, seed=0), x=(-1, 1, 3))
+
 
 
 def test_weights_bit_identical_after_compute(cnn, cnn_data):

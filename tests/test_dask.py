@@ -148,8 +148,10 @@ def test_provenance_records_what_each_worker_settled_on(client, data):
     assert workers and set(workers) <= addresses
     here = {"landscape_nb": fixed.provenance["landscape_nb"], "torch": torch.__version__, "numpy": np.__version__,
             "python": "{}.{}".format(*sys.version_info[:2])}
-    assert all(w == {"batch_size": 16, "points_per_pass": 2, "versions": here, "tiles": w["tiles"], "left": False}
+    assert all({k: v for k, v in w.items() if k != "tiles"} == {"batch_size": 16, "points_per_pass": 2,
+                                                                "versions": here, "left": False}
                for w in workers.values())
+    assert all(isinstance(w["tiles"], int) and w["tiles"] >= 0 for w in workers.values())  # the probe's: maybe 0
     assert sum(w["tiles"] for w in workers.values()) == 4  # 6×6 points in tiles of 3×3, each counted once
     assert (fixed.provenance["batch_size"], fixed.provenance["points_per_pass"]) == (16, 2)
     tuned = lnb.compute_surface(m, data, d, x=(-1, 1, 6), y=(-1, 1, 6), client=client, tile=3)

@@ -14,7 +14,7 @@ import pytest
 
 from landscape_nb import LandscapeError, Surface
 from landscape_nb import plot
-from landscape_nb.plot._common import ABOVE_CAP, AXES_NOTE, LONE_POINTS, PARTIAL_NOTE
+from landscape_nb.plot._common import ABOVE_CAP, AXES_NOTE, GRID_POINTS, LONE_POINTS, PARTIAL_NOTE
 
 X = np.linspace(-1.0, 1.0, 7)
 Y = np.linspace(-0.5, 1.5, 5)  # non-square grid, different ranges
@@ -644,7 +644,7 @@ def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(b
     assert models.name == "models" and models.visible is False  # nor models it passes through (plane3)
     assert models3d.name == "models 3d" and models3d.visible is False and models3d.scene == "scene"  # nor in 3D
     # two full rows: every point on a drawn cell, so no markers (see test_a_live_figure_shows_the_points...)
-    assert [(t.name, t.visible) for t in lone] == [(LONE_POINTS, False)] * 2
+    assert [(t.name, t.visible) for t in lone] == [(LONE_POINTS, False)] * 2 + [(GRID_POINTS, False)] * 2
     assert (surf_trace.type, contour_trace.type) == ("surface", "contour")
     assert surf_trace.scene == "scene" and contour_trace.xaxis == "x"
     # one colour bar: the surface's colour axis; the contour draws none and follows its range
@@ -956,7 +956,7 @@ def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_inte
     loss of ~12 at the centre, where it was 0.036 (trial s54b). A plane with fewer than 5 points on an axis marks
     each computed point at its loss (written beside it up to 25 points), and a note says what is interpolated;
     a grid of 5 or more an axis, and a heatmap (one cell a point), add neither."""
-    from landscape_nb.plot._common import COARSE_NOTE, GRID_POINTS
+    from landscape_nb.plot._common import COARSE_NOTE
 
     nx, ny = shape
     x, y = np.linspace(-1, 1, nx), np.linspace(-0.5, 1.5, ny)
@@ -981,6 +981,16 @@ def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_inte
             assert points.text is None
         notes = [a.text for a in fig.layout.annotations if a.name == COARSE_NOTE]
         assert len(notes) == 1 and f"{nx}×{ny} grid" in notes[0] and "interpolated" in notes[0], notes
+    live = plot.update(plot.live(Surface(x=x, y=y, loss=np.full(loss.shape, np.nan), metrics={}, provenance={},
+                                         done=np.zeros(loss.shape, bool))), surf, clip=False)
+    for cls in (go.Scatter, go.Scatter3d):  # the Explorer's figure too: both panels
+        marked = [t for t in live.data if isinstance(t, cls) and t.name in (GRID_POINTS, LONE_POINTS) and t.visible]
+        got = {(float(a), float(b)): float(c) for t in marked for a, b, c in zip(t.x, t.y, t.marker.color)}
+        assert got.keys() == want.keys() and all(v == pytest.approx(want[k]) for k, v in got.items()), cls
+    assert next(a.text for a in live.layout.annotations if a.name == COARSE_NOTE).startswith(f"{nx}×{ny} grid")
+    fine_live = plot.live(make_bowl())
+    assert not any(t.visible for t in fine_live.data if t.name == GRID_POINTS)
+    assert all(a.name != COARSE_NOTE for a in fine_live.layout.annotations)
     heat = plot.heatmap(surf, clip=False)
     assert all(t.name != GRID_POINTS for t in heat.data)
     assert all(a.name != COARSE_NOTE for a in heat.layout.annotations)

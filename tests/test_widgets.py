@@ -646,8 +646,8 @@ def test_an_interrupt_of_a_waiting_compute_cancels_the_run_and_keeps_its_points(
     Cancel does: the run stops, its points are kept, and the same controls' Compute resumes from them."""
     import _thread
 
-    explorer.controls["x_points"].value = 201
-    explorer.controls["y_points"].value = 201
+    explorer.controls["x_points"].value = 61
+    explorer.controls["y_points"].value = 51
     explorer.controls["time_budget"].value = 1e6
     first_tile = threading.Event()
     explorer.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
@@ -662,12 +662,12 @@ def test_an_interrupt_of_a_waiting_compute_cancels_the_run_and_keeps_its_points(
     assert not explorer.state.running  # stopped before the interrupt is raised again
     assert explorer.state.status == "cancelled", explorer.state.message
     kept = explorer.surface.n_done
-    assert 0 < kept < 201 * 201
+    assert 0 < kept < 61 * 51
     time.sleep(0.5)
     assert explorer.surface.n_done == kept and not explorer.state.running  # nothing more in the background
-    explorer.controls["x_points"].value = 21  # a grid small enough to finish: computes again, no run left over
-    explorer.controls["y_points"].value = 21
     assert explorer.state.compute(wait=True) and explorer.state.status == "done", explorer.state.message
+    assert explorer.surface.provenance["points_resumed"] == kept  # the same controls go on from them
+    assert f"({kept} kept from the cancelled run)" in explorer.state.message
 
 
 def test_a_cell_run_again_cancels_the_computation_of_the_panel_it_replaces(monkeypatch):

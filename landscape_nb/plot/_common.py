@@ -362,9 +362,8 @@ def plot_area(*, colorbar: bool | str = True, width: float = DEFAULT_WIDTH, heig
     its z title clipped at the figure's edge, trial s55)."""
     m = {**DEFAULT_MARGIN, **(margin or {})}
     room = 40 if colorbar else 0
-    if isinstance(colorbar, str):
-        widest = max(text_width(line, COLORBAR_TITLE_FONT) for line in colorbar.split("<br>"))
-        room += max(0.0, widest - COLORBAR_PX)
+    if isinstance(colorbar, str):  # its widest line
+        room += max(0.0, text_width(colorbar, COLORBAR_TITLE_FONT) - COLORBAR_PX)
     return width - m["l"] - m["r"] - room, height - m["t"] - m["b"]
 
 
@@ -964,12 +963,14 @@ def _points_trace(kind: str, surf: Surface, z: np.ndarray, mask: np.ndarray, nam
     common = dict(mode="markers+text" if text else "markers", name=name, showlegend=False,
                   customdata=hover_customdata(surf)[mask], hovertemplate=hover_template(surf))
     if text:
+        top = float(np.max(surf.y))  # the top row's values below their points: above, on the panel's title
         common.update(text=[f"{v:.4g}" for v in np.asarray(surf.loss, dtype=float)[mask]],
-                      textposition="top center")
+                      textposition=["bottom center" if v == top else "top center" for v in y])
     marker = dict(color=values, colorscale=COLORSCALE, cmin=zmin, cmax=zmax, showscale=False)
     if kind == "surface":
         return go.Scatter3d(x=x, y=y, z=values, marker=dict(size=3, **marker), **common)
-    return go.Scatter(x=x, y=y, marker=dict(size=7, line=dict(width=0.5, color="white"), **marker), **common)
+    return go.Scatter(x=x, y=y, marker=dict(size=7, line=dict(width=0.5, color="white"), **marker),
+                      cliponaxis=not text, **common)  # an edge point's value whole, not cut at the axis
 
 
 #: a plane with fewer points than this on an axis is coarse: its contour lines and 3D surface are interpolated
@@ -1002,20 +1003,30 @@ def grid_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     return _points_trace(kind, surf, z, mask, GRID_POINTS, zmin, zmax, text=np.size(surf.loss) <= COARSE_TEXT_POINTS)
 
 
-def note_coarse(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str] | None = None) -> None:
-    """Say above a contour or 3D figure that a coarse plane's (`is_coarse`) lines and surface are interpolated
-    between its points, which are marked (`grid_points_trace`); with several surfaces, which ones."""
+def coarse_note(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str] | None = None) -> dict | None:
+    """The note (keyword arguments of ``add_annotation``) above a contour (``kind="contour"``), 3D
+    (``"surface"``) or live (``"live"``: both) figure that a coarse plane's (`is_coarse`) lines and surface are
+    interpolated between its points, which are marked (`grid_points_trace`); with several surfaces, which ones.
+    None for other kinds or no coarse plane."""
     coarse = [k for k, s in enumerate(surfaces) if is_coarse(s)]
-    if kind not in ("surface", "contour") or not coarse:
-        return
-    drawn = "lines" if kind == "contour" else "surface"
+    if kind not in ("surface", "contour", "live") or not coarse:
+        return None
+    drawn = {"contour": "lines", "surface": "surface", "live": "surface and lines"}[kind]
     sizes = [f"{np.size(surfaces[k].x)}×{np.size(surfaces[k].y)}" for k in coarse]
     whose = ("" if names is None or len(surfaces) == 1 else "each panel's " if len(coarse) == len(surfaces) else
              f"{', '.join(as_written(names[k]) for k in coarse)}: ")
     grids = f"{whose}{' and '.join(dict.fromkeys(sizes))} grid{'s' * (len(set(sizes)) > 1)}"
-    text = (f"{grids} (x × y points): the {drawn} between the marked points {'are' if drawn == 'lines' else 'is'} "
-            f"interpolated; more points ({COARSE_AXIS} or more an axis) show what lies between")
-    fig.add_annotation(**_note_above(text, COARSE_NOTE, _above_notes(fig)))
+    text = (f"{grids} (points across × up): the {drawn} between the marked points "
+            f"{'is' if drawn == 'surface' else 'are'} interpolated; more points ({COARSE_AXIS} or more an axis) show "
+            "what lies between")
+    return _note_above(text, COARSE_NOTE, _above_notes(fig, but=COARSE_NOTE))
+
+
+def note_coarse(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str] | None = None) -> None:
+    """Add `coarse_note` to ``fig``, if any."""
+    note = coarse_note(fig, kind, surfaces, names)
+    if note is not None:
+        fig.add_annotation(**note)
 
 
 #: the name of the trace `above_cap_trace` adds

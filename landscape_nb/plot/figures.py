@@ -1040,7 +1040,11 @@ def compare(
     # 3D scenes under ~230 px wide clip their own tick labels and titles: more than two of
     # them get a figure wide enough (a fixed width: they no longer fit a default one)
     width = max(DEFAULT_WIDTH, 250 * n + 200) if kind == "surface" else None
-    area_w, area_h = plot_area(height=450, width=width or DEFAULT_WIDTH)
+    raw = np.concatenate([np.asarray(s.loss, dtype=float).ravel() for s in surfaces])
+    # a 3D panel's z title is kept only where the panel is drawn wide enough (`scene_axes`): a capped scale's long
+    # colour-bar title narrows the panels (a contour's shade, known below, only changes its wording)
+    area_w, area_h = plot_area(height=450, width=width or DEFAULT_WIDTH,
+                               colorbar=_colorbar_title(log, zmax, raw) if kind == "surface" else True)
     flat = kind != "surface" and n > 1
     shared_x = flat and len({s.x_label for s in surfaces}) == 1
     shared_y = flat and len({s.y_label for s in surfaces}) == 1
@@ -1097,7 +1101,6 @@ def compare(
     if kind != "surface":
         fig.update_xaxes(ticks="outside")
         fig.update_yaxes(ticks="outside")
-    raw = np.concatenate([np.asarray(s.loss, dtype=float).ravel() for s in surfaces])
     fig.update_layout(
         coloraxis=dict(
             colorscale=COLORSCALE, cmin=zmin, cmax=zmax,

@@ -16,8 +16,10 @@ from ._common import (
     ABOVE_CAP,
     ABOVE_CAP_FILL,
     CAPTION,
+    COARSE_NOTE,
     COLORSCALE,
     DEFAULT_WIDTH,
+    GRID_POINTS,
     LONE_POINTS,
     SCENE_ASPECT,
     SURFACE_LEVELS,
@@ -32,9 +34,11 @@ from ._common import (
     _title,
     _transform,
     above_cap_trace,
+    coarse_note,
     contour_values,
     display_values,
     fit_title,
+    grid_points_trace,
     held_fixed_notes,
     hover_customdata,
     hover_template,
@@ -158,6 +162,9 @@ def live(
         # a partial surface's points that no complete cell holds, as markers (`lone_points_trace`), set by `update`
         for col, cls in ((1, go.Scatter3d), (2, go.Scatter)):
             fig.add_trace(cls(name=LONE_POINTS, visible=False, showlegend=False), row=1, col=col)
+        # a coarse grid's points (`grid_points_trace`: fewer than 5 an axis, the rest interpolated), set by `update`
+        for col, cls in ((1, go.Scatter3d), (2, go.Scatter)):
+            fig.add_trace(cls(name=GRID_POINTS, visible=False, showlegend=False), row=1, col=col)
         fig.update_layout(
             title=dict(text=_title(title, surface), **_TITLE_PLACE), height=_HEIGHT, margin=_MARGIN, width=width,
             coloraxis=dict(colorscale=COLORSCALE),
@@ -247,6 +254,8 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         if title is not None:
             fig.layout.title.text = title
     sync_partial_note(fig, surface)  # after the batch: its traces' markers as this update left them
+    if surface.ndim == 2:  # a coarse grid's: what is interpolated between its marked points
+        replace_note(fig, COARSE_NOTE, coarse_note(fig, "live", [surface]))
     if surface.ndim == 1:  # above the partial note: which of a straight line's models are not marked
         replace_note(fig, MODELS_NOTE, models_note(fig, line_models_note(surface), _line_width(fig)))
     return fig
@@ -354,19 +363,23 @@ def _update_above_cap(fig, surf: Surface, traced: np.ndarray, zmax, log: bool) -
 
 def _update_lone_points(fig, surf: Surface, z: np.ndarray, zmin, zmax) -> None:
     """Show the points no complete cell holds (`lone_points_trace`: a run on small tiles streams them spread over
-    the grid first, and one stopped early drew nothing) as markers on the 3D surface and the contours, or hide
-    the marker traces when there are none. A live figure made before they existed is left as it is."""
+    the grid first, and one stopped early drew nothing), and a coarse grid's other points (`grid_points_trace`),
+    as markers on the 3D surface and the contours, or hide the marker traces when there are none. A live figure
+    made before they existed is left as it is."""
+    builders = {LONE_POINTS: lone_points_trace, GRID_POINTS: grid_points_trace}
     for trace in fig.data[2:]:
-        if trace.name != LONE_POINTS:
+        if trace.name not in builders:
             continue
         kind = "surface" if trace.type == "scatter3d" else "contour"
-        drawn = lone_points_trace(kind, surf, z, zmin, zmax)
+        drawn = builders[trace.name](kind, surf, z, zmin, zmax)
         if drawn is None:
             if trace.visible is not False:
                 trace.update(x=[], y=[], customdata=None, visible=False, **({"z": []} if kind == "surface" else {}))
             continue
         trace.update(x=drawn.x, y=drawn.y, mode=drawn.mode, marker=drawn.marker, customdata=drawn.customdata,
-                     hovertemplate=drawn.hovertemplate, visible=True, **({"z": drawn.z} if kind == "surface" else {}))
+                     hovertemplate=drawn.hovertemplate, visible=True, **({"z": drawn.z} if kind == "surface" else {}),
+                     **({"text": drawn.text, "textposition": drawn.textposition} if drawn.text is not None else {}),
+                     **({"cliponaxis": drawn.cliponaxis} if kind == "contour" else {}))
 
 
 def _update_path(fig, surf: Surface) -> None:

@@ -573,25 +573,31 @@ class ExplorerState(t.HasTraits):
         Interrupted (the notebook's ■, Ctrl-C in a script) it cancels the run as Cancel does, its points kept
         for the next Compute, waits up to 30 s for it to stop (a second interrupt stops waiting) and raises the
         ``KeyboardInterrupt`` again: the run went on computing after the cell had stopped (trial s55)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while self._busy():
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                # not thread.join: an interrupt inside it marks a thread still running as stopped (CPython 3.11,
-                # `_wait_for_tstate_lock`), and `running` read False while the run went on
-                time.sleep(0.02)
-                self._ui.drain()
+            self._wait_until(None if timeout is None else time.monotonic() + timeout)
         except KeyboardInterrupt:
             self._queued_compute = False  # nor does a Compute queued behind a Cancel start
-            if self.cancel():
-                try:
-                    self.wait(30)
+            queued = self._queued_start
+            if self.cancel() or queued is not None:
+                try:  # a queued run's start sees the cancel of the run it waited for, and starts: it is
+                    if queued is not None:  # cancelled once it has
+                        queued.join(30)
+                        self.cancel()
+                    self._wait_until(time.monotonic() + 30)
                 except KeyboardInterrupt:  # a second interrupt: the run stops on its own, as after Cancel
                     pass
             raise
         self._ui.drain()
         return self.surface
+
+    def _wait_until(self, deadline: float | None) -> None:
+        while self._busy():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            # not thread.join: an interrupt inside it marks a thread still running as stopped (CPython 3.11,
+            # `_wait_for_tstate_lock`), and `running` read False while the run went on
+            time.sleep(0.02)
+            self._ui.drain()
 
     def close(self) -> None:
         """Cancel any computation and close the Dask clusters this Explorer started."""
@@ -611,7 +617,7 @@ class ExplorerState(t.HasTraits):
     # Everything below `_run` happens on the worker thread; it reaches the state only via `_post`.
 
     def _run(self, spec: ExplorerSpec, cancel: threading.Event, run_id: int) -> None:
-        from ..compute import ResumeMismatch, compute_surface
+        from ..compute import ResumeMismatch, compute_surface, grid_note_said_here
         from ..evaluate import Cancelled
         from ..runners import ClusterLost
 
@@ -650,11 +656,12 @@ class ExplorerState(t.HasTraits):
             self._post(run_id, "status", lambda: self._started(workers, link, spec.client))
 
             def run(resume):
-                return compute_surface(
-                    private if client is None else prepared.base, data, prepared.directions, x=spec.x, y=spec.y,
-                    loss_fn=entry.loss_fn, metrics="auto" if spec.metric else None, client=client,
-                    callbacks=[self._tile_callback(run_id, shown)], cancel=cancel, max_samples=spec.max_samples,
-                    name=spec.model, resume=resume)
+                with grid_note_said_here():  # the panel's own note (_off_grid_note) says it
+                    return compute_surface(
+                        private if client is None else prepared.base, data, prepared.directions, x=spec.x,
+                        y=spec.y, loss_fn=entry.loss_fn, metrics="auto" if spec.metric else None, client=client,
+                        callbacks=[self._tile_callback(run_id, shown)], cancel=cancel,
+                        max_samples=spec.max_samples, name=spec.model, resume=resume)
 
             # the estimate times forward passes only (0.115 ms/point for 0.37 real, s36): the budget holds the run
             # itself to it, which stops as a Cancel does, its points kept for the next Compute

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -102,14 +103,26 @@ def train(recipe: Recipe, train_split: Split, test_split: Split) -> TrainedWeigh
         return _train(recipe, train_split, test_split)
 
 
+_THREADS_LOCK = threading.Lock()
+_TRAINING = [0, None]  # trainings under way in this process, and the thread count before the first
+
+
 @contextlib.contextmanager
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """torch's intra-op threads at 1 while any training of this process runs (two trainings in threads of one
+    process restore the count before the first, not each other's 1)."""
+    with _THREADS_LOCK:
+        if _TRAINING[0] == 0:
+            _TRAINING[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _TRAINING[0] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _TRAINING[0] -= 1
+            if _TRAINING[0] == 0:
+                torch.set_num_threads(_TRAINING[1])
 
 
 def _train(recipe: Recipe, train_split: Split, test_split: Split) -> TrainedWeights:
