@@ -301,8 +301,9 @@ def compute_surface(
         On Dask each worker tunes its own: ``batch_size``/``points_per_pass`` are the values all
         workers chose (None where they differ) and ``provenance["workers"]`` maps each worker's
         address to its ``{"batch_size", "points_per_pass", "versions", "tiles", "left"}``: ``tiles`` it
-        computed in this run, ``left`` True for a worker that died or left the cluster before the end (the
-        tiles it sent are kept; those it was running ran again on another).
+        computed in this run, ``left`` True for a worker that sent tiles and died or left the cluster before
+        the end (the tiles it sent are kept; those it was running ran again on another; one that died before
+        sending any computed none of the surface and is not listed).
 
     Raises
     ------

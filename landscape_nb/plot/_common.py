@@ -992,7 +992,8 @@ def is_coarse(surf: Surface) -> bool:
 
 def grid_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     """For a coarse plane (`is_coarse`), markers at each of its computed points that `lone_points_trace` does not
-    mark, their losses written beside them where there are at most `COARSE_TEXT_POINTS`: what was computed,
+    mark, their losses written beside them on a contour plot where there are at most `COARSE_TEXT_POINTS` (hover
+    gives them in 3D): what was computed,
     against the lines plotly.js interpolates between them. None for other grids, or a heatmap (one cell a point,
     nothing interpolated)."""
     if kind not in ("surface", "contour") or not is_coarse(surf):
@@ -1000,7 +1001,9 @@ def grid_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):
     mask = np.isfinite(np.asarray(z, dtype=float)) & ~lone_points(z)
     if not mask.any():
         return None
-    return _points_trace(kind, surf, z, mask, GRID_POINTS, zmin, zmax, text=np.size(surf.loss) <= COARSE_TEXT_POINTS)
+    # values written on the contours only: in 3D the surface hides some and cuts others ("2.305" read "05", s55)
+    return _points_trace(kind, surf, z, mask, GRID_POINTS, zmin, zmax,
+                         text=kind == "contour" and np.size(surf.loss) <= COARSE_TEXT_POINTS)
 
 
 def coarse_note(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str] | None = None) -> dict | None:
