@@ -7,6 +7,7 @@ import gc
 import inspect
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -657,8 +658,14 @@ def test_an_interrupt_of_a_waiting_compute_cancels_the_run_and_keeps_its_points(
             _thread.interrupt_main()
 
     threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        explorer.state.compute(wait=True)
+    # Python's own SIGINT handler, as in a kernel: importing dask_jobqueue.runner (test_hpc, in this process
+    # before) installs one that exits instead
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            explorer.state.compute(wait=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert not explorer.state.running  # stopped before the interrupt is raised again
     assert explorer.state.status == "cancelled", explorer.state.message
     kept = explorer.surface.n_done

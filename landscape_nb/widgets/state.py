@@ -570,12 +570,14 @@ class ExplorerState(t.HasTraits):
     def wait(self, timeout: float | None = None) -> Surface | None:
         """Block until the computation ends (applying its updates here); the surface.
 
-        Interrupted (the notebook's ■, Ctrl-C in a script) it cancels the run as Cancel does, its points kept
-        for the next Compute, waits up to 30 s for it to stop (a second interrupt stops waiting) and raises the
-        ``KeyboardInterrupt`` again: the run went on computing after the cell had stopped (trial s55)."""
+        Interrupted (the notebook's ■, Ctrl-C in a script: ``KeyboardInterrupt``, or the ``SystemExit`` of a
+        SIGINT handler that exits, as importing ``dask_jobqueue.runner`` installs) it cancels the run as Cancel
+        does, its points kept for the next Compute, waits up to 30 s for it to stop (a second interrupt stops
+        waiting) and raises the exception again: the run went on computing after the cell had stopped (trial
+        s55)."""
         try:
             self._wait_until(None if timeout is None else time.monotonic() + timeout)
-        except KeyboardInterrupt:
+        except BaseException:  # KeyboardInterrupt; or SystemExit, from a SIGINT handler that exits (dask_jobqueue's)
             self._queued_compute = False  # nor does a Compute queued behind a Cancel start
             queued = self._queued_start
             if self.cancel() or queued is not None:
@@ -584,7 +586,7 @@ class ExplorerState(t.HasTraits):
                         queued.join(30)
                         self.cancel()
                     self._wait_until(time.monotonic() + 30)
-                except KeyboardInterrupt:  # a second interrupt: the run stops on its own, as after Cancel
+                except BaseException:  # noqa: BLE001 - a second interrupt: the run stops on its own, as after Cancel
                     pass
             raise
         self._ui.drain()
