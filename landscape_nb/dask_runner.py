@@ -480,7 +480,8 @@ class DaskRunner:
         self.packed: bytes | None = None
         self.fingerprint: str | None = None  # of the data the probe's worker read (prepare)
         self.expected_code: tuple = ()  # spec.globals_fingerprint(..., loaded=True) here: every worker's must match
-        self.tiles_by_worker: dict[str, list] = {}  # address -> [tiles computed, its last `_TileDone`]
+        # address -> [tiles computed, (batch_size, points_per_pass, versions) at its last tile]
+        self.tiles_by_worker: dict[str, list] = {}
         self.probed: DataInfo | None = None  # the job's first check (prepare)
         self.description = f"dask ({len(client.scheduler_info().get('workers', {}))} workers)"
         self.dashboard_link = client.dashboard_link
@@ -701,7 +702,9 @@ class DaskRunner:
                     continue
                 if isinstance(values, _TileDone):  # (a worker of an older release returns the values alone)
                     seen = self.tiles_by_worker.setdefault(values.worker, [0, None])
-                    seen[0], seen[1], values = seen[0] + 1, values, values.values
+                    seen[0] += 1
+                    seen[1] = (values.batch_size, values.points_per_pass, values.versions)
+                    values = values.values
                 del remaining[t.index]
                 yield t, values.reshape(*t.shape, -1)
             if starved.is_set():
@@ -736,8 +739,8 @@ class DaskRunner:
             logger.debug("could not list the workers: %s", exc)
             alive = set(infos)
         rows = {addr: (i.batch_size, i.points_per_pass, i.versions, False) for addr, i in infos.items()}
-        rows.update({addr: (done.batch_size, done.points_per_pass, done.versions, addr not in alive)
-                     for addr, (_, done) in self.tiles_by_worker.items() if addr not in infos})
+        rows.update({addr: (*settled, addr not in alive)
+                     for addr, (_, settled) in self.tiles_by_worker.items() if addr not in infos})
         common = {name: values.pop() if len(values := {row[k] for row in rows.values()}) == 1 else None
                   for k, name in enumerate(("batch_size", "points_per_pass"))}
         notes = dict(kv for i in (list(infos.values()) or [first]) for kv in i.notes)  # each worker's (most agree)
