@@ -270,8 +270,12 @@ def test_models_of_a_plane_through_three_outside_a_typed_range_are_named_by_the_
     store = tmp_path / "narrow.zarr"
     assert main(["compute", "mlp-digits", "--directions", "plane3", "--grid", "5x5", "--range=-0.5:0.5",
                  "--store", str(store)]) == 0
-    said = ("outside the range drawn, so not marked: small-batch (1, 0), large-batch (0, 1)")
-    assert f"landscape-nb: note: {said}; drop --range" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert ("landscape-nb: note: small-batch at x = 1 lies outside --range -0.5:0.5, so the figure does not show "
+            "its loss\nlandscape-nb: note: large-batch at y = 1 lies outside --range -0.5:0.5, so the figure does not "
+            "show its loss; --grid 7x7 --range -0.5:1 put them on the grid\n") in err, err  # both, before the run
+    assert err.count("outside") == 2, err  # not again after it
+    said = "outside the range drawn, so not marked: small-batch (1, 0), large-batch (0, 1)"  # the Explorer's words
     marks = next(t for t in figure_for(lnb.load_surface(store), "contour").data if t.name == "models")
     with torch.no_grad():
         own = float(torch.nn.functional.cross_entropy(ex.model(ex.test[0]), ex.test[1]))

@@ -587,7 +587,7 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface, diverged_at_the_model, points_summary
-    from ..plot.figures import line_models_outside, path_outside, plane_models_outside
+    from ..plot.figures import path_outside
 
     check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
                                  "--checkpoints"))
@@ -710,14 +710,7 @@ def cmd_compute(args) -> int:
         print(f"landscape-nb: note: {outside} of the {checkpoints} checkpoints lie outside the range drawn, so the "
               "figure does not show that part of the training path; drop --range (and --yrange) for the range of "
               "--directions pca, which holds them", file=sys.stderr)
-    models = plane_models_outside(surf)
-    if models:  # a typed range that leaves out a model of the plane through three
-        print(f"landscape-nb: note: outside the range drawn, so not marked: {', '.join(models)}; drop --range (and "
-              "--yrange) for the range of --directions plane3, which holds all three models", file=sys.stderr)
-    ends = line_models_outside(surf)
-    if ends:  # a typed range that leaves out an end of the line between two models
-        print(f"landscape-nb: note: outside the range drawn, so not marked: {', '.join(ends)}; drop --range for the "
-              "range of --model-file2, which holds both models", file=sys.stderr)
+    # models a typed range leaves out were named before the run (note_models_off_grid): not again here
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
             a.min() < 0 or a.max() > 1 for a in (surf.x, surf.y) if a is not None):
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "
@@ -792,7 +785,7 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
             else:
                 notes.append(f"{whom} {'sit' if len(missed) > 1 else 'sits'} at {name} = {at}, {where}")
                 same_miss = [(whom, at, where), [f"{name} = {at}"], len(notes)]
-        named |= {*outside, *missed}
+        named |= {(name, m) if m else "centre" for m in (*outside, *missed)}  # a plane's others: one an axis
         if outside or missed:
             fix = grid_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
             found &= fix is not None
