@@ -920,19 +920,34 @@ def test_a_line_blowing_up_exponentially_is_capped_and_says_a_log_scale_shows_it
 def test_a_partial_lines_points_with_no_computed_neighbour_are_markers_static_and_live():
     """A line stopped early on small tiles held 24 of 301 points, none adjacent, and was drawn as an empty chart
     (lines only; trial s32): such points get markers, in `line` and in the live figure, until neighbours come."""
-    full = make_line(n=11)
-    loss, acc = np.full(11, np.nan), np.full(11, np.nan)
+    full = make_line(n=21)
+    loss, acc = np.full(21, np.nan), np.full(21, np.nan)
     loss[::3], acc[::3] = full.loss[::3], full.metrics["accuracy"][::3]
     part = Surface(x=full.x, y=None, loss=loss, metrics={"accuracy": acc}, provenance={"label": "A→B"})
     assert [t.mode for t in plot.line(part).data] == ["lines+markers"] * 2
     assert [t.mode for t in plot.line(full).data] == ["lines"] * 2
-    fig = go.Figure(plot.live(Surface(x=full.x, y=None, loss=np.full(11, np.nan),
-                                      metrics={"accuracy": np.full(11, np.nan)}, provenance={"label": "A→B"})))
+    fig = go.Figure(plot.live(Surface(x=full.x, y=None, loss=np.full(21, np.nan),
+                                      metrics={"accuracy": np.full(21, np.nan)}, provenance={"label": "A→B"})))
     plot.update(fig, part)
     assert [t.mode for t in fig.data[:2]] == ["lines+markers"] * 2
     assert [v for v in fig.data[0].y if v is not None] == pytest.approx(list(full.loss[::3]))
     plot.update(fig, full)
     assert [t.mode for t in fig.data[:2]] == ["lines"] * 2
+
+
+@pytest.mark.parametrize("n", [2, 3, 15, 16])
+def test_a_short_line_marks_each_point_it_computed_static_and_live(n):
+    """A 3-point line was two straight segments with nothing to say where its points were (trial s55): a line
+    of fewer than 16 points marks each one, the same points as computed; 16 and more, lines alone."""
+    full = make_line(n=n)
+    want = ["lines+markers" if n < 16 else "lines"] * 2
+    fig = plot.line(full)
+    assert [t.mode for t in fig.data[:2]] == want
+    assert list(fig.data[0].x) == pytest.approx(list(full.x)) and list(fig.data[0].y) == pytest.approx(list(full.loss))
+    live = go.Figure(plot.live(Surface(x=full.x, y=None, loss=np.full(n, np.nan),
+                                       metrics={"accuracy": np.full(n, np.nan)}, provenance={"label": "A→B"})))
+    plot.update(live, full)
+    assert [t.mode for t in live.data[:2]] == want
 
 
 def test_a_live_2d_figure_counts_each_lone_point_once(bowl):

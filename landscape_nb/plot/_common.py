@@ -926,11 +926,16 @@ def cell_corners(cells: np.ndarray) -> np.ndarray:
     return corners
 
 
+#: a line with fewer points than this marks each one (`line_mode`): its straight segments are interpolated
+COARSE_LINE = 16
+
+
 def line_mode(values: np.ndarray) -> str:
     """A 1D trace's Plotly ``mode``: "lines", or "lines+markers" where a point with a value has no neighbour
     with one (`lone_points`; a line stopped early on small tiles: 24 of 301 points, none adjacent, drew an
-    empty chart)."""
-    return "lines+markers" if lone_points(values).any() else "lines"
+    empty chart) or the line has fewer than `COARSE_LINE` points (3 points drew two straight segments with
+    nothing to say which points were computed, s55)."""
+    return "lines+markers" if np.size(values) < COARSE_LINE or lone_points(values).any() else "lines"
 
 
 def contour_values(z: np.ndarray) -> np.ndarray:
