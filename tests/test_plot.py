@@ -1019,6 +1019,26 @@ def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_inte
     assert all(a.name != COARSE_NOTE for a in fine.layout.annotations)
 
 
+def test_a_coarse_plane_through_three_models_writes_their_values_below_their_names():
+    """On a 4×4 plane through three models, the loss written at (0, 0), (1, 0) and (0, 1) sat on the model's
+    name, both "top center" (trial s55): values there go below; the others above, the top row's below."""
+    x = y = np.linspace(-0.5, 1, 4)
+    loss = np.array([[bowl_value(a, b) for a in x] for b in y])
+    surf = Surface(x=x, y=y, loss=loss, metrics={}, provenance={"directions": {
+        "scheme": "plane3", "models": ["a", "b", "c"], "x_label": "a → b", "y_label": "a → c"}})
+    fig = plot.contour(surf, clip=False)
+    names = next(t for t in fig.data if t.name == "models")
+    assert list(names.text) == ["a", "b", "c"] and names.textposition == "top center"
+    points = next(t for t in fig.data if t.name == GRID_POINTS)
+    where = {(float(a), float(b)): p for a, b, p in zip(points.x, points.y, points.textposition)}
+    assert len(where) == 16
+    for (a, b), p in where.items():
+        below = (a, b) in {(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)} or b == 1.0
+        assert p == ("bottom center" if below else "top center"), (a, b)
+    plain = plot.contour(Surface(x=x, y=y, loss=loss, metrics={}, provenance={}), clip=False)
+    assert next(t for t in plain.data if t.name == GRID_POINTS).textposition.count("bottom center") == 4
+
+
 def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     """A contour panel leaves the points above the colour cap blank: 103 of 441 points up to 6.4e4 read as a flat
     basin under a colorbar saying only "capped at 1.442" (trial s47). It now counts them and says how high they go,

@@ -969,8 +969,12 @@ def _points_trace(kind: str, surf: Surface, z: np.ndarray, mask: np.ndarray, nam
                   customdata=hover_customdata(surf)[mask], hovertemplate=hover_template(surf))
     if text:
         top = float(np.max(surf.y))  # the top row's values below their points: above, on the panel's title
+        prov = surf.provenance.get("directions") or {}  # a plane through three models names each above its
+        named = ({(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)}  # point: its value below, not on the name (trial s55)
+                 if isinstance(prov, Mapping) and prov.get("scheme") == "plane3" else set())
         common.update(text=[f"{v:.4g}" for v in np.asarray(surf.loss, dtype=float)[mask]],
-                      textposition=["bottom center" if v == top else "top center" for v in y])
+                      textposition=["bottom center" if b == top or (a, b) in named else "top center"
+                                    for a, b in zip(x, y)])
     marker = dict(color=values, colorscale=COLORSCALE, cmin=zmin, cmax=zmax, showscale=False)
     if kind == "surface":
         return go.Scatter3d(x=x, y=y, z=values, marker=dict(size=3, **marker), **common)
