@@ -989,6 +989,7 @@ def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_inte
         for key, value in got.items():
             assert value == pytest.approx(want[key]), (kind, key)
         points = next(t for t in marked if t.name == GRID_POINTS)
+        assert kind == "surface" or points.cliponaxis is False  # edge points whole, not half cut (trial s55)
         if nx * ny <= 25 and kind == "contour":  # each point's loss written beside it (3D: hidden or cut by it)
             assert [float(v) for v in points.text] == pytest.approx(
                 [bowl_value(a, b) for a, b in zip(points.x, points.y)], rel=1e-3)
@@ -1002,6 +1003,7 @@ def test_a_coarse_grid_marks_every_point_it_computed_and_says_its_lines_are_inte
         marked = [t for t in live.data if isinstance(t, cls) and t.name in (GRID_POINTS, LONE_POINTS) and t.visible]
         got = {(float(a), float(b)): float(c) for t in marked for a, b, c in zip(t.x, t.y, t.marker.color)}
         assert got.keys() == want.keys() and all(v == pytest.approx(want[k]) for k, v in got.items()), cls
+    assert next(t for t in live.data if t.type == "scatter" and t.name == GRID_POINTS).cliponaxis is False
     assert next(a.text for a in live.layout.annotations if a.name == COARSE_NOTE).startswith(f"{nx}×{ny} grid")
     fine_live = plot.live(make_bowl())
     assert not any(t.visible for t in fine_live.data if t.name == GRID_POINTS)

@@ -979,7 +979,8 @@ def _points_trace(kind: str, surf: Surface, z: np.ndarray, mask: np.ndarray, nam
     if kind == "surface":
         return go.Scatter3d(x=x, y=y, z=values, marker=dict(size=3, **marker), **common)
     return go.Scatter(x=x, y=y, marker=dict(size=7, line=dict(width=0.5, color="white"), **marker),
-                      cliponaxis=not text, **common)  # an edge point's value whole, not cut at the axis
+                      # a coarse grid's edge points (a good share of them) and any value whole, not cut in half
+                      cliponaxis=name != GRID_POINTS and not text, **common)  # at the axis (trial s55)
 
 
 #: a plane with fewer points than this on an axis is coarse: its contour lines and 3D surface are interpolated
