@@ -2114,7 +2114,9 @@ def test_the_status_says_a_cluster_is_starting_until_it_is_up_not_the_last_runs_
     (status, workers, line), = seen
     assert status == "starting" and workers == "starting a local Dask cluster…", seen
     assert "starting a local Dask cluster…" in line and "in-process" not in line
-    assert shown == ["starting a local Dask cluster…", "2 workers"]
+    # nothing said of workers while the model loads and its range is found (it said the cluster was starting,
+    # trial s55), then what `_client` says as it starts the cluster, then its workers
+    assert shown == ["", "starting a local Dask cluster…", "2 workers"]
     state._clients.clear()  # so the next Compute starts one again
     assert not explorer.compute(wait=True) and "no cluster here" in state.message
     assert seen[1][1] == "starting a local Dask cluster…" and state.workers == "", seen
