@@ -792,6 +792,43 @@ def test_item8_bn_recompute_dropout_off_and_independent_of_eval_size():
     np.testing.assert_allclose(one.loss, want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["data", "max_samples", "bn_data"])
+def test_bn_recompute_over_one_sample_is_refused_before_any_point(case):
+    """BatchNorm in train mode over one sample raised torch's "Expected more than 1 value per channel" at the
+    first tile (noted s55): refused up front, naming where the one sample came from; two samples run (naive:
+    statistics over them by hand)."""
+    torch.manual_seed(0)
+    model = DropBN()
+    g = gen(4)
+    x, y = torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
+    d = lnb.random_directions(model, n=1, seed=0)
+    kw = {"data": dict(data=(x[:1], y[:1])), "max_samples": dict(data=(x, y), max_samples=1),
+          "bn_data": dict(data=(x, y), bn_data=(x[:1], y[:1]))}[case]
+    calls = []
+    hook = model.fc1.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(LandscapeError) as info:
+        lnb.compute_surface(model, directions=d, x=(-0.5, 0.5, 3), mode="bn-recompute", **kw)
+    hook.remove()
+    message = str(info.value)
+    where = {"data": "over the data, which", "max_samples": "over the data (max_samples=1), which",
+             "bn_data": "over bn_data, which"}[case]
+    assert f"mode='bn-recompute' re-estimates the BatchNorm statistics at every point {where} hold 1 sample" in message
+    assert "give at least 2 samples" in message and not calls  # before the model saw an input
+    two = lnb.compute_surface(model, (x, y), d, x=(-0.5, 0.5, 3), mode="bn-recompute", bn_data=(x[:2], y[:2]))
+    want = []
+    for a in (-0.5, 0.0, 0.5):
+        m = perturbed(model, d, a)
+        m.bn.reset_running_stats()
+        m.bn.momentum = None
+        m.bn.train()
+        with torch.no_grad():
+            m(x[:2])
+        m.eval()
+        with torch.no_grad():
+            want.append(float(_ce(m(x), y)))
+    np.testing.assert_allclose(two.loss, want, rtol=1e-5)
+
+
 def test_item9_path_between_models_with_different_frozen_layers_ends_at_b():
     torch.manual_seed(0)
     a, b = MLP(), MLP()
