@@ -327,6 +327,30 @@ def test_ui_queue_runs_posts_on_the_loop_thread_keeps_the_newest_tile_and_thrott
     assert applied[-1][0] == "after"
 
 
+def test_ui_queue_keeps_the_updates_after_one_interrupted_for_the_next_drain():
+    """An interrupt (■ while `wait` drains) inside one update dropped the others drained with it, the run's end
+    among them: the state went on reading "running" (noted s54). They stay queued, in order, for the next drain."""
+    queue = UiQueue(throttle=0.0)
+    applied = []
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    async def session():
+        queue.capture_loop()
+        for kind, fn in (("status", lambda: applied.append("s1")), ("status", interrupted),
+                         ("status", lambda: applied.append("s2")), ("end", lambda: applied.append("e"))):
+            with queue._lock:  # queued together, as a worker's posts between two drains
+                queue._pending.append((kind, fn))
+        with pytest.raises(KeyboardInterrupt):
+            queue.drain()
+        assert applied == ["s1"] and queue.pending
+        queue.drain()
+        assert applied == ["s1", "s2", "e"] and not queue.pending
+
+    asyncio.run(session())
+
+
 def naive_points_per_axis(ndim, seconds_per_point, n_workers, budget):
     """The largest odd count whose grid takes at most 80 % of the budget (the rest for the next estimate's noise)."""
     return max([3] + [k for k in range(3, 100_000, 2) if k ** ndim * seconds_per_point / n_workers <= 0.8 * budget])

@@ -94,8 +94,13 @@ class UiQueue:
                     self._pending.append((kind, fn))  # the newest tile, kept for later
                     continue
                 due.append((kind, fn))
-        for kind, fn in due:
-            fn()
+        for k, (kind, fn) in enumerate(due):
+            try:
+                fn()
+            except BaseException:  # an interrupt (■ during `wait`) or an update's error: the updates after it stay
+                with self._lock:  # queued for the next drain (the run's end among them: dropped, the state
+                    self._pending[:0] = due[k + 1:]  # read "running" after the run had stopped)
+                raise
             if kind == TILE:
                 self._last_tile = time.monotonic()  # measured after the update: spacing >= throttle
         with self._lock:
