@@ -194,7 +194,8 @@ def _positive(name: str, value) -> float:
 
 def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: Callable | None = None, *,
                max_distance: float = 10.0, tol: float = 0.01, num: int = 51, max_samples: int | None = None,
-               batch_size: int | None = None, cancel: threading.Event | None = None) -> AutoRange:
+               batch_size: int | None = None, target_key: str | int | None = "labels",
+               cancel: threading.Event | None = None) -> AutoRange:
     """Per direction and sign, the first distance found at which the loss reaches ``rise × loss(centre)``.
 
     "First" is among the distances evaluated (``Crossing``): they start at ``max_distance / 64``
@@ -230,6 +231,9 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         Points per axis in the ``(start, stop, num)`` tuples ``x``/``y``/``axis()`` return.
     max_samples, batch_size : int, optional
         As for ``compute_surface``: a seeded subset of the data (cheaper), and the batch size.
+    target_key : str or int, optional
+        Where the targets are in dict batches (default ``"labels"``) or tuples of more than two tensors
+        (default the last), as ``compute_surface``'s (``data.read_data``).
     cancel : threading.Event, optional
         Set from another thread to stop the search before its next round of points.
 
@@ -273,7 +277,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         raise LandscapeError(f"direction {zero[0]} of {d.n} is all zeros, so the loss is the centre's at every "
                              "distance along it and no range can be found; expected non-zero directions (e.g. "
                              "lnb.random_directions)")
-    settings = EvalSettings(max_samples=max_samples, batch_size=batch_size)
+    settings = EvalSettings(max_samples=max_samples, batch_size=batch_size, target_key=target_key)
     ev = Evaluator(model, data, d.vectors, d.layout, loss_fn=loss_fn, metrics=None, settings=settings)
     n = d.n
     n_points = 0

@@ -310,21 +310,23 @@ class TrajectoryRecorder:
         return [f"step {s}" for s in self._steps]
 
     def pca_directions(self, n: int = 2, *, final: nn.Module | None = None, ignore: str | None = "biasbn",
-                       data=None, loss_fn: Callable | None = None):
+                       data=None, loss_fn: Callable | None = None, target_key: str | int | None = "labels"):
         """``trajectory.pca_directions`` of the recorded checkpoints, centred at ``final``
         (default: the recorder's model, at its current weights: the end of training; for a recorder
         from :meth:`load`, the last checkpoint)."""
         from .trajectory import pca_directions
 
-        return pca_directions(self, final=final or self.model, n=n, ignore=ignore, data=data, loss_fn=loss_fn)
+        return pca_directions(self, final=final or self.model, n=n, ignore=ignore, data=data, loss_fn=loss_fn,
+                              target_key=target_key)
 
     def project(self, directions, *, final: nn.Module | None = None, data=None,
-                loss_fn: Callable | None = None, mode: str = "eval", bn_data=None):
+                loss_fn: Callable | None = None, mode: str = "eval", bn_data=None,
+                target_key: str | int | None = "labels"):
         """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step."""
         from .trajectory import project_trajectory
 
         return project_trajectory(self, directions, final=final or self.model, data=data, loss_fn=loss_fn,
-                                  mode=mode, bn_data=bn_data)
+                                  mode=mode, bn_data=bn_data, target_key=target_key)
 
 
 __all__ = ["TrajectoryRecorder", "STORE_FORMAT"]

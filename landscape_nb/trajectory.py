@@ -332,6 +332,7 @@ def pca_directions(
     ignore: str | None = "biasbn",
     data=None,
     loss_fn=None,
+    target_key: str | int | None = "labels",
 ) -> Directions:
     """The ``n`` principal directions of a training trajectory (unit vectors), for a plane centred at ``final``.
 
@@ -381,6 +382,9 @@ def pca_directions(
         ``(inputs, targets)`` to evaluate each checkpoint's true loss on.
     loss_fn : callable, optional
         The loss for ``data`` (default: cross-entropy).
+    target_key : str or int, optional
+        Where the targets are in dict batches of ``data`` (default ``"labels"``) or tuples of more than two
+        tensors (default the last), as ``compute_surface``'s (``data.read_data``).
 
     Returns
     -------
@@ -478,7 +482,7 @@ def pca_directions(
         "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).tolist(),
     }
     d = Directions(vectors_t, layout, prov)
-    path = project_trajectory(states, d, final=final, data=data, loss_fn=loss_fn)
+    path = project_trajectory(states, d, final=final, data=data, loss_fn=loss_fn, target_key=target_key)
     path = dataclasses.replace(path, labels=default_labels(trajectory, k, last_is_final=bool(path.norm[-1] == 0)))
     flip = [bool(c[0] > 0) for c in path.coords.T]
     for i, f in enumerate(flip):
@@ -551,7 +555,8 @@ class ProjectedPath:
 
 
 def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, data=None, loss_fn=None,
-                       labels: Sequence[str] | None = None, mode: str = "eval", bn_data=None) -> ProjectedPath:
+                       labels: Sequence[str] | None = None, mode: str = "eval", bn_data=None,
+                       target_key: str | int | None = "labels") -> ProjectedPath:
     """Project checkpoints onto ``directions`` (any, not only PCA) around ``final``.
 
     Coordinates solve the least-squares problem ``min_c ‖θ_i − θ_final − cᵀD‖`` (for
@@ -678,7 +683,7 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         raise LandscapeError("bn_data given with mode='eval'; expected mode='bn-recompute' (bn_data is where BatchNorm "
                              "statistics are re-estimated), or no bn_data")
     loss, bn_fingerprint, data_fingerprint = (None, None, None) if data is None else _checkpoint_losses(
-        states, final, data, loss_fn=loss_fn, settings=EvalSettings(mode=mode), bn_data=bn_data)
+        states, final, data, loss_fn=loss_fn, settings=EvalSettings(mode=mode, target_key=target_key), bn_data=bn_data)
     if labels is None:
         labels = default_labels(trajectory, k, last_is_final=bool(sq[-1] == 0))
     elif len(labels) != k:

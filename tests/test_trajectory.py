@@ -755,3 +755,67 @@ def test_a_final_model_away_from_every_checkpoint_is_warned_of(mlp_traj):
     with pytest.warns(UserWarning, match=r"final, the centre of the plane, holds the weights of the first checkpoint "
                                          r"\(checkpoint 0\), where the path starts"):
         lnb.pca_directions(states, final=rebuilt, ignore=None)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.o = nn.Linear(4, 5), nn.Linear(3, 5), nn.Linear(5, 3)
+
+    def forward(self, num, aux):
+        return self.o(torch.tanh(self.a(num) + self.b(aux)))
+
+
+class _DictSet(torch.utils.data.Dataset):
+    def __init__(self, x, y, key):
+        self.x, self.y, self.key = x, y, key
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"num": self.x[i, :4], "aux": self.x[i, 4:], self.key: self.y[i]}
+
+
+def test_dict_batches_with_their_targets_under_another_key_take_target_key_in_every_analysis_of_data():
+    """Trial s56: auto_range, pca_directions(data=) and project_trajectory(data=) refused dict batches whose
+    targets were not under "labels" with "name the targets with target_key=", and took no target_key. Naive:
+    each checkpoint's loss by hand; auto_range's crossings as on the same batches with "labels"."""
+    torch.manual_seed(0)
+    model = _TwoInputs()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(48, 7, generator=g), torch.randint(0, 3, (48,), generator=g)
+    batches = torch.utils.data.DataLoader(_DictSet(x, y, "y"), batch_size=16)
+    as_labels = torch.utils.data.DataLoader(_DictSet(x, y, "labels"), batch_size=16)
+    states = []
+    for k in range(4):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.2 * k * torch.randn(p.shape, generator=g))
+        states.append(copy.deepcopy(m.state_dict()))
+    states.append(copy.deepcopy(model.state_dict()))
+
+    def naive(state) -> float:
+        m = copy.deepcopy(model)
+        m.load_state_dict(state)
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(m(x[:, :4], x[:, 4:]), y))
+
+    with pytest.raises(LandscapeError, match="target_key="):
+        lnb.pca_directions(states, final=model, data=batches)
+    d = lnb.pca_directions(states, final=model, data=batches, target_key="y")
+    np.testing.assert_allclose(d.provenance["path_loss"], [naive(s) for s in states], rtol=1e-5)
+    path = project_trajectory(states, d, final=model, data=batches, target_key="y")
+    np.testing.assert_allclose(path.loss, [naive(s) for s in states], rtol=1e-5)
+    r = lnb.random_directions(model, seed=0)
+    got, want = lnb.auto_range(model, batches, r, target_key="y"), lnb.auto_range(model, as_labels, r)
+    assert got.ranges == want.ranges
+    model.load_state_dict(states[0])
+    rec = lnb.TrajectoryRecorder(model)  # records step 0
+    for s in states[1:]:
+        model.load_state_dict(s)
+        rec.step()
+    d5 = rec.pca_directions(data=batches, target_key="y")
+    np.testing.assert_allclose(rec.project(d5, data=batches, target_key="y").loss,
+                               [naive(s) for s in states], rtol=1e-5)
