@@ -102,6 +102,8 @@ def tensors_sketch(tensors) -> list[list[float]] | None:
             if t.device.type == "meta":
                 return None
             v = t.detach().reshape(-1)
+            if not v.is_floating_point():  # a frozen integer or bool Parameter (a lookup table): torch's norm
+                v = v.double()             # raised a bare RuntimeError (trial s56)
             out.append([float(torch.linalg.vector_norm(v, dtype=torch.float64)), float(v.sum(dtype=torch.float64)),
                         float(v[0::2].sum(dtype=torch.float64) - v[1::2].sum(dtype=torch.float64))])
     return out

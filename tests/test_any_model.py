@@ -1792,3 +1792,34 @@ def test_a_model_computing_its_own_loss_is_told_of_target_key_none():
     for i, a in enumerate((-1.0, 0.0, 1.0)):
         with torch.no_grad():
             assert surf.loss[i] == pytest.approx(float(perturbed(model, d, a)(**batch).loss), rel=1e-5)
+
+
+class _IntTable(nn.Module):
+    """A frozen integer Parameter (a lookup table kept as one) beside a Linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.tensor([2, 3]), requires_grad=False)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(x) * self.table[0]
+
+
+def test_a_frozen_integer_parameter_is_left_out_not_a_torch_error():
+    """Trial s56: random_directions, pca_directions and interpolation_surface raised torch's bare "linalg.vector_norm:
+    Expected a floating point or complex tensor" from the weights' fingerprint. Frozen, it is left out as any frozen
+    parameter; the surface and the line against a naive loop."""
+    torch.manual_seed(0)
+    model, other = _IntTable(), _IntTable()
+    x, y = torch.randn(N, 6, generator=gen(9)), torch.randint(0, 3, (N,), generator=gen(10))
+    d = lnb.random_directions(model, n=1, seed=0)
+    assert "table (frozen)" in d.provenance["excluded"]
+    line = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3))
+    for a, got in zip((-1.0, 0.0, 1.0), line.loss):
+        with torch.no_grad():
+            assert got == pytest.approx(float(_ce(perturbed(model, d, a)(x), y)), rel=1e-5)
+    ends = lnb.interpolation_surface(model, other, (x, y), x=(0.0, 1.0, 2))
+    with torch.no_grad():
+        np.testing.assert_allclose(ends.loss, [float(_ce(model(x), y)), float(_ce(other(x), y))], rtol=1e-5)
+    assert lnb.pca_directions([_IntTable().state_dict() for _ in range(3)], final=model, n=1).n == 1
