@@ -75,3 +75,30 @@ def test_a_range_too_wide_to_tell_0_from_1_keeps_linspaces_points():
         np.testing.assert_array_equal(values, np.linspace(start, stop, num))
         assert values[round((num - 1) * -start / (stop - start))] == 0.0
 
+
+
+def test_a_list_of_points_is_not_read_as_a_range_in_silence():
+    """Trial s56: x=[0, 1, 2], meant as the points 0, 1, 2, drew 2 points on 0..1 with no word, and x=[-1, 0, 1]
+    was refused as "x resolution 1" alone. Evenly spaced lists of three that give 3 points or fewer warn (a tuple
+    says (start, stop, num) is meant), the errors name what x takes; arrays and longer lists say it too."""
+    import warnings
+
+    from landscape_nb.errors import LandscapeError
+    from landscape_nb.grid import Axis
+
+    with pytest.warns(UserWarning, match=r"x=\[0, 1, 2\] is read as \(start, stop, num\): 2 points from 0 to 1 .*give "
+                                         r"x=\(0, 2, 3\)\); pass a tuple, x=\(0, 1, 2\)"):
+        axis = Axis.parse([0, 1, 2], "x")
+    np.testing.assert_array_equal(axis.values(), np.linspace(0, 1, 2))  # read as it says
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for meant in ((0, 1, 2), [-1, 1, 51], [0, 1, 5]):  # a tuple; lists of counts not evenly spaced
+            Axis.parse(meant, "x")
+    with pytest.raises(LandscapeError, match=r"x resolution 1; expected an integer ≥ 2 points \(x takes the range and "
+                                             r"the count, not the points: for -1, 0, 1 give x=\(-1, 1, 3\)\)"):
+        Axis.parse([-1, 0, 1], "x")
+    with pytest.raises(LandscapeError, match=r"resolution 0.5; .* \(y=\[-1, 0, 0.5\] is read as \(start, stop, num\)\)"):
+        Axis.parse([-1, 0, 0.5], "y")
+    for points in ([-1, -0.5, 0, 0.5, 1], np.linspace(-1, 1, 3)):
+        with pytest.raises(LandscapeError, match=r"expected \(start, stop, num\), .*not the points\)"):
+            Axis.parse(points, "x")
