@@ -252,10 +252,17 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     Cancelled
         When ``cancel`` was set (``landscape_nb.evaluate.Cancelled``; the model is restored).
 
+    Warns
+    -----
+    UserWarning
+        Where ``directions`` were made around another model's weights (normalized to its filters, its
+        path or Hessian), as ``compute_surface`` warns of the surface over this range.
+
     References
     ----------
     Li et al., NeurIPS 2018 (the plots whose range this chooses).
     """
+    from .compute import warn_if_made_around_another_model
     from .directions import as_directions
     from .evaluate import Cancelled, EvalSettings, Evaluator
     from .params import check_finite
@@ -271,6 +278,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     if tol >= 1:
         raise LandscapeError(f"tol={tol!r}; expected a relative tolerance below 1, e.g. 0.01")
     d = as_directions(model, directions)
+    warn_if_made_around_another_model(model, d, "landscape_nb.auto_range")  # the range of a surface that warns
     check_finite(d.layout, d.layout.tensors(model), ", so every point the search evaluates holds it too")
     zero = [k for k in range(d.n) if not bool(d.vectors[k].any())]
     if zero:  # the loss never moves along it: "not reached" at ±max_distance would read as a flat basin

@@ -363,7 +363,7 @@ def compute_surface(
                               target_key=target_key)
     settings = _running_var_rule(settings, d)
     who = f"landscape_nb.{'eigen_map' if quantity == 'hessian' else 'compute_surface'}"  # what warnings name
-    _warn_if_made_around_another_model(model, d, who)
+    warn_if_made_around_another_model(model, d, who)
     _warn_if_grid_misses_models(grid, d, who)
     _warn_if_made_around_other_statistics(model, d, settings.mode, who)
     if settings.mode == "eval" and d.provenance.get("eval_mode_note"):  # a curve's plane (paths.ModeCurve)
@@ -856,7 +856,7 @@ def _warn_if_grid_misses_models(grid: Grid, d: Directions, who: str) -> None:
     warn_user(text, ModelOffGrid)
 
 
-def _warn_if_made_around_another_model(model, d: Directions, who: str) -> None:
+def warn_if_made_around_another_model(model, d: Directions, who: str) -> None:
     """Warn where ``d`` was made around other weights than ``model``'s (`spec.made_around`): random
     directions normalized to another model's filters compared two models' sharpness the wrong way round (their
     filter norms were the first model's: Li et al. 2018, §4), and an interpolation computed around b put

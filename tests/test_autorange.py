@@ -240,3 +240,26 @@ def test_a_cancelled_search_raises_cancelled_and_restores_the_model():
     assert_bit_identical(model, saved)
     cancel.clear()
     assert auto_range(model, data, [torch.randn(67), torch.randn(67)], cancel=cancel).n_points > 1
+
+
+def test_directions_made_for_another_model_warn_as_the_surface_over_the_range_does():
+    """Trial s56: compute_surface, eigen_map and project_trajectory warned of directions filter-normalized to
+    another model, auto_range (whose range such a surface is then drawn over) said nothing. It warns as they do;
+    a float64 copy of the model is the same model."""
+    import warnings
+
+    import landscape_nb as lnb
+
+    torch.manual_seed(0)
+    a, b = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)), nn.Sequential(
+        nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(40, 4, generator=g), torch.randint(0, 3, (40,), generator=g))
+    d = lnb.random_directions(a, seed=0)
+    with pytest.warns(UserWarning, match=r"landscape_nb.auto_range: these random directions were made around "
+                                         r"another model's weights .* filter-normalized to that model's weights"):
+        auto_range(b, data, d, max_distance=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto_range(a, data, d, max_distance=2)
+        auto_range(a.double(), (data[0].double(), data[1]), d, max_distance=2)
