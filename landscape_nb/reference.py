@@ -472,7 +472,7 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                 # the reference's -1 "not computed" also where a point's loss is in (trial s54: read as -0.01)
                 values = np.where(values < 0, np.nan, values / 100.0)
             metrics[names.get(key, key)] = values
-        _not_computed_as_nan(metrics, loss, done, other)
+        pending = _not_computed_as_nan(metrics, loss, done, other)
         dir_file = f["dir_file"][()] if "dir_file" in keys else None
         stored_prov = _attr_json(f, _ATTR_PROVENANCE)
         spec = _attr_json(f, _ATTR_SPEC)
@@ -480,6 +480,9 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         dir_file = dir_file.decode()
     prov = dict(stored_prov)
     prov.update({"source": "reference-h5", "path": str(path), "split": split})
+    if pending is not None and pending.any():  # written back as -1 (save_reference_surface), for the reference to
+        prov[_PENDING] = {"split": other, "shape": list(pending.shape),  # fill in (NaN there reads as computed)
+                          "bits": np.packbits(pending.reshape(-1)).tobytes().hex()}
     if dir_file is not None:
         prov["dir_file"] = str(dir_file)
     return Surface(x=x, y=y, loss=np.where(done, loss, np.nan), metrics=metrics, done=done, spec=spec,
@@ -501,18 +504,39 @@ _EIGEN_KEYS = {"max_eig": "lambda_max", "min_eig": "lambda_min"}
 _EIGEN_WRITTEN = {ours: key for key, ours in _EIGEN_KEYS.items()}  # and back, as plot_2d_eig_ratio reads them
 
 
-def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done: np.ndarray, other: str) -> None:
+#: a loaded file's provenance key for where the other split's loss was still -1 (not computed) at points this split
+#: has: {"split", "shape", "bits" (np.packbits of the mask, hex)}; save_reference_surface writes -1 there again
+_PENDING = "reference_other_split_not_computed"
+
+
+def _pending_mask(surface: Surface, split: str) -> np.ndarray | None:
+    """The mask `_PENDING` records for the other split of ``split``, in the surface's layout; None if none (or
+    it is of another grid)."""
+    kept = surface.provenance.get(_PENDING)
+    other = "test" if split == "train" else "train"
+    if not isinstance(kept, dict) or kept.get("split") != other or list(np.shape(surface.loss)) != kept.get("shape"):
+        return None
+    n = int(np.prod(kept["shape"]))
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(kept["bits"]), dtype=np.uint8))[:n]
+    return bits.astype(bool).reshape(kept["shape"]) if bits.size == n else None
+
+
+def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done: np.ndarray,
+                         other: str) -> np.ndarray | None:
     """NaN, in a loaded file's ``metrics``, where the reference had not computed them or the loss diverged:
     the points ``done`` leaves out; the other split's loss and accuracy where its own loss is still -1 (its
     run is a separate one: its -1 read as a loss of -1 and an accuracy of -0.01, trial s35) or NaN; λ_max and λ_min
     where plot_hessian_eigen.py left its placeholders (-1 and +1: λ_min above λ_max); and every metric of a
     split whose loss is NaN there (the accuracy of NaN logits read as a plausible 0.45). Where both
     eigenvalues are known and the file has no ratio, ``eig_ratio`` is |λ_min / λ_max|, as the reference's
-    plot_2d_eig_ratio draws it."""
+    plot_2d_eig_ratio draws it. Returns where the other split's loss was -1 at points this split has (None
+    without it): NaN in ``metrics``, kept in the provenance (`_PENDING`) to be written as -1 again."""
     mine = done & ~np.isnan(loss)
     theirs = {f"{other}_loss", f"{other}_accuracy"}
+    pending = None
     if f"{other}_loss" in metrics:
         other_loss = metrics[f"{other}_loss"]
+        pending = done & (other_loss < 0)  # returned: the points its run is yet to compute
         reached = done & ~(other_loss < 0)  # its own loss decides (not this split's NaN)
         metrics[f"{other}_loss"] = np.where(reached, other_loss, np.nan)
         if f"{other}_accuracy" in metrics:
@@ -531,6 +555,7 @@ def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done:
     for name, values in metrics.items():
         if name not in theirs:
             metrics[name] = np.where(mine, values, np.nan)
+    return pending
 
 
 def named_splits(surface: Surface) -> list[str] | None:
@@ -601,6 +626,7 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
     if "loss" in surface.metrics:
         raise LandscapeError("the surface has a metric named 'loss' beside its loss; rename the metric")
     arrays = {"loss": surface.loss, **dict(surface.metrics)}
+    pending = _pending_mask(surface, split)
     for name, arr in arrays.items():
         if np.shape(arr) != expected:
             raise LandscapeError(
@@ -640,6 +666,8 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
             )
         values = np.asarray(arr, dtype=float) * (100.0 if name in names and key.endswith("_acc") else 1.0)
         values = np.where(done, values, _NOT_COMPUTED)
+        if pending is not None and name in (f"{other}_loss", f"{other}_accuracy"):  # a loaded reference file's
+            values = np.where(pending, _NOT_COMPUTED, values)  # other split, yet to be computed: -1, not NaN (s56)
         out[key] = values if y is None else values.reshape(-1).reshape(x.size, y.size)  # shape (nx, ny), meshgrid order
     if dir_file is None:  # as recorded, or the direction file it was computed along (trial s35: not written)
         made = surface.provenance.get("directions") or {}

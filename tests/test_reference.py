@@ -755,3 +755,33 @@ def test_load_surface_given_a_reference_file_says_which_function_reads_it(tmp_pa
     with pytest.raises(LandscapeError, match=r"is a file; .*read with lnb\.load_reference_surface\(path\)"):
         lnb.load_surface(path)
     np.testing.assert_array_equal(lnb.load_reference_surface(path).loss, np.ones((3, 3)))
+
+
+def test_a_reference_file_whose_other_split_is_not_computed_yet_is_written_back_with_its_minus_ones(tmp_path):
+    """Trial s56: a file with train_loss done and test_loss 10 of 25 points, the rest -1, was written back (`plot
+    --h5`, save_reference_surface) with NaN there, which the reference's scheduler (`<= 0`) reads as computed: it
+    would never fill them in. They are written as -1 again; every other value as in the file (naive: h5py)."""
+    import h5py
+
+    x, y = np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 4)
+    xx, yy = np.meshgrid(x, y, indexing="ij")  # the reference's (nx, ny) arrays
+    test_loss, test_acc = -np.ones((5, 4)), -np.ones((5, 4))
+    test_loss.ravel()[:10], test_acc.ravel()[:10] = 0.5 + np.arange(10) / 10, 80.0
+    test_loss.ravel()[3] = np.nan  # a diverged point of its own: NaN, computed
+    src = tmp_path / "in.h5"
+    with h5py.File(src, "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"], f["train_acc"] = xx ** 2 + yy ** 2 + 0.1, np.full((5, 4), 90.0)
+        f["test_loss"], f["test_acc"] = test_loss, test_acc
+    surf = lnb.load_reference_surface(src, split="train")
+    assert np.isnan(surf.metrics["test_loss"]).sum() == 11  # 10 not computed and 1 diverged, read as gaps
+    out = lnb.save_reference_surface(surf, tmp_path / "out.h5", split="train")
+    from landscape_nb.cli import main
+
+    assert main(["plot", str(src), "--h5", str(tmp_path / "cli.h5")]) == 0
+    for path in (out, tmp_path / "cli.h5"):
+        with h5py.File(path) as f:
+            np.testing.assert_array_equal(f["test_loss"][()], test_loss)  # -1 where not computed, NaN where diverged
+            np.testing.assert_array_equal(f["test_acc"][()], np.where(np.isnan(test_loss), np.nan, test_acc))
+            np.testing.assert_allclose(f["train_loss"][()], xx ** 2 + yy ** 2 + 0.1)
+            np.testing.assert_allclose(f["train_acc"][()], 90.0)
