@@ -293,7 +293,8 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     # export files that could not be written, and a --target-key that could not be used: before the model loads
     (["compute", "nosuch_module:make", "--h5", "out.txt"], "--h5 'out.txt'; expected a file name ending in .h5"),
     (["compute", "nosuch_module:make", "--vtk", "out.vtp"], "--vtk 'out.vtp'; expected a file name ending in .vtk"),
-    (["compute", "nosuch_module:make", "--vtk", "."], "'.' is a directory; expected a file path to write"),
+    (["compute", "nosuch_module:make", "--vtk", "."],
+     "--vtk '.' is a directory; expected a file path to write, e.g. --vtk 'surface.vtk'"),  # named .vtk (s56)
     (["compute", "nosuch_module:make", "--grid", "3x3x3", "--h5", "v.h5"],
      "the reference's surface files hold a line or a plane: use --vtk FILE.vtk for a volume"),
     (["compute", "nosuch_module:make", "--log"], "--log was given without --html or --vtk"),
@@ -874,7 +875,12 @@ def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, cap
         (["--grid", "3x3", "--workers", "2"], "--workers 2 was given with --client none, where tiles run in this"),
         (["--grid", "3x3", "--zrange", "0:1"], "--zrange 0:1 was given for a 2D --grid 3x3; it needs a grid of 3"),
         (["--grid", "3", "--yrange", "0:1"], "--yrange 0:1 was given for a 1D --grid 3; it needs a grid of 2"),
-        (["--grid", "3x3", "--html", str(tmp_path / "adir")], "is a directory; expected a file path to write"),
+        (["--grid", "3x3", "--html", str(tmp_path / "adir")],
+         f"--html '{tmp_path / 'adir'}' is a directory; expected a file path to write, e.g. --html "
+         f"'{tmp_path / 'adir' / 'landscape.html'}'"),
+        # an .html name was suggested for --h5 and --vtk, and the flag not named (trial s56)
+        (["--grid", "3x3", "--h5", str(tmp_path / "adir")], f"e.g. --h5 '{tmp_path / 'adir' / 'surface.h5'}'"),
+        (["--grid", "3x3", "--vtk", str(tmp_path / "adir")], f"e.g. --vtk '{tmp_path / 'adir' / 'surface.vtk'}'"),
         (["--grid", "3x3", "--html", str(tmp_path / "afile" / "x.html")], "is a file; expected a path under a"),
         # a folder that takes no new file (/proc, for root too): found after the run, with a traceback (trial s37)
         (["--grid", "3x3", "--html", "/proc/landscape.html"], "cannot write '/proc/landscape.html' (No such file"),

@@ -248,10 +248,10 @@ def check_exports(args, ndim: int) -> None:
     from ..plot.export import prepare_path
 
     if args.html:
-        prepare_path(args.html)  # a directory is named as such first
+        prepare_path(args.html, flag="--html")  # a directory is named as such first
         check_html_name(args.html)
     if args.h5:
-        prepare_path(args.h5)
+        prepare_path(args.h5, "surface.h5", "--h5")
         if Path(args.h5).suffix.lower() not in H5_SUFFIXES:
             raise LandscapeError(f"--h5 {args.h5!r}; expected a file name ending in .h5 (the reference "
                                  "implementation's surface-file layout, HDF5), e.g. --h5 surface.h5")
@@ -264,7 +264,7 @@ def check_exports(args, ndim: int) -> None:
             raise LandscapeError("--h5 needs h5py, which is not installed; install it with "
                                  "`pip install landscape_nb[h5]` (or drop --h5)")
     if args.vtk:
-        prepare_path(args.vtk)
+        prepare_path(args.vtk, "surface.vtk", "--vtk")
         if Path(args.vtk).suffix.lower() != ".vtk":
             raise LandscapeError(f"--vtk {args.vtk!r}; expected a file name ending in .vtk (legacy VTK, which "
                                  "ParaView reads only under that suffix), e.g. --vtk surface.vtk")

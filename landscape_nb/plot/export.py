@@ -44,13 +44,15 @@ def _check_figure(fig: Any, where: str):
     )
 
 
-def prepare_path(path: str | os.PathLike) -> Path:
+def prepare_path(path: str | os.PathLike, example: str = "landscape.html", flag: str | None = None) -> Path:
     """``path`` as a file to write, its folder created; ``LandscapeError`` when it cannot be one (a
-    directory, or under a file). The CLI calls it before computing, so a bad path costs no run."""
+    directory, or under a file), suggesting ``example`` in a directory and naming the CLI's ``flag``. The CLI
+    calls it before computing, so a bad path costs no run."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise LandscapeError(f"{str(path)!r} is a directory; expected a file path to write, e.g. "
-                             f"{str(path / 'landscape.html')!r}")
+        given = f"{flag} {str(path)!r}" if flag else repr(str(path))
+        raise LandscapeError(f"{given} is a directory; expected a file path to write, e.g. "
+                             f"{flag + ' ' if flag else ''}{str(path / example)!r}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -213,7 +215,7 @@ def export_image(
             "one (e.g. `apt-get install chromium`, or `plotly_get_chrome` with internet) and, if "
             "it is not on PATH, set BROWSER_PATH=/path/to/chromium. export_html needs no browser."
         ) from exc
-    path = prepare_path(path)
+    path = prepare_path(path, f"landscape{Path(path).suffix or '.png'}")
     path.write_bytes(data)
     return path
 
@@ -379,7 +381,7 @@ def export_vtk(
         raise LandscapeError(
             f"export_vtk path {str(path)!r} ends in {Path(path).suffix or 'no suffix'!r}; expected '.vtk' (this "
             "writes the legacy ASCII format, which ParaView reads only under that suffix): e.g. 'surface.vtk'")
-    path = prepare_path(path)
+    path = prepare_path(path, "surface.vtk")
     n_missing, said = int((~valid).sum()), []
     if n_missing:  # a partial or diverged surface made a plateau at the top, with no word (trial s38)
         what = f"log10 of the {name} (diverged, ≤ 0" if log else f"{name} (diverged"
