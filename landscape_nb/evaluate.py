@@ -948,12 +948,13 @@ class Evaluator(SpeedChoices):
         if settings.mode == "bn-recompute":
             bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key,
                                                       targets_needed=False).to(self.device)
-            if bn.n < 2 and batchnorm_modules(self.model):  # torch raised at the first tile (s55 note)
+            if bn.n < 2 and any(isinstance(m, nn.BatchNorm1d) for m in batchnorm_modules(self.model)):  # torch
+                # raised at the first tile (s55 note); BatchNorm2d/3d have one value a pixel (review s56)
                 given = ("the data" + (f" (max_samples={settings.max_samples})" if settings.max_samples else "")
                          if bn is ev else "bn_data")
                 raise LandscapeError(
                     f"mode='bn-recompute' re-estimates the BatchNorm statistics at every point over {given}, which "
-                    f"hold {bn.n} sample: BatchNorm in train mode needs more than one value per channel; give at "
+                    f"hold {bn.n} sample: BatchNorm1d in train mode needs more than one value per channel; give at "
                     "least 2 samples (bn_data=, e.g. a batch of the training data) or mode='eval' (the model's "
                     "running statistics)")
             n_passes, size = bn_passes(bn.n)

@@ -36,7 +36,7 @@ class Axis:
             parts = value.replace(",", ":").split(":")
             value = tuple(parts)
         if not isinstance(value, Sequence) or len(value) != 3:
-            many = isinstance(value, np.ndarray) or (isinstance(value, Sequence) and len(value) > 3)
+            many = isinstance(value, (np.ndarray, Sequence)) and len(value) > 3
             raise LandscapeError(
                 f"{name}={value!r}; expected (start, stop, num), e.g. {name}=(-1, 1, 51)"
                 + (" (the range and the count of evenly spaced points, not the points)" if many else "")
@@ -55,15 +55,15 @@ class Axis:
                 f"e.g. ({min(start, stop)}, {max(start, stop) if stop != start else start + 1}, {num_ok})"
             )
         as_points = isinstance(value, list) and math.isclose(float(value[2]) - stop, stop - start, rel_tol=1e-9)
-        points = (f" ({name} takes the range and the count, not the points: for {', '.join(map(str, value))} give "
-                  f"{name}=({value[0]}, {value[2]}, 3))" if as_points else
+        points = (f" ({name} takes the range and the count, not the points: for {start:g}, {stop:g}, {num_f:g} give "
+                  f"{name}=({start:g}, {num_f:g}, 3))" if as_points else
                   f" ({name}={value!r} is read as (start, stop, num))" if isinstance(value, list) else "")
         if num_f != int(num_f) or num_f < 2:
             raise LandscapeError(f"{name} resolution {value[2]!r}; expected an integer ≥ 2 points{points}")
         num = int(num_f)
-        if as_points and num <= 3:  # [0, 1, 2] drew 2 points on 0..1 with no word (trial s56); a tuple says it is meant
-            warn_user(f"{name}={value!r} is read as (start, stop, num): {num} points from {start:g} to {stop:g}"
-                      f"{points}; pass a tuple, {name}={tuple(value)!r}, where (start, stop, num) is meant")
+        if as_points and num == 2:  # [0, 1, 2] drew 2 points on 0..1 with no word (trial s56); [-1, 1, 3] is a
+            warn_user(f"{name}={value!r} is read as (start, stop, num): {num} points from {start:g} to {stop:g}"  # range
+                      f"{points}; pass a tuple, {name}=({start:g}, {stop:g}, 2), where (start, stop, num) is meant")
         if num > MAX_PER_AXIS:
             raise LandscapeError(
                 f"{name} resolution {num} is larger than {MAX_PER_AXIS} points per axis; use a coarser grid "

@@ -313,7 +313,7 @@ class TrajectoryRecorder:
                        data=None, loss_fn: Callable | None = None, target_key: str | int | None = "labels"):
         """``trajectory.pca_directions`` of the recorded checkpoints, centred at ``final``
         (default: the recorder's model, at its current weights: the end of training; for a recorder
-        from :meth:`load`, the last checkpoint)."""
+        from :meth:`load`, the last checkpoint); ``data``, ``loss_fn`` and ``target_key`` as there."""
         from .trajectory import pca_directions
 
         return pca_directions(self, final=final or self.model, n=n, ignore=ignore, data=data, loss_fn=loss_fn,
@@ -322,7 +322,8 @@ class TrajectoryRecorder:
     def project(self, directions, *, final: nn.Module | None = None, data=None,
                 loss_fn: Callable | None = None, mode: str = "eval", bn_data=None,
                 target_key: str | int | None = "labels"):
-        """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step."""
+        """``trajectory.project_trajectory`` of the recorded checkpoints, labelled by step (``data``,
+        ``target_key`` and the rest as there)."""
         from .trajectory import project_trajectory
 
         return project_trajectory(self, directions, final=final or self.model, data=data, loss_fn=loss_fn,

@@ -43,7 +43,8 @@ from .runners import library_versions
 PROBES = ("rademacher", "gaussian")
 #: Ritz values whose spread is under this times max(1, |θ|) coincide (the default σ is then 1e-3 of that scale)
 COINCIDE = 1e-9
-#: the default width's variance per unit spread of the Ritz values (PyHessian's ``density_generate``)
+#: the default width's variance per unit spread of the Ritz values for a spread of 1 or more (PyHessian's
+#: ``density_generate``); `default_sigma` below
 SIGMA_SQUARED = 1e-5
 #: most points a density is evaluated at when ``grid`` is a number (memory: about probes × steps × 8 B each)
 MAX_GRID = 20_000
@@ -261,8 +262,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         more, and the same share of the spread below it, σ = √1e-5·spread (0.32 %; PyHessian's
         max(1, spread) kept σ at 0.0032 there, 25 % of a trained MLP's 0.0126 spread, and its curve
         put 34 % of its mass below −1e-3 where no eigenvalue lay, trial s56); or 1e-3·max(1, |θ|)
-        when they coincide (a spread under ``COINCIDE`` times that scale, e.g. rounding apart for a
-        Hessian c·I). A wider σ smooths the curve and spreads the bulk's mass: at 1 % of the
+        when they coincide (a spread under ``COINCIDE``, or 1000 times the model's float epsilon, times
+        that scale, e.g. rounding apart for a Hessian c·I). A wider σ smooths the curve and spreads the bulk's mass: at 1 % of the
         spread, a trial's (s40) curve put 23 % of its mass below −0.1 where 1.7 % of the Ritz
         weight lay, which read as negative curvature.
     grid : int or array_like
@@ -335,7 +336,9 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     lo, hi = float(np.nanmin(theta)), float(np.nanmax(theta))
     if sigma is None:  # Ritz values equal up to rounding (H = c·I) count as coinciding: 1 % of a ~1e-16 spread
         scale = max(1.0, abs(lo), abs(hi))  # left a grid float64 could not resolve (its integral came out 19.9)
-        sigma = default_sigma(lo, hi) if hi - lo > COINCIDE * scale else 1e-3 * scale
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        coincide = max(COINCIDE, 1e3 * torch.finfo(dtype).eps)  # a float32 model's rounding (~1e-7) drawn as
+        sigma = default_sigma(lo, hi) if hi - lo > coincide * scale else 1e-3 * scale  # peaks of σ ~1e-10 (s56)
     sigma = float(sigma)
     if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
         points = _check_int("grid", grid, 2)

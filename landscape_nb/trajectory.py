@@ -593,6 +593,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
         With ``mode="bn-recompute"``: the data BatchNorm statistics are re-estimated on, as
         ``compute_surface``'s ``bn_data`` (pass the surface's; default the evaluation data). The
         plots say where the surface's and the path's differ.
+    target_key : str or int, optional
+        Where the targets are in dict batches of ``data`` (default ``"labels"``) or tuples of more than two
+        tensors (default the last), as ``compute_surface``'s (``data.read_data``).
 
     Returns
     -------

@@ -827,6 +827,11 @@ def test_bn_recompute_over_one_sample_is_refused_before_any_point(case):
         with torch.no_grad():
             want.append(float(_ce(m(x), y)))
     np.testing.assert_allclose(two.loss, want, rtol=1e-5)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(32, 3)).eval()
+    images = torch.randn(4, 1, 6, 6, generator=g)
+    line = lnb.compute_surface(conv, (images, y[:4]), lnb.random_directions(conv, n=1, seed=0), x=(-0.5, 0.5, 3),
+                               mode="bn-recompute", bn_data=(images[:1], y[:1]))  # 16 values a channel: it runs
+    assert np.isfinite(line.loss).all()
 
 
 def test_item9_path_between_models_with_different_frozen_layers_ends_at_b():

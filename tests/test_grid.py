@@ -92,13 +92,15 @@ def test_a_list_of_points_is_not_read_as_a_range_in_silence():
     np.testing.assert_array_equal(axis.values(), np.linspace(0, 1, 2))  # read as it says
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for meant in ((0, 1, 2), [-1, 1, 51], [0, 1, 5]):  # a tuple; lists of counts not evenly spaced
+        for meant in ((0, 1, 2), [-1, 1, 51], [0, 1, 5], [-1, 1, 3]):  # a tuple; lists read as ranges
             Axis.parse(meant, "x")
     with pytest.raises(LandscapeError, match=r"x resolution 1; expected an integer ≥ 2 points \(x takes the range and "
                                              r"the count, not the points: for -1, 0, 1 give x=\(-1, 1, 3\)\)"):
         Axis.parse([-1, 0, 1], "x")
     with pytest.raises(LandscapeError, match=r"resolution 0.5; .* \(y=\[-1, 0, 0.5\] is read as \(start, stop, num\)\)"):
         Axis.parse([-1, 0, 0.5], "y")
-    for points in ([-1, -0.5, 0, 0.5, 1], np.linspace(-1, 1, 3)):
+    with pytest.warns(UserWarning, match=r"x=\[-2, 0, 2\] is read .*give x=\(-2, 2, 3\)\); pass a tuple, x=\(-2, 0, 2\)"):
+        Axis.parse([-2, 0, 2], "x")
+    for points in ([-1, -0.5, 0, 0.5, 1], np.linspace(-1, 1, 5)):
         with pytest.raises(LandscapeError, match=r"expected \(start, stop, num\), .*not the points\)"):
             Axis.parse(points, "x")

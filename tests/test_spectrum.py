@@ -46,8 +46,9 @@ def test_density_integrates_to_one(problem):
     assert spec.n_products == 3 * 20
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32: its rounding drawn as peaks (review s56)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_a_hessian_c_times_identity_gives_one_peak_at_c_that_integrates_to_one(seed):
+def test_a_hessian_c_times_identity_gives_one_peak_at_c_that_integrates_to_one(seed, dtype):
     """Whitened linear regression under MSE: H = (2/n_out)·XᵀX/n ⊗ I = I exactly, so the Ritz values are 1
     up to rounding. A σ of 1 % of that ~1e-16 spread left a grid float64 could not resolve (2 distinct
     values; the density integrated to 19.9)."""
@@ -57,6 +58,7 @@ def test_a_hessian_c_times_identity_gives_one_peak_at_c_that_integrates_to_one(s
     model = nn.Linear(4, 2, bias=False).double()
     # naive: H of mean((W x − y)²) over 2 outputs is (2/2)·(xᵀx/30) per output row = I
     np.testing.assert_allclose((x.T @ x / 30).numpy(), np.eye(4), atol=1e-12)
+    model, x, y = model.to(dtype), x.to(dtype), y.to(dtype)
     spec = hessian_spectrum(model, (x, y), nn.functional.mse_loss, n_probes=2, n_steps=10, seed=seed)
     assert spec.sigma == pytest.approx(1e-3)
     assert len(np.unique(spec.grid)) == len(spec.grid)

@@ -99,7 +99,10 @@ class UiQueue:
                 fn()
             except BaseException:  # an interrupt (■ during `wait`) or an update's error: the updates after it stay
                 with self._lock:  # queued for the next drain (the run's end among them: dropped, the state
-                    self._pending[:0] = due[k + 1:]  # read "running" after the run had stopped)
+                    self._pending[:0] = due[k + 1:]  # read "running" after the run had stopped), which is
+                loop = self.loop                     # scheduled: nothing else may post again
+                if due[k + 1:] and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(self.drain)
                 raise
             if kind == TILE:
                 self._last_tile = time.monotonic()  # measured after the update: spacing >= throttle
