@@ -802,8 +802,8 @@ def test_bn_recompute_over_one_sample_is_refused_before_any_point(case):
     g = gen(4)
     x, y = torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
     d = lnb.random_directions(model, n=1, seed=0)
-    kw = {"data": dict(data=(x[:1], y[:1])), "max_samples": dict(data=(x, y), max_samples=1),
-          "bn_data": dict(data=(x, y), bn_data=(x[:1], y[:1]))}[case]
+    kw = {"data": {"data": (x[:1], y[:1])}, "max_samples": {"data": (x, y), "max_samples": 1},
+          "bn_data": {"data": (x, y), "bn_data": (x[:1], y[:1])}}[case]
     calls = []
     hook = model.fc1.register_forward_hook(lambda *a: calls.append(1))
     with pytest.raises(LandscapeError) as info:

@@ -876,8 +876,8 @@ def test_bad_figure_options_are_refused_before_the_run(user_model, tmp_path, cap
         (["--grid", "3x3", "--zrange", "0:1"], "--zrange 0:1 was given for a 2D --grid 3x3; it needs a grid of 3"),
         (["--grid", "3", "--yrange", "0:1"], "--yrange 0:1 was given for a 1D --grid 3; it needs a grid of 2"),
         (["--grid", "3x3", "--html", str(tmp_path / "adir")],
-         f"--html '{tmp_path / 'adir'}' is a directory; expected a file path to write, e.g. --html "
-         f"'{tmp_path / 'adir' / 'landscape.html'}'"),
+         (f"--html '{tmp_path / 'adir'}' is a directory; expected a file path to write, e.g. --html "
+          f"'{tmp_path / 'adir' / 'landscape.html'}'")),
         # an .html name was suggested for --h5 and --vtk, and the flag not named (trial s56)
         (["--grid", "3x3", "--h5", str(tmp_path / "adir")], f"e.g. --h5 '{tmp_path / 'adir' / 'surface.h5'}'"),
         (["--grid", "3x3", "--vtk", str(tmp_path / "adir")], f"e.g. --vtk '{tmp_path / 'adir' / 'surface.vtk'}'"),
