@@ -339,7 +339,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             if "globals" in code:  # e.g. why a notebook's loss, fingerprinted with its globals, differs
                 diffs.append(f"of what the model, loss_fn or metrics read from their modules, {code['globals']}")
             owner = WriterLock(self.path).live_owner()
-            fix = (f"it is being written by {owner}: use another store path" if owner
+            fix = (f"It is being written by {owner}: use another store path" if owner
                    else "To resume it, rerun with the stored values; otherwise use another store path, or delete "
                         "this one to recompute")
             more = f"; and {len(diffs) - 8} more" if len(diffs) > 8 else ""

@@ -785,3 +785,27 @@ def test_a_reference_file_whose_other_split_is_not_computed_yet_is_written_back_
             np.testing.assert_array_equal(f["test_acc"][()], np.where(np.isnan(test_loss), np.nan, test_acc))
             np.testing.assert_allclose(f["train_loss"][()], xx ** 2 + yy ** 2 + 0.1)
             np.testing.assert_allclose(f["train_acc"][()], 90.0)
+
+
+def test_plot_of_a_reference_file_says_what_it_lacks_in_the_references_words(tmp_path, capsys):
+    """Trial s56: `plot ref.h5 --split test --html` of a file whose test_loss is all -1 wrote an empty figure,
+    exit 0, with no word; and an unfinished reference file was to be finished by "the compute command that wrote
+    it", which the reference's plot_surface.py had written."""
+    from landscape_nb.cli import main
+
+    x, y = np.linspace(-1, 1, 4), np.linspace(-1, 1, 3)
+    train = np.full((4, 3), 0.5)
+    train[0, 0] = -1  # one point not computed yet
+    src = tmp_path / "ref.h5"
+    with h5py.File(src, "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"], f["test_loss"] = train, -np.ones((4, 3))
+    assert main(["plot", str(src), "--split", "test", "--html", str(tmp_path / "t.html")]) == 0
+    err = capsys.readouterr().err
+    assert (f"landscape-nb: warning: {src} holds no computed point of its test split (its test_loss is -1 everywhere, "
+            "not computed yet): pick the other with --split; the figure is empty") in err, err
+    assert main(["plot", str(src), "--h5", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 11 of 12 points" in err and "run the reference's plot_surface.py on it (--surf_file)" in err, err
+    assert main(["plot", str(src), "--html", str(tmp_path / "p.html")]) == 0
+    assert "warning" not in capsys.readouterr().err  # 11 points: drawn, partial

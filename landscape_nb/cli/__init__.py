@@ -891,11 +891,18 @@ def cmd_plot(args) -> int:
         figure = figure_for(surf, args.kind, log_scale=args.log, title=title, clip=parse_clip(args.clip))
         path = export_html(mark_partial(figure, surf), args.html)
         print(f"wrote {path}" + ("" if surf.is_complete else f" (partial: {surf.n_done}/{surf.loss.size} points)"))
+        if surf.n_done == 0:  # exit 0 and an empty figure, with no word (trial s56: a reference file's test split)
+            split = surf.provenance.get("split") if surf.provenance.get("source") == "reference-h5" else None
+            print(f"landscape-nb: warning: {args.store} holds no computed point" + (
+                f" of its {split} split (its {split}_loss is -1 everywhere, not computed yet): pick the other with "
+                "--split" if split else "") + "; the figure is empty", file=sys.stderr)
     if (args.h5 or args.vtk) and not surf.is_complete:
         raise LandscapeError(
             f"{args.store} holds {surf.n_done} of {surf.loss.size} points; --h5 and --vtk write finished surfaces "
             "only (the reference's plot scripts and ParaView would draw the missing points as holes with no word "
-            "of them): rerun the compute command that wrote it to finish it"
+            "of them): " + ("run the reference's plot_surface.py on it (--surf_file) to finish it"
+                            if surf.provenance.get("source") == "reference-h5" else
+                            "rerun the compute command that wrote it to finish it")
             + (f" (--html {args.html} was written, its points marked)" if args.html else
                ", or draw what it holds with --html FILE"))
     if args.h5 or args.vtk:
@@ -1031,7 +1038,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channels-last", action="store_true", help="image inputs in channels_last memory format")
     c.add_argument("--client", default="none", help="none (in-process), local, cuda, or a scheduler address")
     c.add_argument("--workers", type=int, help="workers for --client local/cuda")
-    c.add_argument("--tile", help="points per task: N, ROWSxCOLS, or DEPTHxROWSxCOLS for a volume")
+    c.add_argument("--tile", help="points per task: N (N points a line, NxN a plane, NxNxN a volume), ROWSxCOLS, "
+                                  "or DEPTHxROWSxCOLS for a volume")
     c.add_argument("--store", help="directory to save (and resume) the surface (default: "
                                    "runs/MODEL-GRID-HASH.zarr, which the same command resumes)")
     c.add_argument("--no-store", action="store_true",
