@@ -248,7 +248,7 @@ def test_a_held_store_refuses_a_second_writer_in_process(tmp_path, monkeypatch):
     check_naive(compute(other))
     holder = WriterLock(other).acquire(0)  # another surface asked of a store being written: no "delete"
     try:
-        with pytest.raises(LandscapeError, match=f"holds a different surface.*the direction vectors.*it is being "
+        with pytest.raises(LandscapeError, match=f"holds a different surface.*the direction vectors.*It is being "
                                                  f"written by process {os.getpid()} on host") as info:
             compute(other, seed=1)
         assert "delete" not in str(info.value)
