@@ -209,3 +209,32 @@ def test_the_default_width_puts_no_mass_where_a_convex_models_hessian_has_no_eig
     below = spec.grid < -0.01 * (eig.max() - eig.min())
     assert np.trapezoid(spec.density * below, spec.grid) < 1e-3
     assert np.trapezoid(spec.density, spec.grid) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("c, spread", [(1e-4, 0.0), (1.0, 1500.0), (1.0, 1e5)])
+def test_the_default_width_fits_tiny_and_wide_spectra(c, spread):
+    """Re-trial s56: with every default, a spread of 1000 or more was refused (PyHessian's σ needs 2√(spread/1e-5)
+    points, past MAX_GRID), and c·I with c = 1e-4 got σ = 1e-3, half its mass below 0. A diagonal quadratic
+    H = diag(c + spread·t), t in [0, 1] (naive: its eigenvalues, exactly): the density integrates to 1 and puts
+    no mass beyond the eigenvalues by more than 1 % of their spread (of c for c·I)."""
+    n = 6
+    eig = c + spread * np.linspace(0, 1, n)
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(n, dtype=torch.float64))
+
+        def forward(self, x):
+            return x.expand(1, n) * self.w
+
+    h = torch.tensor(eig, dtype=torch.float64)
+    model = Quadratic()
+    loss = lambda out, y: 0.5 * (h * out[0] ** 2).sum()  # noqa: E731 - H = diag(eig) at every w
+    data = (torch.ones(1, 1, dtype=torch.float64), torch.zeros(1))
+    spec = hessian_spectrum(model, data, loss, n_probes=2, n_steps=n, seed=0)
+    assert np.nanmax(spec.ritz_values) == pytest.approx(eig.max(), rel=1e-9)
+    assert np.trapezoid(spec.density, spec.grid) == pytest.approx(1.0, abs=1e-6)
+    margin = 0.01 * (spread or c)
+    beyond = (spec.grid < eig.min() - margin) | (spec.grid > eig.max() + margin)
+    assert np.trapezoid(spec.density * beyond, spec.grid) < 1e-3
