@@ -480,8 +480,8 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
         dir_file = dir_file.decode()
     prov = dict(stored_prov)
     prov.update({"source": "reference-h5", "path": str(path), "split": split})
-    if pending is not None and pending.any():  # written back as -1 (save_reference_surface), for the reference to
-        prov[_PENDING] = {"split": other, "shape": list(pending.shape),  # fill in (NaN there reads as computed)
+    if pending is not None:  # written back as -1 (save_reference_surface), for the reference to fill in (NaN there
+        prov[_PENDING] = {"split": other, "shape": list(pending.shape),  # reads as computed); its other values as read
                           "bits": np.packbits(pending.reshape(-1)).tobytes().hex()}
     if dir_file is not None:
         prov["dir_file"] = str(dir_file)
@@ -502,16 +502,14 @@ def _warn_if_fractions(values: np.ndarray, key: str, path, ours: bool) -> None:
 #: the reference's Hessian keys (plot_hessian_eigen.py) as an eigen-map's metrics (`landscape_nb.eigen_map`)
 _EIGEN_KEYS = {"max_eig": "lambda_max", "min_eig": "lambda_min"}
 _EIGEN_WRITTEN = {ours: key for key, ours in _EIGEN_KEYS.items()}  # and back, as plot_2d_eig_ratio reads them
-
-
-#: a loaded file's provenance key for where the other split's loss was still -1 (not computed) at points this split
-#: has: {"split", "shape", "bits" (np.packbits of the mask, hex)}; save_reference_surface writes -1 there again
+#: a loaded file's provenance key for where its other split's loss is -1 (not computed): {"split", "shape", "bits"
+#: (np.packbits of the mask, hex)}; save_reference_surface writes -1 there again and that split's values elsewhere
 _PENDING = "reference_other_split_not_computed"
 
 
 def _pending_mask(surface: Surface, split: str) -> np.ndarray | None:
-    """The mask `_PENDING` records for the other split of ``split``, in the surface's layout; None if none (or
-    it is of another grid)."""
+    """The mask `_PENDING` records for the other split of ``split``, in the surface's layout; None if none (a
+    surface not loaded from a reference file, or of another grid)."""
     kept = surface.provenance.get(_PENDING)
     other = "test" if split == "train" else "train"
     if not isinstance(kept, dict) or kept.get("split") != other or list(np.shape(surface.loss)) != kept.get("shape"):
@@ -536,8 +534,8 @@ def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done:
     pending = None
     if f"{other}_loss" in metrics:
         other_loss = metrics[f"{other}_loss"]
-        pending = done & (other_loss < 0)  # returned: the points its run is yet to compute
-        reached = done & ~(other_loss < 0)  # its own loss decides (not this split's NaN)
+        pending = other_loss < 0  # returned: the points its run is yet to compute
+        reached = ~pending  # its own loss decides, not this split's -1 or NaN: its values kept where this split
         metrics[f"{other}_loss"] = np.where(reached, other_loss, np.nan)
         if f"{other}_accuracy" in metrics:
             metrics[f"{other}_accuracy"] = np.where(reached & ~np.isnan(other_loss), metrics[f"{other}_accuracy"],
@@ -665,9 +663,10 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
                 f"{'the loss or another metric' if key in out else 'the layout reserves'} takes; rename the metric"
             )
         values = np.asarray(arr, dtype=float) * (100.0 if name in names and key.endswith("_acc") else 1.0)
-        values = np.where(done, values, _NOT_COMPUTED)
         if pending is not None and name in (f"{other}_loss", f"{other}_accuracy"):  # a loaded reference file's
-            values = np.where(pending, _NOT_COMPUTED, values)  # other split, yet to be computed: -1, not NaN (s56)
+            values = np.where(pending, _NOT_COMPUTED, values)  # other split: -1 where yet to be computed, not NaN;
+        else:                                                  # as read where this split is not (s56)
+            values = np.where(done, values, _NOT_COMPUTED)
         out[key] = values if y is None else values.reshape(-1).reshape(x.size, y.size)  # shape (nx, ny), meshgrid order
     if dir_file is None:  # as recorded, or the direction file it was computed along (trial s35: not written)
         made = surface.provenance.get("directions") or {}

@@ -785,6 +785,20 @@ def test_a_reference_file_whose_other_split_is_not_computed_yet_is_written_back_
             np.testing.assert_array_equal(f["test_acc"][()], np.where(np.isnan(test_loss), np.nan, test_acc))
             np.testing.assert_allclose(f["train_loss"][()], xx ** 2 + yy ** 2 + 0.1)
             np.testing.assert_allclose(f["train_acc"][()], 90.0)
+    # the other way round (re-trial s56): the test split as the surface, 10 of its 20 points -1, the train split's
+    # values kept where test's are not, its inf too (read 10 of them as NaN, written back as -1)
+    train = xx ** 2 + yy ** 2 + 0.1
+    train[4, 3] = np.inf
+    with h5py.File(src, "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"], f["test_loss"] = train, test_loss
+    surf = lnb.load_reference_surface(src, split="test")
+    np.testing.assert_array_equal(surf.metrics["train_loss"], train.reshape(4, 5))  # meshgrid order: every train
+    # value, inf too
+    lnb.save_reference_surface(surf, tmp_path / "back.h5", split="test")
+    with h5py.File(tmp_path / "back.h5") as f:
+        np.testing.assert_array_equal(f["train_loss"][()], train)
+        np.testing.assert_array_equal(f["test_loss"][()], test_loss)
 
 
 def test_plot_of_a_reference_file_says_what_it_lacks_in_the_references_words(tmp_path, capsys):
