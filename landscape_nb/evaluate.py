@@ -948,15 +948,13 @@ class Evaluator(SpeedChoices):
         if settings.mode == "bn-recompute":
             bn = ev if bn_data is None else read_data(bn_data, "bn_data", target_key=settings.target_key,
                                                       targets_needed=False).to(self.device)
-            if bn.n < 2 and any(isinstance(m, nn.BatchNorm1d) for m in batchnorm_modules(self.model)):  # torch
-                # raised at the first tile (s55 note); BatchNorm2d/3d have one value a pixel (review s56)
-                given = ("the data" + (f" (max_samples={settings.max_samples})" if settings.max_samples else "")
-                         if bn is ev else "bn_data")
-                raise LandscapeError(
-                    f"mode='bn-recompute' re-estimates the BatchNorm statistics at every point over {given}, which "
-                    f"hold {bn.n} sample: BatchNorm1d in train mode needs more than one value per channel; give at "
-                    "least 2 samples (bn_data=, e.g. a batch of the training data) or mode='eval' (the model's "
-                    "running statistics)")
+            given = ("the data" + (f" (max_samples={settings.max_samples})" if settings.max_samples else "")
+                     if bn is ev else "bn_data")
+            self.bn_one_sample = (  # said where torch refuses it (one value per channel: a BatchNorm1d on (N, C),
+                f"mode='bn-recompute' re-estimates the BatchNorm statistics at every point over {given}, which hold "
+                f"{bn.n} sample: BatchNorm in train mode needs more than one value per channel; give at least 2 "
+                "samples (bn_data=, e.g. a batch of the training data) or mode='eval' (the model's running "
+                "statistics)") if bn.n < 2 else None  # or a 1×1 map), not for a BatchNorm1d on (N, C, L) (s56)
             n_passes, size = bn_passes(bn.n)
             self.bn_batches = [self._split(t)[0] if bn is ev or bn.rule == ev.rule else bn.split(t)[0]
                                for t in bn.slices(size)]
@@ -1429,7 +1427,12 @@ class Evaluator(SpeedChoices):
             with self._autocast():
                 call_model(self.forward, xb)
 
-        reestimate_batchnorm(self.model, self.bn_batches, run)
+        try:
+            reestimate_batchnorm(self.model, self.bn_batches, run)
+        except ValueError as exc:  # torch's "Expected more than 1 value per channel when training"
+            if getattr(self, "bn_one_sample", None) and "more than 1 value per channel" in str(exc):
+                raise LandscapeError(self.bn_one_sample) from exc
+            raise
 
     @torch.no_grad()
     def point_values(self) -> torch.Tensor:
