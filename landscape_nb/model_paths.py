@@ -77,6 +77,14 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
                                  f"architecture: {fix}")
         _check_same_architecture(models[0], m, names[0], name, include_buffers)
     differ = _differing_frozen(models)
+    params = dict(models[0].named_parameters())
+    integers = [n for n in differ if not params[n].is_floating_point()]
+    if integers:  # interpolated, [2, 0, 1] → [0, 1, 2] ran [1, 0, 1] at t = 0.5; a curve fed floats (re-trial s56)
+        raise LandscapeError(
+            f"the integer parameters {integers[:5]} differ between the models ({' and '.join(names)}); a path "
+            "between models moves every point's weights continuously, which integers (indices, a permutation) "
+            "cannot take: expected models that hold the same values there (copy one model's into the others), or "
+            "a path over floating-point parameters only")
     if differ and frozen == "refuse":
         raise LandscapeError(
             f"frozen (requires_grad=False) parameters differ between the models: {differ[:5]}; a path that keeps "

@@ -1836,3 +1836,9 @@ def test_a_frozen_integer_parameter_is_left_out_not_a_torch_error():
     with torch.no_grad():
         np.testing.assert_allclose(ends.loss, [float(_ce(model(x), y)), float(_ce(other(x), y))], rtol=1e-5)
     assert lnb.pca_directions([_IntTable().state_dict() for _ in range(3)], final=model, n=1).n == 1
+    with torch.no_grad():  # a table that differs: no path between integers (re-trial s56: interpolated and
+        other.table.copy_(torch.tensor([3, 2]))  # truncated, or fed to a curve's forward as floats)
+    for path in (lambda: lnb.interpolation_surface(model, other, (x, y), x=(0.0, 1.0, 2)),
+                 lambda: lnb.bezier_curve(model, other, (x, y), n_steps=2)):
+        with pytest.raises(LandscapeError, match=r"the integer parameters \['table'\] differ between the models"):
+            path()
