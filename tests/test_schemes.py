@@ -275,12 +275,15 @@ def test_models_of_a_plane_through_three_outside_a_typed_range_are_named_by_the_
             "its loss\nlandscape-nb: note: large-batch at y = 1 lies outside --range -0.5:0.5, so the figure does not "
             "show its loss; --grid 7x7 --range -0.5:1 put them on the grid\n") in err, err  # both, before the run
     assert err.count("outside") == 2, err  # not again after it
-    # x leaves out 0, so large-batch at (0, 1) too, which no axis's note names: said after the run (review s56)
-    assert main(["compute", "mlp-digits", "--directions", "plane3", "--grid", "5x5", "--range", "0.2:0.8",
-                 "--yrange=-0.5:1.5", "--store", str(tmp_path / "x.zarr")]) == 0
-    err = capsys.readouterr().err
-    assert "trained and small-batch at x = 0 and 1 lie outside --range 0.2:0.8" in err, err
-    assert err.count("large-batch") == 1 and "so not marked: large-batch (0, 1); drop --range" in err, err
+    # x leaves out 0, so large-batch at (0, 1) too, which the x note did not name (review s56); y leaving out 0,
+    # small-batch at (1, 0) (re-trial s56): each named once, before the run
+    for flags, said in ((["--range", "0.2:0.8", "--yrange=-0.5:1.5"],
+                         "trained and large-batch at x = 0 and small-batch at x = 1 lie outside --range 0.2:0.8"),
+                        (["--yrange", "0.5:1.5"], "trained and small-batch at y = 0 lie outside --yrange 0.5:1.5")):
+        assert main(["compute", "mlp-digits", "--directions", "plane3", "--grid", "5x5", *flags,
+                     "--store", str(tmp_path / f"x{len(flags)}.zarr")]) == 0
+        err = capsys.readouterr().err
+        assert said in err and err.count("outside") == 1, err
     said = "outside the range drawn, so not marked: small-batch (1, 0), large-batch (0, 1)"  # the Explorer's words
     marks = next(t for t in figure_for(lnb.load_surface(store), "contour").data if t.name == "models")
     with torch.no_grad():

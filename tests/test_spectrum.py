@@ -230,7 +230,8 @@ def test_the_default_width_fits_tiny_and_wide_spectra(c, spread):
 
     h = torch.tensor(eig, dtype=torch.float64)
     model = Quadratic()
-    loss = lambda out, y: 0.5 * (h * out[0] ** 2).sum()  # noqa: E731 - H = diag(eig) at every w
+    def loss(out, y):  # H = diag(eig) at every w
+        return 0.5 * (h * out[0] ** 2).sum()
     data = (torch.ones(1, 1, dtype=torch.float64), torch.zeros(1))
     spec = hessian_spectrum(model, data, loss, n_probes=2, n_steps=n, seed=0)
     assert np.nanmax(spec.ritz_values) == pytest.approx(eig.max(), rel=1e-9)

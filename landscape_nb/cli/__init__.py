@@ -10,6 +10,7 @@ demo's job and ``progress.py`` the tqdm progress bar; neither imports this modul
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -758,6 +759,26 @@ def _models_on_axis(label: str | None) -> dict[float, str]:
     return {0.0: "the model" if ends[0] == "model" else ends[0], 1.0: ends[1]}
 
 
+def _models_at(k: int, labels: tuple[str | None, ...], unit: bool, ndim: int) -> dict[float, list[str]]:
+    """Who sits at 0 and at 1 of axis ``k``: the model at 0 of a random plane's; a path's two models
+    (`_models_on_axis`); on a plane through three models a at (0, 0), b at (1, 0) and c at (0, 1), so two models
+    at 0 of each axis (a range of x leaving out 0 leaves out c too: review s56)."""
+    if not unit:
+        return {0.0: ["the model"]}
+    ends = [_models_on_axis(labels[j] if j < len(labels) else None) for j in range(ndim)]
+    if ndim != 2:
+        return {m: [w] for m, w in ends[k].items()}
+    a, b, c = ends[0][0.0], ends[0][1.0], ends[1][1.0]
+    return {0.0: [a, c], 1.0: [b]} if k == 0 else {0.0: [a, b], 1.0: [c]}
+
+
+def _who_at(who: dict[float, list[str]], axis: str, ms: list[float]) -> str:
+    """"a and b at x = 0 and 1", or for a plane's axis "a and c at x = 0 and b at x = 1" (``who``: `_models_at`)."""
+    if all(len(who[m]) == 1 for m in ms):
+        return f"{' and '.join(who[m][0] for m in ms)} at {axis} = {' and '.join(f'{m:g}' for m in ms)}"
+    return " and ".join(f"{' and '.join(who[m])} at {axis} = {m:g}" for m in ms)
+
+
 def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool,
                          flags: tuple[str, ...] = ("--range", "--range", "--range"),
                          labels: tuple[str | None, ...] = ()) -> set[str]:
@@ -770,30 +791,35 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
     the axes' labels, name the models of a path (the file at 1, `_models_on_axis`). Returns the names said."""
     from ..grid import MAX_PER_AXIS, MAX_POINTS, grid_through_models, models_outside
 
-    notes, better, fixed, named, found, same_miss, said = [], list(grid), {}, set(), True, None, set()
+    notes, better, fixed, named, found, same_miss = [], list(grid), {}, set(), True, None
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
         outside = models_outside(a, b, unit=unit)
         missed = models_between_points(a, b, n, unit=unit)
-        who = _models_on_axis(labels[k] if k < len(labels) else None) if unit else {0.0: "the model"}
-        said |= {who.get(m, "the model") for m in (*models_outside(a, b, unit=unit),
-                                                    *models_between_points(a, b, n, unit=unit))}
+        who = _models_at(k, labels, unit, len(grid))
+        at = functools.partial(_who_at, who, name)
+
+        def many(ms, who=who):
+            return sum(len(who[m]) for m in ms) > 1
+
         if outside:
-            notes.append(f"{' and '.join(who.get(m, 'the model') for m in outside)} at {name} = "
-                         f"{' and '.join(f'{m:g}' for m in outside)} {'lie' if len(outside) > 1 else 'lies'} outside "
-                         f"{flags[k]} {a:.10g}:{b:.10g}, so the figure does not show "
-                         f"{'their' if len(outside) > 1 else 'its'} loss")
-        if missed:
-            at = " and ".join(f"{m:g}" for m in missed)
-            whom = " and ".join(who.get(m, "the model") for m in missed)
+            notes.append(f"{at(outside)} {'lie' if many(outside) else 'lies'} outside {flags[k]} {a:.10g}:{b:.10g}, "
+                         f"so the figure does not show {'their' if many(outside) else 'its'} loss")
+        if missed and not all(len(who[m]) == 1 for m in missed):  # a plane's axis: two models at its 0
+            notes.append(f"{at(missed)} {'lie' if many(missed) else 'lies'} between the points of {n} on "
+                         f"{a:.10g}:{b:.10g}")
+            same_miss = None
+        elif missed:
+            at_ = " and ".join(f"{m:g}" for m in missed)
+            whom = " and ".join(who[m][0] for m in missed)
             where = f"between the points of {n} on {a:.10g}:{b:.10g}"
-            if same_miss and same_miss[0] == (whom, at, where) and same_miss[2] == len(notes):
-                same_miss[1].append(f"{name} = {at}")  # one note for axes missed alike (the x note read as if
+            if same_miss and same_miss[0] == (whom, at_, where) and same_miss[2] == len(notes):
+                same_miss[1].append(f"{name} = {at_}")  # one note for axes missed alike (the x note read as if
                 notes[-1] = f"{whom} {'sit' if len(missed) > 1 else 'sits'} at {' and '.join(same_miss[1])}, {where}"
                 notes[-1] += " on each"  # it lacked the y note's fix, trial s36)
             else:
-                notes.append(f"{whom} {'sit' if len(missed) > 1 else 'sits'} at {name} = {at}, {where}")
-                same_miss = [(whom, at, where), [f"{name} = {at}"], len(notes)]
-        named |= {(name, m) if m else "centre" for m in (*outside, *missed)}  # a plane's others: one an axis
+                notes.append(f"{whom} {'sit' if len(missed) > 1 else 'sits'} at {name} = {at_}, {where}")
+                same_miss = [(whom, at_, where), [f"{name} = {at_}"], len(notes)]
+        named |= {w for m in (*outside, *missed) for w in who[m]}  # each model once, by name
         if outside or missed:
             fix = grid_through_models(a, b, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
             found &= fix is not None
@@ -814,7 +840,7 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
         notes[-1] += f"; {' '.join(parts)} {verb} {them} on the grid"
     for note in notes:
         print(f"landscape-nb: note: {note}", file=sys.stderr)
-    return said
+    return named
 
 
 def default_store(args) -> str:
