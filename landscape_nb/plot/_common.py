@@ -1029,9 +1029,8 @@ def coarse_note(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str
     whose = ("" if names is None or len(surfaces) == 1 else "each panel's " if len(coarse) == len(surfaces) else
              f"{', '.join(as_written(names[k]) for k in coarse)}: ")
     grids = f"{whose}{' and '.join(dict.fromkeys(sizes))} grid{'s' * (len(set(sizes)) > 1)}"
-    text = (f"{grids} (points across × up): the {drawn} between the marked points "
-            f"{'is' if drawn == 'surface' else 'are'} interpolated; more points ({COARSE_AXIS} or more an axis) show "
-            "what lies between")
+    text = (f"{grids} (x × y): the {drawn} between the marked points {'is' if drawn == 'surface' else 'are'} "
+            f"interpolated; use {COARSE_AXIS}+ points an axis")  # whole in a 700 px figure (re-trial s56)
     return _note_above(text, COARSE_NOTE, _above_notes(fig, but=COARSE_NOTE))
 
 
