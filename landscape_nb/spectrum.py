@@ -41,8 +41,9 @@ from .errors import LandscapeError, recording_warnings, seed_int, warn_user
 from .runners import library_versions
 
 PROBES = ("rademacher", "gaussian")
-#: Ritz values whose spread is under this times max|θ| coincide (the default σ is then 1e-3 of that scale)
-COINCIDE = 1e-9
+#: the default σ is at least this times max|θ| (and twice the model's float epsilon times it): a narrower one
+#: draws rounding as peaks, and float64 could not resolve its grid around c·I (s40: the integral came out 19.9)
+ROUNDING = 1e4 * float(np.finfo(np.float64).eps)
 #: the default width's variance per unit spread of the Ritz values for a spread of 1 or more (PyHessian's
 #: ``density_generate``); `default_sigma` below
 SIGMA_SQUARED = 1e-5
@@ -261,11 +262,12 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         (`default_sigma`): PyHessian's σ² = 1e-5·spread of the Ritz values for a spread of 1 or
         more, and the same share of the spread below it, σ = √1e-5·spread (0.32 %; PyHessian's
         max(1, spread) kept σ at 0.0032 there, 25 % of a trained MLP's 0.0126 spread, and its curve
-        put 34 % of its mass below −1e-3 where no eigenvalue lay, trial s56); or 1e-3·max|θ|
-        when they coincide (a spread under ``COINCIDE``, or 1000 times the model's float epsilon, times
-        max|θ|, e.g. rounding apart for a Hessian c·I); and at least 2·spread/(``MAX_GRID`` − 27) with
-        ``grid`` a number, the narrowest that grid resolves (0.01 % of the spread: from a spread of about
-        1000, where PyHessian's needs more than ``MAX_GRID`` points). A wider σ smooths the curve and spreads the bulk's mass: at 1 % of the
+        put 34 % of its mass below −1e-3 where no eigenvalue lay, trial s56); at least what the
+        model's floats resolve, max(``ROUNDING``, 2·eps of its dtype)·max|θ| (a Hessian c·I: one narrow
+        peak, not its Ritz values' rounding drawn as several; float32 eigenvalues near 1e6: σ ≥ 0.24); and at least
+        2·spread/(``MAX_GRID`` − 27) with ``grid`` a number, the narrowest that grid resolves (0.01 % of
+        the spread: from a spread of about 1000, where PyHessian's needs more than ``MAX_GRID`` points).
+        A wider σ smooths the curve and spreads the bulk's mass: at 1 % of the
         spread, a trial's (s40) curve put 23 % of its mass below −0.1 where 1.7 % of the Ritz
         weight lay, which read as negative curvature.
     grid : int or array_like
@@ -336,13 +338,12 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
     for i, r in enumerate(results):
         theta[i, :len(r["theta"])], tau[i, :len(r["tau"])] = r["theta"], r["tau"]
     lo, hi = float(np.nanmin(theta)), float(np.nanmax(theta))
-    if sigma is None:  # Ritz values equal up to rounding (H = c·I) count as coinciding: 1 % of a ~1e-16 spread
-        # left a grid float64 could not resolve (its integral came out 19.9). Rounding is relative to |H|: the scale
-        # is |θ| (max(1, |θ|) gave c·I with c = 1e-4 a σ of 1e-3, half its mass below 0, re-trial s56)
-        scale = max(abs(lo), abs(hi)) or 1.0  # H = 0: a width of 1e-3
+    if sigma is None:  # no narrower than the floats resolve, relative to |H| (max(1, |θ|) gave c·I with c = 1e-4
+        # a σ of 1e-3, half its mass below 0; a 1e-3·|θ| for "coinciding" values drew a float32 cluster 50 wide at
+        # 1e6 as 1000 wide: re-trials s56)
+        scale = max(abs(lo), abs(hi)) or 1.0  # H = 0
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        coincide = max(COINCIDE, 1e3 * torch.finfo(dtype).eps)  # a float32 model's rounding (~1e-7) drawn as
-        sigma = default_sigma(lo, hi) if hi - lo > coincide * scale else 1e-3 * scale  # peaks of σ ~1e-10 (s56)
+        sigma = max(default_sigma(lo, hi), max(ROUNDING, 2 * torch.finfo(dtype).eps) * scale)
         if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):  # PyHessian's σ needs a grid of
             sigma = max(sigma, 2 * (hi - lo) / (MAX_GRID - 27))  # 2√(spread/1e-5) points: past MAX_GRID from a
     sigma = float(sigma)                                          # spread of 1000 (re-trial s56): 0.01 % of it
