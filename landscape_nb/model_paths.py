@@ -80,8 +80,10 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     params = dict(models[0].named_parameters())
     integers = [n for n in differ if not params[n].is_floating_point()]
     if integers:  # interpolated, [2, 0, 1] → [0, 1, 2] ran [1, 0, 1] at t = 0.5; a curve fed floats (re-trial s56)
+        others = [name for m, name in zip(models[1:], names[1:])
+                  if any(not torch.equal(dict(m.named_parameters())[n].cpu(), params[n].cpu()) for n in integers)]
         raise LandscapeError(
-            f"the integer parameters {integers[:5]} differ between the models ({' and '.join(names)}); a path "
+            f"the integer or bool parameters {integers[:5]} differ between {names[0]} and {' and '.join(others)}; a path "
             "between models moves every point's weights continuously, which integers (indices, a permutation) "
             "cannot take: expected models that hold the same values there (copy one model's into the others), or "
             "a path over floating-point parameters only")
