@@ -300,6 +300,9 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             found._check_resumable(spec, key, tile, provenance)
             if found.is_complete:
                 return found
+        elif path.is_dir() and any(path.iterdir()):  # refused before the lock: no <path>.lock left beside the
+            raise LandscapeError(  # user's own folder (trial s56)
+                f"{str(path)!r} exists and is not an empty landscape store; choose a new path or delete it")
         if not path.parent.is_dir():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,10 @@ def test_unreadable_store(tmp_path):
     (other / "file.txt").write_text("x")
     with pytest.raises(LandscapeError, match="not an empty landscape store"):
         SurfaceStore.create(other, {"grid": {"x": [0, 1, 2], "y": None}}, "k", (1, 1), [], {})
+    with pytest.raises(LandscapeError, match="not an empty landscape store"):  # refused before the writer lock:
+        SurfaceStore.open_or_create(other, {"grid": {"x": [0, 1, 2], "y": None}}, "k", None, (1, 1), [], {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zarr", "other"]  # no other.lock (trial s56)
+    assert [p.name for p in other.iterdir()] == ["file.txt"]
 
 
 def _filled_in_store(path) -> int:
