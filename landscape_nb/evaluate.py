@@ -1430,7 +1430,7 @@ class Evaluator(SpeedChoices):
         try:
             reestimate_batchnorm(self.model, self.bn_batches, run)
         except ValueError as exc:  # torch's "Expected more than 1 value per channel when training"
-            if getattr(self, "bn_one_sample", None) and "more than 1 value per channel" in str(exc):
+            if self.bn_one_sample and "more than 1 value per channel" in str(exc):  # set with bn_batches
                 raise LandscapeError(self.bn_one_sample) from exc
             raise
 

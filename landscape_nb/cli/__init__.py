@@ -588,7 +588,7 @@ def cmd_models(args) -> int:
 
 def cmd_compute(args) -> int:
     from ..compute import compute_surface, diverged_at_the_model, points_summary
-    from ..plot.figures import path_outside, plane_models_outside
+    from ..plot.figures import path_outside
 
     check_paths_not_empty(args, ("--store", "--html", "--h5", "--vtk", "--dir-file", "--model-file2", "--model-file3",
                                  "--checkpoints"))
@@ -667,8 +667,8 @@ def cmd_compute(args) -> int:
     if len(grid) > 1 and not (args.range or args.yrange) and "y_range" in d.provenance:
         yr = range_through(*yr, grid[1], unit=unit)
     flags = ("--range", "--yrange" if args.yrange else "--range", "--zrange" if args.zrange else "--range")
-    said_off_grid = note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags,
-                                         labels=(d.provenance.get("x_label"), d.provenance.get("y_label")))
+    note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags,
+                         labels=(d.provenance.get("x_label"), d.provenance.get("y_label")))
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -711,13 +711,8 @@ def cmd_compute(args) -> int:
         print(f"landscape-nb: note: {outside} of the {checkpoints} checkpoints lie outside the range drawn, so the "
               "figure does not show that part of the training path; drop --range (and --yrange) for the range of "
               "--directions pca, which holds them", file=sys.stderr)
-    # models a typed range leaves out were named before the run (note_models_off_grid), each at its 0 or 1 on an
-    # axis: not again here; a plane's model left out by the other axis's range (c at (0, 1) where x leaves out 0),
-    # which no axis's note names, is (review s56)
-    unnamed = [m for m in plane_models_outside(surf) if m.rsplit(" (", 1)[0] not in said_off_grid]
-    if unnamed:
-        print(f"landscape-nb: note: outside the range drawn, so not marked: {', '.join(unnamed)}; drop --range (and "
-              "--yrange) for the range of --directions plane3, which holds all three models", file=sys.stderr)
+    # models a typed range leaves out were named before the run (note_models_off_grid: every model at each axis's
+    # 0 and 1, a plane's two at 0 too), not again here
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
             a.min() < 0 or a.max() > 1 for a in (surf.x, surf.y) if a is not None):
         print("landscape-nb: note: beyond the models (x or y outside 0..1) BatchNorm's running_var is extrapolated "
@@ -781,14 +776,14 @@ def _who_at(who: dict[float, list[str]], axis: str, ms: list[float]) -> str:
 
 def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool,
                          flags: tuple[str, ...] = ("--range", "--range", "--range"),
-                         labels: tuple[str | None, ...] = ()) -> set[str]:
+                         labels: tuple[str | None, ...] = ()) -> None:
     """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) lies
     outside the range or falls between grid points: the plot then shows neither model's own loss (nor a
     barrier, which needs both ends). ``flags`` name the flag each axis's range came from. The last note gives
     what holds them on every axis (`landscape_nb.grid.grid_through_models`, counts up to ``4n+1`` and the
     per-axis limit): a ``--grid``, and for an axis whose range must move, that range with its flag
     (``--range`` for x, ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's). ``labels``,
-    the axes' labels, name the models of a path (the file at 1, `_models_on_axis`). Returns the names said."""
+    the axes' labels, name the models of a path (the file at 1, `_models_on_axis`)."""
     from ..grid import MAX_PER_AXIS, MAX_POINTS, grid_through_models, models_outside
 
     notes, better, fixed, named, found, same_miss = [], list(grid), {}, set(), True, None
@@ -840,7 +835,6 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
         notes[-1] += f"; {' '.join(parts)} {verb} {them} on the grid"
     for note in notes:
         print(f"landscape-nb: note: {note}", file=sys.stderr)
-    return named
 
 
 def default_store(args) -> str:
