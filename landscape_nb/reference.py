@@ -527,8 +527,8 @@ def _not_computed_as_nan(metrics: dict[str, np.ndarray], loss: np.ndarray, done:
     where plot_hessian_eigen.py left its placeholders (-1 and +1: λ_min above λ_max); and every metric of a
     split whose loss is NaN there (the accuracy of NaN logits read as a plausible 0.45). Where both
     eigenvalues are known and the file has no ratio, ``eig_ratio`` is |λ_min / λ_max|, as the reference's
-    plot_2d_eig_ratio draws it. Returns where the other split's loss was -1 at points this split has (None
-    without it): NaN in ``metrics``, kept in the provenance (`_PENDING`) to be written as -1 again."""
+    plot_2d_eig_ratio draws it. Returns where the other split's loss was -1 (None without it): NaN in
+    ``metrics``, kept in the provenance (`_PENDING`) to be written as -1 again."""
     mine = done & ~np.isnan(loss)
     theirs = {f"{other}_loss", f"{other}_accuracy"}
     pending = None

@@ -100,6 +100,14 @@ def _check_path(path: Path) -> None:
         )
 
 
+def _refuse_foreign_folder(path: Path) -> None:
+    """Refuse ``path`` where it is a folder holding files and no store (not overwritten, not resumed)."""
+    if path.is_dir() and any(path.iterdir()):
+        raise LandscapeError(
+            f"{str(path)!r} exists and is not an empty landscape store; choose a new path or delete it"
+        )
+
+
 class SurfaceStore(_ChunkReads, _BufferedWrites):
     """An open store. ``open`` reads one (verified), ``open_or_create`` resumes or makes one for writing.
 
@@ -211,10 +219,7 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
 
         path = Path(path)
         _check_path(path)
-        if path.exists() and any(path.iterdir()):
-            raise LandscapeError(
-                f"{str(path)!r} exists and is not an empty landscape store; choose a new path or delete it"
-            )
+        _refuse_foreign_folder(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         own = lock is None
         lock = lock or WriterLock(path).acquire(wait)
@@ -300,9 +305,8 @@ class SurfaceStore(_ChunkReads, _BufferedWrites):
             found._check_resumable(spec, key, tile, provenance)
             if found.is_complete:
                 return found
-        elif path.is_dir() and any(path.iterdir()):  # refused before the lock: no <path>.lock left beside the
-            raise LandscapeError(  # user's own folder (trial s56)
-                f"{str(path)!r} exists and is not an empty landscape store; choose a new path or delete it")
+        else:  # refused before the lock: no <path>.lock left beside the user's own folder (trial s56)
+            _refuse_foreign_folder(path)
         if not path.parent.is_dir():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

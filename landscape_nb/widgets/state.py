@@ -75,9 +75,9 @@ def _of_split(surf: Surface | None, spec: ExplorerSpec | None) -> Surface | None
 
 
 def _starting(key: str) -> str:
-    """What the status line says of a run's workers while its cluster comes up (the message line says it too)."""
-    starting = {"local": "starting a local Dask cluster", "cuda": "starting GPU workers",
-                "given": "waiting for the given cluster"}  # a cluster object passed in: nothing to connect
+    """What the status line says of a run's workers while `_client` starts its cluster or connects to it (the
+    message line says it too; a cluster object passed in is not started)."""
+    starting = {"local": "starting a local Dask cluster", "cuda": "starting GPU workers"}
     return starting.get(key, f"connecting to {key}") + "…"
 
 
