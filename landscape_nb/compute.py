@@ -33,8 +33,10 @@ from .grid import (
     Tile,
     coarse_to_fine,
     grid_through_models,
+    models_at,
     models_between_points,
     models_outside,
+    say_models_at,
 )
 from .hessian import RATIO_WORDS, HessianEvaluator
 from .metrics import (
@@ -827,18 +829,19 @@ def _warn_if_grid_misses_models(grid: Grid, d: Directions, who: str) -> None:
     if getattr(_GRID_NOTE, "said", False):
         return
     unit = d.scheme in ("interpolate", "plane3")
+    axes = [(name, axis) for name, axis in zip("xyz", (grid.x, grid.y, grid.z)) if axis is not None]
     said, fixes, models = [], {}, set()
-    for name, axis in zip("xyz", (grid.x, grid.y, grid.z)):
-        if axis is None:
-            continue
+    for k, (name, axis) in enumerate(axes):
         start, stop, n = axis.start, axis.stop, axis.num
         outside = models_outside(start, stop, unit=unit)
         missed = models_between_points(start, stop, n, unit=unit)
+        sits = models_at(k, d.provenance.get("models"), unit, len(axes))  # a plane's two models at 0 (of three)
         for where, found in (("outside the range", outside), (f"between the {n} points of", missed)):
             if found:
-                whom = " and ".join(("the other model" if m else "the model") + f" at {name} = {m:g}" for m in found)
-                said.append(f"{whom} {'lie' if len(found) > 1 else 'lies'} {where} {start:.10g} to {stop:.10g}")
-                models.update((name, m) if m else "centre" for m in found)  # a plane's other models: one an axis
+                many = sum(len(sits[m]) for m in found) > 1
+                said.append(f"{say_models_at(sits, name, found)} {'lie' if many else 'lies'} {where} {start:.10g} to "
+                            f"{stop:.10g}")
+                models.update(w for m in found for w in sits[m])
         fix = (grid_through_models(start, stop, n, unit=unit, most=min(4 * n + 1, MAX_PER_AXIS))
                if outside or missed else None)
         fixes[name] = fix if fix is not None else (n, start, stop)

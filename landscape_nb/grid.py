@@ -311,6 +311,34 @@ def points_through_models(start: float, stop: float, num: int, *, unit: bool = F
                  if not models_between_points(start, stop, k, unit=unit)), None)
 
 
+def models_at(k: int, models: Sequence[str] | None, unit: bool, ndim: int) -> dict[float, list[str]]:
+    """Who sits at 0 and at 1 of axis ``k`` (of ``ndim``): the model at 0 of a random line or plane's; an
+    interpolation's two models at 0 and 1; on a plane through three models a at (0, 0), b at (1, 0) and c at
+    (0, 1), so two models at 0 of each axis. ``models`` are the path's names (``Directions.provenance["models"]``,
+    "model" read as "the model"); without them, "the model" and "the other model".
+
+    >>> models_at(0, ["a", "b", "c"], True, 2), models_at(1, None, True, 1)
+    ({0.0: ['a', 'c'], 1.0: ['b']}, {0.0: ['the model'], 1.0: ['the other model']})
+    """
+    if not unit:
+        return {0.0: ["the model"]}
+    wanted = 3 if ndim == 2 else 2
+    names = [("the model" if n == "model" else str(n)) for n in (models or ())]
+    if len(names) != wanted:
+        names = ["the model", *(["the other model"] if wanted == 2 else ["the second model", "the third model"])]
+    if ndim != 2:
+        return {0.0: [names[0]], 1.0: [names[1]]}
+    a, b, c = names
+    return {0.0: [a, c], 1.0: [b]} if k == 0 else {0.0: [a, b], 1.0: [c]}
+
+
+def say_models_at(who: dict[float, list[str]], axis: str, ms: Sequence[float]) -> str:
+    """"a and b at x = 0 and 1", or on a plane's axis "a and c at x = 0 and b at x = 1" (``who``: `models_at`)."""
+    if all(len(who[m]) == 1 for m in ms):
+        return f"{' and '.join(who[m][0] for m in ms)} at {axis} = {' and '.join(f'{m:g}' for m in ms)}"
+    return " and ".join(f"{' and '.join(who[m])} at {axis} = {m:g}" for m in ms)
+
+
 def models_outside(start: float, stop: float, *, unit: bool = False) -> list[float]:
     """The models' coordinates (0, and with ``unit`` 1) that the range ``start..stop`` leaves out."""
     return [m for m in ((0.0, 1.0) if unit else (0.0,)) if not min(start, stop) <= m <= max(start, stop)]

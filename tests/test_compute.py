@@ -620,9 +620,13 @@ def test_a_grid_that_misses_the_model_says_so_and_names_one_that_holds_it(mlp, m
          {"x": [0.0], "y": [0.0]}),
         (mlp, plane, {"x": (0.5, 1.5, 3), "y": (-1, 1, 3)}, ["the model at x = 0 lies outside the range 0.5 to 1.5"],
          {"x": [0.0]}),
-        (a, line, {"x": (-0.35, 1.2, 21)}, [("the model at x = 0 and the other model at x = 1 lie between the 21 "
-                                              "points of -0.35 to 1.2")], {"x": [0.0, 1.0]}),
-        (a, line, {"x": (0, 0.8, 5)}, ["the other model at x = 1 lies outside the range 0 to 0.8"], {"x": [1.0]}),
+        (a, line, {"x": (-0.35, 1.2, 21)}, ["a and b at x = 0 and 1 lie between the 21 points of -0.35 to 1.2"],
+         {"x": [0.0, 1.0]}),
+        (a, line, {"x": (0, 0.8, 5)}, ["b at x = 1 lies outside the range 0 to 0.8"], {"x": [1.0]}),
+        # a plane through three: two models at 0 of each axis, each named (it said "the model at x = 0", s56)
+        (a, lnb.plane_directions(a, b, make_mlp(2), names=("p", "q", "r")), {"x": (0.2, 1.5, 5), "y": (-0.5, 1.5, 6)},
+         ["p and r at x = 0 lie outside the range 0.2 to 1.5", "q at x = 1 lies between the 5 points of 0.2 to 1.5",
+          "p and q at y = 0 and r at y = 1 lie between the 6 points of -0.5 to 1.5"], {"x": [0.0, 1.0], "y": [0.0, 1.0]}),
     ]
     for model, d, grid, said, held in cases:
         with pytest.warns(lnb.ModelOffGrid) as caught:

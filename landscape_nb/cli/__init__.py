@@ -668,7 +668,7 @@ def cmd_compute(args) -> int:
         yr = range_through(*yr, grid[1], unit=unit)
     flags = ("--range", "--yrange" if args.yrange else "--range", "--zrange" if args.zrange else "--range")
     note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags,
-                         labels=(d.provenance.get("x_label"), d.provenance.get("y_label")))
+                         models=d.provenance.get("models"))
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -744,54 +744,31 @@ def cmd_compute(args) -> int:
     return 0
 
 
-def _models_on_axis(label: str | None) -> dict[float, str]:
-    """Who sits at 0 and at 1 of a path's axis, from its label ("interpolation model → b.pt", "trained → c.pt",
-    "interpolation small-batch → large-batch"): the model at the centre is "the model" where the label says
-    "model"."""
-    ends = (label or "").removeprefix("interpolation ").split(" → ")
-    if len(ends) != 2:
-        return {0.0: "the model", 1.0: "the other model"}
-    return {0.0: "the model" if ends[0] == "model" else ends[0], 1.0: ends[1]}
-
-
-def _models_at(k: int, labels: tuple[str | None, ...], unit: bool, ndim: int) -> dict[float, list[str]]:
-    """Who sits at 0 and at 1 of axis ``k``: the model at 0 of a random plane's; a path's two models
-    (`_models_on_axis`); on a plane through three models a at (0, 0), b at (1, 0) and c at (0, 1), so two models
-    at 0 of each axis (a range of x leaving out 0 leaves out c too: review s56)."""
-    if not unit:
-        return {0.0: ["the model"]}
-    ends = [_models_on_axis(labels[j] if j < len(labels) else None) for j in range(ndim)]
-    if ndim != 2:
-        return {m: [w] for m, w in ends[k].items()}
-    a, b, c = ends[0][0.0], ends[0][1.0], ends[1][1.0]
-    return {0.0: [a, c], 1.0: [b]} if k == 0 else {0.0: [a, b], 1.0: [c]}
-
-
-def _who_at(who: dict[float, list[str]], axis: str, ms: list[float]) -> str:
-    """"a and b at x = 0 and 1", or for a plane's axis "a and c at x = 0 and b at x = 1" (``who``: `_models_at`)."""
-    if all(len(who[m]) == 1 for m in ms):
-        return f"{' and '.join(who[m][0] for m in ms)} at {axis} = {' and '.join(f'{m:g}' for m in ms)}"
-    return " and ".join(f"{' and '.join(who[m])} at {axis} = {m:g}" for m in ms)
-
-
 def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], unit: bool,
                          flags: tuple[str, ...] = ("--range", "--range", "--range"),
-                         labels: tuple[str | None, ...] = ()) -> None:
+                         models: list[str] | None = None) -> None:
     """A note on stderr for each axis where the model at 0 (and with ``unit``, a path's other model at 1) lies
     outside the range or falls between grid points: the plot then shows neither model's own loss (nor a
     barrier, which needs both ends). ``flags`` name the flag each axis's range came from. The last note gives
     what holds them on every axis (`landscape_nb.grid.grid_through_models`, counts up to ``4n+1`` and the
     per-axis limit): a ``--grid``, and for an axis whose range must move, that range with its flag
-    (``--range`` for x, ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's). ``labels``,
-    the axes' labels, name the models of a path (the file at 1, `_models_on_axis`)."""
-    from ..grid import MAX_PER_AXIS, MAX_POINTS, grid_through_models, models_outside
+    (``--range`` for x, ``--yrange``/``--zrange`` for the others, so a new x range keeps y's and z's). ``models``
+    name a path's models (the file at 1: `landscape_nb.grid.models_at`)."""
+    from ..grid import (
+        MAX_PER_AXIS,
+        MAX_POINTS,
+        grid_through_models,
+        models_at,
+        models_outside,
+        say_models_at,
+    )
 
     notes, better, fixed, named, found, same_miss = [], list(grid), {}, set(), True, None
     for k, (name, n, (a, b)) in enumerate(zip("xyz", grid, ranges)):
         outside = models_outside(a, b, unit=unit)
         missed = models_between_points(a, b, n, unit=unit)
-        who = _models_at(k, labels, unit, len(grid))
-        at = functools.partial(_who_at, who, name)
+        who = models_at(k, models, unit, len(grid))
+        at = functools.partial(say_models_at, who, name)
 
         def many(ms, who=who):
             return sum(len(who[m]) for m in ms) > 1
