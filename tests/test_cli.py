@@ -735,6 +735,12 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     neg = lnb.load_surface("neg.zarr").loss
     cap = f"{float(np.median(neg)):.4f}"
     assert float(cap) < 0 and main(["plot", "neg.zarr", "--html", "neg-capped.html", "--clip", cap]) == 0
+    capsys.readouterr()  # a cap below 0 with cross-entropy is refused before the run (it computed, then lost
+    assert main(["compute", user_model, "--grid", "5x5", "--html", "z.html", "--clip", "-5", "--no-store"]) == 2
+    out, err = capsys.readouterr()  # every point with --no-store), and taken with a loss of the user's own
+    assert "--clip -5 is at or below 0, where the cross-entropy loss never is" in err and "points" not in out
+    assert main(["compute", "my_models:make_negative", "--grid", "5x5", "--html", "z.html", "--clip", cap,
+                 "--no-store"]) == 0
     np.testing.assert_allclose(values(figure_json(Path("neg-capped.html").read_text())["data"][0]["z"]),
                                np.minimum(neg, float(cap)), rtol=1e-6)
     assert main(["plot", "neg.zarr", "--html", "neg-log.html", "--clip", cap, "--log"]) == 2

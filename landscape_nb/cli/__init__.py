@@ -652,6 +652,11 @@ def cmd_compute(args) -> int:
                              "or tuples: drop --target-key")
     # the split goes in the store too: `plot STORE` titles say it
     name, model, data, loss_fn, ex, split = load_model_spec(args.model, args.split)
+    if args.html and clip is not None and clip is not False and clip <= 0 and (loss_fn is None or ex is not None):
+        raise LandscapeError(  # cross-entropy (the default and the zoo's) is ≥ 0: the figure would be refused after
+            f"--clip {args.clip} is at or below 0, where the cross-entropy loss never is, so it would cap every "  # the
+            "value and the figure would be refused; give a cap above the losses, e.g. --clip 3, or leave --clip out "  # run
+            "for the automatic one")  # (s55: with --no-store nothing computed was kept)
     keys = {} if target_key is None else {"target_key": target_key}  # None would mean "no targets"
     model, d = cli_directions(args, scheme, model, ex, data, loss_fn, len(grid), keys)
     # schemes whose coordinates are not ±1-sized (pca, interpolate, plane3) suggest a range
