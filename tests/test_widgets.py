@@ -1098,11 +1098,11 @@ def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_
         assert state.compute(wait=True), state.message
         assert not np.isclose(np.linspace(-0.5, 1.3, 21), 0).any()  # naive: neither 0 nor 1 is a point
         assert not np.isclose(np.linspace(-0.5, 1.3, 21), 1).any()
-        assert ("Note: the models sit at x = 0 and 1, between the 21 points of -0.5 to 1.3, so the figure does not "
-                "show their own loss; 37 x points or auto range put them on the grid.") in state.message
+        assert ("Note: small-batch and large-batch sit at x = 0 and 1, between the 21 points of -0.5 to 1.3, so the "
+                "figure does not show their own loss; 37 x points or auto range put them on the grid.") in state.message
         state.set(x_points=37)
         assert state.compute(wait=True), state.message
-        assert "Note: the models sit" not in state.message and "between the" not in state.message
+        assert "Note: " not in state.message and "between the" not in state.message
         s = state.surface
         for t, m in zip((0.0, 1.0), ex.minimizers.values()):
             k = int(np.abs(s.x - t).argmin())
@@ -1130,8 +1130,8 @@ def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_
         # which still misses 0; the range suggested now holds both (each end a minimizer's own loss)
         state.set(scheme="interpolate", ndim=1, x_min=-0.3, x_max=0.5, x_points=21)
         assert state.compute(wait=True), state.message
-        assert "Note: the other model at x = 1 lies outside the range -0.3 to 0.5" in state.message
-        assert "the model sits at x = 0, between the 21 points of -0.3 to 0.5" in state.message
+        assert "Note: large-batch at x = 1 lies outside the range -0.3 to 0.5" in state.message  # named (s57)
+        assert "small-batch sits at x = 0, between the 21 points of -0.3 to 0.5" in state.message
         # the widened range's own ends, with more points (it suggested -0.3333333333 to 1 before)
         assert "; 27 x points and x from -0.3 to 1 or auto range put them on the grid." in state.message
         state.set(x_min=-0.3, x_max=1, x_points=27)
@@ -1142,6 +1142,16 @@ def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_
             k = int(np.abs(s.x - t).argmin())
             assert abs(s.x[k] - t) < 1e-8, (t, s.x)
             assert s.loss[k] == pytest.approx(_naive_loss(copy.deepcopy(m), ex.test, ex.loss_fn), rel=2e-6)
+        # a plane through three models: two sit at 0 of each axis, each named (it said "the model at x = 0")
+        state.set(scheme="plane3", ndim=2, x_min=0.2, x_max=1.5, y_min=-0.5, y_max=1.5, x_points=5, y_points=7)
+        assert state.compute(wait=True), state.message
+        assert ("Note: trained and large-batch at x = 0 lie outside the range 0.2 to 1.5, so the figure does not show "
+                "their own loss; small-batch sits at x = 1, between the 5 points of 0.2 to 1.5") in state.message
+        assert ("Note: trained and small-batch at y = 0 and large-batch at y = 1 lie between the 7 points of -0.5 to "
+                "1.5, so the figure does not show their own loss; 9 y points or auto range") in state.message
+        for start, stop, n in ((0, 1.5, 7), (-0.5, 1.5, 9)):  # naive: the grids suggested hold 0 and 1
+            assert all(np.isclose(np.linspace(start, stop, n), m).any() for m in (0, 1))
+        assert "7 x points and x from 0 to 1.5 or auto range put them on the grid" in state.message
     finally:
         state.close()
 

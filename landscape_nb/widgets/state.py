@@ -23,7 +23,14 @@ import traitlets as t
 
 from ..directions import NORMS
 from ..errors import LandscapeError, check_choice
-from ..grid import Grid, grid_through_models, models_between_points, models_outside
+from ..grid import (
+    Grid,
+    grid_through_models,
+    models_at,
+    models_between_points,
+    models_outside,
+    say_models_at,
+)
 from ..schemes import SCHEMES
 from ..surface import CENTRE_DIVERGED, Surface, notes_by_kind
 from ._ui_thread import UiQueue
@@ -132,29 +139,31 @@ def _caveats(surf: Surface) -> str:
     return out
 
 
-def _off_grid_note(spec: ExplorerSpec) -> str:
+def _off_grid_note(spec: ExplorerSpec, models: list[str] | None = None) -> str:
     """A note where the range used leaves out or misses the model at 0 (and for an interpolation or a plane through
-    three models, the others at 1): a typed range, or one kept because auto range could not find one, with the
-    nearest grid the sliders can take that holds them (`landscape_nb.grid.grid_through_models`, odd counts).
-    ``RangeChoice.apply`` moves automatic ranges so that they never do."""
+    three models, the others at 1; ``models``, the directions' names for them, `landscape_nb.grid.models_at`): a
+    typed range, or one kept because auto range could not find one, with the nearest grid the sliders can take that
+    holds them (`landscape_nb.grid.grid_through_models`, odd counts). ``RangeChoice.apply`` moves automatic ranges
+    so that they never do."""
     unit = spec.scheme in MODEL_SCHEMES
+    axes = [(name, axis) for name, axis in zip("xy", (spec.x, spec.y)) if axis is not None]
     out = ""
-    for name, axis in zip("xy", (spec.x, spec.y)):
-        if axis is None:
-            continue
-        start, stop, n = axis
-        outside, missed = models_outside(start, stop, unit=unit), models_between_points(*axis, unit=unit)
-        them = "them" if len({*outside, *missed}) > 1 else "it"
+    for k, (name, (start, stop, n)) in enumerate(axes):
+        outside, missed = models_outside(start, stop, unit=unit), models_between_points(start, stop, n, unit=unit)
+        sits = models_at(k, models, unit, len(axes))  # a plane through three: two models at 0 of each axis
+        named = {w for m in (*outside, *missed) for w in sits[m]}
+        them = "them" if len(named) > 1 else "it"
         if outside:
-            who = (f"models at {name} = 0 and 1 lie" if len(outside) > 1 else
-                   f"{'other model' if outside[0] else 'model'} at {name} = {outside[0]:g} lies")
-            out += (f" Note: the {who} outside the range {start:.10g} to {stop:.10g}, so the figure does not show "
-                    f"{'their' if len(outside) > 1 else 'its'} own loss")
-        if missed:
-            who = (f"models sit at {name} = 0 and 1" if len(missed) > 1 else
-                   f"{'other model sits' if missed[0] else 'model sits'} at {name} = {missed[0]:g}")
-            out += (f"{';' if outside else ' Note:'} the {who}, between the {n} points of {start:.10g} to {stop:.10g}, "
-                    f"so the figure does not show {'their' if len(missed) > 1 else 'its'} own loss")
+            many = sum(len(sits[m]) for m in outside) > 1
+            out += (f" Note: {say_models_at(sits, name, outside)} {'lie' if many else 'lies'} outside the range "
+                    f"{start:.10g} to {stop:.10g}, so the figure does not show {'their' if many else 'its'} own loss")
+        if missed:  # "the model sits at y = 0, between ...", as the CLI says it; a plane's "a and c at x = 0 lie"
+            many = sum(len(sits[m]) for m in missed) > 1
+            whom = (f"{' and '.join(sits[m][0] for m in missed)} {'sit' if many else 'sits'} at {name} = "
+                    f"{' and '.join(f'{m:g}' for m in missed)}," if all(len(sits[m]) == 1 for m in missed) else
+                    f"{say_models_at(sits, name, missed)} lie")
+            out += (f"{';' if outside else ' Note:'} {whom} between the {n} points of {start:.10g} to {stop:.10g}, "
+                    f"so the figure does not show {'their' if many else 'its'} own loss")
         if not (outside or missed):
             continue
         fix = grid_through_models(start, stop, n, unit=unit, step=2, most=POINTS[1])
@@ -682,7 +691,7 @@ class ExplorerState(t.HasTraits):
                 timer.cancel()
             surf = _of_split(surf, spec)
             returned = time.perf_counter()
-            note = prepared.range.note + _off_grid_note(spec)
+            note = prepared.range.note + _off_grid_note(spec, prepared.directions.provenance.get("models"))
             budget = spec.time_budget if over.is_set() else None
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, shown, budget))
         except Cancelled:  # before the first point: while finding the range
