@@ -197,7 +197,8 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
     theta, tau = gauss_quadrature(alpha, beta)
     return {"theta": theta, "tau": tau, "n_products": op.n_products, "n_params": op.n_params,
             "warnings": said, "loss": getattr(op, "loss_note", None), "data": getattr(op, "data_fingerprint", None),
-            "n_samples": op.n_samples, "versions": dict(library_versions())}  # a Dask worker's, where it ran
+            "n_samples": op.n_samples, "versions": dict(library_versions()),  # a Dask worker's, where it ran
+            "eps": float(torch.finfo(op.dtype).eps)}  # the products' precision, not a frozen parameter's (review s57)
 
 
 # ----------------------------------------------------------- density ----
@@ -263,7 +264,7 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         more, and the same share of the spread below it, σ = √1e-5·spread (0.32 %; PyHessian's
         max(1, spread) kept σ at 0.0032 there, 25 % of a trained MLP's 0.0126 spread, and its curve
         put 34 % of its mass below −1e-3 where no eigenvalue lay, trial s56); at least what the
-        model's floats resolve, max(``ROUNDING``, 2·eps of its dtype)·max|θ| (a Hessian c·I: one narrow
+        model's floats resolve, max(``ROUNDING``, 2·eps of its products' dtype)·max|θ| (a Hessian c·I: one narrow
         peak, not its Ritz values' rounding drawn as several; float32 eigenvalues near 1e6: σ ≥ 0.24); and at least
         2·spread/(``MAX_GRID`` − 27) with ``grid`` a number, the narrowest that grid resolves (0.01 % of
         the spread: from a spread of about 1000, where PyHessian's needs more than ``MAX_GRID`` points).
@@ -342,8 +343,8 @@ def hessian_spectrum(model: nn.Module, data, loss_fn: Callable | None = None, *,
         # a σ of 1e-3, half its mass below 0; a 1e-3·|θ| for "coinciding" values drew a float32 cluster 50 wide at
         # 1e6 as 1000 wide: re-trials s56)
         scale = max(abs(lo), abs(hi)) or 1.0  # H = 0
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        sigma = max(default_sigma(lo, hi), max(ROUNDING, 2 * torch.finfo(dtype).eps) * scale)
+        eps = max(r["eps"] for r in results)
+        sigma = max(default_sigma(lo, hi), max(ROUNDING, 2 * eps) * scale)
         if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):  # PyHessian's σ needs a grid of
             sigma = max(sigma, 2 * (hi - lo) / (MAX_GRID - 27))  # 2√(spread/1e-5) points: past MAX_GRID from a
     sigma = float(sigma)                                          # spread of 1000 (re-trial s56): 0.01 % of it

@@ -214,6 +214,28 @@ def test_the_default_width_puts_no_mass_where_a_convex_models_hessian_has_no_eig
     assert np.trapezoid(spec.density, spec.grid) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_the_width_floor_is_the_precision_of_the_products_not_of_a_frozen_parameter():
+    """Review s57: the floor, 2·eps·max|θ|, took the dtype of the model's first floating parameter, a frozen
+    bfloat16 table registered before float32 weights, and drew c·I 65 000 times wider than float32 resolves. Naive:
+    H = c·I (its eigenvalue c, exactly), whose float32 products give σ = 2·eps(float32)·c."""
+    c = 3.0
+
+    class WithFrozenTable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.ones(3, dtype=torch.bfloat16), requires_grad=False)
+            self.w = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x.expand(1, 4) * self.w * self.table.float().mean()
+
+    def loss(out, y):  # H = c·I at every w
+        return 0.5 * c * (out[0] ** 2).sum()
+    spec = hessian_spectrum(WithFrozenTable(), (torch.ones(1, 1), torch.zeros(1)), loss, n_probes=1, n_steps=3, seed=0)
+    assert np.nanmax(spec.ritz_values) == pytest.approx(c, rel=1e-6)
+    assert spec.sigma == pytest.approx(2 * torch.finfo(torch.float32).eps * c, rel=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("c, spread", [(1e-4, 0.0), (1.0, 1500.0), (1.0, 1e5), (1e6, 50.0)])
 def test_the_default_width_fits_tiny_and_wide_spectra(c, spread, dtype):
