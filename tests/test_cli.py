@@ -47,6 +47,21 @@ def make_negative():
     model, data = make()
     return model, data, lambda out, y: nn.functional.cross_entropy(out, y) - 10.0
 
+class OwnLoss(nn.Module):  # computes its own loss from the labels: a Gaussian NLL, below 0
+    def __init__(self):
+        super().__init__()
+        self.mu, self.log_sigma = nn.Linear(4, 2), nn.Parameter(torch.full((2,), -3.0))
+
+    def forward(self, inputs, labels=None):
+        mean = self.mu(inputs)
+        return {"loss": (self.log_sigma + 0.5 * ((labels - mean) / self.log_sigma.exp()) ** 2).mean(), "logits": mean}
+
+def own_negative_loss():
+    torch.manual_seed(0)
+    model, x = OwnLoss(), torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model, {"inputs": x, "labels": model.mu(x) + 0.01}
+
 def plus_minus_one():
     model, (x, y) = make()
     return model, (x, 2 * y - 1), lambda out, t: nn.functional.cross_entropy(out, (t + 1) // 2)
@@ -741,6 +756,8 @@ def test_clip_sets_the_figures_cap_from_the_command_line(user_model, tmp_path, c
     assert "--clip -5 is at or below 0, where the cross-entropy loss never is" in err and "points" not in out
     assert main(["compute", "my_models:make_negative", "--grid", "5x5", "--html", "z.html", "--clip", cap,
                  "--no-store"]) == 0
+    assert main(["compute", "my_models:own_negative_loss", "--grid", "3x3", "--html", "z.html", "--clip", "-1",
+                 "--no-store"]) == 0, capsys.readouterr().err  # no loss_fn: the model's own outputs.loss (review s57)
     np.testing.assert_allclose(values(figure_json(Path("neg-capped.html").read_text())["data"][0]["z"]),
                                np.minimum(neg, float(cap)), rtol=1e-6)
     assert main(["plot", "neg.zarr", "--html", "neg-log.html", "--clip", cap, "--log"]) == 2

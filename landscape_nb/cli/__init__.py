@@ -652,7 +652,11 @@ def cmd_compute(args) -> int:
                              "or tuples: drop --target-key")
     # the split goes in the store too: `plot STORE` titles say it
     name, model, data, loss_fn, ex, split = load_model_spec(args.model, args.split)
-    if args.html and clip is not None and clip is not False and clip <= 0 and (loss_fn is None or ex is not None):
+    from torch import Tensor  # the CLI imports torch where a model loads, not for --help
+
+    pairs = isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+    if args.html and clip is not None and clip is not False and clip <= 0 and (
+            ex is not None or loss_fn is None and target_key is None and pairs):  # not a model's own outputs.loss
         raise LandscapeError(  # cross-entropy (the default and the zoo's) is ≥ 0: the figure would be refused after
             f"--clip {args.clip} is at or below 0, where the cross-entropy loss never is, so it would cap every "  # the
             "value and the figure would be refused; give a cap above the losses, e.g. --clip 3, or leave --clip out "  # run
