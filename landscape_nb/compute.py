@@ -432,7 +432,9 @@ def compute_surface(
         if not cancel.is_set() and not buffer.done.all():  # never a silent partial: only the user stops early
             raise _lost(f"the {runner.description} runner ended with {int((~buffer.done).sum())} points "
                         "not computed", st, buffer)
-        return _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store, n_resumed, who)
+        surface = _finish(runner, info, st, buffer, cancel, elapsed, n_computed, n_from_store, n_resumed, who)
+        _warn_if_flat(surface, d, who)
+        return surface
     finally:
         if bar is not None:
             bar.close()
@@ -660,6 +662,22 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
                   + (f"; {surface.divergence_note}" if surface.divergence_note else ""))
     logger.info("compute_surface: %s", points_summary(surface))
     return surface
+
+
+def _warn_if_flat(surface: Surface, d: Directions, who: str) -> None:
+    """Warn where the loss is the same to the last bit at every point computed (at least 3, directions none of them
+    all zeros: `directions._warn_if_a_point` says that): a plausible plateau, when the directions move weights
+    the outputs do not read (a forward reading a copy of its weight cached on an earlier call, trial s57)."""
+    done = surface.done_mask
+    values = surface.loss[done]
+    if values.size < 3 or not np.isfinite(values).all() or (values != values.flat[0]).any() \
+            or not bool(d.vectors.ne(0).any(1).all()):
+        return
+    warn_user(f"{who}: the loss is {values.flat[0]:.6g} at every one of the {values.size} points computed, to the "
+              "last bit, so the figure is flat: either the model's outputs do not depend on the weights the "
+              "directions move (a forward that reads a copy of them, cached or detached on an earlier call, or "
+              "other tensors than its registered parameters), or the loss is saturated there (e.g. 0 where every "
+              "margin is huge); check that model(x) changes when those weights do")
 
 
 def diverged_at_the_model(surface: Surface) -> str:

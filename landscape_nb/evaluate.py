@@ -31,8 +31,8 @@ from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCO
                       probe_targets, refuse_batch_sum, refuse_class_range, refuse_unpaired, resolve_metrics, sum_splits,
                       summed_over, unwrap_compiled)
 from .multipoint import fused_values
-from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, model_device, model_dtype, restoring,
-                     unwrap_model)
+from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, flatten, model_device, model_dtype,
+                     restoring, unwrap_model)
 from .spec import data_fingerprint, tree_fingerprint
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, identical_outputs, map_outputs,
                          random_outputs_note, random_values_note, run_checking_inputs, same_values)
@@ -835,6 +835,9 @@ class Evaluator(SpeedChoices):
         if self.device != model_device(model):
             model = copy.deepcopy(model).to(self.device)
         self.model = model  # channels_last=True: its 2D convolution weights only inside a session (put back after)
+        # w0 before any call: the checks' forwards may write weights (nn.Embedding(max_norm=...), a clamp_ in
+        # forward), and every point was computed around the weights they left (trial s57)
+        self._given = flatten(model, layout)
         # the probe passes below leave no trace in the model; their checks (BN folding, the shared first
         # layer) compare two forms of the model in fp32, where TF32's ~1e-3 output error would refuse them
         with restoring(model), self._precision(tf32=False):
@@ -878,7 +881,8 @@ class Evaluator(SpeedChoices):
         if settings.compile:
             self.forward = torch.compile(self.forward, mode=None if settings.compile is True else settings.compile)
         self.perturber = Perturber(self.model, layout, directions,
-                                   clamp_variances=settings.clamp_running_var is not False)
+                                   clamp_variances=settings.clamp_running_var is not False, base=self._given)
+        del self._given
         self._metric_list = list(self.metric_fns.values())
         self._bf16 = settings.precision == "bf16"
         targets = [yb for _, yb in self.batches]

@@ -302,10 +302,12 @@ class Perturber:
     """
 
     def __init__(self, model: nn.Module, layout: ParamLayout, directions: torch.Tensor, *,
-                 clamp_variances: bool = True):
+                 clamp_variances: bool = True, base: torch.Tensor | None = None):
         self.layout = layout
         self.targets = layout.tensors(model)
-        self.base = flatten(model, layout).clone()
+        # ``base``: w0 as given, where calls before this one may have changed the model's tensors (a forward that
+        # writes its weights: nn.Embedding(max_norm=...) renormalizes the rows it looks up, trial s57)
+        self.base = flatten(model, layout).clone() if base is None else base
         self.directions = directions.to(device=self.base.device, dtype=self.base.dtype)
         self.flat = torch.empty_like(self.base)
         views = layout.split(self.flat)

@@ -1843,3 +1843,87 @@ def test_a_frozen_integer_parameter_is_left_out_not_a_torch_error():
         with pytest.raises(LandscapeError,
                            match=r"the integer or bool parameters \[.table.\] differ between model a and model b;"):
             path()
+
+
+class _RenormedEmbedding(nn.Module):
+    """nn.Embedding(max_norm=1) renormalizes the rows it looks up, in place, in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.e, self.h = nn.Embedding(20, 5, max_norm=1.0), nn.Linear(5, 3)
+        with torch.no_grad():
+            self.e.weight.mul_(3)  # most rows longer than max_norm
+
+    def forward(self, ids):
+        return self.h(self.e(ids).mean(1))
+
+
+class _ClampedInForward(nn.Module):
+    """A weight clipped in place in forward (WGAN's critic)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.a.weight.clamp_(-0.2, 0.2)
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("make", [_RenormedEmbedding, _ClampedInForward])
+def test_a_forward_that_writes_its_weights_is_evaluated_around_the_weights_as_given(make):
+    """Trial s57: the checks' forward on 8 samples renormalized the embedding (or clipped the weight) before w0 was
+    read, so every point was computed around those weights, 0.5-2 % off, with no word. Naive: a copy of the model as
+    given, moved to w0 + a·d1 + b·d2 by name, run once on the whole set (its forward writes the same there)."""
+    torch.manual_seed(0)
+    model = make()
+    x = (torch.randint(0, 20, (N, 4), generator=gen(1)) if make is _RenormedEmbedding
+         else torch.randn(N, 6, generator=gen(1)))
+    y = torch.randint(0, 3, (N,), generator=gen(2))
+    given = copy.deepcopy(model.state_dict())
+    d = lnb.random_directions(model, n=2, seed=0)
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3))
+    rows = d.as_state_dicts()
+    for j, b in enumerate(surf.y):
+        for i, a in enumerate(surf.x):
+            m = copy.deepcopy(model)
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    p.add_(a * rows[0][name] + b * rows[1][name])
+                assert surf.loss[j, i] == pytest.approx(float(_ce(m.eval()(x), y)), rel=1e-5), (a, b)
+    assert all(torch.equal(given[k], v) for k, v in model.state_dict().items())  # the model as it was given
+
+
+class _CachedWeight(nn.Module):
+    """Reads a detached copy of its weight cached on its first call; only its bias is read live."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self._w = nn.Linear(6, 3), None
+
+    def forward(self, x):
+        if self._w is None:
+            self._w = self.lin.weight.detach() * 1.0
+        return x @ self._w.t() + self.lin.bias
+
+
+def test_a_plane_flat_to_the_last_bit_is_said_to_be():
+    """Trial s57: the directions (biases left out) move only a weight the forward no longer reads, so all 49 points
+    were the same loss, drawn as a plausible plateau with no word. Naive: the same model run once by hand gives
+    that loss; a plane that moves (the bias too, ignore=None) gives no such warning."""
+    x, y = torch.randn(N, 6, generator=gen(3)), torch.randint(0, 3, (N,), generator=gen(4))
+    model = _CachedWeight()
+    with torch.no_grad():
+        naive = float(_ce(model(x), y))
+    with pytest.warns(UserWarning, match=r"the loss is \S+ at every one of the 9 points computed, to the last bit, "
+                                         r"so the figure is flat: either the model's outputs do not depend on"):
+        surf = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0), x=(-1, 1, 3),
+                                   y=(-1, 1, 3))
+    np.testing.assert_array_equal(surf.loss, np.full((3, 3), surf.loss[1, 1]))
+    assert surf.loss[1, 1] == pytest.approx(naive, rel=1e-6)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*to the last bit")
+        moving = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None),
+                                     x=(-1, 1, 3), y=(-1, 1, 3))
+    assert np.unique(moving.loss).size == 9
