@@ -568,7 +568,7 @@ def named_splits(surface: Surface) -> list[str] | None:
     return [m[:-len("_loss")] for m in surface.metrics if m.endswith("_loss")]
 
 
-def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_file: str | None = None) -> Path:
+def save_reference_surface(surface: Surface, path, *, split: str | None = None, dir_file: str | None = None) -> Path:
     """Write ``surface`` in the reference's surface-file layout.
 
     Parameters
@@ -584,8 +584,10 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
         reference ignores.
     path : str or os.PathLike
         The ``.h5`` file to write (replaced if it exists).
-    split : {"train", "test"}
-        Which of the reference's names the loss gets.
+    split : {"train", "test"}, optional
+        Which of the reference's names the loss gets. Default: for a surface read by
+        `load_reference_surface`, the split it was read as (a file whose test split only is
+        computed reads as test, and was written back as train, review s57); else ``"train"``.
     dir_file : str, optional
         Stored as ``dir_file`` (the reference records its direction file there); default
         ``surface.provenance["dir_file"]`` if set, else the direction file the surface was computed
@@ -608,10 +610,13 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
     """
     from .directions import _jsonable
 
-    if split not in SPLITS:
-        raise LandscapeError(f"split={split!r}; expected 'train' or 'test'")
     if not isinstance(surface, Surface):
         raise LandscapeError(f"expected a Surface, got {type(surface).__name__}; pass the result of compute_surface")
+    if split is None:
+        read = surface.provenance.get("split") if surface.provenance.get("source") == "reference-h5" else None
+        split = read if read in SPLITS else "train"
+    if split not in SPLITS:
+        raise LandscapeError(f"split={split!r}; expected 'train' or 'test'")
     if surface.ndim == 3:
         raise LandscapeError(f"a 3D volume of shape {np.shape(surface.loss)} was given; the reference's surface files "
                              "hold a line or a plane: save a plane of it (surface.slice('z', value=0.0)), or the "
@@ -658,14 +663,18 @@ def save_reference_surface(surface: Surface, path, *, split: str = "train", dir_
     for name, arr in arrays.items():
         key = names.get(name, name)
         if key in out or (name not in names and key in reserved):
+            theirs = (f" (the surface's loss is the {other} split's, its {split} split this metric: pass "
+                      f"split={other!r})" if name in (f"{split}_loss", f"{split}_accuracy") else "")
             raise LandscapeError(
                 f"surface metric {name!r} would be written as the reference's key {key!r}, which "
-                f"{'the loss or another metric' if key in out else 'the layout reserves'} takes; rename the metric"
+                f"{'the loss or another metric' if key in out else 'the layout reserves'} takes{theirs}; "
+                "rename the metric" + (" or pass that split" if theirs else "")
             )
         values = np.asarray(arr, dtype=float) * (100.0 if name in names and key.endswith("_acc") else 1.0)
         if pending is not None and name in (f"{other}_loss", f"{other}_accuracy"):  # a loaded reference file's
-            values = np.where(pending, _NOT_COMPUTED, values)  # other split: -1 where yet to be computed, not NaN;
-        else:                                                  # as read where this split is not (s56)
+            values = np.where(pending & np.isnan(values), _NOT_COMPUTED, values)  # other split: -1 where yet to be
+            # computed, not NaN, as read where this split is not (s56); a value filled in there since is written
+        else:
             values = np.where(done, values, _NOT_COMPUTED)
         out[key] = values if y is None else values.reshape(-1).reshape(x.size, y.size)  # shape (nx, ny), meshgrid order
     if dir_file is None:  # as recorded, or the direction file it was computed along (trial s35: not written)

@@ -7,6 +7,7 @@ meshgrid order, -1 where not computed, accuracy in percent), and its way of movi
 over ``state_dict()`` then ``load_state_dict``) is the naive reference for the values.
 """
 import copy
+import dataclasses
 import warnings
 
 import numpy as np
@@ -785,6 +786,13 @@ def test_a_reference_file_whose_other_split_is_not_computed_yet_is_written_back_
             np.testing.assert_array_equal(f["test_acc"][()], np.where(np.isnan(test_loss), np.nan, test_acc))
             np.testing.assert_allclose(f["train_loss"][()], xx ** 2 + yy ** 2 + 0.1)
             np.testing.assert_allclose(f["train_acc"][()], 90.0)
+    # values filled in where the file had -1 (computed elsewhere) are written, not -1 again (review s57)
+    gaps = surf.metrics["test_loss"]
+    filled = dataclasses.replace(surf, metrics={**surf.metrics, "test_loss": np.where(np.isnan(gaps), 7.0, gaps)})
+    lnb.save_reference_surface(filled, tmp_path / "filled.h5", split="train")
+    with h5py.File(tmp_path / "filled.h5") as f:
+        np.testing.assert_array_equal(f["test_loss"][()], np.where(np.isnan(test_loss) | (test_loss == -1), 7.0,
+                                                                    test_loss))
     # the other way round (re-trial s56): the test split as the surface, 10 of its 20 points -1, the train split's
     # values kept where test's are not, its inf too (read 10 of them as NaN, written back as -1)
     train = xx ** 2 + yy ** 2 + 0.1
@@ -823,3 +831,30 @@ def test_plot_of_a_reference_file_says_what_it_lacks_in_the_references_words(tmp
     assert "holds 11 of 12 points" in err and "run the reference's plot_surface.py on it (--surf_file)" in err, err
     assert main(["plot", str(src), "--html", str(tmp_path / "p.html")]) == 0
     assert "warning" not in capsys.readouterr().err  # 11 points: drawn, partial
+
+
+def test_a_file_read_as_its_test_split_is_written_back_as_test_by_default(tmp_path):
+    """Review s57: a file whose test split alone is computed reads as test; save_reference_surface's default
+    split='train' then refused it, telling to rename the metric 'train_loss'. The default is now the split read;
+    split='train' says to pass 'test'. Naive: the arrays as written with h5py."""
+    import h5py
+
+    x, y = np.linspace(-1, 1, 3), np.linspace(-1, 1, 4)
+    test_loss = np.arange(12, dtype=float).reshape(3, 4) / 10 + 0.5
+    src = tmp_path / "test_only.h5"
+    with h5py.File(src, "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"], f["train_acc"] = -np.ones((3, 4)), -np.ones((3, 4))
+        f["test_loss"], f["test_acc"] = test_loss, np.full((3, 4), 80.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it says that it read the test split
+        surf = lnb.load_reference_surface(src)
+    assert surf.provenance["split"] == "test"
+    lnb.save_reference_surface(surf, tmp_path / "back.h5")
+    with h5py.File(tmp_path / "back.h5") as f:
+        np.testing.assert_array_equal(f["test_loss"][()], test_loss)
+        np.testing.assert_array_equal(f["train_loss"][()], -np.ones((3, 4)))
+        np.testing.assert_allclose(f["test_acc"][()], 80.0)
+    with pytest.raises(LandscapeError, match=r"the surface's loss is the test split's, its train split this metric: "
+                                             r"pass split='test'"):
+        lnb.save_reference_surface(surf, tmp_path / "train.h5", split="train")
