@@ -168,6 +168,28 @@ def test_unreadable_store(tmp_path):
     assert [p.name for p in other.iterdir()] == ["file.txt"]
 
 
+def test_a_store_another_writer_renames_into_place_meanwhile_is_resumed_not_called_foreign(tmp_path, mlp, mlp_data,
+                                                                                          monkeypatch):
+    """Review s57: a store made by another writer between open_or_create's look for zarr.json and its check for a
+    foreign folder was refused as "not an empty landscape store; ... delete it" (advice that deletes a store in
+    use). The other writer's rename is put there by hand; the run resumes its points, computing none."""
+    import landscape_nb.store as store_module
+
+    d = random_dict_dirs(mlp, 1)
+    first = lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 3), store=tmp_path / "other.zarr")
+    target, check = tmp_path / "racy.zarr", store_module._refuse_foreign_folder
+
+    def renamed_meanwhile(path):
+        if path == target and not path.exists():
+            (tmp_path / "other.zarr").rename(target)
+        check(path)
+
+    monkeypatch.setattr(store_module, "_refuse_foreign_folder", renamed_meanwhile)
+    again = lnb.compute_surface(mlp, mlp_data, d, x=(-1, 1, 3), store=target)
+    assert again.provenance["points_from_store"] == 3 and again.provenance["points_computed"] == 0
+    np.testing.assert_array_equal(again.loss, first.loss)
+
+
 def _filled_in_store(path) -> int:
     """Points filled, read from the store's own zarr arrays, not through landscape_nb: ``done`` is 1
     and ``loss`` finite exactly at the filled points (NaN is the fill value)."""
