@@ -36,10 +36,12 @@ class Axis:
             parts = value.replace(",", ":").split(":")
             value = tuple(parts)
         if not isinstance(value, Sequence) or len(value) != 3:
-            many = isinstance(value, (np.ndarray, Sequence)) and len(value) > 3
+            # an array reads as points (np.linspace(-1, 1, 3) is 3 of them), whatever its length: refused, not guessed
+            many = isinstance(value, np.ndarray) and value.ndim > 0 or isinstance(value, Sequence) and len(value) > 3
             raise LandscapeError(
                 f"{name}={value!r}; expected (start, stop, num), e.g. {name}=(-1, 1, 51)"
-                + (" (the range and the count of evenly spaced points, not the points)" if many else "")
+                + (" (the range and the count of evenly spaced points, not the points"
+                   + ("; a tuple, not an array)" if isinstance(value, np.ndarray) else ")") if many else "")
             )
         try:
             start, stop = float(value[0]), float(value[1])
@@ -49,7 +51,8 @@ class Axis:
         if not (math.isfinite(start) and math.isfinite(stop)):
             raise LandscapeError(f"{name} range {start}..{stop} is not finite; give finite numbers, e.g. (-1, 1, 51)")
         if not stop > start:
-            num_ok = value[2] if num_f == int(num_f) and num_f >= 2 else 2  # the example must pass both checks
+            num_ok = value[2] if math.isfinite(num_f) and num_f == int(num_f) and num_f >= 2 else 2  # the example
+            # must pass both checks
             raise LandscapeError(
                 f"{name} range {start}..{stop} is empty or reversed; expected start < stop and at least 2 points, "
                 f"e.g. ({min(start, stop)}, {max(start, stop) if stop != start else start + 1}, {num_ok})"
@@ -58,7 +61,7 @@ class Axis:
         points = (f" ({name} takes the range and the count, not the points: for {start:g}, {stop:g}, {num_f:g} give "
                   f"{name}=({start:g}, {num_f:g}, 3))" if as_points else
                   f" ({name}={value!r} is read as (start, stop, num))" if isinstance(value, list) else "")
-        if num_f != int(num_f) or num_f < 2:
+        if not math.isfinite(num_f) or num_f != int(num_f) or num_f < 2:
             raise LandscapeError(f"{name} resolution {value[2]!r}; expected an integer ≥ 2 points{points}")
         num = int(num_f)
         if as_points and num == 2:  # [0, 1, 2] drew 2 points on 0..1 with no word (trial s56); [-1, 1, 3] is a

@@ -102,5 +102,16 @@ def test_a_list_of_points_is_not_read_as_a_range_in_silence():
     with pytest.warns(UserWarning, match=r"x=\[-2, 0, 2\] is read .*give x=\(-2, 2, 3\)\); pass a tuple, x=\(-2, 0, 2\)"):
         Axis.parse([-2, 0, 2], "x")
     for points in ([-1, -0.5, 0, 0.5, 1], np.linspace(-1, 1, 5)):
-        with pytest.raises(LandscapeError, match=r"expected \(start, stop, num\), .*not the points\)"):
+        with pytest.raises(LandscapeError, match=r"expected \(start, stop, num\), .*not the points"):
             Axis.parse(points, "x")
+    # review s57: an array of three is points too (np.linspace(-1, 1, 3)), refused not guessed; a 0-d array and a
+    # count of inf or NaN were TypeError, OverflowError and ValueError
+    with pytest.raises(LandscapeError, match=r"not the points; a tuple, not an array\)"):
+        Axis.parse(np.array([-1, 1, 51]), "x")
+    with pytest.raises(LandscapeError, match=r"x=array\(5\.\); expected \(start, stop, num\)"):
+        Axis.parse(np.array(5.0), "x")
+    for count in (float("inf"), float("nan")):
+        with pytest.raises(LandscapeError, match=rf"x resolution {count}; expected an integer ≥ 2 points"):
+            Axis.parse((-1, 1, count), "x")
+    with pytest.raises(LandscapeError, match=r"empty or reversed; .*e\.g\. \(-1\.0, 1\.0, 2\)"):
+        Axis.parse((1, -1, float("inf")), "x")
