@@ -82,11 +82,12 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     if integers:  # interpolated, [2, 0, 1] → [0, 1, 2] ran [1, 0, 1] at t = 0.5; a curve fed floats (re-trial s56)
         others = [name for m, name in zip(models[1:], names[1:])
                   if any(not torch.equal(dict(m.named_parameters())[n].cpu(), params[n].cpu()) for n in integers)]
+        kinds = sorted({"bool" if params[n].dtype == torch.bool else "integer" for n in integers})
         raise LandscapeError(
-            f"the integer or bool parameters {integers[:5]} differ between {names[0]} and {' and '.join(others)}; a path "
-            "between models moves every point's weights continuously, which integers (indices, a permutation) "
-            "cannot take: expected models that hold the same values there (copy one model's into the others), or "
-            "a path over floating-point parameters only")
+            f"the {' and '.join(kinds)} parameters {integers[:5]} differ between {names[0]} and {' and '.join(others)}; "
+            "a path between models moves every point's weights continuously, which integers (indices, a "
+            "permutation) cannot take: expected models that hold the same values there (copy one model's into the "
+            f"others, e.g. other.{integers[0]}.copy_(model.{integers[0]}) under torch.no_grad())")  # (review s57)
     if differ and frozen == "refuse":
         raise LandscapeError(
             f"frozen (requires_grad=False) parameters differ between the models: {differ[:5]}; a path that keeps "
