@@ -1128,7 +1128,8 @@ class Evaluator(SpeedChoices):
                 if random_note:  # warned by compute_surface, on every runner
                     self.notes[RANDOM_OUTPUTS] = random_note
                 if isinstance(self.loss_fn, DefaultLoss):
-                    self.loss_fn.check(out, self._data.split()[1])
+                    tree = self._data.tree
+                    self.loss_fn.check(out, self._data.split()[1], list(tree) if isinstance(tree, Mapping) else None)
                     probabilities = probability_outputs_note(out)
                     if probabilities:  # warned by compute_surface, on every runner
                         self.notes[PROBABILITY_OUTPUTS] = probabilities

@@ -34,7 +34,7 @@ import math
 import numbers
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -168,7 +168,7 @@ class HessianOperator:
             if random_note:  # MC dropout: three runs gave λ_min -0.38, -0.41, -0.45, each "converged" (trial s34)
                 warn_user(f"landscape_nb: {random_note}")
             if isinstance(loss_fn, DefaultLoss):
-                loss_fn.check(out, ev.split()[1])
+                loss_fn.check(out, ev.split()[1], list(ev.tree) if isinstance(ev.tree, Mapping) else None)
                 probabilities = probability_outputs_note(out)
                 if probabilities:
                     warn_user(f"landscape_nb: {probabilities}")

@@ -112,15 +112,23 @@ class DefaultLoss:
     def __call__(self, outputs, targets: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(find_logits(outputs), targets)
 
-    def check(self, outputs, targets: torch.Tensor | None) -> None:
-        """Raise ``LandscapeError`` unless cross-entropy of ``outputs`` against all ``targets`` means something."""
+    def check(self, outputs, targets: torch.Tensor | None, keys: list | None = None) -> None:
+        """Raise ``LandscapeError`` unless cross-entropy of ``outputs`` against all ``targets`` means something.
+        ``keys``: the dict batches' keys, where the data are dict batches (named where no targets were found)."""
         fix = ("pass loss_fn= (e.g. loss_fn=nn.MSELoss() for regression; from the CLI, have your module:function "
                "return (model, data, loss_fn))")
         logits = find_logits(outputs)
         if targets is None:
+            likely = next((k for k in ("label", "labels", "targets", "target", "y", "class", "classes")
+                           if k in (keys or ())), None)
+            held = (f"the dict batches hold the keys {list(keys)}, none of them 'labels' (target_key's default), so "
+                    "every key went to the model as inputs" + (f" (target_key={likely!r} reads the targets from "
+                                                                f"{likely!r}); else " if likely else "; ")
+                    if keys else "")  # a key under another name was the model's **kwargs (trial s57)
             raise LandscapeError(
-                f"the data carry no targets and the model's outputs ({describe(outputs)}) hold no .loss; "
-                "pass (inputs, targets), a dict with a 'labels' entry (target_key=), or a model returning its loss"
+                f"the data carry no targets and the model's outputs ({describe(outputs)}) hold no .loss; {held}"
+                "pass (inputs, targets), a dict with a 'labels' entry (or target_key= naming the key of the targets), "
+                "or a model returning its loss"
             )
         if logits is None and ambiguous_logits(outputs):
             raise LandscapeError(

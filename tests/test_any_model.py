@@ -1023,6 +1023,22 @@ def test_target_key_and_dict_without_labels():
     with pytest.raises(LandscapeError, match="the data carry no targets"):
         lnb.compute_surface(m, {"feats": x}, d, x=(-1, 1, 3))
 
+    class Kwargs(nn.Module):  # takes every key: "label" went to it, unread, and the error named no key (trial s57)
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, feats, **rest):
+            return self.inner(feats)
+
+    k = Kwargs()
+    with pytest.raises(LandscapeError, match=r"the dict batches hold the keys \['feats', 'label'\], none of them "
+                                             r"'labels' \(target_key's default\), so every key went to the model as "
+                                             r"inputs \(target_key='label' reads the targets from 'label'\)"):
+        lnb.compute_surface(k, {"feats": x, "label": t}, lnb.random_directions(k, n=1), x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match=r"hold the keys \['feats', 'cls'\], .* as inputs; pass \(inputs"):
+        lnb.hessian_eigenvalues(k, {"feats": x, "cls": t}, k=1)
+
 
 def test_a_targets_position_in_tuples_is_used_for_pairs_too_and_out_of_range_is_refused():
     """``target_key=0`` for ``(targets, inputs)`` pairs was ignored (the second element stood as targets) and a
