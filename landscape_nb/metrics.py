@@ -703,11 +703,21 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     if targets is None:
         return NO_TARGETS
     if not isinstance(targets, torch.Tensor):  # (labels, sample weights), a multi-task dict: crashed here (trial s46)
-        first = "y[0]" if isinstance(targets, (tuple, list)) else f"y[{next(iter(targets), 'key')!r}]" if isinstance(
+        key = None
+        if isinstance(targets, Mapping):  # a multi-task dict: a key of class indices, in the outputs too (trial s57)
+            indices = [k for k, t in targets.items() if isinstance(t, torch.Tensor) and not t.is_floating_point()]
+            shared = [k for k in targets if isinstance(outputs, Mapping) and k in outputs]
+            key = next((k for k in indices if k in shared), None) or next(iter(shared + indices), None) or next(
+                iter(targets), "key")
+        first = "y[0]" if isinstance(targets, (tuple, list)) else f"y[{key!r}]" if isinstance(
             targets, Mapping) else "y.labels"
+        out = (f"out[{key!r}]" if isinstance(outputs, Mapping) and key in outputs else
+               _logits_expr(outputs) if logits is not None else
+               f"out[{next(iter(outputs), 'logits')!r}]" if isinstance(outputs, Mapping) else
+               "out[0]" if isinstance(outputs, (tuple, list)) else "out")
         return (f"the targets are {describe(targets, few=True)}, not one tensor of class indices, so which of them the logits "
                 f"predict is not known; pass metrics= naming it, e.g. {{'accuracy': lambda out, y: "
-                f"(out.argmax(1) == {first}).float().mean()}}")
+                f"({out}.argmax(1) == {first}).float().mean()}}")
     zero_one = bool(((targets == 0) | (targets == 1)).all())
     if logits is None:
         if targets.is_floating_point() and not zero_one:  # a regression's, whatever its outputs (trial s41)

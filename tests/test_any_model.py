@@ -1944,3 +1944,37 @@ def test_a_plane_flat_to_the_last_bit_is_said_to_be():
         moving = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None),
                                      x=(-1, 1, 3), y=(-1, 1, 3))
     assert np.unique(moving.loss).size == 9
+
+
+class _TwoTasks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.r = nn.Linear(6, 4), nn.Linear(6, 1)
+
+    def forward(self, x):
+        return {"reg": self.r(x).squeeze(-1), "cls": self.c(x)}
+
+
+def test_the_accuracy_a_multi_task_model_is_told_to_pass_runs_as_written():
+    """Trial s57: dict outputs and dict targets were told to pass {'accuracy': lambda out, y: (out.argmax(1) ==
+    y['cls'])...}, which raised AttributeError on the dict of outputs. The metric the warning gives, run as written
+    (eval of its text), equals a naive accuracy of the 'cls' head."""
+    torch.manual_seed(0)
+    model = _TwoTasks()
+    x = torch.randn(N, 6, generator=gen(21))
+    y = {"reg": torch.randn(N, generator=gen(22)), "cls": torch.randint(0, 4, (N,), generator=gen(23))}
+
+    def loss(o, t):
+        return F.cross_entropy(o["cls"], t["cls"]) + F.mse_loss(o["reg"], t["reg"])
+
+    d = lnb.random_directions(model, n=1, seed=0)
+    with pytest.warns(UserWarning, match="accuracy skipped") as caught:
+        lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=loss)
+    said = next(str(w.message) for w in caught if "accuracy skipped" in str(w.message))
+    assert "(out['cls'].argmax(1) == y['cls'])" in said, said
+    metrics = eval(re.search(r"e\.g\. (\{.*\})$", said)[1], {"torch": torch})
+    surf = lnb.compute_surface(model, (x, y), d, x=(-1, 1, 3), loss_fn=loss, metrics=metrics)
+    for i, a in enumerate((-1.0, 0.0, 1.0)):
+        with torch.no_grad():
+            naive = float((perturbed(model, d, a)(x)["cls"].argmax(1) == y["cls"]).float().mean())
+        assert surf.metrics["accuracy"][i] == pytest.approx(naive, abs=1e-9)
