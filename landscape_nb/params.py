@@ -35,9 +35,17 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def check_materialized(model: nn.Module) -> None:
-    """Raise ``LandscapeError`` if a parameter or buffer of ``model`` is on the meta device (a shape, no values)."""
+    """Raise ``LandscapeError`` if a parameter or buffer of ``model`` is on the meta device (a shape, no values), or
+    a lazy module's is not initialized yet (no shape: torch's "Can't access the shape of an uninitialized
+    parameter" came from the weights' layout, trial s57)."""
     for what, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for pname, t in named:
+            if nn.parameter.is_lazy(t):
+                owner = model.get_submodule(pname.rpartition(".")[0]) if "." in pname else model
+                raise LandscapeError(
+                    f"the model's {what} {pname!r} ({type(owner).__name__}) is not initialized yet: a lazy module "
+                    "takes its shape from its first input; expected initialized weights: run the model once on a "
+                    "batch of your data first (model(x), under torch.no_grad()), then make the directions")
             if t.is_meta:
                 raise LandscapeError(
                     f"the model's {what} {pname!r} is on the meta device (shape only, no values); "

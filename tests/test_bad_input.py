@@ -92,6 +92,8 @@ CASES = [
     ("cancel-str", dict(cancel="stop"), "cancel='stop'"),
     ("model-on-meta", dict(model=lambda m, t: _model().to("meta")), "'a.weight' is on the meta device"),
     ("model-not-a-module", dict(model=lambda m, t: (lambda x: x)), "expected a torch.nn.Module"),
+    ("model-lazy", dict(model=lambda m, t: nn.Sequential(nn.LazyLinear(3))),  # torch's RuntimeError (trial s57)
+     "the model's parameter '0.weight' (LazyLinear) is not initialized yet"),
     ("nan-weight", dict(model=lambda m, t: _nan_weight(m)), "'a.weight' holds 1 non-finite"),
     ("inf-bias", dict(model=lambda m, t: _inf_bias(m)), "'b.bias' holds 1 non-finite"),
     ("nan-direction", dict(directions=lambda m, t: _bad_dirs(math.nan)(m)), "direction 1 holds 1 non-finite"),
