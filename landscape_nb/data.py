@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -780,7 +781,9 @@ def _collated_alone(ds, pos: list, collate, whole, what: str) -> tuple[list, Any
     for row in rows:
         i = pos[row]
         try:
-            tree = _tensorize(collate([ds[i]]), what)
+            with warnings.catch_warnings():  # one sample: a batch's std() warns of 0 degrees of freedom (trial s57:
+                warnings.simplefilter("ignore")  # 32 of torch's warnings before the note on the collate_fn)
+                tree = _tensorize(collate([ds[i]]), what)
         except Exception:  # noqa: BLE001 - a collate_fn written for full batches only: nothing to compare
             return [], None
         if tree_structure(tree) != tree_structure(whole):
@@ -901,8 +904,10 @@ def _random_items(ds, pos: list, items: list, collate=None) -> str | None:
     for fn in dict.fromkeys((collate or _collate, _collate)):  # the loader's collate_fn first: it may draw too
         try:
             for ks in (range(head), spread):
-                first = [_tensorize(fn([items[k]]), "") for k in ks]  # copies: a re-read may write into items
-                again = [_tensorize(fn([ds[pos[k]]]), "") for k in ks]
+                with warnings.catch_warnings():  # one sample a batch: a collate_fn's std() warns of 0 degrees of
+                    warnings.simplefilter("ignore")  # freedom, 32 of torch's warnings (trial s57); the read said its own
+                    first = [_tensorize(fn([items[k]]), "") for k in ks]  # copies: a re-read may write into items
+                    again = [_tensorize(fn([ds[pos[k]]]), "") for k in ks]
                 differ = sum(not _same_tree(a, b) for a, b in zip(first, again))
                 if differ and fn is not _collate and any(  # the collate_fn itself draws: the same item, twice
                         not _same_tree(a, _tensorize(fn([items[k]]), "")) for a, k in zip(first, ks)):
