@@ -27,9 +27,9 @@ from .data import (NON_FINITE_DATA, EvalData, batch_len, call_model, check_finit
 from .errors import LandscapeError, is_int, one_line, short_repr, user_frame, warn_user
 from .metrics import (NOTHING_KNOWN, PROBABILITY_OUTPUTS, SKIPPED_ACCURACY, UNCOUNTED_TARGETS, DefaultLoss, OwnLoss,
                       accuracy, auto_metrics, batch_denominator, check_mean_loss, class_weights, exact_fractions,
-                      find_logits, fraction_counts, loss_disagrees, loss_name, own_loss, probability_outputs_note,
-                      probe_targets, refuse_batch_sum, refuse_class_range, refuse_unpaired, resolve_metrics, sum_splits,
-                      summed_over, unwrap_compiled)
+                      find_logits, fraction_counts, logits_expr, loss_disagrees, loss_name, own_loss,
+                      probability_outputs_note, probe_targets, refuse_batch_sum, refuse_class_range, refuse_unpaired,
+                      resolve_metrics, sum_splits, summed_over, unwrap_compiled)
 from .multipoint import fused_values
 from .params import (ParamLayout, Perturber, batchnorm_modules, eval_mode, flatten, model_device, model_dtype,
                      restoring, unwrap_model)
@@ -1130,6 +1130,8 @@ class Evaluator(SpeedChoices):
                 if isinstance(self.loss_fn, DefaultLoss):
                     tree = self._data.tree
                     self.loss_fn.check(out, self._data.split()[1], list(tree) if isinstance(tree, Mapping) else None)
+                    if not isinstance(out, torch.Tensor):  # which of the outputs (logits, aux) it read (trial s57)
+                        self.notes["loss"] = f"cross-entropy on the logits, {logits_expr(out)} (default)"
                     probabilities = probability_outputs_note(out)
                     if probabilities:  # warned by compute_surface, on every runner
                         self.notes[PROBABILITY_OUTPUTS] = probabilities

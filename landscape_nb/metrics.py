@@ -140,7 +140,7 @@ class DefaultLoss:
         if logits is None:
             raise LandscapeError(f"the default cross-entropy found no logits in the outputs ({describe(outputs)}); {fix}")
         n_classes = logits.shape[1] if logits.ndim > 1 else 1
-        _refuse_class_axis_guess(logits, targets, _logits_expr(outputs))
+        _refuse_class_axis_guess(logits, targets, logits_expr(outputs))
         if targets.is_floating_point() and (logits.ndim < 2 or n_classes < 2):
             binary = bool(((targets == 0) | (targets == 1)).all())
             raise LandscapeError(
@@ -156,7 +156,7 @@ class DefaultLoss:
                 f"probabilities: the default loss is cross-entropy over class indices (integer targets) or over "
                 f"probabilities (targets of the logits' shape {_n_first(tuple(logits.shape))}, each in "
                 f"[0, 1], summing to 1 over the classes, dim 1), and means nothing for these; "
-                + (_padded_probabilities(logits, targets, _logits_expr(outputs)) or (
+                + (_padded_probabilities(logits, targets, logits_expr(outputs)) or (
                     "multi-hot labels of the logits' shape (several classes a sample, each 0 or 1) take "
                     "loss_fn=nn.BCEWithLogitsLoss(), one binary loss a class; " + fix  # not MSE (trial s40)
                     if targets.shape[1:] == logits.shape[1:] and bool(((targets == 0) | (targets == 1)).all())
@@ -225,7 +225,7 @@ def probability_outputs_note(outputs) -> str | None:
             "the final softmax)")
 
 
-def _logits_expr(outputs) -> str:
+def logits_expr(outputs) -> str:
     """How a loss written for the user reaches the logits in ``outputs`` (``find_logits``): ``out``,
     ``out.logits``, ``out["logits"]`` or ``out[i]``."""
     if isinstance(outputs, torch.Tensor):
@@ -712,7 +712,7 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
         first = "y[0]" if isinstance(targets, (tuple, list)) else f"y[{key!r}]" if isinstance(
             targets, Mapping) else "y.labels"
         out = (f"out[{key!r}]" if isinstance(outputs, Mapping) and key in outputs else
-               _logits_expr(outputs) if logits is not None else
+               logits_expr(outputs) if logits is not None else
                f"out[{next(iter(outputs), 'logits')!r}]" if isinstance(outputs, Mapping) else
                "out[0]" if isinstance(outputs, (tuple, list)) else "out")
         return (f"the targets are {describe(targets, few=True)}, not one tensor of class indices, so which of them the logits "

@@ -1978,3 +1978,26 @@ def test_the_accuracy_a_multi_task_model_is_told_to_pass_runs_as_written():
         with torch.no_grad():
             naive = float((perturbed(model, d, a)(x)["cls"].argmax(1) == y["cls"]).float().mean())
         assert surf.metrics["accuracy"][i] == pytest.approx(naive, abs=1e-9)
+
+
+def test_the_provenance_says_which_of_several_outputs_the_default_loss_read():
+    """Trial s57: a model returning (logits, an auxiliary scalar) was read through its first element with the
+    provenance saying "cross-entropy on the logits (default)" alone; it names out[0] (out.logits, out['logits'])
+    now. Naive: cross-entropy of the first element."""
+    class WithAux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            out = self.lin(x)
+            return out, (out ** 2).mean()
+
+    model = WithAux()
+    x, y = torch.randn(N, 6, generator=gen(31)), torch.randint(0, 3, (N,), generator=gen(32))
+    surf = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=1, seed=0), x=(-1, 1, 3))
+    assert surf.provenance["data"]["loss"] == "cross-entropy on the logits, out[0] (default)"
+    with torch.no_grad():
+        assert surf.loss[1] == pytest.approx(float(_ce(model(x)[0], y)), rel=1e-6)
+    plain = lnb.compute_surface(model.lin, (x, y), lnb.random_directions(model.lin, n=1, seed=0), x=(-1, 1, 3))
+    assert plain.provenance["data"]["loss"] == "cross-entropy on the logits (default)"
