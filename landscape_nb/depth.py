@@ -299,9 +299,10 @@ class DepthComparison:
 
         For ``n_minima`` and ``nonconvex_fraction`` worse is larger, for ``basin_radius``
         smaller. ``{"basin_radius": {"skip": ..., "noskip": ..., "noskip_worse_at_deepest": ...}, ...}``:
-        ``skip``/``noskip`` say whether the series gets monotonically worse with depth
-        (non-strictly; ``False`` when any value is NaN), ``noskip_worse_at_deepest`` whether
-        at the largest depth the no-skip network is strictly worse than its twin.
+        ``skip``/``noskip`` say whether the series gets worse with depth: never better from one depth
+        to the next, and worse at the deepest than at the shallowest (a flat series is not: 1, 1 minima
+        read "more chaotic", trial s57; ``False`` when any value is NaN), ``noskip_worse_at_deepest``
+        whether at the largest depth the no-skip network is strictly worse than its twin.
         """
         worse = {"n_minima": lambda a, b: b >= a, "basin_radius": lambda a, b: b <= a,
                  "nonconvex_fraction": lambda a, b: b >= a}
@@ -313,7 +314,8 @@ class DepthComparison:
             for label, skip in (("skip", True), ("noskip", False)):
                 values = self.series(name, skip)
                 entry[label] = all(step(a, b) for a, b in zip(values, values[1:])) and not any(
-                    isinstance(v, float) and math.isnan(v) for v in values)
+                    isinstance(v, float) and math.isnan(v) for v in values) and bool(values) and bool(
+                    strictly[name](values[0], values[-1]))
             deepest = max(r.depth for r in self.rows)
             pair = [r for r in self.rows if r.depth == deepest]
             if len(pair) == 2:

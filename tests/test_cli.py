@@ -1252,6 +1252,10 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
     assert got.metrics["lambda_min"][1, 1] == pytest.approx(lmin, abs=1e-4 * (lmax - lmin))
     assert got.metrics["eig_ratio"][1, 1] == pytest.approx(max(-lmin, 0) / lmax, abs=2e-4)
     assert '"type":"heatmap"' in html.read_text().replace(" ", "")  # the ratio map
+    from standalone_html import figure_json
+
+    title = figure_json(html.read_text())["layout"]["title"]["text"]  # not a loss surface's (trial s57)
+    assert title.startswith("my_models:make: non-convexity map |λmin/λmax| over random (filter-normalized) "), title
     out = tmp_path / "p.html"
     assert main(["plot", str(store), "--html", str(out)]) == 0  # an eigen-map store draws as one by default
     assert '"type":"heatmap"' in out.read_text().replace(" ", "")

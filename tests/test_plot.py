@@ -341,7 +341,8 @@ def test_every_static_figure_of_a_partial_surface_says_so_once(bowl):
 
     for kind in ("surface", "contour", "heatmap"):
         fig = getattr(plot, kind)(partial)
-        assert notes(fig) == [f"partial: {n} of {size} points"], kind
+        tinted = " (tinted: not computed yet)" if kind == "contour" else ""  # test_a_partial_contour_tints_...
+        assert notes(fig) == [f"partial: {n} of {size} points{tinted}"], kind
         assert notes(plot.mark_partial(fig, partial)) == notes(fig)
         assert notes(getattr(plot, kind)(bowl)) == []
     row = Surface(x=bowl.x, y=None, loss=loss[2], done=np.isfinite(loss[2]))
@@ -666,6 +667,32 @@ def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(b
     assert fig.data[0].contours.z.show
     plot.update(fig, partial(bowl, 3))
     assert not fig.data[0].contours.z.show
+
+
+def test_a_partial_contour_tints_the_points_not_computed_yet(bowl):
+    """Trial s57: contour lines alone drew a computed tile that no level crosses (around the minimum, below the
+    lowest level) as blank as the points not computed. A tint covers exactly the points not done (naive: the mask
+    given), within the grid's box; computed points, a flat tile among them, are not tinted; complete surfaces, the
+    heatmap and the 3D surface have none."""
+    loss = bowl.loss.copy()
+    done = np.zeros(loss.shape, dtype=bool)
+    done[:3, :3] = True
+    done[-2:, -3:] = True
+    loss[-2:, -3:] = float(np.nanmin(bowl.loss))  # a flat computed tile: no level crosses it
+    loss[~done] = np.nan
+    partial = Surface(x=bowl.x, y=bowl.y, loss=loss, done=done)
+    fig = plot.contour(partial)
+    (tint,) = [t for t in fig.data if t.name == "not computed yet"]
+    np.testing.assert_array_equal(np.isfinite(np.asarray(tint.z, dtype=float)), ~done)
+    np.testing.assert_array_equal(tint.x, bowl.x)
+    np.testing.assert_array_equal(tint.y, bowl.y)
+    assert "not computed yet" in tint.hovertemplate and tint.showscale is False
+    assert tuple(fig.layout.xaxis.range) == (X.min(), X.max()) and tuple(fig.layout.yaxis.range) == (Y.min(), Y.max())
+    for figure in (plot.contour(bowl), plot.heatmap(partial), plot.surface(partial)):
+        assert not [t for t in figure.data if t.name == "not computed yet"]
+    (tint,) = [t for t in plot.compare([bowl, partial], kind="contour").data if t.name == "not computed yet"]
+    np.testing.assert_array_equal(np.isfinite(np.asarray(tint.z, dtype=float)), ~done)  # its panel's, the second
+    assert tint.xaxis == "x2"
 
 
 def test_a_partial_surface_is_drawn_in_the_whole_grids_box(bowl):

@@ -15,7 +15,7 @@ from landscape_nb.depth import (
     zoo_name,
 )
 from landscape_nb.plot import depth_figure
-from landscape_nb.plot._common import ABOVE_CAP
+from landscape_nb.plot._common import ABOVE_CAP, NOT_COMPUTED
 
 
 def synthetic_comparison():
@@ -187,7 +187,7 @@ def test_each_panel_shows_its_own_surface_when_one_holds_isolated_points(kind):
     top = fig.layout.coloraxis.cmax
     for row in comp.rows:
         traces = list(fig.select_traces(row=1 if row.skip else 2, col=(20, 56, 110).index(row.depth) + 1))
-        grid, *markers = (t for t in traces if t.name != ABOVE_CAP)
+        grid, *markers = (t for t in traces if t.name not in (ABOVE_CAP, NOT_COMPUTED))
         loss = np.asarray(surfaces[row.name].loss, float)
         want = np.where(np.isfinite(loss), np.minimum(loss, top), np.nan)
         if kind == "contour":  # a contour traces no line from its markers' points (`contour_values`)
@@ -195,7 +195,11 @@ def test_each_panel_shows_its_own_surface_when_one_holds_isolated_points(kind):
                 want[list(t).index(y), list(t).index(x)] = np.nan
         np.testing.assert_array_equal(np.asarray(grid.z, float), want, err_msg=row.name)
         assert {(x, y) for m in markers for x, y in zip(m.x, m.y)} == lone.get(row.name, set()), row.name
-    assert len([t for t in fig.data if t.name != ABOVE_CAP]) == 6 + 2
+    assert len([t for t in fig.data if t.name not in (ABOVE_CAP, NOT_COMPUTED)]) == 6 + 2
+    tints = [t for t in fig.data if t.name == NOT_COMPUTED]  # a contour panel's points not computed yet
+    assert len(tints) == (kind == "contour")
+    for tint in tints:
+        np.testing.assert_array_equal(np.isfinite(np.asarray(tint.z, float)), ~np.isfinite(cancelled))
     (note,) = [a for a in fig.layout.annotations if a.name == "partial"]
     assert note.text.startswith(f"partial: {zoo_name(20, True)}: 1 of {t.size ** 2} points; "
                                 f"{zoo_name(56, True)}: 8 of {t.size ** 2} points diverged")
@@ -213,3 +217,19 @@ def test_planes_on_different_ranges_are_said_above_the_panel_titles():
     (note,) = [a for a in fig.layout.annotations if a.name == "axes differ"]
     assert f"{zoo_name(56, False)}: α ∈ [-0.2, 0.2], β ∈ [-0.2, 0.2]" in note.text.replace("<br>", " ")
     assert note.yshift >= 40 and note.yshift + 18 * (1 + note.text.count("<br>")) <= fig.layout.margin.t / 2
+
+
+def test_trend_reads_a_flat_series_as_not_getting_worse():
+    """Trial s57: minima 1 → 1 and a basin radius 0.60 → 0.60 with skips read "more chaotic with depth" (the test
+    was never better from one depth to the next). Worse now also means worse at the deepest than at the
+    shallowest; naive: the series below, each read by hand."""
+    def row(depth, skip, minima, radius, fraction):
+        return DepthRow(f"d{depth}{skip}", depth, skip, 0.9, 0.1, minima, radius, False, fraction)
+
+    rows = (row(20, True, 1, 0.6, 0.5), row(20, False, 1, 0.6, 0.5), row(56, True, 1, 0.6, 0.7),
+            row(56, False, 3, 0.2, 0.5), row(110, True, 1, 0.6, 0.7), row(110, False, 3, 0.1, float("nan")))
+    trend = DepthComparison(rows, DepthSettings(), {}, {}).trend()
+    assert trend["n_minima"] == {"skip": False, "noskip": True, "noskip_worse_at_deepest": True}  # 1,1,1; 1,3,3
+    assert trend["basin_radius"] == {"skip": False, "noskip": True, "noskip_worse_at_deepest": True}
+    assert trend["nonconvex_fraction"]["skip"] is True  # 0.5, 0.7, 0.7: never better, worse at the deepest
+    assert trend["nonconvex_fraction"]["noskip"] is False  # a NaN

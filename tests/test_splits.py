@@ -308,8 +308,11 @@ def test_split_lines_of_other_directions_are_refused_and_undrawn_splits_and_metr
            (("loss", both.loss), ("accuracy", both.loss), ("top5_accuracy", both.loss))}})
     fig = lnb.plot.line(renamed)
     (note,) = [a.text for a in fig.layout.annotations if a.name == "metrics not drawn"]
-    assert "the splits holdout, test, train, validation are not drawn: plot.line_splits draws them" in \
-        note.replace("<br>", " ")
+    # the train split's loss is drawn, named so (trial s57: "loss" beside "the splits ... are not drawn")
+    assert ("drawn: the train split's loss; not drawn: the splits holdout, test, validation and each split's "
+            "metrics: plot.line_splits draws them") in note.replace("<br>", " ")
+    assert fig.data[0].name == "train loss"
+    np.testing.assert_array_equal(fig.data[0].y, renamed.metrics["train_loss"])
     assert "metric=" not in note
     room = DEFAULT_WIDTH - DEFAULT_MARGIN["l"]
     assert all(text_width(line, CAPTION_FONT) <= room for line in note.split("<br>"))

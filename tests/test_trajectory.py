@@ -635,7 +635,7 @@ def test_animate_checks_the_path_as_pca_contour_does_and_a_bn_data_path_meets_it
         warnings.simplefilter("error")
         fig = lnb.plot.animate(surf, path)
         lnb.plot.pca_contour(surf, path)
-    assert any("largest distance from the plane" in a.text for a in fig.layout.annotations)
+    assert any("farthest from the plane" in a.text for a in fig.layout.annotations)
     np.testing.assert_allclose(path.loss, _naive_bn_recompute_losses(model, states, bn_x[0], cnn_data), rtol=1e-5)
     i, j = int(np.argmin(np.abs(surf.x))), int(np.argmin(np.abs(surf.y)))
     assert path.labels[-1] == "final" and path.loss[-1] == pytest.approx(surf.loss[j, i], rel=1e-5)

@@ -181,4 +181,4 @@ def test_trend_it_reports(comparison):
             values = comparison.series(name, skip)
             better = (lambda a, b: b > a) if name == "basin_radius" else (lambda a, b: b < a)
             assert entry[label] == (not any(better(a, b) for a, b in zip(values, values[1:]))
-                                    and not any(v != v for v in values))
+                                    and not any(v != v for v in values) and better(values[-1], values[0]))

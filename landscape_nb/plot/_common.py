@@ -692,6 +692,10 @@ def surface_contours_drawn(z: np.ndarray) -> bool:
 LONE_POINTS = "points on no drawn cell (a neighbour missing, diverged or not shown)"
 #: the name of the annotation `note_partial` adds
 PARTIAL_NOTE = "partial"
+#: the name of `not_computed_trace`'s tint, and its colour: a partial contour plot's computed cells that no
+#: level crosses looked like those not computed (trial s57)
+NOT_COMPUTED = "not computed yet"
+NOT_COMPUTED_FILL = "rgba(70, 110, 200, 0.14)"
 #: the name of the annotation `note_axes` adds
 AXES_NOTE = "axes differ"
 METRICS_NOTE = "metrics not drawn"  # plot.line's and line_splits' (note_undrawn_metrics)
@@ -844,14 +848,16 @@ def default_metric(metric: str | None, names: Sequence[Sequence[str]]) -> str | 
     return metric
 
 
-def note_undrawn_metrics(fig, metric: str | None, names: Mapping[str, Sequence[str]]) -> None:
+def note_undrawn_metrics(fig, metric: str | None, names: Mapping[str, Sequence[str]],
+                         loss_split: str | None = None) -> None:
     """Say above the plot what of the curves' metrics (``names``: each curve's, by its name) it leaves out:
     where ``metric``, the one drawn after `default_metric`, is on none of them, the metrics they hold (a
     regression's "mae" and "mse" under the default "accuracy" drew the loss alone with no word, s41), and a
     surface's "<split>_loss" metrics as the splits ``plot.line_splits`` draws (they were listed as metrics,
     review s42); where it is on some only, the curves without it (a test split with "r2" where the train one
-    has "mae", trial s42). Wrapped to the figure's width. Nothing where ``metric`` is None (loss only, as
-    asked) or every curve draws it."""
+    has "mae", trial s42). ``loss_split``: the split whose loss is drawn (the others and every split's metrics are
+    not). Wrapped to the figure's width. Nothing where ``metric`` is None (loss only, as asked) or every curve
+    draws it."""
     if metric is None or all(metric in n for n in names.values()):
         return
     shown = as_written  # the user's names, as written (markup in them was drawn, as in the legend's, s52)
@@ -866,7 +872,12 @@ def note_undrawn_metrics(fig, metric: str | None, names: Mapping[str, Sequence[s
         if own:
             parts.append(f"not drawn: {', '.join(map(shown, own))} (pass metric=\"{shown(own[0])}\" to draw one on "
                          "the right axis)")
-        if splits:
+        others = [k for k in splits if k != loss_split]
+        if loss_split in splits:  # its loss drawn, said beside "not drawn" (trial s57: the note read as if none was)
+            parts.append(f"drawn: the {shown(loss_split)} split's loss; not drawn: "
+                         + (f"the split{'s' * (len(others) > 1)} {', '.join(map(shown, others))} and " if others
+                            else "") + "each split's metrics: plot.line_splits draws them")
+        elif splits:
             parts.append(f"the splits {', '.join(map(shown, splits))} are not drawn: plot.line_splits draws them")
         if not parts:
             return
@@ -945,6 +956,19 @@ def contour_values(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=float)
     lone = lone_points(z)
     return np.where(lone, np.nan, z) if lone.any() else z
+
+
+def not_computed_trace(kind: str, surf: Surface):
+    """A contour plot's tint over the points of a partial surface not computed yet (a heatmap, hover "not computed
+    yet"); None for other kinds (a heatmap and a 3D surface draw only what is computed) and complete surfaces.
+    Contour lines alone left a computed tile that no level crosses as blank as one not computed (trial s57)."""
+    done = np.asarray(surf.done_mask, dtype=bool)
+    if kind != "contour" or done.all():
+        return None
+    return go.Heatmap(x=np.asarray(surf.x, float), y=np.asarray(surf.y, float), z=np.where(done, np.nan, 1.0),
+                      name=NOT_COMPUTED, showscale=False, zsmooth=False, hoverongaps=False,
+                      colorscale=[[0.0, NOT_COMPUTED_FILL], [1.0, NOT_COMPUTED_FILL]],
+                      hovertemplate=f"{NOT_COMPUTED}<br>x: %{{x:.4g}}<br>y: %{{y:.4g}}<extra></extra>")
 
 
 def lone_points_trace(kind: str, surf: Surface, z: np.ndarray, zmin, zmax):

@@ -16,10 +16,11 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..errors import LandscapeError, warn_user
-from ..surface import Surface
+from ..surface import Surface, metric_splits
 from ._common import (
     COLORSCALE,
     DEFAULT_WIDTH,
+    PARTIAL_NOTE,
     SURFACE_LEVELS,
     TRAJECTORY_COLORSCALE,
     _above,
@@ -46,6 +47,7 @@ from ._common import (
     line_mode,
     lone_points_trace,
     non_positive_note,
+    not_computed_trace,
     note_axes,
     note_coarse,
     note_partial,
@@ -81,9 +83,18 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     points = grid_points_trace(kind, surf, z, zmin, zmax)
     if points is not None:  # a coarse grid's: what was computed, against what is interpolated
         fig.add_trace(points)
+    tint = not_computed_trace(kind, surf)
+    if tint is not None:  # a partial contour plot's points not computed yet, told from computed ones no line crosses
+        fig.add_trace(tint)
+        fig.update_xaxes(range=[float(np.min(surf.x)), float(np.max(surf.x))])
+        fig.update_yaxes(range=[float(np.min(surf.y)), float(np.max(surf.y))])  # the grid's, not its cells' edges
     fig.update_layout(title=_title(title, surf))
     note_sources(fig, [surf])
     note_partial(fig, surf)
+    if tint is not None:
+        for note in fig.layout.annotations:
+            if getattr(note, "name", None) == PARTIAL_NOTE:
+                note.text += " (tinted: not computed yet)"
     note_coarse(fig, kind, [surf])
     add_plane_models(fig, surf, z if kind == "surface" else None)  # its note above the others
     width, height = plot_area(colorbar=trace.colorbar.title.text or True)
@@ -179,6 +190,7 @@ def line(
     # surface and a dash per quantity (loss solid, metric dashed), named on the axes.
     loss_color, metric_color = palette[0], palette[1]
     labels = curve_labels(surfaces)
+    split = _loss_split(surfaces[0]) if single else None  # a surface over named splits: its loss is one split's
     for k, s in enumerate(surfaces):
         label = labels[k]
         color = palette[k % len(palette)]
@@ -186,7 +198,8 @@ def line(
         loss = _transform(s.loss, log=False, clip=False)
         fig.add_trace(
             go.Scatter(
-                x=x, y=loss, mode=line_mode(loss), name="loss" if single else as_written(f"{label}: loss"),
+                x=x, y=loss, mode=line_mode(loss),
+                name=(f"{as_written(split)} loss" if split else "loss") if single else as_written(f"{label}: loss"),
                 legendgroup=label, line=dict(color=loss_color if single else color),
                 hovertemplate=_line_hover(s, label),
             ),
@@ -227,9 +240,21 @@ def line(
     note_sources(fig, surfaces)
     note_partial(fig, surfaces)
     note_axes(fig, surfaces, labels, overlaid=True)
-    note_undrawn_metrics(fig, metric, dict(zip(labels, names)))
+    note_undrawn_metrics(fig, metric, dict(zip(labels, names)), loss_split=split)
     add_line_models(fig, surfaces, labels, width)
     return fig
+
+
+def _loss_split(surface: Surface) -> str | None:
+    """The split whose loss ``surface.loss`` is, for a surface over named splits (the first: its ``"<split>_loss"``
+    metric holds the same values); None otherwise. plot.line drew it as "loss", beside a note that the splits
+    were not drawn (trial s57)."""
+    splits = metric_splits(surface.metrics)
+    if not splits:
+        return None
+    same = np.array_equal(np.asarray(surface.loss, float), np.asarray(surface.metrics[f"{splits[0]}_loss"], float),
+                          equal_nan=True)
+    return splits[0] if same else None
 
 
 def add_line_models(fig: go.Figure, surfaces: Sequence[Surface], labels: Sequence[str],
@@ -357,6 +382,8 @@ def run_title(surface: Surface, split: str | None = None) -> str:
     precision = prov.get("precision")
     how += f", {precision}" if precision not in (None, "fp32", "fp64") else ""
     label = as_written(prov.get("label", ""))  # a name with <b>..</b> drew bold (trial s47)
+    if "eig_ratio" in surface.metrics:  # an eigen-map's: the CLI's was titled as a loss surface (trial s57)
+        what = f"non-convexity map |λmin/λmax| over {what}"
     return f"{label}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
 
 
@@ -736,8 +763,8 @@ def _check_path_fits(surface: Surface, path: Any) -> None:
 
 
 def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list[str]) -> None:
-    """Above the plot of ``fig``: the checkpoint of ``path`` farthest from the plane, as a share of its offset
-    from the centre model (``distance / norm``), and where every checkpoint is over half off the plane, why that
+    """Above the plot of ``fig``: the checkpoint of ``path`` farthest from the plane, its distance and that as a
+    share of its offset from the centre model (``distance / norm``), and where every checkpoint is over half off the plane, why that
     may be; and how many checkpoints lie outside the grid, where the figure cannot show them (trial s40: 5 of 7,
     each hovering "plane's loss: nan", with no word). Nothing where neither applies."""
     px, py = (_trajectory_field(path, a) for a in "xy")
@@ -759,9 +786,9 @@ def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, no
     """``add_off_plane_note``'s first line: the checkpoint farthest from the plane, and why all may be."""
     far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
     rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
-    worst = int(np.nanargmax(rel))
-    text = (f"largest distance from the plane: {labels[worst]}, {100 * float(rel[worst]):.0f}% of its "
-            "offset from the centre model")
+    worst = int(np.nanargmax(np.abs(np.asarray(distance, float))))  # the farthest, not the largest share: a
+    text = (f"farthest from the plane: {labels[worst]}, {abs(float(np.asarray(distance, float)[worst])):.3g} off it "  # checkpoint
+            f"({100 * float(rel[worst]):.0f}% of its offset from the centre model)")  # 0.001 off was named (s57)
     if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
         text += f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: "
         biasbn = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
@@ -819,8 +846,9 @@ def _trajectory_trace(trajectory: Any) -> go.Scatter:
             share = np.clip(np.abs(distance) / np.where(scale > 0, scale, np.inf), 0.0, 1.0)
         shown = share if share is not None else np.abs(distance)
         top = 1.0 if share is not None else (float(np.nanmax(shown)) if np.isfinite(shown).any() else 0.0)
-        marker.update(
-            size=np.nan_to_num(6 + 12 * (shown / top if top > 0 else np.zeros(n)), nan=6.0),
+        far = float(np.nanmax(np.abs(distance))) if np.isfinite(distance).any() else 0.0  # sized by the distance
+        marker.update(  # itself: a checkpoint by the centre, 0.001 off yet 95 % of its offset, drew as large (s57)
+            size=np.nan_to_num(6 + 12 * (np.abs(distance) / far if far > 0 else np.zeros(n)), nan=6.0),
             color=shown, colorscale=TRAJECTORY_COLORSCALE, cmin=0.0, cmax=top if top > 0 else 1.0,
             showscale=True,
             colorbar=dict(
@@ -1074,6 +1102,11 @@ def compare(
         points = grid_points_trace(kind, s, z, zmin, zmax)
         if points is not None:
             fig.add_trace(points, row=1, col=k + 1)
+        tint = not_computed_trace(kind, s)
+        if tint is not None:  # a partial contour panel's points not computed yet (`_single_grid_figure`)
+            fig.add_trace(tint, row=1, col=k + 1)
+            fig.update_xaxes(range=[float(np.min(s.x)), float(np.max(s.x))], row=1, col=k + 1)
+            fig.update_yaxes(range=[float(np.min(s.y)), float(np.max(s.y))], row=1, col=k + 1)
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
             scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h,
