@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import landscape_nb as lnb
 from landscape_nb import LandscapeError, zoo
 from landscape_nb.zoo import Registry, Training, training
 
@@ -336,3 +337,20 @@ def test_warmup_schedule_rises_linearly_then_decays_as_a_cosine():
 def test_warmup_must_leave_epochs_to_decay(warmup):
     with pytest.raises(LandscapeError, match=f"warmup_epochs={warmup} with n_epochs=3"):
         Training("sgd", lr=0.1, batch_size=8, n_epochs=3, warmup_epochs=warmup)
+
+
+def test_a_zoo_models_surfaces_are_labelled_with_its_name():
+    """Trial s57: plot.compare of resnet20-digits and resnet20-noskip-digits titled both panels "ResNet" (the
+    class), and the small- and large-batch lines were "MLP" and "MLP (2)". A zoo model's surfaces carry its
+    name, a minimizer's with its key; a name= given still wins, and a model of one's own keeps its class."""
+    ex = lnb.zoo.load("mlp-digits")
+    small = ex.minimizers["small-batch"]
+    data = (ex.test[0][:64], ex.test[1][:64])
+    surfaces = [lnb.compute_surface(m, data, lnb.random_directions(m, n=1, seed=0), x=(-1, 1, 3))
+                for m in (ex.model, small)]
+    assert [s.provenance["label"] for s in surfaces] == ["mlp-digits", "mlp-digits small-batch"]
+    assert [t.name for t in lnb.plot.line(surfaces).data][::2] == ["mlp-digits: loss", "mlp-digits small-batch: loss"]
+    named = lnb.compute_surface(small, data, lnb.random_directions(small, n=1, seed=0), x=(-1, 1, 3), name="sb")
+    assert named.provenance["label"] == "sb"
+    own = torch.nn.Linear(64, 10)
+    assert lnb.compute_surface(own, data, lnb.random_directions(own, n=1), x=(-1, 1, 3)).provenance["label"] == "Linear"
