@@ -319,3 +319,16 @@ def test_split_lines_of_other_directions_are_refused_and_undrawn_splits_and_metr
 
     fig = lnb.plot.line([train, same])
     assert [t.name for t in fig.data][::2] == ["Sequential: loss", "Sequential (2): loss"]
+
+
+def test_line_splits_marks_a_lines_two_models_and_gives_its_metric_axis_round_ticks():
+    """Trial s57: line_splits of the small- to large-batch line drew no stars at the two models (plot.line does)
+    and its accuracy axis, synced to the loss's grid, read 0.7496, 0.7828, ... The models are marked at 0 and 1
+    on the first split's loss (naive: its values there), and the metric axis picks its own ticks."""
+    a, b = make_mlp(0), make_mlp(1)
+    surf = lnb.interpolation_surface(a, b, _splits(), x=(-0.5, 1.5, 9))
+    fig = lnb.plot.line_splits(surf)
+    (models,) = [t for t in fig.data if t.name == "models"]
+    np.testing.assert_array_equal(models.x, [0.0, 1.0])
+    np.testing.assert_allclose(models.y, surf.metrics["train_loss"][[2, 6]])
+    assert fig.layout.yaxis2.tickmode == "auto"

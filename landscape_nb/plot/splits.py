@@ -213,11 +213,15 @@ def line_splits(
     fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False,
                      title_font_color=LOSS_COLOR, tickfont_color=LOSS_COLOR)
     if any(t.yaxis == "y2" for t in fig.data):
-        fig.update_yaxes(title_text=as_written(metric), secondary_y=True, showgrid=False,
-                         title_font_color=METRIC_COLOR, tickfont_color=METRIC_COLOR)
+        fig.update_yaxes(title_text=as_written(metric), secondary_y=True, showgrid=False, tickmode="auto",
+                         title_font_color=METRIC_COLOR, tickfont_color=METRIC_COLOR)  # its own round ticks: synced
+        # to the loss's grid they read 0.7496, 0.7828, ... (trial s57)
     fig.update_layout(title=_title(title, first), hovermode="x unified")
     surfaces = [surface] if isinstance(surface, Surface) else list(surface.values())
     note_partial(fig, surfaces)
     note_sources(fig, surfaces)
     note_undrawn_metrics(fig, metric, names)
+    from .figures import add_line_models  # the models at 0 and 1 of a line between them, as plot.line marks them
+
+    add_line_models(fig, [first], [str(first.provenance.get("label", ""))])  # on the first split's loss (s57)
     return fig
