@@ -14,6 +14,7 @@ from landscape_nb.depth import (
     summarize,
     zoo_name,
 )
+from landscape_nb import plot
 from landscape_nb.plot import depth_figure
 from landscape_nb.plot._common import ABOVE_CAP, NOT_COMPUTED
 
@@ -233,3 +234,18 @@ def test_trend_reads_a_flat_series_as_not_getting_worse():
     assert trend["basin_radius"] == {"skip": False, "noskip": True, "noskip_worse_at_deepest": True}
     assert trend["nonconvex_fraction"]["skip"] is True  # 0.5, 0.7, 0.7: never better, worse at the deepest
     assert trend["nonconvex_fraction"]["noskip"] is False  # a NaN
+
+
+def test_a_3d_depth_figures_panels_keep_their_axes_titles_and_z_ticks():
+    """Trial s57: depth_figure(kind="surface") copied compare's traces but not its scenes' axes, so each 3D panel
+    said "x" and "y" and plotly's own z ticks ran into them. Every panel's scene has compare's axes."""
+    comp = synthetic_comparison()
+    fig = depth_figure(comp, kind="surface")
+    surfaces = [comp.surfaces[zoo_name(d, s)] for s in (True, False) for d in (20, 56, 110)]
+    shared = plot.compare(surfaces, kind="surface")
+    for n in range(1, 7):
+        ours, theirs = fig.layout["scene" if n == 1 else f"scene{n}"], shared.layout["scene" if n == 1 else f"scene{n}"]
+        for axis in ("xaxis", "yaxis", "zaxis"):
+            assert ours[axis].title.text == theirs[axis].title.text, (n, axis)
+            assert ours[axis].tickvals == theirs[axis].tickvals, (n, axis)
+        assert ours.xaxis.title.text  # not plotly's "x"

@@ -115,6 +115,11 @@ def depth_figure(comparison, *, kind: str = "contour", levels: int = 25, log: bo
         # by panel, not by position: a panel can hold a second trace, its isolated points' markers (trial s35)
         for trace in shared.select_traces(row=1, col=k + 1):
             fig.add_trace(trace, row=i_row, col=i_col)
+        if not flat:  # compare's scene axes (titles, z ticks): the panels' own said "x" and "y" (trial s57)
+            theirs = shared.layout["scene" if k == 0 else f"scene{k + 1}"]
+            n = (i_row - 1) * n_cols + i_col
+            fig.layout["scene" if n == 1 else f"scene{n}"].update(xaxis=theirs.xaxis, yaxis=theirs.yaxis,
+                                                                   zaxis=theirs.zaxis)
         if flat:
             fig.update_xaxes(title_text=None if shared_x else x_titles[row.name], row=i_row, col=i_col,
                              ticks="outside")
