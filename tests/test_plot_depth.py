@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from landscape_nb import LandscapeError, Surface
+from landscape_nb import LandscapeError, Surface, plot
 from landscape_nb.depth import (
     DepthComparison,
     DepthRow,
@@ -14,7 +14,6 @@ from landscape_nb.depth import (
     summarize,
     zoo_name,
 )
-from landscape_nb import plot
 from landscape_nb.plot import depth_figure
 from landscape_nb.plot._common import ABOVE_CAP, NOT_COMPUTED
 
