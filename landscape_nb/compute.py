@@ -275,7 +275,8 @@ def compute_surface(
     device : str, optional
         Evaluate there (default: the model's device).
     name : str, optional
-        Label of the surface in figures (``provenance["label"]``).
+        Label of the surface in figures (``provenance["label"]``). Default: a zoo model's name
+        ("resnet20-digits", a minimizer's "mlp-digits small-batch"), else the model's class name.
     provenance : dict, optional
         What the run cannot tell by itself, kept in the surface's provenance and its store, e.g.
         ``{"split": "train"}`` (figure titles say the split; `plot.figures.run_title`). Keys are str, values
