@@ -835,9 +835,6 @@ class Evaluator(SpeedChoices):
         if self.device != model_device(model):
             model = copy.deepcopy(model).to(self.device)
         self.model = model  # channels_last=True: its 2D convolution weights only inside a session (put back after)
-        # w0 before any call: the checks' forwards may write weights (nn.Embedding(max_norm=...), a clamp_ in
-        # forward), and every point was computed around the weights they left (trial s57)
-        self._given = flatten(model, layout)
         # the probe passes below leave no trace in the model; their checks (BN folding, the shared first
         # layer) compare two forms of the model in fp32, where TF32's ~1e-3 output error would refuse them
         with restoring(model), self._precision(tf32=False):
@@ -846,6 +843,10 @@ class Evaluator(SpeedChoices):
     def _setup(self, data, bn_data, metrics, directions: torch.Tensor, layout: ParamLayout) -> None:
         """Data, loss, metrics and the speed choices known before any point (``__init__``'s body)."""
         settings = self.settings
+        # w0 before any call, the model held (`restoring`: another thread's run moves the weights until it ends): the
+        # checks' forwards may write weights (nn.Embedding(max_norm=...), a clamp_ in forward), and every point was
+        # computed around the weights they left (trial s57)
+        self._given = flatten(self.model, layout)
         attributes = StateSnapshot(self.model)  # before its first call (statecheck: the checks in _validate)
         self._prepare_data(data, bn_data)  # chooses the loss: not called yet
         #: a target value a loss function gives no gradient (``probe_targets``) and its class weights

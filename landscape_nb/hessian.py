@@ -30,6 +30,7 @@ so ≈ 26 s per point with two runs, about half that with one. Use coarse grids,
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import time
@@ -258,7 +259,9 @@ class HessianOperator:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.params[0].dtype
+        """The least precise of the parameters' dtypes, which bounds the products' precision (the first's: a
+        float64 scalar registered before bf16 layers drew a spectrum 4x too narrow, no bf16 warning, re-trial s57)."""
+        return max((p.dtype for p in self.params), key=lambda t: torch.finfo(t).eps)
 
     def _loss(self, xb, yb) -> torch.Tensor:
         return self.loss_fn(call_model(self.model, xb), yb).reshape(())  # a one-element (1,) loss as a scalar
@@ -337,7 +340,8 @@ class HessianOperator:
 
     def _product(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(H v, loss)``, both float64, not counted in ``n_products``."""
-        parts = [p.to(dtype=self.dtype) for p in self.layout.split(v.reshape(-1).to(self.params[0].device))]
+        parts = [u.to(dtype=p.dtype) for u, p in zip(self.layout.split(v.reshape(-1).to(self.params[0].device)),
+                                                     self.params)]  # each its own parameter's dtype
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.params[0].device)
         loss_total = total.new_zeros(())  # the model held: another thread's compute_surface moved the weights under
         with holding(self.model), second_order_formulas():  # it (s35)
@@ -669,6 +673,20 @@ def _check_rank(op: HessianOperator, rank: int, what: str, example: str) -> None
                              f"{op.n_params} eigenvalues; expected at most {op.n_params}, e.g. {example}")
 
 
+def _weights_put_back(fn):
+    """``fn(model, ...)`` with the model's weights, buffers and modes put back after it (`params.restoring`): a forward
+    that writes its own weights (nn.Embedding(max_norm=...), a clamp_ in forward) left them written, where the
+    README says every computation restores them (re-trial s57)."""
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        if not isinstance(model, nn.Module):  # refused inside, in its words
+            return fn(model, *args, **kwargs)
+        with restoring(model):
+            return fn(model, *args, **kwargs)
+    return wrapper
+
+
+@_weights_put_back
 def hessian_eigenvalues(model: nn.Module, data, loss_fn=None, *, k: int = 1, which: str = "both",
                         tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
                         max_samples: int | None = None, batch_size: int | None = None,
@@ -797,6 +815,7 @@ def _parse_which(which) -> list[tuple[str, int]]:
     return out
 
 
+@_weights_put_back
 def hessian_directions(model: nn.Module, data, which=("max", "min"), *, loss_fn=None, tol: float = 1e-3,
                        max_iter: int | None = None, seed: int = 0, max_samples: int | None = None,
                        batch_size: int | None = None, target_key: str | int | None = "labels",
@@ -1008,6 +1027,7 @@ class TraceEstimate:
         return self.value
 
 
+@_weights_put_back
 def hessian_trace(model: nn.Module, data, loss_fn=None, *, n_samples: int = 64, seed: int = 0,
                   max_samples: int | None = None, batch_size: int | None = None,
                   target_key: str | int | None = "labels", progress: bool = False) -> TraceEstimate:
@@ -1127,8 +1147,9 @@ class HessianEvaluator:
         self.tol, self.max_iter, self.seed, self.ratio = float(tol), max_iter, int(seed), ratio
         # the Hessian of the trainable parameters, wherever the directions move the point: directions that
         # also move buffers (BN statistics) or frozen parameters failed on their lack of requires_grad
-        self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches,
-                                  layout=ParamLayout.of(base.model))
+        with restoring(base.model):  # its first forward may write the weights (re-trial s57: left written)
+            self.op = HessianOperator(base.model, loss_fn=base.loss_fn, batches=base.batches,
+                                      layout=ParamLayout.of(base.model))
 
     @property
     def metric_names(self) -> list[str]:

@@ -2001,3 +2001,25 @@ def test_the_provenance_says_which_of_several_outputs_the_default_loss_read():
         assert surf.loss[1] == pytest.approx(float(_ce(model(x)[0], y)), rel=1e-6)
     plain = lnb.compute_surface(model.lin, (x, y), lnb.random_directions(model.lin, n=1, seed=0), x=(-1, 1, 3))
     assert plain.provenance["data"]["loss"] == "cross-entropy on the logits (default)"
+
+
+def test_the_hessian_functions_put_back_weights_a_forward_writes():
+    """Re-trial s57: hessian_eigenvalues, hessian_directions, hessian_trace, hessian_spectrum and eigen_map left a
+    model that clips its weight in forward with the weight clipped (0.2 off), where every computation restores the
+    model bit-identically; a later surface was then centred elsewhere."""
+    torch.manual_seed(0)
+    model = _ClampedInForward()
+    x, y = torch.randn(N, 6, generator=gen(41)), torch.randint(0, 3, (N,), generator=gen(42))
+    given = copy.deepcopy(model.state_dict())
+    d = lnb.random_directions(model, n=2, seed=0)
+    calls = {"hessian_eigenvalues": lambda: lnb.hessian_eigenvalues(model, (x, y)),
+             "hessian_directions": lambda: lnb.hessian_directions(model, (x, y)),
+             "hessian_trace": lambda: lnb.hessian_trace(model, (x, y), n_samples=2),
+             "hessian_spectrum": lambda: lnb.hessian_spectrum(model, (x, y), n_probes=1, n_steps=4),
+             "eigen_map": lambda: lnb.eigen_map(model, (x, y), d, x=(-1, 1, 2), y=(-1, 1, 2))}
+    assert float((model.a.weight - model.a.weight.clamp(-0.2, 0.2)).abs().max()) > 0.1  # a forward writes it
+    for name, call in calls.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call()
+        assert all(torch.equal(given[k], v) for k, v in model.state_dict().items()), name

@@ -235,6 +235,20 @@ def test_the_width_floor_is_the_precision_of_the_products_not_of_a_frozen_parame
     assert np.nanmax(spec.ritz_values) == pytest.approx(c, rel=1e-6)
     assert spec.sigma == pytest.approx(2 * torch.finfo(torch.float32).eps * c, rel=1e-5)
 
+    class Mixed(nn.Module):  # re-trial s57: a trainable float64 scalar registered first, float32 weights after
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones((), dtype=torch.float64))
+            self.w = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x.expand(1, 4) * self.w * self.scale.float()
+
+    from landscape_nb.hessian import HessianOperator
+
+    op = HessianOperator(Mixed(), (torch.ones(1, 1), torch.zeros(1)), loss_fn=loss)
+    assert op.dtype == torch.float32  # the least precise: its products' precision (it took the first's, float64)
+
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("c, spread", [(1e-4, 0.0), (1.0, 1500.0), (1.0, 1e5), (1e6, 50.0)])
