@@ -693,6 +693,41 @@ def loss_name(loss_fn) -> str:
     return f"{getattr(loss_fn, '__module__', '') or type(loss_fn).__module__}.{name}"
 
 
+def _parts(tree, name: str) -> list[tuple[str, object, torch.Tensor]]:
+    """``(expression, key, tensor)`` for each tensor one level into ``tree`` as user code reaches it: ``out['k']``,
+    ``out[i]``, ``out.field`` (a dataclass's, an output object's), or ``out`` for a tensor."""
+    if isinstance(tree, torch.Tensor):
+        return [(name, None, tree)]
+    if isinstance(tree, Mapping):
+        items = [(f"{name}[{k!r}]", k, v) for k, v in tree.items()]
+    elif isinstance(tree, (tuple, list)):
+        items = [(f"{name}[{i}]", i, v) for i, v in enumerate(tree)]
+    else:
+        fields = vars(tree) if hasattr(tree, "__dict__") else {}
+        items = [(f"{name}.{k}", k, v) for k, v in fields.items() if not k.startswith("_")]
+    return [(e, k, v) for e, k, v in items if isinstance(v, torch.Tensor)]
+
+
+def _accuracy_lambda(outputs, targets) -> tuple[str, str]:
+    """``(lambda, words after it)``: the accuracy to pass for outputs and targets of several tensors
+    (`accuracy_problem`): the pair of a tensor of
+    class indices and the logits that fit it (more classes than its largest index, of its length), where exactly
+    one pair fits or one shares its key; else a template with LOGITS and LABELS to fill in, which cannot run as a
+    wrong accuracy (re-trial s57: out[0], a regression head, scored 0.35 against the labels)."""
+    labels = [(e, k, t) for e, k, t in _parts(targets, "y")
+              if not t.is_floating_point() and t.dtype != torch.bool and t.ndim == 1 and t.numel()]
+    logits = [(e, k, t) for e, k, t in _parts(outputs, "out") if t.is_floating_point() and t.ndim == 2
+              and t.shape[1] >= 2]
+    pairs = [(le, oe, lk == ok) for le, lk, lt in labels for oe, ok, ot in logits
+             if ot.shape[0] == lt.shape[0] and int(lt.min()) >= 0 and int(lt.max()) < ot.shape[1]]
+    named = [p for p in pairs if p[2]]
+    if len(pairs) == 1 or len(named) == 1:
+        target, out, _ = (named or pairs)[0]
+        return f"lambda out, y: ({out}.argmax(1) == {target}).float().mean()", ""
+    return ("lambda out, y: (out[LOGITS].argmax(1) == y[LABELS]).float().mean()",
+            " with LOGITS and LABELS where your model puts the logits and your data the class indices")
+
+
 def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = False) -> str | None:
     """Why the argmax accuracy (`accuracy`) means nothing for ``outputs`` and ``targets`` as their shapes and
     types show; None where it applies. ``named``: ``metrics="accuracy"`` asked for it, which also takes
@@ -703,29 +738,17 @@ def accuracy_problem(outputs, targets: torch.Tensor | None, *, named: bool = Fal
     if targets is None:
         return NO_TARGETS
     if not isinstance(targets, torch.Tensor):  # (labels, sample weights), a multi-task dict: crashed here (trial s46)
-        key = None
-        if isinstance(targets, Mapping):  # a multi-task dict: a key of class indices, in the outputs too (trial s57)
-            indices = [k for k, t in targets.items() if isinstance(t, torch.Tensor) and not t.is_floating_point()]
-            shared = [k for k in targets if isinstance(outputs, Mapping) and k in outputs]
-            key = next((k for k in indices if k in shared), None) or next(iter(shared + indices), None) or next(
-                iter(targets), "key")
-        first = "y[0]" if isinstance(targets, (tuple, list)) else f"y[{key!r}]" if isinstance(
-            targets, Mapping) else "y.labels"
-        out = (f"out[{key!r}]" if isinstance(outputs, Mapping) and key in outputs else
-               logits_expr(outputs) if logits is not None else
-               f"out[{next(iter(outputs), 'logits')!r}]" if isinstance(outputs, Mapping) else
-               "out[0]" if isinstance(outputs, (tuple, list)) else "out")
+        lam, tail = _accuracy_lambda(outputs, targets)
         return (f"the targets are {describe(targets, few=True)}, not one tensor of class indices, so which of them the logits "
-                f"predict is not known; pass metrics= naming it, e.g. {{'accuracy': lambda out, y: "
-                f"({out}.argmax(1) == {first}).float().mean()}}")
+                f"predict is not known; pass metrics= naming it, e.g. {{'accuracy': {lam}}}{tail}")
     zero_one = bool(((targets == 0) | (targets == 1)).all())
     if logits is None:
         if targets.is_floating_point() and not zero_one:  # a regression's, whatever its outputs (trial s41)
             return NOT_CLASS_INDICES
         if ambiguous_logits(outputs):  # a tuple or dict of outputs (trial s38)
+            lam, tail = _accuracy_lambda(outputs, targets)  # the one that fits, or a template (re-trial s57)
             return (f"several tensors could be the logits in the outputs ({describe(outputs, few=True)}); pass metrics= to name "
-                    "them, e.g. metrics={'accuracy': lambda out, y: (out[0].argmax(1) == y).float().mean()} with the "
-                    "logits' index or key")
+                    f"them, e.g. metrics={{'accuracy': {lam}}}{tail}")
         return f"no logits found in the outputs ({describe(outputs, few=True)}); pass metrics= to name them"
     shape, got = _n_first(tuple(logits.shape)), _n_first(tuple(targets.shape))
     several = logits.ndim >= 2 and logits.shape[1] >= 2

@@ -2023,3 +2023,44 @@ def test_the_hessian_functions_put_back_weights_a_forward_writes():
             warnings.simplefilter("ignore")
             call()
         assert all(torch.equal(given[k], v) for k, v in model.state_dict().items()), name
+
+
+class _RegThenLogits(nn.Module):
+    """(a regression head, the logits): the first output is not the logits."""
+
+    def __init__(self, same_shape=False):
+        super().__init__()
+        self.c, self.r, self.same_shape = nn.Linear(6, 4), nn.Linear(6, 1), same_shape
+
+    def forward(self, x):
+        r = self.r(x)
+        return (r.expand(-1, 4) * 1.0 if self.same_shape else r.squeeze(-1)), self.c(x)
+
+
+def test_the_accuracy_told_for_several_outputs_scores_the_logits_or_is_a_template():
+    """Re-trial s57: a (regression, logits) model with dict or tuple targets was told out[0]..., which ran and
+    scored the regression head (0.35). The suggestion pairs the class indices with the logits that fit them (naive:
+    the accuracy of the classification head), and where two heads fit alike it is a template that cannot run."""
+    torch.manual_seed(0)
+    x = torch.randn(N, 6, generator=gen(51))
+    labels, reg = torch.randint(0, 4, (N,), generator=gen(52)), torch.randn(N, generator=gen(53))
+
+    def loss(o, t):
+        return F.cross_entropy(o[1], t["cls"] if isinstance(t, dict) else t[1])
+
+    for model, targets in ((_RegThenLogits(), {"reg": reg, "cls": labels}), (_RegThenLogits(), (reg, labels))):
+        d = lnb.random_directions(model, n=1, seed=0)
+        with pytest.warns(UserWarning, match="accuracy skipped") as caught:
+            lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), loss_fn=loss)
+        said = next(str(w.message) for w in caught if "accuracy skipped" in str(w.message))
+        metrics = eval(re.search(r"e\.g\. (\{.*\})$", said)[1], {"torch": torch})
+        surf = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), loss_fn=loss, metrics=metrics)
+        for i, a in enumerate((-1.0, 0.0, 1.0)):
+            with torch.no_grad():
+                naive = float((perturbed(model, d, a)(x)[1].argmax(1) == labels).float().mean())
+            assert surf.metrics["accuracy"][i] == pytest.approx(naive, abs=1e-9), said
+    alike = _RegThenLogits(same_shape=True)  # two (N, 4) heads, targets by name: which is the logits is not known
+    with pytest.warns(UserWarning, match=r"e\.g\. \{'accuracy': lambda out, y: \(out\[LOGITS\]\.argmax\(1\) == "
+                                         r"y\[LABELS\]\)\.float\(\)\.mean\(\)\} with LOGITS and LABELS where"):
+        lnb.compute_surface(alike, (x, {"reg": reg, "cls": labels}), lnb.random_directions(alike, n=1, seed=0),
+                            x=(-1, 1, 3), loss_fn=loss)
