@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -18,9 +19,10 @@ from .errors import LandscapeError, warn_user
 
 #: keys of ``provenance["data"]`` saying the model's outputs (`statecheck.random_outputs_note`), or the loss or
 #: a metric (`statecheck.random_values_note`), sample at random: every point is another draw
-#: the attribute a model may carry its name in (the zoo's: "resnet20-digits", "mlp-digits small-batch"), the label
-#: of its surfaces where no ``name=`` is given (two ResNets compared were both titled "ResNet", trial s57)
-MODEL_NAME = "_landscape_nb_name"
+#: the zoo's models by object, with their names ("resnet20-digits", "mlp-digits small-batch"): the label of their
+#: surfaces where no ``name=`` is given (two ResNets compared were both titled "ResNet", trial s57). By object, not
+#: an attribute: a copy moved elsewhere (copy.deepcopy) is no longer the zoo's model (re-trial s57)
+MODEL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 RANDOM_OUTPUTS = "random outputs"
 RANDOM_VALUES = "random loss"
 #: key of ``provenance["data"]``: the values are weighted means over batches (of the size it holds), not the whole

@@ -352,5 +352,9 @@ def test_a_zoo_models_surfaces_are_labelled_with_its_name():
     assert [t.name for t in lnb.plot.line(surfaces).data][::2] == ["mlp-digits: loss", "mlp-digits small-batch: loss"]
     named = lnb.compute_surface(small, data, lnb.random_directions(small, n=1, seed=0), x=(-1, 1, 3), name="sb")
     assert named.provenance["label"] == "sb"
+    import copy
+
+    moved = copy.deepcopy(ex.model)  # a copy is the user's own now, whatever they do to it (re-trial s57)
+    assert lnb.compute_surface(moved, data, lnb.random_directions(moved, n=1), x=(-1, 1, 3)).provenance["label"] == "MLP"
     own = torch.nn.Linear(64, 10)
     assert lnb.compute_surface(own, data, lnb.random_directions(own, n=1), x=(-1, 1, 3)).provenance["label"] == "Linear"

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..surface import MODEL_NAME
+from ..surface import MODEL_NAMES
 from . import _cache
 from ._registry import Registry, ZooEntry
 from .data import Split
@@ -215,12 +215,12 @@ def _example(
     test_split: Split,
 ) -> Example:
     model.load_state_dict(weights.final)
-    setattr(model, MODEL_NAME, name)  # its surfaces' label where no name= is given (not the class's "ResNet")
+    MODEL_NAMES[model] = name  # its surfaces' label where no name= is given (not the class's "ResNet")
     minimizers = {}
     for key, state in weights.minimizers.items():
         minimizers[key] = initial_model(recipe)
         minimizers[key].load_state_dict(state)
-        setattr(minimizers[key], MODEL_NAME, f"{name} {key}")
+        MODEL_NAMES[minimizers[key]] = f"{name} {key}"
     return Example(
         name=name,
         description=registry.entry(name).description,
