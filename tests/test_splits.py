@@ -313,6 +313,10 @@ def test_split_lines_of_other_directions_are_refused_and_undrawn_splits_and_metr
             "metrics: plot.line_splits draws them") in note.replace("<br>", " ")
     assert fig.data[0].name == "train loss"
     np.testing.assert_array_equal(fig.data[0].y, renamed.metrics["train_loss"])
+    two = lnb.plot.line([renamed, renamed])  # several: each curve's split named too (re-trial s57)
+    assert [t.name for t in two.data if t.name.endswith("loss")] == ["surface 0: train loss", "surface 1: train loss"]
+    (note,) = [a.text for a in two.layout.annotations if a.name == "metrics not drawn"]
+    assert note.replace("<br>", " ").startswith("drawn: the train split's loss; not drawn: the splits holdout, test")
     assert "metric=" not in note
     room = DEFAULT_WIDTH - DEFAULT_MARGIN["l"]
     assert all(text_width(line, CAPTION_FONT) <= room for line in note.split("<br>"))

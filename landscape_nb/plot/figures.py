@@ -190,7 +190,8 @@ def line(
     # surface and a dash per quantity (loss solid, metric dashed), named on the axes.
     loss_color, metric_color = palette[0], palette[1]
     labels = curve_labels(surfaces)
-    split = _loss_split(surfaces[0]) if single else None  # a surface over named splits: its loss is one split's
+    drawn = {_loss_split(s) for s in surfaces}  # surfaces over named splits: each loss is one split's
+    split = next(iter(drawn)) if len(drawn) == 1 else None
     for k, s in enumerate(surfaces):
         label = labels[k]
         color = palette[k % len(palette)]
@@ -199,7 +200,8 @@ def line(
         fig.add_trace(
             go.Scatter(
                 x=x, y=loss, mode=line_mode(loss),
-                name=(f"{as_written(split)} loss" if split else "loss") if single else as_written(f"{label}: loss"),
+                name=(f"{as_written(split)} loss" if split else "loss") if single else
+                as_written(f"{label}: {split} loss" if split else f"{label}: loss"),
                 legendgroup=label, line=dict(color=loss_color if single else color),
                 hovertemplate=_line_hover(s, label),
             ),
