@@ -1256,6 +1256,10 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
 
     title = figure_json(html.read_text())["layout"]["title"]["text"]  # not a loss surface's (trial s57)
     assert title.startswith("my_models:make: non-convexity map |λmin/λmax| over random (filter-normalized) "), title
+    loss_of = tmp_path / "loss.html"  # its loss drawn: titled as a loss surface, not as the ratio map (re-trial s57)
+    assert main(["plot", str(store), "--html", str(loss_of), "--kind", "contour"]) == 0
+    title = figure_json(loss_of.read_text())["layout"]["title"]["text"]
+    assert title.startswith("my_models:make: random (filter-normalized) directions"), title
     out = tmp_path / "p.html"
     assert main(["plot", str(store), "--html", str(out)]) == 0  # an eigen-map store draws as one by default
     assert '"type":"heatmap"' in out.read_text().replace(" ", "")
@@ -1264,6 +1268,8 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
                  "--html", str(line_html)]) == 0
     page = line_html.read_text()
     assert '"text":"Hessian eigenvalue"' in page and '"name":"\\u03bbmin"' in page
+    assert figure_json(page)["layout"]["title"]["text"].startswith("my_models:make: Hessian eigenvalues λmax and λmin "
+                                                                   "along random")
     capsys.readouterr()
     for argv, message in [
         (["--quantity", "hessian", "--grid", "3x3x3"],

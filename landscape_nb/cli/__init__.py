@@ -278,7 +278,6 @@ def write_exports(surf, args, name: str) -> None:
     default test); ``--vtk`` is ``export_vtk``, its height log10 of the loss with ``--log``."""
     from ..plot._common import non_positive_range
     from ..plot.export import export_html, export_vtk
-    from ..plot.figures import run_title
     from ..reference import save_reference_surface
 
     def h5():
@@ -304,8 +303,7 @@ def write_exports(surf, args, name: str) -> None:
         print(f"wrote {export_vtk(surf, args.vtk, log=args.log)}")
 
     def html():
-        figure = figure_for(surf, args.kind, log_scale=args.log, title=run_title(surf),
-                            clip=parse_clip(args.clip))
+        figure = figure_for(surf, args.kind, log_scale=args.log, clip=parse_clip(args.clip))  # run_title's
         print(f"wrote {export_html(figure, args.html)}")
 
     # each output on its own: one refused (an --h5 of losses below 0, a --clip below every loss) keeps the others
@@ -387,12 +385,15 @@ def check_clip_kind(kind: str, clip) -> None:
 
 
 def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str | None = None, clip=None):
+    """The HTML figure of ``surface`` for ``--kind`` (None: the surface's default), titled ``title`` or, by default,
+    by `plot.figures.run_title` for the kind drawn."""
     from .. import plot
     from ..surface import metric_splits
 
     path = plot.figures.provenance_path(surface)  # a PCA plane's training path, each checkpoint by its file
     kind = check_kind(kind, surface.ndim, eigen="eig_ratio" in surface.metrics, log=log_scale, path=path is not None)
     check_clip_kind(kind, clip)
+    title = plot.figures.run_title(surface, drawn=kind) if title is None else title  # an eigen-map drawn as one
     if kind == "contour" and path is not None:  # the PCA plane's training path on it (Li et al. 2018, Fig. 9)
         return plot.pca_contour(surface, path, log=log_scale, title=title, clip=clip)
     if kind == "eigen_map":
@@ -885,10 +886,8 @@ def cmd_plot(args) -> int:
         if source.is_file():
             raise LandscapeError(f"{args.store!r} is a file but not a surface file of the reference implementation "
                                  "(.h5); expected a landscape store directory (--store) or a reference .h5 file")
-        from ..plot.figures import run_title
-
         surf = load_surface(source)
-        title = run_title(surf)
+        title = None  # run_title's, for the kind drawn (figure_for)
     files = argparse.Namespace(html=None, h5=args.h5, vtk=args.vtk, log=args.log, kind=None, clip=None,
                                split=args.split or _reference_split(surf, args), from_plot=True,
                                volume=f"the 3D store {args.store}")

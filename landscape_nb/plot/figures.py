@@ -351,14 +351,15 @@ TITLE_WORDS = {"interpolate": ("the line between two models", "the line between 
                "hessian": ("the top Hessian eigenvector", "the plane of the extreme Hessian eigenvectors")}
 
 
-def run_title(surface: Surface, split: str | None = None) -> str:
+def run_title(surface: Surface, split: str | None = None, drawn: str | None = None) -> str:
     """A title that says which run a figure shows: model, directions (random ones with their normalization,
     whether they were orthogonalized after it and whether biases and BatchNorm moved too; the other schemes'
     line or plane, `TITLE_WORDS`), their seed where it picks them, the split (``split``, else
     ``provenance["split"]``) and the subset of its samples where one was taken, how BatchNorm was evaluated
     where not in eval mode and the precision where not fp32, and the grid, e.g. "mlp-digits: random
     (filter-normalized) directions, seed 7, train split (500 of 1437 samples), 81×61 points". Two runs that
-    differ in any of these (a test and a train surface, several-fold apart) were titled alike."""
+    differ in any of these (a test and a train surface, several-fold apart) were titled alike. An eigen-map drawn
+    as one (``drawn`` None or ``"eigen_map"``: the CLI's kind) says so."""
     from ..directions import how_made
 
     prov = surface.provenance
@@ -384,8 +385,10 @@ def run_title(surface: Surface, split: str | None = None) -> str:
     precision = prov.get("precision")
     how += f", {precision}" if precision not in (None, "fp32", "fp64") else ""
     label = as_written(prov.get("label", ""))  # a name with <b>..</b> drew bold (trial s47)
-    if "eig_ratio" in surface.metrics:  # an eigen-map's: the CLI's was titled as a loss surface (trial s57)
-        what = f"non-convexity map |λmin/λmax| over {what}"
+    if "eig_ratio" in surface.metrics and drawn in (None, "eigen_map"):  # ``drawn``: the figure's kind; an
+        # eigen-map's was titled as a loss surface (trial s57), and its loss drawn as a ratio map (re-trial s57)
+        what = (f"non-convexity map |λmin/λmax| over {what}" if surface.loss.ndim >= 2 else
+                f"Hessian eigenvalues λmax and λmin along {what}")
     return f"{label}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
 
 
