@@ -320,6 +320,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
                                  "factor over it to define a range: use another loss_fn or set x=/y= by hand")
         target = rise * centre
         searches = [Crossing(centre, target, max_distance, tol) for _ in range(2 * n)]
+        moved = False  # whether any point's loss differs from the centre's
         while True:  # one round: every pair still searching proposes one distance
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
@@ -329,8 +330,15 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
                 break
             for j, f in zip(np.flatnonzero(open_), losses(open_, dist)):
                 searches[j].observe(float(dist[j]), float(f))
+                moved = moved or float(f) != centre
     ranges = tuple((-searches[2 * k].crossing(), searches[2 * k + 1].crossing()) for k in range(n))
     flags = tuple((searches[2 * k].reached, searches[2 * k + 1].reached) for k in range(n))
+    if not moved:  # ±max_distance "not reached" read as a basin wider than any range (re-trial s57)
+        warn_user(f"landscape_nb.auto_range: the loss is {centre:.6g} at every point evaluated, out to ±{max_distance:g} "
+                  "along every direction, to the last bit: the model's outputs do not depend on the weights the "
+                  "directions move (a forward that reads a copy of them, cached or detached on an earlier call, or "
+                  "other tensors than its registered parameters), so no range shows a landscape; check that "
+                  "model(x) changes when those weights do")
     nan = tuple((searches[2 * k].undefined, searches[2 * k + 1].undefined) for k in range(n))
     if any(any(sides) for sides in nan):
         warn_user(

@@ -1944,6 +1944,13 @@ def test_a_plane_flat_to_the_last_bit_is_said_to_be():
         moving = lnb.compute_surface(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None),
                                      x=(-1, 1, 3), y=(-1, 1, 3))
     assert np.unique(moving.loss).size == 9
+    with pytest.warns(UserWarning, match=r"auto_range: the loss is \S+ at every point evaluated, out to ±10 along "
+                                         r"every direction, to the last bit"):  # not reached: no basin (re-trial s57)
+        flat = lnb.auto_range(model, (x, y), lnb.random_directions(model, n=2, seed=0))
+    assert flat.reached == ((False, False), (False, False))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*to the last bit")
+        lnb.auto_range(model, (x, y), lnb.random_directions(model, n=2, seed=0, ignore=None))
 
 
 class _TwoTasks(nn.Module):
