@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError, is_int, one_line, user_frame, warn_user
-from .trees import tree_leaves, tree_map
+from .trees import likely_target_key, tree_leaves, tree_map
 
 RULES = ("pair", "last", "key", "inputs")
 
@@ -222,8 +222,9 @@ def keywords_hint(xb, rule: str, target_key, model=None) -> str:
     if not isinstance(xb, Mapping):
         return ""
     if rule == "inputs":
+        likely = likely_target_key(xb)
         return (f"; the dict has no targets entry (target_key={target_key!r}), so all of {list(xb)} went to the "
-                "model as keywords: name the targets with target_key=")
+                "model as keywords: name the targets with target_key=" + (repr(likely) if likely else ""))
     try:
         params = list(inspect.signature(model.forward).parameters.values())
     except (AttributeError, TypeError, ValueError):
@@ -328,7 +329,7 @@ def _rule_of(tree, target_key, targets_needed: bool = True) -> tuple[str, Any]:
     if isinstance(tree, Mapping) and target_key is not None and target_key in tree:
         return "key", target_key
     if isinstance(tree, Mapping) and isinstance(target_key, str) and target_key != "labels" and targets_needed:
-        likely = next((k for k in ("labels", "label", "targets", "target", "y") if k in tree), None)
+        likely = likely_target_key(tree)
         raise LandscapeError(  # a key named on purpose: not a model's own loss, which the default falls back to
             f"target_key={target_key!r}, but the dict batches hold the keys {list(tree)}; expected the key of the "
             "targets among them" + (f", e.g. target_key={likely!r}" if likely else "")

@@ -1138,7 +1138,8 @@ class Evaluator(SpeedChoices):
                         self.notes[PROBABILITY_OUTPUTS] = probabilities
                 elif type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):  # every sample's label, not 8
                     refuse_class_range(self.loss_fn, out, self._data.split()[1])
-                check_mean_loss(self.loss_fn, out, yb)
+                check_mean_loss(self.loss_fn, out, yb, list(self._data.tree) if isinstance(self._data.tree, Mapping)
+                                else None)
         check_padding(self.model, self._data, self.loss_fn, self._split)
         ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
         weight = getattr(self.loss_fn, "weight", None)

@@ -173,7 +173,8 @@ class HessianOperator:
                 probabilities = probability_outputs_note(out)
                 if probabilities:
                     warn_user(f"landscape_nb: {probabilities}")
-            check_mean_loss(loss_fn, out, yb)  # a scalar mean: a sum would follow batch_size
+            check_mean_loss(loss_fn, out, yb, list(ev.tree) if isinstance(ev.tree, Mapping) else None)  # a scalar
+            # mean: a sum would follow batch_size
             # a function's hidden ignore_index and class weights: the targets its batches' means are over
             every = ev.split()[1]
             probed = ((probe_targets(loss_fn, out, yb, every).ignored, class_weights(loss_fn, out, yb, every))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .errors import LandscapeError, one_line
-from .trees import tensor_leaves
+from .trees import likely_target_key, tensor_leaves
 
 
 def unwrap_compiled(fn):
@@ -119,8 +119,7 @@ class DefaultLoss:
                "return (model, data, loss_fn))")
         logits = find_logits(outputs)
         if targets is None:
-            likely = next((k for k in ("label", "labels", "targets", "target", "y", "class", "classes")
-                           if k in (keys or ())), None)
+            likely = likely_target_key(keys or ())
             held = (f"the dict batches hold the keys {list(keys)}, none of them 'labels' (target_key's default), so "
                     "every key went to the model as inputs" + (f" (target_key={likely!r} reads the targets from "
                                                                 f"{likely!r}); else " if likely else "; ")
@@ -528,7 +527,7 @@ def refuse_class_range(loss_fn, outputs, targets) -> None:
         raise LandscapeError(f"loss_fn ({type(loss_fn).__name__}) cannot take these targets: {hint}")
 
 
-def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
+def check_mean_loss(loss_fn, outputs, targets, keys: list | None = None) -> torch.Tensor:
     """``loss_fn(outputs, targets)`` on a first small batch, checked to be what every value computed from it
     takes it to be: a scalar mean over the batch. Returns it.
 
@@ -578,10 +577,14 @@ def check_mean_loss(loss_fn, outputs, targets) -> torch.Tensor:
                     f"cross-entropy over {_n_first(tuple(logits.shape))} logits takes one index a sample, shape (N,): "
                     "pass y.squeeze(1) (or y.reshape(-1))") from exc
             if targets is None:  # (X,) or TensorDataset(X): read as a blame of the user's loss (trial s39)
+                likely = likely_target_key(keys or ())  # ``keys``: a dict batch's, said (re-trial s57)
+                held = (f"; the dict batches hold the keys {list(keys)}, none of them the targets' target_key, so every "
+                        "key went to the model" + (f" (target_key={likely!r} reads the targets from {likely!r})"
+                                                   if likely else "") if keys else "")
                 raise LandscapeError(
                     f"{failed}: the data carry no targets (inputs alone: a 1-tuple, a TensorDataset of one tensor, "
-                    "or batches without a target entry), so loss_fn got targets=None; pass (inputs, targets), e.g. "
-                    "(X, X) for an autoencoder's reconstruction loss, or a loss_fn that takes targets=None") from exc
+                    f"or batches without a target entry), so loss_fn got targets=None{held}; pass (inputs, targets), "
+                    "e.g. (X, X) for an autoencoder's reconstruction loss, or a loss_fn that takes targets=None") from exc
             raise LandscapeError(
                 f"{failed}; expected a callable (outputs, targets) -> scalar mean loss "
                 "that takes the model's outputs as they are (e.g. out.logits for a ModelOutput)"

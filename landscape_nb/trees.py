@@ -47,3 +47,16 @@ def tensor_leaves(tree) -> list[torch.Tensor]:
 
 
 __all__ = ["tree_map", "tree_leaves", "tensor_leaves"]
+
+
+#: the names a dict batch's targets go by, lower-cased (`likely_target_key`)
+TARGET_NAMES = ("labels", "label", "targets", "target", "y", "label_ids", "class", "classes", "cls", "gt",
+                "ground_truth", "answer", "answers")
+
+
+def likely_target_key(keys) -> str | None:
+    """The key among ``keys`` (a dict batch's) that likely holds its targets: the first of `TARGET_NAMES` present,
+    in any case ("Label", "Y"); None where none is. Named where the targets were not found under ``target_key``
+    (re-trial s57: "Y", "label_ids", "gt" and "cls" were never suggested)."""
+    by_name = {str(k).lower(): k for k in keys if isinstance(k, str)}
+    return next((by_name[n] for n in TARGET_NAMES if n in by_name), None)

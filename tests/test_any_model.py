@@ -1036,8 +1036,16 @@ def test_target_key_and_dict_without_labels():
                                              r"'labels' \(target_key's default\), so every key went to the model as "
                                              r"inputs \(target_key='label' reads the targets from 'label'\)"):
         lnb.compute_surface(k, {"feats": x, "label": t}, lnb.random_directions(k, n=1), x=(-1, 1, 3))
-    with pytest.raises(LandscapeError, match=r"hold the keys \['feats', 'cls'\], .* as inputs; pass \(inputs"):
+    with pytest.raises(LandscapeError, match=r"hold the keys \['feats', 'cls'\], .* as inputs \(target_key='cls' "):
         lnb.hessian_eigenvalues(k, {"feats": x, "cls": t}, k=1)
+    # with a loss_fn of one's own, and a forward without **kwargs: the keys, and the one that reads as targets in any
+    # case (re-trial s57: named neither, and "Y", "gt", "cls" were never suggested)
+    with pytest.raises(LandscapeError, match=r"loss_fn got targets=None; the dict batches hold the keys \['feats', "
+                                             r"'Label'\], .*\(target_key='Label' reads the targets from 'Label'\)"):
+        lnb.compute_surface(k, {"feats": x, "Label": t}, lnb.random_directions(k, n=1), x=(-1, 1, 3), loss_fn=_ce)
+    with pytest.raises(LandscapeError, match=r"so all of \['feats', 'gt'\] went to the model as keywords: name the "
+                                             r"targets with target_key='gt'"):
+        lnb.compute_surface(m, {"feats": x, "gt": t}, d, x=(-1, 1, 3))
 
 
 def test_a_targets_position_in_tuples_is_used_for_pairs_too_and_out_of_range_is_refused():
