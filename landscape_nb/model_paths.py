@@ -16,8 +16,8 @@ from torch import nn
 
 from .directions import DEPENDENT_TOL, Directions, _cosines, _max_offdiag, vector_dtype
 from .errors import LandscapeError, check_choice, warn_user
-from .params import (ParamLayout, check_finite, flatten, float_state_buffers, match_state_keys, unwrap_model,
-                     variance_buffers)
+from .params import (ParamLayout, check_finite, check_materialized, flatten, float_state_buffers, match_state_keys,
+                     unwrap_model, variance_buffers)
 from .spec import centre_of, tensors_sketch
 
 
@@ -75,6 +75,7 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
                    if isinstance(m, (str, os.PathLike)) else "pass the model object itself")
             raise LandscapeError(f"{name} is a {type(m).__name__}; expected a torch.nn.Module of {names[0]}'s "
                                  f"architecture: {fix}")
+        check_materialized(m, name)  # a lazy one: torch's "Can't access the shape" (re-trial s57)
         _check_same_architecture(models[0], m, names[0], name, include_buffers)
     differ = _differing_frozen(models)
     params = dict(models[0].named_parameters())

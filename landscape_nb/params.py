@@ -34,7 +34,7 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
-def check_materialized(model: nn.Module) -> None:
+def check_materialized(model: nn.Module, who: str = "the model") -> None:
     """Raise ``LandscapeError`` if a parameter or buffer of ``model`` is on the meta device (a shape, no values), or
     a lazy module's is not initialized yet (no shape: torch's "Can't access the shape of an uninitialized
     parameter" came from the weights' layout, trial s57)."""
@@ -43,9 +43,9 @@ def check_materialized(model: nn.Module) -> None:
             if nn.parameter.is_lazy(t):
                 owner = model.get_submodule(pname.rpartition(".")[0]) if "." in pname else model
                 raise LandscapeError(
-                    f"the model's {what} {pname!r} ({type(owner).__name__}) is not initialized yet: a lazy module "
-                    "takes its shape from its first input; expected initialized weights: run the model once on a "
-                    "batch of your data first (model(x), under torch.no_grad()), then make the directions")
+                    f"{who}'s {what} {pname!r} ({type(owner).__name__}) is not initialized yet: a lazy module takes "
+                    "its shape from its first input; expected initialized weights: run the model once on a batch of "
+                    "your data first (model(x), under torch.no_grad())")
             if t.is_meta:
                 raise LandscapeError(
                     f"the model's {what} {pname!r} is on the meta device (shape only, no values); "

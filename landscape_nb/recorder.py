@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import LandscapeError, warn_user
-from .params import to_numpy
+from .params import check_materialized, to_numpy
 
 STORE_FORMAT = "landscape_nb.trajectory/1"
 
@@ -100,6 +100,7 @@ class TrajectoryRecorder:
             raise LandscapeError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise LandscapeError(f"every={every!r}; expected an integer ≥ 1 (record every that many steps)")
+        check_materialized(model)  # a lazy module: torch's ValueError from state_dict() (re-trial s57)
         self.model, self.every, self.n_steps = model, int(every), 0
         self._steps: list[int] = []
         self._memory: list[dict[str, torch.Tensor]] = []

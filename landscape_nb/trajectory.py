@@ -35,7 +35,14 @@ from torch import nn
 
 from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice, one_line, warn_user
-from .params import ParamLayout, check_finite, match_state_keys, to_numpy, unwrap_model
+from .params import (
+    ParamLayout,
+    check_finite,
+    check_materialized,
+    match_state_keys,
+    to_numpy,
+    unwrap_model,
+)
 from .spec import _callable_fingerprint, centre_of, made_around
 
 CHUNK_BYTES = 1 << 21  # float64 bytes of one (n_checkpoints × slice) block in the streamed passes
@@ -155,6 +162,7 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
     out = []
     for k, item in enumerate(trajectory, start=first):
         if isinstance(item, nn.Module):
+            check_materialized(item, f"checkpoint {k}")  # a lazy one: torch's error (re-trial s57)
             out.append(item.state_dict())
         elif isinstance(item, (str, Path)):
             if not str(item).strip():  # Path("") is "." : read as "a directory"
