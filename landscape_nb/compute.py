@@ -675,7 +675,7 @@ def _warn_if_flat(surface: Surface, d: Directions, who: str) -> None:
     if values.size < 3 or not np.isfinite(values).all() or (values != values.flat[0]).any() \
             or not bool(d.vectors.ne(0).any(1).all()):
         return
-    warn_user(f"{who}: the loss is {values.flat[0]:.6g} at every one of the {values.size} points computed, to the "
+    warn_user(f"{who}: the loss is {values.flat[0] + 0.0:.6g} at every one of the {values.size} points computed, to the "
               "last bit, so the figure is flat: either the model's outputs do not depend on the weights the "
               "directions move (a forward that reads a copy of them, cached or detached on an earlier call, or "
               "other tensors than its registered parameters), or the loss is saturated there (e.g. 0 where every "
