@@ -345,7 +345,9 @@ class Surface:
         Surface
             A 2D surface: ``loss`` and metrics of shape (n_b, n_a) for the two remaining
             axes a, b; ``done``, ``spec`` and ``provenance`` carried over, the axis labels
-            moved with their axes, and ``provenance["slice"] = {"axis", "index", "value"}``.
+            moved with their axes, ``provenance["slice"] = {"axis", "index", "value"}``, and where the volume has
+            no ``provenance["title"]``, one its figures show ("the plane γ = 0.5 of a volume (the model, at γ = 0,
+            is not on it)").
 
         Raises
         ------
@@ -393,9 +395,14 @@ class Surface:
         take = lambda a: np.take(np.asarray(a), index, axis=dim)  # noqa: E731
         kept = [a for a in ("x", "y", "z") if a != axis]
         labels = {"x": self.x_label, "y": self.y_label, "z": self.z_label}
+        at = float(coords[index])
         prov = {**self.provenance, "x_label": labels[kept[0]], "y_label": labels[kept[1]],
-                "slice": {"axis": axis, "index": index, "value": float(coords[index])}}
+                "slice": {"axis": axis, "index": index, "value": at}}
         prov.pop("z_label", None)
+        if "title" not in prov:  # its figures say which plane (trial s57: a plane at γ = 0.5 looked like the model's)
+            symbol = (str(labels[axis] or "").split(" ") or [""])[0] or axis
+            prov["title"] = (f"the plane {symbol} = {at:g} of a volume"
+                             + ("" if at == 0 else f" (the model, at {symbol} = 0, is not on it)"))
         return Surface(x=np.asarray(getattr(self, kept[0])), y=np.asarray(getattr(self, kept[1])),
                        loss=take(self.loss), metrics={k: take(v) for k, v in self.metrics.items()},
                        done=None if self.done is None else take(self.done), spec=dict(self.spec), provenance=prov)
@@ -416,6 +423,13 @@ class Surface:
         if self.ndim == 3:
             raise LandscapeError("sharpness() of a 3D surface; take a plane first, e.g. "
                                  "surf.slice(axis='z', value=0).sharpness()")
+        cut = self.provenance.get("slice")
+        if isinstance(cut, Mapping) and cut.get("value") not in (None, 0, 0.0):  # its centre is not the model (trial
+            axis, value = cut.get("axis", "z"), float(cut["value"])  # s57: read around (0, 0, 0.5), no word)
+            raise LandscapeError(
+                f"sharpness() of the plane {axis} = {value:g} of a volume: its centre (0, 0) is not the model, which "
+                f"sits at {axis} = 0, so the loss increase and curvature there are another point's; expected the "
+                f"plane through the model: volume.slice(axis={axis!r}, value=0).sharpness()")
         return _sharpness.sharpness(self, radius)
 
     def topology(self, threshold: float | None = None):

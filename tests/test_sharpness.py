@@ -241,3 +241,24 @@ def test_a_one_sided_curvature_is_the_naive_one_and_said_so():
         warnings.simplefilter("error")
         c = Surface(centred, None, np.array([1.251, 0.001, 1.376])).sharpness(radius=0.5)["x"]
     assert c.curvature == pytest.approx((1.251 - 2 * 0.001 + 1.376) / 0.5 ** 2)
+
+
+def test_a_volumes_plane_off_the_model_refuses_sharpness_and_its_figure_says_which_plane():
+    """Trial s57: vol.slice("z", value=0.5).sharpness() read the increase and curvature around (0, 0, 0.5), not the
+    model, with no word, and the slice's contour had no title. The plane through the model reads its own (naive:
+    L(x, y, 0) = x² + y² + 1 has increase r² and curvature 2), another plane is refused, and each is titled."""
+    from landscape_nb import LandscapeError, plot
+
+    t, z = np.linspace(-1, 1, 5), np.linspace(0, 1, 3)
+    vol = Surface(t, t, t[None, None, :] ** 2 + t[None, :, None] ** 2 + z[:, None, None] + 1, z=z,
+                  provenance={"z_label": "γ (random direction 3)"})
+    at_model = vol.slice("z", value=0.0)
+    s = at_model.sharpness(radius=0.5)["x"]
+    assert (s.centre_loss, s.increase) == (pytest.approx(1.0), pytest.approx(0.25))
+    assert s.curvature == pytest.approx(2.0)
+    assert plot.contour(at_model).layout.title.text == "the plane γ = 0 of a volume"
+    off = vol.slice("z", value=0.5)
+    with pytest.raises(LandscapeError, match=r"sharpness\(\) of the plane z = 0.5 of a volume: its centre \(0, 0\) is "
+                                             r"not the model.*volume.slice\(axis='z', value=0\).sharpness\(\)"):
+        off.sharpness()
+    assert plot.contour(off).layout.title.text == "the plane γ = 0.5 of a volume (the model, at γ = 0, is not on it)"
