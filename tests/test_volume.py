@@ -419,3 +419,17 @@ def test_clip_places_the_outermost_isosurface_at_the_cap_as_the_cli_s_clip_says(
         lnb.plot.volume(vol, upper=0.9, clip=5.0)
     with pytest.raises(LandscapeError, match=r"clip=0.5 is at or below every value"):
         lnb.plot.volume(vol, clip=0.5)
+
+
+def test_a_volumes_colour_bar_says_where_its_shells_stop():
+    """Trial s57: plot.volume's shells stop at the median (upper=0.5) with the colour bar titled "loss" alone, over
+    0..1.04 where the values reached 8.54. It says where they stop and how many points lie above (naive: counted
+    from the values), as the planes' capped colour bars do; shells over every value say nothing more."""
+    t = np.linspace(-1, 1, 5)
+    loss = 3 * (t[None, None, :] ** 2 + t[None, :, None] ** 2 + t[:, None, None] ** 2)
+    vol = Surface(t, t, loss, z=t)
+    top = float(np.quantile(loss, 0.5))
+    title = lnb.plot.volume(vol).data[0].colorbar.title.text
+    assert title == (f"loss<br>(shells up to {top:.4g}:<br>{int((loss > top).sum())} of {loss.size} points<br>above, "
+                     f"up to {loss.max():.3g})")
+    assert lnb.plot.volume(vol, upper=1.0).data[0].colorbar.title.text == "loss"

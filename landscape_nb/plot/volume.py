@@ -220,6 +220,10 @@ def volume(
     flat = np.where(np.isfinite(values), values, hi + (hi - lo) + 1.0).ravel()
     x, y, z = _points(surf)
     label = _axis_label(log, name)
+    shown = values[np.isfinite(values)]
+    if shown.size and float(shown.max()) > top:  # the shells stop at ``top``: said, as the planes' capped colour bars
+        above = int((shown > top).sum())  # say it (trial s57: "loss" over 0..1.04, values up to 8.54)
+        label += f"<br>(shells up to {top:.4g}:<br>{above} of {shown.size} points<br>above, up to {float(shown.max()):.3g})"
     common = dict(
         x=x, y=y, z=z, value=flat, isomin=lo + 0.02 * (top - lo), isomax=top, surface_count=int(levels),
         colorscale=COLORSCALE, cmin=lo, cmax=top, colorbar=dict(title=dict(text=label)),
