@@ -161,6 +161,13 @@ def test_paths_names_each_profile_with_its_barrier():
 
     assert [tr.name for tr in plot.paths(Curve()).data] == names
 
+    class Chain:  # another curve between the same models: its straight line to float32's rounding (trial s57: drawn
+        profile = Surface(t, None, 1 + 0.1 * np.sin(np.pi * t), provenance={"label": "polygonal chain"})  # twice)
+        line_profile = Surface(t, None, line.loss * (1 + 2.5e-7), provenance={"label": "straight line"})
+
+    names = [tr.name for tr in plot.paths([Curve(), Chain()]).data]
+    assert [n.split(",")[0] for n in names] == ["straight line", "Bézier curve", "polygonal chain"]
+
 
 def test_the_loss_axis_of_paths_keeps_each_barrier_and_caps_only_the_extrapolation():
     """The automatic cap of plot.line stopped the axis at 0.3788 while the straight line peaked at 0.863, the
