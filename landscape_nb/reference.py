@@ -643,6 +643,11 @@ def save_reference_surface(surface: Surface, path, *, split: str | None = None, 
             "marks points not computed with -1 and reads every negative value so: shift the loss to be "
             "non-negative, or keep it in landscape_nb's own store"
         )
+    zeros = int(np.sum(done & (loss == 0)))
+    if zeros:  # the reference's scheduler takes vals <= 0 as to be computed (trial s57: written as they were)
+        warn_user(f"landscape_nb: save_reference_surface: {zeros} computed point(s) have a loss of exactly 0, which "
+                  "the reference's plot_surface.py (its scheduler: values <= 0) reads as not computed and would "
+                  "compute again if it resumes the file; landscape_nb reads them back as computed")
     names = {"loss": f"{split}_loss", "accuracy": f"{split}_acc",
              f"{other}_loss": f"{other}_loss", f"{other}_accuracy": f"{other}_acc",
              **_EIGEN_WRITTEN}

@@ -858,3 +858,21 @@ def test_a_file_read_as_its_test_split_is_written_back_as_test_by_default(tmp_pa
     with pytest.raises(LandscapeError, match=r"the surface's loss is the test split's, its train split this metric: "
                                              r"pass split='test'"):
         lnb.save_reference_surface(surf, tmp_path / "train.h5", split="train")
+
+
+def test_a_loss_of_exactly_0_is_written_with_a_word_on_how_the_reference_reads_it(tmp_path):
+    """Trial s57: the reference's scheduler takes values <= 0 as not computed, so a computed loss of exactly 0 would
+    be computed again by its plot_surface.py; written as it is, with a warning, and read back as computed."""
+    import h5py
+
+    x = np.linspace(-1, 1, 3)
+    loss = np.array([0.0, 0.5, 0.0])
+    with pytest.warns(UserWarning, match=r"2 computed point\(s\) have a loss of exactly 0, which the reference's "
+                                         r"plot_surface.py \(its scheduler: values <= 0\) reads as not computed"):
+        lnb.save_reference_surface(lnb.Surface(x, None, loss), tmp_path / "zero.h5")
+    with h5py.File(tmp_path / "zero.h5") as f:
+        np.testing.assert_array_equal(f["train_loss"][()], loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = lnb.load_reference_surface(tmp_path / "zero.h5")
+    assert back.done_mask.all() and np.array_equal(back.loss, loss)
