@@ -1262,3 +1262,17 @@ def test_a_label_holding_markup_is_measured_as_shown_and_the_metrics_note_shows_
     curve = Surface(x, None, 1 + x ** 2, metrics={"<b>mae</b>": 0 * x, "<i>r2</i>": 0 * x})
     note = " ".join(str(a.text) for a in plot.line(curve).layout.annotations)
     assert "not drawn: &lt;b&gt;mae&lt;/b&gt;, &lt;i&gt;r2&lt;/i&gt;" in note and "<b>" not in note
+
+
+def test_compare_tells_panels_of_one_model_apart_by_default(bowl):
+    """Trial s57: filter-normalized and raw planes of two models were four panels all titled "mlp-digits". Titles
+    alike say how their random directions were made where that differs, else are numbered; distinct ones stay."""
+    def made(norm, label):
+        return Surface(x=bowl.x, y=bowl.y, loss=bowl.loss,
+                       provenance={"label": label, "scheme": "random", "directions": {"norm": norm}})
+
+    fig = plot.compare([made("filter", "m"), made("none", "m"), made("filter", "m"), made("filter", "n")],
+                       kind="contour")
+    titles = [a.text for a in fig.layout.annotations][:4]  # make_subplots' subplot titles come first
+    assert titles == ["m (filter-normalized)", "m (raw)", "m (filter-normalized) (2)", "n"]
+    assert [a.text for a in plot.compare([made("filter", "a"), made("none", "b")]).layout.annotations][:2] == ["a", "b"]

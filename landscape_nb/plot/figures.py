@@ -351,6 +351,26 @@ TITLE_WORDS = {"interpolate": ("the line between two models", "the line between 
                "hessian": ("the top Hessian eigenvector", "the plane of the extreme Hessian eigenvectors")}
 
 
+def _panel_titles(surfaces: Sequence[Surface]) -> list[str]:
+    """`compare`'s default panel titles: each surface's ``provenance["title"]`` or ``["label"]`` (plain text), those
+    alike told apart by how their random directions were made ("mlp-digits (raw)"), else numbered from their
+    second on (trial s57: four panels, filter-normalized and raw planes of two models, all titled "mlp-digits")."""
+    from ..directions import how_made
+
+    titles = [as_written(s.provenance.get("title", s.provenance.get("label", f"surface {k}")))
+              for k, s in enumerate(surfaces)]
+    made = [how_made(s.provenance.get("directions") or {}) if str(s.provenance.get("scheme", "")).startswith("random")
+            else "" for s in surfaces]
+    told = [f"{t} ({m})" if m and len({made[j] for j, u in enumerate(titles) if u == t}) > 1 else t
+            for t, m in zip(titles, made)]
+    seen: dict[str, int] = {}
+    out = []
+    for t in told:
+        seen[t] = seen.get(t, 0) + 1
+        out.append(t if seen[t] == 1 else f"{t} ({seen[t]})")
+    return out
+
+
 def run_title(surface: Surface, split: str | None = None, drawn: str | None = None) -> str:
     """A title that says which run a figure shows: model, directions (random ones with their normalization,
     whether they were orthogonalized after it and whether biases and BatchNorm moved too; the other schemes'
@@ -1048,10 +1068,7 @@ def compare(
     refuse_log_of_non_positive(log, [s.loss for s in surfaces], "plot.compare")
     n = len(surfaces)
     if titles is None:
-        titles = [  # names of the user's, plain text (titles given are taken as markup)
-            as_written(s.provenance.get("title", s.provenance.get("label", f"surface {k}")))
-            for k, s in enumerate(surfaces)
-        ]
+        titles = _panel_titles(surfaces)
     titles = list(titles)
     if len(titles) != n:
         raise LandscapeError(
