@@ -316,7 +316,7 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
         centre = float(ev.evaluate(np.zeros((1, n)))[0, 0])
         n_points += 1
         if not (math.isfinite(centre) and centre > 0):
-            raise LandscapeError(f"the loss at the centre is {centre!r}; expected a positive finite loss for a "
+            raise LandscapeError(f"the loss at the centre is {centre + 0.0!r}; expected a positive finite loss for a "
                                  "factor over it to define a range: use another loss_fn or set x=/y= by hand")
         target = rise * centre
         searches = [Crossing(centre, target, max_distance, tol) for _ in range(2 * n)]
@@ -330,12 +330,13 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
                 break
             for j, f in zip(np.flatnonzero(open_), losses(open_, dist)):
                 searches[j].observe(float(dist[j]), float(f))
-                moved = moved or float(f) != centre
+                moved = moved or abs(float(f) - centre) > 1e-6 * abs(centre)  # float32's rounding far out (2.4e-7
+                # at ±10) is no landscape (re-trial s57)
     ranges = tuple((-searches[2 * k].crossing(), searches[2 * k + 1].crossing()) for k in range(n))
     flags = tuple((searches[2 * k].reached, searches[2 * k + 1].reached) for k in range(n))
     if not moved:  # ±max_distance "not reached" read as a basin wider than any range (re-trial s57)
         warn_user(f"landscape_nb.auto_range: the loss is {centre:.6g} at every point evaluated, out to ±{max_distance:g} "
-                  "along every direction, to the last bit: the model's outputs do not depend on the weights the "
+                  "along every direction, to 1e-6 of it: the model's outputs do not depend on the weights the "
                   "directions move (a forward that reads a copy of them, cached or detached on an earlier call, or "
                   "other tensors than its registered parameters), so no range shows a landscape; check that "
                   "model(x) changes when those weights do")

@@ -56,8 +56,8 @@ from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
 from .metrics import (DefaultLoss, OwnLoss, batch_denominator, check_mean_loss, class_weights, describe,
                       probability_outputs_note, probe_targets, unwrap_compiled)
-from .params import (ParamLayout, check_finite, eval_mode, holding, model_device, model_dtype, restoring,
-                     unwrap_model)
+from .params import (ParamLayout, check_finite, check_materialized, eval_mode, holding, model_device, model_dtype,
+                     restoring, unwrap_model)
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          random_outputs_note, run_checking_inputs)
 from .spec import centre_of
@@ -682,7 +682,8 @@ def _weights_put_back(fn):
     def wrapper(model, *args, **kwargs):
         if not isinstance(model, nn.Module):  # refused inside, in its words
             return fn(model, *args, **kwargs)
-        with restoring(model):
+        check_materialized(unwrap_model(model))  # a lazy module: in words, before the snapshot's clone (re-trial
+        with restoring(model):  # s57: torch's "Attempted to use an uninitialized parameter")
             return fn(model, *args, **kwargs)
     return wrapper
 

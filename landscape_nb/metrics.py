@@ -715,13 +715,14 @@ def _accuracy_lambda(outputs, targets) -> tuple[str, str]:
     """``(lambda, words after it)``: the accuracy to pass for outputs and targets of several tensors
     (`accuracy_problem`): the pair of a tensor of
     class indices and the logits that fit it (more classes than its largest index, of its length), where exactly
-    one pair fits or one shares its key; else a template with LOGITS and LABELS to fill in, which cannot run as a
+    one pair fits or one shares its (str) key; else a template with LOGITS and LABELS to fill in, which cannot run as a
     wrong accuracy (re-trial s57: out[0], a regression head, scored 0.35 against the labels)."""
     labels = [(e, k, t) for e, k, t in _parts(targets, "y")
               if not t.is_floating_point() and t.dtype != torch.bool and t.ndim == 1 and t.numel()]
     logits = [(e, k, t) for e, k, t in _parts(outputs, "out") if t.is_floating_point() and t.ndim == 2
               and t.shape[1] >= 2]
-    pairs = [(le, oe, lk == ok) for le, lk, lt in labels for oe, ok, ot in logits
+    pairs = [(le, oe, isinstance(lk, str) and lk == ok) for le, lk, lt in labels for oe, ok, ot in logits  # a key
+             # shared by name only: the i-th output is not the i-th target's head (re-trial s57)
              if ot.shape[0] == lt.shape[0] and int(lt.min()) >= 0 and int(lt.max()) < ot.shape[1]]
     named = [p for p in pairs if p[2]]
     if len(pairs) == 1 or len(named) == 1:

@@ -65,6 +65,8 @@ def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: st
     check_choice("frozen", frozen, ("include", "refuse"))
     models = [unwrap_model(m) for m in models]
     names = [f"model {n}" for n in (names or "abcdefghijklmnopqrstuvwxyz"[:len(models)])]
+    if isinstance(models[0], nn.Module):
+        check_materialized(models[0], names[0])  # named as the path's first (re-trial s57: "the model's")
     ParamLayout.of(models[0], include_buffers=include_buffers)  # refuses a non-module before it is read
     for m, name in zip(models[1:], names[1:]):
         if not isinstance(m, nn.Module):  # a state dict or a path was refused with no way to it (trial s35)

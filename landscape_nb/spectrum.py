@@ -187,10 +187,12 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
               max_samples: int | None, batch_size: int | None, target_key: str | int | None = "labels") -> dict:
     """One probe's quadrature; module level so Dask can pickle it (one task per probe)."""
     from .hessian import HessianOperator, user_errors
-    from .params import restoring
+    from .params import check_materialized, restoring
 
     # said where the caller is: a Dask worker's stayed in its log (trial s34: a model sampling at random); weights
     # a forward writes put back (re-trial s57)
+    if isinstance(model, nn.Module):
+        check_materialized(model)  # a lazy module: in words, before restoring's clone (re-trial s57)
     kept = restoring(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
     with recording_warnings([]) as said, kept:
         op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,

@@ -429,7 +429,8 @@ class Surface:
             raise LandscapeError(
                 f"sharpness() of the plane {axis} = {value:g} of a volume: its centre (0, 0) is not the model, which "
                 f"sits at {axis} = 0, so the loss increase and curvature there are another point's; expected the "
-                f"plane through the model: volume.slice(axis={axis!r}, value=0).sharpness()")
+                f"plane through the model: volume.slice(axis={axis!r}, value=0).sharpness(), of a volume whose {axis} "
+                "grid holds 0")
         return _sharpness.sharpness(self, radius)
 
     def topology(self, threshold: float | None = None):

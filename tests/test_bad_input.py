@@ -2268,10 +2268,13 @@ def test_a_model_failing_on_part_of_a_line_names_the_failing_points_and_keeps_th
 def test_a_lazy_module_anywhere_is_refused_naming_which_model():
     """Re-trial s57: a lazy module as the second or third model of a path, a checkpoint of a trajectory or the
     model of a TrajectoryRecorder gave torch's "Can't access the shape of an uninitialized parameter"."""
-    ready, lazy = nn.Sequential(nn.Linear(5, 3)), nn.Sequential(nn.LazyLinear(3))
+    ready, lazy = nn.Sequential(nn.Linear(6, 3)), nn.Sequential(nn.LazyLinear(3))
     for call, who in ((lambda: lnb.interpolation_direction(ready, lazy), "model b"),
                       (lambda: lnb.plane_directions(ready, ready, lazy), "model c"),
                       (lambda: lnb.pca_directions([ready, lazy, ready], final=ready, n=1), "checkpoint 1"),
-                      (lambda: lnb.TrajectoryRecorder(lazy), "the model")):
+                      (lambda: lnb.TrajectoryRecorder(lazy), "the model"),
+                      (lambda: lnb.interpolation_direction(lazy, ready), "model a"),  # re-trial s57: "the model's"
+                      (lambda: lnb.hessian_eigenvalues(lazy, _data()), "the model"),  # torch's, from the restore
+                      (lambda: lnb.hessian_spectrum(lazy, _data(), n_probes=1, n_steps=2), "the model")):
         with pytest.raises(LandscapeError, match=rf"^{who}'s parameter '0.weight' \(LazyLinear\) is not initialized yet"):
             call()

@@ -1268,8 +1268,7 @@ def test_quantity_hessian_computes_an_eigen_map_as_the_api_does(user_model, tmp_
                  "--html", str(line_html)]) == 0
     page = line_html.read_text()
     assert '"text":"Hessian eigenvalue"' in page and '"name":"\\u03bbmin"' in page
-    assert figure_json(page)["layout"]["title"]["text"].startswith("my_models:make: Hessian eigenvalues λmax and λmin "
-                                                                   "along random")
+    assert figure_json(page)["layout"]["title"]["text"].startswith("my_models:make: λmax, λmin along random")
     capsys.readouterr()
     for argv, message in [
         (["--quantity", "hessian", "--grid", "3x3x3"],

@@ -408,7 +408,7 @@ def run_title(surface: Surface, split: str | None = None, drawn: str | None = No
     if "eig_ratio" in surface.metrics and drawn in (None, "eigen_map"):  # ``drawn``: the figure's kind; an
         # eigen-map's was titled as a loss surface (trial s57), and its loss drawn as a ratio map (re-trial s57)
         what = (f"non-convexity map |λmin/λmax| over {what}" if surface.loss.ndim >= 2 else
-                f"Hessian eigenvalues λmax and λmin along {what}")
+                f"λmax, λmin along {what}")  # short: a line's title was cut at the figure's edge (re-trial s57)
     return f"{label}: {what}{data}{how}, {'×'.join(map(str, reversed(surface.loss.shape)))} points"
 
 

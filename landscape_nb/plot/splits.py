@@ -221,7 +221,8 @@ def line_splits(
     note_partial(fig, surfaces)
     note_sources(fig, surfaces)
     note_undrawn_metrics(fig, metric, names)
-    from .figures import add_line_models  # the models at 0 and 1 of a line between them, as plot.line marks them
+    from .figures import add_line_models
 
-    add_line_models(fig, [first], [str(first.provenance.get("label", ""))])  # on the first split's loss (s57)
+    # the models at 0 and 1 of a line between them, on the first split's loss, as plot.line marks them (s57)
+    add_line_models(fig, [first], [str(first.provenance.get("label", ""))])
     return fig
