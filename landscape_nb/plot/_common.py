@@ -828,7 +828,11 @@ def curve_labels(surfaces: Sequence[Surface]) -> list[str]:
     """Each surface's ``provenance["label"]`` ("surface k" without one), those alike numbered from their second
     on ("mlp: loss", "mlp (2): loss"): two interpolations of one model class were both named "Sequential" in
     an overlay, the legend, hover and notes alike (trial s42)."""
-    labels = [str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)]
+    return numbered([str(s.provenance.get("label", f"surface {k}")) for k, s in enumerate(surfaces)])
+
+
+def numbered(labels: Sequence[str]) -> list[str]:
+    """``labels`` with those alike numbered from their second on: "mlp", "mlp (2)"."""
     seen: dict[str, int] = {}
     out = []
     for label in labels:

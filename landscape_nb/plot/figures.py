@@ -53,6 +53,7 @@ from ._common import (
     note_partial,
     note_sources,
     note_undrawn_metrics,
+    numbered,
     plot_area,
     refuse_log_of_non_positive,
     scene_axes,
@@ -361,14 +362,8 @@ def _panel_titles(surfaces: Sequence[Surface]) -> list[str]:
               for k, s in enumerate(surfaces)]
     made = [how_made(s.provenance.get("directions") or {}) if str(s.provenance.get("scheme", "")).startswith("random")
             else "" for s in surfaces]
-    told = [f"{t} ({m})" if m and len({made[j] for j, u in enumerate(titles) if u == t}) > 1 else t
-            for t, m in zip(titles, made)]
-    seen: dict[str, int] = {}
-    out = []
-    for t in told:
-        seen[t] = seen.get(t, 0) + 1
-        out.append(t if seen[t] == 1 else f"{t} ({seen[t]})")
-    return out
+    return numbered([f"{t} ({m})" if m and len({made[j] for j, u in enumerate(titles) if u == t}) > 1 else t
+                     for t, m in zip(titles, made)])
 
 
 def run_title(surface: Surface, split: str | None = None, drawn: str | None = None) -> str:
