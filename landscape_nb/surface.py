@@ -345,9 +345,8 @@ class Surface:
         Surface
             A 2D surface: ``loss`` and metrics of shape (n_b, n_a) for the two remaining
             axes a, b; ``done``, ``spec`` and ``provenance`` carried over, the axis labels
-            moved with their axes, ``provenance["slice"] = {"axis", "index", "value"}``, and where the volume has
-            no ``provenance["title"]``, one its figures show ("the plane γ = 0.5 of a volume (the model, at γ = 0,
-            is not on it)").
+            moved with their axes, and ``provenance["slice"] = {"axis", "index", "value", "symbol"}`` (its figures'
+            default title: "the plane γ = 0.5 of a volume (the model, at γ = 0, is not on it)").
 
         Raises
         ------
@@ -396,13 +395,10 @@ class Surface:
         kept = [a for a in ("x", "y", "z") if a != axis]
         labels = {"x": self.x_label, "y": self.y_label, "z": self.z_label}
         at = float(coords[index])
-        prov = {**self.provenance, "x_label": labels[kept[0]], "y_label": labels[kept[1]],
-                "slice": {"axis": axis, "index": index, "value": at}}
+        symbol = (str(labels[axis] or "").split(" ") or [""])[0] or axis  # "γ": its figures' default title names
+        prov = {**self.provenance, "x_label": labels[kept[0]], "y_label": labels[kept[1]],  # the plane (trial s57)
+                "slice": {"axis": axis, "index": index, "value": at, "symbol": symbol}}
         prov.pop("z_label", None)
-        if "title" not in prov:  # its figures say which plane (trial s57: a plane at γ = 0.5 looked like the model's)
-            symbol = (str(labels[axis] or "").split(" ") or [""])[0] or axis
-            prov["title"] = (f"the plane {symbol} = {at:g} of a volume"
-                             + ("" if at == 0 else f" (the model, at {symbol} = 0, is not on it)"))
         return Surface(x=np.asarray(getattr(self, kept[0])), y=np.asarray(getattr(self, kept[1])),
                        loss=take(self.loss), metrics={k: take(v) for k, v in self.metrics.items()},
                        done=None if self.done is None else take(self.done), spec=dict(self.spec), provenance=prov)

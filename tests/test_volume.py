@@ -122,7 +122,8 @@ def test_slices_are_planes_of_the_volume(mlp, mlp_data):
     with pytest.warns(UserWarning, match=r"slice\(axis='z', value=0\.1\): no grid plane there; the nearest, z = 0 "
                                          r"\(index 1\), is drawn"):
         zs = vol.slice("z", value=0.1)           # nearest grid value: z = 0 (silently 0.667 for 0.5: trial s35)
-    assert zs.ndim == 2 and zs.provenance["slice"] == {"axis": "z", "index": 1, "value": 0.0}
+    assert zs.ndim == 2 and zs.provenance["slice"] == {"axis": "z", "index": 1, "value": 0.0,
+                                                         "symbol": vol.z_label.split(" ")[0]}
     np.testing.assert_array_equal(zs.loss, vol.loss[1])
     # the plane itself computed as a plane: w + a d1 + b d2 (+ 0 d3)
     plane = lnb.compute_surface(mlp, mlp_data, dirs[:2], x=(-1, 1, 5), y=(-1, 1, 4))

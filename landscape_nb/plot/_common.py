@@ -598,10 +598,15 @@ def note_sources(fig, surfaces: Sequence[Surface]) -> None:
 
 def _title(title: str | None, surf: Surface | None) -> str | None:
     """``title`` as given (markup), else the surface's ``provenance["title"]``, a user's text shown as written (as
-    `compare`'s default panel titles show it)."""
+    `compare`'s default panel titles show it), else for a volume's plane (``provenance["slice"]``) which plane."""
     if title is not None:
         return title
     given = None if surf is None else surf.provenance.get("title")
+    cut = None if surf is None else surf.provenance.get("slice")
+    if given is None and isinstance(cut, Mapping) and "value" in cut:  # a volume's plane: which one (trial s57: a
+        symbol, at = cut.get("symbol") or cut.get("axis", "z"), float(cut["value"])  # plane at γ = 0.5 looked like
+        given = (f"the plane {symbol} = {at:g} of a volume"  # the model's)
+                 + ("" if at == 0 else f" (the model, at {symbol} = 0, is not on it)"))
     return None if given is None else as_written(given)
 
 
