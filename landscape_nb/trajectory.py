@@ -433,6 +433,8 @@ def pca_directions(
             f"span at most k − 1 directions): save more checkpoints during training"
             + (f", or ask for fewer directions (n={len(states) - 1})" if 1 < len(states) < n + 1 else "")
         )
+    if isinstance(final, nn.Module):
+        check_materialized(unwrap_model(final), "final")  # a lazy one: "final's", not "the model's" (re-trial s57)
     layout = ParamLayout.of(final)
     states = _check_checkpoints(states, layout, final, trajectory)
     masked = _masked_layout(layout, ignore)
@@ -635,6 +637,8 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
     if not isinstance(directions, Directions):
         raise LandscapeError(f"directions of type {type(directions).__name__}; expected Directions "
                              "(from pca_directions, random_directions, ...)")
+    if isinstance(final, nn.Module):
+        check_materialized(unwrap_model(final), "final")  # a lazy one: torch's error (re-trial s57)
     states = as_checkpoints(trajectory)
     if made_around(directions.provenance, final) is False:  # trial s37: every coordinate shifted, with no word
         warn_user(f"landscape_nb.project_trajectory: these {directions.scheme} directions were made around another "

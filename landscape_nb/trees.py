@@ -50,8 +50,8 @@ __all__ = ["tree_map", "tree_leaves", "tensor_leaves"]
 
 
 #: the names a dict batch's targets go by, lower-cased (`likely_target_key`)
-TARGET_NAMES = ("labels", "label", "targets", "target", "y", "label_ids", "class", "classes", "cls", "gt",
-                "ground_truth", "answer", "answers")
+TARGET_NAMES = ("labels", "label", "targets", "target", "y", "y_true", "label_ids", "class", "classes", "class_id",
+                "class_ids", "cls", "gt", "ground_truth", "answer", "answers")
 
 
 def likely_target_key(keys) -> str | None:

@@ -1046,6 +1046,8 @@ def test_target_key_and_dict_without_labels():
     with pytest.raises(LandscapeError, match=r"so all of \['feats', 'gt'\] went to the model as keywords: name the "
                                              r"targets with target_key='gt'"):
         lnb.compute_surface(m, {"feats": x, "gt": t}, d, x=(-1, 1, 3))
+    with pytest.raises(LandscapeError, match=r"target_key='y_true' reads the targets"):  # scikit-learn's name
+        lnb.compute_surface(k, {"feats": x, "y_true": t}, lnb.random_directions(k, n=1), x=(-1, 1, 3))
 
 
 def test_a_targets_position_in_tuples_is_used_for_pairs_too_and_out_of_range_is_refused():

@@ -2274,6 +2274,8 @@ def test_a_lazy_module_anywhere_is_refused_naming_which_model():
                       (lambda: lnb.pca_directions([ready, lazy, ready], final=ready, n=1), "checkpoint 1"),
                       (lambda: lnb.TrajectoryRecorder(lazy), "the model"),
                       (lambda: lnb.interpolation_direction(lazy, ready), "model a"),  # re-trial s57: "the model's"
+                      (lambda: lnb.project_trajectory([ready, ready], lnb.random_directions(ready, n=1), final=lazy),
+                       "final"),
                       (lambda: lnb.hessian_eigenvalues(lazy, _data()), "the model"),  # torch's, from the restore
                       (lambda: lnb.hessian_spectrum(lazy, _data(), n_probes=1, n_steps=2), "the model")):
         with pytest.raises(LandscapeError, match=rf"^{who}'s parameter '0.weight' \(LazyLinear\) is not initialized yet"):
