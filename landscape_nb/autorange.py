@@ -335,11 +335,11 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     ranges = tuple((-searches[2 * k].crossing(), searches[2 * k + 1].crossing()) for k in range(n))
     flags = tuple((searches[2 * k].reached, searches[2 * k + 1].reached) for k in range(n))
     if not moved:  # ±max_distance "not reached" read as a basin wider than any range (re-trial s57)
+        from .compute import CHECK_UNREAD, UNREAD_WEIGHTS
+
         warn_user(f"landscape_nb.auto_range: the loss is {centre:.6g} at every point evaluated, out to ±{max_distance:g} "
-                  "along every direction, to 1e-6 of it: the model's outputs do not depend on the weights the "
-                  "directions move (a forward that reads a copy of them, cached or detached on an earlier call, or "
-                  "other tensors than its registered parameters), so no range shows a landscape; check that "
-                  "model(x) changes when those weights do")
+                  f"along every direction, to 1e-6 of it: {UNREAD_WEIGHTS}, so no range shows a landscape; "
+                  f"{CHECK_UNREAD}")
     nan = tuple((searches[2 * k].undefined, searches[2 * k + 1].undefined) for k in range(n))
     if any(any(sides) for sides in nan):
         warn_user(

@@ -666,6 +666,13 @@ def _finish(runner: Runner, info: DataInfo, st: SurfaceStore | None, buffer: _Su
     return surface
 
 
+#: why a loss stays where it is wherever the directions go (`_warn_if_flat`; `auto_range` says it too, trial s57)
+UNREAD_WEIGHTS = ("the model's outputs do not depend on the weights the directions move (a forward that reads a copy "
+                  "of them, cached or detached on an earlier call, or other tensors than its registered parameters)")
+#: how to tell
+CHECK_UNREAD = "check that model(x) changes when those weights do"
+
+
 def _warn_if_flat(surface: Surface, d: Directions, who: str) -> None:
     """Warn where the loss is the same to the last bit at every point computed (at least 3, directions none of them
     all zeros: `directions._warn_if_a_point` says that): a plausible plateau, when the directions move weights
@@ -676,10 +683,8 @@ def _warn_if_flat(surface: Surface, d: Directions, who: str) -> None:
             or not bool(d.vectors.ne(0).any(1).all()):
         return
     warn_user(f"{who}: the loss is {values.flat[0] + 0.0:.6g} at every one of the {values.size} points computed, to the "
-              "last bit, so the figure is flat: either the model's outputs do not depend on the weights the "
-              "directions move (a forward that reads a copy of them, cached or detached on an earlier call, or "
-              "other tensors than its registered parameters), or the loss is saturated there (e.g. 0 where every "
-              "margin is huge); check that model(x) changes when those weights do")
+              f"last bit, so the figure is flat: either {UNREAD_WEIGHTS}, or the loss is saturated there (e.g. 0 where "
+              f"every margin is huge); {CHECK_UNREAD}")
 
 
 def diverged_at_the_model(surface: Surface) -> str:

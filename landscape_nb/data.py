@@ -172,6 +172,11 @@ class EvalData:
     def n(self) -> int:
         return batch_len(self.tree)
 
+    @property
+    def keys(self) -> list | None:
+        """The keys of dict batches (named where no targets were found among them), else None."""
+        return list(self.tree) if isinstance(self.tree, Mapping) else None
+
     def split(self, tree=None) -> tuple[Any, torch.Tensor | None]:
         """``(inputs, targets)`` of ``tree`` (default all samples); targets None for rule ``"inputs"``."""
         tree = self.tree if tree is None else tree

@@ -1129,8 +1129,7 @@ class Evaluator(SpeedChoices):
                 if random_note:  # warned by compute_surface, on every runner
                     self.notes[RANDOM_OUTPUTS] = random_note
                 if isinstance(self.loss_fn, DefaultLoss):
-                    tree = self._data.tree
-                    self.loss_fn.check(out, self._data.split()[1], list(tree) if isinstance(tree, Mapping) else None)
+                    self.loss_fn.check(out, self._data.split()[1], self._data.keys)
                     if not isinstance(out, torch.Tensor):  # which of the outputs (logits, aux) it read (trial s57)
                         self.notes["loss"] = f"cross-entropy on the logits, {logits_expr(out)} (default)"
                     probabilities = probability_outputs_note(out)
@@ -1138,8 +1137,7 @@ class Evaluator(SpeedChoices):
                         self.notes[PROBABILITY_OUTPUTS] = probabilities
                 elif type(self.loss_fn) in (nn.CrossEntropyLoss, nn.NLLLoss):  # every sample's label, not 8
                     refuse_class_range(self.loss_fn, out, self._data.split()[1])
-                check_mean_loss(self.loss_fn, out, yb, list(self._data.tree) if isinstance(self._data.tree, Mapping)
-                                else None)
+                check_mean_loss(self.loss_fn, out, yb, self._data.keys)
         check_padding(self.model, self._data, self.loss_fn, self._split)
         ignore, why, probe = -100, "the loss's ignore_index", NOTHING_KNOWN
         weight = getattr(self.loss_fn, "weight", None)

@@ -35,7 +35,7 @@ import math
 import numbers
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -56,8 +56,8 @@ from .lanczos import DENSE_FALLBACK
 from .lanczos import _Operator
 from .metrics import (DefaultLoss, OwnLoss, batch_denominator, check_mean_loss, class_weights, describe,
                       probability_outputs_note, probe_targets, unwrap_compiled)
-from .params import (ParamLayout, check_finite, check_materialized, eval_mode, holding, model_device, model_dtype,
-                     restoring, unwrap_model)
+from .params import (ParamLayout, check_finite, eval_mode, holding, model_device, model_dtype, restoring,
+                     unwrap_model, weights_put_back)
 from .statecheck import (StateSnapshot, check_fns_stateless, check_model_stateless, naming_user_errors,
                          random_outputs_note, run_checking_inputs)
 from .spec import centre_of
@@ -169,12 +169,11 @@ class HessianOperator:
             if random_note:  # MC dropout: three runs gave λ_min -0.38, -0.41, -0.45, each "converged" (trial s34)
                 warn_user(f"landscape_nb: {random_note}")
             if isinstance(loss_fn, DefaultLoss):
-                loss_fn.check(out, ev.split()[1], list(ev.tree) if isinstance(ev.tree, Mapping) else None)
+                loss_fn.check(out, ev.split()[1], ev.keys)
                 probabilities = probability_outputs_note(out)
                 if probabilities:
                     warn_user(f"landscape_nb: {probabilities}")
-            check_mean_loss(loss_fn, out, yb, list(ev.tree) if isinstance(ev.tree, Mapping) else None)  # a scalar
-            # mean: a sum would follow batch_size
+            check_mean_loss(loss_fn, out, yb, ev.keys)  # a scalar mean: a sum would follow batch_size
             # a function's hidden ignore_index and class weights: the targets its batches' means are over
             every = ev.split()[1]
             probed = ((probe_targets(loss_fn, out, yb, every).ignored, class_weights(loss_fn, out, yb, every))
@@ -680,10 +679,7 @@ def _weights_put_back(fn):
     README says every computation restores them (re-trial s57)."""
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
-        if not isinstance(model, nn.Module):  # refused inside, in its words
-            return fn(model, *args, **kwargs)
-        check_materialized(unwrap_model(model))  # a lazy module: in words, before the snapshot's clone (re-trial
-        with restoring(model):  # s57: torch's "Attempted to use an uninitialized parameter")
+        with weights_put_back(model):
             return fn(model, *args, **kwargs)
     return wrapper
 

@@ -275,6 +275,20 @@ def _restoring(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def weights_put_back(model) -> Iterator[None]:
+    """`restoring` around a computation on a user's ``model``, whose forward may write its own weights
+    (``nn.Embedding(max_norm=...)``, a ``clamp_`` in forward: left written, re-trial s57): a lazy module refused in
+    words first (the snapshot's clone raised torch's "Attempted to use an uninitialized parameter"); nothing for
+    a non-module, which the computation refuses in its own words."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    check_materialized(unwrap_model(model))
+    with restoring(model):
+        yield
+
+
+@contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode for the duration; every module's own flag put back after (``train(mode)`` on
     the root would overwrite a mixed state, e.g. a frozen BatchNorm in a training model)."""

@@ -28,7 +28,6 @@ Probes are independent: with ``client=`` each runs as one Dask task.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -187,14 +186,11 @@ def run_probe(model: nn.Module, data, loss_fn, index: int, *, n_steps: int, seed
               max_samples: int | None, batch_size: int | None, target_key: str | int | None = "labels") -> dict:
     """One probe's quadrature; module level so Dask can pickle it (one task per probe)."""
     from .hessian import HessianOperator, user_errors
-    from .params import check_materialized, restoring
+    from .params import weights_put_back
 
     # said where the caller is: a Dask worker's stayed in its log (trial s34: a model sampling at random); weights
     # a forward writes put back (re-trial s57)
-    if isinstance(model, nn.Module):
-        check_materialized(model)  # a lazy module: in words, before restoring's clone (re-trial s57)
-    kept = restoring(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-    with recording_warnings([]) as said, kept:
+    with recording_warnings([]) as said, weights_put_back(model):
         op = HessianOperator(model, data, loss_fn=loss_fn, max_samples=max_samples, batch_size=batch_size,
                              target_key=target_key)
         v0 = probe_vector(op.n_params, index, seed=seed, probe=probe).to(op.params[0].device)

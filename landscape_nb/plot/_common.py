@@ -967,6 +967,18 @@ def contour_values(z: np.ndarray) -> np.ndarray:
     return np.where(lone, np.nan, z) if lone.any() else z
 
 
+def add_not_computed_tint(fig, kind: str, surf: Surface, **cell) -> bool:
+    """Add `not_computed_trace` to ``fig`` (``cell``: a subplot's ``row``, ``col``) with its axes pinned to the
+    grid's range, not the tint cells' edges; whether there was one."""
+    tint = not_computed_trace(kind, surf)
+    if tint is None:
+        return False
+    fig.add_trace(tint, **cell)
+    fig.update_xaxes(range=[float(np.min(surf.x)), float(np.max(surf.x))], **cell)
+    fig.update_yaxes(range=[float(np.min(surf.y)), float(np.max(surf.y))], **cell)
+    return True
+
+
 def not_computed_trace(kind: str, surf: Surface):
     """A contour plot's tint over the points of a partial surface not computed yet (a heatmap, hover "not computed
     yet"); None for other kinds (a heatmap and a 3D surface draw only what is computed) and complete surfaces.

@@ -36,6 +36,7 @@ from ._common import (
     _title,
     _transform,
     above_cap_trace,
+    add_not_computed_tint,
     as_written,
     clip_limit,
     curve_labels,
@@ -47,7 +48,6 @@ from ._common import (
     line_mode,
     lone_points_trace,
     non_positive_note,
-    not_computed_trace,
     note_axes,
     note_coarse,
     note_partial,
@@ -84,15 +84,12 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     points = grid_points_trace(kind, surf, z, zmin, zmax)
     if points is not None:  # a coarse grid's: what was computed, against what is interpolated
         fig.add_trace(points)
-    tint = not_computed_trace(kind, surf)
-    if tint is not None:  # a partial contour plot's points not computed yet, told from computed ones no line crosses
-        fig.add_trace(tint)
-        fig.update_xaxes(range=[float(np.min(surf.x)), float(np.max(surf.x))])
-        fig.update_yaxes(range=[float(np.min(surf.y)), float(np.max(surf.y))])  # the grid's, not its cells' edges
+    # a partial contour plot's points not computed yet, told from computed ones no line crosses
+    tint = add_not_computed_tint(fig, kind, surf)
     fig.update_layout(title=_title(title, surf))
     note_sources(fig, [surf])
     note_partial(fig, surf)
-    if tint is not None:
+    if tint:
         for note in fig.layout.annotations:
             if getattr(note, "name", None) == PARTIAL_NOTE:
                 note.text += " (tinted: not computed yet)"
@@ -1119,11 +1116,7 @@ def compare(
         points = grid_points_trace(kind, s, z, zmin, zmax)
         if points is not None:
             fig.add_trace(points, row=1, col=k + 1)
-        tint = not_computed_trace(kind, s)
-        if tint is not None:  # a partial contour panel's points not computed yet (`_single_grid_figure`)
-            fig.add_trace(tint, row=1, col=k + 1)
-            fig.update_xaxes(range=[float(np.min(s.x)), float(np.max(s.x))], row=1, col=k + 1)
-            fig.update_yaxes(range=[float(np.min(s.y)), float(np.max(s.y))], row=1, col=k + 1)
+        add_not_computed_tint(fig, kind, s, row=1, col=k + 1)  # a partial contour panel's points not computed yet
         if kind == "surface":
             name = "scene" if k == 0 else f"scene{k + 1}"
             scene, caption = scene_axes(s.x_label, s.y_label, _axis_label(log), panel_w, area_h,
