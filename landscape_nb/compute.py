@@ -37,6 +37,7 @@ from .grid import (
     models_between_points,
     models_outside,
     say_models_at,
+    several_at,
 )
 from .hessian import RATIO_WORDS, HessianEvaluator
 from .metrics import (
@@ -863,7 +864,7 @@ def _warn_if_grid_misses_models(grid: Grid, d: Directions, who: str) -> None:
         sits = models_at(k, d.provenance.get("models"), unit, len(axes))  # a plane's two models at 0 (of three)
         for where, found in (("outside the range", outside), (f"between the {n} points of", missed)):
             if found:
-                many = sum(len(sits[m]) for m in found) > 1
+                many = several_at(sits, found)
                 said.append(f"{say_models_at(sits, name, found)} {'lie' if many else 'lies'} {where} {start:.10g} to "
                             f"{stop:.10g}")
                 models.update(w for m in found for w in sits[m])

@@ -342,6 +342,11 @@ def say_models_at(who: dict[float, list[str]], axis: str, ms: Sequence[float]) -
     return " and ".join(f"{' and '.join(who[m])} at {axis} = {m:g}" for m in ms)
 
 
+def several_at(who: dict[float, list[str]], ms: Sequence[float]) -> bool:
+    """Whether more than one model sits at the coordinates ``ms`` (``who``: `models_at`): "lie", not "lies"."""
+    return sum(len(who[m]) for m in ms) > 1
+
+
 def models_outside(start: float, stop: float, *, unit: bool = False) -> list[float]:
     """The models' coordinates (0, and with ``unit`` 1) that the range ``start..stop`` leaves out."""
     return [m for m in ((0.0, 1.0) if unit else (0.0,)) if not min(start, stop) <= m <= max(start, stop)]

@@ -653,7 +653,8 @@ def cmd_compute(args) -> int:
                              "or tuples: drop --target-key")
     # the split goes in the store too: `plot STORE` titles say it
     name, model, data, loss_fn, ex, split = load_model_spec(args.model, args.split)
-    from torch import Tensor  # the CLI imports torch where a model loads, not for --help
+    # the CLI imports torch where a model loads, not for --help
+    from torch import Tensor
 
     pairs = isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
     if args.html and clip is not None and clip is not False and clip <= 0 and (
@@ -771,6 +772,7 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
         models_at,
         models_outside,
         say_models_at,
+        several_at,
     )
 
     notes, better, fixed, named, found, same_miss = [], list(grid), {}, set(), True, None
@@ -779,9 +781,7 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
         missed = models_between_points(a, b, n, unit=unit)
         who = models_at(k, models, unit, len(grid))
         at = functools.partial(say_models_at, who, name)
-
-        def many(ms, who=who):
-            return sum(len(who[m]) for m in ms) > 1
+        many = functools.partial(several_at, who)
 
         if outside:
             notes.append(f"{at(outside)} {'lie' if many(outside) else 'lies'} outside {flags[k]} {a:.10g}:{b:.10g}, "

@@ -30,6 +30,7 @@ from ..grid import (
     models_between_points,
     models_outside,
     say_models_at,
+    several_at,
 )
 from ..schemes import SCHEMES
 from ..surface import CENTRE_DIVERGED, Surface, notes_by_kind
@@ -154,11 +155,11 @@ def _off_grid_note(spec: ExplorerSpec, models: list[str] | None = None) -> str:
         named = {w for m in (*outside, *missed) for w in sits[m]}
         them = "them" if len(named) > 1 else "it"
         if outside:
-            many = sum(len(sits[m]) for m in outside) > 1
+            many = several_at(sits, outside)
             out += (f" Note: {say_models_at(sits, name, outside)} {'lie' if many else 'lies'} outside the range "
                     f"{start:.10g} to {stop:.10g}, so the figure does not show {'their' if many else 'its'} own loss")
         if missed:  # "the model sits at y = 0, between ...", as the CLI says it; a plane's "a and c at x = 0 lie"
-            many = sum(len(sits[m]) for m in missed) > 1
+            many = several_at(sits, missed)
             whom = (f"{' and '.join(sits[m][0] for m in missed)} {'sit' if many else 'sits'} at {name} = "
                     f"{' and '.join(f'{m:g}' for m in missed)}," if all(len(sits[m]) == 1 for m in missed) else
                     f"{say_models_at(sits, name, missed)} lie")
