@@ -11,7 +11,7 @@ import hashlib
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,18 @@ def check_materialized(model: nn.Module, who: str = "the model") -> None:
                     "expected real weights: materialize them, e.g. model.to_empty(device='cpu') then "
                     "model.load_state_dict(...)"
                 )
+
+
+def check_state_materialized(state: Mapping, who: str) -> None:
+    """Raise ``LandscapeError`` if a tensor of the state dict ``state`` is a lazy module's, not initialized yet (a
+    state dict taken before the model's first forward: torch's "Can't access the shape of an uninitialized
+    parameter" came from the PCA, s58)."""
+    for key, t in state.items():
+        if isinstance(t, torch.Tensor) and nn.parameter.is_lazy(t):
+            raise LandscapeError(
+                f"{who} holds {key!r} not initialized yet (a lazy module's, saved before the model's first input "
+                "gave it a shape); expected a state dict saved after the model ran once: run it on a batch of your "
+                "data (model(x), under torch.no_grad()) before saving its checkpoints")
 
 
 @dataclass(frozen=True)

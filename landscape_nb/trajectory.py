@@ -39,6 +39,7 @@ from .params import (
     ParamLayout,
     check_finite,
     check_materialized,
+    check_state_materialized,
     match_state_keys,
     to_numpy,
     unwrap_model,
@@ -170,6 +171,7 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
             out.append(load_state_dict_file(Path(item), f"checkpoint {k}"))
         elif isinstance(item, Mapping):  # a trainer's dict as its file is read (trial s35: "another architecture")
             found = _state_dict_in(item)
+            check_state_materialized(item if found is None else found, f"checkpoint {k}")
             out.append(item if found is None else found)
         else:
             raise LandscapeError(

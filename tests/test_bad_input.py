@@ -2280,3 +2280,18 @@ def test_a_lazy_module_anywhere_is_refused_naming_which_model():
                       (lambda: lnb.hessian_spectrum(lazy, _data(), n_probes=1, n_steps=2), "the model")):
         with pytest.raises(LandscapeError, match=rf"^{who}'s parameter '0.weight' \(LazyLinear\) is not initialized yet"):
             call()
+
+
+def test_a_checkpoint_saved_from_a_lazy_model_before_its_first_input_is_refused_naming_it():
+    """Left open in s57: the state dict of a lazy model taken before its first forward (as a trajectory's checkpoint,
+    in a trainer's dict or not) gave torch's "Can't access the shape of an uninitialized parameter" from the PCA
+    and the projection."""
+    ready = nn.Sequential(nn.LazyLinear(3))
+    ready(torch.zeros(2, 6))
+    early = dict(nn.Sequential(nn.LazyLinear(3)).state_dict())
+    checkpoints = [dict(ready.state_dict()), {"epoch": 0, "state_dict": early}, dict(ready.state_dict())]
+    for call in (lambda: lnb.pca_directions(checkpoints, final=ready, n=1),
+                 lambda: lnb.project_trajectory(checkpoints, lnb.random_directions(ready, n=1), final=ready)):
+        with pytest.raises(LandscapeError, match=r"^checkpoint 1 holds '0.weight' not initialized yet .*run it on a "
+                                                 r"batch of your data"):
+            call()
