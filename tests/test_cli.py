@@ -1476,3 +1476,31 @@ def test_every_warning_the_package_writes_is_shown_by_the_cli_as_its_own():
     out = io.StringIO()
     _show_warning("landscape_nb.plot.trajectory: the path's true losses differ", UserWarning, "x.py", 1, file=out)
     assert out.getvalue() == "landscape-nb: warning: the path's true losses differ\n"
+
+
+def test_a_lines_note_on_metrics_not_drawn_is_in_the_clis_words(user_model, tmp_path):
+    """Left open in s57: `--kind line` of a line eigen-map said "pass metric="eig_ratio" to draw one on the right
+    axis", a Python argument the CLI has no flag for; a line with a regression metric said the same, and one over
+    splits drawn with --clip said "plot.line_splits draws them"."""
+    import torch
+    from my_models import make
+    from torch import nn
+
+    from landscape_nb.cli import figure_for
+
+    model, (x, y) = make()
+    d = lnb.random_directions(model, n=1, seed=0)
+    notes = lambda fig: " ".join(str(a.text) for a in fig.layout.annotations)
+    eig = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 3), y=None, tol=1e-2)
+    said = notes(figure_for(eig, "line"))
+    assert "not drawn: eig_ratio" in said and "(--kind eigen_map draws eig_ratio)" in said and "metric=" not in said
+    torch.manual_seed(0)
+    regressor, xs = nn.Linear(4, 1), torch.randn(32, 4)
+    mae, mse = (lambda out, t: (out - t).abs().mean()), (lambda out, t: ((out - t) ** 2).mean())
+    reg = lnb.compute_surface(regressor, (xs, xs.sum(1, keepdim=True)), lnb.random_directions(regressor, n=1),
+                              x=(-1, 1, 3), loss_fn=nn.functional.mse_loss, metrics={"mae": mae, "mse": mse})
+    said = notes(figure_for(reg, "line"))
+    assert 'from Python, lnb.plot.line(lnb.load_surface(STORE), metric="mae") draws one on the right axis' in said
+    splits = lnb.compute_surface(model, {"train": (x, y), "val": (x[:20], y[:20])}, d, x=(-1, 1, 3))
+    said = notes(figure_for(splits, "line", clip=5.0))
+    assert "drop --clip to draw every split" in said and "plot.line_splits" not in said

@@ -406,9 +406,22 @@ def figure_for(surface, kind: str | None, *, log_scale: bool = False, title: str
     if kind == "line":  # was drawn, named "loss" (trial s42); its loss axis capped, not its values; the cap's note
         fig = plot.line(surface, log=log_scale, title=title, clip=clip)  # in the CLI's words
         for note in fig.layout.annotations:
-            note.text = note.text.replace(f"({plot.figures.CLIP_OFF} shows", "(--clip none shows")
+            note.text = _metric_note_words(note.text.replace(f"({plot.figures.CLIP_OFF} shows", "(--clip none shows"),
+                                           eigen="eig_ratio" in surface.metrics)
         return fig
     return getattr(plot, kind)(surface, log=log_scale, title=title, clip=clip)
+
+
+def _metric_note_words(text: str, *, eigen: bool) -> str:
+    """A line's note on the metrics it leaves out (`plot._common.note_undrawn_metrics`) in the CLI's words: it told
+    a shell user to "pass metric=..." and that "plot.line_splits draws" the splits (s58)."""
+    import re
+
+    text = re.sub(r'\(pass metric="([^"]*)" to draw one on the right axis\)',
+                  "(--kind eigen_map draws eig_ratio)" if eigen else
+                  r'(from Python, lnb.plot.line(lnb.load_surface(STORE), metric="\1") draws one on the right axis)',
+                  text)
+    return text.replace("plot.line_splits draws them", "drop --clip to draw every split")
 
 
 #: file and directory flags, with an example of each for the message refusing an empty one
