@@ -19,6 +19,7 @@ from .errors import LandscapeError, check_choice, warn_user
 from .params import (ParamLayout, check_finite, check_materialized, flatten, float_state_buffers, match_state_keys,
                      unwrap_model, variance_buffers)
 from .spec import centre_of, tensors_sketch
+from .surface import MODEL_NAMES
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -295,8 +296,14 @@ def _differing_buffers(models: Sequence[nn.Module], layout: ParamLayout) -> list
     return out
 
 
-def _names(names: Sequence[str], n: int) -> tuple[str, ...]:
-    """``names`` checked: ``n`` non-empty strings, the models' names on the axes and in messages."""
+def _names(names: Sequence[str] | None, models: Sequence[nn.Module]) -> tuple[str, ...]:
+    """``names`` checked: one non-empty string per model of ``models``, their names on the axes and in messages;
+    for None, the zoo's names of the models where each has a different one (``zoo.load``: "mlp-digits small-batch";
+    a line between the zoo's minimizers was drawn "a → b", s57), else "a", "b", "c"."""
+    n = len(models)
+    if names is None:
+        zoo = [MODEL_NAMES.get(m) for m in models]
+        return tuple(zoo) if all(zoo) and len(set(zoo)) == n else tuple("abc"[:n])
     try:
         names = names if isinstance(names, str) else tuple(names)
     except TypeError:  # not iterable: refused below
@@ -350,7 +357,7 @@ def _path_provenance(layout: ParamLayout, include_buffers: bool) -> dict:
 
 
 def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool = True,
-                            frozen: str = "include", names: Sequence[str] = ("a", "b")) -> Directions:
+                            frozen: str = "include", names: Sequence[str] | None = None) -> Directions:
     """The direction ``θ_b − θ_a``: the surface at ``x = 0`` is model ``a`` and at ``x = 1`` model ``b``.
 
     >>> d = interpolation_direction(small_batch, large_batch)
@@ -376,8 +383,8 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between the models: interpolate them, or refuse.
     names : (str, str), optional
-        What to call ``a`` and ``b`` on the axis ("interpolation a → b" by default), e.g.
-        ``("small-batch", "large-batch")``.
+        What to call ``a`` and ``b`` on the axis, e.g. ``("small-batch", "large-batch")``; by default their zoo
+        names where both are the zoo's models (``zoo.load``), else "a" and "b" ("interpolation a → b").
 
     Returns
     -------
@@ -404,7 +411,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
     wa = flatten(a, layout).cpu()
     dtype = vector_dtype(a)  # float64 models: t = 1 is b to float64 rounding, not float32's ~1e-7
     vec = (flatten(b, layout).cpu().to(dtype) - wa.to(dtype))[None, :]
-    na, nb = _names(names, 2)
+    na, nb = _names(names, (a, b))
     prov = {"scheme": "interpolate", "include_buffers": bool(include_buffers),
             **centre_of(a), "x_label": f"interpolation {na} → {nb}", "models": [na, nb],
             **(centre_buffers(a) if layout.include_buffers else {}),
@@ -415,7 +422,7 @@ def interpolation_direction(a: nn.Module, b: nn.Module, *, include_buffers: bool
 
 
 def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffers: bool = True,
-                     frozen: str = "include", names: Sequence[str] = ("a", "b", "c")) -> Directions:
+                     frozen: str = "include", names: Sequence[str] | None = None) -> Directions:
     """Two directions ``θ_b − θ_a`` and ``θ_c − θ_a``: the plane through three models.
 
     Model ``a`` is at (0, 0), ``b`` at (1, 0) and ``c`` at (0, 1); pass ``a`` as the
@@ -431,8 +438,9 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     frozen : {"include", "refuse"}, optional
         Frozen parameters that differ between the models: span them, or refuse.
     names : (str, str, str), optional
-        What to call ``a``, ``b`` and ``c`` on the axes ("a → b", "a → c" by default) and in
-        the messages, e.g. ``("final", "run 2", "run 3")``.
+        What to call ``a``, ``b`` and ``c`` on the axes and in the messages, e.g. ``("final", "run 2",
+        "run 3")``; by default their zoo names where all three are the zoo's models, else "a", "b" and "c"
+        ("a → b", "a → c").
 
     Returns
     -------
@@ -459,7 +467,7 @@ def plane_directions(a: nn.Module, b: nn.Module, c: nn.Module, *, include_buffer
     dtype = vector_dtype(a)
     wa = wa.to(dtype)
     vecs = torch.stack([flatten(b, layout).cpu().to(dtype) - wa, flatten(c, layout).cpu().to(dtype) - wa])
-    na, nb, nc = _names(names, 3)
+    na, nb, nc = _names(names, (a, b, c))
     for k, name in enumerate((nb, nc)):
         if not bool(vecs[k].any()):
             raise LandscapeError(

@@ -45,7 +45,7 @@ from .surface import Surface
 
 
 def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25), include_buffers: bool = True,
-                          label: str | None = None, frozen: str = "include", names: Sequence[str] = ("a", "b"),
+                          label: str | None = None, frozen: str = "include", names: Sequence[str] | None = None,
                           **compute_kwargs) -> Surface:
     """The loss (and metrics) along the straight line from ``a`` (t=0) to ``b`` (t=1).
 
@@ -75,7 +75,8 @@ def interpolation_surface(a: nn.Module, b: nn.Module, data, *, x=(0.0, 1.0, 25),
         Frozen parameters that differ between ``a`` and ``b``: on the path (t = 1 is
         then ``b`` itself), or refused with their names (``model_paths.paired_layout``).
     names : (str, str), optional
-        What to call ``a`` and ``b`` on the axis ("t (a → b)" by default) and in the messages.
+        What to call ``a`` and ``b`` on the axis and in the messages: by default their zoo names where both are
+        the zoo's models (``zoo.load``), else "a" and "b" ("t (a → b)").
     **compute_kwargs
         Passed to ``compute_surface`` (``loss_fn``, ``client``, ``store``, ``mode``...).
 

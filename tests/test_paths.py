@@ -532,6 +532,22 @@ def test_bezier_max_loss_is_not_above_the_straight_line_on_the_zoo_pair():
     assert curve.profile.loss[-1] == pytest.approx(curve.line_profile.loss[-1], rel=1e-5)
 
 
+def test_a_line_between_the_zoos_minimizers_names_its_ends_as_the_zoo_does():
+    """Left open in s57: a straight line between the zoo's small- and large-batch minimizers was drawn "t (a → b)"
+    with its ends marked "a" and "b"; a model of the user's own (no zoo name) keeps "a", as do names given."""
+    ex = _zoo().load("mlp-digits")
+    a, b = ex.minimizers["small-batch"], ex.minimizers["large-batch"]
+    line = lnb.interpolation_surface(a, b, ex.test, x=(0, 1, 3))
+    assert line.x_label == "t (mlp-digits small-batch → mlp-digits large-batch)"
+    marks = next(t for t in lnb.plot.line(line).data if t.name == "models")
+    assert list(marks.text) == ["mlp-digits small-batch", "mlp-digits large-batch"]
+    assert lnb.plane_directions(ex.model, a, b).provenance["models"] == [
+        "mlp-digits", "mlp-digits small-batch", "mlp-digits large-batch"]
+    own = copy.deepcopy(a)  # not the zoo's object: no name of its own
+    assert lnb.interpolation_direction(own, b).provenance["models"] == ["a", "b"]
+    assert lnb.interpolation_direction(a, b, names=("s", "l")).provenance["models"] == ["s", "l"]
+
+
 def _float64_pair(seed_a=0, seed_b=1):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(48, 3, generator=g, dtype=torch.float64)
