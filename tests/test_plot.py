@@ -1080,6 +1080,9 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     cap = float(re.search(r"capped at ([\d.]+)", title).group(1))
     above = int((loss > cap).sum())
     assert above == 84 and f"{above} of 441 points above (shaded),<br>up to 6.4e+04" in title
+    # on a log scale, the cap in loss units as the top is (s58: "capped at 0.4177 ... up to 44.6", a log10 and a loss)
+    title = plot.contour(Surface(x, x, loss), log=True, clip=10.0).data[0].colorbar.title.text
+    assert "capped at loss 10 (log10 1):" in title and "84 of 441 points above (shaded),<br>up to loss 6.4e+04" in title
     # and shades them, where no line is drawn and the background inside the lowest level read the same (trials
     # s47, s53b): a constraint contour on the drawn values, failing (shaded) at the cap only
     (shade,) = [t for t in fig.data if t.name == ABOVE_CAP]
