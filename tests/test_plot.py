@@ -1279,3 +1279,36 @@ def test_compare_tells_panels_of_one_model_apart_by_default(bowl):
     titles = [a.text for a in fig.layout.annotations][:4]  # make_subplots' subplot titles come first
     assert titles == ["m (filter-normalized)", "m (raw)", "m (filter-normalized) (2)", "n"]
     assert [a.text for a in plot.compare([made("filter", "a"), made("none", "b")]).layout.annotations][:2] == ["a", "b"]
+
+
+@pytest.mark.parametrize("corner", [(1, 1), (1, -1), (-1, 1), (-1, -1)])
+def test_the_3d_camera_looks_from_the_low_side_not_across_a_raised_corner(corner):
+    """Trial s58: the 3D camera always stood at the (x max, y max) corner; where that corner rose to the cap, a flat
+    wall at the cap stood across the middle of the view, read as a peak at the minimizer. The camera now stands
+    over the lowest quadrant (mean loss, checked naively here) where the default one is clearly higher; a bowl
+    keeps the default view; the live figure turns once, when complete, and only if the reader has not rotated it."""
+    x = np.linspace(-1, 1, 21)
+    X, Y = np.meshgrid(x, x)
+    cx, cy = corner
+    loss = 0.1 + X ** 2 + Y ** 2 + 5 * np.clip(cx * X + cy * Y - 0.8, 0, None) ** 2  # the corner `corner` raised
+    eye = plot.surface(Surface(x, x, loss)).layout.scene.camera.eye
+    quadrant = lambda sx, sy: loss[(Y * sy > 0) & (X * sx > 0)].mean()
+    low = min(((sx, sy) for sx in (1, -1) for sy in (1, -1)), key=lambda q: quadrant(*q))
+    want = low if quadrant(1, 1) - quadrant(*low) > 0.1 * np.ptp(loss) else (1, 1)
+    assert (np.sign(eye.x), np.sign(eye.y)) == want and want != corner and eye.z > 0
+    bowl = plot.surface(Surface(x, x, 0.1 + X ** 2 + Y ** 2)).layout.scene.camera.eye
+    assert (bowl.x, bowl.y) == (abs(eye.x), abs(eye.y))
+    # live: not while tiles arrive, then once; a reader's rotation stays
+    done = np.zeros(loss.shape, bool)
+    done[:, :11] = True
+    fig = plot.live(Surface(x, x, np.full(loss.shape, np.nan), done=np.zeros(loss.shape, bool)))
+    start = fig.layout.scene.camera.eye.to_plotly_json()
+    plot.update(fig, Surface(x, x, np.where(done, loss, np.nan), done=done))
+    assert fig.layout.scene.camera.eye.to_plotly_json() == start
+    plot.update(fig, Surface(x, x, loss))
+    turned = fig.layout.scene.camera.eye
+    assert (np.sign(turned.x), np.sign(turned.y)) == want and (abs(turned.x), turned.z) == (start["x"], start["z"])
+    rotated = plot.live(Surface(x, x, np.full(loss.shape, np.nan), done=np.zeros(loss.shape, bool)))
+    rotated.layout.scene.camera.eye = dict(x=0.3, y=-2.0, z=0.4)
+    plot.update(rotated, Surface(x, x, loss))
+    assert rotated.layout.scene.camera.eye.to_plotly_json() == dict(x=0.3, y=-2.0, z=0.4)

@@ -367,21 +367,51 @@ def plot_area(*, colorbar: bool | str = True, width: float = DEFAULT_WIDTH, heig
     return width - m["l"] - m["r"] - room, height - m["t"] - m["b"]
 
 
-def scene_eye(width_px: float, height_px: float) -> dict:
+def scene_eye(width_px: float, height_px: float, z: np.ndarray | None = None) -> dict:
     """The 3D camera position that keeps the whole box, tick labels and titles included,
     inside a scene of the given size: plotly.js's perspective has a fixed vertical field
     of view, so a scene taller than it is wide crops the box at its sides unless the
-    camera steps back."""
+    camera steps back. With ``z`` (the displayed values, shape (len(y), len(x))), from the
+    corner `low_corner` picks."""
     k = max(1.0, 1.45 * height_px / width_px)
-    return {a: round(v * k, 3) for a, v in SCENE_EYE.items()}
+    eye = {a: round(v * k, 3) for a, v in SCENE_EYE.items()}
+    if z is not None:
+        sx, sy = low_corner(z)
+        eye["x"], eye["y"] = sx * eye["x"], sy * eye["y"]
+    return eye
+
+
+def low_corner(z: np.ndarray) -> tuple[int, int]:
+    """The signs ``(sx, sy)`` of the camera's x and y for a 3D view of ``z`` (the displayed values, shape
+    (len(y), len(x))): the default corner (+1, +1), unless the quadrant of the grid nearest it stands higher on
+    average than the lowest quadrant by more than a tenth of the values' span; then that lowest one. A capped corner
+    in front drew a flat wall at the cap across the middle of the view, read as a peak at the minimizer (trial
+    s58); from the low side the basin is seen with the high ground behind it. A quadrant without a finite value
+    is not picked."""
+    z = np.asarray(z, dtype=float)
+    finite = np.isfinite(z)
+    if z.ndim != 2 or min(z.shape) < 2 or not finite.any():
+        return 1, 1
+    ny, nx = z.shape
+    half = lambda n, sign: slice(0, n // 2) if sign < 0 else slice((n + 1) // 2, n)  # the middle line in neither
+    means = {}
+    for sx in (1, -1):
+        for sy in (1, -1):
+            part = z[half(ny, sy), half(nx, sx)]
+            means[sx, sy] = float(np.nanmean(part)) if np.isfinite(part).any() else np.inf
+    best = min(means, key=means.get)
+    span = float(np.nanmax(z[finite]) - np.nanmin(z[finite]))
+    return best if means[1, 1] - means[best] > 0.1 * span else (1, 1)
 
 
 def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
                height_px: float = DEFAULT_HEIGHT - DEFAULT_MARGIN["t"] - DEFAULT_MARGIN["b"], *,
-               grid: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[dict, str | None]:
+               grid: tuple[Sequence[float], Sequence[float]] | None = None,
+               z: np.ndarray | None = None) -> tuple[dict, str | None]:
     """``layout.scene`` settings for a 3D plot of ``width_px`` x ``height_px``: axis titles
     that fit (`scene_title`), a camera that keeps the whole box in view (`scene_eye`), and
-    the caption for the labels that had to be shortened (None when none was). With ``grid``,
+    the caption for the labels that had to be shortened (None when none was); with ``z`` (the displayed values),
+    the camera at the corner `low_corner` picks. With ``grid``,
     the surface's ``(x, y)``, the floor spans the whole grid: plotly.js fits the box to the
     points that have values, so a partial surface (a stopped run, a store being filled) was
     drawn in a box shrunk to its computed rows, its range read as the grid's."""
@@ -397,7 +427,7 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
         titles.append("")
         notes.append(f"height: {z_label}")
     settings = dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2],
-                    camera=dict(eye=scene_eye(width_px, height_px)), aspectmode="manual",
+                    camera=dict(eye=scene_eye(width_px, height_px, z)), aspectmode="manual",
                     aspectratio=SCENE_ASPECT)
     if grid is not None:
         for axis, values in zip("xy", grid):

@@ -98,7 +98,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
     width, height = plot_area(colorbar=trace.colorbar.title.text or True)
     if kind == "surface":
         scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), width, height,
-                                     grid=(surf.x, surf.y))
+                                     grid=(surf.x, surf.y), z=z)
         fig.update_layout(scene=scene)
         fig.layout.scene.zaxis.update(scene_z_ticks(zmin, zmax))
         if any(t.name == "models" for t in fig.data) and fig.layout.scene.zaxis.range is not None:

@@ -4,6 +4,7 @@ Imports neither torch, Dask nor ipywidgets (a ``go.FigureWidget`` is the caller'
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -44,6 +45,7 @@ from ._common import (
     hover_template,
     line_mode,
     lone_points_trace,
+    low_corner,
     non_positive_note,
     plot_area,
     plotly_array,
@@ -170,13 +172,14 @@ def live(
             coloraxis=dict(colorscale=COLORSCALE),
         )
         area, height = plot_area(width=width or DEFAULT_WIDTH, height=_HEIGHT, margin=_MARGIN)
-        fig.layout.scene.update(camera_eye=scene_eye(_SCENE_SHARE * area, height), aspectmode="manual",
-                                aspectratio=SCENE_ASPECT)
+        eye = scene_eye(_SCENE_SHARE * area, height)
+        fig.layout.scene.update(camera_eye=eye, aspectmode="manual", aspectratio=SCENE_ASPECT)
         fig.update_xaxes(ticks="outside")
         fig.update_yaxes(ticks="outside")
     fig.update_layout(meta={_LIVE_KEY: {"ndim": surface.ndim, "log": bool(log),
                                         "metric": metric if surface.ndim == 1 and metric in surface.metrics else None,
-                                        "placeholder": surface.ndim == 2}})
+                                        "placeholder": surface.ndim == 2,
+                                        **({"eye": eye} if surface.ndim == 2 else {})}})
     return update(fig, surface, log=log, clip=clip)
 
 
@@ -245,6 +248,9 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         else:
             new_meta[_LIVE_KEY]["placeholder"] = _update_grid(fig, surface, log=log, clip=clip,
                                                                placeholder=bool(info.get("placeholder")))
+            eye = _eye_when_done(fig, surface, info.get("eye"), log=log, clip=clip)
+            if eye is not None:
+                new_meta[_LIVE_KEY]["eye"] = eye
             extent = [float(surface.x.min()), float(surface.x.max()), float(surface.y.min()), float(surface.y.max())]
             if info.get("extent") != extent:  # a new grid; the same one keeps a reader's zoom
                 # plotly.js autoranges a contour with no values yet to its defaults (-1..6 × -1..4), not its grid
@@ -264,6 +270,22 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
 def _line_width(fig) -> float:
     """The plot area's width of a live line, in px (its legend's margin at the right)."""
     return plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0]
+
+
+def _eye_when_done(fig, surf: Surface, auto: Mapping | None, *, log: bool, clip: Any) -> dict | None:
+    """Once ``surf`` is complete, the 3D camera moved to the corner `low_corner` picks, where the camera is still
+    where the figure put it (``auto``; a reader's rotation stays), and the new position; else None. A capped corner
+    in front drew a wall at the cap across the basin (trial s58); the view is not turned while tiles arrive."""
+    eye = fig.layout.scene.camera.eye
+    now = {a: getattr(eye, a) for a in "xyz"}
+    if not surf.is_complete or not isinstance(auto, Mapping) or any(
+            now[a] is None or not math.isclose(now[a], auto.get(a, math.nan), rel_tol=1e-6) for a in "xyz"):
+        return None
+    sx, sy = low_corner(display_values(surf, log=log, clip=clip))
+    new = {"x": sx * abs(now["x"]), "y": sy * abs(now["y"]), "z": now["z"]}
+    if new != now:
+        fig.layout.scene.camera.eye = new
+    return new
 
 
 def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any) -> None:
