@@ -639,9 +639,10 @@ def partial(surf: Surface, n_rows: int) -> Surface:
 
 def test_live_2d_is_a_3d_surface_and_a_contour_side_by_side_on_one_colour_axis(bowl):
     fig = plot.live(partial(bowl, 2), title="live")
-    surf_trace, contour_trace, shade, path, models, models3d, *lone = fig.data
+    surf_trace, contour_trace, shade, path, centre, models, models3d, *lone = fig.data
     assert shade.name == ABOVE_CAP and shade.visible is False  # nothing above a cap yet
     assert path.name == "trajectory" and path.visible is False  # a plane of random directions has no path
+    assert centre.name == "centre" and centre.visible is False  # nor a model at a path's end
     assert models.name == "models" and models.visible is False  # nor models it passes through (plane3)
     assert models3d.name == "models 3d" and models3d.visible is False and models3d.scene == "scene"  # nor in 3D
     # two full rows: every point on a drawn cell, so no markers (see test_a_live_figure_shows_the_points...)
@@ -720,9 +721,14 @@ def test_a_live_figure_draws_a_pca_planes_path_then_drops_it_for_other_direction
     trace = fig.data[at]
     assert trace.visible is True and list(trace.x) == path["path_x"] and list(trace.y) == path["path_y"]
     assert list(trace.customdata) == path["path_loss"] and "true loss" in trace.hovertemplate
+    centre = next(t for t in fig.data if t.name == "centre")  # the model, where the path ends (or not, s58)
+    assert centre.visible is True and (list(centre.x), list(centre.y)) == ([0.0], [0.0])
+    k = int(np.argmin(np.abs(bowl.x))), int(np.argmin(np.abs(bowl.y)))
+    assert centre.customdata[0][0] == pytest.approx(bowl.loss[k[1], k[0]]) and "centre" in centre.hovertemplate
     plot.update(fig, bowl)
     assert fig.data[at].visible is False and not len(fig.data[at].x) and fig.data[at].customdata is None
     assert "-0.5" not in json.dumps(fig.to_plotly_json()["data"][at], default=str)
+    assert next(t for t in fig.data if t.name == "centre").visible is False
 
 
 def assert_placeholder(fig):

@@ -43,6 +43,7 @@ from .figures import (
     add_off_plane_note,
     contour,
     line,
+    centre_trace,
     nearest_grid_points,
 )
 
@@ -144,16 +145,9 @@ def pca_contour(
         + ("<br>true loss: %{customdata[2]:.4g}" if true_loss is not None else "")
         + "<br>plane's loss at the nearest grid point: %{customdata[3]:.4g}<extra>trajectory</extra>"
     )
-    centre = nearest_grid_points(surface, [0.0], [0.0])  # the model the plane is centred on, where the path ends
-    if centre["inside"][0]:  # when its last checkpoint is that model (Fig. 9)
-        at = ("loss: %{customdata[0]:.4g}" if centre["on_grid"][0] else  # a neighbour's loss, said as the centre's
-              "no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "  # (s35)
-              "%{customdata[0]:.4g} (a grid through 0: d.suggested_grid(n))")
-        fig.add_trace(go.Scatter(
-            x=[0.0], y=[0.0], mode="markers", name="centre", showlegend=False,
-            marker=dict(symbol="star", size=14, color="white", line=dict(width=1.5, color="black")),
-            customdata=[[float(centre["loss"][0]), float(centre["x"][0]), float(centre["y"][0])]],
-            hovertemplate=f"the model at the centre (0, 0)<br>{at}<extra></extra>"))
+    centre = centre_trace(surface)
+    if centre is not None:
+        fig.add_trace(centre)
     add_off_plane_note(fig, surface, path, list(trace.text))
     return fig
 

@@ -823,6 +823,23 @@ def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, no
     return text
 
 
+def centre_trace(surface: Surface) -> go.Scatter | None:
+    """A white star at (0, 0), the model a trajectory-PCA plane is centred on, where the path ends when its last
+    checkpoint is that model (Li et al. 2018, Fig. 9), its loss on hover; None where (0, 0) is outside the grid.
+    Checkpoints that stop before the model left the centre unmarked in the Explorer (trial s58)."""
+    centre = nearest_grid_points(surface, [0.0], [0.0])
+    if not centre["inside"][0]:
+        return None
+    at = ("loss: %{customdata[0]:.4g}" if centre["on_grid"][0] else  # a neighbour's loss, said as the centre's
+          "no grid point there; loss at the nearest, (%{customdata[1]:.3g}, %{customdata[2]:.3g}): "  # (s35)
+          "%{customdata[0]:.4g} (a grid through 0: d.suggested_grid(n))")
+    return go.Scatter(
+        x=[0.0], y=[0.0], mode="markers", name="centre", showlegend=False,
+        marker={"symbol": "star", "size": 14, "color": "white", "line": {"width": 1.5, "color": "black"}},
+        customdata=[[float(centre["loss"][0]), float(centre["x"][0]), float(centre["y"][0])]],
+        hovertemplate=f"the model at the centre (0, 0)<br>{at}<extra></extra>")
+
+
 def _trajectory_trace(trajectory: Any) -> go.Scatter:
     x = _trajectory_field(trajectory, "x")
     y = _trajectory_field(trajectory, "y")

@@ -62,6 +62,7 @@ from .figures import (
     _line_hover,
     _metric_hover,
     _trajectory_trace,
+    centre_trace,
     line,
     line_models_note,
     line_models_trace,
@@ -157,6 +158,8 @@ def live(
                                  fillcolor=ABOVE_CAP_FILL, line={"width": 0}, connectgaps=False), row=1, col=2)
         # a trajectory-PCA plane's training path on the contours (Li et al. 2018, Fig. 9), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="trajectory", visible=False, showlegend=False), row=1, col=2)
+        # and the model at its centre, where the path ends if the last checkpoint is the model (`centre_trace`)
+        fig.add_trace(go.Scatter(x=[], y=[], name="centre", visible=False, showlegend=False), row=1, col=2)
         # a plane through three models: the three, named, on the contours and on the 3D surface at its drawn
         # heights (`plane_models_trace`; the 3D pane marked none, s51), set by `update`
         fig.add_trace(go.Scatter(x=[], y=[], name="models", visible=False, showlegend=False), row=1, col=2)
@@ -405,13 +408,20 @@ def _update_lone_points(fig, surf: Surface, z: np.ndarray, zmin, zmax) -> None:
 
 
 def _update_path(fig, surf: Surface) -> None:
-    """Draw a trajectory-PCA plane's training path (`provenance_path`) on the contours, or hide the path trace
-    for other directions. Its distance from the plane colours and sizes the markers and is in the hover text,
+    """Draw a trajectory-PCA plane's training path (`provenance_path`) and the model at its centre (`centre_trace`)
+    on the contours, or hide both traces for other directions. Its distance from the plane colours and sizes the markers and is in the hover text,
     without the colour bar `contour` gives it (the live figure's bar is the loss's)."""
     trace = next((t for t in fig.data[2:] if t.name == "trajectory"), None)
     if trace is None:  # a live figure made before the path trace existed
         return
     path = provenance_path(surf)
+    star = next((t for t in fig.data[2:] if t.name == "centre"), None)  # None: made before the star existed
+    centre = None if star is None or path is None else centre_trace(surf)
+    if centre is not None:
+        star.update(x=centre.x, y=centre.y, mode=centre.mode, marker=centre.marker, customdata=centre.customdata,
+                    hovertemplate=centre.hovertemplate, visible=True)
+    elif star is not None and (star.visible is not False or len(star.x or ())):
+        star.update(x=[], y=[], customdata=None, visible=False)
     if path is None:  # hidden and emptied: an export of the next surface carried the last PCA run's path
         if trace.visible is not False or len(trace.x or ()):
             trace.update(x=[], y=[], text=None, customdata=None, visible=False)
