@@ -55,6 +55,18 @@ CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis)
                    "attention mask hides every token, gives inf or NaN)")
 
 
+
+#: the symbols of the grid's axes where a label does not begin with one (``Surface.slice``, ``plot.volume_slices``)
+AXIS_SYMBOLS = {"x": "α", "y": "β", "z": "γ"}
+
+
+def axis_symbol(label: str | None, axis: str) -> str:
+    """The symbol a label of the grid's ``axis`` begins with, a word alone or before a parenthesis ("γ" of "γ
+    (random direction 3, filter-normalized)", "PC1" of "PC1 (83% of variance)"), else the axis's `AXIS_SYMBOLS`
+    one: a Hessian direction's "Hessian eigenvector λ_max3 = 1.146" titled its planes "Hessian = −1" (trial s58)."""
+    words = str(label or "").split(" ")
+    return words[0] if words[0] and (len(words) == 1 or words[1].startswith("(")) else AXIS_SYMBOLS.get(axis, axis)
+
 @dataclass(frozen=True, eq=False)
 class Surface:
     """Loss (and metrics) over a 1D line, a 2D plane or a 3D volume.
@@ -395,7 +407,7 @@ class Surface:
         kept = [a for a in ("x", "y", "z") if a != axis]
         labels = {"x": self.x_label, "y": self.y_label, "z": self.z_label}
         at = float(coords[index])
-        symbol = (str(labels[axis] or "").split(" ") or [""])[0] or axis  # "γ": its figures' default title names
+        symbol = axis_symbol(labels[axis], axis)  # "γ": its figures' default title names
         prov = {**self.provenance, "x_label": labels[kept[0]], "y_label": labels[kept[1]],  # the plane (trial s57)
                 "slice": {"axis": axis, "index": index, "value": at, "symbol": symbol}}
         prov.pop("z_label", None)

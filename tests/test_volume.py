@@ -434,3 +434,18 @@ def test_a_volumes_colour_bar_says_where_its_shells_stop():
     assert title == (f"loss<br>(shells up to {top:.4g}:<br>{int((loss > top).sum())} of {loss.size} points<br>above, "
                      f"up to {loss.max():.3g})")
     assert lnb.plot.volume(vol, upper=1.0).data[0].colorbar.title.text == "loss"
+
+
+def test_a_volumes_planes_are_titled_by_the_axiss_symbol_where_its_label_has_none():
+    """Trial s58: a volume of Hessian directions drew its planes titled "Hessian = −1", "Hessian = 0" (the first word
+    of "Hessian eigenvector λ_max3 = 1.146"); they are "γ = …" now, the title saying what γ is. A label beginning
+    with its symbol keeps it (tested above with γ and markup)."""
+    x = np.linspace(-1, 1, 3)
+    label = "Hessian eigenvector λ_max3 = 1.146 (on 512 samples)"
+    vol = Surface(x, x, np.arange(27.0).reshape(3, 3, 3) + 1, z=x, provenance={"z_label": label})
+    fig = lnb.plot.volume_slices(vol, "z")
+    assert [a.text for a in fig.layout.annotations][:3] == ["γ = \u22121", "γ = 0", "γ = 1"]
+    assert f"fixed γ: {label}" in fig.layout.title.text.replace("<br>", " ")
+    assert vol.slice("z", index=0).provenance["slice"]["symbol"] == "γ"
+    pc = Surface(x, x, np.ones((3, 3, 3)), z=x, provenance={"z_label": "PC3 (2% of variance)"})
+    assert lnb.plot.volume_slices(pc, "z").layout.annotations[0].text == "PC3 = \u22121"

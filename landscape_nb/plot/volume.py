@@ -329,11 +329,13 @@ def volume_slices(
         raise LandscapeError(f"plot.volume_slices: indices={indices!r}, values={values!r}: no slice to draw; "
                              "expected at least one index or value (or neither: the first, middle and last plane)")
     label = {"x": surf.x_label, "y": surf.y_label, "z": surf.z_label}[axis]
-    name = label.split(" ")[0]
+    name = planes[0].provenance["slice"]["symbol"]
     titles = [as_written(f"{name} = {_signed(p.provenance['slice']['value'])}") for p in planes]
     fig = compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
-    # what the panels' "γ = …" hold fixed: the axis's whole label (the panels named only its letter, trial s54)
-    fig.update_layout(title={"text": fit_title(f"the volume's loss on planes of fixed {label}",
+    # what the panels' "γ = …" hold fixed: the axis's whole label (the panels named only its letter, trial s54),
+    # after the symbol where the label does not begin with it ("γ: Hessian eigenvector λ_max3 = 1.146", s58)
+    held = label if label.split(" ")[0] == name else f"{name}: {label}"
+    fig.update_layout(title={"text": fit_title(f"the volume's loss on planes of fixed {held}",
                                                plot_area(width=fig.layout.width or DEFAULT_WIDTH)[0]),
                              "font": {"size": 14}})
     fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _common.PARTIAL_NOTE]
