@@ -330,6 +330,7 @@ class Explorer(w.VBox):
                 self._figure_run = self.state.run_id
             else:
                 plot.update(self.figure, surf, log=self.state.log_scale)
+                _in_panel_words(self.figure)
                 title = figure_title(surf)  # the run's first values name what the empty grid could not (a subset)
                 if self.figure.layout.title.text != title:
                     self.figure.layout.title.text = title
@@ -367,6 +368,7 @@ class Explorer(w.VBox):
             # 2D: the widget is drawn before it has a width to autosize to; laid out for the one it gets
             fig = plot.live(surf, log=self.state.log_scale, title=title,
                             width=FIGURE_WIDTH if surf.ndim == 2 else None)
+            _in_panel_words(fig)
             refill = self.figure is not None and _shape(self.figure) == _shape(fig)
         if refill:
             # the values, ranges, axis titles and title in one batch (plot.update's own: inside another, its edits
@@ -588,6 +590,16 @@ class _ControlLink:
     def link(self) -> None:
         self.linked = True
         self._to_widget({"new": getattr(self.state, self.name)})
+
+
+def _in_panel_words(fig) -> None:
+    """A line's capped loss axis note in the panel's words: it said "clip=False shows every value", an argument the
+    panel has no control for (trial s58); the hover shows each value."""
+    from ..plot.figures import CAP_NOTE, CLIP_OFF
+
+    for note in fig.layout.annotations or ():
+        if note.name == CAP_NOTE and f"({CLIP_OFF} shows every value" in (note.text or ""):
+            note.text = note.text.replace(f"({CLIP_OFF} shows every value", "(the hover shows each value")
 
 
 def _drawn_empty(fig, surf: Surface) -> bool:
