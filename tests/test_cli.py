@@ -1177,7 +1177,7 @@ def test_target_key_reads_the_targets_where_the_api_does(targets_module, tmp_pat
         assert main(["compute", "tk_models:make_dict", "--grid", "3x3"]) == 2  # no "labels" entry: no targets
         err = capsys.readouterr().err.strip()
         assert err.startswith("landscape-nb: error:") and "\n" not in err
-        assert "name the targets with --target-key KEY" in err  # the CLI's flag, not the API's target_key=
+        assert "name the targets with --target-key y;" in err  # the CLI's flag, with the key (trial s58: "KEY'y'")
         assert main(["compute", "tk_models:make_dict", "--grid", "3x3", "--target-key", "label"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("landscape-nb: error:") and "target_key='label'" in err and "\n" not in err
@@ -1504,3 +1504,18 @@ def test_a_lines_note_on_metrics_not_drawn_is_in_the_clis_words(user_model, tmp_
     splits = lnb.compute_surface(model, {"train": (x, y), "val": (x[:20], y[:20])}, d, x=(-1, 1, 3))
     said = notes(figure_for(splits, "line", clip=5.0))
     assert "drop --clip to draw every split" in said and "plot.line_splits" not in said
+
+
+def test_the_clis_words_keep_the_key_a_message_names_and_give_the_python_call_for_a_batch_size():
+    """Trial s58: a dict batch with no "labels" said "name the targets with --target-key KEY'y'" (the API's words
+    replaced around the key the message named), and a loss weighted by its batch told a shell user "batch_size=20000
+    for that", an argument the CLI has no flag for."""
+    from landscape_nb.cli import _cli_words
+
+    said = _cli_words("went to the model as keywords: name the targets with target_key='y'")
+    assert said.endswith("name the targets with --target-key y")
+    assert _cli_words("...: name the targets with target_key=").endswith("name the targets with --target-key KEY")
+    said = _cli_words("not the value over the whole set (batch_size=20000 for that, or a loss whose ...)")
+    assert "(from Python, batch_size=20000 for that, or a loss whose ...)" in said
+    said = _cli_words("batches of 64 (batch_size=None (one pass) for that, or a loss ...)")
+    assert "(from Python, batch_size=None (one pass) for that, or" in said

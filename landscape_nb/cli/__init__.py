@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 KINDS = ("surface", "contour", "heatmap", "line", "volume", "slices", "eigen_map")
 CLIP_HELP = ("cap on the figure's displayed loss (hover shows true values; a line's loss axis stops there; a "
              "volume's outermost isosurface sits there, at the median loss for auto): auto (default: "
-             "min + 5·(median − min), so a few diverged points do not flatten the rest), none (no cap) or a loss "
+             "min + 5·(median − min), so a few diverged points do not flatten the rest; a line rising at most 4 "
+             "times that height above its minimum is drawn whole, and none with --log), none (no cap) or a loss "
              "value")
 _KINDS_BY_NDIM = {1: ("line",), 2: ("surface", "contour", "heatmap"), 3: ("volume", "slices")}
 
@@ -1212,8 +1213,12 @@ def _exit_at_once_with(code: int) -> None:
     atexit.register(lambda: [signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)])
 
 
-#: the API's words in messages the CLI passes on, and the flags that say the same
-_API_TO_FLAGS = (("name the targets with target_key=", "name the targets with --target-key KEY"),)
+#: the API's words in messages the CLI passes on, and the flags that say the same (a key the message names is
+#: kept: "target_key='y'" read "--target-key KEY'y'", trial s58)
+_API_TO_FLAGS = ((r"name the targets with target_key='([^'\s]+)'", r"name the targets with --target-key \1"),
+                 (r"name the targets with target_key=(?!')", "name the targets with --target-key KEY"),
+                 # the CLI has no batch size: the Python call that sets one (trial s58)
+                 (r"\(batch_size=(\w+)((?: \([^)]*\))?) for that, or ", r"(from Python, batch_size=\1\2 for that, or "))
 
 
 def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
@@ -1224,7 +1229,7 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     import re
 
     for api, flag in _API_TO_FLAGS:
-        text = text.replace(api, flag)
+        text = re.sub(api, flag, text)
     if "accuracy skipped: " in text:  # a classifier's, warned by compute_surface (trial s40)
         text += (" (the CLI computes the automatic accuracy only: such a metric is passed from Python, "
                  "lnb.compute_surface(..., metrics=...))")
