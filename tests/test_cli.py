@@ -1392,6 +1392,10 @@ def test_errors_in_the_users_module_are_one_line_with_the_place_and_v_shows_the_
             net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(12)])
             wide = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(12)])
             net.load_state_dict(wide.state_dict())
+
+
+        def missing():
+            return torch.load("no_such_weights.pt")
     """))
     out = ["--grid", "3", "--no-store", "--html", str(tmp_path / "f.html")]
     assert main(["compute", "broken_syntax:make", *out]) == 2
@@ -1409,6 +1413,12 @@ def test_errors_in_the_users_module_are_one_line_with_the_place_and_v_shows_the_
     err = capsys.readouterr().err
     words = re.search(r"raised RuntimeError: (.*) … \((\d+) more characters: rerun as landscape-nb -v", err)
     assert words and len(words[1]) <= 600 and not words[1].endswith(("torc", "Siz")), err
+    # the module's own function failing says where too, as the model's errors do (trial s58: what, not where)
+    assert main(["compute", "typo_model:missing", *out]) == 2
+    err = capsys.readouterr().err
+    assert "typo_model:missing() raised FileNotFoundError: " in err and "Traceback" not in err
+    line = (tmp_path / "typo_model.py").read_text().splitlines().index('    return torch.load("no_such_weights.pt")') + 1
+    assert f"(at typo_model.py:{line} in missing(); rerun as landscape-nb -v COMMAND ... for its traceback)" in err
 
 
 def test_an_accuracy_the_loss_does_not_define_is_said_skipped(user_model, tmp_path, capsys):

@@ -165,7 +165,7 @@ def load_model_spec(name: str, split: str | None = None):
                                  f"{exc.msg}; fix the module and rerun") from None
         except Exception as exc:  # its module-level code raised: the user's own, one line, the original chained
             raise LandscapeError(f"importing {mod_name} (for {name}) raised {type(exc).__name__}: "
-                                 f"{_shortened(exc)}") from exc
+                                 f"{_shortened(exc)}{_raised_at(exc)}") from exc
         if not callable(fn):
             raise LandscapeError(f"{name} is of type {type(fn).__name__}, not a function; expected module:function naming "
                                  "a function that returns (model, data) or (model, data, loss_fn)")
@@ -178,8 +178,8 @@ def load_model_spec(name: str, split: str | None = None):
         try:
             out = fn(split=split or "test") if takes_split else fn()
         except Exception as exc:  # the user's own function: one line, the original chained
-            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_shortened(exc)}; expected it to "
-                                 "return (model, data[, loss_fn])") from exc
+            raise LandscapeError(f"{name}() raised {type(exc).__name__}: {_shortened(exc)}{_raised_at(exc)}; "
+                                 "expected it to return (model, data[, loss_fn])") from exc
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             got = f"a tuple of {len(out)} item(s)" if isinstance(out, tuple) else f"a {type(out).__name__}"
             raise LandscapeError(f"{name} returned {got}; expected (model, data[, loss_fn])")
@@ -1269,6 +1269,15 @@ def _range_words(text: str, flags: tuple[str, ...]) -> str:
                   f"{flag(m)} {m[2]}:{m[3]}", text)
     text = re.sub(r"the ([xyz]) range (\S+?)\.\.(\S+)", lambda m: f"{flag(m)} {m[2]}:{m[3]}", text)
     return re.sub(r"\b([xyz])=\((\S+), (\S+), \d+\)", lambda m: f"{flag(m)} {m[2]}:{m[3]}", text)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """Where the user's code raised ``exc`` (`errors.user_frame`) and how to see its traceback: an error of the
+    user's own make() said what, not where (trial s58)."""
+    from ..errors import user_frame
+
+    at = user_frame(exc)
+    return f"{at[:-1]}; rerun as landscape-nb -v COMMAND ... for its traceback)" if at else ""
 
 
 def _one_line(exc: BaseException) -> str:
