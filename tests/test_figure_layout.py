@@ -87,6 +87,11 @@ def path_dict():
             "labels": ["init", "epoch 1", "epoch 2", "final"]}
 
 
+def _biasbn(surf: Surface) -> Surface:
+    surf.provenance["directions"] = {"scheme": "pca", "ignore": "biasbn"}
+    return surf
+
+
 def pca_plane() -> Surface:
     return plane(labels={"x_label": "PC1 (81.3% of variance)", "y_label": "PC2 (12.9% of variance)"})
 
@@ -205,7 +210,12 @@ CASES = {  # builder -> {case: figure factory}
                         "x_label": "α (random direction 1, raw)", "y_label": "β (random direction 2, raw)"})],
                     kind="surface")},
     "with_sharpness": {"contour": lambda: plot.with_sharpness(plot.contour(plane()), plane(), radius=0.5)},
-    "pca_contour": {"path": lambda: plot.pca_contour(pca_plane(), path_dict())},
+    "pca_contour": {"path": lambda: plot.pca_contour(pca_plane(), path_dict()),
+                    # every checkpoint far off the plane, one outside the range: a three-line note (trial s58: one
+                    # line ran off the figure)
+                    "far off": lambda: plot.pca_contour(_biasbn(pca_plane()), dict(
+                        path_dict(), x=[3.0, 0.5, 0.2, 0.0], distance=[0.9, 0.6, 0.15, 0.0],
+                        labels=["ckpt/a_long_checkpoint_name_e000.pt", "e1", "e2", "final"]))},
     "eigen_map": {"ratio": lambda: plot.eigen_map(eigen_plane())},
     "paths": {"accuracy": lambda: plot.paths(
         [Surface(np.linspace(0, 1, 21), None, 1 + 0.5 * np.sin(np.pi * np.linspace(0, 1, 21)),

@@ -89,20 +89,21 @@ def test_the_path_is_coloured_by_the_share_of_each_offset_off_the_plane_on_a_fix
     marker = fig.data[1].marker
     np.testing.assert_allclose(marker.color, np.array(path["distance"]) / np.array(path["norm"]))
     assert (marker.cmin, marker.cmax) == (0.0, 1.0)  # both given: plotly.js honours them
-    notes = " ".join(a.text for a in fig.layout.annotations)
+    notes = " ".join(a.text for a in fig.layout.annotations).replace("<br>", " ")  # wrapped to the plot (s58)
     # the farthest in distance, with its share (trial s57: the largest share, a checkpoint 0.001 off, was named)
     assert "farthest from the plane: epoch 4, 3 off it (97% of its offset from the centre model)" in notes
     np.testing.assert_allclose(marker.size, 6 + 12 * np.array(path["distance"]) / 3.0)  # sized by the distance
-    assert "every checkpoint is at least 60% off this plane: is this the run that ends at the centre model?" in notes
+    assert "every checkpoint has 60% or more of its offset off this plane: is this the run that ends at the centre " \
+           "model?" in notes
     # a plane that leaves biases and norm weights out (ignore="biasbn", the default) leaves their offset off it:
     # trial 2's own run was asked whether it was the run (98.5 % of the weights' variance was in the plane)
     biasbn = _plane()
     biasbn.provenance["directions"] = {"scheme": "pca", "ignore": "biasbn"}
-    notes = " ".join(a.text for a in plot.pca_contour(biasbn, path).layout.annotations)
-    assert "at least 60% off this plane: the plane leaves out biases and norm-layer weights" in notes
+    notes = " ".join(a.text for a in plot.pca_contour(biasbn, path).layout.annotations).replace("<br>", " ")
+    assert "60% or more of its offset off this plane: the plane leaves out biases and norm-layer weights" in notes
     assert "--ignore none" in notes and "is this the run" not in notes
     near = dict(path, distance=[0.2, 0.3, 0.0], norm=[2.0, 3.1, 0.0])  # the last one is the centre model
-    notes = " ".join(a.text for a in plot.pca_contour(surf, near).layout.annotations)
+    notes = " ".join(a.text for a in plot.pca_contour(surf, near).layout.annotations).replace("<br>", " ")
     assert "epoch 4, 0.3 off it (10% of" in notes and "every checkpoint" not in notes  # 0.3 > 0.2; 0.3 / 3.1
     bare = plot.contour(surf, trajectory={"x": path["x"], "y": path["y"], "distance": path["distance"]})
     assert (bare.data[1].marker.cmin, bare.data[1].marker.cmax) == (0.0, 3.0)  # no norm: the distance, from 0

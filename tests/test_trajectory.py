@@ -662,7 +662,7 @@ def test_a_path_around_another_final_model_is_warned_and_the_off_plane_note_says
         project_trajectory(states, d, final=other_model)
     surf = lnb.compute_surface(model, mlp_data, d, **d.suggested_grid(5))
     theirs = project_trajectory(other_states, d, final=model)
-    notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, theirs).layout.annotations)
+    notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, theirs).layout.annotations).replace("<br>", " ")
     assert "off this plane: is this the run that ends at the centre model?" in notes
     biases = [name for name, p in model.named_parameters() if p.ndim == 1]
     naive = [float(sum(((sd[n] - dict(model.named_parameters())[n].detach()) ** 2).sum() for n in biases)) ** 0.5
@@ -675,7 +675,7 @@ def test_a_path_around_another_final_model_is_warned_and_the_off_plane_note_says
             sd[n] = sd[n] + 5.0
         shifted.append(sd)
     ours = project_trajectory(shifted[:-1], d, final=model)
-    notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, ours).layout.annotations)
+    notes = " ".join(a.text for a in lnb.plot.pca_contour(surf, ours).layout.annotations).replace("<br>", " ")
     assert "off this plane: the plane leaves out biases and norm-layer weights" in notes
     # a plane with every tensor in (ignore=None) whose run left its first layer as it was: a distance in that
     # weight matrix was blamed on biases and ignore=None (re-trial s37)
@@ -685,7 +685,7 @@ def test_a_path_around_another_final_model_is_warned_and_the_off_plane_note_says
     plane = lnb.compute_surface(model, mlp_data, d_all, **d_all.suggested_grid(5))
     moved = [{**sd, first: sd[first] + 1.0} for sd in still[:-1]]
     notes = " ".join(a.text for a in lnb.plot.pca_contour(plane, project_trajectory(moved, d_all, final=model))
-                     .layout.annotations)
+                     .layout.annotations).replace("<br>", " ")
     assert "most of that offset lies in tensors none of the plane's directions moves" in notes
     assert "biases" not in notes
 

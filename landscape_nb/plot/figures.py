@@ -19,6 +19,8 @@ from ..errors import LandscapeError, warn_user
 from ..surface import Surface, metric_splits
 from ._common import (
     COLORSCALE,
+    DEFAULT_HEIGHT,
+    DEFAULT_MARGIN,
     DEFAULT_WIDTH,
     PARTIAL_NOTE,
     SURFACE_LEVELS,
@@ -794,9 +796,16 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
     distance, norm = _trajectory_field(path, "distance"), _trajectory_field(path, "norm")
     lines = [_off_plane_text(surface, path, labels, distance, norm)] if distance is not None and norm is not None else []
     lines += [beyond] if beyond else []
-    if lines:
-        fig.add_annotation(text="<br>".join(lines), xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left",
-                           yanchor="bottom", yshift=4, showarrow=False, font={"size": 11})  # above: below is x's title
+    if lines:  # wrapped to the figure's width: one line ran off it (trial s58: "...(ignore biasb"), the top margin
+        # and the figure grown for the lines past two (the title's room above them)
+        text = "<br>".join(fit_title(line, (fig.layout.width or DEFAULT_WIDTH) - DEFAULT_MARGIN["l"], size=11)
+                           for line in lines)
+        fig.add_annotation(text=text, xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
+                           yshift=4, showarrow=False, align="left", font={"size": 11})  # above: below is x's title
+        extra = 15 * (text.count("<br>") - 1)
+        if extra > 0:  # the figure grown by as much: the plot keeps its height (its colour bars' ticks their room)
+            fig.update_layout(margin={"t": (fig.layout.margin.t or DEFAULT_MARGIN["t"]) + extra},
+                              height=(fig.layout.height or DEFAULT_HEIGHT) + extra)
 
 
 def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, norm) -> str:
@@ -807,7 +816,9 @@ def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, no
     text = (f"farthest from the plane: {labels[worst]}, {abs(float(np.asarray(distance, float)[worst])):.3g} off it "  # checkpoint
             f"({100 * float(rel[worst]):.0f}% of its offset from the centre model)")  # 0.001 off was named (s57)
     if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
-        text += f"; every checkpoint is at least {100 * float(np.nanmin(rel[far])):.0f}% off this plane: "
+        # the same share as the farthest's, said as one: "56% of its offset" then "at least 56% off" read as two
+        # measures (trial s58)
+        text += f"; every checkpoint has {100 * float(np.nanmin(rel[far])):.0f}% or more of its offset off this plane: "
         biasbn = (surface.provenance.get("directions") or {}).get("ignore") == "biasbn"
         left_out = _trajectory_field(path, "left_out")  # the part no direction can move (ProjectedPath.left_out)
         if left_out is not None:  # said from the path itself: another run's checkpoints were blamed on the
