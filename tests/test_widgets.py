@@ -2418,3 +2418,37 @@ def test_the_explorer_says_why_the_accuracy_of_targets_of_several_tensors_is_ski
             assert e.surface.loss[k] == pytest.approx(float(weighted(model(x), (y, w))), rel=1e-6)
     finally:
         e.close()
+
+
+def test_cancel_while_a_zoo_model_trains_returns_at_once_and_the_load_goes_on(monkeypatch):
+    """Trial s58: Cancel during a zoo model's first load (its training) sat at "Cancelling…" for 30-60 s and then
+    said "Cancelled while finding the range". The run now stops waiting at once and says what it was doing; the
+    load goes on and the next Compute uses the model once loaded."""
+    from landscape_nb.widgets.models import ModelShelf
+
+    trained = threading.Event()
+    real = ModelShelf._load
+
+    def training(self, name):  # a first load: the zoo trains the model
+        assert trained.wait(60)
+        real(self, name)
+
+    monkeypatch.setattr(ModelShelf, "_load", training)
+    state = ExplorerState(models=None, model_name="mlp-moons", x_points=5, y_points=5, auto_range=False)
+    try:
+        state.compute()
+        deadline = time.monotonic() + 30
+        while "Loading mlp-moons" not in state.message and time.monotonic() < deadline:
+            time.sleep(0.02)
+            state._ui.drain()
+        assert "Loading mlp-moons" in state.message
+        state.cancel()
+        state.wait(30)
+        assert not trained.is_set() and state.status == "cancelled", state.message  # the training still on
+        assert state.message.startswith("Cancelled while loading the model") and state.surface.n_done == 0
+        trained.set()
+        assert state.compute(wait=True) and state.status == "done", state.message
+        assert state.surface.is_complete and state.surface.loss.shape == (5, 5)
+    finally:
+        trained.set()
+        state.close()

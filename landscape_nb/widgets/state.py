@@ -59,6 +59,10 @@ PREFETCH_SCHEMES = ("random", "random-orthogonal")  # directions drawn in millis
 PREPARED_KEPT = 8  # preparations of zoo models kept for the next Computes
 
 
+#: `Cancelled`'s argument for a Cancel while the model loads (`ExplorerState._load_entry`)
+_LOADING = "loading the model"
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What a run needs before its first tile: the centre model, its directions and the range."""
@@ -636,8 +640,7 @@ class ExplorerState(t.HasTraits):
         prepared = shown = None
         try:
             self._await_prefetch(_prepare_key(spec), cancel)
-            entry = self.shelf.get(spec.model, announce=lambda: self._post(run_id, "status", lambda: self._say(
-                f"Loading {spec.model} (trained on first use, then cached)…")))
+            entry = self._load_entry(spec.model, run_id, cancel)
             data = split_of(entry, spec.model, spec.split)
             searched, t0 = [], time.perf_counter()
 
@@ -695,9 +698,10 @@ class ExplorerState(t.HasTraits):
             note = prepared.range.note + _off_grid_note(spec, prepared.directions.provenance.get("models"))
             budget = spec.time_budget if over.is_set() else None
             self._post(run_id, "end", lambda: self._finished(surf, cancel.is_set(), returned, note, shown, budget))
-        except Cancelled:  # before the first point: while finding the range
+        except Cancelled as exc:  # before the first point: while loading the model or finding the range
             returned = time.perf_counter()
-            self._post(run_id, "end", lambda: self._cancelled_early(returned))
+            loading = exc.args == (_LOADING,)
+            self._post(run_id, "end", lambda: self._cancelled_early(returned, loading=loading))
         except ClusterLost as exc:  # the points computed are kept: the next Compute goes on from them
             logger.debug("Explorer computation lost its cluster", exc_info=exc)
             _of_split(getattr(exc, "surface", None), spec)
@@ -842,6 +846,31 @@ class ExplorerState(t.HasTraits):
             loop.call_soon_threadsafe(show)
         except RuntimeError:  # that loop has closed
             pass
+
+    def _load_entry(self, name: str, run_id: int, cancel: threading.Event):
+        """(worker thread) The shelf's entry for model ``name``, loaded in a thread of its own so that Cancel stops
+        the wait at once (`Cancelled` with `_LOADING`): a zoo model's first load trains it, and a Cancel then sat
+        at "Cancelling…" for 30-60 s (trial s58). The load goes on and is cached for the next Compute."""
+        from ..evaluate import Cancelled
+
+        got: dict = {}
+
+        def load() -> None:
+            try:
+                got["entry"] = self.shelf.get(name, announce=lambda: self._post(run_id, "status", lambda: self._say(
+                    f"Loading {name} (trained on first use, then cached)…")))
+            except BaseException as exc:  # noqa: BLE001 - raised again on the run's thread
+                got["error"] = exc
+
+        loader = threading.Thread(target=load, name="landscape_nb-explorer-load", daemon=True)
+        loader.start()
+        while loader.is_alive():
+            if cancel.is_set():
+                raise Cancelled(_LOADING)
+            loader.join(0.05)
+        if "error" in got:
+            raise got["error"]
+        return got["entry"]
 
     def _await_prefetch(self, key: tuple, cancel: threading.Event) -> None:
         """(worker thread) Let a search for ``key`` end and stop one for other controls; Cancel stops both."""
@@ -1013,7 +1042,7 @@ class ExplorerState(t.HasTraits):
         return (f" The controls changed during the run ({', '.join(changed)}): this surface is of the settings "
                 "Compute was pressed with, as the figure's title says; press Compute for the new ones.")
 
-    def _cancelled_early(self, returned: float) -> None:
+    def _cancelled_early(self, returned: float, loading: bool = False) -> None:
         if self._cancel_t0 is not None:
             self.cancel_latency = max(0.0, returned - self._cancel_t0)
         # the run shown before is shown again, with its directions: an empty grid titled as the cancelled run's
@@ -1023,7 +1052,9 @@ class ExplorerState(t.HasTraits):
             self._show_before()
         self.status = "cancelled"
         kept = self._resumable[1].n_done if self._resumable else 0
-        self._say("Cancelled while finding the range: no new points computed"
+        self._say(("Cancelled while loading the model (its first load trains it, which goes on in the background: "
+                   "the next Compute uses it once cached): no new points computed" if loading else
+                   "Cancelled while finding the range: no new points computed")
                   + (f"; the {kept} of the cancelled run are kept" if kept else "")
                   + ("; the figure shows the run before again." if back else "."))
         self._ended(prepare=False)
