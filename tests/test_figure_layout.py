@@ -63,6 +63,17 @@ def plane(n=15, label="resnet-56", labels=RANDOM_LABELS, metrics=True, scale=1.0
     return Surface(x=x, y=y, loss=loss, metrics=m, provenance={"label": label, **labels})
 
 
+def low_corner_only(sx: int, sy: int) -> Surface:
+    """`plane`'s labels over a bowl whose corners rise far above the rest but the one at (sx, sy) (signs), where
+    the 3D camera then stands."""
+    x, y = np.linspace(-1.0, 1.0, 15), np.linspace(-1.0, 1.0, 13)
+    loss = 0.4 + x[None, :] ** 2 + y[:, None] ** 2
+    for cx, cy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        if (cx, cy) != (sx, sy):
+            loss = loss + 8 * np.clip(cx * x[None, :] + cy * y[:, None] - 0.6, 0, None)
+    return Surface(x=x, y=y, loss=loss, provenance={"label": "resnet-56", **RANDOM_LABELS})
+
+
 def line_1d(label="resnet-56", n=41, shift=0.0) -> Surface:
     x = np.linspace(-1.0, 1.0, n)
     loss = 0.4 + (x - shift) ** 2
@@ -201,7 +212,10 @@ CASES = {  # builder -> {case: figure factory}
     "heatmap": {"log": lambda: plot.heatmap(plane(), log=True)},
     "surface": {"long labels": lambda: plot.surface(plane()),
                 "hessian labels": lambda: plot.surface(plane(labels=HESSIAN_LABELS)),
-                "plane3 models": lambda: plot.surface(plane3_plane())},
+                "plane3 models": lambda: plot.surface(plane3_plane()),
+                # the camera over the low side (s58): each other corner's view keeps its labels in the figure
+                **{f"camera {sx:+d}{sy:+d}": (lambda sx=sx, sy=sy: plot.surface(low_corner_only(sx, sy)))
+                   for sx, sy in ((-1, -1), (-1, 1), (1, -1))}},
     "compare": {"contour": lambda: plot.compare([plane(label="skip"), plane(label="no skip", scale=3)]),
                 "heatmap 3": lambda: plot.compare([plane(label=f"w{k}") for k in (1, 2, 3)], kind="heatmap"),
                 "surface": lambda: plot.compare([plane(label="skip"), plane(label="no skip")], kind="surface"),
