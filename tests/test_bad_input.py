@@ -2282,7 +2282,7 @@ def test_a_lazy_module_anywhere_is_refused_naming_which_model():
             call()
 
 
-def test_a_checkpoint_saved_from_a_lazy_model_before_its_first_input_is_refused_naming_it():
+def test_a_checkpoint_saved_from_a_lazy_model_before_its_first_input_is_refused_naming_it(tmp_path):
     """Left open in s57: the state dict of a lazy model taken before its first forward (as a trajectory's checkpoint,
     in a trainer's dict or not) gave torch's "Can't access the shape of an uninitialized parameter" from the PCA
     and the projection."""
@@ -2295,3 +2295,9 @@ def test_a_checkpoint_saved_from_a_lazy_model_before_its_first_input_is_refused_
         with pytest.raises(LandscapeError, match=r"^checkpoint 1 holds '0.weight' not initialized yet .*run it on a "
                                                  r"batch of your data"):
             call()
+    # saved to a file as such (torch.save of its state_dict): said so, not "save with torch.save(...)" (re-trial s58)
+    torch.save(early, tmp_path / "early.pt")
+    files = [dict(ready.state_dict()), tmp_path / "early.pt", dict(ready.state_dict())]
+    with pytest.raises(LandscapeError, match=r"^checkpoint 1: '.*early.pt' holds weights not initialized yet \(a lazy "
+                                             r"module's.*run it on a batch of your data"):
+        lnb.pca_directions(files, final=ready, n=1)

@@ -1413,6 +1413,16 @@ def test_errors_in_the_users_module_are_one_line_with_the_place_and_v_shows_the_
     err = capsys.readouterr().err
     words = re.search(r"raised RuntimeError: (.*) … \((\d+) more characters: rerun as landscape-nb -v", err)
     assert words and len(words[1]) <= 600 and not words[1].endswith(("torc", "Siz")), err
+    # a module that imports one not installed: said as that, where (re-trial s58: "cannot load ... importable from
+    # the current directory", of a module that was found)
+    (tmp_path / "needs_lib.py").write_text("import torch\nimport fancy_lib_not_installed_here\n\ndef make():\n    pass\n")
+    assert main(["compute", "needs_lib:make", *out]) == 2
+    err = capsys.readouterr().err
+    assert ("importing needs_lib (for needs_lib:make) raised ModuleNotFoundError: No module named "
+            "'fancy_lib_not_installed_here' (at needs_lib.py:2 in <module>(); rerun as landscape-nb -v") in err, err
+    assert "install fancy_lib_not_installed_here in this environment" in err and "cannot load" not in err
+    assert main(["compute", "no_such_module_here:make", *out]) == 2  # the module itself missing: as before
+    assert "cannot load 'no_such_module_here:make' (No module named" in capsys.readouterr().err
     # the module's own function failing says where too, as the model's errors do (trial s58: what, not where)
     assert main(["compute", "typo_model:missing", *out]) == 2
     err = capsys.readouterr().err
@@ -1503,7 +1513,8 @@ def test_a_lines_note_on_metrics_not_drawn_is_in_the_clis_words(user_model, tmp_
     notes = lambda fig: " ".join(str(a.text) for a in fig.layout.annotations)
     eig = lnb.eigen_map(model, (x, y), d, x=(-1, 1, 3), y=None, tol=1e-2)
     said = notes(figure_for(eig, "line"))
-    assert "not drawn: eig_ratio" in said and "(--kind eigen_map draws eig_ratio)" in said and "metric=" not in said
+    assert "not drawn: eig_ratio" in said and "metric=" not in said
+    assert "(--kind eigen_map draws λmax and λmin, the ratio in its hover)" in said  # a line's (re-trial s58)
     torch.manual_seed(0)
     regressor, xs = nn.Linear(4, 1), torch.randn(32, 4)
     mae, mse = (lambda out, t: (out - t).abs().mean()), (lambda out, t: ((out - t) ** 2).mean())

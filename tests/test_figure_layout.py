@@ -227,9 +227,10 @@ CASES = {  # builder -> {case: figure factory}
     "pca_contour": {"path": lambda: plot.pca_contour(pca_plane(), path_dict()),
                     # every checkpoint far off the plane, one outside the range: a three-line note (trial s58: one
                     # line ran off the figure)
-                    "far off": lambda: plot.pca_contour(_biasbn(pca_plane()), dict(
+                    "far off": lambda: plot.pca_contour(_biasbn(pca_plane()), title="a PCA plane, titled", path=dict(
                         path_dict(), x=[3.0, 0.5, 0.2, 0.0], distance=[0.9, 0.6, 0.15, 0.0],
-                        labels=["ckpt/a_long_checkpoint_name_e000.pt", "e1", "e2", "final"]))},
+                        labels=["ckpt/experiment_2024_a_very_long_descriptive_checkpoint_name_e000_of_run.pt", "e1", "e2",
+                                "final"]))},
     "eigen_map": {"ratio": lambda: plot.eigen_map(eigen_plane())},
     "paths": {"accuracy": lambda: plot.paths(
         [Surface(np.linspace(0, 1, 21), None, 1 + 0.5 * np.sin(np.pi * np.linspace(0, 1, 21)),

@@ -249,7 +249,8 @@ def test_checkpoints_outside_a_typed_range_are_counted_by_the_cli_and_the_explor
     naive = _naive_projection(ex, lnb.load_directions(store))
     outside = int((np.abs(naive) > 0.5).any(axis=1).sum())
     assert 0 < outside < len(naive)
-    assert f"note: {outside} of the {len(naive)} checkpoints lie outside the range drawn" in capsys.readouterr().err
+    assert f"note: {outside} of the {len(naive)} checkpoints lie outside the range computed, so the figure draws " \
+           "that part of the training path where no loss is" in capsys.readouterr().err
     state = ExplorerState(model_name="mlp-digits", scheme="pca", auto_range=False, x_min=-0.5, x_max=0.5,
                           y_min=-0.5, y_max=0.5, x_points=5, y_points=5, max_samples=60)
     try:

@@ -152,14 +152,16 @@ def load_model_spec(name: str, split: str | None = None):
                                  "for def build() in mymodels.py in the current directory")
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or mod_name == exc.name or mod_name.startswith(exc.name + "."):
+                raise _cannot_load(name, mod_name, exc) from None
+            # the module was found and imports one that is not installed: where, and what to install (trial s58:
+            # "cannot load ... importable from the current directory", of a module that was)
+            raise LandscapeError(f"importing {mod_name} (for {name}) raised ModuleNotFoundError: {exc}"
+                                 f"{_raised_at(exc)}; expected the modules it imports to be installed here: "
+                                 f"install {exc.name.split('.')[0]} in this environment (pip install ...)") from exc
         except (ImportError, AttributeError, ValueError, TypeError) as exc:  # TypeError: a relative name (./m)
-            path = ("; name the module as Python imports it, not by its path: e.g. mymodels:build for "
-                    "./mymodels.py, run from its folder or with its folder on PYTHONPATH"
-                    if mod_name.startswith(".") or "/" in mod_name or mod_name.endswith(".py") else "")
-            raise LandscapeError(
-                f"cannot load {name!r} ({exc}); expected module:function, a function returning "
-                f"(model, data) or (model, data, loss_fn), importable from the current directory{path}"
-            ) from None
+            raise _cannot_load(name, mod_name, exc) from None
         except SyntaxError as exc:  # a 20-line traceback of importlib's and exit 1 (trial s34)
             raise LandscapeError(f"cannot load {name!r}: {type(exc).__name__} in {exc.filename}, line {exc.lineno}: "
                                  f"{exc.msg}; fix the module and rerun") from None
@@ -418,8 +420,8 @@ def _metric_note_words(text: str, *, eigen: bool) -> str:
     a shell user to "pass metric=..." and that "plot.line_splits draws" the splits (s58)."""
     import re
 
-    text = re.sub(r'\(pass metric="([^"]*)" to draw one on the right axis\)',
-                  "(--kind eigen_map draws eig_ratio)" if eigen else
+    text = re.sub(r'\(pass metric="([^"]*)" to draw one on the right axis\)',  # a line's: its eigenvalues
+                  "(--kind eigen_map draws λmax and λmin, the ratio in its hover)" if eigen else
                   r'(from Python, lnb.plot.line(lnb.load_surface(STORE), metric="\1") draws one on the right axis)',
                   text)
     return text.replace("plot.line_splits draws them", "drop --clip to draw every split")
@@ -733,9 +735,9 @@ def cmd_compute(args) -> int:
           + (f", {sp * 1e3:.2f} ms/point" if sp else ""))
     outside, checkpoints = path_outside(surf)
     if outside:  # a typed range narrower than the training path (the scheme's own range holds it)
-        print(f"landscape-nb: note: {outside} of the {checkpoints} checkpoints lie outside the range drawn, so the "
-              "figure does not show that part of the training path; drop --range (and --yrange) for the range of "
-              "--directions pca, which holds them", file=sys.stderr)
+        print(f"landscape-nb: note: {outside} of the {checkpoints} checkpoints lie outside the range computed, so "
+              "the figure draws that part of the training path where no loss is; drop --range (and --yrange) for "
+              "the range of --directions pca, which holds them", file=sys.stderr)
     # models a typed range leaves out were named before the run (note_models_off_grid: every model at each axis's
     # 0 and 1, a plane's two at 0 too), not again here
     if str(surf.provenance.get("running_var", "")).startswith("BatchNorm") and any(
@@ -1269,6 +1271,15 @@ def _range_words(text: str, flags: tuple[str, ...]) -> str:
                   f"{flag(m)} {m[2]}:{m[3]}", text)
     text = re.sub(r"the ([xyz]) range (\S+?)\.\.(\S+)", lambda m: f"{flag(m)} {m[2]}:{m[3]}", text)
     return re.sub(r"\b([xyz])=\((\S+), (\S+), \d+\)", lambda m: f"{flag(m)} {m[2]}:{m[3]}", text)
+
+
+def _cannot_load(name: str, mod_name: str, exc: BaseException) -> LandscapeError:
+    """The error for a ``module:function`` that cannot be found or imported."""
+    path = ("; name the module as Python imports it, not by its path: e.g. mymodels:build for "
+            "./mymodels.py, run from its folder or with its folder on PYTHONPATH"
+            if mod_name.startswith(".") or "/" in mod_name or mod_name.endswith(".py") else "")
+    return LandscapeError(f"cannot load {name!r} ({exc}); expected module:function, a function returning "
+                          f"(model, data) or (model, data, loss_fn), importable from the current directory{path}")
 
 
 def _raised_at(exc: BaseException) -> str:

@@ -661,7 +661,7 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray, shaded: bool
         above, values = raw_disp > zmax, np.asarray(raw, dtype=float)
         top = float(np.nanmax(values[above & np.isfinite(values)], initial=np.nan))
         # on a log scale both in loss units: "capped at 0.4177 ... up to 44.6" mixed a log10 cap with a loss (s58)
-        cap = f"loss {10 ** zmax:.4g} (log10 {zmax:.4g})" if log else f"{zmax:.4g}"
+        cap = f"loss {10 ** zmax:.4g} (log10 {zmax:.3g})".replace("-", "\u2212") if log else f"{zmax:.4g}"
         label += (f"<br>(capped at {cap}:<br>{int(above.sum())} of {int(np.isfinite(raw_disp).sum())} points "
                   f"above{' (shaded)' if shaded else ''},<br>up to {'loss ' if log else ''}{top:.3g})")
     return label + non_positive_note(log, [raw])

@@ -791,8 +791,10 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
     if py is not None and surface.y is not None:
         inside &= (np.asarray(py, float) >= surface.y.min()) & (np.asarray(py, float) <= surface.y.max())
     outside = int((~inside).sum())
-    beyond = (f"{outside} of {inside.size} checkpoints lie outside the range drawn (not shown): compute the surface "
-              "over a range that holds them (d.suggested_grid(n) for PCA directions)" if outside else "")
+    # drawn: the axes widen to their markers, over no surface (re-trial s58: "not shown" of markers in view)
+    beyond = (f"{outside} of {inside.size} checkpoints lie outside the range computed (drawn where no loss is): "
+              "compute the surface over a range that holds them (d.suggested_grid(n) for PCA directions)"
+              if outside else "")
     distance, norm = _trajectory_field(path, "distance"), _trajectory_field(path, "norm")
     lines = [_off_plane_text(surface, path, labels, distance, norm)] if distance is not None and norm is not None else []
     lines += [beyond] if beyond else []
@@ -803,9 +805,12 @@ def add_off_plane_note(fig: go.Figure, surface: Surface, path: Any, labels: list
         fig.add_annotation(text=text, xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="bottom",
                            yshift=4, showarrow=False, align="left", font={"size": 11})  # above: below is x's title
         extra = 15 * (text.count("<br>") - 1)
-        if extra > 0:  # the figure grown by as much: the plot keeps its height (its colour bars' ticks their room)
+        if extra > 0:  # the figure grown by as much: the plot keeps its height (its colour bars' ticks their room);
+            # the title pinned where it was, at the top (plotly.js centres it in the top margin: it sank into the
+            # note, re-trial s58)
             fig.update_layout(margin={"t": (fig.layout.margin.t or DEFAULT_MARGIN["t"]) + extra},
-                              height=(fig.layout.height or DEFAULT_HEIGHT) + extra)
+                              height=(fig.layout.height or DEFAULT_HEIGHT) + extra,
+                              title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 30}})
 
 
 def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, norm) -> str:
@@ -813,7 +818,9 @@ def _off_plane_text(surface: Surface, path: Any, labels: list[str], distance, no
     far = np.asarray(norm, float) > 0  # the centre model itself, if in the path, is neither on nor off
     rel = np.asarray(distance, float) / np.where(far, np.asarray(norm, float), np.inf)
     worst = int(np.nanargmax(np.abs(np.asarray(distance, float))))  # the farthest, not the largest share: a
-    text = (f"farthest from the plane: {labels[worst]}, {abs(float(np.asarray(distance, float)[worst])):.3g} off it "  # checkpoint
+    name = labels[worst] if len(labels[worst]) <= 48 else f"{labels[worst][:22]}…{labels[worst][-22:]}"  # a file
+    # name of 90 characters, one word, ran off the figure (re-trial s58)
+    text = (f"farthest from the plane: {name}, {abs(float(np.asarray(distance, float)[worst])):.3g} off it "  # checkpoint
             f"({100 * float(rel[worst]):.0f}% of its offset from the centre model)")  # 0.001 off was named (s57)
     if far.any() and float(np.nanmin(rel[far])) > 0.5:  # e.g. another run's checkpoints
         # the same share as the farthest's, said as one: "56% of its offset" then "at least 56% off" read as two

@@ -334,7 +334,7 @@ def volume_slices(
     fig = compare(planes, kind=kind, titles=titles, log=log, clip=clip, levels=levels)
     # what the panels' "γ = …" hold fixed: the axis's whole label (the panels named only its letter, trial s54),
     # after the symbol where the label does not begin with it ("γ: Hessian eigenvector λ_max3 = 1.146", s58)
-    held = label if label.split(" ")[0] == name else f"{name}: {label}"
+    held = name if not label.strip() else label if label.split(" ")[0] == name else f"{name}: {label}"
     fig.update_layout(title={"text": fit_title(f"the volume's loss on planes of fixed {held}",
                                                plot_area(width=fig.layout.width or DEFAULT_WIDTH)[0]),
                              "font": {"size": 14}})
