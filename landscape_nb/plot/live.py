@@ -409,8 +409,9 @@ def _update_lone_points(fig, surf: Surface, z: np.ndarray, zmin, zmax) -> None:
 
 def _update_path(fig, surf: Surface) -> None:
     """Draw a trajectory-PCA plane's training path (`provenance_path`) and the model at its centre (`centre_trace`)
-    on the contours, or hide both traces for other directions. Its distance from the plane colours and sizes the markers and is in the hover text,
-    without the colour bar `contour` gives it (the live figure's bar is the loss's)."""
+    on the contours, or hide both traces for other directions. Its distance from the plane colours and sizes the
+    markers and is in the hover text, without the colour bar `contour` gives it (the live figure's bar is the
+    loss's)."""
     trace = next((t for t in fig.data[2:] if t.name == "trajectory"), None)
     if trace is None:  # a live figure made before the path trace existed
         return
