@@ -1533,8 +1533,10 @@ def test_the_clis_words_keep_the_key_a_message_names_and_give_the_python_call_fo
     for that", an argument the CLI has no flag for."""
     from landscape_nb.cli import _cli_words
 
-    said = _cli_words("went to the model as keywords: name the targets with target_key='y'")
-    assert said.endswith("name the targets with --target-key y")
+    said = _cli_words("the dict has no targets entry (target_key='labels'), so all of ['x', 'y'] went to the model as "
+                      "keywords: name the targets with target_key='y'")
+    assert said.endswith("name the targets with --target-key y") and "(--target-key labels)" in said
+    assert "target_key" not in said
     assert _cli_words("...: name the targets with target_key=").endswith("name the targets with --target-key KEY")
     said = _cli_words("not the value over the whole set (batch_size=20000 for that, or a loss whose ...)")
     assert "(from Python, batch_size=20000 for that, or a loss whose ...)" in said

@@ -1249,6 +1249,8 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
     # store='afile', client='cuda' (trial s53): the flags that gave them, not inside code a message shows
     text = re.sub(r"(?<![(\w])(?<!, )(store|client)='([^'\s]*)'", r"--\1 \2", text)
+    # "the dict has no targets entry (target_key='labels')": the flag, the default named (re-trial s58)
+    text = re.sub(r"\(target_key='([^'\s]+)'\)", r"(--target-key \1)", text)
     text = text.replace("another architecture than `final`", "another architecture than the model")
     text = text.replace("expected None (automatic), False (no cap) or a finite number in loss units (positive when "
                         "log=True)", "expected auto, none (no cap) or a loss value (positive with --log)")
