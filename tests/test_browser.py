@@ -233,9 +233,9 @@ def check_offline(browser, path: Path, timeout_ms: int) -> None:
     page.route("**/*", route)
     page.goto(path.as_uri(), timeout=timeout_ms)
     page.wait_for_function("() => { const gd = document.querySelector('.js-plotly-plot');"
-                           " return gd && gd._fullData && gd._fullData.length === 10; }",  # surface, contour,
-                           timeout=timeout_ms)  # (hidden) shade above the cap, path, models on the contours and
-    # in 3D, (hidden) lone-point markers x2, (hidden) a coarse grid's point markers x2
+                           " return gd && gd._fullData && gd._fullData.length === 11; }",  # surface, contour,
+                           timeout=timeout_ms)  # (hidden) shade above the cap, path, (hidden) centre star, models on
+    # the contours and in 3D, (hidden) lone-point markers x2, (hidden) a coarse grid's point markers x2
     n = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].z.flat()"
                       ".filter(v => v !== null).length")
     page.screenshot(path=str(ARTIFACTS / "explore-export-offline.png"))
