@@ -54,16 +54,20 @@ def check_materialized(model: nn.Module, who: str = "the model") -> None:
                 )
 
 
+#: why a checkpoint's tensors have no values, and the fix (`check_state_materialized`, and a file of them read by
+#: `trajectory.load_state_dict_file`)
+LAZY_CHECKPOINT = ("(a lazy module's, saved before the model's first input gave it a shape); expected a state dict "
+                   "saved after the model ran once: run it on a batch of your data (model(x), under torch.no_grad()) "
+                   "before saving its checkpoints")
+
+
 def check_state_materialized(state: Mapping, who: str) -> None:
     """Raise ``LandscapeError`` if a tensor of the state dict ``state`` is a lazy module's, not initialized yet (a
     state dict taken before the model's first forward: torch's "Can't access the shape of an uninitialized
     parameter" came from the PCA, s58)."""
     for key, t in state.items():
         if isinstance(t, torch.Tensor) and nn.parameter.is_lazy(t):
-            raise LandscapeError(
-                f"{who} holds {key!r} not initialized yet (a lazy module's, saved before the model's first input "
-                "gave it a shape); expected a state dict saved after the model ran once: run it on a batch of your "
-                "data (model(x), under torch.no_grad()) before saving its checkpoints")
+            raise LandscapeError(f"{who} holds {key!r} not initialized yet {LAZY_CHECKPOINT}")
 
 
 @dataclass(frozen=True)

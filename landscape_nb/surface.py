@@ -55,7 +55,6 @@ CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis)
                    "attention mask hides every token, gives inf or NaN)")
 
 
-
 #: the symbols of the grid's axes where a label does not begin with one (``Surface.slice``, ``plot.volume_slices``)
 AXIS_SYMBOLS = {"x": "α", "y": "β", "z": "γ"}
 
@@ -66,6 +65,7 @@ def axis_symbol(label: str | None, axis: str) -> str:
     one: a Hessian direction's "Hessian eigenvector λ_max3 = 1.146" titled its planes "Hessian = −1" (trial s58)."""
     words = str(label or "").split(" ")
     return words[0] if words[0] and (len(words) == 1 or words[1].startswith("(")) else AXIS_SYMBOLS.get(axis, axis)
+
 
 @dataclass(frozen=True, eq=False)
 class Surface:

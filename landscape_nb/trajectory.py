@@ -36,6 +36,7 @@ from torch import nn
 from .directions import IGNORES, Directions, vector_dtype
 from .errors import LandscapeError, check_choice, one_line, warn_user
 from .params import (
+    LAZY_CHECKPOINT,
     ParamLayout,
     check_finite,
     check_materialized,
@@ -76,10 +77,7 @@ def load_state_dict_file(path, what: str = "checkpoint") -> Mapping[str, torch.T
         raise LandscapeError(f"{what}: {str(path)!r} is a directory; expected a saved state dict file") from None
     except Exception as exc:  # torch raises several kinds for foreign or damaged files
         if "UninitializedParameter" in str(exc) or "UninitializedBuffer" in str(exc):  # a lazy module's (s58)
-            raise LandscapeError(
-                f"{what}: {str(path)!r} holds weights not initialized yet (a lazy module's, saved before the model's "
-                "first input gave it a shape); expected a state dict saved after the model ran once: run it on a "
-                "batch of your data (model(x), under torch.no_grad()) before saving its checkpoints") from None
+            raise LandscapeError(f"{what}: {str(path)!r} holds weights not initialized yet {LAZY_CHECKPOINT}") from None
         why = _text_file(path) or _why_unreadable(exc)
         raise LandscapeError(
             f"{what}: cannot read {str(path)!r} as a weights-only state dict ({why}); save "

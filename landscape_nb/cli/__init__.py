@@ -1219,6 +1219,8 @@ def _exit_at_once_with(code: int) -> None:
 #: kept: "target_key='y'" read "--target-key KEY'y'", trial s58)
 _API_TO_FLAGS = ((r"name the targets with target_key='([^'\s]+)'", r"name the targets with --target-key \1"),
                  (r"name the targets with target_key=(?!')", "name the targets with --target-key KEY"),
+                 # "the dict has no targets entry (target_key='labels')": the flag, the default named (re-trial s58)
+                 (r"\(target_key='([^'\s]+)'\)", r"(--target-key \1)"),
                  # the CLI has no batch size: the Python call that sets one (trial s58)
                  (r"\(batch_size=(\w+)((?: \([^)]*\))?) for that, or ", r"(from Python, batch_size=\1\2 for that, or "))
 
@@ -1249,8 +1251,6 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
     # store='afile', client='cuda' (trial s53): the flags that gave them, not inside code a message shows
     text = re.sub(r"(?<![(\w])(?<!, )(store|client)='([^'\s]*)'", r"--\1 \2", text)
-    # "the dict has no targets entry (target_key='labels')": the flag, the default named (re-trial s58)
-    text = re.sub(r"\(target_key='([^'\s]+)'\)", r"(--target-key \1)", text)
     text = text.replace("another architecture than `final`", "another architecture than the model")
     text = text.replace("expected None (automatic), False (no cap) or a finite number in loss units (positive when "
                         "log=True)", "expected auto, none (no cap) or a loss value (positive with --log)")

@@ -41,9 +41,9 @@ from ._common import (
 from .figures import (
     _trajectory_field,
     add_off_plane_note,
+    centre_trace,
     contour,
     line,
-    centre_trace,
     nearest_grid_points,
 )
 

@@ -249,9 +249,9 @@ def update(fig: go.Figure, surface: Surface, *, log: bool | None = None, clip: A
         if surface.ndim == 1:
             _update_line(fig, surface, log=log, metric=info.get("metric"), clip=clip)
         else:
-            new_meta[_LIVE_KEY]["placeholder"] = _update_grid(fig, surface, log=log, clip=clip,
-                                                               placeholder=bool(info.get("placeholder")))
-            eye = _eye_when_done(fig, surface, info.get("eye"), log=log, clip=clip)
+            new_meta[_LIVE_KEY]["placeholder"], z = _update_grid(fig, surface, log=log, clip=clip,
+                                                                  placeholder=bool(info.get("placeholder")))
+            eye = _eye_when_done(fig, surface, z, info.get("eye"))
             if eye is not None:
                 new_meta[_LIVE_KEY]["eye"] = eye
             extent = [float(surface.x.min()), float(surface.x.max()), float(surface.y.min()), float(surface.y.max())]
@@ -275,16 +275,17 @@ def _line_width(fig) -> float:
     return plot_area(colorbar=False, margin=dict(r=fig.layout.margin.r or 160))[0]
 
 
-def _eye_when_done(fig, surf: Surface, auto: Mapping | None, *, log: bool, clip: Any) -> dict | None:
-    """Once ``surf`` is complete, the 3D camera moved to the corner `low_corner` picks, where the camera is still
-    where the figure put it (``auto``; a reader's rotation stays), and the new position; else None. A capped corner
-    in front drew a wall at the cap across the basin (trial s58); the view is not turned while tiles arrive."""
+def _eye_when_done(fig, surf: Surface, z: np.ndarray, auto: Mapping | None) -> dict | None:
+    """Once ``surf`` is complete (``z``: its displayed values), the 3D camera moved to the corner `low_corner` picks
+    for them, where the camera is still where the figure put it (``auto``; a reader's rotation stays), and the new
+    position; else None. A capped corner in front drew a wall at the cap across the basin (trial s58); the view is
+    not turned while tiles arrive."""
     eye = fig.layout.scene.camera.eye
     now = {a: getattr(eye, a) for a in "xyz"}
     if not surf.is_complete or not isinstance(auto, Mapping) or any(
             now[a] is None or not math.isclose(now[a], auto.get(a, math.nan), rel_tol=1e-6) for a in "xyz"):
         return None
-    sx, sy = low_corner(display_values(surf, log=log, clip=clip))
+    sx, sy = low_corner(z)
     new = {"x": sx * abs(now["x"]), "y": sy * abs(now["y"]), "z": now["z"]}
     if new != now:
         fig.layout.scene.camera.eye = new
@@ -316,8 +317,9 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any
         fig.layout.yaxis.range = cap[0] if cap else None
 
 
-def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool) -> bool:
-    """Refresh a 2D live figure in place; whether its 3D surface is (still) the placeholder."""
+def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool) -> tuple[bool, np.ndarray]:
+    """Refresh a 2D live figure in place; whether its 3D surface is (still) the placeholder, and the values it
+    displays."""
     z = display_values(surf, log=log, clip=clip)
     zmin, zmax = _range([z])
     z_json = plotly_array(z)
@@ -366,7 +368,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
         set_caption(fig, caption, x=(domain[0] + domain[1]) / 2)
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _CONTOUR_SHARE * width)
     fig.layout.yaxis.title.text = fit_title(surf.y_label, height)
-    return placeholder and zmin is None
+    return placeholder and zmin is None, z
 
 
 def _update_above_cap(fig, surf: Surface, traced: np.ndarray, zmax, log: bool) -> bool:
