@@ -247,11 +247,11 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
     the sides in proportion to their lengths, and the step is set so that both ends are covered, rounded up
     to three significant digits (so the ends are short decimals, at most 1 % further out; with ``unit`` the
     step is 1/m, and the ends need not be).
-    With ``unit`` the step is 1/m for a whole m (of the two nearest ``(num - 1) / (stop - start)``, the
-    one whose ends come closer to the range's), so the ends are only near the range's: within 20 % of
-    its length from 11 points on, further on a coarser grid (3 points give -1, 0, 1 or 0, 1, 2). A range
-    without 0 inside it (with ``unit``: not from at most 0 to at least 1), or of fewer than 3 points, is
-    returned as given.
+    With ``unit`` the step is 1/m for the whole m whose ends come closest to the range's, so the ends
+    are only near the range's: within 20 % of its length from 11 points on, further on a coarser grid.
+    Of steps whose ends miss the range's by as much, the finer is taken (3 points on -0.5..1.5 give
+    0, 0.5, 1, the midpoint a barrier is read at, rather than 0, 1, 2). A range without 0 inside it
+    (with ``unit``: not from at most 0 to at least 1), or of fewer than 3 points, is returned as given.
 
     >>> range_through(-0.7, 0.9, 21)          # 9 steps left of 0, 11 right, of 0.0819 (0.0818... rounded up)
     (-0.7371, 0.9009)
@@ -261,13 +261,17 @@ def range_through(start: float, stop: float, num: int, *, unit: bool = False) ->
     start, stop, steps = float(start), float(stop), int(num) - 1
     if steps < 2 or (not (start <= 0 and stop >= 1) if unit else not start < 0 < stop):
         return start, stop
-    if unit:  # m steps per unit length, a left of 0 and b right of 1: the m with the closer ends
+    if unit:  # m steps per unit length, a left of 0 and b right of 1: the m with the closest ends
         def ends(m):
             a = round((steps - m) * -start / (-start + stop - 1)) if stop - start > 1 else 0
             return -a / m, 1 + (steps - m - a) / m
 
-        fits = {min(max(m, 1), steps) for m in (math.floor(steps / (stop - start)), math.ceil(steps / (stop - start)))}
-        return min((ends(m) for m in fits), key=lambda r: max(abs(r[0] - start), abs(r[1] - stop)))
+        def off(m):  # how far the ends miss the range's: the worst, then both, then the finer grid
+            lo, hi = ends(m)
+            worst, both = max(abs(lo - start), abs(hi - stop)), abs(lo - start) + abs(hi - stop)
+            return round(worst, 9), round(both, 9), -m  # rounded: equal misses tie
+
+        return ends(min(range(1, steps + 1), key=off))
     a = min(max(round(steps * -start / (stop - start)), 1), steps - 1)
     h = _ceil_significant(max(-start / a, stop / (steps - a)), 3)  # short ends: the Explorer's boxes show them
     return float(f"{-a * h:.8g}"), float(f"{(steps - a) * h:.8g}")  # a whole number of 3-digit steps, exactly

@@ -47,6 +47,10 @@ def test_range_through_puts_the_models_on_the_grid_and_covers_the_range():
             assert a <= lo + 1e-12 and b >= hi - 1e-12, (lo, hi, n, a, b)
     assert range_through(0.2, 1.0, 11) == (0.2, 1.0) and range_through(-1.0, 1.0, 2) == (-1.0, 1.0)
     assert range_through(-1.0, 1.0, 21) == (-1.0, 1.0)
+    # a coarse interpolation keeps its points between the models where that misses the range by no more
+    # (--grid 3 --model-file2 scanned t = 0, 1, 2: no midpoint, so no barrier)
+    assert range_through(-0.5, 1.5, 3, unit=True) == (0.0, 1.0)
+    assert range_through(-0.5, 1.5, 5, unit=True) == (-0.5, 1.5)
 
 
 def test_a_range_widened_to_a_model_keeps_round_ends_with_more_points_before_it_is_moved():
