@@ -385,6 +385,10 @@ def compute_surface(
     try:
         info = runner.prepare(job)
         code_globals = globals_and_structures(model, loss_fn, metrics)  # what the user's code reads: stored, compared
+        if settings.precision == "tf32" and not info.device.startswith("cuda"):  # labelled tf32, ran fp32 (trial s58)
+            warn_user(f"{who}: precision='tf32' on {info.device}: TF32 is a mode of NVIDIA GPUs' matrix products "
+                      "and convolutions, so these points are fp32 (their provenance says so); precision='bf16' is the "
+                      "faster, rounded mode there")
         for message, category in info.warnings:  # said on the Dask worker that probed the job: e.g. that a
             if (message, category) not in getattr(runner, "said_live", ()):  # loop over the loader sees other
                 warn_user(message, category)  # samples, or the batches of a loss; not those given as they came
@@ -1039,7 +1043,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         "python": versions["python"],  # the syntax trees compared on resume are of this version
         "code_version": CODE_VERSION,  # what code_globals records (spec.CODE_VERSION)
         "model_code": code_fingerprint(model), "code_globals": code_globals[0], "code_structures": code_globals[1],
-        "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
+        "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings, info.device),
         "bn_fold": info.bn_fold, "channels_last": settings.channels_last, "compile": settings.compile,
         **({} if settings.clamp_running_var is None else
            {"running_var": RUNNING_VAR_CLAMPED if settings.clamp_running_var else RUNNING_VAR_NAN}),
@@ -1063,12 +1067,13 @@ def _running_var_rule(settings: EvalSettings, d: Directions) -> EvalSettings:
     return settings
 
 
-def _precision_label(model, settings: EvalSettings) -> str:
+def _precision_label(model, settings: EvalSettings, device: str = "cuda") -> str:
     """The precision the points ran in: ``settings.precision``, or the model's own dtype where that is not
-    float32 (fp32 and tf32 leave a float64 or float16 model in its dtype; bf16 refuses one, validate)."""
+    float32 (fp32 and tf32 leave a float64 or float16 model in its dtype; bf16 refuses one, validate); fp32 for
+    tf32 off a CUDA ``device`` (TF32 is a mode of NVIDIA GPUs: a CPU run labelled tf32 was fp32)."""
     dtype = model_dtype(model)
     if settings.precision == "bf16" or dtype == torch.float32:
-        return settings.precision
+        return "fp32" if settings.precision == "tf32" and not device.startswith("cuda") else settings.precision
     return {torch.float64: "fp64", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
         dtype, str(dtype).removeprefix("torch."))
 

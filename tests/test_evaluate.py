@@ -1200,6 +1200,15 @@ def test_dict_outputs_with_a_wide_first_layer_and_bf16_on_an_mlp_run():
     with pytest.raises(LandscapeError, match=r"precision='tf32' for a float16 model; TF32 only lowers float32 "
                                              r"operations.*precision='fp32' \(which runs a model in its own dtype\)"):
         lnb.compute_surface(copy.deepcopy(mlp).half(), (x.half(), y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="tf32")
+    from landscape_nb.plot.figures import run_title
+
+    # TF32 is a CUDA mode: on the CPU the points are fp32, and the provenance (and so the figure's title) says
+    # fp32, with a warning, not tf32 (trial s58: labelled tf32 with no word)
+    with pytest.warns(UserWarning, match=r"precision='tf32' on cpu: TF32 is a mode of NVIDIA GPUs' matrix products "
+                                         r"and convolutions, so these points are fp32"):
+        s = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 3), y=(-1, 1, 3), precision="tf32", device="cpu")
+    assert s.provenance["precision"] == "fp32" and "tf32" not in run_title(s)
+    np.testing.assert_allclose(s.loss, _whole_set_surface(mlp, x, y, ce, d, s.x, s.y), rtol=1e-5)
 
 
 def test_weights_that_hooks_keep_as_attributes_are_put_back_after_stacked_passes():
