@@ -62,6 +62,16 @@ def own_negative_loss():
     with torch.no_grad():
         return model, {"inputs": x, "labels": model.mu(x) + 0.01}
 
+def train_mode(eval=False):  # as a module is built: in train mode, its Dropout on, its BatchNorm on batch statistics
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 2))
+    model[1].running_mean.fill_(0.3), model[1].running_var.fill_(2.0)
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    return model.eval() if eval else model, (x, (x[:, 0] > 0).long())
+
+def in_eval_mode():
+    return train_mode(eval=True)
+
 def plus_minus_one():
     model, (x, y) = make()
     return model, (x, 2 * y - 1), lambda out, t: nn.functional.cross_entropy(out, (t + 1) // 2)
@@ -1542,3 +1552,29 @@ def test_the_clis_words_keep_the_key_a_message_names_and_give_the_python_call_fo
     assert "(from Python, batch_size=20000 for that, or a loss whose ...)" in said
     said = _cli_words("batches of 64 (batch_size=None (one pass) for that, or a loss ...)")
     assert "(from Python, batch_size=None (one pass) for that, or" in said
+
+
+def test_a_model_returned_in_train_mode_is_said_to_be_evaluated_in_eval_mode(user_model, tmp_path, capsys):
+    """make() returns a module as built, in train mode: its points are evaluated in eval mode (naive: the loss at
+    the centre recomputed with model.eval()), and the CLI says so, naming what that changes (trial s58: no word);
+    a model returned in eval mode gets no note, and --mode bn-recompute leaves BatchNorm out of it."""
+    import runpy
+
+    import torch
+    from torch import nn
+
+    model, (x, y) = runpy.run_path(str(tmp_path / "my_models.py"))["train_mode"]()
+    with torch.no_grad():
+        want = float(nn.functional.cross_entropy(model.eval()(x), y))
+    assert main(["compute", "my_models:train_mode", "--grid", "3", "--store", str(tmp_path / "t.zarr")]) == 0
+    err = capsys.readouterr().err
+    assert ("note: my_models:train_mode returned the model in train mode; every point is evaluated in eval mode "
+            "(model.eval(), as the reference implementation does), so its Dropout is off and its BatchNorm uses the "
+            "running statistics (--mode bn-recompute re-estimates them") in err, err
+    assert lnb.load_surface(tmp_path / "t.zarr").loss[1] == pytest.approx(want, rel=1e-6)
+    assert main(["compute", "my_models:train_mode", "--grid", "3", "--mode", "bn-recompute",
+                 "--store", str(tmp_path / "b.zarr")]) == 0
+    err = capsys.readouterr().err
+    assert "so its Dropout is off\n" in err and "BatchNorm uses" not in err, err
+    assert main(["compute", "my_models:in_eval_mode", "--grid", "3", "--store", str(tmp_path / "e.zarr")]) == 0
+    assert "train mode" not in capsys.readouterr().err

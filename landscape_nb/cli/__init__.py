@@ -696,6 +696,8 @@ def cmd_compute(args) -> int:
     flags = ("--range", "--yrange" if args.yrange else "--range", "--zrange" if args.zrange else "--range")
     note_models_off_grid(grid, xr, yr, zr, unit=unit, flags=flags,
                          models=d.provenance.get("models"))
+    if ex is None:
+        note_train_mode(model, args.model, args.mode)
     progress = TqdmProgress(name)
     common = dict(loss_fn=loss_fn, client=client, n_workers=args.workers, store=args.store, tile=parse_tile(args.tile),
                   max_samples=args.max_samples, precision=args.precision, compile=args.compile_mode or args.compile,
@@ -838,6 +840,29 @@ def note_models_off_grid(grid: tuple[int, ...], *ranges: tuple[float, float], un
         notes[-1] += f"; {' '.join(parts)} {verb} {them} on the grid"
     for note in notes:
         print(f"landscape-nb: note: {note}", file=sys.stderr)
+
+
+def note_train_mode(model, name: str, mode: str) -> None:
+    """Say that a model returned in train mode (as an ``nn.Module`` is built) is evaluated in eval mode, where it
+    has layers that act otherwise in train mode: Dropout, and normalization with running statistics (trial s58:
+    no word). The reference implementation evaluates in eval mode too; --mode bn-recompute is the other way."""
+    from torch import nn
+
+    def kind(m):
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 or (
+                isinstance(m, nn.MultiheadAttention) and m.dropout > 0):
+            return "Dropout"
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats and mode != "bn-recompute":
+            return "BatchNorm"  # InstanceNorm's running statistics too; bn-recompute re-estimates them, as asked
+        return None
+
+    kinds = {kind(m) for m in model.modules() if m.training} - {None}
+    if kinds:
+        bn = ("its BatchNorm uses the running statistics (--mode bn-recompute re-estimates them on the data at "
+              "every point)")
+        how = " and ".join(["its Dropout is off"] * ("Dropout" in kinds) + [bn] * ("BatchNorm" in kinds))
+        print(f"landscape-nb: note: {name} returned the model in train mode; every point is evaluated in eval mode "
+              f"(model.eval(), as the reference implementation does), so {how}", file=sys.stderr)
 
 
 def default_store(args) -> str:
