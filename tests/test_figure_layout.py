@@ -103,8 +103,11 @@ def _biasbn(surf: Surface) -> Surface:
     return surf
 
 
-def pca_plane() -> Surface:
-    return plane(labels={"x_label": "PC1 (81.3% of variance)", "y_label": "PC2 (12.9% of variance)"})
+def pca_plane(capped: bool = True) -> Surface:
+    surf = plane(labels={"x_label": "PC1 (81.3% of variance)", "y_label": "PC2 (12.9% of variance)"})
+    if not capped:  # no diverged corner: the colour bar's title is short and the scene wider (its titles kept whole)
+        surf.loss[0, 0] = surf.loss[0, 1]
+    return surf
 
 
 def plane3_plane(x=(-0.5, 1.5), y=(-0.5, 1.5)) -> Surface:
@@ -213,6 +216,7 @@ CASES = {  # builder -> {case: figure factory}
     "surface": {"long labels": lambda: plot.surface(plane()),
                 "hessian labels": lambda: plot.surface(plane(labels=HESSIAN_LABELS)),
                 "plane3 models": lambda: plot.surface(plane3_plane()),
+                "pca labels": lambda: plot.surface(pca_plane(capped=False)),  # trial s58: titles ran out of the scene's bottom
                 # the camera over the low side (s58): each other corner's view keeps its labels in the figure
                 **{f"camera {sx:+d}{sy:+d}": (lambda sx=sx, sy=sy: plot.surface(low_corner_only(sx, sy)))
                    for sx, sy in ((-1, -1), (-1, 1), (1, -1))}},
@@ -243,6 +247,8 @@ CASES = {  # builder -> {case: figure factory}
         titles=["raw directions", "filter-normalized"], radius=0.5)},
     "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live, "2d partial": _partial_live,
              "2d explorer hessian": _explorer_live_hessian, "2d explorer plane3": _explorer_live_plane3,
+             "2d explorer pca": lambda: plot.live(pca_plane(capped=False), title="mlp-digits: PCA of the training path",
+                                                  width=explorer_width()),
              "1d": lambda: plot.live(line_1d())},
     "spectrum": {"slq": lambda: plot.spectrum(spectrum_obj())},
     "persistence": {"diagram": lambda: plot.persistence(plane().topology()),
@@ -417,13 +423,17 @@ def check_titles(fig) -> None:
         need = (TICK_ROOM if ax.showticklabels is not False else 0) + LINE_PX * n_lines(ax.title.text)
         assert gap >= need, f"{key}: {gap:.0f} px to the panel on its left; its tick labels and title need {need}"
     for key, scene in scenes(fig):
-        dx = scene.domain.x or (0, 1)
-        width = (dx[1] - dx[0]) * pw
+        dx, dy = scene.domain.x or (0, 1), scene.domain.y or (0, 1)
+        width, height = (dx[1] - dx[0]) * pw, (dy[1] - dy[0]) * ph
         assert width >= MIN_SCENE_PX, f"{key} is {width:.0f} px wide: too narrow for its tick labels and titles"
         for a in "xyz":
             text = scene[f"{a}axis"].title.text
             assert text_px(text) <= SCENE_SHARE * width, (
                 f"{key}.{a}axis title {text!r} (~{text_px(text):.0f} px) is cut off by its {width:.0f} px scene")
+            # the front axes run down the scene too: a wide, short scene cut "PC2 (6.7% of variance)" at its
+            # bottom (trial s58; the z title stands upright at the back, bounded by the width alone)
+            assert a == "z" or text_px(text) <= SCENE_SHARE * height, (
+                f"{key}.{a}axis title {text!r} (~{text_px(text):.0f} px) runs out of its {height:.0f} px tall scene")
         x_title, y_title = scene.xaxis.title.text, scene.yaxis.title.text
         assert not x_title or x_title != y_title, f"{key}: the x and y axes are both titled {x_title!r}"
 

@@ -323,18 +323,22 @@ def fit_title(text: str, width_px: float, size: float = TITLE_FONT) -> str:
     return "<br>".join(as_written(line.strip()) for line in lines)
 
 
-def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: str = "") -> tuple[str, str | None]:
+def scene_title(label: str, width_px: float, size: float = TITLE_FONT, symbol: str = "",
+                height_px: float | None = None) -> tuple[str, str | None]:
     """A 3D axis title that fits its scene, and the caption that says the rest.
 
     Axis titles inside a 3D scene are drawn along the axis and clipped at the scene's edge,
-    so a long label ("β (random direction 2, filter-normalized)") is cut off. When ``label``
-    is wider than `SCENE_TITLE_FRACTION` of the scene's ``width_px``, its symbol (the part
+    so a long label ("β (random direction 2, filter-normalized)") is cut off. The front axes
+    run down the scene as much as across it, so its ``height_px`` bounds a title too: at
+    plotly's default 700×450, and in the Explorer, "PC2 (6.7% of variance)" ran out of the
+    scene's bottom (trial s58). When ``label`` is wider than `SCENE_TITLE_FRACTION` of the
+    scene's smaller side, its symbol (the part
     before " (") becomes the title and the caption gives the full label ("β: random direction
     2, filter-normalized"); where that is too wide as well, ``symbol`` (the axis's coefficient,
     α or β: two labels cut short could read the same, "Hessian eigenvector λ_m…"), else a
     shortened form.
     """
-    room = SCENE_TITLE_FRACTION * width_px
+    room = SCENE_TITLE_FRACTION * min(width_px, width_px if height_px is None else height_px)
     if text_width(label, size, plain=True) <= room:
         return label, None
     head, sep, rest = str(label).partition(" (")
@@ -417,7 +421,7 @@ def scene_axes(x_label: str, y_label: str, z_label: str, width_px: float,
     drawn in a box shrunk to its computed rows, its range read as the grid's."""
     titles, notes = [], []
     for label, symbol in ((x_label, "α"), (y_label, "β")):
-        title, note = scene_title(label, width_px, symbol=symbol if label != symbol else "")
+        title, note = scene_title(label, width_px, symbol=symbol if label != symbol else "", height_px=height_px)
         titles.append(as_written(title))  # plain text, as fit_title has it
         if note:
             notes.append(fit_title(note, width_px, size=CAPTION_FONT))  # centred under the scene: no wider

@@ -16,6 +16,7 @@ from ..errors import LandscapeError
 from ..surface import Surface
 from . import _common
 from ._common import (
+    CAPTION_FONT,
     COLORSCALE,
     DEFAULT_WIDTH,
     _axis_label,
@@ -26,6 +27,8 @@ from ._common import (
     fit_title,
     plot_area,
     refuse_log_of_non_positive,
+    scene_title,
+    set_caption,
     template_text,
 )
 from .figures import compare
@@ -254,12 +257,23 @@ def volume(
             marker=dict(size=3, color=flat[keep], colorscale=COLORSCALE, cmin=lo, cmax=top, showscale=not drawn.any(),
                         colorbar=dict(title=dict(text=label))),
             text=[common["text"][k] for k in np.flatnonzero(keep)], hovertemplate=common["hovertemplate"]))
+    # titles that fit the scene (a label too long for it as its symbol, said in full in a caption): at plotly's
+    # default 700×450 the three long labels ran out of the scene and over each other (s59)
+    margin = dict(l=10, r=10, t=50, b=10)
+    width, height = plot_area(colorbar=label, margin=margin)
+    titles, notes = {}, []
+    for a, symbol in zip("xyz", "αβγ"):
+        text = str(getattr(surf, f"{a}_label"))
+        titles[a], note = scene_title(text, width, symbol=symbol if text != symbol else "", height_px=height)
+        if note:
+            notes.append(fit_title(note, width, size=CAPTION_FONT))
+    caption = "<br>".join(notes)
     fig.update_layout(
         title=_title(title, surf),
-        scene=dict(**{f"{a}axis_title": as_written(getattr(surf, f"{a}_label")) for a in "xyz"},
-                   aspectmode="cube"),
-        margin=dict(l=10, r=10, t=50, b=10),
+        scene=dict(**{f"{a}axis_title": as_written(t) for a, t in titles.items()}, aspectmode="cube"),
+        margin=dict(margin, b=margin["b"] + round(1.4 * CAPTION_FONT) * len(notes and caption.split("<br>"))),
     )
+    set_caption(fig, caption or None)
     _common.note_partial(fig, surf)
     _common.note_sources(fig, [surf])
     return fig
