@@ -183,6 +183,35 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
     return out
 
 
+def in_training_order(trajectory, who: str) -> tuple[Any, list[int] | None]:
+    """``(trajectory, order)``: ``trajectory`` with checkpoint files put in the order of the number in their
+    names, where they are paths that differ in one number alone (``ckpt/epoch10.pt``) and were given in another
+    order, with a warning naming ``who``; else as given. A shell's glob and ``sorted()`` order names as text,
+    epoch0, epoch1, epoch10, epoch11, epoch2, ..., and the path of a PCA plane then crossed itself back and
+    forth and ended away from the centre, with no word (trial s59). ``order`` lists the given positions in the
+    new order (None: as given). State dicts and models are taken in the order given."""
+    if not (isinstance(trajectory, Sequence) and not isinstance(trajectory, (str, Mapping)) and len(trajectory) > 2
+            and all(isinstance(item, (str, Path)) for item in trajectory)):
+        return trajectory, None
+    pieces = [re.split(r"(\d+)", str(item)) for item in trajectory]
+    if len({len(p) for p in pieces}) != 1:
+        return trajectory, None
+    differ = [j for j in range(len(pieces[0])) if len({p[j] for p in pieces}) > 1]
+    if len(differ) != 1 or differ[0] % 2 == 0:  # one field apart, and it is a number (odd places hold the digits)
+        return trajectory, None
+    numbers = [int(p[differ[0]]) for p in pieces]
+    if len(set(numbers)) < len(numbers) or numbers == sorted(numbers):
+        return trajectory, None
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    names = lambda items: ", ".join(Path(str(i)).name for i in items[:6]) + (", ..." if len(items) > 6 else "")
+    ordered = [trajectory[k] for k in order]
+    warn_user(f"{who}: the checkpoint files were given in the order {names(list(trajectory))}, not in the order of "
+              f"the number in their names (a shell's glob and sorted() order names as text); they are taken as "
+              f"{names(ordered)}, the training order: to keep yours, pass the loaded state dicts, "
+              "[torch.load(f) for f in files]")
+    return ordered, order
+
+
 def default_labels(trajectory, k: int, *, last_is_final: bool) -> list[str]:
     """The ``k`` checkpoints' names as ``trajectory`` (as given to ``as_checkpoints``) tells them: its own
     ``labels`` where it has ``k`` of them (a zoo example's trajectory: "init", "epoch 1", ...; a
@@ -423,6 +452,7 @@ def pca_directions(
                              "plane) or 3 (a volume)")
     if final is None and hasattr(trajectory, "model") and isinstance(trajectory.model, nn.Module):
         final = trajectory.model
+    trajectory, _ = in_training_order(trajectory, "landscape_nb.pca_directions")
     states = as_checkpoints(trajectory)
     if final is None:
         if states and isinstance(trajectory, Sequence) and isinstance(trajectory[-1], nn.Module):
@@ -644,6 +674,9 @@ def project_trajectory(trajectory, directions: Directions, *, final: nn.Module, 
                              "(from pca_directions, random_directions, ...)")
     if isinstance(final, nn.Module):
         check_materialized(unwrap_model(final), "final")  # a lazy one: torch's error (re-trial s57)
+    trajectory, order = in_training_order(trajectory, "landscape_nb.project_trajectory")
+    if order is not None and labels is not None and len(labels) == len(order):  # yours, named as the files were
+        labels = [labels[k] for k in order]
     states = as_checkpoints(trajectory)
     if made_around(directions.provenance, final) is False:  # trial s37: every coordinate shifted, with no word
         warn_user(f"landscape_nb.project_trajectory: these {directions.scheme} directions were made around another "

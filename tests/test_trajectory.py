@@ -820,3 +820,38 @@ def test_dict_batches_with_their_targets_under_another_key_take_target_key_in_ev
     d5 = rec.pca_directions(data=batches, target_key="y")
     np.testing.assert_allclose(rec.project(d5, data=batches, target_key="y").loss,
                                [naive(s) for s in states], rtol=1e-5)
+
+
+def test_checkpoint_files_in_a_globs_text_order_are_taken_in_the_order_of_their_numbers(mlp_data, tmp_path):
+    """``sorted(glob("epoch*.pt"))`` (and a shell's glob) gives epoch0, epoch1, epoch10, epoch11, epoch2, ...: taken
+    as training order, the PCA path crossed itself and ended away from the centre, with no word (trial s59). They
+    are taken in the order of their numbers, with a warning; the path's coordinates are each checkpoint's own
+    (naive: least squares of its offset onto the directions), its labels in that order; a project_trajectory's
+    own labels follow their files. State dicts keep the order given."""
+    import glob
+
+    with single_thread():
+        model, states = _train_trajectory(make_mlp(0), mlp_data, n_ckpt=12)
+    for i, sd in enumerate(states):
+        torch.save(sd, tmp_path / f"epoch{i}.pt")
+    text_order = sorted(glob.glob(str(tmp_path / "epoch*.pt")))
+    assert [p.rsplit("/", 1)[1] for p in text_order[:4]] == ["epoch0.pt", "epoch1.pt", "epoch10.pt", "epoch11.pt"]
+    with pytest.warns(UserWarning, match=r"pca_directions: the checkpoint files were given in the order epoch0.pt, "
+                                         r"epoch1.pt, epoch10.pt, epoch11.pt, epoch2.pt, epoch3.pt, \.\.\., not in the "
+                                         r"order of the number in their names .* they are taken as epoch0.pt, "
+                                         r"epoch1.pt, epoch2.pt, epoch3.pt, epoch4.pt, epoch5.pt, \.\.\., the training "
+                                         r"order"):
+        d = lnb.pca_directions(text_order, final=model)
+    assert d.provenance["path_labels"] == [f"epoch{i}" for i in range(11)] + ["final (epoch11)"]
+    dmat, w = d.vectors.double().numpy(), _flat_all(model, model.state_dict())
+    for i, sd in enumerate(states):  # in training order
+        c, *_ = np.linalg.lstsq(dmat.T, _flat_all(model, sd) - w, rcond=None)
+        assert (d.provenance["path_x"][i], d.provenance["path_y"][i]) == pytest.approx(tuple(c), rel=1e-6, abs=1e-9)
+    with pytest.warns(UserWarning, match=r"project_trajectory: the checkpoint files were given in the order"):
+        path = project_trajectory(text_order, d, final=model, labels=[p.rsplit("/", 1)[1] for p in text_order])
+    assert path.labels == [f"epoch{i}.pt" for i in range(12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in order already, or state dicts: as given, with no word
+        in_order = lnb.pca_directions([str(tmp_path / f"epoch{i}.pt") for i in range(12)], final=model)
+        assert torch.equal(in_order.vectors, d.vectors)
+        lnb.pca_directions(states, final=model)

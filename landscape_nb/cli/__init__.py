@@ -1247,7 +1247,10 @@ _API_TO_FLAGS = ((r"name the targets with target_key='([^'\s]+)'", r"name the ta
                  # "the dict has no targets entry (target_key='labels')": the flag, the default named (re-trial s58)
                  (r"\(target_key='([^'\s]+)'\)", r"(--target-key \1)"),
                  # the CLI has no batch size: the Python call that sets one (trial s58)
-                 (r"\(batch_size=(\w+)((?: \([^)]*\))?) for that, or ", r"(from Python, batch_size=\1\2 for that, or "))
+                 (r"\(batch_size=(\w+)((?: \([^)]*\))?) for that, or ", r"(from Python, batch_size=\1\2 for that, or "),
+                 # checkpoint files in a glob's order (trial s59): a shell user keeps an order by the files' names
+                 (r"to keep yours, pass the loaded state dicts, \[torch\.load\(f\) for f in files\]",
+                  "to keep yours, name the files so that their numbers run in training order"))
 
 
 def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
