@@ -102,6 +102,7 @@ class TrajectoryRecorder:
             raise LandscapeError(f"every={every!r}; expected an integer ≥ 1 (record every that many steps)")
         check_materialized(model)  # a lazy module: torch's ValueError from state_dict() (re-trial s57)
         self.model, self.every, self.n_steps = model, int(every), 0
+        self._source = model  # the model whose states are recorded (`load`'s ``model``; ``model`` a copy there)
         self._steps: list[int] = []
         self._memory: list[dict[str, torch.Tensor]] = []
         self._names = list(model.state_dict())
@@ -166,7 +167,8 @@ class TrajectoryRecorder:
         self._steps.append(self.n_steps)
 
     def _state(self) -> dict[str, torch.Tensor]:
-        state = self.model.state_dict()
+        state = self._source.state_dict()
+        self.model = self._source  # a loaded recorder centred at its last checkpoint: the training model from now
         if list(state) != self._names:
             raise LandscapeError("the model's tensors changed since recording began (names "
                                  f"{list(state)[:3]}... vs {self._names[:3]}...); expected the same architecture "
@@ -224,18 +226,26 @@ class TrajectoryRecorder:
     # -------------------------------------------------------------- reading ----
 
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module) -> "TrajectoryRecorder":
+    def load(cls, path: str | Path, model: nn.Module, *, n_steps: int | None = None) -> "TrajectoryRecorder":
         """A recorder reading the checkpoints of an existing store (``model``: the architecture
-        they belong to, e.g. the trained model).
+        they belong to, e.g. the trained model), which also goes on recording a run that was interrupted.
 
         The default ``final`` (the centre of the plane) is the last recorded checkpoint, as the reference
         implementation's ``plot_trajectory`` centres at the final checkpoint file: when ``model`` holds other
         weights (a freshly built model, say), ``rec.model`` is a copy of it holding the last checkpoint
         (``model`` is left as it is) and a ``UserWarning`` says to compute surfaces around ``rec.model``.
 
-        Raises ``LandscapeError`` when ``path`` is not a trajectory store, or when ``model`` is not
+        :meth:`step` and :meth:`record` record ``model`` itself, appended to the store (``rec.model`` is then
+        ``model``, as for a new recorder): train it on after an interruption and call ``rec.step()`` as before.
+        Its states were recorded from a copy of the last checkpoint, which never moved (trial s59).
+        ``n_steps``: the optimizer steps ``model`` has taken, where it went on past the last checkpoint (a run
+        stopped at step 23 whose last checkpoint is step 20: ``n_steps=23``, so the next checkpoints are labelled
+        by their own steps); default the last step recorded.
+
+        Raises ``LandscapeError`` when ``path`` is not a trajectory store, when ``model`` is not
         a module whose state dict has the store's tensor names and shapes (another architecture:
-        the message names the first tensor that differs)."""
+        the message names the first tensor that differs), or when ``n_steps`` is below the last step
+        recorded."""
         import zarr
 
         if not isinstance(model, nn.Module):
@@ -255,7 +265,13 @@ class TrajectoryRecorder:
         rec.model, rec.every, rec.path, rec._group, rec._memory = model, int(attrs["every"]), path, group, []
         rec._names, rec._dtypes = list(attrs["names"]), list(attrs["dtypes"])
         rec._steps = [int(s) for s in group["steps"][:]]
-        rec.n_steps = rec._steps[-1] if rec._steps else 0
+        rec.n_steps, rec._source = rec._steps[-1] if rec._steps else 0, model
+        if n_steps is not None:
+            if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < rec.n_steps:
+                raise LandscapeError(f"n_steps={n_steps!r}; expected the optimizer steps the model has taken, at "
+                                     f"least {rec.n_steps}, the last step recorded in {str(path)!r} (or leave it out "
+                                     "to count on from there)")
+            rec.n_steps = int(n_steps)
         state = model.state_dict()
         if rec._names != list(state):
             raise LandscapeError(f"the store at {str(path)!r} holds tensors {rec._names[:3]}..., the model has "
@@ -280,7 +296,8 @@ class TrajectoryRecorder:
                       f"last checkpoint recorded in {str(path)!r} (step {rec._steps[-1]}); rec.model is a copy "
                       "holding that checkpoint, the centre of rec.pca_directions() and rec.project(): compute "
                       "surfaces around rec.model (compute_surface(rec.model, ...)), or pass final= to centre "
-                      "elsewhere")
+                      f"elsewhere; rec.step() and rec.record() record the {type(model).__name__} itself, to go on "
+                      "with an interrupted run")
         return rec
 
     @property

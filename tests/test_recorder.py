@@ -312,3 +312,42 @@ def test_a_store_whose_model_changes_dtype_while_recording_says_its_checkpoints_
             continue
         assert last[name].dtype == torch.float32
         torch.testing.assert_close(last[name], t.float(), rtol=0, atol=0)
+
+
+def test_a_run_interrupted_goes_on_recording_the_model_being_trained_after_load(tmp_path):
+    """Trial s59: after a Ctrl-C at step 23 (last checkpoint: step 20), load(path, model) then rec.step() appended the
+    states of a copy of step 20's checkpoint, which never moved. The model trained on is recorded (naive: copies
+    of its state dict taken by hand at every step), labelled by its own steps with n_steps=23, and becomes the
+    centre."""
+    model = make_model()
+    rec = TrajectoryRecorder(model, every=4, path=tmp_path / "run.zarr")
+    x, y = data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    copies = {0: {k: v.clone() for k, v in model.state_dict().items()}}
+
+    def one_step(s, recorder):
+        idx = torch.arange(s * 16, s * 16 + 16) % 64
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+        recorder.step()
+        copies[s] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    for s in range(1, 24):  # interrupted at step 23: no __exit__, so no final record
+        one_step(s, rec)
+    assert rec.steps.tolist() == [0, 4, 8, 12, 16, 20]
+    with pytest.warns(UserWarning, match=r"rec.step\(\) and rec.record\(\) record the Sequential itself"):
+        again = TrajectoryRecorder.load(tmp_path / "run.zarr", model, n_steps=23)
+    assert torch.equal(again.model.state_dict()["0.weight"], copies[20]["0.weight"])  # the centre until it records
+    with again:
+        for s in range(24, 31):
+            one_step(s, again)
+    assert again.model is model
+    reread = TrajectoryRecorder.load(tmp_path / "run.zarr", model)
+    assert reread.steps.tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 30]
+    for i, s in enumerate(reread.steps):
+        got = reread.checkpoint(i)
+        assert all(torch.equal(got[k], copies[s][k]) for k in got), s
+    with pytest.raises(LandscapeError, match=r"n_steps=12; expected the optimizer steps the model has taken, at "
+                                             r"least 30, the last step recorded in"):
+        TrajectoryRecorder.load(tmp_path / "run.zarr", model, n_steps=12)
