@@ -262,3 +262,23 @@ def test_a_volumes_plane_off_the_model_refuses_sharpness_and_its_figure_says_whi
                                              r"not the model.*volume.slice\(axis='z', value=0\).sharpness\(\)"):
         off.sharpness()
     assert plot.contour(off).layout.title.text == "the plane γ = 0.5 of a volume (the model, at γ = 0, is not on it)"
+
+
+def test_a_rise_read_between_coarse_grid_points_is_warned_of_with_radii_on_the_grid():
+    """Trial s59: on an 11-point grid r = 0.5 lies between 0.4 and 0.6, and the rise read at the chord's L(0.5) was
+    39 % above the slice's true rise, with no word. Here a quartic slice: the true rise at 0.5 is 1.0 (naive: the
+    function itself), the chord reads 1.09; warned with radii on the grid; a 51-point grid (0.36 % off) and a
+    radius on the grid are not."""
+    f = lambda t: 0.2 + 3 * t ** 2 + 4 * t ** 4  # noqa: E731
+    x = np.linspace(-1, 1, 11)
+    with pytest.warns(UserWarning, match=r"sharpness along x: the rise is read at x = -0.5, between the grid points "
+                                         r"-0.6 and -0.4, where the loss is interpolated linearly \(the chord misses "
+                                         r"a curved slice by about 0.118, against a rise of 1.09\); pass a radius on "
+                                         r"the grid, e.g. 0.4 or 0.6"):
+        s = Surface(x, None, f(x)).sharpness(radius=0.5)["x"]
+    assert s.increase == pytest.approx(np.interp(0.5, x, f(x)) - f(0.0)) and f(0.5) - f(0.0) == pytest.approx(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Surface(x, None, f(x)).sharpness(radius=0.4)["x"].increase == pytest.approx(f(0.4) - f(0.0))
+        fine = np.linspace(-1, 1, 51)
+        assert Surface(fine, None, f(fine)).sharpness()["x"].increase == pytest.approx(1.0, rel=5e-3)
