@@ -278,8 +278,9 @@ def auto_range(model: nn.Module, data, directions, rise: float = 5.0, loss_fn: C
     if tol >= 1:
         raise LandscapeError(f"tol={tol!r}; expected a relative tolerance below 1, e.g. 0.01")
     d = as_directions(model, directions)
-    warn_if_made_around_another_model(model, d, "landscape_nb.auto_range")  # the range of a surface that warns
+    # refused first: a NaN weight also made the weights "another model's" to the warning (trial s59)
     check_finite(d.layout, d.layout.tensors(model), ", so every point the search evaluates holds it too")
+    warn_if_made_around_another_model(model, d, "landscape_nb.auto_range")  # the range of a surface that warns
     zero = [k for k in range(d.n) if not bool(d.vectors[k].any())]
     if zero:  # the loss never moves along it: "not reached" at ±max_distance would read as a flat basin
         raise LandscapeError(f"direction {zero[0]} of {d.n} is all zeros, so the loss is the centre's at every "

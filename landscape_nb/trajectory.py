@@ -448,8 +448,9 @@ def pca_directions(
     """
     check_choice("ignore", ignore, IGNORES)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise LandscapeError(f"n={n!r}; expected a positive number of principal directions: 1 (a line), 2 (a "
-                             "plane) or 3 (a volume)")
+        whole = isinstance(n, float) and n.is_integer() and n >= 1  # n=2.0 "expected a positive number" (trial s59)
+        raise LandscapeError(f"n={n!r}; expected a whole number of principal directions, at least 1: 1 (a line), "
+                             "2 (a plane) or 3 (a volume)" + (f": n={int(n)}" if whole else ""))
     if final is None and hasattr(trajectory, "model") and isinstance(trajectory.model, nn.Module):
         final = trajectory.model
     trajectory, _ = in_training_order(trajectory, "landscape_nb.pca_directions")

@@ -263,3 +263,22 @@ def test_directions_made_for_another_model_warn_as_the_surface_over_the_range_do
         warnings.simplefilter("error")
         auto_range(a, data, d, max_distance=2)
         auto_range(a.double(), (data[0].double(), data[1]), d, max_distance=2)
+
+
+def test_a_nan_weight_is_refused_with_no_warning_that_the_directions_are_another_models(bowl):
+    """Trial s59: the refusal of a NaN weight came with a warning that the directions were made around another
+    model's weights, of the same model with one weight NaN: refused first, and said alone."""
+    import copy
+    import warnings
+
+    import landscape_nb as lnb
+
+    model, data, _ = bowl
+    d = lnb.random_directions(model, n=1, seed=0)
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.weight[0, 0] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(LandscapeError, match=r"NaN"):
+            auto_range(broken, data, d, loss_fn=nn.functional.mse_loss)

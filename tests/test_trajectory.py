@@ -312,6 +312,14 @@ def test_a_plane_needs_three_checkpoints(mlp_traj):
         lnb.pca_directions(states, n=2)
     with pytest.raises(LandscapeError, match="expected a list of checkpoints"):
         lnb.pca_directions(states[0], final=model)
+    # n=2.0 was told "expected a positive number" (trial s59): a whole number, and the one meant where it is one
+    with pytest.raises(LandscapeError, match=r"^n=2.0; expected a whole number of principal directions, at least 1: "
+                                             r"1 \(a line\), 2 \(a plane\) or 3 \(a volume\): n=2$"):
+        lnb.pca_directions(states, final=model, n=2.0)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(LandscapeError, match=r"expected a whole number of principal directions, at least 1: "
+                                                 r"1 \(a line\), 2 \(a plane\) or 3 \(a volume\)$"):
+            lnb.pca_directions(states, final=model, n=bad)
 
 
 def test_pca_surface_on_its_suggested_range_contains_the_path(mlp_traj, mlp_data):
