@@ -298,9 +298,11 @@ def dtype_hint(xb, model, exc: BaseException) -> str:
     want = str(weights).replace("torch.", "")
     integers = sorted({str(t.dtype).replace("torch.", "") for _, t in tree_leaves(xb)
                        if not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool})
-    if not given and integers and any(word in text for word in ("long", "int")):  # (X * 10).long() (trial s53)
+    # (X * 10).long() (trial s53); uint8 images, torch's "Byte" (trial s59)
+    if not given and integers and any(word in text for word in ("long", "int", "byte", "char", "short")):
+        image = ", scaled as the model saw them in training: uint8 images often / 255" if "uint8" in integers else ""
         return (f"; the inputs are {' and '.join(integers)} and the model's weights {want}: give floating-point "
-                f"inputs (e.g. x.to(torch.{want})); integer inputs are for an nn.Embedding's token ids")
+                f"inputs (e.g. x.to(torch.{want}){image}); integer inputs are for an nn.Embedding's token ids")
     if not given:
         return ""
     return (f"; the inputs are {' and '.join(given)} and the model's weights {want}: give inputs of the "

@@ -189,7 +189,9 @@ def reparametrize(model: nn.Module, layer_scales, *, check=None, rtol: float = 1
     for name, a in scales.items():
         if name not in pairs:
             raise LandscapeError(
-                f"layer {name!r} cannot be rescaled; expected one of {list(pairs)} (Linear/Conv layers followed, "
+                f"layer {name!r} cannot be rescaled; " + (  # "expected one of []" (trial s59)
+                    f"expected one of {list(pairs)}" if pairs else f"{type(model).__name__} has no layer that can")
+                + " (Linear/Conv layers followed, "
                 "through ReLU/pooling only, by another Linear/Conv layer, tried on the check inputs; BatchNorm, "
                 "other nonlinearities (also one written in forward(), such as torch.tanh), a skip connection or "
                 "a reused module in between break the invariance)"

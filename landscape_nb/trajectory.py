@@ -466,7 +466,10 @@ def pca_directions(
     if len(states) < n + 1:
         raise LandscapeError(
             f"{len(states)} checkpoint(s) for n={n} principal directions; expected at least {n + 1} (k checkpoints "
-            f"span at most k − 1 directions): save more checkpoints during training"
+            f"span at most k − 1 directions): "
+            + (f"record more often, TrajectoryRecorder(model, every=...) below every={trajectory.every}, or train "
+               "longer" if isinstance(getattr(trajectory, "every", None), int) and hasattr(trajectory, "checkpoints")
+               else "save more checkpoints during training")  # a recorder's own knob (trial s59)
             + (f", or ask for fewer directions (n={len(states) - 1})" if 1 < len(states) < n + 1 else "")
         )
     if isinstance(final, nn.Module):

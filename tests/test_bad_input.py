@@ -1765,6 +1765,12 @@ def test_integer_inputs_to_a_float_model_say_how_to_convert_them():
         with pytest.raises(LandscapeError) as info:
             run()
         assert "must have the same dtype" in str(info.value) and hint in str(info.value)
+    # uint8 images: torch says "Byte", which the hint missed (trial s59)
+    images = (torch.randint(0, 256, (20, 6), dtype=torch.uint8), data[1])
+    with pytest.raises(LandscapeError, match=r"got Byte and Float .*; the inputs are uint8 and the model's weights "
+                                             r"float32: give floating-point inputs \(e.g. x.to\(torch.float32\), "
+                                             r"scaled as the model saw them in training: uint8 images often / 255\)"):
+        lnb.compute_surface(model, images, lnb.random_directions(model, n=1), x=(-1, 1, 3))
 
 
 class _CastsItsInputs(nn.Module):

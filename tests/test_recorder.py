@@ -351,3 +351,15 @@ def test_a_run_interrupted_goes_on_recording_the_model_being_trained_after_load(
     with pytest.raises(LandscapeError, match=r"n_steps=12; expected the optimizer steps the model has taken, at "
                                              r"least 30, the last step recorded in"):
         TrajectoryRecorder.load(tmp_path / "run.zarr", model, n_steps=12)
+
+
+def test_a_recorder_with_too_few_checkpoints_for_its_pca_names_its_own_knob():
+    """Trial s59: "save more checkpoints during training" is the fix for a list of files; a recorder's is every=."""
+    model = make_model()
+    with TrajectoryRecorder(model, every=50) as rec:
+        train(model, 30, rec)
+    assert rec.steps.tolist() == [0, 30]
+    with pytest.raises(LandscapeError, match=r"2 checkpoint\(s\) for n=2 principal directions; expected at least 3 .*: "
+                                             r"record more often, TrajectoryRecorder\(model, every=...\) below "
+                                             r"every=50, or train longer, or ask for fewer directions \(n=1\)"):
+        rec.pca_directions(n=2)
