@@ -78,11 +78,11 @@ from .store import SurfaceStore, make_surface
 from .store_mismatch import code_differences, describe_differences
 from .surface import (
     CENTRE_DIVERGED,
-    MODEL_NAMES,
     RANDOM_OUTPUTS,
     RANDOM_VALUES,
     Surface,
     notes_by_kind,
+    zoo_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -1034,7 +1034,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     the syntax of the functions it calls: ``code_globals``, `spec.globals_and_structures`)."""
     versions = dict(library_versions())
     return {
-        "label": name or MODEL_NAMES.get(model) or type(model).__name__, "scheme": d.scheme,
+        "label": name or zoo_name(model) or type(model).__name__, "scheme": d.scheme,
         # where the models a path names are not where the axes put them, its figures leave their marks out (s49)
         "directions": {k: v for k, v in d.provenance.items() if _plain(v)} | (
             {"made_around_another_model": True} if _centred_elsewhere(model, d, settings.mode) else {}),

@@ -22,7 +22,21 @@ from .errors import LandscapeError, warn_user
 #: the zoo's models by object, with their names ("resnet20-digits", "mlp-digits small-batch"): the label of their
 #: surfaces where no ``name=`` is given (two ResNets compared were both titled "ResNet", trial s57). By object, not
 #: an attribute: a copy moved elsewhere (copy.deepcopy) is no longer the zoo's model (re-trial s57)
-MODEL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MODEL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (name, whether its weights are
+# still those zoo.load gave it: a zero-argument callable)
+#: how `zoo_name` names a zoo model whose weights changed in place since it was loaded (trained on, say)
+CHANGED_SINCE_LOAD = "weights changed since zoo.load"
+
+
+def zoo_name(model) -> str | None:
+    """The zoo's name of ``model`` (``zoo.load``'s model or minimizers), "NAME (weights changed since zoo.load)"
+    where its weights were changed in place since (a fine-tuned zoo model kept the zoo's name, re-trial s58), None
+    for other models."""
+    entry = MODEL_NAMES.get(model)
+    if entry is None:
+        return None
+    name, unchanged = entry
+    return name if unchanged() else f"{name} ({CHANGED_SINCE_LOAD})"
 RANDOM_OUTPUTS = "random outputs"
 RANDOM_VALUES = "random loss"
 #: key of ``provenance["data"]``: the values are weighted means over batches (of the size it holds), not the whole

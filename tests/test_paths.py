@@ -546,6 +546,16 @@ def test_a_line_between_the_zoos_minimizers_names_its_ends_as_the_zoo_does():
     own = copy.deepcopy(a)  # not the zoo's object: no name of its own
     assert lnb.interpolation_direction(own, b).provenance["models"] == ["a", "b"]
     assert lnb.interpolation_direction(a, b, names=("s", "l")).provenance["models"] == ["s", "l"]
+    # weights changed in place since zoo.load (trained on): the zoo's name would mislead (re-trial s58), so a run's
+    # label says it, and a path's ends are a, b
+    with torch.no_grad():
+        next(a.parameters()).mul_(1.01)
+    assert lnb.interpolation_direction(a, b).provenance["models"] == ["a", "b"]
+    d = lnb.random_directions(a, n=1, seed=0)
+    assert lnb.compute_surface(a, ex.test, d, x=(-1, 1, 3)).provenance["label"] == (
+        "mlp-digits small-batch (weights changed since zoo.load)")
+    assert lnb.compute_surface(b, ex.test, lnb.random_directions(b, n=1), x=(-1, 1, 3)).provenance["label"] == (
+        "mlp-digits large-batch")
 
 
 def _float64_pair(seed_a=0, seed_b=1):

@@ -15,6 +15,7 @@ import builtins
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -206,6 +207,16 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
     return pids
 
 
+def _name(model: nn.Module, name: str) -> None:
+    """Register ``name`` for ``model`` in ``MODEL_NAMES``, with a check that its floating-point state is still
+    the one it holds now (sums per tensor, in float64: changed in place by training, load_state_dict, ...)."""
+    def sums(m: nn.Module) -> tuple[float, ...]:
+        return tuple(float(t.detach().double().sum()) for t in m.state_dict().values() if t.is_floating_point())
+
+    then, ref = sums(model), weakref.ref(model)  # weak: the entry must not keep its own key alive
+    MODEL_NAMES[model] = (name, lambda: ref() is not None and sums(ref()) == then)
+
+
 def _example(
     name: str,
     recipe: Recipe,
@@ -215,12 +226,12 @@ def _example(
     test_split: Split,
 ) -> Example:
     model.load_state_dict(weights.final)
-    MODEL_NAMES[model] = name  # its surfaces' label where no name= is given (not the class's "ResNet")
+    _name(model, name)  # its surfaces' label where no name= is given (not the class's "ResNet")
     minimizers = {}
     for key, state in weights.minimizers.items():
         minimizers[key] = initial_model(recipe)
         minimizers[key].load_state_dict(state)
-        MODEL_NAMES[minimizers[key]] = f"{name} {key}"
+        _name(minimizers[key], f"{name} {key}")
     return Example(
         name=name,
         description=registry.entry(name).description,
