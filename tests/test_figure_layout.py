@@ -81,6 +81,14 @@ def line_1d(label="resnet-56", n=41, shift=0.0) -> Surface:
                    provenance={"label": label, "x_label": RANDOM_LABELS["x_label"]})
 
 
+def _decades_line(scale: float = 1.0) -> Surface:
+    """A random line's loss from 0.1 at the centre to 30 at its ends (mlp-digits over -3..3), times ``scale``."""
+    x = np.linspace(-3.0, 3.0, 61)
+    loss = scale * 0.1 * np.exp(np.log(300.0) * np.abs(x) / 3)
+    return Surface(x=x, y=None, loss=loss, metrics={"accuracy": 0.95 - 0.25 * np.abs(x)},
+                   provenance={"label": "mlp-digits", "x_label": RANDOM_LABELS["x_label"]})
+
+
 def interpolation_line(x=(-0.5, 1.5), n=41, label="straight line", partial=False) -> Surface:
     """A straight line between two models (scheme interpolate), the models at t = 0 and t = 1; ``x`` the range."""
     t = np.linspace(*x, n)
@@ -201,6 +209,8 @@ def _depth_figure(labels=False):
 
 CASES = {  # builder -> {case: figure factory}
     "line": {"one": lambda: plot.line(line_1d()),
+             # --log over 2.5 decades: plotly.js labels every digit of each decade, small, crowded (trial s58)
+             "log, decades": lambda: plot.line(_decades_line(), log=True),
              "several": lambda: plot.line([line_1d("A"), line_1d("B", shift=0.3)]),
              "interpolation models": lambda: plot.line(interpolation_line()),
              "interpolation partial, models outside": lambda: plot.line(interpolation_line(x=(0.1, 0.9), partial=True)),
@@ -244,12 +254,14 @@ CASES = {  # builder -> {case: figure factory}
         metric="accuracy")},
     "line_panels": {"two": lambda: plot.line_panels(
         [[line_1d("original"), line_1d("rescaled", shift=0.1)], [line_1d("original"), line_1d("rescaled")]],
-        titles=["raw directions", "filter-normalized"], radius=0.5)},
+        titles=["raw directions", "filter-normalized"], radius=0.5),
+                    "log, decades": lambda: plot.line_panels([[_decades_line()], [_decades_line(1.3)]],
+                                                             titles=["raw", "filter-normalized"], log=True)},
     "live": {"2d": lambda: plot.live(plane()), "2d explorer": _explorer_live, "2d partial": _partial_live,
              "2d explorer hessian": _explorer_live_hessian, "2d explorer plane3": _explorer_live_plane3,
              "2d explorer pca": lambda: plot.live(pca_plane(capped=False), title="mlp-digits: PCA of the training path",
                                                   width=explorer_width()),
-             "1d": lambda: plot.live(line_1d())},
+             "1d": lambda: plot.live(line_1d()), "1d log, decades": lambda: plot.live(_decades_line(), log=True)},
     "spectrum": {"slq": lambda: plot.spectrum(spectrum_obj())},
     "persistence": {"diagram": lambda: plot.persistence(plane().topology()),
                     "barcode": lambda: plot.persistence(plane().topology(), kind="barcode")},
@@ -258,7 +270,9 @@ CASES = {  # builder -> {case: figure factory}
     "volume_slices": {"z": lambda: plot.volume_slices(volume_3d())},
     "depth_figure": {"contour": lambda: _depth_figure(), "random labels": lambda: _depth_figure(labels=True)},
     "mark_partial": {"contour": lambda: _partial("contour"), "surface": lambda: _partial("surface")},
-    "line_splits": {"train-test": lambda: plot.line_splits({"train": line_1d("train"), "test": line_1d("test", shift=0.2)})},
+    "line_splits": {"train-test": lambda: plot.line_splits({"train": line_1d("train"), "test": line_1d("test", shift=0.2)}),
+                    "log, decades": lambda: plot.line_splits({"train": _decades_line(), "test": _decades_line(1.3)},
+                                                             log=True)},
 }
 NOT_BUILDERS = {"update", "display_values", "clip_limit", "to_plotly_z", "hover_template", "hover_customdata",
                 "export_html", "export_image", "export_vtk"}
@@ -390,6 +404,8 @@ def check_ticks(fig) -> None:
         if ax.tickvals is None or len(ax.tickvals) < 2:  # one tick (a barcode of one dimension): no spacing
             continue
         vals = np.asarray(ax.tickvals, dtype=float)
+        if getattr(ax, "type", None) == "log":  # plotly.js places them (and reads a log axis's range) in log10
+            vals = np.log10(vals)
         assert len(set(vals.tolist())) == vals.size, f"{name}: tick values repeat: {vals}"
         steps = np.diff(vals)
         assert (steps > 0).all() or (steps < 0).all(), f"{name}: tick values not monotone: {vals}"

@@ -694,6 +694,24 @@ def refuse_log_of_non_positive(log: bool, values: Sequence[np.ndarray], where: s
             "negative, e.g. a log-likelihood, is drawn on a linear axis)")
 
 
+def log_ticks(values: Sequence[np.ndarray]) -> dict:
+    """Tick settings for a log-scale loss axis of ``values`` (arrays): over more than a decade, explicit ticks at
+    1, 2 and 5 of each decade (1 alone past four decades, every other decade past eight) labelled in full, e.g.
+    0.2, 0.5, 1, 2, 5, 10; {} otherwise, plotly.js's own. plotly.js labels a log axis's ticks inside a decade by
+    their first digit alone, so 0.2, 2 and 20 all read "2", and at a larger size every digit 2...9 in small type,
+    crowded at each decade (trial s58)."""
+    v = np.concatenate([np.asarray(a, dtype=float).ravel() for a in values]) if len(values) else np.empty(0)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0 or v.max() < 10 * v.min():
+        return {}
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    mantissas = (1, 2, 5) if hi - lo <= 4 else (1,)
+    step = 1 if hi - lo <= 8 else 2
+    ticks = [m * 10.0 ** e for e in range(lo, hi + 1, step) for m in mantissas]
+    ticks = [t for t in ticks if v.min() / 1.5 <= t <= v.max() * 1.5]
+    return dict(tickmode="array", tickvals=ticks, ticktext=[f"{t:.6g}" for t in ticks])
+
+
 def non_positive_note(log: bool, values: Sequence[np.ndarray]) -> str:
     """``"<br>(N points ≤ 0 not shown)"`` when ``log`` and some finite values have no logarithm, else ""."""
     if not log:

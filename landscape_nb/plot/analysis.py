@@ -32,6 +32,7 @@ from ._common import (
     display_values,
     fit_title,
     line_mode,
+    log_ticks,
     note_partial,
     note_sources,
     plot_area,
@@ -432,7 +433,8 @@ def line_panels(
                                f"<extra>{template_text(label)}</extra>"),
             ), row=1, col=col)
         fig.update_xaxes(title_text=fit_title(group[0].x_label, panel_w), row=1, col=col)
-        fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col)
+        fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=col,
+                         **(log_ticks([s.loss for s in group]) if log else {}))
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25), height=480)
     note_partial(fig, [s for group in groups for s in group])
     note_sources(fig, [s for group in groups for s in group])

@@ -48,6 +48,7 @@ from ._common import (
     grid_points_trace,
     held_fixed_text,
     line_mode,
+    log_ticks,
     lone_points_trace,
     non_positive_note,
     note_axes,
@@ -230,7 +231,8 @@ def line(
     fig.update_xaxes(title_text=fit_title(surfaces[0].x_label, width))
     fig.update_yaxes(title_text=("loss" if single or not twin else "loss (solid)")
                      + non_positive_note(log, [s.loss for s in surfaces]).replace("<br>", " "),
-                     type="log" if log else "linear", secondary_y=False)
+                     type="log" if log else "linear", secondary_y=False,
+                     **(log_ticks([s.loss for s in surfaces]) if log else {}))
     if twin:
         fig.update_yaxes(title_text=as_written(metric if single else f"{metric} (dashed)"), secondary_y=True,
                          showgrid=False, tickmode="auto")

@@ -44,6 +44,7 @@ from ._common import (
     hover_customdata,
     hover_template,
     line_mode,
+    log_ticks,
     lone_points_trace,
     low_corner,
     non_positive_note,
@@ -306,6 +307,10 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _line_width(fig))
     _update_models(fig, surf)
     fig.layout.yaxis.type = "log" if log else "linear"
+    ticks = log_ticks([surf.loss]) if log else {}  # as plot.line labels them: 0.2, 2 and 20, not "2" thrice
+    if list(fig.layout.yaxis.tickvals or ()) != ticks.get("tickvals", []):
+        fig.layout.yaxis.update(tickmode=ticks.get("tickmode"), tickvals=ticks.get("tickvals"),
+                                ticktext=ticks.get("ticktext"))
     # losses ≤ 0 have no logarithm: counted in the axis title, as plot.line does (a live line hid them, its own
     # minimum among them, with no word, trial s34)
     fig.layout.yaxis.title.text = "loss" + non_positive_note(log, [surf.loss]).replace("<br>", " ")

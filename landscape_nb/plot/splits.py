@@ -19,6 +19,7 @@ from ._common import (
     _transform,
     as_written,
     default_metric,
+    log_ticks,
     note_partial,
     note_sources,
     note_undrawn_metrics,
@@ -211,6 +212,7 @@ def line_splits(
             )
     fig.update_xaxes(title_text=as_written(first.x_label))  # plain text, as fit_title has it
     fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False,
+                     **(log_ticks([v["loss"] for v in curves.values() if "loss" in v]) if log else {}),
                      title_font_color=LOSS_COLOR, tickfont_color=LOSS_COLOR)
     if any(t.yaxis == "y2" for t in fig.data):
         fig.update_yaxes(title_text=as_written(metric), secondary_y=True, showgrid=False, tickmode="auto",
