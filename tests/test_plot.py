@@ -1090,11 +1090,11 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     title = plot.contour(Surface(x, x, loss), log=True, clip=10.0).data[0].colorbar.title.text
     assert "capped at loss 10 (log10 1):" in title and "84 of 441 points above (shaded),<br>up to loss 6.4e+04" in title
     # and shades them, where no line is drawn and the background inside the lowest level read the same (trials
-    # s47, s53b): a constraint contour on the drawn values, failing (shaded) at the cap only
+    # s47, s53b): a constraint contour on the surface's own values, failing (shaded) above the cap only
     (shade,) = [t for t in fig.data if t.name == ABOVE_CAP]
     assert shade.type == "contour" and shade.contours.type == "constraint" and shade.contours.operation == "<"
-    z = np.asarray(fig.data[0].z, float)
-    assert np.array_equal(np.asarray(shade.z, float), z) and shade.hoverinfo == "skip"
+    z = np.asarray(shade.z, float)
+    assert np.array_equal(z, loss) and shade.hoverinfo == "skip"
     assert np.array_equal(~(z < shade.contours.value), loss > cap)  # shaded: exactly the points above the cap
     assert all(t.name != ABOVE_CAP for t in plot.heatmap(Surface(x, x, loss)).data)  # coloured there: no shade
     # the points above the cap all markers (no cell around them): nothing is shaded, and the bar does not say so
@@ -1106,6 +1106,18 @@ def test_a_capped_colour_scale_says_how_many_points_lie_above_it_and_how_high():
     assert "points above" in spread.data[0].colorbar.title.text  # still capped, and said
     fine = plot.contour(Surface(x, x, 0.7 + x[None, :] ** 2 + 0.5 * x[:, None] ** 2))
     assert all(t.name != ABOVE_CAP for t in fine.data) and "shaded" not in fine.data[0].colorbar.title.text
+    # one diverged edge column and a lone corner (trial s59: over the capped values the shade's edge ran at the
+    # cap's points themselves, a sliver; "10 of 81 points above (shaded)" and nothing shaded): the shade's edge
+    # in the cells beside them, where its linear interpolation crosses the cap, lies near their other side
+    g = np.linspace(-1, 1, 9)
+    bowl = 1 + g[None, :] ** 2 + g[:, None] ** 2
+    bowl[:, -1], bowl[0, 0] = 100.0, 50.0
+    edge = next(t for t in plot.contour(Surface(g, g, bowl)).data if t.name == ABOVE_CAP)
+    z, value = np.asarray(edge.z, float), edge.contours.value
+    assert np.array_equal(~(z < value), bowl > value) and value < 6
+    crossing = (value - z[:, -2]) / (z[:, -1] - z[:, -2])  # along x, as a share of the last cell from its left
+    assert (crossing < 0.05).all(), crossing  # the shade fills 95 % of the cells beside the column
+    assert (value - z[0, 1]) / (z[0, 0] - z[0, 1]) < 0.1  # and of the corner's
     # the Explorer's live figure alike, the shade following each update (and hidden where nothing is above)
     live = plot.live(Surface(x, x, np.full_like(loss, np.nan)))
     (live_shade,) = [t for t in live.data if t.name == ABOVE_CAP]

@@ -1149,22 +1149,29 @@ ABOVE_CAP_FILL = "rgba(110, 110, 110, 0.30)"
 def above_cap_trace(kind: str, surf: Surface, traced: np.ndarray, zmax, log: bool):
     """For a contour plot whose colour scale is capped below the surface's highest loss (``traced``: the values
     its contour trace holds, `contour_values` of the displayed ones, at most ``zmax``), a trace that shades the
-    region at the cap: a contour panel draws no line there, and the same background as inside its lowest level
+    region above the cap: a contour panel draws no line there, and the same background as inside its lowest level
     read as a flat basin (trials s47, s53b: a ResNet-110's plane mostly above the cap, an island of lines in an
-    even grey). None for other kinds, or nothing above."""
+    even grey). None for other kinds, or nothing above.
+
+    The shade is a constraint contour over the surface's own values (not the capped ones) at the points the
+    contour trace draws, so its edge runs where the interpolated loss crosses the cap: over the capped values,
+    at the cap exactly, the region was a sliver at the points themselves, and a diverged edge column or a lone
+    corner was said to be shaded while nothing was (trial s59)."""
     if kind != "contour" or zmax is None:
         return None
     raw = _transform(np.asarray(surf.loss, dtype=float), log=log, clip=False)
-    if not np.nanmax(raw, initial=-np.inf) > zmax:
-        return None
-    # a constraint contour shades where it fails: z < value holds below the cap, so the cap's points are shaded
-    value = zmax - 1e-9 * max(abs(zmax), 1.0)
     traced = np.asarray(traced, dtype=float)
-    if not np.any(traced >= value):  # the points above the cap all drawn as markers: nothing to shade (review s54)
+    drawn = np.isfinite(traced)
+    above = drawn & ~(raw <= zmax)  # +inf (or NaN) where the contour trace draws the cap: above it
+    if not above.any():  # the points above the cap all drawn as markers: nothing to shade (review s54)
         return None
-    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=traced,
+    finite = raw[drawn & np.isfinite(raw)]
+    top = max(float(finite.max(initial=zmax)), zmax) + max(1.0, abs(zmax))  # a diverged point's stand-in
+    z = np.where(drawn, np.where(np.isfinite(raw), raw, top), np.nan)
+    # a constraint contour shades where it fails: z < cap holds at and below the cap
+    return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=z,
                       name=ABOVE_CAP,
-                      contours={"type": "constraint", "operation": "<", "value": value, "showlabels": False},
+                      contours={"type": "constraint", "operation": "<", "value": float(zmax), "showlabels": False},
                       fillcolor=ABOVE_CAP_FILL, line={"width": 0}, connectgaps=False, showscale=False,
                       showlegend=False, hoverinfo="skip")
 
