@@ -434,6 +434,16 @@ def test_a_volumes_colour_bar_says_where_its_shells_stop():
     assert title == (f"loss<br>(shells up to {top:.4g}:<br>{int((loss > top).sum())} of {loss.size} points<br>above, "
                      f"up to {loss.max():.3g})")
     assert lnb.plot.volume(vol, upper=1.0).data[0].colorbar.title.text == "loss"
+    # a diverged corner, above the automatic cap: "up to" is the highest loss, not the cap (trial s59: "up to 5.58"
+    # where the loss reached 14); on a log scale both in loss units, as the planes say them
+    spiked = loss.copy()
+    spiked[0, 0, 0] = 140.0
+    title = lnb.plot.volume(Surface(t, t, spiked, z=t)).data[0].colorbar.title.text
+    assert title.endswith("above, up to 140)"), title
+    title = lnb.plot.volume(Surface(t, t, spiked + 0.5, z=t), log=True).data[0].colorbar.title.text
+    top = float(np.quantile(np.log10(spiked + 0.5), 0.5))
+    assert title == (f"log10(loss)<br>(shells up to loss {10 ** top:.4g} (log10 {top:.3g}):<br>"
+                     f"{int((np.log10(spiked + 0.5) > top).sum())} of {loss.size} points<br>above, up to loss 140)")
 
 
 def test_a_volumes_planes_are_titled_by_the_axiss_symbol_where_its_label_has_none():

@@ -223,10 +223,16 @@ def volume(
     flat = np.where(np.isfinite(values), values, hi + (hi - lo) + 1.0).ravel()
     x, y, z = _points(surf)
     label = _axis_label(log, name)
-    shown = values[np.isfinite(values)]
+    # the surface's own values, not the capped ones: with the automatic cap "up to 5.58" was the cap itself, the
+    # loss reaching 14 (trial s59)
+    true = display_values(surf, log=log, clip=False, name=name)
+    shown = true[np.isfinite(true)]
     if shown.size and float(shown.max()) > top:  # the shells stop at ``top``: said, as the planes' capped colour bars
         above = int((shown > top).sum())  # say it (trial s57: "loss" over 0..1.04, values up to 8.54)
-        label += f"<br>(shells up to {top:.4g}:<br>{above} of {shown.size} points<br>above, up to {float(shown.max()):.3g})"
+        # on a log scale in the values' own units, as the planes say it (s58)
+        at = f"{name} {10 ** top:.4g} (log10 {top:.3g})".replace("-", "\u2212") if log else f"{top:.4g}"
+        peak = f"{name} {10 ** float(shown.max()):.3g}" if log else f"{float(shown.max()):.3g}"
+        label += f"<br>(shells up to {at}:<br>{above} of {shown.size} points<br>above, up to {peak})"
     common = dict(
         x=x, y=y, z=z, value=flat, isomin=lo + 0.02 * (top - lo), isomax=top, surface_count=int(levels),
         colorscale=COLORSCALE, cmin=lo, cmax=top, colorbar=dict(title=dict(text=label)),
