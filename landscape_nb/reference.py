@@ -170,7 +170,9 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
         entries of a tied tensor's aliases in a ``state_dict`` add up, as the reference's
         ``set_states`` adds each entry in place to a deep copy that keeps them one tensor;
         where more than one is non-zero that warns (``UserWarning``: equal entries move it
-        twice their step), and ``tied_summed`` lists the names, one list per tensor.
+        twice their step), and ``tied_summed`` lists the names, one list per tensor. A
+        ``"states"`` file of PyTorch 0.4.0, whose ``state_dict`` had no BatchNorm
+        ``num_batches_tracked``, is read without them (``without_num_batches_tracked``).
 
     Raises
     ------
@@ -201,11 +203,19 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                 "ydirection only, and a third is not read here: save a volume's directions with Directions.save "
                 "(.npz), or remove the extra group for a plane")
         candidates = [dir_type] if dir_type else list(DIR_TYPES)
-        problems, chosen = {}, None
+        problems, chosen, counters = {}, None, []
         for kind in candidates:
             entries = _reference_entries(model, kind)
             arrays = [_read_axis(f, a, entries) for a in axes]
             problem = next((p for p in (_fits(arr, entries) for arr in arrays) if p), None)
+            old = [(n, t) for n, t in entries if not n.endswith("num_batches_tracked")]
+            if problem is not None and kind == "states" and len(old) < len(entries):
+                # PyTorch 0.4.0's state_dict had no BatchNorm num_batches_tracked (the reference's README names
+                # 0.4): its states files were refused as another model's (trial s59)
+                old_arrays = [_read_axis(f, a, old) for a in axes]
+                if all(_fits(arr, old) is None for arr in old_arrays):
+                    counters = [n for n, _ in entries if n.endswith("num_batches_tracked")]
+                    entries, arrays, problem = old, old_arrays, None
             if problem is None:
                 chosen = kind
                 break
@@ -282,7 +292,8 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                   "directions to as_directions, which refuses different values under one tensor's names")
     prov = dict(stored)
     prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
-                 "dropped": dropped, "tied_summed": [list(group) for group in summed],
+                 "dropped": dropped + counters,
+                 **({"without_num_batches_tracked": True} if counters else {}), "tied_summed": [list(group) for group in summed],
                  "cosine_max": _max_offdiag(_cosines(vectors)),
                  "norms": vectors.double().norm(dim=1).tolist()})
     return Directions(vectors, layout, prov)

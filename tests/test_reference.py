@@ -103,6 +103,35 @@ def test_states_file_moves_batchnorm_statistics_like_the_reference_set_states(tm
     check_against(surf, naive)
 
 
+def test_a_states_file_of_pytorch_0_4_0_without_num_batches_tracked_is_read(tmp_path, cnn, cnn_data, one_thread):
+    """The reference's README names PyTorch 0.4, whose state_dict had no BatchNorm num_batches_tracked (0.4.1 added
+    it): such a states file was refused as another model's (trial s59). Read without them, it moves the model as
+    set_states did then (naive: each float state_dict entry plus a·dx + b·dy)."""
+    states = {k: v for k, v in cnn.state_dict().items() if not k.endswith("num_batches_tracked")}
+    shapes = [tuple(v.shape) for v in states.values()]
+    dx, dy = seeded_like(shapes, 5), seeded_like(shapes, 6)
+    keys = list(states)
+    for d in (dx, dy):
+        d[keys.index("bn.running_var")] = np.abs(d[keys.index("bn.running_var")]) * 0.5
+    write_reference_directions(tmp_path / "old.h5", [dx, dy])
+    d = lnb.load_reference_directions(cnn, tmp_path / "old.h5")
+    assert d.provenance["dir_type"] == "states" and d.provenance["without_num_batches_tracked"]
+    assert d.provenance["dropped"] == ["bn.num_batches_tracked"]
+
+    def naive(a, b):
+        m = copy.deepcopy(cnn)
+        new = {k: v.clone() for k, v in cnn.state_dict().items()}
+        for k, ex, ey in zip(keys, dx, dy):
+            new[k].add_(a * torch.from_numpy(np.asarray(ex)) + b * torch.from_numpy(np.asarray(ey)))
+        m.load_state_dict(new)
+        return evaluate(m, cnn_data)
+
+    check_against(lnb.compute_surface(cnn, cnn_data, d, x=(0, 1, 2), y=(0, 1, 3)), naive)
+    with pytest.raises(LandscapeError, match=r"as 'weights'"):  # one entry too few beyond them: still refused
+        write_reference_directions(tmp_path / "short.h5", [dx[:-1], dy[:-1]])
+        lnb.load_reference_directions(cnn, tmp_path / "short.h5")
+
+
 def test_states_file_with_the_weights_as_direction_gives_nan_where_the_reference_does(tmp_path, cnn, cnn_data,
                                                                                        one_thread):
     """The reference with an empty --xignore uses a 1-D tensor itself as its direction, running_var too: beyond
