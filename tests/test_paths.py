@@ -431,6 +431,12 @@ def test_a_curves_model_of_a_batchnorm_net_has_the_profiles_statistics_given_bn_
     # its straight line's statistics are re-estimated too, and its label says so: beside interpolation_surface's
     # "(BN buffers interpolated)" line a bare "straight line" with another barrier read as a contradiction (s49)
     assert curve.line_profile.provenance["label"] == "straight line (BN statistics re-estimated)"
+    # a test split's profile has the training data's statistics (as Garipov et al.), said in settings (trial s59:
+    # undocumented, 1.6 % apart from the test split's own): naive, model_at's on the training data, lost on the test
+    test = (data[0][::2] + 0.1, data[1][::2])
+    on_test = make(a, b, data, n_steps=60, lr=0.02, seed=0, n_points=5, eval_data=test)
+    assert on_test.settings["bn_data"].startswith("data (the training data)") and "bn_data" in curve.settings
+    assert _loss(on_test.model_at(a, ts[2], bn_data=data), test) == pytest.approx(on_test.profile.loss[2], rel=1e-5)
     with pytest.raises(LandscapeError, match=r"model_at: the model failed on bn_data .*RuntimeError.*parameters are "
                                              r"torch.float32 on cpu: e.g. x.to\(torch.float32\)"):
         curve.model_at(a, ts[2], bn_data=(data[0].double(), data[1]))  # was torch's bare dtype error
