@@ -455,6 +455,11 @@ def load_reference_surface(path, *, split: str | None = None) -> Surface:
                     f"it holds {sorted(k for k in keys if k.endswith('_acc'))} but no loss, which the surface is "
                     "of: write the loss beside it (the reference's plot_surface.py writes both)"
                     if any(k.endswith("_acc") for k in keys) else
+                    # what plot_surface.py leaves when it is stopped before its first values (trial s59)
+                    "it holds the coordinates alone, as the reference's plot_surface.py leaves a surface file it "
+                    "was stopped in before writing any loss: nothing was computed into it, so run plot_surface.py "
+                    "on it again (it resumes there), or compute the surface here (landscape-nb compute)"
+                    if keys <= {"xcoordinates", "ycoordinates", "dir_file"} else
                     "it holds neither, so it is no surface file of the reference")
             )
         x = np.asarray(f["xcoordinates"][()], dtype=float).reshape(-1)

@@ -266,6 +266,9 @@ def test_user_module_is_imported_from_the_current_directory_added_to_sys_path_on
     (["compute", "my_models:make", "--grid", "1"], "--grid '1' has an axis of 1 point(s); expected at least 2"),
     (["compute", "my_models:make", "--grid", "5x1"], "--grid '5x1' has an axis of 1 point(s)"),
     (["compute", "my_models:make", "--range", "nan:1"], "--range 'nan:1' is not finite"),
+    # the reference's --x -1:1:51 (trial s59): told where the count goes
+    (["compute", "my_models:make", "--range=-1:1:51"], ("--range '-1:1:51'; expected START:STOP, e.g. -1:1 (the number "
+                                                         "of points goes in --grid, e.g. -1:1 with --grid 51")),
     (["compute", "my_models:make", "--grid", "3x3x3", "--zrange", "-1e39:1e39"],
      "--zrange -1e+39:1e+39 takes the weights to"),  # the axis at fault, in the flag that set it
     # both axes from --range: it was "the y range -1e+300..1e+300 ...; expected a smaller y range, e.g. -1..1"
@@ -1578,3 +1581,21 @@ def test_a_model_returned_in_train_mode_is_said_to_be_evaluated_in_eval_mode(use
     assert "so its Dropout is off\n" in err and "BatchNorm uses" not in err, err
     assert main(["compute", "my_models:in_eval_mode", "--grid", "3", "--store", str(tmp_path / "e.zarr")]) == 0
     assert "train mode" not in capsys.readouterr().err
+
+
+def test_a_dir_file_of_another_models_weights_is_warned_of_with_the_clis_fix(user_model, tmp_path, capsys):
+    """Trial s59: the warning that --dir-file's directions are normalized to another model's filters gave the
+    Python fix, random_directions(model, ...); on the command line it is to drop --dir-file."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(7)  # the architecture of my_models.make, other weights
+    other = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    lnb.random_directions(other, n=1, seed=0).save(tmp_path / "other.npz")
+    assert main(["compute", user_model, "--grid", "3", "--dir-file", str(tmp_path / "other.npz"),
+                 "--store", str(tmp_path / "o.zarr")]) == 0
+    err = capsys.readouterr().err
+    assert ("landscape-nb: warning: these random directions were made around another model's weights than this "
+            "Sequential's") in err, err
+    assert "make them for this model: drop --dir-file (--directions random, with the same --seed)" in err
+    assert "random_directions(model" not in err

@@ -905,3 +905,14 @@ def test_a_loss_of_exactly_0_is_written_with_a_word_on_how_the_reference_reads_i
         warnings.simplefilter("ignore")
         back = lnb.load_reference_surface(tmp_path / "zero.h5")
     assert back.done_mask.all() and np.array_equal(back.loss, loss)
+
+
+def test_a_surface_file_stopped_before_its_first_values_says_so(tmp_path):
+    """The reference's plot_surface.py writes the coordinates (and dir_file) first and its loss with the first
+    values: a run stopped before them left a file called "no surface file of the reference" (trial s59)."""
+    with h5py.File(tmp_path / "stopped.h5", "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)
+        f["dir_file"] = "dirs.h5"
+    with pytest.raises(LandscapeError, match=r"it holds the coordinates alone, as the reference's plot_surface.py "
+                                             r"leaves a surface file it was stopped in before writing any loss"):
+        lnb.load_reference_surface(tmp_path / "stopped.h5")

@@ -75,7 +75,10 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
     try:
         a, b = (float(p) for p in text.split(":"))
     except ValueError:
-        raise LandscapeError(f"{name} {text!r}; expected START:STOP, e.g. -1:1") from None
+        parts = text.split(":")
+        count = (f" (the number of points goes in --grid, e.g. {parts[0]}:{parts[1]} with --grid {parts[2]}, not "
+                 "the reference's START:STOP:NUM)") if len(parts) == 3 and parts[2].strip().isdigit() else ""
+        raise LandscapeError(f"{name} {text!r}; expected START:STOP, e.g. -1:1{count}") from None
     if not (math.isfinite(a) and math.isfinite(b)):
         raise LandscapeError(f"{name} {text!r} is not finite; expected two finite numbers START:STOP, e.g. -1:1")
     if not a < b:
@@ -1248,6 +1251,11 @@ _API_TO_FLAGS = ((r"name the targets with target_key='([^'\s]+)'", r"name the ta
                  (r"\(target_key='([^'\s]+)'\)", r"(--target-key \1)"),
                  # the CLI has no batch size: the Python call that sets one (trial s58)
                  (r"\(batch_size=(\w+)((?: \([^)]*\))?) for that, or ", r"(from Python, batch_size=\1\2 for that, or "),
+                 # a --dir-file of another model's (trial s59): the CLI's way to make them for this one
+                 (r"make them for this model, random_directions\(model, \.\.\.\), with the same seed",
+                  "make them for this model: drop --dir-file (--directions random, with the same --seed)"),
+                 (r"compute hessian_directions\(model, data, \.\.\.\) for this one",
+                  "drop --dir-file for --directions hessian on this one"),
                  # checkpoint files in a glob's order (trial s59): a shell user keeps an order by the files' names
                  (r"to keep yours, pass the loaded state dicts, \[torch\.load\(f\) for f in files\]",
                   "to keep yours, name the files so that their numbers run in training order"))
