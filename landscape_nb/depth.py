@@ -386,8 +386,9 @@ def depth_comparison(
     store_dir=None,
     callbacks: Iterable[Callable] = (),
     load: Callable[[str], Any] | None = None,
+    models: Mapping[tuple[int, bool], Any] | None = None,
 ) -> DepthComparison:
-    """Surfaces and chaos numbers of the zoo's digits ResNets, with and without skips.
+    """Surfaces and chaos numbers of the zoo's digits ResNets, with and without skips, or of your own networks.
 
     For each depth in ``depths`` and skip in (True, False): load the zoo model (trains
     on first use), draw two filter-normalized random directions (``ignore="biasbn"``,
@@ -410,6 +411,13 @@ def depth_comparison(
         ``name -> zoo.Example``; default ``zoo.load``. What it returns needs ``.model``, ``.test``
         and ``.loss_fn``; ``.test_accuracy`` is optional (without it, the row's accuracy is the
         surface's at the centre, on the samples it evaluated, or NaN for a loss without accuracy).
+    models : mapping, optional
+        Your own networks instead of the zoo's: ``{(depth, skip): (model, data)}`` or ``(model, data,
+        loss_fn)`` (``loss_fn`` default cross-entropy), e.g. ``{(13, True): (res13, test), (13, False):
+        (plain13, test)}``; ``depth`` is your count of layers, ``skip`` whether the network has skip
+        connections. Each row is named ``"ClassName-depth"`` (``-noskip`` without skips) and its accuracy is
+        the surface's at the centre. ``depths`` and ``load`` are not used then. A zoo-named comparison of
+        your nets titled them "ResNet-20" and "ResNet-56" (trial s59).
 
     Returns
     -------
@@ -418,7 +426,8 @@ def depth_comparison(
     Raises
     ------
     LandscapeError
-        For an unknown depth or an even resolution.
+        For an unknown depth or an even resolution; ``models`` not a mapping of ``(depth, skip)`` to
+        ``(model, data[, loss_fn])``, or given with ``depths`` or ``load``.
 
     References
     ----------
@@ -439,8 +448,16 @@ def depth_comparison(
                 f"Got {label}={n}; expected an odd number ≥ 3 so the trained weights (0, 0) are a grid point"
                 + (", or 0 to skip the eigen-map." if label == "eigen_resolution" else ", e.g. 21.")
             )
-    names = [(d, skip, zoo_name(d, skip)) for d in depths for skip in (True, False)]
-    load = load or zoo.load
+    if models is not None:
+        if load is not None or tuple(depths) != DEPTHS:
+            raise LandscapeError("depth_comparison: models= was given with depths= or load=; expected one of them: "
+                                 "models= names the depth of each of your networks, {(depth, skip): (model, data)}")
+        own = _own_networks(models)
+        names = [(d, skip, name) for (d, skip), (name, _) in own.items()]
+        load = dict(own.values()).__getitem__  # name -> its example
+    else:
+        names = [(d, skip, zoo_name(d, skip)) for d in depths for skip in (True, False)]
+        load = load or zoo.load
     span = float(settings.span)
     rows, surfaces, eigen_maps = [], {}, {}
     for depth, skip, name in names:
@@ -480,6 +497,34 @@ def depth_comparison(
 
 
 # ---------------------------------------------------------------------- helpers ----
+
+def _own_networks(models) -> dict[tuple[int, bool], tuple[str, Any]]:
+    """``models`` (``{(depth, skip): (model, data[, loss_fn])}``) as ``{(depth, skip): (row name, example)}``, the
+    example with ``.model``, ``.test`` and ``.loss_fn`` as ``zoo.load`` gives them; refused naming what is wrong."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    form = "{(depth, skip): (model, data)} or (model, data, loss_fn), e.g. {(13, True): (res13, test)}"
+    if not isinstance(models, Mapping) or not models:
+        raise LandscapeError(f"models of type {type(models).__name__}; expected a non-empty mapping {form}")
+    out = {}
+    for key, value in models.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], int) and not isinstance(key[0], bool)
+                and key[0] > 0 and isinstance(key[1], bool)):
+            raise LandscapeError(f"models key {key!r}; expected (depth, skip): a positive number of layers and "
+                                 f"True or False for skip connections, as in {form}")
+        if not (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], nn.Module)):
+            raise LandscapeError(f"models[{key!r}] is a {type(value).__name__}; expected (model, data) or (model, "
+                                 f"data, loss_fn) with an nn.Module first, as in {form}")
+        depth, skip = key
+        name = f"{type(value[0]).__name__}-{depth}" + ("" if skip else "-noskip")
+        if any(name == n for n, _ in out.values()):  # two classes' names alike: told apart by their position
+            name += f" ({len(out) + 1})"
+        out[key] = (name, SimpleNamespace(model=value[0], test=value[1],
+                                          loss_fn=value[2] if len(value) == 3 else None))
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], not kv[0][1])))
+
 
 def _warn_if_near_chance(name: str, accuracy: float, test, max_samples: int | None, row: DepthRow,
                          documented: bool = False) -> None:

@@ -209,3 +209,57 @@ def test_a_zoo_entry_documented_as_not_learning_is_said_to_be_so_not_sent_back_t
         assert ("as its zoo entry documents, without skip connections this depth does not learn"
                 in near["resnet110-noskip-digits"]) is documented
         assert ("train it further" in near["resnet110-noskip-digits"]) is not documented
+
+
+def test_depth_comparison_of_your_own_networks_names_them_by_their_class_and_depth():
+    """Trial s59: the depth comparison took only the zoo's depths, so one's own plain and residual nets went in
+    through load= under zoo names and were titled "ResNet-20" and "ResNet-56". models= takes them as they are,
+    named by class and depth; the surfaces are the naive losses at w0 + a·d1 + b·d2 of the seed's directions."""
+    import copy
+    import warnings
+
+    import torch
+    from torch import nn
+
+    import landscape_nb as lnb
+    from landscape_nb.depth import DepthSettings, depth_comparison
+    from landscape_nb.plot.depth import panel_title
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.out(h + torch.relu(self.b(h)))
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    res, plain = Res().eval(), nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                                             nn.Linear(8, 3)).eval()
+    settings = DepthSettings(resolution=3, max_samples=None, eigen_resolution=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # untrained: near chance, said
+        comp = depth_comparison(settings=settings, models={(3, False): (plain, (x, y)), (3, True): (res, (x, y))})
+    assert [r.name for r in comp.rows] == ["Res-3", "Sequential-3-noskip"]
+    assert [(r.depth, r.skip) for r in comp.rows] == [(3, True), (3, False)]
+    assert panel_title(comp.rows[0]).startswith("Res-3 (acc ") and "ResNet" not in panel_title(comp.rows[1])
+    for row, model in zip(comp.rows, (res, plain)):
+        surf = comp.surfaces[row.name]
+        d = lnb.random_directions(model, n=2, norm="filter", ignore="biasbn", seed=settings.seed)
+        w0 = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        for j, b in enumerate(surf.y):
+            for i, a in enumerate(surf.x):
+                m = copy.deepcopy(model)
+                torch.nn.utils.vector_to_parameters(w0 + float(a) * d.vectors[0] + float(b) * d.vectors[1],
+                                                    m.parameters())
+                with torch.no_grad():
+                    want = float(nn.functional.cross_entropy(m.eval()(x), y))
+                assert surf.loss[j, i] == pytest.approx(want, rel=1e-5)
+    lnb.plot.depth_figure(comp)  # draws
+    with pytest.raises(LandscapeError, match=r"models key \(3, 'skip'\); expected \(depth, skip\)"):
+        depth_comparison(settings=settings, models={(3, "skip"): (res, (x, y))})
+    with pytest.raises(LandscapeError, match=r"models= was given with depths= or load="):
+        depth_comparison((20,), settings, models={(3, True): (res, (x, y))})

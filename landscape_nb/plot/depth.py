@@ -40,8 +40,11 @@ def panel_title(row) -> str:
     fraction = ("" if row.nonconvex_fraction != row.nonconvex_fraction else
                 f" · non-convex {row.nonconvex_fraction:.0%}")
     minima = f"{row.n_minima} {'minimum' if row.n_minima == 1 else 'minima'}"
+    zoo = row.name == f"resnet{row.depth}{'' if row.skip else '-noskip'}-digits"  # your own nets: their names
+    net = f"ResNet-{row.depth}, {'skip' if row.skip else 'no skip'}" if zoo else row.name
+    accuracy = "" if row.test_accuracy != row.test_accuracy else f" (acc {row.test_accuracy:.2f})"
     return (
-        f"ResNet-{row.depth}, {'skip' if row.skip else 'no skip'} (acc {row.test_accuracy:.2f})<br>"
+        f"{net}{accuracy}<br>"
         f"<sub>{minima} · basin r {radius}{fraction}</sub>"
     )
 
