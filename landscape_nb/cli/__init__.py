@@ -1191,9 +1191,29 @@ class _Interrupts:
             logging.getLogger(name).setLevel(level)
 
 
-def _kept_in(store, where: str) -> str:
+def _partial_figure(args) -> str | None:
+    """After an interrupted ``compute --html FILE``: the store's finished points drawn there (as ``plot STORE
+    --html FILE`` draws them, the missing ones marked), and the words saying so; None where there is nothing to
+    draw or it cannot be drawn. An interrupted run wrote no figure, only the command that draws one (s57)."""
+    if getattr(args, "func", None) is not cmd_compute or not getattr(args, "html", None):
+        return None
+    try:
+        from ..plot.export import export_html, mark_partial
+        from ..store import load_surface
+
+        surf = load_surface(args.store)
+        if not 0 < surf.n_done < surf.loss.size:
+            return None
+        figure = figure_for(surf, args.kind, log_scale=args.log, clip=parse_clip(args.clip))
+        path = export_html(mark_partial(figure, surf), args.html)
+    except (Exception, KeyboardInterrupt):  # noqa: BLE001 - a courtesy: the interrupt's own line must follow
+        return None
+    return f"{path} draws them, the missing points marked"
+
+
+def _kept_in(store, where: str, drawn: str | None = None) -> str:
     """What an interrupted run's store keeps: its finished tiles (N of M points), or every point (then only
-    the outputs are missing)."""
+    the outputs are missing); ``drawn``: the words of `_partial_figure`, where it drew them."""
     try:
         from ..store import load_surface
 
@@ -1207,7 +1227,7 @@ def _kept_in(store, where: str) -> str:
     if n_done == 0:  # made, but stopped before its first tile ("finished tiles are kept (0 of ...)", trial s36)
         return f"no tile had finished, so the store{where} holds no point yet (rerun to compute them)"
     return (f"finished tiles are kept in the store{where} ({n_done} of {size} points) (rerun to resume; "
-            f"`landscape-nb plot {store} --html FILE` draws them now)")
+            + (f"{drawn})" if drawn else f"`landscape-nb plot {store} --html FILE` draws them now)"))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning):
@@ -1396,8 +1416,8 @@ def main(argv: list[str] | None = None) -> int:
         store = getattr(args, "store", None)
         if store and not Path(store).exists():
             kept = "no tile had finished, so no store was written"
-        elif store:
-            kept = _kept_in(store, f" {store}" if getattr(args, "default_store", None) else "")  # named if not given
+        elif store:  # the store named if not given; with --html, its points drawn there
+            kept = _kept_in(store, f" {store}" if getattr(args, "default_store", None) else "", _partial_figure(args))
         elif args.func is cmd_demo:
             kept = "finished tiles are kept in the store (rerun to resume)"
         else:
