@@ -68,9 +68,12 @@ def make_directions(scheme: str, model, ex, *, ndim: int, norm: str = "filter", 
                                  f"for {ndim} directions, and {_name(ex) if ex is not None else 'the model'} has "
                                  f"{known}{line}; for yours, give them (CLI: --checkpoints A.pt B.pt ..., Explorer: an "
                                  "object with .trajectory) or use lnb.pca_directions(checkpoints, final=model)")
-        from .trajectory import checkpoint_losses, pca_directions
+        from .trajectory import checkpoint_losses, in_training_order, pca_directions
 
         given = ex.trajectory if trajectory is None else trajectory
+        # files in a glob's order, put in training order once here: the files and losses named below are the
+        # path's points' (ordered in pca_directions alone, they named another checkpoint's file; review s59)
+        given, _ = in_training_order(given, "landscape_nb.pca_directions")
         d = pca_directions(given, final=model, n=ndim, ignore=ignore)
         if isinstance(given, (list, tuple)) and given and all(isinstance(c, (str, Path)) for c in given):
             d = d.with_provenance(checkpoints=[str(c) for c in given])  # the path's points named by their files

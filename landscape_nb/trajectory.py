@@ -184,16 +184,17 @@ def as_checkpoints(trajectory, first: int = 0) -> list[Mapping[str, torch.Tensor
 
 
 def in_training_order(trajectory, who: str) -> tuple[Any, list[int] | None]:
-    """``(trajectory, order)``: ``trajectory`` with checkpoint files put in the order of the number in their
-    names, where they are paths that differ in one number alone (``ckpt/epoch10.pt``) and were given in another
-    order, with a warning naming ``who``; else as given. A shell's glob and ``sorted()`` order names as text,
-    epoch0, epoch1, epoch10, epoch11, epoch2, ..., and the path of a PCA plane then crossed itself back and
-    forth and ended away from the centre, with no word (trial s59). ``order`` lists the given positions in the
+    """``(trajectory, order)``: checkpoint files that differ in one number alone (``ckpt/epoch10.pt``), given in
+    the order text sorts them (a shell's glob, ``sorted()``: epoch0, epoch1, epoch10, epoch11, epoch2, ...), put
+    in the order of that number, with a warning naming ``who``; given in another order that is not the numbers'
+    (reversed, picked by hand), kept with a warning; else as given. The glob's order drew a PCA path that crossed
+    itself and ended away from the centre, with no word (trial s59). ``order`` lists the given positions in the
     new order (None: as given). State dicts and models are taken in the order given."""
     if not (isinstance(trajectory, Sequence) and not isinstance(trajectory, (str, Mapping)) and len(trajectory) > 2
             and all(isinstance(item, (str, Path)) for item in trajectory)):
         return trajectory, None
-    pieces = [re.split(r"(\d+)", str(item)) for item in trajectory]
+    texts = [str(item) for item in trajectory]
+    pieces = [re.split(r"(\d+)", text) for text in texts]
     if len({len(p) for p in pieces}) != 1:
         return trajectory, None
     differ = [j for j in range(len(pieces[0])) if len({p[j] for p in pieces}) > 1]
@@ -202,11 +203,16 @@ def in_training_order(trajectory, who: str) -> tuple[Any, list[int] | None]:
     numbers = [int(p[differ[0]]) for p in pieces]
     if len(set(numbers)) < len(numbers) or numbers == sorted(numbers):
         return trajectory, None
-    order = sorted(range(len(numbers)), key=numbers.__getitem__)
     names = lambda items: ", ".join(Path(str(i)).name for i in items[:6]) + (", ..." if len(items) > 6 else "")
+    if texts != sorted(texts):  # an order of the user's own: said, not changed
+        warn_user(f"{who}: the checkpoint files are given in the order {names(list(trajectory))}, not in the order "
+                  "of the number in their names; they are taken as given, as training order: if the numbers are "
+                  "the training steps, give them in that order")
+        return trajectory, None
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
     ordered = [trajectory[k] for k in order]
-    warn_user(f"{who}: the checkpoint files were given in the order {names(list(trajectory))}, not in the order of "
-              f"the number in their names (a shell's glob and sorted() order names as text); they are taken as "
+    warn_user(f"{who}: the checkpoint files were given in the order {names(list(trajectory))}, the order text "
+              f"sorts them in (a shell's glob, sorted()), not that of the number in their names; they are taken as "
               f"{names(ordered)}, the training order: to keep yours, pass the loaded state dicts, "
               "[torch.load(f) for f in files]")
     return ordered, order

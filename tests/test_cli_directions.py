@@ -571,7 +571,9 @@ def test_checkpoints_from_a_shells_glob_are_taken_in_the_order_of_their_numbers(
                  "--checkpoints", *text_order]) == 0
     err = capsys.readouterr().err
     assert ("landscape-nb: warning: the checkpoint files were given in the order ckpt0.pt, ckpt1.pt, ckpt10.pt, "
-            "ckpt11.pt, ckpt2.pt, ckpt3.pt, ..., not in the order of the number in their names") in err, err
+            "ckpt11.pt, ckpt2.pt, ckpt3.pt, ..., the order text sorts them in (a shell's glob, sorted()), not that "
+            "of the number in their names") in err, err
+    assert err.count("were given in the order") == 1  # said once
     assert "to keep yours, name the files so that their numbers run in training order" in err
     assert main(["compute", bn_module, "--grid", "3x3", "--store", str(tmp_path / "ordered.zarr"),
                  "--checkpoints", *map(str, paths)]) == 0
@@ -579,3 +581,17 @@ def test_checkpoints_from_a_shells_glob_are_taken_in_the_order_of_their_numbers(
     got, want = (lnb.load_directions(tmp_path / f"{s}.zarr").provenance for s in ("glob", "ordered"))
     assert got["path_labels"] == want["path_labels"] == [f"ckpt{i}" for i in range(12)]
     assert got["path_x"] == want["path_x"] and got["path_y"] == want["path_y"]
+    # each point's file and true loss are its own (review s59: they stayed in the glob's order, so epoch2's point
+    # was named ckpt10.pt with ckpt10's loss)
+    assert got["checkpoints"] == want["checkpoints"] == [str(p) for p in paths]
+    naive = [_naive_loss(torch.load(p, weights_only=True)) for p in paths]  # each file's own loss, in order
+    np.testing.assert_allclose(got["path_loss"], naive, rtol=1e-5)
+    # and a message naming "checkpoint k" names its file (review s59: it named the file at k in the glob's order)
+    from bn_models import build
+
+    broken = {k: v for k, v in build().state_dict().items() if k != "3.bias"}
+    torch.save(broken, paths[10])
+    assert main(["compute", bn_module, "--grid", "3x3", "--store", str(tmp_path / "broken.zarr"),
+                 "--checkpoints", *text_order]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoints {paths[10]}" in err and f"--checkpoints {paths[2]}" not in err, err

@@ -520,8 +520,10 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     """``(centre model, Directions)`` for the checked flags: a scheme (``schemes.make_directions``, with
     the models of ``--model-file2``/``--model-file3`` and the ``--checkpoints``), or ``--dir-file``."""
     from ..model_paths import model_from_state_dict
-    from ..trajectory import load_state_dict_file
+    from ..trajectory import in_training_order, load_state_dict_file
 
+    if args.checkpoints:  # a glob's order put right before the files are recorded, and before a message names
+        args.checkpoints, _ = in_training_order(args.checkpoints, "landscape_nb.pca_directions")  # "checkpoint k"
     files = {k: getattr(args, k) for k in ("model_file2", "model_file3", "checkpoints", "dir_file") if getattr(args, k)}
     if scheme is None:  # the file names go in the provenance: a refused resume names the one that changed
         return model, directions_from_file(args.dir_file, model, args.dir_type, ndim).with_provenance(**files)
@@ -532,6 +534,7 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     ignore = None if args.ignore == "none" else args.ignore
     # a PCA plane's checkpoints, evaluated as the surface's points are: their true losses in its figure
     path_settings = EvalSettings(mode=args.mode, max_samples=args.max_samples, **keys)
+
     try:
         base, d = make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
                                   data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,
@@ -1206,9 +1209,12 @@ def _partial_figure(args) -> str | None:
             return None
         figure = figure_for(surf, args.kind, log_scale=args.log, clip=parse_clip(args.clip))
         path = export_html(mark_partial(figure, surf), args.html)
+    except LandscapeError as exc:  # a --clip below every loss so far: said, with the command that draws them
+        return (f"`landscape-nb plot {args.store} --html FILE` draws them; --html {args.html} was not written: "
+                f"{_cli_words(_one_line(exc))}")
     except (Exception, KeyboardInterrupt):  # noqa: BLE001 - a courtesy: the interrupt's own line must follow
         return None
-    return f"{path} draws them, the missing points marked"
+    return f"{path} draws them, marked as partial"
 
 
 def _kept_in(store, where: str, drawn: str | None = None) -> str:
