@@ -103,6 +103,7 @@ class TrajectoryRecorder:
         check_materialized(model)  # a lazy module: torch's ValueError from state_dict() (re-trial s57)
         self.model, self.every, self.n_steps = model, int(every), 0
         self._source = model  # the model whose states are recorded (`load`'s ``model``; ``model`` a copy there)
+        self._loaded: int | None = None  # for a recorder from `load`: the checkpoints the store held then
         self._steps: list[int] = []
         self._memory: list[dict[str, torch.Tensor]] = []
         self._names = list(model.state_dict())
@@ -134,7 +135,9 @@ class TrajectoryRecorder:
     # ------------------------------------------------------------ recording ----
 
     def __enter__(self) -> "TrajectoryRecorder":
-        if self._steps == [0] and self.n_steps == 0:  # no step yet: step 0 is the weights now
+        # no step yet: step 0 is the weights now; not for a recorder from `load`, whose step 0 is the run's (a
+        # with block after load wrote the trained model over it, review s59)
+        if self._steps == [0] and self.n_steps == 0 and self._loaded is None:
             self._write(0, self._state())
         elif not self._steps:
             self.record()
@@ -156,6 +159,15 @@ class TrajectoryRecorder:
         zero-length segment of the path and a duplicate row for PCA)."""
         state = self._state()
         if self._steps and self._steps[-1] == self.n_steps:
+            if self._loaded == len(self._steps):  # the loaded run's last checkpoint, not this run's: kept
+                last = self.checkpoint(-1)
+                if any(not torch.equal(t.detach().cpu(), last[k].to(t.dtype)) for k, t in state.items()):
+                    raise LandscapeError(
+                        f"record() at step {self.n_steps} would replace the checkpoint the store at "
+                        f"{str(self.path)!r} holds for that step by the model's weights now, which differ; pass "
+                        "TrajectoryRecorder.load(path, model, n_steps=...) the optimizer steps the model has taken "
+                        "(its checkpoints then go on from there), or step() first")
+                return
             self._write(len(self._steps) - 1, state)
             return
         if self._group is None:
@@ -265,7 +277,7 @@ class TrajectoryRecorder:
         rec.model, rec.every, rec.path, rec._group, rec._memory = model, int(attrs["every"]), path, group, []
         rec._names, rec._dtypes = list(attrs["names"]), list(attrs["dtypes"])
         rec._steps = [int(s) for s in group["steps"][:]]
-        rec.n_steps, rec._source = rec._steps[-1] if rec._steps else 0, model
+        rec.n_steps, rec._source, rec._loaded = rec._steps[-1] if rec._steps else 0, model, len(rec._steps)
         if n_steps is not None:
             if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < rec.n_steps:
                 raise LandscapeError(f"n_steps={n_steps!r}; expected the optimizer steps the model has taken, at "
@@ -297,7 +309,8 @@ class TrajectoryRecorder:
                       "holding that checkpoint, the centre of rec.pca_directions() and rec.project(): compute "
                       "surfaces around rec.model (compute_surface(rec.model, ...)), or pass final= to centre "
                       f"elsewhere; rec.step() and rec.record() record the {type(model).__name__} itself, to go on "
-                      "with an interrupted run")
+                      "with an interrupted run (pass n_steps=, the optimizer steps it has taken, where it went on "
+                      "past that checkpoint)")
         return rec
 
     @property

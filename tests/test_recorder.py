@@ -363,3 +363,27 @@ def test_a_recorder_with_too_few_checkpoints_for_its_pca_names_its_own_knob():
                                              r"record more often, TrajectoryRecorder\(model, every=...\) below "
                                              r"every=50, or train longer, or ask for fewer directions \(n=1\)"):
         rec.pca_directions(n=2)
+
+
+def test_a_loaded_recorder_keeps_the_runs_own_checkpoints_on_entering_and_on_a_bare_record(tmp_path):
+    """Review s59: after load, recording the model being trained, `with rec:` on a store holding only step 0 wrote
+    the trained model over it, and a bare record() replaced the last checkpoint, labelled by its step, with the
+    weights now. Step 0 stays the initial weights (naive: a copy taken by hand); record() at the loaded step with
+    other weights is refused, naming n_steps=."""
+    model = make_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    rec = TrajectoryRecorder(model, every=10, path=tmp_path / "run.zarr")
+    train(model, 5, rec)  # interrupted at step 5, before the first checkpoint after step 0
+    with pytest.warns(UserWarning, match=r"pass n_steps=, the optimizer steps it has taken"):
+        again = TrajectoryRecorder.load(tmp_path / "run.zarr", model)
+    with again:
+        pass
+    assert all(torch.equal(again.checkpoint(0)[k], initial[k]) for k in initial)
+    with pytest.raises(LandscapeError, match=r"record\(\) at step 0 would replace the checkpoint the store at .* "
+                                             r"holds for that step by the model's weights now, which differ; pass "
+                                             r"TrajectoryRecorder.load\(path, model, n_steps=...\)"):
+        again.record()
+    assert all(torch.equal(again.checkpoint(0)[k], initial[k]) for k in initial)
+    resumed = TrajectoryRecorder.load(tmp_path / "run.zarr", model, n_steps=5)
+    resumed.record()  # step 5, appended
+    assert resumed.steps.tolist() == [0, 5]
