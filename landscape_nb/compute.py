@@ -82,7 +82,7 @@ from .surface import (
     RANDOM_VALUES,
     Surface,
     notes_by_kind,
-    zoo_name,
+    zoo_label,
 )
 
 logger = logging.getLogger(__name__)
@@ -1034,7 +1034,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
     the syntax of the functions it calls: ``code_globals``, `spec.globals_and_structures`)."""
     versions = dict(library_versions())
     return {
-        "label": name or zoo_name(model) or type(model).__name__, "scheme": d.scheme,
+        "label": name or zoo_label(model) or type(model).__name__, "scheme": d.scheme,
         # where the models a path names are not where the axes put them, its figures leave their marks out (s49)
         "directions": {k: v for k, v in d.provenance.items() if _plain(v)} | (
             {"made_around_another_model": True} if _centred_elsewhere(model, d, settings.mode) else {}),

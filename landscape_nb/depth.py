@@ -416,7 +416,7 @@ def depth_comparison(
         loss_fn)`` (``loss_fn`` default cross-entropy), e.g. ``{(13, True): (res13, test), (13, False):
         (plain13, test)}``; ``depth`` is your count of layers, ``skip`` whether the network has skip
         connections. Each row is named ``"ClassName-depth"`` (``-noskip`` without skips) and its accuracy is
-        the surface's at the centre. ``depths`` and ``load`` are not used then. A zoo-named comparison of
+        the surface's at the centre; ``depths`` and ``load`` are refused with it. A zoo-named comparison of
         your nets titled them "ResNet-20" and "ResNet-56" (trial s59).
 
     Returns
@@ -510,18 +510,17 @@ def _own_networks(models) -> dict[tuple[int, bool], tuple[str, Any]]:
         raise LandscapeError(f"models of type {type(models).__name__}; expected a non-empty mapping {form}")
     out = {}
     for key, value in models.items():
-        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], int) and not isinstance(key[0], bool)
-                and key[0] > 0 and isinstance(key[1], bool)):
-            raise LandscapeError(f"models key {key!r}; expected (depth, skip): a positive number of layers and "
+        whole = isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], (int, np.integer))
+        if not (whole and not isinstance(key[0], (bool, np.bool_)) and key[0] > 0
+                and isinstance(key[1], (bool, np.bool_))):
+            raise LandscapeError(f"models key {key!r}; expected (depth, skip): a whole number of layers above 0 and "
                                  f"True or False for skip connections, as in {form}")
         if not (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], nn.Module)):
             raise LandscapeError(f"models[{key!r}] is a {type(value).__name__}; expected (model, data) or (model, "
                                  f"data, loss_fn) with an nn.Module first, as in {form}")
-        depth, skip = key
+        depth, skip = int(key[0]), bool(key[1])
         name = f"{type(value[0]).__name__}-{depth}" + ("" if skip else "-noskip")
-        if any(name == n for n, _ in out.values()):  # two classes' names alike: told apart by their position
-            name += f" ({len(out) + 1})"
-        out[key] = (name, SimpleNamespace(model=value[0], test=value[1],
+        out[depth, skip] = (name, SimpleNamespace(model=value[0], test=value[1],
                                           loss_fn=value[2] if len(value) == 3 else None))
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0], not kv[0][1])))
 

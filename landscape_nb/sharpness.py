@@ -130,11 +130,11 @@ def _warn_if_interpolation_decides(axis: str, t, loss, sides, at_r, top: float, 
         second = 2 * ((y2 - y1) / (t2 - t1) - (y1 - y0) / (t1 - t0)) / (t2 - t0)
         error = 0.5 * (side - t[b - 1]) * (t[b] - side) * abs(second)
         if np.isfinite(error) and error > 0.05 * abs(top - l0):
+            radii = sorted({float(abs(v)) for v in (t[b - 1], t[b]) if v != 0})  # 0 is no radius (review s59)
             warn_user(f"landscape_nb: sharpness along {axis}: the rise is read at {axis} = {side:.3g}, between the "
                       f"grid points {t[b - 1]:.3g} and {t[b]:.3g}, where the loss is interpolated linearly (the chord "
                       f"misses a curved slice by about {error:.3g}, against a rise of {top - l0:.4g}); pass a radius on "
-                      f"the grid, e.g. {min(abs(t[b - 1]), abs(t[b])):.3g} or {max(abs(t[b - 1]), abs(t[b])):.3g}, or "
-                      "compute a finer grid")
+                      f"the grid, e.g. {' or '.join(f'{v:.3g}' for v in radii)}, or compute a finer grid")
             return
 
 

@@ -24,11 +24,11 @@ from .errors import LandscapeError, warn_user
 #: an attribute: a copy moved elsewhere (copy.deepcopy) is no longer the zoo's model (re-trial s57)
 MODEL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (name, whether its weights are
 # still those zoo.load gave it: a zero-argument callable)
-#: how `zoo_name` names a zoo model whose weights changed in place since it was loaded (trained on, say)
+#: how `zoo_label` names a zoo model whose weights changed in place since it was loaded (trained on, say)
 CHANGED_SINCE_LOAD = "weights changed since zoo.load"
 
 
-def zoo_name(model) -> str | None:
+def zoo_label(model) -> str | None:
     """The zoo's name of ``model`` (``zoo.load``'s model or minimizers), "NAME (weights changed since zoo.load)"
     where its weights were changed in place since (a fine-tuned zoo model kept the zoo's name, re-trial s58), None
     for other models."""

@@ -511,7 +511,7 @@ def test_a_signalled_compute_says_so_keeps_its_tiles_and_resumes_to_the_uninterr
     assert not alive, f"left running: {alive}"
     assert f"landscape-nb: {words} finished tiles are kept in the store (" in err, err
     # --html draws the points so far, the missing ones marked (s59: it wrote nothing, naming the plot command)
-    assert f"points) (rerun to resume; {tmp_path / 's.html'} draws them, the missing points marked)" in err, err
+    assert f"points) (rerun to resume; {tmp_path / 's.html'} draws them, marked as partial)" in err, err
     assert "Traceback" not in err  # the workers ignore SIGINT: no KeyboardInterrupt tracebacks of theirs
     assert ("landscape-nb: stopping (finished tiles are safe; closing any workers)" in err) == (sig == "SIGINT SIGINT")
     kept = lnb.load_surface(store)
@@ -1570,6 +1570,7 @@ def test_a_model_returned_in_train_mode_is_said_to_be_evaluated_in_eval_mode(use
     import torch
     from torch import nn
 
+    sys.modules.pop("my_models", None)  # another test's retrained my_models may be the one imported
     model, (x, y) = runpy.run_path(str(tmp_path / "my_models.py"))["train_mode"]()
     with torch.no_grad():
         want = float(nn.functional.cross_entropy(model.eval()(x), y))
@@ -1593,6 +1594,7 @@ def test_a_dir_file_of_another_models_weights_is_warned_of_with_the_clis_fix(use
     import torch
     from torch import nn
 
+    sys.modules.pop("my_models", None)  # this test's own, not another's retrained one
     torch.manual_seed(7)  # the architecture of my_models.make, other weights
     other = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     lnb.random_directions(other, n=1, seed=0).save(tmp_path / "other.npz")

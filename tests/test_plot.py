@@ -1330,3 +1330,18 @@ def test_the_3d_camera_looks_from_the_low_side_not_across_a_raised_corner(corner
     rotated.layout.scene.camera.eye = dict(x=0.3, y=-2.0, z=0.4)
     plot.update(rotated, Surface(x, x, loss))
     assert rotated.layout.scene.camera.eye.to_plotly_json() == dict(x=0.3, y=-2.0, z=0.4)
+
+
+def test_a_log_loss_axis_is_ticked_in_full_over_what_it_shows():
+    """Trial s58: plotly.js labelled a log axis's ticks by their first digit (0.2, 2 and 20 all "2"). Ticks at 1, 2
+    and 5 of each decade the axis shows, labelled in full; with a cap, over the capped range (review s59: 0.1..1e6
+    capped at 5 got the 7 decades' pattern, two ticks); many decades at most eight ticks apart."""
+    x = np.linspace(-1, 1, 41)
+    wide = Surface(x, None, 0.1 * 10 ** (7 * np.abs(x)))  # 0.1 .. 1e6
+    axis = plot.line(wide, log=True, clip=5.0, metric=None).layout.yaxis
+    assert list(axis.tickvals) == [0.1, 0.2, 0.5, 1, 2, 5] and list(axis.ticktext) == ["0.1", "0.2", "0.5", "1", "2", "5"]
+    axis = plot.line(wide, log=True, metric=None).layout.yaxis
+    assert list(axis.tickvals) == [10.0 ** e for e in range(-1, 7)]  # five decades and more: 1 of each alone
+    deep = plot.line(Surface(x, None, 10 ** (-30 + 30 * np.abs(x))), log=True, metric=None).layout.yaxis
+    assert 2 <= len(deep.tickvals) <= 9 and np.allclose(np.diff(np.log10(deep.tickvals)), 4)
+    assert plot.line(Surface(x, None, 1 + x ** 2), log=True, metric=None).layout.yaxis.tickvals is None  # plotly's

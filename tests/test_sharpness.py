@@ -282,3 +282,12 @@ def test_a_rise_read_between_coarse_grid_points_is_warned_of_with_radii_on_the_g
         assert Surface(x, None, f(x)).sharpness(radius=0.4)["x"].increase == pytest.approx(f(0.4) - f(0.0))
         fine = np.linspace(-1, 1, 51)
         assert Surface(fine, None, f(fine)).sharpness()["x"].increase == pytest.approx(1.0, rel=5e-3)
+
+
+def test_the_interpolation_warning_never_suggests_a_radius_of_zero():
+    """Review s59: r below the first grid spacing lies between 0 and a point, and "e.g. 0 or 0.2" named a radius
+    that is refused."""
+    x = np.linspace(-1, 1, 11)
+    with pytest.warns(UserWarning, match=r"between the grid points -0.2 and 0, .*pass a radius on the grid, e.g. 0.2, "
+                                         r"or compute a finer grid"):
+        Surface(x, None, np.abs(x) ** 0.5).sharpness(radius=0.05)

@@ -694,19 +694,22 @@ def refuse_log_of_non_positive(log: bool, values: Sequence[np.ndarray], where: s
             "negative, e.g. a log-likelihood, is drawn on a linear axis)")
 
 
-def log_ticks(values: Sequence[np.ndarray]) -> dict:
-    """Tick settings for a log-scale loss axis of ``values`` (arrays): over more than a decade, explicit ticks at
-    1, 2 and 5 of each decade (1 alone past four decades, every other decade past eight) labelled in full, e.g.
-    0.2, 0.5, 1, 2, 5, 10; {} otherwise, plotly.js's own. plotly.js labels a log axis's ticks inside a decade by
-    their first digit alone, so 0.2, 2 and 20 all read "2", and at a larger size every digit 2...9 in small type,
-    crowded at each decade (trial s58)."""
+def log_ticks(values: Sequence[np.ndarray], top: Any = None) -> dict:
+    """Tick settings for a log-scale loss axis of ``values`` (arrays), capped at ``top`` (a ``clip`` in loss units;
+    None, True or False: none): over more than a decade, explicit ticks at 1, 2 and 5 of each decade (1 alone past
+    four decades, at most eight decades apart) labelled in full, e.g. 0.2, 0.5, 1, 2, 5, 10; {} otherwise,
+    plotly.js's own. plotly.js labels a log axis's ticks inside a decade by their first digit alone, so 0.2, 2
+    and 20 all read "2", and at a larger size every digit 2...9 in small type, crowded at each decade (trial
+    s58)."""
     v = np.concatenate([np.asarray(a, dtype=float).ravel() for a in values]) if len(values) else np.empty(0)
     v = v[np.isfinite(v) & (v > 0)]
+    if top is not None and not isinstance(top, bool):  # the axis stops there (review s59: ticks of 7 decades)
+        v = np.minimum(v, float(top))
     if v.size == 0 or v.max() < 10 * v.min():
         return {}
     lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
     mantissas = (1, 2, 5) if hi - lo <= 4 else (1,)
-    step = 1 if hi - lo <= 8 else 2
+    step = math.ceil((hi - lo) / 8)
     ticks = [m * 10.0 ** e for e in range(lo, hi + 1, step) for m in mantissas]
     ticks = [t for t in ticks if v.min() / 1.5 <= t <= v.max() * 1.5]
     return dict(tickmode="array", tickvals=ticks, ticktext=[f"{t:.6g}" for t in ticks])
@@ -1161,13 +1164,9 @@ def above_cap_trace(kind: str, surf: Surface, traced: np.ndarray, zmax, log: boo
         return None
     raw = _transform(np.asarray(surf.loss, dtype=float), log=log, clip=False)
     traced = np.asarray(traced, dtype=float)
-    drawn = np.isfinite(traced)
-    above = drawn & ~(raw <= zmax)  # +inf (or NaN) where the contour trace draws the cap: above it
-    if not above.any():  # the points above the cap all drawn as markers: nothing to shade (review s54)
+    z = np.where(np.isfinite(traced), raw, np.nan)  # where the contour trace draws: a finite loss there
+    if not (z > zmax).any():  # the points above the cap all drawn as markers: nothing to shade (review s54)
         return None
-    finite = raw[drawn & np.isfinite(raw)]
-    top = max(float(finite.max(initial=zmax)), zmax) + max(1.0, abs(zmax))  # a diverged point's stand-in
-    z = np.where(drawn, np.where(np.isfinite(raw), raw, top), np.nan)
     # a constraint contour shades where it fails: z < cap holds at and below the cap
     return go.Contour(x=np.asarray(surf.x, dtype=float), y=np.asarray(surf.y, dtype=float), z=z,
                       name=ABOVE_CAP,

@@ -232,7 +232,7 @@ def line(
     fig.update_yaxes(title_text=("loss" if single or not twin else "loss (solid)")
                      + non_positive_note(log, [s.loss for s in surfaces]).replace("<br>", " "),
                      type="log" if log else "linear", secondary_y=False,
-                     **(log_ticks([s.loss for s in surfaces]) if log else {}))
+                     **(log_ticks([s.loss for s in surfaces], top=clip) if log else {}))
     if twin:
         fig.update_yaxes(title_text=as_written(metric if single else f"{metric} (dashed)"), secondary_y=True,
                          showgrid=False, tickmode="auto")

@@ -307,7 +307,7 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any
     fig.layout.xaxis.title.text = fit_title(surf.x_label, _line_width(fig))
     _update_models(fig, surf)
     fig.layout.yaxis.type = "log" if log else "linear"
-    ticks = log_ticks([surf.loss]) if log else {}  # as plot.line labels them: 0.2, 2 and 20, not "2" thrice
+    ticks = log_ticks([surf.loss], top=clip) if log else {}  # as plot.line labels them: 0.2, 2, 20, not "2" thrice
     if list(fig.layout.yaxis.tickvals or ()) != ticks.get("tickvals", []):
         fig.layout.yaxis.update(tickmode=ticks.get("tickmode"), tickvals=ticks.get("tickvals"),
                                 ticktext=ticks.get("ticktext"))
@@ -363,7 +363,7 @@ def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool)
     # batch_update, the layout still holds the colour bar's title before this update
     width, height = plot_area(width=fig.layout.width or DEFAULT_WIDTH, height=fig.layout.height or _HEIGHT,
                               margin=_MARGIN, colorbar=bar_title)
-    scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width,
+    scene, caption = scene_axes(surf.x_label, surf.y_label, _axis_label(log), _SCENE_SHARE * width, height,
                                  grid=(surf.x, surf.y))
     for key in ("camera", "aspectmode", "aspectratio"):  # set once by `live`: an update must not
         scene.pop(key)  # undo the reader's rotation or zoom

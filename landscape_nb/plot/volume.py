@@ -230,7 +230,7 @@ def volume(
     if shown.size and float(shown.max()) > top:  # the shells stop at ``top``: said, as the planes' capped colour bars
         above = int((shown > top).sum())  # say it (trial s57: "loss" over 0..1.04, values up to 8.54)
         # on a log scale in the values' own units, as the planes say it (s58)
-        at = f"{name} {10 ** top:.4g} (log10 {top:.3g})".replace("-", "\u2212") if log else f"{top:.4g}"
+        at = (f"{name} {10 ** top:.4g} (log10 " + f"{top:.3g})".replace("-", "\u2212")) if log else f"{top:.4g}"
         peak = f"{name} {10 ** float(shown.max()):.3g}" if log else f"{float(shown.max()):.3g}"
         label += f"<br>(shells up to {at}:<br>{above} of {shown.size} points<br>above, up to {peak})"
     common = dict(

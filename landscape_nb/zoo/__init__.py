@@ -209,12 +209,19 @@ def train_on_workers(names, client, cache_dir: str | os.PathLike | None = None) 
 
 def _name(model: nn.Module, name: str) -> None:
     """Register ``name`` for ``model`` in ``MODEL_NAMES``, with a check that its floating-point state is still
-    the one it holds now (sums per tensor, in float64: changed in place by training, load_state_dict, ...)."""
-    def sums(m: nn.Module) -> tuple[float, ...]:
-        return tuple(float(t.detach().double().sum()) for t in m.state_dict().values() if t.is_floating_point())
+    the one it holds now (per tensor the sum and the sum of magnitudes, in float64, within 1e-9 of the latter:
+    changed in place by training or load_state_dict; the same weights moved to a GPU sum alike to rounding)."""
+    def sums(m: nn.Module) -> list[tuple[float, float]]:
+        return [(float(t.detach().double().sum()), float(t.detach().double().abs().sum()))
+                for t in m.state_dict().values() if t.is_floating_point()]
+
+    def unchanged() -> bool:
+        now = None if ref() is None else sums(ref())
+        return now is not None and len(now) == len(then) and all(
+            abs(a - c) <= 1e-9 * d and abs(b - d) <= 1e-9 * d for (a, b), (c, d) in zip(now, then))
 
     then, ref = sums(model), weakref.ref(model)  # weak: the entry must not keep its own key alive
-    MODEL_NAMES[model] = (name, lambda: ref() is not None and sums(ref()) == then)
+    MODEL_NAMES[model] = (name, unchanged)
 
 
 def _example(
