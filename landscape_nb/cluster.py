@@ -299,6 +299,9 @@ def parse_client(value) -> ClientChoice:
     if isinstance(value, ClientChoice):
         return value
     if isinstance(value, Client):
+        if value.status in ("closing", "closed"):  # "RuntimeError: IOLoop is closed" from deep in Dask (trial s59)
+            raise LandscapeError(f"client={value!r} is {value.status}; expected an open distributed.Client: make a "
+                                 "new one (Client(address)), or pass the scheduler's address as client='tcp://...'")
         return ClientChoice("given", client=value)
     if not isinstance(value, str) and hasattr(value, "scheduler_address"):  # LocalCluster, SLURMCluster, ...
         return ClientChoice("cluster", client=value)

@@ -283,9 +283,29 @@ def _unpickled_elsewhere(exc: AttributeError) -> str:
     there = sys.modules.get(module)
     where = (getattr(there, "__file__", None) or
              f"the folder(s) {list(getattr(there, '__path__', []))} (a namespace package: no __init__.py)")
+    if _defined_in_file(getattr(there, "__file__", None), name):  # edited since this worker imported it (trial s59:
+        return (f"{_this_worker()} could not read the job: its module {module!r} ({where}) was imported before "  # told
+                f"{name!r} was added to that file ({exc}); a worker imports a module once: restart the workers "  # to
+                "(client.restart(), or restart the dask worker processes) to read the edited file")  # fix PYTHONPATH)
     return (f"{_this_worker()} could not read the job: its module {module!r} is {where}, which has no {name!r} "
             f"({exc}); the workers must import the same {module} as this process: put its folder first on their "
             "PYTHONPATH, or rename a folder or file of that name on their path")
+
+
+def _defined_in_file(path: str | None, name: str) -> bool:
+    """Whether the source file at ``path`` defines ``name`` (a class, function or top-level assignment of that
+    name) as it reads now."""
+    import re
+
+    if not path or not str(path).endswith(".py"):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return False
+    last = re.escape(name.split(".")[-1])
+    return re.search(rf"^\s*(?:class|def|async\s+def)\s+{last}\b|^{last}\s*[:=]", text, re.MULTILINE) is not None
 
 
 def _this_worker() -> str:
@@ -522,8 +542,9 @@ class DaskRunner:
                     logger.warning("the Dask worker running the job's first check died (%s); trying again on "
                                    "another (%d of %d)", type(exc).__name__, attempt + 1, self.retries)
                     continue
-                if died:  # "the cluster lost all its workers", of a nanny's that restarted it (trial s39)
-                    raise ClusterLost(
+                if died:  # "the cluster lost all its workers", of a nanny's that restarted it (trial s39); not a
+                    # lost cluster (exit 3, "the store resumes"): the job kills every worker, so a rerun would too
+                    raise LandscapeError(  # (trial s59)
                         f"the Dask worker running the job's first check (the model on its first batch) died each of "
                         f"the {attempt + 1} times it was tried ({type(exc).__name__}); a worker that dies there ran "
                         "out of memory (its memory_limit, or the machine's: the model and its data must fit in one "
@@ -598,7 +619,7 @@ class DaskRunner:
                     logger.warning(  # it said "at most 28 s more" and gave up after 5 (trial s39)
                         "waiting for the Dask scheduler at %s to come back (the Dask client gives up on it %s; "
                         "restart it as it was started, and the `dask worker` processes too, which exit with it; "
-                        "or stop this run: the stored points are kept)", self.address,
+                        "or stop this run: a store keeps its finished tiles)", self.address,
                         f"{reconnect:g} s after losing it" if isinstance(reconnect, (int, float)) else
                         f"within at most {deadline - time.monotonic():.3g} s")
             if self.client.status in ("closing", "closed") or time.monotonic() > deadline:

@@ -439,8 +439,26 @@ def read_data(data, what: str = "data", *, max_samples: int | None = None, subse
                   if callable(data) and not hasattr(data, "__getitem__") and not hasattr(data, "__iter__") else
                   f"its {type(data).__name__} (__getitem__, __iter__ or a collate_fn)")
         raise LandscapeError(f"reading the {what} raised {type(exc).__name__}: {one_line(exc)}{user_frame(exc)} "
-                             f"(in {source}; the error is in the data, before the model ran); the original exception "
-                             "is chained as __cause__") from exc
+                             f"(in {source}; the error is in the data, before the model ran){_read_where(exc)}; the "
+                             "original exception is chained as __cause__") from exc
+
+
+def _read_where(exc: BaseException) -> str:
+    """For a file not found by a relative path on a Dask worker: where that ran, and in which folder (a trial's
+    data function read "data.pt" on workers started in /tmp, told only that no such file was there, s59)."""
+    import os
+
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, FileNotFoundError) or not isinstance(name, (str, os.PathLike)) or os.path.isabs(name):
+        return ""
+    try:
+        from distributed import get_worker
+
+        address = get_worker().address
+    except (ImportError, ValueError):  # not on a Dask worker: the path is this process's own
+        return ""
+    return (f"; it ran on the Dask worker at {address}, whose working directory is {os.getcwd()}: give the "
+            "function an absolute path, or start the workers in the data's folder")
 
 
 def _read_data(data, what: str, *, max_samples: int | None, subset_seed: int, target_key, targets_needed: bool):

@@ -1559,6 +1559,11 @@ def test_the_clis_words_keep_the_key_a_message_names_and_give_the_python_call_fo
     assert "(from Python, batch_size=20000 for that, or a loss whose ...)" in said
     said = _cli_words("batches of 64 (batch_size=None (one pass) for that, or a loss ...)")
     assert "(from Python, batch_size=None (one pass) for that, or" in said
+    # the API's flag hint beside the flag itself said it twice (trial s59); a hint that adds something stays
+    said = _cli_words("check the address, or use client='local' (CLI: --client local)")
+    assert said == "check the address, or use --client local"
+    said = _cli_words("give them (CLI: --checkpoints A.pt B.pt ..., Explorer: an object with .trajectory)")
+    assert "(CLI: --checkpoints A.pt B.pt ..." in said
 
 
 def test_a_model_returned_in_train_mode_is_said_to_be_evaluated_in_eval_mode(user_model, tmp_path, capsys):

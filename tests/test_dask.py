@@ -948,6 +948,68 @@ def test_a_worker_importing_a_folder_of_the_models_modules_name_says_so_not_that
         client.run(on_path, False, str(tmp_path / "there"))
 
 
+def test_a_module_edited_after_the_workers_imported_it_says_to_restart_them(client, data, tmp_path, monkeypatch):
+    """Trial s59: a class added to the user's module after the (warm) workers imported it was refused telling to
+    put its folder first on their PYTHONPATH, while the file named was this process's own: the fix is a restart."""
+    src = tmp_path / "lnb_edited_defs.py"
+    src.write_text("from torch import nn\n\n\nclass OldNet(nn.Linear):\n    pass\n")
+
+    def on_workers(add: bool, where: str) -> None:
+        import importlib
+        import sys
+
+        if add:
+            sys.path.insert(0, where)
+            importlib.import_module("lnb_edited_defs")  # imported by the workers before the edit
+        else:
+            sys.path.remove(where)
+            sys.modules.pop("lnb_edited_defs", None)
+
+    client.run(on_workers, True, str(tmp_path))
+    try:
+        src.write_text(src.read_text() + "\n\nclass NewNet(nn.Module):\n    def __init__(self):\n"
+                       "        super().__init__()\n        self.a = nn.Linear(6, 3)\n\n    def forward(self, x):\n"
+                       "        return self.a(x)\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop("lnb_edited_defs", None)
+        import lnb_edited_defs as mod
+
+        m = mod.NewNet()
+        with pytest.raises(LandscapeError, match=r"could not read the job: its module 'lnb_edited_defs' \(.*"
+                                                 r"lnb_edited_defs.py\) was imported before 'NewNet' was added to that "
+                                                 r"file .* restart the workers \(client.restart\(\)"):
+            lnb.compute_surface(m, data, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
+    finally:
+        client.run(on_workers, False, str(tmp_path))
+        sys.modules.pop("lnb_edited_defs", None)
+
+
+def _data_from_a_relative_path():
+    return torch.load("lnb_no_such_data_here.pt")
+
+
+def test_a_data_function_reading_a_relative_path_on_a_worker_says_where_it_ran(client, data):
+    """Trial s59: a data function reading "data.pt" on workers started in another folder was told only that no such
+    file exists, which the user could see beside them: it says which worker and which working directory."""
+    m = _model()
+    with pytest.raises(LandscapeError, match=r"reading the data raised FileNotFoundError: .*lnb_no_such_data_here.pt"
+                                             r".*; it ran on the Dask worker at \S+, whose working directory is "
+                                             r"\S+: give the function an absolute path"):
+        lnb.compute_surface(m, _data_from_a_relative_path, random_dict_dirs(m, 1), x=(-1, 1, 3), client=client)
+
+
+def test_a_closed_client_is_refused_saying_so(client, data):
+    """Trial s59: compute_surface(client=c) after c.close() raised Dask's "RuntimeError: IOLoop is closed"."""
+    from distributed import Client
+
+    closed = Client(client.scheduler.address, set_as_default=False)
+    closed.close()
+    m = _model()
+    with pytest.raises(LandscapeError, match=r"client=<Client: .*> is closed; expected an open distributed.Client: "
+                                             r"make a new one"):
+        lnb.compute_surface(m, data, random_dict_dirs(m, 1), x=(-1, 1, 3), client=closed)
+
+
 class _Stream(torch.utils.data.IterableDataset):
     def __init__(self, x, y):
         self.x, self.y = x, y

@@ -1313,6 +1313,7 @@ def _cli_words(text: str, checkpoints: list[str] | None = None) -> str:
     text = re.sub(r"(?<![(\w])(?<!, )precision='(\w+)'", r"--precision \1", text)
     # store='afile', client='cuda' (trial s53): the flags that gave them, not inside code a message shows
     text = re.sub(r"(?<![(\w])(?<!, )(store|client)='([^'\s]*)'", r"--\1 \2", text)
+    text = re.sub(r"(--[\w-]+ [^\s()]+) \(CLI: \1\)", r"\1", text)  # "--client local (CLI: --client local)" (s59)
     text = text.replace("another architecture than `final`", "another architecture than the model")
     text = text.replace("expected None (automatic), False (no cap) or a finite number in loss units (positive when "
                         "log=True)", "expected auto, none (no cap) or a loss value (positive with --log)")
