@@ -1146,7 +1146,7 @@ def note_coarse(fig, kind: str, surfaces: Sequence[Surface], names: Sequence[str
 #: the name of the trace `above_cap_trace` adds
 ABOVE_CAP = "above the cap"
 #: its shade: grey over the plot's background, lighter than any contour line
-ABOVE_CAP_FILL = "rgba(110, 110, 110, 0.30)"
+ABOVE_CAP_FILL = "rgba(110, 110, 110, 0.55)"
 
 
 def above_cap_trace(kind: str, surf: Surface, traced: np.ndarray, zmax, log: bool):
