@@ -389,6 +389,7 @@ def compute_surface(
             warn_user(f"{who}: precision='tf32' on {info.device}: TF32 is a mode of NVIDIA GPUs' matrix products "
                       "and convolutions, so these points are fp32 (their provenance says so); precision='bf16' is the "
                       "faster, rounded mode there")
+            settings = dataclasses.replace(settings, precision="fp32")  # the spec too: an fp32 run resumes it (s59)
         for message, category in info.warnings:  # said on the Dask worker that probed the job: e.g. that a
             if (message, category) not in getattr(runner, "said_live", ()):  # loop over the loader sees other
                 warn_user(message, category)  # samples, or the batches of a loss; not those given as they came

@@ -331,8 +331,10 @@ class DepthComparison:
         lines = [
             f"filter-normalized plane [-{s.span:g}, {s.span:g}]², {s.resolution}² points, seed {s.seed}, "
             f"{s.max_samples or 'all'} test samples; minima with persistence ≥ {s.prominence:g}; basin: "
-            f"loss < centre + {s.basin_rise:g}; non-convex: |λmin/λmax| > {s.ratio_threshold:g} on a "
-            f"{s.eigen_resolution}² eigen-map ({s.eigen_max_samples or 'all'} samples)",
+            f"loss < centre + {s.basin_rise:g}; " + (
+                f"non-convex: |λmin/λmax| > {s.ratio_threshold:g} on a {s.eigen_resolution}² eigen-map "
+                f"({s.eigen_max_samples or 'all'} samples)" if s.eigen_resolution else
+                "no eigen-map (eigen_resolution=0), so no non-convex fraction"),  # "a 0² eigen-map" (re-trial s59)
             "",
             "| network | test acc. | centre loss | minima | basin radius | non-convex fraction |",
             "|---|---|---|---|---|---|",
@@ -340,7 +342,7 @@ class DepthComparison:
         for r in self.rows:
             radius = f"≥ {r.basin_radius:.2f}" if r.basin_capped else f"{r.basin_radius:.2f}"
             lines.append(
-                f"| {r.name} | {r.test_accuracy:.3f} | {r.centre_loss:.3f} | {r.n_minima} | {radius} | "
+                f"| {r.name} | {r.test_accuracy:.3f} | {r.centre_loss:.4g} | {r.n_minima} | {radius} | "
                 f"{r.nonconvex_fraction:.2f} |"
             )
         return "\n".join(lines)

@@ -149,6 +149,13 @@ class TrajectoryRecorder:
 
     def step(self) -> None:
         """Count one optimizer step; record a checkpoint when the count is a multiple of ``every``."""
+        if getattr(self, "_unknown_steps", False) and self._loaded == len(self._steps):
+            # its checkpoints would be labelled by steps counted from the last one, not its own (re-trial s59)
+            raise LandscapeError(
+                f"step() on a recorder loaded with a model that holds other weights than the last checkpoint "
+                f"(step {self._steps[-1]}): it trained past it, so the steps counted from there would label its "
+                "checkpoints wrong; pass TrajectoryRecorder.load(path, model, n_steps=...) the optimizer steps the "
+                "model has taken")
         self.n_steps += 1
         if self.n_steps % self.every == 0:
             self.record()
@@ -309,8 +316,9 @@ class TrajectoryRecorder:
                       "holding that checkpoint, the centre of rec.pca_directions() and rec.project(): compute "
                       "surfaces around rec.model (compute_surface(rec.model, ...)), or pass final= to centre "
                       f"elsewhere; rec.step() and rec.record() record the {type(model).__name__} itself, to go on "
-                      "with an interrupted run (pass n_steps=, the optimizer steps it has taken, where it went on "
-                      "past that checkpoint)")
+                      "with an interrupted run" + ("" if n_steps is not None else
+                                                   " (pass n_steps=, the optimizer steps it has taken)"))
+            rec._unknown_steps = n_steps is None  # it trained past that checkpoint by how many steps is not known
         return rec
 
     @property

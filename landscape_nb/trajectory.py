@@ -23,6 +23,7 @@ checks the bound on a model of that size.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -187,23 +188,36 @@ def in_training_order(trajectory, who: str) -> tuple[Any, list[int] | None]:
     """``(trajectory, order)``: checkpoint files that differ in one number alone (``ckpt/epoch10.pt``), given in
     the order text sorts them (a shell's glob, ``sorted()``: epoch0, epoch1, epoch10, epoch11, epoch2, ...), put
     in the order of that number, with a warning naming ``who``; given in another order that is not the numbers'
-    (reversed, picked by hand), kept with a warning; else as given. The glob's order drew a PCA path that crossed
-    itself and ended away from the centre, with no word (trial s59). ``order`` lists the given positions in the
-    new order (None: as given). State dicts and models are taken in the order given."""
+    (reversed, picked by hand), or beside files without the number (``init.pt``, ``final.pt``: where those go is
+    not known), kept with a warning; else as given. The glob's order drew a PCA path that crossed itself and
+    ended away from the centre, with no word (trial s59). ``order`` lists the given positions in the new order
+    (None: as given). State dicts and models are taken in the order given."""
     if not (isinstance(trajectory, Sequence) and not isinstance(trajectory, (str, Mapping)) and len(trajectory) > 2
             and all(isinstance(item, (str, Path)) for item in trajectory)):
         return trajectory, None
     texts = [str(item) for item in trajectory]
-    pieces = [re.split(r"(\d+)", text) for text in texts]
-    if len({len(p) for p in pieces}) != 1:
-        return trajectory, None
+    groups: dict[str, list[int]] = {}  # the files by their names with the digits left out: one run's
+    for k, text in enumerate(texts):
+        groups.setdefault(re.sub(r"\d+", "#", text), []).append(k)
+    members = max(groups.values(), key=len)
+    pieces = [re.split(r"(\d+)", texts[k]) for k in members]
     differ = [j for j in range(len(pieces[0])) if len({p[j] for p in pieces}) > 1]
-    if len(differ) != 1 or differ[0] % 2 == 0:  # one field apart, and it is a number (odd places hold the digits)
+    if len(members) < 3 or len(differ) != 1:  # one number apart, at one place (odd places hold the digits)
         return trajectory, None
     numbers = [int(p[differ[0]]) for p in pieces]
     if len(set(numbers)) < len(numbers) or numbers == sorted(numbers):
         return trajectory, None
-    names = lambda items: ", ".join(Path(str(i)).name for i in items[:6]) + (", ..." if len(items) > 6 else "")
+    tail = Path(os.path.commonpath(texts)) if len(texts) > 1 else Path()
+    shown = lambda i: os.path.relpath(str(i), tail) if len({Path(str(t)).name for t in trajectory}) < len(trajectory) \
+        else Path(str(i)).name  # the folders where they tell the files apart (steps10/model.pt)
+    names = lambda items: ", ".join(shown(i) for i in items[:6]) + (", ..." if len(items) > 6 else "")
+    others = [trajectory[k] for k in range(len(texts)) if k not in members]
+    if others:  # where init.pt or final.pt go among them is not known: said, not changed
+        warn_user(f"{who}: the checkpoint files {names([trajectory[k] for k in members])} are given in the order "
+                  f"text sorts them (a shell's glob, sorted()), not that of the number in their names, beside "
+                  f"{names(others)}, which has none; they are taken as given, as training order: give them in "
+                  "training order (in the shell, e.g. `ls -v`, or name them so that text sorts them so)")
+        return trajectory, None
     if texts != sorted(texts):  # an order of the user's own: said, not changed
         warn_user(f"{who}: the checkpoint files are given in the order {names(list(trajectory))}, not in the order "
                   "of the number in their names; they are taken as given, as training order: if the numbers are "

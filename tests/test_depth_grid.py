@@ -259,6 +259,8 @@ def test_depth_comparison_of_your_own_networks_names_them_by_their_class_and_dep
                     want = float(nn.functional.cross_entropy(m.eval()(x), y))
                 assert surf.loss[j, i] == pytest.approx(want, rel=1e-5)
     lnb.plot.depth_figure(comp)  # draws
+    table = comp.table()  # re-trial s59: "on a 0² eigen-map" where none was computed
+    assert "no eigen-map (eigen_resolution=0), so no non-convex fraction" in table and "0² eigen-map" not in table
     with pytest.raises(LandscapeError, match=r"models key \(3, 'skip'\); expected \(depth, skip\)"):
         depth_comparison(settings=settings, models={(3, "skip"): (res, (x, y))})
     with pytest.raises(LandscapeError, match=r"models= was given with depths= or load="):

@@ -2036,3 +2036,18 @@ def test_a_class_weighted_zero_beside_label_smoothing_is_exact_in_any_batching()
                 s = lnb.compute_surface(model, (x, targets), d, x=(-1, 1, 3), y=(-1, 1, 3), batch_size=20,
                                         loss_fn=loss_fn, metrics=None)
             np.testing.assert_allclose(s.loss, _whole_set_surface(model, x, targets, loss_fn, d, s.x, s.y), rtol=1e-5)
+
+
+def test_a_cpu_store_asked_as_tf32_resumes_as_fp32_which_it_is(tmp_path):
+    """Re-trial s59: a CPU run with precision='tf32' stored fp32 points (TF32 is a CUDA mode) under a tf32 spec, so
+    the same run as fp32 was refused ("'tf32' stored, 'fp32' now"). Its spec says fp32, and fp32 resumes it."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 6, generator=g), torch.randint(0, 3, (50,), generator=g)
+    d = lnb.random_directions(mlp, n=1, seed=0)
+    with pytest.warns(UserWarning, match=r"precision='tf32' on cpu"):
+        first = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 5), precision="tf32", store=tmp_path / "s.zarr",
+                                    device="cpu")
+    again = lnb.compute_surface(mlp, (x, y), d, x=(-1, 1, 5), store=tmp_path / "s.zarr", device="cpu")
+    assert again.provenance["points_from_store"] == 5 and np.array_equal(again.loss, first.loss)

@@ -1340,6 +1340,8 @@ def test_a_log_loss_axis_is_ticked_in_full_over_what_it_shows():
     wide = Surface(x, None, 0.1 * 10 ** (7 * np.abs(x)))  # 0.1 .. 1e6
     axis = plot.line(wide, log=True, clip=5.0, metric=None).layout.yaxis
     assert list(axis.tickvals) == [0.1, 0.2, 0.5, 1, 2, 5] and list(axis.ticktext) == ["0.1", "0.2", "0.5", "1", "2", "5"]
+    lo, top = np.log10(wide.loss.min()), np.log10(5.0)  # padded as a linear axis is: the minimum sat on the frame
+    assert list(axis.range) == pytest.approx([lo - 0.04 * (top - lo), top + 0.04 * (top - lo)])
     axis = plot.line(wide, log=True, metric=None).layout.yaxis
     assert list(axis.tickvals) == [10.0 ** e for e in range(-1, 7)]  # five decades and more: 1 of each alone
     deep = plot.line(Surface(x, None, 10 ** (-30 + 30 * np.abs(x))), log=True, metric=None).layout.yaxis

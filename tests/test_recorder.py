@@ -387,3 +387,21 @@ def test_a_loaded_recorder_keeps_the_runs_own_checkpoints_on_entering_and_on_a_b
     resumed = TrajectoryRecorder.load(tmp_path / "run.zarr", model, n_steps=5)
     resumed.record()  # step 5, appended
     assert resumed.steps.tolist() == [0, 5]
+
+
+def test_a_recorder_loaded_without_n_steps_refuses_to_count_steps_from_the_wrong_one(tmp_path):
+    """Re-trial s59: a run stopped at step 10 (last checkpoint step 8), loaded without n_steps, then trained on:
+    "step 12" held step 14's weights. step() is refused, naming n_steps=; given it, no advice to pass it."""
+    model = make_model()
+    rec = TrajectoryRecorder(model, every=4, path=tmp_path / "run.zarr")
+    train(model, 10, rec)
+    with pytest.warns(UserWarning, match=r"\(pass n_steps=, the optimizer steps it has taken\)"):
+        again = TrajectoryRecorder.load(tmp_path / "run.zarr", model)
+    with pytest.raises(LandscapeError, match=r"step\(\) on a recorder loaded with a model that holds other weights "
+                                             r"than the last checkpoint \(step 8\).*n_steps=\.\.\."):
+        again.step()
+    with pytest.warns(UserWarning) as said:
+        resumed = TrajectoryRecorder.load(tmp_path / "run.zarr", model, n_steps=10)
+    assert not any("pass n_steps=" in str(w.message) for w in said)
+    resumed.step(), resumed.step()  # step 12
+    assert resumed.steps.tolist()[-1] == 12

@@ -871,3 +871,16 @@ def test_checkpoint_files_in_a_globs_text_order_are_taken_in_the_order_of_their_
                                          r"names; they are taken as given"):
         kept = lnb.pca_directions(mine, final=model)
     assert kept.provenance["path_labels"][4:6] == ["epoch5", "epoch4"]
+    # beside a file without the number (init.pt), where it goes is not known: said, not changed (re-trial s59: no
+    # word); numbers in the folders' names are shown with them (it said "model.pt, model.pt, ...")
+    torch.save(states[0], tmp_path / "init.pt")
+    beside = sorted([f for f in text_order if not f.endswith("epoch0.pt")] + [str(tmp_path / "init.pt")])
+    with pytest.warns(UserWarning, match=r"the checkpoint files epoch1.pt, epoch10.pt, epoch11.pt, epoch2.pt, .* are "
+                                         r"given in the order text sorts them .*, beside init.pt, which has none; "
+                                         r"they are taken as given"):
+        lnb.pca_directions(beside, final=model)
+    for i in (0, 1, 2, 10):
+        (tmp_path / f"step{i}").mkdir()
+        torch.save(states[i], tmp_path / f"step{i}" / "model.pt")
+    with pytest.warns(UserWarning, match=r"given in the order step0/model.pt, step1/model.pt, step10/model.pt, "):
+        lnb.pca_directions(sorted(glob.glob(str(tmp_path / "step*" / "model.pt"))), final=model)

@@ -334,7 +334,10 @@ def loss_axis_cap(losses: Sequence[np.ndarray], *, clip: Any, log: bool) -> tupl
                      "value" + ("; the minimum's neighbourhood is flat even so: a log scale shows it" if flat else "")
                      + ")", name=CAP_NOTE, xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left",
                 yanchor="bottom", yshift=4, showarrow=False, font=dict(size=11))
-    return ([float(np.log10(lo)), float(np.log10(top))] if log else [lo - pad, top + pad]), note
+    if log:  # padded as a linear axis is: the minimum sat on the frame (re-trial s59)
+        a, b = float(np.log10(lo)), float(np.log10(top))
+        return [a - 0.04 * (b - a), b + 0.04 * (b - a)], note
+    return [lo - pad, top + pad], note
 
 
 def _cap_loss_axis(fig: go.Figure, losses: Sequence[np.ndarray], *, clip: Any, log: bool) -> None:
