@@ -207,9 +207,12 @@ def in_training_order(trajectory, who: str) -> tuple[Any, list[int] | None]:
     numbers = [int(p[differ[0]]) for p in pieces]
     if len(set(numbers)) < len(numbers) or numbers == sorted(numbers):
         return trajectory, None
-    tail = Path(os.path.commonpath(texts)) if len(texts) > 1 else Path()
-    shown = lambda i: os.path.relpath(str(i), tail) if len({Path(str(t)).name for t in trajectory}) < len(trajectory) \
-        else Path(str(i)).name  # the folders where they tell the files apart (steps10/model.pt)
+    try:
+        tail = os.path.commonpath(texts)
+    except ValueError:  # absolute and relative paths mixed: shown in full
+        tail = None
+    alike = len({Path(t).name for t in texts}) < len(texts)  # the folders tell the files apart (steps10/model.pt)
+    shown = lambda i: (os.path.relpath(str(i), tail) if tail else str(i)) if alike else Path(str(i)).name
     names = lambda items: ", ".join(shown(i) for i in items[:6]) + (", ..." if len(items) > 6 else "")
     others = [trajectory[k] for k in range(len(texts)) if k not in members]
     if others:  # where init.pt or final.pt go among them is not known: said, not changed

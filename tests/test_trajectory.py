@@ -884,3 +884,8 @@ def test_checkpoint_files_in_a_globs_text_order_are_taken_in_the_order_of_their_
         torch.save(states[i], tmp_path / f"step{i}" / "model.pt")
     with pytest.warns(UserWarning, match=r"given in the order step0/model.pt, step1/model.pt, step10/model.pt, "):
         lnb.pca_directions(sorted(glob.glob(str(tmp_path / "step*" / "model.pt"))), final=model)
+    from landscape_nb.trajectory import in_training_order
+
+    mixed = ["init.pt", *text_order[:5]]  # a relative path beside absolute ones: os.path.commonpath raises on them
+    with pytest.warns(UserWarning, match=r"beside init.pt, which has none"):
+        assert in_training_order(mixed, "x") == (mixed, None)
