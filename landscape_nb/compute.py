@@ -1044,7 +1044,7 @@ def _provenance(model, d: Directions, name, runner: Runner, info: DataInfo, sett
         "python": versions["python"],  # the syntax trees compared on resume are of this version
         "code_version": CODE_VERSION,  # what code_globals records (spec.CODE_VERSION)
         "model_code": code_fingerprint(model), "code_globals": code_globals[0], "code_structures": code_globals[1],
-        "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings, info.device),
+        "device": info.device, "runner": runner.description, "precision": _precision_label(model, settings),
         "bn_fold": info.bn_fold, "channels_last": settings.channels_last, "compile": settings.compile,
         **({} if settings.clamp_running_var is None else
            {"running_var": RUNNING_VAR_CLAMPED if settings.clamp_running_var else RUNNING_VAR_NAN}),
@@ -1068,13 +1068,13 @@ def _running_var_rule(settings: EvalSettings, d: Directions) -> EvalSettings:
     return settings
 
 
-def _precision_label(model, settings: EvalSettings, device: str = "cuda") -> str:
-    """The precision the points ran in: ``settings.precision``, or the model's own dtype where that is not
-    float32 (fp32 and tf32 leave a float64 or float16 model in its dtype; bf16 refuses one, validate); fp32 for
-    tf32 off a CUDA ``device`` (TF32 is a mode of NVIDIA GPUs: a CPU run labelled tf32 was fp32)."""
+def _precision_label(model, settings: EvalSettings) -> str:
+    """The precision the points ran in: ``settings.precision`` (tf32 off a GPU already made fp32 by
+    `compute_surface`), or the model's own dtype where that is not float32 (fp32 and tf32 leave a float64 or
+    float16 model in its dtype; bf16 refuses one, validate)."""
     dtype = model_dtype(model)
     if settings.precision == "bf16" or dtype == torch.float32:
-        return "fp32" if settings.precision == "tf32" and not device.startswith("cuda") else settings.precision
+        return settings.precision
     return {torch.float64: "fp64", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
         dtype, str(dtype).removeprefix("torch."))
 

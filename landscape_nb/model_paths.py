@@ -19,7 +19,7 @@ from .errors import LandscapeError, check_choice, warn_user
 from .params import (ParamLayout, check_finite, check_materialized, flatten, float_state_buffers, match_state_keys,
                      unwrap_model, variance_buffers)
 from .spec import centre_of, tensors_sketch
-from .surface import CHANGED_SINCE_LOAD, zoo_label
+from .surface import zoo_label
 
 
 def paired_layout(models: Sequence[nn.Module], include_buffers: bool, frozen: str = "include",
@@ -302,9 +302,8 @@ def _names(names: Sequence[str] | None, models: Sequence[nn.Module]) -> tuple[st
     a line between the zoo's minimizers was drawn "a → b", s57), else "a", "b", "c"."""
     n = len(models)
     if names is None:
-        zoo = [zoo_label(m) for m in models]  # one changed since zoo.load: a, b, c (its name would mislead)
-        fits = all(zoo) and len(set(zoo)) == n and not any(z.endswith(f"({CHANGED_SINCE_LOAD})") for z in zoo)
-        return tuple(zoo) if fits else tuple("abc"[:n])
+        zoo = [zoo_label(m, unchanged_only=True) for m in models]  # one changed since zoo.load: a, b, c (its
+        return tuple(zoo) if all(zoo) and len(set(zoo)) == n else tuple("abc"[:n])  # name would mislead)
     try:
         names = names if isinstance(names, str) else tuple(names)
     except TypeError:  # not iterable: refused below

@@ -104,6 +104,7 @@ class TrajectoryRecorder:
         self.model, self.every, self.n_steps = model, int(every), 0
         self._source = model  # the model whose states are recorded (`load`'s ``model``; ``model`` a copy there)
         self._loaded: int | None = None  # for a recorder from `load`: the checkpoints the store held then
+        self._unknown_steps = False  # `load`'s model trained past the last checkpoint, by steps not given
         self._steps: list[int] = []
         self._memory: list[dict[str, torch.Tensor]] = []
         self._names = list(model.state_dict())
@@ -149,7 +150,7 @@ class TrajectoryRecorder:
 
     def step(self) -> None:
         """Count one optimizer step; record a checkpoint when the count is a multiple of ``every``."""
-        if getattr(self, "_unknown_steps", False) and self._loaded == len(self._steps):
+        if self._unknown_steps and self._loaded == len(self._steps):
             # its checkpoints would be labelled by steps counted from the last one, not its own (re-trial s59)
             raise LandscapeError(
                 f"step() on a recorder loaded with a model that holds other weights than the last checkpoint "
@@ -167,8 +168,7 @@ class TrajectoryRecorder:
         state = self._state()
         if self._steps and self._steps[-1] == self.n_steps:
             if self._loaded == len(self._steps):  # the loaded run's last checkpoint, not this run's: kept
-                last = self.checkpoint(-1)
-                if any(not torch.equal(t.detach().cpu(), last[k].to(t.dtype)) for k, t in state.items()):
+                if _differs(state, self.checkpoint(-1)):
                     raise LandscapeError(
                         f"record() at step {self.n_steps} would replace the checkpoint the store at "
                         f"{str(self.path)!r} holds for that step by the model's weights now, which differ; pass "
@@ -285,6 +285,7 @@ class TrajectoryRecorder:
         rec._names, rec._dtypes = list(attrs["names"]), list(attrs["dtypes"])
         rec._steps = [int(s) for s in group["steps"][:]]
         rec.n_steps, rec._source, rec._loaded = rec._steps[-1] if rec._steps else 0, model, len(rec._steps)
+        rec._unknown_steps = False
         if n_steps is not None:
             if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < rec.n_steps:
                 raise LandscapeError(f"n_steps={n_steps!r}; expected the optimizer steps the model has taken, at "
@@ -306,7 +307,7 @@ class TrajectoryRecorder:
                 f"{len(shapes)} tensors differ); expected the model the path was recorded from (the same class and "
                 "tensor shapes): build it as it was built for the recording")
         last = rec.checkpoint(-1) if rec._steps else state
-        if any(not torch.equal(state[k].detach().cpu(), last[k].to(state[k].dtype)) for k in last):
+        if _differs(state, last):
             # trial s35: a freshly built model was the centre of the plane, far from every checkpoint
             from .model_paths import model_from_state_dict
 
@@ -367,6 +368,12 @@ class TrajectoryRecorder:
 
         return project_trajectory(self, directions, final=final or self.model, data=data, loss_fn=loss_fn,
                                   mode=mode, bn_data=bn_data, target_key=target_key)
+
+
+def _differs(state: dict[str, torch.Tensor], checkpoint: dict[str, torch.Tensor]) -> bool:
+    """Whether a model's ``state`` holds other values than a recorded ``checkpoint`` (read back on the CPU, in the
+    store's dtypes)."""
+    return any(not torch.equal(state[k].detach().cpu(), t.to(state[k].dtype)) for k, t in checkpoint.items())
 
 
 __all__ = ["TrajectoryRecorder", "STORE_FORMAT"]

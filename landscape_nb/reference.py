@@ -292,8 +292,8 @@ def load_reference_directions(model, path, *, dir_type: str | None = None):
                   "directions to as_directions, which refuses different values under one tensor's names")
     prov = dict(stored)
     prov.update({"scheme": stored.get("scheme", "reference"), "dir_type": chosen, "path": str(path),
-                 "dropped": dropped + counters,
-                 **({"without_num_batches_tracked": True} if counters else {}), "tied_summed": [list(group) for group in summed],
+                 "dropped": dropped + counters, **({"without_num_batches_tracked": True} if counters else {}),
+                 "tied_summed": [list(group) for group in summed],
                  "cosine_max": _max_offdiag(_cosines(vectors)),
                  "norms": vectors.double().norm(dim=1).tolist()})
     return Directions(vectors, layout, prov)

@@ -17,26 +17,13 @@ from . import persistence as _persistence
 from . import sharpness as _sharpness
 from .errors import LandscapeError, warn_user
 
-#: keys of ``provenance["data"]`` saying the model's outputs (`statecheck.random_outputs_note`), or the loss or
-#: a metric (`statecheck.random_values_note`), sample at random: every point is another draw
 #: the zoo's models by object, with their names ("resnet20-digits", "mlp-digits small-batch"): the label of their
 #: surfaces where no ``name=`` is given (two ResNets compared were both titled "ResNet", trial s57). By object, not
-#: an attribute: a copy moved elsewhere (copy.deepcopy) is no longer the zoo's model (re-trial s57)
-MODEL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (name, whether its weights are
-# still those zoo.load gave it: a zero-argument callable)
-#: how `zoo_label` names a zoo model whose weights changed in place since it was loaded (trained on, say)
-CHANGED_SINCE_LOAD = "weights changed since zoo.load"
-
-
-def zoo_label(model) -> str | None:
-    """The zoo's name of ``model`` (``zoo.load``'s model or minimizers), "NAME (weights changed since zoo.load)"
-    where its weights were changed in place since (a fine-tuned zoo model kept the zoo's name, re-trial s58), None
-    for other models."""
-    entry = MODEL_NAMES.get(model)
-    if entry is None:
-        return None
-    name, unchanged = entry
-    return name if unchanged() else f"{name} ({CHANGED_SINCE_LOAD})"
+#: an attribute: a copy moved elsewhere (copy.deepcopy) is no longer the zoo's model (re-trial s57). Each maps to
+#: (name, a zero-argument callable: whether its weights are still those zoo.load gave it), read by `zoo_label`
+MODEL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: keys of ``provenance["data"]`` saying the model's outputs (`statecheck.random_outputs_note`), or the loss or
+#: a metric (`statecheck.random_values_note`), sample at random: every point is another draw
 RANDOM_OUTPUTS = "random outputs"
 RANDOM_VALUES = "random loss"
 #: key of ``provenance["data"]``: the values are weighted means over batches (of the size it holds), not the whole
@@ -67,6 +54,19 @@ CENTRE_DIVERGED = ("the loss is NaN or inf at the model itself (0 on every axis)
                    "function or the data give it, not the range: check model(x) and loss_fn(model(x), y) on each "
                    "batch of the data with the model alone (e.g. an exp that overflows in forward, or a sample whose "
                    "attention mask hides every token, gives inf or NaN)")
+
+
+def zoo_label(model, *, unchanged_only: bool = False) -> str | None:
+    """The zoo's name of ``model`` (``zoo.load``'s model or minimizers), "NAME (weights changed since zoo.load)"
+    where its weights were changed in place since (a fine-tuned zoo model kept the zoo's name, re-trial s58; None
+    then with ``unchanged_only``), None for other models."""
+    entry = MODEL_NAMES.get(model)
+    if entry is None:
+        return None
+    name, unchanged = entry
+    if unchanged():
+        return name
+    return None if unchanged_only else f"{name} (weights changed since zoo.load)"
 
 
 #: the symbols of the grid's axes where a label does not begin with one (``Surface.slice``, ``plot.volume_slices``)

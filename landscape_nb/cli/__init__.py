@@ -534,7 +534,6 @@ def cli_directions(args, scheme: str | None, model, ex, data, loss_fn, ndim: int
     ignore = None if args.ignore == "none" else args.ignore
     # a PCA plane's checkpoints, evaluated as the surface's points are: their true losses in its figure
     path_settings = EvalSettings(mode=args.mode, max_samples=args.max_samples, **keys)
-
     try:
         base, d = make_directions(scheme, model, ex, ndim=ndim, norm=args.norm, ignore=ignore, seed=args.seed,
                                   data=None if ex is not None else data, loss_fn=loss_fn, others=others or None,

@@ -654,6 +654,12 @@ def _range(zs: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
     return lo, hi
 
 
+def cap_words(value: float, log: bool, name: str = "loss") -> str:
+    """A colour cap of displayed values as a colour bar says it: ``value`` itself, or on a log scale (``value`` a
+    log10) in the values' own units with its log10 beside it, "loss 2.61 (log10 0.418)"."""
+    return (f"{name} {10 ** value:.4g} (log10 " + f"{value:.3g})".replace("-", "\u2212")) if log else f"{value:.4g}"
+
+
 def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray, shaded: bool = False) -> str:
     """Colorbar title; says so when the display is capped below the true maximum (``shaded``: where the
     figure shades the points above the cap, `above_cap_trace`), and how many points a log scale leaves blank."""
@@ -665,8 +671,7 @@ def _colorbar_title(log: bool, zmax: float | None, raw: np.ndarray, shaded: bool
         above, values = raw_disp > zmax, np.asarray(raw, dtype=float)
         top = float(np.nanmax(values[above & np.isfinite(values)], initial=np.nan))
         # on a log scale both in loss units: "capped at 0.4177 ... up to 44.6" mixed a log10 cap with a loss (s58)
-        cap = f"loss {10 ** zmax:.4g} (log10 {zmax:.3g})".replace("-", "\u2212") if log else f"{zmax:.4g}"
-        label += (f"<br>(capped at {cap}:<br>{int(above.sum())} of {int(np.isfinite(raw_disp).sum())} points "
+        label += (f"<br>(capped at {cap_words(zmax, log)}:<br>{int(above.sum())} of {int(np.isfinite(raw_disp).sum())} points "
                   f"above{' (shaded)' if shaded else ''},<br>up to {'loss ' if log else ''}{top:.3g})")
     return label + non_positive_note(log, [raw])
 

@@ -23,6 +23,7 @@ from ._common import (
     _check_surface,
     _title,
     as_written,
+    cap_words,
     display_values,
     fit_title,
     plot_area,
@@ -209,6 +210,9 @@ def volume(
     if not 0 < float(upper) <= 1:
         raise LandscapeError(f"plot.volume: upper={upper!r}; expected a quantile in (0, 1], e.g. 0.5")
     values = display_values(surf, log=log, clip=clip, name=name)  # refuses a cap at or below every value
+    # the surface's own values, not the capped ones: the colour bar's "up to" (with the automatic cap "up to 5.58"
+    # was the cap itself, the loss reaching 14, trial s59)
+    true = display_values(surf, log=log, clip=False, name=name)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise LandscapeError("plot.volume: no finite value to draw (nothing computed yet, or every point diverged)")
@@ -216,23 +220,19 @@ def volume(
     top = float(np.quantile(finite, float(upper)))
     if not auto:  # the outermost shell at the cap, or at the largest value under it (the CLI's --clip left the
         top = hi  # shells at the median whatever it was; trial s36); built from the values themselves, in
-        values = display_values(surf, log=log, clip=False, name=name)  # which a point above the cap is outside it
+        values = true  # which a point above the cap is outside it
         hi = float(np.nanmax(values))  # (capped, it sat on the shell)
     if top <= lo:
         top = hi if hi > lo else lo + 1.0
     flat = np.where(np.isfinite(values), values, hi + (hi - lo) + 1.0).ravel()
     x, y, z = _points(surf)
     label = _axis_label(log, name)
-    # the surface's own values, not the capped ones: with the automatic cap "up to 5.58" was the cap itself, the
-    # loss reaching 14 (trial s59)
-    true = display_values(surf, log=log, clip=False, name=name)
     shown = true[np.isfinite(true)]
     if shown.size and float(shown.max()) > top:  # the shells stop at ``top``: said, as the planes' capped colour bars
         above = int((shown > top).sum())  # say it (trial s57: "loss" over 0..1.04, values up to 8.54)
         # on a log scale in the values' own units, as the planes say it (s58)
-        at = (f"{name} {10 ** top:.4g} (log10 " + f"{top:.3g})".replace("-", "\u2212")) if log else f"{top:.4g}"
         peak = f"{name} {10 ** float(shown.max()):.3g}" if log else f"{float(shown.max()):.3g}"
-        label += f"<br>(shells up to {at}:<br>{above} of {shown.size} points<br>above, up to {peak})"
+        label += f"<br>(shells up to {cap_words(top, log, name)}:<br>{above} of {shown.size} points<br>above, up to {peak})"
     common = dict(
         x=x, y=y, z=z, value=flat, isomin=lo + 0.02 * (top - lo), isomax=top, surface_count=int(levels),
         colorscale=COLORSCALE, cmin=lo, cmax=top, colorbar=dict(title=dict(text=label)),
