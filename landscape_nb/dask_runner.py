@@ -433,7 +433,8 @@ def _eval_tile(token: str, payload: bytes, coords: np.ndarray, event_name: str,
 def _evaluate_tile(ev: PointEvaluator, coords: np.ndarray, event_name: str, fingerprint: str | None) -> np.ndarray | None:
     if fingerprint is not None and ev.data_fingerprint != fingerprint:
         raise LandscapeError(
-            f"the data this Dask worker read hash to {ev.data_fingerprint}, those the run's first worker read to "
+            f"the data the Dask worker at {get_worker().address} read hash to {ev.data_fingerprint}, those the "
+            f"run's first worker read to "
             f"{fingerprint} (the run's data fingerprint): each worker builds the data itself, and a data function "
             "that draws without a seed (e.g. torch.randn), a Dataset that augments at random in __getitem__ (e.g. "
             "train-time transforms) or reads something that differs per process gives each worker other data, so "
@@ -602,6 +603,10 @@ class DaskRunner:
                 f" and got none back{within}" if waited else "")
         return f"tasks of the run were lost by the Dask cluster at {self.address} (a worker died with the job's data)"
 
+    def _say_waiting_for_worker(self, seconds_left: float) -> None:
+        logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with `dask worker %s`, "
+                       "or stop this run: a store keeps its finished tiles)", self.address, seconds_left, self.address)
+
     def _wait_for_workers(self, seconds: float | None = None, *, first: bool = False) -> None:
         """Until the client is connected and the cluster has a worker, at most ``seconds`` (``worker_wait``);
         ``first``: the run's first wait, for workers that may not have started yet (``start_wait``)."""
@@ -612,8 +617,7 @@ class DaskRunner:
             if not said and time.monotonic() - start > 2.0:  # a silent wait reads as a hang
                 said = True
                 if self._connected():
-                    logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with "
-                                   "`dask worker %s`)", self.address, deadline - time.monotonic(), self.address)
+                    self._say_waiting_for_worker(deadline - time.monotonic())
                 else:  # the scheduler went, not the workers (trial s35: it advised starting workers)
                     reconnect = getattr(self.client, "_timeout", None)  # the client's own budget ends the wait
                     logger.warning(  # it said "at most 28 s more" and gave up after 5 (trial s39)
@@ -676,7 +680,7 @@ class DaskRunner:
         starved = threading.Event()
 
         def watch() -> None:  # the user's cancel, and a cluster left without workers past the budget
-            no_workers_since, tick = None, 0
+            no_workers_since, tick, said = None, 0, False
             while not finished.wait(0.1):
                 tick += 1
                 if cancel.is_set():
@@ -690,12 +694,16 @@ class DaskRunner:
                     continue
                 if self._connected() and self._n_workers() == 0:
                     no_workers_since = no_workers_since or time.monotonic()
-                    if time.monotonic() - no_workers_since > self.worker_wait:
+                    waited = time.monotonic() - no_workers_since
+                    if not said and waited > 2.0:  # the wait was silent (trial s59: 30 s without a word)
+                        said = True
+                        self._say_waiting_for_worker(self.worker_wait - waited)
+                    if waited > self.worker_wait:
                         starved.set()
                         self._cancel(futures)
                         return
                 else:
-                    no_workers_since = None
+                    no_workers_since, said = None, False
 
         watcher = threading.Thread(target=watch, name="landscape_nb-watch", daemon=True)
         watcher.start()

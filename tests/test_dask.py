@@ -501,7 +501,10 @@ def test_workers_reading_other_data_never_mix_them_into_one_surface(client, tmp_
     try:
         surf = lnb.compute_surface(model, factory, d, x=(-1, 1, 24), client=client, tile=2)
     except LandscapeError as exc:
-        assert "the data this Dask worker read hash to" in str(exc) and "seed the data function" in str(exc)
+        addresses = set(client.scheduler_info()["workers"])
+        assert re.search(r"the data the Dask worker at (\S+) read hash to", str(exc)), str(exc)
+        assert re.search(r"the data the Dask worker at (\S+) read", str(exc)).group(1) in addresses
+        assert "seed the data function" in str(exc)
         return
     pids = client.run(os.getpid).values()
     naive = [np.array([naive_loss(model, _per_process_data(pid), d, [a])[0] for a in np.linspace(-1, 1, 24)])

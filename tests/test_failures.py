@@ -157,7 +157,7 @@ def _stored_from_message(exc, store) -> int:
     return int(m.group(1))
 
 
-def test_killing_the_only_worker_raises_then_a_rerun_resumes(procs, tmp_path, short_wait):
+def test_killing_the_only_worker_raises_then_a_rerun_resumes(procs, tmp_path, short_wait, caplog):
     procs.scheduler()
     worker = procs.worker()
     model, d, store = _model(), lnb.random_directions(_model(), n=2, seed=3), tmp_path / "s"
@@ -166,6 +166,10 @@ def test_killing_the_only_worker_raises_then_a_rerun_resumes(procs, tmp_path, sh
     with pytest.raises(ClusterLost, match="lost all its workers and got none back within 3 s") as info:
         lnb.compute_surface(model, _data(), d, **GRID, client=procs.address, store=store, callbacks=[cb])
     assert seen["killed"] == worker.pid and time.monotonic() - t0 < WAIT
+    said = [r.getMessage() for r in caplog.records if "waiting for a Dask worker" in r.getMessage()]
+    # the wait for a worker to come back is said once, whether the tiles were lost with the worker or wait on the
+    # scheduler for one (that wait was silent: trial s59)
+    assert len(said) == 1 and f"`dask worker {procs.address}`" in said[0] and "keeps its finished" in said[0], said
     n_stored = _stored_from_message(info.value, store)
     assert n_stored == load_surface(store).n_done and 3 * 4 <= n_stored < N_POINTS
 
