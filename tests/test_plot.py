@@ -1347,3 +1347,32 @@ def test_a_log_loss_axis_is_ticked_in_full_over_what_it_shows():
     deep = plot.line(Surface(x, None, 10 ** (-30 + 30 * np.abs(x))), log=True, metric=None).layout.yaxis
     assert 2 <= len(deep.tickvals) <= 9 and np.allclose(np.diff(np.log10(deep.tickvals)), 4)
     assert plot.line(Surface(x, None, 1 + x ** 2), log=True, metric=None).layout.yaxis.tickvals is None  # plotly's
+
+
+def test_a_computed_surfaces_figure_made_in_python_says_which_run_it_shows():
+    """A figure made in Python had no title (left open in s58): exported, it did not say which model, directions,
+    split or grid it showed, while the CLI's figure of the same store did. Each single-run figure is titled as the
+    CLI titles it, from the run's own provenance; a title given (even "") or the surface's own title wins, and a
+    line of several runs is not titled after its first."""
+    import torch
+
+    import landscape_nb as lnb
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    data = (torch.randn(40, 4), torch.randint(0, 3, (40,)))
+    d = lnb.random_directions(model, n=3, seed=3)
+    plane = lnb.compute_surface(model, data, d.select([0, 1]), x=(-1, 1, 5), y=(-1, 1, 4), provenance={"split": "test"})
+    want = plane.provenance["label"] + ": random (filter-normalized) directions, seed 3, test split, 5×4 points"
+    for build in (plot.contour, plot.surface, plot.heatmap):
+        assert build(plane).layout.title.text == want, build
+        assert build(plane, title="").layout.title.text == ""
+        assert build(plane, title="mine").layout.title.text == "mine"
+    line = lnb.compute_surface(model, data, d.select([0]), x=(-1, 1, 5))
+    assert plot.line(line).layout.title.text == line.provenance["label"] + ": random (filter-normalized) " \
+        "directions, seed 3, 5 points"
+    assert plot.line([line, line]).layout.title.text is None
+    vol = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 3))
+    assert plot.volume(vol).layout.title.text.endswith("seed 3, 3×3×3 points")
+    plane.provenance["title"] = "given"
+    assert plot.contour(plane).layout.title.text == "given"

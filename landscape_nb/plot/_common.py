@@ -69,6 +69,11 @@ _PARAMS = {
     "title": """title : str, optional
         Figure title (Plotly markup: ``<br>``, ``<b>``); defaults to ``surface.provenance["title"]``, shown as
         written, when present.""",
+    "run_title": """title : str, optional
+        Figure title (Plotly markup: ``<br>``, ``<b>``); defaults to ``surface.provenance["title"]``, shown as
+        written, when present, else for a computed surface to what the CLI titles it (`plot.figures.run_title`:
+        model, directions, split, grid, e.g. "mlp-digits: random (filter-normalized) directions, seed 0, test
+        split, 51×51 points"; not for lines of several surfaces); ``""`` for none.""",
     "levels": """levels : int, default 30
         Number of contour lines, evenly spaced over the displayed range.""",
     "name": """name : str, default "loss"

@@ -89,7 +89,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
         fig.add_trace(points)
     # a partial contour plot's points not computed yet, told from computed ones no line crosses
     tint = add_not_computed_tint(fig, kind, surf)
-    fig.update_layout(title=_title(title, surf))
+    fig.update_layout(title=_run_title(title, surf))
     note_sources(fig, [surf])
     note_partial(fig, surf)
     if tint:
@@ -149,7 +149,7 @@ def line(
         names the metrics not drawn; any other name must exist. None: loss only.
     log : bool, default False
         Logarithmic loss axis (the values themselves are not transformed).
-    %(title)s
+    %(run_title)s
     clip : None, False or float, default None
         Top of the loss axis, in loss units. None: automatic, ``min + 5 * (median - min)``
         of the curves' finite losses when some lie above it (an extrapolated end of an
@@ -239,7 +239,8 @@ def line(
         if single:  # each axis in its curve's colour
             fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
             fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
-    fig.update_layout(title=_title(title, surfaces[0]), hovermode="x unified")
+    fig.update_layout(title=_run_title(title, surfaces[0]) if single else _title(title, surfaces[0]),
+                      hovermode="x unified")
     _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
     note_sources(fig, surfaces)
     note_partial(fig, surfaces)
@@ -368,6 +369,17 @@ def _panel_titles(surfaces: Sequence[Surface]) -> list[str]:
             else "" for s in surfaces]
     return numbered([f"{t} ({m})" if m and len({made[j] for j, u in enumerate(titles) if u == t}) > 1 else t
                      for t, m in zip(titles, made)])
+
+
+def _run_title(title: str | None, surface: Surface) -> str | None:
+    """``title`` or the surface's own (`_title`), else for a computed run (its provenance names the model and
+    the scheme) what the CLI titles its figure (`run_title`): a figure made in Python had no title, so an exported
+    one did not say which model, directions, split or grid it showed (trial s58)."""
+    given = _title(title, surface)
+    prov = surface.provenance
+    if given is None and prov.get("label") and prov.get("scheme"):
+        return run_title(surface)
+    return given
 
 
 def run_title(surface: Surface, split: str | None = None, drawn: str | None = None) -> str:
@@ -948,7 +960,7 @@ def contour(
     %(levels)s
     %(log)s
     %(clip)s
-    %(title)s
+    %(run_title)s
     trajectory : dict or object, optional
         ``x`` and ``y`` arrays (the path projected onto the plane), optional ``distance``
         (each point's distance from the plane, shown by marker colour and size, so points
@@ -990,7 +1002,7 @@ def heatmap(
     %(surface)s
     %(log)s
     %(clip)s
-    %(title)s
+    %(run_title)s
 
     %(returns)s
 
@@ -1020,7 +1032,7 @@ def surface(
     %(surface)s
     %(log)s
     %(clip)s
-    %(title)s
+    %(run_title)s
     contours : bool, default True
         Draw contour lines on the surface and project them onto the floor, if the surface
         has no gaps (missing or non-finite points): next to a gap plotly.js's WebGL contour

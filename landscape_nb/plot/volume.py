@@ -21,7 +21,6 @@ from ._common import (
     DEFAULT_WIDTH,
     _axis_label,
     _check_surface,
-    _title,
     as_written,
     cap_words,
     display_values,
@@ -32,7 +31,7 @@ from ._common import (
     set_caption,
     template_text,
 )
-from .figures import compare
+from .figures import _run_title, compare
 
 __all__ = ["complete_boxes", "volume", "volume_slices"]
 
@@ -168,7 +167,8 @@ def volume(
     opacity : float, optional
         Default 0.35 for isosurfaces and 0.1 for a volume.
     title : str, optional
-        Default: the surface's label.
+        Default: ``surface.provenance["title"]`` when present, else what the CLI titles it
+        (`plot.figures.run_title`: model, directions, split, grid); ``""`` for none.
 
     Returns
     -------
@@ -275,7 +275,7 @@ def volume(
             notes.append(fit_title(note, width, size=CAPTION_FONT))
     caption = "<br>".join(notes)
     fig.update_layout(
-        title=_title(title, surf),
+        title=_run_title(title, surf),
         scene=dict(**{f"{a}axis_title": as_written(t) for a, t in titles.items()}, aspectmode="cube"),
         margin=dict(margin, b=margin["b"] + round(1.4 * CAPTION_FONT) * len(notes and caption.split("<br>"))),
     )
