@@ -924,6 +924,14 @@ def test_a_line_with_an_extrapolated_end_caps_its_loss_axis_not_its_values():
     assert plot.line(flat).layout.yaxis.range is None
     with pytest.raises(LandscapeError, match=r"clip=0\.01 is at or below every loss shown"):
         plot.line(s, clip=0.01)
+    # a live line capped, then refilled uncapped, gives its axis back to autorange: plotly.js kept it off once a
+    # range was set, and drew the line over its default -1..4 (trial s60)
+    live = plot.live(s)
+    assert live.layout.yaxis.range == pytest.approx((loss.min() - pad, cap + pad))
+    plot.update(live, flat)
+    assert live.layout.yaxis.range is None and live.layout.yaxis.autorange is True
+    plot.update(live, s)
+    assert live.layout.yaxis.range == pytest.approx((loss.min() - pad, cap + pad)) and not live.layout.yaxis.autorange
     # a bowl steep at its ends (trial s42: capped at 1.83 where it reaches 1.86) rises less than 4 times the cap's
     # height above its minimum: drawn whole, no note
     bowl = 1.81 + 0.052 * np.linspace(-1, 1, 41) ** 4

@@ -1158,7 +1158,8 @@ def test_a_typed_range_that_misses_or_leaves_out_the_models_says_so_and_what_it_
 
 def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_only():
     """In a kernel (an event loop on the main thread) the range searched ahead redraws the empty
-    figure's axes before Compute; once values are shown, a search for other controls leaves them."""
+    figure's axes before Compute; once values are shown, a search for other controls leaves them, and shows the
+    range it found in the boxes."""
     lnb.zoo.load("mlp-moons")
     expected = expected_auto_surface(lnb.zoo.load("mlp-moons"), seed=0)
 
@@ -1191,6 +1192,16 @@ def test_the_empty_figure_spans_the_range_found_ahead_before_the_first_compute_o
             await until(lambda: state._prefetcher is None)
             await asyncio.sleep(0.1)  # a preview posted by that search has had its turn
             np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float), shown, rtol=RERUN_RTOL)
+            # while the boxes show seed 3's range, the one the next Compute uses: they kept seed 0's, and the next
+            # run computed over another range than they said (trial s60)
+            seed3 = expected_auto_surface(lnb.zoo.load("mlp-moons"), seed=3)
+            assert not np.allclose([seed3.x[0], seed3.y[-1]], [expected.x[0], expected.y[-1]])
+            boxes = [explorer.controls[k].value for k in ("x_min", "x_max", "y_min", "y_max")]
+            assert boxes == pytest.approx([seed3.x[0], seed3.x[-1], seed3.y[0], seed3.y[-1]])
+            assert state.compute()
+            await until(lambda: not state.running and not state._ui.pending)
+            assert (state.surface.x[0], state.surface.x[-1], state.surface.y[0], state.surface.y[-1]) == \
+                pytest.approx(boxes)
         finally:
             explorer.close()
 
@@ -2452,3 +2463,44 @@ def test_cancel_while_a_zoo_model_trains_returns_at_once_and_the_load_goes_on(mo
     finally:
         trained.set()
         state.close()
+
+
+def _page_reports_its_drawn_values(fig) -> None:
+    """What a page sends after applying the kernel's last edit of ``fig``: for each trace, the values it draws
+    that differ from the widget model's ``_widget_data`` (plotly 7.1's widget: ``_sendTraceDeltas`` diffs the
+    drawn ``fullData`` against ``_widget_data``, which its restyles and updates never change, since they are
+    applied to a copy the model's getter deserializes). Every property the kernel set since the widget was made
+    is among them."""
+    deltas = [{"uid": t.uid, **{k: v for k, v in t.to_plotly_json().items() if k in ("x", "y", "hovertemplate",
+                                                                                   "mode", "z", "customdata")}}
+              for t in fig.data]
+    fig._js2py_traceDeltas = {"trace_deltas": json.loads(json.dumps(deltas, default=list)),
+                              "trace_edit_id": fig._last_trace_edit_id}
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_an_export_after_the_page_reported_its_figure_keeps_the_grids_coordinates(tmp_path, ndim):
+    """A line exported from the Explorer in JupyterLab was drawn against the point index (0..10 for -0.4..1.6),
+    the minimizers' stars at their true places, hover text gone (trial s60): plotly's widget takes the
+    properties a page reports drawing out of the kernel's copy of the figure (to keep them as browser
+    defaults, which a copy of the figure leaves out), and the page reports every property the kernel changed.
+    The live figure keeps them: the export, and a copy drawn again for a page that drops updates, hold the
+    grid's coordinates and the hover text."""
+    import plotly.graph_objects as go
+
+    model, data = make_task()
+    e = Explorer(models={"tiny": (model, data)}, export_dir=tmp_path, ndim=ndim, x_points=7, y_points=5)
+    try:
+        e.compute(wait=True)
+        _page_reports_its_drawn_values(e.figure)
+        copy_ = go.Figure(e.figure)
+        np.testing.assert_allclose(np.array(copy_.data[0].x, dtype=float), e.surface.x)
+        assert copy_.data[0].hovertemplate
+        out = e.export_html(str(tmp_path / "f.html"))
+        fig = assert_standalone_html(out, min_points=7 if ndim == 1 else 2 * 35)
+        np.testing.assert_allclose(np.array(fig["data"][0]["x"], dtype=float), e.surface.x)
+        assert fig["data"][0].get("hovertemplate")
+        if ndim == 2:
+            np.testing.assert_allclose(np.array(fig["data"][1]["y"], dtype=float), e.surface.y)
+    finally:
+        e.close()

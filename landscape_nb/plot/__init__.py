@@ -8,7 +8,7 @@ Every builder takes the data first and styling as keyword-only arguments, return
     import landscape_nb as lnb
     fig = lnb.plot.contour(surf, levels=40, log=True)
     fig = lnb.plot.compare([with_skip, without_skip], kind="surface", titles=["skip", "no skip"])
-    fig = go.FigureWidget(lnb.plot.live(partial))  # then lnb.plot.update(fig, newer) per tile
+    fig = lnb.widgets.figure_widget(lnb.plot.live(partial))  # then lnb.plot.update(fig, newer) per tile
     lnb.plot.export_html(fig, "landscape.html")
 
 Display rules shared by all builders:

@@ -103,9 +103,10 @@ def live(
     `landscape_nb.plot.surface`) and a 2D contour plot side by side on one colour scale.
     1D: loss and ``metric`` on twin axes. Points not computed yet are sent as null (NaN
     is not valid JSON), so they show as gaps.
-    Wrap it in ``go.FigureWidget`` to watch it update in a notebook::
+    Wrap it in a ``FigureWidget`` to watch it update in a notebook (``lnb.widgets.figure_widget``: plotly's own
+    takes the properties `update` set out of its copy once a page draws them, so an export of it loses them)::
 
-        fig = go.FigureWidget(lnb.plot.live(partial_surface))
+        fig = lnb.widgets.figure_widget(lnb.plot.live(partial_surface))
         lnb.plot.update(fig, newer_surface)    # one batched message per call
 
     Parameters
@@ -319,7 +320,10 @@ def _update_line(fig, surf: Surface, *, log: bool, metric: str | None, clip: Any
     cap = loss_axis_cap([surf.loss], clip=clip, log=log)
     replace_note(fig, CAP_NOTE, cap[1] if cap else None)
     if list(fig.layout.yaxis.range or ()) != (cap[0] if cap else []):
-        fig.layout.yaxis.range = cap[0] if cap else None
+        # plotly.js keeps an axis whose range was set off autorange when the range is unset: a line capped, then
+        # recomputed uncapped, was drawn over plotly's default -1..4, its curve in the bottom fifth (trial s60)
+        fig.layout.yaxis.update(range=cap[0], autorange=False) if cap else \
+            fig.layout.yaxis.update(range=None, autorange=True)
 
 
 def _update_grid(fig, surf: Surface, *, log: bool, clip: Any, placeholder: bool) -> tuple[bool, np.ndarray]:

@@ -21,9 +21,10 @@ an event loop (a plain script) every update applies at once, on the worker threa
 
 The view's names load on first use, so ``landscape_nb.widgets.state`` works without ipywidgets.
 """
+from .figure_watch import figure_widget
 from .state import CLUSTERS, ExplorerSpec, ExplorerState
 
-__all__ = ["Explorer", "ExplorerState", "ExplorerSpec", "SCHEME_LABELS", "CLUSTERS"]
+__all__ = ["Explorer", "ExplorerState", "ExplorerSpec", "SCHEME_LABELS", "CLUSTERS", "figure_widget"]
 
 _VIEW = ("Explorer", "SCHEME_LABELS", "CLUSTER_LABELS", "FIGURE_WIDTH")
 

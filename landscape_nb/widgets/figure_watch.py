@@ -22,6 +22,7 @@ Explorer then draws the figure again in a new widget, made while the page is idl
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,32 @@ logger = logging.getLogger(__name__)
 DEAF_AFTER = 15.0
 LATE = 0.5  # s: a check run later than this after its time (the kernel was busy) waits GRACE s more, so that an
 GRACE = 1.0  # acknowledgement queued behind it is read first
+
+
+@functools.cache
+def _widget_class() -> type:
+    import plotly.graph_objects as go
+
+    class LiveFigureWidget(go.FigureWidget):
+        """A ``FigureWidget`` that keeps the properties the kernel set when a page reports drawing them."""
+
+        @staticmethod
+        def _remove_overlapping_props(input_data, delta_data, prop_path=()):
+            return []
+
+    return LiveFigureWidget
+
+
+def figure_widget(fig: Any):
+    """``fig`` as a ``plotly.graph_objects.FigureWidget`` whose own copy of the figure keeps what the kernel set.
+
+    plotly's widget (7.1) takes a property out of the kernel's copy of a trace, as a browser default, whenever a
+    page reports drawing it otherwise than the widget was made with; its page compares against the data the
+    widget was made with, which restyles and updates never change, so every property the kernel changed since
+    is taken out. The figure still draws, and ``fig.data[0].x`` reads the default; but ``fig.to_dict()``, and so
+    an HTML export or a copy drawn again, lost them: a live line exported from JupyterLab was drawn against the
+    point index, its hover text gone (trial s60). This widget keeps them (they are the values drawn)."""
+    return _widget_class()(fig)
 
 
 class FigureWatch:

@@ -819,8 +819,8 @@ class ExplorerState(t.HasTraits):
                 logger.debug("preparing %s ahead of Compute failed (%s)", spec.model, exc)
 
     def _post_preview(self, spec: ExplorerSpec, prepared: Prepared) -> None:
-        """(prefetch thread) Before the first Compute, have the kernel's loop set `preview` to an
-        empty surface over the range just found, if the controls still ask for it.
+        """(prefetch thread) Have the kernel's loop show the range just found in the range boxes (``auto_range``)
+        and, before the first Compute, set `preview` to an empty surface over it, if the controls still ask for it.
 
         The figure then draws the axes' tick labels of that range while the panel is read: in
         software WebGL plotly.js turns each new 3D tick label into triangles (~10 ms a label).
@@ -830,7 +830,7 @@ class ExplorerState(t.HasTraits):
             return
 
         def show() -> None:
-            if self.surface is not None or self._computing or self._closed:
+            if self._computing or self._closed:
                 return
             try:
                 now = self.spec()
@@ -838,9 +838,10 @@ class ExplorerState(t.HasTraits):
                 return
             if _prepare_key(now) == key:
                 found = prepared.range.apply(now)
-                self.preview = empty_surface(found)
-                if now.auto_range:  # the boxes said -1 … 1 under a figure drawn over the range found (trial s46)
-                    self._show_found(found)
+                if self.surface is None:  # a computed surface stays drawn until the next Compute
+                    self.preview = empty_surface(found)
+                if now.auto_range:  # the boxes said -1 … 1 under a figure drawn over the range found (trial s46);
+                    self._show_found(found)  # after a run, its range while the next one would use another (s60)
 
         try:
             loop.call_soon_threadsafe(show)

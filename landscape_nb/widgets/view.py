@@ -19,7 +19,7 @@ from ..directions import NORMS
 from ..errors import LandscapeError
 from ..plot._common import as_written
 from ..surface import Surface
-from .figure_watch import FigureWatch
+from .figure_watch import FigureWatch, figure_widget
 from .request import SCHEME_LABELS, empty_surface, figure_title, ignored_controls
 from .state import POINTS, ExplorerSpec, ExplorerState
 
@@ -350,8 +350,6 @@ class Explorer(w.VBox):
     def _show(self, surf: Surface) -> None:
         """Draw ``surf`` as a new live figure: in the figure widget already shown when its traces
         fit (one message with the new values), else in a new widget."""
-        import plotly.graph_objects as go
-
         from .. import plot
         from ..plot._common import PARTIAL_NOTE, replace_note
         from ..plot.live import live_info
@@ -381,7 +379,7 @@ class Explorer(w.VBox):
         if preview:
             replace_note(fig, PARTIAL_NOTE, None)
         self._redrawn = 0  # a figure of another shape: a new widget, which the page may well take
-        self._set_figure(go.FigureWidget(fig))
+        self._set_figure(figure_widget(fig))
 
     def _set_figure(self, fig) -> None:
         """Show ``fig`` (a new ``FigureWidget``) as the live figure, watched for a page that drops its updates."""
@@ -394,8 +392,6 @@ class Explorer(w.VBox):
     def _redraw_deaf(self) -> None:
         """The page drops the live figure's updates (`figure_watch`): draw it again in a new widget, at most
         `REDRAWS` times a panel; then say so above the figure."""
-        import plotly.graph_objects as go
-
         with self._figure_lock:
             old = self.figure
             if old is None or self._figure_watch is None or self._figure_watch.fig is not old:
@@ -404,7 +400,7 @@ class Explorer(w.VBox):
             if self._redrawn > REDRAWS:
                 self.figure_box.children = [w.HTML(DEAF_TEXT, layout=w.Layout(width="100%")), old]
                 return
-            self._set_figure(go.FigureWidget(old))
+            self._set_figure(figure_widget(old))
             old.close()
 
     def _on_status(self, change) -> None:
