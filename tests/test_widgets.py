@@ -505,6 +505,45 @@ def test_each_new_view_of_the_figure_is_probed_and_a_busy_kernel_is_not_taken_fo
     asyncio.run(pages())
 
 
+def test_a_page_left_open_that_drops_updates_is_found_after_the_next_run(explorer, monkeypatch):
+    """A second tab whose figure model anywidget gave up on drew none of the later runs once the first tab
+    closed (trial s60): its view's probe was answered by the first page, and the closed tab's view was not
+    uncounted. Each run's end probes the figure again: answered, the widget stays; not, it is drawn again."""
+    from landscape_nb.widgets import figure_watch
+
+    monkeypatch.setattr(figure_watch, "DEAF_AFTER", 0.3)
+    explorer.controls["x_points"].value, explorer.controls["y_points"].value = 5, 3
+
+    async def pages():
+        fig = explorer.figure
+        fig.set_state({"_view_count": 1})  # the first tab drew it
+        _report(fig, trace_edit_id=fig._last_trace_edit_id)  # and applied the probe
+        fig.set_state({"_view_count": 2})  # a second tab, whose model anywidget gave up on
+        _report(fig, trace_edit_id=fig._last_trace_edit_id)  # the first tab answers for both
+        await asyncio.sleep(0.5)
+        assert explorer.figure is fig
+        revision = fig.layout.editrevision
+        assert explorer.compute()  # the first tab is still open: it answers the run's probe
+        while explorer.state.running or explorer.state._ui.pending:
+            await asyncio.sleep(0.01)
+        assert explorer.state.status == "done", explorer.state.message
+        assert fig.layout.editrevision == revision + 1
+        _report(fig, trace_edit_id=fig._last_trace_edit_id)
+        await asyncio.sleep(0.5)
+        assert explorer.figure is fig
+        # the first tab closes; its view stays counted. The next run's probe goes unanswered
+        explorer.state.set(seed=4)
+        assert explorer.compute()
+        while explorer.state.running or explorer.state._ui.pending:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.6)
+        new = explorer.figure
+        assert new is not fig and fig.comm is None  # drawn again in a new widget, with the run's values
+        np.testing.assert_allclose(np.array(new.data[1].z, dtype=float), plot.display_values(explorer.surface))
+
+    asyncio.run(pages())
+
+
 # --- computing ----------------------------------------------------------------------------
 
 

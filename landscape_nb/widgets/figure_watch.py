@@ -116,8 +116,20 @@ class FigureWatch:
 
     def _on_views(self, change) -> None:
         old, new = change["old"], change["new"]
-        if _is_id(new) and (not _is_id(old) or new > old) and not self.deaf:
-            self._probe()  # a new view: its page may be one that gave up on the widget
+        if _is_id(new) and (not _is_id(old) or new != old) and new > 0 and not self.deaf:
+            # a new view: its page may be one that gave up on the widget; a view gone: the page that answered
+            # for both may have been that one (trial s60)
+            self._probe()
+
+    def recheck(self) -> None:
+        """Probe again, where a page has counted a view of the figure and no probe awaits its answer.
+
+        A probe's answer names no page: with two pages open, a page that applies updates answers for one that
+        dropped them. Once that page closed (a tab closed: its view is not always uncounted), the other drew
+        none of the later runs (trial s60). The Explorer calls this after each run."""
+        views = getattr(self.fig, "_view_count", None)
+        if _is_id(views) and views > 0 and self._probed is None and not self.deaf:
+            self._probe()
 
     def _probe(self) -> None:
         try:

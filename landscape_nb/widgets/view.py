@@ -412,6 +412,8 @@ class Explorer(w.VBox):
                 self.figure.layout.title.text = _nothing_yet(self.state.model_name)
         if change["new"] in ("done", "cancelled", "error") and self.figure is not None:
             _sync_widget_state(self.figure)
+            if self._figure_watch is not None:
+                self._figure_watch.recheck()  # a page left open that drops the updates draws the run
 
     def _on_model(self, change) -> None:
         with self._figure_lock:  # an empty grid before any run names the model picked, not the first one
