@@ -70,6 +70,34 @@ def test_export_html_is_standalone_and_holds_the_data(tmp_path, bowl):
     np.testing.assert_array_equal(_decode(traces[0]["x"]), X)
 
 
+def test_an_exported_page_is_named_by_its_figures_title_as_shown(tmp_path, bowl):
+    """An exported page had an empty <title> (trial s60): a browser's tab and history said nothing. It is the
+    figure's title as the figure shows it (markup dropped, entities decoded, line breaks as spaces), escaped;
+    the file's name where the figure has none."""
+    from html.parser import HTMLParser
+
+    class Title(HTMLParser):
+        text, inside = "", False
+
+        def handle_starttag(self, tag, attrs):
+            self.inside = tag == "title"
+
+        def handle_endtag(self, tag):
+            self.inside = False
+
+        def handle_data(self, data):
+            self.text += data if self.inside else ""
+
+    def title_of(path):
+        parser = Title()
+        parser.feed(path.read_text(encoding="utf-8").split("<body>")[0])
+        return parser.text
+
+    fig = plot.contour(bowl, clip=False, title="mine &lt;b&gt; &amp; co:<br><b>a</b> plane")
+    assert title_of(export_html(fig, tmp_path / "a.html")) == "mine <b> & co: a plane"
+    assert title_of(export_html(plot.contour(bowl, clip=False, title=""), tmp_path / "no title.html")) == "no title"
+
+
 def test_an_exported_figure_keeps_the_provenance_of_what_it_was_computed_from(tmp_path):
     """s40: a figure written to HTML said nothing of the model, data, directions or versions behind it. The
     package's figures carry each surface's provenance in layout.meta, read back here from the file."""

@@ -839,6 +839,29 @@ def test_wait_returns_only_after_the_compute_queued_behind_a_cancel_has_ended(ex
     assert explorer.state.status == "done" and explorer.surface.loss.shape == (5, 5), explorer.state.message
 
 
+def test_a_zoo_models_cancelled_points_drawn_at_the_next_compute_are_counted_from_its_start():
+    """Compute after Cancel drew the kept points at once and said "running · 0 / 1,681 points" beside them for
+    seconds (trial s60): the count starts at the points kept."""
+    e = Explorer(model_name="mlp-moons", auto_range=False, x_points=61, y_points=51, time_budget=1e6)
+    try:
+        first_tile = threading.Event()
+        e.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
+        assert e.compute()
+        assert first_tile.wait(60), e.state.message
+        e.cancel()
+        partial = e.wait(30)
+        assert e.state.status == "cancelled" and 0 < partial.n_done < partial.loss.size
+        at_start = []
+        e.state.observe(lambda ch: ch["new"] == "starting" and at_start.append(
+            (e.state.n_done, e.surface.n_done, e.status_line.value)), "status")
+        assert e.compute(wait=True) and e.state.status == "done", e.state.message
+        assert at_start and at_start[0][:2] == (partial.n_done, partial.n_done), at_start
+        assert f"{partial.n_done:,} / {61 * 51:,} points" in at_start[0][2]
+        assert e.surface.provenance["points_resumed"] == partial.n_done
+    finally:
+        e.close()
+
+
 def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_surface(explorer):
     """Compute after Cancel, nothing changed, computed every point again (the cancelled run's lost); now it computes
     only the missing points, within a time budget the rest fits. Changed controls start anew, and so does a user's
@@ -2258,7 +2281,8 @@ def test_a_given_dask_client_is_used_and_left_open():
 
 
 def test_an_export_of_a_cancelled_surface_says_it_is_partial(tmp_path):
-    """A cancelled Compute keeps its points; the exported file says how many of the grid's it holds."""
+    """A cancelled Compute keeps its points; the exported file, and the message saying it was written, say how
+    many of the grid's it holds."""
     from landscape_nb.grid import Grid
 
     model, data = make_task()
@@ -2269,8 +2293,10 @@ def test_an_export_of_a_cancelled_surface_says_it_is_partial(tmp_path):
         loss[0, :3], done[0, :3] = 1.0, True
         state.surface = lnb.Surface(partial.x, partial.y, loss, {}, done)
         assert "partial: 3 of 25 points" in state.export_html("cancelled.html").read_text()
+        assert "partial: 3 of 25 points" in state.message  # the panel's line said "Wrote …" alone (trial s60)
         state.surface = lnb.Surface(partial.x, partial.y, np.ones((5, 5)), {}, np.ones((5, 5), bool))
         assert "partial:" not in state.export_html("finished.html").read_text()
+        assert "Wrote" in state.message and "partial" not in state.message
     finally:
         state.close()
 

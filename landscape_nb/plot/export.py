@@ -9,6 +9,7 @@ nor ipywidgets; plotly is imported by the functions that need it.
 """
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import re
@@ -98,15 +99,18 @@ def export_html(fig, path: str | os.PathLike) -> Path:
     """
     fig = _check_figure(fig, "export_html")
     path = prepare_path(path)
-    fig.write_html(
-        path,
-        include_plotlyjs=True,
-        include_mathjax=False,
-        full_html=True,
-        config={"displaylogo": False},
-        animation_opts=_autoplay(fig),
-    )
+    page = fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True, config={"displaylogo": False},
+                       animation_opts=_autoplay(fig))
+    # the page's name in a browser's tab, history and bookmarks: plotly writes none (trial s60: an empty <title>)
+    name = html.escape(_plain(fig.layout.title.text) or path.stem)
+    path.write_text(page.replace("<head>", f"<head><title>{name}</title>", 1), encoding="utf-8")
     return path
+
+
+def _plain(markup: str | None) -> str:
+    """Plotly markup (``<br>``, ``<b>``, entities) as the plain text it shows, on one line."""
+    text = re.sub(r"<br\s*/?>", " ", markup or "", flags=re.IGNORECASE)
+    return " ".join(html.unescape(re.sub(r"<[^>]*>", "", text)).split())
 
 
 def _autoplay(fig) -> dict | None:

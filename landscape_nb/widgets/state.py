@@ -549,7 +549,8 @@ class ExplorerState(t.HasTraits):
                    else None)
         # the status line first: drawing the new empty figure takes a moment (0.8 s on a loaded box), during which
         # it said the last run's "done · 441 / 441 points" (trial s46)
-        self.n_points, self.n_done, self.points_per_s = spec.n_points, 0, 0.0
+        # with a cancelled run's points drawn, their count (it said "running · 0 / 1,681" beside 108, trial s60)
+        self.n_points, self.n_done, self.points_per_s = spec.n_points, 0 if partial is None else partial.n_done, 0.0
         self.workers = self._workers_before_start(spec.client)
         self.status = "starting"
         self._say(f"Preparing {spec.model}…")
@@ -1169,8 +1170,15 @@ class ExplorerState(t.HasTraits):
             fig = go.Figure(fig) if fig is figure else fig
             note_sources(fig, [self.surface])
         out = export_html(fig, target)
-        self._say(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB, standalone, opens offline).")
+        self._say(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB, standalone, opens offline){self._partial_words()}.")
         return out
+
+    def _partial_words(self) -> str:
+        """What an export of a surface not complete holds (the message said nothing of it, trial s60)."""
+        surf = self.surface
+        if surf is None or surf.is_complete:
+            return ""
+        return f"; partial: {surf.n_done:,} of {surf.loss.size:,} points, as the figure says above its plot"
 
     def export_image(self, path: str | None = None, figure=None) -> Path:
         """Write the figure as a PNG (or the suffix's format) through kaleido and Chromium.
@@ -1183,7 +1191,7 @@ class ExplorerState(t.HasTraits):
         target = self.exports.target(_with_suffix(self.export_path, ".png") if path is None else path, IMAGE_SUFFIXES)
         fig = mark_partial(figure if figure is not None else self.figure(), self.surface)
         out = export_image(fig, target, width=1100, height=520)
-        self._say(f"Wrote {out}.")
+        self._say(f"Wrote {out}{self._partial_words()}.")
         return out
 
 
