@@ -849,3 +849,28 @@ def test_a_weight_read_through_a_reference_keeps_one_point_a_pass_with_the_naive
     np.testing.assert_allclose(surf.loss.reshape(-1), want, rtol=1e-5, atol=1e-7)
     assert surf.provenance["points_per_pass"] == 1
     assert "differ from one point's" in surf.provenance["data"]["points_per_pass"]
+
+
+def test_a_weight_normed_model_stacked_under_vmap_matches_the_naive_loop_without_torchs_warning(no_batch_axis):
+    """A model with ``parametrizations.weight_norm`` printed torch's "There is a performance drop because we have
+    not yet implemented the batching rule for aten::_weight_norm. Please file us an issue on GitHub..." six times
+    a surface (trial s60): vmap loops over the points for that op, which the tuning's timing measures. Not shown;
+    every point still equals the naive loop."""
+    import warnings
+
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Linear(6, 8)), nn.Tanh(), weight_norm(nn.Linear(8, 4))).eval()
+    data = _data((6,), n=40, seed=1)
+    dirs = dirs_for(model, 2, seed=2)
+    d = as_directions(model, dirs)
+    ev = Evaluator(model, data, d.vectors, d.layout, settings=EvalSettings(points_per_pass=4))
+    coords = np.random.default_rng(3).uniform(-1, 1, (9, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = ev.evaluate(coords)
+    assert ev.points_per_pass == 4 and not ev._stacked_on_batch_axis
+    assert not [w for w in caught if "performance drop" in str(w.message)], [str(w.message) for w in caught]
+    want = np.array([naive(model, data, dirs, c) for c in coords])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
