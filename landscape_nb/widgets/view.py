@@ -215,8 +215,12 @@ class Explorer(w.VBox):
             "x_min": w.FloatText(description="x from", style=wide, layout=w.Layout(width="130px")),
             "x_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
             "x_points": w.IntSlider(min=POINTS[0], max=POINTS[1], step=2, description="x points", style=wide),
-            "auto_range": w.Checkbox(description="auto range: the scheme's, else where the loss rises", indent=False,
-                                     layout=w.Layout(width="330px")),
+            # in full: 330 px cut "…else where the los…" (trial s60); the rest in its tooltip
+            "auto_range": w.Checkbox(description="auto range: where the loss rises", indent=False,
+                                     layout=w.Layout(width="auto"),
+                                     tooltip="the scheme's own range where it has one (interpolation, plane "
+                                             "through three models, PCA), else where the loss reaches the factor "
+                                             "beside this box times the model's own loss"),
             "rise": w.FloatText(step=0.5, description="×", style=wide, layout=w.Layout(width="90px")),
             "y_min": w.FloatText(description="y from", style=wide, layout=w.Layout(width="130px")),
             "y_max": w.FloatText(description="to", style=wide, layout=w.Layout(width="110px")),
@@ -273,16 +277,20 @@ class Explorer(w.VBox):
             widget.add_class(f"lnb-{cls}")
 
         c = self.controls
-        self._y_row = w.HBox([c["y_min"], c["y_max"], c["y_points"]])
+
+        def row(children):  # a narrow panel wraps a row: at 900 px its buttons shrank to unlabelled icons and the
+            return w.HBox(children, layout=w.Layout(flex_flow="row wrap"))  # seed and toggles went off it (s60)
+
+        self._y_row = row([c["y_min"], c["y_max"], c["y_points"]])
         rows = [
-            w.HBox([c["model_name"], c["scheme"], c["ndim"]]),
-            w.HBox([c["norm"], c["ignore_biasbn"], c["seed"]]),
-            w.HBox([c["x_min"], c["x_max"], c["x_points"], c["auto_range"], c["rise"]]),
+            row([c["model_name"], c["scheme"], c["ndim"]]),
+            row([c["norm"], c["ignore_biasbn"], c["seed"]]),
+            row([c["x_min"], c["x_max"], c["x_points"], c["auto_range"], c["rise"]]),
             self._y_row,
-            w.HBox([c["split"], c["metric"], c["log_scale"], c["max_samples"]]),
-            w.HBox([c["cluster"], c["address"], c["time_budget"]]),
-            w.HBox([self.compute_button, self.cancel_button, self.export_button, self.export_png_button,
-                    c["export_path"]]),
+            row([c["split"], c["metric"], c["log_scale"], c["max_samples"]]),
+            row([c["cluster"], c["address"], c["time_budget"]]),
+            row([self.compute_button, self.cancel_button, self.export_button, self.export_png_button,
+                 c["export_path"]]),
             w.HBox([self.progress, self.status_line]),
             self.message_box,
             self.figure_box,
