@@ -839,18 +839,24 @@ def test_wait_returns_only_after_the_compute_queued_behind_a_cancel_has_ended(ex
     assert explorer.state.status == "done" and explorer.surface.loss.shape == (5, 5), explorer.state.message
 
 
+def _cancelled_part_way(e) -> lnb.Surface:
+    """Compute, Cancel after the first tile: the partial surface it keeps."""
+    first_tile = threading.Event()
+    e.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
+    assert e.compute()
+    assert first_tile.wait(60), e.state.message
+    e.cancel()
+    partial = e.wait(30)
+    assert e.state.status == "cancelled" and 0 < partial.n_done < partial.loss.size
+    return partial
+
+
 def test_a_zoo_models_cancelled_points_drawn_at_the_next_compute_are_counted_from_its_start():
     """Compute after Cancel drew the kept points at once and said "running · 0 / 1,681 points" beside them for
     seconds (trial s60): the count starts at the points kept."""
     e = Explorer(model_name="mlp-moons", auto_range=False, x_points=61, y_points=51, time_budget=1e6)
     try:
-        first_tile = threading.Event()
-        e.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
-        assert e.compute()
-        assert first_tile.wait(60), e.state.message
-        e.cancel()
-        partial = e.wait(30)
-        assert e.state.status == "cancelled" and 0 < partial.n_done < partial.loss.size
+        partial = _cancelled_part_way(e)
         at_start = []
         e.state.observe(lambda ch: ch["new"] == "starting" and at_start.append(
             (e.state.n_done, e.surface.n_done, e.status_line.value)), "status")
@@ -869,13 +875,7 @@ def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_su
     explorer.controls["x_points"].value = 61
     explorer.controls["y_points"].value = 51
     explorer.controls["time_budget"].value = 1e6
-    first_tile = threading.Event()
-    explorer.state.observe(lambda ch: ch["new"] is not None and ch["new"].n_done and first_tile.set(), "surface")
-    assert explorer.compute()
-    assert first_tile.wait(60), explorer.state.message
-    explorer.cancel()
-    partial = explorer.wait(30)
-    assert explorer.state.status == "cancelled" and 0 < partial.n_done < partial.loss.size
+    partial = _cancelled_part_way(explorer)
     assert explorer.compute()
     assert explorer.surface is not partial  # a user's model may have changed since: not shown as if current
     surf = explorer.wait(120)
@@ -892,11 +892,7 @@ def test_compute_after_cancel_with_the_same_controls_goes_on_from_the_partial_su
     assert explorer.compute(wait=True) and not explorer.surface.provenance["points_resumed"]
     small = explorer.surface
     explorer.controls["x_points"].value, explorer.controls["y_points"].value = 61, 51
-    first_tile.clear()
-    assert explorer.compute()
-    assert first_tile.wait(60), explorer.state.message
-    explorer.cancel()
-    assert 0 < explorer.wait(30).n_done < 61 * 51
+    _cancelled_part_way(explorer)
     model[1] = nn.ReLU()  # the user's model changed in place between Cancel and Compute: same weights
     assert explorer.compute(wait=True), explorer.state.message
     again = explorer.surface
