@@ -8,6 +8,7 @@ import dataclasses
 import importlib.util
 import itertools
 import logging
+import math
 import sys
 import threading
 import time
@@ -494,6 +495,7 @@ class DaskRunner:
         self.client = client
         self.retries = retries
         self.worker_wait = _budget("worker-wait", WORKER_WAIT) if worker_wait is None else float(worker_wait)
+        self._said_waiting_at = -math.inf  # when a wait for a worker was last said (_say_waiting_for_worker)
         self.start_wait = _budget("start-wait", START_WAIT)  # as given, below worker-wait too (trial s39)
         self.token = uuid.uuid4().hex
         self.said_live: list[tuple[str, type[Warning]]] = []  # the probe's warnings given as they came (_await_probe)
@@ -604,6 +606,11 @@ class DaskRunner:
         return f"tasks of the run were lost by the Dask cluster at {self.address} (a worker died with the job's data)"
 
     def _say_waiting_for_worker(self, seconds_left: float) -> None:
+        """Said once a wait: the round's watch and `_wait_for_workers` after it may wait for the same worker."""
+        now = time.monotonic()
+        if now - self._said_waiting_at < self.worker_wait:
+            return
+        self._said_waiting_at = now
         logger.warning("waiting for a Dask worker at %s (at most %.3g s more; start workers with `dask worker %s`, "
                        "or stop this run: a store keeps its finished tiles)", self.address, seconds_left, self.address)
 

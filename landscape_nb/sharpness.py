@@ -105,13 +105,14 @@ def axis_sharpness(surface, axis: str = "x", radius: float | None = None) -> Axi
                   f"{t.min():.3g}..{t.max():.3g}), so L''(0) = {curv:.4g} is one-sided, the curvature of the parabola "
                   f"through L(0) and the next two points (spacing {h:.3g}; within O(h) of L''(0), not O(h²), and at a "
                   "sharp minimum it may even be negative); compute a range on both sides of 0 for the centred one")
-    if surface_precision(surface) in ("bf16", "fp16") and math.isfinite(curv):
+    rounding = surface_precision(surface) in ("bf16", "fp16") and math.isfinite(curv)
+    if rounding:
         warn_user(f"landscape_nb: sharpness along {axis}: the surface was computed in "
                   f"{surface_precision(surface)}, about 1e-2 relative per point, and L''(0) is a second difference "
                   "of three of them: it may be far off; compute the surface in fp32 for the curvature")
     else:
-        _warn_if_rounding_dominates(surface, axis, t, k0, l0, curv)
-    if not one_sided:
+        rounding = _warn_if_rounding_dominates(surface, axis, t, k0, l0, curv)
+    if not one_sided and not rounding:  # rounding read as spacing: "a finer grid" against "a coarser" (review s60)
         _warn_if_spacing_decides(axis, t, loss, k0, curv)
     label = surface.x_label if axis == "x" else surface.y_label
     return AxisSharpness(axis, label, r, l0, float(increase), curv, _centre_spacing(t, k0), one_sided)
@@ -135,8 +136,9 @@ def _warn_if_spacing_decides(axis: str, t: np.ndarray, loss: np.ndarray, k0: int
     if error > 0.05 * abs(curv):
         warn_user(f"landscape_nb: sharpness along {axis}: L''(0) = {curv:.4g} is the second difference at the grid's "
                   f"spacing {h:.3g}, and the one at twice it reads {wide:.4g}: the spacing may move it by about "
-                  f"{error:.2g} ({error / abs(curv):.0%}; {curv + (curv - wide) / 3:.4g} extrapolated); compute a "
-                  f"finer grid near the centre, e.g. {axis}=(-{h / 2:.2g}, {h / 2:.2g}, 5), for the curvature")
+                  f"{error:.2g} ({f'{error / abs(curv):.0%}; ' if curv else ''}{curv + (curv - wide) / 3:.4g} "
+                  f"extrapolated); compute a finer grid near the centre, e.g. {axis}=(-{h / 2:.2g}, {h / 2:.2g}, 5), "
+                  "for the curvature")
 
 
 def _warn_if_interpolation_decides(axis: str, t, loss, sides, at_r, top: float, l0: float, tol: float) -> None:
@@ -187,15 +189,15 @@ def _not_finite(surface, axis: str, t, loss, used, r: float, l0: float) -> AxisS
 ROUNDING = {"fp64": 2.0 ** -52, "fp32": 2.0 ** -23, "tf32": 2.0 ** -11}
 
 
-def _warn_if_rounding_dominates(surface, axis: str, t: np.ndarray, k0: int, l0: float, curv: float) -> None:
+def _warn_if_rounding_dominates(surface, axis: str, t: np.ndarray, k0: int, l0: float, curv: float) -> bool:
     """Warn where rounding alone can move the second difference by a tenth of it or more: each point off by
     about ``δ = 2u·max(|L(0)|, 0.01)`` (u the precision's roundoff, ``ROUNDING``; measured 0.35–3.4·u·L(0))
     moves it by up to ``4δ/h²``. A float32 surface at h = 5e-4 along unit Hessian eigenvectors read +0.0075
     for λ_min = -0.0018, at h = 5e-5 -0.37 for λ_max = +0.46, where L(0) = 0.014 (trial s34; a naive float32
-    loop read the same). bf16/fp16 are warned about apart."""
+    loop read the same). bf16/fp16 are warned about apart. Returns whether it warned."""
     u = ROUNDING.get(surface_precision(surface))
     if u is None or not math.isfinite(curv) or len(t) < 3:
-        return
+        return False
     h = float(np.min(np.diff(t[_centre_points(t, k0)].astype(float))))
     delta = 2 * u * max(abs(l0), 1e-2)  # a loss near 0 (a fitted net's) still rounds its logits: a floor
     noise = 4 * delta / h ** 2
@@ -206,6 +208,8 @@ def _warn_if_rounding_dominates(surface, axis: str, t: np.ndarray, k0: int, l0: 
                   f"move it by up to {noise:.2g}: it may be rounding more than curvature; use a coarser grid near the "
                   f"centre ({coarser}if the curvature is that small), or compute the surface in float64 "
                   "(copy.deepcopy(model).double())")
+        return True
+    return False
 
 
 def _centre_points(t: np.ndarray, k0: int) -> np.ndarray:

@@ -95,6 +95,8 @@ def test_an_exported_page_is_named_by_its_figures_title_as_shown(tmp_path, bowl)
 
     fig = plot.contour(bowl, clip=False, title="mine &lt;b&gt; &amp; co:<br><b>a</b> plane")
     assert title_of(export_html(fig, tmp_path / "a.html")) == "mine <b> & co: a plane"
+    fig = plot.contour(bowl, clip=False, title='a < b > c, "d"')  # no tag between < and > (review s60)
+    assert title_of(export_html(fig, tmp_path / "b.html")) == 'a < b > c, "d"'
     assert title_of(export_html(plot.contour(bowl, clip=False, title=""), tmp_path / "no title.html")) == "no title"
 
 

@@ -1382,5 +1382,10 @@ def test_a_computed_surfaces_figure_made_in_python_says_which_run_it_shows():
     assert plot.line([line, line]).layout.title.text is None
     vol = lnb.compute_surface(model, data, d, x=(-1, 1, 3), y=(-1, 1, 3), z=(-1, 1, 3))
     assert plot.volume(vol).layout.title.text.endswith("seed 3, 3×3×3 points")
+    # an eigen-map's loss drawn is titled as a loss surface, as the CLI titles it (review s60: "non-convexity map")
+    ratio = np.zeros_like(plane.loss)
+    eig = Surface(plane.x, plane.y, plane.loss, {"eig_ratio": ratio, "lambda_max": ratio + 1, "lambda_min": ratio},
+                  provenance=dict(plane.provenance))
+    assert plot.contour(eig).layout.title.text == want
     plane.provenance["title"] = "given"
     assert plot.contour(plane).layout.title.text == "given"

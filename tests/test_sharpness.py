@@ -315,3 +315,24 @@ def test_a_curvature_the_grids_spacing_moves_is_warned_of_with_its_extrapolation
         assert Surface(x, None, 1 + 3 * x ** 2).sharpness(radius=0.4)["x"].curvature == pytest.approx(6.0)
         fine = np.linspace(-0.1, 0.1, 41)
         assert Surface(fine, None, f(fine)).sharpness()["x"].curvature == pytest.approx(2.0, rel=1e-3)
+
+
+
+def test_the_spacing_warning_leaves_rounding_to_its_own_and_a_flat_centre_gets_no_percentage():
+    """Review s60: on a float32 slice whose rounding dominates, the rounding warning said "a coarser grid" and the
+    spacing one "a finer grid" (four times the rounding); only the rounding one is said. A flat centre (L''(0) = 0
+    by the second difference) was warned of as "inf%", with numpy's division warning."""
+    t = np.linspace(-2e-3, 2e-3, 11)
+    loss = (0.5 + 0.5 * t ** 2 + 6e-8 * (np.arange(11) % 4 == 3)).astype(np.float32).astype(float)
+    with pytest.warns(UserWarning) as said:
+        Surface(t, None, loss, provenance={"precision": "fp32"}).sharpness(radius=1.2e-3)
+    texts = [str(w.message) for w in said]
+    assert any("use a coarser grid" in m for m in texts) and not any("finer grid" in m for m in texts), texts
+    x = np.linspace(-1, 1, 11)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = Surface(x, None, np.maximum(0, np.abs(x) - 0.25) ** 2).sharpness(radius=0.6)["x"]
+    texts = [str(w.message) for w in caught]
+    assert s.curvature == 0 and not [w for w in caught if issubclass(w.category, RuntimeWarning)], texts
+    spacing = [m for m in texts if "L''(0) = 0 is the second difference" in m]
+    assert spacing and "%" not in spacing[0], texts

@@ -540,6 +540,16 @@ def test_a_page_left_open_that_drops_updates_is_found_after_the_next_run(explore
         new = explorer.figure
         assert new is not fig and fig.comm is None  # drawn again in a new widget, with the run's values
         np.testing.assert_allclose(np.array(new.data[1].z, dtype=float), plot.display_values(explorer.surface))
+        # a panel closed while it computes: its run's end probes nothing, and no widget is made on it (review s60)
+        new.set_state({"_view_count": 1})
+        _report(new, trace_edit_id=new._last_trace_edit_id)
+        explorer.state.set(seed=5, x_points=61, y_points=51, time_budget=1e6)
+        assert explorer.compute()
+        while not explorer.surface.n_done:
+            await asyncio.sleep(0.01)
+        explorer.close()
+        await asyncio.sleep(1.0)
+        assert explorer.figure is new and new.comm is not None and explorer.state.status == "cancelled"
 
     asyncio.run(pages())
 

@@ -110,7 +110,7 @@ def export_html(fig, path: str | os.PathLike) -> Path:
 def _plain(markup: str | None) -> str:
     """Plotly markup (``<br>``, ``<b>``, entities) as the plain text it shows, on one line."""
     text = re.sub(r"<br\s*/?>", " ", markup or "", flags=re.IGNORECASE)
-    return " ".join(html.unescape(re.sub(r"<[^>]*>", "", text)).split())
+    return " ".join(html.unescape(re.sub(r"</?[A-Za-z][^<>]*>", "", text)).split())  # "a < b > c" is no tag
 
 
 def _autoplay(fig) -> dict | None:

@@ -89,7 +89,7 @@ def _single_grid_figure(kind, surf, *, log, clip, title, levels=30, contours=Tru
         fig.add_trace(points)
     # a partial contour plot's points not computed yet, told from computed ones no line crosses
     tint = add_not_computed_tint(fig, kind, surf)
-    fig.update_layout(title=_run_title(title, surf))
+    fig.update_layout(title=_run_title(title, surf, kind))
     note_sources(fig, [surf])
     note_partial(fig, surf)
     if tint:
@@ -239,7 +239,7 @@ def line(
         if single:  # each axis in its curve's colour
             fig.update_yaxes(title_font_color=loss_color, tickfont_color=loss_color, secondary_y=False)
             fig.update_yaxes(title_font_color=metric_color, tickfont_color=metric_color, secondary_y=True)
-    fig.update_layout(title=_run_title(title, surfaces[0]) if single else _title(title, surfaces[0]),
+    fig.update_layout(title=_run_title(title, surfaces[0], "line") if single else _title(title, surfaces[0]),
                       hovermode="x unified")
     _cap_loss_axis(fig, [s.loss for s in surfaces], clip=clip, log=log)
     note_sources(fig, surfaces)
@@ -371,14 +371,15 @@ def _panel_titles(surfaces: Sequence[Surface]) -> list[str]:
                      for t, m in zip(titles, made)])
 
 
-def _run_title(title: str | None, surface: Surface) -> str | None:
+def _run_title(title: str | None, surface: Surface, drawn: str) -> str | None:
     """``title`` or the surface's own (`_title`), else for a computed run (its provenance names the model and
-    the scheme) what the CLI titles its figure (`run_title`): a figure made in Python had no title, so an exported
-    one did not say which model, directions, split or grid it showed (trial s58)."""
+    the scheme) what the CLI titles its figure of kind ``drawn`` (`run_title`: an eigen-map's loss drawn is not
+    titled as its ratio map): a figure made in Python had no title, so an exported one did not say which model,
+    directions, split or grid it showed (trial s58)."""
     given = _title(title, surface)
     prov = surface.provenance
     if given is None and prov.get("label") and prov.get("scheme"):
-        return run_title(surface)
+        return run_title(surface, drawn=drawn)
     return given
 
 

@@ -275,7 +275,7 @@ def volume(
             notes.append(fit_title(note, width, size=CAPTION_FONT))
     caption = "<br>".join(notes)
     fig.update_layout(
-        title=_run_title(title, surf),
+        title=_run_title(title, surf, "volume"),
         scene=dict(**{f"{a}axis_title": as_written(t) for a, t in titles.items()}, aspectmode="cube"),
         margin=dict(margin, b=margin["b"] + round(1.4 * CAPTION_FONT) * len(notes and caption.split("<br>"))),
     )

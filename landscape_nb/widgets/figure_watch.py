@@ -96,6 +96,7 @@ class FigureWatch:
         self._due = 0.0  # the loop's time the pending check is for
         self._probed: int | None = None  # the trace edit id of the probe awaiting its acknowledgement
         self._answered = False  # a probe was applied: a view's report no longer calls for one (a new view does)
+        self._closed = False
         fig.observe(self._on_report, names="_js2py_traceDeltas")
         fig.observe(self._on_views, names="_view_count")
 
@@ -128,8 +129,8 @@ class FigureWatch:
         dropped them. Once that page closed (a tab closed: its view is not always uncounted), the other drew
         none of the later runs (trial s60). The Explorer calls this after each run."""
         views = getattr(self.fig, "_view_count", None)
-        if _is_id(views) and views > 0 and self._probed is None and not self.deaf:
-            self._probe()
+        if _is_id(views) and views > 0 and self._probed is None and not self.deaf and not self._closed:
+            self._probe()  # not for a closed panel's figure (review s60: a new widget made on it)
 
     def _probe(self) -> None:
         try:
@@ -168,6 +169,7 @@ class FigureWatch:
 
     def close(self) -> None:
         """Stop watching (the widget was replaced or closed)."""
+        self._closed = True
         self._cancel()
         for handler, name in ((self._on_report, "_js2py_traceDeltas"), (self._on_views, "_view_count")):
             try:
