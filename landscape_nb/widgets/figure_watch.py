@@ -59,7 +59,18 @@ def figure_widget(fig: Any):
     widget was made with, which restyles and updates never change, so every property the kernel changed since
     is taken out. The figure still draws, and ``fig.data[0].x`` reads the default; but ``fig.to_dict()``, and so
     an HTML export or a copy drawn again, lost them: a live line exported from JupyterLab was drawn against the
-    point index, its hover text gone (trial s60). This widget keeps them (they are the values drawn)."""
+    point index, its hover text gone (trial s60). This widget keeps them (they are the values drawn).
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure or dict
+        What ``go.FigureWidget(fig)`` takes, e.g. ``lnb.plot.live(surface)``.
+
+    Returns
+    -------
+    plotly.graph_objects.FigureWidget
+        A new widget (of a subclass); update it with ``lnb.plot.update(widget, surface)``.
+    """
     return _widget_class()(fig)
 
 
