@@ -127,11 +127,11 @@ def _warn_if_spacing_decides(axis: str, t: np.ndarray, loss: np.ndarray, k0: int
     j = int(np.flatnonzero(order == k0)[0])
     if not math.isfinite(curv) or j < 2 or j > len(t) - 3:
         return
-    (ta, tb, tc), (la, lb, lc) = t[order[[j - 2, j, j + 2]]].astype(float), loss[order[[j - 2, j, j + 2]]]
+    apart = order[[j - 2, j, j + 2]]
     h = _centre_spacing(t, k0)
-    if not np.isfinite([la, lb, lc]).all() or not np.allclose([tb - ta, tc - tb], 2 * h, rtol=1e-6):
+    if not np.isfinite(loss[apart]).all() or not np.allclose(np.diff(t[apart].astype(float)), 2 * h, rtol=1e-6):
         return
-    wide = 2 * ((lc - lb) / (tc - tb) - (lb - la) / (tb - ta)) / (tc - ta)
+    wide = _parabola_curvature(t[apart], loss[apart])
     error = abs(curv - wide) / 3
     if error > 0.05 * abs(curv):
         warn_user(f"landscape_nb: sharpness along {axis}: L''(0) = {curv:.4g} is the second difference at the grid's "
@@ -152,9 +152,7 @@ def _warn_if_interpolation_decides(axis: str, t, loss, sides, at_r, top: float, 
             continue
         b = int(np.searchsorted(t, side))  # t[b - 1] < side < t[b]
         k = min(max(b - 1, 1), len(t) - 2)  # the middle of the three points nearest ±r
-        (t0, t1, t2), (y0, y1, y2) = t[k - 1:k + 2], loss[k - 1:k + 2]
-        second = 2 * ((y2 - y1) / (t2 - t1) - (y1 - y0) / (t1 - t0)) / (t2 - t0)
-        error = 0.5 * (side - t[b - 1]) * (t[b] - side) * abs(second)
+        error = 0.5 * (side - t[b - 1]) * (t[b] - side) * abs(_parabola_curvature(t[k - 1:k + 2], loss[k - 1:k + 2]))
         if np.isfinite(error) and error > 0.05 * abs(top - l0):
             radii = sorted({float(abs(v)) for v in (t[b - 1], t[b]) if v != 0})  # 0 is no radius (review s59)
             warn_user(f"landscape_nb: sharpness along {axis}: the rise is read at {axis} = {side:.3g}, between the "
@@ -238,9 +236,15 @@ def _centre_curvature(t: np.ndarray, loss: np.ndarray, k0: int) -> float:
     if len(t) < 3:
         return float("nan")
     three = _centre_points(t, k0)
-    (t0, t1, t2), (l0, l1, l2) = t[three].astype(float), loss[three].astype(float)
-    if not np.isfinite([l0, l1, l2]).all():
+    if not np.isfinite(loss[three].astype(float)).all():
         return float("nan")
+    return _parabola_curvature(t[three], loss[three])
+
+
+def _parabola_curvature(t: np.ndarray, loss: np.ndarray) -> float:
+    """The second derivative of the parabola through three points (``t`` increasing): twice their second divided
+    difference."""
+    (t0, t1, t2), (l0, l1, l2) = np.asarray(t, dtype=float), np.asarray(loss, dtype=float)
     return float(2 * ((l2 - l1) / (t2 - t1) - (l1 - l0) / (t1 - t0)) / (t2 - t0))
 
 
