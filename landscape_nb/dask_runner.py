@@ -687,7 +687,7 @@ class DaskRunner:
         starved = threading.Event()
 
         def watch() -> None:  # the user's cancel, and a cluster left without workers past the budget
-            no_workers_since, tick, said = None, 0, False
+            no_workers_since, tick = None, 0
             while not finished.wait(0.1):
                 tick += 1
                 if cancel.is_set():
@@ -702,15 +702,14 @@ class DaskRunner:
                 if self._connected() and self._n_workers() == 0:
                     no_workers_since = no_workers_since or time.monotonic()
                     waited = time.monotonic() - no_workers_since
-                    if not said and waited > 2.0:  # the wait was silent (trial s59: 30 s without a word)
-                        said = True
+                    if waited > 2.0:  # the wait was silent (trial s59: 30 s without a word); said once a wait
                         self._say_waiting_for_worker(self.worker_wait - waited)
                     if waited > self.worker_wait:
                         starved.set()
                         self._cancel(futures)
                         return
                 else:
-                    no_workers_since, said = None, False
+                    no_workers_since = None
 
         watcher = threading.Thread(target=watch, name="landscape_nb-watch", daemon=True)
         watcher.start()
